@@ -1,0 +1,58 @@
+/* sluice/image.h — decoded images: 8-bit sRGB, 3 channels, row-major.
+ *
+ * Decoding (libvips) reads from memory or a file, applies EXIF orientation,
+ * flattens alpha onto a background, converts any colour space and depth to
+ * 8-bit sRGB, and shrinks on load so the longer edge is at most max_edge.
+ * An sl_image is immutable once made and may be shared between threads.
+ * The caller owns every sl_image it receives and frees it with
+ * sl_image_free().
+ */
+#ifndef SLUICE_IMAGE_H
+#define SLUICE_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sl_image sl_image;
+
+typedef struct sl_image_params {
+    int max_edge;            /* longer edge after decode; 0 keeps the size */
+    uint64_t max_input_pixels; /* width*height read from the header; larger fails */
+    uint8_t background[3];   /* alpha is flattened onto this RGB colour */
+} sl_image_params;
+
+sl_image_params sl_image_default_params(void);
+
+/* Decode `len` bytes. `name` names the input in error messages. On failure
+ * *out is NULL and the message names `name` and the cause. */
+sl_status sl_image_decode(const void *data, size_t len, const char *name,
+                          const sl_image_params *params, sl_image **out);
+
+/* Read the file at `path` and decode it. */
+sl_status sl_image_load_file(const char *path, const sl_image_params *params,
+                             sl_image **out);
+
+/* Make an image from packed RGB pixels (copied). */
+sl_status sl_image_from_rgb(int width, int height, const uint8_t *rgb, sl_image **out);
+
+int sl_image_width(const sl_image *image);
+int sl_image_height(const sl_image *image);
+/* width*height*3 bytes, valid until sl_image_free(). */
+const uint8_t *sl_image_pixels(const sl_image *image);
+/* Bytes held by the image (pixels and header), for memory accounting. */
+size_t sl_image_bytes(const sl_image *image);
+/* Size as read from the file header, before orientation and shrinking. */
+int sl_image_source_width(const sl_image *image);
+int sl_image_source_height(const sl_image *image);
+
+void sl_image_free(sl_image *image);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,13 @@
+/* sluice/sluice.h — umbrella header: include this to use libsluice. */
+#ifndef SLUICE_SLUICE_H
+#define SLUICE_SLUICE_H
+
+#include "status.h"
+#include "log.h"
+#include "image.h"
+#include "engine.h"
+#include "caption.h"
+
+#define SL_VERSION "0.1.0"
+
+#endif

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Provide llama.cpp (headers, libllama, libggml*, libmtmd, llama-server,
+# llama-mtmd-cli) in a prefix outside the repository, and print that prefix
+# as the last line of stdout.
+#
+# Order: $SLUICE_LLAMA_PREFIX if set; a system llama.cpp with mtmd
+# (pkg-config 'llama' plus mtmd.h and the two programs); otherwise build the
+# llama.cpp carried by the pinned llama-cpp-python sdist into
+#   ${SLUICE_CACHE:-~/.cache/sluice}/llama.cpp/<version>-<cpu|cuda>/prefix
+# A complete prefix (stamp file present) is reused as is.
+#
+# Options (environment): SLUICE_LLAMA_CUDA=1 builds with CUDA (GPU hosts);
+# SLUICE_JOBS sets build parallelism (default: nproc).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/versions.sh"
+
+say() { echo "[llama.cpp] $*" >&2; }
+die() { echo "[llama.cpp] error: $*" >&2; exit 1; }
+
+has_prefix() {
+    local p=$1
+    [ -f "$p/include/llama.h" ] && [ -f "$p/include/mtmd.h" ] &&
+    ls "$p"/lib/libllama.so* >/dev/null 2>&1 && ls "$p"/lib/libmtmd.so* >/dev/null 2>&1 &&
+    [ -x "$p/bin/llama-server" ] && [ -x "$p/bin/llama-mtmd-cli" ]
+}
+
+if [ -n "${SLUICE_LLAMA_PREFIX:-}" ]; then
+    has_prefix "$SLUICE_LLAMA_PREFIX" ||
+        die "SLUICE_LLAMA_PREFIX=$SLUICE_LLAMA_PREFIX lacks include/{llama,mtmd}.h, lib/lib{llama,mtmd}.so or bin/{llama-server,llama-mtmd-cli}"
+    say "using SLUICE_LLAMA_PREFIX=$SLUICE_LLAMA_PREFIX"
+    echo "$SLUICE_LLAMA_PREFIX"; exit 0
+fi
+
+if command -v pkg-config >/dev/null && pkg-config --exists llama 2>/dev/null; then
+    sysprefix=$(pkg-config --variable=prefix llama)
+    if has_prefix "$sysprefix"; then
+        say "using system llama.cpp at $sysprefix"
+        echo "$sysprefix"; exit 0
+    fi
+    say "system llama.cpp at $sysprefix has no mtmd or tools; building our own"
+fi
+
+flavor=cpu
+[ "${SLUICE_LLAMA_CUDA:-0}" = 1 ] && flavor=cuda
+cache=${SLUICE_CACHE:-$HOME/.cache/sluice}
+root=$cache/llama.cpp/$LLAMA_CPP_PYTHON_VERSION-$flavor
+prefix=$root/prefix
+stamp=$prefix/.sluice-complete
+
+if [ -f "$stamp" ] && has_prefix "$prefix"; then
+    say "reusing cached build $prefix"
+    echo "$prefix"; exit 0
+fi
+
+command -v cmake >/dev/null || die "cmake not found: run scripts/setup.sh (apt-get install cmake)"
+command -v g++ >/dev/null || die "g++ not found: run scripts/setup.sh (apt-get install g++)"
+
+mkdir -p "$root"
+sdist=$root/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz
+if [ ! -f "$sdist" ] || ! echo "$LLAMA_CPP_PYTHON_SHA256  $sdist" | sha256sum -c --status; then
+    say "downloading llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION source distribution from PyPI"
+    tmp=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --no-binary :all: \
+        "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" -d "$tmp" ||
+        die "pip download llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION failed: check that PyPI is reachable"
+    mv "$tmp"/llama_cpp_python-*.tar.gz "$sdist"
+    rm -rf "$tmp"
+fi
+echo "$LLAMA_CPP_PYTHON_SHA256  $sdist" | sha256sum -c --status ||
+    die "sha256 of $sdist is $(sha256sum "$sdist" | cut -d' ' -f1), expected $LLAMA_CPP_PYTHON_SHA256 (scripts/versions.sh)"
+
+src=$root/src
+if [ ! -f "$src/CMakeLists.txt" ]; then
+    say "unpacking vendor/llama.cpp from the sdist"
+    rm -rf "$src" "$root/unpack"; mkdir -p "$root/unpack"
+    tar -xzf "$sdist" -C "$root/unpack"
+    mv "$root/unpack"/llama_cpp_python-*/vendor/llama.cpp "$src"
+    rm -rf "$root/unpack"
+    [ -f "$src/tools/mtmd/mtmd.h" ] || die "the sdist's llama.cpp has no tools/mtmd: pin another llama-cpp-python version"
+fi
+
+cuda_flags=(-DGGML_CUDA=OFF)
+if [ "$flavor" = cuda ]; then
+    command -v nvcc >/dev/null || die "SLUICE_LLAMA_CUDA=1 but nvcc is not on PATH"
+    cuda_flags=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${SLUICE_CUDA_ARCHS:-80;90}")
+fi
+
+say "configuring ($flavor) in $root/build"
+cmake -S "$src" -B "$root/build" -DCMAKE_BUILD_TYPE=Release \
+    -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON "${cuda_flags[@]}" \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
+    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON \
+    -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF \
+    -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON -DCMAKE_INSTALL_RPATH='$ORIGIN/../lib:$ORIGIN' \
+    >"$root/configure.log" 2>&1 || die "cmake configure failed; see $root/configure.log"
+
+jobs=${SLUICE_JOBS:-$(nproc)}
+say "building llama, mtmd, llama-server, llama-mtmd-cli with $jobs jobs (a cold build takes 10-30 minutes on 2 cores)"
+cmake --build "$root/build" -j "$jobs" --target llama mtmd llama-server llama-mtmd-cli \
+    >"$root/build.log" 2>&1 || die "build failed; see the tail of $root/build.log"
+
+say "staging into $prefix"
+rm -rf "$prefix"; mkdir -p "$prefix/include" "$prefix/lib" "$prefix/bin"
+cp -a "$src"/include/*.h "$src"/ggml/include/*.h "$prefix/include/"
+cp -a "$src"/tools/mtmd/mtmd.h "$src"/tools/mtmd/mtmd-helper.h "$prefix/include/"
+cp -a "$root"/build/bin/*.so* "$prefix/lib/"
+cp -a "$root"/build/bin/llama-server "$root"/build/bin/llama-mtmd-cli "$prefix/bin/"
+echo "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION ($flavor)" >"$stamp"
+has_prefix "$prefix" || die "staged prefix $prefix is incomplete"
+say "done: $prefix"
+echo "$prefix"

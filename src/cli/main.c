@@ -1,0 +1,234 @@
+/* cli/main.c — the sluice command: parses arguments, calls libsluice's
+ * public API, prints progress and a summary. Nothing here but the CLI.
+ *
+ * Exit status: 0 every row succeeded; 3 the run finished but some rows
+ * failed (they are in the output with their error); 2 a wrong command line
+ * or configuration; 1 the run could not finish. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/sluice.h"
+
+enum { EXIT_ROWS_FAILED = 3, EXIT_USAGE = 2, EXIT_RUN = 1 };
+
+static const char usage_text[] =
+    "usage: sluice caption INPUT_DIR -o OUTPUT_DIR --model M.gguf --mmproj P.gguf [options]\n"
+    "\n"
+    "Caption every image under INPUT_DIR (recursively) with a vision-language\n"
+    "model and write one JSON row per image to OUTPUT_DIR/part-00000.jsonl.\n"
+    "\n"
+    "Model:\n"
+    "  -m, --model PATH          language model GGUF\n"
+    "      --mmproj PATH         vision projector GGUF (mmproj)\n"
+    "      --ctx N               context tokens (default: 4096 or the model's)\n"
+    "      --threads N           CPU threads (default: all cores)\n"
+    "      --gpu-layers N        layers offloaded to a GPU build (default: all)\n"
+    "Prompt and generation:\n"
+    "  -p, --prompt TEXT         user prompt (default: \"Describe this image in one sentence.\")\n"
+    "      --system TEXT         system prompt (default: none)\n"
+    "  -n, --max-tokens N        tokens to generate at most (default: 64)\n"
+    "      --temperature F       0 is greedy (default: 0)\n"
+    "      --top-p F  --top-k N  --min-p F  --repeat-penalty F\n"
+    "      --seed N              job seed; each row's seed mixes it with the row id (default: 0)\n"
+    "Images:\n"
+    "      --max-image-edge N    shrink so the longer edge is at most N px (default: 512; 0 keeps)\n"
+    "      --max-image-pixels N  refuse images larger than N pixels (default: 100000000)\n"
+    "Output:\n"
+    "  -o, --output DIR          output folder (created if missing)\n"
+    "      --overwrite           replace an existing part-00000.jsonl\n"
+    "      --show N              print the first N captions (default: 5)\n"
+    "  -q, --quiet               print only errors\n"
+    "  -v, --verbose             print llama.cpp's messages too\n"
+    "  -h, --help                this text\n"
+    "      --version             print the version\n"
+    "\n"
+    "Exit status: 0 all rows ok, 3 some rows failed (see their \"error\" field),\n"
+    "2 wrong command line or configuration, 1 the run could not finish.\n";
+
+static int usage_error(const char *what, const char *detail)
+{
+    fprintf(stderr, "sluice: %s%s\nRun 'sluice caption --help' for the options.\n", what,
+            detail ? detail : "");
+    return EXIT_USAGE;
+}
+
+static int parse_long(const char *flag, const char *text, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < min || v > max) {
+        char range[96];
+        snprintf(range, sizeof range, "an integer from %ld to %ld", min, max);
+        fprintf(stderr, "sluice: %s expects %s, got '%s'\n", flag, range, text);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_float(const char *flag, const char *text, double min, double max, float *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || *end || !(v >= min && v <= max)) {
+        fprintf(stderr, "sluice: %s expects a number from %g to %g, got '%s'\n", flag, min, max,
+                text);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+typedef struct printer {
+    long show;
+    long shown;
+    int quiet;
+} printer;
+
+static void print_row(const sl_row_view *row, void *user)
+{
+    printer *pr = user;
+    if (pr->quiet)
+        return;
+    if (row->error) {
+        fprintf(stderr, "sluice: row %ld failed: %s\n", row->index + 1, row->error);
+        return;
+    }
+    if (pr->shown < pr->show) {
+        printf("%-28s %s\n", row->id, row->caption);
+        fflush(stdout);
+        pr->shown++;
+    }
+}
+
+enum {
+    OPT_MMPROJ = 256, OPT_CTX, OPT_THREADS, OPT_GPU_LAYERS, OPT_SYSTEM, OPT_TEMPERATURE,
+    OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
+    OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION,
+};
+
+static int cmd_caption(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},
+        {"mmproj", required_argument, 0, OPT_MMPROJ},
+        {"ctx", required_argument, 0, OPT_CTX},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"gpu-layers", required_argument, 0, OPT_GPU_LAYERS},
+        {"prompt", required_argument, 0, 'p'},
+        {"system", required_argument, 0, OPT_SYSTEM},
+        {"max-tokens", required_argument, 0, 'n'},
+        {"temperature", required_argument, 0, OPT_TEMPERATURE},
+        {"top-p", required_argument, 0, OPT_TOP_P},
+        {"top-k", required_argument, 0, OPT_TOP_K},
+        {"min-p", required_argument, 0, OPT_MIN_P},
+        {"repeat-penalty", required_argument, 0, OPT_REPEAT_PENALTY},
+        {"seed", required_argument, 0, OPT_SEED},
+        {"max-image-edge", required_argument, 0, OPT_MAX_EDGE},
+        {"max-image-pixels", required_argument, 0, OPT_MAX_PIXELS},
+        {"output", required_argument, 0, 'o'},
+        {"overwrite", no_argument, 0, OPT_OVERWRITE},
+        {"show", required_argument, 0, OPT_SHOW},
+        {"quiet", no_argument, 0, 'q'},
+        {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    sl_caption_params p = sl_caption_default_params();
+    printer pr = {.show = 5};
+    int verbose = 0;
+    long v;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:p:n:o:qvh", opts, NULL)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case 'm': p.llama.model_path = optarg; break;
+        case OPT_MMPROJ: p.llama.mmproj_path = optarg; break;
+        case OPT_CTX: bad = parse_long("--ctx", optarg, 0, 1 << 22, &v); p.llama.n_ctx = (int)v; break;
+        case OPT_THREADS: bad = parse_long("--threads", optarg, 0, 1024, &v); p.llama.n_threads = (int)v; break;
+        case OPT_GPU_LAYERS: bad = parse_long("--gpu-layers", optarg, -1, 100000, &v); p.llama.n_gpu_layers = (int)v; break;
+        case 'p': p.prompt = optarg; break;
+        case OPT_SYSTEM: p.system_prompt = optarg; break;
+        case 'n': bad = parse_long("--max-tokens", optarg, 1, 1 << 20, &v); p.sampling.max_tokens = (int)v; break;
+        case OPT_TEMPERATURE: bad = parse_float("--temperature", optarg, 0, 100, &p.sampling.temperature); break;
+        case OPT_TOP_P: bad = parse_float("--top-p", optarg, 0, 1, &p.sampling.top_p); break;
+        case OPT_TOP_K: bad = parse_long("--top-k", optarg, 0, 1 << 20, &v); p.sampling.top_k = (int)v; break;
+        case OPT_MIN_P: bad = parse_float("--min-p", optarg, 0, 1, &p.sampling.min_p); break;
+        case OPT_REPEAT_PENALTY: bad = parse_float("--repeat-penalty", optarg, 0.01, 100, &p.sampling.repeat_penalty); break;
+        case OPT_SEED: bad = parse_long("--seed", optarg, 0, LONG_MAX, &v); p.sampling.seed = (uint64_t)v; break;
+        case OPT_MAX_EDGE: bad = parse_long("--max-image-edge", optarg, 0, 1 << 16, &v); p.image.max_edge = (int)v; break;
+        case OPT_MAX_PIXELS: bad = parse_long("--max-image-pixels", optarg, 1, LONG_MAX, &v); p.image.max_input_pixels = (uint64_t)v; break;
+        case 'o': p.output_dir = optarg; break;
+        case OPT_OVERWRITE: p.overwrite = true; break;
+        case OPT_SHOW: bad = parse_long("--show", optarg, 0, LONG_MAX, &pr.show); break;
+        case 'q': pr.quiet = 1; break;
+        case 'v': verbose = 1; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: fprintf(stderr, "Run 'sluice caption --help' for the options.\n"); return EXIT_USAGE;
+        }
+        if (bad)
+            return EXIT_USAGE;
+    }
+    if (optind >= argc)
+        return usage_error("caption needs an input folder", NULL);
+    if (argc - optind > 1)
+        return usage_error("caption takes one input folder; unexpected argument: ", argv[optind + 1]);
+    p.input_dir = argv[optind];
+    if (!p.output_dir)
+        return usage_error("caption needs an output folder: -o DIR", NULL);
+    if (!p.llama.model_path)
+        return usage_error("caption needs a model: --model PATH.gguf", NULL);
+    if (!p.llama.mmproj_path)
+        return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
+
+    sl_log_set_level(pr.quiet ? SL_LOG_ERROR : verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
+    p.on_row = print_row;
+    p.on_row_user = &pr;
+
+    sl_caption_summary sum;
+    sl_status st = sl_caption_run(&p, &sum);
+    if (st != SL_OK) {
+        fprintf(stderr, "sluice: %s\n", sl_last_error());
+        switch (st) {
+        case SL_ERR_INVALID_ARG: case SL_ERR_NOT_FOUND: case SL_ERR_EXISTS: case SL_ERR_MODEL:
+            return EXIT_USAGE;
+        default:
+            return EXIT_RUN;
+        }
+    }
+    if (!pr.quiet) {
+        double rate = sum.seconds > 0 ? sum.rows / sum.seconds : 0;
+        double tps = sum.seconds > 0 ? sum.generated_tokens / sum.seconds : 0;
+        if (sum.rows_ok > pr.shown)
+            printf("... and %ld more captions\n", sum.rows_ok - pr.shown);
+        printf("\n%ld images: %ld captioned, %ld failed in %.2f s (%.2f images/s, %.1f tokens/s; "
+               "model '%s' loaded in %.2f s)\noutput: %s\n",
+               sum.rows, sum.rows_ok, sum.rows_failed, sum.seconds, rate, tps, sum.model_name,
+               sum.load_seconds, sum.output_file);
+    }
+    return sum.rows_failed ? EXIT_ROWS_FAILED : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        fputs(usage_text, argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("sluice %s\n", SL_VERSION);
+        return 0;
+    }
+    if (strcmp(argv[1], "caption") == 0)
+        return cmd_caption(argc - 1, argv + 1);
+    fprintf(stderr, "sluice: unknown command '%s'; the command is 'caption'.\n"
+                    "Run 'sluice --help' for usage.\n", argv[1]);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,28 @@
+/* core/alloc.h — every heap allocation in libsluice goes through here, so
+ * live bytes are counted (for the memory budget) and tests can make the Nth
+ * allocation fail to prove error paths. Thread-safe. Memory from sl_malloc
+ * and friends is freed with sl_free, never free(). */
+#ifndef SL_CORE_ALLOC_H
+#define SL_CORE_ALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+void *sl_malloc(size_t size);
+void *sl_calloc(size_t count, size_t size);
+void *sl_realloc(void *ptr, size_t size);
+char *sl_strdup(const char *s);
+char *sl_strndup(const char *s, size_t n);
+void sl_free(void *ptr);
+/* printf into a new string; NULL when out of memory. */
+char *sl_asprintf(const char *fmt, ...) SL_PRINTF(1, 2);
+
+/* Bytes currently allocated through this module. */
+int64_t sl_alloc_live_bytes(void);
+/* Test hook: after `n` more successful allocations, every one fails until
+ * reset with a negative n. */
+void sl_alloc_fail_after(long n);
+
+#endif

@@ -1,0 +1,37 @@
+/* core/status.c — status names and the thread-local error message. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "core/error.h"
+
+static _Thread_local char last_error[1024];
+
+const char *sl_status_name(sl_status status)
+{
+    switch (status) {
+    case SL_OK: return "ok";
+    case SL_ERR_INVALID_ARG: return "invalid_arg";
+    case SL_ERR_NOMEM: return "nomem";
+    case SL_ERR_IO: return "io";
+    case SL_ERR_NOT_FOUND: return "not_found";
+    case SL_ERR_DECODE: return "decode";
+    case SL_ERR_MODEL: return "model";
+    case SL_ERR_ENGINE: return "engine";
+    case SL_ERR_TOO_LONG: return "too_long";
+    case SL_ERR_EXISTS: return "exists";
+    }
+    return "unknown";
+}
+
+const char *sl_last_error(void) { return last_error; }
+
+void sl_clear_error(void) { last_error[0] = '\0'; }
+
+sl_status sl_fail(sl_status status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return status;
+}

@@ -1,0 +1,16 @@
+/* core/utf8.h — making byte strings safe for JSON: generated tokens and
+ * file names are bytes, and may not be valid UTF-8. */
+#ifndef SL_CORE_UTF8_H
+#define SL_CORE_UTF8_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* True when s[0..len) is valid UTF-8 (no overlongs, surrogates or > U+10FFFF). */
+bool sl_utf8_valid(const char *s, size_t len);
+
+/* A NUL-terminated copy of s[0..len) with each invalid byte replaced by
+ * U+FFFD. Free with sl_free(); NULL when out of memory. */
+char *sl_utf8_sanitize(const char *s, size_t len);
+
+#endif

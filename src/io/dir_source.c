@@ -1,0 +1,225 @@
+/* io/dir_source.c — depth-first sorted directory walk. Each level keeps the
+ * sorted names of one directory; a level is dropped once consumed. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "io/dir_source.h"
+
+typedef struct level {
+    char *rel;      /* directory relative to root ("" for root) */
+    char **names;
+    size_t count, next;
+} level;
+
+struct sl_dir_source {
+    char *root;
+    level *levels;
+    size_t depth, cap;
+    char *path, *rel, *error; /* the current entry's strings */
+    sl_dir_entry entry;
+};
+
+static const char *const image_exts[] = {
+    "jpg", "jpeg", "jpe", "png", "webp", "gif", "tif", "tiff", "heic", "heif", "avif",
+};
+
+bool sl_is_image_name(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot == name)
+        return false;
+    for (size_t i = 0; i < sizeof image_exts / sizeof *image_exts; i++)
+        if (strcasecmp(dot + 1, image_exts[i]) == 0)
+            return true;
+    return false;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static char *join(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = sl_malloc(la + lb + 2);
+    if (!s)
+        return NULL;
+    memcpy(s, a, la);
+    size_t n = la;
+    if (la && lb && a[la - 1] != '/')
+        s[n++] = '/';
+    memcpy(s + n, b, lb + 1);
+    return s;
+}
+
+static void free_level(level *lv)
+{
+    for (size_t i = 0; i < lv->count; i++)
+        sl_free(lv->names[i]);
+    sl_free(lv->names);
+    sl_free(lv->rel);
+}
+
+/* Reads and sorts one directory. On failure returns the errno. */
+static int read_level(const char *dir_path, level *lv)
+{
+    DIR *d = opendir(dir_path);
+    if (!d)
+        return errno;
+    size_t cap = 0;
+    struct dirent *de;
+    int err = 0;
+    while ((de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (lv->count == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            char **grown = sl_realloc(lv->names, ncap * sizeof *grown);
+            if (!grown) { err = ENOMEM; break; }
+            lv->names = grown;
+            cap = ncap;
+        }
+        if (!(lv->names[lv->count] = sl_strdup(de->d_name))) { err = ENOMEM; break; }
+        lv->count++;
+    }
+    closedir(d);
+    if (!err && lv->count)
+        qsort(lv->names, lv->count, sizeof *lv->names, cmp_names);
+    return err;
+}
+
+static sl_status push_level(sl_dir_source *src, const char *rel, int *read_errno)
+{
+    if (src->depth == src->cap) {
+        size_t ncap = src->cap ? src->cap * 2 : 8;
+        level *grown = sl_realloc(src->levels, ncap * sizeof *grown);
+        if (!grown)
+            return sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", src->root);
+        src->levels = grown;
+        src->cap = ncap;
+    }
+    level lv = {0};
+    if (!(lv.rel = sl_strdup(rel)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", src->root);
+    char *dir_path = join(src->root, rel);
+    if (!dir_path) {
+        sl_free(lv.rel);
+        return sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", src->root);
+    }
+    *read_errno = read_level(dir_path, &lv);
+    sl_free(dir_path);
+    if (*read_errno) {
+        free_level(&lv);
+        if (*read_errno == ENOMEM)
+            return sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", src->root);
+        return SL_OK;
+    }
+    src->levels[src->depth++] = lv;
+    return SL_OK;
+}
+
+sl_status sl_dir_source_open(const char *root, sl_dir_source **out)
+{
+    *out = NULL;
+    struct stat st;
+    if (stat(root, &st) != 0)
+        return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO,
+                       "input folder '%s': %s", root, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return sl_fail(SL_ERR_INVALID_ARG, "input '%s' is not a folder", root);
+    sl_dir_source *src = sl_calloc(1, sizeof *src);
+    if (!src || !(src->root = sl_strdup(root))) {
+        sl_free(src);
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", root);
+    }
+    int read_errno = 0;
+    sl_status st2 = push_level(src, "", &read_errno);
+    if (st2 == SL_OK && read_errno)
+        st2 = sl_fail(SL_ERR_IO, "input folder '%s': %s", root, strerror(read_errno));
+    if (st2 != SL_OK) {
+        sl_dir_source_free(src);
+        return st2;
+    }
+    *out = src;
+    return SL_OK;
+}
+
+static void clear_entry(sl_dir_source *src)
+{
+    sl_free(src->path);
+    sl_free(src->rel);
+    sl_free(src->error);
+    src->path = src->rel = src->error = NULL;
+}
+
+sl_status sl_dir_source_next(sl_dir_source *src, const sl_dir_entry **entry)
+{
+    *entry = NULL;
+    clear_entry(src);
+    while (src->depth) {
+        level *lv = &src->levels[src->depth - 1];
+        if (lv->next == lv->count) {
+            free_level(lv);
+            src->depth--;
+            continue;
+        }
+        const char *name = lv->names[lv->next++];
+        char *rel = join(lv->rel, name);
+        char *path = rel ? join(src->root, rel) : NULL;
+        if (!path) {
+            sl_free(rel);
+            return sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", src->root);
+        }
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+            int read_errno = 0;
+            sl_status s = push_level(src, rel, &read_errno);
+            if (s == SL_OK && read_errno) {
+                char msg[512];
+                snprintf(msg, sizeof msg, "cannot list folder '%s': %s", path, strerror(read_errno));
+                src->error = sl_strdup(msg);
+                src->path = path;
+                src->rel = rel;
+                src->entry = (sl_dir_entry){src->path, src->rel, src->error};
+                *entry = &src->entry;
+                return SL_OK;
+            }
+            sl_free(rel);
+            sl_free(path);
+            if (s != SL_OK)
+                return s;
+            continue;
+        }
+        if (!sl_is_image_name(name)) {
+            sl_free(rel);
+            sl_free(path);
+            continue;
+        }
+        src->path = path;
+        src->rel = rel;
+        src->entry = (sl_dir_entry){src->path, src->rel, NULL};
+        *entry = &src->entry;
+        return SL_OK;
+    }
+    return SL_OK;
+}
+
+void sl_dir_source_free(sl_dir_source *src)
+{
+    if (!src)
+        return;
+    clear_entry(src);
+    while (src->depth)
+        free_level(&src->levels[--src->depth]);
+    sl_free(src->levels);
+    sl_free(src->root);
+    sl_free(src);
+}

@@ -1,0 +1,35 @@
+/* io/dir_source.h — the images under a folder, recursively, in a stable
+ * order (byte-wise sorted names, depth first), streamed: memory grows with
+ * the depth and the largest single directory, never with the whole tree.
+ * Files are chosen by image extension (case-insensitive). Symlinked files
+ * are followed; symlinked directories are not (no cycles). A subdirectory
+ * that cannot be read is returned as an entry with `error` set, so the job
+ * records it instead of silently skipping it. One thread at a time. */
+#ifndef SL_IO_DIR_SOURCE_H
+#define SL_IO_DIR_SOURCE_H
+
+#include <stdbool.h>
+#include "sluice/status.h"
+
+typedef struct sl_dir_source sl_dir_source;
+
+typedef struct sl_dir_entry {
+    const char *path;  /* root joined with rel */
+    const char *rel;   /* path relative to root: the row id */
+    const char *error; /* NULL, or why this path could not be listed */
+} sl_dir_entry;
+
+/* Fails with SL_ERR_NOT_FOUND / SL_ERR_INVALID_ARG when root is missing or
+ * not a directory. The source owns nothing of the caller's. */
+sl_status sl_dir_source_open(const char *root, sl_dir_source **out);
+
+/* *entry is the next input, or NULL at the end. The entry stays valid until
+ * the next call. */
+sl_status sl_dir_source_next(sl_dir_source *src, const sl_dir_entry **entry);
+
+void sl_dir_source_free(sl_dir_source *src);
+
+/* True when the name ends in an extension the image decoder takes. */
+bool sl_is_image_name(const char *name);
+
+#endif

@@ -1,0 +1,19 @@
+/* llm/engine_impl.h — what an engine backend provides: a table of
+ * functions behind the opaque sl_engine. Backends live in llm/engines/. */
+#ifndef SL_LLM_ENGINE_IMPL_H
+#define SL_LLM_ENGINE_IMPL_H
+
+#include "sluice/engine.h"
+
+typedef struct sl_engine_ops {
+    const char *kind;
+    sl_status (*generate)(void *impl, const sl_request *request, sl_result *out);
+    const char *(*model_name)(const void *impl);
+    void (*free)(void *impl);
+} sl_engine_ops;
+
+/* Wraps a backend; takes ownership of impl (freed by ops->free even when
+ * this fails). */
+sl_status sl_engine_wrap(const sl_engine_ops *ops, void *impl, sl_engine **out);
+
+#endif

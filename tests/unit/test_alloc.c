@@ -1,0 +1,74 @@
+/* Unit tests: core/alloc.c — counting and failure injection. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "core/alloc.h"
+
+static void live_bytes_follow_alloc_realloc_free(void **state)
+{
+    int64_t base = sl_alloc_live_bytes();
+    char *p = sl_malloc(100);
+    assert_non_null(p);
+    assert_int_equal(sl_alloc_live_bytes() - base, 100);
+    p = sl_realloc(p, 1000);
+    assert_non_null(p);
+    assert_int_equal(sl_alloc_live_bytes() - base, 1000);
+    memset(p, 7, 1000);
+    sl_free(p);
+    assert_int_equal(sl_alloc_live_bytes(), base);
+    sl_free(NULL);
+}
+
+static void calloc_zeroes_and_rejects_overflow(void **state)
+{
+    unsigned char *p = sl_calloc(16, 8);
+    assert_non_null(p);
+    for (int i = 0; i < 128; i++)
+        assert_int_equal(p[i], 0);
+    sl_free(p);
+    assert_null(sl_calloc(SIZE_MAX / 2, 4));
+}
+
+static void fail_after_n(void **state)
+{
+    sl_alloc_fail_after(2);
+    void *a = sl_malloc(8), *b = sl_malloc(8), *c = sl_malloc(8);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_null(c);
+    assert_null(sl_strdup("x"));
+    sl_alloc_fail_after(-1);
+    void *d = sl_malloc(8);
+    assert_non_null(d);
+    sl_free(a);
+    sl_free(b);
+    sl_free(d);
+}
+
+static void strings(void **state)
+{
+    char *s = sl_strdup("hello");
+    assert_string_equal(s, "hello");
+    char *n = sl_strndup("hello", 3);
+    assert_string_equal(n, "hel");
+    char *f = sl_asprintf("%s-%05d", "part", 7);
+    assert_string_equal(f, "part-00007");
+    sl_free(s);
+    sl_free(n);
+    sl_free(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(live_bytes_follow_alloc_realloc_free),
+        cmocka_unit_test(calloc_zeroes_and_rejects_overflow),
+        cmocka_unit_test(fail_after_n),
+        cmocka_unit_test(strings),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
