@@ -83,10 +83,11 @@ static const char *llama_engine_model_name(const void *impl)
 }
 
 /* Renders the chat for one request into a new string (sl_free). */
-static char *render_prompt(const llama_engine *e, const char *system_prompt, const char *user_text)
+static char *render_prompt(const llama_engine *e, const char *system_prompt, const char *user_text,
+                           bool with_image)
 {
-    const char *marker = mtmd_get_marker(e->mtmd);
-    char *user = sl_asprintf("%s%s", marker, user_text);
+    /* The image goes before the text, as SmolVLM and most VLMs are trained. */
+    char *user = sl_asprintf("%s%s", with_image ? mtmd_get_marker(e->mtmd) : "", user_text);
     if (!user)
         return NULL;
     if (!e->chat_template) {
@@ -179,7 +180,7 @@ static sl_status llama_engine_generate(void *impl, const sl_request *req, sl_res
     sl_status st = SL_OK;
     double t_start = now_ms();
 
-    char *prompt = render_prompt(e, req->system_prompt, req->prompt);
+    char *prompt = render_prompt(e, req->system_prompt, req->prompt, req->image != NULL);
     if (!prompt)
         return sl_fail(SL_ERR_ENGINE, "%s: cannot apply the model's chat template", id);
 

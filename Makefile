@@ -1,0 +1,42 @@
+# sluice — the two commands: `make demo` and `make test`. Each sets up
+# everything it needs first (scripts/setup.sh; fast when already done).
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+CMAKE_ARGS ?=
+
+.PHONY: all setup build build-asan demo test test-unit test-asan models-256m clean
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+define configure_and_build
+	cmake -S . -B $(1) -DSLUICE_LLAMA_PREFIX="$$(cat build/llama-prefix)" $(2) $(CMAKE_ARGS) >/dev/null
+	cmake --build $(1) -j $(JOBS)
+endef
+
+build: setup
+	$(call configure_and_build,$(BUILD),)
+
+build-asan: setup
+	$(call configure_and_build,$(ASAN_BUILD),-DSLUICE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug)
+
+demo: build
+	@echo "== sluice demo: captioning samples/ with the generated tiny model (random weights: captions are noise) =="
+	$(BUILD)/sluice caption samples -o out/demo --overwrite --show 100 \
+	    --model models/tiny/model.gguf --mmproj models/tiny/mmproj.gguf
+
+test: build build-asan
+	ctest --test-dir $(BUILD) --output-on-failure
+	ctest --test-dir $(ASAN_BUILD) --output-on-failure
+
+test-unit: build
+	ctest --test-dir $(BUILD) --output-on-failure -L unit
+
+models-256m: setup
+	.venv/bin/python tools/gen_model.py --shape smolvlm-256m --out models/smolvlm-256m
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) out

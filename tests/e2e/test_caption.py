@@ -1,0 +1,112 @@
+"""sluice caption end to end: every input once, errors as rows, determinism,
+and clear failures for a wrong command line."""
+import time
+
+from conftest import SAMPLES, TINY, read_rows, sample_images
+
+BROKEN = {"broken/zero-bytes.jpg", "broken/truncated.jpg", "broken/text.png"}
+
+
+def test_every_input_once_and_corrupt_inputs_as_error_rows(sluice, corrupt_set, tmp_path):
+    out = tmp_path / "out"
+    r = sluice.caption(corrupt_set, out, "--max-tokens", "12")
+    assert r.returncode == 3, r.stderr  # finished, some rows failed
+    rows = read_rows(out)
+    ids = [row["id"] for row in rows]
+    expected = {str(p.relative_to(SAMPLES)) for p in sample_images()} | BROKEN
+    assert len(ids) == len(set(ids)), "an input was written twice"
+    assert set(ids) == expected
+    assert ids == sorted(ids), "inputs are written in stable sorted order"
+    for row in rows:
+        if row["id"] in BROKEN:
+            assert row["caption"] is None
+            assert row["error_stage"] == "decode"
+            assert row["id"] in row["error"], row["error"]  # the message names the file
+        else:
+            assert row["error"] is None, row["error"]
+            assert isinstance(row["caption"], str)
+            assert row["finish_reason"] in ("stop", "length")
+            assert 0 <= row["generated_tokens"] <= 12
+            assert row["prompt_tokens"] > 0
+            assert max(row["width"], row["height"]) <= 512
+            assert row["model"] == "sluice-tiny-random"
+    assert "zero-bytes.jpg" in r.stderr and "empty" in r.stderr
+    assert "3 failed" in r.stdout
+    assert not any(p.name.startswith(".") for p in out.iterdir()), "temporary shard left behind"
+
+
+def test_clean_inputs_exit_zero(sluice, tmp_path):
+    r = sluice.caption(SAMPLES, tmp_path / "out", "--max-tokens", "4", "--show", "2")
+    assert r.returncode == 0, r.stderr
+    n = len(sample_images())
+    assert f"{n} images: {n} captioned, 0 failed" in r.stdout
+    assert len(read_rows(tmp_path / "out")) == n
+
+
+def test_greedy_captions_are_identical_across_runs(sluice, tmp_path):
+    a = sluice.caption(SAMPLES, tmp_path / "a", "--max-tokens", "16")
+    b = sluice.caption(SAMPLES, tmp_path / "b", "--max-tokens", "16")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    caps_a = {r["id"]: r["caption"] for r in read_rows(tmp_path / "a")}
+    caps_b = {r["id"]: r["caption"] for r in read_rows(tmp_path / "b")}
+    assert caps_a == caps_b
+    assert any(c for c in caps_a.values()), "the model generated nothing at all"
+
+
+def test_sampling_seed_reproduces_and_changes_captions(sluice, tmp_path):
+    args = ("--max-tokens", "16", "--temperature", "1.0")
+    a = sluice.caption(SAMPLES, tmp_path / "a", *args, "--seed", "1")
+    b = sluice.caption(SAMPLES, tmp_path / "b", *args, "--seed", "1")
+    c = sluice.caption(SAMPLES, tmp_path / "c", *args, "--seed", "2")
+    assert a.returncode == b.returncode == c.returncode == 0
+    rows_a, rows_b, rows_c = (read_rows(tmp_path / d) for d in "abc")
+    assert [(r["id"], r["seed"], r["caption"]) for r in rows_a] == \
+           [(r["id"], r["seed"], r["caption"]) for r in rows_b]
+    assert [r["caption"] for r in rows_a] != [r["caption"] for r in rows_c]
+    assert len({r["seed"] for r in rows_a}) == len(rows_a), "each row has its own seed"
+
+
+def test_wrong_model_path_fails_fast_and_clearly(sluice, tmp_path):
+    t0 = time.monotonic()
+    r = sluice.run("caption", SAMPLES, "-o", tmp_path / "out", "--model", "/nope/model.gguf",
+                   "--mmproj", TINY / "mmproj.gguf")
+    assert time.monotonic() - t0 < 10
+    assert r.returncode == 2
+    assert "--model '/nope/model.gguf'" in r.stderr and "No such file" in r.stderr
+    assert not (tmp_path / "out" / "part-00000.jsonl").exists()
+
+
+def test_not_a_model_is_a_clear_error(sluice, tmp_path):
+    fake = tmp_path / "fake.gguf"
+    fake.write_text("not a gguf")
+    r = sluice.run("caption", SAMPLES, "-o", tmp_path / "out", "--model", fake,
+                   "--mmproj", TINY / "mmproj.gguf")
+    assert r.returncode == 2
+    assert str(fake) in r.stderr and "cannot load" in r.stderr
+
+
+def test_existing_output_is_not_overwritten_without_flag(sluice, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    shard = out / "part-00000.jsonl"
+    shard.write_text('{"keep": true}\n')
+    r = sluice.caption(SAMPLES, out, "--max-tokens", "2")
+    assert r.returncode == 2
+    assert "--overwrite" in r.stderr
+    assert shard.read_text() == '{"keep": true}\n'
+    r = sluice.caption(SAMPLES, out, "--max-tokens", "2", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert len(read_rows(out)) == len(sample_images())
+
+
+def test_command_line_errors_say_what_to_change(sluice, tmp_path):
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--max-tokens", "lots")
+    assert r.returncode == 2 and "--max-tokens expects" in r.stderr and "'lots'" in r.stderr
+    r = sluice.caption(tmp_path / "missing", tmp_path / "o")
+    assert r.returncode == 2 and str(tmp_path / "missing") in r.stderr
+    r = sluice.run("caption", SAMPLES)
+    assert r.returncode == 2 and "-o DIR" in r.stderr
+    r = sluice.run("captoin")
+    assert r.returncode == 2 and "unknown command 'captoin'" in r.stderr
+    r = sluice.run("caption", "--help")
+    assert r.returncode == 0 and "--max-image-edge" in r.stdout
