@@ -49,5 +49,6 @@ def test_tiny_model_runs_in_llama_mtmd_cli(llama_prefix):
                        env=dict(os.environ, LLAMA_LOG_COLORS="0"))
     assert r.returncode == 0, r.stderr[-2000:]
     log = r.stdout + r.stderr
-    assert "image slice encoded" in log, log[-2000:]
-    assert "image decoded" in log, log[-2000:]
+    # mtmd encoded the image (batched or per slice) and text was generated.
+    assert "mtmd batch encoding done" in log or "image slice encoded" in log, log[-2000:]
+    assert r.stdout.strip(), "llama-mtmd-cli generated no text"
