@@ -2,10 +2,11 @@
 # everything it needs first (scripts/setup.sh; fast when already done).
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan demo test test-unit test-asan models-256m clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit models-256m bench clean
 
 all: build
 
@@ -23,14 +24,18 @@ build: setup
 build-asan: setup
 	$(call configure_and_build,$(ASAN_BUILD),-DSLUICE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug)
 
+build-tsan: setup
+	$(call configure_and_build,$(TSAN_BUILD),-DSLUICE_TSAN=ON -DCMAKE_BUILD_TYPE=Debug)
+
 demo: build
 	@echo "== sluice demo: captioning samples/ with the generated tiny model (random weights: captions are noise) =="
 	$(BUILD)/sluice caption samples -o out/demo --overwrite --show 100 \
 	    --model models/tiny/model.gguf --mmproj models/tiny/mmproj.gguf
 
-test: build build-asan
+test: build build-asan build-tsan
 	ctest --test-dir $(BUILD) --output-on-failure
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure
+	ctest --test-dir $(TSAN_BUILD) --output-on-failure -L concurrency
 
 test-unit: build
 	ctest --test-dir $(BUILD) --output-on-failure -L unit
@@ -39,4 +44,4 @@ models-256m: setup
 	.venv/bin/python tools/gen_model.py --shape smolvlm-256m --out models/smolvlm-256m
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) out
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) out

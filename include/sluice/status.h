@@ -23,6 +23,9 @@ typedef enum sl_status {
     SL_ERR_ENGINE,        /* inference failed for one request */
     SL_ERR_TOO_LONG,      /* a request does not fit in the engine's context */
     SL_ERR_EXISTS,        /* output would overwrite something that exists */
+    SL_ERR_STOPPED,       /* a stop was requested (signal); finished work is kept */
+    SL_ERR_STAGE,         /* a pipeline stage failed beyond its restarts */
+    SL_ERR_TOO_MANY_FAILED, /* more rows failed than --max-failed allows */
 } sl_status;
 
 /* Short stable name of a status ("ok", "invalid_arg", ...); never NULL. */

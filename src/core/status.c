@@ -19,6 +19,9 @@ const char *sl_status_name(sl_status status)
     case SL_ERR_ENGINE: return "engine";
     case SL_ERR_TOO_LONG: return "too_long";
     case SL_ERR_EXISTS: return "exists";
+    case SL_ERR_STOPPED: return "stopped";
+    case SL_ERR_STAGE: return "stage";
+    case SL_ERR_TOO_MANY_FAILED: return "too_many_failed";
     }
     return "unknown";
 }

@@ -1,0 +1,792 @@
+/* core/executor.c — runs a chain of stages on worker threads joined by
+ * bounded queues (core/queue.h), in bounded memory.
+ *
+ * Memory: before the source makes a row it reserves max(row_bytes_hint,
+ * largest row seen) bytes of the budget; a row that grows past its
+ * reservation reserves the difference. Reservations only return when the
+ * sink is done with a row, so the bytes of all live rows never exceed the
+ * sum of reservations, which admission keeps within the budget (a row is
+ * always admitted into an empty pipeline, so a huge row still moves).
+ *
+ * Failure: a stage function that returns an error fails the rows it held
+ * and its worker is replaced (init again), up to max_restarts per stage.
+ * Past that the stage fails every row it receives, reading stops, and the
+ * run ends with SL_ERR_STAGE once the rows in flight have reached the sink:
+ * no row is lost. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/queue.h"
+#include "core/row.h"
+
+typedef struct stage {
+    sl_stage_def def;
+    char *name;
+    sl_queue *in;           /* NULL for the source */
+    atomic_uint_fast64_t rows_in, rows_out, rows_failed, in_flight, restarts;
+    atomic_uint_fast64_t busy_ns, idle_ns, blocked_ns;
+    atomic_bool broken;     /* restarts exhausted: fail every row */
+    pthread_mutex_t restart_mu;
+    char broken_msg[1024];
+} stage;
+
+typedef struct worker {
+    struct sl_exec *exec;
+    stage *st;
+    size_t stage_index;
+    int index;
+    pthread_t thread;
+    bool started;
+} worker;
+
+struct sl_exec {
+    sl_exec_params p;
+    stage *stages;
+    size_t n_stages;
+    worker *workers;
+    size_t n_workers;
+
+    /* budget */
+    pthread_mutex_t budget_mu;
+    pthread_cond_t budget_cv;
+    uint64_t reserved;
+    atomic_uint_fast64_t bytes_in_flight, peak_bytes, peak_row_bytes;
+
+    /* run state */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;          /* workers ready / exited, failures */
+    size_t ready, exited;
+    bool init_failed;
+    atomic_int stop_requests;   /* written by signal handlers */
+    atomic_bool stopping;       /* the source stops reading */
+    atomic_bool aborting;
+    sl_status result;           /* first failure wins */
+    char result_msg[1024];
+    atomic_uint_fast64_t rows_produced, rows_done, rows_failed;
+    uint64_t t_start, t_end;
+};
+
+/* --- accounting ------------------------------------------------------------------ */
+
+static void atomic_max(atomic_uint_fast64_t *a, uint64_t v)
+{
+    uint64_t cur = atomic_load_explicit(a, memory_order_relaxed);
+    while (v > cur && !atomic_compare_exchange_weak(a, &cur, v))
+        ;
+}
+
+void sl_exec_row_bytes_changed(sl_exec *exec, sl_row *row, uint64_t old_bytes)
+{
+    if (row->bytes > old_bytes) {
+        uint64_t now = atomic_fetch_add(&exec->bytes_in_flight, row->bytes - old_bytes) +
+                       (row->bytes - old_bytes);
+        atomic_max(&exec->peak_bytes, now);
+    } else {
+        atomic_fetch_sub(&exec->bytes_in_flight, old_bytes - row->bytes);
+    }
+    atomic_max(&exec->peak_row_bytes, row->bytes);
+    if (row->bytes > row->reserved) {
+        pthread_mutex_lock(&exec->budget_mu);
+        exec->reserved += row->bytes - row->reserved;
+        pthread_mutex_unlock(&exec->budget_mu);
+        row->reserved = row->bytes;
+    }
+}
+
+/* Reserves room for one more row. Returns false when it would have to wait
+ * and !wait, or when the run is aborting. */
+static bool reserve(sl_exec *exec, uint64_t amount, bool wait, uint64_t *blocked_ns)
+{
+    pthread_mutex_lock(&exec->budget_mu);
+    bool fits = exec->reserved == 0 || exec->reserved + amount <= exec->p.memory_budget;
+    if (!fits && wait) {
+        uint64_t t0 = sl_now_ns();
+        while (!(exec->reserved == 0 || exec->reserved + amount <= exec->p.memory_budget) &&
+               !atomic_load(&exec->aborting))
+            pthread_cond_wait(&exec->budget_cv, &exec->budget_mu);
+        *blocked_ns += sl_now_ns() - t0;
+        fits = !atomic_load(&exec->aborting);
+    }
+    if (fits)
+        exec->reserved += amount;
+    pthread_mutex_unlock(&exec->budget_mu);
+    return fits;
+}
+
+static void release(sl_exec *exec, uint64_t amount, uint64_t bytes)
+{
+    atomic_fetch_sub(&exec->bytes_in_flight, bytes);
+    pthread_mutex_lock(&exec->budget_mu);
+    exec->reserved -= amount;
+    pthread_cond_broadcast(&exec->budget_cv);
+    pthread_mutex_unlock(&exec->budget_mu);
+}
+
+static void free_row(sl_row *row, void *user)
+{
+    sl_exec *exec = user;
+    if (row->free_data && row->data)
+        row->free_data(row->data);
+    if (exec)
+        release(exec, row->reserved, row->bytes);
+    sl_free(row->error);
+    sl_free(row);
+}
+
+/* Ends the run with `status` unless an earlier failure already did. */
+static void set_result(sl_exec *exec, sl_status status, const char *msg)
+{
+    pthread_mutex_lock(&exec->mu);
+    if (exec->result == SL_OK || exec->result == SL_ERR_STOPPED) {
+        exec->result = status;
+        snprintf(exec->result_msg, sizeof exec->result_msg, "%s", msg);
+    }
+    pthread_cond_broadcast(&exec->cv);
+    pthread_mutex_unlock(&exec->mu);
+}
+
+static void abort_all(sl_exec *exec)
+{
+    atomic_store(&exec->aborting, true);
+    atomic_store(&exec->stopping, true);
+    for (size_t i = 0; i < exec->n_stages; i++)
+        if (exec->stages[i].in)
+            sl_queue_abort(exec->stages[i].in);
+    pthread_mutex_lock(&exec->budget_mu);
+    pthread_cond_broadcast(&exec->budget_cv);
+    pthread_mutex_unlock(&exec->budget_mu);
+}
+
+/* --- worker plumbing ----------------------------------------------------------- */
+
+static sl_queue *next_queue(worker *w)
+{
+    return w->stage_index + 1 < w->exec->n_stages ? w->exec->stages[w->stage_index + 1].in : NULL;
+}
+
+/* Sends rows on; false if the run is aborting (the rows are then freed). */
+static bool forward(worker *w, sl_row **rows, size_t n)
+{
+    if (n == 0)
+        return true;
+    stage *st = w->st;
+    size_t failed = 0;
+    for (size_t i = 0; i < n; i++)
+        failed += rows[i]->error && rows[i]->error_stage == st->name;
+    atomic_fetch_add(&st->rows_failed, failed);
+    atomic_fetch_add(&st->rows_out, n - failed);
+    uint64_t blocked = 0;
+    size_t pushed = sl_queue_push(next_queue(w), rows, n, &blocked);
+    atomic_fetch_add(&st->blocked_ns, blocked);
+    for (size_t i = pushed; i < n; i++) /* aborting: the queue frees what it holds */
+        free_row(rows[i], w->exec);
+    return pushed == n;
+}
+
+static sl_exec_end end_reason(sl_exec *exec)
+{
+    if (atomic_load(&exec->aborting))
+        return SL_END_ABORTED;
+    pthread_mutex_lock(&exec->mu);
+    sl_status r = exec->result;
+    pthread_mutex_unlock(&exec->mu);
+    if (r != SL_OK && r != SL_ERR_STOPPED)
+        return SL_END_FAILED;
+    return atomic_load(&exec->stopping) ? SL_END_STOPPED : SL_END_COMPLETE;
+}
+
+/* A stage function failed: replace the worker, or mark the stage broken. */
+static void restart_worker(worker *w, void **state)
+{
+    stage *st = w->st;
+    char why[400];
+    snprintf(why, sizeof why, "%s", sl_last_error());
+    if (st->def.close)
+        st->def.close(*state, SL_END_RESTART);
+    *state = NULL;
+    uint64_t n = atomic_fetch_add(&st->restarts, 1) + 1;
+    sl_log(SL_LOG_WARN, "stage '%s' worker %d failed (%s); restart %llu of %d", st->name, w->index,
+           why, (unsigned long long)n, w->exec->p.max_restarts);
+    if ((int)n <= w->exec->p.max_restarts && st->def.init &&
+        st->def.init(st->def.config, w->index, state) == SL_OK)
+        return;
+    pthread_mutex_lock(&st->restart_mu);
+    if (!atomic_load(&st->broken)) {
+        snprintf(st->broken_msg, sizeof st->broken_msg,
+                 "stage '%s' failed %llu times, last: %s", st->name, (unsigned long long)n,
+                 (int)n <= w->exec->p.max_restarts ? sl_last_error() : why);
+        atomic_store(&st->broken, true);
+    }
+    pthread_mutex_unlock(&st->restart_mu);
+    *state = NULL;
+    set_result(w->exec, SL_ERR_STAGE, st->broken_msg);
+    atomic_store(&w->exec->stopping, true); /* stop reading; drain what is in flight */
+}
+
+static void fail_rows(stage *st, sl_row **rows, size_t n, const char *msg)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!rows[i]->error) {
+            rows[i]->stage = st->name;
+            sl_row_fail(rows[i], "%s", msg);
+        }
+}
+
+static void mark_ready(sl_exec *exec, bool ok)
+{
+    pthread_mutex_lock(&exec->mu);
+    exec->ready++;
+    if (!ok)
+        exec->init_failed = true;
+    pthread_cond_broadcast(&exec->cv);
+    pthread_mutex_unlock(&exec->mu);
+}
+
+/* The source starts reading only when every worker is ready, so a model
+ * that cannot load fails the run before any input is read. */
+static bool wait_all_ready(sl_exec *exec)
+{
+    pthread_mutex_lock(&exec->mu);
+    while (exec->ready < exec->n_workers && !exec->init_failed)
+        pthread_cond_wait(&exec->cv, &exec->mu);
+    bool ok = !exec->init_failed;
+    pthread_mutex_unlock(&exec->mu);
+    return ok;
+}
+
+/* --- the four worker loops -------------------------------------------------------- */
+
+static void run_source(worker *w, void *state)
+{
+    sl_exec *exec = w->exec;
+    stage *st = w->st;
+    sl_queue *sink_in = exec->stages[exec->n_stages - 1].in;
+    size_t cap = (size_t)st->def.batch_size;
+    sl_row **batch = sl_malloc(cap * sizeof *batch);
+    size_t n = 0;
+    uint64_t seq = 0, blocked = 0, first_ns = 0;
+    if (!batch) {
+        set_result(exec, SL_ERR_NOMEM, "out of memory starting the source");
+        return;
+    }
+    while (!atomic_load(&exec->stopping)) {
+        uint64_t amount = atomic_load(&exec->peak_row_bytes);
+        if (amount < exec->p.row_bytes_hint)
+            amount = exec->p.row_bytes_hint;
+        /* Never wait while holding unsent rows: they may be what frees room. */
+        if (!reserve(exec, amount, false, &blocked)) {
+            if (!forward(w, batch, n))
+                break;
+            n = 0;
+            if (!reserve(exec, amount, true, &blocked))
+                break;
+        }
+        if (exec->p.ordered && seq >= (uint64_t)exec->p.reorder_window) {
+            if (n && !forward(w, batch, n)) {
+                release(exec, amount, 0);
+                n = 0;
+                break;
+            }
+            n = 0;
+            if (!sl_queue_wait_window(sink_in, seq, &blocked)) {
+                release(exec, amount, 0);
+                break;
+            }
+        }
+        sl_row *row = sl_calloc(1, sizeof *row);
+        if (!row) {
+            release(exec, amount, 0);
+            set_result(exec, SL_ERR_NOMEM, "out of memory making a row");
+            break;
+        }
+        row->seq = seq;
+        row->reserved = amount;
+        row->exec = exec;
+        row->stage = st->name;
+        bool done = false;
+        uint64_t t0 = sl_now_ns();
+        sl_status rc = st->def.produce(state, row, &done);
+        atomic_fetch_add(&st->busy_ns, sl_now_ns() - t0);
+        if (rc != SL_OK || done) {
+            free_row(row, exec);
+            if (rc != SL_OK) {
+                char msg[1024];
+                snprintf(msg, sizeof msg, "source '%s' failed: %s", st->name, sl_last_error());
+                set_result(exec, rc, msg);
+            }
+            break;
+        }
+        seq++;
+        atomic_fetch_add(&exec->rows_produced, 1);
+        if (n == 0)
+            first_ns = sl_now_ns();
+        batch[n++] = row;
+        if (n == cap || sl_now_ns() - first_ns > (uint64_t)exec->p.flush_ms * 1000000ull) {
+            if (!forward(w, batch, n)) {
+                n = 0;
+                break;
+            }
+            n = 0;
+        }
+    }
+    forward(w, batch, n);
+    atomic_fetch_add(&st->blocked_ns, blocked);
+    sl_free(batch);
+}
+
+static void run_map(worker *w, void **state, bool is_sink)
+{
+    sl_exec *exec = w->exec;
+    stage *st = w->st;
+    size_t cap = (size_t)st->def.batch_size;
+    sl_row **batch = sl_malloc(2 * cap * sizeof *batch);
+    if (!batch) {
+        set_result(exec, SL_ERR_NOMEM, "out of memory starting a worker");
+        return;
+    }
+    sl_row **ok_rows = batch + cap;
+    for (;;) {
+        bool closed;
+        uint64_t idle = 0;
+        size_t n = sl_queue_pop(st->in, batch, cap, true, exec->p.flush_ms, &idle, &closed);
+        atomic_fetch_add(&st->idle_ns, idle);
+        if (n == 0)
+            break;
+        atomic_fetch_add(&st->rows_in, n);
+        size_t n_ok = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (is_sink || !batch[i]->error) {
+                batch[i]->stage = st->name;
+                ok_rows[n_ok++] = batch[i];
+            }
+        }
+        if (atomic_load(&st->broken) || !*state) {
+            fail_rows(st, ok_rows, n_ok, st->broken_msg);
+            if (is_sink)
+                n_ok = 0; /* a broken sink cannot write: the rows are lost with it */
+        }
+        if (n_ok && (!atomic_load(&st->broken) && *state)) {
+            uint64_t t0 = sl_now_ns();
+            sl_status rc = st->def.process(*state, ok_rows, n_ok);
+            atomic_fetch_add(&st->busy_ns, sl_now_ns() - t0);
+            if (rc != SL_OK) {
+                char msg[1024];
+                snprintf(msg, sizeof msg, "stage '%s' worker failed: %s", st->name, sl_last_error());
+                fail_rows(st, ok_rows, n_ok, msg);
+                restart_worker(w, state);
+            }
+        }
+        if (!is_sink) {
+            if (!forward(w, batch, n))
+                break;
+            continue;
+        }
+        uint64_t failed = 0;
+        for (size_t i = 0; i < n; i++) {
+            failed += batch[i]->error != NULL;
+            if (batch[i]->error && batch[i]->error_stage == st->name)
+                atomic_fetch_add(&st->rows_failed, 1);
+            else
+                atomic_fetch_add(&st->rows_out, 1);
+            free_row(batch[i], exec);
+        }
+        uint64_t done = atomic_fetch_add(&exec->rows_done, n) + n;
+        uint64_t all_failed = atomic_fetch_add(&exec->rows_failed, failed) + failed;
+        if (exec->p.max_failed < 1.0 && done >= (uint64_t)exec->p.max_failed_min_rows &&
+            (double)all_failed > exec->p.max_failed * (double)done) {
+            char msg[512];
+            snprintf(msg, sizeof msg,
+                     "%llu of %llu rows failed (%.1f%%), more than the allowed %.1f%% (--max-failed)",
+                     (unsigned long long)all_failed, (unsigned long long)done,
+                     100.0 * (double)all_failed / (double)done, 100.0 * exec->p.max_failed);
+            set_result(exec, SL_ERR_TOO_MANY_FAILED, msg);
+            atomic_store(&exec->stopping, true);
+        }
+    }
+    sl_free(batch);
+}
+
+static void unlink_inflight(sl_row **head, sl_row *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        *head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+}
+
+/* Fails and forwards every row an async worker still holds. */
+static void flush_inflight(worker *w, sl_row **head, const char *msg)
+{
+    stage *st = w->st;
+    while (*head) {
+        sl_row *r = *head;
+        unlink_inflight(head, r);
+        atomic_fetch_sub(&st->in_flight, 1);
+        fail_rows(st, &r, 1, msg);
+        forward(w, &r, 1);
+    }
+}
+
+static void run_async(worker *w, void **state)
+{
+    sl_exec *exec = w->exec;
+    stage *st = w->st;
+    size_t cap = (size_t)st->def.batch_size, limit = (size_t)st->def.max_in_flight;
+    size_t done_cap = limit > cap ? limit : cap;
+    sl_row **batch = sl_malloc((cap + done_cap) * sizeof *batch);
+    if (!batch) {
+        set_result(exec, SL_ERR_NOMEM, "out of memory starting a worker");
+        return;
+    }
+    sl_row **done = batch + cap;
+    sl_row *inflight = NULL;
+    size_t n_inflight = 0;
+    bool input_done = false;
+    char msg[1024];
+    while (!atomic_load(&exec->aborting)) {
+        if (!input_done && n_inflight < limit) {
+            size_t want = limit - n_inflight < cap ? limit - n_inflight : cap;
+            bool closed;
+            uint64_t idle = 0;
+            size_t n = sl_queue_pop(st->in, batch, want, n_inflight == 0,
+                                    n_inflight == 0 ? exec->p.flush_ms : 0, &idle, &closed);
+            atomic_fetch_add(&st->idle_ns, idle);
+            input_done = closed;
+            atomic_fetch_add(&st->rows_in, n);
+            size_t n_fwd = 0;
+            uint64_t t0 = sl_now_ns();
+            for (size_t i = 0; i < n; i++) {
+                sl_row *r = batch[i];
+                if (r->error || atomic_load(&st->broken) || !*state) {
+                    if (!r->error)
+                        fail_rows(st, &r, 1, st->broken_msg);
+                    batch[n_fwd++] = r;
+                    continue;
+                }
+                r->stage = st->name;
+                r->next = inflight;
+                if (inflight)
+                    inflight->prev = r;
+                inflight = r;
+                n_inflight++;
+                atomic_fetch_add(&st->in_flight, 1);
+                if (st->def.submit(*state, r) != SL_OK) {
+                    snprintf(msg, sizeof msg, "stage '%s' worker failed: %s", st->name,
+                             sl_last_error());
+                    flush_inflight(w, &inflight, msg);
+                    n_inflight = 0;
+                    restart_worker(w, state);
+                }
+            }
+            atomic_fetch_add(&st->busy_ns, sl_now_ns() - t0);
+            if (!forward(w, batch, n_fwd))
+                break;
+        }
+        if (n_inflight == 0) {
+            if (input_done)
+                break;
+            continue;
+        }
+        size_t n_done = 0;
+        int timeout = (n_inflight >= limit || input_done) ? 50 : 1;
+        uint64_t t0 = sl_now_ns();
+        sl_status rc = st->def.poll(*state, done, done_cap, timeout, &n_done);
+        atomic_fetch_add(&st->busy_ns, sl_now_ns() - t0);
+        if (rc != SL_OK) {
+            snprintf(msg, sizeof msg, "stage '%s' worker failed: %s", st->name, sl_last_error());
+            flush_inflight(w, &inflight, msg);
+            n_inflight = 0;
+            restart_worker(w, state);
+            continue;
+        }
+        for (size_t i = 0; i < n_done; i++) {
+            unlink_inflight(&inflight, done[i]);
+            n_inflight--;
+            atomic_fetch_sub(&st->in_flight, 1);
+        }
+        if (!forward(w, done, n_done))
+            break;
+    }
+    /* Aborting: rows still held by the engine are freed after close(). */
+    while (inflight) {
+        sl_row *r = inflight;
+        unlink_inflight(&inflight, r);
+        atomic_fetch_sub(&st->in_flight, 1);
+        free_row(r, exec);
+    }
+    sl_free(batch);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    sl_exec *exec = w->exec;
+    stage *st = w->st;
+    void *state = NULL;
+    bool ok = true;
+    if (st->def.init && st->def.init(st->def.config, w->index, &state) != SL_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "stage '%s' could not start: %s", st->name, sl_last_error());
+        set_result(exec, SL_ERR_STAGE, msg);
+        ok = false;
+    }
+    mark_ready(exec, ok);
+    if (ok && wait_all_ready(exec)) {
+        switch (st->def.kind) {
+        case SL_STAGE_SOURCE: run_source(w, state); break;
+        case SL_STAGE_MAP: run_map(w, &state, false); break;
+        case SL_STAGE_SINK: run_map(w, &state, true); break;
+        case SL_STAGE_ASYNC: run_async(w, &state); break;
+        }
+    }
+    if (state && st->def.close)
+        st->def.close(state, end_reason(exec));
+    if (!ok || !wait_all_ready(exec))
+        abort_all(exec); /* nothing was read: unblock everyone and end */
+    sl_queue *out = next_queue(w);
+    if (out)
+        sl_queue_producer_done(out);
+    pthread_mutex_lock(&exec->mu);
+    exec->exited++;
+    pthread_cond_broadcast(&exec->cv);
+    pthread_mutex_unlock(&exec->mu);
+    return NULL;
+}
+
+/* --- public API ---------------------------------------------------------------- */
+
+sl_exec_params sl_exec_default_params(void)
+{
+    return (sl_exec_params){
+        .memory_budget = 0,
+        .row_bytes_hint = 0,
+        .queue_rows = 0,
+        .queue_bytes = 0,
+        .flush_ms = 10,
+        .ordered = false,
+        .reorder_window = 4096,
+        .max_failed = 1.0,
+        .max_failed_min_rows = 100,
+        .max_restarts = 3,
+        .stop_deadline_ms = 30000,
+    };
+}
+
+static uint64_t default_budget(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    if (pages <= 0 || page <= 0)
+        return 1ull << 30;
+    return (uint64_t)pages * (uint64_t)page / 4;
+}
+
+static sl_status check_stage(const sl_stage_def *d, size_t i, size_t n)
+{
+    const char *name = d->name ? d->name : "(unnamed)";
+    if (!d->name || !*d->name)
+        return sl_fail(SL_ERR_INVALID_ARG, "stage %zu has no name", i);
+    if ((i == 0) != (d->kind == SL_STAGE_SOURCE))
+        return sl_fail(SL_ERR_INVALID_ARG, "stage '%s': the first stage, and only it, must be a source", name);
+    if ((i == n - 1) != (d->kind == SL_STAGE_SINK))
+        return sl_fail(SL_ERR_INVALID_ARG, "stage '%s': the last stage, and only it, must be a sink", name);
+    if (d->workers < 1 || (d->kind == SL_STAGE_SOURCE && d->workers != 1))
+        return sl_fail(SL_ERR_INVALID_ARG, "stage '%s': workers must be >= 1 (a source has 1), got %d",
+                       name, d->workers);
+    if (d->batch_size < 1)
+        return sl_fail(SL_ERR_INVALID_ARG, "stage '%s': batch_size must be >= 1, got %d", name, d->batch_size);
+    bool fns = d->kind == SL_STAGE_SOURCE  ? d->produce != NULL
+               : d->kind == SL_STAGE_ASYNC ? d->submit && d->poll && d->max_in_flight >= 1
+                                           : d->process != NULL;
+    if (!fns)
+        return sl_fail(SL_ERR_INVALID_ARG, "stage '%s': missing the functions its kind needs", name);
+    return SL_OK;
+}
+
+sl_status sl_exec_create(const sl_exec_params *params, const sl_stage_def *defs, size_t n,
+                         sl_exec **out)
+{
+    *out = NULL;
+    if (n < 2)
+        return sl_fail(SL_ERR_INVALID_ARG, "a pipeline needs a source and a sink, got %zu stages", n);
+    for (size_t i = 0; i < n; i++) {
+        sl_status st = check_stage(&defs[i], i, n);
+        if (st != SL_OK)
+            return st;
+    }
+    sl_exec *exec = sl_calloc(1, sizeof *exec);
+    if (!exec)
+        return sl_fail(SL_ERR_NOMEM, "out of memory creating the executor");
+    exec->p = params ? *params : sl_exec_default_params();
+    if (!exec->p.memory_budget)
+        exec->p.memory_budget = default_budget();
+    if (exec->p.flush_ms < 0)
+        exec->p.flush_ms = 0;
+    if (exec->p.reorder_window < 1)
+        exec->p.reorder_window = 1;
+    exec->stages = sl_calloc(n, sizeof *exec->stages);
+    exec->n_stages = n;
+    pthread_mutex_init(&exec->mu, NULL);
+    pthread_cond_init(&exec->cv, NULL);
+    pthread_mutex_init(&exec->budget_mu, NULL);
+    pthread_cond_init(&exec->budget_cv, NULL);
+    if (!exec->stages)
+        goto nomem;
+    for (size_t i = 0; i < n; i++) {
+        stage *st = &exec->stages[i];
+        st->def = defs[i];
+        pthread_mutex_init(&st->restart_mu, NULL);
+        exec->n_workers += (size_t)defs[i].workers;
+        if (!(st->name = sl_strdup(defs[i].name)))
+            goto nomem;
+        if (i == 0)
+            continue;
+        bool sink_ordered = exec->p.ordered && i == n - 1;
+        size_t rows = sink_ordered ? (size_t)exec->p.reorder_window
+                      : exec->p.queue_rows > 0 ? (size_t)exec->p.queue_rows
+                                               : 2 * (size_t)defs[i].batch_size * (size_t)defs[i].workers;
+        uint64_t bytes = exec->p.queue_bytes ? exec->p.queue_bytes : exec->p.memory_budget;
+        st->in = sl_queue_new(rows, bytes, defs[i - 1].workers, sink_ordered);
+        if (!st->in)
+            goto nomem;
+        sl_queue_set_row_free(st->in, free_row, NULL);
+    }
+    *out = exec;
+    return SL_OK;
+nomem:
+    sl_exec_free(exec);
+    return sl_fail(SL_ERR_NOMEM, "out of memory creating the executor");
+}
+
+void sl_exec_request_stop(sl_exec *exec) { atomic_fetch_add(&exec->stop_requests, 1); }
+
+sl_status sl_exec_run(sl_exec *exec)
+{
+    exec->workers = sl_calloc(exec->n_workers, sizeof *exec->workers);
+    if (!exec->workers)
+        return sl_fail(SL_ERR_NOMEM, "out of memory starting the executor");
+    exec->t_start = sl_now_ns();
+    size_t k = 0;
+    for (size_t i = 0; i < exec->n_stages; i++)
+        for (int j = 0; j < exec->stages[i].def.workers; j++, k++) {
+            worker *w = &exec->workers[k];
+            *w = (worker){exec, &exec->stages[i], i, j, 0, false};
+            if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+                set_result(exec, SL_ERR_NOMEM, "cannot start a worker thread");
+                mark_ready(exec, false);
+                pthread_mutex_lock(&exec->mu);
+                exec->exited++;
+                pthread_mutex_unlock(&exec->mu);
+                abort_all(exec);
+                continue;
+            }
+            w->started = true;
+        }
+
+    uint64_t stop_deadline = 0;
+    pthread_mutex_lock(&exec->mu);
+    while (exec->exited < exec->n_workers) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&exec->cv, &exec->mu, &ts);
+        int stops = atomic_load(&exec->stop_requests);
+        if (stops >= 1 && !stop_deadline) {
+            stop_deadline = sl_now_ns() + (uint64_t)exec->p.stop_deadline_ms * 1000000ull;
+            if (exec->result == SL_OK) {
+                exec->result = SL_ERR_STOPPED;
+                snprintf(exec->result_msg, sizeof exec->result_msg,
+                         "stopped on request; rows in flight were finished and written");
+            }
+            atomic_store(&exec->stopping, true);
+            sl_log(SL_LOG_WARN, "stop requested: finishing rows in flight (again to stop at once)");
+        }
+        bool past_deadline = stop_deadline && sl_now_ns() > stop_deadline;
+        if ((stops >= 2 || past_deadline) && !atomic_load(&exec->aborting)) {
+            snprintf(exec->result_msg, sizeof exec->result_msg,
+                     "stopped at once (%s); rows in flight were dropped, finished rows were kept",
+                     stops >= 2 ? "second stop request" : "drain deadline passed");
+            exec->result = SL_ERR_STOPPED;
+            pthread_mutex_unlock(&exec->mu);
+            abort_all(exec);
+            pthread_mutex_lock(&exec->mu);
+        }
+    }
+    pthread_mutex_unlock(&exec->mu);
+    for (size_t i = 0; i < exec->n_workers; i++)
+        if (exec->workers[i].started)
+            pthread_join(exec->workers[i].thread, NULL);
+    exec->t_end = sl_now_ns();
+    if (exec->result != SL_OK)
+        return sl_fail(exec->result, "%s", exec->result_msg);
+    return SL_OK;
+}
+
+size_t sl_exec_stage_count(const sl_exec *exec) { return exec->n_stages; }
+
+void sl_exec_stage_stats(const sl_exec *exec, size_t i, sl_stage_stats *out)
+{
+    stage *st = &exec->stages[i];
+    *out = (sl_stage_stats){
+        .name = st->name,
+        .workers = st->def.workers,
+        .rows_in = atomic_load(&st->rows_in),
+        .rows_out = atomic_load(&st->rows_out),
+        .rows_failed = atomic_load(&st->rows_failed),
+        .in_flight = atomic_load(&st->in_flight),
+        .restarts = atomic_load(&st->restarts),
+        .busy_s = (double)atomic_load(&st->busy_ns) / 1e9,
+        .idle_s = (double)atomic_load(&st->idle_ns) / 1e9,
+        .blocked_s = (double)atomic_load(&st->blocked_ns) / 1e9,
+    };
+    if (st->in)
+        sl_queue_depth(st->in, &out->queue_rows, &out->queue_bytes);
+}
+
+void sl_exec_stats_get(const sl_exec *exec, sl_exec_stats *out)
+{
+    uint64_t end = exec->t_end ? exec->t_end : sl_now_ns();
+    *out = (sl_exec_stats){
+        .rows_produced = atomic_load(&exec->rows_produced),
+        .rows_done = atomic_load(&exec->rows_done),
+        .rows_failed = atomic_load(&exec->rows_failed),
+        .bytes_in_flight = atomic_load(&exec->bytes_in_flight),
+        .peak_bytes_in_flight = atomic_load(&exec->peak_bytes),
+        .memory_budget = exec->p.memory_budget,
+        .seconds = exec->t_start ? (double)(end - exec->t_start) / 1e9 : 0.0,
+    };
+}
+
+void sl_exec_free(sl_exec *exec)
+{
+    if (!exec)
+        return;
+    for (size_t i = 0; i < exec->n_stages && exec->stages; i++) {
+        stage *st = &exec->stages[i];
+        if (st->in) {
+            sl_queue_set_row_free(st->in, free_row, exec);
+            sl_queue_free(st->in);
+        }
+        pthread_mutex_destroy(&st->restart_mu);
+        sl_free(st->name);
+    }
+    sl_free(exec->stages);
+    sl_free(exec->workers);
+    pthread_mutex_destroy(&exec->mu);
+    pthread_cond_destroy(&exec->cv);
+    pthread_mutex_destroy(&exec->budget_mu);
+    pthread_cond_destroy(&exec->budget_cv);
+    sl_free(exec);
+}

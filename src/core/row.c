@@ -1,0 +1,44 @@
+/* core/row.c — row accessors for stages. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "core/alloc.h"
+#include "core/row.h"
+
+uint64_t sl_row_seq(const sl_row *row) { return row->seq; }
+void *sl_row_data(const sl_row *row) { return row->data; }
+size_t sl_row_bytes(const sl_row *row) { return (size_t)row->bytes; }
+bool sl_row_failed(const sl_row *row) { return row->error != NULL; }
+const char *sl_row_error(const sl_row *row) { return row->error; }
+const char *sl_row_error_stage(const sl_row *row) { return row->error_stage; }
+
+void sl_row_set_data(sl_row *row, void *data, void (*free_data)(void *data))
+{
+    if (row->data && row->data != data && row->free_data)
+        row->free_data(row->data);
+    row->data = data;
+    row->free_data = free_data;
+}
+
+void sl_row_set_bytes(sl_row *row, size_t bytes)
+{
+    uint64_t old = row->bytes;
+    row->bytes = bytes;
+    if (row->exec && old != bytes)
+        sl_exec_row_bytes_changed(row->exec, row, old);
+}
+
+void sl_row_fail(sl_row *row, const char *fmt, ...)
+{
+    if (row->error)
+        return; /* the first cause is the one worth reporting */
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    row->error = sl_strdup(msg);
+    if (!row->error)
+        row->error = sl_strdup("out of memory recording the error");
+    row->error_stage = row->stage ? row->stage : "unknown";
+}

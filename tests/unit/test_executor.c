@@ -1,0 +1,578 @@
+/* Unit tests: core/executor.c — delivery (ordered and not), batching and
+ * flush, error rows, worker restart, async stages, stop and abort,
+ * backpressure under the memory budget, --max-failed, and a stress run
+ * with many workers and random delays (run it under TSan and ASan). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "sluice/executor.h"
+#include "sluice/log.h"
+
+typedef struct tctx {
+    /* knobs */
+    long n_rows;            /* < 0: endless */
+    size_t row_bytes, grow_to;
+    int map_delay_us, sink_delay_us, source_delay_us;
+    int fail_every;         /* map fails rows with seq % fail_every == 0 */
+    int crash_calls;        /* map process() fails on its first N calls */
+    bool crash_always, init_fail_map, allocate_payload;
+    /* observations */
+    atomic_long map_inits, map_calls, max_map_batch, second_saw_failed;
+    atomic_long sink_rows, sink_failed, async_inflight, async_max_inflight;
+    atomic_int sink_end, map_end;
+    pthread_mutex_t mu;
+    unsigned char *seen;    /* sink: times each seq arrived */
+    long seen_cap;
+    uint64_t next_seq;
+    bool in_order;
+    char first_error[256], first_error_stage[64];
+} tctx;
+
+static tctx *new_ctx(long n_rows)
+{
+    tctx *c = calloc(1, sizeof *c);
+    c->n_rows = n_rows;
+    c->seen_cap = n_rows > 0 ? n_rows : 1 << 22;
+    c->seen = calloc((size_t)c->seen_cap, 1);
+    c->in_order = true;
+    atomic_store(&c->sink_end, -1);
+    atomic_store(&c->map_end, -1);
+    pthread_mutex_init(&c->mu, NULL);
+    return c;
+}
+
+static void free_ctx(tctx *c)
+{
+    free(c->seen);
+    free(c);
+}
+
+static unsigned rnd(unsigned *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return *s >> 8;
+}
+
+/* --- source ---- */
+typedef struct src_state { tctx *c; long next; } src_state;
+
+static sl_status src_init(void *cfg, int worker, void **state)
+{
+    src_state *s = calloc(1, sizeof *s);
+    s->c = cfg;
+    *state = s;
+    return SL_OK;
+}
+static void src_close(void *state, sl_exec_end end) { free(state); }
+static sl_status src_produce(void *state, sl_row *row, bool *done)
+{
+    src_state *s = state;
+    if (s->c->n_rows >= 0 && s->next >= s->c->n_rows) {
+        *done = true;
+        return SL_OK;
+    }
+    if (s->c->source_delay_us)
+        usleep((useconds_t)s->c->source_delay_us);
+    long *v = malloc(sizeof *v);
+    *v = s->next++;
+    if (s->c->allocate_payload && s->c->row_bytes) {
+        /* Untouched pages: real allocations, cheap even under TSan. */
+        sl_row_set_data(row, malloc(s->c->row_bytes), free);
+        free(v);
+    } else {
+        sl_row_set_data(row, v, free);
+    }
+    sl_row_set_bytes(row, s->c->row_bytes ? s->c->row_bytes : 16);
+    return SL_OK;
+}
+
+/* --- map ---- */
+typedef struct map_state { tctx *c; unsigned rng; int calls; } map_state;
+
+static sl_status map_init(void *cfg, int worker, void **state)
+{
+    tctx *c = cfg;
+    if (c->init_fail_map)
+        return SL_ERR_MODEL; /* message left from the caller's thread is irrelevant */
+    map_state *m = calloc(1, sizeof *m);
+    m->c = c;
+    m->rng = (unsigned)atomic_fetch_add(&c->map_inits, 1) * 7919u + 1;
+    *state = m;
+    return SL_OK;
+}
+static void map_close(void *state, sl_exec_end end)
+{
+    atomic_store(&((map_state *)state)->c->map_end, (int)end);
+    free(state);
+}
+static sl_status map_process(void *state, sl_row *const *rows, size_t n)
+{
+    map_state *m = state;
+    tctx *c = m->c;
+    long calls = atomic_fetch_add(&c->map_calls, 1);
+    long prev = atomic_load(&c->max_map_batch);
+    while ((long)n > prev && !atomic_compare_exchange_weak(&c->max_map_batch, &prev, (long)n))
+        ;
+    if (c->crash_always || calls < c->crash_calls)
+        return SL_ERR_ENGINE;
+    for (size_t i = 0; i < n; i++) {
+        if (c->map_delay_us)
+            usleep(rnd(&m->rng) % (unsigned)c->map_delay_us);
+        if (c->fail_every && sl_row_seq(rows[i]) % (uint64_t)c->fail_every == 0)
+            sl_row_fail(rows[i], "row %llu: bad input", (unsigned long long)sl_row_seq(rows[i]));
+        else if (c->grow_to)
+            sl_row_set_bytes(rows[i], c->grow_to);
+    }
+    return SL_OK;
+}
+/* A second map stage that must never see failed rows. */
+static sl_status check_process(void *state, sl_row *const *rows, size_t n)
+{
+    tctx *c = state;
+    for (size_t i = 0; i < n; i++)
+        if (sl_row_failed(rows[i]))
+            atomic_fetch_add(&c->second_saw_failed, 1);
+    return SL_OK;
+}
+static sl_status pass_init(void *cfg, int worker, void **state)
+{
+    *state = cfg;
+    return SL_OK;
+}
+
+/* --- async: completes rows in random order from a private list ---- */
+typedef struct async_state { tctx *c; sl_row *held[64]; size_t n; unsigned rng; } async_state;
+
+static sl_status async_init(void *cfg, int worker, void **state)
+{
+    async_state *a = calloc(1, sizeof *a);
+    a->c = cfg;
+    a->rng = (unsigned)worker + 99;
+    *state = a;
+    return SL_OK;
+}
+static void async_close(void *state, sl_exec_end end) { free(state); }
+static sl_status async_submit(void *state, sl_row *row)
+{
+    async_state *a = state;
+    if (a->n == 64)
+        return SL_ERR_ENGINE;
+    a->held[a->n++] = row;
+    long now = atomic_fetch_add(&a->c->async_inflight, 1) + 1;
+    long prev = atomic_load(&a->c->async_max_inflight);
+    while (now > prev && !atomic_compare_exchange_weak(&a->c->async_max_inflight, &prev, now))
+        ;
+    return SL_OK;
+}
+static sl_status async_poll(void *state, sl_row **done, size_t max, int timeout_ms, size_t *n_done)
+{
+    async_state *a = state;
+    *n_done = 0;
+    if (a->c->map_delay_us)
+        usleep(rnd(&a->rng) % (unsigned)a->c->map_delay_us);
+    size_t k = a->n ? 1 + rnd(&a->rng) % a->n : 0; /* complete k rows, random picks */
+    while (k-- && *n_done < max) {
+        size_t i = rnd(&a->rng) % a->n;
+        done[(*n_done)++] = a->held[i];
+        a->held[i] = a->held[--a->n];
+        atomic_fetch_sub(&a->c->async_inflight, 1);
+    }
+    return SL_OK;
+}
+
+/* --- sink ---- */
+static void sink_close(void *state, sl_exec_end end) { atomic_store(&((tctx *)state)->sink_end, (int)end); }
+static sl_status sink_process(void *state, sl_row *const *rows, size_t n)
+{
+    tctx *c = state;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t s = sl_row_seq(rows[i]);
+        if (s != c->next_seq)
+            c->in_order = false;
+        c->next_seq = s + 1;
+        if ((long)s < c->seen_cap)
+            c->seen[s]++;
+        if (sl_row_failed(rows[i])) {
+            atomic_fetch_add(&c->sink_failed, 1);
+            if (!c->first_error[0]) {
+                snprintf(c->first_error, sizeof c->first_error, "%s", sl_row_error(rows[i]));
+                snprintf(c->first_error_stage, sizeof c->first_error_stage, "%s",
+                         sl_row_error_stage(rows[i]));
+            }
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    atomic_fetch_add(&c->sink_rows, (long)n);
+    if (c->sink_delay_us)
+        usleep((useconds_t)c->sink_delay_us * (useconds_t)n);
+    return SL_OK;
+}
+
+#define SOURCE(c) {.name = "read", .kind = SL_STAGE_SOURCE, .workers = 1, .batch_size = 64, \
+                   .config = c, .init = src_init, .close = src_close, .produce = src_produce}
+#define MAP(c, w, b) {.name = "decode", .kind = SL_STAGE_MAP, .workers = w, .batch_size = b, \
+                      .config = c, .init = map_init, .close = map_close, .process = map_process}
+#define CHECK(c) {.name = "check", .kind = SL_STAGE_MAP, .workers = 2, .batch_size = 16, \
+                  .config = c, .init = pass_init, .process = check_process}
+#define ASYNC(c, w, inflight) {.name = "engine", .kind = SL_STAGE_ASYNC, .workers = w, \
+    .batch_size = 8, .max_in_flight = inflight, .config = c, .init = async_init, \
+    .close = async_close, .submit = async_submit, .poll = async_poll}
+#define SINK(c) {.name = "write", .kind = SL_STAGE_SINK, .workers = 1, .batch_size = 32, \
+                 .config = c, .init = pass_init, .close = sink_close, .process = sink_process}
+
+static void assert_each_once(tctx *c, long n)
+{
+    for (long i = 0; i < n; i++)
+        if (c->seen[i] != 1)
+            fail_msg("row %ld reached the sink %d times", i, c->seen[i]);
+    assert_int_equal(atomic_load(&c->sink_rows), n);
+}
+
+static sl_status run(tctx *c, const sl_stage_def *defs, size_t n, sl_exec_params *p, sl_exec **out)
+{
+    sl_exec *e;
+    assert_int_equal(sl_exec_create(p, defs, n, &e), SL_OK);
+    sl_status st = sl_exec_run(e);
+    if (out)
+        *out = e;
+    else
+        sl_exec_free(e);
+    return st;
+}
+
+static void unordered_delivers_every_row_once(void **state)
+{
+    tctx *c = new_ctx(5000);
+    c->map_delay_us = 50;
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 4, 16), CHECK(c), SINK(c)};
+    sl_exec *e;
+    assert_int_equal(run(c, defs, 4, NULL, &e), SL_OK);
+    assert_each_once(c, 5000);
+    assert_int_equal(atomic_load(&c->map_inits), 4); /* one instance per worker */
+    assert_int_equal(atomic_load(&c->sink_end), SL_END_COMPLETE);
+    sl_stage_stats s;
+    sl_exec_stage_stats(e, 1, &s);
+    assert_string_equal(s.name, "decode");
+    assert_int_equal(s.rows_in, 5000);
+    assert_int_equal(s.rows_out, 5000);
+    assert_true(s.busy_s > 0);
+    sl_exec_stats es;
+    sl_exec_stats_get(e, &es);
+    assert_int_equal(es.rows_produced, 5000);
+    assert_int_equal(es.rows_done, 5000);
+    assert_int_equal(es.bytes_in_flight, 0); /* everything released */
+    sl_exec_free(e);
+    free_ctx(c);
+}
+
+static void ordered_mode_keeps_input_order(void **state)
+{
+    tctx *c = new_ctx(3000);
+    c->map_delay_us = 200;
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 4, 4), SINK(c)};
+    sl_exec_params p = sl_exec_default_params();
+    p.ordered = true;
+    p.reorder_window = 64;
+    assert_int_equal(run(c, defs, 3, &p, NULL), SL_OK);
+    assert_each_once(c, 3000);
+    assert_true(c->in_order);
+    free_ctx(c);
+}
+
+static void *run_thread(void *e)
+{
+    sl_exec_run(e);
+    return NULL;
+}
+
+static void batches_are_bounded_and_a_trickle_still_flows(void **state)
+{
+    tctx *c = new_ctx(2000);
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 1, 8), SINK(c)};
+    assert_int_equal(run(c, defs, 3, NULL, NULL), SL_OK);
+    assert_true(atomic_load(&c->max_map_batch) <= 8);
+    assert_true(atomic_load(&c->max_map_batch) >= 2); /* batching happened */
+    free_ctx(c);
+
+    /* A slow source (20 ms a row): rows reach the sink long before the end. */
+    c = new_ctx(12);
+    c->source_delay_us = 20000;
+    sl_stage_def slow[] = {SOURCE(c), MAP(c, 1, 64), SINK(c)};
+    slow[0].batch_size = 64;
+    sl_exec *e;
+    assert_int_equal(sl_exec_create(NULL, slow, 3, &e), SL_OK);
+    pthread_t t;
+    pthread_create(&t, NULL, run_thread, e);
+    usleep(150000); /* ~7 rows produced by now */
+    long early = atomic_load(&c->sink_rows);
+    pthread_join(t, NULL);
+    assert_true(early >= 1);
+    assert_true(early < 12);
+    assert_each_once(c, 12);
+    sl_exec_free(e);
+    free_ctx(c);
+}
+
+static void failed_rows_skip_later_stages_and_reach_the_sink(void **state)
+{
+    tctx *c = new_ctx(1000);
+    c->fail_every = 10;
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 3, 8), CHECK(c), SINK(c)};
+    sl_exec *e;
+    assert_int_equal(run(c, defs, 4, NULL, &e), SL_OK);
+    assert_each_once(c, 1000);
+    assert_int_equal(atomic_load(&c->sink_failed), 100);
+    assert_int_equal(atomic_load(&c->second_saw_failed), 0);
+    assert_string_equal(c->first_error_stage, "decode");
+    assert_non_null(strstr(c->first_error, "bad input"));
+    sl_stage_stats s;
+    sl_exec_stage_stats(e, 1, &s);
+    assert_int_equal(s.rows_failed, 100);
+    assert_int_equal(s.rows_out, 900);
+    sl_exec_free(e);
+    free_ctx(c);
+}
+
+static void a_failing_worker_is_restarted(void **state)
+{
+    tctx *c = new_ctx(500);
+    c->crash_calls = 2; /* the first two batches fail, then all is well */
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 1, 10), SINK(c)};
+    sl_exec *e;
+    assert_int_equal(run(c, defs, 3, NULL, &e), SL_OK);
+    assert_each_once(c, 500); /* the crashed batches' rows are error rows, not lost */
+    assert_int_equal(atomic_load(&c->map_inits), 3);
+    long failed = atomic_load(&c->sink_failed);
+    assert_true(failed >= 2 && failed <= 20);
+    assert_non_null(strstr(c->first_error, "worker failed"));
+    sl_stage_stats s;
+    sl_exec_stage_stats(e, 1, &s);
+    assert_int_equal(s.restarts, 2);
+    sl_exec_free(e);
+    free_ctx(c);
+}
+
+static void restarts_are_limited_and_nothing_is_lost(void **state)
+{
+    tctx *c = new_ctx(-1); /* endless: reading must stop by itself */
+    c->crash_always = true;
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 2, 4), SINK(c)};
+    sl_exec_params p = sl_exec_default_params();
+    p.max_restarts = 2;
+    sl_exec *e;
+    assert_int_equal(run(c, defs, 3, &p, &e), SL_ERR_STAGE);
+    assert_non_null(strstr(sl_last_error(), "decode"));
+    sl_exec_stats es;
+    sl_exec_stats_get(e, &es);
+    assert_int_equal(es.rows_produced, es.rows_done); /* every read row reached the sink */
+    assert_int_equal(es.rows_failed, es.rows_done);
+    assert_int_equal(atomic_load(&c->sink_end), SL_END_FAILED);
+    sl_exec_free(e);
+    free_ctx(c);
+}
+
+static void init_failure_stops_before_reading(void **state)
+{
+    tctx *c = new_ctx(100);
+    c->init_fail_map = true;
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 2, 4), SINK(c)};
+    sl_exec *e;
+    assert_int_equal(run(c, defs, 3, NULL, &e), SL_ERR_STAGE);
+    assert_non_null(strstr(sl_last_error(), "'decode' could not start"));
+    sl_exec_stats es;
+    sl_exec_stats_get(e, &es);
+    assert_int_equal(es.rows_produced, 0);
+    sl_exec_free(e);
+    free_ctx(c);
+}
+
+static void async_stage_completes_out_of_order_within_limit(void **state)
+{
+    tctx *c = new_ctx(4000);
+    sl_stage_def defs[] = {SOURCE(c), ASYNC(c, 2, 16), CHECK(c), SINK(c)};
+    c->fail_every = 0;
+    sl_exec *e;
+    assert_int_equal(run(c, defs, 4, NULL, &e), SL_OK);
+    assert_each_once(c, 4000);
+    assert_true(atomic_load(&c->async_max_inflight) <= 2 * 16);
+    assert_true(atomic_load(&c->async_max_inflight) > 2); /* it did keep several in flight */
+    sl_stage_stats s;
+    sl_exec_stage_stats(e, 1, &s);
+    assert_int_equal(s.in_flight, 0);
+    assert_int_equal(s.rows_out, 4000);
+    sl_exec_free(e);
+    free_ctx(c);
+}
+
+typedef struct stopper { sl_exec *e; int after_ms, times; } stopper;
+
+static void *stop_later(void *arg)
+{
+    stopper *s = arg;
+    for (int i = 0; i < s->times; i++) {
+        usleep((useconds_t)s->after_ms * 1000);
+        sl_exec_request_stop(s->e);
+    }
+    return NULL;
+}
+
+static void stop_drains_rows_in_flight(void **state)
+{
+    tctx *c = new_ctx(-1);
+    c->map_delay_us = 300;
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 2, 8), ASYNC(c, 1, 8), SINK(c)};
+    sl_exec *e;
+    assert_int_equal(sl_exec_create(NULL, defs, 4, &e), SL_OK);
+    stopper s = {e, 200, 1};
+    pthread_t t;
+    pthread_create(&t, NULL, stop_later, &s);
+    assert_int_equal(sl_exec_run(e), SL_ERR_STOPPED);
+    pthread_join(t, NULL);
+    sl_exec_stats es;
+    sl_exec_stats_get(e, &es);
+    assert_true(es.rows_produced > 0);
+    assert_int_equal(es.rows_done, es.rows_produced); /* in-flight rows were finished */
+    assert_each_once(c, (long)es.rows_done);
+    assert_int_equal(atomic_load(&c->sink_end), SL_END_STOPPED);
+    sl_exec_free(e);
+    free_ctx(c);
+}
+
+static void second_stop_aborts(void **state)
+{
+    tctx *c = new_ctx(-1);
+    c->sink_delay_us = 20000; /* a very slow sink: draining would take long */
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 2, 8), SINK(c)};
+    sl_exec_params p = sl_exec_default_params();
+    p.queue_rows = 512;
+    sl_exec *e;
+    assert_int_equal(sl_exec_create(&p, defs, 3, &e), SL_OK);
+    stopper s = {e, 100, 2};
+    pthread_t t;
+    pthread_create(&t, NULL, stop_later, &s);
+    assert_int_equal(sl_exec_run(e), SL_ERR_STOPPED);
+    pthread_join(t, NULL);
+    assert_non_null(strstr(sl_last_error(), "at once"));
+    assert_int_equal(atomic_load(&c->sink_end), SL_END_ABORTED);
+    sl_exec_stats es;
+    sl_exec_stats_get(e, &es);
+    assert_true(es.rows_done < es.rows_produced); /* it did not wait for the drain */
+    sl_exec_free(e); /* frees rows left in queues (ASan checks) */
+    free_ctx(c);
+}
+
+static void slow_sink_keeps_bytes_under_budget(void **state)
+{
+    tctx *c = new_ctx(400);
+    c->row_bytes = 1 << 20;
+    c->allocate_payload = true;
+    c->sink_delay_us = 500;
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 4, 4), SINK(c)};
+    sl_exec_params p = sl_exec_default_params();
+    p.memory_budget = 16u << 20;
+    sl_exec *e;
+    assert_int_equal(run(c, defs, 3, &p, &e), SL_OK);
+    assert_each_once(c, 400);
+    sl_exec_stats es;
+    sl_exec_stats_get(e, &es);
+    assert_true(es.peak_bytes_in_flight <= p.memory_budget);
+    assert_true(es.peak_bytes_in_flight >= 4u << 20); /* the budget was used, not idle */
+    sl_stage_stats src;
+    sl_exec_stage_stats(e, 0, &src);
+    assert_true(src.blocked_s > 0); /* the source waited for room */
+    sl_exec_free(e);
+    free_ctx(c);
+
+    /* Rows that grow in a later stage (small file -> decoded image) are
+     * counted at their grown size; the hint reserves room up front. */
+    c = new_ctx(300);
+    c->row_bytes = 1000;
+    c->grow_to = 1 << 20;
+    c->sink_delay_us = 500;
+    sl_stage_def grow[] = {SOURCE(c), MAP(c, 4, 4), SINK(c)};
+    p.row_bytes_hint = 1 << 20;
+    assert_int_equal(run(c, grow, 3, &p, &e), SL_OK);
+    sl_exec_stats_get(e, &es);
+    assert_true(es.peak_bytes_in_flight <= p.memory_budget);
+    assert_true(es.peak_bytes_in_flight >= 4u << 20);
+    sl_exec_free(e);
+    free_ctx(c);
+}
+
+static void too_many_failures_stop_the_job(void **state)
+{
+    tctx *c = new_ctx(-1);
+    c->fail_every = 2; /* half the rows fail */
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 2, 8), SINK(c)};
+    sl_exec_params p = sl_exec_default_params();
+    p.max_failed = 0.1;
+    p.max_failed_min_rows = 50;
+    sl_exec *e;
+    assert_int_equal(run(c, defs, 3, &p, &e), SL_ERR_TOO_MANY_FAILED);
+    assert_non_null(strstr(sl_last_error(), "rows failed"));
+    assert_non_null(strstr(sl_last_error(), "--max-failed"));
+    sl_exec_stats es;
+    sl_exec_stats_get(e, &es);
+    assert_int_equal(es.rows_done, es.rows_produced);
+    sl_exec_free(e);
+    free_ctx(c);
+}
+
+static void invalid_chains_are_refused(void **state)
+{
+    tctx *c = new_ctx(1);
+    sl_exec *e;
+    sl_stage_def no_sink[] = {SOURCE(c), MAP(c, 1, 1)};
+    assert_int_equal(sl_exec_create(NULL, no_sink, 2, &e), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "sink"));
+    sl_stage_def zero_workers[] = {SOURCE(c), MAP(c, 0, 1), SINK(c)};
+    assert_int_equal(sl_exec_create(NULL, zero_workers, 3, &e), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "'decode'"));
+    free_ctx(c);
+}
+
+static void stress_many_workers_random_delays(void **state)
+{
+    tctx *c = new_ctx(20000);
+    c->map_delay_us = 30;
+    c->fail_every = 97;
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 8, 3), ASYNC(c, 4, 12), CHECK(c), SINK(c)};
+    sl_exec_params p = sl_exec_default_params();
+    p.queue_rows = 7; /* tiny queues: lots of blocking and waking */
+    p.flush_ms = 1;
+    assert_int_equal(run(c, defs, 5, &p, NULL), SL_OK);
+    assert_each_once(c, 20000);
+    assert_int_equal(atomic_load(&c->second_saw_failed), 0);
+    free_ctx(c);
+}
+
+int main(void)
+{
+    sl_log_set_level(SL_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(unordered_delivers_every_row_once),
+        cmocka_unit_test(ordered_mode_keeps_input_order),
+        cmocka_unit_test(batches_are_bounded_and_a_trickle_still_flows),
+        cmocka_unit_test(failed_rows_skip_later_stages_and_reach_the_sink),
+        cmocka_unit_test(a_failing_worker_is_restarted),
+        cmocka_unit_test(restarts_are_limited_and_nothing_is_lost),
+        cmocka_unit_test(init_failure_stops_before_reading),
+        cmocka_unit_test(async_stage_completes_out_of_order_within_limit),
+        cmocka_unit_test(stop_drains_rows_in_flight),
+        cmocka_unit_test(second_stop_aborts),
+        cmocka_unit_test(slow_sink_keeps_bytes_under_budget),
+        cmocka_unit_test(too_many_failures_stop_the_job),
+        cmocka_unit_test(invalid_chains_are_refused),
+        cmocka_unit_test(stress_many_workers_random_delays),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
