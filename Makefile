@@ -40,6 +40,9 @@ test: build build-asan build-tsan
 test-unit: build
 	ctest --test-dir $(BUILD) --output-on-failure -L unit
 
+bench: build
+	$(BUILD)/bench/executor
+
 models-256m: setup
 	.venv/bin/python tools/gen_model.py --shape smolvlm-256m --out models/smolvlm-256m
 

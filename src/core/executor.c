@@ -201,8 +201,9 @@ static sl_exec_end end_reason(sl_exec *exec)
     return atomic_load(&exec->stopping) ? SL_END_STOPPED : SL_END_COMPLETE;
 }
 
-/* A stage function failed: replace the worker, or mark the stage broken. */
-static void restart_worker(worker *w, void **state)
+/* A stage function failed: replace the worker's instance, or mark the
+ * stage broken. Returns whether the worker has a live instance again. */
+static bool restart_worker(worker *w, void **state)
 {
     stage *st = w->st;
     char why[400];
@@ -213,9 +214,9 @@ static void restart_worker(worker *w, void **state)
     uint64_t n = atomic_fetch_add(&st->restarts, 1) + 1;
     sl_log(SL_LOG_WARN, "stage '%s' worker %d failed (%s); restart %llu of %d", st->name, w->index,
            why, (unsigned long long)n, w->exec->p.max_restarts);
-    if ((int)n <= w->exec->p.max_restarts && st->def.init &&
-        st->def.init(st->def.config, w->index, state) == SL_OK)
-        return;
+    if ((int)n <= w->exec->p.max_restarts &&
+        (!st->def.init || st->def.init(st->def.config, w->index, state) == SL_OK))
+        return true;
     pthread_mutex_lock(&st->restart_mu);
     if (!atomic_load(&st->broken)) {
         snprintf(st->broken_msg, sizeof st->broken_msg,
@@ -227,6 +228,7 @@ static void restart_worker(worker *w, void **state)
     *state = NULL;
     set_result(w->exec, SL_ERR_STAGE, st->broken_msg);
     atomic_store(&w->exec->stopping, true); /* stop reading; drain what is in flight */
+    return false;
 }
 
 static void fail_rows(stage *st, sl_row **rows, size_t n, const char *msg)
@@ -342,6 +344,7 @@ static void run_source(worker *w, void *state)
 
 static void run_map(worker *w, void **state, bool is_sink)
 {
+    bool alive = true;
     sl_exec *exec = w->exec;
     stage *st = w->st;
     size_t cap = (size_t)st->def.batch_size;
@@ -366,12 +369,11 @@ static void run_map(worker *w, void **state, bool is_sink)
                 ok_rows[n_ok++] = batch[i];
             }
         }
-        if (atomic_load(&st->broken) || !*state) {
+        if (atomic_load(&st->broken) || !alive) {
             fail_rows(st, ok_rows, n_ok, st->broken_msg);
-            if (is_sink)
-                n_ok = 0; /* a broken sink cannot write: the rows are lost with it */
+            n_ok = 0; /* a broken sink cannot write: the rows are lost with it */
         }
-        if (n_ok && (!atomic_load(&st->broken) && *state)) {
+        if (n_ok) {
             uint64_t t0 = sl_now_ns();
             sl_status rc = st->def.process(*state, ok_rows, n_ok);
             atomic_fetch_add(&st->busy_ns, sl_now_ns() - t0);
@@ -379,7 +381,7 @@ static void run_map(worker *w, void **state, bool is_sink)
                 char msg[1024];
                 snprintf(msg, sizeof msg, "stage '%s' worker failed: %s", st->name, sl_last_error());
                 fail_rows(st, ok_rows, n_ok, msg);
-                restart_worker(w, state);
+                alive = restart_worker(w, state);
             }
         }
         if (!is_sink) {
@@ -450,7 +452,7 @@ static void run_async(worker *w, void **state)
     sl_row **done = batch + cap;
     sl_row *inflight = NULL;
     size_t n_inflight = 0;
-    bool input_done = false;
+    bool input_done = false, alive = true;
     char msg[1024];
     while (!atomic_load(&exec->aborting)) {
         if (!input_done && n_inflight < limit) {
@@ -466,7 +468,7 @@ static void run_async(worker *w, void **state)
             uint64_t t0 = sl_now_ns();
             for (size_t i = 0; i < n; i++) {
                 sl_row *r = batch[i];
-                if (r->error || atomic_load(&st->broken) || !*state) {
+                if (r->error || atomic_load(&st->broken) || !alive) {
                     if (!r->error)
                         fail_rows(st, &r, 1, st->broken_msg);
                     batch[n_fwd++] = r;
@@ -484,7 +486,7 @@ static void run_async(worker *w, void **state)
                              sl_last_error());
                     flush_inflight(w, &inflight, msg);
                     n_inflight = 0;
-                    restart_worker(w, state);
+                    alive = restart_worker(w, state);
                 }
             }
             atomic_fetch_add(&st->busy_ns, sl_now_ns() - t0);
@@ -505,7 +507,7 @@ static void run_async(worker *w, void **state)
             snprintf(msg, sizeof msg, "stage '%s' worker failed: %s", st->name, sl_last_error());
             flush_inflight(w, &inflight, msg);
             n_inflight = 0;
-            restart_worker(w, state);
+            alive = restart_worker(w, state);
             continue;
         }
         for (size_t i = 0; i < n_done; i++) {
@@ -548,7 +550,8 @@ static void *worker_main(void *arg)
         case SL_STAGE_ASYNC: run_async(w, &state); break;
         }
     }
-    if (state && st->def.close)
+    /* A worker without init() has a NULL state and still a live instance. */
+    if (ok && st->def.close && (state || !st->def.init))
         st->def.close(state, end_reason(exec));
     if (!ok || !wait_all_ready(exec))
         abort_all(exec); /* nothing was read: unblock everyone and end */

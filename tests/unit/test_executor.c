@@ -540,6 +540,28 @@ static void invalid_chains_are_refused(void **state)
     free_ctx(c);
 }
 
+static atomic_long stateless_calls;
+static sl_status stateless_process(void *state, sl_row *const *rows, size_t n)
+{
+    assert_null(state);
+    atomic_fetch_add(&stateless_calls, (long)n);
+    return SL_OK;
+}
+
+static void stages_without_init_get_a_null_state_and_work(void **state)
+{
+    tctx *c = new_ctx(300);
+    sl_stage_def defs[] = {SOURCE(c),
+                           {.name = "plain", .kind = SL_STAGE_MAP, .workers = 2, .batch_size = 8,
+                            .process = stateless_process},
+                           SINK(c)};
+    assert_int_equal(run(c, defs, 3, NULL, NULL), SL_OK);
+    assert_each_once(c, 300);
+    assert_int_equal(atomic_load(&c->sink_failed), 0);
+    assert_int_equal(atomic_load(&stateless_calls), 300);
+    free_ctx(c);
+}
+
 static void stress_many_workers_random_delays(void **state)
 {
     tctx *c = new_ctx(20000);
@@ -572,6 +594,7 @@ int main(void)
         cmocka_unit_test(slow_sink_keeps_bytes_under_budget),
         cmocka_unit_test(too_many_failures_stop_the_job),
         cmocka_unit_test(invalid_chains_are_refused),
+        cmocka_unit_test(stages_without_init_get_a_null_state_and_work),
         cmocka_unit_test(stress_many_workers_random_delays),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
