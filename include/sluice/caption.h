@@ -1,15 +1,18 @@
 /* sluice/caption.h — the captioning job: a folder of images to JSONL rows.
  *
- * sl_caption_run() reads every image under input_dir (recursively, sorted),
- * decodes and shrinks it, asks the engine for a caption and writes one JSONL
- * row per input to output_dir/part-00000.jsonl (written under a temporary
- * name, renamed when complete). An input that fails becomes a row with its
- * error; the run goes on. Only a wrong parameter, an engine that cannot load
- * or an output that cannot be written stops the job.
+ * sl_caption_run() runs a pipeline on the streaming executor: read (the
+ * images under input_dir, recursively, sorted) -> decode (libvips, shrink)
+ * -> engine (llama.cpp; one model per replica) -> write (one JSONL row per
+ * input to output_dir/part-00000.jsonl, written under a temporary name and
+ * renamed when the run ends). An input that fails becomes a row with its
+ * error; the run goes on. A wrong parameter, an engine that cannot load, an
+ * output that cannot be written, too many failed rows (max_failed) or a stop
+ * request end the job; rows already finished are kept.
  */
 #ifndef SLUICE_CAPTION_H
 #define SLUICE_CAPTION_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include "engine.h"
 #include "image.h"
@@ -19,12 +22,14 @@
 extern "C" {
 #endif
 
-/* What on_row sees of a finished row; valid only during the callback. */
+/* What on_row sees of a finished row; valid only during the callback, which
+ * runs on the writer thread, in output order. */
 typedef struct sl_row_view {
     const char *id;       /* path relative to input_dir */
     const char *caption;  /* NULL when the row failed */
     const char *error;    /* NULL when the row succeeded */
     long index;           /* 0-based position in input order */
+    const char *error_stage; /* "read", "decode", "engine"; NULL on success */
 } sl_row_view;
 
 typedef void (*sl_row_fn)(const sl_row_view *row, void *user);
@@ -38,7 +43,13 @@ typedef struct sl_caption_params {
     sl_sampling sampling;      /* sampling.seed is the job seed */
     sl_image_params image;
     sl_llama_params llama;
-    sl_row_fn on_row;          /* optional, called in input order */
+    int decode_workers;        /* decode threads (default 2) */
+    int replicas;              /* engine instances, each with its own model (default 1) */
+    bool ordered;              /* write rows in input order (default: as they finish) */
+    uint64_t memory_budget;    /* bytes in flight; 0: a quarter of RAM */
+    double max_failed;         /* stop past this fraction of failed rows (1: never) */
+    const atomic_int *stop_requests; /* optional: 1 = stop and drain, 2 = abort */
+    sl_row_fn on_row;          /* optional */
     void *on_row_user;
 } sl_caption_params;
 
@@ -54,10 +65,13 @@ typedef struct sl_caption_summary {
     double load_seconds;      /* engine load, not in `seconds` */
     char output_file[4096];   /* the committed JSONL shard */
     char model_name[256];
+    uint64_t peak_bytes_in_flight, memory_budget;
+    double decode_busy_s, engine_busy_s, write_busy_s; /* summed over workers */
 } sl_caption_summary;
 
 /* Runs the whole job. SL_OK when it ran to the end, even if rows failed
- * (see summary->rows_failed). */
+ * (see summary->rows_failed). SL_ERR_STOPPED, SL_ERR_TOO_MANY_FAILED and
+ * SL_ERR_STAGE still fill the summary and commit the rows written. */
 sl_status sl_caption_run(const sl_caption_params *params, sl_caption_summary *summary);
 
 #ifdef __cplusplus

@@ -16,6 +16,7 @@
 #ifndef SLUICE_EXECUTOR_H
 #define SLUICE_EXECUTOR_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -108,6 +109,9 @@ typedef struct sl_exec_params {
     long max_failed_min_rows;/* ... judged once this many rows are done (default 100) */
     int max_restarts;        /* per stage (default 3) */
     int stop_deadline_ms;    /* drain time after a stop request (default 30000) */
+    /* Optional, owned by the caller (a signal handler may increment it):
+     * 1 = stop reading and drain, 2 = abort; read as sl_exec_request_stop(). */
+    const atomic_int *stop_requests;
 } sl_exec_params;
 
 sl_exec_params sl_exec_default_params(void);
@@ -119,7 +123,8 @@ sl_status sl_exec_create(const sl_exec_params *params, const sl_stage_def *stage
 
 /* Runs the pipeline to its end. SL_OK when every input reached the sink;
  * SL_ERR_STOPPED after a stop request; SL_ERR_STAGE when a stage failed
- * beyond its restarts; SL_ERR_TOO_MANY_FAILED past max_failed. */
+ * beyond its restarts; SL_ERR_TOO_MANY_FAILED past max_failed; the status
+ * of a stage's init() when a worker could not start (nothing was read). */
 sl_status sl_exec_run(sl_exec *exec);
 
 /* First call: stop reading and drain. Second call (or the deadline): abort.

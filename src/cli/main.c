@@ -3,8 +3,11 @@
  *
  * Exit status: 0 every row succeeded; 3 the run finished but some rows
  * failed (they are in the output with their error); 2 a wrong command line
- * or configuration; 1 the run could not finish. */
+ * or configuration; 1 the run could not finish; 130 stopped by a signal
+ * (the rows finished before it are in the output). */
 #include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
@@ -13,7 +16,17 @@
 
 #include "sluice/sluice.h"
 
-enum { EXIT_ROWS_FAILED = 3, EXIT_USAGE = 2, EXIT_RUN = 1 };
+enum { EXIT_ROWS_FAILED = 3, EXIT_USAGE = 2, EXIT_RUN = 1, EXIT_STOPPED = 130 };
+
+/* SIGINT/SIGTERM: the first stops reading and finishes the rows in flight,
+ * the second stops at once. The executor polls this counter. */
+static atomic_int stop_requests;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    atomic_fetch_add(&stop_requests, 1);
+}
 
 static const char usage_text[] =
     "usage: sluice caption INPUT_DIR -o OUTPUT_DIR --model M.gguf --mmproj P.gguf [options]\n"
@@ -34,6 +47,12 @@ static const char usage_text[] =
     "      --temperature F       0 is greedy (default: 0)\n"
     "      --top-p F  --top-k N  --min-p F  --repeat-penalty F\n"
     "      --seed N              job seed; each row's seed mixes it with the row id (default: 0)\n"
+    "Pipeline:\n"
+    "      --decode-workers N    image decode threads (default: 2)\n"
+    "      --replicas N          engine instances, each with its own model (default: 1)\n"
+    "      --ordered             write rows in input order (default: as they finish)\n"
+    "      --memory-budget SIZE  bytes in flight at most, e.g. 512M, 4G (default: 1/4 of RAM)\n"
+    "      --max-failed F        stop when more than this fraction (0.1 or 10%%) of rows fail\n"
     "Images:\n"
     "      --max-image-edge N    shrink so the longer edge is at most N px (default: 512; 0 keeps)\n"
     "      --max-image-pixels N  refuse images larger than N pixels (default: 100000000)\n"
@@ -47,7 +66,8 @@ static const char usage_text[] =
     "      --version             print the version\n"
     "\n"
     "Exit status: 0 all rows ok, 3 some rows failed (see their \"error\" field),\n"
-    "2 wrong command line or configuration, 1 the run could not finish.\n";
+    "2 wrong command line or configuration, 1 the run could not finish, 130 stopped\n"
+    "by SIGINT/SIGTERM (a first signal finishes the rows in flight, a second stops at once).\n";
 
 static int usage_error(const char *what, const char *detail)
 {
@@ -85,6 +105,50 @@ static int parse_float(const char *flag, const char *text, double min, double ma
     return 0;
 }
 
+/* "512M", "4G", "1048576" -> bytes. */
+static int parse_size(const char *flag, const char *text, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    double mult = 1;
+    switch (*end) {
+    case 'k': case 'K': mult = 1024.0; end++; break;
+    case 'm': case 'M': mult = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
+    case 't': case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'B' || *end == 'b')
+        end++;
+    if (errno || end == text || *end || !(v * mult >= 1024 * 1024)) {
+        fprintf(stderr, "sluice: %s expects a size of at least 1M such as 512M or 4G, got '%s'\n",
+                flag, text);
+        return -1;
+    }
+    *out = (uint64_t)(v * mult);
+    return 0;
+}
+
+/* "0.1" or "10%" -> 0.1 */
+static int parse_fraction(const char *flag, const char *text, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (*end == '%') {
+        v /= 100.0;
+        end++;
+    }
+    if (errno || end == text || *end || !(v >= 0.0 && v <= 1.0)) {
+        fprintf(stderr, "sluice: %s expects a fraction from 0 to 1 or a percentage, got '%s'\n",
+                flag, text);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 typedef struct printer {
     long show;
     long shown;
@@ -97,7 +161,7 @@ static void print_row(const sl_row_view *row, void *user)
     if (pr->quiet)
         return;
     if (row->error) {
-        fprintf(stderr, "sluice: row %ld failed: %s\n", row->index + 1, row->error);
+        fprintf(stderr, "sluice: %s failed (%s): %s\n", row->id, row->error_stage, row->error);
         return;
     }
     if (pr->shown < pr->show) {
@@ -110,7 +174,8 @@ static void print_row(const sl_row_view *row, void *user)
 enum {
     OPT_MMPROJ = 256, OPT_CTX, OPT_THREADS, OPT_GPU_LAYERS, OPT_SYSTEM, OPT_TEMPERATURE,
     OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
-    OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION,
+    OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
+    OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED,
 };
 
 static int cmd_caption(int argc, char **argv)
@@ -132,6 +197,11 @@ static int cmd_caption(int argc, char **argv)
         {"seed", required_argument, 0, OPT_SEED},
         {"max-image-edge", required_argument, 0, OPT_MAX_EDGE},
         {"max-image-pixels", required_argument, 0, OPT_MAX_PIXELS},
+        {"decode-workers", required_argument, 0, OPT_DECODE_WORKERS},
+        {"replicas", required_argument, 0, OPT_REPLICAS},
+        {"ordered", no_argument, 0, OPT_ORDERED},
+        {"memory-budget", required_argument, 0, OPT_MEMORY_BUDGET},
+        {"max-failed", required_argument, 0, OPT_MAX_FAILED},
         {"output", required_argument, 0, 'o'},
         {"overwrite", no_argument, 0, OPT_OVERWRITE},
         {"show", required_argument, 0, OPT_SHOW},
@@ -165,6 +235,11 @@ static int cmd_caption(int argc, char **argv)
         case OPT_SEED: bad = parse_long("--seed", optarg, 0, LONG_MAX, &v); p.sampling.seed = (uint64_t)v; break;
         case OPT_MAX_EDGE: bad = parse_long("--max-image-edge", optarg, 0, 1 << 16, &v); p.image.max_edge = (int)v; break;
         case OPT_MAX_PIXELS: bad = parse_long("--max-image-pixels", optarg, 1, LONG_MAX, &v); p.image.max_input_pixels = (uint64_t)v; break;
+        case OPT_DECODE_WORKERS: bad = parse_long("--decode-workers", optarg, 1, 256, &v); p.decode_workers = (int)v; break;
+        case OPT_REPLICAS: bad = parse_long("--replicas", optarg, 1, 64, &v); p.replicas = (int)v; break;
+        case OPT_ORDERED: p.ordered = true; break;
+        case OPT_MEMORY_BUDGET: bad = parse_size("--memory-budget", optarg, &p.memory_budget); break;
+        case OPT_MAX_FAILED: bad = parse_fraction("--max-failed", optarg, &p.max_failed); break;
         case 'o': p.output_dir = optarg; break;
         case OPT_OVERWRITE: p.overwrite = true; break;
         case OPT_SHOW: bad = parse_long("--show", optarg, 0, LONG_MAX, &pr.show); break;
@@ -191,17 +266,29 @@ static int cmd_caption(int argc, char **argv)
     sl_log_set_level(pr.quiet ? SL_LOG_ERROR : verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
     p.on_row = print_row;
     p.on_row_user = &pr;
+    p.stop_requests = &stop_requests;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 
     sl_caption_summary sum;
     sl_status st = sl_caption_run(&p, &sum);
-    if (st != SL_OK) {
+    switch (st) {
+    case SL_OK:
+        break;
+    case SL_ERR_INVALID_ARG: case SL_ERR_NOT_FOUND: case SL_ERR_EXISTS: case SL_ERR_MODEL:
         fprintf(stderr, "sluice: %s\n", sl_last_error());
-        switch (st) {
-        case SL_ERR_INVALID_ARG: case SL_ERR_NOT_FOUND: case SL_ERR_EXISTS: case SL_ERR_MODEL:
-            return EXIT_USAGE;
-        default:
-            return EXIT_RUN;
-        }
+        return EXIT_USAGE;
+    case SL_ERR_STOPPED: case SL_ERR_TOO_MANY_FAILED: case SL_ERR_STAGE:
+        /* The run ended early; what finished is committed. */
+        fprintf(stderr, "sluice: %s\nsluice: %ld rows written (%ld failed) to %s\n",
+                sl_last_error(), sum.rows, sum.rows_failed,
+                sum.output_file[0] ? sum.output_file : "(nothing committed)");
+        return st == SL_ERR_STOPPED ? EXIT_STOPPED : EXIT_RUN;
+    default:
+        fprintf(stderr, "sluice: %s\n", sl_last_error());
+        return EXIT_RUN;
     }
     if (!pr.quiet) {
         double rate = sum.seconds > 0 ? sum.rows / sum.seconds : 0;
@@ -209,9 +296,12 @@ static int cmd_caption(int argc, char **argv)
         if (sum.rows_ok > pr.shown)
             printf("... and %ld more captions\n", sum.rows_ok - pr.shown);
         printf("\n%ld images: %ld captioned, %ld failed in %.2f s (%.2f images/s, %.1f tokens/s; "
-               "model '%s' loaded in %.2f s)\noutput: %s\n",
+               "model '%s' loaded in %.2f s)\n"
+               "busy: decode %.2f s, engine %.2f s, write %.2f s; peak memory in flight %.1f MB "
+               "of %.0f MB\noutput: %s\n",
                sum.rows, sum.rows_ok, sum.rows_failed, sum.seconds, rate, tps, sum.model_name,
-               sum.load_seconds, sum.output_file);
+               sum.load_seconds, sum.decode_busy_s, sum.engine_busy_s, sum.write_busy_s,
+               sum.peak_bytes_in_flight / 1e6, sum.memory_budget / 1e6, sum.output_file);
     }
     return sum.rows_failed ? EXIT_ROWS_FAILED : 0;
 }

@@ -535,10 +535,13 @@ static void *worker_main(void *arg)
     stage *st = w->st;
     void *state = NULL;
     bool ok = true;
-    if (st->def.init && st->def.init(st->def.config, w->index, &state) != SL_OK) {
+    sl_status init_rc = st->def.init ? st->def.init(st->def.config, w->index, &state) : SL_OK;
+    if (init_rc != SL_OK) {
+        /* The init's own status (a model that cannot load is SL_ERR_MODEL)
+         * tells the caller more than "a stage failed". */
         char msg[1024];
         snprintf(msg, sizeof msg, "stage '%s' could not start: %s", st->name, sl_last_error());
-        set_result(exec, SL_ERR_STAGE, msg);
+        set_result(exec, init_rc, msg);
         ok = false;
     }
     mark_ready(exec, ok);
@@ -706,6 +709,8 @@ sl_status sl_exec_run(sl_exec *exec)
         }
         pthread_cond_timedwait(&exec->cv, &exec->mu, &ts);
         int stops = atomic_load(&exec->stop_requests);
+        if (exec->p.stop_requests && atomic_load(exec->p.stop_requests) > stops)
+            stops = atomic_load(exec->p.stop_requests);
         if (stops >= 1 && !stop_deadline) {
             stop_deadline = sl_now_ns() + (uint64_t)exec->p.stop_deadline_ms * 1000000ull;
             if (exec->result == SL_OK) {

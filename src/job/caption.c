@@ -1,9 +1,17 @@
-/* job/caption.c — the first end-to-end job: folder → decode → engine →
- * JSONL, one row at a time. The streaming executor (bounded queues, worker
- * pools) replaces this loop; the row format stays. */
+/* job/caption.c — the caption job as a pipeline on the streaming executor:
+ *
+ *   read (dir_source) -> decode (libvips, N workers) -> engine (llama.cpp,
+ *   one model per replica) -> write (JSONL shard, one writer)
+ *
+ * Each row carries a caption_row. Failed rows (unlistable folder, corrupt
+ * image, engine error) skip to the writer, which records them with their
+ * stage and message like every other row. */
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -14,6 +22,7 @@
 #include "io/dir_source.h"
 #include "io/jsonl_sink.h"
 #include "sluice/caption.h"
+#include "sluice/executor.h"
 
 sl_caption_params sl_caption_default_params(void)
 {
@@ -22,6 +31,9 @@ sl_caption_params sl_caption_default_params(void)
         .sampling = sl_sampling_default(),
         .image = sl_image_default_params(),
         .llama = sl_llama_default_params(),
+        .decode_workers = 2,
+        .replicas = 1,
+        .max_failed = 1.0,
     };
 }
 
@@ -31,6 +43,177 @@ static double now_s(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
+
+/* --- the row ---------------------------------------------------------------- */
+
+typedef struct caption_row {
+    char *path, *rel;
+    sl_image *image;          /* from decode until the engine is done with it */
+    int width, height, source_width, source_height; /* 0: not decoded */
+    sl_result result;
+    bool has_result;
+    double decode_ms, started;
+    uint64_t seed;
+} caption_row;
+
+static void caption_row_free(void *data)
+{
+    caption_row *r = data;
+    sl_free(r->path);
+    sl_free(r->rel);
+    sl_image_free(r->image);
+    sl_result_clear(&r->result);
+    sl_free(r);
+}
+
+/* Shared by every stage of one run. */
+typedef struct job {
+    const sl_caption_params *p;
+    sl_dir_source *src;
+    sl_jsonl_sink *sink;
+    char model_name[256];
+    pthread_mutex_t mu;       /* model_name, load_seconds */
+    double load_seconds;
+    sl_status sink_status;    /* the commit's outcome, read after the run */
+    char sink_error[1024];
+    sl_caption_summary *sum;  /* written by the writer thread only */
+} job;
+
+/* --- read ------------------------------------------------------------------- */
+
+static sl_status read_init(void *cfg, int worker, void **state)
+{
+    *state = cfg;
+    return SL_OK;
+}
+
+static sl_status read_produce(void *state, sl_row *row, bool *done)
+{
+    job *j = state;
+    const sl_dir_entry *e;
+    sl_status st = sl_dir_source_next(j->src, &e);
+    if (st != SL_OK)
+        return st;
+    if (!e) {
+        *done = true;
+        return SL_OK;
+    }
+    caption_row *r = sl_calloc(1, sizeof *r);
+    if (!r || !(r->path = sl_strdup(e->path)) || !(r->rel = sl_strdup(e->rel))) {
+        if (r)
+            caption_row_free(r);
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", e->path);
+    }
+    r->started = now_s();
+    r->seed = sl_sampling_row_seed(j->p->sampling.seed, r->rel);
+    sl_row_set_data(row, r, caption_row_free);
+    sl_row_set_bytes(row, sizeof *r + strlen(r->path) + strlen(r->rel) + 2);
+    if (e->error)
+        sl_row_fail(row, "%s", e->error);
+    return SL_OK;
+}
+
+/* --- decode ------------------------------------------------------------------- */
+
+static sl_status decode_init(void *cfg, int worker, void **state)
+{
+    *state = cfg;
+    return SL_OK;
+}
+
+static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
+{
+    job *j = state;
+    for (size_t i = 0; i < n; i++) {
+        caption_row *r = sl_row_data(rows[i]);
+        double t0 = now_s();
+        if (sl_image_load_file(r->path, &j->p->image, &r->image) != SL_OK) {
+            sl_row_fail(rows[i], "%s", sl_last_error());
+            continue;
+        }
+        r->decode_ms = (now_s() - t0) * 1e3;
+        r->width = sl_image_width(r->image);
+        r->height = sl_image_height(r->image);
+        r->source_width = sl_image_source_width(r->image);
+        r->source_height = sl_image_source_height(r->image);
+        /* Decoded pixels are the large item in flight: count them. */
+        sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) + sl_image_bytes(r->image));
+    }
+    return SL_OK;
+}
+
+/* --- engine ------------------------------------------------------------------- */
+
+typedef struct replica {
+    job *j;
+    sl_engine *engine;
+} replica;
+
+static sl_status engine_init(void *cfg, int worker, void **state)
+{
+    job *j = cfg;
+    sl_llama_params lp = j->p->llama;
+    if (lp.n_threads <= 0) {
+        /* The cores are shared between replicas. */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN) / (j->p->replicas > 0 ? j->p->replicas : 1);
+        lp.n_threads = cores < 1 ? 1 : (int)cores;
+    }
+    replica *rep = sl_calloc(1, sizeof *rep);
+    if (!rep)
+        return sl_fail(SL_ERR_NOMEM, "out of memory starting an engine replica");
+    rep->j = j;
+    double t0 = now_s();
+    sl_status st = sl_engine_open_llama(&lp, &rep->engine);
+    if (st != SL_OK) {
+        sl_free(rep);
+        return st;
+    }
+    double took = now_s() - t0;
+    pthread_mutex_lock(&j->mu);
+    snprintf(j->model_name, sizeof j->model_name, "%s", sl_engine_model_name(rep->engine));
+    if (took > j->load_seconds)
+        j->load_seconds = took; /* replicas load in parallel */
+    pthread_mutex_unlock(&j->mu);
+    *state = rep;
+    return SL_OK;
+}
+
+static void engine_close(void *state, sl_exec_end end)
+{
+    replica *rep = state;
+    sl_engine_free(rep->engine);
+    sl_free(rep);
+}
+
+static sl_status engine_process(void *state, sl_row *const *rows, size_t n)
+{
+    replica *rep = state;
+    const sl_caption_params *p = rep->j->p;
+    for (size_t i = 0; i < n; i++) {
+        caption_row *r = sl_row_data(rows[i]);
+        sl_request req = {
+            .id = r->path,
+            .system_prompt = p->system_prompt,
+            .prompt = p->prompt,
+            .image = r->image,
+            .sampling = p->sampling,
+        };
+        req.sampling.seed = r->seed;
+        if (sl_engine_generate(rep->engine, &req, &r->result) != SL_OK) {
+            sl_row_fail(rows[i], "%s", sl_last_error());
+            continue;
+        }
+        r->has_result = true;
+        /* The pixels are not needed past the engine: give their bytes back. */
+        size_t image_bytes = sl_image_bytes(r->image);
+        sl_image_free(r->image);
+        r->image = NULL;
+        sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) - image_bytes + strlen(r->result.text));
+    }
+    return SL_OK;
+}
+
+/* --- write ------------------------------------------------------------------- */
 
 /* Bytes from file names or models may not be UTF-8; JSON must be. */
 static json_t *json_text(const char *s)
@@ -46,49 +229,90 @@ static json_t *json_text(const char *s)
     return j;
 }
 
-typedef struct row_outcome {
-    const sl_dir_entry *entry;
-    const sl_image *image;
-    const sl_result *result;  /* NULL unless the engine succeeded */
-    const char *error_stage;  /* NULL on success */
-    const char *error;
-    double decode_ms, total_ms;
-    uint64_t seed;
-} row_outcome;
-
-static json_t *row_json(const row_outcome *r, const char *model_name)
+static json_t *row_json(const caption_row *r, const sl_row *row, const char *model_name)
 {
-    json_t *row = json_object();
+    json_t *o = json_object();
     json_t *timings = json_object();
-    if (!row || !timings) {
-        json_decref(row);
+    if (!o || !timings) {
+        json_decref(o);
         json_decref(timings);
         return NULL;
     }
-    const sl_result *res = r->result;
-    json_object_set_new(row, "id", json_text(r->entry->rel));
-    json_object_set_new(row, "path", json_text(r->entry->path));
-    json_object_set_new(row, "caption", res ? json_text(res->text) : json_null());
-    json_object_set_new(row, "finish_reason", res ? json_string(res->finish_reason) : json_null());
-    json_object_set_new(row, "prompt_tokens", json_integer(res ? res->prompt_tokens : 0));
-    json_object_set_new(row, "generated_tokens", json_integer(res ? res->generated_tokens : 0));
-    if (r->image) {
-        json_object_set_new(row, "width", json_integer(sl_image_width(r->image)));
-        json_object_set_new(row, "height", json_integer(sl_image_height(r->image)));
-        json_object_set_new(row, "source_width", json_integer(sl_image_source_width(r->image)));
-        json_object_set_new(row, "source_height", json_integer(sl_image_source_height(r->image)));
+    const sl_result *res = r->has_result ? &r->result : NULL;
+    json_object_set_new(o, "id", json_text(r->rel));
+    json_object_set_new(o, "path", json_text(r->path));
+    json_object_set_new(o, "caption", res ? json_text(res->text) : json_null());
+    json_object_set_new(o, "finish_reason", res ? json_string(res->finish_reason) : json_null());
+    json_object_set_new(o, "prompt_tokens", json_integer(res ? res->prompt_tokens : 0));
+    json_object_set_new(o, "generated_tokens", json_integer(res ? res->generated_tokens : 0));
+    if (r->width) {
+        json_object_set_new(o, "width", json_integer(r->width));
+        json_object_set_new(o, "height", json_integer(r->height));
+        json_object_set_new(o, "source_width", json_integer(r->source_width));
+        json_object_set_new(o, "source_height", json_integer(r->source_height));
     }
-    json_object_set_new(row, "model", json_text(model_name));
-    json_object_set_new(row, "seed", json_integer((json_int_t)(r->seed & INT64_MAX)));
+    json_object_set_new(o, "model", json_text(model_name));
+    json_object_set_new(o, "seed", json_integer((json_int_t)(r->seed & INT64_MAX)));
     json_object_set_new(timings, "decode_ms", json_real(r->decode_ms));
     json_object_set_new(timings, "prefill_ms", json_real(res ? res->prefill_ms : 0.0));
     json_object_set_new(timings, "generate_ms", json_real(res ? res->generate_ms : 0.0));
-    json_object_set_new(timings, "total_ms", json_real(r->total_ms));
-    json_object_set_new(row, "timings", timings);
-    json_object_set_new(row, "error_stage", r->error_stage ? json_string(r->error_stage) : json_null());
-    json_object_set_new(row, "error", json_text(r->error));
-    return row;
+    json_object_set_new(timings, "total_ms", json_real((now_s() - r->started) * 1e3));
+    json_object_set_new(o, "timings", timings);
+    const char *stage = sl_row_error_stage(row);
+    json_object_set_new(o, "error_stage", stage ? json_string(stage) : json_null());
+    json_object_set_new(o, "error", json_text(sl_row_error(row)));
+    return o;
 }
+
+static sl_status write_init(void *cfg, int worker, void **state)
+{
+    *state = cfg;
+    return SL_OK;
+}
+
+static sl_status write_process(void *state, sl_row *const *rows, size_t n)
+{
+    job *j = state;
+    sl_caption_summary *sum = j->sum;
+    for (size_t i = 0; i < n; i++) {
+        caption_row *r = sl_row_data(rows[i]);
+        json_t *o = row_json(r, rows[i], j->model_name);
+        sl_status st = o ? sl_jsonl_sink_write(j->sink, o)
+                         : sl_fail(SL_ERR_NOMEM, "out of memory writing the row for '%s'", r->path);
+        json_decref(o);
+        if (st != SL_OK)
+            return st; /* the writer cannot go on: the executor ends the run */
+        bool failed = sl_row_failed(rows[i]);
+        if (j->p->on_row) {
+            sl_row_view view = {r->rel, failed ? NULL : r->result.text, sl_row_error(rows[i]),
+                                (long)sl_row_seq(rows[i]), sl_row_error_stage(rows[i])};
+            j->p->on_row(&view, j->p->on_row_user);
+        }
+        sum->rows++;
+        if (failed)
+            sum->rows_failed++;
+        else
+            sum->rows_ok++;
+        if (r->has_result) {
+            sum->prompt_tokens += r->result.prompt_tokens;
+            sum->generated_tokens += r->result.generated_tokens;
+        }
+    }
+    return SL_OK;
+}
+
+/* Every row written is complete, so the shard is committed whatever ended
+ * the run: finished work is never thrown away. */
+static void write_close(void *state, sl_exec_end end)
+{
+    job *j = state;
+    if (sl_jsonl_sink_commit(j->sink) != SL_OK) {
+        j->sink_status = SL_ERR_IO;
+        snprintf(j->sink_error, sizeof j->sink_error, "%s", sl_last_error());
+    }
+}
+
+/* --- the job ------------------------------------------------------------------- */
 
 static sl_status check_params(const sl_caption_params *p)
 {
@@ -107,6 +331,20 @@ static sl_status check_params(const sl_caption_params *p)
     if (p->image.max_edge < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--max-image-edge must be >= 0, got %d",
                        p->image.max_edge);
+    if (p->decode_workers < 1 || p->replicas < 1)
+        return sl_fail(SL_ERR_INVALID_ARG, "--decode-workers and --replicas must be >= 1");
+    if (!(p->max_failed >= 0.0 && p->max_failed <= 1.0))
+        return sl_fail(SL_ERR_INVALID_ARG, "--max-failed must be a fraction from 0 to 1, got %g",
+                       p->max_failed);
+    /* Missing model files fail here, before any thread starts. */
+    const char *files[2][2] = {{"--model", p->llama.model_path}, {"--mmproj", p->llama.mmproj_path}};
+    for (int i = 0; i < 2; i++) {
+        if (!files[i][1] || !*files[i][1])
+            return sl_fail(SL_ERR_INVALID_ARG, "%s is required: the path of a GGUF file", files[i][0]);
+        if (access(files[i][1], R_OK) != 0)
+            return sl_fail(SL_ERR_NOT_FOUND, "%s '%s': %s", files[i][0], files[i][1],
+                           strerror(errno));
+    }
     return SL_OK;
 }
 
@@ -117,86 +355,70 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     if (st != SL_OK)
         return st;
 
-    sl_dir_source *src = NULL;
-    sl_jsonl_sink *sink = NULL;
-    sl_engine *engine = NULL;
-    /* Cheap checks first: a wrong input or output fails before the model
+    job j = {.p = p, .sum = sum};
+    pthread_mutex_init(&j.mu, NULL);
+    sl_exec *exec = NULL;
+    /* Cheap checks first: a wrong input or output fails before any model
      * loads. */
-    if ((st = sl_dir_source_open(p->input_dir, &src)) != SL_OK ||
-        (st = sl_jsonl_sink_open(p->output_dir, "part-00000.jsonl", p->overwrite, &sink)) != SL_OK)
+    if ((st = sl_dir_source_open(p->input_dir, &j.src)) != SL_OK ||
+        (st = sl_jsonl_sink_open(p->output_dir, "part-00000.jsonl", p->overwrite, &j.sink)) != SL_OK)
         goto done;
 
-    double t_load = now_s();
-    if ((st = sl_engine_open_llama(&p->llama, &engine)) != SL_OK)
+    int batch = 4;
+    sl_stage_def stages[] = {
+        {.name = "read", .kind = SL_STAGE_SOURCE, .workers = 1, .batch_size = 16,
+         .config = &j, .init = read_init, .produce = read_produce},
+        {.name = "decode", .kind = SL_STAGE_MAP, .workers = p->decode_workers, .batch_size = 1,
+         .config = &j, .init = decode_init, .process = decode_process},
+        {.name = "engine", .kind = SL_STAGE_MAP, .workers = p->replicas, .batch_size = 1,
+         .config = &j, .init = engine_init, .close = engine_close, .process = engine_process},
+        {.name = "write", .kind = SL_STAGE_SINK, .workers = 1, .batch_size = batch,
+         .config = &j, .init = write_init, .close = write_close, .process = write_process},
+    };
+    sl_exec_params ep = sl_exec_default_params();
+    ep.memory_budget = p->memory_budget;
+    ep.ordered = p->ordered;
+    ep.max_failed = p->max_failed;
+    ep.max_failed_min_rows = 20;
+    ep.stop_requests = p->stop_requests;
+    ep.max_restarts = 0; /* a replica that fails reloads nothing: fail its rows */
+    if (p->image.max_edge > 0)
+        ep.row_bytes_hint = (uint64_t)p->image.max_edge * (uint64_t)p->image.max_edge * 3 + 4096;
+    if ((st = sl_exec_create(&ep, stages, sizeof stages / sizeof *stages, &exec)) != SL_OK)
         goto done;
-    sum->load_seconds = now_s() - t_load;
-    snprintf(sum->model_name, sizeof sum->model_name, "%s", sl_engine_model_name(engine));
+    sl_status run_st = sl_exec_run(exec);
+    char run_msg[1024];
+    snprintf(run_msg, sizeof run_msg, "%s", sl_last_error());
 
-    double t_start = now_s();
-    for (;;) {
-        const sl_dir_entry *entry = NULL;
-        if ((st = sl_dir_source_next(src, &entry)) != SL_OK)
-            goto done;
-        if (!entry)
-            break;
-        double t_row = now_s();
-        row_outcome r = {.entry = entry, .seed = sl_sampling_row_seed(p->sampling.seed, entry->rel)};
-        sl_image *image = NULL;
-        sl_result result = {0};
-        if (entry->error) {
-            r.error_stage = "read";
-            r.error = entry->error;
-        } else if (sl_image_load_file(entry->path, &p->image, &image) != SL_OK) {
-            r.error_stage = "decode";
-            r.error = sl_last_error();
-        } else {
-            r.image = image;
-            r.decode_ms = (now_s() - t_row) * 1e3;
-            sl_request req = {
-                .id = entry->path,
-                .system_prompt = p->system_prompt,
-                .prompt = p->prompt,
-                .image = image,
-                .sampling = p->sampling,
-            };
-            req.sampling.seed = r.seed;
-            if (sl_engine_generate(engine, &req, &result) == SL_OK) {
-                r.result = &result;
-            } else {
-                r.error_stage = "engine";
-                r.error = sl_last_error();
-            }
-        }
-        r.total_ms = (now_s() - t_row) * 1e3;
+    sl_exec_stats es;
+    sl_exec_stats_get(exec, &es);
+    sum->load_seconds = j.load_seconds;
+    sum->seconds = es.seconds > j.load_seconds ? es.seconds - j.load_seconds : es.seconds;
+    sum->peak_bytes_in_flight = es.peak_bytes_in_flight;
+    sum->memory_budget = es.memory_budget;
+    sl_stage_stats ss;
+    sl_exec_stage_stats(exec, 1, &ss);
+    sum->decode_busy_s = ss.busy_s;
+    sl_exec_stage_stats(exec, 2, &ss);
+    sum->engine_busy_s = ss.busy_s;
+    sl_exec_stage_stats(exec, 3, &ss);
+    sum->write_busy_s = ss.busy_s;
+    snprintf(sum->model_name, sizeof sum->model_name, "%s", j.model_name);
+    if (j.sink_status == SL_OK)
+        snprintf(sum->output_file, sizeof sum->output_file, "%s", sl_jsonl_sink_path(j.sink));
 
-        json_t *row = row_json(&r, sum->model_name);
-        st = row ? sl_jsonl_sink_write(sink, row)
-                 : sl_fail(SL_ERR_NOMEM, "out of memory writing the row for '%s'", entry->path);
-        json_decref(row);
-        if (st == SL_OK && p->on_row) {
-            sl_row_view view = {entry->rel, r.result ? result.text : NULL, r.error, sum->rows};
-            p->on_row(&view, p->on_row_user);
-        }
-        sum->rows++;
-        if (r.error)
-            sum->rows_failed++;
-        else
-            sum->rows_ok++;
-        sum->prompt_tokens += result.prompt_tokens;
-        sum->generated_tokens += result.generated_tokens;
-        sl_result_clear(&result);
-        sl_image_free(image);
-        if (st != SL_OK)
-            goto done;
-    }
-    if ((st = sl_jsonl_sink_commit(sink)) != SL_OK)
-        goto done;
-    snprintf(sum->output_file, sizeof sum->output_file, "%s", sl_jsonl_sink_path(sink));
-    sum->seconds = now_s() - t_start;
+    if (j.sink_status != SL_OK && run_st == SL_OK)
+        st = sl_fail(j.sink_status, "%s", j.sink_error);
+    else if (run_st == SL_ERR_TOO_MANY_FAILED)
+        st = sl_fail(run_st, "%s; the failed rows and their errors are in %s", run_msg,
+                     sl_jsonl_sink_path(j.sink));
+    else
+        st = run_st == SL_OK ? SL_OK : sl_fail(run_st, "%s", run_msg);
 
 done:
-    sl_engine_free(engine);
-    sl_jsonl_sink_free(sink);
-    sl_dir_source_free(src);
+    sl_exec_free(exec);
+    sl_jsonl_sink_free(j.sink);
+    sl_dir_source_free(j.src);
+    pthread_mutex_destroy(&j.mu);
     return st;
 }

@@ -9,14 +9,14 @@ BROKEN = {"broken/zero-bytes.jpg", "broken/truncated.jpg", "broken/text.png"}
 
 def test_every_input_once_and_corrupt_inputs_as_error_rows(sluice, corrupt_set, tmp_path):
     out = tmp_path / "out"
-    r = sluice.caption(corrupt_set, out, "--max-tokens", "12")
+    r = sluice.caption(corrupt_set, out, "--max-tokens", "12", "--ordered")
     assert r.returncode == 3, r.stderr  # finished, some rows failed
     rows = read_rows(out)
     ids = [row["id"] for row in rows]
     expected = {str(p.relative_to(SAMPLES)) for p in sample_images()} | BROKEN
     assert len(ids) == len(set(ids)), "an input was written twice"
     assert set(ids) == expected
-    assert ids == sorted(ids), "inputs are written in stable sorted order"
+    assert ids == sorted(ids), "--ordered writes rows in input (sorted path) order"
     for row in rows:
         if row["id"] in BROKEN:
             assert row["caption"] is None
@@ -30,7 +30,7 @@ def test_every_input_once_and_corrupt_inputs_as_error_rows(sluice, corrupt_set, 
             assert row["prompt_tokens"] > 0
             assert max(row["width"], row["height"]) <= 512
             assert row["model"] == "sluice-tiny-random"
-    assert "zero-bytes.jpg" in r.stderr and "empty" in r.stderr
+    assert "zero-bytes.jpg failed (decode)" in r.stderr and "empty" in r.stderr
     assert "3 failed" in r.stdout
     assert not any(p.name.startswith(".") for p in out.iterdir()), "temporary shard left behind"
 
@@ -59,7 +59,7 @@ def test_sampling_seed_reproduces_and_changes_captions(sluice, tmp_path):
     b = sluice.caption(SAMPLES, tmp_path / "b", *args, "--seed", "1")
     c = sluice.caption(SAMPLES, tmp_path / "c", *args, "--seed", "2")
     assert a.returncode == b.returncode == c.returncode == 0
-    rows_a, rows_b, rows_c = (read_rows(tmp_path / d) for d in "abc")
+    rows_a, rows_b, rows_c = (sorted(read_rows(tmp_path / d), key=lambda r: r["id"]) for d in "abc")
     assert [(r["id"], r["seed"], r["caption"]) for r in rows_a] == \
            [(r["id"], r["seed"], r["caption"]) for r in rows_b]
     assert [r["caption"] for r in rows_a] != [r["caption"] for r in rows_c]
@@ -110,3 +110,87 @@ def test_command_line_errors_say_what_to_change(sluice, tmp_path):
     assert r.returncode == 2 and "unknown command 'captoin'" in r.stderr
     r = sluice.run("caption", "--help")
     assert r.returncode == 0 and "--max-image-edge" in r.stdout
+
+
+def big_input(tmp_path, copies):
+    """The samples, `copies` times over, as a larger input folder."""
+    root = tmp_path / "big"
+    for i in range(copies):
+        for p in sample_images():
+            dst = root / f"c{i:03d}" / p.relative_to(SAMPLES)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(p)
+    return root
+
+
+def test_unordered_default_still_writes_every_row_once(sluice, tmp_path):
+    src = big_input(tmp_path, 4)
+    r = sluice.caption(src, tmp_path / "out", "--max-tokens", "4", "--decode-workers", "3")
+    assert r.returncode == 0, r.stderr
+    ids = [row["id"] for row in read_rows(tmp_path / "out")]
+    assert len(ids) == len(set(ids)) == 4 * len(sample_images())
+
+
+def test_too_many_failures_stop_the_job_and_keep_what_finished(sluice, tmp_path):
+    src = tmp_path / "mostly-bad"
+    src.mkdir()
+    for i in range(60):
+        (src / f"bad{i:02d}.jpg").write_bytes(b"not a jpeg")
+    r = sluice.caption(src, tmp_path / "out", "--max-failed", "10%")
+    assert r.returncode == 1, r.stderr
+    assert "rows failed" in r.stderr and "--max-failed" in r.stderr
+    assert str(tmp_path / "out" / "part-00000.jsonl") in r.stderr  # where to look
+    rows = read_rows(tmp_path / "out")
+    assert rows and all(row["error_stage"] == "decode" for row in rows)
+    assert len({row["id"] for row in rows}) == len(rows)
+
+
+def test_sigint_finishes_rows_in_flight_and_keeps_them(sluice, tmp_path):
+    import signal
+    import subprocess
+    src = big_input(tmp_path, 40)
+    total = 40 * len(sample_images())
+    cmd = [str(sluice.binary), "caption", str(src), "-o", str(tmp_path / "out"),
+           "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+           "--max-tokens", "48", "--show", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopped on request" in err
+    rows = read_rows(tmp_path / "out")  # committed, every line complete JSON
+    assert 0 < len(rows) < total
+    assert len({row["id"] for row in rows}) == len(rows)
+    assert all(row["error"] is None for row in rows)
+
+
+def test_second_sigint_stops_at_once(sluice, tmp_path):
+    import signal
+    import subprocess
+    src = big_input(tmp_path, 40)
+    cmd = [str(sluice.binary), "caption", str(src), "-o", str(tmp_path / "out"),
+           "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+           "--max-tokens", "48", "--show", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "at once" in err
+    rows = read_rows(tmp_path / "out")
+    assert len({row["id"] for row in rows}) == len(rows)
+
+
+def test_memory_budget_and_pipeline_flags_are_checked(sluice, tmp_path):
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--memory-budget", "lots")
+    assert r.returncode == 2 and "--memory-budget expects" in r.stderr
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--max-failed", "150%")
+    assert r.returncode == 2 and "--max-failed expects" in r.stderr
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--memory-budget", "64M", "--max-tokens", "4",
+                       "--decode-workers", "1", "--replicas", "2")
+    assert r.returncode == 0, r.stderr
+    assert len(read_rows(tmp_path / "o")) == len(sample_images())
+    assert "of 67 MB" in r.stdout  # the budget as reported

@@ -386,7 +386,7 @@ static void init_failure_stops_before_reading(void **state)
     c->init_fail_map = true;
     sl_stage_def defs[] = {SOURCE(c), MAP(c, 2, 4), SINK(c)};
     sl_exec *e;
-    assert_int_equal(run(c, defs, 3, NULL, &e), SL_ERR_STAGE);
+    assert_int_equal(run(c, defs, 3, NULL, &e), SL_ERR_MODEL); /* init's own status */
     assert_non_null(strstr(sl_last_error(), "'decode' could not start"));
     sl_exec_stats es;
     sl_exec_stats_get(e, &es);
