@@ -3,14 +3,21 @@
  * An engine turns a request (prompt text, an optional image, sampling
  * settings) into a result (text, finish reason, token counts, timings).
  * One engine ships today: "llama", llama.cpp in-process (libllama +
- * libmtmd). An engine handle is used by one thread at a time.
- * sl_engine_generate() fills a caller-provided sl_result whose strings the
- * caller frees with sl_result_clear(); sl_engine_free() frees the engine.
+ * libmtmd), running continuous batching on its own thread.
+ *
+ * Asynchronous use: sl_engine_submit() queues a request (its strings are
+ * copied; its image must stay alive until the completion comes back);
+ * sl_engine_poll() returns completions in any order. Submit and poll may be
+ * called from different threads. sl_engine_generate() is submit + wait for
+ * callers that want one result at a time. Result strings are freed with
+ * sl_result_clear() / sl_completion_clear(); sl_engine_free() frees the
+ * engine after stopping its thread (requests still queued are dropped).
  */
 #ifndef SLUICE_ENGINE_H
 #define SLUICE_ENGINE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include "image.h"
 #include "status.h"
@@ -40,10 +47,14 @@ uint64_t sl_sampling_row_seed(uint64_t job_seed, const char *row_id);
 typedef struct sl_llama_params {
     const char *model_path;   /* language model GGUF (required) */
     const char *mmproj_path;  /* vision projector GGUF (required for images) */
-    int n_ctx;                /* context tokens; 0: sized for one request */
-    int n_batch;              /* prompt tokens per llama_decode */
+    int n_parallel;           /* sequences decoded together (continuous batching) */
+    int n_ctx_per_seq;        /* context per sequence; 0: prompt + image + max_tokens */
+    int max_tokens_hint;      /* for sizing: the longest generation expected */
+    int image_edge_hint;      /* for sizing: the largest image edge sent (px) */
+    int n_batch;              /* tokens per llama_decode */
     int n_threads;            /* 0: all cores */
     int n_gpu_layers;         /* -1: all that fit (GPU builds); 0: CPU */
+    const char *prefix_system_prompt; /* sizing probe and shared-prefix warm-up */
 } sl_llama_params;
 
 sl_llama_params sl_llama_default_params(void);
@@ -58,6 +69,9 @@ typedef struct sl_request {
     const char *prompt;        /* user text; the image goes before it */
     const sl_image *image;     /* NULL for text only */
     sl_sampling sampling;
+    const char *const *stop;   /* strings that end generation (not included) */
+    int n_stop;
+    bool trace;                /* record each generated token and its logit margin */
 } sl_request;
 
 typedef struct sl_result {
@@ -65,15 +79,59 @@ typedef struct sl_result {
     const char *finish_reason; /* "stop", "length" (static strings) */
     int prompt_tokens;         /* text and image positions fed to the model */
     int generated_tokens;
-    double prefill_ms;         /* prompt and image into the context */
-    double generate_ms;        /* sampling and decoding the new tokens */
+    int cached_tokens;         /* prompt positions copied from the shared prefix */
+    double queue_ms;           /* submitted -> admitted into a sequence */
+    double prefill_ms;         /* admitted -> prompt and image in the context */
+    double encode_ms;          /* of which: the vision encoder */
+    double ttft_ms;            /* submitted -> first token */
+    double generate_ms;        /* first token -> last token */
+    /* With request.trace: per generated token, its id and the gap between
+     * the best and the second-best logit (how close greedy was to a tie). */
+    int32_t *trace_tokens;
+    float *trace_margins;
+    int n_trace;
 } sl_result;
 
-/* Run one request to completion. On failure the result is cleared and the
+typedef struct sl_completion {
+    void *tag;                 /* as given to sl_engine_submit() */
+    sl_status status;
+    char *error;               /* NULL when status is SL_OK */
+    sl_result result;
+} sl_completion;
+
+/* Queues a request; `tag` comes back in its completion. Fails only for an
+ * invalid request or when out of memory. */
+sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *tag);
+
+/* Waits up to timeout_ms for completions; fills up to max of out[] and
+ * sets *n. Each completion is cleared with sl_completion_clear(). */
+sl_status sl_engine_poll(sl_engine *engine, sl_completion *out, size_t max, int timeout_ms,
+                         size_t *n);
+
+/* Requests submitted and not yet returned by poll. */
+size_t sl_engine_in_flight(const sl_engine *engine);
+
+/* Run one request to completion (submit + poll). Only when nothing else is
+ * in flight on this engine. On failure the result is cleared and the
  * message names request->id and the cause. */
 sl_status sl_engine_generate(sl_engine *engine, const sl_request *request, sl_result *out);
 
 void sl_result_clear(sl_result *result);
+void sl_completion_clear(sl_completion *completion);
+
+typedef struct sl_engine_stats {
+    uint64_t requests_running, requests_waiting;
+    uint64_t prompt_tokens, generation_tokens;
+    uint64_t prefix_queries, prefix_hits;  /* prompts tried against / served by the shared prefix */
+    uint64_t prefix_cached_tokens;
+    uint64_t kv_cells_used, kv_cells_total;
+    uint64_t decode_calls, batch_tokens;   /* llama_decode calls and tokens in them */
+    uint64_t images_encoded;
+    double encode_s, decode_s;             /* time inside the vision encoder / llama_decode */
+} sl_engine_stats;
+
+/* A consistent snapshot; any thread. */
+void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *out);
 
 /* The model's name (general.name, else the file name); owned by the engine. */
 const char *sl_engine_model_name(const sl_engine *engine);

@@ -37,7 +37,9 @@ static const char usage_text[] =
     "Model:\n"
     "  -m, --model PATH          language model GGUF\n"
     "      --mmproj PATH         vision projector GGUF (mmproj)\n"
-    "      --ctx N               context tokens (default: 4096 or the model's)\n"
+    "      --parallel N          sequences decoded together per replica (default: 4)\n"
+    "      --ctx N               context positions per sequence (default: sized for the\n"
+    "                            prompt, the image and --max-tokens)\n"
     "      --threads N           CPU threads (default: all cores)\n"
     "      --gpu-layers N        layers offloaded to a GPU build (default: all)\n"
     "Prompt and generation:\n"
@@ -175,7 +177,7 @@ enum {
     OPT_MMPROJ = 256, OPT_CTX, OPT_THREADS, OPT_GPU_LAYERS, OPT_SYSTEM, OPT_TEMPERATURE,
     OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
     OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
-    OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED,
+    OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL,
 };
 
 static int cmd_caption(int argc, char **argv)
@@ -184,6 +186,7 @@ static int cmd_caption(int argc, char **argv)
         {"model", required_argument, 0, 'm'},
         {"mmproj", required_argument, 0, OPT_MMPROJ},
         {"ctx", required_argument, 0, OPT_CTX},
+        {"parallel", required_argument, 0, OPT_PARALLEL},
         {"threads", required_argument, 0, OPT_THREADS},
         {"gpu-layers", required_argument, 0, OPT_GPU_LAYERS},
         {"prompt", required_argument, 0, 'p'},
@@ -221,7 +224,8 @@ static int cmd_caption(int argc, char **argv)
         switch (c) {
         case 'm': p.llama.model_path = optarg; break;
         case OPT_MMPROJ: p.llama.mmproj_path = optarg; break;
-        case OPT_CTX: bad = parse_long("--ctx", optarg, 0, 1 << 22, &v); p.llama.n_ctx = (int)v; break;
+        case OPT_CTX: bad = parse_long("--ctx", optarg, 0, 1 << 22, &v); p.llama.n_ctx_per_seq = (int)v; break;
+        case OPT_PARALLEL: bad = parse_long("--parallel", optarg, 1, 255, &v); p.llama.n_parallel = (int)v; break;
         case OPT_THREADS: bad = parse_long("--threads", optarg, 0, 1024, &v); p.llama.n_threads = (int)v; break;
         case OPT_GPU_LAYERS: bad = parse_long("--gpu-layers", optarg, -1, 100000, &v); p.llama.n_gpu_layers = (int)v; break;
         case 'p': p.prompt = optarg; break;

@@ -144,9 +144,12 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
 
 /* --- engine ------------------------------------------------------------------- */
 
+/* One replica: its own model, context and batching thread (an async stage
+ * worker). Rows are submitted as they come and complete out of order. */
 typedef struct replica {
     job *j;
     sl_engine *engine;
+    sl_completion done[64];
 } replica;
 
 static sl_status engine_init(void *cfg, int worker, void **state)
@@ -158,6 +161,9 @@ static sl_status engine_init(void *cfg, int worker, void **state)
         long cores = sysconf(_SC_NPROCESSORS_ONLN) / (j->p->replicas > 0 ? j->p->replicas : 1);
         lp.n_threads = cores < 1 ? 1 : (int)cores;
     }
+    lp.max_tokens_hint = j->p->sampling.max_tokens;
+    lp.image_edge_hint = j->p->image.max_edge > 0 ? j->p->image.max_edge : 2048;
+    lp.prefix_system_prompt = j->p->system_prompt;
     replica *rep = sl_calloc(1, sizeof *rep);
     if (!rep)
         return sl_fail(SL_ERR_NOMEM, "out of memory starting an engine replica");
@@ -185,32 +191,52 @@ static void engine_close(void *state, sl_exec_end end)
     sl_free(rep);
 }
 
-static sl_status engine_process(void *state, sl_row *const *rows, size_t n)
+static sl_status engine_submit(void *state, sl_row *row)
 {
     replica *rep = state;
     const sl_caption_params *p = rep->j->p;
-    for (size_t i = 0; i < n; i++) {
-        caption_row *r = sl_row_data(rows[i]);
-        sl_request req = {
-            .id = r->path,
-            .system_prompt = p->system_prompt,
-            .prompt = p->prompt,
-            .image = r->image,
-            .sampling = p->sampling,
-        };
-        req.sampling.seed = r->seed;
-        if (sl_engine_generate(rep->engine, &req, &r->result) != SL_OK) {
-            sl_row_fail(rows[i], "%s", sl_last_error());
-            continue;
+    caption_row *r = sl_row_data(row);
+    sl_request req = {
+        .id = r->path,
+        .system_prompt = p->system_prompt,
+        .prompt = p->prompt,
+        .image = r->image,
+        .sampling = p->sampling,
+    };
+    req.sampling.seed = r->seed;
+    return sl_engine_submit(rep->engine, &req, row);
+}
+
+static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout_ms, size_t *n)
+{
+    replica *rep = state;
+    size_t k = 0;
+    if (max > sizeof rep->done / sizeof *rep->done)
+        max = sizeof rep->done / sizeof *rep->done;
+    sl_status st = sl_engine_poll(rep->engine, rep->done, max, timeout_ms, &k);
+    for (size_t i = 0; i < k; i++) {
+        sl_completion *c = &rep->done[i];
+        sl_row *row = c->tag;
+        caption_row *r = sl_row_data(row);
+        if (c->status == SL_OK) {
+            r->result = c->result;
+            c->result = (sl_result){0};
+            r->has_result = true;
+        } else {
+            sl_row_fail(row, "%s", c->error);
         }
-        r->has_result = true;
+        sl_completion_clear(c);
         /* The pixels are not needed past the engine: give their bytes back. */
-        size_t image_bytes = sl_image_bytes(r->image);
-        sl_image_free(r->image);
-        r->image = NULL;
-        sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) - image_bytes + strlen(r->result.text));
+        if (r->image) {
+            size_t image_bytes = sl_image_bytes(r->image);
+            sl_image_free(r->image);
+            r->image = NULL;
+            sl_row_set_bytes(row, sl_row_bytes(row) - image_bytes);
+        }
+        done[i] = row;
     }
-    return SL_OK;
+    *n = k;
+    return st;
 }
 
 /* --- write ------------------------------------------------------------------- */
@@ -245,6 +271,7 @@ static json_t *row_json(const caption_row *r, const sl_row *row, const char *mod
     json_object_set_new(o, "finish_reason", res ? json_string(res->finish_reason) : json_null());
     json_object_set_new(o, "prompt_tokens", json_integer(res ? res->prompt_tokens : 0));
     json_object_set_new(o, "generated_tokens", json_integer(res ? res->generated_tokens : 0));
+    json_object_set_new(o, "cached_tokens", json_integer(res ? res->cached_tokens : 0));
     if (r->width) {
         json_object_set_new(o, "width", json_integer(r->width));
         json_object_set_new(o, "height", json_integer(r->height));
@@ -254,7 +281,10 @@ static json_t *row_json(const caption_row *r, const sl_row *row, const char *mod
     json_object_set_new(o, "model", json_text(model_name));
     json_object_set_new(o, "seed", json_integer((json_int_t)(r->seed & INT64_MAX)));
     json_object_set_new(timings, "decode_ms", json_real(r->decode_ms));
+    json_object_set_new(timings, "queue_ms", json_real(res ? res->queue_ms : 0.0));
     json_object_set_new(timings, "prefill_ms", json_real(res ? res->prefill_ms : 0.0));
+    json_object_set_new(timings, "encode_ms", json_real(res ? res->encode_ms : 0.0));
+    json_object_set_new(timings, "ttft_ms", json_real(res ? res->ttft_ms : 0.0));
     json_object_set_new(timings, "generate_ms", json_real(res ? res->generate_ms : 0.0));
     json_object_set_new(timings, "total_ms", json_real((now_s() - r->started) * 1e3));
     json_object_set_new(o, "timings", timings);
@@ -370,8 +400,12 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
          .config = &j, .init = read_init, .produce = read_produce},
         {.name = "decode", .kind = SL_STAGE_MAP, .workers = p->decode_workers, .batch_size = 1,
          .config = &j, .init = decode_init, .process = decode_process},
-        {.name = "engine", .kind = SL_STAGE_MAP, .workers = p->replicas, .batch_size = 1,
-         .config = &j, .init = engine_init, .close = engine_close, .process = engine_process},
+        {.name = "engine", .kind = SL_STAGE_ASYNC, .workers = p->replicas, .batch_size = 4,
+         /* Twice the sequences: a newcomer is queued in the engine the
+          * moment a sequence frees. */
+         .max_in_flight = 2 * (p->llama.n_parallel > 0 ? p->llama.n_parallel : 1),
+         .config = &j, .init = engine_init, .close = engine_close, .submit = engine_submit,
+         .poll = engine_poll},
         {.name = "write", .kind = SL_STAGE_SINK, .workers = 1, .batch_size = batch,
          .config = &j, .init = write_init, .close = write_close, .process = write_process},
     };

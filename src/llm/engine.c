@@ -1,4 +1,7 @@
-/* llm/engine.c — the engine handle: dispatch to a backend's ops. */
+/* llm/engine.c — the engine handle: argument checks, then dispatch to a
+ * backend's ops; the synchronous call built on submit + poll. */
+#include <string.h>
+
 #include "core/alloc.h"
 #include "core/error.h"
 #include "llm/engine_impl.h"
@@ -21,19 +24,57 @@ sl_status sl_engine_wrap(const sl_engine_ops *ops, void *impl, sl_engine **out)
     return SL_OK;
 }
 
+sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *tag)
+{
+    const char *id = request->id ? request->id : "(request)";
+    if (!request->prompt)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: request has no prompt", id);
+    if (request->sampling.max_tokens <= 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: max_tokens must be positive, got %d", id,
+                       request->sampling.max_tokens);
+    if (request->n_stop < 0 || (request->n_stop > 0 && !request->stop))
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: bad stop strings", id);
+    return engine->ops->submit(engine->impl, request, tag);
+}
+
+sl_status sl_engine_poll(sl_engine *engine, sl_completion *out, size_t max, int timeout_ms,
+                         size_t *n)
+{
+    *n = 0;
+    return engine->ops->poll(engine->impl, out, max, timeout_ms, n);
+}
+
+size_t sl_engine_in_flight(const sl_engine *engine) { return engine->ops->in_flight(engine->impl); }
+
+void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    engine->ops->stats(engine->impl, out);
+}
+
 sl_status sl_engine_generate(sl_engine *engine, const sl_request *request, sl_result *out)
 {
     *out = (sl_result){0};
-    if (!request->prompt)
-        return sl_fail(SL_ERR_INVALID_ARG, "%s: request has no prompt",
-                       request->id ? request->id : "(request)");
-    if (request->sampling.max_tokens <= 0)
-        return sl_fail(SL_ERR_INVALID_ARG, "%s: max_tokens must be positive, got %d",
-                       request->id ? request->id : "(request)", request->sampling.max_tokens);
-    sl_status st = engine->ops->generate(engine->impl, request, out);
+    if (sl_engine_in_flight(engine) != 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "sl_engine_generate: other requests are in flight");
+    int tag;
+    sl_status st = sl_engine_submit(engine, request, &tag);
     if (st != SL_OK)
-        sl_result_clear(out);
-    return st;
+        return st;
+    sl_completion c;
+    size_t n = 0;
+    while (n == 0)
+        if ((st = sl_engine_poll(engine, &c, 1, 1000, &n)) != SL_OK)
+            return st;
+    if (c.status != SL_OK) {
+        st = sl_fail(c.status, "%s", c.error ? c.error : "request failed");
+        sl_completion_clear(&c);
+        return st;
+    }
+    *out = c.result;
+    c.result = (sl_result){0};
+    sl_completion_clear(&c);
+    return SL_OK;
 }
 
 void sl_result_clear(sl_result *result)
@@ -41,7 +82,18 @@ void sl_result_clear(sl_result *result)
     if (!result)
         return;
     sl_free(result->text);
+    sl_free(result->trace_tokens);
+    sl_free(result->trace_margins);
     *result = (sl_result){0};
+}
+
+void sl_completion_clear(sl_completion *c)
+{
+    if (!c)
+        return;
+    sl_free(c->error);
+    sl_result_clear(&c->result);
+    *c = (sl_completion){0};
 }
 
 const char *sl_engine_model_name(const sl_engine *engine)

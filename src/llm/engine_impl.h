@@ -1,5 +1,7 @@
 /* llm/engine_impl.h — what an engine backend provides: a table of
- * functions behind the opaque sl_engine. Backends live in llm/engines/. */
+ * functions behind the opaque sl_engine. Backends live in llm/engines/.
+ * submit() copies what it keeps of the request; poll() hands over
+ * completions the caller clears. */
 #ifndef SL_LLM_ENGINE_IMPL_H
 #define SL_LLM_ENGINE_IMPL_H
 
@@ -7,7 +9,10 @@
 
 typedef struct sl_engine_ops {
     const char *kind;
-    sl_status (*generate)(void *impl, const sl_request *request, sl_result *out);
+    sl_status (*submit)(void *impl, const sl_request *request, void *tag);
+    sl_status (*poll)(void *impl, sl_completion *out, size_t max, int timeout_ms, size_t *n);
+    size_t (*in_flight)(const void *impl);
+    void (*stats)(const void *impl, sl_engine_stats *out);
     const char *(*model_name)(const void *impl);
     void (*free)(void *impl);
 } sl_engine_ops;

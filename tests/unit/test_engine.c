@@ -39,12 +39,13 @@ static int teardown(void **state)
     return 0;
 }
 
-static sl_engine *open_tiny(int n_ctx)
+static sl_engine *open_tiny(int n_parallel, int n_ctx_per_seq)
 {
     sl_llama_params p = sl_llama_default_params();
     p.model_path = model_path;
     p.mmproj_path = mmproj_path;
-    p.n_ctx = n_ctx;
+    p.n_parallel = n_parallel;
+    p.n_ctx_per_seq = n_ctx_per_seq;
     p.n_threads = 2;
     sl_engine *e = NULL;
     if (sl_engine_open_llama(&p, &e) != SL_OK)
@@ -54,7 +55,7 @@ static sl_engine *open_tiny(int n_ctx)
 
 static sl_request request(const char *id, int max_tokens)
 {
-    sl_request r = {.id = id, .prompt = "Describe this image.", .image = gradient,
+    sl_request r = {.id = id, .prompt = "Describe this image in one sentence.", .image = gradient,
                     .sampling = sl_sampling_default()};
     r.sampling.max_tokens = max_tokens;
     return r;
@@ -93,7 +94,7 @@ static void a_file_that_is_not_gguf_is_a_model_error(void **state)
 
 static void greedy_is_deterministic_and_bounded(void **state)
 {
-    sl_engine *e = open_tiny(0);
+    sl_engine *e = open_tiny(1, 0);
     assert_string_equal(sl_engine_model_name(e), "sluice-tiny-random");
     sl_request req = request("gradient", 24);
     sl_result a, b;
@@ -125,7 +126,7 @@ static void greedy_is_deterministic_and_bounded(void **state)
 
 static void seeds_reproduce_when_sampling(void **state)
 {
-    sl_engine *e = open_tiny(0);
+    sl_engine *e = open_tiny(1, 0);
     sl_request req = request("seeded", 32);
     req.sampling.temperature = 1.0f;
     req.sampling.seed = 42;
@@ -148,15 +149,170 @@ static void seeds_reproduce_when_sampling(void **state)
 
 static void too_long_fails_only_that_request(void **state)
 {
-    sl_engine *e = open_tiny(256);
+    sl_engine *e = open_tiny(1, 256);
     sl_request req = request("long-one", 1000);
     sl_result r;
     assert_int_equal(sl_engine_generate(e, &req, &r), SL_ERR_TOO_LONG);
     assert_non_null(strstr(sl_last_error(), "long-one"));
+    assert_non_null(strstr(sl_last_error(), "max_tokens is 1000"));
     assert_null(r.text);
     req.sampling.max_tokens = 4; /* the engine is still usable */
     assert_int_equal(sl_engine_generate(e, &req, &r), SL_OK);
     sl_result_clear(&r);
+    sl_engine_free(e);
+}
+
+static void a_context_that_cannot_fit_says_what_to_lower(void **state)
+{
+    sl_llama_params p = sl_llama_default_params();
+    p.model_path = model_path;
+    p.mmproj_path = mmproj_path;
+    p.max_tokens_hint = 5000; /* the tiny model was trained for 2048 positions */
+    sl_engine *e = NULL;
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
+    assert_null(e);
+    assert_non_null(strstr(sl_last_error(), "lower --max-tokens"));
+    p.max_tokens_hint = 64;
+    p.n_parallel = 0;
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "--parallel"));
+}
+
+/* The bundled sample photographs (16 files: originals and variants). */
+static const char *const sample_files[] = {
+    "astronaut.jpg", "camera.jpg", "chelsea.jpg", "coffee.jpg", "hubble.jpg", "rocket.jpg",
+    "variants/astronaut.png", "variants/camera_gray.png", "variants/chelsea.gif",
+    "variants/chelsea_exif_orient6.jpg", "variants/chelsea_thumb48.jpg",
+    "variants/coffee_1600.jpg", "variants/coffee_rgba.png", "variants/rocket.webp",
+    "variants/rocket_exif_orient8.jpg", "variants/rocket_progressive.jpg",
+};
+
+static sl_image *variant(int k)
+{
+    const char *dir = getenv("SLUICE_SAMPLES");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : "samples", sample_files[k]);
+    sl_image *im = NULL;
+    if (sl_image_load_file(path, NULL, &im) != SL_OK)
+        fail_msg("%s", sl_last_error());
+    return im;
+}
+
+#define N_ROWS 16
+#define TIE_EPS 0.02f
+
+/* Greedy rows run alone and run among 16 others. llama.cpp's batched
+ * kernels sum in a different order than single-row ones, so logits differ
+ * in the last bits; exact equality therefore holds only until greedy meets
+ * a near-tie. What must hold: identical tokens up to the first divergence,
+ * and there the best two logits were within TIE_EPS in both runs. */
+static void batched_greedy_matches_alone_up_to_float_ties(void **state)
+{
+    sl_image *imgs[N_ROWS];
+    sl_result alone[N_ROWS], together[N_ROWS];
+    char ids[N_ROWS][16];
+    for (int k = 0; k < N_ROWS; k++) {
+        imgs[k] = variant(k);
+        snprintf(ids[k], sizeof ids[k], "row%02d", k);
+    }
+    sl_engine *e1 = open_tiny(1, 0);
+    for (int k = 0; k < N_ROWS; k++) {
+        sl_request req = request(ids[k], 64);
+        req.image = imgs[k];
+        req.trace = true;
+        assert_int_equal(sl_engine_generate(e1, &req, &alone[k]), SL_OK);
+    }
+    sl_engine_free(e1);
+
+    /* Rows join while others generate (as in a real run), so prompt text
+     * and generated tokens share batches of varying size. */
+    sl_engine *e16 = open_tiny(16, 0);
+    int got = 0, submitted = 0;
+    bool seen[N_ROWS] = {0};
+    while (got < N_ROWS) {
+        if (submitted < N_ROWS) {
+            sl_request req = request(ids[submitted], 64);
+            req.image = imgs[submitted];
+            req.trace = true;
+            assert_int_equal(sl_engine_submit(e16, &req, &together[submitted]), SL_OK);
+            submitted++;
+        }
+        sl_completion c[N_ROWS];
+        size_t n;
+        assert_int_equal(sl_engine_poll(e16, c, N_ROWS, submitted < N_ROWS ? 3 : 5000, &n), SL_OK);
+        assert_true(n > 0 || submitted < N_ROWS);
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(c[i].status, SL_OK);
+            int k = (int)((sl_result *)c[i].tag - together);
+            assert_false(seen[k]);
+            seen[k] = true;
+            together[k] = c[i].result;
+            c[i].result = (sl_result){0};
+            sl_completion_clear(&c[i]);
+            got++;
+        }
+    }
+    assert_int_equal(sl_engine_in_flight(e16), 0);
+    sl_engine_stats st;
+    sl_engine_stats_get(e16, &st);
+    assert_int_equal(st.prefix_queries, N_ROWS);
+    assert_int_equal(st.prefix_hits, N_ROWS); /* the template head is shared */
+    assert_true(st.prefix_cached_tokens >= N_ROWS);
+    assert_int_equal(st.images_encoded, (uint64_t)N_ROWS * 2); /* tile + overview each */
+    assert_true(st.batch_tokens > st.decode_calls);           /* decodes were batched */
+    sl_engine_free(e16);
+
+    int identical = 0;
+    for (int k = 0; k < N_ROWS; k++) {
+        sl_result *a = &alone[k], *b = &together[k];
+        int n = a->n_trace < b->n_trace ? a->n_trace : b->n_trace;
+        int i = 0;
+        while (i < n && a->trace_tokens[i] == b->trace_tokens[i])
+            i++;
+        if (i == a->n_trace && i == b->n_trace) {
+            assert_string_equal(a->text, b->text);
+            identical++;
+        } else {
+            assert_true(i < n);
+            fprintf(stderr, "%s: split at token %d, top-2 logit margins %.2e alone, %.2e batched\n",
+                    ids[k], i, (double)a->trace_margins[i], (double)b->trace_margins[i]);
+            if (!(a->trace_margins[i] < TIE_EPS && b->trace_margins[i] < TIE_EPS))
+                fail_msg("%s diverged at token %d with margins %g (alone) and %g (batched)",
+                         ids[k], i, (double)a->trace_margins[i], (double)b->trace_margins[i]);
+        }
+        sl_result_clear(a);
+        sl_result_clear(b);
+        sl_image_free(imgs[k]);
+    }
+    fprintf(stderr, "batched vs alone: %d of %d rows identical, the rest split at near-ties\n",
+            identical, N_ROWS);
+}
+
+static void stop_strings_end_generation(void **state)
+{
+    sl_engine *e = open_tiny(2, 0);
+    sl_request req = request("stops", 48);
+    sl_result full, cut;
+    assert_int_equal(sl_engine_generate(e, &req, &full), SL_OK);
+    size_t len = strlen(full.text);
+    if (len < 8) {
+        sl_result_clear(&full);
+        sl_engine_free(e);
+        skip();
+    }
+    char stop[4];
+    memcpy(stop, full.text + len / 2, 3);
+    stop[3] = '\0';
+    const char *stops[] = {"never-in-the-output", stop};
+    req.stop = stops;
+    req.n_stop = 2;
+    assert_int_equal(sl_engine_generate(e, &req, &cut), SL_OK);
+    assert_string_equal(cut.finish_reason, "stop");
+    const char *first = strstr(full.text, stop);
+    assert_int_equal(strlen(cut.text), (size_t)(first - full.text));
+    assert_int_equal(strncmp(cut.text, full.text, strlen(cut.text)), 0);
+    sl_result_clear(&full);
+    sl_result_clear(&cut);
     sl_engine_free(e);
 }
 
@@ -168,6 +324,9 @@ int main(void)
         cmocka_unit_test(greedy_is_deterministic_and_bounded),
         cmocka_unit_test(seeds_reproduce_when_sampling),
         cmocka_unit_test(too_long_fails_only_that_request),
+        cmocka_unit_test(a_context_that_cannot_fit_says_what_to_lower),
+        cmocka_unit_test(batched_greedy_matches_alone_up_to_float_ties),
+        cmocka_unit_test(stop_strings_end_generation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

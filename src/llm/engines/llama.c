@@ -2,14 +2,26 @@
  * sluice that includes llama.h or mtmd.h: a llama.cpp upgrade touches this
  * file alone.
  *
- * This first version runs one request at a time in one sequence: clear the
- * KV cache, tokenize prompt + image with mtmd, evaluate the chunks
- * (mtmd_helper_eval_chunks encodes the image and decodes its embeddings),
- * then sample token by token. Continuous batching across sequences comes
- * with the engine issue. */
+ * One engine is one replica: a model, a context with n_parallel sequences,
+ * and a thread running continuous batching. Each step of that thread
+ *   1. admits waiting requests into free sequences (tokenized with mtmd;
+ *      the shared prompt prefix is copied from a cached sequence with
+ *      llama_memory_seq_cp instead of being computed again),
+ *   2. encodes the images of newcomers (mtmd's batched encoder) and decodes
+ *      their embeddings into their sequences,
+ *   3. builds one token batch: the next token of every generating sequence
+ *      plus as much newcomer prompt text as fits in n_batch, and calls
+ *      llama_decode once,
+ *   4. samples each sequence that has logits in the batch with its own
+ *      sampler (its own seed), and completes those that end.
+ * KV cells are reserved per request (prompt positions + max_tokens) so a
+ * decode never runs out of room; a request that does not fit now waits. */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
+#include <stdarg.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,15 +36,7 @@
 #include "core/utf8.h"
 #include "llm/engine_impl.h"
 
-typedef struct llama_engine {
-    struct llama_model *model;
-    struct llama_context *ctx;
-    mtmd_context *mtmd;
-    const struct llama_vocab *vocab;
-    char *chat_template;  /* NULL: use the plain fallback prompt */
-    char model_name[256];
-    int n_ctx, n_batch;
-} llama_engine;
+#define LLAMA_MAX_DUE 64
 
 static double now_ms(void)
 {
@@ -40,6 +44,7 @@ static double now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
+
 
 /* llama.cpp and mtmd log through ggml's callback; CONT lines continue the
  * previous line's level. Lines arrive with their own newline. */
@@ -62,25 +67,90 @@ static void ggml_to_sl_log(enum ggml_log_level level, const char *text, void *us
         sl_log(lv, "llama.cpp: %.*s", (int)n, text);
 }
 
-static void llama_engine_free(void *impl)
+typedef struct text_buf {
+    char *data;
+    size_t len, cap;
+} text_buf;
+
+static int text_append(text_buf *t, const char *s, size_t n)
 {
-    llama_engine *e = impl;
-    if (!e)
-        return;
-    if (e->mtmd)
-        mtmd_free(e->mtmd);
-    if (e->ctx)
-        llama_free(e->ctx);
-    if (e->model)
-        llama_model_free(e->model);
-    sl_free(e->chat_template);
-    sl_free(e);
+    if (t->len + n + 1 > t->cap) {
+        size_t ncap = t->cap ? t->cap * 2 : 256;
+        while (ncap < t->len + n + 1)
+            ncap *= 2;
+        char *grown = sl_realloc(t->data, ncap);
+        if (!grown)
+            return -1;
+        t->data = grown;
+        t->cap = ncap;
+    }
+    memcpy(t->data + t->len, s, n);
+    t->len += n;
+    t->data[t->len] = '\0';
+    return 0;
 }
 
-static const char *llama_engine_model_name(const void *impl)
-{
-    return ((const llama_engine *)impl)->model_name;
-}
+
+/* A request as the engine keeps it (strings copied). */
+typedef struct req {
+    struct req *next;
+    void *tag;
+    char *id, *system_prompt, *prompt;
+    char **stop;
+    int n_stop;
+    const sl_image *image;
+    sl_sampling sampling;
+    mtmd_input_chunks *chunks; /* tokenized on admission */
+    int n_pos;                 /* positions of the whole prompt */
+    double t_submit;
+    bool trace;
+} req;
+
+typedef struct slot {
+    int seq;
+    req *r;                    /* NULL: free */
+    size_t chunk, tok;         /* next chunk; next token inside a text chunk */
+    llama_pos n_past;
+    int reserved;              /* KV cells held: n_pos + max_tokens */
+    struct llama_sampler *smpl;
+    text_buf text;
+    int n_gen, cached;
+    llama_token last;
+    bool generating;           /* prompt done: `last` goes into the next batch */
+    int32_t *trace_tokens;     /* with req.trace */
+    float *trace_margins;
+    int n_trace;
+    int logits_idx;            /* index in this step's batch, -1: none */
+    double t_admit, t_prefilled, t_first, encode_ms;
+} slot;
+
+typedef struct llama_engine {
+    struct llama_model *model;
+    struct llama_context *ctx;
+    mtmd_context *mtmd;
+    const struct llama_vocab *vocab;
+    char *chat_template;       /* NULL: use the plain fallback prompt */
+    char model_name[256];
+    int n_ctx, n_ctx_seq, n_batch, n_parallel;
+
+    slot *slots;
+    struct llama_batch batch;
+    llama_token *prefix;       /* the cached prompt head, in sequence n_parallel */
+    int n_prefix;
+    int kv_reserved;
+
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv, done_cv;
+    req *pending, *pending_tail;
+    size_t n_pending;
+    sl_completion *done;
+    size_t n_done, cap_done;
+    size_t in_flight;
+    bool stopping;
+    sl_engine_stats stats;     /* under mu */
+} llama_engine;
 
 /* Renders the chat for one request into a new string (sl_free). */
 static char *render_prompt(const llama_engine *e, const char *system_prompt, const char *user_text,
@@ -150,129 +220,680 @@ static struct llama_sampler *make_sampler(const llama_engine *e, const sl_sampli
     return chain;
 }
 
-typedef struct text_buf {
-    char *data;
-    size_t len, cap;
-} text_buf;
 
-static int text_append(text_buf *t, const char *s, size_t n)
+static void req_free(req *r)
 {
-    if (t->len + n + 1 > t->cap) {
-        size_t ncap = t->cap ? t->cap * 2 : 256;
-        while (ncap < t->len + n + 1)
-            ncap *= 2;
-        char *grown = sl_realloc(t->data, ncap);
-        if (!grown)
-            return -1;
-        t->data = grown;
-        t->cap = ncap;
-    }
-    memcpy(t->data + t->len, s, n);
-    t->len += n;
-    t->data[t->len] = '\0';
-    return 0;
+    if (!r)
+        return;
+    if (r->chunks)
+        mtmd_input_chunks_free(r->chunks);
+    for (int i = 0; i < r->n_stop; i++)
+        sl_free(r->stop[i]);
+    sl_free(r->stop);
+    sl_free(r->id);
+    sl_free(r->system_prompt);
+    sl_free(r->prompt);
+    sl_free(r);
 }
 
-static sl_status llama_engine_generate(void *impl, const sl_request *req, sl_result *out)
+/* Hands a finished request back to poll(). Takes ownership of `text`. */
+static void complete(llama_engine *e, req *r, sl_status status, const char *error,
+                     sl_result *result)
 {
-    llama_engine *e = impl;
-    const char *id = req->id ? req->id : "(request)";
-    sl_status st = SL_OK;
-    double t_start = now_ms();
+    pthread_mutex_lock(&e->mu);
+    if (e->n_done == e->cap_done) {
+        size_t cap = e->cap_done ? e->cap_done * 2 : 16;
+        sl_completion *grown = sl_realloc(e->done, cap * sizeof *grown);
+        if (!grown) {
+            /* Nowhere to put it: keep the count right and say so. */
+            sl_log(SL_LOG_ERROR, "%s: out of memory returning a result", r->id);
+            e->in_flight--;
+            pthread_mutex_unlock(&e->mu);
+            if (result)
+                sl_result_clear(result);
+            req_free(r);
+            return;
+        }
+        e->done = grown;
+        e->cap_done = cap;
+    }
+    sl_completion *c = &e->done[e->n_done++];
+    *c = (sl_completion){.tag = r->tag, .status = status};
+    if (status != SL_OK)
+        c->error = sl_strdup(error ? error : "failed");
+    else
+        c->result = *result;
+    pthread_cond_broadcast(&e->done_cv);
+    pthread_mutex_unlock(&e->mu);
+    req_free(r);
+}
 
-    char *prompt = render_prompt(e, req->system_prompt, req->prompt, req->image != NULL);
+static void fail_req(llama_engine *e, req *r, sl_status status, const char *fmt, ...)
+    SL_PRINTF(4, 5);
+
+static void fail_req(llama_engine *e, req *r, sl_status status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    complete(e, r, status, msg, NULL);
+}
+
+static void release_slot(llama_engine *e, slot *s)
+{
+    llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, -1, -1);
+    if (s->smpl)
+        llama_sampler_free(s->smpl);
+    sl_free(s->text.data);
+    sl_free(s->trace_tokens);
+    sl_free(s->trace_margins);
+    e->kv_reserved -= s->reserved;
+    int seq = s->seq;
+    *s = (slot){.seq = seq, .logits_idx = -1};
+}
+
+static void finish_slot(llama_engine *e, slot *s, const char *reason)
+{
+    double t = now_ms();
+    req *r = s->r;
+    sl_result res = {
+        .finish_reason = reason,
+        .prompt_tokens = r->n_pos,
+        .generated_tokens = s->n_gen,
+        .cached_tokens = s->cached,
+        .queue_ms = s->t_admit - r->t_submit,
+        .prefill_ms = s->t_prefilled - s->t_admit,
+        .encode_ms = s->encode_ms,
+        .ttft_ms = s->t_first ? s->t_first - r->t_submit : 0.0,
+        .generate_ms = s->t_first ? t - s->t_first : 0.0,
+    };
+    res.text = sl_utf8_sanitize(s->text.data ? s->text.data : "", s->text.len);
+    res.trace_tokens = s->trace_tokens;
+    res.trace_margins = s->trace_margins;
+    res.n_trace = s->n_trace;
+    s->trace_tokens = NULL;
+    s->trace_margins = NULL;
+    s->r = NULL;
+    release_slot(e, s);
+    if (!res.text)
+        complete(e, r, SL_ERR_NOMEM, "out of memory for the result", NULL);
+    else
+        complete(e, r, SL_OK, NULL, &res);
+}
+
+static void fail_slot(llama_engine *e, slot *s, sl_status status, const char *msg)
+{
+    req *r = s->r;
+    s->r = NULL;
+    release_slot(e, s);
+    complete(e, r, status, msg, NULL);
+}
+
+/* Tokenizes a request's prompt and image. */
+static sl_status tokenize(llama_engine *e, req *r)
+{
+    char *prompt = render_prompt(e, r->system_prompt, r->prompt, r->image != NULL);
     if (!prompt)
-        return sl_fail(SL_ERR_ENGINE, "%s: cannot apply the model's chat template", id);
-
-    sl_log(SL_LOG_DEBUG, "%s: prompt: %s", id, prompt);
+        return sl_fail(SL_ERR_ENGINE, "%s: cannot apply the model's chat template", r->id);
     mtmd_bitmap *bitmap = NULL;
-    if (req->image) {
-        bitmap = mtmd_bitmap_init((uint32_t)sl_image_width(req->image),
-                                  (uint32_t)sl_image_height(req->image),
-                                  sl_image_pixels(req->image));
+    if (r->image) {
+        bitmap = mtmd_bitmap_init((uint32_t)sl_image_width(r->image),
+                                  (uint32_t)sl_image_height(r->image), sl_image_pixels(r->image));
         if (!bitmap) {
             sl_free(prompt);
-            return sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image bitmap", id);
+            return sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image bitmap", r->id);
         }
     }
-    mtmd_input_chunks *chunks = mtmd_input_chunks_init();
+    r->chunks = mtmd_input_chunks_init();
     mtmd_input_text text = {
         .text = prompt, .text_len = strlen(prompt), .add_special = true, .parse_special = true};
     const mtmd_bitmap *bitmaps[1] = {bitmap};
-    int32_t rc = mtmd_tokenize(e->mtmd, chunks, &text, bitmaps, bitmap ? 1 : 0);
-    struct llama_sampler *sampler = NULL;
-    text_buf gen = {0};
-    if (rc != 0) {
-        st = rc == 2 ? sl_fail(SL_ERR_DECODE, "%s: the vision preprocessor rejected the image", id)
-                     : sl_fail(SL_ERR_ENGINE, "%s: mtmd_tokenize failed (code %d): the prompt "
-                               "and the image do not match", id, (int)rc);
-        goto done;
-    }
-    llama_pos n_pos = mtmd_helper_get_n_pos(chunks);
-    if ((long)n_pos + req->sampling.max_tokens > e->n_ctx) {
-        st = sl_fail(SL_ERR_TOO_LONG,
-                     "%s: prompt and image take %d positions and max_tokens is %d, more than the "
-                     "context of %d tokens",
-                     id, (int)n_pos, req->sampling.max_tokens, e->n_ctx);
-        goto done;
-    }
-
-    llama_memory_clear(llama_get_memory(e->ctx), true);
-    llama_pos n_past = 0;
-    rc = mtmd_helper_eval_chunks(e->mtmd, e->ctx, chunks, 0, 0, e->n_batch, true, &n_past);
-    double t_prefilled = now_ms();
-    if (rc != 0) {
-        st = sl_fail(SL_ERR_ENGINE, "%s: evaluating the prompt and image failed (code %d)", id,
-                     (int)rc);
-        goto done;
-    }
-    out->prompt_tokens = (int)n_pos;
-    out->prefill_ms = t_prefilled - t_start;
-
-    sampler = make_sampler(e, &req->sampling);
-    out->finish_reason = "length";
-    for (int i = 0; i < req->sampling.max_tokens; i++) {
-        llama_token tok = llama_sampler_sample(sampler, e->ctx, -1);
-        if (llama_vocab_is_eog(e->vocab, tok)) {
-            out->finish_reason = "stop";
-            break;
-        }
-        char piece[256];
-        int32_t n = llama_token_to_piece(e->vocab, tok, piece, sizeof piece, 0, false);
-        if (n < 0 || (n > 0 && text_append(&gen, piece, (size_t)n) != 0)) {
-            st = sl_fail(n < 0 ? SL_ERR_ENGINE : SL_ERR_NOMEM,
-                         "%s: cannot render token %d", id, (int)tok);
-            goto done;
-        }
-        out->generated_tokens++;
-        if (out->generated_tokens == req->sampling.max_tokens)
-            break;
-        struct llama_batch batch = llama_batch_get_one(&tok, 1);
-        int32_t drc = llama_decode(e->ctx, batch);
-        if (drc != 0) {
-            st = sl_fail(SL_ERR_ENGINE, "%s: llama_decode failed (code %d) after %d tokens", id,
-                         (int)drc, out->generated_tokens);
-            goto done;
-        }
-    }
-    out->generate_ms = now_ms() - t_prefilled;
-    out->text = sl_utf8_sanitize(gen.data ? gen.data : "", gen.len);
-    if (!out->text)
-        st = sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
-
-done:
-    sl_free(gen.data);
-    if (sampler)
-        llama_sampler_free(sampler);
-    mtmd_input_chunks_free(chunks);
+    int32_t rc = mtmd_tokenize(e->mtmd, r->chunks, &text, bitmaps, bitmap ? 1 : 0);
     mtmd_bitmap_free(bitmap);
     sl_free(prompt);
-    return st;
+    if (rc != 0)
+        return rc == 2 ? sl_fail(SL_ERR_DECODE, "%s: the vision preprocessor rejected the image", r->id)
+                       : sl_fail(SL_ERR_ENGINE, "%s: mtmd_tokenize failed (code %d)", r->id, (int)rc);
+    size_t n = mtmd_input_chunks_size(r->chunks);
+    if (n == 0 || mtmd_input_chunk_get_type(mtmd_input_chunks_get(r->chunks, n - 1)) !=
+                      MTMD_INPUT_CHUNK_TYPE_TEXT)
+        return sl_fail(SL_ERR_ENGINE, "%s: the prompt must end with text after the image", r->id);
+    r->n_pos = (int)mtmd_helper_get_n_pos(r->chunks);
+    return SL_OK;
+}
+
+static const llama_token *text_tokens(const req *r, size_t chunk, size_t *n)
+{
+    return mtmd_input_chunk_get_tokens_text(mtmd_input_chunks_get(r->chunks, chunk), n);
+}
+
+/* Computes the prompt head shared by every row into sequence n_parallel. */
+static void build_prefix(llama_engine *e, const req *r)
+{
+    size_t n = 0;
+    const llama_token *toks = text_tokens(r, 0, &n);
+    if (!toks || n < 2 || (int)n > e->n_batch)
+        return;
+    llama_token *copy = sl_malloc(n * sizeof *copy);
+    if (!copy)
+        return;
+    memcpy(copy, toks, n * sizeof *copy);
+    int pseq = e->n_parallel;
+    e->batch.n_tokens = 0;
+    for (size_t i = 0; i < n; i++) {
+        int k = e->batch.n_tokens++;
+        e->batch.token[k] = copy[i];
+        e->batch.pos[k] = (llama_pos)i;
+        e->batch.n_seq_id[k] = 1;
+        e->batch.seq_id[k][0] = pseq;
+        e->batch.logits[k] = 0;
+    }
+    if (llama_decode(e->ctx, e->batch) != 0) {
+        llama_memory_seq_rm(llama_get_memory(e->ctx), pseq, -1, -1);
+        sl_free(copy);
+        return;
+    }
+    e->prefix = copy;
+    e->n_prefix = (int)n;
+    e->kv_reserved += (int)n;
+}
+
+/* Puts a tokenized request into a free slot. */
+static void admit(llama_engine *e, slot *s, req *r)
+{
+    *s = (slot){.seq = s->seq, .r = r, .logits_idx = -1, .t_admit = now_ms()};
+    s->reserved = r->n_pos + r->sampling.max_tokens;
+    e->kv_reserved += s->reserved;
+    s->smpl = make_sampler(e, &r->sampling);
+    if (r->trace) {
+        s->trace_tokens = sl_calloc((size_t)r->sampling.max_tokens + 1, sizeof *s->trace_tokens);
+        s->trace_margins = sl_calloc((size_t)r->sampling.max_tokens + 1, sizeof *s->trace_margins);
+    }
+
+    /* Shared prefix: the longest common head of the first text chunk and the
+     * cached prefix, leaving at least one prompt token to decode. */
+    e->stats.prefix_queries++;
+    size_t n0 = 0;
+    const llama_token *t0 = mtmd_input_chunk_get_type(mtmd_input_chunks_get(r->chunks, 0)) ==
+                                    MTMD_INPUT_CHUNK_TYPE_TEXT
+                                ? text_tokens(r, 0, &n0)
+                                : NULL;
+    if (t0 && !e->prefix)
+        build_prefix(e, r);
+    size_t common = 0;
+    while (t0 && common < (size_t)e->n_prefix && common < n0 && t0[common] == e->prefix[common])
+        common++;
+    if (common == n0 && mtmd_input_chunks_size(r->chunks) == 1)
+        common--; /* the last prompt token must be decoded for its logits */
+    if (common > 0) {
+        /* Each sequence has its own KV stream (kv_unified off: attention
+         * then scans one sequence's cells, not everyone's), so the copy is
+         * of the prefix stream as a whole; cells past the common part are
+         * dropped again. */
+        llama_memory_t mem = llama_get_memory(e->ctx);
+        llama_memory_seq_cp(mem, e->n_parallel, s->seq, -1, -1);
+        if ((int)common < e->n_prefix)
+            llama_memory_seq_rm(mem, s->seq, (llama_pos)common, -1);
+        s->n_past = (llama_pos)common;
+        s->tok = common;
+        s->cached = (int)common;
+        e->stats.prefix_hits++;
+        e->stats.prefix_cached_tokens += common;
+    }
+    if (s->tok == n0 && t0) {
+        s->chunk = 1;
+        s->tok = 0;
+    }
+}
+
+/* Moves waiting requests into free slots while their KV cells fit. */
+static void admit_waiting(llama_engine *e)
+{
+    for (int i = 0; i < e->n_parallel; i++) {
+        slot *s = &e->slots[i];
+        if (s->r)
+            continue;
+        pthread_mutex_lock(&e->mu);
+        req *r = e->pending;
+        if (r) {
+            e->pending = r->next;
+            if (!e->pending)
+                e->pending_tail = NULL;
+            e->n_pending--;
+            r->next = NULL;
+        }
+        pthread_mutex_unlock(&e->mu);
+        if (!r)
+            return;
+        if (!r->chunks) {
+            sl_status st = tokenize(e, r);
+            if (st != SL_OK) {
+                complete(e, r, st, sl_last_error(), NULL);
+                i--; /* the slot is still free */
+                continue;
+            }
+            if (r->n_pos + r->sampling.max_tokens > e->n_ctx_seq) {
+                fail_req(e, r, SL_ERR_TOO_LONG,
+                         "%s: prompt and image take %d positions and max_tokens is %d, more than "
+                         "the %d positions of a sequence",
+                         r->id, r->n_pos, r->sampling.max_tokens, e->n_ctx_seq);
+                i--;
+                continue;
+            }
+        }
+        int need = r->n_pos + r->sampling.max_tokens;
+        if (e->kv_reserved + need > e->n_ctx) {
+            /* Not now: back to the front of the line until a sequence ends. */
+            pthread_mutex_lock(&e->mu);
+            r->next = e->pending;
+            e->pending = r;
+            if (!e->pending_tail)
+                e->pending_tail = r;
+            e->n_pending++;
+            pthread_mutex_unlock(&e->mu);
+            return;
+        }
+        admit(e, s, r);
+    }
+}
+
+static bool chunk_is_image(const slot *s)
+{
+    return s->r && !s->generating &&
+           mtmd_input_chunk_get_type(mtmd_input_chunks_get(s->r->chunks, s->chunk)) !=
+               MTMD_INPUT_CHUNK_TYPE_TEXT;
+}
+
+/* Encodes every newcomer image due now in one mtmd batch (one at a time
+ * when they cannot be batched), then decodes each image's embeddings into
+ * its sequence. */
+static void prefill_images(llama_engine *e)
+{
+    slot *due[LLAMA_MAX_DUE];
+    int n_due = 0;
+    for (int i = 0; i < e->n_parallel && n_due < LLAMA_MAX_DUE; i++)
+        if (chunk_is_image(&e->slots[i]))
+            due[n_due++] = &e->slots[i];
+    if (n_due == 0)
+        return;
+    double t0 = now_ms();
+    mtmd_batch *mb = mtmd_batch_init(e->mtmd);
+    int n_batched = 0;
+    for (int k = 0; mb && k < n_due; k++) {
+        const mtmd_input_chunk *c = mtmd_input_chunks_get(due[k]->r->chunks, due[k]->chunk);
+        if (mtmd_batch_add_chunk(mb, c) != 0)
+            break;
+        n_batched++;
+    }
+    bool batched_ok = n_batched > 0 && mtmd_batch_encode(mb) == 0;
+    double t_enc = now_ms() - t0;
+    if (!batched_ok)
+        n_batched = 0;
+    for (int k = 0; k < n_due; k++) {
+        slot *s = due[k];
+        const mtmd_input_chunk *c = mtmd_input_chunks_get(s->r->chunks, s->chunk);
+        float *embd;
+        double tk = now_ms();
+        if (k < n_batched) {
+            embd = mtmd_batch_get_output_embd(mb, c);
+            s->encode_ms += t_enc / n_batched;
+        } else {
+            if (mtmd_encode_chunk(e->mtmd, c) != 0) {
+                char msg[512];
+                snprintf(msg, sizeof msg, "%s: the vision encoder failed", s->r->id);
+                fail_slot(e, s, SL_ERR_ENGINE, msg);
+                continue;
+            }
+            embd = mtmd_get_output_embd(e->mtmd);
+            s->encode_ms += now_ms() - tk;
+        }
+        e->stats.images_encoded++;
+        double td = now_ms();
+        llama_pos new_past = s->n_past;
+        int32_t rc = mtmd_helper_decode_image_chunk(e->mtmd, e->ctx, c, embd, s->n_past, s->seq,
+                                                    e->n_batch, &new_past, NULL, NULL);
+        e->stats.decode_s += (now_ms() - td) / 1e3;
+        e->stats.decode_calls++;
+        if (rc != 0) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s: decoding the image embeddings failed (code %d)",
+                     s->r->id, (int)rc);
+            fail_slot(e, s, SL_ERR_ENGINE, msg);
+            continue;
+        }
+        s->n_past = new_past;
+        s->chunk++;
+        s->tok = 0;
+    }
+    if (mb)
+        mtmd_batch_free(mb);
+    e->stats.encode_s += (now_ms() - t0) / 1e3;
+}
+
+static void batch_add(struct llama_batch *b, llama_token tok, llama_pos pos, int seq, bool logits)
+{
+    int k = b->n_tokens++;
+    b->token[k] = tok;
+    b->pos[k] = pos;
+    b->n_seq_id[k] = 1;
+    b->seq_id[k][0] = seq;
+    b->logits[k] = logits;
+}
+
+/* Did the piece just appended (from text offset `from`) complete a stop
+ * string? Then cut the text where the stop string starts. */
+static bool hit_stop(slot *s, size_t from)
+{
+    bool hit = false;
+    for (int i = 0; i < s->r->n_stop; i++) {
+        size_t n = strlen(s->r->stop[i]);
+        if (!n || s->text.len < n)
+            continue;
+        size_t start = from >= n - 1 ? from - (n - 1) : 0;
+        const char *at = strstr(s->text.data + start, s->r->stop[i]);
+        if (at && (size_t)(at - s->text.data) < s->text.len) {
+            s->text.len = (size_t)(at - s->text.data);
+            s->text.data[s->text.len] = '\0';
+            hit = true;
+        }
+    }
+    return hit;
+}
+
+/* Gap between the best and second-best logit at batch index idx. */
+static float top2_margin(llama_engine *e, int idx)
+{
+    const float *logits = llama_get_logits_ith(e->ctx, idx);
+    int n = llama_vocab_n_tokens(e->vocab);
+    float a = -INFINITY, b = -INFINITY;
+    for (int i = 0; logits && i < n; i++) {
+        if (logits[i] > a) {
+            b = a;
+            a = logits[i];
+        } else if (logits[i] > b) {
+            b = logits[i];
+        }
+    }
+    return a - b;
+}
+
+static void sample_slot(llama_engine *e, slot *s)
+{
+    float margin = s->trace_margins ? top2_margin(e, s->logits_idx) : 0.0f;
+    llama_token tok = llama_sampler_sample(s->smpl, e->ctx, s->logits_idx);
+    if (s->trace_tokens && s->n_trace <= s->r->sampling.max_tokens) {
+        s->trace_tokens[s->n_trace] = tok;
+        s->trace_margins[s->n_trace++] = margin;
+    }
+    s->logits_idx = -1;
+    double t = now_ms();
+    if (!s->generating) {
+        s->generating = true;
+        s->t_prefilled = t;
+    }
+    if (!s->t_first)
+        s->t_first = t;
+    if (llama_vocab_is_eog(e->vocab, tok)) {
+        finish_slot(e, s, "stop");
+        return;
+    }
+    char piece[256];
+    size_t before = s->text.len;
+    int32_t n = llama_token_to_piece(e->vocab, tok, piece, sizeof piece, 0, false);
+    if (n < 0 || (n > 0 && text_append(&s->text, piece, (size_t)n) != 0)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s: cannot render token %d", s->r->id, (int)tok);
+        fail_slot(e, s, SL_ERR_ENGINE, msg);
+        return;
+    }
+    s->n_gen++;
+    e->stats.generation_tokens++;
+    if (hit_stop(s, before)) {
+        finish_slot(e, s, "stop");
+        return;
+    }
+    if (s->n_gen >= s->r->sampling.max_tokens) {
+        finish_slot(e, s, "length");
+        return;
+    }
+    s->last = tok;
+}
+
+/* One llama_decode: the next token of every generating sequence, then
+ * newcomer prompt text up to n_batch. */
+static void decode_step(llama_engine *e)
+{
+    struct llama_batch *b = &e->batch;
+    b->n_tokens = 0;
+    for (int i = 0; i < e->n_parallel; i++) {
+        slot *s = &e->slots[i];
+        if (s->r && s->generating) {
+            s->logits_idx = b->n_tokens;
+            batch_add(b, s->last, s->n_past++, s->seq, true);
+        }
+    }
+    for (int i = 0; i < e->n_parallel && b->n_tokens < e->n_batch; i++) {
+        slot *s = &e->slots[i];
+        if (!s->r || s->generating || chunk_is_image(s))
+            continue;
+        size_t n = 0;
+        const llama_token *toks = text_tokens(s->r, s->chunk, &n);
+        size_t n_chunks = mtmd_input_chunks_size(s->r->chunks);
+        while (s->tok < n && b->n_tokens < e->n_batch) {
+            bool last = s->chunk == n_chunks - 1 && s->tok == n - 1;
+            if (last)
+                s->logits_idx = b->n_tokens;
+            batch_add(b, toks[s->tok++], s->n_past++, s->seq, last);
+            e->stats.prompt_tokens++;
+        }
+        if (s->tok == n && s->chunk < n_chunks - 1) {
+            s->chunk++;
+            s->tok = 0;
+        }
+    }
+    if (b->n_tokens == 0)
+        return;
+    double t0 = now_ms();
+    int32_t rc = llama_decode(e->ctx, *b);
+    e->stats.decode_s += (now_ms() - t0) / 1e3;
+    e->stats.decode_calls++;
+    e->stats.batch_tokens += (uint64_t)b->n_tokens;
+    if (rc != 0) {
+        /* Reservations should make this impossible; fail the rows involved
+         * rather than guess at the context's state. */
+        for (int i = 0; i < e->n_parallel; i++) {
+            slot *s = &e->slots[i];
+            if (s->r && (s->logits_idx >= 0 || !s->generating)) {
+                char msg[256];
+                snprintf(msg, sizeof msg, "%s: llama_decode failed (code %d)", s->r->id, (int)rc);
+                fail_slot(e, s, SL_ERR_ENGINE, msg);
+            }
+        }
+        return;
+    }
+    for (int i = 0; i < e->n_parallel; i++)
+        if (e->slots[i].r && e->slots[i].logits_idx >= 0)
+            sample_slot(e, &e->slots[i]);
+}
+
+static int active_slots(const llama_engine *e)
+{
+    int n = 0;
+    for (int i = 0; i < e->n_parallel; i++)
+        n += e->slots[i].r != NULL;
+    return n;
+}
+
+static void update_gauges(llama_engine *e)
+{
+    int running = active_slots(e);
+    pthread_mutex_lock(&e->mu);
+    e->stats.requests_running = (uint64_t)running;
+    e->stats.requests_waiting = e->n_pending;
+    e->stats.kv_cells_used = (uint64_t)e->kv_reserved;
+    e->stats.kv_cells_total = (uint64_t)e->n_ctx;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void *replica_main(void *arg)
+{
+    llama_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        while (!e->stopping && !e->pending && active_slots(e) == 0)
+            pthread_cond_wait(&e->work_cv, &e->mu);
+        bool stop = e->stopping;
+        pthread_mutex_unlock(&e->mu);
+        if (stop)
+            break;
+        admit_waiting(e);
+        prefill_images(e);
+        decode_step(e);
+        update_gauges(e);
+    }
+    return NULL;
+}
+
+/* --- the ops ---------------------------------------------------------------- */
+
+static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag)
+{
+    llama_engine *e = impl;
+    req *r = sl_calloc(1, sizeof *r);
+    bool ok = r && (r->id = sl_strdup(rq->id ? rq->id : "(request)")) &&
+              (r->prompt = sl_strdup(rq->prompt)) &&
+              (!rq->system_prompt || (r->system_prompt = sl_strdup(rq->system_prompt)));
+    if (ok && rq->n_stop > 0) {
+        ok = (r->stop = sl_calloc((size_t)rq->n_stop, sizeof *r->stop)) != NULL;
+        for (int i = 0; ok && i < rq->n_stop; i++, r->n_stop++)
+            ok = (r->stop[i] = sl_strdup(rq->stop[i])) != NULL;
+    }
+    if (!ok) {
+        req_free(r);
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
+                       rq->id ? rq->id : "(request)");
+    }
+    r->tag = tag;
+    r->trace = rq->trace;
+    r->image = rq->image;
+    r->sampling = rq->sampling;
+    r->t_submit = now_ms();
+    pthread_mutex_lock(&e->mu);
+    if (e->pending_tail)
+        e->pending_tail->next = r;
+    else
+        e->pending = r;
+    e->pending_tail = r;
+    e->n_pending++;
+    e->in_flight++;
+    pthread_cond_signal(&e->work_cv);
+    pthread_mutex_unlock(&e->mu);
+    return SL_OK;
+}
+
+static sl_status llama_engine_poll(void *impl, sl_completion *out, size_t max, int timeout_ms,
+                                   size_t *n)
+{
+    llama_engine *e = impl;
+    pthread_mutex_lock(&e->mu);
+    if (e->n_done == 0 && timeout_ms > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += timeout_ms / 1000;
+        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        while (e->n_done == 0)
+            if (pthread_cond_timedwait(&e->done_cv, &e->mu, &ts) != 0)
+                break;
+    }
+    size_t k = e->n_done < max ? e->n_done : max;
+    memcpy(out, e->done, k * sizeof *out);
+    memmove(e->done, e->done + k, (e->n_done - k) * sizeof *e->done);
+    e->n_done -= k;
+    e->in_flight -= k;
+    pthread_mutex_unlock(&e->mu);
+    *n = k;
+    return SL_OK;
+}
+
+static size_t llama_engine_in_flight(const void *impl)
+{
+    llama_engine *e = (llama_engine *)impl;
+    pthread_mutex_lock(&e->mu);
+    size_t n = e->in_flight;
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
+static void llama_engine_stats(const void *impl, sl_engine_stats *out)
+{
+    llama_engine *e = (llama_engine *)impl;
+    pthread_mutex_lock(&e->mu);
+    *out = e->stats;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static const char *llama_engine_model_name(const void *impl)
+{
+    return ((const llama_engine *)impl)->model_name;
+}
+
+static void llama_engine_free(void *impl)
+{
+    llama_engine *e = impl;
+    if (!e)
+        return;
+    if (e->thread_started) {
+        pthread_mutex_lock(&e->mu);
+        e->stopping = true;
+        pthread_cond_broadcast(&e->work_cv);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->thread, NULL);
+    }
+    for (int i = 0; e->slots && i < e->n_parallel; i++)
+        if (e->slots[i].r) {
+            req_free(e->slots[i].r);
+            e->slots[i].r = NULL;
+            if (e->slots[i].smpl)
+                llama_sampler_free(e->slots[i].smpl);
+            sl_free(e->slots[i].text.data);
+        }
+    while (e->pending) {
+        req *r = e->pending;
+        e->pending = r->next;
+        req_free(r);
+    }
+    for (size_t i = 0; i < e->n_done; i++)
+        sl_completion_clear(&e->done[i]);
+    sl_free(e->done);
+    sl_free(e->slots);
+    sl_free(e->prefix);
+    if (e->batch.token)
+        llama_batch_free(e->batch);
+    if (e->mtmd)
+        mtmd_free(e->mtmd);
+    if (e->ctx)
+        llama_free(e->ctx);
+    if (e->model)
+        llama_model_free(e->model);
+    sl_free(e->chat_template);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->work_cv);
+    pthread_cond_destroy(&e->done_cv);
+    sl_free(e);
 }
 
 static const sl_engine_ops llama_ops = {
     .kind = "llama",
-    .generate = llama_engine_generate,
+    .submit = llama_engine_submit,
+    .poll = llama_engine_poll,
+    .in_flight = llama_engine_in_flight,
+    .stats = llama_engine_stats,
     .model_name = llama_engine_model_name,
     .free = llama_engine_free,
 };
@@ -280,9 +901,10 @@ static const sl_engine_ops llama_ops = {
 sl_llama_params sl_llama_default_params(void)
 {
     return (sl_llama_params){
-        .model_path = NULL,
-        .mmproj_path = NULL,
-        .n_ctx = 0,
+        .n_parallel = 4,
+        .n_ctx_per_seq = 0,
+        .max_tokens_hint = 256,
+        .image_edge_hint = 512,
         .n_batch = 512,
         .n_threads = 0,
         .n_gpu_layers = -1,
@@ -312,6 +934,35 @@ static void init_backend_once(void)
     llama_backend_init();
 }
 
+
+/* Positions one request of the expected shape takes: the template, a
+ * prompt, and an image of image_edge_hint pixels square. */
+static int probe_positions(llama_engine *e, const sl_llama_params *p)
+{
+    req r = {.id = "(sizing probe)", .system_prompt = (char *)p->prefix_system_prompt,
+             .prompt = "Describe this image in one sentence."};
+    uint8_t *gray = NULL;
+    sl_image *img = NULL;
+    if (p->image_edge_hint > 0) {
+        size_t n = (size_t)p->image_edge_hint * (size_t)p->image_edge_hint * 3;
+        gray = sl_malloc(n);
+        if (!gray)
+            return -1;
+        memset(gray, 128, n);
+        if (sl_image_from_rgb(p->image_edge_hint, p->image_edge_hint, gray, &img) != SL_OK) {
+            sl_free(gray);
+            return -1;
+        }
+        r.image = img;
+    }
+    int n_pos = tokenize(e, &r) == SL_OK ? r.n_pos : -1;
+    if (r.chunks)
+        mtmd_input_chunks_free(r.chunks);
+    sl_image_free(img);
+    sl_free(gray);
+    return n_pos;
+}
+
 sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
 {
     *out = NULL;
@@ -320,6 +971,9 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         st = check_readable("--mmproj", params->mmproj_path);
     if (st != SL_OK)
         return st;
+    if (params->n_parallel < 1 || params->n_parallel >= (int)llama_max_parallel_sequences())
+        return sl_fail(SL_ERR_INVALID_ARG, "--parallel must be from 1 to %d, got %d",
+                       (int)llama_max_parallel_sequences() - 1, params->n_parallel);
 
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, init_backend_once);
@@ -327,6 +981,10 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     llama_engine *e = sl_calloc(1, sizeof *e);
     if (!e)
         return sl_fail(SL_ERR_NOMEM, "out of memory loading '%s'", params->model_path);
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->work_cv, NULL);
+    pthread_cond_init(&e->done_cv, NULL);
+    e->n_parallel = params->n_parallel;
 
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = params->n_gpu_layers;
@@ -341,50 +999,6 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     e->vocab = llama_model_get_vocab(e->model);
     if (llama_model_meta_val_str(e->model, "general.name", e->model_name, sizeof e->model_name) <= 0)
         snprintf(e->model_name, sizeof e->model_name, "%s", base_name(params->model_path));
-
-    long threads = params->n_threads > 0 ? params->n_threads : sysconf(_SC_NPROCESSORS_ONLN);
-    if (threads < 1)
-        threads = 1;
-    int n_ctx = params->n_ctx;
-    if (n_ctx <= 0) {
-        int train = llama_model_n_ctx_train(e->model);
-        n_ctx = train > 0 && train < 4096 ? train : 4096;
-    }
-    struct llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = (uint32_t)n_ctx;
-    cp.n_batch = (uint32_t)(params->n_batch > 0 ? params->n_batch : 512);
-    cp.n_ubatch = cp.n_batch;
-    cp.n_seq_max = 1;
-    cp.n_threads = (int32_t)threads;
-    cp.n_threads_batch = (int32_t)threads;
-    cp.no_perf = true;
-    e->ctx = llama_init_from_model(e->model, cp);
-    if (!e->ctx) {
-        llama_engine_free(e);
-        return sl_fail(SL_ERR_MODEL, "--model '%s': cannot create a context of %d tokens",
-                       params->model_path, n_ctx);
-    }
-    /* Read the effective sizes back: llama.cpp may round them. */
-    e->n_ctx = (int)llama_n_ctx(e->ctx);
-    e->n_batch = (int)llama_n_batch(e->ctx);
-
-    struct mtmd_context_params vp = mtmd_context_params_default();
-    vp.use_gpu = params->n_gpu_layers != 0;
-    vp.print_timings = false;
-    vp.n_threads = (int)threads;
-    vp.warmup = false;
-    e->mtmd = mtmd_init_from_file(params->mmproj_path, e->model, vp);
-    if (!e->mtmd) {
-        llama_engine_free(e);
-        return sl_fail(SL_ERR_MODEL,
-                       "--mmproj '%s': libmtmd cannot load it as a vision projector for '%s' "
-                       "(see the llama.cpp messages above)",
-                       params->mmproj_path, params->model_path);
-    }
-    if (!mtmd_support_vision(e->mtmd)) {
-        llama_engine_free(e);
-        return sl_fail(SL_ERR_MODEL, "--mmproj '%s' has no vision encoder", params->mmproj_path);
-    }
 
     const char *tmpl = llama_model_chat_template(e->model, NULL);
     if (tmpl) {
@@ -405,5 +1019,91 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         sl_log(SL_LOG_WARN, "'%s' has no chat template; using a plain 'User: ... Assistant:' prompt",
                params->model_path);
     }
+
+    long threads = params->n_threads > 0 ? params->n_threads : sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1)
+        threads = 1;
+    struct mtmd_context_params vp = mtmd_context_params_default();
+    vp.use_gpu = params->n_gpu_layers != 0;
+    vp.print_timings = false;
+    vp.n_threads = (int)threads;
+    vp.warmup = false;
+    e->mtmd = mtmd_init_from_file(params->mmproj_path, e->model, vp);
+    if (!e->mtmd) {
+        llama_engine_free(e);
+        return sl_fail(SL_ERR_MODEL,
+                       "--mmproj '%s': libmtmd cannot load it as a vision projector for '%s' "
+                       "(see the llama.cpp messages above)",
+                       params->mmproj_path, params->model_path);
+    }
+    if (!mtmd_support_vision(e->mtmd)) {
+        llama_engine_free(e);
+        return sl_fail(SL_ERR_MODEL, "--mmproj '%s' has no vision encoder", params->mmproj_path);
+    }
+
+    /* Size the context: n_parallel sequences of prompt + image + max_tokens,
+     * plus the shared prefix. */
+    int train = llama_model_n_ctx_train(e->model);
+    int per_seq = params->n_ctx_per_seq;
+    if (per_seq <= 0) {
+        int probe = probe_positions(e, params);
+        if (probe < 0) {
+            llama_engine_free(e);
+            return sl_fail(SL_ERR_MODEL, "--model '%s': cannot tokenize a test prompt with an image",
+                           params->model_path);
+        }
+        per_seq = probe + params->max_tokens_hint + 64; /* room for longer prompts */
+        if (train > 0 && per_seq > train) {
+            llama_engine_free(e);
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "each sequence needs %d positions (prompt and a %d px image: %d, "
+                           "max_tokens: %d), more than the model's context of %d: lower "
+                           "--max-tokens or --max-image-edge",
+                           per_seq, params->image_edge_hint, probe, params->max_tokens_hint, train);
+        }
+    }
+    /* llama.cpp pads the context to 256 cells and splits it evenly between
+     * streams: keep each stream a multiple of 256 so nothing is lost. */
+    per_seq = (per_seq + 255) / 256 * 256;
+    e->n_ctx_seq = per_seq;
+    e->n_batch = params->n_batch > 0 ? params->n_batch : 512;
+    /* n_ctx is split evenly between the n_parallel + 1 streams. */
+    long n_ctx = (long)per_seq * (e->n_parallel + 1);
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t)n_ctx;
+    cp.n_batch = (uint32_t)e->n_batch;
+    cp.n_ubatch = (uint32_t)e->n_batch;
+    cp.n_seq_max = (uint32_t)e->n_parallel + 1; /* + the shared-prefix sequence */
+    cp.kv_unified = false; /* one stream per sequence: see admit() */
+    cp.n_threads = (int32_t)threads;
+    cp.n_threads_batch = (int32_t)threads;
+    cp.no_perf = true;
+    e->ctx = llama_init_from_model(e->model, cp);
+    if (!e->ctx) {
+        llama_engine_free(e);
+        return sl_fail(SL_ERR_MODEL,
+                       "cannot create a context of %ld tokens (%d sequences x %d positions) for "
+                       "'%s': lower --parallel or --max-tokens",
+                       n_ctx, e->n_parallel + 1, per_seq, params->model_path);
+    }
+    /* Read the effective sizes back: llama.cpp may round them. */
+    e->n_ctx = (int)llama_n_ctx(e->ctx);
+    e->n_batch = (int)llama_n_batch(e->ctx);
+    if (e->n_ctx_seq > (int)llama_n_ctx_seq(e->ctx))
+        e->n_ctx_seq = (int)llama_n_ctx_seq(e->ctx);
+
+    e->batch = llama_batch_init(e->n_batch, 0, 1);
+    e->slots = sl_calloc((size_t)e->n_parallel, sizeof *e->slots);
+    if (!e->slots || !e->batch.token) {
+        llama_engine_free(e);
+        return sl_fail(SL_ERR_NOMEM, "out of memory loading '%s'", params->model_path);
+    }
+    for (int i = 0; i < e->n_parallel; i++)
+        e->slots[i] = (slot){.seq = i, .logits_idx = -1};
+    if (pthread_create(&e->thread, NULL, replica_main, e) != 0) {
+        llama_engine_free(e);
+        return sl_fail(SL_ERR_NOMEM, "cannot start the engine thread for '%s'", params->model_path);
+    }
+    e->thread_started = true;
     return sl_engine_wrap(&llama_ops, e, out);
 }
