@@ -19,6 +19,8 @@ packages=(
     build-essential cmake pkg-config git ca-certificates
     python3 python3-venv python3-pip
     libvips-dev libjansson-dev libcmocka-dev
+    libmicrohttpd-dev prometheus
+    libzstd-dev libsnappy-dev zlib1g-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,116 @@
+/* bench/parquet.c — write then read one table with sluice's Parquet writer and
+ * reader (io/parquet_write, io/parquet_read) and print the timings as JSON.
+ *
+ *   parquet OUT.parquet [ROWS=1000000] [CODEC=snappy]
+ *
+ * The table: ROWS x [string of 50-70 random letters, int64, double, bool],
+ * generated before the clock starts. data_bytes counts the raw values
+ * (string bytes + 8 + 8 + 1 per row); MB/s figures divide it by the time. The
+ * file is left at OUT for bench/parquet.py, which times pyarrow on the same
+ * table. Single-threaded. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "io/parquet_read.h"
+#include "io/parquet_write.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int die(const char *what)
+{
+    fprintf(stderr, "parquet bench: %s: %s\n", what, sl_last_error());
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: parquet OUT.parquet [ROWS] [CODEC]\n");
+        return 2;
+    }
+    const char *path = argv[1];
+    long rows = argc > 2 ? atol(argv[2]) : 1000000;
+    sl_pq_writer_params params = sl_pq_writer_default_params();
+    params.codec = SL_PQ_SNAPPY;
+    if (argc > 3 && !sl_pq_codec_parse(argv[3], &params.codec)) {
+        fprintf(stderr, "parquet bench: unknown codec '%s'\n", argv[3]);
+        return 2;
+    }
+
+    char *text = malloc((size_t)rows * 70);
+    size_t *off = malloc(((size_t)rows + 1) * sizeof *off);
+    if (!text || !off)
+        return 1;
+    unsigned long long seed = 42;
+    off[0] = 0;
+    for (long r = 0; r < rows; r++) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        size_t len = 50 + (seed >> 33) % 21;
+        for (size_t k = 0; k < len; k++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            text[off[r] + k] = (char)('a' + (seed >> 35) % 26);
+        }
+        off[r + 1] = off[r] + len;
+    }
+    double data_bytes = (double)off[rows] + 17.0 * (double)rows;
+
+    const sl_pq_column_def cols[] = {
+        {"text", SL_PQ_STRING, false}, {"id", SL_PQ_INT64, false},
+        {"score", SL_PQ_DOUBLE, false}, {"ok", SL_PQ_BOOL, false},
+    };
+    double t0 = now();
+    sl_pq_writer *w;
+    if (sl_pq_writer_open(path, cols, 4, &params, &w) != SL_OK)
+        return die("open for writing");
+    sl_pq_value v[4];
+    memset(v, 0, sizeof v);
+    for (long r = 0; r < rows; r++) {
+        v[0].ptr = text + off[r];
+        v[0].len = off[r + 1] - off[r];
+        v[1].i64 = r * 2654435761LL;
+        v[2].f64 = (double)r * 0.001;
+        v[3].b = r % 3 == 0;
+        if (sl_pq_writer_append(w, v) != SL_OK)
+            return die("append");
+    }
+    if (sl_pq_writer_close(w) != SL_OK)
+        return die("close");
+    long long groups = (long long)sl_pq_writer_num_row_groups(w);
+    sl_pq_writer_free(w);
+    double write_s = now() - t0;
+
+    t0 = now();
+    sl_pq_reader *rd;
+    if (sl_pq_reader_open(path, &rd) != SL_OK)
+        return die("open for reading");
+    long long got = 0, check = 0;
+    for (;;) {
+        const sl_pq_batch *b;
+        if (sl_pq_reader_next(rd, &b) != SL_OK)
+            return die("read");
+        if (!b)
+            break;
+        got += b->num_rows;
+        check += b->columns[0].offsets[b->num_rows] + b->columns[1].i64[b->num_rows - 1] + b->columns[3].b[0];
+    }
+    sl_pq_reader_free(rd);
+    double read_s = now() - t0;
+    if (got != rows) {
+        fprintf(stderr, "parquet bench: read %lld rows, wrote %ld\n", got, rows);
+        return 1;
+    }
+    free(text);
+    free(off);
+    printf("{\"rows\": %ld, \"codec\": \"%s\", \"row_groups\": %lld, \"data_bytes\": %.0f, \"write_s\": %.4f, "
+           "\"read_s\": %.4f, \"write_mb_s\": %.1f, \"read_mb_s\": %.1f, \"check\": %lld}\n",
+           rows, sl_pq_codec_name(params.codec), groups, data_bytes, write_s, read_s, data_bytes / 1e6 / write_s,
+           data_bytes / 1e6 / read_s, check);
+    return 0;
+}

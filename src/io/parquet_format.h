@@ -1,0 +1,70 @@
+/* io/parquet_format.h — what the Parquet writer and reader share: the format's
+ * numbers (physical types, encodings, codecs, page types), our column types,
+ * a growable byte buffer, the RLE/bit-packed hybrid codec (bit widths 0..32)
+ * and page (de)compression with zstd, snappy and gzip (zlib).
+ * Stateless and thread-safe, except that a zstd context passed in belongs to
+ * one thread. Buffers are sl_malloc'd and released with sl_buf_free(). */
+#ifndef SL_IO_PARQUET_FORMAT_H
+#define SL_IO_PARQUET_FORMAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* parquet.thrift enums, by their wire values. */
+enum { SL_PQT_BOOLEAN = 0, SL_PQT_INT32 = 1, SL_PQT_INT64 = 2, SL_PQT_INT96 = 3,
+       SL_PQT_FLOAT = 4, SL_PQT_DOUBLE = 5, SL_PQT_BYTE_ARRAY = 6, SL_PQT_FIXED = 7 };
+enum { SL_PQE_PLAIN = 0, SL_PQE_PLAIN_DICTIONARY = 2, SL_PQE_RLE = 3, SL_PQE_BIT_PACKED = 4,
+       SL_PQE_RLE_DICTIONARY = 8 };
+enum { SL_PQP_DATA = 0, SL_PQP_INDEX = 1, SL_PQP_DICTIONARY = 2, SL_PQP_DATA_V2 = 3 };
+enum { SL_PQR_REQUIRED = 0, SL_PQR_OPTIONAL = 1, SL_PQR_REPEATED = 2 };
+#define SL_PQ_CONVERTED_UTF8 0
+
+/* Compression codecs, by their wire values. */
+typedef enum sl_pq_codec {
+    SL_PQ_UNCOMPRESSED = 0, SL_PQ_SNAPPY = 1, SL_PQ_GZIP = 2, SL_PQ_ZSTD = 6,
+} sl_pq_codec;
+
+/* Column types as sluice sees them. The writer takes the first five. */
+typedef enum sl_pq_type {
+    SL_PQ_STRING, SL_PQ_BINARY, SL_PQ_INT64, SL_PQ_DOUBLE, SL_PQ_BOOL,
+    SL_PQ_INT32, SL_PQ_FLOAT,
+    SL_PQ_UNSUPPORTED, /* reader: a column of a type sluice cannot read */
+} sl_pq_type;
+
+const char *sl_pq_type_name(sl_pq_type type);      /* "string", "int64", ... */
+bool sl_pq_type_parse(const char *name, sl_pq_type *out);
+const char *sl_pq_codec_name(int codec);           /* "zstd", ...; "codec N" unknown */
+bool sl_pq_codec_parse(const char *name, sl_pq_codec *out);
+const char *sl_pq_encoding_name(int encoding);
+
+typedef struct sl_buf {
+    uint8_t *data;
+    size_t len, cap;
+} sl_buf;
+
+bool sl_buf_reserve(sl_buf *b, size_t extra); /* false when out of memory */
+bool sl_buf_append(sl_buf *b, const void *data, size_t len);
+void sl_buf_free(sl_buf *b);
+
+/* Bits needed for values 0..max. */
+int sl_pq_bit_width(uint32_t max);
+
+/* Appends the RLE/bit-packed hybrid encoding of values[0..n) (no length
+ * prefix). False when out of memory. */
+bool sl_rle_encode(sl_buf *out, const uint32_t *values, size_t n, int bit_width);
+
+/* Decodes exactly n values from data[0..len) into out. False when the input
+ * ends early, a run is malformed or bit_width > 32. */
+bool sl_rle_decode(const uint8_t *data, size_t len, int bit_width, uint32_t *out, size_t n);
+
+/* Appends the compressed form of src[0..n) to out. NULL on success, else a
+ * static message. zstd_cctx: a ZSTD_CCtx* or NULL. */
+const char *sl_pq_compress(int codec, const uint8_t *src, size_t n, sl_buf *out, void *zstd_cctx);
+
+/* Decompresses src[0..n) into exactly dst_len bytes at dst. NULL on success,
+ * else a static message. zstd_dctx: a ZSTD_DCtx* or NULL. */
+const char *sl_pq_decompress(int codec, const uint8_t *src, size_t n, uint8_t *dst,
+                             size_t dst_len, void *zstd_dctx);
+
+#endif

@@ -1,0 +1,73 @@
+/* io/parquet_read.h — reads Parquet files one row group at a time: leaf columns
+ * BOOLEAN, INT32, INT64, FLOAT, DOUBLE, BYTE_ARRAY (string when annotated
+ * UTF8/STRING), flat or inside optional/required groups without repetition
+ * (e.g. the Hugging Face image struct: `image.bytes`, `image.path`); PLAIN,
+ * PLAIN_DICTIONARY, RLE_DICTIONARY (and RLE for booleans); data pages v1 and v2;
+ * codecs none, snappy, gzip, zstd. Only selected columns are read, so memory
+ * is one row group of them. One thread per reader. The reader owns everything
+ * it returns: names and infos live until sl_pq_reader_free(); a batch lives
+ * until the next sl_pq_reader_next() or free. Free accepts NULL. */
+#ifndef SL_IO_PARQUET_READ_H
+#define SL_IO_PARQUET_READ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io/parquet_format.h"
+#include "sluice/status.h"
+
+typedef struct sl_pq_reader sl_pq_reader;
+
+typedef struct sl_pq_column_info {
+    const char *name; /* dotted path of the leaf, e.g. "image.bytes" */
+    sl_pq_type type;  /* SL_PQ_UNSUPPORTED: listed, but reading it fails */
+    bool nullable;    /* max definition level > 0 */
+} sl_pq_column_info;
+
+/* One column of one row group. Row i is null when valid[i] == 0; null rows
+ * hold 0 (or an empty byte range). Exactly one value array is set, by type. */
+typedef struct sl_pq_vector {
+    const sl_pq_column_info *info;
+    const uint8_t *valid;
+    const uint8_t *b;        /* SL_PQ_BOOL: 0 or 1 */
+    const int32_t *i32;      /* SL_PQ_INT32 */
+    const int64_t *i64;      /* SL_PQ_INT64 */
+    const float *f32;        /* SL_PQ_FLOAT */
+    const double *f64;       /* SL_PQ_DOUBLE */
+    const int64_t *offsets;  /* SL_PQ_STRING/BINARY: row i is data[offsets[i] .. offsets[i+1]) */
+    const uint8_t *data;
+} sl_pq_vector;
+
+typedef struct sl_pq_batch {
+    size_t row_group;
+    int64_t num_rows;
+    size_t num_columns;          /* the selected columns, in selection order */
+    const sl_pq_vector *columns;
+} sl_pq_batch;
+
+/* Opens `path` and reads its footer. SL_ERR_NOT_FOUND / SL_ERR_IO when it
+ * cannot be read; SL_ERR_DECODE when it is not (complete, valid) Parquet. */
+sl_status sl_pq_reader_open(const char *path, sl_pq_reader **out);
+
+size_t sl_pq_reader_num_columns(const sl_pq_reader *r);
+const sl_pq_column_info *sl_pq_reader_column(const sl_pq_reader *r, size_t i);
+int64_t sl_pq_reader_num_rows(const sl_pq_reader *r);
+size_t sl_pq_reader_num_row_groups(const sl_pq_reader *r);
+/* The footer's key-value metadata for `key`; NULL when absent. */
+const char *sl_pq_reader_metadata(const sl_pq_reader *r, const char *key);
+const char *sl_pq_reader_created_by(const sl_pq_reader *r); /* "" when absent */
+
+/* Chooses the columns later batches hold (names as in sl_pq_column_info),
+ * and restarts at the first row group. names == NULL selects every column.
+ * SL_ERR_NOT_FOUND names an unknown column; SL_ERR_DECODE an unreadable one. */
+sl_status sl_pq_reader_select(sl_pq_reader *r, const char *const *names, size_t count);
+
+/* Reads the next row group's selected columns: *out is NULL after the last.
+ * SL_ERR_DECODE names the file, row group and column of corrupt or
+ * unsupported data. */
+sl_status sl_pq_reader_next(sl_pq_reader *r, const sl_pq_batch **out);
+
+void sl_pq_reader_free(sl_pq_reader *r);
+
+#endif

@@ -1,0 +1,301 @@
+/* obs/http.c — the HTTP endpoint, the one file that calls libmicrohttpd.
+ * We bind and listen on the socket ourselves (so a bad or busy address
+ * gives a message naming it and the cause) and hand it to an MHD daemon
+ * with its own polling thread. Requests go through a small route table:
+ * exact paths, each a callback that fills an sl_metrics_reply; /metrics is
+ * the first route. Unknown path: 404; known path, method not GET/HEAD: 405. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "obs/metrics_impl.h"
+
+#define MAX_ROUTES 32
+
+typedef struct route {
+    char *path;
+    sl_metrics_route_fn fn;
+    void *user;
+} route;
+
+struct sl_metrics_server {
+    sl_metrics *registry;
+    struct MHD_Daemon *daemon;
+    int port;
+    pthread_mutex_t mu; /* guards routes */
+    route routes[MAX_ROUTES];
+    size_t n_routes;
+};
+
+/* --- routes ------------------------------------------------------------------------ */
+
+static void metrics_route(void *user, const char *path, sl_metrics_reply *reply)
+{
+    sl_metrics_server *s = user;
+    char *text;
+    size_t len;
+    if (sl_metrics_render(s->registry, &text, &len) != SL_OK) {
+        reply->status = 500;
+        reply->body = "out of memory rendering metrics\n";
+        reply->len = strlen(reply->body);
+        return;
+    }
+    reply->content_type = SL_METRICS_CONTENT_TYPE;
+    reply->body = text;
+    reply->len = len;
+    reply->free_body = sl_free;
+}
+
+sl_status sl_metrics_server_route(sl_metrics_server *s, const char *path,
+                                  sl_metrics_route_fn fn, void *user)
+{
+    if (!s || !path || path[0] != '/' || !fn)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "metrics server route \"%s\": the path must start with '/' and have a "
+                       "handler",
+                       path ? path : "(null)");
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n_routes; i++)
+        if (strcmp(s->routes[i].path, path) == 0) {
+            s->routes[i].fn = fn;
+            s->routes[i].user = user;
+            pthread_mutex_unlock(&s->mu);
+            return SL_OK;
+        }
+    if (s->n_routes == MAX_ROUTES) {
+        pthread_mutex_unlock(&s->mu);
+        return sl_fail(SL_ERR_INVALID_ARG, "metrics server route %s: more than %d routes", path,
+                       MAX_ROUTES);
+    }
+    char *copy = sl_strdup(path);
+    if (!copy) {
+        pthread_mutex_unlock(&s->mu);
+        return sl_fail(SL_ERR_NOMEM, "out of memory adding route %s", path);
+    }
+    s->routes[s->n_routes++] = (route){copy, fn, user};
+    pthread_mutex_unlock(&s->mu);
+    return SL_OK;
+}
+
+/* --- requests ---------------------------------------------------------------------- */
+
+static enum MHD_Result send_reply(struct MHD_Connection *conn, sl_metrics_reply *r)
+{
+    struct MHD_Response *resp;
+    if (!r->body)
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    else if (r->free_body)
+        resp = MHD_create_response_from_buffer_with_free_callback(r->len, r->body, r->free_body);
+    else
+        resp = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        if (r->body && r->free_body)
+            r->free_body(r->body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            r->content_type ? r->content_type : "text/plain; charset=utf-8");
+    if (r->status == 405)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static void static_text(sl_metrics_reply *r, int status, const char *text)
+{
+    r->status = status;
+    r->content_type = "text/plain; charset=utf-8";
+    r->body = (char *)text;
+    r->len = strlen(text);
+    r->free_body = NULL;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    sl_metrics_server *s = cls;
+    sl_metrics_route_fn fn = NULL;
+    void *user = NULL;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n_routes; i++)
+        if (strcmp(s->routes[i].path, url) == 0) {
+            fn = s->routes[i].fn;
+            user = s->routes[i].user;
+        }
+    pthread_mutex_unlock(&s->mu);
+
+    sl_metrics_reply r = {200, "text/plain; charset=utf-8", NULL, 0, NULL};
+    if (!fn)
+        static_text(&r, 404, "404 not found\n");
+    else if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+        static_text(&r, 405, "405 method not allowed: use GET\n");
+    else
+        fn(user, url, &r);
+    return send_reply(conn, &r);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && line[n - 1] == '\n')
+        line[--n] = '\0';
+    sl_log(SL_LOG_WARN, "metrics server: %s", line);
+}
+
+/* --- start and stop ------------------------------------------------------------- */
+
+/* Splits "host:port" / "[v6]:port" into host (may be "") and port. */
+static sl_status parse_address(const char *address, char *host, size_t host_cap, char *port,
+                               size_t port_cap)
+{
+    const char *colon;
+    if (address[0] == '[') {
+        const char *close = strchr(address, ']');
+        if (!close || close[1] != ':')
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "metrics address \"%s\": expected [IPv6]:PORT", address);
+        if ((size_t)(close - address - 1) >= host_cap)
+            return sl_fail(SL_ERR_INVALID_ARG, "metrics address \"%s\": host too long", address);
+        memcpy(host, address + 1, (size_t)(close - address - 1));
+        host[close - address - 1] = '\0';
+        colon = close + 1;
+    } else {
+        colon = strrchr(address, ':');
+        if (!colon)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "metrics address \"%s\": expected HOST:PORT (e.g. 127.0.0.1:9090, "
+                           "port 0 for any free port)",
+                           address);
+        if ((size_t)(colon - address) >= host_cap)
+            return sl_fail(SL_ERR_INVALID_ARG, "metrics address \"%s\": host too long", address);
+        memcpy(host, address, (size_t)(colon - address));
+        host[colon - address] = '\0';
+        if (strchr(host, ':'))
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "metrics address \"%s\": write an IPv6 host in brackets, "
+                           "[::1]:9090",
+                           address);
+    }
+    const char *p = colon + 1;
+    size_t n = strlen(p);
+    bool digits = n > 0 && n < port_cap && n <= 5;
+    for (size_t i = 0; digits && i < n; i++)
+        digits = p[i] >= '0' && p[i] <= '9';
+    if (!digits || atol(p) > 65535)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "metrics address \"%s\": the port \"%s\" is not a number from 0 to 65535",
+                       address, p);
+    memcpy(port, p, n + 1);
+    return SL_OK;
+}
+
+/* A bound, listening socket for `address` into *fd_out. */
+static sl_status listen_on(const char *address, int *fd_out, int *bound_port)
+{
+    char host[256], port[8];
+    sl_status st = parse_address(address, host, sizeof host, port, sizeof port);
+    if (st != SL_OK)
+        return st;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(host[0] ? host : "0.0.0.0", port, &hints, &res);
+    if (gai != 0)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "metrics address \"%s\": cannot resolve host \"%s\": %s", address, host,
+                       gai_strerror(gai));
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        st = sl_fail(SL_ERR_IO, "metrics address \"%s\": socket: %s", address, strerror(errno));
+        freeaddrinfo(res);
+        return st;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 64) != 0) {
+        st = sl_fail(SL_ERR_IO, "metrics address \"%s\": cannot listen: %s", address,
+                     strerror(errno));
+        close(fd);
+        freeaddrinfo(res);
+        return st;
+    }
+    freeaddrinfo(res);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        st = sl_fail(SL_ERR_IO, "metrics address \"%s\": getsockname: %s", address,
+                     strerror(errno));
+        close(fd);
+        return st;
+    }
+    *bound_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                           : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    *fd_out = fd;
+    return SL_OK;
+}
+
+sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics_server **server)
+{
+    *server = NULL;
+    if (!m || !address)
+        return sl_fail(SL_ERR_INVALID_ARG, "sl_metrics_server_start: NULL registry or address");
+    sl_metrics_server *s = sl_calloc(1, sizeof *s);
+    if (!s)
+        return sl_fail(SL_ERR_NOMEM, "out of memory starting the metrics server");
+    s->registry = m;
+    pthread_mutex_init(&s->mu, NULL);
+    sl_status st = sl_metrics_server_route(s, "/metrics", metrics_route, s);
+    if (st != SL_OK) {
+        sl_metrics_server_stop(s);
+        return st;
+    }
+    int fd = -1;
+    if ((st = listen_on(address, &fd, &s->port)) != SL_OK) {
+        sl_metrics_server_stop(s);
+        return st;
+    }
+    s->daemon = MHD_start_daemon(
+        MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, s,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+    if (!s->daemon) {
+        close(fd);
+        sl_metrics_server_stop(s);
+        return sl_fail(SL_ERR_IO, "metrics address \"%s\": libmicrohttpd could not start",
+                       address);
+    }
+    sl_log(SL_LOG_INFO, "metrics: serving http://%s/metrics (port %d)", address, s->port);
+    *server = s;
+    return SL_OK;
+}
+
+int sl_metrics_server_port(const sl_metrics_server *s) { return s ? s->port : 0; }
+
+void sl_metrics_server_stop(sl_metrics_server *s)
+{
+    if (!s)
+        return;
+    if (s->daemon)
+        MHD_stop_daemon(s->daemon); /* closes the listening socket too */
+    for (size_t i = 0; i < s->n_routes; i++)
+        sl_free(s->routes[i].path);
+    pthread_mutex_destroy(&s->mu);
+    sl_free(s);
+}

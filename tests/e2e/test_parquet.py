@@ -1,0 +1,355 @@
+"""End-to-end tests of sluice's Parquet writer and reader (src/io/parquet_*),
+driven through tests/tools/parquet_tool (SLUICE_PARQUET_TOOL, set by ctest):
+files sluice writes are read back by pyarrow and DuckDB; files pyarrow writes
+(every codec, dictionary on/off, data pages v1/v2, the Hugging Face image
+struct) are read by sluice; broken files give a clear error, never a crash."""
+import base64
+import json
+import math
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+duckdb = pytest.importorskip("duckdb")
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "Segmentation fault")
+
+
+@pytest.fixture(scope="module")
+def tool() -> pathlib.Path:
+    path = pathlib.Path(os.environ.get("SLUICE_PARQUET_TOOL", REPO / "build" / "tests" / "parquet_tool"))
+    assert path.exists(), f"{path} not built: cmake --build build --target parquet_tool"
+    return path
+
+
+def run(tool, *args, stdin=None):
+    return subprocess.run([str(tool), *map(str, args)], input=stdin, capture_output=True, text=True,
+                          timeout=300)
+
+
+def dump(tool, *args):
+    res = run(tool, "dump", *args)
+    assert res.returncode == 0, res.stderr
+    assert not any(m in res.stderr for m in SANITIZER_MARKS), res.stderr
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+def same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b and type(a) is type(b)
+
+
+# ---- sluice writes, pyarrow and DuckDB read --------------------------------
+
+SCHEMA = "s:string?,name:string,i:int64,n:int64?,d:double?,b:bool?,flag:bool,x:binary?"
+ARROW_TYPES = {"s": pa.string(), "name": pa.string(), "i": pa.int64(), "n": pa.int64(), "d": pa.float64(),
+               "b": pa.bool_(), "flag": pa.bool_(), "x": pa.binary()}
+REQUIRED = {"name", "i", "flag"}
+DUCK_TYPES = {"s": "VARCHAR", "name": "VARCHAR", "i": "BIGINT", "n": "BIGINT", "d": "DOUBLE", "b": "BOOLEAN",
+              "flag": "BOOLEAN", "x": "BLOB"}
+WORDS = ["", "a", "héllo", "日本語テキスト", "emoji 🎉🚀", "tab\tnew\nline", 'quote"back\\slash', "nul\u0000byte",
+         "z" * 500]
+INT_EXTREMES = [0, 1, -1, 2**63 - 1, -2**63, 2**31, -2**31 - 1]
+DOUBLES = [0.0, -0.0, 1.5, -2.25, 1e300, -1e-300, 5e-324, math.pi, math.inf, -math.inf, math.nan]
+
+
+def make_rows(n: int) -> list[dict]:
+    rows = []
+    for k in range(n):
+        big = k % 997 == 5  # a few large binary values
+        rows.append({
+            "s": None if k % 7 == 3 else WORDS[k % len(WORDS)] + (str(k) if k % 3 else ""),
+            "name": f"row-{k:06d}-{WORDS[k % len(WORDS)]}",
+            "i": INT_EXTREMES[k % len(INT_EXTREMES)] if k % 5 == 0 else k * 7919 - 10**6,
+            "n": None if k % 4 == 1 else -k,
+            "d": None if k % 6 == 2 else (DOUBLES[k % len(DOUBLES)] if k % 2 else k / 7.0),
+            "b": None if k % 9 == 4 else k % 2 == 0,
+            "flag": k % 3 == 0,
+            "x": None if k % 8 == 7 else (bytes(range(256)) * 1200 if big else bytes([k % 256]) * (k % 40)),
+        })
+    return rows
+
+
+def to_jsonl(rows) -> str:
+    out = []
+    for r in rows:
+        r = dict(r)
+        if r["x"] is not None:
+            r["x"] = base64.b64encode(r["x"]).decode()
+        if isinstance(r["d"], float) and not math.isfinite(r["d"]):
+            r["d"] = "NaN" if math.isnan(r["d"]) else ("Infinity" if r["d"] > 0 else "-Infinity")
+        out.append(json.dumps(r, ensure_ascii=False))
+    return "\n".join(out) + "\n"
+
+
+def write_sluice(tool, path, rows, codec, rg_bytes=64 << 10):
+    res = run(tool, "write", path, "--schema", SCHEMA, "--codec", codec, "--row-group-bytes", rg_bytes,
+              "--page-bytes", 8192, "--meta", "sluice.version=test", stdin=to_jsonl(rows))
+    assert res.returncode == 0, res.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return make_rows(4000)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "snappy", "none", "gzip"])
+def test_sluice_file_reads_in_pyarrow(tool, tmp_path, rows, codec):
+    path = write_sluice(tool, tmp_path / "out.parquet", rows, codec)
+    f = pq.ParquetFile(path)
+    md = f.metadata
+    assert md.num_rows == len(rows)
+    assert md.num_row_groups >= 4, "a 64 KiB target must give several row groups"
+    assert md.created_by.startswith("sluice version")
+    assert f.schema_arrow.metadata == {b"sluice.version": b"test"}
+    for name, typ in ARROW_TYPES.items():
+        field = f.schema_arrow.field(name)
+        assert field.type == typ, name
+        assert field.nullable == (name not in REQUIRED), name
+    assert md.row_group(0).column(0).compression == {"none": "UNCOMPRESSED"}.get(codec, codec.upper())
+
+    got = f.read().to_pylist()
+    assert len(got) == len(rows)
+    for k, (g, e) in enumerate(zip(got, rows)):
+        for col in ARROW_TYPES:
+            assert same(g[col], e[col]), (k, col, g[col], e[col])
+
+
+def expected_stats(values):
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    nulls = sum(v is None for v in values)
+    return nulls, (min(present) if present else None), (max(present) if present else None)
+
+
+def test_sluice_statistics_match_the_data(tool, tmp_path, rows):
+    path = write_sluice(tool, tmp_path / "stats.parquet", rows, "zstd")
+    md = pq.ParquetFile(path).metadata
+    names = list(ARROW_TYPES)
+    start = 0
+    checked = 0
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        chunk = rows[start:start + rg.num_rows]
+        start += rg.num_rows
+        for j, name in enumerate(names):
+            col = rg.column(j)
+            st = col.statistics
+            assert st is not None and col.num_values == rg.num_rows
+            values = [r[name] for r in chunk]
+            nulls, lo, hi = expected_stats(values)
+            assert st.null_count == nulls, (g, name)
+            if name == "x" and any(v is not None and len(v) > 4096 for v in values):
+                assert not st.has_min_max, (g, name)  # too long to store: left out
+                continue
+            assert st.has_min_max, (g, name)
+            if name == "d" and lo == 0.0:
+                lo = -0.0
+            assert same(st.min, lo) or (lo == 0.0 and st.min == 0.0), (g, name, st.min, lo)
+            assert same(st.max, hi) or (hi == 0.0 and st.max == 0.0), (g, name, st.max, hi)
+            checked += 1
+    assert start == len(rows)
+    assert checked > 20
+
+
+def test_sluice_file_reads_in_duckdb(tool, tmp_path, rows):
+    path = write_sluice(tool, tmp_path / "duck.parquet", rows, "snappy")
+    con = duckdb.connect()
+    desc = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()}
+    assert desc == DUCK_TYPES
+    got = con.execute("SELECT * FROM read_parquet(?)", [str(path)]).fetchall()
+    assert len(got) == len(rows)
+    names = list(ARROW_TYPES)
+    for k, (g, e) in enumerate(zip(got, rows)):
+        for j, col in enumerate(names):
+            v = g[j]
+            if isinstance(v, (bytearray, memoryview)):
+                v = bytes(v)
+            assert same(v, e[col]), (k, col, v, e[col])
+    # DuckDB's own aggregates agree too (it may use the statistics).
+    lo, hi, nn = con.execute("SELECT min(i), max(i), count(n) FROM read_parquet(?)", [str(path)]).fetchone()
+    assert (lo, hi) == (-2**63, 2**63 - 1)
+    assert nn == sum(r["n"] is not None for r in rows)
+
+
+def test_sluice_reads_back_what_it_wrote(tool, tmp_path, rows):
+    path = write_sluice(tool, tmp_path / "self.parquet", rows, "zstd")
+    got = dump(tool, path)
+    assert len(got) == len(rows)
+    for g, e in zip(got, rows):
+        e = json.loads(to_jsonl([e]))
+        for col in ARROW_TYPES:
+            assert same(g[col], e[col]), (col, g[col], e[col])
+
+
+def test_writer_rejects_bad_rows(tool, tmp_path):
+    out = tmp_path / "bad.parquet"
+    res = run(tool, "write", out, "--schema", "a:int64", stdin='{"a": null}\n')
+    assert res.returncode == 1 and "null in required column 'a'" in res.stderr
+    assert not out.exists(), "a failed write leaves no file"
+
+
+# ---- pyarrow writes, sluice reads ------------------------------------------
+
+IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+def arrow_table(n=1500):
+    def image(k):
+        if k % 9 == 0:
+            return None
+        return {"bytes": None if k % 4 == 0 else bytes([k % 256, 0, 255]) * (k % 50),
+                "path": None if k % 6 == 0 else f"images/{k:05d}-ü.jpg"}
+    return pa.table({
+        "i32": pa.array([None if k % 7 == 0 else k - 700 for k in range(n)], pa.int32()),
+        "i64": pa.array([(2**63 - 1 - k) if k % 2 else (-2**63 + k) for k in range(n)], pa.int64()),
+        "f32": pa.array([k / 3 for k in range(n)], pa.float32()),
+        "f64": pa.array([None if k % 5 == 0 else k / 7 for k in range(n)], pa.float64()),
+        "flag": pa.array([None if k % 11 == 0 else k % 3 == 0 for k in range(n)], pa.bool_()),
+        "req_flag": pa.array([k % 2 == 0 for k in range(n)], pa.bool_()),
+        "label": pa.array([None if k % 13 == 0 else ["cat", "dog", "", "ネコ", "x" * 100][k % 5] for k in range(n)]),
+        "blob": pa.array([bytes([k % 256]) * (k % 17) for k in range(n)], pa.binary()),
+        "image": pa.array([image(k) for k in range(n)], IMAGE_TYPE),
+    }, schema=pa.schema([
+        pa.field("i32", pa.int32()), pa.field("i64", pa.int64(), nullable=False), pa.field("f32", pa.float32()),
+        pa.field("f64", pa.float64()), pa.field("flag", pa.bool_()), pa.field("req_flag", pa.bool_(), nullable=False),
+        pa.field("label", pa.string()), pa.field("blob", pa.binary()), pa.field("image", IMAGE_TYPE),
+    ]))
+
+
+def expected_dump(table):
+    rows = []
+    for r in table.to_pylist():
+        img = r.pop("image")
+        r["image.bytes"] = img and img["bytes"]
+        r["image.path"] = img and img["path"]
+        for k, v in r.items():
+            if isinstance(v, bytes):
+                r[k] = base64.b64encode(v).decode()
+        rows.append(r)
+    return rows
+
+
+COLUMNS = ["i32", "i64", "f32", "f64", "flag", "req_flag", "label", "blob", "image.bytes", "image.path"]
+
+
+@pytest.mark.parametrize("page_version", ["1.0", "2.0"])
+@pytest.mark.parametrize("dictionary", [True, False])
+@pytest.mark.parametrize("codec", ["snappy", "zstd", "gzip", "none"])
+def test_pyarrow_file_reads_in_sluice(tool, tmp_path, codec, dictionary, page_version):
+    table = arrow_table()
+    path = tmp_path / "arrow.parquet"
+    pq.write_table(table, path, compression=codec, use_dictionary=dictionary, data_page_version=page_version,
+                   row_group_size=400, data_page_size=2048)
+    md = pq.ParquetFile(path).metadata
+    assert md.num_row_groups == 4
+    encodings = set(md.row_group(0).column(6).encodings)
+    assert ("RLE_DICTIONARY" in encodings) == dictionary
+
+    info = json.loads(run(tool, "info", path).stdout)
+    assert [c["name"] for c in info["columns"]] == COLUMNS
+    types = {c["name"]: c["type"] for c in info["columns"]}
+    assert types == {"i32": "int32", "i64": "int64", "f32": "float", "f64": "double", "flag": "bool",
+                     "req_flag": "bool", "label": "string", "blob": "binary", "image.bytes": "binary",
+                     "image.path": "string"}
+    assert {c["name"]: c["nullable"] for c in info["columns"]}["i64"] is False
+
+    got = dump(tool, path)
+    want = expected_dump(table)
+    assert len(got) == len(want)
+    for k, (g, e) in enumerate(zip(got, want)):
+        assert list(g) == COLUMNS
+        for col in COLUMNS:
+            assert same(g[col], e[col]), (k, col, g[col], e[col])
+
+
+def test_projection_and_many_files(tool, tmp_path):
+    table = arrow_table(900)
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(table, a, row_group_size=100)
+    pq.write_table(table.slice(100, 50), b, compression="zstd")
+    got = dump(tool, a, b, "--columns", "image.path,i64")
+    want = expected_dump(table) + expected_dump(table.slice(100, 50))
+    assert len(got) == 950
+    for g, e in zip(got, want):
+        assert list(g) == ["image.path", "i64"]
+        assert g == {"image.path": e["image.path"], "i64": e["i64"]}
+    res = run(tool, "dump", a, "--columns", "nope")
+    assert res.returncode == 1 and "no column 'nope'" in res.stderr and str(a) in res.stderr
+
+
+# ---- broken and unsupported files ------------------------------------------
+
+def assert_clean_error(res, path, *words):
+    assert res.returncode == 1, (res.returncode, res.stderr)
+    assert not any(m in res.stderr for m in SANITIZER_MARKS), res.stderr
+    assert res.stderr.startswith("parquet_tool: ") and str(path) in res.stderr, res.stderr
+    for w in words:
+        assert w in res.stderr, (w, res.stderr)
+
+
+def test_truncated_files(tool, tmp_path):
+    src = tmp_path / "whole.parquet"
+    pq.write_table(arrow_table(600), src, row_group_size=200, compression="snappy")
+    data = src.read_bytes()
+    cut_path = tmp_path / "cut.parquet"
+    for cut in [0, 3, 4, 11, 100, len(data) // 3, len(data) // 2, len(data) - 9, len(data) - 8, len(data) - 1]:
+        cut_path.write_bytes(data[:cut])
+        assert_clean_error(run(tool, "dump", cut_path), cut_path)
+    cut_path.write_bytes(data[:len(data) // 2])
+    assert "truncated" in run(tool, "dump", cut_path).stderr
+
+
+def test_bad_magic_and_footer_length(tool, tmp_path):
+    src = tmp_path / "whole.parquet"
+    pq.write_table(arrow_table(100), src)
+    data = bytearray(src.read_bytes())
+    bad = tmp_path / "magic.parquet"
+    bad.write_bytes(b"PK\x03\x04" + data[4:])
+    assert_clean_error(run(tool, "dump", bad), bad, "not a Parquet file")
+    bad.write_bytes(b"hello, not parquet at all\n")
+    assert_clean_error(run(tool, "info", bad), bad, "not a Parquet file")
+    data[-8:-4] = (len(data) * 2).to_bytes(4, "little")
+    bad.write_bytes(bytes(data))
+    assert_clean_error(run(tool, "dump", bad), bad, "footer length")
+
+
+def test_corrupt_page_header_and_data(tool, tmp_path):
+    src = tmp_path / "whole.parquet"
+    pq.write_table(arrow_table(300), src, compression="zstd", use_dictionary=False)
+    md = pq.ParquetFile(src).metadata
+    col = md.row_group(0).column(6)  # "label"
+    data = bytearray(src.read_bytes())
+    bad = tmp_path / "page.parquet"
+    off = col.data_page_offset
+    data[off:off + 8] = b"\xff" * 8
+    bad.write_bytes(bytes(data))
+    assert_clean_error(run(tool, "dump", bad), bad, "row group 0", "column 'label'", "page header")
+    # Other columns still read: the damage is confined to that column.
+    assert len(dump(tool, bad, "--columns", "i32,i64")) == 300
+
+    # Garbage inside a compressed page body (past its header).
+    data = bytearray(src.read_bytes())
+    data[off + 40:off + 60] = bytes(range(20))
+    bad.write_bytes(bytes(data))
+    assert_clean_error(run(tool, "dump", bad, "--columns", "label"), bad, "column 'label'")
+
+
+def test_unsupported_encoding_and_codec(tool, tmp_path):
+    table = arrow_table(200)
+    path = tmp_path / "delta.parquet"
+    pq.write_table(table, path, use_dictionary=False, column_encoding={"i64": "DELTA_BINARY_PACKED"})
+    assert_clean_error(run(tool, "dump", path), path, "column 'i64'", "DELTA_BINARY_PACKED")
+    assert len(dump(tool, path, "--columns", "label,image.bytes")) == 200
+    path = tmp_path / "lz4.parquet"
+    pq.write_table(table, path, compression="lz4")
+    assert_clean_error(run(tool, "dump", path), path, "unsupported compression codec lz4")
+    path = tmp_path / "list.parquet"
+    pq.write_table(pa.table({"tags": pa.array([["a"], [], None])}), path)
+    assert_clean_error(run(tool, "dump", path), path, "repeated")

@@ -1,0 +1,602 @@
+/* Unit tests: obs/ — the metrics registry, the Prometheus text exposition
+ * (compared with text written by hand before the code ran), histogram
+ * cumulation, number formatting, exact sums under 8 threads, name rules,
+ * process_* metrics and the HTTP endpoint (over a real socket). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "core/alloc.h"
+#include "obs/metrics_impl.h"
+#include "sluice/metrics.h"
+
+static sl_metrics *new_registry(void)
+{
+    sl_metrics_params p = sl_metrics_default_params();
+    p.process_metrics = false;
+    sl_metrics *m;
+    assert_int_equal(sl_metrics_new(&p, &m), SL_OK);
+    return m;
+}
+
+static char *render(sl_metrics *m)
+{
+    char *text;
+    size_t len;
+    assert_int_equal(sl_metrics_render(m, &text, &len), SL_OK);
+    assert_int_equal(len, strlen(text));
+    return text;
+}
+
+static double four_k(void *user) { return *(double *)user; }
+
+/* --- the exposition, exactly ----------------------------------------------------- */
+
+static void exposition_exact_text(void **state)
+{
+    sl_metrics *m = new_registry();
+    sl_metrics_family *succ, *depth, *rows, *lat, *inflight;
+    const char *succ_labels[] = {"model_name", "finished_reason", NULL};
+    assert_int_equal(sl_metrics_add_counter(m, "vllm:request_success_total",
+                                            "Count of successfully processed requests.",
+                                            succ_labels, &succ),
+                     SL_OK);
+    const char *stage[] = {"stage", NULL};
+    assert_int_equal(sl_metrics_add_gauge(m, "sluice_queue_depth",
+                                          "Rows waiting.\nPer stage \\ queue.", stage, &depth),
+                     SL_OK);
+    assert_int_equal(sl_metrics_add_counter(m, "sluice_rows_total", "Rows written.", NULL, &rows),
+                     SL_OK);
+    const double bounds[] = {0.25, 0.5, 2.5};
+    assert_int_equal(sl_metrics_add_histogram(m, "vllm:e2e_request_latency_seconds",
+                                              "Histogram of end to end request latency in "
+                                              "seconds.",
+                                              NULL, bounds, 3, &lat),
+                     SL_OK);
+    assert_int_equal(sl_metrics_add_gauge(m, "sluice_bytes_in_flight",
+                                          "Bytes held by rows in flight.", NULL, &inflight),
+                     SL_OK);
+
+    sl_metrics_child *stop = sl_metrics_with(succ, "m", "stop");
+    for (int i = 0; i < 3; i++)
+        sl_metrics_counter_inc(stop);
+    sl_metrics_counter_add_u64(sl_metrics_with(succ, "m", "length"), 2);
+    sl_metrics_counter_add(sl_metrics_with(succ, "a\\b\"c\nd", "stop"), 1.5);
+    assert_ptr_equal(sl_metrics_with(succ, "m", "stop"), stop);
+
+    sl_metrics_gauge_set(sl_metrics_with(depth, "zz"), INFINITY);
+    sl_metrics_gauge_set(sl_metrics_with(depth, "encode"), 1e6);
+    sl_metrics_gauge_set(sl_metrics_with(depth, "decode"), 1.0);
+    sl_metrics_gauge_add(sl_metrics_with(depth, "decode"), -3.5);
+
+    sl_metrics_child *l = sl_metrics_with(lat);
+    const double obs[] = {0.125, 0.25, 0.375, 3, 100};
+    for (size_t i = 0; i < 5; i++)
+        sl_metrics_histogram_observe(l, obs[i]);
+
+    double v = 4096;
+    assert_int_equal(sl_metrics_child_set_fn(sl_metrics_with(inflight), four_k, &v), SL_OK);
+    sl_metrics_gauge_set(sl_metrics_with(inflight), 7); /* ignored: the callback wins */
+
+    const char *want =
+        "# HELP sluice_bytes_in_flight Bytes held by rows in flight.\n"
+        "# TYPE sluice_bytes_in_flight gauge\n"
+        "sluice_bytes_in_flight 4096\n"
+        "# HELP sluice_queue_depth Rows waiting.\\nPer stage \\\\ queue.\n"
+        "# TYPE sluice_queue_depth gauge\n"
+        "sluice_queue_depth{stage=\"decode\"} -2.5\n"
+        "sluice_queue_depth{stage=\"encode\"} 1000000\n"
+        "sluice_queue_depth{stage=\"zz\"} +Inf\n"
+        "# HELP sluice_rows_total Rows written.\n"
+        "# TYPE sluice_rows_total counter\n"
+        "sluice_rows_total 0\n"
+        "# HELP vllm:e2e_request_latency_seconds Histogram of end to end request latency in "
+        "seconds.\n"
+        "# TYPE vllm:e2e_request_latency_seconds histogram\n"
+        "vllm:e2e_request_latency_seconds_bucket{le=\"0.25\"} 2\n"
+        "vllm:e2e_request_latency_seconds_bucket{le=\"0.5\"} 3\n"
+        "vllm:e2e_request_latency_seconds_bucket{le=\"2.5\"} 3\n"
+        "vllm:e2e_request_latency_seconds_bucket{le=\"+Inf\"} 5\n"
+        "vllm:e2e_request_latency_seconds_sum 103.75\n"
+        "vllm:e2e_request_latency_seconds_count 5\n"
+        "# HELP vllm:request_success_total Count of successfully processed requests.\n"
+        "# TYPE vllm:request_success_total counter\n"
+        "vllm:request_success_total{model_name=\"a\\\\b\\\"c\\nd\",finished_reason=\"stop\"} 1.5\n"
+        "vllm:request_success_total{model_name=\"m\",finished_reason=\"length\"} 2\n"
+        "vllm:request_success_total{model_name=\"m\",finished_reason=\"stop\"} 3\n";
+    char *text = render(m);
+    assert_string_equal(text, want);
+    sl_metrics_text_free(text);
+
+    /* Rendering twice gives the same text (stable order). */
+    text = render(m);
+    assert_string_equal(text, want);
+    sl_metrics_text_free(text);
+    sl_metrics_free(m);
+}
+
+static void empty_registry_renders_empty_text(void **state)
+{
+    sl_metrics *m = new_registry();
+    char *text = render(m);
+    assert_string_equal(text, "");
+    sl_metrics_text_free(text);
+    sl_metrics_free(m);
+}
+
+/* --- histograms -------------------------------------------------------------------- */
+
+static void histogram_buckets_are_cumulative(void **state)
+{
+    sl_metrics *m = new_registry();
+    sl_metrics_family *h;
+    const char *labels[] = {"stage", NULL};
+    const double bounds[] = {1, 2, 4, INFINITY}; /* trailing +Inf is dropped, added back */
+    assert_int_equal(sl_metrics_add_histogram(m, "h", "", labels, bounds, 4, &h), SL_OK);
+    assert_int_equal(sl_metrics_bucket_count(h), 4);
+    sl_metrics_child *c = sl_metrics_with(h, "s");
+    const double obs[] = {-1, 0.5, 1, 1.5, 2, 3, 4, 5, 1e9};
+    for (size_t i = 0; i < 9; i++)
+        sl_metrics_histogram_observe(c, obs[i]);
+    assert_int_equal(sl_metrics_histogram_bucket(c, 0), 3); /* -1, 0.5, 1 */
+    assert_int_equal(sl_metrics_histogram_bucket(c, 1), 5); /* + 1.5, 2 */
+    assert_int_equal(sl_metrics_histogram_bucket(c, 2), 7); /* + 3, 4 */
+    assert_int_equal(sl_metrics_histogram_bucket(c, 3), 9); /* + 5, 1e9 */
+    assert_int_equal(sl_metrics_histogram_count(c), 9);
+    assert_true(sl_metrics_value(c) == 1000000016.0);
+
+    char *text = render(m);
+    assert_non_null(strstr(text, "# TYPE h histogram\n"
+                                 "h_bucket{stage=\"s\",le=\"1\"} 3\n"
+                                 "h_bucket{stage=\"s\",le=\"2\"} 5\n"
+                                 "h_bucket{stage=\"s\",le=\"4\"} 7\n"
+                                 "h_bucket{stage=\"s\",le=\"+Inf\"} 9\n"
+                                 "h_sum{stage=\"s\"} 1000000016\n"
+                                 "h_count{stage=\"s\"} 9\n"));
+    sl_metrics_text_free(text);
+
+    /* NaN goes to +Inf only, and poisons the sum as in the client libraries. */
+    sl_metrics_histogram_observe(c, NAN);
+    assert_int_equal(sl_metrics_histogram_bucket(c, 2), 7);
+    assert_int_equal(sl_metrics_histogram_bucket(c, 3), 10);
+    assert_true(isnan(sl_metrics_value(c)));
+
+    /* Default buckets: the Prometheus client's 14 + Inf. */
+    sl_metrics_family *d;
+    assert_int_equal(sl_metrics_add_histogram(m, "d_seconds", "x", NULL, NULL, 0, &d), SL_OK);
+    assert_int_equal(sl_metrics_bucket_count(d), 15);
+    sl_metrics_histogram_observe(sl_metrics_with(d), 0.005);
+    assert_int_equal(sl_metrics_histogram_bucket(sl_metrics_with(d), 0), 1);
+    sl_metrics_free(m);
+}
+
+/* --- numbers ------------------------------------------------------------------------ */
+
+static void floats_are_formatted_per_spec(void **state)
+{
+    static const struct {
+        double v;
+        const char *want;
+    } cases[] = {
+        {0.0, "0"},
+        {1.0, "1"},
+        {-2.0, "-2"},
+        {1e6, "1000000"},
+        {123456789012.0, "123456789012"},
+        {0.1, "0.1"},
+        {0.005, "0.005"},
+        {2.5, "2.5"},
+        {-3.75, "-3.75"},
+        {1.0 / 3.0, "0.3333333333333333"},
+        {1.5e-7, "1.5e-07"},
+        {1e20, "1e+20"},
+        {123456789.125, "123456789.125"},
+        {INFINITY, "+Inf"},
+        {-INFINITY, "-Inf"},
+        {NAN, "NaN"},
+    };
+    char out[32];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t n = sl_obs_format_double(cases[i].v, out);
+        assert_string_equal(out, cases[i].want);
+        assert_int_equal(n, strlen(cases[i].want));
+    }
+}
+
+/* --- concurrency ---------------------------------------------------------------------- */
+
+#define THREADS 8
+#define ITERS 100000
+
+typedef struct worker {
+    sl_metrics_family *counter, *gauge, *hist;
+    int id;
+} worker;
+
+static void *hammer(void *arg)
+{
+    worker *w = arg;
+    static const char *stages[] = {"a", "b", "c"};
+    sl_metrics_child *shared = sl_metrics_with(w->counter, "all");
+    sl_metrics_child *g = sl_metrics_with(w->gauge);
+    sl_metrics_child *h = sl_metrics_with(w->hist);
+    for (int i = 0; i < ITERS; i++) {
+        sl_metrics_counter_inc(shared);
+        sl_metrics_counter_add(shared, 0.5); /* the CAS path */
+        sl_metrics_gauge_add(g, (w->id % 2) ? 1.0 : -0.25);
+        sl_metrics_histogram_observe(h, (double)(i % 4)); /* 0 1 2 3 */
+        if (i % 1000 == 0) /* children made from many threads at once */
+            sl_metrics_counter_inc(sl_metrics_with(w->counter, stages[(i / 1000) % 3]));
+    }
+    return NULL;
+}
+
+static void eight_threads_sum_exactly(void **state)
+{
+    sl_metrics *m = new_registry();
+    worker w[THREADS];
+    sl_metrics_family *counter, *gauge, *hist;
+    const char *labels[] = {"stage", NULL};
+    const double bounds[] = {0.5, 1.5, 2.5};
+    assert_int_equal(sl_metrics_add_counter(m, "c_total", "c", labels, &counter), SL_OK);
+    assert_int_equal(sl_metrics_add_gauge(m, "g", "g", NULL, &gauge), SL_OK);
+    assert_int_equal(sl_metrics_add_histogram(m, "h", "h", NULL, bounds, 3, &hist), SL_OK);
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (worker){counter, gauge, hist, i};
+        pthread_create(&t[i], NULL, hammer, &w[i]);
+    }
+    /* Scrape while they run: must not crash or deadlock. */
+    for (int i = 0; i < 20; i++) {
+        char *text = render(m);
+        sl_metrics_text_free(text);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+
+    assert_true(sl_metrics_value(sl_metrics_with(counter, "all")) == THREADS * ITERS * 1.5);
+    /* 4 odd threads add 1.0, 4 even ones -0.25: all exact in binary. */
+    assert_true(sl_metrics_value(sl_metrics_with(gauge)) ==
+                (THREADS / 2) * ITERS * 1.0 - (THREADS / 2) * ITERS * 0.25);
+    sl_metrics_child *h = sl_metrics_with(hist);
+    assert_int_equal(sl_metrics_histogram_count(h), THREADS * ITERS);
+    for (size_t b = 0; b < 4; b++)
+        assert_int_equal(sl_metrics_histogram_bucket(h, b), (b + 1) * THREADS * ITERS / 4);
+    assert_true(sl_metrics_value(h) == THREADS * (ITERS / 4) * (0.0 + 1 + 2 + 3));
+    /* i % 1000 == 0 happens 100 times per thread: 34 a, 33 b, 33 c. */
+    assert_true(sl_metrics_value(sl_metrics_with(counter, "a")) == THREADS * 34);
+    assert_true(sl_metrics_value(sl_metrics_with(counter, "b")) == THREADS * 33);
+    assert_true(sl_metrics_value(sl_metrics_with(counter, "c")) == THREADS * 33);
+    sl_metrics_free(m);
+}
+
+static void many_children_grow_the_table(void **state)
+{
+    sl_metrics *m = new_registry();
+    sl_metrics_family *f;
+    const char *labels[] = {"id", NULL};
+    assert_int_equal(sl_metrics_add_counter(m, "x_total", "x", labels, &f), SL_OK);
+    sl_metrics_child *kids[1000];
+    char id[16];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(id, sizeof id, "%04d", 999 - i);
+        kids[i] = sl_metrics_with(f, id);
+        sl_metrics_counter_add_u64(kids[i], (uint64_t)i);
+    }
+    for (int i = 0; i < 1000; i++) {
+        snprintf(id, sizeof id, "%04d", 999 - i);
+        assert_ptr_equal(sl_metrics_with(f, id), kids[i]);
+    }
+    char *text = render(m);
+    /* Sorted by value: id 0000 (i = 999) first. */
+    assert_non_null(strstr(text, "# TYPE x_total counter\nx_total{id=\"0000\"} 999\n"
+                                 "x_total{id=\"0001\"} 998\n"));
+    assert_non_null(strstr(text, "x_total{id=\"0999\"} 0\n"));
+    sl_metrics_text_free(text);
+    sl_metrics_free(m);
+}
+
+/* --- names -------------------------------------------------------------------------- */
+
+static sl_status reg(sl_metrics *m, sl_metrics_type type, const char *name,
+                     const char *const *labels, size_t n)
+{
+    sl_metrics_family_params p = sl_metrics_family_default_params();
+    p.type = type;
+    p.name = name;
+    p.help = "h";
+    p.label_names = labels;
+    p.n_labels = n;
+    sl_metrics_family *f = (sl_metrics_family *)0x1;
+    sl_status st = sl_metrics_register(m, &p, &f);
+    if (st != SL_OK)
+        assert_null(f);
+    return st;
+}
+
+static void invalid_names_rejected(void **state)
+{
+    sl_metrics *m = new_registry();
+    const char *bad_names[] = {"", "1abc", "a-b", "has space", "é", "a.b", "x{y}"};
+    for (size_t i = 0; i < sizeof bad_names / sizeof *bad_names; i++) {
+        assert_int_equal(reg(m, SL_METRICS_COUNTER, bad_names[i], NULL, 0), SL_ERR_INVALID_ARG);
+        assert_non_null(strstr(sl_last_error(), "is invalid"));
+    }
+    assert_int_equal(reg(m, SL_METRICS_COUNTER, NULL, NULL, 0), SL_ERR_INVALID_ARG);
+
+    /* vLLM's names with ':' are fine; so are _ and digits after the start. */
+    assert_int_equal(reg(m, SL_METRICS_COUNTER, "vllm:num_preemptions_total", NULL, 0), SL_OK);
+    assert_int_equal(reg(m, SL_METRICS_GAUGE, ":_x9", NULL, 0), SL_OK);
+
+    const char *colon[] = {"a:b"};
+    assert_int_equal(reg(m, SL_METRICS_GAUGE, "g1", colon, 1), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "label name \"a:b\""));
+    const char *reserved[] = {"__name__"};
+    assert_int_equal(reg(m, SL_METRICS_GAUGE, "g2", reserved, 1), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "reserved"));
+    const char *twice[] = {"a", "b", "a"};
+    assert_int_equal(reg(m, SL_METRICS_GAUGE, "g3", twice, 3), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "appears twice"));
+    const char *le[] = {"le"};
+    assert_int_equal(reg(m, SL_METRICS_HISTOGRAM, "h1", le, 1), SL_ERR_INVALID_ARG);
+    assert_int_equal(reg(m, SL_METRICS_GAUGE, "g4", le, 1), SL_OK); /* le is fine elsewhere */
+    const char *null_label[] = {NULL};
+    assert_int_equal(reg(m, SL_METRICS_GAUGE, "g5", null_label, 1), SL_ERR_INVALID_ARG);
+
+    /* Duplicates, including a histogram's derived names. */
+    assert_int_equal(reg(m, SL_METRICS_COUNTER, "vllm:num_preemptions_total", NULL, 0),
+                     SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "already registered"));
+    assert_int_equal(reg(m, SL_METRICS_HISTOGRAM, "lat", NULL, 0), SL_OK);
+    assert_int_equal(reg(m, SL_METRICS_GAUGE, "lat_count", NULL, 0), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "lat_count"));
+    assert_int_equal(reg(m, SL_METRICS_GAUGE, "foo_sum", NULL, 0), SL_OK);
+    assert_int_equal(reg(m, SL_METRICS_HISTOGRAM, "foo", NULL, 0), SL_ERR_INVALID_ARG);
+
+    /* Bucket bounds. */
+    sl_metrics_family *f;
+    const double down[] = {1, 0.5};
+    assert_int_equal(sl_metrics_add_histogram(m, "b1", "", NULL, down, 2, &f),
+                     SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "strictly increasing"));
+    const double same[] = {1, 1};
+    assert_int_equal(sl_metrics_add_histogram(m, "b2", "", NULL, same, 2, &f),
+                     SL_ERR_INVALID_ARG);
+    const double nan[] = {NAN};
+    assert_int_equal(sl_metrics_add_histogram(m, "b3", "", NULL, nan, 1, &f),
+                     SL_ERR_INVALID_ARG);
+    const double mid_inf[] = {1, INFINITY, 3};
+    assert_int_equal(sl_metrics_add_histogram(m, "b4", "", NULL, mid_inf, 3, &f),
+                     SL_ERR_INVALID_ARG);
+
+    /* Label values: any UTF-8, but not NULL and not broken UTF-8. */
+    const char *labels[] = {"model_name", NULL};
+    assert_int_equal(sl_metrics_add_counter(m, "ok_total", "", labels, &f), SL_OK);
+    assert_non_null(sl_metrics_with(f, "héllo ✓"));
+    assert_null(sl_metrics_with(f, "\xff\xfe"));
+    assert_non_null(strstr(sl_last_error(), "not valid UTF-8"));
+    sl_metrics_child *c = (sl_metrics_child *)0x1;
+    const char *null_value[] = {NULL};
+    assert_int_equal(sl_metrics_child_get(f, null_value, &c), SL_ERR_INVALID_ARG);
+    assert_null(c);
+
+    /* Histograms take no callback. */
+    assert_int_equal(sl_metrics_child_set_fn(sl_metrics_with(sl_metrics_find(m, "lat")), four_k,
+                                             NULL),
+                     SL_ERR_INVALID_ARG);
+    assert_null(sl_metrics_find(m, "nope"));
+    sl_metrics_free(m);
+}
+
+static void counters_ignore_negative_amounts(void **state)
+{
+    sl_metrics *m = new_registry();
+    sl_metrics_family *f;
+    assert_int_equal(sl_metrics_add_counter(m, "n_total", "", NULL, &f), SL_OK);
+    sl_metrics_child *c = sl_metrics_with(f);
+    sl_metrics_counter_add(c, 2);
+    sl_metrics_counter_add(c, -1);
+    sl_metrics_counter_add(c, NAN);
+    sl_metrics_counter_add(c, INFINITY);
+    sl_metrics_counter_add(c, 0.25);
+    assert_true(sl_metrics_value(c) == 2.25);
+    sl_metrics_free(m);
+}
+
+static void failed_allocations_are_reported(void **state)
+{
+    /* Fail each allocation in turn while building and rendering a registry. */
+    for (long n = 0; n < 40; n++) {
+        sl_alloc_fail_after(n);
+        sl_metrics *m = NULL;
+        sl_metrics_params p = sl_metrics_default_params();
+        p.process_metrics = false;
+        sl_status st = sl_metrics_new(&p, &m);
+        sl_metrics_family *f = NULL;
+        const char *labels[] = {"a", NULL};
+        if (st == SL_OK)
+            st = sl_metrics_add_histogram(m, "h", "", labels, NULL, 0, &f);
+        if (st == SL_OK && !sl_metrics_with(f, "x"))
+            st = SL_ERR_NOMEM;
+        char *text = NULL;
+        if (st == SL_OK)
+            st = sl_metrics_render(m, &text, NULL);
+        sl_alloc_fail_after(-1);
+        if (st != SL_OK) {
+            assert_int_equal(st, SL_ERR_NOMEM);
+            assert_null(text);
+        }
+        sl_metrics_text_free(text);
+        sl_metrics_free(m);
+    }
+    assert_int_equal(sl_alloc_live_bytes(), 0);
+}
+
+/* --- process metrics ------------------------------------------------------------------- */
+
+static double sample_value(const char *text, const char *name)
+{
+    char key[128];
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *p = strstr(text, key);
+    assert_non_null(p);
+    return strtod(p + strlen(key), NULL);
+}
+
+static void process_metrics_are_plausible(void **state)
+{
+    sl_metrics *m;
+    assert_int_equal(sl_metrics_new(NULL, &m), SL_OK);
+    char *text = render(m);
+    assert_non_null(strstr(text, "# TYPE process_cpu_seconds_total counter\n"));
+    assert_non_null(strstr(text, "# TYPE process_resident_memory_bytes gauge\n"));
+    double rss = sample_value(text, "process_resident_memory_bytes");
+    double vsz = sample_value(text, "process_virtual_memory_bytes");
+    assert_true(rss > 1e5 && rss < 1e11);
+    assert_true(vsz >= rss);
+    assert_true(sample_value(text, "process_cpu_seconds_total") >= 0);
+    double start = sample_value(text, "process_start_time_seconds");
+    assert_true(start > 1.6e9 && start <= (double)time(NULL) + 1);
+    double fds = sample_value(text, "process_open_fds");
+    assert_true(fds >= 3 && fds < 10000);
+    assert_true(sample_value(text, "process_max_fds") >= fds);
+    sl_metrics_text_free(text);
+    sl_metrics_free(m);
+}
+
+/* --- HTTP -------------------------------------------------------------------------------- */
+
+/* One request over a fresh connection; the whole response into buf. */
+static void http(int port, const char *method, const char *path, char *buf, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char req[256];
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                     "Content-Length: 0\r\n\r\n",
+                     method, path);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    size_t len = 0;
+    ssize_t r;
+    while (len + 1 < cap && (r = read(fd, buf + len, cap - 1 - len)) > 0)
+        len += (size_t)r;
+    buf[len] = '\0';
+    close(fd);
+}
+
+static void hello(void *user, const char *path, sl_metrics_reply *reply)
+{
+    reply->content_type = "application/json";
+    reply->body = sl_strdup("{\"path\":\"/hello\"}");
+    reply->len = strlen(reply->body);
+    reply->free_body = sl_free;
+}
+
+static void http_endpoint_serves_and_refuses(void **state)
+{
+    sl_metrics *m = new_registry();
+    sl_metrics_family *f;
+    assert_int_equal(sl_metrics_add_counter(m, "vllm:prompt_tokens_total", "Prompt tokens.",
+                                            NULL, &f),
+                     SL_OK);
+    sl_metrics_counter_add_u64(sl_metrics_with(f), 42);
+    sl_metrics_server *s;
+    assert_int_equal(sl_metrics_server_start(m, "127.0.0.1:0", &s), SL_OK);
+    int port = sl_metrics_server_port(s);
+    assert_true(port > 0 && port < 65536);
+
+    static char buf[65536];
+    http(port, "GET", "/metrics", buf, sizeof buf);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    assert_non_null(
+        strstr(buf, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+    assert_non_null(strstr(buf, "\r\n\r\n# HELP vllm:prompt_tokens_total Prompt tokens.\n"
+                                "# TYPE vllm:prompt_tokens_total counter\n"
+                                "vllm:prompt_tokens_total 42\n"));
+    http(port, "GET", "/nope", buf, sizeof buf);
+    assert_non_null(strstr(buf, "HTTP/1.1 404"));
+    http(port, "POST", "/metrics", buf, sizeof buf);
+    assert_non_null(strstr(buf, "HTTP/1.1 405"));
+    assert_non_null(strstr(buf, "Allow: GET, HEAD"));
+    http(port, "HEAD", "/metrics", buf, sizeof buf);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    assert_null(strstr(buf, "# HELP"));
+
+    /* More routes can be added to a running server. */
+    http(port, "GET", "/hello", buf, sizeof buf);
+    assert_non_null(strstr(buf, "HTTP/1.1 404"));
+    assert_int_equal(sl_metrics_server_route(s, "/hello", hello, NULL), SL_OK);
+    http(port, "GET", "/hello", buf, sizeof buf);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    assert_non_null(strstr(buf, "Content-Type: application/json\r\n"));
+    assert_non_null(strstr(buf, "\r\n\r\n{\"path\":\"/hello\"}"));
+    assert_int_equal(sl_metrics_server_route(s, "hello", hello, NULL), SL_ERR_INVALID_ARG);
+
+    /* The same port again: busy, and the message says so. */
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    sl_metrics_server *s2 = (sl_metrics_server *)0x1;
+    assert_int_equal(sl_metrics_server_start(m, addr, &s2), SL_ERR_IO);
+    assert_null(s2);
+    assert_non_null(strstr(sl_last_error(), addr));
+    assert_non_null(strstr(sl_last_error(), "in use"));
+
+    sl_metrics_server_stop(s);
+    sl_metrics_server_stop(NULL);
+    sl_metrics_free(m);
+}
+
+static void bad_addresses_are_named(void **state)
+{
+    sl_metrics *m = new_registry();
+    const char *bad[] = {"nonsense", "127.0.0.1:http", "127.0.0.1:70000", "127.0.0.1:",
+                         "::1:9090", "[::1]9090", "[::1:9090"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        sl_metrics_server *s = (sl_metrics_server *)0x1;
+        assert_int_equal(sl_metrics_server_start(m, bad[i], &s), SL_ERR_INVALID_ARG);
+        assert_null(s);
+        char quoted[64];
+        snprintf(quoted, sizeof quoted, "\"%s\"", bad[i]);
+        assert_non_null(strstr(sl_last_error(), quoted));
+    }
+    /* IPv6 loopback, where the kernel has it. */
+    sl_metrics_server *s = NULL;
+    if (sl_metrics_server_start(m, "[::1]:0", &s) == SL_OK) {
+        assert_true(sl_metrics_server_port(s) > 0);
+        sl_metrics_server_stop(s);
+    }
+    sl_metrics_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(exposition_exact_text),
+        cmocka_unit_test(empty_registry_renders_empty_text),
+        cmocka_unit_test(histogram_buckets_are_cumulative),
+        cmocka_unit_test(floats_are_formatted_per_spec),
+        cmocka_unit_test(eight_threads_sum_exactly),
+        cmocka_unit_test(many_children_grow_the_table),
+        cmocka_unit_test(invalid_names_rejected),
+        cmocka_unit_test(counters_ignore_negative_amounts),
+        cmocka_unit_test(failed_allocations_are_reported),
+        cmocka_unit_test(process_metrics_are_plausible),
+        cmocka_unit_test(http_endpoint_serves_and_refuses),
+        cmocka_unit_test(bad_addresses_are_named),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

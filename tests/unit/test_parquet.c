@@ -1,0 +1,577 @@
+/* Unit tests: io/thrift_compact.c (known bytes, round trips, corrupt input),
+ * the RLE/bit-packed hybrid in io/parquet_format.c (the spec's byte vectors),
+ * and io/parquet_write.c -> io/parquet_read.c round trips and errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdint.h>
+
+#include "core/alloc.h"
+#include "io/parquet_format.h"
+#include "io/parquet_read.h"
+#include "io/parquet_write.h"
+#include "io/thrift_compact.h"
+#include "test_util.h"
+
+#define BYTES(...) ((const uint8_t[]){__VA_ARGS__}), sizeof((const uint8_t[]){__VA_ARGS__})
+
+static void assert_bytes(const uint8_t *got, size_t got_len, const uint8_t *want, size_t want_len)
+{
+    assert_int_equal(got_len, want_len);
+    assert_memory_equal(got, want, want_len);
+}
+
+/* ---- Thrift compact ---------------------------------------------------- */
+
+static void thrift_varint_zigzag_round_trip(void **state)
+{
+    const int64_t values[] = {0, 1, -1, 63, -64, 64, 127, 128, 300, -300, INT32_MAX, INT32_MIN,
+                              INT64_MAX, INT64_MIN, 1LL << 40, -(1LL << 40)};
+    sl_tc_writer w;
+    sl_tc_writer_init(&w);
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++)
+        sl_tc_write_i64(&w, values[i]);
+    assert_false(w.err);
+    sl_tc_reader r;
+    sl_tc_reader_init(&r, w.buf, w.len);
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++)
+        assert_true(sl_tc_read_i64(&r) == values[i]);
+    assert_false(r.err);
+    assert_int_equal(sl_tc_reader_pos(&r), w.len);
+    sl_tc_writer_free(&w);
+
+    /* Known encodings: zigzag(0)=0, (-1)=1, (1)=2, (-64)=127, (64)=128 -> 80 01. */
+    sl_tc_writer_init(&w);
+    sl_tc_write_i64(&w, 0);
+    sl_tc_write_i64(&w, -1);
+    sl_tc_write_i64(&w, 1);
+    sl_tc_write_i64(&w, -64);
+    sl_tc_write_i64(&w, 64);
+    assert_bytes(w.buf, w.len, BYTES(0x00, 0x01, 0x02, 0x7F, 0x80, 0x01));
+    sl_tc_writer_free(&w);
+}
+
+static void thrift_field_headers_known_bytes(void **state)
+{
+    sl_tc_writer w;
+    sl_tc_writer_init(&w);
+    sl_tc_write_struct_begin(&w);
+    sl_tc_write_i32_field(&w, 1, 3);      /* delta 1, i32: 0x15, zigzag 3 = 6 */
+    sl_tc_write_bool_field(&w, 2, true);  /* delta 1, true: 0x11 */
+    sl_tc_write_bool_field(&w, 3, false); /* delta 1, false: 0x12 */
+    sl_tc_write_i64_field(&w, 20, 5);     /* delta 17 > 15: long form 0x06, zigzag(20)=40, then 10 */
+    sl_tc_write_binary_field(&w, 21, "ab", 2); /* delta 1, binary: 0x18, len 2, 'a' 'b' */
+    sl_tc_write_field(&w, SL_TC_LIST, 22);     /* 0x19, list of 3 i32: 0x35 */
+    sl_tc_write_list_begin(&w, SL_TC_I32, 3);
+    sl_tc_write_i64(&w, 1);
+    sl_tc_write_i64(&w, 2);
+    sl_tc_write_i64(&w, 3);
+    sl_tc_write_field(&w, SL_TC_STRUCT, 24);   /* delta 2: 0x2C, nested struct */
+    sl_tc_write_struct_begin(&w);
+    sl_tc_write_i32_field(&w, 1, -1);          /* nested ids restart: 0x15 0x01 */
+    sl_tc_write_struct_end(&w);                /* 0x00 */
+    sl_tc_write_i32_field(&w, 25, 0);          /* delta from 24 (not from 1): 0x15 0x00 */
+    sl_tc_write_struct_end(&w);
+    assert_false(w.err);
+    assert_bytes(w.buf, w.len,
+                 BYTES(0x15, 0x06, 0x11, 0x12, 0x06, 0x28, 0x0A, 0x18, 0x02, 'a', 'b', 0x19, 0x35, 0x02, 0x04,
+                       0x06, 0x2C, 0x15, 0x01, 0x00, 0x15, 0x00, 0x00));
+    sl_tc_writer_free(&w);
+}
+
+static void thrift_long_list_header(void **state)
+{
+    sl_tc_writer w;
+    sl_tc_writer_init(&w);
+    sl_tc_write_list_begin(&w, SL_TC_BINARY, 20);
+    sl_tc_write_list_begin(&w, SL_TC_STRUCT, 14);
+    assert_bytes(w.buf, w.len, BYTES(0xF8, 0x14, 0xEC));
+    sl_tc_writer_free(&w);
+}
+
+static void thrift_struct_round_trip_and_skip(void **state)
+{
+    sl_tc_writer w;
+    sl_tc_writer_init(&w);
+    sl_tc_write_struct_begin(&w);
+    sl_tc_write_i32_field(&w, 1, 42);
+    sl_tc_write_field(&w, SL_TC_STRUCT, 2); /* unknown to the reader below: skipped */
+    sl_tc_write_struct_begin(&w);
+    sl_tc_write_string_field(&w, 1, "skip me");
+    sl_tc_write_field(&w, SL_TC_LIST, 2);
+    sl_tc_write_list_begin(&w, SL_TC_TRUE, 2); /* bool elements, one byte each */
+    sl_tc_write_byte(&w, 1);
+    sl_tc_write_byte(&w, 2);
+    sl_tc_write_field(&w, SL_TC_DOUBLE, 3);
+    sl_tc_write_double(&w, 2.5);
+    sl_tc_write_struct_end(&w);
+    sl_tc_write_field(&w, SL_TC_LIST, 3);
+    sl_tc_write_list_begin(&w, SL_TC_BINARY, 16);
+    for (int i = 0; i < 16; i++)
+        sl_tc_write_binary(&w, "xyz", (size_t)(i % 4));
+    sl_tc_write_i64_field(&w, 300, -7); /* long-form id */
+    sl_tc_write_struct_end(&w);
+    assert_false(w.err);
+
+    sl_tc_reader r;
+    sl_tc_reader_init(&r, w.buf, w.len);
+    sl_tc_read_struct_begin(&r);
+    int type, et;
+    int16_t id;
+    int seen = 0;
+    while (sl_tc_read_field(&r, &type, &id)) {
+        if (id == 1) {
+            assert_int_equal(type, SL_TC_I32);
+            assert_int_equal(sl_tc_read_i32(&r), 42);
+            seen |= 1;
+        } else if (id == 3) {
+            assert_int_equal(type, SL_TC_LIST);
+            assert_int_equal(sl_tc_read_list_begin(&r, &et), 16);
+            assert_int_equal(et, SL_TC_BINARY);
+            for (int i = 0; i < 16; i++) {
+                size_t len;
+                const uint8_t *s = sl_tc_read_binary(&r, &len);
+                assert_int_equal(len, (size_t)(i % 4));
+                assert_memory_equal(s, "xyz", len);
+            }
+            seen |= 2;
+        } else if (id == 300) {
+            assert_int_equal(type, SL_TC_I64);
+            assert_int_equal(sl_tc_read_i64(&r), -7);
+            seen |= 4;
+        } else {
+            assert_int_equal(id, 2);
+            sl_tc_skip(&r, type);
+        }
+    }
+    sl_tc_read_struct_end(&r);
+    assert_false(r.err);
+    assert_int_equal(seen, 7);
+    assert_int_equal(sl_tc_reader_pos(&r), w.len);
+
+    /* Every truncation of the input is an error, never a crash or a hang. */
+    for (size_t cut = 0; cut < w.len; cut++) {
+        sl_tc_reader_init(&r, w.buf, cut);
+        sl_tc_skip(&r, SL_TC_STRUCT);
+        assert_true(r.err);
+    }
+    sl_tc_writer_free(&w);
+}
+
+static void thrift_corrupt_input(void **state)
+{
+    sl_tc_reader r;
+    int et;
+    /* A list claiming more elements than bytes remain. */
+    sl_tc_reader_init(&r, BYTES(0xF5, 0xFF, 0xFF, 0xFF, 0x7F, 0x00));
+    assert_int_equal(sl_tc_read_list_begin(&r, &et), 0);
+    assert_true(r.err);
+    /* A varint longer than 64 bits. */
+    sl_tc_reader_init(&r, BYTES(0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F));
+    sl_tc_read_varint(&r);
+    assert_true(r.err);
+    /* An i32 out of range. */
+    sl_tc_reader_init(&r, BYTES(0x80, 0x80, 0x80, 0x80, 0x20));
+    sl_tc_read_i32(&r);
+    assert_true(r.err);
+    /* A binary longer than its input. */
+    sl_tc_reader_init(&r, BYTES(0x05, 'a', 'b'));
+    size_t len;
+    assert_null(sl_tc_read_binary(&r, &len));
+    assert_true(r.err);
+    /* Structs nested past the depth limit. */
+    uint8_t deep[200];
+    for (size_t i = 0; i < sizeof deep; i++)
+        deep[i] = 0x1C; /* field delta 1, struct */
+    sl_tc_reader_init(&r, deep, sizeof deep);
+    sl_tc_skip(&r, SL_TC_STRUCT);
+    assert_true(r.err);
+    /* Lists nested in lists past the depth limit. */
+    for (size_t i = 0; i < sizeof deep; i++)
+        deep[i] = 0x19; /* one element of type list */
+    sl_tc_reader_init(&r, deep, sizeof deep);
+    sl_tc_skip(&r, SL_TC_LIST);
+    assert_true(r.err);
+}
+
+/* ---- RLE / bit-packed hybrid ------------------------------------------- */
+
+static void rle_spec_vectors(void **state)
+{
+    /* The spec's bit-packing example: 0..7 at width 3 -> 10001000 11000110 11111010. */
+    const uint32_t seq[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    sl_buf b = {0};
+    assert_true(sl_rle_encode(&b, seq, 8, 3));
+    assert_bytes(b.data, b.len, BYTES(0x03, 0x88, 0xC6, 0xFA));
+    uint32_t out[100];
+    assert_true(sl_rle_decode(b.data, b.len, 3, out, 8));
+    assert_memory_equal(out, seq, sizeof seq);
+
+    /* An RLE run: 100 x 4 at width 3 -> header 200 (varint C8 01), value 04. */
+    uint32_t fours[100];
+    for (int i = 0; i < 100; i++)
+        fours[i] = 4;
+    b.len = 0;
+    assert_true(sl_rle_encode(&b, fours, 100, 3));
+    assert_bytes(b.data, b.len, BYTES(0xC8, 0x01, 0x04));
+    memset(out, 0, sizeof out);
+    assert_true(sl_rle_decode(b.data, b.len, 3, out, 100));
+    assert_memory_equal(out, fours, sizeof fours);
+
+    /* Definition levels as writers emit them: width 1, 1 0 1 1 0 0 1 0 then
+     * ten 1s -> one bit-packed group (0x4D), then an RLE run of 10. */
+    const uint32_t defs[18] = {1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    b.len = 0;
+    assert_true(sl_rle_encode(&b, defs, 18, 1));
+    assert_bytes(b.data, b.len, BYTES(0x03, 0x4D, 0x14, 0x01));
+    assert_true(sl_rle_decode(b.data, b.len, 1, out, 18));
+    assert_memory_equal(out, defs, sizeof defs);
+
+    /* Wider values: the RLE value takes ceil(width / 8) bytes, little-endian. */
+    assert_true(sl_rle_decode(BYTES(0x10, 0x34, 0x12), 13, out, 8));
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(out[i], 0x1234);
+    sl_buf_free(&b);
+}
+
+static void rle_round_trip_and_truncation(void **state)
+{
+    uint32_t in[1000], out[1000];
+    unsigned seed = 7;
+    for (int width = 0; width <= 32; width += (width < 4 ? 1 : 7)) {
+        uint64_t mask = width == 32 ? 0xFFFFFFFFu : ((uint64_t)1 << width) - 1;
+        for (int i = 0; i < 1000; i++) {
+            seed = seed * 1103515245u + 12345u;
+            /* runs and noise mixed */
+            in[i] = (uint32_t)(((i / 50) % 2 ? (uint64_t)(i / 100) : seed >> 3) & mask);
+        }
+        sl_buf b = {0};
+        assert_true(sl_rle_encode(&b, in, 1000, width));
+        memset(out, 0xAB, sizeof out);
+        assert_true(sl_rle_decode(b.data, b.len, width, out, 1000));
+        assert_memory_equal(out, in, sizeof in);
+        if (width > 0) /* too little input for 1000 values */
+            assert_false(sl_rle_decode(b.data, b.len / 2, width, out, 1000));
+        sl_buf_free(&b);
+    }
+    assert_false(sl_rle_decode(BYTES(0x02, 0x01), 33, out, 1));
+    /* An RLE value wider than the bit width is corrupt. */
+    assert_false(sl_rle_decode(BYTES(0x02, 0x02), 1, out, 1));
+}
+
+/* ---- writer -> reader -------------------------------------------------- */
+
+static const sl_pq_column_def COLS[] = {
+    {"s", SL_PQ_STRING, true}, {"i", SL_PQ_INT64, false}, {"d", SL_PQ_DOUBLE, true},
+    {"b", SL_PQ_BOOL, true},   {"x", SL_PQ_BINARY, false},
+};
+#define NCOLS 5
+
+/* Row n's values, nulls at fixed strides. */
+static void make_row(int64_t n, sl_pq_value v[NCOLS], char *sbuf, uint8_t *xbuf)
+{
+    memset(v, 0, NCOLS * sizeof *v);
+    snprintf(sbuf, 64, "row %lld ✓", (long long)n);
+    v[0].is_null = n % 7 == 3;
+    v[0].ptr = sbuf;
+    v[0].len = n % 11 == 0 ? 0 : strlen(sbuf);
+    v[1].i64 = n % 2 ? INT64_MAX - n : INT64_MIN + n;
+    v[2].is_null = n % 5 == 1;
+    v[2].f64 = (double)n / 3.0;
+    v[3].is_null = n % 13 == 2;
+    v[3].b = n % 3 == 0;
+    size_t xl = (size_t)(n % 300);
+    for (size_t k = 0; k < xl; k++)
+        xbuf[k] = (uint8_t)(n + (int64_t)k);
+    v[4].ptr = xbuf;
+    v[4].len = xl;
+}
+
+static char *write_file(const char *dir, sl_pq_codec codec, int64_t rows, int64_t rg_bytes, int64_t *num_rgs)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/t-%d.parquet", dir, (int)codec);
+    sl_pq_writer_params p = sl_pq_writer_default_params();
+    p.codec = codec;
+    p.row_group_bytes = rg_bytes;
+    p.page_bytes = 4096; /* several pages per chunk */
+    sl_pq_writer *w;
+    assert_int_equal(sl_pq_writer_open(path, COLS, NCOLS, &p, &w), SL_OK);
+    assert_int_equal(sl_pq_writer_set_metadata(w, "sluice.version", "old"), SL_OK);
+    assert_int_equal(sl_pq_writer_set_metadata(w, "sluice.version", "0.1.0"), SL_OK);
+    sl_pq_value v[NCOLS];
+    char s[64];
+    uint8_t x[300];
+    for (int64_t n = 0; n < rows; n++) {
+        make_row(n, v, s, x);
+        assert_int_equal(sl_pq_writer_append(w, v), SL_OK);
+    }
+    assert_int_equal(sl_pq_writer_close(w), SL_OK);
+    *num_rgs = sl_pq_writer_num_row_groups(w);
+    assert_int_equal(sl_pq_writer_num_rows(w), rows);
+    sl_pq_writer_free(w);
+    return path;
+}
+
+static void check_file(const char *path, int64_t rows, int64_t num_rgs)
+{
+    sl_pq_reader *r;
+    assert_int_equal(sl_pq_reader_open(path, &r), SL_OK);
+    assert_int_equal(sl_pq_reader_num_rows(r), rows);
+    assert_int_equal(sl_pq_reader_num_row_groups(r), (size_t)num_rgs);
+    assert_string_equal(sl_pq_reader_metadata(r, "sluice.version"), "0.1.0");
+    assert_null(sl_pq_reader_metadata(r, "absent"));
+    assert_non_null(strstr(sl_pq_reader_created_by(r), "sluice"));
+    assert_int_equal(sl_pq_reader_num_columns(r), NCOLS);
+    for (size_t c = 0; c < NCOLS; c++) {
+        assert_string_equal(sl_pq_reader_column(r, c)->name, COLS[c].name);
+        assert_int_equal(sl_pq_reader_column(r, c)->type, COLS[c].type);
+        assert_int_equal(sl_pq_reader_column(r, c)->nullable, COLS[c].nullable);
+    }
+    int64_t n = 0;
+    const sl_pq_batch *b;
+    sl_pq_value v[NCOLS];
+    char s[64];
+    uint8_t x[300];
+    for (;;) {
+        assert_int_equal(sl_pq_reader_next(r, &b), SL_OK);
+        if (!b)
+            break;
+        assert_int_equal(b->num_columns, NCOLS);
+        const sl_pq_vector *col = b->columns;
+        for (int64_t i = 0; i < b->num_rows; i++, n++) {
+            make_row(n, v, s, x);
+            for (int c = 0; c < NCOLS; c++)
+                assert_int_equal(col[c].valid[i], !v[c].is_null);
+            if (!v[0].is_null) {
+                assert_int_equal(col[0].offsets[i + 1] - col[0].offsets[i], v[0].len);
+                assert_memory_equal(col[0].data + col[0].offsets[i], v[0].ptr, v[0].len);
+            }
+            assert_true(col[1].i64[i] == v[1].i64);
+            if (!v[2].is_null)
+                assert_true(col[2].f64[i] == v[2].f64);
+            if (!v[3].is_null)
+                assert_int_equal(col[3].b[i], v[3].b);
+            assert_int_equal(col[4].offsets[i + 1] - col[4].offsets[i], v[4].len);
+            if (v[4].len)
+                assert_memory_equal(col[4].data + col[4].offsets[i], v[4].ptr, v[4].len);
+        }
+    }
+    assert_int_equal(n, rows);
+
+    /* Projection: only "x" then "b", in that order; restarts at row group 0. */
+    const char *names[] = {"x", "b"};
+    assert_int_equal(sl_pq_reader_select(r, names, 2), SL_OK);
+    assert_int_equal(sl_pq_reader_next(r, &b), SL_OK);
+    if (rows > 0) {
+        assert_non_null(b);
+        assert_int_equal(b->row_group, 0);
+        assert_int_equal(b->num_columns, 2);
+        assert_string_equal(b->columns[0].info->name, "x");
+        assert_non_null(b->columns[0].offsets);
+        assert_non_null(b->columns[1].b);
+        assert_null(b->columns[1].i64);
+    } else {
+        assert_null(b);
+    }
+    const char *unknown[] = {"nope"};
+    assert_int_equal(sl_pq_reader_select(r, unknown, 1), SL_ERR_NOT_FOUND);
+    assert_non_null(strstr(sl_last_error(), "nope"));
+    assert_non_null(strstr(sl_last_error(), path));
+    sl_pq_reader_free(r);
+}
+
+static void round_trip_every_codec(void **state)
+{
+    char *dir = tu_tmpdir();
+    const sl_pq_codec codecs[] = {SL_PQ_UNCOMPRESSED, SL_PQ_SNAPPY, SL_PQ_GZIP, SL_PQ_ZSTD};
+    for (size_t k = 0; k < 4; k++) {
+        int64_t rgs;
+        /* ~200 bytes a row: a 64 KiB target gives several row groups. */
+        char *path = write_file(dir, codecs[k], 3000, 64 << 10, &rgs);
+        assert_true(rgs >= 5);
+        check_file(path, 3000, rgs);
+    }
+    tu_rmtree(dir);
+}
+
+static void empty_file_and_one_row_group(void **state)
+{
+    char *dir = tu_tmpdir();
+    int64_t rgs;
+    char *path = write_file(dir, SL_PQ_ZSTD, 0, 64 << 20, &rgs);
+    assert_int_equal(rgs, 0);
+    check_file(path, 0, 0);
+    path = write_file(dir, SL_PQ_SNAPPY, 100, 64 << 20, &rgs);
+    assert_int_equal(rgs, 1);
+    check_file(path, 100, 1);
+    tu_rmtree(dir);
+}
+
+static void writer_rejects_bad_rows(void **state)
+{
+    char *dir = tu_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/bad.parquet", dir);
+    sl_pq_writer *w;
+    assert_int_equal(sl_pq_writer_open(path, COLS, NCOLS, NULL, &w), SL_OK);
+    sl_pq_value v[NCOLS];
+    char s[64];
+    uint8_t x[300];
+    make_row(0, v, s, x);
+    v[1].is_null = true; /* "i" is required */
+    assert_int_equal(sl_pq_writer_append(w, v), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "'i'"));
+    make_row(0, v, s, x);
+    v[0].ptr = "\xff\xfe";
+    v[0].len = 2;
+    v[0].is_null = false;
+    assert_int_equal(sl_pq_writer_append(w, v), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "UTF-8"));
+    make_row(1, v, s, x);
+    assert_int_equal(sl_pq_writer_append(w, v), SL_OK); /* still usable */
+    assert_int_equal(sl_pq_writer_num_rows(w), 1);
+    assert_int_equal(access(path, F_OK), 0);
+    sl_pq_writer_free(w); /* not closed: the partial file goes */
+    assert_int_not_equal(access(path, F_OK), 0);
+
+    const sl_pq_column_def dup[] = {{"a", SL_PQ_INT64, false}, {"a", SL_PQ_BOOL, false}};
+    assert_int_equal(sl_pq_writer_open(path, dup, 2, NULL, &w), SL_ERR_INVALID_ARG);
+    assert_null(w);
+    const sl_pq_column_def int32col[] = {{"a", SL_PQ_INT32, false}};
+    assert_int_equal(sl_pq_writer_open(path, int32col, 1, NULL, &w), SL_ERR_INVALID_ARG);
+    snprintf(path, sizeof path, "%s/no/such/dir/x.parquet", dir);
+    assert_int_equal(sl_pq_writer_open(path, COLS, NCOLS, NULL, &w), SL_ERR_IO);
+    assert_non_null(strstr(sl_last_error(), path));
+    tu_rmtree(dir);
+}
+
+static void reader_errors_name_the_file(void **state)
+{
+    char *dir = tu_tmpdir();
+    int64_t rgs;
+    char *good = write_file(dir, SL_PQ_SNAPPY, 500, 16 << 10, &rgs);
+    FILE *fp = fopen(good, "rb");
+    assert_non_null(fp);
+    uint8_t *data = malloc(1 << 20);
+    size_t len = fread(data, 1, 1 << 20, fp);
+    fclose(fp);
+    assert_true(len > 1000 && len < (1 << 20));
+
+    char path[512];
+    snprintf(path, sizeof path, "%s/bad.parquet", dir);
+    sl_pq_reader *r = (void *)1;
+
+    /* Bad magic at the start. */
+    memcpy(data, "PAR2", 4);
+    tu_write(dir, "bad.parquet", data, len);
+    assert_int_equal(sl_pq_reader_open(path, &r), SL_ERR_DECODE);
+    assert_null(r);
+    assert_non_null(strstr(sl_last_error(), path));
+    assert_non_null(strstr(sl_last_error(), "not a Parquet file"));
+    memcpy(data, "PAR1", 4);
+
+    /* Truncated at many points: each an error naming the file, never a crash. */
+    for (size_t cut = 0; cut < len; cut += 97) {
+        tu_write(dir, "bad.parquet", data, cut);
+        sl_status st = sl_pq_reader_open(path, &r);
+        assert_int_not_equal(st, SL_OK);
+        assert_non_null(strstr(sl_last_error(), path));
+    }
+
+    /* Footer length out of range. */
+    uint8_t saved[4];
+    memcpy(saved, data + len - 8, 4);
+    memcpy(data + len - 8, "\xff\xff\xff\x00", 4);
+    tu_write(dir, "bad.parquet", data, len);
+    assert_int_equal(sl_pq_reader_open(path, &r), SL_ERR_DECODE);
+    assert_non_null(strstr(sl_last_error(), "footer length"));
+    memcpy(data + len - 8, saved, 4);
+
+    /* A corrupt page header (the first page starts at offset 4): the footer
+     * opens, reading names the row group and the column. */
+    memset(data + 4, 0xFF, 6);
+    tu_write(dir, "bad.parquet", data, len);
+    assert_int_equal(sl_pq_reader_open(path, &r), SL_OK);
+    const sl_pq_batch *b;
+    assert_int_equal(sl_pq_reader_next(r, &b), SL_ERR_DECODE);
+    assert_non_null(strstr(sl_last_error(), path));
+    assert_non_null(strstr(sl_last_error(), "row group 0, column 's'"));
+    sl_pq_reader_free(r);
+
+    snprintf(path, sizeof path, "%s/absent.parquet", dir);
+    assert_int_equal(sl_pq_reader_open(path, &r), SL_ERR_NOT_FOUND);
+    free(data);
+    tu_rmtree(dir);
+}
+
+/* Every allocation failure on the way is reported, and nothing leaks. */
+static void allocation_failures_are_clean(void **state)
+{
+    char *dir = tu_tmpdir();
+    int64_t rgs;
+    char *path = write_file(dir, SL_PQ_ZSTD, 300, 8 << 10, &rgs);
+    char other[512];
+    snprintf(other, sizeof other, "%s/fail.parquet", dir);
+    int64_t base = sl_alloc_live_bytes();
+    bool all_ok = false;
+    /* Fail the nth allocation for n = 0, 1, 2, ... until a pass needs fewer. */
+    for (long n = 0; n < 5000 && !all_ok; n++) {
+        sl_alloc_fail_after(n);
+        bool read_ok = false, write_ok = false;
+        sl_pq_reader *r;
+        if (sl_pq_reader_open(path, &r) == SL_OK) {
+            const sl_pq_batch *b;
+            sl_status st;
+            int64_t rows = 0;
+            while ((st = sl_pq_reader_next(r, &b)) == SL_OK && b)
+                rows += b->num_rows;
+            read_ok = st == SL_OK && rows == 300;
+            sl_pq_reader_free(r);
+        }
+        sl_pq_writer *w;
+        sl_pq_writer_params p = sl_pq_writer_default_params();
+        p.row_group_bytes = 4096;
+        if (sl_pq_writer_open(other, COLS, NCOLS, &p, &w) == SL_OK) {
+            sl_pq_value v[NCOLS];
+            char s[64];
+            uint8_t x[300];
+            bool ok = sl_pq_writer_set_metadata(w, "k", "v") == SL_OK;
+            for (int64_t i = 0; i < 50 && ok; i++) {
+                make_row(i, v, s, x);
+                ok = sl_pq_writer_append(w, v) == SL_OK;
+            }
+            write_ok = ok && sl_pq_writer_close(w) == SL_OK;
+            sl_pq_writer_free(w);
+            if (!write_ok) /* a failed writer leaves no file behind */
+                assert_int_not_equal(access(other, F_OK), 0);
+        }
+        sl_alloc_fail_after(-1);
+        assert_int_equal(sl_alloc_live_bytes(), base);
+        all_ok = read_ok && write_ok;
+    }
+    assert_true(all_ok);
+    tu_rmtree(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(thrift_varint_zigzag_round_trip),
+        cmocka_unit_test(thrift_field_headers_known_bytes),
+        cmocka_unit_test(thrift_long_list_header),
+        cmocka_unit_test(thrift_struct_round_trip_and_skip),
+        cmocka_unit_test(thrift_corrupt_input),
+        cmocka_unit_test(rle_spec_vectors),
+        cmocka_unit_test(rle_round_trip_and_truncation),
+        cmocka_unit_test(round_trip_every_codec),
+        cmocka_unit_test(empty_file_and_one_row_group),
+        cmocka_unit_test(writer_rejects_bad_rows),
+        cmocka_unit_test(reader_errors_name_the_file),
+        cmocka_unit_test(allocation_failures_are_clean),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
