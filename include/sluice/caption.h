@@ -4,7 +4,9 @@
  * images under input_dir, recursively, sorted) -> decode (libvips, shrink)
  * -> engine (llama.cpp; one model per replica) -> write (one JSONL row per
  * input to output_dir/part-00000.jsonl, written under a temporary name and
- * renamed when the run ends). An input that fails becomes a row with its
+ * renamed when the run ends). Metrics (vLLM's engine names, sluice_ pipeline
+ * names) are served at metrics_addr while it runs and written to
+ * output_dir/metrics.prom at the end. An input that fails becomes a row with its
  * error; the run goes on. A wrong parameter, an engine that cannot load, an
  * output that cannot be written, too many failed rows (max_failed) or a stop
  * request end the job; rows already finished are kept.
@@ -49,8 +51,11 @@ typedef struct sl_caption_params {
     uint64_t memory_budget;    /* bytes in flight; 0: a quarter of RAM */
     double max_failed;         /* stop past this fraction of failed rows (1: never) */
     const atomic_int *stop_requests; /* optional: 1 = stop and drain, 2 = abort */
+    const char *metrics_addr;  /* "HOST:PORT" to serve /metrics; NULL or "": no server */
+    bool metrics_optional;     /* if the address cannot be bound: warn, run without it */
+    void (*on_metrics_port)(int port, void *user); /* optional: once serving, the bound port */
     sl_row_fn on_row;          /* optional */
-    void *on_row_user;
+    void *on_row_user;         /* handed to on_row and on_metrics_port */
 } sl_caption_params;
 
 sl_caption_params sl_caption_default_params(void);
@@ -66,6 +71,7 @@ typedef struct sl_caption_summary {
     char output_file[4096];   /* the committed JSONL shard */
     char model_name[256];
     uint64_t peak_bytes_in_flight, memory_budget;
+    int metrics_port;         /* where /metrics was served (0: not served) */
     double decode_busy_s, engine_busy_s, write_busy_s; /* summed over workers */
 } sl_caption_summary;
 

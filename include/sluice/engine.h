@@ -123,11 +123,15 @@ typedef struct sl_engine_stats {
     uint64_t requests_running, requests_waiting;
     uint64_t prompt_tokens, generation_tokens;
     uint64_t prefix_queries, prefix_hits;  /* prompts tried against / served by the shared prefix */
-    uint64_t prefix_cached_tokens;
+    uint64_t prefix_query_tokens;          /* prompt positions of those prompts */
+    uint64_t prefix_cached_tokens;         /* positions copied instead of computed */
     uint64_t kv_cells_used, kv_cells_total;
     uint64_t decode_calls, batch_tokens;   /* llama_decode calls and tokens in them */
     uint64_t images_encoded;
-    double encode_s, decode_s;             /* time inside the vision encoder / llama_decode */
+    double encode_s;                       /* in the vision encoder */
+    double decode_s;                       /* in llama_decode, all of it: */
+    double token_decode_s;                 /*   batches of tokens (generation + prompt text) */
+    double image_decode_s;                 /*   image embeddings into their sequences */
 } sl_engine_stats;
 
 /* A consistent snapshot; any thread. */

@@ -6,6 +6,8 @@
 #include "log.h"
 #include "image.h"
 #include "engine.h"
+#include "executor.h"
+#include "metrics.h"
 #include "caption.h"
 
 #define SL_VERSION "0.1.0"

@@ -58,6 +58,10 @@ static const char usage_text[] =
     "Images:\n"
     "      --max-image-edge N    shrink so the longer edge is at most N px (default: 512; 0 keeps)\n"
     "      --max-image-pixels N  refuse images larger than N pixels (default: 100000000)\n"
+    "Monitoring:\n"
+    "      --metrics-addr H:P    serve Prometheus /metrics there (default: 127.0.0.1:9797;\n"
+    "                            port 0 picks a free one; 'off' disables). The final values\n"
+    "                            are written to OUTPUT_DIR/metrics.prom either way.\n"
     "Output:\n"
     "  -o, --output DIR          output folder (created if missing)\n"
     "      --overwrite           replace an existing part-00000.jsonl\n"
@@ -173,11 +177,18 @@ static void print_row(const sl_row_view *row, void *user)
     }
 }
 
+static void print_metrics_port(int port, void *user)
+{
+    printer *pr = user;
+    if (!pr->quiet)
+        fprintf(stderr, "sluice: metrics at http://127.0.0.1:%d/metrics\n", port);
+}
+
 enum {
     OPT_MMPROJ = 256, OPT_CTX, OPT_THREADS, OPT_GPU_LAYERS, OPT_SYSTEM, OPT_TEMPERATURE,
     OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
     OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
-    OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL,
+    OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR,
 };
 
 static int cmd_caption(int argc, char **argv)
@@ -205,6 +216,7 @@ static int cmd_caption(int argc, char **argv)
         {"ordered", no_argument, 0, OPT_ORDERED},
         {"memory-budget", required_argument, 0, OPT_MEMORY_BUDGET},
         {"max-failed", required_argument, 0, OPT_MAX_FAILED},
+        {"metrics-addr", required_argument, 0, OPT_METRICS_ADDR},
         {"output", required_argument, 0, 'o'},
         {"overwrite", no_argument, 0, OPT_OVERWRITE},
         {"show", required_argument, 0, OPT_SHOW},
@@ -214,6 +226,8 @@ static int cmd_caption(int argc, char **argv)
         {0, 0, 0, 0},
     };
     sl_caption_params p = sl_caption_default_params();
+    p.metrics_addr = "127.0.0.1:9797";
+    p.metrics_optional = true; /* the default address may be taken: then run without it */
     printer pr = {.show = 5};
     int verbose = 0;
     long v;
@@ -244,6 +258,10 @@ static int cmd_caption(int argc, char **argv)
         case OPT_ORDERED: p.ordered = true; break;
         case OPT_MEMORY_BUDGET: bad = parse_size("--memory-budget", optarg, &p.memory_budget); break;
         case OPT_MAX_FAILED: bad = parse_fraction("--max-failed", optarg, &p.max_failed); break;
+        case OPT_METRICS_ADDR:
+            p.metrics_addr = strcmp(optarg, "off") == 0 ? NULL : optarg;
+            p.metrics_optional = false;
+            break;
         case 'o': p.output_dir = optarg; break;
         case OPT_OVERWRITE: p.overwrite = true; break;
         case OPT_SHOW: bad = parse_long("--show", optarg, 0, LONG_MAX, &pr.show); break;
@@ -270,6 +288,7 @@ static int cmd_caption(int argc, char **argv)
     sl_log_set_level(pr.quiet ? SL_LOG_ERROR : verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
     p.on_row = print_row;
     p.on_row_user = &pr;
+    p.on_metrics_port = print_metrics_port;
     p.stop_requests = &stop_requests;
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);

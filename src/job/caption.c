@@ -17,10 +17,12 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/utf8.h"
 #include "io/dir_source.h"
 #include "io/jsonl_sink.h"
+#include "job/caption_metrics.h"
 #include "sluice/caption.h"
 #include "sluice/executor.h"
 
@@ -77,6 +79,7 @@ typedef struct job {
     sl_status sink_status;    /* the commit's outcome, read after the run */
     char sink_error[1024];
     sl_caption_summary *sum;  /* written by the writer thread only */
+    caption_metrics *metrics;
 } job;
 
 /* --- read ------------------------------------------------------------------- */
@@ -149,6 +152,7 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
 typedef struct replica {
     job *j;
     sl_engine *engine;
+    replica_metrics *metrics;
     sl_completion done[64];
 } replica;
 
@@ -175,6 +179,13 @@ static sl_status engine_init(void *cfg, int worker, void **state)
         return st;
     }
     double took = now_s() - t0;
+    if (j->metrics &&
+        (st = caption_metrics_add_replica(j->metrics, worker, sl_engine_model_name(rep->engine),
+                                          rep->engine, &rep->metrics)) != SL_OK) {
+        sl_engine_free(rep->engine);
+        sl_free(rep);
+        return st;
+    }
     pthread_mutex_lock(&j->mu);
     snprintf(j->model_name, sizeof j->model_name, "%s", sl_engine_model_name(rep->engine));
     if (took > j->load_seconds)
@@ -187,6 +198,7 @@ static sl_status engine_init(void *cfg, int worker, void **state)
 static void engine_close(void *state, sl_exec_end end)
 {
     replica *rep = state;
+    replica_metrics_detach(rep->metrics);
     sl_engine_free(rep->engine);
     sl_free(rep);
 }
@@ -216,6 +228,7 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
     sl_status st = sl_engine_poll(rep->engine, rep->done, max, timeout_ms, &k);
     for (size_t i = 0; i < k; i++) {
         sl_completion *c = &rep->done[i];
+        replica_metrics_observe(rep->metrics, c);
         sl_row *row = c->tag;
         caption_row *r = sl_row_data(row);
         if (c->status == SL_OK) {
@@ -241,18 +254,10 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
 
 /* --- write ------------------------------------------------------------------- */
 
-/* Bytes from file names or models may not be UTF-8; JSON must be. */
+/* File names and generated text are bytes; JSON strings must be UTF-8. */
 static json_t *json_text(const char *s)
 {
-    if (!s)
-        return json_null();
-    size_t n = strlen(s);
-    if (sl_utf8_valid(s, n))
-        return json_stringn(s, n);
-    char *fixed = sl_utf8_sanitize(s, n);
-    json_t *j = fixed ? json_string(fixed) : NULL;
-    sl_free(fixed);
-    return j;
+    return sl_json_text(s, s ? strlen(s) : 0);
 }
 
 static json_t *row_json(const caption_row *r, const sl_row *row, const char *model_name)
@@ -378,6 +383,26 @@ static sl_status check_params(const sl_caption_params *p)
     return SL_OK;
 }
 
+/* Metrics for the run; served when an address is given. A busy default
+ * address (metrics_optional) is a warning, not a failure. */
+static sl_status start_metrics(job *j, sl_exec *exec)
+{
+    const char *addr = j->p->metrics_addr;
+    sl_status st = caption_metrics_start(addr, &j->metrics);
+    if (st != SL_OK && addr && *addr && j->p->metrics_optional) {
+        sl_log(SL_LOG_WARN, "not serving metrics: %s", sl_last_error());
+        st = caption_metrics_start(NULL, &j->metrics);
+    } else if (st == SL_ERR_IO) {
+        char why[768];
+        snprintf(why, sizeof why, "%s", sl_last_error());
+        st = sl_fail(SL_ERR_INVALID_ARG, "--metrics-addr %s: %s; choose a free port or 'off'",
+                     addr, why);
+    }
+    if (st != SL_OK)
+        return st;
+    return caption_metrics_attach_exec(j->metrics, exec);
+}
+
 sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
 {
     memset(sum, 0, sizeof *sum);
@@ -420,9 +445,21 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
         ep.row_bytes_hint = (uint64_t)p->image.max_edge * (uint64_t)p->image.max_edge * 3 + 4096;
     if ((st = sl_exec_create(&ep, stages, sizeof stages / sizeof *stages, &exec)) != SL_OK)
         goto done;
+    if ((st = start_metrics(&j, exec)) != SL_OK)
+        goto done;
+    sum->metrics_port = caption_metrics_port(j.metrics);
+    if (sum->metrics_port && p->on_metrics_port)
+        p->on_metrics_port(sum->metrics_port, p->on_row_user);
     sl_status run_st = sl_exec_run(exec);
     char run_msg[1024];
     snprintf(run_msg, sizeof run_msg, "%s", sl_last_error());
+    caption_metrics_detach_exec(j.metrics);
+    if (j.metrics) {
+        char *prom = sl_asprintf("%s/metrics.prom", p->output_dir);
+        if (!prom || caption_metrics_write(j.metrics, prom) != SL_OK)
+            sl_log(SL_LOG_WARN, "cannot write the final metrics: %s", sl_last_error());
+        sl_free(prom);
+    }
 
     sl_exec_stats es;
     sl_exec_stats_get(exec, &es);
@@ -450,6 +487,7 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
         st = run_st == SL_OK ? SL_OK : sl_fail(run_st, "%s", run_msg);
 
 done:
+    caption_metrics_stop(j.metrics);
     sl_exec_free(exec);
     sl_jsonl_sink_free(j.sink);
     sl_dir_source_free(j.src);

@@ -415,6 +415,7 @@ static void admit(llama_engine *e, slot *s, req *r)
     /* Shared prefix: the longest common head of the first text chunk and the
      * cached prefix, leaving at least one prompt token to decode. */
     e->stats.prefix_queries++;
+    e->stats.prefix_query_tokens += (uint64_t)r->n_pos;
     size_t n0 = 0;
     const llama_token *t0 = mtmd_input_chunk_get_type(mtmd_input_chunks_get(r->chunks, 0)) ==
                                     MTMD_INPUT_CHUNK_TYPE_TEXT
@@ -555,6 +556,7 @@ static void prefill_images(llama_engine *e)
         int32_t rc = mtmd_helper_decode_image_chunk(e->mtmd, e->ctx, c, embd, s->n_past, s->seq,
                                                     e->n_batch, &new_past, NULL, NULL);
         e->stats.decode_s += (now_ms() - td) / 1e3;
+        e->stats.image_decode_s += (now_ms() - td) / 1e3;
         e->stats.decode_calls++;
         if (rc != 0) {
             char msg[512];
@@ -569,7 +571,7 @@ static void prefill_images(llama_engine *e)
     }
     if (mb)
         mtmd_batch_free(mb);
-    e->stats.encode_s += (now_ms() - t0) / 1e3;
+    e->stats.encode_s += t_enc / 1e3;
 }
 
 static void batch_add(struct llama_batch *b, llama_token tok, llama_pos pos, int seq, bool logits)
@@ -698,6 +700,7 @@ static void decode_step(llama_engine *e)
     double t0 = now_ms();
     int32_t rc = llama_decode(e->ctx, *b);
     e->stats.decode_s += (now_ms() - t0) / 1e3;
+    e->stats.token_decode_s += (now_ms() - t0) / 1e3;
     e->stats.decode_calls++;
     e->stats.batch_tokens += (uint64_t)b->n_tokens;
     if (rc != 0) {

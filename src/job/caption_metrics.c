@@ -1,0 +1,432 @@
+/* job/caption_metrics.c — see caption_metrics.h. Engine counters and
+ * gauges are callbacks on the replica's sl_engine_stats; latency
+ * histograms are observed as requests complete. Pipeline values are
+ * callbacks on the executor's per-stage stats. Detaching copies the last
+ * value into the child and drops the callback, so a scrape never touches
+ * freed state. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "job/caption_metrics.h"
+
+enum { STAGES_MAX = 8, REPLICAS_MAX = 64 };
+
+/* --- engine -------------------------------------------------------------------- */
+
+typedef enum engine_value {
+    EV_RUNNING, EV_WAITING, EV_KV_USAGE, EV_PROMPT_TOKENS, EV_GENERATION_TOKENS,
+    EV_PREFIX_QUERIES, EV_PREFIX_HITS, EV_COUNT
+} engine_value;
+
+static const struct {
+    const char *name, *help;
+    sl_metrics_type type;
+} engine_families[EV_COUNT] = {
+    {"vllm:num_requests_running", "Number of requests in model execution batches.", SL_METRICS_GAUGE},
+    {"vllm:num_requests_waiting", "Number of requests waiting to be processed.", SL_METRICS_GAUGE},
+    {"vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", SL_METRICS_GAUGE},
+    {"vllm:prompt_tokens_total", "Number of prefill tokens processed.", SL_METRICS_COUNTER},
+    {"vllm:generation_tokens_total", "Number of generation tokens processed.", SL_METRICS_COUNTER},
+    {"vllm:prefix_cache_queries_total",
+     "Prefix cache queries, in terms of number of queried tokens.", SL_METRICS_COUNTER},
+    {"vllm:prefix_cache_hits_total", "Prefix cache hits, in terms of number of cached tokens.",
+     SL_METRICS_COUNTER},
+};
+
+typedef enum engine_hist {
+    EH_TTFT, EH_ITL, EH_E2E, EH_QUEUE, EH_PREFILL, EH_DECODE, EH_COUNT
+} engine_hist;
+
+static const double latency_buckets[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25,
+                                         0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+                                         160.0, 640.0, 2560.0};
+static const double itl_buckets[] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+                                     0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0};
+
+static const struct {
+    const char *name, *help;
+    const double *buckets;
+    size_t n;
+} engine_hists[EH_COUNT] = {
+    {"vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
+     latency_buckets, sizeof latency_buckets / sizeof *latency_buckets},
+    {"vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
+     itl_buckets, sizeof itl_buckets / sizeof *itl_buckets},
+    {"vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
+     latency_buckets, sizeof latency_buckets / sizeof *latency_buckets},
+    {"vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.",
+     latency_buckets, sizeof latency_buckets / sizeof *latency_buckets},
+    {"vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request.",
+     latency_buckets, sizeof latency_buckets / sizeof *latency_buckets},
+    {"vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.",
+     latency_buckets, sizeof latency_buckets / sizeof *latency_buckets},
+};
+
+struct replica_metrics {
+    sl_engine *engine;
+    sl_metrics_child *values[EV_COUNT];
+    sl_metrics_child *hists[EH_COUNT];
+    sl_metrics_child *success_stop, *success_length;
+    struct value_ref {
+        replica_metrics *rm;
+        engine_value which;
+    } refs[EV_COUNT];
+};
+
+static double engine_value_of(const sl_engine_stats *s, engine_value which)
+{
+    switch (which) {
+    case EV_RUNNING: return (double)s->requests_running;
+    case EV_WAITING: return (double)s->requests_waiting;
+    case EV_KV_USAGE:
+        return s->kv_cells_total ? (double)s->kv_cells_used / (double)s->kv_cells_total : 0.0;
+    case EV_PROMPT_TOKENS: return (double)s->prompt_tokens;
+    case EV_GENERATION_TOKENS: return (double)s->generation_tokens;
+    case EV_PREFIX_QUERIES: return (double)s->prefix_query_tokens;
+    case EV_PREFIX_HITS: return (double)s->prefix_cached_tokens;
+    case EV_COUNT: break;
+    }
+    return 0.0;
+}
+
+static double read_engine_value(void *user)
+{
+    struct value_ref *ref = user;
+    sl_engine_stats s;
+    sl_engine_stats_get(ref->rm->engine, &s);
+    return engine_value_of(&s, ref->which);
+}
+
+/* --- pipeline ------------------------------------------------------------------- */
+
+typedef enum stage_value {
+    SV_ROWS_IN, SV_ROWS_OUT, SV_ROWS_FAILED, SV_QUEUE_ROWS, SV_QUEUE_BYTES, SV_BUSY, SV_IDLE,
+    SV_BLOCKED, SV_WORKERS, SV_IN_FLIGHT, SV_COUNT
+} stage_value;
+
+static const struct {
+    const char *name, *help;
+    sl_metrics_type type;
+} stage_families[SV_COUNT] = {
+    {"sluice_stage_rows_in_total", "Rows a stage received.", SL_METRICS_COUNTER},
+    {"sluice_stage_rows_out_total", "Rows a stage passed on successfully.", SL_METRICS_COUNTER},
+    {"sluice_stage_rows_failed_total", "Rows that failed in a stage.", SL_METRICS_COUNTER},
+    {"sluice_stage_queue_rows", "Rows waiting in a stage's input queue.", SL_METRICS_GAUGE},
+    {"sluice_stage_queue_bytes", "Bytes waiting in a stage's input queue.", SL_METRICS_GAUGE},
+    {"sluice_stage_busy_seconds_total", "Worker time spent working, summed over workers.",
+     SL_METRICS_COUNTER},
+    {"sluice_stage_idle_seconds_total", "Worker time spent waiting for input.", SL_METRICS_COUNTER},
+    {"sluice_stage_blocked_seconds_total",
+     "Worker time spent waiting for room downstream or in the memory budget.", SL_METRICS_COUNTER},
+    {"sluice_stage_workers", "Workers of a stage.", SL_METRICS_GAUGE},
+    {"sluice_stage_in_flight_rows", "Rows submitted to an asynchronous stage and not completed.",
+     SL_METRICS_GAUGE},
+};
+
+typedef enum job_value {
+    JV_PRODUCED, JV_DONE, JV_FAILED, JV_BYTES, JV_PEAK, JV_BUDGET, JV_COUNT
+} job_value;
+
+static const struct {
+    const char *name, *help;
+    sl_metrics_type type;
+} job_families[JV_COUNT] = {
+    {"sluice_rows_read_total", "Input rows read so far.", SL_METRICS_COUNTER},
+    {"sluice_rows_done_total", "Rows written to the output (succeeded or failed).",
+     SL_METRICS_COUNTER},
+    {"sluice_rows_failed_total", "Rows written with an error.", SL_METRICS_COUNTER},
+    {"sluice_bytes_in_flight", "Bytes of rows between reading and writing.", SL_METRICS_GAUGE},
+    {"sluice_bytes_in_flight_peak", "Highest sluice_bytes_in_flight so far.", SL_METRICS_GAUGE},
+    {"sluice_memory_budget_bytes", "The bytes-in-flight budget (--memory-budget).",
+     SL_METRICS_GAUGE},
+};
+
+struct caption_metrics {
+    sl_metrics *reg;
+    sl_metrics_server *server;
+    pthread_mutex_t mu;
+    sl_exec *exec;
+    sl_metrics_child *stage_children[STAGES_MAX][SV_COUNT];
+    sl_metrics_child *job_children[JV_COUNT];
+    struct stage_ref {
+        caption_metrics *cm;
+        size_t stage;
+        stage_value which;
+    } stage_refs[STAGES_MAX][SV_COUNT];
+    struct job_ref {
+        caption_metrics *cm;
+        job_value which;
+    } job_refs[JV_COUNT];
+    replica_metrics replicas[REPLICAS_MAX];
+    int n_replicas;
+};
+
+static double stage_value_of(const sl_stage_stats *s, stage_value which)
+{
+    switch (which) {
+    case SV_ROWS_IN: return (double)s->rows_in;
+    case SV_ROWS_OUT: return (double)s->rows_out;
+    case SV_ROWS_FAILED: return (double)s->rows_failed;
+    case SV_QUEUE_ROWS: return (double)s->queue_rows;
+    case SV_QUEUE_BYTES: return (double)s->queue_bytes;
+    case SV_BUSY: return s->busy_s;
+    case SV_IDLE: return s->idle_s;
+    case SV_BLOCKED: return s->blocked_s;
+    case SV_WORKERS: return (double)s->workers;
+    case SV_IN_FLIGHT: return (double)s->in_flight;
+    case SV_COUNT: break;
+    }
+    return 0.0;
+}
+
+static double job_value_of(const sl_exec_stats *s, job_value which)
+{
+    switch (which) {
+    case JV_PRODUCED: return (double)s->rows_produced;
+    case JV_DONE: return (double)s->rows_done;
+    case JV_FAILED: return (double)s->rows_failed;
+    case JV_BYTES: return (double)s->bytes_in_flight;
+    case JV_PEAK: return (double)s->peak_bytes_in_flight;
+    case JV_BUDGET: return (double)s->memory_budget;
+    case JV_COUNT: break;
+    }
+    return 0.0;
+}
+
+static double read_stage_value(void *user)
+{
+    struct stage_ref *ref = user;
+    sl_stage_stats s;
+    sl_exec_stage_stats(ref->cm->exec, ref->stage, &s);
+    return stage_value_of(&s, ref->which);
+}
+
+static double read_job_value(void *user)
+{
+    struct job_ref *ref = user;
+    sl_exec_stats s;
+    sl_exec_stats_get(ref->cm->exec, &s);
+    return job_value_of(&s, ref->which);
+}
+
+/* --- lifecycle --------------------------------------------------------------------- */
+
+static const char *const engine_labels[] = {"model_name", "engine", NULL};
+static const char *const success_labels[] = {"model_name", "engine", "finished_reason", NULL};
+static const char *const stage_labels[] = {"stage", NULL};
+
+sl_status caption_metrics_start(const char *address, caption_metrics **out)
+{
+    *out = NULL;
+    caption_metrics *cm = sl_calloc(1, sizeof *cm);
+    if (!cm)
+        return sl_fail(SL_ERR_NOMEM, "out of memory for metrics");
+    pthread_mutex_init(&cm->mu, NULL);
+    sl_metrics_params mp = sl_metrics_default_params();
+    sl_status st = sl_metrics_new(&mp, &cm->reg);
+    sl_metrics_family *f;
+    for (int i = 0; st == SL_OK && i < EV_COUNT; i++) {
+        sl_metrics_family_params fp = sl_metrics_family_default_params();
+        fp.type = engine_families[i].type;
+        fp.name = engine_families[i].name;
+        fp.help = engine_families[i].help;
+        fp.label_names = engine_labels;
+        fp.n_labels = 2;
+        st = sl_metrics_register(cm->reg, &fp, &f);
+    }
+    for (int i = 0; st == SL_OK && i < EH_COUNT; i++)
+        st = sl_metrics_add_histogram(cm->reg, engine_hists[i].name, engine_hists[i].help,
+                                      engine_labels, engine_hists[i].buckets, engine_hists[i].n, &f);
+    if (st == SL_OK)
+        st = sl_metrics_add_counter(cm->reg, "vllm:request_success_total",
+                                    "Count of successfully processed requests.", success_labels, &f);
+    for (int i = 0; st == SL_OK && i < SV_COUNT; i++) {
+        sl_metrics_family_params fp = sl_metrics_family_default_params();
+        fp.type = stage_families[i].type;
+        fp.name = stage_families[i].name;
+        fp.help = stage_families[i].help;
+        fp.label_names = stage_labels;
+        fp.n_labels = 1;
+        st = sl_metrics_register(cm->reg, &fp, &f);
+    }
+    for (int i = 0; st == SL_OK && i < JV_COUNT; i++) {
+        sl_metrics_family_params fp = sl_metrics_family_default_params();
+        fp.type = job_families[i].type;
+        fp.name = job_families[i].name;
+        fp.help = job_families[i].help;
+        st = sl_metrics_register(cm->reg, &fp, &f);
+    }
+    if (st == SL_OK && address && *address)
+        st = sl_metrics_server_start(cm->reg, address, &cm->server);
+    if (st != SL_OK) {
+        caption_metrics_stop(cm);
+        return st;
+    }
+    *out = cm;
+    return SL_OK;
+}
+
+int caption_metrics_port(const caption_metrics *cm)
+{
+    return cm && cm->server ? sl_metrics_server_port(cm->server) : 0;
+}
+
+sl_status caption_metrics_attach_exec(caption_metrics *cm, sl_exec *exec)
+{
+    cm->exec = exec;
+    size_t n = sl_exec_stage_count(exec);
+    if (n > STAGES_MAX)
+        n = STAGES_MAX;
+    for (size_t s = 0; s < n; s++) {
+        sl_stage_stats ss;
+        sl_exec_stage_stats(exec, s, &ss);
+        for (int i = 0; i < SV_COUNT; i++) {
+            sl_metrics_child *c = sl_metrics_with(sl_metrics_find(cm->reg, stage_families[i].name),
+                                                  ss.name);
+            if (!c)
+                return SL_ERR_NOMEM;
+            cm->stage_refs[s][i] = (struct stage_ref){cm, s, (stage_value)i};
+            cm->stage_children[s][i] = c;
+            sl_metrics_child_set_fn(c, read_stage_value, &cm->stage_refs[s][i]);
+        }
+    }
+    for (int i = 0; i < JV_COUNT; i++) {
+        sl_metrics_child *c = sl_metrics_with(sl_metrics_find(cm->reg, job_families[i].name));
+        if (!c)
+            return SL_ERR_NOMEM;
+        cm->job_refs[i] = (struct job_ref){cm, (job_value)i};
+        cm->job_children[i] = c;
+        sl_metrics_child_set_fn(c, read_job_value, &cm->job_refs[i]);
+    }
+    return SL_OK;
+}
+
+/* Replaces a callback child by a plain one holding `v`. */
+static void freeze(sl_metrics_child *c, sl_metrics_type type, double v)
+{
+    if (!c)
+        return;
+    sl_metrics_child_set_fn(c, NULL, NULL);
+    if (type == SL_METRICS_GAUGE)
+        sl_metrics_gauge_set(c, v);
+    else
+        sl_metrics_counter_add(c, v - sl_metrics_value(c));
+}
+
+void caption_metrics_detach_exec(caption_metrics *cm)
+{
+    if (!cm || !cm->exec)
+        return;
+    size_t n = sl_exec_stage_count(cm->exec);
+    for (size_t s = 0; s < n && s < STAGES_MAX; s++) {
+        sl_stage_stats ss;
+        sl_exec_stage_stats(cm->exec, s, &ss);
+        for (int i = 0; i < SV_COUNT; i++)
+            freeze(cm->stage_children[s][i], stage_families[i].type,
+                   stage_value_of(&ss, (stage_value)i));
+    }
+    sl_exec_stats es;
+    sl_exec_stats_get(cm->exec, &es);
+    for (int i = 0; i < JV_COUNT; i++)
+        freeze(cm->job_children[i], job_families[i].type, job_value_of(&es, (job_value)i));
+    cm->exec = NULL;
+}
+
+sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char *model_name,
+                                      sl_engine *engine, replica_metrics **out)
+{
+    *out = NULL;
+    pthread_mutex_lock(&cm->mu);
+    if (cm->n_replicas == REPLICAS_MAX) {
+        pthread_mutex_unlock(&cm->mu);
+        return sl_fail(SL_ERR_INVALID_ARG, "more than %d engine replicas", REPLICAS_MAX);
+    }
+    replica_metrics *rm = &cm->replicas[cm->n_replicas++];
+    pthread_mutex_unlock(&cm->mu);
+    rm->engine = engine;
+    char engine_label[32];
+    snprintf(engine_label, sizeof engine_label, "llama-%d", index);
+    for (int i = 0; i < EV_COUNT; i++) {
+        rm->values[i] = sl_metrics_with(sl_metrics_find(cm->reg, engine_families[i].name),
+                                        model_name, engine_label);
+        if (!rm->values[i])
+            return SL_ERR_NOMEM;
+        rm->refs[i] = (struct value_ref){rm, (engine_value)i};
+        sl_metrics_child_set_fn(rm->values[i], read_engine_value, &rm->refs[i]);
+    }
+    for (int i = 0; i < EH_COUNT; i++)
+        if (!(rm->hists[i] = sl_metrics_with(sl_metrics_find(cm->reg, engine_hists[i].name),
+                                             model_name, engine_label)))
+            return SL_ERR_NOMEM;
+    sl_metrics_family *success = sl_metrics_find(cm->reg, "vllm:request_success_total");
+    rm->success_stop = sl_metrics_with(success, model_name, engine_label, "stop");
+    rm->success_length = sl_metrics_with(success, model_name, engine_label, "length");
+    if (!rm->success_stop || !rm->success_length)
+        return SL_ERR_NOMEM;
+    *out = rm;
+    return SL_OK;
+}
+
+void replica_metrics_observe(replica_metrics *rm, const sl_completion *c)
+{
+    if (!rm || c->status != SL_OK)
+        return;
+    const sl_result *r = &c->result;
+    sl_metrics_histogram_observe(rm->hists[EH_TTFT], r->ttft_ms / 1e3);
+    sl_metrics_histogram_observe(rm->hists[EH_E2E], (r->ttft_ms + r->generate_ms) / 1e3);
+    sl_metrics_histogram_observe(rm->hists[EH_QUEUE], r->queue_ms / 1e3);
+    sl_metrics_histogram_observe(rm->hists[EH_PREFILL], r->prefill_ms / 1e3);
+    sl_metrics_histogram_observe(rm->hists[EH_DECODE], r->generate_ms / 1e3);
+    /* One observation per gap between tokens, each the request's mean gap. */
+    if (r->generated_tokens > 1) {
+        double itl = r->generate_ms / 1e3 / (r->generated_tokens - 1);
+        for (int i = 1; i < r->generated_tokens; i++)
+            sl_metrics_histogram_observe(rm->hists[EH_ITL], itl);
+    }
+    sl_metrics_counter_inc(strcmp(r->finish_reason, "length") == 0 ? rm->success_length
+                                                                    : rm->success_stop);
+}
+
+void replica_metrics_detach(replica_metrics *rm)
+{
+    if (!rm || !rm->engine)
+        return;
+    sl_engine_stats s;
+    sl_engine_stats_get(rm->engine, &s);
+    for (int i = 0; i < EV_COUNT; i++)
+        freeze(rm->values[i], engine_families[i].type, engine_value_of(&s, (engine_value)i));
+    rm->engine = NULL;
+}
+
+sl_status caption_metrics_write(caption_metrics *cm, const char *path)
+{
+    char *text;
+    size_t len;
+    sl_status st = sl_metrics_render(cm->reg, &text, &len);
+    if (st != SL_OK)
+        return st;
+    FILE *fp = fopen(path, "w");
+    if (!fp) {
+        sl_metrics_text_free(text);
+        return sl_fail(SL_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    }
+    size_t wrote = fwrite(text, 1, len, fp);
+    sl_metrics_text_free(text);
+    if (fclose(fp) != 0 || wrote != len)
+        return sl_fail(SL_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    return SL_OK;
+}
+
+void caption_metrics_stop(caption_metrics *cm)
+{
+    if (!cm)
+        return;
+    sl_metrics_server_stop(cm->server);
+    sl_metrics_free(cm->reg);
+    pthread_mutex_destroy(&cm->mu);
+    sl_free(cm);
+}

@@ -1,0 +1,36 @@
+/* job/caption_metrics.h — the caption job's Prometheus metrics: engine
+ * metrics under vLLM's names (so vLLM dashboards work unchanged) and
+ * pipeline metrics under sluice_. Registered once per run; per-replica
+ * children read their engine's stats at scrape time until detached.
+ * Thread-safe; the job owns the handle and stops it after the executor. */
+#ifndef SL_JOB_CAPTION_METRICS_H
+#define SL_JOB_CAPTION_METRICS_H
+
+#include "sluice/engine.h"
+#include "sluice/executor.h"
+#include "sluice/metrics.h"
+
+typedef struct caption_metrics caption_metrics;
+typedef struct replica_metrics replica_metrics;
+
+/* Registers the families and, when address is non-empty, serves them. */
+sl_status caption_metrics_start(const char *address, caption_metrics **out);
+/* The served port, 0 when not serving. */
+int caption_metrics_port(const caption_metrics *cm);
+/* Pipeline gauges and counters read from the executor at scrape time. */
+sl_status caption_metrics_attach_exec(caption_metrics *cm, sl_exec *exec);
+/* Freezes the executor-backed values (the executor is about to go). */
+void caption_metrics_detach_exec(caption_metrics *cm);
+
+sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char *model_name,
+                                      sl_engine *engine, replica_metrics **out);
+/* Per finished request: latency histograms and the success counter. */
+void replica_metrics_observe(replica_metrics *rm, const sl_completion *c);
+/* Freezes the engine-backed values (the engine is about to be freed). */
+void replica_metrics_detach(replica_metrics *rm);
+
+/* Writes the current exposition to `path` (the run's final record). */
+sl_status caption_metrics_write(caption_metrics *cm, const char *path);
+void caption_metrics_stop(caption_metrics *cm);
+
+#endif

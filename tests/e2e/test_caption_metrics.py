@@ -1,0 +1,96 @@
+"""The caption job's metrics: served while it runs (Prometheus text that the
+Prometheus client parses, vLLM's engine names), and written at the end to
+metrics.prom with counters equal to what the output holds."""
+import re
+import subprocess
+import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import SAMPLES, TINY, read_rows, sample_images
+
+ENGINE_NAMES = {
+    "vllm:num_requests_running": "gauge", "vllm:num_requests_waiting": "gauge",
+    "vllm:kv_cache_usage_perc": "gauge", "vllm:prompt_tokens": "counter",
+    "vllm:generation_tokens": "counter", "vllm:prefix_cache_queries": "counter",
+    "vllm:prefix_cache_hits": "counter", "vllm:request_success": "counter",
+    "vllm:time_to_first_token_seconds": "histogram",
+    "vllm:inter_token_latency_seconds": "histogram",
+    "vllm:e2e_request_latency_seconds": "histogram",
+    "vllm:request_queue_time_seconds": "histogram",
+    "vllm:request_prefill_time_seconds": "histogram",
+    "vllm:request_decode_time_seconds": "histogram",
+}
+
+
+def families(text):
+    # the client strips _total from counter family names
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def total(fams, name, **labels):
+    return sum(s.value for s in fams[name].samples
+               if s.name.endswith("_total") or fams[name].type != "counter"
+               if all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_metrics_while_running_and_at_the_end(sluice, tmp_path):
+    src = tmp_path / "in"
+    for i in range(20):
+        for p in sample_images():
+            dst = src / f"c{i:02d}" / p.relative_to(SAMPLES)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(p)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(sluice.binary), "caption", str(src), "-o", str(out),
+                             "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+                             "--max-tokens", "32", "--show", "0", "--metrics-addr", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port = None
+    deadline = time.monotonic() + 60
+    while port is None and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        m = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", line)
+        if m:
+            port = int(m.group(1))
+    assert port, "no metrics address printed"
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    live = families(body)
+    for name, kind in ENGINE_NAMES.items():
+        assert name in live, name
+        assert live[name].type == kind, (name, live[name].type)
+    for s in live["vllm:num_requests_running"].samples:
+        assert s.labels["model_name"] == "sluice-tiny-random" and s.labels["engine"] == "llama-0"
+    assert "sluice_stage_rows_in" in live and "sluice_bytes_in_flight" in live
+    assert "process_resident_memory_bytes" in live
+    proc.communicate(timeout=600)
+    assert proc.returncode == 0
+
+    rows = read_rows(out)
+    final = families((out / "metrics.prom").read_text())
+    assert total(final, "sluice_rows_done") == len(rows) == 20 * len(sample_images())
+    assert total(final, "sluice_rows_failed") == 0
+    assert total(final, "sluice_stage_rows_out", stage="write") == len(rows)
+    assert total(final, "vllm:request_success") == len(rows)
+    assert total(final, "vllm:request_success", finished_reason="length") == \
+        sum(1 for r in rows if r["finish_reason"] == "length")
+    assert total(final, "vllm:generation_tokens") == sum(r["generated_tokens"] for r in rows)
+    assert total(final, "vllm:prefix_cache_hits") == sum(r["cached_tokens"] for r in rows)
+    ttft = [s for s in final["vllm:time_to_first_token_seconds"].samples
+            if s.name.endswith("_count")]
+    assert sum(s.value for s in ttft) == len(rows)
+
+
+def test_metrics_can_be_turned_off_and_a_taken_port_is_an_error(sluice, tmp_path):
+    r = sluice.caption(SAMPLES, tmp_path / "a", "--max-tokens", "2", "--metrics-addr", "off")
+    assert r.returncode == 0 and "metrics at" not in r.stderr
+    assert (tmp_path / "a" / "metrics.prom").exists()  # the record is still written
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        r = sluice.caption(SAMPLES, tmp_path / "b", "--max-tokens", "2",
+                           "--metrics-addr", f"127.0.0.1:{taken}")
+    assert r.returncode == 2 and str(taken) in r.stderr and "--metrics-addr" in r.stderr
