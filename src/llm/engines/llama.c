@@ -815,8 +815,10 @@ static sl_status llama_engine_poll(void *impl, sl_completion *out, size_t max, i
                 break;
     }
     size_t k = e->n_done < max ? e->n_done : max;
-    memcpy(out, e->done, k * sizeof *out);
-    memmove(e->done, e->done + k, (e->n_done - k) * sizeof *e->done);
+    if (k) {
+        memcpy(out, e->done, k * sizeof *out);
+        memmove(e->done, e->done + k, (e->n_done - k) * sizeof *e->done);
+    }
     e->n_done -= k;
     e->in_flight -= k;
     pthread_mutex_unlock(&e->mu);
