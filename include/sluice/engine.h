@@ -55,6 +55,8 @@ typedef struct sl_llama_params {
     int n_threads;            /* 0: all cores */
     int n_gpu_layers;         /* -1: all that fit (GPU builds); 0: CPU */
     const char *prefix_system_prompt; /* sizing probe and shared-prefix warm-up */
+    int cpu_poll;             /* CPU threads spin between ops: 0 (sleep) .. 100 (spin);
+                                 spinning is faster on idle cores, ruinous on busy ones */
 } sl_llama_params;
 
 sl_llama_params sl_llama_default_params(void);

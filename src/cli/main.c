@@ -42,6 +42,8 @@ static const char usage_text[] =
     "                            prompt, the image and --max-tokens)\n"
     "      --threads N           CPU threads (default: all cores)\n"
     "      --gpu-layers N        layers offloaded to a GPU build (default: all)\n"
+    "      --cpu-poll N          0..100: how hard CPU threads spin between ops (default 50;\n"
+    "                            lower it when the cores are shared with other work)\n"
     "Prompt and generation:\n"
     "  -p, --prompt TEXT         user prompt (default: \"Describe this image in one sentence.\")\n"
     "      --system TEXT         system prompt (default: none)\n"
@@ -188,7 +190,7 @@ enum {
     OPT_MMPROJ = 256, OPT_CTX, OPT_THREADS, OPT_GPU_LAYERS, OPT_SYSTEM, OPT_TEMPERATURE,
     OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
     OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
-    OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR,
+    OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR, OPT_CPU_POLL,
 };
 
 static int cmd_caption(int argc, char **argv)
@@ -200,6 +202,7 @@ static int cmd_caption(int argc, char **argv)
         {"parallel", required_argument, 0, OPT_PARALLEL},
         {"threads", required_argument, 0, OPT_THREADS},
         {"gpu-layers", required_argument, 0, OPT_GPU_LAYERS},
+        {"cpu-poll", required_argument, 0, OPT_CPU_POLL},
         {"prompt", required_argument, 0, 'p'},
         {"system", required_argument, 0, OPT_SYSTEM},
         {"max-tokens", required_argument, 0, 'n'},
@@ -241,6 +244,7 @@ static int cmd_caption(int argc, char **argv)
         case OPT_CTX: bad = parse_long("--ctx", optarg, 0, 1 << 22, &v); p.llama.n_ctx_per_seq = (int)v; break;
         case OPT_PARALLEL: bad = parse_long("--parallel", optarg, 1, 255, &v); p.llama.n_parallel = (int)v; break;
         case OPT_THREADS: bad = parse_long("--threads", optarg, 0, 1024, &v); p.llama.n_threads = (int)v; break;
+        case OPT_CPU_POLL: bad = parse_long("--cpu-poll", optarg, 0, 100, &v); p.llama.cpu_poll = (int)v; break;
         case OPT_GPU_LAYERS: bad = parse_long("--gpu-layers", optarg, -1, 100000, &v); p.llama.n_gpu_layers = (int)v; break;
         case 'p': p.prompt = optarg; break;
         case OPT_SYSTEM: p.system_prompt = optarg; break;

@@ -7,11 +7,8 @@ is bounded; every process started here is stopped at the end."""
 import os
 import pathlib
 import queue
-import shutil
-import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,6 +16,8 @@ import json
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from prom import Prometheus
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ODD_MODEL = 'demo "quoted" \\ model\nv1'  # every escape the text format has
@@ -167,100 +166,44 @@ def test_exposition_parses_with_exact_values(demo_bin):
         assert demo.stop() == 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def prom_query(base, expr, timeout=5):
-    url = base + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        body = json.loads(resp.read())
-    assert body["status"] == "success", body
-    return body["data"]["result"]
-
-
 def test_real_prometheus_scrapes_the_demo(demo_bin, tmp_path):
-    prometheus = shutil.which("prometheus")
-    assert prometheus, "prometheus is not installed: run scripts/setup.sh (Debian package prometheus)"
     demo = Demo(demo_bin, "--threads", 2, "--seconds", 120)
-    prom = None
-    log = tmp_path / "prometheus.log"
     try:
-        (tmp_path / "prometheus.yml").write_text(
-            "global:\n"
-            "  scrape_interval: 1s\n"
-            "  evaluation_interval: 1s\n"
-            "scrape_configs:\n"
-            "  - job_name: sluice_demo\n"
-            "    scrape_interval: 1s\n"
-            "    scrape_timeout: 1s\n"
-            "    static_configs:\n"
-            f"      - targets: ['127.0.0.1:{demo.port}']\n")
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        with open(log, "w") as log_fp:
-            prom = subprocess.Popen(
-                [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={tmp_path / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                stdout=log_fp, stderr=subprocess.STDOUT)
-
-        def wait_for(what, check, seconds=60):
-            deadline = time.monotonic() + seconds
-            last = None
-            while time.monotonic() < deadline:
-                if prom.poll() is not None:
-                    pytest.fail(f"prometheus exited ({prom.returncode}): {log.read_text()[-2000:]}")
-                try:
-                    result = check()
-                    if result:
-                        return result
-                    last = result
-                except (urllib.error.URLError, ConnectionError, OSError) as e:
-                    last = e
-                time.sleep(0.5)
-            pytest.fail(f"timed out waiting for {what}: last {last!r}; "
-                        f"prometheus log: {log.read_text()[-2000:]}")
-
-        wait_for("prometheus ready", lambda: get(base + "/-/ready", timeout=2)[0] == 200)
-        up = wait_for("the demo target up",
-                      lambda: [r for r in prom_query(base, 'up{job="sluice_demo"}')
-                               if r["value"][1] == "1"])
-        assert up[0]["metric"]["instance"] == f"127.0.0.1:{demo.port}"
-
-        # A counter, with vLLM's ':' name and the label value that needs every
-        # escape, read back through PromQL's own string escapes.
-        odd = 'demo \\"quoted\\" \\\\ model\\nv1'
-        res = wait_for("the demo's counter",
-                       lambda: prom_query(
-                           base, f'sum(vllm:request_success_total{{model_name="{odd}"}})'))
-        assert float(res[0]["value"][1]) > 0
-        res = prom_query(base, 'vllm:request_success_total{finished_reason="stop"}')
-        assert sorted(r["metric"]["model_name"] for r in res) == sorted([ODD_MODEL, "plain"])
-
-        # A quantile from the histogram: needs two scrapes inside the window.
-        expr = ("histogram_quantile(0.9, sum by (le) "
-                "(rate(vllm:e2e_request_latency_seconds_bucket[5s])))")
-
-        def quantile():
-            r = prom_query(base, expr)
-            return r if r and r[0]["value"][1] not in ("NaN", "+Inf") else None
-        q = float(wait_for("histogram_quantile", quantile)[0]["value"][1])
-        # Latencies are 0.001 + 2 r^3: the 0.9 quantile is 1.46; interpolated
-        # inside the (1, 2.5] bucket it lands between the bounds.
-        assert 1.0 <= q <= 2.5, q
-
-        # The process metrics and the callback gauge come through too.
-        assert float(prom_query(base, "process_resident_memory_bytes")[0]["value"][1]) > 1e5
-        assert len(prom_query(base, "sluice_queue_depth")) == 2
+        with Prometheus(tmp_path / "prom", {"sluice_demo": [f"127.0.0.1:{demo.port}"]}) as prom:
+            run_against_prometheus(prom, demo)
     finally:
-        if prom is not None and prom.poll() is None:
-            prom.terminate()
-            try:
-                prom.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                prom.kill()
-                prom.wait(timeout=10)
         assert demo.stop() == 0
+
+
+def run_against_prometheus(prom, demo):
+    prom.wait_ready()
+    up = prom.wait_for("the demo target up",
+                       lambda: [r for r in prom.query('up{job="sluice_demo"}')
+                                if r["value"][1] == "1"])
+    assert up[0]["metric"]["instance"] == f"127.0.0.1:{demo.port}"
+
+    # A counter, with vLLM's ':' name and the label value that needs every
+    # escape, read back through PromQL's own string escapes.
+    odd = 'demo \\"quoted\\" \\\\ model\\nv1'
+    res = prom.wait_for("the demo's counter",
+                        lambda: prom.query(
+                            f'sum(vllm:request_success_total{{model_name="{odd}"}})'))
+    assert float(res[0]["value"][1]) > 0
+    res = prom.query('vllm:request_success_total{finished_reason="stop"}')
+    assert sorted(r["metric"]["model_name"] for r in res) == sorted([ODD_MODEL, "plain"])
+
+    # A quantile from the histogram: needs two scrapes inside the window.
+    expr = ("histogram_quantile(0.9, sum by (le) "
+            "(rate(vllm:e2e_request_latency_seconds_bucket[5s])))")
+
+    def quantile():
+        r = prom.query(expr)
+        return r if r and r[0]["value"][1] not in ("NaN", "+Inf") else None
+    q = float(prom.wait_for("histogram_quantile", quantile)[0]["value"][1])
+    # Latencies are 0.001 + 2 r^3: the 0.9 quantile is 1.46; interpolated
+    # inside the (1, 2.5] bucket it lands between the bounds.
+    assert 1.0 <= q <= 2.5, q
+
+    # The process metrics and the callback gauge come through too.
+    assert float(prom.query("process_resident_memory_bytes")[0]["value"][1]) > 1e5
+    assert len(prom.query("sluice_queue_depth")) == 2

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ggml-cpu.h"
 #include "llama.h"
 #include "mtmd.h"
 #include "mtmd-helper.h"
@@ -135,6 +136,7 @@ typedef struct llama_engine {
 
     slot *slots;
     struct llama_batch batch;
+    struct ggml_threadpool *threadpool; /* ours: its polling level is a parameter */
     llama_token *prefix;       /* the cached prompt head, in sequence n_parallel */
     int n_prefix;
     int kv_reserved;
@@ -884,6 +886,8 @@ static void llama_engine_free(void *impl)
         mtmd_free(e->mtmd);
     if (e->ctx)
         llama_free(e->ctx);
+    if (e->threadpool)
+        ggml_threadpool_free(e->threadpool);
     if (e->model)
         llama_model_free(e->model);
     sl_free(e->chat_template);
@@ -913,6 +917,7 @@ sl_llama_params sl_llama_default_params(void)
         .n_batch = 512,
         .n_threads = 0,
         .n_gpu_layers = -1,
+        .cpu_poll = 50, /* llama.cpp's own default */
     };
 }
 
@@ -1091,6 +1096,14 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
                        "'%s': lower --parallel or --max-tokens",
                        n_ctx, e->n_parallel + 1, per_seq, params->model_path);
     }
+    /* llama.cpp's own threadpool spins between graph ops; on a machine
+     * whose cores are shared (decode workers, other replicas, other jobs)
+     * spinning threads starve each other. */
+    struct ggml_threadpool_params tpp = ggml_threadpool_params_default((int)threads);
+    tpp.poll = (uint32_t)(params->cpu_poll < 0 ? 0 : params->cpu_poll > 100 ? 100 : params->cpu_poll);
+    e->threadpool = ggml_threadpool_new(&tpp);
+    if (e->threadpool)
+        llama_attach_threadpool(e->ctx, e->threadpool, e->threadpool);
     /* Read the effective sizes back: llama.cpp may round them. */
     e->n_ctx = (int)llama_n_ctx(e->ctx);
     e->n_batch = (int)llama_n_batch(e->ctx);
