@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit models-256m bench clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit models-256m bench bench-engine clean
 
 all: build
 
@@ -42,6 +42,15 @@ test-unit: build
 
 bench: build
 	$(BUILD)/bench/executor
+	$(BUILD)/bench/metrics
+
+# The engine at its limit on the SmolVLM-256M shape (random weights), image
+# splitting capped at one 512 px tile (see docs/engine.md). Takes ~15 minutes
+# on 2 cores.
+bench-engine: build
+	test -f models/smolvlm-256m-e512/model.gguf || .venv/bin/python tools/gen_model.py \
+	    --shape smolvlm-256m --longest-edge 512 --out models/smolvlm-256m-e512
+	$(BUILD)/bench/engine
 
 models-256m: setup
 	.venv/bin/python tools/gen_model.py --shape smolvlm-256m --out models/smolvlm-256m

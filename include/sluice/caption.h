@@ -43,6 +43,8 @@ typedef struct sl_caption_params {
     const char *system_prompt; /* NULL: none */
     const char *prompt;
     sl_sampling sampling;      /* sampling.seed is the job seed */
+    const char *const *stop;   /* generation ends at any of these (not written) */
+    int n_stop;
     sl_image_params image;
     sl_llama_params llama;
     int decode_workers;        /* decode threads (default 2) */

@@ -51,6 +51,7 @@ static const char usage_text[] =
     "      --temperature F       0 is greedy (default: 0)\n"
     "      --top-p F  --top-k N  --min-p F  --repeat-penalty F\n"
     "      --seed N              job seed; each row's seed mixes it with the row id (default: 0)\n"
+    "      --stop TEXT           end generation at TEXT (not written); repeatable, up to 16\n"
     "Pipeline:\n"
     "      --decode-workers N    image decode threads (default: 2)\n"
     "      --replicas N          engine instances, each with its own model (default: 1)\n"
@@ -191,6 +192,7 @@ enum {
     OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
     OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
     OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR, OPT_CPU_POLL,
+    OPT_STOP,
 };
 
 static int cmd_caption(int argc, char **argv)
@@ -212,6 +214,7 @@ static int cmd_caption(int argc, char **argv)
         {"min-p", required_argument, 0, OPT_MIN_P},
         {"repeat-penalty", required_argument, 0, OPT_REPEAT_PENALTY},
         {"seed", required_argument, 0, OPT_SEED},
+        {"stop", required_argument, 0, OPT_STOP},
         {"max-image-edge", required_argument, 0, OPT_MAX_EDGE},
         {"max-image-pixels", required_argument, 0, OPT_MAX_PIXELS},
         {"decode-workers", required_argument, 0, OPT_DECODE_WORKERS},
@@ -233,6 +236,8 @@ static int cmd_caption(int argc, char **argv)
     p.metrics_optional = true; /* the default address may be taken: then run without it */
     printer pr = {.show = 5};
     int verbose = 0;
+    const char *stops[16];
+    int n_stop = 0;
     long v;
     int c;
     optind = 1;
@@ -254,6 +259,13 @@ static int cmd_caption(int argc, char **argv)
         case OPT_TOP_K: bad = parse_long("--top-k", optarg, 0, 1 << 20, &v); p.sampling.top_k = (int)v; break;
         case OPT_MIN_P: bad = parse_float("--min-p", optarg, 0, 1, &p.sampling.min_p); break;
         case OPT_REPEAT_PENALTY: bad = parse_float("--repeat-penalty", optarg, 0.01, 100, &p.sampling.repeat_penalty); break;
+        case OPT_STOP:
+            if (n_stop == 16) {
+                fprintf(stderr, "sluice: at most 16 --stop strings\n");
+                return EXIT_USAGE;
+            }
+            stops[n_stop++] = optarg;
+            break;
         case OPT_SEED: bad = parse_long("--seed", optarg, 0, LONG_MAX, &v); p.sampling.seed = (uint64_t)v; break;
         case OPT_MAX_EDGE: bad = parse_long("--max-image-edge", optarg, 0, 1 << 16, &v); p.image.max_edge = (int)v; break;
         case OPT_MAX_PIXELS: bad = parse_long("--max-image-pixels", optarg, 1, LONG_MAX, &v); p.image.max_input_pixels = (uint64_t)v; break;
@@ -282,6 +294,8 @@ static int cmd_caption(int argc, char **argv)
     if (argc - optind > 1)
         return usage_error("caption takes one input folder; unexpected argument: ", argv[optind + 1]);
     p.input_dir = argv[optind];
+    p.stop = stops;
+    p.n_stop = n_stop;
     if (!p.output_dir)
         return usage_error("caption needs an output folder: -o DIR", NULL);
     if (!p.llama.model_path)

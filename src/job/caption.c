@@ -214,6 +214,8 @@ static sl_status engine_submit(void *state, sl_row *row)
         .prompt = p->prompt,
         .image = r->image,
         .sampling = p->sampling,
+        .stop = p->stop,
+        .n_stop = p->n_stop,
     };
     req.sampling.seed = r->seed;
     return sl_engine_submit(rep->engine, &req, row);

@@ -233,3 +233,21 @@ def test_greedy_output_matches_llama_mtmd_cli(sluice, llama_prefix, tmp_path):
                              capture_output=True, text=True, timeout=300)
         assert cli.returncode == 0, cli.stderr[-2000:]
         assert cli.stdout.strip() == ours[base].strip(), (base, cli.stdout, ours[base])
+
+
+def test_stop_strings_cut_captions(sluice, tmp_path):
+    base = sluice.caption(SAMPLES, tmp_path / "a", "--max-tokens", "32", "--parallel", "1")
+    assert base.returncode == 0, base.stderr
+    full = {r["id"]: r["caption"] for r in read_rows(tmp_path / "a")}
+    r = sluice.caption(SAMPLES, tmp_path / "b", "--max-tokens", "32", "--parallel", "1",
+                       "--stop", "kitchen", "--stop", "never-generated")
+    assert r.returncode == 0, r.stderr
+    cut = {row["id"]: row for row in read_rows(tmp_path / "b")}
+    with_stop = [k for k, text in full.items() if "kitchen" in text]
+    assert with_stop, "the sample captions no longer contain the stop word: pick another"
+    for k, text in full.items():
+        if "kitchen" in text:
+            assert cut[k]["caption"] == text[:text.index("kitchen")]
+            assert cut[k]["finish_reason"] == "stop"
+        else:
+            assert cut[k]["caption"] == text
