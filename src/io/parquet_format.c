@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "io/parquet_format.h"
+#include "io/thrift_compact.h"
 
 /* ---- names ------------------------------------------------------------- */
 
@@ -125,13 +126,7 @@ int sl_pq_bit_width(uint32_t max)
 static bool put_varint(sl_buf *out, uint64_t v)
 {
     uint8_t tmp[10];
-    size_t n = 0;
-    while (v >= 0x80) {
-        tmp[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    tmp[n++] = (uint8_t)v;
-    return sl_buf_append(out, tmp, n);
+    return sl_buf_append(out, tmp, sl_tc_encode_varint(v, tmp));
 }
 
 static size_t run_length(const uint32_t *v, size_t i, size_t n)

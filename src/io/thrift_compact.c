@@ -45,16 +45,21 @@ void sl_tc_write_byte(sl_tc_writer *w, uint8_t v)
     put(w, &v, 1);
 }
 
+size_t sl_tc_encode_varint(uint64_t v, uint8_t out[10])
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
 void sl_tc_write_varint(sl_tc_writer *w, uint64_t v)
 {
     uint8_t tmp[10];
-    size_t n = 0;
-    while (v >= 0x80) {
-        tmp[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    tmp[n++] = (uint8_t)v;
-    put(w, tmp, n);
+    put(w, tmp, sl_tc_encode_varint(v, tmp));
 }
 
 void sl_tc_write_i64(sl_tc_writer *w, int64_t v)

@@ -39,6 +39,9 @@ void sl_tc_write_list_begin(sl_tc_writer *w, int elem_type, size_t count);
 /* Raw values (list elements, or after sl_tc_write_field). */
 void sl_tc_write_byte(sl_tc_writer *w, uint8_t v);
 void sl_tc_write_varint(sl_tc_writer *w, uint64_t v);
+/* ULEB128 (the varint of Thrift compact and of Parquet's RLE headers) into
+ * out; returns the bytes used (at most 10). */
+size_t sl_tc_encode_varint(uint64_t v, uint8_t out[10]);
 void sl_tc_write_i64(sl_tc_writer *w, int64_t v); /* zigzag varint; also i16/i32 */
 void sl_tc_write_double(sl_tc_writer *w, double v);
 void sl_tc_write_binary(sl_tc_writer *w, const void *data, size_t len);
