@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include "engine.h"
+#include "executor.h"
 #include "image.h"
 #include "status.h"
 
@@ -35,6 +36,18 @@ typedef struct sl_row_view {
 } sl_row_view;
 
 typedef void (*sl_row_fn)(const sl_row_view *row, void *user);
+
+/* A snapshot of the running job, for progress displays. */
+typedef struct sl_caption_progress {
+    double elapsed_s;           /* since the pipeline started (model load included) */
+    uint64_t rows_read, rows_done, rows_failed;
+    uint64_t bytes_in_flight, memory_budget;
+    size_t n_stages;
+    sl_stage_stats stages[8];   /* read, decode, engine, write */
+    bool final;                 /* the last snapshot, after the run ended */
+} sl_caption_progress;
+
+typedef void (*sl_progress_fn)(const sl_caption_progress *progress, void *user);
 
 typedef struct sl_caption_params {
     const char *input_dir;
@@ -57,7 +70,10 @@ typedef struct sl_caption_params {
     bool metrics_optional;     /* if the address cannot be bound: warn, run without it */
     void (*on_metrics_port)(int port, void *user); /* optional: once serving, the bound port */
     sl_row_fn on_row;          /* optional */
-    void *on_row_user;         /* handed to on_row and on_metrics_port */
+    void *on_row_user;         /* handed to on_row, on_metrics_port and on_progress */
+    sl_progress_fn on_progress; /* optional: every progress_ms from a monitor thread,
+                                   and once more at the end (final) */
+    int progress_ms;           /* default 1000 */
 } sl_caption_params;
 
 sl_caption_params sl_caption_default_params(void);

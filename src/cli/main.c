@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sluice/sluice.h"
 
@@ -70,6 +71,8 @@ static const char usage_text[] =
     "      --overwrite           replace an existing part-00000.jsonl\n"
     "      --show N              print the first N captions (default: 5)\n"
     "  -q, --quiet               print only errors\n"
+    "      --progress-every S    seconds between progress lines when stderr is not a\n"
+    "                            terminal (default: 10; a terminal redraws every second)\n"
     "  -v, --verbose             print llama.cpp's messages too\n"
     "  -h, --help                this text\n"
     "      --version             print the version\n"
@@ -162,13 +165,27 @@ typedef struct printer {
     long show;
     long shown;
     int quiet;
+    bool tty;          /* stderr is a terminal: redraw the progress block in place */
+    int drawn;         /* lines of the progress block on screen */
+    double last_line;  /* non-TTY: when the last progress line went out */
+    double line_every; /* non-TTY: seconds between progress lines */
 } printer;
+
+/* Erases the progress block so a row's line does not land inside it. */
+static void clear_progress(printer *pr)
+{
+    if (pr->tty && pr->drawn) {
+        fprintf(stderr, "\033[%dA\033[J", pr->drawn);
+        pr->drawn = 0;
+    }
+}
 
 static void print_row(const sl_row_view *row, void *user)
 {
     printer *pr = user;
     if (pr->quiet)
         return;
+    clear_progress(pr);
     if (row->error) {
         fprintf(stderr, "sluice: %s failed (%s): %s\n", row->id, row->error_stage, row->error);
         return;
@@ -178,6 +195,63 @@ static void print_row(const sl_row_view *row, void *user)
         fflush(stdout);
         pr->shown++;
     }
+}
+
+static void fmt_duration(double s, char *buf, size_t n)
+{
+    long t = (long)(s + 0.5);
+    snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+}
+
+/* On a terminal: one line per stage plus a total, redrawn in place. Else:
+ * one plain line every line_every seconds, and a last one at the end.
+ * Counts are images (rows), never internal batches. */
+static void print_progress(const sl_caption_progress *g, void *user)
+{
+    printer *pr = user;
+    if (pr->quiet)
+        return;
+    double rate = g->elapsed_s > 0 ? (double)g->rows_done / g->elapsed_s : 0.0;
+    char elapsed[32];
+    fmt_duration(g->elapsed_s, elapsed, sizeof elapsed);
+    if (pr->tty) {
+        clear_progress(pr);
+        for (size_t i = 0; i < g->n_stages; i++) {
+            const sl_stage_stats *s = &g->stages[i];
+            double all = s->busy_s + s->idle_s + s->blocked_s;
+            fprintf(stderr, "  %-7s x%-2d %9llu in %9llu out %6llu failed  queue %5llu (%6.1f MB)"
+                            "  busy %3.0f%%%s\n",
+                    s->name, s->workers, (unsigned long long)s->rows_in,
+                    (unsigned long long)s->rows_out, (unsigned long long)s->rows_failed,
+                    (unsigned long long)s->queue_rows, (double)s->queue_bytes / 1e6,
+                    all > 0 ? 100.0 * s->busy_s / all : 0.0,
+                    s->in_flight ? "  (in engine)" : "");
+        }
+        fprintf(stderr, "  %llu images done, %llu failed, %.2f images/s, %s elapsed, "
+                        "%.0f of %.0f MB in flight%s\n",
+                (unsigned long long)g->rows_done, (unsigned long long)g->rows_failed, rate,
+                elapsed, (double)g->bytes_in_flight / 1e6, (double)g->memory_budget / 1e6,
+                g->final ? " (finished)" : "");
+        pr->drawn = (int)g->n_stages + 1;
+        if (g->final)
+            pr->drawn = 0; /* leave the last block on screen */
+        return;
+    }
+    double now = g->elapsed_s;
+    if (!g->final && now - pr->last_line < pr->line_every)
+        return;
+    pr->last_line = now;
+    fprintf(stderr, "progress: %llu images done, %llu failed, %.2f images/s, %s elapsed |",
+            (unsigned long long)g->rows_done, (unsigned long long)g->rows_failed, rate, elapsed);
+    for (size_t i = 0; i < g->n_stages; i++) {
+        const sl_stage_stats *s = &g->stages[i];
+        if (i == 0) /* the source has no input queue */
+            fprintf(stderr, " %s %llu", s->name, (unsigned long long)s->rows_out);
+        else
+            fprintf(stderr, " %s %llu/%llu q%llu", s->name, (unsigned long long)s->rows_out,
+                    (unsigned long long)s->rows_in, (unsigned long long)s->queue_rows);
+    }
+    fprintf(stderr, "%s\n", g->final ? " | finished" : "");
 }
 
 static void print_metrics_port(int port, void *user)
@@ -192,7 +266,7 @@ enum {
     OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
     OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
     OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR, OPT_CPU_POLL,
-    OPT_STOP,
+    OPT_STOP, OPT_PROGRESS_EVERY,
 };
 
 static int cmd_caption(int argc, char **argv)
@@ -227,6 +301,7 @@ static int cmd_caption(int argc, char **argv)
         {"overwrite", no_argument, 0, OPT_OVERWRITE},
         {"show", required_argument, 0, OPT_SHOW},
         {"quiet", no_argument, 0, 'q'},
+        {"progress-every", required_argument, 0, OPT_PROGRESS_EVERY},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -234,7 +309,7 @@ static int cmd_caption(int argc, char **argv)
     sl_caption_params p = sl_caption_default_params();
     p.metrics_addr = "127.0.0.1:9797";
     p.metrics_optional = true; /* the default address may be taken: then run without it */
-    printer pr = {.show = 5};
+    printer pr = {.show = 5, .tty = isatty(STDERR_FILENO), .line_every = 10.0};
     int verbose = 0;
     const char *stops[16];
     int n_stop = 0;
@@ -282,6 +357,12 @@ static int cmd_caption(int argc, char **argv)
         case OPT_OVERWRITE: p.overwrite = true; break;
         case OPT_SHOW: bad = parse_long("--show", optarg, 0, LONG_MAX, &pr.show); break;
         case 'q': pr.quiet = 1; break;
+        case OPT_PROGRESS_EVERY: {
+            float every;
+            bad = parse_float("--progress-every", optarg, 0.05, 86400, &every);
+            pr.line_every = every;
+            break;
+        }
         case 'v': verbose = 1; break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: fprintf(stderr, "Run 'sluice caption --help' for the options.\n"); return EXIT_USAGE;
@@ -307,6 +388,8 @@ static int cmd_caption(int argc, char **argv)
     p.on_row = print_row;
     p.on_row_user = &pr;
     p.on_metrics_port = print_metrics_port;
+    p.on_progress = print_progress;
+    p.progress_ms = pr.tty ? 1000 : (int)(pr.line_every * 1000 < 1000 ? pr.line_every * 1000 : 1000);
     p.stop_requests = &stop_requests;
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);

@@ -36,6 +36,7 @@ sl_caption_params sl_caption_default_params(void)
         .decode_workers = 2,
         .replicas = 1,
         .max_failed = 1.0,
+        .progress_ms = 1000,
     };
 }
 
@@ -385,6 +386,85 @@ static sl_status check_params(const sl_caption_params *p)
     return SL_OK;
 }
 
+/* --- progress ------------------------------------------------------------------- */
+
+typedef struct progress {
+    const sl_caption_params *p;
+    sl_exec *exec;
+    double load_seconds;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    pthread_t thread;
+    bool started;
+} progress;
+
+static void progress_report(progress *pg, bool final)
+{
+    sl_caption_progress snap = {.final = final};
+    sl_exec_stats es;
+    sl_exec_stats_get(pg->exec, &es);
+    snap.elapsed_s = es.seconds;
+    snap.rows_read = es.rows_produced;
+    snap.rows_done = es.rows_done;
+    snap.rows_failed = es.rows_failed;
+    snap.bytes_in_flight = es.bytes_in_flight;
+    snap.memory_budget = es.memory_budget;
+    snap.n_stages = sl_exec_stage_count(pg->exec);
+    if (snap.n_stages > sizeof snap.stages / sizeof *snap.stages)
+        snap.n_stages = sizeof snap.stages / sizeof *snap.stages;
+    for (size_t i = 0; i < snap.n_stages; i++)
+        sl_exec_stage_stats(pg->exec, i, &snap.stages[i]);
+    pg->p->on_progress(&snap, pg->p->on_row_user);
+}
+
+static void *progress_main(void *arg)
+{
+    progress *pg = arg;
+    pthread_mutex_lock(&pg->mu);
+    while (!pg->done) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long ms = pg->p->progress_ms > 0 ? pg->p->progress_ms : 1000;
+        ts.tv_sec += ms / 1000;
+        ts.tv_nsec += (ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (pthread_cond_timedwait(&pg->cv, &pg->mu, &ts) != 0 && !pg->done) {
+            pthread_mutex_unlock(&pg->mu);
+            progress_report(pg, false);
+            pthread_mutex_lock(&pg->mu);
+        }
+    }
+    pthread_mutex_unlock(&pg->mu);
+    return NULL;
+}
+
+static void progress_start(progress *pg, const sl_caption_params *p, sl_exec *exec)
+{
+    *pg = (progress){.p = p, .exec = exec};
+    pthread_mutex_init(&pg->mu, NULL);
+    pthread_cond_init(&pg->cv, NULL);
+    if (p->on_progress)
+        pg->started = pthread_create(&pg->thread, NULL, progress_main, pg) == 0;
+}
+
+static void progress_stop(progress *pg)
+{
+    if (pg->started) {
+        pthread_mutex_lock(&pg->mu);
+        pg->done = true;
+        pthread_cond_broadcast(&pg->cv);
+        pthread_mutex_unlock(&pg->mu);
+        pthread_join(pg->thread, NULL);
+        progress_report(pg, true);
+    }
+    pthread_mutex_destroy(&pg->mu);
+    pthread_cond_destroy(&pg->cv);
+}
+
 /* Metrics for the run; served when an address is given. A busy default
  * address (metrics_optional) is a warning, not a failure. */
 static sl_status start_metrics(job *j, sl_exec *exec)
@@ -452,9 +532,12 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     sum->metrics_port = caption_metrics_port(j.metrics);
     if (sum->metrics_port && p->on_metrics_port)
         p->on_metrics_port(sum->metrics_port, p->on_row_user);
+    progress pg;
+    progress_start(&pg, p, exec);
     sl_status run_st = sl_exec_run(exec);
     char run_msg[1024];
     snprintf(run_msg, sizeof run_msg, "%s", sl_last_error());
+    progress_stop(&pg);
     caption_metrics_detach_exec(j.metrics);
     if (j.metrics) {
         char *prom = sl_asprintf("%s/metrics.prom", p->output_dir);

@@ -251,3 +251,20 @@ def test_stop_strings_cut_captions(sluice, tmp_path):
             assert cut[k]["finish_reason"] == "stop"
         else:
             assert cut[k]["caption"] == text
+
+
+def test_progress_on_a_pipe_is_line_based_and_ends_with_the_totals(sluice, corrupt_set, tmp_path):
+    r = sluice.caption(corrupt_set, tmp_path / "out", "--max-tokens", "24", "--progress-every", "0.05")
+    assert r.returncode == 3, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith("progress:")]
+    assert lines, r.stderr
+    assert "\033[" not in r.stderr  # no cursor movement when not on a terminal
+    rows = read_rows(tmp_path / "out")
+    failed = sum(1 for row in rows if row["error"])
+    last = lines[-1]
+    assert last.endswith("| finished")
+    assert f"progress: {len(rows)} images done, {failed} failed," in last
+    assert f"read {len(rows)} " in last
+    quiet = sluice.caption(SAMPLES, tmp_path / "q", "--max-tokens", "2", "--quiet",
+                           "--progress-every", "0.05")
+    assert quiet.returncode == 0 and "progress:" not in quiet.stderr
