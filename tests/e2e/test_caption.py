@@ -226,13 +226,23 @@ def test_greedy_output_matches_llama_mtmd_cli(sluice, llama_prefix, tmp_path):
     ours = {row["id"]: row["caption"] for row in read_rows(tmp_path / "out")}
     for name in names:
         base = pathlib.Path(name).name
-        cli = subprocess.run([str(llama_prefix / "bin" / "llama-mtmd-cli"),
-                              "-m", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
-                              "--image", str(src / base), "-p", "Describe this image in one sentence.",
-                              "-n", "32", "--temp", "0", "-t", "2"],
-                             capture_output=True, text=True, timeout=300)
-        assert cli.returncode == 0, cli.stderr[-2000:]
-        assert cli.stdout.strip() == ours[base].strip(), (base, cli.stdout, ours[base])
+        # llama-mtmd-cli prints through llama.cpp's asynchronous logger, which
+        # can drop the tail of its output at exit on a busy machine (see
+        # common/log.cpp): a cut-short answer must be a prefix of ours, and
+        # is asked for again; only a full, equal answer passes.
+        for attempt in range(6):
+            cli = subprocess.run([str(llama_prefix / "bin" / "llama-mtmd-cli"),
+                                  "-m", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+                                  "--image", str(src / base), "-p", "Describe this image in one sentence.",
+                                  "-n", "32", "--temp", "0", "-t", "2"],
+                                 capture_output=True, text=True, timeout=300)
+            assert cli.returncode == 0, cli.stderr[-2000:]
+            theirs = cli.stdout.strip()
+            assert ours[base].strip().startswith(theirs), (base, theirs, ours[base])
+            if theirs == ours[base].strip():
+                break
+        else:
+            raise AssertionError(f"{base}: llama-mtmd-cli never printed its whole answer")
 
 
 def test_stop_strings_cut_captions(sluice, tmp_path):
