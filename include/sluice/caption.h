@@ -2,9 +2,9 @@
  *
  * sl_caption_run() runs a pipeline on the streaming executor: read (the
  * images under input_dir, recursively, sorted) -> decode (libvips, shrink)
- * -> engine (llama.cpp; one model per replica) -> write (one JSONL row per
- * input to output_dir/part-00000.jsonl, written under a temporary name and
- * renamed when the run ends). Metrics (vLLM's engine names, sluice_ pipeline
+ * -> engine (llama.cpp; one model per replica) -> write (one row per input
+ * to output_dir/part-00000.jsonl or .parquet, written under a temporary name
+ * and renamed when the run ends). Metrics (vLLM's engine names, sluice_ pipeline
  * names) are served at metrics_addr while it runs and written to
  * output_dir/metrics.prom at the end. An input that fails becomes a row with its
  * error; the run goes on. A wrong parameter, an engine that cannot load, an
@@ -52,6 +52,7 @@ typedef void (*sl_progress_fn)(const sl_caption_progress *progress, void *user);
 typedef struct sl_caption_params {
     const char *input_dir;
     const char *output_dir;
+    const char *output_format; /* "jsonl" (default) or "parquet" (zstd) */
     bool overwrite;            /* replace existing output shards */
     const char *system_prompt; /* NULL: none */
     const char *prompt;
@@ -86,7 +87,7 @@ typedef struct sl_caption_summary {
     long generated_tokens;
     double seconds;           /* wall time from first read to last write */
     double load_seconds;      /* engine load, not in `seconds` */
-    char output_file[4096];   /* the committed JSONL shard */
+    char output_file[4096];   /* the committed shard */
     char model_name[256];
     uint64_t peak_bytes_in_flight, memory_budget;
     int metrics_port;         /* where /metrics was served (0: not served) */

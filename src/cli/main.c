@@ -33,7 +33,7 @@ static const char usage_text[] =
     "usage: sluice caption INPUT_DIR -o OUTPUT_DIR --model M.gguf --mmproj P.gguf [options]\n"
     "\n"
     "Caption every image under INPUT_DIR (recursively) with a vision-language\n"
-    "model and write one JSON row per image to OUTPUT_DIR/part-00000.jsonl.\n"
+    "model and write one row per image to OUTPUT_DIR/part-00000.jsonl (or .parquet).\n"
     "\n"
     "Model:\n"
     "  -m, --model PATH          language model GGUF\n"
@@ -68,6 +68,7 @@ static const char usage_text[] =
     "                            are written to OUTPUT_DIR/metrics.prom either way.\n"
     "Output:\n"
     "  -o, --output DIR          output folder (created if missing)\n"
+    "      --format F            jsonl (default) or parquet (zstd; pyarrow, DuckDB, HF datasets)\n"
     "      --overwrite           replace an existing part-00000.jsonl\n"
     "      --show N              print the first N captions (default: 5)\n"
     "  -q, --quiet               print only errors\n"
@@ -266,7 +267,7 @@ enum {
     OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
     OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
     OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR, OPT_CPU_POLL,
-    OPT_STOP, OPT_PROGRESS_EVERY,
+    OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT,
 };
 
 static int cmd_caption(int argc, char **argv)
@@ -298,6 +299,7 @@ static int cmd_caption(int argc, char **argv)
         {"max-failed", required_argument, 0, OPT_MAX_FAILED},
         {"metrics-addr", required_argument, 0, OPT_METRICS_ADDR},
         {"output", required_argument, 0, 'o'},
+        {"format", required_argument, 0, OPT_FORMAT},
         {"overwrite", no_argument, 0, OPT_OVERWRITE},
         {"show", required_argument, 0, OPT_SHOW},
         {"quiet", no_argument, 0, 'q'},
@@ -354,6 +356,7 @@ static int cmd_caption(int argc, char **argv)
             p.metrics_optional = false;
             break;
         case 'o': p.output_dir = optarg; break;
+        case OPT_FORMAT: p.output_format = optarg; break;
         case OPT_OVERWRITE: p.overwrite = true; break;
         case OPT_SHOW: bad = parse_long("--show", optarg, 0, LONG_MAX, &pr.show); break;
         case 'q': pr.quiet = 1; break;

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <jansson.h>
+#include "io/shard.h"
 #include "sluice/status.h"
 
 typedef struct sl_jsonl_sink sl_jsonl_sink;
@@ -26,8 +27,5 @@ sl_status sl_jsonl_sink_commit(sl_jsonl_sink *sink);
 const char *sl_jsonl_sink_path(const sl_jsonl_sink *sink);
 
 void sl_jsonl_sink_free(sl_jsonl_sink *sink);
-
-/* mkdir -p. */
-sl_status sl_make_dirs(const char *path);
 
 #endif

@@ -22,6 +22,7 @@
 #include "core/utf8.h"
 #include "io/dir_source.h"
 #include "io/jsonl_sink.h"
+#include "io/parquet_sink.h"
 #include "job/caption_metrics.h"
 #include "sluice/caption.h"
 #include "sluice/executor.h"
@@ -73,7 +74,8 @@ static void caption_row_free(void *data)
 typedef struct job {
     const sl_caption_params *p;
     sl_dir_source *src;
-    sl_jsonl_sink *sink;
+    sl_jsonl_sink *sink;       /* one of these two */
+    sl_parquet_sink *psink;
     char model_name[256];
     pthread_mutex_t mu;       /* model_name, load_seconds */
     double load_seconds;
@@ -302,6 +304,73 @@ static json_t *row_json(const caption_row *r, const sl_row *row, const char *mod
     return o;
 }
 
+/* The Parquet schema of a row: the JSONL fields, timings flattened. */
+enum {
+    PC_ID, PC_PATH, PC_CAPTION, PC_FINISH, PC_PROMPT_TOKENS, PC_GENERATED_TOKENS,
+    PC_CACHED_TOKENS, PC_WIDTH, PC_HEIGHT, PC_SOURCE_WIDTH, PC_SOURCE_HEIGHT, PC_MODEL, PC_SEED,
+    PC_DECODE_MS, PC_QUEUE_MS, PC_PREFILL_MS, PC_ENCODE_MS, PC_TTFT_MS, PC_GENERATE_MS,
+    PC_TOTAL_MS, PC_ERROR_STAGE, PC_ERROR, PC_COUNT
+};
+
+static const sl_pq_column_def parquet_columns[PC_COUNT] = {
+    {"id", SL_PQ_STRING, false},           {"path", SL_PQ_STRING, false},
+    {"caption", SL_PQ_STRING, true},       {"finish_reason", SL_PQ_STRING, true},
+    {"prompt_tokens", SL_PQ_INT64, false}, {"generated_tokens", SL_PQ_INT64, false},
+    {"cached_tokens", SL_PQ_INT64, false}, {"width", SL_PQ_INT64, true},
+    {"height", SL_PQ_INT64, true},         {"source_width", SL_PQ_INT64, true},
+    {"source_height", SL_PQ_INT64, true},  {"model", SL_PQ_STRING, false},
+    {"seed", SL_PQ_INT64, false},          {"decode_ms", SL_PQ_DOUBLE, false},
+    {"queue_ms", SL_PQ_DOUBLE, false},     {"prefill_ms", SL_PQ_DOUBLE, false},
+    {"encode_ms", SL_PQ_DOUBLE, false},    {"ttft_ms", SL_PQ_DOUBLE, false},
+    {"generate_ms", SL_PQ_DOUBLE, false},  {"total_ms", SL_PQ_DOUBLE, false},
+    {"error_stage", SL_PQ_STRING, true},   {"error", SL_PQ_STRING, true},
+};
+
+/* A string cell; invalid UTF-8 is repaired into *owned (freed by the caller). */
+static sl_pq_value pq_text(const char *s, char **owned)
+{
+    if (!s)
+        return (sl_pq_value){.is_null = true};
+    size_t n = strlen(s);
+    if (!sl_utf8_valid(s, n) && (*owned = sl_utf8_sanitize(s, n)))
+        s = *owned, n = strlen(s);
+    return (sl_pq_value){.ptr = s, .len = n};
+}
+
+static sl_status write_parquet_row(job *j, const caption_row *r, const sl_row *row)
+{
+    const sl_result *res = r->has_result ? &r->result : NULL;
+    char *owned[PC_COUNT] = {0};
+    sl_pq_value v[PC_COUNT];
+    v[PC_ID] = pq_text(r->rel, &owned[PC_ID]);
+    v[PC_PATH] = pq_text(r->path, &owned[PC_PATH]);
+    v[PC_CAPTION] = pq_text(res ? res->text : NULL, &owned[PC_CAPTION]);
+    v[PC_FINISH] = pq_text(res ? res->finish_reason : NULL, &owned[PC_FINISH]);
+    v[PC_PROMPT_TOKENS] = (sl_pq_value){.i64 = res ? res->prompt_tokens : 0};
+    v[PC_GENERATED_TOKENS] = (sl_pq_value){.i64 = res ? res->generated_tokens : 0};
+    v[PC_CACHED_TOKENS] = (sl_pq_value){.i64 = res ? res->cached_tokens : 0};
+    int dims[4] = {r->width, r->height, r->source_width, r->source_height};
+    for (int k = 0; k < 4; k++)
+        v[PC_WIDTH + k] = (sl_pq_value){.is_null = r->width == 0, .i64 = dims[k]};
+    v[PC_MODEL] = pq_text(j->model_name, &owned[PC_MODEL]);
+    v[PC_SEED] = (sl_pq_value){.i64 = (int64_t)(r->seed & INT64_MAX)};
+    double ms[7] = {r->decode_ms,
+                    res ? res->queue_ms : 0.0,
+                    res ? res->prefill_ms : 0.0,
+                    res ? res->encode_ms : 0.0,
+                    res ? res->ttft_ms : 0.0,
+                    res ? res->generate_ms : 0.0,
+                    (now_s() - r->started) * 1e3};
+    for (int k = 0; k < 7; k++)
+        v[PC_DECODE_MS + k] = (sl_pq_value){.f64 = ms[k]};
+    v[PC_ERROR_STAGE] = pq_text(sl_row_error_stage(row), &owned[PC_ERROR_STAGE]);
+    v[PC_ERROR] = pq_text(sl_row_error(row), &owned[PC_ERROR]);
+    sl_status st = sl_parquet_sink_append(j->psink, v);
+    for (int k = 0; k < PC_COUNT; k++)
+        sl_free(owned[k]);
+    return st;
+}
+
 static sl_status write_init(void *cfg, int worker, void **state)
 {
     *state = cfg;
@@ -314,10 +383,15 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
     sl_caption_summary *sum = j->sum;
     for (size_t i = 0; i < n; i++) {
         caption_row *r = sl_row_data(rows[i]);
-        json_t *o = row_json(r, rows[i], j->model_name);
-        sl_status st = o ? sl_jsonl_sink_write(j->sink, o)
-                         : sl_fail(SL_ERR_NOMEM, "out of memory writing the row for '%s'", r->path);
-        json_decref(o);
+        sl_status st;
+        if (j->psink) {
+            st = write_parquet_row(j, r, rows[i]);
+        } else {
+            json_t *o = row_json(r, rows[i], j->model_name);
+            st = o ? sl_jsonl_sink_write(j->sink, o)
+                   : sl_fail(SL_ERR_NOMEM, "out of memory writing the row for '%s'", r->path);
+            json_decref(o);
+        }
         if (st != SL_OK)
             return st; /* the writer cannot go on: the executor ends the run */
         bool failed = sl_row_failed(rows[i]);
@@ -344,7 +418,7 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
 static void write_close(void *state, sl_exec_end end)
 {
     job *j = state;
-    if (sl_jsonl_sink_commit(j->sink) != SL_OK) {
+    if ((j->psink ? sl_parquet_sink_commit(j->psink) : sl_jsonl_sink_commit(j->sink)) != SL_OK) {
         j->sink_status = SL_ERR_IO;
         snprintf(j->sink_error, sizeof j->sink_error, "%s", sl_last_error());
     }
@@ -371,6 +445,10 @@ static sl_status check_params(const sl_caption_params *p)
                        p->image.max_edge);
     if (p->decode_workers < 1 || p->replicas < 1)
         return sl_fail(SL_ERR_INVALID_ARG, "--decode-workers and --replicas must be >= 1");
+    if (p->output_format && strcmp(p->output_format, "jsonl") != 0 &&
+        strcmp(p->output_format, "parquet") != 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "--format must be jsonl or parquet, got '%s'",
+                       p->output_format);
     if (!(p->max_failed >= 0.0 && p->max_failed <= 1.0))
         return sl_fail(SL_ERR_INVALID_ARG, "--max-failed must be a fraction from 0 to 1, got %g",
                        p->max_failed);
@@ -485,6 +563,17 @@ static sl_status start_metrics(job *j, sl_exec *exec)
     return caption_metrics_attach_exec(j->metrics, exec);
 }
 
+static sl_status open_output(job *j)
+{
+    const sl_caption_params *p = j->p;
+    if (p->output_format && strcmp(p->output_format, "parquet") == 0) {
+        sl_pq_writer_params wp = sl_pq_writer_default_params();
+        return sl_parquet_sink_open(p->output_dir, "part-00000.parquet", p->overwrite,
+                                    parquet_columns, PC_COUNT, &wp, &j->psink);
+    }
+    return sl_jsonl_sink_open(p->output_dir, "part-00000.jsonl", p->overwrite, &j->sink);
+}
+
 sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
 {
     memset(sum, 0, sizeof *sum);
@@ -498,7 +587,7 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     /* Cheap checks first: a wrong input or output fails before any model
      * loads. */
     if ((st = sl_dir_source_open(p->input_dir, &j.src)) != SL_OK ||
-        (st = sl_jsonl_sink_open(p->output_dir, "part-00000.jsonl", p->overwrite, &j.sink)) != SL_OK)
+        (st = open_output(&j)) != SL_OK)
         goto done;
 
     int batch = 4;
@@ -560,14 +649,14 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     sl_exec_stage_stats(exec, 3, &ss);
     sum->write_busy_s = ss.busy_s;
     snprintf(sum->model_name, sizeof sum->model_name, "%s", j.model_name);
+    const char *shard = j.psink ? sl_parquet_sink_path(j.psink) : sl_jsonl_sink_path(j.sink);
     if (j.sink_status == SL_OK)
-        snprintf(sum->output_file, sizeof sum->output_file, "%s", sl_jsonl_sink_path(j.sink));
+        snprintf(sum->output_file, sizeof sum->output_file, "%s", shard);
 
     if (j.sink_status != SL_OK && run_st == SL_OK)
         st = sl_fail(j.sink_status, "%s", j.sink_error);
     else if (run_st == SL_ERR_TOO_MANY_FAILED)
-        st = sl_fail(run_st, "%s; the failed rows and their errors are in %s", run_msg,
-                     sl_jsonl_sink_path(j.sink));
+        st = sl_fail(run_st, "%s; the failed rows and their errors are in %s", run_msg, shard);
     else
         st = run_st == SL_OK ? SL_OK : sl_fail(run_st, "%s", run_msg);
 
@@ -575,6 +664,7 @@ done:
     caption_metrics_stop(j.metrics);
     sl_exec_free(exec);
     sl_jsonl_sink_free(j.sink);
+    sl_parquet_sink_free(j.psink);
     sl_dir_source_free(j.src);
     pthread_mutex_destroy(&j.mu);
     return st;

@@ -278,3 +278,32 @@ def test_progress_on_a_pipe_is_line_based_and_ends_with_the_totals(sluice, corru
     quiet = sluice.caption(SAMPLES, tmp_path / "q", "--max-tokens", "2", "--quiet",
                            "--progress-every", "0.05")
     assert quiet.returncode == 0 and "progress:" not in quiet.stderr
+
+
+def test_parquet_output_matches_jsonl_and_reads_in_pyarrow_and_duckdb(sluice, corrupt_set, tmp_path):
+    import duckdb
+    import pyarrow.parquet as pq
+    args = ("--max-tokens", "16", "--parallel", "1")
+    a = sluice.caption(corrupt_set, tmp_path / "j", *args)
+    b = sluice.caption(corrupt_set, tmp_path / "p", *args, "--format", "parquet")
+    assert a.returncode == b.returncode == 3, b.stderr
+    assert not (tmp_path / "p" / "part-00000.jsonl").exists()
+    shard = tmp_path / "p" / "part-00000.parquet"
+    table = pq.read_table(shard)
+    assert table.schema.field("caption").type == "string"
+    assert table.schema.field("generated_tokens").type == "int64"
+    assert not table.schema.field("id").nullable
+    by_id = {r["id"]: r for r in table.to_pylist()}
+    rows = read_rows(tmp_path / "j")
+    assert set(by_id) == {r["id"] for r in rows}
+    for r in rows:
+        p = by_id[r["id"]]
+        for k in ("caption", "finish_reason", "prompt_tokens", "generated_tokens", "error_stage",
+                  "error", "model", "seed", "path"):
+            assert p[k] == r[k], (r["id"], k, p[k], r[k])
+        assert p.get("width") == r.get("width")
+    con = duckdb.connect()
+    n, failed = con.execute(f"select count(*), count(error) from '{shard}'").fetchone()
+    assert n == len(rows) and failed == sum(1 for r in rows if r["error"])
+    r = sluice.caption(SAMPLES, tmp_path / "x", "--format", "csv")
+    assert r.returncode == 2 and "--format must be jsonl or parquet" in r.stderr

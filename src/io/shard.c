@@ -1,0 +1,85 @@
+/* io/shard.c — temp-name-then-rename output files. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "io/shard.h"
+
+sl_status sl_make_dirs(const char *path)
+{
+    char *p = sl_strdup(path);
+    if (!p)
+        return sl_fail(SL_ERR_NOMEM, "out of memory creating '%s'", path);
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s != '\0')
+            continue;
+        char saved = *s;
+        *s = '\0';
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            sl_status st = sl_fail(SL_ERR_IO, "cannot create folder '%s': %s", p, strerror(errno));
+            sl_free(p);
+            return st;
+        }
+        *s = saved;
+        if (!saved)
+            break;
+    }
+    sl_free(p);
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return sl_fail(SL_ERR_IO, "output '%s' is not a folder", path);
+    return SL_OK;
+}
+
+sl_status sl_shard_init(sl_shard *shard, const char *dir, const char *name, bool overwrite)
+{
+    *shard = (sl_shard){0};
+    sl_status st = sl_make_dirs(dir);
+    if (st != SL_OK)
+        return st;
+    shard->dir = sl_strdup(dir);
+    shard->final_path = sl_asprintf("%s/%s", dir, name);
+    shard->tmp_path = sl_asprintf("%s/.%s.tmp-%ld", dir, name, (long)getpid());
+    if (!shard->dir || !shard->final_path || !shard->tmp_path) {
+        sl_shard_clear(shard);
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);
+    }
+    if (!overwrite && access(shard->final_path, F_OK) == 0) {
+        st = sl_fail(SL_ERR_EXISTS,
+                     "output '%s' already exists: pass --overwrite or choose another output folder",
+                     shard->final_path);
+        sl_shard_clear(shard);
+        return st;
+    }
+    return SL_OK;
+}
+
+sl_status sl_shard_publish(sl_shard *shard)
+{
+    if (rename(shard->tmp_path, shard->final_path) != 0)
+        return sl_fail(SL_ERR_IO, "cannot rename '%s' to '%s': %s", shard->tmp_path,
+                       shard->final_path, strerror(errno));
+    shard->published = true;
+    /* The rename is durable only once the directory entry is. */
+    int dfd = open(shard->dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return SL_OK;
+}
+
+void sl_shard_clear(sl_shard *shard)
+{
+    if (!shard->published && shard->tmp_path)
+        unlink(shard->tmp_path);
+    sl_free(shard->dir);
+    sl_free(shard->final_path);
+    sl_free(shard->tmp_path);
+    *shard = (sl_shard){0};
+}
