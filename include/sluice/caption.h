@@ -41,6 +41,8 @@ typedef void (*sl_row_fn)(const sl_row_view *row, void *user);
 typedef struct sl_caption_progress {
     double elapsed_s;           /* since the pipeline started (model load included) */
     uint64_t rows_read, rows_done, rows_failed;
+    int64_t rows_total;         /* inputs in the folder; -1 until counted */
+    double eta_s;               /* -1 while rows_total is unknown */
     uint64_t bytes_in_flight, memory_budget;
     size_t n_stages;
     sl_stage_stats stages[8];   /* read, decode, engine, write */

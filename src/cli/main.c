@@ -213,8 +213,15 @@ static void print_progress(const sl_caption_progress *g, void *user)
     if (pr->quiet)
         return;
     double rate = g->elapsed_s > 0 ? (double)g->rows_done / g->elapsed_s : 0.0;
-    char elapsed[32];
+    char elapsed[32], eta[32], of[64] = "";
     fmt_duration(g->elapsed_s, elapsed, sizeof elapsed);
+    if (g->eta_s >= 0)
+        fmt_duration(g->eta_s, eta, sizeof eta);
+    else
+        snprintf(eta, sizeof eta, "?");
+    if (g->rows_total >= 0)
+        snprintf(of, sizeof of, " of %lld (%.0f%%)", (long long)g->rows_total,
+                 g->rows_total ? 100.0 * (double)g->rows_done / (double)g->rows_total : 100.0);
     if (pr->tty) {
         clear_progress(pr);
         for (size_t i = 0; i < g->n_stages; i++) {
@@ -228,10 +235,10 @@ static void print_progress(const sl_caption_progress *g, void *user)
                     all > 0 ? 100.0 * s->busy_s / all : 0.0,
                     s->in_flight ? "  (in engine)" : "");
         }
-        fprintf(stderr, "  %llu images done, %llu failed, %.2f images/s, %s elapsed, "
+        fprintf(stderr, "  %llu%s images done, %llu failed, %.2f images/s, %s elapsed, ETA %s, "
                         "%.0f of %.0f MB in flight%s\n",
-                (unsigned long long)g->rows_done, (unsigned long long)g->rows_failed, rate,
-                elapsed, (double)g->bytes_in_flight / 1e6, (double)g->memory_budget / 1e6,
+                (unsigned long long)g->rows_done, of, (unsigned long long)g->rows_failed, rate,
+                elapsed, eta, (double)g->bytes_in_flight / 1e6, (double)g->memory_budget / 1e6,
                 g->final ? " (finished)" : "");
         pr->drawn = (int)g->n_stages + 1;
         if (g->final)
@@ -242,8 +249,9 @@ static void print_progress(const sl_caption_progress *g, void *user)
     if (!g->final && now - pr->last_line < pr->line_every)
         return;
     pr->last_line = now;
-    fprintf(stderr, "progress: %llu images done, %llu failed, %.2f images/s, %s elapsed |",
-            (unsigned long long)g->rows_done, (unsigned long long)g->rows_failed, rate, elapsed);
+    fprintf(stderr, "progress: %llu%s images done, %llu failed, %.2f images/s, %s elapsed, ETA %s |",
+            (unsigned long long)g->rows_done, of, (unsigned long long)g->rows_failed, rate, elapsed,
+            eta);
     for (size_t i = 0; i < g->n_stages; i++) {
         const sl_stage_stats *s = &g->stages[i];
         if (i == 0) /* the source has no input queue */

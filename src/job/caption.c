@@ -83,7 +83,28 @@ typedef struct job {
     char sink_error[1024];
     sl_caption_summary *sum;  /* written by the writer thread only */
     caption_metrics *metrics;
+    atomic_int_fast64_t input_total; /* -1 until the counting walk ends */
+    atomic_bool stop_counting;
 } job;
+
+/* A second walk of the input folder that only counts, so progress and
+ * metrics can say "of N" and give an ETA. Listing is cheap next to
+ * captioning; it stops early when the run does. */
+static void *count_inputs(void *arg)
+{
+    job *j = arg;
+    sl_dir_source *src;
+    if (sl_dir_source_open(j->p->input_dir, &src) != SL_OK)
+        return NULL;
+    int64_t n = 0;
+    const sl_dir_entry *e;
+    while (!atomic_load(&j->stop_counting) && sl_dir_source_next(src, &e) == SL_OK && e)
+        n++;
+    if (!atomic_load(&j->stop_counting))
+        atomic_store(&j->input_total, n);
+    sl_dir_source_free(src);
+    return NULL;
+}
 
 /* --- read ------------------------------------------------------------------- */
 
@@ -469,6 +490,7 @@ static sl_status check_params(const sl_caption_params *p)
 typedef struct progress {
     const sl_caption_params *p;
     sl_exec *exec;
+    const atomic_int_fast64_t *input_total;
     double load_seconds;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -486,6 +508,8 @@ static void progress_report(progress *pg, bool final)
     snap.rows_read = es.rows_produced;
     snap.rows_done = es.rows_done;
     snap.rows_failed = es.rows_failed;
+    snap.rows_total = atomic_load(pg->input_total);
+    snap.eta_s = caption_eta_seconds(&es, snap.rows_total);
     snap.bytes_in_flight = es.bytes_in_flight;
     snap.memory_budget = es.memory_budget;
     snap.n_stages = sl_exec_stage_count(pg->exec);
@@ -520,9 +544,10 @@ static void *progress_main(void *arg)
     return NULL;
 }
 
-static void progress_start(progress *pg, const sl_caption_params *p, sl_exec *exec)
+static void progress_start(progress *pg, const sl_caption_params *p, sl_exec *exec,
+                           const atomic_int_fast64_t *input_total)
 {
-    *pg = (progress){.p = p, .exec = exec};
+    *pg = (progress){.p = p, .exec = exec, .input_total = input_total};
     pthread_mutex_init(&pg->mu, NULL);
     pthread_cond_init(&pg->cv, NULL);
     if (p->on_progress)
@@ -560,7 +585,7 @@ static sl_status start_metrics(job *j, sl_exec *exec)
     }
     if (st != SL_OK)
         return st;
-    return caption_metrics_attach_exec(j->metrics, exec);
+    return caption_metrics_attach_exec(j->metrics, exec, &j->input_total);
 }
 
 static sl_status open_output(job *j)
@@ -581,7 +606,7 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     if (st != SL_OK)
         return st;
 
-    job j = {.p = p, .sum = sum};
+    job j = {.p = p, .sum = sum, .input_total = -1};
     pthread_mutex_init(&j.mu, NULL);
     sl_exec *exec = NULL;
     /* Cheap checks first: a wrong input or output fails before any model
@@ -621,11 +646,16 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     sum->metrics_port = caption_metrics_port(j.metrics);
     if (sum->metrics_port && p->on_metrics_port)
         p->on_metrics_port(sum->metrics_port, p->on_row_user);
+    pthread_t counter;
+    bool counting = pthread_create(&counter, NULL, count_inputs, &j) == 0;
     progress pg;
-    progress_start(&pg, p, exec);
+    progress_start(&pg, p, exec, &j.input_total);
     sl_status run_st = sl_exec_run(exec);
     char run_msg[1024];
     snprintf(run_msg, sizeof run_msg, "%s", sl_last_error());
+    atomic_store(&j.stop_counting, run_st != SL_OK);
+    if (counting)
+        pthread_join(counter, NULL); /* normally long done: listing outruns captioning */
     progress_stop(&pg);
     caption_metrics_detach_exec(j.metrics);
     if (j.metrics) {

@@ -5,6 +5,7 @@
  * value into the child and drops the callback, so a scrape never touches
  * freed state. */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -128,7 +129,7 @@ static const struct {
 };
 
 typedef enum job_value {
-    JV_PRODUCED, JV_DONE, JV_FAILED, JV_BYTES, JV_PEAK, JV_BUDGET, JV_COUNT
+    JV_PRODUCED, JV_DONE, JV_FAILED, JV_BYTES, JV_PEAK, JV_BUDGET, JV_INPUT, JV_ETA, JV_COUNT
 } job_value;
 
 static const struct {
@@ -143,6 +144,10 @@ static const struct {
     {"sluice_bytes_in_flight_peak", "Highest sluice_bytes_in_flight so far.", SL_METRICS_GAUGE},
     {"sluice_memory_budget_bytes", "The bytes-in-flight budget (--memory-budget).",
      SL_METRICS_GAUGE},
+    {"sluice_input_rows", "Inputs found in the input folder; NaN until they are counted.",
+     SL_METRICS_GAUGE},
+    {"sluice_eta_seconds", "Seconds left at the current rate; NaN while the total is unknown.",
+     SL_METRICS_GAUGE},
 };
 
 struct caption_metrics {
@@ -150,6 +155,7 @@ struct caption_metrics {
     sl_metrics_server *server;
     pthread_mutex_t mu;
     sl_exec *exec;
+    const atomic_int_fast64_t *input_total;
     sl_metrics_child *stage_children[STAGES_MAX][SV_COUNT];
     sl_metrics_child *job_children[JV_COUNT];
     struct stage_ref {
@@ -183,9 +189,25 @@ static double stage_value_of(const sl_stage_stats *s, stage_value which)
     return 0.0;
 }
 
-static double job_value_of(const sl_exec_stats *s, job_value which)
+double caption_eta_seconds(const sl_exec_stats *s, int64_t total)
 {
+    if (total < 0)
+        return -1.0;
+    if ((int64_t)s->rows_done >= total)
+        return 0.0;
+    if (s->rows_done == 0 || s->seconds <= 0)
+        return -1.0;
+    return (double)(total - (int64_t)s->rows_done) * s->seconds / (double)s->rows_done;
+}
+
+static double job_value_of(const sl_exec_stats *s, job_value which, int64_t total)
+{
+    double eta;
     switch (which) {
+    case JV_INPUT: return total < 0 ? NAN : (double)total;
+    case JV_ETA:
+        eta = caption_eta_seconds(s, total);
+        return eta < 0 ? NAN : eta;
     case JV_PRODUCED: return (double)s->rows_produced;
     case JV_DONE: return (double)s->rows_done;
     case JV_FAILED: return (double)s->rows_failed;
@@ -210,7 +232,7 @@ static double read_job_value(void *user)
     struct job_ref *ref = user;
     sl_exec_stats s;
     sl_exec_stats_get(ref->cm->exec, &s);
-    return job_value_of(&s, ref->which);
+    return job_value_of(&s, ref->which, atomic_load(ref->cm->input_total));
 }
 
 /* --- lifecycle --------------------------------------------------------------------- */
@@ -275,9 +297,11 @@ int caption_metrics_port(const caption_metrics *cm)
     return cm && cm->server ? sl_metrics_server_port(cm->server) : 0;
 }
 
-sl_status caption_metrics_attach_exec(caption_metrics *cm, sl_exec *exec)
+sl_status caption_metrics_attach_exec(caption_metrics *cm, sl_exec *exec,
+                                      const atomic_int_fast64_t *input_total)
 {
     cm->exec = exec;
+    cm->input_total = input_total;
     size_t n = sl_exec_stage_count(exec);
     if (n > STAGES_MAX)
         n = STAGES_MAX;
@@ -332,7 +356,8 @@ void caption_metrics_detach_exec(caption_metrics *cm)
     sl_exec_stats es;
     sl_exec_stats_get(cm->exec, &es);
     for (int i = 0; i < JV_COUNT; i++)
-        freeze(cm->job_children[i], job_families[i].type, job_value_of(&es, (job_value)i));
+        freeze(cm->job_children[i], job_families[i].type,
+               job_value_of(&es, (job_value)i, atomic_load(cm->input_total)));
     cm->exec = NULL;
 }
 

@@ -6,6 +6,8 @@
 #ifndef SL_JOB_CAPTION_METRICS_H
 #define SL_JOB_CAPTION_METRICS_H
 
+#include <stdatomic.h>
+
 #include "sluice/engine.h"
 #include "sluice/executor.h"
 #include "sluice/metrics.h"
@@ -17,8 +19,13 @@ typedef struct replica_metrics replica_metrics;
 sl_status caption_metrics_start(const char *address, caption_metrics **out);
 /* The served port, 0 when not serving. */
 int caption_metrics_port(const caption_metrics *cm);
-/* Pipeline gauges and counters read from the executor at scrape time. */
-sl_status caption_metrics_attach_exec(caption_metrics *cm, sl_exec *exec);
+/* Pipeline gauges and counters read from the executor at scrape time;
+ * input_total (-1 while unknown) gives sluice_input_rows and the ETA. */
+sl_status caption_metrics_attach_exec(caption_metrics *cm, sl_exec *exec,
+                                      const atomic_int_fast64_t *input_total);
+
+/* Seconds left at the current rate, -1 when the total is unknown. */
+double caption_eta_seconds(const sl_exec_stats *stats, int64_t total);
 /* Freezes the executor-backed values (the executor is about to go). */
 void caption_metrics_detach_exec(caption_metrics *cm);
 

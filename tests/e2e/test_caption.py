@@ -273,7 +273,8 @@ def test_progress_on_a_pipe_is_line_based_and_ends_with_the_totals(sluice, corru
     failed = sum(1 for row in rows if row["error"])
     last = lines[-1]
     assert last.endswith("| finished")
-    assert f"progress: {len(rows)} images done, {failed} failed," in last
+    assert f"progress: {len(rows)} of {len(rows)} (100%) images done, {failed} failed," in last
+    assert "ETA 0:00:00" in last
     assert f"read {len(rows)} " in last
     quiet = sluice.caption(SAMPLES, tmp_path / "q", "--max-tokens", "2", "--quiet",
                            "--progress-every", "0.05")

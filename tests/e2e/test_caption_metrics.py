@@ -71,6 +71,8 @@ def test_metrics_while_running_and_at_the_end(sluice, tmp_path):
     final = families((out / "metrics.prom").read_text())
     assert total(final, "sluice_rows_done") == len(rows) == 20 * len(sample_images())
     assert total(final, "sluice_rows_failed") == 0
+    assert total(final, "sluice_input_rows") == len(rows)  # the counting walk's total
+    assert total(final, "sluice_eta_seconds") == 0
     assert total(final, "sluice_stage_rows_out", stage="write") == len(rows)
     assert total(final, "vllm:request_success") == len(rows)
     assert total(final, "vllm:request_success", finished_reason="length") == \
