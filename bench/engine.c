@@ -205,7 +205,6 @@ int main(int argc, char **argv)
     mkdir(in_dir, 0777);
     DIR *d = opendir(image_dir);
     struct dirent *de;
-    int linked = 0;
     char srcs[64][1024];
     int n_src = 0;
     while ((de = readdir(d)) && n_src < 64)
@@ -221,7 +220,10 @@ int main(int argc, char **argv)
             char cwd[1024];
             snprintf(target, sizeof target, "%s/%s", getcwd(cwd, sizeof cwd), srcs[i % n_src]);
         }
-        linked += symlink(target, link) == 0;
+        if (symlink(target, link) != 0) {
+            perror(link);
+            return 1;
+        }
     }
     sl_caption_params cp = sl_caption_default_params();
     cp.input_dir = in_dir;
@@ -258,6 +260,5 @@ int main(int argc, char **argv)
            pipeline_ips, pipeline_ips / limit.images_per_s, quick ? "true" : "false");
     for (int i = 0; i < n_imgs; i++)
         sl_image_free(imgs[i]);
-    (void)linked;
     return 0;
 }

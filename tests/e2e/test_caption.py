@@ -149,42 +149,39 @@ def test_too_many_failures_stop_the_job_and_keep_what_finished(sluice, tmp_path)
     assert len({row["id"] for row in rows}) == len(rows)
 
 
-def test_sigint_finishes_rows_in_flight_and_keeps_them(sluice, tmp_path):
+def interrupted_run(sluice, tmp_path, signals, timeout):
+    """Captions 40 copies of the samples, sends SIGINT `signals` times after 2 s;
+    returns the exit status, stderr and the rows written."""
     import signal
     import subprocess
     src = big_input(tmp_path, 40)
-    total = 40 * len(sample_images())
     cmd = [str(sluice.binary), "caption", str(src), "-o", str(tmp_path / "out"),
            "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
            "--max-tokens", "48", "--show", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(2.0)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    for i in range(signals):
+        if i:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err, read_rows(tmp_path / "out")
+
+
+def test_sigint_finishes_rows_in_flight_and_keeps_them(sluice, tmp_path):
+    rc, err, rows = interrupted_run(sluice, tmp_path, 1, timeout=120)
+    assert rc == 130, err
     assert "stopped on request" in err
-    rows = read_rows(tmp_path / "out")  # committed, every line complete JSON
-    assert 0 < len(rows) < total
+    # committed, every line complete JSON
+    assert 0 < len(rows) < 40 * len(sample_images())
     assert len({row["id"] for row in rows}) == len(rows)
     assert all(row["error"] is None for row in rows)
 
 
 def test_second_sigint_stops_at_once(sluice, tmp_path):
-    import signal
-    import subprocess
-    src = big_input(tmp_path, 40)
-    cmd = [str(sluice.binary), "caption", str(src), "-o", str(tmp_path / "out"),
-           "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
-           "--max-tokens", "48", "--show", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    rc, err, rows = interrupted_run(sluice, tmp_path, 2, timeout=60)
+    assert rc == 130, err
     assert "at once" in err
-    rows = read_rows(tmp_path / "out")
     assert len({row["id"] for row in rows}) == len(rows)
 
 
