@@ -21,6 +21,8 @@ packages=(
     libvips-dev libjansson-dev libcmocka-dev
     libmicrohttpd-dev prometheus
     libzstd-dev libsnappy-dev zlib1g-dev
+    libcurl4-openssl-dev libarchive-dev
+    chromium nginx-light
 )
 missing=()
 for p in "${packages[@]}"; do
