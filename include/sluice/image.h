@@ -50,6 +50,14 @@ size_t sl_image_bytes(const sl_image *image);
 int sl_image_source_width(const sl_image *image);
 int sl_image_source_height(const sl_image *image);
 
+/* Encode as baseline JPEG, shrunk first so the longer edge is at most
+ * max_edge (0: keep the size), at quality 1..100. On success *out is a
+ * buffer of *len bytes the caller frees with sl_image_buffer_free(). Used
+ * for HTTP engine requests and for gallery thumbnails. */
+sl_status sl_image_encode_jpeg(const sl_image *image, int max_edge, int quality,
+                               uint8_t **out, size_t *len);
+void sl_image_buffer_free(uint8_t *buffer);
+
 void sl_image_free(sl_image *image);
 
 #ifdef __cplusplus

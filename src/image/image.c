@@ -221,6 +221,40 @@ size_t sl_image_bytes(const sl_image *image)
     return sizeof *image + (size_t)image->width * (size_t)image->height * 3;
 }
 
+sl_status sl_image_encode_jpeg(const sl_image *image, int max_edge, int quality,
+                               uint8_t **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    if (quality < 1 || quality > 100)
+        return sl_fail(SL_ERR_INVALID_ARG, "JPEG quality must be 1..100, got %d", quality);
+    pthread_once(&vips_once, init_vips);
+    if (!vips_ready)
+        return sl_fail(SL_ERR_DECODE, "JPEG encode: libvips is not available");
+    VipsImage *img = vips_image_new_from_memory(image->pixels,
+                                                (size_t)image->width * image->height * 3,
+                                                image->width, image->height, 3,
+                                                VIPS_FORMAT_UCHAR);
+    if (!img)
+        return vips_failure(SL_ERR_DECODE, "JPEG encode", "cannot wrap the pixels");
+    int edge = image->width > image->height ? image->width : image->height;
+    VipsImage *next = NULL;
+    if (max_edge > 0 && edge > max_edge &&
+        step(&img, vips_resize(img, &next, (double)max_edge / edge, NULL), &next))
+        return vips_failure(SL_ERR_DECODE, "JPEG encode", "cannot shrink");
+    void *buf = NULL;
+    size_t n = 0;
+    int rc = vips_jpegsave_buffer(img, &buf, &n, "Q", quality, "strip", TRUE, NULL);
+    g_object_unref(img);
+    if (rc != 0)
+        return vips_failure(SL_ERR_DECODE, "JPEG encode", "cannot encode");
+    *out = buf;
+    *len = n;
+    return SL_OK;
+}
+
+void sl_image_buffer_free(uint8_t *buffer) { g_free(buffer); }
+
 void sl_image_free(sl_image *image)
 {
     if (!image)

@@ -172,6 +172,37 @@ static void from_rgb_copies(void **state)
     assert_int_equal(sl_image_from_rgb(0, 1, px, &im), SL_ERR_INVALID_ARG);
 }
 
+static void encodes_jpeg_shrunk_and_decodable(void **state)
+{
+    blob b = make_image(400, 200, 3, ".png", 0);
+    sl_image *im, *back;
+    assert_int_equal(sl_image_decode(b.data, b.len, "t.png", NULL, &im), SL_OK);
+    g_free(b.data);
+    uint8_t *jpeg;
+    size_t len;
+    assert_int_equal(sl_image_encode_jpeg(im, 100, 90, &jpeg, &len), SL_OK);
+    assert_true(len > 2 && jpeg[0] == 0xFF && jpeg[1] == 0xD8);
+    assert_int_equal(sl_image_decode(jpeg, len, "t.jpg", NULL, &back), SL_OK);
+    assert_int_equal(sl_image_width(back), 100);
+    assert_int_equal(sl_image_height(back), 50);
+    /* Colours survive: red on the left, blue on the right. */
+    assert_true(pixel(back, 10, 25)[0] > 200 && pixel(back, 10, 25)[2] < 60);
+    assert_true(pixel(back, 90, 25)[2] > 200 && pixel(back, 90, 25)[0] < 60);
+    sl_image_buffer_free(jpeg);
+    sl_image_free(back);
+
+    /* 0 keeps the size. */
+    assert_int_equal(sl_image_encode_jpeg(im, 0, 75, &jpeg, &len), SL_OK);
+    assert_int_equal(sl_image_decode(jpeg, len, "t.jpg", NULL, &back), SL_OK);
+    assert_int_equal(sl_image_width(back), 400);
+    sl_image_buffer_free(jpeg);
+    sl_image_free(back);
+
+    assert_int_equal(sl_image_encode_jpeg(im, 0, 0, &jpeg, &len), SL_ERR_INVALID_ARG);
+    assert_null(jpeg);
+    sl_image_free(im);
+}
+
 int main(int argc, char **argv)
 {
     if (VIPS_INIT(argv[0]))
@@ -184,6 +215,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(grayscale_becomes_rgb),
         cmocka_unit_test(bad_inputs_fail_with_named_errors),
         cmocka_unit_test(from_rgb_copies),
+        cmocka_unit_test(encodes_jpeg_shrunk_and_decodable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
