@@ -36,8 +36,10 @@ static const char usage_text[] =
     "model and write one row per image to OUTPUT_DIR/part-00000.jsonl (or .parquet).\n"
     "\n"
     "Model:\n"
-    "  -m, --model PATH          language model GGUF\n"
-    "      --mmproj PATH         vision projector GGUF (mmproj)\n"
+    "  -m, --model PATH          language model GGUF, or hf://ORG/REPO[/FILE.gguf] to fetch\n"
+    "                            it (and its mmproj) from the Hugging Face hub into the\n"
+    "                            cache ($HF_HOME; $HF_ENDPOINT, $HF_TOKEN, $HF_HUB_OFFLINE)\n"
+    "      --mmproj PATH         vision projector GGUF (mmproj), or hf://ORG/REPO/FILE.gguf\n"
     "      --parallel N          sequences decoded together per replica (default: 4)\n"
     "      --ctx N               context positions per sequence (default: sized for the\n"
     "                            prompt, the image and --max-tokens)\n"
@@ -278,6 +280,36 @@ enum {
     OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT,
 };
 
+/* hf:// references become cached local files before the run starts. A
+ * hub model brings its repository's projector unless --mmproj names one.
+ * Returns 0 or the exit status. */
+static int fetch_from_hub(const char **model, const char **mmproj, sl_hub_files *model_files,
+                          sl_hub_files *projector_files, bool quiet)
+{
+    sl_status st = SL_OK;
+    if (sl_hub_is_ref(*model)) {
+        if (!quiet)
+            fprintf(stderr, "sluice: fetching %s\n", *model);
+        const char *projector_ref = !*mmproj ? NULL : sl_hub_is_ref(*mmproj) ? *mmproj : "";
+        if ((st = sl_hub_fetch(*model, projector_ref, NULL, model_files)) == SL_OK) {
+            *model = model_files->model;
+            if (projector_ref)
+                *mmproj = sl_hub_is_ref(*mmproj) ? model_files->mmproj : *mmproj;
+            else if (model_files->mmproj[0])
+                *mmproj = model_files->mmproj;
+        }
+    } else if (*mmproj && sl_hub_is_ref(*mmproj)) {
+        if (!quiet)
+            fprintf(stderr, "sluice: fetching %s\n", *mmproj);
+        if ((st = sl_hub_fetch(*mmproj, "", NULL, projector_files)) == SL_OK)
+            *mmproj = projector_files->model;
+    }
+    if (st == SL_OK)
+        return 0;
+    fprintf(stderr, "sluice: %s\n", sl_last_error());
+    return st == SL_ERR_IO || st == SL_ERR_NOMEM ? EXIT_RUN : EXIT_USAGE;
+}
+
 static int cmd_caption(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -391,11 +423,16 @@ static int cmd_caption(int argc, char **argv)
     if (!p.output_dir)
         return usage_error("caption needs an output folder: -o DIR", NULL);
     if (!p.llama.model_path)
-        return usage_error("caption needs a model: --model PATH.gguf", NULL);
-    if (!p.llama.mmproj_path)
-        return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
+        return usage_error("caption needs a model: --model PATH.gguf or hf://ORG/REPO", NULL);
 
     sl_log_set_level(pr.quiet ? SL_LOG_ERROR : verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
+    static sl_hub_files model_files, projector_files;
+    int hub_exit = fetch_from_hub(&p.llama.model_path, &p.llama.mmproj_path, &model_files,
+                                  &projector_files, pr.quiet);
+    if (hub_exit)
+        return hub_exit;
+    if (!p.llama.mmproj_path)
+        return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
     p.on_row = print_row;
     p.on_row_user = &pr;
     p.on_metrics_port = print_metrics_port;
