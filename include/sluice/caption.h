@@ -65,6 +65,8 @@ typedef struct sl_caption_params {
     sl_llama_params llama;
     int decode_workers;        /* decode threads (default 2) */
     int replicas;              /* engine instances, each with its own model (default 1) */
+    const int *gpus;           /* optional: replica i runs on GPU gpus[i] alone; */
+    int n_gpus;                /*   then replicas must equal n_gpus */
     bool ordered;              /* write rows in input order (default: as they finish) */
     uint64_t memory_budget;    /* bytes in flight; 0: a quarter of RAM */
     double max_failed;         /* stop past this fraction of failed rows (1: never) */

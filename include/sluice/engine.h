@@ -54,6 +54,8 @@ typedef struct sl_llama_params {
     int n_batch;              /* tokens per llama_decode */
     int n_threads;            /* 0: all cores */
     int n_gpu_layers;         /* -1: all that fit (GPU builds); 0: CPU */
+    int gpu;                  /* -1: the devices llama.cpp picks; N: only GPU N (0-based
+                                 among the GPU devices), model and vision encoder both */
     const char *prefix_system_prompt; /* sizing probe and shared-prefix warm-up */
     int cpu_poll;             /* CPU threads spin between ops: 0 (sleep) .. 100 (spin);
                                  spinning is faster on idle cores, ruinous on busy ones */

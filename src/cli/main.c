@@ -45,6 +45,8 @@ static const char usage_text[] =
     "                            prompt, the image and --max-tokens)\n"
     "      --threads N           CPU threads (default: all cores)\n"
     "      --gpu-layers N        layers offloaded to a GPU build (default: all)\n"
+    "      --gpus LIST           one replica per GPU, e.g. 0,1,2,3: each loads the model\n"
+    "                            and vision encoder on its own device (CUDA builds)\n"
     "      --cpu-poll N          0..100: how hard CPU threads spin between ops (default 50;\n"
     "                            lower it when the cores are shared with other work)\n"
     "Prompt and generation:\n"
@@ -277,8 +279,35 @@ enum {
     OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
     OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
     OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR, OPT_CPU_POLL,
-    OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT,
+    OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT, OPT_GPUS,
 };
+
+/* "0,1,3": device indexes, each once. */
+static bool parse_gpus(const char *arg, int *gpus, int *n)
+{
+    *n = 0;
+    const char *s = arg;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (end == s || errno || v < 0 || v > 1023 || (*end && *end != ',') || *n == 64)
+            goto bad;
+        for (int i = 0; i < *n; i++)
+            if (gpus[i] == v)
+                goto bad;
+        gpus[(*n)++] = (int)v;
+        s = *end ? end + 1 : end;
+        if (*end && !*s)
+            goto bad;
+    }
+    if (*n > 0)
+        return false;
+bad:
+    fprintf(stderr, "sluice: --gpus takes distinct device numbers separated by commas, e.g. "
+                    "0,1,2,3; got '%s'\n", arg);
+    return true;
+}
 
 /* hf:// references become cached local files before the run starts. A
  * hub model brings its repository's projector unless --mmproj names one.
@@ -319,6 +348,7 @@ static int cmd_caption(int argc, char **argv)
         {"parallel", required_argument, 0, OPT_PARALLEL},
         {"threads", required_argument, 0, OPT_THREADS},
         {"gpu-layers", required_argument, 0, OPT_GPU_LAYERS},
+        {"gpus", required_argument, 0, OPT_GPUS},
         {"cpu-poll", required_argument, 0, OPT_CPU_POLL},
         {"prompt", required_argument, 0, 'p'},
         {"system", required_argument, 0, OPT_SYSTEM},
@@ -354,6 +384,8 @@ static int cmd_caption(int argc, char **argv)
     printer pr = {.show = 5, .tty = isatty(STDERR_FILENO), .line_every = 10.0};
     int verbose = 0;
     const char *stops[16];
+    static int gpus[64];
+    bool replicas_given = false;
     int n_stop = 0;
     long v;
     int c;
@@ -367,6 +399,7 @@ static int cmd_caption(int argc, char **argv)
         case OPT_PARALLEL: bad = parse_long("--parallel", optarg, 1, 255, &v); p.llama.n_parallel = (int)v; break;
         case OPT_THREADS: bad = parse_long("--threads", optarg, 0, 1024, &v); p.llama.n_threads = (int)v; break;
         case OPT_CPU_POLL: bad = parse_long("--cpu-poll", optarg, 0, 100, &v); p.llama.cpu_poll = (int)v; break;
+        case OPT_GPUS: bad = parse_gpus(optarg, gpus, &p.n_gpus); p.gpus = gpus; break;
         case OPT_GPU_LAYERS: bad = parse_long("--gpu-layers", optarg, -1, 100000, &v); p.llama.n_gpu_layers = (int)v; break;
         case 'p': p.prompt = optarg; break;
         case OPT_SYSTEM: p.system_prompt = optarg; break;
@@ -387,7 +420,7 @@ static int cmd_caption(int argc, char **argv)
         case OPT_MAX_EDGE: bad = parse_long("--max-image-edge", optarg, 0, 1 << 16, &v); p.image.max_edge = (int)v; break;
         case OPT_MAX_PIXELS: bad = parse_long("--max-image-pixels", optarg, 1, LONG_MAX, &v); p.image.max_input_pixels = (uint64_t)v; break;
         case OPT_DECODE_WORKERS: bad = parse_long("--decode-workers", optarg, 1, 256, &v); p.decode_workers = (int)v; break;
-        case OPT_REPLICAS: bad = parse_long("--replicas", optarg, 1, 64, &v); p.replicas = (int)v; break;
+        case OPT_REPLICAS: bad = parse_long("--replicas", optarg, 1, 64, &v); p.replicas = (int)v; replicas_given = true; break;
         case OPT_ORDERED: p.ordered = true; break;
         case OPT_MEMORY_BUDGET: bad = parse_size("--memory-budget", optarg, &p.memory_budget); break;
         case OPT_MAX_FAILED: bad = parse_fraction("--max-failed", optarg, &p.max_failed); break;
@@ -418,6 +451,8 @@ static int cmd_caption(int argc, char **argv)
     if (argc - optind > 1)
         return usage_error("caption takes one input folder; unexpected argument: ", argv[optind + 1]);
     p.input_dir = argv[optind];
+    if (p.n_gpus > 0 && !replicas_given)
+        p.replicas = p.n_gpus;
     p.stop = stops;
     p.n_stop = n_stop;
     if (!p.output_dir)

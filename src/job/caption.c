@@ -189,6 +189,8 @@ static sl_status engine_init(void *cfg, int worker, void **state)
         long cores = sysconf(_SC_NPROCESSORS_ONLN) / (j->p->replicas > 0 ? j->p->replicas : 1);
         lp.n_threads = cores < 1 ? 1 : (int)cores;
     }
+    if (j->p->n_gpus > 0)
+        lp.gpu = j->p->gpus[worker];
     lp.max_tokens_hint = j->p->sampling.max_tokens;
     lp.image_edge_hint = j->p->image.max_edge > 0 ? j->p->image.max_edge : 2048;
     lp.prefix_system_prompt = j->p->system_prompt;
@@ -466,6 +468,10 @@ static sl_status check_params(const sl_caption_params *p)
                        p->image.max_edge);
     if (p->decode_workers < 1 || p->replicas < 1)
         return sl_fail(SL_ERR_INVALID_ARG, "--decode-workers and --replicas must be >= 1");
+    if (p->n_gpus > 0 && p->replicas != p->n_gpus)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "--gpus runs one replica per GPU (%d), but --replicas is %d: drop one",
+                       p->n_gpus, p->replicas);
     if (p->output_format && strcmp(p->output_format, "jsonl") != 0 &&
         strcmp(p->output_format, "parquet") != 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--format must be jsonl or parquet, got '%s'",

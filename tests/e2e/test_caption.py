@@ -116,6 +116,16 @@ def test_command_line_errors_say_what_to_change(sluice, tmp_path):
     assert r.returncode == 0 and "--max-image-edge" in r.stdout
 
 
+def test_gpus_are_checked_and_a_cpu_build_says_so(sluice, tmp_path):
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--gpus", "0,0")
+    assert r.returncode == 2 and "distinct device numbers" in r.stderr
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--gpus", "0,1", "--replicas", "3")
+    assert r.returncode == 2 and "one replica per GPU (2)" in r.stderr
+    # This machine's llama.cpp is a CPU build: --gpus cannot be honoured.
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--gpus", "0", "--metrics-addr", "off")
+    assert r.returncode == 2 and "sees no GPU device" in r.stderr and "SLUICE_LLAMA_CUDA" in r.stderr
+
+
 def big_input(tmp_path, copies):
     """The samples, `copies` times over, as a larger input folder."""
     root = tmp_path / "big"

@@ -917,6 +917,7 @@ sl_llama_params sl_llama_default_params(void)
         .n_batch = 512,
         .n_threads = 0,
         .n_gpu_layers = -1,
+        .gpu = -1,
         .cpu_poll = 50, /* llama.cpp's own default */
     };
 }
@@ -973,6 +974,35 @@ static int probe_positions(llama_engine *e, const sl_llama_params *p)
     return n_pos;
 }
 
+/* The index-th GPU device llama.cpp sees (CUDA builds register one per
+ * card), for --gpus. */
+static sl_status find_gpu(int index, ggml_backend_dev_t *out)
+{
+    int n_gpus = 0;
+    char names[512] = "";
+    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        if (ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_GPU)
+            continue;
+        if (n_gpus == index)
+            *out = dev;
+        size_t used = strlen(names);
+        snprintf(names + used, sizeof names - used, "%s%d: %s", n_gpus ? ", " : "", n_gpus,
+                 ggml_backend_dev_description(dev));
+        n_gpus++;
+    }
+    if (n_gpus == 0)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "--gpus %d: llama.cpp sees no GPU device (a CPU-only build, or no driver); "
+                       "drop --gpus, or build llama.cpp with CUDA (SLUICE_LLAMA_CUDA=1 "
+                       "scripts/llama-cpp.sh)",
+                       index);
+    if (index >= n_gpus)
+        return sl_fail(SL_ERR_INVALID_ARG, "--gpus %d: there are %d GPU devices (%s)", index,
+                       n_gpus, names);
+    return SL_OK;
+}
+
 sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
 {
     *out = NULL;
@@ -998,6 +1028,19 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
 
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = params->n_gpu_layers;
+    ggml_backend_dev_t only_device[2] = {NULL, NULL};
+    if (params->gpu >= 0) {
+        st = find_gpu(params->gpu, &only_device[0]);
+        if (st != SL_OK) {
+            llama_engine_free(e);
+            return st;
+        }
+        /* The whole model on that one device: replicas on different GPUs
+         * never share one. */
+        mp.devices = only_device;
+        mp.split_mode = LLAMA_SPLIT_MODE_NONE;
+        mp.main_gpu = 0;
+    }
     e->model = llama_model_load_from_file(params->model_path, mp);
     if (!e->model) {
         llama_engine_free(e);
@@ -1035,6 +1078,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         threads = 1;
     struct mtmd_context_params vp = mtmd_context_params_default();
     vp.use_gpu = params->n_gpu_layers != 0;
+    vp.device = only_device[0];
     vp.print_timings = false;
     vp.n_threads = (int)threads;
     vp.warmup = false;
