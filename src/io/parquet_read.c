@@ -166,8 +166,9 @@ static void parse_logical_type(sl_tc_reader *t, schema_el *el)
     sl_tc_read_struct_end(t);
 }
 
-static void parse_schema_el(sl_tc_reader *t, schema_el *el)
+static void parse_schema_el(sl_tc_reader *t, void *item)
 {
+    schema_el *el = item;
     int ft;
     int16_t id;
     el->repetition = SL_PQR_REQUIRED;
@@ -225,8 +226,32 @@ static void parse_column_meta(sl_tc_reader *t, chunk *c)
     sl_tc_read_struct_end(t);
 }
 
-static void parse_column_chunk(sl_tc_reader *t, chunk *c)
+/* A Thrift list of structs into a new array of `size`-byte items, each
+ * filled by `parse`. On a wrong element type or no memory, sets t->err. */
+static void *read_struct_list(sl_tc_reader *t, size_t size,
+                              void (*parse)(sl_tc_reader *, void *), size_t *count)
 {
+    int et;
+    size_t n = sl_tc_read_list_begin(t, &et);
+    *count = 0;
+    if (t->err || (n && et != SL_TC_STRUCT)) {
+        t->err = true;
+        return NULL;
+    }
+    uint8_t *items = sl_calloc(n ? n : 1, size);
+    if (!items) {
+        t->err = true;
+        return NULL;
+    }
+    for (size_t i = 0; i < n && !t->err; i++)
+        parse(t, items + i * size);
+    *count = n;
+    return items;
+}
+
+static void parse_column_chunk(sl_tc_reader *t, void *item)
+{
+    chunk *c = item;
     int ft;
     int16_t id;
     sl_tc_read_struct_begin(t);
@@ -243,26 +268,17 @@ static void parse_column_chunk(sl_tc_reader *t, chunk *c)
     sl_tc_read_struct_end(t);
 }
 
-static void parse_row_group(sl_tc_reader *t, rgroup *g)
+static void parse_row_group(sl_tc_reader *t, void *item)
 {
-    int ft, et;
+    rgroup *g = item;
+    int ft;
     int16_t id;
     sl_tc_read_struct_begin(t);
     while (sl_tc_read_field(t, &ft, &id)) {
         if (id == 1 && ft == SL_TC_LIST && !g->chunks) {
-            size_t n = sl_tc_read_list_begin(t, &et);
-            if (et != SL_TC_STRUCT && n) {
-                t->err = true;
+            g->chunks = read_struct_list(t, sizeof *g->chunks, parse_column_chunk, &g->nchunks);
+            if (t->err)
                 return;
-            }
-            g->chunks = sl_calloc(n ? n : 1, sizeof *g->chunks);
-            if (!g->chunks) {
-                t->err = true;
-                return;
-            }
-            g->nchunks = n;
-            for (size_t i = 0; i < n && !t->err; i++)
-                parse_column_chunk(t, &g->chunks[i]);
         } else if (id == 3 && ft == SL_TC_I64) {
             g->num_rows = sl_tc_read_i64(t);
         } else {
@@ -272,8 +288,9 @@ static void parse_row_group(sl_tc_reader *t, rgroup *g)
     sl_tc_read_struct_end(t);
 }
 
-static void parse_kv(sl_tc_reader *t, kv *e)
+static void parse_kv(sl_tc_reader *t, void *item)
 {
+    kv *e = item;
     int ft;
     int16_t id;
     sl_tc_read_struct_begin(t);
@@ -344,48 +361,20 @@ static sl_status parse_footer(sl_pq_reader *r, const uint8_t *data, size_t len)
     sl_tc_reader_init(&t, data, len);
     schema_el *els = NULL;
     size_t nels = 0;
-    int ft, et;
+    int ft;
     int16_t id;
     sl_tc_read_struct_begin(&t);
     while (sl_tc_read_field(&t, &ft, &id)) {
         if (id == 2 && ft == SL_TC_LIST && !els) {
-            nels = sl_tc_read_list_begin(&t, &et);
-            if (nels == 0 || et != SL_TC_STRUCT)
+            els = read_struct_list(&t, sizeof *els, parse_schema_el, &nels);
+            if (nels == 0)
                 t.err = true;
-            els = t.err ? NULL : sl_calloc(nels, sizeof *els);
-            if (!els) {
-                nels = 0;
-                t.err = true;
-                break;
-            }
-            for (size_t i = 0; i < nels && !t.err; i++)
-                parse_schema_el(&t, &els[i]);
         } else if (id == 3 && ft == SL_TC_I64) {
             r->num_rows = sl_tc_read_i64(&t);
         } else if (id == 4 && ft == SL_TC_LIST && !r->rgs) {
-            size_t n = sl_tc_read_list_begin(&t, &et);
-            if (n && et != SL_TC_STRUCT)
-                t.err = true;
-            r->rgs = t.err ? NULL : sl_calloc(n ? n : 1, sizeof *r->rgs);
-            if (!r->rgs) {
-                t.err = true;
-                break;
-            }
-            r->nrgs = n;
-            for (size_t i = 0; i < n && !t.err; i++)
-                parse_row_group(&t, &r->rgs[i]);
+            r->rgs = read_struct_list(&t, sizeof *r->rgs, parse_row_group, &r->nrgs);
         } else if (id == 5 && ft == SL_TC_LIST && !r->kvs) {
-            size_t n = sl_tc_read_list_begin(&t, &et);
-            if (n && et != SL_TC_STRUCT)
-                t.err = true;
-            r->kvs = t.err ? NULL : sl_calloc(n ? n : 1, sizeof *r->kvs);
-            if (!r->kvs) {
-                t.err = true;
-                break;
-            }
-            r->nkvs = n;
-            for (size_t i = 0; i < n && !t.err; i++)
-                parse_kv(&t, &r->kvs[i]);
+            r->kvs = read_struct_list(&t, sizeof *r->kvs, parse_kv, &r->nkvs);
         } else if (id == 6 && ft == SL_TC_BINARY && !r->created_by) {
             r->created_by = dup_binary(&t);
         } else {
