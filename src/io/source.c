@@ -263,11 +263,25 @@ nomem:
     return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
 }
 
-/* Turns one manifest row (an object of its columns, consumed) into the item. */
-static sl_status manifest_item(source_reader *r, json_t *row, long line, sl_source_item *item)
+/* The CSV column holding the image, or -1. */
+static int csv_image_column(const source_reader *r)
+{
+    for (size_t k = 0; k < (r->p->image_column ? 1 : 3); k++)
+        for (size_t i = 0; i < r->n_header; i++)
+            if (strcmp(r->header[i], r->p->image_column ? r->p->image_column
+                                                        : auto_image_columns[k]) == 0)
+                return (int)i;
+    return -1;
+}
+
+/* Turns one manifest row (an object of its columns, consumed) into the item.
+ * raw_image: a CSV row's image value as bytes (file names need not be UTF-8,
+ * JSON strings must), already left out of the row. */
+static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_image,
+                               const char *raw_key, long line, sl_source_item *item)
 {
     const sl_source_params *p = r->p;
-    const char *image_key = p->image_column;
+    const char *image_key = raw_image ? raw_key : p->image_column;
     for (size_t i = 0; !image_key && i < 3; i++)
         if (json_object_get(row, auto_image_columns[i]))
             image_key = auto_image_columns[i];
@@ -288,8 +302,10 @@ static sl_status manifest_item(source_reader *r, json_t *row, long line, sl_sour
         !(item->prompt = sl_strdup(json_string_value(prompt))))
         goto nomem;
     sl_status st = SL_OK;
-    json_t *image = image_key ? json_object_get(row, image_key) : NULL;
-    if (!image)
+    json_t *image = image_key && !raw_image ? json_object_get(row, image_key) : NULL;
+    if (raw_image)
+        st = sl_source_locate(raw_image, r->base_dir, p, item);
+    else if (!image)
         st = sl_source_item_fail(item, "%s:%ld: no '%s' column with the image path or URL%s",
                                  r->file, line, image_key ? image_key : "image",
                                  p->image_column ? "" : " (name it with --image-column)");
@@ -328,13 +344,16 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
             return sl_source_item_fail(item, "%s:%ld: %s", r->file, line, err);
         }
+        int ic = csv_image_column(r);
         json_t *row = json_object();
         for (size_t i = 0; row && i < n; i++)
-            json_object_set_new(row, r->header[i], sl_json_text(fields[i], strlen(fields[i])));
+            if ((int)i != ic)
+                json_object_set_new(row, r->header[i], sl_json_text(fields[i], strlen(fields[i])));
+        sl_status st = row ? manifest_item(r, row, ic >= 0 ? fields[ic] : NULL,
+                                           ic >= 0 ? r->header[ic] : NULL, line, item)
+                           : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         sl_csv_fields_free(fields, n);
-        if (!row)
-            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
-        return manifest_item(r, row, line, item);
+        return st;
     }
     size_t len;
     do {
@@ -353,7 +372,7 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
                    : sl_source_item_fail(item, "%s:%ld: invalid JSON: %s", r->file, r->line,
                                          jerr.text);
     }
-    return manifest_item(r, row, r->line, item);
+    return manifest_item(r, row, NULL, NULL, r->line, item);
 }
 
 static const source_kind manifest_kind = {"manifest", manifest_open, manifest_next,

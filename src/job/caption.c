@@ -467,7 +467,7 @@ enum {
 };
 
 static const sl_pq_column_def parquet_columns[PC_COUNT] = {
-    {"id", SL_PQ_STRING, false},           {"path", SL_PQ_STRING, false},
+    {"id", SL_PQ_STRING, false},           {"path", SL_PQ_STRING, true},
     {"caption", SL_PQ_STRING, true},       {"finish_reason", SL_PQ_STRING, true},
     {"prompt_tokens", SL_PQ_INT64, false}, {"generated_tokens", SL_PQ_INT64, false},
     {"cached_tokens", SL_PQ_INT64, false}, {"width", SL_PQ_INT64, true},
