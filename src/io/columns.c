@@ -31,10 +31,25 @@ static bool is_reserved(const sl_columns *c, const char *name)
     return false;
 }
 
-const char *sl_columns_rename(const sl_columns *c, const char *input_name, char *buf, size_t len)
+/* A name a renamed column may not take: ours, another input column of the
+ * row, or a column already planned. */
+static bool taken(const sl_columns *c, const char *input_name, const char *name, const json_t *row)
+{
+    if (is_reserved(c, name))
+        return true;
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->cols[i].in, input_name) != 0 &&
+            (strcmp(c->cols[i].out, name) == 0 ||
+             (strcmp(name, input_name) != 0 && strcmp(c->cols[i].in, name) == 0)))
+            return true;
+    return strcmp(name, input_name) != 0 && row && json_object_get(row, name);
+}
+
+const char *sl_columns_rename(const sl_columns *c, const char *input_name, const json_t *row,
+                              char *buf, size_t len)
 {
     snprintf(buf, len, "%s", input_name);
-    while (is_reserved(c, buf)) {
+    while (taken(c, input_name, buf, row)) {
         char tmp[512];
         snprintf(tmp, sizeof tmp, "input_%s", buf);
         snprintf(buf, len, "%s", tmp);
@@ -42,7 +57,7 @@ const char *sl_columns_rename(const sl_columns *c, const char *input_name, char 
     return buf;
 }
 
-static sl_status add_column(sl_columns *c, const char *name)
+static sl_status add_column(sl_columns *c, const char *name, const json_t *row)
 {
     if (c->n == c->cap) {
         size_t ncap = c->cap ? c->cap * 2 : 16;
@@ -54,7 +69,7 @@ static sl_status add_column(sl_columns *c, const char *name)
     }
     char buf[512];
     column *col = &c->cols[c->n];
-    *col = (column){sl_strdup(name), sl_strdup(sl_columns_rename(c, name, buf, sizeof buf)),
+    *col = (column){sl_strdup(name), sl_strdup(sl_columns_rename(c, name, row, buf, sizeof buf)),
                     T_NONE};
     if (!col->in || !col->out) {
         sl_free(col->in);
@@ -94,7 +109,7 @@ sl_status sl_columns_new(const char *const *reserved, size_t n_reserved,
         if (!(c->reserved[i] = sl_strdup(reserved[i])))
             st = sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
     for (size_t i = 0; declared && i < n_declared && st == SL_OK; i++)
-        st = add_column(c, declared[i]);
+        st = add_column(c, declared[i], NULL);
     c->fixed = declared != NULL;
     if (st != SL_OK) {
         sl_columns_free(c);
@@ -139,7 +154,7 @@ sl_status sl_columns_sample(sl_columns *c, const json_t *extra)
         if (i == c->n) {
             if (c->fixed)
                 continue;
-            sl_status st = add_column(c, key);
+            sl_status st = add_column(c, key, extra);
             if (st != SL_OK)
                 return st;
         }

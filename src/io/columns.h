@@ -34,9 +34,11 @@ const char *sl_columns_input_name(const sl_columns *c, size_t i);
 const char *sl_columns_output_name(const sl_columns *c, size_t i);
 sl_pq_type sl_columns_type(const sl_columns *c, size_t i);
 
-/* The output name for an input column when writing JSONL, where every column
- * passes (no sampling); valid until the next call. */
-const char *sl_columns_rename(const sl_columns *c, const char *input_name, char *buf, size_t len);
+/* The output name for an input column of `row` (NULL: none) when writing
+ * JSONL, where every column passes (no sampling); written into buf. A renamed
+ * name also avoids the row's other columns and the planned ones. */
+const char *sl_columns_rename(const sl_columns *c, const char *input_name, const json_t *row,
+                              char *buf, size_t len);
 
 /* The cell of column i for the Parquet row: null when absent or of another
  * type than the column's (a string column takes any value as JSON text).

@@ -542,6 +542,10 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
         else
             src->kind_name = k;
     }
+    if (st == SL_OK && (params->n_include || params->n_exclude) &&
+        strcmp(src->kind_name, "folder") != 0)
+        st = sl_fail(SL_ERR_INVALID_ARG, "--include and --exclude filter folders; '%s' is %s",
+                     src->files[0], src->kind_name);
     if (st == SL_OK)
         src->kind = kind_named(src->kind_name);
     if (st != SL_OK) {

@@ -414,7 +414,7 @@ static void add_passthrough(const job *j, const caption_row *r, json_t *o)
     json_t *v;
     char buf[512];
     json_object_foreach(r->extra, key, v)
-        json_object_set(o, sl_columns_rename(j->cols, key, buf, sizeof buf), v);
+        json_object_set(o, sl_columns_rename(j->cols, key, r->extra, buf, sizeof buf), v);
 }
 
 static json_t *row_json(const job *j, const caption_row *r, const sl_row *row,

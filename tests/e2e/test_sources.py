@@ -276,12 +276,28 @@ def test_parquet_input_with_the_hf_image_struct(sluice, tmp_path):
 # ---- URLs ----------------------------------------------------------------------------------
 
 
+class FlakyHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files; answers 503 to the first request for a path starting
+    with /flaky, and counts the requests per path."""
+    hits: dict = {}
+
+    def do_GET(self):
+        n = self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        if self.path.startswith("/flaky") and n == 1:
+            self.send_error(503)
+            return
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture
 def http_root(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
+    FlakyHandler.hits = {}
+    handler = functools.partial(FlakyHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
@@ -291,12 +307,14 @@ def http_root(tmp_path):
 def test_urls_fetched_over_http_with_named_failures(sluice, http_root, tmp_path):
     root, base = http_root
     (root / "a.jpg").write_bytes(JPEGS[0].read_bytes())
+    (root / "flaky.jpg").write_bytes(JPEGS[3].read_bytes())
     big = bytearray(JPEGS[1].read_bytes())
     big += b"\0" * (2 * 1024 * 1024 - len(big) + 10)
     (root / "big.jpg").write_bytes(bytes(big))
     rows_in = [
         {"id": "ok", "url": f"{base}/a.jpg"},
         {"id": "404", "url": f"{base}/nope.jpg"},
+        {"id": "flaky", "url": f"{base}/flaky.jpg"},
         {"id": "big", "url": f"{base}/big.jpg"},
         {"id": "file", "url": f"file://{JPEGS[2]}"},
         {"id": "ftp", "url": "ftp://127.0.0.1/x.jpg"},
@@ -306,7 +324,9 @@ def test_urls_fetched_over_http_with_named_failures(sluice, http_root, tmp_path)
     r = run(sluice, manifest, tmp_path / "o", "--max-download-bytes", "2M")
     assert r.returncode == 3, r.stderr
     rows = by_id(jsonl_rows(tmp_path / "o"))
-    assert set(rows) == {"ok", "404", "big", "file", "ftp"}
+    assert set(rows) == {"ok", "404", "flaky", "big", "file", "ftp"}
+    assert rows["flaky"]["error"] is None and FlakyHandler.hits["/flaky.jpg"] == 2  # a 503 is retried
+    assert FlakyHandler.hits["/nope.jpg"] == 1  # a 404 is not
     assert rows["ok"]["error"] is None and rows["ok"]["caption"]
     assert rows["ok"]["path"] == f"{base}/a.jpg"
     assert "HTTP 404" in rows["404"]["error"] and "nope.jpg" in rows["404"]["error"]

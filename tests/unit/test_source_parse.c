@@ -172,6 +172,25 @@ static void columns_types_and_names(void **state)
     json_decref(r3);
     sl_columns_free(c);
 
+    /* A renamed column never lands on another input column's name. */
+    assert_int_equal(sl_columns_new(ours, 2, NULL, 0, &c), SL_OK);
+    json_t *a = json_pack("{s:i}", "caption", 1);
+    json_t *b = json_pack("{s:i, s:i}", "input_caption", 2, "caption", 3);
+    assert_int_equal(sl_columns_sample(c, a), SL_OK);
+    assert_int_equal(sl_columns_sample(c, b), SL_OK);
+    assert_int_equal(sl_columns_count(c), 2);
+    assert_string_equal(sl_columns_output_name(c, 0), "input_caption");
+    assert_string_equal(sl_columns_output_name(c, 1), "input_input_caption");
+    char buf[64];
+    sl_columns_free(c);
+    assert_int_equal(sl_columns_new(ours, 2, NULL, 0, &c), SL_OK);
+    assert_string_equal(sl_columns_rename(c, "caption", b, buf, sizeof buf), "input_input_caption");
+    assert_string_equal(sl_columns_rename(c, "input_caption", b, buf, sizeof buf), "input_caption");
+    assert_string_equal(sl_columns_rename(c, "caption", a, buf, sizeof buf), "input_caption");
+    json_decref(a);
+    json_decref(b);
+    sl_columns_free(c);
+
     /* Declared columns: only those, in that order. */
     const char *keep[] = {"s", "missing"};
     assert_int_equal(sl_columns_new(ours, 3, keep, 2, &c), SL_OK);
