@@ -95,7 +95,8 @@ struct source_reader {
     const sl_source_params *p;
     /* manifest */
     FILE *fp;
-    char *file, *base_dir, *name;
+    char *file, *base_dir;
+    const char *name; /* the file's base name, for ids */
     bool csv;
     char **header;
     size_t n_header;
@@ -229,7 +230,7 @@ static sl_status manifest_open(const char *file, const sl_source_params *p, sour
     if (!r || !(r->file = sl_strdup(file)))
         goto nomem;
     r->p = p;
-    r->name = (char *)sl_source_basename(r->file);
+    r->name = sl_source_basename(r->file);
     const char *slash = strrchr(file, '/');
     r->base_dir = slash ? sl_strndup(file, (size_t)(slash - file)) : sl_strdup("");
     if (!r->base_dir)
