@@ -140,8 +140,9 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
     }
     caption_row *r = sl_calloc(1, sizeof *r);
     if (!r) {
+        st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", it.id);
         sl_source_item_clear(&it);
-        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", it.id);
+        return st;
     }
     /* The item's strings and bytes move into the row. */
     r->rel = it.id;
