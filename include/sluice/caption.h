@@ -28,7 +28,7 @@ extern "C" {
 /* What on_row sees of a finished row; valid only during the callback, which
  * runs on the writer thread, in output order. */
 typedef struct sl_row_view {
-    const char *id;       /* path relative to input_dir */
+    const char *id;       /* the row id (docs/inputs.md): relative path for folders */
     const char *caption;  /* NULL when the row failed */
     const char *error;    /* NULL when the row succeeded */
     long index;           /* 0-based position in input order */
@@ -79,6 +79,21 @@ typedef struct sl_caption_params {
     sl_progress_fn on_progress; /* optional: every progress_ms from a monitor thread,
                                    and once more at the end (final) */
     int progress_ms;           /* default 1000 */
+    /* Inputs other than one folder, pass-through and shards (docs/inputs.md). */
+    const char *const *inputs; /* n_inputs > 0: read these instead of input_dir: folders,
+                                  manifests, tar shards or Parquet files; braces and globs */
+    int n_inputs;
+    const char *input_format;  /* NULL: from the names; folder, jsonl, csv, webdataset, parquet */
+    const char *const *include, *const *exclude; /* folders: globs on the relative path */
+    int n_include, n_exclude;
+    const char *image_column;  /* NULL: image, path or url */
+    const char *prompt_column; /* NULL: "prompt"; a row's value overrides `prompt` */
+    bool allow_file_urls;      /* file:// URLs in data read local files */
+    uint64_t max_download_bytes; /* per URL image; 0: 64 MiB */
+    const char *const *columns; /* pass-through columns to keep, in order; NULL: all */
+    int n_columns;
+    bool include_image_bytes;  /* Parquet: the original image bytes in column image_bytes */
+    long shard_rows;           /* > 0: a new part-NNNNN file every shard_rows rows */
 } sl_caption_params;
 
 sl_caption_params sl_caption_default_params(void);
@@ -96,6 +111,7 @@ typedef struct sl_caption_summary {
     uint64_t peak_bytes_in_flight, memory_budget;
     int metrics_port;         /* where /metrics was served (0: not served) */
     double decode_busy_s, engine_busy_s, write_busy_s; /* summed over workers */
+    long shards;              /* output files committed (output_file is the last) */
 } sl_caption_summary;
 
 /* Runs the whole job. SL_OK when it ran to the end, even if rows failed

@@ -29,12 +29,28 @@ static void on_signal(int sig)
     atomic_fetch_add(&stop_requests, 1);
 }
 
+/* Two strings: ISO C caps a string literal at 4095 bytes. */
+static const char usage_head[] =
+    "usage: sluice caption INPUT... -o OUTPUT_DIR --model M.gguf --mmproj P.gguf [options]\n"
+    "\n"
+    "Caption every image of the inputs with a vision-language model and write one\n"
+    "row per image to OUTPUT_DIR/part-00000.jsonl (or .parquet). An INPUT is a folder\n"
+    "(searched recursively), a manifest (.jsonl or .csv naming files or URLs),\n"
+    "WebDataset tar shards (.tar) or Parquet files (.parquet); braces and globs\n"
+    "expand: 'shards/data-{000..127}.tar', 'hf/*.parquet' (docs/inputs.md).\n"
+    "\n"
+    "Input:\n"
+    "      --input-format F      folder, jsonl, csv, webdataset or parquet (default: by name)\n"
+    "      --include GLOB        folders: only relative paths matching GLOB (repeatable)\n"
+    "      --exclude GLOB        folders: skip relative paths matching GLOB (repeatable)\n"
+    "      --image-column NAME   manifest/Parquet column with the image path, URL or\n"
+    "                            struct (default: image, path or url)\n"
+    "      --prompt-column NAME  a row's value in this column replaces --prompt (default: prompt)\n"
+    "      --allow-file-urls     read file:// URLs found in data (refused by default)\n"
+    "      --max-download-bytes SIZE  largest http(s) image fetched (default: 64M)\n"
+    "\n";
+
 static const char usage_text[] =
-    "usage: sluice caption INPUT_DIR -o OUTPUT_DIR --model M.gguf --mmproj P.gguf [options]\n"
-    "\n"
-    "Caption every image under INPUT_DIR (recursively) with a vision-language\n"
-    "model and write one row per image to OUTPUT_DIR/part-00000.jsonl (or .parquet).\n"
-    "\n"
     "Model:\n"
     "  -m, --model PATH          language model GGUF, or hf://ORG/REPO[/FILE.gguf] to fetch\n"
     "                            it (and its mmproj) from the Hugging Face hub into the\n"
@@ -73,7 +89,11 @@ static const char usage_text[] =
     "Output:\n"
     "  -o, --output DIR          output folder (created if missing)\n"
     "      --format F            jsonl (default) or parquet (zstd; pyarrow, DuckDB, HF datasets)\n"
-    "      --overwrite           replace an existing part-00000.jsonl\n"
+    "      --overwrite           replace existing part-NNNNN files\n"
+    "      --columns A,B,...     pass only these input columns through (default: all;\n"
+    "                            Parquet types come from the first 100 rows)\n"
+    "      --include-image-bytes Parquet: the original image bytes in column image_bytes\n"
+    "      --shard-rows N        start a new part-NNNNN file every N rows (default: one file)\n"
     "      --show N              print the first N captions (default: 5)\n"
     "  -q, --quiet               print only errors\n"
     "      --progress-every S    seconds between progress lines when stderr is not a\n"
@@ -85,6 +105,12 @@ static const char usage_text[] =
     "Exit status: 0 all rows ok, 3 some rows failed (see their \"error\" field),\n"
     "2 wrong command line or configuration, 1 the run could not finish, 130 stopped\n"
     "by SIGINT/SIGTERM (a first signal finishes the rows in flight, a second stops at once).\n";
+
+static void print_usage(FILE *fp)
+{
+    fputs(usage_head, fp);
+    fputs(usage_text, fp);
+}
 
 static int usage_error(const char *what, const char *detail)
 {
@@ -279,7 +305,9 @@ enum {
     OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
     OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
     OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR, OPT_CPU_POLL,
-    OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT, OPT_GPUS,
+    OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT, OPT_INPUT_FORMAT, OPT_INCLUDE, OPT_EXCLUDE,
+    OPT_IMAGE_COLUMN, OPT_PROMPT_COLUMN, OPT_ALLOW_FILE_URLS, OPT_MAX_DOWNLOAD, OPT_COLUMNS,
+    OPT_IMAGE_BYTES, OPT_SHARD_ROWS, OPT_GPUS,
 };
 
 /* "0,1,3": device indexes, each once. */
@@ -374,6 +402,16 @@ static int cmd_caption(int argc, char **argv)
         {"show", required_argument, 0, OPT_SHOW},
         {"quiet", no_argument, 0, 'q'},
         {"progress-every", required_argument, 0, OPT_PROGRESS_EVERY},
+        {"input-format", required_argument, 0, OPT_INPUT_FORMAT},
+        {"include", required_argument, 0, OPT_INCLUDE},
+        {"exclude", required_argument, 0, OPT_EXCLUDE},
+        {"image-column", required_argument, 0, OPT_IMAGE_COLUMN},
+        {"prompt-column", required_argument, 0, OPT_PROMPT_COLUMN},
+        {"allow-file-urls", no_argument, 0, OPT_ALLOW_FILE_URLS},
+        {"max-download-bytes", required_argument, 0, OPT_MAX_DOWNLOAD},
+        {"columns", required_argument, 0, OPT_COLUMNS},
+        {"include-image-bytes", no_argument, 0, OPT_IMAGE_BYTES},
+        {"shard-rows", required_argument, 0, OPT_SHARD_ROWS},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -387,6 +425,8 @@ static int cmd_caption(int argc, char **argv)
     static int gpus[64];
     bool replicas_given = false;
     int n_stop = 0;
+    const char *includes[64], *excludes[64], *columns[256];
+    int n_include = 0, n_exclude = 0, n_columns = 0;
     long v;
     int c;
     optind = 1;
@@ -439,20 +479,58 @@ static int cmd_caption(int argc, char **argv)
             pr.line_every = every;
             break;
         }
+        case OPT_INPUT_FORMAT: p.input_format = optarg; break;
+        case OPT_INCLUDE: case OPT_EXCLUDE: {
+            bool inc = c == OPT_INCLUDE;
+            int *n = inc ? &n_include : &n_exclude;
+            if (*n == 64) {
+                fprintf(stderr, "sluice: at most 64 --%s globs\n", inc ? "include" : "exclude");
+                return EXIT_USAGE;
+            }
+            (inc ? includes : excludes)[(*n)++] = optarg;
+            break;
+        }
+        case OPT_IMAGE_COLUMN: p.image_column = optarg; break;
+        case OPT_PROMPT_COLUMN: p.prompt_column = optarg; break;
+        case OPT_ALLOW_FILE_URLS: p.allow_file_urls = true; break;
+        case OPT_MAX_DOWNLOAD: bad = parse_size("--max-download-bytes", optarg, &p.max_download_bytes); break;
+        case OPT_COLUMNS:
+            for (char *save = NULL, *tok = strtok_r(optarg, ",", &save); tok;
+                 tok = strtok_r(NULL, ",", &save)) {
+                if (n_columns == 256) {
+                    fprintf(stderr, "sluice: --columns takes at most 256 names\n");
+                    return EXIT_USAGE;
+                }
+                columns[n_columns++] = tok;
+            }
+            if (!n_columns)
+                return usage_error("--columns needs at least one column name", NULL);
+            break;
+        case OPT_IMAGE_BYTES: p.include_image_bytes = true; break;
+        case OPT_SHARD_ROWS: bad = parse_long("--shard-rows", optarg, 1, LONG_MAX, &p.shard_rows); break;
         case 'v': verbose = 1; break;
-        case 'h': fputs(usage_text, stdout); return 0;
+        case 'h': print_usage(stdout); return 0;
         default: fprintf(stderr, "Run 'sluice caption --help' for the options.\n"); return EXIT_USAGE;
         }
         if (bad)
             return EXIT_USAGE;
     }
     if (optind >= argc)
-        return usage_error("caption needs an input folder", NULL);
-    if (argc - optind > 1)
-        return usage_error("caption takes one input folder; unexpected argument: ", argv[optind + 1]);
+        return usage_error("caption needs an input: a folder, manifest, tar shards or Parquet files",
+                           NULL);
     p.input_dir = argv[optind];
     if (p.n_gpus > 0 && !replicas_given)
         p.replicas = p.n_gpus;
+    p.inputs = (const char *const *)(argv + optind);
+    p.n_inputs = argc - optind;
+    p.include = includes;
+    p.n_include = n_include;
+    p.exclude = excludes;
+    p.n_exclude = n_exclude;
+    if (n_columns) {
+        p.columns = columns;
+        p.n_columns = n_columns;
+    }
     p.stop = stops;
     p.n_stop = n_stop;
     if (!p.output_dir)
@@ -505,10 +583,11 @@ static int cmd_caption(int argc, char **argv)
         printf("\n%ld images: %ld captioned, %ld failed in %.2f s (%.2f images/s, %.1f tokens/s; "
                "model '%s' loaded in %.2f s)\n"
                "busy: decode %.2f s, engine %.2f s, write %.2f s; peak memory in flight %.1f MB "
-               "of %.0f MB\noutput: %s\n",
+               "of %.0f MB\noutput: %s%s\n",
                sum.rows, sum.rows_ok, sum.rows_failed, sum.seconds, rate, tps, sum.model_name,
                sum.load_seconds, sum.decode_busy_s, sum.engine_busy_s, sum.write_busy_s,
-               sum.peak_bytes_in_flight / 1e6, sum.memory_budget / 1e6, sum.output_file);
+               sum.peak_bytes_in_flight / 1e6, sum.memory_budget / 1e6, sum.output_file,
+               sum.shards > 1 ? " (the last of the shards)" : "");
     }
     return sum.rows_failed ? EXIT_ROWS_FAILED : 0;
 }
@@ -516,7 +595,7 @@ static int cmd_caption(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-        fputs(usage_text, argc < 2 ? stderr : stdout);
+        print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {

@@ -1,7 +1,8 @@
 /* job/caption.c — the caption job as a pipeline on the streaming executor:
  *
- *   read (dir_source) -> decode (libvips, N workers) -> engine (llama.cpp,
- *   one model per replica) -> write (JSONL shard, one writer)
+ *   read (io/source: folder, manifest, WebDataset, Parquet) -> decode
+ *   (fetch URLs, libvips; N workers) -> engine (llama.cpp, one model per
+ *   replica) -> write (JSONL or Parquet shards, one writer)
  *
  * Each row carries a caption_row. Failed rows (unlistable folder, corrupt
  * image, engine error) skip to the writer, which records them with their
@@ -20,9 +21,12 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/utf8.h"
-#include "io/dir_source.h"
+#include "io/columns.h"
+#include "io/fetch.h"
 #include "io/jsonl_sink.h"
 #include "io/parquet_sink.h"
+#include "io/source.h"
+#include "io/source_parse.h"
 #include "job/caption_metrics.h"
 #include "sluice/caption.h"
 #include "sluice/executor.h"
@@ -51,7 +55,11 @@ static double now_s(void)
 /* --- the row ---------------------------------------------------------------- */
 
 typedef struct caption_row {
-    char *path, *rel;
+    char *path, *rel;         /* path: file or URL (NULL when data came with the row) */
+    uint8_t *data;            /* the encoded image, while needed */
+    size_t len;
+    json_t *extra;            /* pass-through columns, or NULL */
+    char *prompt;             /* this row's prompt, or NULL */
     sl_image *image;          /* from decode until the engine is done with it */
     int width, height, source_width, source_height; /* 0: not decoded */
     sl_result result;
@@ -65,6 +73,9 @@ static void caption_row_free(void *data)
     caption_row *r = data;
     sl_free(r->path);
     sl_free(r->rel);
+    sl_free(r->data);
+    json_decref(r->extra);
+    sl_free(r->prompt);
     sl_image_free(r->image);
     sl_result_clear(&r->result);
     sl_free(r);
@@ -73,9 +84,20 @@ static void caption_row_free(void *data)
 /* Shared by every stage of one run. */
 typedef struct job {
     const sl_caption_params *p;
-    sl_dir_source *src;
-    sl_jsonl_sink *sink;       /* one of these two */
+    sl_source *src;
+    sl_source_params src_params;
+    const char *const *inputs;
+    size_t n_inputs;
+    sl_fetch_params fetch;
+    sl_columns *cols;          /* pass-through columns and their output names */
+    sl_pq_column_def *pq_defs; /* Parquet: ours, then pass-through, then image_bytes */
+    size_t n_pq_defs;
+    sl_pq_value *pq_values;    /* one row's cells, and what they point into */
+    char **pq_owned;
+    sl_jsonl_sink *sink;       /* one of these two: the open shard */
     sl_parquet_sink *psink;
+    long shard, shard_rows;    /* the open shard's number and rows */
+    char last_shard[4096];     /* the last committed shard */
     char model_name[256];
     pthread_mutex_t mu;       /* model_name, load_seconds */
     double load_seconds;
@@ -87,22 +109,15 @@ typedef struct job {
     atomic_bool stop_counting;
 } job;
 
-/* A second walk of the input folder that only counts, so progress and
- * metrics can say "of N" and give an ETA. Listing is cheap next to
- * captioning; it stops early when the run does. */
+/* A second pass over the inputs that only counts (footers, lines, tar
+ * headers), so progress and metrics can say "of N" and give an ETA. It is
+ * cheap next to captioning; it stops early when the run does. */
 static void *count_inputs(void *arg)
 {
     job *j = arg;
-    sl_dir_source *src;
-    if (sl_dir_source_open(j->p->input_dir, &src) != SL_OK)
-        return NULL;
-    int64_t n = 0;
-    const sl_dir_entry *e;
-    while (!atomic_load(&j->stop_counting) && sl_dir_source_next(src, &e) == SL_OK && e)
-        n++;
-    if (!atomic_load(&j->stop_counting))
+    int64_t n = sl_source_count(j->inputs, j->n_inputs, &j->src_params, &j->stop_counting);
+    if (n >= 0 && !atomic_load(&j->stop_counting))
         atomic_store(&j->input_total, n);
-    sl_dir_source_free(src);
     return NULL;
 }
 
@@ -117,26 +132,36 @@ static sl_status read_init(void *cfg, int worker, void **state)
 static sl_status read_produce(void *state, sl_row *row, bool *done)
 {
     job *j = state;
-    const sl_dir_entry *e;
-    sl_status st = sl_dir_source_next(j->src, &e);
-    if (st != SL_OK)
+    sl_source_item it = {0};
+    sl_status st = sl_source_next(j->src, &it, done);
+    if (st != SL_OK || *done) {
+        sl_source_item_clear(&it);
         return st;
-    if (!e) {
-        *done = true;
-        return SL_OK;
     }
     caption_row *r = sl_calloc(1, sizeof *r);
-    if (!r || !(r->path = sl_strdup(e->path)) || !(r->rel = sl_strdup(e->rel))) {
-        if (r)
-            caption_row_free(r);
-        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", e->path);
+    if (!r) {
+        st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", it.id);
+        sl_source_item_clear(&it);
+        return st;
     }
+    /* The item's strings and bytes move into the row. */
+    r->rel = it.id;
+    r->path = it.path;
+    r->data = it.data;
+    r->len = it.len;
+    r->extra = it.extra;
+    r->prompt = it.prompt;
     r->started = now_s();
     r->seed = sl_sampling_row_seed(j->p->sampling.seed, r->rel);
     sl_row_set_data(row, r, caption_row_free);
-    sl_row_set_bytes(row, sizeof *r + strlen(r->path) + strlen(r->rel) + 2);
-    if (e->error)
-        sl_row_fail(row, "%s", e->error);
+    /* Pass-through columns are counted at a rough 256 bytes: they are small
+     * next to the image bytes, which are counted exactly. */
+    sl_row_set_bytes(row, sizeof *r + strlen(r->rel) + (r->path ? strlen(r->path) : 0) + r->len +
+                              (r->extra ? 256 * json_object_size(r->extra) : 0) +
+                              (r->prompt ? strlen(r->prompt) : 0) + 2);
+    if (it.error)
+        sl_row_fail(row, "%s", it.error);
+    sl_free(it.error);
     return SL_OK;
 }
 
@@ -148,13 +173,89 @@ static sl_status decode_init(void *cfg, int worker, void **state)
     return SL_OK;
 }
 
+static bool is_url(const char *path)
+{
+    char scheme[16];
+    sl_url_scheme(path, scheme);
+    return strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0;
+}
+
+/* Reads a whole file (for --include-image-bytes, which keeps the bytes). */
+static sl_status read_file(const char *path, uint8_t **data, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "cannot open '%s': %s",
+                       path, strerror(errno));
+    uint8_t *buf = NULL;
+    size_t n = 0, cap = 0;
+    sl_status st = SL_OK;
+    for (;;) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 1 << 16;
+            uint8_t *grown = sl_realloc(buf, ncap);
+            if (!grown) {
+                st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
+                break;
+            }
+            buf = grown;
+            cap = ncap;
+        }
+        size_t got = fread(buf + n, 1, cap - n, fp);
+        n += got;
+        if (got == 0) {
+            if (ferror(fp))
+                st = sl_fail(SL_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
+            break;
+        }
+    }
+    fclose(fp);
+    if (st != SL_OK) {
+        sl_free(buf);
+        return st;
+    }
+    *data = buf;
+    *len = n;
+    return SL_OK;
+}
+
+/* Gets the row's encoded bytes when they are not in memory yet and must be:
+ * a URL, or a file whose bytes go to the output. */
+static sl_status fetch_bytes(job *j, sl_row *row, caption_row *r)
+{
+    if (r->data || !r->path)
+        return SL_OK;
+    sl_status st;
+    if (is_url(r->path))
+        st = sl_fetch(r->path, &j->fetch, &r->data, &r->len);
+    else if (j->p->include_image_bytes)
+        st = read_file(r->path, &r->data, &r->len);
+    else
+        return SL_OK;
+    if (st == SL_OK)
+        sl_row_set_bytes(row, sl_row_bytes(row) + r->len);
+    return st;
+}
+
 static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
 {
     job *j = state;
     for (size_t i = 0; i < n; i++) {
         caption_row *r = sl_row_data(rows[i]);
         double t0 = now_s();
-        if (sl_image_load_file(r->path, &j->p->image, &r->image) != SL_OK) {
+        sl_status st = fetch_bytes(j, rows[i], r);
+        if (st == SL_OK)
+            st = r->data ? sl_image_decode(r->data, r->len, r->path ? r->path : r->rel,
+                                           &j->p->image, &r->image)
+                         : sl_image_load_file(r->path, &j->p->image, &r->image);
+        if (r->data && !j->p->include_image_bytes) {
+            /* The encoded bytes are not needed past decoding: give them back. */
+            sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) - r->len);
+            sl_free(r->data);
+            r->data = NULL;
+            r->len = 0;
+        }
+        if (st != SL_OK) {
             sl_row_fail(rows[i], "%s", sl_last_error());
             continue;
         }
@@ -235,9 +336,9 @@ static sl_status engine_submit(void *state, sl_row *row)
     const sl_caption_params *p = rep->j->p;
     caption_row *r = sl_row_data(row);
     sl_request req = {
-        .id = r->path,
+        .id = r->rel,
         .system_prompt = p->system_prompt,
-        .prompt = p->prompt,
+        .prompt = r->prompt ? r->prompt : p->prompt,
         .image = r->image,
         .sampling = p->sampling,
         .stop = p->stop,
@@ -288,7 +389,39 @@ static json_t *json_text(const char *s)
     return sl_json_text(s, s ? strlen(s) : 0);
 }
 
-static json_t *row_json(const caption_row *r, const sl_row *row, const char *model_name)
+/* Every field sluice writes itself: a pass-through column of the same name
+ * is renamed (io/columns.h), in JSONL and Parquet alike. */
+static const char *const own_fields[] = {
+    "id", "path", "caption", "finish_reason", "prompt_tokens", "generated_tokens",
+    "cached_tokens", "width", "height", "source_width", "source_height", "model", "seed",
+    "timings", "decode_ms", "queue_ms", "prefill_ms", "encode_ms", "ttft_ms", "generate_ms",
+    "total_ms", "error_stage", "error", "image_bytes",
+};
+
+/* The pass-through columns after ours: every column of the row, or only the
+ * declared ones (--columns), under their output names. */
+static void add_passthrough(const job *j, const caption_row *r, json_t *o)
+{
+    if (!r->extra)
+        return;
+    size_t nd = sl_columns_count(j->cols);
+    if (j->p->columns) {
+        for (size_t i = 0; i < nd; i++) {
+            json_t *v = json_object_get(r->extra, sl_columns_input_name(j->cols, i));
+            if (v)
+                json_object_set(o, sl_columns_output_name(j->cols, i), v);
+        }
+        return;
+    }
+    const char *key;
+    json_t *v;
+    char buf[512];
+    json_object_foreach(r->extra, key, v)
+        json_object_set(o, sl_columns_rename(j->cols, key, r->extra, buf, sizeof buf), v);
+}
+
+static json_t *row_json(const job *j, const caption_row *r, const sl_row *row,
+                        const char *model_name)
 {
     json_t *o = json_object();
     json_t *timings = json_object();
@@ -324,6 +457,7 @@ static json_t *row_json(const caption_row *r, const sl_row *row, const char *mod
     const char *stage = sl_row_error_stage(row);
     json_object_set_new(o, "error_stage", stage ? json_string(stage) : json_null());
     json_object_set_new(o, "error", json_text(sl_row_error(row)));
+    add_passthrough(j, r, o);
     return o;
 }
 
@@ -336,7 +470,7 @@ enum {
 };
 
 static const sl_pq_column_def parquet_columns[PC_COUNT] = {
-    {"id", SL_PQ_STRING, false},           {"path", SL_PQ_STRING, false},
+    {"id", SL_PQ_STRING, false},           {"path", SL_PQ_STRING, true},
     {"caption", SL_PQ_STRING, true},       {"finish_reason", SL_PQ_STRING, true},
     {"prompt_tokens", SL_PQ_INT64, false}, {"generated_tokens", SL_PQ_INT64, false},
     {"cached_tokens", SL_PQ_INT64, false}, {"width", SL_PQ_INT64, true},
@@ -363,8 +497,9 @@ static sl_pq_value pq_text(const char *s, char **owned)
 static sl_status write_parquet_row(job *j, const caption_row *r, const sl_row *row)
 {
     const sl_result *res = r->has_result ? &r->result : NULL;
-    char *owned[PC_COUNT] = {0};
-    sl_pq_value v[PC_COUNT];
+    char **owned = j->pq_owned;
+    sl_pq_value *v = j->pq_values;
+    memset(owned, 0, j->n_pq_defs * sizeof *owned);
     v[PC_ID] = pq_text(r->rel, &owned[PC_ID]);
     v[PC_PATH] = pq_text(r->path, &owned[PC_PATH]);
     v[PC_CAPTION] = pq_text(res ? res->text : NULL, &owned[PC_CAPTION]);
@@ -388,10 +523,42 @@ static sl_status write_parquet_row(job *j, const caption_row *r, const sl_row *r
         v[PC_DECODE_MS + k] = (sl_pq_value){.f64 = ms[k]};
     v[PC_ERROR_STAGE] = pq_text(sl_row_error_stage(row), &owned[PC_ERROR_STAGE]);
     v[PC_ERROR] = pq_text(sl_row_error(row), &owned[PC_ERROR]);
+    size_t np = sl_columns_count(j->cols);
+    for (size_t k = 0; k < np; k++)
+        v[PC_COUNT + k] = sl_columns_cell(j->cols, k, r->extra, &owned[PC_COUNT + k]);
+    if (j->p->include_image_bytes)
+        v[PC_COUNT + np] = r->data ? (sl_pq_value){.ptr = r->data, .len = r->len}
+                                   : (sl_pq_value){.is_null = true};
     sl_status st = sl_parquet_sink_append(j->psink, v);
-    for (int k = 0; k < PC_COUNT; k++)
+    for (size_t k = 0; k < j->n_pq_defs; k++)
         sl_free(owned[k]);
     return st;
+}
+
+static sl_status open_output(job *j);
+
+/* Commits the open shard and names the next (--shard-rows). */
+static sl_status commit_shard(job *j)
+{
+    sl_status st = j->psink ? sl_parquet_sink_commit(j->psink) : sl_jsonl_sink_commit(j->sink);
+    if (st == SL_OK) {
+        snprintf(j->last_shard, sizeof j->last_shard, "%s",
+                 j->psink ? sl_parquet_sink_path(j->psink) : sl_jsonl_sink_path(j->sink));
+        j->sum->shards++;
+    }
+    return st;
+}
+
+static sl_status next_shard(job *j)
+{
+    sl_status st = commit_shard(j);
+    sl_jsonl_sink_free(j->sink);
+    sl_parquet_sink_free(j->psink);
+    j->sink = NULL;
+    j->psink = NULL;
+    j->shard++;
+    j->shard_rows = 0;
+    return st == SL_OK ? open_output(j) : st;
 }
 
 static sl_status write_init(void *cfg, int worker, void **state)
@@ -410,11 +577,13 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
         if (j->psink) {
             st = write_parquet_row(j, r, rows[i]);
         } else {
-            json_t *o = row_json(r, rows[i], j->model_name);
+            json_t *o = row_json(j, r, rows[i], j->model_name);
             st = o ? sl_jsonl_sink_write(j->sink, o)
                    : sl_fail(SL_ERR_NOMEM, "out of memory writing the row for '%s'", r->path);
             json_decref(o);
         }
+        if (st == SL_OK && j->p->shard_rows > 0 && ++j->shard_rows == j->p->shard_rows)
+            st = next_shard(j);
         if (st != SL_OK)
             return st; /* the writer cannot go on: the executor ends the run */
         bool failed = sl_row_failed(rows[i]);
@@ -437,11 +606,16 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
 }
 
 /* Every row written is complete, so the shard is committed whatever ended
- * the run: finished work is never thrown away. */
+ * the run: finished work is never thrown away. A shard cut by --shard-rows
+ * with no rows after it is not left empty, unless it is the only one. */
 static void write_close(void *state, sl_exec_end end)
 {
     job *j = state;
-    if ((j->psink ? sl_parquet_sink_commit(j->psink) : sl_jsonl_sink_commit(j->sink)) != SL_OK) {
+    if (!j->sink && !j->psink)
+        return; /* the next shard could not open: the run already failed */
+    if (j->shard > 0 && j->shard_rows == 0)
+        return; /* freeing it removes the empty temporary */
+    if (commit_shard(j) != SL_OK) {
         j->sink_status = SL_ERR_IO;
         snprintf(j->sink_error, sizeof j->sink_error, "%s", sl_last_error());
     }
@@ -451,8 +625,12 @@ static void write_close(void *state, sl_exec_end end)
 
 static sl_status check_params(const sl_caption_params *p)
 {
-    if (!p->input_dir || !*p->input_dir)
-        return sl_fail(SL_ERR_INVALID_ARG, "no input folder given");
+    if ((!p->input_dir || !*p->input_dir) && p->n_inputs <= 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "no input given");
+    if (p->shard_rows < 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "--shard-rows must be >= 0, got %ld", p->shard_rows);
+    if (p->include_image_bytes && !(p->output_format && strcmp(p->output_format, "parquet") == 0))
+        return sl_fail(SL_ERR_INVALID_ARG, "--include-image-bytes needs --format parquet");
     if (!p->output_dir || !*p->output_dir)
         return sl_fail(SL_ERR_INVALID_ARG, "no output folder given (-o)");
     if (!p->prompt || !*p->prompt)
@@ -594,15 +772,66 @@ static sl_status start_metrics(job *j, sl_exec *exec)
     return caption_metrics_attach_exec(j->metrics, exec, &j->input_total);
 }
 
+static bool parquet_output(const sl_caption_params *p)
+{
+    return p->output_format && strcmp(p->output_format, "parquet") == 0;
+}
+
 static sl_status open_output(job *j)
 {
     const sl_caption_params *p = j->p;
-    if (p->output_format && strcmp(p->output_format, "parquet") == 0) {
+    char name[64];
+    snprintf(name, sizeof name, "part-%05ld.%s", j->shard, parquet_output(p) ? "parquet" : "jsonl");
+    if (parquet_output(p)) {
         sl_pq_writer_params wp = sl_pq_writer_default_params();
-        return sl_parquet_sink_open(p->output_dir, "part-00000.parquet", p->overwrite,
-                                    parquet_columns, PC_COUNT, &wp, &j->psink);
+        return sl_parquet_sink_open(p->output_dir, name, p->overwrite, j->pq_defs, j->n_pq_defs,
+                                    &wp, &j->psink);
     }
-    return sl_jsonl_sink_open(p->output_dir, "part-00000.jsonl", p->overwrite, &j->sink);
+    return sl_jsonl_sink_open(p->output_dir, name, p->overwrite, &j->sink);
+}
+
+/* How many rows are read ahead to choose the pass-through columns' types. */
+enum { SCHEMA_SAMPLE_ROWS = 100 };
+
+/* Chooses the pass-through columns: declared (--columns) or seen in the
+ * first rows; their Parquet types from those rows (io/columns.h). */
+static sl_status plan_columns(job *j)
+{
+    const sl_caption_params *p = j->p;
+    sl_status st = sl_columns_new(own_fields, sizeof own_fields / sizeof *own_fields,
+                                  p->columns, p->columns ? (size_t)p->n_columns : 0, &j->cols);
+    if (st != SL_OK)
+        return st;
+    if (parquet_output(p) && strcmp(sl_source_kind(j->src), "folder") != 0) {
+        sl_source *peek;
+        if ((st = sl_source_open(j->inputs, j->n_inputs, &j->src_params, &peek)) != SL_OK)
+            return st;
+        sl_source_item it = {0};
+        bool done = false;
+        for (int k = 0; k < SCHEMA_SAMPLE_ROWS && st == SL_OK; k++) {
+            if ((st = sl_source_next(peek, &it, &done)) != SL_OK || done)
+                break;
+            st = sl_columns_sample(j->cols, it.extra);
+        }
+        sl_source_item_clear(&it);
+        sl_source_free(peek);
+        if (st != SL_OK)
+            return st;
+    }
+    size_t np = sl_columns_count(j->cols);
+    j->n_pq_defs = PC_COUNT + np + (p->include_image_bytes ? 1 : 0);
+    j->pq_defs = sl_calloc(j->n_pq_defs, sizeof *j->pq_defs);
+    j->pq_values = sl_calloc(j->n_pq_defs, sizeof *j->pq_values);
+    j->pq_owned = sl_calloc(j->n_pq_defs, sizeof *j->pq_owned);
+    if (!j->pq_defs || !j->pq_values || !j->pq_owned)
+        return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
+    memcpy(j->pq_defs, parquet_columns, sizeof parquet_columns);
+    for (size_t k = 0; k < np; k++)
+        j->pq_defs[PC_COUNT + k] = (sl_pq_column_def){sl_columns_output_name(j->cols, k),
+                                                      sl_columns_type(j->cols, k), true};
+    if (p->include_image_bytes)
+        j->pq_defs[PC_COUNT + np] = (sl_pq_column_def){"image_bytes", SL_PQ_BINARY, true};
+    return SL_OK;
 }
 
 sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
@@ -615,10 +844,24 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     job j = {.p = p, .sum = sum, .input_total = -1};
     pthread_mutex_init(&j.mu, NULL);
     sl_exec *exec = NULL;
+    j.inputs = p->n_inputs > 0 ? p->inputs : &p->input_dir;
+    j.n_inputs = p->n_inputs > 0 ? (size_t)p->n_inputs : 1;
+    j.src_params = sl_source_default_params();
+    j.src_params.format = p->input_format;
+    j.src_params.include = p->include;
+    j.src_params.n_include = p->n_include > 0 ? (size_t)p->n_include : 0;
+    j.src_params.exclude = p->exclude;
+    j.src_params.n_exclude = p->n_exclude > 0 ? (size_t)p->n_exclude : 0;
+    j.src_params.image_column = p->image_column;
+    j.src_params.prompt_column = p->prompt_column;
+    j.src_params.allow_file_urls = p->allow_file_urls;
+    j.fetch = sl_fetch_default_params();
+    if (p->max_download_bytes)
+        j.fetch.max_bytes = (size_t)p->max_download_bytes;
     /* Cheap checks first: a wrong input or output fails before any model
      * loads. */
-    if ((st = sl_dir_source_open(p->input_dir, &j.src)) != SL_OK ||
-        (st = open_output(&j)) != SL_OK)
+    if ((st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
+        (st = plan_columns(&j)) != SL_OK || (st = open_output(&j)) != SL_OK)
         goto done;
 
     int batch = 4;
@@ -685,9 +928,9 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     sl_exec_stage_stats(exec, 3, &ss);
     sum->write_busy_s = ss.busy_s;
     snprintf(sum->model_name, sizeof sum->model_name, "%s", j.model_name);
-    const char *shard = j.psink ? sl_parquet_sink_path(j.psink) : sl_jsonl_sink_path(j.sink);
+    const char *shard = j.last_shard[0] ? j.last_shard : p->output_dir;
     if (j.sink_status == SL_OK)
-        snprintf(sum->output_file, sizeof sum->output_file, "%s", shard);
+        snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);
 
     if (j.sink_status != SL_OK && run_st == SL_OK)
         st = sl_fail(j.sink_status, "%s", j.sink_error);
@@ -701,7 +944,11 @@ done:
     sl_exec_free(exec);
     sl_jsonl_sink_free(j.sink);
     sl_parquet_sink_free(j.psink);
-    sl_dir_source_free(j.src);
+    sl_source_free(j.src);
+    sl_columns_free(j.cols);
+    sl_free(j.pq_defs);
+    sl_free(j.pq_values);
+    sl_free(j.pq_owned);
     pthread_mutex_destroy(&j.mu);
     return st;
 }

@@ -1,0 +1,50 @@
+/* io/columns.h — the pass-through columns of an output: which input columns
+ * (JSON values from the source) become output fields, under which names, and
+ * with which Parquet types. A name equal to one of the output's own fields is
+ * written as "input_<name>" (repeated until free), so input data never
+ * clobbers ours. Types come from sample rows: all integers -> int64, numbers
+ * -> double, all booleans -> bool, anything else or a mix -> string (JSON
+ * text for arrays and objects); a column never seen with a value -> string.
+ * One thread. The columns own copies of every name. */
+#ifndef SL_IO_COLUMNS_H
+#define SL_IO_COLUMNS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "io/parquet_write.h"
+#include "sluice/status.h"
+
+typedef struct sl_columns sl_columns;
+
+/* reserved: the output's own field names (n). declared: NULL to take every
+ * column seen in samples (in order of first sight), or the names to keep
+ * (n_declared), in that order. */
+sl_status sl_columns_new(const char *const *reserved, size_t n_reserved,
+                         const char *const *declared, size_t n_declared, sl_columns **out);
+
+/* Widens the types with one sample row's columns (an object; NULL is skipped). */
+sl_status sl_columns_sample(sl_columns *c, const json_t *extra);
+
+size_t sl_columns_count(const sl_columns *c);
+const char *sl_columns_input_name(const sl_columns *c, size_t i);
+/* The output name (after the collision rule). */
+const char *sl_columns_output_name(const sl_columns *c, size_t i);
+sl_pq_type sl_columns_type(const sl_columns *c, size_t i);
+
+/* The output name for an input column of `row` (NULL: none) when writing
+ * JSONL, where every column passes (no sampling); written into buf. A renamed
+ * name also avoids the row's other columns and the planned ones. */
+const char *sl_columns_rename(const sl_columns *c, const char *input_name, const json_t *row,
+                              char *buf, size_t len);
+
+/* The cell of column i for the Parquet row: null when absent or of another
+ * type than the column's (a string column takes any value as JSON text).
+ * *owned is what the cell points into (free with sl_free) or NULL. */
+sl_pq_value sl_columns_cell(const sl_columns *c, size_t i, const json_t *extra, char **owned);
+
+void sl_columns_free(sl_columns *c);
+
+#endif

@@ -1,0 +1,112 @@
+/* io/fetch.c — see fetch.h. */
+#include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "io/fetch.h"
+
+sl_fetch_params sl_fetch_default_params(void)
+{
+    return (sl_fetch_params){.timeout_ms = 30000, .max_bytes = 64u << 20, .retries = 2};
+}
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+typedef struct body {
+    uint8_t *data;
+    size_t len, cap, max;
+    bool too_big, nomem;
+} body;
+
+static size_t on_data(char *ptr, size_t size, size_t n, void *user)
+{
+    body *b = user;
+    size_t add = size * n;
+    if (b->len + add > b->max) {
+        b->too_big = true;
+        return 0; /* aborts the transfer */
+    }
+    if (b->len + add > b->cap) {
+        size_t ncap = b->cap ? b->cap * 2 : 64 * 1024;
+        while (ncap < b->len + add)
+            ncap *= 2;
+        uint8_t *grown = sl_realloc(b->data, ncap);
+        if (!grown) {
+            b->nomem = true;
+            return 0;
+        }
+        b->data = grown;
+        b->cap = ncap;
+    }
+    memcpy(b->data + b->len, ptr, add);
+    b->len += add;
+    return add;
+}
+
+sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    pthread_once(&curl_once, curl_init);
+    CURL *h = curl_easy_init();
+    if (!h)
+        return sl_fail(SL_ERR_NOMEM, "cannot start a download of '%s'", url);
+    char cerr[CURL_ERROR_SIZE];
+    sl_status st = SL_ERR_IO;
+    char why[CURL_ERROR_SIZE + 64] = "";
+    for (int attempt = 0; attempt <= p->retries; attempt++) {
+        if (attempt) {
+            long ms = attempt < 6 ? 200L << (attempt - 1) : 5000L;
+            struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
+            nanosleep(&pause, NULL);
+        }
+        body b = {.max = p->max_bytes};
+        cerr[0] = '\0';
+        curl_easy_reset(h);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, p->timeout_ms);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)p->max_bytes);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+        curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
+        curl_easy_setopt(h, CURLOPT_USERAGENT, "sluice");
+        CURLcode rc = curl_easy_perform(h);
+        long code = 0;
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+        bool retry = false;
+        if (b.nomem) {
+            st = SL_ERR_NOMEM;
+            snprintf(why, sizeof why, "out of memory");
+        } else if (b.too_big || rc == CURLE_FILESIZE_EXCEEDED) {
+            snprintf(why, sizeof why, "larger than the %zu-byte limit (--max-download-bytes)",
+                     p->max_bytes);
+        } else if (rc != CURLE_OK) {
+            snprintf(why, sizeof why, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
+            retry = rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_URL_MALFORMAT;
+        } else if (code >= 400) {
+            snprintf(why, sizeof why, "HTTP %ld", code);
+            retry = code >= 500 || code == 429;
+        } else {
+            *data = b.data;
+            *len = b.len;
+            curl_easy_cleanup(h);
+            return SL_OK;
+        }
+        sl_free(b.data);
+        if (!retry)
+            break;
+    }
+    curl_easy_cleanup(h);
+    return sl_fail(st, "cannot download '%s': %s", url, why);
+}

@@ -1,0 +1,618 @@
+/* io/source.c — input dispatch (expanding names, choosing the kind) and the
+ * two text-shaped kinds: folders (io/dir_source.c plus glob filters) and
+ * manifests (.jsonl and .csv). WebDataset and Parquet live in their own
+ * files behind source_kind. */
+#include <ctype.h>
+#include <errno.h>
+#include <glob.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "io/dir_source.h"
+#include "io/source_impl.h"
+#include "io/source_parse.h"
+
+sl_source_params sl_source_default_params(void)
+{
+    return (sl_source_params){.max_item_bytes = 256u << 20};
+}
+
+void sl_source_item_clear(sl_source_item *item)
+{
+    sl_free(item->id);
+    sl_free(item->path);
+    sl_free(item->data);
+    json_decref(item->extra);
+    sl_free(item->prompt);
+    sl_free(item->error);
+    *item = (sl_source_item){0};
+}
+
+sl_status sl_source_item_fail(sl_source_item *item, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char buf[1024];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    sl_free(item->error);
+    if (!(item->error = sl_strdup(buf)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading the input");
+    return SL_OK;
+}
+
+const char *sl_source_basename(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,
+                           sl_source_item *item)
+{
+    char scheme[16];
+    sl_url_scheme(value, scheme);
+    if (!*value)
+        return sl_source_item_fail(item, "the image column is empty");
+    if (!*scheme) {
+        item->path = value[0] == '/' || !base_dir || !*base_dir
+                         ? sl_strdup(value)
+                         : sl_asprintf("%s/%s", base_dir, value);
+    } else if (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0) {
+        item->path = sl_strdup(value);
+    } else if (strcmp(scheme, "file") == 0) {
+        if (!p->allow_file_urls)
+            return sl_source_item_fail(item, "'%s': file:// URLs are refused; pass "
+                                             "--allow-file-urls to read local files named by URL",
+                                       value);
+        const char *rest = value + 7;
+        if (strncmp(rest, "localhost/", 10) == 0)
+            rest += 9;
+        if (*rest != '/')
+            return sl_source_item_fail(item, "'%s': only file:///absolute/path URLs are read",
+                                       value);
+        item->path = sl_strdup(rest);
+    } else {
+        return sl_source_item_fail(item, "'%s': URL scheme '%s' is not supported (http, https, "
+                                         "and file with --allow-file-urls)",
+                                   value, scheme);
+    }
+    return item->path ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", value);
+}
+
+/* --- folder ------------------------------------------------------------------------ */
+
+struct source_reader {
+    /* folder */
+    sl_dir_source *dir;
+    const sl_source_params *p;
+    /* manifest */
+    FILE *fp;
+    char *file, *base_dir;
+    const char *name; /* the file's base name, for ids */
+    bool csv;
+    char **header;
+    size_t n_header;
+    long line;
+    char *buf;
+    size_t cap;
+};
+
+static sl_status folder_open(const char *file, const sl_source_params *p, source_reader **out,
+                             char **open_error)
+{
+    source_reader *r = sl_calloc(1, sizeof *r);
+    if (!r)
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+    r->p = p;
+    if (sl_dir_source_open(file, &r->dir) != SL_OK) {
+        *open_error = sl_strdup(sl_last_error());
+        sl_free(r);
+        return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+    }
+    *out = r;
+    return SL_OK;
+}
+
+static sl_status folder_next(source_reader *r, sl_source_item *item, bool *done)
+{
+    for (;;) {
+        const sl_dir_entry *e;
+        sl_status st = sl_dir_source_next(r->dir, &e);
+        if (st != SL_OK)
+            return st;
+        if (!e) {
+            *done = true;
+            return SL_OK;
+        }
+        if (!e->error && !sl_glob_filter(e->rel, r->p->include, r->p->n_include, r->p->exclude,
+                                         r->p->n_exclude))
+            continue;
+        if (!(item->id = sl_strdup(e->rel)) || !(item->path = sl_strdup(e->path)) ||
+            (e->error && !(item->error = sl_strdup(e->error))))
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", e->path);
+        return SL_OK;
+    }
+}
+
+static void folder_close(source_reader *r)
+{
+    sl_dir_source_free(r->dir);
+    sl_free(r);
+}
+
+static const source_kind folder_kind = {"folder", folder_open, folder_next, folder_close, NULL};
+
+/* --- manifests ----------------------------------------------------------------------- */
+
+static void manifest_close(source_reader *r)
+{
+    if (!r)
+        return;
+    if (r->fp)
+        fclose(r->fp);
+    sl_free(r->file);
+    sl_free(r->base_dir);
+    sl_csv_fields_free(r->header, r->n_header);
+    free(r->buf); /* getline's */
+    sl_free(r);
+}
+
+/* Reads one line without its newline into r->buf; false at the end. */
+static bool read_line(source_reader *r, size_t *len)
+{
+    ssize_t n = getline(&r->buf, &r->cap, r->fp);
+    if (n < 0)
+        return false;
+    r->line++;
+    while (n > 0 && (r->buf[n - 1] == '\n' || r->buf[n - 1] == '\r'))
+        r->buf[--n] = '\0';
+    *len = (size_t)n;
+    return true;
+}
+
+static bool blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isspace((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+/* One CSV record, continuing over lines while a quoted field is open.
+ * Returns 0 ok, 1 at the end, -1 malformed (err set). *owned is the record. */
+static int read_csv_record(source_reader *r, char ***fields, size_t *n, long *first_line,
+                           char *err, size_t errlen)
+{
+    size_t len;
+    do {
+        if (!read_line(r, &len))
+            return 1;
+    } while (blank(r->buf, len));
+    *first_line = r->line;
+    char *rec = sl_strndup(r->buf, len);
+    size_t rec_len = len;
+    for (;;) {
+        if (!rec) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        int rc = sl_csv_split(rec, rec_len, fields, n, err, errlen);
+        if (rc != 1) {
+            sl_free(rec);
+            return rc;
+        }
+        if (rec_len > (1u << 20) || !read_line(r, &len)) {
+            snprintf(err, errlen, "a quoted field is never closed");
+            sl_free(rec);
+            return -1;
+        }
+        char *grown = sl_asprintf("%s\n%s", rec, r->buf);
+        sl_free(rec);
+        rec = grown;
+        rec_len += 1 + len;
+    }
+}
+
+static const char *auto_image_columns[] = {"image", "path", "url"};
+
+static sl_status manifest_open(const char *file, const sl_source_params *p, source_reader **out,
+                               char **open_error)
+{
+    source_reader *r = sl_calloc(1, sizeof *r);
+    if (!r || !(r->file = sl_strdup(file)))
+        goto nomem;
+    r->p = p;
+    r->name = sl_source_basename(r->file);
+    const char *slash = strrchr(file, '/');
+    r->base_dir = slash ? sl_strndup(file, (size_t)(slash - file)) : sl_strdup("");
+    if (!r->base_dir)
+        goto nomem;
+    size_t fl = strlen(file);
+    r->csv = fl >= 4 && strcasecmp(file + fl - 4, ".csv") == 0;
+    if (p->format && strcmp(p->format, "csv") == 0)
+        r->csv = true;
+    else if (p->format && strcmp(p->format, "jsonl") == 0)
+        r->csv = false;
+    if (!(r->fp = fopen(file, "r"))) {
+        *open_error = sl_asprintf("cannot open manifest '%s': %s", file, strerror(errno));
+        manifest_close(r);
+        return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+    }
+    if (r->csv) {
+        char err[256];
+        long line;
+        int rc = read_csv_record(r, &r->header, &r->n_header, &line, err, sizeof err);
+        if (rc != 0) {
+            *open_error = sl_asprintf("manifest '%s': %s", file,
+                                      rc > 0 ? "empty (no header row)" : err);
+            manifest_close(r);
+            return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+        }
+    }
+    *out = r;
+    return SL_OK;
+nomem:
+    manifest_close(r);
+    return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+}
+
+/* The CSV column holding the image, or -1. */
+static int csv_image_column(const source_reader *r)
+{
+    for (size_t k = 0; k < (r->p->image_column ? 1 : 3); k++)
+        for (size_t i = 0; i < r->n_header; i++)
+            if (strcmp(r->header[i], r->p->image_column ? r->p->image_column
+                                                        : auto_image_columns[k]) == 0)
+                return (int)i;
+    return -1;
+}
+
+/* Turns one manifest row (an object of its columns, consumed) into the item.
+ * raw_image: a CSV row's image value as bytes (file names need not be UTF-8,
+ * JSON strings must), already left out of the row. */
+static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_image,
+                               const char *raw_key, long line, sl_source_item *item)
+{
+    const sl_source_params *p = r->p;
+    const char *image_key = raw_image ? raw_key : p->image_column;
+    for (size_t i = 0; !image_key && i < 3; i++)
+        if (json_object_get(row, auto_image_columns[i]))
+            image_key = auto_image_columns[i];
+    json_t *id = json_object_get(row, "id");
+    if (json_is_string(id) && json_string_length(id))
+        item->id = sl_strdup(json_string_value(id));
+    else if (json_is_integer(id))
+        item->id = sl_asprintf("%lld", (long long)json_integer_value(id));
+    else
+        item->id = sl_asprintf("%s:%ld", r->name, line);
+    if (!item->id)
+        goto nomem;
+    if (json_is_string(id) || json_is_integer(id))
+        json_object_del(row, "id");
+    const char *pkey = p->prompt_column ? p->prompt_column : "prompt";
+    json_t *prompt = json_object_get(row, pkey);
+    if (json_is_string(prompt) && json_string_length(prompt) &&
+        !(item->prompt = sl_strdup(json_string_value(prompt))))
+        goto nomem;
+    sl_status st = SL_OK;
+    json_t *image = image_key && !raw_image ? json_object_get(row, image_key) : NULL;
+    if (raw_image)
+        st = sl_source_locate(raw_image, r->base_dir, p, item);
+    else if (!image)
+        st = sl_source_item_fail(item, "%s:%ld: no '%s' column with the image path or URL%s",
+                                 r->file, line, image_key ? image_key : "image",
+                                 p->image_column ? "" : " (name it with --image-column)");
+    else if (!json_is_string(image))
+        st = sl_source_item_fail(item, "%s:%ld: column '%s' is not a string", r->file, line,
+                                 image_key);
+    else
+        st = sl_source_locate(json_string_value(image), r->base_dir, p, item);
+    if (image)
+        json_object_del(row, image_key);
+    item->extra = row;
+    return st;
+nomem:
+    json_decref(row);
+    return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+}
+
+static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *done)
+{
+    char err[256];
+    if (r->csv) {
+        char **fields;
+        size_t n;
+        long line;
+        int rc = read_csv_record(r, &fields, &n, &line, err, sizeof err);
+        if (rc > 0) {
+            *done = true;
+            return SL_OK;
+        }
+        if (rc < 0 || n != r->n_header) {
+            if (rc == 0) {
+                snprintf(err, sizeof err, "%zu fields where the header has %zu", n, r->n_header);
+                sl_csv_fields_free(fields, n);
+            }
+            if (!(item->id = sl_asprintf("%s:%ld", r->name, line)))
+                return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+            return sl_source_item_fail(item, "%s:%ld: %s", r->file, line, err);
+        }
+        int ic = csv_image_column(r);
+        json_t *row = json_object();
+        for (size_t i = 0; row && i < n; i++)
+            if ((int)i != ic)
+                json_object_set_new(row, r->header[i], sl_json_text(fields[i], strlen(fields[i])));
+        sl_status st = row ? manifest_item(r, row, ic >= 0 ? fields[ic] : NULL,
+                                           ic >= 0 ? r->header[ic] : NULL, line, item)
+                           : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+        sl_csv_fields_free(fields, n);
+        return st;
+    }
+    size_t len;
+    do {
+        if (!read_line(r, &len)) {
+            *done = true;
+            return SL_OK;
+        }
+    } while (blank(r->buf, len));
+    json_error_t jerr;
+    json_t *row = json_loadb(r->buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!row || !json_is_object(row)) {
+        json_decref(row);
+        if (!(item->id = sl_asprintf("%s:%ld", r->name, r->line)))
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+        return row ? sl_source_item_fail(item, "%s:%ld: not a JSON object", r->file, r->line)
+                   : sl_source_item_fail(item, "%s:%ld: invalid JSON: %s", r->file, r->line,
+                                         jerr.text);
+    }
+    return manifest_item(r, row, NULL, NULL, r->line, item);
+}
+
+static const source_kind manifest_kind = {"manifest", manifest_open, manifest_next,
+                                          manifest_close, NULL};
+
+/* --- dispatch ------------------------------------------------------------------------- */
+
+struct sl_source {
+    sl_source_params p;
+    const source_kind *kind;
+    const char *kind_name;
+    char **files;
+    size_t n_files, next_file;
+    source_reader *reader;
+};
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcasecmp(s + a - b, suffix) == 0;
+}
+
+/* The kind of one expanded input name, or NULL when it cannot be told. */
+static const char *kind_of(const char *name)
+{
+    struct stat st;
+    if (stat(name, &st) == 0 && S_ISDIR(st.st_mode))
+        return "folder";
+    if (ends_with(name, ".jsonl") || ends_with(name, ".ndjson"))
+        return "jsonl";
+    if (ends_with(name, ".csv"))
+        return "csv";
+    if (ends_with(name, ".tar") || ends_with(name, ".tar.gz") || ends_with(name, ".tgz"))
+        return "webdataset";
+    if (ends_with(name, ".parquet") || ends_with(name, ".pq"))
+        return "parquet";
+    return NULL;
+}
+
+static const source_kind *kind_named(const char *name)
+{
+    if (strcmp(name, "folder") == 0)
+        return &folder_kind;
+    if (strcmp(name, "jsonl") == 0 || strcmp(name, "csv") == 0)
+        return &manifest_kind;
+    if (strcmp(name, "webdataset") == 0)
+        return &sl_source_webdataset;
+    if (strcmp(name, "parquet") == 0)
+        return &sl_source_parquet;
+    return NULL;
+}
+
+static bool has_glob(const char *s) { return strpbrk(s, "*?[") != NULL; }
+
+/* Expands every input (braces, then globs) into files. */
+static sl_status expand_inputs(const char *const *inputs, size_t n, char ***files, size_t *count)
+{
+    char **out = NULL;
+    size_t nout = 0, cap = 0;
+    sl_status st = SL_OK;
+    for (size_t i = 0; i < n && st == SL_OK; i++) {
+        char **names;
+        size_t nn;
+        char err[256];
+        if (sl_brace_expand(inputs[i], 100000, &names, &nn, err, sizeof err) != 0) {
+            st = sl_fail(SL_ERR_INVALID_ARG, "input '%s': %s", inputs[i], err);
+            break;
+        }
+        for (size_t k = 0; k < nn && st == SL_OK; k++) {
+            glob_t g = {0};
+            char **found = NULL;
+            size_t nfound = 0;
+            char *single[1] = {names[k]};
+            if (has_glob(names[k])) {
+                int rc = glob(names[k], 0, NULL, &g);
+                if (rc == GLOB_NOMATCH) {
+                    st = sl_fail(SL_ERR_NOT_FOUND, "input '%s' matches no file", names[k]);
+                    globfree(&g);
+                    break;
+                }
+                if (rc != 0) {
+                    st = sl_fail(SL_ERR_IO, "input '%s': cannot expand the pattern", names[k]);
+                    globfree(&g);
+                    break;
+                }
+                found = g.gl_pathv;
+                nfound = g.gl_pathc;
+            } else {
+                found = single;
+                nfound = 1;
+            }
+            for (size_t f = 0; f < nfound && st == SL_OK; f++) {
+                if (nout == cap) {
+                    size_t ncap = cap ? cap * 2 : 16;
+                    char **grown = sl_realloc(out, ncap * sizeof *grown);
+                    if (!grown) {
+                        st = sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs");
+                        break;
+                    }
+                    out = grown;
+                    cap = ncap;
+                }
+                if (!(out[nout] = sl_strdup(found[f])))
+                    st = sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs");
+                else
+                    nout++;
+            }
+            if (found != single)
+                globfree(&g);
+        }
+        sl_strings_free(names, nn);
+    }
+    if (st != SL_OK) {
+        sl_strings_free(out, nout);
+        return st;
+    }
+    *files = out;
+    *count = nout;
+    return SL_OK;
+}
+
+void sl_source_free(sl_source *src)
+{
+    if (!src)
+        return;
+    if (src->reader)
+        src->kind->close(src->reader);
+    sl_strings_free(src->files, src->n_files);
+    sl_free(src);
+}
+
+static const char *const formats[] = {"auto", "folder", "jsonl", "csv", "webdataset", "parquet"};
+
+sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_params *params,
+                         sl_source **out)
+{
+    *out = NULL;
+    const char *forced = params->format && strcmp(params->format, "auto") != 0 ? params->format
+                                                                                 : NULL;
+    bool known = !params->format;
+    for (size_t i = 0; i < sizeof formats / sizeof *formats; i++)
+        known = known || strcmp(params->format, formats[i]) == 0;
+    if (!known)
+        return sl_fail(SL_ERR_INVALID_ARG, "--input-format must be one of auto, folder, jsonl, "
+                                           "csv, webdataset, parquet; got '%s'",
+                       params->format);
+    if (n == 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "no input given");
+    sl_source *src = sl_calloc(1, sizeof *src);
+    if (!src)
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening the inputs");
+    src->p = *params;
+    sl_status st = expand_inputs(inputs, n, &src->files, &src->n_files);
+    for (size_t i = 0; st == SL_OK && i < src->n_files; i++) {
+        const char *f = src->files[i];
+        const char *k = forced ? forced : kind_of(f);
+        struct stat sb;
+        if (stat(f, &sb) != 0)
+            st = sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "input '%s': %s", f,
+                         strerror(errno));
+        else if (!k)
+            st = sl_fail(SL_ERR_INVALID_ARG, "input '%s': cannot tell its kind from the name; "
+                                             "pass --input-format", f);
+        else if (src->kind_name && strcmp(k, src->kind_name) != 0)
+            st = sl_fail(SL_ERR_INVALID_ARG, "inputs mix kinds: '%s' is %s, '%s' is %s", f, k,
+                         src->files[0], src->kind_name);
+        else
+            src->kind_name = k;
+    }
+    if (st == SL_OK && (params->n_include || params->n_exclude) &&
+        strcmp(src->kind_name, "folder") != 0)
+        st = sl_fail(SL_ERR_INVALID_ARG, "--include and --exclude filter folders; '%s' is %s",
+                     src->files[0], src->kind_name);
+    if (st == SL_OK)
+        src->kind = kind_named(src->kind_name);
+    if (st != SL_OK) {
+        sl_source_free(src);
+        return st;
+    }
+    *out = src;
+    return SL_OK;
+}
+
+const char *sl_source_kind(const sl_source *src) { return src->kind_name; }
+
+sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done)
+{
+    sl_source_item_clear(item);
+    *done = false;
+    for (;;) {
+        if (!src->reader) {
+            if (src->next_file == src->n_files) {
+                *done = true;
+                return SL_OK;
+            }
+            const char *f = src->files[src->next_file++];
+            char *open_error = NULL;
+            sl_status st = src->kind->open(f, &src->p, &src->reader, &open_error);
+            if (st != SL_OK)
+                return st;
+            if (open_error) {
+                item->error = open_error;
+                if (!(item->id = sl_strdup(sl_source_basename(f))) || !(item->path = sl_strdup(f)))
+                    return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", f);
+                return SL_OK;
+            }
+        }
+        bool end = false;
+        sl_status st = src->kind->next(src->reader, item, &end);
+        if (st != SL_OK || !end)
+            return st;
+        src->kind->close(src->reader);
+        src->reader = NULL;
+    }
+}
+
+int64_t sl_source_count(const char *const *inputs, size_t n, const sl_source_params *params,
+                        const atomic_bool *stop)
+{
+    sl_source *src;
+    if (sl_source_open(inputs, n, params, &src) != SL_OK)
+        return -1;
+    int64_t total = 0;
+    if (src->kind->count) {
+        for (size_t i = 0; i < src->n_files && total >= 0; i++) {
+            int64_t c = atomic_load(stop) ? -1 : src->kind->count(src->files[i], &src->p, stop);
+            total = c < 0 ? -1 : total + c;
+        }
+    } else {
+        sl_source_item item = {0};
+        bool done = false;
+        while (!done && total >= 0) {
+            if (atomic_load(stop) || sl_source_next(src, &item, &done) != SL_OK)
+                total = -1;
+            else if (!done)
+                total++;
+        }
+        sl_source_item_clear(&item);
+    }
+    sl_source_free(src);
+    return total;
+}

@@ -1,0 +1,70 @@
+/* io/source.h — the caption job's inputs as a stream of items, whatever holds
+ * them: a folder (sorted recursive walk, include/exclude globs), a manifest
+ * (.jsonl / .csv rows naming a file or URL), WebDataset tar shards (libarchive;
+ * samples grouped by key), or Parquet files (an image struct or a path/URL
+ * column). docs/inputs.md has the rules (ids, pass-through, URL policy). A bad
+ * input (broken line, bad tar header, truncated Parquet) becomes an item with
+ * `error` set and the stream goes on. One thread per source. The caller owns
+ * each item it receives and clears it with sl_source_item_clear(). */
+#ifndef SL_IO_SOURCE_H
+#define SL_IO_SOURCE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "sluice/status.h"
+
+typedef struct sl_source sl_source;
+
+typedef struct sl_source_params {
+    const char *format;          /* NULL or "auto": from the inputs; or folder, jsonl, csv,
+                                    webdataset, parquet */
+    const char *const *include;  /* folder: fnmatch globs on the relative path */
+    size_t n_include;
+    const char *const *exclude;
+    size_t n_exclude;
+    const char *image_column;    /* NULL: image, path or url (Parquet: also image.bytes) */
+    const char *prompt_column;   /* NULL: "prompt" when present */
+    bool allow_file_urls;        /* file:// values in data read local files */
+    size_t max_item_bytes;       /* tar members and Parquet cells larger than this fail */
+} sl_source_params;
+
+sl_source_params sl_source_default_params(void);
+
+typedef struct sl_source_item {
+    char *id;        /* the row id (and seed key) */
+    char *path;      /* file path or http(s) URL to read; NULL when data is set */
+    uint8_t *data;   /* the encoded image, when the source holds it */
+    size_t len;
+    json_t *extra;   /* pass-through columns (an object), or NULL */
+    char *prompt;    /* per-row prompt, or NULL */
+    char *error;     /* set: this item failed at read, with why */
+} sl_source_item;
+
+/* Opens inputs[0..n): each is brace-expanded, then globbed when it holds
+ * glob characters; every name must be of one kind. SL_ERR_NOT_FOUND when
+ * nothing matches, SL_ERR_INVALID_ARG for mixed kinds or a bad pattern. */
+sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_params *params,
+                         sl_source **out);
+
+/* The next item into *item (cleared first); *done at the end. Only running
+ * out of memory fails. */
+sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done);
+
+/* The kind chosen: "folder", "jsonl", "csv", "webdataset" or "parquet". */
+const char *sl_source_kind(const sl_source *src);
+
+/* How many items a fresh walk of the same inputs yields, as cheaply as the
+ * kind allows (Parquet footers, manifest lines, tar headers); stops early
+ * with -1 when *stop becomes true. -1 when unknown. */
+int64_t sl_source_count(const char *const *inputs, size_t n, const sl_source_params *params,
+                        const atomic_bool *stop);
+
+void sl_source_item_clear(sl_source_item *item);
+void sl_source_free(sl_source *src);
+
+#endif

@@ -1,0 +1,38 @@
+/* io/source_impl.h — what the source kinds share (internal to source*.c):
+ * each kind reads one input file (or folder) at a time through a reader. */
+#ifndef SL_IO_SOURCE_IMPL_H
+#define SL_IO_SOURCE_IMPL_H
+
+#include "core/error.h"
+#include "io/source.h"
+
+typedef struct source_reader source_reader;
+
+typedef struct source_kind {
+    const char *name;
+    /* Opens one input. Failing to open is an error item (*open_error set,
+     * owned by the caller), never a failed run, except out of memory. */
+    sl_status (*open)(const char *file, const sl_source_params *p, source_reader **out,
+                      char **open_error);
+    sl_status (*next)(source_reader *r, sl_source_item *item, bool *done);
+    void (*close)(source_reader *r);
+    /* Optional: a cheap count for one input; -1 unknown. */
+    int64_t (*count)(const char *file, const sl_source_params *p, const atomic_bool *stop);
+} source_kind;
+
+extern const source_kind sl_source_webdataset;
+extern const source_kind sl_source_parquet;
+
+/* Sets item->path from a manifest/Parquet value: a path relative to
+ * base_dir, an http(s) URL, or (allowed) a file:// URL; else item->error. */
+sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,
+                           sl_source_item *item);
+
+/* The final path component. */
+const char *sl_source_basename(const char *path);
+
+/* item->error = formatted message (always returns SL_OK unless out of memory). */
+sl_status sl_source_item_fail(sl_source_item *item, const char *fmt, ...)
+    SL_PRINTF(2, 3);
+
+#endif

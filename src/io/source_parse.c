@@ -1,0 +1,293 @@
+/* io/source_parse.c — see source_parse.h. */
+#include <ctype.h>
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "io/source_parse.h"
+
+/* --- growable string list ---------------------------------------------------- */
+
+typedef struct strlist {
+    char **v;
+    size_t n, cap;
+} strlist;
+
+static int strlist_push(strlist *l, char *s)
+{
+    if (!s)
+        return -1;
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 8;
+        char **grown = sl_realloc(l->v, ncap * sizeof *grown);
+        if (!grown) {
+            sl_free(s);
+            return -1;
+        }
+        l->v = grown;
+        l->cap = ncap;
+    }
+    l->v[l->n++] = s;
+    return 0;
+}
+
+void sl_strings_free(char **strings, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sl_free(strings[i]);
+    sl_free(strings);
+}
+
+void sl_csv_fields_free(char **fields, size_t n) { sl_strings_free(fields, n); }
+
+/* --- CSV ----------------------------------------------------------------------- */
+
+int sl_csv_split(const char *s, size_t len, char ***fields, size_t *n, char *err, size_t errlen)
+{
+    *fields = NULL;
+    *n = 0;
+    strlist out = {0};
+    char *buf = sl_malloc(len + 1);
+    if (!buf) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    size_t i = 0;
+    for (;;) {
+        size_t b = 0;
+        if (i < len && s[i] == '"') {
+            i++;
+            for (;;) {
+                if (i >= len) {
+                    sl_free(buf);
+                    sl_strings_free(out.v, out.n);
+                    return 1; /* the quoted field goes on past this line */
+                }
+                if (s[i] == '"') {
+                    if (i + 1 < len && s[i + 1] == '"') {
+                        buf[b++] = '"';
+                        i += 2;
+                        continue;
+                    }
+                    i++;
+                    break;
+                }
+                buf[b++] = s[i++];
+            }
+            if (i < len && s[i] != ',') {
+                snprintf(err, errlen, "text after a closing quote in field %zu", out.n + 1);
+                goto bad;
+            }
+        } else {
+            while (i < len && s[i] != ',') {
+                if (s[i] == '"') {
+                    snprintf(err, errlen, "a quote inside unquoted field %zu", out.n + 1);
+                    goto bad;
+                }
+                buf[b++] = s[i++];
+            }
+        }
+        if (strlist_push(&out, sl_strndup(buf, b)) != 0) {
+            snprintf(err, errlen, "out of memory");
+            goto bad;
+        }
+        if (i >= len)
+            break;
+        i++; /* the comma; a trailing comma makes a last empty field */
+        if (i == len) {
+            if (strlist_push(&out, sl_strdup("")) != 0) {
+                snprintf(err, errlen, "out of memory");
+                goto bad;
+            }
+            break;
+        }
+    }
+    sl_free(buf);
+    *fields = out.v;
+    *n = out.n;
+    return 0;
+bad:
+    sl_free(buf);
+    sl_strings_free(out.v, out.n);
+    return -1;
+}
+
+/* --- brace lists ---------------------------------------------------------------- */
+
+/* Is body (between the braces) a numeric range "A..B"? */
+static bool parse_range(const char *body, size_t len, long *lo, long *hi, int *width)
+{
+    const char *dots = NULL;
+    for (size_t k = 0; k + 1 < len; k++)
+        if (body[k] == '.' && body[k + 1] == '.') {
+            dots = body + k;
+            break;
+        }
+    if (!dots || dots == body || dots + 2 >= body + len)
+        return false;
+    const char *parts[2] = {body, dots + 2};
+    size_t lens[2] = {(size_t)(dots - body), (size_t)(body + len - dots - 2)};
+    long v[2];
+    *width = 0;
+    for (int p = 0; p < 2; p++) {
+        if (lens[p] > 18)
+            return false;
+        for (size_t k = 0; k < lens[p]; k++)
+            if (!isdigit((unsigned char)parts[p][k]))
+                return false;
+        char tmp[20];
+        memcpy(tmp, parts[p], lens[p]);
+        tmp[lens[p]] = '\0';
+        v[p] = strtol(tmp, NULL, 10);
+        if (lens[p] > 1 && parts[p][0] == '0' && (int)lens[p] > *width)
+            *width = (int)lens[p];
+    }
+    if (*width && (int)lens[0] > *width)
+        *width = (int)lens[0];
+    if (*width && (int)lens[1] > *width)
+        *width = (int)lens[1];
+    *lo = v[0];
+    *hi = v[1];
+    return true;
+}
+
+static int expand(const char *pat, size_t max, strlist *out, char *err, size_t errlen)
+{
+    const char *open = strchr(pat, '{');
+    if (!open) {
+        if (out->n >= max) {
+            snprintf(err, errlen, "more than %zu names", max);
+            return -1;
+        }
+        return strlist_push(out, sl_strdup(pat)) == 0 ? 0 : (snprintf(err, errlen, "out of memory"), -1);
+    }
+    /* The matching close brace, skipping nested groups. */
+    int depth = 0;
+    const char *close = NULL;
+    for (const char *c = open; *c; c++) {
+        if (*c == '{')
+            depth++;
+        else if (*c == '}' && --depth == 0) {
+            close = c;
+            break;
+        }
+    }
+    if (!close) {
+        snprintf(err, errlen, "unbalanced '{' in '%s'", pat);
+        return -1;
+    }
+    size_t pre = (size_t)(open - pat);
+    const char *body = open + 1;
+    size_t blen = (size_t)(close - body);
+    const char *post = close + 1;
+    long lo, hi;
+    int width;
+    if (parse_range(body, blen, &lo, &hi, &width)) {
+        long step = lo <= hi ? 1 : -1;
+        for (long v = lo;; v += step) {
+            char *s = sl_asprintf("%.*s%0*ld%s", (int)pre, pat, width, v, post);
+            if (!s) {
+                snprintf(err, errlen, "out of memory");
+                return -1;
+            }
+            int rc = expand(s, max, out, err, errlen);
+            sl_free(s);
+            if (rc != 0)
+                return rc;
+            if (v == hi)
+                break;
+        }
+        return 0;
+    }
+    /* Alternatives split at top-level commas. */
+    const char *alt = body;
+    depth = 0;
+    for (const char *c = body;; c++) {
+        if (c < close && *c == '{')
+            depth++;
+        else if (c < close && *c == '}')
+            depth--;
+        if (c == close || (*c == ',' && depth == 0)) {
+            char *s = sl_asprintf("%.*s%.*s%s", (int)pre, pat, (int)(c - alt), alt, post);
+            if (!s) {
+                snprintf(err, errlen, "out of memory");
+                return -1;
+            }
+            int rc = expand(s, max, out, err, errlen);
+            sl_free(s);
+            if (rc != 0)
+                return rc;
+            if (c == close)
+                break;
+            alt = c + 1;
+        }
+    }
+    return 0;
+}
+
+int sl_brace_expand(const char *pattern, size_t max, char ***out, size_t *n, char *err,
+                    size_t errlen)
+{
+    *out = NULL;
+    *n = 0;
+    for (const char *c = pattern, *last_open = NULL; *c; c++) {
+        if (*c == '{')
+            last_open = c;
+        else if (*c == '}' && !last_open) {
+            snprintf(err, errlen, "unbalanced '}' in '%s'", pattern);
+            return -1;
+        }
+    }
+    strlist l = {0};
+    if (expand(pattern, max, &l, err, errlen) != 0) {
+        sl_strings_free(l.v, l.n);
+        return -1;
+    }
+    *out = l.v;
+    *n = l.n;
+    return 0;
+}
+
+/* --- WebDataset names ------------------------------------------------------------ */
+
+bool sl_wds_split(const char *name, size_t *key_len, const char **ext)
+{
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    const char *dot = strchr(base, '.');
+    if (!dot || dot == base || !dot[1])
+        return false;
+    *key_len = (size_t)(dot - name);
+    *ext = dot + 1;
+    return true;
+}
+
+/* --- URLs and globs ---------------------------------------------------------------- */
+
+void sl_url_scheme(const char *value, char scheme[16])
+{
+    scheme[0] = '\0';
+    size_t k = 0;
+    while (value[k] && (isalnum((unsigned char)value[k]) || value[k] == '+' || value[k] == '-' ||
+                        value[k] == '.'))
+        k++;
+    /* RFC 3986: a letter first; one letter before ':' is a drive, not a scheme. */
+    if (k < 2 || k >= 16 || !isalpha((unsigned char)value[0]) || strncmp(value + k, "://", 3) != 0)
+        return;
+    for (size_t i = 0; i < k; i++)
+        scheme[i] = (char)tolower((unsigned char)value[i]);
+    scheme[k] = '\0';
+}
+
+bool sl_glob_filter(const char *rel, const char *const *include, size_t n_include,
+                    const char *const *exclude, size_t n_exclude)
+{
+    bool in = n_include == 0;
+    for (size_t i = 0; i < n_include && !in; i++)
+        in = fnmatch(include[i], rel, 0) == 0;
+    for (size_t i = 0; i < n_exclude && in; i++)
+        in = fnmatch(exclude[i], rel, 0) != 0;
+    return in;
+}

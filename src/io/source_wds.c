@@ -1,0 +1,299 @@
+/* io/source_wds.c — WebDataset tar shards through libarchive. Members are
+ * grouped into samples by key (io/source_parse.h: sl_wds_split); a sample
+ * ends when the key changes, so a shard is read once, front to back, holding
+ * one sample. A damaged header or truncated member ends the shard with an
+ * error item naming the shard and byte offset. */
+#include <archive.h>
+#include <archive_entry.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "io/source_impl.h"
+#include "io/source_parse.h"
+
+struct source_reader {
+    struct archive *a;
+    char *file;
+    const sl_source_params *p;
+    sl_source_item pending; /* the sample being gathered; id is its key */
+    bool has_pending, ended;
+    char *end_error;        /* the shard broke: one last error item */
+    int64_t end_offset;
+};
+
+static const char *const image_exts[] = {"jpg", "jpeg", "png", "webp"};
+
+static bool is_image_ext(const char *ext)
+{
+    const char *last = strrchr(ext, '.');
+    last = last ? last + 1 : ext;
+    for (size_t i = 0; i < sizeof image_exts / sizeof *image_exts; i++)
+        if (strcasecmp(last, image_exts[i]) == 0)
+            return true;
+    return false;
+}
+
+static void wds_close(source_reader *r)
+{
+    if (!r)
+        return;
+    if (r->a)
+        archive_read_free(r->a);
+    sl_source_item_clear(&r->pending);
+    sl_free(r->end_error);
+    sl_free(r->file);
+    sl_free(r);
+}
+
+static struct archive *open_archive(const char *file)
+{
+    struct archive *a = archive_read_new();
+    if (!a)
+        return NULL;
+    archive_read_support_filter_all(a);
+    archive_read_support_format_tar(a);
+    if (archive_read_open_filename(a, file, 1 << 16) != ARCHIVE_OK) {
+        archive_read_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+static sl_status wds_open(const char *file, const sl_source_params *p, source_reader **out,
+                          char **open_error)
+{
+    source_reader *r = sl_calloc(1, sizeof *r);
+    if (!r || !(r->file = sl_strdup(file))) {
+        sl_free(r);
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+    }
+    r->p = p;
+    if (!(r->a = archive_read_new())) {
+        wds_close(r);
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+    }
+    archive_read_support_filter_all(r->a);
+    archive_read_support_format_tar(r->a);
+    if (archive_read_open_filename(r->a, file, 1 << 16) != ARCHIVE_OK) {
+        *open_error = sl_asprintf("cannot open shard '%s': %s", file, archive_error_string(r->a));
+        wds_close(r);
+        return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+    }
+    *out = r;
+    return SL_OK;
+}
+
+/* Reads the current member's data (size known from its header). */
+static int read_member(struct archive *a, int64_t size, uint8_t **out)
+{
+    uint8_t *buf = sl_malloc(size > 0 ? (size_t)size + 1 : 1);
+    if (!buf)
+        return ARCHIVE_FATAL;
+    int64_t got = 0;
+    while (got < size) {
+        la_ssize_t n = archive_read_data(a, buf + got, (size_t)(size - got));
+        if (n < 0 || (n == 0 && got < size)) {
+            sl_free(buf);
+            return n < 0 ? (int)n : ARCHIVE_FATAL;
+        }
+        got += n;
+    }
+    buf[size] = '\0';
+    *out = buf;
+    return ARCHIVE_OK;
+}
+
+/* Adds one member to the pending sample. */
+static sl_status add_member(source_reader *r, const char *name, const char *ext, uint8_t *data,
+                            size_t len)
+{
+    sl_source_item *s = &r->pending;
+    const char *last = strrchr(ext, '.');
+    last = last ? last + 1 : ext;
+    if (!s->extra && !(s->extra = json_object()))
+        goto nomem;
+    if (is_image_ext(ext)) {
+        if (!s->data) { /* the first image of a sample is its image */
+            s->data = data;
+            s->len = len;
+            return SL_OK;
+        }
+    } else if (strcasecmp(last, "json") == 0) {
+        json_error_t jerr;
+        json_t *o = json_loadb((const char *)data, len, 0, &jerr);
+        if (!json_is_object(o)) {
+            if (!s->error)
+                sl_source_item_fail(s, "%s: member '%s': %s", r->file, name,
+                                    o ? "not a JSON object" : jerr.text);
+        } else {
+            json_object_update(s->extra, o);
+        }
+        json_decref(o);
+    } else if (strcasecmp(last, "txt") == 0) {
+        json_object_set_new(s->extra, "txt", sl_json_text((const char *)data, len));
+    } else if (strcasecmp(last, "cls") == 0) {
+        char *end;
+        long long v = strtoll((const char *)data, &end, 10);
+        while (*end == '\n' || *end == '\r' || *end == ' ')
+            end++;
+        json_object_set_new(s->extra, "cls", len && !*end ? json_integer(v)
+                                                          : sl_json_text((const char *)data, len));
+    }
+    sl_free(data);
+    return SL_OK;
+nomem:
+    sl_free(data);
+    return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+}
+
+/* Moves the pending sample into *item. */
+static sl_status finish_sample(source_reader *r, sl_source_item *item)
+{
+    *item = r->pending;
+    r->pending = (sl_source_item){0};
+    r->has_pending = false;
+    char *id = sl_asprintf("%s/%s", sl_source_basename(r->file), item->id);
+    if (!id)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    if (!item->data && !item->error)
+        sl_source_item_fail(item, "%s: sample '%s' has no image (.jpg, .jpeg, .png or .webp)",
+                            r->file, item->id);
+    sl_free(item->id);
+    item->id = id;
+    return SL_OK;
+}
+
+static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
+{
+    while (!r->ended) {
+        struct archive_entry *e;
+        int rc = archive_read_next_header(r->a, &e);
+        if (rc == ARCHIVE_EOF) {
+            r->ended = true;
+            break;
+        }
+        if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) {
+            r->ended = true;
+            r->end_offset = archive_read_header_position(r->a);
+            r->end_error = sl_asprintf("%s: bad tar header at byte %lld: %s; the rest of the "
+                                       "shard is skipped",
+                                       r->file, (long long)r->end_offset,
+                                       archive_error_string(r->a));
+            if (!r->end_error)
+                return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+            break;
+        }
+        if (archive_entry_filetype(e) != AE_IFREG)
+            continue;
+        const char *name = archive_entry_pathname(e);
+        size_t key_len;
+        const char *ext;
+        if (!name || !sl_wds_split(name, &key_len, &ext))
+            continue;
+        bool same = r->has_pending && strlen(r->pending.id) == key_len &&
+                    strncmp(r->pending.id, name, key_len) == 0;
+        bool emit = r->has_pending && !same;
+        if (emit)
+            *item = r->pending; /* set aside while the new member is read */
+        if (!same) {
+            r->pending = (sl_source_item){0};
+            if (!(r->pending.id = sl_strndup(name, key_len)))
+                return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+            r->has_pending = true;
+        }
+        int64_t size = archive_entry_size(e);
+        sl_status st = SL_OK;
+        if (size < 0 || (uint64_t)size > r->p->max_item_bytes) {
+            if (!r->pending.error)
+                st = sl_source_item_fail(&r->pending, "%s: member '%s' is %lld bytes, over the "
+                                                      "limit of %zu",
+                                         r->file, name, (long long)size, r->p->max_item_bytes);
+            archive_read_data_skip(r->a);
+        } else {
+            uint8_t *data = NULL;
+            int64_t offset = archive_read_header_position(r->a);
+            if (read_member(r->a, size, &data) != ARCHIVE_OK) {
+                r->ended = true;
+                r->end_error = sl_asprintf("%s: member '%s' at byte %lld is truncated or "
+                                           "damaged: %s; the rest of the shard is skipped",
+                                           r->file, name, (long long)offset,
+                                           archive_error_string(r->a)
+                                               ? archive_error_string(r->a)
+                                               : "short read");
+                if (!r->end_error)
+                    return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+                /* The unfinished sample is part of the broken tail. */
+                sl_source_item_clear(&r->pending);
+                r->has_pending = false;
+            } else {
+                st = add_member(r, name, ext, data, (size_t)size);
+            }
+        }
+        if (st != SL_OK)
+            return st;
+        if (emit) {
+            sl_source_item held = *item;
+            sl_source_item next_pending = r->pending;
+            bool had = r->has_pending;
+            r->pending = held;
+            r->has_pending = true;
+            st = finish_sample(r, item);
+            r->pending = next_pending;
+            r->has_pending = had;
+            return st;
+        }
+    }
+    if (r->has_pending)
+        return finish_sample(r, item);
+    if (r->end_error) {
+        item->error = r->end_error;
+        r->end_error = NULL;
+        item->id = sl_asprintf("%s@%lld", sl_source_basename(r->file), (long long)r->end_offset);
+        return item->id ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    }
+    *done = true;
+    return SL_OK;
+}
+
+/* Counts samples from headers alone (member data is skipped, not read). */
+static int64_t wds_count(const char *file, const sl_source_params *p, const atomic_bool *stop)
+{
+    struct archive *a = open_archive(file);
+    if (!a)
+        return 1; /* the shard gives one error item */
+    int64_t n = 0;
+    char *key = NULL;
+    struct archive_entry *e;
+    int rc;
+    while ((rc = archive_read_next_header(a, &e)) == ARCHIVE_OK || rc == ARCHIVE_WARN) {
+        if (atomic_load(stop)) {
+            n = -1;
+            break;
+        }
+        const char *name = archive_entry_pathname(e);
+        size_t key_len;
+        const char *ext;
+        if (archive_entry_filetype(e) != AE_IFREG || !name || !sl_wds_split(name, &key_len, &ext))
+            continue;
+        if (!key || strlen(key) != key_len || strncmp(key, name, key_len) != 0) {
+            sl_free(key);
+            if (!(key = sl_strndup(name, key_len))) {
+                n = -1;
+                break;
+            }
+            n++;
+        }
+    }
+    if (n >= 0 && rc != ARCHIVE_EOF)
+        n++; /* the error item for the broken tail */
+    sl_free(key);
+    archive_read_free(a);
+    return n;
+}
+
+const source_kind sl_source_webdataset = {"webdataset", wds_open, wds_next, wds_close, wds_count};

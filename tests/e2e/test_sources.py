@@ -1,0 +1,410 @@
+"""End-to-end tests of the input sources and the richer sinks (docs/inputs.md,
+docs/output.md): manifests (JSONL, CSV), WebDataset shards made with tarfile,
+Parquet written by pyarrow, http(s) URLs from a local http.server, folder
+globs; pass-through columns read back by pyarrow and DuckDB; --shard-rows and
+--include-image-bytes; broken inputs as failed rows naming the input and the
+cause, every row exactly once, no sanitizer report."""
+import csv
+import functools
+import hashlib
+import http.server
+import io
+import json
+import os
+import pathlib
+import tarfile
+import threading
+
+import pytest
+
+from conftest import SAMPLES, sample_images
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+duckdb = pytest.importorskip("duckdb")
+
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "Segmentation fault")
+FAST = ("--max-tokens", "3", "--metrics-addr", "off")
+
+
+def run(sluice, inputs, out, *extra):
+    if not isinstance(inputs, (list, tuple)):
+        inputs = [inputs]
+    r = sluice.run("caption", *inputs, "-o", out, "--model", sluice_model(), "--mmproj",
+                   sluice_model("mmproj"), *FAST, *extra)
+    assert not any(m in r.stderr for m in SANITIZER_MARKS), r.stderr
+    return r
+
+
+def sluice_model(name="model"):
+    from conftest import TINY
+    return TINY / f"{name}.gguf"
+
+
+def jsonl_rows(out: pathlib.Path) -> list[dict]:
+    rows = []
+    for shard in sorted(out.glob("part-*.jsonl")):
+        rows += [json.loads(l) for l in shard.read_text(encoding="utf-8").splitlines()]
+    return rows
+
+
+def by_id(rows):
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), f"a row twice: {ids}"
+    return {r["id"]: r for r in rows}
+
+
+JPEGS = [p for p in sample_images() if p.suffix == ".jpg"]
+
+
+# ---- manifests -------------------------------------------------------------------
+
+
+def test_jsonl_manifest_passes_columns_through_to_jsonl_and_parquet(sluice, tmp_path):
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    for p in JPEGS[:3]:
+        (data / "img" / p.name).write_bytes(p.read_bytes())
+    long_prompt = "Describe this image in great detail, listing every object, colour and texture."
+    lines = [
+        json.dumps({"id": "first", "image": f"img/{JPEGS[0].name}", "label": 7, "score": 0.25,
+                    "tags": ["a", "b"], "caption": "human caption", "note": "héllo 日本"}),
+        json.dumps({"image": f"img/{JPEGS[1].name}", "label": 8, "score": 1, "ok": True,
+                    "prompt": long_prompt}),
+        "{this is not json",
+        "",
+        json.dumps(["an", "array"]),
+        json.dumps({"image": "img/missing.jpg", "label": 9}),
+        json.dumps({"path": str(data / "img" / JPEGS[2].name), "label": "ten"}),
+        json.dumps({"label": 11}),
+    ]
+    manifest = data / "m.jsonl"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    r = run(sluice, manifest, tmp_path / "j")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "j"))
+    assert set(rows) == {"first", "m.jsonl:2", "m.jsonl:3", "m.jsonl:5", "m.jsonl:6", "m.jsonl:7",
+                         "m.jsonl:8"}
+    first = rows["first"]
+    assert first["error"] is None and first["caption"]
+    assert first["path"] == str(data / "img" / JPEGS[0].name)  # relative to the manifest
+    assert first["label"] == 7 and first["score"] == 0.25 and first["tags"] == ["a", "b"]
+    assert first["note"] == "héllo 日本"
+    assert first["input_caption"] == "human caption"  # never clobbers ours
+    assert "image" not in first and "input_id" not in first
+    # A per-row prompt replaces the job prompt: more prompt tokens.
+    assert rows["m.jsonl:2"]["prompt_tokens"] > first["prompt_tokens"] + 5
+    assert rows["m.jsonl:2"]["prompt"] == long_prompt and rows["m.jsonl:2"]["ok"] is True
+    assert rows["m.jsonl:3"]["error_stage"] == "read"
+    assert "m.jsonl:3" in rows["m.jsonl:3"]["error"] and "invalid JSON" in rows["m.jsonl:3"]["error"]
+    assert "not a JSON object" in rows["m.jsonl:5"]["error"]
+    assert rows["m.jsonl:6"]["error_stage"] == "decode" and "missing.jpg" in rows["m.jsonl:6"]["error"]
+    assert rows["m.jsonl:6"]["label"] == 9
+    assert rows["m.jsonl:7"]["error"] is None and rows["m.jsonl:7"]["label"] == "ten"
+    assert "no 'image' column" in rows["m.jsonl:8"]["error"]
+
+    r = run(sluice, manifest, tmp_path / "p", "--format", "parquet")
+    assert r.returncode == 3, r.stderr
+    shard = tmp_path / "p" / "part-00000.parquet"
+    table = pq.read_table(shard)
+    types = {f.name: str(f.type) for f in table.schema}
+    assert types["label"] == "string"  # ints and a string: the column varies
+    assert types["score"] == "double"  # 0.25 and 1
+    assert types["ok"] == "bool" and types["note"] == "string" and types["tags"] == "string"
+    assert types["input_caption"] == "string" and types["caption"] == "string"
+    prow = {r["id"]: r for r in table.to_pylist()}
+    assert set(prow) == set(rows)
+    assert prow["first"]["label"] == "7" and prow["first"]["score"] == 0.25
+    assert prow["first"]["tags"] == '["a","b"]' and prow["first"]["note"] == "héllo 日本"
+    assert prow["m.jsonl:2"]["score"] == 1.0 and prow["m.jsonl:2"]["ok"] is True
+    assert prow["first"]["ok"] is None
+    assert prow["first"]["caption"] == rows["first"]["caption"]
+    con = duckdb.connect()
+    got = dict(con.execute(f"select id, input_caption from '{shard}'").fetchall())
+    assert got["first"] == "human caption" and got["m.jsonl:2"] is None
+    (n,) = con.execute(f"select count(*) from '{shard}' where score = 0.25").fetchone()
+    assert n == 1
+
+
+def test_csv_manifest_quoting_and_declared_columns(sluice, tmp_path):
+    manifest = tmp_path / "list.csv"
+    buf = io.StringIO()
+    w = csv.writer(buf, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    w.writerow(["url", "title", "split"])
+    w.writerow([str(JPEGS[0]), 'a "quoted", comma title', "train"])
+    w.writerow([str(JPEGS[1]), "two\nlines", "val"])
+    text = buf.getvalue() + "only,two\r\n" + f'{JPEGS[2]},"bad"quote,x\r\n' + f"{JPEGS[3]},plain,test\r\n"
+    manifest.write_text(text, encoding="utf-8")
+    r = run(sluice, manifest, tmp_path / "o", "--columns", "split,title")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "o"))
+    assert set(rows) == {"list.csv:2", "list.csv:3", "list.csv:5", "list.csv:6", "list.csv:7"}
+    assert rows["list.csv:2"]["title"] == 'a "quoted", comma title'
+    assert rows["list.csv:2"]["split"] == "train" and rows["list.csv:2"]["error"] is None
+    assert rows["list.csv:3"]["title"] == "two\nlines"
+    assert list(rows["list.csv:3"])[-2:] == ["split", "title"]  # declared order
+    assert "2 fields where the header has 3" in rows["list.csv:5"]["error"]
+    assert "list.csv:5" in rows["list.csv:5"]["error"]
+    assert "quote" in rows["list.csv:6"]["error"] and rows["list.csv:6"]["error_stage"] == "read"
+    assert rows["list.csv:7"]["split"] == "test" and rows["list.csv:7"]["error"] is None
+    assert "url" not in rows["list.csv:7"]
+
+
+# ---- WebDataset ----------------------------------------------------------------------
+
+
+def add(tar, name, data: bytes):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def make_shards(root: pathlib.Path, n_shards=3, per_shard=2):
+    root.mkdir(parents=True, exist_ok=True)
+    expect = {}
+    k = 0
+    for s in range(n_shards):
+        with tarfile.open(root / f"data-{s:03d}.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+            for _ in range(per_shard):
+                img = JPEGS[k % len(JPEGS)]
+                key = f"sample{k:04d}"
+                add(tar, f"{key}.jpg", img.read_bytes())
+                add(tar, f"{key}.json", json.dumps({"source": img.name, "n": k}).encode())
+                add(tar, f"{key}.txt", f"alt text {k}".encode())
+                add(tar, f"{key}.cls", str(k % 3).encode())
+                expect[f"data-{s:03d}.tar/{key}"] = (img, k)
+                k += 1
+    return expect
+
+
+def test_webdataset_shards_by_brace_list(sluice, tmp_path):
+    expect = make_shards(tmp_path / "wds")
+    # A sample with no image, in a fourth shard not named by the braces.
+    with tarfile.open(tmp_path / "wds" / "data-003.tar", "w") as tar:
+        add(tar, "lonely.json", b"{}")
+    r = run(sluice, str(tmp_path / "wds" / "data-{000..002}.tar"), tmp_path / "o", "--format",
+            "parquet", "--include-image-bytes")
+    assert r.returncode == 0, r.stderr
+    table = pq.read_table(tmp_path / "o" / "part-00000.parquet").to_pylist()
+    rows = by_id(table)
+    assert set(rows) == set(expect)
+    for rid, (img, k) in expect.items():
+        row = rows[rid]
+        assert row["error"] is None and row["caption"]
+        assert row["source"] == img.name and row["n"] == k
+        assert row["txt"] == f"alt text {k}" and row["cls"] == k % 3
+        assert row["image_bytes"] == img.read_bytes()
+        assert row["path"] is None
+    r = run(sluice, [str(tmp_path / "wds" / "data-00[03].tar")], tmp_path / "o2")
+    rows = by_id(jsonl_rows(tmp_path / "o2"))
+    assert r.returncode == 3, r.stderr
+    assert "has no image" in rows["data-003.tar/lonely"]["error"]
+    assert len(rows) == 3
+
+
+def test_tar_with_a_bad_header_fails_the_rest_of_that_shard_only(sluice, tmp_path):
+    make_shards(tmp_path / "wds", n_shards=2, per_shard=3)
+    shard = tmp_path / "wds" / "data-000.tar"
+    raw = bytearray(shard.read_bytes())
+    # Find the header of the second sample's image and break its checksum.
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    bad = next(m for m in members if m.name == "sample0001.jpg")
+    raw[bad.offset + 148: bad.offset + 156] = b"XXXXXXX\0"
+    shard.write_bytes(bytes(raw))
+    r = run(sluice, str(tmp_path / "wds" / "*.tar"), tmp_path / "o")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "o"))
+    ok = {k for k, v in rows.items() if v["error"] is None}
+    assert ok == {"data-000.tar/sample0000", "data-001.tar/sample0003", "data-001.tar/sample0004",
+                  "data-001.tar/sample0005"}
+    errors = [v for v in rows.values() if v["error"]]
+    assert len(errors) == 1, errors
+    assert errors[0]["id"] == f"data-000.tar@{bad.offset}"
+    assert str(shard) in errors[0]["error"] and f"byte {bad.offset}" in errors[0]["error"]
+
+
+# ---- Parquet -----------------------------------------------------------------------------
+
+
+def hf_table(imgs, start):
+    return pa.table({
+        "image": pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in imgs],
+                          pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        "label": pa.array([start + i for i in range(len(imgs))], pa.int64()),
+        "text": pa.array([f"row {start + i}" for i in range(len(imgs))], pa.string()),
+        "weight": pa.array([0.5 * i if i % 2 else None for i in range(len(imgs))], pa.float64()),
+    })
+
+
+def test_parquet_input_with_the_hf_image_struct(sluice, tmp_path):
+    d = tmp_path / "hf"
+    d.mkdir()
+    imgs = JPEGS[:4]
+    pq.write_table(hf_table(imgs, 0), d / "train-0.parquet", compression="snappy", row_group_size=2)
+    pq.write_table(hf_table(imgs[:3], 100), d / "train-1.parquet", compression="zstd",
+                   row_group_size=1, use_dictionary=False)
+    # A row with no bytes but a path relative to the file's folder.
+    (d / "rel.jpg").write_bytes(imgs[0].read_bytes())
+    pq.write_table(pa.table({
+        "image": pa.array([{"bytes": None, "path": "rel.jpg"}, {"bytes": None, "path": None}],
+                          pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        "label": pa.array([200, 201], pa.int64())}), d / "train-2.parquet")
+    truncated = (d / "train-0.parquet").read_bytes()
+    (d / "train-3.parquet").write_bytes(truncated[: len(truncated) // 2])
+
+    r = run(sluice, str(d / "train-*.parquet"), tmp_path / "o", "--format", "parquet")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(pq.read_table(tmp_path / "o" / "part-00000.parquet").to_pylist())
+    want_ok = {f"train-0.parquet:{i}" for i in range(4)} | {f"train-1.parquet:{i}" for i in range(3)}
+    want_ok.add("train-2.parquet:0")
+    assert {k for k, v in rows.items() if v["error"] is None} == want_ok
+    assert set(rows) == want_ok | {"train-2.parquet:1", "train-3.parquet"}
+    assert rows["train-0.parquet:3"]["label"] == 3 and rows["train-0.parquet:3"]["text"] == "row 3"
+    assert rows["train-0.parquet:3"]["weight"] == 1.5 and rows["train-0.parquet:2"]["weight"] is None
+    assert rows["train-1.parquet:2"]["label"] == 102
+    assert rows["train-2.parquet:0"]["path"] == str(d / "rel.jpg")
+    assert "no image bytes or path" in rows["train-2.parquet:1"]["error"]
+    assert "train-3.parquet" in rows["train-3.parquet"]["error"]
+    con = duckdb.connect()
+    (total,) = con.execute(f"select sum(label) from '{tmp_path / 'o' / 'part-00000.parquet'}' "
+                           "where error is null").fetchone()
+    assert total == sum(range(4)) + 100 + 101 + 102 + 200
+
+
+# ---- URLs ----------------------------------------------------------------------------------
+
+
+class FlakyHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files; answers 503 to the first request for a path starting
+    with /flaky, and counts the requests per path."""
+    hits: dict = {}
+
+    def do_GET(self):
+        n = self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        if self.path.startswith("/flaky") and n == 1:
+            self.send_error(503)
+            return
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    FlakyHandler.hits = {}
+    handler = functools.partial(FlakyHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_urls_fetched_over_http_with_named_failures(sluice, http_root, tmp_path):
+    root, base = http_root
+    (root / "a.jpg").write_bytes(JPEGS[0].read_bytes())
+    (root / "flaky.jpg").write_bytes(JPEGS[3].read_bytes())
+    big = bytearray(JPEGS[1].read_bytes())
+    big += b"\0" * (2 * 1024 * 1024 - len(big) + 10)
+    (root / "big.jpg").write_bytes(bytes(big))
+    rows_in = [
+        {"id": "ok", "url": f"{base}/a.jpg"},
+        {"id": "404", "url": f"{base}/nope.jpg"},
+        {"id": "flaky", "url": f"{base}/flaky.jpg"},
+        {"id": "big", "url": f"{base}/big.jpg"},
+        {"id": "file", "url": f"file://{JPEGS[2]}"},
+        {"id": "ftp", "url": "ftp://127.0.0.1/x.jpg"},
+    ]
+    manifest = tmp_path / "urls.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows_in))
+    r = run(sluice, manifest, tmp_path / "o", "--max-download-bytes", "2M")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "o"))
+    assert set(rows) == {"ok", "404", "flaky", "big", "file", "ftp"}
+    assert rows["flaky"]["error"] is None and FlakyHandler.hits["/flaky.jpg"] == 2  # a 503 is retried
+    assert FlakyHandler.hits["/nope.jpg"] == 1  # a 404 is not
+    assert rows["ok"]["error"] is None and rows["ok"]["caption"]
+    assert rows["ok"]["path"] == f"{base}/a.jpg"
+    assert "HTTP 404" in rows["404"]["error"] and "nope.jpg" in rows["404"]["error"]
+    assert "limit" in rows["big"]["error"] and "big.jpg" in rows["big"]["error"]
+    assert "--allow-file-urls" in rows["file"]["error"] and rows["file"]["error_stage"] == "read"
+    assert "scheme 'ftp'" in rows["ftp"]["error"]
+    r = run(sluice, manifest, tmp_path / "o2", "--allow-file-urls", "--max-download-bytes", "2M")
+    rows = by_id(jsonl_rows(tmp_path / "o2"))
+    assert rows["file"]["error"] is None and rows["file"]["path"] == str(JPEGS[2])
+
+
+# ---- folders, shards, names ------------------------------------------------------------------
+
+
+def test_folder_globs_and_output_shards(sluice, tmp_path):
+    every = [str(p.relative_to(SAMPLES)) for p in sample_images()]
+    r = run(sluice, SAMPLES, tmp_path / "o", "--include", "*.jpg", "--exclude", "variants/*thumb*",
+            "--shard-rows", "3", "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    want = {p for p in every if p.endswith(".jpg") and not ("variants/" in p and "thumb" in p)}
+    shards = sorted((tmp_path / "o").glob("part-*.parquet"))
+    assert [s.name for s in shards] == [f"part-{i:05d}.parquet" for i in range((len(want) + 2) // 3)]
+    counts = [pq.read_metadata(s).num_rows for s in shards]
+    assert all(c == 3 for c in counts[:-1]) and 1 <= counts[-1] <= 3
+    ids = [row["id"] for s in shards for row in pq.read_table(s).to_pylist()]
+    assert sorted(ids) == sorted(want)
+    assert not list((tmp_path / "o").glob(".*tmp*"))
+    # JSONL too, and an exact multiple leaves no empty last shard.
+    r = run(sluice, SAMPLES, tmp_path / "j", "--include", "*.jpg", "--exclude", "variants/*",
+            "--shard-rows", "2")
+    top = [p for p in every if p.endswith(".jpg") and "/" not in p]
+    assert r.returncode == 0 and len(top) % 2 == 0, r.stderr
+    assert len(list((tmp_path / "j").glob("part-*.jsonl"))) == len(top) // 2
+    assert sorted(r["id"] for r in jsonl_rows(tmp_path / "j")) == sorted(top)
+
+
+def test_non_utf8_names_and_missing_inputs(sluice, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    raw = os.fsencode(str(d)) + b"/caf\xe9.jpg"
+    with open(raw, "wb") as f:
+        f.write(JPEGS[0].read_bytes())
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_bytes(b'{"image": "in/caf\xe9.jpg"}\n{"image": "in/ok.jpg"}\n')
+    (d / "ok.jpg").write_bytes(JPEGS[1].read_bytes())
+    r = run(sluice, d, tmp_path / "o", "--quiet")  # the CLI prints names as the bytes they are
+    assert r.returncode == 0, r.stderr
+    rows = jsonl_rows(tmp_path / "o")
+    assert sorted(r["id"] for r in rows) == ["caf\ufffd.jpg", "ok.jpg"]
+    r = run(sluice, manifest, tmp_path / "o2", "--quiet")
+    rows = by_id(jsonl_rows(tmp_path / "o2"))
+    assert r.returncode == 3 and "invalid JSON" in rows["m.jsonl:1"]["error"]
+    assert rows["m.jsonl:2"]["error"] is None
+
+    # CSV values are bytes: a Latin-1 file name in a CSV manifest still opens.
+    (tmp_path / "m.csv").write_bytes(b"image,who\nin/caf\xe9.jpg,caf\xe9\n")
+    r = run(sluice, tmp_path / "m.csv", tmp_path / "o4", "--quiet")
+    rows = jsonl_rows(tmp_path / "o4")
+    assert r.returncode == 0 and rows[0]["error"] is None, rows
+    assert rows[0]["who"] == "caf\ufffd"
+
+    r = run(sluice, tmp_path / "nope.jsonl", tmp_path / "o3")
+    assert r.returncode == 2 and "nope.jsonl" in r.stderr
+    r = run(sluice, str(tmp_path / "none-*.tar"), tmp_path / "o3")
+    assert r.returncode == 2 and "matches no file" in r.stderr
+    (tmp_path / "x.bin").write_bytes(b"?")
+    r = run(sluice, tmp_path / "x.bin", tmp_path / "o3")
+    assert r.returncode == 2 and "--input-format" in r.stderr
+    r = run(sluice, [d, manifest], tmp_path / "o3")
+    assert r.returncode == 2 and "mix kinds" in r.stderr
+    r = run(sluice, d, tmp_path / "o3", "--include-image-bytes")
+    assert r.returncode == 2 and "--format parquet" in r.stderr
+
+
+def test_progress_knows_the_total_of_a_manifest(sluice, tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"image": str(p)}) + "\n" for p in JPEGS))
+    r = run(sluice, manifest, tmp_path / "o", "--progress-every", "0.05")
+    assert r.returncode == 0, r.stderr
+    last = [l for l in r.stderr.splitlines() if l.startswith("progress:")][-1]
+    assert f"{len(JPEGS)} of {len(JPEGS)} (100%)" in last

@@ -1,0 +1,214 @@
+/* Unit tests: io/source_parse.c (CSV quoting, brace lists, WebDataset keys,
+ * URL schemes, glob filters) and io/columns.c (pass-through names and types). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "io/columns.h"
+#include "io/source_parse.h"
+
+static void csv(const char *rec, int want_rc, size_t want_n, const char *const *want)
+{
+    char **f;
+    size_t n;
+    char err[128] = "";
+    int rc = sl_csv_split(rec, strlen(rec), &f, &n, err, sizeof err);
+    assert_int_equal(rc, want_rc);
+    if (rc != 0) {
+        assert_null(f);
+        if (rc < 0)
+            assert_true(strlen(err) > 0);
+        return;
+    }
+    assert_int_equal(n, want_n);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(f[i], want[i]);
+    sl_csv_fields_free(f, n);
+}
+
+static void csv_quoting(void **state)
+{
+    csv("a,b,c", 0, 3, (const char *[]){"a", "b", "c"});
+    csv("", 0, 1, (const char *[]){""});
+    csv("a,,c,", 0, 4, (const char *[]){"a", "", "c", ""});
+    csv("\"x,y\",\"say \"\"hi\"\"\",z", 0, 3, (const char *[]){"x,y", "say \"hi\"", "z"});
+    csv("\"line\nbreak\",2", 0, 2, (const char *[]){"line\nbreak", "2"});
+    csv("\"\"", 0, 1, (const char *[]){""});
+    csv("é,日本", 0, 2, (const char *[]){"é", "日本"});
+    /* An open quote asks for the next line; stray quotes are errors. */
+    csv("\"open,field", 1, 0, NULL);
+    csv("a,\"b\"c", -1, 0, NULL);
+    csv("a\"b,c", -1, 0, NULL);
+}
+
+static void braces(const char *pat, int want_rc, size_t want_n, const char *const *want)
+{
+    char **out;
+    size_t n;
+    char err[128] = "";
+    int rc = sl_brace_expand(pat, 1000, &out, &n, err, sizeof err);
+    assert_int_equal(rc, want_rc);
+    if (rc != 0) {
+        assert_true(strlen(err) > 0);
+        return;
+    }
+    assert_int_equal(n, want_n);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(out[i], want[i]);
+    sl_strings_free(out, n);
+}
+
+static void brace_expansion(void **state)
+{
+    braces("plain.tar", 0, 1, (const char *[]){"plain.tar"});
+    braces("d-{000..003}.tar", 0, 4,
+           (const char *[]){"d-000.tar", "d-001.tar", "d-002.tar", "d-003.tar"});
+    braces("d-{8..11}", 0, 4, (const char *[]){"d-8", "d-9", "d-10", "d-11"});
+    braces("d-{3..1}", 0, 3, (const char *[]){"d-3", "d-2", "d-1"});
+    braces("{a,b}/{1..2}", 0, 4, (const char *[]){"a/1", "a/2", "b/1", "b/2"});
+    braces("x{a,{b,c}}y", 0, 3, (const char *[]){"xay", "xby", "xcy"});
+    braces("x{,s}", 0, 2, (const char *[]){"x", "xs"});
+    braces("d-{0..5", -1, 0, NULL);
+    braces("d-}", -1, 0, NULL);
+    braces("{0..99}{0..99}", -1, 0, NULL); /* 10,000 names: over the limit of 1,000 */
+}
+
+static void wds(const char *name, bool ok, const char *key, const char *ext)
+{
+    size_t kl;
+    const char *e;
+    assert_int_equal(sl_wds_split(name, &kl, &e), ok);
+    if (!ok)
+        return;
+    assert_int_equal(kl, strlen(key));
+    assert_memory_equal(name, key, kl);
+    assert_string_equal(e, ext);
+}
+
+static void wds_keys(void **state)
+{
+    wds("000123.jpg", true, "000123", "jpg");
+    wds("a/b.c/000123.seg.png", true, "a/b.c/000123", "seg.png");
+    wds("s1.json", true, "s1", "json");
+    wds("dir/.hidden", false, NULL, NULL);
+    wds("README", false, NULL, NULL);
+    wds("x.", false, NULL, NULL);
+}
+
+static void url_schemes(void **state)
+{
+    char s[16];
+    sl_url_scheme("http://h/x.jpg", s);
+    assert_string_equal(s, "http");
+    sl_url_scheme("HTTPS://h/x.jpg", s);
+    assert_string_equal(s, "https");
+    sl_url_scheme("file:///etc/passwd", s);
+    assert_string_equal(s, "file");
+    sl_url_scheme("img/a.jpg", s);
+    assert_string_equal(s, "");
+    sl_url_scheme("C://x", s);
+    assert_string_equal(s, "");
+    sl_url_scheme("weird name: 1.jpg", s);
+    assert_string_equal(s, "");
+}
+
+static void glob_filters(void **state)
+{
+    const char *inc[] = {"*.jpg", "keep/*"};
+    const char *exc[] = {"*/skip-*"};
+    assert_true(sl_glob_filter("a.jpg", NULL, 0, NULL, 0));
+    assert_true(sl_glob_filter("sub/a.jpg", inc, 2, exc, 1)); /* '*' crosses '/' */
+    assert_true(sl_glob_filter("keep/b.png", inc, 2, exc, 1));
+    assert_false(sl_glob_filter("b.png", inc, 2, exc, 1));
+    assert_false(sl_glob_filter("sub/skip-a.jpg", inc, 2, exc, 1));
+    assert_false(sl_glob_filter("x/skip-1.png", NULL, 0, exc, 1));
+}
+
+static void columns_types_and_names(void **state)
+{
+    const char *ours[] = {"id", "caption", "input_caption"};
+    sl_columns *c;
+    assert_int_equal(sl_columns_new(ours, 3, NULL, 0, &c), SL_OK);
+    json_t *r1 = json_pack("{s:i, s:f, s:b, s:s, s:i, s:n, s:s, s:[i]}", "n", 1, "x", 1.5, "ok", 1,
+                           "s", "a", "mix", 3, "never", "caption", "orig", "arr", 1);
+    json_t *r2 = json_pack("{s:i, s:i, s:b, s:s, s:s}", "n", 2, "x", 2, "ok", 0, "s", "b", "mix",
+                           "three");
+    assert_int_equal(sl_columns_sample(c, r1), SL_OK);
+    assert_int_equal(sl_columns_sample(c, r2), SL_OK);
+    const struct { const char *in, *out; sl_pq_type t; } want[] = {
+        {"n", "n", SL_PQ_INT64},         {"x", "x", SL_PQ_DOUBLE},
+        {"ok", "ok", SL_PQ_BOOL},        {"s", "s", SL_PQ_STRING},
+        {"mix", "mix", SL_PQ_STRING},    {"never", "never", SL_PQ_STRING},
+        {"caption", "input_input_caption", SL_PQ_STRING}, {"arr", "arr", SL_PQ_STRING},
+    };
+    assert_int_equal(sl_columns_count(c), 8);
+    for (size_t i = 0; i < 8; i++) {
+        assert_string_equal(sl_columns_input_name(c, i), want[i].in);
+        assert_string_equal(sl_columns_output_name(c, i), want[i].out);
+        assert_int_equal(sl_columns_type(c, i), want[i].t);
+    }
+    char *owned;
+    sl_pq_value v = sl_columns_cell(c, 1, r2, &owned); /* an int in a double column */
+    assert_false(v.is_null);
+    assert_true(v.f64 == 2.0);
+    v = sl_columns_cell(c, 4, r1, &owned); /* an int in a string column: its JSON text */
+    assert_false(v.is_null);
+    assert_int_equal(v.len, 1);
+    assert_memory_equal(v.ptr, "3", 1);
+    sl_free(owned);
+    v = sl_columns_cell(c, 7, r1, &owned);
+    assert_memory_equal(v.ptr, "[1]", 3);
+    sl_free(owned);
+    v = sl_columns_cell(c, 5, r1, &owned);
+    assert_true(v.is_null);
+    json_t *r3 = json_pack("{s:s}", "n", "not a number"); /* later rows may not fit */
+    v = sl_columns_cell(c, 0, r3, &owned);
+    assert_true(v.is_null);
+    json_decref(r1);
+    json_decref(r2);
+    json_decref(r3);
+    sl_columns_free(c);
+
+    /* A renamed column never lands on another input column's name. */
+    assert_int_equal(sl_columns_new(ours, 2, NULL, 0, &c), SL_OK);
+    json_t *a = json_pack("{s:i}", "caption", 1);
+    json_t *b = json_pack("{s:i, s:i}", "input_caption", 2, "caption", 3);
+    assert_int_equal(sl_columns_sample(c, a), SL_OK);
+    assert_int_equal(sl_columns_sample(c, b), SL_OK);
+    assert_int_equal(sl_columns_count(c), 2);
+    assert_string_equal(sl_columns_output_name(c, 0), "input_caption");
+    assert_string_equal(sl_columns_output_name(c, 1), "input_input_caption");
+    char buf[64];
+    sl_columns_free(c);
+    assert_int_equal(sl_columns_new(ours, 2, NULL, 0, &c), SL_OK);
+    assert_string_equal(sl_columns_rename(c, "caption", b, buf, sizeof buf), "input_input_caption");
+    assert_string_equal(sl_columns_rename(c, "input_caption", b, buf, sizeof buf), "input_caption");
+    assert_string_equal(sl_columns_rename(c, "caption", a, buf, sizeof buf), "input_caption");
+    json_decref(a);
+    json_decref(b);
+    sl_columns_free(c);
+
+    /* Declared columns: only those, in that order. */
+    const char *keep[] = {"s", "missing"};
+    assert_int_equal(sl_columns_new(ours, 3, keep, 2, &c), SL_OK);
+    json_t *r = json_pack("{s:i, s:s}", "n", 1, "s", "v");
+    assert_int_equal(sl_columns_sample(c, r), SL_OK);
+    assert_int_equal(sl_columns_count(c), 2);
+    assert_string_equal(sl_columns_input_name(c, 1), "missing");
+    assert_int_equal(sl_columns_type(c, 1), SL_PQ_STRING);
+    json_decref(r);
+    sl_columns_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(csv_quoting),    cmocka_unit_test(brace_expansion),
+        cmocka_unit_test(wds_keys),       cmocka_unit_test(url_schemes),
+        cmocka_unit_test(glob_filters),   cmocka_unit_test(columns_types_and_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
