@@ -94,6 +94,9 @@ typedef struct sl_caption_params {
     int n_columns;
     bool include_image_bytes;  /* Parquet: the original image bytes in column image_bytes */
     long shard_rows;           /* > 0: a new part-NNNNN file every shard_rows rows */
+    unsigned input_shard_index; /* read only input shards k with k % count == index: */
+    unsigned input_shard_count; /*   0 or 1 reads everything (docs/inputs.md, "Shards") */
+    unsigned input_shard_size;  /* items per input shard when not whole files; 0: 1000 */
 } sl_caption_params;
 
 sl_caption_params sl_caption_default_params(void);

@@ -48,6 +48,9 @@ static const char usage_head[] =
     "      --prompt-column NAME  a row's value in this column replaces --prompt (default: prompt)\n"
     "      --allow-file-urls     read file:// URLs found in data (refused by default)\n"
     "      --max-download-bytes SIZE  largest http(s) image fetched (default: 64M)\n"
+    "      --input-shard I/N     read only input shards I, I+N, I+2N, ... so that N runs\n"
+    "                            (0/N .. N-1/N, e.g. a Slurm array) split the work exactly;\n"
+    "                            a shard is one input file, or 1000 items (--input-shard-size)\n"
     "\n";
 
 static const char usage_text[] =
@@ -307,8 +310,26 @@ enum {
     OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR, OPT_CPU_POLL,
     OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT, OPT_INPUT_FORMAT, OPT_INCLUDE, OPT_EXCLUDE,
     OPT_IMAGE_COLUMN, OPT_PROMPT_COLUMN, OPT_ALLOW_FILE_URLS, OPT_MAX_DOWNLOAD, OPT_COLUMNS,
-    OPT_IMAGE_BYTES, OPT_SHARD_ROWS, OPT_GPUS,
+    OPT_IMAGE_BYTES, OPT_SHARD_ROWS, OPT_GPUS, OPT_INPUT_SHARD, OPT_INPUT_SHARD_SIZE,
 };
+
+/* "I/N" with 0 <= I < N. */
+static bool parse_input_shard(const char *arg, unsigned *index, unsigned *count)
+{
+    char *slash, *end;
+    errno = 0;
+    unsigned long i = strtoul(arg, &slash, 10);
+    unsigned long n = *slash == '/' ? strtoul(slash + 1, &end, 10) : 0;
+    if (errno || slash == arg || *slash != '/' || end == slash + 1 || *end || n == 0 ||
+        n > 1000000 || i >= n || arg[0] == '-' || slash[1] == '-') {
+        fprintf(stderr, "sluice: --input-shard takes I/N with 0 <= I < N, e.g. 0/8; got '%s'\n",
+                arg);
+        return true;
+    }
+    *index = (unsigned)i;
+    *count = (unsigned)n;
+    return false;
+}
 
 /* "0,1,3": device indexes, each once. */
 static bool parse_gpus(const char *arg, int *gpus, int *n)
@@ -412,6 +433,8 @@ static int cmd_caption(int argc, char **argv)
         {"columns", required_argument, 0, OPT_COLUMNS},
         {"include-image-bytes", no_argument, 0, OPT_IMAGE_BYTES},
         {"shard-rows", required_argument, 0, OPT_SHARD_ROWS},
+        {"input-shard", required_argument, 0, OPT_INPUT_SHARD},
+        {"input-shard-size", required_argument, 0, OPT_INPUT_SHARD_SIZE},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -507,6 +530,8 @@ static int cmd_caption(int argc, char **argv)
                 return usage_error("--columns needs at least one column name", NULL);
             break;
         case OPT_IMAGE_BYTES: p.include_image_bytes = true; break;
+        case OPT_INPUT_SHARD: bad = parse_input_shard(optarg, &p.input_shard_index, &p.input_shard_count); break;
+        case OPT_INPUT_SHARD_SIZE: bad = parse_long("--input-shard-size", optarg, 1, 1L << 30, &v); p.input_shard_size = (unsigned)v; break;
         case OPT_SHARD_ROWS: bad = parse_long("--shard-rows", optarg, 1, LONG_MAX, &p.shard_rows); break;
         case 'v': verbose = 1; break;
         case 'h': print_usage(stdout); return 0;

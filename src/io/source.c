@@ -21,7 +21,7 @@
 
 sl_source_params sl_source_default_params(void)
 {
-    return (sl_source_params){.max_item_bytes = 256u << 20};
+    return (sl_source_params){.max_item_bytes = 256u << 20, .shard_size = 1000};
 }
 
 void sl_source_item_clear(sl_source_item *item)
@@ -388,6 +388,8 @@ struct sl_source {
     char **files;
     size_t n_files, next_file;
     source_reader *reader;
+    bool sharded, by_file;   /* reading a subset of the shards; which way */
+    uint64_t ordinal;        /* items seen, selected or not (shards by item) */
 };
 
 static bool ends_with(const char *s, const char *suffix)
@@ -547,8 +549,17 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
         strcmp(src->kind_name, "folder") != 0)
         st = sl_fail(SL_ERR_INVALID_ARG, "--include and --exclude filter folders; '%s' is %s",
                      src->files[0], src->kind_name);
-    if (st == SL_OK)
+    if (st == SL_OK && params->shard_count > 1 &&
+        (params->shard_index >= params->shard_count || params->shard_size == 0))
+        st = sl_fail(SL_ERR_INVALID_ARG, "--input-shard %u/%u: the index must be below the count "
+                                         "(0/%u .. %u/%u)",
+                     params->shard_index, params->shard_count, params->shard_count,
+                     params->shard_count - 1, params->shard_count);
+    if (st == SL_OK) {
         src->kind = kind_named(src->kind_name);
+        src->sharded = params->shard_count > 1;
+        src->by_file = src->sharded && src->n_files >= params->shard_count;
+    }
     if (st != SL_OK) {
         sl_source_free(src);
         return st;
@@ -559,12 +570,22 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
 
 const char *sl_source_kind(const sl_source *src) { return src->kind_name; }
 
-sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done)
+bool sl_source_shards_by_file(const sl_source *src) { return src->by_file; }
+
+static bool file_selected(const sl_source *src, size_t file)
+{
+    return !src->by_file || file % src->p.shard_count == src->p.shard_index;
+}
+
+/* The next item of every shard, selected or not. */
+static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
 {
     sl_source_item_clear(item);
     *done = false;
     for (;;) {
         if (!src->reader) {
+            while (src->next_file < src->n_files && !file_selected(src, src->next_file))
+                src->next_file++;
             if (src->next_file == src->n_files) {
                 *done = true;
                 return SL_OK;
@@ -590,6 +611,31 @@ sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done)
     }
 }
 
+sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done)
+{
+    for (;;) {
+        sl_status st = next_item(src, item, done);
+        if (st != SL_OK || *done || !src->sharded || src->by_file)
+            return st;
+        uint64_t shard = src->ordinal++ / src->p.shard_size;
+        if (shard % src->p.shard_count == src->p.shard_index)
+            return SL_OK;
+    }
+}
+
+/* Items of `total` that fall in this run's shards when shards are runs of
+ * shard_size items. */
+static int64_t selected_of(int64_t total, const sl_source_params *p)
+{
+    if (total < 0 || p->shard_count <= 1)
+        return total;
+    int64_t size = p->shard_size, n = 0;
+    for (int64_t start = (int64_t)p->shard_index * size; start < total;
+         start += (int64_t)p->shard_count * size)
+        n += total - start < size ? total - start : size;
+    return n;
+}
+
 int64_t sl_source_count(const char *const *inputs, size_t n, const sl_source_params *params,
                         const atomic_bool *stop)
 {
@@ -599,9 +645,13 @@ int64_t sl_source_count(const char *const *inputs, size_t n, const sl_source_par
     int64_t total = 0;
     if (src->kind->count) {
         for (size_t i = 0; i < src->n_files && total >= 0; i++) {
+            if (!file_selected(src, i))
+                continue;
             int64_t c = atomic_load(stop) ? -1 : src->kind->count(src->files[i], &src->p, stop);
             total = c < 0 ? -1 : total + c;
         }
+        if (!src->by_file)
+            total = selected_of(total, &src->p);
     } else {
         sl_source_item item = {0};
         bool done = false;

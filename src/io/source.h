@@ -31,6 +31,14 @@ typedef struct sl_source_params {
     const char *prompt_column;   /* NULL: "prompt" when present */
     bool allow_file_urls;        /* file:// values in data read local files */
     size_t max_item_bytes;       /* tar members and Parquet cells larger than this fail */
+    /* Input shards: deterministic units of work. With several input files
+     * and at least shard_count of them, shard k is file k (sorted, as
+     * expanded); otherwise shard k is items [k*shard_size, (k+1)*shard_size)
+     * of the stream. Only shards with k % shard_count == shard_index are
+     * read: N runs with 0/N .. N-1/N cover every item exactly once. */
+    unsigned shard_index;
+    unsigned shard_count;        /* 0 or 1: all shards */
+    unsigned shard_size;         /* items per shard when not by file (default 1000) */
 } sl_source_params;
 
 sl_source_params sl_source_default_params(void);
@@ -56,6 +64,8 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
 sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done);
 
 /* The kind chosen: "folder", "jsonl", "csv", "webdataset" or "parquet". */
+/* True when shards are whole input files (see sl_source_params). */
+bool sl_source_shards_by_file(const sl_source *src);
 const char *sl_source_kind(const sl_source *src);
 
 /* How many items a fresh walk of the same inputs yields, as cheaply as the

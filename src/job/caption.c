@@ -855,6 +855,10 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     j.src_params.image_column = p->image_column;
     j.src_params.prompt_column = p->prompt_column;
     j.src_params.allow_file_urls = p->allow_file_urls;
+    j.src_params.shard_index = p->input_shard_index;
+    j.src_params.shard_count = p->input_shard_count;
+    if (p->input_shard_size)
+        j.src_params.shard_size = p->input_shard_size;
     j.fetch = sl_fetch_default_params();
     if (p->max_download_bytes)
         j.fetch.max_bytes = (size_t)p->max_download_bytes;

@@ -408,3 +408,47 @@ def test_progress_knows_the_total_of_a_manifest(sluice, tmp_path):
     assert r.returncode == 0, r.stderr
     last = [l for l in r.stderr.splitlines() if l.startswith("progress:")][-1]
     assert f"{len(JPEGS)} of {len(JPEGS)} (100%)" in last
+
+
+# ---- input shards (scale-out by hand: N runs, each I/N) -----------------------------
+
+
+def test_input_shards_by_item_split_a_manifest_exactly(sluice, tmp_path):
+    images = sample_images()
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"r{i:02d}", "image": str(p)}) + "\n"
+                                for i, p in enumerate(images)))
+    size, count = 3, 3
+    seen = []
+    for k in range(count):
+        out = tmp_path / f"o{k}"
+        r = run(sluice, manifest, out, "--input-shard", f"{k}/{count}", "--input-shard-size",
+                str(size), "--progress-every", "0.05")
+        assert r.returncode in (0, 3), r.stderr
+        ids = set(by_id(jsonl_rows(out)))
+        # Manifest order: items [3j, 3j+3) are shard j, and shard j goes to run j % 3.
+        assert ids == {f"r{i:02d}" for i in range(len(images)) if (i // size) % count == k}
+        last = [l for l in r.stderr.splitlines() if l.startswith("progress:")][-1]
+        assert f"{len(ids)} of {len(ids)} (100%)" in last
+        seen += ids
+    assert sorted(seen) == [f"r{i:02d}" for i in range(len(images))]
+
+
+def test_input_shards_by_file_skip_other_runs_files(sluice, tmp_path):
+    expect = make_shards(tmp_path / "wds", n_shards=3, per_shard=2)
+    shards = str(tmp_path / "wds" / "data-{000..002}.tar")
+    got = {}
+    for k in range(2):
+        r = run(sluice, shards, tmp_path / f"o{k}", "--input-shard", f"{k}/2")
+        assert r.returncode == 0, r.stderr
+        got[k] = set(by_id(jsonl_rows(tmp_path / f"o{k}")))
+    # Three files, two runs: files 0 and 2 go to run 0, file 1 to run 1.
+    assert {i.split("/")[0] for i in got[0]} == {"data-000.tar", "data-002.tar"}
+    assert {i.split("/")[0] for i in got[1]} == {"data-001.tar"}
+    assert got[0] | got[1] == set(expect) and not got[0] & got[1]
+
+
+def test_input_shard_is_checked(sluice, tmp_path):
+    for bad in ("2/2", "1/0", "x/2", "1", "-1/2"):
+        r = run(sluice, SAMPLES, tmp_path / "o", "--input-shard", bad)
+        assert r.returncode == 2 and "--input-shard takes I/N" in r.stderr, (bad, r.stderr)
