@@ -1,5 +1,5 @@
-/* io/fetch.h — downloading an image named by an http(s) URL (libcurl, the
- * only file that includes curl.h). Only http and https are followed, also
+/* io/fetch.h — downloading an image named by an http(s) URL (libcurl's
+ * easy interface). Only http and https are followed, also
  * across redirects; the body is capped at max_bytes (refused early when the
  * server announces more); transport errors, 5xx and 429 are retried with a
  * growing pause, other HTTP errors are not. Thread-safe: each call uses its
