@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit models-256m bench bench-engine clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit models-256m bench bench-engine bench-decode clean
 
 all: build
 
@@ -51,6 +51,10 @@ bench-engine: build
 	test -f models/smolvlm-256m-e512/model.gguf || .venv/bin/python tools/gen_model.py \
 	    --shape smolvlm-256m --longest-edge 512 --out models/smolvlm-256m-e512
 	$(BUILD)/bench/engine
+
+# Decode + resize to 512 px on one core, sluice vs Pillow (docs/images.md).
+bench-decode: build
+	.venv/bin/python bench/decode.py
 
 models-256m: setup
 	.venv/bin/python tools/gen_model.py --shape smolvlm-256m --out models/smolvlm-256m

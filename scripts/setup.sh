@@ -18,7 +18,7 @@ die() { echo "[setup] error: $*" >&2; exit 1; }
 packages=(
     build-essential cmake pkg-config git ca-certificates
     python3 python3-venv python3-pip
-    libvips-dev libjansson-dev libcmocka-dev
+    libvips-dev libjansson-dev libcmocka-dev libjpeg62-turbo-dev libexif-dev
     libmicrohttpd-dev prometheus
     libzstd-dev libsnappy-dev zlib1g-dev
     libcurl4-openssl-dev libarchive-dev

@@ -1,8 +1,12 @@
 /* sluice/image.h — decoded images: 8-bit sRGB, 3 channels, row-major.
  *
- * Decoding (libvips) reads from memory or a file, applies EXIF orientation,
- * flattens alpha onto a background, converts any colour space and depth to
- * 8-bit sRGB, and shrinks on load so the longer edge is at most max_edge.
+ * Decoding (libjpeg-turbo for plain JPEGs, libvips for the rest; see
+ * docs/images.md) reads from memory or a file, recognises the format by
+ * content (JPEG, PNG, WebP, GIF, TIFF, HEIF/AVIF; others are refused),
+ * refuses images over max_input_pixels from the header, applies EXIF
+ * orientation, takes the first frame of an animation, flattens alpha onto a
+ * background, converts any colour space, profile and depth to 8-bit sRGB,
+ * and shrinks on load so the longer edge is at most max_edge.
  * An sl_image is immutable once made and may be shared between threads.
  * The caller owns every sl_image it receives and frees it with
  * sl_image_free().

@@ -84,7 +84,9 @@ static const char usage_text[] =
     "      --max-failed F        stop when more than this fraction (0.1 or 10%%) of rows fail\n"
     "Images:\n"
     "      --max-image-edge N    shrink so the longer edge is at most N px (default: 512; 0 keeps)\n"
-    "      --max-image-pixels N  refuse images larger than N pixels (default: 100000000)\n"
+    "      --max-image-pixels N  refuse images larger than N pixels, read from the header\n"
+    "                            before decoding (default: 100000000)\n"
+    "      --background RRGGBB   colour transparent pixels are flattened onto (default: ffffff)\n"
     "Monitoring:\n"
     "      --metrics-addr H:P    serve Prometheus /metrics there (default: 127.0.0.1:9797;\n"
     "                            port 0 picks a free one; 'off' disables). The final values\n"
@@ -312,6 +314,23 @@ enum {
     OPT_IMAGE_COLUMN, OPT_PROMPT_COLUMN, OPT_ALLOW_FILE_URLS, OPT_MAX_DOWNLOAD, OPT_COLUMNS,
     OPT_IMAGE_BYTES, OPT_SHARD_ROWS, OPT_GPUS, OPT_INPUT_SHARD, OPT_INPUT_SHARD_SIZE,
 };
+enum { OPT_BACKGROUND = 512 };
+
+/* "RRGGBB" or "#RRGGBB" (hex) -> three bytes. */
+static int parse_rgb(const char *flag, const char *text, uint8_t rgb[3])
+{
+    const char *hex = text[0] == '#' ? text + 1 : text;
+    unsigned v[3];
+    if (strlen(hex) != 6 || strspn(hex, "0123456789abcdefABCDEF") != 6 ||
+        sscanf(hex, "%2x%2x%2x", &v[0], &v[1], &v[2]) != 3) {
+        fprintf(stderr, "sluice: %s expects a colour as RRGGBB hex (e.g. ffffff), got '%s'\n",
+                flag, text);
+        return -1;
+    }
+    for (int i = 0; i < 3; i++)
+        rgb[i] = (uint8_t)v[i];
+    return 0;
+}
 
 /* "I/N" with 0 <= I < N. */
 static bool parse_input_shard(const char *arg, unsigned *index, unsigned *count)
@@ -411,6 +430,7 @@ static int cmd_caption(int argc, char **argv)
         {"stop", required_argument, 0, OPT_STOP},
         {"max-image-edge", required_argument, 0, OPT_MAX_EDGE},
         {"max-image-pixels", required_argument, 0, OPT_MAX_PIXELS},
+        {"background", required_argument, 0, OPT_BACKGROUND},
         {"decode-workers", required_argument, 0, OPT_DECODE_WORKERS},
         {"replicas", required_argument, 0, OPT_REPLICAS},
         {"ordered", no_argument, 0, OPT_ORDERED},
@@ -482,6 +502,7 @@ static int cmd_caption(int argc, char **argv)
         case OPT_SEED: bad = parse_long("--seed", optarg, 0, LONG_MAX, &v); p.sampling.seed = (uint64_t)v; break;
         case OPT_MAX_EDGE: bad = parse_long("--max-image-edge", optarg, 0, 1 << 16, &v); p.image.max_edge = (int)v; break;
         case OPT_MAX_PIXELS: bad = parse_long("--max-image-pixels", optarg, 1, LONG_MAX, &v); p.image.max_input_pixels = (uint64_t)v; break;
+        case OPT_BACKGROUND: bad = parse_rgb("--background", optarg, p.image.background); break;
         case OPT_DECODE_WORKERS: bad = parse_long("--decode-workers", optarg, 1, 256, &v); p.decode_workers = (int)v; break;
         case OPT_REPLICAS: bad = parse_long("--replicas", optarg, 1, 64, &v); p.replicas = (int)v; replicas_given = true; break;
         case OPT_ORDERED: p.ordered = true; break;

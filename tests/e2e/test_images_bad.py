@@ -1,0 +1,145 @@
+"""Awkward and hostile images through `sluice caption` (docs/images.md):
+each is a documented error row or the right output, the run finishes with
+exit 3, and a decompression bomb is refused from its header without the
+memory its pixels would take."""
+import io
+import json
+import os
+import pathlib
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SAMPLES, TINY, sanitized
+
+BOMB_SIDE = 30000
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(side: int) -> bytes:
+    """A real side x side 8-bit grey PNG of zeros: side^2 bytes decoded, a
+    few MB on disk (zlib level 1 keeps the test quick)."""
+    z = zlib.compressobj(1)
+    row = b"\0" * (side + 1)  # filter byte + pixels
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + \
+        png_chunk(b"IEND", b"")
+
+
+def rgb16_png(width: int, height: int) -> bytes:
+    """16-bit RGB, red left half, blue right (Pillow cannot write it)."""
+    px = np.zeros((height, width, 3), dtype=">u2")
+    px[:, : width // 2, 0] = 65535
+    px[:, width // 2:, 2] = 65535
+    raw = b"".join(b"\0" + px[y].tobytes() for y in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + \
+        png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b"")
+
+
+def encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+# name -> (expected error text, or the (width, height) of a good row)
+CASES = {
+    "bomb.png": ("30000x30000 pixels exceeds the limit of 100000000",),
+    "truncated.jpg": ("truncated",),
+    "zero-bytes.jpg": ("empty file",),
+    "png-named.jpg": (64, 48),
+    "cmyk.jpg": (80, 60),
+    "rgb16.png": (40, 30),
+    "animated.gif": (64, 48),  # the first frame, not a 64x144 strip
+    "good.jpg": None,  # a sample photo: its size, shrunk to 512
+    "transparent.png": (300, 200),
+}
+NON_UTF8_NAME = b"caf\xe9-latin1.jpg"
+
+
+@pytest.fixture(scope="module")
+def bad_set(tmp_path_factory) -> pathlib.Path:
+    root = tmp_path_factory.mktemp("bad") / "in"
+    root.mkdir()
+    (root / "bomb.png").write_bytes(bomb_png(BOMB_SIDE))
+    photo = (SAMPLES / "rocket.jpg").read_bytes()
+    (root / "good.jpg").write_bytes(photo)
+    (root / "truncated.jpg").write_bytes(photo[: len(photo) // 3])
+    (root / "zero-bytes.jpg").write_bytes(b"")
+    (root / "png-named.jpg").write_bytes(encode(Image.new("RGB", (64, 48), (0, 128, 0)), "PNG"))
+    (root / "cmyk.jpg").write_bytes(encode(Image.new("CMYK", (80, 60), (0, 255, 255, 0)), "JPEG"))
+    (root / "rgb16.png").write_bytes(rgb16_png(40, 30))
+    frames = [Image.new("RGB", (64, 48), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    gif = io.BytesIO()
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    (root / "animated.gif").write_bytes(gif.getvalue())
+    (root / "transparent.png").write_bytes(
+        encode(Image.new("RGBA", (300, 200), (0, 0, 0, 0)), "PNG"))
+    # A Latin-1 name: not valid UTF-8, so the JSONL id cannot carry it as is.
+    with open(os.path.join(os.fsencode(root), NON_UTF8_NAME), "wb") as f:
+        f.write(photo)
+    return root
+
+
+def caption_measured(sluice, input_dir, out_dir, *extra):
+    """Runs sluice caption in a child Python that reports the peak RSS (KiB)
+    of that one sluice process (RUSAGE_CHILDREN of a fresh parent)."""
+    args = [str(sluice.binary), "caption", str(input_dir), "-o", str(out_dir),
+            "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"), *extra]
+    probe = ("import resource, subprocess, sys, json\n"
+             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True,\n"
+             "                   errors='replace')\n"
+             "print(json.dumps({'rc': r.returncode, 'stdout': r.stdout, 'stderr': r.stderr,\n"
+             "  'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n")
+    out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True,
+                         timeout=900, check=True).stdout
+    return json.loads(out)
+
+
+def test_bad_images_are_error_rows_or_right_output(sluice, bad_set, tmp_path):
+    out = tmp_path / "out"
+    r = caption_measured(sluice, bad_set, out, "--max-tokens", "4", "--ordered",
+                         "--decode-workers", "2", "--background", "102030")
+    assert r["rc"] == 3, r["stderr"]  # finished; some rows failed
+    rows = [json.loads(line) for line in (out / "part-00000.jsonl").read_text("utf-8").splitlines()]
+    by_id = {row["id"]: row for row in rows}
+    assert len(rows) == len(CASES) + 1, sorted(by_id)
+    good = Image.open(SAMPLES / "rocket.jpg").size
+    scale = 512 / max(good)
+    for name, expect in CASES.items():
+        row = by_id[name]
+        if expect is None:
+            expect = (round(good[0] * scale), round(good[1] * scale)) if scale < 1 else good
+        if isinstance(expect[0], str):
+            assert row["caption"] is None, row
+            assert row["error_stage"] == "decode", row
+            assert name in row["error"] and expect[0] in row["error"], row["error"]
+        else:
+            assert row["error"] is None, (name, row["error"])
+            assert isinstance(row["caption"], str)
+            assert (row["width"], row["height"]) == expect, (name, row)
+    # The Latin-1 name is a row too, decoded fine; its id is the name made
+    # valid UTF-8 (the undecodable byte replaced), so it is still found.
+    others = [row for i, row in by_id.items() if i not in CASES]
+    assert len(others) == 1 and others[0]["error"] is None, others
+    assert others[0]["id"].startswith("caf") and others[0]["id"].endswith("-latin1.jpg")
+    # The bomb would be 900 MB of pixels (a decode into RGB, 2.7 GB); the
+    # whole run stays far below that.
+    limit_mb = 600 if sanitized() else 400
+    assert r["maxrss_kb"] < limit_mb * 1024, f"peak RSS {r['maxrss_kb'] // 1024} MB"
+
+
+def test_background_flag_is_checked(sluice, tmp_path):
+    r = sluice.caption(SAMPLES, tmp_path / "out", "--background", "red")
+    assert r.returncode == 2
+    assert "--background" in r.stderr and "RRGGBB" in r.stderr
