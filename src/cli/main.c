@@ -65,11 +65,16 @@ static const char usage_text[] =
     "Monitoring:\n"
     "      --metrics-addr H:P    serve Prometheus /metrics there (default: 127.0.0.1:9797;\n"
     "                            port 0 picks a free one; 'off' disables). The final values\n"
-    "                            are written to OUTPUT_DIR/metrics.prom either way.\n"
+    "                            are written to OUTPUT_DIR/metrics.prom either way. The\n"
+    "                            same address serves a live page at / (progress, engine\n"
+    "                            figures, the latest images with their captions).\n"
     "Output:\n"
     "  -o, --output DIR          output folder (created if missing)\n"
     "      --format F            jsonl (default) or parquet (zstd; pyarrow, DuckDB, HF datasets)\n"
     "      --overwrite           replace an existing part-00000.jsonl\n"
+    "                            Beside the shard: summary.json (counts, time per stage,\n"
+    "                            tokens, failures by class) and report.html (a sample of\n"
+    "                            the images with their captions, self-contained).\n"
     "      --show N              print the first N captions (default: 5)\n"
     "  -q, --quiet               print only errors\n"
     "      --progress-every S    seconds between progress lines when stderr is not a\n"
@@ -267,7 +272,8 @@ static void print_metrics_port(int port, void *user)
 {
     printer *pr = user;
     if (!pr->quiet)
-        fprintf(stderr, "sluice: metrics at http://127.0.0.1:%d/metrics\n", port);
+        fprintf(stderr, "sluice: metrics at http://127.0.0.1:%d/metrics, live page at "
+                        "http://127.0.0.1:%d/\n", port, port);
 }
 
 enum {
@@ -433,10 +439,11 @@ static int cmd_caption(int argc, char **argv)
         printf("\n%ld images: %ld captioned, %ld failed in %.2f s (%.2f images/s, %.1f tokens/s; "
                "model '%s' loaded in %.2f s)\n"
                "busy: decode %.2f s, engine %.2f s, write %.2f s; peak memory in flight %.1f MB "
-               "of %.0f MB\noutput: %s\n",
+               "of %.0f MB\noutput: %s\nreport: %s/report.html\n",
                sum.rows, sum.rows_ok, sum.rows_failed, sum.seconds, rate, tps, sum.model_name,
                sum.load_seconds, sum.decode_busy_s, sum.engine_busy_s, sum.write_busy_s,
-               sum.peak_bytes_in_flight / 1e6, sum.memory_budget / 1e6, sum.output_file);
+               sum.peak_bytes_in_flight / 1e6, sum.memory_budget / 1e6, sum.output_file,
+               p.output_dir);
     }
     return sum.rows_failed ? EXIT_ROWS_FAILED : 0;
 }
