@@ -566,6 +566,7 @@ static void gpu_metrics_read_from_nvml(void **state)
     const char *fake = getenv("SLUICE_FAKE_NVML");
     if (!fake)
         skip();
+    assert_int_equal(access(fake, R_OK), 0); /* built with the tests (tests/tools) */
     char *text = render_with_gpu(fake);
     assert_non_null(strstr(text, "# TYPE sluice_gpu_utilization_ratio gauge\n"
                                  "sluice_gpu_utilization_ratio{gpu=\"0\"} 0.42\n"
