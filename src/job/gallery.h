@@ -1,15 +1,11 @@
 /* job/gallery.h — the images a run shows: the latest rows with thumbnails
- * (the live page) and a uniform sample of every row (the run report), plus
- * the count of failed rows by stage and error class.
- *
- * Thumbnails are JPEG bytes made by the decode stage only for rows the
- * gallery asks for (gallery_wants_thumb): every sample candidate and at
- * most one row per live_interval_ms, so most rows are never encoded. The
- * sample keeps the rows with the sample_n smallest keys, a hash of the row
- * index and the seed: uniform over the rows, the same on every run.
- * Thread rules: every call is thread-safe (one mutex); gallery_add is
- * meant for the single writer thread. Everything added is copied; memory
- * is bounded by live_n + sample_n rows. Freed with gallery_free. */
+ * (live page), a uniform sample of all rows (run report), and failed rows
+ * counted by stage and error class. The decode stage makes a JPEG thumbnail
+ * only when gallery_wants_thumb() says so (sample candidates, and at most one
+ * row per live_interval_ms). The sample is the sample_n rows with the
+ * smallest keys, a hash of row index and seed: uniform, the same every run.
+ * Thread-safe (one mutex); gallery_add is for the single writer thread.
+ * Everything added is copied; memory is bounded by live_n + sample_n rows. */
 #ifndef SL_JOB_GALLERY_H
 #define SL_JOB_GALLERY_H
 
