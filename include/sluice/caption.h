@@ -5,8 +5,9 @@
  * -> engine (llama.cpp; one model per replica) -> write (one row per input
  * to output_dir/part-00000.jsonl or .parquet, written under a temporary name
  * and renamed when the run ends). Metrics (vLLM's engine names, sluice_ pipeline
- * names) are served at metrics_addr while it runs and written to
- * output_dir/metrics.prom at the end. An input that fails becomes a row with its
+ * names) are served at metrics_addr while it runs, with a live page at "/",
+ * and written to output_dir/metrics.prom at the end, beside a run report
+ * (summary.json, report.html; see docs/output.md). An input that fails becomes a row with its
  * error; the run goes on. A wrong parameter, an engine that cannot load, an
  * output that cannot be written, too many failed rows (max_failed) or a stop
  * request end the job; rows already finished are kept.

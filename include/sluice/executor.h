@@ -47,9 +47,18 @@ void sl_row_fail(sl_row *row, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/* The same, with the status that caused it (its sl_status_class() labels
+ * the failure in metrics and the run report). sl_row_fail() records
+ * SL_ERR_STAGE. */
+void sl_row_fail_status(sl_row *row, sl_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
 bool sl_row_failed(const sl_row *row);
 const char *sl_row_error(const sl_row *row);       /* NULL unless failed */
 const char *sl_row_error_stage(const sl_row *row); /* NULL unless failed */
+sl_status sl_row_error_status(const sl_row *row);  /* SL_OK unless failed */
 
 /* --- stages --------------------------------------------------------------- */
 

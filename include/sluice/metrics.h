@@ -39,6 +39,12 @@ typedef struct sl_metrics_params {
      * process_open_fds and process_max_fds (read from /proc at scrape
      * time). Default true. */
     bool process_metrics;
+    /* Register sluice_gpu_utilization_ratio, sluice_gpu_memory_used_bytes
+     * and sluice_gpu_memory_total_bytes, labelled gpu="0", "1", ..., read
+     * from NVIDIA's NVML at scrape time. NVML is loaded at run time
+     * (libnvidia-ml.so.1, or the path in $SLUICE_NVML_LIBRARY); without it
+     * there are no such series and one debug line. Default false. */
+    bool gpu_metrics;
 } sl_metrics_params;
 
 sl_metrics_params sl_metrics_default_params(void);
@@ -183,8 +189,11 @@ typedef struct sl_metrics_reply {
 } sl_metrics_reply;
 typedef void (*sl_metrics_route_fn)(void *user, const char *path, sl_metrics_reply *reply);
 
-/* Serves GET `path` (exact match, starts with '/') with fn. A path already
- * routed (including "/metrics") is replaced. Up to 32 routes.
+/* Serves GET `path` (starts with '/') with fn: an exact match, or every
+ * path with that prefix when `path` ends in '*' (e.g. "/thumb/" plus '*'); the handler
+ * gets the requested path. Exact routes and prefixes are tried in the order
+ * they were added; the first match wins. A path already routed (including
+ * "/metrics") is replaced. Up to 32 routes.
  * SL_ERR_INVALID_ARG: a bad path, or too many routes. SL_ERR_NOMEM. */
 sl_status sl_metrics_server_route(sl_metrics_server *s, const char *path,
                                   sl_metrics_route_fn fn, void *user);

@@ -31,6 +31,12 @@ typedef enum sl_status {
 /* Short stable name of a status ("ok", "invalid_arg", ...); never NULL. */
 const char *sl_status_name(sl_status status);
 
+/* The failure class of a status, for counting failed rows by cause: one of
+ * "not_found", "io", "decode", "too_large", "engine", "memory", "stopped",
+ * "stage", "invalid", "other" ("none" for SL_OK). A small fixed set, so a
+ * metric labelled with it stays small. */
+const char *sl_status_class(sl_status status);
+
 /* Message of the last failure on this thread; "" when none. */
 const char *sl_last_error(void);
 

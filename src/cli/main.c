@@ -29,7 +29,7 @@ static void on_signal(int sig)
     atomic_fetch_add(&stop_requests, 1);
 }
 
-/* Two strings: ISO C caps a string literal at 4095 bytes. */
+/* Three strings: ISO C caps a string literal at 4095 bytes. */
 static const char usage_head[] =
     "usage: sluice caption INPUT... -o OUTPUT_DIR --model M.gguf --mmproj P.gguf [options]\n"
     "\n"
@@ -81,7 +81,10 @@ static const char usage_text[] =
     "      --replicas N          engine instances, each with its own model (default: 1)\n"
     "      --ordered             write rows in input order (default: as they finish)\n"
     "      --memory-budget SIZE  bytes in flight at most, e.g. 512M, 4G (default: 1/4 of RAM)\n"
-    "      --max-failed F        stop when more than this fraction (0.1 or 10%%) of rows fail\n"
+    "      --max-failed F        stop when more than this fraction (0.1 or 10%) of rows fail\n"
+    ;
+
+static const char usage_tail[] =
     "Images:\n"
     "      --max-image-edge N    shrink so the longer edge is at most N px (default: 512; 0 keeps)\n"
     "      --max-image-pixels N  refuse images larger than N pixels, read from the header\n"
@@ -90,9 +93,14 @@ static const char usage_text[] =
     "Monitoring:\n"
     "      --metrics-addr H:P    serve Prometheus /metrics there (default: 127.0.0.1:9797;\n"
     "                            port 0 picks a free one; 'off' disables). The final values\n"
-    "                            are written to OUTPUT_DIR/metrics.prom either way.\n"
+    "                            are written to OUTPUT_DIR/metrics.prom either way. The\n"
+    "                            same address serves a live page at / (progress, engine\n"
+    "                            figures, the latest images with their captions).\n"
     "Output:\n"
     "  -o, --output DIR          output folder (created if missing)\n"
+    "                            with the rows: summary.json (counts, time per stage,\n"
+    "                            tokens, failures by class) and report.html (a sample of\n"
+    "                            the images with their captions, self-contained).\n"
     "      --format F            jsonl (default) or parquet (zstd; pyarrow, DuckDB, HF datasets)\n"
     "      --overwrite           replace existing part-NNNNN files\n"
     "      --columns A,B,...     pass only these input columns through (default: all;\n"
@@ -115,6 +123,7 @@ static void print_usage(FILE *fp)
 {
     fputs(usage_head, fp);
     fputs(usage_text, fp);
+    fputs(usage_tail, fp);
 }
 
 static int usage_error(const char *what, const char *detail)
@@ -302,7 +311,8 @@ static void print_metrics_port(int port, void *user)
 {
     printer *pr = user;
     if (!pr->quiet)
-        fprintf(stderr, "sluice: metrics at http://127.0.0.1:%d/metrics\n", port);
+        fprintf(stderr, "sluice: metrics at http://127.0.0.1:%d/metrics, live page at "
+                        "http://127.0.0.1:%d/\n", port, port);
 }
 
 enum {
@@ -629,11 +639,11 @@ static int cmd_caption(int argc, char **argv)
         printf("\n%ld images: %ld captioned, %ld failed in %.2f s (%.2f images/s, %.1f tokens/s; "
                "model '%s' loaded in %.2f s)\n"
                "busy: decode %.2f s, engine %.2f s, write %.2f s; peak memory in flight %.1f MB "
-               "of %.0f MB\noutput: %s%s\n",
+               "of %.0f MB\noutput: %s%s\nreport: %s/report.html\n",
                sum.rows, sum.rows_ok, sum.rows_failed, sum.seconds, rate, tps, sum.model_name,
                sum.load_seconds, sum.decode_busy_s, sum.engine_busy_s, sum.write_busy_s,
                sum.peak_bytes_in_flight / 1e6, sum.memory_budget / 1e6, sum.output_file,
-               sum.shards > 1 ? " (the last of the shards)" : "");
+               sum.shards > 1 ? " (the last of the shards)" : "", p.output_dir);
     }
     return sum.rows_failed ? EXIT_ROWS_FAILED : 0;
 }

@@ -11,6 +11,7 @@ size_t sl_row_bytes(const sl_row *row) { return (size_t)row->bytes; }
 bool sl_row_failed(const sl_row *row) { return row->error != NULL; }
 const char *sl_row_error(const sl_row *row) { return row->error; }
 const char *sl_row_error_stage(const sl_row *row) { return row->error_stage; }
+sl_status sl_row_error_status(const sl_row *row) { return row->error ? row->error_status : SL_OK; }
 
 void sl_row_set_data(sl_row *row, void *data, void (*free_data)(void *data))
 {
@@ -28,17 +29,31 @@ void sl_row_set_bytes(sl_row *row, size_t bytes)
         sl_exec_row_bytes_changed(row->exec, row, old);
 }
 
-void sl_row_fail(sl_row *row, const char *fmt, ...)
+static void row_vfail(sl_row *row, sl_status status, const char *fmt, va_list ap)
 {
     if (row->error)
         return; /* the first cause is the one worth reporting */
     char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     row->error = sl_strdup(msg);
     if (!row->error)
         row->error = sl_strdup("out of memory recording the error");
     row->error_stage = row->stage ? row->stage : "unknown";
+    row->error_status = status;
+}
+
+void sl_row_fail(sl_row *row, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    row_vfail(row, SL_ERR_STAGE, fmt, ap);
+    va_end(ap);
+}
+
+void sl_row_fail_status(sl_row *row, sl_status status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    row_vfail(row, status == SL_OK ? SL_ERR_STAGE : status, fmt, ap);
+    va_end(ap);
 }

@@ -15,6 +15,7 @@ struct sl_row {
     uint64_t reserved;  /* held against the budget; >= bytes */
     char *error;
     const char *error_stage;
+    sl_status error_status;
     const char *stage;  /* the stage now working on the row */
     struct sl_exec *exec;
     sl_row *prev, *next; /* an async worker's in-flight list */

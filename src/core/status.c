@@ -26,6 +26,26 @@ const char *sl_status_name(sl_status status)
     return "unknown";
 }
 
+const char *sl_status_class(sl_status status)
+{
+    switch (status) {
+    case SL_OK: return "none";
+    case SL_ERR_NOT_FOUND: return "not_found";
+    case SL_ERR_IO:
+    case SL_ERR_EXISTS: return "io";
+    case SL_ERR_DECODE: return "decode";
+    case SL_ERR_TOO_LONG: return "too_large";
+    case SL_ERR_MODEL:
+    case SL_ERR_ENGINE: return "engine";
+    case SL_ERR_NOMEM: return "memory";
+    case SL_ERR_STOPPED: return "stopped";
+    case SL_ERR_STAGE:
+    case SL_ERR_TOO_MANY_FAILED: return "stage";
+    case SL_ERR_INVALID_ARG: return "invalid";
+    }
+    return "other";
+}
+
 const char *sl_last_error(void) { return last_error; }
 
 void sl_clear_error(void) { last_error[0] = '\0'; }

@@ -27,7 +27,10 @@
 #include "io/parquet_sink.h"
 #include "io/source.h"
 #include "io/source_parse.h"
+#include "job/caption_live.h"
 #include "job/caption_metrics.h"
+#include "job/caption_report.h"
+#include "job/gallery.h"
 #include "sluice/caption.h"
 #include "sluice/executor.h"
 
@@ -66,6 +69,8 @@ typedef struct caption_row {
     bool has_result;
     double decode_ms, started;
     uint64_t seed;
+    uint8_t *thumb;           /* JPEG, only for rows the gallery asked for */
+    size_t thumb_len;
 } caption_row;
 
 static void caption_row_free(void *data)
@@ -78,6 +83,7 @@ static void caption_row_free(void *data)
     sl_free(r->prompt);
     sl_image_free(r->image);
     sl_result_clear(&r->result);
+    sl_image_buffer_free(r->thumb);
     sl_free(r);
 }
 
@@ -105,6 +111,8 @@ typedef struct job {
     char sink_error[1024];
     sl_caption_summary *sum;  /* written by the writer thread only */
     caption_metrics *metrics;
+    gallery *gallery;
+    caption_live *live;
     atomic_int_fast64_t input_total; /* -1 until the counting walk ends */
     atomic_bool stop_counting;
 } job;
@@ -160,7 +168,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
                               (r->extra ? 256 * json_object_size(r->extra) : 0) +
                               (r->prompt ? strlen(r->prompt) : 0) + 2);
     if (it.error)
-        sl_row_fail(row, "%s", it.error);
+        sl_row_fail_status(row, SL_ERR_IO, "%s", it.error);
     sl_free(it.error);
     return SL_OK;
 }
@@ -256,7 +264,7 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
             r->len = 0;
         }
         if (st != SL_OK) {
-            sl_row_fail(rows[i], "%s", sl_last_error());
+            sl_row_fail_status(rows[i], st, "%s", sl_last_error());
             continue;
         }
         r->decode_ms = (now_s() - t0) * 1e3;
@@ -264,8 +272,16 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
         r->height = sl_image_height(r->image);
         r->source_width = sl_image_source_width(r->image);
         r->source_height = sl_image_source_height(r->image);
+        /* A thumbnail for the gallery is not part of the row: if it cannot
+         * be made, the row goes on without one. */
+        if (gallery_wants_thumb(j->gallery, sl_row_seq(rows[i]))) {
+            const gallery_params *gp = gallery_params_of(j->gallery);
+            if (sl_image_encode_jpeg(r->image, gp->thumb_edge, gp->thumb_quality, &r->thumb,
+                                     &r->thumb_len) != SL_OK)
+                sl_log(SL_LOG_DEBUG, "no thumbnail for %s: %s", r->path, sl_last_error());
+        }
         /* Decoded pixels are the large item in flight: count them. */
-        sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) + sl_image_bytes(r->image));
+        sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) + sl_image_bytes(r->image) + r->thumb_len);
     }
     return SL_OK;
 }
@@ -315,6 +331,7 @@ static sl_status engine_init(void *cfg, int worker, void **state)
     }
     pthread_mutex_lock(&j->mu);
     snprintf(j->model_name, sizeof j->model_name, "%s", sl_engine_model_name(rep->engine));
+    caption_live_set_model(j->live, j->model_name);
     if (took > j->load_seconds)
         j->load_seconds = took; /* replicas load in parallel */
     pthread_mutex_unlock(&j->mu);
@@ -365,7 +382,7 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
             c->result = (sl_result){0};
             r->has_result = true;
         } else {
-            sl_row_fail(row, "%s", c->error);
+            sl_row_fail_status(row, c->status, "%s", c->error);
         }
         sl_completion_clear(c);
         /* The pixels are not needed past the engine: give their bytes back. */
@@ -587,6 +604,13 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
         if (st != SL_OK)
             return st; /* the writer cannot go on: the executor ends the run */
         bool failed = sl_row_failed(rows[i]);
+        gallery_row gr = {sl_row_seq(rows[i]), r->rel, failed ? NULL : r->result.text,
+                          sl_row_error(rows[i]), sl_row_error_stage(rows[i]),
+                          sl_row_error_status(rows[i]), r->thumb, r->thumb_len};
+        gallery_add(j->gallery, &gr);
+        if (failed)
+            caption_metrics_row_failed(j->metrics, gr.error_stage,
+                                       sl_status_class(gr.error_status));
         if (j->p->on_row) {
             sl_row_view view = {r->rel, failed ? NULL : r->result.text, sl_row_error(rows[i]),
                                 (long)sl_row_seq(rows[i]), sl_row_error_stage(rows[i])};
@@ -894,7 +918,14 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
         ep.row_bytes_hint = (uint64_t)p->image.max_edge * (uint64_t)p->image.max_edge * 3 + 4096;
     if ((st = sl_exec_create(&ep, stages, sizeof stages / sizeof *stages, &exec)) != SL_OK)
         goto done;
-    if ((st = start_metrics(&j, exec)) != SL_OK)
+    gallery_params gp = gallery_default_params();
+    gp.seed = p->sampling.seed;
+    if (!(j.gallery = gallery_new(&gp))) {
+        st = sl_fail(SL_ERR_NOMEM, "out of memory for the image gallery");
+        goto done;
+    }
+    if ((st = start_metrics(&j, exec)) != SL_OK ||
+        (st = caption_live_start(j.metrics, j.gallery, &j.live)) != SL_OK)
         goto done;
     sum->metrics_port = caption_metrics_port(j.metrics);
     if (sum->metrics_port && p->on_metrics_port)
@@ -910,6 +941,7 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     if (counting)
         pthread_join(counter, NULL); /* normally long done: listing outruns captioning */
     progress_stop(&pg);
+    caption_live_finish(j.live);
     caption_metrics_detach_exec(j.metrics);
     if (j.metrics) {
         char *prom = sl_asprintf("%s/metrics.prom", p->output_dir);
@@ -935,6 +967,9 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     const char *shard = j.last_shard[0] ? j.last_shard : p->output_dir;
     if (j.sink_status == SL_OK)
         snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);
+    caption_report report = {p, sum, exec, run_st, atomic_load(&j.input_total), j.gallery};
+    if (caption_report_write(&report) != SL_OK)
+        sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
 
     if (j.sink_status != SL_OK && run_st == SL_OK)
         st = sl_fail(j.sink_status, "%s", j.sink_error);
@@ -944,7 +979,9 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
         st = run_st == SL_OK ? SL_OK : sl_fail(run_st, "%s", run_msg);
 
 done:
-    caption_metrics_stop(j.metrics);
+    caption_metrics_stop(j.metrics); /* the server first: its pages read what follows */
+    caption_live_free(j.live);
+    gallery_free(j.gallery);
     sl_exec_free(exec);
     sl_jsonl_sink_free(j.sink);
     sl_parquet_sink_free(j.psink);

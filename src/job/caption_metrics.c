@@ -68,6 +68,7 @@ static const struct {
 };
 
 struct replica_metrics {
+    atomic_bool ready; /* its children are set: the live page may read them */
     sl_engine *engine;
     sl_metrics_child *values[EV_COUNT];
     sl_metrics_child *hists[EH_COUNT];
@@ -167,6 +168,9 @@ struct caption_metrics {
         caption_metrics *cm;
         job_value which;
     } job_refs[JV_COUNT];
+    size_t n_stages;
+    char stage_names[STAGES_MAX][32];
+    sl_metrics_family *failed_by_class;
     replica_metrics replicas[REPLICAS_MAX];
     int n_replicas;
 };
@@ -240,6 +244,7 @@ static double read_job_value(void *user)
 static const char *const engine_labels[] = {"model_name", "engine", NULL};
 static const char *const success_labels[] = {"model_name", "engine", "finished_reason", NULL};
 static const char *const stage_labels[] = {"stage", NULL};
+static const char *const failed_labels[] = {"stage", "class", NULL};
 
 sl_status caption_metrics_start(const char *address, caption_metrics **out)
 {
@@ -249,6 +254,7 @@ sl_status caption_metrics_start(const char *address, caption_metrics **out)
         return sl_fail(SL_ERR_NOMEM, "out of memory for metrics");
     pthread_mutex_init(&cm->mu, NULL);
     sl_metrics_params mp = sl_metrics_default_params();
+    mp.gpu_metrics = true;
     sl_status st = sl_metrics_new(&mp, &cm->reg);
     sl_metrics_family *f;
     for (int i = 0; st == SL_OK && i < EV_COUNT; i++) {
@@ -282,6 +288,11 @@ sl_status caption_metrics_start(const char *address, caption_metrics **out)
         fp.help = job_families[i].help;
         st = sl_metrics_register(cm->reg, &fp, &f);
     }
+    if (st == SL_OK)
+        st = sl_metrics_add_counter(cm->reg, "sluice_rows_failed_by_class_total",
+                                    "Rows written with an error, by the stage that failed them "
+                                    "and the class of the error.",
+                                    failed_labels, &cm->failed_by_class);
     if (st == SL_OK && address && *address)
         st = sl_metrics_server_start(cm->reg, address, &cm->server);
     if (st != SL_OK) {
@@ -290,6 +301,11 @@ sl_status caption_metrics_start(const char *address, caption_metrics **out)
     }
     *out = cm;
     return SL_OK;
+}
+
+sl_metrics_server *caption_metrics_server(caption_metrics *cm)
+{
+    return cm ? cm->server : NULL;
 }
 
 int caption_metrics_port(const caption_metrics *cm)
@@ -308,6 +324,7 @@ sl_status caption_metrics_attach_exec(caption_metrics *cm, sl_exec *exec,
     for (size_t s = 0; s < n; s++) {
         sl_stage_stats ss;
         sl_exec_stage_stats(exec, s, &ss);
+        snprintf(cm->stage_names[s], sizeof cm->stage_names[s], "%s", ss.name);
         for (int i = 0; i < SV_COUNT; i++) {
             sl_metrics_child *c = sl_metrics_with(sl_metrics_find(cm->reg, stage_families[i].name),
                                                   ss.name);
@@ -326,6 +343,9 @@ sl_status caption_metrics_attach_exec(caption_metrics *cm, sl_exec *exec,
         cm->job_children[i] = c;
         sl_metrics_child_set_fn(c, read_job_value, &cm->job_refs[i]);
     }
+    pthread_mutex_lock(&cm->mu);
+    cm->n_stages = n;
+    pthread_mutex_unlock(&cm->mu);
     return SL_OK;
 }
 
@@ -392,6 +412,7 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
     rm->success_length = sl_metrics_with(success, model_name, engine_label, "length");
     if (!rm->success_stop || !rm->success_length)
         return SL_ERR_NOMEM;
+    atomic_store(&rm->ready, true);
     *out = rm;
     return SL_OK;
 }
@@ -454,4 +475,82 @@ void caption_metrics_stop(caption_metrics *cm)
     sl_metrics_free(cm->reg);
     pthread_mutex_destroy(&cm->mu);
     sl_free(cm);
+}
+
+void caption_metrics_row_failed(caption_metrics *cm, const char *stage, const char *cls)
+{
+    if (!cm)
+        return;
+    sl_metrics_child *c = sl_metrics_with(cm->failed_by_class, stage ? stage : "unknown", cls);
+    if (c)
+        sl_metrics_counter_inc(c);
+}
+
+/* A count that JSON carries exactly; NaN (not known yet) is null. */
+static json_t *json_number(double v)
+{
+    if (isnan(v) || isinf(v))
+        return json_null();
+    if (v == floor(v) && fabs(v) < 9e15)
+        return json_integer((json_int_t)v);
+    return json_real(v);
+}
+
+json_t *caption_metrics_status_json(caption_metrics *cm)
+{
+    json_t *o = json_object(), *stages = json_array(), *engine = json_object();
+    if (!o || !stages || !engine) {
+        json_decref(o);
+        json_decref(stages);
+        json_decref(engine);
+        return NULL;
+    }
+    pthread_mutex_lock(&cm->mu);
+    size_t n_stages = cm->n_stages;
+    int n_replicas = cm->n_replicas;
+    pthread_mutex_unlock(&cm->mu);
+    static const char *const job_keys[JV_COUNT] = {
+        "rows_read", "rows_done", "rows_failed", "bytes_in_flight", "bytes_in_flight_peak",
+        "memory_budget", "rows_total", "eta_s"};
+    for (int i = 0; i < JV_COUNT && n_stages; i++)
+        json_object_set_new(o, job_keys[i], json_number(sl_metrics_value(cm->job_children[i])));
+    static const char *const stage_keys[SV_COUNT] = {
+        "rows_in", "rows_out", "rows_failed", "queue_rows", "queue_bytes", "busy_s", "idle_s",
+        "blocked_s", "workers", "in_flight"};
+    for (size_t s = 0; s < n_stages; s++) {
+        json_t *st = json_object();
+        if (!st)
+            break;
+        json_object_set_new(st, "name", json_string(cm->stage_names[s]));
+        for (int i = 0; i < SV_COUNT; i++)
+            json_object_set_new(st, stage_keys[i],
+                                json_number(sl_metrics_value(cm->stage_children[s][i])));
+        json_array_append_new(stages, st);
+    }
+    json_object_set_new(o, "stages", stages);
+    /* Engine figures summed over replicas (KV usage: the fullest one). */
+    double sums[EV_COUNT] = {0}, ttft_sum = 0, ttft_n = 0;
+    int ready = 0;
+    for (int r = 0; r < n_replicas && r < REPLICAS_MAX; r++) {
+        replica_metrics *rm = &cm->replicas[r];
+        if (!atomic_load(&rm->ready))
+            continue;
+        ready++;
+        for (int i = 0; i < EV_COUNT; i++) {
+            double v = sl_metrics_value(rm->values[i]);
+            sums[i] = i == EV_KV_USAGE ? fmax(sums[i], v) : sums[i] + v;
+        }
+        ttft_sum += sl_metrics_value(rm->hists[EH_TTFT]);
+        ttft_n += (double)sl_metrics_histogram_count(rm->hists[EH_TTFT]);
+    }
+    static const char *const engine_keys[EV_COUNT] = {
+        "requests_running", "requests_waiting", "kv_cache_usage", "prompt_tokens",
+        "generation_tokens", "prefix_cache_queries", "prefix_cache_hits"};
+    json_object_set_new(engine, "replicas", json_integer(ready));
+    for (int i = 0; i < EV_COUNT; i++)
+        json_object_set_new(engine, engine_keys[i], json_number(sums[i]));
+    json_object_set_new(engine, "ttft_sum_s", json_real(ttft_sum));
+    json_object_set_new(engine, "ttft_count", json_number(ttft_n));
+    json_object_set_new(o, "engine", engine);
+    return o;
 }

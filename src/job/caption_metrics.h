@@ -8,6 +8,8 @@
 
 #include <stdatomic.h>
 
+#include <jansson.h>
+
 #include "sluice/engine.h"
 #include "sluice/executor.h"
 #include "sluice/metrics.h"
@@ -17,6 +19,8 @@ typedef struct replica_metrics replica_metrics;
 
 /* Registers the families and, when address is non-empty, serves them. */
 sl_status caption_metrics_start(const char *address, caption_metrics **out);
+/* The HTTP server (more routes go on it), NULL when not serving. */
+sl_metrics_server *caption_metrics_server(caption_metrics *cm);
 /* The served port, 0 when not serving. */
 int caption_metrics_port(const caption_metrics *cm);
 /* Pipeline gauges and counters read from the executor at scrape time;
@@ -35,6 +39,14 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
 void replica_metrics_observe(replica_metrics *rm, const sl_completion *c);
 /* Freezes the engine-backed values (the engine is about to be freed). */
 void replica_metrics_detach(replica_metrics *rm);
+
+/* Counts one failed row in sluice_rows_failed_by_class_total{stage,class}
+ * (class: sl_status_class() of the row's status). Any thread. */
+void caption_metrics_row_failed(caption_metrics *cm, const char *stage, const char *cls);
+/* The live page's figures, read from the same children /metrics shows:
+ * rows (read, done, failed, total, eta_s), per-stage counters and queues,
+ * engine totals over replicas. Any thread; a new reference, NULL on OOM. */
+json_t *caption_metrics_status_json(caption_metrics *cm);
 
 /* Writes the current exposition to `path` (the run's final record). */
 sl_status caption_metrics_write(caption_metrics *cm, const char *path);

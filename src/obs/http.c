@@ -2,7 +2,7 @@
  * We bind and listen on the socket ourselves (so a bad or busy address
  * gives a message naming it and the cause) and hand it to an MHD daemon
  * with its own polling thread. Requests go through a small route table:
- * exact paths, each a callback that fills an sl_metrics_reply; /metrics is
+ * exact paths or prefixes ending in '*', each a callback that fills an sl_metrics_reply; /metrics is
  * the first route. Unknown path: 404; known path, method not GET/HEAD: 405. */
 #include <errno.h>
 #include <fcntl.h>
@@ -123,6 +123,15 @@ static void static_text(sl_metrics_reply *r, int status, const char *text)
     r->free_body = NULL;
 }
 
+/* Exact, or a prefix when the route ends in '*'. */
+static bool route_matches(const char *pattern, const char *url)
+{
+    size_t n = strlen(pattern);
+    if (n && pattern[n - 1] == '*')
+        return strncmp(pattern, url, n - 1) == 0;
+    return strcmp(pattern, url) == 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -132,8 +141,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     sl_metrics_route_fn fn = NULL;
     void *user = NULL;
     pthread_mutex_lock(&s->mu);
-    for (size_t i = 0; i < s->n_routes; i++)
-        if (strcmp(s->routes[i].path, url) == 0) {
+    for (size_t i = 0; i < s->n_routes && !fn; i++)
+        if (route_matches(s->routes[i].path, url)) {
             fn = s->routes[i].fn;
             user = s->routes[i].user;
         }

@@ -256,12 +256,12 @@ sl_status sl_metrics_new(const sl_metrics_params *params, sl_metrics **out)
     if (!m)
         return sl_fail(SL_ERR_NOMEM, "out of memory creating a metrics registry");
     pthread_mutex_init(&m->mu, NULL);
-    if (p.process_metrics) {
-        sl_status st = sl_obs_process_register(m);
-        if (st != SL_OK) {
-            sl_metrics_free(m);
-            return st;
-        }
+    sl_status st = p.process_metrics ? sl_obs_process_register(m) : SL_OK;
+    if (st == SL_OK && p.gpu_metrics)
+        st = sl_obs_gpu_register(m, &m->gpu);
+    if (st != SL_OK) {
+        sl_metrics_free(m);
+        return st;
     }
     *out = m;
     return SL_OK;
@@ -274,6 +274,7 @@ void sl_metrics_free(sl_metrics *m)
     for (size_t i = 0; i < m->n_families; i++)
         family_free(m->families[i]);
     sl_free(m->families);
+    sl_obs_gpu_free(m->gpu);
     pthread_mutex_destroy(&m->mu);
     sl_free(m);
 }

@@ -41,8 +41,11 @@ struct sl_metrics_family {
     size_t n_children, cap_children;
 };
 
+struct sl_obs_gpu;
+
 struct sl_metrics {
     pthread_mutex_t mu;
+    struct sl_obs_gpu *gpu; /* NVML, when gpu_metrics found it */
     sl_metrics_family **families; /* sorted by name */
     size_t n_families, cap_families;
 };
@@ -55,6 +58,11 @@ double sl_obs_child_value_locked(const sl_metrics_child *c);
 
 /* Registers process_* metrics (process.c). */
 sl_status sl_obs_process_register(sl_metrics *m);
+
+/* Registers sluice_gpu_* when NVML loads (gpu.c); *gpu stays NULL, with
+ * SL_OK, when it does not. The registry frees it with sl_obs_gpu_free. */
+sl_status sl_obs_gpu_register(sl_metrics *m, struct sl_obs_gpu **gpu);
+void sl_obs_gpu_free(struct sl_obs_gpu *gpu);
 
 /* Formats v as the text format wants it into buf (>= 32 bytes): "+Inf",
  * "-Inf", "NaN", integers in plain digits, else the shortest decimal that

@@ -506,6 +506,76 @@ static void hello(void *user, const char *path, sl_metrics_reply *reply)
     reply->free_body = sl_free;
 }
 
+static void echo_path(void *user, const char *path, sl_metrics_reply *reply)
+{
+    reply->body = sl_strdup(path);
+    reply->len = strlen(reply->body);
+    reply->free_body = sl_free;
+}
+
+static void prefix_routes_get_the_path(void **state)
+{
+    sl_metrics *m = new_registry();
+    sl_metrics_server *s;
+    assert_int_equal(sl_metrics_server_start(m, "127.0.0.1:0", &s), SL_OK);
+    int port = sl_metrics_server_port(s);
+    assert_int_equal(sl_metrics_server_route(s, "/", hello, NULL), SL_OK);
+    assert_int_equal(sl_metrics_server_route(s, "/thumb/*", echo_path, NULL), SL_OK);
+    static char buf[8192];
+    http(port, "GET", "/thumb/17.jpg", buf, sizeof buf);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    assert_non_null(strstr(buf, "\r\n\r\n/thumb/17.jpg"));
+    /* "/" is exact: other paths do not fall to it. */
+    http(port, "GET", "/thumbnail", buf, sizeof buf);
+    assert_non_null(strstr(buf, "HTTP/1.1 404"));
+    http(port, "GET", "/", buf, sizeof buf);
+    assert_non_null(strstr(buf, "{\"path\":\"/hello\"}"));
+    sl_metrics_server_stop(s);
+    sl_metrics_free(m);
+}
+
+static char *render_with_gpu(const char *nvml_path)
+{
+    setenv("SLUICE_NVML_LIBRARY", nvml_path, 1);
+    sl_metrics_params p = sl_metrics_default_params();
+    p.process_metrics = false;
+    p.gpu_metrics = true;
+    sl_metrics *m;
+    assert_int_equal(sl_metrics_new(&p, &m), SL_OK);
+    char *text;
+    assert_int_equal(sl_metrics_render(m, &text, NULL), SL_OK);
+    char *copy = sl_strdup(text);
+    sl_metrics_text_free(text);
+    sl_metrics_free(m);
+    unsetenv("SLUICE_NVML_LIBRARY");
+    return copy;
+}
+
+/* No NVML (this is what a machine without NVIDIA's driver sees): no GPU
+ * series, no failure. */
+static void gpu_metrics_absent_without_nvml(void **state)
+{
+    char *text = render_with_gpu("/nonexistent/libnvidia-ml.so.1");
+    assert_string_equal(text, "");
+    sl_free(text);
+}
+
+/* tests/tools/fake_nvml: two devices whose figures the text must show. */
+static void gpu_metrics_read_from_nvml(void **state)
+{
+    const char *fake = getenv("SLUICE_FAKE_NVML");
+    if (!fake)
+        skip();
+    assert_int_equal(access(fake, R_OK), 0); /* built with the tests (tests/tools) */
+    char *text = render_with_gpu(fake);
+    assert_non_null(strstr(text, "# TYPE sluice_gpu_utilization_ratio gauge\n"
+                                 "sluice_gpu_utilization_ratio{gpu=\"0\"} 0.42\n"
+                                 "sluice_gpu_utilization_ratio{gpu=\"1\"} 0.43\n"));
+    assert_non_null(strstr(text, "sluice_gpu_memory_used_bytes{gpu=\"1\"} 2147483648\n"));
+    assert_non_null(strstr(text, "sluice_gpu_memory_total_bytes{gpu=\"0\"} 85899345920\n"));
+    sl_free(text);
+}
+
 static void http_endpoint_serves_and_refuses(void **state)
 {
     sl_metrics *m = new_registry();
@@ -597,6 +667,9 @@ int main(void)
         cmocka_unit_test(process_metrics_are_plausible),
         cmocka_unit_test(http_endpoint_serves_and_refuses),
         cmocka_unit_test(bad_addresses_are_named),
+        cmocka_unit_test(prefix_routes_get_the_path),
+        cmocka_unit_test(gpu_metrics_absent_without_nvml),
+        cmocka_unit_test(gpu_metrics_read_from_nvml),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,195 @@
+/* job/caption_report.c — see caption_report.h. The HTML is put together
+ * here from escaped pieces; there is no template engine to pull in for one
+ * page. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "job/caption_report.h"
+
+static json_t *text(const char *s) { return sl_json_text(s, s ? strlen(s) : 0); }
+
+static json_t *summary_json(const caption_report *r)
+{
+    const sl_caption_summary *s = r->summary;
+    const sl_caption_params *p = r->params;
+    json_t *stages = json_array();
+    size_t n = sl_exec_stage_count(r->exec);
+    for (size_t i = 0; stages && i < n; i++) {
+        sl_stage_stats ss;
+        sl_exec_stage_stats(r->exec, i, &ss);
+        json_array_append_new(
+            stages, json_pack("{s:s, s:i, s:I, s:I, s:I, s:f, s:f, s:f}", "name", ss.name,
+                              "workers", ss.workers, "rows_in", (json_int_t)ss.rows_in,
+                              "rows_out", (json_int_t)ss.rows_out, "rows_failed",
+                              (json_int_t)ss.rows_failed, "busy_s", ss.busy_s, "idle_s",
+                              ss.idle_s, "blocked_s", ss.blocked_s));
+    }
+    double secs = s->seconds > 0 ? s->seconds : 0;
+    const gallery_item *sample;
+    size_t n_sample = gallery_sample(r->gallery, &sample);
+    json_t *params = json_pack(
+        "{s:o, s:o, s:i, s:f, s:f, s:i, s:f, s:f, s:I, s:i, s:I, s:i, s:i, s:i, s:b, s:o}",
+        "prompt", text(p->prompt), "system_prompt", text(p->system_prompt), "max_tokens",
+        p->sampling.max_tokens, "temperature", (double)p->sampling.temperature, "top_p",
+        (double)p->sampling.top_p, "top_k", p->sampling.top_k, "min_p",
+        (double)p->sampling.min_p, "repeat_penalty", (double)p->sampling.repeat_penalty, "seed",
+        (json_int_t)(p->sampling.seed & INT64_MAX), "max_image_edge", p->image.max_edge,
+        "max_image_pixels", (json_int_t)p->image.max_input_pixels, "parallel",
+        p->llama.n_parallel, "replicas", p->replicas, "decode_workers", p->decode_workers,
+        "ordered", p->ordered, "format", text(p->output_format ? p->output_format : "jsonl"));
+    return json_pack(
+        "{s:i, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:o}, s:{s:f, s:f}, s:{s:f, s:f},"
+        " s:{s:I, s:I}, s:o, s:o, s:{s:I, s:I}, s:o, s:s, s:I}",
+        "format_version", 1, "status", sl_status_name(r->run_status), "model",
+        text(s->model_name), "output_file", text(s->output_file), "input_dir",
+        text(p->input_dir), "rows", "total", (json_int_t)s->rows, "ok", (json_int_t)s->rows_ok,
+        "failed", (json_int_t)s->rows_failed, "input",
+        r->input_rows < 0 ? json_null() : json_integer(r->input_rows), "seconds", "run",
+        s->seconds, "model_load", s->load_seconds, "throughput", "rows_per_s",
+        secs > 0 ? (double)s->rows / secs : 0.0, "generated_tokens_per_s",
+        secs > 0 ? (double)s->generated_tokens / secs : 0.0, "tokens", "prompt",
+        (json_int_t)s->prompt_tokens, "generated", (json_int_t)s->generated_tokens, "stages",
+        stages ? stages : json_array(), "failures", gallery_failures_json(r->gallery), "memory",
+        "peak_bytes_in_flight", (json_int_t)s->peak_bytes_in_flight, "budget_bytes",
+        (json_int_t)s->memory_budget, "params", params ? params : json_object(), "report",
+        "report.html", "sample_rows", (json_int_t)n_sample);
+}
+
+/* --- report.html ------------------------------------------------------------------- */
+
+static void put_escaped(FILE *fp, const char *s)
+{
+    for (; s && *s; s++) {
+        switch (*s) {
+        case '<': fputs("&lt;", fp); break;
+        case '>': fputs("&gt;", fp); break;
+        case '&': fputs("&amp;", fp); break;
+        case '"': fputs("&quot;", fp); break;
+        case '\'': fputs("&#39;", fp); break;
+        default: fputc(*s, fp);
+        }
+    }
+}
+
+static void put_base64(FILE *fp, const uint8_t *b, size_t n)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)b[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)b[i + 1] << 8;
+        if (i + 2 < n)
+            v |= b[i + 2];
+        char q[4] = {abc[(v >> 18) & 63], abc[(v >> 12) & 63],
+                     i + 1 < n ? abc[(v >> 6) & 63] : '=', i + 2 < n ? abc[v & 63] : '='};
+        fwrite(q, 1, 4, fp);
+    }
+}
+
+static void put_html(FILE *fp, const caption_report *r)
+{
+    const sl_caption_summary *s = r->summary;
+    const gallery_item *items;
+    size_t n = gallery_sample(r->gallery, &items);
+    fputs("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+          "<title>sluice report</title>\n<style>\n"
+          "body{font:14px/1.4 system-ui,sans-serif;margin:1.2em;color:#222;background:#fafafa}\n"
+          "#gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));"
+          "gap:.6em}\n"
+          "figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:.4em}\n"
+          "figure img{max-width:160px;max-height:160px;display:block;margin:0 auto .3em}\n"
+          "figcaption{font-size:.85em}.id{color:#666;font-size:.8em;word-break:break-all}\n"
+          ".error{color:#b91c1c}\n</style>\n</head>\n<body>\n<h1>sluice report</h1>\n<p>",
+          fp);
+    fputs("Model <b>", fp);
+    put_escaped(fp, s->model_name);
+    fprintf(fp, "</b>: %ld rows, <span id=\"rows-ok\">%ld</span> captioned, "
+                "<span id=\"rows-failed\">%ld</span> failed in %.1f s (%.2f rows/s). ",
+            s->rows, s->rows_ok, s->rows_failed, s->seconds,
+            s->seconds > 0 ? (double)s->rows / s->seconds : 0.0);
+    fputs("Output: <code>", fp);
+    put_escaped(fp, s->output_file);
+    fprintf(fp, "</code>; figures in <a href=\"summary.json\">summary.json</a>.</p>\n"
+                "<p>A uniform sample of %zu rows:</p>\n<div id=\"gallery\">\n", n);
+    for (size_t i = 0; i < n; i++) {
+        const gallery_item *it = &items[i];
+        fprintf(fp, "<figure data-index=\"%llu\">", (unsigned long long)it->index);
+        if (it->thumb) {
+            fputs("<img alt=\"", fp);
+            put_escaped(fp, it->id);
+            fputs("\" src=\"data:image/jpeg;base64,", fp);
+            put_base64(fp, it->thumb, it->thumb_len);
+            fputs("\">", fp);
+        }
+        fputs(it->error ? "<figcaption><div class=\"caption error\">"
+                        : "<figcaption><div class=\"caption\">",
+              fp);
+        if (it->error) {
+            put_escaped(fp, it->error_stage);
+            fprintf(fp, " (%s): ", it->error_class);
+            put_escaped(fp, it->error);
+        } else {
+            put_escaped(fp, it->caption);
+        }
+        fputs("</div><div class=\"id\">", fp);
+        put_escaped(fp, it->id);
+        fputs("</div></figcaption></figure>\n", fp);
+    }
+    fputs("</div>\n</body>\n</html>\n", fp);
+}
+
+/* --- files -------------------------------------------------------------------------- */
+
+typedef void (*writer_fn)(FILE *fp, const void *what);
+
+static void put_json(FILE *fp, const void *what)
+{
+    json_dumpf(what, fp, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+    fputc('\n', fp);
+}
+
+static void put_report(FILE *fp, const void *what) { put_html(fp, what); }
+
+static sl_status write_file(const char *dir, const char *name, writer_fn fn, const void *what)
+{
+    char *path = sl_asprintf("%s/%s", dir, name);
+    char *tmp = sl_asprintf("%s/.%s.tmp", dir, name);
+    sl_status st = SL_OK;
+    FILE *fp = path && tmp ? fopen(tmp, "w") : NULL;
+    if (!path || !tmp)
+        st = sl_fail(SL_ERR_NOMEM, "out of memory writing %s", name);
+    else if (!fp)
+        st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+    if (fp) {
+        fn(fp, what);
+        bool bad = ferror(fp) != 0;
+        if (fclose(fp) != 0 || bad)
+            st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+        else if (rename(tmp, path) != 0)
+            st = sl_fail(SL_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, path,
+                         strerror(errno));
+        if (st != SL_OK)
+            remove(tmp);
+    }
+    sl_free(path);
+    sl_free(tmp);
+    return st;
+}
+
+sl_status caption_report_write(const caption_report *r)
+{
+    json_t *summary = summary_json(r);
+    if (!summary)
+        return sl_fail(SL_ERR_NOMEM, "out of memory building summary.json");
+    sl_status st = write_file(r->params->output_dir, "summary.json", put_json, summary);
+    json_decref(summary);
+    if (st == SL_OK)
+        st = write_file(r->params->output_dir, "report.html", put_report, r);
+    return st;
+}

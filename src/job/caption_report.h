@@ -1,0 +1,28 @@
+/* job/caption_report.h — the run report written beside the output shard:
+ * summary.json (counts, time per stage, throughput, tokens, failures by
+ * stage and class, model and parameters; "format_version": 1) and
+ * report.html (the gallery's sample of rows with their captions, the
+ * thumbnails embedded as data: URIs so the file stands alone). Both are
+ * written to a temporary name and renamed. Called once, after the run,
+ * before the executor is freed. */
+#ifndef SL_JOB_CAPTION_REPORT_H
+#define SL_JOB_CAPTION_REPORT_H
+
+#include <stdint.h>
+
+#include "job/gallery.h"
+#include "sluice/caption.h"
+
+typedef struct caption_report {
+    const sl_caption_params *params;
+    const sl_caption_summary *summary;
+    const sl_exec *exec;      /* for per-stage times */
+    sl_status run_status;     /* how the run ended */
+    int64_t input_rows;       /* -1: not counted */
+    gallery *gallery;
+} caption_report;
+
+/* SL_ERR_IO (message names the file and the cause) or SL_ERR_NOMEM. */
+sl_status caption_report_write(const caption_report *r);
+
+#endif

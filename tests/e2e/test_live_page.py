@@ -1,0 +1,234 @@
+"""The live page and the run report, against real components.
+
+Live page: a caption run long enough to watch (the samples many times over,
+--parallel 1, one thread, the tiny model, plus one corrupt image) serves /
+on its metrics address; headless Chromium (Debian's package) loads it, runs
+its JS for a few seconds of virtual time and dumps the DOM, which must show
+non-zero counts and at least one image that loaded, with its caption -- the
+same caption the run then writes for that row in its JSONL. A screenshot is
+kept at build/test-artifacts/live-page.png.
+
+Report: summary.json's counts equal the JSONL rows (failures by stage and
+class included), and report.html holds the sampled rows' captions as written
+and their thumbnails as data: URIs that Pillow decodes."""
+import base64
+import html.parser
+import io
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+
+import pytest
+from PIL import Image
+
+from conftest import REPO, SAMPLES, TINY, read_rows, sample_images, sanitized
+
+ARTIFACTS = REPO / "build" / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def make_input(root: pathlib.Path, copies: int) -> int:
+    images = sample_images()
+    for i in range(copies):
+        for p in images:
+            dst = root / f"c{i:03d}" / p.relative_to(SAMPLES)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(p)
+    (root / "broken").mkdir()
+    (root / "broken" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return copies * len(images) + 1
+
+
+class Figures(html.parser.HTMLParser):
+    """<figure>s of the gallery: index, img src, whether it loaded, caption text, id."""
+
+    def __init__(self):
+        super().__init__()
+        self.figures, self.cur, self.field = [], None, None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "figure":
+            self.cur = {"index": a.get("data-index"), "src": None, "caption": "", "id": "",
+                        "loaded": "loaded" in (a.get("class") or "").split(), "error": False}
+            self.figures.append(self.cur)
+        elif self.cur is not None and tag == "img":
+            self.cur["src"] = a.get("src")
+        elif self.cur is not None and tag == "div":
+            classes = (a.get("class") or "").split()
+            self.field = "caption" if "caption" in classes else "id" if "id" in classes else None
+            if "error" in classes:
+                self.cur["error"] = True
+
+    def handle_endtag(self, tag):
+        if tag == "figure":
+            self.cur = None
+        if tag == "div":
+            self.field = None
+
+    def handle_data(self, data):
+        if self.cur is not None and self.field:
+            self.cur[self.field] += data
+
+
+def text_of(dom: str, element_id: str) -> str:
+    m = re.search(rf'id="{element_id}"[^>]*>([^<]*)<', dom)
+    assert m, f"#{element_id} not in the page"
+    return m.group(1)
+
+
+def get_json(url: str):
+    return json.loads(urllib.request.urlopen(url, timeout=10).read())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh)")
+def test_live_page_in_headless_chromium(sluice, tmp_path):
+    n_rows = make_input(tmp_path / "in", 60)
+    out = tmp_path / "out"
+    err_path = tmp_path / "sluice.stderr"
+    with open(err_path, "w") as err_fp:
+        proc = subprocess.Popen(
+            [str(sluice.binary), "caption", str(tmp_path / "in"), "-o", str(out),
+             "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+             "--max-tokens", "96", "--parallel", "1", "--threads", "1", "--show", "0",
+             "--metrics-addr", "127.0.0.1:0"],
+            stdout=subprocess.DEVNULL, stderr=err_fp)
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline and proc.poll() is None:
+            m = re.search(r"live page at http://127\.0\.0\.1:(\d+)/", err_path.read_text())
+            port = int(m.group(1)) if m else time.sleep(0.1)
+        assert port, f"no live page address printed: {err_path.read_text()[-2000:]}"
+        base = f"http://127.0.0.1:{port}"
+        # Wait for a few rows so the page has something to show.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            status = get_json(f"{base}/api/status")
+            if status.get("rows_done", 0) >= 3 and get_json(f"{base}/api/gallery"):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before the page could be loaded; raise the copies"
+
+        common = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
+                  "--virtual-time-budget=4000", "--window-size=1280,1600"]
+        dom = subprocess.run(common + ["--dump-dom", base + "/"], capture_output=True, text=True,
+                             timeout=120).stdout
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / "live-page.png"
+        shot.unlink(missing_ok=True)
+        subprocess.run(common + [f"--screenshot={shot}", base + "/"], capture_output=True,
+                       timeout=120)
+        assert proc.poll() is None, "the run ended while Chromium was loading the page"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # finish the rows in flight and write them
+        proc.wait(timeout=120)
+
+    done, total = int(text_of(dom, "rows-done").replace(",", "")), text_of(dom, "rows-total")
+    assert 0 < done <= n_rows and int(total.replace(",", "")) == n_rows, (done, total)
+    assert text_of(dom, "state").startswith("running"), text_of(dom, "state")
+    stages_table = dom[dom.index('id="stages"'):]
+    stages_table = stages_table[:stages_table.index("</table>")]
+    stage_rows = re.findall(r"<tr><td>(\w+)</td>", stages_table)
+    assert stage_rows == ["read", "decode", "engine", "write"], stage_rows
+
+    rows = {r["id"]: r for r in read_rows(out)}
+    figures = Figures()
+    figures.feed(dom)
+    shown = [f for f in figures.figures if f["src"] and f["loaded"] and not f["error"]]
+    assert shown, f"no image loaded in the live gallery: {figures.figures[:3]}"
+    for f in shown:
+        assert f["src"] == f"/thumb/{f['index']}.jpg"
+        row = rows.get(f["id"])
+        assert row is not None, f"{f['id']} is shown but not in the output (stopped with SIGINT)"
+        assert f["caption"] == row["caption"], (f["id"], f["caption"], row["caption"])
+
+    assert shot.exists() and shot.stat().st_size > 10_000
+    with Image.open(shot) as im:
+        assert im.size == (1280, 1600)
+    print(f"\nlive page: {done} of {total} rows done, {len(shown)} images with captions; "
+          f"screenshot {shot}")
+
+
+def sampled_figures(report: str):
+    figures = Figures()
+    figures.feed(report)
+    return figures.figures
+
+
+def test_summary_and_report_match_the_output(sluice, tmp_path):
+    n_rows = make_input(tmp_path / "in", 10)
+    (tmp_path / "in" / "broken" / "empty.png").write_bytes(b"")
+    n_rows += 1
+    out = tmp_path / "out"
+    r = sluice.caption(tmp_path / "in", out, "--max-tokens", "8", "--threads", "1",
+                       "--metrics-addr", "off", "--show", "0")
+    assert r.returncode == 3, r.stderr  # finished, some rows failed
+    assert f"report: {out}/report.html" in r.stdout
+
+    rows = read_rows(out)
+    assert len(rows) == n_rows
+    failed = [row for row in rows if row["error"]]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["format_version"] == 1 and summary["status"] == "ok"
+    assert summary["rows"] == {"total": len(rows), "ok": len(rows) - len(failed),
+                               "failed": len(failed), "input": n_rows}
+    assert summary["tokens"]["generated"] == sum(row["generated_tokens"] for row in rows)
+    assert summary["tokens"]["prompt"] == sum(row["prompt_tokens"] for row in rows)
+    assert summary["model"] == rows[0]["model"]
+    assert summary["output_file"] == str(out / "part-00000.jsonl")
+    assert [s["name"] for s in summary["stages"]] == ["read", "decode", "engine", "write"]
+    assert all(s["busy_s"] >= 0 and s["idle_s"] >= 0 and s["blocked_s"] >= 0
+               for s in summary["stages"])
+    assert summary["params"]["max_tokens"] == 8
+    # Both broken files fail in decode with a decode error.
+    by_stage = Counter(row["error_stage"] for row in failed)
+    assert {(f["stage"], f["class"]): f["rows"] for f in summary["failures"]} == \
+        {("decode", "decode"): by_stage["decode"]} and by_stage["decode"] == 2
+
+    report = (out / "report.html").read_text(encoding="utf-8")
+    figures = sampled_figures(report)
+    assert len(figures) == summary["sample_rows"] == min(64, len(rows))
+    by_id = {row["id"]: row for row in rows}
+    assert len({f["id"] for f in figures}) == len(figures)
+    for f in figures:
+        row = by_id[f["id"]]
+        if row["error"]:
+            assert f["error"] and row["error"] in html.unescape(f["caption"])
+            assert f["src"] is None
+            continue
+        assert f["caption"] == row["caption"]
+        assert f["src"].startswith("data:image/jpeg;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(f["src"].split(",", 1)[1]))) as im:
+            im.load()
+            assert im.format == "JPEG" and max(im.size) <= 160
+    assert "http://" not in report and "https://" not in report  # stands alone
+
+
+def test_failures_by_class_in_metrics_prom(sluice, tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(SAMPLES, src, ignore=shutil.ignore_patterns("*.md"))
+    (src / "zero.jpg").write_bytes(b"")
+    os.symlink(tmp_path / "missing.jpg", src / "dangling.jpg")
+    out = tmp_path / "out"
+    r = sluice.caption(src, out, "--max-tokens", "4", "--threads", "1",
+                       "--metrics-addr", "off", "--show", "0")
+    assert r.returncode == 3, r.stderr
+    rows = read_rows(out)
+    classes = {}
+    for line in (out / "metrics.prom").read_text().splitlines():
+        m = re.match(r'sluice_rows_failed_by_class_total\{stage="(\w+)",class="(\w+)"\} (\S+)',
+                     line)
+        if m:
+            classes[(m.group(1), m.group(2))] = float(m.group(3))
+    failed = {row["id"]: row for row in rows if row["error"]}
+    assert set(failed) == {"zero.jpg", "dangling.jpg"}, failed.keys()
+    assert classes == {("decode", "decode"): 1, ("decode", "not_found"): 1}, classes
