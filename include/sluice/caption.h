@@ -77,6 +77,10 @@ typedef struct sl_caption_params {
     sl_progress_fn on_progress; /* optional: every progress_ms from a monitor thread,
                                    and once more at the end (final) */
     int progress_ms;           /* default 1000 */
+    const char *engine;        /* "llama" (default) or "openai" (HTTP servers) */
+    sl_openai_params openai;   /* engine "openai": endpoints, limits, retries */
+    int jpeg_edge;             /* openai: longer edge of the JPEG sent (0: as decoded) */
+    int jpeg_quality;          /* openai: its quality, 1..100 (default 90) */
 } sl_caption_params;
 
 sl_caption_params sl_caption_default_params(void);

@@ -31,6 +31,7 @@ static void on_signal(int sig)
 
 static const char usage_text[] =
     "usage: sluice caption INPUT_DIR -o OUTPUT_DIR --model M.gguf --mmproj P.gguf [options]\n"
+    "       sluice caption INPUT_DIR -o OUTPUT_DIR --engine openai --endpoint URL [options]\n"
     "\n"
     "Caption every image under INPUT_DIR (recursively) with a vision-language\n"
     "model and write one row per image to OUTPUT_DIR/part-00000.jsonl (or .parquet).\n"
@@ -44,7 +45,9 @@ static const char usage_text[] =
     "      --threads N           CPU threads (default: all cores)\n"
     "      --gpu-layers N        layers offloaded to a GPU build (default: all)\n"
     "      --cpu-poll N          0..100: how hard CPU threads spin between ops (default 50;\n"
-    "                            lower it when the cores are shared with other work)\n"
+    "                            lower it when the cores are shared with other work)\n";
+
+static const char usage_rest_text[] =
     "Prompt and generation:\n"
     "  -p, --prompt TEXT         user prompt (default: \"Describe this image in one sentence.\")\n"
     "      --system TEXT         system prompt (default: none)\n"
@@ -81,6 +84,28 @@ static const char usage_text[] =
     "Exit status: 0 all rows ok, 3 some rows failed (see their \"error\" field),\n"
     "2 wrong command line or configuration, 1 the run could not finish, 130 stopped\n"
     "by SIGINT/SIGTERM (a first signal finishes the rows in flight, a second stops at once).\n";
+
+static const char usage_openai_text[] =
+    "OpenAI-compatible servers (vLLM, SGLang, llama-server; see docs/openai.md):\n"
+    "      --engine E            llama (default: in-process) or openai (HTTP servers)\n"
+    "      --endpoint URL        a server, e.g. http://10.0.0.7:8000; repeatable\n"
+    "      --endpoints-file F    more servers, one URL a line (# comments)\n"
+    "      --served-model NAME   the request's model (default: the first of GET /v1/models)\n"
+    "      --api-key-env VAR     send the key held in environment variable VAR\n"
+    "      --max-in-flight N     requests outstanding per endpoint (default: 8)\n"
+    "      --adaptive            raise or lower that limit with measured throughput\n"
+    "      --request-timeout S   seconds per attempt (default: 600)\n"
+    "      --max-attempts N      tries per row on errors worth retrying (default: 8)\n"
+    "      --jpeg-edge PX        longer edge of the JPEG sent (default: as decoded)\n"
+    "      --jpeg-quality Q      its quality, 1..100 (default: 90)\n"
+    "      --response-format F   a JSON file sent as response_format (e.g. a JSON schema)\n";
+
+static void print_usage(FILE *fp)
+{
+    fputs(usage_text, fp);
+    fputs(usage_openai_text, fp);
+    fputs(usage_rest_text, fp);
+}
 
 static int usage_error(const char *what, const char *detail)
 {
@@ -275,8 +300,68 @@ enum {
     OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
     OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
     OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR, OPT_CPU_POLL,
-    OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT,
+    OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT, OPT_ENGINE, OPT_ENDPOINT, OPT_ENDPOINTS_FILE,
+    OPT_SERVED_MODEL, OPT_API_KEY_ENV, OPT_MAX_IN_FLIGHT, OPT_ADAPTIVE, OPT_REQUEST_TIMEOUT,
+    OPT_MAX_ATTEMPTS, OPT_JPEG_EDGE, OPT_JPEG_QUALITY, OPT_RESPONSE_FORMAT,
 };
+
+enum { MAX_ENDPOINTS = 1024 };
+
+/* A whole (small) file as a string; NULL with a message on failure. */
+static char *read_text_file(const char *flag, const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        fprintf(stderr, "sluice: %s '%s': %s\n", flag, path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? 2 * cap : 8192;
+            char *grown = realloc(buf, cap);
+            if (!grown)
+                break;
+            buf = grown;
+        }
+        size_t n = fread(buf + len, 1, cap - len - 1, fp);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    fclose(fp);
+    if (buf)
+        buf[len] = '\0';
+    return buf;
+}
+
+/* --endpoints-file: one URL a line; blank lines and # comments skipped.
+ * The strings live in *owned (freed by the caller). */
+static int read_endpoints(const char *path, const char **eps, int *n, char **owned)
+{
+    char *text = *owned = read_text_file("--endpoints-file", path);
+    if (!text)
+        return -1;
+    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+        while (*line == ' ' || *line == '\t')
+            line++;
+        char *end = line + strlen(line);
+        while (end > line && (end[-1] == ' ' || end[-1] == '\t'))
+            *--end = '\0';
+        if (!*line || *line == '#')
+            continue;
+        if (*n == MAX_ENDPOINTS) {
+            fprintf(stderr, "sluice: at most %d endpoints\n", MAX_ENDPOINTS);
+            return -1;
+        }
+        eps[(*n)++] = line;
+    }
+    return 0;
+}
+
+static int caption_with(sl_caption_params *pp, printer *prp, int verbose, int argc, char **argv,
+                        const char **stops, int n_stop);
 
 static int cmd_caption(int argc, char **argv)
 {
@@ -314,6 +399,18 @@ static int cmd_caption(int argc, char **argv)
         {"progress-every", required_argument, 0, OPT_PROGRESS_EVERY},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
+        {"engine", required_argument, 0, OPT_ENGINE},
+        {"endpoint", required_argument, 0, OPT_ENDPOINT},
+        {"endpoints-file", required_argument, 0, OPT_ENDPOINTS_FILE},
+        {"served-model", required_argument, 0, OPT_SERVED_MODEL},
+        {"api-key-env", required_argument, 0, OPT_API_KEY_ENV},
+        {"max-in-flight", required_argument, 0, OPT_MAX_IN_FLIGHT},
+        {"adaptive", no_argument, 0, OPT_ADAPTIVE},
+        {"request-timeout", required_argument, 0, OPT_REQUEST_TIMEOUT},
+        {"max-attempts", required_argument, 0, OPT_MAX_ATTEMPTS},
+        {"jpeg-edge", required_argument, 0, OPT_JPEG_EDGE},
+        {"jpeg-quality", required_argument, 0, OPT_JPEG_QUALITY},
+        {"response-format", required_argument, 0, OPT_RESPONSE_FORMAT},
         {0, 0, 0, 0},
     };
     sl_caption_params p = sl_caption_default_params();
@@ -323,6 +420,10 @@ static int cmd_caption(int argc, char **argv)
     int verbose = 0;
     const char *stops[16];
     int n_stop = 0;
+    static const char *endpoints[MAX_ENDPOINTS];
+    int n_endpoints = 0;
+    char *endpoints_text = NULL, *response_format = NULL;
+    float seconds;
     long v;
     int c;
     optind = 1;
@@ -375,12 +476,57 @@ static int cmd_caption(int argc, char **argv)
             break;
         }
         case 'v': verbose = 1; break;
-        case 'h': fputs(usage_text, stdout); return 0;
+        case OPT_ENGINE: p.engine = optarg; break;
+        case OPT_ENDPOINT:
+            if (n_endpoints == MAX_ENDPOINTS) {
+                fprintf(stderr, "sluice: at most %d endpoints\n", MAX_ENDPOINTS);
+                bad = 1;
+                break;
+            }
+            endpoints[n_endpoints++] = optarg;
+            break;
+        case OPT_ENDPOINTS_FILE:
+            free(endpoints_text);
+            bad = read_endpoints(optarg, endpoints, &n_endpoints, &endpoints_text);
+            break;
+        case OPT_SERVED_MODEL: p.openai.served_model = optarg; break;
+        case OPT_API_KEY_ENV: p.openai.api_key_env = optarg; break;
+        case OPT_MAX_IN_FLIGHT: bad = parse_long("--max-in-flight", optarg, 1, 4096, &v); p.openai.max_in_flight = (int)v; break;
+        case OPT_ADAPTIVE: p.openai.adaptive = true; break;
+        case OPT_REQUEST_TIMEOUT:
+            bad = parse_float("--request-timeout", optarg, 0.01, 86400, &seconds);
+            p.openai.request_timeout_s = seconds;
+            break;
+        case OPT_MAX_ATTEMPTS: bad = parse_long("--max-attempts", optarg, 1, 1000, &v); p.openai.max_attempts = (int)v; break;
+        case OPT_JPEG_EDGE: bad = parse_long("--jpeg-edge", optarg, 0, 1 << 16, &v); p.jpeg_edge = (int)v; break;
+        case OPT_JPEG_QUALITY: bad = parse_long("--jpeg-quality", optarg, 1, 100, &v); p.jpeg_quality = (int)v; break;
+        case OPT_RESPONSE_FORMAT:
+            free(response_format);
+            bad = !(response_format = read_text_file("--response-format", optarg));
+            p.openai.response_format = response_format;
+            break;
+        case 'h': print_usage(stdout); return 0;
         default: fprintf(stderr, "Run 'sluice caption --help' for the options.\n"); return EXIT_USAGE;
         }
-        if (bad)
+        if (bad) {
+            free(endpoints_text);
+            free(response_format);
             return EXIT_USAGE;
+        }
     }
+    p.openai.endpoints = endpoints;
+    p.openai.n_endpoints = n_endpoints;
+    int rc = caption_with(&p, &pr, verbose, argc, argv, stops, n_stop);
+    free(endpoints_text);
+    free(response_format);
+    return rc;
+}
+
+static int caption_with(sl_caption_params *pp, printer *prp, int verbose, int argc, char **argv,
+                        const char **stops, int n_stop)
+{
+    sl_caption_params p = *pp;
+    printer pr = *prp;
     if (optind >= argc)
         return usage_error("caption needs an input folder", NULL);
     if (argc - optind > 1)
@@ -390,9 +536,13 @@ static int cmd_caption(int argc, char **argv)
     p.n_stop = n_stop;
     if (!p.output_dir)
         return usage_error("caption needs an output folder: -o DIR", NULL);
-    if (!p.llama.model_path)
+    bool openai = p.engine && strcmp(p.engine, "openai") == 0;
+    if (openai && p.openai.n_endpoints == 0)
+        return usage_error("--engine openai needs a server: --endpoint URL or --endpoints-file F",
+                           NULL);
+    if (!openai && !p.llama.model_path)
         return usage_error("caption needs a model: --model PATH.gguf", NULL);
-    if (!p.llama.mmproj_path)
+    if (!openai && !p.llama.mmproj_path)
         return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
 
     sl_log_set_level(pr.quiet ? SL_LOG_ERROR : verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
@@ -444,7 +594,7 @@ static int cmd_caption(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-        fputs(usage_text, argc < 2 ? stderr : stdout);
+        print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
