@@ -96,6 +96,9 @@ static const char usage_openai_text[] =
     "      --adaptive            raise or lower that limit with measured throughput\n"
     "      --request-timeout S   seconds per attempt (default: 600)\n"
     "      --max-attempts N      tries per row on errors worth retrying (default: 8)\n"
+    "      --endpoint-cooldown S seconds out of rotation after 3 failures in a row (default: 15)\n"
+    "      --give-up-after S     stop the job once every endpoint has failed this long\n"
+    "                            (default: 120); the rows finished are kept\n"
     "      --jpeg-edge PX        longer edge of the JPEG sent (default: as decoded)\n"
     "      --jpeg-quality Q      its quality, 1..100 (default: 90)\n"
     "      --response-format F   a JSON file sent as response_format (e.g. a JSON schema)\n";
@@ -302,7 +305,7 @@ enum {
     OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR, OPT_CPU_POLL,
     OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT, OPT_ENGINE, OPT_ENDPOINT, OPT_ENDPOINTS_FILE,
     OPT_SERVED_MODEL, OPT_API_KEY_ENV, OPT_MAX_IN_FLIGHT, OPT_ADAPTIVE, OPT_REQUEST_TIMEOUT,
-    OPT_MAX_ATTEMPTS, OPT_JPEG_EDGE, OPT_JPEG_QUALITY, OPT_RESPONSE_FORMAT,
+    OPT_MAX_ATTEMPTS, OPT_COOLDOWN, OPT_GIVE_UP, OPT_JPEG_EDGE, OPT_JPEG_QUALITY, OPT_RESPONSE_FORMAT,
 };
 
 enum { MAX_ENDPOINTS = 1024 };
@@ -408,6 +411,8 @@ static int cmd_caption(int argc, char **argv)
         {"adaptive", no_argument, 0, OPT_ADAPTIVE},
         {"request-timeout", required_argument, 0, OPT_REQUEST_TIMEOUT},
         {"max-attempts", required_argument, 0, OPT_MAX_ATTEMPTS},
+        {"endpoint-cooldown", required_argument, 0, OPT_COOLDOWN},
+        {"give-up-after", required_argument, 0, OPT_GIVE_UP},
         {"jpeg-edge", required_argument, 0, OPT_JPEG_EDGE},
         {"jpeg-quality", required_argument, 0, OPT_JPEG_QUALITY},
         {"response-format", required_argument, 0, OPT_RESPONSE_FORMAT},
@@ -498,6 +503,14 @@ static int cmd_caption(int argc, char **argv)
             p.openai.request_timeout_s = seconds;
             break;
         case OPT_MAX_ATTEMPTS: bad = parse_long("--max-attempts", optarg, 1, 1000, &v); p.openai.max_attempts = (int)v; break;
+        case OPT_COOLDOWN:
+            bad = parse_float("--endpoint-cooldown", optarg, 0, 86400, &seconds);
+            p.openai.cooldown_s = seconds;
+            break;
+        case OPT_GIVE_UP:
+            bad = parse_float("--give-up-after", optarg, 0, 864000, &seconds);
+            p.openai.all_down_s = seconds;
+            break;
         case OPT_JPEG_EDGE: bad = parse_long("--jpeg-edge", optarg, 0, 1 << 16, &v); p.jpeg_edge = (int)v; break;
         case OPT_JPEG_QUALITY: bad = parse_long("--jpeg-quality", optarg, 1, 100, &v); p.jpeg_quality = (int)v; break;
         case OPT_RESPONSE_FORMAT:
