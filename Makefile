@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit models-256m bench bench-engine clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit models-256m bench bench-engine bench-http clean
 
 all: build
 
@@ -51,6 +51,11 @@ bench-engine: build
 	test -f models/smolvlm-256m-e512/model.gguf || .venv/bin/python tools/gen_model.py \
 	    --shape smolvlm-256m --longest-edge 512 --out models/smolvlm-256m-e512
 	$(BUILD)/bench/engine
+
+# The openai engine: client cost per request against nginx, and images/s
+# through llama-server vs the embedded engine (bench/http_bench.py; ~1 minute).
+bench-http: build
+	BUILD=$(BUILD) .venv/bin/python bench/http_bench.py
 
 models-256m: setup
 	.venv/bin/python tools/gen_model.py --shape smolvlm-256m --out models/smolvlm-256m
