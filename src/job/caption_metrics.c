@@ -71,7 +71,7 @@ static const struct {
 /* HTTP engines: per-endpoint counts synced from sl_endpoint_stats as
  * deltas, so replicas sharing an endpoint add up. */
 typedef struct endpoint_sync {
-    sl_metrics_child *in_flight, *retries;
+    sl_metrics_child *in_flight, *retries, *limit;
     int in_flight_seen;
     uint64_t retries_seen;
     int codes[16];
@@ -299,6 +299,10 @@ sl_status caption_metrics_start(const char *address, caption_metrics **out)
     if (st == SL_OK)
         st = sl_metrics_add_gauge(cm->reg, "sluice_http_in_flight",
                                   "HTTP requests outstanding per endpoint.", http_labels, &f);
+    if (st == SL_OK)
+        st = sl_metrics_add_gauge(cm->reg, "sluice_http_in_flight_limit",
+                                  "The in-flight limit per endpoint (moves with --adaptive).",
+                                  http_labels, &f);
     for (int i = 0; st == SL_OK && i < SV_COUNT; i++) {
         sl_metrics_family_params fp = sl_metrics_family_default_params();
         fp.type = stage_families[i].type;
@@ -421,7 +425,9 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
                                                es.url);
         rm->eps[i].retries = sl_metrics_with(sl_metrics_find(cm->reg, "sluice_http_retries_total"),
                                              es.url);
-        if (!rm->eps[i].in_flight || !rm->eps[i].retries)
+        rm->eps[i].limit = sl_metrics_with(
+            sl_metrics_find(cm->reg, "sluice_http_in_flight_limit"), es.url);
+        if (!rm->eps[i].in_flight || !rm->eps[i].retries || !rm->eps[i].limit)
             return SL_ERR_NOMEM;
     }
     for (int i = 0; i < EV_COUNT; i++) {
@@ -489,6 +495,7 @@ void replica_metrics_sync(replica_metrics *rm, bool force)
         sl_engine_endpoint_stats(rm->engine, i, &es);
         sl_metrics_gauge_add(s->in_flight, (double)(es.in_flight - s->in_flight_seen));
         s->in_flight_seen = es.in_flight;
+        sl_metrics_gauge_set(s->limit, es.limit);
         sl_metrics_counter_add_u64(s->retries, es.retries - s->retries_seen);
         s->retries_seen = es.retries;
         for (int k = 0; k < es.n_codes; k++) {

@@ -266,3 +266,18 @@ def test_every_endpoint_down_past_the_deadline_stops_the_job(sluice, llama_prefi
     rows = read_rows(out)
     done = [row for row in rows if row["error"] is None]
     assert len(done) >= 5, "rows finished before the servers went are kept"
+
+
+def test_adaptive_raises_the_limit_while_throughput_rises(sluice, llama_prefix, tmp_path):
+    inp = many_inputs(tmp_path, 12)  # several 2 s measuring windows
+    out = tmp_path / "out"
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 4) as server:
+        r = caption(sluice, inp, out, "--endpoint", server.url, "--adaptive",
+                    "--max-in-flight", "1", "--max-tokens", "16", "--metrics-addr", "off",
+                    timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert len(ok_rows(out)) == sum(1 for p in inp.rglob("*") if p.is_file())
+    prom = (out / "metrics.prom").read_text()
+    # From one request at a time, a server with 4 slots is worth more.
+    assert metric_sum(prom, "sluice_http_in_flight_limit", endpoint=server.url) > 1
+    assert metric_sum(prom, "sluice_http_in_flight", endpoint=server.url) == 0
