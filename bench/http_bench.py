@@ -5,8 +5,9 @@ human lines, then one JSON object as the last line. Not a test.
    CPU 0 against nginx (Debian's nginx-light, non-daemon, a temporary
    config) on CPU 1 answering every POST with a fixed chat completion.
 2. images_per_s_openai vs images_per_s_embedded: `sluice caption` on the
-   same images and the tiny model, through llama-server --parallel N and
-   with the embedded engine --parallel N, the same threads.
+   same images (the samples, copied with a pixel changed per copy) and the
+   tiny model, through llama-server --parallel N and with the embedded
+   engine --parallel N, the same threads; interleaved, best of --runs.
 
     .venv/bin/python bench/http_bench.py [--requests N] [--copies C] [--parallel N]
 """
@@ -99,21 +100,39 @@ def images_per_s(stderr_stdout):
     return int(m.group(1)) / float(m.group(4))
 
 
-def caption_figures(tmp, copies, parallel, threads, max_tokens):
+def unique_copies(images, copies):
+    """The samples `copies` times over, each copy's pixels a little
+    different: llama-server keeps a slot's last prompt, image included, and
+    would skip encoding an image it has just seen."""
+    from PIL import Image
+    n = 0
+    for src in sorted((REPO / "samples").rglob("*")):
+        if not src.is_file() or src.suffix == ".md":
+            continue
+        img = Image.open(src).convert("RGB")
+        for i in range(copies):
+            dst = images / f"c{i:02d}" / src.relative_to(REPO / "samples").with_suffix(".png")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            marked = img.copy()
+            marked.putpixel((0, 0), (i * 37 % 256, i * 91 % 256, 255 - i))
+            marked.save(dst)
+            n += 1
+    return n
+
+
+def caption_figures(tmp, copies, parallel, threads, max_tokens, runs):
     images = tmp / "images"
-    for i in range(copies):
-        shutil.copytree(REPO / "samples", images / f"c{i:02d}",
-                        ignore=shutil.ignore_patterns("*.md"))
+    n_images = unique_copies(images, copies)
     sluice = str(BUILD / "sluice")
     common = ["--max-tokens", str(max_tokens), "--metrics-addr", "off", "--show", "0",
               "--overwrite"]
-    r = subprocess.run([sluice, "caption", str(images), "-o", str(tmp / "embedded"), "--model",
-                        str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
-                        "--parallel", str(parallel), "--threads", str(threads), *common],
-                       capture_output=True, text=True, timeout=1200)
-    embedded = images_per_s(r.stdout + r.stderr)
-    print(f"embedded engine, --parallel {parallel}, {threads} threads: {embedded:.2f} images/s",
-          flush=True)
+
+    def run_embedded():
+        r = subprocess.run([sluice, "caption", str(images), "-o", str(tmp / "embedded"), "--model",
+                            str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+                            "--parallel", str(parallel), "--threads", str(threads), *common],
+                           capture_output=True, text=True, timeout=1200)
+        return images_per_s(r.stdout + r.stderr)
     prefix = pathlib.Path((REPO / "build" / "llama-prefix").read_text().strip())
     port = free_port()
     log = (tmp / "server.log").open("wb")
@@ -123,17 +142,27 @@ def caption_figures(tmp, copies, parallel, threads, max_tokens):
                               stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{port}/health")
-        r = subprocess.run([sluice, "caption", str(images), "-o", str(tmp / "openai"), "--engine",
-                            "openai", "--endpoint", f"http://127.0.0.1:{port}", "--max-in-flight",
-                            str(parallel), *common], capture_output=True, text=True, timeout=1200)
-        openai = images_per_s(r.stdout + r.stderr)
+
+        def run_openai():
+            r = subprocess.run([sluice, "caption", str(images), "-o", str(tmp / "openai"),
+                                "--engine", "openai", "--endpoint", f"http://127.0.0.1:{port}",
+                                "--max-in-flight", str(parallel), *common],
+                               capture_output=True, text=True, timeout=1200)
+            return images_per_s(r.stdout + r.stderr)
+
+        # Interleaved, best of each: the machine may be shared.
+        embedded = openai = 0.0
+        for _ in range(runs):
+            embedded = max(embedded, run_embedded())
+            openai = max(openai, run_openai())
     finally:
         server.terminate()
         server.wait(timeout=30)
+    print(f"embedded engine, --parallel {parallel}, {threads} threads: {embedded:.2f} images/s",
+          flush=True)
     print(f"openai engine -> llama-server --parallel {parallel}, {threads} threads: "
           f"{openai:.2f} images/s", flush=True)
-    return {"images": copies * sum(1 for p in (REPO / "samples").rglob("*")
-                                   if p.is_file() and p.suffix != ".md"),
+    return {"images": n_images,
             "parallel": parallel, "threads": threads, "max_tokens": max_tokens,
             "images_per_s_openai": round(openai, 2), "images_per_s_embedded": round(embedded, 2),
             "openai_vs_embedded": round(openai / embedded, 3)}
@@ -147,12 +176,14 @@ def main():
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--runs", type=int, default=2)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="sluice-bench-http-") as d:
         tmp = pathlib.Path(d)
         (tmp / "nginx").mkdir()
         out = nginx_figures(tmp / "nginx", a.requests, a.in_flight)
-        out.update(caption_figures(tmp, a.copies, a.parallel, a.threads, a.max_tokens))
+        out.update(caption_figures(tmp, a.copies, a.parallel, a.threads, a.max_tokens,
+                                   a.runs))
     print(json.dumps(out))
 
 
