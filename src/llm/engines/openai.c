@@ -11,7 +11,7 @@
  * gives up. Completions go to a list poll() drains. libcurl is seen only
  * here and in http_policy.c. */
 #include <pthread.h>
-#include <stdatomic.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +121,7 @@ typedef struct oa_endpoint {
      * stats callers, so they change under the engine's smu. */
     int in_flight, limit;
     int fails_in_row;
+    bool unhealthy;      /* fails_in_row has reached the threshold; under smu */
     double down_until;   /* 0: in rotation */
     bool probing;
     uint64_t last_pick;
@@ -502,9 +503,17 @@ static bool healthy(const oa_engine *e, const oa_endpoint *ep)
     return ep->fails_in_row < e->p.endpoint_failures;
 }
 
+static void set_fails(oa_engine *e, oa_endpoint *ep, int fails)
+{
+    ep->fails_in_row = fails;
+    pthread_mutex_lock(&e->smu);
+    ep->unhealthy = !healthy(e, ep);
+    pthread_mutex_unlock(&e->smu);
+}
+
 static void endpoint_fault(oa_engine *e, oa_endpoint *ep, double now, const char *why)
 {
-    ep->fails_in_row++;
+    set_fails(e, ep, ep->fails_in_row + 1);
     if ((ep->probing || ep->fails_in_row == e->p.endpoint_failures) && ep->down_until <= now) {
         ep->probing = false;
         ep->down_until = now + e->p.cooldown_s;
@@ -517,7 +526,8 @@ static void endpoint_ok(oa_engine *e, oa_endpoint *ep, double latency)
 {
     if (ep->probing || !healthy(e, ep))
         sl_log(SL_LOG_INFO, "endpoint %s is answering again", ep->url);
-    ep->fails_in_row = 0;
+    if (ep->fails_in_row)
+        set_fails(e, ep, 0);
     ep->probing = false;
     e->all_failing_since = -1.0;
     ep->win_done++;
@@ -868,7 +878,7 @@ static void oa_endpoint_stats(const void *impl, size_t i, sl_endpoint_stats *out
     out->url = ep->url;
     out->in_flight = ep->in_flight;
     out->limit = ep->limit;
-    out->down = !healthy(e, ep);
+    out->down = ep->unhealthy;
     out->requests = ep->requests;
     out->retries = ep->retries;
     out->n_codes = ep->n_codes;
@@ -1039,7 +1049,7 @@ static sl_status check_endpoints(oa_engine *e)
             if (used < sizeof errors)
                 used += (size_t)snprintf(errors + used, sizeof errors - used, "%s%s: %s",
                                          used ? "; " : "", ep->url, why);
-            ep->fails_in_row = e->p.endpoint_failures;
+            set_fails(e, ep, e->p.endpoint_failures);
             ep->down_until = now + e->p.cooldown_s;
         }
     }
