@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit models-256m bench bench-engine bench-decode clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit models-256m bench bench-engine bench-decode bench-http clean
 
 all: build
 
@@ -55,6 +55,11 @@ bench-engine: build
 # Decode + resize to 512 px on one core, sluice vs Pillow (docs/images.md).
 bench-decode: build
 	.venv/bin/python bench/decode.py
+
+# The openai engine: client cost per request against nginx, and images/s
+# through llama-server vs the embedded engine (bench/http_bench.py; ~1 minute).
+bench-http: build
+	BUILD=$(BUILD) .venv/bin/python bench/http_bench.py
 
 models-256m: setup
 	.venv/bin/python tools/gen_model.py --shape smolvlm-256m --out models/smolvlm-256m

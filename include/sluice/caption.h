@@ -98,6 +98,10 @@ typedef struct sl_caption_params {
     unsigned input_shard_index; /* read only input shards k with k % count == index: */
     unsigned input_shard_count; /*   0 or 1 reads everything (docs/inputs.md, "Shards") */
     unsigned input_shard_size;  /* items per input shard when not whole files; 0: 1000 */
+    const char *engine;        /* "llama" (default) or "openai" (HTTP servers) */
+    sl_openai_params openai;   /* engine "openai": endpoints, limits, retries */
+    int jpeg_edge;             /* openai: longer edge of the JPEG sent (0: as decoded) */
+    int jpeg_quality;          /* openai: its quality, 1..100 (default 90) */
 } sl_caption_params;
 
 sl_caption_params sl_caption_default_params(void);

@@ -2,8 +2,10 @@
  *
  * An engine turns a request (prompt text, an optional image, sampling
  * settings) into a result (text, finish reason, token counts, timings).
- * One engine ships today: "llama", llama.cpp in-process (libllama +
- * libmtmd), running continuous batching on its own thread.
+ * Two engines: "llama", llama.cpp in-process (libllama + libmtmd), running
+ * continuous batching on its own thread; and "openai", HTTP clients of
+ * OpenAI-compatible servers (vLLM, SGLang, llama-server) on one libcurl
+ * event-loop thread, with retries and endpoint failover.
  *
  * Asynchronous use: sl_engine_submit() queues a request (its strings are
  * copied; its image must stay alive until the completion comes back);
@@ -67,6 +69,45 @@ sl_llama_params sl_llama_default_params(void);
  * missing or llama.cpp cannot load it. */
 sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out);
 
+/* The "openai" engine: POST /v1/chat/completions to any number of
+ * OpenAI-compatible servers. Each request goes to the endpoint with the
+ * fewest outstanding requests below its limit. Connection failures,
+ * timeouts, 408, 409, 429 and 5xx are retried with exponential backoff and
+ * full jitter (at least the server's Retry-After); other answers fail the
+ * request with the server's message. An endpoint with `endpoint_failures`
+ * faults in a row leaves the rotation for `cooldown_s`; once every endpoint
+ * has been failing for `all_down_s`, waiting requests fail and poll()
+ * returns SL_ERR_IO (the job stops). */
+typedef struct sl_openai_params {
+    const char *const *endpoints; /* base URLs, e.g. "http://10.0.0.7:8000" (a trailing
+                                     "/v1" is accepted) */
+    int n_endpoints;
+    const char *served_model;  /* the request's "model"; NULL: the first of GET /v1/models */
+    const char *api_key_env;   /* NAME of the environment variable holding the key (sent as
+                                  a Bearer token, never logged); NULL: no key */
+    int max_in_flight;         /* per endpoint (default 8); adaptive: the starting value */
+    bool adaptive;             /* move each limit with measured throughput and latency */
+    int adaptive_max_in_flight; /* adaptive: the ceiling per endpoint (default 64) */
+    double request_timeout_s;  /* per attempt (default 600) */
+    double connect_timeout_s;  /* default 10 */
+    int max_attempts;          /* per request, the first included (default 8) */
+    double backoff_base_s;     /* first retry waits up to this (default 0.5) ... */
+    double backoff_max_s;      /* ... doubling up to this (default 30) */
+    int endpoint_failures;     /* faults in a row that take an endpoint out (default 3) */
+    double cooldown_s;         /* out of rotation this long (default 15) */
+    double all_down_s;         /* every endpoint failing this long: give up (default 120) */
+    const char *response_format; /* JSON text sent as "response_format"; NULL: none */
+    bool check_endpoints;      /* at open, GET /v1/models on each (default true) */
+} sl_openai_params;
+
+sl_openai_params sl_openai_default_params(void);
+
+/* Checks the endpoints (unless check_endpoints is false): those that do not
+ * answer start out of rotation; SL_ERR_INVALID_ARG naming each endpoint and
+ * its error when none answers, or a bad parameter, or the key's variable is
+ * unset. */
+sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out);
+
 typedef struct sl_request {
     const char *id;            /* names the row in error messages */
     const char *system_prompt; /* NULL or "" for none */
@@ -76,6 +117,10 @@ typedef struct sl_request {
     const char *const *stop;   /* strings that end generation (not included) */
     int n_stop;
     bool trace;                /* record each generated token and its logit margin */
+    /* The image already encoded as JPEG (openai engine; copied at submit).
+     * Takes the place of `image` there; the llama engine ignores it. */
+    const uint8_t *image_jpeg;
+    size_t image_jpeg_len;
 } sl_request;
 
 typedef struct sl_result {
@@ -94,6 +139,10 @@ typedef struct sl_result {
     int32_t *trace_tokens;
     float *trace_margins;
     int n_trace;
+    /* openai engine: the endpoint that answered (the engine's string, valid
+     * until sl_engine_free) and the HTTP attempts it took; NULL and 0 otherwise. */
+    const char *endpoint;
+    int attempts;
 } sl_result;
 
 typedef struct sl_completion {
@@ -140,6 +189,24 @@ typedef struct sl_engine_stats {
 
 /* A consistent snapshot; any thread. */
 void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *out);
+
+/* Per endpoint of an HTTP engine (none for llama): a snapshot, any thread. */
+typedef struct sl_endpoint_stats {
+    const char *url;           /* owned by the engine */
+    int in_flight, limit;      /* outstanding requests and the current limit */
+    bool down;                 /* out of rotation (cooling down after failures) */
+    uint64_t requests;         /* attempts sent */
+    uint64_t retries;          /* attempts here that failed and were retried */
+    int n_codes;               /* answers by HTTP status; code 0: no answer */
+    int codes[16];             /* (connection refused or reset, timeout) */
+    uint64_t code_counts[16];
+} sl_endpoint_stats;
+
+size_t sl_engine_endpoint_count(const sl_engine *engine);
+void sl_engine_endpoint_stats(const sl_engine *engine, size_t i, sl_endpoint_stats *out);
+
+/* "llama" or "openai" (a static string). */
+const char *sl_engine_kind(const sl_engine *engine);
 
 /* The model's name (general.name, else the file name); owned by the engine. */
 const char *sl_engine_model_name(const sl_engine *engine);

@@ -29,9 +29,10 @@ static void on_signal(int sig)
     atomic_fetch_add(&stop_requests, 1);
 }
 
-/* Three strings: ISO C caps a string literal at 4095 bytes. */
+/* Several strings: ISO C caps a string literal at 4095 bytes. */
 static const char usage_head[] =
     "usage: sluice caption INPUT... -o OUTPUT_DIR --model M.gguf --mmproj P.gguf [options]\n"
+    "       sluice caption INPUT... -o OUTPUT_DIR --engine openai --endpoint URL [options]\n"
     "\n"
     "Caption every image of the inputs with a vision-language model and write one\n"
     "row per image to OUTPUT_DIR/part-00000.jsonl (or .parquet). An INPUT is a folder\n"
@@ -67,7 +68,9 @@ static const char usage_text[] =
     "      --gpus LIST           one replica per GPU, e.g. 0,1,2,3: each loads the model\n"
     "                            and vision encoder on its own device (CUDA builds)\n"
     "      --cpu-poll N          0..100: how hard CPU threads spin between ops (default 50;\n"
-    "                            lower it when the cores are shared with other work)\n"
+    "                            lower it when the cores are shared with other work)\n";
+
+static const char usage_rest_text[] =
     "Prompt and generation:\n"
     "  -p, --prompt TEXT         user prompt (default: \"Describe this image in one sentence.\")\n"
     "      --system TEXT         system prompt (default: none)\n"
@@ -97,8 +100,8 @@ static const char usage_tail[] =
     "                            same address serves a live page at / (progress, engine\n"
     "                            figures, the latest images with their captions).\n"
     "Output:\n"
-    "  -o, --output DIR          output folder (created if missing)\n"
-    "                            with the rows: summary.json (counts, time per stage,\n"
+    "  -o, --output DIR          output folder (created if missing); beside the rows go\n"
+    "                            summary.json (counts, time per stage,\n"
     "                            tokens, failures by class) and report.html (a sample of\n"
     "                            the images with their captions, self-contained).\n"
     "      --format F            jsonl (default) or parquet (zstd; pyarrow, DuckDB, HF datasets)\n"
@@ -119,10 +122,30 @@ static const char usage_tail[] =
     "2 wrong command line or configuration, 1 the run could not finish, 130 stopped\n"
     "by SIGINT/SIGTERM (a first signal finishes the rows in flight, a second stops at once).\n";
 
+static const char usage_openai_text[] =
+    "OpenAI-compatible servers (vLLM, SGLang, llama-server; see docs/openai.md):\n"
+    "      --engine E            llama (default: in-process) or openai (HTTP servers)\n"
+    "      --endpoint URL        a server, e.g. http://10.0.0.7:8000; repeatable\n"
+    "      --endpoints-file F    more servers, one URL a line (# comments)\n"
+    "      --served-model NAME   the request's model (default: the first of GET /v1/models)\n"
+    "      --api-key-env VAR     send the key held in environment variable VAR\n"
+    "      --max-in-flight N     requests outstanding per endpoint (default: 8)\n"
+    "      --adaptive            raise or lower that limit with measured throughput\n"
+    "      --request-timeout S   seconds per attempt (default: 600)\n"
+    "      --max-attempts N      tries per row on errors worth retrying (default: 8)\n"
+    "      --endpoint-cooldown S seconds out of rotation after 3 failures in a row (default: 15)\n"
+    "      --give-up-after S     stop the job once every endpoint has failed this long\n"
+    "                            (default: 120); the rows finished are kept\n"
+    "      --jpeg-edge PX        longer edge of the JPEG sent (default: as decoded)\n"
+    "      --jpeg-quality Q      its quality, 1..100 (default: 90)\n"
+    "      --response-format F   a JSON file sent as response_format (e.g. a JSON schema)\n";
+
 static void print_usage(FILE *fp)
 {
     fputs(usage_head, fp);
     fputs(usage_text, fp);
+    fputs(usage_openai_text, fp);
+    fputs(usage_rest_text, fp);
     fputs(usage_tail, fp);
 }
 
@@ -323,6 +346,9 @@ enum {
     OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT, OPT_INPUT_FORMAT, OPT_INCLUDE, OPT_EXCLUDE,
     OPT_IMAGE_COLUMN, OPT_PROMPT_COLUMN, OPT_ALLOW_FILE_URLS, OPT_MAX_DOWNLOAD, OPT_COLUMNS,
     OPT_IMAGE_BYTES, OPT_SHARD_ROWS, OPT_GPUS, OPT_INPUT_SHARD, OPT_INPUT_SHARD_SIZE,
+    OPT_ENGINE, OPT_ENDPOINT, OPT_ENDPOINTS_FILE,
+    OPT_SERVED_MODEL, OPT_API_KEY_ENV, OPT_MAX_IN_FLIGHT, OPT_ADAPTIVE, OPT_REQUEST_TIMEOUT,
+    OPT_MAX_ATTEMPTS, OPT_COOLDOWN, OPT_GIVE_UP, OPT_JPEG_EDGE, OPT_JPEG_QUALITY, OPT_RESPONSE_FORMAT,
 };
 enum { OPT_BACKGROUND = 512 };
 
@@ -417,6 +443,64 @@ static int fetch_from_hub(const char **model, const char **mmproj, sl_hub_files 
     return st == SL_ERR_IO || st == SL_ERR_NOMEM ? EXIT_RUN : EXIT_USAGE;
 }
 
+enum { MAX_ENDPOINTS = 1024 };
+
+/* A whole (small) file as a string; NULL with a message on failure. */
+static char *read_text_file(const char *flag, const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        fprintf(stderr, "sluice: %s '%s': %s\n", flag, path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? 2 * cap : 8192;
+            char *grown = realloc(buf, cap);
+            if (!grown)
+                break;
+            buf = grown;
+        }
+        size_t n = fread(buf + len, 1, cap - len - 1, fp);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    fclose(fp);
+    if (buf)
+        buf[len] = '\0';
+    return buf;
+}
+
+/* --endpoints-file: one URL a line; blank lines and # comments skipped.
+ * The strings live in *owned (freed by the caller). */
+static int read_endpoints(const char *path, const char **eps, int *n, char **owned)
+{
+    char *text = *owned = read_text_file("--endpoints-file", path);
+    if (!text)
+        return -1;
+    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+        while (*line == ' ' || *line == '\t')
+            line++;
+        char *end = line + strlen(line);
+        while (end > line && (end[-1] == ' ' || end[-1] == '\t'))
+            *--end = '\0';
+        if (!*line || *line == '#')
+            continue;
+        if (*n == MAX_ENDPOINTS) {
+            fprintf(stderr, "sluice: at most %d endpoints\n", MAX_ENDPOINTS);
+            return -1;
+        }
+        eps[(*n)++] = line;
+    }
+    return 0;
+}
+
+static int caption_with(sl_caption_params *pp, printer *prp, int verbose, int argc, char **argv,
+                        const char **stops, int n_stop);
+
 static int cmd_caption(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -467,6 +551,20 @@ static int cmd_caption(int argc, char **argv)
         {"input-shard-size", required_argument, 0, OPT_INPUT_SHARD_SIZE},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
+        {"engine", required_argument, 0, OPT_ENGINE},
+        {"endpoint", required_argument, 0, OPT_ENDPOINT},
+        {"endpoints-file", required_argument, 0, OPT_ENDPOINTS_FILE},
+        {"served-model", required_argument, 0, OPT_SERVED_MODEL},
+        {"api-key-env", required_argument, 0, OPT_API_KEY_ENV},
+        {"max-in-flight", required_argument, 0, OPT_MAX_IN_FLIGHT},
+        {"adaptive", no_argument, 0, OPT_ADAPTIVE},
+        {"request-timeout", required_argument, 0, OPT_REQUEST_TIMEOUT},
+        {"max-attempts", required_argument, 0, OPT_MAX_ATTEMPTS},
+        {"endpoint-cooldown", required_argument, 0, OPT_COOLDOWN},
+        {"give-up-after", required_argument, 0, OPT_GIVE_UP},
+        {"jpeg-edge", required_argument, 0, OPT_JPEG_EDGE},
+        {"jpeg-quality", required_argument, 0, OPT_JPEG_QUALITY},
+        {"response-format", required_argument, 0, OPT_RESPONSE_FORMAT},
         {0, 0, 0, 0},
     };
     sl_caption_params p = sl_caption_default_params();
@@ -480,6 +578,10 @@ static int cmd_caption(int argc, char **argv)
     int n_stop = 0;
     const char *includes[64], *excludes[64], *columns[256];
     int n_include = 0, n_exclude = 0, n_columns = 0;
+    static const char *endpoints[MAX_ENDPOINTS];
+    int n_endpoints = 0;
+    char *endpoints_text = NULL, *response_format = NULL;
+    float seconds;
     long v;
     int c;
     optind = 1;
@@ -565,20 +667,56 @@ static int cmd_caption(int argc, char **argv)
         case OPT_INPUT_SHARD_SIZE: bad = parse_long("--input-shard-size", optarg, 1, 1L << 30, &v); p.input_shard_size = (unsigned)v; break;
         case OPT_SHARD_ROWS: bad = parse_long("--shard-rows", optarg, 1, LONG_MAX, &p.shard_rows); break;
         case 'v': verbose = 1; break;
+        case OPT_ENGINE: p.engine = optarg; break;
+        case OPT_ENDPOINT:
+            if (n_endpoints == MAX_ENDPOINTS) {
+                fprintf(stderr, "sluice: at most %d endpoints\n", MAX_ENDPOINTS);
+                bad = 1;
+                break;
+            }
+            endpoints[n_endpoints++] = optarg;
+            break;
+        case OPT_ENDPOINTS_FILE:
+            free(endpoints_text);
+            bad = read_endpoints(optarg, endpoints, &n_endpoints, &endpoints_text);
+            break;
+        case OPT_SERVED_MODEL: p.openai.served_model = optarg; break;
+        case OPT_API_KEY_ENV: p.openai.api_key_env = optarg; break;
+        case OPT_MAX_IN_FLIGHT: bad = parse_long("--max-in-flight", optarg, 1, 4096, &v); p.openai.max_in_flight = (int)v; break;
+        case OPT_ADAPTIVE: p.openai.adaptive = true; break;
+        case OPT_REQUEST_TIMEOUT:
+            bad = parse_float("--request-timeout", optarg, 0.01, 86400, &seconds);
+            p.openai.request_timeout_s = seconds;
+            break;
+        case OPT_MAX_ATTEMPTS: bad = parse_long("--max-attempts", optarg, 1, 1000, &v); p.openai.max_attempts = (int)v; break;
+        case OPT_COOLDOWN:
+            bad = parse_float("--endpoint-cooldown", optarg, 0, 86400, &seconds);
+            p.openai.cooldown_s = seconds;
+            break;
+        case OPT_GIVE_UP:
+            bad = parse_float("--give-up-after", optarg, 0, 864000, &seconds);
+            p.openai.all_down_s = seconds;
+            break;
+        case OPT_JPEG_EDGE: bad = parse_long("--jpeg-edge", optarg, 0, 1 << 16, &v); p.jpeg_edge = (int)v; break;
+        case OPT_JPEG_QUALITY: bad = parse_long("--jpeg-quality", optarg, 1, 100, &v); p.jpeg_quality = (int)v; break;
+        case OPT_RESPONSE_FORMAT:
+            free(response_format);
+            bad = !(response_format = read_text_file("--response-format", optarg));
+            p.openai.response_format = response_format;
+            break;
         case 'h': print_usage(stdout); return 0;
         default: fprintf(stderr, "Run 'sluice caption --help' for the options.\n"); return EXIT_USAGE;
         }
-        if (bad)
+        if (bad) {
+            free(endpoints_text);
+            free(response_format);
             return EXIT_USAGE;
+        }
     }
-    if (optind >= argc)
-        return usage_error("caption needs an input: a folder, manifest, tar shards or Parquet files",
-                           NULL);
-    p.input_dir = argv[optind];
+    p.openai.endpoints = endpoints;
+    p.openai.n_endpoints = n_endpoints;
     if (p.n_gpus > 0 && !replicas_given)
         p.replicas = p.n_gpus;
-    p.inputs = (const char *const *)(argv + optind);
-    p.n_inputs = argc - optind;
     p.include = includes;
     p.n_include = n_include;
     p.exclude = excludes;
@@ -587,11 +725,32 @@ static int cmd_caption(int argc, char **argv)
         p.columns = columns;
         p.n_columns = n_columns;
     }
+    int rc = caption_with(&p, &pr, verbose, argc, argv, stops, n_stop);
+    free(endpoints_text);
+    free(response_format);
+    return rc;
+}
+
+static int caption_with(sl_caption_params *pp, printer *prp, int verbose, int argc, char **argv,
+                        const char **stops, int n_stop)
+{
+    sl_caption_params p = *pp;
+    printer pr = *prp;
+    if (optind >= argc)
+        return usage_error("caption needs an input: a folder, manifest, tar shards or Parquet files",
+                           NULL);
+    p.input_dir = argv[optind];
+    p.inputs = (const char *const *)(argv + optind);
+    p.n_inputs = argc - optind;
     p.stop = stops;
     p.n_stop = n_stop;
     if (!p.output_dir)
         return usage_error("caption needs an output folder: -o DIR", NULL);
-    if (!p.llama.model_path)
+    bool openai = p.engine && strcmp(p.engine, "openai") == 0;
+    if (openai && p.openai.n_endpoints == 0)
+        return usage_error("--engine openai needs a server: --endpoint URL or --endpoints-file F",
+                           NULL);
+    if (!openai && !p.llama.model_path)
         return usage_error("caption needs a model: --model PATH.gguf or hf://ORG/REPO", NULL);
 
     sl_log_set_level(pr.quiet ? SL_LOG_ERROR : verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
@@ -600,7 +759,7 @@ static int cmd_caption(int argc, char **argv)
                                   &projector_files, pr.quiet);
     if (hub_exit)
         return hub_exit;
-    if (!p.llama.mmproj_path)
+    if (!openai && !p.llama.mmproj_path)
         return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
     p.on_row = print_row;
     p.on_row_user = &pr;

@@ -45,7 +45,14 @@ sl_caption_params sl_caption_default_params(void)
         .replicas = 1,
         .max_failed = 1.0,
         .progress_ms = 1000,
+        .openai = sl_openai_default_params(),
+        .jpeg_quality = 90,
     };
+}
+
+static bool use_openai(const sl_caption_params *p)
+{
+    return p->engine && strcmp(p->engine, "openai") == 0;
 }
 
 static double now_s(void)
@@ -64,6 +71,8 @@ typedef struct caption_row {
     json_t *extra;            /* pass-through columns, or NULL */
     char *prompt;             /* this row's prompt, or NULL */
     sl_image *image;          /* from decode until the engine is done with it */
+    uint8_t *jpeg;            /* openai engine: the image as sent, in place of the pixels */
+    size_t jpeg_len;
     int width, height, source_width, source_height; /* 0: not decoded */
     sl_result result;
     bool has_result;
@@ -82,6 +91,7 @@ static void caption_row_free(void *data)
     json_decref(r->extra);
     sl_free(r->prompt);
     sl_image_free(r->image);
+    sl_image_buffer_free(r->jpeg);
     sl_result_clear(&r->result);
     sl_image_buffer_free(r->thumb);
     sl_free(r);
@@ -278,7 +288,21 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
             const gallery_params *gp = gallery_params_of(j->gallery);
             if (sl_image_encode_jpeg(r->image, gp->thumb_edge, gp->thumb_quality, &r->thumb,
                                      &r->thumb_len) != SL_OK)
-                sl_log(SL_LOG_DEBUG, "no thumbnail for %s: %s", r->path, sl_last_error());
+                sl_log(SL_LOG_DEBUG, "no thumbnail for %s: %s", r->rel, sl_last_error());
+        }
+        if (use_openai(j->p)) {
+            /* HTTP engines get a JPEG: keep it, not the pixels. */
+            st = sl_image_encode_jpeg(r->image, j->p->jpeg_edge, j->p->jpeg_quality,
+                                                &r->jpeg, &r->jpeg_len);
+            sl_image_free(r->image);
+            r->image = NULL;
+            if (st != SL_OK) {
+                sl_row_fail_status(rows[i], st, "%s: %s", r->rel, sl_last_error());
+                continue;
+            }
+            r->decode_ms = (now_s() - t0) * 1e3;
+            sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) + r->jpeg_len + r->thumb_len);
+            continue;
         }
         /* Decoded pixels are the large item in flight: count them. */
         sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) + sl_image_bytes(r->image) + r->thumb_len);
@@ -316,7 +340,8 @@ static sl_status engine_init(void *cfg, int worker, void **state)
         return sl_fail(SL_ERR_NOMEM, "out of memory starting an engine replica");
     rep->j = j;
     double t0 = now_s();
-    sl_status st = sl_engine_open_llama(&lp, &rep->engine);
+    sl_status st = use_openai(j->p) ? sl_engine_open_openai(&j->p->openai, &rep->engine)
+                                    : sl_engine_open_llama(&lp, &rep->engine);
     if (st != SL_OK) {
         sl_free(rep);
         return st;
@@ -357,6 +382,8 @@ static sl_status engine_submit(void *state, sl_row *row)
         .system_prompt = p->system_prompt,
         .prompt = r->prompt ? r->prompt : p->prompt,
         .image = r->image,
+        .image_jpeg = r->jpeg,
+        .image_jpeg_len = r->jpeg_len,
         .sampling = p->sampling,
         .stop = p->stop,
         .n_stop = p->n_stop,
@@ -372,6 +399,7 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
     if (max > sizeof rep->done / sizeof *rep->done)
         max = sizeof rep->done / sizeof *rep->done;
     sl_status st = sl_engine_poll(rep->engine, rep->done, max, timeout_ms, &k);
+    replica_metrics_sync(rep->metrics, false);
     for (size_t i = 0; i < k; i++) {
         sl_completion *c = &rep->done[i];
         replica_metrics_observe(rep->metrics, c);
@@ -391,6 +419,11 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
             sl_image_free(r->image);
             r->image = NULL;
             sl_row_set_bytes(row, sl_row_bytes(row) - image_bytes);
+        }
+        if (r->jpeg) {
+            sl_image_buffer_free(r->jpeg);
+            r->jpeg = NULL;
+            sl_row_set_bytes(row, sl_row_bytes(row) - r->jpeg_len);
         }
         done[i] = row;
     }
@@ -681,6 +714,18 @@ static sl_status check_params(const sl_caption_params *p)
     if (!(p->max_failed >= 0.0 && p->max_failed <= 1.0))
         return sl_fail(SL_ERR_INVALID_ARG, "--max-failed must be a fraction from 0 to 1, got %g",
                        p->max_failed);
+    if (p->engine && strcmp(p->engine, "llama") != 0 && !use_openai(p))
+        return sl_fail(SL_ERR_INVALID_ARG, "--engine must be llama or openai, got '%s'", p->engine);
+    if (use_openai(p)) {
+        if (p->openai.n_endpoints < 1)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "--engine openai needs at least one --endpoint URL (or --endpoints-file)");
+        if (p->jpeg_edge < 0 || p->jpeg_quality < 1 || p->jpeg_quality > 100)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "--jpeg-edge must be >= 0 and --jpeg-quality 1..100, got %d and %d",
+                           p->jpeg_edge, p->jpeg_quality);
+        return SL_OK;
+    }
     /* Missing model files fail here, before any thread starts. */
     const char *files[2][2] = {{"--model", p->llama.model_path}, {"--mmproj", p->llama.mmproj_path}};
     for (int i = 0; i < 2; i++) {
@@ -893,15 +938,21 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
         goto done;
 
     int batch = 4;
+    /* Twice the sequences (or the endpoints' limits): a newcomer is queued
+     * in the engine the moment a slot frees. */
+    int slots = p->llama.n_parallel > 0 ? p->llama.n_parallel : 1;
+    if (use_openai(p))
+        slots = p->openai.n_endpoints *
+                (p->openai.adaptive && p->openai.adaptive_max_in_flight > p->openai.max_in_flight
+                     ? p->openai.adaptive_max_in_flight
+                     : p->openai.max_in_flight);
     sl_stage_def stages[] = {
         {.name = "read", .kind = SL_STAGE_SOURCE, .workers = 1, .batch_size = 16,
          .config = &j, .init = read_init, .produce = read_produce},
         {.name = "decode", .kind = SL_STAGE_MAP, .workers = p->decode_workers, .batch_size = 1,
          .config = &j, .init = decode_init, .process = decode_process},
         {.name = "engine", .kind = SL_STAGE_ASYNC, .workers = p->replicas, .batch_size = 4,
-         /* Twice the sequences: a newcomer is queued in the engine the
-          * moment a sequence frees. */
-         .max_in_flight = 2 * (p->llama.n_parallel > 0 ? p->llama.n_parallel : 1),
+         .max_in_flight = 2 * slots,
          .config = &j, .init = engine_init, .close = engine_close, .submit = engine_submit,
          .poll = engine_poll},
         {.name = "write", .kind = SL_STAGE_SINK, .workers = 1, .batch_size = batch,

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -67,9 +68,26 @@ static const struct {
      latency_buckets, sizeof latency_buckets / sizeof *latency_buckets},
 };
 
+/* HTTP engines: per-endpoint counts synced from sl_endpoint_stats as
+ * deltas, so replicas sharing an endpoint add up. */
+typedef struct endpoint_sync {
+    sl_metrics_child *in_flight, *retries, *limit;
+    int in_flight_seen;
+    uint64_t retries_seen;
+    int codes[16];
+    uint64_t code_counts_seen[16];
+    int n_codes;
+} endpoint_sync;
+
 struct replica_metrics {
     atomic_bool ready; /* its children are set: the live page may read them */
+    caption_metrics *cm;
     sl_engine *engine;
+    const char *model_name, *engine_label;
+    char label[32];
+    endpoint_sync *eps;
+    size_t n_eps;
+    double synced_at;
     sl_metrics_child *values[EV_COUNT];
     sl_metrics_child *hists[EH_COUNT];
     sl_metrics_child *success_stop, *success_length;
@@ -241,8 +259,12 @@ static double read_job_value(void *user)
 
 /* --- lifecycle --------------------------------------------------------------------- */
 
-static const char *const engine_labels[] = {"model_name", "engine", NULL};
-static const char *const success_labels[] = {"model_name", "engine", "finished_reason", NULL};
+/* endpoint: the server that answered (HTTP engines); "" for in-process ones. */
+static const char *const engine_labels[] = {"model_name", "engine", "endpoint", NULL};
+static const char *const success_labels[] = {"model_name", "engine", "endpoint", "finished_reason",
+                                             NULL};
+static const char *const http_labels[] = {"endpoint", NULL};
+static const char *const http_code_labels[] = {"endpoint", "code", NULL};
 static const char *const stage_labels[] = {"stage", NULL};
 static const char *const failed_labels[] = {"stage", "class", NULL};
 
@@ -263,7 +285,7 @@ sl_status caption_metrics_start(const char *address, caption_metrics **out)
         fp.name = engine_families[i].name;
         fp.help = engine_families[i].help;
         fp.label_names = engine_labels;
-        fp.n_labels = 2;
+        fp.n_labels = 3;
         st = sl_metrics_register(cm->reg, &fp, &f);
     }
     for (int i = 0; st == SL_OK && i < EH_COUNT; i++)
@@ -272,6 +294,21 @@ sl_status caption_metrics_start(const char *address, caption_metrics **out)
     if (st == SL_OK)
         st = sl_metrics_add_counter(cm->reg, "vllm:request_success_total",
                                     "Count of successfully processed requests.", success_labels, &f);
+    if (st == SL_OK)
+        st = sl_metrics_add_counter(cm->reg, "sluice_http_requests_total",
+                                    "HTTP attempts by endpoint and status (code 0: no answer).",
+                                    http_code_labels, &f);
+    if (st == SL_OK)
+        st = sl_metrics_add_counter(cm->reg, "sluice_http_retries_total",
+                                    "HTTP attempts that failed and were tried again.", http_labels,
+                                    &f);
+    if (st == SL_OK)
+        st = sl_metrics_add_gauge(cm->reg, "sluice_http_in_flight",
+                                  "HTTP requests outstanding per endpoint.", http_labels, &f);
+    if (st == SL_OK)
+        st = sl_metrics_add_gauge(cm->reg, "sluice_http_in_flight_limit",
+                                  "The in-flight limit per endpoint (moves with --adaptive).",
+                                  http_labels, &f);
     for (int i = 0; st == SL_OK && i < SV_COUNT; i++) {
         sl_metrics_family_params fp = sl_metrics_family_default_params();
         fp.type = stage_families[i].type;
@@ -392,24 +429,50 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
     }
     replica_metrics *rm = &cm->replicas[cm->n_replicas++];
     pthread_mutex_unlock(&cm->mu);
+    rm->cm = cm;
     rm->engine = engine;
-    char engine_label[32];
-    snprintf(engine_label, sizeof engine_label, "llama-%d", index);
+    snprintf(rm->label, sizeof rm->label, "%s-%d", sl_engine_kind(engine), index);
+    const char *engine_label = rm->label;
+    rm->engine_label = rm->label;
+    rm->model_name = model_name;
+    rm->n_eps = sl_engine_endpoint_count(engine);
+    if (rm->n_eps && !(rm->eps = sl_calloc(rm->n_eps, sizeof *rm->eps)))
+        return SL_ERR_NOMEM;
+    for (size_t i = 0; i < rm->n_eps; i++) {
+        sl_endpoint_stats es;
+        sl_engine_endpoint_stats(engine, i, &es);
+        rm->eps[i].in_flight = sl_metrics_with(sl_metrics_find(cm->reg, "sluice_http_in_flight"),
+                                               es.url);
+        rm->eps[i].retries = sl_metrics_with(sl_metrics_find(cm->reg, "sluice_http_retries_total"),
+                                             es.url);
+        rm->eps[i].limit = sl_metrics_with(
+            sl_metrics_find(cm->reg, "sluice_http_in_flight_limit"), es.url);
+        if (!rm->eps[i].in_flight || !rm->eps[i].retries || !rm->eps[i].limit)
+            return SL_ERR_NOMEM;
+    }
     for (int i = 0; i < EV_COUNT; i++) {
+        /* HTTP engines count tokens per endpoint as answers come (below);
+         * they have no KV cache or prefix cache to read. */
+        if (rm->n_eps && i != EV_RUNNING && i != EV_WAITING)
+            continue;
         rm->values[i] = sl_metrics_with(sl_metrics_find(cm->reg, engine_families[i].name),
-                                        model_name, engine_label);
+                                        model_name, engine_label, "");
         if (!rm->values[i])
             return SL_ERR_NOMEM;
         rm->refs[i] = (struct value_ref){rm, (engine_value)i};
         sl_metrics_child_set_fn(rm->values[i], read_engine_value, &rm->refs[i]);
     }
+    if (rm->n_eps) {
+        *out = rm; /* HTTP answers are observed per endpoint (observe_http) */
+        return SL_OK;
+    }
     for (int i = 0; i < EH_COUNT; i++)
         if (!(rm->hists[i] = sl_metrics_with(sl_metrics_find(cm->reg, engine_hists[i].name),
-                                             model_name, engine_label)))
+                                             model_name, engine_label, "")))
             return SL_ERR_NOMEM;
     sl_metrics_family *success = sl_metrics_find(cm->reg, "vllm:request_success_total");
-    rm->success_stop = sl_metrics_with(success, model_name, engine_label, "stop");
-    rm->success_length = sl_metrics_with(success, model_name, engine_label, "length");
+    rm->success_stop = sl_metrics_with(success, model_name, engine_label, "", "stop");
+    rm->success_length = sl_metrics_with(success, model_name, engine_label, "", "length");
     if (!rm->success_stop || !rm->success_length)
         return SL_ERR_NOMEM;
     atomic_store(&rm->ready, true);
@@ -417,11 +480,73 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
     return SL_OK;
 }
 
+/* An HTTP answer: what the client sees, per endpoint. */
+static void observe_http(replica_metrics *rm, const sl_result *r)
+{
+    sl_metrics *reg = rm->cm->reg;
+    const char *m = rm->model_name, *e = rm->engine_label, *ep = r->endpoint;
+    sl_metrics_child *c;
+    if ((c = sl_metrics_with(sl_metrics_find(reg, "vllm:e2e_request_latency_seconds"), m, e, ep)))
+        sl_metrics_histogram_observe(c, (r->queue_ms + r->generate_ms) / 1e3);
+    if ((c = sl_metrics_with(sl_metrics_find(reg, "vllm:request_queue_time_seconds"), m, e, ep)))
+        sl_metrics_histogram_observe(c, r->queue_ms / 1e3);
+    if ((c = sl_metrics_with(sl_metrics_find(reg, "vllm:prompt_tokens_total"), m, e, ep)))
+        sl_metrics_counter_add_u64(c, (uint64_t)(r->prompt_tokens > 0 ? r->prompt_tokens : 0));
+    if ((c = sl_metrics_with(sl_metrics_find(reg, "vllm:generation_tokens_total"), m, e, ep)))
+        sl_metrics_counter_add_u64(c, (uint64_t)(r->generated_tokens > 0 ? r->generated_tokens : 0));
+    if ((c = sl_metrics_with(sl_metrics_find(reg, "vllm:request_success_total"), m, e, ep,
+                             r->finish_reason)))
+        sl_metrics_counter_inc(c);
+}
+
+void replica_metrics_sync(replica_metrics *rm, bool force)
+{
+    if (!rm || !rm->engine || !rm->n_eps)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    if (!force && now - rm->synced_at < 0.25)
+        return;
+    rm->synced_at = now;
+    sl_metrics_family *requests = sl_metrics_find(rm->cm->reg, "sluice_http_requests_total");
+    for (size_t i = 0; i < rm->n_eps; i++) {
+        endpoint_sync *s = &rm->eps[i];
+        sl_endpoint_stats es;
+        sl_engine_endpoint_stats(rm->engine, i, &es);
+        sl_metrics_gauge_add(s->in_flight, (double)(es.in_flight - s->in_flight_seen));
+        s->in_flight_seen = es.in_flight;
+        sl_metrics_gauge_set(s->limit, es.limit);
+        sl_metrics_counter_add_u64(s->retries, es.retries - s->retries_seen);
+        s->retries_seen = es.retries;
+        for (int k = 0; k < es.n_codes; k++) {
+            if (k >= s->n_codes) {
+                s->codes[k] = es.codes[k];
+                s->n_codes = k + 1;
+            }
+            uint64_t delta = es.code_counts[k] - s->code_counts_seen[k];
+            if (!delta)
+                continue;
+            char code[16];
+            snprintf(code, sizeof code, "%d", es.codes[k]);
+            sl_metrics_child *c = sl_metrics_with(requests, es.url, code);
+            if (!c)
+                continue; /* out of memory: counted at the next sync */
+            sl_metrics_counter_add_u64(c, delta);
+            s->code_counts_seen[k] = es.code_counts[k];
+        }
+    }
+}
+
 void replica_metrics_observe(replica_metrics *rm, const sl_completion *c)
 {
     if (!rm || c->status != SL_OK)
         return;
     const sl_result *r = &c->result;
+    if (r->endpoint) {
+        observe_http(rm, r);
+        return;
+    }
     sl_metrics_histogram_observe(rm->hists[EH_TTFT], r->ttft_ms / 1e3);
     sl_metrics_histogram_observe(rm->hists[EH_E2E], (r->ttft_ms + r->generate_ms) / 1e3);
     sl_metrics_histogram_observe(rm->hists[EH_QUEUE], r->queue_ms / 1e3);
@@ -441,6 +566,11 @@ void replica_metrics_detach(replica_metrics *rm)
 {
     if (!rm || !rm->engine)
         return;
+    replica_metrics_sync(rm, true);
+    for (size_t i = 0; i < rm->n_eps; i++) {
+        sl_metrics_gauge_add(rm->eps[i].in_flight, -(double)rm->eps[i].in_flight_seen);
+        rm->eps[i].in_flight_seen = 0;
+    }
     sl_engine_stats s;
     sl_engine_stats_get(rm->engine, &s);
     for (int i = 0; i < EV_COUNT; i++)
@@ -473,6 +603,8 @@ void caption_metrics_stop(caption_metrics *cm)
         return;
     sl_metrics_server_stop(cm->server);
     sl_metrics_free(cm->reg);
+    for (int i = 0; i < cm->n_replicas; i++)
+        sl_free(cm->replicas[i].eps);
     pthread_mutex_destroy(&cm->mu);
     sl_free(cm);
 }

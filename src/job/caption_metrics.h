@@ -7,6 +7,7 @@
 #define SL_JOB_CAPTION_METRICS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 
 #include <jansson.h>
 
@@ -37,6 +38,9 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
                                       sl_engine *engine, replica_metrics **out);
 /* Per finished request: latency histograms and the success counter. */
 void replica_metrics_observe(replica_metrics *rm, const sl_completion *c);
+/* HTTP engines: brings the sluice_http_* series up to the engine's
+ * per-endpoint counts (at most every 250 ms unless forced). */
+void replica_metrics_sync(replica_metrics *rm, bool force);
 /* Freezes the engine-backed values (the engine is about to be freed). */
 void replica_metrics_detach(replica_metrics *rm);
 

@@ -96,6 +96,20 @@ void sl_completion_clear(sl_completion *c)
     *c = (sl_completion){0};
 }
 
+const char *sl_engine_kind(const sl_engine *engine) { return engine->ops->kind; }
+
+size_t sl_engine_endpoint_count(const sl_engine *engine)
+{
+    return engine->ops->endpoint_count ? engine->ops->endpoint_count(engine->impl) : 0;
+}
+
+void sl_engine_endpoint_stats(const sl_engine *engine, size_t i, sl_endpoint_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (engine->ops->endpoint_stats && i < sl_engine_endpoint_count(engine))
+        engine->ops->endpoint_stats(engine->impl, i, out);
+}
+
 const char *sl_engine_model_name(const sl_engine *engine)
 {
     return engine->ops->model_name(engine->impl);

@@ -15,6 +15,9 @@ typedef struct sl_engine_ops {
     void (*stats)(const void *impl, sl_engine_stats *out);
     const char *(*model_name)(const void *impl);
     void (*free)(void *impl);
+    /* Optional (HTTP engines): per-endpoint state. */
+    size_t (*endpoint_count)(const void *impl);
+    void (*endpoint_stats)(const void *impl, size_t i, sl_endpoint_stats *out);
 } sl_engine_ops;
 
 /* Wraps a backend; takes ownership of impl (freed by ops->free even when

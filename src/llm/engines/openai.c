@@ -1,0 +1,1182 @@
+/* llm/engines/openai.c — the "openai" engine: OpenAI-compatible HTTP
+ * servers (vLLM, SGLang, llama-server) driven from one libcurl multi
+ * event-loop thread.
+ *
+ * submit() builds the request body on the caller's thread (JSON, the JPEG as
+ * a base64 data: URL) and hands it to the loop. The loop owns everything
+ * else: it dispatches ready requests to the endpoint with the fewest
+ * outstanding (llm/http_policy.c decides), keeps connections alive in the
+ * multi handle's cache, parses answers, schedules retries, takes failing
+ * endpoints out of rotation and, when all of them have failed too long,
+ * gives up. Completions go to a list poll() drains. libcurl is seen only
+ * here and in http_policy.c. */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "llm/engine_impl.h"
+#include "llm/http_policy.h"
+
+enum { MAX_BODY_BYTES = 64 << 20, WINDOW_MIN_S = 2 };
+
+sl_openai_params sl_openai_default_params(void)
+{
+    return (sl_openai_params){
+        .max_in_flight = 8,
+        .adaptive_max_in_flight = 64,
+        .request_timeout_s = 600.0,
+        .connect_timeout_s = 10.0,
+        .max_attempts = 8,
+        .backoff_base_s = 0.5,
+        .backoff_max_s = 30.0,
+        .endpoint_failures = 3,
+        .cooldown_s = 15.0,
+        .all_down_s = 120.0,
+        .check_endpoints = true,
+    };
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* --- requests ---------------------------------------------------------------- */
+
+typedef struct oa_req {
+    struct oa_req *next, *prev; /* in one list: incoming, ready, delayed or active */
+    void *tag;
+    char *id;
+    char *body;
+    size_t body_len;
+    int attempts;
+    int ep;                     /* the endpoint of the attempt in progress */
+    double submitted, sent_at, next_at, first_sent;
+    double retry_after;         /* from the last answer; -1: none */
+    CURL *easy;
+    char *resp;
+    size_t resp_len, resp_cap;
+    char errbuf[CURL_ERROR_SIZE];
+} oa_req;
+
+typedef struct req_list {
+    oa_req *head, *tail;
+    size_t n;
+} req_list;
+
+static void list_push(req_list *l, oa_req *r)
+{
+    r->next = NULL;
+    r->prev = l->tail;
+    if (l->tail)
+        l->tail->next = r;
+    else
+        l->head = r;
+    l->tail = r;
+    l->n++;
+}
+
+static void list_remove(req_list *l, oa_req *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        l->head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        l->tail = r->prev;
+    r->next = r->prev = NULL;
+    l->n--;
+}
+
+static void req_free(oa_req *r)
+{
+    if (!r)
+        return;
+    sl_free(r->id);
+    sl_free(r->body);
+    sl_free(r->resp);
+    sl_free(r);
+}
+
+/* --- the engine ---------------------------------------------------------------- */
+
+typedef struct oa_endpoint {
+    char *url;       /* base, without a trailing slash or /v1 */
+    char *chat_url;
+    /* Loop-owned; in_flight, limit and the counters are also read by
+     * stats callers, so they change under the engine's smu. */
+    int in_flight, limit;
+    int fails_in_row;
+    bool unhealthy;      /* fails_in_row has reached the threshold; under smu */
+    double down_until;   /* 0: in rotation */
+    bool probing;
+    uint64_t last_pick;
+    uint64_t requests, retries;
+    int n_codes;
+    int codes[16];
+    uint64_t code_counts[16];
+    /* The adaptive window. */
+    double win_start, win_latency, prev_rps, prev_latency;
+    int win_done;
+    bool win_saturated;
+} oa_endpoint;
+
+typedef struct oa_engine {
+    sl_openai_params p;
+    char *model;
+    json_t *response_format;    /* read-only once open: deep-copied per request */
+    struct curl_slist *headers; /* may hold the API key: never logged */
+    CURLM *multi;
+    oa_endpoint *eps;
+    int n_eps;
+
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;         /* incoming, done, in_flight, stopping, fatal */
+    pthread_cond_t done_cv;
+    req_list incoming;
+    sl_completion *done;
+    size_t n_done, cap_done;
+    size_t in_flight;           /* submitted and not yet polled */
+    bool stopping;
+    bool fatal;
+    char fatal_msg[1024];
+
+    pthread_mutex_t smu;        /* the figures stats callers read */
+    uint64_t prompt_tokens, generation_tokens;
+    size_t waiting, running;
+
+    /* Loop-owned. */
+    req_list ready, delayed, active;
+    CURL **pool;
+    size_t n_pool, cap_pool;
+    uint64_t pick_seq, rng;
+    double all_failing_since;   /* -1: some endpoint is healthy */
+} oa_engine;
+
+static void set_waiting(oa_engine *e)
+{
+    pthread_mutex_lock(&e->smu);
+    e->waiting = e->ready.n + e->delayed.n;
+    e->running = e->active.n;
+    pthread_mutex_unlock(&e->smu);
+}
+
+/* Hands a finished request to poll(). `error` NULL: res holds the result. */
+static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
+{
+    sl_completion c = {.tag = r->tag, .status = SL_OK};
+    if (error) {
+        c.status = SL_ERR_ENGINE;
+        c.error = sl_strdup(error);
+    } else {
+        c.result = *res;
+    }
+    req_free(r);
+    pthread_mutex_lock(&e->mu);
+    if (e->n_done == e->cap_done) {
+        size_t cap = e->cap_done ? 2 * e->cap_done : 64;
+        sl_completion *grown = sl_realloc(e->done, cap * sizeof *grown);
+        if (!grown) {
+            /* Nowhere to put it: the row would be lost silently, so stop. */
+            e->fatal = true;
+            snprintf(e->fatal_msg, sizeof e->fatal_msg, "out of memory queuing a completion");
+            pthread_mutex_unlock(&e->mu);
+            sl_completion_clear(&c);
+            return;
+        }
+        e->done = grown;
+        e->cap_done = cap;
+    }
+    e->done[e->n_done++] = c;
+    pthread_cond_broadcast(&e->done_cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void fail_request(oa_engine *e, oa_req *r, const char *fmt, ...) SL_PRINTF(3, 4);
+static void fail_request(oa_engine *e, oa_req *r, const char *fmt, ...)
+{
+    char msg[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    complete(e, r, NULL, msg);
+}
+
+/* --- request bodies ---------------------------------------------------------------- */
+
+static char *base64(const uint8_t *data, size_t len, const char *prefix, size_t *out_len)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t plen = strlen(prefix), n = plen + 4 * ((len + 2) / 3);
+    char *out = sl_malloc(n + 1), *o;
+    if (!out)
+        return NULL;
+    memcpy(out, prefix, plen);
+    o = out + plen;
+    size_t i = 0;
+    for (; i + 2 < len; i += 3) {
+        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = tab[(v >> 6) & 63];
+        *o++ = tab[v & 63];
+    }
+    if (i < len) {
+        uint32_t v = (uint32_t)data[i] << 16 | (i + 1 < len ? (uint32_t)data[i + 1] << 8 : 0);
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = i + 1 < len ? tab[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    *o = '\0';
+    *out_len = n;
+    return out;
+}
+
+static int set_new(json_t *o, const char *key, json_t *v)
+{
+    return v ? json_object_set_new(o, key, v) : -1;
+}
+
+/* The JSON body of one chat completion; NULL (with sl_fail) on failure. */
+static char *build_body(const oa_engine *e, const sl_request *q, const uint8_t *jpeg,
+                        size_t jpeg_len, size_t *len)
+{
+    json_t *root = json_object(), *messages = json_array(), *content = json_array();
+    int bad = !root || !messages || !content;
+    if (!bad && q->system_prompt && *q->system_prompt) {
+        json_t *m = json_object();
+        bad |= !m || set_new(m, "role", json_string("system")) ||
+               set_new(m, "content", json_string(q->system_prompt)) ||
+               json_array_append_new(messages, m);
+    }
+    if (!bad && jpeg) {
+        size_t n;
+        char *url = base64(jpeg, jpeg_len, "data:image/jpeg;base64,", &n);
+        json_t *part = json_object(), *image_url = json_object();
+        bad |= !url || !part || !image_url ||
+               set_new(image_url, "url", json_stringn_nocheck(url, n)) ||
+               set_new(part, "type", json_string("image_url")) ||
+               json_object_set(part, "image_url", image_url) ||
+               json_array_append(content, part);
+        json_decref(part);
+        json_decref(image_url);
+        sl_free(url);
+    }
+    if (!bad) {
+        json_t *part = json_object(), *m = json_object();
+        bad |= !part || !m || set_new(part, "type", json_string("text")) ||
+               set_new(part, "text", json_string(q->prompt)) || json_array_append(content, part) ||
+               set_new(m, "role", json_string("user")) || json_object_set(m, "content", content) ||
+               json_array_append(messages, m);
+        json_decref(part);
+        json_decref(m);
+    }
+    const sl_sampling *s = &q->sampling;
+    if (!bad) {
+        bad |= set_new(root, "model", json_string(e->model)) ||
+               json_object_set(root, "messages", messages) ||
+               set_new(root, "max_tokens", json_integer(s->max_tokens)) ||
+               set_new(root, "temperature", json_real(s->temperature)) ||
+               set_new(root, "top_p", json_real(s->top_p)) ||
+               set_new(root, "min_p", json_real(s->min_p)) ||
+               /* 31 bits: every server takes it (llama-server reads a uint32). */
+               set_new(root, "seed", json_integer((json_int_t)(s->seed & 0x7fffffff))) ||
+               set_new(root, "stream", json_false());
+        if (s->top_k > 0)
+            bad |= set_new(root, "top_k", json_integer(s->top_k));
+        if (s->repeat_penalty != 1.0f) /* llama-server's name and vLLM's */
+            bad |= set_new(root, "repeat_penalty", json_real(s->repeat_penalty)) ||
+                   set_new(root, "repetition_penalty", json_real(s->repeat_penalty));
+    }
+    if (!bad && q->n_stop > 0) {
+        json_t *stop = json_array();
+        bad |= !stop;
+        for (int i = 0; !bad && i < q->n_stop; i++)
+            bad |= json_array_append_new(stop, json_string(q->stop[i]));
+        bad |= set_new(root, "stop", stop);
+    }
+    if (!bad && e->response_format)
+        bad |= set_new(root, "response_format", json_deep_copy(e->response_format));
+    char *text = NULL;
+    if (!bad) {
+        char *dumped = json_dumps(root, JSON_COMPACT);
+        if (dumped) {
+            *len = strlen(dumped);
+            text = sl_strndup(dumped, *len);
+            free(dumped);
+        }
+    }
+    json_decref(root);
+    json_decref(messages);
+    json_decref(content);
+    if (!text)
+        sl_fail(SL_ERR_NOMEM, "%s: out of memory building the request (or a string is not UTF-8)",
+                q->id ? q->id : "(request)");
+    return text;
+}
+
+static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
+{
+    oa_engine *e = impl;
+    const char *id = q->id ? q->id : "(request)";
+    uint8_t *encoded = NULL;
+    const uint8_t *jpeg = q->image_jpeg;
+    size_t jpeg_len = q->image_jpeg_len;
+    if (!jpeg && q->image) {
+        /* Pixels only (sl_engine_generate callers): encode at full size. */
+        sl_status st = sl_image_encode_jpeg(q->image, 0, 90, &encoded, &jpeg_len);
+        if (st != SL_OK)
+            return st;
+        jpeg = encoded;
+    }
+    oa_req *r = sl_calloc(1, sizeof *r);
+    if (r) {
+        r->tag = tag;
+        r->id = sl_strdup(id);
+        r->body = build_body(e, q, jpeg, jpeg_len, &r->body_len);
+        r->submitted = now_s();
+        r->retry_after = -1.0;
+    }
+    sl_image_buffer_free(encoded);
+    if (!r || !r->id || !r->body) {
+        req_free(r);
+        return r ? SL_ERR_NOMEM : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
+    }
+    pthread_mutex_lock(&e->mu);
+    if (e->fatal) {
+        pthread_mutex_unlock(&e->mu);
+        req_free(r);
+        return sl_fail(SL_ERR_IO, "%s", e->fatal_msg);
+    }
+    list_push(&e->incoming, r);
+    e->in_flight++;
+    pthread_mutex_unlock(&e->mu);
+    curl_multi_wakeup(e->multi);
+    return SL_OK;
+}
+
+/* --- answers ------------------------------------------------------------------------ */
+
+static size_t on_body(char *data, size_t size, size_t n, void *user)
+{
+    oa_req *r = user;
+    size_t len = size * n;
+    if (r->resp_len + len + 1 > r->resp_cap) {
+        size_t cap = r->resp_cap ? r->resp_cap : 4096;
+        while (cap < r->resp_len + len + 1)
+            cap *= 2;
+        char *grown = cap <= MAX_BODY_BYTES ? sl_realloc(r->resp, cap) : NULL;
+        if (!grown)
+            return 0; /* aborts the transfer: retried as a failed attempt */
+        r->resp = grown;
+        r->resp_cap = cap;
+    }
+    memcpy(r->resp + r->resp_len, data, len);
+    r->resp_len += len;
+    r->resp[r->resp_len] = '\0';
+    return len;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *user)
+{
+    oa_req *r = user;
+    size_t len = size * n;
+    static const char name[] = "retry-after:";
+    if (len > sizeof name - 1 && len < 256 && strncasecmp(data, name, sizeof name - 1) == 0) {
+        char value[256];
+        memcpy(value, data + sizeof name - 1, len - (sizeof name - 1));
+        value[len - (sizeof name - 1)] = '\0';
+        r->retry_after = http_policy_retry_after(value, time(NULL));
+    }
+    return len;
+}
+
+/* The server's own words from an error body: OpenAI's {"error":{"message"}},
+ * vLLM's {"message"}, FastAPI's {"detail"}; else the start of the body. */
+static void server_message(const char *body, size_t len, char *out, size_t cap)
+{
+    json_t *root = body && len ? json_loadb(body, len, 0, NULL) : NULL;
+    const char *msg = NULL;
+    if (root) {
+        json_t *err = json_object_get(root, "error");
+        if (json_is_object(err))
+            msg = json_string_value(json_object_get(err, "message"));
+        else if (json_is_string(err))
+            msg = json_string_value(err);
+        if (!msg)
+            msg = json_string_value(json_object_get(root, "message"));
+        if (!msg)
+            msg = json_string_value(json_object_get(root, "detail"));
+    }
+    if (msg)
+        snprintf(out, cap, "%s", msg);
+    else if (body && len)
+        snprintf(out, cap, "%.*s", (int)(len < 300 ? len : 300), body);
+    else
+        snprintf(out, cap, "(empty body)");
+    for (char *c = out; *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' ';
+    json_decref(root);
+}
+
+static const char *finish_reason_of(const char *s)
+{
+    static const char *const known[] = {"stop", "length", "content_filter", "tool_calls"};
+    for (size_t i = 0; s && i < sizeof known / sizeof *known; i++)
+        if (strcmp(s, known[i]) == 0)
+            return known[i];
+    return "stop";
+}
+
+/* A 2xx body into *out; false with *why when it is not a chat completion. */
+static bool parse_completion(const oa_req *r, sl_result *out, char *why, size_t cap)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(r->resp ? r->resp : "", r->resp_len, 0, &jerr);
+    if (!root) {
+        snprintf(why, cap, "the answer is not JSON (%s)", jerr.text);
+        return false;
+    }
+    json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
+    json_t *message = json_object_get(choice, "message");
+    json_t *content = json_object_get(message, "content");
+    if (!json_is_object(message) || !(json_is_string(content) || json_is_null(content))) {
+        snprintf(why, cap, "the answer has no choices[0].message.content");
+        json_decref(root);
+        return false;
+    }
+    *out = (sl_result){0};
+    out->text = json_is_string(content)
+                    ? sl_strndup(json_string_value(content), json_string_length(content))
+                    : sl_strdup("");
+    out->finish_reason = finish_reason_of(json_string_value(json_object_get(choice, "finish_reason")));
+    json_t *usage = json_object_get(root, "usage");
+    out->prompt_tokens = (int)json_integer_value(json_object_get(usage, "prompt_tokens"));
+    out->generated_tokens = (int)json_integer_value(json_object_get(usage, "completion_tokens"));
+    json_t *details = json_object_get(usage, "prompt_tokens_details");
+    out->cached_tokens = (int)json_integer_value(json_object_get(details, "cached_tokens"));
+    json_decref(root);
+    if (!out->text) {
+        snprintf(why, cap, "out of memory");
+        return false;
+    }
+    return true;
+}
+
+/* --- endpoints ------------------------------------------------------------------------ */
+
+static void count_code(oa_engine *e, oa_endpoint *ep, long code)
+{
+    pthread_mutex_lock(&e->smu);
+    int i = 0;
+    while (i < ep->n_codes && ep->codes[i] != (int)code)
+        i++;
+    if (i == ep->n_codes && ep->n_codes < 16) {
+        ep->codes[i] = (int)code;
+        ep->n_codes++;
+    }
+    if (i < 16)
+        ep->code_counts[i]++;
+    pthread_mutex_unlock(&e->smu);
+}
+
+static bool healthy(const oa_engine *e, const oa_endpoint *ep)
+{
+    return ep->fails_in_row < e->p.endpoint_failures;
+}
+
+static void set_fails(oa_engine *e, oa_endpoint *ep, int fails)
+{
+    ep->fails_in_row = fails;
+    pthread_mutex_lock(&e->smu);
+    ep->unhealthy = !healthy(e, ep);
+    pthread_mutex_unlock(&e->smu);
+}
+
+static void endpoint_fault(oa_engine *e, oa_endpoint *ep, double now, const char *why)
+{
+    set_fails(e, ep, ep->fails_in_row + 1);
+    if ((ep->probing || ep->fails_in_row == e->p.endpoint_failures) && ep->down_until <= now) {
+        ep->probing = false;
+        ep->down_until = now + e->p.cooldown_s;
+        sl_log(SL_LOG_WARN, "endpoint %s out of rotation for %.0f s after %d failures in a row: %s",
+               ep->url, e->p.cooldown_s, ep->fails_in_row, why);
+    }
+}
+
+static void endpoint_ok(oa_engine *e, oa_endpoint *ep, double latency)
+{
+    if (ep->probing || !healthy(e, ep))
+        sl_log(SL_LOG_INFO, "endpoint %s is answering again", ep->url);
+    if (ep->fails_in_row)
+        set_fails(e, ep, 0);
+    ep->probing = false;
+    e->all_failing_since = -1.0;
+    ep->win_done++;
+    ep->win_latency += latency;
+}
+
+static void set_in_flight(oa_engine *e, oa_endpoint *ep, int delta)
+{
+    pthread_mutex_lock(&e->smu);
+    ep->in_flight += delta;
+    if (delta > 0)
+        ep->requests++;
+    pthread_mutex_unlock(&e->smu);
+}
+
+/* --- the loop ------------------------------------------------------------------------ */
+
+static CURL *easy_get(oa_engine *e)
+{
+    return e->n_pool ? e->pool[--e->n_pool] : curl_easy_init();
+}
+
+static void easy_put(oa_engine *e, CURL *h)
+{
+    if (e->n_pool == e->cap_pool) {
+        size_t cap = e->cap_pool ? 2 * e->cap_pool : 16;
+        CURL **grown = sl_realloc(e->pool, cap * sizeof *grown);
+        if (!grown) {
+            curl_easy_cleanup(h);
+            return;
+        }
+        e->pool = grown;
+        e->cap_pool = cap;
+    }
+    e->pool[e->n_pool++] = h;
+}
+
+static bool start_attempt(oa_engine *e, oa_req *r, int epi, double now)
+{
+    oa_endpoint *ep = &e->eps[epi];
+    CURL *h = easy_get(e);
+    if (!h) {
+        fail_request(e, r, "%s: cannot create an HTTP handle", r->id);
+        return false;
+    }
+    r->easy = h;
+    r->ep = epi;
+    r->attempts++;
+    r->sent_at = now;
+    if (r->attempts == 1)
+        r->first_sent = now;
+    r->resp_len = 0;
+    r->retry_after = -1.0;
+    r->errbuf[0] = '\0';
+    curl_easy_setopt(h, CURLOPT_URL, ep->chat_url);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, e->headers);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(e->p.request_timeout_s * 1000));
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(e->p.connect_timeout_s * 1000));
+    if (curl_multi_add_handle(e->multi, h) != CURLM_OK) {
+        easy_put(e, h);
+        r->easy = NULL;
+        fail_request(e, r, "%s: cannot start the HTTP request", r->id);
+        return false;
+    }
+    list_push(&e->active, r);
+    ep->last_pick = ++e->pick_seq;
+    set_in_flight(e, ep, +1);
+    if (ep->in_flight >= ep->limit)
+        ep->win_saturated = true;
+    return true;
+}
+
+static void dispatch(oa_engine *e, double now)
+{
+    http_endpoint_view views[e->n_eps];
+    for (int i = 0; i < e->n_eps; i++) {
+        oa_endpoint *ep = &e->eps[i];
+        if (ep->down_until > 0 && ep->down_until <= now) {
+            ep->down_until = 0; /* back in rotation, one request at a time until one succeeds */
+            ep->probing = true;
+        }
+        views[i] = (http_endpoint_view){ep->in_flight, ep->limit, ep->down_until, ep->probing,
+                                        ep->last_pick};
+    }
+    while (e->ready.head) {
+        int i = http_policy_pick(views, (size_t)e->n_eps, now);
+        if (i < 0)
+            break;
+        oa_req *r = e->ready.head;
+        list_remove(&e->ready, r);
+        if (start_attempt(e, r, i, now)) {
+            views[i].in_flight = e->eps[i].in_flight;
+            views[i].last_pick = e->eps[i].last_pick;
+        }
+    }
+}
+
+static void retry_or_fail(oa_engine *e, oa_req *r, oa_endpoint *ep, long code, const char *why,
+                          double now)
+{
+    if (http_policy_endpoint_fault(code))
+        endpoint_fault(e, ep, now, why);
+    if (r->attempts >= e->p.max_attempts) {
+        fail_request(e, r, "%s: gave up after %d attempts; the last, to %s: %s", r->id,
+                     r->attempts, ep->url, why);
+        return;
+    }
+    pthread_mutex_lock(&e->smu);
+    ep->retries++;
+    pthread_mutex_unlock(&e->smu);
+    r->next_at = now + http_policy_backoff_s(r->attempts, e->p.backoff_base_s,
+                                             e->p.backoff_max_s, r->retry_after, &e->rng);
+    sl_log(SL_LOG_DEBUG, "%s: attempt %d to %s failed (%s); retrying in %.2f s", r->id,
+           r->attempts, ep->url, why, r->next_at - now);
+    list_push(&e->delayed, r);
+}
+
+static void finish(oa_engine *e, CURL *h, CURLcode res)
+{
+    oa_req *r = NULL;
+    long code = 0;
+    curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&r);
+    if (res == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    curl_multi_remove_handle(e->multi, h);
+    easy_put(e, h);
+    r->easy = NULL;
+    list_remove(&e->active, r);
+    oa_endpoint *ep = &e->eps[r->ep];
+    set_in_flight(e, ep, -1);
+    count_code(e, ep, res == CURLE_OK ? code : 0);
+    double now = now_s();
+    char why[1024];
+    if (res != CURLE_OK) {
+        snprintf(why, sizeof why, "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(res));
+        retry_or_fail(e, r, ep, 0, why, now);
+        return;
+    }
+    if (code >= 200 && code < 300) {
+        sl_result out;
+        if (!parse_completion(r, &out, why, sizeof why)) {
+            fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, ep->url, code, why);
+            return;
+        }
+        endpoint_ok(e, ep, now - r->sent_at);
+        out.endpoint = ep->url;
+        out.attempts = r->attempts;
+        out.queue_ms = (r->sent_at - r->submitted) * 1e3;
+        out.generate_ms = (now - r->sent_at) * 1e3;
+        pthread_mutex_lock(&e->smu);
+        e->prompt_tokens += (uint64_t)out.prompt_tokens;
+        e->generation_tokens += (uint64_t)out.generated_tokens;
+        pthread_mutex_unlock(&e->smu);
+        complete(e, r, &out, NULL);
+        return;
+    }
+    char msg[768];
+    server_message(r->resp, r->resp_len, msg, sizeof msg);
+    snprintf(why, sizeof why, "HTTP %ld: %s", code, msg);
+    if (http_policy_retriable(code))
+        retry_or_fail(e, r, ep, code, why, now);
+    else
+        fail_request(e, r, "%s: %s answered %s", r->id, ep->url, why);
+}
+
+/* Every endpoint failing past the deadline: nothing will finish, so the
+ * requests fail and poll() reports the engine broken. */
+static void check_all_down(oa_engine *e, double now)
+{
+    for (int i = 0; i < e->n_eps; i++)
+        if (healthy(e, &e->eps[i])) {
+            e->all_failing_since = -1.0;
+            return;
+        }
+    if (e->all_failing_since < 0) {
+        e->all_failing_since = now;
+        return;
+    }
+    if (now - e->all_failing_since < e->p.all_down_s)
+        return;
+    char msg[1024];
+    snprintf(msg, sizeof msg,
+             "every endpoint has been failing for %.0f s (%d endpoint%s, the first %s); "
+             "stopping: rows finished so far are kept",
+             now - e->all_failing_since, e->n_eps, e->n_eps == 1 ? "" : "s", e->eps[0].url);
+    pthread_mutex_lock(&e->mu);
+    if (!e->fatal) {
+        e->fatal = true;
+        snprintf(e->fatal_msg, sizeof e->fatal_msg, "%s", msg);
+        sl_log(SL_LOG_ERROR, "%s", msg);
+    }
+    pthread_cond_broadcast(&e->done_cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void adapt(oa_engine *e, double now)
+{
+    if (!e->p.adaptive)
+        return;
+    for (int i = 0; i < e->n_eps; i++) {
+        oa_endpoint *ep = &e->eps[i];
+        double span = now - ep->win_start;
+        if (span < WINDOW_MIN_S || ep->win_done < ep->limit)
+            continue;
+        double rps = ep->win_done / span, latency = ep->win_latency / ep->win_done;
+        int limit = http_policy_adapt(ep->limit, e->p.adaptive_max_in_flight, ep->win_saturated,
+                                      ep->prev_rps, rps, ep->prev_latency, latency);
+        if (limit != ep->limit)
+            sl_log(SL_LOG_DEBUG, "endpoint %s: %.1f req/s, %.3f s each: in-flight limit %d -> %d",
+                   ep->url, rps, latency, ep->limit, limit);
+        pthread_mutex_lock(&e->smu);
+        ep->limit = limit;
+        pthread_mutex_unlock(&e->smu);
+        ep->prev_rps = rps;
+        ep->prev_latency = latency;
+        ep->win_start = now;
+        ep->win_done = 0;
+        ep->win_latency = 0;
+        ep->win_saturated = false;
+    }
+}
+
+/* How long the loop may sleep: until the next retry or cool-down ends. */
+static int next_wait_ms(const oa_engine *e, double now)
+{
+    double wake = now + 1.0;
+    for (const oa_req *r = e->delayed.head; r; r = r->next)
+        if (r->next_at < wake)
+            wake = r->next_at;
+    for (int i = 0; i < e->n_eps; i++)
+        if (e->eps[i].down_until > 0 && e->eps[i].down_until < wake)
+            wake = e->eps[i].down_until;
+    double ms = (wake - now) * 1e3;
+    return ms <= 0 ? 0 : (int)ms + 1;
+}
+
+static void *oa_loop(void *arg)
+{
+    oa_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        bool stopping = e->stopping, fatal = e->fatal;
+        while (e->incoming.head) {
+            oa_req *r = e->incoming.head;
+            list_remove(&e->incoming, r);
+            list_push(&e->ready, r);
+        }
+        pthread_mutex_unlock(&e->mu);
+        if (stopping)
+            break;
+        double now = now_s();
+        for (oa_req *r = e->delayed.head, *next; r; r = next) {
+            next = r->next;
+            if (r->next_at <= now || fatal) {
+                list_remove(&e->delayed, r);
+                list_push(&e->ready, r);
+            }
+        }
+        if (fatal) {
+            /* Nothing more goes out; what was not answered is dropped with
+             * the engine (the executor fails those rows). */
+        } else {
+            check_all_down(e, now);
+            adapt(e, now);
+            dispatch(e, now);
+        }
+        int running;
+        curl_multi_perform(e->multi, &running);
+        CURLMsg *m;
+        int left;
+        while ((m = curl_multi_info_read(e->multi, &left)))
+            if (m->msg == CURLMSG_DONE)
+                finish(e, m->easy_handle, m->data.result);
+        set_waiting(e);
+        now = now_s();
+        curl_multi_poll(e->multi, NULL, 0, fatal ? 1000 : next_wait_ms(e, now), NULL);
+    }
+    return NULL;
+}
+
+/* --- the ops ------------------------------------------------------------------------ */
+
+static sl_status oa_poll(void *impl, sl_completion *out, size_t max, int timeout_ms, size_t *n)
+{
+    oa_engine *e = impl;
+    pthread_mutex_lock(&e->mu);
+    if (e->n_done == 0 && !e->fatal && timeout_ms > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += timeout_ms / 1000;
+        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        while (e->n_done == 0 && !e->fatal)
+            if (pthread_cond_timedwait(&e->done_cv, &e->mu, &ts) != 0)
+                break;
+    }
+    size_t k = 0;
+    while (k < max && e->n_done > 0)
+        out[k++] = e->done[--e->n_done];
+    e->in_flight -= k;
+    bool fatal = e->fatal && k == 0;
+    pthread_mutex_unlock(&e->mu);
+    *n = k;
+    return fatal ? sl_fail(SL_ERR_IO, "%s", e->fatal_msg) : SL_OK;
+}
+
+static size_t oa_in_flight(const void *impl)
+{
+    oa_engine *e = (oa_engine *)impl;
+    pthread_mutex_lock(&e->mu);
+    size_t n = e->in_flight;
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
+static void oa_stats(const void *impl, sl_engine_stats *out)
+{
+    oa_engine *e = (oa_engine *)impl;
+    pthread_mutex_lock(&e->smu);
+    out->requests_running = e->running;
+    out->requests_waiting = e->waiting;
+    out->prompt_tokens = e->prompt_tokens;
+    out->generation_tokens = e->generation_tokens;
+    pthread_mutex_unlock(&e->smu);
+}
+
+static const char *oa_model_name(const void *impl) { return ((const oa_engine *)impl)->model; }
+
+static size_t oa_endpoint_count(const void *impl) { return (size_t)((const oa_engine *)impl)->n_eps; }
+
+static void oa_endpoint_stats(const void *impl, size_t i, sl_endpoint_stats *out)
+{
+    oa_engine *e = (oa_engine *)impl;
+    oa_endpoint *ep = &e->eps[i];
+    pthread_mutex_lock(&e->smu);
+    out->url = ep->url;
+    out->in_flight = ep->in_flight;
+    out->limit = ep->limit;
+    out->down = ep->unhealthy;
+    out->requests = ep->requests;
+    out->retries = ep->retries;
+    out->n_codes = ep->n_codes;
+    memcpy(out->codes, ep->codes, sizeof out->codes);
+    memcpy(out->code_counts, ep->code_counts, sizeof out->code_counts);
+    pthread_mutex_unlock(&e->smu);
+}
+
+static void free_list(req_list *l)
+{
+    while (l->head) {
+        oa_req *r = l->head;
+        list_remove(l, r);
+        req_free(r);
+    }
+}
+
+static void oa_free(void *impl)
+{
+    oa_engine *e = impl;
+    if (!e)
+        return;
+    if (e->thread_started) {
+        pthread_mutex_lock(&e->mu);
+        e->stopping = true;
+        pthread_mutex_unlock(&e->mu);
+        curl_multi_wakeup(e->multi);
+        pthread_join(e->thread, NULL);
+    }
+    for (oa_req *r = e->active.head; r; r = r->next) {
+        curl_multi_remove_handle(e->multi, r->easy);
+        curl_easy_cleanup(r->easy);
+    }
+    free_list(&e->active);
+    free_list(&e->ready);
+    free_list(&e->delayed);
+    free_list(&e->incoming);
+    for (size_t i = 0; i < e->n_pool; i++)
+        curl_easy_cleanup(e->pool[i]);
+    sl_free(e->pool);
+    for (size_t i = 0; i < e->n_done; i++)
+        sl_completion_clear(&e->done[i]);
+    sl_free(e->done);
+    if (e->multi)
+        curl_multi_cleanup(e->multi);
+    curl_slist_free_all(e->headers);
+    json_decref(e->response_format);
+    for (int i = 0; i < e->n_eps; i++) {
+        sl_free(e->eps[i].url);
+        sl_free(e->eps[i].chat_url);
+    }
+    sl_free(e->eps);
+    sl_free(e->model);
+    pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->smu);
+    pthread_cond_destroy(&e->done_cv);
+    sl_free(e);
+}
+
+static const sl_engine_ops openai_ops = {
+    .kind = "openai",
+    .submit = oa_submit,
+    .poll = oa_poll,
+    .in_flight = oa_in_flight,
+    .stats = oa_stats,
+    .model_name = oa_model_name,
+    .free = oa_free,
+    .endpoint_count = oa_endpoint_count,
+    .endpoint_stats = oa_endpoint_stats,
+};
+
+/* --- opening ------------------------------------------------------------------------ */
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_result;
+
+static void init_curl(void) { curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+/* "http://h:8000/", "http://h:8000/v1" -> "http://h:8000". */
+static char *base_url(const char *url)
+{
+    size_t n = strlen(url);
+    while (n > 0 && url[n - 1] == '/')
+        n--;
+    if (n >= 3 && strncmp(url + n - 3, "/v1", 3) == 0)
+        n -= 3;
+    return sl_strndup(url, n);
+}
+
+/* GET /v1/models on every endpoint at once. An endpoint that does not
+ * answer starts out of rotation; one that answers 401/403 is a wrong key. */
+static sl_status check_endpoints(oa_engine *e)
+{
+    CURLM *m = curl_multi_init();
+    int n = e->n_eps;
+    oa_req *probes = sl_calloc((size_t)n, sizeof *probes);
+    CURL **hs = sl_calloc((size_t)n, sizeof *hs);
+    if (!m || !probes || !hs) {
+        curl_multi_cleanup(m);
+        sl_free(probes);
+        sl_free(hs);
+        return sl_fail(SL_ERR_NOMEM, "out of memory checking the endpoints");
+    }
+    char *urls[n];
+    for (int i = 0; i < n; i++) {
+        urls[i] = sl_asprintf("%s/v1/models", e->eps[i].url);
+        hs[i] = curl_easy_init();
+        if (!urls[i] || !hs[i])
+            continue;
+        double t = e->p.connect_timeout_s < 10 ? e->p.connect_timeout_s : 10;
+        curl_easy_setopt(hs[i], CURLOPT_URL, urls[i]);
+        curl_easy_setopt(hs[i], CURLOPT_HTTPHEADER, e->headers);
+        curl_easy_setopt(hs[i], CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(hs[i], CURLOPT_WRITEDATA, &probes[i]);
+        curl_easy_setopt(hs[i], CURLOPT_ERRORBUFFER, probes[i].errbuf);
+        curl_easy_setopt(hs[i], CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(hs[i], CURLOPT_CONNECTTIMEOUT_MS, (long)(t * 1000));
+        curl_easy_setopt(hs[i], CURLOPT_TIMEOUT_MS, (long)(t * 2000));
+        curl_multi_add_handle(m, hs[i]);
+    }
+    int running = 1;
+    while (running) {
+        curl_multi_perform(m, &running);
+        if (running)
+            curl_multi_poll(m, NULL, 0, 200, NULL);
+    }
+    CURLcode res[n];
+    for (int i = 0; i < n; i++)
+        res[i] = CURLE_FAILED_INIT;
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(m, &left)))
+        for (int i = 0; i < n; i++)
+            if (msg->msg == CURLMSG_DONE && msg->easy_handle == hs[i])
+                res[i] = msg->data.result;
+    sl_status st = SL_OK;
+    int answered = 0;
+    char errors[2048] = "";
+    size_t used = 0;
+    double now = now_s();
+    for (int i = 0; i < n && st == SL_OK; i++) {
+        oa_endpoint *ep = &e->eps[i];
+        long code = 0;
+        if (res[i] == CURLE_OK)
+            curl_easy_getinfo(hs[i], CURLINFO_RESPONSE_CODE, &code);
+        if (code == 401 || code == 403) {
+            char sm[512];
+            server_message(probes[i].resp, probes[i].resp_len, sm, sizeof sm);
+            st = sl_fail(SL_ERR_INVALID_ARG,
+                         "endpoint %s refused the API key (HTTP %ld: %s); set the key's "
+                         "environment variable and name it with --api-key-env",
+                         ep->url, code, sm);
+        } else if (code > 0) {
+            answered++;
+            if (!e->model && code == 200) {
+                json_t *root = json_loadb(probes[i].resp ? probes[i].resp : "", probes[i].resp_len,
+                                          0, NULL);
+                const char *id = json_string_value(
+                    json_object_get(json_array_get(json_object_get(root, "data"), 0), "id"));
+                if (id)
+                    e->model = sl_strdup(id);
+                json_decref(root);
+            }
+        } else {
+            const char *why = probes[i].errbuf[0] ? probes[i].errbuf
+                              : res[i] == CURLE_FAILED_INIT ? "cannot start the request"
+                                                            : curl_easy_strerror(res[i]);
+            if (used < sizeof errors)
+                used += (size_t)snprintf(errors + used, sizeof errors - used, "%s%s: %s",
+                                         used ? "; " : "", ep->url, why);
+            set_fails(e, ep, e->p.endpoint_failures);
+            ep->down_until = now + e->p.cooldown_s;
+        }
+    }
+    if (st == SL_OK && answered == 0)
+        st = sl_fail(SL_ERR_INVALID_ARG,
+                     "no endpoint answers GET /v1/models (%s); check --endpoint and that the "
+                     "servers are up", errors);
+    else if (st == SL_OK && used)
+        sl_log(SL_LOG_WARN, "starting without these endpoints (retried after %.0f s): %s",
+               e->p.cooldown_s, errors);
+    for (int i = 0; i < n; i++) {
+        if (hs[i]) {
+            curl_multi_remove_handle(m, hs[i]);
+            curl_easy_cleanup(hs[i]);
+        }
+        sl_free(urls[i]);
+        sl_free(probes[i].resp);
+    }
+    sl_free(probes);
+    sl_free(hs);
+    curl_multi_cleanup(m);
+    return st;
+}
+
+static sl_status check_openai_params(const sl_openai_params *p)
+{
+    if (p->n_endpoints < 1 || !p->endpoints)
+        return sl_fail(SL_ERR_INVALID_ARG, "the openai engine needs at least one --endpoint URL");
+    for (int i = 0; i < p->n_endpoints; i++) {
+        const char *u = p->endpoints[i];
+        if (!u || (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0))
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "--endpoint '%s': expected a URL such as http://127.0.0.1:8000",
+                           u ? u : "(null)");
+    }
+    if (p->max_in_flight < 1 || p->max_attempts < 1 || p->endpoint_failures < 1)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "--max-in-flight and --max-attempts must be >= 1 (got %d and %d)",
+                       p->max_in_flight, p->max_attempts);
+    if (!(p->request_timeout_s > 0) || !(p->connect_timeout_s > 0))
+        return sl_fail(SL_ERR_INVALID_ARG, "--request-timeout must be positive, got %g",
+                       p->request_timeout_s);
+    return SL_OK;
+}
+
+sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
+{
+    *out = NULL;
+    sl_status st = check_openai_params(params);
+    if (st != SL_OK)
+        return st;
+    pthread_once(&curl_once, init_curl);
+    if (curl_init_result != CURLE_OK)
+        return sl_fail(SL_ERR_IO, "cannot initialise libcurl: %s",
+                       curl_easy_strerror(curl_init_result));
+    oa_engine *e = sl_calloc(1, sizeof *e);
+    if (!e)
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening the openai engine");
+    e->p = *params;
+    e->p.endpoints = NULL;
+    if (e->p.adaptive_max_in_flight < e->p.max_in_flight)
+        e->p.adaptive_max_in_flight = e->p.max_in_flight;
+    e->all_failing_since = -1.0;
+    e->rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)e;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->smu, NULL);
+    pthread_cond_init(&e->done_cv, NULL);
+    e->n_eps = params->n_endpoints;
+    e->eps = sl_calloc((size_t)e->n_eps, sizeof *e->eps);
+    if (!e->eps)
+        goto nomem;
+    double now = now_s();
+    for (int i = 0; i < e->n_eps; i++) {
+        oa_endpoint *ep = &e->eps[i];
+        if (!(ep->url = base_url(params->endpoints[i])) ||
+            !(ep->chat_url = sl_asprintf("%s/v1/chat/completions", ep->url)))
+            goto nomem;
+        ep->limit = params->max_in_flight;
+        ep->win_start = now;
+    }
+    if (params->served_model && *params->served_model && !(e->model = sl_strdup(params->served_model)))
+        goto nomem;
+    if (params->response_format) {
+        json_error_t jerr;
+        e->response_format = json_loads(params->response_format, 0, &jerr);
+        if (!json_is_object(e->response_format)) {
+            st = sl_fail(SL_ERR_INVALID_ARG, "--response-format: not a JSON object (%s, line %d)",
+                         e->response_format ? "another JSON value" : jerr.text, jerr.line);
+            goto fail;
+        }
+    }
+    /* "Expect:" off: no 100-continue round trip before large bodies. */
+    e->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    if (!e->headers || !curl_slist_append(e->headers, "Expect:"))
+        goto nomem;
+    if (params->api_key_env && *params->api_key_env) {
+        const char *key = getenv(params->api_key_env);
+        if (!key || !*key) {
+            st = sl_fail(SL_ERR_INVALID_ARG,
+                         "--api-key-env %s: that environment variable is not set or empty",
+                         params->api_key_env);
+            goto fail;
+        }
+        char *auth = sl_asprintf("Authorization: Bearer %s", key);
+        if (!auth || !curl_slist_append(e->headers, auth)) {
+            sl_free(auth);
+            goto nomem;
+        }
+        sl_free(auth);
+    }
+    if (params->check_endpoints && (st = check_endpoints(e)) != SL_OK)
+        goto fail;
+    if (!e->model && !(e->model = sl_strdup("default")))
+        goto nomem;
+    if (!(e->multi = curl_multi_init()))
+        goto nomem;
+    long conns = (long)e->n_eps * e->p.adaptive_max_in_flight + 4;
+    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, conns);
+    if (pthread_create(&e->thread, NULL, oa_loop, e) != 0) {
+        st = sl_fail(SL_ERR_IO, "cannot start the openai engine's thread");
+        goto fail;
+    }
+    e->thread_started = true;
+    return sl_engine_wrap(&openai_ops, e, out);
+nomem:
+    st = sl_fail(SL_ERR_NOMEM, "out of memory opening the openai engine");
+fail:
+    oa_free(e);
+    return st;
+}

@@ -1,0 +1,188 @@
+"""Real servers for the openai engine's end-to-end tests: llama-server
+processes on free loopback ports, and a small HTTP proxy (stdlib only) that
+sits in front of one, records every request and its answer, and can inject
+faults (429 with Retry-After, 500, 503, a hang past the client's timeout, a
+dropped connection) on a planned share of requests. Every wait is bounded."""
+import hashlib
+import http.client
+import http.server
+import json
+import pathlib
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TINY = REPO / "models" / "tiny"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LlamaServer:
+    """llama-server on the tiny model; a context manager."""
+
+    def __init__(self, prefix: pathlib.Path, log: pathlib.Path, parallel: int = 4, *extra):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        cmd = [str(prefix / "bin" / "llama-server"), "-m", str(TINY / "model.gguf"),
+               "--mmproj", str(TINY / "mmproj.gguf"), "--parallel", str(parallel),
+               "--port", str(self.port), "--host", "127.0.0.1", "-t", "1", *map(str, extra)]
+        self.proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"llama-server not ready: {self.log.read_text()[-2000:]}")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def __enter__(self):
+        return self.wait_ready()
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def chat(url: str, body: bytes, headers=None, timeout=120):
+    """POST one chat completion; (status, parsed JSON)."""
+    req = urllib.request.Request(url + "/v1/chat/completions", data=body, method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+class Proxy:
+    """Forwards to `upstream`; records (time, body, status, answer) per
+    attempt. plan(body_sha) -> a list of faults for that body's first
+    attempts, each one of "429", "500", "503", "hang" (no answer until the
+    client gives up), "drop" (the connection closes mid-answer)."""
+
+    def __init__(self, upstream: str, plan=None, hang_s: float = 3.0):
+        self.upstream = upstream.removeprefix("http://")
+        self.plan = plan or (lambda sha: [])
+        self.hang_s = hang_s
+        self.lock = threading.Lock()
+        self.attempts = {}  # body sha -> attempts seen
+        self.log = []       # dicts: t, sha, body, fault, status, answer
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _forward(self, method, body):
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=120)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("content-type", "authorization")}
+                conn.request(method, self.path, body=body, headers=headers)
+                r = conn.getresponse()
+                data = r.read()
+                conn.close()
+                return r.status, data
+
+            def _reply(self, status, data, extra=()):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in extra:
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                status, data = self._forward("GET", None)
+                self._reply(status, data)
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                sha = hashlib.sha256(body).hexdigest()
+                with proxy.lock:
+                    n = proxy.attempts.get(sha, 0)
+                    proxy.attempts[sha] = n + 1
+                faults = proxy.plan(sha)
+                fault = faults[n] if n < len(faults) else None
+                entry = {"t": time.monotonic(), "sha": sha, "body": body, "fault": fault,
+                         "status": None, "answer": None}
+                with proxy.lock:
+                    proxy.log.append(entry)
+                if fault in ("429", "500", "503"):
+                    msg = json.dumps({"error": {"message": f"injected {fault}"}}).encode()
+                    entry["status"] = int(fault)
+                    self._reply(int(fault), msg, [("Retry-After", "1")] if fault == "429" else [])
+                    return
+                if fault in ("hang", "drop"):
+                    # A drop cuts the answer short: curl quietly resends a
+                    # request whose reused connection closed before any
+                    # answer, so a plain close is not always seen.
+                    if fault == "hang":
+                        time.sleep(proxy.hang_s)
+                    else:
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{")
+                        self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                status, data = self._forward("POST", body)
+                entry["status"] = status
+                entry["answer"] = json.loads(data) if data else None
+                self._reply(status, data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def metric_sum(text: str, name: str, **labels) -> float:
+    """The sum of `name`'s samples whose labels include `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+    total = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total

@@ -1,0 +1,283 @@
+"""The openai engine against real llama-server processes (the tiny model):
+captions equal to what the server gives each request alone, failover when a
+server dies, retries through a fault-injecting proxy without losing or
+duplicating a row, and fast, clear failures for 401, 400 and an endpoint
+that does not answer."""
+import base64
+import io
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+from PIL import Image
+
+from conftest import SAMPLES, read_rows, sample_images
+from openai_helpers import LlamaServer, Proxy, chat, free_port, metric_sum, scrape
+
+EXPECTED_IDS = {str(p.relative_to(SAMPLES)) for p in sample_images()}
+
+
+def caption(sluice, inp, out, *extra, timeout=600):
+    return sluice.run("caption", inp, "-o", out, "--engine", "openai", *extra, timeout=timeout)
+
+
+def ok_rows(out):
+    rows = read_rows(out)
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "a row was written twice"
+    return rows
+
+
+def many_inputs(tmp_path, copies):
+    """The samples `copies` times over, in sub-folders (distinct ids)."""
+    root = tmp_path / "many"
+    for i in range(copies):
+        shutil.copytree(SAMPLES, root / f"c{i:02d}", ignore=shutil.ignore_patterns("*.md"))
+    return root
+
+
+def test_captions_equal_single_requests_to_the_same_server(sluice, llama_prefix, tmp_path):
+    out = tmp_path / "out"
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 4) as server, \
+            Proxy(server.url) as proxy:
+        r = caption(sluice, SAMPLES, out, "--endpoint", proxy.url, "--max-in-flight", "4",
+                    "--max-tokens", "16", "--system", "You describe images.",
+                    "--jpeg-edge", "256", "--jpeg-quality", "80", "--stop", "zzz",
+                    "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        rows = ok_rows(out)
+        assert {row["id"] for row in rows} == EXPECTED_IDS
+        assert all(row["error"] is None and row["caption"] for row in rows)
+
+        sent = [e for e in proxy.log if e["status"] == 200]
+        assert len(sent) == len(rows) == len(proxy.log), "one request per row, no retries"
+        replies = {}
+        for e in sent:
+            body = json.loads(e["body"])
+            system, user = body["messages"]
+            assert system == {"role": "system", "content": "You describe images."}
+            image, text = user["content"]
+            assert text == {"type": "text", "text": "Describe this image in one sentence."}
+            url = image["image_url"]["url"]
+            assert url.startswith("data:image/jpeg;base64,")
+            jpeg = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+            assert jpeg.format == "JPEG" and max(jpeg.size) <= 256
+            assert body["max_tokens"] == 16 and body["temperature"] == 0
+            assert body["stop"] == ["zzz"] and isinstance(body["seed"], int)
+            # The same bytes, alone on the server: the same answer.
+            status, alone = chat(server.url, e["body"])
+            assert status == 200
+            assert alone["choices"][0]["message"]["content"] == \
+                e["answer"]["choices"][0]["message"]["content"]
+            key = e["answer"]["choices"][0]["message"]["content"]
+            replies[key] = replies.get(key, 0) + 1
+    captions = {}
+    for row in rows:
+        captions[row["caption"]] = captions.get(row["caption"], 0) + 1
+    assert captions == replies, "each row holds the answer its request got"
+    by_usage = sorted((e["answer"]["usage"]["prompt_tokens"],
+                       e["answer"]["usage"]["completion_tokens"]) for e in sent)
+    assert by_usage == sorted((row["prompt_tokens"], row["generated_tokens"]) for row in rows)
+
+
+def test_a_server_killed_mid_run_loses_no_row(sluice, llama_prefix, tmp_path):
+    inp = many_inputs(tmp_path, 6)
+    expected = {str(p.relative_to(inp)) for p in inp.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    port = free_port()
+    with LlamaServer(llama_prefix, tmp_path / "a.log", 2) as a, \
+            LlamaServer(llama_prefix, tmp_path / "b.log", 2) as b:
+        proc = subprocess.Popen(
+            [str(sluice.binary), "caption", str(inp), "-o", str(out), "--engine", "openai",
+             "--endpoint", a.url, "--endpoint", b.url, "--max-in-flight", "2",
+             "--max-tokens", "24", "--metrics-addr", f"127.0.0.1:{port}", "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        done = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                text = scrape(port)
+                done = metric_sum(text, "sluice_rows_done_total")
+                if done >= 10 and metric_sum(text, "sluice_http_requests_total",
+                                             endpoint=a.url) > 0:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None and done < len(expected), "the run ended before the kill"
+        a.kill()
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    rows = ok_rows(out)
+    assert {row["id"] for row in rows} == expected
+    assert all(row["error"] is None for row in rows)
+    prom = (out / "metrics.prom").read_text()
+    assert metric_sum(prom, "sluice_http_requests_total", endpoint=b.url, code="200") > \
+        metric_sum(prom, "sluice_http_requests_total", endpoint=a.url, code="200")
+    assert metric_sum(prom, "vllm:request_success_total") == len(expected)
+
+
+# Per request body: the faults its first attempts meet (none for a third).
+FAULTS = [[], ["429"], ["500", "503"], ["drop"], ["hang"], ["503", "429"], [], ["drop", "500"]]
+
+
+def plan(sha):
+    return FAULTS[int(sha[:8], 16) % len(FAULTS)]
+
+
+def test_faults_are_retried_without_losing_or_duplicating_rows(sluice, llama_prefix, tmp_path):
+    inp = many_inputs(tmp_path, 2)
+    expected = {str(p.relative_to(inp)) for p in inp.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 4) as server, \
+            Proxy(server.url, plan, hang_s=3.0) as proxy:
+        r = caption(sluice, inp, out, "--endpoint", proxy.url, "--max-in-flight", "4",
+                    "--max-tokens", "8", "--request-timeout", "1.5", "--max-attempts", "4",
+                    "--endpoint-cooldown", "0.5", "--metrics-addr", "off", timeout=300)
+        assert r.returncode == 0, r.stderr
+        log = list(proxy.log)
+    rows = ok_rows(out)
+    assert {row["id"] for row in rows} == expected
+    assert all(row["error"] is None for row in rows)
+    injected = [e for e in log if e["fault"]]
+    kinds = {e["fault"] for e in injected}
+    assert kinds == {"429", "500", "503", "drop", "hang"}, "every kind of fault was met"
+    # Each body was answered exactly once, after exactly its planned faults.
+    by_sha = {}
+    for e in log:
+        by_sha.setdefault(e["sha"], []).append(e)
+    assert len(by_sha) == len(rows)
+    for sha, entries in by_sha.items():
+        assert [e["fault"] for e in entries] == plan(sha) + [None]
+        assert entries[-1]["status"] == 200
+    # Retry-After: 1 was honoured.
+    for entries in by_sha.values():
+        for first, second in zip(entries, entries[1:]):
+            if first["fault"] == "429":
+                assert second["t"] - first["t"] >= 0.95
+    prom = (out / "metrics.prom").read_text()
+    assert metric_sum(prom, "sluice_http_retries_total", endpoint=proxy.url) == len(injected)
+    for code in ("429", "500", "503"):
+        assert metric_sum(prom, "sluice_http_requests_total", endpoint=proxy.url, code=code) == \
+            sum(e["fault"] == code for e in injected)
+    assert metric_sum(prom, "sluice_http_requests_total", endpoint=proxy.url, code="0") == \
+        sum(e["fault"] in ("drop", "hang") for e in injected)
+    assert metric_sum(prom, "sluice_http_requests_total", endpoint=proxy.url, code="200") == \
+        len(rows)
+
+
+def test_wrong_api_key_fails_at_start_with_the_servers_message(sluice, llama_prefix, tmp_path):
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 1, "--api-key",
+                     "s3cret-key") as server:
+        env_bad = {"SLUICE_TEST_KEY": "wrong-key-value"}
+        r = subprocess.run([str(sluice.binary), "caption", str(SAMPLES), "-o",
+                            str(tmp_path / "bad"), "--engine", "openai", "--endpoint", server.url,
+                            "--api-key-env", "SLUICE_TEST_KEY", "--metrics-addr", "off"],
+                           capture_output=True, text=True, timeout=120,
+                           env={**__import__("os").environ, **env_bad})
+        assert r.returncode == 2, r.stderr
+        assert "Invalid API Key" in r.stderr and "HTTP 401" in r.stderr
+        assert "wrong-key-value" not in r.stderr + r.stdout, "the key is never printed"
+        r = subprocess.run([str(sluice.binary), "caption", str(SAMPLES), "-o",
+                            str(tmp_path / "good"), "--engine", "openai", "--endpoint",
+                            server.url, "--api-key-env", "SLUICE_TEST_KEY", "-n", "4",
+                            "--metrics-addr", "off"],
+                           capture_output=True, text=True, timeout=300,
+                           env={**__import__("os").environ, "SLUICE_TEST_KEY": "s3cret-key"})
+        assert r.returncode == 0, r.stderr
+        assert "s3cret-key" not in r.stderr + r.stdout
+        assert {row["id"] for row in ok_rows(tmp_path / "good")} == EXPECTED_IDS
+
+
+def test_a_400_fails_each_row_at_once_with_the_servers_message(sluice, llama_prefix, tmp_path):
+    fmt = tmp_path / "format.json"
+    fmt.write_text(json.dumps({"type": "nonsense"}))
+    out = tmp_path / "out"
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 2) as server:
+        t0 = time.monotonic()
+        r = caption(sluice, SAMPLES, out, "--endpoint", server.url, "--response-format", fmt,
+                    "--metrics-addr", "off")
+        took = time.monotonic() - t0
+    assert r.returncode == 3, r.stderr  # the run finished; every row failed
+    rows = ok_rows(out)
+    assert {row["id"] for row in rows} == EXPECTED_IDS
+    for row in rows:
+        assert row["caption"] is None and row["error_stage"] == "engine"
+        assert "HTTP 400" in row["error"] and "response_format type must be one of" in row["error"]
+        assert row["path"] in row["error"]
+    prom = (out / "metrics.prom").read_text()
+    assert metric_sum(prom, "sluice_http_retries_total") == 0
+    assert metric_sum(prom, "sluice_http_requests_total", code="400") == len(rows)
+    assert took < 60
+
+
+def test_response_format_is_passed_through(sluice, llama_prefix, tmp_path):
+    fmt = tmp_path / "format.json"
+    fmt.write_text(json.dumps({"type": "json_object"}))
+    out = tmp_path / "out"
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 2) as server, \
+            Proxy(server.url) as proxy:
+        r = caption(sluice, SAMPLES, out, "--endpoint", proxy.url, "--response-format", fmt,
+                    "-n", "4", "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        assert all(json.loads(e["body"])["response_format"] == {"type": "json_object"}
+                   for e in proxy.log)
+
+
+def test_unreachable_endpoint_is_a_configuration_error(sluice, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    r = caption(sluice, SAMPLES, tmp_path / "out", "--endpoint", dead, "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert "no endpoint answers" in r.stderr and dead in r.stderr
+    assert "Connection refused" in r.stderr or "Couldn't connect" in r.stderr
+    assert time.monotonic() - t0 < 30
+    r = caption(sluice, SAMPLES, tmp_path / "out2", "--metrics-addr", "off")
+    assert r.returncode == 2 and "--endpoint" in r.stderr
+
+
+def test_every_endpoint_down_past_the_deadline_stops_the_job(sluice, llama_prefix, tmp_path):
+    inp = many_inputs(tmp_path, 6)
+    out = tmp_path / "out"
+    port = free_port()
+    with LlamaServer(llama_prefix, tmp_path / "a.log", 1) as a:
+        proc = subprocess.Popen(
+            [str(sluice.binary), "caption", str(inp), "-o", str(out), "--engine", "openai",
+             "--endpoint", a.url, "--max-in-flight", "1", "--max-tokens", "24",
+             "--give-up-after", "2", "--endpoint-cooldown", "0.5", "--max-attempts", "1000",
+             "--metrics-addr", f"127.0.0.1:{port}", "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if metric_sum(scrape(port), "sluice_rows_done_total") >= 5:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        a.kill()
+        t_kill = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "every endpoint has been failing" in err
+    assert time.monotonic() - t_kill < 60
+    rows = read_rows(out)
+    done = [row for row in rows if row["error"] is None]
+    assert len(done) >= 5, "rows finished before the servers went are kept"
+
+
+def test_adaptive_raises_the_limit_while_throughput_rises(sluice, llama_prefix, tmp_path):
+    inp = many_inputs(tmp_path, 12)  # several 2 s measuring windows
+    out = tmp_path / "out"
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 4) as server:
+        r = caption(sluice, inp, out, "--endpoint", server.url, "--adaptive",
+                    "--max-in-flight", "1", "--max-tokens", "16", "--metrics-addr", "off",
+                    timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert len(ok_rows(out)) == sum(1 for p in inp.rglob("*") if p.is_file())
+    prom = (out / "metrics.prom").read_text()
+    # From one request at a time, a server with 4 slots is worth more.
+    assert metric_sum(prom, "sluice_http_in_flight_limit", endpoint=server.url) > 1
+    assert metric_sum(prom, "sluice_http_in_flight", endpoint=server.url) == 0
