@@ -206,7 +206,7 @@ def test_a_400_fails_each_row_at_once_with_the_servers_message(sluice, llama_pre
     for row in rows:
         assert row["caption"] is None and row["error_stage"] == "engine"
         assert "HTTP 400" in row["error"] and "response_format type must be one of" in row["error"]
-        assert row["path"] in row["error"]
+        assert row["id"] in row["error"]  # the row id names the input
     prom = (out / "metrics.prom").read_text()
     assert metric_sum(prom, "sluice_http_retries_total") == 0
     assert metric_sum(prom, "sluice_http_requests_total", code="400") == len(rows)
