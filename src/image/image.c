@@ -20,7 +20,6 @@
  * Formats are recognised by content, never by file name. Only the loaders
  * for the formats above are allowed, process-wide, at first use; libvips'
  * untrusted loaders (ImageMagick, PDF, SVG, ...) are among those blocked. */
-#include <errno.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <pthread.h>
@@ -34,6 +33,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "core/log.h"
 #include "sluice/image.h"
 
@@ -417,33 +417,9 @@ sl_status sl_image_decode(const void *data, size_t len, const char *name,
 sl_status sl_image_load_file(const char *path, const sl_image_params *params, sl_image **out)
 {
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "%s: cannot open: %s",
-                       path, strerror(errno));
-    uint8_t *buf = NULL;
-    size_t len = 0, cap = 0;
-    sl_status st = SL_OK;
-    for (;;) {
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 1 << 16;
-            uint8_t *grown = sl_realloc(buf, ncap);
-            if (!grown) {
-                st = sl_fail(SL_ERR_NOMEM, "%s: out of memory reading the file", path);
-                break;
-            }
-            buf = grown;
-            cap = ncap;
-        }
-        size_t got = fread(buf + len, 1, cap - len, fp);
-        len += got;
-        if (got == 0) {
-            if (ferror(fp))
-                st = sl_fail(SL_ERR_IO, "%s: read error: %s", path, strerror(errno));
-            break;
-        }
-    }
-    fclose(fp);
+    uint8_t *buf;
+    size_t len;
+    sl_status st = sl_read_file(path, &buf, &len);
     if (st == SL_OK)
         st = sl_image_decode(buf, len, path, params, out);
     sl_free(buf);

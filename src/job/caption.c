@@ -18,6 +18,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/utf8.h"
@@ -198,45 +199,6 @@ static bool is_url(const char *path)
     return strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0;
 }
 
-/* Reads a whole file (for --include-image-bytes, which keeps the bytes). */
-static sl_status read_file(const char *path, uint8_t **data, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "cannot open '%s': %s",
-                       path, strerror(errno));
-    uint8_t *buf = NULL;
-    size_t n = 0, cap = 0;
-    sl_status st = SL_OK;
-    for (;;) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 1 << 16;
-            uint8_t *grown = sl_realloc(buf, ncap);
-            if (!grown) {
-                st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
-                break;
-            }
-            buf = grown;
-            cap = ncap;
-        }
-        size_t got = fread(buf + n, 1, cap - n, fp);
-        n += got;
-        if (got == 0) {
-            if (ferror(fp))
-                st = sl_fail(SL_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
-            break;
-        }
-    }
-    fclose(fp);
-    if (st != SL_OK) {
-        sl_free(buf);
-        return st;
-    }
-    *data = buf;
-    *len = n;
-    return SL_OK;
-}
-
 /* Gets the row's encoded bytes when they are not in memory yet and must be:
  * a URL, or a file whose bytes go to the output. */
 static sl_status fetch_bytes(job *j, sl_row *row, caption_row *r)
@@ -247,7 +209,7 @@ static sl_status fetch_bytes(job *j, sl_row *row, caption_row *r)
     if (is_url(r->path))
         st = sl_fetch(r->path, &j->fetch, &r->data, &r->len);
     else if (j->p->include_image_bytes)
-        st = read_file(r->path, &r->data, &r->len);
+        st = sl_read_file(r->path, &r->data, &r->len);
     else
         return SL_OK;
     if (st == SL_OK)

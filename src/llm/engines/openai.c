@@ -8,8 +8,8 @@
  * outstanding (llm/http_policy.c decides), keeps connections alive in the
  * multi handle's cache, parses answers, schedules retries, takes failing
  * endpoints out of rotation and, when all of them have failed too long,
- * gives up. Completions go to a list poll() drains. libcurl is seen only
- * here and in http_policy.c. */
+ * gives up. Completions go to a list poll() drains. libcurl's multi
+ * interface is used only here (http_policy.c holds the pure decisions). */
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
