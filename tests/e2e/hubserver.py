@@ -12,10 +12,11 @@ GET of `file` then closes; `lie_size[file] = n` makes the hub list size n.
 Every request is logged as (method, path, Range header)."""
 import http.server
 import json
-import threading
+
+from localserver import LocalServer
 
 
-class Hub:
+class Hub(LocalServer):
     def __init__(self, repos: dict, commit: str = "0123456789abcdef0123456789abcdef01234567"):
         self.repos = repos  # {"org/repo": {"file": bytes}}
         self.commit = commit
@@ -112,15 +113,5 @@ class Hub:
                     return
                 self.wfile.write(data[start:])
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
+        self.endpoint = self.url

@@ -16,6 +16,8 @@ import time
 import urllib.error
 import urllib.request
 
+from localserver import LocalServer
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY = REPO / "models" / "tiny"
 
@@ -80,7 +82,7 @@ def chat(url: str, body: bytes, headers=None, timeout=120):
         return e.code, json.loads(e.read() or b"{}")
 
 
-class Proxy:
+class Proxy(LocalServer):
     """Forwards to `upstream`; records (time, body, status, answer) per
     attempt. plan(body_sha) -> a list of faults for that body's first
     attempts, each one of "429", "500", "503", "hang" (no answer until the
@@ -158,18 +160,7 @@ class Proxy:
                 entry["answer"] = json.loads(data) if data else None
                 self._reply(status, data)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def scrape(port: int) -> str:

@@ -13,11 +13,11 @@ import json
 import os
 import pathlib
 import tarfile
-import threading
 
 import pytest
 
 from conftest import SAMPLES, sample_images
+from localserver import LocalServer
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -298,10 +298,8 @@ def http_root(tmp_path):
     root.mkdir()
     FlakyHandler.hits = {}
     handler = functools.partial(FlakyHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with LocalServer(handler) as server:
+        yield root, server.url
 
 
 def test_urls_fetched_over_http_with_named_failures(sluice, http_root, tmp_path):
