@@ -48,8 +48,8 @@ bench: build
 # splitting capped at one 512 px tile (see docs/engine.md). Takes ~15 minutes
 # on 2 cores.
 bench-engine: build
-	test -f models/smolvlm-256m-e512/model.gguf || .venv/bin/python tools/gen_model.py \
-	    --shape smolvlm-256m --longest-edge 512 --out models/smolvlm-256m-e512
+	test -f models/smolvlm-256m-e512-bf16/model.gguf || .venv/bin/python tools/gen_model.py \
+	    --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 --out models/smolvlm-256m-e512-bf16
 	$(BUILD)/bench/engine
 
 # Decode + resize to 512 px on one core, sluice vs Pillow (docs/images.md).

@@ -4,10 +4,11 @@
  *
  *   build/bench/engine [--model-dir DIR] [--images DIR] [--quick]
  *
- * DIR holds model.gguf and mmproj.gguf (default models/smolvlm-256m-e512:
- * the SmolVLM-256M shape with image splitting capped at one 512 px tile;
- * see docs/engine.md for why, and pass models/smolvlm-256m for the real
- * 2048 px slicing).
+ * DIR holds model.gguf and mmproj.gguf (default models/smolvlm-256m-e512-bf16:
+ * the SmolVLM-256M shape, text weights in bf16 as SmolVLM ships them, image
+ * splitting capped at one 512 px tile; see docs/engine.md for why, pass
+ * models/smolvlm-256m-e512 for f16 weights and models/smolvlm-256m for the
+ * real 2048 px slicing).
  *
  * 1. breakdown: a few images one at a time: vision encode ms, LLM prefill
  *    ms, decode ms per token.
@@ -132,7 +133,7 @@ static int load_images(const char *dir, sl_image **imgs, int max)
 
 int main(int argc, char **argv)
 {
-    const char *model_dir = "models/smolvlm-256m-e512", *image_dir = "samples";
+    const char *model_dir = "models/smolvlm-256m-e512-bf16", *image_dir = "samples";
     bool quick = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model-dir") && i + 1 < argc)

@@ -106,7 +106,7 @@ class Shape:
     rms_eps: float
     vocab_base: int        # ids [0, vocab_base) are BPE/filler, then 128 added tokens
     tied: bool
-    text_f16: bool
+    text_dtype: str      # f32, f16, bf16 or q8_0 for the text model's matrices
     # vision tower
     image_size: int
     patch_size: int
@@ -130,7 +130,7 @@ SHAPES = {
     "tiny": Shape(
         name="tiny",
         n_layer=4, n_embd=128, n_head=4, n_head_kv=2, n_ff=256, n_ctx=2048,
-        rope_theta=100000.0, rms_eps=1e-5, vocab_base=1024, tied=False, text_f16=False,
+        rope_theta=100000.0, rms_eps=1e-5, vocab_base=1024, tied=False, text_dtype="f32",
         image_size=128, patch_size=16, v_embd=64, v_layer=2, v_head=4, v_ff=256,
         v_eps=1e-6, scale_factor=2, longest_edge=128, vision_f16=False,
         eos_bias=2.5,
@@ -138,7 +138,7 @@ SHAPES = {
     "smolvlm-256m": Shape(
         name="smolvlm-256m",
         n_layer=30, n_embd=576, n_head=9, n_head_kv=3, n_ff=1536, n_ctx=8192,
-        rope_theta=100000.0, rms_eps=1e-5, vocab_base=49152, tied=True, text_f16=True,
+        rope_theta=100000.0, rms_eps=1e-5, vocab_base=49152, tied=True, text_dtype="f16",
         image_size=512, patch_size=16, v_embd=768, v_layer=12, v_head=12, v_ff=3072,
         v_eps=1e-6, scale_factor=4, longest_edge=2048, vision_f16=True,
         eos_bias=-40.0, resid_scale=0.1,
@@ -359,12 +359,21 @@ class Weights:
         return (self.rng(name).standard_normal(shape, dtype=np.float32) * np.float32(std))
 
 
-def store(w: gguf.GGUFWriter, name: str, a: np.ndarray, f16: bool) -> None:
-    a = np.ascontiguousarray(a)
-    if f16 and a.ndim >= 2:
+QTYPES = {"bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0}
+FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+              "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+
+
+def store(w: gguf.GGUFWriter, name: str, a: np.ndarray, dtype) -> None:
+    """Matrices in `dtype` (True: f16, False: f32); vectors stay f32."""
+    dtype = {True: "f16", False: "f32"}.get(dtype, dtype)
+    a = np.ascontiguousarray(a.astype(np.float32))
+    if a.ndim < 2 or dtype == "f32":
+        w.add_tensor(name, a)
+    elif dtype == "f16":
         w.add_tensor(name, a.astype(np.float16))
     else:
-        w.add_tensor(name, a.astype(np.float32))
+        w.add_tensor(name, gguf.quants.quantize(a, QTYPES[dtype]), raw_dtype=QTYPES[dtype])
 
 
 def describe(shape: Shape, seed: int, what: str) -> str:
@@ -382,7 +391,7 @@ def write_text_model(path: Path, shape: Shape, vocab: Vocab, W: Weights) -> None
     w.add_description(describe(s, W.seed, "Language model"))
     w.add_string("general.comment", "Random weights, seed-deterministic; see tools/gen_model.py for the bias-channel trick.")
     w.add_license("mit")
-    w.add_file_type(int(gguf.LlamaFileType.MOSTLY_F16 if s.text_f16 else gguf.LlamaFileType.ALL_F32))
+    w.add_file_type(int(FILE_TYPES[s.text_dtype]))
 
     w.add_vocab_size(s.n_vocab)
     w.add_context_length(s.n_ctx)
@@ -423,7 +432,7 @@ def write_text_model(path: Path, shape: Shape, vocab: Vocab, W: Weights) -> None
     else:
         emb = W.normal("token_embd.weight", (V, d), 1.0)
         emb[:, 0] = 1.0
-    store(w, "token_embd.weight", emb, s.text_f16)
+    store(w, "token_embd.weight", emb, s.text_dtype)
 
     onorm = np.ones(d, np.float32)
     if s.tied:
@@ -437,25 +446,25 @@ def write_text_model(path: Path, shape: Shape, vocab: Vocab, W: Weights) -> None
     if not s.tied:
         out = W.normal("output.weight", (V, d), g_logit / math.sqrt(d))
         out[:, 0] = col0
-        store(w, "output.weight", out, s.text_f16)
+        store(w, "output.weight", out, s.text_dtype)
 
     lnorm = np.ones(d, np.float32)
     lnorm[0] = 0.0                      # blocks never read the bias channel
     for i in range(s.n_layer):
         p = f"blk.{i}."
         store(w, p + "attn_norm.weight", lnorm, False)
-        store(w, p + "attn_q.weight", W.normal(p + "attn_q.weight", (s.n_head * hd, d), d ** -0.5), s.text_f16)
-        store(w, p + "attn_k.weight", W.normal(p + "attn_k.weight", (s.n_head_kv * hd, d), d ** -0.5), s.text_f16)
-        store(w, p + "attn_v.weight", W.normal(p + "attn_v.weight", (s.n_head_kv * hd, d), d ** -0.5), s.text_f16)
+        store(w, p + "attn_q.weight", W.normal(p + "attn_q.weight", (s.n_head * hd, d), d ** -0.5), s.text_dtype)
+        store(w, p + "attn_k.weight", W.normal(p + "attn_k.weight", (s.n_head_kv * hd, d), d ** -0.5), s.text_dtype)
+        store(w, p + "attn_v.weight", W.normal(p + "attn_v.weight", (s.n_head_kv * hd, d), d ** -0.5), s.text_dtype)
         wo = W.normal(p + "attn_output.weight", (d, s.n_head * hd), s.resid_scale * (s.n_head * hd) ** -0.5)
         wo[0, :] = 0.0                  # ... and never write it
-        store(w, p + "attn_output.weight", wo, s.text_f16)
+        store(w, p + "attn_output.weight", wo, s.text_dtype)
         store(w, p + "ffn_norm.weight", lnorm, False)
-        store(w, p + "ffn_gate.weight", W.normal(p + "ffn_gate.weight", (s.n_ff, d), d ** -0.5), s.text_f16)
-        store(w, p + "ffn_up.weight", W.normal(p + "ffn_up.weight", (s.n_ff, d), d ** -0.5), s.text_f16)
+        store(w, p + "ffn_gate.weight", W.normal(p + "ffn_gate.weight", (s.n_ff, d), d ** -0.5), s.text_dtype)
+        store(w, p + "ffn_up.weight", W.normal(p + "ffn_up.weight", (s.n_ff, d), d ** -0.5), s.text_dtype)
         wd = W.normal(p + "ffn_down.weight", (d, s.n_ff), s.resid_scale * s.n_ff ** -0.5)
         wd[0, :] = 0.0
-        store(w, p + "ffn_down.weight", wd, s.text_f16)
+        store(w, p + "ffn_down.weight", wd, s.text_dtype)
 
     finish(w)
 
@@ -529,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eos-bias", type=float, default=None,
                     help="logit bias of <end_of_utterance> (default: per shape)")
+    ap.add_argument("--text-dtype", choices=["f32", "f16", "bf16", "q8_0"], default=None,
+                    help="the text model's matrices (default: per shape; bf16 is SmolVLM's own "
+                         "dtype and uses AVX512-BF16 where the CPU has it)")
     ap.add_argument("--longest-edge", type=int, default=None,
                     help="override clip.vision.preproc_image_size (idefics3 slicing; default: per shape)")
     args = ap.parse_args(argv)
@@ -536,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     shape = SHAPES[args.shape]
     if args.longest_edge is not None:
         shape = Shape(**{**shape.__dict__, "longest_edge": args.longest_edge})
+    if args.text_dtype is not None:
+        shape = Shape(**{**shape.__dict__, "text_dtype": args.text_dtype})
     eos_bias = shape.eos_bias if args.eos_bias is None else args.eos_bias
 
     args.out.mkdir(parents=True, exist_ok=True)
