@@ -6,6 +6,7 @@
  * or configuration; 1 the run could not finish; 130 stopped by a signal
  * (the rows finished before it are in the output). */
 #include <errno.h>
+#include <execinfo.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <getopt.h>
@@ -27,6 +28,41 @@ static void on_signal(int sig)
 {
     (void)sig;
     atomic_fetch_add(&stop_requests, 1);
+}
+
+/* A crash (a bug in sluice or a library it calls) says so on stderr with a
+ * backtrace before dying of the same signal, so that a log from a long run
+ * or a CI job shows where. Not under ASan/TSan: their own reports are
+ * better. */
+static void on_crash(int sig)
+{
+    const char *name = sig == SIGSEGV ? "SIGSEGV" : sig == SIGBUS ? "SIGBUS" :
+                       sig == SIGFPE ? "SIGFPE" : sig == SIGILL ? "SIGILL" : "SIGABRT";
+    static const char head[] = "sluice: crashed (", tail[] = "); backtrace:\n";
+    void *frames[64];
+    int n = backtrace(frames, 64);
+    (void)!write(STDERR_FILENO, head, sizeof head - 1);
+    (void)!write(STDERR_FILENO, name, strlen(name));
+    (void)!write(STDERR_FILENO, tail, sizeof tail - 1);
+    backtrace_symbols_fd(frames, n, STDERR_FILENO);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void report_crashes(void)
+{
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    static char alt_stack[64 * 1024]; /* a stack overflow still reports */
+    stack_t ss = {.ss_sp = alt_stack, .ss_size = sizeof alt_stack};
+    sigaltstack(&ss, NULL);
+    void *warm[1];
+    backtrace(warm, 1); /* loads libgcc now, not inside the handler */
+    struct sigaction sa = {.sa_handler = on_crash, .sa_flags = SA_ONSTACK | SA_RESETHAND};
+    sigemptyset(&sa.sa_mask);
+    const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+    for (size_t i = 0; i < sizeof fatal / sizeof *fatal; i++)
+        sigaction(fatal[i], &sa, NULL);
+#endif
 }
 
 /* Several strings: ISO C caps a string literal at 4095 bytes. */
@@ -809,6 +845,7 @@ static int caption_with(sl_caption_params *pp, printer *prp, int verbose, int ar
 
 int main(int argc, char **argv)
 {
+    report_crashes();
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : 0;

@@ -1,9 +1,13 @@
 """sluice caption end to end: every input once, errors as rows, determinism,
 and clear failures for a wrong command line."""
 import pathlib
+import signal
+import subprocess
 import time
 
-from conftest import SAMPLES, TINY, read_rows, sample_images
+import pytest
+
+from conftest import SAMPLES, TINY, read_rows, sample_images, sanitized
 
 BROKEN = {"broken/zero-bytes.jpg", "broken/truncated.jpg", "broken/text.png"}
 
@@ -159,11 +163,9 @@ def test_too_many_failures_stop_the_job_and_keep_what_finished(sluice, tmp_path)
     assert len({row["id"] for row in rows}) == len(rows)
 
 
-def interrupted_run(sluice, tmp_path, signals, timeout):
-    """Captions 40 copies of the samples, sends SIGINT `signals` times after 2 s;
-    returns the exit status, stderr and the rows written."""
-    import signal
-    import subprocess
+def interrupted_run(sluice, tmp_path, signals, timeout, sig=signal.SIGINT):
+    """Captions 40 copies of the samples, sends `sig` `signals` times after 2 s;
+    returns the exit status, stderr and the rows written (None: no file)."""
     src = big_input(tmp_path, 40)
     cmd = [str(sluice.binary), "caption", str(src), "-o", str(tmp_path / "out"),
            "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
@@ -173,9 +175,10 @@ def interrupted_run(sluice, tmp_path, signals, timeout):
     for i in range(signals):
         if i:
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
     _, err = proc.communicate(timeout=timeout)
-    return proc.returncode, err, read_rows(tmp_path / "out")
+    committed = (tmp_path / "out" / "part-00000.jsonl").exists()
+    return proc.returncode, err, read_rows(tmp_path / "out") if committed else None
 
 
 def test_sigint_finishes_rows_in_flight_and_keeps_them(sluice, tmp_path):
@@ -193,6 +196,15 @@ def test_second_sigint_stops_at_once(sluice, tmp_path):
     assert rc == 130, err
     assert "at once" in err
     assert len({row["id"] for row in rows}) == len(rows)
+
+
+@pytest.mark.skipif(sanitized(), reason="the sanitizers report crashes their own way")
+def test_a_crash_says_so_with_a_backtrace(sluice, tmp_path):
+    rc, err, _ = interrupted_run(sluice, tmp_path, 1, timeout=60, sig=signal.SIGSEGV)
+    assert rc == -signal.SIGSEGV, err
+    assert "sluice: crashed (SIGSEGV); backtrace:" in err
+    frames = err.split("backtrace:\n", 1)[1].splitlines()
+    assert len(frames) >= 3 and any("sluice(" in f for f in frames), err
 
 
 def test_memory_budget_and_pipeline_flags_are_checked(sluice, tmp_path):
@@ -221,7 +233,6 @@ def test_parallel_sequences_and_replicas_write_every_row_once(sluice, tmp_path):
 def test_greedy_output_matches_llama_mtmd_cli(sluice, llama_prefix, tmp_path):
     # Lossless inputs kept at their size, so both programs see the same pixels
     # (llama-mtmd-cli decodes with stb_image, sluice with libvips).
-    import subprocess
     names = ["variants/astronaut.png", "variants/camera_gray.png"]
     src = tmp_path / "in"
     src.mkdir()

@@ -1,5 +1,6 @@
 /* Unit tests: image/image.c — decode, orient, flatten, convert, shrink, and
  * the errors for bad input. Test images are made here with libvips. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include <vips/vips.h>
+#include <vips/vector.h>
 
 #include "sluice/image.h"
 
@@ -514,6 +516,64 @@ static void encodes_jpeg_shrunk_and_decodable(void **state)
     sl_image_free(im);
 }
 
+/* Decode workers run in parallel: every decode from several threads at once
+ * gives the pixels a lone decode gives. Each input takes a path that resizes
+ * in libvips (JPEG: libjpeg then a resize and rotation; PNG: thumbnail). */
+enum { PAR_INPUTS = 3, PAR_THREADS = 4, PAR_ROUNDS = 15 };
+
+typedef struct par_case {
+    blob in[PAR_INPUTS];
+    sl_image *want[PAR_INPUTS];
+    int mismatches;
+} par_case;
+
+static size_t pixel_bytes(const sl_image *im)
+{
+    return (size_t)sl_image_width(im) * (size_t)sl_image_height(im) * 3;
+}
+
+static void *decode_rounds(void *arg)
+{
+    par_case *c = arg;
+    for (int r = 0; r < PAR_ROUNDS; r++)
+        for (int i = 0; i < PAR_INPUTS; i++) {
+            sl_image *im;
+            const sl_image *want = c->want[i];
+            if (sl_image_decode(c->in[i].data, c->in[i].len, "par", NULL, &im) != SL_OK) {
+                __atomic_add_fetch(&c->mismatches, 1, __ATOMIC_RELAXED);
+                continue;
+            }
+            if (sl_image_width(im) != sl_image_width(want) ||
+                sl_image_height(im) != sl_image_height(want) ||
+                memcmp(sl_image_pixels(im), sl_image_pixels(want), pixel_bytes(im)) != 0)
+                __atomic_add_fetch(&c->mismatches, 1, __ATOMIC_RELAXED);
+            sl_image_free(im);
+        }
+    return NULL;
+}
+
+static void parallel_decodes_match_a_lone_decode(void **state)
+{
+    par_case c = {.in = {make_image(1500, 1000, 3, ".jpg[Q=90]", 0),
+                         make_image(1500, 1000, 3, ".jpg[Q=90]", 6),
+                         make_image(1200, 900, 4, ".png", 0)}};
+    for (int i = 0; i < PAR_INPUTS; i++)
+        assert_int_equal(sl_image_decode(c.in[i].data, c.in[i].len, "par", NULL, &c.want[i]), SL_OK);
+    pthread_t threads[PAR_THREADS];
+    for (int t = 0; t < PAR_THREADS; t++)
+        assert_int_equal(pthread_create(&threads[t], NULL, decode_rounds, &c), 0);
+    for (int t = 0; t < PAR_THREADS; t++)
+        pthread_join(threads[t], NULL);
+    assert_int_equal(c.mismatches, 0);
+    /* libvips' ORC path stays off: Debian 12's liborc frees compiled code
+     * without its lock, and resizes in parallel threads crashed in it. */
+    assert_false(vips_vector_isenabled());
+    for (int i = 0; i < PAR_INPUTS; i++) {
+        sl_image_free(c.want[i]);
+        g_free(c.in[i].data);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (VIPS_INIT(argv[0]))
@@ -538,6 +598,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(truncated_png_fails),
         cmocka_unit_test(from_rgb_copies),
         cmocka_unit_test(encodes_jpeg_shrunk_and_decodable),
+        cmocka_unit_test(parallel_decodes_match_a_lone_decode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
