@@ -34,6 +34,7 @@ static void on_signal(int sig)
  * backtrace before dying of the same signal, so that a log from a long run
  * or a CI job shows where. Not under ASan/TSan: their own reports are
  * better. */
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 static void on_crash(int sig)
 {
     const char *name = sig == SIGSEGV ? "SIGSEGV" : sig == SIGBUS ? "SIGBUS" :
@@ -51,7 +52,6 @@ static void on_crash(int sig)
 
 static void report_crashes(void)
 {
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
     static char alt_stack[64 * 1024]; /* a stack overflow still reports */
     stack_t ss = {.ss_sp = alt_stack, .ss_size = sizeof alt_stack};
     sigaltstack(&ss, NULL);
@@ -62,8 +62,10 @@ static void report_crashes(void)
     const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
     for (size_t i = 0; i < sizeof fatal / sizeof *fatal; i++)
         sigaction(fatal[i], &sa, NULL);
-#endif
 }
+#else
+static void report_crashes(void) {}
+#endif
 
 /* Several strings: ISO C caps a string literal at 4095 bytes. */
 static const char usage_head[] =
