@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/error.h"
 #include "io/fetch.h"
 
@@ -19,8 +20,8 @@ static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 typedef struct body {
-    uint8_t *data;
-    size_t len, cap, max;
+    sl_buf buf;
+    size_t max;
     bool too_big, nomem;
 } body;
 
@@ -28,25 +29,11 @@ static size_t on_data(char *ptr, size_t size, size_t n, void *user)
 {
     body *b = user;
     size_t add = size * n;
-    if (b->len + add > b->max) {
+    if (add > b->max - b->buf.len)
         b->too_big = true;
-        return 0; /* aborts the transfer */
-    }
-    if (b->len + add > b->cap) {
-        size_t ncap = b->cap ? b->cap * 2 : 64 * 1024;
-        while (ncap < b->len + add)
-            ncap *= 2;
-        uint8_t *grown = sl_realloc(b->data, ncap);
-        if (!grown) {
-            b->nomem = true;
-            return 0;
-        }
-        b->data = grown;
-        b->cap = ncap;
-    }
-    memcpy(b->data + b->len, ptr, add);
-    b->len += add;
-    return add;
+    else if (!sl_buf_append(&b->buf, ptr, add))
+        b->nomem = true;
+    return b->too_big || b->nomem ? 0 : add; /* 0 aborts the transfer */
 }
 
 sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, size_t *len)
@@ -98,12 +85,12 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
             snprintf(why, sizeof why, "HTTP %ld", code);
             retry = code >= 500 || code == 429;
         } else {
-            *data = b.data;
-            *len = b.len;
+            *data = b.buf.data;
+            *len = b.buf.len;
             curl_easy_cleanup(h);
             return SL_OK;
         }
-        sl_free(b.data);
+        sl_buf_free(&b.buf);
         if (!retry)
             break;
     }

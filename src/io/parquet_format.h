@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
+
 /* parquet.thrift enums, by their wire values. */
 enum { SL_PQT_BOOLEAN = 0, SL_PQT_INT32 = 1, SL_PQT_INT64 = 2, SL_PQT_INT96 = 3,
        SL_PQT_FLOAT = 4, SL_PQT_DOUBLE = 5, SL_PQT_BYTE_ARRAY = 6, SL_PQT_FIXED = 7 };
@@ -38,14 +40,6 @@ const char *sl_pq_codec_name(int codec);           /* "zstd", ...; "codec N" unk
 bool sl_pq_codec_parse(const char *name, sl_pq_codec *out);
 const char *sl_pq_encoding_name(int encoding);
 
-typedef struct sl_buf {
-    uint8_t *data;
-    size_t len, cap;
-} sl_buf;
-
-bool sl_buf_reserve(sl_buf *b, size_t extra); /* false when out of memory */
-bool sl_buf_append(sl_buf *b, const void *data, size_t len);
-void sl_buf_free(sl_buf *b);
 
 /* Bits needed for values 0..max. */
 int sl_pq_bit_width(uint32_t max);

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "io/shard.h"
@@ -164,8 +165,8 @@ typedef struct response {
     long code;
     curl_off_t linked_size;  /* X-Linked-Size: the LFS file behind a redirect */
     char commit[128];        /* X-Repo-Commit */
-    char *body;              /* GET into memory */
-    size_t len, cap, max;
+    sl_buf body;             /* GET into memory, up to max bytes */
+    size_t max;
     FILE *fp;                /* GET into a file */
     curl_off_t resume_from;
     bool restarted;          /* the server ignored Range: start over */
@@ -210,20 +211,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *user)
         }
         return fwrite(data, 1, len, r->fp);
     }
-    if (r->len + len > r->max)
-        return 0;
-    if (r->len + len + 1 > r->cap) {
-        size_t cap = (r->len + len + 1) * 2;
-        char *grown = sl_realloc(r->body, cap);
-        if (!grown)
-            return 0;
-        r->body = grown;
-        r->cap = cap;
-    }
-    memcpy(r->body + r->len, data, len);
-    r->len += len;
-    r->body[r->len] = '\0';
-    return len;
+    return len <= r->max - r->body.len && sl_buf_append(&r->body, data, len) ? len : 0;
 }
 
 /* One request. `head`: no body; `fp`: the body goes there (resuming at
@@ -352,12 +340,12 @@ static sl_status list_remote(const hub_ctx *c, const hub_ref *ref, file_list *ou
     CURLcode rc = http(c, url, false, &r, err, sizeof err);
     if (rc != CURLE_OK) {
         sl_status st = http_failure(c, url, &r, err);
-        sl_free(r.body);
+        sl_buf_free(&r.body);
         return st;
     }
     json_error_t jerr;
-    json_t *root = json_loadb(r.body ? r.body : "", r.len, 0, &jerr);
-    sl_free(r.body);
+    json_t *root = json_loadb(r.body.data ? (const char *)r.body.data : "", r.body.len, 0, &jerr);
+    sl_buf_free(&r.body);
     json_t *siblings = json_object_get(root, "siblings");
     if (!json_is_array(siblings)) {
         json_decref(root);

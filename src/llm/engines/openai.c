@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "llm/engine_impl.h"
@@ -66,8 +67,7 @@ typedef struct oa_req {
     double submitted, sent_at, next_at, first_sent;
     double retry_after;         /* from the last answer; -1: none */
     CURL *easy;
-    char *resp;
-    size_t resp_len, resp_cap;
+    sl_buf resp; /* the answer so far, up to MAX_BODY_BYTES */
     char errbuf[CURL_ERROR_SIZE];
 } oa_req;
 
@@ -108,7 +108,7 @@ static void req_free(oa_req *r)
         return;
     sl_free(r->id);
     sl_free(r->body);
-    sl_free(r->resp);
+    sl_buf_free(&r->resp);
     sl_free(r);
 }
 
@@ -377,21 +377,9 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
 static size_t on_body(char *data, size_t size, size_t n, void *user)
 {
     oa_req *r = user;
+    /* 0 aborts the transfer: retried as a failed attempt */
     size_t len = size * n;
-    if (r->resp_len + len + 1 > r->resp_cap) {
-        size_t cap = r->resp_cap ? r->resp_cap : 4096;
-        while (cap < r->resp_len + len + 1)
-            cap *= 2;
-        char *grown = cap <= MAX_BODY_BYTES ? sl_realloc(r->resp, cap) : NULL;
-        if (!grown)
-            return 0; /* aborts the transfer: retried as a failed attempt */
-        r->resp = grown;
-        r->resp_cap = cap;
-    }
-    memcpy(r->resp + r->resp_len, data, len);
-    r->resp_len += len;
-    r->resp[r->resp_len] = '\0';
-    return len;
+    return len <= MAX_BODY_BYTES - r->resp.len && sl_buf_append(&r->resp, data, len) ? len : 0;
 }
 
 static size_t on_header(char *data, size_t size, size_t n, void *user)
@@ -450,7 +438,7 @@ static const char *finish_reason_of(const char *s)
 static bool parse_completion(const oa_req *r, sl_result *out, char *why, size_t cap)
 {
     json_error_t jerr;
-    json_t *root = json_loadb(r->resp ? r->resp : "", r->resp_len, 0, &jerr);
+    json_t *root = json_loadb(r->resp.data ? (const char *)r->resp.data : "", r->resp.len, 0, &jerr);
     if (!root) {
         snprintf(why, cap, "the answer is not JSON (%s)", jerr.text);
         return false;
@@ -579,7 +567,7 @@ static bool start_attempt(oa_engine *e, oa_req *r, int epi, double now)
     r->sent_at = now;
     if (r->attempts == 1)
         r->first_sent = now;
-    r->resp_len = 0;
+    r->resp.len = 0;
     r->retry_after = -1.0;
     r->errbuf[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, ep->chat_url);
@@ -694,7 +682,7 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
         return;
     }
     char msg[768];
-    server_message(r->resp, r->resp_len, msg, sizeof msg);
+    server_message((const char *)r->resp.data, r->resp.len, msg, sizeof msg);
     snprintf(why, sizeof why, "HTTP %ld: %s", code, msg);
     if (http_policy_retriable(code))
         retry_or_fail(e, r, ep, code, why, now);
@@ -1026,7 +1014,7 @@ static sl_status check_endpoints(oa_engine *e)
             curl_easy_getinfo(hs[i], CURLINFO_RESPONSE_CODE, &code);
         if (code == 401 || code == 403) {
             char sm[512];
-            server_message(probes[i].resp, probes[i].resp_len, sm, sizeof sm);
+            server_message((const char *)probes[i].resp.data, probes[i].resp.len, sm, sizeof sm);
             st = sl_fail(SL_ERR_INVALID_ARG,
                          "endpoint %s refused the API key (HTTP %ld: %s); set the key's "
                          "environment variable and name it with --api-key-env",
@@ -1034,8 +1022,8 @@ static sl_status check_endpoints(oa_engine *e)
         } else if (code > 0) {
             answered++;
             if (!e->model && code == 200) {
-                json_t *root = json_loadb(probes[i].resp ? probes[i].resp : "", probes[i].resp_len,
-                                          0, NULL);
+                const sl_buf *b = &probes[i].resp;
+                json_t *root = json_loadb(b->data ? (const char *)b->data : "", b->len, 0, NULL);
                 const char *id = json_string_value(
                     json_object_get(json_array_get(json_object_get(root, "data"), 0), "id"));
                 if (id)
@@ -1066,7 +1054,7 @@ static sl_status check_endpoints(oa_engine *e)
             curl_easy_cleanup(hs[i]);
         }
         sl_free(urls[i]);
-        sl_free(probes[i].resp);
+        sl_buf_free(&probes[i].resp);
     }
     sl_free(probes);
     sl_free(hs);

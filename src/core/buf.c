@@ -1,0 +1,38 @@
+#include "core/buf.h"
+
+#include <string.h>
+
+#include "core/alloc.h"
+
+bool sl_buf_reserve(sl_buf *b, size_t extra)
+{
+    if (b->cap - b->len >= extra)
+        return true;
+    if (extra > SIZE_MAX / 2 - b->len)
+        return false;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->len + extra)
+        cap *= 2;
+    uint8_t *data = sl_realloc(b->data, cap);
+    if (!data)
+        return false;
+    b->data = data;
+    b->cap = cap;
+    return true;
+}
+
+bool sl_buf_append(sl_buf *b, const void *data, size_t len)
+{
+    if (!sl_buf_reserve(b, len))
+        return false;
+    if (len)
+        memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return true;
+}
+
+void sl_buf_free(sl_buf *b)
+{
+    sl_free(b->data);
+    memset(b, 0, sizeof *b);
+}

@@ -1,0 +1,23 @@
+/* core/buf.h — a growable byte buffer: Parquet pages and chunks being
+ * built, and HTTP bodies arriving in pieces (libcurl write callbacks). A
+ * zeroed sl_buf is empty and ready; the owner releases it with
+ * sl_buf_free(). Not thread-safe: one owner at a time. */
+#ifndef SL_CORE_BUF_H
+#define SL_CORE_BUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sl_buf {
+    uint8_t *data;
+    size_t len, cap;
+} sl_buf;
+
+/* Room for `extra` more bytes past len; false when out of memory. */
+bool sl_buf_reserve(sl_buf *b, size_t extra);
+/* false when out of memory; the buffer is then unchanged. */
+bool sl_buf_append(sl_buf *b, const void *data, size_t len);
+void sl_buf_free(sl_buf *b);
+
+#endif
