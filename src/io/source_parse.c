@@ -153,6 +153,22 @@ static bool parse_range(const char *body, size_t len, long *lo, long *hi, int *w
     return true;
 }
 
+static int expand(const char *pat, size_t max, strlist *out, char *err, size_t errlen);
+
+/* Expands pat's first `pre` bytes, then mid (mid_len bytes), then post. */
+static int expand_piece(const char *pat, size_t pre, const char *mid, size_t mid_len,
+                        const char *post, size_t max, strlist *out, char *err, size_t errlen)
+{
+    char *s = sl_asprintf("%.*s%.*s%s", (int)pre, pat, (int)mid_len, mid, post);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = expand(s, max, out, err, errlen);
+    sl_free(s);
+    return rc;
+}
+
 static int expand(const char *pat, size_t max, strlist *out, char *err, size_t errlen)
 {
     const char *open = strchr(pat, '{');
@@ -187,13 +203,9 @@ static int expand(const char *pat, size_t max, strlist *out, char *err, size_t e
     if (parse_range(body, blen, &lo, &hi, &width)) {
         long step = lo <= hi ? 1 : -1;
         for (long v = lo;; v += step) {
-            char *s = sl_asprintf("%.*s%0*ld%s", (int)pre, pat, width, v, post);
-            if (!s) {
-                snprintf(err, errlen, "out of memory");
-                return -1;
-            }
-            int rc = expand(s, max, out, err, errlen);
-            sl_free(s);
+            char num[32];
+            int k = snprintf(num, sizeof num, "%0*ld", width, v);
+            int rc = expand_piece(pat, pre, num, (size_t)k, post, max, out, err, errlen);
             if (rc != 0)
                 return rc;
             if (v == hi)
@@ -210,13 +222,7 @@ static int expand(const char *pat, size_t max, strlist *out, char *err, size_t e
         else if (c < close && *c == '}')
             depth--;
         if (c == close || (*c == ',' && depth == 0)) {
-            char *s = sl_asprintf("%.*s%.*s%s", (int)pre, pat, (int)(c - alt), alt, post);
-            if (!s) {
-                snprintf(err, errlen, "out of memory");
-                return -1;
-            }
-            int rc = expand(s, max, out, err, errlen);
-            sl_free(s);
+            int rc = expand_piece(pat, pre, alt, (size_t)(c - alt), post, max, out, err, errlen);
             if (rc != 0)
                 return rc;
             if (c == close)

@@ -5,8 +5,10 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -58,6 +60,60 @@ class Sluice:
     def caption(self, input_dir, out_dir, *extra, timeout=600):
         return self.run("caption", input_dir, "-o", out_dir, "--model", TINY / "model.gguf",
                         "--mmproj", TINY / "mmproj.gguf", *extra, timeout=timeout)
+
+
+def sample_copies(root: pathlib.Path, copies: int, corrupt: bool = False) -> int:
+    """The sample images `copies` times over, as symlinks under root/cNNN/ (a
+    larger input with distinct ids); with `corrupt`, one broken JPEG in
+    root/broken/ ("broken" sorts first, so it fails early). Returns the
+    number of inputs."""
+    images = sample_images()
+    for i in range(copies):
+        for p in images:
+            dst = root / f"c{i:03d}" / p.relative_to(SAMPLES)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(p)
+    if corrupt:
+        (root / "broken").mkdir()
+        (root / "broken" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    return copies * len(images) + (1 if corrupt else 0)
+
+
+class BackgroundRun:
+    """`sluice caption` with the tiny model, in the background, serving its
+    metrics and live page on a free port; stdout and stderr go to files in
+    log_dir. A context manager: a run still going at the end is killed."""
+
+    def __init__(self, sluice: "Sluice", input_dir, out_dir, *extra, log_dir: pathlib.Path):
+        self.err_path = log_dir / "sluice.stderr"
+        self.out_path = log_dir / "sluice.stdout"
+        with open(self.err_path, "w") as err, open(self.out_path, "w") as out:
+            self.proc = subprocess.Popen(
+                [str(sluice.binary), "caption", str(input_dir), "-o", str(out_dir),
+                 "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+                 "--metrics-addr", "127.0.0.1:0", *map(str, extra)],
+                stdout=out, stderr=err)
+
+    def log(self, tail: int = 2000) -> str:
+        return self.err_path.read_text(errors="replace")[-tail:]
+
+    def port(self, timeout: float = 60) -> int:
+        """The metrics port, once the run has printed it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            m = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", self.log(10**6))
+            if m:
+                return int(m.group(1))
+            time.sleep(0.1)
+        raise AssertionError(f"no metrics address printed (exit {self.proc.poll()}): {self.log()}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

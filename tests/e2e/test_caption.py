@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import SAMPLES, TINY, read_rows, sample_images, sanitized
+from conftest import SAMPLES, TINY, read_rows, sample_copies, sample_images, sanitized
 
 BROKEN = {"broken/zero-bytes.jpg", "broken/truncated.jpg", "broken/text.png"}
 
@@ -132,13 +132,8 @@ def test_gpus_are_checked_and_a_cpu_build_says_so(sluice, tmp_path):
 
 def big_input(tmp_path, copies):
     """The samples, `copies` times over, as a larger input folder."""
-    root = tmp_path / "big"
-    for i in range(copies):
-        for p in sample_images():
-            dst = root / f"c{i:03d}" / p.relative_to(SAMPLES)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.symlink_to(p)
-    return root
+    sample_copies(tmp_path / "big", copies)
+    return tmp_path / "big"
 
 
 def test_unordered_default_still_writes_every_row_once(sluice, tmp_path):

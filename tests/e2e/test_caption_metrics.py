@@ -1,14 +1,11 @@
 """The caption job's metrics: served while it runs (Prometheus text that the
 Prometheus client parses, vLLM's engine names), and written at the end to
 metrics.prom with counters equal to what the output holds."""
-import re
-import subprocess
-import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import SAMPLES, TINY, read_rows, sample_images
+from conftest import SAMPLES, BackgroundRun, read_rows, sample_copies, sample_images
 
 ENGINE_NAMES = {
     "vllm:num_requests_running": "gauge", "vllm:num_requests_waiting": "gauge",
@@ -37,35 +34,22 @@ def total(fams, name, **labels):
 
 def test_metrics_while_running_and_at_the_end(sluice, tmp_path):
     src = tmp_path / "in"
-    for i in range(20):
-        for p in sample_images():
-            dst = src / f"c{i:02d}" / p.relative_to(SAMPLES)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.symlink_to(p)
+    sample_copies(src, 20)
     out = tmp_path / "out"
-    proc = subprocess.Popen([str(sluice.binary), "caption", str(src), "-o", str(out),
-                             "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
-                             "--max-tokens", "32", "--show", "0", "--metrics-addr", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    port = None
-    deadline = time.monotonic() + 60
-    while port is None and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        m = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", line)
-        if m:
-            port = int(m.group(1))
-    assert port, "no metrics address printed"
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    live = families(body)
-    for name, kind in ENGINE_NAMES.items():
-        assert name in live, name
-        assert live[name].type == kind, (name, live[name].type)
-    for s in live["vllm:num_requests_running"].samples:
-        assert s.labels["model_name"] == "sluice-tiny-random" and s.labels["engine"] == "llama-0"
-    assert "sluice_stage_rows_in" in live and "sluice_bytes_in_flight" in live
-    assert "process_resident_memory_bytes" in live
-    proc.communicate(timeout=600)
-    assert proc.returncode == 0
+    with BackgroundRun(sluice, src, out, "--max-tokens", "32", "--show", "0",
+                       log_dir=tmp_path) as run:
+        port = run.port()
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        live = families(body)
+        for name, kind in ENGINE_NAMES.items():
+            assert name in live, name
+            assert live[name].type == kind, (name, live[name].type)
+        for s in live["vllm:num_requests_running"].samples:
+            assert s.labels["model_name"] == "sluice-tiny-random" and s.labels["engine"] == "llama-0"
+        assert "sluice_stage_rows_in" in live and "sluice_bytes_in_flight" in live
+        assert "process_resident_memory_bytes" in live
+        rc = run.proc.wait(timeout=600)
+    assert rc == 0, run.log()
 
     rows = read_rows(out)
     final = families((out / "metrics.prom").read_text())

@@ -17,7 +17,6 @@ deploy/prometheus.yml. Every wait is bounded (120 s for the whole test);
 both processes are stopped at the end."""
 import ctypes
 import json
-import pathlib
 import re
 import signal
 import subprocess
@@ -25,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import REPO, SAMPLES, TINY, sample_images
+from conftest import REPO, BackgroundRun, sample_copies
 from prom import Prometheus
 
 DASHBOARD = REPO / "deploy" / "grafana" / "sluice-dashboard.json"
@@ -178,20 +177,6 @@ def test_dashboard_shape_and_prometheus_config():
 
 
 # ------------------------------------------------------------- the live run
-def make_input(root: pathlib.Path) -> int:
-    images = sample_images()
-    for i in range(COPIES):
-        for p in images:
-            dst = root / f"c{i:03d}" / p.relative_to(SAMPLES)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.symlink_to(p)
-    # One corrupt image ("broken/" sorts first, so it fails early): the
-    # failure panels must have data while the job is live.
-    (root / "broken").mkdir()
-    (root / "broken" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
-    return COPIES * len(images) + 1
-
-
 def prom_final_values(text: str, name: str) -> float:
     vals = [float(line.split()[-1]) for line in text.splitlines()
             if line.startswith(name + " ") or line.startswith(name + "{")]
@@ -210,33 +195,18 @@ def test_every_dashboard_query_returns_data_from_a_live_job(sluice, tmp_path):
     documented = documented_types()
     assert len(targets) >= 20, "the dashboard lost its panels"
 
-    n_rows = make_input(tmp_path / "in")
+    # One corrupt image: the failure panels must have data while the job is live.
+    n_rows = sample_copies(tmp_path / "in", COPIES, corrupt=True)
     out = tmp_path / "out"
-    err_path, out_path = tmp_path / "sluice.stderr", tmp_path / "sluice.stdout"
     # --threads 1: with the default (every core), llama.cpp's threads spin on
     # each other when the machine is loaded and a run can be 100x slower.
-    with open(err_path, "w") as err_fp, open(out_path, "w") as out_fp:
-        proc = subprocess.Popen(
-            [str(sluice.binary), "caption", str(tmp_path / "in"), "-o", str(out),
-             "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
-             "--max-tokens", "48", "--threads", "1", "--show", "0",
-             "--metrics-addr", "127.0.0.1:0"],
-            stdout=out_fp, stderr=err_fp)
-
-    def sluice_log():
-        return err_path.read_text(errors="replace")[-2000:]
+    run = BackgroundRun(sluice, tmp_path / "in", out, "--max-tokens", "48", "--threads", "1",
+                        "--show", "0", log_dir=tmp_path)
+    proc, sluice_log = run.proc, run.log
 
     ended_by = None
     try:
-        port = None
-        deadline = time.monotonic() + min(20, left())
-        while port is None and time.monotonic() < deadline and proc.poll() is None:
-            m = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", err_path.read_text())
-            if m:
-                port = int(m.group(1))
-            else:
-                time.sleep(0.1)
-        assert port, f"no metrics address printed (exit {proc.poll()}): {sluice_log()}"
+        port = run.port(timeout=min(20, left()))
         instance = f"127.0.0.1:{port}"
         job_sel = f'{{job="{JOB}"}}'
         values = {"__rate_interval": RATE_INTERVAL, "datasource": "prometheus",

@@ -16,7 +16,6 @@ import html.parser
 import io
 import json
 import os
-import pathlib
 import re
 import shutil
 import signal
@@ -28,22 +27,10 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from conftest import REPO, SAMPLES, TINY, read_rows, sample_images, sanitized
+from conftest import REPO, SAMPLES, BackgroundRun, read_rows, sample_copies
 
 ARTIFACTS = REPO / "build" / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def make_input(root: pathlib.Path, copies: int) -> int:
-    images = sample_images()
-    for i in range(copies):
-        for p in images:
-            dst = root / f"c{i:03d}" / p.relative_to(SAMPLES)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.symlink_to(p)
-    (root / "broken").mkdir()
-    (root / "broken" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    return copies * len(images) + 1
 
 
 class Figures(html.parser.HTMLParser):
@@ -90,23 +77,13 @@ def get_json(url: str):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh)")
 def test_live_page_in_headless_chromium(sluice, tmp_path):
-    n_rows = make_input(tmp_path / "in", 60)
+    n_rows = sample_copies(tmp_path / "in", 60, corrupt=True)
     out = tmp_path / "out"
-    err_path = tmp_path / "sluice.stderr"
-    with open(err_path, "w") as err_fp:
-        proc = subprocess.Popen(
-            [str(sluice.binary), "caption", str(tmp_path / "in"), "-o", str(out),
-             "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
-             "--max-tokens", "96", "--parallel", "1", "--threads", "1", "--show", "0",
-             "--metrics-addr", "127.0.0.1:0"],
-            stdout=subprocess.DEVNULL, stderr=err_fp)
+    run = BackgroundRun(sluice, tmp_path / "in", out, "--max-tokens", "96", "--parallel", "1",
+                        "--threads", "1", "--show", "0", log_dir=tmp_path)
+    proc = run.proc
     try:
-        port = None
-        deadline = time.monotonic() + 60
-        while port is None and time.monotonic() < deadline and proc.poll() is None:
-            m = re.search(r"live page at http://127\.0\.0\.1:(\d+)/", err_path.read_text())
-            port = int(m.group(1)) if m else time.sleep(0.1)
-        assert port, f"no live page address printed: {err_path.read_text()[-2000:]}"
+        port = run.port()
         base = f"http://127.0.0.1:{port}"
         # Wait for a few rows so the page has something to show.
         deadline = time.monotonic() + 120
@@ -165,7 +142,7 @@ def sampled_figures(report: str):
 
 
 def test_summary_and_report_match_the_output(sluice, tmp_path):
-    n_rows = make_input(tmp_path / "in", 10)
+    n_rows = sample_copies(tmp_path / "in", 10, corrupt=True)
     (tmp_path / "in" / "broken" / "empty.png").write_bytes(b"")
     n_rows += 1
     out = tmp_path / "out"

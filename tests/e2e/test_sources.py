@@ -6,7 +6,6 @@ globs; pass-through columns read back by pyarrow and DuckDB; --shard-rows and
 cause, every row exactly once, no sanitizer report."""
 import csv
 import functools
-import hashlib
 import http.server
 import io
 import json
