@@ -98,6 +98,8 @@ typedef struct sl_openai_params {
     double all_down_s;         /* every endpoint failing this long: give up (default 120) */
     const char *response_format; /* JSON text sent as "response_format"; NULL: none */
     bool check_endpoints;      /* at open, GET /v1/models on each (default true) */
+    bool stream;               /* ask for server-sent events: time to first token and
+                                  between tokens become measurable (default false) */
 } sl_openai_params;
 
 sl_openai_params sl_openai_default_params(void);

@@ -176,7 +176,9 @@ static const char usage_openai_text[] =
     "                            (default: 120); the rows finished are kept\n"
     "      --jpeg-edge PX        longer edge of the JPEG sent (default: as decoded)\n"
     "      --jpeg-quality Q      its quality, 1..100 (default: 90)\n"
-    "      --response-format F   a JSON file sent as response_format (e.g. a JSON schema)\n";
+    "      --response-format F   a JSON file sent as response_format (e.g. a JSON schema)\n"
+    "      --stream              stream answers (server-sent events): TTFT and inter-token\n"
+    "                            latency per endpoint in the vllm:* metrics\n";
 
 static void print_usage(FILE *fp)
 {
@@ -387,6 +389,7 @@ enum {
     OPT_ENGINE, OPT_ENDPOINT, OPT_ENDPOINTS_FILE,
     OPT_SERVED_MODEL, OPT_API_KEY_ENV, OPT_MAX_IN_FLIGHT, OPT_ADAPTIVE, OPT_REQUEST_TIMEOUT,
     OPT_MAX_ATTEMPTS, OPT_COOLDOWN, OPT_GIVE_UP, OPT_JPEG_EDGE, OPT_JPEG_QUALITY, OPT_RESPONSE_FORMAT,
+    OPT_STREAM,
 };
 enum { OPT_BACKGROUND = 512 };
 
@@ -603,6 +606,7 @@ static int cmd_caption(int argc, char **argv)
         {"jpeg-edge", required_argument, 0, OPT_JPEG_EDGE},
         {"jpeg-quality", required_argument, 0, OPT_JPEG_QUALITY},
         {"response-format", required_argument, 0, OPT_RESPONSE_FORMAT},
+        {"stream", no_argument, 0, OPT_STREAM},
         {0, 0, 0, 0},
     };
     sl_caption_params p = sl_caption_default_params();
@@ -742,6 +746,7 @@ static int cmd_caption(int argc, char **argv)
             bad = !(response_format = read_text_file("--response-format", optarg));
             p.openai.response_format = response_format;
             break;
+        case OPT_STREAM: p.openai.stream = true; break;
         case 'h': print_usage(stdout); return 0;
         default: fprintf(stderr, "Run 'sluice caption --help' for the options.\n"); return EXIT_USAGE;
         }

@@ -486,8 +486,21 @@ static void observe_http(replica_metrics *rm, const sl_result *r)
     sl_metrics *reg = rm->cm->reg;
     const char *m = rm->model_name, *e = rm->engine_label, *ep = r->endpoint;
     sl_metrics_child *c;
+    /* Streamed answers (ttft_ms > 0) time their tokens: ttft_ms counts from
+     * submission, so it holds the queue time, as the embedded engine's. */
+    bool streamed = r->ttft_ms > 0;
+    double e2e_s = ((streamed ? r->ttft_ms : r->queue_ms) + r->generate_ms) / 1e3;
     if ((c = sl_metrics_with(sl_metrics_find(reg, "vllm:e2e_request_latency_seconds"), m, e, ep)))
-        sl_metrics_histogram_observe(c, (r->queue_ms + r->generate_ms) / 1e3);
+        sl_metrics_histogram_observe(c, e2e_s);
+    if (streamed &&
+        (c = sl_metrics_with(sl_metrics_find(reg, "vllm:time_to_first_token_seconds"), m, e, ep)))
+        sl_metrics_histogram_observe(c, r->ttft_ms / 1e3);
+    if (streamed && r->generated_tokens > 1 &&
+        (c = sl_metrics_with(sl_metrics_find(reg, "vllm:inter_token_latency_seconds"), m, e, ep))) {
+        double itl = r->generate_ms / 1e3 / (r->generated_tokens - 1);
+        for (int i = 1; i < r->generated_tokens; i++)
+            sl_metrics_histogram_observe(c, itl);
+    }
     if ((c = sl_metrics_with(sl_metrics_find(reg, "vllm:request_queue_time_seconds"), m, e, ep)))
         sl_metrics_histogram_observe(c, r->queue_ms / 1e3);
     if ((c = sl_metrics_with(sl_metrics_find(reg, "vllm:prompt_tokens_total"), m, e, ep)))

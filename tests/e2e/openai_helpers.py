@@ -86,7 +86,9 @@ class Proxy(LocalServer):
     """Forwards to `upstream`; records (time, body, status, answer) per
     attempt. plan(body_sha) -> a list of faults for that body's first
     attempts, each one of "429", "500", "503", "hang" (no answer until the
-    client gives up), "drop" (the connection closes mid-answer)."""
+    client gives up), "drop" (the connection closes mid-answer), "cut" (the
+    server's real answer, cut off halfway: a stream that breaks). `answer` is
+    the parsed JSON, or the raw bytes of a streamed (event-stream) answer."""
 
     def __init__(self, upstream: str, plan=None, hang_s: float = 3.0):
         self.upstream = upstream.removeprefix("http://")
@@ -111,11 +113,12 @@ class Proxy(LocalServer):
                 r = conn.getresponse()
                 data = r.read()
                 conn.close()
+                self.upstream_type = r.getheader("Content-Type", "application/json")
                 return r.status, data
 
-            def _reply(self, status, data, extra=()):
+            def _reply(self, status, data, extra=(), content_type="application/json"):
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in extra:
                     self.send_header(k, v)
@@ -156,9 +159,17 @@ class Proxy(LocalServer):
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 status, data = self._forward("POST", body)
+                if fault == "cut":
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data)
+                                     + data[:len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 entry["status"] = status
-                entry["answer"] = json.loads(data) if data else None
-                self._reply(status, data)
+                streamed = self.upstream_type.startswith("text/event-stream")
+                entry["answer"] = data if streamed else json.loads(data) if data else None
+                self._reply(status, data, content_type=self.upstream_type)
 
         super().__init__(Handler)
 

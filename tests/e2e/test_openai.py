@@ -6,14 +6,12 @@ that does not answer."""
 import base64
 import io
 import json
-import shutil
 import subprocess
 import time
 
-import pytest
 from PIL import Image
 
-from conftest import SAMPLES, read_rows, sample_images
+from conftest import SAMPLES, read_rows, sample_copies, sample_images
 from openai_helpers import LlamaServer, Proxy, chat, free_port, metric_sum, scrape
 
 EXPECTED_IDS = {str(p.relative_to(SAMPLES)) for p in sample_images()}
@@ -32,10 +30,8 @@ def ok_rows(out):
 
 def many_inputs(tmp_path, copies):
     """The samples `copies` times over, in sub-folders (distinct ids)."""
-    root = tmp_path / "many"
-    for i in range(copies):
-        shutil.copytree(SAMPLES, root / f"c{i:02d}", ignore=shutil.ignore_patterns("*.md"))
-    return root
+    sample_copies(tmp_path / "many", copies)
+    return tmp_path / "many"
 
 
 def test_captions_equal_single_requests_to_the_same_server(sluice, llama_prefix, tmp_path):
@@ -166,6 +162,72 @@ def test_faults_are_retried_without_losing_or_duplicating_rows(sluice, llama_pre
         sum(e["fault"] in ("drop", "hang") for e in injected)
     assert metric_sum(prom, "sluice_http_requests_total", endpoint=proxy.url, code="200") == \
         len(rows)
+
+
+STREAM_FAULTS = [[], ["cut"], [], ["500", "cut"]]
+
+
+def stream_plan(sha):
+    return STREAM_FAULTS[int(sha[:8], 16) % len(STREAM_FAULTS)]
+
+
+def test_streamed_answers_match_and_time_their_tokens(sluice, llama_prefix, tmp_path):
+    inp = many_inputs(tmp_path, 1)
+    common = ["--max-tokens", "12", "--max-in-flight", "4", "--metrics-addr", "off"]
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 4) as server, \
+            Proxy(server.url, stream_plan) as proxy:
+        plain = caption(sluice, inp, tmp_path / "plain", "--endpoint", server.url, *common)
+        assert plain.returncode == 0, plain.stderr
+        r = caption(sluice, inp, tmp_path / "streamed", "--endpoint", proxy.url, "--stream",
+                    "--endpoint-cooldown", "0.2", *common)
+        assert r.returncode == 0, r.stderr
+        log = list(proxy.log)
+    want = {row["id"]: row for row in ok_rows(tmp_path / "plain")}
+    got = {row["id"]: row for row in ok_rows(tmp_path / "streamed")}
+    assert got.keys() == want.keys() and len(got) == len(sample_images())
+    for row in got.values():
+        t = row["timings"]
+        assert row["error"] is None
+        assert 0 < t["ttft_ms"] <= t["ttft_ms"] + t["generate_ms"] <= t["total_ms"] + 1
+    assert all(row["timings"]["ttft_ms"] == 0 for row in want.values())  # unknown unstreamed
+    assert {e["fault"] for e in log} == {None, "cut", "500"}
+    # Each row holds what the server streamed to the attempt that finished:
+    # its chunks' content joined, the last finish_reason, usage's count; a
+    # stream cut halfway was asked again, and nothing of it was kept.
+    streamed = []
+    for e in log:
+        body = json.loads(e["body"])
+        assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+        if e["status"] != 200:
+            continue
+        text, finish, tokens = "", None, None
+        for line in e["answer"].decode().splitlines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            for choice in chunk.get("choices", []):
+                text += (choice.get("delta") or {}).get("content") or ""
+                finish = choice.get("finish_reason") or finish
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+        streamed.append((text, finish, tokens))
+    rows = [(r["caption"], r["finish_reason"], r["generated_tokens"]) for r in got.values()]
+    assert sorted(rows) == sorted(streamed)
+    by_sha = {}
+    for e in log:
+        by_sha.setdefault(e["sha"], []).append(e["fault"])
+    assert all(faults == stream_plan(sha) + [None] for sha, faults in by_sha.items())
+    prom = (tmp_path / "streamed" / "metrics.prom").read_text()
+    n = len(got)
+    ep = {"endpoint": proxy.url}
+    assert metric_sum(prom, "vllm:time_to_first_token_seconds_count", **ep) == n
+    assert metric_sum(prom, "vllm:e2e_request_latency_seconds_count", **ep) == n
+    assert metric_sum(prom, "vllm:inter_token_latency_seconds_count", **ep) == \
+        sum(max(row["generated_tokens"] - 1, 0) for row in got.values())
+    assert metric_sum(prom, "vllm:generation_tokens_total", **ep) == \
+        sum(row["generated_tokens"] for row in got.values())
+    plain_prom = (tmp_path / "plain" / "metrics.prom").read_text()
+    assert metric_sum(plain_prom, "vllm:time_to_first_token_seconds_count") == 0
 
 
 def test_wrong_api_key_fails_at_start_with_the_servers_message(sluice, llama_prefix, tmp_path):

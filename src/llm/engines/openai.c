@@ -69,6 +69,17 @@ typedef struct oa_req {
     CURL *easy;
     sl_buf resp; /* the answer so far, up to MAX_BODY_BYTES */
     char errbuf[CURL_ERROR_SIZE];
+    /* Streaming: the answer's server-sent events, parsed as they arrive
+     * (the parsed part of resp is dropped); reset by each attempt. */
+    bool stream;
+    sl_buf text;              /* the content so far */
+    double first_token_at;    /* 0: no content yet */
+    double last_token_at;
+    int content_chunks;
+    int prompt_tokens, completion_tokens, cached_tokens;
+    bool has_usage;
+    char finish[16];
+    char stream_error[512];   /* an error event in the stream */
 } oa_req;
 
 typedef struct req_list {
@@ -109,6 +120,7 @@ static void req_free(oa_req *r)
     sl_free(r->id);
     sl_free(r->body);
     sl_buf_free(&r->resp);
+    sl_buf_free(&r->text);
     sl_free(r);
 }
 
@@ -298,7 +310,12 @@ static char *build_body(const oa_engine *e, const sl_request *q, const uint8_t *
                set_new(root, "min_p", json_real(s->min_p)) ||
                /* 31 bits: every server takes it (llama-server reads a uint32). */
                set_new(root, "seed", json_integer((json_int_t)(s->seed & 0x7fffffff))) ||
-               set_new(root, "stream", json_false());
+               set_new(root, "stream", json_boolean(e->p.stream));
+        if (e->p.stream) { /* the token counts come in a last chunk (vLLM needs asking) */
+            json_t *opts = json_object();
+            bad |= !opts || set_new(opts, "include_usage", json_true()) ||
+                   set_new(root, "stream_options", opts);
+        }
         if (s->top_k > 0)
             bad |= set_new(root, "top_k", json_integer(s->top_k));
         if (s->repeat_penalty != 1.0f) /* llama-server's name and vLLM's */
@@ -349,6 +366,7 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
     oa_req *r = sl_calloc(1, sizeof *r);
     if (r) {
         r->tag = tag;
+        r->stream = e->p.stream;
         r->id = sl_strdup(id);
         r->body = build_body(e, q, jpeg, jpeg_len, &r->body_len);
         r->submitted = now_s();
@@ -374,12 +392,82 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
 
 /* --- answers ------------------------------------------------------------------------ */
 
+/* One "data:" event of a streamed answer: a chat.completion.chunk. */
+static void stream_chunk(oa_req *r, const char *json, size_t len, double now)
+{
+    json_t *root = json_loadb(json, len, 0, NULL);
+    if (!root)
+        return; /* not JSON: a keep-alive or an extension; the end checks the result */
+    json_t *err = json_object_get(root, "error");
+    if (err && !r->stream_error[0]) {
+        const char *msg = json_is_string(err) ? json_string_value(err)
+                                              : json_string_value(json_object_get(err, "message"));
+        snprintf(r->stream_error, sizeof r->stream_error, "%s", msg ? msg : "an error event");
+    }
+    json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
+    json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
+    if (json_is_string(content) && json_string_length(content) > 0) {
+        if (!sl_buf_append(&r->text, json_string_value(content), json_string_length(content)))
+            snprintf(r->stream_error, sizeof r->stream_error, "out of memory");
+        if (!r->first_token_at)
+            r->first_token_at = now;
+        r->last_token_at = now;
+        r->content_chunks++;
+    }
+    const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
+    if (finish)
+        snprintf(r->finish, sizeof r->finish, "%s", finish);
+    json_t *usage = json_object_get(root, "usage");
+    if (json_is_object(usage)) {
+        r->has_usage = true;
+        r->prompt_tokens = (int)json_integer_value(json_object_get(usage, "prompt_tokens"));
+        r->completion_tokens = (int)json_integer_value(json_object_get(usage, "completion_tokens"));
+        json_t *details = json_object_get(usage, "prompt_tokens_details");
+        r->cached_tokens = (int)json_integer_value(json_object_get(details, "cached_tokens"));
+    }
+    json_decref(root);
+}
+
+/* Parses the complete lines of resp (all of them with `last`), then drops
+ * them. Only "data:" lines carry anything; "[DONE]" ends the stream. */
+static void stream_parse(oa_req *r, bool last, double now)
+{
+    size_t pos = 0;
+    const char *buf = (const char *)r->resp.data;
+    while (pos < r->resp.len) {
+        const char *nl = memchr(buf + pos, '\n', r->resp.len - pos);
+        if (!nl && !last)
+            break;
+        size_t end = nl ? (size_t)(nl - buf) : r->resp.len, stop = end;
+        if (stop > pos && buf[stop - 1] == '\r')
+            stop--;
+        if (stop - pos >= 5 && memcmp(buf + pos, "data:", 5) == 0) {
+            size_t at = pos + 5;
+            if (at < stop && buf[at] == ' ')
+                at++;
+            if (!(stop - at == 6 && memcmp(buf + at, "[DONE]", 6) == 0))
+                stream_chunk(r, buf + at, stop - at, now);
+        }
+        pos = nl ? end + 1 : end;
+    }
+    memmove(r->resp.data, r->resp.data + pos, r->resp.len - pos);
+    r->resp.len -= pos;
+}
+
 static size_t on_body(char *data, size_t size, size_t n, void *user)
 {
     oa_req *r = user;
-    /* 0 aborts the transfer: retried as a failed attempt */
     size_t len = size * n;
-    return len <= MAX_BODY_BYTES - r->resp.len && sl_buf_append(&r->resp, data, len) ? len : 0;
+    /* 0 aborts the transfer: retried as a failed attempt */
+    if (len > MAX_BODY_BYTES - r->resp.len || !sl_buf_append(&r->resp, data, len))
+        return 0;
+    long code = 0;
+    /* An error answer is kept whole for its message; a stream is parsed now,
+     * for the time of its first token. */
+    if (r->stream && curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK &&
+        code >= 200 && code < 300)
+        stream_parse(r, false, now_s());
+    return len;
 }
 
 static size_t on_header(char *data, size_t size, size_t n, void *user)
@@ -466,6 +554,38 @@ static bool parse_completion(const oa_req *r, sl_result *out, char *why, size_t 
         snprintf(why, cap, "out of memory");
         return false;
     }
+    return true;
+}
+
+/* A finished stream into *out (ttft_ms from submission, as the embedded
+ * engine counts it; generate_ms from the first token to the last); false
+ * with *why when it carried an error or no answer. */
+static bool stream_result(oa_req *r, double now, sl_result *out, char *why, size_t cap)
+{
+    stream_parse(r, true, now);
+    if (r->stream_error[0]) {
+        snprintf(why, cap, "the stream carried an error: %s", r->stream_error);
+        return false;
+    }
+    if (!r->finish[0] && !r->content_chunks) {
+        snprintf(why, cap, "the stream held no chat.completion.chunk");
+        return false;
+    }
+    *out = (sl_result){0};
+    out->text = sl_strndup(r->text.data ? (const char *)r->text.data : "", r->text.len);
+    if (!out->text) {
+        snprintf(why, cap, "out of memory");
+        return false;
+    }
+    out->finish_reason = finish_reason_of(r->finish[0] ? r->finish : NULL);
+    /* Without usage (a server that ignores stream_options), one token per
+     * content chunk: what servers send when they stream token by token. */
+    out->prompt_tokens = r->prompt_tokens;
+    out->generated_tokens = r->has_usage ? r->completion_tokens : r->content_chunks;
+    out->cached_tokens = r->cached_tokens;
+    double first = r->first_token_at ? r->first_token_at : now;
+    out->ttft_ms = (first - r->submitted) * 1e3;
+    out->generate_ms = ((r->last_token_at ? r->last_token_at : now) - first) * 1e3;
     return true;
 }
 
@@ -568,6 +688,11 @@ static bool start_attempt(oa_engine *e, oa_req *r, int epi, double now)
     if (r->attempts == 1)
         r->first_sent = now;
     r->resp.len = 0;
+    r->text.len = 0;
+    r->first_token_at = r->last_token_at = 0;
+    r->content_chunks = r->prompt_tokens = r->completion_tokens = r->cached_tokens = 0;
+    r->has_usage = false;
+    r->finish[0] = r->stream_error[0] = '\0';
     r->retry_after = -1.0;
     r->errbuf[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, ep->chat_url);
@@ -665,7 +790,8 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
     }
     if (code >= 200 && code < 300) {
         sl_result out;
-        if (!parse_completion(r, &out, why, sizeof why)) {
+        if (!(r->stream ? stream_result(r, now, &out, why, sizeof why)
+                        : parse_completion(r, &out, why, sizeof why))) {
             fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, ep->url, code, why);
             return;
         }
@@ -673,7 +799,8 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
         out.endpoint = ep->url;
         out.attempts = r->attempts;
         out.queue_ms = (r->sent_at - r->submitted) * 1e3;
-        out.generate_ms = (now - r->sent_at) * 1e3;
+        if (!r->stream)
+            out.generate_ms = (now - r->sent_at) * 1e3;
         pthread_mutex_lock(&e->smu);
         e->prompt_tokens += (uint64_t)out.prompt_tokens;
         e->generation_tokens += (uint64_t)out.generated_tokens;
