@@ -7,7 +7,8 @@ human lines, then one JSON object as the last line. Not a test.
 2. images_per_s_openai vs images_per_s_embedded: `sluice caption` on the
    same images (the samples, copied with a pixel changed per copy) and the
    tiny model, through llama-server --parallel N and with the embedded
-   engine --parallel N, the same threads; interleaved, best of --runs.
+   engine --parallel N, the same threads; interleaved pairs, medians of
+   --runs (rates and per-pair ratios).
 
     .venv/bin/python bench/http_bench.py [--requests N] [--copies C] [--parallel N]
 """
@@ -18,6 +19,7 @@ import pathlib
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,29 +102,80 @@ def images_per_s(stderr_stdout):
     return int(m.group(1)) / float(m.group(4))
 
 
-def unique_copies(images, copies):
+def unique_copies(images, copies, kind):
     """The samples `copies` times over, each copy's pixels a little
-    different: llama-server keeps a slot's last prompt, image included, and
-    would skip encoding an image it has just seen."""
+    different (so no cache anywhere can answer for an image seen before).
+    kind "jpeg": at most 512 px, quality 90 - cheap to decode, so the engines
+    and not the decode stage set the pace; "png": full size, lossless - the
+    decode stage costs about as much as the engine, on the same 2 cores."""
     from PIL import Image
     n = 0
     for src in sorted((REPO / "samples").rglob("*")):
         if not src.is_file() or src.suffix == ".md":
             continue
         img = Image.open(src).convert("RGB")
+        if kind == "jpeg":
+            img.thumbnail((512, 512))
         for i in range(copies):
-            dst = images / f"c{i:02d}" / src.relative_to(REPO / "samples").with_suffix(".png")
+            dst = images / f"c{i:02d}" / src.relative_to(REPO / "samples")
+            dst = dst.with_suffix(".jpg" if kind == "jpeg" else ".png")
             dst.parent.mkdir(parents=True, exist_ok=True)
             marked = img.copy()
             marked.putpixel((0, 0), (i * 37 % 256, i * 91 % 256, 255 - i))
-            marked.save(dst)
+            marked.save(dst, quality=90) if kind == "jpeg" else marked.save(dst)
             n += 1
     return n
 
 
-def caption_figures(tmp, copies, parallel, threads, max_tokens, runs):
+def request_bodies(images, max_tokens):
+    """What sluice sends for each image by default (the decoded image at most
+    512 px, a quality-90 JPEG, the default prompt), made ahead with Pillow."""
+    import base64
+    import io
+    from PIL import Image
+    bodies = []
+    for path in sorted(p for p in images.rglob("*") if p.is_file()):
+        img = Image.open(path).convert("RGB")
+        img.thumbnail((512, 512))
+        jpeg = io.BytesIO()
+        img.save(jpeg, "JPEG", quality=90)
+        url = "data:image/jpeg;base64," + base64.b64encode(jpeg.getvalue()).decode()
+        bodies.append(json.dumps({
+            "model": "tiny", "max_tokens": max_tokens, "temperature": 0.0, "seed": 0,
+            "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": url}},
+                {"type": "text", "text": "Describe this image in one sentence."}]}]}).encode())
+    return bodies
+
+
+def server_capacity(port, bodies, concurrency):
+    """images/s of the server alone: the requests made ahead, sent by
+    `concurrency` threads on kept-alive connections (a client costing next
+    to nothing, the ceiling for any client on this machine)."""
+    import concurrent.futures
+    import http.client
+    import threading
+    local = threading.local()
+
+    def send(body):
+        if not hasattr(local, "conn"):
+            local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        local.conn.request("POST", "/v1/chat/completions", body=body,
+                           headers={"Content-Type": "application/json"})
+        r = local.conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            sys.exit(f"the server answered {r.status}: {data[:300]!r}")
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(send, bodies))
+    return len(bodies) / (time.monotonic() - t0)
+
+
+def caption_figures(tmp, copies, parallel, threads, max_tokens, runs, openai_extra=(),
+                    kind="jpeg"):
     images = tmp / "images"
-    n_images = unique_copies(images, copies)
+    n_images = unique_copies(images, copies, kind)
     sluice = str(BUILD / "sluice")
     common = ["--max-tokens", str(max_tokens), "--metrics-addr", "off", "--show", "0",
               "--overwrite"]
@@ -138,7 +191,11 @@ def caption_figures(tmp, copies, parallel, threads, max_tokens, runs):
     log = (tmp / "server.log").open("wb")
     server = subprocess.Popen([str(prefix / "bin" / "llama-server"), "-m", str(TINY / "model.gguf"),
                                "--mmproj", str(TINY / "mmproj.gguf"), "--parallel", str(parallel),
-                               "--port", str(port), "--host", "127.0.0.1", "-t", str(threads)],
+                               "--port", str(port), "--host", "127.0.0.1", "-t", str(threads),
+                               # No RAM prompt cache: later runs send the same images, and
+                               # a restored prompt would skip their encoding (the embedded
+                               # engine encodes every image every run).
+                               "--cache-ram", "0"],
                               stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{port}/health")
@@ -146,44 +203,60 @@ def caption_figures(tmp, copies, parallel, threads, max_tokens, runs):
         def run_openai():
             r = subprocess.run([sluice, "caption", str(images), "-o", str(tmp / "openai"),
                                 "--engine", "openai", "--endpoint", f"http://127.0.0.1:{port}",
-                                "--max-in-flight", str(parallel), *common],
+                                "--max-in-flight", str(2 * parallel), *openai_extra, *common],
                                capture_output=True, text=True, timeout=1200)
             return images_per_s(r.stdout + r.stderr)
 
-        # Interleaved, best of each: the machine may be shared.
-        embedded = openai = 0.0
+        # Interleaved runs; medians of the rates and of the per-run ratios
+        # (a triple runs back to back, so load from elsewhere mostly cancels).
+        bodies = request_bodies(images, max_tokens)
+        triples = []
         for _ in range(runs):
-            embedded = max(embedded, run_embedded())
-            openai = max(openai, run_openai())
+            e, o = run_embedded(), run_openai()
+            c = server_capacity(port, bodies, 2 * parallel)
+            triples.append((e, o, c))
+            print(f"  run: embedded {e:.2f} images/s, openai {o:.2f} ({o / e:.3f}), "
+                  f"server alone {c:.2f} ({o / c:.3f})", flush=True)
     finally:
         server.terminate()
         server.wait(timeout=30)
+    embedded = statistics.median(t[0] for t in triples)
+    openai = statistics.median(t[1] for t in triples)
+    capacity = statistics.median(t[2] for t in triples)
+    ratio = statistics.median(o / e for e, o, _ in triples)
+    of_capacity = statistics.median(o / c for _, o, c in triples)
     print(f"embedded engine, --parallel {parallel}, {threads} threads: {embedded:.2f} images/s",
           flush=True)
     print(f"openai engine -> llama-server --parallel {parallel}, {threads} threads: "
-          f"{openai:.2f} images/s", flush=True)
-    return {"images": n_images,
+          f"{openai:.2f} images/s; the server alone (requests made ahead): {capacity:.2f}",
+          flush=True)
+    return {"images": n_images, "inputs": kind,
             "parallel": parallel, "threads": threads, "max_tokens": max_tokens,
             "images_per_s_openai": round(openai, 2), "images_per_s_embedded": round(embedded, 2),
-            "openai_vs_embedded": round(openai / embedded, 3)}
+            "openai_vs_embedded": round(ratio, 3),
+            "images_per_s_server_alone": round(capacity, 2),
+            "openai_vs_server_alone": round(of_capacity, 3), "runs": runs}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=50000)
     ap.add_argument("--in-flight", type=int, default=32)
-    ap.add_argument("--copies", type=int, default=4)
+    ap.add_argument("--copies", type=int, default=12)
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--openai-args", default="", help="more sluice options for the openai runs")
+    ap.add_argument("--skip-nginx", action="store_true")
+    ap.add_argument("--inputs", choices=("jpeg", "png"), default="jpeg")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="sluice-bench-http-") as d:
         tmp = pathlib.Path(d)
         (tmp / "nginx").mkdir()
-        out = nginx_figures(tmp / "nginx", a.requests, a.in_flight)
+        out = {} if a.skip_nginx else nginx_figures(tmp / "nginx", a.requests, a.in_flight)
         out.update(caption_figures(tmp, a.copies, a.parallel, a.threads, a.max_tokens,
-                                   a.runs))
+                                   a.runs, a.openai_args.split(), a.inputs))
     print(json.dumps(out))
 
 

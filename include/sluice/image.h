@@ -54,8 +54,9 @@ size_t sl_image_bytes(const sl_image *image);
 int sl_image_source_width(const sl_image *image);
 int sl_image_source_height(const sl_image *image);
 
-/* Encode as baseline JPEG, shrunk first so the longer edge is at most
- * max_edge (0: keep the size), at quality 1..100. On success *out is a
+/* Encode as baseline JPEG (libjpeg-turbo, 4:2:0 chroma), shrunk first
+ * (bicubic) so the longer edge is at most max_edge (0: keep the size), at
+ * quality 1..100. On success *out is a
  * buffer of *len bytes the caller frees with sl_image_buffer_free(). Used
  * for HTTP engine requests and for gallery thumbnails. */
 sl_status sl_image_encode_jpeg(const sl_image *image, int max_edge, int quality,
