@@ -57,7 +57,8 @@ bench-decode: build
 	.venv/bin/python bench/decode.py
 
 # The openai engine: client cost per request against nginx, and images/s
-# through llama-server vs the embedded engine (bench/http_bench.py; ~1 minute).
+# through llama-server vs the embedded engine and the server alone
+# (bench/http_bench.py; ~2 minutes).
 bench-http: build
 	BUILD=$(BUILD) .venv/bin/python bench/http_bench.py
 

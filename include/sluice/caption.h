@@ -91,6 +91,9 @@ typedef struct sl_caption_params {
     const char *prompt_column; /* NULL: "prompt"; a row's value overrides `prompt` */
     bool allow_file_urls;      /* file:// URLs in data read local files */
     uint64_t max_download_bytes; /* per URL image; 0: 64 MiB */
+    double download_timeout_s; /* per URL try, the whole transfer (default 30) */
+    int download_retries;      /* URL tries after the first on a transport error, 5xx or
+                                  429 (default 2) */
     const char *const *columns; /* pass-through columns to keep, in order; NULL: all */
     int n_columns;
     bool include_image_bytes;  /* Parquet: the original image bytes in column image_bytes */

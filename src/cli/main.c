@@ -87,6 +87,8 @@ static const char usage_head[] =
     "      --prompt-column NAME  a row's value in this column replaces --prompt (default: prompt)\n"
     "      --allow-file-urls     read file:// URLs found in data (refused by default)\n"
     "      --max-download-bytes SIZE  largest http(s) image fetched (default: 64M)\n"
+    "      --download-timeout S  seconds per http(s) image try, whole transfer (default: 30)\n"
+    "      --download-retries N  tries after the first on a network error, 5xx or 429 (default: 2)\n"
     "      --input-shard I/N     read only input shards I, I+N, I+2N, ... so that N runs\n"
     "                            (0/N .. N-1/N, e.g. a Slurm array) split the work exactly;\n"
     "                            a shard is one input file, or 1000 items (--input-shard-size)\n"
@@ -384,7 +386,8 @@ enum {
     OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
     OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR, OPT_CPU_POLL,
     OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT, OPT_INPUT_FORMAT, OPT_INCLUDE, OPT_EXCLUDE,
-    OPT_IMAGE_COLUMN, OPT_PROMPT_COLUMN, OPT_ALLOW_FILE_URLS, OPT_MAX_DOWNLOAD, OPT_COLUMNS,
+    OPT_IMAGE_COLUMN, OPT_PROMPT_COLUMN, OPT_ALLOW_FILE_URLS, OPT_MAX_DOWNLOAD, OPT_DOWNLOAD_TIMEOUT, OPT_DOWNLOAD_RETRIES,
+    OPT_COLUMNS,
     OPT_IMAGE_BYTES, OPT_SHARD_ROWS, OPT_GPUS, OPT_INPUT_SHARD, OPT_INPUT_SHARD_SIZE,
     OPT_ENGINE, OPT_ENDPOINT, OPT_ENDPOINTS_FILE,
     OPT_SERVED_MODEL, OPT_API_KEY_ENV, OPT_MAX_IN_FLIGHT, OPT_ADAPTIVE, OPT_REQUEST_TIMEOUT,
@@ -585,6 +588,8 @@ static int cmd_caption(int argc, char **argv)
         {"prompt-column", required_argument, 0, OPT_PROMPT_COLUMN},
         {"allow-file-urls", no_argument, 0, OPT_ALLOW_FILE_URLS},
         {"max-download-bytes", required_argument, 0, OPT_MAX_DOWNLOAD},
+        {"download-timeout", required_argument, 0, OPT_DOWNLOAD_TIMEOUT},
+        {"download-retries", required_argument, 0, OPT_DOWNLOAD_RETRIES},
         {"columns", required_argument, 0, OPT_COLUMNS},
         {"include-image-bytes", no_argument, 0, OPT_IMAGE_BYTES},
         {"shard-rows", required_argument, 0, OPT_SHARD_ROWS},
@@ -692,6 +697,11 @@ static int cmd_caption(int argc, char **argv)
         case OPT_PROMPT_COLUMN: p.prompt_column = optarg; break;
         case OPT_ALLOW_FILE_URLS: p.allow_file_urls = true; break;
         case OPT_MAX_DOWNLOAD: bad = parse_size("--max-download-bytes", optarg, &p.max_download_bytes); break;
+        case OPT_DOWNLOAD_TIMEOUT:
+            bad = parse_float("--download-timeout", optarg, 0.001, 86400, &seconds);
+            p.download_timeout_s = seconds;
+            break;
+        case OPT_DOWNLOAD_RETRIES: bad = parse_long("--download-retries", optarg, 0, 100, &v); p.download_retries = (int)v; break;
         case OPT_COLUMNS:
             for (char *save = NULL, *tok = strtok_r(optarg, ",", &save); tok;
                  tok = strtok_r(NULL, ",", &save)) {

@@ -48,6 +48,8 @@ sl_caption_params sl_caption_default_params(void)
         .progress_ms = 1000,
         .openai = sl_openai_default_params(),
         .jpeg_quality = 90,
+        .download_timeout_s = 30.0,
+        .download_retries = 2,
     };
 }
 
@@ -893,6 +895,10 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     j.fetch = sl_fetch_default_params();
     if (p->max_download_bytes)
         j.fetch.max_bytes = (size_t)p->max_download_bytes;
+    if (p->download_timeout_s > 0)
+        j.fetch.timeout_ms = (long)(p->download_timeout_s * 1000);
+    if (p->download_retries >= 0)
+        j.fetch.retries = p->download_retries;
     /* Cheap checks first: a wrong input or output fails before any model
      * loads. */
     if ((st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||

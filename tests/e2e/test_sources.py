@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import tarfile
+import time
 
 import pytest
 
@@ -277,7 +278,8 @@ def test_parquet_input_with_the_hf_image_struct(sluice, tmp_path):
 
 class FlakyHandler(http.server.SimpleHTTPRequestHandler):
     """Serves files; answers 503 to the first request for a path starting
-    with /flaky, and counts the requests per path."""
+    with /flaky, waits 3 s before answering one starting with /slow, and
+    counts the requests per path."""
     hits: dict = {}
 
     def do_GET(self):
@@ -285,6 +287,8 @@ class FlakyHandler(http.server.SimpleHTTPRequestHandler):
         if self.path.startswith("/flaky") and n == 1:
             self.send_error(503)
             return
+        if self.path.startswith("/slow"):
+            time.sleep(3)
         super().do_GET()
 
     def log_message(self, *args):
@@ -333,6 +337,29 @@ def test_urls_fetched_over_http_with_named_failures(sluice, http_root, tmp_path)
     r = run(sluice, manifest, tmp_path / "o2", "--allow-file-urls", "--max-download-bytes", "2M")
     rows = by_id(jsonl_rows(tmp_path / "o2"))
     assert rows["file"]["error"] is None and rows["file"]["path"] == str(JPEGS[2])
+
+
+def test_download_timeout_and_retries_are_set_from_the_command_line(sluice, http_root, tmp_path):
+    root, base = http_root
+    (root / "slow.jpg").write_bytes(JPEGS[0].read_bytes())
+    (root / "flaky.jpg").write_bytes(JPEGS[3].read_bytes())
+    manifest = tmp_path / "urls.jsonl"
+    manifest.write_text(json.dumps({"id": "slow", "url": f"{base}/slow.jpg"}) + "\n" +
+                        json.dumps({"id": "flaky", "url": f"{base}/flaky.jpg"}) + "\n")
+    t0 = time.monotonic()
+    r = run(sluice, manifest, tmp_path / "o", "--download-timeout", "0.5", "--download-retries", "0")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "o"))
+    assert "slow.jpg" in rows["slow"]["error"] and "timed out" in rows["slow"]["error"].lower()
+    assert "HTTP 503" in rows["flaky"]["error"]
+    assert FlakyHandler.hits["/slow.jpg"] == 1 and FlakyHandler.hits["/flaky.jpg"] == 1
+    assert time.monotonic() - t0 < 30  # not the 30 s default, nor a retry's wait
+    FlakyHandler.hits = {}
+    r = run(sluice, manifest, tmp_path / "o2", "--download-timeout", "10", "--download-retries", "1")
+    assert r.returncode == 0, r.stderr
+    assert FlakyHandler.hits["/flaky.jpg"] == 2  # the 503, then the image
+    r = run(sluice, manifest, tmp_path / "o3", "--download-retries", "-1")
+    assert r.returncode == 2 and "--download-retries" in r.stderr
 
 
 # ---- folders, shards, names ------------------------------------------------------------------
