@@ -105,6 +105,8 @@ typedef struct sl_caption_params {
     sl_openai_params openai;   /* engine "openai": endpoints, limits, retries */
     int jpeg_edge;             /* openai: longer edge of the JPEG sent (0: as decoded) */
     int jpeg_quality;          /* openai: its quality, 1..100 (default 90) */
+    bool send_original;        /* openai: send JPEG and PNG inputs as they are (other
+                                  formats: the JPEG above) */
 } sl_caption_params;
 
 sl_caption_params sl_caption_default_params(void);

@@ -119,10 +119,12 @@ typedef struct sl_request {
     const char *const *stop;   /* strings that end generation (not included) */
     int n_stop;
     bool trace;                /* record each generated token and its logit margin */
-    /* The image already encoded as JPEG (openai engine; copied at submit).
-     * Takes the place of `image` there; the llama engine ignores it. */
-    const uint8_t *image_jpeg;
-    size_t image_jpeg_len;
+    /* The image already encoded (openai engine; copied at submit), of
+     * type image_mime (NULL: "image/jpeg"). Takes the place of `image`
+     * there; the llama engine ignores it. */
+    const uint8_t *image_encoded;
+    size_t image_encoded_len;
+    const char *image_mime;
 } sl_request;
 
 typedef struct sl_result {

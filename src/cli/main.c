@@ -178,6 +178,8 @@ static const char usage_openai_text[] =
     "                            (default: 120); the rows finished are kept\n"
     "      --jpeg-edge PX        longer edge of the JPEG sent (default: as decoded)\n"
     "      --jpeg-quality Q      its quality, 1..100 (default: 90)\n"
+    "      --send-original       send JPEG and PNG inputs as they are, not re-encoded (the\n"
+    "                            server sees the original file; other formats: the JPEG)\n"
     "      --response-format F   a JSON file sent as response_format (e.g. a JSON schema)\n"
     "      --stream              stream answers (server-sent events): TTFT and inter-token\n"
     "                            latency per endpoint in the vllm:* metrics\n";
@@ -392,7 +394,7 @@ enum {
     OPT_ENGINE, OPT_ENDPOINT, OPT_ENDPOINTS_FILE,
     OPT_SERVED_MODEL, OPT_API_KEY_ENV, OPT_MAX_IN_FLIGHT, OPT_ADAPTIVE, OPT_REQUEST_TIMEOUT,
     OPT_MAX_ATTEMPTS, OPT_COOLDOWN, OPT_GIVE_UP, OPT_JPEG_EDGE, OPT_JPEG_QUALITY, OPT_RESPONSE_FORMAT,
-    OPT_STREAM,
+    OPT_STREAM, OPT_SEND_ORIGINAL,
 };
 enum { OPT_BACKGROUND = 512 };
 
@@ -612,6 +614,7 @@ static int cmd_caption(int argc, char **argv)
         {"jpeg-quality", required_argument, 0, OPT_JPEG_QUALITY},
         {"response-format", required_argument, 0, OPT_RESPONSE_FORMAT},
         {"stream", no_argument, 0, OPT_STREAM},
+        {"send-original", no_argument, 0, OPT_SEND_ORIGINAL},
         {0, 0, 0, 0},
     };
     sl_caption_params p = sl_caption_default_params();
@@ -757,6 +760,7 @@ static int cmd_caption(int argc, char **argv)
             p.openai.response_format = response_format;
             break;
         case OPT_STREAM: p.openai.stream = true; break;
+        case OPT_SEND_ORIGINAL: p.send_original = true; break;
         case 'h': print_usage(stdout); return 0;
         default: fprintf(stderr, "Run 'sluice caption --help' for the options.\n"); return EXIT_USAGE;
         }

@@ -76,6 +76,7 @@ typedef struct caption_row {
     sl_image *image;          /* from decode until the engine is done with it */
     uint8_t *jpeg;            /* openai engine: the image as sent, in place of the pixels */
     size_t jpeg_len;
+    const char *original_mime; /* --send-original: data is sent as is, of this type */
     int width, height, source_width, source_height; /* 0: not decoded */
     sl_result result;
     bool has_result;
@@ -201,8 +202,25 @@ static bool is_url(const char *path)
     return strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0;
 }
 
+static bool sending_originals(const sl_caption_params *p)
+{
+    return use_openai(p) && p->send_original;
+}
+
+/* The type of encoded bytes every chat server reads (llama-server's
+ * stb_image has no WebP), from their first bytes; NULL for the others,
+ * which are re-encoded as JPEG. */
+static const char *sendable_mime(const uint8_t *d, size_t n)
+{
+    if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF)
+        return "image/jpeg";
+    if (n >= 8 && memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0)
+        return "image/png";
+    return NULL;
+}
+
 /* Gets the row's encoded bytes when they are not in memory yet and must be:
- * a URL, or a file whose bytes go to the output. */
+ * a URL, or a file whose bytes go to the output or to the server as is. */
 static sl_status fetch_bytes(job *j, sl_row *row, caption_row *r)
 {
     if (r->data || !r->path)
@@ -210,7 +228,7 @@ static sl_status fetch_bytes(job *j, sl_row *row, caption_row *r)
     sl_status st;
     if (is_url(r->path))
         st = sl_fetch(r->path, &j->fetch, &r->data, &r->len);
-    else if (j->p->include_image_bytes)
+    else if (j->p->include_image_bytes || sending_originals(j->p))
         st = sl_read_file(r->path, &r->data, &r->len);
     else
         return SL_OK;
@@ -230,7 +248,9 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
             st = r->data ? sl_image_decode(r->data, r->len, r->path ? r->path : r->rel,
                                            &j->p->image, &r->image)
                          : sl_image_load_file(r->path, &j->p->image, &r->image);
-        if (r->data && !j->p->include_image_bytes) {
+        if (st == SL_OK && r->data && sending_originals(j->p))
+            r->original_mime = sendable_mime(r->data, r->len);
+        if (r->data && !j->p->include_image_bytes && !r->original_mime) {
             /* The encoded bytes are not needed past decoding: give them back. */
             sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) - r->len);
             sl_free(r->data);
@@ -255,9 +275,11 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
                 sl_log(SL_LOG_DEBUG, "no thumbnail for %s: %s", r->rel, sl_last_error());
         }
         if (use_openai(j->p)) {
-            /* HTTP engines get a JPEG: keep it, not the pixels. */
-            st = sl_image_encode_jpeg(r->image, j->p->jpeg_edge, j->p->jpeg_quality,
-                                                &r->jpeg, &r->jpeg_len);
+            /* HTTP engines get a JPEG (or the original bytes): keep it, not
+             * the pixels. */
+            st = r->original_mime ? SL_OK
+                                  : sl_image_encode_jpeg(r->image, j->p->jpeg_edge,
+                                                         j->p->jpeg_quality, &r->jpeg, &r->jpeg_len);
             sl_image_free(r->image);
             r->image = NULL;
             if (st != SL_OK) {
@@ -346,8 +368,9 @@ static sl_status engine_submit(void *state, sl_row *row)
         .system_prompt = p->system_prompt,
         .prompt = r->prompt ? r->prompt : p->prompt,
         .image = r->image,
-        .image_jpeg = r->jpeg,
-        .image_jpeg_len = r->jpeg_len,
+        .image_encoded = r->original_mime ? r->data : r->jpeg,
+        .image_encoded_len = r->original_mime ? r->len : r->jpeg_len,
+        .image_mime = r->original_mime,
         .sampling = p->sampling,
         .stop = p->stop,
         .n_stop = p->n_stop,
@@ -359,6 +382,7 @@ static sl_status engine_submit(void *state, sl_row *row)
 static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout_ms, size_t *n)
 {
     replica *rep = state;
+    const sl_caption_params *p = rep->j->p;
     size_t k = 0;
     if (max > sizeof rep->done / sizeof *rep->done)
         max = sizeof rep->done / sizeof *rep->done;
@@ -388,6 +412,12 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
             sl_image_buffer_free(r->jpeg);
             r->jpeg = NULL;
             sl_row_set_bytes(row, sl_row_bytes(row) - r->jpeg_len);
+        }
+        if (r->original_mime && !p->include_image_bytes) {
+            sl_free(r->data);
+            r->data = NULL;
+            sl_row_set_bytes(row, sl_row_bytes(row) - r->len);
+            r->len = 0;
         }
         done[i] = row;
     }

@@ -230,6 +230,36 @@ def test_streamed_answers_match_and_time_their_tokens(sluice, llama_prefix, tmp_
     assert metric_sum(plain_prom, "vllm:time_to_first_token_seconds_count") == 0
 
 
+def test_send_original_sends_jpeg_and_png_files_as_they_are(sluice, llama_prefix, tmp_path):
+    out = tmp_path / "out"
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 2) as server, \
+            Proxy(server.url) as proxy:
+        r = caption(sluice, SAMPLES, out, "--endpoint", proxy.url, "--send-original",
+                    "--max-tokens", "4", "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        log = list(proxy.log)
+    rows = ok_rows(out)
+    assert {row["id"] for row in rows} == EXPECTED_IDS and len(log) == len(rows)
+    files = {p.read_bytes(): p.suffix.lower() for p in sample_images()}
+    kinds = {}
+    for e in log:
+        url = json.loads(e["body"])["messages"][0]["content"][0]["image_url"]["url"]
+        head, data = url.split(",", 1)
+        sent = base64.b64decode(data)
+        mime = head[len("data:"):-len(";base64")]
+        if sent in files and files[sent] in (".jpg", ".jpeg", ".png"):
+            # the file itself, with its own type
+            assert mime == ("image/png" if files[sent] == ".png" else "image/jpeg"), head
+            kinds[files[sent]] = kinds.get(files[sent], 0) + 1
+        else:
+            # WebP and GIF: re-encoded, as without the option
+            assert mime == "image/jpeg" and sent[:3] == b"\xff\xd8\xff" and sent not in files
+            kinds["re-encoded"] = kinds.get("re-encoded", 0) + 1
+    want_re = sum(1 for p in sample_images() if p.suffix.lower() not in (".jpg", ".jpeg", ".png"))
+    assert kinds.get("re-encoded", 0) == want_re > 0
+    assert kinds.get(".png", 0) > 0 and kinds.get(".jpg", 0) > 0
+
+
 def test_wrong_api_key_fails_at_start_with_the_servers_message(sluice, llama_prefix, tmp_path):
     with LlamaServer(llama_prefix, tmp_path / "server.log", 1, "--api-key",
                      "s3cret-key") as server:

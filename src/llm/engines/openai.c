@@ -267,8 +267,8 @@ static int set_new(json_t *o, const char *key, json_t *v)
 }
 
 /* The JSON body of one chat completion; NULL (with sl_fail) on failure. */
-static char *build_body(const oa_engine *e, const sl_request *q, const uint8_t *jpeg,
-                        size_t jpeg_len, size_t *len)
+static char *build_body(const oa_engine *e, const sl_request *q, const uint8_t *image,
+                        size_t image_len, const char *mime, size_t *len)
 {
     json_t *root = json_object(), *messages = json_array(), *content = json_array();
     int bad = !root || !messages || !content;
@@ -278,9 +278,11 @@ static char *build_body(const oa_engine *e, const sl_request *q, const uint8_t *
                set_new(m, "content", json_string(q->system_prompt)) ||
                json_array_append_new(messages, m);
     }
-    if (!bad && jpeg) {
+    if (!bad && image) {
         size_t n;
-        char *url = base64(jpeg, jpeg_len, "data:image/jpeg;base64,", &n);
+        char head[64];
+        snprintf(head, sizeof head, "data:%s;base64,", mime ? mime : "image/jpeg");
+        char *url = base64(image, image_len, head, &n);
         json_t *part = json_object(), *image_url = json_object();
         bad |= !url || !part || !image_url ||
                set_new(image_url, "url", json_stringn_nocheck(url, n)) ||
@@ -354,21 +356,23 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
     oa_engine *e = impl;
     const char *id = q->id ? q->id : "(request)";
     uint8_t *encoded = NULL;
-    const uint8_t *jpeg = q->image_jpeg;
-    size_t jpeg_len = q->image_jpeg_len;
-    if (!jpeg && q->image) {
+    const uint8_t *image = q->image_encoded;
+    size_t image_len = q->image_encoded_len;
+    const char *mime = q->image_mime;
+    if (!image && q->image) {
         /* Pixels only (sl_engine_generate callers): encode at full size. */
-        sl_status st = sl_image_encode_jpeg(q->image, 0, 90, &encoded, &jpeg_len);
+        sl_status st = sl_image_encode_jpeg(q->image, 0, 90, &encoded, &image_len);
         if (st != SL_OK)
             return st;
-        jpeg = encoded;
+        image = encoded;
+        mime = NULL;
     }
     oa_req *r = sl_calloc(1, sizeof *r);
     if (r) {
         r->tag = tag;
         r->stream = e->p.stream;
         r->id = sl_strdup(id);
-        r->body = build_body(e, q, jpeg, jpeg_len, &r->body_len);
+        r->body = build_body(e, q, image, image_len, mime, &r->body_len);
         r->submitted = now_s();
         r->retry_after = -1.0;
     }
