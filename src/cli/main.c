@@ -171,9 +171,11 @@ static const char usage_openai_text[] =
     "      --api-key-env VAR     send the key held in environment variable VAR\n"
     "      --max-in-flight N     requests outstanding per endpoint (default: 8)\n"
     "      --adaptive            raise or lower that limit with measured throughput\n"
+    "      --adaptive-max N      the most it may raise it to (default: 64)\n"
     "      --request-timeout S   seconds per attempt (default: 600)\n"
     "      --max-attempts N      tries per row on errors worth retrying (default: 8)\n"
-    "      --endpoint-cooldown S seconds out of rotation after 3 failures in a row (default: 15)\n"
+    "      --endpoint-failures N failures in a row that take an endpoint out (default: 3)\n"
+    "      --endpoint-cooldown S seconds out of rotation after them (default: 15)\n"
     "      --give-up-after S     stop the job once every endpoint has failed this long\n"
     "                            (default: 120); the rows finished are kept\n"
     "      --jpeg-edge PX        longer edge of the JPEG sent (default: as decoded)\n"
@@ -394,7 +396,7 @@ enum {
     OPT_ENGINE, OPT_ENDPOINT, OPT_ENDPOINTS_FILE,
     OPT_SERVED_MODEL, OPT_API_KEY_ENV, OPT_MAX_IN_FLIGHT, OPT_ADAPTIVE, OPT_REQUEST_TIMEOUT,
     OPT_MAX_ATTEMPTS, OPT_COOLDOWN, OPT_GIVE_UP, OPT_JPEG_EDGE, OPT_JPEG_QUALITY, OPT_RESPONSE_FORMAT,
-    OPT_STREAM, OPT_SEND_ORIGINAL,
+    OPT_STREAM, OPT_SEND_ORIGINAL, OPT_ADAPTIVE_MAX, OPT_ENDPOINT_FAILURES,
 };
 enum { OPT_BACKGROUND = 512 };
 
@@ -606,6 +608,8 @@ static int cmd_caption(int argc, char **argv)
         {"api-key-env", required_argument, 0, OPT_API_KEY_ENV},
         {"max-in-flight", required_argument, 0, OPT_MAX_IN_FLIGHT},
         {"adaptive", no_argument, 0, OPT_ADAPTIVE},
+        {"adaptive-max", required_argument, 0, OPT_ADAPTIVE_MAX},
+        {"endpoint-failures", required_argument, 0, OPT_ENDPOINT_FAILURES},
         {"request-timeout", required_argument, 0, OPT_REQUEST_TIMEOUT},
         {"max-attempts", required_argument, 0, OPT_MAX_ATTEMPTS},
         {"endpoint-cooldown", required_argument, 0, OPT_COOLDOWN},
@@ -624,7 +628,7 @@ static int cmd_caption(int argc, char **argv)
     int verbose = 0;
     const char *stops[16];
     static int gpus[64];
-    bool replicas_given = false;
+    bool replicas_given = false, adaptive_max_given = false;
     int n_stop = 0;
     const char *includes[64], *excludes[64], *columns[256];
     int n_include = 0, n_exclude = 0, n_columns = 0;
@@ -739,6 +743,15 @@ static int cmd_caption(int argc, char **argv)
         case OPT_API_KEY_ENV: p.openai.api_key_env = optarg; break;
         case OPT_MAX_IN_FLIGHT: bad = parse_long("--max-in-flight", optarg, 1, 4096, &v); p.openai.max_in_flight = (int)v; break;
         case OPT_ADAPTIVE: p.openai.adaptive = true; break;
+        case OPT_ADAPTIVE_MAX:
+            bad = parse_long("--adaptive-max", optarg, 1, 100000, &v);
+            p.openai.adaptive_max_in_flight = (int)v;
+            adaptive_max_given = true;
+            break;
+        case OPT_ENDPOINT_FAILURES:
+            bad = parse_long("--endpoint-failures", optarg, 1, 1000000, &v);
+            p.openai.endpoint_failures = (int)v;
+            break;
         case OPT_REQUEST_TIMEOUT:
             bad = parse_float("--request-timeout", optarg, 0.01, 86400, &seconds);
             p.openai.request_timeout_s = seconds;
@@ -769,6 +782,14 @@ static int cmd_caption(int argc, char **argv)
             free(response_format);
             return EXIT_USAGE;
         }
+    }
+    if (adaptive_max_given && p.openai.adaptive_max_in_flight < p.openai.max_in_flight) {
+        fprintf(stderr, "sluice: --adaptive-max %d is below --max-in-flight %d, where the adaptive "
+                        "limit starts; raise it or lower --max-in-flight\n",
+                p.openai.adaptive_max_in_flight, p.openai.max_in_flight);
+        free(endpoints_text);
+        free(response_format);
+        return EXIT_USAGE;
     }
     p.openai.endpoints = endpoints;
     p.openai.n_endpoints = n_endpoints;

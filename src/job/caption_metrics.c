@@ -480,6 +480,17 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
     return SL_OK;
 }
 
+/* Inter-token latency: one observation per gap between tokens, each the
+ * request's mean gap. */
+static void observe_gaps(sl_metrics_child *itl, const sl_result *r)
+{
+    if (r->generated_tokens < 2)
+        return;
+    double gap = r->generate_ms / 1e3 / (r->generated_tokens - 1);
+    for (int i = 1; i < r->generated_tokens; i++)
+        sl_metrics_histogram_observe(itl, gap);
+}
+
 /* An HTTP answer: what the client sees, per endpoint. */
 static void observe_http(replica_metrics *rm, const sl_result *r)
 {
@@ -495,12 +506,9 @@ static void observe_http(replica_metrics *rm, const sl_result *r)
     if (streamed &&
         (c = sl_metrics_with(sl_metrics_find(reg, "vllm:time_to_first_token_seconds"), m, e, ep)))
         sl_metrics_histogram_observe(c, r->ttft_ms / 1e3);
-    if (streamed && r->generated_tokens > 1 &&
-        (c = sl_metrics_with(sl_metrics_find(reg, "vllm:inter_token_latency_seconds"), m, e, ep))) {
-        double itl = r->generate_ms / 1e3 / (r->generated_tokens - 1);
-        for (int i = 1; i < r->generated_tokens; i++)
-            sl_metrics_histogram_observe(c, itl);
-    }
+    if (streamed &&
+        (c = sl_metrics_with(sl_metrics_find(reg, "vllm:inter_token_latency_seconds"), m, e, ep)))
+        observe_gaps(c, r);
     if ((c = sl_metrics_with(sl_metrics_find(reg, "vllm:request_queue_time_seconds"), m, e, ep)))
         sl_metrics_histogram_observe(c, r->queue_ms / 1e3);
     if ((c = sl_metrics_with(sl_metrics_find(reg, "vllm:prompt_tokens_total"), m, e, ep)))
@@ -565,12 +573,7 @@ void replica_metrics_observe(replica_metrics *rm, const sl_completion *c)
     sl_metrics_histogram_observe(rm->hists[EH_QUEUE], r->queue_ms / 1e3);
     sl_metrics_histogram_observe(rm->hists[EH_PREFILL], r->prefill_ms / 1e3);
     sl_metrics_histogram_observe(rm->hists[EH_DECODE], r->generate_ms / 1e3);
-    /* One observation per gap between tokens, each the request's mean gap. */
-    if (r->generated_tokens > 1) {
-        double itl = r->generate_ms / 1e3 / (r->generated_tokens - 1);
-        for (int i = 1; i < r->generated_tokens; i++)
-            sl_metrics_histogram_observe(rm->hists[EH_ITL], itl);
-    }
+    observe_gaps(rm->hists[EH_ITL], r);
     sl_metrics_counter_inc(strcmp(r->finish_reason, "length") == 0 ? rm->success_length
                                                                     : rm->success_stop);
 }

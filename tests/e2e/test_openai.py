@@ -9,6 +9,7 @@ import json
 import subprocess
 import time
 
+import pytest
 from PIL import Image
 
 from conftest import SAMPLES, read_rows, sample_copies, sample_images
@@ -373,3 +374,37 @@ def test_adaptive_raises_the_limit_while_throughput_rises(sluice, llama_prefix, 
     # From one request at a time, a server with 4 slots is worth more.
     assert metric_sum(prom, "sluice_http_in_flight_limit", endpoint=server.url) > 1
     assert metric_sum(prom, "sluice_http_in_flight", endpoint=server.url) == 0
+    # The same run with a ceiling of 1 never leaves it.
+    with LlamaServer(llama_prefix, tmp_path / "server2.log", 4) as server:
+        r = caption(sluice, inp, tmp_path / "capped", "--endpoint", server.url, "--adaptive",
+                    "--max-in-flight", "1", "--adaptive-max", "1", "--max-tokens", "16",
+                    "--metrics-addr", "off", timeout=600)
+    assert r.returncode == 0, r.stderr
+    prom = (tmp_path / "capped" / "metrics.prom").read_text()
+    assert metric_sum(prom, "sluice_http_in_flight_limit", endpoint=server.url) == 1
+    r = caption(sluice, inp, tmp_path / "bad", "--endpoint", server.url, "--adaptive",
+                "--max-in-flight", "4", "--adaptive-max", "2")
+    assert r.returncode == 2 and "--adaptive-max 2 is below --max-in-flight 4" in r.stderr
+
+
+def always_500(sha):
+    return ["500"] * 100
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_endpoint_failures_sets_how_many_faults_take_an_endpoint_out(sluice, llama_prefix,
+                                                                      tmp_path, failures):
+    # A broken endpoint (every answer a 500) beside a good one, one request at
+    # a time each: the broken one gets exactly `failures` requests before its
+    # long cool-down, and their rows are retried on the good one.
+    out = tmp_path / "out"
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 2) as server, \
+            Proxy(server.url, always_500) as broken:
+        r = caption(sluice, SAMPLES, out, "--endpoint", broken.url, "--endpoint", server.url,
+                    "--max-in-flight", "1", "--endpoint-failures", str(failures),
+                    "--endpoint-cooldown", "600", "--max-tokens", "4", "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        log = list(broken.log)
+    assert {row["id"] for row in ok_rows(out)} == EXPECTED_IDS
+    assert [e["status"] for e in log] == [500] * failures
+    assert f"out of rotation for 600 s after {failures} failures in a row" in r.stderr

@@ -454,8 +454,10 @@ static void stream_parse(oa_req *r, bool last, double now)
         }
         pos = nl ? end + 1 : end;
     }
-    memmove(r->resp.data, r->resp.data + pos, r->resp.len - pos);
-    r->resp.len -= pos;
+    if (pos) {
+        memmove(r->resp.data, r->resp.data + pos, r->resp.len - pos);
+        r->resp.len -= pos;
+    }
 }
 
 static size_t on_body(char *data, size_t size, size_t n, void *user)
