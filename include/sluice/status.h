@@ -26,6 +26,7 @@ typedef enum sl_status {
     SL_ERR_STOPPED,       /* a stop was requested (signal); finished work is kept */
     SL_ERR_STAGE,         /* a pipeline stage failed beyond its restarts */
     SL_ERR_TOO_MANY_FAILED, /* more rows failed than --max-failed allows */
+    SL_ERR_TOO_LARGE,     /* an input passes a size limit (pixels, download bytes) */
 } sl_status;
 
 /* Short stable name of a status ("ok", "invalid_arg", ...); never NULL. */

@@ -22,6 +22,7 @@ const char *sl_status_name(sl_status status)
     case SL_ERR_STOPPED: return "stopped";
     case SL_ERR_STAGE: return "stage";
     case SL_ERR_TOO_MANY_FAILED: return "too_many_failed";
+    case SL_ERR_TOO_LARGE: return "too_large";
     }
     return "unknown";
 }
@@ -34,7 +35,8 @@ const char *sl_status_class(sl_status status)
     case SL_ERR_IO:
     case SL_ERR_EXISTS: return "io";
     case SL_ERR_DECODE: return "decode";
-    case SL_ERR_TOO_LONG: return "too_large";
+    case SL_ERR_TOO_LONG:
+    case SL_ERR_TOO_LARGE: return "too_large";
     case SL_ERR_MODEL:
     case SL_ERR_ENGINE: return "engine";
     case SL_ERR_NOMEM: return "memory";

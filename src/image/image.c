@@ -122,7 +122,7 @@ static int step(VipsImage **img, int rc, VipsImage **next)
 static sl_status check_pixels(const char *name, int w, int h, const sl_image_params *params)
 {
     if ((uint64_t)w * (uint64_t)h > params->max_input_pixels)
-        return sl_fail(SL_ERR_DECODE,
+        return sl_fail(SL_ERR_TOO_LARGE,
                        "%s: %dx%d pixels exceeds the limit of %llu pixels (--max-image-pixels)",
                        name, w, h, (unsigned long long)params->max_input_pixels);
     return SL_OK;

@@ -76,6 +76,7 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
             st = SL_ERR_NOMEM;
             snprintf(why, sizeof why, "out of memory");
         } else if (b.too_big || rc == CURLE_FILESIZE_EXCEEDED) {
+            st = SL_ERR_TOO_LARGE;
             snprintf(why, sizeof why, "larger than the %zu-byte limit (--max-download-bytes)",
                      p->max_bytes);
         } else if (rc != CURLE_OK) {

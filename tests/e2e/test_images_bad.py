@@ -133,6 +133,12 @@ def test_bad_images_are_error_rows_or_right_output(sluice, bad_set, tmp_path):
     others = [row for i, row in by_id.items() if i not in CASES]
     assert len(others) == 1 and others[0]["error"] is None, others
     assert others[0]["id"].startswith("caf") and others[0]["id"].endswith("-latin1.jpg")
+    # Failures by class: the bomb passed a size limit, the others are corrupt.
+    by_class = {}
+    for line in (out / "metrics.prom").read_text().splitlines():
+        if line.startswith("sluice_rows_failed_by_class_total{"):
+            by_class[line.split('class="')[1].split('"')[0]] = float(line.split()[-1])
+    assert by_class == {"too_large": 1, "decode": 2}, by_class
     # The bomb would be 900 MB of pixels (a decode into RGB, 2.7 GB); the
     # whole run stays far below that.
     limit_mb = 600 if sanitized() else 400

@@ -19,8 +19,8 @@ static void fail_formats_and_returns_status(void **state)
 
 static void names_are_distinct(void **state)
 {
-    const char *seen[SL_ERR_TOO_MANY_FAILED + 1];
-    for (int s = SL_OK; s <= SL_ERR_TOO_MANY_FAILED; s++) {
+    const char *seen[SL_ERR_TOO_LARGE + 1];
+    for (int s = SL_OK; s <= SL_ERR_TOO_LARGE; s++) {
         seen[s] = sl_status_name((sl_status)s);
         assert_string_not_equal(seen[s], "unknown");
         for (int t = 0; t < s; t++)
@@ -28,6 +28,13 @@ static void names_are_distinct(void **state)
     }
     assert_string_equal(sl_status_name(SL_OK), "ok");
     assert_string_equal(sl_status_name((sl_status)999), "unknown");
+}
+
+static void size_limits_and_context_overflow_share_a_class(void **state)
+{
+    assert_string_equal(sl_status_class(SL_ERR_TOO_LARGE), "too_large");
+    assert_string_equal(sl_status_class(SL_ERR_TOO_LONG), "too_large");
+    assert_string_equal(sl_status_class(SL_ERR_DECODE), "decode");
 }
 
 static void *other_thread(void *arg)
@@ -50,6 +57,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fail_formats_and_returns_status),
         cmocka_unit_test(names_are_distinct),
+        cmocka_unit_test(size_limits_and_context_overflow_share_a_class),
         cmocka_unit_test(message_is_per_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
