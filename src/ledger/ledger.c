@@ -185,7 +185,7 @@ sl_status sl_ledger_open(const char *dir, bool overwrite, sl_ledger **out)
     bool unreadable;
     st = open_db(l, &unreadable);
     if (st != SL_OK && unreadable && overwrite) {
-        sl_log(SL_LOG_WARN, "replacing '%s': %s", l->path, sl_last_error());
+        sl_log(SL_LOG_WARN, "--overwrite: replacing '%s', which cannot be read", l->path);
         close_db(l);
         remove_db_files(l->path);
         st = open_db(l, &unreadable);
@@ -216,6 +216,16 @@ static const char *find_key(const char *text, const char *key, size_t klen, size
     return NULL;
 }
 
+/* Whether `key` is an item of the ", "-separated `list`. */
+static bool in_list(const char *list, const char *key)
+{
+    size_t n = strlen(key);
+    for (const char *p = list; (p = strstr(p, key)); p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
 /* Appends to `out` the keys of `a` whose value differs in (or is missing from) `b`. */
 static void diff_keys(const char *a, const char *b, char *out, size_t cap)
 {
@@ -229,13 +239,24 @@ static void diff_keys(const char *a, const char *b, char *out, size_t cap)
             char key[128];
             snprintf(key, sizeof key, "%.*s", (int)(klen < 100 ? klen : 100), line);
             bool differs = !v || vlen != n - klen - 1 || memcmp(v, tab + 1, vlen) != 0;
-            if (differs && !strstr(out, key)) {
+            if (differs && !in_list(out, key)) {
                 size_t used = strlen(out);
                 snprintf(out + used, cap - used, "%s%s", used ? ", " : "", key);
             }
         }
         line = nl ? nl + 1 : NULL;
     }
+}
+
+/* Parts recorded, pending or committed; -1 on error. */
+static long count_parts(sl_ledger *l)
+{
+    sqlite3_stmt *s = NULL;
+    long n = -1;
+    if (prepare(l, "SELECT count(*) FROM parts", &s) == SL_OK && sqlite3_step(s) == SQLITE_ROW)
+        n = (long)sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return n;
 }
 
 sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset)
@@ -255,7 +276,17 @@ sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset)
         int rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
             const char *old = (const char *)sqlite3_column_text(s, 0);
-            if (old && strcmp(old, fingerprint) != 0) {
+            bool differs = old && strcmp(old, fingerprint) != 0;
+            if (differs && count_parts(l) == 0) {
+                /* Nothing was committed under the old settings (a run that
+                 * failed to start, say): take the new ones. */
+                sqlite3_finalize(s);
+                s = NULL;
+                st = exec_sql(l, "BEGIN IMMEDIATE; DELETE FROM meta WHERE key = 'fingerprint';",
+                              "store the settings");
+                if (st != SL_OK)
+                    goto out;
+            } else if (differs) {
                 char keys[512] = "";
                 diff_keys(fingerprint, old, keys, sizeof keys);
                 diff_keys(old, fingerprint, keys, sizeof keys);
@@ -265,14 +296,14 @@ sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset)
                              "another -o, or pass --overwrite to start over",
                              l->dir, keys[0] ? keys : "the settings");
             }
-            goto out;
-        }
-        if (rc != SQLITE_DONE) {
+            if (!differs || st != SL_OK)
+                goto out;
+        } else if (rc != SQLITE_DONE) {
             st = db_fail(l, SL_ERR_IO, "read its settings");
             goto out;
-        }
-        if ((st = exec_sql(l, "BEGIN IMMEDIATE", "store the settings")) != SL_OK)
+        } else if ((st = exec_sql(l, "BEGIN IMMEDIATE", "store the settings")) != SL_OK) {
             goto out;
+        }
     }
     sqlite3_finalize(s);
     if ((st = prepare(l, "INSERT INTO meta(key, value) VALUES('fingerprint', ?1)", &s)) == SL_OK) {

@@ -64,7 +64,8 @@ sl_status sl_ledger_open(const char *dir, bool overwrite, sl_ledger **out);
 /* Ties the ledger to the settings that determine the output: `fingerprint`
  * is "key\tvalue" lines (values without newlines). A new (or reset) ledger
  * stores it; an existing one compares it: SL_ERR_EXISTS when it differs, the
- * message naming the folder and the keys that differ. `reset` forgets every
+ * message naming the folder and the keys that differ (a ledger that records
+ * no part yet takes the new fingerprint instead). `reset` forgets every
  * part first (the caller has removed their files) and stores the new one. */
 sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset);
 
