@@ -3,8 +3,11 @@
  * sl_caption_run() runs a pipeline on the streaming executor: read (the
  * images under input_dir, recursively, sorted) -> decode (libvips, shrink)
  * -> engine (llama.cpp; one model per replica) -> write (one row per input
- * to output_dir/part-00000.jsonl or .parquet, written under a temporary name
- * and renamed when the run ends). Metrics (vLLM's engine names, sluice_ pipeline
+ * to output_dir/part-NNNNN.jsonl or .parquet, each written under a temporary
+ * name and renamed when full or when the run ends). A resume ledger in the
+ * output folder (_sluice_ledger.sqlite) records the rows of every committed
+ * part: running the same job again after a crash, a kill or a stop goes on
+ * where it stopped, each input in exactly one committed row (docs/output.md). Metrics (vLLM's engine names, sluice_ pipeline
  * names) are served at metrics_addr while it runs, with a live page at "/",
  * and written to output_dir/metrics.prom at the end, beside a run report
  * (summary.json, report.html; see docs/output.md). An input that fails becomes a row with its
@@ -48,6 +51,8 @@ typedef struct sl_caption_progress {
     size_t n_stages;
     sl_stage_stats stages[8];   /* read, decode, engine, write */
     bool final;                 /* the last snapshot, after the run ended */
+    uint64_t rows_skipped;      /* inputs skipped: done by an earlier run (resume) */
+    int64_t rows_done_before;   /* rows the output folder held when the run started */
 } sl_caption_progress;
 
 typedef void (*sl_progress_fn)(const sl_caption_progress *progress, void *user);
@@ -56,7 +61,9 @@ typedef struct sl_caption_params {
     const char *input_dir;
     const char *output_dir;
     const char *output_format; /* "jsonl" (default) or "parquet" (zstd) */
-    bool overwrite;            /* replace existing output shards */
+    bool overwrite;            /* start over: remove the folder's part files and its
+                                  resume ledger (default: resume a run of the same
+                                  settings; refuse one of other settings) */
     const char *system_prompt; /* NULL: none */
     const char *prompt;
     sl_sampling sampling;      /* sampling.seed is the job seed */
@@ -97,7 +104,8 @@ typedef struct sl_caption_params {
     const char *const *columns; /* pass-through columns to keep, in order; NULL: all */
     int n_columns;
     bool include_image_bytes;  /* Parquet: the original image bytes in column image_bytes */
-    long shard_rows;           /* > 0: a new part-NNNNN file every shard_rows rows */
+    long shard_rows;           /* a new part-NNNNN file every shard_rows rows, each a
+                                  resume point; 0: SL_CAPTION_DEFAULT_SHARD_ROWS */
     unsigned input_shard_index; /* read only input shards k with k % count == index: */
     unsigned input_shard_count; /*   0 or 1 reads everything (docs/inputs.md, "Shards") */
     unsigned input_shard_size;  /* items per input shard when not whole files; 0: 1000 */
@@ -108,6 +116,9 @@ typedef struct sl_caption_params {
     bool send_original;        /* openai: send JPEG and PNG inputs as they are (other
                                   formats: the JPEG above) */
 } sl_caption_params;
+
+/* Rows per part when shard_rows is 0: a crash loses at most this many. */
+#define SL_CAPTION_DEFAULT_SHARD_ROWS 10000
 
 sl_caption_params sl_caption_default_params(void);
 
@@ -125,6 +136,9 @@ typedef struct sl_caption_summary {
     int metrics_port;         /* where /metrics was served (0: not served) */
     double decode_busy_s, engine_busy_s, write_busy_s; /* summed over workers */
     long shards;              /* output files committed (output_file is the last) */
+    long rows_skipped;        /* inputs skipped: an earlier run committed them */
+    long rows_done_before;    /* rows the output folder's ledger held at the start */
+    bool resumed;             /* the folder held a run of the same settings */
 } sl_caption_summary;
 
 /* Runs the whole job. SL_OK when it ran to the end, even if rows failed

@@ -73,10 +73,12 @@ static const char usage_head[] =
     "       sluice caption INPUT... -o OUTPUT_DIR --engine openai --endpoint URL [options]\n"
     "\n"
     "Caption every image of the inputs with a vision-language model and write one\n"
-    "row per image to OUTPUT_DIR/part-00000.jsonl (or .parquet). An INPUT is a folder\n"
+    "row per image to OUTPUT_DIR/part-NNNNN.jsonl (or .parquet). An INPUT is a folder\n"
     "(searched recursively), a manifest (.jsonl or .csv naming files or URLs),\n"
     "WebDataset tar shards (.tar) or Parquet files (.parquet); braces and globs\n"
     "expand: 'shards/data-{000..127}.tar', 'hf/*.parquet' (docs/inputs.md).\n"
+    "Interrupted (crash, kill, Ctrl-C)? Run the same command again: it goes on where\n"
+    "it stopped, every input in exactly one row (a ledger in OUTPUT_DIR keeps track).\n"
     "\n"
     "Input:\n"
     "      --input-format F      folder, jsonl, csv, webdataset or parquet (default: by name)\n"
@@ -145,11 +147,14 @@ static const char usage_tail[] =
     "                            tokens, failures by class) and report.html (a sample of\n"
     "                            the images with their captions, self-contained).\n"
     "      --format F            jsonl (default) or parquet (zstd; pyarrow, DuckDB, HF datasets)\n"
-    "      --overwrite           replace existing part-NNNNN files\n"
+    "      --overwrite           start over: remove OUTPUT_DIR's part files and resume\n"
+    "                            ledger (default: the same command resumes; other\n"
+    "                            settings in a used folder are refused)\n"
     "      --columns A,B,...     pass only these input columns through (default: all;\n"
     "                            Parquet types come from the first 100 rows)\n"
     "      --include-image-bytes Parquet: the original image bytes in column image_bytes\n"
-    "      --shard-rows N        start a new part-NNNNN file every N rows (default: one file)\n"
+    "      --shard-rows N        start a new part-NNNNN file every N rows (default: 10000);\n"
+    "                            each part is a resume point: a crash loses at most N rows\n"
     "      --show N              print the first N captions (default: 5)\n"
     "  -q, --quiet               print only errors\n"
     "      --progress-every S    seconds between progress lines when stderr is not a\n"
@@ -283,6 +288,7 @@ typedef struct printer {
     int drawn;         /* lines of the progress block on screen */
     double last_line;  /* non-TTY: when the last progress line went out */
     double line_every; /* non-TTY: seconds between progress lines */
+    bool resume_said;  /* the "resuming" line went out */
 } printer;
 
 /* Erases the progress block so a row's line does not land inside it. */
@@ -335,6 +341,16 @@ static void print_progress(const sl_caption_progress *g, void *user)
     if (g->rows_total >= 0)
         snprintf(of, sizeof of, " of %lld (%.0f%%)", (long long)g->rows_total,
                  g->rows_total ? 100.0 * (double)g->rows_done / (double)g->rows_total : 100.0);
+    char skipped[64] = "";
+    if (g->rows_skipped)
+        snprintf(skipped, sizeof skipped, ", %llu skipped (done before)",
+                 (unsigned long long)g->rows_skipped);
+    if (g->rows_done_before > 0 && !pr->resume_said) {
+        clear_progress(pr);
+        fprintf(stderr, "sluice: resuming: %lld rows were already done by an earlier run; "
+                        "they are skipped\n", (long long)g->rows_done_before);
+        pr->resume_said = true;
+    }
     if (pr->tty) {
         clear_progress(pr);
         for (size_t i = 0; i < g->n_stages; i++) {
@@ -348,9 +364,9 @@ static void print_progress(const sl_caption_progress *g, void *user)
                     all > 0 ? 100.0 * s->busy_s / all : 0.0,
                     s->in_flight ? "  (in engine)" : "");
         }
-        fprintf(stderr, "  %llu%s images done, %llu failed, %.2f images/s, %s elapsed, ETA %s, "
+        fprintf(stderr, "  %llu%s images done, %llu failed%s, %.2f images/s, %s elapsed, ETA %s, "
                         "%.0f of %.0f MB in flight%s\n",
-                (unsigned long long)g->rows_done, of, (unsigned long long)g->rows_failed, rate,
+                (unsigned long long)g->rows_done, of, (unsigned long long)g->rows_failed, skipped, rate,
                 elapsed, eta, (double)g->bytes_in_flight / 1e6, (double)g->memory_budget / 1e6,
                 g->final ? " (finished)" : "");
         pr->drawn = (int)g->n_stages + 1;
@@ -362,9 +378,9 @@ static void print_progress(const sl_caption_progress *g, void *user)
     if (!g->final && now - pr->last_line < pr->line_every)
         return;
     pr->last_line = now;
-    fprintf(stderr, "progress: %llu%s images done, %llu failed, %.2f images/s, %s elapsed, ETA %s |",
-            (unsigned long long)g->rows_done, of, (unsigned long long)g->rows_failed, rate, elapsed,
-            eta);
+    fprintf(stderr, "progress: %llu%s images done, %llu failed%s, %.2f images/s, %s elapsed, ETA %s |",
+            (unsigned long long)g->rows_done, of, (unsigned long long)g->rows_failed, skipped, rate,
+            elapsed, eta);
     for (size_t i = 0; i < g->n_stages; i++) {
         const sl_stage_stats *s = &g->stages[i];
         if (i == 0) /* the source has no input queue */
@@ -860,7 +876,8 @@ static int caption_with(sl_caption_params *pp, printer *prp, int verbose, int ar
         return EXIT_USAGE;
     case SL_ERR_STOPPED: case SL_ERR_TOO_MANY_FAILED: case SL_ERR_STAGE:
         /* The run ended early; what finished is committed. */
-        fprintf(stderr, "sluice: %s\nsluice: %ld rows written (%ld failed) to %s\n",
+        fprintf(stderr, "sluice: %s\nsluice: %ld rows written (%ld failed) to %s\n"
+                        "sluice: run the same command again to go on from there\n",
                 sl_last_error(), sum.rows, sum.rows_failed,
                 sum.output_file[0] ? sum.output_file : "(nothing committed)");
         return st == SL_ERR_STOPPED ? EXIT_STOPPED : EXIT_RUN;
@@ -868,11 +885,20 @@ static int caption_with(sl_caption_params *pp, printer *prp, int verbose, int ar
         fprintf(stderr, "sluice: %s\n", sl_last_error());
         return EXIT_RUN;
     }
+    if (sum.rows == 0 && sum.resumed) {
+        if (!pr.quiet)
+            printf("all inputs were already done: %s holds their %ld rows from an earlier run "
+                   "(%ld skipped now); nothing new written\n", p.output_dir,
+                   sum.rows_done_before, sum.rows_skipped);
+        return 0;
+    }
     if (!pr.quiet) {
         double rate = sum.seconds > 0 ? sum.rows / sum.seconds : 0;
         double tps = sum.seconds > 0 ? sum.generated_tokens / sum.seconds : 0;
         if (sum.rows_ok > pr.shown)
             printf("... and %ld more captions\n", sum.rows_ok - pr.shown);
+        if (sum.rows_skipped)
+            printf("\nresumed: %ld inputs skipped, done by an earlier run", sum.rows_skipped);
         printf("\n%ld images: %ld captioned, %ld failed in %.2f s (%.2f images/s, %.1f tokens/s; "
                "model '%s' loaded in %.2f s)\n"
                "busy: decode %.2f s, engine %.2f s, write %.2f s; peak memory in flight %.1f MB "

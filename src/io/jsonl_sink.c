@@ -42,6 +42,14 @@ sl_status sl_jsonl_sink_write(sl_jsonl_sink *sink, const json_t *row)
 
 sl_status sl_jsonl_sink_commit(sl_jsonl_sink *sink)
 {
+    sl_status st = sl_jsonl_sink_finish(sink);
+    return st == SL_OK ? sl_jsonl_sink_publish(sink) : st;
+}
+
+sl_status sl_jsonl_sink_publish(sl_jsonl_sink *sink) { return sl_shard_publish(&sink->shard); }
+
+sl_status sl_jsonl_sink_finish(sl_jsonl_sink *sink)
+{
     FILE *fp = sink->fp;
     sink->fp = NULL;
     if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
@@ -50,7 +58,7 @@ sl_status sl_jsonl_sink_commit(sl_jsonl_sink *sink)
     }
     if (fclose(fp) != 0)
         return sl_fail(SL_ERR_IO, "cannot close '%s': %s", sink->shard.tmp_path, strerror(errno));
-    return sl_shard_publish(&sink->shard);
+    return SL_OK;
 }
 
 const char *sl_jsonl_sink_path(const sl_jsonl_sink *sink) { return sink->shard.final_path; }

@@ -20,8 +20,12 @@ sl_status sl_jsonl_sink_open(const char *dir, const char *name, bool overwrite,
 /* Appends `row` as one line (compact, keys in insertion order). */
 sl_status sl_jsonl_sink_write(sl_jsonl_sink *sink, const json_t *row);
 
-/* Flushes, syncs and renames the shard to its final name. */
+/* Flushes, syncs and renames the shard to its final name: finish, then
+ * publish. Between the two the rows are durable under the temporary name
+ * (the resume ledger records them there; ledger/ledger.h). */
 sl_status sl_jsonl_sink_commit(sl_jsonl_sink *sink);
+sl_status sl_jsonl_sink_finish(sl_jsonl_sink *sink);
+sl_status sl_jsonl_sink_publish(sl_jsonl_sink *sink);
 
 /* The final path (valid for the sink's life). */
 const char *sl_jsonl_sink_path(const sl_jsonl_sink *sink);

@@ -32,12 +32,14 @@ sl_status sl_parquet_sink_append(sl_parquet_sink *sink, const sl_pq_value *value
     return sl_pq_writer_append(sink->writer, values);
 }
 
+sl_status sl_parquet_sink_finish(sl_parquet_sink *sink) { return sl_pq_writer_close(sink->writer); }
+
+sl_status sl_parquet_sink_publish(sl_parquet_sink *sink) { return sl_shard_publish(&sink->shard); }
+
 sl_status sl_parquet_sink_commit(sl_parquet_sink *sink)
 {
-    sl_status st = sl_pq_writer_close(sink->writer);
-    if (st != SL_OK)
-        return st;
-    return sl_shard_publish(&sink->shard);
+    sl_status st = sl_parquet_sink_finish(sink);
+    return st == SL_OK ? sl_parquet_sink_publish(sink) : st;
 }
 
 const char *sl_parquet_sink_path(const sl_parquet_sink *sink) { return sink->shard.final_path; }

@@ -1,5 +1,8 @@
 /* io/shard.c — temp-name-then-rename output files. */
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -82,4 +85,83 @@ void sl_shard_clear(sl_shard *shard)
     sl_free(shard->final_path);
     sl_free(shard->tmp_path);
     *shard = (sl_shard){0};
+}
+
+/* The N of "part-N.jsonl" / "part-N.parquet" (N: at least five digits), or -1. */
+static long part_number(const char *name)
+{
+    if (strncmp(name, "part-", 5) != 0)
+        return -1;
+    const char *d = name + 5, *e = d;
+    while (isdigit((unsigned char)*e))
+        e++;
+    if (e - d < 5 || e - d > 15 || (strcmp(e, ".jsonl") != 0 && strcmp(e, ".parquet") != 0))
+        return -1;
+    return strtol(d, NULL, 10);
+}
+
+/* A temporary of io/shard.c: ".part-N.EXT.tmp-PID". */
+static bool is_part_temp(const char *name)
+{
+    return strncmp(name, ".part-", 6) == 0 && strstr(name, ".tmp-") != NULL;
+}
+
+sl_status sl_shard_scan_parts(const char *dir, sl_part_scan *out)
+{
+    *out = (sl_part_scan){.max_number = -1};
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? SL_OK
+                               : sl_fail(SL_ERR_IO, "cannot list output folder '%s': %s", dir,
+                                         strerror(errno));
+    for (struct dirent *e; (e = readdir(d));) {
+        long n = part_number(e->d_name);
+        if (n < 0)
+            continue;
+        out->count++;
+        if (n > out->max_number)
+            out->max_number = n;
+    }
+    closedir(d);
+    return SL_OK;
+}
+
+/* Removes the entries of dir that `match` accepts; -1 when dir is unreadable. */
+static long remove_matching(const char *dir, bool (*match)(const char *name), sl_status *st)
+{
+    *st = SL_OK;
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno != ENOENT)
+            *st = sl_fail(SL_ERR_IO, "cannot list output folder '%s': %s", dir, strerror(errno));
+        return errno == ENOENT ? 0 : -1;
+    }
+    long removed = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!match(e->d_name))
+            continue;
+        char *path = sl_asprintf("%s/%s", dir, e->d_name);
+        if (path && unlink(path) == 0)
+            removed++;
+        else if (path && errno != ENOENT && *st == SL_OK)
+            *st = sl_fail(SL_ERR_IO, "cannot remove '%s': %s", path, strerror(errno));
+        sl_free(path);
+    }
+    closedir(d);
+    return removed;
+}
+
+static bool is_part(const char *name) { return part_number(name) >= 0; }
+
+sl_status sl_shard_remove_parts(const char *dir)
+{
+    sl_status st;
+    remove_matching(dir, is_part, &st);
+    return st;
+}
+
+long sl_shard_remove_temps(const char *dir)
+{
+    sl_status st;
+    return remove_matching(dir, is_part_temp, &st);
 }

@@ -22,6 +22,23 @@ sl_status sl_shard_publish(sl_shard *shard);
 
 void sl_shard_clear(sl_shard *shard);
 
+/* The part files of an output folder: part-NNNNN.jsonl and part-NNNNN.parquet
+ * (N: five or more digits). */
+typedef struct sl_part_scan {
+    long count;      /* part files found */
+    long max_number; /* the highest N; -1 when none */
+} sl_part_scan;
+
+/* Lists dir's part files (a missing dir has none). */
+sl_status sl_shard_scan_parts(const char *dir, sl_part_scan *out);
+
+/* Removes dir's part files (--overwrite). */
+sl_status sl_shard_remove_parts(const char *dir);
+
+/* Removes the temporary files (.part-*.tmp-PID) that a killed run left in
+ * dir; returns how many (-1 when dir cannot be read). */
+long sl_shard_remove_temps(const char *dir);
+
 /* mkdir -p. */
 sl_status sl_make_dirs(const char *path);
 

@@ -6,10 +6,17 @@
  *
  * Each row carries a caption_row. Failed rows (unlistable folder, corrupt
  * image, engine error) skip to the writer, which records them with their
- * stage and message like every other row. */
+ * stage and message like every other row.
+ *
+ * Resume: the output folder's ledger (ledger/ledger.h) says which row ids
+ * earlier runs committed; the read stage skips them (one indexed lookup per
+ * input, nothing held in memory), and the writer commits each part in two
+ * phases with it: rows recorded, file synced, part pending, file renamed,
+ * part committed. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +39,7 @@
 #include "job/caption_metrics.h"
 #include "job/caption_report.h"
 #include "job/gallery.h"
+#include "ledger/ledger.h"
 #include "sluice/caption.h"
 #include "sluice/executor.h"
 
@@ -50,6 +58,7 @@ sl_caption_params sl_caption_default_params(void)
         .jpeg_quality = 90,
         .download_timeout_s = 30.0,
         .download_retries = 2,
+        .shard_rows = SL_CAPTION_DEFAULT_SHARD_ROWS,
     };
 }
 
@@ -129,6 +138,11 @@ typedef struct job {
     caption_live *live;
     atomic_int_fast64_t input_total; /* -1 until the counting walk ends */
     atomic_bool stop_counting;
+    sl_ledger *ledger;        /* what earlier runs committed; the open part's rows */
+    long rows_per_shard;      /* --shard-rows, or the default */
+    long first_shard;         /* this run's first part number */
+    long done_before;         /* rows committed before this run */
+    atomic_int_fast64_t rows_skipped; /* inputs skipped as done, by the read stage */
 } job;
 
 /* A second pass over the inputs that only counts (footers, lines, tar
@@ -138,8 +152,9 @@ static void *count_inputs(void *arg)
 {
     job *j = arg;
     int64_t n = sl_source_count(j->inputs, j->n_inputs, &j->src_params, &j->stop_counting);
+    /* A resumed run counts what is left: the inputs less the rows done. */
     if (n >= 0 && !atomic_load(&j->stop_counting))
-        atomic_store(&j->input_total, n);
+        atomic_store(&j->input_total, n > j->done_before ? n - j->done_before : 0);
     return NULL;
 }
 
@@ -155,10 +170,28 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
 {
     job *j = state;
     sl_source_item it = {0};
-    sl_status st = sl_source_next(j->src, &it, done);
-    if (st != SL_OK || *done) {
-        sl_source_item_clear(&it);
-        return st;
+    sl_status st;
+    /* Inputs an earlier run committed are skipped here, before they become
+     * rows. A long stretch of them still answers a stop request. */
+    for (unsigned long skipped = 0;; skipped++) {
+        st = sl_source_next(j->src, &it, done);
+        if (st != SL_OK || *done) {
+            sl_source_item_clear(&it);
+            return st;
+        }
+        bool already = false;
+        if (j->ledger && it.id && (st = sl_ledger_is_done(j->ledger, it.id, &already)) != SL_OK) {
+            sl_source_item_clear(&it);
+            return st;
+        }
+        if (!already)
+            break;
+        atomic_fetch_add(&j->rows_skipped, 1);
+        if ((skipped & 255) == 255 && j->p->stop_requests && atomic_load(j->p->stop_requests)) {
+            sl_source_item_clear(&it);
+            return sl_fail(SL_ERR_STOPPED, "stopped on request while skipping the inputs "
+                                           "already done");
+        }
     }
     caption_row *r = sl_calloc(1, sizeof *r);
     if (!r) {
@@ -581,10 +614,19 @@ static sl_status write_parquet_row(job *j, const caption_row *r, const sl_row *r
 
 static sl_status open_output(job *j);
 
-/* Commits the open shard and names the next (--shard-rows). */
+/* Commits the open shard and names the next (--shard-rows), in two phases
+ * with the ledger (ledger/ledger.h says why each crash point is safe): the
+ * file synced under its temporary name, its rows recorded as a pending
+ * part, the file renamed, the part committed. */
 static sl_status commit_shard(job *j)
 {
-    sl_status st = j->psink ? sl_parquet_sink_commit(j->psink) : sl_jsonl_sink_commit(j->sink);
+    sl_status st = j->psink ? sl_parquet_sink_finish(j->psink) : sl_jsonl_sink_finish(j->sink);
+    if (st == SL_OK && j->ledger)
+        st = sl_ledger_part_prepare(j->ledger);
+    if (st == SL_OK)
+        st = j->psink ? sl_parquet_sink_publish(j->psink) : sl_jsonl_sink_publish(j->sink);
+    if (st == SL_OK && j->ledger)
+        st = sl_ledger_part_commit(j->ledger);
     if (st == SL_OK) {
         snprintf(j->last_shard, sizeof j->last_shard, "%s",
                  j->psink ? sl_parquet_sink_path(j->psink) : sl_jsonl_sink_path(j->sink));
@@ -626,7 +668,9 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
                    : sl_fail(SL_ERR_NOMEM, "out of memory writing the row for '%s'", r->path);
             json_decref(o);
         }
-        if (st == SL_OK && j->p->shard_rows > 0 && ++j->shard_rows == j->p->shard_rows)
+        if (st == SL_OK && j->ledger)
+            st = sl_ledger_part_add(j->ledger, r->rel);
+        if (st == SL_OK && ++j->shard_rows == j->rows_per_shard)
             st = next_shard(j);
         if (st != SL_OK)
             return st; /* the writer cannot go on: the executor ends the run */
@@ -657,15 +701,19 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
 }
 
 /* Every row written is complete, so the shard is committed whatever ended
- * the run: finished work is never thrown away. A shard cut by --shard-rows
- * with no rows after it is not left empty, unless it is the only one. */
+ * the run: finished work is never thrown away. A shard with no rows is not
+ * committed (freeing it removes the empty temporary), unless it is the
+ * output's first and only one: an input with no images still gives a file. */
 static void write_close(void *state, sl_exec_end end)
 {
     job *j = state;
     if (!j->sink && !j->psink)
         return; /* the next shard could not open: the run already failed */
-    if (j->shard > 0 && j->shard_rows == 0)
-        return; /* freeing it removes the empty temporary */
+    if (j->shard_rows == 0 && (j->shard > 0 || j->done_before > 0)) {
+        if (j->ledger)
+            sl_ledger_part_abandon(j->ledger);
+        return;
+    }
     if (commit_shard(j) != SL_OK) {
         j->sink_status = SL_ERR_IO;
         snprintf(j->sink_error, sizeof j->sink_error, "%s", sl_last_error());
@@ -679,7 +727,7 @@ static sl_status check_params(const sl_caption_params *p)
     if ((!p->input_dir || !*p->input_dir) && p->n_inputs <= 0)
         return sl_fail(SL_ERR_INVALID_ARG, "no input given");
     if (p->shard_rows < 0)
-        return sl_fail(SL_ERR_INVALID_ARG, "--shard-rows must be >= 0, got %ld", p->shard_rows);
+        return sl_fail(SL_ERR_INVALID_ARG, "--shard-rows must be >= 1, got %ld", p->shard_rows);
     if (p->include_image_bytes && !(p->output_format && strcmp(p->output_format, "parquet") == 0))
         return sl_fail(SL_ERR_INVALID_ARG, "--include-image-bytes needs --format parquet");
     if (!p->output_dir || !*p->output_dir)
@@ -738,6 +786,8 @@ typedef struct progress {
     const sl_caption_params *p;
     sl_exec *exec;
     const atomic_int_fast64_t *input_total;
+    const atomic_int_fast64_t *rows_skipped;
+    int64_t done_before;
     double load_seconds;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -759,6 +809,8 @@ static void progress_report(progress *pg, bool final)
     snap.eta_s = caption_eta_seconds(&es, snap.rows_total);
     snap.bytes_in_flight = es.bytes_in_flight;
     snap.memory_budget = es.memory_budget;
+    snap.rows_skipped = (uint64_t)atomic_load(pg->rows_skipped);
+    snap.rows_done_before = pg->done_before;
     snap.n_stages = sl_exec_stage_count(pg->exec);
     if (snap.n_stages > sizeof snap.stages / sizeof *snap.stages)
         snap.n_stages = sizeof snap.stages / sizeof *snap.stages;
@@ -791,10 +843,11 @@ static void *progress_main(void *arg)
     return NULL;
 }
 
-static void progress_start(progress *pg, const sl_caption_params *p, sl_exec *exec,
-                           const atomic_int_fast64_t *input_total)
+static void progress_start(progress *pg, const job *j, sl_exec *exec)
 {
-    *pg = (progress){.p = p, .exec = exec, .input_total = input_total};
+    const sl_caption_params *p = j->p;
+    *pg = (progress){.p = p, .exec = exec, .input_total = &j->input_total,
+                     .rows_skipped = &j->rows_skipped, .done_before = j->done_before};
     pthread_mutex_init(&pg->mu, NULL);
     pthread_cond_init(&pg->cv, NULL);
     if (p->on_progress)
@@ -845,12 +898,141 @@ static sl_status open_output(job *j)
     const sl_caption_params *p = j->p;
     char name[64];
     snprintf(name, sizeof name, "part-%05ld.%s", j->shard, parquet_output(p) ? "parquet" : "jsonl");
+    sl_status st;
     if (parquet_output(p)) {
         sl_pq_writer_params wp = sl_pq_writer_default_params();
-        return sl_parquet_sink_open(p->output_dir, name, p->overwrite, j->pq_defs, j->n_pq_defs,
-                                    &wp, &j->psink);
+        st = sl_parquet_sink_open(p->output_dir, name, p->overwrite, j->pq_defs, j->n_pq_defs, &wp,
+                                  &j->psink);
+    } else {
+        st = sl_jsonl_sink_open(p->output_dir, name, p->overwrite, &j->sink);
     }
-    return sl_jsonl_sink_open(p->output_dir, name, p->overwrite, &j->sink);
+    if (st == SL_OK && j->ledger)
+        st = sl_ledger_part_begin(j->ledger, name, j->shard);
+    return st;
+}
+
+/* --- resume ----------------------------------------------------------------------- */
+
+static void fp_add(char **text, const char *key, json_t *value)
+{
+    if (!*text)
+        goto out;
+    char *v = value ? json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS) : NULL;
+    char *next = v ? sl_asprintf("%s%s\t%s\n", *text, key, v) : NULL;
+    free(v);
+    sl_free(*text);
+    *text = next;
+out:
+    json_decref(value);
+}
+
+static json_t *fp_strings(const char *const *list, int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; a && i < n; i++)
+        json_array_append_new(a, json_text(list[i]));
+    return a;
+}
+
+static json_t *fp_real(double v)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.9g", v);
+    return json_string(buf);
+}
+
+/* What determines the rows' content, as "key\tJSON" lines; not how fast, how
+ * the progress shows, or where parts are cut. NULL when out of memory. */
+static char *fingerprint(const job *j)
+{
+    const sl_caption_params *p = j->p;
+    char *t = sl_strdup("");
+    fp_add(&t, "inputs", fp_strings(j->inputs, (int)j->n_inputs));
+    fp_add(&t, "input_format", json_text(p->input_format));
+    fp_add(&t, "include", fp_strings(p->include, p->n_include));
+    fp_add(&t, "exclude", fp_strings(p->exclude, p->n_exclude));
+    fp_add(&t, "image_column", json_text(p->image_column));
+    fp_add(&t, "prompt_column", json_text(p->prompt_column));
+    fp_add(&t, "allow_file_urls", json_boolean(p->allow_file_urls));
+    fp_add(&t, "input_shard", json_pack("[I,I,I]", (json_int_t)p->input_shard_index,
+                                        (json_int_t)p->input_shard_count,
+                                        (json_int_t)p->input_shard_size));
+    fp_add(&t, "engine", json_text(use_openai(p) ? "openai" : "llama"));
+    if (use_openai(p)) {
+        fp_add(&t, "endpoints", fp_strings(p->openai.endpoints, p->openai.n_endpoints));
+        fp_add(&t, "served_model", json_text(p->openai.served_model));
+        fp_add(&t, "response_format", json_text(p->openai.response_format));
+        fp_add(&t, "jpeg", json_pack("[i,i,b]", p->jpeg_edge, p->jpeg_quality, p->send_original));
+    } else {
+        fp_add(&t, "model", json_text(p->llama.model_path));
+        fp_add(&t, "mmproj", json_text(p->llama.mmproj_path));
+        fp_add(&t, "ctx", json_integer(p->llama.n_ctx_per_seq));
+    }
+    fp_add(&t, "prompt", json_text(p->prompt));
+    fp_add(&t, "system_prompt", json_text(p->system_prompt));
+    fp_add(&t, "stop", fp_strings(p->stop, p->n_stop));
+    fp_add(&t, "max_tokens", json_integer(p->sampling.max_tokens));
+    fp_add(&t, "temperature", fp_real(p->sampling.temperature));
+    fp_add(&t, "top_p", fp_real(p->sampling.top_p));
+    fp_add(&t, "top_k", json_integer(p->sampling.top_k));
+    fp_add(&t, "min_p", fp_real(p->sampling.min_p));
+    fp_add(&t, "repeat_penalty", fp_real(p->sampling.repeat_penalty));
+    fp_add(&t, "seed", json_integer((json_int_t)(p->sampling.seed & INT64_MAX)));
+    fp_add(&t, "max_image_edge", json_integer(p->image.max_edge));
+    fp_add(&t, "max_image_pixels", json_integer((json_int_t)p->image.max_input_pixels));
+    fp_add(&t, "background", json_pack("[i,i,i]", p->image.background[0], p->image.background[1],
+                                       p->image.background[2]));
+    fp_add(&t, "format", json_text(parquet_output(p) ? "parquet" : "jsonl"));
+    fp_add(&t, "columns", p->columns ? fp_strings(p->columns, p->n_columns) : json_null());
+    fp_add(&t, "include_image_bytes", json_boolean(p->include_image_bytes));
+    return t;
+}
+
+/* Opens the output folder's ledger: starts over (--overwrite), or settles
+ * what an earlier run left and finds where this one goes on. */
+static sl_status open_ledger(job *j)
+{
+    const sl_caption_params *p = j->p;
+    const char *dir = p->output_dir;
+    sl_part_scan scan;
+    sl_status st;
+    if (!sl_ledger_exists(dir) && !p->overwrite) {
+        /* Parts without a ledger: another tool's, or an older sluice's. */
+        if ((st = sl_shard_scan_parts(dir, &scan)) != SL_OK)
+            return st;
+        if (scan.count > 0)
+            return sl_fail(SL_ERR_EXISTS,
+                           "output folder '%s' already holds %ld part file%s and no resume "
+                           "ledger: pass --overwrite to replace them or choose another output "
+                           "folder", dir, scan.count, scan.count == 1 ? "" : "s");
+    }
+    char *fp = fingerprint(j);
+    if (!fp)
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);
+    if ((st = sl_ledger_open(dir, p->overwrite, &j->ledger)) == SL_OK && p->overwrite)
+        st = sl_shard_remove_parts(dir); /* under the ledger's lock, before it forgets them */
+    if (st == SL_OK)
+        st = sl_ledger_bind(j->ledger, fp, p->overwrite);
+    sl_free(fp);
+    sl_ledger_info info;
+    if (st == SL_OK)
+        st = sl_ledger_reconcile(j->ledger, &info);
+    if (st == SL_OK)
+        st = sl_shard_scan_parts(dir, &scan);
+    if (st != SL_OK)
+        return st;
+    long temps = sl_shard_remove_temps(dir);
+    if (temps > 0 || info.parts_promoted || info.parts_dropped)
+        sl_log(SL_LOG_INFO, "%s: removed %ld temporary file%s; %ld pending part%s committed, "
+                            "%ld dropped", dir, temps, temps == 1 ? "" : "s", info.parts_promoted,
+               info.parts_promoted == 1 ? "" : "s", info.parts_dropped);
+    /* Never reuse a number: parts continue after the highest one seen. */
+    j->shard = (info.max_part > scan.max_number ? info.max_part : scan.max_number) + 1;
+    j->first_shard = j->shard;
+    j->done_before = info.rows;
+    j->sum->rows_done_before = info.rows;
+    j->sum->resumed = info.parts > 0;
+    return SL_OK;
 }
 
 /* How many rows are read ahead to choose the pass-through columns' types. */
@@ -931,8 +1113,10 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
         j.fetch.retries = p->download_retries;
     /* Cheap checks first: a wrong input or output fails before any model
      * loads. */
+    j.rows_per_shard = p->shard_rows > 0 ? p->shard_rows : SL_CAPTION_DEFAULT_SHARD_ROWS;
     if ((st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
-        (st = plan_columns(&j)) != SL_OK || (st = open_output(&j)) != SL_OK)
+        (st = plan_columns(&j)) != SL_OK || (st = open_ledger(&j)) != SL_OK ||
+        (st = open_output(&j)) != SL_OK)
         goto done;
 
     int batch = 4;
@@ -982,7 +1166,7 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     pthread_t counter;
     bool counting = pthread_create(&counter, NULL, count_inputs, &j) == 0;
     progress pg;
-    progress_start(&pg, p, exec, &j.input_total);
+    progress_start(&pg, &j, exec);
     sl_status run_st = sl_exec_run(exec);
     char run_msg[1024];
     snprintf(run_msg, sizeof run_msg, "%s", sl_last_error());
@@ -1001,6 +1185,7 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
 
     sl_exec_stats es;
     sl_exec_stats_get(exec, &es);
+    sum->rows_skipped = (long)atomic_load(&j.rows_skipped);
     sum->load_seconds = j.load_seconds;
     sum->seconds = es.seconds > j.load_seconds ? es.seconds - j.load_seconds : es.seconds;
     sum->peak_bytes_in_flight = es.peak_bytes_in_flight;
@@ -1034,6 +1219,7 @@ done:
     sl_exec_free(exec);
     sl_jsonl_sink_free(j.sink);
     sl_parquet_sink_free(j.psink);
+    sl_ledger_free(j.ledger); /* after the sinks: an open part's rows roll back */
     sl_source_free(j.src);
     sl_columns_free(j.cols);
     sl_free(j.pq_defs);

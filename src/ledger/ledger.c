@@ -1,0 +1,587 @@
+/* ledger/ledger.c — the resume ledger on SQLite (see ledger.h for the
+ * two-phase commit and the argument that it is exactly-once).
+ *
+ * Schema (format 1, PRAGMA user_version):
+ *   meta(key PRIMARY KEY, value)            format_version, fingerprint
+ *   parts(number PRIMARY KEY, name UNIQUE, state 0 pending | 1 committed, rows)
+ *   rows(id PRIMARY KEY, part) WITHOUT ROWID, indexed by part
+ * The file is opened in WAL mode with synchronous=FULL (a commit is durable
+ * when it returns) and locking_mode=EXCLUSIVE (one run per output folder). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "io/shard.h"
+#include "ledger/ledger.h"
+
+enum { PART_PENDING = 0, PART_COMMITTED = 1 };
+
+struct sl_ledger {
+    pthread_mutex_t mu;
+    sqlite3 *db;
+    char *dir, *path;
+    sqlite3_stmt *is_done, *add_row;
+    bool in_part, prepared; /* a part's transaction is open / a part awaits commit */
+    char *part_name;
+    long part_number, part_rows;
+};
+
+/* --- helpers ------------------------------------------------------------------ */
+
+static sl_status db_fail(sl_ledger *l, sl_status st, const char *doing)
+{
+    return sl_fail(st, "resume ledger '%s': cannot %s: %s", l->path, doing,
+                   l->db ? sqlite3_errmsg(l->db) : "out of memory");
+}
+
+static sl_status exec_sql(sl_ledger *l, const char *sql, const char *doing)
+{
+    char *err = NULL;
+    if (sqlite3_exec(l->db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        sl_status st = sl_fail(SL_ERR_IO, "resume ledger '%s': cannot %s: %s", l->path, doing,
+                               err ? err : sqlite3_errmsg(l->db));
+        sqlite3_free(err);
+        return st;
+    }
+    return SL_OK;
+}
+
+static sl_status prepare(sl_ledger *l, const char *sql, sqlite3_stmt **out)
+{
+    if (sqlite3_prepare_v2(l->db, sql, -1, out, NULL) != SQLITE_OK)
+        return db_fail(l, SL_ERR_IO, "prepare a query");
+    return SL_OK;
+}
+
+/* Runs a statement that returns no rows (bound by the caller), then resets it. */
+static sl_status step_done(sl_ledger *l, sqlite3_stmt *s, const char *doing)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(l, SL_ERR_IO, doing);
+    return SL_OK;
+}
+
+static void rollback(sl_ledger *l)
+{
+    if (!sqlite3_get_autocommit(l->db))
+        sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+bool sl_ledger_exists(const char *dir)
+{
+    char *path = sl_asprintf("%s/%s", dir, SL_LEDGER_FILE);
+    bool yes = path && access(path, F_OK) == 0;
+    sl_free(path);
+    return yes;
+}
+
+const char *sl_ledger_path(const sl_ledger *l) { return l->path; }
+
+/* --- open ------------------------------------------------------------------------ */
+
+static void close_db(sl_ledger *l)
+{
+    sqlite3_finalize(l->is_done);
+    sqlite3_finalize(l->add_row);
+    l->is_done = l->add_row = NULL;
+    sqlite3_close(l->db);
+    l->db = NULL;
+}
+
+static void remove_db_files(const char *path)
+{
+    const char *suffix[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < sizeof suffix / sizeof *suffix; i++) {
+        char *p = sl_asprintf("%s%s", path, suffix[i]);
+        if (p)
+            unlink(p);
+        sl_free(p);
+    }
+}
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS parts(number INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+    " state INTEGER NOT NULL, rows INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS rows(id TEXT PRIMARY KEY, part INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS rows_by_part ON rows(part);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES('format_version', '1');"
+    "PRAGMA user_version = 1;";
+
+/* Opens the file, locks it, checks its format and creates the tables.
+ * *unreadable is set when the file exists but is no ledger we can read. */
+static sl_status open_db(sl_ledger *l, bool *unreadable)
+{
+    *unreadable = false;
+    if (sqlite3_open_v2(l->path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                             SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK)
+        return db_fail(l, SL_ERR_IO, "open it");
+    sqlite3_extended_result_codes(l->db, 0);
+    /* The exclusive lock is taken by the first transaction and kept. */
+    char *err = NULL;
+    int rc = sqlite3_exec(l->db, "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL;"
+                                 "PRAGMA synchronous=FULL; BEGIN EXCLUSIVE;",
+                          NULL, NULL, &err);
+    sqlite3_free(err);
+    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+        return sl_fail(SL_ERR_EXISTS,
+                       "output folder '%s' is in use by another sluice run (its resume ledger "
+                       "'%s' is locked): wait for it to end or choose another -o", l->dir, l->path);
+    if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT) {
+        *unreadable = true;
+        return sl_fail(SL_ERR_IO, "'%s' is not a sluice resume ledger (%s): choose another -o, "
+                                  "or pass --overwrite to start over", l->path,
+                       sqlite3_errstr(rc));
+    }
+    if (rc != SQLITE_OK)
+        return db_fail(l, SL_ERR_IO, "lock it");
+    sqlite3_stmt *s;
+    sl_status st = prepare(l, "PRAGMA user_version", &s);
+    if (st != SL_OK)
+        return st;
+    int version = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+    sqlite3_finalize(s);
+    if (version > SL_LEDGER_FORMAT || version < 0) {
+        *unreadable = true;
+        return sl_fail(SL_ERR_IO, "resume ledger '%s' has format %d, and this sluice reads "
+                                  "format %d or older: use a newer sluice, choose another -o, or "
+                                  "pass --overwrite to start over", l->path, version,
+                       SL_LEDGER_FORMAT);
+    }
+    /* Format 0 is an empty file: make the tables. */
+    if ((st = exec_sql(l, schema, "create its tables")) != SL_OK ||
+        (st = exec_sql(l, "COMMIT", "create its tables")) != SL_OK)
+        return st;
+    if ((st = prepare(l, "SELECT 1 FROM rows r JOIN parts p ON p.number = r.part "
+                         "WHERE r.id = ?1 AND p.state = 1", &l->is_done)) != SL_OK ||
+        (st = prepare(l, "INSERT OR IGNORE INTO rows(id, part) VALUES(?1, ?2)", &l->add_row)) !=
+            SL_OK)
+        return st;
+    return SL_OK;
+}
+
+sl_status sl_ledger_open(const char *dir, bool overwrite, sl_ledger **out)
+{
+    *out = NULL;
+    sl_status st = sl_make_dirs(dir);
+    if (st != SL_OK)
+        return st;
+    sl_ledger *l = sl_calloc(1, sizeof *l);
+    if (!l || !(l->dir = sl_strdup(dir)) || !(l->path = sl_asprintf("%s/%s", dir, SL_LEDGER_FILE))) {
+        sl_ledger_free(l);
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening the resume ledger in '%s'", dir);
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    bool unreadable;
+    st = open_db(l, &unreadable);
+    if (st != SL_OK && unreadable && overwrite) {
+        sl_log(SL_LOG_WARN, "--overwrite: replacing '%s', which cannot be read", l->path);
+        close_db(l);
+        remove_db_files(l->path);
+        st = open_db(l, &unreadable);
+    }
+    if (st != SL_OK) {
+        sl_ledger_free(l);
+        return st;
+    }
+    *out = l;
+    return SL_OK;
+}
+
+/* --- fingerprint ------------------------------------------------------------------ */
+
+/* The value of `key` in "key\tvalue" lines, as a pointer and length; NULL if absent. */
+static const char *find_key(const char *text, const char *key, size_t klen, size_t *vlen)
+{
+    for (const char *line = text; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line) : strlen(line);
+        const char *tab = memchr(line, '\t', n);
+        if (tab && (size_t)(tab - line) == klen && memcmp(line, key, klen) == 0) {
+            *vlen = n - klen - 1;
+            return tab + 1;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* Whether `key` is an item of the ", "-separated `list`. */
+static bool in_list(const char *list, const char *key)
+{
+    size_t n = strlen(key);
+    for (const char *p = list; (p = strstr(p, key)); p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+/* Appends to `out` the keys of `a` whose value differs in (or is missing from) `b`. */
+static void diff_keys(const char *a, const char *b, char *out, size_t cap)
+{
+    for (const char *line = a; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line) : strlen(line);
+        const char *tab = memchr(line, '\t', n);
+        if (tab) {
+            size_t klen = (size_t)(tab - line), vlen = 0;
+            const char *v = find_key(b, line, klen, &vlen);
+            char key[128];
+            snprintf(key, sizeof key, "%.*s", (int)(klen < 100 ? klen : 100), line);
+            bool differs = !v || vlen != n - klen - 1 || memcmp(v, tab + 1, vlen) != 0;
+            if (differs && !in_list(out, key)) {
+                size_t used = strlen(out);
+                snprintf(out + used, cap - used, "%s%s", used ? ", " : "", key);
+            }
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+}
+
+/* Parts recorded, pending or committed; -1 on error. */
+static long count_parts(sl_ledger *l)
+{
+    sqlite3_stmt *s = NULL;
+    long n = -1;
+    if (prepare(l, "SELECT count(*) FROM parts", &s) == SL_OK && sqlite3_step(s) == SQLITE_ROW)
+        n = (long)sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return n;
+}
+
+sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset)
+{
+    pthread_mutex_lock(&l->mu);
+    sl_status st = SL_OK;
+    sqlite3_stmt *s = NULL;
+    if (reset) {
+        st = exec_sql(l, "BEGIN IMMEDIATE; DELETE FROM rows; DELETE FROM parts;"
+                         "DELETE FROM meta WHERE key = 'fingerprint';",
+                      "start over");
+        if (st != SL_OK)
+            goto out;
+    } else {
+        if ((st = prepare(l, "SELECT value FROM meta WHERE key = 'fingerprint'", &s)) != SL_OK)
+            goto out;
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            const char *old = (const char *)sqlite3_column_text(s, 0);
+            bool differs = old && strcmp(old, fingerprint) != 0;
+            if (differs && count_parts(l) == 0) {
+                /* Nothing was committed under the old settings (a run that
+                 * failed to start, say): take the new ones. */
+                sqlite3_finalize(s);
+                s = NULL;
+                st = exec_sql(l, "BEGIN IMMEDIATE; DELETE FROM meta WHERE key = 'fingerprint';",
+                              "store the settings");
+                if (st != SL_OK)
+                    goto out;
+            } else if (differs) {
+                char keys[512] = "";
+                diff_keys(fingerprint, old, keys, sizeof keys);
+                diff_keys(old, fingerprint, keys, sizeof keys);
+                st = sl_fail(SL_ERR_EXISTS,
+                             "output folder '%s' holds rows made with other settings (%s "
+                             "changed since): run the earlier command to resume it, choose "
+                             "another -o, or pass --overwrite to start over",
+                             l->dir, keys[0] ? keys : "the settings");
+            }
+            if (!differs || st != SL_OK)
+                goto out;
+        } else if (rc != SQLITE_DONE) {
+            st = db_fail(l, SL_ERR_IO, "read its settings");
+            goto out;
+        } else if ((st = exec_sql(l, "BEGIN IMMEDIATE", "store the settings")) != SL_OK) {
+            goto out;
+        }
+    }
+    sqlite3_finalize(s);
+    if ((st = prepare(l, "INSERT INTO meta(key, value) VALUES('fingerprint', ?1)", &s)) == SL_OK) {
+        sqlite3_bind_text(s, 1, fingerprint, -1, SQLITE_TRANSIENT);
+        st = step_done(l, s, "store the settings");
+    }
+    if (st == SL_OK)
+        st = exec_sql(l, "COMMIT", "store the settings");
+    if (st != SL_OK)
+        rollback(l);
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+/* --- reconcile ----------------------------------------------------------------------- */
+
+typedef struct part_ref {
+    long number;
+    int state;
+    char *name;
+} part_ref;
+
+static sl_status drop_part(sl_ledger *l, long number)
+{
+    sqlite3_stmt *s = NULL;
+    sl_status st = prepare(l, "DELETE FROM rows WHERE part = ?1", &s);
+    if (st == SL_OK) {
+        sqlite3_bind_int64(s, 1, number);
+        st = step_done(l, s, "forget a part");
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    if (st == SL_OK && (st = prepare(l, "DELETE FROM parts WHERE number = ?1", &s)) == SL_OK) {
+        sqlite3_bind_int64(s, 1, number);
+        st = step_done(l, s, "forget a part");
+    }
+    sqlite3_finalize(s);
+    return st;
+}
+
+sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
+{
+    sl_ledger_info got = {.max_part = -1};
+    part_ref *parts = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *s = NULL;
+    pthread_mutex_lock(&l->mu);
+    sl_status st = exec_sql(l, "BEGIN IMMEDIATE", "reconcile");
+    if (st != SL_OK)
+        goto out;
+    if ((st = prepare(l, "SELECT number, state, name FROM parts ORDER BY number", &s)) != SL_OK)
+        goto out;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap ? 2 * cap : 64;
+            part_ref *grown = sl_realloc(parts, ncap * sizeof *parts);
+            if (!grown) {
+                st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
+                goto out;
+            }
+            parts = grown;
+            cap = ncap;
+        }
+        parts[n] = (part_ref){sqlite3_column_int64(s, 0), sqlite3_column_int(s, 1),
+                              sl_strdup((const char *)sqlite3_column_text(s, 2))};
+        if (!parts[n++].name) {
+            st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
+            goto out;
+        }
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    if (rc != SQLITE_DONE) {
+        st = db_fail(l, SL_ERR_IO, "read its parts");
+        goto out;
+    }
+    for (size_t i = 0; i < n && st == SL_OK; i++) {
+        char *file = sl_asprintf("%s/%s", l->dir, parts[i].name);
+        if (!file) {
+            st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
+            break;
+        }
+        bool present = access(file, F_OK) == 0;
+        if (!present) {
+            /* Pending: the crash came before the rename. Committed: removed by hand. */
+            if (parts[i].state == PART_COMMITTED)
+                sl_log(SL_LOG_WARN, "'%s' is in the resume ledger but gone: its rows will be "
+                                    "captioned again", file);
+            st = drop_part(l, parts[i].number);
+            got.parts_dropped++;
+        } else if (parts[i].state == PART_PENDING) {
+            /* The crash came after the rename: the file is complete. */
+            if ((st = prepare(l, "UPDATE parts SET state = 1 WHERE number = ?1", &s)) == SL_OK) {
+                sqlite3_bind_int64(s, 1, parts[i].number);
+                st = step_done(l, s, "commit a pending part");
+            }
+            sqlite3_finalize(s);
+            s = NULL;
+            got.parts_promoted++;
+        }
+        sl_free(file);
+    }
+    if (st == SL_OK)
+        st = exec_sql(l, "COMMIT", "reconcile");
+    if (st != SL_OK)
+        goto out;
+    if ((st = prepare(l, "SELECT count(*), coalesce(sum(rows), 0), coalesce(max(number), -1) "
+                         "FROM parts WHERE state = 1", &s)) != SL_OK)
+        goto out;
+    if (sqlite3_step(s) != SQLITE_ROW) {
+        st = db_fail(l, SL_ERR_IO, "count its parts");
+        goto out;
+    }
+    got.parts = (long)sqlite3_column_int64(s, 0);
+    got.rows = (long)sqlite3_column_int64(s, 1);
+    got.max_part = (long)sqlite3_column_int64(s, 2);
+out:
+    if (st != SL_OK)
+        rollback(l);
+    sqlite3_finalize(s);
+    for (size_t i = 0; i < n; i++)
+        sl_free(parts[i].name);
+    sl_free(parts);
+    pthread_mutex_unlock(&l->mu);
+    if (st == SL_OK && info)
+        *info = got;
+    return st;
+}
+
+/* --- lookups and parts --------------------------------------------------------------- */
+
+sl_status sl_ledger_is_done(sl_ledger *l, const char *id, bool *done)
+{
+    pthread_mutex_lock(&l->mu);
+    sqlite3_bind_text(l->is_done, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(l->is_done);
+    sqlite3_reset(l->is_done);
+    sqlite3_clear_bindings(l->is_done);
+    sl_status st = SL_OK;
+    *done = rc == SQLITE_ROW;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        st = db_fail(l, SL_ERR_IO, "look up a row");
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+sl_status sl_ledger_part_begin(sl_ledger *l, const char *name, long number)
+{
+    pthread_mutex_lock(&l->mu);
+    sl_status st = SL_OK;
+    sqlite3_stmt *s = NULL;
+    if (l->in_part || l->prepared) {
+        st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': part '%s' begun while '%s' is open",
+                     l->path, name, l->part_name);
+        goto out;
+    }
+    if ((st = prepare(l, "SELECT 1 FROM parts WHERE number = ?1 OR name = ?2", &s)) != SL_OK)
+        goto out;
+    sqlite3_bind_int64(s, 1, number);
+    sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        st = sl_fail(SL_ERR_EXISTS, "resume ledger '%s' already holds part %ld ('%s')", l->path,
+                     number, name);
+        goto out;
+    }
+    if (rc != SQLITE_DONE) {
+        st = db_fail(l, SL_ERR_IO, "look up a part");
+        goto out;
+    }
+    sl_free(l->part_name);
+    if (!(l->part_name = sl_strdup(name))) {
+        st = sl_fail(SL_ERR_NOMEM, "out of memory starting part '%s'", name);
+        goto out;
+    }
+    if ((st = exec_sql(l, "BEGIN IMMEDIATE", "start a part")) != SL_OK)
+        goto out;
+    l->in_part = true;
+    l->part_number = number;
+    l->part_rows = 0;
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+sl_status sl_ledger_part_add(sl_ledger *l, const char *id)
+{
+    pthread_mutex_lock(&l->mu);
+    sl_status st;
+    if (!l->in_part) {
+        st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': row '%s' added outside a part",
+                     l->path, id);
+    } else {
+        /* A repeated id (the same input listed twice) keeps its first part. */
+        sqlite3_bind_text(l->add_row, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(l->add_row, 2, l->part_number);
+        st = step_done(l, l->add_row, "record a row");
+        if (st == SL_OK)
+            l->part_rows++;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+sl_status sl_ledger_part_prepare(sl_ledger *l)
+{
+    pthread_mutex_lock(&l->mu);
+    sl_status st = SL_OK;
+    sqlite3_stmt *s = NULL;
+    if (!l->in_part) {
+        st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': no part to prepare", l->path);
+        goto out;
+    }
+    if ((st = prepare(l, "INSERT INTO parts(number, name, state, rows) VALUES(?1, ?2, 0, ?3)",
+                      &s)) == SL_OK) {
+        sqlite3_bind_int64(s, 1, l->part_number);
+        sqlite3_bind_text(s, 2, l->part_name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, l->part_rows);
+        st = step_done(l, s, "record a pending part");
+    }
+    if (st == SL_OK)
+        st = exec_sql(l, "COMMIT", "record a pending part");
+    if (st != SL_OK)
+        rollback(l);
+    l->in_part = false;
+    l->prepared = st == SL_OK;
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+sl_status sl_ledger_part_commit(sl_ledger *l)
+{
+    pthread_mutex_lock(&l->mu);
+    sl_status st = SL_OK;
+    sqlite3_stmt *s = NULL;
+    if (!l->prepared) {
+        st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': no prepared part to commit", l->path);
+        goto out;
+    }
+    if ((st = prepare(l, "UPDATE parts SET state = 1 WHERE number = ?1", &s)) == SL_OK) {
+        sqlite3_bind_int64(s, 1, l->part_number);
+        st = step_done(l, s, "commit a part");
+    }
+    l->prepared = false;
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+sl_status sl_ledger_part_abandon(sl_ledger *l)
+{
+    pthread_mutex_lock(&l->mu);
+    if (l->in_part)
+        rollback(l);
+    l->in_part = false;
+    pthread_mutex_unlock(&l->mu);
+    return SL_OK;
+}
+
+void sl_ledger_free(sl_ledger *l)
+{
+    if (!l)
+        return;
+    if (l->db) {
+        if (l->in_part)
+            rollback(l);
+        close_db(l);
+        pthread_mutex_destroy(&l->mu);
+    }
+    sl_free(l->part_name);
+    sl_free(l->dir);
+    sl_free(l->path);
+    sl_free(l);
+}

@@ -1,0 +1,97 @@
+/* ledger/ledger.h — what is done: the resume ledger of one output folder,
+ * OUTPUT_DIR/_sluice_ledger.sqlite (SQLite, format SL_LEDGER_FORMAT). It owns
+ * the record of which row ids each committed part-NNNNN file holds, the
+ * fingerprint of the settings that made them, and the two-phase commit that
+ * makes every row id land in exactly one committed part. The part files
+ * themselves belong to the caller (io/shard.h). Thread rules: any function
+ * from any thread; calls are serialized by a mutex inside. Ownership: one
+ * handle from sl_ledger_open(), freed by sl_ledger_free(); strings passed in
+ * are copied. Errors return a status with a message naming the ledger file.
+ *
+ * Two-phase commit of a part P (the caller's order):
+ *   1. sl_ledger_part_begin(P) opens a transaction T; sl_ledger_part_add()
+ *      puts each row id written to P's temporary file into T, not yet durable.
+ *   2. The caller fsyncs P's temporary file.
+ *   3. sl_ledger_part_prepare() records P as PENDING and commits T (fsync).
+ *   4. The caller renames the temporary to P's final name, fsyncs the folder.
+ *   5. sl_ledger_part_commit() marks P COMMITTED.
+ * Only rows of COMMITTED parts are done (sl_ledger_is_done). At open,
+ * sl_ledger_reconcile() settles what a crash left, at each point:
+ *   - during 1-2, or 3 before T is durable: T rolls back, P is unknown to the
+ *     ledger and has no final file (the rename never happened); its rows are
+ *     not done and are captioned again; its temporary is removed by the caller.
+ *   - after 3, before 4 is durable: P is PENDING and its final file is missing:
+ *     P and its rows are dropped, and captioned again.
+ *   - after 4, before 5: P is PENDING and its file exists, complete (synced
+ *     before the rename): P becomes COMMITTED. Its rows are not redone.
+ *   - after 5: nothing to do.
+ * The row ids were durable (3) before the file could appear (4), so a part
+ * file that exists is always known to the ledger, and an id is done if and
+ * only if a complete final file holds it: none lost, none written twice.
+ * A part listed COMMITTED whose file has since gone (deleted by hand) is
+ * dropped too, with a warning, so its rows are captioned again.
+ * Part numbers are never reused: part_begin refuses a name the ledger holds. */
+#ifndef SL_LEDGER_LEDGER_H
+#define SL_LEDGER_LEDGER_H
+
+#include <stdbool.h>
+#include "sluice/status.h"
+
+#define SL_LEDGER_FILE "_sluice_ledger.sqlite"
+#define SL_LEDGER_FORMAT 1 /* the newest format this code reads and writes */
+
+typedef struct sl_ledger sl_ledger;
+
+/* What sl_ledger_reconcile() found. */
+typedef struct sl_ledger_info {
+    long parts;          /* committed parts, after reconciling */
+    long rows;           /* row ids in them */
+    long parts_promoted; /* pending parts whose file existed: now committed */
+    long parts_dropped;  /* parts whose file was missing: forgotten */
+    long max_part;       /* the highest part number known; -1 when none */
+} sl_ledger_info;
+
+/* true when dir holds a ledger file. */
+bool sl_ledger_exists(const char *dir);
+
+/* Opens dir/_sluice_ledger.sqlite, creating it (and dir) if missing, and
+ * takes an exclusive lock on it for the handle's life. With `overwrite`, a
+ * file that is not a ledger this code can read is replaced rather than
+ * refused. SL_ERR_EXISTS when another process holds the lock; SL_ERR_IO when
+ * the file cannot be read (damaged, or written by a newer sluice). */
+sl_status sl_ledger_open(const char *dir, bool overwrite, sl_ledger **out);
+
+/* Ties the ledger to the settings that determine the output: `fingerprint`
+ * is "key\tvalue" lines (values without newlines). A new (or reset) ledger
+ * stores it; an existing one compares it: SL_ERR_EXISTS when it differs, the
+ * message naming the folder and the keys that differ (a ledger that records
+ * no part yet takes the new fingerprint instead). `reset` forgets every
+ * part first (the caller has removed their files) and stores the new one. */
+sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset);
+
+/* Settles what an interrupted run left (see above); fills *info (optional). */
+sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info);
+
+/* *done = whether `id` is in a committed part. One indexed lookup. */
+sl_status sl_ledger_is_done(sl_ledger *l, const char *id, bool *done);
+
+/* Phase 1: a new part `name` (number `number`) starts; its rows are added
+ * with part_add. One part at a time. SL_ERR_EXISTS if the name is known. */
+sl_status sl_ledger_part_begin(sl_ledger *l, const char *name, long number);
+sl_status sl_ledger_part_add(sl_ledger *l, const char *id);
+/* Records the open part as PENDING with its rows, durably. Call after the
+ * part's temporary file is synced and before it is renamed. */
+sl_status sl_ledger_part_prepare(sl_ledger *l);
+/* Phase 2: marks the prepared part COMMITTED; call after the rename. */
+sl_status sl_ledger_part_commit(sl_ledger *l);
+/* Forgets the open (unprepared) part and its rows: it will not be published. */
+sl_status sl_ledger_part_abandon(sl_ledger *l);
+
+/* The ledger file's path (valid for the handle's life). */
+const char *sl_ledger_path(const sl_ledger *l);
+
+/* Closes the ledger. An open part's rows are rolled back; a prepared but
+ * uncommitted part stays PENDING for the next reconcile. Accepts NULL. */
+void sl_ledger_free(sl_ledger *l);
+
+#endif

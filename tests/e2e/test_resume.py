@@ -1,0 +1,175 @@
+"""End-to-end tests of resume (src/ledger/, docs/output.md "Resume"): a run
+killed with SIGKILL or stopped with SIGINT, then run again with the same
+command, ends with every input in exactly one committed row across the
+part files; a finished run run again writes nothing; other settings are
+refused (exit 2) and --overwrite starts over. JSONL and Parquet."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+
+from conftest import SAMPLES, TINY, sample_copies, sample_images, sanitized
+
+COPIES = 40
+ARGS = ("--max-tokens", "8", "--shard-rows", "20", "--metrics-addr", "off", "--show", "0")
+
+
+def expected_ids(copies: int) -> list[str]:
+    return sorted(f"c{i:03d}/{p.relative_to(SAMPLES)}" for i in range(copies) for p in sample_images())
+
+
+def parts(out: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(out.glob("part-*"))
+
+
+def part_ids(out: pathlib.Path) -> list[str]:
+    """Every row id in the committed part files, as often as it occurs."""
+    ids = []
+    for part in parts(out):
+        if part.suffix == ".parquet":
+            import pyarrow.parquet as pq
+            ids += pq.read_table(part, columns=["id"]).column("id").to_pylist()
+        else:
+            ids += [json.loads(line)["id"] for line in part.read_text(encoding="utf-8").splitlines()]
+    return ids
+
+
+def command(sluice, src, out, *extra) -> list[str]:
+    return [str(sluice.binary), "caption", str(src), "-o", str(out), "--model", str(TINY / "model.gguf"),
+            "--mmproj", str(TINY / "mmproj.gguf"), *ARGS, *map(str, extra)]
+
+
+def run(sluice, src, out, *extra, timeout=900) -> subprocess.CompletedProcess:
+    return subprocess.run(command(sluice, src, out, *extra), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def interrupt(sluice, src, out, sig, *extra, log: pathlib.Path) -> int:
+    """Starts the run, waits until it has committed at least one part, sends
+    `sig`, and returns the exit status. The run must still have been going."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen(command(sluice, src, out, *extra), stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 300
+        while not parts(out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be interrupted: {log.read_text()[-2000:]}"
+        assert parts(out), "no part committed in time"
+        proc.send_signal(sig)
+        return proc.wait(timeout=300)
+
+
+def assert_exactly_once(out: pathlib.Path, want: list[str]):
+    ids = part_ids(out)
+    dupes = [i for i, n in Counter(ids).items() if n > 1]
+    assert not dupes, f"written twice: {dupes[:5]}"
+    assert sorted(ids) == want, f"missing: {sorted(set(want) - set(ids))[:5]}"
+    assert not list(out.glob(".part-*.tmp-*")), "a temporary part file was left behind"
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> pathlib.Path:
+    root = tmp_path_factory.mktemp("resume") / "in"
+    sample_copies(root, COPIES)
+    return root
+
+
+def test_kill_9_then_the_same_command_finishes_exactly_once(sluice, big, tmp_path):
+    out = tmp_path / "out"
+    want = expected_ids(COPIES)
+    rc = interrupt(sluice, big, out, signal.SIGKILL, log=tmp_path / "killed.log")
+    assert rc == -signal.SIGKILL
+    before = part_ids(out)
+    assert 0 < len(before) < len(want), "the kill should land mid-run"
+    assert len(before) % 20 == 0, "only whole parts are committed"
+    assert (out / "_sluice_ledger.sqlite").exists()
+    kept = {p.name: p.read_bytes() for p in parts(out)}
+
+    r = run(sluice, big, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(out, want)
+    assert "skipped" in r.stdout + r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["skipped"] == len(before)
+    assert summary["rows"]["total"] == len(want) - len(before)
+    # The parts that survived the kill are untouched; new ones continue after
+    # the highest of them.
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    new = [p.name for p in parts(out) if p.name not in kept]
+    assert new and min(new) > max(kept)
+
+    # Done: the same command again writes nothing and says so.
+    stamps = {p.name: p.stat().st_mtime_ns for p in parts(out)}
+    r = run(sluice, big, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "already done" in r.stdout and "nothing new" in r.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in parts(out)} == stamps
+    assert_exactly_once(out, want)
+
+    # Other settings into the same folder: refused, nothing touched.
+    r = run(sluice, big, out, "--prompt", "Name the main object.")
+    assert r.returncode == 2
+    assert str(out) in r.stderr and "prompt" in r.stderr
+    assert "--overwrite" in r.stderr and "-o" in r.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in parts(out)} == stamps
+
+    # --overwrite starts over: the old parts go, the new run does everything.
+    small = tmp_path / "small"
+    sample_copies(small, 2)
+    r = run(sluice, small, out, "--prompt", "Name the main object.", "--overwrite")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(out, expected_ids(2))
+    assert [p.name for p in parts(out)] == ["part-00000.jsonl", "part-00001.jsonl"]
+    assert json.loads((out / "summary.json").read_text())["rows"]["skipped"] == 0
+    # ... and the new settings now resume.
+    r = run(sluice, small, out, "--prompt", "Name the main object.")
+    assert r.returncode == 0 and "already done" in r.stdout, r.stderr[-3000:]
+
+
+def test_sigint_then_the_same_command_finishes_exactly_once(sluice, big, tmp_path):
+    out = tmp_path / "out"
+    want = expected_ids(COPIES)
+    rc = interrupt(sluice, big, out, signal.SIGINT, log=tmp_path / "stopped.log")
+    assert rc == 130, (tmp_path / "stopped.log").read_text()[-2000:]
+    assert "run the same command again" in (tmp_path / "stopped.log").read_text()
+    before = part_ids(out)
+    assert 0 < len(before) < len(want)
+    assert len(set(before)) == len(before)
+    r = run(sluice, big, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(out, want)
+
+
+def test_parquet_output_resumes_too(sluice, big, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "out"
+    want = expected_ids(COPIES)
+    rc = interrupt(sluice, big, out, signal.SIGKILL, "--format", "parquet", log=tmp_path / "killed.log")
+    assert rc == -signal.SIGKILL
+    assert 0 < len(part_ids(out)) < len(want)
+    r = run(sluice, big, out, "--format", "parquet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert all(p.suffix == ".parquet" for p in parts(out))
+    assert_exactly_once(out, want)
+    rows = [row for p in parts(out) for row in pq.read_table(p).to_pylist()]
+    assert all(row["caption"] is not None and row["error"] is None for row in rows)
+    # The output format is part of the settings.
+    r = run(sluice, big, out)
+    assert r.returncode == 2 and "format" in r.stderr
+
+
+def test_failed_rows_count_as_done(sluice, tmp_path):
+    src = tmp_path / "in"
+    n = sample_copies(src, 1, corrupt=True)
+    out = tmp_path / "out"
+    r = run(sluice, src, out)
+    assert r.returncode == 3, r.stderr[-3000:]
+    r = run(sluice, src, out)
+    assert r.returncode == 0 and "already done" in r.stdout, r.stderr[-3000:]
+    ids = part_ids(out)
+    assert len(ids) == len(set(ids)) == n
+    assert "broken/corrupt.jpg" in ids

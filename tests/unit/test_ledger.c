@@ -1,0 +1,309 @@
+/* Unit tests: ledger/ledger.c — the two-phase part commit, reconcile at each
+ * crash point (a "crash" is freeing the handle mid-way: SQLite rolls back an
+ * open transaction as a killed process's would be), lookups, fingerprints,
+ * the lock, and parts/temps helpers of io/shard.c. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "io/shard.h"
+#include "ledger/ledger.h"
+#include "test_util.h"
+
+static const char FP[] = "prompt\t\"Describe\"\nmax_tokens\t8\n";
+
+static bool done(sl_ledger *l, const char *id)
+{
+    bool d = true;
+    assert_int_equal(sl_ledger_is_done(l, id, &d), SL_OK);
+    return d;
+}
+
+static sl_ledger *open_bound(const char *dir, sl_ledger_info *info)
+{
+    sl_ledger *l;
+    assert_int_equal(sl_ledger_open(dir, false, &l), SL_OK);
+    assert_int_equal(sl_ledger_bind(l, FP, false), SL_OK);
+    assert_int_equal(sl_ledger_reconcile(l, info), SL_OK);
+    return l;
+}
+
+/* Phase 1 then 2 with the part file renamed between them: committed. */
+static void full_commit_marks_rows_done(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_ledger_info info;
+    assert_false(sl_ledger_exists(dir));
+    sl_ledger *l = open_bound(dir, &info);
+    assert_true(sl_ledger_exists(dir));
+    assert_int_equal(info.parts, 0);
+    assert_int_equal(info.max_part, -1);
+    assert_int_equal(sl_ledger_part_begin(l, "part-00000.jsonl", 0), SL_OK);
+    assert_int_equal(sl_ledger_part_add(l, "a.jpg"), SL_OK);
+    assert_int_equal(sl_ledger_part_add(l, "b.jpg"), SL_OK);
+    assert_false(done(l, "a.jpg")); /* written, not committed */
+    assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
+    assert_false(done(l, "a.jpg")); /* pending is not done */
+    tu_write(dir, "part-00000.jsonl", "x\n", 2);
+    assert_int_equal(sl_ledger_part_commit(l), SL_OK);
+    assert_true(done(l, "a.jpg"));
+    assert_true(done(l, "b.jpg"));
+    assert_false(done(l, "c.jpg"));
+    /* A name or number the ledger holds is never reused. */
+    assert_int_equal(sl_ledger_part_begin(l, "part-00000.jsonl", 7), SL_ERR_EXISTS);
+    assert_int_equal(sl_ledger_part_begin(l, "part-00009.jsonl", 0), SL_ERR_EXISTS);
+    sl_ledger_free(l);
+
+    l = open_bound(dir, &info);
+    assert_int_equal(info.parts, 1);
+    assert_int_equal(info.rows, 2);
+    assert_int_equal(info.max_part, 0);
+    assert_int_equal(info.parts_promoted + info.parts_dropped, 0);
+    assert_true(done(l, "b.jpg"));
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
+/* Crash while rows are being written (or before the pending record is
+ * durable): nothing of the part is in the ledger. */
+static void crash_before_prepare_forgets_the_part(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_ledger_info info;
+    sl_ledger *l = open_bound(dir, &info);
+    assert_int_equal(sl_ledger_part_begin(l, "part-00000.jsonl", 0), SL_OK);
+    assert_int_equal(sl_ledger_part_add(l, "a.jpg"), SL_OK);
+    sl_ledger_free(l); /* crash */
+
+    l = open_bound(dir, &info);
+    assert_int_equal(info.parts, 0);
+    assert_int_equal(info.rows, 0);
+    assert_int_equal(info.max_part, -1);
+    assert_false(done(l, "a.jpg"));
+    /* The same name can be used again: nothing of it was published. */
+    assert_int_equal(sl_ledger_part_begin(l, "part-00000.jsonl", 0), SL_OK);
+    assert_int_equal(sl_ledger_part_abandon(l), SL_OK);
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
+/* Crash after the pending record, before the rename: the file is missing,
+ * the part is dropped and its rows are not done. */
+static void pending_without_file_is_dropped(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_ledger_info info;
+    sl_ledger *l = open_bound(dir, &info);
+    assert_int_equal(sl_ledger_part_begin(l, "part-00000.jsonl", 0), SL_OK);
+    assert_int_equal(sl_ledger_part_add(l, "a.jpg"), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
+    sl_ledger_free(l); /* crash: no rename */
+
+    l = open_bound(dir, &info);
+    assert_int_equal(info.parts_dropped, 1);
+    assert_int_equal(info.parts_promoted, 0);
+    assert_int_equal(info.parts, 0);
+    assert_int_equal(info.rows, 0);
+    assert_false(done(l, "a.jpg"));
+    /* Its rows are gone too: a.jpg can go into a new part. */
+    assert_int_equal(sl_ledger_part_begin(l, "part-00001.jsonl", 1), SL_OK);
+    assert_int_equal(sl_ledger_part_add(l, "a.jpg"), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
+    tu_write(dir, "part-00001.jsonl", "x\n", 2);
+    assert_int_equal(sl_ledger_part_commit(l), SL_OK);
+    assert_true(done(l, "a.jpg"));
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
+/* Crash after the rename, before the commit mark: the file exists and is
+ * complete, so the part becomes committed and its rows are done. */
+static void pending_with_file_is_committed(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_ledger_info info;
+    sl_ledger *l = open_bound(dir, &info);
+    assert_int_equal(sl_ledger_part_begin(l, "part-00003.parquet", 3), SL_OK);
+    assert_int_equal(sl_ledger_part_add(l, "x.tar/k1"), SL_OK);
+    assert_int_equal(sl_ledger_part_add(l, "x.tar/k2"), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
+    tu_write(dir, "part-00003.parquet", "PAR1", 4); /* the rename happened */
+    sl_ledger_free(l);                               /* crash before commit */
+
+    l = open_bound(dir, &info);
+    assert_int_equal(info.parts_promoted, 1);
+    assert_int_equal(info.parts_dropped, 0);
+    assert_int_equal(info.parts, 1);
+    assert_int_equal(info.rows, 2);
+    assert_int_equal(info.max_part, 3);
+    assert_true(done(l, "x.tar/k1"));
+    assert_true(done(l, "x.tar/k2"));
+    sl_ledger_free(l);
+    /* Settled: a second open has nothing left to do. */
+    l = open_bound(dir, &info);
+    assert_int_equal(info.parts_promoted + info.parts_dropped, 0);
+    assert_int_equal(info.parts, 1);
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
+/* A committed part whose file was removed by hand is dropped: its rows are
+ * captioned again rather than lost. */
+static void committed_part_whose_file_is_gone_is_dropped(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_ledger_info info;
+    sl_ledger *l = open_bound(dir, &info);
+    const char *names[2] = {"part-00000.jsonl", "part-00001.jsonl"};
+    for (int k = 0; k < 2; k++) {
+        char id[16];
+        snprintf(id, sizeof id, "r%d", k);
+        assert_int_equal(sl_ledger_part_begin(l, names[k], k), SL_OK);
+        assert_int_equal(sl_ledger_part_add(l, id), SL_OK);
+        assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
+        tu_write(dir, names[k], "x\n", 2);
+        assert_int_equal(sl_ledger_part_commit(l), SL_OK);
+    }
+    sl_ledger_free(l);
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, names[0]);
+    unlink(path);
+    l = open_bound(dir, &info);
+    assert_int_equal(info.parts_dropped, 1);
+    assert_int_equal(info.parts, 1);
+    assert_int_equal(info.max_part, 1);
+    assert_false(done(l, "r0"));
+    assert_true(done(l, "r1"));
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
+static void other_settings_are_refused_unless_reset(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_ledger_info info;
+    sl_ledger *l = open_bound(dir, &info);
+    assert_int_equal(sl_ledger_part_begin(l, "part-00000.jsonl", 0), SL_OK);
+    assert_int_equal(sl_ledger_part_add(l, "a.jpg"), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
+    tu_write(dir, "part-00000.jsonl", "x\n", 2);
+    assert_int_equal(sl_ledger_part_commit(l), SL_OK);
+    sl_ledger_free(l);
+
+    assert_int_equal(sl_ledger_open(dir, false, &l), SL_OK);
+    assert_int_equal(sl_ledger_bind(l, "prompt\t\"Other\"\nmax_tokens\t8\n", false), SL_ERR_EXISTS);
+    const char *msg = sl_last_error();
+    assert_non_null(strstr(msg, dir));
+    assert_non_null(strstr(msg, "(prompt changed"));
+    assert_non_null(strstr(msg, "--overwrite"));
+    assert_non_null(strstr(msg, "-o"));
+    assert_int_equal(sl_ledger_bind(l, "prompt\t\"Describe\"\nmax_tokens\t9\nseed\t1\n", false),
+                     SL_ERR_EXISTS);
+    assert_non_null(strstr(sl_last_error(), "(max_tokens, seed changed"));
+    /* The same settings still resume. */
+    assert_int_equal(sl_ledger_bind(l, FP, false), SL_OK);
+    assert_int_equal(sl_ledger_reconcile(l, &info), SL_OK);
+    assert_int_equal(info.rows, 1);
+    /* reset: every part forgotten, the new settings kept. */
+    assert_int_equal(sl_ledger_bind(l, "prompt\t\"Other\"\n", true), SL_OK);
+    assert_int_equal(sl_ledger_reconcile(l, &info), SL_OK);
+    assert_int_equal(info.parts, 0);
+    assert_false(done(l, "a.jpg"));
+    sl_ledger_free(l);
+    assert_int_equal(sl_ledger_open(dir, false, &l), SL_OK);
+    assert_int_equal(sl_ledger_bind(l, "prompt\t\"Other\"\n", false), SL_OK);
+    /* With no part recorded, other settings are simply taken. */
+    assert_int_equal(sl_ledger_bind(l, FP, false), SL_OK);
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
+static void one_run_per_folder_and_damaged_files(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_ledger_info info;
+    sl_ledger *l = open_bound(dir, &info), *l2 = NULL;
+    assert_int_equal(sl_ledger_open(dir, false, &l2), SL_ERR_EXISTS);
+    assert_null(l2);
+    assert_non_null(strstr(sl_last_error(), "in use by another sluice run"));
+    sl_ledger_free(l);
+    sl_ledger_free(NULL);
+
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, SL_LEDGER_FILE);
+    unlink(path);
+    tu_write(dir, SL_LEDGER_FILE, "this is no database, not even close to one.......", 50);
+    assert_int_equal(sl_ledger_open(dir, false, &l), SL_ERR_IO);
+    assert_non_null(strstr(sl_last_error(), path));
+    assert_non_null(strstr(sl_last_error(), "--overwrite"));
+    assert_int_equal(sl_ledger_open(dir, true, &l), SL_OK); /* replaced */
+    assert_int_equal(sl_ledger_bind(l, FP, false), SL_OK);
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
+static void misuse_is_an_error_not_a_crash(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_ledger_info info;
+    sl_ledger *l = open_bound(dir, &info);
+    assert_int_equal(sl_ledger_part_add(l, "a"), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_ledger_part_prepare(l), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_ledger_part_commit(l), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_ledger_part_begin(l, "part-00000.jsonl", 0), SL_OK);
+    assert_int_equal(sl_ledger_part_begin(l, "part-00001.jsonl", 1), SL_ERR_INVALID_ARG);
+    /* A repeated id in one part is kept once. */
+    assert_int_equal(sl_ledger_part_add(l, "a"), SL_OK);
+    assert_int_equal(sl_ledger_part_add(l, "a"), SL_OK);
+    assert_int_equal(sl_ledger_part_abandon(l), SL_OK);
+    assert_false(done(l, "a"));
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
+static void shard_helpers_find_parts_and_remove_temps(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_part_scan scan;
+    assert_int_equal(sl_shard_scan_parts(dir, &scan), SL_OK);
+    assert_int_equal(scan.count, 0);
+    assert_int_equal(scan.max_number, -1);
+    tu_write(dir, "part-00000.jsonl", "", 0);
+    tu_write(dir, "part-00012.parquet", "", 0);
+    tu_write(dir, "part-7.jsonl", "", 0);       /* too few digits: not ours */
+    tu_write(dir, "part-00013.jsonl.bak", "", 0);
+    tu_write(dir, ".part-00013.jsonl.tmp-4242", "", 0);
+    tu_write(dir, ".part-00014.parquet.tmp-1", "", 0);
+    tu_write(dir, "summary.json", "{}", 2);
+    assert_int_equal(sl_shard_scan_parts(dir, &scan), SL_OK);
+    assert_int_equal(scan.count, 2);
+    assert_int_equal(scan.max_number, 12);
+    assert_int_equal(sl_shard_remove_temps(dir), 2);
+    assert_int_equal(sl_shard_remove_temps(dir), 0);
+    assert_int_equal(sl_shard_remove_parts(dir), SL_OK);
+    assert_int_equal(sl_shard_scan_parts(dir, &scan), SL_OK);
+    assert_int_equal(scan.count, 0);
+    char path[600];
+    snprintf(path, sizeof path, "%s/part-7.jsonl", dir);
+    assert_int_equal(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/summary.json", dir);
+    assert_int_equal(access(path, F_OK), 0);
+    tu_rmtree(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(full_commit_marks_rows_done),
+        cmocka_unit_test(crash_before_prepare_forgets_the_part),
+        cmocka_unit_test(pending_without_file_is_dropped),
+        cmocka_unit_test(pending_with_file_is_committed),
+        cmocka_unit_test(committed_part_whose_file_is_gone_is_dropped),
+        cmocka_unit_test(other_settings_are_refused_unless_reset),
+        cmocka_unit_test(one_run_per_folder_and_damaged_files),
+        cmocka_unit_test(misuse_is_an_error_not_a_crash),
+        cmocka_unit_test(shard_helpers_find_parts_and_remove_temps),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
