@@ -958,8 +958,7 @@ static char *fingerprint(const job *j)
                                         (json_int_t)p->input_shard_count,
                                         (json_int_t)p->input_shard_size));
     fp_add(&t, "engine", json_text(use_openai(p) ? "openai" : "llama"));
-    if (use_openai(p)) {
-        fp_add(&t, "endpoints", fp_strings(p->openai.endpoints, p->openai.n_endpoints));
+    if (use_openai(p)) { /* not the endpoints: a fleet may change between runs */
         fp_add(&t, "served_model", json_text(p->openai.served_model));
         fp_add(&t, "response_format", json_text(p->openai.response_format));
         fp_add(&t, "jpeg", json_pack("[i,i,b]", p->jpeg_edge, p->jpeg_quality, p->send_original));
