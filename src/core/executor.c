@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/queue.h"
@@ -701,12 +702,7 @@ sl_status sl_exec_run(sl_exec *exec)
     pthread_mutex_lock(&exec->mu);
     while (exec->exited < exec->n_workers) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        sl_deadline_after(CLOCK_REALTIME, 20, &ts);
         pthread_cond_timedwait(&exec->cv, &exec->mu, &ts);
         int stops = atomic_load(&exec->stop_requests);
         if (exec->p.stop_requests && atomic_load(exec->p.stop_requests) > stops)

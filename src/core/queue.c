@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/queue.h"
 
 struct sl_queue {
@@ -25,17 +26,6 @@ uint64_t sl_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void deadline_after(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
 }
 
 sl_queue *sl_queue_new(size_t capacity, uint64_t max_bytes, int producers, bool ordered)
@@ -173,7 +163,7 @@ size_t sl_queue_pop(sl_queue *q, sl_row **out, size_t max, bool wait, int flush_
     if (n > 0 && n < max && flush_ms > 0 && q->producers > 0) {
         /* A partial batch waits a little for company, then goes anyway. */
         struct timespec deadline;
-        deadline_after(&deadline, flush_ms);
+        sl_deadline_after(CLOCK_MONOTONIC, flush_ms, &deadline);
         while (n < max && q->producers > 0 && !q->aborted) {
             pthread_cond_broadcast(&q->not_full); /* room we made lets producers refill */
             int rc = pthread_cond_timedwait(&q->not_empty, &q->mu, &deadline);

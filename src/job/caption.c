@@ -24,6 +24,7 @@
 #include <jansson.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/json.h"
@@ -65,13 +66,6 @@ sl_caption_params sl_caption_default_params(void)
 static bool use_openai(const sl_caption_params *p)
 {
     return p->engine && strcmp(p->engine, "openai") == 0;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /* --- the row ---------------------------------------------------------------- */
@@ -206,7 +200,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
     r->len = it.len;
     r->extra = it.extra;
     r->prompt = it.prompt;
-    r->started = now_s();
+    r->started = sl_mono_s();
     r->seed = sl_sampling_row_seed(j->p->sampling.seed, r->rel);
     sl_row_set_data(row, r, caption_row_free);
     /* Pass-through columns are counted at a rough 256 bytes: they are small
@@ -275,7 +269,7 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
     job *j = state;
     for (size_t i = 0; i < n; i++) {
         caption_row *r = sl_row_data(rows[i]);
-        double t0 = now_s();
+        double t0 = sl_mono_s();
         sl_status st = fetch_bytes(j, rows[i], r);
         if (st == SL_OK)
             st = r->data ? sl_image_decode(r->data, r->len, r->path ? r->path : r->rel,
@@ -294,7 +288,7 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
             sl_row_fail_status(rows[i], st, "%s", sl_last_error());
             continue;
         }
-        r->decode_ms = (now_s() - t0) * 1e3;
+        r->decode_ms = (sl_mono_s() - t0) * 1e3;
         r->width = sl_image_width(r->image);
         r->height = sl_image_height(r->image);
         r->source_width = sl_image_source_width(r->image);
@@ -319,7 +313,7 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
                 sl_row_fail_status(rows[i], st, "%s: %s", r->rel, sl_last_error());
                 continue;
             }
-            r->decode_ms = (now_s() - t0) * 1e3;
+            r->decode_ms = (sl_mono_s() - t0) * 1e3;
             sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) + r->jpeg_len + r->thumb_len);
             continue;
         }
@@ -358,14 +352,14 @@ static sl_status engine_init(void *cfg, int worker, void **state)
     if (!rep)
         return sl_fail(SL_ERR_NOMEM, "out of memory starting an engine replica");
     rep->j = j;
-    double t0 = now_s();
+    double t0 = sl_mono_s();
     sl_status st = use_openai(j->p) ? sl_engine_open_openai(&j->p->openai, &rep->engine)
                                     : sl_engine_open_llama(&lp, &rep->engine);
     if (st != SL_OK) {
         sl_free(rep);
         return st;
     }
-    double took = now_s() - t0;
+    double took = sl_mono_s() - t0;
     if (j->metrics &&
         (st = caption_metrics_add_replica(j->metrics, worker, sl_engine_model_name(rep->engine),
                                           rep->engine, &rep->metrics)) != SL_OK) {
@@ -529,7 +523,7 @@ static json_t *row_json(const job *j, const caption_row *r, const sl_row *row,
     json_object_set_new(timings, "encode_ms", json_real(res ? res->encode_ms : 0.0));
     json_object_set_new(timings, "ttft_ms", json_real(res ? res->ttft_ms : 0.0));
     json_object_set_new(timings, "generate_ms", json_real(res ? res->generate_ms : 0.0));
-    json_object_set_new(timings, "total_ms", json_real((now_s() - r->started) * 1e3));
+    json_object_set_new(timings, "total_ms", json_real((sl_mono_s() - r->started) * 1e3));
     json_object_set_new(o, "timings", timings);
     const char *stage = sl_row_error_stage(row);
     json_object_set_new(o, "error_stage", stage ? json_string(stage) : json_null());
@@ -595,7 +589,7 @@ static sl_status write_parquet_row(job *j, const caption_row *r, const sl_row *r
                     res ? res->encode_ms : 0.0,
                     res ? res->ttft_ms : 0.0,
                     res ? res->generate_ms : 0.0,
-                    (now_s() - r->started) * 1e3};
+                    (sl_mono_s() - r->started) * 1e3};
     for (int k = 0; k < 7; k++)
         v[PC_DECODE_MS + k] = (sl_pq_value){.f64 = ms[k]};
     v[PC_ERROR_STAGE] = pq_text(sl_row_error_stage(row), &owned[PC_ERROR_STAGE]);
@@ -825,14 +819,7 @@ static void *progress_main(void *arg)
     pthread_mutex_lock(&pg->mu);
     while (!pg->done) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long ms = pg->p->progress_ms > 0 ? pg->p->progress_ms : 1000;
-        ts.tv_sec += ms / 1000;
-        ts.tv_nsec += (ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        sl_deadline_after(CLOCK_REALTIME, pg->p->progress_ms > 0 ? pg->p->progress_ms : 1000, &ts);
         if (pthread_cond_timedwait(&pg->cv, &pg->mu, &ts) != 0 && !pg->done) {
             pthread_mutex_unlock(&pg->mu);
             progress_report(pg, false);

@@ -32,6 +32,7 @@
 #include "mtmd-helper.h"
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/utf8.h"
@@ -805,13 +806,7 @@ static sl_status llama_engine_poll(void *impl, sl_completion *out, size_t max, i
     pthread_mutex_lock(&e->mu);
     if (e->n_done == 0 && timeout_ms > 0) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += timeout_ms / 1000;
-        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        sl_deadline_after(CLOCK_REALTIME, timeout_ms, &ts);
         while (e->n_done == 0)
             if (pthread_cond_timedwait(&e->done_cv, &e->mu, &ts) != 0)
                 break;

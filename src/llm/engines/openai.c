@@ -23,6 +23,7 @@
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "llm/engine_impl.h"
@@ -45,13 +46,6 @@ sl_openai_params sl_openai_default_params(void)
         .all_down_s = 120.0,
         .check_endpoints = true,
     };
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /* --- requests ---------------------------------------------------------------- */
@@ -373,7 +367,7 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
         r->stream = e->p.stream;
         r->id = sl_strdup(id);
         r->body = build_body(e, q, image, image_len, mime, &r->body_len);
-        r->submitted = now_s();
+        r->submitted = sl_mono_s();
         r->retry_after = -1.0;
     }
     sl_image_buffer_free(encoded);
@@ -472,7 +466,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *user)
      * for the time of its first token. */
     if (r->stream && curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK &&
         code >= 200 && code < 300)
-        stream_parse(r, false, now_s());
+        stream_parse(r, false, sl_mono_s());
     return len;
 }
 
@@ -787,7 +781,7 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
     oa_endpoint *ep = &e->eps[r->ep];
     set_in_flight(e, ep, -1);
     count_code(e, ep, res == CURLE_OK ? code : 0);
-    double now = now_s();
+    double now = sl_mono_s();
     char why[1024];
     if (res != CURLE_OK) {
         snprintf(why, sizeof why, "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(res));
@@ -908,7 +902,7 @@ static void *oa_loop(void *arg)
         pthread_mutex_unlock(&e->mu);
         if (stopping)
             break;
-        double now = now_s();
+        double now = sl_mono_s();
         for (oa_req *r = e->delayed.head, *next; r; r = next) {
             next = r->next;
             if (r->next_at <= now || fatal) {
@@ -932,7 +926,7 @@ static void *oa_loop(void *arg)
             if (m->msg == CURLMSG_DONE)
                 finish(e, m->easy_handle, m->data.result);
         set_waiting(e);
-        now = now_s();
+        now = sl_mono_s();
         curl_multi_poll(e->multi, NULL, 0, fatal ? 1000 : next_wait_ms(e, now), NULL);
     }
     return NULL;
@@ -946,13 +940,7 @@ static sl_status oa_poll(void *impl, sl_completion *out, size_t max, int timeout
     pthread_mutex_lock(&e->mu);
     if (e->n_done == 0 && !e->fatal && timeout_ms > 0) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += timeout_ms / 1000;
-        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        sl_deadline_after(CLOCK_REALTIME, timeout_ms, &ts);
         while (e->n_done == 0 && !e->fatal)
             if (pthread_cond_timedwait(&e->done_cv, &e->mu, &ts) != 0)
                 break;
@@ -1139,7 +1127,7 @@ static sl_status check_endpoints(oa_engine *e)
     int answered = 0;
     char errors[2048] = "";
     size_t used = 0;
-    double now = now_s();
+    double now = sl_mono_s();
     for (int i = 0; i < n && st == SL_OK; i++) {
         oa_endpoint *ep = &e->eps[i];
         long code = 0;
@@ -1242,7 +1230,7 @@ sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
     e->eps = sl_calloc((size_t)e->n_eps, sizeof *e->eps);
     if (!e->eps)
         goto nomem;
-    double now = now_s();
+    double now = sl_mono_s();
     for (int i = 0; i < e->n_eps; i++) {
         oa_endpoint *ep = &e->eps[i];
         if (!(ep->url = base_url(params->endpoints[i])) ||
