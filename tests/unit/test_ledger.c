@@ -29,6 +29,18 @@ static sl_ledger *open_bound(const char *dir, sl_ledger_info *info)
     return l;
 }
 
+/* A part holding the one row `id`, through both phases, its file written
+ * between them as the rename would. */
+static void commit_part(sl_ledger *l, const char *dir, const char *name, long number,
+                        const char *id)
+{
+    assert_int_equal(sl_ledger_part_begin(l, name, number), SL_OK);
+    assert_int_equal(sl_ledger_part_add(l, id), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
+    tu_write(dir, name, "x\n", 2);
+    assert_int_equal(sl_ledger_part_commit(l), SL_OK);
+}
+
 /* Phase 1 then 2 with the part file renamed between them: committed. */
 static void full_commit_marks_rows_done(void **state)
 {
@@ -107,11 +119,7 @@ static void pending_without_file_is_dropped(void **state)
     assert_int_equal(info.rows, 0);
     assert_false(done(l, "a.jpg"));
     /* Its rows are gone too: a.jpg can go into a new part. */
-    assert_int_equal(sl_ledger_part_begin(l, "part-00001.jsonl", 1), SL_OK);
-    assert_int_equal(sl_ledger_part_add(l, "a.jpg"), SL_OK);
-    assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
-    tu_write(dir, "part-00001.jsonl", "x\n", 2);
-    assert_int_equal(sl_ledger_part_commit(l), SL_OK);
+    commit_part(l, dir, "part-00001.jsonl", 1, "a.jpg");
     assert_true(done(l, "a.jpg"));
     sl_ledger_free(l);
     tu_rmtree(dir);
@@ -159,11 +167,7 @@ static void committed_part_whose_file_is_gone_is_dropped(void **state)
     for (int k = 0; k < 2; k++) {
         char id[16];
         snprintf(id, sizeof id, "r%d", k);
-        assert_int_equal(sl_ledger_part_begin(l, names[k], k), SL_OK);
-        assert_int_equal(sl_ledger_part_add(l, id), SL_OK);
-        assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
-        tu_write(dir, names[k], "x\n", 2);
-        assert_int_equal(sl_ledger_part_commit(l), SL_OK);
+        commit_part(l, dir, names[k], k, id);
     }
     sl_ledger_free(l);
     char path[600];
@@ -184,11 +188,7 @@ static void other_settings_are_refused_unless_reset(void **state)
     char *dir = tu_tmpdir();
     sl_ledger_info info;
     sl_ledger *l = open_bound(dir, &info);
-    assert_int_equal(sl_ledger_part_begin(l, "part-00000.jsonl", 0), SL_OK);
-    assert_int_equal(sl_ledger_part_add(l, "a.jpg"), SL_OK);
-    assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
-    tu_write(dir, "part-00000.jsonl", "x\n", 2);
-    assert_int_equal(sl_ledger_part_commit(l), SL_OK);
+    commit_part(l, dir, "part-00000.jsonl", 0, "a.jpg");
     sl_ledger_free(l);
 
     assert_int_equal(sl_ledger_open(dir, false, &l), SL_OK);
