@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit models-256m bench bench-engine bench-decode bench-http clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit fuzz models-256m bench bench-engine bench-decode bench-http clean
 
 all: build
 
@@ -61,6 +61,12 @@ bench-decode: build
 # (bench/http_bench.py; ~2 minutes).
 bench-http: build
 	BUILD=$(BUILD) .venv/bin/python bench/http_bench.py
+
+# libFuzzer on every parser of untrusted input (fuzz/): FUZZ_SECONDS each
+# (default 600), FUZZ_JOBS at once. Not part of `make test`, which replays
+# the seed corpora and the regression inputs instead.
+fuzz: setup
+	bash scripts/fuzz.sh $(FUZZ_TARGETS)
 
 models-256m: setup
 	.venv/bin/python tools/gen_model.py --shape smolvlm-256m --out models/smolvlm-256m

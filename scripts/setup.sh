@@ -23,6 +23,7 @@ packages=(
     libzstd-dev libsnappy-dev zlib1g-dev
     libcurl4-openssl-dev libarchive-dev libsqlite3-dev
     chromium nginx-light
+    clang libclang-rt-14-dev
 )
 missing=()
 for p in "${packages[@]}"; do
