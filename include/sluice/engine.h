@@ -152,12 +152,17 @@ typedef struct sl_result {
 typedef struct sl_completion {
     void *tag;                 /* as given to sl_engine_submit() */
     sl_status status;
-    char *error;               /* NULL when status is SL_OK */
+    char *error;               /* NULL when status is SL_OK (or when out of memory
+                                  left no room for the message) */
     sl_result result;
 } sl_completion;
 
-/* Queues a request; `tag` comes back in its completion. Fails only for an
- * invalid request or when out of memory. */
+/* Queues a request; `tag` comes back in its completion. Errors that
+ * concern this request alone: SL_ERR_INVALID_ARG (no prompt, max_tokens
+ * <= 0, a prompt, system prompt or stop string that is not UTF-8) and
+ * SL_ERR_NOMEM; other requests may still be submitted. SL_ERR_IO: the
+ * engine has stopped working (openai: every endpoint down past
+ * all_down_s); no request will succeed. */
 sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *tag);
 
 /* Waits up to timeout_ms for completions; fills up to max of out[] and
