@@ -178,7 +178,14 @@ static void a_context_that_cannot_fit_says_what_to_lower(void **state)
     assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
     assert_null(e);
     assert_non_null(strstr(sl_last_error(), "lower --max-tokens"));
+    p.max_tokens_hint = INT_MAX; /* the library API takes any int: no overflow */
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "lower --max-tokens"));
     p.max_tokens_hint = 64;
+    p.n_ctx_per_seq = INT_MAX;
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "lower --ctx"));
+    p.n_ctx_per_seq = 0;
     p.n_parallel = 0;
     assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "--parallel"));

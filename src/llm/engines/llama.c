@@ -979,13 +979,16 @@ static int probe_positions(llama_engine *e, const sl_llama_params *p)
              .prompt = "Describe this image in one sentence."};
     uint8_t *gray = NULL;
     sl_image *img = NULL;
-    if (p->image_edge_hint > 0) {
-        size_t n = (size_t)p->image_edge_hint * (size_t)p->image_edge_hint * 3;
+    /* The vision preprocessor shrinks anything larger than a few thousand
+     * pixels to its own size first: a larger probe adds no positions. */
+    int edge = p->image_edge_hint > 4096 ? 4096 : p->image_edge_hint;
+    if (edge > 0) {
+        size_t n = (size_t)edge * (size_t)edge * 3;
         gray = sl_malloc(n);
         if (!gray)
             return -1;
         memset(gray, 128, n);
-        if (sl_image_from_rgb(p->image_edge_hint, p->image_edge_hint, gray, &img) != SL_OK) {
+        if (sl_image_from_rgb(edge, edge, gray, &img) != SL_OK) {
             sl_free(gray);
             return -1;
         }
@@ -1131,15 +1134,25 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
             return sl_fail(SL_ERR_MODEL, "--model '%s': cannot tokenize a test prompt with an image",
                            params->model_path);
         }
-        per_seq = probe + params->max_tokens_hint + 64; /* room for longer prompts */
-        if (train > 0 && per_seq > train) {
+        /* In 64 bits: the hint may be anything up to INT_MAX. */
+        int64_t need = (int64_t)probe + params->max_tokens_hint + 64; /* room for longer prompts */
+        if ((train > 0 && need > train) || need > (1 << 24)) {
             llama_engine_free(e);
             return sl_fail(SL_ERR_INVALID_ARG,
-                           "each sequence needs %d positions (prompt and a %d px image: %d, "
+                           "each sequence needs %lld positions (prompt and a %d px image: %d, "
                            "max_tokens: %d), more than the model's context of %d: lower "
                            "--max-tokens or --max-image-edge",
-                           per_seq, params->image_edge_hint, probe, params->max_tokens_hint, train);
+                           (long long)need, params->image_edge_hint, probe,
+                           params->max_tokens_hint, train);
         }
+        per_seq = (int)need;
+    }
+    if (per_seq > (1 << 24) || (int64_t)per_seq * (e->n_parallel + 1) > UINT32_MAX / 2) {
+        int n_seq = e->n_parallel + 1;
+        llama_engine_free(e);
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "a context of %d positions per sequence x %d sequences is too large: "
+                       "lower --ctx or --parallel", per_seq, n_seq);
     }
     /* llama.cpp pads the context to 256 cells and splits it evenly between
      * streams: keep each stream a multiple of 256 so nothing is lost. */
