@@ -103,6 +103,8 @@ struct sl_pq_reader {
     rgroup *rgs;
     size_t nrgs;
     int64_t num_rows;
+    size_t names_left;  /* bytes the leaves' names may still take */
+    bool names_over, names_nomem;
     kv *kvs;
     size_t nkvs;
     char *created_by;
@@ -365,9 +367,19 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
         def++;
     else if (el->repetition == SL_PQR_REPEATED)
         def++, rep++;
-    char *name = prefix ? sl_asprintf("%s.%s", prefix, el->name) : sl_strdup(el->name);
-    if (!name)
+    /* A leaf is named by its whole path, so names could cost far more than
+     * the footer (a long group name over many short leaves): bounded. */
+    size_t name_len = (prefix ? strlen(prefix) + 1 : 0) + strlen(el->name) + 1;
+    if (name_len > r->names_left) {
+        r->names_over = true;
         return false;
+    }
+    r->names_left -= name_len;
+    char *name = prefix ? sl_asprintf("%s.%s", prefix, el->name) : sl_strdup(el->name);
+    if (!name) {
+        r->names_nomem = true;
+        return false;
+    }
     if (el->num_children > 0) {
         bool ok = true;
         for (int k = 0; ok && k < el->num_children; k++)
@@ -434,12 +446,16 @@ static sl_status parse_footer(sl_pq_reader *r, const uint8_t *data, size_t len)
                      els ? "" : " without a schema");
     } else {
         r->leaves = sl_calloc(nels, sizeof *r->leaves);
+        r->names_left = 16 * len + ((size_t)1 << 20);
         size_t pos = 1;
         bool ok = r->leaves != NULL;
         for (int k = 0; ok && k < els[0].num_children; k++)
             ok = walk_schema(r, els, nels, &pos, NULL, 0, 0, 0);
-        if (!r->leaves)
+        if (!r->leaves || r->names_nomem)
             st = nomem(r);
+        else if (r->names_over)
+            st = sl_fail(SL_ERR_DECODE, "Parquet file '%s': its column names (dotted paths) would take more than "
+                         "%zu bytes, from a footer of %zu", r->path, 16 * len + ((size_t)1 << 20), len);
         else if (!ok || pos != nels)
             st = sl_fail(SL_ERR_DECODE, "Parquet file '%s': corrupt schema in the footer", r->path);
     }

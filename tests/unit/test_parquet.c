@@ -732,6 +732,61 @@ static void lying_sizes_are_refused_without_allocating(void **state)
     tu_rmtree(dir);
 }
 
+/* Leaf columns are named by their dotted path, so a long group name over
+ * many short leaves once made a 55 KB footer cost 50 MB of names. */
+static void long_names_over_many_leaves_are_refused(void **state)
+{
+    enum { NAME = 10000, LEAVES = 5000 };
+    char *name = malloc(NAME + 1);
+    memset(name, 'g', NAME);
+    name[NAME] = '\0';
+    sl_tc_writer t;
+    sl_tc_writer_init(&t);
+    sl_tc_write_struct_begin(&t);
+    sl_tc_write_i32_field(&t, 1, 1);
+    sl_tc_write_field(&t, SL_TC_LIST, 2);
+    sl_tc_write_list_begin(&t, SL_TC_STRUCT, 2 + LEAVES);
+    sl_tc_write_struct_begin(&t);
+    sl_tc_write_string_field(&t, 4, "schema");
+    sl_tc_write_i32_field(&t, 5, 1);
+    sl_tc_write_struct_end(&t);
+    sl_tc_write_struct_begin(&t);
+    sl_tc_write_string_field(&t, 4, name);
+    sl_tc_write_i32_field(&t, 5, LEAVES);
+    sl_tc_write_struct_end(&t);
+    for (int i = 0; i < LEAVES; i++) {
+        sl_tc_write_struct_begin(&t);
+        sl_tc_write_i32_field(&t, 1, SL_PQT_INT32);
+        sl_tc_write_string_field(&t, 4, "x");
+        sl_tc_write_struct_end(&t);
+    }
+    sl_tc_write_i64_field(&t, 3, 0);
+    sl_tc_write_struct_end(&t);
+    assert_false(t.err);
+    size_t n = 4 + t.len + 8;
+    uint8_t *file = malloc(n);
+    memcpy(file, "PAR1", 4);
+    memcpy(file + 4, t.buf, t.len);
+    for (int k = 0; k < 4; k++)
+        file[4 + t.len + (size_t)k] = (uint8_t)(t.len >> (8 * k));
+    memcpy(file + 4 + t.len + 4, "PAR1", 4);
+    char *dir = tu_tmpdir();
+    tu_write(dir, "names.parquet", file, n);
+    char path[512];
+    snprintf(path, sizeof path, "%s/names.parquet", dir);
+    int64_t peak, rows;
+    sl_status st = read_all(path, &peak, &rows);
+    print_message("%zu-byte footer: status %d, peak %lld bytes: %s\n", t.len, st, (long long)peak, sl_last_error());
+    assert_int_equal(st, SL_ERR_DECODE);
+    assert_non_null(strstr(sl_last_error(), path));
+    assert_non_null(strstr(sl_last_error(), "column names"));
+    assert_true(peak < BOMB_PEAK);
+    sl_tc_writer_free(&t);
+    free(file);
+    free(name);
+    tu_rmtree(dir);
+}
+
 /* Every allocation failure on the way is reported, and nothing leaks. */
 static void allocation_failures_are_clean(void **state)
 {
@@ -796,6 +851,7 @@ int main(void)
         cmocka_unit_test(writer_rejects_bad_rows),
         cmocka_unit_test(reader_errors_name_the_file),
         cmocka_unit_test(lying_sizes_are_refused_without_allocating),
+        cmocka_unit_test(long_names_over_many_leaves_are_refused),
         cmocka_unit_test(allocation_failures_are_clean),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
