@@ -14,6 +14,14 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Undefined behaviour ends the run as a crash: the fuzz build compiles
+ * UBSan with recovery on, which would only print it. */
+const char *__ubsan_default_options(void);
+const char *__ubsan_default_options(void)
+{
+    return "halt_on_error=1:print_stacktrace=1";
+}
+
 static void walk(sl_tc_reader *r, int type, int depth);
 
 static void walk_struct(sl_tc_reader *r, int depth)

@@ -1263,8 +1263,10 @@ static void drop_rows(column *c, size_t k)
         int64_t cut = pr->offsets[k];
         for (size_t i = 0; i <= rest; i++)
             pr->offsets[i] = pr->offsets[k + i] - cut;
-        memmove(pr->data.data, pr->data.data + cut, pr->data.len - (size_t)cut);
-        pr->data.len -= (size_t)cut;
+        if (cut > 0) { /* rows of nulls or empty values may have no data at all */
+            memmove(pr->data.data, pr->data.data + cut, pr->data.len - (size_t)cut);
+            pr->data.len -= (size_t)cut;
+        }
     }
     pr->n = rest;
 }

@@ -538,6 +538,41 @@ static void reader_errors_name_the_file(void **state)
     tu_rmtree(dir);
 }
 
+/* Byte arrays that are all null or empty have no data bytes at all: batches
+ * of them (several per page) hand out empty ranges. */
+static void empty_byte_arrays_in_batches(void **state)
+{
+    char *dir = tu_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/empty.parquet", dir);
+    const sl_pq_column_def cols[] = {{"s", SL_PQ_STRING, true}, {"x", SL_PQ_BINARY, false}};
+    sl_pq_writer *w;
+    assert_int_equal(sl_pq_writer_open(path, cols, 2, NULL, &w), SL_OK);
+    for (int i = 0; i < 100; i++) {
+        sl_pq_value v[2] = {{.is_null = true}, {.ptr = "", .len = 0}};
+        assert_int_equal(sl_pq_writer_append(w, v), SL_OK);
+    }
+    assert_int_equal(sl_pq_writer_close(w), SL_OK);
+    sl_pq_writer_free(w);
+    sl_pq_reader_params p = sl_pq_reader_default_params();
+    p.batch_rows = 7;
+    sl_pq_reader *r;
+    assert_int_equal(sl_pq_reader_open(path, &p, &r), SL_OK);
+    const sl_pq_batch *b;
+    int64_t rows = 0;
+    while (sl_pq_reader_next(r, &b) == SL_OK && b) {
+        for (int64_t i = 0; i < b->num_rows; i++) {
+            assert_int_equal(b->columns[0].valid[i], 0);
+            assert_int_equal(b->columns[1].valid[i], 1);
+            assert_int_equal(b->columns[1].offsets[i + 1], 0);
+        }
+        rows += b->num_rows;
+    }
+    assert_int_equal(rows, 100);
+    sl_pq_reader_free(r);
+    tu_rmtree(dir);
+}
+
 /* ---- hostile files ------------------------------------------------------ */
 
 /* A one-column file made by hand: "PAR1", one page (header + body), then a
@@ -850,6 +885,7 @@ int main(void)
         cmocka_unit_test(empty_file_and_one_row_group),
         cmocka_unit_test(writer_rejects_bad_rows),
         cmocka_unit_test(reader_errors_name_the_file),
+        cmocka_unit_test(empty_byte_arrays_in_batches),
         cmocka_unit_test(lying_sizes_are_refused_without_allocating),
         cmocka_unit_test(long_names_over_many_leaves_are_refused),
         cmocka_unit_test(allocation_failures_are_clean),
