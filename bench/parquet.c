@@ -88,7 +88,7 @@ int main(int argc, char **argv)
 
     t0 = now();
     sl_pq_reader *rd;
-    if (sl_pq_reader_open(path, &rd) != SL_OK)
+    if (sl_pq_reader_open(path, NULL, &rd) != SL_OK)
         return die("open for reading");
     long long got = 0, check = 0;
     for (;;) {

@@ -11,8 +11,20 @@
 
 #define HEADER 16
 
-static atomic_int_fast64_t live_bytes;
+static atomic_int_fast64_t live_bytes, peak_bytes;
 static atomic_long fail_countdown = -1;
+
+/* A relaxed load first: the compare-and-swap runs only when a new peak is
+ * reached, so the counter costs next to nothing on the common path. */
+static void add_live(int_fast64_t delta)
+{
+    int_fast64_t now = atomic_fetch_add_explicit(&live_bytes, delta, memory_order_relaxed) + delta;
+    int_fast64_t peak = atomic_load_explicit(&peak_bytes, memory_order_relaxed);
+    while (now > peak &&
+           !atomic_compare_exchange_weak_explicit(&peak_bytes, &peak, now, memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+}
 
 static int should_fail(void)
 {
@@ -32,7 +44,7 @@ void *sl_malloc(size_t size)
     if (!block)
         return NULL;
     memcpy(block, &size, sizeof size);
-    atomic_fetch_add_explicit(&live_bytes, (int_fast64_t)size, memory_order_relaxed);
+    add_live((int_fast64_t)size);
     return block + HEADER;
 }
 
@@ -59,8 +71,7 @@ void *sl_realloc(void *ptr, size_t size)
     if (!grown)
         return NULL;
     memcpy(grown, &size, sizeof size);
-    atomic_fetch_add_explicit(&live_bytes, (int_fast64_t)size - (int_fast64_t)old,
-                              memory_order_relaxed);
+    add_live((int_fast64_t)size - (int_fast64_t)old);
     return grown + HEADER;
 }
 
@@ -108,6 +119,17 @@ void sl_free(void *ptr)
 int64_t sl_alloc_live_bytes(void)
 {
     return (int64_t)atomic_load_explicit(&live_bytes, memory_order_relaxed);
+}
+
+int64_t sl_alloc_peak_bytes(void)
+{
+    return (int64_t)atomic_load_explicit(&peak_bytes, memory_order_relaxed);
+}
+
+void sl_alloc_peak_reset(void)
+{
+    atomic_store_explicit(&peak_bytes, atomic_load_explicit(&live_bytes, memory_order_relaxed),
+                          memory_order_relaxed);
 }
 
 void sl_alloc_fail_after(long n) { atomic_store(&fail_countdown, n < 0 ? -1 : n); }

@@ -21,6 +21,11 @@ char *sl_asprintf(const char *fmt, ...) SL_PRINTF(1, 2);
 
 /* Bytes currently allocated through this module. */
 int64_t sl_alloc_live_bytes(void);
+/* The most live bytes seen since the last sl_alloc_peak_reset() (which sets
+ * it to the live bytes of that moment): tests bound what an operation
+ * allocates at its worst, not only what it keeps. */
+int64_t sl_alloc_peak_bytes(void);
+void sl_alloc_peak_reset(void);
 /* Test hook: after `n` more successful allocations, every one fails until
  * reset with a negative n. */
 void sl_alloc_fail_after(long n);

@@ -160,60 +160,100 @@ static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
     return false;
 }
 
-bool sl_rle_decode(const uint8_t *data, size_t len, int bit_width, uint32_t *out, size_t n)
+static bool next_run(sl_rle_stream *s)
 {
-    if (bit_width < 0 || bit_width > 32)
+    uint64_t header;
+    if (!get_varint(&s->p, s->end, &header))
         return false;
-    const uint8_t *p = data, *end = data + len;
-    size_t value_bytes = ((size_t)bit_width + 7) / 8;
-    uint64_t mask = bit_width == 32 ? 0xFFFFFFFFu : ((uint64_t)1 << bit_width) - 1;
+    if (header & 1) { /* bit-packed: (header >> 1) groups of 8 values */
+        uint64_t groups = header >> 1;
+        if (groups > (SIZE_MAX / 8) / 32)
+            return false;
+        /* The last run may be cut short when its padding is not stored: it
+         * fails only if a value past the stored bytes is asked for. */
+        size_t nbytes = (size_t)groups * (size_t)s->bit_width, have = (size_t)(s->end - s->p);
+        s->q = s->p;
+        s->run_end = s->p + (nbytes < have ? nbytes : have);
+        s->p = s->run_end;
+        s->left = groups * 8;
+        s->packed = true;
+        s->acc = 0;
+        s->acc_bits = 0;
+        return true;
+    }
+    /* RLE: a count, then the value in ceil(bit_width / 8) bytes */
+    size_t value_bytes = ((size_t)s->bit_width + 7) / 8;
+    if ((size_t)(s->end - s->p) < value_bytes)
+        return false;
+    uint32_t v = 0;
+    for (size_t k = 0; k < value_bytes; k++)
+        v |= (uint32_t)s->p[k] << (8 * k);
+    s->p += value_bytes;
+    if (s->bit_width < 32 && v >> s->bit_width)
+        return false;
+    s->left = header >> 1;
+    s->packed = false;
+    s->value = v;
+    return true;
+}
+
+bool sl_rle_stream_init(sl_rle_stream *s, const uint8_t *data, size_t len, int bit_width)
+{
+    memset(s, 0, sizeof *s);
+    s->p = data;
+    s->end = data + len;
+    s->bit_width = bit_width;
+    return bit_width >= 0 && bit_width <= 32;
+}
+
+bool sl_rle_stream_read(sl_rle_stream *s, uint32_t *out, size_t n)
+{
+    int bw = s->bit_width;
+    uint64_t mask = bw == 32 ? 0xFFFFFFFFu : ((uint64_t)1 << bw) - 1;
     size_t i = 0;
     while (i < n) {
-        uint64_t header;
-        if (!get_varint(&p, end, &header))
-            return false;
-        if (header & 1) { /* bit-packed: (header >> 1) groups of 8 values */
-            uint64_t groups = header >> 1;
-            if (groups > (SIZE_MAX / 8) / 32)
+        if (s->left == 0) {
+            if (!next_run(s)) {
+                s->p = s->end = NULL; /* unusable from here on */
                 return false;
-            size_t count = (size_t)groups * 8;
-            size_t nbytes = (size_t)groups * (size_t)bit_width;
-            /* The last run may be cut short when its padding is not stored. */
-            size_t have = (size_t)(end - p);
-            if (count > n - i)
-                count = n - i;
-            if (have < nbytes && have * 8 < count * (size_t)bit_width)
-                return false;
-            uint64_t acc = 0;
-            int acc_bits = 0;
-            const uint8_t *q = p;
-            for (size_t k = 0; k < count; k++) {
-                while (acc_bits < bit_width) {
-                    acc |= (uint64_t)*q++ << acc_bits;
-                    acc_bits += 8;
-                }
-                out[i++] = (uint32_t)(acc & mask);
-                acc >>= bit_width;
-                acc_bits -= bit_width;
             }
-            p += nbytes < have ? nbytes : have;
-        } else { /* RLE: a count, then the value in ceil(bit_width / 8) bytes */
-            uint64_t count = header >> 1;
-            if ((size_t)(end - p) < value_bytes)
-                return false;
-            uint32_t v = 0;
-            for (size_t k = 0; k < value_bytes; k++)
-                v |= (uint32_t)p[k] << (8 * k);
-            p += value_bytes;
-            if (bit_width < 32 && v > mask)
-                return false;
-            if (count > n - i)
-                count = n - i;
-            for (uint64_t k = 0; k < count; k++)
-                out[i++] = v;
+            continue;
         }
+        size_t take = s->left < n - i ? (size_t)s->left : n - i;
+        s->left -= take;
+        if (!s->packed) {
+            for (size_t k = 0; k < take; k++)
+                out[i++] = s->value;
+            continue;
+        }
+        uint64_t acc = s->acc;
+        int acc_bits = s->acc_bits;
+        const uint8_t *q = s->q;
+        for (size_t k = 0; k < take; k++) {
+            while (acc_bits < bw) {
+                if (q >= s->run_end) {
+                    s->p = s->end = NULL;
+                    s->left = 0;
+                    return false;
+                }
+                acc |= (uint64_t)*q++ << acc_bits;
+                acc_bits += 8;
+            }
+            out[i++] = (uint32_t)(acc & mask);
+            acc >>= bw;
+            acc_bits -= bw;
+        }
+        s->acc = acc;
+        s->acc_bits = acc_bits;
+        s->q = q;
     }
     return true;
+}
+
+bool sl_rle_decode(const uint8_t *data, size_t len, int bit_width, uint32_t *out, size_t n)
+{
+    sl_rle_stream s;
+    return sl_rle_stream_init(&s, data, len, bit_width) && sl_rle_stream_read(&s, out, n);
 }
 
 /* ---- compression ------------------------------------------------------- */
@@ -272,52 +312,144 @@ const char *sl_pq_compress(int codec, const uint8_t *src, size_t n, sl_buf *out,
     }
 }
 
-const char *sl_pq_decompress(int codec, const uint8_t *src, size_t n, uint8_t *dst,
-                             size_t dst_len, void *zstd_dctx)
+/* Room for `cap` bytes in b, never more than asked: a decompressed page's
+ * buffer grows toward its claimed size only as output arrives. */
+static bool reserve_exact(sl_buf *b, size_t cap)
 {
+    if (cap == 0)
+        cap = 1;
+    if (b->cap >= cap)
+        return true;
+    uint8_t *data = sl_realloc(b->data, cap);
+    if (!data)
+        return false;
+    b->data = data;
+    b->cap = cap;
+    return true;
+}
+
+/* The first size for a streamed output: a guess from the input, at most
+ * the claim; it doubles as output arrives. */
+static size_t first_cap(size_t n, size_t expect)
+{
+    size_t guess = n < SIZE_MAX / 4 ? 4 * n : SIZE_MAX;
+    if (guess < (64u << 10))
+        guess = 64u << 10;
+    return guess < expect ? guess : expect;
+}
+
+static size_t next_cap(size_t cap, size_t expect)
+{
+    return cap < expect / 2 ? 2 * cap : expect;
+}
+
+static const char *unzstd(const uint8_t *src, size_t n, size_t expect, sl_buf *out, ZSTD_DCtx *d)
+{
+    size_t cap = first_cap(n, expect), produced = 0;
+    if (!reserve_exact(out, cap))
+        return "out of memory";
+    ZSTD_DCtx_reset(d, ZSTD_reset_session_only);
+    ZSTD_inBuffer in = {src, n, 0};
+    for (;;) {
+        if (produced == cap && cap < expect) {
+            cap = next_cap(cap, expect);
+            if (!reserve_exact(out, cap))
+                return "out of memory";
+        }
+        ZSTD_outBuffer o = {out->data, cap, produced};
+        size_t in_before = in.pos;
+        size_t rc = ZSTD_decompressStream(d, &o, &in);
+        if (ZSTD_isError(rc))
+            return "corrupt zstd data";
+        bool progress = o.pos > produced || in.pos > in_before;
+        produced = o.pos;
+        if (rc == 0 && in.pos == in.size)
+            break; /* every frame ended, all input used */
+        if (!progress)
+            return produced == expect ? "zstd data longer than the page header says"
+                                      : "corrupt zstd data (truncated)";
+    }
+    out->len = produced;
+    return produced == expect ? NULL : "zstd data shorter than the page header says";
+}
+
+static const char *ungzip(const uint8_t *src, size_t n, size_t expect, sl_buf *out)
+{
+    if (n > UINT_MAX || expect > UINT_MAX)
+        return "page too large for gzip";
+    size_t cap = first_cap(n, expect), produced = 0;
+    if (!reserve_exact(out, cap))
+        return "out of memory";
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit2(&zs, 15 + 32) != Z_OK) /* gzip or zlib header */
+        return "gzip initialisation failed";
+    zs.next_in = (Bytef *)src;
+    zs.avail_in = (uInt)n;
+    const char *err = NULL;
+    for (;;) {
+        if (produced == cap && cap < expect) {
+            cap = next_cap(cap, expect);
+            if (!reserve_exact(out, cap)) {
+                err = "out of memory";
+                break;
+            }
+        }
+        zs.next_out = out->data + produced;
+        zs.avail_out = (uInt)(cap - produced);
+        int rc = inflate(&zs, Z_NO_FLUSH);
+        produced = zs.total_out;
+        if (rc == Z_STREAM_END)
+            break;
+        if (rc == Z_OK)
+            continue;
+        if (rc == Z_BUF_ERROR) /* no progress possible: output full or input used up */
+            err = produced == expect ? "gzip data longer than the page header says" : "corrupt gzip data (truncated)";
+        else
+            err = "corrupt gzip data";
+        break;
+    }
+    inflateEnd(&zs);
+    out->len = produced;
+    if (!err && produced != expect)
+        err = "gzip data shorter than the page header says";
+    return err;
+}
+
+const char *sl_pq_decompress(int codec, const uint8_t *src, size_t n, size_t expect, sl_buf *out,
+                             void *zstd_dctx)
+{
+    out->len = 0;
     switch (codec) {
     case SL_PQ_UNCOMPRESSED:
-        if (n != dst_len)
+        if (n != expect)
             return "uncompressed page size does not match its stored size";
-        memcpy(dst, src, n);
-        return NULL;
+        return sl_buf_append(out, src, n) ? NULL : "out of memory";
     case SL_PQ_SNAPPY: {
         size_t len;
-        if (snappy_uncompressed_length((const char *)src, n, &len) != SNAPPY_OK || len != dst_len)
+        if (snappy_uncompressed_length((const char *)src, n, &len) != SNAPPY_OK || len != expect)
             return "corrupt snappy data (length does not match the page header)";
-        if (snappy_uncompress((const char *)src, n, (char *)dst, &len) != SNAPPY_OK || len != dst_len)
+        if (n > SIZE_MAX / SL_SNAPPY_MAX_RATIO || len > n * SL_SNAPPY_MAX_RATIO)
+            return "corrupt snappy data (claims more than its bytes can hold)";
+        if (!reserve_exact(out, len))
+            return "out of memory";
+        if (snappy_uncompress((const char *)src, n, (char *)out->data, &len) != SNAPPY_OK || len != expect)
             return "corrupt snappy data";
+        out->len = len;
         return NULL;
     }
     case SL_PQ_ZSTD: {
-        size_t r = zstd_dctx ? ZSTD_decompressDCtx(zstd_dctx, dst, dst_len, src, n)
-                             : ZSTD_decompress(dst, dst_len, src, n);
-        if (ZSTD_isError(r))
-            return "corrupt zstd data";
-        if (r != dst_len)
-            return "zstd data shorter than the page header says";
-        return NULL;
+        if (zstd_dctx)
+            return unzstd(src, n, expect, out, zstd_dctx);
+        ZSTD_DCtx *d = ZSTD_createDCtx();
+        if (!d)
+            return "out of memory";
+        const char *err = unzstd(src, n, expect, out, d);
+        ZSTD_freeDCtx(d);
+        return err;
     }
-    case SL_PQ_GZIP: {
-        if (n > UINT_MAX || dst_len > UINT_MAX)
-            return "page too large for gzip";
-        z_stream zs;
-        memset(&zs, 0, sizeof zs);
-        if (inflateInit2(&zs, 15 + 32) != Z_OK) /* gzip or zlib header */
-            return "gzip initialisation failed";
-        zs.next_in = (Bytef *)src;
-        zs.avail_in = (uInt)n;
-        zs.next_out = dst;
-        zs.avail_out = (uInt)dst_len;
-        int rc = inflate(&zs, Z_FINISH);
-        size_t produced = zs.total_out;
-        inflateEnd(&zs);
-        if (rc != Z_STREAM_END)
-            return "corrupt gzip data";
-        if (produced != dst_len)
-            return "gzip data shorter than the page header says";
-        return NULL;
-    }
+    case SL_PQ_GZIP:
+        return ungzip(src, n, expect, out);
     default:
         return "unsupported codec";
     }

@@ -1,9 +1,9 @@
 /* io/parquet_format.h — what the Parquet writer and reader share: the format's
  * numbers (physical types, encodings, codecs, page types), our column types,
- * a growable byte buffer, the RLE/bit-packed hybrid codec (bit widths 0..32)
- * and page (de)compression with zstd, snappy and gzip (zlib).
- * Stateless and thread-safe, except that a zstd context passed in belongs to
- * one thread. Buffers are sl_malloc'd and released with sl_buf_free(). */
+ * a growable byte buffer, the RLE/bit-packed hybrid codec (bit widths 0..32,
+ * whole or streamed) and page (de)compression with zstd, snappy and gzip.
+ * Stateless and thread-safe, except that a zstd context passed in and an
+ * sl_rle_stream each belong to one thread. Buffers are sl_malloc'd and released with sl_buf_free(). */
 #ifndef SL_IO_PARQUET_FORMAT_H
 #define SL_IO_PARQUET_FORMAT_H
 
@@ -52,13 +52,38 @@ bool sl_rle_encode(sl_buf *out, const uint32_t *values, size_t n, int bit_width)
  * ends early, a run is malformed or bit_width > 32. */
 bool sl_rle_decode(const uint8_t *data, size_t len, int bit_width, uint32_t *out, size_t n);
 
+/* The same hybrid read a few values at a time, so a page's levels and
+ * indices are decoded one batch of rows after another. It borrows data. */
+typedef struct sl_rle_stream {
+    const uint8_t *p, *end;      /* the next run header */
+    const uint8_t *q, *run_end;  /* bit-packed run: its next byte, the end of its stored bytes */
+    uint64_t left;               /* values left in the current run */
+    uint64_t acc;
+    int acc_bits, bit_width;
+    bool packed;
+    uint32_t value;              /* the value of the current RLE run */
+} sl_rle_stream;
+
+/* False when bit_width is not in 0..32. */
+bool sl_rle_stream_init(sl_rle_stream *s, const uint8_t *data, size_t len, int bit_width);
+/* The next n values into out; false when the input ends early or a run is
+ * malformed (the stream is then unusable). */
+bool sl_rle_stream_read(sl_rle_stream *s, uint32_t *out, size_t n);
+
+/* snappy cannot expand data more than this (a 3-byte copy makes 64 bytes):
+ * a claimed length past it is a lie, refused before allocating. */
+#define SL_SNAPPY_MAX_RATIO 22
+
 /* Appends the compressed form of src[0..n) to out. NULL on success, else a
  * static message. zstd_cctx: a ZSTD_CCtx* or NULL. */
 const char *sl_pq_compress(int codec, const uint8_t *src, size_t n, sl_buf *out, void *zstd_cctx);
 
-/* Decompresses src[0..n) into exactly dst_len bytes at dst. NULL on success,
- * else a static message. zstd_dctx: a ZSTD_DCtx* or NULL. */
-const char *sl_pq_decompress(int codec, const uint8_t *src, size_t n, uint8_t *dst,
-                             size_t dst_len, void *zstd_dctx);
+/* Decompresses src[0..n) into out (its contents replaced): exactly `expect`
+ * bytes, or a static message. out grows with what the codec really produces
+ * (zstd and gzip are streamed; snappy's claimed length is checked against
+ * SL_SNAPPY_MAX_RATIO first), never past expect, so a size that lies costs
+ * no memory. zstd_dctx: a ZSTD_DCtx* or NULL. */
+const char *sl_pq_decompress(int codec, const uint8_t *src, size_t n, size_t expect, sl_buf *out,
+                             void *zstd_dctx);
 
 #endif

@@ -1,7 +1,11 @@
-/* io/parquet_read.c — the Parquet reader: footer and schema on open, then per
- * row group each selected column chunk is read whole (pread), its pages
- * decompressed and decoded into one dense vector per column. Little-endian
- * hosts only (PLAIN fixed-width values are copied as they are). */
+/* io/parquet_read.c — the Parquet reader: footer and schema on open, then
+ * each selected column chunk is read page by page (pread of one page at a
+ * time), and its pages decoded a slice of rows at a time into the column's
+ * pending rows, from which batches are handed out. Nothing is sized from a
+ * count the file gives: page bytes are read only when the chunk holds them,
+ * decompressed pages and decoded rows grow with what is really there, and
+ * every buffer counts against the reader's memory limit. Little-endian hosts
+ * only (PLAIN fixed-width values are copied as they are). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -20,8 +24,11 @@
 #error "parquet_read.c assumes a little-endian host"
 #endif
 
-#define MAX_PAGE_BYTES ((int64_t)1 << 30)
 #define MAX_SCHEMA_DEPTH 64
+/* Rows decoded in one step: levels and indices for them sit on the stack. */
+#define STEP_ROWS 1024
+/* A page header is looked for in this much of the chunk first. */
+#define HEADER_WINDOW (64u << 10)
 
 typedef struct leaf {
     sl_pq_column_info info;
@@ -47,67 +54,83 @@ typedef struct kv {
     char *key, *value;
 } kv;
 
-typedef struct rvec { /* owned storage behind one sl_pq_vector */
-    uint8_t *valid;
-    uint8_t *fixed; /* fixed-width values, width per type */
-    int64_t *offsets;
-    sl_buf data;
-    int64_t cap_rows;
-} rvec;
-
 typedef struct dict {
     int64_t n;
     sl_buf values;    /* fixed-width values, or the bytes of byte arrays */
     int64_t *offsets; /* byte arrays: n + 1 */
+    size_t offsets_cap;
+    size_t max_len;   /* the longest byte-array entry */
 } dict;
 
-/* Where a decode is, for error messages and the output cursor. */
-typedef struct ctx {
+/* Rows decoded and not handed out yet: rows [0, n). */
+typedef struct pending {
+    uint8_t *valid;
+    uint8_t *fixed;   /* n * width bytes */
+    int64_t *offsets; /* byte arrays: n + 1, offsets[0] == 0 */
+    sl_buf data;
+    size_t n, cap;
+} pending;
+
+/* One selected column: where its chunk is, its current page, its rows. */
+typedef struct column {
     sl_pq_reader *r;
-    size_t rg;
     const leaf *lf;
     const chunk *ch;
-    rvec *v;
-    int64_t rows;     /* rows decoded so far in this chunk */
-    int64_t num_rows; /* rows in the row group */
+    int width;              /* fixed-width bytes per value; 0: byte arrays */
+    int64_t next, end;      /* file offsets: the next page header, the chunk's end */
+    int64_t values;         /* values of the data pages met so far in this chunk */
+    sl_buf raw, plain;      /* the current page as stored, and decompressed */
     dict dict;
     bool has_dict;
-} ctx;
+    /* The current data page. */
+    int64_t page_left;      /* its rows not decoded yet */
+    int encoding;
+    sl_rle_stream levels;   /* definition levels */
+    sl_rle_stream ix;       /* dictionary indices, or RLE booleans */
+    const uint8_t *vp, *vend; /* PLAIN values */
+    uint64_t bit;           /* PLAIN booleans: the next bit at vp */
+    pending rows;
+    size_t held;            /* bytes of buffers counted against the memory limit */
+} column;
 
 struct sl_pq_reader {
     char *path;
     int fd;
     int64_t file_size, data_end;
+    sl_pq_reader_params p;
     leaf *leaves;
     size_t nleaves;
     rgroup *rgs;
     size_t nrgs;
     int64_t num_rows;
+    size_t names_left;  /* bytes the leaves' names may still take */
+    bool names_over, names_nomem;
     kv *kvs;
     size_t nkvs;
     char *created_by;
     size_t *sel;
-    size_t nsel, next_rg;
-    rvec *vecs;
+    size_t nsel;
+    column *cols;        /* one per selected column */
     sl_pq_vector *pubs;
     sl_pq_batch batch;
-    sl_buf chunk_buf, page_buf;
-    uint32_t *levels, *indices;
-    size_t levels_cap, indices_cap;
-    dict dict;
+    size_t rg;           /* the row group being read (nrgs: done) */
+    bool rg_open;        /* its column states are set up */
+    int64_t rg_done;     /* its rows handed out */
+    size_t taken;        /* rows of the last batch, dropped at the next call */
+    size_t held;         /* all columns' held bytes */
     ZSTD_DCtx *zstd;
 };
 
 /* ---- errors ------------------------------------------------------------ */
 
-static sl_status SL_PRINTF(2, 3) corrupt(const ctx *c, const char *fmt, ...)
+static sl_status SL_PRINTF(2, 3) corrupt(const column *c, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return sl_fail(SL_ERR_DECODE, "Parquet file '%s', row group %zu, column '%s': %s", c->r->path, c->rg,
+    return sl_fail(SL_ERR_DECODE, "Parquet file '%s', row group %zu, column '%s': %s", c->r->path, c->r->rg,
                    c->lf->info.name, msg);
 }
 
@@ -203,6 +226,7 @@ static void parse_column_meta(sl_tc_reader *t, chunk *c)
 {
     int ft;
     int16_t id;
+    unsigned seen = 0;
     c->has_meta = true;
     c->dict_page_offset = -1;
     c->data_page_offset = -1;
@@ -222,12 +246,21 @@ static void parse_column_meta(sl_tc_reader *t, chunk *c)
             c->dict_page_offset = sl_tc_read_i64(t);
         else
             sl_tc_skip(t, ft);
+        if (id > 0 && id < 16)
+            seen |= 1u << id;
     }
     sl_tc_read_struct_end(t);
+    /* Fields the format requires: a chunk without them is corrupt, and
+     * requiring them makes each chunk cost the footer a dozen bytes or more,
+     * so the chunks in memory stay a small multiple of the footer. */
+    const unsigned required = 1u << 1 | 1u << 4 | 1u << 5 | 1u << 7 | 1u << 9;
+    if ((seen & required) != required)
+        t->err = true;
 }
 
 /* A Thrift list of structs into a new array of `size`-byte items, each
- * filled by `parse`. On a wrong element type or no memory, sets t->err. */
+ * filled by `parse`. The array grows as items are parsed, never from the
+ * count the list claims. On a wrong element type or no memory, sets t->err. */
 static void *read_struct_list(sl_tc_reader *t, size_t size,
                               void (*parse)(sl_tc_reader *, void *), size_t *count)
 {
@@ -238,14 +271,30 @@ static void *read_struct_list(sl_tc_reader *t, size_t size,
         t->err = true;
         return NULL;
     }
-    uint8_t *items = sl_calloc(n ? n : 1, size);
+    uint8_t *items = sl_calloc(1, size);
+    size_t cap = 1;
     if (!items) {
         t->err = true;
         return NULL;
     }
-    for (size_t i = 0; i < n && !t->err; i++)
+    size_t i = 0;
+    for (; i < n && !t->err; i++) {
+        if (i == cap) {
+            size_t ncap = cap * 2 < n ? cap * 2 : n;
+            uint8_t *grown = sl_realloc(items, ncap * size);
+            if (!grown) {
+                t->err = true;
+                break;
+            }
+            memset(grown + cap * size, 0, (ncap - cap) * size);
+            items = grown;
+            cap = ncap;
+        }
         parse(t, items + i * size);
-    *count = n;
+    }
+    /* Items parsed (or partly parsed) are handed back so their strings are
+     * freed with them. */
+    *count = i;
     return items;
 }
 
@@ -318,9 +367,19 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
         def++;
     else if (el->repetition == SL_PQR_REPEATED)
         def++, rep++;
-    char *name = prefix ? sl_asprintf("%s.%s", prefix, el->name) : sl_strdup(el->name);
-    if (!name)
+    /* A leaf is named by its whole path, so names could cost far more than
+     * the footer (a long group name over many short leaves): bounded. */
+    size_t name_len = (prefix ? strlen(prefix) + 1 : 0) + strlen(el->name) + 1;
+    if (name_len > r->names_left) {
+        r->names_over = true;
         return false;
+    }
+    r->names_left -= name_len;
+    char *name = prefix ? sl_asprintf("%s.%s", prefix, el->name) : sl_strdup(el->name);
+    if (!name) {
+        r->names_nomem = true;
+        return false;
+    }
     if (el->num_children > 0) {
         bool ok = true;
         for (int k = 0; ok && k < el->num_children; k++)
@@ -387,12 +446,16 @@ static sl_status parse_footer(sl_pq_reader *r, const uint8_t *data, size_t len)
                      els ? "" : " without a schema");
     } else {
         r->leaves = sl_calloc(nels, sizeof *r->leaves);
+        r->names_left = 16 * len + ((size_t)1 << 20);
         size_t pos = 1;
         bool ok = r->leaves != NULL;
         for (int k = 0; ok && k < els[0].num_children; k++)
             ok = walk_schema(r, els, nels, &pos, NULL, 0, 0, 0);
-        if (!r->leaves)
+        if (!r->leaves || r->names_nomem)
             st = nomem(r);
+        else if (r->names_over)
+            st = sl_fail(SL_ERR_DECODE, "Parquet file '%s': its column names (dotted paths) would take more than "
+                         "%zu bytes, from a footer of %zu", r->path, 16 * len + ((size_t)1 << 20), len);
         else if (!ok || pos != nels)
             st = sl_fail(SL_ERR_DECODE, "Parquet file '%s': corrupt schema in the footer", r->path);
     }
@@ -402,13 +465,15 @@ static sl_status parse_footer(sl_pq_reader *r, const uint8_t *data, size_t len)
     if (st != SL_OK)
         return st;
 
+    /* Row counts are only claims: pages must hold the rows, and the reader
+     * allocates by what they decode to. Here they need only be sane. */
     int64_t total = 0;
     for (size_t g = 0; g < r->nrgs; g++) {
         const rgroup *rg = &r->rgs[g];
         if (rg->nchunks != r->nleaves)
             return sl_fail(SL_ERR_DECODE, "Parquet file '%s': row group %zu has %zu columns, the schema %zu",
                            r->path, g, rg->nchunks, r->nleaves);
-        if (rg->num_rows < 0 || rg->num_rows > INT32_MAX)
+        if (rg->num_rows < 0 || rg->num_rows > INT64_MAX - total)
             return sl_fail(SL_ERR_DECODE, "Parquet file '%s': row group %zu claims %lld rows", r->path, g,
                            (long long)rg->num_rows);
         total += rg->num_rows;
@@ -471,6 +536,9 @@ static sl_status open_file(sl_pq_reader *r)
     if (footer_len == 0 || footer_len > r->file_size - 12)
         return sl_fail(SL_ERR_DECODE, "Parquet file '%s' is corrupt or truncated: footer length %u out of range "
                        "(file is %lld bytes)", r->path, footer_len, (long long)r->file_size);
+    if (footer_len > SL_PQ_MAX_FOOTER_BYTES)
+        return sl_fail(SL_ERR_DECODE, "Parquet file '%s': footer of %u bytes, over the limit of %u", r->path,
+                       footer_len, SL_PQ_MAX_FOOTER_BYTES);
     r->data_end = r->file_size - 8 - footer_len;
     uint8_t *footer = sl_malloc(footer_len);
     if (!footer)
@@ -482,22 +550,48 @@ static sl_status open_file(sl_pq_reader *r)
     return st;
 }
 
-sl_status sl_pq_reader_open(const char *path, sl_pq_reader **out)
+sl_pq_reader_params sl_pq_reader_default_params(void)
 {
-    *out = NULL;
+    return (sl_pq_reader_params){.max_page_bytes = 256u << 20, .batch_rows = 65536, .batch_bytes = 64u << 20,
+                                 .memory_limit = (size_t)1 << 30};
+}
+
+static sl_status select_columns(sl_pq_reader *r, const char *const *names, size_t count, bool check);
+
+static sl_pq_reader *reader_new(const char *path, const sl_pq_reader_params *params)
+{
     sl_pq_reader *r = sl_calloc(1, sizeof *r);
     if (!r)
-        return sl_fail(SL_ERR_NOMEM, "out of memory opening Parquet file '%s'", path);
+        return NULL;
     r->fd = -1;
+    sl_pq_reader_params d = sl_pq_reader_default_params();
+    r->p = params ? *params : d;
+    if (!r->p.max_page_bytes)
+        r->p.max_page_bytes = d.max_page_bytes;
+    if (!r->p.batch_rows)
+        r->p.batch_rows = d.batch_rows;
+    if (!r->p.batch_bytes)
+        r->p.batch_bytes = d.batch_bytes;
+    if (!r->p.memory_limit)
+        r->p.memory_limit = d.memory_limit;
     r->path = sl_strdup(path);
     r->zstd = ZSTD_createDCtx();
     if (!r->path || !r->zstd) {
         sl_pq_reader_free(r);
-        return sl_fail(SL_ERR_NOMEM, "out of memory opening Parquet file '%s'", path);
+        return NULL;
     }
+    return r;
+}
+
+sl_status sl_pq_reader_open(const char *path, const sl_pq_reader_params *params, sl_pq_reader **out)
+{
+    *out = NULL;
+    sl_pq_reader *r = reader_new(path, params);
+    if (!r)
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening Parquet file '%s'", path);
     sl_status st = open_file(r);
     if (st == SL_OK)
-        st = sl_pq_reader_select(r, NULL, 0);
+        st = select_columns(r, NULL, 0, false);
     if (st != SL_OK) {
         sl_pq_reader_free(r);
         return st;
@@ -523,15 +617,30 @@ const char *sl_pq_reader_metadata(const sl_pq_reader *r, const char *key)
     return NULL;
 }
 
-sl_status sl_pq_reader_select(sl_pq_reader *r, const char *const *names, size_t count)
+static void column_free(column *c)
+{
+    sl_buf_free(&c->raw);
+    sl_buf_free(&c->plain);
+    sl_buf_free(&c->dict.values);
+    sl_free(c->dict.offsets);
+    sl_free(c->rows.valid);
+    sl_free(c->rows.fixed);
+    sl_free(c->rows.offsets);
+    sl_buf_free(&c->rows.data);
+}
+
+/* check: an unsupported column is an error now; otherwise (the selection
+ * open makes) only when a batch is read, so a file with such a column opens
+ * and its other columns can be chosen. */
+static sl_status select_columns(sl_pq_reader *r, const char *const *names, size_t count, bool check)
 {
     size_t n = names ? count : r->nleaves;
     size_t *sel = sl_calloc(n ? n : 1, sizeof *sel);
-    rvec *vecs = sl_calloc(n ? n : 1, sizeof *vecs);
+    column *cols = sl_calloc(n ? n : 1, sizeof *cols);
     sl_pq_vector *pubs = sl_calloc(n ? n : 1, sizeof *pubs);
-    if (!sel || !vecs || !pubs) {
+    if (!sel || !cols || !pubs) {
         sl_free(sel);
-        sl_free(vecs);
+        sl_free(cols);
         sl_free(pubs);
         return nomem(r);
     }
@@ -545,222 +654,71 @@ sl_status sl_pq_reader_select(sl_pq_reader *r, const char *const *names, size_t 
             if (k == r->nleaves)
                 st = sl_fail(SL_ERR_NOT_FOUND, "Parquet file '%s' has no column '%s'", r->path, names[i]);
         }
-        if (st == SL_OK && r->leaves[k].info.type == SL_PQ_UNSUPPORTED)
+        if (st == SL_OK && check && r->leaves[k].info.type == SL_PQ_UNSUPPORTED)
             st = sl_fail(SL_ERR_DECODE, "Parquet file '%s', column '%s': %s", r->path, r->leaves[k].info.name,
                          r->leaves[k].unsupported);
         sel[i] = k;
+        cols[i].r = r;
+        cols[i].lf = st == SL_OK ? &r->leaves[k] : NULL;
+        cols[i].width = st == SL_OK ? fixed_width(r->leaves[k].info.type) : 0;
     }
     if (st != SL_OK) {
         sl_free(sel);
-        sl_free(vecs);
+        sl_free(cols);
         sl_free(pubs);
         return st;
     }
-    for (size_t i = 0; i < r->nsel; i++) {
-        sl_free(r->vecs[i].valid);
-        sl_free(r->vecs[i].fixed);
-        sl_free(r->vecs[i].offsets);
-        sl_buf_free(&r->vecs[i].data);
-    }
+    for (size_t i = 0; i < r->nsel; i++)
+        column_free(&r->cols[i]);
     sl_free(r->sel);
-    sl_free(r->vecs);
+    sl_free(r->cols);
     sl_free(r->pubs);
     r->sel = sel;
-    r->vecs = vecs;
+    r->cols = cols;
     r->pubs = pubs;
     r->nsel = n;
-    r->next_rg = 0;
+    r->rg = 0;
+    r->rg_open = false;
+    r->rg_done = 0;
+    r->taken = 0;
+    r->held = 0;
     return SL_OK;
 }
 
-/* ---- values ------------------------------------------------------------ */
-
-/* Where decoded value k of a page lands: the rows marked valid, in order. */
-typedef struct cursor {
-    const uint8_t *valid;
-    int64_t row, end;
-} cursor;
-
-static int64_t next_row(cursor *cu)
+sl_status sl_pq_reader_select(sl_pq_reader *r, const char *const *names, size_t count)
 {
-    while (cu->row < cu->end && !cu->valid[cu->row])
-        cu->row++;
-    return cu->row++;
+    return select_columns(r, names, count, true);
 }
 
-static bool put_bytes(ctx *c, int64_t row, const uint8_t *s, size_t len)
+/* ---- memory ------------------------------------------------------------ */
+
+static size_t column_bytes(const column *c)
 {
-    /* Offsets are filled for every row afterwards; here only the data. */
-    c->v->offsets[row + 1] = (int64_t)len;
-    return sl_buf_append(&c->v->data, s, len);
+    size_t per_row = 1 + (c->width ? (size_t)c->width : sizeof(int64_t));
+    return c->raw.cap + c->plain.cap + c->dict.values.cap + c->dict.offsets_cap * sizeof(int64_t) +
+           c->rows.cap * per_row + (c->width ? 0 : sizeof(int64_t)) + c->rows.data.cap;
 }
 
-static sl_status decode_plain(ctx *c, const uint8_t *p, size_t len, int64_t nn, int64_t first_row)
+/* Counts what c holds now against the memory limit. */
+static sl_status recount(column *c)
 {
-    cursor cu = {c->v->valid, first_row, c->rows};
-    sl_pq_type t = c->lf->info.type;
-    if (t == SL_PQ_STRING || t == SL_PQ_BINARY) {
-        const uint8_t *end = p + len;
-        for (int64_t k = 0; k < nn; k++) {
-            if (end - p < 4)
-                return corrupt(c, "PLAIN byte array values end early");
-            uint32_t n = le32(p);
-            p += 4;
-            if ((size_t)(end - p) < n)
-                return corrupt(c, "PLAIN byte array value runs past its page");
-            if (!put_bytes(c, next_row(&cu), p, n))
-                return nomem(c->r);
-            p += n;
-        }
-        return SL_OK;
-    }
-    if (t == SL_PQ_BOOL) {
-        if (len * 8 < (size_t)nn)
-            return corrupt(c, "PLAIN boolean values end early");
-        for (int64_t k = 0; k < nn; k++)
-            c->v->fixed[next_row(&cu)] = p[k / 8] >> (k % 8) & 1;
-        return SL_OK;
-    }
-    int w = fixed_width(t);
-    if (len < (size_t)nn * (size_t)w)
-        return corrupt(c, "PLAIN values end early (%zu bytes for %lld values)", len, (long long)nn);
-    if (first_row + nn == c->rows) { /* no nulls in this page: one copy */
-        memcpy(c->v->fixed + first_row * w, p, (size_t)nn * (size_t)w);
-        return SL_OK;
-    }
-    for (int64_t k = 0; k < nn; k++)
-        memcpy(c->v->fixed + next_row(&cu) * w, p + k * w, (size_t)w);
-    return SL_OK;
-}
-
-static sl_status decode_dictionary_page(ctx *c, const uint8_t *p, size_t len, int64_t n)
-{
-    dict *d = &c->dict;
-    d->values.len = 0;
-    d->n = 0;
-    sl_pq_type t = c->lf->info.type;
-    if (t == SL_PQ_STRING || t == SL_PQ_BINARY) {
-        if ((size_t)n > len / 4)
-            return corrupt(c, "dictionary page ends early");
-        sl_free(d->offsets);
-        d->offsets = sl_malloc(((size_t)n + 1) * sizeof *d->offsets);
-        if (!d->offsets || !sl_buf_reserve(&d->values, len))
-            return nomem(c->r);
-        const uint8_t *end = p + len;
-        d->offsets[0] = 0;
-        for (int64_t k = 0; k < n; k++) {
-            if (end - p < 4 || (size_t)(end - p - 4) < le32(p))
-                return corrupt(c, "dictionary page ends early");
-            uint32_t vl = le32(p);
-            sl_buf_append(&d->values, p + 4, vl); /* reserved above */
-            d->offsets[k + 1] = (int64_t)d->values.len;
-            p += 4 + vl;
-        }
-    } else if (t == SL_PQ_BOOL) {
-        return corrupt(c, "dictionary page for a boolean column");
-    } else {
-        size_t w = (size_t)fixed_width(t);
-        if (len < (size_t)n * w)
-            return corrupt(c, "dictionary page ends early");
-        if (!sl_buf_append(&d->values, p, (size_t)n * w))
-            return nomem(c->r);
-    }
-    d->n = n;
-    c->has_dict = true;
-    return SL_OK;
-}
-
-static bool grow_u32(uint32_t **buf, size_t *cap, size_t n)
-{
-    if (n <= *cap)
-        return true;
-    uint32_t *b = sl_realloc(*buf, (n ? n : 1) * sizeof **buf);
-    if (!b)
-        return false;
-    *buf = b;
-    *cap = n;
-    return true;
-}
-
-static sl_status decode_dict_indices(ctx *c, const uint8_t *p, size_t len, int64_t nn, int64_t first_row)
-{
-    if (!c->has_dict)
-        return corrupt(c, "dictionary-encoded page without a dictionary page");
-    if (nn == 0)
-        return SL_OK;
-    if (len < 1)
-        return corrupt(c, "dictionary indices missing");
     sl_pq_reader *r = c->r;
-    if (!grow_u32(&r->indices, &r->indices_cap, (size_t)nn))
-        return nomem(r);
-    if (!sl_rle_decode(p + 1, len - 1, p[0], r->indices, (size_t)nn))
-        return corrupt(c, "corrupt dictionary indices (RLE/bit-packed, bit width %d)", p[0]);
-    cursor cu = {c->v->valid, first_row, c->rows};
-    const dict *d = &c->dict;
-    sl_pq_type t = c->lf->info.type;
-    int w = fixed_width(t);
-    for (int64_t k = 0; k < nn; k++) {
-        uint32_t ix = r->indices[k];
-        if (ix >= d->n)
-            return corrupt(c, "dictionary index %u out of range (dictionary has %lld entries)", ix, (long long)d->n);
-        int64_t row = next_row(&cu);
-        if (w) {
-            memcpy(c->v->fixed + row * w, d->values.data + (size_t)ix * (size_t)w, (size_t)w);
-        } else if (!put_bytes(c, row, d->values.data + d->offsets[ix], (size_t)(d->offsets[ix + 1] - d->offsets[ix]))) {
-            return nomem(r);
-        }
-    }
+    size_t now = column_bytes(c);
+    r->held = r->held - c->held + now;
+    c->held = now;
+    if (r->held > r->p.memory_limit)
+        return corrupt(c, "decoding needs more than the reader's memory limit of %zu bytes", r->p.memory_limit);
     return SL_OK;
 }
 
-static sl_status decode_values(ctx *c, int encoding, const uint8_t *p, size_t len, int64_t nn, int64_t first_row)
+/* Before growing a buffer of c from `have` to `want` bytes on a claim the
+ * file makes: refused when it would pass the memory limit. */
+static sl_status room_for(column *c, size_t have, size_t want, const char *what)
 {
-    switch (encoding) {
-    case SL_PQE_PLAIN:
-        return decode_plain(c, p, len, nn, first_row);
-    case SL_PQE_PLAIN_DICTIONARY:
-    case SL_PQE_RLE_DICTIONARY:
-        return decode_dict_indices(c, p, len, nn, first_row);
-    case SL_PQE_RLE:
-        if (c->lf->info.type == SL_PQ_BOOL) { /* 4-byte length, then the hybrid at width 1 */
-            sl_pq_reader *r = c->r;
-            if (len < 4 || le32(p) > len - 4)
-                return corrupt(c, "RLE boolean values end early");
-            if (!grow_u32(&r->indices, &r->indices_cap, (size_t)nn))
-                return nomem(r);
-            if (!sl_rle_decode(p + 4, le32(p), 1, r->indices, (size_t)nn))
-                return corrupt(c, "corrupt RLE boolean values");
-            cursor cu = {c->v->valid, first_row, c->rows};
-            for (int64_t k = 0; k < nn; k++)
-                c->v->fixed[next_row(&cu)] = (uint8_t)r->indices[k];
-            return SL_OK;
-        }
-        /* fall through */
-    default:
-        return corrupt(c, "unsupported encoding %s (%d)", sl_pq_encoding_name(encoding), encoding);
-    }
-}
-
-/* Definition levels of n rows -> valid flags; returns the non-null count. */
-static sl_status apply_levels(ctx *c, const uint8_t *p, size_t len, int64_t n, int64_t *nn)
-{
-    uint8_t *valid = c->v->valid + c->rows;
-    if (c->lf->max_def == 0) {
-        memset(valid, 1, (size_t)n);
-        *nn = n;
-        return SL_OK;
-    }
     sl_pq_reader *r = c->r;
-    if (!grow_u32(&r->levels, &r->levels_cap, (size_t)n))
-        return nomem(r);
-    if (!sl_rle_decode(p, len, sl_pq_bit_width((uint32_t)c->lf->max_def), r->levels, (size_t)n))
-        return corrupt(c, "corrupt definition levels");
-    int64_t count = 0;
-    for (int64_t i = 0; i < n; i++) {
-        valid[i] = r->levels[i] == (uint32_t)c->lf->max_def;
-        count += valid[i];
-    }
-    *nn = count;
+    if (want > have && want - have > r->p.memory_limit - (r->held < r->p.memory_limit ? r->held : r->p.memory_limit))
+        return corrupt(c, "%s of %zu bytes would pass the reader's memory limit of %zu bytes", what, want,
+                       r->p.memory_limit);
     return SL_OK;
 }
 
@@ -834,8 +792,56 @@ static bool parse_page_header(const uint8_t *p, size_t len, page_header *h, size
     return !t.err && h->type >= 0 && h->usize >= 0 && h->csize >= 0;
 }
 
-/* Decompresses src into the reader's page buffer (or returns src as is). */
-static sl_status page_bytes(ctx *c, const uint8_t *src, size_t n, size_t usize, bool compressed,
+/* Reads the page at c->next: its header, then its body into c->raw (only
+ * once the header shows the body lies inside the chunk). */
+static sl_status load_page(column *c, page_header *h, const uint8_t **body)
+{
+    sl_pq_reader *r = c->r;
+    int64_t at = c->next, avail = c->end - at;
+    size_t window = avail < (int64_t)HEADER_WINDOW ? (size_t)avail : HEADER_WINDOW, used;
+    for (;;) {
+        sl_status st = room_for(c, c->raw.cap, window, "a page header");
+        if (st != SL_OK)
+            return st;
+        c->raw.len = 0;
+        if (!sl_buf_reserve(&c->raw, window))
+            return nomem(r);
+        if ((st = read_at(r, c->raw.data, window, at)) != SL_OK)
+            return st;
+        c->raw.len = window;
+        if (parse_page_header(c->raw.data, window, h, &used))
+            break;
+        /* A header longer than the window (large statistics) gets a larger
+         * one; past the chunk's end or the limit, it is corrupt. */
+        if ((int64_t)window == avail || window >= SL_PQ_MAX_PAGE_HEADER_BYTES)
+            return corrupt(c, "corrupt page header at offset %lld", (long long)at);
+        window = window > (SL_PQ_MAX_PAGE_HEADER_BYTES / 4) ? SL_PQ_MAX_PAGE_HEADER_BYTES : window * 4;
+        if ((int64_t)window > avail)
+            window = (size_t)avail;
+    }
+    if ((int64_t)h->csize > avail - (int64_t)used)
+        return corrupt(c, "page at offset %lld runs past the end of its column chunk", (long long)at);
+    if ((size_t)h->csize > r->p.max_page_bytes || (size_t)h->usize > r->p.max_page_bytes)
+        return corrupt(c, "page at offset %lld claims %d bytes (%d stored), over the limit of %zu", (long long)at,
+                       h->usize, h->csize, r->p.max_page_bytes);
+    size_t total = used + (size_t)h->csize;
+    if (total > c->raw.len) {
+        sl_status st = room_for(c, c->raw.cap, total, "a page");
+        if (st != SL_OK)
+            return st;
+        if (!sl_buf_reserve(&c->raw, total - c->raw.len))
+            return nomem(r);
+        if ((st = read_at(r, c->raw.data + c->raw.len, total - c->raw.len, at + (int64_t)c->raw.len)) != SL_OK)
+            return st;
+        c->raw.len = total;
+    }
+    c->next = at + (int64_t)total;
+    *body = c->raw.data + used;
+    return recount(c);
+}
+
+/* The page's values as decompressed bytes (or src as it is). */
+static sl_status page_bytes(column *c, const uint8_t *src, size_t n, size_t usize, bool compressed,
                             const uint8_t **out)
 {
     if (!compressed || c->ch->codec == SL_PQ_UNCOMPRESSED) {
@@ -844,34 +850,132 @@ static sl_status page_bytes(ctx *c, const uint8_t *src, size_t n, size_t usize, 
         *out = src;
         return SL_OK;
     }
-    sl_pq_reader *r = c->r;
-    r->page_buf.len = 0;
-    if (!sl_buf_reserve(&r->page_buf, usize ? usize : 1))
-        return nomem(r);
-    const char *err = sl_pq_decompress(c->ch->codec, src, n, r->page_buf.data, usize, r->zstd);
+    sl_status st = room_for(c, c->plain.cap, usize, "a decompressed page");
+    if (st != SL_OK)
+        return st;
+    const char *err = sl_pq_decompress(c->ch->codec, src, n, usize, &c->plain, c->r->zstd);
     if (err)
-        return corrupt(c, "%s", err);
-    *out = r->page_buf.data;
+        return strcmp(err, "out of memory") == 0 ? nomem(c->r) : corrupt(c, "%s", err);
+    *out = c->plain.data;
+    return recount(c);
+}
+
+static sl_status decode_dictionary_page(column *c, const uint8_t *p, size_t len, int64_t n)
+{
+    dict *d = &c->dict;
+    d->values.len = 0;
+    d->n = 0;
+    d->max_len = 0;
+    c->has_dict = false;
+    if (c->lf->info.type == SL_PQ_BOOL)
+        return corrupt(c, "dictionary page for a boolean column");
+    if (!c->width) {
+        /* Each entry takes at least its 4-byte length. */
+        if ((size_t)n > len / 4)
+            return corrupt(c, "dictionary page ends early (%lld entries in %zu bytes)", (long long)n, len);
+        size_t need = ((size_t)n + 1) * sizeof *d->offsets;
+        sl_status st = room_for(c, d->offsets_cap * sizeof *d->offsets + d->values.cap, need + len,
+                                "a dictionary");
+        if (st != SL_OK)
+            return st;
+        if ((size_t)n + 1 > d->offsets_cap) {
+            int64_t *o = sl_realloc(d->offsets, need);
+            if (!o)
+                return nomem(c->r);
+            d->offsets = o;
+            d->offsets_cap = (size_t)n + 1;
+        }
+        if (!sl_buf_reserve(&d->values, len))
+            return nomem(c->r);
+        const uint8_t *end = p + len;
+        d->offsets[0] = 0;
+        for (int64_t k = 0; k < n; k++) {
+            if (end - p < 4 || (size_t)(end - p - 4) < le32(p))
+                return corrupt(c, "dictionary page ends early");
+            uint32_t vl = le32(p);
+            sl_buf_append(&d->values, p + 4, vl); /* reserved above */
+            d->offsets[k + 1] = (int64_t)d->values.len;
+            if (vl > d->max_len)
+                d->max_len = vl;
+            p += 4 + vl;
+        }
+    } else {
+        size_t w = (size_t)c->width;
+        if ((size_t)n > len / w)
+            return corrupt(c, "dictionary page ends early (%lld entries in %zu bytes)", (long long)n, len);
+        sl_status st = room_for(c, d->values.cap, (size_t)n * w, "a dictionary");
+        if (st != SL_OK)
+            return st;
+        if (!sl_buf_append(&d->values, p, (size_t)n * w))
+            return nomem(c->r);
+    }
+    d->n = n;
+    c->has_dict = true;
+    return recount(c);
+}
+
+/* Points the value decoders at a data page's values. A page of a column
+ * without nulls must hold a value for each row: checked here when the
+ * encoding makes that a matter of size. */
+static sl_status start_values(column *c, int encoding, const uint8_t *p, size_t len, int64_t n)
+{
+    c->encoding = encoding;
+    bool required = c->lf->max_def == 0;
+    switch (encoding) {
+    case SL_PQE_PLAIN:
+        c->vp = p;
+        c->vend = p + len;
+        c->bit = 0;
+        if (required && c->width && c->lf->info.type != SL_PQ_BOOL && (uint64_t)n > len / (size_t)c->width)
+            return corrupt(c, "PLAIN values end early (%zu bytes for %lld values)", len, (long long)n);
+        if (required && c->lf->info.type == SL_PQ_BOOL && (uint64_t)n > (uint64_t)len * 8)
+            return corrupt(c, "PLAIN boolean values end early");
+        if (required && !c->width && (uint64_t)n > len / 4)
+            return corrupt(c, "PLAIN byte array values end early (%zu bytes for %lld values)", len, (long long)n);
+        return SL_OK;
+    case SL_PQE_PLAIN_DICTIONARY:
+    case SL_PQE_RLE_DICTIONARY:
+        if (!c->has_dict)
+            return corrupt(c, "dictionary-encoded page without a dictionary page");
+        /* A bit width, then the indices; a page of nulls may have neither. */
+        if (!sl_rle_stream_init(&c->ix, p + (len > 0), len ? len - 1 : 0, len ? p[0] : 0))
+            return corrupt(c, "corrupt dictionary indices (RLE/bit-packed, bit width %d)", p[0]);
+        return SL_OK;
+    case SL_PQE_RLE:
+        if (c->lf->info.type == SL_PQ_BOOL) { /* 4-byte length, then the hybrid at width 1 */
+            if (len < 4 || le32(p) > len - 4)
+                return corrupt(c, "RLE boolean values end early");
+            sl_rle_stream_init(&c->ix, p + 4, le32(p), 1);
+            return SL_OK;
+        }
+        /* fall through */
+    default:
+        return corrupt(c, "unsupported encoding %s (%d)", sl_pq_encoding_name(encoding), encoding);
+    }
+}
+
+static sl_status start_levels(column *c, const uint8_t *p, size_t len)
+{
+    if (c->lf->max_def > 0)
+        sl_rle_stream_init(&c->levels, p, len, sl_pq_bit_width((uint32_t)c->lf->max_def));
     return SL_OK;
 }
 
-static sl_status check_count(ctx *c, int64_t n)
+static sl_status check_count(column *c, int64_t n, int64_t num_rows)
 {
-    if (n < 0 || n > c->num_rows - c->rows)
+    if (n < 0 || n > num_rows - c->values)
         return corrupt(c, "page holds %lld values, more than the %lld left in the column chunk", (long long)n,
-                       (long long)(c->num_rows - c->rows));
+                       (long long)(num_rows - c->values));
     return SL_OK;
 }
 
-static sl_status data_page_v1(ctx *c, const page_header *h, const uint8_t *body)
+static sl_status data_page_v1(column *c, const page_header *h, const uint8_t *body, int64_t num_rows)
 {
-    int64_t n = h->num_values, nn;
-    sl_status st = check_count(c, n);
+    sl_status st = check_count(c, h->num_values, num_rows);
     if (st != SL_OK)
         return st;
     const uint8_t *p;
-    st = page_bytes(c, body, (size_t)h->csize, (size_t)h->usize, true, &p);
-    if (st != SL_OK)
+    if ((st = page_bytes(c, body, (size_t)h->csize, (size_t)h->usize, true, &p)) != SL_OK)
         return st;
     size_t len = (size_t)h->usize;
     if (c->lf->max_def > 0) {
@@ -880,115 +984,51 @@ static sl_status data_page_v1(ctx *c, const page_header *h, const uint8_t *body)
         if (len < 4 || le32(p) > len - 4)
             return corrupt(c, "definition levels run past their page");
         size_t dl = le32(p);
-        st = apply_levels(c, p + 4, dl, n, &nn);
+        start_levels(c, p + 4, dl);
         p += 4 + dl;
         len -= 4 + dl;
-    } else {
-        st = apply_levels(c, NULL, 0, n, &nn);
     }
-    if (st != SL_OK)
+    if ((st = start_values(c, h->encoding, p, len, h->num_values)) != SL_OK)
         return st;
-    int64_t first = c->rows;
-    c->rows += n;
-    return decode_values(c, h->encoding, p, len, nn, first);
+    c->values += h->num_values;
+    c->page_left = h->num_values;
+    return SL_OK;
 }
 
-static sl_status data_page_v2(ctx *c, const page_header *h, const uint8_t *body)
+static sl_status data_page_v2(column *c, const page_header *h, const uint8_t *body, int64_t num_rows)
 {
-    int64_t n = h->num_values, nn;
-    sl_status st = check_count(c, n);
+    sl_status st = check_count(c, h->num_values, num_rows);
     if (st != SL_OK)
         return st;
     int64_t levels = (int64_t)h->v2_def_len + h->v2_rep_len;
     if (h->v2_def_len < 0 || h->v2_rep_len < 0 || levels > h->csize || levels > h->usize)
         return corrupt(c, "level lengths out of range in a v2 data page");
-    st = apply_levels(c, body + h->v2_rep_len, (size_t)h->v2_def_len, n, &nn);
-    if (st != SL_OK)
-        return st;
+    start_levels(c, body + h->v2_rep_len, (size_t)h->v2_def_len);
     const uint8_t *p;
-    st = page_bytes(c, body + levels, (size_t)(h->csize - levels), (size_t)(h->usize - levels),
-                    h->v2_compressed, &p);
+    st = page_bytes(c, body + levels, (size_t)(h->csize - levels), (size_t)(h->usize - levels), h->v2_compressed,
+                    &p);
     if (st != SL_OK)
         return st;
-    int64_t first = c->rows;
-    c->rows += n;
-    return decode_values(c, h->encoding, p, (size_t)(h->usize - levels), nn, first);
-}
-
-/* ---- column chunks and row groups -------------------------------------- */
-
-static bool size_vector(rvec *v, sl_pq_type t, int64_t rows)
-{
-    v->data.len = 0;
-    if (rows > v->cap_rows) {
-        size_t n = (size_t)rows;
-        sl_free(v->valid);
-        sl_free(v->fixed);
-        sl_free(v->offsets);
-        v->valid = sl_malloc(n);
-        v->fixed = fixed_width(t) ? sl_malloc(n * (size_t)fixed_width(t)) : NULL;
-        v->offsets = fixed_width(t) ? NULL : sl_malloc((n + 1) * sizeof *v->offsets);
-        v->cap_rows = rows;
-        if (!v->valid || (fixed_width(t) ? !v->fixed : !v->offsets)) {
-            v->cap_rows = 0;
-            return false;
-        }
-    }
-    if (v->fixed)
-        memset(v->fixed, 0, (size_t)rows * (size_t)fixed_width(t));
-    if (v->offsets)
-        memset(v->offsets, 0, ((size_t)rows + 1) * sizeof *v->offsets);
-    return true;
-}
-
-static sl_status read_chunk(ctx *c)
-{
-    sl_pq_reader *r = c->r;
-    const chunk *ch = c->ch;
-    if (!ch->has_meta)
-        return corrupt(c, "column chunk has no metadata");
-    if (ch->external)
-        return corrupt(c, "column chunk stored in another file is not supported");
-    if (ch->type != c->lf->physical)
-        return corrupt(c, "column chunk type %d differs from the schema's %d", ch->type, c->lf->physical);
-    if (ch->codec != SL_PQ_UNCOMPRESSED && ch->codec != SL_PQ_SNAPPY && ch->codec != SL_PQ_GZIP &&
-        ch->codec != SL_PQ_ZSTD)
-        return corrupt(c, "unsupported compression codec %s (%d)", sl_pq_codec_name(ch->codec), ch->codec);
-    if (ch->num_values != c->num_rows)
-        return corrupt(c, "column chunk holds %lld values for %lld rows", (long long)ch->num_values,
-                       (long long)c->num_rows);
-    int64_t start = ch->data_page_offset;
-    if (ch->dict_page_offset > 0 && ch->dict_page_offset < start)
-        start = ch->dict_page_offset;
-    if (start < 4 || ch->total_compressed <= 0 || ch->total_compressed > r->data_end - start)
-        return corrupt(c, "column chunk (offset %lld, %lld bytes) lies outside the file's %lld data bytes "
-                       "(truncated or corrupt file)", (long long)start, (long long)ch->total_compressed,
-                       (long long)r->data_end);
-    if (!size_vector(c->v, c->lf->info.type, c->num_rows))
-        return nomem(r);
-    r->chunk_buf.len = 0;
-    if (!sl_buf_reserve(&r->chunk_buf, (size_t)ch->total_compressed))
-        return nomem(r);
-    sl_status st = read_at(r, r->chunk_buf.data, (size_t)ch->total_compressed, start);
-    if (st != SL_OK)
+    if ((st = start_values(c, h->encoding, p, (size_t)(h->usize - levels), h->num_values)) != SL_OK)
         return st;
-    const uint8_t *data = r->chunk_buf.data;
-    size_t len = (size_t)ch->total_compressed, pos = 0;
-    while (c->rows < c->num_rows) {
-        if (pos >= len)
-            return corrupt(c, "column chunk ends after %lld of its %lld values", (long long)c->rows,
-                           (long long)c->num_rows);
+    c->values += h->num_values;
+    c->page_left = h->num_values;
+    return SL_OK;
+}
+
+/* Reads pages until a data page with rows is current (dictionary pages are
+ * decoded on the way, index and unknown pages skipped). */
+static sl_status next_data_page(column *c, int64_t num_rows)
+{
+    while (c->page_left == 0) {
+        if (c->next >= c->end)
+            return corrupt(c, "column chunk ends after %lld of its %lld values", (long long)c->values,
+                           (long long)num_rows);
         page_header h;
-        size_t used;
-        if (!parse_page_header(data + pos, len - pos, &h, &used))
-            return corrupt(c, "corrupt page header at offset %lld", (long long)(start + (int64_t)pos));
-        if ((size_t)h.csize > len - pos - used)
-            return corrupt(c, "page at offset %lld runs past the end of its column chunk",
-                           (long long)(start + (int64_t)pos));
-        if (h.usize > MAX_PAGE_BYTES)
-            return corrupt(c, "page at offset %lld claims %d bytes", (long long)(start + (int64_t)pos), h.usize);
-        const uint8_t *body = data + pos + used;
-        pos += used + (size_t)h.csize;
+        const uint8_t *body = NULL;
+        sl_status st = load_page(c, &h, &body);
+        if (st != SL_OK)
+            return st;
         if (h.type == SL_PQP_DICTIONARY) {
             if (!h.has_dict)
                 return corrupt(c, "dictionary page without its header");
@@ -1001,54 +1041,348 @@ static sl_status read_chunk(ctx *c)
             if (st == SL_OK)
                 st = decode_dictionary_page(c, p, (size_t)h.usize, h.num_values);
         } else if (h.type == SL_PQP_DATA) {
-            st = h.has_data ? data_page_v1(c, &h, body) : corrupt(c, "data page without its header");
+            st = h.has_data ? data_page_v1(c, &h, body, num_rows) : corrupt(c, "data page without its header");
         } else if (h.type == SL_PQP_DATA_V2) {
-            st = h.has_v2 ? data_page_v2(c, &h, body) : corrupt(c, "v2 data page without its header");
+            st = h.has_v2 ? data_page_v2(c, &h, body, num_rows) : corrupt(c, "v2 data page without its header");
         } /* index pages and unknown page types are skipped */
         if (st != SL_OK)
             return st;
     }
-    /* Byte arrays: turn per-row lengths into offsets. */
-    if (c->v->offsets)
-        for (int64_t i = 0; i < c->num_rows; i++)
-            c->v->offsets[i + 1] += c->v->offsets[i];
     return SL_OK;
+}
+
+/* ---- rows -------------------------------------------------------------- */
+
+/* Room in c's pending rows for `more` rows; grows with what is decoded. */
+static sl_status reserve_rows(column *c, size_t more)
+{
+    pending *pr = &c->rows;
+    size_t need = pr->n + more;
+    if (need <= pr->cap)
+        return SL_OK;
+    size_t cap = pr->cap ? pr->cap : 256;
+    while (cap < need)
+        cap *= 2;
+    uint8_t *valid = sl_realloc(pr->valid, cap);
+    if (!valid)
+        return nomem(c->r);
+    pr->valid = valid;
+    if (c->width) {
+        uint8_t *fixed = sl_realloc(pr->fixed, cap * (size_t)c->width);
+        if (!fixed)
+            return nomem(c->r);
+        pr->fixed = fixed;
+    } else {
+        int64_t *offsets = sl_realloc(pr->offsets, (cap + 1) * sizeof *offsets);
+        if (!offsets)
+            return nomem(c->r);
+        if (!pr->offsets)
+            offsets[0] = 0;
+        pr->offsets = offsets;
+    }
+    pr->cap = cap;
+    return recount(c);
+}
+
+static bool take_bytes(column *c, size_t row, const uint8_t *s, size_t len)
+{
+    pending *pr = &c->rows;
+    if (!sl_buf_append(&pr->data, s, len))
+        return false;
+    pr->offsets[row + 1] = (int64_t)pr->data.len;
+    return true;
+}
+
+/* Decodes the next m rows of the current page (m <= STEP_ROWS) into c's
+ * pending rows. */
+static sl_status decode_rows(column *c, size_t m)
+{
+    sl_status st = reserve_rows(c, m);
+    if (st != SL_OK)
+        return st;
+    pending *pr = &c->rows;
+    size_t base = pr->n, nn = m;
+    uint8_t *valid = pr->valid + base;
+    uint32_t buf[STEP_ROWS];
+    if (c->lf->max_def > 0) {
+        if (!sl_rle_stream_read(&c->levels, buf, m))
+            return corrupt(c, "corrupt definition levels");
+        nn = 0;
+        for (size_t i = 0; i < m; i++) {
+            if (buf[i] > (uint32_t)c->lf->max_def)
+                return corrupt(c, "definition level %u above the column's maximum %d", buf[i], c->lf->max_def);
+            valid[i] = buf[i] == (uint32_t)c->lf->max_def;
+            nn += valid[i];
+        }
+    } else {
+        memset(valid, 1, m);
+    }
+    size_t w = (size_t)c->width;
+    int64_t *offsets = pr->offsets;
+    if (c->encoding == SL_PQE_PLAIN && c->lf->info.type == SL_PQ_BOOL) {
+        if (c->bit + nn > (uint64_t)(c->vend - c->vp) * 8)
+            return corrupt(c, "PLAIN boolean values end early");
+        for (size_t i = 0; i < m; i++) {
+            uint8_t v = 0;
+            if (valid[i]) {
+                v = c->vp[c->bit / 8] >> (c->bit % 8) & 1;
+                c->bit++;
+            }
+            pr->fixed[base + i] = v;
+        }
+    } else if (c->encoding == SL_PQE_PLAIN && w) {
+        if ((size_t)(c->vend - c->vp) / w < nn)
+            return corrupt(c, "PLAIN values end early (%zu bytes for %zu values)", (size_t)(c->vend - c->vp), nn);
+        uint8_t *dst = pr->fixed + base * w;
+        if (nn == m) { /* no nulls: one copy */
+            memcpy(dst, c->vp, m * w);
+            c->vp += m * w;
+        } else {
+            for (size_t i = 0; i < m; i++, dst += w) {
+                if (valid[i]) {
+                    memcpy(dst, c->vp, w);
+                    c->vp += w;
+                } else {
+                    memset(dst, 0, w);
+                }
+            }
+        }
+    } else if (c->encoding == SL_PQE_PLAIN) {
+        for (size_t i = 0; i < m; i++) {
+            if (!valid[i]) {
+                offsets[base + i + 1] = offsets[base + i];
+                continue;
+            }
+            if (c->vend - c->vp < 4)
+                return corrupt(c, "PLAIN byte array values end early");
+            uint32_t n = le32(c->vp);
+            c->vp += 4;
+            if ((size_t)(c->vend - c->vp) < n)
+                return corrupt(c, "PLAIN byte array value runs past its page");
+            if (!take_bytes(c, base + i, c->vp, n))
+                return nomem(c->r);
+            c->vp += n;
+        }
+    } else { /* dictionary indices, or RLE booleans */
+        bool dict_enc = c->encoding != SL_PQE_RLE;
+        if (nn && !sl_rle_stream_read(&c->ix, buf, nn))
+            return dict_enc ? corrupt(c, "corrupt dictionary indices (RLE/bit-packed, bit width %d)",
+                                      c->ix.bit_width)
+                            : corrupt(c, "corrupt RLE boolean values");
+        const dict *d = &c->dict;
+        size_t k = 0;
+        for (size_t i = 0; i < m; i++) {
+            if (!valid[i]) {
+                if (w)
+                    memset(pr->fixed + (base + i) * w, 0, w);
+                else
+                    offsets[base + i + 1] = offsets[base + i];
+                continue;
+            }
+            uint32_t ix = buf[k++];
+            if (!dict_enc) {
+                pr->fixed[base + i] = (uint8_t)ix;
+            } else if (ix >= d->n) {
+                return corrupt(c, "dictionary index %u out of range (dictionary has %lld entries)", ix,
+                               (long long)d->n);
+            } else if (w) {
+                memcpy(pr->fixed + (base + i) * w, d->values.data + (size_t)ix * w, w);
+            } else if (!take_bytes(c, base + i, d->values.data + d->offsets[ix],
+                                   (size_t)(d->offsets[ix + 1] - d->offsets[ix]))) {
+                return nomem(c->r);
+            }
+        }
+    }
+    pr->n += m;
+    c->page_left -= (int64_t)m;
+    return w ? SL_OK : recount(c);
+}
+
+/* Decodes rows until c holds `want`, or (byte arrays) its bytes reach the
+ * batch's: a step of rows is sized so it cannot add much past that, even
+ * when every row repeats the longest dictionary entry. */
+static sl_status fill(column *c, size_t want, int64_t num_rows)
+{
+    size_t budget = c->r->p.batch_bytes;
+    while (c->rows.n < want) {
+        if (!c->width && c->rows.data.len >= budget)
+            break;
+        if (c->page_left == 0) {
+            sl_status st = next_data_page(c, num_rows);
+            if (st != SL_OK)
+                return st;
+            continue;
+        }
+        size_t m = want - c->rows.n;
+        if ((int64_t)m > c->page_left)
+            m = (size_t)c->page_left;
+        if (m > STEP_ROWS)
+            m = STEP_ROWS;
+        if (!c->width) {
+            size_t worst = c->encoding == SL_PQE_PLAIN ? (size_t)(c->vend - c->vp) : c->dict.max_len;
+            size_t left = budget - c->rows.data.len;
+            if (worst && m > left / worst)
+                m = left / worst ? left / worst : 1;
+        }
+        sl_status st = decode_rows(c, m);
+        if (st != SL_OK)
+            return st;
+    }
+    return SL_OK;
+}
+
+/* Rows of c that fit in a batch: all of them, or (byte arrays) those within
+ * the batch's bytes, at least one. */
+static size_t rows_that_fit(const column *c)
+{
+    const pending *pr = &c->rows;
+    if (c->width || pr->offsets[pr->n] <= (int64_t)c->r->p.batch_bytes)
+        return pr->n;
+    size_t lo = 1, hi = pr->n; /* the largest j with offsets[j] <= budget, at least 1 */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo + 1) / 2;
+        if (pr->offsets[mid] <= (int64_t)c->r->p.batch_bytes)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+/* Drops the first k pending rows (handed out in the last batch). */
+static void drop_rows(column *c, size_t k)
+{
+    pending *pr = &c->rows;
+    if (k == 0)
+        return;
+    size_t rest = pr->n - k;
+    memmove(pr->valid, pr->valid + k, rest);
+    if (c->width) {
+        memmove(pr->fixed, pr->fixed + k * (size_t)c->width, rest * (size_t)c->width);
+    } else {
+        int64_t cut = pr->offsets[k];
+        for (size_t i = 0; i <= rest; i++)
+            pr->offsets[i] = pr->offsets[k + i] - cut;
+        if (cut > 0) { /* rows of nulls or empty values may have no data at all */
+            memmove(pr->data.data, pr->data.data + cut, pr->data.len - (size_t)cut);
+            pr->data.len -= (size_t)cut;
+        }
+    }
+    pr->n = rest;
+}
+
+/* ---- row groups and batches -------------------------------------------- */
+
+/* Checks the selected chunks of row group r->rg and points each column at
+ * its first page. */
+static sl_status open_row_group(sl_pq_reader *r)
+{
+    const rgroup *rg = &r->rgs[r->rg];
+    for (size_t i = 0; i < r->nsel; i++) {
+        column *c = &r->cols[i];
+        const chunk *ch = &rg->chunks[r->sel[i]];
+        c->ch = ch;
+        c->values = c->page_left = 0;
+        c->has_dict = false;
+        c->rows.n = 0;
+        c->rows.data.len = 0;
+        if (c->lf->info.type == SL_PQ_UNSUPPORTED)
+            return sl_fail(SL_ERR_DECODE, "Parquet file '%s', column '%s': %s", r->path, c->lf->info.name,
+                           c->lf->unsupported);
+        if (!ch->has_meta)
+            return corrupt(c, "column chunk has no metadata");
+        if (ch->external)
+            return corrupt(c, "column chunk stored in another file is not supported");
+        if (ch->type != c->lf->physical)
+            return corrupt(c, "column chunk type %d differs from the schema's %d", ch->type, c->lf->physical);
+        if (ch->codec != SL_PQ_UNCOMPRESSED && ch->codec != SL_PQ_SNAPPY && ch->codec != SL_PQ_GZIP &&
+            ch->codec != SL_PQ_ZSTD)
+            return corrupt(c, "unsupported compression codec %s (%d)", sl_pq_codec_name(ch->codec), ch->codec);
+        if (ch->num_values != rg->num_rows)
+            return corrupt(c, "column chunk holds %lld values for %lld rows", (long long)ch->num_values,
+                           (long long)rg->num_rows);
+        int64_t start = ch->data_page_offset;
+        if (ch->dict_page_offset > 0 && ch->dict_page_offset < start)
+            start = ch->dict_page_offset;
+        if (start < 4 || start > r->data_end || ch->total_compressed <= 0 ||
+            ch->total_compressed > r->data_end - start)
+            return corrupt(c, "column chunk (offset %lld, %lld bytes) lies outside the file's %lld data bytes "
+                           "(truncated or corrupt file)", (long long)start, (long long)ch->total_compressed,
+                           (long long)r->data_end);
+        c->next = start;
+        c->end = start + ch->total_compressed;
+    }
+    return SL_OK;
+}
+
+static void publish(sl_pq_reader *r, size_t i)
+{
+    const column *c = &r->cols[i];
+    sl_pq_vector *pv = &r->pubs[i];
+    memset(pv, 0, sizeof *pv);
+    pv->info = &c->lf->info;
+    pv->valid = c->rows.valid;
+    switch (c->lf->info.type) {
+    case SL_PQ_BOOL: pv->b = c->rows.fixed; break;
+    case SL_PQ_INT32: pv->i32 = (const int32_t *)(void *)c->rows.fixed; break;
+    case SL_PQ_INT64: pv->i64 = (const int64_t *)(void *)c->rows.fixed; break;
+    case SL_PQ_FLOAT: pv->f32 = (const float *)(void *)c->rows.fixed; break;
+    case SL_PQ_DOUBLE: pv->f64 = (const double *)(void *)c->rows.fixed; break;
+    default:
+        pv->offsets = c->rows.offsets;
+        pv->data = c->rows.data.data ? c->rows.data.data : (const uint8_t *)"";
+    }
 }
 
 sl_status sl_pq_reader_next(sl_pq_reader *r, const sl_pq_batch **out)
 {
     *out = NULL;
-    if (r->next_rg >= r->nrgs)
-        return SL_OK;
-    size_t g = r->next_rg;
-    const rgroup *rg = &r->rgs[g];
-    for (size_t i = 0; i < r->nsel; i++) {
-        ctx c = {.r = r, .rg = g, .lf = &r->leaves[r->sel[i]], .ch = &rg->chunks[r->sel[i]],
-                 .v = &r->vecs[i], .num_rows = rg->num_rows, .dict = r->dict};
-        sl_status st = read_chunk(&c);
-        r->dict = c.dict; /* keep the dictionary buffers for reuse */
-        if (st != SL_OK)
-            return st;
-        sl_pq_vector *pv = &r->pubs[i];
-        memset(pv, 0, sizeof *pv);
-        pv->info = &c.lf->info;
-        pv->valid = c.v->valid;
-        switch (c.lf->info.type) {
-        case SL_PQ_BOOL: pv->b = c.v->fixed; break;
-        case SL_PQ_INT32: pv->i32 = (const int32_t *)(void *)c.v->fixed; break;
-        case SL_PQ_INT64: pv->i64 = (const int64_t *)(void *)c.v->fixed; break;
-        case SL_PQ_FLOAT: pv->f32 = (const float *)(void *)c.v->fixed; break;
-        case SL_PQ_DOUBLE: pv->f64 = (const double *)(void *)c.v->fixed; break;
-        default:
-            pv->offsets = c.v->offsets;
-            pv->data = c.v->data.data ? c.v->data.data : (const uint8_t *)"";
+    for (size_t i = 0; i < r->nsel && r->rg_open; i++)
+        drop_rows(&r->cols[i], r->taken);
+    r->taken = 0;
+    for (;;) {
+        if (r->rg >= r->nrgs)
+            return SL_OK;
+        if (!r->rg_open) {
+            if (r->rgs[r->rg].num_rows == 0) {
+                r->rg++;
+                continue;
+            }
+            r->rg_done = 0;
+            sl_status st = open_row_group(r);
+            if (st != SL_OK) {
+                r->rg++;
+                return st;
+            }
+            r->rg_open = true;
         }
+        if (r->rg_done < r->rgs[r->rg].num_rows)
+            break;
+        r->rg_open = false;
+        r->rg++;
     }
-    r->next_rg++;
-    r->batch.row_group = g;
-    r->batch.num_rows = rg->num_rows;
+    int64_t num_rows = r->rgs[r->rg].num_rows, left = num_rows - r->rg_done;
+    size_t want = left < (int64_t)r->p.batch_rows ? (size_t)left : r->p.batch_rows, k = want;
+    for (size_t i = 0; i < r->nsel; i++) {
+        sl_status st = fill(&r->cols[i], want, num_rows);
+        if (st != SL_OK) {
+            r->rg_open = false;
+            r->rg++;
+            return st;
+        }
+        size_t fit = rows_that_fit(&r->cols[i]);
+        if (fit < k)
+            k = fit;
+    }
+    for (size_t i = 0; i < r->nsel; i++)
+        publish(r, i);
+    r->batch.row_group = r->rg;
+    r->batch.num_rows = (int64_t)k;
     r->batch.num_columns = r->nsel;
     r->batch.columns = r->pubs;
+    r->batch.first_row = r->rg_done;
+    r->rg_done += (int64_t)k;
+    r->taken = k;
     *out = &r->batch;
     return SL_OK;
 }
@@ -1059,7 +1393,7 @@ void sl_pq_reader_free(sl_pq_reader *r)
         return;
     if (r->fd >= 0)
         close(r->fd);
-    for (size_t i = 0; i < r->nleaves; i++)
+    for (size_t i = 0; r->leaves && i < r->nleaves; i++)
         sl_free((char *)r->leaves[i].info.name);
     sl_free(r->leaves);
     for (size_t g = 0; r->rgs && g < r->nrgs; g++)
@@ -1070,23 +1404,34 @@ void sl_pq_reader_free(sl_pq_reader *r)
         sl_free(r->kvs[i].value);
     }
     sl_free(r->kvs);
-    for (size_t i = 0; i < r->nsel; i++) {
-        sl_free(r->vecs[i].valid);
-        sl_free(r->vecs[i].fixed);
-        sl_free(r->vecs[i].offsets);
-        sl_buf_free(&r->vecs[i].data);
-    }
+    for (size_t i = 0; r->cols && i < r->nsel; i++)
+        column_free(&r->cols[i]);
     sl_free(r->sel);
-    sl_free(r->vecs);
+    sl_free(r->cols);
     sl_free(r->pubs);
-    sl_buf_free(&r->chunk_buf);
-    sl_buf_free(&r->page_buf);
-    sl_buf_free(&r->dict.values);
-    sl_free(r->dict.offsets);
-    sl_free(r->levels);
-    sl_free(r->indices);
     ZSTD_freeDCtx(r->zstd);
     sl_free(r->created_by);
     sl_free(r->path);
     sl_free(r);
+}
+
+/* ---- checks for tests and fuzzing -------------------------------------- */
+
+sl_status sl_pq_footer_check(const uint8_t *data, size_t len)
+{
+    sl_pq_reader *r = reader_new("(footer)", NULL);
+    if (!r)
+        return sl_fail(SL_ERR_NOMEM, "out of memory checking a Parquet footer");
+    sl_status st = parse_footer(r, data, len);
+    sl_pq_reader_free(r);
+    return st;
+}
+
+sl_status sl_pq_page_header_check(const uint8_t *data, size_t len)
+{
+    page_header h;
+    size_t used;
+    if (!parse_page_header(data, len, &h, &used) || used > len)
+        return sl_fail(SL_ERR_DECODE, "corrupt Parquet page header");
+    return SL_OK;
 }

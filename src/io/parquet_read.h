@@ -1,12 +1,13 @@
-/* io/parquet_read.h — reads Parquet files one row group at a time: leaf columns
+/* io/parquet_read.h — reads Parquet files in batches of rows: leaf columns
  * BOOLEAN, INT32, INT64, FLOAT, DOUBLE, BYTE_ARRAY (string when annotated
  * UTF8/STRING), flat or inside optional/required groups without repetition
  * (e.g. the Hugging Face image struct: `image.bytes`, `image.path`); PLAIN,
  * PLAIN_DICTIONARY, RLE_DICTIONARY (and RLE for booleans); data pages v1 and v2;
- * codecs none, snappy, gzip, zstd. Only selected columns are read, so memory
- * is one row group of them. One thread per reader. The reader owns everything
- * it returns: names and infos live until sl_pq_reader_free(); a batch lives
- * until the next sl_pq_reader_next() or free. Free accepts NULL. */
+ * codecs none, snappy, gzip, zstd. Only selected columns are read, page by
+ * page, so memory is bounded by the limits below, never by what a file
+ * claims. One thread per reader. The reader owns everything it returns:
+ * names and infos live until sl_pq_reader_free(); a batch lives until the
+ * next sl_pq_reader_next() or free. Free accepts NULL. */
 #ifndef SL_IO_PARQUET_READ_H
 #define SL_IO_PARQUET_READ_H
 
@@ -19,13 +20,31 @@
 
 typedef struct sl_pq_reader sl_pq_reader;
 
+/* The footer (FileMetaData) may be at most this long. */
+#define SL_PQ_MAX_FOOTER_BYTES (64u << 20)
+/* A page header (with its statistics) may be at most this long. */
+#define SL_PQ_MAX_PAGE_HEADER_BYTES (16u << 20)
+
+/* Limits on what one reader holds. A count or size in a file is believed
+ * only as far as the bytes behind it: buffers grow with what is really
+ * decoded, and a claim past a limit is SL_ERR_DECODE naming it. */
+typedef struct sl_pq_reader_params {
+    size_t max_page_bytes; /* a page stored or decompressed, and a dictionary page (256 MiB) */
+    size_t batch_rows;     /* rows in one batch at most (65536) */
+    size_t batch_bytes;    /* a byte-array column's bytes in one batch: the batch ends before
+                              they pass this, but holds at least one row (64 MiB) */
+    size_t memory_limit;   /* pages, dictionaries and batches of all selected columns (1 GiB) */
+} sl_pq_reader_params;
+
+sl_pq_reader_params sl_pq_reader_default_params(void);
+
 typedef struct sl_pq_column_info {
     const char *name; /* dotted path of the leaf, e.g. "image.bytes" */
     sl_pq_type type;  /* SL_PQ_UNSUPPORTED: listed, but reading it fails */
     bool nullable;    /* max definition level > 0 */
 } sl_pq_column_info;
 
-/* One column of one row group. Row i is null when valid[i] == 0; null rows
+/* One column of one batch. Row i is null when valid[i] == 0; null rows
  * hold 0 (or an empty byte range). Exactly one value array is set, by type. */
 typedef struct sl_pq_vector {
     const sl_pq_column_info *info;
@@ -39,16 +58,21 @@ typedef struct sl_pq_vector {
     const uint8_t *data;
 } sl_pq_vector;
 
+/* Consecutive rows of one row group (a row group gives one batch or more). */
 typedef struct sl_pq_batch {
     size_t row_group;
-    int64_t num_rows;
+    int64_t num_rows;            /* at least 1 */
     size_t num_columns;          /* the selected columns, in selection order */
     const sl_pq_vector *columns;
+    int64_t first_row;           /* the row group's row that is row 0 here */
 } sl_pq_batch;
 
-/* Opens `path` and reads its footer. SL_ERR_NOT_FOUND / SL_ERR_IO when it
- * cannot be read; SL_ERR_DECODE when it is not (complete, valid) Parquet. */
-sl_status sl_pq_reader_open(const char *path, sl_pq_reader **out);
+/* Opens `path` and reads its footer. params NULL: the defaults (a zero field
+ * takes its default too). Every column is selected; one of a type sluice
+ * cannot read fails only at sl_pq_reader_next(), so the others can still be
+ * chosen. SL_ERR_NOT_FOUND / SL_ERR_IO when it cannot be read;
+ * SL_ERR_DECODE when it is not (complete, valid) Parquet. */
+sl_status sl_pq_reader_open(const char *path, const sl_pq_reader_params *params, sl_pq_reader **out);
 
 size_t sl_pq_reader_num_columns(const sl_pq_reader *r);
 const sl_pq_column_info *sl_pq_reader_column(const sl_pq_reader *r, size_t i);
@@ -63,11 +87,18 @@ const char *sl_pq_reader_created_by(const sl_pq_reader *r); /* "" when absent */
  * SL_ERR_NOT_FOUND names an unknown column; SL_ERR_DECODE an unreadable one. */
 sl_status sl_pq_reader_select(sl_pq_reader *r, const char *const *names, size_t count);
 
-/* Reads the next row group's selected columns: *out is NULL after the last.
- * SL_ERR_DECODE names the file, row group and column of corrupt or
- * unsupported data. */
+/* Reads the next batch of the selected columns: *out is NULL after the last
+ * (row groups without rows give none). SL_ERR_DECODE names the file, row
+ * group and column of corrupt or unsupported data, or the limit a claim
+ * passes; the next call then goes on at the next row group. */
 sl_status sl_pq_reader_next(sl_pq_reader *r, const sl_pq_batch **out);
 
 void sl_pq_reader_free(sl_pq_reader *r);
+
+/* For tests and fuzzing: decodes `len` bytes as a footer (FileMetaData, its
+ * schema and row groups checked as sl_pq_reader_open does), or as a page
+ * header, and frees what it made. SL_ERR_DECODE when corrupt. */
+sl_status sl_pq_footer_check(const uint8_t *data, size_t len);
+sl_status sl_pq_page_header_check(const uint8_t *data, size_t len);
 
 #endif

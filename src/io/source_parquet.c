@@ -1,5 +1,5 @@
-/* io/source_parquet.c — Parquet files as inputs (io/parquet_read.h), one row
- * group at a time. The image is the Hugging Face struct (`C.bytes`, optional
+/* io/source_parquet.c — Parquet files as inputs (io/parquet_read.h), one
+ * batch of rows at a time (a row group gives one or more). The image is the Hugging Face struct (`C.bytes`, optional
  * `C.path`) or a string column of paths/URLs; every other readable column
  * except binary ones passes through. An unreadable file or row group is an
  * error item naming it; the rest of that file is skipped. */
@@ -32,6 +32,19 @@ static void pq_close(source_reader *r)
     sl_free(r->file);
     sl_free(r->base_dir);
     sl_free(r);
+}
+
+/* The reader's limits for a source: a page must be able to hold the largest
+ * image a cell may have (max_item_bytes) beside a few smaller ones. */
+static sl_pq_reader_params reader_params(const sl_source_params *p)
+{
+    sl_pq_reader_params rp = sl_pq_reader_default_params();
+    if (p->max_item_bytes > rp.max_page_bytes - (16u << 20) && p->max_item_bytes < SIZE_MAX / 4) {
+        rp.max_page_bytes = p->max_item_bytes + (16u << 20);
+        if (rp.memory_limit < 4 * rp.max_page_bytes)
+            rp.memory_limit = 4 * rp.max_page_bytes;
+    }
+    return rp;
 }
 
 static int find_column(const sl_pq_reader *pq, const char *name)
@@ -108,7 +121,8 @@ static sl_status pq_open(const char *file, const sl_source_params *p, source_rea
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
     r->p = p;
-    sl_status st = sl_pq_reader_open(file, &r->pq);
+    sl_pq_reader_params rp = reader_params(p);
+    sl_status st = sl_pq_reader_open(file, &rp, &r->pq);
     if (st == SL_ERR_NOMEM) {
         pq_close(r);
         return st;
@@ -216,7 +230,8 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
 static int64_t pq_count(const char *file, const sl_source_params *p, const atomic_bool *stop)
 {
     sl_pq_reader *pq;
-    if (sl_pq_reader_open(file, &pq) != SL_OK)
+    sl_pq_reader_params rp = reader_params(p);
+    if (sl_pq_reader_open(file, &rp, &pq) != SL_OK)
         return 1; /* the file gives one error item */
     int64_t n = sl_pq_reader_num_rows(pq);
     sl_pq_reader_free(pq);

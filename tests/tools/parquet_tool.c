@@ -3,7 +3,8 @@
  *
  *   parquet_tool write OUT --schema NAME:TYPE[?],... [--codec none|snappy|gzip|zstd]
  *                [--row-group-bytes N] [--page-bytes N] [--meta KEY=VALUE]... < rows.jsonl
- *   parquet_tool dump FILE... [--columns A,B,...]      -> one JSON object per row
+ *   parquet_tool dump FILE... [--columns A,B,...] [--batch-rows N] [--batch-bytes N]
+ *                                                      -> one JSON object per row
  *   parquet_tool info FILE                             -> one JSON object
  *
  * TYPE is string, binary, int64, double or bool; a trailing '?' makes the
@@ -27,7 +28,7 @@ static int usage(const char *msg)
 {
     fprintf(stderr, "parquet_tool: %s\nusage: parquet_tool write OUT --schema NAME:TYPE[?],... [--codec C] "
                     "[--row-group-bytes N] [--page-bytes N] [--meta K=V]... < rows.jsonl\n"
-                    "       parquet_tool dump FILE... [--columns A,B]\n"
+                    "       parquet_tool dump FILE... [--columns A,B] [--batch-rows N] [--batch-bytes N]\n"
                     "       parquet_tool info FILE\n", msg);
     return 2;
 }
@@ -304,10 +305,10 @@ static json_t *cell(const sl_pq_vector *v, int64_t i)
     }
 }
 
-static int dump_file(const char *path, const char *columns)
+static int dump_file(const char *path, const char *columns, const sl_pq_reader_params *p)
 {
     sl_pq_reader *r;
-    if (sl_pq_reader_open(path, &r) != SL_OK)
+    if (sl_pq_reader_open(path, p, &r) != SL_OK)
         return fail();
     int rc = 0;
     if (columns) {
@@ -346,10 +347,15 @@ static int dump_file(const char *path, const char *columns)
 static int cmd_dump(int argc, char **argv)
 {
     const char *columns = NULL;
+    sl_pq_reader_params p = sl_pq_reader_default_params();
     int nfiles = 0;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--columns") == 0 && i + 1 < argc)
             columns = argv[++i];
+        else if (strcmp(argv[i], "--batch-rows") == 0 && i + 1 < argc)
+            p.batch_rows = strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--batch-bytes") == 0 && i + 1 < argc)
+            p.batch_bytes = strtoul(argv[++i], NULL, 10);
         else if (argv[i][0] == '-')
             return usage("unknown option");
         else
@@ -358,11 +364,11 @@ static int cmd_dump(int argc, char **argv)
     if (!nfiles)
         return usage("dump needs a FILE");
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--columns") == 0) {
+        if (argv[i][0] == '-') { /* an option and its value */
             i++;
             continue;
         }
-        int rc = dump_file(argv[i], columns);
+        int rc = dump_file(argv[i], columns, &p);
         if (rc)
             return rc;
     }
@@ -374,7 +380,7 @@ static int cmd_info(int argc, char **argv)
     if (argc != 1)
         return usage("info needs one FILE");
     sl_pq_reader *r;
-    if (sl_pq_reader_open(argv[0], &r) != SL_OK)
+    if (sl_pq_reader_open(argv[0], NULL, &r) != SL_OK)
         return fail();
     json_t *cols = json_array();
     for (size_t i = 0; i < sl_pq_reader_num_columns(r); i++) {

@@ -23,6 +23,21 @@ static void live_bytes_follow_alloc_realloc_free(void **state)
     sl_free(NULL);
 }
 
+static void peak_bytes_remember_the_most_live(void **state)
+{
+    int64_t base = sl_alloc_live_bytes();
+    sl_alloc_peak_reset();
+    assert_int_equal(sl_alloc_peak_bytes(), base);
+    char *a = sl_malloc(1000);
+    char *b = sl_realloc(sl_malloc(10), 5000);
+    sl_free(a);
+    assert_int_equal(sl_alloc_peak_bytes() - base, 6000);
+    sl_free(b);
+    assert_int_equal(sl_alloc_peak_bytes() - base, 6000); /* freeing keeps the peak */
+    sl_alloc_peak_reset();
+    assert_int_equal(sl_alloc_peak_bytes(), base);
+}
+
 static void calloc_zeroes_and_rejects_overflow(void **state)
 {
     unsigned char *p = sl_calloc(16, 8);
@@ -66,6 +81,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(live_bytes_follow_alloc_realloc_free),
+        cmocka_unit_test(peak_bytes_remember_the_most_live),
         cmocka_unit_test(calloc_zeroes_and_rejects_overflow),
         cmocka_unit_test(fail_after_n),
         cmocka_unit_test(strings),

@@ -316,10 +316,12 @@ static char *write_file(const char *dir, sl_pq_codec codec, int64_t rows, int64_
     return path;
 }
 
-static void check_file(const char *path, int64_t rows, int64_t num_rgs)
+/* Reads `path` back with the reader's limits `p` (NULL: defaults) and checks
+ * every value, and that batches follow each other within those limits. */
+static void check_file_with(const char *path, int64_t rows, int64_t num_rgs, const sl_pq_reader_params *p)
 {
     sl_pq_reader *r;
-    assert_int_equal(sl_pq_reader_open(path, &r), SL_OK);
+    assert_int_equal(sl_pq_reader_open(path, p, &r), SL_OK);
     assert_int_equal(sl_pq_reader_num_rows(r), rows);
     assert_int_equal(sl_pq_reader_num_row_groups(r), (size_t)num_rgs);
     assert_string_equal(sl_pq_reader_metadata(r, "sluice.version"), "0.1.0");
@@ -331,17 +333,30 @@ static void check_file(const char *path, int64_t rows, int64_t num_rgs)
         assert_int_equal(sl_pq_reader_column(r, c)->type, COLS[c].type);
         assert_int_equal(sl_pq_reader_column(r, c)->nullable, COLS[c].nullable);
     }
-    int64_t n = 0;
+    int64_t n = 0, in_rg = 0;
+    size_t rg = 0;
     const sl_pq_batch *b;
     sl_pq_value v[NCOLS];
     char s[64];
     uint8_t x[300];
+    sl_pq_reader_params lim = p ? *p : sl_pq_reader_default_params();
     for (;;) {
         assert_int_equal(sl_pq_reader_next(r, &b), SL_OK);
         if (!b)
             break;
         assert_int_equal(b->num_columns, NCOLS);
+        assert_true(b->num_rows >= 1 && b->num_rows <= (int64_t)lim.batch_rows);
+        if (b->row_group != rg) {
+            assert_int_equal(b->row_group, rg + 1);
+            rg = b->row_group;
+            in_rg = 0;
+        }
+        assert_int_equal(b->first_row, in_rg);
+        in_rg += b->num_rows;
         const sl_pq_vector *col = b->columns;
+        /* Byte arrays stay within the batch's bytes, unless one row is more. */
+        for (int c = 0; c < NCOLS; c += 4)
+            assert_true(col[c].offsets[b->num_rows] <= (int64_t)lim.batch_bytes || b->num_rows == 1);
         for (int64_t i = 0; i < b->num_rows; i++, n++) {
             make_row(n, v, s, x);
             for (int c = 0; c < NCOLS; c++)
@@ -384,6 +399,11 @@ static void check_file(const char *path, int64_t rows, int64_t num_rgs)
     sl_pq_reader_free(r);
 }
 
+static void check_file(const char *path, int64_t rows, int64_t num_rgs)
+{
+    check_file_with(path, rows, num_rgs, NULL);
+}
+
 static void round_trip_every_codec(void **state)
 {
     char *dir = tu_tmpdir();
@@ -394,6 +414,16 @@ static void round_trip_every_codec(void **state)
         char *path = write_file(dir, codecs[k], 3000, 64 << 10, &rgs);
         assert_true(rgs >= 5);
         check_file(path, 3000, rgs);
+        /* Several batches per row group, cut by rows or by bytes; batches
+         * that end inside a page go on from there. */
+        sl_pq_reader_params p = sl_pq_reader_default_params();
+        p.batch_rows = 37;
+        check_file_with(path, 3000, rgs, &p);
+        p.batch_rows = 100000;
+        p.batch_bytes = 1000;
+        check_file_with(path, 3000, rgs, &p);
+        p.batch_bytes = 1; /* every batch one row */
+        check_file_with(path, 3000, rgs, &p);
     }
     tu_rmtree(dir);
 }
@@ -468,7 +498,7 @@ static void reader_errors_name_the_file(void **state)
     /* Bad magic at the start. */
     memcpy(data, "PAR2", 4);
     tu_write(dir, "bad.parquet", data, len);
-    assert_int_equal(sl_pq_reader_open(path, &r), SL_ERR_DECODE);
+    assert_int_equal(sl_pq_reader_open(path, NULL, &r), SL_ERR_DECODE);
     assert_null(r);
     assert_non_null(strstr(sl_last_error(), path));
     assert_non_null(strstr(sl_last_error(), "not a Parquet file"));
@@ -477,7 +507,7 @@ static void reader_errors_name_the_file(void **state)
     /* Truncated at many points: each an error naming the file, never a crash. */
     for (size_t cut = 0; cut < len; cut += 97) {
         tu_write(dir, "bad.parquet", data, cut);
-        sl_status st = sl_pq_reader_open(path, &r);
+        sl_status st = sl_pq_reader_open(path, NULL, &r);
         assert_int_not_equal(st, SL_OK);
         assert_non_null(strstr(sl_last_error(), path));
     }
@@ -487,7 +517,7 @@ static void reader_errors_name_the_file(void **state)
     memcpy(saved, data + len - 8, 4);
     memcpy(data + len - 8, "\xff\xff\xff\x00", 4);
     tu_write(dir, "bad.parquet", data, len);
-    assert_int_equal(sl_pq_reader_open(path, &r), SL_ERR_DECODE);
+    assert_int_equal(sl_pq_reader_open(path, NULL, &r), SL_ERR_DECODE);
     assert_non_null(strstr(sl_last_error(), "footer length"));
     memcpy(data + len - 8, saved, 4);
 
@@ -495,7 +525,7 @@ static void reader_errors_name_the_file(void **state)
      * opens, reading names the row group and the column. */
     memset(data + 4, 0xFF, 6);
     tu_write(dir, "bad.parquet", data, len);
-    assert_int_equal(sl_pq_reader_open(path, &r), SL_OK);
+    assert_int_equal(sl_pq_reader_open(path, NULL, &r), SL_OK);
     const sl_pq_batch *b;
     assert_int_equal(sl_pq_reader_next(r, &b), SL_ERR_DECODE);
     assert_non_null(strstr(sl_last_error(), path));
@@ -503,8 +533,292 @@ static void reader_errors_name_the_file(void **state)
     sl_pq_reader_free(r);
 
     snprintf(path, sizeof path, "%s/absent.parquet", dir);
-    assert_int_equal(sl_pq_reader_open(path, &r), SL_ERR_NOT_FOUND);
+    assert_int_equal(sl_pq_reader_open(path, NULL, &r), SL_ERR_NOT_FOUND);
     free(data);
+    tu_rmtree(dir);
+}
+
+/* Byte arrays that are all null or empty have no data bytes at all: batches
+ * of them (several per page) hand out empty ranges. */
+static void empty_byte_arrays_in_batches(void **state)
+{
+    char *dir = tu_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/empty.parquet", dir);
+    const sl_pq_column_def cols[] = {{"s", SL_PQ_STRING, true}, {"x", SL_PQ_BINARY, false}};
+    sl_pq_writer *w;
+    assert_int_equal(sl_pq_writer_open(path, cols, 2, NULL, &w), SL_OK);
+    for (int i = 0; i < 100; i++) {
+        sl_pq_value v[2] = {{.is_null = true}, {.ptr = "", .len = 0}};
+        assert_int_equal(sl_pq_writer_append(w, v), SL_OK);
+    }
+    assert_int_equal(sl_pq_writer_close(w), SL_OK);
+    sl_pq_writer_free(w);
+    sl_pq_reader_params p = sl_pq_reader_default_params();
+    p.batch_rows = 7;
+    sl_pq_reader *r;
+    assert_int_equal(sl_pq_reader_open(path, &p, &r), SL_OK);
+    const sl_pq_batch *b;
+    int64_t rows = 0;
+    while (sl_pq_reader_next(r, &b) == SL_OK && b) {
+        for (int64_t i = 0; i < b->num_rows; i++) {
+            assert_int_equal(b->columns[0].valid[i], 0);
+            assert_int_equal(b->columns[1].valid[i], 1);
+            assert_int_equal(b->columns[1].offsets[i + 1], 0);
+        }
+        rows += b->num_rows;
+    }
+    assert_int_equal(rows, 100);
+    sl_pq_reader_free(r);
+    tu_rmtree(dir);
+}
+
+/* ---- hostile files ------------------------------------------------------ */
+
+/* A one-column file made by hand: "PAR1", one page (header + body), then a
+ * footer that may lie about every count and size. */
+typedef struct forged {
+    int physical, repetition; /* SL_PQT_*, SL_PQR_* */
+    int codec;
+    int64_t num_rows;         /* file and row group */
+    int64_t chunk_values;     /* ColumnMetaData.num_values */
+    int64_t chunk_bytes;      /* total_compressed_size; 0: the real size */
+    int page_type;            /* SL_PQP_* */
+    int32_t page_values, usize, csize; /* csize -1: the body's real size */
+    int encoding;
+    const uint8_t *body;
+    size_t body_len;
+} forged;
+
+static size_t forge(const forged *f, uint8_t *out, size_t cap)
+{
+    sl_tc_writer h;
+    sl_tc_writer_init(&h);
+    sl_tc_write_struct_begin(&h);
+    sl_tc_write_i32_field(&h, 1, f->page_type);
+    sl_tc_write_i32_field(&h, 2, f->usize);
+    sl_tc_write_i32_field(&h, 3, f->csize >= 0 ? f->csize : (int32_t)f->body_len);
+    sl_tc_write_field(&h, SL_TC_STRUCT, f->page_type == SL_PQP_DICTIONARY ? 7 : 5);
+    sl_tc_write_struct_begin(&h);
+    sl_tc_write_i32_field(&h, 1, f->page_values);
+    sl_tc_write_i32_field(&h, 2, f->encoding);
+    if (f->page_type != SL_PQP_DICTIONARY) {
+        sl_tc_write_i32_field(&h, 3, SL_PQE_RLE);
+        sl_tc_write_i32_field(&h, 4, SL_PQE_RLE);
+    }
+    sl_tc_write_struct_end(&h);
+    sl_tc_write_struct_end(&h);
+    assert_false(h.err);
+    int64_t chunk = f->chunk_bytes ? f->chunk_bytes : (int64_t)(h.len + f->body_len);
+
+    sl_tc_writer t;
+    sl_tc_writer_init(&t);
+    sl_tc_write_struct_begin(&t);
+    sl_tc_write_i32_field(&t, 1, 1);
+    sl_tc_write_field(&t, SL_TC_LIST, 2);
+    sl_tc_write_list_begin(&t, SL_TC_STRUCT, 2);
+    sl_tc_write_struct_begin(&t);
+    sl_tc_write_string_field(&t, 4, "schema");
+    sl_tc_write_i32_field(&t, 5, 1);
+    sl_tc_write_struct_end(&t);
+    sl_tc_write_struct_begin(&t);
+    sl_tc_write_i32_field(&t, 1, f->physical);
+    sl_tc_write_i32_field(&t, 3, f->repetition);
+    sl_tc_write_string_field(&t, 4, "c");
+    sl_tc_write_struct_end(&t);
+    sl_tc_write_i64_field(&t, 3, f->num_rows);
+    sl_tc_write_field(&t, SL_TC_LIST, 4);
+    sl_tc_write_list_begin(&t, SL_TC_STRUCT, 1);
+    sl_tc_write_struct_begin(&t); /* RowGroup */
+    sl_tc_write_field(&t, SL_TC_LIST, 1);
+    sl_tc_write_list_begin(&t, SL_TC_STRUCT, 1);
+    sl_tc_write_struct_begin(&t); /* ColumnChunk */
+    sl_tc_write_i64_field(&t, 2, 4);
+    sl_tc_write_field(&t, SL_TC_STRUCT, 3);
+    sl_tc_write_struct_begin(&t); /* ColumnMetaData */
+    sl_tc_write_i32_field(&t, 1, f->physical);
+    sl_tc_write_field(&t, SL_TC_LIST, 2);
+    sl_tc_write_list_begin(&t, SL_TC_I32, 1);
+    sl_tc_write_i64(&t, f->encoding);
+    sl_tc_write_field(&t, SL_TC_LIST, 3);
+    sl_tc_write_list_begin(&t, SL_TC_BINARY, 1);
+    sl_tc_write_binary(&t, "c", 1);
+    sl_tc_write_i32_field(&t, 4, f->codec);
+    sl_tc_write_i64_field(&t, 5, f->chunk_values);
+    sl_tc_write_i64_field(&t, 6, f->usize);
+    sl_tc_write_i64_field(&t, 7, chunk);
+    sl_tc_write_i64_field(&t, 9, 4);
+    sl_tc_write_struct_end(&t);
+    sl_tc_write_struct_end(&t);
+    sl_tc_write_i64_field(&t, 2, f->usize);
+    sl_tc_write_i64_field(&t, 3, f->num_rows);
+    sl_tc_write_struct_end(&t);
+    sl_tc_write_struct_end(&t);
+    assert_false(t.err);
+
+    size_t n = 4 + h.len + f->body_len + t.len + 8;
+    assert_true(n <= cap);
+    uint8_t *p = out;
+    memcpy(p, "PAR1", 4), p += 4;
+    memcpy(p, h.buf, h.len), p += h.len;
+    if (f->body_len)
+        memcpy(p, f->body, f->body_len), p += f->body_len;
+    memcpy(p, t.buf, t.len), p += t.len;
+    for (int k = 0; k < 4; k++)
+        *p++ = (uint8_t)(t.len >> (8 * k));
+    memcpy(p, "PAR1", 4);
+    sl_tc_writer_free(&h);
+    sl_tc_writer_free(&t);
+    return n;
+}
+
+/* Opens and reads every batch of `path`; returns the first error (or SL_OK)
+ * and the most bytes allocated at once on the way, above what was live. */
+static sl_status read_all(const char *path, int64_t *peak, int64_t *rows)
+{
+    int64_t base = sl_alloc_live_bytes();
+    sl_alloc_peak_reset();
+    sl_pq_reader *r;
+    sl_status st = sl_pq_reader_open(path, NULL, &r);
+    *rows = 0;
+    if (st == SL_OK) {
+        const sl_pq_batch *b;
+        while ((st = sl_pq_reader_next(r, &b)) == SL_OK && b)
+            *rows += b->num_rows;
+        sl_pq_reader_free(r);
+    }
+    *peak = sl_alloc_peak_bytes() - base;
+    return st;
+}
+
+#define BOMB_PEAK (4 << 20) /* what reading any file below may allocate at once */
+
+static void expect_bomb_refused(const char *dir, const forged *f, const char *why)
+{
+    uint8_t file[4096];
+    size_t n = forge(f, file, sizeof file);
+    tu_write(dir, "bomb.parquet", file, n);
+    char path[512];
+    snprintf(path, sizeof path, "%s/bomb.parquet", dir);
+    int64_t peak, rows;
+    sl_status st = read_all(path, &peak, &rows);
+    print_message("%s: %zu-byte file, status %d, peak %lld bytes: %s\n", why, n, st, (long long)peak,
+                  sl_last_error());
+    assert_int_equal(st, SL_ERR_DECODE);
+    assert_non_null(strstr(sl_last_error(), path));
+    assert_true(peak < BOMB_PEAK);
+}
+
+/* Issue 11, defect 3: a footer and page headers that claim huge counts and
+ * sizes over a few real bytes must fail as corrupt data, having allocated
+ * next to nothing (an 81-byte file once made the reader allocate 1.05 GB). */
+static void lying_sizes_are_refused_without_allocating(void **state)
+{
+    char *dir = tu_tmpdir();
+    const uint8_t eight[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    /* A row group of 50 million rows whose one page holds one value. */
+    forged rows = {.physical = SL_PQT_INT64, .repetition = SL_PQR_REQUIRED, .codec = SL_PQ_UNCOMPRESSED,
+                   .num_rows = 50000000, .chunk_values = 50000000, .page_type = SL_PQP_DATA,
+                   .page_values = 50000000, .usize = 8, .csize = -1, .encoding = SL_PQE_PLAIN,
+                   .body = eight, .body_len = 8};
+    expect_bomb_refused(dir, &rows, "num_rows and num_values");
+    /* The same rows as nullable byte arrays (an image column). */
+    forged images = rows;
+    images.physical = SL_PQT_BYTE_ARRAY;
+    images.repetition = SL_PQR_OPTIONAL;
+    expect_bomb_refused(dir, &images, "num_rows of a nullable byte array");
+    /* A page whose header claims 200 MiB uncompressed, over a few bytes of
+     * zstd (a frame of "abcd"), gzip and snappy. */
+    const uint8_t zstd_frame[] = {0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x04, 0x21, 0x00, 0x00, 'a', 'b', 'c', 'd'};
+    forged page = {.physical = SL_PQT_INT32, .repetition = SL_PQR_REQUIRED, .codec = SL_PQ_ZSTD,
+                   .num_rows = 1, .chunk_values = 1, .page_type = SL_PQP_DATA, .page_values = 1,
+                   .usize = 200 << 20, .csize = -1, .encoding = SL_PQE_PLAIN, .body = zstd_frame,
+                   .body_len = sizeof zstd_frame};
+    expect_bomb_refused(dir, &page, "uncompressed page size (zstd)");
+    const uint8_t gzip_member[] = {0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0x4b, 0x4c,
+                                   0x4a, 0x4e, 0x01, 0x00, 0x11, 0xcd, 0x82, 0xed, 0x04, 0x00, 0x00, 0x00};
+    page.codec = SL_PQ_GZIP;
+    page.body = gzip_member;
+    page.body_len = sizeof gzip_member;
+    expect_bomb_refused(dir, &page, "uncompressed page size (gzip)");
+    /* snappy's own length (a varint of 200 MiB) agrees with the page header. */
+    const uint8_t snappy_block[] = {0x80, 0x80, 0x80, 0x64, 0x0C, 'a', 'b', 'c', 'd'};
+    page.codec = SL_PQ_SNAPPY;
+    page.body = snappy_block;
+    page.body_len = sizeof snappy_block;
+    expect_bomb_refused(dir, &page, "uncompressed page size (snappy)");
+    /* A dictionary page claiming 100 million entries in 8 bytes. */
+    forged dict = {.physical = SL_PQT_BYTE_ARRAY, .repetition = SL_PQR_OPTIONAL, .codec = SL_PQ_UNCOMPRESSED,
+                   .num_rows = 10, .chunk_values = 10, .page_type = SL_PQP_DICTIONARY,
+                   .page_values = 100000000, .usize = 8, .csize = -1, .encoding = SL_PQE_PLAIN,
+                   .body = eight, .body_len = 8};
+    expect_bomb_refused(dir, &dict, "dictionary entries");
+    /* A column chunk that claims to run past the file. */
+    forged chunk = rows;
+    chunk.num_rows = chunk.chunk_values = chunk.page_values = 1;
+    chunk.chunk_bytes = (int64_t)1 << 40;
+    expect_bomb_refused(dir, &chunk, "column chunk size");
+    /* A page claiming more bytes than its chunk holds. */
+    forged past = chunk;
+    past.chunk_bytes = 0;
+    past.csize = 1 << 30;
+    past.usize = 1 << 30;
+    expect_bomb_refused(dir, &past, "page size past its chunk");
+    tu_rmtree(dir);
+}
+
+/* Leaf columns are named by their dotted path, so a long group name over
+ * many short leaves once made a 55 KB footer cost 50 MB of names. */
+static void long_names_over_many_leaves_are_refused(void **state)
+{
+    enum { NAME = 10000, LEAVES = 5000 };
+    char *name = malloc(NAME + 1);
+    memset(name, 'g', NAME);
+    name[NAME] = '\0';
+    sl_tc_writer t;
+    sl_tc_writer_init(&t);
+    sl_tc_write_struct_begin(&t);
+    sl_tc_write_i32_field(&t, 1, 1);
+    sl_tc_write_field(&t, SL_TC_LIST, 2);
+    sl_tc_write_list_begin(&t, SL_TC_STRUCT, 2 + LEAVES);
+    sl_tc_write_struct_begin(&t);
+    sl_tc_write_string_field(&t, 4, "schema");
+    sl_tc_write_i32_field(&t, 5, 1);
+    sl_tc_write_struct_end(&t);
+    sl_tc_write_struct_begin(&t);
+    sl_tc_write_string_field(&t, 4, name);
+    sl_tc_write_i32_field(&t, 5, LEAVES);
+    sl_tc_write_struct_end(&t);
+    for (int i = 0; i < LEAVES; i++) {
+        sl_tc_write_struct_begin(&t);
+        sl_tc_write_i32_field(&t, 1, SL_PQT_INT32);
+        sl_tc_write_string_field(&t, 4, "x");
+        sl_tc_write_struct_end(&t);
+    }
+    sl_tc_write_i64_field(&t, 3, 0);
+    sl_tc_write_struct_end(&t);
+    assert_false(t.err);
+    size_t n = 4 + t.len + 8;
+    uint8_t *file = malloc(n);
+    memcpy(file, "PAR1", 4);
+    memcpy(file + 4, t.buf, t.len);
+    for (int k = 0; k < 4; k++)
+        file[4 + t.len + (size_t)k] = (uint8_t)(t.len >> (8 * k));
+    memcpy(file + 4 + t.len + 4, "PAR1", 4);
+    char *dir = tu_tmpdir();
+    tu_write(dir, "names.parquet", file, n);
+    char path[512];
+    snprintf(path, sizeof path, "%s/names.parquet", dir);
+    int64_t peak, rows;
+    sl_status st = read_all(path, &peak, &rows);
+    print_message("%zu-byte footer: status %d, peak %lld bytes: %s\n", t.len, st, (long long)peak, sl_last_error());
+    assert_int_equal(st, SL_ERR_DECODE);
+    assert_non_null(strstr(sl_last_error(), path));
+    assert_non_null(strstr(sl_last_error(), "column names"));
+    assert_true(peak < BOMB_PEAK);
+    sl_tc_writer_free(&t);
+    free(file);
+    free(name);
     tu_rmtree(dir);
 }
 
@@ -523,7 +837,7 @@ static void allocation_failures_are_clean(void **state)
         sl_alloc_fail_after(n);
         bool read_ok = false, write_ok = false;
         sl_pq_reader *r;
-        if (sl_pq_reader_open(path, &r) == SL_OK) {
+        if (sl_pq_reader_open(path, NULL, &r) == SL_OK) {
             const sl_pq_batch *b;
             sl_status st;
             int64_t rows = 0;
@@ -571,6 +885,9 @@ int main(void)
         cmocka_unit_test(empty_file_and_one_row_group),
         cmocka_unit_test(writer_rejects_bad_rows),
         cmocka_unit_test(reader_errors_name_the_file),
+        cmocka_unit_test(empty_byte_arrays_in_batches),
+        cmocka_unit_test(lying_sizes_are_refused_without_allocating),
+        cmocka_unit_test(long_names_over_many_leaves_are_refused),
         cmocka_unit_test(allocation_failures_are_clean),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,151 @@
+/* fuzz/fuzz_parquet.c — the whole Parquet reader on arbitrary bytes: they
+ * are written to a temporary file, which is opened, its columns and footer
+ * listed, every readable column selected and every batch read, with the
+ * reader's limits small so that what it promises can be checked: batches
+ * keep to their limits and their vectors are consistent, and however the
+ * file lies, the most bytes allocated at once stay a small multiple of the
+ * file plus the memory limit. At most 1 << 20 rows are read: a few bytes of
+ * RLE may honestly hold billions of null rows. */
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "io/parquet_read.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static char path[64];
+static int fd = -1;
+
+static void remove_file(void)
+{
+    unlink(path);
+}
+
+static void fail(const char *what)
+{
+    fprintf(stderr, "fuzz_parquet: %s\n", what);
+    abort();
+}
+
+static bool is_bytes(const sl_pq_vector *v)
+{
+    return v->info->type == SL_PQ_STRING || v->info->type == SL_PQ_BINARY;
+}
+
+static uint64_t touch(const sl_pq_batch *b, const sl_pq_reader_params *p)
+{
+    uint64_t sum = 0;
+    if (b->num_rows < 1 || (size_t)b->num_rows > p->batch_rows)
+        fail("batch rows out of range");
+    for (size_t c = 0; c < b->num_columns; c++) {
+        const sl_pq_vector *v = &b->columns[c];
+        for (int64_t i = 0; i < b->num_rows; i++) {
+            if (v->valid[i] > 1)
+                fail("valid is not 0 or 1");
+            sum += v->valid[i];
+            switch (v->info->type) {
+            case SL_PQ_BOOL:
+                if (v->b[i] > 1)
+                    fail("a bool is not 0 or 1");
+                sum += v->b[i];
+                break;
+            case SL_PQ_INT32: sum += (uint32_t)v->i32[i]; break;
+            case SL_PQ_INT64: sum += (uint64_t)v->i64[i]; break;
+            case SL_PQ_FLOAT: sum += v->f32[i] == v->f32[i]; break;
+            case SL_PQ_DOUBLE: sum += v->f64[i] == v->f64[i]; break;
+            default:
+                if (v->offsets[i] > v->offsets[i + 1] || (!v->valid[i] && v->offsets[i] != v->offsets[i + 1]))
+                    fail("byte-array offsets out of order");
+                for (int64_t k = v->offsets[i]; k < v->offsets[i + 1]; k += 97)
+                    sum += v->data[k];
+            }
+        }
+        if (is_bytes(v) && v->offsets[0] != 0)
+            fail("byte-array offsets do not start at 0");
+        if (is_bytes(v) && b->num_rows > 1 && v->offsets[b->num_rows] > (int64_t)p->batch_bytes)
+            fail("a batch of several rows past batch_bytes");
+    }
+    return sum;
+}
+
+static void read_batches(sl_pq_reader *r, const sl_pq_reader_params *p)
+{
+    int64_t rows = 0;
+    volatile uint64_t sum = 0;
+    for (int errors = 0; rows < (1 << 20) && errors < 4;) {
+        const sl_pq_batch *b;
+        sl_status st = sl_pq_reader_next(r, &b);
+        if (st != SL_OK) {
+            errors++; /* the next call goes on at the next row group */
+            continue;
+        }
+        if (!b)
+            break;
+        sum += touch(b, p);
+        rows += b->num_rows;
+    }
+    (void)sum;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (fd < 0) {
+        snprintf(path, sizeof path, "/tmp/fuzz-parquet-%d.parquet", (int)getpid());
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            fail("cannot create the temporary file");
+        atexit(remove_file);
+    }
+    if (ftruncate(fd, 0) != 0 || (size && pwrite(fd, data, size, 0) != (ssize_t)size))
+        fail("cannot write the temporary file");
+
+    sl_pq_reader_params p = sl_pq_reader_default_params();
+    p.max_page_bytes = 1 << 20;
+    p.batch_rows = 500;
+    p.batch_bytes = 16 << 10;
+    p.memory_limit = 4 << 20;
+    int64_t base = sl_alloc_live_bytes();
+    sl_alloc_peak_reset();
+    sl_pq_reader *r;
+    if (sl_pq_reader_open(path, &p, &r) == SL_OK) {
+        size_t n = sl_pq_reader_num_columns(r), k = 0;
+        const char **names = calloc(n ? n : 1, sizeof *names);
+        for (size_t i = 0; i < n; i++) {
+            const sl_pq_column_info *ci = sl_pq_reader_column(r, i);
+            if (!ci || !ci->name)
+                fail("a listed column without a name");
+            if (ci->type != SL_PQ_UNSUPPORTED)
+                names[k++] = ci->name;
+        }
+        (void)sl_pq_reader_num_rows(r);
+        (void)sl_pq_reader_num_row_groups(r);
+        (void)sl_pq_reader_metadata(r, "sluice.version");
+        (void)strlen(sl_pq_reader_created_by(r));
+        if (sl_pq_reader_select(r, names, k) == SL_OK)
+            read_batches(r, &p);
+        /* Again with every other column: select restarts at row group 0. */
+        for (size_t i = 0; 2 * i < k; i++)
+            names[i] = names[2 * i];
+        if (k > 1 && sl_pq_reader_select(r, names, (k + 1) / 2) == SL_OK)
+            read_batches(r, &p);
+        free(names);
+        sl_pq_reader_free(r);
+    }
+    int64_t peak = sl_alloc_peak_bytes() - base;
+    /* The footer's structures (a small multiple of the file, see
+     * fuzz_thrift.c) plus what the memory limit lets the columns hold, and
+     * one growth past it (a limit is checked after rows are decoded). */
+    if (peak > 64 * (int64_t)size + 2 * (int64_t)p.memory_limit + (3 << 20)) {
+        fprintf(stderr, "fuzz_parquet: a %zu-byte file allocated %lld bytes at its peak\n", size, (long long)peak);
+        abort();
+    }
+    if (sl_alloc_live_bytes() != base)
+        fail("the reader did not free everything");
+    return 0;
+}

@@ -1,0 +1,83 @@
+"""Writes the seed corpora of the `parquet` and `thrift` fuzz targets:
+small Parquet files from sluice's own writer (tests/tools/parquet_tool) and
+from pyarrow (several types, codecs none/snappy/gzip/zstd, dictionary and
+plain, data pages v1 and v2, nulls, the Hugging Face image struct), a few
+forged files whose footer lies about sizes, and for `thrift` the footers
+(FileMetaData) and first page headers cut out of them.
+
+    .venv/bin/python fuzz/gen_parquet_corpus.py build/tests/tools/parquet_tool
+"""
+import io
+import json
+import pathlib
+import struct
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
+from test_parquet import lying_parquet  # noqa: E402  (the forged files of the e2e test)
+
+
+def sluice_files(tool):
+    rows = [{"s": None if k % 3 == 1 else f"r{k}", "i": k * 7 - 20, "d": None if k % 4 == 2 else k / 3,
+             "b": None if k % 5 == 3 else k % 2 == 0, "x": None if k % 6 == 5 else "AAEC" * (k % 3)}
+            for k in range(12)]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    for codec in ["none", "snappy", "gzip", "zstd"]:
+        out = HERE / "corpus" / "parquet" / f"sluice-{codec}.parquet"
+        subprocess.run([tool, "write", out, "--schema", "s:string?,i:int64,d:double?,b:bool?,x:binary?",
+                        "--codec", codec, "--row-group-bytes", "200", "--page-bytes", "64"],
+                       input=text, text=True, check=True)
+        yield out.name, out.read_bytes()
+
+
+def arrow_files():
+    n = 10
+    img = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({
+        "i32": pa.array([None if k % 4 == 0 else k - 5 for k in range(n)], pa.int32()),
+        "i64": pa.array([k * 1000 for k in range(n)], pa.int64()),
+        "f32": pa.array([k / 3 for k in range(n)], pa.float32()),
+        "f64": pa.array([None if k % 3 == 0 else k / 7 for k in range(n)], pa.float64()),
+        "flag": pa.array([None if k % 5 == 0 else k % 2 == 0 for k in range(n)], pa.bool_()),
+        "label": pa.array([["cat", "dog", None][k % 3] for k in range(n)], pa.string()),
+        "image": pa.array([None if k % 7 == 3 else {"bytes": None if k % 4 == 1 else bytes([k, 1, 2]) * k,
+                                                    "path": f"{k}.jpg"} for k in range(n)], img),
+    })
+    for codec in ["none", "snappy", "gzip", "zstd"]:
+        for dictionary in [True, False]:
+            for version in ["1.0", "2.0"]:
+                if codec in ("gzip", "zstd") and not dictionary:
+                    continue  # enough variety; keeps the corpus small
+                buf = io.BytesIO()
+                pq.write_table(table, buf, compression=codec, use_dictionary=dictionary,
+                               data_page_version=version, row_group_size=6, data_page_size=64)
+                yield f"arrow-{codec}-{'dict' if dictionary else 'plain'}-v{version[0]}.parquet", buf.getvalue()
+
+
+def forged_files():
+    yield "lie-rows.parquet", lying_parquet(100_000_000, 100_000_000, 4, b"\0\0\0\0")
+    yield "lie-page.parquet", lying_parquet(1, 1, 200 << 20, bytes([0x28, 0xB5, 0x2F, 0xFD, 0x20, 0x04, 0x21,
+                                                                     0x00, 0x00]) + b"abcd", codec=6)
+
+
+def main():
+    tool = sys.argv[1]
+    pdir, tdir = HERE / "corpus" / "parquet", HERE / "corpus" / "thrift"
+    pdir.mkdir(parents=True, exist_ok=True)
+    tdir.mkdir(parents=True, exist_ok=True)
+    files = list(sluice_files(tool)) + list(arrow_files()) + list(forged_files())
+    for name, data in files:
+        (pdir / name).write_bytes(data)
+        footer_len = struct.unpack("<I", data[-8:-4])[0]
+        (tdir / (name.replace(".parquet", "") + ".footer")).write_bytes(data[-8 - footer_len:-8])
+        (tdir / (name.replace(".parquet", "") + ".page")).write_bytes(data[4:4 + 200])
+        print(f"{name}: {len(data)} bytes")
+
+
+if __name__ == "__main__":
+    main()
