@@ -13,6 +13,7 @@
 typedef struct strlist {
     char **v;
     size_t n, cap;
+    size_t bytes; /* brace expansion: the names' total length */
 } strlist;
 
 static int strlist_push(strlist *l, char *s)
@@ -210,10 +211,16 @@ static int expand(const char *pat, size_t max, strlist *out, char *err, size_t e
 {
     const char *open = strchr(pat, '{');
     if (!open) {
+        size_t len = strlen(pat);
         if (out->n >= max) {
             snprintf(err, errlen, "more than %zu names", max);
             return -1;
         }
+        if (out->bytes + len > SL_BRACE_MAX_BYTES) {
+            snprintf(err, errlen, "the names take more than %d bytes", SL_BRACE_MAX_BYTES);
+            return -1;
+        }
+        out->bytes += len;
         return strlist_push(out, sl_strdup(pat)) == 0 ? 0 : (snprintf(err, errlen, "out of memory"), -1);
     }
     /* The matching close brace, skipping nested groups. */
@@ -275,6 +282,12 @@ int sl_brace_expand(const char *pattern, size_t max, char ***out, size_t *n, cha
 {
     *out = NULL;
     *n = 0;
+    /* Each group is expanded by a recursion that holds a copy of the
+     * pattern: a long pattern would cost its length squared. */
+    if (strlen(pattern) > SL_BRACE_MAX_PATTERN) {
+        snprintf(err, errlen, "longer than %d bytes", SL_BRACE_MAX_PATTERN);
+        return -1;
+    }
     for (const char *c = pattern, *last_open = NULL; *c; c++) {
         if (*c == '{')
             last_open = c;

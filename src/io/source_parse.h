@@ -35,7 +35,11 @@ int sl_csv_scan(int state, const char *s, size_t len);
  * the wider endpoint when either has a leading zero; descending allowed),
  * "{a,b}" (alternatives), several groups (cartesian product, left to right).
  * Text without braces expands to itself. Returns 0, or -1 with the cause in
- * err for an unbalanced brace or more than `max` results. */
+ * err for an unbalanced brace, a pattern longer than SL_BRACE_MAX_PATTERN,
+ * more than `max` results, or results longer than SL_BRACE_MAX_BYTES in all
+ * (the memory a pattern may cost is bounded). */
+#define SL_BRACE_MAX_PATTERN 4096
+#define SL_BRACE_MAX_BYTES (16 << 20)
 int sl_brace_expand(const char *pattern, size_t max, char ***out, size_t *n, char *err,
                     size_t errlen);
 void sl_strings_free(char **strings, size_t n);

@@ -157,6 +157,32 @@ static void brace_expansion(void **state)
     braces("{0..99}{0..99}", -1, 0, NULL); /* 10,000 names: over the limit of 1,000 */
 }
 
+/* Found by fuzz_expand: each brace group is expanded by a recursion holding
+ * a copy of the pattern, and each name a copy of the text around the
+ * group, so a 64 KB pattern of "{a}" took 0.9 GB and a long text before one
+ * range 5.8 GB. A pattern is at most 4096 bytes, its names 16 MiB. */
+static void brace_expansion_is_bounded(void **state)
+{
+    char *pat = sl_malloc(SL_BRACE_MAX_PATTERN + 2);
+    for (int i = 0; i < SL_BRACE_MAX_PATTERN - 2; i += 3)
+        memcpy(pat + i, "{a}", 3);
+    pat[SL_BRACE_MAX_PATTERN / 3 * 3] = '\0';
+    char **out, err[128];
+    size_t n;
+    assert_int_equal(sl_brace_expand(pat, 10, &out, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(strlen(out[0]), SL_BRACE_MAX_PATTERN / 3);
+    sl_strings_free(out, n);
+    memset(pat, 'x', SL_BRACE_MAX_PATTERN + 1);
+    pat[SL_BRACE_MAX_PATTERN + 1] = '\0';
+    assert_int_equal(sl_brace_expand(pat, 10, &out, &n, err, sizeof err), -1);
+    assert_non_null(strstr(err, "longer than 4096 bytes"));
+    memcpy(pat + 4000, "{0..99999}", 11);
+    assert_int_equal(sl_brace_expand(pat, 100000, &out, &n, err, sizeof err), -1);
+    assert_non_null(strstr(err, "more than 16777216 bytes"));
+    sl_free(pat);
+}
+
 static void wds(const char *name, bool ok, const char *key, const char *ext)
 {
     size_t kl;
@@ -292,6 +318,7 @@ int main(void)
         cmocka_unit_test(lexical_paths),
         cmocka_unit_test(input_names_from_the_common_folder),
         cmocka_unit_test(brace_expansion),
+        cmocka_unit_test(brace_expansion_is_bounded),
         cmocka_unit_test(wds_keys),       cmocka_unit_test(url_schemes),
         cmocka_unit_test(glob_filters),   cmocka_unit_test(columns_types_and_names),
     };
