@@ -540,6 +540,20 @@ def test_one_file_name_in_two_folders_resumes_exactly_once(sluice, tmp_path):
     assert json.loads((out / "summary.json").read_text())["rows"]["skipped"] == len(want)
     assert_exactly_once(out, want)
 
+    # A ledger written before ids named folders (its fingerprint has no
+    # 'ids' key, its ids are base names) is refused, not resumed with other ids.
+    import sqlite3
+    db = sqlite3.connect(out / "_sluice_ledger.sqlite")
+    (fp,) = db.execute("select value from meta where key = 'fingerprint'").fetchone()
+    assert "\nids\t" in "\n" + fp
+    old = "\n".join(l for l in fp.split("\n") if not l.startswith("ids\t"))
+    db.execute("update meta set value = ? where key = 'fingerprint'", (old,))
+    db.commit()
+    db.close()
+    r = resume_run(sluice, pattern, out, "--ordered", "--shard-rows", rows)
+    assert r.returncode == 2 and "(ids changed since)" in r.stderr, r.stderr[-3000:]
+    assert_exactly_once(out, want)
+
 
 def test_one_file_given_twice_is_refused_before_the_model_loads(sluice, tmp_path):
     d = tmp_path / "d"
@@ -611,6 +625,7 @@ def test_hostile_inputs_fail_alone_in_bounded_memory(sluice, tmp_path):
         f.write('"}\n')
         f.write(json.dumps({"image": "img.jpg"}) + "\n")
     r, mb = peak_rss_mb(caption_args(big, tmp_path / "o1"))
+    print(f"peak RSS: baseline {base_mb:.0f} MB, 100 MB JSONL line {mb:.0f} MB")
     assert r.returncode == 3, r.stderr[-3000:]
     rows = by_id(jsonl_rows(tmp_path / "o1"))
     assert set(rows) == {"big.jsonl:1", "big.jsonl:2", "big.jsonl:3"}
@@ -628,6 +643,7 @@ def test_hostile_inputs_fail_alone_in_bounded_memory(sluice, tmp_path):
         f.write("img.jpg" + "," * 20000 + "\n")
         f.write("img.jpg,ok\n")
     r, mb = peak_rss_mb(caption_args(wide, tmp_path / "o2"))
+    print(f"peak RSS: baseline {base_mb:.0f} MB, CSV of 10^6 columns {mb:.0f} MB")
     assert r.returncode == 3, r.stderr[-3000:]
     rows = by_id(jsonl_rows(tmp_path / "o2"))
     assert rows["wide.csv:2"]["error"] is None and rows["wide.csv:5"]["error"] is None
