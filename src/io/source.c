@@ -1,7 +1,8 @@
-/* io/source.c — input dispatch (expanding names, choosing the kind) and the
- * two text-shaped kinds: folders (io/dir_source.c plus glob filters) and
- * manifests (.jsonl and .csv). WebDataset and Parquet live in their own
- * files behind source_kind. */
+/* io/source.c — input dispatch (expanding names, choosing the kind, one
+ * file once, each input's name in ids) and the two text-shaped kinds:
+ * folders (io/dir_source.c plus glob filters) and manifests (.jsonl and
+ * .csv, read in chunks so a line past its limit is never held whole).
+ * WebDataset and Parquet live in their own files behind source_kind. */
 #include <ctype.h>
 #include <limits.h>
 #include <errno.h>

@@ -10,7 +10,9 @@
  *
  * Resume: the output folder's ledger (ledger/ledger.h) says which row ids
  * earlier runs committed; the read stage skips them (one indexed lookup per
- * input, nothing held in memory), and the writer commits each part in two
+ * input, nothing held in memory) after recording every id it reads in a
+ * temporary database (ledger/idset.h): a repeated id could not be written
+ * exactly once, so it stops the run. The writer commits each part in two
  * phases with it: rows recorded, file synced, part pending, file renamed,
  * part committed. */
 #include <errno.h>
