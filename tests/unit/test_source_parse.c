@@ -157,10 +157,12 @@ static void brace_expansion(void **state)
     braces("{0..99}{0..99}", -1, 0, NULL); /* 10,000 names: over the limit of 1,000 */
 }
 
-/* Found by fuzz_expand: each brace group is expanded by a recursion holding
- * a copy of the pattern, and each name a copy of the text around the
- * group, so a 64 KB pattern of "{a}" took 0.9 GB and a long text before one
- * range 5.8 GB. A pattern is at most 4096 bytes, its names 16 MiB. */
+/* Found while writing fuzz_expand (hand-made inputs run through it;
+ * libFuzzer had not grown inputs that long): each brace group is expanded
+ * by a recursion holding a copy of the pattern, and each name a copy of the
+ * text around the group, so a 64 KB pattern of "{a}" took 0.9 GB and a long
+ * text before one range 5.8 GB. A pattern is at most 4096 bytes, its names
+ * 16 MiB. */
 static void brace_expansion_is_bounded(void **state)
 {
     char *pat = sl_malloc(SL_BRACE_MAX_PATTERN + 2);
