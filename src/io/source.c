@@ -1,8 +1,10 @@
-/* io/source.c — input dispatch (expanding names, choosing the kind) and the
- * two text-shaped kinds: folders (io/dir_source.c plus glob filters) and
- * manifests (.jsonl and .csv). WebDataset and Parquet live in their own
- * files behind source_kind. */
+/* io/source.c — input dispatch (expanding names, choosing the kind, one
+ * file once, each input's name in ids) and the two text-shaped kinds:
+ * folders (io/dir_source.c plus glob filters) and manifests (.jsonl and
+ * .csv, read in chunks so a line past its limit is never held whole).
+ * WebDataset and Parquet live in their own files behind source_kind. */
 #include <ctype.h>
+#include <limits.h>
 #include <errno.h>
 #include <glob.h>
 #include <stdarg.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -21,7 +24,8 @@
 
 sl_source_params sl_source_default_params(void)
 {
-    return (sl_source_params){.max_item_bytes = 256u << 20, .shard_size = 1000};
+    return (sl_source_params){.max_item_bytes = 256u << 20, .shard_size = 1000,
+                              .max_line_bytes = 1u << 20, .max_columns = 10000};
 }
 
 void sl_source_item_clear(sl_source_item *item)
@@ -46,12 +50,6 @@ sl_status sl_source_item_fail(sl_source_item *item, const char *fmt, ...)
     if (!(item->error = sl_strdup(buf)))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading the input");
     return SL_OK;
-}
-
-const char *sl_source_basename(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    return slash ? slash + 1 : path;
 }
 
 sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,
@@ -89,29 +87,38 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
 
 /* --- folder ------------------------------------------------------------------------ */
 
+enum { CHUNK_BYTES = 1 << 16 };
+
 struct source_reader {
     /* folder */
     sl_dir_source *dir;
     const sl_source_params *p;
+    const char *name; /* the input's name in ids: a folder's prefix ("" for none), a
+                         manifest's FILE in FILE:LINE */
     /* manifest */
     FILE *fp;
     char *file, *base_dir;
-    const char *name; /* the file's base name, for ids */
     bool csv;
     char **header;
     size_t n_header;
     long line;
-    char *buf;
-    size_t cap;
+    char *chunk;              /* read from the file, CHUNK_BYTES */
+    size_t chunk_pos, chunk_len;
+    bool eof;
+    char *buf;                /* the line or record read, up to max_line_bytes */
+    size_t len, cap;
+    bool too_long;            /* the line or record passed max_line_bytes: not kept */
+    int csv_state;            /* sl_csv_scan over the record read so far */
 };
 
-static sl_status folder_open(const char *file, const sl_source_params *p, source_reader **out,
-                             char **open_error)
+static sl_status folder_open(const char *file, const char *name, const sl_source_params *p,
+                             source_reader **out, char **open_error)
 {
     source_reader *r = sl_calloc(1, sizeof *r);
     if (!r)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     r->p = p;
+    r->name = name;
     if (sl_dir_source_open(file, &r->dir) != SL_OK) {
         *open_error = sl_strdup(sl_last_error());
         sl_free(r);
@@ -135,7 +142,8 @@ static sl_status folder_next(source_reader *r, sl_source_item *item, bool *done)
         if (!e->error && !sl_glob_filter(e->rel, r->p->include, r->p->n_include, r->p->exclude,
                                          r->p->n_exclude))
             continue;
-        if (!(item->id = sl_strdup(e->rel)) || !(item->path = sl_strdup(e->path)) ||
+        item->id = *r->name ? sl_asprintf("%s/%s", r->name, e->rel) : sl_strdup(e->rel);
+        if (!item->id || !(item->path = sl_strdup(e->path)) ||
             (e->error && !(item->error = sl_strdup(e->error))))
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", e->path);
         return SL_OK;
@@ -161,21 +169,96 @@ static void manifest_close(source_reader *r)
     sl_free(r->file);
     sl_free(r->base_dir);
     sl_csv_fields_free(r->header, r->n_header);
-    free(r->buf); /* getline's */
+    sl_free(r->chunk);
+    sl_free(r->buf);
     sl_free(r);
 }
 
-/* Reads one line without its newline into r->buf; false at the end. */
-static bool read_line(source_reader *r, size_t *len)
+/* Adds line bytes to the line or record being read: scanned as CSV, kept
+ * while within max_line_bytes. False when out of memory. */
+static bool put(source_reader *r, const char *s, size_t n)
 {
-    ssize_t n = getline(&r->buf, &r->cap, r->fp);
-    if (n < 0)
-        return false;
-    r->line++;
-    while (n > 0 && (r->buf[n - 1] == '\n' || r->buf[n - 1] == '\r'))
-        r->buf[--n] = '\0';
-    *len = (size_t)n;
+    if (r->csv)
+        r->csv_state = sl_csv_scan(r->csv_state, s, n);
+    if (r->too_long || n == 0)
+        return true;
+    if (n > r->p->max_line_bytes - r->len) {
+        r->too_long = true; /* read on to the end, keeping nothing more */
+        return true;
+    }
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 256;
+        while (cap < r->len + n + 1)
+            cap *= 2;
+        char *grown = sl_realloc(r->buf, cap);
+        if (!grown)
+            return false;
+        r->buf = grown;
+        r->cap = cap;
+    }
+    memcpy(r->buf + r->len, s, n);
+    r->len += n;
+    r->buf[r->len] = '\0';
     return true;
+}
+
+/* Reads the next line, without its line end (LF, CRLF), onto r->buf; a line
+ * past the limit is read to its end in chunks, never held whole. Returns 1
+ * when a line was read, 0 at the end of the file, -1 out of memory. */
+static int read_line(source_reader *r)
+{
+    bool any = false;
+    size_t crs = 0; /* CRs held back: content unless the line ends after them */
+    for (;;) {
+        if (r->chunk_pos == r->chunk_len) {
+            if (!r->eof) {
+                r->chunk_len = fread(r->chunk, 1, CHUNK_BYTES, r->fp);
+                r->chunk_pos = 0;
+                r->eof = r->chunk_len == 0;
+            }
+            if (r->eof)
+                break;
+        }
+        any = true;
+        const char *seg = r->chunk + r->chunk_pos;
+        size_t avail = r->chunk_len - r->chunk_pos;
+        const char *nl = memchr(seg, '\n', avail);
+        size_t n = nl ? (size_t)(nl - seg) : avail;
+        r->chunk_pos += n + (nl ? 1 : 0);
+        size_t body = n;
+        while (body > 0 && seg[body - 1] == '\r')
+            body--;
+        if (body > 0) {
+            for (; crs > 0; crs--)
+                if (!put(r, "\r", 1))
+                    return -1;
+            if (!put(r, seg, body))
+                return -1;
+        }
+        crs += n - body;
+        if (nl)
+            break;
+    }
+    if (!any)
+        return 0;
+    r->line++;
+    if (!r->buf) { /* an empty first line: still a string */
+        if (!(r->buf = sl_malloc(1)))
+            return -1;
+        r->cap = 1;
+        r->buf[0] = '\0';
+    }
+    return 1;
+}
+
+/* Starts a new line or record. */
+static void restart(source_reader *r)
+{
+    r->len = 0;
+    if (r->buf)
+        r->buf[0] = '\0';
+    r->too_long = false;
+    r->csv_state = SL_CSV_FIELD_START;
 }
 
 static bool blank(const char *s, size_t n)
@@ -186,51 +269,52 @@ static bool blank(const char *s, size_t n)
     return true;
 }
 
-/* One CSV record, continuing over lines while a quoted field is open.
- * Returns 0 ok, 1 at the end, -1 malformed (err set). *owned is the record. */
+/* One CSV record, continuing over lines while a quoted field is open; a
+ * record past max_line_bytes is read to its end without being kept. Returns
+ * 0 ok, 1 at the end, -1 malformed (err set), -2 out of memory. */
 static int read_csv_record(source_reader *r, char ***fields, size_t *n, long *first_line,
                            char *err, size_t errlen)
 {
-    size_t len;
+    int rc;
     do {
-        if (!read_line(r, &len))
-            return 1;
-    } while (blank(r->buf, len));
+        restart(r);
+        if ((rc = read_line(r)) <= 0)
+            return rc == 0 ? 1 : -2;
+    } while (!r->too_long && blank(r->buf, r->len));
     *first_line = r->line;
-    char *rec = sl_strndup(r->buf, len);
-    size_t rec_len = len;
-    for (;;) {
-        if (!rec) {
-            snprintf(err, errlen, "out of memory");
+    while (r->csv_state == SL_CSV_QUOTED) {
+        if (!put(r, "\n", 1) || (rc = read_line(r)) < 0)
+            return -2;
+        if (rc == 0) {
+            snprintf(err, errlen, "a quoted field is never closed (the file ends inside it)");
             return -1;
         }
-        int rc = sl_csv_split(rec, rec_len, fields, n, err, errlen);
-        if (rc != 1) {
-            sl_free(rec);
-            return rc;
-        }
-        if (rec_len > (1u << 20) || !read_line(r, &len)) {
-            snprintf(err, errlen, "a quoted field is never closed");
-            sl_free(rec);
-            return -1;
-        }
-        char *grown = sl_asprintf("%s\n%s", rec, r->buf);
-        sl_free(rec);
-        rec = grown;
-        rec_len += 1 + len;
     }
+    if (r->too_long) {
+        if (r->line > *first_line)
+            snprintf(err, errlen, "the record (lines %ld-%ld) is longer than the limit of %zu "
+                                  "bytes", *first_line, r->line, r->p->max_line_bytes);
+        else
+            snprintf(err, errlen, "the record is longer than the limit of %zu bytes",
+                     r->p->max_line_bytes);
+        return -1;
+    }
+    rc = sl_csv_split(r->buf, r->len, r->p->max_columns, fields, n, err, errlen);
+    if (rc == 1) /* never: the scan and the split agree on where a record ends */
+        snprintf(err, errlen, "a quoted field is never closed");
+    return rc == 1 ? -1 : rc;
 }
 
 static const char *auto_image_columns[] = {"image", "path", "url"};
 
-static sl_status manifest_open(const char *file, const sl_source_params *p, source_reader **out,
-                               char **open_error)
+static sl_status manifest_open(const char *file, const char *name, const sl_source_params *p,
+                               source_reader **out, char **open_error)
 {
     source_reader *r = sl_calloc(1, sizeof *r);
-    if (!r || !(r->file = sl_strdup(file)))
+    if (!r || !(r->file = sl_strdup(file)) || !(r->chunk = sl_malloc(CHUNK_BYTES)))
         goto nomem;
     r->p = p;
-    r->name = sl_source_basename(r->file);
+    r->name = name;
     const char *slash = strrchr(file, '/');
     r->base_dir = slash ? sl_strndup(file, (size_t)(slash - file)) : sl_strdup("");
     if (!r->base_dir)
@@ -250,6 +334,8 @@ static sl_status manifest_open(const char *file, const sl_source_params *p, sour
         char err[256];
         long line;
         int rc = read_csv_record(r, &r->header, &r->n_header, &line, err, sizeof err);
+        if (rc == -2)
+            goto nomem;
         if (rc != 0) {
             *open_error = sl_asprintf("manifest '%s': %s", file,
                                       rc > 0 ? "empty (no header row)" : err);
@@ -293,6 +379,7 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
         item->id = sl_asprintf("%lld", (long long)json_integer_value(id));
     else
         item->id = sl_asprintf("%s:%ld", r->name, line);
+    item->at = line;
     if (!item->id)
         goto nomem;
     if (json_is_string(id) || json_is_integer(id))
@@ -324,6 +411,15 @@ nomem:
     return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
 }
 
+/* A row that failed before it had columns: id FILE:LINE, the error naming it. */
+static sl_status line_fail(source_reader *r, long line, sl_source_item *item, const char *why)
+{
+    item->at = line;
+    if (!(item->id = sl_asprintf("%s:%ld", r->name, line)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    return sl_source_item_fail(item, "%s:%ld: %s", r->file, line, why);
+}
+
 static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *done)
 {
     char err[256];
@@ -332,6 +428,8 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
         size_t n;
         long line;
         int rc = read_csv_record(r, &fields, &n, &line, err, sizeof err);
+        if (rc == -2)
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         if (rc > 0) {
             *done = true;
             return SL_OK;
@@ -341,9 +439,7 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
                 snprintf(err, sizeof err, "%zu fields where the header has %zu", n, r->n_header);
                 sl_csv_fields_free(fields, n);
             }
-            if (!(item->id = sl_asprintf("%s:%ld", r->name, line)))
-                return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
-            return sl_source_item_fail(item, "%s:%ld: %s", r->file, line, err);
+            return line_fail(r, line, item, err);
         }
         int ic = csv_image_column(r);
         json_t *row = json_object();
@@ -356,22 +452,31 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
         sl_csv_fields_free(fields, n);
         return st;
     }
-    size_t len;
+    int rc;
     do {
-        if (!read_line(r, &len)) {
-            *done = true;
-            return SL_OK;
+        restart(r);
+        if ((rc = read_line(r)) <= 0) {
+            *done = rc == 0;
+            return rc == 0 ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         }
-    } while (blank(r->buf, len));
+    } while (!r->too_long && blank(r->buf, r->len));
+    if (r->too_long) {
+        snprintf(err, sizeof err, "the line is longer than the limit of %zu bytes",
+                 r->p->max_line_bytes);
+        return line_fail(r, r->line, item, err);
+    }
     json_error_t jerr;
-    json_t *row = json_loadb(r->buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!row || !json_is_object(row)) {
+    json_t *row = json_loadb(r->buf, r->len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!row || !json_is_object(row) || json_object_size(row) > r->p->max_columns) {
+        if (!row)
+            snprintf(err, sizeof err, "invalid JSON: %s", jerr.text);
+        else if (!json_is_object(row))
+            snprintf(err, sizeof err, "not a JSON object");
+        else
+            snprintf(err, sizeof err, "%zu columns, more than the limit of %zu",
+                     json_object_size(row), r->p->max_columns);
         json_decref(row);
-        if (!(item->id = sl_asprintf("%s:%ld", r->name, r->line)))
-            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
-        return row ? sl_source_item_fail(item, "%s:%ld: not a JSON object", r->file, r->line)
-                   : sl_source_item_fail(item, "%s:%ld: invalid JSON: %s", r->file, r->line,
-                                         jerr.text);
+        return line_fail(r, r->line, item, err);
     }
     return manifest_item(r, row, NULL, NULL, r->line, item);
 }
@@ -386,6 +491,9 @@ struct sl_source {
     const source_kind *kind;
     const char *kind_name;
     char **files;
+    char **lexical;          /* each file as an absolute path, lexically (names point here) */
+    const char **names;      /* each file's name in ids */
+    bool ids_have_folders;
     size_t n_files, next_file;
     source_reader *reader;
     bool sharded, by_file;   /* reading a subset of the shards; which way */
@@ -504,7 +612,133 @@ void sl_source_free(sl_source *src)
     if (src->reader)
         src->kind->close(src->reader);
     sl_strings_free(src->files, src->n_files);
+    if (src->lexical)
+        sl_strings_free(src->lexical, src->n_files);
+    sl_free(src->names);
     sl_free(src);
+}
+
+/* --- one file once, and its name in ids ----------------------------------------------- */
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+typedef struct input_ref {
+    size_t i;
+    dev_t dev;
+    ino_t ino;
+    char *real; /* folders: realpath(3), or NULL */
+} input_ref;
+
+static int cmp_inode(const void *a, const void *b)
+{
+    const input_ref *x = a, *y = b;
+    if (x->dev != y->dev)
+        return x->dev < y->dev ? -1 : 1;
+    if (x->ino != y->ino)
+        return x->ino < y->ino ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Byte order with '/' first, so a folder's subfolders sort right after it. */
+static int cmp_real(const void *a, const void *b)
+{
+    const unsigned char *x = (const unsigned char *)((const input_ref *)a)->real;
+    const unsigned char *y = (const unsigned char *)((const input_ref *)b)->real;
+    for (;; x++, y++) {
+        int cx = *x == '/' ? 1 : *x ? *x + 1 : 0, cy = *y == '/' ? 1 : *y ? *y + 1 : 0;
+        if (cx != cy || !cx)
+            return cx - cy;
+    }
+}
+
+/* Refuses one file read twice: the same inode reached by two names (a name
+ * given twice, a glob and a name, a symlink or hard link) or, for folders,
+ * a folder inside another input folder. Both would repeat every id. */
+static sl_status check_once(sl_source *src, bool folders)
+{
+    size_t n = src->n_files;
+    if (n < 2)
+        return SL_OK;
+    input_ref *refs = sl_calloc(n, sizeof *refs);
+    if (!refs)
+        return sl_fail(SL_ERR_NOMEM, "out of memory checking the inputs");
+    sl_status st = SL_OK;
+    for (size_t i = 0; i < n; i++) {
+        struct stat sb;
+        refs[i].i = i;
+        if (stat(src->files[i], &sb) == 0) {
+            refs[i].dev = sb.st_dev;
+            refs[i].ino = sb.st_ino;
+        } else {
+            refs[i].ino = (ino_t)i; /* gone since it was listed: reading it will say so */
+            refs[i].dev = (dev_t)-1;
+        }
+        if (folders)
+            refs[i].real = realpath(src->files[i], NULL);
+    }
+    qsort(refs, n, sizeof *refs, cmp_inode);
+    for (size_t k = 1; k < n && st == SL_OK; k++) {
+        if (refs[k].dev != refs[k - 1].dev || refs[k].ino != refs[k - 1].ino ||
+            refs[k].dev == (dev_t)-1)
+            continue;
+        const char *a = src->files[refs[k - 1].i], *b = src->files[refs[k].i];
+        st = strcmp(a, b) == 0
+                 ? sl_fail(SL_ERR_INVALID_ARG, "input '%s' is named twice (by two names or "
+                                               "patterns): each input must be read once; name "
+                                               "it once", a)
+                 : sl_fail(SL_ERR_INVALID_ARG, "inputs '%s' and '%s' are the same %s: each input "
+                                               "must be read once; drop one of the two", a, b,
+                           folders ? "folder" : "file");
+    }
+    if (st == SL_OK && folders) {
+        size_t m = 0;
+        for (size_t k = 0; k < n; k++)
+            if (refs[k].real)
+                refs[m++] = refs[k];
+            /* else: gone since it was listed; reading it will say so */
+        qsort(refs, m, sizeof *refs, cmp_real);
+        for (size_t k = 1; k < m && st == SL_OK; k++) {
+            const char *outer = refs[k - 1].real, *inner = refs[k].real;
+            size_t len = strlen(outer);
+            if (strcmp(outer, "/") == 0 || (strncmp(outer, inner, len) == 0 && inner[len] == '/'))
+                st = sl_fail(SL_ERR_INVALID_ARG, "input folder '%s' is inside input folder '%s': "
+                                                 "its images would be read twice; give only one "
+                                                 "of the two",
+                             src->files[refs[k].i], src->files[refs[k - 1].i]);
+        }
+        for (size_t k = 0; k < m; k++)
+            free(refs[k].real); /* realpath's */
+    } else if (folders) {
+        for (size_t k = 0; k < n; k++)
+            free(refs[k].real);
+    }
+    sl_free(refs);
+    return st;
+}
+
+/* Names every input file in ids: its path from the common folder of all
+ * (io/source_parse.h: sl_input_names), so files with one base name in two
+ * folders give distinct ids. */
+static sl_status name_inputs(sl_source *src, bool folders)
+{
+    char *cwd = getcwd(NULL, 0); /* relative inputs are named from here; glibc allocates */
+    src->lexical = sl_calloc(src->n_files ? src->n_files : 1, sizeof *src->lexical);
+    sl_status st = src->lexical ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory naming the inputs");
+    for (size_t i = 0; st == SL_OK && i < src->n_files; i++)
+        if (!(src->lexical[i] = sl_path_lexical(cwd ? cwd : "", src->files[i])))
+            st = sl_fail(SL_ERR_NOMEM, "out of memory naming the inputs");
+    free(cwd);
+    if (st == SL_OK && sl_input_names((const char *const *)src->lexical, src->n_files, folders,
+                                      &src->names) != 0)
+        st = sl_fail(SL_ERR_NOMEM, "out of memory naming the inputs");
+    for (size_t i = 0; st == SL_OK && i < src->n_files; i++)
+        if (folders ? *src->names[i] != '\0' : strchr(src->names[i], '/') != NULL)
+            src->ids_have_folders = true;
+    return st;
 }
 
 static const char *const formats[] = {"auto", "folder", "jsonl", "csv", "webdataset", "parquet"};
@@ -556,6 +790,12 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
                      params->shard_index, params->shard_count, params->shard_count,
                      params->shard_count - 1, params->shard_count);
     if (st == SL_OK) {
+        bool folders = strcmp(src->kind_name, "folder") == 0;
+        st = check_once(src, folders);
+        if (st == SL_OK)
+            st = name_inputs(src, folders);
+    }
+    if (st == SL_OK) {
         src->kind = kind_named(src->kind_name);
         src->sharded = params->shard_count > 1;
         src->by_file = src->sharded && src->n_files >= params->shard_count;
@@ -572,6 +812,28 @@ const char *sl_source_kind(const sl_source *src) { return src->kind_name; }
 
 bool sl_source_shards_by_file(const sl_source *src) { return src->by_file; }
 
+bool sl_source_ids_have_folders(const sl_source *src) { return src->ids_have_folders; }
+
+char *sl_source_origin(const sl_source *src, size_t input, int64_t at)
+{
+    const char *f = input < src->n_files ? src->files[input] : "?";
+    const char *k = src->kind_name;
+    if (at < 0 || strcmp(k, "folder") == 0)
+        return sl_strdup(f);
+    return sl_asprintf(strcmp(k, "webdataset") == 0 ? "%s at byte %lld"
+                       : strcmp(k, "parquet") == 0  ? "%s row %lld"
+                                                    : "%s:%lld",
+                       f, (long long)at);
+}
+
+size_t sl_source_num_files(const sl_source *src) { return src->n_files; }
+
+const char *sl_source_file(const sl_source *src, size_t i, const char **name)
+{
+    *name = src->names[i];
+    return src->files[i];
+}
+
 static bool file_selected(const sl_source *src, size_t file)
 {
     return !src->by_file || file % src->p.shard_count == src->p.shard_index;
@@ -583,6 +845,7 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
     sl_source_item_clear(item);
     *done = false;
     for (;;) {
+        item->at = -1;
         if (!src->reader) {
             while (src->next_file < src->n_files && !file_selected(src, src->next_file))
                 src->next_file++;
@@ -590,20 +853,23 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
                 *done = true;
                 return SL_OK;
             }
-            const char *f = src->files[src->next_file++];
+            const char *f = src->files[src->next_file], *name = src->names[src->next_file];
+            item->input = src->next_file++;
             char *open_error = NULL;
-            sl_status st = src->kind->open(f, &src->p, &src->reader, &open_error);
+            sl_status st = src->kind->open(f, name, &src->p, &src->reader, &open_error);
             if (st != SL_OK)
                 return st;
             if (open_error) {
                 item->error = open_error;
-                if (!(item->id = sl_strdup(sl_source_basename(f))) || !(item->path = sl_strdup(f)))
+                if (!(item->id = sl_strdup(*name ? name : base_name(f))) ||
+                    !(item->path = sl_strdup(f)))
                     return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", f);
                 return SL_OK;
             }
         }
         bool end = false;
         sl_status st = src->kind->next(src->reader, item, &end);
+        item->input = src->next_file - 1;
         if (st != SL_OK || !end)
             return st;
         src->kind->close(src->reader);

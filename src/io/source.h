@@ -3,9 +3,12 @@
  * (.jsonl / .csv rows naming a file or URL), WebDataset tar shards (libarchive;
  * samples grouped by key), or Parquet files (an image struct or a path/URL
  * column). docs/inputs.md has the rules (ids, pass-through, URL policy). A bad
- * input (broken line, bad tar header, truncated Parquet) becomes an item with
- * `error` set and the stream goes on. One thread per source. The caller owns
- * each item it receives and clears it with sl_source_item_clear(). */
+ * input (broken line, bad tar header, truncated Parquet, a manifest line past
+ * its limit) becomes an item with `error` set and the stream goes on. Ids are
+ * unique across the inputs unless their data repeats one (a manifest's id
+ * column, a tar key that comes back): sl_source_open() refuses inputs that
+ * name one file twice. One thread per source. The caller owns each item it
+ * receives and clears it with sl_source_item_clear(). */
 #ifndef SL_IO_SOURCE_H
 #define SL_IO_SOURCE_H
 
@@ -39,6 +42,8 @@ typedef struct sl_source_params {
     unsigned shard_index;
     unsigned shard_count;        /* 0 or 1: all shards */
     unsigned shard_size;         /* items per shard when not by file (default 1000) */
+    size_t max_line_bytes;       /* a longer JSONL line or CSV record is a failed row (1 MiB) */
+    size_t max_columns;          /* a manifest row with more columns is a failed row (10000) */
 } sl_source_params;
 
 sl_source_params sl_source_default_params(void);
@@ -51,11 +56,19 @@ typedef struct sl_source_item {
     json_t *extra;   /* pass-through columns (an object), or NULL */
     char *prompt;    /* per-row prompt, or NULL */
     char *error;     /* set: this item failed at read, with why */
+    size_t input;    /* where it was read: the input file's number (sl_source_origin) */
+    int64_t at;      /* and the place in it: a manifest line, the byte offset of a tar
+                        sample, a Parquet row; -1 for none */
 } sl_source_item;
 
 /* Opens inputs[0..n): each is brace-expanded, then globbed when it holds
- * glob characters; every name must be of one kind. SL_ERR_NOT_FOUND when
- * nothing matches, SL_ERR_INVALID_ARG for mixed kinds or a bad pattern. */
+ * glob characters; every name must be of one kind. Each input file is named
+ * in ids by its path from the common folder of all the inputs (one file, or
+ * files side by side: its base name); several input folders likewise (one
+ * folder: ids are paths inside it). SL_ERR_NOT_FOUND when nothing matches,
+ * SL_ERR_INVALID_ARG for mixed kinds, a bad pattern, or one file reached
+ * twice (two spellings or links, a glob and a name, a folder inside another
+ * input folder), the message naming both inputs. */
 sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_params *params,
                          sl_source **out);
 
@@ -63,16 +76,27 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
  * out of memory fails. */
 sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done);
 
-/* The kind chosen: "folder", "jsonl", "csv", "webdataset" or "parquet". */
 /* True when shards are whole input files (see sl_source_params). */
 bool sl_source_shards_by_file(const sl_source *src);
+/* The kind chosen: "folder", "jsonl", "csv", "webdataset" or "parquet". */
 const char *sl_source_kind(const sl_source *src);
+/* True when some ids name a folder above their input file, or which input
+ * folder they are in (inputs in several folders): ids that sluice before
+ * this rule made from base names alone, so a resume ledger of such a job
+ * written then holds other ids. */
+bool sl_source_ids_have_folders(const sl_source *src);
 
 /* How many items a fresh walk of the same inputs yields, as cheaply as the
  * kind allows (Parquet footers, manifest lines, tar headers); stops early
  * with -1 when *stop becomes true. -1 when unknown. */
 int64_t sl_source_count(const char *const *inputs, size_t n, const sl_source_params *params,
                         const atomic_bool *stop);
+
+/* Where an item was read, for messages: FILE:LINE (manifests), FILE at byte
+ * N (WebDataset), FILE row N (Parquet), the input (folders, files that fail
+ * to open), from its `input` and `at`. The caller frees it with sl_free();
+ * NULL when out of memory. */
+char *sl_source_origin(const sl_source *src, size_t input, int64_t at);
 
 void sl_source_item_clear(sl_source_item *item);
 void sl_source_free(sl_source *src);

@@ -10,10 +10,11 @@ typedef struct source_reader source_reader;
 
 typedef struct source_kind {
     const char *name;
-    /* Opens one input. Failing to open is an error item (*open_error set,
-     * owned by the caller), never a failed run, except out of memory. */
-    sl_status (*open)(const char *file, const sl_source_params *p, source_reader **out,
-                      char **open_error);
+    /* Opens one input; `name` is its name in ids (sl_source_open), valid
+     * while the reader is. Failing to open is an error item (*open_error
+     * set, owned by the caller), never a failed run, except out of memory. */
+    sl_status (*open)(const char *file, const char *name, const sl_source_params *p,
+                      source_reader **out, char **open_error);
     sl_status (*next)(source_reader *r, sl_source_item *item, bool *done);
     void (*close)(source_reader *r);
     /* Optional: a cheap count for one input; -1 unknown. */
@@ -28,8 +29,10 @@ extern const source_kind sl_source_parquet;
 sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,
                            sl_source_item *item);
 
-/* The final path component. */
-const char *sl_source_basename(const char *path);
+/* The expanded input files of an open source, in reading order, and each
+ * one's name in ids (for tests and fuzz targets). */
+size_t sl_source_num_files(const sl_source *src);
+const char *sl_source_file(const sl_source *src, size_t i, const char **name);
 
 /* item->error = formatted message (always returns SL_OK unless out of memory). */
 sl_status sl_source_item_fail(sl_source_item *item, const char *fmt, ...)

@@ -15,6 +15,7 @@
 struct source_reader {
     sl_pq_reader *pq;
     char *file, *base_dir;
+    const char *name; /* the file's name in ids */
     const sl_source_params *p;
     int bytes_col, path_col, prompt_col; /* indexes into the selection; -1: none */
     const char *image_name;
@@ -110,8 +111,8 @@ static sl_status choose_columns(source_reader *r, char **why)
     return SL_OK;
 }
 
-static sl_status pq_open(const char *file, const sl_source_params *p, source_reader **out,
-                         char **open_error)
+static sl_status pq_open(const char *file, const char *name, const sl_source_params *p,
+                         source_reader **out, char **open_error)
 {
     source_reader *r = sl_calloc(1, sizeof *r);
     const char *slash = strrchr(file, '/');
@@ -121,6 +122,7 @@ static sl_status pq_open(const char *file, const sl_source_params *p, source_rea
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
     r->p = p;
+    r->name = name;
     sl_pq_reader_params rp = reader_params(p);
     sl_status st = sl_pq_reader_open(file, &rp, &r->pq);
     if (st == SL_ERR_NOMEM) {
@@ -174,8 +176,8 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
         if (st != SL_OK) {
             r->failed = true;
             r->batch = NULL;
-            if (!(item->id = sl_asprintf("%s:%lld", sl_source_basename(r->file),
-                                         (long long)r->base)))
+            item->at = r->base;
+            if (!(item->id = sl_asprintf("%s:%lld", r->name, (long long)r->base)))
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
             return sl_source_item_fail(item, "%s; the rest of the file is skipped", sl_last_error());
         }
@@ -186,7 +188,8 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
     }
     int64_t i = r->row++;
     const sl_pq_batch *b = r->batch;
-    if (!(item->id = sl_asprintf("%s:%lld", sl_source_basename(r->file), (long long)(r->base + i))) ||
+    item->at = r->base + i;
+    if (!(item->id = sl_asprintf("%s:%lld", r->name, (long long)(r->base + i))) ||
         !(item->extra = json_object()))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     for (size_t c = 0; c < r->n_sel; c++) {

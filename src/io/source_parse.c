@@ -13,6 +13,7 @@
 typedef struct strlist {
     char **v;
     size_t n, cap;
+    size_t bytes; /* brace expansion: the names' total length */
 } strlist;
 
 static int strlist_push(strlist *l, char *s)
@@ -44,7 +45,8 @@ void sl_csv_fields_free(char **fields, size_t n) { sl_strings_free(fields, n); }
 
 /* --- CSV ----------------------------------------------------------------------- */
 
-int sl_csv_split(const char *s, size_t len, char ***fields, size_t *n, char *err, size_t errlen)
+int sl_csv_split(const char *s, size_t len, size_t max_fields, char ***fields, size_t *n,
+                 char *err, size_t errlen)
 {
     *fields = NULL;
     *n = 0;
@@ -89,6 +91,10 @@ int sl_csv_split(const char *s, size_t len, char ***fields, size_t *n, char *err
                 buf[b++] = s[i++];
             }
         }
+        if (out.n == max_fields) {
+            snprintf(err, errlen, "more than %zu fields", max_fields);
+            goto bad;
+        }
         if (strlist_push(&out, sl_strndup(buf, b)) != 0) {
             snprintf(err, errlen, "out of memory");
             goto bad;
@@ -97,6 +103,10 @@ int sl_csv_split(const char *s, size_t len, char ***fields, size_t *n, char *err
             break;
         i++; /* the comma; a trailing comma makes a last empty field */
         if (i == len) {
+            if (out.n == max_fields) {
+                snprintf(err, errlen, "more than %zu fields", max_fields);
+                goto bad;
+            }
             if (strlist_push(&out, sl_strdup("")) != 0) {
                 snprintf(err, errlen, "out of memory");
                 goto bad;
@@ -112,6 +122,34 @@ bad:
     sl_free(buf);
     sl_strings_free(out.v, out.n);
     return -1;
+}
+
+int sl_csv_scan(int state, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len && state != SL_CSV_BAD; i++) {
+        char c = s[i];
+        switch (state) {
+        case SL_CSV_FIELD_START:
+            state = c == '"' ? SL_CSV_QUOTED : c == ',' ? SL_CSV_FIELD_START : SL_CSV_UNQUOTED;
+            break;
+        case SL_CSV_UNQUOTED:
+            state = c == '"' ? SL_CSV_BAD : c == ',' ? SL_CSV_FIELD_START : SL_CSV_UNQUOTED;
+            break;
+        case SL_CSV_QUOTED:
+            /* Runs of plain bytes are most of a quoted field. */
+            if (c != '"') {
+                const char *q = memchr(s + i, '"', len - i);
+                i = q ? (size_t)(q - s) - 1 : len - 1;
+                break;
+            }
+            state = SL_CSV_QUOTE_IN_QUOTED;
+            break;
+        default: /* SL_CSV_QUOTE_IN_QUOTED: "" is a quote, anything but ',' after a close is bad */
+            state = c == '"' ? SL_CSV_QUOTED : c == ',' ? SL_CSV_FIELD_START : SL_CSV_BAD;
+            break;
+        }
+    }
+    return state;
 }
 
 /* --- brace lists ---------------------------------------------------------------- */
@@ -173,10 +211,16 @@ static int expand(const char *pat, size_t max, strlist *out, char *err, size_t e
 {
     const char *open = strchr(pat, '{');
     if (!open) {
+        size_t len = strlen(pat);
         if (out->n >= max) {
             snprintf(err, errlen, "more than %zu names", max);
             return -1;
         }
+        if (out->bytes + len > SL_BRACE_MAX_BYTES) {
+            snprintf(err, errlen, "the names take more than %d bytes", SL_BRACE_MAX_BYTES);
+            return -1;
+        }
+        out->bytes += len;
         return strlist_push(out, sl_strdup(pat)) == 0 ? 0 : (snprintf(err, errlen, "out of memory"), -1);
     }
     /* The matching close brace, skipping nested groups. */
@@ -238,6 +282,12 @@ int sl_brace_expand(const char *pattern, size_t max, char ***out, size_t *n, cha
 {
     *out = NULL;
     *n = 0;
+    /* Each group is expanded by a recursion that holds a copy of the
+     * pattern: a long pattern would cost its length squared. */
+    if (strlen(pattern) > SL_BRACE_MAX_PATTERN) {
+        snprintf(err, errlen, "longer than %d bytes", SL_BRACE_MAX_PATTERN);
+        return -1;
+    }
     for (const char *c = pattern, *last_open = NULL; *c; c++) {
         if (*c == '{')
             last_open = c;
@@ -253,6 +303,86 @@ int sl_brace_expand(const char *pattern, size_t max, char ***out, size_t *n, cha
     }
     *out = l.v;
     *n = l.n;
+    return 0;
+}
+
+/* --- input names in ids ---------------------------------------------------------- */
+
+char *sl_path_lexical(const char *cwd, const char *path)
+{
+    char *joined = path[0] == '/' ? sl_strdup(path) : sl_asprintf("%s/%s", cwd, path);
+    if (!joined)
+        return NULL;
+    char *out = sl_malloc(strlen(joined) + 2);
+    if (!out) {
+        sl_free(joined);
+        return NULL;
+    }
+    size_t n = 0; /* out[0..n) is the path so far, without a trailing '/' ("" is the root) */
+    for (char *c = joined; *c;) {
+        char *end = strchr(c, '/');
+        size_t len = end ? (size_t)(end - c) : strlen(c);
+        if (len == 2 && c[0] == '.' && c[1] == '.') {
+            while (n > 0 && out[n - 1] != '/')
+                n--;
+            if (n > 0)
+                n--; /* the '/' before the component taken away */
+        } else if (len > 0 && !(len == 1 && c[0] == '.')) {
+            out[n++] = '/';
+            memcpy(out + n, c, len);
+            n += len;
+        }
+        c += len;
+        if (*c == '/')
+            c++;
+    }
+    if (n == 0)
+        out[n++] = '/';
+    out[n] = '\0';
+    sl_free(joined);
+    return out;
+}
+
+/* The length of the folder holding `path` ("/a/b" -> 2; "/a" -> 0). */
+static size_t parent_len(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? (size_t)(slash - path) : 0;
+}
+
+int sl_input_names(const char *const *paths, size_t n, bool folders, const char ***names)
+{
+    *names = NULL;
+    const char **out = sl_calloc(n ? n : 1, sizeof *out);
+    if (!out)
+        return -1;
+    /* root: the common folder, as a length of paths[0] ("" is "/"). */
+    size_t root = 0;
+    if (n > 0) {
+        root = folders ? strlen(paths[0]) : parent_len(paths[0]);
+        if (folders && root == 1)
+            root = 0; /* the input "/" itself */
+        for (size_t i = 1; i < n; i++) {
+            size_t len = folders ? strlen(paths[i]) : parent_len(paths[i]);
+            if (folders && len == 1)
+                len = 0;
+            size_t k = 0;
+            while (k < root && k < len && paths[0][k] == paths[i][k])
+                k++;
+            /* Back to a whole component: "/data/en" and "/data/eu" share "/data". */
+            bool ends0 = k == root || paths[0][k] == '/', endsi = k == len || paths[i][k] == '/';
+            if ((!ends0 || !endsi) && k > 0)
+                do
+                    k--;
+                while (k > 0 && paths[0][k] != '/');
+            root = k;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *name = paths[i] + root;
+        out[i] = *name == '/' ? name + 1 : name;
+    }
+    *names = out;
     return 0;
 }
 

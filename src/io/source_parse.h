@@ -1,9 +1,10 @@
 /* io/source_parse.h — the pure text rules behind the input sources, kept
- * apart so they are tested without files: CSV records (RFC 4180 quoting),
- * brace lists in shard names, WebDataset key/extension splitting, the URL
+ * apart so they are tested (and fuzzed) without files: CSV records (RFC 4180
+ * quoting), brace lists in shard names, the names of inputs in row ids (paths
+ * from the inputs' common folder), WebDataset key/extension splitting, the URL
  * scheme of a manifest value, and include/exclude glob filtering. No I/O, no
  * global state; every returned array and string is the caller's, freed with
- * the matching *_free() below. */
+ * sl_free() or the matching *_free() below. */
 #ifndef SL_IO_SOURCE_PARSE_H
 #define SL_IO_SOURCE_PARSE_H
 
@@ -15,18 +16,47 @@
  * NUL-terminated copy). Returns 0 on success; 1 when a quoted field is still
  * open at the end (the record continues on the next line: append "\n" and
  * the next line, then call again); -1 on malformed input (a quote inside an
- * unquoted field, text after a closing quote) with the cause in err. */
-int sl_csv_split(const char *s, size_t len, char ***fields, size_t *n, char *err, size_t errlen);
+ * unquoted field, text after a closing quote) or more than max_fields fields,
+ * with the cause in err. */
+int sl_csv_split(const char *s, size_t len, size_t max_fields, char ***fields, size_t *n,
+                 char *err, size_t errlen);
 void sl_csv_fields_free(char **fields, size_t n);
+
+/* Where a CSV record stands after some of its bytes, so a reader can find
+ * where a record ends without keeping it (a record too long to keep is
+ * skipped to its end). Start each record at SL_CSV_FIELD_START, feed its
+ * lines through sl_csv_scan() with the line ends between them as "\n"; the
+ * record goes on past a line end only in SL_CSV_QUOTED, as sl_csv_split's 1.
+ * SL_CSV_BAD (a stray quote) lasts to the record's end. */
+enum { SL_CSV_FIELD_START, SL_CSV_UNQUOTED, SL_CSV_QUOTED, SL_CSV_QUOTE_IN_QUOTED, SL_CSV_BAD };
+int sl_csv_scan(int state, const char *s, size_t len);
 
 /* Expands brace lists: "data-{000..127}.tar" (numeric ranges; zero-padded to
  * the wider endpoint when either has a leading zero; descending allowed),
  * "{a,b}" (alternatives), several groups (cartesian product, left to right).
  * Text without braces expands to itself. Returns 0, or -1 with the cause in
- * err for an unbalanced brace or more than `max` results. */
+ * err for an unbalanced brace, a pattern longer than SL_BRACE_MAX_PATTERN,
+ * more than `max` results, or results longer than SL_BRACE_MAX_BYTES in all
+ * (the memory a pattern may cost is bounded). */
+#define SL_BRACE_MAX_PATTERN 4096
+#define SL_BRACE_MAX_BYTES (16 << 20)
 int sl_brace_expand(const char *pattern, size_t max, char ***out, size_t *n, char *err,
                     size_t errlen);
 void sl_strings_free(char **strings, size_t n);
+
+/* `path` as an absolute path, lexically: relative to `cwd` when it does not
+ * start with '/', with empty and "." components dropped and ".." taking the
+ * component before it away (symlinks are not resolved: this names inputs,
+ * it does not find them). "/" for the root; NULL when out of memory. */
+char *sl_path_lexical(const char *cwd, const char *path);
+
+/* The names of inputs in row ids: each of paths[0..n) (absolute, lexical, as
+ * sl_path_lexical() makes them) relative to the common folder of them all.
+ * Files (`folders` false): the common folder of their folders, so one file,
+ * or files side by side, are named by their base names. Folders: their
+ * common folder, so one folder (or a folder that holds the others) is named
+ * "". Each (*names)[i] points into paths[i]; free the array with sl_free(). */
+int sl_input_names(const char *const *paths, size_t n, bool folders, const char ***names);
 
 /* WebDataset naming: the key is the member path up to the first dot of its
  * basename ("a/b/000123.seg.jpg" -> "a/b/000123"), the extension the rest

@@ -2,7 +2,8 @@
  * grouped into samples by key (io/source_parse.h: sl_wds_split); a sample
  * ends when the key changes, so a shard is read once, front to back, holding
  * one sample. A damaged header or truncated member ends the shard with an
- * error item naming the shard and byte offset. */
+ * error item naming the shard and byte offset. Member names are ids only:
+ * nothing is ever extracted. */
 #include <archive.h>
 #include <archive_entry.h>
 #include <stdio.h>
@@ -19,8 +20,10 @@
 struct source_reader {
     struct archive *a;
     char *file;
+    const char *name;       /* the shard's name in ids */
     const sl_source_params *p;
     sl_source_item pending; /* the sample being gathered; id is its key */
+    int64_t pending_offset; /* where its first member's header is */
     bool has_pending, ended;
     char *end_error;        /* the shard broke: one last error item */
     int64_t end_offset;
@@ -50,13 +53,20 @@ static void wds_close(source_reader *r)
     sl_free(r);
 }
 
+/* Plain or gzip tar only: filter_all would also hand a shard that looks
+ * like lrzip, lzop or grzip to an outside program of that name. */
+static void support_tar(struct archive *a)
+{
+    archive_read_support_filter_gzip(a);
+    archive_read_support_format_tar(a);
+}
+
 static struct archive *open_archive(const char *file)
 {
     struct archive *a = archive_read_new();
     if (!a)
         return NULL;
-    archive_read_support_filter_all(a);
-    archive_read_support_format_tar(a);
+    support_tar(a);
     if (archive_read_open_filename(a, file, 1 << 16) != ARCHIVE_OK) {
         archive_read_free(a);
         return NULL;
@@ -64,8 +74,8 @@ static struct archive *open_archive(const char *file)
     return a;
 }
 
-static sl_status wds_open(const char *file, const sl_source_params *p, source_reader **out,
-                          char **open_error)
+static sl_status wds_open(const char *file, const char *name, const sl_source_params *p,
+                          source_reader **out, char **open_error)
 {
     source_reader *r = sl_calloc(1, sizeof *r);
     if (!r || !(r->file = sl_strdup(file))) {
@@ -73,12 +83,12 @@ static sl_status wds_open(const char *file, const sl_source_params *p, source_re
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
     r->p = p;
+    r->name = name;
     if (!(r->a = archive_read_new())) {
         wds_close(r);
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
-    archive_read_support_filter_all(r->a);
-    archive_read_support_format_tar(r->a);
+    support_tar(r->a);
     if (archive_read_open_filename(r->a, file, 1 << 16) != ARCHIVE_OK) {
         *open_error = sl_asprintf("cannot open shard '%s': %s", file, archive_error_string(r->a));
         wds_close(r);
@@ -151,15 +161,17 @@ nomem:
     return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
 }
 
-/* Moves the pending sample into *item. */
-static sl_status finish_sample(source_reader *r, sl_source_item *item)
+/* Moves the pending sample (its first member at byte `offset`) into *item. */
+static sl_status finish_sample(source_reader *r, int64_t offset, sl_source_item *item)
 {
     *item = r->pending;
     r->pending = (sl_source_item){0};
     r->has_pending = false;
-    char *id = sl_asprintf("%s/%s", sl_source_basename(r->file), item->id);
+    /* Member names are only ever ids: "../x" or "/etc/x" names no file here. */
+    char *id = sl_asprintf("%s/%s", r->name, item->id);
     if (!id)
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    item->at = offset;
     if (!item->data && !item->error)
         sl_source_item_fail(item, "%s: sample '%s' has no image (.jpg, .jpeg, .png or .webp)",
                             r->file, item->id);
@@ -198,10 +210,12 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
         bool same = r->has_pending && strlen(r->pending.id) == key_len &&
                     strncmp(r->pending.id, name, key_len) == 0;
         bool emit = r->has_pending && !same;
+        int64_t emit_offset = r->pending_offset;
         if (emit)
             *item = r->pending; /* set aside while the new member is read */
         if (!same) {
             r->pending = (sl_source_item){0};
+            r->pending_offset = archive_read_header_position(r->a);
             if (!(r->pending.id = sl_strndup(name, key_len)))
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
             r->has_pending = true;
@@ -242,18 +256,19 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
             bool had = r->has_pending;
             r->pending = held;
             r->has_pending = true;
-            st = finish_sample(r, item);
+            st = finish_sample(r, emit_offset, item);
             r->pending = next_pending;
             r->has_pending = had;
             return st;
         }
     }
     if (r->has_pending)
-        return finish_sample(r, item);
+        return finish_sample(r, r->pending_offset, item);
     if (r->end_error) {
         item->error = r->end_error;
         r->end_error = NULL;
-        item->id = sl_asprintf("%s@%lld", sl_source_basename(r->file), (long long)r->end_offset);
+        item->id = sl_asprintf("%s@%lld", r->name, (long long)r->end_offset);
+        item->at = r->end_offset;
         return item->id ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
     *done = true;

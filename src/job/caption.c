@@ -10,7 +10,9 @@
  *
  * Resume: the output folder's ledger (ledger/ledger.h) says which row ids
  * earlier runs committed; the read stage skips them (one indexed lookup per
- * input, nothing held in memory), and the writer commits each part in two
+ * input, nothing held in memory) after recording every id it reads in a
+ * temporary database (ledger/idset.h): a repeated id could not be written
+ * exactly once, so it stops the run. The writer commits each part in two
  * phases with it: rows recorded, file synced, part pending, file renamed,
  * part committed. */
 #include <errno.h>
@@ -40,6 +42,7 @@
 #include "job/caption_metrics.h"
 #include "job/caption_report.h"
 #include "job/gallery.h"
+#include "ledger/idset.h"
 #include "ledger/ledger.h"
 #include "sluice/caption.h"
 #include "sluice/executor.h"
@@ -154,21 +157,67 @@ static void *count_inputs(void *arg)
 
 /* --- read ------------------------------------------------------------------- */
 
+/* The read stage's one worker: every id read so far, done or not, so a
+ * repeated one stops the run (ledger/idset.h). */
+typedef struct reader {
+    job *j;
+    sl_idset *ids;
+} reader;
+
 static sl_status read_init(void *cfg, int worker, void **state)
 {
-    *state = cfg;
+    reader *rd = sl_calloc(1, sizeof *rd);
+    if (!rd)
+        return sl_fail(SL_ERR_NOMEM, "out of memory starting the read stage");
+    rd->j = cfg;
+    sl_status st = sl_idset_open(&rd->ids);
+    if (st != SL_OK) {
+        sl_free(rd);
+        return st;
+    }
+    *state = rd;
     return SL_OK;
+}
+
+static void read_close(void *state, sl_exec_end end)
+{
+    reader *rd = state;
+    sl_idset_free(rd->ids);
+    sl_free(rd);
+}
+
+/* A usage error when `it` repeats an id read before: the ledger keys rows by
+ * id, so the second row would pass for done on a resume (or be lost). */
+static sl_status check_new_id(reader *rd, const sl_source_item *it)
+{
+    bool seen;
+    int64_t input, at;
+    sl_status st = sl_idset_add(rd->ids, it->id, (int64_t)it->input, it->at, &seen, &input, &at);
+    if (st != SL_OK || !seen)
+        return st;
+    char *first = sl_source_origin(rd->j->src, (size_t)input, at);
+    char *again = sl_source_origin(rd->j->src, it->input, it->at);
+    st = sl_fail(SL_ERR_INVALID_ARG, "the inputs repeat the row id '%s' (%s, then %s): ids must "
+                                     "be unique for each row to be written exactly once; give "
+                                     "every row its own id", it->id, first ? first : "?",
+                 again ? again : "?");
+    sl_free(first);
+    sl_free(again);
+    return st;
 }
 
 static sl_status read_produce(void *state, sl_row *row, bool *done)
 {
-    job *j = state;
+    reader *rd = state;
+    job *j = rd->j;
     sl_source_item it = {0};
     sl_status st;
     /* Inputs an earlier run committed are skipped here, before they become
      * rows. A long stretch of them still answers a stop request. */
     for (unsigned long skipped = 0;; skipped++) {
         st = sl_source_next(j->src, &it, done);
+        if (st == SL_OK && !*done && it.id)
+            st = check_new_id(rd, &it);
         if (st != SL_OK || *done) {
             sl_source_item_clear(&it);
             return st;
@@ -958,6 +1007,11 @@ static char *fingerprint(const job *j)
     fp_add(&t, "input_shard", json_pack("[I,I,I]", (json_int_t)p->input_shard_index,
                                         (json_int_t)p->input_shard_count,
                                         (json_int_t)p->input_shard_size));
+    /* Inputs in several folders had base-name ids before ids named folders:
+     * such a ledger holds other ids for the same rows, so it must not match.
+     * Other jobs' ids did not change, and their fingerprint neither. */
+    if (sl_source_ids_have_folders(j->src))
+        fp_add(&t, "ids", json_text("paths from the inputs' common folder"));
     fp_add(&t, "engine", json_text(use_openai(p) ? "openai" : "llama"));
     if (use_openai(p)) { /* not the endpoints: a fleet may change between runs */
         fp_add(&t, "served_model", json_text(p->openai.served_model));
@@ -1130,7 +1184,7 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
                      : p->openai.max_in_flight);
     sl_stage_def stages[] = {
         {.name = "read", .kind = SL_STAGE_SOURCE, .workers = 1, .batch_size = 16,
-         .config = &j, .init = read_init, .produce = read_produce},
+         .config = &j, .init = read_init, .close = read_close, .produce = read_produce},
         {.name = "decode", .kind = SL_STAGE_MAP, .workers = p->decode_workers, .batch_size = 1,
          .config = &j, .init = decode_init, .process = decode_process},
         {.name = "engine", .kind = SL_STAGE_ASYNC, .workers = p->replicas, .batch_size = 4,

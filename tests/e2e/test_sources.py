@@ -11,6 +11,9 @@ import io
 import json
 import os
 import pathlib
+import signal
+import subprocess
+import sys
 import tarfile
 import time
 
@@ -476,3 +479,215 @@ def test_input_shard_is_checked(sluice, tmp_path):
     for bad in ("2/2", "1/0", "x/2", "1", "-1/2"):
         r = run(sluice, SAMPLES, tmp_path / "o", "--input-shard", bad)
         assert r.returncode == 2 and "--input-shard takes I/N" in r.stderr, (bad, r.stderr)
+
+
+# ---- ids unique across inputs (issue 11, defect 7) ------------------------------------
+
+
+def peak_rss_mb(args) -> tuple[subprocess.CompletedProcess, float]:
+    """Runs args in a Python child that reports its own child's peak RSS, so
+    the figure is this run's alone (RUSAGE_CHILDREN of a process with one
+    child)."""
+    probe = ("import resource, subprocess, sys\n"
+             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+             "sys.stdout.write(r.stdout)\nsys.stderr.write(r.stderr)\n"
+             "print('peak-rss-kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+             "sys.exit(r.returncode)\n")
+    r = subprocess.run([sys.executable, "-c", probe, *map(str, args)], capture_output=True,
+                       text=True, timeout=900)
+    kb = int(r.stdout.rsplit("peak-rss-kb", 1)[1].split()[0])
+    return r, kb / 1024
+
+
+def caption_args(inputs, out, *extra):
+    if not isinstance(inputs, (list, tuple)):
+        inputs = [inputs]
+    return [sluice_bin_path(), "caption", *inputs, "-o", out, "--model", sluice_model(),
+            "--mmproj", sluice_model("mmproj"), *FAST, *extra]
+
+
+def sluice_bin_path():
+    from conftest import REPO
+    return pathlib.Path(os.environ.get("SLUICE_BIN", REPO / "build" / "sluice"))
+
+
+def test_one_file_name_in_two_folders_resumes_exactly_once(sluice, tmp_path):
+    """Defect: ids were built from base names, so en/0000.parquet and
+    fr/0000.parquet gave the same ids, and a run stopped after en's part was
+    committed skipped fr's rows on resume as done."""
+    from test_resume import assert_exactly_once, interrupt, part_ids
+    from test_resume import run as resume_run
+    rows = 60
+    for lang in ("en", "fr"):
+        (tmp_path / "data" / lang).mkdir(parents=True)
+        imgs = [JPEGS[i % len(JPEGS)] for i in range(rows)]
+        pq.write_table(hf_table(imgs, 0), tmp_path / "data" / lang / "0000.parquet")
+    pattern = str(tmp_path / "data" / "*" / "0000.parquet")
+    want = sorted(f"{lang}/0000.parquet:{i}" for lang in ("en", "fr") for i in range(rows))
+    out = tmp_path / "o"
+    rc = interrupt(sluice, pattern, out, signal.SIGKILL, "--ordered", "--shard-rows", str(rows),
+                   log=tmp_path / "killed.log")
+    assert rc == -signal.SIGKILL
+    before = part_ids(out)
+    assert 0 < len(before) < len(want), "the kill should land mid-run"
+    r = resume_run(sluice, pattern, out, "--ordered", "--shard-rows", rows)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(out, want)
+    assert json.loads((out / "summary.json").read_text())["rows"]["skipped"] == len(before)
+    # Done: the same command again redoes nothing and skips every row as done.
+    r = resume_run(sluice, pattern, out, "--ordered", "--shard-rows", rows)
+    assert r.returncode == 0 and "already done" in r.stdout, r.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["rows"]["skipped"] == len(want)
+    assert_exactly_once(out, want)
+
+    # A ledger written before ids named folders (its fingerprint has no
+    # 'ids' key, its ids are base names) is refused, not resumed with other ids.
+    import sqlite3
+    db = sqlite3.connect(out / "_sluice_ledger.sqlite")
+    (fp,) = db.execute("select value from meta where key = 'fingerprint'").fetchone()
+    assert "\nids\t" in "\n" + fp
+    old = "\n".join(l for l in fp.split("\n") if not l.startswith("ids\t"))
+    db.execute("update meta set value = ? where key = 'fingerprint'", (old,))
+    db.commit()
+    db.close()
+    r = resume_run(sluice, pattern, out, "--ordered", "--shard-rows", rows)
+    assert r.returncode == 2 and "(ids changed since)" in r.stderr, r.stderr[-3000:]
+    assert_exactly_once(out, want)
+
+
+def test_one_file_given_twice_is_refused_before_the_model_loads(sluice, tmp_path):
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "a.jpg").write_bytes(JPEGS[0].read_bytes())
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"image": str(d / "sub" / "a.jpg")}) + "\n")
+    spelled = f"{tmp_path}/./m.jsonl"
+    cases = [([m, spelled], (str(m), spelled)),
+             ([str(tmp_path / "*.jsonl"), m], (str(m), "named twice")),
+             ([d, d / "sub"], (str(d), str(d / "sub")))]
+    for inputs, names in cases:
+        r = run(sluice, inputs, tmp_path / "o")
+        assert r.returncode == 2, r.stderr
+        assert all(n in r.stderr for n in names), r.stderr
+        # Refused when the inputs are opened: before the output folder (and
+        # so before any model).
+        assert not (tmp_path / "o").exists()
+
+
+def test_a_repeated_manifest_id_stops_the_job_naming_both_lines(sluice, tmp_path):
+    img = str(JPEGS[0])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = tmp_path / "a" / "m.jsonl", tmp_path / "b" / "m.jsonl"
+    a.write_text("".join(json.dumps({"id": f"r{i}", "image": img}) + "\n" for i in range(3)))
+    b.write_text(json.dumps({"id": "s0", "image": img}) + "\n" +
+                 json.dumps({"id": "r1", "image": img}) + "\n")
+    r = run(sluice, [a, b], tmp_path / "o")
+    assert r.returncode == 2, r.stderr
+    assert "'r1'" in r.stderr and f"{a}:2" in r.stderr and f"{b}:2" in r.stderr, r.stderr
+    assert "unique" in r.stderr
+    # Within one manifest, CSV too.
+    c = tmp_path / "c.csv"
+    c.write_text(f"id,image\nx,{img}\ny,{img}\nx,{img}\n")
+    r = run(sluice, c, tmp_path / "o2")
+    assert r.returncode == 2 and f"{c}:2" in r.stderr and f"{c}:4" in r.stderr, r.stderr
+    # An id the ledger already holds counts as read: a line added later that
+    # repeats it is caught on the resume, although its first row is skipped.
+    r = run(sluice, a, tmp_path / "o3")
+    assert r.returncode == 0, r.stderr
+    with open(a, "a") as f:
+        f.write(json.dumps({"id": "r0", "image": img}) + "\n")
+    r = run(sluice, a, tmp_path / "o3")
+    assert r.returncode == 2 and f"{a}:1" in r.stderr and f"{a}:4" in r.stderr, r.stderr
+    assert sorted(by_id(jsonl_rows(tmp_path / "o3"))) == ["r0", "r1", "r2"]
+
+
+# ---- hostile inputs (issue 11, "resume under chaos"; defect 9) -------------------------
+
+
+def test_hostile_inputs_fail_alone_in_bounded_memory(sluice, tmp_path):
+    img = JPEGS[0].read_bytes()
+    (tmp_path / "img.jpg").write_bytes(img)
+    # Baseline: the same kind of run on three good rows.
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"id": f"g{i}", "image": "img.jpg"}) + "\n" for i in range(3)))
+    r, base_mb = peak_rss_mb(caption_args(good, tmp_path / "o0"))
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    # A 100 MB JSONL line between two good ones.
+    big = tmp_path / "big.jsonl"
+    with open(big, "w") as f:
+        f.write(json.dumps({"image": "img.jpg"}) + "\n")
+        f.write('{"image": "img.jpg", "pad": "')
+        chunk = "x" * (1 << 20)
+        for _ in range(100):
+            f.write(chunk)
+        f.write('"}\n')
+        f.write(json.dumps({"image": "img.jpg"}) + "\n")
+    r, mb = peak_rss_mb(caption_args(big, tmp_path / "o1"))
+    print(f"peak RSS: baseline {base_mb:.0f} MB, 100 MB JSONL line {mb:.0f} MB")
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = by_id(jsonl_rows(tmp_path / "o1"))
+    assert set(rows) == {"big.jsonl:1", "big.jsonl:2", "big.jsonl:3"}
+    assert rows["big.jsonl:1"]["error"] is None and rows["big.jsonl:3"]["error"] is None
+    assert f"{big}:2" in rows["big.jsonl:2"]["error"]
+    assert "limit of 1048576 bytes" in rows["big.jsonl:2"]["error"]
+    assert mb < base_mb + 48, f"peak RSS {mb:.0f} MB, baseline {base_mb:.0f} MB"
+
+    # A CSV record with 10^6 columns (past the record limit) and one with
+    # 20,000 (past the column limit), between good ones.
+    wide = tmp_path / "wide.csv"
+    with open(wide, "w") as f:
+        f.write("image,note\nimg.jpg,ok\n")
+        f.write("img.jpg" + ",x" * 10**6 + "\n")
+        f.write("img.jpg" + "," * 20000 + "\n")
+        f.write("img.jpg,ok\n")
+    r, mb = peak_rss_mb(caption_args(wide, tmp_path / "o2"))
+    print(f"peak RSS: baseline {base_mb:.0f} MB, CSV of 10^6 columns {mb:.0f} MB")
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = by_id(jsonl_rows(tmp_path / "o2"))
+    assert rows["wide.csv:2"]["error"] is None and rows["wide.csv:5"]["error"] is None
+    assert "longer than the limit of 1048576 bytes" in rows["wide.csv:3"]["error"]
+    assert "more than 10000 fields" in rows["wide.csv:4"]["error"]
+    assert mb < base_mb + 48, f"peak RSS {mb:.0f} MB, baseline {base_mb:.0f} MB"
+
+    # Symlink loops in an input folder: never followed as folders; as files,
+    # failed rows naming them.
+    d = tmp_path / "loops"
+    d.mkdir()
+    (d / "ok.jpg").write_bytes(img)
+    (d / "up").symlink_to("..")
+    (d / "self").symlink_to(".")
+    (d / "self.jpg").symlink_to("self.jpg")
+    (d / "ping.jpg").symlink_to("pong.jpg")
+    (d / "pong.jpg").symlink_to("ping.jpg")
+    (d / "dir.jpg").symlink_to(".")
+    r = run(sluice, d, tmp_path / "o3")
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = by_id(jsonl_rows(tmp_path / "o3"))
+    assert set(rows) == {"ok.jpg", "self.jpg", "ping.jpg", "pong.jpg", "dir.jpg"}
+    assert rows["ok.jpg"]["error"] is None
+    for name in ("self.jpg", "ping.jpg", "pong.jpg", "dir.jpg"):
+        assert rows[name]["error"] and str(d / name) in rows[name]["error"], rows[name]
+
+    # A tar whose member names climb out or are absolute: they are ids only,
+    # nothing is written under those names anywhere.
+    (tmp_path / "t").mkdir()
+    tar_path = tmp_path / "t" / "evil.tar"
+    with tarfile.open(tar_path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for name in ("../escape.jpg", "../escape.json", "/tmp/sluice-abs-escape.jpg",
+                     "a/../../up.jpg", "./fine.jpg"):
+            add(tar, name, img if name.endswith(".jpg") else b'{"k": 1}')
+    out = tmp_path / "t" / "out"
+    before = set(tmp_path.rglob("*"))
+    r = run(sluice, tar_path, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = by_id(jsonl_rows(out))
+    assert set(rows) == {"evil.tar/../escape", "evil.tar//tmp/sluice-abs-escape",
+                         "evil.tar/a/../../up", "evil.tar/./fine"}
+    assert rows["evil.tar/../escape"]["k"] == 1
+    created = {p for p in set(tmp_path.rglob("*")) - before if out not in p.parents}
+    assert created == {out}, created
+    assert not pathlib.Path("/tmp/sluice-abs-escape.jpg").exists()
+    assert all(p.name.startswith(("part-", "summary", "report", "metrics", "_sluice_ledger"))
+               for p in out.iterdir()), sorted(out.iterdir())

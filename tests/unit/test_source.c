@@ -1,6 +1,8 @@
 /* Unit tests: io/source.c and source_wds.c — WebDataset key grouping on a tar
  * written with libarchive, manifest rows (CSV records over several lines,
- * relative paths, ids), folder globs, and counts that match the items. */
+ * relative paths, ids), folder globs, counts that match the items, ids from
+ * the inputs' common folder, one file read twice refused, and manifest lines
+ * past their limits failing alone. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,8 +11,28 @@
 #include <archive.h>
 #include <archive_entry.h>
 
-#include "io/source.h"
+#include "core/alloc.h"
+#include "io/source_impl.h"
 #include "test_util.h"
+
+static void tar_write(const char *path, const char *const *names, size_t n)
+{
+    struct archive *a = archive_write_new();
+    archive_write_set_format_pax_restricted(a);
+    assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
+    for (size_t i = 0; i < n; i++) {
+        struct archive_entry *e = archive_entry_new();
+        archive_entry_set_pathname(e, names[i]);
+        archive_entry_set_size(e, 4);
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, 0644);
+        assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+        assert_int_equal(archive_write_data(a, "JPEG", 4), 4);
+        archive_entry_free(e);
+    }
+    archive_write_close(a);
+    archive_write_free(a);
+}
 
 static void tar_add(struct archive *a, const char *name, const char *data)
 {
@@ -24,12 +46,13 @@ static void tar_add(struct archive *a, const char *name, const char *data)
     archive_entry_free(e);
 }
 
-/* Reads every item of one input; returns how many, copying ids/errors. */
-static size_t read_all(const char *input, const sl_source_params *p, sl_source_item *items,
-                       size_t max)
+/* Reads every item of inputs[0..n_in); returns how many, copying the items;
+ * with `origins`, each item's sl_source_origin() (the caller frees). */
+static size_t read_many(const char *const *inputs, size_t n_in, const sl_source_params *p,
+                        sl_source_item *items, size_t max, char **origins)
 {
     sl_source *src;
-    assert_int_equal(sl_source_open(&input, 1, p, &src), SL_OK);
+    assert_int_equal(sl_source_open(inputs, n_in, p, &src), SL_OK);
     size_t n = 0;
     for (;;) {
         sl_source_item it = {0};
@@ -38,12 +61,20 @@ static size_t read_all(const char *input, const sl_source_params *p, sl_source_i
         if (done)
             break;
         assert_true(n < max);
+        if (origins)
+            origins[n] = sl_source_origin(src, it.input, it.at);
         items[n++] = it;
     }
     sl_source_free(src);
     atomic_bool stop = false;
-    assert_int_equal(sl_source_count(&input, 1, p, &stop), (int64_t)n);
+    assert_int_equal(sl_source_count(inputs, n_in, p, &stop), (int64_t)n);
     return n;
+}
+
+static size_t read_all(const char *input, const sl_source_params *p, sl_source_item *items,
+                       size_t max)
+{
+    return read_many(&input, 1, p, items, max, NULL);
 }
 
 static void webdataset_groups_members_by_key(void **state)
@@ -154,6 +185,224 @@ static void open_errors_name_the_input(void **state)
     assert_non_null(strstr(sl_last_error(), "--input-format"));
 }
 
+/* Defect: ids were FILE:ROW / SHARD/KEY / FILE:LINE with FILE the base name,
+ * so en/0000.x and fr/0000.x gave the same ids and a resume skipped the
+ * second file's rows as done. */
+static void ids_name_the_folders_that_tell_inputs_apart(void **state)
+{
+    char *dir = tu_tmpdir();
+    char en[512], fr[512], en2[512];
+    snprintf(en, sizeof en, "%s/data/en/s.tar", dir);
+    snprintf(fr, sizeof fr, "%s/data/fr/s.tar", dir);
+    snprintf(en2, sizeof en2, "%s/data/en/t.tar", dir);
+    tu_write(dir, "data/en/s.tar", "", 0);
+    tu_write(dir, "data/fr/s.tar", "", 0);
+    tar_write(en, (const char *[]){"k1.jpg"}, 1);
+    tar_write(fr, (const char *[]){"k1.jpg"}, 1);
+    tar_write(en2, (const char *[]){"k2.jpg"}, 1);
+    sl_source_params p = sl_source_default_params();
+    sl_source_item it[8];
+    char *origin[8];
+    size_t n = read_many((const char *[]){en, fr}, 2, &p, it, 8, origin);
+    assert_int_equal(n, 2);
+    assert_string_equal(it[0].id, "en/s.tar/k1");
+    assert_string_equal(it[1].id, "fr/s.tar/k1");
+    char want[600];
+    snprintf(want, sizeof want, "%s at byte 0", fr);
+    assert_string_equal(origin[1], want);
+    for (size_t i = 0; i < n; i++) {
+        sl_source_item_clear(&it[i]);
+        sl_free(origin[i]);
+    }
+    /* Files side by side keep their base names (a single input too). */
+    n = read_many((const char *[]){en, en2}, 2, &p, it, 8, NULL);
+    assert_string_equal(it[0].id, "s.tar/k1");
+    assert_string_equal(it[1].id, "t.tar/k2");
+    sl_source *src;
+    assert_int_equal(sl_source_open((const char *[]){en, en2}, 2, &p, &src), SL_OK);
+    assert_false(sl_source_ids_have_folders(src));
+    sl_source_free(src);
+    assert_int_equal(sl_source_open((const char *[]){en, fr}, 2, &p, &src), SL_OK);
+    assert_true(sl_source_ids_have_folders(src));
+    sl_source_free(src);
+    for (size_t i = 0; i < n; i++)
+        sl_source_item_clear(&it[i]);
+
+    /* Manifests' FILE:LINE ids; a relative input is named from the working folder. */
+    const char *line = "{\"image\": \"x.jpg\"}\n";
+    tu_write(dir, "m/a/list.jsonl", line, strlen(line));
+    tu_write(dir, "m/b/list.jsonl", "\n{\"image\": \"x.jpg\"}\n", strlen(line) + 1);
+    char cwd[512], a[512];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    snprintf(a, sizeof a, "%s/m/a/list.jsonl", dir);
+    assert_int_equal(chdir(dir), 0);
+    n = read_many((const char *[]){a, "m/b/../b/list.jsonl"}, 2, &p, it, 8, origin);
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(it[0].id, "a/list.jsonl:1");
+    assert_string_equal(it[1].id, "b/list.jsonl:2");
+    assert_string_equal(origin[1], "m/b/../b/list.jsonl:2");
+    for (size_t i = 0; i < n; i++) {
+        sl_source_item_clear(&it[i]);
+        sl_free(origin[i]);
+    }
+
+    /* Folders: one keeps ids relative to itself; several, from their common folder. */
+    tu_write(dir, "f/2023/x.jpg", "x", 1);
+    tu_write(dir, "f/2024/x.jpg", "x", 1);
+    char f23[512], f24[512];
+    snprintf(f23, sizeof f23, "%s/f/2023", dir);
+    snprintf(f24, sizeof f24, "%s/f/2024/", dir);
+    n = read_many((const char *[]){f23}, 1, &p, it, 8, NULL);
+    assert_string_equal(it[0].id, "x.jpg");
+    sl_source_item_clear(&it[0]);
+    n = read_many((const char *[]){f23, f24}, 2, &p, it, 8, origin);
+    assert_int_equal(n, 2);
+    assert_string_equal(it[0].id, "2023/x.jpg");
+    assert_string_equal(it[1].id, "2024/x.jpg");
+    assert_string_equal(origin[0], f23);
+    for (size_t i = 0; i < n; i++) {
+        sl_source_item_clear(&it[i]);
+        sl_free(origin[i]);
+    }
+    tu_rmtree(dir);
+}
+
+/* sl_source_open refuses inputs, naming both. */
+static void refused(const char *const *inputs, size_t n, const char *a, const char *b)
+{
+    sl_source_params p = sl_source_default_params();
+    sl_source *src = NULL;
+    assert_int_equal(sl_source_open(inputs, n, &p, &src), SL_ERR_INVALID_ARG);
+    assert_null(src);
+    const char *msg = sl_last_error();
+    if (!strstr(msg, a) || !strstr(msg, b))
+        fail_msg("'%s' does not name '%s' and '%s'", msg, a, b);
+}
+
+static void one_file_read_twice_is_refused(void **state)
+{
+    char *dir = tu_tmpdir();
+    char x[512], other[512], soft[512], hard[512], glob[512], spelled[512], sub[512], top[512],
+        sublink[512];
+    tu_write(dir, "x.jsonl", "", 0);
+    tu_write(dir, "d/x.jsonl", "", 0);
+    snprintf(x, sizeof x, "%s/x.jsonl", dir);
+    snprintf(other, sizeof other, "%s/d/x.jsonl", dir);
+    snprintf(soft, sizeof soft, "%s/link.jsonl", dir);
+    snprintf(hard, sizeof hard, "%s/hard.jsonl", dir);
+    tu_write(dir, "g/y.jsonl", "", 0);
+    tu_write(dir, "g/z.jsonl", "", 0);
+    snprintf(glob, sizeof glob, "%s/g/*.jsonl", dir);
+    char y[512];
+    snprintf(y, sizeof y, "%s/g/y.jsonl", dir);
+    snprintf(spelled, sizeof spelled, "%s/d/../x.jsonl", dir);
+    assert_int_equal(symlink(x, soft), 0);
+    assert_int_equal(link(other, hard), 0);
+    refused((const char *[]){x, x}, 2, x, "named twice");
+    refused((const char *[]){x, spelled}, 2, x, spelled);
+    refused((const char *[]){x, soft}, 2, x, soft);
+    refused((const char *[]){other, hard}, 2, other, hard);
+    refused((const char *[]){glob, other, y}, 3, y, "named twice");
+    /* Distinct files with one name are fine: their ids differ (above). */
+    sl_source_params p = sl_source_default_params();
+    sl_source *src;
+    assert_int_equal(sl_source_open((const char *[]){x, other}, 2, &p, &src), SL_OK);
+    sl_source_free(src);
+
+    /* A folder inside another input folder, directly or through a symlink. */
+    tu_write(dir, "top/sub/a.jpg", "x", 1);
+    tu_write(dir, "top-b/b.jpg", "x", 1); /* sorts between "top" and "top/sub" byte-wise */
+    snprintf(top, sizeof top, "%s/top", dir);
+    snprintf(sub, sizeof sub, "%s/top/sub", dir);
+    snprintf(sublink, sizeof sublink, "%s/elsewhere", dir);
+    assert_int_equal(symlink(sub, sublink), 0);
+    char topb[512];
+    snprintf(topb, sizeof topb, "%s/top-b", dir);
+    refused((const char *[]){sub, topb, top}, 3, sub, top);
+    refused((const char *[]){top, sublink}, 2, sublink, top);
+    refused((const char *[]){top, top}, 2, top, "named twice");
+    assert_int_equal(sl_source_open((const char *[]){topb, top}, 2, &p, &src), SL_OK);
+    sl_source_free(src);
+    tu_rmtree(dir);
+}
+
+/* Defect: a JSONL line was read whole, however long (getline). A line or
+ * CSV record past the limit, or a row with too many columns, is one failed
+ * row naming FILE:LINE and the limit; the next line reads as usual. */
+static void manifest_lines_past_the_limit_fail_alone(void **state)
+{
+    char *dir = tu_tmpdir();
+    char big[300];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    char jsonl[1024];
+    int len = snprintf(jsonl, sizeof jsonl,
+                       "{\"image\": \"a.jpg\"}\r\n"
+                       "{\"image\": \"%s\"}\n"
+                       "{\"image\": \"b.jpg\", \"c1\": 1, \"c2\": 2, \"c3\": 3}\n"
+                       "{\"image\": \"c.jpg\"}\n"
+                       "%s", big, big);
+    tu_write(dir, "m.jsonl", jsonl, (size_t)len);
+    char path[512];
+    snprintf(path, sizeof path, "%s/m.jsonl", dir);
+    sl_source_params p = sl_source_default_params();
+    p.max_line_bytes = 100;
+    p.max_columns = 3;
+    sl_source_item it[8];
+    size_t n = read_all(path, &p, it, 8);
+    assert_int_equal(n, 5);
+    assert_null(it[0].error);
+    assert_string_equal(it[1].id, "m.jsonl:2");
+    char want[600];
+    snprintf(want, sizeof want, "%s:2: the line is longer than the limit of 100 bytes", path);
+    assert_string_equal(it[1].error, want);
+    assert_non_null(strstr(it[2].error, "m.jsonl:3: 4 columns, more than the limit of 3"));
+    assert_null(it[3].error);
+    assert_string_equal(it[3].id, "m.jsonl:4");
+    assert_non_null(strstr(it[4].error, "m.jsonl:5: the line is longer"));
+    for (size_t i = 0; i < n; i++)
+        sl_source_item_clear(&it[i]);
+
+    /* CSV: a record over several lines is measured whole and skipped to its
+     * real end (the quoted newlines are not records); too many columns. */
+    char csv[2048];
+    len = snprintf(csv, sizeof csv,
+                   "image,note\r\n"
+                   "a.jpg,\"short\r\nnote\"\r\n"
+                   "b.jpg,\"%s\n%s\nstill, \"\"quoted\"\"\n\"\n"
+                   "c.jpg,plain\n"
+                   "d.jpg,x,y,z\n"
+                   "e.jpg,\"%s\"\n"
+                   "f.jpg,last\n", big, big, big);
+    tu_write(dir, "m.csv", csv, (size_t)len);
+    snprintf(path, sizeof path, "%s/m.csv", dir);
+    n = read_all(path, &p, it, 8);
+    assert_int_equal(n, 6);
+    assert_null(it[0].error);
+    assert_string_equal(json_string_value(json_object_get(it[0].extra, "note")), "short\nnote");
+    assert_string_equal(it[1].id, "m.csv:4");
+    assert_non_null(strstr(it[1].error, "m.csv:4: the record (lines 4-7) is longer than the "
+                                        "limit of 100 bytes"));
+    assert_string_equal(it[2].id, "m.csv:8");
+    assert_null(it[2].error);
+    assert_non_null(strstr(it[3].error, "m.csv:9: more than 3 fields"));
+    assert_non_null(strstr(it[4].error, "m.csv:10: the record is longer than the limit"));
+    assert_string_equal(it[5].id, "m.csv:11");
+    assert_null(it[5].error);
+    for (size_t i = 0; i < n; i++)
+        sl_source_item_clear(&it[i]);
+    /* A header past the limit fails the file, as an unreadable file does. */
+    snprintf(csv, sizeof csv, "image,%s\na.jpg,x\n", big);
+    tu_write(dir, "h.csv", csv, strlen(csv));
+    snprintf(path, sizeof path, "%s/h.csv", dir);
+    n = read_all(path, &p, it, 8);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(it[0].error, "longer than the limit"));
+    sl_source_item_clear(&it[0]);
+    tu_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -161,6 +410,9 @@ int main(void)
         cmocka_unit_test(manifest_rows),
         cmocka_unit_test(folder_globs),
         cmocka_unit_test(open_errors_name_the_input),
+        cmocka_unit_test(ids_name_the_folders_that_tell_inputs_apart),
+        cmocka_unit_test(one_file_read_twice_is_refused),
+        cmocka_unit_test(manifest_lines_past_the_limit_fail_alone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

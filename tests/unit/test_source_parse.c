@@ -1,5 +1,6 @@
-/* Unit tests: io/source_parse.c (CSV quoting, brace lists, WebDataset keys,
- * URL schemes, glob filters) and io/columns.c (pass-through names and types). */
+/* Unit tests: io/source_parse.c (CSV quoting and record scanning, brace
+ * lists, input names in ids, WebDataset keys, URL schemes, glob filters) and
+ * io/columns.c (pass-through names and types). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,7 +16,7 @@ static void csv(const char *rec, int want_rc, size_t want_n, const char *const *
     char **f;
     size_t n;
     char err[128] = "";
-    int rc = sl_csv_split(rec, strlen(rec), &f, &n, err, sizeof err);
+    int rc = sl_csv_split(rec, strlen(rec), 8, &f, &n, err, sizeof err);
     assert_int_equal(rc, want_rc);
     if (rc != 0) {
         assert_null(f);
@@ -42,6 +43,86 @@ static void csv_quoting(void **state)
     csv("\"open,field", 1, 0, NULL);
     csv("a,\"b\"c", -1, 0, NULL);
     csv("a\"b,c", -1, 0, NULL);
+    /* At most 8 fields (the limit passed above), a trailing comma's included. */
+    csv("1,2,3,4,5,6,7,8", 0, 8, (const char *[]){"1", "2", "3", "4", "5", "6", "7", "8"});
+    csv("1,2,3,4,5,6,7,8,9", -1, 0, NULL);
+    csv("1,2,3,4,5,6,7,8,", -1, 0, NULL);
+}
+
+/* The scan ends a record exactly where the split does, from bytes alone. */
+static void csv_scan_follows_the_split(void **state)
+{
+    const char *recs[] = {"a,b", "\"open,field", "\"x\"\"y", "\"x\"\"", "\"\"", "a,\"b\"c",
+                          "a\"b", "\"a\",\"", "\"a\"\"\",b", "", ",\"", "\"q\",\"r\nmore"};
+    for (size_t i = 0; i < sizeof recs / sizeof *recs; i++) {
+        char **f = NULL;
+        size_t n = 0;
+        char err[128];
+        int rc = sl_csv_split(recs[i], strlen(recs[i]), 100, &f, &n, err, sizeof err);
+        sl_csv_fields_free(f, n);
+        int st = sl_csv_scan(SL_CSV_FIELD_START, recs[i], strlen(recs[i]));
+        /* Fed in two pieces, the same. */
+        size_t half = strlen(recs[i]) / 2;
+        int st2 = sl_csv_scan(sl_csv_scan(SL_CSV_FIELD_START, recs[i], half), recs[i] + half,
+                              strlen(recs[i]) - half);
+        assert_int_equal(st, st2);
+        if (rc == 1)
+            assert_int_equal(st, SL_CSV_QUOTED);
+        else
+            assert_int_not_equal(st, SL_CSV_QUOTED);
+        if (rc < 0)
+            assert_int_equal(st, SL_CSV_BAD);
+    }
+}
+
+static void lexical(const char *cwd, const char *path, const char *want)
+{
+    char *got = sl_path_lexical(cwd, path);
+    assert_string_equal(got, want);
+    sl_free(got);
+}
+
+static void lexical_paths(void **state)
+{
+    lexical("/w", "data/en/0000.parquet", "/w/data/en/0000.parquet");
+    lexical("/w", "/abs//x/./y/", "/abs/x/y");
+    lexical("/w/sub", "../data/./a.tar", "/w/data/a.tar");
+    lexical("/", "../../..", "/");
+    lexical("/w", ".", "/w");
+    lexical("", "rel", "/rel");
+}
+
+/* names[i] of paths under `folders`, compared with want[]. */
+static void names_of(const char *const *paths, size_t n, bool folders, const char *const *want)
+{
+    const char **names;
+    assert_int_equal(sl_input_names(paths, n, folders, &names), 0);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(names[i], want[i]);
+    sl_free(names);
+}
+
+static void input_names_from_the_common_folder(void **state)
+{
+    /* One file, or files side by side: base names, as always. */
+    names_of((const char *[]){"/d/en/0000.parquet"}, 1, false, (const char *[]){"0000.parquet"});
+    names_of((const char *[]){"/d/a.tar", "/d/b.tar"}, 2, false, (const char *[]){"a.tar", "b.tar"});
+    /* One base name in two folders: the folders tell them apart. */
+    names_of((const char *[]){"/d/en/0000.parquet", "/d/fr/0000.parquet"}, 2, false,
+             (const char *[]){"en/0000.parquet", "fr/0000.parquet"});
+    /* A common prefix that is not a whole folder name does not count. */
+    names_of((const char *[]){"/d/en/x.tar", "/d/eu/x.tar", "/d/en/y/z.tar"}, 3, false,
+             (const char *[]){"en/x.tar", "eu/x.tar", "en/y/z.tar"});
+    names_of((const char *[]){"/a/b/x.tar", "/a/bc/x.tar"}, 2, false,
+             (const char *[]){"b/x.tar", "bc/x.tar"});
+    names_of((const char *[]){"/x.tar", "/sub/x.tar"}, 2, false,
+             (const char *[]){"x.tar", "sub/x.tar"});
+    /* Folders: one is named "" (ids are paths inside it); several, from their common folder. */
+    names_of((const char *[]){"/photos"}, 1, true, (const char *[]){""});
+    names_of((const char *[]){"/p/2023", "/p/2024"}, 2, true, (const char *[]){"2023", "2024"});
+    names_of((const char *[]){"/p/a", "/q/a"}, 2, true, (const char *[]){"p/a", "q/a"});
+    names_of((const char *[]){"/p", "/p/link"}, 2, true, (const char *[]){"", "link"});
+    names_of((const char *[]){"/", "/p"}, 2, true, (const char *[]){"", "p"});
 }
 
 static void braces(const char *pat, int want_rc, size_t want_n, const char *const *want)
@@ -74,6 +155,34 @@ static void brace_expansion(void **state)
     braces("d-{0..5", -1, 0, NULL);
     braces("d-}", -1, 0, NULL);
     braces("{0..99}{0..99}", -1, 0, NULL); /* 10,000 names: over the limit of 1,000 */
+}
+
+/* Found while writing fuzz_expand (hand-made inputs run through it;
+ * libFuzzer had not grown inputs that long): each brace group is expanded
+ * by a recursion holding a copy of the pattern, and each name a copy of the
+ * text around the group, so a 64 KB pattern of "{a}" took 0.9 GB and a long
+ * text before one range 5.8 GB. A pattern is at most 4096 bytes, its names
+ * 16 MiB. */
+static void brace_expansion_is_bounded(void **state)
+{
+    char *pat = sl_malloc(SL_BRACE_MAX_PATTERN + 2);
+    for (int i = 0; i < SL_BRACE_MAX_PATTERN - 2; i += 3)
+        memcpy(pat + i, "{a}", 3);
+    pat[SL_BRACE_MAX_PATTERN / 3 * 3] = '\0';
+    char **out, err[128];
+    size_t n;
+    assert_int_equal(sl_brace_expand(pat, 10, &out, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(strlen(out[0]), SL_BRACE_MAX_PATTERN / 3);
+    sl_strings_free(out, n);
+    memset(pat, 'x', SL_BRACE_MAX_PATTERN + 1);
+    pat[SL_BRACE_MAX_PATTERN + 1] = '\0';
+    assert_int_equal(sl_brace_expand(pat, 10, &out, &n, err, sizeof err), -1);
+    assert_non_null(strstr(err, "longer than 4096 bytes"));
+    memcpy(pat + 4000, "{0..99999}", 11);
+    assert_int_equal(sl_brace_expand(pat, 100000, &out, &n, err, sizeof err), -1);
+    assert_non_null(strstr(err, "more than 16777216 bytes"));
+    sl_free(pat);
 }
 
 static void wds(const char *name, bool ok, const char *key, const char *ext)
@@ -206,7 +315,12 @@ static void columns_types_and_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(csv_quoting),    cmocka_unit_test(brace_expansion),
+        cmocka_unit_test(csv_quoting),
+        cmocka_unit_test(csv_scan_follows_the_split),
+        cmocka_unit_test(lexical_paths),
+        cmocka_unit_test(input_names_from_the_common_folder),
+        cmocka_unit_test(brace_expansion),
+        cmocka_unit_test(brace_expansion_is_bounded),
         cmocka_unit_test(wds_keys),       cmocka_unit_test(url_schemes),
         cmocka_unit_test(glob_filters),   cmocka_unit_test(columns_types_and_names),
     };

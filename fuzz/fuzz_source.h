@@ -1,0 +1,81 @@
+/* fuzz/fuzz_source.h — what the input-source fuzz targets share: a private
+ * temporary folder (made once, removed at exit) to hold the input as a file,
+ * and a walk over every item of a source that checks what io/source.h
+ * promises of each (an id; a path, bytes or an error; a place). */
+#ifndef SL_FUZZ_SOURCE_H
+#define SL_FUZZ_SOURCE_H
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "io/source_impl.h"
+
+static char fuzz_dir[64];
+
+static inline int fuzz_rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static inline void fuzz_cleanup(void) { nftw(fuzz_dir, fuzz_rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* The private folder, made on first use. */
+static inline const char *fuzz_tmpdir(void)
+{
+    if (!fuzz_dir[0]) {
+        snprintf(fuzz_dir, sizeof fuzz_dir, "/tmp/sluice-fuzz-XXXXXX");
+        if (!mkdtemp(fuzz_dir))
+            abort();
+        atexit(fuzz_cleanup);
+    }
+    return fuzz_dir;
+}
+
+/* Writes data to fuzz_tmpdir()/name; the path is static. */
+static inline const char *fuzz_file(const char *name, const uint8_t *data, size_t size)
+{
+    static char path[128];
+    snprintf(path, sizeof path, "%s/%s", fuzz_tmpdir(), name);
+    FILE *f = fopen(path, "wb");
+    if (!f || (size && fwrite(data, 1, size, f) != size))
+        abort();
+    fclose(f);
+    return path;
+}
+
+/* Reads every item of `input`; returns how many. Aborts when an item breaks
+ * a promise, or when the cheap count disagrees and `count_exact`. */
+static inline long fuzz_walk(const char *input, const sl_source_params *p, int count_exact)
+{
+    sl_source *src;
+    if (sl_source_open(&input, 1, p, &src) != SL_OK)
+        return -1;
+    long n = 0;
+    sl_source_item it = {0};
+    for (;;) {
+        bool done = false;
+        if (sl_source_next(src, &it, &done) != SL_OK || done)
+            break;
+        if (!it.id || (!it.path && !it.data && !it.error) || (it.data && it.path))
+            abort();
+        char *where = sl_source_origin(src, it.input, it.at);
+        if (!where || strncmp(where, input, strlen(input)) != 0)
+            abort();
+        sl_free(where);
+        n++;
+    }
+    sl_source_item_clear(&it);
+    sl_source_free(src);
+    atomic_bool stop = false;
+    int64_t counted = sl_source_count(&input, 1, p, &stop);
+    if (count_exact && counted != n)
+        abort();
+    return n;
+}
+
+#endif

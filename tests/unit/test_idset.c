@@ -1,0 +1,90 @@
+/* Unit tests: ledger/idset.c — a repeated id is found with where it was
+ * first read, across transaction batches, for many ids; the cost per id is
+ * printed (SLUICE_IDSET_IDS=1000000 for the figure in docs/inputs.md). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "ledger/idset.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void repeats_are_found_with_the_first_place(void **state)
+{
+    sl_idset *s;
+    assert_int_equal(sl_idset_open(&s), SL_OK);
+    bool seen;
+    int64_t in = -7, at = -7;
+    assert_int_equal(sl_idset_add(s, "a", 0, 2, &seen, &in, &at), SL_OK);
+    assert_false(seen);
+    assert_int_equal(sl_idset_add(s, "b", 1, -1, &seen, &in, &at), SL_OK);
+    assert_false(seen);
+    assert_int_equal(sl_idset_add(s, "a", 3, 9, &seen, &in, &at), SL_OK);
+    assert_true(seen);
+    assert_int_equal(in, 0);
+    assert_int_equal(at, 2);
+    /* The first place is kept, however often the id comes back. */
+    assert_int_equal(sl_idset_add(s, "a", 4, 4, &seen, &in, &at), SL_OK);
+    assert_true(seen && in == 0 && at == 2);
+    assert_int_equal(sl_idset_add(s, "b", 5, 5, &seen, &in, &at), SL_OK);
+    assert_true(seen && in == 1 && at == -1);
+    /* Ids are compared as bytes: these differ. */
+    assert_int_equal(sl_idset_add(s, "A", 0, 0, &seen, &in, &at), SL_OK);
+    assert_false(seen);
+    assert_int_equal(sl_idset_count(s), 3);
+    sl_idset_free(s);
+    sl_idset_free(NULL);
+}
+
+static void many_ids_over_many_batches(void **state)
+{
+    const char *env = getenv("SLUICE_IDSET_IDS");
+    long n = env ? atol(env) : 100000;
+    sl_idset *s;
+    assert_int_equal(sl_idset_open(&s), SL_OK);
+    char id[64];
+    bool seen;
+    int64_t in, at;
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) {
+        /* Not in key order, as real ids are not. */
+        snprintf(id, sizeof id, "shard-%04ld.tar/%08lx", i % 1000, (unsigned long)i * 2654435761u);
+        assert_int_equal(sl_idset_add(s, id, i % 1000, i, &seen, &in, &at), SL_OK);
+        if (seen)
+            fail_msg("'%s' seen twice", id);
+    }
+    double dt = now_s() - t0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("idset: %ld ids in %.2f s (%.2f us each), peak RSS %ld MB\n", n, dt, dt / n * 1e6,
+           ru.ru_maxrss / 1024);
+    /* Every one of them is found again, with its place. */
+    for (long i = 0; i < n; i += n / 97 + 1) {
+        snprintf(id, sizeof id, "shard-%04ld.tar/%08lx", i % 1000, (unsigned long)i * 2654435761u);
+        assert_int_equal(sl_idset_add(s, id, 0, 0, &seen, &in, &at), SL_OK);
+        assert_true(seen);
+        assert_int_equal(in, i % 1000);
+        assert_int_equal(at, i);
+    }
+    assert_int_equal(sl_idset_count(s), n);
+    sl_idset_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(repeats_are_found_with_the_first_place),
+        cmocka_unit_test(many_ids_over_many_batches),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
