@@ -94,16 +94,21 @@ sl_status sl_file_sync(int fd, const char *path)
 
 sl_status sl_file_sync_dir(const char *dir)
 {
+    /* As PostgreSQL does: a folder that cannot be opened for reading (EACCES)
+     * or a file system that cannot sync folders (EINVAL, EBADF) is no error,
+     * since nothing more can be done there; any other failure (EIO) is. */
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 && errno == EACCES)
+        return SL_OK;
     if (fd < 0)
         return sl_fail(SL_ERR_IO, "cannot open folder '%s' to sync it: %s", dir, strerror(errno));
     int err = sl_fault("fsync", dir);
-    sl_status st = SL_OK;
-    if (err || fsync(fd) != 0)
-        st = sl_fail(SL_ERR_IO, "cannot sync folder '%s' to disk: %s", dir,
-                     strerror(err ? err : errno));
+    if (!err && fsync(fd) != 0 && errno != EINVAL && errno != EBADF)
+        err = errno;
     close(fd);
-    return st;
+    if (err)
+        return sl_fail(SL_ERR_IO, "cannot sync folder '%s' to disk: %s", dir, strerror(err));
+    return SL_OK;
 }
 
 sl_status sl_file_rename(const char *from, const char *to)

@@ -28,7 +28,8 @@ sl_status sl_file_write_all(int fd, const void *data, size_t len, const char *pa
 sl_status sl_file_sync(int fd, const char *path);
 
 /* Makes the folder's entries (a file created or renamed in it) durable:
- * opens and fsyncs `dir`. SL_ERR_IO naming it and the cause. */
+ * opens and fsyncs `dir`. SL_ERR_IO naming it and the cause; a file system
+ * that cannot sync folders (EINVAL) is not an error. */
 sl_status sl_file_sync_dir(const char *dir);
 
 /* rename(from, to): SL_ERR_IO naming both and the cause. */

@@ -413,6 +413,9 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
         }
         sl_free(file);
     }
+    int err = st == SL_OK ? sl_fault("ledger.reconcile", l->path) : 0; /* before it is durable */
+    if (err)
+        st = sl_fail(SL_ERR_IO, "resume ledger '%s': cannot reconcile: %s", l->path, strerror(err));
     if (st == SL_OK)
         st = exec_sql(l, "COMMIT", "reconcile");
     if (st != SL_OK)
