@@ -174,7 +174,7 @@ def run_and_kill(cmd, out, faults, log_path, *, at=None, max_parts=None, step_pa
     """Starts cmd with SLUICE_TEST_FAULTS=faults and SIGKILLs it `at` seconds
     after the start (or sooner, once it has committed `max_parts` parts), or
     `delay` seconds into the first pause the faults make. Returns the exit
-    status (-9 when killed; else it ended first)."""
+    status (-9 when killed; else it ended first) and the seconds it ran."""
     env = dict(os.environ, SLUICE_TEST_FAULTS=faults)
     parts_before = len(list(out.glob("part-*")))
     with open(log_path, "w") as log:
@@ -194,7 +194,7 @@ def run_and_kill(cmd, out, faults, log_path, *, at=None, max_parts=None, step_pa
         time.sleep(0.005)
     if proc.poll() is None:
         proc.kill()
-    return proc.wait()
+    return proc.wait(), time.monotonic() - start
 
 
 def chaos(sluice, tmp_path, *, copies, kills, shard_rows, seed):
@@ -233,9 +233,9 @@ def chaos(sluice, tmp_path, *, copies, kills, shard_rows, seed):
             # the job cannot end before the kill.
             at = rng.uniform(0.05, max(0.1, 1.8 * share / rate))
             faults = f"trace,commit.begin=sleep:600000@{commits_left}"
-            how = f"at {at:.2f} s"
-            rc = run_and_kill(cmd, out, faults, log, at=at,
-                              max_parts=max(1, math.ceil(1.8 * share / shard_rows)))
+            rc, ran = run_and_kill(cmd, out, faults, log, at=at,
+                                   max_parts=max(1, math.ceil(1.8 * share / shard_rows)))
+            how = f"at {ran:.2f} s"
         else:
             k = min(commits_left, max(1, round(rng.uniform(0.2, 1.8) * share / shard_rows)))
             if target == "ledger.reconcile":
@@ -245,7 +245,7 @@ def chaos(sluice, tmp_path, *, copies, kills, shard_rows, seed):
             how = f"at {target}" if k == 1 and target.startswith("ledger") else \
                 f"in commit {k} at {target}"
             how += f" (+{delay:.2f} s)"
-            rc = run_and_kill(cmd, out, faults, log, step_paused=True, delay=delay)
+            rc, _ = run_and_kill(cmd, out, faults, log, step_paused=True, delay=delay)
         text = log.read_text(errors="replace")
         assert rc == -9, f"kill {i + 1} ({how}): the run ended first with {rc}: {text[-2000:]}"
         no_sanitizer_report(text)
@@ -254,7 +254,7 @@ def chaos(sluice, tmp_path, *, copies, kills, shard_rows, seed):
             assert where == PHASES[target], f"kill {i + 1} ({how}) landed elsewhere: {where}"
         tally[where] += 1
         rows = assert_sound(out, want) if out.exists() else []
-        print(f"  kill {i + 1:2d} {how:44s} -> {where}; {len(rows)} of {n} rows committed")
+        print(f"  kill {i + 1:2d} {how:44s} -> {where}; {len(rows)} of {n} rows in part files")
 
     r = run(sluice, src, out, *extra)
     assert r.returncode == 0, r.stderr[-3000:]
