@@ -19,7 +19,8 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=($(sed -n 's/^set(SLUICE_FUZZ_TARGETS \(.*\))/\1/p' fuzz/CMakeLists.txt))
 fi
-cmake --build "$out" -j "$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}") >/dev/null
+cmake --build "$out" -j "$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}") >"$out/build.log" 2>&1 ||
+    { tail -n 40 "$out/build.log"; echo "fuzz: the build failed (whole log: $out/build.log)" >&2; exit 1; }
 
 run_one() {
     local name=$1 corpus="$out/corpus/$1" art="$out/artifacts/$1/" log="$out/fuzz-$1.log"

@@ -73,11 +73,13 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out);
  * OpenAI-compatible servers. Each request goes to the endpoint with the
  * fewest outstanding requests below its limit. Connection failures,
  * timeouts, 408, 409, 429 and 5xx are retried with exponential backoff and
- * full jitter (at least the server's Retry-After); other answers fail the
- * request with the server's message. An endpoint with `endpoint_failures`
- * faults in a row leaves the rotation for `cooldown_s`; once every endpoint
- * has been failing for `all_down_s`, waiting requests fail and poll()
- * returns SL_ERR_IO (the job stops). */
+ * full jitter (at least the server's Retry-After, if under
+ * `retry_after_max_s`); other answers fail the request with the server's
+ * message, and so does an answer longer than max_tokens can explain. An
+ * endpoint with `endpoint_failures` faults in a row leaves the rotation for
+ * `cooldown_s`; once every endpoint has been failing for `all_down_s` (out
+ * of rotation, or no request answered, only 429s, 5xx, ...), waiting
+ * requests fail and poll() returns SL_ERR_IO (the job stops). */
 typedef struct sl_openai_params {
     const char *const *endpoints; /* base URLs, e.g. "http://10.0.0.7:8000" (a trailing
                                      "/v1" is accepted) */
@@ -100,6 +102,8 @@ typedef struct sl_openai_params {
     bool check_endpoints;      /* at open, GET /v1/models on each (default true) */
     bool stream;               /* ask for server-sent events: time to first token and
                                   between tokens become measurable (default false) */
+    double retry_after_max_s;  /* a Retry-After up to this is obeyed; a longer one is
+                                  not (the backoff alone) (default 60) */
 } sl_openai_params;
 
 sl_openai_params sl_openai_default_params(void);
@@ -152,12 +156,17 @@ typedef struct sl_result {
 typedef struct sl_completion {
     void *tag;                 /* as given to sl_engine_submit() */
     sl_status status;
-    char *error;               /* NULL when status is SL_OK */
+    char *error;               /* NULL when status is SL_OK (or when out of memory
+                                  left no room for the message) */
     sl_result result;
 } sl_completion;
 
-/* Queues a request; `tag` comes back in its completion. Fails only for an
- * invalid request or when out of memory. */
+/* Queues a request; `tag` comes back in its completion. Errors that
+ * concern this request alone: SL_ERR_INVALID_ARG (no prompt, max_tokens
+ * <= 0, a prompt, system prompt or stop string that is not UTF-8) and
+ * SL_ERR_NOMEM; other requests may still be submitted. SL_ERR_IO: the
+ * engine has stopped working (openai: every endpoint down past
+ * all_down_s); no request will succeed. */
 sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *tag);
 
 /* Waits up to timeout_ms for completions; fills up to max of out[] and

@@ -9,6 +9,13 @@
  * A row that fails keeps its error and skips every later stage except the
  * sink, which sees every row exactly once.
  *
+ * Lifetimes: an async stage holds a row from submit() until the poll() that
+ * returns it, and may read it from its own threads meanwhile. The executor
+ * never frees, fails or sends on a row an instance holds before that
+ * instance's close() has returned: on abort, and on a worker failure, the
+ * instance is closed first. So close() must stop whatever reads held rows
+ * (join the engine thread) and may still read them itself.
+ *
  * Thread rules: sl_exec_run() blocks the calling thread; sl_exec_request_stop()
  * is async-signal-safe; the stats calls may be made from any thread at any
  * time during the run.
@@ -97,7 +104,11 @@ typedef struct sl_stage_def {
      * sl_row_fail(). A non-OK return is a worker failure: the batch's rows
      * are failed and the worker is restarted. */
     sl_status (*process)(void *state, sl_row *const *rows, size_t n);
-    /* ASYNC: take one row; complete it later through poll(). */
+    /* ASYNC: take one row; complete it later through poll(). To refuse a
+     * row this worker cannot take (a bad request), fail it with
+     * sl_row_fail_status() and return SL_OK: it goes on to the sink at
+     * once and the worker carries on. A non-OK return is a worker failure
+     * (the rows it holds fail, the worker is restarted). */
     sl_status (*submit)(void *state, sl_row *row);
     /* ASYNC: wait up to timeout_ms for completions; return up to `max` of
      * them in done[] and their number in *n_done. */

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/printer.h"
 #include "sluice/sluice.h"
 
 enum { EXIT_ROWS_FAILED = 3, EXIT_USAGE = 2, EXIT_RUN = 1, EXIT_STOPPED = 130 };
@@ -181,7 +182,8 @@ static const char usage_openai_text[] =
     "      --max-attempts N      tries per row on errors worth retrying (default: 8)\n"
     "      --endpoint-failures N failures in a row that take an endpoint out (default: 3)\n"
     "      --endpoint-cooldown S seconds out of rotation after them (default: 15)\n"
-    "      --give-up-after S     stop the job once every endpoint has failed this long\n"
+    "      --give-up-after S     stop the job once every endpoint has failed this long,\n"
+    "                            or no request got an answer this long (endless 429s)\n"
     "                            (default: 120); the rows finished are kept\n"
     "      --jpeg-edge PX        longer edge of the JPEG sent (default: as decoded)\n"
     "      --jpeg-quality Q      its quality, 1..100 (default: 90)\n"
@@ -278,126 +280,6 @@ static int parse_fraction(const char *flag, const char *text, double *out)
     }
     *out = v;
     return 0;
-}
-
-typedef struct printer {
-    long show;
-    long shown;
-    int quiet;
-    bool tty;          /* stderr is a terminal: redraw the progress block in place */
-    int drawn;         /* lines of the progress block on screen */
-    double last_line;  /* non-TTY: when the last progress line went out */
-    double line_every; /* non-TTY: seconds between progress lines */
-    bool resume_said;  /* the "resuming" line went out */
-} printer;
-
-/* Erases the progress block so a row's line does not land inside it. */
-static void clear_progress(printer *pr)
-{
-    if (pr->tty && pr->drawn) {
-        fprintf(stderr, "\033[%dA\033[J", pr->drawn);
-        pr->drawn = 0;
-    }
-}
-
-static void print_row(const sl_row_view *row, void *user)
-{
-    printer *pr = user;
-    if (pr->quiet)
-        return;
-    clear_progress(pr);
-    if (row->error) {
-        fprintf(stderr, "sluice: %s failed (%s): %s\n", row->id, row->error_stage, row->error);
-        return;
-    }
-    if (pr->shown < pr->show) {
-        printf("%-28s %s\n", row->id, row->caption);
-        fflush(stdout);
-        pr->shown++;
-    }
-}
-
-static void fmt_duration(double s, char *buf, size_t n)
-{
-    long t = (long)(s + 0.5);
-    snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-}
-
-/* On a terminal: one line per stage plus a total, redrawn in place. Else:
- * one plain line every line_every seconds, and a last one at the end.
- * Counts are images (rows), never internal batches. */
-static void print_progress(const sl_caption_progress *g, void *user)
-{
-    printer *pr = user;
-    if (pr->quiet)
-        return;
-    double rate = g->elapsed_s > 0 ? (double)g->rows_done / g->elapsed_s : 0.0;
-    char elapsed[32], eta[32], of[64] = "";
-    fmt_duration(g->elapsed_s, elapsed, sizeof elapsed);
-    if (g->eta_s >= 0)
-        fmt_duration(g->eta_s, eta, sizeof eta);
-    else
-        snprintf(eta, sizeof eta, "?");
-    if (g->rows_total >= 0)
-        snprintf(of, sizeof of, " of %lld (%.0f%%)", (long long)g->rows_total,
-                 g->rows_total ? 100.0 * (double)g->rows_done / (double)g->rows_total : 100.0);
-    char skipped[64] = "";
-    if (g->rows_skipped)
-        snprintf(skipped, sizeof skipped, ", %llu skipped (done before)",
-                 (unsigned long long)g->rows_skipped);
-    if (g->rows_done_before > 0 && !pr->resume_said) {
-        clear_progress(pr);
-        fprintf(stderr, "sluice: resuming: %lld rows were already done by an earlier run; "
-                        "they are skipped\n", (long long)g->rows_done_before);
-        pr->resume_said = true;
-    }
-    if (pr->tty) {
-        clear_progress(pr);
-        for (size_t i = 0; i < g->n_stages; i++) {
-            const sl_stage_stats *s = &g->stages[i];
-            double all = s->busy_s + s->idle_s + s->blocked_s;
-            fprintf(stderr, "  %-7s x%-2d %9llu in %9llu out %6llu failed  queue %5llu (%6.1f MB)"
-                            "  busy %3.0f%%%s\n",
-                    s->name, s->workers, (unsigned long long)s->rows_in,
-                    (unsigned long long)s->rows_out, (unsigned long long)s->rows_failed,
-                    (unsigned long long)s->queue_rows, (double)s->queue_bytes / 1e6,
-                    all > 0 ? 100.0 * s->busy_s / all : 0.0,
-                    s->in_flight ? "  (in engine)" : "");
-        }
-        fprintf(stderr, "  %llu%s images done, %llu failed%s, %.2f images/s, %s elapsed, ETA %s, "
-                        "%.0f of %.0f MB in flight%s\n",
-                (unsigned long long)g->rows_done, of, (unsigned long long)g->rows_failed, skipped, rate,
-                elapsed, eta, (double)g->bytes_in_flight / 1e6, (double)g->memory_budget / 1e6,
-                g->final ? " (finished)" : "");
-        pr->drawn = (int)g->n_stages + 1;
-        if (g->final)
-            pr->drawn = 0; /* leave the last block on screen */
-        return;
-    }
-    double now = g->elapsed_s;
-    if (!g->final && now - pr->last_line < pr->line_every)
-        return;
-    pr->last_line = now;
-    fprintf(stderr, "progress: %llu%s images done, %llu failed%s, %.2f images/s, %s elapsed, ETA %s |",
-            (unsigned long long)g->rows_done, of, (unsigned long long)g->rows_failed, skipped, rate,
-            elapsed, eta);
-    for (size_t i = 0; i < g->n_stages; i++) {
-        const sl_stage_stats *s = &g->stages[i];
-        if (i == 0) /* the source has no input queue */
-            fprintf(stderr, " %s %llu", s->name, (unsigned long long)s->rows_out);
-        else
-            fprintf(stderr, " %s %llu/%llu q%llu", s->name, (unsigned long long)s->rows_out,
-                    (unsigned long long)s->rows_in, (unsigned long long)s->queue_rows);
-    }
-    fprintf(stderr, "%s\n", g->final ? " | finished" : "");
-}
-
-static void print_metrics_port(int port, void *user)
-{
-    printer *pr = user;
-    if (!pr->quiet)
-        fprintf(stderr, "sluice: metrics at http://127.0.0.1:%d/metrics, live page at "
-                        "http://127.0.0.1:%d/\n", port, port);
 }
 
 enum {
@@ -539,10 +421,15 @@ static char *read_text_file(const char *flag, const char *path)
 }
 
 /* --endpoints-file: one URL a line; blank lines and # comments skipped.
- * The strings live in *owned (freed by the caller). */
-static int read_endpoints(const char *path, const char **eps, int *n, char **owned)
+ * The strings point into the file's text, which is added to texts[] (the
+ * caller frees them all when the run is over: several files may be given). */
+static int read_endpoints(const char *path, const char **eps, int *n, char **texts, int *n_texts)
 {
-    char *text = *owned = read_text_file("--endpoints-file", path);
+    if (*n_texts == MAX_ENDPOINTS) {
+        fprintf(stderr, "sluice: at most %d --endpoints-file\n", MAX_ENDPOINTS);
+        return -1;
+    }
+    char *text = texts[(*n_texts)++] = read_text_file("--endpoints-file", path);
     if (!text)
         return -1;
     for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
@@ -564,6 +451,12 @@ static int read_endpoints(const char *path, const char **eps, int *n, char **own
 
 static int caption_with(sl_caption_params *pp, printer *prp, int verbose, int argc, char **argv,
                         const char **stops, int n_stop);
+
+static void free_all(char **texts, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(texts[i]);
+}
 
 static int cmd_caption(int argc, char **argv)
 {
@@ -650,7 +543,9 @@ static int cmd_caption(int argc, char **argv)
     int n_include = 0, n_exclude = 0, n_columns = 0;
     static const char *endpoints[MAX_ENDPOINTS];
     int n_endpoints = 0;
-    char *endpoints_text = NULL, *response_format = NULL;
+    static char *endpoint_texts[MAX_ENDPOINTS];
+    int n_endpoint_texts = 0;
+    char *response_format = NULL;
     float seconds;
     long v;
     int c;
@@ -752,8 +647,7 @@ static int cmd_caption(int argc, char **argv)
             endpoints[n_endpoints++] = optarg;
             break;
         case OPT_ENDPOINTS_FILE:
-            free(endpoints_text);
-            bad = read_endpoints(optarg, endpoints, &n_endpoints, &endpoints_text);
+            bad = read_endpoints(optarg, endpoints, &n_endpoints, endpoint_texts, &n_endpoint_texts);
             break;
         case OPT_SERVED_MODEL: p.openai.served_model = optarg; break;
         case OPT_API_KEY_ENV: p.openai.api_key_env = optarg; break;
@@ -794,7 +688,7 @@ static int cmd_caption(int argc, char **argv)
         default: fprintf(stderr, "Run 'sluice caption --help' for the options.\n"); return EXIT_USAGE;
         }
         if (bad) {
-            free(endpoints_text);
+            free_all(endpoint_texts, n_endpoint_texts);
             free(response_format);
             return EXIT_USAGE;
         }
@@ -803,7 +697,7 @@ static int cmd_caption(int argc, char **argv)
         fprintf(stderr, "sluice: --adaptive-max %d is below --max-in-flight %d, where the adaptive "
                         "limit starts; raise it or lower --max-in-flight\n",
                 p.openai.adaptive_max_in_flight, p.openai.max_in_flight);
-        free(endpoints_text);
+        free_all(endpoint_texts, n_endpoint_texts);
         free(response_format);
         return EXIT_USAGE;
     }
@@ -820,7 +714,7 @@ static int cmd_caption(int argc, char **argv)
         p.n_columns = n_columns;
     }
     int rc = caption_with(&p, &pr, verbose, argc, argv, stops, n_stop);
-    free(endpoints_text);
+    free_all(endpoint_texts, n_endpoint_texts);
     free(response_format);
     return rc;
 }
@@ -855,10 +749,10 @@ static int caption_with(sl_caption_params *pp, printer *prp, int verbose, int ar
         return hub_exit;
     if (!openai && !p.llama.mmproj_path)
         return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
-    p.on_row = print_row;
+    p.on_row = printer_row;
     p.on_row_user = &pr;
-    p.on_metrics_port = print_metrics_port;
-    p.on_progress = print_progress;
+    p.on_metrics_port = printer_metrics_port;
+    p.on_progress = printer_progress;
     p.progress_ms = pr.tty ? 1000 : (int)(pr.line_every * 1000 < 1000 ? pr.line_every * 1000 : 1000);
     p.stop_requests = &stop_requests;
     struct sigaction sa = {.sa_handler = on_signal};
@@ -867,7 +761,9 @@ static int caption_with(sl_caption_params *pp, printer *prp, int verbose, int ar
     sigaction(SIGTERM, &sa, NULL);
 
     sl_caption_summary sum;
+    printer_init(&pr);
     sl_status st = sl_caption_run(&p, &sum);
+    printer_finish(&pr);
     switch (st) {
     case SL_OK:
         break;

@@ -44,6 +44,7 @@ typedef struct worker {
     int index;
     pthread_t thread;
     bool started;
+    bool live;              /* an instance is open: init() succeeded, close() not yet called */
 } worker;
 
 struct sl_exec {
@@ -202,22 +203,30 @@ static sl_exec_end end_reason(sl_exec *exec)
     return atomic_load(&exec->stopping) ? SL_END_STOPPED : SL_END_COMPLETE;
 }
 
-/* A stage function failed: replace the worker's instance, or mark the
- * stage broken. Returns whether the worker has a live instance again. */
-static bool restart_worker(worker *w, void **state)
+/* Ends the worker's instance (if it has a live one) with close(). */
+static void close_instance(worker *w, void **state, sl_exec_end end)
+{
+    if (w->live && w->st->def.close)
+        w->st->def.close(*state, end);
+    w->live = false;
+    *state = NULL;
+}
+
+/* A stage function failed with `why`: replace the worker's instance, or
+ * mark the stage broken. Returns whether the worker has a live instance
+ * again. */
+static bool restart_worker(worker *w, void **state, const char *why)
 {
     stage *st = w->st;
-    char why[400];
-    snprintf(why, sizeof why, "%s", sl_last_error());
-    if (st->def.close)
-        st->def.close(*state, SL_END_RESTART);
-    *state = NULL;
+    close_instance(w, state, SL_END_RESTART);
     uint64_t n = atomic_fetch_add(&st->restarts, 1) + 1;
     sl_log(SL_LOG_WARN, "stage '%s' worker %d failed (%s); restart %llu of %d", st->name, w->index,
            why, (unsigned long long)n, w->exec->p.max_restarts);
     if ((int)n <= w->exec->p.max_restarts &&
-        (!st->def.init || st->def.init(st->def.config, w->index, state) == SL_OK))
+        (!st->def.init || st->def.init(st->def.config, w->index, state) == SL_OK)) {
+        w->live = true;
         return true;
+    }
     pthread_mutex_lock(&st->restart_mu);
     if (!atomic_load(&st->broken)) {
         snprintf(st->broken_msg, sizeof st->broken_msg,
@@ -379,10 +388,11 @@ static void run_map(worker *w, void **state, bool is_sink)
             sl_status rc = st->def.process(*state, ok_rows, n_ok);
             atomic_fetch_add(&st->busy_ns, sl_now_ns() - t0);
             if (rc != SL_OK) {
-                char msg[1024];
-                snprintf(msg, sizeof msg, "stage '%s' worker failed: %s", st->name, sl_last_error());
+                char why[512], msg[1024];
+                snprintf(why, sizeof why, "%s", sl_last_error());
+                snprintf(msg, sizeof msg, "stage '%s' worker failed: %s", st->name, why);
                 fail_rows(st, ok_rows, n_ok, msg);
-                alive = restart_worker(w, state);
+                alive = restart_worker(w, state, why); /* closes it before the rows move on */
             }
         }
         if (!is_sink) {
@@ -426,17 +436,25 @@ static void unlink_inflight(sl_row **head, sl_row *r)
     r->prev = r->next = NULL;
 }
 
-/* Fails and forwards every row an async worker still holds. */
-static void flush_inflight(worker *w, sl_row **head, const char *msg)
+/* The async instance failed: close it first (it may still be reading the
+ * rows it holds, as an engine thread does), then fail and send on those
+ * rows, then start a new instance. Returns whether one is live. */
+static bool async_worker_failed(worker *w, void **state, sl_row **held, size_t *n_held)
 {
     stage *st = w->st;
-    while (*head) {
-        sl_row *r = *head;
-        unlink_inflight(head, r);
+    char why[512], msg[1024];
+    snprintf(why, sizeof why, "%s", sl_last_error());
+    snprintf(msg, sizeof msg, "stage '%s' worker failed: %s", st->name, why);
+    close_instance(w, state, SL_END_RESTART);
+    while (*held) {
+        sl_row *r = *held;
+        unlink_inflight(held, r);
         atomic_fetch_sub(&st->in_flight, 1);
         fail_rows(st, &r, 1, msg);
         forward(w, &r, 1);
     }
+    *n_held = 0;
+    return restart_worker(w, state, why);
 }
 
 static void run_async(worker *w, void **state)
@@ -454,7 +472,6 @@ static void run_async(worker *w, void **state)
     sl_row *inflight = NULL;
     size_t n_inflight = 0;
     bool input_done = false, alive = true;
-    char msg[1024];
     while (!atomic_load(&exec->aborting)) {
         if (!input_done && n_inflight < limit) {
             size_t want = limit - n_inflight < cap ? limit - n_inflight : cap;
@@ -483,11 +500,13 @@ static void run_async(worker *w, void **state)
                 n_inflight++;
                 atomic_fetch_add(&st->in_flight, 1);
                 if (st->def.submit(*state, r) != SL_OK) {
-                    snprintf(msg, sizeof msg, "stage '%s' worker failed: %s", st->name,
-                             sl_last_error());
-                    flush_inflight(w, &inflight, msg);
-                    n_inflight = 0;
-                    alive = restart_worker(w, state);
+                    alive = async_worker_failed(w, state, &inflight, &n_inflight);
+                } else if (r->error) {
+                    /* Refused: the stage failed this row alone and does not hold it. */
+                    unlink_inflight(&inflight, r);
+                    n_inflight--;
+                    atomic_fetch_sub(&st->in_flight, 1);
+                    batch[n_fwd++] = r;
                 }
             }
             atomic_fetch_add(&st->busy_ns, sl_now_ns() - t0);
@@ -505,10 +524,7 @@ static void run_async(worker *w, void **state)
         sl_status rc = st->def.poll(*state, done, done_cap, timeout, &n_done);
         atomic_fetch_add(&st->busy_ns, sl_now_ns() - t0);
         if (rc != SL_OK) {
-            snprintf(msg, sizeof msg, "stage '%s' worker failed: %s", st->name, sl_last_error());
-            flush_inflight(w, &inflight, msg);
-            n_inflight = 0;
-            alive = restart_worker(w, state);
+            alive = async_worker_failed(w, state, &inflight, &n_inflight);
             continue;
         }
         for (size_t i = 0; i < n_done; i++) {
@@ -519,7 +535,10 @@ static void run_async(worker *w, void **state)
         if (!forward(w, done, n_done))
             break;
     }
-    /* Aborting: rows still held by the engine are freed after close(). */
+    /* Aborting: the instance may still be reading the rows it holds, so it
+     * is closed before they are freed. */
+    if (inflight)
+        close_instance(w, state, SL_END_ABORTED);
     while (inflight) {
         sl_row *r = inflight;
         unlink_inflight(&inflight, r);
@@ -545,6 +564,7 @@ static void *worker_main(void *arg)
         set_result(exec, init_rc, msg);
         ok = false;
     }
+    w->live = ok;
     mark_ready(exec, ok);
     if (ok && wait_all_ready(exec)) {
         switch (st->def.kind) {
@@ -554,9 +574,7 @@ static void *worker_main(void *arg)
         case SL_STAGE_ASYNC: run_async(w, &state); break;
         }
     }
-    /* A worker without init() has a NULL state and still a live instance. */
-    if (ok && st->def.close && (state || !st->def.init))
-        st->def.close(state, end_reason(exec));
+    close_instance(w, &state, end_reason(exec));
     if (!ok || !wait_all_ready(exec))
         abort_all(exec); /* nothing was read: unblock everyone and end */
     sl_queue *out = next_queue(w);
@@ -685,7 +703,7 @@ sl_status sl_exec_run(sl_exec *exec)
     for (size_t i = 0; i < exec->n_stages; i++)
         for (int j = 0; j < exec->stages[i].def.workers; j++, k++) {
             worker *w = &exec->workers[k];
-            *w = (worker){exec, &exec->stages[i], i, j, 0, false};
+            *w = (worker){.exec = exec, .st = &exec->stages[i], .stage_index = i, .index = j};
             if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
                 set_result(exec, SL_ERR_NOMEM, "cannot start a worker thread");
                 mark_ready(exec, false);

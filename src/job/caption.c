@@ -408,7 +408,12 @@ static sl_status engine_submit(void *state, sl_row *row)
         .n_stop = p->n_stop,
     };
     req.sampling.seed = r->seed;
-    return sl_engine_submit(rep->engine, &req, row);
+    sl_status st = sl_engine_submit(rep->engine, &req, row);
+    if (st == SL_OK || st == SL_ERR_IO)
+        return st; /* SL_ERR_IO: the engine is broken, a worker failure */
+    /* A request the engine refuses fails its row alone; the rest go on. */
+    sl_row_fail_status(row, st, "%s", sl_last_error());
+    return SL_OK;
 }
 
 static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout_ms, size_t *n)
@@ -430,7 +435,8 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
             c->result = (sl_result){0};
             r->has_result = true;
         } else {
-            sl_row_fail_status(row, c->status, "%s", c->error);
+            sl_row_fail_status(row, c->status, "%s",
+                               c->error ? c->error : "out of memory (the error was lost)");
         }
         sl_completion_clear(c);
         /* The pixels are not needed past the engine: give their bytes back. */
@@ -780,6 +786,14 @@ static sl_status check_params(const sl_caption_params *p)
         return sl_fail(SL_ERR_INVALID_ARG, "no output folder given (-o)");
     if (!p->prompt || !*p->prompt)
         return sl_fail(SL_ERR_INVALID_ARG, "the prompt is empty (--prompt)");
+    /* Every row would be refused: say so once, before anything starts. */
+    if (!sl_utf8_valid(p->prompt, strlen(p->prompt)))
+        return sl_fail(SL_ERR_INVALID_ARG, "the prompt is not valid UTF-8 (--prompt)");
+    if (p->system_prompt && !sl_utf8_valid(p->system_prompt, strlen(p->system_prompt)))
+        return sl_fail(SL_ERR_INVALID_ARG, "the system prompt is not valid UTF-8 (--system)");
+    for (int i = 0; i < p->n_stop; i++)
+        if (!p->stop[i] || !sl_utf8_valid(p->stop[i], strlen(p->stop[i])))
+            return sl_fail(SL_ERR_INVALID_ARG, "--stop string %d is not valid UTF-8", i + 1);
     if (p->sampling.max_tokens <= 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--max-tokens must be positive, got %d",
                        p->sampling.max_tokens);

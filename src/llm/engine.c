@@ -4,6 +4,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/utf8.h"
 #include "llm/engine_impl.h"
 
 struct sl_engine {
@@ -34,6 +35,16 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
                        request->sampling.max_tokens);
     if (request->n_stop < 0 || (request->n_stop > 0 && !request->stop))
         return sl_fail(SL_ERR_INVALID_ARG, "%s: bad stop strings", id);
+    /* Chat templates and JSON bodies need text: a prompt read from a
+     * manifest may be any bytes. */
+    if (!sl_utf8_valid(request->prompt, strlen(request->prompt)))
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: the prompt is not valid UTF-8", id);
+    if (request->system_prompt &&
+        !sl_utf8_valid(request->system_prompt, strlen(request->system_prompt)))
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: the system prompt is not valid UTF-8", id);
+    for (int i = 0; i < request->n_stop; i++)
+        if (!request->stop[i] || !sl_utf8_valid(request->stop[i], strlen(request->stop[i])))
+            return sl_fail(SL_ERR_INVALID_ARG, "%s: stop string %d is not valid UTF-8", id, i + 1);
     return engine->ops->submit(engine->impl, request, tag);
 }
 

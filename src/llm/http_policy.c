@@ -27,7 +27,7 @@ static double uniform01(uint64_t *s)
 }
 
 double http_policy_backoff_s(int attempt, double base_s, double cap_s, double retry_after_s,
-                             uint64_t *rng)
+                             double retry_after_max_s, uint64_t *rng)
 {
     if (attempt < 1)
         attempt = 1;
@@ -35,7 +35,15 @@ double http_policy_backoff_s(int attempt, double base_s, double cap_s, double re
     if (ceiling > cap_s)
         ceiling = cap_s;
     double wait = uniform01(rng) * ceiling;
+    if (retry_after_s > retry_after_max_s)
+        return wait;
     return retry_after_s > wait ? retry_after_s : wait;
+}
+
+bool http_policy_stalled(double now, double failing_since, double running_s, double all_down_s)
+{
+    return failing_since >= 0 && now - failing_since >= all_down_s &&
+           running_s < HTTP_POLICY_BUSY_S;
 }
 
 double http_policy_retry_after(const char *value, time_t now)

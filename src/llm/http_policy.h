@@ -1,8 +1,9 @@
 /* llm/http_policy.h — the decisions of the OpenAI-compatible engine that do
  * not need a socket: which answers are retried, how long to wait before the
  * next attempt (exponential backoff with full jitter, never less than the
- * server's Retry-After), which endpoint takes the next request, and how the
- * adaptive mode moves an endpoint's in-flight limit. Pure functions: no
+ * server's Retry-After up to a bound), when a fleet that never answers is
+ * given up, which endpoint takes the next request, and how the adaptive mode
+ * moves an endpoint's in-flight limit. Pure functions: no
  * globals, no locks; the caller owns every struct. */
 #ifndef SL_LLM_HTTP_POLICY_H
 #define SL_LLM_HTTP_POLICY_H
@@ -21,13 +22,27 @@ bool http_policy_endpoint_fault(long code);
 /* Seconds before attempt `attempt` + 1 (attempt >= 1 failed so far): a
  * uniform draw from [0, min(cap_s, base_s * 2^(attempt-1))], raised to
  * retry_after_s when the server asked for longer (retry_after_s < 0: it did
- * not). *rng is a xorshift state the caller keeps (non-zero). */
+ * not) but not past retry_after_max_s: a longer Retry-After is not obeyed
+ * (the draw alone), as OpenAI's own client does, so that no server can
+ * park a request for a day. *rng is a xorshift state the caller keeps. */
 double http_policy_backoff_s(int attempt, double base_s, double cap_s, double retry_after_s,
-                             uint64_t *rng);
+                             double retry_after_max_s, uint64_t *rng);
 
 /* A Retry-After header value: delay-seconds ("120") or an HTTP-date,
  * relative to `now`. Seconds to wait (>= 0), or -1 when it cannot be parsed. */
 double http_policy_retry_after(const char *value, time_t now);
+
+/* An attempt waiting this long for its answer is being worked on (a long
+ * generation, not a refusal): it holds off http_policy_stalled(). */
+#define HTTP_POLICY_BUSY_S 10.0
+
+/* Whether the engine should give up on its fleet: since failing_since
+ * (< 0: not failing) every attempt that ended failed in a way worth
+ * retrying, 429s included, for at least all_down_s, and no attempt in
+ * progress has been running for HTTP_POLICY_BUSY_S (running_s: the age of
+ * the oldest one, 0 when none). A busy fleet that still answers some
+ * requests never trips it: each answer clears failing_since. */
+bool http_policy_stalled(double now, double failing_since, double running_s, double all_down_s);
 
 typedef struct http_endpoint_view {
     int in_flight;      /* requests outstanding */

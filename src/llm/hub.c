@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "io/shard.h"
+#include "llm/hub_impl.h"
 #include "sluice/hub.h"
 
 sl_hub_params sl_hub_default_params(void)
@@ -37,7 +38,7 @@ typedef struct hub_ref {
     char org[128], repo[128], file[1024];
 } hub_ref;
 
-static bool segment_ok(const char *s, size_t n)
+bool hub_segment_ok(const char *s, size_t n)
 {
     if (n == 0 || (n == 2 && s[0] == '.' && s[1] == '.') || (n == 1 && s[0] == '.'))
         return false;
@@ -56,8 +57,8 @@ static sl_status parse_ref(const char *spec, hub_ref *ref)
     const char *slash2 = slash1 ? strchr(slash1 + 1, '/') : NULL;
     size_t org_n = slash1 ? (size_t)(slash1 - s) : 0;
     size_t repo_n = slash1 ? (slash2 ? (size_t)(slash2 - slash1 - 1) : strlen(slash1 + 1)) : 0;
-    if (!sl_hub_is_ref(spec) || !slash1 || !segment_ok(s, org_n) ||
-        !segment_ok(slash1 + 1, repo_n) || org_n >= sizeof ref->org ||
+    if (!sl_hub_is_ref(spec) || !slash1 || !hub_segment_ok(s, org_n) ||
+        !hub_segment_ok(slash1 + 1, repo_n) || org_n >= sizeof ref->org ||
         repo_n >= sizeof ref->repo)
         return sl_fail(SL_ERR_INVALID_ARG,
                        "'%s' is not a hub reference: expected hf://ORG/REPO or "
@@ -72,7 +73,7 @@ static sl_status parse_ref(const char *spec, hub_ref *ref)
         for (const char *seg = f; *seg;) {
             const char *end = strchr(seg, '/');
             size_t n = end ? (size_t)(end - seg) : strlen(seg);
-            if (!segment_ok(seg, n))
+            if (!hub_segment_ok(seg, n))
                 return sl_fail(SL_ERR_INVALID_ARG, "'%s': bad file name in the reference", spec);
             seg += n + (end ? 1 : 0);
         }
@@ -139,7 +140,7 @@ static bool read_ref(const hub_ctx *c, char *commit, size_t cap)
     bool ok = fgets(commit, (int)cap, fp) != NULL;
     fclose(fp);
     commit[strcspn(commit, "\r\n")] = '\0';
-    return ok && *commit && !strchr(commit, '/');
+    return ok && hub_segment_ok(commit, strlen(commit)) && !strchr(commit, '/');
 }
 
 static sl_status write_ref(const hub_ctx *c, const char *commit)
@@ -188,8 +189,10 @@ static size_t on_header(char *line, size_t size, size_t n, void *user)
         const char *v = buf + 14;
         while (*v == ' ')
             v++;
-        if (*v && !strchr(v, '/'))
-            snprintf(r->commit, sizeof r->commit, "%.127s", v);
+        /* A path segment of the cache: a commit id, never "..". */
+        size_t vn = strcspn(v, " \t");
+        if (vn > 0 && vn < sizeof r->commit && hub_segment_ok(v, vn) && !memchr(v, '/', vn))
+            snprintf(r->commit, sizeof r->commit, "%.*s", (int)vn, v);
     }
     return len;
 }
@@ -310,28 +313,52 @@ static bool is_projector(const char *name)
     return contains_nocase(base, "mmproj");
 }
 
-/* The .gguf files of the repository at the revision: from the hub's
- * listing, or offline from the cached snapshot. Names are copied. */
-typedef struct file_list {
-    char *names[256];
-    size_t n;
-} file_list;
-
-static void file_list_clear(file_list *l)
+void hub_files_clear(hub_files *l)
 {
     for (size_t i = 0; i < l->n; i++)
         sl_free(l->names[i]);
     l->n = 0;
 }
 
-static void file_list_add(file_list *l, const char *name)
+void hub_files_add(hub_files *l, const char *name)
 {
-    if (is_gguf(name) && l->n < sizeof l->names / sizeof *l->names &&
-        (l->names[l->n] = sl_strdup(name)))
+    size_t len = strlen(name);
+    if (!is_gguf(name) || len >= HUB_MAX_NAME || l->n >= HUB_MAX_FILES)
+        return;
+    for (const char *seg = name; *seg;) {
+        const char *end = strchr(seg, '/');
+        size_t n = end ? (size_t)(end - seg) : strlen(seg);
+        if (!hub_segment_ok(seg, n))
+            return; /* "/abs.gguf", "../x.gguf", "a//b.gguf": not a file of the repository */
+        seg += n + (end ? 1 : 0);
+    }
+    if ((l->names[l->n] = sl_strdup(name)))
         l->n++;
 }
 
-static sl_status list_remote(const hub_ctx *c, const hub_ref *ref, file_list *out)
+bool hub_listing_parse(const char *body, size_t len, hub_files *out, char *why, size_t cap)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(body ? body : "", body ? len : 0, 0, &jerr);
+    json_t *siblings = json_object_get(root, "siblings");
+    if (!json_is_array(siblings)) {
+        snprintf(why, cap, "not a repository listing (%s)",
+                 root ? "no 'siblings' array" : jerr.text);
+        json_decref(root);
+        return false;
+    }
+    size_t i;
+    json_t *s;
+    json_array_foreach(siblings, i, s) {
+        const char *name = json_string_value(json_object_get(s, "rfilename"));
+        if (name)
+            hub_files_add(out, name);
+    }
+    json_decref(root);
+    return true;
+}
+
+static sl_status list_remote(const hub_ctx *c, const hub_ref *ref, hub_files *out)
 {
     char url[4096], err[CURL_ERROR_SIZE + 64];
     snprintf(url, sizeof url, "%s/api/models/%s/%s/revision/%s", c->endpoint, ref->org, ref->repo,
@@ -343,27 +370,13 @@ static sl_status list_remote(const hub_ctx *c, const hub_ref *ref, file_list *ou
         sl_buf_free(&r.body);
         return st;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb(r.body.data ? (const char *)r.body.data : "", r.body.len, 0, &jerr);
+    char why[256];
+    bool ok = hub_listing_parse((const char *)r.body.data, r.body.len, out, why, sizeof why);
     sl_buf_free(&r.body);
-    json_t *siblings = json_object_get(root, "siblings");
-    if (!json_is_array(siblings)) {
-        json_decref(root);
-        return sl_fail(SL_ERR_IO, "%s: %s: not a repository listing (no 'siblings' array)", c->spec,
-                       url);
-    }
-    size_t i;
-    json_t *s;
-    json_array_foreach(siblings, i, s) {
-        const char *name = json_string_value(json_object_get(s, "rfilename"));
-        if (name)
-            file_list_add(out, name);
-    }
-    json_decref(root);
-    return SL_OK;
+    return ok ? SL_OK : sl_fail(SL_ERR_IO, "%s: %s: %s", c->spec, url, why);
 }
 
-static sl_status list_cached(const hub_ctx *c, file_list *out)
+static sl_status list_cached(const hub_ctx *c, hub_files *out)
 {
     char commit[128], dir[4096];
     if (!read_ref(c, commit, sizeof commit))
@@ -377,7 +390,7 @@ static sl_status list_cached(const hub_ctx *c, file_list *out)
                        strerror(errno));
     struct dirent *e;
     while ((e = readdir(d)))
-        file_list_add(out, e->d_name);
+        hub_files_add(out, e->d_name);
     closedir(d);
     return SL_OK;
 }
@@ -387,13 +400,11 @@ static int by_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Chooses the model (when *model is empty) and, when mmproj is given, the
- * projector from the repository's files. */
-static sl_status choose_files(const hub_ctx *c, const hub_ref *ref, file_list *files, char *model,
-                              size_t model_cap, char *mmproj, size_t mmproj_cap)
+sl_status hub_choose_files(const char *spec, const char *org, const char *repo, hub_files *files,
+                           char *model, size_t model_cap, char *mmproj, size_t mmproj_cap)
 {
     qsort(files->names, files->n, sizeof *files->names, by_name);
-    const char *models[256], *projectors[256];
+    const char *models[HUB_MAX_FILES], *projectors[HUB_MAX_FILES];
     size_t n_models = 0, n_projectors = 0;
     for (size_t i = 0; i < files->n; i++) {
         if (is_projector(files->names[i]))
@@ -407,8 +418,7 @@ static sl_status choose_files(const hub_ctx *c, const hub_ref *ref, file_list *f
             if (contains_nocase(models[k], "q8_0"))
                 pick = models[k];
         if (!pick && n_models == 0)
-            return sl_fail(SL_ERR_NOT_FOUND, "%s: the repository has no .gguf model file",
-                           c->spec);
+            return sl_fail(SL_ERR_NOT_FOUND, "%s: the repository has no .gguf model file", spec);
         if (!pick) {
             char list[1024] = "";
             for (size_t k = 0; k < n_models && strlen(list) < sizeof list - 200; k++)
@@ -417,7 +427,7 @@ static sl_status choose_files(const hub_ctx *c, const hub_ref *ref, file_list *f
             return sl_fail(SL_ERR_INVALID_ARG,
                            "%s: the repository has %zu model files (%s): name one, as "
                            "hf://%s/%s/FILE.gguf",
-                           c->spec, n_models, list, ref->org, ref->repo);
+                           spec, n_models, list, org, repo);
         }
         snprintf(model, model_cap, "%s", pick);
     }
@@ -586,12 +596,13 @@ sl_status sl_hub_fetch(const char *model_ref, const char *mmproj_ref,
     if (mmproj_ref && !*mmproj_ref)
         mmproj_ref = NULL;
     if (!ref.file[0] || want_projector) {
-        file_list files = {0};
+        hub_files files = {0};
         st = offline(&c) ? list_cached(&c, &files) : list_remote(&c, &ref, &files);
         if (st == SL_OK)
-            st = choose_files(&c, &ref, &files, model_file, sizeof model_file,
-                              want_projector ? mmproj_file : NULL, sizeof mmproj_file);
-        file_list_clear(&files);
+            st = hub_choose_files(model_ref, ref.org, ref.repo, &files, model_file,
+                                  sizeof model_file, want_projector ? mmproj_file : NULL,
+                                  sizeof mmproj_file);
+        hub_files_clear(&files);
         if (st != SL_OK)
             return st;
     }

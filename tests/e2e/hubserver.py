@@ -8,7 +8,9 @@ here): the routes huggingface_hub and sluice use, laid out the same way.
   GET  /lfs/ORG/REPO/FILE                  the bytes; honours Range (206)
 
 Faults for tests: `drop_once[file] = n` sends only n bytes of the first full
-GET of `file` then closes; `lie_size[file] = n` makes the hub list size n.
+GET of `file` then closes; `lie_size[file] = n` makes the hub list size n;
+`raw[path] = bytes` answers that exact path (HEAD or GET) with the bytes, as
+a hostile hub would answer whatever a client asks.
 Every request is logged as (method, path, Range header)."""
 import http.server
 import json
@@ -23,6 +25,7 @@ class Hub(LocalServer):
         self.log = []
         self.drop_once = {}
         self.lie_size = {}
+        self.raw = {}
         hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -55,6 +58,8 @@ class Hub(LocalServer):
 
             def handle_any(self, head):
                 hub.log.append((self.command, self.path, self.headers.get("Range")))
+                if self.path in hub.raw:
+                    return self.send_bytes(head, hub.raw[self.path], self.path)
                 parts = self.path.split("/")
                 if parts[1:3] == ["api", "models"] and len(parts) >= 7:
                     repo = "/".join(parts[3:5])

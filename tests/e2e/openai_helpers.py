@@ -2,7 +2,10 @@
 processes on free loopback ports, and a small HTTP proxy (stdlib only) that
 sits in front of one, records every request and its answer, and can inject
 faults (429 with Retry-After, 500, 503, a hang past the client's timeout, a
-dropped connection) on a planned share of requests. Every wait is bounded."""
+dropped connection) on a planned share of requests; and a fake server (no
+model) for the answers only a misbehaving server gives: 429 forever, a
+Retry-After of a day, a stream or a body without end. Every wait is
+bounded."""
 import hashlib
 import http.client
 import http.server
@@ -188,3 +191,84 @@ def metric_sum(text: str, name: str, **labels) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 total += s.value
     return total
+
+
+class FakeServer(LocalServer):
+    """An OpenAI-compatible server without a model, for the answers a real one
+    gives only when it misbehaves: GET /v1/models lists "fake", and each POST
+    /v1/chat/completions is answered by `answer(handler, n, body)`, n counting
+    the attempts of that body (0 the first); the functions below write the
+    usual kinds. `log` holds (time, body sha, attempt) per POST. Anything
+    endless stops after `limit_s` per connection, so every wait is bounded."""
+
+    def __init__(self, answer, limit_s: float = 20.0):
+        self.answer = answer
+        self.limit_s = limit_s
+        self.lock = threading.Lock()
+        self.attempts = {}
+        self.log = []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                reply(self, 200, json.dumps({"object": "list", "data": [
+                    {"id": "fake", "object": "model"}]}).encode())
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                sha = hashlib.sha256(body).hexdigest()
+                with fake.lock:
+                    n = fake.attempts.get(sha, 0)
+                    fake.attempts[sha] = n + 1
+                    fake.log.append((time.monotonic(), sha, n))
+                fake.answer(self, n, json.loads(body))
+
+        super().__init__(Handler)
+
+
+def reply(handler, status, data: bytes, headers=(), content_type="application/json"):
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(data)))
+    for k, v in headers:
+        handler.send_header(k, v)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def completion(handler, text="a fake caption", delay_s=0.0):
+    time.sleep(delay_s)
+    reply(handler, 200, json.dumps({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "fake",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}).encode())
+
+
+def too_many_requests(handler, retry_after=None):
+    reply(handler, 429, json.dumps({"error": {"message": "rate limited, slow down",
+                                              "type": "rate_limit"}}).encode(),
+          [("Retry-After", str(retry_after))] if retry_after is not None else [])
+
+
+def endless(handler, status, head: bytes, piece: bytes, content_type, limit_s: float):
+    """`head`, then `piece` again and again until the client hangs up (or
+    limit_s passes), with no length: the answer ends only with the
+    connection."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    handler.close_connection = True
+    deadline = time.monotonic() + limit_s
+    try:
+        handler.wfile.write(head)
+        while time.monotonic() < deadline:
+            handler.wfile.write(piece * 64)
+    except (BrokenPipeError, ConnectionResetError):
+        pass

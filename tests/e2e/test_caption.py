@@ -2,6 +2,7 @@
 and clear failures for a wrong command line."""
 import pathlib
 import signal
+import socket
 import subprocess
 import time
 
@@ -321,3 +322,31 @@ def test_parquet_output_matches_jsonl_and_reads_in_pyarrow_and_duckdb(sluice, co
     assert n == len(rows) and failed == sum(1 for r in rows if r["error"])
     r = sluice.caption(SAMPLES, tmp_path / "x", "--format", "csv")
     assert r.returncode == 2 and "--format must be jsonl or parquet" in r.stderr
+
+
+def test_every_endpoints_file_is_kept(sluice, tmp_path):
+    """Endpoints from two --endpoints-file flags are all used: the second
+    file once freed the first one's text, which its endpoints pointed into
+    (caught by ASan in the sanitizer build; here: both named)."""
+    ports = []
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text(f"# the first fleet\nhttp://127.0.0.1:{ports[0]}\nhttp://127.0.0.1:{ports[1]}\n")
+    second.write_text(f"http://127.0.0.1:{ports[2]}\n")
+    r = sluice.run("caption", SAMPLES, "-o", tmp_path / "out", "--engine", "openai",
+                   "--endpoints-file", first, "--endpoints-file", second, "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    for port in ports:  # none answers: the message names each endpoint
+        assert f"http://127.0.0.1:{port}" in r.stderr, r.stderr
+
+
+def test_a_prompt_that_is_not_utf8_is_a_usage_error(sluice, tmp_path):
+    r = subprocess.run([str(sluice.binary), "caption", str(SAMPLES), "-o", str(tmp_path / "o"),
+                        "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+                        "--prompt", b"D\xe9cris l'image"], capture_output=True)
+    assert r.returncode == 2
+    assert b"not valid UTF-8 (--prompt)" in r.stderr
+    assert not (tmp_path / "o" / "part-00000.jsonl").exists()

@@ -144,3 +144,24 @@ def test_bad_references_say_what_to_change(sluice_bin, tmp_path, few_images, rep
     assert "a-F16.gguf" in ambiguous.stderr and "b-Q4_K_M.gguf" in ambiguous.stderr
     assert "name one" in ambiguous.stderr
     assert malformed.returncode == 2 and "hf://ORG/REPO" in malformed.stderr
+
+
+def test_a_listed_name_that_leaves_the_cache_is_not_a_file_of_the_repository(
+        sluice_bin, tmp_path, few_images, repos):
+    # A hostile (or broken) hub lists "../../../../escape-Q8_0.gguf": it
+    # sorts first among the Q8_0 models, and was chosen and written to
+    # HF_HOME/escape-Q8_0.gguf (libcurl squashes the "../" of the URL, and the
+    # hub answered that path). It is no file of the repository: dropped.
+    home = tmp_path / "hf"
+    evil = "../../../../escape-Q8_0.gguf"
+    repos[ORG_REPO][evil] = repos[ORG_REPO][MODEL]
+    with Hub(repos) as hub:
+        hub.raw["/escape-Q8_0.gguf"] = repos[ORG_REPO][MODEL]
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(home)}
+        r = run(sluice_bin, caption_args(few_images, tmp_path / "out", f"hf://{ORG_REPO}"), env)
+        assert r.returncode == 0, r.stderr
+        asked = [path for _, path, _ in hub.log]
+    assert not any("escape" in path for path in asked), asked
+    written = sorted(str(p.relative_to(home)) for p in home.rglob("*.gguf"))
+    snap = snapshot(home, hub.commit).relative_to(home)
+    assert written == [str(snap / PROJECTOR), str(snap / MODEL)], written

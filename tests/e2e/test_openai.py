@@ -2,8 +2,10 @@
 captions equal to what the server gives each request alone, failover when a
 server dies, retries through a fault-injecting proxy without losing or
 duplicating a row, and fast, clear failures for 401, 400 and an endpoint
-that does not answer."""
+that does not answer; against a fake server, that no server can hang a run
+(a Retry-After of a day, 429 forever, an answer without end)."""
 import base64
+import hashlib
 import io
 import json
 import subprocess
@@ -13,7 +15,8 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLES, read_rows, sample_copies, sample_images
-from openai_helpers import LlamaServer, Proxy, chat, free_port, metric_sum, scrape
+from openai_helpers import (FakeServer, LlamaServer, Proxy, chat, completion, endless,
+                            free_port, metric_sum, scrape, too_many_requests)
 
 EXPECTED_IDS = {str(p.relative_to(SAMPLES)) for p in sample_images()}
 
@@ -408,3 +411,133 @@ def test_endpoint_failures_sets_how_many_faults_take_an_endpoint_out(sluice, lla
     assert {row["id"] for row in ok_rows(out)} == EXPECTED_IDS
     assert [e["status"] for e in log] == [500] * failures
     assert f"out of rotation for 600 s after {failures} failures in a row" in r.stderr
+
+
+# --- a server cannot hang a run (fake servers: no model needed) -------------
+
+
+def few_inputs(tmp_path, n=4):
+    root = tmp_path / "few"
+    root.mkdir()
+    for p in sample_images()[:n]:
+        (root / p.name).symlink_to(p)
+    return root
+
+
+def test_a_retry_after_past_the_bound_is_not_obeyed(sluice, tmp_path):
+    # Each request's first answer is a 429: half ask for a day (past the
+    # 60 s bound: the client's own backoff instead), half for 2 s (obeyed).
+    def answer(h, n, body):
+        day = int(hashlib.sha256(json.dumps(body).encode()).hexdigest(), 16) % 2
+        if n == 0:
+            return too_many_requests(h, 86400 if day else 2)
+        completion(h)
+
+    inp = many_inputs(tmp_path, 1)
+    with FakeServer(answer) as fake:
+        r = caption(sluice, inp, tmp_path / "out", "--endpoint", fake.url, "--max-in-flight", "8",
+                    "--metrics-addr", "off", timeout=90)
+        log = list(fake.log)
+    assert r.returncode == 0, r.stderr
+    rows = ok_rows(tmp_path / "out")
+    assert len(rows) == len(sample_images()) and all(row["caption"] for row in rows)
+    first = {sha: t for t, sha, n in log if n == 0}
+    second = {sha: t for t, sha, n in log if n == 1}
+    assert first.keys() == second.keys() and len(first) == len(rows)
+    gaps = sorted(second[sha] - first[sha] for sha in first)
+    short = [g for g in gaps if g < 1.9]
+    long = [g for g in gaps if g >= 1.9]
+    assert short and long, gaps  # both kinds were met
+    assert all(g <= 0.6 for g in short), gaps  # a day: the first backoff, 0.5 s at most
+    assert all(g < 3.0 for g in long), gaps    # 2 s: obeyed
+
+
+def test_endless_429s_stop_the_job_after_give_up_after(sluice, tmp_path):
+    inp = many_inputs(tmp_path, 1)
+    out = tmp_path / "out"
+    with FakeServer(lambda h, n, body: too_many_requests(h)) as fake:
+        t0 = time.monotonic()
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--give-up-after", "3",
+                    "--max-attempts", "1000", "--metrics-addr", "off", timeout=90)
+        took = time.monotonic() - t0
+        log = list(fake.log)
+    assert r.returncode == 1, r.stderr
+    assert "every endpoint has been failing for 3 s" in r.stderr, r.stderr
+    assert "HTTP 429: rate limited, slow down" in r.stderr and fake.url in r.stderr
+    assert 3 <= took < 30
+    assert len(log) > len(sample_images()), "the requests were retried until then"
+    rows = read_rows(out) if (out / "part-00000.jsonl").exists() else []
+    assert all(row["error"] and "every endpoint has been failing" in row["error"]
+               for row in rows)
+
+
+def test_a_busy_fleet_that_still_answers_is_not_given_up(sluice, tmp_path):
+    # Every request is refused once (429), then answered in 0.3 s: the run
+    # lasts several times --give-up-after with 429s all along, and goes on.
+    def answer(h, n, body):
+        if n == 0:
+            return too_many_requests(h)
+        completion(h, delay_s=0.3)
+
+    inp = many_inputs(tmp_path, 3)
+    t0 = time.monotonic()
+    with FakeServer(answer) as fake:
+        r = caption(sluice, inp, tmp_path / "out", "--endpoint", fake.url, "--max-in-flight",
+                    "2", "--give-up-after", "2", "--metrics-addr", "off", timeout=120)
+        log = list(fake.log)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    rows = ok_rows(tmp_path / "out")
+    assert len(rows) == 3 * len(sample_images()) and all(row["error"] is None for row in rows)
+    assert sum(n == 0 for _, _, n in log) == len(rows)
+    assert took > 3 * 2
+
+
+CHUNK = b'data: {"object":"chat.completion.chunk","choices":[{"index":0,' \
+        b'"delta":{"content":"lorem ipsum dolor "}}]}\n\n'
+
+
+@pytest.mark.parametrize("kind", ["stream", "body", "error"])
+def test_an_answer_without_end_fails_the_row_at_its_bound(sluice, tmp_path, kind):
+    # A server that ignores max_tokens and never stops: the row fails once
+    # the answer passes what --max-tokens 8 can explain (64 KiB + 256 bytes
+    # a token of text; 6 times that + 1 MiB of JSON), naming the row and the
+    # endpoint; the same request is not asked again. An error answer without
+    # end is kept only for its message (its first 64 KiB).
+    def answer(h, n, body):
+        if kind == "stream":
+            assert body["stream"] is True
+            endless(h, 200, b"", CHUNK, "text/event-stream", fake.limit_s)
+        elif kind == "body":
+            endless(h, 200, b'{"choices":[{"message":{"role":"assistant","content":"', b"lorem ",
+                    "application/json", fake.limit_s)
+        else:
+            endless(h, 500, b"", b"overloaded ", "text/plain", fake.limit_s)
+
+    inp = few_inputs(tmp_path)
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        t0 = time.monotonic()
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--max-tokens", "8",
+                    "--max-attempts", "2", "--endpoint-cooldown", "0.2", "--metrics-addr", "off",
+                    *(["--stream"] if kind == "stream" else []), timeout=120)
+        took = time.monotonic() - t0
+        log = list(fake.log)
+    assert r.returncode == 3, r.stderr
+    rows = ok_rows(out)
+    assert len(rows) == 4 and took < 15
+    text_max = 64 * 1024 + 256 * 8
+    for row in rows:
+        assert row["caption"] is None and row["error_stage"] == "engine"
+        assert row["id"] in row["error"] and fake.url in row["error"], row["error"]
+        if kind == "stream":
+            assert f"its text passed {text_max} bytes" in row["error"], row["error"]
+        elif kind == "body":
+            assert f"its body passed {6 * text_max + (1 << 20)} bytes" in row["error"], row["error"]
+        else:
+            assert "gave up after 2 attempts" in row["error"], row["error"]
+            assert "HTTP 500: overloaded overloaded" in row["error"], row["error"]
+    attempts = {}
+    for _, sha, _ in log:
+        attempts[sha] = attempts.get(sha, 0) + 1
+    assert sorted(attempts.values()) == [1 if kind != "error" else 2] * 4

@@ -8,6 +8,12 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
 #include "sluice/sluice.h"
 #include "test_util.h"
 
@@ -172,7 +178,14 @@ static void a_context_that_cannot_fit_says_what_to_lower(void **state)
     assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
     assert_null(e);
     assert_non_null(strstr(sl_last_error(), "lower --max-tokens"));
+    p.max_tokens_hint = INT_MAX; /* the library API takes any int: no overflow */
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "lower --max-tokens"));
     p.max_tokens_hint = 64;
+    p.n_ctx_per_seq = INT_MAX;
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "lower --ctx"));
+    p.n_ctx_per_seq = 0;
     p.n_parallel = 0;
     assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "--parallel"));
@@ -330,8 +343,150 @@ static void stop_strings_end_generation(void **state)
     sl_engine_free(e);
 }
 
+/* Running out of memory inside the engine fails requests; it never loses
+ * one (a lost completion hangs a run: the executor waits for it forever). */
+static void out_of_memory_fails_requests_but_returns_each(void **state)
+{
+    sl_engine *e = open_tiny(2, 0);
+    enum { N = 6 };
+    int tags[N];
+    for (int k = 0; k < N; k++) {
+        sl_request req = request("oom", 16);
+        assert_int_equal(sl_engine_submit(e, &req, &tags[k]), SL_OK);
+    }
+    sl_alloc_fail_after(0); /* every allocation of ours fails from here */
+    bool back[N] = {0};
+    int got = 0, nomem = 0;
+    for (int polls = 0; got < N && polls < 120; polls++) {
+        sl_completion c[N];
+        size_t n = 0;
+        assert_int_equal(sl_engine_poll(e, c, N, 1000, &n), SL_OK);
+        for (size_t i = 0; i < n; i++) {
+            int k = (int)((int *)c[i].tag - tags);
+            assert_false(back[k]);
+            back[k] = true;
+            got++;
+            nomem += c[i].status == SL_ERR_NOMEM;
+            sl_completion_clear(&c[i]);
+        }
+    }
+    sl_alloc_fail_after(-1);
+    assert_int_equal(got, N);
+    assert_true(nomem >= 1); /* the out-of-memory path was taken */
+    assert_int_equal(sl_engine_in_flight(e), 0);
+    sl_request req = request("after", 4); /* and the engine still works */
+    sl_result r;
+    assert_int_equal(sl_engine_generate(e, &req, &r), SL_OK);
+    sl_result_clear(&r);
+    sl_engine_free(e);
+}
+
+/* A bad request is refused at submit, alone: the engine goes on. */
+static void a_prompt_that_is_not_utf8_is_refused_alone(void **state)
+{
+    sl_engine *e = open_tiny(1, 0);
+    sl_request req = request("latin1.csv:7", 8);
+    req.prompt = "D\xe9" "cris l'image";
+    assert_int_equal(sl_engine_submit(e, &req, NULL), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "latin1.csv:7"));
+    assert_non_null(strstr(sl_last_error(), "not valid UTF-8"));
+    const char *stops[] = {"ok", "\xff"};
+    req = request("bad-stop", 8);
+    req.stop = stops;
+    req.n_stop = 2;
+    assert_int_equal(sl_engine_submit(e, &req, NULL), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "stop string 2"));
+    assert_int_equal(sl_engine_in_flight(e), 0);
+    req = request("fine", 4);
+    sl_result r;
+    assert_int_equal(sl_engine_generate(e, &req, &r), SL_OK);
+    sl_result_clear(&r);
+    sl_engine_free(e);
+}
+
+/* max_tokens near INT_MAX: a clear "does not fit", not an overflow. */
+static void huge_max_tokens_does_not_overflow(void **state)
+{
+    sl_engine *e = open_tiny(1, 0);
+    sl_request req = request("huge", INT_MAX);
+    req.trace = true;
+    sl_result r;
+    assert_int_equal(sl_engine_generate(e, &req, &r), SL_ERR_TOO_LONG);
+    assert_non_null(strstr(sl_last_error(), "max_tokens is 2147483647"));
+    sl_engine_free(e);
+}
+
+typedef struct stats_reader {
+    sl_engine *e;
+    atomic_bool stop;
+    bool went_back;
+    long reads;
+} stats_reader;
+
+static void *read_stats(void *arg)
+{
+    stats_reader *sr = arg;
+    sl_engine_stats prev = {0};
+    while (!atomic_load(&sr->stop)) {
+        sl_engine_stats st;
+        sl_engine_stats_get(sr->e, &st);
+        if (st.generation_tokens < prev.generation_tokens || st.decode_calls < prev.decode_calls ||
+            st.prompt_tokens < prev.prompt_tokens || st.images_encoded < prev.images_encoded)
+            sr->went_back = true;
+        prev = st;
+        sr->reads++;
+        usleep(100);
+    }
+    return NULL;
+}
+
+/* Statistics are read by the metrics thread while the engine runs: every
+ * snapshot is consistent and counters never go back (TSan checks the
+ * locking: this test runs in the TSan build too). */
+static void stats_can_be_read_while_the_engine_runs(void **state)
+{
+    sl_engine *e = open_tiny(4, 0);
+    stats_reader sr = {.e = e};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, read_stats, &sr), 0);
+    for (int k = 0; k < 8; k++) {
+        sl_request req = request("stats", 12);
+        assert_int_equal(sl_engine_submit(e, &req, NULL), SL_OK);
+    }
+    int got = 0;
+    for (int polls = 0; got < 8 && polls < 600; polls++) {
+        sl_completion c[8];
+        size_t n = 0;
+        assert_int_equal(sl_engine_poll(e, c, 8, 1000, &n), SL_OK);
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(c[i].status, SL_OK);
+            sl_completion_clear(&c[i]);
+        }
+        got += (int)n;
+    }
+    atomic_store(&sr.stop, true);
+    pthread_join(t, NULL);
+    assert_int_equal(got, 8);
+    assert_false(sr.went_back);
+    assert_true(sr.reads > 0);
+    sl_engine_stats st;
+    sl_engine_stats_get(e, &st);
+    assert_true(st.generation_tokens >= 8);
+    assert_int_equal(st.images_encoded, 16); /* tile + overview each */
+    /* The gauges are published at the end of each engine step, which may
+     * come just after the last completion was handed over. */
+    for (int i = 0; i < 200 && st.requests_running; i++) {
+        usleep(10000);
+        sl_engine_stats_get(e, &st);
+    }
+    assert_int_equal(st.requests_running, 0);
+    sl_engine_free(e);
+}
+
 int main(void)
 {
+    if (getenv("SLUICE_TEST_FILTER")) /* e.g. "stats_*": run only those */
+        cmocka_set_test_filter(getenv("SLUICE_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(missing_files_fail_fast_with_the_path),
         cmocka_unit_test(a_file_that_is_not_gguf_is_a_model_error),
@@ -342,6 +497,10 @@ int main(void)
         cmocka_unit_test(batched_greedy_matches_alone_up_to_float_ties),
         cmocka_unit_test(stop_strings_end_generation),
         cmocka_unit_test(freeing_with_requests_in_flight_is_clean),
+        cmocka_unit_test(out_of_memory_fails_requests_but_returns_each),
+        cmocka_unit_test(a_prompt_that_is_not_utf8_is_refused_alone),
+        cmocka_unit_test(huge_max_tokens_does_not_overflow),
+        cmocka_unit_test(stats_can_be_read_while_the_engine_runs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

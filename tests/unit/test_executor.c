@@ -24,10 +24,19 @@ typedef struct tctx {
     int fail_every;         /* map fails rows with seq % fail_every == 0 */
     int crash_calls;        /* map process() fails on its first N calls */
     bool crash_always, init_fail_map, allocate_payload;
+    bool track_payloads;    /* payloads record their own free in freed[] */
+    int refuse_every;       /* async: submit() refuses rows with seq % refuse_every == 1 */
+    bool hold_forever;      /* holder: never completes a row */
+    int fail_poll_holding;  /* holder: poll() fails once while holding this many rows */
+    int fail_submit_at;     /* holder: the Nth submit() fails (once) */
     /* observations */
     atomic_long map_inits, map_calls, max_map_batch, second_saw_failed;
     atomic_long sink_rows, sink_failed, async_inflight, async_max_inflight;
-    atomic_int sink_end, map_end;
+    atomic_int sink_end, map_end, holder_end;
+    atomic_long released_before_close, held_at_close, holder_submits;
+    atomic_bool holder_failed_once;
+    _Atomic unsigned char *freed; /* track_payloads: payload of seq freed */
+    sl_status first_status;
     pthread_mutex_t mu;
     unsigned char *seen;    /* sink: times each seq arrived */
     long seen_cap;
@@ -42,6 +51,7 @@ static tctx *new_ctx(long n_rows)
     c->n_rows = n_rows;
     c->seen_cap = n_rows > 0 ? n_rows : 1 << 22;
     c->seen = calloc((size_t)c->seen_cap, 1);
+    c->freed = calloc((size_t)c->seen_cap, 1);
     c->in_order = true;
     atomic_store(&c->sink_end, -1);
     atomic_store(&c->map_end, -1);
@@ -52,6 +62,7 @@ static tctx *new_ctx(long n_rows)
 static void free_ctx(tctx *c)
 {
     free(c->seen);
+    free((void *)c->freed);
     free(c);
 }
 
@@ -59,6 +70,17 @@ static unsigned rnd(unsigned *s)
 {
     *s = *s * 1103515245u + 12345u;
     return *s >> 8;
+}
+
+/* A payload that records when it is freed, so a test can tell whether a
+ * row was released while a stage still held it. */
+typedef struct tracked { tctx *c; long seq; long value; } tracked;
+static void tracked_free(void *p)
+{
+    tracked *t = p;
+    if (t->seq < t->c->seen_cap)
+        atomic_store(&t->c->freed[t->seq], 1);
+    free(t);
 }
 
 /* --- source ---- */
@@ -83,7 +105,12 @@ static sl_status src_produce(void *state, sl_row *row, bool *done)
         usleep((useconds_t)s->c->source_delay_us);
     long *v = malloc(sizeof *v);
     *v = s->next++;
-    if (s->c->allocate_payload && s->c->row_bytes) {
+    if (s->c->track_payloads) {
+        tracked *t = malloc(sizeof *t);
+        *t = (tracked){s->c, *v, *v};
+        sl_row_set_data(row, t, tracked_free);
+        free(v);
+    } else if (s->c->allocate_payload && s->c->row_bytes) {
         /* Untouched pages: real allocations, cheap even under TSan. */
         sl_row_set_data(row, malloc(s->c->row_bytes), free);
         free(v);
@@ -163,6 +190,12 @@ static void async_close(void *state, sl_exec_end end) { free(state); }
 static sl_status async_submit(void *state, sl_row *row)
 {
     async_state *a = state;
+    if (a->c->refuse_every && sl_row_seq(row) % (uint64_t)a->c->refuse_every == 1) {
+        /* A request this engine cannot take: the row fails, the worker goes on. */
+        sl_row_fail_status(row, SL_ERR_INVALID_ARG, "row %llu: refused",
+                           (unsigned long long)sl_row_seq(row));
+        return SL_OK;
+    }
     if (a->n == 64)
         return SL_ERR_ENGINE;
     a->held[a->n++] = row;
@@ -204,6 +237,7 @@ static sl_status sink_process(void *state, sl_row *const *rows, size_t n)
         if (sl_row_failed(rows[i])) {
             atomic_fetch_add(&c->sink_failed, 1);
             if (!c->first_error[0]) {
+                c->first_status = sl_row_error_status(rows[i]);
                 snprintf(c->first_error, sizeof c->first_error, "%s", sl_row_error(rows[i]));
                 snprintf(c->first_error_stage, sizeof c->first_error_stage, "%s",
                          sl_row_error_stage(rows[i]));
@@ -217,6 +251,106 @@ static sl_status sink_process(void *state, sl_row *const *rows, size_t n)
     return SL_OK;
 }
 
+/* --- holder: an engine-like async stage. Its own thread reads the payload
+ * of every row it holds until close() joins it, as the llama engine reads
+ * a request's image until sl_engine_free(). close() then checks that none
+ * of its rows was freed or delivered while it held them, and touches each
+ * (ASan reports a use after free if the executor released them early). */
+#define HOLD_MAX 256
+typedef struct holder {
+    tctx *c;
+    pthread_mutex_t mu;
+    sl_row *held[HOLD_MAX];
+    long seqs[HOLD_MAX];
+    size_t n;
+    bool stop;
+    unsigned rng;
+    pthread_t thread;
+} holder;
+
+static void *holder_main(void *arg)
+{
+    holder *h = arg;
+    volatile long sink = 0;
+    for (;;) {
+        pthread_mutex_lock(&h->mu);
+        bool stop = h->stop;
+        for (size_t i = 0; i < h->n; i++)
+            sink += ((tracked *)sl_row_data(h->held[i]))->value;
+        pthread_mutex_unlock(&h->mu);
+        if (stop)
+            return NULL;
+        usleep(200);
+    }
+}
+static sl_status holder_init(void *cfg, int worker, void **state)
+{
+    holder *h = calloc(1, sizeof *h);
+    h->c = cfg;
+    h->rng = (unsigned)worker + 7;
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_create(&h->thread, NULL, holder_main, h);
+    *state = h;
+    return SL_OK;
+}
+static void holder_close(void *state, sl_exec_end end)
+{
+    holder *h = state;
+    tctx *c = h->c;
+    pthread_mutex_lock(&h->mu);
+    h->stop = true;
+    pthread_mutex_unlock(&h->mu);
+    pthread_join(h->thread, NULL);
+    usleep(30000); /* rows released too early have reached the sink by now */
+    atomic_fetch_add(&c->held_at_close, (long)h->n);
+    for (size_t i = 0; i < h->n; i++) {
+        long seq = h->seqs[i];
+        pthread_mutex_lock(&c->mu);
+        bool gone = atomic_load(&c->freed[seq]) || c->seen[seq];
+        pthread_mutex_unlock(&c->mu);
+        if (gone)
+            atomic_fetch_add(&c->released_before_close, 1);
+        else
+            ((tracked *)sl_row_data(h->held[i]))->value++;
+    }
+    atomic_store(&c->holder_end, (int)end);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}
+static sl_status holder_submit(void *state, sl_row *row)
+{
+    holder *h = state;
+    tctx *c = h->c;
+    long k = atomic_fetch_add(&c->holder_submits, 1) + 1;
+    if (c->fail_submit_at && k == c->fail_submit_at)
+        return SL_ERR_ENGINE;
+    pthread_mutex_lock(&h->mu);
+    assert_true(h->n < HOLD_MAX);
+    h->seqs[h->n] = (long)sl_row_seq(row);
+    h->held[h->n++] = row;
+    pthread_mutex_unlock(&h->mu);
+    return SL_OK;
+}
+static sl_status holder_poll(void *state, sl_row **done, size_t max, int timeout_ms, size_t *n_done)
+{
+    holder *h = state;
+    tctx *c = h->c;
+    *n_done = 0;
+    usleep(1000);
+    pthread_mutex_lock(&h->mu);
+    bool fail = c->fail_poll_holding && h->n >= (size_t)c->fail_poll_holding &&
+                !atomic_exchange(&c->holder_failed_once, true);
+    size_t k = c->hold_forever || fail || !h->n ? 0 : 1 + rnd(&h->rng) % h->n;
+    while (k-- && *n_done < max) {
+        size_t i = rnd(&h->rng) % h->n;
+        done[(*n_done)++] = h->held[i];
+        h->seqs[i] = h->seqs[h->n - 1];
+        h->held[i] = h->held[--h->n];
+    }
+    pthread_mutex_unlock(&h->mu);
+    return fail ? SL_ERR_ENGINE : SL_OK;
+}
+
 #define SOURCE(c) {.name = "read", .kind = SL_STAGE_SOURCE, .workers = 1, .batch_size = 64, \
                    .config = c, .init = src_init, .close = src_close, .produce = src_produce}
 #define MAP(c, w, b) {.name = "decode", .kind = SL_STAGE_MAP, .workers = w, .batch_size = b, \
@@ -226,6 +360,9 @@ static sl_status sink_process(void *state, sl_row *const *rows, size_t n)
 #define ASYNC(c, w, inflight) {.name = "engine", .kind = SL_STAGE_ASYNC, .workers = w, \
     .batch_size = 8, .max_in_flight = inflight, .config = c, .init = async_init, \
     .close = async_close, .submit = async_submit, .poll = async_poll}
+#define HOLDER(c, inflight) {.name = "engine", .kind = SL_STAGE_ASYNC, .workers = 1, \
+    .batch_size = 4, .max_in_flight = inflight, .config = c, .init = holder_init, \
+    .close = holder_close, .submit = holder_submit, .poll = holder_poll}
 #define SINK(c) {.name = "write", .kind = SL_STAGE_SINK, .workers = 1, .batch_size = 32, \
                  .config = c, .init = pass_init, .close = sink_close, .process = sink_process}
 
@@ -470,6 +607,89 @@ static void second_stop_aborts(void **state)
     free_ctx(c);
 }
 
+/* Abort while an engine-like stage holds rows: it is closed (its thread
+ * joined) before the executor frees those rows. */
+static void abort_closes_an_async_stage_before_freeing_its_rows(void **state)
+{
+    tctx *c = new_ctx(-1);
+    c->track_payloads = true;
+    c->hold_forever = true; /* the drain cannot finish: the second stop aborts */
+    sl_stage_def defs[] = {SOURCE(c), HOLDER(c, 16), SINK(c)};
+    sl_exec *e;
+    assert_int_equal(sl_exec_create(NULL, defs, 3, &e), SL_OK);
+    stopper s = {e, 150, 2};
+    pthread_t t;
+    pthread_create(&t, NULL, stop_later, &s);
+    assert_int_equal(sl_exec_run(e), SL_ERR_STOPPED);
+    pthread_join(t, NULL);
+    assert_int_equal(atomic_load(&c->holder_end), SL_END_ABORTED);
+    assert_int_equal(atomic_load(&c->held_at_close), 16);
+    assert_int_equal(atomic_load(&c->released_before_close), 0);
+    sl_exec_free(e);
+    for (long i = 0; i < 16; i++) /* and the held rows were freed after all */
+        assert_int_equal(atomic_load(&c->freed[i]), 1);
+    free_ctx(c);
+}
+
+/* A worker failure (poll, then submit) in an engine-like stage: the old
+ * instance is closed before the rows it held are failed and sent on. */
+static void failed_async_worker_is_closed_before_its_rows_move_on(void **state)
+{
+    for (int variant = 0; variant < 2; variant++) {
+        tctx *c = new_ctx(300);
+        c->track_payloads = true;
+        if (variant == 0)
+            c->fail_poll_holding = 8;
+        else
+            c->fail_submit_at = 12;
+        sl_stage_def defs[] = {SOURCE(c), HOLDER(c, 16), SINK(c)};
+        sl_exec *e;
+        assert_int_equal(run(c, defs, 3, NULL, &e), SL_OK);
+        assert_each_once(c, 300);
+        assert_true(atomic_load(&c->held_at_close) >= (variant == 0 ? 8 : 1));
+        assert_int_equal(atomic_load(&c->released_before_close), 0);
+        assert_true(atomic_load(&c->sink_failed) >= 1);
+        assert_non_null(strstr(c->first_error, "worker failed"));
+        sl_stage_stats st;
+        sl_exec_stage_stats(e, 1, &st);
+        assert_int_equal(st.restarts, 1);
+        assert_int_equal(st.in_flight, 0);
+        sl_exec_free(e);
+        free_ctx(c);
+    }
+}
+
+/* submit() may refuse one row by failing it: that row fails alone, with
+ * its own status, and the worker is not restarted. */
+static void a_row_the_async_stage_refuses_fails_alone(void **state)
+{
+    tctx *c = new_ctx(300);
+    c->refuse_every = 10;
+    sl_stage_def defs[] = {SOURCE(c), ASYNC(c, 2, 8), CHECK(c), SINK(c)};
+    sl_exec *e;
+    assert_int_equal(sl_exec_create(NULL, defs, 4, &e), SL_OK);
+    stopper s = {e, 20000, 2}; /* a watchdog: a refused row that never comes back hangs */
+    pthread_t t;
+    pthread_create(&t, NULL, stop_later, &s);
+    sl_status st = sl_exec_run(e);
+    pthread_cancel(t);
+    pthread_join(t, NULL);
+    assert_int_equal(st, SL_OK);
+    assert_each_once(c, 300);
+    assert_int_equal(atomic_load(&c->sink_failed), 30);
+    assert_int_equal(c->first_status, SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(c->first_error, "refused"));
+    assert_string_equal(c->first_error_stage, "engine");
+    assert_int_equal(atomic_load(&c->second_saw_failed), 0);
+    sl_stage_stats ss;
+    sl_exec_stage_stats(e, 1, &ss);
+    assert_int_equal(ss.restarts, 0);
+    assert_int_equal(ss.rows_failed, 30);
+    assert_int_equal(ss.in_flight, 0);
+    sl_exec_free(e);
+    free_ctx(c);
+}
+
 static void slow_sink_keeps_bytes_under_budget(void **state)
 {
     tctx *c = new_ctx(400);
@@ -591,6 +811,9 @@ int main(void)
         cmocka_unit_test(async_stage_completes_out_of_order_within_limit),
         cmocka_unit_test(stop_drains_rows_in_flight),
         cmocka_unit_test(second_stop_aborts),
+        cmocka_unit_test(abort_closes_an_async_stage_before_freeing_its_rows),
+        cmocka_unit_test(failed_async_worker_is_closed_before_its_rows_move_on),
+        cmocka_unit_test(a_row_the_async_stage_refuses_fails_alone),
         cmocka_unit_test(slow_sink_keeps_bytes_under_budget),
         cmocka_unit_test(too_many_failures_stop_the_job),
         cmocka_unit_test(invalid_chains_are_refused),

@@ -1,5 +1,6 @@
 /* Unit tests: llm/http_policy.c — what is retried, backoff with full jitter
- * and Retry-After, Retry-After parsing, endpoint choice, the adaptive limit. */
+ * and Retry-After (bounded), Retry-After parsing, giving up on a fleet that
+ * only fails, endpoint choice, the adaptive limit. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,7 +39,7 @@ static void backoff_is_bounded_and_spread(void **state)
         double lo = 1e9, hi = 0, sum = 0;
         int n = 2000;
         for (int i = 0; i < n; i++) {
-            double w = http_policy_backoff_s(attempt, 0.5, 30.0, -1.0, &rng);
+            double w = http_policy_backoff_s(attempt, 0.5, 30.0, -1.0, 60.0, &rng);
             assert_true(w >= 0.0 && w <= ceiling);
             lo = w < lo ? w : lo;
             hi = w > hi ? w : hi;
@@ -50,21 +51,58 @@ static void backoff_is_bounded_and_spread(void **state)
         assert_true(mean > 0.45 * ceiling && mean < 0.55 * ceiling);
     }
     /* A huge attempt count does not overflow past the cap. */
-    assert_true(http_policy_backoff_s(10000, 0.5, 30.0, -1.0, &rng) <= 30.0);
+    assert_true(http_policy_backoff_s(10000, 0.5, 30.0, -1.0, 60.0, &rng) <= 30.0);
 }
 
 static void backoff_honours_retry_after(void **state)
 {
     uint64_t rng = 99;
     for (int i = 0; i < 200; i++) {
-        double w = http_policy_backoff_s(1, 0.5, 30.0, 7.0, &rng);
+        double w = http_policy_backoff_s(1, 0.5, 30.0, 7.0, 60.0, &rng);
         assert_true(w >= 7.0 && w <= 7.0);
     }
     /* A shorter Retry-After than the jitter drew does not shorten the wait. */
     int longer = 0;
     for (int i = 0; i < 200; i++)
-        longer += http_policy_backoff_s(6, 0.5, 30.0, 0.01, &rng) > 0.01;
+        longer += http_policy_backoff_s(6, 0.5, 30.0, 0.01, 60.0, &rng) > 0.01;
     assert_true(longer > 190);
+}
+
+/* A server cannot park a request: a Retry-After past the bound (60 s, as
+ * OpenAI's client) is not obeyed, and the wait is the jitter alone. */
+static void backoff_bounds_retry_after(void **state)
+{
+    uint64_t rng = 7;
+    for (int i = 0; i < 200; i++) {
+        assert_true(http_policy_backoff_s(1, 0.5, 30.0, 60.0, 60.0, &rng) == 60.0);
+        double w = http_policy_backoff_s(1, 0.5, 30.0, 86400.0, 60.0, &rng);
+        assert_true(w >= 0.0 && w <= 0.5);
+        w = http_policy_backoff_s(3, 0.5, 30.0, 60.5, 60.0, &rng);
+        assert_true(w >= 0.0 && w <= 2.0);
+        /* The bound is the caller's: 0 obeys only "Retry-After: 0". */
+        w = http_policy_backoff_s(2, 0.5, 30.0, 5.0, 0.0, &rng);
+        assert_true(w >= 0.0 && w <= 1.0);
+    }
+}
+
+/* Every attempt failing (429s included) for all_down_s: give up; an answer
+ * clears the clock (failing_since < 0); a long attempt in progress holds it
+ * off. */
+static void stalled_fleet(void **state)
+{
+    /* Not failing. */
+    assert_false(http_policy_stalled(1000.0, -1.0, 0.0, 120.0));
+    /* Failing, not yet long enough. */
+    assert_false(http_policy_stalled(1000.0, 900.0, 0.0, 120.0));
+    assert_false(http_policy_stalled(1000.0, 880.5, 0.0, 120.0));
+    /* Long enough: whatever failed, with nothing or only quick attempts running. */
+    assert_true(http_policy_stalled(1000.0, 880.0, 0.0, 120.0));
+    assert_true(http_policy_stalled(1000.0, 0.0, 0.2, 120.0));
+    /* An attempt running for HTTP_POLICY_BUSY_S is a generation, not a refusal. */
+    assert_false(http_policy_stalled(1000.0, 0.0, HTTP_POLICY_BUSY_S, 120.0));
+    assert_true(http_policy_stalled(1000.0, 0.0, HTTP_POLICY_BUSY_S - 0.1, 120.0));
+    /* A zero deadline gives up at the first failure. */
+    assert_true(http_policy_stalled(5.0, 5.0, 0.0, 0.0));
 }
 
 static void retry_after_values(void **state)
@@ -148,6 +186,8 @@ int main(void)
         cmocka_unit_test(retriable_answers),
         cmocka_unit_test(backoff_is_bounded_and_spread),
         cmocka_unit_test(backoff_honours_retry_after),
+        cmocka_unit_test(backoff_bounds_retry_after),
+        cmocka_unit_test(stalled_fleet),
         cmocka_unit_test(retry_after_values),
         cmocka_unit_test(pick_fewest_outstanding_in_rotation),
         cmocka_unit_test(pick_spreads_ties),

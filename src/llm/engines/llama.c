@@ -152,30 +152,38 @@ typedef struct llama_engine {
     size_t n_done, cap_done;
     size_t in_flight;
     bool stopping;
-    sl_engine_stats stats;     /* under mu */
+    sl_engine_stats work;      /* the engine thread's own counters, no lock ... */
+    sl_engine_stats stats;     /* ... published here under mu after each step */
 } llama_engine;
 
-/* Renders the chat for one request into a new string (sl_free). */
-static char *render_prompt(const llama_engine *e, const char *system_prompt, const char *user_text,
-                           bool with_image)
+/* Renders the chat for one request into *out (sl_free). SL_ERR_NOMEM, or
+ * SL_ERR_ENGINE when llama.cpp cannot apply the template. */
+static sl_status render_prompt(const llama_engine *e, const char *id, const char *system_prompt,
+                               const char *user_text, bool with_image, char **out)
 {
+    *out = NULL;
+    size_t sys_len = system_prompt ? strlen(system_prompt) : 0, user_len = strlen(user_text);
+    /* llama_chat_apply_template sizes in int32. */
+    if (sys_len > INT32_MAX / 8 || user_len > INT32_MAX / 8)
+        return sl_fail(SL_ERR_TOO_LONG, "%s: the prompt is too long (%zu bytes)", id,
+                       sys_len + user_len);
     /* The image goes before the text, as SmolVLM and most VLMs are trained. */
     char *user = sl_asprintf("%s%s", with_image ? mtmd_get_marker(e->mtmd) : "", user_text);
     if (!user)
-        return NULL;
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory rendering the prompt", id);
     if (!e->chat_template) {
-        char *plain = system_prompt && *system_prompt
-                          ? sl_asprintf("%s\n\nUser: %s\nAssistant:", system_prompt, user)
-                          : sl_asprintf("User: %s\nAssistant:", user);
+        *out = system_prompt && *system_prompt
+                   ? sl_asprintf("%s\n\nUser: %s\nAssistant:", system_prompt, user)
+                   : sl_asprintf("User: %s\nAssistant:", user);
         sl_free(user);
-        return plain;
+        return *out ? SL_OK : sl_fail(SL_ERR_NOMEM, "%s: out of memory rendering the prompt", id);
     }
     llama_chat_message msgs[2];
     size_t n = 0;
     if (system_prompt && *system_prompt)
         msgs[n++] = (llama_chat_message){"system", system_prompt};
     msgs[n++] = (llama_chat_message){"user", user};
-    int32_t cap = (int32_t)(2 * (strlen(user) + (system_prompt ? strlen(system_prompt) : 0)) + 256);
+    int32_t cap = (int32_t)(2 * (strlen(user) + sys_len) + 256);
     char *buf = sl_malloc((size_t)cap);
     int32_t len = buf ? llama_chat_apply_template(e->chat_template, msgs, n, true, buf, cap) : -1;
     if (buf && len >= cap) {
@@ -189,12 +197,15 @@ static char *render_prompt(const llama_engine *e, const char *system_prompt, con
         }
     }
     sl_free(user);
-    if (!buf || len < 0) {
+    if (!buf)
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory rendering the prompt", id);
+    if (len < 0) {
         sl_free(buf);
-        return NULL;
+        return sl_fail(SL_ERR_ENGINE, "%s: cannot apply the model's chat template", id);
     }
     buf[len] = '\0';
-    return buf;
+    *out = buf;
+    return SL_OK;
 }
 
 static struct llama_sampler *make_sampler(const llama_engine *e, const sl_sampling *s)
@@ -239,28 +250,15 @@ static void req_free(req *r)
     sl_free(r);
 }
 
-/* Hands a finished request back to poll(). Takes ownership of `text`. */
+/* Hands a finished request back to poll(). Takes ownership of result's
+ * strings. Never allocates the slot: submit() made room for every request
+ * in flight, so a result is never dropped for want of memory (only its
+ * error text may be, and poll() callers then say "out of memory"). */
 static void complete(llama_engine *e, req *r, sl_status status, const char *error,
                      sl_result *result)
 {
     pthread_mutex_lock(&e->mu);
-    if (e->n_done == e->cap_done) {
-        size_t cap = e->cap_done ? e->cap_done * 2 : 16;
-        sl_completion *grown = sl_realloc(e->done, cap * sizeof *grown);
-        if (!grown) {
-            /* Nowhere to put it: keep the count right and say so. */
-            sl_log(SL_LOG_ERROR, "%s: out of memory returning a result", r->id);
-            e->in_flight--;
-            pthread_mutex_unlock(&e->mu);
-            if (result)
-                sl_result_clear(result);
-            req_free(r);
-            return;
-        }
-        e->done = grown;
-        e->cap_done = cap;
-    }
-    sl_completion *c = &e->done[e->n_done++];
+    sl_completion *c = &e->done[e->n_done++]; /* n_done <= in_flight <= cap_done */
     *c = (sl_completion){.tag = r->tag, .status = status};
     if (status != SL_OK)
         c->error = sl_strdup(error ? error : "failed");
@@ -337,9 +335,10 @@ static void fail_slot(llama_engine *e, slot *s, sl_status status, const char *ms
 /* Tokenizes a request's prompt and image. */
 static sl_status tokenize(llama_engine *e, req *r)
 {
-    char *prompt = render_prompt(e, r->system_prompt, r->prompt, r->image != NULL);
-    if (!prompt)
-        return sl_fail(SL_ERR_ENGINE, "%s: cannot apply the model's chat template", r->id);
+    char *prompt;
+    sl_status st = render_prompt(e, r->id, r->system_prompt, r->prompt, r->image != NULL, &prompt);
+    if (st != SL_OK)
+        return st;
     mtmd_bitmap *bitmap = NULL;
     if (r->image) {
         bitmap = mtmd_bitmap_init((uint32_t)sl_image_width(r->image),
@@ -403,22 +402,33 @@ static void build_prefix(llama_engine *e, const req *r)
     e->kv_reserved += (int)n;
 }
 
-/* Puts a tokenized request into a free slot. */
-static void admit(llama_engine *e, slot *s, req *r)
+/* Puts a tokenized request into a free slot. Returns false (the request
+ * completed as failed, the slot still free) when its buffers cannot be had. */
+static bool admit(llama_engine *e, slot *s, req *r)
 {
+    int32_t *trace_tokens = NULL;
+    float *trace_margins = NULL;
+    if (r->trace) {
+        trace_tokens = sl_calloc((size_t)r->sampling.max_tokens + 1, sizeof *trace_tokens);
+        trace_margins = sl_calloc((size_t)r->sampling.max_tokens + 1, sizeof *trace_margins);
+        if (!trace_tokens || !trace_margins) {
+            sl_free(trace_tokens);
+            sl_free(trace_margins);
+            fail_req(e, r, SL_ERR_NOMEM, "%s: out of memory for the token trace", r->id);
+            return false;
+        }
+    }
     *s = (slot){.seq = s->seq, .r = r, .logits_idx = -1, .t_admit = now_ms()};
     s->reserved = r->n_pos + r->sampling.max_tokens;
     e->kv_reserved += s->reserved;
     s->smpl = make_sampler(e, &r->sampling);
-    if (r->trace) {
-        s->trace_tokens = sl_calloc((size_t)r->sampling.max_tokens + 1, sizeof *s->trace_tokens);
-        s->trace_margins = sl_calloc((size_t)r->sampling.max_tokens + 1, sizeof *s->trace_margins);
-    }
+    s->trace_tokens = trace_tokens;
+    s->trace_margins = trace_margins;
 
     /* Shared prefix: the longest common head of the first text chunk and the
      * cached prefix, leaving at least one prompt token to decode. */
-    e->stats.prefix_queries++;
-    e->stats.prefix_query_tokens += (uint64_t)r->n_pos;
+    e->work.prefix_queries++;
+    e->work.prefix_query_tokens += (uint64_t)r->n_pos;
     size_t n0 = 0;
     const llama_token *t0 = mtmd_input_chunk_get_type(mtmd_input_chunks_get(r->chunks, 0)) ==
                                     MTMD_INPUT_CHUNK_TYPE_TEXT
@@ -443,13 +453,14 @@ static void admit(llama_engine *e, slot *s, req *r)
         s->n_past = (llama_pos)common;
         s->tok = common;
         s->cached = (int)common;
-        e->stats.prefix_hits++;
-        e->stats.prefix_cached_tokens += common;
+        e->work.prefix_hits++;
+        e->work.prefix_cached_tokens += common;
     }
     if (s->tok == n0 && t0) {
         s->chunk = 1;
         s->tok = 0;
     }
+    return true;
 }
 
 /* Moves waiting requests into free slots while their KV cells fit. */
@@ -478,7 +489,8 @@ static void admit_waiting(llama_engine *e)
                 i--; /* the slot is still free */
                 continue;
             }
-            if (r->n_pos + r->sampling.max_tokens > e->n_ctx_seq) {
+            /* In 64 bits: max_tokens may be anything up to INT_MAX. */
+            if ((int64_t)r->n_pos + r->sampling.max_tokens > e->n_ctx_seq) {
                 fail_req(e, r, SL_ERR_TOO_LONG,
                          "%s: prompt and image take %d positions and max_tokens is %d, more than "
                          "the %d positions of a sequence",
@@ -499,7 +511,8 @@ static void admit_waiting(llama_engine *e)
             pthread_mutex_unlock(&e->mu);
             return;
         }
-        admit(e, s, r);
+        if (!admit(e, s, r))
+            i--; /* the slot is still free */
     }
 }
 
@@ -553,14 +566,14 @@ static void prefill_images(llama_engine *e)
             embd = mtmd_get_output_embd(e->mtmd);
             s->encode_ms += now_ms() - tk;
         }
-        e->stats.images_encoded++;
+        e->work.images_encoded++;
         double td = now_ms();
         llama_pos new_past = s->n_past;
         int32_t rc = mtmd_helper_decode_image_chunk(e->mtmd, e->ctx, c, embd, s->n_past, s->seq,
                                                     e->n_batch, &new_past, NULL, NULL);
-        e->stats.decode_s += (now_ms() - td) / 1e3;
-        e->stats.image_decode_s += (now_ms() - td) / 1e3;
-        e->stats.decode_calls++;
+        e->work.decode_s += (now_ms() - td) / 1e3;
+        e->work.image_decode_s += (now_ms() - td) / 1e3;
+        e->work.decode_calls++;
         if (rc != 0) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s: decoding the image embeddings failed (code %d)",
@@ -574,7 +587,7 @@ static void prefill_images(llama_engine *e)
     }
     if (mb)
         mtmd_batch_free(mb);
-    e->stats.encode_s += t_enc / 1e3;
+    e->work.encode_s += t_enc / 1e3;
 }
 
 static void batch_add(struct llama_batch *b, llama_token tok, llama_pos pos, int seq, bool logits)
@@ -649,12 +662,14 @@ static void sample_slot(llama_engine *e, slot *s)
     int32_t n = llama_token_to_piece(e->vocab, tok, piece, sizeof piece, 0, false);
     if (n < 0 || (n > 0 && text_append(&s->text, piece, (size_t)n) != 0)) {
         char msg[256];
-        snprintf(msg, sizeof msg, "%s: cannot render token %d", s->r->id, (int)tok);
-        fail_slot(e, s, SL_ERR_ENGINE, msg);
+        snprintf(msg, sizeof msg, n < 0 ? "%s: cannot render token %d"
+                                        : "%s: out of memory for the text (token %d)",
+                 s->r->id, (int)tok);
+        fail_slot(e, s, n < 0 ? SL_ERR_ENGINE : SL_ERR_NOMEM, msg);
         return;
     }
     s->n_gen++;
-    e->stats.generation_tokens++;
+    e->work.generation_tokens++;
     if (hit_stop(s, before)) {
         finish_slot(e, s, "stop");
         return;
@@ -691,7 +706,7 @@ static void decode_step(llama_engine *e)
             if (last)
                 s->logits_idx = b->n_tokens;
             batch_add(b, toks[s->tok++], s->n_past++, s->seq, last);
-            e->stats.prompt_tokens++;
+            e->work.prompt_tokens++;
         }
         if (s->tok == n && s->chunk < n_chunks - 1) {
             s->chunk++;
@@ -702,10 +717,10 @@ static void decode_step(llama_engine *e)
         return;
     double t0 = now_ms();
     int32_t rc = llama_decode(e->ctx, *b);
-    e->stats.decode_s += (now_ms() - t0) / 1e3;
-    e->stats.token_decode_s += (now_ms() - t0) / 1e3;
-    e->stats.decode_calls++;
-    e->stats.batch_tokens += (uint64_t)b->n_tokens;
+    e->work.decode_s += (now_ms() - t0) / 1e3;
+    e->work.token_decode_s += (now_ms() - t0) / 1e3;
+    e->work.decode_calls++;
+    e->work.batch_tokens += (uint64_t)b->n_tokens;
     if (rc != 0) {
         /* Reservations should make this impossible; fail the rows involved
          * rather than guess at the context's state. */
@@ -732,14 +747,15 @@ static int active_slots(const llama_engine *e)
     return n;
 }
 
-static void update_gauges(llama_engine *e)
+static void publish_stats(llama_engine *e)
 {
     int running = active_slots(e);
+    e->work.requests_running = (uint64_t)running;
+    e->work.kv_cells_used = (uint64_t)e->kv_reserved;
+    e->work.kv_cells_total = (uint64_t)e->n_ctx;
     pthread_mutex_lock(&e->mu);
-    e->stats.requests_running = (uint64_t)running;
-    e->stats.requests_waiting = e->n_pending;
-    e->stats.kv_cells_used = (uint64_t)e->kv_reserved;
-    e->stats.kv_cells_total = (uint64_t)e->n_ctx;
+    e->work.requests_waiting = e->n_pending;
+    e->stats = e->work; /* published once a step: readers see a consistent snapshot */
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -757,7 +773,7 @@ static void *replica_main(void *arg)
         admit_waiting(e);
         prefill_images(e);
         decode_step(e);
-        update_gauges(e);
+        publish_stats(e);
     }
     return NULL;
 }
@@ -787,6 +803,20 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
     r->sampling = rq->sampling;
     r->t_submit = now_ms();
     pthread_mutex_lock(&e->mu);
+    if (e->cap_done < e->in_flight + 1) {
+        /* Room for this request's completion now, so complete() never has
+         * to allocate and a result can never be lost. */
+        size_t cap = e->cap_done ? 2 * e->cap_done : 16;
+        sl_completion *grown = sl_realloc(e->done, cap * sizeof *grown);
+        if (!grown) {
+            pthread_mutex_unlock(&e->mu);
+            req_free(r);
+            return sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
+                           rq->id ? rq->id : "(request)");
+        }
+        e->done = grown;
+        e->cap_done = cap;
+    }
     if (e->pending_tail)
         e->pending_tail->next = r;
     else
@@ -949,13 +979,16 @@ static int probe_positions(llama_engine *e, const sl_llama_params *p)
              .prompt = "Describe this image in one sentence."};
     uint8_t *gray = NULL;
     sl_image *img = NULL;
-    if (p->image_edge_hint > 0) {
-        size_t n = (size_t)p->image_edge_hint * (size_t)p->image_edge_hint * 3;
+    /* The vision preprocessor shrinks anything larger than a few thousand
+     * pixels to its own size first: a larger probe adds no positions. */
+    int edge = p->image_edge_hint > 4096 ? 4096 : p->image_edge_hint;
+    if (edge > 0) {
+        size_t n = (size_t)edge * (size_t)edge * 3;
         gray = sl_malloc(n);
         if (!gray)
             return -1;
         memset(gray, 128, n);
-        if (sl_image_from_rgb(p->image_edge_hint, p->image_edge_hint, gray, &img) != SL_OK) {
+        if (sl_image_from_rgb(edge, edge, gray, &img) != SL_OK) {
             sl_free(gray);
             return -1;
         }
@@ -1101,15 +1134,25 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
             return sl_fail(SL_ERR_MODEL, "--model '%s': cannot tokenize a test prompt with an image",
                            params->model_path);
         }
-        per_seq = probe + params->max_tokens_hint + 64; /* room for longer prompts */
-        if (train > 0 && per_seq > train) {
+        /* In 64 bits: the hint may be anything up to INT_MAX. */
+        int64_t need = (int64_t)probe + params->max_tokens_hint + 64; /* room for longer prompts */
+        if ((train > 0 && need > train) || need > (1 << 24)) {
             llama_engine_free(e);
             return sl_fail(SL_ERR_INVALID_ARG,
-                           "each sequence needs %d positions (prompt and a %d px image: %d, "
+                           "each sequence needs %lld positions (prompt and a %d px image: %d, "
                            "max_tokens: %d), more than the model's context of %d: lower "
                            "--max-tokens or --max-image-edge",
-                           per_seq, params->image_edge_hint, probe, params->max_tokens_hint, train);
+                           (long long)need, params->image_edge_hint, probe,
+                           params->max_tokens_hint, train);
         }
+        per_seq = (int)need;
+    }
+    if (per_seq > (1 << 24) || (int64_t)per_seq * (e->n_parallel + 1) > UINT32_MAX / 2) {
+        int n_seq = e->n_parallel + 1;
+        llama_engine_free(e);
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "a context of %d positions per sequence x %d sequences is too large: "
+                       "lower --ctx or --parallel", per_seq, n_seq);
     }
     /* llama.cpp pads the context to 256 cells and splits it evenly between
      * streams: keep each stream a multiple of 256 so nothing is lost. */

@@ -9,7 +9,8 @@
  * multi handle's cache, parses answers, schedules retries, takes failing
  * endpoints out of rotation and, when all of them have failed too long,
  * gives up. Completions go to a list poll() drains. libcurl's multi
- * interface is used only here (http_policy.c holds the pure decisions). */
+ * interface is used only here (http_policy.c holds the pure decisions,
+ * openai_parse.c reads the answers and bounds their size). */
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,9 +28,11 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "llm/engine_impl.h"
+#include "llm/engines/openai_parse.h"
 #include "llm/http_policy.h"
 
-enum { MAX_BODY_BYTES = 64 << 20, WINDOW_MIN_S = 2 };
+/* A GET /v1/models listing is kept up to this (a router lists many models). */
+enum { PROBE_BODY_MAX = 8 << 20, WINDOW_MIN_S = 2 };
 
 sl_openai_params sl_openai_default_params(void)
 {
@@ -45,6 +48,7 @@ sl_openai_params sl_openai_default_params(void)
         .cooldown_s = 15.0,
         .all_down_s = 120.0,
         .check_endpoints = true,
+        .retry_after_max_s = 60.0,
     };
 }
 
@@ -61,19 +65,17 @@ typedef struct oa_req {
     double submitted, sent_at, next_at, first_sent;
     double retry_after;         /* from the last answer; -1: none */
     CURL *easy;
-    sl_buf resp; /* the answer so far, up to MAX_BODY_BYTES */
+    /* The answer so far: a 2xx body up to body_max, an error body up to
+     * OPENAI_ERROR_BODY_MAX; a stream's unparsed rest (one partial event). */
+    sl_buf resp;
+    size_t text_max, body_max;  /* from the request's max_tokens (openai_parse.h) */
+    bool too_large;             /* the answer passed its bound: the attempt was cut */
+    bool error_cut;             /* an error body passed its bound: its start is kept */
     char errbuf[CURL_ERROR_SIZE];
-    /* Streaming: the answer's server-sent events, parsed as they arrive
-     * (the parsed part of resp is dropped); reset by each attempt. */
+    /* Streaming: the answer's server-sent events, parsed as they arrive;
+     * reset by each attempt. */
     bool stream;
-    sl_buf text;              /* the content so far */
-    double first_token_at;    /* 0: no content yet */
-    double last_token_at;
-    int content_chunks;
-    int prompt_tokens, completion_tokens, cached_tokens;
-    bool has_usage;
-    char finish[16];
-    char stream_error[512];   /* an error event in the stream */
+    openai_stream st;
 } oa_req;
 
 typedef struct req_list {
@@ -114,7 +116,7 @@ static void req_free(oa_req *r)
     sl_free(r->id);
     sl_free(r->body);
     sl_buf_free(&r->resp);
-    sl_buf_free(&r->text);
+    openai_stream_free(&r->st);
     sl_free(r);
 }
 
@@ -172,6 +174,11 @@ typedef struct oa_engine {
     size_t n_pool, cap_pool;
     uint64_t pick_seq, rng;
     double all_failing_since;   /* -1: some endpoint is healthy */
+    /* Since when every attempt that ended has failed with an outcome worth
+     * retrying (429s too) while requests waited; -1: a request was answered
+     * since, or none waits. The last such failure, for the message. */
+    double failing_since;
+    char last_failure[512];
 } oa_engine;
 
 static void set_waiting(oa_engine *e)
@@ -366,6 +373,8 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
         r->tag = tag;
         r->stream = e->p.stream;
         r->id = sl_strdup(id);
+        r->text_max = openai_text_max(q->sampling.max_tokens);
+        r->body_max = openai_body_max(q->sampling.max_tokens);
         r->body = build_body(e, q, image, image_len, mime, &r->body_len);
         r->submitted = sl_mono_s();
         r->retry_after = -1.0;
@@ -390,83 +399,39 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
 
 /* --- answers ------------------------------------------------------------------------ */
 
-/* One "data:" event of a streamed answer: a chat.completion.chunk. */
-static void stream_chunk(oa_req *r, const char *json, size_t len, double now)
-{
-    json_t *root = json_loadb(json, len, 0, NULL);
-    if (!root)
-        return; /* not JSON: a keep-alive or an extension; the end checks the result */
-    json_t *err = json_object_get(root, "error");
-    if (err && !r->stream_error[0]) {
-        const char *msg = json_is_string(err) ? json_string_value(err)
-                                              : json_string_value(json_object_get(err, "message"));
-        snprintf(r->stream_error, sizeof r->stream_error, "%s", msg ? msg : "an error event");
-    }
-    json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
-    json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
-    if (json_is_string(content) && json_string_length(content) > 0) {
-        if (!sl_buf_append(&r->text, json_string_value(content), json_string_length(content)))
-            snprintf(r->stream_error, sizeof r->stream_error, "out of memory");
-        if (!r->first_token_at)
-            r->first_token_at = now;
-        r->last_token_at = now;
-        r->content_chunks++;
-    }
-    const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
-    if (finish)
-        snprintf(r->finish, sizeof r->finish, "%s", finish);
-    json_t *usage = json_object_get(root, "usage");
-    if (json_is_object(usage)) {
-        r->has_usage = true;
-        r->prompt_tokens = (int)json_integer_value(json_object_get(usage, "prompt_tokens"));
-        r->completion_tokens = (int)json_integer_value(json_object_get(usage, "completion_tokens"));
-        json_t *details = json_object_get(usage, "prompt_tokens_details");
-        r->cached_tokens = (int)json_integer_value(json_object_get(details, "cached_tokens"));
-    }
-    json_decref(root);
-}
-
-/* Parses the complete lines of resp (all of them with `last`), then drops
- * them. Only "data:" lines carry anything; "[DONE]" ends the stream. */
-static void stream_parse(oa_req *r, bool last, double now)
-{
-    size_t pos = 0;
-    const char *buf = (const char *)r->resp.data;
-    while (pos < r->resp.len) {
-        const char *nl = memchr(buf + pos, '\n', r->resp.len - pos);
-        if (!nl && !last)
-            break;
-        size_t end = nl ? (size_t)(nl - buf) : r->resp.len, stop = end;
-        if (stop > pos && buf[stop - 1] == '\r')
-            stop--;
-        if (stop - pos >= 5 && memcmp(buf + pos, "data:", 5) == 0) {
-            size_t at = pos + 5;
-            if (at < stop && buf[at] == ' ')
-                at++;
-            if (!(stop - at == 6 && memcmp(buf + at, "[DONE]", 6) == 0))
-                stream_chunk(r, buf + at, stop - at, now);
-        }
-        pos = nl ? end + 1 : end;
-    }
-    if (pos) {
-        memmove(r->resp.data, r->resp.data + pos, r->resp.len - pos);
-        r->resp.len -= pos;
-    }
-}
-
+/* Returning less than len aborts the transfer: finish() then looks at
+ * too_large and error_cut, else retries it as a failed attempt. */
 static size_t on_body(char *data, size_t size, size_t n, void *user)
 {
     oa_req *r = user;
     size_t len = size * n;
-    /* 0 aborts the transfer: retried as a failed attempt */
-    if (len > MAX_BODY_BYTES - r->resp.len || !sl_buf_append(&r->resp, data, len))
-        return 0;
     long code = 0;
-    /* An error answer is kept whole for its message; a stream is parsed now,
-     * for the time of its first token. */
-    if (r->stream && curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK &&
-        code >= 200 && code < 300)
-        stream_parse(r, false, sl_mono_s());
+    if (r->easy)
+        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
+    bool ok = code >= 200 && code < 300;
+    /* A server that never stops (a stream without end, a body without
+     * end) must not take the memory: each answer has its bound. An error
+     * answer is kept only for its message, so its start is enough. */
+    size_t max = ok ? r->body_max : OPENAI_ERROR_BODY_MAX;
+    if (len > max - r->resp.len) {
+        if (ok) {
+            r->too_large = true;
+        } else {
+            r->error_cut = true;
+            sl_buf_append(&r->resp, data, max - r->resp.len);
+        }
+        return 0;
+    }
+    if (!sl_buf_append(&r->resp, data, len))
+        return 0;
+    /* A stream is parsed now, for the time of its first token. */
+    if (r->stream && ok) {
+        openai_stream_feed(&r->st, &r->resp, false, sl_mono_s());
+        if (r->st.too_large) {
+            r->too_large = true;
+            return 0;
+        }
+    }
     return len;
 }
 
@@ -482,111 +447,6 @@ static size_t on_header(char *data, size_t size, size_t n, void *user)
         r->retry_after = http_policy_retry_after(value, time(NULL));
     }
     return len;
-}
-
-/* The server's own words from an error body: OpenAI's {"error":{"message"}},
- * vLLM's {"message"}, FastAPI's {"detail"}; else the start of the body. */
-static void server_message(const char *body, size_t len, char *out, size_t cap)
-{
-    json_t *root = body && len ? json_loadb(body, len, 0, NULL) : NULL;
-    const char *msg = NULL;
-    if (root) {
-        json_t *err = json_object_get(root, "error");
-        if (json_is_object(err))
-            msg = json_string_value(json_object_get(err, "message"));
-        else if (json_is_string(err))
-            msg = json_string_value(err);
-        if (!msg)
-            msg = json_string_value(json_object_get(root, "message"));
-        if (!msg)
-            msg = json_string_value(json_object_get(root, "detail"));
-    }
-    if (msg)
-        snprintf(out, cap, "%s", msg);
-    else if (body && len)
-        snprintf(out, cap, "%.*s", (int)(len < 300 ? len : 300), body);
-    else
-        snprintf(out, cap, "(empty body)");
-    for (char *c = out; *c; c++)
-        if (*c == '\n' || *c == '\r')
-            *c = ' ';
-    json_decref(root);
-}
-
-static const char *finish_reason_of(const char *s)
-{
-    static const char *const known[] = {"stop", "length", "content_filter", "tool_calls"};
-    for (size_t i = 0; s && i < sizeof known / sizeof *known; i++)
-        if (strcmp(s, known[i]) == 0)
-            return known[i];
-    return "stop";
-}
-
-/* A 2xx body into *out; false with *why when it is not a chat completion. */
-static bool parse_completion(const oa_req *r, sl_result *out, char *why, size_t cap)
-{
-    json_error_t jerr;
-    json_t *root = json_loadb(r->resp.data ? (const char *)r->resp.data : "", r->resp.len, 0, &jerr);
-    if (!root) {
-        snprintf(why, cap, "the answer is not JSON (%s)", jerr.text);
-        return false;
-    }
-    json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
-    json_t *message = json_object_get(choice, "message");
-    json_t *content = json_object_get(message, "content");
-    if (!json_is_object(message) || !(json_is_string(content) || json_is_null(content))) {
-        snprintf(why, cap, "the answer has no choices[0].message.content");
-        json_decref(root);
-        return false;
-    }
-    *out = (sl_result){0};
-    out->text = json_is_string(content)
-                    ? sl_strndup(json_string_value(content), json_string_length(content))
-                    : sl_strdup("");
-    out->finish_reason = finish_reason_of(json_string_value(json_object_get(choice, "finish_reason")));
-    json_t *usage = json_object_get(root, "usage");
-    out->prompt_tokens = (int)json_integer_value(json_object_get(usage, "prompt_tokens"));
-    out->generated_tokens = (int)json_integer_value(json_object_get(usage, "completion_tokens"));
-    json_t *details = json_object_get(usage, "prompt_tokens_details");
-    out->cached_tokens = (int)json_integer_value(json_object_get(details, "cached_tokens"));
-    json_decref(root);
-    if (!out->text) {
-        snprintf(why, cap, "out of memory");
-        return false;
-    }
-    return true;
-}
-
-/* A finished stream into *out (ttft_ms from submission, as the embedded
- * engine counts it; generate_ms from the first token to the last); false
- * with *why when it carried an error or no answer. */
-static bool stream_result(oa_req *r, double now, sl_result *out, char *why, size_t cap)
-{
-    stream_parse(r, true, now);
-    if (r->stream_error[0]) {
-        snprintf(why, cap, "the stream carried an error: %s", r->stream_error);
-        return false;
-    }
-    if (!r->finish[0] && !r->content_chunks) {
-        snprintf(why, cap, "the stream held no chat.completion.chunk");
-        return false;
-    }
-    *out = (sl_result){0};
-    out->text = sl_strndup(r->text.data ? (const char *)r->text.data : "", r->text.len);
-    if (!out->text) {
-        snprintf(why, cap, "out of memory");
-        return false;
-    }
-    out->finish_reason = finish_reason_of(r->finish[0] ? r->finish : NULL);
-    /* Without usage (a server that ignores stream_options), one token per
-     * content chunk: what servers send when they stream token by token. */
-    out->prompt_tokens = r->prompt_tokens;
-    out->generated_tokens = r->has_usage ? r->completion_tokens : r->content_chunks;
-    out->cached_tokens = r->cached_tokens;
-    double first = r->first_token_at ? r->first_token_at : now;
-    out->ttft_ms = (first - r->submitted) * 1e3;
-    out->generate_ms = ((r->last_token_at ? r->last_token_at : now) - first) * 1e3;
-    return true;
 }
 
 /* --- endpoints ------------------------------------------------------------------------ */
@@ -688,11 +548,8 @@ static bool start_attempt(oa_engine *e, oa_req *r, int epi, double now)
     if (r->attempts == 1)
         r->first_sent = now;
     r->resp.len = 0;
-    r->text.len = 0;
-    r->first_token_at = r->last_token_at = 0;
-    r->content_chunks = r->prompt_tokens = r->completion_tokens = r->cached_tokens = 0;
-    r->has_usage = false;
-    r->finish[0] = r->stream_error[0] = '\0';
+    r->too_large = r->error_cut = false;
+    openai_stream_reset(&r->st, r->text_max);
     r->retry_after = -1.0;
     r->errbuf[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, ep->chat_url);
@@ -747,11 +604,18 @@ static void dispatch(oa_engine *e, double now)
     }
 }
 
+/* A request got a final answer (a completion, or an answer not worth
+ * retrying): the fleet is doing its work, whatever else fails. */
+static void answered(oa_engine *e) { e->failing_since = -1.0; }
+
 static void retry_or_fail(oa_engine *e, oa_req *r, oa_endpoint *ep, long code, const char *why,
                           double now)
 {
     if (http_policy_endpoint_fault(code))
         endpoint_fault(e, ep, now, why);
+    if (e->failing_since < 0)
+        e->failing_since = now;
+    snprintf(e->last_failure, sizeof e->last_failure, "%s: %s", ep->url, why);
     if (r->attempts >= e->p.max_attempts) {
         fail_request(e, r, "%s: gave up after %d attempts; the last, to %s: %s", r->id,
                      r->attempts, ep->url, why);
@@ -761,7 +625,8 @@ static void retry_or_fail(oa_engine *e, oa_req *r, oa_endpoint *ep, long code, c
     ep->retries++;
     pthread_mutex_unlock(&e->smu);
     r->next_at = now + http_policy_backoff_s(r->attempts, e->p.backoff_base_s,
-                                             e->p.backoff_max_s, r->retry_after, &e->rng);
+                                             e->p.backoff_max_s, r->retry_after,
+                                             e->p.retry_after_max_s, &e->rng);
     sl_log(SL_LOG_DEBUG, "%s: attempt %d to %s failed (%s); retrying in %.2f s", r->id,
            r->attempts, ep->url, why, r->next_at - now);
     list_push(&e->delayed, r);
@@ -772,6 +637,9 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
     oa_req *r = NULL;
     long code = 0;
     curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&r);
+    /* An answer cut at its bound is still the server's answer. */
+    if (res == CURLE_WRITE_ERROR && (r->too_large || r->error_cut))
+        res = CURLE_OK;
     if (res == CURLE_OK)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
     curl_multi_remove_handle(e->multi, h);
@@ -789,9 +657,21 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
         return;
     }
     if (code >= 200 && code < 300) {
+        answered(e);
         sl_result out;
-        if (!(r->stream ? stream_result(r, now, &out, why, sizeof why)
-                        : parse_completion(r, &out, why, sizeof why))) {
+        if (r->too_large && !r->st.too_large) {
+            /* The same request would be answered the same way: not retried. */
+            fail_request(e, r, "%s: %s answered HTTP %ld but its %s passed %zu bytes, the bound "
+                         "for max_tokens (does the server ignore max_tokens?)",
+                         r->id, ep->url, code, r->stream ? "event" : "body", r->body_max);
+            return;
+        }
+        if (r->stream)
+            openai_stream_feed(&r->st, &r->resp, true, now);
+        const char *body = r->resp.data ? (const char *)r->resp.data : "";
+        if (!(r->stream ? openai_stream_result(&r->st, r->submitted, now, &out, why, sizeof why)
+                        : openai_parse_completion(body, r->resp.len, r->text_max, &out, why,
+                                                  sizeof why))) {
             fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, ep->url, code, why);
             return;
         }
@@ -809,18 +689,48 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
         return;
     }
     char msg[768];
-    server_message((const char *)r->resp.data, r->resp.len, msg, sizeof msg);
+    openai_server_message((const char *)r->resp.data, r->resp.len, msg, sizeof msg);
     snprintf(why, sizeof why, "HTTP %ld: %s", code, msg);
-    if (http_policy_retriable(code))
+    if (http_policy_retriable(code)) {
         retry_or_fail(e, r, ep, code, why, now);
-    else
+    } else {
+        answered(e);
         fail_request(e, r, "%s: %s answered %s", r->id, ep->url, why);
+    }
+}
+
+static void give_up(oa_engine *e, const char *msg)
+{
+    pthread_mutex_lock(&e->mu);
+    if (!e->fatal) {
+        e->fatal = true;
+        snprintf(e->fatal_msg, sizeof e->fatal_msg, "%s", msg);
+        sl_log(SL_LOG_ERROR, "%s", msg);
+    }
+    pthread_cond_broadcast(&e->done_cv);
+    pthread_mutex_unlock(&e->mu);
 }
 
 /* Every endpoint failing past the deadline: nothing will finish, so the
- * requests fail and poll() reports the engine broken. */
+ * requests fail and poll() reports the engine broken. Failing is either
+ * every endpoint out of rotation (no answer, 408, 5xx), or every attempt
+ * ending in an outcome worth retrying (429s too: a fleet that only ever
+ * says busy would otherwise keep the job forever). */
 static void check_all_down(oa_engine *e, double now)
 {
+    if (!e->ready.n && !e->delayed.n && !e->active.n)
+        e->failing_since = -1.0; /* nothing waits: nothing is failing */
+    double running = e->active.head ? now - e->active.head->sent_at : 0.0;
+    if (http_policy_stalled(now, e->failing_since, running, e->p.all_down_s)) {
+        char msg[1024];
+        snprintf(msg, sizeof msg,
+                 "every endpoint has been failing for %.0f s: no request was answered, each "
+                 "attempt failed in a way worth retrying (the last, %s); stopping: rows "
+                 "finished so far are kept",
+                 now - e->failing_since, e->last_failure);
+        give_up(e, msg);
+        return;
+    }
     for (int i = 0; i < e->n_eps; i++)
         if (healthy(e, &e->eps[i])) {
             e->all_failing_since = -1.0;
@@ -837,14 +747,7 @@ static void check_all_down(oa_engine *e, double now)
              "every endpoint has been failing for %.0f s (%d endpoint%s, the first %s); "
              "stopping: rows finished so far are kept",
              now - e->all_failing_since, e->n_eps, e->n_eps == 1 ? "" : "s", e->eps[0].url);
-    pthread_mutex_lock(&e->mu);
-    if (!e->fatal) {
-        e->fatal = true;
-        snprintf(e->fatal_msg, sizeof e->fatal_msg, "%s", msg);
-        sl_log(SL_LOG_ERROR, "%s", msg);
-    }
-    pthread_cond_broadcast(&e->done_cv);
-    pthread_mutex_unlock(&e->mu);
+    give_up(e, msg);
 }
 
 static void adapt(oa_engine *e, double now)
@@ -1102,6 +1005,8 @@ static sl_status check_endpoints(oa_engine *e)
         curl_easy_setopt(hs[i], CURLOPT_HTTPHEADER, e->headers);
         curl_easy_setopt(hs[i], CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(hs[i], CURLOPT_WRITEDATA, &probes[i]);
+        probes[i].easy = hs[i];
+        probes[i].body_max = PROBE_BODY_MAX;
         curl_easy_setopt(hs[i], CURLOPT_ERRORBUFFER, probes[i].errbuf);
         curl_easy_setopt(hs[i], CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(hs[i], CURLOPT_CONNECTTIMEOUT_MS, (long)(t * 1000));
@@ -1131,11 +1036,12 @@ static sl_status check_endpoints(oa_engine *e)
     for (int i = 0; i < n && st == SL_OK; i++) {
         oa_endpoint *ep = &e->eps[i];
         long code = 0;
-        if (res[i] == CURLE_OK)
+        if (res[i] == CURLE_OK || probes[i].too_large || probes[i].error_cut)
             curl_easy_getinfo(hs[i], CURLINFO_RESPONSE_CODE, &code);
         if (code == 401 || code == 403) {
             char sm[512];
-            server_message((const char *)probes[i].resp.data, probes[i].resp.len, sm, sizeof sm);
+            openai_server_message((const char *)probes[i].resp.data, probes[i].resp.len, sm,
+                                  sizeof sm);
             st = sl_fail(SL_ERR_INVALID_ARG,
                          "endpoint %s refused the API key (HTTP %ld: %s); set the key's "
                          "environment variable and name it with --api-key-env",
@@ -1201,6 +1107,9 @@ static sl_status check_openai_params(const sl_openai_params *p)
     if (!(p->request_timeout_s > 0) || !(p->connect_timeout_s > 0))
         return sl_fail(SL_ERR_INVALID_ARG, "--request-timeout must be positive, got %g",
                        p->request_timeout_s);
+    if (!(p->retry_after_max_s >= 0))
+        return sl_fail(SL_ERR_INVALID_ARG, "retry_after_max_s must be >= 0, got %g",
+                       p->retry_after_max_s);
     return SL_OK;
 }
 
@@ -1222,6 +1131,7 @@ sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
     if (e->p.adaptive_max_in_flight < e->p.max_in_flight)
         e->p.adaptive_max_in_flight = e->p.max_in_flight;
     e->all_failing_since = -1.0;
+    e->failing_since = -1.0;
     e->rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)e;
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->smu, NULL);

@@ -1,0 +1,154 @@
+/* cli/printer.c — what the sluice command prints while a job runs: row
+ * lines, the progress block, log lines. */
+#include <pthread.h>
+#include <stdio.h>
+
+#include "cli/printer.h"
+
+
+/* Erases the progress block so a row's line does not land inside it. */
+static void clear_progress(printer *pr)
+{
+    if (pr->tty && pr->drawn) {
+        fprintf(stderr, "\033[%dA\033[J", pr->drawn);
+        pr->drawn = 0;
+    }
+}
+
+void printer_row(const sl_row_view *row, void *user)
+{
+    printer *pr = user;
+    if (pr->quiet)
+        return;
+    pthread_mutex_lock(&pr->mu);
+    clear_progress(pr);
+    if (row->error) {
+        fprintf(stderr, "sluice: %s failed (%s): %s\n", row->id, row->error_stage, row->error);
+    } else if (pr->shown < pr->show) {
+        printf("%-28s %s\n", row->id, row->caption);
+        fflush(stdout);
+        pr->shown++;
+    }
+    pthread_mutex_unlock(&pr->mu);
+}
+
+static void fmt_duration(double s, char *buf, size_t n)
+{
+    long t = (long)(s + 0.5);
+    snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+}
+
+static void print_progress_locked(printer *pr, const sl_caption_progress *g);
+
+/* On a terminal: one line per stage plus a total, redrawn in place. Else:
+ * one plain line every line_every seconds, and a last one at the end.
+ * Counts are images (rows), never internal batches. */
+void printer_progress(const sl_caption_progress *g, void *user)
+{
+    printer *pr = user;
+    if (pr->quiet)
+        return;
+    pthread_mutex_lock(&pr->mu);
+    print_progress_locked(pr, g);
+    pthread_mutex_unlock(&pr->mu);
+}
+
+static void print_progress_locked(printer *pr, const sl_caption_progress *g)
+{
+    double rate = g->elapsed_s > 0 ? (double)g->rows_done / g->elapsed_s : 0.0;
+    char elapsed[32], eta[32], of[64] = "";
+    fmt_duration(g->elapsed_s, elapsed, sizeof elapsed);
+    if (g->eta_s >= 0)
+        fmt_duration(g->eta_s, eta, sizeof eta);
+    else
+        snprintf(eta, sizeof eta, "?");
+    if (g->rows_total >= 0)
+        snprintf(of, sizeof of, " of %lld (%.0f%%)", (long long)g->rows_total,
+                 g->rows_total ? 100.0 * (double)g->rows_done / (double)g->rows_total : 100.0);
+    char skipped[64] = "";
+    if (g->rows_skipped)
+        snprintf(skipped, sizeof skipped, ", %llu skipped (done before)",
+                 (unsigned long long)g->rows_skipped);
+    if (g->rows_done_before > 0 && !pr->resume_said) {
+        clear_progress(pr);
+        fprintf(stderr, "sluice: resuming: %lld rows were already done by an earlier run; "
+                        "they are skipped\n", (long long)g->rows_done_before);
+        pr->resume_said = true;
+    }
+    if (pr->tty) {
+        clear_progress(pr);
+        for (size_t i = 0; i < g->n_stages; i++) {
+            const sl_stage_stats *s = &g->stages[i];
+            double all = s->busy_s + s->idle_s + s->blocked_s;
+            fprintf(stderr, "  %-7s x%-2d %9llu in %9llu out %6llu failed  queue %5llu (%6.1f MB)"
+                            "  busy %3.0f%%%s\n",
+                    s->name, s->workers, (unsigned long long)s->rows_in,
+                    (unsigned long long)s->rows_out, (unsigned long long)s->rows_failed,
+                    (unsigned long long)s->queue_rows, (double)s->queue_bytes / 1e6,
+                    all > 0 ? 100.0 * s->busy_s / all : 0.0,
+                    s->in_flight ? "  (in engine)" : "");
+        }
+        fprintf(stderr, "  %llu%s images done, %llu failed%s, %.2f images/s, %s elapsed, ETA %s, "
+                        "%.0f of %.0f MB in flight%s\n",
+                (unsigned long long)g->rows_done, of, (unsigned long long)g->rows_failed, skipped, rate,
+                elapsed, eta, (double)g->bytes_in_flight / 1e6, (double)g->memory_budget / 1e6,
+                g->final ? " (finished)" : "");
+        pr->drawn = (int)g->n_stages + 1;
+        if (g->final)
+            pr->drawn = 0; /* leave the last block on screen */
+        return;
+    }
+    double now = g->elapsed_s;
+    if (!g->final && now - pr->last_line < pr->line_every)
+        return;
+    pr->last_line = now;
+    fprintf(stderr, "progress: %llu%s images done, %llu failed%s, %.2f images/s, %s elapsed, ETA %s |",
+            (unsigned long long)g->rows_done, of, (unsigned long long)g->rows_failed, skipped, rate,
+            elapsed, eta);
+    for (size_t i = 0; i < g->n_stages; i++) {
+        const sl_stage_stats *s = &g->stages[i];
+        if (i == 0) /* the source has no input queue */
+            fprintf(stderr, " %s %llu", s->name, (unsigned long long)s->rows_out);
+        else
+            fprintf(stderr, " %s %llu/%llu q%llu", s->name, (unsigned long long)s->rows_out,
+                    (unsigned long long)s->rows_in, (unsigned long long)s->queue_rows);
+    }
+    fprintf(stderr, "%s\n", g->final ? " | finished" : "");
+}
+
+void printer_metrics_port(int port, void *user)
+{
+    printer *pr = user;
+    if (pr->quiet)
+        return;
+    pthread_mutex_lock(&pr->mu);
+    clear_progress(pr);
+    fprintf(stderr, "sluice: metrics at http://127.0.0.1:%d/metrics, live page at "
+                    "http://127.0.0.1:%d/\n", port, port);
+    pthread_mutex_unlock(&pr->mu);
+}
+
+/* Library log lines (warnings from any thread) go through the same lock,
+ * so they never land inside a progress block. */
+static void printer_log(sl_log_level level, const char *message, void *user)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    printer *pr = user;
+    pthread_mutex_lock(&pr->mu);
+    clear_progress(pr);
+    fprintf(stderr, "sluice: %s: %s\n", names[level], message);
+    pthread_mutex_unlock(&pr->mu);
+}
+
+void printer_init(printer *pr)
+{
+    pthread_mutex_init(&pr->mu, NULL);
+    sl_log_set_callback(printer_log, pr);
+}
+
+void printer_finish(printer *pr)
+{
+    sl_log_set_callback(NULL, NULL);
+    pthread_mutex_destroy(&pr->mu);
+}
+

@@ -1,0 +1,37 @@
+/* cli/printer.h — the sluice command's terminal output while a job runs:
+ * shown captions and failed rows (from the write stage's thread), the
+ * progress block (from the progress thread) and library log lines (from
+ * any thread). One lock orders them, so a row or log line never lands
+ * inside a progress block being drawn. Thread rules: printer_init() before
+ * the job starts and printer_finish() after it ended, on the main thread;
+ * the callbacks from any thread. The printer is the caller's (stack). */
+#ifndef SL_CLI_PRINTER_H
+#define SL_CLI_PRINTER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "sluice/sluice.h"
+
+typedef struct printer {
+    long show;         /* captions to print at most */
+    long shown;
+    int quiet;
+    bool tty;          /* stderr is a terminal: redraw the progress block in place */
+    int drawn;         /* lines of the progress block on screen */
+    double last_line;  /* non-TTY: when the last progress line went out */
+    double line_every; /* non-TTY: seconds between progress lines */
+    bool resume_said;  /* the "resuming" line went out */
+    pthread_mutex_t mu;
+} printer;
+
+/* Takes the library's log sink too (sl_log_set_callback). */
+void printer_init(printer *pr);
+void printer_finish(printer *pr);
+
+/* sl_caption_params callbacks; `user` is the printer. */
+void printer_row(const sl_row_view *row, void *user);
+void printer_progress(const sl_caption_progress *g, void *user);
+void printer_metrics_port(int port, void *user);
+
+#endif

@@ -1,0 +1,248 @@
+/* llm/engines/openai_parse.c — see openai_parse.h. */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "core/alloc.h"
+#include "core/utf8.h"
+#include "llm/engines/openai_parse.h"
+
+enum {
+    TEXT_BASE = 64 << 10,
+    TEXT_PER_TOKEN = 256,
+    TEXT_CEILING = 16 << 20,
+    BODY_SLACK = 1 << 20,
+    BODY_CEILING = 64 << 20,
+};
+
+size_t openai_text_max(int max_tokens)
+{
+    size_t tokens = max_tokens > 0 ? (size_t)max_tokens : 0;
+    if (tokens > (TEXT_CEILING - TEXT_BASE) / TEXT_PER_TOKEN)
+        return TEXT_CEILING;
+    return TEXT_BASE + TEXT_PER_TOKEN * tokens;
+}
+
+size_t openai_body_max(int max_tokens)
+{
+    size_t text = openai_text_max(max_tokens);
+    return text > (BODY_CEILING - BODY_SLACK) / 6 ? BODY_CEILING : 6 * text + BODY_SLACK;
+}
+
+const char *openai_finish_reason(const char *s)
+{
+    static const char *const known[] = {"stop", "length", "content_filter", "tool_calls"};
+    for (size_t i = 0; s && i < sizeof known / sizeof *known; i++)
+        if (strcmp(s, known[i]) == 0)
+            return known[i];
+    return "stop";
+}
+
+/* A count from the answer: a JSON integer within int, else 0. */
+static int count_of(json_t *v)
+{
+    json_int_t n = json_integer_value(v);
+    return n >= 0 && n <= INT32_MAX ? (int)n : 0;
+}
+
+bool openai_parse_completion(const char *body, size_t len, size_t text_max, sl_result *out,
+                             char *why, size_t cap)
+{
+    json_error_t jerr;
+    /* A model may well generate a NUL byte (a byte token): "\u0000". */
+    json_t *root = json_loadb(body ? body : "", body ? len : 0, JSON_ALLOW_NUL, &jerr);
+    if (!root) {
+        snprintf(why, cap, "the answer is not JSON (%s)", jerr.text);
+        return false;
+    }
+    json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
+    json_t *message = json_object_get(choice, "message");
+    json_t *content = json_object_get(message, "content");
+    if (!json_is_object(message) || !(json_is_string(content) || json_is_null(content))) {
+        snprintf(why, cap, "the answer has no choices[0].message.content");
+        json_decref(root);
+        return false;
+    }
+    if (json_is_string(content) && json_string_length(content) > text_max) {
+        snprintf(why, cap, "its text passed %zu bytes, the bound for max_tokens (does the server "
+                 "ignore max_tokens?)",
+                 text_max);
+        json_decref(root);
+        return false;
+    }
+    *out = (sl_result){0};
+    /* As the embedded engine keeps a caption: a NUL becomes U+FFFD. */
+    out->text = json_is_string(content)
+                    ? sl_utf8_sanitize(json_string_value(content), json_string_length(content))
+                    : sl_strdup("");
+    out->finish_reason =
+        openai_finish_reason(json_string_value(json_object_get(choice, "finish_reason")));
+    json_t *usage = json_object_get(root, "usage");
+    out->prompt_tokens = count_of(json_object_get(usage, "prompt_tokens"));
+    out->generated_tokens = count_of(json_object_get(usage, "completion_tokens"));
+    json_t *details = json_object_get(usage, "prompt_tokens_details");
+    out->cached_tokens = count_of(json_object_get(details, "cached_tokens"));
+    json_decref(root);
+    if (!out->text) {
+        snprintf(why, cap, "out of memory");
+        return false;
+    }
+    return true;
+}
+
+void openai_server_message(const char *body, size_t len, char *out, size_t cap)
+{
+    if (cap == 0)
+        return;
+    json_t *root = body && len ? json_loadb(body, len, 0, NULL) : NULL;
+    const char *msg = NULL;
+    if (root) {
+        json_t *err = json_object_get(root, "error");
+        if (json_is_object(err))
+            msg = json_string_value(json_object_get(err, "message"));
+        else if (json_is_string(err))
+            msg = json_string_value(err);
+        if (!msg)
+            msg = json_string_value(json_object_get(root, "message"));
+        if (!msg)
+            msg = json_string_value(json_object_get(root, "detail"));
+    }
+    if (msg)
+        snprintf(out, cap, "%s", msg);
+    else if (body && len)
+        snprintf(out, cap, "%.*s", (int)(len < 300 ? len : 300), body);
+    else
+        snprintf(out, cap, "(empty body)");
+    for (char *c = out; *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' ';
+    json_decref(root);
+}
+
+/* --- streams -------------------------------------------------------------------------- */
+
+void openai_stream_reset(openai_stream *s, size_t text_max)
+{
+    sl_buf text = s->text;
+    text.len = 0;
+    *s = (openai_stream){.text = text, .text_max = text_max};
+}
+
+void openai_stream_free(openai_stream *s)
+{
+    if (s)
+        sl_buf_free(&s->text);
+}
+
+/* One "data:" event: a chat.completion.chunk, an error event, or something
+ * else (a keep-alive or an extension) that says nothing. */
+static void stream_chunk(openai_stream *s, const char *json, size_t len, double now)
+{
+    json_t *root = json_loadb(json, len, JSON_ALLOW_NUL, NULL);
+    if (!root)
+        return; /* not JSON: the end checks that some chunk came */
+    json_t *err = json_object_get(root, "error");
+    if (err && !s->error[0]) {
+        const char *msg = json_is_string(err) ? json_string_value(err)
+                                              : json_string_value(json_object_get(err, "message"));
+        snprintf(s->error, sizeof s->error, "%s", msg ? msg : "an error event");
+        for (char *c = s->error; *c; c++)
+            if (*c == '\n' || *c == '\r')
+                *c = ' ';
+    }
+    json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
+    json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
+    size_t n = json_string_length(content);
+    if (json_is_string(content) && n > 0) {
+        if (n > s->text_max - s->text.len)
+            s->too_large = true;
+        else if (!sl_buf_append(&s->text, json_string_value(content), n))
+            snprintf(s->error, sizeof s->error, "out of memory");
+        if (!s->first_token_at)
+            s->first_token_at = now;
+        s->last_token_at = now;
+        s->content_chunks++;
+    }
+    const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
+    if (finish)
+        snprintf(s->finish, sizeof s->finish, "%s", finish);
+    json_t *usage = json_object_get(root, "usage");
+    if (json_is_object(usage)) {
+        s->has_usage = true;
+        s->prompt_tokens = count_of(json_object_get(usage, "prompt_tokens"));
+        s->completion_tokens = count_of(json_object_get(usage, "completion_tokens"));
+        json_t *details = json_object_get(usage, "prompt_tokens_details");
+        s->cached_tokens = count_of(json_object_get(details, "cached_tokens"));
+    }
+    json_decref(root);
+}
+
+void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now)
+{
+    size_t pos = 0;
+    const char *buf = (const char *)pending->data;
+    while (pos < pending->len && !s->too_large) {
+        /* A line arriving in many pieces is searched once, not once a piece. */
+        size_t from = pos == 0 && s->scanned <= pending->len ? s->scanned : pos;
+        const char *nl = memchr(buf + from, '\n', pending->len - from);
+        if (!nl && !last) {
+            s->scanned = pending->len - pos;
+            break;
+        }
+        size_t end = nl ? (size_t)(nl - buf) : pending->len, stop = end;
+        if (stop > pos && buf[stop - 1] == '\r')
+            stop--;
+        if (stop - pos >= 5 && memcmp(buf + pos, "data:", 5) == 0) {
+            size_t at = pos + 5;
+            if (at < stop && buf[at] == ' ')
+                at++;
+            if (!(stop - at == 6 && memcmp(buf + at, "[DONE]", 6) == 0))
+                stream_chunk(s, buf + at, stop - at, now);
+        }
+        pos = nl ? end + 1 : end;
+        s->scanned = 0;
+    }
+    if (pos) {
+        memmove(pending->data, pending->data + pos, pending->len - pos);
+        pending->len -= pos;
+        if (s->scanned > pending->len)
+            s->scanned = 0;
+    }
+}
+
+bool openai_stream_result(openai_stream *s, double submitted, double now, sl_result *out,
+                          char *why, size_t cap)
+{
+    if (s->too_large) {
+        snprintf(why, cap, "its text passed %zu bytes, the bound for max_tokens (does the server "
+                 "ignore max_tokens?)",
+                 s->text_max);
+        return false;
+    }
+    if (s->error[0]) {
+        snprintf(why, cap, "the stream carried an error: %s", s->error);
+        return false;
+    }
+    if (!s->finish[0] && !s->content_chunks) {
+        snprintf(why, cap, "the stream held no chat.completion.chunk");
+        return false;
+    }
+    *out = (sl_result){0};
+    out->text = sl_utf8_sanitize(s->text.data ? (const char *)s->text.data : "", s->text.len);
+    if (!out->text) {
+        snprintf(why, cap, "out of memory");
+        return false;
+    }
+    out->finish_reason = openai_finish_reason(s->finish[0] ? s->finish : NULL);
+    /* Without usage (a server that ignores stream_options), one token per
+     * content chunk: what servers send when they stream token by token. */
+    out->prompt_tokens = s->prompt_tokens;
+    out->generated_tokens = s->has_usage ? s->completion_tokens : s->content_chunks;
+    out->cached_tokens = s->cached_tokens;
+    double first = s->first_token_at ? s->first_token_at : now;
+    out->ttft_ms = (first - submitted) * 1e3;
+    out->generate_ms = ((s->last_token_at ? s->last_token_at : now) - first) * 1e3;
+    return true;
+}

@@ -1,0 +1,72 @@
+/* llm/engines/openai_parse.h — the openai engine's readers of what a server
+ * answers, apart from any socket: a chat.completion body, an error body's
+ * message, a stream of server-sent events fed in pieces of any size, and the
+ * bounds put on each (a server that never stops must not exhaust memory).
+ * Pure: no globals, no locks, no I/O; one openai_stream per request, used by
+ * one thread at a time; the caller owns every struct and buffer. Used by
+ * openai.c and by the fuzz target fuzz/fuzz_http_answer.c. */
+#ifndef SL_LLM_OPENAI_PARSE_H
+#define SL_LLM_OPENAI_PARSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/buf.h"
+#include "sluice/engine.h"
+
+/* Bounds on an answer, from the request's max_tokens: the text (content) at
+ * most 64 KiB + 256 bytes a token (no vocabulary has longer tokens), 16 MiB
+ * at most; its JSON (a 2xx body, or one event of a stream) at most 6 times
+ * that (escapes such as \u0000) + 1 MiB, 64 MiB at most. An error answer is
+ * kept only for its message: 64 KiB. */
+size_t openai_text_max(int max_tokens);
+size_t openai_body_max(int max_tokens);
+enum { OPENAI_ERROR_BODY_MAX = 64 << 10 };
+
+/* "stop", "length", "content_filter", "tool_calls" (static strings); any
+ * other value, or NULL, is "stop". */
+const char *openai_finish_reason(const char *s);
+
+/* A 2xx body (a chat.completion) into *out (out->text is the caller's, freed
+ * with sl_free); false with *why when it is not one, or its content is
+ * longer than text_max. */
+bool openai_parse_completion(const char *body, size_t len, size_t text_max, sl_result *out,
+                             char *why, size_t cap);
+
+/* The server's own words from an error body into out (one line, at most
+ * cap - 1 bytes): OpenAI's {"error":{"message"}}, vLLM's {"message"},
+ * FastAPI's {"detail"}; else the body's first 300 bytes. */
+void openai_server_message(const char *body, size_t len, char *out, size_t cap);
+
+/* A streamed answer being read. */
+typedef struct openai_stream {
+    sl_buf text;             /* the content so far, at most text_max bytes */
+    size_t text_max;
+    size_t scanned;          /* bytes of the pending input searched for a newline */
+    double first_token_at;   /* 0: no content yet */
+    double last_token_at;
+    int content_chunks;
+    int prompt_tokens, completion_tokens, cached_tokens;
+    bool has_usage;
+    bool too_large;          /* the content passed text_max (the rest was dropped) */
+    char finish[16];
+    char error[512];         /* an error event in the stream, or "out of memory" */
+} openai_stream;
+
+/* Starts a stream over (keeps the text's memory). */
+void openai_stream_reset(openai_stream *s, size_t text_max);
+void openai_stream_free(openai_stream *s);
+
+/* Parses the complete lines of *pending (all of it with `last`: the stream
+ * ended) and drops them from it; only "data:" lines carry anything, and
+ * "data: [DONE]" nothing. `now` stamps the content chunks. */
+void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now);
+
+/* A finished stream (fed with `last`) into *out: the text, finish reason,
+ * token counts (one per content chunk without usage), ttft_ms from
+ * `submitted` and generate_ms from the first content to the last. false
+ * with *why when it carried an error, no chunk, or too much text. */
+bool openai_stream_result(openai_stream *s, double submitted, double now, sl_result *out,
+                          char *why, size_t cap);
+
+#endif

@@ -1,0 +1,187 @@
+/* Unit tests: llm/engines/openai_parse.c — the bounds on an answer, a
+ * completion and a stream past them, a stream read the same in any pieces,
+ * and a server's message. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "core/alloc.h"
+#include "llm/engines/openai_parse.h"
+
+static void bounds_follow_max_tokens(void **state)
+{
+    assert_int_equal(openai_text_max(64), 64 * 1024 + 256 * 64);
+    assert_int_equal(openai_body_max(64), 6 * (64 * 1024 + 256 * 64) + (1 << 20));
+    assert_int_equal(openai_text_max(0), 64 * 1024);
+    assert_int_equal(openai_text_max(-5), 64 * 1024);
+    /* Ceilings, whatever max_tokens asks. */
+    assert_int_equal(openai_text_max(1 << 20), 16 << 20);
+    assert_int_equal(openai_text_max(2147483647), 16 << 20);
+    assert_int_equal(openai_body_max(2147483647), 64 << 20);
+}
+
+static void completion_past_its_bound_fails(void **state)
+{
+    const char *body = "{\"choices\":[{\"message\":{\"content\":\"0123456789\"},"
+                       "\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":5,"
+                       "\"completion_tokens\":-3}}";
+    sl_result r;
+    char why[256];
+    assert_true(openai_parse_completion(body, strlen(body), 10, &r, why, sizeof why));
+    assert_string_equal(r.text, "0123456789");
+    assert_string_equal(r.finish_reason, "length");
+    assert_int_equal(r.prompt_tokens, 5);
+    assert_int_equal(r.generated_tokens, 0); /* a count below 0 is no count */
+    sl_free(r.text);
+    assert_false(openai_parse_completion(body, strlen(body), 9, &r, why, sizeof why));
+    assert_non_null(strstr(why, "its text passed 9 bytes"));
+}
+
+/* A model may generate a NUL byte (a byte token such as <0x00>), which a
+ * server sends as \u0000: the caption keeps it as U+FFFD, as the embedded
+ * engine does. It failed the row as "not JSON" before. */
+static void nul_in_the_text(void **state)
+{
+    const char *body = "{\"choices\":[{\"message\":{\"content\":\"a\\u0000b\"}}]}";
+    sl_result r;
+    char why[256];
+    assert_true(openai_parse_completion(body, strlen(body), 100, &r, why, sizeof why));
+    assert_string_equal(r.text, "a\xEF\xBF\xBD" "b");
+    sl_free(r.text);
+    openai_stream s = {0};
+    openai_stream_reset(&s, 100);
+    sl_buf pending = {0};
+    const char *ev = "data: {\"choices\":[{\"delta\":{\"content\":\"x\\u0000\"}}]}\n\n";
+    assert_true(sl_buf_append(&pending, ev, strlen(ev)));
+    openai_stream_feed(&s, &pending, true, 1.0);
+    assert_true(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why));
+    assert_string_equal(r.text, "x\xEF\xBF\xBD");
+    sl_free(r.text);
+    sl_buf_free(&pending);
+    openai_stream_free(&s);
+}
+
+static void feed(openai_stream *s, const char *text, size_t piece)
+{
+    sl_buf pending = {0};
+    size_t len = strlen(text);
+    for (size_t at = 0; at < len && !s->too_large; at += piece) {
+        size_t n = len - at < piece ? len - at : piece;
+        assert_true(sl_buf_append(&pending, text + at, n));
+        openai_stream_feed(s, &pending, false, 1.0);
+    }
+    openai_stream_feed(s, &pending, true, 2.0);
+    sl_buf_free(&pending);
+}
+
+static const char stream[] =
+    ": keep-alive\r\n\r\n"
+    "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\r\n\r\n"
+    "data:{\"choices\":[{\"delta\":{\"content\":\"A cat\"}}]}\n\n"
+    "data: not json\n\n"
+    "data: {\"choices\":[{\"delta\":{\"content\":\" sleeps.\"},\"finish_reason\":\"stop\"}]}\n\n"
+    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":87,\"completion_tokens\":3,"
+    "\"prompt_tokens_details\":{\"cached_tokens\":64}}}\n\n"
+    "data: [DONE]";
+
+static void stream_reads_the_same_in_any_pieces(void **state)
+{
+    size_t pieces[] = {sizeof stream, 1, 2, 3, 7, 64};
+    for (size_t i = 0; i < sizeof pieces / sizeof *pieces; i++) {
+        openai_stream s = {0};
+        openai_stream_reset(&s, 1000);
+        feed(&s, stream, pieces[i]);
+        sl_result r;
+        char why[256];
+        assert_true(openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why));
+        assert_string_equal(r.text, "A cat sleeps.");
+        assert_string_equal(r.finish_reason, "stop");
+        assert_int_equal(r.prompt_tokens, 87);
+        assert_int_equal(r.generated_tokens, 3);
+        assert_int_equal(r.cached_tokens, 64);
+        assert_true(r.ttft_ms > 0);
+        sl_free(r.text);
+        openai_stream_free(&s);
+    }
+}
+
+/* A stream without end stops at its bound: the text never passes it. */
+static void stream_past_its_bound_fails(void **state)
+{
+    openai_stream s = {0};
+    openai_stream_reset(&s, 100);
+    sl_buf pending = {0};
+    const char ev[] = "data: {\"choices\":[{\"delta\":{\"content\":\"lorem ipsum \"}}]}\n\n";
+    int events = 0;
+    while (!s.too_large && events < 1000) {
+        assert_true(sl_buf_append(&pending, ev, sizeof ev - 1));
+        openai_stream_feed(&s, &pending, false, 1.0);
+        events++;
+    }
+    assert_true(s.too_large);
+    assert_int_equal(events, 9); /* 8 x 12 bytes fit in 100 */
+    assert_true(s.text.len <= 100);
+    sl_result r;
+    char why[256];
+    openai_stream_feed(&s, &pending, true, 2.0);
+    assert_false(openai_stream_result(&s, 0.0, 3.0, &r, why, sizeof why));
+    assert_non_null(strstr(why, "its text passed 100 bytes"));
+    sl_buf_free(&pending);
+    openai_stream_free(&s);
+}
+
+static void stream_errors(void **state)
+{
+    openai_stream s = {0};
+    openai_stream_reset(&s, 1000);
+    feed(&s, "data: {\"error\":{\"message\":\"boom\\nagain\",\"code\":500}}\n\n", 5);
+    sl_result r;
+    char why[256];
+    assert_false(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why));
+    assert_string_equal(why, "the stream carried an error: boom again");
+    openai_stream_reset(&s, 1000);
+    feed(&s, ": nothing but keep-alives\n\n", 4);
+    assert_false(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why));
+    assert_non_null(strstr(why, "no chat.completion.chunk"));
+    openai_stream_free(&s);
+}
+
+static void server_messages(void **state)
+{
+    char m[64];
+    const char *openai = "{\"error\":{\"message\":\"Invalid API Key\",\"type\":\"x\"}}";
+    openai_server_message(openai, strlen(openai), m, sizeof m);
+    assert_string_equal(m, "Invalid API Key");
+    const char *fastapi = "{\"detail\":\"Not\\r\\nFound\"}";
+    openai_server_message(fastapi, strlen(fastapi), m, sizeof m);
+    assert_string_equal(m, "Not  Found");
+    const char *vllm = "{\"object\":\"error\",\"message\":\"too long\"}";
+    openai_server_message(vllm, strlen(vllm), m, sizeof m);
+    assert_string_equal(m, "too long");
+    const char *html = "<html>\nBad Gateway</html>";
+    openai_server_message(html, strlen(html), m, sizeof m);
+    assert_string_equal(m, "<html> Bad Gateway</html>");
+    openai_server_message(NULL, 0, m, sizeof m);
+    assert_string_equal(m, "(empty body)");
+    char big[400];
+    memset(big, 'x', sizeof big);
+    openai_server_message(big, sizeof big, m, sizeof m);
+    assert_int_equal(strlen(m), sizeof m - 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(bounds_follow_max_tokens),
+        cmocka_unit_test(completion_past_its_bound_fails),
+        cmocka_unit_test(nul_in_the_text),
+        cmocka_unit_test(stream_reads_the_same_in_any_pieces),
+        cmocka_unit_test(stream_past_its_bound_fails),
+        cmocka_unit_test(stream_errors),
+        cmocka_unit_test(server_messages),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
