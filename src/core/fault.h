@@ -20,7 +20,8 @@
  * Points: write, fsync (files and folders), rename: every write, sync and
  * rename of output parts and their folder (core/file.h); ledger.add (a row
  * recorded in the resume ledger); ledger.reconcile (a run's start, before
- * the ledger's reconcile is durable); commit.begin, commit.after_sync,
+ * the ledger's reconcile is durable), ledger.reconciled (after; a trace
+ * only); commit.begin, commit.after_sync,
  * commit.after_prepare, commit.after_rename, commit.after_dir_sync,
  * commit.end: the steps of a part's two-phase commit (ledger/ledger.h). */
 #ifndef SL_CORE_FAULT_H

@@ -420,6 +420,7 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
         st = exec_sql(l, "COMMIT", "reconcile");
     if (st != SL_OK)
         goto out;
+    sl_fault("ledger.reconciled", l->path); /* a trace: past the reconcile */
     if ((st = prepare(l, "SELECT count(*), coalesce(sum(rows), 0), coalesce(max(number), -1) "
                          "FROM parts WHERE state = 1", &s)) != SL_OK)
         goto out;

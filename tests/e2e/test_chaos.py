@@ -43,7 +43,8 @@ SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
 
 # Where a killed run was, by the last step it traced (src/job/caption.c
 # commit_shard, src/io/shard.c sl_shard_publish, src/ledger/ledger.c);
-# "commit.end", "ledger.add" and no step at all mean outside a commit.
+# "commit.end", "ledger.reconciled", "ledger.add" and no step at all mean
+# outside a commit.
 PHASES = {
     "ledger.reconcile": "starting: the ledger's reconcile not yet durable",
     "commit.begin": "writing and syncing the part file",
