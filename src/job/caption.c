@@ -1257,8 +1257,13 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     if (caption_report_write(&report) != SL_OK)
         sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
 
+    /* A part that could not be committed outranks why the run ended (a stop,
+     * --max-failed): its rows are not in the output, and the cause (a full
+     * disk) must be fixed before the rerun can go on. */
     if (j.sink_status != SL_OK && run_st == SL_OK)
         st = sl_fail(j.sink_status, "%s", j.sink_error);
+    else if (j.sink_status != SL_OK)
+        st = sl_fail(j.sink_status, "%s (as the run ended: %s)", j.sink_error, run_msg);
     else if (run_st == SL_ERR_TOO_MANY_FAILED)
         st = sl_fail(run_st, "%s; the failed rows and their errors are in %s", run_msg, shard);
     else

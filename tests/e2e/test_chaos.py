@@ -28,6 +28,7 @@ import pathlib
 import random
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import time
@@ -407,3 +408,35 @@ def test_io_error_stops_then_the_same_command_completes(sluice, tmp_path, faults
     no_sanitizer_report(r.stderr)
     rows = assert_exactly_once(out, want)
     assert_ledger_matches(out, rows)
+
+
+def test_stopped_run_whose_last_commit_fails_says_so(sluice, tmp_path):
+    """Ctrl-C commits the rows finished; when that commit fails the run must
+    not exit as merely stopped (130, 'run the same command again') but as
+    failed (1), with the cause."""
+    src = tmp_path / "in"
+    sample_copies(src, 2)
+    want = expected_ids(2)
+    out = tmp_path / "out"
+    log = tmp_path / "stopped.log"
+    env = dict(os.environ, SLUICE_TEST_FAULTS="trace,fsync=eio@1")
+    with open(log, "w") as err:
+        proc = subprocess.Popen(command(sluice, src, out, "--shard-rows", "1000"),
+                                stdout=subprocess.DEVNULL, stderr=err, env=env)
+        deadline = time.monotonic() + 300
+        while "ledger.reconciled" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.01)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=300)
+    text = log.read_text()
+    no_sanitizer_report(text)
+    assert rc == 1, text[-3000:]
+    assert any(line.startswith("sluice: ") and "warn:" not in line and "cannot sync '" in line
+               and "Input/output error" in line for line in text.splitlines()), text[-3000:]
+    assert not list(out.glob("part-*")) and not list(out.glob(".part-*.tmp-*"))
+
+    r = run(sluice, src, out, "--shard-rows", "1000")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(out, want)
