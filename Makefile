@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit fuzz models-256m bench bench-engine bench-decode bench-http clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m bench bench-engine bench-decode bench-http clean
 
 all: build
 
@@ -39,6 +39,15 @@ test: build build-asan build-tsan
 
 test-unit: build
 	ctest --test-dir $(BUILD) --output-on-failure -L unit
+
+# Resume under chaos (tests/e2e/test_chaos.py): a 2,000-image job killed
+# with SIGKILL 20 times (12 of them inside a part commit) and rerun until it
+# completes, plus the full-disk and I/O-error tests; prints where each kill
+# landed. Takes minutes; `make test` runs a short version (3 kills).
+# SLUICE_CHAOS_SEED=N replays a schedule.
+chaos: build
+	SLUICE_CHAOS=1 SLUICE_BIN=$(BUILD)/sluice .venv/bin/python -m pytest -s -q -p no:cacheprovider \
+	    tests/e2e/test_chaos.py
 
 bench: build
 	$(BUILD)/bench/executor

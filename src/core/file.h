@@ -1,5 +1,9 @@
-/* core/file.h — reading a whole file into memory (image files, kept image
- * bytes). The caller frees *data with sl_free(). */
+/* core/file.h — files: reading a whole file into memory (image files, kept
+ * image bytes), and the checked write, sync and rename that every output
+ * part and its folder go through (io/shard.h, io/jsonl_sink.h,
+ * io/parquet_write.h), so an error is never lost and the test faults of
+ * core/fault.h ("write", "fsync", "rename") reach each of them. Any thread.
+ * The caller frees what sl_read_file() returns with sl_free(). */
 #ifndef SL_CORE_FILE_H
 #define SL_CORE_FILE_H
 
@@ -11,5 +15,24 @@
 /* SL_ERR_NOT_FOUND / SL_ERR_IO / SL_ERR_NOMEM with a message that names
  * `path` and the cause. On failure *data is NULL. */
 sl_status sl_read_file(const char *path, uint8_t **data, size_t *len);
+
+/* Writes all `len` bytes to `fd` (the file `path`), retrying short writes
+ * and EINTR. SL_ERR_IO naming `path` and the cause ("No space left on
+ * device"); part of the data may then be in the file, so its content is
+ * unknown and it must not be published. */
+sl_status sl_file_write_all(int fd, const void *data, size_t len, const char *path);
+
+/* fsync(fd) of the file `path`: SL_ERR_IO naming it and the cause. After a
+ * failed sync the data may be lost even if a later sync succeeds: the caller
+ * gives the file up rather than trying again. */
+sl_status sl_file_sync(int fd, const char *path);
+
+/* Makes the folder's entries (a file created or renamed in it) durable:
+ * opens and fsyncs `dir`. SL_ERR_IO naming it and the cause; a file system
+ * that cannot sync folders (EINVAL) is not an error. */
+sl_status sl_file_sync_dir(const char *dir);
+
+/* rename(from, to): SL_ERR_IO naming both and the cause. */
+sl_status sl_file_rename(const char *from, const char *to);
 
 #endif

@@ -1,7 +1,9 @@
 /* io/jsonl_sink.h — one JSONL output shard, written under a temporary name
  * in the output folder and renamed into place (after fsync) only by
- * sl_jsonl_sink_commit(), so a reader never sees half a shard. Freeing an
- * uncommitted sink removes the temporary file. One thread at a time. */
+ * sl_jsonl_sink_commit(), so a reader never sees half a shard. Rows wait in
+ * a buffer of 64 KiB (or one row, if larger). After a failed write the sink
+ * is broken: every later call fails and it can never be committed. Freeing
+ * an uncommitted sink removes the temporary file. One thread at a time. */
 #ifndef SL_IO_JSONL_SINK_H
 #define SL_IO_JSONL_SINK_H
 
@@ -17,7 +19,9 @@ typedef struct sl_jsonl_sink sl_jsonl_sink;
 sl_status sl_jsonl_sink_open(const char *dir, const char *name, bool overwrite,
                              sl_jsonl_sink **out);
 
-/* Appends `row` as one line (compact, keys in insertion order). */
+/* Appends `row` as one line (compact, keys in insertion order). SL_ERR_IO
+ * (the sink is then broken) when the write fails: rows written before may
+ * be lost too, so the whole part must be abandoned. */
 sl_status sl_jsonl_sink_write(sl_jsonl_sink *sink, const json_t *row);
 
 /* Flushes, syncs and renames the shard to its final name: finish, then

@@ -11,6 +11,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "core/utf8.h"
 #include "io/parquet_write.h"
 #include "io/thrift_compact.h"
@@ -82,20 +83,12 @@ sl_pq_writer_params sl_pq_writer_default_params(void)
 
 static sl_status write_all(sl_pq_writer *w, const void *data, size_t len)
 {
-    const uint8_t *p = data;
-    while (len > 0) {
-        ssize_t n = write(w->fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            w->broken = true;
-            return sl_fail(SL_ERR_IO, "cannot write Parquet file '%s': %s", w->path,
-                           n < 0 ? strerror(errno) : "short write");
-        }
-        p += n;
-        len -= (size_t)n;
-        w->file_pos += n;
+    sl_status st = sl_file_write_all(w->fd, data, len, w->path);
+    if (st != SL_OK) {
+        w->broken = true;
+        return st;
     }
+    w->file_pos += (int64_t)len;
     return SL_OK;
 }
 
@@ -632,8 +625,8 @@ sl_status sl_pq_writer_close(sl_pq_writer *w)
     sl_status st = flush_row_group(w);
     if (st == SL_OK)
         st = write_footer(w);
-    if (st == SL_OK && fsync(w->fd) != 0)
-        st = sl_fail(SL_ERR_IO, "cannot sync Parquet file '%s': %s", w->path, strerror(errno));
+    if (st == SL_OK)
+        st = sl_file_sync(w->fd, w->path);
     if (st == SL_OK && close(w->fd) != 0)
         st = sl_fail(SL_ERR_IO, "cannot close Parquet file '%s': %s", w->path, strerror(errno));
     if (st != SL_OK) {

@@ -1,4 +1,5 @@
-/* io/shard.c — temp-name-then-rename output files. */
+/* io/shard.c — temp-name-then-rename output files; the rename and the
+ * folder's sync go through core/file.h's checked calls. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -11,6 +12,8 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/fault.h"
+#include "core/file.h"
 #include "io/shard.h"
 
 sl_status sl_make_dirs(const char *path)
@@ -64,17 +67,20 @@ sl_status sl_shard_init(sl_shard *shard, const char *dir, const char *name, bool
 
 sl_status sl_shard_publish(sl_shard *shard)
 {
-    if (rename(shard->tmp_path, shard->final_path) != 0)
-        return sl_fail(SL_ERR_IO, "cannot rename '%s' to '%s': %s", shard->tmp_path,
-                       shard->final_path, strerror(errno));
+    sl_status st = sl_file_rename(shard->tmp_path, shard->final_path);
+    if (st != SL_OK)
+        return st;
     shard->published = true;
-    /* The rename is durable only once the directory entry is. */
-    int dfd = open(shard->dir, O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return SL_OK;
+    int err = sl_fault("commit.after_rename", shard->final_path);
+    if (err)
+        return sl_fail(SL_ERR_IO, "cannot publish '%s': %s", shard->final_path, strerror(err));
+    /* The rename is durable only once the folder's entry is. A failure is
+     * reported: the file is complete (synced before the rename) but might
+     * not survive a power cut under its name. */
+    st = sl_file_sync_dir(shard->dir);
+    if (st == SL_OK && (err = sl_fault("commit.after_dir_sync", shard->final_path)))
+        st = sl_fail(SL_ERR_IO, "cannot publish '%s': %s", shard->final_path, strerror(err));
+    return st;
 }
 
 void sl_shard_clear(sl_shard *shard)

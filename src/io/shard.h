@@ -17,7 +17,9 @@ typedef struct sl_shard {
  * temporary. SL_ERR_EXISTS when dir/name exists and !overwrite. */
 sl_status sl_shard_init(sl_shard *shard, const char *dir, const char *name, bool overwrite);
 
-/* Renames the (closed, synced) temporary file to the final name. */
+/* Renames the (closed, synced) temporary file to the final name, then syncs
+ * the folder; SL_ERR_IO when either fails (`published` tells whether the
+ * rename happened: a failed folder sync leaves the file in place). */
 sl_status sl_shard_publish(sl_shard *shard);
 
 void sl_shard_clear(sl_shard *shard);

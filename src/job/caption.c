@@ -28,6 +28,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/file.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -129,6 +130,10 @@ typedef struct job {
     double load_seconds;
     sl_status sink_status;    /* the commit's outcome, read after the run */
     char sink_error[1024];
+    bool write_failed;        /* a row could not be written: the open part is abandoned */
+    struct {                  /* the open part's rows, added to *sum when it commits */
+        long rows, ok, failed, prompt_tokens, generated_tokens;
+    } part;
     sl_caption_summary *sum;  /* written by the writer thread only */
     caption_metrics *metrics;
     gallery *gallery;
@@ -663,37 +668,74 @@ static sl_status write_parquet_row(job *j, const caption_row *r, const sl_row *r
 
 static sl_status open_output(job *j);
 
-/* Commits the open shard and names the next (--shard-rows), in two phases
- * with the ledger (ledger/ledger.h says why each crash point is safe): the
- * file synced under its temporary name, its rows recorded as a pending
- * part, the file renamed, the part committed. */
+/* A test fault (core/fault.h) at a step of the commit: a pause, or an error. */
+static sl_status commit_point(const char *point, const char *part)
+{
+    int err = sl_fault(point, part);
+    return err ? sl_fail(SL_ERR_IO, "cannot commit '%s': %s", part, strerror(err)) : SL_OK;
+}
+
+/* Commits the open shard, in two phases with the ledger (ledger/ledger.h
+ * says why each crash point is safe): the file synced under its temporary
+ * name, its rows recorded as a pending part, the file renamed and the folder
+ * synced, the part committed. Only then do its rows count in the summary. */
 static sl_status commit_shard(job *j)
 {
-    sl_status st = j->psink ? sl_parquet_sink_finish(j->psink) : sl_jsonl_sink_finish(j->sink);
+    const char *part = j->psink ? sl_parquet_sink_path(j->psink) : sl_jsonl_sink_path(j->sink);
+    sl_status st = commit_point("commit.begin", part);
+    if (st == SL_OK)
+        st = j->psink ? sl_parquet_sink_finish(j->psink) : sl_jsonl_sink_finish(j->sink);
+    if (st == SL_OK)
+        st = commit_point("commit.after_sync", part);
     if (st == SL_OK && j->ledger)
         st = sl_ledger_part_prepare(j->ledger);
     if (st == SL_OK)
+        st = commit_point("commit.after_prepare", part);
+    if (st == SL_OK) /* rename, folder sync: io/shard.c has their points */
         st = j->psink ? sl_parquet_sink_publish(j->psink) : sl_jsonl_sink_publish(j->sink);
     if (st == SL_OK && j->ledger)
         st = sl_ledger_part_commit(j->ledger);
+    if (st == SL_OK)
+        st = commit_point("commit.end", part);
     if (st == SL_OK) {
-        snprintf(j->last_shard, sizeof j->last_shard, "%s",
-                 j->psink ? sl_parquet_sink_path(j->psink) : sl_jsonl_sink_path(j->sink));
+        snprintf(j->last_shard, sizeof j->last_shard, "%s", part);
         j->sum->shards++;
+        j->sum->rows += j->part.rows;
+        j->sum->rows_ok += j->part.ok;
+        j->sum->rows_failed += j->part.failed;
+        j->sum->prompt_tokens += j->part.prompt_tokens;
+        j->sum->generated_tokens += j->part.generated_tokens;
     }
+    memset(&j->part, 0, sizeof j->part);
     return st;
+}
+
+/* Gives up the open shard: its rows are in no committed part, so a rerun
+ * captions them again. After a failed write or a failed row record, the
+ * file may hold rows the ledger lacks or lack rows the ledger holds. */
+static void abandon_shard(job *j)
+{
+    if (j->ledger)
+        sl_ledger_part_abandon(j->ledger);
+    sl_jsonl_sink_free(j->sink); /* removes the temporary */
+    sl_parquet_sink_free(j->psink);
+    j->sink = NULL;
+    j->psink = NULL;
+    memset(&j->part, 0, sizeof j->part);
 }
 
 static sl_status next_shard(job *j)
 {
     sl_status st = commit_shard(j);
+    if (st != SL_OK)
+        return st; /* the writer fails; write_close gives the part up */
     sl_jsonl_sink_free(j->sink);
     sl_parquet_sink_free(j->psink);
     j->sink = NULL;
     j->psink = NULL;
     j->shard++;
     j->shard_rows = 0;
-    return st == SL_OK ? open_output(j) : st;
+    return open_output(j);
 }
 
 static sl_status write_init(void *cfg, int worker, void **state)
@@ -705,7 +747,6 @@ static sl_status write_init(void *cfg, int worker, void **state)
 static sl_status write_process(void *state, sl_row *const *rows, size_t n)
 {
     job *j = state;
-    sl_caption_summary *sum = j->sum;
     for (size_t i = 0; i < n; i++) {
         caption_row *r = sl_row_data(rows[i]);
         sl_status st;
@@ -719,11 +760,24 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
         }
         if (st == SL_OK && j->ledger)
             st = sl_ledger_part_add(j->ledger, r->rel);
+        bool failed = sl_row_failed(rows[i]);
+        if (st == SL_OK) {
+            j->part.rows++;
+            j->part.ok += !failed;
+            j->part.failed += failed;
+            if (r->has_result) {
+                j->part.prompt_tokens += r->result.prompt_tokens;
+                j->part.generated_tokens += r->result.generated_tokens;
+            }
+        }
         if (st == SL_OK && ++j->shard_rows == j->rows_per_shard)
             st = next_shard(j);
-        if (st != SL_OK)
-            return st; /* the writer cannot go on: the executor ends the run */
-        bool failed = sl_row_failed(rows[i]);
+        if (st != SL_OK) {
+            /* The writer cannot go on: the executor ends the run, and
+             * write_close() gives the open part up. */
+            j->write_failed = true;
+            return st;
+        }
         gallery_row gr = {sl_row_seq(rows[i]), r->rel, failed ? NULL : r->result.text,
                           sl_row_error(rows[i]), sl_row_error_stage(rows[i]),
                           sl_row_error_status(rows[i]), r->thumb, r->thumb_len};
@@ -736,26 +790,23 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
                                 (long)sl_row_seq(rows[i]), sl_row_error_stage(rows[i])};
             j->p->on_row(&view, j->p->on_row_user);
         }
-        sum->rows++;
-        if (failed)
-            sum->rows_failed++;
-        else
-            sum->rows_ok++;
-        if (r->has_result) {
-            sum->prompt_tokens += r->result.prompt_tokens;
-            sum->generated_tokens += r->result.generated_tokens;
-        }
     }
     return SL_OK;
 }
 
 /* Every row written is complete, so the shard is committed whatever ended
- * the run: finished work is never thrown away. A shard with no rows is not
- * committed (freeing it removes the empty temporary), unless it is the
- * output's first and only one: an input with no images still gives a file. */
+ * the run (finished work is never thrown away) unless a write or a commit
+ * failed: then the file or the ledger may miss rows, and the part is given
+ * up whole. A shard with no rows is not committed (freeing it removes the
+ * empty temporary), unless it is the output's first and only one: an input
+ * with no images still gives a file. */
 static void write_close(void *state, sl_exec_end end)
 {
     job *j = state;
+    if (j->write_failed) {
+        abandon_shard(j);
+        return;
+    }
     if (!j->sink && !j->psink)
         return; /* the next shard could not open: the run already failed */
     if (j->shard_rows == 0 && (j->shard > 0 || j->done_before > 0)) {
@@ -766,6 +817,7 @@ static void write_close(void *state, sl_exec_end end)
     if (commit_shard(j) != SL_OK) {
         j->sink_status = SL_ERR_IO;
         snprintf(j->sink_error, sizeof j->sink_error, "%s", sl_last_error());
+        abandon_shard(j);
     }
 }
 
@@ -1259,8 +1311,13 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     if (caption_report_write(&report) != SL_OK)
         sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
 
+    /* A part that could not be committed outranks why the run ended (a stop,
+     * --max-failed): its rows are not in the output, and the cause (a full
+     * disk) must be fixed before the rerun can go on. */
     if (j.sink_status != SL_OK && run_st == SL_OK)
         st = sl_fail(j.sink_status, "%s", j.sink_error);
+    else if (j.sink_status != SL_OK)
+        st = sl_fail(j.sink_status, "%s (as the run ended: %s)", j.sink_error, run_msg);
     else if (run_st == SL_ERR_TOO_MANY_FAILED)
         st = sl_fail(run_st, "%s; the failed rows and their errors are in %s", run_msg, shard);
     else

@@ -17,6 +17,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "io/shard.h"
 #include "ledger/ledger.h"
@@ -35,21 +36,24 @@ struct sl_ledger {
 
 /* --- helpers ------------------------------------------------------------------ */
 
+/* SQLite's message says "database or disk is full" or "disk I/O error";
+ * the system's cause behind it ("No space left on device") is added. */
 static sl_status db_fail(sl_ledger *l, sl_status st, const char *doing)
 {
-    return sl_fail(st, "resume ledger '%s': cannot %s: %s", l->path, doing,
-                   l->db ? sqlite3_errmsg(l->db) : "out of memory");
+    int rc = l->db ? sqlite3_errcode(l->db) : SQLITE_NOMEM;
+    int sys = rc == SQLITE_FULL || rc == SQLITE_IOERR || rc == SQLITE_CANTOPEN
+                  ? sqlite3_system_errno(l->db) : 0;
+    if (rc == SQLITE_FULL && !sys)
+        sys = ENOSPC; /* SQLite's unix VFS keeps no errno for a short write */
+    return sl_fail(st, "resume ledger '%s': cannot %s: %s%s%s%s", l->path, doing,
+                   l->db ? sqlite3_errmsg(l->db) : "out of memory", sys ? " (" : "",
+                   sys ? strerror(sys) : "", sys ? ")" : "");
 }
 
 static sl_status exec_sql(sl_ledger *l, const char *sql, const char *doing)
 {
-    char *err = NULL;
-    if (sqlite3_exec(l->db, sql, NULL, NULL, &err) != SQLITE_OK) {
-        sl_status st = sl_fail(SL_ERR_IO, "resume ledger '%s': cannot %s: %s", l->path, doing,
-                               err ? err : sqlite3_errmsg(l->db));
-        sqlite3_free(err);
-        return st;
-    }
+    if (sqlite3_exec(l->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return db_fail(l, SL_ERR_IO, doing);
     return SL_OK;
 }
 
@@ -409,10 +413,14 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
         }
         sl_free(file);
     }
+    int err = st == SL_OK ? sl_fault("ledger.reconcile", l->path) : 0; /* before it is durable */
+    if (err)
+        st = sl_fail(SL_ERR_IO, "resume ledger '%s': cannot reconcile: %s", l->path, strerror(err));
     if (st == SL_OK)
         st = exec_sql(l, "COMMIT", "reconcile");
     if (st != SL_OK)
         goto out;
+    sl_fault("ledger.reconciled", l->path); /* a trace: past the reconcile */
     if ((st = prepare(l, "SELECT count(*), coalesce(sum(rows), 0), coalesce(max(number), -1) "
                          "FROM parts WHERE state = 1", &s)) != SL_OK)
         goto out;
@@ -502,9 +510,16 @@ sl_status sl_ledger_part_add(sl_ledger *l, const char *id)
                      l->path, id);
     } else {
         /* A repeated id (the same input listed twice) keeps its first part. */
+        int err = sl_fault("ledger.add", id);
         sqlite3_bind_text(l->add_row, 1, id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(l->add_row, 2, l->part_number);
-        st = step_done(l, l->add_row, "record a row");
+        st = err ? sl_fail(SL_ERR_IO, "resume ledger '%s': cannot record a row: %s", l->path,
+                           strerror(err))
+                 : step_done(l, l->add_row, "record a row");
+        if (err) {
+            sqlite3_reset(l->add_row);
+            sqlite3_clear_bindings(l->add_row);
+        }
         if (st == SL_OK)
             l->part_rows++;
     }

@@ -28,6 +28,8 @@
  * The row ids were durable (3) before the file could appear (4), so a part
  * file that exists is always known to the ledger, and an id is done if and
  * only if a complete final file holds it: none lost, none written twice.
+ * An error at a step (a full disk, EIO) leaves what a crash there would: the
+ * caller stops and gives the part up, and the next reconcile settles it.
  * A part listed COMMITTED whose file has since gone (deleted by hand) is
  * dropped too, with a warning, so its rows are captioned again.
  * Part numbers are never reused: part_begin refuses a name the ledger holds. */

@@ -1,9 +1,13 @@
-/* Unit tests: io/jsonl_sink.c — temp then rename, refusal to overwrite. */
+/* Unit tests: io/jsonl_sink.c — temp then rename, refusal to overwrite, and
+ * write and sync errors (injected through core/fault.h) that must never let
+ * a part be committed without all its rows. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "core/error.h"
+#include "core/fault.h"
 #include "io/jsonl_sink.h"
 #include "test_util.h"
 
@@ -67,11 +71,114 @@ static void unwritable_output_is_an_error(void **state)
     tu_rmtree(base);
 }
 
+struct paths {
+    char *base;
+    char dir[512], final_path[600], tmp[700];
+};
+
+static void paths_init(struct paths *p)
+{
+    p->base = tu_tmpdir();
+    snprintf(p->dir, sizeof p->dir, "%s/out", p->base);
+    snprintf(p->final_path, sizeof p->final_path, "%s/part-00000.jsonl", p->dir);
+    snprintf(p->tmp, sizeof p->tmp, "%s/.part-00000.jsonl.tmp-%ld", p->dir, (long)getpid());
+}
+
+static json_t *padded_row(void)
+{
+    char pad[1000];
+    memset(pad, 'x', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    return json_pack("{s:s, s:s}", "id", "a.jpg", "pad", pad);
+}
+
+/* glibc's stdio dropped its buffer when a write failed, so rows already
+ * reported written were lost and the next fflush() succeeded: a full disk
+ * could commit a part missing rows. A failed write now breaks the sink for
+ * good. */
+static void failed_write_never_commits(void **state)
+{
+    struct paths p;
+    paths_init(&p);
+    assert_int_equal(sl_fault_configure("write=enospc@1"), 0);
+    sl_jsonl_sink *sink;
+    assert_int_equal(sl_jsonl_sink_open(p.dir, "part-00000.jsonl", false, &sink), SL_OK);
+    json_t *row = padded_row();
+    int written = 0;
+    sl_status st;
+    while ((st = sl_jsonl_sink_write(sink, row)) == SL_OK && written < 1000)
+        written++;
+    assert_int_equal(st, SL_ERR_IO); /* at 64 KiB, well before 1000 rows */
+    assert_true(written > 10);
+    assert_non_null(strstr(sl_last_error(), p.tmp));
+    assert_non_null(strstr(sl_last_error(), "No space left on device"));
+    /* The disk has room again (the fault hit once), yet nothing more goes
+     * in and the part cannot be committed. */
+    assert_int_equal(sl_jsonl_sink_write(sink, row), SL_ERR_IO);
+    assert_int_equal(sl_jsonl_sink_finish(sink), SL_ERR_IO);
+    assert_non_null(strstr(sl_last_error(), "incomplete"));
+    assert_int_equal(sl_jsonl_sink_commit(sink), SL_ERR_IO);
+    assert_false(exists(p.final_path));
+    sl_jsonl_sink_free(sink);
+    assert_false(exists(p.tmp));
+    json_decref(row);
+    sl_fault_configure(NULL);
+    tu_rmtree(p.base);
+}
+
+static void failed_sync_never_commits(void **state)
+{
+    struct paths p;
+    paths_init(&p);
+    assert_int_equal(sl_fault_configure("fsync=eio@1"), 0);
+    sl_jsonl_sink *sink;
+    assert_int_equal(sl_jsonl_sink_open(p.dir, "part-00000.jsonl", false, &sink), SL_OK);
+    json_t *row = padded_row();
+    assert_int_equal(sl_jsonl_sink_write(sink, row), SL_OK);
+    assert_int_equal(sl_jsonl_sink_commit(sink), SL_ERR_IO);
+    assert_non_null(strstr(sl_last_error(), "cannot sync"));
+    assert_non_null(strstr(sl_last_error(), "Input/output error"));
+    /* A sync that failed is not tried again: the data may be gone. */
+    assert_int_equal(sl_jsonl_sink_commit(sink), SL_ERR_IO);
+    assert_false(exists(p.final_path));
+    sl_jsonl_sink_free(sink);
+    assert_false(exists(p.tmp));
+    json_decref(row);
+    sl_fault_configure(NULL);
+    tu_rmtree(p.base);
+}
+
+/* The folder's sync after the rename used to be unchecked. */
+static void failed_folder_sync_is_reported(void **state)
+{
+    struct paths p;
+    paths_init(&p);
+    assert_int_equal(sl_fault_configure("fsync=eio@2"), 0);
+    sl_jsonl_sink *sink;
+    assert_int_equal(sl_jsonl_sink_open(p.dir, "part-00000.jsonl", false, &sink), SL_OK);
+    json_t *row = padded_row();
+    assert_int_equal(sl_jsonl_sink_write(sink, row), SL_OK);
+    assert_int_equal(sl_jsonl_sink_commit(sink), SL_ERR_IO);
+    assert_non_null(strstr(sl_last_error(), "cannot sync folder"));
+    assert_non_null(strstr(sl_last_error(), p.dir));
+    sl_jsonl_sink_free(sink);
+    /* Renamed already, and whole (synced first): the ledger's reconcile
+     * commits it on the next run (ledger/ledger.h). */
+    assert_true(exists(p.final_path));
+    assert_false(exists(p.tmp));
+    json_decref(row);
+    sl_fault_configure(NULL);
+    tu_rmtree(p.base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(shard_appears_only_on_commit),
         cmocka_unit_test(unwritable_output_is_an_error),
+        cmocka_unit_test(failed_write_never_commits),
+        cmocka_unit_test(failed_sync_never_commits),
+        cmocka_unit_test(failed_folder_sync_is_reported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,41 @@
+/* core/fault.h — TEST-ONLY fault injection at named points, in the manner of
+ * SQLite's test hooks: the tests make an fsync fail, a write hit a full disk
+ * or a part commit pause (so a kill lands inside it) without a special build.
+ * Off unless SLUICE_TEST_FAULTS is set (read once, at the first point
+ * reached); then a line on stderr says so. Never set it in production.
+ * Thread rules: sl_fault() from any thread; sl_fault_configure() only while
+ * no other thread can reach a point (tests). Nothing to free.
+ *
+ * SLUICE_TEST_FAULTS is a comma-separated list of items:
+ *   trace               print "sluice: test fault point NAME (DETAIL)" on
+ *                       stderr at every point reached (a killed run's last
+ *                       such line says where it died)
+ *   POINT=ACTION[@N]    at POINT, do ACTION at every hit, or only at the
+ *   POINT=ACTION[@N+]   Nth hit (counted per item, from 1), or from the Nth on
+ * ACTION: sleep:MS (pause, then go on), or an errno to fail with: eio,
+ * enospc, edquot, erofs, eintr. E.g. "fsync=eio@3" fails the third fsync,
+ * "trace,commit.after_prepare=sleep:500@2" pauses the second part commit
+ * between the ledger's prepare and the rename.
+ *
+ * Points: write, fsync (files and folders), rename: every write, sync and
+ * rename of output parts and their folder (core/file.h); ledger.add (a row
+ * recorded in the resume ledger); ledger.reconcile (a run's start, before
+ * the ledger's reconcile is durable), ledger.reconciled (after; a trace
+ * only); commit.begin, commit.after_sync,
+ * commit.after_prepare, commit.after_rename, commit.after_dir_sync,
+ * commit.end: the steps of a part's two-phase commit (ledger/ledger.h). */
+#ifndef SL_CORE_FAULT_H
+#define SL_CORE_FAULT_H
+
+/* Point `point` is reached (`detail`, e.g. a path, may be NULL): 0 to go on,
+ * or the errno the caller must fail with as if the real call had. A sleep
+ * action pauses here and returns 0. */
+int sl_fault(const char *point, const char *detail);
+
+/* Replaces the rules (and resets the hit counts) with `spec`, in the syntax
+ * above; NULL or "" turns every point off. Returns -1 when `spec` does not
+ * parse (nothing is then active), else 0. For unit tests; the environment
+ * variable is not read after this is called. */
+int sl_fault_configure(const char *spec);
+
+#endif
