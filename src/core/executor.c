@@ -229,9 +229,12 @@ static bool restart_worker(worker *w, void **state, const char *why)
     }
     pthread_mutex_lock(&st->restart_mu);
     if (!atomic_load(&st->broken)) {
-        snprintf(st->broken_msg, sizeof st->broken_msg,
-                 "stage '%s' failed %llu times, last: %s", st->name, (unsigned long long)n,
-                 (int)n <= w->exec->p.max_restarts ? sl_last_error() : why);
+        const char *last = (int)n <= w->exec->p.max_restarts ? sl_last_error() : why;
+        if (n == 1)
+            snprintf(st->broken_msg, sizeof st->broken_msg, "stage '%s' failed: %s", st->name, last);
+        else
+            snprintf(st->broken_msg, sizeof st->broken_msg, "stage '%s' failed %llu times, last: %s",
+                     st->name, (unsigned long long)n, last);
         atomic_store(&st->broken, true);
     }
     pthread_mutex_unlock(&st->restart_mu);

@@ -5,14 +5,17 @@
  * value into the child and drops the callback, so a scrape never touches
  * freed state. */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "job/caption_metrics.h"
 
 enum { STAGES_MAX = 8, REPLICAS_MAX = 64 };
@@ -601,16 +604,25 @@ sl_status caption_metrics_write(caption_metrics *cm, const char *path)
     sl_status st = sl_metrics_render(cm->reg, &text, &len);
     if (st != SL_OK)
         return st;
-    FILE *fp = fopen(path, "w");
-    if (!fp) {
-        sl_metrics_text_free(text);
-        return sl_fail(SL_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
-    }
-    size_t wrote = fwrite(text, 1, len, fp);
+    /* Through a temporary and a rename: a full disk leaves the last whole
+     * file (or none), never a truncated one. */
+    char *tmp = sl_asprintf("%s.tmp", path);
+    int fd = tmp ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+    if (!tmp)
+        st = sl_fail(SL_ERR_NOMEM, "out of memory writing '%s'", path);
+    else if (fd < 0)
+        st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+    else
+        st = sl_file_write_all(fd, text, len, tmp);
+    if (fd >= 0 && close(fd) != 0 && st == SL_OK)
+        st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+    if (st == SL_OK)
+        st = sl_file_rename(tmp, path);
+    if (st != SL_OK && fd >= 0)
+        unlink(tmp);
     sl_metrics_text_free(text);
-    if (fclose(fp) != 0 || wrote != len)
-        return sl_fail(SL_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
-    return SL_OK;
+    sl_free(tmp);
+    return st;
 }
 
 void caption_metrics_stop(caption_metrics *cm)

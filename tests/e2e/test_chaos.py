@@ -358,6 +358,13 @@ def test_full_disk_stops_then_the_same_command_completes(sluice, tmp_path, small
              and "No space left on device" in line and str(out) in line]
     assert named, f"no line names a file in {out} and the cause: {r.stderr[-3000:]}"
     print(f"\nfull disk: {named[-1]}")
+    # The final metrics are written whole or not at all (a temporary and a
+    # rename): a truncated file would end inside its last family.
+    metrics = out / "metrics.prom"
+    assert not (out / "metrics.prom.tmp").exists()
+    if metrics.exists():
+        text = metrics.read_text()
+        assert text.endswith("\n") and "vllm:time_to_first_token_seconds_count" in text, text[-300:]
     filler.unlink()  # first: reading the ledger needs room for its index
     assert_stopped_soundly(r, out, want)
 
