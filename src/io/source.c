@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/error.h"
 #include "core/json.h"
 #include "io/dir_source.h"
@@ -105,8 +106,8 @@ struct source_reader {
     char *chunk;              /* read from the file, CHUNK_BYTES */
     size_t chunk_pos, chunk_len;
     bool eof;
-    char *buf;                /* the line or record read, up to max_line_bytes */
-    size_t len, cap;
+    sl_buf text;              /* the line or record read, up to max_line_bytes;
+                                 NUL-terminated once a line was read */
     bool too_long;            /* the line or record passed max_line_bytes: not kept */
     int csv_state;            /* sl_csv_scan over the record read so far */
 };
@@ -170,7 +171,7 @@ static void manifest_close(source_reader *r)
     sl_free(r->base_dir);
     sl_csv_fields_free(r->header, r->n_header);
     sl_free(r->chunk);
-    sl_free(r->buf);
+    sl_buf_free(&r->text);
     sl_free(r);
 }
 
@@ -182,27 +183,19 @@ static bool put(source_reader *r, const char *s, size_t n)
         r->csv_state = sl_csv_scan(r->csv_state, s, n);
     if (r->too_long || n == 0)
         return true;
-    if (n > r->p->max_line_bytes - r->len) {
+    if (n > r->p->max_line_bytes - r->text.len) {
         r->too_long = true; /* read on to the end, keeping nothing more */
         return true;
     }
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 256;
-        while (cap < r->len + n + 1)
-            cap *= 2;
-        char *grown = sl_realloc(r->buf, cap);
-        if (!grown)
-            return false;
-        r->buf = grown;
-        r->cap = cap;
-    }
-    memcpy(r->buf + r->len, s, n);
-    r->len += n;
-    r->buf[r->len] = '\0';
+    if (!sl_buf_reserve(&r->text, n + 1))
+        return false;
+    memcpy(r->text.data + r->text.len, s, n);
+    r->text.len += n;
+    r->text.data[r->text.len] = '\0';
     return true;
 }
 
-/* Reads the next line, without its line end (LF, CRLF), onto r->buf; a line
+/* Reads the next line, without its line end (LF, CRLF), onto r->text; a line
  * past the limit is read to its end in chunks, never held whole. Returns 1
  * when a line was read, 0 at the end of the file, -1 out of memory. */
 static int read_line(source_reader *r)
@@ -242,11 +235,10 @@ static int read_line(source_reader *r)
     if (!any)
         return 0;
     r->line++;
-    if (!r->buf) { /* an empty first line: still a string */
-        if (!(r->buf = sl_malloc(1)))
+    if (!r->text.data) { /* an empty first line: still a string */
+        if (!sl_buf_reserve(&r->text, 1))
             return -1;
-        r->cap = 1;
-        r->buf[0] = '\0';
+        r->text.data[0] = '\0';
     }
     return 1;
 }
@@ -254,9 +246,9 @@ static int read_line(source_reader *r)
 /* Starts a new line or record. */
 static void restart(source_reader *r)
 {
-    r->len = 0;
-    if (r->buf)
-        r->buf[0] = '\0';
+    r->text.len = 0;
+    if (r->text.data)
+        r->text.data[0] = '\0';
     r->too_long = false;
     r->csv_state = SL_CSV_FIELD_START;
 }
@@ -280,7 +272,7 @@ static int read_csv_record(source_reader *r, char ***fields, size_t *n, long *fi
         restart(r);
         if ((rc = read_line(r)) <= 0)
             return rc == 0 ? 1 : -2;
-    } while (!r->too_long && blank(r->buf, r->len));
+    } while (!r->too_long && blank((const char *)r->text.data, r->text.len));
     *first_line = r->line;
     while (r->csv_state == SL_CSV_QUOTED) {
         if (!put(r, "\n", 1) || (rc = read_line(r)) < 0)
@@ -299,7 +291,7 @@ static int read_csv_record(source_reader *r, char ***fields, size_t *n, long *fi
                      r->p->max_line_bytes);
         return -1;
     }
-    rc = sl_csv_split(r->buf, r->len, r->p->max_columns, fields, n, err, errlen);
+    rc = sl_csv_split((const char *)r->text.data, r->text.len, r->p->max_columns, fields, n, err, errlen);
     if (rc == 1) /* never: the scan and the split agree on where a record ends */
         snprintf(err, errlen, "a quoted field is never closed");
     return rc == 1 ? -1 : rc;
@@ -459,14 +451,14 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
             *done = rc == 0;
             return rc == 0 ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         }
-    } while (!r->too_long && blank(r->buf, r->len));
+    } while (!r->too_long && blank((const char *)r->text.data, r->text.len));
     if (r->too_long) {
         snprintf(err, sizeof err, "the line is longer than the limit of %zu bytes",
                  r->p->max_line_bytes);
         return line_fail(r, r->line, item, err);
     }
     json_error_t jerr;
-    json_t *row = json_loadb(r->buf, r->len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *row = json_loadb((const char *)r->text.data, r->text.len, JSON_REJECT_DUPLICATES, &jerr);
     if (!row || !json_is_object(row) || json_object_size(row) > r->p->max_columns) {
         if (!row)
             snprintf(err, sizeof err, "invalid JSON: %s", jerr.text);
