@@ -777,7 +777,8 @@ static void adapt(oa_engine *e, double now)
     }
 }
 
-/* How long the loop may sleep: until the next retry or cool-down ends. */
+/* How long the loop may sleep: until the next retry, cool-down end or
+ * give-up deadline. */
 static int next_wait_ms(const oa_engine *e, double now)
 {
     double wake = now + 1.0;
@@ -787,6 +788,12 @@ static int next_wait_ms(const oa_engine *e, double now)
     for (int i = 0; i < e->n_eps; i++)
         if (e->eps[i].down_until > 0 && e->eps[i].down_until < wake)
             wake = e->eps[i].down_until;
+    /* The give-up deadlines: the job stops when they pass, not up to a
+     * second later. */
+    const double since[2] = {e->failing_since, e->all_failing_since};
+    for (int i = 0; i < 2; i++)
+        if (since[i] >= 0 && since[i] + e->p.all_down_s < wake)
+            wake = since[i] + e->p.all_down_s;
     double ms = (wake - now) * 1e3;
     return ms <= 0 ? 0 : (int)ms + 1;
 }
