@@ -46,6 +46,43 @@ sl_sampling sl_sampling_default(void);
  * rerun reproduces each row whatever order rows run in. */
 uint64_t sl_sampling_row_seed(uint64_t job_seed, const char *row_id);
 
+/* Where the llama engine chooses each next token. */
+typedef enum sl_llama_sampler {
+    SL_SAMPLER_AUTO,      /* device when the model's output layer is on a GPU, else host */
+    SL_SAMPLER_HOST,      /* on the CPU: greedy is an argmax over the logits; other
+                             settings run llama.cpp's samplers; spread over threads */
+    SL_SAMPLER_DEVICE,    /* in the graph (llama.cpp's backend sampling): only token ids
+                             come back; rows whose settings it cannot run use the host */
+    SL_SAMPLER_REFERENCE, /* llama.cpp's sampler chain, one sequence after another on
+                             the engine thread: the baseline the others are measured
+                             and tested against */
+} sl_llama_sampler;
+
+/* Where the llama engine's loop spends its time: the first group is timed
+ * once per step of the loop, the second once per image. */
+typedef enum sl_engine_phase {
+    SL_PHASE_ADMIT,         /* step: requests into free sequences, shared-prefix copies */
+    SL_PHASE_BATCH,         /* step: building the token batch */
+    SL_PHASE_DECODE,        /* step: llama_decode of the tokens, until its results are ready */
+    SL_PHASE_LOGITS,        /* step: reaching this step's logits (or sampled tokens) */
+    SL_PHASE_SAMPLE,        /* step: choosing each sequence's next token */
+    SL_PHASE_DETOKENIZE,    /* step: tokens to text, stop strings */
+    SL_PHASE_BOOKKEEPING,   /* step: finished requests handed back, counters published */
+    SL_PHASE_PREPROCESS,    /* image: chat template, tokenizer and vision preprocessor */
+    SL_PHASE_ENCODE,        /* image: the vision encoder (a batch's time split evenly) */
+    SL_PHASE_IMAGE_PREFILL, /* image: its embeddings decoded into its sequence */
+    SL_PHASE_COUNT
+} sl_engine_phase;
+
+#define SL_PHASE_FIRST_IMAGE SL_PHASE_PREPROCESS
+
+/* "admit", "batch", "decode", ... (static strings; the metrics' label). */
+const char *sl_engine_phase_name(sl_engine_phase phase);
+
+/* Called on the engine thread for every phase timed; must be quick and
+ * thread-safe (several replicas call it). */
+typedef void (*sl_engine_phase_fn)(void *user, sl_engine_phase phase, double seconds);
+
 typedef struct sl_llama_params {
     const char *model_path;   /* language model GGUF (required) */
     const char *mmproj_path;  /* vision projector GGUF (required for images) */
@@ -61,6 +98,11 @@ typedef struct sl_llama_params {
     const char *prefix_system_prompt; /* sizing probe and shared-prefix warm-up */
     int cpu_poll;             /* CPU threads spin between ops: 0 (sleep) .. 100 (spin);
                                  spinning is faster on idle cores, ruinous on busy ones */
+    sl_llama_sampler sampler; /* default SL_SAMPLER_AUTO */
+    int sample_threads;       /* host sampling threads, the engine's own included;
+                                 0: from n_threads, at most 8 */
+    sl_engine_phase_fn on_phase; /* optional: each phase's time as it is measured */
+    void *on_phase_user;
 } sl_llama_params;
 
 sl_llama_params sl_llama_default_params(void);
@@ -198,6 +240,14 @@ typedef struct sl_engine_stats {
     double decode_s;                       /* in llama_decode, all of it: */
     double token_decode_s;                 /*   batches of tokens (generation + prompt text) */
     double image_decode_s;                 /*   image embeddings into their sequences */
+    /* llama engine: seconds and observations per phase (steps for the step
+     * phases, images for the image ones); steps of the loop that decoded. */
+    double phase_s[SL_PHASE_COUNT];
+    uint64_t phase_n[SL_PHASE_COUNT];
+    uint64_t steps;
+    uint64_t image_decode_calls;           /* llama_decode calls of image embeddings (several
+                                              images packed in one where the model allows) */
+    uint64_t sampled_tokens;               /* tokens chosen (all sequences, all steps) */
 } sl_engine_stats;
 
 /* A consistent snapshot; any thread. */

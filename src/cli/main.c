@@ -111,7 +111,10 @@ static const char usage_text[] =
     "      --gpus LIST           one replica per GPU, e.g. 0,1,2,3: each loads the model\n"
     "                            and vision encoder on its own device (CUDA builds)\n"
     "      --cpu-poll N          0..100: how hard CPU threads spin between ops (default 50;\n"
-    "                            lower it when the cores are shared with other work)\n";
+    "                            lower it when the cores are shared with other work)\n"
+    "      --sampler WHERE       where next tokens are chosen: auto (default: device on a\n"
+    "                            GPU, else host), host, device, reference (llama.cpp's\n"
+    "                            sampler chain, one sequence at a time: the slow baseline)\n";
 
 static const char usage_rest_text[] =
     "Prompt and generation:\n"
@@ -287,6 +290,7 @@ enum {
     OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
     OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
     OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR, OPT_CPU_POLL,
+    OPT_SAMPLER,
     OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT, OPT_INPUT_FORMAT, OPT_INCLUDE, OPT_EXCLUDE,
     OPT_IMAGE_COLUMN, OPT_PROMPT_COLUMN, OPT_ALLOW_FILE_URLS, OPT_MAX_DOWNLOAD, OPT_DOWNLOAD_TIMEOUT, OPT_DOWNLOAD_RETRIES,
     OPT_COLUMNS,
@@ -469,6 +473,7 @@ static int cmd_caption(int argc, char **argv)
         {"gpu-layers", required_argument, 0, OPT_GPU_LAYERS},
         {"gpus", required_argument, 0, OPT_GPUS},
         {"cpu-poll", required_argument, 0, OPT_CPU_POLL},
+        {"sampler", required_argument, 0, OPT_SAMPLER},
         {"prompt", required_argument, 0, 'p'},
         {"system", required_argument, 0, OPT_SYSTEM},
         {"max-tokens", required_argument, 0, 'n'},
@@ -559,6 +564,18 @@ static int cmd_caption(int argc, char **argv)
         case OPT_PARALLEL: bad = parse_long("--parallel", optarg, 1, 255, &v); p.llama.n_parallel = (int)v; break;
         case OPT_THREADS: bad = parse_long("--threads", optarg, 0, 1024, &v); p.llama.n_threads = (int)v; break;
         case OPT_CPU_POLL: bad = parse_long("--cpu-poll", optarg, 0, 100, &v); p.llama.cpu_poll = (int)v; break;
+        case OPT_SAMPLER:
+            if (!strcmp(optarg, "auto"))
+                p.llama.sampler = SL_SAMPLER_AUTO;
+            else if (!strcmp(optarg, "host"))
+                p.llama.sampler = SL_SAMPLER_HOST;
+            else if (!strcmp(optarg, "device"))
+                p.llama.sampler = SL_SAMPLER_DEVICE;
+            else if (!strcmp(optarg, "reference"))
+                p.llama.sampler = SL_SAMPLER_REFERENCE;
+            else
+                return usage_error("--sampler must be auto, host, device or reference, not ", optarg);
+            break;
         case OPT_GPUS: bad = parse_gpus(optarg, gpus, &p.n_gpus); p.gpus = gpus; break;
         case OPT_GPU_LAYERS: bad = parse_long("--gpu-layers", optarg, -1, 100000, &v); p.llama.n_gpu_layers = (int)v; break;
         case 'p': p.prompt = optarg; break;

@@ -402,6 +402,10 @@ static sl_status engine_init(void *cfg, int worker, void **state)
     lp.max_tokens_hint = j->p->sampling.max_tokens;
     lp.image_edge_hint = j->p->image.max_edge > 0 ? j->p->image.max_edge : 2048;
     lp.prefix_system_prompt = j->p->system_prompt;
+    if (j->metrics) {
+        lp.on_phase = caption_metrics_engine_phase;
+        lp.on_phase_user = j->metrics;
+    }
     replica *rep = sl_calloc(1, sizeof *rep);
     if (!rep)
         return sl_fail(SL_ERR_NOMEM, "out of memory starting an engine replica");

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <unistd.h>
@@ -315,6 +316,169 @@ static void freeing_with_requests_in_flight_is_clean(void **state)
     sl_engine_free(e); /* stops the thread mid-batch; ASan checks for leaks */
 }
 
+/* --- where tokens are chosen (sl_llama_sampler) ------------------------- */
+
+#define N_SAMPLED 8
+
+static atomic_uint_fast64_t phase_calls[SL_PHASE_COUNT];
+
+static void count_phase(void *user, sl_engine_phase phase, double seconds)
+{
+    (void)user;
+    assert_true(seconds >= 0.0);
+    atomic_fetch_add(&phase_calls[phase], 1);
+}
+
+/* Runs N_SAMPLED rows (sample images 0..7) through an engine with the given
+ * sampler, all submitted at once, in order or reversed; texts[k] is row k's
+ * text (caller frees). temperature 0: greedy. */
+static void run_rows(sl_llama_sampler sampler, int parallel, int sample_threads, float temperature,
+                     bool reversed, char **texts, sl_engine_stats *stats)
+{
+    sl_llama_params p = sl_llama_default_params();
+    p.model_path = model_path;
+    p.mmproj_path = mmproj_path;
+    p.n_parallel = parallel;
+    p.n_threads = 2;
+    p.sampler = sampler;
+    p.sample_threads = sample_threads;
+    p.on_phase = count_phase;
+    sl_engine *e = NULL;
+    if (sl_engine_open_llama(&p, &e) != SL_OK)
+        fail_msg("cannot open the tiny model: %s", sl_last_error());
+    sl_image *imgs[N_SAMPLED];
+    char ids[N_SAMPLED][16];
+    for (int i = 0; i < N_SAMPLED; i++) {
+        int k = reversed ? N_SAMPLED - 1 - i : i;
+        imgs[k] = variant(k);
+        snprintf(ids[k], sizeof ids[k], "row%d", k);
+        sl_request req = request(ids[k], 24);
+        req.image = imgs[k];
+        if (temperature > 0) {
+            req.sampling.temperature = temperature;
+            req.sampling.top_k = 40;
+            req.sampling.top_p = 0.95f;
+            req.sampling.seed = sl_sampling_row_seed(7, ids[k]);
+        }
+        assert_int_equal(sl_engine_submit(e, &req, &texts[k]), SL_OK);
+    }
+    int got = 0, idle = 0;
+    while (got < N_SAMPLED) {
+        sl_completion c[N_SAMPLED];
+        size_t n;
+        assert_int_equal(sl_engine_poll(e, c, N_SAMPLED, 1000, &n), SL_OK);
+        if (n == 0 && ++idle > 600)
+            fail_msg("no completion for 10 minutes");
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(c[i].status, SL_OK);
+            *(char **)c[i].tag = c[i].result.text;
+            c[i].result.text = NULL;
+            sl_completion_clear(&c[i]);
+            got++;
+        }
+    }
+    /* The last completion comes before its step's stats are published. */
+    for (int waited = 0; stats; waited++) {
+        sl_engine_stats_get(e, stats);
+        if (stats->requests_running == 0)
+            break;
+        if (waited > 10000)
+            fail_msg("the engine still runs requests after returning them all");
+        usleep(1000);
+    }
+    sl_engine_free(e);
+    for (int k = 0; k < N_SAMPLED; k++)
+        sl_image_free(imgs[k]);
+}
+
+static void free_texts(char **texts)
+{
+    for (int k = 0; k < N_SAMPLED; k++)
+        sl_free(texts[k]);
+}
+
+/* The same batches give the same logits, so greedy must pick the same
+ * token wherever it is chosen: llama.cpp's chain (the reference), the
+ * host's argmax on one thread and on several, and the graph. */
+static void every_sampler_chooses_the_same_greedy_tokens(void **state)
+{
+    char *ref[N_SAMPLED], *host1[N_SAMPLED], *host3[N_SAMPLED], *dev[N_SAMPLED];
+    run_rows(SL_SAMPLER_REFERENCE, 4, 1, 0.0f, false, ref, NULL);
+    run_rows(SL_SAMPLER_HOST, 4, 1, 0.0f, false, host1, NULL);
+    run_rows(SL_SAMPLER_HOST, 4, 3, 0.0f, false, host3, NULL);
+    run_rows(SL_SAMPLER_DEVICE, 4, 0, 0.0f, false, dev, NULL);
+    int nonempty = 0;
+    for (int k = 0; k < N_SAMPLED; k++) {
+        assert_string_equal(ref[k], host1[k]);
+        assert_string_equal(ref[k], host3[k]);
+        assert_string_equal(ref[k], dev[k]);
+        nonempty += ref[k][0] != '\0';
+    }
+    assert_true(nonempty > N_SAMPLED / 2); /* the comparison compared something */
+    free_texts(ref);
+    free_texts(host1);
+    free_texts(host3);
+    free_texts(dev);
+}
+
+/* Seeded sampling (temperature, top-k, top-p) follows each row's own seed:
+ * the same text whatever the order rows arrive in, the batch size or the
+ * number of sampling threads. The host runs llama.cpp's chain on the same
+ * candidates as the reference, so the two agree too. */
+static void seeded_rows_reproduce_on_every_sampler(void **state)
+{
+    char *ref[N_SAMPLED], *a[N_SAMPLED], *b[N_SAMPLED], *d1[N_SAMPLED], *d2[N_SAMPLED];
+    run_rows(SL_SAMPLER_REFERENCE, 4, 1, 0.9f, false, ref, NULL);
+    run_rows(SL_SAMPLER_HOST, 4, 3, 0.9f, false, a, NULL);
+    run_rows(SL_SAMPLER_HOST, 2, 1, 0.9f, true, b, NULL);
+    run_rows(SL_SAMPLER_DEVICE, 4, 0, 0.9f, false, d1, NULL);
+    run_rows(SL_SAMPLER_DEVICE, 2, 0, 0.9f, true, d2, NULL);
+    int differ = 0;
+    for (int k = 0; k < N_SAMPLED; k++) {
+        assert_string_equal(ref[k], a[k]);
+        assert_string_equal(a[k], b[k]);
+        assert_string_equal(d1[k], d2[k]);
+        differ += k > 0 && strcmp(a[k], a[0]) != 0;
+    }
+    assert_true(differ > 0); /* rows really sampled, with their own seeds */
+    free_texts(ref);
+    free_texts(a);
+    free_texts(b);
+    free_texts(d1);
+    free_texts(d2);
+}
+
+/* Each step times each of its phases once, each request its preprocessing,
+ * each image its encoding and prefill; the callback sees what the stats
+ * count. */
+static void every_phase_is_timed(void **state)
+{
+    for (int i = 0; i < SL_PHASE_COUNT; i++)
+        atomic_store(&phase_calls[i], 0);
+    char *texts[N_SAMPLED];
+    sl_engine_stats st;
+    run_rows(SL_SAMPLER_HOST, 4, 2, 0.0f, false, texts, &st);
+    free_texts(texts);
+    assert_true(st.steps > 0);
+    assert_int_equal(st.steps + st.image_decode_calls, st.decode_calls);
+    /* Images admitted together were prefilled together. */
+    assert_true(st.image_decode_calls < st.images_encoded);
+    for (int ph = 0; ph < SL_PHASE_FIRST_IMAGE; ph++) {
+        assert_int_equal(st.phase_n[ph], st.steps);
+        assert_true(st.phase_s[ph] >= 0.0);
+    }
+    assert_int_equal(st.phase_n[SL_PHASE_PREPROCESS], N_SAMPLED);
+    assert_int_equal(st.phase_n[SL_PHASE_ENCODE], st.images_encoded);
+    assert_int_equal(st.phase_n[SL_PHASE_IMAGE_PREFILL], st.images_encoded);
+    assert_true(st.phase_s[SL_PHASE_DECODE] > 0.0 && st.phase_s[SL_PHASE_ENCODE] > 0.0);
+    assert_true(fabs(st.phase_s[SL_PHASE_DECODE] - st.token_decode_s) < 1e-6);
+    for (int ph = 0; ph < SL_PHASE_COUNT; ph++)
+        assert_int_equal(atomic_load(&phase_calls[ph]), st.phase_n[ph]);
+    assert_true(st.sampled_tokens >= st.generation_tokens);
+    assert_string_equal(sl_engine_phase_name(SL_PHASE_IMAGE_PREFILL), "image_prefill");
+    assert_string_equal(sl_engine_phase_name(SL_PHASE_DECODE), "decode");
+}
+
 static void stop_strings_end_generation(void **state)
 {
     sl_engine *e = open_tiny(2, 0);
@@ -501,6 +665,9 @@ int main(void)
         cmocka_unit_test(a_prompt_that_is_not_utf8_is_refused_alone),
         cmocka_unit_test(huge_max_tokens_does_not_overflow),
         cmocka_unit_test(stats_can_be_read_while_the_engine_runs),
+        cmocka_unit_test(every_sampler_chooses_the_same_greedy_tokens),
+        cmocka_unit_test(seeded_rows_reproduce_on_every_sampler),
+        cmocka_unit_test(every_phase_is_timed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
