@@ -101,6 +101,10 @@ typedef struct sl_llama_params {
     sl_llama_sampler sampler; /* default SL_SAMPLER_AUTO */
     int sample_threads;       /* host sampling threads, the engine's own included;
                                  0: from n_threads, at most 8 */
+    int encode_ahead;         /* requests tokenized and encoded by a second thread while
+                                 the engine decodes, ahead of admission: -1 auto (on a
+                                 GPU min(n_parallel, 32); on a CPU 0, its cores are
+                                 decoding), 0 off */
     sl_engine_phase_fn on_phase; /* optional: each phase's time as it is measured */
     void *on_phase_user;
 } sl_llama_params;

@@ -314,6 +314,24 @@ static void freeing_with_requests_in_flight_is_clean(void **state)
     }
     assert_int_equal(sl_engine_in_flight(e), 10);
     sl_engine_free(e); /* stops the thread mid-batch; ASan checks for leaks */
+
+    /* The same with the encoder thread preparing requests ahead: freed
+     * while it holds one, with others prepared and waiting. */
+    sl_llama_params p = sl_llama_default_params();
+    p.model_path = model_path;
+    p.mmproj_path = mmproj_path;
+    p.n_parallel = 2;
+    p.n_threads = 2;
+    p.encode_ahead = 3;
+    for (int wait_ms = 0; wait_ms <= 200; wait_ms += 100) {
+        assert_int_equal(sl_engine_open_llama(&p, &e), SL_OK);
+        for (int k = 0; k < 10; k++) {
+            sl_request req = request("dropped", 32);
+            assert_int_equal(sl_engine_submit(e, &req, NULL), SL_OK);
+        }
+        usleep((useconds_t)wait_ms * 1000);
+        sl_engine_free(e);
+    }
 }
 
 /* --- where tokens are chosen (sl_llama_sampler) ------------------------- */
@@ -332,10 +350,13 @@ static void count_phase(void *user, sl_engine_phase phase, double seconds)
 /* Runs N_SAMPLED rows (sample images 0..7) through an engine with the given
  * sampler, all submitted at once, in order or reversed; texts[k] is row k's
  * text (caller frees). temperature 0: greedy. */
+static int rows_encode_ahead; /* run_rows' sl_llama_params.encode_ahead */
+
 static void run_rows(sl_llama_sampler sampler, int parallel, int sample_threads, float temperature,
                      bool reversed, char **texts, sl_engine_stats *stats)
 {
     sl_llama_params p = sl_llama_default_params();
+    p.encode_ahead = rows_encode_ahead;
     p.model_path = model_path;
     p.mmproj_path = mmproj_path;
     p.n_parallel = parallel;
@@ -477,6 +498,37 @@ static void every_phase_is_timed(void **state)
     assert_true(st.sampled_tokens >= st.generation_tokens);
     assert_string_equal(sl_engine_phase_name(SL_PHASE_IMAGE_PREFILL), "image_prefill");
     assert_string_equal(sl_engine_phase_name(SL_PHASE_DECODE), "decode");
+}
+
+/* Images encoded by the encoder thread ahead of admission give the answers
+ * the engine thread's own encoding gives: one sequence at a time the
+ * batches are the same, so the texts are too; with four at a time every
+ * row comes back once, and its own phases are counted. */
+static void encoding_ahead_gives_the_same_answers(void **state)
+{
+    char *serial[N_SAMPLED], *ahead[N_SAMPLED], *ahead4[N_SAMPLED];
+    sl_engine_stats st_serial, st_ahead, st4;
+    rows_encode_ahead = 0;
+    run_rows(SL_SAMPLER_HOST, 1, 1, 0.0f, false, serial, &st_serial);
+    rows_encode_ahead = 3;
+    run_rows(SL_SAMPLER_HOST, 1, 1, 0.0f, false, ahead, &st_ahead);
+    for (int i = 0; i < SL_PHASE_COUNT; i++)
+        atomic_store(&phase_calls[i], 0);
+    run_rows(SL_SAMPLER_HOST, 4, 1, 0.0f, true, ahead4, &st4);
+    rows_encode_ahead = 0;
+    for (int k = 0; k < N_SAMPLED; k++)
+        assert_string_equal(serial[k], ahead[k]);
+    assert_int_equal(st_ahead.images_encoded, st_serial.images_encoded);
+    assert_int_equal(st_ahead.phase_n[SL_PHASE_PREPROCESS], N_SAMPLED);
+    assert_int_equal(st_ahead.phase_n[SL_PHASE_ENCODE], st_ahead.images_encoded);
+    assert_true(st_ahead.encode_s > 0.0);
+    assert_int_equal(st4.images_encoded, st_serial.images_encoded);
+    assert_int_equal(st4.phase_n[SL_PHASE_IMAGE_PREFILL], st4.images_encoded);
+    for (int ph = 0; ph < SL_PHASE_COUNT; ph++)
+        assert_int_equal(atomic_load(&phase_calls[ph]), st4.phase_n[ph]);
+    free_texts(serial);
+    free_texts(ahead);
+    free_texts(ahead4);
 }
 
 static void stop_strings_end_generation(void **state)
@@ -668,6 +720,7 @@ int main(void)
         cmocka_unit_test(every_sampler_chooses_the_same_greedy_tokens),
         cmocka_unit_test(seeded_rows_reproduce_on_every_sampler),
         cmocka_unit_test(every_phase_is_timed),
+        cmocka_unit_test(encoding_ahead_gives_the_same_answers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

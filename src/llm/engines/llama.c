@@ -113,8 +113,10 @@ typedef struct req {
     mtmd_input_chunks *chunks; /* tokenized on admission, or ahead of it */
     float **embd;              /* encoded ahead: per chunk, its embeddings (NULL for text) */
     bool prepared;             /* tokenized and encoded ahead (or failed: prep_status) */
+    bool preparing;            /* the encoder thread has it */
     sl_status prep_status;
     char *prep_error;
+    double prep_encode_ms;
     int n_pos;                 /* positions of the whole prompt */
     double t_submit;
     bool trace;
@@ -211,7 +213,32 @@ typedef struct llama_engine {
     void *on_phase_user;
     double pending_admit_ms;   /* admission work of loop turns that decoded nothing */
     double pending_book_ms;    /* this step's completions, until published */
+
+    /* Encoding ahead: a thread tokenizes and encodes the requests at the
+     * head of the queue while this one decodes, so newcomers arrive with
+     * their embeddings ready. pending is then [prepared...][preparing or
+     * not yet...]; admission takes only prepared ones. Under mu. */
+    int encode_ahead;          /* requests prepared and not admitted, at most */
+    int n_prepared;            /* in pending, prepared or being prepared */
+    req *prep_next;            /* the first pending request not taken by the encoder */
+    pthread_t encoder;
+    bool encoder_started;
+    pthread_cond_t encoder_cv;
+    sl_engine_stats enc;       /* the encoder's counters (images, encode and preprocess
+                                  time), added into stats when published */
 } llama_engine;
+
+/* e->stats = the engine thread's counters plus the encoder's. Under mu. */
+static void snapshot_locked(llama_engine *e)
+{
+    e->stats = e->work;
+    e->stats.images_encoded += e->enc.images_encoded;
+    e->stats.encode_s += e->enc.encode_s;
+    for (int i = 0; i < SL_PHASE_COUNT; i++) {
+        e->stats.phase_s[i] += e->enc.phase_s[i];
+        e->stats.phase_n[i] += e->enc.phase_n[i];
+    }
+}
 
 static void phase_add(llama_engine *e, sl_engine_phase phase, double ms)
 {
@@ -330,7 +357,7 @@ static void complete(llama_engine *e, req *r, sl_status status, const char *erro
     pthread_mutex_lock(&e->mu);
     /* Whoever sees this completion sees the counters that include it (the
      * run's final metrics are read as soon as the last row is back). */
-    e->stats = e->work;
+    snapshot_locked(e);
     sl_completion *c = &e->done[e->n_done++]; /* n_done <= in_flight <= cap_done */
     *c = (sl_completion){.tag = r->tag, .status = status};
     if (status != SL_OK)
@@ -439,6 +466,83 @@ static sl_status tokenize(llama_engine *e, req *r)
     return SL_OK;
 }
 
+/* Tokenizes r and encodes its images into r->embd (copies: mtmd's output
+ * buffer is reused by the next encode). On the encoder thread, which alone
+ * touches r until it is marked prepared; its counters go to *counted. */
+static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
+{
+    double tp = now_ms();
+    sl_status st = tokenize(e, r);
+    double ms = now_ms() - tp;
+    counted->phase_s[SL_PHASE_PREPROCESS] += ms / 1e3;
+    counted->phase_n[SL_PHASE_PREPROCESS]++;
+    if (e->on_phase)
+        e->on_phase(e->on_phase_user, SL_PHASE_PREPROCESS, ms / 1e3);
+    size_t n = st == SL_OK ? mtmd_input_chunks_size(r->chunks) : 0;
+    if (st == SL_OK && !(r->embd = sl_calloc(n, sizeof *r->embd)))
+        st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image embeddings", r->id);
+    for (size_t i = 0; st == SL_OK && i < n; i++) {
+        const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
+        if (mtmd_input_chunk_get_type(c) == MTMD_INPUT_CHUNK_TYPE_TEXT)
+            continue;
+        double tk = now_ms();
+        if (mtmd_encode_chunk(e->mtmd, c) != 0) {
+            st = sl_fail(SL_ERR_ENGINE, "%s: the vision encoder failed", r->id);
+            break;
+        }
+        size_t bytes = mtmd_input_chunk_get_n_tokens(c) * (size_t)e->n_embd_inp * sizeof(float);
+        if (!(r->embd[i] = sl_malloc(bytes))) {
+            st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image embeddings", r->id);
+            break;
+        }
+        memcpy(r->embd[i], mtmd_get_output_embd(e->mtmd), bytes);
+        ms = now_ms() - tk;
+        r->prep_encode_ms += ms;
+        counted->encode_s += ms / 1e3;
+        counted->images_encoded++;
+        counted->phase_s[SL_PHASE_ENCODE] += ms / 1e3;
+        counted->phase_n[SL_PHASE_ENCODE]++;
+        if (e->on_phase)
+            e->on_phase(e->on_phase_user, SL_PHASE_ENCODE, ms / 1e3);
+    }
+    r->prep_status = st;
+    if (st != SL_OK)
+        r->prep_error = sl_strdup(sl_last_error()); /* NULL: complete() says "failed" */
+}
+
+/* The encoder thread: prepares pending requests in order, at most
+ * encode_ahead of them ahead of admission. */
+static void *encoder_main(void *arg)
+{
+    llama_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        while (!e->stopping && (!e->prep_next || e->n_prepared >= e->encode_ahead))
+            pthread_cond_wait(&e->encoder_cv, &e->mu);
+        if (e->stopping)
+            break;
+        req *r = e->prep_next;
+        e->prep_next = r->next;
+        e->n_prepared++;
+        r->preparing = true;
+        pthread_mutex_unlock(&e->mu);
+        sl_engine_stats counted = {0};
+        prepare(e, r, &counted);
+        pthread_mutex_lock(&e->mu);
+        e->enc.images_encoded += counted.images_encoded;
+        e->enc.encode_s += counted.encode_s;
+        for (int i = 0; i < SL_PHASE_COUNT; i++) {
+            e->enc.phase_s[i] += counted.phase_s[i];
+            e->enc.phase_n[i] += counted.phase_n[i];
+        }
+        r->preparing = false;
+        r->prepared = true;
+        pthread_cond_signal(&e->work_cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
 static const llama_token *text_tokens(const req *r, size_t chunk, size_t *n)
 {
     return mtmd_input_chunk_get_tokens_text(mtmd_input_chunks_get(r->chunks, chunk), n);
@@ -526,7 +630,8 @@ static bool admit(llama_engine *e, slot *s, req *r)
             return false;
         }
     }
-    *s = (slot){.seq = s->seq, .r = r, .logits_idx = -1, .t_admit = now_ms()};
+    *s = (slot){.seq = s->seq, .r = r, .logits_idx = -1, .t_admit = now_ms(),
+                .encode_ms = r->prep_encode_ms};
     s->reserved = r->n_pos + r->sampling.max_tokens;
     e->kv_reserved += s->reserved;
     s->fast_greedy = e->sampler != SL_SAMPLER_REFERENCE && r->sampling.temperature <= 0.0f &&
@@ -584,16 +689,27 @@ static void admit_waiting(llama_engine *e)
             continue;
         pthread_mutex_lock(&e->mu);
         req *r = e->pending;
+        if (r && e->encode_ahead > 0 && !r->prepared)
+            r = NULL; /* the encoder is not done with it */
         if (r) {
             e->pending = r->next;
             if (!e->pending)
                 e->pending_tail = NULL;
             e->n_pending--;
             r->next = NULL;
+            if (r->prepared && e->n_prepared > 0) {
+                e->n_prepared--;
+                pthread_cond_signal(&e->encoder_cv); /* room to prepare another */
+            }
         }
         pthread_mutex_unlock(&e->mu);
         if (!r)
             return;
+        if (r->prepared && r->prep_status != SL_OK) {
+            complete(e, r, r->prep_status, r->prep_error, NULL);
+            i--;
+            continue;
+        }
         if (!r->chunks) {
             double tp = now_ms();
             sl_status st = tokenize(e, r);
@@ -604,15 +720,15 @@ static void admit_waiting(llama_engine *e)
                 i--; /* the slot is still free */
                 continue;
             }
-            /* In 64 bits: max_tokens may be anything up to INT_MAX. */
-            if ((int64_t)r->n_pos + r->sampling.max_tokens > e->n_ctx_seq) {
-                fail_req(e, r, SL_ERR_TOO_LONG,
-                         "%s: prompt and image take %d positions and max_tokens is %d, more than "
-                         "the %d positions of a sequence",
-                         r->id, r->n_pos, r->sampling.max_tokens, e->n_ctx_seq);
-                i--;
-                continue;
-            }
+        }
+        /* In 64 bits: max_tokens may be anything up to INT_MAX. */
+        if ((int64_t)r->n_pos + r->sampling.max_tokens > e->n_ctx_seq) {
+            fail_req(e, r, SL_ERR_TOO_LONG,
+                     "%s: prompt and image take %d positions and max_tokens is %d, more than "
+                     "the %d positions of a sequence",
+                     r->id, r->n_pos, r->sampling.max_tokens, e->n_ctx_seq);
+            i--;
+            continue;
         }
         int need = r->n_pos + r->sampling.max_tokens;
         if (e->kv_reserved + need > e->n_ctx) {
@@ -623,6 +739,8 @@ static void admit_waiting(llama_engine *e)
             if (!e->pending_tail)
                 e->pending_tail = r;
             e->n_pending++;
+            if (r->prepared)
+                e->n_prepared++;
             pthread_mutex_unlock(&e->mu);
             return;
         }
@@ -645,6 +763,15 @@ typedef struct image_due {
     const float *embd;         /* NULL: encode it alone, then decode at once */
     int n_tokens;
 } image_due;
+
+/* The current chunk's embeddings, encoded ahead, are in the context now. */
+static void drop_embd(slot *s)
+{
+    if (s->r->embd) {
+        sl_free(s->r->embd[s->chunk]);
+        s->r->embd[s->chunk] = NULL;
+    }
+}
 
 /* Decodes an image's embeddings into its sequence through mtmd's helper
  * (M-RoPE positions, non-causal attention, images larger than a batch). */
@@ -670,6 +797,7 @@ static void decode_image_alone(llama_engine *e, image_due *d)
         return;
     }
     s->n_past = new_past;
+    drop_embd(s);
     s->chunk++;
     s->tok = 0;
 }
@@ -714,6 +842,7 @@ static void decode_images_packed(llama_engine *e, image_due *due, int n)
             continue;
         }
         s->n_past += mtmd_input_chunk_get_n_pos(due[k].chunk);
+        drop_embd(s);
         s->chunk++;
         s->tok = 0;
     }
@@ -1231,7 +1360,7 @@ static void publish_stats(llama_engine *e)
     e->work.kv_cells_total = (uint64_t)e->n_ctx;
     pthread_mutex_lock(&e->mu);
     e->work.requests_waiting = e->n_pending;
-    e->stats = e->work; /* published once a step: readers see a consistent snapshot */
+    snapshot_locked(e); /* once a step: readers see a consistent snapshot */
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -1240,7 +1369,8 @@ static void *replica_main(void *arg)
     llama_engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        while (!e->stopping && !e->pending && active_slots(e) == 0)
+        while (!e->stopping && active_slots(e) == 0 &&
+               !(e->pending && (e->encode_ahead <= 0 || e->pending->prepared)))
             pthread_cond_wait(&e->work_cv, &e->mu);
         bool stop = e->stopping;
         pthread_mutex_unlock(&e->mu);
@@ -1305,7 +1435,13 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
     e->pending_tail = r;
     e->n_pending++;
     e->in_flight++;
-    pthread_cond_signal(&e->work_cv);
+    if (e->encode_ahead > 0) {
+        if (!e->prep_next)
+            e->prep_next = r;
+        pthread_cond_signal(&e->encoder_cv);
+    } else {
+        pthread_cond_signal(&e->work_cv);
+    }
     pthread_mutex_unlock(&e->mu);
     return SL_OK;
 }
@@ -1361,13 +1497,15 @@ static void llama_engine_free(void *impl)
     llama_engine *e = impl;
     if (!e)
         return;
-    if (e->thread_started) {
-        pthread_mutex_lock(&e->mu);
-        e->stopping = true;
-        pthread_cond_broadcast(&e->work_cv);
-        pthread_mutex_unlock(&e->mu);
+    pthread_mutex_lock(&e->mu);
+    e->stopping = true;
+    pthread_cond_broadcast(&e->work_cv);
+    pthread_cond_broadcast(&e->encoder_cv);
+    pthread_mutex_unlock(&e->mu);
+    if (e->thread_started)
         pthread_join(e->thread, NULL);
-    }
+    if (e->encoder_started)
+        pthread_join(e->encoder, NULL);
     pool_stop(e);
     for (int i = 0; i < SAMPLE_THREADS_MAX; i++)
         sl_free(e->cand[i]);
@@ -1411,6 +1549,7 @@ static void llama_engine_free(void *impl)
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->work_cv);
     pthread_cond_destroy(&e->done_cv);
+    pthread_cond_destroy(&e->encoder_cv);
     sl_free(e);
 }
 
@@ -1438,6 +1577,7 @@ sl_llama_params sl_llama_default_params(void)
         .cpu_poll = 50, /* llama.cpp's own default */
         .sampler = SL_SAMPLER_AUTO,
         .sample_threads = 0,
+        .encode_ahead = -1,
     };
 }
 
@@ -1528,16 +1668,22 @@ static sl_status find_gpu(int index, ggml_backend_dev_t *out)
 /* AUTO: the device when a GPU holds the model's layers (then the logits
  * are there too, and copying 150k of them per sequence per step is what
  * the device sampler saves); the host otherwise. */
+/* Does the model run on a GPU (some layers offloaded to a GPU device)? */
+static bool uses_gpu(const sl_llama_params *p)
+{
+    if (p->n_gpu_layers == 0)
+        return false;
+    for (size_t i = 0; i < ggml_backend_dev_count(); i++)
+        if (ggml_backend_dev_type(ggml_backend_dev_get(i)) == GGML_BACKEND_DEVICE_TYPE_GPU)
+            return true;
+    return false;
+}
+
 static sl_llama_sampler choose_sampler(const sl_llama_params *p)
 {
     if (p->sampler != SL_SAMPLER_AUTO)
         return p->sampler;
-    if (p->n_gpu_layers == 0)
-        return SL_SAMPLER_HOST;
-    for (size_t i = 0; i < ggml_backend_dev_count(); i++)
-        if (ggml_backend_dev_type(ggml_backend_dev_get(i)) == GGML_BACKEND_DEVICE_TYPE_GPU)
-            return SL_SAMPLER_DEVICE;
-    return SL_SAMPLER_HOST;
+    return uses_gpu(p) ? SL_SAMPLER_DEVICE : SL_SAMPLER_HOST;
 }
 
 sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
@@ -1561,6 +1707,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->work_cv, NULL);
     pthread_cond_init(&e->done_cv, NULL);
+    pthread_cond_init(&e->encoder_cv, NULL);
     e->n_parallel = params->n_parallel;
 
     struct llama_model_params mp = llama_model_default_params();
@@ -1754,6 +1901,17 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     if (n_sample > 1)
         pool_start(e, n_sample);
     e->pool_always = params->sample_threads > 1;
+    e->encode_ahead = params->encode_ahead >= 0 ? params->encode_ahead
+                      : uses_gpu(params) ? (e->n_parallel < 32 ? e->n_parallel : 32)
+                                         : 0;
+    if (e->encode_ahead > 0) {
+        if (pthread_create(&e->encoder, NULL, encoder_main, e) != 0) {
+            llama_engine_free(e);
+            return sl_fail(SL_ERR_NOMEM, "cannot start the encoder thread for '%s'",
+                           params->model_path);
+        }
+        e->encoder_started = true;
+    }
     if (pthread_create(&e->thread, NULL, replica_main, e) != 0) {
         llama_engine_free(e);
         return sl_fail(SL_ERR_NOMEM, "cannot start the engine thread for '%s'", params->model_path);
