@@ -86,11 +86,14 @@ typedef void (*sl_engine_phase_fn)(void *user, sl_engine_phase phase, double sec
 typedef struct sl_llama_params {
     const char *model_path;   /* language model GGUF (required) */
     const char *mmproj_path;  /* vision projector GGUF (required for images) */
-    int n_parallel;           /* sequences decoded together (continuous batching) */
+    int n_parallel;           /* sequences decoded together (continuous batching); 0:
+                                 auto, 4 on a CPU, on a GPU what its free memory holds
+                                 (at most 128) */
     int n_ctx_per_seq;        /* context per sequence; 0: prompt + image + max_tokens */
     int max_tokens_hint;      /* for sizing: the longest generation expected */
     int image_edge_hint;      /* for sizing: the largest image edge sent (px) */
-    int n_batch;              /* tokens per llama_decode */
+    int n_batch;              /* tokens per llama_decode; 0: 512 on a CPU, 2048 on a GPU
+                                 (in ubatches of 512) */
     int n_threads;            /* 0: all cores */
     int n_gpu_layers;         /* -1: all that fit (GPU builds); 0: CPU */
     int gpu;                  /* -1: the devices llama.cpp picks; N: only GPU N (0-based
@@ -110,6 +113,11 @@ typedef struct sl_llama_params {
 } sl_llama_params;
 
 sl_llama_params sl_llama_default_params(void);
+
+/* The sequences a replica opened with these params will decode together
+ * at most (n_parallel, or what 0 becomes: 4 on a CPU, up to 128 on a GPU),
+ * without loading anything: for sizing the rows kept in flight for it. */
+int sl_llama_default_parallel(const sl_llama_params *params);
 
 /* Load the model and projector. Fails fast, naming the file, when a path is
  * missing or llama.cpp cannot load it. */

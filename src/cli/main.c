@@ -103,7 +103,8 @@ static const char usage_text[] =
     "                            it (and its mmproj) from the Hugging Face hub into the\n"
     "                            cache ($HF_HOME; $HF_ENDPOINT, $HF_TOKEN, $HF_HUB_OFFLINE)\n"
     "      --mmproj PATH         vision projector GGUF (mmproj), or hf://ORG/REPO/FILE.gguf\n"
-    "      --parallel N          sequences decoded together per replica (default: 4)\n"
+    "      --parallel N          sequences decoded together per replica (default: 4 on a\n"
+    "                            CPU; on a GPU what its free memory holds, at most 128)\n"
     "      --ctx N               context positions per sequence (default: sized for the\n"
     "                            prompt, the image and --max-tokens)\n"
     "      --threads N           CPU threads (default: all cores)\n"
@@ -114,7 +115,10 @@ static const char usage_text[] =
     "                            lower it when the cores are shared with other work)\n"
     "      --sampler WHERE       where next tokens are chosen: auto (default: device on a\n"
     "                            GPU, else host), host, device, reference (llama.cpp's\n"
-    "                            sampler chain, one sequence at a time: the slow baseline)\n";
+    "                            sampler chain, one sequence at a time: the slow baseline)\n"
+    "      --encode-ahead N      requests tokenized and encoded by a second thread while\n"
+    "                            the engine decodes (default: on a GPU min(parallel, 32),\n"
+    "                            on a CPU 0: its cores are decoding)\n";
 
 static const char usage_rest_text[] =
     "Prompt and generation:\n"
@@ -290,7 +294,7 @@ enum {
     OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
     OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
     OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR, OPT_CPU_POLL,
-    OPT_SAMPLER,
+    OPT_SAMPLER, OPT_ENCODE_AHEAD,
     OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT, OPT_INPUT_FORMAT, OPT_INCLUDE, OPT_EXCLUDE,
     OPT_IMAGE_COLUMN, OPT_PROMPT_COLUMN, OPT_ALLOW_FILE_URLS, OPT_MAX_DOWNLOAD, OPT_DOWNLOAD_TIMEOUT, OPT_DOWNLOAD_RETRIES,
     OPT_COLUMNS,
@@ -474,6 +478,7 @@ static int cmd_caption(int argc, char **argv)
         {"gpus", required_argument, 0, OPT_GPUS},
         {"cpu-poll", required_argument, 0, OPT_CPU_POLL},
         {"sampler", required_argument, 0, OPT_SAMPLER},
+        {"encode-ahead", required_argument, 0, OPT_ENCODE_AHEAD},
         {"prompt", required_argument, 0, 'p'},
         {"system", required_argument, 0, OPT_SYSTEM},
         {"max-tokens", required_argument, 0, 'n'},
@@ -561,9 +566,10 @@ static int cmd_caption(int argc, char **argv)
         case 'm': p.llama.model_path = optarg; break;
         case OPT_MMPROJ: p.llama.mmproj_path = optarg; break;
         case OPT_CTX: bad = parse_long("--ctx", optarg, 0, 1 << 22, &v); p.llama.n_ctx_per_seq = (int)v; break;
-        case OPT_PARALLEL: bad = parse_long("--parallel", optarg, 1, 255, &v); p.llama.n_parallel = (int)v; break;
+        case OPT_PARALLEL: bad = parse_long("--parallel", optarg, 0, 255, &v); p.llama.n_parallel = (int)v; break;
         case OPT_THREADS: bad = parse_long("--threads", optarg, 0, 1024, &v); p.llama.n_threads = (int)v; break;
         case OPT_CPU_POLL: bad = parse_long("--cpu-poll", optarg, 0, 100, &v); p.llama.cpu_poll = (int)v; break;
+        case OPT_ENCODE_AHEAD: bad = parse_long("--encode-ahead", optarg, 0, 1024, &v); p.llama.encode_ahead = (int)v; break;
         case OPT_SAMPLER:
             if (!strcmp(optarg, "auto"))
                 p.llama.sampler = SL_SAMPLER_AUTO;

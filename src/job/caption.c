@@ -1232,7 +1232,8 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     int batch = 4;
     /* Twice the sequences (or the endpoints' limits): a newcomer is queued
      * in the engine the moment a slot frees. */
-    int slots = p->llama.n_parallel > 0 ? p->llama.n_parallel : 1;
+    int slots = use_openai(p) ? (p->llama.n_parallel > 0 ? p->llama.n_parallel : 1)
+                              : sl_llama_default_parallel(&p->llama);
     if (use_openai(p))
         slots = p->openai.n_endpoints *
                 (p->openai.adaptive && p->openai.adaptive_max_in_flight > p->openai.max_in_flight

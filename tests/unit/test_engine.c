@@ -187,9 +187,37 @@ static void a_context_that_cannot_fit_says_what_to_lower(void **state)
     assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "lower --ctx"));
     p.n_ctx_per_seq = 0;
-    p.n_parallel = 0;
+    p.n_parallel = -1;
     assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "--parallel"));
+    p.n_parallel = 256;
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "--parallel"));
+    /* 0 is auto: four sequences on a CPU (this build has no GPU). */
+    p.n_parallel = 0;
+    assert_int_equal(sl_llama_default_parallel(&p), 4);
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_OK);
+    for (int k = 0; k < 6; k++) {
+        sl_request req = request("auto", 6);
+        assert_int_equal(sl_engine_submit(e, &req, NULL), SL_OK);
+    }
+    uint64_t most = 0;
+    for (int got = 0, waited = 0; got < 6; waited++) {
+        sl_completion c[6];
+        size_t n;
+        assert_int_equal(sl_engine_poll(e, c, 6, 5, &n), SL_OK);
+        for (size_t i = 0; i < n; i++, got++) {
+            assert_int_equal(c[i].status, SL_OK);
+            sl_completion_clear(&c[i]);
+        }
+        sl_engine_stats st;
+        sl_engine_stats_get(e, &st);
+        most = st.requests_running > most ? st.requests_running : most;
+        if (waited > 100000)
+            fail_msg("no completion");
+    }
+    assert_true(most >= 1 && most <= 4);
+    sl_engine_free(e);
 }
 
 /* The bundled sample photographs (16 files: originals and variants). */

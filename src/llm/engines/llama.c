@@ -1566,11 +1566,11 @@ static const sl_engine_ops llama_ops = {
 sl_llama_params sl_llama_default_params(void)
 {
     return (sl_llama_params){
-        .n_parallel = 4,
+        .n_parallel = 0,
         .n_ctx_per_seq = 0,
         .max_tokens_hint = 256,
         .image_edge_hint = 512,
-        .n_batch = 512,
+        .n_batch = 0,
         .n_threads = 0,
         .n_gpu_layers = -1,
         .gpu = -1,
@@ -1686,6 +1686,48 @@ static sl_llama_sampler choose_sampler(const sl_llama_params *p)
     return uses_gpu(p) ? SL_SAMPLER_DEVICE : SL_SAMPLER_HOST;
 }
 
+/* --parallel 0 on a GPU: as many sequences as three quarters of the free
+ * device memory holds in KV cache (f16 K and V of every layer for each
+ * position of a sequence), the rest left for compute buffers, the vision
+ * encoder and embeddings in flight; at most 128 (where the measured H200
+ * runs gained nothing more), at least 1. */
+#define AUTO_PARALLEL_MAX 128
+
+static int auto_parallel(llama_engine *e, const sl_llama_params *p, ggml_backend_dev_t dev,
+                         int per_seq)
+{
+    (void)p;
+    for (size_t i = 0; !dev && i < ggml_backend_dev_count(); i++)
+        if (ggml_backend_dev_type(ggml_backend_dev_get(i)) == GGML_BACKEND_DEVICE_TYPE_GPU)
+            dev = ggml_backend_dev_get(i);
+    size_t free_bytes = 0, total = 0;
+    if (dev)
+        ggml_backend_dev_memory(dev, &free_bytes, &total);
+    int n_head = llama_model_n_head(e->model), n_head_kv = llama_model_n_head_kv(e->model);
+    int64_t head_dim = n_head > 0 ? llama_model_n_embd(e->model) / n_head : 0;
+    int64_t per_pos = (int64_t)llama_model_n_layer(e->model) * 2 * head_dim * n_head_kv * 2;
+    int64_t per_seq_bytes = per_pos * per_seq;
+    int64_t n = per_seq_bytes > 0 ? (int64_t)(free_bytes / 4 * 3) / per_seq_bytes : 1;
+    int max = (int)llama_max_parallel_sequences() - 1;
+    if (n > AUTO_PARALLEL_MAX)
+        n = AUTO_PARALLEL_MAX;
+    if (n > max)
+        n = max;
+    if (n < 1)
+        n = 1;
+    sl_log(SL_LOG_INFO, "--parallel auto: %lld sequences (%.1f GiB free on %s, %.1f MiB of KV cache "
+           "each)", (long long)n, free_bytes / 1073741824.0,
+           dev ? ggml_backend_dev_description(dev) : "the device", per_seq_bytes / 1048576.0);
+    return (int)n;
+}
+
+int sl_llama_default_parallel(const sl_llama_params *p)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_backend_once);
+    return p->n_parallel > 0 ? p->n_parallel : uses_gpu(p) ? AUTO_PARALLEL_MAX : 4;
+}
+
 sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
 {
     *out = NULL;
@@ -1694,12 +1736,13 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         st = check_readable("--mmproj", params->mmproj_path);
     if (st != SL_OK)
         return st;
-    if (params->n_parallel < 1 || params->n_parallel >= (int)llama_max_parallel_sequences())
-        return sl_fail(SL_ERR_INVALID_ARG, "--parallel must be from 1 to %d, got %d",
+    if (params->n_parallel < 0 || params->n_parallel >= (int)llama_max_parallel_sequences())
+        return sl_fail(SL_ERR_INVALID_ARG, "--parallel must be from 1 to %d (or 0: auto), got %d",
                        (int)llama_max_parallel_sequences() - 1, params->n_parallel);
 
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, init_backend_once);
+    bool on_gpu = uses_gpu(params);
 
     llama_engine *e = sl_calloc(1, sizeof *e);
     if (!e)
@@ -1708,7 +1751,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     pthread_cond_init(&e->work_cv, NULL);
     pthread_cond_init(&e->done_cv, NULL);
     pthread_cond_init(&e->encoder_cv, NULL);
-    e->n_parallel = params->n_parallel;
+    e->n_parallel = params->n_parallel; /* 0: chosen once the model is loaded */
 
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = params->n_gpu_layers;
@@ -1803,6 +1846,8 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         }
         per_seq = (int)need;
     }
+    if (e->n_parallel == 0)
+        e->n_parallel = on_gpu ? auto_parallel(e, params, only_device[0], per_seq) : 4;
     if (per_seq > (1 << 24) || (int64_t)per_seq * (e->n_parallel + 1) > UINT32_MAX / 2) {
         int n_seq = e->n_parallel + 1;
         llama_engine_free(e);
@@ -1814,13 +1859,18 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
      * streams: keep each stream a multiple of 256 so nothing is lost. */
     per_seq = (per_seq + 255) / 256 * 256;
     e->n_ctx_seq = per_seq;
-    e->n_batch = params->n_batch > 0 ? params->n_batch : 512;
+    /* On a GPU a bigger logical batch packs more newcomer images and prompt
+     * text into a decode (llama.cpp splits it into ubatches of 512, as
+     * llama-server does); on a CPU the cores are full at 512. */
+    e->n_batch = params->n_batch > 0 ? params->n_batch : on_gpu ? 2048 : 512;
     /* n_ctx is split evenly between the n_parallel + 1 streams. */
     long n_ctx = (long)per_seq * (e->n_parallel + 1);
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)n_ctx;
     cp.n_batch = (uint32_t)e->n_batch;
-    cp.n_ubatch = (uint32_t)e->n_batch;
+    cp.n_ubatch = (uint32_t)(e->n_batch < 512 || !on_gpu ? e->n_batch : 512);
+    /* Flash attention stays llama.cpp's AUTO: on wherever the backend has
+     * the kernels (CUDA does), off where it would fall back. */
     cp.n_seq_max = (uint32_t)e->n_parallel + 1; /* + the shared-prefix sequence */
     cp.kv_unified = false; /* one stream per sequence: see admit() */
     cp.n_threads = (int32_t)threads;
