@@ -1,5 +1,8 @@
-/* cli/main.c — the sluice command: parses arguments, calls libsluice's
- * public API, prints progress and a summary. Nothing here but the CLI.
+/* cli/main.c — the sluice command: `caption` (flags), `run` (a job file,
+ * flags over it) and `config print|check|keys`; calls libsluice's public
+ * API, prints progress and a summary. Nothing here but the CLI. The flags
+ * are made from the library's settings table (sluice/config.h), so each has
+ * a job-file key; a new flag is a row there, not a case here.
  *
  * Exit status: 0 every row succeeded; 3 the run finished but some rows
  * failed (they are in the output with their error); 2 a wrong command line

@@ -643,7 +643,7 @@ static sl_status read_small_file(const char *where, const char *name, const char
 }
 
 /* --endpoints-file: one URL a line; blank lines and # comments skipped. */
-static sl_status add_url_file(sl_config *c, int i, const char *where, const char *name,
+static sl_status add_url_file(sl_config *c, const char *where, const char *name,
                               const char *path)
 {
     char *text;
@@ -663,7 +663,6 @@ static sl_status add_url_file(sl_config *c, int i, const char *where, const char
         if (*line && *line != '#')
             st = list_add(c, ep, line, strlen(line), where, name);
     }
-    (void)i;
     sl_free(text);
     return st;
 }
@@ -865,7 +864,7 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
     case K_TEXTFILE: case K_URLFILE:
         if (c->no_files)
             return sl_fail(SL_ERR_INVALID_ARG, "%s%s: reading files is off here", where, name);
-        st = o->k == K_URLFILE ? add_url_file(c, i, where, name, value)
+        st = o->k == K_URLFILE ? add_url_file(c, where, name, value)
                                : set_text_file(c, where, name, value);
         if (st != SL_OK)
             return st;

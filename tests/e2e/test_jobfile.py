@@ -54,6 +54,12 @@ def test_run_gives_the_rows_of_the_same_caption_command(sluice, tmp_path):
     assert len(from_job) == len(sample_images())
     assert from_job == from_flags
     assert any(row["caption"] for row in from_job), "the model generated nothing at all"
+    # The job file and the flags make the same job: the caption command
+    # resumes the job file's output (its ledger holds the same settings).
+    again = sluice.caption(SAMPLES, tmp_path / "from_job", "--parallel", "1", "--max-tokens", "12",
+                           "--stop", "\n\n", "--ordered", "--metrics-addr", "off")
+    assert again.returncode == 0, again.stderr
+    assert "all inputs were already done" in again.stdout, again.stdout + again.stderr
 
 
 def test_flags_override_the_file_and_inputs_replace_its_paths(sluice, tmp_path):
