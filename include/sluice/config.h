@@ -41,7 +41,9 @@ typedef struct sl_config_console {
 /* One setting of the table. */
 typedef struct sl_config_option {
     const char *key;   /* in a job file: "section.name" or "name" */
-    const char *flag;  /* the sluice command's long flag without "--"; every setting has one */
+    const char *flag;  /* the sluice command's long flag without "--"; NULL for the keys
+                          only a job file has (version, metrics.optional) and for
+                          input.paths (the command's INPUT arguments) */
     int short_flag;    /* 'm' for -m; 0: none */
     bool is_switch;    /* true/false: the flag alone means true (--flag=false: false) */
     bool is_list;      /* a YAML sequence; each flag adds one item (a layer's first

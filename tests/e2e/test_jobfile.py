@@ -100,6 +100,10 @@ def test_config_print_reads_back_to_the_same_settings_and_runs(sluice, tmp_path)
     for line in keys:
         leaf = line.split()[0].split(".")[-1]
         assert re.search(rf"^\s*{leaf}:", first.stdout, re.M), leaf
+    # An empty job file turns a caption command line into a job file.
+    cmdline = sluice.run("config", "print", "/dev/null", SAMPLES, "-o", tmp_path / "d", "-n", "5")
+    assert cmdline.returncode == 0, cmdline.stderr
+    assert f'    - "{SAMPLES}"\n' in cmdline.stdout and "  max_tokens: 5 " in cmdline.stdout
     # The printed file runs the job the original describes (with the flags).
     r = sluice.run("run", printed, "-o", tmp_path / "b")
     assert r.returncode == 0, r.stderr
