@@ -102,6 +102,14 @@ static void a_valid_file_sets_the_parameters(void **state)
     sl_config_free(c);
 }
 
+static void a_dotted_key_is_the_nested_one(void **state)
+{
+    sl_config *c = load("llama.parallel: 7\nsampling: {max_tokens: 3}\n");
+    assert_int_equal(sl_config_params(c)->llama.n_parallel, 7);
+    assert_int_equal(sl_config_params(c)->sampling.max_tokens, 3);
+    sl_config_free(c);
+}
+
 static void defaults_and_empty_files(void **state)
 {
     const char *empties[] = {"", "# nothing\n", "~\n", "---\n...\n", "llama:\n"};
@@ -435,6 +443,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_valid_file_sets_the_parameters),
+        cmocka_unit_test(a_dotted_key_is_the_nested_one),
         cmocka_unit_test(defaults_and_empty_files),
         cmocka_unit_test(errors_name_the_line_and_what_is_allowed),
         cmocka_unit_test(flags_override_the_file),
