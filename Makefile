@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m bench bench-engine bench-decode bench-http clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l bench bench-engine bench-decode bench-http clean
 
 all: build
 
@@ -79,6 +79,11 @@ fuzz: setup
 
 models-256m: setup
 	.venv/bin/python tools/gen_model.py --shape smolvlm-256m --out models/smolvlm-256m
+
+# Qwen2.5-VL-3B's widths and 152k vocabulary with 2 text and 2 vision layers
+# (~1 GB, ~12 s): the CPU benchmark of a step's host cost (bench/engine).
+models-qwen3b-2l: setup
+	.venv/bin/python tools/gen_model.py --shape qwen3b-like-2l --out models/qwen3b-like-2l
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) out
