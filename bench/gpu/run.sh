@@ -180,12 +180,23 @@ gen() { # DIR gen_model.py-args...: generate unless the same arguments made it a
     echo "$stamp" >"$dir/.stamp"
     echo "   ($(($(date +%s) - t)) s)"
 }
-if [ "$smoke" = 1 ]; then
-    gen "$W/m3b2l" --shape qwen3b-like-2l || fail "gen_model.py qwen3b-like-2l failed"
-else
-    gen "$W/m3b" --shape qwen3b-like || fail "gen_model.py qwen3b-like failed"
-fi
-gen "$W/m256" --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 || fail "gen_model.py smolvlm-256m failed"
+# both at once: each is mostly one core and the disk
+big=qwen3b-like
+[ "$smoke" = 1 ] && big=qwen3b-like-2l
+mbig=$W/m3b
+[ "$smoke" = 1 ] && mbig=$W/m3b2l
+gen "$mbig" --shape "$big" >"$O/gen-big.txt" 2>&1 &
+g1=$!
+gen "$W/m256" --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 >"$O/gen-256.txt" 2>&1 &
+g2=$!
+wait "$g1"
+r1=$?
+wait "$g2"
+r2=$?
+cat "$O/gen-big.txt" "$O/gen-256.txt"
+rm -f "$O/gen-big.txt" "$O/gen-256.txt"
+[ "$r1" = 0 ] || fail "gen_model.py --shape $big failed"
+[ "$r2" = 0 ] || fail "gen_model.py --shape smolvlm-256m failed"
 log "models"
 
 # 5. the sweep ----------------------------------------------------------------------
@@ -246,16 +257,16 @@ run_one() {
     rm -rf "$ro"
 }
 if [ "$smoke" = 1 ]; then
-    run_one q3b2l-p4 "$W/m3b2l" qwen3b-like-2l --parallel 4
+    run_one q3b2l-p4 "$mbig" qwen3b-like-2l --parallel 4
     run_one s256-p4 "$W/m256" smolvlm-256m --parallel 4
-    run_one q3b2l-r2 "$W/m3b2l" qwen3b-like-2l --replicas 2 --parallel 2
+    run_one q3b2l-r2 "$mbig" qwen3b-like-2l --replicas 2 --parallel 2
 else # by importance: what is skipped at the deadline is the end of the list
-    run_one q3b-p128 "$W/m3b" qwen3b-like --gpus 0 --parallel 128
+    run_one q3b-p128 "$mbig" qwen3b-like --gpus 0 --parallel 128
     run_one s256-p128 "$W/m256" smolvlm-256m --gpus 0 --parallel 128
     if [ -z "${QUICK:-}" ]; then
-        run_one q3b-p255 "$W/m3b" qwen3b-like --gpus 0 --parallel 255
-        run_one q3b-r2 "$W/m3b" qwen3b-like --replicas 2 --parallel 128
-        run_one q3b-p64 "$W/m3b" qwen3b-like --gpus 0 --parallel 64
+        run_one q3b-p255 "$mbig" qwen3b-like --gpus 0 --parallel 255
+        run_one q3b-r2 "$mbig" qwen3b-like --replicas 2 --parallel 128
+        run_one q3b-p64 "$mbig" qwen3b-like --gpus 0 --parallel 64
     fi
 fi
 log "sluice runs done"
