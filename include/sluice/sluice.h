@@ -10,6 +10,7 @@
 #include "metrics.h"
 #include "caption.h"
 #include "hub.h"
+#include "config.h"
 
 #define SL_VERSION "0.1.0"
 

@@ -1,5 +1,8 @@
-/* cli/main.c — the sluice command: parses arguments, calls libsluice's
- * public API, prints progress and a summary. Nothing here but the CLI.
+/* cli/main.c — the sluice command: `caption` (flags), `run` (a job file,
+ * flags over it) and `config print|check|keys`; calls libsluice's public
+ * API, prints progress and a summary. Nothing here but the CLI. The flags
+ * are made from the library's settings table (sluice/config.h), so each has
+ * a job-file key; a new flag is a row there, not a case here.
  *
  * Exit status: 0 every row succeeded; 3 the run finished but some rows
  * failed (they are in the output with their error); 2 a wrong command line
@@ -20,6 +23,8 @@
 #include "sluice/sluice.h"
 
 enum { EXIT_ROWS_FAILED = 3, EXIT_USAGE = 2, EXIT_RUN = 1, EXIT_STOPPED = 130 };
+/* Internal: --help was printed, exit 0. */
+enum { EXIT_HELP = -1 };
 
 /* SIGINT/SIGTERM: the first stops reading and finishes the rows in flight,
  * the second stops at once. The executor polls this counter. */
@@ -72,6 +77,8 @@ static void report_crashes(void) {}
 static const char usage_head[] =
     "usage: sluice caption INPUT... -o OUTPUT_DIR --model M.gguf --mmproj P.gguf [options]\n"
     "       sluice caption INPUT... -o OUTPUT_DIR --engine openai --endpoint URL [options]\n"
+    "       sluice run JOB.yaml [INPUT...] [options]     (a job file: docs/jobs.md)\n"
+    "       sluice config print|check JOB.yaml [options]; sluice config keys\n"
     "\n"
     "Caption every image of the inputs with a vision-language model and write one\n"
     "row per image to OUTPUT_DIR/part-NNNNN.jsonl (or .parquet). An INPUT is a folder\n"
@@ -80,6 +87,8 @@ static const char usage_head[] =
     "expand: 'shards/data-{000..127}.tar', 'hf/*.parquet' (docs/inputs.md).\n"
     "Interrupted (crash, kill, Ctrl-C)? Run the same command again: it goes on where\n"
     "it stopped, every input in exactly one row (a ledger in OUTPUT_DIR keeps track).\n"
+    "Every option has a key in a job file ('sluice config keys'); a switch takes\n"
+    "=false (--ordered=false) to turn off what a job file turned on.\n"
     "\n"
     "Input:\n"
     "      --input-format F      folder, jsonl, csv, webdataset or parquet (default: by name)\n"
@@ -209,154 +218,297 @@ static int usage_error(const char *what, const char *detail)
     return EXIT_USAGE;
 }
 
-static int parse_long(const char *flag, const char *text, long min, long max, long *out)
+/* --- flags: the library's settings table, as getopt options ---------------------------- */
+
+/* Which command reads the flags: a job file's commands name its keys in
+ * their messages, `caption` names flags. */
+typedef struct command {
+    const char *name;     /* "caption", "run", "config print", "config check" */
+    const char *job_file; /* run and config: the job file; NULL for caption */
+} command;
+
+enum { MAX_FLAG_OPTS = 128, OPT_HELP = 1000 };
+
+typedef struct flag_use {
+    int opt;           /* index in the settings table */
+    const char *value; /* NULL: a switch given alone */
+} flag_use;
+
+/* getopt over the settings table: every flag is a setting with a job-file
+ * key, so a flag without a key cannot be added. The flags given are
+ * collected in `uses` (argc at most) and applied later, after a job file
+ * was read, so they override it. Positional arguments are left from
+ * optind on. Returns 0, EXIT_USAGE, or -1 for --help (printed). */
+static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, int *n_uses)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > max) {
-        char range[96];
-        snprintf(range, sizeof range, "an integer from %ld to %ld", min, max);
-        fprintf(stderr, "sluice: %s expects %s, got '%s'\n", flag, range, text);
-        return -1;
+    static struct option longs[MAX_FLAG_OPTS + 2];
+    static char shorts[2 * MAX_FLAG_OPTS + 4];
+    size_t n_opts = sl_config_option_count(), n_long = 0, n_short = 0;
+    for (size_t i = 0; i < n_opts && n_long < MAX_FLAG_OPTS; i++) {
+        sl_config_option o;
+        sl_config_option_at(i, &o);
+        if (!o.flag)
+            continue;
+        longs[n_long++] = (struct option){o.flag, o.is_switch ? optional_argument
+                                                              : required_argument, 0, 256 + (int)i};
+        if (o.short_flag) {
+            shorts[n_short++] = (char)o.short_flag;
+            if (!o.is_switch)
+                shorts[n_short++] = ':';
+        }
     }
-    *out = v;
+    longs[n_long++] = (struct option){"help", no_argument, 0, OPT_HELP};
+    longs[n_long] = (struct option){0, 0, 0, 0};
+    shorts[n_short++] = 'h';
+    shorts[n_short] = '\0';
+    *n_uses = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
+        if (c == 'h' || c == OPT_HELP)
+            return -1;
+        int opt = -1;
+        if (c >= 256 && c < 256 + (int)n_opts) {
+            opt = c - 256;
+        } else {
+            for (size_t i = 0; i < n_opts && opt < 0; i++) {
+                sl_config_option o;
+                sl_config_option_at(i, &o);
+                if (o.short_flag == c)
+                    opt = (int)i;
+            }
+        }
+        if (opt < 0) {
+            fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
+            return EXIT_USAGE;
+        }
+        uses[(*n_uses)++] = (flag_use){opt, optarg};
+    }
     return 0;
 }
 
-static int parse_float(const char *flag, const char *text, double min, double max, float *out)
+static int apply_flags(sl_config *cfg, const flag_use *uses, int n_uses)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (errno || end == text || *end || !(v >= min && v <= max)) {
-        fprintf(stderr, "sluice: %s expects a number from %g to %g, got '%s'\n", flag, min, max,
-                text);
-        return -1;
+    sl_config_begin_layer(cfg);
+    for (int i = 0; i < n_uses; i++) {
+        sl_config_option o;
+        sl_config_option_at((size_t)uses[i].opt, &o);
+        const char *value = uses[i].value ? uses[i].value : o.is_switch ? "true" : "";
+        if (sl_config_set_flag(cfg, o.flag, value) != SL_OK) {
+            fprintf(stderr, "sluice: %s\n", sl_last_error());
+            return EXIT_USAGE;
+        }
     }
-    *out = (float)v;
     return 0;
 }
 
-/* "512M", "4G", "1048576" -> bytes. */
-static int parse_size(const char *flag, const char *text, uint64_t *out)
+/* What a run needs that no default gives; the message names the flag for
+ * `caption`, the key (and the flag) for a job file. */
+static int check_ready(const sl_config *cfg, const command *cmd)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    double mult = 1;
-    switch (*end) {
-    case 'k': case 'K': mult = 1024.0; end++; break;
-    case 'm': case 'M': mult = 1024.0 * 1024; end++; break;
-    case 'g': case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
-    case 't': case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
-    default: break;
+    const sl_caption_params *p = sl_config_params(cfg);
+    const char *job = cmd->job_file;
+    char msg[512];
+    bool openai = p->engine && strcmp(p->engine, "openai") == 0;
+    if (p->n_inputs == 0) {
+        if (!job)
+            return usage_error("caption needs an input: a folder, manifest, tar shards or "
+                               "Parquet files", NULL);
+        snprintf(msg, sizeof msg, "%s sets no inputs: add input.paths (folders, manifests, tar "
+                 "shards, Parquet files), or give INPUT arguments after it", job);
+    } else if (!p->output_dir) {
+        if (!job)
+            return usage_error("caption needs an output folder: -o DIR", NULL);
+        snprintf(msg, sizeof msg, "%s sets no output folder: add output.dir, or pass -o DIR",
+                 job);
+    } else if (openai && p->openai.n_endpoints == 0) {
+        if (!job)
+            return usage_error("--engine openai needs a server: --endpoint URL or "
+                               "--endpoints-file F", NULL);
+        snprintf(msg, sizeof msg, "%s: engine openai needs a server: add openai.endpoints (or "
+                 "openai.endpoints_file), or pass --endpoint URL", job);
+    } else if (!openai && !p->llama.model_path) {
+        if (!job)
+            return usage_error("caption needs a model: --model PATH.gguf or hf://ORG/REPO", NULL);
+        snprintf(msg, sizeof msg, "%s sets no model: add llama.model (PATH.gguf or "
+                 "hf://ORG/REPO), or pass --model", job);
+    } else if (!openai && !p->llama.mmproj_path && !sl_hub_is_ref(p->llama.model_path)) {
+        /* a hub model brings its projector: known after the fetch */
+        if (!job)
+            return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
+        snprintf(msg, sizeof msg, "%s sets no vision projector: add llama.mmproj (PATH.gguf), "
+                 "or pass --mmproj", job);
+    } else {
+        return 0;
     }
-    if (*end == 'B' || *end == 'b')
-        end++;
-    if (errno || end == text || *end || !(v * mult >= 1024 * 1024)) {
-        fprintf(stderr, "sluice: %s expects a size of at least 1M such as 512M or 4G, got '%s'\n",
-                flag, text);
-        return -1;
-    }
-    *out = (uint64_t)(v * mult);
-    return 0;
+    fprintf(stderr, "sluice: %s\n", msg);
+    return EXIT_USAGE;
 }
 
-/* "0.1" or "10%" -> 0.1 */
-static int parse_fraction(const char *flag, const char *text, double *out)
+static int run_job(const sl_config *cfg, const command *cmd);
+
+static void print_run_usage(FILE *fp)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (*end == '%') {
-        v /= 100.0;
-        end++;
-    }
-    if (errno || end == text || *end || !(v >= 0.0 && v <= 1.0)) {
-        fprintf(stderr, "sluice: %s expects a fraction from 0 to 1 or a percentage, got '%s'\n",
-                flag, text);
-        return -1;
-    }
-    *out = v;
-    return 0;
+    fputs("usage: sluice run JOB.yaml [INPUT...] [options]\n"
+          "       sluice config print JOB.yaml [INPUT...] [options]\n"
+          "       sluice config check JOB.yaml [INPUT...] [options]\n"
+          "       sluice config keys\n"
+          "\n"
+          "run: the job a YAML job file describes (docs/jobs.md). Every option of\n"
+          "'sluice caption' has a key in the file; options given here override it, INPUT\n"
+          "arguments replace its input.paths, and =false turns off a switch the file\n"
+          "turned on (--ordered=false). Interrupted? The same command again goes on\n"
+          "where it stopped.\n"
+          "config print: the effective settings, every key with its default, as a job file\n"
+          "that 'sluice run' reads back. config check: read and check the file and the\n"
+          "options without running (exit 0, or 2 and what to change). config keys: each\n"
+          "key with its flag.\n\n", fp);
+    print_usage(fp);
 }
 
-enum {
-    OPT_MMPROJ = 256, OPT_CTX, OPT_THREADS, OPT_GPU_LAYERS, OPT_SYSTEM, OPT_TEMPERATURE,
-    OPT_TOP_P, OPT_TOP_K, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_SEED, OPT_MAX_EDGE,
-    OPT_MAX_PIXELS, OPT_OVERWRITE, OPT_SHOW, OPT_VERSION, OPT_DECODE_WORKERS, OPT_REPLICAS,
-    OPT_ORDERED, OPT_MEMORY_BUDGET, OPT_MAX_FAILED, OPT_PARALLEL, OPT_METRICS_ADDR, OPT_CPU_POLL,
-    OPT_STOP, OPT_PROGRESS_EVERY, OPT_FORMAT, OPT_INPUT_FORMAT, OPT_INCLUDE, OPT_EXCLUDE,
-    OPT_IMAGE_COLUMN, OPT_PROMPT_COLUMN, OPT_ALLOW_FILE_URLS, OPT_MAX_DOWNLOAD, OPT_DOWNLOAD_TIMEOUT, OPT_DOWNLOAD_RETRIES,
-    OPT_COLUMNS,
-    OPT_IMAGE_BYTES, OPT_SHARD_ROWS, OPT_GPUS, OPT_INPUT_SHARD, OPT_INPUT_SHARD_SIZE,
-    OPT_ENGINE, OPT_ENDPOINT, OPT_ENDPOINTS_FILE,
-    OPT_SERVED_MODEL, OPT_API_KEY_ENV, OPT_MAX_IN_FLIGHT, OPT_ADAPTIVE, OPT_REQUEST_TIMEOUT,
-    OPT_MAX_ATTEMPTS, OPT_COOLDOWN, OPT_GIVE_UP, OPT_JPEG_EDGE, OPT_JPEG_QUALITY, OPT_RESPONSE_FORMAT,
-    OPT_STREAM, OPT_SEND_ORIGINAL, OPT_ADAPTIVE_MAX, OPT_ENDPOINT_FAILURES,
-};
-enum { OPT_BACKGROUND = 512 };
-
-/* "RRGGBB" or "#RRGGBB" (hex) -> three bytes. */
-static int parse_rgb(const char *flag, const char *text, uint8_t rgb[3])
+/* Reads the command line of caption, run and config print/check into a
+ * config: the job file first (run, config), then the flags over it, then
+ * INPUT arguments. Returns 0 with *out set, or the exit status. */
+static int build_config(int argc, char **argv, command *cmd, sl_config **out)
 {
-    const char *hex = text[0] == '#' ? text + 1 : text;
-    unsigned v[3];
-    if (strlen(hex) != 6 || strspn(hex, "0123456789abcdefABCDEF") != 6 ||
-        sscanf(hex, "%2x%2x%2x", &v[0], &v[1], &v[2]) != 3) {
-        fprintf(stderr, "sluice: %s expects a colour as RRGGBB hex (e.g. ffffff), got '%s'\n",
-                flag, text);
-        return -1;
+    *out = NULL;
+    flag_use *uses = calloc((size_t)argc + 1, sizeof *uses);
+    sl_config *cfg = NULL;
+    int n_uses, rc = 0;
+    if (!uses || sl_config_new(&cfg) != SL_OK) {
+        fprintf(stderr, "sluice: out of memory\n");
+        rc = EXIT_RUN;
+        goto done;
     }
-    for (int i = 0; i < 3; i++)
-        rgb[i] = (uint8_t)v[i];
-    return 0;
+    if ((rc = parse_flags(argc, argv, cmd->name, uses, &n_uses)) != 0) {
+        if (rc == -1) {
+            if (cmd->job_file)
+                print_run_usage(stdout);
+            else
+                print_usage(stdout);
+            rc = EXIT_HELP;
+        }
+        goto done;
+    }
+    int first_input = optind;
+    if (cmd->job_file) {
+        if (optind >= argc) {
+            fprintf(stderr, "sluice: %s needs a job file: sluice %s JOB.yaml (docs/jobs.md)\n",
+                    cmd->name, cmd->name);
+            rc = EXIT_USAGE;
+            goto done;
+        }
+        cmd->job_file = argv[optind];
+        first_input = optind + 1;
+        sl_status st = sl_config_load_file(cfg, cmd->job_file);
+        if (st != SL_OK) {
+            fprintf(stderr, "sluice: %s\n", sl_last_error());
+            rc = st == SL_ERR_NOMEM ? EXIT_RUN : EXIT_USAGE;
+            goto done;
+        }
+    }
+    if ((rc = apply_flags(cfg, uses, n_uses)) != 0)
+        goto done;
+    for (int i = first_input; i < argc; i++) {
+        if (sl_config_set(cfg, "input.paths", argv[i]) != SL_OK) {
+            fprintf(stderr, "sluice: %s\n", sl_last_error());
+            rc = EXIT_USAGE;
+            goto done;
+        }
+    }
+    if (sl_config_resolve(cfg) != SL_OK) {
+        fprintf(stderr, "sluice: %s\n", sl_last_error());
+        rc = EXIT_USAGE;
+        goto done;
+    }
+done:
+    free(uses);
+    if (rc)
+        sl_config_free(cfg);
+    else
+        *out = cfg;
+    return rc;
 }
 
-/* "I/N" with 0 <= I < N. */
-static bool parse_input_shard(const char *arg, unsigned *index, unsigned *count)
+static int cmd_caption(int argc, char **argv)
 {
-    char *slash, *end;
-    errno = 0;
-    unsigned long i = strtoul(arg, &slash, 10);
-    unsigned long n = *slash == '/' ? strtoul(slash + 1, &end, 10) : 0;
-    if (errno || slash == arg || *slash != '/' || end == slash + 1 || *end || n == 0 ||
-        n > 1000000 || i >= n || arg[0] == '-' || slash[1] == '-') {
-        fprintf(stderr, "sluice: --input-shard takes I/N with 0 <= I < N, e.g. 0/8; got '%s'\n",
-                arg);
-        return true;
-    }
-    *index = (unsigned)i;
-    *count = (unsigned)n;
-    return false;
+    command cmd = {"caption", NULL};
+    sl_config *cfg;
+    int rc = build_config(argc, argv, &cmd, &cfg);
+    if (rc)
+        return rc == EXIT_HELP ? 0 : rc;
+    rc = check_ready(cfg, &cmd);
+    if (!rc)
+        rc = run_job(cfg, &cmd);
+    sl_config_free(cfg);
+    return rc;
 }
 
-/* "0,1,3": device indexes, each once. */
-static bool parse_gpus(const char *arg, int *gpus, int *n)
+static int cmd_run(int argc, char **argv)
 {
-    *n = 0;
-    const char *s = arg;
-    while (*s) {
-        char *end;
-        errno = 0;
-        long v = strtol(s, &end, 10);
-        if (end == s || errno || v < 0 || v > 1023 || (*end && *end != ',') || *n == 64)
-            goto bad;
-        for (int i = 0; i < *n; i++)
-            if (gpus[i] == v)
-                goto bad;
-        gpus[(*n)++] = (int)v;
-        s = *end ? end + 1 : end;
-        if (*end && !*s)
-            goto bad;
+    command cmd = {"run", ""};
+    sl_config *cfg;
+    int rc = build_config(argc, argv, &cmd, &cfg);
+    if (rc)
+        return rc == EXIT_HELP ? 0 : rc;
+    rc = check_ready(cfg, &cmd);
+    if (!rc)
+        rc = run_job(cfg, &cmd);
+    sl_config_free(cfg);
+    return rc;
+}
+
+static void print_keys(void)
+{
+    size_t n = sl_config_option_count();
+    for (size_t i = 0; i < n; i++) {
+        sl_config_option o;
+        sl_config_option_at(i, &o);
+        char flag[64] = "(job file only)";
+        /* INPUT arguments: after 'caption', or after the job file of 'run' */
+        if (o.flag)
+            snprintf(flag, sizeof flag, "%s%c%s--%s%s%s", o.short_flag ? "-" : "",
+                     o.short_flag ? o.short_flag : ' ', o.short_flag ? ", " : "", o.flag,
+                     o.is_switch ? "" : " ", o.is_switch ? "" : o.arg);
+        if (!o.short_flag && o.flag)
+            memmove(flag, flag + 1, strlen(flag)); /* no short flag: no leading blank */
+        if (strcmp(o.key, "input.paths") == 0)
+            snprintf(flag, sizeof flag, "INPUT arguments");
+        printf("%-28s %-30s %s\n", o.key, flag, o.help);
     }
-    if (*n > 0)
-        return false;
-bad:
-    fprintf(stderr, "sluice: --gpus takes distinct device numbers separated by commas, e.g. "
-                    "0,1,2,3; got '%s'\n", arg);
-    return true;
+}
+
+static int cmd_config(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        print_run_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    if (strcmp(argv[1], "keys") == 0) {
+        print_keys();
+        return 0;
+    }
+    bool print = strcmp(argv[1], "print") == 0;
+    if (!print && strcmp(argv[1], "check") != 0) {
+        fprintf(stderr, "sluice: unknown 'config %s'; it is config print, config check or config "
+                        "keys\n", argv[1]);
+        return EXIT_USAGE;
+    }
+    command cmd = {print ? "config print" : "config check", ""};
+    sl_config *cfg;
+    int rc = build_config(argc - 1, argv + 1, &cmd, &cfg);
+    if (rc)
+        return rc == EXIT_HELP ? 0 : rc;
+    if (print) {
+        if (sl_config_write_yaml(cfg, stdout) != SL_OK) {
+            fprintf(stderr, "sluice: %s\n", sl_last_error());
+            rc = EXIT_USAGE;
+        }
+    } else if ((rc = check_ready(cfg, &cmd)) == 0) {
+        printf("%s: ok\n", cmd.job_file);
+    }
+    sl_config_free(cfg);
+    return rc;
 }
 
 /* hf:// references become cached local files before the run starts. A
@@ -389,366 +541,31 @@ static int fetch_from_hub(const char **model, const char **mmproj, sl_hub_files 
     return st == SL_ERR_IO || st == SL_ERR_NOMEM ? EXIT_RUN : EXIT_USAGE;
 }
 
-enum { MAX_ENDPOINTS = 1024 };
-
-/* A whole (small) file as a string; NULL with a message on failure. */
-static char *read_text_file(const char *flag, const char *path)
+static int run_job(const sl_config *cfg, const command *cmd)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        fprintf(stderr, "sluice: %s '%s': %s\n", flag, path, strerror(errno));
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? 2 * cap : 8192;
-            char *grown = realloc(buf, cap);
-            if (!grown)
-                break;
-            buf = grown;
-        }
-        size_t n = fread(buf + len, 1, cap - len - 1, fp);
-        len += n;
-        if (n == 0)
-            break;
-    }
-    fclose(fp);
-    if (buf)
-        buf[len] = '\0';
-    return buf;
-}
+    sl_caption_params p = *sl_config_params(cfg);
+    sl_config_console console = sl_config_console_settings(cfg);
+    printer pr = {.show = console.show, .quiet = console.quiet, .tty = isatty(STDERR_FILENO),
+                  .line_every = console.progress_every_s};
+    bool openai = p.engine && strcmp(p.engine, "openai") == 0;
 
-/* --endpoints-file: one URL a line; blank lines and # comments skipped.
- * The strings point into the file's text, which is added to texts[] (the
- * caller frees them all when the run is over: several files may be given). */
-static int read_endpoints(const char *path, const char **eps, int *n, char **texts, int *n_texts)
-{
-    if (*n_texts == MAX_ENDPOINTS) {
-        fprintf(stderr, "sluice: at most %d --endpoints-file\n", MAX_ENDPOINTS);
-        return -1;
+    sl_log_set_level(pr.quiet ? SL_LOG_ERROR : console.verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
+    static sl_hub_files model_files, projector_files;
+    if (!openai) {
+        int hub_exit = fetch_from_hub(&p.llama.model_path, &p.llama.mmproj_path, &model_files,
+                                      &projector_files, pr.quiet);
+        if (hub_exit)
+            return hub_exit;
     }
-    char *text = texts[(*n_texts)++] = read_text_file("--endpoints-file", path);
-    if (!text)
-        return -1;
-    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
-        while (*line == ' ' || *line == '\t')
-            line++;
-        char *end = line + strlen(line);
-        while (end > line && (end[-1] == ' ' || end[-1] == '\t'))
-            *--end = '\0';
-        if (!*line || *line == '#')
-            continue;
-        if (*n == MAX_ENDPOINTS) {
-            fprintf(stderr, "sluice: at most %d endpoints\n", MAX_ENDPOINTS);
-            return -1;
-        }
-        eps[(*n)++] = line;
-    }
-    return 0;
-}
-
-static int caption_with(sl_caption_params *pp, printer *prp, int verbose, int argc, char **argv,
-                        const char **stops, int n_stop);
-
-static void free_all(char **texts, int n)
-{
-    for (int i = 0; i < n; i++)
-        free(texts[i]);
-}
-
-static int cmd_caption(int argc, char **argv)
-{
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},
-        {"mmproj", required_argument, 0, OPT_MMPROJ},
-        {"ctx", required_argument, 0, OPT_CTX},
-        {"parallel", required_argument, 0, OPT_PARALLEL},
-        {"threads", required_argument, 0, OPT_THREADS},
-        {"gpu-layers", required_argument, 0, OPT_GPU_LAYERS},
-        {"gpus", required_argument, 0, OPT_GPUS},
-        {"cpu-poll", required_argument, 0, OPT_CPU_POLL},
-        {"prompt", required_argument, 0, 'p'},
-        {"system", required_argument, 0, OPT_SYSTEM},
-        {"max-tokens", required_argument, 0, 'n'},
-        {"temperature", required_argument, 0, OPT_TEMPERATURE},
-        {"top-p", required_argument, 0, OPT_TOP_P},
-        {"top-k", required_argument, 0, OPT_TOP_K},
-        {"min-p", required_argument, 0, OPT_MIN_P},
-        {"repeat-penalty", required_argument, 0, OPT_REPEAT_PENALTY},
-        {"seed", required_argument, 0, OPT_SEED},
-        {"stop", required_argument, 0, OPT_STOP},
-        {"max-image-edge", required_argument, 0, OPT_MAX_EDGE},
-        {"max-image-pixels", required_argument, 0, OPT_MAX_PIXELS},
-        {"background", required_argument, 0, OPT_BACKGROUND},
-        {"decode-workers", required_argument, 0, OPT_DECODE_WORKERS},
-        {"replicas", required_argument, 0, OPT_REPLICAS},
-        {"ordered", no_argument, 0, OPT_ORDERED},
-        {"memory-budget", required_argument, 0, OPT_MEMORY_BUDGET},
-        {"max-failed", required_argument, 0, OPT_MAX_FAILED},
-        {"metrics-addr", required_argument, 0, OPT_METRICS_ADDR},
-        {"output", required_argument, 0, 'o'},
-        {"format", required_argument, 0, OPT_FORMAT},
-        {"overwrite", no_argument, 0, OPT_OVERWRITE},
-        {"show", required_argument, 0, OPT_SHOW},
-        {"quiet", no_argument, 0, 'q'},
-        {"progress-every", required_argument, 0, OPT_PROGRESS_EVERY},
-        {"input-format", required_argument, 0, OPT_INPUT_FORMAT},
-        {"include", required_argument, 0, OPT_INCLUDE},
-        {"exclude", required_argument, 0, OPT_EXCLUDE},
-        {"image-column", required_argument, 0, OPT_IMAGE_COLUMN},
-        {"prompt-column", required_argument, 0, OPT_PROMPT_COLUMN},
-        {"allow-file-urls", no_argument, 0, OPT_ALLOW_FILE_URLS},
-        {"max-download-bytes", required_argument, 0, OPT_MAX_DOWNLOAD},
-        {"download-timeout", required_argument, 0, OPT_DOWNLOAD_TIMEOUT},
-        {"download-retries", required_argument, 0, OPT_DOWNLOAD_RETRIES},
-        {"columns", required_argument, 0, OPT_COLUMNS},
-        {"include-image-bytes", no_argument, 0, OPT_IMAGE_BYTES},
-        {"shard-rows", required_argument, 0, OPT_SHARD_ROWS},
-        {"input-shard", required_argument, 0, OPT_INPUT_SHARD},
-        {"input-shard-size", required_argument, 0, OPT_INPUT_SHARD_SIZE},
-        {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},
-        {"engine", required_argument, 0, OPT_ENGINE},
-        {"endpoint", required_argument, 0, OPT_ENDPOINT},
-        {"endpoints-file", required_argument, 0, OPT_ENDPOINTS_FILE},
-        {"served-model", required_argument, 0, OPT_SERVED_MODEL},
-        {"api-key-env", required_argument, 0, OPT_API_KEY_ENV},
-        {"max-in-flight", required_argument, 0, OPT_MAX_IN_FLIGHT},
-        {"adaptive", no_argument, 0, OPT_ADAPTIVE},
-        {"adaptive-max", required_argument, 0, OPT_ADAPTIVE_MAX},
-        {"endpoint-failures", required_argument, 0, OPT_ENDPOINT_FAILURES},
-        {"request-timeout", required_argument, 0, OPT_REQUEST_TIMEOUT},
-        {"max-attempts", required_argument, 0, OPT_MAX_ATTEMPTS},
-        {"endpoint-cooldown", required_argument, 0, OPT_COOLDOWN},
-        {"give-up-after", required_argument, 0, OPT_GIVE_UP},
-        {"jpeg-edge", required_argument, 0, OPT_JPEG_EDGE},
-        {"jpeg-quality", required_argument, 0, OPT_JPEG_QUALITY},
-        {"response-format", required_argument, 0, OPT_RESPONSE_FORMAT},
-        {"stream", no_argument, 0, OPT_STREAM},
-        {"send-original", no_argument, 0, OPT_SEND_ORIGINAL},
-        {0, 0, 0, 0},
-    };
-    sl_caption_params p = sl_caption_default_params();
-    p.metrics_addr = "127.0.0.1:9797";
-    p.metrics_optional = true; /* the default address may be taken: then run without it */
-    printer pr = {.show = 5, .tty = isatty(STDERR_FILENO), .line_every = 10.0};
-    int verbose = 0;
-    const char *stops[16];
-    static int gpus[64];
-    bool replicas_given = false, adaptive_max_given = false;
-    int n_stop = 0;
-    const char *includes[64], *excludes[64], *columns[256];
-    int n_include = 0, n_exclude = 0, n_columns = 0;
-    static const char *endpoints[MAX_ENDPOINTS];
-    int n_endpoints = 0;
-    static char *endpoint_texts[MAX_ENDPOINTS];
-    int n_endpoint_texts = 0;
-    char *response_format = NULL;
-    float seconds;
-    long v;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:p:n:o:qvh", opts, NULL)) != -1) {
-        int bad = 0;
-        switch (c) {
-        case 'm': p.llama.model_path = optarg; break;
-        case OPT_MMPROJ: p.llama.mmproj_path = optarg; break;
-        case OPT_CTX: bad = parse_long("--ctx", optarg, 0, 1 << 22, &v); p.llama.n_ctx_per_seq = (int)v; break;
-        case OPT_PARALLEL: bad = parse_long("--parallel", optarg, 1, 255, &v); p.llama.n_parallel = (int)v; break;
-        case OPT_THREADS: bad = parse_long("--threads", optarg, 0, 1024, &v); p.llama.n_threads = (int)v; break;
-        case OPT_CPU_POLL: bad = parse_long("--cpu-poll", optarg, 0, 100, &v); p.llama.cpu_poll = (int)v; break;
-        case OPT_GPUS: bad = parse_gpus(optarg, gpus, &p.n_gpus); p.gpus = gpus; break;
-        case OPT_GPU_LAYERS: bad = parse_long("--gpu-layers", optarg, -1, 100000, &v); p.llama.n_gpu_layers = (int)v; break;
-        case 'p': p.prompt = optarg; break;
-        case OPT_SYSTEM: p.system_prompt = optarg; break;
-        case 'n': bad = parse_long("--max-tokens", optarg, 1, 1 << 20, &v); p.sampling.max_tokens = (int)v; break;
-        case OPT_TEMPERATURE: bad = parse_float("--temperature", optarg, 0, 100, &p.sampling.temperature); break;
-        case OPT_TOP_P: bad = parse_float("--top-p", optarg, 0, 1, &p.sampling.top_p); break;
-        case OPT_TOP_K: bad = parse_long("--top-k", optarg, 0, 1 << 20, &v); p.sampling.top_k = (int)v; break;
-        case OPT_MIN_P: bad = parse_float("--min-p", optarg, 0, 1, &p.sampling.min_p); break;
-        case OPT_REPEAT_PENALTY: bad = parse_float("--repeat-penalty", optarg, 0.01, 100, &p.sampling.repeat_penalty); break;
-        case OPT_STOP:
-            if (n_stop == 16) {
-                fprintf(stderr, "sluice: at most 16 --stop strings\n");
-                return EXIT_USAGE;
-            }
-            stops[n_stop++] = optarg;
-            break;
-        case OPT_SEED: bad = parse_long("--seed", optarg, 0, LONG_MAX, &v); p.sampling.seed = (uint64_t)v; break;
-        case OPT_MAX_EDGE: bad = parse_long("--max-image-edge", optarg, 0, 1 << 16, &v); p.image.max_edge = (int)v; break;
-        case OPT_MAX_PIXELS: bad = parse_long("--max-image-pixels", optarg, 1, LONG_MAX, &v); p.image.max_input_pixels = (uint64_t)v; break;
-        case OPT_BACKGROUND: bad = parse_rgb("--background", optarg, p.image.background); break;
-        case OPT_DECODE_WORKERS: bad = parse_long("--decode-workers", optarg, 1, 256, &v); p.decode_workers = (int)v; break;
-        case OPT_REPLICAS: bad = parse_long("--replicas", optarg, 1, 64, &v); p.replicas = (int)v; replicas_given = true; break;
-        case OPT_ORDERED: p.ordered = true; break;
-        case OPT_MEMORY_BUDGET: bad = parse_size("--memory-budget", optarg, &p.memory_budget); break;
-        case OPT_MAX_FAILED: bad = parse_fraction("--max-failed", optarg, &p.max_failed); break;
-        case OPT_METRICS_ADDR:
-            p.metrics_addr = strcmp(optarg, "off") == 0 ? NULL : optarg;
-            p.metrics_optional = false;
-            break;
-        case 'o': p.output_dir = optarg; break;
-        case OPT_FORMAT: p.output_format = optarg; break;
-        case OPT_OVERWRITE: p.overwrite = true; break;
-        case OPT_SHOW: bad = parse_long("--show", optarg, 0, LONG_MAX, &pr.show); break;
-        case 'q': pr.quiet = 1; break;
-        case OPT_PROGRESS_EVERY: {
-            float every;
-            bad = parse_float("--progress-every", optarg, 0.05, 86400, &every);
-            pr.line_every = every;
-            break;
-        }
-        case OPT_INPUT_FORMAT: p.input_format = optarg; break;
-        case OPT_INCLUDE: case OPT_EXCLUDE: {
-            bool inc = c == OPT_INCLUDE;
-            int *n = inc ? &n_include : &n_exclude;
-            if (*n == 64) {
-                fprintf(stderr, "sluice: at most 64 --%s globs\n", inc ? "include" : "exclude");
-                return EXIT_USAGE;
-            }
-            (inc ? includes : excludes)[(*n)++] = optarg;
-            break;
-        }
-        case OPT_IMAGE_COLUMN: p.image_column = optarg; break;
-        case OPT_PROMPT_COLUMN: p.prompt_column = optarg; break;
-        case OPT_ALLOW_FILE_URLS: p.allow_file_urls = true; break;
-        case OPT_MAX_DOWNLOAD: bad = parse_size("--max-download-bytes", optarg, &p.max_download_bytes); break;
-        case OPT_DOWNLOAD_TIMEOUT:
-            bad = parse_float("--download-timeout", optarg, 0.001, 86400, &seconds);
-            p.download_timeout_s = seconds;
-            break;
-        case OPT_DOWNLOAD_RETRIES: bad = parse_long("--download-retries", optarg, 0, 100, &v); p.download_retries = (int)v; break;
-        case OPT_COLUMNS:
-            for (char *save = NULL, *tok = strtok_r(optarg, ",", &save); tok;
-                 tok = strtok_r(NULL, ",", &save)) {
-                if (n_columns == 256) {
-                    fprintf(stderr, "sluice: --columns takes at most 256 names\n");
-                    return EXIT_USAGE;
-                }
-                columns[n_columns++] = tok;
-            }
-            if (!n_columns)
-                return usage_error("--columns needs at least one column name", NULL);
-            break;
-        case OPT_IMAGE_BYTES: p.include_image_bytes = true; break;
-        case OPT_INPUT_SHARD: bad = parse_input_shard(optarg, &p.input_shard_index, &p.input_shard_count); break;
-        case OPT_INPUT_SHARD_SIZE: bad = parse_long("--input-shard-size", optarg, 1, 1L << 30, &v); p.input_shard_size = (unsigned)v; break;
-        case OPT_SHARD_ROWS: bad = parse_long("--shard-rows", optarg, 1, LONG_MAX, &p.shard_rows); break;
-        case 'v': verbose = 1; break;
-        case OPT_ENGINE: p.engine = optarg; break;
-        case OPT_ENDPOINT:
-            if (n_endpoints == MAX_ENDPOINTS) {
-                fprintf(stderr, "sluice: at most %d endpoints\n", MAX_ENDPOINTS);
-                bad = 1;
-                break;
-            }
-            endpoints[n_endpoints++] = optarg;
-            break;
-        case OPT_ENDPOINTS_FILE:
-            bad = read_endpoints(optarg, endpoints, &n_endpoints, endpoint_texts, &n_endpoint_texts);
-            break;
-        case OPT_SERVED_MODEL: p.openai.served_model = optarg; break;
-        case OPT_API_KEY_ENV: p.openai.api_key_env = optarg; break;
-        case OPT_MAX_IN_FLIGHT: bad = parse_long("--max-in-flight", optarg, 1, 4096, &v); p.openai.max_in_flight = (int)v; break;
-        case OPT_ADAPTIVE: p.openai.adaptive = true; break;
-        case OPT_ADAPTIVE_MAX:
-            bad = parse_long("--adaptive-max", optarg, 1, 100000, &v);
-            p.openai.adaptive_max_in_flight = (int)v;
-            adaptive_max_given = true;
-            break;
-        case OPT_ENDPOINT_FAILURES:
-            bad = parse_long("--endpoint-failures", optarg, 1, 1000000, &v);
-            p.openai.endpoint_failures = (int)v;
-            break;
-        case OPT_REQUEST_TIMEOUT:
-            bad = parse_float("--request-timeout", optarg, 0.01, 86400, &seconds);
-            p.openai.request_timeout_s = seconds;
-            break;
-        case OPT_MAX_ATTEMPTS: bad = parse_long("--max-attempts", optarg, 1, 1000, &v); p.openai.max_attempts = (int)v; break;
-        case OPT_COOLDOWN:
-            bad = parse_float("--endpoint-cooldown", optarg, 0, 86400, &seconds);
-            p.openai.cooldown_s = seconds;
-            break;
-        case OPT_GIVE_UP:
-            bad = parse_float("--give-up-after", optarg, 0, 864000, &seconds);
-            p.openai.all_down_s = seconds;
-            break;
-        case OPT_JPEG_EDGE: bad = parse_long("--jpeg-edge", optarg, 0, 1 << 16, &v); p.jpeg_edge = (int)v; break;
-        case OPT_JPEG_QUALITY: bad = parse_long("--jpeg-quality", optarg, 1, 100, &v); p.jpeg_quality = (int)v; break;
-        case OPT_RESPONSE_FORMAT:
-            free(response_format);
-            bad = !(response_format = read_text_file("--response-format", optarg));
-            p.openai.response_format = response_format;
-            break;
-        case OPT_STREAM: p.openai.stream = true; break;
-        case OPT_SEND_ORIGINAL: p.send_original = true; break;
-        case 'h': print_usage(stdout); return 0;
-        default: fprintf(stderr, "Run 'sluice caption --help' for the options.\n"); return EXIT_USAGE;
-        }
-        if (bad) {
-            free_all(endpoint_texts, n_endpoint_texts);
-            free(response_format);
-            return EXIT_USAGE;
-        }
-    }
-    if (adaptive_max_given && p.openai.adaptive_max_in_flight < p.openai.max_in_flight) {
-        fprintf(stderr, "sluice: --adaptive-max %d is below --max-in-flight %d, where the adaptive "
-                        "limit starts; raise it or lower --max-in-flight\n",
-                p.openai.adaptive_max_in_flight, p.openai.max_in_flight);
-        free_all(endpoint_texts, n_endpoint_texts);
-        free(response_format);
+    if (!openai && !p.llama.mmproj_path) {
+        if (!cmd->job_file)
+            return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
+        fprintf(stderr, "sluice: %s sets no vision projector and model %s has none: add "
+                        "llama.mmproj (PATH.gguf), or pass --mmproj\n", cmd->job_file,
+                sl_config_params(cfg)->llama.model_path);
         return EXIT_USAGE;
     }
-    p.openai.endpoints = endpoints;
-    p.openai.n_endpoints = n_endpoints;
-    if (p.n_gpus > 0 && !replicas_given)
-        p.replicas = p.n_gpus;
-    p.include = includes;
-    p.n_include = n_include;
-    p.exclude = excludes;
-    p.n_exclude = n_exclude;
-    if (n_columns) {
-        p.columns = columns;
-        p.n_columns = n_columns;
-    }
-    int rc = caption_with(&p, &pr, verbose, argc, argv, stops, n_stop);
-    free_all(endpoint_texts, n_endpoint_texts);
-    free(response_format);
-    return rc;
-}
 
-static int caption_with(sl_caption_params *pp, printer *prp, int verbose, int argc, char **argv,
-                        const char **stops, int n_stop)
-{
-    sl_caption_params p = *pp;
-    printer pr = *prp;
-    if (optind >= argc)
-        return usage_error("caption needs an input: a folder, manifest, tar shards or Parquet files",
-                           NULL);
-    p.input_dir = argv[optind];
-    p.inputs = (const char *const *)(argv + optind);
-    p.n_inputs = argc - optind;
-    p.stop = stops;
-    p.n_stop = n_stop;
-    if (!p.output_dir)
-        return usage_error("caption needs an output folder: -o DIR", NULL);
-    bool openai = p.engine && strcmp(p.engine, "openai") == 0;
-    if (openai && p.openai.n_endpoints == 0)
-        return usage_error("--engine openai needs a server: --endpoint URL or --endpoints-file F",
-                           NULL);
-    if (!openai && !p.llama.model_path)
-        return usage_error("caption needs a model: --model PATH.gguf or hf://ORG/REPO", NULL);
-
-    sl_log_set_level(pr.quiet ? SL_LOG_ERROR : verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
-    static sl_hub_files model_files, projector_files;
-    int hub_exit = fetch_from_hub(&p.llama.model_path, &p.llama.mmproj_path, &model_files,
-                                  &projector_files, pr.quiet);
-    if (hub_exit)
-        return hub_exit;
-    if (!openai && !p.llama.mmproj_path)
-        return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
     p.on_row = printer_row;
     p.on_row_user = &pr;
     p.on_metrics_port = printer_metrics_port;
@@ -820,7 +637,11 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "caption") == 0)
         return cmd_caption(argc - 1, argv + 1);
-    fprintf(stderr, "sluice: unknown command '%s'; the command is 'caption'.\n"
+    if (strcmp(argv[1], "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(argv[1], "config") == 0)
+        return cmd_config(argc - 1, argv + 1);
+    fprintf(stderr, "sluice: unknown command '%s'; the commands are caption, run and config.\n"
                     "Run 'sluice --help' for usage.\n", argv[1]);
     return EXIT_USAGE;
 }

@@ -321,7 +321,7 @@ def test_parquet_output_matches_jsonl_and_reads_in_pyarrow_and_duckdb(sluice, co
     n, failed = con.execute(f"select count(*), count(error) from '{shard}'").fetchone()
     assert n == len(rows) and failed == sum(1 for r in rows if r["error"])
     r = sluice.caption(SAMPLES, tmp_path / "x", "--format", "csv")
-    assert r.returncode == 2 and "--format must be jsonl or parquet" in r.stderr
+    assert r.returncode == 2 and "--format expects one of jsonl, parquet" in r.stderr
 
 
 def test_every_endpoints_file_is_kept(sluice, tmp_path):

@@ -1,0 +1,1223 @@
+/* config/config.c — the table of a job's settings, and setting, checking and
+ * printing them (sluice/config.h; the YAML reader is config_yaml.c).
+ *
+ * Why one table: a setting is a row (key, flag, type, range, field), so the
+ * sluice command's flags, a job file's keys, `sluice config print` and the
+ * error messages cannot drift apart; adding a flag is adding a row, and the
+ * flag has its key from the start. Keys are grouped in sections named after
+ * the part of the job they steer (input, image, llama, openai, prompt,
+ * sampling, pipeline, output, metrics, console), the way a Ray Data or vLLM
+ * user splits a job; the leaf names are the flags' names where the section
+ * does not already say it (--max-image-edge is image.max_edge).
+ *
+ * Values are parsed from text with the checks and messages the command line
+ * always had ("--parallel expects an integer from 1 to 255, got 'x'"); a
+ * job file's value gets the same message prefixed with FILE:LINE:COLUMN and
+ * naming the key. Strings are copied into the config and live until it is
+ * freed: a job file is bounded (SL_CONFIG_MAX_FILE_BYTES), and so is what
+ * overridden values leave behind.
+ *
+ * Layers: each loader, and the command line, begins a layer; a list set in
+ * a new layer is replaced, not added to, so `--stop X` over a job file's
+ * stop list means "stop at X", as an override should. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config_impl.h"
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/utf8.h"
+
+enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_COUNT };
+
+typedef struct cfg_list {
+    const char **items;
+    int n, cap;
+    int layer; /* the layer that last set it */
+} cfg_list;
+
+enum { MAX_OPTS = 96, MAX_GPUS = 64, MAX_URL_FILES = 64 };
+
+struct sl_config {
+    sl_caption_params p;
+    sl_config_console console;
+    const char *response_format_path;
+    int gpus[MAX_GPUS];
+    cfg_list lists[L_COUNT];
+    int layer;
+    bool no_files;                         /* sl_config_allow_files(false) */
+    int given[MAX_OPTS];                   /* the layer that set option i; 0: default */
+    const char *name[MAX_OPTS], *where[MAX_OPTS]; /* how messages name what set it */
+    char **owned;                          /* every string handed out */
+    size_t n_owned, cap_owned;
+};
+
+typedef enum kind {
+    K_STR, K_CHOICE, K_INT, K_LONG, K_U64, K_UINT, K_FLOAT, K_DOUBLE, K_SIZE, K_FRACTION,
+    K_BOOL, K_LIST, K_GPUS, K_RGB, K_SHARD, K_ADDR, K_TEXTFILE, K_URLFILE, K_VERSION,
+} kind;
+
+enum {
+    NULL_ZERO = 1,   /* 0 means "the default" and prints as ~ (the parser refuses 0) */
+    NULL_UNSET = 2,  /* prints as ~ unless set: its default depends on another setting */
+    SPLIT = 4,       /* a list given as one text is split on commas */
+};
+
+typedef struct opt {
+    const char *key, *flag;
+    int short_flag;
+    kind k;
+    size_t off;
+    long lo, hi;        /* integers */
+    double dlo, dhi;    /* numbers */
+    const char *arg, *help;
+    int list, max_items; /* K_LIST */
+    const char *choices; /* K_CHOICE: "a|b|c" */
+    unsigned f;
+} opt;
+
+#define AT(field) offsetof(struct sl_config, field)
+
+/* The table. Sections must stay contiguous (config print walks it in
+ * order); a new flag is a new row here and a field in sl_caption_params. */
+static const opt opts[] = {
+    {"version", NULL, 0, K_VERSION, 0, .arg = "1",
+     .help = "job-file version (this sluice reads 1)"},
+    {"engine", "engine", 0, K_CHOICE, AT(p.engine), .arg = "E", .choices = "llama|openai",
+     .help = "llama (in-process llama.cpp, default) or openai (HTTP servers)"},
+
+    {"input.paths", NULL, 0, K_LIST, 0, .list = L_INPUTS, .max_items = 100000, .arg = "INPUT",
+     .help = "folders, manifests, tar shards, Parquet files; braces and globs"},
+    {"input.format", "input-format", 0, K_CHOICE, AT(p.input_format), .arg = "F",
+     .choices = "auto|folder|jsonl|csv|webdataset|parquet",
+     .help = "folder, jsonl, csv, webdataset or parquet (~: by name)"},
+    {"input.include", "include", 0, K_LIST, 0, .list = L_INCLUDE, .max_items = 64, .arg = "GLOB",
+     .help = "folders: only relative paths matching one of these"},
+    {"input.exclude", "exclude", 0, K_LIST, 0, .list = L_EXCLUDE, .max_items = 64, .arg = "GLOB",
+     .help = "folders: skip relative paths matching one of these"},
+    {"input.image_column", "image-column", 0, K_STR, AT(p.image_column), .arg = "NAME",
+     .help = "manifest/Parquet image column (~: image, path or url)"},
+    {"input.allow_file_urls", "allow-file-urls", 0, K_BOOL, AT(p.allow_file_urls),
+     .help = "read file:// URLs found in data"},
+    {"input.max_download_bytes", "max-download-bytes", 0, K_SIZE, AT(p.max_download_bytes),
+     .f = NULL_ZERO, .arg = "SIZE", .help = "largest http(s) image fetched (~: 64M)"},
+    {"input.download_timeout", "download-timeout", 0, K_DOUBLE, AT(p.download_timeout_s),
+     .dlo = 0.001, .dhi = 86400, .arg = "S", .help = "seconds per http(s) image try"},
+    {"input.download_retries", "download-retries", 0, K_INT, AT(p.download_retries), .lo = 0,
+     .hi = 100, .arg = "N", .help = "tries after the first on a network error, 5xx or 429"},
+    {"input.shard", "input-shard", 0, K_SHARD, 0, .arg = "I/N",
+     .help = "read only input shards I, I+N, ... (~: all)"},
+    {"input.shard_size", "input-shard-size", 0, K_UINT, AT(p.input_shard_size), .lo = 1,
+     .hi = 1L << 30, .f = NULL_ZERO, .arg = "N", .help = "items per shard when not whole files (~: 1000)"},
+
+    {"image.workers", "decode-workers", 0, K_INT, AT(p.decode_workers), .lo = 1, .hi = 256,
+     .arg = "N", .help = "decode threads"},
+    {"image.max_edge", "max-image-edge", 0, K_INT, AT(p.image.max_edge), .lo = 0, .hi = 1 << 16,
+     .arg = "N", .help = "shrink the longer edge to N px (0 keeps)"},
+    {"image.max_pixels", "max-image-pixels", 0, K_U64, AT(p.image.max_input_pixels), .lo = 1,
+     .hi = LONG_MAX, .arg = "N", .help = "refuse larger images (from the header)"},
+    {"image.background", "background", 0, K_RGB, AT(p.image.background), .arg = "RRGGBB",
+     .help = "colour transparent pixels are flattened onto"},
+
+    {"llama.model", "model", 'm', K_STR, AT(p.llama.model_path), .arg = "PATH",
+     .help = "language model GGUF, or hf://ORG/REPO[/FILE.gguf]"},
+    {"llama.mmproj", "mmproj", 0, K_STR, AT(p.llama.mmproj_path), .arg = "PATH",
+     .help = "vision projector GGUF, or hf://ORG/REPO/FILE.gguf"},
+    {"llama.replicas", "replicas", 0, K_INT, AT(p.replicas), .lo = 1, .hi = 64, .arg = "N",
+     .help = "engine instances, each with its own model (gpus: one per GPU)"},
+    {"llama.gpus", "gpus", 0, K_GPUS, 0, .arg = "LIST", .f = SPLIT,
+     .help = "one replica per GPU, e.g. [0, 1, 2, 3]"},
+    {"llama.parallel", "parallel", 0, K_INT, AT(p.llama.n_parallel), .lo = 1, .hi = 255,
+     .arg = "N", .help = "sequences decoded together per replica"},
+    {"llama.ctx", "ctx", 0, K_INT, AT(p.llama.n_ctx_per_seq), .lo = 0, .hi = 1 << 22,
+     .arg = "N", .help = "context per sequence (0: sized for prompt, image, max_tokens)"},
+    {"llama.threads", "threads", 0, K_INT, AT(p.llama.n_threads), .lo = 0, .hi = 1024,
+     .arg = "N", .help = "CPU threads (0: all cores)"},
+    {"llama.gpu_layers", "gpu-layers", 0, K_INT, AT(p.llama.n_gpu_layers), .lo = -1,
+     .hi = 100000, .arg = "N", .help = "layers offloaded to a GPU build (-1: all)"},
+    {"llama.cpu_poll", "cpu-poll", 0, K_INT, AT(p.llama.cpu_poll), .lo = 0, .hi = 100,
+     .arg = "N", .help = "0..100: how hard CPU threads spin between ops"},
+
+    {"openai.endpoints", "endpoint", 0, K_LIST, 0, .list = L_ENDPOINTS, .max_items = 1024,
+     .arg = "URL", .help = "servers, e.g. http://10.0.0.7:8000"},
+    {"openai.endpoints_file", "endpoints-file", 0, K_URLFILE, 0, .arg = "F",
+     .help = "more servers, one URL a line (read into endpoints)"},
+    {"openai.served_model", "served-model", 0, K_STR, AT(p.openai.served_model), .arg = "NAME",
+     .help = "the request's model (~: the first of GET /v1/models)"},
+    {"openai.api_key_env", "api-key-env", 0, K_STR, AT(p.openai.api_key_env), .arg = "VAR",
+     .help = "send the key held in this environment variable"},
+    {"openai.max_in_flight", "max-in-flight", 0, K_INT, AT(p.openai.max_in_flight), .lo = 1,
+     .hi = 4096, .arg = "N", .help = "requests outstanding per endpoint"},
+    {"openai.adaptive", "adaptive", 0, K_BOOL, AT(p.openai.adaptive),
+     .help = "move that limit with measured throughput"},
+    {"openai.adaptive_max", "adaptive-max", 0, K_INT, AT(p.openai.adaptive_max_in_flight),
+     .lo = 1, .hi = 100000, .f = NULL_UNSET, .arg = "N",
+     .help = "the most it may raise it to (~: 64, at least max_in_flight)"},
+    {"openai.request_timeout", "request-timeout", 0, K_DOUBLE, AT(p.openai.request_timeout_s),
+     .dlo = 0.01, .dhi = 86400, .arg = "S", .help = "seconds per attempt"},
+    {"openai.max_attempts", "max-attempts", 0, K_INT, AT(p.openai.max_attempts), .lo = 1,
+     .hi = 1000, .arg = "N", .help = "tries per row on errors worth retrying"},
+    {"openai.endpoint_failures", "endpoint-failures", 0, K_INT, AT(p.openai.endpoint_failures),
+     .lo = 1, .hi = 1000000, .arg = "N", .help = "failures in a row that take an endpoint out"},
+    {"openai.endpoint_cooldown", "endpoint-cooldown", 0, K_DOUBLE, AT(p.openai.cooldown_s),
+     .dlo = 0, .dhi = 86400, .arg = "S", .help = "seconds out of rotation after them"},
+    {"openai.give_up_after", "give-up-after", 0, K_DOUBLE, AT(p.openai.all_down_s), .dlo = 0,
+     .dhi = 864000, .arg = "S", .help = "stop once every endpoint failed this long"},
+    {"openai.jpeg_edge", "jpeg-edge", 0, K_INT, AT(p.jpeg_edge), .lo = 0, .hi = 1 << 16,
+     .arg = "PX", .help = "longer edge of the JPEG sent (0: as decoded)"},
+    {"openai.jpeg_quality", "jpeg-quality", 0, K_INT, AT(p.jpeg_quality), .lo = 1, .hi = 100,
+     .arg = "Q", .help = "its quality"},
+    {"openai.send_original", "send-original", 0, K_BOOL, AT(p.send_original),
+     .help = "send JPEG and PNG inputs as they are"},
+    {"openai.response_format", "response-format", 0, K_TEXTFILE, 0, .arg = "F",
+     .help = "a JSON file sent as response_format"},
+    {"openai.stream", "stream", 0, K_BOOL, AT(p.openai.stream),
+     .help = "stream answers: TTFT and inter-token latency"},
+
+    {"prompt.text", "prompt", 'p', K_STR, AT(p.prompt), .arg = "TEXT", .help = "user prompt"},
+    {"prompt.system", "system", 0, K_STR, AT(p.system_prompt), .arg = "TEXT",
+     .help = "system prompt (~: none)"},
+    {"prompt.column", "prompt-column", 0, K_STR, AT(p.prompt_column), .arg = "NAME",
+     .help = "a row's value in this column replaces the prompt (~: prompt)"},
+
+    {"sampling.max_tokens", "max-tokens", 'n', K_INT, AT(p.sampling.max_tokens), .lo = 1,
+     .hi = 1 << 20, .arg = "N", .help = "tokens to generate at most"},
+    {"sampling.temperature", "temperature", 0, K_FLOAT, AT(p.sampling.temperature), .dlo = 0,
+     .dhi = 100, .arg = "F", .help = "0 is greedy"},
+    {"sampling.top_p", "top-p", 0, K_FLOAT, AT(p.sampling.top_p), .dlo = 0, .dhi = 1, .arg = "F",
+     .help = "1: off"},
+    {"sampling.top_k", "top-k", 0, K_INT, AT(p.sampling.top_k), .lo = 0, .hi = 1 << 20,
+     .arg = "N", .help = "0: off"},
+    {"sampling.min_p", "min-p", 0, K_FLOAT, AT(p.sampling.min_p), .dlo = 0, .dhi = 1, .arg = "F",
+     .help = "0: off"},
+    {"sampling.repeat_penalty", "repeat-penalty", 0, K_FLOAT, AT(p.sampling.repeat_penalty),
+     .dlo = 0.01, .dhi = 100, .arg = "F", .help = "1: off"},
+    {"sampling.seed", "seed", 0, K_U64, AT(p.sampling.seed), .lo = 0, .hi = LONG_MAX, .arg = "N",
+     .help = "job seed; each row's seed mixes it with the row id"},
+    {"sampling.stop", "stop", 0, K_LIST, 0, .list = L_STOP, .max_items = 16, .arg = "TEXT",
+     .help = "end generation at any of these (not written)"},
+
+    {"pipeline.ordered", "ordered", 0, K_BOOL, AT(p.ordered),
+     .help = "write rows in input order (false: as they finish)"},
+    {"pipeline.memory_budget", "memory-budget", 0, K_SIZE, AT(p.memory_budget), .f = NULL_ZERO,
+     .arg = "SIZE", .help = "bytes in flight at most, e.g. 4G (~: 1/4 of RAM)"},
+    {"pipeline.max_failed", "max-failed", 0, K_FRACTION, AT(p.max_failed), .arg = "F",
+     .help = "stop past this fraction (0.1 or 10%) of failed rows"},
+
+    {"output.dir", "output", 'o', K_STR, AT(p.output_dir), .arg = "DIR",
+     .help = "output folder (created if missing)"},
+    {"output.format", "format", 0, K_CHOICE, AT(p.output_format), .choices = "jsonl|parquet",
+     .arg = "F", .help = "jsonl (~) or parquet"},
+    {"output.overwrite", "overwrite", 0, K_BOOL, AT(p.overwrite),
+     .help = "start over (false: the same job resumes)"},
+    {"output.columns", "columns", 0, K_LIST, 0, .list = L_COLUMNS, .max_items = 256, .f = SPLIT,
+     .arg = "A,B,...", .help = "pass only these input columns through ([]: all)"},
+    {"output.include_image_bytes", "include-image-bytes", 0, K_BOOL, AT(p.include_image_bytes),
+     .help = "Parquet: the original image bytes in image_bytes"},
+    {"output.shard_rows", "shard-rows", 0, K_LONG, AT(p.shard_rows), .lo = 1, .hi = LONG_MAX,
+     .arg = "N", .help = "rows per part file (each a resume point)"},
+
+    {"metrics.addr", "metrics-addr", 0, K_ADDR, AT(p.metrics_addr), .arg = "H:P",
+     .help = "serve /metrics and the live page (off: no server)"},
+    {"metrics.optional", NULL, 0, K_BOOL, AT(p.metrics_optional),
+     .help = "an address taken: run without (default: only the default address)"},
+
+    {"console.show", "show", 0, K_LONG, AT(console.show), .lo = 0, .hi = LONG_MAX, .arg = "N",
+     .help = "print the first N captions"},
+    {"console.quiet", "quiet", 'q', K_BOOL, AT(console.quiet), .help = "print only errors"},
+    {"console.verbose", "verbose", 'v', K_BOOL, AT(console.verbose),
+     .help = "print llama.cpp's messages too"},
+    {"console.progress_every", "progress-every", 0, K_DOUBLE, AT(console.progress_every_s),
+     .dlo = 0.05, .dhi = 86400, .arg = "S", .help = "seconds between progress lines in a log"},
+};
+
+#define N_OPTS ((int)(sizeof opts / sizeof *opts))
+_Static_assert(N_OPTS <= MAX_OPTS, "raise MAX_OPTS");
+
+static const char DEFAULT_METRICS_ADDR[] = "127.0.0.1:9797";
+
+/* --- the table ---------------------------------------------------------------- */
+
+size_t sl_config_option_count(void) { return N_OPTS; }
+
+bool sl_config_option_at(size_t i, sl_config_option *out)
+{
+    if (i >= N_OPTS)
+        return false;
+    const opt *o = &opts[i];
+    *out = (sl_config_option){
+        .key = o->key, .flag = o->flag, .short_flag = o->short_flag,
+        .is_switch = o->k == K_BOOL,
+        .is_list = o->k == K_LIST || o->k == K_GPUS || o->k == K_URLFILE,
+        .arg = o->arg, .help = o->help,
+    };
+    return true;
+}
+
+bool sl_config_option_is_list(int i)
+{
+    return opts[i].k == K_LIST || opts[i].k == K_GPUS || opts[i].k == K_URLFILE;
+}
+
+int sl_config_find_key(const char *key, size_t len)
+{
+    for (int i = 0; i < N_OPTS; i++)
+        if (strlen(opts[i].key) == len && memcmp(opts[i].key, key, len) == 0)
+            return i;
+    return -1;
+}
+
+static int find_flag(const char *flag)
+{
+    if (flag[0] == '-' && flag[1] == '-')
+        flag += 2;
+    for (int i = 0; i < N_OPTS; i++)
+        if (opts[i].flag && strcmp(opts[i].flag, flag) == 0)
+            return i;
+    return -1;
+}
+
+bool sl_config_is_section(const char *prefix, size_t len)
+{
+    for (int i = 0; i < N_OPTS; i++)
+        if (strlen(opts[i].key) > len && memcmp(opts[i].key, prefix, len) == 0 &&
+            opts[i].key[len] == '.')
+            return true;
+    return false;
+}
+
+/* Levenshtein distance, capped: only short names are compared. */
+static int distance(const char *a, size_t la, const char *b, size_t lb)
+{
+    if (la > 40 || lb > 40)
+        return 99;
+    int row[41];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+void sl_config_children(const char *prefix, const char *name, char *buf, size_t size,
+                        char *near, size_t near_size)
+{
+    size_t plen = prefix ? strlen(prefix) : 0, used = 0;
+    int best = 3;
+    buf[0] = near[0] = '\0';
+    const char *last = NULL;
+    size_t last_len = 0;
+    for (int i = 0; i < N_OPTS; i++) {
+        const char *k = opts[i].key;
+        if (plen && (strncmp(k, prefix, plen) != 0 || k[plen] != '.'))
+            continue;
+        const char *child = plen ? k + plen + 1 : k;
+        size_t clen = strcspn(child, ".");
+        if (last && clen == last_len && memcmp(child, last, clen) == 0)
+            continue; /* the same section as the row before */
+        last = child;
+        last_len = clen;
+        int w = snprintf(buf + used, size - used, "%s%.*s", used ? ", " : "", (int)clen, child);
+        if (w > 0 && (size_t)w < size - used)
+            used += (size_t)w;
+        int d = distance(name, strlen(name), child, clen);
+        if (d < best) {
+            best = d;
+            snprintf(near, near_size, "%.*s", (int)clen, child);
+        }
+    }
+}
+
+/* --- the config ---------------------------------------------------------------- */
+
+static void defaults(struct sl_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->p = sl_caption_default_params();
+    c->p.metrics_addr = DEFAULT_METRICS_ADDR;
+    c->p.metrics_optional = true;
+    c->console = (sl_config_console){.show = 5, .progress_every_s = 10.0};
+}
+
+sl_status sl_config_new(sl_config **out)
+{
+    *out = NULL;
+    sl_config *c = sl_malloc(sizeof *c);
+    if (!c)
+        return sl_fail(SL_ERR_NOMEM, "out of memory creating a job configuration");
+    defaults(c);
+    c->layer = 1;
+    *out = c;
+    return SL_OK;
+}
+
+void sl_config_free(sl_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < cfg->n_owned; i++)
+        sl_free(cfg->owned[i]);
+    sl_free(cfg->owned);
+    for (int l = 0; l < L_COUNT; l++)
+        sl_free(cfg->lists[l].items);
+    sl_free(cfg);
+}
+
+void sl_config_begin_layer(sl_config *cfg) { cfg->layer++; }
+
+void sl_config_allow_files(sl_config *cfg, bool allow) { cfg->no_files = !allow; }
+
+/* A copy owned by the config; NULL when out of memory (message set). */
+static char *keep(sl_config *c, const char *s, size_t n)
+{
+    if (c->n_owned == c->cap_owned) {
+        size_t cap = c->cap_owned ? 2 * c->cap_owned : 32;
+        char **grown = sl_realloc(c->owned, cap * sizeof *grown);
+        if (!grown) {
+            sl_fail(SL_ERR_NOMEM, "out of memory reading the job's settings");
+            return NULL;
+        }
+        c->owned = grown;
+        c->cap_owned = cap;
+    }
+    char *copy = sl_strndup(s, n);
+    if (!copy) {
+        sl_fail(SL_ERR_NOMEM, "out of memory reading the job's settings");
+        return NULL;
+    }
+    c->owned[c->n_owned++] = copy;
+    return copy;
+}
+
+/* The caption parameters point at the lists; they move when a list grows. */
+static void sync_lists(sl_config *c)
+{
+    cfg_list *l = c->lists;
+    c->p.inputs = l[L_INPUTS].items;
+    c->p.n_inputs = l[L_INPUTS].n;
+    c->p.input_dir = l[L_INPUTS].n ? l[L_INPUTS].items[0] : NULL;
+    c->p.include = l[L_INCLUDE].items;
+    c->p.n_include = l[L_INCLUDE].n;
+    c->p.exclude = l[L_EXCLUDE].items;
+    c->p.n_exclude = l[L_EXCLUDE].n;
+    c->p.stop = l[L_STOP].items;
+    c->p.n_stop = l[L_STOP].n;
+    c->p.columns = l[L_COLUMNS].n ? l[L_COLUMNS].items : NULL;
+    c->p.n_columns = l[L_COLUMNS].n;
+    c->p.openai.endpoints = l[L_ENDPOINTS].items;
+    c->p.openai.n_endpoints = l[L_ENDPOINTS].n;
+    c->p.gpus = c->p.n_gpus ? c->gpus : NULL;
+}
+
+static void touch(sl_config *c, cfg_list *l)
+{
+    if (l->layer != c->layer) {
+        l->n = 0;
+        l->layer = c->layer;
+    }
+}
+
+static sl_status list_add(sl_config *c, int i, const char *item, size_t len, const char *where,
+                          const char *name)
+{
+    const opt *o = &opts[i];
+    cfg_list *l = &c->lists[o->list];
+    touch(c, l);
+    if (l->n == o->max_items)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s takes at most %d items", where, name,
+                       o->max_items);
+    if (len == 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s: an item is empty", where, name);
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 8;
+        const char **grown = sl_realloc(l->items, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading the job's settings");
+        l->items = grown;
+        l->cap = cap;
+    }
+    char *copy = keep(c, item, len);
+    if (!copy)
+        return SL_ERR_NOMEM;
+    l->items[l->n++] = copy;
+    sync_lists(c);
+    return SL_OK;
+}
+
+sl_status sl_config_touch_list(sl_config *c, int i, const char *where, const char *name)
+{
+    (void)where;
+    (void)name;
+    const opt *o = &opts[i];
+    if (o->k == K_LIST || o->k == K_URLFILE)
+        touch(c, &c->lists[o->k == K_LIST ? o->list : L_ENDPOINTS]);
+    else if (o->k == K_GPUS && c->given[i] != c->layer)
+        c->p.n_gpus = 0;
+    c->given[i] = c->layer;
+    sync_lists(c);
+    return SL_OK;
+}
+
+/* --- parsing values --------------------------------------------------------------- */
+
+static sl_status parse_long(const char *where, const char *name, const char *text, long min,
+                            long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < min || v > max)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects an integer from %ld to %ld, got '%s'",
+                       where, name, min, max, text);
+    *out = v;
+    return SL_OK;
+}
+
+static sl_status parse_double(const char *where, const char *name, const char *text, double min,
+                              double max, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || *end || !(v >= min && v <= max))
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects a number from %g to %g, got '%s'", where,
+                       name, min, max, text);
+    *out = v;
+    return SL_OK;
+}
+
+/* "512M", "4G", "1048576" -> bytes. */
+static sl_status parse_size(const char *where, const char *name, const char *text, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    double mult = 1;
+    switch (*end) {
+    case 'k': case 'K': mult = 1024.0; end++; break;
+    case 'm': case 'M': mult = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
+    case 't': case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'B' || *end == 'b')
+        end++;
+    /* 2^63: a larger count of bytes is no budget anyone means, and would not convert */
+    if (errno || end == text || *end || !(v * mult >= 1024 * 1024) || !(v * mult < 0x1p63))
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s%s expects a size of at least 1M such as 512M or 4G, got '%s'", where,
+                       name, text);
+    *out = (uint64_t)(v * mult);
+    return SL_OK;
+}
+
+/* "0.1" or "10%" -> 0.1 */
+static sl_status parse_fraction(const char *where, const char *name, const char *text,
+                                double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (*end == '%') {
+        v /= 100.0;
+        end++;
+    }
+    if (errno || end == text || *end || !(v >= 0.0 && v <= 1.0))
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s%s expects a fraction from 0 to 1 or a percentage, got '%s'", where,
+                       name, text);
+    *out = v;
+    return SL_OK;
+}
+
+/* "RRGGBB" or "#RRGGBB" (hex) -> three bytes. */
+static sl_status parse_rgb(const char *where, const char *name, const char *text, uint8_t rgb[3])
+{
+    const char *hex = text[0] == '#' ? text + 1 : text;
+    unsigned v[3];
+    if (strlen(hex) != 6 || strspn(hex, "0123456789abcdefABCDEF") != 6 ||
+        sscanf(hex, "%2x%2x%2x", &v[0], &v[1], &v[2]) != 3)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s%s expects a colour as RRGGBB hex (e.g. ffffff), got '%s'", where, name,
+                       text);
+    for (int i = 0; i < 3; i++)
+        rgb[i] = (uint8_t)v[i];
+    return SL_OK;
+}
+
+/* "I/N" with 0 <= I < N. */
+static sl_status parse_shard(const char *where, const char *name, const char *arg,
+                             unsigned *index, unsigned *count)
+{
+    char *slash, *end = NULL;
+    errno = 0;
+    unsigned long i = strtoul(arg, &slash, 10);
+    unsigned long n = *slash == '/' ? strtoul(slash + 1, &end, 10) : 0;
+    if (errno || slash == arg || *slash != '/' || end == slash + 1 || *end || n == 0 ||
+        n > 1000000 || i >= n || arg[0] == '-' || slash[1] == '-' || !(arg[0] >= '0' && arg[0] <= '9'))
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s%s takes I/N with 0 <= I < N, e.g. 0/8; got '%s'", where, name, arg);
+    *index = (unsigned)i;
+    *count = (unsigned)n;
+    return SL_OK;
+}
+
+/* "0,1,3" or one number: device indexes, each once across the list. */
+static sl_status add_gpus(sl_config *c, const char *where, const char *name, const char *arg,
+                          bool split)
+{
+    const char *s = arg;
+    int n = c->p.n_gpus;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (end == s || errno || v < 0 || v > 1023 || (*end && (*end != ',' || !split)) ||
+            n == MAX_GPUS || *s == ' ' || *s == '+')
+            goto bad;
+        for (int i = 0; i < n; i++)
+            if (c->gpus[i] == v)
+                goto bad;
+        c->gpus[n++] = (int)v;
+        s = *end ? end + 1 : end;
+        if (*end && !*s)
+            goto bad;
+    }
+    if (n > c->p.n_gpus) {
+        c->p.n_gpus = n;
+        sync_lists(c);
+        return SL_OK;
+    }
+bad:
+    return sl_fail(SL_ERR_INVALID_ARG,
+                   "%s%s takes distinct device numbers (at most %d) separated by commas, e.g. "
+                   "0,1,2,3; got '%s'", where, name, MAX_GPUS, arg);
+}
+
+/* A small file read whole; *len its size. */
+static sl_status read_small_file(const char *where, const char *name, const char *path,
+                                 size_t limit, char **out, size_t *len)
+{
+    *out = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "%s%s '%s': %s", where,
+                       name, path, strerror(errno));
+    char *buf = sl_malloc(limit + 1);
+    if (!buf) {
+        fclose(fp);
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
+    }
+    size_t n = fread(buf, 1, limit + 1, fp);
+    bool err = ferror(fp);
+    fclose(fp);
+    if (err || n > limit) {
+        sl_free(buf);
+        if (err)
+            return sl_fail(SL_ERR_IO, "%s%s '%s': cannot be read", where, name, path);
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s '%s' is larger than %zu bytes", where, name,
+                       path, limit);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return SL_OK;
+}
+
+/* --endpoints-file: one URL a line; blank lines and # comments skipped. */
+static sl_status add_url_file(sl_config *c, const char *where, const char *name,
+                              const char *path)
+{
+    char *text;
+    size_t len;
+    sl_status st = read_small_file(where, name, path, SL_CONFIG_MAX_FILE_BYTES, &text, &len);
+    if (st != SL_OK)
+        return st;
+    int ep = sl_config_find_key("openai.endpoints", strlen("openai.endpoints"));
+    touch(c, &c->lists[L_ENDPOINTS]);
+    for (char *save = NULL, *line = strtok_r(text, "\r\n", &save); st == SL_OK && line;
+         line = strtok_r(NULL, "\r\n", &save)) {
+        while (*line == ' ' || *line == '\t')
+            line++;
+        char *end = line + strlen(line);
+        while (end > line && (end[-1] == ' ' || end[-1] == '\t'))
+            *--end = '\0';
+        if (*line && *line != '#')
+            st = list_add(c, ep, line, strlen(line), where, name);
+    }
+    sl_free(text);
+    return st;
+}
+
+/* --response-format: the file's text is sent, its path is printed. */
+static sl_status set_text_file(sl_config *c, const char *where, const char *name,
+                               const char *path)
+{
+    char *text;
+    size_t len;
+    sl_status st = read_small_file(where, name, path, SL_CONFIG_MAX_FILE_BYTES, &text, &len);
+    if (st != SL_OK)
+        return st;
+    const char *kept = keep(c, text, len);
+    sl_free(text);
+    const char *kept_path = kept ? keep(c, path, strlen(path)) : NULL;
+    if (!kept_path)
+        return SL_ERR_NOMEM;
+    c->p.openai.response_format = kept;
+    c->response_format_path = kept_path;
+    return SL_OK;
+}
+
+static size_t kind_size(kind k)
+{
+    switch (k) {
+    case K_STR: case K_CHOICE: case K_ADDR: return sizeof(const char *);
+    case K_INT: return sizeof(int);
+    case K_LONG: return sizeof(long);
+    case K_U64: case K_SIZE: return sizeof(uint64_t);
+    case K_UINT: return sizeof(unsigned);
+    case K_FLOAT: return sizeof(float);
+    case K_DOUBLE: case K_FRACTION: return sizeof(double);
+    case K_BOOL: return sizeof(bool);
+    case K_RGB: return 3;
+    default: return 0;
+    }
+}
+
+static bool parse_bool(const char *text, bool *out)
+{
+    if (strcmp(text, "true") == 0 || strcmp(text, "True") == 0 || strcmp(text, "TRUE") == 0)
+        *out = true;
+    else if (strcmp(text, "false") == 0 || strcmp(text, "False") == 0 ||
+             strcmp(text, "FALSE") == 0)
+        *out = false;
+    else
+        return false;
+    return true;
+}
+
+static bool is_choice(const char *choices, const char *text)
+{
+    size_t n = strlen(text);
+    for (const char *s = choices; *s;) {
+        size_t len = strcspn(s, "|");
+        if (len == n && memcmp(s, text, n) == 0)
+            return true;
+        s += len + (s[len] == '|');
+    }
+    return false;
+}
+
+/* Resets option i to its default. */
+static void reset(sl_config *c, int i)
+{
+    const opt *o = &opts[i];
+    struct sl_config d;
+    defaults(&d);
+    size_t size = kind_size(o->k);
+    if (size)
+        memcpy((char *)c + o->off, (const char *)&d + o->off, size);
+    switch (o->k) {
+    case K_LIST: c->lists[o->list].n = 0; c->lists[o->list].layer = c->layer; break;
+    case K_GPUS: c->p.n_gpus = 0; break;
+    case K_SHARD: c->p.input_shard_index = c->p.input_shard_count = 0; break;
+    case K_TEXTFILE: c->p.openai.response_format = c->response_format_path = NULL; break;
+    default: break;
+    }
+    c->given[i] = 0;
+    sync_lists(c);
+}
+
+sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, const char *where,
+                           const char *name)
+{
+    const opt *o = &opts[i];
+    if (!value) {
+        reset(c, i);
+        return SL_OK;
+    }
+    void *field = (char *)c + o->off;
+    sl_status st = SL_OK;
+    long v = 0;
+    double d = 0;
+    switch (o->k) {
+    case K_VERSION:
+        if (strcmp(value, "1") != 0)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "%s%s %s: this sluice reads job files of version %d; a newer sluice "
+                           "wrote this one, or the version is mistyped", where, name, value,
+                           SL_CONFIG_VERSION);
+        break;
+    case K_STR: case K_CHOICE: case K_ADDR: {
+        if (o->k == K_CHOICE && !is_choice(o->choices, value)) {
+            char allowed[160];
+            size_t n = 0;
+            for (const char *s = o->choices; *s && n + 3 < sizeof allowed; s++) {
+                if (*s == '|') {
+                    allowed[n++] = ',';
+                    allowed[n++] = ' ';
+                } else {
+                    allowed[n++] = *s;
+                }
+            }
+            allowed[n] = '\0';
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects one of %s; got '%s'", where, name,
+                           allowed, value);
+        }
+        if (o->k == K_ADDR && strcmp(value, "off") == 0) {
+            *(const char **)field = NULL;
+        } else {
+            const char *copy = keep(c, value, strlen(value));
+            if (!copy)
+                return SL_ERR_NOMEM;
+            *(const char **)field = copy;
+        }
+        break;
+    }
+    case K_INT: case K_LONG: case K_U64: case K_UINT:
+        if ((st = parse_long(where, name, value, o->lo, o->hi, &v)) != SL_OK)
+            return st;
+        if (o->k == K_INT)
+            *(int *)field = (int)v;
+        else if (o->k == K_LONG)
+            *(long *)field = v;
+        else if (o->k == K_U64)
+            *(uint64_t *)field = (uint64_t)v;
+        else
+            *(unsigned *)field = (unsigned)v;
+        break;
+    case K_FLOAT: case K_DOUBLE:
+        if ((st = parse_double(where, name, value, o->dlo, o->dhi, &d)) != SL_OK)
+            return st;
+        if (o->k == K_FLOAT)
+            *(float *)field = (float)d;
+        else
+            *(double *)field = d;
+        break;
+    case K_SIZE:
+        if ((st = parse_size(where, name, value, (uint64_t *)field)) != SL_OK)
+            return st;
+        break;
+    case K_FRACTION:
+        if ((st = parse_fraction(where, name, value, (double *)field)) != SL_OK)
+            return st;
+        break;
+    case K_BOOL: {
+        bool b;
+        if (!parse_bool(value, &b))
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects true or false, got '%s'", where,
+                           name, value);
+        *(bool *)field = b;
+        break;
+    }
+    case K_RGB:
+        if ((st = parse_rgb(where, name, value, (uint8_t *)field)) != SL_OK)
+            return st;
+        break;
+    case K_SHARD:
+        if ((st = parse_shard(where, name, value, &c->p.input_shard_index,
+                              &c->p.input_shard_count)) != SL_OK)
+            return st;
+        break;
+    case K_LIST:
+        touch(c, &c->lists[o->list]);
+        if (split && (o->f & SPLIT)) {
+            size_t before = (size_t)c->lists[o->list].n;
+            for (const char *s = value; st == SL_OK && *s;) {
+                size_t len = strcspn(s, ",");
+                if (len)
+                    st = list_add(c, i, s, len, where, name);
+                s += len + (s[len] == ',');
+            }
+            if (st == SL_OK && (size_t)c->lists[o->list].n == before)
+                return sl_fail(SL_ERR_INVALID_ARG, "%s%s needs at least one name", where, name);
+        } else {
+            st = list_add(c, i, value, strlen(value), where, name);
+        }
+        if (st != SL_OK)
+            return st;
+        break;
+    case K_GPUS:
+        if (c->given[i] != c->layer)
+            c->p.n_gpus = 0;
+        if ((st = add_gpus(c, where, name, value, split)) != SL_OK)
+            return st;
+        break;
+    case K_TEXTFILE: case K_URLFILE:
+        if (c->no_files)
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s: reading files is off here", where, name);
+        st = o->k == K_URLFILE ? add_url_file(c, where, name, value)
+                               : set_text_file(c, where, name, value);
+        if (st != SL_OK)
+            return st;
+        break;
+    }
+    c->given[i] = c->layer;
+    c->name[i] = keep(c, name, strlen(name));
+    c->where[i] = keep(c, where, strlen(where));
+    if (!c->name[i] || !c->where[i])
+        return SL_ERR_NOMEM;
+    return SL_OK;
+}
+
+sl_status sl_config_set(sl_config *cfg, const char *key, const char *value)
+{
+    int i = sl_config_find_key(key, strlen(key));
+    if (i < 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "unknown setting '%s' (sluice config keys lists them)",
+                       key);
+    return sl_config_set_at(cfg, i, value, true, "", key);
+}
+
+sl_status sl_config_set_flag(sl_config *cfg, const char *flag, const char *value)
+{
+    int i = find_flag(flag);
+    if (i < 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "unknown flag '%s'", flag);
+    char name[64];
+    snprintf(name, sizeof name, "--%s", opts[i].flag);
+    return sl_config_set_at(cfg, i, value, true, "", name);
+}
+
+bool sl_config_is_set(const sl_config *cfg, const char *key)
+{
+    int i = sl_config_find_key(key, strlen(key));
+    return i >= 0 && cfg->given[i] != 0;
+}
+
+/* How a message names option i: as whatever set it, or in the style of
+ * `like` (a flag or a key) when it holds its default. */
+static void named(const sl_config *c, int i, int like, char *buf, size_t size)
+{
+    if (c->given[i])
+        snprintf(buf, size, "%s", c->name[i]);
+    else if (c->given[like] && c->name[like][0] == '-' && opts[i].flag)
+        snprintf(buf, size, "--%s", opts[i].flag);
+    else
+        snprintf(buf, size, "%s", opts[i].key);
+}
+
+sl_status sl_config_resolve(sl_config *c)
+{
+    int replicas = sl_config_find_key("llama.replicas", 14);
+    int optional = sl_config_find_key("metrics.optional", 16);
+    int addr = sl_config_find_key("metrics.addr", 12);
+    int amax = sl_config_find_key("openai.adaptive_max", 19);
+    int inflight = sl_config_find_key("openai.max_in_flight", 20);
+    if (c->p.n_gpus > 0 && !c->given[replicas])
+        c->p.replicas = c->p.n_gpus;
+    /* The default address may be taken by another job: then run without it.
+     * An address someone chose must be served. */
+    if (!c->given[optional])
+        c->p.metrics_optional = !c->given[addr];
+    if (c->given[amax] && c->p.openai.adaptive_max_in_flight < c->p.openai.max_in_flight) {
+        char a[96], b[96];
+        named(c, amax, amax, a, sizeof a);
+        named(c, inflight, amax, b, sizeof b);
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s%s %d is below %s %d, where the adaptive limit starts; raise it or "
+                       "lower %s", c->where[amax], a, c->p.openai.adaptive_max_in_flight, b,
+                       c->p.openai.max_in_flight, b);
+    }
+    sync_lists(c);
+    return SL_OK;
+}
+
+const sl_caption_params *sl_config_params(const sl_config *cfg) { return &cfg->p; }
+
+sl_config_console sl_config_console_settings(const sl_config *cfg) { return cfg->console; }
+
+/* --- printing ------------------------------------------------------------------- */
+
+typedef struct out {
+    FILE *fp;
+    char line[512]; /* the line being built, before its comment */
+    size_t len;
+    bool failed, too_long;
+    bool skip_comment; /* a block list put its comment on the key's line */
+} out;
+
+static void put(out *w, const char *s, size_t n)
+{
+    if (w->len + n < sizeof w->line) {
+        memcpy(w->line + w->len, s, n);
+        w->len += n;
+        return;
+    }
+    /* A long value: flush what is built, write the rest straight out. */
+    if (w->len && fwrite(w->line, 1, w->len, w->fp) != w->len)
+        w->failed = true;
+    w->len = 0;
+    w->too_long = true;
+    if (n && fwrite(s, 1, n, w->fp) != n)
+        w->failed = true;
+}
+
+static void puts_(out *w, const char *s) { put(w, s, strlen(s)); }
+
+static void end_line(out *w, const char *comment)
+{
+    if (w->skip_comment)
+        comment = NULL;
+    w->skip_comment = false;
+    if (comment && !w->too_long) {
+        while (w->len < 40)
+            put(w, " ", 1);
+        puts_(w, "  # ");
+        puts_(w, comment);
+    } else if (comment) {
+        puts_(w, "  # ");
+        puts_(w, comment);
+    }
+    put(w, "\n", 1);
+    if (w->len && fwrite(w->line, 1, w->len, w->fp) != w->len)
+        w->failed = true;
+    w->len = 0;
+    w->too_long = false;
+}
+
+/* One UTF-8 sequence at s (valid: checked before): its code point. */
+static uint32_t decode_utf8(const unsigned char *s, size_t *n)
+{
+    if (s[0] < 0x80) {
+        *n = 1;
+        return s[0];
+    }
+    if (s[0] < 0xE0) {
+        *n = 2;
+        return (uint32_t)(s[0] & 0x1F) << 6 | (s[1] & 0x3F);
+    }
+    if (s[0] < 0xF0) {
+        *n = 3;
+        return (uint32_t)(s[0] & 0x0F) << 12 | (uint32_t)(s[1] & 0x3F) << 6 | (s[2] & 0x3F);
+    }
+    *n = 4;
+    return (uint32_t)(s[0] & 0x07) << 18 | (uint32_t)(s[1] & 0x3F) << 12 |
+           (uint32_t)(s[2] & 0x3F) << 6 | (s[3] & 0x3F);
+}
+
+/* A YAML double-quoted scalar. Characters YAML does not allow in a stream,
+ * or reads as line breaks (NEL, LS, PS), are escaped. */
+static void put_quoted(out *w, const char *s)
+{
+    put(w, "\"", 1);
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; u[i];) {
+        size_t n;
+        uint32_t cp = decode_utf8(u + i, &n);
+        char esc[16];
+        if (cp == '"' || cp == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)cp;
+            put(w, esc, 2);
+        } else if (cp == '\n') {
+            puts_(w, "\\n");
+        } else if (cp == '\t') {
+            puts_(w, "\\t");
+        } else if (cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp < 0xA0) || cp == 0x2028 ||
+                   cp == 0x2029 || cp == 0xFEFF || cp == 0xFFFE || cp == 0xFFFF) {
+            snprintf(esc, sizeof esc, "\\u%04X", (unsigned)cp);
+            puts_(w, esc);
+        } else {
+            put(w, (const char *)u + i, n);
+        }
+        i += n;
+    }
+    put(w, "\"", 1);
+}
+
+/* The shortest decimal text that reads back as the same value. */
+static void fmt_real(char *buf, size_t size, double v, bool as_float)
+{
+    if (v == floor(v) && fabs(v) < 1e15) {
+        snprintf(buf, size, "%.0f", v);
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, size, "%.*g", prec, v);
+        double back = strtod(buf, NULL);
+        if (as_float ? (float)back == (float)v : back == v)
+            return;
+    }
+}
+
+static bool list_is_utf8(const cfg_list *l)
+{
+    for (int j = 0; j < l->n; j++)
+        if (!sl_utf8_valid(l->items[j], strlen(l->items[j])))
+            return false;
+    return true;
+}
+
+/* Option i's value, on the current line (block lists add lines). */
+static void put_value(out *w, const sl_config *c, int i, const char *indent)
+{
+    const opt *o = &opts[i];
+    const void *field = (const char *)c + o->off;
+    char num[64];
+    switch (o->k) {
+    case K_VERSION: snprintf(num, sizeof num, "%d", SL_CONFIG_VERSION); puts_(w, num); break;
+    case K_STR: case K_CHOICE: {
+        const char *s = *(const char *const *)field;
+        if (s)
+            put_quoted(w, s);
+        else
+            puts_(w, "~");
+        break;
+    }
+    case K_ADDR: {
+        const char *s = *(const char *const *)field;
+        put_quoted(w, s ? s : "off");
+        break;
+    }
+    case K_INT: case K_LONG: case K_U64: case K_UINT: {
+        uint64_t u = 0;
+        long long v = o->k == K_INT ? *(const int *)field : o->k == K_LONG ? *(const long *)field : 0;
+        if (o->k == K_U64)
+            u = *(const uint64_t *)field;
+        if (o->k == K_UINT)
+            u = *(const unsigned *)field;
+        bool zero = o->k == K_U64 || o->k == K_UINT ? u == 0 : v == 0;
+        if (((o->f & NULL_ZERO) && zero) || ((o->f & NULL_UNSET) && !c->given[i]))
+            puts_(w, "~");
+        else if (o->k == K_U64 || o->k == K_UINT)
+            snprintf(num, sizeof num, "%llu", (unsigned long long)u), puts_(w, num);
+        else
+            snprintf(num, sizeof num, "%lld", v), puts_(w, num);
+        break;
+    }
+    case K_SIZE: {
+        uint64_t u = *(const uint64_t *)field;
+        if (u == 0) {
+            puts_(w, "~");
+        } else {
+            snprintf(num, sizeof num, "%llu", (unsigned long long)u);
+            puts_(w, num);
+        }
+        break;
+    }
+    case K_FLOAT: fmt_real(num, sizeof num, *(const float *)field, true); puts_(w, num); break;
+    case K_DOUBLE: case K_FRACTION:
+        fmt_real(num, sizeof num, *(const double *)field, false);
+        puts_(w, num);
+        break;
+    case K_BOOL: puts_(w, *(const bool *)field ? "true" : "false"); break;
+    case K_RGB: {
+        const uint8_t *rgb = field;
+        snprintf(num, sizeof num, "\"%02x%02x%02x\"", rgb[0], rgb[1], rgb[2]);
+        puts_(w, num);
+        break;
+    }
+    case K_SHARD:
+        if (c->p.input_shard_count == 0) {
+            puts_(w, "~");
+        } else {
+            snprintf(num, sizeof num, "\"%u/%u\"", c->p.input_shard_index,
+                     c->p.input_shard_count);
+            puts_(w, num);
+        }
+        break;
+    case K_GPUS:
+        put(w, "[", 1);
+        for (int j = 0; j < c->p.n_gpus; j++) {
+            snprintf(num, sizeof num, "%s%d", j ? ", " : "", c->gpus[j]);
+            puts_(w, num);
+        }
+        put(w, "]", 1);
+        break;
+    case K_TEXTFILE:
+        if (c->response_format_path)
+            put_quoted(w, c->response_format_path);
+        else
+            puts_(w, "~");
+        break;
+    case K_URLFILE: puts_(w, "[]"); break;
+    case K_LIST: {
+        const cfg_list *l = &c->lists[o->list];
+        if (l->n == 0) {
+            puts_(w, "[]");
+            break;
+        }
+        end_line(w, o->help);
+        for (int j = 0; j < l->n; j++) {
+            puts_(w, indent);
+            puts_(w, "  - ");
+            put_quoted(w, l->items[j]);
+            if (j + 1 < l->n)
+                end_line(w, NULL);
+        }
+        w->skip_comment = true;
+        break;
+    }
+    }
+}
+
+sl_status sl_config_write_yaml(const sl_config *c, FILE *fp)
+{
+    for (int i = 0; i < N_OPTS; i++) {
+        const opt *o = &opts[i];
+        const char *s = NULL;
+        if (o->k == K_STR || o->k == K_CHOICE || o->k == K_ADDR)
+            s = *(const char *const *)((const char *)c + o->off);
+        else if (o->k == K_TEXTFILE)
+            s = c->response_format_path;
+        if ((s && !sl_utf8_valid(s, strlen(s))) ||
+            (o->k == K_LIST && !list_is_utf8(&c->lists[o->list])))
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "%s is not UTF-8 text, which a YAML job file cannot hold", o->key);
+    }
+    out w = {.fp = fp};
+    puts_(&w, "# A sluice job: every setting, defaults included (sluice config print).");
+    end_line(&w, NULL);
+    puts_(&w, "# Run it with: sluice run FILE [flags]; the keys are in docs/jobs.md.");
+    end_line(&w, NULL);
+    puts_(&w, "# ~ means the default that the comment describes.");
+    end_line(&w, NULL);
+    const char *section = "";
+    size_t section_len = 0;
+    for (int i = 0; i < N_OPTS; i++) {
+        const opt *o = &opts[i];
+        const char *dot = strchr(o->key, '.');
+        const char *leaf = o->key;
+        const char *indent = "";
+        if (dot) {
+            size_t len = (size_t)(dot - o->key);
+            if (len != section_len || memcmp(section, o->key, len) != 0) {
+                end_line(&w, NULL);
+                put(&w, o->key, len);
+                put(&w, ":", 1);
+                end_line(&w, NULL);
+                section = o->key;
+                section_len = len;
+            }
+            leaf = dot + 1;
+            indent = "  ";
+        }
+        puts_(&w, indent);
+        puts_(&w, leaf);
+        puts_(&w, ": ");
+        put_value(&w, c, i, indent);
+        end_line(&w, o->help);
+    }
+    if (w.failed || fflush(fp) != 0)
+        return sl_fail(SL_ERR_IO, "writing the job's settings failed: %s", strerror(errno));
+    return SL_OK;
+}

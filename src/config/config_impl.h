@@ -1,0 +1,37 @@
+/* config/config_impl.h — what the YAML loader (config_yaml.c) needs of the
+ * settings table (config.c): finding a key or a section, and setting a value
+ * with a message that names where it came from. Same rules as
+ * sluice/config.h: one thread; strings are copied into the config. */
+#ifndef SL_CONFIG_IMPL_H
+#define SL_CONFIG_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "sluice/config.h"
+
+/* The setting with this key; -1 when none. */
+int sl_config_find_key(const char *key, size_t len);
+/* True when some key starts with "prefix." (prefix of `len` bytes). */
+bool sl_config_is_section(const char *prefix, size_t len);
+/* The names allowed right under `prefix` (NULL or "" for the top), comma
+ * separated, into buf; and the allowed name closest to `name` (an edit or
+ * two away) into near, or "" when none is. */
+void sl_config_children(const char *prefix, const char *name, char *buf, size_t size,
+                        char *near, size_t near_size);
+
+/* Sets option i from `value` (NULL: its default). `where` prefixes messages
+ * ("job.yaml:3:14: "), `name` names the setting in them. A list option gets
+ * one item (split on commas when `split`); sl_config_touch_list() first
+ * empties a list set by an earlier layer. */
+sl_status sl_config_set_at(sl_config *cfg, int i, const char *value, bool split, const char *where,
+                           const char *name);
+sl_status sl_config_touch_list(sl_config *cfg, int i, const char *where, const char *name);
+bool sl_config_option_is_list(int i);
+
+/* Off: the settings that read a file (openai.response_format,
+ * openai.endpoints_file) fail instead, so a fuzzer's text names no file to
+ * read (a FIFO or /dev/stdin would block it). On by default. */
+void sl_config_allow_files(sl_config *cfg, bool allow);
+
+#endif

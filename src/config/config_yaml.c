@@ -1,0 +1,303 @@
+/* config/config_yaml.c — reading a YAML job file into an sl_config (libyaml).
+ *
+ * The file is walked as libyaml's event stream against the settings table
+ * (config.c): a mapping of sections, each a mapping of keys, each a scalar
+ * or a sequence of scalars. Anything else is refused at once, naming the
+ * file, line and column, the key and what it allows; so memory stays bounded
+ * by the file (at most SL_CONFIG_MAX_FILE_BYTES) and nesting by the schema,
+ * whatever the file holds. Anchors, aliases and tags are refused: a job file
+ * has no use for them, and an alias would let a small file name one value
+ * many times. A key given twice in a mapping is an error (YAML says keys are
+ * unique; libyaml does not check). A plain `~`, `null` or nothing resets a
+ * key to its default, so `config print`'s ~ reads back as it was meant. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "config/config_impl.h"
+#include "core/alloc.h"
+#include "core/error.h"
+
+enum { MAX_SEEN = 48, MAX_KEY = 96 };
+
+typedef struct loader {
+    sl_config *cfg;
+    const char *name;
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    bool have_ev;
+} loader;
+
+static void at(const loader *ld, yaml_mark_t m, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s:%zu:%zu: ", ld->name, m.line + 1, m.column + 1);
+}
+
+static const char *event_name(yaml_event_type_t t)
+{
+    switch (t) {
+    case YAML_SCALAR_EVENT: return "a value";
+    case YAML_SEQUENCE_START_EVENT: return "a list";
+    case YAML_MAPPING_START_EVENT: return "a mapping";
+    case YAML_ALIAS_EVENT: return "an alias";
+    default: return "something else";
+    }
+}
+
+static sl_status next(loader *ld)
+{
+    if (ld->have_ev)
+        yaml_event_delete(&ld->ev);
+    ld->have_ev = false;
+    if (!yaml_parser_parse(&ld->parser, &ld->ev)) {
+        if (ld->parser.error == YAML_MEMORY_ERROR)
+            return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", ld->name);
+        char where[256];
+        at(ld, ld->parser.problem_mark, where, sizeof where);
+        return sl_fail(SL_ERR_INVALID_ARG, "%sYAML syntax: %s%s%s", where,
+                       ld->parser.problem ? ld->parser.problem : "not readable",
+                       ld->parser.context ? " " : "",
+                       ld->parser.context ? ld->parser.context : "");
+    }
+    ld->have_ev = true;
+    return SL_OK;
+}
+
+static sl_status fail_here(const loader *ld, const char *fmt, const char *a, const char *b)
+{
+    char where[256];
+    at(ld, ld->ev.start_mark, where, sizeof where);
+    return sl_fail(SL_ERR_INVALID_ARG, "%s%s%s%s", where, a, fmt, b ? b : "");
+}
+
+/* Anchors, aliases and tags have no meaning in a job file. */
+static sl_status plain_node(const loader *ld)
+{
+    const yaml_event_t *e = &ld->ev;
+    const yaml_char_t *anchor = NULL, *tag = NULL;
+    if (e->type == YAML_ALIAS_EVENT)
+        return fail_here(ld, "aliases (*name) are not used in job files: write the value", "",
+                         NULL);
+    if (e->type == YAML_SCALAR_EVENT) {
+        anchor = e->data.scalar.anchor;
+        tag = e->data.scalar.tag;
+    } else if (e->type == YAML_SEQUENCE_START_EVENT) {
+        anchor = e->data.sequence_start.anchor;
+        tag = e->data.sequence_start.tag;
+    } else if (e->type == YAML_MAPPING_START_EVENT) {
+        anchor = e->data.mapping_start.anchor;
+        tag = e->data.mapping_start.tag;
+    }
+    if (anchor)
+        return fail_here(ld, "anchors (&name) are not used in job files", "", NULL);
+    if (tag)
+        return fail_here(ld, "tags (!name) are not used in job files: write the value alone", "",
+                         NULL);
+    return SL_OK;
+}
+
+static bool is_null(const yaml_event_t *e)
+{
+    if (e->type != YAML_SCALAR_EVENT || e->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    const char *v = (const char *)e->data.scalar.value;
+    return !*v || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") ||
+           !strcmp(v, "NULL");
+}
+
+/* The current scalar's text; refused when it holds a NUL ("\0" escape). */
+static sl_status scalar_text(const loader *ld, const char *key, const char **text)
+{
+    const char *v = (const char *)ld->ev.data.scalar.value;
+    if (strlen(v) != ld->ev.data.scalar.length)
+        return fail_here(ld, " holds a NUL character", key, NULL);
+    *text = v;
+    return SL_OK;
+}
+
+static sl_status value(loader *ld, int i, const char *key)
+{
+    sl_status st;
+    char where[256];
+    if ((st = next(ld)) != SL_OK || (st = plain_node(ld)) != SL_OK)
+        return st;
+    at(ld, ld->ev.start_mark, where, sizeof where);
+    bool list = sl_config_option_is_list(i);
+    sl_config_option o;
+    sl_config_option_at((size_t)i, &o);
+    const char *text = NULL;
+    switch (ld->ev.type) {
+    case YAML_SCALAR_EVENT:
+        if (is_null(&ld->ev))
+            return sl_config_set_at(ld->cfg, i, NULL, false, where, key);
+        if ((st = scalar_text(ld, key, &text)) != SL_OK)
+            return st;
+        if (list && (st = sl_config_touch_list(ld->cfg, i, where, key)) != SL_OK)
+            return st;
+        return sl_config_set_at(ld->cfg, i, text, true, where, key);
+    case YAML_SEQUENCE_START_EVENT:
+        if (!list) {
+            char what[160];
+            snprintf(what, sizeof what, " takes one value (%s), not a list",
+                     o.is_switch ? "true or false" : o.arg);
+            return fail_here(ld, what, key, NULL);
+        }
+        if ((st = sl_config_touch_list(ld->cfg, i, where, key)) != SL_OK)
+            return st;
+        for (;;) {
+            if ((st = next(ld)) != SL_OK || (st = plain_node(ld)) != SL_OK)
+                return st;
+            if (ld->ev.type == YAML_SEQUENCE_END_EVENT)
+                return SL_OK;
+            if (ld->ev.type != YAML_SCALAR_EVENT)
+                return fail_here(ld, " is a list of single values; this item is ", key,
+                                 event_name(ld->ev.type));
+            if (is_null(&ld->ev))
+                return fail_here(ld, ": an item is empty", key, NULL);
+            at(ld, ld->ev.start_mark, where, sizeof where);
+            if ((st = scalar_text(ld, key, &text)) != SL_OK ||
+                (st = sl_config_set_at(ld->cfg, i, text, false, where, key)) != SL_OK)
+                return st;
+        }
+    default: {
+        char what[160];
+        snprintf(what, sizeof what, " takes %s (%s), not %s", list ? "a list" : "one value",
+                 o.is_switch ? "true or false" : o.arg, event_name(ld->ev.type));
+        return fail_here(ld, what, key, NULL);
+    }
+    }
+}
+
+static sl_status mapping(loader *ld, const char *prefix);
+
+static sl_status unknown_key(loader *ld, const char *prefix, const char *key)
+{
+    char allowed[1024], near[64], msg[1400];
+    sl_config_children(prefix, key, allowed, sizeof allowed, near, sizeof near);
+    snprintf(msg, sizeof msg, "unknown %s '%s'%s%s; %s%s%s: %s", *prefix ? "key" : "section or key",
+             key, *prefix ? " in " : "", prefix, near[0] ? "did you mean '" : "", near,
+             near[0] ? "'? allowed" : "allowed", allowed);
+    return fail_here(ld, msg, "", NULL);
+}
+
+static sl_status mapping(loader *ld, const char *prefix)
+{
+    struct { char name[MAX_KEY]; size_t line; } seen[MAX_SEEN];
+    int n_seen = 0;
+    sl_status st;
+    for (;;) {
+        if ((st = next(ld)) != SL_OK || (st = plain_node(ld)) != SL_OK)
+            return st;
+        if (ld->ev.type == YAML_MAPPING_END_EVENT)
+            return SL_OK;
+        if (ld->ev.type != YAML_SCALAR_EVENT)
+            return fail_here(ld, "a key must be a name; this is ", "", event_name(ld->ev.type));
+        const char *k = (const char *)ld->ev.data.scalar.value;
+        size_t klen = ld->ev.data.scalar.length;
+        char full[2 * MAX_KEY + 2];
+        if (klen >= MAX_KEY || strlen(k) != klen)
+            return unknown_key(ld, prefix, "(a long or odd name)");
+        snprintf(full, sizeof full, "%s%s%s", prefix, *prefix ? "." : "", k);
+        for (int s = 0; s < n_seen; s++)
+            if (strcmp(seen[s].name, k) == 0) {
+                char msg[300];
+                snprintf(msg, sizeof msg, " is given twice (first on line %zu); keep one",
+                         seen[s].line);
+                return fail_here(ld, msg, full, NULL);
+            }
+        if (n_seen < MAX_SEEN) {
+            snprintf(seen[n_seen].name, MAX_KEY, "%s", k);
+            seen[n_seen++].line = ld->ev.start_mark.line + 1;
+        }
+        int i = sl_config_find_key(full, strlen(full));
+        if (i >= 0) {
+            if ((st = value(ld, i, full)) != SL_OK)
+                return st;
+            continue;
+        }
+        if (!sl_config_is_section(full, strlen(full)))
+            return unknown_key(ld, prefix, k);
+        if ((st = next(ld)) != SL_OK || (st = plain_node(ld)) != SL_OK)
+            return st;
+        if (ld->ev.type == YAML_MAPPING_START_EVENT) {
+            if ((st = mapping(ld, full)) != SL_OK)
+                return st;
+        } else if (!is_null(&ld->ev)) {
+            char allowed[1024], near[64], msg[1200];
+            sl_config_children(full, "", allowed, sizeof allowed, near, sizeof near);
+            snprintf(msg, sizeof msg, " is a section: write its keys (%s) indented under it, "
+                     "not %s", allowed, event_name(ld->ev.type));
+            return fail_here(ld, msg, full, NULL);
+        }
+    }
+}
+
+static sl_status load(loader *ld)
+{
+    sl_status st;
+    if ((st = next(ld)) != SL_OK) /* stream start */
+        return st;
+    if ((st = next(ld)) != SL_OK)
+        return st;
+    if (ld->ev.type == YAML_STREAM_END_EVENT)
+        return SL_OK; /* an empty file: every default */
+    if ((st = next(ld)) != SL_OK || (st = plain_node(ld)) != SL_OK)
+        return st;
+    if (ld->ev.type == YAML_MAPPING_START_EVENT) {
+        if ((st = mapping(ld, "")) != SL_OK)
+            return st;
+    } else if (!is_null(&ld->ev)) {
+        return fail_here(ld, "a job file is a mapping of sections and keys (engine: ..., "
+                             "input: ..., llama: ...); this is ", "", event_name(ld->ev.type));
+    }
+    if ((st = next(ld)) != SL_OK) /* document end */
+        return st;
+    if ((st = next(ld)) != SL_OK)
+        return st;
+    if (ld->ev.type != YAML_STREAM_END_EVENT)
+        return fail_here(ld, "a job file holds one YAML document; another starts here", "",
+                         NULL);
+    return SL_OK;
+}
+
+sl_status sl_config_load_text(sl_config *cfg, const char *text, size_t len, const char *name)
+{
+    if (len > SL_CONFIG_MAX_FILE_BYTES)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s is larger than %d bytes: a job file holds settings, not data (a long "
+                       "list of inputs goes in a manifest)", name, SL_CONFIG_MAX_FILE_BYTES);
+    loader ld = {.cfg = cfg, .name = name};
+    if (!yaml_parser_initialize(&ld.parser))
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", name);
+    yaml_parser_set_input_string(&ld.parser, (const unsigned char *)text, len);
+    sl_config_begin_layer(cfg);
+    sl_status st = load(&ld);
+    if (ld.have_ev)
+        yaml_event_delete(&ld.ev);
+    yaml_parser_delete(&ld.parser);
+    return st;
+}
+
+sl_status sl_config_load_file(sl_config *cfg, const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO,
+                       "job file '%s': %s", path, strerror(errno));
+    char *buf = sl_malloc(SL_CONFIG_MAX_FILE_BYTES + 1);
+    if (!buf) {
+        fclose(fp);
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading job file '%s'", path);
+    }
+    size_t n = fread(buf, 1, SL_CONFIG_MAX_FILE_BYTES + 1, fp);
+    int err = ferror(fp) ? errno : 0;
+    fclose(fp);
+    sl_status st;
+    if (err)
+        st = sl_fail(SL_ERR_IO, "job file '%s': %s", path, strerror(err));
+    else
+        st = sl_config_load_text(cfg, buf, n, path);
+    sl_free(buf);
+    return st;
+}

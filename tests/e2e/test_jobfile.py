@@ -1,0 +1,191 @@
+"""Job files end to end: `sluice run job.yaml` gives the rows of the same
+`sluice caption` command, flags override the file, `sluice config print`
+reads back to the same settings (and runs), `sluice config check` says what
+to change with the line, every caption flag has a key, and the example
+examples/caption.yaml runs on the tiny model."""
+import json
+import pathlib
+import re
+
+import pytest
+
+from conftest import REPO, SAMPLES, TINY, read_rows, sample_images
+
+pq = pytest.importorskip("pyarrow.parquet")
+
+COMPARED = ("id", "caption", "finish_reason", "prompt_tokens", "generated_tokens", "width",
+            "height", "seed", "error")
+
+
+def job_text(out_dir, extra=""):
+    return f"""\
+# the tiny model, greedy, one sequence at a time: the same captions every run
+input:
+  paths: [{json.dumps(str(SAMPLES))}]
+llama:
+  model: {json.dumps(str(TINY / "model.gguf"))}
+  mmproj: {json.dumps(str(TINY / "mmproj.gguf"))}
+  parallel: 1
+sampling:
+  max_tokens: 12
+  stop: ["\\n\\n"]
+pipeline:
+  ordered: true
+output:
+  dir: {json.dumps(str(out_dir))}
+metrics:
+  addr: "off"
+{extra}"""
+
+
+def rows_of(out_dir):
+    return [{k: r[k] for k in COMPARED} for r in read_rows(out_dir)]
+
+
+def test_run_gives_the_rows_of_the_same_caption_command(sluice, tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(job_text(tmp_path / "from_job"))
+    r = sluice.run("run", job)
+    assert r.returncode == 0, r.stderr
+    c = sluice.caption(SAMPLES, tmp_path / "from_flags", "--parallel", "1", "--max-tokens", "12",
+                       "--stop", "\n\n", "--ordered", "--metrics-addr", "off")
+    assert c.returncode == 0, c.stderr
+    from_job, from_flags = rows_of(tmp_path / "from_job"), rows_of(tmp_path / "from_flags")
+    assert len(from_job) == len(sample_images())
+    assert from_job == from_flags
+    assert any(row["caption"] for row in from_job), "the model generated nothing at all"
+    # The job file and the flags make the same job: the caption command
+    # resumes the job file's output (its ledger holds the same settings).
+    again = sluice.caption(SAMPLES, tmp_path / "from_job", "--parallel", "1", "--max-tokens", "12",
+                           "--stop", "\n\n", "--ordered", "--metrics-addr", "off")
+    assert again.returncode == 0, again.stderr
+    assert "all inputs were already done" in again.stdout, again.stdout + again.stderr
+
+
+def test_flags_override_the_file_and_inputs_replace_its_paths(sluice, tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(job_text(tmp_path / "unused"))
+    one = tmp_path / "one"
+    one.mkdir()
+    first = sample_images()[0]
+    (one / first.name).write_bytes(first.read_bytes())
+    r = sluice.run("run", job, one, "-o", tmp_path / "out", "--max-tokens", "2", "--show", "0")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(tmp_path / "out")
+    assert [row["id"] for row in rows] == [first.name]
+    assert rows[0]["generated_tokens"] <= 2
+    assert not (tmp_path / "unused").exists()
+    # A switch the file turned on is turned off with =false.
+    p = sluice.run("config", "print", job, "--ordered=false", "--max-tokens", "5")
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"^  ordered: false", p.stdout, re.M)
+    assert re.search(r"^  max_tokens: 5 ", p.stdout, re.M)
+    # Lists are replaced by the flags, not added to.
+    p = sluice.run("config", "print", job, "--stop", "END")
+    assert re.search(r'^  stop: +#.*\n    - "END"\n\n', p.stdout, re.M), p.stdout
+
+
+def test_config_print_reads_back_to_the_same_settings_and_runs(sluice, tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(job_text(tmp_path / "a", extra="console:\n  show: 0\n"))
+    first = sluice.run("config", "print", job, "--temperature", "0.7", "--seed", "3")
+    assert first.returncode == 0, first.stderr
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(first.stdout)
+    second = sluice.run("config", "print", printed)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    # Every key is there, defaults included.
+    keys = sluice.run("config", "keys").stdout.splitlines()
+    for line in keys:
+        leaf = line.split()[0].split(".")[-1]
+        assert re.search(rf"^\s*{leaf}:", first.stdout, re.M), leaf
+    # An empty job file turns a caption command line into a job file.
+    cmdline = sluice.run("config", "print", "/dev/null", SAMPLES, "-o", tmp_path / "d", "-n", "5")
+    assert cmdline.returncode == 0, cmdline.stderr
+    assert f'    - "{SAMPLES}"\n' in cmdline.stdout and "  max_tokens: 5 " in cmdline.stdout
+    # The printed file runs the job the original describes (with the flags).
+    r = sluice.run("run", printed, "-o", tmp_path / "b")
+    assert r.returncode == 0, r.stderr
+    o = sluice.run("run", job, "-o", tmp_path / "c", "--temperature", "0.7", "--seed", "3")
+    assert o.returncode == 0, o.stderr
+    assert rows_of(tmp_path / "b") == rows_of(tmp_path / "c")
+
+
+def test_config_check_and_bad_files_exit_2_naming_the_line(sluice, tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(job_text(tmp_path / "out"))
+    r = sluice.run("config", "check", good)
+    assert r.returncode == 0 and r.stdout.strip() == f"{good}: ok", r.stdout + r.stderr
+    assert not (tmp_path / "out").exists(), "check ran the job"
+
+    bad = tmp_path / "bad.yaml"
+    cases = [
+        ("llama:\n  model: m.gguf\n  paralel: 2\n", f"{bad}:3:3: unknown key 'paralel' in llama",
+         "did you mean 'parallel'?"),
+        ("sampling:\n  max_tokens: lots\n", f"{bad}:2:15: sampling.max_tokens expects an integer "
+         "from 1 to 1048576, got 'lots'", None),
+        ("output: out\n", f"{bad}:1:9: output is a section: write its keys (dir, format,", None),
+        ("input:\n  paths: [a\n", f"{bad}:3:1: YAML syntax:", None),
+    ]
+    for text, want, also in cases:
+        bad.write_text(text)
+        for cmd in (("config", "check", bad), ("run", bad), ("config", "print", bad)):
+            r = sluice.run(*cmd)
+            assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+            assert want in r.stderr, (cmd, r.stderr)
+            assert also is None or also in r.stderr, r.stderr
+            assert r.stdout == "", r.stdout
+    # Valid, but nothing to run: says which key to add.
+    bad.write_text("llama: {model: m.gguf, mmproj: p.gguf}\ninput: {paths: [x]}\n")
+    r = sluice.run("config", "check", bad)
+    assert r.returncode == 2 and "sets no output folder: add output.dir, or pass -o DIR" in r.stderr
+    r = sluice.run("config", "check", bad, "-o", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    r = sluice.run("run", tmp_path / "missing.yaml")
+    assert r.returncode == 2 and "missing.yaml" in r.stderr and "No such file" in r.stderr
+    r = sluice.run("run")
+    assert r.returncode == 2 and "needs a job file" in r.stderr
+    # A flag's error still names the flag.
+    r = sluice.run("run", good, "--parallel", "0")
+    assert r.returncode == 2 and "--parallel expects an integer from 1 to 255" in r.stderr
+
+
+def test_every_caption_flag_has_a_key(sluice):
+    help_text = sluice.run("caption", "--help").stdout
+    flags = set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]+)", help_text)) - {"help", "version"}
+    keys = sluice.run("config", "keys")
+    assert keys.returncode == 0
+    table = {}
+    for line in keys.stdout.splitlines():
+        m = re.search(r"--([a-z][a-z0-9-]+)", line)
+        if m:
+            table[m.group(1)] = line.split()[0]
+    assert flags, help_text
+    assert flags - set(table) == set(), "flags in --help without a key"
+    assert set(table) - flags == set(), "keys with a flag that --help does not list"
+    assert len(set(table.values())) == len(table), "two flags share a key"
+    doc = (REPO / "docs" / "jobs.md").read_text()
+    for line in keys.stdout.splitlines():
+        assert f"`{line.split()[0]}`" in doc, f"docs/jobs.md does not list {line.split()[0]}"
+
+
+def test_the_example_job_runs_on_the_tiny_model(sluice, tmp_path, monkeypatch):
+    """examples/caption.yaml, with the model paths and the output folder
+    overridden (it names a hub model and out/ in the repository); its input
+    path is relative to the repository, where it is meant to run."""
+    monkeypatch.chdir(REPO)
+    example = REPO / "examples" / "caption.yaml"
+    r = sluice.run("config", "check", example)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "captions"
+    r = sluice.run("run", example, "--model", TINY / "model.gguf", "--mmproj",
+                   TINY / "mmproj.gguf", "-o", out, "--metrics-addr", "127.0.0.1:0",
+                   "--max-tokens", "8")
+    assert r.returncode == 0, r.stderr
+    table = pq.read_table(out / "part-00000.parquet")
+    ids = sorted(table.column("id").to_pylist())
+    assert ids == sorted(str(p.relative_to(SAMPLES)) for p in sample_images())
+    assert all(e is None for e in table.column("error").to_pylist())
+    assert "vllm:generation_tokens_total" in (out / "metrics.prom").read_text()
+    assert (out / "summary.json").exists() and (out / "report.html").exists()

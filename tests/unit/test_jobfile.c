@@ -1,0 +1,456 @@
+/* Unit tests: config/ — job files read into settings (valid files, each kind
+ * of error with its line and column, flags over a file, lists replaced by a
+ * later layer), every setting printed and read back to the same settings,
+ * and the loader's error paths under failing allocations. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "sluice/config.h"
+
+static sl_config *load(const char *yaml)
+{
+    sl_config *c;
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    sl_status st = sl_config_load_text(c, yaml, strlen(yaml), "job.yaml");
+    if (st != SL_OK)
+        fail_msg("load failed: %s", sl_last_error());
+    assert_int_equal(sl_config_resolve(c), SL_OK);
+    return c;
+}
+
+/* The YAML that sl_config_write_yaml() gives; free() it. */
+static char *printed(const sl_config *c)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&text, &len);
+    assert_non_null(fp);
+    assert_int_equal(sl_config_write_yaml(c, fp), SL_OK);
+    fclose(fp);
+    return text;
+}
+
+static void a_valid_file_sets_the_parameters(void **state)
+{
+    sl_config *c = load(
+        "# a comment\n"
+        "version: 1\n"
+        "engine: llama\n"
+        "input:\n"
+        "  paths: [photos/, 'more/*.jpg']\n"
+        "  include: ['**/*.jpg']\n"
+        "  shard: 1/4\n"
+        "image: {workers: 3, max_edge: 384, background: '#000000'}\n"
+        "llama:\n"
+        "  model: m.gguf\n"
+        "  mmproj: p.gguf\n"
+        "  parallel: 8\n"
+        "  gpus: [0, 2]\n"
+        "prompt:\n"
+        "  text: |\n"
+        "    Describe it.\n"
+        "    Briefly.\n"
+        "sampling: {max_tokens: 32, temperature: 0.5, seed: 42, stop: [\"\\n\", END]}\n"
+        "pipeline: {ordered: true, memory_budget: 512M, max_failed: 10%}\n"
+        "output: {dir: out, format: parquet, columns: 'a,b'}\n"
+        "metrics: {addr: '127.0.0.1:0'}\n"
+        "console: {show: 0, quiet: true}\n");
+    const sl_caption_params *p = sl_config_params(c);
+    assert_int_equal(p->n_inputs, 2);
+    assert_string_equal(p->inputs[0], "photos/");
+    assert_string_equal(p->inputs[1], "more/*.jpg");
+    assert_string_equal(p->input_dir, "photos/");
+    assert_int_equal(p->n_include, 1);
+    assert_int_equal(p->input_shard_index, 1);
+    assert_int_equal(p->input_shard_count, 4);
+    assert_int_equal(p->decode_workers, 3);
+    assert_int_equal(p->image.max_edge, 384);
+    assert_int_equal(p->image.background[0], 0);
+    assert_string_equal(p->llama.model_path, "m.gguf");
+    assert_int_equal(p->llama.n_parallel, 8);
+    assert_int_equal(p->n_gpus, 2);
+    assert_int_equal(p->gpus[1], 2);
+    assert_int_equal(p->replicas, 2); /* one per GPU when replicas is not set */
+    assert_string_equal(p->prompt, "Describe it.\nBriefly.\n");
+    assert_int_equal(p->sampling.max_tokens, 32);
+    assert_true(p->sampling.temperature == 0.5f);
+    assert_int_equal(p->sampling.seed, 42);
+    assert_int_equal(p->n_stop, 2);
+    assert_string_equal(p->stop[0], "\n");
+    assert_string_equal(p->stop[1], "END");
+    assert_true(p->ordered);
+    assert_int_equal(p->memory_budget, 512u << 20);
+    assert_true(p->max_failed == 0.1);
+    assert_string_equal(p->output_dir, "out");
+    assert_string_equal(p->output_format, "parquet");
+    assert_int_equal(p->n_columns, 2);
+    assert_string_equal(p->columns[1], "b");
+    assert_string_equal(p->metrics_addr, "127.0.0.1:0");
+    assert_false(p->metrics_optional); /* an address someone chose must be served */
+    sl_config_console con = sl_config_console_settings(c);
+    assert_int_equal(con.show, 0);
+    assert_true(con.quiet);
+    assert_true(sl_config_is_set(c, "llama.parallel"));
+    assert_false(sl_config_is_set(c, "llama.threads"));
+    sl_config_free(c);
+}
+
+static void a_dotted_key_is_the_nested_one(void **state)
+{
+    sl_config *c = load("llama.parallel: 7\nsampling: {max_tokens: 3}\n");
+    assert_int_equal(sl_config_params(c)->llama.n_parallel, 7);
+    assert_int_equal(sl_config_params(c)->sampling.max_tokens, 3);
+    sl_config_free(c);
+}
+
+static void defaults_and_empty_files(void **state)
+{
+    const char *empties[] = {"", "# nothing\n", "~\n", "---\n...\n", "llama:\n"};
+    for (size_t i = 0; i < sizeof empties / sizeof *empties; i++) {
+        sl_config *c = load(empties[i]);
+        const sl_caption_params *p = sl_config_params(c);
+        sl_caption_params d = sl_caption_default_params();
+        assert_int_equal(p->llama.n_parallel, d.llama.n_parallel);
+        assert_string_equal(p->prompt, d.prompt);
+        assert_int_equal(p->n_inputs, 0);
+        assert_null(p->columns);
+        assert_string_equal(p->metrics_addr, "127.0.0.1:9797");
+        assert_true(p->metrics_optional); /* the default address may be taken */
+        sl_config_free(c);
+    }
+}
+
+/* Each kind of mistake: refused, naming file:line:column, and the message
+ * says what is allowed. */
+static void errors_name_the_line_and_what_is_allowed(void **state)
+{
+    static const struct {
+        const char *yaml, *want1, *want2;
+    } cases[] = {
+        {"engine: llama\nllama:\n  paralel: 2\n", "job.yaml:3:3: unknown key 'paralel' in llama",
+         "did you mean 'parallel'? allowed: model, mmproj,"},
+        {"egnine: llama\n", "job.yaml:1:1: unknown section or key 'egnine'",
+         "allowed: version, engine, input,"},
+        {"llama:\n  parallel: many\n", "job.yaml:2:13: llama.parallel expects an integer from 1 "
+         "to 255, got 'many'", NULL},
+        {"llama:\n  parallel: 256\n", "job.yaml:2:13: llama.parallel expects an integer", "256"},
+        {"llama: {parallel: [1, 2]}\n", "job.yaml:1:19: llama.parallel takes one value (N), not "
+         "a list", NULL},
+        {"sampling:\n  stop: {a: 1}\n", "job.yaml:2:9: sampling.stop takes a list", "not a mapping"},
+        {"sampling:\n  stop:\n    - [x]\n", "job.yaml:3:7: sampling.stop is a list of single "
+         "values", NULL},
+        {"llama: gguf\n", "job.yaml:1:8: llama is a section: write its keys (model, mmproj,", NULL},
+        {"engine: vllm\n", "job.yaml:1:9: engine expects one of llama, openai; got 'vllm'", NULL},
+        {"pipeline:\n  ordered: yes\n", "job.yaml:2:12: pipeline.ordered expects true or false",
+         NULL},
+        {"pipeline:\n  memory_budget: 12\n", "job.yaml:2:18: pipeline.memory_budget expects a "
+         "size of at least 1M", NULL},
+        {"input:\n  shard: 4/4\n", "job.yaml:2:10: input.shard takes I/N with 0 <= I < N", NULL},
+        {"image:\n  background: white\n", "job.yaml:2:15: image.background expects a colour as "
+         "RRGGBB", NULL},
+        {"llama:\n  parallel: 2\n  model: a\n  parallel: 3\n", "job.yaml:4:3: llama.parallel is "
+         "given twice (first on line 2)", NULL},
+        {"sampling:\n  stop: [a, b\n", "job.yaml:3:1: YAML syntax: did not find expected ',' "
+         "or ']'", NULL},
+        {"llama:\n model: a\n  mmproj: b\n", "job.yaml:3:9: YAML syntax: mapping values are not "
+         "allowed", NULL},
+        {"llama:\n  model: &m a\n", "job.yaml:2:10: anchors (&name) are not used", NULL},
+        {"llama:\n  model: *m\n", "job.yaml:2:10: aliases (*name) are not used", NULL},
+        {"llama:\n  parallel: !!int 3\n", "job.yaml:2:13: tags (!name) are not used", NULL},
+        {"prompt:\n  text: \"a\\0b\"\n", "job.yaml:2:9: prompt.text holds a NUL character", NULL},
+        {"version: 2\n", "job.yaml:1:10: version 2: this sluice reads job files of version 1",
+         NULL},
+        {"- a\n- b\n", "job.yaml:1:1: a job file is a mapping of sections and keys", "a list"},
+        {"engine: llama\n---\nengine: openai\n", "job.yaml:2:1: a job file holds one YAML "
+         "document", NULL},
+        {"input:\n  paths: [a, ~]\n", "job.yaml:2:14: input.paths: an item is empty", NULL},
+        {"llama:\n  gpus: [0, 0]\n", "job.yaml:2:13: llama.gpus takes distinct device numbers",
+         NULL},
+        {"sampling:\n  stop: [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q]\n",
+         "sampling.stop takes at most 16 items", NULL},
+        {"openai:\n  response_format: /nonexistent/schema.json\n", "job.yaml:2:20: "
+         "openai.response_format '/nonexistent/schema.json': No such file", NULL},
+        {"openai:\n  max_in_flight: 16\n  adaptive_max: 8\n", "job.yaml:3:17: "
+         "openai.adaptive_max 8 is below openai.max_in_flight 16", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sl_config *c;
+        assert_int_equal(sl_config_new(&c), SL_OK);
+        sl_status st = sl_config_load_text(c, cases[i].yaml, strlen(cases[i].yaml), "job.yaml");
+        if (st == SL_OK)
+            st = sl_config_resolve(c);
+        const char *msg = sl_last_error();
+        if (st == SL_OK || !strstr(msg, cases[i].want1) ||
+            (cases[i].want2 && !strstr(msg, cases[i].want2)))
+            fail_msg("case %zu (%s): status %d, message '%s'", i, cases[i].yaml, st, msg);
+        assert_true(st == SL_ERR_INVALID_ARG || st == SL_ERR_NOT_FOUND);
+        sl_config_free(c);
+    }
+}
+
+static void flags_override_the_file(void **state)
+{
+    sl_config *c;
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    const char *yaml = "llama: {parallel: 8, model: m.gguf}\n"
+                       "sampling: {stop: [a, b]}\n"
+                       "pipeline: {ordered: true}\n"
+                       "input: {paths: [x, y]}\n";
+    assert_int_equal(sl_config_load_text(c, yaml, strlen(yaml), "job.yaml"), SL_OK);
+    sl_config_begin_layer(c);
+    assert_int_equal(sl_config_set_flag(c, "parallel", "2"), SL_OK);
+    assert_int_equal(sl_config_set_flag(c, "--stop", "c"), SL_OK);
+    assert_int_equal(sl_config_set_flag(c, "stop", "d"), SL_OK); /* same layer: grows */
+    assert_int_equal(sl_config_set_flag(c, "ordered", "false"), SL_OK);
+    assert_int_equal(sl_config_set(c, "input.paths", "z"), SL_OK);
+    assert_int_equal(sl_config_set(c, "llama.model", NULL), SL_OK); /* back to the default */
+    assert_int_equal(sl_config_resolve(c), SL_OK);
+    const sl_caption_params *p = sl_config_params(c);
+    assert_int_equal(p->llama.n_parallel, 2);
+    assert_int_equal(p->n_stop, 2);
+    assert_string_equal(p->stop[0], "c");
+    assert_string_equal(p->stop[1], "d");
+    assert_false(p->ordered);
+    assert_int_equal(p->n_inputs, 1);
+    assert_string_equal(p->inputs[0], "z");
+    assert_null(p->llama.model_path);
+    assert_false(sl_config_is_set(c, "llama.model"));
+    /* A flag's message names the flag; a key's the key. */
+    assert_int_equal(sl_config_set_flag(c, "max-tokens", "lots"), SL_ERR_INVALID_ARG);
+    assert_string_equal(sl_last_error(), "--max-tokens expects an integer from 1 to 1048576, got "
+                                         "'lots'");
+    assert_int_equal(sl_config_set(c, "sampling.max_tokens", "0"), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "sampling.max_tokens expects"));
+    assert_int_equal(sl_config_set_flag(c, "no-such-flag", "1"), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_config_set(c, "llama.nope", "1"), SL_ERR_INVALID_ARG);
+    /* Set flags replace the gpus and recount the replicas. */
+    assert_int_equal(sl_config_set_flag(c, "gpus", "1,3,5"), SL_OK);
+    assert_int_equal(sl_config_resolve(c), SL_OK);
+    assert_int_equal(p->n_gpus, 3);
+    assert_int_equal(p->replicas, 3);
+    /* Both from flags: named as flags, as the command line always did. */
+    assert_int_equal(sl_config_set_flag(c, "max-in-flight", "4"), SL_OK);
+    assert_int_equal(sl_config_set_flag(c, "adaptive-max", "2"), SL_OK);
+    assert_int_equal(sl_config_resolve(c), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "--adaptive-max 2 is below --max-in-flight 4"));
+    sl_config_free(c);
+}
+
+/* A sample value for every setting, unlike its default: a new row in the
+ * table without one here fails the test below. */
+static const struct {
+    const char *key, *value;
+} samples[] = {
+    {"version", "1"}, {"engine", "openai"}, {"input.paths", "a b/*.tar"},
+    {"input.format", "webdataset"}, {"input.include", "**/*.jpg"}, {"input.exclude", "tmp/*"},
+    {"input.image_column", "url"}, {"input.allow_file_urls", "true"},
+    {"input.max_download_bytes", "3M"}, {"input.download_timeout", "2.5"},
+    {"input.download_retries", "7"}, {"input.shard", "2/9"}, {"input.shard_size", "77"},
+    {"image.workers", "5"}, {"image.max_edge", "0"}, {"image.max_pixels", "12345"},
+    {"image.background", "#10ab0C"}, {"llama.model", "hf://org/repo"},
+    {"llama.mmproj", "p q.gguf"}, {"llama.replicas", "3"}, {"llama.gpus", "4,1"},
+    {"llama.parallel", "16"}, {"llama.ctx", "4096"}, {"llama.threads", "6"},
+    {"llama.gpu_layers", "0"}, {"llama.cpu_poll", "0"},
+    {"openai.endpoints", "http://h:1"}, {"openai.endpoints_file", NULL},
+    {"openai.served_model", "m"}, {"openai.api_key_env", "KEY"},
+    {"openai.max_in_flight", "3"}, {"openai.adaptive", "true"}, {"openai.adaptive_max", "9"},
+    {"openai.request_timeout", "0.25"}, {"openai.max_attempts", "2"},
+    {"openai.endpoint_failures", "5"}, {"openai.endpoint_cooldown", "1e-3"},
+    {"openai.give_up_after", "33.3"}, {"openai.jpeg_edge", "640"},
+    {"openai.jpeg_quality", "75"}, {"openai.send_original", "true"},
+    {"openai.response_format", NULL}, {"openai.stream", "true"},
+    {"prompt.text", "\"Quotes\", \\backslash\\, tab\t, line\nbreak, \xc3\xa9t\xc3\xa9, \x01, "
+                    "\xe2\x80\xa8 ~ # : - [x] {y}"},
+    {"prompt.system", "null"}, {"prompt.column", "q"},
+    {"sampling.max_tokens", "9"}, {"sampling.temperature", "0.7"}, {"sampling.top_p", "0.9"},
+    {"sampling.top_k", "40"}, {"sampling.min_p", "0.05"}, {"sampling.repeat_penalty", "1.1"},
+    {"sampling.seed", "9223372036854775807"}, {"sampling.stop", "~"},
+    {"pipeline.ordered", "true"}, {"pipeline.memory_budget", "1.5G"},
+    {"pipeline.max_failed", "12.5%"}, {"output.dir", "-o"}, {"output.format", "parquet"},
+    {"output.overwrite", "true"}, {"output.columns", "a,b c"},
+    {"output.include_image_bytes", "true"}, {"output.shard_rows", "1"},
+    {"metrics.addr", "off"}, {"metrics.optional", "false"}, {"console.show", "100"},
+    {"console.quiet", "true"}, {"console.verbose", "true"}, {"console.progress_every", "0.1"},
+};
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+/* Every setting, set to its sample, survives print -> load -> print, and
+ * the parameters read back are those set. */
+static void every_setting_round_trips(void **state)
+{
+    char dir[] = "/tmp/test_jobfile_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char schema[256], urls[256];
+    snprintf(schema, sizeof schema, "%s/schema.json", dir);
+    snprintf(urls, sizeof urls, "%s/urls.txt", dir);
+    write_file(schema, "{\"type\": \"json_object\"}");
+    write_file(urls, "# servers\nhttp://a:1\n\n  http://b:2  \n");
+
+    size_t n = sl_config_option_count();
+    sl_config *c;
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    for (size_t i = 0; i < n; i++) {
+        sl_config_option o;
+        assert_true(sl_config_option_at(i, &o));
+        const char *value = NULL;
+        bool found = false;
+        for (size_t j = 0; j < sizeof samples / sizeof *samples && !found; j++)
+            if (strcmp(samples[j].key, o.key) == 0) {
+                found = true;
+                value = samples[j].value;
+            }
+        if (!found)
+            fail_msg("no sample value for %s: add one to samples[]", o.key);
+        if (strcmp(o.key, "openai.response_format") == 0)
+            value = schema;
+        if (strcmp(o.key, "openai.endpoints_file") == 0)
+            value = urls;
+        if (sl_config_set(c, o.key, value) != SL_OK)
+            fail_msg("%s: %s", o.key, sl_last_error());
+    }
+    assert_false(sl_config_option_at(n, &(sl_config_option){0}));
+    assert_int_equal(sl_config_resolve(c), SL_OK);
+    char *first = printed(c);
+
+    sl_config *back = load(first);
+    char *second = printed(back);
+    assert_string_equal(first, second);
+    const sl_caption_params *p = sl_config_params(c), *q = sl_config_params(back);
+    for (size_t j = 0; j < sizeof samples / sizeof *samples; j++)
+        if (strcmp(samples[j].key, "prompt.text") == 0)
+            assert_string_equal(q->prompt, samples[j].value);
+    assert_string_equal(q->prompt, p->prompt);
+    assert_string_equal(q->system_prompt, "null"); /* quoted when printed: a string */
+    assert_int_equal(q->n_stop, 1);
+    assert_string_equal(q->stop[0], "~");
+    assert_int_equal(q->openai.n_endpoints, 3);
+    assert_string_equal(q->openai.endpoints[2], "http://b:2");
+    assert_string_equal(q->openai.response_format, "{\"type\": \"json_object\"}");
+    assert_true(q->sampling.temperature == 0.7f);
+    assert_true(q->openai.cooldown_s == 1e-3);
+    assert_int_equal(q->sampling.seed, 9223372036854775807ull);
+    assert_int_equal(q->memory_budget, 3ull << 29);
+    assert_true(q->max_failed == 0.125);
+    assert_null(q->metrics_addr);
+    assert_int_equal(q->input_shard_index, 2);
+    assert_int_equal(q->input_shard_count, 9);
+    assert_int_equal(q->n_gpus, 2);
+    assert_int_equal(q->gpus[0], 4);
+    assert_int_equal(q->replicas, 3); /* set: not counted from the gpus */
+    assert_int_equal(q->image.background[1], 0xab);
+    assert_int_equal(q->n_columns, 2);
+    assert_string_equal(q->columns[1], "b c");
+    assert_int_equal(memcmp(&p->sampling, &q->sampling, sizeof p->sampling), 0);
+    assert_int_equal(p->image.max_edge, q->image.max_edge);
+    assert_int_equal(p->image.max_input_pixels, q->image.max_input_pixels);
+    assert_int_equal(memcmp(p->image.background, q->image.background, 3), 0);
+    free(first);
+    free(second);
+    sl_config_free(back);
+
+    /* The defaults round-trip too (null where 0 means "the default"). */
+    sl_config *d;
+    assert_int_equal(sl_config_new(&d), SL_OK);
+    assert_int_equal(sl_config_resolve(d), SL_OK);
+    first = printed(d);
+    back = load(first);
+    second = printed(back);
+    assert_string_equal(first, second);
+    assert_non_null(strstr(first, "  memory_budget: ~"));
+    assert_non_null(strstr(first, "  adaptive_max: ~"));
+    assert_int_equal(sl_config_params(back)->input_shard_count, 0);
+    assert_int_equal(sl_config_params(back)->input_shard_size, 0);
+    assert_true(sl_config_params(back)->metrics_optional);
+    free(first);
+    free(second);
+    sl_config_free(back);
+    sl_config_free(d);
+    sl_config_free(c);
+    unlink(schema);
+    unlink(urls);
+    rmdir(dir);
+}
+
+static void printing_refuses_what_yaml_cannot_hold(void **state)
+{
+    sl_config *c;
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    assert_int_equal(sl_config_set(c, "input.paths", "bad\xff.jpg"), SL_OK);
+    FILE *fp = fopen("/dev/null", "w");
+    assert_int_equal(sl_config_write_yaml(c, fp), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "input.paths is not UTF-8"));
+    fclose(fp);
+    sl_config_free(c);
+}
+
+static void files_too_large_or_missing(void **state)
+{
+    sl_config *c;
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    assert_int_equal(sl_config_load_file(c, "/nonexistent/job.yaml"), SL_ERR_NOT_FOUND);
+    assert_non_null(strstr(sl_last_error(), "job file '/nonexistent/job.yaml'"));
+    size_t big = SL_CONFIG_MAX_FILE_BYTES + 1;
+    char *text = malloc(big);
+    memset(text, '#', big);
+    assert_int_equal(sl_config_load_text(c, text, big, "big.yaml"), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "big.yaml is larger than"));
+    free(text);
+    sl_config_free(c);
+}
+
+/* Each allocation of a load failing in turn: an error, never a crash or a
+ * leak (ASan), and a load that got through gives the full settings. */
+static void allocation_failures(void **state)
+{
+    const char *yaml = "input: {paths: [a, b, c]}\nllama: {model: m, parallel: 3}\n"
+                       "sampling: {stop: [x, y]}\noutput: {dir: o}\n";
+    for (long n = 0;; n++) {
+        sl_config *c = NULL;
+        sl_alloc_fail_after(n);
+        sl_status st = sl_config_new(&c);
+        if (st == SL_OK)
+            st = sl_config_load_text(c, yaml, strlen(yaml), "job.yaml");
+        if (st == SL_OK)
+            st = sl_config_resolve(c);
+        sl_alloc_fail_after(-1);
+        if (st == SL_OK) {
+            assert_int_equal(sl_config_params(c)->n_inputs, 3);
+            assert_int_equal(sl_config_params(c)->n_stop, 2);
+            sl_config_free(c);
+            assert_true(n > 5);
+            break;
+        }
+        assert_int_equal(st, SL_ERR_NOMEM);
+        sl_config_free(c);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_valid_file_sets_the_parameters),
+        cmocka_unit_test(a_dotted_key_is_the_nested_one),
+        cmocka_unit_test(defaults_and_empty_files),
+        cmocka_unit_test(errors_name_the_line_and_what_is_allowed),
+        cmocka_unit_test(flags_override_the_file),
+        cmocka_unit_test(every_setting_round_trips),
+        cmocka_unit_test(printing_refuses_what_yaml_cannot_hold),
+        cmocka_unit_test(files_too_large_or_missing),
+        cmocka_unit_test(allocation_failures),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
