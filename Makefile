@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m bench bench-engine bench-decode bench-http clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-engine bench-decode bench-http clean
 
 all: build
 
@@ -79,6 +79,25 @@ fuzz: setup
 
 models-256m: setup
 	.venv/bin/python tools/gen_model.py --shape smolvlm-256m --out models/smolvlm-256m
+
+# Qwen2.5-VL-3B's widths and 152k vocabulary with 2 text and 2 vision layers
+# (~1 GB, ~12 s): the CPU benchmark of a step's host cost (bench/engine).
+models-qwen3b-2l: setup
+	.venv/bin/python tools/gen_model.py --shape qwen3b-like-2l --out models/qwen3b-like-2l
+
+# What a GPU host needs for the one-shot GPU check (bench/gpu/README.md):
+# CUDA llama.cpp (scripts/llama-cpp.sh; ~45 minutes the first time), sluice
+# built against it and every library it loads, into build-gpu/payload-cuda
+# (< 64 MB). PACK_FLAVOR=cpu packs the CPU build the same way, to test the
+# path here (CPU_SMOKE=1 bash bench/gpu/run.sh).
+PACK_FLAVOR ?= cuda
+gpu-pack: setup
+	PACK_FLAVOR=$(PACK_FLAVOR) bash bench/gpu/pack.sh
+
+# The same path on this machine: the CPU build packed alike, run.sh with
+# CPU_SMOKE=1 from a copy of the tree; the last line is the check's JSON.
+gpu-smoke: setup
+	bash bench/gpu/smoke.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) out

@@ -9,8 +9,12 @@
 #   ${SLUICE_CACHE:-~/.cache/sluice}/llama.cpp/<version>-<cpu|cuda>/prefix
 # A complete prefix (stamp file present) is reused as is.
 #
-# Options (environment): SLUICE_LLAMA_CUDA=1 builds with CUDA (GPU hosts);
-# SLUICE_JOBS sets build parallelism (default: nproc).
+# Options (environment): SLUICE_LLAMA_CUDA=1 builds with CUDA;
+# SLUICE_CUDA_ARCHS the GPU architectures (default "80;90": A100, H100/H200;
+# each one adds build time); SLUICE_JOBS sets build parallelism (default: nproc).
+# A CUDA build is portable across x86-64 hosts (GGML_NATIVE=OFF: the CPU
+# backend for AVX2/FMA/F16C, not this machine's CPU; no NCCL), since it is
+# often built on a CPU machine and carried to a GPU host (bench/gpu/pack.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.sh"
@@ -47,10 +51,16 @@ cache=${SLUICE_CACHE:-$HOME/.cache/sluice}
 root=$cache/llama.cpp/$LLAMA_CPP_PYTHON_VERSION-$flavor
 prefix=$root/prefix
 stamp=$prefix/.sluice-complete
+archs=${SLUICE_CUDA_ARCHS:-80;90}
+stamp_text="llama-cpp-python $LLAMA_CPP_PYTHON_VERSION ($flavor)"
+[ "$flavor" = cuda ] && stamp_text="llama-cpp-python $LLAMA_CPP_PYTHON_VERSION (cuda, archs $archs, portable)"
 
 if [ -f "$stamp" ] && has_prefix "$prefix"; then
-    say "reusing cached build $prefix"
-    echo "$prefix"; exit 0
+    if [ "$(cat "$stamp")" = "$stamp_text" ]; then
+        say "reusing cached build $prefix"
+        echo "$prefix"; exit 0
+    fi
+    say "cached build $prefix is '$(cat "$stamp")', not '$stamp_text': rebuilding"
 fi
 
 command -v cmake >/dev/null || die "cmake not found: run scripts/setup.sh (apt-get install cmake)"
@@ -80,15 +90,19 @@ if [ ! -f "$src/CMakeLists.txt" ]; then
     [ -f "$src/tools/mtmd/mtmd.h" ] || die "the sdist's llama.cpp has no tools/mtmd: pin another llama-cpp-python version"
 fi
 
-cuda_flags=(-DGGML_CUDA=OFF)
+cuda_flags=(-DGGML_CUDA=OFF -DGGML_NATIVE=ON)
+minutes=10-30
 if [ "$flavor" = cuda ]; then
-    command -v nvcc >/dev/null || die "SLUICE_LLAMA_CUDA=1 but nvcc is not on PATH"
-    cuda_flags=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${SLUICE_CUDA_ARCHS:-80;90}")
+    command -v nvcc >/dev/null || die "SLUICE_LLAMA_CUDA=1 but nvcc is not on PATH (e.g. PATH=/usr/local/cuda/bin:\$PATH)"
+    # No NCCL: it would tie libggml-cuda to the build machine's libnccl, and
+    # sluice runs one replica per GPU (no tensor split across cards).
+    cuda_flags=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$archs" -DGGML_NATIVE=OFF -DGGML_CUDA_NCCL=OFF)
+    minutes="about 45 per architecture"
 fi
 
 say "configuring ($flavor) in $root/build"
 cmake -S "$src" -B "$root/build" -DCMAKE_BUILD_TYPE=Release \
-    -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON "${cuda_flags[@]}" \
+    -DBUILD_SHARED_LIBS=ON "${cuda_flags[@]}" \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON \
     -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF \
@@ -96,7 +110,7 @@ cmake -S "$src" -B "$root/build" -DCMAKE_BUILD_TYPE=Release \
     >"$root/configure.log" 2>&1 || die "cmake configure failed; see $root/configure.log"
 
 jobs=${SLUICE_JOBS:-$(nproc)}
-say "building llama, mtmd, llama-server, llama-mtmd-cli with $jobs jobs (a cold build takes 10-30 minutes on 2 cores)"
+say "building llama, mtmd, llama-server, llama-mtmd-cli with $jobs jobs (a cold build takes $minutes minutes on 2 cores)"
 cmake --build "$root/build" -j "$jobs" --target llama mtmd llama-server llama-mtmd-cli \
     >"$root/build.log" 2>&1 || die "build failed; see the tail of $root/build.log"
 
@@ -106,7 +120,7 @@ cp -a "$src"/include/*.h "$src"/ggml/include/*.h "$prefix/include/"
 cp -a "$src"/tools/mtmd/mtmd.h "$src"/tools/mtmd/mtmd-helper.h "$prefix/include/"
 cp -a "$root"/build/bin/*.so* "$prefix/lib/"
 cp -a "$root"/build/bin/llama-server "$root"/build/bin/llama-mtmd-cli "$prefix/bin/"
-echo "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION ($flavor)" >"$stamp"
+echo "$stamp_text" >"$stamp"
 has_prefix "$prefix" || die "staged prefix $prefix is incomplete"
 say "done: $prefix"
 echo "$prefix"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write a random-weight SmolVLM-style vision-language model as two GGUF files.
 
-    .venv/bin/python tools/gen_model.py --shape tiny --out models/tiny [--seed 0]
+    .venv/bin/python tools/gen_model.py --shape tiny --out models/tiny [--seed 0] [--fast-weights]
 
 writes
     <out>/model.gguf   - the language model (general.architecture = llama)
@@ -25,14 +25,37 @@ Where the format comes from (paths inside the llama.cpp tree):
   src/llama-vocab.cpp         tokenizer keys, the "smollm" pre-tokenizer, EOG
   src/llama-chat.cpp          chat-template detection (SMOLVLM)
 
-Shapes
-  tiny          ~4 MB, F32.  text: 4 layers, n_embd 128, 4 heads / 2 KV heads,
-                vocab 1152, ctx 2048.  vision: 128 px, patch 16, 2 layers,
-                hidden 64, scale_factor 2 -> 16 tokens per encoded tile.
-  smolvlm-256m  ~0.5 GB, F16 matrices + F32 norms/biases/vision embeddings.
+Shapes (and what each is for)
+  tiny          ~4 MB, F32: the tests (models/tiny, made by scripts/setup.sh;
+                the tests depend on its exact bytes).  text: 4 layers, n_embd
+                128, 4 heads / 2 KV heads, vocab 1152, ctx 2048.  vision: 128
+                px, patch 16, 2 layers, hidden 64, scale_factor 2 -> 16 tokens
+                per encoded tile.
+  smolvlm-256m  ~0.5 GB, F16 matrices + F32 norms/biases/vision embeddings:
+                benchmarks (make bench-engine, make models-256m, bench/gpu).
                 The real dimensions of HuggingFaceTB/SmolVLM-256M-Instruct
                 (SmolLM2-135M text model with tied embeddings, vocab 49280;
                 SigLIP-B/16 at 512 px, scale_factor 4 -> 64 tokens per tile).
+  qwen3b-like   ~6.2 GB, F16: the GPU check (bench/gpu/run.sh, generated on
+                the GPU host with --fast-weights).  The compute profile of
+                Qwen2.5-VL-3B on the idefics3 layout llama.cpp loads: text 36
+                layers x 2048, 16 heads / 2 KV heads, ffn 11008, vocab 151680
+                tied, ctx 32768 (Qwen2.5-3B's dimensions); vision SigLIP-so400m
+                (27 layers x 1152, ffn 4304) at 448 px, patch 14 -> 1024
+                patches, scale_factor 2 -> 256 tokens per image (Qwen2.5-VL
+                also gives 256 tokens for 448 x 448 after its 2 x 2 merge).
+                longest_edge 448: one tile per image, no slicing.
+  qwen3b-like-2l  ~1 GB: the same widths and the same 152k vocabulary with 2
+                text and 2 vision layers (make models-qwen3b-2l): the CPU
+                benchmark of a step's host cost (sampling over 152k logits
+                for 128 sequences), and a check that llama.cpp loads the
+                qwen3b-like layout without generating 6 GB.
+
+--fast-weights takes every tensor from one shared pool of 16 M random floats
+(a window per tensor name, scaled as usual) instead of drawing each value: the
+6 GB shape is written in well under a minute.  The files are still
+deterministic but differ from the default ones; use it only where the values
+do not matter (speed measurements).
 
 Determinism: every tensor is drawn from numpy.random.default_rng([seed,
 crc32(tensor name)]), the vocabulary is trained by a deterministic BPE on a
@@ -143,7 +166,21 @@ SHAPES = {
         v_eps=1e-6, scale_factor=4, longest_edge=2048, vision_f16=True,
         eos_bias=-40.0, resid_scale=0.1,
     ),
+    # Qwen2.5-VL-3B's compute profile on the idefics3 layout llama.cpp loads
+    # (see the docstring); only for speed measurements.
+    "qwen3b-like": Shape(
+        name="qwen3b-like",
+        n_layer=36, n_embd=2048, n_head=16, n_head_kv=2, n_ff=11008, n_ctx=32768,
+        rope_theta=1000000.0, rms_eps=1e-6, vocab_base=151552, tied=True, text_dtype="f16",
+        image_size=448, patch_size=14, v_embd=1152, v_layer=27, v_head=16, v_ff=4304,
+        v_eps=1e-6, scale_factor=2, longest_edge=448, vision_f16=True,
+        eos_bias=-40.0, resid_scale=0.1,
+    ),
 }
+# The same widths and vocabulary with 2 text and 2 vision layers: on a CPU the
+# host-side cost of a step (sampling over 152k logits) is what it measures.
+SHAPES["qwen3b-like-2l"] = Shape(**{**SHAPES["qwen3b-like"].__dict__,
+                                    "name": "qwen3b-like-2l", "n_layer": 2, "v_layer": 2})
 
 # --------------------------------------------------------------------------
 # tokenizer
@@ -348,14 +385,28 @@ def build_vocab(shape: Shape, eos_bias: float) -> Vocab:
 # weights
 # --------------------------------------------------------------------------
 
+FAST_POOL = 1 << 24            # floats in the --fast-weights pool (64 MB)
+
+
 class Weights:
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, fast: bool = False):
         self.seed = seed
+        # --fast-weights: every tensor is a window of one random pool, repeated
+        # to its size.  Drawing 3.5 G normals one by one takes minutes; the
+        # values do not matter for speed, only their scale (kept per tensor).
+        self.pool = (np.random.default_rng([seed, 0x9e3779b9]).standard_normal(FAST_POOL, dtype=np.float32)
+                     if fast else None)
 
     def rng(self, name: str) -> np.random.Generator:
         return np.random.default_rng([self.seed, zlib.crc32(name.encode())])
 
     def normal(self, name: str, shape: tuple[int, ...], std: float) -> np.ndarray:
+        if self.pool is not None:
+            n = int(np.prod(shape))
+            off = zlib.crc32(name.encode()) % (FAST_POOL // 4)
+            a = np.resize(self.pool[off:], n).reshape(shape)
+            a *= np.float32(std)
+            return a
         return (self.rng(name).standard_normal(shape, dtype=np.float32) * np.float32(std))
 
 
@@ -367,7 +418,7 @@ FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTL
 def store(w: gguf.GGUFWriter, name: str, a: np.ndarray, dtype) -> None:
     """Matrices in `dtype` (True: f16, False: f32); vectors stay f32."""
     dtype = {True: "f16", False: "f32"}.get(dtype, dtype)
-    a = np.ascontiguousarray(a.astype(np.float32))
+    a = np.ascontiguousarray(a.astype(np.float32, copy=False))   # no second copy of a 1 GB matrix
     if a.ndim < 2 or dtype == "f32":
         w.add_tensor(name, a)
     elif dtype == "f16":
@@ -543,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
                          "dtype and uses AVX512-BF16 where the CPU has it)")
     ap.add_argument("--longest-edge", type=int, default=None,
                     help="override clip.vision.preproc_image_size (idefics3 slicing; default: per shape)")
+    ap.add_argument("--fast-weights", action="store_true",
+                    help="draw every tensor from one shared random pool (seconds instead of minutes "
+                         "for qwen3b-like; for speed measurements only, not byte-identical to the default)")
     args = ap.parse_args(argv)
 
     shape = SHAPES[args.shape]
@@ -554,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     vocab = build_vocab(shape, eos_bias)
-    W = Weights(args.seed)
+    W = Weights(args.seed, fast=args.fast_weights)
     # write to temporary names and rename, so a crash never leaves a half file
     for fname, fn in (("model.gguf", lambda p: write_text_model(p, shape, vocab, W)),
                       ("mmproj.gguf", lambda p: write_mmproj(p, shape, W))):
