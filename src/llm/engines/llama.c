@@ -201,6 +201,7 @@ typedef struct llama_engine {
      * plain greedy one, which any greedy row may reuse. */
     struct llama_sampler **attached;
     bool *attached_greedy;
+    bool device_all;           /* --sampler device: rows with their own settings too */
     int n_vocab;
     slot **to_sample;          /* this step's sequences with logits ... */
     int n_to_sample;
@@ -590,6 +591,16 @@ static void attach_device_sampler(llama_engine *e, slot *s)
     s->on_device = false;
     if (s->fast_greedy && e->attached[seq] && e->attached_greedy[seq]) {
         s->on_device = true;
+        return;
+    }
+    if (!s->fast_greedy && !e->device_all) {
+        /* auto: rows with their own settings stay on the host (llama.cpp's
+         * backend top-p sorts the whole vocabulary in the graph: 30 s a
+         * step for 128 sequences of 152k on a CPU, unmeasured on a GPU). */
+        if (e->attached[seq] && llama_set_sampler(e->ctx, seq, NULL)) {
+            llama_sampler_free(e->attached[seq]);
+            e->attached[seq] = NULL;
+        }
         return;
     }
     struct llama_sampler *chain = s->smpl;
@@ -1877,6 +1888,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     cp.n_threads_batch = (int32_t)threads;
     cp.no_perf = true;
     e->sampler = choose_sampler(params);
+    e->device_all = params->sampler == SL_SAMPLER_DEVICE;
     struct llama_sampler_seq_config *seq_samplers = NULL;
     if (e->sampler == SL_SAMPLER_DEVICE) {
         /* A greedy chain on every sequence from the start, so the graph is
