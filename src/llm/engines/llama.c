@@ -44,6 +44,7 @@
 #include "core/log.h"
 #include "core/utf8.h"
 #include "llm/engine_impl.h"
+#include "llm/engines/llama_sample.h"
 
 #define LLAMA_MAX_DUE 64
 #define SAMPLE_THREADS_MAX 8
@@ -301,13 +302,12 @@ static sl_status render_prompt(const llama_engine *e, const char *id, const char
     return SL_OK;
 }
 
-static struct llama_sampler *make_sampler(const llama_engine *e, const sl_sampling *s)
+struct llama_sampler *sl_llama_make_chain(const sl_sampling *s, int n_vocab)
 {
     struct llama_sampler *chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
     if (s->repeat_penalty != 1.0f)
-        llama_sampler_chain_add(chain, llama_sampler_init_penalties(
-                                           llama_vocab_n_tokens(e->vocab), 64,
-                                           s->repeat_penalty, 0.0f, 0.0f));
+        llama_sampler_chain_add(chain, llama_sampler_init_penalties(n_vocab, 64,
+                                                                    s->repeat_penalty, 0.0f, 0.0f));
     if (s->temperature <= 0.0f) {
         llama_sampler_chain_add(chain, llama_sampler_init_greedy());
         return chain;
@@ -325,6 +325,17 @@ static struct llama_sampler *make_sampler(const llama_engine *e, const sl_sampli
         seed = 0x5EED;
     llama_sampler_chain_add(chain, llama_sampler_init_dist(seed));
     return chain;
+}
+
+void sl_llama_free_chain(struct llama_sampler *chain)
+{
+    if (chain)
+        llama_sampler_free(chain);
+}
+
+static struct llama_sampler *make_sampler(const llama_engine *e, const sl_sampling *s)
+{
+    return sl_llama_make_chain(s, llama_vocab_n_tokens(e->vocab));
 }
 
 
@@ -1003,6 +1014,23 @@ static bool hit_stop(slot *s, size_t from)
  * picks (ties go to the lowest id), without building its 150k-entry
  * candidate array. Eight running maxima let the compiler vectorize the
  * scan; the second pass finds the first index holding the maximum. */
+static float max_logit(const float *x, int n)
+{
+    float lane[8];
+    for (int k = 0; k < 8; k++)
+        lane[k] = -INFINITY;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            lane[k] = x[i + k] > lane[k] ? x[i + k] : lane[k];
+    float best = -INFINITY;
+    for (int k = 0; k < 8; k++)
+        best = lane[k] > best ? lane[k] : best;
+    for (; i < n; i++)
+        best = x[i] > best ? x[i] : best;
+    return best;
+}
+
 static llama_token argmax_first(const float *x, int n)
 {
     float lane[8];
@@ -1038,26 +1066,57 @@ static float top2_margin(const float *logits, int n)
     return a - b;
 }
 
+int32_t sl_llama_argmax(const float *logits, int n)
+{
+    return argmax_first(logits, n);
+}
+
+int32_t sl_llama_sample_chain(struct llama_sampler *chain, const float *logits, int n,
+                              const sl_sampling *sp, bool prefilter, void *cand_buf,
+                              size_t *n_candidates)
+{
+    llama_token_data *cand = cand_buf;
+    /* Only tokens within 30 (times the temperature, when above 1) of the
+     * best logit become candidates: each one left out has a probability
+     * below e^-30 of the best one's, under 2e-8 for all 150k together, at
+     * every step of the chain (top-k, top-p and min-p look at the top;
+     * temperature and dist weigh exp((l - max) / T)). A trained model puts
+     * most of its vocabulary far below that, so the chain sorts hundreds of
+     * candidates instead of 150k. A repetition penalty can raise a logit
+     * (penalty < 1) or lower the best one: then every token goes in. */
+    size_t n_cand = 0;
+    if (prefilter && sp->repeat_penalty == 1.0f) {
+        float cut = max_logit(logits, n) - 30.0f * (sp->temperature > 1.0f ? sp->temperature : 1.0f);
+        for (int i = 0; i < n; i++)
+            if (logits[i] >= cut)
+                cand[n_cand++] = (llama_token_data){.id = i, .logit = logits[i], .p = 0.0f};
+    }
+    if (n_cand == 0) {
+        for (int i = 0; i < n; i++)
+            cand[i] = (llama_token_data){.id = i, .logit = logits[i], .p = 0.0f};
+        n_cand = (size_t)n;
+    }
+    if (n_candidates)
+        *n_candidates = n_cand;
+    llama_token_data_array arr = {.data = cand, .size = n_cand, .selected = -1, .sorted = false};
+    llama_sampler_apply(chain, &arr);
+    llama_token tok = arr.selected >= 0 && (size_t)arr.selected < arr.size
+                          ? arr.data[arr.selected].id
+                          : argmax_first(logits, n);
+    llama_sampler_accept(chain, tok);
+    return tok;
+}
+
 /* Chooses s's next token from s->logits; any sampling thread. */
 static void choose_token(llama_engine *e, slot *s, llama_token_data *cand)
 {
     const float *logits = s->logits;
     int n = e->n_vocab;
     s->next_margin = s->trace_margins ? top2_margin(logits, n) : 0.0f;
-    if (s->fast_greedy) {
+    if (s->fast_greedy)
         s->next = argmax_first(logits, n);
-        return;
-    }
-    for (int i = 0; i < n; i++)
-        cand[i] = (llama_token_data){.id = i, .logit = logits[i], .p = 0.0f};
-    llama_token_data_array arr = {.data = cand, .size = (size_t)n, .selected = -1,
-                                  .sorted = false};
-    llama_sampler_apply(s->smpl, &arr);
-    llama_token tok = arr.selected >= 0 && (size_t)arr.selected < arr.size
-                          ? arr.data[arr.selected].id
-                          : argmax_first(logits, n);
-    llama_sampler_accept(s->smpl, tok);
-    s->next = tok;
+    else
+        s->next = sl_llama_sample_chain(s->smpl, logits, n, &s->r->sampling, true, cand, NULL);
 }
 
 static void sample_share(llama_engine *e, int worker)
