@@ -20,6 +20,7 @@
  *    through the engine alone (decoded in memory) and through the whole
  *    `sluice caption` pipeline (read, decode, engine, write). */
 #include <dirent.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +110,191 @@ static run_result run_engine(sl_engine *e, sl_image **imgs, int n_imgs, int n, i
     return out;
 }
 
+/* --- host cost per step (--host) ------------------------------------------ */
+
+enum { MAX_STEPS = 1 << 16 };
+static double step_host_ms[MAX_STEPS], step_sample_ms[MAX_STEPS], step_decode_ms[MAX_STEPS];
+static int n_steps_seen;
+static double cur_host_ms, cur_sample_ms, cur_decode_ms;
+
+/* The engine thread reports each step's phases in order, bookkeeping last. */
+static void on_phase(void *user, sl_engine_phase phase, double seconds)
+{
+    (void)user;
+    if (phase >= SL_PHASE_FIRST_IMAGE)
+        return;
+    double ms = seconds * 1e3;
+    if (phase == SL_PHASE_DECODE)
+        cur_decode_ms += ms;
+    else
+        cur_host_ms += ms;
+    if (phase == SL_PHASE_SAMPLE)
+        cur_sample_ms += ms;
+    if (phase == SL_PHASE_BOOKKEEPING && n_steps_seen < MAX_STEPS) {
+        step_host_ms[n_steps_seen] = cur_host_ms;
+        step_sample_ms[n_steps_seen] = cur_sample_ms;
+        step_decode_ms[n_steps_seen++] = cur_decode_ms;
+        cur_host_ms = cur_sample_ms = cur_decode_ms = 0;
+    }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+typedef struct host_cost {
+    double sample_ms, host_ms, decode_ms; /* medians per step */
+    int steps;
+    uint64_t tokens_hash;                 /* of every row's text: the same tokens? */
+} host_cost;
+
+/* `parallel` requests at once on an engine with the given sampler; the
+ * medians over the steps where every sequence generated (the steady state;
+ * admission steps are excluded, they have other costs). */
+static host_cost measure_host(sl_llama_sampler sampler, int parallel, int tokens, float temperature)
+{
+    sl_llama_params p = sl_llama_default_params();
+    p.model_path = model_path;
+    p.mmproj_path = mmproj_path;
+    p.n_parallel = parallel;
+    p.max_tokens_hint = tokens;
+    p.image_edge_hint = 512;
+    p.sampler = sampler;
+    p.on_phase = on_phase;
+    sl_engine *e;
+    if (sl_engine_open_llama(&p, &e) != SL_OK) {
+        fprintf(stderr, "bench: %s\n", sl_last_error());
+        exit(1);
+    }
+    n_steps_seen = 0;
+    cur_host_ms = cur_sample_ms = cur_decode_ms = 0;
+    char ids[512][16];
+    for (int i = 0; i < parallel; i++) {
+        snprintf(ids[i], sizeof ids[i], "row%d", i);
+        /* Text only: a step's host cost does not depend on images, and 128
+         * images of 512 positions would make the run mostly prefill. */
+        sl_request r = {.id = ids[i], .prompt = prompt, .image = NULL,
+                        .sampling = sl_sampling_default()};
+        r.sampling.max_tokens = tokens;
+        r.sampling.temperature = temperature;
+        if (temperature > 0) {
+            r.sampling.top_p = 0.9f;
+            r.sampling.seed = sl_sampling_row_seed(42, ids[i]);
+        }
+        if (sl_engine_submit(e, &r, (void *)(intptr_t)i) != SL_OK) {
+            fprintf(stderr, "bench: %s\n", sl_last_error());
+            exit(1);
+        }
+    }
+    uint64_t h[512] = {0};
+    int done = 0, shortest = tokens;
+    while (done < parallel) {
+        sl_completion c[32];
+        size_t k;
+        sl_engine_poll(e, c, 32, 1000, &k);
+        for (size_t i = 0; i < k; i++) {
+            if (c[i].status != SL_OK) {
+                fprintf(stderr, "bench: request failed: %s\n", c[i].error);
+                exit(1);
+            }
+            uint64_t x = 1469598103934665603ull;
+            for (const char *t = c[i].result.text; *t; t++)
+                x = (x ^ (uint64_t)(unsigned char)*t) * 1099511628211ull;
+            h[(intptr_t)c[i].tag] = x;
+            if (c[i].result.generated_tokens < shortest)
+                shortest = c[i].result.generated_tokens;
+            sl_completion_clear(&c[i]);
+            done++;
+        }
+    }
+    sl_engine_free(e);
+    host_cost out = {0};
+    for (int i = 0; i < parallel; i++)
+        out.tokens_hash = (out.tokens_hash ^ h[i]) * 1099511628211ull;
+    /* Every sequence generates in the last `shortest - 1` steps before the
+     * first one ends (one token per step). */
+    int steady = shortest - 2 > 0 ? shortest - 2 : 1;
+    int first = n_steps_seen - steady - (tokens - shortest);
+    if (first < 0)
+        first = 0;
+    int n = n_steps_seen - first;
+    out.steps = n;
+    out.sample_ms = median(step_sample_ms + first, n);
+    out.host_ms = median(step_host_ms + first, n);
+    out.decode_ms = median(step_decode_ms + first, n);
+    return out;
+}
+
+static const char *host_only; /* --only NAME,NAME: a subset of the configurations */
+
+static int host_main(int parallel, int tokens, int rounds)
+{
+    static const struct {
+        const char *name;
+        sl_llama_sampler sampler;
+        float temperature;
+    } cfg[] = {
+        {"reference_greedy", SL_SAMPLER_REFERENCE, 0.0f},
+        {"host_greedy", SL_SAMPLER_HOST, 0.0f},
+        {"reference_top_p", SL_SAMPLER_REFERENCE, 0.7f},
+        {"host_top_p", SL_SAMPLER_HOST, 0.7f},
+        {"device_greedy", SL_SAMPLER_DEVICE, 0.0f},
+        {"device_top_p", SL_SAMPLER_DEVICE, 0.7f},
+    };
+    enum { N_CFG = sizeof cfg / sizeof cfg[0] };
+    double sample[N_CFG][16], host[N_CFG][16], decode[N_CFG][16];
+    uint64_t hash[N_CFG] = {0};
+    if (rounds > 16)
+        rounds = 16;
+    for (int r = 0; r < rounds; r++)
+        for (int c = 0; c < N_CFG; c++) {
+            if (host_only && !strstr(host_only, cfg[c].name))
+                continue;
+            host_cost hc = measure_host(cfg[c].sampler, parallel, tokens, cfg[c].temperature);
+            sample[c][r] = hc.sample_ms;
+            host[c][r] = hc.host_ms;
+            decode[c][r] = hc.decode_ms;
+            if (r == 0)
+                hash[c] = hc.tokens_hash;
+            else if (hash[c] != hc.tokens_hash)
+                printf("  %s: round %d generated other tokens than round 0\n", cfg[c].name, r);
+            printf("  round %d %-17s: %3d steady steps, sampling %8.2f ms/step, host %8.2f "
+                   "ms/step, llama_decode %8.1f ms/step\n",
+                   r, cfg[c].name, hc.steps, hc.sample_ms, hc.host_ms, hc.decode_ms);
+            fflush(stdout);
+        }
+    double med_s[N_CFG], med_h[N_CFG], med_d[N_CFG];
+    for (int c = 0; c < N_CFG; c++) {
+        med_s[c] = median(sample[c], rounds);
+        med_h[c] = median(host[c], rounds);
+        med_d[c] = median(decode[c], rounds);
+    }
+    bool greedy_same = hash[0] == hash[1] && hash[0] == hash[4];
+    printf("greedy: host, device and reference sampling chose %s tokens\n",
+           greedy_same ? "the same" : "DIFFERENT");
+    printf("{\"model\": \"%s\", \"parallel\": %d, \"tokens\": %d, \"rounds\": %d", model_path,
+           parallel, tokens, rounds);
+    for (int c = 0; c < N_CFG; c++)
+        printf(", \"%s\": {\"sampling_ms_per_step\": %.3f, \"host_ms_per_step\": %.3f, "
+               "\"decode_ms_per_step\": %.1f}",
+               cfg[c].name, med_s[c], med_h[c], med_d[c]);
+    printf(", \"greedy_host_ms_ratio\": %.4f, \"top_p_host_ms_ratio\": %.4f, "
+           "\"greedy_device_ms_ratio\": %.4f, \"greedy_same_tokens\": %s}\n",
+           med_h[0] > 0 ? med_h[1] / med_h[0] : 0, med_h[2] > 0 ? med_h[3] / med_h[2] : 0,
+           med_h[0] > 0 ? med_h[4] / med_h[0] : 0, greedy_same ? "true" : "false");
+    return 0;
+}
+
 static int load_images(const char *dir, sl_image **imgs, int max)
 {
     DIR *d = opendir(dir);
@@ -134,7 +320,8 @@ static int load_images(const char *dir, sl_image **imgs, int max)
 int main(int argc, char **argv)
 {
     const char *model_dir = "models/smolvlm-256m-e512-bf16", *image_dir = "samples";
-    bool quick = false;
+    bool quick = false, host = false;
+    int host_parallel = 128, host_tokens = 16, host_rounds = 3;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model-dir") && i + 1 < argc)
             model_dir = argv[++i];
@@ -142,8 +329,21 @@ int main(int argc, char **argv)
             image_dir = argv[++i];
         else if (!strcmp(argv[i], "--quick"))
             quick = true;
+        else if (!strcmp(argv[i], "--host"))
+            host = true;
+        else if (!strcmp(argv[i], "--parallel") && i + 1 < argc)
+            host_parallel = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tokens") && i + 1 < argc)
+            host_tokens = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            host_rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            host_only = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--model-dir DIR] [--images DIR] [--quick]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--model-dir DIR] [--images DIR] [--quick]\n"
+                    "       %s --host [--model-dir DIR] [--parallel N] [--tokens N] [--rounds N]\n",
+                    argv[0], argv[0]);
             return 2;
         }
     }
@@ -157,6 +357,13 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("model %s, %d images from %s (shrunk to 512 px)\n", model_dir, n_imgs, image_dir);
+    if (host) {
+        if (host_parallel < 1 || host_parallel > 255 || host_tokens < 4) {
+            fprintf(stderr, "bench: --parallel 1..255, --tokens >= 4\n");
+            return 2;
+        }
+        return host_main(host_parallel, host_tokens, host_rounds);
+    }
 
     /* 1. one image at a time */
     sl_engine *e = open_engine(1, 64);

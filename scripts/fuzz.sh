@@ -17,7 +17,9 @@ CC=clang cmake -S . -B "$out" -DSLUICE_LLAMA_PREFIX="$(cat build/llama-prefix)" 
     -DSLUICE_FUZZ=ON -DSLUICE_WERROR=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=($(sed -n 's/^set(SLUICE_FUZZ_TARGETS \(.*\))/\1/p' fuzz/CMakeLists.txt))
+    # the list may span lines: everything from "set(SLUICE_FUZZ_TARGETS" to its ")"
+    targets=($(sed -n '/^set(SLUICE_FUZZ_TARGETS/,/)/p' fuzz/CMakeLists.txt |
+               sed -e 's/^set(SLUICE_FUZZ_TARGETS//' -e 's/)//'))
 fi
 cmake --build "$out" -j "$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}") >"$out/build.log" 2>&1 ||
     { tail -n 40 "$out/build.log"; echo "fuzz: the build failed (whole log: $out/build.log)" >&2; exit 1; }

@@ -46,14 +46,54 @@ sl_sampling sl_sampling_default(void);
  * rerun reproduces each row whatever order rows run in. */
 uint64_t sl_sampling_row_seed(uint64_t job_seed, const char *row_id);
 
+/* Where the llama engine chooses each next token. */
+typedef enum sl_llama_sampler {
+    SL_SAMPLER_AUTO,      /* device when the model's output layer is on a GPU, else host */
+    SL_SAMPLER_HOST,      /* on the CPU: greedy is an argmax over the logits; other
+                             settings run llama.cpp's samplers; spread over threads */
+    SL_SAMPLER_DEVICE,    /* in the graph (llama.cpp's backend sampling): only token ids
+                             come back; rows whose settings it cannot run use the host */
+    SL_SAMPLER_REFERENCE, /* llama.cpp's sampler chain, one sequence after another on
+                             the engine thread: the baseline the others are measured
+                             and tested against */
+} sl_llama_sampler;
+
+/* Where the llama engine's loop spends its time: the first group is timed
+ * once per step of the loop, the second once per image. */
+typedef enum sl_engine_phase {
+    SL_PHASE_ADMIT,         /* step: requests into free sequences, shared-prefix copies */
+    SL_PHASE_BATCH,         /* step: building the token batch */
+    SL_PHASE_DECODE,        /* step: llama_decode of the tokens, until its results are ready */
+    SL_PHASE_LOGITS,        /* step: reaching this step's logits (or sampled tokens) */
+    SL_PHASE_SAMPLE,        /* step: choosing each sequence's next token */
+    SL_PHASE_DETOKENIZE,    /* step: tokens to text, stop strings */
+    SL_PHASE_BOOKKEEPING,   /* step: finished requests handed back, counters published */
+    SL_PHASE_PREPROCESS,    /* image: chat template, tokenizer and vision preprocessor */
+    SL_PHASE_ENCODE,        /* image: the vision encoder (a batch's time split evenly) */
+    SL_PHASE_IMAGE_PREFILL, /* image: its embeddings decoded into its sequence */
+    SL_PHASE_COUNT
+} sl_engine_phase;
+
+#define SL_PHASE_FIRST_IMAGE SL_PHASE_PREPROCESS
+
+/* "admit", "batch", "decode", ... (static strings; the metrics' label). */
+const char *sl_engine_phase_name(sl_engine_phase phase);
+
+/* Called on the engine thread for every phase timed; must be quick and
+ * thread-safe (several replicas call it). */
+typedef void (*sl_engine_phase_fn)(void *user, sl_engine_phase phase, double seconds);
+
 typedef struct sl_llama_params {
     const char *model_path;   /* language model GGUF (required) */
     const char *mmproj_path;  /* vision projector GGUF (required for images) */
-    int n_parallel;           /* sequences decoded together (continuous batching) */
+    int n_parallel;           /* sequences decoded together (continuous batching); 0:
+                                 auto, 4 on a CPU, on a GPU what its free memory holds
+                                 (at most 128) */
     int n_ctx_per_seq;        /* context per sequence; 0: prompt + image + max_tokens */
     int max_tokens_hint;      /* for sizing: the longest generation expected */
     int image_edge_hint;      /* for sizing: the largest image edge sent (px) */
-    int n_batch;              /* tokens per llama_decode */
+    int n_batch;              /* tokens per llama_decode; 0: 512 on a CPU, 2048 on a GPU
+                                 (in ubatches of 512) */
     int n_threads;            /* 0: all cores */
     int n_gpu_layers;         /* -1: all that fit (GPU builds); 0: CPU */
     int gpu;                  /* -1: the devices llama.cpp picks; N: only GPU N (0-based
@@ -61,9 +101,23 @@ typedef struct sl_llama_params {
     const char *prefix_system_prompt; /* sizing probe and shared-prefix warm-up */
     int cpu_poll;             /* CPU threads spin between ops: 0 (sleep) .. 100 (spin);
                                  spinning is faster on idle cores, ruinous on busy ones */
+    sl_llama_sampler sampler; /* default SL_SAMPLER_AUTO */
+    int sample_threads;       /* host sampling threads, the engine's own included;
+                                 0: from n_threads, at most 8 */
+    int encode_ahead;         /* requests tokenized and encoded by a second thread while
+                                 the engine decodes, ahead of admission: -1 auto (on a
+                                 GPU min(n_parallel, 32); on a CPU 0, its cores are
+                                 decoding), 0 off */
+    sl_engine_phase_fn on_phase; /* optional: each phase's time as it is measured */
+    void *on_phase_user;
 } sl_llama_params;
 
 sl_llama_params sl_llama_default_params(void);
+
+/* The sequences a replica opened with these params will decode together
+ * at most (n_parallel, or what 0 becomes: 4 on a CPU, up to 128 on a GPU),
+ * without loading anything: for sizing the rows kept in flight for it. */
+int sl_llama_default_parallel(const sl_llama_params *params);
 
 /* Load the model and projector. Fails fast, naming the file, when a path is
  * missing or llama.cpp cannot load it. */
@@ -198,6 +252,14 @@ typedef struct sl_engine_stats {
     double decode_s;                       /* in llama_decode, all of it: */
     double token_decode_s;                 /*   batches of tokens (generation + prompt text) */
     double image_decode_s;                 /*   image embeddings into their sequences */
+    /* llama engine: seconds and observations per phase (steps for the step
+     * phases, images for the image ones); steps of the loop that decoded. */
+    double phase_s[SL_PHASE_COUNT];
+    uint64_t phase_n[SL_PHASE_COUNT];
+    uint64_t steps;
+    uint64_t image_decode_calls;           /* llama_decode calls of image embeddings (several
+                                              images packed in one where the model allows) */
+    uint64_t sampled_tokens;               /* tokens chosen (all sequences, all steps) */
 } sl_engine_stats;
 
 /* A consistent snapshot; any thread. */

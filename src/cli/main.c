@@ -112,7 +112,8 @@ static const char usage_text[] =
     "                            it (and its mmproj) from the Hugging Face hub into the\n"
     "                            cache ($HF_HOME; $HF_ENDPOINT, $HF_TOKEN, $HF_HUB_OFFLINE)\n"
     "      --mmproj PATH         vision projector GGUF (mmproj), or hf://ORG/REPO/FILE.gguf\n"
-    "      --parallel N          sequences decoded together per replica (default: 4)\n"
+    "      --parallel N          sequences decoded together per replica (default: 4 on a\n"
+    "                            CPU; on a GPU what its free memory holds, at most 128)\n"
     "      --ctx N               context positions per sequence (default: sized for the\n"
     "                            prompt, the image and --max-tokens)\n"
     "      --threads N           CPU threads (default: all cores)\n"
@@ -120,7 +121,13 @@ static const char usage_text[] =
     "      --gpus LIST           one replica per GPU, e.g. 0,1,2,3: each loads the model\n"
     "                            and vision encoder on its own device (CUDA builds)\n"
     "      --cpu-poll N          0..100: how hard CPU threads spin between ops (default 50;\n"
-    "                            lower it when the cores are shared with other work)\n";
+    "                            lower it when the cores are shared with other work)\n"
+    "      --sampler WHERE       where next tokens are chosen: auto (default: device on a\n"
+    "                            GPU, else host), host, device, reference (llama.cpp's\n"
+    "                            sampler chain, one sequence at a time: the slow baseline)\n"
+    "      --encode-ahead N      requests tokenized and encoded by a second thread while\n"
+    "                            the engine decodes (default: on a GPU min(parallel, 32),\n"
+    "                            on a CPU 0: its cores are decoding)\n";
 
 static const char usage_rest_text[] =
     "Prompt and generation:\n"

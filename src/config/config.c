@@ -61,6 +61,7 @@ struct sl_config {
 typedef enum kind {
     K_STR, K_CHOICE, K_INT, K_LONG, K_U64, K_UINT, K_FLOAT, K_DOUBLE, K_SIZE, K_FRACTION,
     K_BOOL, K_LIST, K_GPUS, K_RGB, K_SHARD, K_ADDR, K_TEXTFILE, K_URLFILE, K_VERSION,
+    K_ENUM, /* an int field holding the index of its name in choices (a C enum) */
 } kind;
 
 enum {
@@ -78,7 +79,7 @@ typedef struct opt {
     double dlo, dhi;    /* numbers */
     const char *arg, *help;
     int list, max_items; /* K_LIST */
-    const char *choices; /* K_CHOICE: "a|b|c" */
+    const char *choices; /* K_CHOICE, K_ENUM: "a|b|c" */
     unsigned f;
 } opt;
 
@@ -133,8 +134,9 @@ static const opt opts[] = {
      .help = "engine instances, each with its own model (gpus: one per GPU)"},
     {"llama.gpus", "gpus", 0, K_GPUS, 0, .arg = "LIST", .f = SPLIT,
      .help = "one replica per GPU, e.g. [0, 1, 2, 3]"},
-    {"llama.parallel", "parallel", 0, K_INT, AT(p.llama.n_parallel), .lo = 1, .hi = 255,
-     .arg = "N", .help = "sequences decoded together per replica"},
+    {"llama.parallel", "parallel", 0, K_INT, AT(p.llama.n_parallel), .lo = 0, .hi = 255,
+     .arg = "N", .help = "sequences decoded together per replica (0: 4 on a CPU, on a GPU what "
+                         "its memory holds, at most 128)"},
     {"llama.ctx", "ctx", 0, K_INT, AT(p.llama.n_ctx_per_seq), .lo = 0, .hi = 1 << 22,
      .arg = "N", .help = "context per sequence (0: sized for prompt, image, max_tokens)"},
     {"llama.threads", "threads", 0, K_INT, AT(p.llama.n_threads), .lo = 0, .hi = 1024,
@@ -143,6 +145,15 @@ static const opt opts[] = {
      .hi = 100000, .arg = "N", .help = "layers offloaded to a GPU build (-1: all)"},
     {"llama.cpu_poll", "cpu-poll", 0, K_INT, AT(p.llama.cpu_poll), .lo = 0, .hi = 100,
      .arg = "N", .help = "0..100: how hard CPU threads spin between ops"},
+    /* In sl_llama_sampler's order. */
+    {"llama.sampler", "sampler", 0, K_ENUM, AT(p.llama.sampler), .arg = "WHERE",
+     .choices = "auto|host|device|reference",
+     .help = "where next tokens are chosen (auto: device on a GPU, else host; reference: "
+             "llama.cpp's chain one sequence at a time, the slow baseline)"},
+    {"llama.encode_ahead", "encode-ahead", 0, K_INT, AT(p.llama.encode_ahead), .lo = -1,
+     .hi = 1024, .arg = "N",
+     .help = "requests tokenized and encoded by a second thread while the engine decodes (-1: "
+             "on a GPU min(parallel, 32), on a CPU 0)"},
 
     {"openai.endpoints", "endpoint", 0, K_LIST, 0, .list = L_ENDPOINTS, .max_items = 1024,
      .arg = "URL", .help = "servers, e.g. http://10.0.0.7:8000"},
@@ -690,7 +701,7 @@ static size_t kind_size(kind k)
 {
     switch (k) {
     case K_STR: case K_CHOICE: case K_ADDR: return sizeof(const char *);
-    case K_INT: return sizeof(int);
+    case K_INT: case K_ENUM: return sizeof(int);
     case K_LONG: return sizeof(long);
     case K_U64: case K_SIZE: return sizeof(uint64_t);
     case K_UINT: return sizeof(unsigned);
@@ -790,6 +801,34 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
                 return SL_ERR_NOMEM;
             *(const char **)field = copy;
         }
+        break;
+    }
+    case K_ENUM: {
+        int index = 0;
+        const char *at = o->choices;
+        size_t n = strlen(value);
+        for (; *at; index++) {
+            size_t len = strcspn(at, "|");
+            if (len == n && memcmp(at, value, n) == 0)
+                break;
+            at += len + (at[len] == '|');
+        }
+        if (!*at) {
+            char allowed[160];
+            size_t k = 0;
+            for (const char *c2 = o->choices; *c2 && k + 3 < sizeof allowed; c2++) {
+                if (*c2 == '|') {
+                    allowed[k++] = ',';
+                    allowed[k++] = ' ';
+                } else {
+                    allowed[k++] = *c2;
+                }
+            }
+            allowed[k] = '\0';
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects one of %s; got '%s'", where, name,
+                           allowed, value);
+        }
+        *(int *)field = index;
         break;
     }
     case K_INT: case K_LONG: case K_U64: case K_UINT:
@@ -1120,6 +1159,16 @@ static void put_value(out *w, const sl_config *c, int i, const char *indent)
         puts_(w, num);
         break;
     case K_BOOL: puts_(w, *(const bool *)field ? "true" : "false"); break;
+    case K_ENUM: {
+        const char *at = o->choices;
+        for (int index = *(const int *)field; index > 0 && *at; index--)
+            at += strcspn(at, "|") + (at[strcspn(at, "|")] == '|');
+        size_t len = strcspn(at, "|");
+        char name_[64];
+        snprintf(name_, sizeof name_, "%.*s", (int)(len < 63 ? len : 63), at);
+        puts_(w, name_);
+        break;
+    }
     case K_RGB: {
         const uint8_t *rgb = field;
         snprintf(num, sizeof num, "\"%02x%02x%02x\"", rgb[0], rgb[1], rgb[2]);

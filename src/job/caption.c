@@ -402,6 +402,10 @@ static sl_status engine_init(void *cfg, int worker, void **state)
     lp.max_tokens_hint = j->p->sampling.max_tokens;
     lp.image_edge_hint = j->p->image.max_edge > 0 ? j->p->image.max_edge : 2048;
     lp.prefix_system_prompt = j->p->system_prompt;
+    if (j->metrics) {
+        lp.on_phase = caption_metrics_engine_phase;
+        lp.on_phase_user = j->metrics;
+    }
     replica *rep = sl_calloc(1, sizeof *rep);
     if (!rep)
         return sl_fail(SL_ERR_NOMEM, "out of memory starting an engine replica");
@@ -1228,7 +1232,8 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     int batch = 4;
     /* Twice the sequences (or the endpoints' limits): a newcomer is queued
      * in the engine the moment a slot frees. */
-    int slots = p->llama.n_parallel > 0 ? p->llama.n_parallel : 1;
+    int slots = use_openai(p) ? (p->llama.n_parallel > 0 ? p->llama.n_parallel : 1)
+                              : sl_llama_default_parallel(&p->llama);
     if (use_openai(p))
         slots = p->openai.n_endpoints *
                 (p->openai.adaptive && p->openai.adaptive_max_in_flight > p->openai.max_in_flight

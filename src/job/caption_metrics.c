@@ -192,6 +192,7 @@ struct caption_metrics {
     size_t n_stages;
     char stage_names[STAGES_MAX][32];
     sl_metrics_family *failed_by_class;
+    sl_metrics_child *phase_children[SL_PHASE_COUNT];
     replica_metrics replicas[REPLICAS_MAX];
     int n_replicas;
 };
@@ -270,6 +271,12 @@ static const char *const http_labels[] = {"endpoint", NULL};
 static const char *const http_code_labels[] = {"endpoint", "code", NULL};
 static const char *const stage_labels[] = {"stage", NULL};
 static const char *const failed_labels[] = {"stage", "class", NULL};
+static const char *const phase_labels[] = {"phase", NULL};
+
+/* From 20 us (a batch built for a few sequences) to 10 s (a 3B model's
+ * decode step on a CPU). */
+static const double phase_buckets[] = {0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                       0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0};
 
 sl_status caption_metrics_start(const char *address, caption_metrics **out)
 {
@@ -333,6 +340,17 @@ sl_status caption_metrics_start(const char *address, caption_metrics **out)
                                     "Rows written with an error, by the stage that failed them "
                                     "and the class of the error.",
                                     failed_labels, &cm->failed_by_class);
+    if (st == SL_OK)
+        st = sl_metrics_add_histogram(
+            cm->reg, "sluice_engine_step_seconds",
+            "Time of the llama engine's loop by phase: admit, batch, decode, logits, sample, "
+            "detokenize and bookkeeping once per decode step; preprocess, encode and "
+            "image_prefill once per image.",
+            phase_labels, phase_buckets, sizeof phase_buckets / sizeof phase_buckets[0], &f);
+    for (int i = 0; st == SL_OK && i < SL_PHASE_COUNT; i++) {
+        const char *phase = sl_engine_phase_name((sl_engine_phase)i);
+        st = sl_metrics_child_get(f, &phase, &cm->phase_children[i]);
+    }
     if (st == SL_OK && address && *address)
         st = sl_metrics_server_start(cm->reg, address, &cm->server);
     if (st != SL_OK) {
@@ -635,6 +653,13 @@ void caption_metrics_stop(caption_metrics *cm)
         sl_free(cm->replicas[i].eps);
     pthread_mutex_destroy(&cm->mu);
     sl_free(cm);
+}
+
+void caption_metrics_engine_phase(void *cm, sl_engine_phase phase, double seconds)
+{
+    caption_metrics *m = cm;
+    if ((unsigned)phase < SL_PHASE_COUNT)
+        sl_metrics_histogram_observe(m->phase_children[phase], seconds);
 }
 
 void caption_metrics_row_failed(caption_metrics *cm, const char *stage, const char *cls)

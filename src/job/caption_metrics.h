@@ -44,6 +44,10 @@ void replica_metrics_sync(replica_metrics *rm, bool force);
 /* Freezes the engine-backed values (the engine is about to be freed). */
 void replica_metrics_detach(replica_metrics *rm);
 
+/* An sl_engine_phase_fn (user: the caption_metrics): observes
+ * sluice_engine_step_seconds{phase}. Any thread. */
+void caption_metrics_engine_phase(void *cm, sl_engine_phase phase, double seconds);
+
 /* Counts one failed row in sluice_rows_failed_by_class_total{stage,class}
  * (class: sl_status_class() of the row's status). Any thread. */
 void caption_metrics_row_failed(caption_metrics *cm, const char *stage, const char *cls);

@@ -133,3 +133,15 @@ void sl_engine_free(sl_engine *engine)
     engine->ops->free(engine->impl);
     sl_free(engine);
 }
+
+const char *sl_engine_phase_name(sl_engine_phase phase)
+{
+    static const char *const names[SL_PHASE_COUNT] = {
+        [SL_PHASE_ADMIT] = "admit",           [SL_PHASE_BATCH] = "batch",
+        [SL_PHASE_DECODE] = "decode",         [SL_PHASE_LOGITS] = "logits",
+        [SL_PHASE_SAMPLE] = "sample",         [SL_PHASE_DETOKENIZE] = "detokenize",
+        [SL_PHASE_BOOKKEEPING] = "bookkeeping", [SL_PHASE_PREPROCESS] = "preprocess",
+        [SL_PHASE_ENCODE] = "encode",         [SL_PHASE_IMAGE_PREFILL] = "image_prefill",
+    };
+    return (unsigned)phase < SL_PHASE_COUNT ? names[phase] : "unknown";
+}

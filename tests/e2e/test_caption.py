@@ -62,6 +62,20 @@ def test_greedy_captions_are_identical_across_runs(sluice, tmp_path):
     assert any(c for c in caps_a.values()), "the model generated nothing at all"
 
 
+def test_every_sampler_gives_the_same_greedy_captions(sluice, tmp_path):
+    # --parallel 1: the same batches, so the same logits, whoever picks the token
+    caps = {}
+    for where in ("reference", "host", "device"):
+        r = sluice.caption(SAMPLES, tmp_path / where, "--max-tokens", "16", "--parallel", "1",
+                           "--sampler", where)
+        assert r.returncode == 0, r.stderr
+        caps[where] = {row["id"]: row["caption"] for row in read_rows(tmp_path / where)}
+    assert caps["host"] == caps["reference"] == caps["device"]
+    bad = sluice.caption(SAMPLES, tmp_path / "bad", "--sampler", "gpu")
+    assert bad.returncode == 2 and \
+        "--sampler expects one of auto, host, device, reference; got 'gpu'" in bad.stderr
+
+
 def test_sampling_seed_reproduces_and_changes_captions(sluice, tmp_path):
     args = ("--max-tokens", "16", "--temperature", "1.0", "--parallel", "1")
     a = sluice.caption(SAMPLES, tmp_path / "a", *args, "--seed", "1")

@@ -67,6 +67,23 @@ def test_metrics_while_running_and_at_the_end(sluice, tmp_path):
             if s.name.endswith("_count")]
     assert sum(s.value for s in ttft) == len(rows)
 
+    # The engine loop's phases: one observation per step for each step phase,
+    # one per row for preprocessing, one per encoded image for encode/prefill.
+    phases = final["sluice_engine_step_seconds"]
+    assert phases.type == "histogram"
+    count = {s.labels["phase"]: s.value for s in phases.samples if s.name.endswith("_count")}
+    secs = {s.labels["phase"]: s.value for s in phases.samples if s.name.endswith("_sum")}
+    step_phases = ["admit", "batch", "decode", "logits", "sample", "detokenize", "bookkeeping"]
+    assert set(count) == set(step_phases + ["preprocess", "encode", "image_prefill"])
+    steps = count["decode"]
+    # every row generates at least one token, one per step at most per row
+    assert max(r["generated_tokens"] for r in rows) <= steps <= \
+        sum(r["generated_tokens"] for r in rows) + len(rows)
+    assert all(count[p] == steps for p in step_phases), count
+    assert count["preprocess"] == len(rows)
+    assert count["encode"] == count["image_prefill"] >= len(rows)
+    assert secs["decode"] > 0 and secs["encode"] > 0 and all(v >= 0 for v in secs.values())
+
 
 def test_metrics_can_be_turned_off_and_a_taken_port_is_an_error(sluice, tmp_path):
     r = sluice.caption(SAMPLES, tmp_path / "a", "--max-tokens", "2", "--metrics-addr", "off")

@@ -159,7 +159,8 @@ def test_dashboard_shape_and_prometheus_config():
                    "vllm:num_requests_running", "vllm:num_requests_waiting",
                    "finished_reason", "process_resident_memory_bytes", "process_cpu_seconds_total",
                    "sluice_rows_failed_by_class_total", "sum by (stage, class)",
-                   "sluice_gpu_utilization_ratio", "sluice_gpu_memory_used_bytes"]:
+                   "sluice_gpu_utilization_ratio", "sluice_gpu_memory_used_bytes",
+                   "sluice_engine_step_seconds_sum", "sluice_engine_step_seconds_count"]:
         assert needle in all_exprs, needle
     for q in ("0.5", "0.9", "0.99"):
         for hist in ("time_to_first_token", "inter_token_latency", "e2e_request_latency"):

@@ -147,8 +147,8 @@ def test_config_check_and_bad_files_exit_2_naming_the_line(sluice, tmp_path):
     r = sluice.run("run")
     assert r.returncode == 2 and "needs a job file" in r.stderr
     # A flag's error still names the flag.
-    r = sluice.run("run", good, "--parallel", "0")
-    assert r.returncode == 2 and "--parallel expects an integer from 1 to 255" in r.stderr
+    r = sluice.run("run", good, "--parallel", "-1")
+    assert r.returncode == 2 and "--parallel expects an integer from 0 to 255" in r.stderr
 
 
 def test_every_caption_flag_has_a_key(sluice):

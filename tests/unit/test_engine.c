@@ -9,11 +9,13 @@
 #include <cmocka.h>
 
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "llm/engines/llama_sample.h"
 #include "sluice/sluice.h"
 #include "test_util.h"
 
@@ -186,9 +188,37 @@ static void a_context_that_cannot_fit_says_what_to_lower(void **state)
     assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "lower --ctx"));
     p.n_ctx_per_seq = 0;
-    p.n_parallel = 0;
+    p.n_parallel = -1;
     assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "--parallel"));
+    p.n_parallel = 256;
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "--parallel"));
+    /* 0 is auto: four sequences on a CPU (this build has no GPU). */
+    p.n_parallel = 0;
+    assert_int_equal(sl_llama_default_parallel(&p), 4);
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_OK);
+    for (int k = 0; k < 6; k++) {
+        sl_request req = request("auto", 6);
+        assert_int_equal(sl_engine_submit(e, &req, NULL), SL_OK);
+    }
+    uint64_t most = 0;
+    for (int got = 0, waited = 0; got < 6; waited++) {
+        sl_completion c[6];
+        size_t n;
+        assert_int_equal(sl_engine_poll(e, c, 6, 5, &n), SL_OK);
+        for (size_t i = 0; i < n; i++, got++) {
+            assert_int_equal(c[i].status, SL_OK);
+            sl_completion_clear(&c[i]);
+        }
+        sl_engine_stats st;
+        sl_engine_stats_get(e, &st);
+        most = st.requests_running > most ? st.requests_running : most;
+        if (waited > 100000)
+            fail_msg("no completion");
+    }
+    assert_true(most >= 1 && most <= 4);
+    sl_engine_free(e);
 }
 
 /* The bundled sample photographs (16 files: originals and variants). */
@@ -313,6 +343,310 @@ static void freeing_with_requests_in_flight_is_clean(void **state)
     }
     assert_int_equal(sl_engine_in_flight(e), 10);
     sl_engine_free(e); /* stops the thread mid-batch; ASan checks for leaks */
+
+    /* The same with the encoder thread preparing requests ahead: freed
+     * while it holds one, with others prepared and waiting. */
+    sl_llama_params p = sl_llama_default_params();
+    p.model_path = model_path;
+    p.mmproj_path = mmproj_path;
+    p.n_parallel = 2;
+    p.n_threads = 2;
+    p.encode_ahead = 3;
+    for (int wait_ms = 0; wait_ms <= 200; wait_ms += 100) {
+        assert_int_equal(sl_engine_open_llama(&p, &e), SL_OK);
+        for (int k = 0; k < 10; k++) {
+            sl_request req = request("dropped", 32);
+            assert_int_equal(sl_engine_submit(e, &req, NULL), SL_OK);
+        }
+        usleep((useconds_t)wait_ms * 1000);
+        sl_engine_free(e);
+    }
+}
+
+/* --- where tokens are chosen (sl_llama_sampler) ------------------------- */
+
+#define N_SAMPLED 8
+
+static atomic_uint_fast64_t phase_calls[SL_PHASE_COUNT];
+
+static void count_phase(void *user, sl_engine_phase phase, double seconds)
+{
+    (void)user;
+    assert_true(seconds >= 0.0);
+    atomic_fetch_add(&phase_calls[phase], 1);
+}
+
+/* Runs N_SAMPLED rows (sample images 0..7) through an engine with the given
+ * sampler, all submitted at once, in order or reversed; texts[k] is row k's
+ * text (caller frees). temperature 0: greedy. */
+static int rows_encode_ahead; /* run_rows' sl_llama_params.encode_ahead */
+
+static void run_rows(sl_llama_sampler sampler, int parallel, int sample_threads, float temperature,
+                     bool reversed, char **texts, sl_engine_stats *stats)
+{
+    sl_llama_params p = sl_llama_default_params();
+    p.encode_ahead = rows_encode_ahead;
+    p.model_path = model_path;
+    p.mmproj_path = mmproj_path;
+    p.n_parallel = parallel;
+    p.n_threads = 2;
+    p.sampler = sampler;
+    p.sample_threads = sample_threads;
+    p.on_phase = count_phase;
+    sl_engine *e = NULL;
+    if (sl_engine_open_llama(&p, &e) != SL_OK)
+        fail_msg("cannot open the tiny model: %s", sl_last_error());
+    sl_image *imgs[N_SAMPLED];
+    char ids[N_SAMPLED][16];
+    for (int i = 0; i < N_SAMPLED; i++) {
+        int k = reversed ? N_SAMPLED - 1 - i : i;
+        imgs[k] = variant(k);
+        snprintf(ids[k], sizeof ids[k], "row%d", k);
+        sl_request req = request(ids[k], 24);
+        req.image = imgs[k];
+        if (temperature > 0) {
+            req.sampling.temperature = temperature;
+            req.sampling.top_k = 40;
+            req.sampling.top_p = 0.95f;
+            req.sampling.seed = sl_sampling_row_seed(7, ids[k]);
+        }
+        assert_int_equal(sl_engine_submit(e, &req, &texts[k]), SL_OK);
+    }
+    int got = 0, idle = 0;
+    while (got < N_SAMPLED) {
+        sl_completion c[N_SAMPLED];
+        size_t n;
+        assert_int_equal(sl_engine_poll(e, c, N_SAMPLED, 1000, &n), SL_OK);
+        if (n == 0 && ++idle > 600)
+            fail_msg("no completion for 10 minutes");
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(c[i].status, SL_OK);
+            *(char **)c[i].tag = c[i].result.text;
+            c[i].result.text = NULL;
+            sl_completion_clear(&c[i]);
+            got++;
+        }
+    }
+    /* The last completion comes before its step's stats are published. */
+    for (int waited = 0; stats; waited++) {
+        sl_engine_stats_get(e, stats);
+        if (stats->requests_running == 0)
+            break;
+        if (waited > 10000)
+            fail_msg("the engine still runs requests after returning them all");
+        usleep(1000);
+    }
+    sl_engine_free(e);
+    for (int k = 0; k < N_SAMPLED; k++)
+        sl_image_free(imgs[k]);
+}
+
+static void free_texts(char **texts)
+{
+    for (int k = 0; k < N_SAMPLED; k++)
+        sl_free(texts[k]);
+}
+
+/* The same batches give the same logits, so greedy must pick the same
+ * token wherever it is chosen: llama.cpp's chain (the reference), the
+ * host's argmax on one thread and on several, and the graph. */
+static void every_sampler_chooses_the_same_greedy_tokens(void **state)
+{
+    char *ref[N_SAMPLED], *host1[N_SAMPLED], *host3[N_SAMPLED], *dev[N_SAMPLED];
+    run_rows(SL_SAMPLER_REFERENCE, 4, 1, 0.0f, false, ref, NULL);
+    run_rows(SL_SAMPLER_HOST, 4, 1, 0.0f, false, host1, NULL);
+    run_rows(SL_SAMPLER_HOST, 4, 3, 0.0f, false, host3, NULL);
+    run_rows(SL_SAMPLER_DEVICE, 4, 0, 0.0f, false, dev, NULL);
+    int nonempty = 0;
+    for (int k = 0; k < N_SAMPLED; k++) {
+        assert_string_equal(ref[k], host1[k]);
+        assert_string_equal(ref[k], host3[k]);
+        assert_string_equal(ref[k], dev[k]);
+        nonempty += ref[k][0] != '\0';
+    }
+    assert_true(nonempty > N_SAMPLED / 2); /* the comparison compared something */
+    free_texts(ref);
+    free_texts(host1);
+    free_texts(host3);
+    free_texts(dev);
+}
+
+/* Seeded sampling (temperature, top-k, top-p) follows each row's own seed:
+ * the same text whatever the order rows arrive in, the batch size or the
+ * number of sampling threads. The host runs llama.cpp's chain on the same
+ * candidates as the reference, so the two agree too. */
+static void seeded_rows_reproduce_on_every_sampler(void **state)
+{
+    char *ref[N_SAMPLED], *a[N_SAMPLED], *b[N_SAMPLED], *d1[N_SAMPLED], *d2[N_SAMPLED];
+    run_rows(SL_SAMPLER_REFERENCE, 4, 1, 0.9f, false, ref, NULL);
+    run_rows(SL_SAMPLER_HOST, 4, 3, 0.9f, false, a, NULL);
+    run_rows(SL_SAMPLER_HOST, 2, 1, 0.9f, true, b, NULL);
+    run_rows(SL_SAMPLER_DEVICE, 4, 0, 0.9f, false, d1, NULL);
+    run_rows(SL_SAMPLER_DEVICE, 2, 0, 0.9f, true, d2, NULL);
+    int differ = 0;
+    for (int k = 0; k < N_SAMPLED; k++) {
+        assert_string_equal(ref[k], a[k]);
+        assert_string_equal(a[k], b[k]);
+        assert_string_equal(d1[k], d2[k]);
+        differ += k > 0 && strcmp(a[k], a[0]) != 0;
+    }
+    assert_true(differ > 0); /* rows really sampled, with their own seeds */
+    free_texts(ref);
+    free_texts(a);
+    free_texts(b);
+    free_texts(d1);
+    free_texts(d2);
+}
+
+/* Each step times each of its phases once, each request its preprocessing,
+ * each image its encoding and prefill; the callback sees what the stats
+ * count. */
+static void every_phase_is_timed(void **state)
+{
+    for (int i = 0; i < SL_PHASE_COUNT; i++)
+        atomic_store(&phase_calls[i], 0);
+    char *texts[N_SAMPLED];
+    sl_engine_stats st;
+    run_rows(SL_SAMPLER_HOST, 4, 2, 0.0f, false, texts, &st);
+    free_texts(texts);
+    assert_true(st.steps > 0);
+    assert_int_equal(st.steps + st.image_decode_calls, st.decode_calls);
+    /* Images admitted together were prefilled together. */
+    assert_true(st.image_decode_calls < st.images_encoded);
+    for (int ph = 0; ph < SL_PHASE_FIRST_IMAGE; ph++) {
+        assert_int_equal(st.phase_n[ph], st.steps);
+        assert_true(st.phase_s[ph] >= 0.0);
+    }
+    assert_int_equal(st.phase_n[SL_PHASE_PREPROCESS], N_SAMPLED);
+    assert_int_equal(st.phase_n[SL_PHASE_ENCODE], st.images_encoded);
+    assert_int_equal(st.phase_n[SL_PHASE_IMAGE_PREFILL], st.images_encoded);
+    assert_true(st.phase_s[SL_PHASE_DECODE] > 0.0 && st.phase_s[SL_PHASE_ENCODE] > 0.0);
+    assert_true(fabs(st.phase_s[SL_PHASE_DECODE] - st.token_decode_s) < 1e-6);
+    for (int ph = 0; ph < SL_PHASE_COUNT; ph++)
+        assert_int_equal(atomic_load(&phase_calls[ph]), st.phase_n[ph]);
+    assert_true(st.sampled_tokens >= st.generation_tokens);
+    assert_string_equal(sl_engine_phase_name(SL_PHASE_IMAGE_PREFILL), "image_prefill");
+    assert_string_equal(sl_engine_phase_name(SL_PHASE_DECODE), "decode");
+}
+
+/* Images encoded by the encoder thread ahead of admission give the answers
+ * the engine thread's own encoding gives: one sequence at a time the
+ * batches are the same, so the texts are too; with four at a time every
+ * row comes back once, and its own phases are counted. */
+static void encoding_ahead_gives_the_same_answers(void **state)
+{
+    char *serial[N_SAMPLED], *ahead[N_SAMPLED], *ahead4[N_SAMPLED];
+    sl_engine_stats st_serial, st_ahead, st4;
+    rows_encode_ahead = 0;
+    run_rows(SL_SAMPLER_HOST, 1, 1, 0.0f, false, serial, &st_serial);
+    rows_encode_ahead = 3;
+    run_rows(SL_SAMPLER_HOST, 1, 1, 0.0f, false, ahead, &st_ahead);
+    for (int i = 0; i < SL_PHASE_COUNT; i++)
+        atomic_store(&phase_calls[i], 0);
+    run_rows(SL_SAMPLER_HOST, 4, 1, 0.0f, true, ahead4, &st4);
+    rows_encode_ahead = 0;
+    for (int k = 0; k < N_SAMPLED; k++)
+        assert_string_equal(serial[k], ahead[k]);
+    assert_int_equal(st_ahead.images_encoded, st_serial.images_encoded);
+    assert_int_equal(st_ahead.phase_n[SL_PHASE_PREPROCESS], N_SAMPLED);
+    assert_int_equal(st_ahead.phase_n[SL_PHASE_ENCODE], st_ahead.images_encoded);
+    assert_true(st_ahead.encode_s > 0.0);
+    assert_int_equal(st4.images_encoded, st_serial.images_encoded);
+    assert_int_equal(st4.phase_n[SL_PHASE_IMAGE_PREFILL], st4.images_encoded);
+    for (int ph = 0; ph < SL_PHASE_COUNT; ph++)
+        assert_int_equal(atomic_load(&phase_calls[ph]), st4.phase_n[ph]);
+    free_texts(serial);
+    free_texts(ahead);
+    free_texts(ahead4);
+}
+
+/* --- the host's token choice on synthetic logits --------------------------- */
+
+#define VOCAB 151680 /* Qwen2.5's */
+
+static float uniform01(uint64_t *x)
+{
+    *x = *x * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((*x >> 40) & 0xffffff) / 16777216.0f;
+}
+
+/* What llama.cpp's greedy chain picks: the first index of the maximum. */
+static void argmax_is_the_first_maximum(void **state)
+{
+    float *x = sl_malloc(VOCAB * sizeof *x);
+    uint64_t rng = 1;
+    for (int round = 0; round < 50; round++) {
+        for (int i = 0; i < VOCAB; i++)
+            x[i] = uniform01(&rng) * 20.0f - 10.0f;
+        int at = (int)(uniform01(&rng) * (VOCAB - 1));
+        x[at] = 12.0f;
+        if (round % 2)
+            x[at + (VOCAB - 1 - at) / 2 + 1] = 12.0f; /* a tie later on: the first wins */
+        if (round % 3 == 0)
+            x[VOCAB - 1] = 12.5f; /* the maximum in the tail after the 8-wide lanes */
+        int want = round % 3 == 0 ? VOCAB - 1 : at;
+        assert_int_equal(sl_llama_argmax(x, VOCAB), want);
+        sl_sampling greedy = sl_sampling_default();
+        struct llama_sampler *chain = sl_llama_make_chain(&greedy, VOCAB);
+        void *cand = sl_malloc((size_t)VOCAB * 16);
+        assert_int_equal(sl_llama_sample_chain(chain, x, VOCAB, &greedy, false, cand, NULL), want);
+        sl_free(cand);
+        sl_llama_free_chain(chain);
+    }
+    for (int i = 0; i < VOCAB; i++)
+        x[i] = -INFINITY;
+    assert_int_equal(sl_llama_argmax(x, VOCAB), 0);
+    x[7] = 1.0f;
+    assert_int_equal(sl_llama_argmax(x, 9), 7);
+    sl_free(x);
+}
+
+/* Leaving out the tokens 30+ below the best changes no draw: 400 seeded
+ * draws with and without the filter pick the same tokens, from a
+ * distribution shaped like a trained model's (a few dozen plausible tokens,
+ * the rest far below), where it keeps under 100 of 151,680 candidates. With
+ * a temperature of 2.5 the margin widens and every token goes in again. */
+static void leaving_out_the_impossible_tokens_changes_no_draw(void **state)
+{
+    float *x = sl_malloc(VOCAB * sizeof *x);
+    void *cand = sl_malloc((size_t)VOCAB * 16);
+    uint64_t rng = 7;
+    for (int i = 0; i < VOCAB; i++)
+        x[i] = -60.0f + uniform01(&rng) * 25.0f; /* -60 .. -35 */
+    for (int k = 0; k < 64; k++)
+        x[(k * 2371 + 11) % VOCAB] = uniform01(&rng) * 3.0f; /* 0 .. 3 */
+    static const struct { float temperature, top_p, min_p; int top_k; } cfg[] = {
+        {0.8f, 0.9f, 0.0f, 0}, {1.0f, 1.0f, 0.0f, 0}, {0.7f, 1.0f, 0.05f, 40}, {2.5f, 0.95f, 0.0f, 0},
+    };
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        int distinct = 0, last = -1;
+        for (uint64_t seed = 1; seed <= 100; seed++) {
+            sl_sampling sp = sl_sampling_default();
+            sp.temperature = cfg[c].temperature;
+            sp.top_p = cfg[c].top_p;
+            sp.min_p = cfg[c].min_p;
+            sp.top_k = cfg[c].top_k;
+            sp.seed = seed * 0x9E3779B97F4A7C15ull;
+            struct llama_sampler *full = sl_llama_make_chain(&sp, VOCAB);
+            struct llama_sampler *cut = sl_llama_make_chain(&sp, VOCAB);
+            size_t n_full = 0, n_cut = 0;
+            int32_t a = sl_llama_sample_chain(full, x, VOCAB, &sp, false, cand, &n_full);
+            int32_t b = sl_llama_sample_chain(cut, x, VOCAB, &sp, true, cand, &n_cut);
+            assert_int_equal(a, b);
+            assert_int_equal(n_full, VOCAB);
+            if (cfg[c].temperature > 2.0f)
+                assert_int_equal(n_cut, VOCAB);
+            else
+                assert_true(n_cut >= 64 && n_cut < 100);
+            distinct += a != last;
+            last = a;
+            sl_llama_free_chain(full);
+            sl_llama_free_chain(cut);
+        }
+        assert_true(distinct > 10); /* the draws really varied */
+    }
+    sl_free(cand);
+    sl_free(x);
 }
 
 static void stop_strings_end_generation(void **state)
@@ -501,6 +835,12 @@ int main(void)
         cmocka_unit_test(a_prompt_that_is_not_utf8_is_refused_alone),
         cmocka_unit_test(huge_max_tokens_does_not_overflow),
         cmocka_unit_test(stats_can_be_read_while_the_engine_runs),
+        cmocka_unit_test(every_sampler_chooses_the_same_greedy_tokens),
+        cmocka_unit_test(seeded_rows_reproduce_on_every_sampler),
+        cmocka_unit_test(every_phase_is_timed),
+        cmocka_unit_test(encoding_ahead_gives_the_same_answers),
+        cmocka_unit_test(argmax_is_the_first_maximum),
+        cmocka_unit_test(leaving_out_the_impossible_tokens_changes_no_draw),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -138,7 +138,7 @@ static void errors_name_the_line_and_what_is_allowed(void **state)
          "did you mean 'parallel'? allowed: model, mmproj,"},
         {"egnine: llama\n", "job.yaml:1:1: unknown section or key 'egnine'",
          "allowed: version, engine, input,"},
-        {"llama:\n  parallel: many\n", "job.yaml:2:13: llama.parallel expects an integer from 1 "
+        {"llama:\n  parallel: many\n", "job.yaml:2:13: llama.parallel expects an integer from 0 "
          "to 255, got 'many'", NULL},
         {"llama:\n  parallel: 256\n", "job.yaml:2:13: llama.parallel expects an integer", "256"},
         {"llama: {parallel: [1, 2]}\n", "job.yaml:1:19: llama.parallel takes one value (N), not "
@@ -257,7 +257,8 @@ static const struct {
     {"image.background", "#10ab0C"}, {"llama.model", "hf://org/repo"},
     {"llama.mmproj", "p q.gguf"}, {"llama.replicas", "3"}, {"llama.gpus", "4,1"},
     {"llama.parallel", "16"}, {"llama.ctx", "4096"}, {"llama.threads", "6"},
-    {"llama.gpu_layers", "0"}, {"llama.cpu_poll", "0"},
+    {"llama.gpu_layers", "0"}, {"llama.cpu_poll", "0"}, {"llama.sampler", "device"},
+    {"llama.encode_ahead", "5"},
     {"openai.endpoints", "http://h:1"}, {"openai.endpoints_file", NULL},
     {"openai.served_model", "m"}, {"openai.api_key_env", "KEY"},
     {"openai.max_in_flight", "3"}, {"openai.adaptive", "true"}, {"openai.adaptive_max", "9"},

@@ -12,12 +12,19 @@
  *   3. builds one token batch: the next token of every generating sequence
  *      plus as much newcomer prompt text as fits in n_batch, and calls
  *      llama_decode once,
- *   4. samples each sequence that has logits in the batch with its own
- *      sampler (its own seed), and completes those that end.
+ *   4. chooses the next token of each sequence that has logits in the
+ *      batch (greedy: an argmax straight over the logits; other settings:
+ *      the sequence's own llama.cpp sampler chain and seed), spread over
+ *      sampling threads, then turns tokens into text and completes the
+ *      sequences that end.
  * KV cells are reserved per request (prompt positions + max_tokens) so a
- * decode never runs out of room; a request that does not fit now waits. */
+ * decode never runs out of room; a request that does not fit now waits.
+ * Every phase of the loop is timed (sl_engine_phase): the loop runs once
+ * per generated token of 100+ sequences, so host work between decodes is
+ * what keeps a fast GPU idle. */
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdarg.h>
 #include <pthread.h>
@@ -37,8 +44,10 @@
 #include "core/log.h"
 #include "core/utf8.h"
 #include "llm/engine_impl.h"
+#include "llm/engines/llama_sample.h"
 
 #define LLAMA_MAX_DUE 64
+#define SAMPLE_THREADS_MAX 8
 
 static double now_ms(void)
 {
@@ -102,7 +111,13 @@ typedef struct req {
     int n_stop;
     const sl_image *image;
     sl_sampling sampling;
-    mtmd_input_chunks *chunks; /* tokenized on admission */
+    mtmd_input_chunks *chunks; /* tokenized on admission, or ahead of it */
+    float **embd;              /* encoded ahead: per chunk, its embeddings (NULL for text) */
+    bool prepared;             /* tokenized and encoded ahead (or failed: prep_status) */
+    bool preparing;            /* the encoder thread has it */
+    sl_status prep_status;
+    char *prep_error;
+    double prep_encode_ms;
     int n_pos;                 /* positions of the whole prompt */
     double t_submit;
     bool trace;
@@ -123,8 +138,30 @@ typedef struct slot {
     float *trace_margins;
     int n_trace;
     int logits_idx;            /* index in this step's batch, -1: none */
+    bool fast_greedy;          /* argmax over the logits: no sampler chain needed */
+    bool on_device;            /* the graph samples this sequence (e->attached[seq]) */
+    const float *logits;       /* this step's row, set before sampling */
+    llama_token next;          /* chosen by a sampling thread ... */
+    float next_margin;         /* ... with its logit margin (trace) */
     double t_admit, t_prefilled, t_first, encode_ms;
 } slot;
+
+struct llama_engine;
+
+/* Threads that choose tokens next to the engine thread: each takes the next
+ * sequence of the step's list until none is left. The logits are read-only
+ * by then, and each sequence's sampler chain is touched by one thread. */
+typedef struct sample_pool {
+    pthread_t threads[SAMPLE_THREADS_MAX];
+    int n_helpers;             /* threads besides the engine thread */
+    pthread_mutex_t mu;
+    pthread_cond_t go, idle;
+    unsigned long round;       /* bumped once per step that samples */
+    int busy;                  /* helpers still working on this round */
+    bool quit;
+    atomic_int next;           /* the next entry of the list to take */
+    struct llama_engine *e;
+} sample_pool;
 
 typedef struct llama_engine {
     struct llama_model *model;
@@ -137,6 +174,9 @@ typedef struct llama_engine {
 
     slot *slots;
     struct llama_batch batch;
+    struct llama_batch ebatch; /* image embeddings of several sequences */
+    int n_embd_inp;
+    bool mrope;                /* M-RoPE positions: images go through mtmd's helper */
     struct ggml_threadpool *threadpool; /* ours: its polling level is a parameter */
     llama_token *prefix;       /* the cached prompt head, in sequence n_parallel */
     int n_prefix;
@@ -154,7 +194,61 @@ typedef struct llama_engine {
     bool stopping;
     sl_engine_stats work;      /* the engine thread's own counters, no lock ... */
     sl_engine_stats stats;     /* ... published here under mu after each step */
+
+    sl_llama_sampler sampler;  /* HOST, DEVICE or REFERENCE once opened */
+    /* DEVICE: the chain attached to each sequence with llama_set_sampler
+     * (owned here, not by the slot: the context holds on to it until
+     * another replaces it, so it outlives the row) and whether it is a
+     * plain greedy one, which any greedy row may reuse. */
+    struct llama_sampler **attached;
+    bool *attached_greedy;
+    bool device_all;           /* --sampler device: rows with their own settings too */
+    int n_vocab;
+    slot **to_sample;          /* this step's sequences with logits ... */
+    int n_to_sample;
+    int n_host_sample;         /* ... of which the first n_host_sample the host samples */
+    llama_token_data *cand[SAMPLE_THREADS_MAX]; /* a candidate array per sampling thread */
+    sample_pool pool;
+    bool pool_started;
+    bool pool_always;          /* sample_threads was given: use them for any work */
+    sl_engine_phase_fn on_phase;
+    void *on_phase_user;
+    double pending_admit_ms;   /* admission work of loop turns that decoded nothing */
+    double pending_book_ms;    /* this step's completions, until published */
+
+    /* Encoding ahead: a thread tokenizes and encodes the requests at the
+     * head of the queue while this one decodes, so newcomers arrive with
+     * their embeddings ready. pending is then [prepared...][preparing or
+     * not yet...]; admission takes only prepared ones. Under mu. */
+    int encode_ahead;          /* requests prepared and not admitted, at most */
+    int n_prepared;            /* in pending, prepared or being prepared */
+    req *prep_next;            /* the first pending request not taken by the encoder */
+    pthread_t encoder;
+    bool encoder_started;
+    pthread_cond_t encoder_cv;
+    sl_engine_stats enc;       /* the encoder's counters (images, encode and preprocess
+                                  time), added into stats when published */
 } llama_engine;
+
+/* e->stats = the engine thread's counters plus the encoder's. Under mu. */
+static void snapshot_locked(llama_engine *e)
+{
+    e->stats = e->work;
+    e->stats.images_encoded += e->enc.images_encoded;
+    e->stats.encode_s += e->enc.encode_s;
+    for (int i = 0; i < SL_PHASE_COUNT; i++) {
+        e->stats.phase_s[i] += e->enc.phase_s[i];
+        e->stats.phase_n[i] += e->enc.phase_n[i];
+    }
+}
+
+static void phase_add(llama_engine *e, sl_engine_phase phase, double ms)
+{
+    e->work.phase_s[phase] += ms / 1e3;
+    e->work.phase_n[phase]++;
+    if (e->on_phase)
+        e->on_phase(e->on_phase_user, phase, ms / 1e3);
+}
 
 /* Renders the chat for one request into *out (sl_free). SL_ERR_NOMEM, or
  * SL_ERR_ENGINE when llama.cpp cannot apply the template. */
@@ -208,13 +302,12 @@ static sl_status render_prompt(const llama_engine *e, const char *id, const char
     return SL_OK;
 }
 
-static struct llama_sampler *make_sampler(const llama_engine *e, const sl_sampling *s)
+struct llama_sampler *sl_llama_make_chain(const sl_sampling *s, int n_vocab)
 {
     struct llama_sampler *chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
     if (s->repeat_penalty != 1.0f)
-        llama_sampler_chain_add(chain, llama_sampler_init_penalties(
-                                           llama_vocab_n_tokens(e->vocab), 64,
-                                           s->repeat_penalty, 0.0f, 0.0f));
+        llama_sampler_chain_add(chain, llama_sampler_init_penalties(n_vocab, 64,
+                                                                    s->repeat_penalty, 0.0f, 0.0f));
     if (s->temperature <= 0.0f) {
         llama_sampler_chain_add(chain, llama_sampler_init_greedy());
         return chain;
@@ -234,13 +327,29 @@ static struct llama_sampler *make_sampler(const llama_engine *e, const sl_sampli
     return chain;
 }
 
+void sl_llama_free_chain(struct llama_sampler *chain)
+{
+    if (chain)
+        llama_sampler_free(chain);
+}
+
+static struct llama_sampler *make_sampler(const llama_engine *e, const sl_sampling *s)
+{
+    return sl_llama_make_chain(s, llama_vocab_n_tokens(e->vocab));
+}
+
 
 static void req_free(req *r)
 {
     if (!r)
         return;
-    if (r->chunks)
+    if (r->chunks) {
+        for (size_t i = 0; r->embd && i < mtmd_input_chunks_size(r->chunks); i++)
+            sl_free(r->embd[i]);
         mtmd_input_chunks_free(r->chunks);
+    }
+    sl_free(r->embd);
+    sl_free(r->prep_error);
     for (int i = 0; i < r->n_stop; i++)
         sl_free(r->stop[i]);
     sl_free(r->stop);
@@ -258,6 +367,9 @@ static void complete(llama_engine *e, req *r, sl_status status, const char *erro
                      sl_result *result)
 {
     pthread_mutex_lock(&e->mu);
+    /* Whoever sees this completion sees the counters that include it (the
+     * run's final metrics are read as soon as the last row is back). */
+    snapshot_locked(e);
     sl_completion *c = &e->done[e->n_done++]; /* n_done <= in_flight <= cap_done */
     *c = (sl_completion){.tag = r->tag, .status = status};
     if (status != SL_OK)
@@ -366,6 +478,83 @@ static sl_status tokenize(llama_engine *e, req *r)
     return SL_OK;
 }
 
+/* Tokenizes r and encodes its images into r->embd (copies: mtmd's output
+ * buffer is reused by the next encode). On the encoder thread, which alone
+ * touches r until it is marked prepared; its counters go to *counted. */
+static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
+{
+    double tp = now_ms();
+    sl_status st = tokenize(e, r);
+    double ms = now_ms() - tp;
+    counted->phase_s[SL_PHASE_PREPROCESS] += ms / 1e3;
+    counted->phase_n[SL_PHASE_PREPROCESS]++;
+    if (e->on_phase)
+        e->on_phase(e->on_phase_user, SL_PHASE_PREPROCESS, ms / 1e3);
+    size_t n = st == SL_OK ? mtmd_input_chunks_size(r->chunks) : 0;
+    if (st == SL_OK && !(r->embd = sl_calloc(n, sizeof *r->embd)))
+        st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image embeddings", r->id);
+    for (size_t i = 0; st == SL_OK && i < n; i++) {
+        const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
+        if (mtmd_input_chunk_get_type(c) == MTMD_INPUT_CHUNK_TYPE_TEXT)
+            continue;
+        double tk = now_ms();
+        if (mtmd_encode_chunk(e->mtmd, c) != 0) {
+            st = sl_fail(SL_ERR_ENGINE, "%s: the vision encoder failed", r->id);
+            break;
+        }
+        size_t bytes = mtmd_input_chunk_get_n_tokens(c) * (size_t)e->n_embd_inp * sizeof(float);
+        if (!(r->embd[i] = sl_malloc(bytes))) {
+            st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image embeddings", r->id);
+            break;
+        }
+        memcpy(r->embd[i], mtmd_get_output_embd(e->mtmd), bytes);
+        ms = now_ms() - tk;
+        r->prep_encode_ms += ms;
+        counted->encode_s += ms / 1e3;
+        counted->images_encoded++;
+        counted->phase_s[SL_PHASE_ENCODE] += ms / 1e3;
+        counted->phase_n[SL_PHASE_ENCODE]++;
+        if (e->on_phase)
+            e->on_phase(e->on_phase_user, SL_PHASE_ENCODE, ms / 1e3);
+    }
+    r->prep_status = st;
+    if (st != SL_OK)
+        r->prep_error = sl_strdup(sl_last_error()); /* NULL: complete() says "failed" */
+}
+
+/* The encoder thread: prepares pending requests in order, at most
+ * encode_ahead of them ahead of admission. */
+static void *encoder_main(void *arg)
+{
+    llama_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        while (!e->stopping && (!e->prep_next || e->n_prepared >= e->encode_ahead))
+            pthread_cond_wait(&e->encoder_cv, &e->mu);
+        if (e->stopping)
+            break;
+        req *r = e->prep_next;
+        e->prep_next = r->next;
+        e->n_prepared++;
+        r->preparing = true;
+        pthread_mutex_unlock(&e->mu);
+        sl_engine_stats counted = {0};
+        prepare(e, r, &counted);
+        pthread_mutex_lock(&e->mu);
+        e->enc.images_encoded += counted.images_encoded;
+        e->enc.encode_s += counted.encode_s;
+        for (int i = 0; i < SL_PHASE_COUNT; i++) {
+            e->enc.phase_s[i] += counted.phase_s[i];
+            e->enc.phase_n[i] += counted.phase_n[i];
+        }
+        r->preparing = false;
+        r->prepared = true;
+        pthread_cond_signal(&e->work_cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
 static const llama_token *text_tokens(const req *r, size_t chunk, size_t *n)
 {
     return mtmd_input_chunk_get_tokens_text(mtmd_input_chunks_get(r->chunks, chunk), n);
@@ -402,6 +591,51 @@ static void build_prefix(llama_engine *e, const req *r)
     e->kv_reserved += (int)n;
 }
 
+/* DEVICE: has the graph choose s's tokens. A greedy row reuses the
+ * sequence's greedy chain; a row with its own settings hands its chain
+ * over (attaching one makes llama.cpp rebuild its graph reservation: a
+ * cost per admission that greedy rows do not pay). A chain the backend
+ * cannot run leaves the row on the host. */
+static void attach_device_sampler(llama_engine *e, slot *s)
+{
+    int seq = s->seq;
+    s->on_device = false;
+    if (s->fast_greedy && e->attached[seq] && e->attached_greedy[seq]) {
+        s->on_device = true;
+        return;
+    }
+    if (!s->fast_greedy && !e->device_all) {
+        /* auto: rows with their own settings stay on the host (llama.cpp's
+         * backend top-p sorts the whole vocabulary in the graph: 30 s a
+         * step for 128 sequences of 152k on a CPU, unmeasured on a GPU). */
+        if (e->attached[seq] && llama_set_sampler(e->ctx, seq, NULL)) {
+            llama_sampler_free(e->attached[seq]);
+            e->attached[seq] = NULL;
+        }
+        return;
+    }
+    struct llama_sampler *chain = s->smpl;
+    if (!chain) {
+        chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+        llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+    }
+    bool ok = llama_set_sampler(e->ctx, seq, chain);
+    /* The context no longer refers to the previous chain. */
+    if (e->attached[seq])
+        llama_sampler_free(e->attached[seq]);
+    e->attached[seq] = ok ? chain : NULL;
+    e->attached_greedy[seq] = ok && !s->smpl;
+    if (!ok) {
+        if (!s->smpl)
+            llama_sampler_free(chain);
+        else
+            llama_sampler_reset(chain); /* untouched, but be sure: the host runs it now */
+        return;
+    }
+    s->on_device = true;
+    s->smpl = NULL; /* owned by e->attached now; the slot reads it as that */
+}
+
 /* Puts a tokenized request into a free slot. Returns false (the request
  * completed as failed, the slot still free) when its buffers cannot be had. */
 static bool admit(llama_engine *e, slot *s, req *r)
@@ -418,10 +652,15 @@ static bool admit(llama_engine *e, slot *s, req *r)
             return false;
         }
     }
-    *s = (slot){.seq = s->seq, .r = r, .logits_idx = -1, .t_admit = now_ms()};
+    *s = (slot){.seq = s->seq, .r = r, .logits_idx = -1, .t_admit = now_ms(),
+                .encode_ms = r->prep_encode_ms};
     s->reserved = r->n_pos + r->sampling.max_tokens;
     e->kv_reserved += s->reserved;
-    s->smpl = make_sampler(e, &r->sampling);
+    s->fast_greedy = e->sampler != SL_SAMPLER_REFERENCE && r->sampling.temperature <= 0.0f &&
+                     r->sampling.repeat_penalty == 1.0f;
+    s->smpl = s->fast_greedy ? NULL : make_sampler(e, &r->sampling);
+    if (e->sampler == SL_SAMPLER_DEVICE)
+        attach_device_sampler(e, s);
     s->trace_tokens = trace_tokens;
     s->trace_margins = trace_margins;
 
@@ -472,32 +711,46 @@ static void admit_waiting(llama_engine *e)
             continue;
         pthread_mutex_lock(&e->mu);
         req *r = e->pending;
+        if (r && e->encode_ahead > 0 && !r->prepared)
+            r = NULL; /* the encoder is not done with it */
         if (r) {
             e->pending = r->next;
             if (!e->pending)
                 e->pending_tail = NULL;
             e->n_pending--;
             r->next = NULL;
+            if (r->prepared && e->n_prepared > 0) {
+                e->n_prepared--;
+                pthread_cond_signal(&e->encoder_cv); /* room to prepare another */
+            }
         }
         pthread_mutex_unlock(&e->mu);
         if (!r)
             return;
+        if (r->prepared && r->prep_status != SL_OK) {
+            complete(e, r, r->prep_status, r->prep_error, NULL);
+            i--;
+            continue;
+        }
         if (!r->chunks) {
+            double tp = now_ms();
             sl_status st = tokenize(e, r);
+            e->pending_admit_ms -= now_ms() - tp; /* counted as its own phase */
+            phase_add(e, SL_PHASE_PREPROCESS, now_ms() - tp);
             if (st != SL_OK) {
                 complete(e, r, st, sl_last_error(), NULL);
                 i--; /* the slot is still free */
                 continue;
             }
-            /* In 64 bits: max_tokens may be anything up to INT_MAX. */
-            if ((int64_t)r->n_pos + r->sampling.max_tokens > e->n_ctx_seq) {
-                fail_req(e, r, SL_ERR_TOO_LONG,
-                         "%s: prompt and image take %d positions and max_tokens is %d, more than "
-                         "the %d positions of a sequence",
-                         r->id, r->n_pos, r->sampling.max_tokens, e->n_ctx_seq);
-                i--;
-                continue;
-            }
+        }
+        /* In 64 bits: max_tokens may be anything up to INT_MAX. */
+        if ((int64_t)r->n_pos + r->sampling.max_tokens > e->n_ctx_seq) {
+            fail_req(e, r, SL_ERR_TOO_LONG,
+                     "%s: prompt and image take %d positions and max_tokens is %d, more than "
+                     "the %d positions of a sequence",
+                     r->id, r->n_pos, r->sampling.max_tokens, e->n_ctx_seq);
+            i--;
+            continue;
         }
         int need = r->n_pos + r->sampling.max_tokens;
         if (e->kv_reserved + need > e->n_ctx) {
@@ -508,6 +761,8 @@ static void admit_waiting(llama_engine *e)
             if (!e->pending_tail)
                 e->pending_tail = r;
             e->n_pending++;
+            if (r->prepared)
+                e->n_prepared++;
             pthread_mutex_unlock(&e->mu);
             return;
         }
@@ -523,57 +778,84 @@ static bool chunk_is_image(const slot *s)
                MTMD_INPUT_CHUNK_TYPE_TEXT;
 }
 
-/* Encodes every newcomer image due now in one mtmd batch (one at a time
- * when they cannot be batched), then decodes each image's embeddings into
- * its sequence. */
-static void prefill_images(llama_engine *e)
+/* One image chunk on its way into its sequence. */
+typedef struct image_due {
+    slot *s;
+    const mtmd_input_chunk *chunk;
+    const float *embd;         /* NULL: encode it alone, then decode at once */
+    int n_tokens;
+} image_due;
+
+/* The current chunk's embeddings, encoded ahead, are in the context now. */
+static void drop_embd(slot *s)
 {
-    slot *due[LLAMA_MAX_DUE];
-    int n_due = 0;
-    for (int i = 0; i < e->n_parallel && n_due < LLAMA_MAX_DUE; i++)
-        if (chunk_is_image(&e->slots[i]))
-            due[n_due++] = &e->slots[i];
-    if (n_due == 0)
-        return;
-    double t0 = now_ms();
-    mtmd_batch *mb = mtmd_batch_init(e->mtmd);
-    int n_batched = 0;
-    for (int k = 0; mb && k < n_due; k++) {
-        const mtmd_input_chunk *c = mtmd_input_chunks_get(due[k]->r->chunks, due[k]->chunk);
-        if (mtmd_batch_add_chunk(mb, c) != 0)
-            break;
-        n_batched++;
+    if (s->r->embd) {
+        sl_free(s->r->embd[s->chunk]);
+        s->r->embd[s->chunk] = NULL;
     }
-    bool batched_ok = n_batched > 0 && mtmd_batch_encode(mb) == 0;
-    double t_enc = now_ms() - t0;
-    if (!batched_ok)
-        n_batched = 0;
-    for (int k = 0; k < n_due; k++) {
-        slot *s = due[k];
-        const mtmd_input_chunk *c = mtmd_input_chunks_get(s->r->chunks, s->chunk);
-        float *embd;
-        double tk = now_ms();
-        if (k < n_batched) {
-            embd = mtmd_batch_get_output_embd(mb, c);
-            s->encode_ms += t_enc / n_batched;
-        } else {
-            if (mtmd_encode_chunk(e->mtmd, c) != 0) {
-                char msg[512];
-                snprintf(msg, sizeof msg, "%s: the vision encoder failed", s->r->id);
-                fail_slot(e, s, SL_ERR_ENGINE, msg);
-                continue;
-            }
-            embd = mtmd_get_output_embd(e->mtmd);
-            s->encode_ms += now_ms() - tk;
+}
+
+/* Decodes an image's embeddings into its sequence through mtmd's helper
+ * (M-RoPE positions, non-causal attention, images larger than a batch). */
+static void decode_image_alone(llama_engine *e, image_due *d)
+{
+    slot *s = d->s;
+    double td = now_ms();
+    llama_pos new_past = s->n_past;
+    int32_t rc = mtmd_helper_decode_image_chunk(e->mtmd, e->ctx, d->chunk, (float *)d->embd,
+                                                s->n_past, s->seq, e->n_batch, &new_past, NULL,
+                                                NULL);
+    double ms = now_ms() - td;
+    e->work.decode_s += ms / 1e3;
+    e->work.image_decode_s += ms / 1e3;
+    e->work.decode_calls++;
+    e->work.image_decode_calls++;
+    phase_add(e, SL_PHASE_IMAGE_PREFILL, ms);
+    if (rc != 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s: decoding the image embeddings failed (code %d)", s->r->id,
+                 (int)rc);
+        fail_slot(e, s, SL_ERR_ENGINE, msg);
+        return;
+    }
+    s->n_past = new_past;
+    drop_embd(s);
+    s->chunk++;
+    s->tok = 0;
+}
+
+/* Decodes the images in due[0, n) together: their embeddings side by side
+ * in one batch, each at its own sequence's positions (plain positions and
+ * causal attention, checked by the caller). One llama_decode instead of n
+ * keeps a GPU busy with work big enough to fill it. */
+static void decode_images_packed(llama_engine *e, image_due *due, int n)
+{
+    struct llama_batch *b = &e->ebatch;
+    b->n_tokens = 0;
+    int n_embd = e->n_embd_inp;
+    for (int k = 0; k < n; k++) {
+        memcpy(b->embd + (size_t)b->n_tokens * (size_t)n_embd, due[k].embd,
+               (size_t)due[k].n_tokens * (size_t)n_embd * sizeof(float));
+        for (int t = 0; t < due[k].n_tokens; t++) {
+            int i = b->n_tokens++;
+            b->pos[i] = due[k].s->n_past + t;
+            b->n_seq_id[i] = 1;
+            b->seq_id[i][0] = due[k].s->seq;
+            b->logits[i] = 0;
         }
-        e->work.images_encoded++;
-        double td = now_ms();
-        llama_pos new_past = s->n_past;
-        int32_t rc = mtmd_helper_decode_image_chunk(e->mtmd, e->ctx, c, embd, s->n_past, s->seq,
-                                                    e->n_batch, &new_past, NULL, NULL);
-        e->work.decode_s += (now_ms() - td) / 1e3;
-        e->work.image_decode_s += (now_ms() - td) / 1e3;
-        e->work.decode_calls++;
+    }
+    double td = now_ms();
+    int32_t rc = llama_decode(e->ctx, *b);
+    if (rc == 0)
+        llama_synchronize(e->ctx);
+    double ms = now_ms() - td;
+    e->work.decode_s += ms / 1e3;
+    e->work.image_decode_s += ms / 1e3;
+    e->work.decode_calls++;
+    e->work.image_decode_calls++;
+    for (int k = 0; k < n; k++) {
+        slot *s = due[k].s;
+        phase_add(e, SL_PHASE_IMAGE_PREFILL, ms * due[k].n_tokens / b->n_tokens);
         if (rc != 0) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s: decoding the image embeddings failed (code %d)",
@@ -581,13 +863,121 @@ static void prefill_images(llama_engine *e)
             fail_slot(e, s, SL_ERR_ENGINE, msg);
             continue;
         }
-        s->n_past = new_past;
+        s->n_past += mtmd_input_chunk_get_n_pos(due[k].chunk);
+        drop_embd(s);
         s->chunk++;
         s->tok = 0;
     }
+}
+
+static bool packable(const llama_engine *e, const image_due *d)
+{
+    return d->embd && e->ebatch.embd && !e->mrope && d->n_tokens <= e->n_batch &&
+           (int)mtmd_input_chunk_get_n_pos(d->chunk) == d->n_tokens &&
+           !mtmd_decode_use_non_causal(e->mtmd, d->chunk);
+}
+
+/* The image chunks due now: those encoded ahead by the encoder thread are
+ * ready; the others are encoded here in one mtmd batch (one at a time when
+ * they cannot be batched). Then the embeddings go into their sequences,
+ * packed several images to a llama_decode where the model allows it. */
+static void prefill_images(llama_engine *e)
+{
+    image_due due[LLAMA_MAX_DUE];
+    int n_due = 0;
+    for (int i = 0; i < e->n_parallel && n_due < LLAMA_MAX_DUE; i++) {
+        slot *s = &e->slots[i];
+        if (!chunk_is_image(s))
+            continue;
+        const mtmd_input_chunk *c = mtmd_input_chunks_get(s->r->chunks, s->chunk);
+        due[n_due++] = (image_due){.s = s, .chunk = c,
+                                   .embd = s->r->embd ? s->r->embd[s->chunk] : NULL,
+                                   .n_tokens = (int)mtmd_input_chunk_get_n_tokens(c)};
+    }
+    if (n_due == 0)
+        return;
+    double t0 = now_ms();
+    mtmd_batch *mb = NULL;
+    int n_batched = 0;
+    for (int k = 0; k < n_due; k++) {
+        if (due[k].embd)
+            continue;
+        if (!mb && !(mb = mtmd_batch_init(e->mtmd)))
+            break;
+        if (mtmd_batch_add_chunk(mb, due[k].chunk) != 0)
+            break;
+        n_batched++;
+    }
+    bool batched_ok = n_batched > 0 && mtmd_batch_encode(mb) == 0;
+    double t_enc = now_ms() - t0;
+    if (batched_ok) {
+        e->work.encode_s += t_enc / 1e3;
+        for (int k = 0, left = n_batched; k < n_due && left > 0; k++) {
+            if (due[k].embd)
+                continue;
+            due[k].embd = mtmd_batch_get_output_embd(mb, due[k].chunk);
+            due[k].s->encode_ms += t_enc / n_batched;
+            phase_add(e, SL_PHASE_ENCODE, t_enc / n_batched);
+            e->work.images_encoded++;
+            left--;
+        }
+    }
+    /* The rest one at a time: mtmd's output buffer is reused by the next
+     * encode, so each is copied out to join the pack (or, when it cannot
+     * be, decoded right away). */
+    float *copies[LLAMA_MAX_DUE];
+    int n_copies = 0;
+    for (int k = 0; k < n_due; k++) {
+        image_due *d = &due[k];
+        if (d->embd)
+            continue;
+        double tk = now_ms();
+        if (mtmd_encode_chunk(e->mtmd, d->chunk) != 0) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s: the vision encoder failed", d->s->r->id);
+            fail_slot(e, d->s, SL_ERR_ENGINE, msg);
+            d->s = NULL;
+            continue;
+        }
+        double ms = now_ms() - tk;
+        d->s->encode_ms += ms;
+        phase_add(e, SL_PHASE_ENCODE, ms);
+        e->work.encode_s += ms / 1e3;
+        e->work.images_encoded++;
+        d->embd = mtmd_get_output_embd(e->mtmd);
+        size_t bytes = (size_t)d->n_tokens * (size_t)e->n_embd_inp * sizeof(float);
+        float *copy = packable(e, d) ? sl_malloc(bytes) : NULL;
+        if (copy) {
+            memcpy(copy, d->embd, bytes);
+            d->embd = copies[n_copies++] = copy;
+        } else {
+            decode_image_alone(e, d);
+            d->s = NULL;
+        }
+    }
+    /* Pack what is ready, whole images up to n_batch tokens a decode. */
+    image_due pack[LLAMA_MAX_DUE];
+    int n_pack = 0, pack_tokens = 0;
+    for (int k = 0; k < n_due; k++) {
+        if (!due[k].s || !packable(e, &due[k]))
+            continue;
+        if (pack_tokens + due[k].n_tokens > e->n_batch) {
+            decode_images_packed(e, pack, n_pack);
+            n_pack = pack_tokens = 0;
+        }
+        pack[n_pack++] = due[k];
+        pack_tokens += due[k].n_tokens;
+        due[k].s = NULL; /* taken */
+    }
+    if (n_pack > 0)
+        decode_images_packed(e, pack, n_pack);
+    for (int k = 0; k < n_due; k++)
+        if (due[k].s && due[k].s->r)
+            decode_image_alone(e, &due[k]);
+    for (int i = 0; i < n_copies; i++)
+        sl_free(copies[i]);
     if (mb)
         mtmd_batch_free(mb);
-    e->work.encode_s += t_enc / 1e3;
 }
 
 static void batch_add(struct llama_batch *b, llama_token tok, llama_pos pos, int seq, bool logits)
@@ -620,13 +1010,52 @@ static bool hit_stop(slot *s, size_t from)
     return hit;
 }
 
-/* Gap between the best and second-best logit at batch index idx. */
-static float top2_margin(llama_engine *e, int idx)
+/* The first index of the largest logit: what llama.cpp's greedy sampler
+ * picks (ties go to the lowest id), without building its 150k-entry
+ * candidate array. Eight running maxima let the compiler vectorize the
+ * scan; the second pass finds the first index holding the maximum. */
+static float max_logit(const float *x, int n)
 {
-    const float *logits = llama_get_logits_ith(e->ctx, idx);
-    int n = llama_vocab_n_tokens(e->vocab);
+    float lane[8];
+    for (int k = 0; k < 8; k++)
+        lane[k] = -INFINITY;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            lane[k] = x[i + k] > lane[k] ? x[i + k] : lane[k];
+    float best = -INFINITY;
+    for (int k = 0; k < 8; k++)
+        best = lane[k] > best ? lane[k] : best;
+    for (; i < n; i++)
+        best = x[i] > best ? x[i] : best;
+    return best;
+}
+
+static llama_token argmax_first(const float *x, int n)
+{
+    float lane[8];
+    for (int k = 0; k < 8; k++)
+        lane[k] = -INFINITY;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            lane[k] = x[i + k] > lane[k] ? x[i + k] : lane[k];
+    float best = -INFINITY;
+    for (int k = 0; k < 8; k++)
+        best = lane[k] > best ? lane[k] : best;
+    for (; i < n; i++)
+        best = x[i] > best ? x[i] : best;
+    for (i = 0; i < n; i++)
+        if (x[i] == best)
+            return (llama_token)i;
+    return 0; /* every logit NaN or -inf: llama.cpp's greedy picks 0 too */
+}
+
+/* Gap between the best and second-best logit. */
+static float top2_margin(const float *logits, int n)
+{
     float a = -INFINITY, b = -INFINITY;
-    for (int i = 0; logits && i < n; i++) {
+    for (int i = 0; i < n; i++) {
         if (logits[i] > a) {
             b = a;
             a = logits[i];
@@ -637,54 +1066,235 @@ static float top2_margin(llama_engine *e, int idx)
     return a - b;
 }
 
-static void sample_slot(llama_engine *e, slot *s)
+int32_t sl_llama_argmax(const float *logits, int n)
 {
-    float margin = s->trace_margins ? top2_margin(e, s->logits_idx) : 0.0f;
-    llama_token tok = llama_sampler_sample(s->smpl, e->ctx, s->logits_idx);
+    return argmax_first(logits, n);
+}
+
+int32_t sl_llama_sample_chain(struct llama_sampler *chain, const float *logits, int n,
+                              const sl_sampling *sp, bool prefilter, void *cand_buf,
+                              size_t *n_candidates)
+{
+    llama_token_data *cand = cand_buf;
+    /* Only tokens within 30 (times the temperature, when above 1) of the
+     * best logit become candidates: each one left out has a probability
+     * below e^-30 of the best one's, under 2e-8 for all 150k together, at
+     * every step of the chain (top-k, top-p and min-p look at the top;
+     * temperature and dist weigh exp((l - max) / T)). A trained model puts
+     * most of its vocabulary far below that, so the chain sorts hundreds of
+     * candidates instead of 150k. A repetition penalty can raise a logit
+     * (penalty < 1) or lower the best one: then every token goes in. */
+    size_t n_cand = 0;
+    if (prefilter && sp->repeat_penalty == 1.0f) {
+        float cut = max_logit(logits, n) - 30.0f * (sp->temperature > 1.0f ? sp->temperature : 1.0f);
+        for (int i = 0; i < n; i++)
+            if (logits[i] >= cut)
+                cand[n_cand++] = (llama_token_data){.id = i, .logit = logits[i], .p = 0.0f};
+    }
+    if (n_cand == 0) {
+        for (int i = 0; i < n; i++)
+            cand[i] = (llama_token_data){.id = i, .logit = logits[i], .p = 0.0f};
+        n_cand = (size_t)n;
+    }
+    if (n_candidates)
+        *n_candidates = n_cand;
+    llama_token_data_array arr = {.data = cand, .size = n_cand, .selected = -1, .sorted = false};
+    llama_sampler_apply(chain, &arr);
+    llama_token tok = arr.selected >= 0 && (size_t)arr.selected < arr.size
+                          ? arr.data[arr.selected].id
+                          : argmax_first(logits, n);
+    llama_sampler_accept(chain, tok);
+    return tok;
+}
+
+/* Chooses s's next token from s->logits; any sampling thread. */
+static void choose_token(llama_engine *e, slot *s, llama_token_data *cand)
+{
+    const float *logits = s->logits;
+    int n = e->n_vocab;
+    s->next_margin = s->trace_margins ? top2_margin(logits, n) : 0.0f;
+    if (s->fast_greedy)
+        s->next = argmax_first(logits, n);
+    else
+        s->next = sl_llama_sample_chain(s->smpl, logits, n, &s->r->sampling, true, cand, NULL);
+}
+
+static void sample_share(llama_engine *e, int worker)
+{
+    int i;
+    while ((i = atomic_fetch_add_explicit(&e->pool.next, 1, memory_order_relaxed)) <
+           e->n_host_sample)
+        choose_token(e, e->to_sample[i], e->cand[worker]);
+}
+
+static void *sample_helper_main(void *arg)
+{
+    sample_pool *pool = arg;
+    int worker;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&pool->mu);
+    worker = ++pool->busy; /* 1.. n_helpers: the engine thread is 0 */
+    pthread_mutex_unlock(&pool->mu);
+    for (;;) {
+        pthread_mutex_lock(&pool->mu);
+        while (!pool->quit && pool->round == seen)
+            pthread_cond_wait(&pool->go, &pool->mu);
+        bool quit = pool->quit;
+        seen = pool->round;
+        pthread_mutex_unlock(&pool->mu);
+        if (quit)
+            return NULL;
+        sample_share(pool->e, worker);
+        pthread_mutex_lock(&pool->mu);
+        if (--pool->busy == 0)
+            pthread_cond_signal(&pool->idle);
+        pthread_mutex_unlock(&pool->mu);
+    }
+}
+
+/* Logits a step must scan before waking the other sampling threads pays:
+ * a wake-up costs tens of microseconds on idle cores and can cost
+ * milliseconds on busy ones, an argmax about 1 ms per 4M logits. A row
+ * with its own settings costs about ten argmaxes. */
+#define SAMPLE_PARALLEL_MIN_LOGITS (4u << 20)
+
+static void sample_all(llama_engine *e)
+{
+    atomic_store_explicit(&e->pool.next, 0, memory_order_relaxed);
+    uint64_t work = 0;
+    for (int i = 0; i < e->n_host_sample; i++)
+        work += (uint64_t)e->n_vocab * (e->to_sample[i]->fast_greedy ? 1 : 10);
+    if (e->pool_started &&
+        (e->pool_always ? e->n_host_sample > 1 : work >= SAMPLE_PARALLEL_MIN_LOGITS)) {
+        pthread_mutex_lock(&e->pool.mu);
+        e->pool.round++;
+        e->pool.busy = e->pool.n_helpers;
+        pthread_cond_broadcast(&e->pool.go);
+        pthread_mutex_unlock(&e->pool.mu);
+        sample_share(e, 0);
+        pthread_mutex_lock(&e->pool.mu);
+        while (e->pool.busy > 0)
+            pthread_cond_wait(&e->pool.idle, &e->pool.mu);
+        pthread_mutex_unlock(&e->pool.mu);
+    } else {
+        sample_share(e, 0);
+    }
+}
+
+static void pool_stop(llama_engine *e)
+{
+    if (!e->pool_started)
+        return;
+    pthread_mutex_lock(&e->pool.mu);
+    e->pool.quit = true;
+    pthread_cond_broadcast(&e->pool.go);
+    pthread_mutex_unlock(&e->pool.mu);
+    for (int i = 0; i < e->pool.n_helpers; i++)
+        pthread_join(e->pool.threads[i], NULL);
+    pthread_mutex_destroy(&e->pool.mu);
+    pthread_cond_destroy(&e->pool.go);
+    pthread_cond_destroy(&e->pool.idle);
+    e->pool_started = false;
+}
+
+/* Starts n - 1 helper threads (n counts the engine thread). With fewer,
+ * sampling simply runs on fewer threads. */
+static void pool_start(llama_engine *e, int n)
+{
+    sample_pool *pool = &e->pool;
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->go, NULL);
+    pthread_cond_init(&pool->idle, NULL);
+    pool->e = e;
+    pool->busy = 0;
+    for (int i = 0; i < n - 1 && i < SAMPLE_THREADS_MAX - 1; i++) {
+        if (pthread_create(&pool->threads[i], NULL, sample_helper_main, pool) != 0)
+            break;
+        pool->n_helpers++;
+    }
+    /* Wait until each helper has taken its worker number. */
+    pthread_mutex_lock(&pool->mu);
+    while (pool->busy < pool->n_helpers) {
+        pthread_mutex_unlock(&pool->mu);
+        sched_yield();
+        pthread_mutex_lock(&pool->mu);
+    }
+    pool->busy = 0;
+    pthread_mutex_unlock(&pool->mu);
+    e->pool_started = true;
+}
+
+/* The engine thread's part of a chosen token: the trace, text, stop
+ * strings and the end of the sequence. */
+static void advance_slot(llama_engine *e, slot *s, double *detok_ms, double *book_ms)
+{
+    double t = now_ms();
+    llama_token tok = s->next;
     if (s->trace_tokens && s->n_trace <= s->r->sampling.max_tokens) {
         s->trace_tokens[s->n_trace] = tok;
-        s->trace_margins[s->n_trace++] = margin;
+        s->trace_margins[s->n_trace++] = s->next_margin;
     }
     s->logits_idx = -1;
-    double t = now_ms();
+    s->logits = NULL;
+    e->work.sampled_tokens++;
     if (!s->generating) {
         s->generating = true;
         s->t_prefilled = t;
     }
     if (!s->t_first)
         s->t_first = t;
+    const char *end = NULL;
     if (llama_vocab_is_eog(e->vocab, tok)) {
-        finish_slot(e, s, "stop");
-        return;
+        end = "stop";
+    } else {
+        char piece[256];
+        size_t before = s->text.len;
+        int32_t n = llama_token_to_piece(e->vocab, tok, piece, sizeof piece, 0, false);
+        if (n < 0 || (n > 0 && text_append(&s->text, piece, (size_t)n) != 0)) {
+            char msg[256];
+            snprintf(msg, sizeof msg, n < 0 ? "%s: cannot render token %d"
+                                            : "%s: out of memory for the text (token %d)",
+                     s->r->id, (int)tok);
+            double tf = now_ms();
+            *detok_ms += tf - t;
+            fail_slot(e, s, n < 0 ? SL_ERR_ENGINE : SL_ERR_NOMEM, msg);
+            *book_ms += now_ms() - tf;
+            return;
+        }
+        s->n_gen++;
+        e->work.generation_tokens++;
+        if (hit_stop(s, before))
+            end = "stop";
+        else if (s->n_gen >= s->r->sampling.max_tokens)
+            end = "length";
+        else
+            s->last = tok;
     }
-    char piece[256];
-    size_t before = s->text.len;
-    int32_t n = llama_token_to_piece(e->vocab, tok, piece, sizeof piece, 0, false);
-    if (n < 0 || (n > 0 && text_append(&s->text, piece, (size_t)n) != 0)) {
-        char msg[256];
-        snprintf(msg, sizeof msg, n < 0 ? "%s: cannot render token %d"
-                                        : "%s: out of memory for the text (token %d)",
-                 s->r->id, (int)tok);
-        fail_slot(e, s, n < 0 ? SL_ERR_ENGINE : SL_ERR_NOMEM, msg);
-        return;
+    double tf = now_ms();
+    *detok_ms += tf - t;
+    if (end) {
+        finish_slot(e, s, end);
+        *book_ms += now_ms() - tf;
     }
-    s->n_gen++;
-    e->work.generation_tokens++;
-    if (hit_stop(s, before)) {
-        finish_slot(e, s, "stop");
-        return;
-    }
-    if (s->n_gen >= s->r->sampling.max_tokens) {
-        finish_slot(e, s, "length");
-        return;
-    }
-    s->last = tok;
+}
+
+/* The reference path: llama.cpp's own sampler chain per sequence, one
+ * after another on this thread (what the engine did before the fast
+ * paths; kept to measure and test them against). */
+static void sample_reference(llama_engine *e, slot *s)
+{
+    s->next_margin = s->trace_margins ? top2_margin(llama_get_logits_ith(e->ctx, s->logits_idx),
+                                                    e->n_vocab)
+                                      : 0.0f;
+    s->next = llama_sampler_sample(s->smpl, e->ctx, s->logits_idx);
 }
 
 /* One llama_decode: the next token of every generating sequence, then
- * newcomer prompt text up to n_batch. */
-static void decode_step(llama_engine *e)
+ * newcomer prompt text up to n_batch. Returns false when nothing was
+ * decoded. */
+static bool decode_step(llama_engine *e)
 {
+    double t_batch = now_ms();
     struct llama_batch *b = &e->batch;
     b->n_tokens = 0;
     for (int i = 0; i < e->n_parallel; i++) {
@@ -714,13 +1324,23 @@ static void decode_step(llama_engine *e)
         }
     }
     if (b->n_tokens == 0)
-        return;
+        return false;
     double t0 = now_ms();
     int32_t rc = llama_decode(e->ctx, *b);
-    e->work.decode_s += (now_ms() - t0) / 1e3;
-    e->work.token_decode_s += (now_ms() - t0) / 1e3;
+    /* On a GPU llama_decode only queues the work: wait for it here, so the
+     * decode phase is the device's time and the logits phase the copy. */
+    if (rc == 0)
+        llama_synchronize(e->ctx);
+    double t1 = now_ms();
+    e->work.decode_s += (t1 - t0) / 1e3;
+    e->work.token_decode_s += (t1 - t0) / 1e3;
     e->work.decode_calls++;
     e->work.batch_tokens += (uint64_t)b->n_tokens;
+    e->work.steps++;
+    phase_add(e, SL_PHASE_ADMIT, e->pending_admit_ms > 0 ? e->pending_admit_ms : 0.0);
+    e->pending_admit_ms = 0;
+    phase_add(e, SL_PHASE_BATCH, t0 - t_batch);
+    phase_add(e, SL_PHASE_DECODE, t1 - t0);
     if (rc != 0) {
         /* Reservations should make this impossible; fail the rows involved
          * rather than guess at the context's state. */
@@ -732,11 +1352,66 @@ static void decode_step(llama_engine *e)
                 fail_slot(e, s, SL_ERR_ENGINE, msg);
             }
         }
-        return;
+        return true;
     }
-    for (int i = 0; i < e->n_parallel; i++)
-        if (e->slots[i].r && e->slots[i].logits_idx >= 0)
-            sample_slot(e, &e->slots[i]);
+    /* to_sample[0, n_host): the host chooses; the rest: the graph chose. */
+    e->n_to_sample = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < e->n_parallel; i++) {
+            slot *s = &e->slots[i];
+            if (s->r && s->logits_idx >= 0 && s->on_device == (pass == 1))
+                e->to_sample[e->n_to_sample++] = s;
+        }
+        if (pass == 0)
+            e->n_host_sample = e->n_to_sample;
+    }
+    double t2 = now_ms(), t3;
+    if (e->sampler == SL_SAMPLER_REFERENCE) {
+        t3 = t2;
+        for (int i = 0; i < e->n_to_sample; i++)
+            sample_reference(e, e->to_sample[i]);
+    } else {
+        for (int i = 0; i < e->n_to_sample; i++) {
+            slot *s = e->to_sample[i];
+            const char *missing = NULL;
+            if (s->on_device) {
+                s->next = llama_get_sampled_token_ith(e->ctx, s->logits_idx);
+                s->next_margin = 0.0f;
+                if (s->next == LLAMA_TOKEN_NULL)
+                    missing = "a sampled token";
+                else
+                    llama_sampler_accept(e->attached[s->seq], s->next);
+            } else if (!(s->logits = llama_get_logits_ith(e->ctx, s->logits_idx))) {
+                missing = "logits";
+            }
+            if (missing) {
+                char msg[256];
+                snprintf(msg, sizeof msg, "%s: llama.cpp gave no %s for the sequence", s->r->id,
+                         missing);
+                fail_slot(e, s, SL_ERR_ENGINE, msg); /* s->r is NULL from now on */
+            }
+        }
+        /* Drop the failed ones, keeping the host's first. */
+        int k = 0, n_host = 0;
+        for (int i = 0; i < e->n_to_sample; i++)
+            if (e->to_sample[i]->r) {
+                n_host += i < e->n_host_sample;
+                e->to_sample[k++] = e->to_sample[i];
+            }
+        e->n_to_sample = k;
+        e->n_host_sample = n_host;
+        t3 = now_ms();
+        sample_all(e);
+    }
+    double t4 = now_ms();
+    phase_add(e, SL_PHASE_LOGITS, t3 - t2);
+    phase_add(e, SL_PHASE_SAMPLE, t4 - t3);
+    double detok = 0, book = 0;
+    for (int i = 0; i < e->n_to_sample; i++)
+        advance_slot(e, e->to_sample[i], &detok, &book);
+    phase_add(e, SL_PHASE_DETOKENIZE, detok);
+    e->pending_book_ms += book;
+    return true;
 }
 
 static int active_slots(const llama_engine *e)
@@ -755,7 +1430,7 @@ static void publish_stats(llama_engine *e)
     e->work.kv_cells_total = (uint64_t)e->n_ctx;
     pthread_mutex_lock(&e->mu);
     e->work.requests_waiting = e->n_pending;
-    e->stats = e->work; /* published once a step: readers see a consistent snapshot */
+    snapshot_locked(e); /* once a step: readers see a consistent snapshot */
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -764,15 +1439,21 @@ static void *replica_main(void *arg)
     llama_engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        while (!e->stopping && !e->pending && active_slots(e) == 0)
+        while (!e->stopping && active_slots(e) == 0 &&
+               !(e->pending && (e->encode_ahead <= 0 || e->pending->prepared)))
             pthread_cond_wait(&e->work_cv, &e->mu);
         bool stop = e->stopping;
         pthread_mutex_unlock(&e->mu);
         if (stop)
             break;
+        double ta = now_ms();
         admit_waiting(e);
+        e->pending_admit_ms += now_ms() - ta;
         prefill_images(e);
-        decode_step(e);
+        if (decode_step(e)) {
+            phase_add(e, SL_PHASE_BOOKKEEPING, e->pending_book_ms);
+            e->pending_book_ms = 0;
+        }
         publish_stats(e);
     }
     return NULL;
@@ -824,7 +1505,13 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
     e->pending_tail = r;
     e->n_pending++;
     e->in_flight++;
-    pthread_cond_signal(&e->work_cv);
+    if (e->encode_ahead > 0) {
+        if (!e->prep_next)
+            e->prep_next = r;
+        pthread_cond_signal(&e->encoder_cv);
+    } else {
+        pthread_cond_signal(&e->work_cv);
+    }
     pthread_mutex_unlock(&e->mu);
     return SL_OK;
 }
@@ -880,13 +1567,19 @@ static void llama_engine_free(void *impl)
     llama_engine *e = impl;
     if (!e)
         return;
-    if (e->thread_started) {
-        pthread_mutex_lock(&e->mu);
-        e->stopping = true;
-        pthread_cond_broadcast(&e->work_cv);
-        pthread_mutex_unlock(&e->mu);
+    pthread_mutex_lock(&e->mu);
+    e->stopping = true;
+    pthread_cond_broadcast(&e->work_cv);
+    pthread_cond_broadcast(&e->encoder_cv);
+    pthread_mutex_unlock(&e->mu);
+    if (e->thread_started)
         pthread_join(e->thread, NULL);
-    }
+    if (e->encoder_started)
+        pthread_join(e->encoder, NULL);
+    pool_stop(e);
+    for (int i = 0; i < SAMPLE_THREADS_MAX; i++)
+        sl_free(e->cand[i]);
+    sl_free(e->to_sample);
     for (int i = 0; e->slots && i < e->n_parallel; i++)
         if (e->slots[i].r) {
             req_free(e->slots[i].r);
@@ -907,10 +1600,17 @@ static void llama_engine_free(void *impl)
     sl_free(e->prefix);
     if (e->batch.token)
         llama_batch_free(e->batch);
+    if (e->ebatch.embd)
+        llama_batch_free(e->ebatch);
     if (e->mtmd)
         mtmd_free(e->mtmd);
     if (e->ctx)
         llama_free(e->ctx);
+    for (int i = 0; e->attached && i < e->n_parallel; i++)
+        if (e->attached[i])
+            llama_sampler_free(e->attached[i]);
+    sl_free(e->attached);
+    sl_free(e->attached_greedy);
     if (e->threadpool)
         ggml_threadpool_free(e->threadpool);
     if (e->model)
@@ -919,6 +1619,7 @@ static void llama_engine_free(void *impl)
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->work_cv);
     pthread_cond_destroy(&e->done_cv);
+    pthread_cond_destroy(&e->encoder_cv);
     sl_free(e);
 }
 
@@ -935,15 +1636,18 @@ static const sl_engine_ops llama_ops = {
 sl_llama_params sl_llama_default_params(void)
 {
     return (sl_llama_params){
-        .n_parallel = 4,
+        .n_parallel = 0,
         .n_ctx_per_seq = 0,
         .max_tokens_hint = 256,
         .image_edge_hint = 512,
-        .n_batch = 512,
+        .n_batch = 0,
         .n_threads = 0,
         .n_gpu_layers = -1,
         .gpu = -1,
         .cpu_poll = 50, /* llama.cpp's own default */
+        .sampler = SL_SAMPLER_AUTO,
+        .sample_threads = 0,
+        .encode_ahead = -1,
     };
 }
 
@@ -1031,6 +1735,69 @@ static sl_status find_gpu(int index, ggml_backend_dev_t *out)
     return SL_OK;
 }
 
+/* AUTO: the device when a GPU holds the model's layers (then the logits
+ * are there too, and copying 150k of them per sequence per step is what
+ * the device sampler saves); the host otherwise. */
+/* Does the model run on a GPU (some layers offloaded to a GPU device)? */
+static bool uses_gpu(const sl_llama_params *p)
+{
+    if (p->n_gpu_layers == 0)
+        return false;
+    for (size_t i = 0; i < ggml_backend_dev_count(); i++)
+        if (ggml_backend_dev_type(ggml_backend_dev_get(i)) == GGML_BACKEND_DEVICE_TYPE_GPU)
+            return true;
+    return false;
+}
+
+static sl_llama_sampler choose_sampler(const sl_llama_params *p)
+{
+    if (p->sampler != SL_SAMPLER_AUTO)
+        return p->sampler;
+    return uses_gpu(p) ? SL_SAMPLER_DEVICE : SL_SAMPLER_HOST;
+}
+
+/* --parallel 0 on a GPU: as many sequences as three quarters of the free
+ * device memory holds in KV cache (f16 K and V of every layer for each
+ * position of a sequence), the rest left for compute buffers, the vision
+ * encoder and embeddings in flight; at most 128 (where the measured H200
+ * runs gained nothing more), at least 1. */
+#define AUTO_PARALLEL_MAX 128
+
+static int auto_parallel(llama_engine *e, const sl_llama_params *p, ggml_backend_dev_t dev,
+                         int per_seq)
+{
+    (void)p;
+    for (size_t i = 0; !dev && i < ggml_backend_dev_count(); i++)
+        if (ggml_backend_dev_type(ggml_backend_dev_get(i)) == GGML_BACKEND_DEVICE_TYPE_GPU)
+            dev = ggml_backend_dev_get(i);
+    size_t free_bytes = 0, total = 0;
+    if (dev)
+        ggml_backend_dev_memory(dev, &free_bytes, &total);
+    int n_head = llama_model_n_head(e->model), n_head_kv = llama_model_n_head_kv(e->model);
+    int64_t head_dim = n_head > 0 ? llama_model_n_embd(e->model) / n_head : 0;
+    int64_t per_pos = (int64_t)llama_model_n_layer(e->model) * 2 * head_dim * n_head_kv * 2;
+    int64_t per_seq_bytes = per_pos * per_seq;
+    int64_t n = per_seq_bytes > 0 ? (int64_t)(free_bytes / 4 * 3) / per_seq_bytes : 1;
+    int max = (int)llama_max_parallel_sequences() - 1;
+    if (n > AUTO_PARALLEL_MAX)
+        n = AUTO_PARALLEL_MAX;
+    if (n > max)
+        n = max;
+    if (n < 1)
+        n = 1;
+    sl_log(SL_LOG_INFO, "--parallel auto: %lld sequences (%.1f GiB free on %s, %.1f MiB of KV cache "
+           "each)", (long long)n, free_bytes / 1073741824.0,
+           dev ? ggml_backend_dev_description(dev) : "the device", per_seq_bytes / 1048576.0);
+    return (int)n;
+}
+
+int sl_llama_default_parallel(const sl_llama_params *p)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_backend_once);
+    return p->n_parallel > 0 ? p->n_parallel : uses_gpu(p) ? AUTO_PARALLEL_MAX : 4;
+}
+
 sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
 {
     *out = NULL;
@@ -1039,12 +1806,13 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         st = check_readable("--mmproj", params->mmproj_path);
     if (st != SL_OK)
         return st;
-    if (params->n_parallel < 1 || params->n_parallel >= (int)llama_max_parallel_sequences())
-        return sl_fail(SL_ERR_INVALID_ARG, "--parallel must be from 1 to %d, got %d",
+    if (params->n_parallel < 0 || params->n_parallel >= (int)llama_max_parallel_sequences())
+        return sl_fail(SL_ERR_INVALID_ARG, "--parallel must be from 1 to %d (or 0: auto), got %d",
                        (int)llama_max_parallel_sequences() - 1, params->n_parallel);
 
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, init_backend_once);
+    bool on_gpu = uses_gpu(params);
 
     llama_engine *e = sl_calloc(1, sizeof *e);
     if (!e)
@@ -1052,7 +1820,8 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->work_cv, NULL);
     pthread_cond_init(&e->done_cv, NULL);
-    e->n_parallel = params->n_parallel;
+    pthread_cond_init(&e->encoder_cv, NULL);
+    e->n_parallel = params->n_parallel; /* 0: chosen once the model is loaded */
 
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = params->n_gpu_layers;
@@ -1147,6 +1916,8 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         }
         per_seq = (int)need;
     }
+    if (e->n_parallel == 0)
+        e->n_parallel = on_gpu ? auto_parallel(e, params, only_device[0], per_seq) : 4;
     if (per_seq > (1 << 24) || (int64_t)per_seq * (e->n_parallel + 1) > UINT32_MAX / 2) {
         int n_seq = e->n_parallel + 1;
         llama_engine_free(e);
@@ -1158,19 +1929,49 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
      * streams: keep each stream a multiple of 256 so nothing is lost. */
     per_seq = (per_seq + 255) / 256 * 256;
     e->n_ctx_seq = per_seq;
-    e->n_batch = params->n_batch > 0 ? params->n_batch : 512;
+    /* On a GPU a bigger logical batch packs more newcomer images and prompt
+     * text into a decode (llama.cpp splits it into ubatches of 512, as
+     * llama-server does); on a CPU the cores are full at 512. */
+    e->n_batch = params->n_batch > 0 ? params->n_batch : on_gpu ? 2048 : 512;
     /* n_ctx is split evenly between the n_parallel + 1 streams. */
     long n_ctx = (long)per_seq * (e->n_parallel + 1);
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)n_ctx;
     cp.n_batch = (uint32_t)e->n_batch;
-    cp.n_ubatch = (uint32_t)e->n_batch;
+    cp.n_ubatch = (uint32_t)(e->n_batch < 512 || !on_gpu ? e->n_batch : 512);
+    /* Flash attention stays llama.cpp's AUTO: on wherever the backend has
+     * the kernels (CUDA does), off where it would fall back. */
     cp.n_seq_max = (uint32_t)e->n_parallel + 1; /* + the shared-prefix sequence */
     cp.kv_unified = false; /* one stream per sequence: see admit() */
     cp.n_threads = (int32_t)threads;
     cp.n_threads_batch = (int32_t)threads;
     cp.no_perf = true;
+    e->sampler = choose_sampler(params);
+    e->device_all = params->sampler == SL_SAMPLER_DEVICE;
+    struct llama_sampler_seq_config *seq_samplers = NULL;
+    if (e->sampler == SL_SAMPLER_DEVICE) {
+        /* A greedy chain on every sequence from the start, so the graph is
+         * reserved with them once rather than at each first admission. */
+        e->attached = sl_calloc((size_t)e->n_parallel, sizeof *e->attached);
+        e->attached_greedy = sl_calloc((size_t)e->n_parallel, sizeof *e->attached_greedy);
+        seq_samplers = sl_calloc((size_t)e->n_parallel, sizeof *seq_samplers);
+        if (!e->attached || !e->attached_greedy || !seq_samplers) {
+            sl_free(seq_samplers);
+            llama_engine_free(e);
+            return sl_fail(SL_ERR_NOMEM, "out of memory loading '%s'", params->model_path);
+        }
+        for (int i = 0; i < e->n_parallel; i++) {
+            struct llama_sampler *chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+            llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+            e->attached[i] = chain;
+            e->attached_greedy[i] = true;
+            seq_samplers[i] = (struct llama_sampler_seq_config){.seq_id = i, .sampler = chain};
+        }
+        cp.samplers = seq_samplers;
+        cp.n_samplers = (size_t)e->n_parallel;
+    }
     e->ctx = llama_init_from_model(e->model, cp);
+    sl_free(seq_samplers);
     if (!e->ctx) {
         llama_engine_free(e);
         return sl_fail(SL_ERR_MODEL,
@@ -1193,13 +1994,45 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         e->n_ctx_seq = (int)llama_n_ctx_seq(e->ctx);
 
     e->batch = llama_batch_init(e->n_batch, 0, 1);
+    e->n_embd_inp = llama_model_n_embd_inp(e->model);
+    e->mrope = mtmd_decode_use_mrope(e->mtmd);
+    if (!e->mrope)
+        e->ebatch = llama_batch_init(e->n_batch, e->n_embd_inp, 1);
     e->slots = sl_calloc((size_t)e->n_parallel, sizeof *e->slots);
-    if (!e->slots || !e->batch.token) {
+    e->to_sample = sl_calloc((size_t)e->n_parallel, sizeof *e->to_sample);
+    e->n_vocab = llama_vocab_n_tokens(e->vocab);
+    e->on_phase = params->on_phase;
+    e->on_phase_user = params->on_phase_user;
+    int n_sample = params->sample_threads > 0 ? params->sample_threads : (int)threads;
+    if (n_sample > SAMPLE_THREADS_MAX)
+        n_sample = SAMPLE_THREADS_MAX;
+    if (n_sample > e->n_parallel)
+        n_sample = e->n_parallel;
+    if (e->sampler == SL_SAMPLER_REFERENCE)
+        n_sample = 1;
+    bool cand_ok = true;
+    for (int i = 0; i < n_sample && cand_ok; i++)
+        cand_ok = (e->cand[i] = sl_malloc((size_t)e->n_vocab * sizeof *e->cand[i])) != NULL;
+    if (!e->slots || !e->batch.token || !e->to_sample || !cand_ok) {
         llama_engine_free(e);
         return sl_fail(SL_ERR_NOMEM, "out of memory loading '%s'", params->model_path);
     }
     for (int i = 0; i < e->n_parallel; i++)
         e->slots[i] = (slot){.seq = i, .logits_idx = -1};
+    if (n_sample > 1)
+        pool_start(e, n_sample);
+    e->pool_always = params->sample_threads > 1;
+    e->encode_ahead = params->encode_ahead >= 0 ? params->encode_ahead
+                      : uses_gpu(params) ? (e->n_parallel < 32 ? e->n_parallel : 32)
+                                         : 0;
+    if (e->encode_ahead > 0) {
+        if (pthread_create(&e->encoder, NULL, encoder_main, e) != 0) {
+            llama_engine_free(e);
+            return sl_fail(SL_ERR_NOMEM, "cannot start the encoder thread for '%s'",
+                           params->model_path);
+        }
+        e->encoder_started = true;
+    }
     if (pthread_create(&e->thread, NULL, replica_main, e) != 0) {
         llama_engine_free(e);
         return sl_fail(SL_ERR_NOMEM, "cannot start the engine thread for '%s'", params->model_path);
