@@ -279,9 +279,12 @@ static int host_main(int parallel, int tokens, int rounds)
         med_h[c] = median(host[c], rounds);
         med_d[c] = median(decode[c], rounds);
     }
-    bool greedy_same = hash[0] == hash[1] && hash[0] == hash[4];
-    printf("greedy: host, device and reference sampling chose %s tokens\n",
-           greedy_same ? "the same" : "DIFFERENT");
+    /* Compared only when all three greedy configurations ran (--only). */
+    bool greedy_ran = hash[0] && hash[1] && hash[4];
+    bool greedy_same = greedy_ran && hash[0] == hash[1] && hash[0] == hash[4];
+    if (greedy_ran)
+        printf("greedy: host, device and reference sampling chose %s tokens\n",
+               greedy_same ? "the same" : "DIFFERENT");
     printf("{\"model\": \"%s\", \"parallel\": %d, \"tokens\": %d, \"rounds\": %d", model_path,
            parallel, tokens, rounds);
     for (int c = 0; c < N_CFG; c++)
@@ -291,7 +294,8 @@ static int host_main(int parallel, int tokens, int rounds)
     printf(", \"greedy_host_ms_ratio\": %.4f, \"top_p_host_ms_ratio\": %.4f, "
            "\"greedy_device_ms_ratio\": %.4f, \"greedy_same_tokens\": %s}\n",
            med_h[0] > 0 ? med_h[1] / med_h[0] : 0, med_h[2] > 0 ? med_h[3] / med_h[2] : 0,
-           med_h[0] > 0 ? med_h[4] / med_h[0] : 0, greedy_same ? "true" : "false");
+           med_h[0] > 0 ? med_h[4] / med_h[0] : 0,
+           greedy_ran ? (greedy_same ? "true" : "false") : "null");
     return 0;
 }
 
