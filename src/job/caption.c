@@ -35,14 +35,15 @@
 #include "core/utf8.h"
 #include "io/columns.h"
 #include "io/fetch.h"
-#include "io/jsonl_sink.h"
-#include "io/parquet_sink.h"
+#include "io/shard.h"
+#include "io/sink.h"
 #include "io/source.h"
 #include "io/source_parse.h"
 #include "job/caption_live.h"
 #include "job/caption_metrics.h"
 #include "job/caption_report.h"
 #include "job/gallery.h"
+#include "job/schema.h"
 #include "ledger/idset.h"
 #include "ledger/ledger.h"
 #include "sluice/caption.h"
@@ -116,13 +117,8 @@ typedef struct job {
     const char *const *inputs;
     size_t n_inputs;
     sl_fetch_params fetch;
-    sl_columns *cols;          /* pass-through columns and their output names */
-    sl_pq_column_def *pq_defs; /* Parquet: ours, then pass-through, then image_bytes */
-    size_t n_pq_defs;
-    sl_pq_value *pq_values;    /* one row's cells, and what they point into */
-    char **pq_owned;
-    sl_jsonl_sink *sink;       /* one of these two: the open shard */
-    sl_parquet_sink *psink;
+    caption_schema schema;     /* the output row's columns */
+    sl_sink *sink;             /* the output; its open part is the open shard */
     long shard, shard_rows;    /* the open shard's number and rows */
     char last_shard[4096];     /* the last committed shard */
     char model_name[256];
@@ -520,129 +516,27 @@ static json_t *json_text(const char *s)
     return sl_json_text(s, s ? strlen(s) : 0);
 }
 
-/* Every field sluice writes itself: a pass-through column of the same name
- * is renamed (io/columns.h), in JSONL and Parquet alike. */
-static const char *const own_fields[] = {
-    "id", "path", "caption", "finish_reason", "prompt_tokens", "generated_tokens",
-    "cached_tokens", "width", "height", "source_width", "source_height", "model", "seed",
-    "timings", "decode_ms", "queue_ms", "prefill_ms", "encode_ms", "ttft_ms", "generate_ms",
-    "total_ms", "error_stage", "error", "image_bytes",
-};
-
-/* The pass-through columns after ours: every column of the row, or only the
- * declared ones (--columns), under their output names. */
-static void add_passthrough(const job *j, const caption_row *r, json_t *o)
+static sl_pq_value cell_text(const char *s)
 {
-    if (!r->extra)
-        return;
-    size_t nd = sl_columns_count(j->cols);
-    if (j->p->columns) {
-        for (size_t i = 0; i < nd; i++) {
-            json_t *v = json_object_get(r->extra, sl_columns_input_name(j->cols, i));
-            if (v)
-                json_object_set(o, sl_columns_output_name(j->cols, i), v);
-        }
-        return;
-    }
-    const char *key;
-    json_t *v;
-    char buf[512];
-    json_object_foreach(r->extra, key, v)
-        json_object_set(o, sl_columns_rename(j->cols, key, r->extra, buf, sizeof buf), v);
+    return s ? (sl_pq_value){.ptr = s, .len = strlen(s)} : (sl_pq_value){.is_null = true};
 }
 
-static json_t *row_json(const job *j, const caption_row *r, const sl_row *row,
-                        const char *model_name)
-{
-    json_t *o = json_object();
-    json_t *timings = json_object();
-    if (!o || !timings) {
-        json_decref(o);
-        json_decref(timings);
-        return NULL;
-    }
-    const sl_result *res = r->has_result ? &r->result : NULL;
-    json_object_set_new(o, "id", json_text(r->rel));
-    json_object_set_new(o, "path", json_text(r->path));
-    json_object_set_new(o, "caption", res ? json_text(res->text) : json_null());
-    json_object_set_new(o, "finish_reason", res ? json_string(res->finish_reason) : json_null());
-    json_object_set_new(o, "prompt_tokens", json_integer(res ? res->prompt_tokens : 0));
-    json_object_set_new(o, "generated_tokens", json_integer(res ? res->generated_tokens : 0));
-    json_object_set_new(o, "cached_tokens", json_integer(res ? res->cached_tokens : 0));
-    if (r->width) {
-        json_object_set_new(o, "width", json_integer(r->width));
-        json_object_set_new(o, "height", json_integer(r->height));
-        json_object_set_new(o, "source_width", json_integer(r->source_width));
-        json_object_set_new(o, "source_height", json_integer(r->source_height));
-    }
-    json_object_set_new(o, "model", json_text(model_name));
-    json_object_set_new(o, "seed", json_integer((json_int_t)(r->seed & INT64_MAX)));
-    json_object_set_new(timings, "decode_ms", json_real(r->decode_ms));
-    json_object_set_new(timings, "queue_ms", json_real(res ? res->queue_ms : 0.0));
-    json_object_set_new(timings, "prefill_ms", json_real(res ? res->prefill_ms : 0.0));
-    json_object_set_new(timings, "encode_ms", json_real(res ? res->encode_ms : 0.0));
-    json_object_set_new(timings, "ttft_ms", json_real(res ? res->ttft_ms : 0.0));
-    json_object_set_new(timings, "generate_ms", json_real(res ? res->generate_ms : 0.0));
-    json_object_set_new(timings, "total_ms", json_real((sl_mono_s() - r->started) * 1e3));
-    json_object_set_new(o, "timings", timings);
-    const char *stage = sl_row_error_stage(row);
-    json_object_set_new(o, "error_stage", stage ? json_string(stage) : json_null());
-    json_object_set_new(o, "error", json_text(sl_row_error(row)));
-    add_passthrough(j, r, o);
-    return o;
-}
-
-/* The Parquet schema of a row: the JSONL fields, timings flattened. */
-enum {
-    PC_ID, PC_PATH, PC_CAPTION, PC_FINISH, PC_PROMPT_TOKENS, PC_GENERATED_TOKENS,
-    PC_CACHED_TOKENS, PC_WIDTH, PC_HEIGHT, PC_SOURCE_WIDTH, PC_SOURCE_HEIGHT, PC_MODEL, PC_SEED,
-    PC_DECODE_MS, PC_QUEUE_MS, PC_PREFILL_MS, PC_ENCODE_MS, PC_TTFT_MS, PC_GENERATE_MS,
-    PC_TOTAL_MS, PC_ERROR_STAGE, PC_ERROR, PC_COUNT
-};
-
-static const sl_pq_column_def parquet_columns[PC_COUNT] = {
-    {"id", SL_PQ_STRING, false},           {"path", SL_PQ_STRING, true},
-    {"caption", SL_PQ_STRING, true},       {"finish_reason", SL_PQ_STRING, true},
-    {"prompt_tokens", SL_PQ_INT64, false}, {"generated_tokens", SL_PQ_INT64, false},
-    {"cached_tokens", SL_PQ_INT64, false}, {"width", SL_PQ_INT64, true},
-    {"height", SL_PQ_INT64, true},         {"source_width", SL_PQ_INT64, true},
-    {"source_height", SL_PQ_INT64, true},  {"model", SL_PQ_STRING, false},
-    {"seed", SL_PQ_INT64, false},          {"decode_ms", SL_PQ_DOUBLE, false},
-    {"queue_ms", SL_PQ_DOUBLE, false},     {"prefill_ms", SL_PQ_DOUBLE, false},
-    {"encode_ms", SL_PQ_DOUBLE, false},    {"ttft_ms", SL_PQ_DOUBLE, false},
-    {"generate_ms", SL_PQ_DOUBLE, false},  {"total_ms", SL_PQ_DOUBLE, false},
-    {"error_stage", SL_PQ_STRING, true},   {"error", SL_PQ_STRING, true},
-};
-
-/* A string cell; invalid UTF-8 is repaired into *owned (freed by the caller). */
-static sl_pq_value pq_text(const char *s, char **owned)
-{
-    if (!s)
-        return (sl_pq_value){.is_null = true};
-    size_t n = strlen(s);
-    if (!sl_utf8_valid(s, n) && (*owned = sl_utf8_sanitize(s, n)))
-        s = *owned, n = strlen(s);
-    return (sl_pq_value){.ptr = s, .len = n};
-}
-
-static sl_status write_parquet_row(job *j, const caption_row *r, const sl_row *row)
+/* The row's cells in the order of job/schema.h. */
+static void row_cells(const job *j, const caption_row *r, const sl_row *row, sl_pq_value *v)
 {
     const sl_result *res = r->has_result ? &r->result : NULL;
-    char **owned = j->pq_owned;
-    sl_pq_value *v = j->pq_values;
-    memset(owned, 0, j->n_pq_defs * sizeof *owned);
-    v[PC_ID] = pq_text(r->rel, &owned[PC_ID]);
-    v[PC_PATH] = pq_text(r->path, &owned[PC_PATH]);
-    v[PC_CAPTION] = pq_text(res ? res->text : NULL, &owned[PC_CAPTION]);
-    v[PC_FINISH] = pq_text(res ? res->finish_reason : NULL, &owned[PC_FINISH]);
-    v[PC_PROMPT_TOKENS] = (sl_pq_value){.i64 = res ? res->prompt_tokens : 0};
-    v[PC_GENERATED_TOKENS] = (sl_pq_value){.i64 = res ? res->generated_tokens : 0};
-    v[PC_CACHED_TOKENS] = (sl_pq_value){.i64 = res ? res->cached_tokens : 0};
+    v[CF_ID] = cell_text(r->rel);
+    v[CF_PATH] = cell_text(r->path);
+    v[CF_CAPTION] = cell_text(res ? res->text : NULL);
+    v[CF_FINISH] = cell_text(res ? res->finish_reason : NULL);
+    v[CF_PROMPT_TOKENS] = (sl_pq_value){.i64 = res ? res->prompt_tokens : 0};
+    v[CF_GENERATED_TOKENS] = (sl_pq_value){.i64 = res ? res->generated_tokens : 0};
+    v[CF_CACHED_TOKENS] = (sl_pq_value){.i64 = res ? res->cached_tokens : 0};
     int dims[4] = {r->width, r->height, r->source_width, r->source_height};
     for (int k = 0; k < 4; k++)
-        v[PC_WIDTH + k] = (sl_pq_value){.is_null = r->width == 0, .i64 = dims[k]};
-    v[PC_MODEL] = pq_text(j->model_name, &owned[PC_MODEL]);
-    v[PC_SEED] = (sl_pq_value){.i64 = (int64_t)(r->seed & INT64_MAX)};
+        v[CF_WIDTH + k] = (sl_pq_value){.is_null = r->width == 0, .i64 = dims[k]};
+    v[CF_MODEL] = cell_text(j->model_name);
+    v[CF_SEED] = (sl_pq_value){.i64 = (int64_t)(r->seed & INT64_MAX)};
     double ms[7] = {r->decode_ms,
                     res ? res->queue_ms : 0.0,
                     res ? res->prefill_ms : 0.0,
@@ -651,19 +545,12 @@ static sl_status write_parquet_row(job *j, const caption_row *r, const sl_row *r
                     res ? res->generate_ms : 0.0,
                     (sl_mono_s() - r->started) * 1e3};
     for (int k = 0; k < 7; k++)
-        v[PC_DECODE_MS + k] = (sl_pq_value){.f64 = ms[k]};
-    v[PC_ERROR_STAGE] = pq_text(sl_row_error_stage(row), &owned[PC_ERROR_STAGE]);
-    v[PC_ERROR] = pq_text(sl_row_error(row), &owned[PC_ERROR]);
-    size_t np = sl_columns_count(j->cols);
-    for (size_t k = 0; k < np; k++)
-        v[PC_COUNT + k] = sl_columns_cell(j->cols, k, r->extra, &owned[PC_COUNT + k]);
+        v[CF_DECODE_MS + k] = (sl_pq_value){.f64 = ms[k]};
+    v[CF_ERROR_STAGE] = cell_text(sl_row_error_stage(row));
+    v[CF_ERROR] = cell_text(sl_row_error(row));
     if (j->p->include_image_bytes)
-        v[PC_COUNT + np] = r->data ? (sl_pq_value){.ptr = r->data, .len = r->len}
-                                   : (sl_pq_value){.is_null = true};
-    sl_status st = sl_parquet_sink_append(j->psink, v);
-    for (size_t k = 0; k < j->n_pq_defs; k++)
-        sl_free(owned[k]);
-    return st;
+        v[CF_COUNT] = r->data ? (sl_pq_value){.ptr = r->data, .len = r->len}
+                              : (sl_pq_value){.is_null = true};
 }
 
 static sl_status open_output(job *j);
@@ -679,20 +566,24 @@ static sl_status commit_point(const char *point, const char *part)
  * says why each crash point is safe): the file synced under its temporary
  * name, its rows recorded as a pending part, the file renamed and the folder
  * synced, the part committed. Only then do its rows count in the summary. */
-static sl_status commit_shard(job *j)
+static sl_status part_durable(void *arg)
 {
-    const char *part = j->psink ? sl_parquet_sink_path(j->psink) : sl_jsonl_sink_path(j->sink);
-    sl_status st = commit_point("commit.begin", part);
-    if (st == SL_OK)
-        st = j->psink ? sl_parquet_sink_finish(j->psink) : sl_jsonl_sink_finish(j->sink);
-    if (st == SL_OK)
-        st = commit_point("commit.after_sync", part);
+    job *j = arg;
+    const char *part = sl_sink_part_path(j->sink);
+    sl_status st = commit_point("commit.after_sync", part);
     if (st == SL_OK && j->ledger)
         st = sl_ledger_part_prepare(j->ledger);
     if (st == SL_OK)
         st = commit_point("commit.after_prepare", part);
+    return st;
+}
+
+static sl_status commit_shard(job *j)
+{
+    const char *part = sl_sink_part_path(j->sink);
+    sl_status st = commit_point("commit.begin", part);
     if (st == SL_OK) /* rename, folder sync: io/shard.c has their points */
-        st = j->psink ? sl_parquet_sink_publish(j->psink) : sl_jsonl_sink_publish(j->sink);
+        st = sl_sink_commit(j->sink, part_durable, j);
     if (st == SL_OK && j->ledger)
         st = sl_ledger_part_commit(j->ledger);
     if (st == SL_OK)
@@ -717,10 +608,7 @@ static void abandon_shard(job *j)
 {
     if (j->ledger)
         sl_ledger_part_abandon(j->ledger);
-    sl_jsonl_sink_free(j->sink); /* removes the temporary */
-    sl_parquet_sink_free(j->psink);
-    j->sink = NULL;
-    j->psink = NULL;
+    sl_sink_abandon(j->sink); /* removes the temporary */
     memset(&j->part, 0, sizeof j->part);
 }
 
@@ -729,10 +617,6 @@ static sl_status next_shard(job *j)
     sl_status st = commit_shard(j);
     if (st != SL_OK)
         return st; /* the writer fails; write_close gives the part up */
-    sl_jsonl_sink_free(j->sink);
-    sl_parquet_sink_free(j->psink);
-    j->sink = NULL;
-    j->psink = NULL;
     j->shard++;
     j->shard_rows = 0;
     return open_output(j);
@@ -749,15 +633,9 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
     job *j = state;
     for (size_t i = 0; i < n; i++) {
         caption_row *r = sl_row_data(rows[i]);
-        sl_status st;
-        if (j->psink) {
-            st = write_parquet_row(j, r, rows[i]);
-        } else {
-            json_t *o = row_json(j, r, rows[i], j->model_name);
-            st = o ? sl_jsonl_sink_write(j->sink, o)
-                   : sl_fail(SL_ERR_NOMEM, "out of memory writing the row for '%s'", r->path);
-            json_decref(o);
-        }
+        sl_pq_value cells[CF_COUNT + 1];
+        row_cells(j, r, rows[i], cells);
+        sl_status st = sl_sink_write(j->sink, &(sl_schema_row){cells, r->extra});
         if (st == SL_OK && j->ledger)
             st = sl_ledger_part_add(j->ledger, r->rel);
         bool failed = sl_row_failed(rows[i]);
@@ -807,7 +685,7 @@ static void write_close(void *state, sl_exec_end end)
         abandon_shard(j);
         return;
     }
-    if (!j->sink && !j->psink)
+    if (!sl_sink_part_is_open(j->sink))
         return; /* the next shard could not open: the run already failed */
     if (j->shard_rows == 0 && (j->shard > 0 || j->done_before > 0)) {
         if (j->ledger)
@@ -998,16 +876,14 @@ static bool parquet_output(const sl_caption_params *p)
 static sl_status open_output(job *j)
 {
     const sl_caption_params *p = j->p;
+    sl_status st = SL_OK;
+    if (!j->sink &&
+        (st = sl_sink_open(p->output_format, p->output_dir, p->overwrite, &j->schema.schema,
+                           &j->sink)) != SL_OK)
+        return st;
     char name[64];
-    snprintf(name, sizeof name, "part-%05ld.%s", j->shard, parquet_output(p) ? "parquet" : "jsonl");
-    sl_status st;
-    if (parquet_output(p)) {
-        sl_pq_writer_params wp = sl_pq_writer_default_params();
-        st = sl_parquet_sink_open(p->output_dir, name, p->overwrite, j->pq_defs, j->n_pq_defs, &wp,
-                                  &j->psink);
-    } else {
-        st = sl_jsonl_sink_open(p->output_dir, name, p->overwrite, &j->sink);
-    }
+    snprintf(name, sizeof name, "part-%05ld.%s", j->shard, sl_sink_format(j->sink));
+    st = sl_sink_part_open(j->sink, name);
     if (st == SL_OK && j->ledger)
         st = sl_ledger_part_begin(j->ledger, name, j->shard);
     return st;
@@ -1141,48 +1017,9 @@ static sl_status open_ledger(job *j)
     return SL_OK;
 }
 
-/* How many rows are read ahead to choose the pass-through columns' types. */
-enum { SCHEMA_SAMPLE_ROWS = 100 };
-
-/* Chooses the pass-through columns: declared (--columns) or seen in the
- * first rows; their Parquet types from those rows (io/columns.h). */
 static sl_status plan_columns(job *j)
 {
-    const sl_caption_params *p = j->p;
-    sl_status st = sl_columns_new(own_fields, sizeof own_fields / sizeof *own_fields,
-                                  p->columns, p->columns ? (size_t)p->n_columns : 0, &j->cols);
-    if (st != SL_OK)
-        return st;
-    if (parquet_output(p) && strcmp(sl_source_kind(j->src), "folder") != 0) {
-        sl_source *peek;
-        if ((st = sl_source_open(j->inputs, j->n_inputs, &j->src_params, &peek)) != SL_OK)
-            return st;
-        sl_source_item it = {0};
-        bool done = false;
-        for (int k = 0; k < SCHEMA_SAMPLE_ROWS && st == SL_OK; k++) {
-            if ((st = sl_source_next(peek, &it, &done)) != SL_OK || done)
-                break;
-            st = sl_columns_sample(j->cols, it.extra);
-        }
-        sl_source_item_clear(&it);
-        sl_source_free(peek);
-        if (st != SL_OK)
-            return st;
-    }
-    size_t np = sl_columns_count(j->cols);
-    j->n_pq_defs = PC_COUNT + np + (p->include_image_bytes ? 1 : 0);
-    j->pq_defs = sl_calloc(j->n_pq_defs, sizeof *j->pq_defs);
-    j->pq_values = sl_calloc(j->n_pq_defs, sizeof *j->pq_values);
-    j->pq_owned = sl_calloc(j->n_pq_defs, sizeof *j->pq_owned);
-    if (!j->pq_defs || !j->pq_values || !j->pq_owned)
-        return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
-    memcpy(j->pq_defs, parquet_columns, sizeof parquet_columns);
-    for (size_t k = 0; k < np; k++)
-        j->pq_defs[PC_COUNT + k] = (sl_pq_column_def){sl_columns_output_name(j->cols, k),
-                                                      sl_columns_type(j->cols, k), true};
-    if (p->include_image_bytes)
-        j->pq_defs[PC_COUNT + np] = (sl_pq_column_def){"image_bytes", SL_PQ_BINARY, true};
-    return SL_OK;
+    return caption_schema_plan(j->p, j->inputs, j->n_inputs, &j->src_params, j->src, &j->schema);
 }
 
 sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
@@ -1307,7 +1144,8 @@ sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
     const char *shard = j.last_shard[0] ? j.last_shard : p->output_dir;
     if (j.sink_status == SL_OK)
         snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);
-    caption_report report = {p, sum, exec, run_st, atomic_load(&j.input_total), j.gallery};
+    caption_report report = {p,        sum,       exec, run_st, atomic_load(&j.input_total),
+                             j.gallery, &j.schema};
     if (caption_report_write(&report) != SL_OK)
         sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
 
@@ -1328,14 +1166,10 @@ done:
     caption_live_free(j.live);
     gallery_free(j.gallery);
     sl_exec_free(exec);
-    sl_jsonl_sink_free(j.sink);
-    sl_parquet_sink_free(j.psink);
-    sl_ledger_free(j.ledger); /* after the sinks: an open part's rows roll back */
+    sl_sink_free(j.sink);
+    sl_ledger_free(j.ledger); /* after the sink: an open part's rows roll back */
     sl_source_free(j.src);
-    sl_columns_free(j.cols);
-    sl_free(j.pq_defs);
-    sl_free(j.pq_values);
-    sl_free(j.pq_owned);
+    caption_schema_clear(&j.schema);
     pthread_mutex_destroy(&j.mu);
     return st;
 }
