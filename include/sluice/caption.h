@@ -115,6 +115,13 @@ typedef struct sl_caption_params {
     int jpeg_quality;          /* openai: its quality, 1..100 (default 90) */
     bool send_original;        /* openai: send JPEG and PNG inputs as they are (other
                                   formats: the JPEG above) */
+    /* A slice of the job, to try it before running it all. Neither is part
+     * of the resume fingerprint: the same job without them goes on where
+     * the slice stopped, its rows done (each input exactly once in all). */
+    long limit;                /* make at most this many rows (inputs not done before and
+                                  in the sample), then end; 0: no limit */
+    double sample;             /* only rows whose id hashes below this fraction, 0 < f <= 1:
+                                  the same ids on every run (default 1: all) */
 } sl_caption_params;
 
 /* Rows per part when shard_rows is 0: a crash loses at most this many. */

@@ -128,6 +128,10 @@ static const char usage_rest_text[] =
     "      --ordered             write rows in input order (default: as they finish)\n"
     "      --memory-budget SIZE  bytes in flight at most, e.g. 512M, 4G (default: 1/4 of RAM)\n"
     "      --max-failed F        stop when more than this fraction (0.1 or 10%) of rows fail\n"
+    "      --limit N             try the job on a slice: at most N rows (not done before), then\n"
+    "                            stop; the same command without it goes on from there\n"
+    "      --sample F            only the rows whose id hashes below F (0.01 or 1%): the same\n"
+    "                            rows every time; without it, a rerun does the others\n"
     ;
 
 static const char usage_tail[] =
@@ -295,6 +299,7 @@ enum {
     OPT_SERVED_MODEL, OPT_API_KEY_ENV, OPT_MAX_IN_FLIGHT, OPT_ADAPTIVE, OPT_REQUEST_TIMEOUT,
     OPT_MAX_ATTEMPTS, OPT_COOLDOWN, OPT_GIVE_UP, OPT_JPEG_EDGE, OPT_JPEG_QUALITY, OPT_RESPONSE_FORMAT,
     OPT_STREAM, OPT_SEND_ORIGINAL, OPT_ADAPTIVE_MAX, OPT_ENDPOINT_FAILURES,
+    OPT_LIMIT, OPT_SAMPLE,
 };
 enum { OPT_BACKGROUND = 512 };
 
@@ -506,6 +511,8 @@ static int cmd_caption(int argc, char **argv)
         {"columns", required_argument, 0, OPT_COLUMNS},
         {"include-image-bytes", no_argument, 0, OPT_IMAGE_BYTES},
         {"shard-rows", required_argument, 0, OPT_SHARD_ROWS},
+        {"limit", required_argument, 0, OPT_LIMIT},
+        {"sample", required_argument, 0, OPT_SAMPLE},
         {"input-shard", required_argument, 0, OPT_INPUT_SHARD},
         {"input-shard-size", required_argument, 0, OPT_INPUT_SHARD_SIZE},
         {"verbose", no_argument, 0, 'v'},
@@ -636,6 +643,14 @@ static int cmd_caption(int argc, char **argv)
         case OPT_INPUT_SHARD: bad = parse_input_shard(optarg, &p.input_shard_index, &p.input_shard_count); break;
         case OPT_INPUT_SHARD_SIZE: bad = parse_long("--input-shard-size", optarg, 1, 1L << 30, &v); p.input_shard_size = (unsigned)v; break;
         case OPT_SHARD_ROWS: bad = parse_long("--shard-rows", optarg, 1, LONG_MAX, &p.shard_rows); break;
+        case OPT_LIMIT: bad = parse_long("--limit", optarg, 1, LONG_MAX, &p.limit); break;
+        case OPT_SAMPLE:
+            bad = parse_fraction("--sample", optarg, &p.sample);
+            if (!bad && p.sample == 0.0) { /* an empty sample is a mistake, not a job */
+                fprintf(stderr, "sluice: --sample expects a fraction above 0 (0.01 or 1%%), got '%s'\n", optarg);
+                bad = -1;
+            }
+            break;
         case 'v': verbose = 1; break;
         case OPT_ENGINE: p.engine = optarg; break;
         case OPT_ENDPOINT:

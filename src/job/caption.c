@@ -44,6 +44,7 @@ sl_caption_params sl_caption_default_params(void)
         .download_timeout_s = 30.0,
         .download_retries = 2,
         .shard_rows = SL_CAPTION_DEFAULT_SHARD_ROWS,
+        .sample = 1.0,
     };
 }
 
@@ -61,6 +62,11 @@ static sl_status check_params(const sl_caption_params *p)
 {
     if ((!p->input_dir || !*p->input_dir) && p->n_inputs <= 0)
         return sl_fail(SL_ERR_INVALID_ARG, "no input given");
+    if (p->limit < 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "--limit must be >= 0 (0: no limit), got %ld", p->limit);
+    if (!(p->sample > 0.0 && p->sample <= 1.0))
+        return sl_fail(SL_ERR_INVALID_ARG, "--sample must be a fraction above 0 and at most 1, "
+                                           "got %g", p->sample);
     if (p->shard_rows < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--shard-rows must be >= 1, got %ld", p->shard_rows);
     if (p->include_image_bytes && !(p->output_format && strcmp(p->output_format, "parquet") == 0))

@@ -96,6 +96,9 @@ json_t *job_json_text(const char *s);
 /* read: one worker that turns the source's items into rows, skipping those
  * the ledger holds as done and stopping the run on a repeated id. */
 sl_stage_def stage_read(job *j);
+/* Whether row `id` is in a sample of `fraction` (0 < fraction <= 1): the
+ * same answer on every run (a hash of the id). */
+bool job_in_sample(const char *id, double fraction);
 /* decode: fetch URLs, decode and shrink (and, for HTTP engines, encode the
  * JPEG to send); p->decode_workers workers. */
 sl_stage_def stage_decode(job *j);

@@ -13,10 +13,17 @@
 void *job_count_inputs(void *arg)
 {
     job *j = arg;
+    if (j->p->sample < 1.0)
+        return NULL; /* a sample's size is known only once it is read */
     int64_t n = sl_source_count(j->inputs, j->n_inputs, &j->src_params, &j->stop_counting);
-    /* A resumed run counts what is left: the inputs less the rows done. */
-    if (n >= 0 && !atomic_load(&j->stop_counting))
-        atomic_store(&j->input_total, n > j->done_before ? n - j->done_before : 0);
+    if (n < 0 || atomic_load(&j->stop_counting))
+        return NULL;
+    /* A resumed run counts what is left: the inputs less the rows done;
+     * a slice (--limit), at most its size. */
+    n = n > j->done_before ? n - j->done_before : 0;
+    if (j->p->limit > 0 && n > j->p->limit)
+        n = j->p->limit;
+    atomic_store(&j->input_total, n);
     return NULL;
 }
 

@@ -10,6 +10,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/hash.h"
 #include "job/job.h"
 #include "ledger/idset.h"
 
@@ -33,6 +34,7 @@ void job_row_free(void *data)
 typedef struct reader {
     job *j;
     sl_idset *ids;
+    long rows;       /* rows made (inputs not done before and in the sample) */
 } reader;
 
 static sl_status read_init(void *cfg, int worker, void **state)
@@ -77,14 +79,35 @@ static sl_status check_new_id(reader *rd, const sl_source_item *it)
     return st;
 }
 
+/* Salted so that the sample does not follow the rows' sampling seeds (a mix
+ * of the same hash); fixed: the same ids are in a sample on every run. */
+#define SAMPLE_SALT 0x5a3c9e1d2b7f4a61ull
+
+/* Whether id is in a sample of `fraction`: its hash as a fraction of 2^64
+ * is below it, so a larger fraction keeps a superset of a smaller one. */
+bool job_in_sample(const char *id, double fraction)
+{
+    if (fraction >= 1.0 || !id)
+        return true;
+    uint64_t h = sl_hash_mix64(sl_hash_fnv1a64(id) ^ SAMPLE_SALT);
+    return (double)(h >> 11) * 0x1p-53 < fraction;
+}
+
 static sl_status read_produce(void *state, sl_row *row, bool *done)
 {
     reader *rd = state;
     job *j = rd->j;
     sl_source_item it = {0};
     sl_status st;
-    /* Inputs an earlier run committed are skipped here, before they become
-     * rows. A long stretch of them still answers a stop request. */
+    /* --limit: a slice of the job; the same command without it goes on
+     * from there (the slice's rows are in the ledger). */
+    if (j->p->limit > 0 && rd->rows >= j->p->limit) {
+        *done = true;
+        return SL_OK;
+    }
+    /* Inputs an earlier run committed, and inputs outside the sample, are
+     * skipped here, before they become rows. A long stretch of them still
+     * answers a stop request. */
     for (unsigned long skipped = 0;; skipped++) {
         st = sl_source_next(j->src, &it, done);
         if (st == SL_OK && !*done && it.id)
@@ -92,6 +115,14 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
         if (st != SL_OK || *done) {
             sl_source_item_clear(&it);
             return st;
+        }
+        if (!job_in_sample(it.id, j->p->sample)) {
+            if ((skipped & 255) == 255 && j->p->stop_requests && atomic_load(j->p->stop_requests)) {
+                sl_source_item_clear(&it);
+                return sl_fail(SL_ERR_STOPPED, "stopped on request while skipping the inputs "
+                                               "outside the sample");
+            }
+            continue;
         }
         bool already = false;
         if (j->ledger && it.id && (st = sl_ledger_is_done(j->ledger, it.id, &already)) != SL_OK) {
@@ -113,6 +144,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
         sl_source_item_clear(&it);
         return st;
     }
+    rd->rows++;
     /* The item's strings and bytes move into the row. */
     r->rel = it.id;
     r->path = it.path;
