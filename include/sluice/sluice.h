@@ -9,6 +9,7 @@
 #include "executor.h"
 #include "metrics.h"
 #include "caption.h"
+#include "pipeline.h"
 #include "hub.h"
 
 #define SL_VERSION "0.1.0"

@@ -1,32 +1,23 @@
-/* job/caption.c — the caption job: its parameters checked, then the
- * pipeline assembled on the streaming executor and run:
+/* job/caption.c — the caption job: its parameters, checked before anything
+ * starts, and sl_caption_run(): the pipeline of sluice/pipeline.h with the
+ * built-in stages alone,
  *
  *   read (io/source: folder, manifest, WebDataset, Parquet) -> decode
  *   (fetch URLs, libvips; N workers) -> engine (llama.cpp or HTTP servers,
  *   one engine per replica) -> write (JSONL or Parquet parts, one writer)
  *
- * Each stage lives in its own file (job/job.h); the row's columns in
- * job/schema.c; the resume fingerprint and ledger in job/resume.c; the
- * progress and counting threads in job/progress.c. Each row carries a
- * caption_row. Failed rows (unlistable folder, corrupt image, engine error)
- * skip to the writer, which records them with their stage and message like
- * every other row. Around the run: metrics and the live page while it runs,
- * the report after. */
+ * Each stage lives in its own file (job/job.h); job/pipeline.c runs them;
+ * the row's columns are in job/schema.c, the resume fingerprint and ledger
+ * in job/resume.c, the progress and counting threads in job/progress.c. */
 #include <errno.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "core/alloc.h"
 #include "core/error.h"
 #include "core/json.h"
-#include "core/log.h"
 #include "core/utf8.h"
-#include "job/caption_report.h"
 #include "job/job.h"
-#include "job/progress.h"
+#include "sluice/pipeline.h"
 
 sl_caption_params sl_caption_default_params(void)
 {
@@ -58,7 +49,7 @@ json_t *job_json_text(const char *s)
     return sl_json_text(s, s ? strlen(s) : 0);
 }
 
-static sl_status check_params(const sl_caption_params *p)
+sl_status job_check_params(const sl_caption_params *p)
 {
     if ((!p->input_dir || !*p->input_dir) && p->n_inputs <= 0)
         return sl_fail(SL_ERR_INVALID_ARG, "no input given");
@@ -129,170 +120,17 @@ static sl_status check_params(const sl_caption_params *p)
     return SL_OK;
 }
 
-/* Metrics for the run; served when an address is given. A busy default
- * address (metrics_optional) is a warning, not a failure. */
-static sl_status start_metrics(job *j, sl_exec *exec)
-{
-    const char *addr = j->p->metrics_addr;
-    sl_status st = caption_metrics_start(addr, &j->metrics);
-    if (st != SL_OK && addr && *addr && j->p->metrics_optional) {
-        sl_log(SL_LOG_WARN, "not serving metrics: %s", sl_last_error());
-        st = caption_metrics_start(NULL, &j->metrics);
-    } else if (st == SL_ERR_IO) {
-        char why[768];
-        snprintf(why, sizeof why, "%s", sl_last_error());
-        st = sl_fail(SL_ERR_INVALID_ARG, "--metrics-addr %s: %s; choose a free port or 'off'",
-                     addr, why);
-    }
-    if (st != SL_OK)
-        return st;
-    return caption_metrics_attach_exec(j->metrics, exec, &j->input_total);
-}
-
-/* The busy seconds of the stage named `name`. */
-static double busy_of(const sl_exec *exec, const char *name)
-{
-    for (size_t i = 0; i < sl_exec_stage_count(exec); i++) {
-        sl_stage_stats ss;
-        sl_exec_stage_stats(exec, i, &ss);
-        if (strcmp(ss.name, name) == 0)
-            return ss.busy_s;
-    }
-    return 0;
-}
-
 sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
 {
     memset(sum, 0, sizeof *sum);
-    sl_status st = check_params(p);
-    if (st != SL_OK)
-        return st;
-
-    job j = {.p = p, .sum = sum, .input_total = -1};
-    pthread_mutex_init(&j.mu, NULL);
-    sl_exec *exec = NULL;
-    j.inputs = p->n_inputs > 0 ? p->inputs : &p->input_dir;
-    j.n_inputs = p->n_inputs > 0 ? (size_t)p->n_inputs : 1;
-    j.src_params = sl_source_default_params();
-    j.src_params.format = p->input_format;
-    j.src_params.include = p->include;
-    j.src_params.n_include = p->n_include > 0 ? (size_t)p->n_include : 0;
-    j.src_params.exclude = p->exclude;
-    j.src_params.n_exclude = p->n_exclude > 0 ? (size_t)p->n_exclude : 0;
-    j.src_params.image_column = p->image_column;
-    j.src_params.prompt_column = p->prompt_column;
-    j.src_params.allow_file_urls = p->allow_file_urls;
-    j.src_params.shard_index = p->input_shard_index;
-    j.src_params.shard_count = p->input_shard_count;
-    if (p->input_shard_size)
-        j.src_params.shard_size = p->input_shard_size;
-    j.fetch = sl_fetch_default_params();
-    if (p->max_download_bytes)
-        j.fetch.max_bytes = (size_t)p->max_download_bytes;
-    if (p->download_timeout_s > 0)
-        j.fetch.timeout_ms = (long)(p->download_timeout_s * 1000);
-    if (p->download_retries >= 0)
-        j.fetch.retries = p->download_retries;
-    /* Cheap checks first: a wrong input or output fails before any model
-     * loads. */
-    j.rows_per_shard = p->shard_rows > 0 ? p->shard_rows : SL_CAPTION_DEFAULT_SHARD_ROWS;
-    if ((st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
-        (st = caption_schema_plan(p, j.inputs, j.n_inputs, &j.src_params, j.src, &j.schema)) !=
-            SL_OK ||
-        (st = job_open_ledger(&j)) != SL_OK || (st = job_open_output(&j)) != SL_OK)
-        goto done;
-
-    /* The pipeline: source -> decode -> engine -> sink, each a built-in
-     * stage in its own file (job/job.h). */
-    sl_stage_def stages[] = {stage_read(&j), stage_decode(&j), stage_engine(&j), stage_write(&j)};
-    sl_exec_params ep = sl_exec_default_params();
-    ep.memory_budget = p->memory_budget;
-    ep.ordered = p->ordered;
-    ep.max_failed = p->max_failed;
-    ep.max_failed_min_rows = 20;
-    ep.stop_requests = p->stop_requests;
-    ep.max_restarts = 0; /* a replica that fails reloads nothing: fail its rows */
-    if (p->image.max_edge > 0)
-        ep.row_bytes_hint = (uint64_t)p->image.max_edge * (uint64_t)p->image.max_edge * 3 + 4096;
-    if ((st = sl_exec_create(&ep, stages, sizeof stages / sizeof *stages, &exec)) != SL_OK)
-        goto done;
-    gallery_params gp = gallery_default_params();
-    gp.seed = p->sampling.seed;
-    if (!(j.gallery = gallery_new(&gp))) {
-        st = sl_fail(SL_ERR_NOMEM, "out of memory for the image gallery");
-        goto done;
-    }
-    if ((st = start_metrics(&j, exec)) != SL_OK ||
-        (st = caption_live_start(j.metrics, j.gallery, &j.live)) != SL_OK)
-        goto done;
-    sum->metrics_port = caption_metrics_port(j.metrics);
-    if (sum->metrics_port && p->on_metrics_port)
-        p->on_metrics_port(sum->metrics_port, p->on_row_user);
-    pthread_t counter;
-    bool counting = pthread_create(&counter, NULL, job_count_inputs, &j) == 0;
-    job_progress *pg;
-    if ((st = job_progress_start(&j, exec, &pg)) != SL_OK) {
-        atomic_store(&j.stop_counting, true);
-        if (counting)
-            pthread_join(counter, NULL);
-        goto done;
-    }
-    sl_status run_st = sl_exec_run(exec);
-    char run_msg[1024];
-    snprintf(run_msg, sizeof run_msg, "%s", sl_last_error());
-    atomic_store(&j.stop_counting, run_st != SL_OK);
-    if (counting)
-        pthread_join(counter, NULL); /* normally long done: listing outruns captioning */
-    job_progress_stop(pg);
-    caption_live_finish(j.live);
-    caption_metrics_detach_exec(j.metrics);
-    if (j.metrics) {
-        char *prom = sl_asprintf("%s/metrics.prom", p->output_dir);
-        if (!prom || caption_metrics_write(j.metrics, prom) != SL_OK)
-            sl_log(SL_LOG_WARN, "cannot write the final metrics: %s", sl_last_error());
-        sl_free(prom);
-    }
-
-    sl_exec_stats es;
-    sl_exec_stats_get(exec, &es);
-    sum->rows_skipped = (long)atomic_load(&j.rows_skipped);
-    sum->load_seconds = j.load_seconds;
-    sum->seconds = es.seconds > j.load_seconds ? es.seconds - j.load_seconds : es.seconds;
-    sum->peak_bytes_in_flight = es.peak_bytes_in_flight;
-    sum->memory_budget = es.memory_budget;
-    sum->decode_busy_s = busy_of(exec, "decode");
-    sum->engine_busy_s = busy_of(exec, "engine");
-    sum->write_busy_s = busy_of(exec, "write");
-    snprintf(sum->model_name, sizeof sum->model_name, "%s", j.model_name);
-    const char *shard = j.last_shard[0] ? j.last_shard : p->output_dir;
-    if (j.sink_status == SL_OK)
-        snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);
-    caption_report report = {p,        sum,       exec, run_st, atomic_load(&j.input_total),
-                             j.gallery, &j.schema};
-    if (caption_report_write(&report) != SL_OK)
-        sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
-
-    /* A part that could not be committed outranks why the run ended (a stop,
-     * --max-failed): its rows are not in the output, and the cause (a full
-     * disk) must be fixed before the rerun can go on. */
-    if (j.sink_status != SL_OK && run_st == SL_OK)
-        st = sl_fail(j.sink_status, "%s", j.sink_error);
-    else if (j.sink_status != SL_OK)
-        st = sl_fail(j.sink_status, "%s (as the run ended: %s)", j.sink_error, run_msg);
-    else if (run_st == SL_ERR_TOO_MANY_FAILED)
-        st = sl_fail(run_st, "%s; the failed rows and their errors are in %s", run_msg, shard);
-    else
-        st = run_st == SL_OK ? SL_OK : sl_fail(run_st, "%s", run_msg);
-
-done:
-    caption_metrics_stop(j.metrics); /* the server first: its pages read what follows */
-    caption_live_free(j.live);
-    gallery_free(j.gallery);
-    sl_exec_free(exec);
-    sl_sink_free(j.sink);
-    sl_ledger_free(j.ledger); /* after the sink: an open part's rows roll back */
-    sl_source_free(j.src);
-    caption_schema_clear(&j.schema);
-    pthread_mutex_destroy(&j.mu);
+    sl_pipeline *pl;
+    sl_status st = sl_pipeline_new(p, &pl);
+    static const sl_pipeline_builtin stages[] = {SL_PIPELINE_READ, SL_PIPELINE_DECODE,
+                                                 SL_PIPELINE_ENGINE, SL_PIPELINE_WRITE};
+    for (size_t i = 0; st == SL_OK && i < sizeof stages / sizeof *stages; i++)
+        st = sl_pipeline_add_builtin(pl, stages[i]);
+    if (st == SL_OK)
+        st = sl_pipeline_run(pl, sum);
+    sl_pipeline_free(pl);
     return st;
 }

@@ -61,7 +61,9 @@ typedef struct job {
     sl_fetch_params fetch;
     caption_schema schema;     /* the output row's columns */
     sl_sink *sink;             /* the output; its open part is the open shard */
-    long shard, shard_rows;    /* the open shard's number and rows */
+    long shard, shard_rows;    /* the open shard's number and rows (dropped ones too: its
+                                  ids in the ledger; a part of only dropped rows is
+                                  committed empty, so they count as done) */
     char last_shard[4096];     /* the last committed shard */
     char model_name[256];
     pthread_mutex_t mu;       /* model_name, load_seconds */
@@ -70,7 +72,7 @@ typedef struct job {
     char sink_error[1024];
     bool write_failed;        /* a row could not be written: the open part is abandoned */
     struct {                  /* the open part's rows, added to *sum when it commits */
-        long rows, ok, failed, prompt_tokens, generated_tokens;
+        long rows, ok, failed, prompt_tokens, generated_tokens, dropped;
     } part;
     sl_caption_summary *sum;  /* written by the writer thread only */
     caption_metrics *metrics;
@@ -87,6 +89,8 @@ typedef struct job {
 
 
 bool job_uses_openai(const sl_caption_params *p);
+/* A wrong parameter, named, before anything starts (caption.c). */
+sl_status job_check_params(const sl_caption_params *p);
 
 /* File names and generated text are bytes; JSON strings must be UTF-8. */
 json_t *job_json_text(const char *s);

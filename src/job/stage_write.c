@@ -90,6 +90,7 @@ static sl_status commit_shard(job *j)
         j->sum->rows_failed += j->part.failed;
         j->sum->prompt_tokens += j->part.prompt_tokens;
         j->sum->generated_tokens += j->part.generated_tokens;
+        j->sum->rows_dropped += j->part.dropped;
     }
     memset(&j->part, 0, sizeof j->part);
     return st;
@@ -127,13 +128,21 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
     job *j = state;
     for (size_t i = 0; i < n; i++) {
         caption_row *r = sl_row_data(rows[i]);
-        sl_pq_value cells[CF_COUNT + 1];
-        row_cells(j, r, rows[i], cells);
-        sl_status st = sl_sink_write(j->sink, &(sl_schema_row){cells, r->extra});
+        /* A dropped row is not written, but the ledger records it with the
+         * part, so a rerun skips it as done. */
+        bool dropped = sl_row_dropped(rows[i]);
+        sl_status st = SL_OK;
+        if (!dropped) {
+            sl_pq_value cells[CF_COUNT + 1];
+            row_cells(j, r, rows[i], cells);
+            st = sl_sink_write(j->sink, &(sl_schema_row){cells, r->extra});
+        }
         if (st == SL_OK && j->ledger)
             st = sl_ledger_part_add(j->ledger, r->rel);
         bool failed = sl_row_failed(rows[i]);
-        if (st == SL_OK) {
+        if (st == SL_OK && dropped) {
+            j->part.dropped++;
+        } else if (st == SL_OK) {
             j->part.rows++;
             j->part.ok += !failed;
             j->part.failed += failed;
@@ -150,6 +159,8 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
             j->write_failed = true;
             return st;
         }
+        if (dropped)
+            continue;
         gallery_row gr = {sl_row_seq(rows[i]), r->rel, failed ? NULL : r->result.text,
                           sl_row_error(rows[i]), sl_row_error_stage(rows[i]),
                           sl_row_error_status(rows[i]), r->thumb, r->thumb_len};
