@@ -13,7 +13,8 @@
  * (summary.json, report.html; see docs/output.md). An input that fails becomes a row with its
  * error; the run goes on. A wrong parameter, an engine that cannot load, an
  * output that cannot be written, too many failed rows (max_failed) or a stop
- * request end the job; rows already finished are kept.
+ * request end the job; rows already finished are kept. To put stages of
+ * your own into this pipeline, build it with sluice/pipeline.h.
  */
 #ifndef SLUICE_CAPTION_H
 #define SLUICE_CAPTION_H
@@ -115,6 +116,13 @@ typedef struct sl_caption_params {
     int jpeg_quality;          /* openai: its quality, 1..100 (default 90) */
     bool send_original;        /* openai: send JPEG and PNG inputs as they are (other
                                   formats: the JPEG above) */
+    /* A slice of the job, to try it before running it all. Neither is part
+     * of the resume fingerprint: the same job without them goes on where
+     * the slice stopped, its rows done (each input exactly once in all). */
+    long limit;                /* make at most this many rows (inputs not done before and
+                                  in the sample), then end; 0: no limit */
+    double sample;             /* only rows whose id hashes below this fraction, 0 < f <= 1:
+                                  the same ids on every run (default 1: all) */
 } sl_caption_params;
 
 /* Rows per part when shard_rows is 0: a crash loses at most this many. */
@@ -139,6 +147,8 @@ typedef struct sl_caption_summary {
     long rows_skipped;        /* inputs skipped: an earlier run committed them */
     long rows_done_before;    /* rows the output folder's ledger held at the start */
     bool resumed;             /* the folder held a run of the same settings */
+    long rows_dropped;        /* rows a stage dropped (sluice/pipeline.h): not written,
+                                 done in the ledger; not in `rows` */
 } sl_caption_summary;
 
 /* Runs the whole job. SL_OK when it ran to the end, even if rows failed

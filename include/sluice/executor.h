@@ -7,7 +7,7 @@
  * every row) and gives it back through close(). Rows are owned by the
  * executor: stages read and replace a row's data but never free a row.
  * A row that fails keeps its error and skips every later stage except the
- * sink, which sees every row exactly once.
+ * sink, which sees every row exactly once; so does a row a stage dropped.
  *
  * Lifetimes: an async stage holds a row from submit() until the poll() that
  * returns it, and may read it from its own threads meanwhile. The executor
@@ -63,6 +63,12 @@ void sl_row_fail_status(sl_row *row, sl_status status, const char *fmt, ...)
 #endif
     ;
 bool sl_row_failed(const sl_row *row);
+/* Drops the row (a filter): it skips every later map and async stage, like
+ * a failed row, and still reaches the sink, which writes nothing for it but
+ * may record it as done (the caption job's ledger does, so a rerun skips
+ * it). A failed row cannot be dropped: its error is still written. */
+void sl_row_drop(sl_row *row);
+bool sl_row_dropped(const sl_row *row);
 const char *sl_row_error(const sl_row *row);       /* NULL unless failed */
 const char *sl_row_error_stage(const sl_row *row); /* NULL unless failed */
 sl_status sl_row_error_status(const sl_row *row);  /* SL_OK unless failed */
@@ -159,12 +165,14 @@ typedef struct sl_stage_stats {
     uint64_t in_flight;                 /* async: submitted, not completed */
     uint64_t restarts;
     double busy_s, idle_s, blocked_s;   /* summed over workers */
+    uint64_t rows_dropped;              /* dropped here (sl_row_drop), not in rows_out */
 } sl_stage_stats;
 
 typedef struct sl_exec_stats {
     uint64_t rows_produced, rows_done, rows_failed;
     uint64_t bytes_in_flight, peak_bytes_in_flight, memory_budget;
     double seconds;
+    uint64_t rows_dropped;  /* rows done that a stage dropped (in rows_done) */
 } sl_exec_stats;
 
 size_t sl_exec_stage_count(const sl_exec *exec);

@@ -9,6 +9,7 @@
 #include "executor.h"
 #include "metrics.h"
 #include "caption.h"
+#include "pipeline.h"
 #include "hub.h"
 #include "config.h"
 

@@ -144,6 +144,10 @@ static const char usage_rest_text[] =
     "      --ordered             write rows in input order (default: as they finish)\n"
     "      --memory-budget SIZE  bytes in flight at most, e.g. 512M, 4G (default: 1/4 of RAM)\n"
     "      --max-failed F        stop when more than this fraction (0.1 or 10%) of rows fail\n"
+    "      --limit N             try the job on a slice: at most N rows (not done before), then\n"
+    "                            stop; the same command without it goes on from there\n"
+    "      --sample F            only the rows whose id hashes below F (0.01 or 1%): the same\n"
+    "                            rows every time; without it, a rerun does the others\n"
     ;
 
 static const char usage_tail[] =

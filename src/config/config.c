@@ -68,6 +68,7 @@ enum {
     NULL_ZERO = 1,   /* 0 means "the default" and prints as ~ (the parser refuses 0) */
     NULL_UNSET = 2,  /* prints as ~ unless set: its default depends on another setting */
     SPLIT = 4,       /* a list given as one text is split on commas */
+    POSITIVE = 8,    /* K_FRACTION: 0 is refused (an empty sample is a mistake, not a job) */
 };
 
 typedef struct opt {
@@ -220,6 +221,12 @@ static const opt opts[] = {
      .arg = "SIZE", .help = "bytes in flight at most, e.g. 4G (~: 1/4 of RAM)"},
     {"pipeline.max_failed", "max-failed", 0, K_FRACTION, AT(p.max_failed), .arg = "F",
      .help = "stop past this fraction (0.1 or 10%) of failed rows"},
+    {"pipeline.limit", "limit", 0, K_LONG, AT(p.limit), .lo = 1, .hi = LONG_MAX, .f = NULL_ZERO,
+     .arg = "N", .help = "try the job on a slice: at most N rows not done before, then stop "
+                         "(~: all); the same job without it goes on from there"},
+    {"pipeline.sample", "sample", 0, K_FRACTION, AT(p.sample), .f = POSITIVE, .arg = "F",
+     .help = "only the rows whose id hashes below F (0.01 or 1%): the same rows every time "
+             "(1: all); without it, a rerun does the others"},
 
     {"output.dir", "output", 'o', K_STR, AT(p.output_dir), .arg = "DIR",
      .help = "output folder (created if missing)"},
@@ -856,8 +863,13 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
             return st;
         break;
     case K_FRACTION:
-        if ((st = parse_fraction(where, name, value, (double *)field)) != SL_OK)
+        if ((st = parse_fraction(where, name, value, &d)) != SL_OK)
             return st;
+        if ((o->f & POSITIVE) && d == 0.0)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "%s%s expects a fraction above 0 (0.01 or 1%%), got '%s'", where, name,
+                           value);
+        *(double *)field = d;
         break;
     case K_BOOL: {
         bool b;

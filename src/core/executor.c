@@ -30,7 +30,7 @@ typedef struct stage {
     sl_stage_def def;
     char *name;
     sl_queue *in;           /* NULL for the source */
-    atomic_uint_fast64_t rows_in, rows_out, rows_failed, in_flight, restarts;
+    atomic_uint_fast64_t rows_in, rows_out, rows_failed, rows_dropped, in_flight, restarts;
     atomic_uint_fast64_t busy_ns, idle_ns, blocked_ns;
     atomic_bool broken;     /* restarts exhausted: fail every row */
     pthread_mutex_t restart_mu;
@@ -70,7 +70,7 @@ struct sl_exec {
     atomic_bool aborting;
     sl_status result;           /* first failure wins */
     char result_msg[1024];
-    atomic_uint_fast64_t rows_produced, rows_done, rows_failed;
+    atomic_uint_fast64_t rows_produced, rows_done, rows_failed, rows_dropped;
     uint64_t t_start, t_end;
 };
 
@@ -178,11 +178,14 @@ static bool forward(worker *w, sl_row **rows, size_t n)
     if (n == 0)
         return true;
     stage *st = w->st;
-    size_t failed = 0;
-    for (size_t i = 0; i < n; i++)
+    size_t failed = 0, dropped = 0;
+    for (size_t i = 0; i < n; i++) {
         failed += rows[i]->error && rows[i]->error_stage == st->name;
+        dropped += rows[i]->drop_stage == st->name;
+    }
     atomic_fetch_add(&st->rows_failed, failed);
-    atomic_fetch_add(&st->rows_out, n - failed);
+    atomic_fetch_add(&st->rows_dropped, dropped);
+    atomic_fetch_add(&st->rows_out, n - failed - dropped);
     uint64_t blocked = 0;
     size_t pushed = sl_queue_push(next_queue(w), rows, n, &blocked);
     atomic_fetch_add(&st->blocked_ns, blocked);
@@ -377,7 +380,7 @@ static void run_map(worker *w, void **state, bool is_sink)
         atomic_fetch_add(&st->rows_in, n);
         size_t n_ok = 0;
         for (size_t i = 0; i < n; i++) {
-            if (is_sink || !batch[i]->error) {
+            if (is_sink || (!batch[i]->error && !batch[i]->drop_stage)) {
                 batch[i]->stage = st->name;
                 ok_rows[n_ok++] = batch[i];
             }
@@ -403,15 +406,17 @@ static void run_map(worker *w, void **state, bool is_sink)
                 break;
             continue;
         }
-        uint64_t failed = 0;
+        uint64_t failed = 0, dropped = 0;
         for (size_t i = 0; i < n; i++) {
             failed += batch[i]->error != NULL;
+            dropped += batch[i]->drop_stage != NULL;
             if (batch[i]->error && batch[i]->error_stage == st->name)
                 atomic_fetch_add(&st->rows_failed, 1);
             else
                 atomic_fetch_add(&st->rows_out, 1);
             free_row(batch[i], exec);
         }
+        atomic_fetch_add(&exec->rows_dropped, dropped);
         uint64_t done = atomic_fetch_add(&exec->rows_done, n) + n;
         uint64_t all_failed = atomic_fetch_add(&exec->rows_failed, failed) + failed;
         if (exec->p.max_failed < 1.0 && done >= (uint64_t)exec->p.max_failed_min_rows &&
@@ -489,6 +494,10 @@ static void run_async(worker *w, void **state)
             uint64_t t0 = sl_now_ns();
             for (size_t i = 0; i < n; i++) {
                 sl_row *r = batch[i];
+                if (r->drop_stage) {
+                    batch[n_fwd++] = r;
+                    continue;
+                }
                 if (r->error || atomic_load(&st->broken) || !alive) {
                     if (!r->error)
                         fail_rows(st, &r, 1, st->broken_msg);
@@ -775,6 +784,7 @@ void sl_exec_stage_stats(const sl_exec *exec, size_t i, sl_stage_stats *out)
         .busy_s = (double)atomic_load(&st->busy_ns) / 1e9,
         .idle_s = (double)atomic_load(&st->idle_ns) / 1e9,
         .blocked_s = (double)atomic_load(&st->blocked_ns) / 1e9,
+        .rows_dropped = atomic_load(&st->rows_dropped),
     };
     if (st->in)
         sl_queue_depth(st->in, &out->queue_rows, &out->queue_bytes);
@@ -791,6 +801,7 @@ void sl_exec_stats_get(const sl_exec *exec, sl_exec_stats *out)
         .peak_bytes_in_flight = atomic_load(&exec->peak_bytes),
         .memory_budget = exec->p.memory_budget,
         .seconds = exec->t_start ? (double)(end - exec->t_start) / 1e9 : 0.0,
+        .rows_dropped = atomic_load(&exec->rows_dropped),
     };
 }
 

@@ -9,6 +9,13 @@ uint64_t sl_row_seq(const sl_row *row) { return row->seq; }
 void *sl_row_data(const sl_row *row) { return row->data; }
 size_t sl_row_bytes(const sl_row *row) { return (size_t)row->bytes; }
 bool sl_row_failed(const sl_row *row) { return row->error != NULL; }
+bool sl_row_dropped(const sl_row *row) { return row->drop_stage != NULL; }
+
+void sl_row_drop(sl_row *row)
+{
+    if (!row->error && !row->drop_stage) /* a failed row keeps its error to be written */
+        row->drop_stage = row->stage ? row->stage : "unknown";
+}
 const char *sl_row_error(const sl_row *row) { return row->error; }
 const char *sl_row_error_stage(const sl_row *row) { return row->error_stage; }
 sl_status sl_row_error_status(const sl_row *row) { return row->error ? row->error_status : SL_OK; }

@@ -17,6 +17,7 @@ struct sl_row {
     const char *error_stage;
     sl_status error_status;
     const char *stage;  /* the stage now working on the row */
+    const char *drop_stage; /* dropped there: later stages skip it, the sink records it */
     struct sl_exec *exec;
     sl_row *prev, *next; /* an async worker's in-flight list */
 };

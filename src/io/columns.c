@@ -164,6 +164,8 @@ sl_status sl_columns_sample(sl_columns *c, const json_t *extra)
 }
 
 size_t sl_columns_count(const sl_columns *c) { return c->n; }
+
+bool sl_columns_declared(const sl_columns *c) { return c->fixed; }
 const char *sl_columns_input_name(const sl_columns *c, size_t i) { return c->cols[i].in; }
 const char *sl_columns_output_name(const sl_columns *c, size_t i) { return c->cols[i].out; }
 

@@ -29,6 +29,8 @@ sl_status sl_columns_new(const char *const *reserved, size_t n_reserved,
 sl_status sl_columns_sample(sl_columns *c, const json_t *extra);
 
 size_t sl_columns_count(const sl_columns *c);
+/* True when the columns were declared: only they pass, in that order. */
+bool sl_columns_declared(const sl_columns *c);
 const char *sl_columns_input_name(const sl_columns *c, size_t i);
 /* The output name (after the collision rule). */
 const char *sl_columns_output_name(const sl_columns *c, size_t i);

@@ -14,7 +14,9 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json.h"
 #include "io/jsonl_sink.h"
+#include "io/sink.h"
 
 /* Rows are written once this much is buffered (and when finished). */
 enum { FLUSH_BYTES = 64 << 10 };
@@ -128,3 +130,123 @@ void sl_jsonl_sink_free(sl_jsonl_sink *sink)
     sl_shard_clear(&sink->shard);
     sl_free(sink);
 }
+
+/* --- behind io/sink.h --------------------------------------------------------- */
+
+/* A row as one JSON object: the schema's columns in order (a group's members
+ * in an object of its own, where its first member stands), the pass-through
+ * columns after the head. */
+static sl_status jsonl_prepare(const sl_schema *schema, void **shared)
+{
+    for (size_t i = 0; i < schema->n_head + schema->n_tail; i++) {
+        const sl_schema_column *c = i < schema->n_head ? &schema->head[i]
+                                                       : &schema->tail[i - schema->n_head];
+        if (c->type == SL_PQ_BINARY)
+            return sl_fail(SL_ERR_INVALID_ARG, "column '%s' holds bytes, which JSONL output "
+                                               "cannot: choose the parquet format", c->name);
+    }
+    *shared = (void *)schema;
+    return SL_OK;
+}
+
+static void jsonl_release(void *shared) { (void)shared; }
+
+static json_t *cell_json(const sl_schema_column *c, const sl_pq_value *v)
+{
+    if (v->is_null)
+        return json_null();
+    switch (c->type) {
+    case SL_PQ_STRING: return sl_json_text(v->ptr, v->len);
+    case SL_PQ_INT64: return json_integer(v->i64);
+    case SL_PQ_DOUBLE: return json_real(v->f64);
+    case SL_PQ_BOOL: return json_boolean(v->b);
+    default: return NULL; /* bytes: refused by jsonl_prepare */
+    }
+}
+
+/* Adds the columns cols[0..n) to o; *group is the open group object. */
+static bool add_columns(json_t *o, const sl_schema_column *cols, const sl_pq_value *cells, size_t n,
+                        json_t **group, const char **group_name)
+{
+    for (size_t i = 0; i < n; i++) {
+        const sl_schema_column *c = &cols[i];
+        if (cells[i].is_null && c->omit_null)
+            continue;
+        json_t *into = o;
+        if (c->group) {
+            if (!*group_name || strcmp(*group_name, c->group) != 0) {
+                *group = json_object();
+                *group_name = c->group;
+                if (json_object_set_new(o, c->group, *group) != 0)
+                    return false;
+            }
+            into = *group;
+        }
+        if (json_object_set_new(into, c->name, cell_json(c, &cells[i])) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* The pass-through columns: every column of the row, or only the declared
+ * ones, under their output names (io/columns.h). */
+static bool add_passthrough(json_t *o, const sl_columns *cols, const json_t *extra)
+{
+    if (!extra || !cols)
+        return true;
+    if (sl_columns_declared(cols)) {
+        for (size_t i = 0; i < sl_columns_count(cols); i++) {
+            json_t *v = json_object_get(extra, sl_columns_input_name(cols, i));
+            if (v && json_object_set(o, sl_columns_output_name(cols, i), v) != 0)
+                return false;
+        }
+        return true;
+    }
+    const char *key;
+    json_t *v;
+    char buf[512];
+    json_object_foreach((json_t *)extra, key, v)
+        if (json_object_set(o, sl_columns_rename(cols, key, extra, buf, sizeof buf), v) != 0)
+            return false;
+    return true;
+}
+
+static sl_status jsonl_write_row(void *shared, void *part, const sl_schema_row *row)
+{
+    const sl_schema *s = shared;
+    sl_jsonl_sink *sink = part;
+    json_t *o = json_object(), *group = NULL;
+    const char *group_name = NULL;
+    bool ok = o && add_columns(o, s->head, row->cells, s->n_head, &group, &group_name) &&
+              add_passthrough(o, s->passthrough, row->extra) &&
+              add_columns(o, s->tail, row->cells + s->n_head, s->n_tail, &group, &group_name);
+    sl_status st = ok ? sl_jsonl_sink_write(sink, o)
+                      : sl_fail(SL_ERR_NOMEM, "out of memory writing a row to '%s'",
+                                sink->shard.tmp_path);
+    json_decref(o);
+    return st;
+}
+
+static sl_status jsonl_open(void *shared, const char *dir, const char *name, bool overwrite,
+                            void **part)
+{
+    (void)shared;
+    return sl_jsonl_sink_open(dir, name, overwrite, (sl_jsonl_sink **)part);
+}
+
+static sl_status jsonl_finish(void *part) { return sl_jsonl_sink_finish(part); }
+static sl_status jsonl_publish(void *part) { return sl_jsonl_sink_publish(part); }
+static const char *jsonl_path(const void *part) { return sl_jsonl_sink_path(part); }
+static void jsonl_free(void *part) { sl_jsonl_sink_free(part); }
+
+const sl_sink_ops sl_sink_jsonl = {
+    .format = "jsonl",
+    .prepare = jsonl_prepare,
+    .release = jsonl_release,
+    .open = jsonl_open,
+    .write = jsonl_write_row,
+    .finish = jsonl_finish,
+    .publish = jsonl_publish,
+    .path = jsonl_path,
+    .free = jsonl_free,
+};

@@ -1,7 +1,13 @@
-/* io/parquet_sink.c — see parquet_sink.h. */
+/* io/parquet_sink.c — see parquet_sink.h; and the Parquet format behind
+ * io/sink.h: the schema's columns flattened (a JSONL group's members are
+ * columns of their own), the pass-through columns typed from samples. */
+#include <string.h>
+
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/utf8.h"
 #include "io/parquet_sink.h"
+#include "io/sink.h"
 
 struct sl_parquet_sink {
     sl_shard shard;
@@ -52,3 +58,109 @@ void sl_parquet_sink_free(sl_parquet_sink *sink)
     sl_shard_clear(&sink->shard);
     sl_free(sink);
 }
+
+/* --- behind io/sink.h --------------------------------------------------------- */
+
+/* What every part of one sink shares: the columns, and one row's cells with
+ * the repaired strings they point into. */
+typedef struct pq_shared {
+    const sl_schema *schema;
+    sl_pq_column_def *defs; /* head, pass-through, tail */
+    size_t n_defs, n_pass;
+    sl_pq_value *values;
+    char **owned;
+} pq_shared;
+
+static void pq_release(void *shared)
+{
+    pq_shared *ps = shared;
+    if (!ps)
+        return;
+    sl_free(ps->defs);
+    sl_free(ps->values);
+    sl_free(ps->owned);
+    sl_free(ps);
+}
+
+static sl_status pq_prepare(const sl_schema *schema, void **shared)
+{
+    pq_shared *ps = sl_calloc(1, sizeof *ps);
+    if (!ps)
+        return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
+    ps->schema = schema;
+    ps->n_pass = schema->passthrough ? sl_columns_count(schema->passthrough) : 0;
+    ps->n_defs = schema->n_head + ps->n_pass + schema->n_tail;
+    ps->defs = sl_calloc(ps->n_defs, sizeof *ps->defs);
+    ps->values = sl_calloc(ps->n_defs, sizeof *ps->values);
+    ps->owned = sl_calloc(ps->n_defs, sizeof *ps->owned);
+    if (!ps->defs || !ps->values || !ps->owned) {
+        pq_release(ps);
+        return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < schema->n_head; i++, k++)
+        ps->defs[k] = (sl_pq_column_def){schema->head[i].name, schema->head[i].type,
+                                         schema->head[i].nullable};
+    for (size_t i = 0; i < ps->n_pass; i++, k++)
+        ps->defs[k] = (sl_pq_column_def){sl_columns_output_name(schema->passthrough, i),
+                                         sl_columns_type(schema->passthrough, i), true};
+    for (size_t i = 0; i < schema->n_tail; i++, k++)
+        ps->defs[k] = (sl_pq_column_def){schema->tail[i].name, schema->tail[i].type,
+                                         schema->tail[i].nullable};
+    *shared = ps;
+    return SL_OK;
+}
+
+/* A cell as written: invalid UTF-8 in a string is repaired into *owned. */
+static sl_pq_value pq_cell(sl_pq_type type, sl_pq_value v, char **owned)
+{
+    if (v.is_null || type != SL_PQ_STRING || sl_utf8_valid(v.ptr, v.len))
+        return v;
+    if ((*owned = sl_utf8_sanitize(v.ptr, v.len)))
+        v = (sl_pq_value){.ptr = *owned, .len = strlen(*owned)};
+    return v;
+}
+
+static sl_status pq_write_row(void *shared, void *part, const sl_schema_row *row)
+{
+    pq_shared *ps = shared;
+    const sl_schema *s = ps->schema;
+    memset(ps->owned, 0, ps->n_defs * sizeof *ps->owned);
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_head; i++, k++)
+        ps->values[k] = pq_cell(ps->defs[k].type, row->cells[i], &ps->owned[k]);
+    for (size_t i = 0; i < ps->n_pass; i++, k++)
+        ps->values[k] = sl_columns_cell(s->passthrough, i, row->extra, &ps->owned[k]);
+    for (size_t i = 0; i < s->n_tail; i++, k++)
+        ps->values[k] = pq_cell(ps->defs[k].type, row->cells[s->n_head + i], &ps->owned[k]);
+    sl_status st = sl_parquet_sink_append(part, ps->values);
+    for (size_t i = 0; i < ps->n_defs; i++)
+        sl_free(ps->owned[i]);
+    return st;
+}
+
+static sl_status pq_open(void *shared, const char *dir, const char *name, bool overwrite,
+                         void **part)
+{
+    pq_shared *ps = shared;
+    sl_pq_writer_params wp = sl_pq_writer_default_params();
+    return sl_parquet_sink_open(dir, name, overwrite, ps->defs, ps->n_defs, &wp,
+                                (sl_parquet_sink **)part);
+}
+
+static sl_status pq_finish(void *part) { return sl_parquet_sink_finish(part); }
+static sl_status pq_publish(void *part) { return sl_parquet_sink_publish(part); }
+static const char *pq_path(const void *part) { return sl_parquet_sink_path(part); }
+static void pq_free(void *part) { sl_parquet_sink_free(part); }
+
+const sl_sink_ops sl_sink_parquet = {
+    .format = "parquet",
+    .prepare = pq_prepare,
+    .release = pq_release,
+    .open = pq_open,
+    .write = pq_write_row,
+    .finish = pq_finish,
+    .publish = pq_publish,
+    .path = pq_path,
+    .free = pq_free,
+};

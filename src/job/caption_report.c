@@ -43,15 +43,16 @@ static json_t *summary_json(const caption_report *r)
         "max_image_pixels", (json_int_t)p->image.max_input_pixels, "parallel",
         p->llama.n_parallel, "replicas", p->replicas, "decode_workers", p->decode_workers,
         "ordered", p->ordered, "format", text(p->output_format ? p->output_format : "jsonl"));
+    json_t *columns = caption_schema_json(r->schema);
     return json_pack(
-        "{s:i, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:o, s:I}, s:{s:f, s:f}, s:{s:f, s:f},"
-        " s:{s:I, s:I}, s:o, s:o, s:{s:I, s:I}, s:o, s:s, s:I}",
+        "{s:i, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:o, s:I, s:I}, s:{s:f, s:f}, s:{s:f, s:f},"
+        " s:{s:I, s:I}, s:o, s:o, s:{s:I, s:I}, s:o, s:s, s:I, s:o}",
         "format_version", 1, "status", sl_status_name(r->run_status), "model",
         text(s->model_name), "output_file", text(s->output_file), "input_dir",
         text(p->input_dir), "rows", "total", (json_int_t)s->rows, "ok", (json_int_t)s->rows_ok,
         "failed", (json_int_t)s->rows_failed, "input",
         r->input_rows < 0 ? json_null() : json_integer(r->input_rows), "skipped",
-        (json_int_t)s->rows_skipped, "seconds", "run",
+        (json_int_t)s->rows_skipped, "dropped", (json_int_t)s->rows_dropped, "seconds", "run",
         s->seconds, "model_load", s->load_seconds, "throughput", "rows_per_s",
         secs > 0 ? (double)s->rows / secs : 0.0, "generated_tokens_per_s",
         secs > 0 ? (double)s->generated_tokens / secs : 0.0, "tokens", "prompt",
@@ -59,7 +60,8 @@ static json_t *summary_json(const caption_report *r)
         stages ? stages : json_array(), "failures", gallery_failures_json(r->gallery), "memory",
         "peak_bytes_in_flight", (json_int_t)s->peak_bytes_in_flight, "budget_bytes",
         (json_int_t)s->memory_budget, "params", params ? params : json_object(), "report",
-        "report.html", "sample_rows", (json_int_t)n_sample);
+        "report.html", "sample_rows", (json_int_t)n_sample, "columns",
+        columns ? columns : json_array());
 }
 
 /* --- report.html ------------------------------------------------------------------- */

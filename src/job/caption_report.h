@@ -1,6 +1,7 @@
 /* job/caption_report.h — the run report written beside the output shard:
  * summary.json (counts, time per stage, throughput, tokens, failures by
- * stage and class, model and parameters; "format_version": 1) and
+ * stage and class, model and parameters, the output's columns from
+ * job/schema.h; "format_version": 1) and
  * report.html (the gallery's sample of rows with their captions, the
  * thumbnails embedded as data: URIs so the file stands alone). Both are
  * written to a temporary name and renamed. Called once, after the run,
@@ -11,6 +12,7 @@
 #include <stdint.h>
 
 #include "job/gallery.h"
+#include "job/schema.h"
 #include "sluice/caption.h"
 
 typedef struct caption_report {
@@ -20,6 +22,7 @@ typedef struct caption_report {
     sl_status run_status;     /* how the run ended */
     int64_t input_rows;       /* -1: not counted */
     gallery *gallery;
+    const caption_schema *schema; /* the output's columns */
 } caption_report;
 
 /* SL_ERR_IO (message names the file and the cause) or SL_ERR_NOMEM. */

@@ -274,7 +274,7 @@ static const struct {
     {"sampling.top_k", "40"}, {"sampling.min_p", "0.05"}, {"sampling.repeat_penalty", "1.1"},
     {"sampling.seed", "9223372036854775807"}, {"sampling.stop", "~"},
     {"pipeline.ordered", "true"}, {"pipeline.memory_budget", "1.5G"},
-    {"pipeline.max_failed", "12.5%"}, {"output.dir", "-o"}, {"output.format", "parquet"},
+    {"pipeline.max_failed", "12.5%"}, {"pipeline.limit", "12"}, {"pipeline.sample", "0.25"}, {"output.dir", "-o"}, {"output.format", "parquet"},
     {"output.overwrite", "true"}, {"output.columns", "a,b c"},
     {"output.include_image_bytes", "true"}, {"output.shard_rows", "1"},
     {"metrics.addr", "off"}, {"metrics.optional", "false"}, {"console.show", "100"},

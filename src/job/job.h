@@ -1,0 +1,121 @@
+/* job/job.h — what the caption job's files share (internal to src/job/):
+ * the row every stage works on (caption_row, the executor row's payload),
+ * the run's shared state (job), and the built-in stages, one file each:
+ * stage_read.c, stage_decode.c, stage_engine.c, stage_write.c. Each stage
+ * function returns its sl_stage_def with the job as config; the job outlives
+ * the executor. Thread rules are those of each job field's comment: most are
+ * set before the run and only read during it. */
+#ifndef SL_JOB_JOB_H
+#define SL_JOB_JOB_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <jansson.h>
+
+#include "io/fetch.h"
+#include "io/sink.h"
+#include "io/source.h"
+#include "job/caption_live.h"
+#include "job/caption_metrics.h"
+#include "job/gallery.h"
+#include "job/schema.h"
+#include "ledger/ledger.h"
+#include "sluice/caption.h"
+#include "sluice/executor.h"
+
+/* --- the row ---------------------------------------------------------------- */
+
+typedef struct caption_row {
+    char *path, *rel;         /* path: file or URL (NULL when data came with the row) */
+    uint8_t *data;            /* the encoded image, while needed */
+    size_t len;
+    json_t *extra;            /* pass-through columns, or NULL */
+    char *prompt;             /* this row's prompt, or NULL */
+    sl_image *image;          /* from decode until the engine is done with it */
+    uint8_t *jpeg;            /* openai engine: the image as sent, in place of the pixels */
+    size_t jpeg_len;
+    const char *original_mime; /* --send-original: data is sent as is, of this type */
+    int width, height, source_width, source_height; /* 0: not decoded */
+    sl_result result;
+    bool has_result;
+    double decode_ms, started;
+    uint64_t seed;
+    uint8_t *thumb;           /* JPEG, only for rows the gallery asked for */
+    size_t thumb_len;
+} caption_row;
+
+
+/* Frees a caption_row: the executor row's free function. */
+void job_row_free(void *data);
+
+/* --- the job ---------------------------------------------------------------- */
+
+/* Shared by every stage of one run. */
+typedef struct job {
+    const sl_caption_params *p;
+    sl_source *src;
+    sl_source_params src_params;
+    const char *const *inputs;
+    size_t n_inputs;
+    sl_fetch_params fetch;
+    caption_schema schema;     /* the output row's columns */
+    sl_sink *sink;             /* the output; its open part is the open shard */
+    long shard, shard_rows;    /* the open shard's number and rows (dropped ones too: its
+                                  ids in the ledger; a part of only dropped rows is
+                                  committed empty, so they count as done) */
+    char last_shard[4096];     /* the last committed shard */
+    char model_name[256];
+    pthread_mutex_t mu;       /* model_name, load_seconds */
+    double load_seconds;
+    sl_status sink_status;    /* the commit's outcome, read after the run */
+    char sink_error[1024];
+    bool write_failed;        /* a row could not be written: the open part is abandoned */
+    struct {                  /* the open part's rows, added to *sum when it commits */
+        long rows, ok, failed, prompt_tokens, generated_tokens, dropped;
+    } part;
+    sl_caption_summary *sum;  /* written by the writer thread only */
+    caption_metrics *metrics;
+    gallery *gallery;
+    caption_live *live;
+    atomic_int_fast64_t input_total; /* -1 until the counting walk ends */
+    atomic_bool stop_counting;
+    sl_ledger *ledger;        /* what earlier runs committed; the open part's rows */
+    long rows_per_shard;      /* --shard-rows, or the default */
+    long first_shard;         /* this run's first part number */
+    long done_before;         /* rows committed before this run */
+    atomic_int_fast64_t rows_skipped; /* inputs skipped as done, by the read stage */
+} job;
+
+
+bool job_uses_openai(const sl_caption_params *p);
+/* A wrong parameter, named, before anything starts (caption.c). */
+sl_status job_check_params(const sl_caption_params *p);
+
+/* File names and generated text are bytes; JSON strings must be UTF-8. */
+json_t *job_json_text(const char *s);
+
+/* --- the built-in stages ---------------------------------------------------- */
+
+/* read: one worker that turns the source's items into rows, skipping those
+ * the ledger holds as done and stopping the run on a repeated id. */
+sl_stage_def stage_read(job *j);
+/* Whether row `id` is in a sample of `fraction` (0 < fraction <= 1): the
+ * same answer on every run (a hash of the id). */
+bool job_in_sample(const char *id, double fraction);
+/* decode: fetch URLs, decode and shrink (and, for HTTP engines, encode the
+ * JPEG to send); p->decode_workers workers. */
+sl_stage_def stage_decode(job *j);
+/* engine: one replica (model) per worker, rows in flight out of order. */
+sl_stage_def stage_engine(job *j);
+/* write: the one writer; parts cut every rows_per_shard rows, each
+ * committed with the ledger. The sink and the first part open with
+ * job_open_output() before the run. */
+sl_stage_def stage_write(job *j);
+sl_status job_open_output(job *j);
+
+/* The output folder's ledger: start over (overwrite), or settle what an
+ * earlier run left and set where this one goes on (resume.c). */
+sl_status job_open_ledger(job *j);
+
+#endif

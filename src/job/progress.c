@@ -1,0 +1,115 @@
+/* job/progress.c — see progress.h. */
+#include <pthread.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "job/progress.h"
+
+/* A second pass over the inputs that only counts (footers, lines, tar
+ * headers), so progress and metrics can say "of N" and give an ETA. It is
+ * cheap next to captioning; it stops early when the run does. */
+void *job_count_inputs(void *arg)
+{
+    job *j = arg;
+    if (j->p->sample < 1.0)
+        return NULL; /* a sample's size is known only once it is read */
+    int64_t n = sl_source_count(j->inputs, j->n_inputs, &j->src_params, &j->stop_counting);
+    if (n < 0 || atomic_load(&j->stop_counting))
+        return NULL;
+    /* A resumed run counts what is left: the inputs less the rows done;
+     * a slice (--limit), at most its size. */
+    n = n > j->done_before ? n - j->done_before : 0;
+    if (j->p->limit > 0 && n > j->p->limit)
+        n = j->p->limit;
+    atomic_store(&j->input_total, n);
+    return NULL;
+}
+
+struct job_progress {
+    const sl_caption_params *p;
+    sl_exec *exec;
+    const atomic_int_fast64_t *input_total;
+    const atomic_int_fast64_t *rows_skipped;
+    int64_t done_before;
+    double load_seconds;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    pthread_t thread;
+    bool started;
+};
+
+static void progress_report(job_progress *pg, bool final)
+{
+    sl_caption_progress snap = {.final = final};
+    sl_exec_stats es;
+    sl_exec_stats_get(pg->exec, &es);
+    snap.elapsed_s = es.seconds;
+    snap.rows_read = es.rows_produced;
+    snap.rows_done = es.rows_done;
+    snap.rows_failed = es.rows_failed;
+    snap.rows_total = atomic_load(pg->input_total);
+    snap.eta_s = caption_eta_seconds(&es, snap.rows_total);
+    snap.bytes_in_flight = es.bytes_in_flight;
+    snap.memory_budget = es.memory_budget;
+    snap.rows_skipped = (uint64_t)atomic_load(pg->rows_skipped);
+    snap.rows_done_before = pg->done_before;
+    snap.n_stages = sl_exec_stage_count(pg->exec);
+    if (snap.n_stages > sizeof snap.stages / sizeof *snap.stages)
+        snap.n_stages = sizeof snap.stages / sizeof *snap.stages;
+    for (size_t i = 0; i < snap.n_stages; i++)
+        sl_exec_stage_stats(pg->exec, i, &snap.stages[i]);
+    pg->p->on_progress(&snap, pg->p->on_row_user);
+}
+
+static void *progress_main(void *arg)
+{
+    job_progress *pg = arg;
+    pthread_mutex_lock(&pg->mu);
+    while (!pg->done) {
+        struct timespec ts;
+        sl_deadline_after(CLOCK_REALTIME, pg->p->progress_ms > 0 ? pg->p->progress_ms : 1000, &ts);
+        if (pthread_cond_timedwait(&pg->cv, &pg->mu, &ts) != 0 && !pg->done) {
+            pthread_mutex_unlock(&pg->mu);
+            progress_report(pg, false);
+            pthread_mutex_lock(&pg->mu);
+        }
+    }
+    pthread_mutex_unlock(&pg->mu);
+    return NULL;
+}
+
+sl_status job_progress_start(const job *j, sl_exec *exec, job_progress **out)
+{
+    const sl_caption_params *p = j->p;
+    job_progress *pg = sl_calloc(1, sizeof *pg);
+    *out = pg;
+    if (!pg)
+        return sl_fail(SL_ERR_NOMEM, "out of memory starting the progress monitor");
+    *pg = (job_progress){.p = p, .exec = exec, .input_total = &j->input_total,
+                         .rows_skipped = &j->rows_skipped, .done_before = j->done_before};
+    pthread_mutex_init(&pg->mu, NULL);
+    pthread_cond_init(&pg->cv, NULL);
+    if (p->on_progress)
+        pg->started = pthread_create(&pg->thread, NULL, progress_main, pg) == 0;
+    return SL_OK;
+}
+
+void job_progress_stop(job_progress *pg)
+{
+    if (!pg)
+        return;
+    if (pg->started) {
+        pthread_mutex_lock(&pg->mu);
+        pg->done = true;
+        pthread_cond_broadcast(&pg->cv);
+        pthread_mutex_unlock(&pg->mu);
+        pthread_join(pg->thread, NULL);
+        progress_report(pg, true);
+    }
+    pthread_mutex_destroy(&pg->mu);
+    pthread_cond_destroy(&pg->cv);
+    sl_free(pg);
+}

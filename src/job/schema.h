@@ -1,0 +1,48 @@
+/* job/schema.h — the caption job's output row, defined once: its own fields
+ * (the table caption_fields, in output order), then its task answers (none
+ * beyond `caption` yet: the place the tasks of the next step fill), then the
+ * input's pass-through columns, then image_bytes when asked for. Every sink
+ * (io/sink.h), the run report and the live page read it from here. Planning
+ * chooses the pass-through columns: declared (--columns) or seen in the
+ * first rows, with Parquet types from those rows (io/columns.h). One thread
+ * plans; the planned schema is read-only after. The job owns it and frees
+ * it with caption_schema_clear() after every sink opened with it. */
+#ifndef SL_JOB_SCHEMA_H
+#define SL_JOB_SCHEMA_H
+
+#include "io/columns.h"
+#include "io/schema.h"
+#include "io/source.h"
+#include "sluice/caption.h"
+
+/* Indices into caption_fields and into a row's cells. */
+enum {
+    CF_ID, CF_PATH, CF_CAPTION, CF_FINISH, CF_PROMPT_TOKENS, CF_GENERATED_TOKENS,
+    CF_CACHED_TOKENS, CF_WIDTH, CF_HEIGHT, CF_SOURCE_WIDTH, CF_SOURCE_HEIGHT, CF_MODEL, CF_SEED,
+    CF_DECODE_MS, CF_QUEUE_MS, CF_PREFILL_MS, CF_ENCODE_MS, CF_TTFT_MS, CF_GENERATE_MS,
+    CF_TOTAL_MS, CF_ERROR_STAGE, CF_ERROR, CF_COUNT
+};
+
+extern const sl_schema_column caption_fields[CF_COUNT];
+
+typedef struct caption_schema {
+    sl_schema schema;           /* what sinks are opened with */
+    sl_columns *cols;           /* the pass-through columns */
+    sl_schema_column *head;     /* caption_fields, then the task answers */
+    sl_schema_column tail[1];   /* image_bytes */
+} caption_schema;
+
+/* Plans the schema of job p reading src's inputs (they are read again, from
+ * the start, to sample the first rows' pass-through columns when the output
+ * is Parquet). On failure, clear it all the same. */
+sl_status caption_schema_plan(const sl_caption_params *p, const char *const *inputs,
+                              size_t n_inputs, const sl_source_params *src_params,
+                              const sl_source *src, caption_schema *out);
+
+/* The columns as [{"name", "type"}] in output order (JSONL's nested
+ * timings as "timings.decode_ms"); NULL when out of memory. */
+json_t *caption_schema_json(const caption_schema *s);
+
+void caption_schema_clear(caption_schema *s);
+
+#endif

@@ -1,0 +1,127 @@
+/* job/stage_decode.c — the decode stage: fetch a URL's bytes (or read a file
+ * whose bytes go on as they are), decode and shrink the image (image/), make
+ * the gallery's thumbnail, and for HTTP engines encode the JPEG to send in
+ * place of the pixels. Each row's bytes in flight are kept exact. */
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/file.h"
+#include "core/log.h"
+#include "io/source_parse.h"
+#include "job/job.h"
+
+static sl_status decode_init(void *cfg, int worker, void **state)
+{
+    *state = cfg;
+    return SL_OK;
+}
+
+static bool is_url(const char *path)
+{
+    char scheme[16];
+    sl_url_scheme(path, scheme);
+    return strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0;
+}
+
+static bool sending_originals(const sl_caption_params *p)
+{
+    return job_uses_openai(p) && p->send_original;
+}
+
+/* The type of encoded bytes every chat server reads (llama-server's
+ * stb_image has no WebP), from their first bytes; NULL for the others,
+ * which are re-encoded as JPEG. */
+static const char *sendable_mime(const uint8_t *d, size_t n)
+{
+    if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF)
+        return "image/jpeg";
+    if (n >= 8 && memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0)
+        return "image/png";
+    return NULL;
+}
+
+/* Gets the row's encoded bytes when they are not in memory yet and must be:
+ * a URL, or a file whose bytes go to the output or to the server as is. */
+static sl_status fetch_bytes(job *j, sl_row *row, caption_row *r)
+{
+    if (r->data || !r->path)
+        return SL_OK;
+    sl_status st;
+    if (is_url(r->path))
+        st = sl_fetch(r->path, &j->fetch, &r->data, &r->len);
+    else if (j->p->include_image_bytes || sending_originals(j->p))
+        st = sl_read_file(r->path, &r->data, &r->len);
+    else
+        return SL_OK;
+    if (st == SL_OK)
+        sl_row_set_bytes(row, sl_row_bytes(row) + r->len);
+    return st;
+}
+
+static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
+{
+    job *j = state;
+    for (size_t i = 0; i < n; i++) {
+        caption_row *r = sl_row_data(rows[i]);
+        double t0 = sl_mono_s();
+        sl_status st = fetch_bytes(j, rows[i], r);
+        if (st == SL_OK)
+            st = r->data ? sl_image_decode(r->data, r->len, r->path ? r->path : r->rel,
+                                           &j->p->image, &r->image)
+                         : sl_image_load_file(r->path, &j->p->image, &r->image);
+        if (st == SL_OK && r->data && sending_originals(j->p))
+            r->original_mime = sendable_mime(r->data, r->len);
+        if (r->data && !j->p->include_image_bytes && !r->original_mime) {
+            /* The encoded bytes are not needed past decoding: give them back. */
+            sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) - r->len);
+            sl_free(r->data);
+            r->data = NULL;
+            r->len = 0;
+        }
+        if (st != SL_OK) {
+            sl_row_fail_status(rows[i], st, "%s", sl_last_error());
+            continue;
+        }
+        r->decode_ms = (sl_mono_s() - t0) * 1e3;
+        r->width = sl_image_width(r->image);
+        r->height = sl_image_height(r->image);
+        r->source_width = sl_image_source_width(r->image);
+        r->source_height = sl_image_source_height(r->image);
+        /* A thumbnail for the gallery is not part of the row: if it cannot
+         * be made, the row goes on without one. */
+        if (gallery_wants_thumb(j->gallery, sl_row_seq(rows[i]))) {
+            const gallery_params *gp = gallery_params_of(j->gallery);
+            if (sl_image_encode_jpeg(r->image, gp->thumb_edge, gp->thumb_quality, &r->thumb,
+                                     &r->thumb_len) != SL_OK)
+                sl_log(SL_LOG_DEBUG, "no thumbnail for %s: %s", r->rel, sl_last_error());
+        }
+        if (job_uses_openai(j->p)) {
+            /* HTTP engines get a JPEG (or the original bytes): keep it, not
+             * the pixels. */
+            st = r->original_mime ? SL_OK
+                                  : sl_image_encode_jpeg(r->image, j->p->jpeg_edge,
+                                                         j->p->jpeg_quality, &r->jpeg, &r->jpeg_len);
+            sl_image_free(r->image);
+            r->image = NULL;
+            if (st != SL_OK) {
+                sl_row_fail_status(rows[i], st, "%s: %s", r->rel, sl_last_error());
+                continue;
+            }
+            r->decode_ms = (sl_mono_s() - t0) * 1e3;
+            sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) + r->jpeg_len + r->thumb_len);
+            continue;
+        }
+        /* Decoded pixels are the large item in flight: count them. */
+        sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) + sl_image_bytes(r->image) + r->thumb_len);
+    }
+    return SL_OK;
+}
+
+sl_stage_def stage_decode(job *j)
+{
+    return (sl_stage_def){.name = "decode", .kind = SL_STAGE_MAP, .workers = j->p->decode_workers,
+                          .batch_size = 1, .config = j, .init = decode_init,
+                          .process = decode_process};
+}

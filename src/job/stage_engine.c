@@ -1,0 +1,168 @@
+/* job/stage_engine.c — the engine stage: one replica per worker, each its
+ * own engine (sl_engine: llama.cpp or HTTP servers) and batching thread.
+ * Rows are submitted as they come and complete out of order; a request the
+ * engine refuses fails its row alone, a broken engine fails the worker. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "job/job.h"
+
+/* One replica: its own model, context and batching thread (an async stage
+ * worker). Rows are submitted as they come and complete out of order. */
+typedef struct replica {
+    job *j;
+    sl_engine *engine;
+    replica_metrics *metrics;
+    sl_completion done[64];
+} replica;
+
+static sl_status engine_init(void *cfg, int worker, void **state)
+{
+    job *j = cfg;
+    sl_llama_params lp = j->p->llama;
+    if (lp.n_threads <= 0) {
+        /* The cores are shared between replicas. */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN) / (j->p->replicas > 0 ? j->p->replicas : 1);
+        lp.n_threads = cores < 1 ? 1 : (int)cores;
+    }
+    if (j->p->n_gpus > 0)
+        lp.gpu = j->p->gpus[worker];
+    lp.max_tokens_hint = j->p->sampling.max_tokens;
+    lp.image_edge_hint = j->p->image.max_edge > 0 ? j->p->image.max_edge : 2048;
+    lp.prefix_system_prompt = j->p->system_prompt;
+    if (j->metrics) {
+        lp.on_phase = caption_metrics_engine_phase;
+        lp.on_phase_user = j->metrics;
+    }
+    replica *rep = sl_calloc(1, sizeof *rep);
+    if (!rep)
+        return sl_fail(SL_ERR_NOMEM, "out of memory starting an engine replica");
+    rep->j = j;
+    double t0 = sl_mono_s();
+    sl_status st = job_uses_openai(j->p) ? sl_engine_open_openai(&j->p->openai, &rep->engine)
+                                    : sl_engine_open_llama(&lp, &rep->engine);
+    if (st != SL_OK) {
+        sl_free(rep);
+        return st;
+    }
+    double took = sl_mono_s() - t0;
+    if (j->metrics &&
+        (st = caption_metrics_add_replica(j->metrics, worker, sl_engine_model_name(rep->engine),
+                                          rep->engine, &rep->metrics)) != SL_OK) {
+        sl_engine_free(rep->engine);
+        sl_free(rep);
+        return st;
+    }
+    pthread_mutex_lock(&j->mu);
+    snprintf(j->model_name, sizeof j->model_name, "%s", sl_engine_model_name(rep->engine));
+    caption_live_set_model(j->live, j->model_name);
+    if (took > j->load_seconds)
+        j->load_seconds = took; /* replicas load in parallel */
+    pthread_mutex_unlock(&j->mu);
+    *state = rep;
+    return SL_OK;
+}
+
+static void engine_close(void *state, sl_exec_end end)
+{
+    replica *rep = state;
+    replica_metrics_detach(rep->metrics);
+    sl_engine_free(rep->engine);
+    sl_free(rep);
+}
+
+static sl_status engine_submit(void *state, sl_row *row)
+{
+    replica *rep = state;
+    const sl_caption_params *p = rep->j->p;
+    caption_row *r = sl_row_data(row);
+    sl_request req = {
+        .id = r->rel,
+        .system_prompt = p->system_prompt,
+        .prompt = r->prompt ? r->prompt : p->prompt,
+        .image = r->image,
+        .image_encoded = r->original_mime ? r->data : r->jpeg,
+        .image_encoded_len = r->original_mime ? r->len : r->jpeg_len,
+        .image_mime = r->original_mime,
+        .sampling = p->sampling,
+        .stop = p->stop,
+        .n_stop = p->n_stop,
+    };
+    req.sampling.seed = r->seed;
+    sl_status st = sl_engine_submit(rep->engine, &req, row);
+    if (st == SL_OK || st == SL_ERR_IO)
+        return st; /* SL_ERR_IO: the engine is broken, a worker failure */
+    /* A request the engine refuses fails its row alone; the rest go on. */
+    sl_row_fail_status(row, st, "%s", sl_last_error());
+    return SL_OK;
+}
+
+static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout_ms, size_t *n)
+{
+    replica *rep = state;
+    const sl_caption_params *p = rep->j->p;
+    size_t k = 0;
+    if (max > sizeof rep->done / sizeof *rep->done)
+        max = sizeof rep->done / sizeof *rep->done;
+    sl_status st = sl_engine_poll(rep->engine, rep->done, max, timeout_ms, &k);
+    replica_metrics_sync(rep->metrics, false);
+    for (size_t i = 0; i < k; i++) {
+        sl_completion *c = &rep->done[i];
+        replica_metrics_observe(rep->metrics, c);
+        sl_row *row = c->tag;
+        caption_row *r = sl_row_data(row);
+        if (c->status == SL_OK) {
+            r->result = c->result;
+            c->result = (sl_result){0};
+            r->has_result = true;
+        } else {
+            sl_row_fail_status(row, c->status, "%s",
+                               c->error ? c->error : "out of memory (the error was lost)");
+        }
+        sl_completion_clear(c);
+        /* The pixels are not needed past the engine: give their bytes back. */
+        if (r->image) {
+            size_t image_bytes = sl_image_bytes(r->image);
+            sl_image_free(r->image);
+            r->image = NULL;
+            sl_row_set_bytes(row, sl_row_bytes(row) - image_bytes);
+        }
+        if (r->jpeg) {
+            sl_image_buffer_free(r->jpeg);
+            r->jpeg = NULL;
+            sl_row_set_bytes(row, sl_row_bytes(row) - r->jpeg_len);
+        }
+        if (r->original_mime && !p->include_image_bytes) {
+            sl_free(r->data);
+            r->data = NULL;
+            sl_row_set_bytes(row, sl_row_bytes(row) - r->len);
+            r->len = 0;
+        }
+        done[i] = row;
+    }
+    *n = k;
+    return st;
+}
+
+sl_stage_def stage_engine(job *j)
+{
+    const sl_caption_params *p = j->p;
+    /* Twice the sequences (or the endpoints' limits): a newcomer is queued
+     * in the engine the moment a slot frees. */
+    int slots = 1;
+    if (!job_uses_openai(p))
+        slots = sl_llama_default_parallel(&p->llama); /* --parallel 0 is auto */
+    else
+        slots = p->openai.n_endpoints *
+                (p->openai.adaptive && p->openai.adaptive_max_in_flight > p->openai.max_in_flight
+                     ? p->openai.adaptive_max_in_flight
+                     : p->openai.max_in_flight);
+    return (sl_stage_def){.name = "engine", .kind = SL_STAGE_ASYNC, .workers = p->replicas,
+                          .batch_size = 4, .max_in_flight = 2 * slots, .config = j,
+                          .init = engine_init, .close = engine_close, .submit = engine_submit,
+                          .poll = engine_poll};
+}

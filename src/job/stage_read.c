@@ -1,0 +1,174 @@
+/* job/stage_read.c — the read stage: the source's items as rows.
+ *
+ * Resume: the output folder's ledger (ledger/ledger.h) says which row ids
+ * earlier runs committed; this stage skips them (one indexed lookup per
+ * input, nothing held in memory) after recording every id it reads in a
+ * temporary database (ledger/idset.h): a repeated id could not be written
+ * exactly once, so it stops the run. */
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/hash.h"
+#include "job/job.h"
+#include "ledger/idset.h"
+
+void job_row_free(void *data)
+{
+    caption_row *r = data;
+    sl_free(r->path);
+    sl_free(r->rel);
+    sl_free(r->data);
+    json_decref(r->extra);
+    sl_free(r->prompt);
+    sl_image_free(r->image);
+    sl_image_buffer_free(r->jpeg);
+    sl_result_clear(&r->result);
+    sl_image_buffer_free(r->thumb);
+    sl_free(r);
+}
+
+/* The read stage's one worker: every id read so far, done or not, so a
+ * repeated one stops the run (ledger/idset.h). */
+typedef struct reader {
+    job *j;
+    sl_idset *ids;
+    long rows;       /* rows made (inputs not done before and in the sample) */
+} reader;
+
+static sl_status read_init(void *cfg, int worker, void **state)
+{
+    reader *rd = sl_calloc(1, sizeof *rd);
+    if (!rd)
+        return sl_fail(SL_ERR_NOMEM, "out of memory starting the read stage");
+    rd->j = cfg;
+    sl_status st = sl_idset_open(&rd->ids);
+    if (st != SL_OK) {
+        sl_free(rd);
+        return st;
+    }
+    *state = rd;
+    return SL_OK;
+}
+
+static void read_close(void *state, sl_exec_end end)
+{
+    reader *rd = state;
+    sl_idset_free(rd->ids);
+    sl_free(rd);
+}
+
+/* A usage error when `it` repeats an id read before: the ledger keys rows by
+ * id, so the second row would pass for done on a resume (or be lost). */
+static sl_status check_new_id(reader *rd, const sl_source_item *it)
+{
+    bool seen;
+    int64_t input, at;
+    sl_status st = sl_idset_add(rd->ids, it->id, (int64_t)it->input, it->at, &seen, &input, &at);
+    if (st != SL_OK || !seen)
+        return st;
+    char *first = sl_source_origin(rd->j->src, (size_t)input, at);
+    char *again = sl_source_origin(rd->j->src, it->input, it->at);
+    st = sl_fail(SL_ERR_INVALID_ARG, "the inputs repeat the row id '%s' (%s, then %s): ids must "
+                                     "be unique for each row to be written exactly once; give "
+                                     "every row its own id", it->id, first ? first : "?",
+                 again ? again : "?");
+    sl_free(first);
+    sl_free(again);
+    return st;
+}
+
+/* Salted so that the sample does not follow the rows' sampling seeds (a mix
+ * of the same hash); fixed: the same ids are in a sample on every run. */
+#define SAMPLE_SALT 0x5a3c9e1d2b7f4a61ull
+
+/* Whether id is in a sample of `fraction`: its hash as a fraction of 2^64
+ * is below it, so a larger fraction keeps a superset of a smaller one. */
+bool job_in_sample(const char *id, double fraction)
+{
+    if (fraction >= 1.0 || !id)
+        return true;
+    uint64_t h = sl_hash_mix64(sl_hash_fnv1a64(id) ^ SAMPLE_SALT);
+    return (double)(h >> 11) * 0x1p-53 < fraction;
+}
+
+static sl_status read_produce(void *state, sl_row *row, bool *done)
+{
+    reader *rd = state;
+    job *j = rd->j;
+    sl_source_item it = {0};
+    sl_status st;
+    /* --limit: a slice of the job; the same command without it goes on
+     * from there (the slice's rows are in the ledger). */
+    if (j->p->limit > 0 && rd->rows >= j->p->limit) {
+        *done = true;
+        return SL_OK;
+    }
+    /* Inputs an earlier run committed, and inputs outside the sample, are
+     * skipped here, before they become rows. A long stretch of them still
+     * answers a stop request. */
+    for (unsigned long skipped = 0;; skipped++) {
+        st = sl_source_next(j->src, &it, done);
+        if (st == SL_OK && !*done && it.id)
+            st = check_new_id(rd, &it);
+        if (st != SL_OK || *done) {
+            sl_source_item_clear(&it);
+            return st;
+        }
+        if (!job_in_sample(it.id, j->p->sample)) {
+            if ((skipped & 255) == 255 && j->p->stop_requests && atomic_load(j->p->stop_requests)) {
+                sl_source_item_clear(&it);
+                return sl_fail(SL_ERR_STOPPED, "stopped on request while skipping the inputs "
+                                               "outside the sample");
+            }
+            continue;
+        }
+        bool already = false;
+        if (j->ledger && it.id && (st = sl_ledger_is_done(j->ledger, it.id, &already)) != SL_OK) {
+            sl_source_item_clear(&it);
+            return st;
+        }
+        if (!already)
+            break;
+        atomic_fetch_add(&j->rows_skipped, 1);
+        if ((skipped & 255) == 255 && j->p->stop_requests && atomic_load(j->p->stop_requests)) {
+            sl_source_item_clear(&it);
+            return sl_fail(SL_ERR_STOPPED, "stopped on request while skipping the inputs "
+                                           "already done");
+        }
+    }
+    caption_row *r = sl_calloc(1, sizeof *r);
+    if (!r) {
+        st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", it.id);
+        sl_source_item_clear(&it);
+        return st;
+    }
+    rd->rows++;
+    /* The item's strings and bytes move into the row. */
+    r->rel = it.id;
+    r->path = it.path;
+    r->data = it.data;
+    r->len = it.len;
+    r->extra = it.extra;
+    r->prompt = it.prompt;
+    r->started = sl_mono_s();
+    r->seed = sl_sampling_row_seed(j->p->sampling.seed, r->rel);
+    sl_row_set_data(row, r, job_row_free);
+    /* Pass-through columns are counted at a rough 256 bytes: they are small
+     * next to the image bytes, which are counted exactly. */
+    sl_row_set_bytes(row, sizeof *r + strlen(r->rel) + (r->path ? strlen(r->path) : 0) + r->len +
+                              (r->extra ? 256 * json_object_size(r->extra) : 0) +
+                              (r->prompt ? strlen(r->prompt) : 0) + 2);
+    if (it.error)
+        sl_row_fail_status(row, SL_ERR_IO, "%s", it.error);
+    sl_free(it.error);
+    return SL_OK;
+}
+
+sl_stage_def stage_read(job *j)
+{
+    return (sl_stage_def){.name = "read", .kind = SL_STAGE_SOURCE, .workers = 1, .batch_size = 16,
+                          .config = j, .init = read_init, .close = read_close,
+                          .produce = read_produce};
+}

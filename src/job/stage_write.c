@@ -1,0 +1,228 @@
+/* job/stage_write.c — the write stage: each row's cells (job/schema.h) to
+ * the sink's open part (io/sink.h), its id to the ledger's open part; a
+ * part cut every rows_per_shard rows and committed in two phases with the
+ * ledger: rows recorded, file synced, part pending, file renamed, part
+ * committed. Only committed parts count in the summary. One worker. */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/fault.h"
+#include "job/job.h"
+
+static sl_pq_value cell_text(const char *s)
+{
+    return s ? (sl_pq_value){.ptr = s, .len = strlen(s)} : (sl_pq_value){.is_null = true};
+}
+
+/* The row's cells in the order of job/schema.h. */
+static void row_cells(const job *j, const caption_row *r, const sl_row *row, sl_pq_value *v)
+{
+    const sl_result *res = r->has_result ? &r->result : NULL;
+    v[CF_ID] = cell_text(r->rel);
+    v[CF_PATH] = cell_text(r->path);
+    v[CF_CAPTION] = cell_text(res ? res->text : NULL);
+    v[CF_FINISH] = cell_text(res ? res->finish_reason : NULL);
+    v[CF_PROMPT_TOKENS] = (sl_pq_value){.i64 = res ? res->prompt_tokens : 0};
+    v[CF_GENERATED_TOKENS] = (sl_pq_value){.i64 = res ? res->generated_tokens : 0};
+    v[CF_CACHED_TOKENS] = (sl_pq_value){.i64 = res ? res->cached_tokens : 0};
+    int dims[4] = {r->width, r->height, r->source_width, r->source_height};
+    for (int k = 0; k < 4; k++)
+        v[CF_WIDTH + k] = (sl_pq_value){.is_null = r->width == 0, .i64 = dims[k]};
+    v[CF_MODEL] = cell_text(j->model_name);
+    v[CF_SEED] = (sl_pq_value){.i64 = (int64_t)(r->seed & INT64_MAX)};
+    double ms[7] = {r->decode_ms,
+                    res ? res->queue_ms : 0.0,
+                    res ? res->prefill_ms : 0.0,
+                    res ? res->encode_ms : 0.0,
+                    res ? res->ttft_ms : 0.0,
+                    res ? res->generate_ms : 0.0,
+                    (sl_mono_s() - r->started) * 1e3};
+    for (int k = 0; k < 7; k++)
+        v[CF_DECODE_MS + k] = (sl_pq_value){.f64 = ms[k]};
+    v[CF_ERROR_STAGE] = cell_text(sl_row_error_stage(row));
+    v[CF_ERROR] = cell_text(sl_row_error(row));
+    if (j->p->include_image_bytes)
+        v[CF_COUNT] = r->data ? (sl_pq_value){.ptr = r->data, .len = r->len}
+                              : (sl_pq_value){.is_null = true};
+}
+
+/* A test fault (core/fault.h) at a step of the commit: a pause, or an error. */
+static sl_status commit_point(const char *point, const char *part)
+{
+    int err = sl_fault(point, part);
+    return err ? sl_fail(SL_ERR_IO, "cannot commit '%s': %s", part, strerror(err)) : SL_OK;
+}
+
+/* Commits the open shard, in two phases with the ledger (ledger/ledger.h
+ * says why each crash point is safe): the file synced under its temporary
+ * name, its rows recorded as a pending part, the file renamed and the folder
+ * synced, the part committed. Only then do its rows count in the summary. */
+static sl_status part_durable(void *arg)
+{
+    job *j = arg;
+    const char *part = sl_sink_part_path(j->sink);
+    sl_status st = commit_point("commit.after_sync", part);
+    if (st == SL_OK && j->ledger)
+        st = sl_ledger_part_prepare(j->ledger);
+    if (st == SL_OK)
+        st = commit_point("commit.after_prepare", part);
+    return st;
+}
+
+static sl_status commit_shard(job *j)
+{
+    const char *part = sl_sink_part_path(j->sink);
+    sl_status st = commit_point("commit.begin", part);
+    if (st == SL_OK) /* rename, folder sync: io/shard.c has their points */
+        st = sl_sink_commit(j->sink, part_durable, j);
+    if (st == SL_OK && j->ledger)
+        st = sl_ledger_part_commit(j->ledger);
+    if (st == SL_OK)
+        st = commit_point("commit.end", part);
+    if (st == SL_OK) {
+        snprintf(j->last_shard, sizeof j->last_shard, "%s", part);
+        j->sum->shards++;
+        j->sum->rows += j->part.rows;
+        j->sum->rows_ok += j->part.ok;
+        j->sum->rows_failed += j->part.failed;
+        j->sum->prompt_tokens += j->part.prompt_tokens;
+        j->sum->generated_tokens += j->part.generated_tokens;
+        j->sum->rows_dropped += j->part.dropped;
+    }
+    memset(&j->part, 0, sizeof j->part);
+    return st;
+}
+
+/* Gives up the open shard: its rows are in no committed part, so a rerun
+ * captions them again. After a failed write or a failed row record, the
+ * file may hold rows the ledger lacks or lack rows the ledger holds. */
+static void abandon_shard(job *j)
+{
+    if (j->ledger)
+        sl_ledger_part_abandon(j->ledger);
+    sl_sink_abandon(j->sink); /* removes the temporary */
+    memset(&j->part, 0, sizeof j->part);
+}
+
+static sl_status next_shard(job *j)
+{
+    sl_status st = commit_shard(j);
+    if (st != SL_OK)
+        return st; /* the writer fails; write_close gives the part up */
+    j->shard++;
+    j->shard_rows = 0;
+    return job_open_output(j);
+}
+
+static sl_status write_init(void *cfg, int worker, void **state)
+{
+    *state = cfg;
+    return SL_OK;
+}
+
+static sl_status write_process(void *state, sl_row *const *rows, size_t n)
+{
+    job *j = state;
+    for (size_t i = 0; i < n; i++) {
+        caption_row *r = sl_row_data(rows[i]);
+        /* A dropped row is not written, but the ledger records it with the
+         * part, so a rerun skips it as done. */
+        bool dropped = sl_row_dropped(rows[i]);
+        sl_status st = SL_OK;
+        if (!dropped) {
+            sl_pq_value cells[CF_COUNT + 1];
+            row_cells(j, r, rows[i], cells);
+            st = sl_sink_write(j->sink, &(sl_schema_row){cells, r->extra});
+        }
+        if (st == SL_OK && j->ledger)
+            st = sl_ledger_part_add(j->ledger, r->rel);
+        bool failed = sl_row_failed(rows[i]);
+        if (st == SL_OK && dropped) {
+            j->part.dropped++;
+        } else if (st == SL_OK) {
+            j->part.rows++;
+            j->part.ok += !failed;
+            j->part.failed += failed;
+            if (r->has_result) {
+                j->part.prompt_tokens += r->result.prompt_tokens;
+                j->part.generated_tokens += r->result.generated_tokens;
+            }
+        }
+        if (st == SL_OK && ++j->shard_rows == j->rows_per_shard)
+            st = next_shard(j);
+        if (st != SL_OK) {
+            /* The writer cannot go on: the executor ends the run, and
+             * write_close() gives the open part up. */
+            j->write_failed = true;
+            return st;
+        }
+        if (dropped)
+            continue;
+        gallery_row gr = {sl_row_seq(rows[i]), r->rel, failed ? NULL : r->result.text,
+                          sl_row_error(rows[i]), sl_row_error_stage(rows[i]),
+                          sl_row_error_status(rows[i]), r->thumb, r->thumb_len};
+        gallery_add(j->gallery, &gr);
+        if (failed)
+            caption_metrics_row_failed(j->metrics, gr.error_stage,
+                                       sl_status_class(gr.error_status));
+        if (j->p->on_row) {
+            sl_row_view view = {r->rel, failed ? NULL : r->result.text, sl_row_error(rows[i]),
+                                (long)sl_row_seq(rows[i]), sl_row_error_stage(rows[i])};
+            j->p->on_row(&view, j->p->on_row_user);
+        }
+    }
+    return SL_OK;
+}
+
+/* Every row written is complete, so the shard is committed whatever ended
+ * the run (finished work is never thrown away) unless a write or a commit
+ * failed: then the file or the ledger may miss rows, and the part is given
+ * up whole. A shard with no rows is not committed (freeing it removes the
+ * empty temporary), unless it is the output's first and only one: an input
+ * with no images still gives a file. */
+static void write_close(void *state, sl_exec_end end)
+{
+    job *j = state;
+    if (j->write_failed) {
+        abandon_shard(j);
+        return;
+    }
+    if (!sl_sink_part_is_open(j->sink))
+        return; /* the next shard could not open: the run already failed */
+    if (j->shard_rows == 0 && (j->shard > 0 || j->done_before > 0)) {
+        if (j->ledger)
+            sl_ledger_part_abandon(j->ledger);
+        return;
+    }
+    if (commit_shard(j) != SL_OK) {
+        j->sink_status = SL_ERR_IO;
+        snprintf(j->sink_error, sizeof j->sink_error, "%s", sl_last_error());
+        abandon_shard(j);
+    }
+}
+
+sl_status job_open_output(job *j)
+{
+    const sl_caption_params *p = j->p;
+    sl_status st = SL_OK;
+    if (!j->sink &&
+        (st = sl_sink_open(p->output_format, p->output_dir, p->overwrite, &j->schema.schema,
+                           &j->sink)) != SL_OK)
+        return st;
+    char name[64];
+    snprintf(name, sizeof name, "part-%05ld.%s", j->shard, sl_sink_format(j->sink));
+    st = sl_sink_part_open(j->sink, name);
+    if (st == SL_OK && j->ledger)
+        st = sl_ledger_part_begin(j->ledger, name, j->shard);
+    return st;
+}
+
+sl_stage_def stage_write(job *j)
+{
+    return (sl_stage_def){.name = "write", .kind = SL_STAGE_SINK, .workers = 1, .batch_size = 4,
+                          .config = j, .init = write_init, .close = write_close,
+                          .process = write_process};
+}

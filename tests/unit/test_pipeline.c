@@ -1,0 +1,326 @@
+/* Unit tests: sluice/pipeline.h — a program's own stages at the three places
+ * of the caption pipeline (after read, after decode, after the engine), on
+ * the tiny model: they run in that order around the built-in stages, each
+ * with its worker count, batch size and a state per worker (init once per
+ * worker, close once per worker), see what their place has (no pixels
+ * before decode, no answer before the engine), may replace the answer, and
+ * may drop rows: a dropped row is not written, reaches no later stage, and
+ * is done for the ledger (the rerun skips it). And the assembly rules.
+ * Stage functions run on worker threads: they count what is wrong, and the
+ * test thread asserts the counts (cmocka's asserts are for its thread). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+
+#include "sluice/pipeline.h"
+#include "test_util.h"
+
+enum { N = 18, MAX_WORKERS = 4, MAGIC = 0x51a7e };
+
+/* One place's stage: what its workers saw. */
+typedef struct place {
+    const char *name;
+    int workers, batch_size;
+    atomic_int inits[MAX_WORKERS], closes[MAX_WORKERS];
+    atomic_int rows, calls, max_batch, wrong; /* wrong: a row it should not have seen as it did */
+    atomic_int dropped;
+    atomic_int seen[N];
+    struct place *before; /* the place every row must have passed first */
+    int drop_mod;         /* drop rows whose seq % 6 == drop_mod (-1: none) */
+} place;
+
+typedef struct worker_state {
+    int magic, worker;
+    place *pl;
+    int rows;
+    bool closed;
+} worker_state;
+
+static sl_status stage_init(void *config, int worker, void **state)
+{
+    place *pl = config;
+    if (worker < 0 || worker >= pl->workers) {
+        atomic_fetch_add(&pl->wrong, 1);
+        return SL_ERR_INVALID_ARG;
+    }
+    atomic_fetch_add(&pl->inits[worker], 1);
+    worker_state *ws = calloc(1, sizeof *ws);
+    *ws = (worker_state){MAGIC, worker, pl, 0, false};
+    *state = ws;
+    return SL_OK;
+}
+
+static void stage_close(void *state, sl_exec_end end)
+{
+    (void)end;
+    worker_state *ws = state; /* a wrong state crashes here, under ASan at once */
+    if (ws->magic != MAGIC || ws->closed)
+        atomic_fetch_add(&ws->pl->wrong, 1);
+    ws->closed = true;
+    atomic_fetch_add(&ws->pl->closes[ws->worker], 1);
+    free(ws);
+}
+
+static sl_status stage_process(void *state, sl_row *const *rows, size_t n)
+{
+    worker_state *ws = state;
+    place *pl = ws->pl;
+    if (ws->magic != MAGIC)
+        atomic_fetch_add(&pl->wrong, 1);
+    atomic_fetch_add(&pl->calls, 1);
+    int seen_max = atomic_load(&pl->max_batch);
+    while ((int)n > seen_max && !atomic_compare_exchange_weak(&pl->max_batch, &seen_max, (int)n))
+        ;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t seq = sl_row_seq(rows[i]);
+        if (seq >= N) {
+            atomic_fetch_add(&pl->wrong, 1);
+            continue;
+        }
+        ws->rows++;
+        atomic_fetch_add(&pl->rows, 1);
+        atomic_fetch_add(&pl->seen[seq], 1);
+        bool decoded = sl_pipeline_row_width(rows[i]) > 0 && sl_pipeline_row_height(rows[i]) > 0;
+        const char *answer = sl_pipeline_row_answer(rows[i]);
+        bool ok = !sl_row_failed(rows[i]) && !sl_row_dropped(rows[i]) &&
+                  sl_pipeline_row_id(rows[i]) && (!pl->before || atomic_load(&pl->before->seen[seq]));
+        if (strcmp(pl->name, "pre") == 0)
+            ok = ok && !decoded && !answer;
+        else if (strcmp(pl->name, "mid") == 0)
+            ok = ok && decoded && !answer &&
+                 sl_pipeline_row_set_answer(rows[i], "x") == SL_ERR_INVALID_ARG;
+        else
+            ok = ok && decoded && answer;
+        if (!ok)
+            atomic_fetch_add(&pl->wrong, 1);
+        if (strcmp(pl->name, "post") == 0 && seq % 2 == 0) {
+            char tag[64];
+            snprintf(tag, sizeof tag, "tag:%s", sl_pipeline_row_id(rows[i]));
+            if (sl_pipeline_row_set_answer(rows[i], tag) != SL_OK)
+                atomic_fetch_add(&pl->wrong, 1);
+        }
+        if (pl->drop_mod >= 0 && (int)(seq % 6) == pl->drop_mod) {
+            /* A prompt the engine refuses: were the row sent on, it would
+             * fail there (and count in the run's failures). */
+            if (sl_pipeline_row_set_prompt(rows[i], "\xff") != SL_OK)
+                atomic_fetch_add(&pl->wrong, 1);
+            sl_row_drop(rows[i]);
+            atomic_fetch_add(&pl->dropped, 1);
+        }
+    }
+    return SL_OK;
+}
+
+static char model[1024], mmproj[1024];
+static sl_caption_progress final_progress;
+
+static void on_progress(const sl_caption_progress *pg, void *user)
+{
+    (void)user;
+    if (pg->final)
+        final_progress = *pg;
+}
+
+static void model_paths(void)
+{
+    const char *dir = getenv("SLUICE_TINY_MODEL");
+    snprintf(model, sizeof model, "%s/model.gguf", dir ? dir : "models/tiny");
+    snprintf(mmproj, sizeof mmproj, "%s/mmproj.gguf", dir ? dir : "models/tiny");
+}
+
+/* N copies of a sample, img00.jpg ... (ids sort as seq). */
+static void make_inputs(const char *dir)
+{
+    const char *samples = getenv("SLUICE_SAMPLES");
+    char src[1024];
+    snprintf(src, sizeof src, "%s/astronaut.jpg", samples ? samples : "samples");
+    FILE *fp = fopen(src, "rb");
+    assert_non_null(fp);
+    static unsigned char buf[1 << 20];
+    size_t len = fread(buf, 1, sizeof buf, fp);
+    fclose(fp);
+    for (int i = 0; i < N; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "img%02d.jpg", i);
+        tu_write(dir, name, buf, len);
+    }
+}
+
+static sl_status run_with_places(const sl_caption_params *p, place *pre, place *mid, place *post,
+                                 sl_caption_summary *sum)
+{
+    sl_pipeline *pl;
+    assert_int_equal(sl_pipeline_new(p, &pl), SL_OK);
+    place *at[3] = {pre, mid, post};
+    for (int b = SL_PIPELINE_READ; b <= SL_PIPELINE_WRITE; b++) {
+        assert_int_equal(sl_pipeline_add_builtin(pl, (sl_pipeline_builtin)b), SL_OK);
+        if (b == SL_PIPELINE_WRITE)
+            break;
+        sl_pipeline_stage_params sp = sl_pipeline_stage_default_params();
+        sp.name = at[b]->name;
+        sp.workers = at[b]->workers;
+        sp.batch_size = at[b]->batch_size;
+        sp.config = at[b];
+        sp.init = stage_init;
+        sp.process = stage_process;
+        sp.close = stage_close;
+        assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_OK);
+    }
+    sl_status st = sl_pipeline_run(pl, sum);
+    sl_pipeline_free(pl);
+    return st;
+}
+
+static void check_workers(const place *pl)
+{
+    for (int w = 0; w < MAX_WORKERS; w++) {
+        assert_int_equal(atomic_load(&pl->inits[w]), w < pl->workers ? 1 : 0);
+        assert_int_equal(atomic_load(&pl->closes[w]), w < pl->workers ? 1 : 0);
+    }
+    assert_true(atomic_load(&pl->max_batch) <= pl->batch_size);
+    assert_int_equal(atomic_load(&pl->wrong), 0);
+}
+
+static void stages_at_three_places(void **state)
+{
+    (void)state;
+    model_paths();
+    char *base = tu_tmpdir();
+    char in[512], out[512];
+    snprintf(in, sizeof in, "%s/in", base);
+    snprintf(out, sizeof out, "%s/out", base);
+    mkdir(in, 0777);
+    make_inputs(in);
+
+    sl_caption_params p = sl_caption_default_params();
+    p.input_dir = in;
+    p.output_dir = out;
+    p.llama.model_path = model;
+    p.llama.mmproj_path = mmproj;
+    p.sampling.max_tokens = 1;
+    p.image.max_edge = 64;
+    p.on_progress = on_progress;
+    static place pre, mid, post;
+    pre = (place){.name = "pre", .workers = 3, .batch_size = 4, .drop_mod = 1};
+    mid = (place){.name = "mid", .workers = 2, .batch_size = 3, .before = &pre, .drop_mod = -1};
+    post = (place){.name = "post", .workers = 2, .batch_size = 5, .before = &mid, .drop_mod = 3};
+    sl_caption_summary sum;
+    assert_int_equal(run_with_places(&p, &pre, &mid, &post, &sum), SL_OK);
+
+    check_workers(&pre);
+    check_workers(&mid);
+    check_workers(&post);
+    int dropped = 0;
+    for (int seq = 0; seq < N; seq++) {
+        /* every row once at each place it reaches; none past its drop */
+        assert_int_equal(atomic_load(&pre.seen[seq]), 1);
+        assert_int_equal(atomic_load(&mid.seen[seq]), seq % 6 == 1 ? 0 : 1);
+        assert_int_equal(atomic_load(&post.seen[seq]), seq % 6 == 1 ? 0 : 1);
+        dropped += seq % 6 == 1 || seq % 6 == 3;
+    }
+    assert_int_equal(atomic_load(&pre.dropped) + atomic_load(&post.dropped), dropped);
+    assert_int_equal(sum.rows_dropped, dropped);
+    assert_int_equal(sum.rows, N - dropped);
+    assert_int_equal(sum.rows_failed, 0);
+    assert_true(final_progress.final);
+    assert_int_equal(final_progress.rows_done, N);
+    assert_int_equal(final_progress.rows_failed, 0); /* no stage saw a dropped row */
+
+    /* The output: the rows not dropped, the answers post replaced. */
+    char part[600];
+    snprintf(part, sizeof part, "%s/part-00000.jsonl", out);
+    FILE *fp = fopen(part, "r");
+    assert_non_null(fp);
+    char line[8192];
+    int rows = 0;
+    while (fgets(line, sizeof line, fp)) {
+        json_t *o = json_loads(line, 0, NULL);
+        assert_non_null(o);
+        const char *id = json_string_value(json_object_get(o, "id"));
+        int seq = atoi(id + 3);
+        assert_true(seq % 6 != 1 && seq % 6 != 3);
+        if (seq % 2 == 0) {
+            char tag[64];
+            snprintf(tag, sizeof tag, "tag:%s", id);
+            assert_string_equal(json_string_value(json_object_get(o, "caption")), tag);
+        }
+        json_decref(o);
+        rows++;
+    }
+    fclose(fp);
+    assert_int_equal(rows, N - dropped);
+
+    /* The rerun: every input is done, the dropped ones too. */
+    place pre2 = {.name = "pre", .workers = 1, .batch_size = 1, .drop_mod = -1};
+    place mid2 = {.name = "mid", .workers = 1, .batch_size = 1, .drop_mod = -1};
+    place post2 = {.name = "post", .workers = 1, .batch_size = 1, .drop_mod = -1};
+    assert_int_equal(run_with_places(&p, &pre2, &mid2, &post2, &sum), SL_OK);
+    assert_int_equal(sum.rows_skipped, N);
+    assert_int_equal(sum.rows, 0);
+    assert_int_equal(atomic_load(&pre2.rows), 0);
+    check_workers(&pre2);
+    tu_rmtree(base);
+}
+
+static sl_status nop_process(void *state, sl_row *const *rows, size_t n)
+{
+    (void)state, (void)rows, (void)n;
+    return SL_OK;
+}
+
+static void assembly_rules(void **state)
+{
+    (void)state;
+    sl_caption_params p = sl_caption_default_params();
+    sl_pipeline *pl;
+    sl_caption_summary sum;
+    assert_int_equal(sl_pipeline_new(&p, &pl), SL_OK);
+    sl_pipeline_stage_params sp = sl_pipeline_stage_default_params();
+    assert_int_equal(sp.workers, 1);
+    assert_int_equal(sp.batch_size, 16);
+    sp.name = "mine";
+    sp.process = nop_process;
+    assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_ERR_INVALID_ARG); /* before read */
+    assert_non_null(strstr(sl_last_error(), "after read"));
+    assert_int_equal(sl_pipeline_add_builtin(pl, SL_PIPELINE_DECODE), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "in that order"));
+    assert_int_equal(sl_pipeline_add_builtin(pl, SL_PIPELINE_READ), SL_OK);
+    assert_int_equal(sl_pipeline_add_builtin(pl, SL_PIPELINE_READ), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_OK);
+    assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_ERR_INVALID_ARG); /* name taken */
+    sp.name = "decode";
+    assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_ERR_INVALID_ARG);
+    sp.name = "other";
+    sp.process = NULL;
+    assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_ERR_INVALID_ARG);
+    sp.process = nop_process;
+    sp.batch_size = 0;
+    assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_pipeline_run(pl, &sum), SL_ERR_INVALID_ARG); /* no decode yet */
+    assert_non_null(strstr(sl_last_error(), "no decode stage"));
+    assert_int_equal(sl_pipeline_add_builtin(pl, SL_PIPELINE_DECODE), SL_OK);
+    assert_int_equal(sl_pipeline_add_builtin(pl, SL_PIPELINE_ENGINE), SL_OK);
+    assert_int_equal(sl_pipeline_add_builtin(pl, SL_PIPELINE_WRITE), SL_OK);
+    sp.batch_size = 1;
+    assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_ERR_INVALID_ARG); /* after write */
+    /* Assembled: the job's own checks come next (here: no input). */
+    assert_int_equal(sl_pipeline_run(pl, &sum), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "no input"));
+    assert_int_equal(sl_pipeline_run(pl, &sum), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "runs once"));
+    sl_pipeline_free(pl);
+    sl_pipeline_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(assembly_rules),
+        cmocka_unit_test(stages_at_three_places),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

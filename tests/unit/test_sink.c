@@ -1,0 +1,170 @@
+/* Unit tests: io/sink.c and the formats behind it — a row written from a
+ * schema (JSONL groups and omitted nulls, pass-through after the head, the
+ * tail last), a part that appears only when committed with the durable step
+ * between sync and rename, a failed durable step that publishes nothing, an
+ * abandoned part removed, and a schema a format cannot hold refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <dirent.h>
+
+#include "core/error.h"
+#include "io/sink.h"
+#include "test_util.h"
+
+static const sl_schema_column head[] = {
+    {"id", SL_PQ_STRING, false, NULL, false},
+    {"w", SL_PQ_INT64, true, NULL, true},
+    {"a_ms", SL_PQ_DOUBLE, false, "t", false},
+    {"b_ms", SL_PQ_DOUBLE, false, "t", false},
+    {"err", SL_PQ_STRING, true, NULL, false},
+};
+
+static int exists(const char *p) { return access(p, F_OK) == 0; }
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+static char *slurp(const char *path)
+{
+    static char buf[4096];
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    buf[n] = '\0';
+    fclose(fp);
+    return buf;
+}
+
+static int durable_calls;
+static char durable_saw[1024];
+
+/* The ledger's place: the temporary is complete, the final name not there. */
+static sl_status durable(void *user)
+{
+    const char *final_path = user;
+    durable_calls++;
+    snprintf(durable_saw, sizeof durable_saw, "%s", exists(final_path) ? "final" : "temp only");
+    return SL_OK;
+}
+
+static sl_status durable_fails(void *user)
+{
+    (void)user;
+    return sl_fail(SL_ERR_IO, "ledger full");
+}
+
+static void jsonl_row_follows_the_schema(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    sl_columns *cols;
+    const char *reserved[] = {"id", "w", "t", "a_ms", "b_ms", "err"};
+    assert_int_equal(sl_columns_new(reserved, 6, NULL, 0, &cols), SL_OK);
+    sl_schema schema = {head, 5, cols, NULL, 0};
+    sl_sink *sink;
+    assert_int_equal(sl_sink_open("jsonl", dir, false, &schema, &sink), SL_OK);
+    assert_string_equal(sl_sink_format(sink), "jsonl");
+    assert_null(sl_sink_part_path(sink));
+    assert_int_equal(sl_sink_part_open(sink, "part-00000.jsonl"), SL_OK);
+    char final_path[600];
+    snprintf(final_path, sizeof final_path, "%s/part-00000.jsonl", dir);
+    assert_string_equal(sl_sink_part_path(sink), final_path);
+
+    json_t *extra = json_pack("{s:i, s:s}", "w", 7, "tag", "x");
+    sl_pq_value cells[5] = {{.ptr = "r1", .len = 2}, {.i64 = 640}, {.f64 = 1.5}, {.f64 = 2},
+                            {.is_null = true}};
+    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, extra}), SL_OK);
+    cells[0] = (sl_pq_value){.ptr = "r\xff", .len = 2}; /* repaired */
+    cells[1] = (sl_pq_value){.is_null = true};         /* omitted */
+    cells[4] = (sl_pq_value){.ptr = "bad", .len = 3};
+    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, NULL}), SL_OK);
+    json_decref(extra);
+    assert_false(exists(final_path));
+    durable_calls = 0;
+    assert_int_equal(sl_sink_commit(sink, durable, final_path), SL_OK);
+    assert_int_equal(durable_calls, 1);
+    assert_string_equal(durable_saw, "temp only");
+    assert_false(sl_sink_part_is_open(sink));
+    assert_string_equal(sl_sink_part_path(sink), final_path);
+    assert_string_equal(slurp(final_path),
+                        "{\"id\":\"r1\",\"w\":640,\"t\":{\"a_ms\":1.5,\"b_ms\":2.0},\"err\":null,"
+                        "\"input_w\":7,\"tag\":\"x\"}\n"
+                        "{\"id\":\"r\xef\xbf\xbd\",\"t\":{\"a_ms\":1.5,\"b_ms\":2.0},"
+                        "\"err\":\"bad\"}\n");
+    /* A committed part takes no more rows; a new one opens. */
+    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, NULL}), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_sink_commit(sink, NULL, NULL), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_sink_part_open(sink, "part-00001.jsonl"), SL_OK);
+    assert_int_equal(sl_sink_part_open(sink, "part-00002.jsonl"), SL_ERR_INVALID_ARG);
+    sl_sink_free(sink); /* the open part-00001 is given up */
+    snprintf(final_path, sizeof final_path, "%s/part-00001.jsonl", dir);
+    assert_false(exists(final_path));
+    sl_columns_free(cols);
+    tu_rmtree(dir);
+}
+
+static void failed_durable_step_publishes_nothing(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    sl_schema schema = {head, 5, NULL, NULL, 0};
+    const char *formats[] = {"jsonl", "parquet"};
+    for (int f = 0; f < 2; f++) {
+        sl_sink *sink;
+        char name[64], final_path[600];
+        snprintf(name, sizeof name, "part-00000.%s", formats[f]);
+        snprintf(final_path, sizeof final_path, "%s/%s", dir, name);
+        assert_int_equal(sl_sink_open(formats[f], dir, false, &schema, &sink), SL_OK);
+        assert_int_equal(sl_sink_part_open(sink, name), SL_OK);
+        sl_pq_value cells[5] = {{.ptr = "r1", .len = 2}, {.is_null = true}, {.f64 = 1},
+                                {.f64 = 2}, {.is_null = true}};
+        assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, NULL}), SL_OK);
+        assert_int_equal(sl_sink_commit(sink, durable_fails, NULL), SL_ERR_IO);
+        assert_string_equal(sl_last_error(), "ledger full");
+        assert_true(sl_sink_part_is_open(sink));
+        sl_sink_abandon(sink);
+        assert_false(sl_sink_part_is_open(sink));
+        assert_false(exists(final_path));
+        sl_sink_free(sink);
+        assert_int_equal(count_entries(dir), 0); /* no temporary left either */
+    }
+    tu_rmtree(dir);
+}
+
+static void formats_refused(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    static const sl_schema_column tail[] = {{"image_bytes", SL_PQ_BINARY, true, NULL, false}};
+    sl_schema schema = {head, 5, NULL, tail, 1};
+    sl_sink *sink = NULL;
+    assert_int_equal(sl_sink_open("jsonl", dir, false, &schema, &sink), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "image_bytes"));
+    assert_null(sink);
+    assert_int_equal(sl_sink_open("csv", dir, false, &schema, &sink), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "'csv'"));
+    assert_int_equal(sl_sink_open("parquet", dir, false, &schema, &sink), SL_OK);
+    sl_sink_free(sink);
+    sl_sink_free(NULL);
+    tu_rmtree(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(jsonl_row_follows_the_schema),
+        cmocka_unit_test(failed_durable_step_publishes_nothing),
+        cmocka_unit_test(formats_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
