@@ -732,16 +732,36 @@ static bool parse_bool(const char *text, bool *out)
     return true;
 }
 
-static bool is_choice(const char *choices, const char *text)
+/* text's position in "a|b|c", or -1. */
+static int choice_index(const char *choices, const char *text)
 {
     size_t n = strlen(text);
-    for (const char *s = choices; *s;) {
+    int index = 0;
+    for (const char *s = choices; *s; index++) {
         size_t len = strcspn(s, "|");
         if (len == n && memcmp(s, text, n) == 0)
-            return true;
+            return index;
         s += len + (s[len] == '|');
     }
-    return false;
+    return -1;
+}
+
+static sl_status not_a_choice(const char *where, const char *name, const char *choices,
+                              const char *value)
+{
+    char allowed[160];
+    size_t n = 0;
+    for (const char *s = choices; *s && n + 3 < sizeof allowed; s++) {
+        if (*s == '|') {
+            allowed[n++] = ',';
+            allowed[n++] = ' ';
+        } else {
+            allowed[n++] = *s;
+        }
+    }
+    allowed[n] = '\0';
+    return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects one of %s; got '%s'", where, name, allowed,
+                   value);
 }
 
 /* Resets option i to its default. */
@@ -785,21 +805,8 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
                            SL_CONFIG_VERSION);
         break;
     case K_STR: case K_CHOICE: case K_ADDR: {
-        if (o->k == K_CHOICE && !is_choice(o->choices, value)) {
-            char allowed[160];
-            size_t n = 0;
-            for (const char *s = o->choices; *s && n + 3 < sizeof allowed; s++) {
-                if (*s == '|') {
-                    allowed[n++] = ',';
-                    allowed[n++] = ' ';
-                } else {
-                    allowed[n++] = *s;
-                }
-            }
-            allowed[n] = '\0';
-            return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects one of %s; got '%s'", where, name,
-                           allowed, value);
-        }
+        if (o->k == K_CHOICE && choice_index(o->choices, value) < 0)
+            return not_a_choice(where, name, o->choices, value);
         if (o->k == K_ADDR && strcmp(value, "off") == 0) {
             *(const char **)field = NULL;
         } else {
@@ -811,30 +818,9 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
         break;
     }
     case K_ENUM: {
-        int index = 0;
-        const char *at = o->choices;
-        size_t n = strlen(value);
-        for (; *at; index++) {
-            size_t len = strcspn(at, "|");
-            if (len == n && memcmp(at, value, n) == 0)
-                break;
-            at += len + (at[len] == '|');
-        }
-        if (!*at) {
-            char allowed[160];
-            size_t k = 0;
-            for (const char *c2 = o->choices; *c2 && k + 3 < sizeof allowed; c2++) {
-                if (*c2 == '|') {
-                    allowed[k++] = ',';
-                    allowed[k++] = ' ';
-                } else {
-                    allowed[k++] = *c2;
-                }
-            }
-            allowed[k] = '\0';
-            return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects one of %s; got '%s'", where, name,
-                           allowed, value);
-        }
+        int index = choice_index(o->choices, value);
+        if (index < 0)
+            return not_a_choice(where, name, o->choices, value);
         *(int *)field = index;
         break;
     }

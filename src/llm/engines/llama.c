@@ -1010,10 +1010,8 @@ static bool hit_stop(slot *s, size_t from)
     return hit;
 }
 
-/* The first index of the largest logit: what llama.cpp's greedy sampler
- * picks (ties go to the lowest id), without building its 150k-entry
- * candidate array. Eight running maxima let the compiler vectorize the
- * scan; the second pass finds the first index holding the maximum. */
+/* The largest logit. Eight running maxima let the compiler vectorize the
+ * scan of 150k floats. */
 static float max_logit(const float *x, int n)
 {
     float lane[8];
@@ -1031,21 +1029,13 @@ static float max_logit(const float *x, int n)
     return best;
 }
 
+/* The first index of the largest logit: what llama.cpp's greedy sampler
+ * picks (ties go to the lowest id), without building its 150k-entry
+ * candidate array. */
 static llama_token argmax_first(const float *x, int n)
 {
-    float lane[8];
-    for (int k = 0; k < 8; k++)
-        lane[k] = -INFINITY;
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++)
-            lane[k] = x[i + k] > lane[k] ? x[i + k] : lane[k];
-    float best = -INFINITY;
-    for (int k = 0; k < 8; k++)
-        best = lane[k] > best ? lane[k] : best;
-    for (; i < n; i++)
-        best = x[i] > best ? x[i] : best;
-    for (i = 0; i < n; i++)
+    float best = max_logit(x, n);
+    for (int i = 0; i < n; i++)
         if (x[i] == best)
             return (llama_token)i;
     return 0; /* every logit NaN or -inf: llama.cpp's greedy picks 0 too */
