@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-engine bench-decode bench-http clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-engine bench-engine-host bench-decode bench-http clean
 
 all: build
 
@@ -60,6 +60,15 @@ bench-engine: build
 	test -f models/smolvlm-256m-e512-bf16/model.gguf || .venv/bin/python tools/gen_model.py \
 	    --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 --out models/smolvlm-256m-e512-bf16
 	$(BUILD)/bench/engine
+
+# The host cost of one step of the engine's loop at --parallel 128 with a
+# 152k vocabulary (Qwen2.5-VL-3B's), per sampler: reference (llama.cpp's
+# chain, one sequence at a time), host, device; greedy and top-p
+# (docs/engine.md, "Where the time goes"). About 20 minutes on 2 cores.
+bench-engine-host: build
+	test -f models/qwen3b-like-2l/model.gguf || .venv/bin/python tools/gen_model.py \
+	    --shape qwen3b-like-2l --out models/qwen3b-like-2l
+	$(BUILD)/bench/engine --host --model-dir models/qwen3b-like-2l --parallel 128 --tokens 16 --rounds 3
 
 # Decode + resize to 512 px on one core, sluice vs Pillow (docs/images.md).
 bench-decode: build
