@@ -153,6 +153,10 @@ struct llama_engine;
  * by then, and each sequence's sampler chain is touched by one thread. */
 typedef struct sample_pool {
     pthread_t threads[SAMPLE_THREADS_MAX];
+    struct sample_helper {     /* what helper i is handed: its pool and worker number */
+        struct sample_pool *pool;
+        int worker;            /* 1.. n_helpers: the engine thread is 0 */
+    } helpers[SAMPLE_THREADS_MAX];
     int n_helpers;             /* threads besides the engine thread */
     pthread_mutex_t mu;
     pthread_cond_t go, idle;
@@ -230,24 +234,40 @@ typedef struct llama_engine {
                                   time), added into stats when published */
 } llama_engine;
 
+/* Adds the counters the encoder thread keeps (images, encode and
+ * preprocess time) from `from` into `into`. */
+static void add_encoder_counters(sl_engine_stats *into, const sl_engine_stats *from)
+{
+    into->images_encoded += from->images_encoded;
+    into->encode_s += from->encode_s;
+    for (int i = 0; i < SL_PHASE_COUNT; i++) {
+        into->phase_s[i] += from->phase_s[i];
+        into->phase_n[i] += from->phase_n[i];
+    }
+}
+
 /* e->stats = the engine thread's counters plus the encoder's. Under mu. */
 static void snapshot_locked(llama_engine *e)
 {
     e->stats = e->work;
-    e->stats.images_encoded += e->enc.images_encoded;
-    e->stats.encode_s += e->enc.encode_s;
-    for (int i = 0; i < SL_PHASE_COUNT; i++) {
-        e->stats.phase_s[i] += e->enc.phase_s[i];
-        e->stats.phase_n[i] += e->enc.phase_n[i];
-    }
+    add_encoder_counters(&e->stats, &e->enc);
 }
 
-static void phase_add(llama_engine *e, sl_engine_phase phase, double ms)
+/* Counts one observation of a phase into *into (the calling thread's own
+ * counters) and hands it to the observer. */
+static void phase_count(const llama_engine *e, sl_engine_stats *into, sl_engine_phase phase,
+                        double ms)
 {
-    e->work.phase_s[phase] += ms / 1e3;
-    e->work.phase_n[phase]++;
+    into->phase_s[phase] += ms / 1e3;
+    into->phase_n[phase]++;
     if (e->on_phase)
         e->on_phase(e->on_phase_user, phase, ms / 1e3);
+}
+
+/* On the engine thread. */
+static void phase_add(llama_engine *e, sl_engine_phase phase, double ms)
+{
+    phase_count(e, &e->work, phase, ms);
 }
 
 /* Renders the chat for one request into *out (sl_free). SL_ERR_NOMEM, or
@@ -486,10 +506,7 @@ static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
     double tp = now_ms();
     sl_status st = tokenize(e, r);
     double ms = now_ms() - tp;
-    counted->phase_s[SL_PHASE_PREPROCESS] += ms / 1e3;
-    counted->phase_n[SL_PHASE_PREPROCESS]++;
-    if (e->on_phase)
-        e->on_phase(e->on_phase_user, SL_PHASE_PREPROCESS, ms / 1e3);
+    phase_count(e, counted, SL_PHASE_PREPROCESS, ms);
     size_t n = st == SL_OK ? mtmd_input_chunks_size(r->chunks) : 0;
     if (st == SL_OK && !(r->embd = sl_calloc(n, sizeof *r->embd)))
         st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image embeddings", r->id);
@@ -512,10 +529,7 @@ static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
         r->prep_encode_ms += ms;
         counted->encode_s += ms / 1e3;
         counted->images_encoded++;
-        counted->phase_s[SL_PHASE_ENCODE] += ms / 1e3;
-        counted->phase_n[SL_PHASE_ENCODE]++;
-        if (e->on_phase)
-            e->on_phase(e->on_phase_user, SL_PHASE_ENCODE, ms / 1e3);
+        phase_count(e, counted, SL_PHASE_ENCODE, ms);
     }
     r->prep_status = st;
     if (st != SL_OK)
@@ -541,12 +555,7 @@ static void *encoder_main(void *arg)
         sl_engine_stats counted = {0};
         prepare(e, r, &counted);
         pthread_mutex_lock(&e->mu);
-        e->enc.images_encoded += counted.images_encoded;
-        e->enc.encode_s += counted.encode_s;
-        for (int i = 0; i < SL_PHASE_COUNT; i++) {
-            e->enc.phase_s[i] += counted.phase_s[i];
-            e->enc.phase_n[i] += counted.phase_n[i];
-        }
+        add_encoder_counters(&e->enc, &counted);
         r->preparing = false;
         r->prepared = true;
         pthread_cond_signal(&e->work_cv);
@@ -795,6 +804,15 @@ static void drop_embd(slot *s)
     }
 }
 
+/* One llama_decode of image embeddings that took ms. */
+static void count_image_decode(llama_engine *e, double ms)
+{
+    e->work.decode_s += ms / 1e3;
+    e->work.image_decode_s += ms / 1e3;
+    e->work.decode_calls++;
+    e->work.image_decode_calls++;
+}
+
 /* Decodes an image's embeddings into its sequence through mtmd's helper
  * (M-RoPE positions, non-causal attention, images larger than a batch). */
 static void decode_image_alone(llama_engine *e, image_due *d)
@@ -806,10 +824,7 @@ static void decode_image_alone(llama_engine *e, image_due *d)
                                                 s->n_past, s->seq, e->n_batch, &new_past, NULL,
                                                 NULL);
     double ms = now_ms() - td;
-    e->work.decode_s += ms / 1e3;
-    e->work.image_decode_s += ms / 1e3;
-    e->work.decode_calls++;
-    e->work.image_decode_calls++;
+    count_image_decode(e, ms);
     phase_add(e, SL_PHASE_IMAGE_PREFILL, ms);
     if (rc != 0) {
         char msg[512];
@@ -849,10 +864,7 @@ static void decode_images_packed(llama_engine *e, image_due *due, int n)
     if (rc == 0)
         llama_synchronize(e->ctx);
     double ms = now_ms() - td;
-    e->work.decode_s += ms / 1e3;
-    e->work.image_decode_s += ms / 1e3;
-    e->work.decode_calls++;
-    e->work.image_decode_calls++;
+    count_image_decode(e, ms);
     for (int k = 0; k < n; k++) {
         slot *s = due[k].s;
         phase_add(e, SL_PHASE_IMAGE_PREFILL, ms * due[k].n_tokens / b->n_tokens);
@@ -1119,12 +1131,9 @@ static void sample_share(llama_engine *e, int worker)
 
 static void *sample_helper_main(void *arg)
 {
-    sample_pool *pool = arg;
-    int worker;
-    unsigned long seen = 0;
-    pthread_mutex_lock(&pool->mu);
-    worker = ++pool->busy; /* 1.. n_helpers: the engine thread is 0 */
-    pthread_mutex_unlock(&pool->mu);
+    const struct sample_helper *h = arg;
+    sample_pool *pool = h->pool;
+    unsigned long seen = 0; /* a helper that starts late still takes round 1 */
     for (;;) {
         pthread_mutex_lock(&pool->mu);
         while (!pool->quit && pool->round == seen)
@@ -1134,7 +1143,7 @@ static void *sample_helper_main(void *arg)
         pthread_mutex_unlock(&pool->mu);
         if (quit)
             return NULL;
-        sample_share(pool->e, worker);
+        sample_share(pool->e, h->worker);
         pthread_mutex_lock(&pool->mu);
         if (--pool->busy == 0)
             pthread_cond_signal(&pool->idle);
@@ -1196,21 +1205,12 @@ static void pool_start(llama_engine *e, int n)
     pthread_cond_init(&pool->go, NULL);
     pthread_cond_init(&pool->idle, NULL);
     pool->e = e;
-    pool->busy = 0;
     for (int i = 0; i < n - 1 && i < SAMPLE_THREADS_MAX - 1; i++) {
-        if (pthread_create(&pool->threads[i], NULL, sample_helper_main, pool) != 0)
+        pool->helpers[i] = (struct sample_helper){.pool = pool, .worker = i + 1};
+        if (pthread_create(&pool->threads[i], NULL, sample_helper_main, &pool->helpers[i]) != 0)
             break;
         pool->n_helpers++;
     }
-    /* Wait until each helper has taken its worker number. */
-    pthread_mutex_lock(&pool->mu);
-    while (pool->busy < pool->n_helpers) {
-        pthread_mutex_unlock(&pool->mu);
-        sched_yield();
-        pthread_mutex_lock(&pool->mu);
-    }
-    pool->busy = 0;
-    pthread_mutex_unlock(&pool->mu);
     e->pool_started = true;
 }
 
@@ -1664,6 +1664,13 @@ static void init_backend_once(void)
     llama_backend_init();
 }
 
+/* Once per process, whichever entry point comes first. */
+static void init_backend(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_backend_once);
+}
+
 
 /* Positions one request of the expected shape takes: the template, a
  * prompt, and an image of image_edge_hint pixels square. */
@@ -1739,11 +1746,11 @@ static bool uses_gpu(const sl_llama_params *p)
     return false;
 }
 
-static sl_llama_sampler choose_sampler(const sl_llama_params *p)
+static sl_llama_sampler choose_sampler(const sl_llama_params *p, bool on_gpu)
 {
     if (p->sampler != SL_SAMPLER_AUTO)
         return p->sampler;
-    return uses_gpu(p) ? SL_SAMPLER_DEVICE : SL_SAMPLER_HOST;
+    return on_gpu ? SL_SAMPLER_DEVICE : SL_SAMPLER_HOST;
 }
 
 /* --parallel 0 on a GPU: as many sequences as three quarters of the free
@@ -1753,10 +1760,8 @@ static sl_llama_sampler choose_sampler(const sl_llama_params *p)
  * runs gained nothing more), at least 1. */
 #define AUTO_PARALLEL_MAX 128
 
-static int auto_parallel(llama_engine *e, const sl_llama_params *p, ggml_backend_dev_t dev,
-                         int per_seq)
+static int auto_parallel(llama_engine *e, ggml_backend_dev_t dev, int per_seq)
 {
-    (void)p;
     for (size_t i = 0; !dev && i < ggml_backend_dev_count(); i++)
         if (ggml_backend_dev_type(ggml_backend_dev_get(i)) == GGML_BACKEND_DEVICE_TYPE_GPU)
             dev = ggml_backend_dev_get(i);
@@ -1783,8 +1788,7 @@ static int auto_parallel(llama_engine *e, const sl_llama_params *p, ggml_backend
 
 int sl_llama_default_parallel(const sl_llama_params *p)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, init_backend_once);
+    init_backend();
     return p->n_parallel > 0 ? p->n_parallel : uses_gpu(p) ? AUTO_PARALLEL_MAX : 4;
 }
 
@@ -1800,8 +1804,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         return sl_fail(SL_ERR_INVALID_ARG, "--parallel must be from 1 to %d (or 0: auto), got %d",
                        (int)llama_max_parallel_sequences() - 1, params->n_parallel);
 
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, init_backend_once);
+    init_backend();
     bool on_gpu = uses_gpu(params);
 
     llama_engine *e = sl_calloc(1, sizeof *e);
@@ -1907,7 +1910,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         per_seq = (int)need;
     }
     if (e->n_parallel == 0)
-        e->n_parallel = on_gpu ? auto_parallel(e, params, only_device[0], per_seq) : 4;
+        e->n_parallel = on_gpu ? auto_parallel(e, only_device[0], per_seq) : 4;
     if (per_seq > (1 << 24) || (int64_t)per_seq * (e->n_parallel + 1) > UINT32_MAX / 2) {
         int n_seq = e->n_parallel + 1;
         llama_engine_free(e);
@@ -1936,7 +1939,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     cp.n_threads = (int32_t)threads;
     cp.n_threads_batch = (int32_t)threads;
     cp.no_perf = true;
-    e->sampler = choose_sampler(params);
+    e->sampler = choose_sampler(params, on_gpu);
     e->device_all = params->sampler == SL_SAMPLER_DEVICE;
     struct llama_sampler_seq_config *seq_samplers = NULL;
     if (e->sampler == SL_SAMPLER_DEVICE) {
@@ -2013,7 +2016,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         pool_start(e, n_sample);
     e->pool_always = params->sample_threads > 1;
     e->encode_ahead = params->encode_ahead >= 0 ? params->encode_ahead
-                      : uses_gpu(params) ? (e->n_parallel < 32 ? e->n_parallel : 32)
+                      : on_gpu ? (e->n_parallel < 32 ? e->n_parallel : 32)
                                          : 0;
     if (e->encode_ahead > 0) {
         if (pthread_create(&e->encoder, NULL, encoder_main, e) != 0) {
