@@ -441,23 +441,9 @@ done:
     return rc;
 }
 
-static int cmd_caption(int argc, char **argv)
+/* caption (job_file NULL) and run (job_file "": the first argument). */
+static int cmd_job(int argc, char **argv, command cmd)
 {
-    command cmd = {"caption", NULL};
-    sl_config *cfg;
-    int rc = build_config(argc, argv, &cmd, &cfg);
-    if (rc)
-        return rc == EXIT_HELP ? 0 : rc;
-    rc = check_ready(cfg, &cmd);
-    if (!rc)
-        rc = run_job(cfg, &cmd);
-    sl_config_free(cfg);
-    return rc;
-}
-
-static int cmd_run(int argc, char **argv)
-{
-    command cmd = {"run", ""};
     sl_config *cfg;
     int rc = build_config(argc, argv, &cmd, &cfg);
     if (rc)
@@ -647,9 +633,9 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(argv[1], "caption") == 0)
-        return cmd_caption(argc - 1, argv + 1);
+        return cmd_job(argc - 1, argv + 1, (command){"caption", NULL});
     if (strcmp(argv[1], "run") == 0)
-        return cmd_run(argc - 1, argv + 1);
+        return cmd_job(argc - 1, argv + 1, (command){"run", ""});
     if (strcmp(argv[1], "config") == 0)
         return cmd_config(argc - 1, argv + 1);
     fprintf(stderr, "sluice: unknown command '%s'; the commands are caption, run and config.\n"
