@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/hash.h"
 #include "sluice/sluice.h"
 
 static double now(void)
@@ -40,7 +41,8 @@ static double now(void)
 static char model_path[1024], mmproj_path[1024];
 static const char *prompt = "Describe this image in one sentence.";
 
-static sl_engine *open_engine(int parallel, int max_tokens)
+/* The model of --model-dir with these sizes, the default sampler. */
+static sl_llama_params engine_params(int parallel, int max_tokens)
 {
     sl_llama_params p = sl_llama_default_params();
     p.model_path = model_path;
@@ -48,12 +50,23 @@ static sl_engine *open_engine(int parallel, int max_tokens)
     p.n_parallel = parallel;
     p.max_tokens_hint = max_tokens;
     p.image_edge_hint = 512;
+    return p;
+}
+
+static sl_engine *open_engine_with(const sl_llama_params *p)
+{
     sl_engine *e;
-    if (sl_engine_open_llama(&p, &e) != SL_OK) {
+    if (sl_engine_open_llama(p, &e) != SL_OK) {
         fprintf(stderr, "bench: %s\n", sl_last_error());
         exit(1);
     }
     return e;
+}
+
+static sl_engine *open_engine(int parallel, int max_tokens)
+{
+    sl_llama_params p = engine_params(parallel, max_tokens);
+    return open_engine_with(&p);
 }
 
 typedef struct run_result {
@@ -163,19 +176,10 @@ typedef struct host_cost {
  * admission steps are excluded, they have other costs). */
 static host_cost measure_host(sl_llama_sampler sampler, int parallel, int tokens, float temperature)
 {
-    sl_llama_params p = sl_llama_default_params();
-    p.model_path = model_path;
-    p.mmproj_path = mmproj_path;
-    p.n_parallel = parallel;
-    p.max_tokens_hint = tokens;
-    p.image_edge_hint = 512;
+    sl_llama_params p = engine_params(parallel, tokens);
     p.sampler = sampler;
     p.on_phase = on_phase;
-    sl_engine *e;
-    if (sl_engine_open_llama(&p, &e) != SL_OK) {
-        fprintf(stderr, "bench: %s\n", sl_last_error());
-        exit(1);
-    }
+    sl_engine *e = open_engine_with(&p);
     n_steps_seen = 0;
     cur_host_ms = cur_sample_ms = cur_decode_ms = 0;
     char ids[512][16];
@@ -207,10 +211,7 @@ static host_cost measure_host(sl_llama_sampler sampler, int parallel, int tokens
                 fprintf(stderr, "bench: request failed: %s\n", c[i].error);
                 exit(1);
             }
-            uint64_t x = 1469598103934665603ull;
-            for (const char *t = c[i].result.text; *t; t++)
-                x = (x ^ (uint64_t)(unsigned char)*t) * 1099511628211ull;
-            h[(intptr_t)c[i].tag] = x;
+            h[(intptr_t)c[i].tag] = sl_hash_fnv1a64(c[i].result.text);
             if (c[i].result.generated_tokens < shortest)
                 shortest = c[i].result.generated_tokens;
             sl_completion_clear(&c[i]);
@@ -220,7 +221,7 @@ static host_cost measure_host(sl_llama_sampler sampler, int parallel, int tokens
     sl_engine_free(e);
     host_cost out = {0};
     for (int i = 0; i < parallel; i++)
-        out.tokens_hash = (out.tokens_hash ^ h[i]) * 1099511628211ull;
+        out.tokens_hash = sl_hash_mix64(out.tokens_hash ^ h[i]);
     /* Every sequence generates in the last `shortest - 1` steps before the
      * first one ends (one token per step). */
     int steady = shortest - 2 > 0 ? shortest - 2 : 1;
