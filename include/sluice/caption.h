@@ -58,6 +58,21 @@ typedef struct sl_caption_progress {
 
 typedef void (*sl_progress_fn)(const sl_caption_progress *progress, void *user);
 
+/* A stage of the user's (docs/stages.md): a Lua script or a C plugin
+ * (sluice/plugin.h) run on the rows after one of the built-in stages. */
+typedef struct sl_stage_spec {
+    const char *name;        /* unique in the job; NULL: the file's name without its
+                                folder and extension */
+    const char *lua;         /* a Lua 5.4 script ... */
+    const char *plugin;      /* ... or a shared object (exactly one of the two) */
+    const char *after;       /* "read", "decode" (NULL: this) or "engine" */
+    int workers;             /* 0: 1 */
+    int batch_size;          /* rows per call; 0: 16 */
+    const char *config;      /* a JSON object's text handed to init(); NULL: {} */
+    const char *const *columns; /* the columns the stage sets (Parquet plans them) */
+    int n_columns;
+} sl_stage_spec;
+
 typedef struct sl_caption_params {
     const char *input_dir;
     const char *output_dir;
@@ -123,6 +138,8 @@ typedef struct sl_caption_params {
                                   in the sample), then end; 0: no limit */
     double sample;             /* only rows whose id hashes below this fraction, 0 < f <= 1:
                                   the same ids on every run (default 1: all) */
+    const sl_stage_spec *stages; /* the user's stages, in order within each place */
+    int n_stages;
 } sl_caption_params;
 
 /* Rows per part when shard_rows is 0: a crash loses at most this many. */

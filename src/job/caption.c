@@ -16,7 +16,9 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/utf8.h"
+#include "core/alloc.h"
 #include "job/job.h"
+#include "stage/stage.h"
 #include "sluice/pipeline.h"
 
 sl_caption_params sl_caption_default_params(void)
@@ -123,14 +125,37 @@ sl_status job_check_params(const sl_caption_params *p)
 sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
 {
     memset(sum, 0, sizeof *sum);
-    sl_pipeline *pl;
-    sl_status st = sl_pipeline_new(p, &pl);
-    static const sl_pipeline_builtin stages[] = {SL_PIPELINE_READ, SL_PIPELINE_DECODE,
-                                                 SL_PIPELINE_ENGINE, SL_PIPELINE_WRITE};
-    for (size_t i = 0; st == SL_OK && i < sizeof stages / sizeof *stages; i++)
-        st = sl_pipeline_add_builtin(pl, stages[i]);
+    if (p->n_stages < 0 || (p->n_stages > 0 && !p->stages))
+        return sl_fail(SL_ERR_INVALID_ARG, "n_stages is %d but no stages are given", p->n_stages);
+    size_t n_user = (size_t)p->n_stages;
+    user_stage **user = n_user ? sl_calloc(n_user, sizeof *user) : NULL;
+    sl_pipeline_stage_params *defs = n_user ? sl_calloc(n_user, sizeof *defs) : NULL;
+    sl_pipeline_builtin *after = n_user ? sl_calloc(n_user, sizeof *after) : NULL;
+    sl_pipeline *pl = NULL;
+    sl_status st = n_user && (!user || !defs || !after)
+                       ? sl_fail(SL_ERR_NOMEM, "out of memory opening the stages")
+                       : SL_OK;
+    /* Every stage is checked (the script compiles, the plugin loads) before
+     * anything is read or loaded. */
+    for (size_t i = 0; st == SL_OK && i < n_user; i++)
+        st = user_stage_open(&p->stages[i], &user[i], &defs[i], &after[i]);
+    if (st == SL_OK)
+        st = sl_pipeline_new(p, &pl);
+    static const sl_pipeline_builtin builtins[] = {SL_PIPELINE_READ, SL_PIPELINE_DECODE,
+                                                   SL_PIPELINE_ENGINE, SL_PIPELINE_WRITE};
+    for (size_t b = 0; st == SL_OK && b < sizeof builtins / sizeof *builtins; b++) {
+        st = sl_pipeline_add_builtin(pl, builtins[b]);
+        for (size_t i = 0; st == SL_OK && i < n_user; i++)
+            if (after[i] == builtins[b])
+                st = sl_pipeline_add_stage(pl, &defs[i]);
+    }
     if (st == SL_OK)
         st = sl_pipeline_run(pl, sum);
     sl_pipeline_free(pl);
+    for (size_t i = 0; user && i < n_user; i++)
+        user_stage_free(user[i]);
+    sl_free(user);
+    sl_free(defs);
+    sl_free(after);
     return st;
 }

@@ -43,6 +43,8 @@ typedef struct caption_row {
     uint64_t seed;
     uint8_t *thumb;           /* JPEG, only for rows the gallery asked for */
     size_t thumb_len;
+    const char *format;       /* the file's format (static), once its bytes were seen */
+    int emitted;              /* copies made of this row by fan-out (the last #k) */
 } caption_row;
 
 
@@ -103,6 +105,9 @@ sl_stage_def stage_read(job *j);
 /* Whether row `id` is in a sample of `fraction` (0 < fraction <= 1): the
  * same answer on every run (a hash of the id). */
 bool job_in_sample(const char *id, double fraction);
+/* The format of an image file from its first bytes: "jpeg", "png", ...,
+ * "unknown" (static strings). */
+const char *job_image_format(const uint8_t *d, size_t n);
 /* decode: fetch URLs, decode and shrink (and, for HTTP engines, encode the
  * JPEG to send); p->decode_workers workers. */
 sl_stage_def stage_decode(job *j);

@@ -35,6 +35,16 @@ const sl_schema_column caption_fields[CF_COUNT] = {
 static const sl_schema_column image_bytes_column = {"image_bytes", SL_PQ_BINARY, true, NULL,
                                                     false};
 
+int caption_field_index(const char *name)
+{
+    for (int i = 0; i < CF_COUNT; i++)
+        if (strcmp(caption_fields[i].name, name) == 0)
+            return i;
+    if (strcmp(name, "timings") == 0 || strcmp(name, image_bytes_column.name) == 0)
+        return CF_COUNT;
+    return -1;
+}
+
 /* How many rows are read ahead to choose the pass-through columns' types. */
 enum { SCHEMA_SAMPLE_ROWS = 100 };
 
@@ -76,7 +86,8 @@ static sl_status reserved_names(const caption_schema *s, const char ***out, size
 
 sl_status caption_schema_plan(const sl_caption_params *p, const char *const *inputs,
                               size_t n_inputs, const sl_source_params *src_params,
-                              const sl_source *src, caption_schema *out)
+                              const sl_source *src, const char *const *stage_columns,
+                              size_t n_stage_columns, caption_schema *out)
 {
     memset(out, 0, sizeof *out);
     size_t n_answers = 0; /* the tasks of the next step add theirs here */
@@ -104,20 +115,22 @@ sl_status caption_schema_plan(const sl_caption_params *p, const char *const *inp
     out->schema.passthrough = out->cols;
     /* JSONL writes each row's own columns; Parquet needs one type per
      * column before the first row: the first rows of the inputs say. */
-    if (!parquet_output(p) || strcmp(sl_source_kind(src), "folder") == 0)
-        return SL_OK;
-    sl_source *peek;
-    if ((st = sl_source_open(inputs, n_inputs, src_params, &peek)) != SL_OK)
-        return st;
-    sl_source_item it = {0};
-    bool done = false;
-    for (int k = 0; k < SCHEMA_SAMPLE_ROWS && st == SL_OK; k++) {
-        if ((st = sl_source_next(peek, &it, &done)) != SL_OK || done)
-            break;
-        st = sl_columns_sample(out->cols, it.extra);
+    if (parquet_output(p) && strcmp(sl_source_kind(src), "folder") != 0) {
+        sl_source *peek;
+        if ((st = sl_source_open(inputs, n_inputs, src_params, &peek)) != SL_OK)
+            return st;
+        sl_source_item it = {0};
+        bool done = false;
+        for (int k = 0; k < SCHEMA_SAMPLE_ROWS && st == SL_OK; k++) {
+            if ((st = sl_source_next(peek, &it, &done)) != SL_OK || done)
+                break;
+            st = sl_columns_sample(out->cols, it.extra);
+        }
+        sl_source_item_clear(&it);
+        sl_source_free(peek);
     }
-    sl_source_item_clear(&it);
-    sl_source_free(peek);
+    for (size_t i = 0; i < n_stage_columns && st == SL_OK; i++)
+        st = sl_columns_add(out->cols, stage_columns[i]);
     return st;
 }
 
