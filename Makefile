@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-engine bench-engine-host bench-decode bench-http clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-decode bench-http clean
 
 all: build
 
@@ -52,6 +52,11 @@ chaos: build
 bench: build
 	$(BUILD)/bench/executor
 	$(BUILD)/bench/metrics
+
+# The per-row cost of a no-op user stage over 1M rows, a C plugin and a Lua
+# script (docs/stages.md; issue 13: plugin < 200 ns, Lua < 2,000 ns).
+bench-stages: build
+	$(BUILD)/bench/stages
 
 # The engine at its limit on the SmolVLM-256M shape (random weights), image
 # splitting capped at one 512 px tile (see docs/engine.md). Takes ~15 minutes
