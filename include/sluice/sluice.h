@@ -10,6 +10,7 @@
 #include "metrics.h"
 #include "caption.h"
 #include "pipeline.h"
+#include "plugin.h"
 #include "hub.h"
 #include "config.h"
 
