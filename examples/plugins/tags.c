@@ -1,18 +1,19 @@
 /* examples/plugins/tags.c — a C plugin (sluice/plugin.h) that turns the
- * engine's answer into tags, the same as the Lua example tags.lua
- * (docs/stages.md): the answer lowercased, split on what is not an ASCII
- * letter or digit, stopwords and words under 3 characters dropped, each word
- * once in order of first appearance, at most 16, written as the column
- * `tags` (a JSON array of strings); a row whose answer is shorter than
- * `min_length` bytes is dropped. Config: {"stopwords": "FILE" (one word a
- * line, optional), "min_length": N (default 0)}. Each worker loads its own
- * stopword set in init() and keeps a scratch buffer that grows to the
- * longest answer it has seen.
+ * engine's answer into tags, the same as the Lua example examples/tags.lua
+ * (docs/stages.md, "The tag rule"): the answer lowercased (ASCII), split at
+ * every byte that is not an ASCII letter or digit, stopwords and words under
+ * 3 characters left out, each word once in order of first appearance, at
+ * most 16, written as the column `tags` (a JSON array of strings); a row
+ * whose answer is shorter than `min_length` characters (UTF-8; bytes when it
+ * is not UTF-8) is dropped. Config: {"stopwords": "FILE" (one word a line,
+ * `#` starts a comment; optional), "min_length": N (default 0)}. Each worker
+ * loads its own stopword set in init() and keeps a scratch buffer that grows
+ * to the longest answer it has seen.
  *
  *   cc -O2 -shared -fPIC -I include examples/plugins/tags.c -o libsluice_tags.so
  *
- * Runs after the engine (after: engine); before it a row has no answer and
- * fails. */
+ * Placed after the engine (after: engine); before it a row has no answer,
+ * taken as "" (as tags.lua does). */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -94,7 +95,8 @@ static void tags_free(tags *t)
     free(t);
 }
 
-/* One word a line; blank lines and surrounding spaces ignored, lowercased. */
+/* One word a line, lowercased; `#` to the end of the line, surrounding
+ * spaces and blank lines ignored. */
 static sl_status load_stopwords(tags *t, const char *path)
 {
     FILE *fp = fopen(path, "r");
@@ -106,7 +108,9 @@ static sl_status load_stopwords(tags *t, const char *path)
     ssize_t len;
     sl_status st = SL_OK;
     while (st == SL_OK && (len = getline(&line, &cap, fp)) >= 0) {
-        char *s = line, *e = line + len;
+        char *s = line, *e = line + len, *hash = memchr(line, '#', (size_t)len);
+        if (hash)
+            e = hash;
         while (s < e && isspace((unsigned char)*s))
             s++;
         while (e > s && isspace((unsigned char)e[-1]))
@@ -157,6 +161,32 @@ static sl_status tags_init(const sl_plugin_host *host, const char *config, int w
     }
     *state = t;
     return SL_OK;
+}
+
+/* The characters of a UTF-8 text (as Lua's utf8.len: no overlong forms,
+ * surrogates or code points past U+10FFFF), or its bytes when it is not
+ * UTF-8. */
+static size_t text_length(const unsigned char *s, size_t n)
+{
+    static const uint32_t least[] = {0, 0x80, 0x800, 0x10000};
+    size_t chars = 0;
+    for (size_t i = 0; i < n; chars++) {
+        unsigned c = s[i];
+        size_t more = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2
+                                   : (c & 0xF8) == 0xF0 ? 3 : 4;
+        if (more == 4 || more >= n - i)
+            return n;
+        uint32_t cp = more == 0 ? c : c & (0x3Fu >> more);
+        for (size_t k = 1; k <= more; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return n;
+            cp = cp << 6 | (s[i + k] & 0x3Fu);
+        }
+        if (cp < least[more] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return n;
+        i += more + 1;
+    }
+    return chars;
 }
 
 static bool is_word_byte(unsigned char c) { return c < 0x80 && isalnum(c); }
@@ -218,13 +248,10 @@ static sl_status tags_process(void *state, sl_row *const *rows, size_t n)
     for (size_t i = 0; i < n; i++) {
         sl_row *row = rows[i];
         const char *answer = h->row_answer(row);
-        if (!answer) {
-            h->row_fail(row, "'%s' has no answer to tag: place the tags stage after the engine",
-                        h->row_id(row));
-            continue;
-        }
+        if (!answer)
+            answer = "";
         size_t len = strlen(answer);
-        if (len < t->min_length) {
+        if (text_length((const unsigned char *)answer, len) < t->min_length) {
             h->row_drop(row);
             continue;
         }
