@@ -10,6 +10,8 @@ import pathlib
 import re
 import subprocess
 
+import pytest
+
 from conftest import REPO, SAMPLES, TINY, read_rows, sample_images
 
 COMMON = ("--model", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf", "--parallel", "1",
@@ -130,3 +132,21 @@ def test_a_plugin_that_cannot_run_is_exit_2_naming_the_file(sluice, tmp_path):
         assert r.returncode == 2, (stage, r.stdout, r.stderr)
         for w in words:
             assert w in r.stderr, (stage, w, r.stderr)
+
+
+def test_the_plugin_and_the_lua_example_give_the_same_rows(sluice, tmp_path):
+    lua = REPO / "examples" / "tags.lua"
+    if not lua.exists():
+        pytest.skip("examples/tags.lua is not in this tree yet")
+    config = {"stopwords": str(STOPWORDS), "min_length": 40}
+    outs = {}
+    for kind, path in (("lua", lua), ("plugin", tags_plugin(sluice))):
+        stage = {kind: str(path), "after": "engine", "workers": 2, "config": config}
+        out = tmp_path / kind
+        r = sluice.caption(SAMPLES, out, *COMMON[4:], "--stage", json.dumps(stage))
+        assert r.returncode == 0, (kind, r.stderr)
+        outs[kind] = [(row["id"], row["caption"], row["tags"]) for row in read_rows(out)]
+        outs[kind + " dropped"] = json.loads((out / "summary.json").read_text())["rows"]["dropped"]
+    assert outs["plugin"] == outs["lua"]
+    assert outs["plugin dropped"] == outs["lua dropped"]
+    assert outs["plugin"], "every row was dropped: the comparison compared nothing"
