@@ -1,5 +1,7 @@
 /* bench/stages_noop.c — the no-op C plugin bench/stages times: it looks at
  * each row (its position) and changes nothing, the least a stage does. */
+#include <stdlib.h>
+
 #include "sluice/plugin.h"
 
 typedef struct noop {
@@ -7,17 +9,22 @@ typedef struct noop {
     uint64_t sum; /* so the look is not optimised away */
 } noop;
 
-static noop states[64];
-
 static sl_status noop_init(const sl_plugin_host *host, const char *config, int worker,
                            void **state)
 {
-    (void)config;
-    if (worker < 0 || worker >= 64)
-        return host->fail(SL_ERR_INVALID_ARG, "noop: at most 64 workers");
-    states[worker].host = host;
-    *state = &states[worker];
+    (void)config, (void)worker;
+    noop *s = calloc(1, sizeof *s);
+    if (!s)
+        return host->fail(SL_ERR_NOMEM, "noop: out of memory");
+    s->host = host;
+    *state = s;
     return SL_OK;
+}
+
+static void noop_close(void *state, sl_exec_end end)
+{
+    (void)end;
+    free(state);
 }
 
 static sl_status noop_process(void *state, sl_row *const *rows, size_t n)
@@ -33,6 +40,6 @@ SL_PLUGIN_EXPORT const sl_plugin *sluice_plugin(void);
 SL_PLUGIN_EXPORT const sl_plugin *sluice_plugin(void)
 {
     static const sl_plugin plugin = {SL_PLUGIN_ABI_VERSION, "noop", noop_init, noop_process,
-                                     NULL};
+                                     noop_close};
     return &plugin;
 }
