@@ -14,7 +14,6 @@
  *
  * Placed after the engine (after: engine); before it a row has no answer,
  * taken as "" (as tags.lua does). */
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,9 +28,15 @@ typedef struct tags {
     char **stop;     /* open addressing, NULL = empty; n_slots a power of two */
     size_t n_slots, n_stop;
     size_t min_length;
-    char *buf;       /* the lowercased answer, then the JSON array */
+    char *buf;       /* the JSON array of a row's tags */
     size_t cap;
 } tags;
+
+/* ASCII only, whatever the locale (a Turkish one lowercases 'I' to
+ * another letter). */
+static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c; }
+
+static bool is_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
 static uint64_t hash_of(const char *s, size_t n)
 {
@@ -111,9 +116,9 @@ static sl_status load_stopwords(tags *t, const char *path)
         char *s = line, *e = line + len, *hash = memchr(line, '#', (size_t)len);
         if (hash)
             e = hash;
-        while (s < e && isspace((unsigned char)*s))
+        while (s < e && is_space(*s))
             s++;
-        while (e > s && isspace((unsigned char)e[-1]))
+        while (e > s && is_space(e[-1]))
             e--;
         if (e == s)
             continue;
@@ -123,7 +128,7 @@ static sl_status load_stopwords(tags *t, const char *path)
             break;
         }
         for (size_t i = 0; i < (size_t)(e - s); i++)
-            w[i] = (char)tolower((unsigned char)s[i]);
+            w[i] = lower(s[i]);
         w[e - s] = '\0';
         if (!add_stopword(t, w))
             st = t->host->fail(SL_ERR_NOMEM, "tags: out of memory loading '%s'", path);
@@ -189,7 +194,10 @@ static size_t text_length(const unsigned char *s, size_t n)
     return chars;
 }
 
-static bool is_word_byte(unsigned char c) { return c < 0x80 && isalnum(c); }
+static bool is_word_byte(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 
 /* The tags of `answer` as a JSON array in t->buf. */
 static sl_status tag(tags *t, const char *answer, size_t len)
@@ -222,7 +230,7 @@ static sl_status tag(tags *t, const char *answer, size_t len)
         /* the word, lowercased, written where it would go in the array */
         char *w = out + o + (n_kept ? 2 : 1);
         for (size_t k = 0; k < n; k++)
-            w[k] = (char)tolower((unsigned char)answer[start + k]);
+            w[k] = lower(answer[start + k]);
         bool dup = is_stopword(t, w, n);
         for (int k = 0; !dup && k < n_kept; k++)
             dup = kept_len[k] == n && memcmp(kept[k], w, n) == 0;
