@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <libxml/parser.h>
@@ -194,6 +195,7 @@ typedef struct request {
     const void *body;          /* PUT/POST bytes */
     size_t body_len;
     size_t max_bytes;          /* of the answer's body */
+    FILE *to_file;             /* a 2xx body goes here instead (from its position then) */
     const char *what;          /* names the request in messages: "s3://b/k" */
 } request;
 
@@ -257,6 +259,29 @@ static void xml_field(const sl_buf *body, const char *name, char *out, size_t si
     snprintf(out, size, "%.*s", (int)(n < 300 ? n : 300), at);
 }
 
+typedef struct file_sink {
+    FILE *fp;
+    answer *a;
+    CURL *h;
+    bool failed;
+} file_sink;
+
+/* A 2xx body goes to the file; an error document stays in memory for the
+ * message. */
+static size_t on_file(char *ptr, size_t size, size_t n, void *user)
+{
+    file_sink *f = user;
+    if (f->a->code == 0)
+        curl_easy_getinfo(f->h, CURLINFO_RESPONSE_CODE, &f->a->code);
+    if (f->a->code >= 300)
+        return sl_capped_write(ptr, size, n, &f->a->body);
+    if (fwrite(ptr, size, n, f->fp) != n) {
+        f->failed = true;
+        return 0;
+    }
+    return size * n;
+}
+
 static void pause_before(const sl_s3 *s3, int attempt, uint64_t *rng)
 {
     long cap = s3->p.backoff_ms << (attempt < 10 ? attempt - 1 : 9);
@@ -291,6 +316,7 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
     uint64_t rng = sl_hash_fnv1a64(rq->what) ^ (uint64_t)time(NULL);
     char cerr[CURL_ERROR_SIZE], why[CURL_ERROR_SIZE + 400] = "";
     sl_status st = SL_ERR_IO;
+    off_t start = rq->to_file ? ftello(rq->to_file) : 0;
     for (int attempt = 0; attempt <= s3->p.retries; attempt++) {
         if (attempt)
             pause_before(s3, attempt, &rng);
@@ -305,8 +331,20 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, s3->p.timeout_ms);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sl_capped_write);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, &a->body);
+        file_sink fs = {rq->to_file, a, h, false};
+        if (rq->to_file) {
+            if (fseeko(rq->to_file, start, SEEK_SET) != 0 ||
+                ftruncate(fileno(rq->to_file), start) != 0) {
+                st = SL_ERR_IO;
+                snprintf(why, sizeof why, "cannot write the local copy");
+                break;
+            }
+            curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_file);
+            curl_easy_setopt(h, CURLOPT_WRITEDATA, &fs);
+        } else {
+            curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sl_capped_write);
+            curl_easy_setopt(h, CURLOPT_WRITEDATA, &a->body);
+        }
         curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
         curl_easy_setopt(h, CURLOPT_HEADERDATA, a);
         curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
@@ -334,7 +372,10 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         CURLcode rc = curl_easy_perform(h);
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a->code);
         bool retry = false;
-        if (a->body.nomem) {
+        if (fs.failed) {
+            st = SL_ERR_IO;
+            snprintf(why, sizeof why, "cannot write the local copy");
+        } else if (a->body.nomem) {
             st = SL_ERR_NOMEM;
             snprintf(why, sizeof why, "out of memory");
         } else if (a->body.too_big) {
@@ -413,6 +454,25 @@ static sl_status simple(const sl_s3 *s3, const char *method, const char *url, co
     request rq = {.method = method, .bucket = bucket, .key = key, .query = query, .body = body,
                   .body_len = len, .what = url};
     st = perform(s3, &rq, a);
+    sl_free(bucket);
+    sl_free(key);
+    return st;
+}
+
+sl_status sl_s3_download(const sl_s3 *s3, const char *url, FILE *fp)
+{
+    char *bucket, *key;
+    sl_status st = sl_s3_split(url, &bucket, &key);
+    if (st != SL_OK)
+        return st;
+    request rq = {.method = "GET", .bucket = bucket, .key = key, .to_file = fp, .what = url};
+    answer a;
+    st = perform(s3, &rq, &a);
+    if (st == SL_OK) {
+        sl_buf_free(&a.body.buf);
+        if (fflush(fp) != 0)
+            st = sl_fail(SL_ERR_IO, "cannot write %s to a local file", url);
+    }
     sl_free(bucket);
     sl_free(key);
     return st;

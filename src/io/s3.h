@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "sluice/status.h"
 
@@ -57,6 +58,11 @@ sl_status sl_s3_split(const char *url, char **bucket, char **key);
  * for a missing object or bucket, SL_ERR_IO for the rest. */
 sl_status sl_s3_get(const sl_s3 *s3, const char *url, uint64_t offset, uint64_t length,
                     size_t max_bytes, uint8_t **data, size_t *len);
+
+/* The object at url written into fp (from its current position; on a retry
+ * the file is cut back there and written again), for inputs too large to
+ * hold in memory. */
+sl_status sl_s3_download(const sl_s3 *s3, const char *url, FILE *fp);
 
 /* Writes len bytes as the object at url (one PUT). */
 sl_status sl_s3_put(const sl_s3 *s3, const char *url, const void *data, size_t len);

@@ -383,7 +383,9 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
     r->p = p;
     r->name = name;
     const char *slash = strrchr(file, '/');
-    r->base_dir = slash ? sl_strndup(file, (size_t)(slash - file)) : sl_strdup("");
+    r->base_dir = p->locate_base ? sl_strdup(p->locate_base)
+                  : slash        ? sl_strndup(file, (size_t)(slash - file))
+                                 : sl_strdup("");
     if (!r->base_dir)
         goto nomem;
     size_t fl = strlen(file);
@@ -563,6 +565,9 @@ struct sl_source {
     bool ids_have_folders;
     size_t n_files, next_file;
     source_reader *reader;
+    char *copy;              /* the reader's input is this local copy of an s3:// file */
+    char *copy_base;         /* ... whose folder (s3://bucket/dir) relative paths are in */
+    sl_source_params copy_p; /* p with locate_base = copy_base */
     bool sharded, by_file;   /* reading a subset of the shards; which way */
     uint64_t ordinal;        /* items seen, selected or not (shards by item) */
 };
@@ -677,12 +682,83 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, char ***file
     return SL_OK;
 }
 
+/* Ends the local copy of an s3:// input. */
+static void drop_copy(sl_source *src)
+{
+    if (src->copy)
+        unlink(src->copy);
+    sl_free(src->copy);
+    sl_free(src->copy_base);
+    src->copy = src->copy_base = NULL;
+}
+
+/* Copies the s3:// input url into a temporary file (under TMPDIR) that the
+ * kind's reader opens: one input at a time, so the disk holds at most the
+ * largest. A failed download is *error (the message names the URL). */
+static sl_status copy_input(sl_source *src, const char *url, char **error)
+{
+    const sl_s3 *s3 = sl_s3_shared();
+    const char *tmp = getenv("TMPDIR");
+    const char *slash = strrchr(url, '/');
+    src->copy = sl_asprintf("%s/sluice-input-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    src->copy_base = slash ? sl_strndup(url, (size_t)(slash - url)) : sl_strdup(url);
+    if (!src->copy || !src->copy_base) {
+        drop_copy(src);
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", url);
+    }
+    int fd = mkstemp(src->copy);
+    FILE *fp = fd >= 0 ? fdopen(fd, "w+b") : NULL;
+    sl_status st = !s3   ? SL_ERR_INVALID_ARG
+                   : !fp ? sl_fail(SL_ERR_IO, "cannot make a local copy of '%s' in %s: %s", url,
+                                   tmp && *tmp ? tmp : "/tmp", strerror(errno))
+                         : sl_s3_download(s3, url, fp);
+    if (fp)
+        fclose(fp);
+    else if (fd >= 0)
+        close(fd);
+    if (st != SL_OK) {
+        if (fd < 0) { /* mkstemp failed: nothing to remove */
+            sl_free(src->copy);
+            src->copy = NULL;
+        }
+        drop_copy(src);
+        *error = sl_strdup(sl_last_error());
+        return *error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", url);
+    }
+    src->copy_p = src->p;
+    src->copy_p.locate_base = src->copy_base;
+    return SL_OK;
+}
+
+/* Messages about the local copy name the input it copies. */
+static sl_status name_the_input(char **msg, const char *copy, const char *url)
+{
+    if (!*msg || !copy || !strstr(*msg, copy))
+        return SL_OK;
+    sl_buf b = {0};
+    size_t clen = strlen(copy);
+    bool ok = true;
+    for (const char *s = *msg, *at; ok && s; s = at ? at + clen : NULL) {
+        at = strstr(s, copy);
+        size_t n = at ? (size_t)(at - s) : strlen(s);
+        ok = sl_buf_append(&b, s, n) && (!at || sl_buf_append(&b, url, strlen(url)));
+    }
+    if (!ok || !sl_buf_append(&b, "", 1)) {
+        sl_buf_free(&b);
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", url);
+    }
+    sl_free(*msg);
+    *msg = (char *)b.data;
+    return SL_OK;
+}
+
 void sl_source_free(sl_source *src)
 {
     if (!src)
         return;
     if (src->reader)
         src->kind->close(src->reader);
+    drop_copy(src);
     sl_strings_free(src->files, src->n_files);
     if (src->lexical)
         sl_strings_free(src->lexical, src->n_files);
@@ -872,12 +948,7 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
         const char *f = src->files[i];
         const char *k = forced ? forced : kind_of(f);
         struct stat sb;
-        if (sl_s3_is_url(f) && k && strcmp(k, "folder") != 0)
-            st = sl_fail(SL_ERR_INVALID_ARG, "input '%s': from S3 sluice reads folders of images "
-                                             "(s3://bucket/prefix/) and images named in local "
-                                             "manifests; copy manifests, tar shards and Parquet "
-                                             "files here first", f);
-        else if (!sl_s3_is_url(f) && stat(f, &sb) != 0)
+        if (!sl_s3_is_url(f) && stat(f, &sb) != 0)
             st = sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "input '%s': %s", f,
                          strerror(errno));
         else if (!k)
@@ -966,10 +1037,19 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
             const char *f = src->files[src->next_file], *name = src->names[src->next_file];
             item->input = src->next_file++;
             char *open_error = NULL;
-            sl_status st = src->kind->open(f, name, &src->p, &src->reader, &open_error);
+            sl_status st = SL_OK;
+            if (sl_s3_is_url(f) && src->kind != &folder_kind)
+                st = copy_input(src, f, &open_error);
+            if (st == SL_OK && !open_error)
+                st = src->kind->open(src->copy ? src->copy : f, name,
+                                     src->copy ? &src->copy_p : &src->p, &src->reader,
+                                     &open_error);
+            if (st == SL_OK)
+                st = name_the_input(&open_error, src->copy, f);
             if (st != SL_OK)
                 return st;
             if (open_error) {
+                drop_copy(src);
                 item->error = open_error;
                 if (!(item->id = sl_strdup(*name ? name : base_name(f))) ||
                     !(item->path = sl_strdup(f)))
@@ -980,10 +1060,17 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
         bool end = false;
         sl_status st = src->kind->next(src->reader, item, &end);
         item->input = src->next_file - 1;
+        if (st == SL_OK && src->copy) {
+            const char *url = src->files[src->next_file - 1];
+            st = name_the_input(&item->error, src->copy, url);
+            if (st == SL_OK)
+                st = name_the_input(&item->path, src->copy, url);
+        }
         if (st != SL_OK || !end)
             return st;
         src->kind->close(src->reader);
         src->reader = NULL;
+        drop_copy(src);
     }
 }
 

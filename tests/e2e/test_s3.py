@@ -154,17 +154,85 @@ def test_caption_a_folder_in_a_bucket(store, sluice, tmp_path):
     assert "NoSuchKey" in rows["gone"]["error"] and "s3://imgs/set/none.jpg" in rows["gone"]["error"]
 
 
-def test_s3_inputs_that_are_not_folders_are_refused(store, sluice, tmp_path):
+def caption_env(sluice, env, *args):
+    return subprocess.run([str(sluice.binary), "caption", *map(str, args),
+                           "--model", str(REPO / "models/tiny/model.gguf"),
+                           "--mmproj", str(REPO / "models/tiny/mmproj.gguf"),
+                           "--max-tokens", "4", "--metrics-addr", "off"],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_manifests_tar_shards_and_parquet_in_a_bucket(store, sluice, tmp_path):
+    """Files in a bucket are read from a local copy, one at a time: a
+    manifest's relative paths resolve in its folder in the bucket, and
+    messages name the object, not the copy."""
+    import io
+    import tarfile
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    env, client = store
+    client.create_bucket(Bucket="files")
+    images = sample_images()[:3]
+    for p in images:
+        client.put_object(Bucket="files", Key=f"data/img/{p.name}", Body=p.read_bytes())
+    lines = [json.dumps({"image": f"img/{p.name}", "label": i}) for i, p in enumerate(images)]
+    lines.insert(1, "{not json")
+    client.put_object(Bucket="files", Key="data/list.jsonl", Body="\n".join(lines) + "\n")
+    out = tmp_path / "m"
+    r = caption_env(sluice, env, "s3://files/data/list.jsonl", "-o", out)
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = read_rows(out)
+    ok = [row for row in rows if not row["error"]]
+    assert sorted(row["label"] for row in ok) == [0, 1, 2]
+    assert all(row["path"].startswith("s3://files/data/img/") for row in ok)
+    bad = [row for row in rows if row["error"]]
+    assert len(bad) == 1 and "list.jsonl:2" in bad[0]["id"] + bad[0]["error"]
+    assert "sluice-input-" not in json.dumps(rows)  # the copy is never named
+
+    shard = io.BytesIO()
+    with tarfile.open(fileobj=shard, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for k, p in enumerate(images):
+            for name, data in ((f"s{k}.jpg", p.read_bytes()), (f"s{k}.txt", f"alt {k}".encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    client.put_object(Bucket="files", Key="wds/data-000.tar", Body=shard.getvalue())
+    client.put_object(Bucket="files", Key="wds/data-001.tar", Body=b"not a tar at all" * 40)
+    out = tmp_path / "w"
+    r = caption_env(sluice, env, "s3://files/wds/data-{000..001}.tar", "-o", out)
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert {i for i in rows if not rows[i]["error"]} == {f"data-000.tar/s{k}" for k in range(3)}
+    broken = [row for row in rows.values() if row["error"]]
+    assert broken and all("s3://files/wds/data-001.tar" in row["error"] for row in broken)
+    assert "sluice-input-" not in json.dumps(list(rows.values()))
+
+    table = pa.table({"image": pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in images],
+                                        pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                      "label": pa.array(range(3), pa.int64())})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=2)
+    client.put_object(Bucket="files", Key="pq/train.parquet", Body=buf.getvalue())
+    out = tmp_path / "p"
+    r = caption_env(sluice, env, "s3://files/pq/train.parquet", "-o", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_rows(out)
+    assert sorted(row["label"] for row in rows) == [0, 1, 2]
+    assert all(row["error"] is None for row in rows)
+    # A missing object: one failed row naming it; the copies are gone.
+    out = tmp_path / "x"
+    r = caption_env(sluice, env, "s3://files/pq/none.parquet", "-o", out)
+    assert r.returncode == 3
+    rows = read_rows(out)
+    assert len(rows) == 1 and "NoSuchKey" in rows[0]["error"]
+    import glob
+    import tempfile
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), "sluice-input-*"))
+
+
+def test_mixing_s3_and_local_inputs_is_refused(store, sluice, tmp_path):
     env, _ = store
-    r = subprocess.run([str(sluice.binary), "caption", "s3://imgs/list.jsonl", "-o",
-                        str(tmp_path / "o"), "--model", str(REPO / "models/tiny/model.gguf"),
-                        "--mmproj", str(REPO / "models/tiny/mmproj.gguf")],
-                       env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "copy manifests" in r.stderr
-    r = subprocess.run([str(sluice.binary), "caption", "s3://imgs/set", str(tmp_path), "-o",
-                        str(tmp_path / "o"), "--model", str(REPO / "models/tiny/model.gguf"),
-                        "--mmproj", str(REPO / "models/tiny/mmproj.gguf")],
-                       env=env, capture_output=True, text=True, timeout=120)
+    r = caption_env(sluice, env, "s3://imgs/set", tmp_path, "-o", tmp_path / "o")
     assert r.returncode == 2 and "mix s3:// and local" in r.stderr
 
 
