@@ -75,7 +75,10 @@ typedef struct sl_stage_spec {
 
 typedef struct sl_caption_params {
     const char *input_dir;
-    const char *output_dir;
+    const char *output_dir;    /* a folder, or s3://bucket/prefix (docs/output.md) */
+    const char *state_dir;     /* s3:// output: the local folder of its resume ledger and
+                                  the parts being written; NULL: under
+                                  $XDG_STATE_HOME/sluice/s3/ (~/.local/state) */
     const char *output_format; /* "jsonl" (default) or "parquet" (zstd) */
     bool overwrite;            /* start over: remove the folder's part files and its
                                   resume ledger (default: resume a run of the same

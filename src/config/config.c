@@ -237,7 +237,7 @@ static const opt opts[] = {
                              "{lua|plugin, after, workers, batch_size, config, columns, name}"},
 
     {"output.dir", "output", 'o', K_STR, AT(p.output_dir), .arg = "DIR",
-     .help = "output folder (created if missing)"},
+     .help = "output folder (created if missing), or s3://bucket/prefix"},
     {"output.format", "format", 0, K_CHOICE, AT(p.output_format), .choices = "jsonl|parquet",
      .arg = "F", .help = "jsonl (~) or parquet"},
     {"output.overwrite", "overwrite", 0, K_BOOL, AT(p.overwrite),
@@ -248,6 +248,9 @@ static const opt opts[] = {
      .help = "Parquet: the original image bytes in image_bytes"},
     {"output.shard_rows", "shard-rows", 0, K_LONG, AT(p.shard_rows), .lo = 1, .hi = LONG_MAX,
      .arg = "N", .help = "rows per part file (each a resume point)"},
+    {"output.state_dir", "state-dir", 0, K_STR, AT(p.state_dir), .arg = "DIR",
+     .help = "s3:// output: the local folder of its ledger and of parts being written "
+             "(~: under ~/.local/state/sluice/s3/)"},
 
     {"metrics.addr", "metrics-addr", 0, K_ADDR, AT(p.metrics_addr), .arg = "H:P",
      .help = "serve /metrics and the live page (off: no server)"},

@@ -237,6 +237,10 @@ static sl_status jsonl_open(void *shared, const char *dir, const char *name, boo
 static sl_status jsonl_finish(void *part) { return sl_jsonl_sink_finish(part); }
 static sl_status jsonl_publish(void *part) { return sl_jsonl_sink_publish(part); }
 static const char *jsonl_path(const void *part) { return sl_jsonl_sink_path(part); }
+static const char *jsonl_temp_path(const void *part)
+{
+    return ((const sl_jsonl_sink *)part)->shard.tmp_path;
+}
 static void jsonl_free(void *part) { sl_jsonl_sink_free(part); }
 
 const sl_sink_ops sl_sink_jsonl = {
@@ -248,5 +252,6 @@ const sl_sink_ops sl_sink_jsonl = {
     .finish = jsonl_finish,
     .publish = jsonl_publish,
     .path = jsonl_path,
+    .temp_path = jsonl_temp_path,
     .free = jsonl_free,
 };

@@ -282,3 +282,98 @@ def test_throttling_is_retried_and_refusals_are_not(tmp_path):
         assert len(seen) == 1  # a refusal is final
     finally:
         server.shutdown()
+
+
+def objects(client, bucket, prefix):
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(keys)
+
+
+def remote_ids(client, bucket, prefix):
+    ids = []
+    for key in objects(client, bucket, prefix):
+        name = key[len(prefix):]
+        if name.startswith("part-") and name.endswith(".jsonl"):
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+            ids += [json.loads(line)["id"] for line in body.splitlines()]
+    return ids
+
+
+def image_folder(tmp_path, n):
+    from conftest import sample_copies
+    d = tmp_path / "in"
+    sample_copies(d, n)
+    return d, sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
+
+def test_output_to_a_bucket_and_resume_after_a_failed_upload(store, sluice, tmp_path):
+    from collections import Counter
+    env, client = store
+    client.create_bucket(Bucket="outs")
+    inputs, want = image_folder(tmp_path, 2)
+    state = tmp_path / "state"
+    args = (inputs, "-o", "s3://outs/run1/", "--state-dir", state, "--shard-rows", "3")
+    # The second part's upload fails: the run stops; the first part stays.
+    r = caption_env(sluice, dict(env, SLUICE_TEST_FAULTS="commit.upload=eio@2"), *args)
+    assert r.returncode != 0 and "s3://outs/run1/part-00001.jsonl" in r.stderr, r.stderr[-2000:]
+    assert objects(client, "outs", "run1/part-") == ["run1/part-00000.jsonl"]
+    assert not list(state.glob("part-*"))  # parts never land in the state folder
+    r = caption_env(sluice, env, *args)  # the same command: goes on
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert Counter(remote_ids(client, "outs", "run1/")) == Counter(want)
+    keys = objects(client, "outs", "run1/")
+    assert "run1/summary.json" in keys and "run1/report.html" in keys
+    summary = json.loads(client.get_object(Bucket="outs", Key="run1/summary.json")["Body"].read())
+    assert summary["rows"]["skipped"] == 3
+    assert (state / "_sluice_ledger.sqlite").exists()
+    # Parquet to a bucket, read back by pyarrow through the store.
+    out = "s3://outs/pq"
+    r = caption_env(sluice, env, inputs, "-o", out, "--state-dir", tmp_path / "st2",
+                    "--format", "parquet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    import io
+    import pyarrow.parquet as pq
+    body = client.get_object(Bucket="outs", Key="pq/part-00000.parquet")["Body"].read()
+    table = pq.read_table(io.BytesIO(body))
+    assert sorted(table.column("id").to_pylist()) == want
+
+
+def test_a_kill_between_upload_and_commit_loses_and_repeats_nothing(store, sluice, tmp_path):
+    from collections import Counter
+    import signal
+    env, client = store
+    client.create_bucket(Bucket="kills")
+    inputs, want = image_folder(tmp_path, 2)
+    state = tmp_path / "state"
+    args = [str(sluice.binary), "caption", str(inputs), "-o", "s3://kills/r", "--state-dir",
+            str(state), "--shard-rows", "2", "--model", str(REPO / "models/tiny/model.gguf"),
+            "--mmproj", str(REPO / "models/tiny/mmproj.gguf"), "--max-tokens", "4",
+            "--metrics-addr", "off"]
+    faults = "trace,commit.after_upload=sleep:20000@2"
+    proc = subprocess.Popen(args, env=dict(env, SLUICE_TEST_FAULTS=faults),
+                            stderr=subprocess.PIPE, text=True)
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if "commit.after_upload" in line and "part-00001" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    # The second part's object is there, its ledger entry only pending.
+    assert "r/part-00001.jsonl" in objects(client, "kills", "r/")
+    r = caption_env(sluice, env, inputs, "-o", "s3://kills/r", "--state-dir", state,
+                    "--shard-rows", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert Counter(remote_ids(client, "kills", "r/")) == Counter(want)
+
+    # Another state folder does not know those parts: refused, not mixed in.
+    r = caption_env(sluice, env, inputs, "-o", "s3://kills/r", "--state-dir", tmp_path / "other")
+    assert r.returncode == 2 and "--state-dir" in r.stderr
+    # --overwrite starts over: the old parts go.
+    r = caption_env(sluice, env, inputs, "-o", "s3://kills/r", "--state-dir", tmp_path / "other",
+                    "--overwrite", "--shard-rows", "100")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [k for k in objects(client, "kills", "r/part-")] == ["r/part-00000.jsonl"]
+    assert Counter(remote_ids(client, "kills", "r/")) == Counter(want)

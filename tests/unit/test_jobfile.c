@@ -277,7 +277,7 @@ static const struct {
     {"pipeline.max_failed", "12.5%"}, {"pipeline.limit", "12"}, {"pipeline.sample", "0.25"},
     {"pipeline.stages", "{\"lua\": \"s t.lua\", \"after\": \"engine\", \"workers\": 2, "
                         "\"config\": {\"k\": [1, \"x\\\"y\"], \"e\": {}}, \"columns\": [\"tags\"]}"},
-    {"output.dir", "-o"}, {"output.format", "parquet"},
+    {"output.dir", "-o"}, {"output.state_dir", "st"}, {"output.format", "parquet"},
     {"output.overwrite", "true"}, {"output.columns", "a,b c"},
     {"output.include_image_bytes", "true"}, {"output.shard_rows", "1"},
     {"metrics.addr", "off"}, {"metrics.optional", "false"}, {"console.show", "100"},
