@@ -148,6 +148,10 @@ static const char usage_rest_text[] =
     "                            stop; the same command without it goes on from there\n"
     "      --sample F            only the rows whose id hashes below F (0.01 or 1%): the same\n"
     "                            rows every time; without it, a rerun does the others\n"
+    "      --stage STAGE         a stage of yours (docs/stages.md): FILE.lua or FILE.so, after\n"
+    "                            decode, or FILE@read, FILE@engine; or a JSON object {\"lua\":\n"
+    "                            FILE, \"after\": ..., \"workers\": N, \"config\": {...}, ...};\n"
+    "                            repeatable, in order\n"
     ;
 
 static const char usage_tail[] =

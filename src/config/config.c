@@ -29,12 +29,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "config/config_impl.h"
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/utf8.h"
 
-enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_COUNT };
+enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_STAGES, L_COUNT };
 
 typedef struct cfg_list {
     const char **items;
@@ -42,7 +44,7 @@ typedef struct cfg_list {
     int layer; /* the layer that last set it */
 } cfg_list;
 
-enum { MAX_OPTS = 96, MAX_GPUS = 64, MAX_URL_FILES = 64 };
+enum { MAX_OPTS = 96, MAX_GPUS = 64, MAX_URL_FILES = 64, MAX_STAGES = 64 };
 
 struct sl_config {
     sl_caption_params p;
@@ -50,6 +52,7 @@ struct sl_config {
     const char *response_format_path;
     int gpus[MAX_GPUS];
     cfg_list lists[L_COUNT];
+    sl_stage_spec stages[MAX_STAGES]; /* item j of lists[L_STAGES], parsed */
     int layer;
     bool no_files;                         /* sl_config_allow_files(false) */
     int given[MAX_OPTS];                   /* the layer that set option i; 0: default */
@@ -62,6 +65,8 @@ typedef enum kind {
     K_STR, K_CHOICE, K_INT, K_LONG, K_U64, K_UINT, K_FLOAT, K_DOUBLE, K_SIZE, K_FRACTION,
     K_BOOL, K_LIST, K_GPUS, K_RGB, K_SHARD, K_ADDR, K_TEXTFILE, K_URLFILE, K_VERSION,
     K_ENUM, /* an int field holding the index of its name in choices (a C enum) */
+    K_STAGES, /* a list of stages: each a mapping (a JSON object on the command line) or
+                 FILE[@PLACE]; kept as canonical JSON in lists[L_STAGES] */
 } kind;
 
 enum {
@@ -227,6 +232,9 @@ static const opt opts[] = {
     {"pipeline.sample", "sample", 0, K_FRACTION, AT(p.sample), .f = POSITIVE, .arg = "F",
      .help = "only the rows whose id hashes below F (0.01 or 1%): the same rows every time "
              "(1: all); without it, a rerun does the others"},
+    {"pipeline.stages", "stage", 0, K_STAGES, 0, .list = L_STAGES, .max_items = MAX_STAGES,
+     .arg = "STAGE", .help = "your stages: FILE.lua or FILE.so [@read|@decode|@engine], or "
+                             "{lua|plugin, after, workers, batch_size, config, columns, name}"},
 
     {"output.dir", "output", 'o', K_STR, AT(p.output_dir), .arg = "DIR",
      .help = "output folder (created if missing)"},
@@ -272,7 +280,7 @@ bool sl_config_option_at(size_t i, sl_config_option *out)
     *out = (sl_config_option){
         .key = o->key, .flag = o->flag, .short_flag = o->short_flag,
         .is_switch = o->k == K_BOOL,
-        .is_list = o->k == K_LIST || o->k == K_GPUS || o->k == K_URLFILE,
+        .is_list = o->k == K_LIST || o->k == K_GPUS || o->k == K_URLFILE || o->k == K_STAGES,
         .arg = o->arg, .help = o->help,
     };
     return true;
@@ -280,8 +288,11 @@ bool sl_config_option_at(size_t i, sl_config_option *out)
 
 bool sl_config_option_is_list(int i)
 {
-    return opts[i].k == K_LIST || opts[i].k == K_GPUS || opts[i].k == K_URLFILE;
+    return opts[i].k == K_LIST || opts[i].k == K_GPUS || opts[i].k == K_URLFILE ||
+           opts[i].k == K_STAGES;
 }
+
+bool sl_config_option_takes_mappings(int i) { return opts[i].k == K_STAGES; }
 
 int sl_config_find_key(const char *key, size_t len)
 {
@@ -442,6 +453,8 @@ static void sync_lists(sl_config *c)
     c->p.n_columns = l[L_COLUMNS].n;
     c->p.openai.endpoints = l[L_ENDPOINTS].items;
     c->p.openai.n_endpoints = l[L_ENDPOINTS].n;
+    c->p.stages = l[L_STAGES].n ? c->stages : NULL;
+    c->p.n_stages = l[L_STAGES].n;
     c->p.gpus = c->p.n_gpus ? c->gpus : NULL;
 }
 
@@ -485,8 +498,8 @@ sl_status sl_config_touch_list(sl_config *c, int i, const char *where, const cha
     (void)where;
     (void)name;
     const opt *o = &opts[i];
-    if (o->k == K_LIST || o->k == K_URLFILE)
-        touch(c, &c->lists[o->k == K_LIST ? o->list : L_ENDPOINTS]);
+    if (o->k == K_LIST || o->k == K_URLFILE || o->k == K_STAGES)
+        touch(c, &c->lists[o->k == K_URLFILE ? L_ENDPOINTS : o->list]);
     else if (o->k == K_GPUS && c->given[i] != c->layer)
         c->p.n_gpus = 0;
     c->given[i] = c->layer;
@@ -704,6 +717,168 @@ static sl_status set_text_file(sl_config *c, const char *where, const char *name
     return SL_OK;
 }
 
+/* text's position in "a|b|c", or -1. */
+static int choice_index(const char *choices, const char *text)
+{
+    size_t n = strlen(text);
+    int index = 0;
+    for (const char *s = choices; *s; index++) {
+        size_t len = strcspn(s, "|");
+        if (len == n && memcmp(s, text, n) == 0)
+            return index;
+        s += len + (s[len] == '|');
+    }
+    return -1;
+}
+
+/* Memory owned by the config (zeroed); NULL when out of memory (message set). */
+static void *keep_mem(sl_config *c, size_t size)
+{
+    char *mem = keep(c, "", 0);
+    if (!mem)
+        return NULL;
+    char *grown = sl_realloc(mem, size ? size : 1);
+    if (!grown)
+        return NULL; /* mem stays owned */
+    memset(grown, 0, size ? size : 1);
+    c->owned[c->n_owned - 1] = grown;
+    return grown;
+}
+
+/* A stage's string member, kept; *out stays NULL when absent. */
+static sl_status stage_string(sl_config *c, const json_t *stage, const char *key,
+                              const char *where, const char *name, const char **out)
+{
+    const json_t *v = json_object_get(stage, key);
+    if (!v)
+        return SL_OK;
+    if (!json_is_string(v) || !json_string_length(v))
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's %s is a non-empty text", where, name,
+                       key);
+    *out = keep(c, json_string_value(v), json_string_length(v));
+    return *out ? SL_OK : SL_ERR_NOMEM;
+}
+
+static sl_status stage_int(const json_t *stage, const char *key, long hi, const char *where,
+                           const char *name, int *out)
+{
+    const json_t *v = json_object_get(stage, key);
+    if (!v)
+        return SL_OK;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > hi)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's %s is an integer from 1 to %ld",
+                       where, name, key, hi);
+    *out = (int)json_integer_value(v);
+    return SL_OK;
+}
+
+/* "FILE[@PLACE]" -> {"lua"|"plugin": FILE, "after": PLACE}. */
+static json_t *stage_short_form(const char *text)
+{
+    const char *at = strrchr(text, '@');
+    size_t flen = at ? (size_t)(at - text) : strlen(text);
+    bool lua = flen > 4 && memcmp(text + flen - 4, ".lua", 4) == 0;
+    json_t *o = json_object();
+    if (!o || json_object_set_new(o, lua ? "lua" : "plugin", json_stringn(text, flen)) ||
+        (at && json_object_set_new(o, "after", json_string(at + 1)))) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* One stage: a JSON object's text (a job file's mapping comes as one) or
+ * the short form; checked, kept as item j of the list and parsed into
+ * c->stages[j]. */
+static sl_status add_stage(sl_config *c, int i, const char *where, const char *name,
+                           const char *text)
+{
+    static const char *const keys[] = {"name",       "lua",    "plugin",  "after",
+                                       "workers",    "batch_size", "config", "columns"};
+    json_error_t err;
+    json_t *stage = text[0] == '{' ? json_loads(text, JSON_REJECT_DUPLICATES, &err)
+                                   : stage_short_form(text);
+    if (!stage || !json_is_object(stage)) {
+        json_decref(stage);
+        return text[0] == '{'
+                   ? sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage given as text must be a JSON "
+                                                 "object: %s", where, name, err.text)
+                   : sl_fail(SL_ERR_NOMEM, "out of memory reading a stage");
+    }
+    sl_stage_spec spec = {0};
+    sl_status st = SL_OK;
+    const char *key;
+    json_t *v;
+    json_object_foreach(stage, key, v) {
+        size_t k = 0;
+        while (k < sizeof keys / sizeof *keys && strcmp(keys[k], key) != 0)
+            k++;
+        if (k == sizeof keys / sizeof *keys) {
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage has no key '%s'; its keys are name, "
+                                             "lua, plugin, after, workers, batch_size, config, "
+                                             "columns", where, name, key);
+            break;
+        }
+    }
+    if (st == SL_OK)
+        st = stage_string(c, stage, "name", where, name, &spec.name);
+    if (st == SL_OK)
+        st = stage_string(c, stage, "lua", where, name, &spec.lua);
+    if (st == SL_OK)
+        st = stage_string(c, stage, "plugin", where, name, &spec.plugin);
+    if (st == SL_OK)
+        st = stage_string(c, stage, "after", where, name, &spec.after);
+    if (st == SL_OK)
+        st = stage_int(stage, "workers", 1024, where, name, &spec.workers);
+    if (st == SL_OK)
+        st = stage_int(stage, "batch_size", 65536, where, name, &spec.batch_size);
+    if (st == SL_OK && !spec.lua == !spec.plugin)
+        st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage is a Lua script (lua: FILE.lua) or a C "
+                                         "plugin (plugin: FILE.so): give one of the two", where,
+                     name);
+    if (st == SL_OK && spec.after && choice_index("read|decode|engine", spec.after) < 0)
+        st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage comes after read, decode or engine, not "
+                                         "'%s'", where, name, spec.after);
+    json_t *config = json_object_get(stage, "config");
+    if (st == SL_OK && config) {
+        char *dumped = json_is_object(config) ? json_dumps(config, JSON_COMPACT) : NULL;
+        if (!json_is_object(config))
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's config is a mapping of its own "
+                                             "settings", where, name);
+        else if (!dumped || !(spec.config = keep(c, dumped, strlen(dumped))))
+            st = sl_fail(SL_ERR_NOMEM, "out of memory reading a stage");
+        free(dumped);
+    }
+    json_t *cols = json_object_get(stage, "columns");
+    if (st == SL_OK && cols) {
+        size_t n = json_is_array(cols) ? json_array_size(cols) : 0;
+        const char **names = n ? keep_mem(c, n * sizeof *names) : NULL;
+        if (!json_is_array(cols) || n > 256)
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's columns are a list of at most 256 "
+                                             "names", where, name);
+        else if (n && !names)
+            st = SL_ERR_NOMEM;
+        for (size_t k = 0; st == SL_OK && k < n; k++) {
+            const json_t *col = json_array_get(cols, k);
+            if (!json_is_string(col) || !json_string_length(col))
+                st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's columns are names (text)",
+                             where, name);
+            else if (!(names[k] = keep(c, json_string_value(col), json_string_length(col))))
+                st = SL_ERR_NOMEM;
+        }
+        spec.columns = names;
+        spec.n_columns = (int)n;
+    }
+    char *canon = st == SL_OK ? json_dumps(stage, JSON_INDENT(0) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(stage);
+    if (st == SL_OK && !canon)
+        st = sl_fail(SL_ERR_NOMEM, "out of memory reading a stage");
+    if (st == SL_OK && (st = list_add(c, i, canon, strlen(canon), where, name)) == SL_OK)
+        c->stages[c->lists[L_STAGES].n - 1] = spec;
+    free(canon);
+    return st;
+}
+
 static size_t kind_size(kind k)
 {
     switch (k) {
@@ -730,20 +905,6 @@ static bool parse_bool(const char *text, bool *out)
     else
         return false;
     return true;
-}
-
-/* text's position in "a|b|c", or -1. */
-static int choice_index(const char *choices, const char *text)
-{
-    size_t n = strlen(text);
-    int index = 0;
-    for (const char *s = choices; *s; index++) {
-        size_t len = strcspn(s, "|");
-        if (len == n && memcmp(s, text, n) == 0)
-            return index;
-        s += len + (s[len] == '|');
-    }
-    return -1;
 }
 
 static sl_status not_a_choice(const char *where, const char *name, const char *choices,
@@ -774,7 +935,10 @@ static void reset(sl_config *c, int i)
     if (size)
         memcpy((char *)c + o->off, (const char *)&d + o->off, size);
     switch (o->k) {
-    case K_LIST: c->lists[o->list].n = 0; c->lists[o->list].layer = c->layer; break;
+    case K_LIST: case K_STAGES:
+        c->lists[o->list].n = 0;
+        c->lists[o->list].layer = c->layer;
+        break;
     case K_GPUS: c->p.n_gpus = 0; break;
     case K_SHARD: c->p.input_shard_index = c->p.input_shard_count = 0; break;
     case K_TEXTFILE: c->p.openai.response_format = c->response_format_path = NULL; break;
@@ -896,6 +1060,10 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
         if (c->given[i] != c->layer)
             c->p.n_gpus = 0;
         if ((st = add_gpus(c, where, name, value, split)) != SL_OK)
+            return st;
+        break;
+    case K_STAGES:
+        if ((st = add_stage(c, i, where, name, value)) != SL_OK)
             return st;
         break;
     case K_TEXTFILE: case K_URLFILE:
@@ -1197,7 +1365,7 @@ static void put_value(out *w, const sl_config *c, int i, const char *indent)
             puts_(w, "~");
         break;
     case K_URLFILE: puts_(w, "[]"); break;
-    case K_LIST: {
+    case K_STAGES: case K_LIST: {
         const cfg_list *l = &c->lists[o->list];
         if (l->n == 0) {
             puts_(w, "[]");
@@ -1207,7 +1375,10 @@ static void put_value(out *w, const sl_config *c, int i, const char *indent)
         for (int j = 0; j < l->n; j++) {
             puts_(w, indent);
             puts_(w, "  - ");
-            put_quoted(w, l->items[j]);
+            if (o->k == K_STAGES)
+                puts_(w, l->items[j]); /* JSON: a YAML flow mapping */
+            else
+                put_quoted(w, l->items[j]);
             if (j + 1 < l->n)
                 end_line(w, NULL);
         }
@@ -1227,7 +1398,7 @@ sl_status sl_config_write_yaml(const sl_config *c, FILE *fp)
         else if (o->k == K_TEXTFILE)
             s = c->response_format_path;
         if ((s && !sl_utf8_valid(s, strlen(s))) ||
-            (o->k == K_LIST && !list_is_utf8(&c->lists[o->list])))
+            ((o->k == K_LIST || o->k == K_STAGES) && !list_is_utf8(&c->lists[o->list])))
             return sl_fail(SL_ERR_INVALID_ARG,
                            "%s is not UTF-8 text, which a YAML job file cannot hold", o->key);
     }
