@@ -953,9 +953,11 @@ sl_status lua_stage_open(const sl_stage_spec *spec, const char *name,
     const char *cfg = spec->config && *spec->config ? spec->config : "{}";
     ls->config = json_loads(cfg, 0, &err);
     if (!ls->config || !json_is_object(ls->config)) {
+        sl_status st = sl_fail(SL_ERR_INVALID_ARG, "stage '%s': config must be a JSON object (a "
+                                                   "map), got %s", name,
+                               ls->config ? "another value" : err.text);
         lua_stage_free(ls);
-        return sl_fail(SL_ERR_INVALID_ARG, "stage '%s': config must be a JSON object (a map), "
-                                           "got %s", name, ls->config ? "another value" : err.text);
+        return st;
     }
     /* The check: the script loads and defines process() (in a state of its
      * own: the top level runs again in each worker). */
