@@ -35,6 +35,7 @@
 typedef struct lua_stage {
     char *name;
     char *path;
+    char *short_path; /* how Lua names a long path in messages ("...tail"); NULL: as is */
     json_t *config; /* an object; read (never changed) by every worker's init() */
 } lua_stage;
 
@@ -99,6 +100,42 @@ static const char *error_text(lua_State *L)
 {
     const char *msg = lua_tostring(L, -1);
     return msg ? msg : "(an error that is not a string)";
+}
+
+/* msg with the script's name as Lua shortens a long path ("...tail", at
+ * most LUA_IDSIZE bytes) put back whole: a message names the file as the
+ * job gave it. A new string (sl_free) or NULL when out of memory. */
+static char *expand_path(const lua_stage *ls, const char *msg)
+{
+    if (!ls->short_path)
+        return sl_strdup(msg);
+    size_t n_short = strlen(ls->short_path), n_path = strlen(ls->path), n = 0;
+    for (const char *p = msg; (p = strstr(p, ls->short_path)); p += n_short)
+        n++;
+    char *out = sl_malloc(strlen(msg) + n * n_path + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const char *p = msg, *hit;; p = hit + n_short) {
+        if (!(hit = strstr(p, ls->short_path))) {
+            strcpy(o, p);
+            break;
+        }
+        memcpy(o, p, (size_t)(hit - p));
+        o += hit - p;
+        memcpy(o, ls->path, n_path);
+        o += n_path;
+    }
+    return out;
+}
+
+/* sl_fail(status, "stage 'NAME': <what>: <Lua's message>"), the path whole. */
+static sl_status fail_lua(sl_status status, const lua_stage *ls, const char *what,
+                          const char *msg)
+{
+    char *full = expand_path(ls, msg);
+    sl_status st = sl_fail(status, "stage '%s': %s%s", ls->name, what, full ? full : msg);
+    sl_free(full);
+    return st;
 }
 
 /* --- JSON <-> Lua ----------------------------------------------------------------- */
@@ -662,12 +699,12 @@ static lua_State *load_script(const lua_stage *ls, lworker *w, size_t *mem, sl_s
     lua_pushlightuserdata(L, (void *)ls);
     lua_pushlightuserdata(L, w);
     if (lua_pcall(L, 2, 0, SLOT_MSGH) != LUA_OK) {
-        *st = sl_fail(SL_ERR_NOMEM, "stage '%s': %s", ls->name, error_text(L));
+        *st = fail_lua(SL_ERR_NOMEM, ls, "", error_text(L));
     } else if (luaL_loadfile(L, ls->path) != LUA_OK) {
-        *st = sl_fail(SL_ERR_INVALID_ARG, "stage '%s': %s", ls->name, error_text(L));
+        *st = fail_lua(SL_ERR_INVALID_ARG, ls, "", error_text(L));
     } else if (lua_pcall(L, 0, 0, SLOT_MSGH) != LUA_OK) {
-        *st = sl_fail(SL_ERR_INVALID_ARG, "stage '%s': the script failed as it loaded: %s",
-                      ls->name, error_text(L));
+        *st = fail_lua(SL_ERR_INVALID_ARG, ls, "the script failed as it loaded: ",
+                       error_text(L));
     } else if (lua_getglobal(L, "process") != LUA_TFUNCTION) {
         *st = sl_fail(SL_ERR_INVALID_ARG, "stage '%s': %s defines no function process(row)",
                       ls->name, ls->path);
@@ -769,7 +806,7 @@ static sl_status lua_init(void *config, int worker, void **state)
     lua_pushcfunction(L, prepare);
     lua_pushlightuserdata(L, w);
     if (lua_pcall(L, 1, 1, SLOT_MSGH) != LUA_OK) {
-        st = sl_fail(SL_ERR_NOMEM, "stage '%s': %s", ls->name, error_text(L));
+        st = fail_lua(SL_ERR_NOMEM, ls, "", error_text(L));
         worker_free(w);
         return st;
     }
@@ -777,8 +814,9 @@ static sl_status lua_init(void *config, int worker, void **state)
     lua_pushcfunction(L, call_init);
     lua_pushlightuserdata(L, w);
     if (lua_pcall(L, 1, 0, SLOT_MSGH) != LUA_OK) {
-        st = sl_fail(SL_ERR_INVALID_ARG, "stage '%s': init() failed on worker %d: %s", ls->name,
-                     worker, error_text(L));
+        char what[64];
+        snprintf(what, sizeof what, "init() failed on worker %d: ", worker);
+        st = fail_lua(SL_ERR_INVALID_ARG, ls, what, error_text(L));
         worker_free(w);
         return st;
     }
@@ -884,7 +922,9 @@ static sl_status lua_process(void *state, sl_row *const *rows, size_t n)
             err = mark_kept(L, w, why, sizeof why);
         if (err) {
             /* The copies go with their parent's failure. */
-            sl_row_fail_status(row, SL_ERR_STAGE, "%s", err);
+            char *full = expand_path(w->ls, err);
+            sl_row_fail_status(row, SL_ERR_STAGE, "%s", full ? full : err);
+            sl_free(full);
             drop_kids(w);
         } else {
             if (!w->cur->keep)
@@ -920,9 +960,12 @@ static void lua_close_worker(void *state, sl_exec_end end)
         lua_pushcfunction(L, call_close);
         lua_pushlightuserdata(L, w);
         lua_pushlightuserdata(L, (void *)end_name(end));
-        if (lua_pcall(L, 2, 0, SLOT_MSGH) != LUA_OK)
+        if (lua_pcall(L, 2, 0, SLOT_MSGH) != LUA_OK) {
+            char *full = expand_path(w->ls, error_text(L));
             sl_log(SL_LOG_WARN, "stage '%s': close() failed on worker %d: %s", w->ls->name,
-                   w->worker, error_text(L));
+                   w->worker, full ? full : error_text(L));
+            sl_free(full);
+        }
     }
     worker_free(w);
 }
@@ -935,6 +978,7 @@ void lua_stage_free(void *impl)
     if (!ls)
         return;
     json_decref(ls->config);
+    sl_free(ls->short_path);
     sl_free(ls->name);
     sl_free(ls->path);
     sl_free(ls);
@@ -946,6 +990,14 @@ sl_status lua_stage_open(const sl_stage_spec *spec, const char *name,
     *impl = NULL;
     lua_stage *ls = sl_calloc(1, sizeof *ls);
     if (!ls || !(ls->name = sl_strdup(name)) || !(ls->path = sl_strdup(spec->lua))) {
+        lua_stage_free(ls);
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening stage '%s'", name);
+    }
+    /* Lua's own rule (luaO_chunkid): a source "@file" longer than
+     * LUA_IDSIZE bytes is shown as "..." and the file's last LUA_IDSIZE - 4. */
+    size_t len = strlen(ls->path);
+    if (len + 1 > LUA_IDSIZE &&
+        !(ls->short_path = sl_asprintf("...%s", ls->path + len - (LUA_IDSIZE - 4)))) {
         lua_stage_free(ls);
         return sl_fail(SL_ERR_NOMEM, "out of memory opening stage '%s'", name);
     }
