@@ -9,11 +9,13 @@
 -- `dhash`; later ones are dropped (recorded as done: a rerun skips them).
 --
 -- The hashes seen are this worker's state, so the stage runs with
--- `workers: 1` to see every row; they take about 100 bytes each (10 M
--- images: 1 GiB, the limit of a Lua state). Lookups go through
--- max_distance + 1 bands of the hash: two hashes that close agree on at
--- least one band exactly (pigeonhole), so a row is compared only with the
--- hashes that share a band with it, not with all of them.
+-- `workers: 1` to see every row. Lookups go through max_distance + 1 bands
+-- of the hash: two hashes that close agree on at least one band exactly
+-- (pigeonhole), so a row is compared only with the hashes that share a band
+-- with it, not with all of them. Measured with max_distance 4 on random
+-- hashes: about 150 bytes an image (a Lua state holds 1 GiB at most: some
+-- 7 M images) and 15 us an image at 50,000 seen; each band has 2^12 keys,
+-- so the comparisons grow by one per band every 4,096 images kept.
 
 local max_distance, bands, band_bits, index, n_kept, n_dropped
 
@@ -39,13 +41,14 @@ local function dhash(gray)
   return h
 end
 
+-- The bits in which a and b differ (a population count in a few steps;
+-- >> is a logical shift, * wraps around).
 local function distance(a, b)
-  local x, n = a ~ b, 0
-  while x ~= 0 do
-    x = x & (x - 1)
-    n = n + 1
-  end
-  return n
+  local x = a ~ b
+  x = x - ((x >> 1) & 0x5555555555555555)
+  x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+  x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0f
+  return (x * 0x0101010101010101) >> 56
 end
 
 -- The key of band b (1-based) of h; the last band takes the bits left over.
@@ -60,18 +63,30 @@ function process(row)
   for b = 1, bands do
     local bucket = index[b][band(h, b)]
     if bucket then
-      for _, seen in ipairs(bucket) do
-        if distance(seen, h) <= max_distance then
-          n_dropped = n_dropped + 1
-          return nil
+      -- one hash (the common case: no table) or a list of them
+      local near = math.type(bucket) == "integer" and distance(bucket, h) <= max_distance
+      for i = 1, not near and type(bucket) == "table" and #bucket or 0 do
+        if distance(bucket[i], h) <= max_distance then
+          near = true
+          break
         end
+      end
+      if near then
+        n_dropped = n_dropped + 1
+        return nil
       end
     end
   end
   for b = 1, bands do
     local key = band(h, b)
     local bucket = index[b][key]
-    if bucket then bucket[#bucket + 1] = h else index[b][key] = {h} end
+    if bucket == nil then
+      index[b][key] = h
+    elseif type(bucket) == "table" then
+      bucket[#bucket + 1] = h
+    else
+      index[b][key] = {bucket, h}
+    end
   end
   n_kept = n_kept + 1
   row.columns.dhash = string.format("%016x", h)
