@@ -177,14 +177,39 @@ static void push_json(lua_State *L, const json_t *v, int depth)
 
 static json_t *to_json(lua_State *L, int idx, int depth);
 
+/* json_t owned by the Lua stack: freed by the GC if an error unwinds. */
+typedef struct jbox {
+    json_t *v;
+} jbox;
+
+static int jbox_gc(lua_State *L)
+{
+    jbox *b = lua_touserdata(L, 1);
+    json_decref(b->v);
+    b->v = NULL;
+    return 0;
+}
+
+/* v (NULL too) held by a userdata pushed on the stack, which frees it when
+ * collected: a value that must not leak if a Lua error unwinds. */
+static jbox *push_box(lua_State *L, json_t *v)
+{
+    jbox *b = lua_newuserdatauv(L, sizeof *b, 0);
+    b->v = v;
+    luaL_setmetatable(L, "sluice.jbox");
+    return b;
+}
+
 /* A table as a JSON array (keys exactly 1..n) or object (string keys);
- * an empty one is an array unless made with sluice.object(). */
+ * an empty one is an array unless made with sluice.object(). What is built
+ * so far is held by a box on the stack: an error (a value without JSON deep
+ * inside) frees it. */
 static json_t *table_to_json(lua_State *L, int idx, int depth)
 {
     if (depth > JSON_DEPTH)
         luaL_error(L, "a table nested deeper than %d (or one that contains itself) has no JSON",
                    JSON_DEPTH);
-    luaL_checkstack(L, 4, "table to JSON");
+    luaL_checkstack(L, 6, "table to JSON");
     idx = lua_absindex(L, idx);
     bool is_object = false;
     if (lua_getmetatable(L, idx)) {
@@ -206,45 +231,40 @@ static json_t *table_to_json(lua_State *L, int idx, int depth)
             all_index = false;
         }
     }
-    json_t *out;
-    if (!is_object && all_index && (lua_Integer)count == max) {
-        if (!(out = json_array()))
-            luaL_error(L, "not enough memory");
+    bool array = !is_object && all_index && (lua_Integer)count == max;
+    jbox *box = push_box(L, NULL);
+    if (!(box->v = array ? json_array() : json_object()))
+        luaL_error(L, "not enough memory");
+    if (array) {
         for (lua_Integer i = 1; i <= max; i++) {
             lua_rawgeti(L, idx, i);
             json_t *e = to_json(L, -1, depth + 1);
             lua_pop(L, 1);
-            if (json_array_append_new(out, e) != 0) {
-                json_decref(out);
+            if (json_array_append_new(box->v, e) != 0)
                 luaL_error(L, "not enough memory");
-            }
         }
-        return out;
-    }
-    if (!(out = json_object()))
-        luaL_error(L, "not enough memory");
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        if (lua_type(L, -2) != LUA_TSTRING) {
-            json_decref(out);
-            luaL_error(L, "a table with a %s key has no JSON: use either the keys 1..n (an array) "
-                          "or string keys (an object)", luaL_typename(L, -2));
-        }
-        json_t *e = to_json(L, -1, depth + 1);
-        lua_pop(L, 1);
-        size_t klen;
-        const char *k = lua_tolstring(L, -1, &klen);
-        if (strlen(k) != klen || json_object_set_new(out, k, e) != 0) {
-            json_decref(out);
-            luaL_error(L, "the key '%s' has no JSON (a NUL byte or invalid UTF-8)", k);
+    } else {
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            if (lua_type(L, -2) != LUA_TSTRING)
+                luaL_error(L, "a table with a %s key has no JSON: use either the keys 1..n (an "
+                              "array) or string keys (an object)", luaL_typename(L, -2));
+            json_t *e = to_json(L, -1, depth + 1);
+            lua_pop(L, 1);
+            size_t klen;
+            const char *k = lua_tolstring(L, -1, &klen);
+            if (strlen(k) != klen || json_object_set_new(box->v, k, e) != 0)
+                luaL_error(L, "the key '%s' has no JSON (a NUL byte or invalid UTF-8)", k);
         }
     }
+    json_t *out = box->v;
+    box->v = NULL;
+    lua_pop(L, 1);
     return out;
 }
 
 /* The Lua value at idx as JSON (a new reference; raises a Lua error for a
- * value JSON has no form for). A json_t made before an error leaks only if
- * the error is raised inside table_to_json's loops: they free it first. */
+ * value JSON has no form for, having freed what it built). */
 static json_t *to_json(lua_State *L, int idx, int depth)
 {
     json_t *v = NULL;
@@ -281,31 +301,11 @@ static json_t *to_json(lua_State *L, int idx, int depth)
     return v;
 }
 
-/* json_t owned by the Lua stack: freed by the GC if an error unwinds. */
-typedef struct jbox {
-    json_t *v;
-} jbox;
-
-static int jbox_gc(lua_State *L)
-{
-    jbox *b = lua_touserdata(L, 1);
-    json_decref(b->v);
-    b->v = NULL;
-    return 0;
-}
-
-/* to_json() whose result is anchored on the stack (a box pushed) so a
- * later error frees it. */
+/* to_json() whose result is held by a box pushed on the stack. */
 static json_t *to_json_boxed(lua_State *L, int idx)
 {
     idx = lua_absindex(L, idx);
-    jbox *b = lua_newuserdatauv(L, sizeof *b, 0);
-    b->v = NULL;
-    if (luaL_newmetatable(L, "sluice.jbox")) {
-        lua_pushcfunction(L, jbox_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
+    jbox *b = push_box(L, NULL);
     b->v = to_json(L, idx, 0);
     return b->v;
 }
@@ -440,21 +440,22 @@ static int row_tostring(lua_State *L)
     return 1;
 }
 
-static void push_json_text(lua_State *L, char *text)
+/* Pushes the value of JSON text (sl_pipeline_text_free()d here; nil for
+ * NULL) held by b, a box the caller pushed before it had the text: nothing
+ * that may raise comes between the text's making and its freeing. */
+static void push_parsed(lua_State *L, jbox *b, char *text)
 {
     json_error_t err;
-    json_t *v = text ? json_loads(text, JSON_DECODE_ANY, &err) : NULL;
+    bool had = text != NULL;
+    b->v = had ? json_loads(text, JSON_DECODE_ANY, &err) : NULL;
     sl_pipeline_text_free(text);
-    if (!v) {
+    if (!had) {
         lua_pushnil(L);
         return;
     }
-    /* push_json may raise: box the value first so the GC frees it then. */
-    jbox *b = lua_newuserdatauv(L, sizeof *b, 0);
-    b->v = v;
-    luaL_setmetatable(L, "sluice.jbox");
-    push_json(L, v, 0);
-    lua_remove(L, -2);
+    if (!b->v)
+        luaL_error(L, "not enough memory");
+    push_json(L, b->v, 0);
 }
 
 static int columns_index(lua_State *L)
@@ -462,10 +463,12 @@ static int columns_index(lua_State *L)
     sl_row *row = proxied_row(L, 1, COLUMNS_MT);
     const char *k = luaL_checkstring(L, 2);
     const char *s = sl_pipeline_row_column_string(row, k);
-    if (s)
+    if (s) {
         lua_pushstring(L, s);
-    else
-        push_json_text(L, sl_pipeline_row_column_json(row, k));
+    } else {
+        jbox *b = push_box(L, NULL);
+        push_parsed(L, b, sl_pipeline_row_column_json(row, k));
+    }
     return 1;
 }
 
@@ -496,9 +499,11 @@ static int columns_pairs(lua_State *L)
 {
     sl_row *row = proxied_row(L, 1, COLUMNS_MT);
     lua_getglobal(L, "next");
-    push_json_text(L, sl_pipeline_row_columns_json(row));
+    jbox *b = push_box(L, NULL);
+    push_parsed(L, b, sl_pipeline_row_columns_json(row));
     if (lua_isnil(L, -1))
         return luaL_error(L, "not enough memory");
+    lua_remove(L, -2);
     lua_pushnil(L);
     return 3;
 }
@@ -603,13 +608,10 @@ static int l_from_json(lua_State *L)
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     json_error_t err;
-    json_t *v = json_loadb(s, n, JSON_DECODE_ANY, &err);
-    if (!v)
+    jbox *b = push_box(L, NULL);
+    if (!(b->v = json_loadb(s, n, JSON_DECODE_ANY, &err)))
         return luaL_error(L, "not JSON: %s (line %d, column %d)", err.text, err.line, err.column);
-    jbox *b = lua_newuserdatauv(L, sizeof *b, 0);
-    b->v = v;
-    luaL_setmetatable(L, "sluice.jbox");
-    push_json(L, v, 0);
+    push_json(L, b->v, 0);
     return 1;
 }
 
