@@ -1031,3 +1031,50 @@ sl_status lua_stage_open(const sl_stage_spec *spec, const char *name,
     *impl = ls;
     return SL_OK;
 }
+
+/* --- the conversion alone, for the fuzz target ----------------------------------------- */
+
+static int roundtrip(lua_State *L)
+{
+    const char *json = lua_touserdata(L, 1);
+    size_t len = (size_t)lua_tointeger(L, 2);
+    char **out = lua_touserdata(L, 3);
+    json_error_t err;
+    jbox *in = push_box(L, NULL);
+    if (!(in->v = json_loadb(json, len, JSON_DECODE_ANY, &err)))
+        return 0;
+    push_json(L, in->v, 0);
+    json_t *back = to_json_boxed(L, -1);
+    if (!(*out = json_dumps(back, JSON_COMPACT | JSON_ENCODE_ANY)))
+        return luaL_error(L, "not enough memory");
+    return 0;
+}
+
+sl_status lua_stage_json_roundtrip(const char *json, size_t len, char **out)
+{
+    *out = NULL;
+    size_t mem = 0;
+    lua_State *L = lua_newstate(limited_alloc, &mem);
+    if (!L)
+        return sl_fail(SL_ERR_NOMEM, "out of memory making a Lua state");
+    luaL_requiref(L, "_G", luaopen_base, 0); /* luaL_setmetatable needs nothing more */
+    luaL_newmetatable(L, "sluice.jbox");
+    lua_pushcfunction(L, jbox_gc);
+    lua_setfield(L, -2, "__gc");
+    luaL_newmetatable(L, OBJECT_MT);
+    lua_settop(L, 0);
+    lua_pushcfunction(L, roundtrip);
+    lua_pushlightuserdata(L, (void *)json);
+    lua_pushinteger(L, (lua_Integer)len);
+    char *dumped = NULL;
+    lua_pushlightuserdata(L, &dumped);
+    sl_status st = SL_OK;
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK)
+        st = sl_fail(strstr(error_text(L), "not enough memory") ? SL_ERR_NOMEM : SL_ERR_INVALID_ARG,
+                     "%s", error_text(L));
+    lua_close(L);
+    if (dumped && st == SL_OK && !(*out = sl_strdup(dumped)))
+        st = sl_fail(SL_ERR_NOMEM, "out of memory");
+    free(dumped);
+    return st;
+}

@@ -21,6 +21,8 @@ MODEL = ("--model", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf")
 
 
 def run_example(sluice, name, inputs, out, *extra):
+    check = sluice.run("config", "check", REPO / "examples" / name)
+    assert check.returncode == 0, check.stderr
     return sluice.run("run", REPO / "examples" / name, inputs, *MODEL, "-o", out,
                       "--metrics-addr", "127.0.0.1:0", "--max-tokens", "8", "--show", "0",
                       *extra)
@@ -53,7 +55,9 @@ def dedup_inputs(root):
     return [f"a/{n}" for n in ORIGINALS] + ["b/hubble_mirrored.jpg"], 9
 
 
-def test_dedup_keeps_one_of_each_picture_and_the_rerun_writes_nothing(sluice, tmp_path):
+def test_dedup_keeps_one_of_each_picture_and_the_rerun_writes_nothing(sluice, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.chdir(REPO)  # the example's paths are relative to the repository
     inputs = tmp_path / "in"
     kept, n_dropped = dedup_inputs(inputs)
     out = tmp_path / "out"
