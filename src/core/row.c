@@ -16,6 +16,21 @@ void sl_row_drop(sl_row *row)
     if (!row->error && !row->drop_stage) /* a failed row keeps its error to be written */
         row->drop_stage = row->stage ? row->stage : "unknown";
 }
+unsigned sl_row_copy_index(const sl_row *row) { return row->copy; }
+bool sl_row_in_group(const sl_row *row) { return row->group != NULL; }
+bool sl_row_completes_input(const sl_row *row) { return row->completes_input; }
+
+void sl_row_group_arrived(sl_row *row)
+{
+    if (row->group)
+        row->group->arrived++;
+}
+
+bool sl_row_group_all_arrived(const sl_row *row)
+{
+    return !row->group || row->group->arrived == atomic_load(&row->group->members);
+}
+
 const char *sl_row_error(const sl_row *row) { return row->error; }
 const char *sl_row_error_stage(const sl_row *row) { return row->error_stage; }
 sl_status sl_row_error_status(const sl_row *row) { return row->error ? row->error_status : SL_OK; }

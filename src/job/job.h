@@ -44,12 +44,20 @@ typedef struct caption_row {
     uint8_t *thumb;           /* JPEG, only for rows the gallery asked for */
     size_t thumb_len;
     const char *format;       /* the file's format (static), once its bytes were seen */
-    int emitted;              /* copies made of this row by fan-out (the last #k) */
+    size_t root_len;          /* a copy (fan-out): rel is "<input id>#k", this long before
+                                 the '#'; 0 for the input's own row */
 } caption_row;
 
 
 /* Frees a caption_row: the executor row's free function. */
 void job_row_free(void *data);
+/* A copy of r for fan-out (columns, prompt, image, answer copied; no
+ * gallery thumbnail) and its bytes in *bytes; NULL when out of memory. Its
+ * id is "<input id>#copy", numbered with job_row_number() (room is kept). */
+caption_row *job_row_copy(const caption_row *r, size_t *bytes);
+void job_row_number(caption_row *c, unsigned copy);
+/* The id of the input a row came from (rel up to root_len). */
+char *job_row_input_id(const caption_row *r);
 
 /* --- the job ---------------------------------------------------------------- */
 

@@ -373,8 +373,25 @@ sl_status sl_pipeline_row_set_column_string(sl_row *row, const char *name, const
 sl_status sl_pipeline_row_emit(sl_row *parent, sl_row **child)
 {
     *child = NULL;
-    return sl_fail(SL_ERR_INVALID_ARG, "'%s': a stage cannot make rows yet (fan-out lands with "
-                                       "the executor's row groups)", sl_pipeline_row_id(parent));
+    const caption_row *r = sl_row_data(parent);
+    if (sl_row_failed(parent) || sl_row_dropped(parent))
+        return sl_fail(SL_ERR_INVALID_ARG, "'%s' is %s: it has no copies", r->rel,
+                       sl_row_failed(parent) ? "failed" : "dropped");
+    size_t bytes = 0;
+    caption_row *copy = job_row_copy(r, &bytes);
+    if (!copy)
+        return sl_fail(SL_ERR_NOMEM, "out of memory copying '%s'", r->rel);
+    sl_row *row;
+    sl_status st = sl_row_emit(parent, &row);
+    if (st != SL_OK) {
+        job_row_free(copy);
+        return st;
+    }
+    job_row_number(copy, sl_row_copy_index(row));
+    sl_row_set_data(row, copy, job_row_free);
+    sl_row_set_bytes(row, bytes);
+    *child = row;
+    return SL_OK;
 }
 
 /* --- the run ----------------------------------------------------------------------- */

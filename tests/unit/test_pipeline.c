@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "core/fault.h"
 #include "sluice/image.h"
 #include "sluice/pipeline.h"
 #include "test_util.h"
@@ -504,6 +505,128 @@ static void a_stage_cannot_declare_our_fields(void **state)
     sl_pipeline_free(pl);
 }
 
+/* --- fan-out: copies of rows, written once across a failed run --------------- */
+
+static sl_status fan_out(void *state, sl_row *const *rows, size_t n)
+{
+    atomic_int *wrong = state;
+    for (size_t i = 0; i < n; i++) {
+        int seq = atoi(sl_pipeline_row_id(rows[i]) + 3);
+        int copies = seq % 3 == 0 ? 2 : seq % 3 == 1 ? 1 : 0;
+        for (int k = 1; k <= copies; k++) {
+            sl_row *c;
+            if (sl_pipeline_row_emit(rows[i], &c) != SL_OK) {
+                atomic_fetch_add(wrong, 1);
+                continue;
+            }
+            char want[32], value[16];
+            snprintf(want, sizeof want, "img%02d.jpg#%d", seq, k);
+            snprintf(value, sizeof value, "%d", k);
+            if (strcmp(sl_pipeline_row_id(c), want) != 0 ||
+                strcmp(sl_pipeline_row_answer(c), sl_pipeline_row_answer(rows[i])) != 0 ||
+                sl_pipeline_row_set_column_json(c, "copy", value) != SL_OK)
+                atomic_fetch_add(wrong, 1);
+        }
+        if (seq % 3 == 0)
+            sl_row_drop(rows[i]);
+    }
+    sl_row *none;
+    if (n && sl_row_dropped(rows[0]) &&
+        sl_pipeline_row_emit(rows[0], &none) != SL_ERR_INVALID_ARG)
+        atomic_fetch_add(wrong, 1); /* a dropped row has no copies */
+    return SL_OK;
+}
+
+static sl_status run_fan(const sl_caption_params *p, atomic_int *wrong, sl_caption_summary *sum)
+{
+    sl_pipeline *pl;
+    assert_int_equal(sl_pipeline_new(p, &pl), SL_OK);
+    for (int b = SL_PIPELINE_READ; b <= SL_PIPELINE_WRITE; b++) {
+        assert_int_equal(sl_pipeline_add_builtin(pl, (sl_pipeline_builtin)b), SL_OK);
+        if (b == SL_PIPELINE_ENGINE) {
+            sl_pipeline_stage_params sp = sl_pipeline_stage_default_params();
+            sp.name = "fan";
+            sp.workers = 2;
+            sp.batch_size = 3;
+            sp.config = wrong;
+            sp.process = fan_out;
+            assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_OK);
+        }
+    }
+    sl_status st = sl_pipeline_run(pl, sum);
+    sl_pipeline_free(pl);
+    return st;
+}
+
+#include <glob.h>
+
+static void copies_are_written_once_across_a_failed_run(void **state)
+{
+    (void)state;
+    model_paths();
+    char *base = tu_tmpdir();
+    char in[512], out[512];
+    snprintf(in, sizeof in, "%s/in", base);
+    snprintf(out, sizeof out, "%s/out", base);
+    mkdir(in, 0777);
+    make_inputs(in);
+    sl_caption_params p = sl_caption_default_params();
+    p.input_dir = in;
+    p.output_dir = out;
+    p.llama.model_path = model;
+    p.llama.mmproj_path = mmproj;
+    p.sampling.max_tokens = 1;
+    p.image.max_edge = 64;
+    p.shard_rows = 1; /* every row its own part: a group spans parts */
+    static atomic_int wrong;
+    sl_caption_summary sum;
+    /* The 9th part's commit fails: the run ends with groups half committed. */
+    assert_int_equal(sl_fault_configure("commit.begin=eio@9"), 0);
+    assert_int_not_equal(run_fan(&p, &wrong, &sum), SL_OK);
+    assert_int_equal(sl_fault_configure(NULL), 0);
+    assert_int_equal(run_fan(&p, &wrong, &sum), SL_OK);
+    assert_true(sum.rows_skipped > 0);
+    assert_int_equal(atomic_load(&wrong), 0);
+
+    /* Every row expected, once, across all parts. */
+    int seen[N][3] = {{0}};
+    char pattern[600];
+    snprintf(pattern, sizeof pattern, "%s/part-*.jsonl", out);
+    glob_t g;
+    assert_int_equal(glob(pattern, 0, NULL, &g), 0);
+    for (size_t f = 0; f < g.gl_pathc; f++) {
+        FILE *fp = fopen(g.gl_pathv[f], "r");
+        assert_non_null(fp);
+        char line[8192];
+        while (fgets(line, sizeof line, fp)) {
+            json_t *o = json_loads(line, 0, NULL);
+            assert_non_null(o);
+            const char *id = json_string_value(json_object_get(o, "id"));
+            int seq = atoi(id + 3);
+            const char *hash = strchr(id, '#');
+            int copy = hash ? atoi(hash + 1) : 0;
+            assert_true(seq >= 0 && seq < N && copy >= 0 && copy < 3);
+            assert_int_equal(json_integer_value(json_object_get(o, "copy")), copy);
+            seen[seq][copy]++;
+            json_decref(o);
+        }
+        fclose(fp);
+    }
+    globfree(&g);
+    for (int seq = 0; seq < N; seq++)
+        for (int copy = 0; copy < 3; copy++) {
+            int want = seq % 3 == 0 ? copy > 0 : seq % 3 == 1 ? copy < 2 : copy == 0;
+            if (seen[seq][copy] != want)
+                fail_msg("img%02d copy %d written %d times, want %d", seq, copy, seen[seq][copy],
+                         want);
+        }
+    /* And the next run has nothing left to do. */
+    assert_int_equal(run_fan(&p, &wrong, &sum), SL_OK);
+    assert_int_equal(sum.rows_skipped, N);
+    assert_int_equal(sum.rows, 0);
+    tu_rmtree(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -511,6 +634,7 @@ int main(void)
         cmocka_unit_test(stages_at_three_places),
         cmocka_unit_test(what_a_stage_sees_of_a_row),
         cmocka_unit_test(a_stage_cannot_declare_our_fields),
+        cmocka_unit_test(copies_are_written_once_across_a_failed_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
