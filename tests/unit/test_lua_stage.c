@@ -182,6 +182,52 @@ static void state_per_worker(void **state)
     tu_rmtree(base);
 }
 
+/* close() also when the run fails: every row fails, the run stops past
+ * max_failed, and each worker is closed once, told why. */
+static const char failing_lua[] =
+    "local me, dir\n"
+    "function init(config, worker) me, dir = worker, config.dir end\n"
+    "function process(row) error('always') end\n"
+    "function close(how)\n"
+    "  local f = assert(io.open(dir .. '/close-' .. me, 'a'))\n"
+    "  f:write(how, '\\n')\n"
+    "  f:close()\n"
+    "end\n";
+
+static void close_when_the_run_fails(void **state)
+{
+    (void)state;
+    setup_dirs();
+    char src[700];
+    snprintf(src, sizeof src, "%s/img00.jpg", in);
+    FILE *fp = fopen(src, "rb");
+    assert_non_null(fp);
+    static unsigned char buf[1 << 20];
+    size_t len = fread(buf, 1, sizeof buf, fp);
+    fclose(fp);
+    for (int i = N; i < 40; i++) { /* past the rows max_failed waits for */
+        char name[32];
+        snprintf(name, sizeof name, "img%02d.jpg", i);
+        tu_write(in, name, buf, len);
+    }
+    char config[600];
+    snprintf(config, sizeof config, "{\"dir\": \"%s\"}", base);
+    sl_stage_spec spec = {.lua = script("failing.lua", failing_lua), .after = "read",
+                          .workers = 2, .batch_size = 1, .config = config};
+    sl_caption_params p = job(&spec, 1);
+    p.max_failed = 0.1;
+    sl_caption_summary sum;
+    assert_int_equal(sl_caption_run(&p, &sum), SL_ERR_TOO_MANY_FAILED);
+    for (int w = 0; w < 2; w++) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/close-%d", base, w);
+        char *text = slurp(path);
+        assert_non_null(text);
+        assert_string_equal(text, "failed\n");
+    }
+    tu_rmtree(base);
+}
+
 /* --- filter ------------------------------------------------------------------------ */
 
 static const char filter_lua[] =
@@ -502,7 +548,8 @@ static void noop_cost(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(state_per_worker),  cmocka_unit_test(filter_drops),
+        cmocka_unit_test(state_per_worker),  cmocka_unit_test(close_when_the_run_fails),
+        cmocka_unit_test(filter_drops),
         cmocka_unit_test(errors_fail_rows),  cmocka_unit_test(row_seen_by_script),
         cmocka_unit_test(fan_out),           cmocka_unit_test(scripts_refused),
         cmocka_unit_test(noop_cost),
