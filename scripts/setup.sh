@@ -22,6 +22,7 @@ packages=(
     libmicrohttpd-dev prometheus
     libzstd-dev libsnappy-dev zlib1g-dev
     libcurl4-openssl-dev libarchive-dev libsqlite3-dev libyaml-dev libxml2-dev
+    liblua5.4-dev
     chromium nginx-light
     clang libclang-rt-14-dev
 )
