@@ -123,6 +123,12 @@ typedef struct sl_caption_params {
                                   in the sample), then end; 0: no limit */
     double sample;             /* only rows whose id hashes below this fraction, 0 < f <= 1:
                                   the same ids on every run (default 1: all) */
+    /* Structured output (sl_request's fields of the same names): the text
+     * of a JSON schema each answer must match (JSONL then writes the
+     * caption as the JSON value), and of a GBNF grammar (llama engine);
+     * NULL: none. */
+    const char *json_schema;
+    const char *grammar;
 } sl_caption_params;
 
 /* Rows per part when shard_rows is 0: a crash loses at most this many. */
