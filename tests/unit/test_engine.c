@@ -16,6 +16,7 @@
 
 #include "core/alloc.h"
 #include <jansson.h>
+#include "llama.h"
 #include "llm/engines/llama_sample.h"
 #include "sluice/sluice.h"
 #include "test_util.h"
@@ -981,6 +982,74 @@ static void a_grammar_constrains_sampling(void **state)
     sl_engine_free(e);
 }
 
+/* The grammar applies before the 30*T cut: a grammar whose every allowed
+ * token lies 100 below the best logit still gets one of them, greedy and
+ * sampled, and a first choice the grammar allows is taken as it is. Built
+ * on llama.cpp's own grammar sampler over the tiny model's vocabulary. */
+static void the_grammar_applies_before_the_candidate_cut(void **state)
+{
+    struct llama_model_params mp = llama_model_default_params();
+    mp.vocab_only = true;
+    struct llama_model *model = llama_model_load_from_file(model_path, mp);
+    assert_non_null(model);
+    const struct llama_vocab *vocab = llama_model_get_vocab(model);
+    int n = llama_vocab_n_tokens(vocab);
+    const char *gbnf = "root ::= \"yes\"";
+    llama_token_data *cand = sl_malloc((size_t)n * sizeof *cand);
+    float *logits = sl_malloc((size_t)n * sizeof *logits);
+    /* Which first tokens does the grammar allow? (apply leaves its state.) */
+    struct llama_sampler *probe = llama_sampler_init_grammar(vocab, gbnf, "root");
+    for (int i = 0; i < n; i++)
+        cand[i] = (llama_token_data){.id = i, .logit = 0.0f, .p = 0.0f};
+    llama_token_data_array arr = {.data = cand, .size = (size_t)n, .selected = -1, .sorted = false};
+    llama_sampler_apply(probe, &arr);
+    llama_sampler_free(probe);
+    bool *allowed = sl_calloc((size_t)n, sizeof *allowed);
+    int n_allowed = 0, some_allowed = -1;
+    for (int i = 0; i < n; i++)
+        if (cand[i].logit != -INFINITY) {
+            allowed[i] = true;
+            n_allowed++;
+            some_allowed = i;
+        }
+    assert_true(n_allowed > 0 && n_allowed < n);
+    for (int i = 0; i < n; i++)
+        logits[i] = allowed[i] ? (float)(i % 7) : 100.0f + (float)(i % 5);
+    for (int sampled = 0; sampled < 2; sampled++) {
+        sl_sampling sp = sl_sampling_default();
+        sp.temperature = sampled ? 1.0f : 0.0f;
+        sp.seed = 11;
+        struct llama_sampler *g = llama_sampler_init_grammar(vocab, gbnf, "root");
+        struct llama_sampler *chain = sampled ? sl_llama_make_chain(&sp, n) : NULL;
+        size_t k = 0;
+        int32_t tok = sl_llama_sample_grammar(g, chain, logits, n, &sp, cand, &k);
+        assert_true(tok >= 0 && tok < n);
+        assert_true(allowed[tok]);
+        assert_int_equal(k, (size_t)n_allowed); /* all allowed ones were candidates */
+        if (!sampled) { /* greedy: the best allowed, the lowest id on a tie */
+            for (int i = 0; i < n; i++)
+                if (allowed[i])
+                    assert_true(logits[i] < logits[tok] || (logits[i] == logits[tok] && i >= tok));
+        }
+        sl_llama_free_chain(chain);
+        llama_sampler_free(g);
+    }
+    /* A first choice the grammar allows stands: one candidate looked at. */
+    for (int i = 0; i < n; i++)
+        logits[i] = 0.0f;
+    logits[some_allowed] = 5.0f;
+    struct llama_sampler *g = llama_sampler_init_grammar(vocab, gbnf, "root");
+    size_t k = 0;
+    sl_sampling greedy = sl_sampling_default();
+    assert_int_equal(sl_llama_sample_grammar(g, NULL, logits, n, &greedy, cand, &k), some_allowed);
+    assert_int_equal(k, 1);
+    llama_sampler_free(g);
+    sl_free(allowed);
+    sl_free(logits);
+    sl_free(cand);
+    llama_model_free(model);
+}
+
 int main(void)
 {
     if (getenv("SLUICE_TEST_FILTER")) /* e.g. "stats_*": run only those */
@@ -1008,6 +1077,7 @@ int main(void)
         cmocka_unit_test(a_json_schema_constrains_a_random_model),
         cmocka_unit_test(an_answer_cut_short_is_invalid_output),
         cmocka_unit_test(a_grammar_constrains_sampling),
+        cmocka_unit_test(the_grammar_applies_before_the_candidate_cut),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
