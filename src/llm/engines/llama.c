@@ -14,9 +14,11 @@
  *      llama_decode once,
  *   4. chooses the next token of each sequence that has logits in the
  *      batch (greedy: an argmax straight over the logits; other settings:
- *      the sequence's own llama.cpp sampler chain and seed), spread over
- *      sampling threads, then turns tokens into text and completes the
- *      sequences that end.
+ *      the sequence's own llama.cpp sampler chain and seed; a row with a
+ *      grammar, its own or its JSON schema's: under llama.cpp's grammar
+ *      sampler, on the host), spread over sampling threads, then turns
+ *      tokens into text and completes the sequences that end (an answer
+ *      checked against the row's JSON schema).
  * KV cells are reserved per request (prompt positions + max_tokens) so a
  * decode never runs out of room; a request that does not fit now waits.
  * Every phase of the loop is timed (sl_engine_phase): the loop runs once
