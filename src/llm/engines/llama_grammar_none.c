@@ -2,6 +2,8 @@
  * no llama.cpp common library (a system llama.cpp without it, or the fuzz
  * build): no JSON schema converter. --grammar still works; --json-schema
  * works on the openai engine. */
+#include <stddef.h>
+
 #include "core/error.h"
 #include "llm/engines/llama_grammar.h"
 
