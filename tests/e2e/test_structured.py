@@ -164,3 +164,20 @@ def test_the_openai_engine_sends_the_schema_and_checks_the_answers(sluice, llama
     rows = read_rows(out)
     assert len(rows) == N_SAMPLES
     assert all(row["error"] is None and matches(row["caption"]) for row in rows), rows[0]
+
+
+def test_a_long_invalid_answer_is_kept_whole_in_the_error(sluice, tmp_path):
+    # The grammar wins over the schema on the llama engine, and the schema
+    # still checks: 1,500 characters of "x" are no JSON.
+    gbnf = tmp_path / "long.gbnf"
+    gbnf.write_text('root ::= "x"{1500}\n')
+    out = tmp_path / "out"
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "a.jpg").symlink_to(sample_images()[0])
+    r = sluice.caption(one, out, "--grammar", gbnf, "--json-schema", schema_file(tmp_path),
+                       "-n", "1600", "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr
+    [row] = read_rows(out)
+    assert row["error"].endswith("; the answer was: " + "x" * 1500), row["error"][-80:]
+    assert row["caption"] is None and row["finish_reason"] == "stop"
