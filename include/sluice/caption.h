@@ -143,6 +143,12 @@ typedef struct sl_caption_params {
                                   the same ids on every run (default 1: all) */
     const sl_stage_spec *stages; /* the user's stages, in order within each place */
     int n_stages;
+    /* Structured output (sl_request's fields of the same names): the text
+     * of a JSON schema each answer must match (JSONL then writes the
+     * caption as the JSON value), and of a GBNF grammar (llama engine);
+     * NULL: none. */
+    const char *json_schema;
+    const char *grammar;
 } sl_caption_params;
 
 /* Rows per part when shard_rows is 0: a crash loses at most this many. */

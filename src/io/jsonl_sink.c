@@ -155,6 +155,13 @@ static json_t *cell_json(const sl_schema_column *c, const sl_pq_value *v)
 {
     if (v->is_null)
         return json_null();
+    if (c->json) {
+        /* Checked JSON (a structured answer); text that does not parse
+         * after all is written as the string it is. */
+        json_t *value = json_loadb(v->ptr, v->len, JSON_DECODE_ANY, NULL);
+        if (value)
+            return value;
+    }
     switch (c->type) {
     case SL_PQ_STRING: return sl_json_text(v->ptr, v->len);
     case SL_PQ_INT64: return json_integer(v->i64);

@@ -82,6 +82,11 @@ static char *fingerprint(const job *j)
     fp_add(&t, "prompt", job_json_text(p->prompt));
     fp_add(&t, "system_prompt", job_json_text(p->system_prompt));
     fp_add(&t, "stop", fp_strings(p->stop, p->n_stop));
+    /* Only when set: a job without them keeps the fingerprint it had. */
+    if (p->json_schema)
+        fp_add(&t, "json_schema", job_json_text(p->json_schema));
+    if (p->grammar)
+        fp_add(&t, "grammar", job_json_text(p->grammar));
     fp_add(&t, "max_tokens", json_integer(p->sampling.max_tokens));
     fp_add(&t, "temperature", fp_real(p->sampling.temperature));
     fp_add(&t, "top_p", fp_real(p->sampling.top_p));
