@@ -75,7 +75,10 @@ typedef struct sl_stage_spec {
 
 typedef struct sl_caption_params {
     const char *input_dir;
-    const char *output_dir;
+    const char *output_dir;    /* a folder, or s3://bucket/prefix (docs/output.md) */
+    const char *state_dir;     /* s3:// output: the local folder of its resume ledger and
+                                  the parts being written; NULL: under
+                                  $XDG_STATE_HOME/sluice/s3/ (~/.local/state) */
     const char *output_format; /* "jsonl" (default) or "parquet" (zstd) */
     bool overwrite;            /* start over: remove the folder's part files and its
                                   resume ledger (default: resume a run of the same
@@ -140,6 +143,12 @@ typedef struct sl_caption_params {
                                   the same ids on every run (default 1: all) */
     const sl_stage_spec *stages; /* the user's stages, in order within each place */
     int n_stages;
+    /* Structured output (sl_request's fields of the same names): the text
+     * of a JSON schema each answer must match (JSONL then writes the
+     * caption as the JSON value), and of a GBNF grammar (llama engine);
+     * NULL: none. */
+    const char *json_schema;
+    const char *grammar;
 } sl_caption_params;
 
 /* Rows per part when shard_rows is 0: a crash loses at most this many. */

@@ -35,6 +35,8 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/utf8.h"
+#include "llm/engines/llama_grammar.h"
+#include "llm/json_schema.h"
 
 enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_STAGES, L_COUNT };
 
@@ -49,7 +51,7 @@ enum { MAX_OPTS = 96, MAX_GPUS = 64, MAX_URL_FILES = 64, MAX_STAGES = 64 };
 struct sl_config {
     sl_caption_params p;
     sl_config_console console;
-    const char *response_format_path;
+    const char *file_path[MAX_OPTS];       /* K_TEXTFILE: the file its text came from */
     int gpus[MAX_GPUS];
     cfg_list lists[L_COUNT];
     sl_stage_spec stages[MAX_STAGES]; /* item j of lists[L_STAGES], parsed */
@@ -87,7 +89,12 @@ typedef struct opt {
     int list, max_items; /* K_LIST */
     const char *choices; /* K_CHOICE, K_ENUM: "a|b|c" */
     unsigned f;
+    /* K_TEXTFILE: checks the file's text when read; `what` names it. */
+    sl_status (*check)(const char *text, size_t len, const char *what);
 } opt;
+
+static sl_status check_json_schema(const char *text, size_t len, const char *what);
+static sl_status check_grammar(const char *text, size_t len, const char *what);
 
 #define AT(field) offsetof(struct sl_config, field)
 
@@ -192,8 +199,8 @@ static const opt opts[] = {
      .arg = "Q", .help = "its quality"},
     {"openai.send_original", "send-original", 0, K_BOOL, AT(p.send_original),
      .help = "send JPEG and PNG inputs as they are"},
-    {"openai.response_format", "response-format", 0, K_TEXTFILE, 0, .arg = "F",
-     .help = "a JSON file sent as response_format"},
+    {"openai.response_format", "response-format", 0, K_TEXTFILE, AT(p.openai.response_format),
+     .arg = "F", .help = "a JSON file sent as response_format"},
     {"openai.stream", "stream", 0, K_BOOL, AT(p.openai.stream),
      .help = "stream answers: TTFT and inter-token latency"},
 
@@ -217,6 +224,12 @@ static const opt opts[] = {
      .dlo = 0.01, .dhi = 100, .arg = "F", .help = "1: off"},
     {"sampling.seed", "seed", 0, K_U64, AT(p.sampling.seed), .lo = 0, .hi = LONG_MAX, .arg = "N",
      .help = "job seed; each row's seed mixes it with the row id"},
+    {"sampling.json_schema", "json-schema", 0, K_TEXTFILE, AT(p.json_schema), .arg = "F",
+     .check = check_json_schema,
+     .help = "answers are JSON matching this JSON schema file (llama: a grammar from it; "
+             "openai: response_format); others fail as invalid_output"},
+    {"sampling.grammar", "grammar", 0, K_TEXTFILE, AT(p.grammar), .arg = "F",
+     .check = check_grammar, .help = "llama engine: sample under this GBNF grammar (root rule)"},
     {"sampling.stop", "stop", 0, K_LIST, 0, .list = L_STOP, .max_items = 16, .arg = "TEXT",
      .help = "end generation at any of these (not written)"},
 
@@ -237,7 +250,7 @@ static const opt opts[] = {
                              "{lua|plugin, after, workers, batch_size, config, columns, name}"},
 
     {"output.dir", "output", 'o', K_STR, AT(p.output_dir), .arg = "DIR",
-     .help = "output folder (created if missing)"},
+     .help = "output folder (created if missing), or s3://bucket/prefix"},
     {"output.format", "format", 0, K_CHOICE, AT(p.output_format), .choices = "jsonl|parquet",
      .arg = "F", .help = "jsonl (~) or parquet"},
     {"output.overwrite", "overwrite", 0, K_BOOL, AT(p.overwrite),
@@ -248,6 +261,9 @@ static const opt opts[] = {
      .help = "Parquet: the original image bytes in image_bytes"},
     {"output.shard_rows", "shard-rows", 0, K_LONG, AT(p.shard_rows), .lo = 1, .hi = LONG_MAX,
      .arg = "N", .help = "rows per part file (each a resume point)"},
+    {"output.state_dir", "state-dir", 0, K_STR, AT(p.state_dir), .arg = "DIR",
+     .help = "s3:// output: the local folder of its ledger and of parts being written "
+             "(~: under ~/.local/state/sluice/s3/)"},
 
     {"metrics.addr", "metrics-addr", 0, K_ADDR, AT(p.metrics_addr), .arg = "H:P",
      .help = "serve /metrics and the live page (off: no server)"},
@@ -698,8 +714,25 @@ static sl_status add_url_file(sl_config *c, const char *where, const char *name,
     return st;
 }
 
-/* --response-format: the file's text is sent, its path is printed. */
-static sl_status set_text_file(sl_config *c, const char *where, const char *name,
+static sl_status check_json_schema(const char *text, size_t len, const char *what)
+{
+    sl_json_schema *schema;
+    sl_status st = sl_json_schema_parse(text, len, what, &schema);
+    sl_json_schema_free(schema);
+    return st;
+}
+
+static sl_status check_grammar(const char *text, size_t len, const char *what)
+{
+    if (strlen(text) != len)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s holds a NUL byte: a GBNF grammar is text", what);
+    return sl_llama_grammar_check(text, what);
+}
+
+/* --response-format, --json-schema, --grammar: the file's text is what the
+ * job uses (read once, here, and checked when the row says how), its path
+ * what is printed. */
+static sl_status set_text_file(sl_config *c, int i, const char *where, const char *name,
                                const char *path)
 {
     char *text;
@@ -707,13 +740,23 @@ static sl_status set_text_file(sl_config *c, const char *where, const char *name
     sl_status st = read_small_file(where, name, path, SL_CONFIG_MAX_FILE_BYTES, &text, &len);
     if (st != SL_OK)
         return st;
+    if (opts[i].check) {
+        char *what = sl_asprintf("%s%s '%s'", where, name, path);
+        st = what ? opts[i].check(text, len, what)
+                  : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
+        sl_free(what);
+        if (st != SL_OK) {
+            sl_free(text);
+            return st;
+        }
+    }
     const char *kept = keep(c, text, len);
     sl_free(text);
     const char *kept_path = kept ? keep(c, path, strlen(path)) : NULL;
     if (!kept_path)
         return SL_ERR_NOMEM;
-    c->p.openai.response_format = kept;
-    c->response_format_path = kept_path;
+    *(const char **)((char *)c + opts[i].off) = kept;
+    c->file_path[i] = kept_path;
     return SL_OK;
 }
 
@@ -941,7 +984,10 @@ static void reset(sl_config *c, int i)
         break;
     case K_GPUS: c->p.n_gpus = 0; break;
     case K_SHARD: c->p.input_shard_index = c->p.input_shard_count = 0; break;
-    case K_TEXTFILE: c->p.openai.response_format = c->response_format_path = NULL; break;
+    case K_TEXTFILE:
+        *(const char **)((char *)c + o->off) = NULL;
+        c->file_path[i] = NULL;
+        break;
     default: break;
     }
     c->given[i] = 0;
@@ -1070,7 +1116,7 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
         if (c->no_files)
             return sl_fail(SL_ERR_INVALID_ARG, "%s%s: reading files is off here", where, name);
         st = o->k == K_URLFILE ? add_url_file(c, where, name, value)
-                               : set_text_file(c, where, name, value);
+                               : set_text_file(c, i, where, name, value);
         if (st != SL_OK)
             return st;
         break;
@@ -1359,8 +1405,8 @@ static void put_value(out *w, const sl_config *c, int i, const char *indent)
         put(w, "]", 1);
         break;
     case K_TEXTFILE:
-        if (c->response_format_path)
-            put_quoted(w, c->response_format_path);
+        if (c->file_path[i])
+            put_quoted(w, c->file_path[i]);
         else
             puts_(w, "~");
         break;
@@ -1396,7 +1442,7 @@ sl_status sl_config_write_yaml(const sl_config *c, FILE *fp)
         if (o->k == K_STR || o->k == K_CHOICE || o->k == K_ADDR)
             s = *(const char *const *)((const char *)c + o->off);
         else if (o->k == K_TEXTFILE)
-            s = c->response_format_path;
+            s = c->file_path[i];
         if ((s && !sl_utf8_valid(s, strlen(s))) ||
             ((o->k == K_LIST || o->k == K_STAGES) && !list_is_utf8(&c->lists[o->list])))
             return sl_fail(SL_ERR_INVALID_ARG,

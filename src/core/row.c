@@ -55,9 +55,15 @@ static void row_vfail(sl_row *row, sl_status status, const char *fmt, va_list ap
 {
     if (row->error)
         return; /* the first cause is the one worth reporting */
-    char msg[1024];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    row->error = sl_strdup(msg);
+    /* The whole message, however long: an invalid answer's error holds
+     * the answer (bounded by max_tokens). */
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    row->error = n >= 0 ? sl_malloc((size_t)n + 1) : NULL;
+    if (row->error)
+        vsnprintf(row->error, (size_t)n + 1, fmt, again);
+    va_end(again);
     if (!row->error)
         row->error = sl_strdup("out of memory recording the error");
     row->error_stage = row->stage ? row->stage : "unknown";

@@ -14,7 +14,10 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/alloc.h"
 #include "core/json.h"
+#include "llm/engines/llama_grammar.h"
+#include "llm/json_schema.h"
 #include "core/utf8.h"
 #include "core/alloc.h"
 #include "job/job.h"
@@ -49,6 +52,44 @@ bool job_uses_openai(const sl_caption_params *p)
 json_t *job_json_text(const char *s)
 {
     return sl_json_text(s, s ? strlen(s) : 0);
+}
+
+/* --json-schema and --grammar, each with the engine that runs them: every
+ * row would fail on what is found here, so it stops the job before any
+ * row does (the files themselves were checked when read, naming them). */
+static sl_status check_structured(const sl_caption_params *p)
+{
+    if (p->json_schema) {
+        sl_json_schema *schema;
+        sl_status st = sl_json_schema_parse(p->json_schema, strlen(p->json_schema),
+                                            "--json-schema", &schema);
+        sl_json_schema_free(schema);
+        if (st != SL_OK)
+            return st;
+    }
+    if (job_uses_openai(p)) {
+        if (p->grammar)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "--grammar is for the llama engine: OpenAI-compatible servers differ "
+                           "in the grammars they take; give --json-schema instead (sent as "
+                           "response_format), or drop --engine openai");
+        if (p->json_schema && p->openai.response_format)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "--json-schema and --response-format both set the request's "
+                           "response_format: keep one");
+        return SL_OK;
+    }
+    if (p->grammar)
+        return sl_llama_grammar_check(p->grammar, "--grammar");
+    if (p->json_schema) {
+        /* What the engine will do with it on every request: converted here
+         * once to say now when llama.cpp cannot. */
+        char *gbnf = NULL;
+        sl_status st = sl_llama_schema_to_grammar(p->json_schema, "--json-schema", &gbnf);
+        sl_free(gbnf);
+        return st;
+    }
+    return SL_OK;
 }
 
 sl_status job_check_params(const sl_caption_params *p)
@@ -100,6 +141,9 @@ sl_status job_check_params(const sl_caption_params *p)
                        p->max_failed);
     if (p->engine && strcmp(p->engine, "llama") != 0 && !job_uses_openai(p))
         return sl_fail(SL_ERR_INVALID_ARG, "--engine must be llama or openai, got '%s'", p->engine);
+    sl_status st = check_structured(p);
+    if (st != SL_OK)
+        return st;
     if (job_uses_openai(p)) {
         if (p->openai.n_endpoints < 1)
             return sl_fail(SL_ERR_INVALID_ARG,

@@ -64,6 +64,12 @@ char *job_row_input_id(const caption_row *r);
 /* Shared by every stage of one run. */
 typedef struct job {
     const sl_caption_params *p;
+    const char *dir;           /* where parts, the ledger and the report are written: the
+                                  output folder, or the state folder of an s3:// output */
+    char *dir_owned;
+    char *remote;              /* s3:// output: its URL without a trailing '/'; else NULL */
+    char **remote_parts;       /* ... the part objects there at the start, sorted */
+    size_t n_remote_parts;
     sl_source *src;
     sl_source_params src_params;
     const char *const *inputs;
@@ -128,7 +134,13 @@ sl_stage_def stage_write(job *j);
 sl_status job_open_output(job *j);
 
 /* The output folder's ledger: start over (overwrite), or settle what an
- * earlier run left and set where this one goes on (resume.c). */
+ * earlier run left and set where this one goes on (resume.c). For an s3://
+ * output, first sets j->dir to the state folder and lists the parts in the
+ * bucket. */
 sl_status job_open_ledger(job *j);
+/* s3:// output: summary.json, report.html and metrics.prom copied up from
+ * the state folder (a warning when one cannot be). */
+void job_upload_reports(job *j);
+void job_output_clear(job *j);
 
 #endif

@@ -531,7 +531,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     caption_live_finish(j.live);
     caption_metrics_detach_exec(j.metrics);
     if (j.metrics) {
-        char *prom = sl_asprintf("%s/metrics.prom", p->output_dir);
+        char *prom = sl_asprintf("%s/metrics.prom", j.dir);
         if (!prom || caption_metrics_write(j.metrics, prom) != SL_OK)
             sl_log(SL_LOG_WARN, "cannot write the final metrics: %s", sl_last_error());
         sl_free(prom);
@@ -552,9 +552,10 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     if (j.sink_status == SL_OK)
         snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);
     caption_report report = {p,        sum,       exec, run_st, atomic_load(&j.input_total),
-                             j.gallery, &j.schema};
+                             j.gallery, &j.schema, j.dir};
     if (caption_report_write(&report) != SL_OK)
         sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
+    job_upload_reports(&j);
 
     /* A part that could not be committed outranks why the run ended (a stop,
      * --max-failed): its rows are not in the output, and the cause (a full
@@ -577,6 +578,7 @@ done:
     sl_ledger_free(j.ledger); /* after the sink: an open part's rows roll back */
     sl_source_free(j.src);
     caption_schema_clear(&j.schema);
+    job_output_clear(&j);
     pthread_mutex_destroy(&j.mu);
     sl_free(stages);
     sl_free(columns);

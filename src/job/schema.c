@@ -8,32 +8,32 @@
 /* JSONL nests these in "timings"; Parquet has a column for each. Width to
  * source_height are absent from JSONL (null in Parquet) until decoded. */
 const sl_schema_column caption_fields[CF_COUNT] = {
-    [CF_ID] = {"id", SL_PQ_STRING, false, NULL, false},
-    [CF_PATH] = {"path", SL_PQ_STRING, true, NULL, false},
-    [CF_CAPTION] = {"caption", SL_PQ_STRING, true, NULL, false},
-    [CF_FINISH] = {"finish_reason", SL_PQ_STRING, true, NULL, false},
-    [CF_PROMPT_TOKENS] = {"prompt_tokens", SL_PQ_INT64, false, NULL, false},
-    [CF_GENERATED_TOKENS] = {"generated_tokens", SL_PQ_INT64, false, NULL, false},
-    [CF_CACHED_TOKENS] = {"cached_tokens", SL_PQ_INT64, false, NULL, false},
-    [CF_WIDTH] = {"width", SL_PQ_INT64, true, NULL, true},
-    [CF_HEIGHT] = {"height", SL_PQ_INT64, true, NULL, true},
-    [CF_SOURCE_WIDTH] = {"source_width", SL_PQ_INT64, true, NULL, true},
-    [CF_SOURCE_HEIGHT] = {"source_height", SL_PQ_INT64, true, NULL, true},
-    [CF_MODEL] = {"model", SL_PQ_STRING, false, NULL, false},
-    [CF_SEED] = {"seed", SL_PQ_INT64, false, NULL, false},
-    [CF_DECODE_MS] = {"decode_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_QUEUE_MS] = {"queue_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_PREFILL_MS] = {"prefill_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_ENCODE_MS] = {"encode_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_TTFT_MS] = {"ttft_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_GENERATE_MS] = {"generate_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_TOTAL_MS] = {"total_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_ERROR_STAGE] = {"error_stage", SL_PQ_STRING, true, NULL, false},
-    [CF_ERROR] = {"error", SL_PQ_STRING, true, NULL, false},
+    [CF_ID] = {"id", SL_PQ_STRING, false, NULL, false, false},
+    [CF_PATH] = {"path", SL_PQ_STRING, true, NULL, false, false},
+    [CF_CAPTION] = {"caption", SL_PQ_STRING, true, NULL, false, false},
+    [CF_FINISH] = {"finish_reason", SL_PQ_STRING, true, NULL, false, false},
+    [CF_PROMPT_TOKENS] = {"prompt_tokens", SL_PQ_INT64, false, NULL, false, false},
+    [CF_GENERATED_TOKENS] = {"generated_tokens", SL_PQ_INT64, false, NULL, false, false},
+    [CF_CACHED_TOKENS] = {"cached_tokens", SL_PQ_INT64, false, NULL, false, false},
+    [CF_WIDTH] = {"width", SL_PQ_INT64, true, NULL, true, false},
+    [CF_HEIGHT] = {"height", SL_PQ_INT64, true, NULL, true, false},
+    [CF_SOURCE_WIDTH] = {"source_width", SL_PQ_INT64, true, NULL, true, false},
+    [CF_SOURCE_HEIGHT] = {"source_height", SL_PQ_INT64, true, NULL, true, false},
+    [CF_MODEL] = {"model", SL_PQ_STRING, false, NULL, false, false},
+    [CF_SEED] = {"seed", SL_PQ_INT64, false, NULL, false, false},
+    [CF_DECODE_MS] = {"decode_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_QUEUE_MS] = {"queue_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_PREFILL_MS] = {"prefill_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_ENCODE_MS] = {"encode_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_TTFT_MS] = {"ttft_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_GENERATE_MS] = {"generate_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_TOTAL_MS] = {"total_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_ERROR_STAGE] = {"error_stage", SL_PQ_STRING, true, NULL, false, false},
+    [CF_ERROR] = {"error", SL_PQ_STRING, true, NULL, false, false},
 };
 
 static const sl_schema_column image_bytes_column = {"image_bytes", SL_PQ_BINARY, true, NULL,
-                                                    false};
+                                                    false, false};
 
 int caption_field_index(const char *name)
 {
@@ -95,6 +95,9 @@ sl_status caption_schema_plan(const sl_caption_params *p, const char *const *inp
     if (!out->head)
         return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
     memcpy(out->head, caption_fields, sizeof caption_fields);
+    /* A structured answer is JSON (checked by the engine): JSONL writes the
+     * value, Parquet its text. */
+    out->head[CF_CAPTION].json = p->json_schema != NULL;
     out->schema.head = out->head;
     out->schema.n_head = CF_COUNT + n_answers;
     if (p->include_image_bytes) {

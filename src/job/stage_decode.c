@@ -45,7 +45,8 @@ static bool is_url(const char *path)
 {
     char scheme[16];
     sl_url_scheme(path, scheme);
-    return strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0;
+    return strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0 ||
+           strcmp(scheme, "s3") == 0;
 }
 
 static bool sending_originals(const sl_caption_params *p)

@@ -91,6 +91,8 @@ static sl_status engine_submit(void *state, sl_row *row)
         .sampling = p->sampling,
         .stop = p->stop,
         .n_stop = p->n_stop,
+        .json_schema = p->json_schema,
+        .grammar = p->grammar,
     };
     req.sampling.seed = r->seed;
     sl_status st = sl_engine_submit(rep->engine, &req, row);
@@ -119,6 +121,16 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
             r->result = c->result;
             c->result = (sl_result){0};
             r->has_result = true;
+        } else if (c->status == SL_ERR_INVALID_OUTPUT) {
+            /* Its tokens and timings are written and counted; its text is
+             * in the error, and the caption stays null as on any failure. */
+            r->result = c->result;
+            c->result = (sl_result){0};
+            sl_free(r->result.text);
+            r->result.text = NULL;
+            r->has_result = true;
+            sl_row_fail_status(row, c->status, "%s",
+                               c->error ? c->error : "out of memory (the error was lost)");
         } else {
             sl_row_fail_status(row, c->status, "%s",
                                c->error ? c->error : "out of memory (the error was lost)");

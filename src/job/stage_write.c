@@ -247,8 +247,9 @@ sl_status job_open_output(job *j)
     const sl_caption_params *p = j->p;
     sl_status st = SL_OK;
     if (!j->sink &&
-        (st = sl_sink_open(p->output_format, p->output_dir, p->overwrite, &j->schema.schema,
-                           &j->sink)) != SL_OK)
+        ((st = sl_sink_open(p->output_format, j->dir, p->overwrite, &j->schema.schema,
+                            &j->sink)) != SL_OK ||
+         (j->remote && (st = sl_sink_set_remote(j->sink, j->remote)) != SL_OK)))
         return st;
     char name[64];
     snprintf(name, sizeof name, "part-%05ld.%s", j->shard, sl_sink_format(j->sink));

@@ -33,6 +33,12 @@ void user_stage_free(user_stage *us);
 sl_status lua_stage_open(const sl_stage_spec *spec, const char *name,
                          sl_pipeline_stage_params *params, void **impl);
 void lua_stage_free(void *impl);
+/* The conversion a column or config goes through to Lua and back (for
+ * fuzz/fuzz_lua_json.c): `json` (len bytes) parsed, pushed as a Lua value,
+ * converted back; *out its compact JSON text (sl_free), NULL when `json` is
+ * not JSON. SL_ERR_INVALID_ARG (the Lua error in the message) for a value
+ * the conversion refuses (nested deeper than 64), SL_ERR_NOMEM. */
+sl_status lua_stage_json_roundtrip(const char *json, size_t len, char **out);
 sl_status plugin_stage_open(const sl_stage_spec *spec, const char *name,
                             sl_pipeline_stage_params *params, void **impl);
 void plugin_stage_free(void *impl);

@@ -273,11 +273,12 @@ static const struct {
     {"sampling.max_tokens", "9"}, {"sampling.temperature", "0.7"}, {"sampling.top_p", "0.9"},
     {"sampling.top_k", "40"}, {"sampling.min_p", "0.05"}, {"sampling.repeat_penalty", "1.1"},
     {"sampling.seed", "9223372036854775807"}, {"sampling.stop", "~"},
+    {"sampling.json_schema", NULL}, {"sampling.grammar", NULL},
     {"pipeline.ordered", "true"}, {"pipeline.memory_budget", "1.5G"},
     {"pipeline.max_failed", "12.5%"}, {"pipeline.limit", "12"}, {"pipeline.sample", "0.25"},
     {"pipeline.stages", "{\"lua\": \"s t.lua\", \"after\": \"engine\", \"workers\": 2, "
                         "\"config\": {\"k\": [1, \"x\\\"y\"], \"e\": {}}, \"columns\": [\"tags\"]}"},
-    {"output.dir", "-o"}, {"output.format", "parquet"},
+    {"output.dir", "-o"}, {"output.state_dir", "st"}, {"output.format", "parquet"},
     {"output.overwrite", "true"}, {"output.columns", "a,b c"},
     {"output.include_image_bytes", "true"}, {"output.shard_rows", "1"},
     {"metrics.addr", "off"}, {"metrics.optional", "false"}, {"console.show", "100"},
@@ -298,10 +299,14 @@ static void every_setting_round_trips(void **state)
 {
     char dir[] = "/tmp/test_jobfile_XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char schema[256], urls[256];
+    char schema[256], urls[256], json_schema[256], grammar[256];
     snprintf(schema, sizeof schema, "%s/schema.json", dir);
     snprintf(urls, sizeof urls, "%s/urls.txt", dir);
+    snprintf(json_schema, sizeof json_schema, "%s/answer.schema.json", dir);
+    snprintf(grammar, sizeof grammar, "%s/answer.gbnf", dir);
     write_file(schema, "{\"type\": \"json_object\"}");
+    write_file(json_schema, "{\"type\": \"array\", \"items\": {\"enum\": [1, 2]}}");
+    write_file(grammar, "root ::= \"yes\" | \"no\"\n");
     write_file(urls, "# servers\nhttp://a:1\n\n  http://b:2  \n");
 
     size_t n = sl_config_option_count();
@@ -323,6 +328,10 @@ static void every_setting_round_trips(void **state)
             value = schema;
         if (strcmp(o.key, "openai.endpoints_file") == 0)
             value = urls;
+        if (strcmp(o.key, "sampling.json_schema") == 0)
+            value = json_schema;
+        if (strcmp(o.key, "sampling.grammar") == 0)
+            value = grammar;
         if (sl_config_set(c, o.key, value) != SL_OK)
             fail_msg("%s: %s", o.key, sl_last_error());
     }
@@ -344,6 +353,8 @@ static void every_setting_round_trips(void **state)
     assert_int_equal(q->openai.n_endpoints, 3);
     assert_string_equal(q->openai.endpoints[2], "http://b:2");
     assert_string_equal(q->openai.response_format, "{\"type\": \"json_object\"}");
+    assert_string_equal(q->json_schema, "{\"type\": \"array\", \"items\": {\"enum\": [1, 2]}}");
+    assert_string_equal(q->grammar, "root ::= \"yes\" | \"no\"\n");
     assert_true(q->sampling.temperature == 0.7f);
     assert_true(q->openai.cooldown_s == 1e-3);
     assert_int_equal(q->sampling.seed, 9223372036854775807ull);

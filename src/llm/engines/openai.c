@@ -30,6 +30,7 @@
 #include "llm/engine_impl.h"
 #include "llm/engines/openai_parse.h"
 #include "llm/http_policy.h"
+#include "llm/json_schema.h"
 
 /* A GET /v1/models listing is kept up to this (a router lists many models). */
 enum { PROBE_BODY_MAX = 8 << 20, WINDOW_MIN_S = 2 };
@@ -76,6 +77,7 @@ typedef struct oa_req {
      * reset by each attempt. */
     bool stream;
     openai_stream st;
+    sl_json_schema *schema;     /* the request's: sent, and the answer checked against it */
 } oa_req;
 
 typedef struct req_list {
@@ -117,6 +119,7 @@ static void req_free(oa_req *r)
     sl_free(r->body);
     sl_buf_free(&r->resp);
     openai_stream_free(&r->st);
+    sl_json_schema_free(r->schema);
     sl_free(r);
 }
 
@@ -189,7 +192,8 @@ static void set_waiting(oa_engine *e)
     pthread_mutex_unlock(&e->smu);
 }
 
-/* Hands a finished request to poll(). `error` NULL: res holds the result. */
+/* Hands a finished request to poll(). `error` NULL: res holds the result,
+ * checked against the request's schema (SL_ERR_INVALID_OUTPUT keeps it). */
 static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
 {
     sl_completion c = {.tag = r->tag, .status = SL_OK};
@@ -198,6 +202,12 @@ static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
         c.error = sl_strdup(error);
     } else {
         c.result = *res;
+        char *invalid = NULL;
+        if (r->schema && sl_json_schema_check_answer(r->schema, r->id, res->text ? res->text : "",
+                                                     &invalid) != SL_OK) {
+            c.status = SL_ERR_INVALID_OUTPUT;
+            c.error = invalid; /* NULL when out of memory: poll()'s callers say so */
+        }
     }
     req_free(r);
     pthread_mutex_lock(&e->mu);
@@ -268,8 +278,8 @@ static int set_new(json_t *o, const char *key, json_t *v)
 }
 
 /* The JSON body of one chat completion; NULL (with sl_fail) on failure. */
-static char *build_body(const oa_engine *e, const sl_request *q, const uint8_t *image,
-                        size_t image_len, const char *mime, size_t *len)
+static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_schema *schema,
+                        const uint8_t *image, size_t image_len, const char *mime, size_t *len)
 {
     json_t *root = json_object(), *messages = json_array(), *content = json_array();
     int bad = !root || !messages || !content;
@@ -332,8 +342,22 @@ static char *build_body(const oa_engine *e, const sl_request *q, const uint8_t *
             bad |= json_array_append_new(stop, json_string(q->stop[i]));
         bad |= set_new(root, "stop", stop);
     }
-    if (!bad && e->response_format)
+    if (!bad && schema) {
+        /* OpenAI's structured output, which vLLM, SGLang and llama-server
+         * take as it is; the request's schema takes the place of the
+         * engine's response_format. */
+        json_t *rf = json_object(), *js = json_object();
+        bad |= !rf || !js || set_new(js, "name", json_string("answer")) ||
+               set_new(js, "schema", json_deep_copy(sl_json_schema_json(schema))) ||
+               set_new(js, "strict", json_true()) ||
+               set_new(rf, "type", json_string("json_schema")) ||
+               json_object_set(rf, "json_schema", js) || set_new(root, "response_format", rf);
+        json_decref(js);
+        if (bad)
+            json_decref(rf);
+    } else if (!bad && e->response_format) {
         bad |= set_new(root, "response_format", json_deep_copy(e->response_format));
+    }
     char *text = NULL;
     if (!bad) {
         char *dumped = json_dumps(root, JSON_COMPACT);
@@ -356,6 +380,18 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
 {
     oa_engine *e = impl;
     const char *id = q->id ? q->id : "(request)";
+    if (q->grammar)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s: the openai engine sends no GBNF grammar (servers differ in what they "
+                       "take): give a JSON schema instead, or use the llama engine", id);
+    sl_json_schema *schema = NULL;
+    if (q->json_schema) {
+        char name[320];
+        snprintf(name, sizeof name, "%s: json_schema", id);
+        sl_status st = sl_json_schema_parse(q->json_schema, strlen(q->json_schema), name, &schema);
+        if (st != SL_OK)
+            return st;
+    }
     uint8_t *encoded = NULL;
     const uint8_t *image = q->image_encoded;
     size_t image_len = q->image_encoded_len;
@@ -363,8 +399,10 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
     if (!image && q->image) {
         /* Pixels only (sl_engine_generate callers): encode at full size. */
         sl_status st = sl_image_encode_jpeg(q->image, 0, 90, &encoded, &image_len);
-        if (st != SL_OK)
+        if (st != SL_OK) {
+            sl_json_schema_free(schema);
             return st;
+        }
         image = encoded;
         mime = NULL;
     }
@@ -375,11 +413,14 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
         r->id = sl_strdup(id);
         r->text_max = openai_text_max(q->sampling.max_tokens);
         r->body_max = openai_body_max(q->sampling.max_tokens);
-        r->body = build_body(e, q, image, image_len, mime, &r->body_len);
+        r->body = build_body(e, q, schema, image, image_len, mime, &r->body_len);
+        r->schema = schema;
         r->submitted = sl_mono_s();
         r->retry_after = -1.0;
     }
     sl_image_buffer_free(encoded);
+    if (!r)
+        sl_json_schema_free(schema);
     if (!r || !r->id || !r->body) {
         req_free(r);
         return r ? SL_ERR_NOMEM : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
