@@ -513,7 +513,12 @@ static int cmd_config(int argc, char **argv)
             rc = EXIT_USAGE;
         }
     } else if ((rc = check_ready(cfg, &cmd)) == 0) {
-        printf("%s: ok\n", cmd.job_file);
+        if (sl_caption_check_stages(sl_config_params(cfg)) != SL_OK) {
+            fprintf(stderr, "sluice: %s\n", sl_last_error());
+            rc = EXIT_USAGE;
+        } else {
+            printf("%s: ok\n", cmd.job_file);
+        }
     }
     sl_config_free(cfg);
     return rc;

@@ -166,6 +166,19 @@ sl_status job_check_params(const sl_caption_params *p)
     return SL_OK;
 }
 
+sl_status sl_caption_check_stages(const sl_caption_params *p)
+{
+    sl_status st = SL_OK;
+    for (int i = 0; st == SL_OK && i < p->n_stages; i++) {
+        user_stage *us;
+        sl_pipeline_stage_params sp;
+        sl_pipeline_builtin after;
+        if ((st = user_stage_open(&p->stages[i], &us, &sp, &after)) == SL_OK)
+            user_stage_free(us);
+    }
+    return st;
+}
+
 sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
 {
     memset(sum, 0, sizeof *sum);

@@ -213,6 +213,14 @@ def test_a_script_that_does_not_compile_is_exit_2_naming_file_and_line(sluice, t
     none.write_text("function handle(row) return row end\n")
     r = sluice.caption(SAMPLES, tmp_path / "out", "--stage", str(none))
     assert r.returncode == 2 and "defines no function process(row)" in r.stderr, r.stderr
+    # config check finds it too, without running anything.
+    job = tmp_path / "job.yaml"
+    job.write_text(f"input: {{paths: [{SAMPLES}]}}\noutput: {{dir: {tmp_path / 'o2'}}}\n"
+                   f"llama: {{model: m.gguf, mmproj: p.gguf}}\n"
+                   f"pipeline: {{stages: [{{lua: {bad}, after: engine}}]}}\n")
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2 and f"{bad}:3:" in r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "o2").exists()
 
 
 def test_a_script_error_fails_its_row_with_the_traceback(sluice, tmp_path):
