@@ -131,6 +131,15 @@ def test_a_plugin_that_cannot_run_is_exit_2_naming_the_file(sluice, tmp_path):
         assert r.returncode == 2, (stage, r.stdout, r.stderr)
         for w in words:
             assert w in r.stderr, (stage, w, r.stderr)
+    # config check loads the plugin too, without running anything.
+    job = tmp_path / "job.yaml"
+    job.write_text(f"input: {{paths: [{SAMPLES}]}}\noutput: {{dir: {tmp_path / 'o2'}}}\n"
+                   f"llama: {{model: m.gguf, mmproj: p.gguf}}\n"
+                   f"pipeline: {{stages: [{{plugin: {wrong_abi}, after: engine}}]}}\n")
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "rebuild the plugin against this sluice's sluice/plugin.h" in r.stderr, r.stderr
+    assert not (tmp_path / "o2").exists()
 
 
 def test_the_plugin_and_the_lua_example_give_the_same_rows(sluice, tmp_path):
