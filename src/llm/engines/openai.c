@@ -76,6 +76,8 @@ typedef struct oa_req {
      * reset by each attempt. */
     bool stream;
     openai_stream st;
+    sl_task_group *grp;         /* one task of a request with several; NULL: none */
+    int task;
 } oa_req;
 
 typedef struct req_list {
@@ -113,6 +115,7 @@ static void req_free(oa_req *r)
 {
     if (!r)
         return;
+    sl_task_group_drop(r->grp); /* a task that never came back: the engine is going away */
     sl_free(r->id);
     sl_free(r->body);
     sl_buf_free(&r->resp);
@@ -193,13 +196,21 @@ static void set_waiting(oa_engine *e)
 static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
 {
     sl_completion c = {.tag = r->tag, .status = SL_OK};
-    if (error) {
+    bool last = true;
+    if (r->grp) {
+        /* The request's completion once its last task is back. */
+        last = sl_task_group_record(r->grp, r->task, error ? SL_ERR_ENGINE : SL_OK, error, res,
+                                    &c);
+        r->grp = NULL;
+    } else if (error) {
         c.status = SL_ERR_ENGINE;
         c.error = sl_strdup(error);
     } else {
         c.result = *res;
     }
     req_free(r);
+    if (!last)
+        return;
     pthread_mutex_lock(&e->mu);
     if (e->n_done == e->cap_done) {
         size_t cap = e->cap_done ? 2 * e->cap_done : 64;
@@ -352,6 +363,29 @@ static char *build_body(const oa_engine *e, const sl_request *q, const uint8_t *
     return text;
 }
 
+/* The engine's copy of request q (one without tasks); NULL when out of
+ * memory. */
+static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *image,
+                       size_t image_len, const char *mime, void *tag)
+{
+    oa_req *r = sl_calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->tag = tag;
+    r->stream = e->p.stream;
+    r->id = sl_strdup(q->id ? q->id : "(request)");
+    r->text_max = openai_text_max(q->sampling.max_tokens);
+    r->body_max = openai_body_max(q->sampling.max_tokens);
+    r->body = build_body(e, q, image, image_len, mime, &r->body_len);
+    r->submitted = sl_mono_s();
+    r->retry_after = -1.0;
+    if (!r->id || !r->body) {
+        req_free(r);
+        return NULL;
+    }
+    return r;
+}
+
 static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
 {
     oa_engine *e = impl;
@@ -368,29 +402,46 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
         image = encoded;
         mime = NULL;
     }
-    oa_req *r = sl_calloc(1, sizeof *r);
-    if (r) {
-        r->tag = tag;
-        r->stream = e->p.stream;
-        r->id = sl_strdup(id);
-        r->text_max = openai_text_max(q->sampling.max_tokens);
-        r->body_max = openai_body_max(q->sampling.max_tokens);
-        r->body = build_body(e, q, image, image_len, mime, &r->body_len);
-        r->submitted = sl_mono_s();
-        r->retry_after = -1.0;
+    /* A request with tasks: one HTTP request per task, each with the same
+     * image and message prefix (a server's prefix cache can reuse the
+     * image's encoding), all built before any is queued. */
+    int n = q->n_tasks > 0 ? q->n_tasks : 1;
+    oa_req *reqs[SL_MAX_TASKS] = {0};
+    sl_task_group *grp = q->n_tasks > 0 ? sl_task_group_new(tag, q->n_tasks) : NULL;
+    bool ok = q->n_tasks == 0 || grp;
+    for (int i = 0; ok && i < n; i++) {
+        if (grp) {
+            sl_request one;
+            char *task_id;
+            sl_task_request(q, i, &one, &task_id);
+            reqs[i] = task_id ? req_new(e, &one, image, image_len, mime, tag) : NULL;
+            sl_free(task_id);
+        } else {
+            reqs[i] = req_new(e, q, image, image_len, mime, tag);
+        }
+        ok = reqs[i] != NULL;
     }
     sl_image_buffer_free(encoded);
-    if (!r || !r->id || !r->body) {
-        req_free(r);
-        return r ? SL_ERR_NOMEM : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
+    if (!ok) {
+        for (int i = 0; i < n; i++)
+            req_free(reqs[i]);
+        for (int i = 0; grp && i < n; i++)
+            sl_task_group_drop(grp); /* the reqs did not hold it yet */
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory (or a string is not UTF-8)", id);
+    }
+    for (int i = 0; grp && i < n; i++) {
+        reqs[i]->grp = grp;
+        reqs[i]->task = i;
     }
     pthread_mutex_lock(&e->mu);
     if (e->fatal) {
         pthread_mutex_unlock(&e->mu);
-        req_free(r);
+        for (int i = 0; i < n; i++)
+            req_free(reqs[i]);
         return sl_fail(SL_ERR_IO, "%s", e->fatal_msg);
     }
-    list_push(&e->incoming, r);
+    for (int i = 0; i < n; i++)
+        list_push(&e->incoming, reqs[i]);
     e->in_flight++;
     pthread_mutex_unlock(&e->mu);
     curl_multi_wakeup(e->multi);
