@@ -58,6 +58,18 @@ typedef struct sl_caption_progress {
 
 typedef void (*sl_progress_fn)(const sl_caption_progress *progress, void *user);
 
+/* One of several answers asked of each image (docs/output.md, "Tasks"). */
+typedef struct sl_caption_task {
+    const char *name;          /* [A-Za-z_][A-Za-z0-9_]*, at most 64 bytes: its output
+                                  columns are NAME, NAME_finish_reason, ... */
+    const char *prompt;        /* may name the row's columns: {label}, {meta.author} */
+    const char *system_prompt; /* NULL: the job's system_prompt */
+    sl_sampling sampling;      /* complete: the job's, with the task's own over it; the
+                                  seed is mixed with each row's id as the job's is */
+    const char *json_schema;   /* JSON text from a tasks file; kept for structured
+                                  output, not used by this version */
+} sl_caption_task;
+
 typedef struct sl_caption_params {
     const char *input_dir;
     const char *output_dir;
@@ -123,6 +135,13 @@ typedef struct sl_caption_params {
                                   in the sample), then end; 0: no limit */
     double sample;             /* only rows whose id hashes below this fraction, 0 < f <= 1:
                                   the same ids on every run (default 1: all) */
+    /* Several tasks per image, the image encoded once (n_tasks > 0: they
+     * replace prompt; at most SL_MAX_TASKS). One row per image with each
+     * task's answer in columns of its own, or with rows_per_task one row
+     * per image and task (column `task`). */
+    const sl_caption_task *tasks;
+    int n_tasks;
+    bool rows_per_task;
 } sl_caption_params;
 
 /* Rows per part when shard_rows is 0: a crash loses at most this many. */
