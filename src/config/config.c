@@ -1114,7 +1114,11 @@ static sl_status build_tasks(sl_config *c)
     if ((st = per_task(c, L_TASK_MAXT, "tasks.max_tokens", set_task_max_tokens)) != SL_OK ||
         (st = per_task(c, L_TASK_TEMP, "tasks.temperature", set_task_temperature)) != SL_OK)
         return st;
-    if (c->p.n_tasks > 0 && c->given[prompt_opt]) {
+    /* `config print` writes the default prompt beside the tasks: only
+     * another prompt is a conflict. */
+    const char *default_prompt = sl_caption_default_params().prompt;
+    if (c->p.n_tasks > 0 && c->given[prompt_opt] && c->p.prompt &&
+        strcmp(c->p.prompt, default_prompt) != 0) {
         char a[96], b[96];
         named(c, prompt_opt, prompt_opt, a, sizeof a);
         named(c, c->lists[L_TASKS].n ? task_opt : file_opt, prompt_opt, b, sizeof b);

@@ -189,6 +189,7 @@ sl_status sl_config_parse_tasks(const char *text, size_t len, const char *file,
                                 const sl_sampling *base, sl_task_spec *out, int max, int *n)
 {
     *n = 0;
+    memset(out, 0, (size_t)max * sizeof *out);
     if (len > SL_CONFIG_MAX_FILE_BYTES)
         return sl_fail(SL_ERR_INVALID_ARG, "%s is larger than %d bytes", file,
                        SL_CONFIG_MAX_FILE_BYTES);

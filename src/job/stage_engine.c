@@ -84,9 +84,11 @@ static sl_status fill(const caption_row *r, const char *task, const char *tmpl, 
     if (!tmpl || !template_has_fields(tmpl))
         return SL_OK;
     sl_status st = template_fill(tmpl, r->extra, filled);
-    if (st != SL_OK)
-        return sl_fail(st, "%s%s%s: %s", r->rel, task ? ", task " : "", task ? task : "",
-                       sl_last_error());
+    if (st != SL_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", sl_last_error()); /* sl_fail writes over it */
+        return sl_fail(st, "%s%s%s: %s", r->rel, task ? ", task " : "", task ? task : "", why);
+    }
     return SL_OK;
 }
 
