@@ -989,7 +989,8 @@ static sl_caption_task *task_named(sl_config *c, const char *name, size_t len)
 
 /* Option i's NAME=VALUE items, each applied to its task by set(). */
 static sl_status per_task(sl_config *c, int list, const char *key,
-                          sl_status (*set)(sl_caption_task *t, const char *what, const char *v))
+                          sl_status (*set)(sl_caption_task *t, const char *where,
+                                           const char *what, const char *v))
 {
     int i = sl_config_find_key(key, strlen(key));
     char what[96];
@@ -999,29 +1000,32 @@ static sl_status per_task(sl_config *c, int list, const char *key,
         const char *item = l->items[k];
         size_t len = strcspn(item, "=");
         sl_caption_task *t = task_named(c, item, len);
+        const char *where = c->where[i] ? c->where[i] : "";
         if (!t)
             return sl_fail(SL_ERR_INVALID_ARG, "%s%s '%s': there is no task '%.*s' (--task, "
-                           "--tasks)", c->where[i] ? c->where[i] : "", what, item, (int)len, item);
-        sl_status st = set(t, what, item + len + 1);
+                           "--tasks)", where, what, item, (int)len, item);
+        sl_status st = set(t, where, what, item + len + 1);
         if (st != SL_OK)
             return st;
     }
     return SL_OK;
 }
 
-static sl_status set_task_max_tokens(sl_caption_task *t, const char *what, const char *v)
+static sl_status set_task_max_tokens(sl_caption_task *t, const char *where, const char *what,
+                                     const char *v)
 {
     long n;
-    sl_status st = parse_long("", what, v, 1, 1 << 20, &n);
+    sl_status st = parse_long(where, what, v, 1, 1 << 20, &n);
     if (st == SL_OK)
         t->sampling.max_tokens = (int)n;
     return st;
 }
 
-static sl_status set_task_temperature(sl_caption_task *t, const char *what, const char *v)
+static sl_status set_task_temperature(sl_caption_task *t, const char *where, const char *what,
+                                      const char *v)
 {
     double d;
-    sl_status st = parse_double("", what, v, 0, 100, &d);
+    sl_status st = parse_double(where, what, v, 0, 100, &d);
     if (st == SL_OK)
         t->sampling.temperature = (float)d;
     return st;
@@ -1033,15 +1037,15 @@ static sl_status build_tasks(sl_config *c)
 {
     int file_opt = sl_config_find_key("tasks.file", 10);
     int task_opt = sl_config_find_key("tasks.prompts", 13);
-    int prompt_opt = sl_config_find_key("prompt.text", 11);
     c->p.n_tasks = 0;
     c->p.tasks = NULL;
     if (c->tasks_file) {
-        if (c->no_files)
-            return sl_fail(SL_ERR_INVALID_ARG, "tasks.file: reading files is off here");
         char *text, what[96];
         size_t len;
         named(c, file_opt, file_opt, what, sizeof what);
+        if (c->no_files)
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s: reading files is off here",
+                           c->where[file_opt] ? c->where[file_opt] : "", what);
         sl_status st = read_small_file(c->where[file_opt] ? c->where[file_opt] : "", what,
                                        c->tasks_file, SL_CONFIG_MAX_FILE_BYTES, &text, &len);
         if (st != SL_OK)
@@ -1114,17 +1118,6 @@ static sl_status build_tasks(sl_config *c)
     if ((st = per_task(c, L_TASK_MAXT, "tasks.max_tokens", set_task_max_tokens)) != SL_OK ||
         (st = per_task(c, L_TASK_TEMP, "tasks.temperature", set_task_temperature)) != SL_OK)
         return st;
-    /* `config print` writes the default prompt beside the tasks: only
-     * another prompt is a conflict. */
-    const char *default_prompt = sl_caption_default_params().prompt;
-    if (c->p.n_tasks > 0 && c->given[prompt_opt] && c->p.prompt &&
-        strcmp(c->p.prompt, default_prompt) != 0) {
-        char a[96], b[96];
-        named(c, prompt_opt, prompt_opt, a, sizeof a);
-        named(c, c->lists[L_TASKS].n ? task_opt : file_opt, prompt_opt, b, sizeof b);
-        return sl_fail(SL_ERR_INVALID_ARG, "%s%s and %s both set the prompts: one prompt is the "
-                       "one-task case; drop %s or make it a task", c->where[prompt_opt], a, b, a);
-    }
     int rpt = sl_config_find_key("tasks.rows_per_task", 19);
     if (c->p.rows_per_task && c->p.n_tasks == 0) {
         char a[96];

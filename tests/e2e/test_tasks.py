@@ -204,7 +204,6 @@ metrics:
     refused("--task", "a=x", "--task-max-tokens", "b=3", says=["--task-max-tokens", "no task 'b'"])
     refused("--task", "a=x", "--task", "a=y", says=["task 'a' is given twice"])
     refused("--task", "a=x", "--task-temperature", "a=hot", says=["--task-temperature", "hot"])
-    refused("--task", "a=x", "--prompt", "p", says=["--prompt", "--task"])
     refused("--rows-per-task", says=["--rows-per-task", "needs tasks"])
     refused("--task", "model=x", says=["'model'", "choose another name"])
     bad = tmp_path / "bad.json"
