@@ -77,7 +77,8 @@ typedef struct sl_caption_params {
     bool overwrite;            /* start over: remove the folder's part files and its
                                   resume ledger (default: resume a run of the same
                                   settings; refuse one of other settings) */
-    const char *system_prompt; /* NULL: none */
+    const char *system_prompt; /* NULL: none; like prompt, a template: {column} is the
+                                  row's pass-through column (docs/output.md) */
     const char *prompt;
     sl_sampling sampling;      /* sampling.seed is the job seed */
     const char *const *stop;   /* generation ends at any of these (not written) */
