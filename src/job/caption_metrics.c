@@ -344,8 +344,8 @@ sl_status caption_metrics_start(const char *address, caption_metrics **out)
     static const char *const task_labels[] = {"task", "kind", NULL};
     if (st == SL_OK)
         st = sl_metrics_add_counter(cm->reg, "sluice_task_tokens_total",
-                                    "Tokens of each task's answers (several tasks per image): "
-                                    "kind prompt (positions fed, the shared image included), "
+                                    "Tokens of each task's answers (several tasks per image; "
+                                    "one prompt is task caption): kind prompt (positions fed, the shared image included), "
                                     "generated, or cached (positions copied, not computed).",
                                     task_labels, &cm->task_tokens);
     if (st == SL_OK)

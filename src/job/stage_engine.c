@@ -202,6 +202,8 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
             r->result = c->result;
             c->result = (sl_result){0};
             r->has_result = true;
+            /* The one-task case: its answer is the column `caption`. */
+            caption_metrics_task_answer(rep->j->metrics, "caption", &r->result);
         } else {
             sl_row_fail_status(row, c->status, "%s",
                                c->error ? c->error : "out of memory (the error was lost)");
