@@ -3,7 +3,7 @@
  * lines, then one JSON object as the last line. Not a test.
  *
  *   build/bench/tasks [--model-dir DIR] [--images DIR] [--n-images N]
- *                     [--tokens N] [--parallel P] [--rounds R]
+ *                     [--tokens N] [--parallel P] [--rounds R] [--cpu-poll N]
  *
  * DIR holds model.gguf and mmproj.gguf (default
  * models/smolvlm-256m-e512-bf16, made by `make bench-tasks`: the
@@ -15,13 +15,18 @@
  * tasks_speedup = (sum of the three one-task runs) / (the three-task run),
  * median over the rounds; answers_equal: every task's greedy answer in the
  * three-task run equals the one-task run's (mismatches are counted: a
- * batch of another shape may flip a greedy near-tie, docs/engine.md). */
+ * batch of another shape may flip a greedy near-tie, docs/engine.md).
+ * --cpu-poll defaults to 0 (llama.cpp's threads sleep between ops): on a
+ * machine shared with other work, spinning threads made single runs 10-100x
+ * slower at random, which is no measure of either side. Each run's CPU
+ * seconds are reported beside its wall time (cpu_speedups). */
 #include <dirent.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "sluice/sluice.h"
@@ -41,6 +46,22 @@ static double now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
+
+/* CPU seconds of this process, all threads: on a shared machine a steadier
+ * measure of work than the wall clock. */
+static double cpu_now(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+/* What one run did: wall and CPU seconds, the engine's counters. */
+typedef struct run_stats {
+    double wall_s, cpu_s, encode_s, token_decode_s, image_decode_s;
+    uint64_t encodes, steps, generated, image_decodes;
+} run_stats;
 
 static int load_images(const char *dir, sl_image **imgs, int max)
 {
@@ -64,7 +85,8 @@ static int load_images(const char *dir, sl_image **imgs, int max)
     return n;
 }
 
-static sl_engine *open_engine(const char *model, const char *mmproj, int parallel, int tokens)
+static sl_engine *open_engine(const char *model, const char *mmproj, int parallel, int tokens,
+                              int cpu_poll)
 {
     sl_llama_params p = sl_llama_default_params();
     p.model_path = model;
@@ -72,6 +94,7 @@ static sl_engine *open_engine(const char *model, const char *mmproj, int paralle
     p.n_parallel = parallel;
     p.max_tokens_hint = tokens;
     p.image_edge_hint = 512;
+    p.cpu_poll = cpu_poll;
     sl_engine *e;
     if (sl_engine_open_llama(&p, &e) != SL_OK) {
         fprintf(stderr, "bench: %s\n", sl_last_error());
@@ -81,11 +104,10 @@ static sl_engine *open_engine(const char *model, const char *mmproj, int paralle
 }
 
 /* Runs every image with `task` (0..2) alone, or with all three (task -1);
- * texts[task][image] get the answers (free()d by the caller). Returns the
- * seconds from the first submit to the last completion; *encodes gets the
- * vision encoder's calls. */
-static double run(sl_engine *e, sl_image **imgs, int n_imgs, int task, int tokens,
-                  char *texts[N_TASKS][MAX_IMAGES], uint64_t *encodes)
+ * texts[task][image] get the answers (free()d by the caller). The wall
+ * time is from the first submit to the last completion. */
+static run_stats run(sl_engine *e, sl_image **imgs, int n_imgs, int task, int tokens,
+                     char *texts[N_TASKS][MAX_IMAGES])
 {
     sl_engine_stats before, after;
     sl_engine_stats_get(e, &before);
@@ -96,7 +118,7 @@ static double run(sl_engine *e, sl_image **imgs, int n_imgs, int task, int token
         tasks[k].sampling.max_tokens = tokens;
     }
     int tags[MAX_IMAGES];
-    double t0 = now();
+    double t0 = now(), c0 = cpu_now();
     for (int i = 0; i < n_imgs; i++) {
         char id[32];
         snprintf(id, sizeof id, "img%d", i);
@@ -133,10 +155,26 @@ static double run(sl_engine *e, sl_image **imgs, int n_imgs, int task, int token
             sl_completion_clear(&c[k]);
         }
     }
-    double took = now() - t0;
+    run_stats rs = {.wall_s = now() - t0, .cpu_s = cpu_now() - c0};
     sl_engine_stats_get(e, &after);
-    *encodes = after.images_encoded - before.images_encoded;
-    return took;
+    rs.encodes = after.images_encoded - before.images_encoded;
+    rs.encode_s = after.encode_s - before.encode_s;
+    rs.token_decode_s = after.token_decode_s - before.token_decode_s;
+    rs.image_decode_s = after.image_decode_s - before.image_decode_s;
+    rs.steps = after.steps - before.steps;
+    rs.generated = after.generation_tokens - before.generation_tokens;
+    rs.image_decodes = after.image_decode_calls - before.image_decode_calls;
+    return rs;
+}
+
+static void show(int round, const char *what, const run_stats *r)
+{
+    printf("round %d: %-22s wall %7.2f s  cpu %7.2f s | encoder %3llu calls %6.2f s, image "
+           "prefill %3llu decodes %5.2f s, token decode %4llu steps %6.2f s, %llu tokens\n",
+           round + 1, what, r->wall_s, r->cpu_s, (unsigned long long)r->encodes, r->encode_s,
+           (unsigned long long)r->image_decodes, r->image_decode_s, (unsigned long long)r->steps,
+           r->token_decode_s, (unsigned long long)r->generated);
+    fflush(stdout);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -148,7 +186,7 @@ static int cmp_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     const char *model_dir = "models/smolvlm-256m-e512-bf16", *image_dir = "samples";
-    int n_want = 6, tokens = 64, parallel = 6, rounds = 3;
+    int n_want = 6, tokens = 64, parallel = 6, rounds = 3, cpu_poll = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model-dir") && i + 1 < argc)
             model_dir = argv[++i];
@@ -162,9 +200,12 @@ int main(int argc, char **argv)
             parallel = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
             rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--cpu-poll") && i + 1 < argc)
+            cpu_poll = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: %s [--model-dir DIR] [--images DIR] [--n-images N] "
-                            "[--tokens N] [--parallel P] [--rounds R]\n", argv[0]);
+                            "[--tokens N] [--parallel P] [--rounds R] [--cpu-poll N]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -182,39 +223,42 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench: no .jpg in %s\n", image_dir);
         return 1;
     }
-    sl_engine *e = open_engine(model, mmproj, parallel, tokens);
+    sl_engine *e = open_engine(model, mmproj, parallel, tokens, cpu_poll);
     printf("model %s, %d images, %d tasks of %d tokens, parallel %d, %d rounds\n",
            sl_engine_model_name(e), n_imgs, N_TASKS, tokens, parallel, rounds);
     /* A warm-up (first graphs, threads, caches) outside the clock. */
     {
         char *warm[N_TASKS][MAX_IMAGES] = {{0}};
-        uint64_t enc;
-        run(e, imgs, 1, -1, 4, warm, &enc);
+        run(e, imgs, 1, -1, 4, warm);
         for (int t = 0; t < N_TASKS; t++)
             free(warm[t][0]);
     }
-    double speedups[MAX_ROUNDS], singles_s[MAX_ROUNDS], multi_s[MAX_ROUNDS];
+    double speedups[MAX_ROUNDS], cpu_speedups[MAX_ROUNDS], singles_s[MAX_ROUNDS],
+        multi_s[MAX_ROUNDS];
     int mismatches = 0, compared = 0;
     uint64_t single_encodes = 0, multi_encodes = 0;
     for (int round = 0; round < rounds; round++) {
         char *alone[N_TASKS][MAX_IMAGES] = {{0}}, *together[N_TASKS][MAX_IMAGES] = {{0}};
-        double singles = 0;
+        double singles = 0, singles_cpu = 0;
         single_encodes = 0;
         for (int t = 0; t < N_TASKS; t++) {
-            uint64_t enc;
-            double s = run(e, imgs, n_imgs, t, tokens, alone, &enc);
-            singles += s;
-            single_encodes += enc;
-            printf("round %d: task %s alone: %.2f s (%llu encoder calls)\n", round + 1, names[t],
-                   s, (unsigned long long)enc);
+            run_stats rs = run(e, imgs, n_imgs, t, tokens, alone);
+            singles += rs.wall_s;
+            singles_cpu += rs.cpu_s;
+            single_encodes += rs.encodes;
+            char what[64];
+            snprintf(what, sizeof what, "task %s alone", names[t]);
+            show(round, what, &rs);
         }
-        double multi = run(e, imgs, n_imgs, -1, tokens, together, &multi_encodes);
-        printf("round %d: three tasks together: %.2f s (%llu encoder calls); speedup %.2f\n",
-               round + 1, multi, (unsigned long long)multi_encodes, singles / multi);
-        fflush(stdout);
+        run_stats m = run(e, imgs, n_imgs, -1, tokens, together);
+        multi_encodes = m.encodes;
+        show(round, "three tasks together", &m);
         singles_s[round] = singles;
-        multi_s[round] = multi;
-        speedups[round] = singles / multi;
+        multi_s[round] = m.wall_s;
+        speedups[round] = singles / m.wall_s;
+        cpu_speedups[round] = singles_cpu / m.cpu_s;
+        printf("round %d: speedup %.2f (wall), %.2f (cpu)\n", round + 1, speedups[round],
+               cpu_speedups[round]);
         for (int t = 0; t < N_TASKS; t++)
             for (int i = 0; i < n_imgs; i++) {
                 compared++;
@@ -241,6 +285,9 @@ int main(int argc, char **argv)
            sl_engine_model_name(e), n_imgs, N_TASKS, tokens, parallel, rounds, median);
     for (int r = 0; r < rounds; r++)
         printf("%s%.3f", r ? "," : "", speedups[r]);
+    printf("],\"cpu_speedups\":[");
+    for (int r = 0; r < rounds; r++)
+        printf("%s%.3f", r ? "," : "", cpu_speedups[r]);
     printf("],\"one_task_runs_s\":[");
     for (int r = 0; r < rounds; r++)
         printf("%s%.2f", r ? "," : "", singles_s[r]);

@@ -17,6 +17,9 @@
  *      the sequence's own llama.cpp sampler chain and seed), spread over
  *      sampling threads, then turns tokens into text and completes the
  *      sequences that end.
+ * A request with several tasks is queued as one req per task: the first to
+ * run computes the image's positions, the others copy its sequence once it
+ * has them (resolve_tasks) and prefill only their own text.
  * KV cells are reserved per request (prompt positions + max_tokens) so a
  * decode never runs out of room; a request that does not fit now waits.
  * Every phase of the loop is timed (sl_engine_phase): the loop runs once
