@@ -4,6 +4,7 @@
  *
  *   build/bench/tasks [--model-dir DIR] [--images DIR] [--n-images N]
  *                     [--tokens N] [--parallel P] [--rounds R] [--cpu-poll N]
+ *                     [--threads N]
  *
  * DIR holds model.gguf and mmproj.gguf (default
  * models/smolvlm-256m-e512-bf16, made by `make bench-tasks`: the
@@ -16,10 +17,12 @@
  * median over the rounds; answers_equal: every task's greedy answer in the
  * three-task run equals the one-task run's (mismatches are counted: a
  * batch of another shape may flip a greedy near-tie, docs/engine.md).
- * --cpu-poll defaults to 0 (llama.cpp's threads sleep between ops): on a
- * machine shared with other work, spinning threads made single runs 10-100x
- * slower at random, which is no measure of either side. Each run's CPU
- * seconds are reported beside its wall time (cpu_speedups). */
+ * --threads defaults to 1 and --cpu-poll to 0: on this 2-core machine
+ * shared with other work, two ggml threads waiting for each other at every
+ * op made a run 10-40x slower at random (a 65-step decode took 5 s in one
+ * run and 230 s in the next, the CPU busy all along), which measures
+ * neither side. One thread slows down only in proportion to the load.
+ * Each run's CPU seconds are reported beside its wall time. */
 #include <dirent.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -86,7 +89,7 @@ static int load_images(const char *dir, sl_image **imgs, int max)
 }
 
 static sl_engine *open_engine(const char *model, const char *mmproj, int parallel, int tokens,
-                              int cpu_poll)
+                              int cpu_poll, int threads)
 {
     sl_llama_params p = sl_llama_default_params();
     p.model_path = model;
@@ -95,6 +98,7 @@ static sl_engine *open_engine(const char *model, const char *mmproj, int paralle
     p.max_tokens_hint = tokens;
     p.image_edge_hint = 512;
     p.cpu_poll = cpu_poll;
+    p.n_threads = threads;
     sl_engine *e;
     if (sl_engine_open_llama(&p, &e) != SL_OK) {
         fprintf(stderr, "bench: %s\n", sl_last_error());
@@ -186,7 +190,7 @@ static int cmp_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     const char *model_dir = "models/smolvlm-256m-e512-bf16", *image_dir = "samples";
-    int n_want = 6, tokens = 64, parallel = 6, rounds = 3, cpu_poll = 0;
+    int n_want = 6, tokens = 64, parallel = 6, rounds = 3, cpu_poll = 0, threads = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model-dir") && i + 1 < argc)
             model_dir = argv[++i];
@@ -202,9 +206,12 @@ int main(int argc, char **argv)
             rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--cpu-poll") && i + 1 < argc)
             cpu_poll = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: %s [--model-dir DIR] [--images DIR] [--n-images N] "
-                            "[--tokens N] [--parallel P] [--rounds R] [--cpu-poll N]\n",
+                            "[--tokens N] [--parallel P] [--rounds R] [--cpu-poll N] "
+                            "[--threads N]\n",
                     argv[0]);
             return 2;
         }
@@ -223,9 +230,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench: no .jpg in %s\n", image_dir);
         return 1;
     }
-    sl_engine *e = open_engine(model, mmproj, parallel, tokens, cpu_poll);
-    printf("model %s, %d images, %d tasks of %d tokens, parallel %d, %d rounds\n",
-           sl_engine_model_name(e), n_imgs, N_TASKS, tokens, parallel, rounds);
+    sl_engine *e = open_engine(model, mmproj, parallel, tokens, cpu_poll, threads);
+    printf("model %s, %d images, %d tasks of %d tokens, parallel %d, %d rounds, %d threads\n",
+           sl_engine_model_name(e), n_imgs, N_TASKS, tokens, parallel, rounds, threads);
     /* A warm-up (first graphs, threads, caches) outside the clock. */
     {
         char *warm[N_TASKS][MAX_IMAGES] = {{0}};
@@ -281,8 +288,8 @@ int main(int argc, char **argv)
     printf("tasks_speedup (median of %d): %.2f; answers equal: %d of %d\n", rounds, median,
            compared - mismatches, compared);
     printf("{\"bench\":\"tasks\",\"model\":\"%s\",\"images\":%d,\"tasks\":%d,\"max_tokens\":%d,"
-           "\"parallel\":%d,\"rounds\":%d,\"tasks_speedup\":%.3f,\"speedups\":[",
-           sl_engine_model_name(e), n_imgs, N_TASKS, tokens, parallel, rounds, median);
+           "\"parallel\":%d,\"threads\":%d,\"rounds\":%d,\"tasks_speedup\":%.3f,\"speedups\":[",
+           sl_engine_model_name(e), n_imgs, N_TASKS, tokens, parallel, threads, rounds, median);
     for (int r = 0; r < rounds; r++)
         printf("%s%.3f", r ? "," : "", speedups[r]);
     printf("],\"cpu_speedups\":[");
