@@ -2,9 +2,10 @@
  *
  * sl_caption_run() runs a pipeline on the streaming executor: read (the
  * images under input_dir, recursively, sorted) -> decode (libvips, shrink)
- * -> engine (llama.cpp; one model per replica) -> write (one row per input
- * to output_dir/part-NNNNN.jsonl or .parquet, each written under a temporary
- * name and renamed when full or when the run ends). A resume ledger in the
+ * -> engine (llama.cpp; one model per replica) -> write (one row per input,
+ * or per input and task with rows_per_task, to output_dir/part-NNNNN.jsonl
+ * or .parquet, each written under a temporary name and renamed when full or
+ * when the run ends). A resume ledger in the
  * output folder (_sluice_ledger.sqlite) records the rows of every committed
  * part: running the same job again after a crash, a kill or a stop goes on
  * where it stopped, each input in exactly one committed row (docs/output.md). Metrics (vLLM's engine names, sluice_ pipeline

@@ -313,3 +313,34 @@ def test_resume_mid_run_with_tasks(sluice, tmp_path):
             for x in p.read_text().splitlines()]
     assert sorted(row["id"] for row in rows) == want
     assert all(row["error"] is None and row["a"] is not None for row in rows)
+
+
+def test_openai_a_failed_task_fails_its_row_naming_the_task(sluice, tmp_path):
+    """One task's request refused once (400, not retried): its row fails with
+    a message naming the task; the other rows are complete."""
+    from openai_helpers import reply
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in sample_images()[:3]:
+        (src / p.name).symlink_to(p)
+    refusals = []
+
+    def answer(handler, n, body):
+        text = body["messages"][-1]["content"][-1]["text"]
+        if text == "Refuse me." and not refusals:
+            refusals.append(body)
+            reply(handler, 400, json.dumps({"error": {"message": "no, not this one"}}).encode())
+        else:
+            completion(handler, text="fine")
+
+    with FakeServer(answer) as server:
+        out = tmp_path / "out"
+        r = sluice.run("caption", src, "-o", out, "--engine", "openai", "--endpoint", server.url,
+                       "--task", "a=Describe.", "--task", "b=Refuse me.", "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr
+    rows = read_rows(out)
+    failed = [row for row in rows if row["error"]]
+    assert len(failed) == 1 and len(rows) == 3
+    assert ", task b: " in failed[0]["error"] and "no, not this one" in failed[0]["error"]
+    assert failed[0]["a"] is None and failed[0]["b"] is None
+    assert all(row["a"] == "fine" and row["b"] == "fine" for row in rows if not row["error"])
