@@ -21,7 +21,8 @@ packages=(
     libvips-dev libjansson-dev libcmocka-dev libjpeg62-turbo-dev libexif-dev
     libmicrohttpd-dev prometheus
     libzstd-dev libsnappy-dev zlib1g-dev
-    libcurl4-openssl-dev libarchive-dev libsqlite3-dev libyaml-dev
+    libcurl4-openssl-dev libarchive-dev libsqlite3-dev libyaml-dev libxml2-dev
+    liblua5.4-dev
     chromium nginx-light
     clang libclang-rt-14-dev
 )

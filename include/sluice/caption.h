@@ -67,13 +67,30 @@ typedef struct sl_caption_task {
     const char *system_prompt; /* NULL: the job's system_prompt */
     sl_sampling sampling;      /* complete: the job's, with the task's own over it; the
                                   seed is mixed with each row's id as the job's is */
-    const char *json_schema;   /* JSON text from a tasks file; kept for structured
-                                  output, not used by this version */
+    const char *json_schema;   /* NULL: the job's json_schema; the task's answer is
+                                  constrained to it and checked (structured output) */
 } sl_caption_task;
+/* A stage of the user's (docs/stages.md): a Lua script or a C plugin
+ * (sluice/plugin.h) run on the rows after one of the built-in stages. */
+typedef struct sl_stage_spec {
+    const char *name;        /* unique in the job; NULL: the file's name without its
+                                folder and extension */
+    const char *lua;         /* a Lua 5.4 script ... */
+    const char *plugin;      /* ... or a shared object (exactly one of the two) */
+    const char *after;       /* "read", "decode" (NULL: this) or "engine" */
+    int workers;             /* 0: 1 */
+    int batch_size;          /* rows per call; 0: 16 */
+    const char *config;      /* a JSON object's text handed to init(); NULL: {} */
+    const char *const *columns; /* the columns the stage sets (Parquet plans them) */
+    int n_columns;
+} sl_stage_spec;
 
 typedef struct sl_caption_params {
     const char *input_dir;
-    const char *output_dir;
+    const char *output_dir;    /* a folder, or s3://bucket/prefix (docs/output.md) */
+    const char *state_dir;     /* s3:// output: the local folder of its resume ledger and
+                                  the parts being written; NULL: under
+                                  $XDG_STATE_HOME/sluice/s3/ (~/.local/state) */
     const char *output_format; /* "jsonl" (default) or "parquet" (zstd) */
     bool overwrite;            /* start over: remove the folder's part files and its
                                   resume ledger (default: resume a run of the same
@@ -144,12 +161,26 @@ typedef struct sl_caption_params {
     const sl_caption_task *tasks;
     int n_tasks;
     bool rows_per_task;
+    const sl_stage_spec *stages; /* the user's stages, in order within each place */
+    int n_stages;
+    /* Structured output (sl_request's fields of the same names): the text
+     * of a JSON schema each answer must match (JSONL then writes the
+     * caption as the JSON value), and of a GBNF grammar (llama engine);
+     * NULL: none. */
+    const char *json_schema;
+    const char *grammar;
 } sl_caption_params;
 
 /* Rows per part when shard_rows is 0: a crash loses at most this many. */
 #define SL_CAPTION_DEFAULT_SHARD_ROWS 10000
 
 sl_caption_params sl_caption_default_params(void);
+
+/* Opens and closes each of p's stages without running anything (the Lua
+ * scripts compile, the plugins load and speak this sluice's ABI, the
+ * configs are objects): what sl_caption_run() would refuse at its start,
+ * for `sluice config check`. SL_ERR_INVALID_ARG naming the file and why. */
+sl_status sl_caption_check_stages(const sl_caption_params *p);
 
 typedef struct sl_caption_summary {
     long rows;

@@ -174,6 +174,7 @@ typedef struct sl_task {
     const char *system_prompt; /* NULL: the request's; "": none */
     const char *prompt;        /* user text; the image goes before it */
     sl_sampling sampling;
+    const char *json_schema;   /* NULL: the request's (structured output, below) */
 } sl_task;
 
 /* Tasks per request at most. */
@@ -194,6 +195,19 @@ typedef struct sl_request {
     const uint8_t *image_encoded;
     size_t image_encoded_len;
     const char *image_mime;
+    /* Structured output (both copied at submit; NULL: none). json_schema:
+     * a JSON schema (text) the answer must match: the llama engine samples
+     * under a grammar made from it (llama.cpp's converter; `grammar` wins
+     * when both are given), the openai engine sends it as response_format
+     * json_schema. An answer that is not JSON or does not match completes
+     * with SL_ERR_INVALID_OUTPUT, its result still filled (the raw text,
+     * tokens, timings) and the message holding the raw text. A schema
+     * sluice cannot read or convert is refused at submit
+     * (SL_ERR_INVALID_ARG). grammar: GBNF text with a "root" rule that the
+     * llama engine samples under (the openai engine refuses it). Docs:
+     * docs/output.md, "Structured output". */
+    const char *json_schema;
+    const char *grammar;
     /* n_tasks > 0: several answers about the one image, each task with its
      * own prompt, system prompt and sampling (prompt and sampling above are
      * then unused; image, stop and trace are shared). The completion holds
@@ -234,7 +248,7 @@ typedef struct sl_completion {
     sl_status status;
     char *error;               /* NULL when status is SL_OK (or when out of memory
                                   left no room for the message) */
-    sl_result result;
+    sl_result result;          /* filled when status is SL_OK or SL_ERR_INVALID_OUTPUT */
     /* request.n_tasks > 0 and status SL_OK: one result per task, in the
      * request's order (result above is then empty). */
     sl_result *results;

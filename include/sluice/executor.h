@@ -69,6 +69,26 @@ bool sl_row_failed(const sl_row *row);
  * it). A failed row cannot be dropped: its error is still written. */
 void sl_row_drop(sl_row *row);
 bool sl_row_dropped(const sl_row *row);
+/* Fan-out: inside a map stage's process(), makes a new row (empty: no
+ * payload, 0 bytes) that goes on after `parent` as a row of its own, from
+ * the next stage on. It shares the parent's seq and is the parent's input's
+ * copy number k (sl_row_copy_index: 1, 2, ... per input, whichever of the
+ * input's rows made it). The input's rows are a group for the sink: in
+ * ordered output they come out together, in copy order; and the last of the
+ * group to reach the sink has sl_row_completes_input() (a sink records the
+ * input as done with it). The copy is counted against the memory budget
+ * like a source row, but never waits for room (a stage waiting for room it
+ * holds itself would stall): the source waits instead. At most 65535 copies
+ * per input. SL_ERR_INVALID_ARG outside a map stage's process() (sources,
+ * async stages, sinks cannot emit), SL_ERR_NOMEM, SL_ERR_TOO_LARGE past the
+ * limit. */
+sl_status sl_row_emit(sl_row *parent, sl_row **child);
+unsigned sl_row_copy_index(const sl_row *row);
+/* Whether the row's input has copies (its rows are a group). */
+bool sl_row_in_group(const sl_row *row);
+/* At the sink: whether no other row of its input is still to come (always
+ * true for a row whose input has no copies). */
+bool sl_row_completes_input(const sl_row *row);
 const char *sl_row_error(const sl_row *row);       /* NULL unless failed */
 const char *sl_row_error_stage(const sl_row *row); /* NULL unless failed */
 sl_status sl_row_error_status(const sl_row *row);  /* SL_OK unless failed */

@@ -53,6 +53,11 @@ typedef struct sl_pipeline_stage_params {
     sl_status (*process)(void *state, sl_row *const *rows, size_t n);
     /* Optional: once per worker that init() started, whatever ended the run. */
     void (*close)(void *state, sl_exec_end end);
+    /* Columns the stage sets (sl_pipeline_row_set_column_*), for outputs
+     * whose columns are planned before the run (Parquet: a string column
+     * each, JSON text for values that are not strings). Copied. */
+    const char *const *columns;
+    size_t n_columns;
 } sl_pipeline_stage_params;
 
 sl_pipeline_stage_params sl_pipeline_stage_default_params(void);
@@ -93,6 +98,54 @@ int sl_pipeline_row_height(const sl_row *row);
  * after the engine (copied); SL_ERR_INVALID_ARG before, SL_ERR_NOMEM. */
 const char *sl_pipeline_row_answer(const sl_row *row);
 sl_status sl_pipeline_row_set_answer(sl_row *row, const char *text);
+
+/* The image file's format, sniffed from its first bytes: "jpeg", "png",
+ * "webp", "gif", "tiff", "bmp", "heif", "avif", "jxl" or "unknown"; NULL
+ * while no byte of it was seen (before decode, for a file not read yet:
+ * sl_pipeline_row_image_bytes() reads it). */
+const char *sl_pipeline_row_image_format(const sl_row *row);
+/* The image file's bytes (read-only, valid until process() returns) and
+ * their number in *len. Before decode, a file not read yet is read now
+ * (decode then uses those bytes: no second read); a URL is not fetched
+ * (NULL). After decode the bytes are gone unless the job keeps them
+ * (--include-image-bytes, --send-original): NULL. SL_ERR_* of the read
+ * when it fails (the message names the file) with *bytes NULL. */
+sl_status sl_pipeline_row_image_bytes(sl_row *row, const uint8_t **bytes, size_t *len);
+/* The decoded image shrunk to w x h grey pixels (box average of the
+ * decoded RGB, 0.299/0.587/0.114 luma) into out[w*h]: what a perceptual
+ * hash starts from. SL_ERR_INVALID_ARG before decode or for w, h outside
+ * 1..256. */
+sl_status sl_pipeline_row_gray(const sl_row *row, int w, int h, uint8_t *out);
+
+/* The row's columns: the input's pass-through columns and those stages set,
+ * as one JSON object text (free it with sl_pipeline_text_free(); "{}" when
+ * none). NULL when out of memory. */
+char *sl_pipeline_row_columns_json(const sl_row *row);
+/* Column `name` as JSON text (sl_pipeline_text_free() it), NULL when the
+ * row has none. */
+char *sl_pipeline_row_column_json(const sl_row *row, const char *name);
+/* Column `name` when it is a string (valid until the column changes), else
+ * NULL. */
+void sl_pipeline_text_free(char *text);
+const char *sl_pipeline_row_column_string(const sl_row *row, const char *name);
+/* Sets column `name` (written to the output like an input's pass-through
+ * column; a Parquet output writes the columns the stage declared, see
+ * sl_pipeline_stage_params.columns) to the JSON value `json` (text: "3",
+ * "\"red\"", "[1,2]"); NULL removes it. SL_ERR_INVALID_ARG for text that is
+ * not JSON or a name that is empty or one of the row's own fields (id,
+ * caption, ...), SL_ERR_NOMEM. */
+sl_status sl_pipeline_row_set_column_json(sl_row *row, const char *name, const char *json);
+sl_status sl_pipeline_row_set_column_string(sl_row *row, const char *name, const char *text);
+
+/* Fan-out: a new row after `parent` (a copy of it: columns, prompt, image,
+ * answer) that goes on through the later stages as a row of its own, with
+ * the id "<parent id>#<k>" (k = 1, 2, ... per parent). The parent stays in
+ * the batch: drop it with sl_row_drop() when only the copies should go on.
+ * Resume treats a parent and its copies as one: they are committed together.
+ * The returned row is the caller's to change until process() returns. Only
+ * inside process(); SL_ERR_NOMEM, SL_ERR_INVALID_ARG for a failed or dropped
+ * parent. */
+sl_status sl_pipeline_row_emit(sl_row *parent, sl_row **child);
 
 #ifdef __cplusplus
 }

@@ -27,6 +27,8 @@ typedef enum sl_status {
     SL_ERR_STAGE,         /* a pipeline stage failed beyond its restarts */
     SL_ERR_TOO_MANY_FAILED, /* more rows failed than --max-failed allows */
     SL_ERR_TOO_LARGE,     /* an input passes a size limit (pixels, download bytes) */
+    SL_ERR_INVALID_OUTPUT, /* an answer is not what the request asked for: not JSON, or
+                              not matching its JSON schema */
 } sl_status;
 
 /* Short stable name of a status ("ok", "invalid_arg", ...); never NULL. */
@@ -34,7 +36,7 @@ const char *sl_status_name(sl_status status);
 
 /* The failure class of a status, for counting failed rows by cause: one of
  * "not_found", "io", "decode", "too_large", "engine", "memory", "stopped",
- * "stage", "invalid", "other" ("none" for SL_OK). A small fixed set, so a
+ * "stage", "invalid", "invalid_output", "other" ("none" for SL_OK). A small fixed set, so a
  * metric labelled with it stays small. */
 const char *sl_status_class(sl_status status);
 

@@ -138,6 +138,10 @@ static const char usage_rest_text[] =
     "      --top-p F  --top-k N  --min-p F  --repeat-penalty F\n"
     "      --seed N              job seed; each row's seed mixes it with the row id (default: 0)\n"
     "      --stop TEXT           end generation at TEXT (not written); repeatable, up to 16\n"
+    "      --json-schema F       answers are JSON matching this JSON schema (llama: sampled\n"
+    "                            under a grammar made from it; openai: response_format); an\n"
+    "                            answer that does not parse or match fails (invalid_output)\n"
+    "      --grammar F           llama engine: sample under this GBNF grammar (rule root)\n"
     "      Prompts may name the row's columns: {label}, {meta.author}; {{ is a brace.\n"
     "Several tasks per image (the image encoded once; docs/output.md):\n"
     "      --task NAME=PROMPT    ask every image this too (NAME=@FILE reads the prompt);\n"
@@ -155,6 +159,10 @@ static const char usage_rest_text[] =
     "                            stop; the same command without it goes on from there\n"
     "      --sample F            only the rows whose id hashes below F (0.01 or 1%): the same\n"
     "                            rows every time; without it, a rerun does the others\n"
+    "      --stage STAGE         a stage of yours (docs/stages.md): FILE.lua or FILE.so, after\n"
+    "                            decode, or FILE@read, FILE@engine; or a JSON object {\"lua\":\n"
+    "                            FILE, \"after\": ..., \"workers\": N, \"config\": {...}, ...};\n"
+    "                            repeatable, in order\n"
     ;
 
 static const char usage_tail[] =
@@ -173,7 +181,10 @@ static const char usage_tail[] =
     "  -o, --output DIR          output folder (created if missing); beside the rows go\n"
     "                            summary.json (counts, time per stage,\n"
     "                            tokens, failures by class) and report.html (a sample of\n"
-    "                            the images with their captions, self-contained).\n"
+    "                            the images with their captions, self-contained). Or\n"
+    "                            s3://bucket/prefix (AWS_* environment: docs/output.md)\n"
+    "      --state-dir DIR       s3:// output: the local folder of its resume ledger and of\n"
+    "                            parts being written (default: ~/.local/state/sluice/s3/...)\n"
     "      --format F            jsonl (default) or parquet (zstd; pyarrow, DuckDB, HF datasets)\n"
     "      --overwrite           start over: remove OUTPUT_DIR's part files and resume\n"
     "                            ledger (default: the same command resumes; other\n"
@@ -509,7 +520,12 @@ static int cmd_config(int argc, char **argv)
             rc = EXIT_USAGE;
         }
     } else if ((rc = check_ready(cfg, &cmd)) == 0) {
-        printf("%s: ok\n", cmd.job_file);
+        if (sl_caption_check_stages(sl_config_params(cfg)) != SL_OK) {
+            fprintf(stderr, "sluice: %s\n", sl_last_error());
+            rc = EXIT_USAGE;
+        } else {
+            printf("%s: ok\n", cmd.job_file);
+        }
     }
     sl_config_free(cfg);
     return rc;

@@ -29,13 +29,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "config/config_impl.h"
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/utf8.h"
+#include "llm/engines/llama_grammar.h"
+#include "llm/json_schema.h"
 
-enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_TASKS, L_TASK_MAXT,
-       L_TASK_TEMP, L_COUNT };
+enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_STAGES, L_TASKS,
+       L_TASK_MAXT, L_TASK_TEMP, L_COUNT };
 
 typedef struct cfg_list {
     const char **items;
@@ -43,16 +47,17 @@ typedef struct cfg_list {
     int layer; /* the layer that last set it */
 } cfg_list;
 
-enum { MAX_OPTS = 96, MAX_GPUS = 64, MAX_URL_FILES = 64 };
+enum { MAX_OPTS = 96, MAX_GPUS = 64, MAX_URL_FILES = 64, MAX_STAGES = 64 };
 
 struct sl_config {
     sl_caption_params p;
     sl_config_console console;
-    const char *response_format_path;
     const char *tasks_file;                /* tasks.file, read by sl_config_resolve */
     sl_caption_task tasks[SL_MAX_TASKS];   /* built by sl_config_resolve */
+    const char *file_path[MAX_OPTS];       /* K_TEXTFILE: the file its text came from */
     int gpus[MAX_GPUS];
     cfg_list lists[L_COUNT];
+    sl_stage_spec stages[MAX_STAGES]; /* item j of lists[L_STAGES], parsed */
     int layer;
     bool no_files;                         /* sl_config_allow_files(false) */
     int given[MAX_OPTS];                   /* the layer that set option i; 0: default */
@@ -65,6 +70,8 @@ typedef enum kind {
     K_STR, K_CHOICE, K_INT, K_LONG, K_U64, K_UINT, K_FLOAT, K_DOUBLE, K_SIZE, K_FRACTION,
     K_BOOL, K_LIST, K_GPUS, K_RGB, K_SHARD, K_ADDR, K_TEXTFILE, K_URLFILE, K_VERSION,
     K_ENUM, /* an int field holding the index of its name in choices (a C enum) */
+    K_STAGES, /* a list of stages: each a mapping (a JSON object on the command line) or
+                 FILE[@PLACE]; kept as canonical JSON in lists[L_STAGES] */
 } kind;
 
 enum {
@@ -86,7 +93,12 @@ typedef struct opt {
     int list, max_items; /* K_LIST */
     const char *choices; /* K_CHOICE, K_ENUM: "a|b|c" */
     unsigned f;
+    /* K_TEXTFILE: checks the file's text when read; `what` names it. */
+    sl_status (*check)(const char *text, size_t len, const char *what);
 } opt;
+
+static sl_status check_json_schema(const char *text, size_t len, const char *what);
+static sl_status check_grammar(const char *text, size_t len, const char *what);
 
 #define AT(field) offsetof(struct sl_config, field)
 
@@ -191,8 +203,8 @@ static const opt opts[] = {
      .arg = "Q", .help = "its quality"},
     {"openai.send_original", "send-original", 0, K_BOOL, AT(p.send_original),
      .help = "send JPEG and PNG inputs as they are"},
-    {"openai.response_format", "response-format", 0, K_TEXTFILE, 0, .arg = "F",
-     .help = "a JSON file sent as response_format"},
+    {"openai.response_format", "response-format", 0, K_TEXTFILE, AT(p.openai.response_format),
+     .arg = "F", .help = "a JSON file sent as response_format"},
     {"openai.stream", "stream", 0, K_BOOL, AT(p.openai.stream),
      .help = "stream answers: TTFT and inter-token latency"},
 
@@ -230,6 +242,12 @@ static const opt opts[] = {
      .dlo = 0.01, .dhi = 100, .arg = "F", .help = "1: off"},
     {"sampling.seed", "seed", 0, K_U64, AT(p.sampling.seed), .lo = 0, .hi = LONG_MAX, .arg = "N",
      .help = "job seed; each row's seed mixes it with the row id"},
+    {"sampling.json_schema", "json-schema", 0, K_TEXTFILE, AT(p.json_schema), .arg = "F",
+     .check = check_json_schema,
+     .help = "answers are JSON matching this JSON schema file (llama: a grammar from it; "
+             "openai: response_format); others fail as invalid_output"},
+    {"sampling.grammar", "grammar", 0, K_TEXTFILE, AT(p.grammar), .arg = "F",
+     .check = check_grammar, .help = "llama engine: sample under this GBNF grammar (root rule)"},
     {"sampling.stop", "stop", 0, K_LIST, 0, .list = L_STOP, .max_items = 16, .arg = "TEXT",
      .help = "end generation at any of these (not written)"},
 
@@ -245,9 +263,12 @@ static const opt opts[] = {
     {"pipeline.sample", "sample", 0, K_FRACTION, AT(p.sample), .f = POSITIVE, .arg = "F",
      .help = "only the rows whose id hashes below F (0.01 or 1%): the same rows every time "
              "(1: all); without it, a rerun does the others"},
+    {"pipeline.stages", "stage", 0, K_STAGES, 0, .list = L_STAGES, .max_items = MAX_STAGES,
+     .arg = "STAGE", .help = "your stages: FILE.lua or FILE.so [@read|@decode|@engine], or "
+                             "{lua|plugin, after, workers, batch_size, config, columns, name}"},
 
     {"output.dir", "output", 'o', K_STR, AT(p.output_dir), .arg = "DIR",
-     .help = "output folder (created if missing)"},
+     .help = "output folder (created if missing), or s3://bucket/prefix"},
     {"output.format", "format", 0, K_CHOICE, AT(p.output_format), .choices = "jsonl|parquet",
      .arg = "F", .help = "jsonl (~) or parquet"},
     {"output.overwrite", "overwrite", 0, K_BOOL, AT(p.overwrite),
@@ -258,6 +279,9 @@ static const opt opts[] = {
      .help = "Parquet: the original image bytes in image_bytes"},
     {"output.shard_rows", "shard-rows", 0, K_LONG, AT(p.shard_rows), .lo = 1, .hi = LONG_MAX,
      .arg = "N", .help = "rows per part file (each a resume point)"},
+    {"output.state_dir", "state-dir", 0, K_STR, AT(p.state_dir), .arg = "DIR",
+     .help = "s3:// output: the local folder of its ledger and of parts being written "
+             "(~: under ~/.local/state/sluice/s3/)"},
 
     {"metrics.addr", "metrics-addr", 0, K_ADDR, AT(p.metrics_addr), .arg = "H:P",
      .help = "serve /metrics and the live page (off: no server)"},
@@ -290,7 +314,7 @@ bool sl_config_option_at(size_t i, sl_config_option *out)
     *out = (sl_config_option){
         .key = o->key, .flag = o->flag, .short_flag = o->short_flag,
         .is_switch = o->k == K_BOOL,
-        .is_list = o->k == K_LIST || o->k == K_GPUS || o->k == K_URLFILE,
+        .is_list = o->k == K_LIST || o->k == K_GPUS || o->k == K_URLFILE || o->k == K_STAGES,
         .arg = o->arg, .help = o->help,
     };
     return true;
@@ -298,8 +322,11 @@ bool sl_config_option_at(size_t i, sl_config_option *out)
 
 bool sl_config_option_is_list(int i)
 {
-    return opts[i].k == K_LIST || opts[i].k == K_GPUS || opts[i].k == K_URLFILE;
+    return opts[i].k == K_LIST || opts[i].k == K_GPUS || opts[i].k == K_URLFILE ||
+           opts[i].k == K_STAGES;
 }
+
+bool sl_config_option_takes_mappings(int i) { return opts[i].k == K_STAGES; }
 
 int sl_config_find_key(const char *key, size_t len)
 {
@@ -460,6 +487,8 @@ static void sync_lists(sl_config *c)
     c->p.n_columns = l[L_COLUMNS].n;
     c->p.openai.endpoints = l[L_ENDPOINTS].items;
     c->p.openai.n_endpoints = l[L_ENDPOINTS].n;
+    c->p.stages = l[L_STAGES].n ? c->stages : NULL;
+    c->p.n_stages = l[L_STAGES].n;
     c->p.gpus = c->p.n_gpus ? c->gpus : NULL;
 }
 
@@ -503,8 +532,8 @@ sl_status sl_config_touch_list(sl_config *c, int i, const char *where, const cha
     (void)where;
     (void)name;
     const opt *o = &opts[i];
-    if (o->k == K_LIST || o->k == K_URLFILE)
-        touch(c, &c->lists[o->k == K_LIST ? o->list : L_ENDPOINTS]);
+    if (o->k == K_LIST || o->k == K_URLFILE || o->k == K_STAGES)
+        touch(c, &c->lists[o->k == K_URLFILE ? L_ENDPOINTS : o->list]);
     else if (o->k == K_GPUS && c->given[i] != c->layer)
         c->p.n_gpus = 0;
     c->given[i] = c->layer;
@@ -703,8 +732,25 @@ static sl_status add_url_file(sl_config *c, const char *where, const char *name,
     return st;
 }
 
-/* --response-format: the file's text is sent, its path is printed. */
-static sl_status set_text_file(sl_config *c, const char *where, const char *name,
+static sl_status check_json_schema(const char *text, size_t len, const char *what)
+{
+    sl_json_schema *schema;
+    sl_status st = sl_json_schema_parse(text, len, what, &schema);
+    sl_json_schema_free(schema);
+    return st;
+}
+
+static sl_status check_grammar(const char *text, size_t len, const char *what)
+{
+    if (strlen(text) != len)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s holds a NUL byte: a GBNF grammar is text", what);
+    return sl_llama_grammar_check(text, what);
+}
+
+/* --response-format, --json-schema, --grammar: the file's text is what the
+ * job uses (read once, here, and checked when the row says how), its path
+ * what is printed. */
+static sl_status set_text_file(sl_config *c, int i, const char *where, const char *name,
                                const char *path)
 {
     char *text;
@@ -712,14 +758,186 @@ static sl_status set_text_file(sl_config *c, const char *where, const char *name
     sl_status st = read_small_file(where, name, path, SL_CONFIG_MAX_FILE_BYTES, &text, &len);
     if (st != SL_OK)
         return st;
+    if (opts[i].check) {
+        char *what = sl_asprintf("%s%s '%s'", where, name, path);
+        st = what ? opts[i].check(text, len, what)
+                  : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
+        sl_free(what);
+        if (st != SL_OK) {
+            sl_free(text);
+            return st;
+        }
+    }
     const char *kept = keep(c, text, len);
     sl_free(text);
     const char *kept_path = kept ? keep(c, path, strlen(path)) : NULL;
     if (!kept_path)
         return SL_ERR_NOMEM;
-    c->p.openai.response_format = kept;
-    c->response_format_path = kept_path;
+    *(const char **)((char *)c + opts[i].off) = kept;
+    c->file_path[i] = kept_path;
     return SL_OK;
+}
+
+/* text's position in "a|b|c", or -1. */
+static int choice_index(const char *choices, const char *text)
+{
+    size_t n = strlen(text);
+    int index = 0;
+    for (const char *s = choices; *s; index++) {
+        size_t len = strcspn(s, "|");
+        if (len == n && memcmp(s, text, n) == 0)
+            return index;
+        s += len + (s[len] == '|');
+    }
+    return -1;
+}
+
+/* Memory owned by the config (zeroed); NULL when out of memory (message set). */
+static void *keep_mem(sl_config *c, size_t size)
+{
+    char *mem = keep(c, "", 0);
+    if (!mem)
+        return NULL;
+    char *grown = sl_realloc(mem, size ? size : 1);
+    if (!grown)
+        return NULL; /* mem stays owned */
+    memset(grown, 0, size ? size : 1);
+    c->owned[c->n_owned - 1] = grown;
+    return grown;
+}
+
+/* A stage's string member, kept; *out stays NULL when absent. */
+static sl_status stage_string(sl_config *c, const json_t *stage, const char *key,
+                              const char *where, const char *name, const char **out)
+{
+    const json_t *v = json_object_get(stage, key);
+    if (!v)
+        return SL_OK;
+    if (!json_is_string(v) || !json_string_length(v))
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's %s is a non-empty text", where, name,
+                       key);
+    *out = keep(c, json_string_value(v), json_string_length(v));
+    return *out ? SL_OK : SL_ERR_NOMEM;
+}
+
+static sl_status stage_int(const json_t *stage, const char *key, long hi, const char *where,
+                           const char *name, int *out)
+{
+    const json_t *v = json_object_get(stage, key);
+    if (!v)
+        return SL_OK;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > hi)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's %s is an integer from 1 to %ld",
+                       where, name, key, hi);
+    *out = (int)json_integer_value(v);
+    return SL_OK;
+}
+
+/* "FILE[@PLACE]" -> {"lua"|"plugin": FILE, "after": PLACE}. */
+static json_t *stage_short_form(const char *text)
+{
+    const char *at = strrchr(text, '@');
+    size_t flen = at ? (size_t)(at - text) : strlen(text);
+    bool lua = flen > 4 && memcmp(text + flen - 4, ".lua", 4) == 0;
+    json_t *o = json_object();
+    if (!o || json_object_set_new(o, lua ? "lua" : "plugin", json_stringn(text, flen)) ||
+        (at && json_object_set_new(o, "after", json_string(at + 1)))) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* One stage: a JSON object's text (a job file's mapping comes as one) or
+ * the short form; checked, kept as item j of the list and parsed into
+ * c->stages[j]. */
+static sl_status add_stage(sl_config *c, int i, const char *where, const char *name,
+                           const char *text)
+{
+    static const char *const keys[] = {"name",       "lua",    "plugin",  "after",
+                                       "workers",    "batch_size", "config", "columns"};
+    json_error_t err;
+    json_t *stage = text[0] == '{' ? json_loads(text, JSON_REJECT_DUPLICATES, &err)
+                                   : stage_short_form(text);
+    if (!stage || !json_is_object(stage)) {
+        json_decref(stage);
+        return text[0] == '{'
+                   ? sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage given as text must be a JSON "
+                                                 "object: %s", where, name, err.text)
+                   : sl_fail(SL_ERR_NOMEM, "out of memory reading a stage");
+    }
+    sl_stage_spec spec = {0};
+    sl_status st = SL_OK;
+    const char *key;
+    json_t *v;
+    json_object_foreach(stage, key, v) {
+        size_t k = 0;
+        while (k < sizeof keys / sizeof *keys && strcmp(keys[k], key) != 0)
+            k++;
+        if (k == sizeof keys / sizeof *keys) {
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage has no key '%s'; its keys are name, "
+                                             "lua, plugin, after, workers, batch_size, config, "
+                                             "columns", where, name, key);
+            break;
+        }
+    }
+    if (st == SL_OK)
+        st = stage_string(c, stage, "name", where, name, &spec.name);
+    if (st == SL_OK)
+        st = stage_string(c, stage, "lua", where, name, &spec.lua);
+    if (st == SL_OK)
+        st = stage_string(c, stage, "plugin", where, name, &spec.plugin);
+    if (st == SL_OK)
+        st = stage_string(c, stage, "after", where, name, &spec.after);
+    if (st == SL_OK)
+        st = stage_int(stage, "workers", 1024, where, name, &spec.workers);
+    if (st == SL_OK)
+        st = stage_int(stage, "batch_size", 65536, where, name, &spec.batch_size);
+    if (st == SL_OK && !spec.lua == !spec.plugin)
+        st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage is a Lua script (lua: FILE.lua) or a C "
+                                         "plugin (plugin: FILE.so): give one of the two", where,
+                     name);
+    if (st == SL_OK && spec.after && choice_index("read|decode|engine", spec.after) < 0)
+        st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage comes after read, decode or engine, not "
+                                         "'%s'", where, name, spec.after);
+    json_t *config = json_object_get(stage, "config");
+    if (st == SL_OK && config) {
+        char *dumped = json_is_object(config) ? json_dumps(config, JSON_COMPACT) : NULL;
+        if (!json_is_object(config))
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's config is a mapping of its own "
+                                             "settings", where, name);
+        else if (!dumped || !(spec.config = keep(c, dumped, strlen(dumped))))
+            st = sl_fail(SL_ERR_NOMEM, "out of memory reading a stage");
+        free(dumped);
+    }
+    json_t *cols = json_object_get(stage, "columns");
+    if (st == SL_OK && cols) {
+        size_t n = json_is_array(cols) ? json_array_size(cols) : 0;
+        const char **names = n ? keep_mem(c, n * sizeof *names) : NULL;
+        if (!json_is_array(cols) || n > 256)
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's columns are a list of at most 256 "
+                                             "names", where, name);
+        else if (n && !names)
+            st = SL_ERR_NOMEM;
+        for (size_t k = 0; st == SL_OK && k < n; k++) {
+            const json_t *col = json_array_get(cols, k);
+            if (!json_is_string(col) || !json_string_length(col))
+                st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's columns are names (text)",
+                             where, name);
+            else if (!(names[k] = keep(c, json_string_value(col), json_string_length(col))))
+                st = SL_ERR_NOMEM;
+        }
+        spec.columns = names;
+        spec.n_columns = (int)n;
+    }
+    char *canon = st == SL_OK ? json_dumps(stage, JSON_INDENT(0) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(stage);
+    if (st == SL_OK && !canon)
+        st = sl_fail(SL_ERR_NOMEM, "out of memory reading a stage");
+    if (st == SL_OK && (st = list_add(c, i, canon, strlen(canon), where, name)) == SL_OK)
+        c->stages[c->lists[L_STAGES].n - 1] = spec;
+    free(canon);
+    return st;
 }
 
 static size_t kind_size(kind k)
@@ -750,20 +968,6 @@ static bool parse_bool(const char *text, bool *out)
     return true;
 }
 
-/* text's position in "a|b|c", or -1. */
-static int choice_index(const char *choices, const char *text)
-{
-    size_t n = strlen(text);
-    int index = 0;
-    for (const char *s = choices; *s; index++) {
-        size_t len = strcspn(s, "|");
-        if (len == n && memcmp(s, text, n) == 0)
-            return index;
-        s += len + (s[len] == '|');
-    }
-    return -1;
-}
-
 static sl_status not_a_choice(const char *where, const char *name, const char *choices,
                               const char *value)
 {
@@ -792,10 +996,16 @@ static void reset(sl_config *c, int i)
     if (size)
         memcpy((char *)c + o->off, (const char *)&d + o->off, size);
     switch (o->k) {
-    case K_LIST: c->lists[o->list].n = 0; c->lists[o->list].layer = c->layer; break;
+    case K_LIST: case K_STAGES:
+        c->lists[o->list].n = 0;
+        c->lists[o->list].layer = c->layer;
+        break;
     case K_GPUS: c->p.n_gpus = 0; break;
     case K_SHARD: c->p.input_shard_index = c->p.input_shard_count = 0; break;
-    case K_TEXTFILE: c->p.openai.response_format = c->response_format_path = NULL; break;
+    case K_TEXTFILE:
+        *(const char **)((char *)c + o->off) = NULL;
+        c->file_path[i] = NULL;
+        break;
     default: break;
     }
     c->given[i] = 0;
@@ -924,11 +1134,15 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
         if ((st = add_gpus(c, where, name, value, split)) != SL_OK)
             return st;
         break;
+    case K_STAGES:
+        if ((st = add_stage(c, i, where, name, value)) != SL_OK)
+            return st;
+        break;
     case K_TEXTFILE: case K_URLFILE:
         if (c->no_files)
             return sl_fail(SL_ERR_INVALID_ARG, "%s%s: reading files is off here", where, name);
         st = o->k == K_URLFILE ? add_url_file(c, where, name, value)
-                               : set_text_file(c, where, name, value);
+                               : set_text_file(c, i, where, name, value);
         if (st != SL_OK)
             return st;
         break;
@@ -1368,13 +1582,13 @@ static void put_value(out *w, const sl_config *c, int i, const char *indent)
         put(w, "]", 1);
         break;
     case K_TEXTFILE:
-        if (c->response_format_path)
-            put_quoted(w, c->response_format_path);
+        if (c->file_path[i])
+            put_quoted(w, c->file_path[i]);
         else
             puts_(w, "~");
         break;
     case K_URLFILE: puts_(w, "[]"); break;
-    case K_LIST: {
+    case K_STAGES: case K_LIST: {
         const cfg_list *l = &c->lists[o->list];
         if (l->n == 0) {
             puts_(w, "[]");
@@ -1384,7 +1598,10 @@ static void put_value(out *w, const sl_config *c, int i, const char *indent)
         for (int j = 0; j < l->n; j++) {
             puts_(w, indent);
             puts_(w, "  - ");
-            put_quoted(w, l->items[j]);
+            if (o->k == K_STAGES)
+                puts_(w, l->items[j]); /* JSON: a YAML flow mapping */
+            else
+                put_quoted(w, l->items[j]);
             if (j + 1 < l->n)
                 end_line(w, NULL);
         }
@@ -1402,9 +1619,9 @@ sl_status sl_config_write_yaml(const sl_config *c, FILE *fp)
         if (o->k == K_STR || o->k == K_CHOICE || o->k == K_ADDR)
             s = *(const char *const *)((const char *)c + o->off);
         else if (o->k == K_TEXTFILE)
-            s = c->response_format_path;
+            s = c->file_path[i];
         if ((s && !sl_utf8_valid(s, strlen(s))) ||
-            (o->k == K_LIST && !list_is_utf8(&c->lists[o->list])))
+            ((o->k == K_LIST || o->k == K_STAGES) && !list_is_utf8(&c->lists[o->list])))
             return sl_fail(SL_ERR_INVALID_ARG,
                            "%s is not UTF-8 text, which a YAML job file cannot hold", o->key);
     }

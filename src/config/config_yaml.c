@@ -2,7 +2,8 @@
  *
  * The file is walked as libyaml's event stream against the settings table
  * (config.c): a mapping of sections, each a mapping of keys, each a scalar
- * or a sequence of scalars. Anything else is refused at once, naming the
+ * or a sequence of scalars (the stages' list: of mappings too, each handed
+ * on as a JSON object's text). Anything else is refused at once, naming the
  * file, line and column, the key and what it allows; so memory stays bounded
  * by the file (at most SL_CONFIG_MAX_FILE_BYTES) and nesting by the schema,
  * whatever the file holds. Anchors, aliases and tags are refused: a job file
@@ -11,8 +12,12 @@
  * unique; libyaml does not check). A plain `~`, `null` or nothing resets a
  * key to its default, so `config print`'s ~ reads back as it was meant. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 #include <yaml.h>
 
 #include "config/config_impl.h"
@@ -116,6 +121,98 @@ static sl_status scalar_text(const loader *ld, const char *key, const char **tex
     return SL_OK;
 }
 
+/* A plain scalar's JSON value as YAML reads it: null, true/false, an
+ * integer, a number, else text; a quoted scalar is always text. */
+static json_t *scalar_json(const yaml_event_t *e)
+{
+    const char *v = (const char *)e->data.scalar.value;
+    size_t n = e->data.scalar.length;
+    if (e->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+        if (is_null(e))
+            return json_null();
+        if (!strcmp(v, "true") || !strcmp(v, "True") || !strcmp(v, "TRUE"))
+            return json_true();
+        if (!strcmp(v, "false") || !strcmp(v, "False") || !strcmp(v, "FALSE"))
+            return json_false();
+        char *end;
+        errno = 0;
+        long long i = strtoll(v, &end, 10);
+        if (!errno && end != v && !*end)
+            return json_integer(i);
+        double d = strtod(v, &end);
+        if (end != v && !*end && isfinite(d))
+            return json_real(d);
+    }
+    return json_stringn(v, n);
+}
+
+enum { MAX_DEPTH = 16 };
+
+/* The node that starts at the current event (a mapping, a list or a
+ * scalar) as JSON: a stage's settings, handed on as a JSON object's text.
+ * Nesting is bounded; keys are text and unique. */
+static sl_status node_json(loader *ld, int depth, json_t **out)
+{
+    sl_status st;
+    *out = NULL;
+    if ((st = plain_node(ld)) != SL_OK)
+        return st;
+    if (depth > MAX_DEPTH)
+        return fail_here(ld, "nested too deep (more than 16 levels)", "", NULL);
+    yaml_event_type_t t = ld->ev.type;
+    if (t == YAML_SCALAR_EVENT) {
+        if (strlen((const char *)ld->ev.data.scalar.value) != ld->ev.data.scalar.length)
+            return fail_here(ld, "a value holds a NUL character", "", NULL);
+        if (!(*out = scalar_json(&ld->ev)))
+            return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", ld->name);
+        return SL_OK;
+    }
+    if (t != YAML_MAPPING_START_EVENT && t != YAML_SEQUENCE_START_EVENT)
+        return fail_here(ld, "expected a value, a list or a mapping; this is ", "",
+                         event_name(t));
+    json_t *node = t == YAML_MAPPING_START_EVENT ? json_object() : json_array();
+    if (!node)
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", ld->name);
+    for (;;) {
+        if ((st = next(ld)) != SL_OK)
+            break;
+        if (ld->ev.type == YAML_MAPPING_END_EVENT || ld->ev.type == YAML_SEQUENCE_END_EVENT) {
+            *out = node;
+            return SL_OK;
+        }
+        char key[MAX_KEY] = "";
+        if (t == YAML_MAPPING_START_EVENT) {
+            if ((st = plain_node(ld)) != SL_OK)
+                break;
+            const char *k = (const char *)ld->ev.data.scalar.value;
+            if (ld->ev.type != YAML_SCALAR_EVENT || ld->ev.data.scalar.length >= MAX_KEY ||
+                strlen(k) != ld->ev.data.scalar.length) {
+                st = fail_here(ld, "a key must be a short name", "", NULL);
+                break;
+            }
+            snprintf(key, sizeof key, "%s", k);
+            if (json_object_get(node, key)) {
+                char msg[MAX_KEY + 40];
+                snprintf(msg, sizeof msg, "'%s' is given twice; keep one", key);
+                st = fail_here(ld, msg, "", NULL);
+                break;
+            }
+            if ((st = next(ld)) != SL_OK)
+                break;
+        }
+        json_t *child;
+        if ((st = node_json(ld, depth + 1, &child)) != SL_OK)
+            break;
+        if ((t == YAML_MAPPING_START_EVENT ? json_object_set_new(node, key, child)
+                                           : json_array_append_new(node, child)) != 0) {
+            st = sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", ld->name);
+            break;
+        }
+    }
+    json_decref(node);
+    return st;
+}
+
 static sl_status value(loader *ld, int i, const char *key)
 {
     sl_status st;
@@ -150,6 +247,21 @@ static sl_status value(loader *ld, int i, const char *key)
                 return st;
             if (ld->ev.type == YAML_SEQUENCE_END_EVENT)
                 return SL_OK;
+            if (ld->ev.type == YAML_MAPPING_START_EVENT && sl_config_option_takes_mappings(i)) {
+                at(ld, ld->ev.start_mark, where, sizeof where);
+                json_t *item = NULL;
+                if ((st = node_json(ld, 0, &item)) != SL_OK)
+                    return st;
+                char *item_text = json_dumps(item, JSON_COMPACT);
+                json_decref(item);
+                if (!item_text)
+                    return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", ld->name);
+                st = sl_config_set_at(ld->cfg, i, item_text, false, where, key);
+                free(item_text);
+                if (st != SL_OK)
+                    return st;
+                continue;
+            }
             if (ld->ev.type != YAML_SCALAR_EVENT)
                 return fail_here(ld, " is a list of single values; this item is ", key,
                                  event_name(ld->ev.type));

@@ -31,6 +31,17 @@ bool sl_buf_append(sl_buf *b, const void *data, size_t len)
     return true;
 }
 
+size_t sl_capped_write(char *ptr, size_t size, size_t n, void *capped)
+{
+    sl_capped *c = capped;
+    size_t add = size * n;
+    if (add > c->max - c->buf.len)
+        c->too_big = true;
+    else if (!sl_buf_append(&c->buf, ptr, add))
+        c->nomem = true;
+    return c->too_big || c->nomem ? 0 : add;
+}
+
 void sl_buf_free(sl_buf *b)
 {
     sl_free(b->data);

@@ -20,4 +20,15 @@ bool sl_buf_reserve(sl_buf *b, size_t extra);
 bool sl_buf_append(sl_buf *b, const void *data, size_t len);
 void sl_buf_free(sl_buf *b);
 
+/* An HTTP body kept up to `max` bytes: sl_capped_write() is a libcurl
+ * write callback (its user pointer an sl_capped) that stops the transfer
+ * (returns 0) once the body passes max or memory runs out, saying which. */
+typedef struct sl_capped {
+    sl_buf buf;
+    size_t max;
+    bool too_big, nomem;
+} sl_capped;
+
+size_t sl_capped_write(char *ptr, size_t size, size_t n, void *capped);
+
 #endif

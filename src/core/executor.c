@@ -137,6 +137,8 @@ static void free_row(sl_row *row, void *user)
         row->free_data(row->data);
     if (exec)
         release(exec, row->reserved, row->bytes);
+    if (row->group && atomic_fetch_sub(&row->group->refs, 1) == 1)
+        sl_free(row->group);
     sl_free(row->error);
     sl_free(row);
 }
@@ -163,6 +165,87 @@ static void abort_all(sl_exec *exec)
     pthread_mutex_lock(&exec->budget_mu);
     pthread_cond_broadcast(&exec->budget_cv);
     pthread_mutex_unlock(&exec->budget_mu);
+}
+
+/* --- fan-out ----------------------------------------------------------------------- */
+
+/* The copies a map worker's process() made, each after its parent. */
+typedef struct emitted {
+    struct sl_exec *exec;
+    const stage *st;
+    sl_row **rows, **parents;
+    size_t n, cap;
+} emitted;
+
+/* Set on a map worker's thread while its process() runs. */
+static _Thread_local emitted *emitting;
+
+enum { MAX_COPIES = 65535 };
+
+sl_status sl_row_emit(sl_row *parent, sl_row **child)
+{
+    *child = NULL;
+    emitted *em = emitting;
+    if (!em || parent->exec != em->exec || parent->stage != em->st->name)
+        return sl_fail(SL_ERR_INVALID_ARG, "a row can be copied only by a map stage, inside "
+                                           "process(), from a row of its batch");
+    if (parent->group && atomic_load(&parent->group->copies) >= MAX_COPIES)
+        return sl_fail(SL_ERR_TOO_LARGE, "stage '%s' made more than %d rows of one input",
+                       em->st->name, MAX_COPIES);
+    if (em->n == em->cap) {
+        size_t cap = em->cap ? 2 * em->cap : 16;
+        sl_row **rows = sl_realloc(em->rows, 2 * cap * sizeof *rows);
+        if (!rows)
+            return sl_fail(SL_ERR_NOMEM, "out of memory copying a row");
+        memmove(rows + cap, rows + em->cap, em->n * sizeof *rows); /* the parents' half */
+        em->rows = rows;
+        em->parents = rows + cap;
+        em->cap = cap;
+    }
+    sl_row *row = sl_calloc(1, sizeof *row);
+    if (!parent->group && row) {
+        if ((parent->group = sl_calloc(1, sizeof *parent->group)) != NULL) {
+            atomic_init(&parent->group->members, 1);
+            atomic_init(&parent->group->refs, 1);
+        }
+    }
+    if (!row || !parent->group) {
+        sl_free(row);
+        return sl_fail(SL_ERR_NOMEM, "out of memory copying a row");
+    }
+    sl_exec *exec = em->exec;
+    uint64_t amount = atomic_load(&exec->peak_row_bytes);
+    if (amount < exec->p.row_bytes_hint)
+        amount = exec->p.row_bytes_hint;
+    pthread_mutex_lock(&exec->budget_mu); /* never waits: see sluice/executor.h */
+    exec->reserved += amount;
+    pthread_mutex_unlock(&exec->budget_mu);
+    row->seq = parent->seq;
+    row->reserved = amount;
+    row->exec = exec;
+    row->stage = parent->stage;
+    row->group = parent->group;
+    row->copy = atomic_fetch_add(&row->group->copies, 1) + 1;
+    atomic_fetch_add(&row->group->refs, 1);
+    atomic_fetch_add(&row->group->members, 1); /* before the row can move on */
+    em->rows[em->n] = row;
+    em->parents[em->n++] = parent;
+    *child = row;
+    return SL_OK;
+}
+
+/* The batch with each parent's copies after it, in out (room for n +
+ * em->n rows). */
+static size_t with_copies(sl_row **batch, size_t n, const emitted *em, sl_row **out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        out[k++] = batch[i];
+        for (size_t c = 0; c < em->n; c++)
+            if (em->parents[c] == batch[i])
+                out[k++] = em->rows[c];
+    }
+    return k;
 }
 
 /* --- worker plumbing ----------------------------------------------------------- */
@@ -370,6 +453,9 @@ static void run_map(worker *w, void **state, bool is_sink)
         return;
     }
     sl_row **ok_rows = batch + cap;
+    emitted em = {.exec = exec, .st = st};
+    sl_row **out = NULL; /* the batch and its copies */
+    size_t out_cap = 0;
     for (;;) {
         bool closed;
         uint64_t idle = 0;
@@ -391,18 +477,41 @@ static void run_map(worker *w, void **state, bool is_sink)
         }
         if (n_ok) {
             uint64_t t0 = sl_now_ns();
+            emitting = is_sink ? NULL : &em;
             sl_status rc = st->def.process(*state, ok_rows, n_ok);
+            emitting = NULL;
             atomic_fetch_add(&st->busy_ns, sl_now_ns() - t0);
             if (rc != SL_OK) {
                 char why[512], msg[1024];
                 snprintf(why, sizeof why, "%s", sl_last_error());
                 snprintf(msg, sizeof msg, "stage '%s' worker failed: %s", st->name, why);
                 fail_rows(st, ok_rows, n_ok, msg);
+                fail_rows(st, em.rows, em.n, msg);
                 alive = restart_worker(w, state, why); /* closes it before the rows move on */
             }
         }
         if (!is_sink) {
-            if (!forward(w, batch, n))
+            sl_row **send = batch;
+            size_t n_send = n;
+            if (em.n && n + em.n > out_cap) {
+                sl_row **grown = sl_realloc(out, (n + em.n) * sizeof *grown);
+                if (!grown) {
+                    /* The copies cannot be placed: they fail, with the reason. */
+                    fail_rows(st, em.rows, em.n, "out of memory sending copies of rows on");
+                    for (size_t c = 0; c < em.n; c++)
+                        forward(w, &em.rows[c], 1);
+                    em.n = 0;
+                } else {
+                    out = grown;
+                    out_cap = n + em.n;
+                }
+            }
+            if (em.n) {
+                n_send = with_copies(batch, n, &em, out);
+                send = out;
+                em.n = 0;
+            }
+            if (!forward(w, send, n_send))
                 break;
             continue;
         }
@@ -430,6 +539,10 @@ static void run_map(worker *w, void **state, bool is_sink)
             atomic_store(&exec->stopping, true);
         }
     }
+    for (size_t c = 0; c < em.n; c++) /* aborting: copies not sent on */
+        free_row(em.rows[c], exec);
+    sl_free(em.rows);
+    sl_free(out);
     sl_free(batch);
 }
 
@@ -694,6 +807,8 @@ sl_status sl_exec_create(const sl_exec_params *params, const sl_stage_def *defs,
         st->in = sl_queue_new(rows, bytes, defs[i - 1].workers, sink_ordered);
         if (!st->in)
             goto nomem;
+        if (i == n - 1)
+            sl_queue_set_sink(st->in);
         sl_queue_set_row_free(st->in, free_row, NULL);
     }
     *out = exec;

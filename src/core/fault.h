@@ -23,7 +23,9 @@
  * the ledger's reconcile is durable), ledger.reconciled (after; a trace
  * only); commit.begin, commit.after_sync,
  * commit.after_prepare, commit.after_rename, commit.after_dir_sync,
- * commit.end: the steps of a part's two-phase commit (ledger/ledger.h). */
+ * commit.end: the steps of a part's two-phase commit (ledger/ledger.h);
+ * commit.upload, commit.after_upload: an s3:// output's part, before and
+ * after its upload (in place of the rename). */
 #ifndef SL_CORE_FAULT_H
 #define SL_CORE_FAULT_H
 

@@ -1,6 +1,8 @@
 /* core/queue.c — mutex + condition variables around a ring of row pointers.
  * FIFO mode: ring[head .. head+count). Ordered mode: a row with seq s sits
- * in ring[s % capacity]; rows leave from next_seq upwards. */
+ * in ring[s % capacity]; rows leave from next_seq upwards. The copies of an
+ * input (sl_row_emit) share its seq: they wait in its slot, chained by copy
+ * number, and the slot leaves once the whole group is there. */
 #include <pthread.h>
 #include <time.h>
 
@@ -16,6 +18,7 @@ struct sl_queue {
     uint64_t bytes, max_bytes;
     int producers;
     bool ordered, aborted;
+    bool sink;                /* the last stage's queue: rows arrive in their groups here */
     uint64_t next_seq;
     void (*free_row)(sl_row *row, void *user);
     void *free_user;
@@ -52,6 +55,8 @@ sl_queue *sl_queue_new(size_t capacity, uint64_t max_bytes, int producers, bool 
     return q;
 }
 
+void sl_queue_set_sink(sl_queue *q) { q->sink = true; }
+
 void sl_queue_set_row_free(sl_queue *q, void (*free_row)(sl_row *row, void *user), void *user)
 {
     q->free_row = free_row;
@@ -64,8 +69,12 @@ void sl_queue_free(sl_queue *q)
         return;
     for (size_t i = 0; i < q->cap; i++) {
         sl_row *r = q->ordered ? q->ring[i] : (i < q->count ? q->ring[(q->head + i) % q->cap] : NULL);
-        if (r && q->free_row)
-            q->free_row(r, q->free_user);
+        while (r) {
+            sl_row *next = q->ordered ? r->group_next : NULL;
+            if (q->free_row)
+                q->free_row(r, q->free_user);
+            r = next;
+        }
     }
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->not_empty);
@@ -89,8 +98,13 @@ size_t sl_queue_push(sl_queue *q, sl_row *const *rows, size_t n, uint64_t *block
     for (size_t i = 0; i < n; i++) {
         sl_row *r = rows[i];
         if (q->ordered) {
-            /* The window wait upstream guarantees the slot is free. */
-            q->ring[r->seq % q->cap] = r;
+            /* The window wait upstream guarantees the slot is free, or holds
+             * rows of the same input: then r joins them, in copy order. */
+            sl_row **at = &q->ring[r->seq % q->cap];
+            while (*at && (*at)->copy < r->copy)
+                at = &(*at)->group_next;
+            r->group_next = *at;
+            *at = r;
         } else {
             if (!has_room(q, r->bytes) && !q->aborted) {
                 uint64_t t0 = sl_now_ns();
@@ -107,6 +121,12 @@ size_t sl_queue_push(sl_queue *q, sl_row *const *rows, size_t n, uint64_t *block
             }
             q->ring[(q->head + q->count) % q->cap] = r;
         }
+        if (q->sink) {
+            /* Counted only once in place (a wait for room above lets other
+             * pushers in): the row that completes its group leaves last. */
+            sl_row_group_arrived(r);
+            r->completes_input = !q->ordered && sl_row_group_all_arrived(r);
+        }
         q->count++;
         q->bytes += r->bytes;
     }
@@ -117,8 +137,10 @@ size_t sl_queue_push(sl_queue *q, sl_row *const *rows, size_t n, uint64_t *block
 
 static bool can_pop(const sl_queue *q)
 {
-    if (q->ordered)
-        return q->ring[q->next_seq % q->cap] != NULL;
+    if (q->ordered) {
+        const sl_row *r = q->ring[q->next_seq % q->cap];
+        return r && (!q->sink || sl_row_group_all_arrived(r));
+    }
     return q->count > 0;
 }
 
@@ -129,8 +151,12 @@ static size_t take(sl_queue *q, sl_row **out, size_t n, size_t max)
         if (q->ordered) {
             size_t slot = q->next_seq % q->cap;
             r = q->ring[slot];
-            q->ring[slot] = NULL;
-            q->next_seq++;
+            q->ring[slot] = r->group_next;
+            r->group_next = NULL;
+            if (!q->ring[slot]) { /* the input's last row */
+                r->completes_input = q->sink;
+                q->next_seq++;
+            }
         } else {
             r = q->ring[q->head];
             q->head = (q->head + 1) % q->cap;

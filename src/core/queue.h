@@ -36,6 +36,10 @@ void sl_queue_producer_done(sl_queue *q);
 void sl_queue_abort(sl_queue *q);
 void sl_queue_depth(sl_queue *q, uint64_t *rows, uint64_t *bytes);
 
+/* Marks the queue as the sink's: rows arriving are counted in their input's
+ * group (sl_row_emit), and each gets sl_row_completes_input(). */
+void sl_queue_set_sink(sl_queue *q);
+
 /* Free function for rows left in a queue (set by the executor). */
 void sl_queue_set_row_free(sl_queue *q, void (*free_row)(sl_row *row, void *user), void *user);
 

@@ -16,6 +16,21 @@ void sl_row_drop(sl_row *row)
     if (!row->error && !row->drop_stage) /* a failed row keeps its error to be written */
         row->drop_stage = row->stage ? row->stage : "unknown";
 }
+unsigned sl_row_copy_index(const sl_row *row) { return row->copy; }
+bool sl_row_in_group(const sl_row *row) { return row->group != NULL; }
+bool sl_row_completes_input(const sl_row *row) { return row->completes_input; }
+
+void sl_row_group_arrived(sl_row *row)
+{
+    if (row->group)
+        row->group->arrived++;
+}
+
+bool sl_row_group_all_arrived(const sl_row *row)
+{
+    return !row->group || row->group->arrived == atomic_load(&row->group->members);
+}
+
 const char *sl_row_error(const sl_row *row) { return row->error; }
 const char *sl_row_error_stage(const sl_row *row) { return row->error_stage; }
 sl_status sl_row_error_status(const sl_row *row) { return row->error ? row->error_status : SL_OK; }
@@ -40,9 +55,15 @@ static void row_vfail(sl_row *row, sl_status status, const char *fmt, va_list ap
 {
     if (row->error)
         return; /* the first cause is the one worth reporting */
-    char msg[1024];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    row->error = sl_strdup(msg);
+    /* The whole message, however long: an invalid answer's error holds
+     * the answer (bounded by max_tokens). */
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    row->error = n >= 0 ? sl_malloc((size_t)n + 1) : NULL;
+    if (row->error)
+        vsnprintf(row->error, (size_t)n + 1, fmt, again);
+    va_end(again);
     if (!row->error)
         row->error = sl_strdup("out of memory recording the error");
     row->error_stage = row->stage ? row->stage : "unknown";

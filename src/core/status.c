@@ -23,6 +23,7 @@ const char *sl_status_name(sl_status status)
     case SL_ERR_STAGE: return "stage";
     case SL_ERR_TOO_MANY_FAILED: return "too_many_failed";
     case SL_ERR_TOO_LARGE: return "too_large";
+    case SL_ERR_INVALID_OUTPUT: return "invalid_output";
     }
     return "unknown";
 }
@@ -44,6 +45,7 @@ const char *sl_status_class(sl_status status)
     case SL_ERR_STAGE:
     case SL_ERR_TOO_MANY_FAILED: return "stage";
     case SL_ERR_INVALID_ARG: return "invalid";
+    case SL_ERR_INVALID_OUTPUT: return "invalid_output";
     }
     return "other";
 }

@@ -80,6 +80,14 @@ static sl_status add_column(sl_columns *c, const char *name, const json_t *row)
     return SL_OK;
 }
 
+sl_status sl_columns_add(sl_columns *c, const char *name)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->cols[i].in, name) == 0)
+            return SL_OK;
+    return add_column(c, name, NULL);
+}
+
 void sl_columns_free(sl_columns *c)
 {
     if (!c)

@@ -47,6 +47,11 @@ const char *sl_columns_rename(const sl_columns *c, const char *input_name, const
  * *owned is what the cell points into (free with sl_free) or NULL. */
 sl_pq_value sl_columns_cell(const sl_columns *c, size_t i, const json_t *extra, char **owned);
 
+/* Adds column `name` (a stage's: its values are set during the run, so no
+ * sample saw them) when it is not there yet, declared columns or not; its
+ * Parquet type is string unless samples widened it. */
+sl_status sl_columns_add(sl_columns *c, const char *name);
+
 void sl_columns_free(sl_columns *c);
 
 #endif

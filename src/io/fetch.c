@@ -10,6 +10,7 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "io/fetch.h"
+#include "io/s3.h"
 
 sl_fetch_params sl_fetch_default_params(void)
 {
@@ -19,27 +20,20 @@ sl_fetch_params sl_fetch_default_params(void)
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
-typedef struct body {
-    sl_buf buf;
-    size_t max;
-    bool too_big, nomem;
-} body;
-
-static size_t on_data(char *ptr, size_t size, size_t n, void *user)
-{
-    body *b = user;
-    size_t add = size * n;
-    if (add > b->max - b->buf.len)
-        b->too_big = true;
-    else if (!sl_buf_append(&b->buf, ptr, add))
-        b->nomem = true;
-    return b->too_big || b->nomem ? 0 : add; /* 0 aborts the transfer */
-}
+void sl_fetch_init_curl(void) { pthread_once(&curl_once, curl_init); }
 
 sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, size_t *len)
 {
     *data = NULL;
     *len = 0;
+    if (sl_s3_is_url(url)) {
+        const sl_s3 *s3 = sl_s3_shared();
+        sl_status st = s3 ? sl_s3_get(s3, url, 0, 0, p->max_bytes, data, len) : SL_ERR_INVALID_ARG;
+        if (st == SL_ERR_TOO_LARGE)
+            return sl_fail(st, "cannot download '%s': larger than the %zu-byte limit "
+                               "(--max-download-bytes)", url, p->max_bytes);
+        return st;
+    }
     pthread_once(&curl_once, curl_init);
     CURL *h = curl_easy_init();
     if (!h)
@@ -53,7 +47,7 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
             struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
             nanosleep(&pause, NULL);
         }
-        body b = {.max = p->max_bytes};
+        sl_capped b = {.max = p->max_bytes};
         cerr[0] = '\0';
         curl_easy_reset(h);
         curl_easy_setopt(h, CURLOPT_URL, url);
@@ -64,7 +58,7 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, p->timeout_ms);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)p->max_bytes);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sl_capped_write);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
         curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
         curl_easy_setopt(h, CURLOPT_USERAGENT, "sluice");

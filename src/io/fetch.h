@@ -1,5 +1,5 @@
 /* io/fetch.h — downloading an image named by an http(s) URL (libcurl's
- * easy interface). Only http and https are followed, also
+ * easy interface), or an s3:// URL (io/s3.h, its own retries). Only http and https are followed, also
  * across redirects; the body is capped at max_bytes (refused early when the
  * server announces more); transport errors, 5xx and 429 are retried with a
  * growing pause, other HTTP errors are not. Thread-safe: each call uses its
@@ -19,6 +19,10 @@ typedef struct sl_fetch_params {
 } sl_fetch_params;
 
 sl_fetch_params sl_fetch_default_params(void);
+
+/* libcurl's global start-up, once for the process (every user of libcurl
+ * in io/ calls it before its first handle). */
+void sl_fetch_init_curl(void);
 
 /* SL_ERR_IO with a message naming the URL and the cause ("HTTP 404",
  * "larger than N bytes", "timed out"). */

@@ -155,6 +155,13 @@ static json_t *cell_json(const sl_schema_column *c, const sl_pq_value *v)
 {
     if (v->is_null)
         return json_null();
+    if (c->json) {
+        /* Checked JSON (a structured answer); text that does not parse
+         * after all is written as the string it is. */
+        json_t *value = json_loadb(v->ptr, v->len, JSON_DECODE_ANY, NULL);
+        if (value)
+            return value;
+    }
     switch (c->type) {
     case SL_PQ_STRING: return sl_json_text(v->ptr, v->len);
     case SL_PQ_INT64: return json_integer(v->i64);
@@ -237,6 +244,10 @@ static sl_status jsonl_open(void *shared, const char *dir, const char *name, boo
 static sl_status jsonl_finish(void *part) { return sl_jsonl_sink_finish(part); }
 static sl_status jsonl_publish(void *part) { return sl_jsonl_sink_publish(part); }
 static const char *jsonl_path(const void *part) { return sl_jsonl_sink_path(part); }
+static const char *jsonl_temp_path(const void *part)
+{
+    return ((const sl_jsonl_sink *)part)->shard.tmp_path;
+}
 static void jsonl_free(void *part) { sl_jsonl_sink_free(part); }
 
 const sl_sink_ops sl_sink_jsonl = {
@@ -248,5 +259,6 @@ const sl_sink_ops sl_sink_jsonl = {
     .finish = jsonl_finish,
     .publish = jsonl_publish,
     .path = jsonl_path,
+    .temp_path = jsonl_temp_path,
     .free = jsonl_free,
 };

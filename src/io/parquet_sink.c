@@ -151,6 +151,10 @@ static sl_status pq_open(void *shared, const char *dir, const char *name, bool o
 static sl_status pq_finish(void *part) { return sl_parquet_sink_finish(part); }
 static sl_status pq_publish(void *part) { return sl_parquet_sink_publish(part); }
 static const char *pq_path(const void *part) { return sl_parquet_sink_path(part); }
+static const char *pq_temp_path(const void *part)
+{
+    return ((const sl_parquet_sink *)part)->shard.tmp_path;
+}
 static void pq_free(void *part) { sl_parquet_sink_free(part); }
 
 const sl_sink_ops sl_sink_parquet = {
@@ -162,5 +166,6 @@ const sl_sink_ops sl_sink_parquet = {
     .finish = pq_finish,
     .publish = pq_publish,
     .path = pq_path,
+    .temp_path = pq_temp_path,
     .free = pq_free,
 };

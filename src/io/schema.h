@@ -25,6 +25,8 @@ typedef struct sl_schema_column {
     const char *group;  /* JSONL: a member of the object `group` (NULL: top level);
                            Parquet: a column of its own, named `name` */
     bool omit_null;     /* JSONL: left out when null (Parquet: null) */
+    bool json;          /* SL_PQ_STRING holding JSON text: JSONL writes the value
+                           itself, Parquet the text (a JSON string column) */
 } sl_schema_column;
 
 typedef struct sl_schema {

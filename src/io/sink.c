@@ -3,6 +3,8 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/fault.h"
+#include "io/s3.h"
 #include "io/sink.h"
 
 struct sl_sink {
@@ -12,6 +14,8 @@ struct sl_sink {
     bool overwrite;
     void *part;      /* the open or last committed part */
     bool committed;  /* part is published: nothing more goes into it */
+    char *remote;    /* s3://bucket/prefix: parts are uploaded there */
+    char *remote_path; /* the open part's object */
 };
 
 sl_status sl_sink_open(const char *format, const char *dir, bool overwrite,
@@ -53,13 +57,41 @@ static void drop_part(sl_sink *s)
     s->committed = false;
 }
 
+sl_status sl_sink_set_remote(sl_sink *s, const char *url)
+{
+    sl_free(s->remote);
+    if (!(s->remote = sl_strdup(url)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", url);
+    return SL_OK;
+}
+
 sl_status sl_sink_part_open(sl_sink *s, const char *name)
 {
     if (sl_sink_part_is_open(s))
         return sl_fail(SL_ERR_INVALID_ARG, "part '%s' opened while '%s' is open", name,
-                       s->ops->path(s->part));
+                       sl_sink_part_path(s));
     drop_part(s);
+    if (s->remote) {
+        sl_free(s->remote_path);
+        if (!(s->remote_path = sl_asprintf("%s/%s", s->remote, name)))
+            return sl_fail(SL_ERR_NOMEM, "out of memory opening part '%s'", name);
+    }
     return s->ops->open(s->shared, s->dir, name, s->overwrite, &s->part);
+}
+
+/* Remote output: the synced temporary file becomes the object. */
+static sl_status upload(sl_sink *s)
+{
+    const sl_s3 *s3 = sl_s3_shared();
+    if (!s3)
+        return SL_ERR_INVALID_ARG;
+    int err = sl_fault("commit.upload", s->remote_path);
+    if (err)
+        return sl_fail(SL_ERR_IO, "cannot upload '%s': %s", s->remote_path, strerror(err));
+    sl_status st = sl_s3_upload_file(s3, s->ops->temp_path(s->part), s->remote_path, 0);
+    if (st == SL_OK && (err = sl_fault("commit.after_upload", s->remote_path)) != 0)
+        st = sl_fail(SL_ERR_IO, "after uploading '%s': %s", s->remote_path, strerror(err));
+    return st;
 }
 
 bool sl_sink_part_is_open(const sl_sink *s) { return s->part && !s->committed; }
@@ -79,9 +111,11 @@ sl_status sl_sink_commit(sl_sink *s, sl_status (*durable)(void *user), void *use
     if (st == SL_OK && durable)
         st = durable(user);
     if (st == SL_OK)
-        st = s->ops->publish(s->part);
+        st = s->remote ? upload(s) : s->ops->publish(s->part);
     if (st == SL_OK)
         s->committed = true;
+    if (st == SL_OK && s->remote)
+        drop_part(s); /* the temporary: the object holds the rows now */
     return st;
 }
 
@@ -91,7 +125,12 @@ void sl_sink_abandon(sl_sink *s)
         drop_part(s);
 }
 
-const char *sl_sink_part_path(const sl_sink *s) { return s->part ? s->ops->path(s->part) : NULL; }
+const char *sl_sink_part_path(const sl_sink *s)
+{
+    if (s->remote)
+        return s->remote_path;
+    return s->part ? s->ops->path(s->part) : NULL;
+}
 
 void sl_sink_free(sl_sink *s)
 {
@@ -100,5 +139,7 @@ void sl_sink_free(sl_sink *s)
     drop_part(s);
     s->ops->release(s->shared);
     sl_free(s->dir);
+    sl_free(s->remote);
+    sl_free(s->remote_path);
     sl_free(s);
 }

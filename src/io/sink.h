@@ -32,6 +32,7 @@ typedef struct sl_sink_ops {
     sl_status (*finish)(void *part);  /* written and synced, under the temporary name */
     sl_status (*publish)(void *part); /* renamed into place, the folder synced */
     const char *(*path)(const void *part);
+    const char *(*temp_path)(const void *part); /* the file being written */
     void (*free)(void *part);         /* an unpublished part's file is removed */
 } sl_sink_ops;
 
@@ -44,6 +45,12 @@ sl_status sl_sink_open(const char *format, const char *dir, bool overwrite,
                        const sl_schema *schema, sl_sink **out);
 
 const char *sl_sink_format(const sl_sink *sink);
+
+/* Publishes parts to object storage (io/s3.h) instead of the folder: a
+ * committed part is uploaded from its temporary file as URL/NAME (a
+ * multipart upload appears whole or not at all), and the temporary is then
+ * removed; sl_sink_part_path() names the object. `url` is copied. */
+sl_status sl_sink_set_remote(sl_sink *sink, const char *url);
 
 /* Opens part `name` (no part may be open). SL_ERR_EXISTS when dir/name
  * exists and the sink does not overwrite. */

@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "io/dir_source.h"
+#include "io/s3.h"
 #include "io/source_impl.h"
 #include "io/source_parse.h"
 
@@ -64,7 +65,8 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
         item->path = value[0] == '/' || !base_dir || !*base_dir
                          ? sl_strdup(value)
                          : sl_asprintf("%s/%s", base_dir, value);
-    } else if (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0) {
+    } else if (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0 ||
+               strcmp(scheme, "s3") == 0) {
         item->path = sl_strdup(value);
     } else if (strcmp(scheme, "file") == 0) {
         if (!p->allow_file_urls)
@@ -80,7 +82,7 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
         item->path = sl_strdup(rest);
     } else {
         return sl_source_item_fail(item, "'%s': URL scheme '%s' is not supported (http, https, "
-                                         "and file with --allow-file-urls)",
+                                         "s3, and file with --allow-file-urls)",
                                    value, scheme);
     }
     return item->path ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", value);
@@ -93,6 +95,9 @@ enum { CHUNK_BYTES = 1 << 16 };
 struct source_reader {
     /* folder */
     sl_dir_source *dir;
+    sl_s3_list *s3;           /* an s3:// folder: its listing */
+    char *s3_prefix;          /* ... the URL with a trailing '/' */
+    char *s3_id, *s3_url;     /* the entry returned last */
     const sl_source_params *p;
     const char *name; /* the input's name in ids: a folder's prefix ("" for none), a
                          manifest's FILE in FILE:LINE */
@@ -112,6 +117,20 @@ struct source_reader {
     int csv_state;            /* sl_csv_scan over the record read so far */
 };
 
+/* An s3:// folder: the objects under the prefix (as a folder: "s3://b/imgs"
+ * lists imgs/..., not imgs2/...), read a page at a time. */
+static sl_status s3_folder_open(const char *url, source_reader *r, char **open_error)
+{
+    size_t n = strlen(url);
+    bool slash = n && url[n - 1] == '/';
+    const sl_s3 *s3 = sl_s3_shared();
+    if (!(r->s3_prefix = slash ? sl_strdup(url) : sl_asprintf("%s/", url)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", url);
+    if (!s3 || sl_s3_list_open(s3, r->s3_prefix, &r->s3) != SL_OK)
+        *open_error = sl_strdup(sl_last_error());
+    return SL_OK;
+}
+
 static sl_status folder_open(const char *file, const char *name, const sl_source_params *p,
                              source_reader **out, char **open_error)
 {
@@ -120,6 +139,19 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     r->p = p;
     r->name = name;
+    if (sl_s3_is_url(file)) {
+        sl_status st = s3_folder_open(file, r, open_error);
+        if (st != SL_OK || *open_error) {
+            sl_s3_list_free(r->s3);
+            sl_free(r->s3_prefix);
+            sl_free(r);
+            return *open_error || st != SL_OK ? st
+                                              : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'",
+                                                        file);
+        }
+        *out = r;
+        return SL_OK;
+    }
     if (sl_dir_source_open(file, &r->dir) != SL_OK) {
         *open_error = sl_strdup(sl_last_error());
         sl_free(r);
@@ -129,8 +161,49 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
     return SL_OK;
 }
 
+static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *done)
+{
+    const char *bucket_end = strchr(r->s3_prefix + 5, '/');
+    size_t key_prefix = strlen(bucket_end + 1);
+    for (;;) {
+        const char *key;
+        uint64_t size;
+        if (sl_s3_list_next(r->s3, &key, &size, done) != SL_OK) {
+            /* A listing that fails midway ends this input with an error row;
+             * the other inputs go on. */
+            *done = false;
+            item->id = sl_asprintf("%s%s", r->name, *r->name ? "/" : "");
+            item->error = sl_strdup(sl_last_error());
+            sl_s3_list_free(r->s3);
+            r->s3 = NULL;
+            return item->id && item->error ? SL_OK
+                                           : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'",
+                                                     r->s3_prefix);
+        }
+        if (*done)
+            return SL_OK;
+        const char *rel = key + key_prefix;
+        if (!*rel || rel[strlen(rel) - 1] == '/' || !sl_is_image_name(rel) ||
+            !sl_glob_filter(rel, r->p->include, r->p->n_include, r->p->exclude,
+                            r->p->n_exclude))
+            continue;
+        item->id = *r->name ? sl_asprintf("%s/%s", r->name, rel) : sl_strdup(rel);
+        item->path = sl_asprintf("%.*s/%s", (int)(bucket_end - r->s3_prefix), r->s3_prefix, key);
+        if (!item->id || !item->path)
+            return sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", r->s3_prefix);
+        return SL_OK;
+    }
+}
+
 static sl_status folder_next(source_reader *r, sl_source_item *item, bool *done)
 {
+    if (r->s3_prefix) {
+        if (!r->s3) { /* its listing failed */
+            *done = true;
+            return SL_OK;
+        }
+        return s3_folder_next(r, item, done);
+    }
     for (;;) {
         const sl_dir_entry *e;
         sl_status st = sl_dir_source_next(r->dir, &e);
@@ -154,6 +227,8 @@ static sl_status folder_next(source_reader *r, sl_source_item *item, bool *done)
 static void folder_close(source_reader *r)
 {
     sl_dir_source_free(r->dir);
+    sl_s3_list_free(r->s3);
+    sl_free(r->s3_prefix);
     sl_free(r);
 }
 
@@ -308,7 +383,9 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
     r->p = p;
     r->name = name;
     const char *slash = strrchr(file, '/');
-    r->base_dir = slash ? sl_strndup(file, (size_t)(slash - file)) : sl_strdup("");
+    r->base_dir = p->locate_base ? sl_strdup(p->locate_base)
+                  : slash        ? sl_strndup(file, (size_t)(slash - file))
+                                 : sl_strdup("");
     if (!r->base_dir)
         goto nomem;
     size_t fl = strlen(file);
@@ -488,6 +565,9 @@ struct sl_source {
     bool ids_have_folders;
     size_t n_files, next_file;
     source_reader *reader;
+    char *copy;              /* the reader's input is this local copy of an s3:// file */
+    char *copy_base;         /* ... whose folder (s3://bucket/dir) relative paths are in */
+    sl_source_params copy_p; /* p with locate_base = copy_base */
     bool sharded, by_file;   /* reading a subset of the shards; which way */
     uint64_t ordinal;        /* items seen, selected or not (shards by item) */
 };
@@ -502,8 +582,13 @@ static bool ends_with(const char *s, const char *suffix)
 static const char *kind_of(const char *name)
 {
     struct stat st;
-    if (stat(name, &st) == 0 && S_ISDIR(st.st_mode))
+    if (sl_s3_is_url(name)) {
+        const char *slash = strrchr(name, '/'), *dot = slash ? strrchr(slash, '.') : NULL;
+        if (!dot || name[strlen(name) - 1] == '/')
+            return "folder"; /* a prefix: its images */
+    } else if (stat(name, &st) == 0 && S_ISDIR(st.st_mode)) {
         return "folder";
+    }
     if (ends_with(name, ".jsonl") || ends_with(name, ".ndjson"))
         return "jsonl";
     if (ends_with(name, ".csv"))
@@ -549,7 +634,7 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, char ***file
             char **found = NULL;
             size_t nfound = 0;
             char *single[1] = {names[k]};
-            if (has_glob(names[k])) {
+            if (has_glob(names[k]) && !sl_s3_is_url(names[k])) {
                 int rc = glob(names[k], 0, NULL, &g);
                 if (rc == GLOB_NOMATCH) {
                     st = sl_fail(SL_ERR_NOT_FOUND, "input '%s' matches no file", names[k]);
@@ -597,12 +682,83 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, char ***file
     return SL_OK;
 }
 
+/* Ends the local copy of an s3:// input. */
+static void drop_copy(sl_source *src)
+{
+    if (src->copy)
+        unlink(src->copy);
+    sl_free(src->copy);
+    sl_free(src->copy_base);
+    src->copy = src->copy_base = NULL;
+}
+
+/* Copies the s3:// input url into a temporary file (under TMPDIR) that the
+ * kind's reader opens: one input at a time, so the disk holds at most the
+ * largest. A failed download is *error (the message names the URL). */
+static sl_status copy_input(sl_source *src, const char *url, char **error)
+{
+    const sl_s3 *s3 = sl_s3_shared();
+    const char *tmp = getenv("TMPDIR");
+    const char *slash = strrchr(url, '/');
+    src->copy = sl_asprintf("%s/sluice-input-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    src->copy_base = slash ? sl_strndup(url, (size_t)(slash - url)) : sl_strdup(url);
+    if (!src->copy || !src->copy_base) {
+        drop_copy(src);
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", url);
+    }
+    int fd = mkstemp(src->copy);
+    FILE *fp = fd >= 0 ? fdopen(fd, "w+b") : NULL;
+    sl_status st = !s3   ? SL_ERR_INVALID_ARG
+                   : !fp ? sl_fail(SL_ERR_IO, "cannot make a local copy of '%s' in %s: %s", url,
+                                   tmp && *tmp ? tmp : "/tmp", strerror(errno))
+                         : sl_s3_download(s3, url, fp);
+    if (fp)
+        fclose(fp);
+    else if (fd >= 0)
+        close(fd);
+    if (st != SL_OK) {
+        if (fd < 0) { /* mkstemp failed: nothing to remove */
+            sl_free(src->copy);
+            src->copy = NULL;
+        }
+        drop_copy(src);
+        *error = sl_strdup(sl_last_error());
+        return *error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", url);
+    }
+    src->copy_p = src->p;
+    src->copy_p.locate_base = src->copy_base;
+    return SL_OK;
+}
+
+/* Messages about the local copy name the input it copies. */
+static sl_status name_the_input(char **msg, const char *copy, const char *url)
+{
+    if (!*msg || !copy || !strstr(*msg, copy))
+        return SL_OK;
+    sl_buf b = {0};
+    size_t clen = strlen(copy);
+    bool ok = true;
+    for (const char *s = *msg, *at; ok && s; s = at ? at + clen : NULL) {
+        at = strstr(s, copy);
+        size_t n = at ? (size_t)(at - s) : strlen(s);
+        ok = sl_buf_append(&b, s, n) && (!at || sl_buf_append(&b, url, strlen(url)));
+    }
+    if (!ok || !sl_buf_append(&b, "", 1)) {
+        sl_buf_free(&b);
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", url);
+    }
+    sl_free(*msg);
+    *msg = (char *)b.data;
+    return SL_OK;
+}
+
 void sl_source_free(sl_source *src)
 {
     if (!src)
         return;
     if (src->reader)
         src->kind->close(src->reader);
+    drop_copy(src);
     sl_strings_free(src->files, src->n_files);
     if (src->lexical)
         sl_strings_free(src->lexical, src->n_files);
@@ -650,11 +806,38 @@ static int cmp_real(const void *a, const void *b)
 /* Refuses one file read twice: the same inode reached by two names (a name
  * given twice, a glob and a name, a symlink or hard link) or, for folders,
  * a folder inside another input folder. Both would repeat every id. */
+/* The same for s3:// inputs (names, not inodes): all of them or none, a
+ * prefix given twice, one folder inside another. */
+static sl_status s3_check_once(const sl_source *src)
+{
+    size_t n = src->n_files, remote = 0;
+    for (size_t i = 0; i < n; i++)
+        remote += sl_s3_is_url(src->files[i]);
+    if (remote && remote != n)
+        return sl_fail(SL_ERR_INVALID_ARG, "inputs mix s3:// and local files ('%s', '%s'): run "
+                                           "them as two jobs", src->files[0], src->files[n - 1]);
+    for (size_t i = 0; remote && i < n; i++)
+        for (size_t k = 0; k < n; k++) {
+            const char *a = src->files[i], *b = src->files[k];
+            size_t la = strlen(a);
+            while (la > 5 && a[la - 1] == '/')
+                la--;
+            if (i != k && strncmp(a, b, la) == 0 && (b[la] == '\0' || b[la] == '/') &&
+                (i < k || strlen(b) != la))
+                return sl_fail(SL_ERR_INVALID_ARG, "input '%s' %s '%s': its objects would be "
+                                                   "read twice; give only one of the two", b,
+                               strlen(b) > la + 1 ? "is inside" : "is the same as", a);
+        }
+    return SL_OK;
+}
+
 static sl_status check_once(sl_source *src, bool folders)
 {
     size_t n = src->n_files;
     if (n < 2)
         return SL_OK;
+    if (sl_s3_is_url(src->files[0]) || sl_s3_is_url(src->files[n - 1]))
+        return s3_check_once(src);
     input_ref *refs = sl_calloc(n, sizeof *refs);
     if (!refs)
         return sl_fail(SL_ERR_NOMEM, "out of memory checking the inputs");
@@ -720,9 +903,15 @@ static sl_status name_inputs(sl_source *src, bool folders)
     char *cwd = getcwd(NULL, 0); /* relative inputs are named from here; glibc allocates */
     src->lexical = sl_calloc(src->n_files ? src->n_files : 1, sizeof *src->lexical);
     sl_status st = src->lexical ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory naming the inputs");
-    for (size_t i = 0; st == SL_OK && i < src->n_files; i++)
-        if (!(src->lexical[i] = sl_path_lexical(cwd ? cwd : "", src->files[i])))
+    for (size_t i = 0; st == SL_OK && i < src->n_files; i++) {
+        const char *f = src->files[i];
+        size_t n = strlen(f);
+        while (sl_s3_is_url(f) && n > 5 && f[n - 1] == '/')
+            n--;
+        if (!(src->lexical[i] = sl_s3_is_url(f) ? sl_strndup(f, n)
+                                                : sl_path_lexical(cwd ? cwd : "", f)))
             st = sl_fail(SL_ERR_NOMEM, "out of memory naming the inputs");
+    }
     free(cwd);
     if (st == SL_OK && sl_input_names((const char *const *)src->lexical, src->n_files, folders,
                                       &src->names) != 0)
@@ -759,7 +948,7 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
         const char *f = src->files[i];
         const char *k = forced ? forced : kind_of(f);
         struct stat sb;
-        if (stat(f, &sb) != 0)
+        if (!sl_s3_is_url(f) && stat(f, &sb) != 0)
             st = sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "input '%s': %s", f,
                          strerror(errno));
         else if (!k)
@@ -848,10 +1037,19 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
             const char *f = src->files[src->next_file], *name = src->names[src->next_file];
             item->input = src->next_file++;
             char *open_error = NULL;
-            sl_status st = src->kind->open(f, name, &src->p, &src->reader, &open_error);
+            sl_status st = SL_OK;
+            if (sl_s3_is_url(f) && src->kind != &folder_kind)
+                st = copy_input(src, f, &open_error);
+            if (st == SL_OK && !open_error)
+                st = src->kind->open(src->copy ? src->copy : f, name,
+                                     src->copy ? &src->copy_p : &src->p, &src->reader,
+                                     &open_error);
+            if (st == SL_OK)
+                st = name_the_input(&open_error, src->copy, f);
             if (st != SL_OK)
                 return st;
             if (open_error) {
+                drop_copy(src);
                 item->error = open_error;
                 if (!(item->id = sl_strdup(*name ? name : base_name(f))) ||
                     !(item->path = sl_strdup(f)))
@@ -862,10 +1060,17 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
         bool end = false;
         sl_status st = src->kind->next(src->reader, item, &end);
         item->input = src->next_file - 1;
+        if (st == SL_OK && src->copy) {
+            const char *url = src->files[src->next_file - 1];
+            st = name_the_input(&item->error, src->copy, url);
+            if (st == SL_OK)
+                st = name_the_input(&item->path, src->copy, url);
+        }
         if (st != SL_OK || !end)
             return st;
         src->kind->close(src->reader);
         src->reader = NULL;
+        drop_copy(src);
     }
 }
 

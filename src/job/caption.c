@@ -14,9 +14,14 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/alloc.h"
 #include "core/json.h"
+#include "llm/engines/llama_grammar.h"
+#include "llm/json_schema.h"
 #include "core/utf8.h"
+#include "core/alloc.h"
 #include "job/job.h"
+#include "stage/stage.h"
 #include "sluice/pipeline.h"
 
 sl_caption_params sl_caption_default_params(void)
@@ -47,6 +52,44 @@ bool job_uses_openai(const sl_caption_params *p)
 json_t *job_json_text(const char *s)
 {
     return sl_json_text(s, s ? strlen(s) : 0);
+}
+
+/* --json-schema and --grammar, each with the engine that runs them: every
+ * row would fail on what is found here, so it stops the job before any
+ * row does (the files themselves were checked when read, naming them). */
+static sl_status check_structured(const sl_caption_params *p)
+{
+    if (p->json_schema) {
+        sl_json_schema *schema;
+        sl_status st = sl_json_schema_parse(p->json_schema, strlen(p->json_schema),
+                                            "--json-schema", &schema);
+        sl_json_schema_free(schema);
+        if (st != SL_OK)
+            return st;
+    }
+    if (job_uses_openai(p)) {
+        if (p->grammar)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "--grammar is for the llama engine: OpenAI-compatible servers differ "
+                           "in the grammars they take; give --json-schema instead (sent as "
+                           "response_format), or drop --engine openai");
+        if (p->json_schema && p->openai.response_format)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "--json-schema and --response-format both set the request's "
+                           "response_format: keep one");
+        return SL_OK;
+    }
+    if (p->grammar)
+        return sl_llama_grammar_check(p->grammar, "--grammar");
+    if (p->json_schema) {
+        /* What the engine will do with it on every request: converted here
+         * once to say now when llama.cpp cannot. */
+        char *gbnf = NULL;
+        sl_status st = sl_llama_schema_to_grammar(p->json_schema, "--json-schema", &gbnf);
+        sl_free(gbnf);
+        return st;
+    }
+    return SL_OK;
 }
 
 sl_status job_check_params(const sl_caption_params *p)
@@ -119,6 +162,9 @@ sl_status job_check_params(const sl_caption_params *p)
                        p->max_failed);
     if (p->engine && strcmp(p->engine, "llama") != 0 && !job_uses_openai(p))
         return sl_fail(SL_ERR_INVALID_ARG, "--engine must be llama or openai, got '%s'", p->engine);
+    sl_status st = check_structured(p);
+    if (st != SL_OK)
+        return st;
     if (job_uses_openai(p)) {
         if (p->openai.n_endpoints < 1)
             return sl_fail(SL_ERR_INVALID_ARG,
@@ -141,17 +187,53 @@ sl_status job_check_params(const sl_caption_params *p)
     return SL_OK;
 }
 
+sl_status sl_caption_check_stages(const sl_caption_params *p)
+{
+    sl_status st = SL_OK;
+    for (int i = 0; st == SL_OK && i < p->n_stages; i++) {
+        user_stage *us;
+        sl_pipeline_stage_params sp;
+        sl_pipeline_builtin after;
+        if ((st = user_stage_open(&p->stages[i], &us, &sp, &after)) == SL_OK)
+            user_stage_free(us);
+    }
+    return st;
+}
+
 sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
 {
     memset(sum, 0, sizeof *sum);
-    sl_pipeline *pl;
-    sl_status st = sl_pipeline_new(p, &pl);
-    static const sl_pipeline_builtin stages[] = {SL_PIPELINE_READ, SL_PIPELINE_DECODE,
-                                                 SL_PIPELINE_ENGINE, SL_PIPELINE_WRITE};
-    for (size_t i = 0; st == SL_OK && i < sizeof stages / sizeof *stages; i++)
-        st = sl_pipeline_add_builtin(pl, stages[i]);
+    if (p->n_stages < 0 || (p->n_stages > 0 && !p->stages))
+        return sl_fail(SL_ERR_INVALID_ARG, "n_stages is %d but no stages are given", p->n_stages);
+    size_t n_user = (size_t)p->n_stages;
+    user_stage **user = n_user ? sl_calloc(n_user, sizeof *user) : NULL;
+    sl_pipeline_stage_params *defs = n_user ? sl_calloc(n_user, sizeof *defs) : NULL;
+    sl_pipeline_builtin *after = n_user ? sl_calloc(n_user, sizeof *after) : NULL;
+    sl_pipeline *pl = NULL;
+    sl_status st = n_user && (!user || !defs || !after)
+                       ? sl_fail(SL_ERR_NOMEM, "out of memory opening the stages")
+                       : SL_OK;
+    /* Every stage is checked (the script compiles, the plugin loads) before
+     * anything is read or loaded. */
+    for (size_t i = 0; st == SL_OK && i < n_user; i++)
+        st = user_stage_open(&p->stages[i], &user[i], &defs[i], &after[i]);
+    if (st == SL_OK)
+        st = sl_pipeline_new(p, &pl);
+    static const sl_pipeline_builtin builtins[] = {SL_PIPELINE_READ, SL_PIPELINE_DECODE,
+                                                   SL_PIPELINE_ENGINE, SL_PIPELINE_WRITE};
+    for (size_t b = 0; st == SL_OK && b < sizeof builtins / sizeof *builtins; b++) {
+        st = sl_pipeline_add_builtin(pl, builtins[b]);
+        for (size_t i = 0; st == SL_OK && i < n_user; i++)
+            if (after[i] == builtins[b])
+                st = sl_pipeline_add_stage(pl, &defs[i]);
+    }
     if (st == SL_OK)
         st = sl_pipeline_run(pl, sum);
     sl_pipeline_free(pl);
+    for (size_t i = 0; user && i < n_user; i++)
+        user_stage_free(user[i]);
+    sl_free(user);
+    sl_free(defs);
+    sl_free(after);
     return st;
 }

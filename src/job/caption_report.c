@@ -191,9 +191,9 @@ sl_status caption_report_write(const caption_report *r)
     json_t *summary = summary_json(r);
     if (!summary)
         return sl_fail(SL_ERR_NOMEM, "out of memory building summary.json");
-    sl_status st = write_file(r->params->output_dir, "summary.json", put_json, summary);
+    sl_status st = write_file(r->dir, "summary.json", put_json, summary);
     json_decref(summary);
     if (st == SL_OK)
-        st = write_file(r->params->output_dir, "report.html", put_report, r);
+        st = write_file(r->dir, "report.html", put_report, r);
     return st;
 }

@@ -23,6 +23,8 @@ typedef struct caption_report {
     int64_t input_rows;       /* -1: not counted */
     gallery *gallery;
     const caption_schema *schema; /* the output's columns */
+    const char *dir;          /* the folder written to (the output's, or its state folder
+                                 when the output is in object storage) */
 } caption_report;
 
 /* SL_ERR_IO (message names the file and the cause) or SL_ERR_NOMEM. */

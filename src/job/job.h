@@ -46,17 +46,33 @@ typedef struct caption_row {
     uint64_t seed;
     uint8_t *thumb;           /* JPEG, only for rows the gallery asked for */
     size_t thumb_len;
+    const char *format;       /* the file's format (static), once its bytes were seen */
+    size_t root_len;          /* a copy (fan-out): rel is "<input id>#k", this long before
+                                 the '#'; 0 for the input's own row */
 } caption_row;
 
 
 /* Frees a caption_row: the executor row's free function. */
 void job_row_free(void *data);
+/* A copy of r for fan-out (columns, prompt, image, answer copied; no
+ * gallery thumbnail) and its bytes in *bytes; NULL when out of memory. Its
+ * id is "<input id>#copy", numbered with job_row_number() (room is kept). */
+caption_row *job_row_copy(const caption_row *r, size_t *bytes);
+void job_row_number(caption_row *c, unsigned copy);
+/* The id of the input a row came from (rel up to root_len). */
+char *job_row_input_id(const caption_row *r);
 
 /* --- the job ---------------------------------------------------------------- */
 
 /* Shared by every stage of one run. */
 typedef struct job {
     const sl_caption_params *p;
+    const char *dir;           /* where parts, the ledger and the report are written: the
+                                  output folder, or the state folder of an s3:// output */
+    char *dir_owned;
+    char *remote;              /* s3:// output: its URL without a trailing '/'; else NULL */
+    char **remote_parts;       /* ... the part objects there at the start, sorted */
+    size_t n_remote_parts;
     sl_source *src;
     sl_source_params src_params;
     const char *const *inputs;
@@ -106,6 +122,9 @@ sl_stage_def stage_read(job *j);
 /* Whether row `id` is in a sample of `fraction` (0 < fraction <= 1): the
  * same answer on every run (a hash of the id). */
 bool job_in_sample(const char *id, double fraction);
+/* The format of an image file from its first bytes: "jpeg", "png", ...,
+ * "unknown" (static strings). */
+const char *job_image_format(const uint8_t *d, size_t n);
 /* decode: fetch URLs, decode and shrink (and, for HTTP engines, encode the
  * JPEG to send); p->decode_workers workers. */
 sl_stage_def stage_decode(job *j);
@@ -118,7 +137,13 @@ sl_stage_def stage_write(job *j);
 sl_status job_open_output(job *j);
 
 /* The output folder's ledger: start over (overwrite), or settle what an
- * earlier run left and set where this one goes on (resume.c). */
+ * earlier run left and set where this one goes on (resume.c). For an s3://
+ * output, first sets j->dir to the state folder and lists the parts in the
+ * bucket. */
 sl_status job_open_ledger(job *j);
+/* s3:// output: summary.json, report.html and metrics.prom copied up from
+ * the state folder (a warning when one cannot be). */
+void job_upload_reports(job *j);
+void job_output_clear(job *j);
 
 #endif

@@ -5,10 +5,12 @@
  * and counting threads, the report written at the end. */
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "core/log.h"
 #include "job/caption_report.h"
 #include "job/job.h"
@@ -21,6 +23,8 @@ typedef struct slot {
     bool builtin;
     sl_pipeline_builtin which;
     sl_stage_def def;
+    char **columns; /* the caller's stage: the columns it sets (copies) */
+    size_t n_columns;
 } slot;
 
 struct sl_pipeline {
@@ -71,6 +75,14 @@ static sl_status append(sl_pipeline *pl, const slot *s)
     return SL_OK;
 }
 
+static void free_slot(slot *s)
+{
+    for (size_t i = 0; i < s->n_columns; i++)
+        sl_free(s->columns[i]);
+    sl_free(s->columns);
+    sl_free((char *)s->def.name);
+}
+
 sl_status sl_pipeline_add_builtin(sl_pipeline *pl, sl_pipeline_builtin which)
 {
     if ((int)which < SL_PIPELINE_READ || which > SL_PIPELINE_WRITE)
@@ -107,15 +119,43 @@ sl_status sl_pipeline_add_stage(sl_pipeline *pl, const sl_pipeline_stage_params 
     if (!sp->process || sp->workers < 1 || sp->batch_size < 1)
         return sl_fail(SL_ERR_INVALID_ARG, "stage '%s' needs process(), workers >= 1 and "
                                            "batch_size >= 1", name);
+    for (size_t i = 0; i < sp->n_columns; i++)
+        if (!sp->columns[i] || !*sp->columns[i] || caption_field_index(sp->columns[i]) >= 0)
+            return sl_fail(SL_ERR_INVALID_ARG, "stage '%s' declares a column '%s': choose a name "
+                                               "that is not empty and not one of the output's "
+                                               "own fields", name,
+                           sp->columns[i] ? sp->columns[i] : "");
     slot s = {.def = {.kind = SL_STAGE_MAP, .workers = sp->workers, .batch_size = sp->batch_size,
                       .config = sp->config, .init = sp->init, .close = sp->close,
                       .process = sp->process}};
-    if (!(s.def.name = sl_strdup(name)))
-        return sl_fail(SL_ERR_NOMEM, "out of memory adding stage '%s'", name);
-    sl_status st = append(pl, &s);
+    bool ok = (s.def.name = sl_strdup(name)) != NULL &&
+              (!sp->n_columns || (s.columns = sl_calloc(sp->n_columns, sizeof *s.columns)));
+    for (size_t i = 0; ok && i < sp->n_columns; i++, s.n_columns++)
+        ok = (s.columns[i] = sl_strdup(sp->columns[i])) != NULL;
+    sl_status st = ok ? append(pl, &s) : sl_fail(SL_ERR_NOMEM, "out of memory adding stage '%s'",
+                                                 name);
     if (st != SL_OK)
-        sl_free((char *)s.def.name);
+        free_slot(&s);
     return st;
+}
+
+/* The columns every stage of the caller's sets, in stage order (borrowed
+ * from the slots); *out NULL when there are none. */
+static sl_status stage_columns(const sl_pipeline *pl, const char ***out, size_t *n)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < pl->n; i++)
+        total += pl->slots[i].n_columns;
+    *out = NULL;
+    *n = 0;
+    if (!total)
+        return SL_OK;
+    if (!(*out = sl_calloc(total, sizeof **out)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
+    for (size_t i = 0; i < pl->n; i++)
+        for (size_t c = 0; c < pl->slots[i].n_columns; c++)
+            (*out)[(*n)++] = pl->slots[i].columns[c];
+    return SL_OK;
 }
 
 void sl_pipeline_free(sl_pipeline *pl)
@@ -124,7 +164,7 @@ void sl_pipeline_free(sl_pipeline *pl)
         return;
     for (size_t i = 0; i < pl->n; i++)
         if (!pl->slots[i].builtin)
-            sl_free((char *)pl->slots[i].def.name);
+            free_slot(&pl->slots[i]);
     sl_free(pl->slots);
     sl_free(pl);
 }
@@ -178,6 +218,179 @@ sl_status sl_pipeline_row_set_answer(sl_row *row, const char *text)
         return sl_fail(SL_ERR_NOMEM, "out of memory setting the answer of '%s'", r->rel);
     sl_free(r->result.text);
     r->result.text = copy;
+    return SL_OK;
+}
+
+const char *sl_pipeline_row_image_format(const sl_row *row)
+{
+    caption_row *r = sl_row_data(row);
+    if (!r->format && r->data)
+        r->format = job_image_format(r->data, r->len);
+    return r->format;
+}
+
+sl_status sl_pipeline_row_image_bytes(sl_row *row, const uint8_t **bytes, size_t *len)
+{
+    caption_row *r = sl_row_data(row);
+    *bytes = NULL;
+    *len = 0;
+    if (!r->data && r->path && !r->width && !strstr(r->path, "://")) {
+        sl_status st = sl_read_file(r->path, &r->data, &r->len);
+        if (st != SL_OK)
+            return st;
+        sl_row_set_bytes(row, sl_row_bytes(row) + r->len);
+    }
+    if (r->data && !r->format)
+        r->format = job_image_format(r->data, r->len);
+    *bytes = r->data;
+    *len = r->data ? r->len : 0;
+    return SL_OK;
+}
+
+/* Box average of rgb (iw x ih) into w x h grey pixels. */
+static void gray_box(const uint8_t *rgb, int iw, int ih, int w, int h, uint8_t *out)
+{
+    for (int y = 0; y < h; y++) {
+        int y0 = (int)((int64_t)y * ih / h), y1 = (int)((int64_t)(y + 1) * ih / h);
+        if (y1 <= y0)
+            y1 = y0 + 1;
+        for (int x = 0; x < w; x++) {
+            int x0 = (int)((int64_t)x * iw / w), x1 = (int)((int64_t)(x + 1) * iw / w);
+            if (x1 <= x0)
+                x1 = x0 + 1;
+            double sum = 0;
+            for (int yy = y0; yy < y1; yy++) {
+                const uint8_t *px = rgb + ((size_t)yy * (size_t)iw + (size_t)x0) * 3;
+                for (int xx = x0; xx < x1; xx++, px += 3)
+                    sum += 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2];
+            }
+            double v = sum / ((double)(y1 - y0) * (x1 - x0));
+            out[y * w + x] = (uint8_t)(v + 0.5 > 255 ? 255 : v + 0.5);
+        }
+    }
+}
+
+sl_status sl_pipeline_row_gray(const sl_row *row, int w, int h, uint8_t *out)
+{
+    const caption_row *r = sl_row_data(row);
+    if (w < 1 || h < 1 || w > 256 || h > 256)
+        return sl_fail(SL_ERR_INVALID_ARG, "a grey thumbnail is 1..256 pixels a side, not %dx%d",
+                       w, h);
+    const sl_image *img = r->image;
+    sl_image *decoded = NULL;
+    if (!img && r->jpeg) { /* an HTTP engine's row keeps the JPEG it sends, not pixels */
+        sl_image_params ip = sl_image_default_params();
+        ip.max_edge = 4 * (w > h ? w : h);
+        sl_status st = sl_image_decode(r->jpeg, r->jpeg_len, r->rel, &ip, &decoded);
+        if (st != SL_OK)
+            return st;
+        img = decoded;
+    }
+    if (!img)
+        return sl_fail(SL_ERR_INVALID_ARG, "'%s' has no decoded image: a grey thumbnail comes "
+                                           "after the decode stage", r->rel);
+    gray_box(sl_image_pixels(img), sl_image_width(img), sl_image_height(img), w, h, out);
+    sl_image_free(decoded);
+    return SL_OK;
+}
+
+char *sl_pipeline_row_columns_json(const sl_row *row)
+{
+    const caption_row *r = sl_row_data(row);
+    if (!r->extra)
+        return sl_strdup("{}");
+    char *dumped = json_dumps(r->extra, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *copy = dumped ? sl_strdup(dumped) : NULL;
+    free(dumped);
+    return copy;
+}
+
+char *sl_pipeline_row_column_json(const sl_row *row, const char *name)
+{
+    const caption_row *r = sl_row_data(row);
+    json_t *v = r->extra ? json_object_get(r->extra, name) : NULL;
+    if (!v)
+        return NULL;
+    char *dumped = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *copy = dumped ? sl_strdup(dumped) : NULL;
+    free(dumped);
+    return copy;
+}
+
+void sl_pipeline_text_free(char *text) { sl_free(text); }
+
+const char *sl_pipeline_row_column_string(const sl_row *row, const char *name)
+{
+    const caption_row *r = sl_row_data(row);
+    return r->extra ? json_string_value(json_object_get(r->extra, name)) : NULL;
+}
+
+/* Sets column `name` to v (stolen; NULL removes it). */
+static sl_status set_column(sl_row *row, const char *name, json_t *v)
+{
+    caption_row *r = sl_row_data(row);
+    if (!name || !*name || caption_field_index(name) >= 0) {
+        json_decref(v);
+        return sl_fail(SL_ERR_INVALID_ARG, "'%s': a stage cannot set a column named '%s' (%s)",
+                       r->rel, name ? name : "", name && *name ? "one of the row's own fields"
+                                                                 : "empty");
+    }
+    if (!v) {
+        if (r->extra)
+            json_object_del(r->extra, name);
+        return SL_OK;
+    }
+    if (!r->extra && !(r->extra = json_object())) {
+        json_decref(v);
+        return sl_fail(SL_ERR_NOMEM, "out of memory setting column '%s' of '%s'", name, r->rel);
+    }
+    if (json_object_set_new(r->extra, name, v) != 0)
+        return sl_fail(SL_ERR_NOMEM, "out of memory setting column '%s' of '%s'", name, r->rel);
+    return SL_OK;
+}
+
+sl_status sl_pipeline_row_set_column_json(sl_row *row, const char *name, const char *text)
+{
+    json_t *v = NULL;
+    if (text) {
+        json_error_t err;
+        if (!(v = json_loads(text, JSON_DECODE_ANY, &err)))
+            return sl_fail(SL_ERR_INVALID_ARG, "'%s': the value of column '%s' is not JSON: %s",
+                           sl_pipeline_row_id(row), name ? name : "", err.text);
+    }
+    return set_column(row, name, v);
+}
+
+sl_status sl_pipeline_row_set_column_string(sl_row *row, const char *name, const char *text)
+{
+    json_t *v = NULL;
+    if (text && !(v = job_json_text(text)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory setting column '%s' of '%s'",
+                       name ? name : "", sl_pipeline_row_id(row));
+    return set_column(row, name, v);
+}
+
+sl_status sl_pipeline_row_emit(sl_row *parent, sl_row **child)
+{
+    *child = NULL;
+    const caption_row *r = sl_row_data(parent);
+    if (sl_row_failed(parent) || sl_row_dropped(parent))
+        return sl_fail(SL_ERR_INVALID_ARG, "'%s' is %s: it has no copies", r->rel,
+                       sl_row_failed(parent) ? "failed" : "dropped");
+    size_t bytes = 0;
+    caption_row *copy = job_row_copy(r, &bytes);
+    if (!copy)
+        return sl_fail(SL_ERR_NOMEM, "out of memory copying '%s'", r->rel);
+    sl_row *row;
+    sl_status st = sl_row_emit(parent, &row);
+    if (st != SL_OK) {
+        job_row_free(copy);
+        return st;
+    }
+    job_row_number(copy, sl_row_copy_index(row));
+    sl_row_set_data(row, copy, job_row_free);
+    sl_row_set_bytes(row, bytes);
+    *child = row;
     return SL_OK;
 }
 
@@ -259,9 +472,12 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     /* Cheap checks first: a wrong input or output fails before any model
      * loads. */
     j.rows_per_shard = p->shard_rows > 0 ? p->shard_rows : SL_CAPTION_DEFAULT_SHARD_ROWS;
-    if ((st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
-        (st = caption_schema_plan(p, j.inputs, j.n_inputs, &j.src_params, j.src, &j.schema)) !=
-            SL_OK ||
+    const char **columns = NULL;
+    size_t n_columns = 0;
+    if ((st = stage_columns(pl, &columns, &n_columns)) != SL_OK ||
+        (st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
+        (st = caption_schema_plan(p, j.inputs, j.n_inputs, &j.src_params, j.src, columns,
+                                  n_columns, &j.schema)) != SL_OK ||
         (st = job_open_ledger(&j)) != SL_OK || (st = job_open_output(&j)) != SL_OK)
         goto done;
 
@@ -315,7 +531,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     caption_live_finish(j.live);
     caption_metrics_detach_exec(j.metrics);
     if (j.metrics) {
-        char *prom = sl_asprintf("%s/metrics.prom", p->output_dir);
+        char *prom = sl_asprintf("%s/metrics.prom", j.dir);
         if (!prom || caption_metrics_write(j.metrics, prom) != SL_OK)
             sl_log(SL_LOG_WARN, "cannot write the final metrics: %s", sl_last_error());
         sl_free(prom);
@@ -336,9 +552,10 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     if (j.sink_status == SL_OK)
         snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);
     caption_report report = {p,        sum,       exec, run_st, atomic_load(&j.input_total),
-                             j.gallery, &j.schema};
+                             j.gallery, &j.schema, j.dir};
     if (caption_report_write(&report) != SL_OK)
         sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
+    job_upload_reports(&j);
 
     /* A part that could not be committed outranks why the run ended (a stop,
      * --max-failed): its rows are not in the output, and the cause (a full
@@ -361,7 +578,9 @@ done:
     sl_ledger_free(j.ledger); /* after the sink: an open part's rows roll back */
     sl_source_free(j.src);
     caption_schema_clear(&j.schema);
+    job_output_clear(&j);
     pthread_mutex_destroy(&j.mu);
     sl_free(stages);
+    sl_free(columns);
     return st;
 }

@@ -4,11 +4,14 @@
  * (ledger/ledger.h) to settle what an earlier run left and find where this
  * one goes on. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "io/s3.h"
 #include "io/shard.h"
 #include "job/job.h"
 
@@ -79,6 +82,11 @@ static char *fingerprint(const job *j)
     fp_add(&t, "prompt", job_json_text(p->prompt));
     fp_add(&t, "system_prompt", job_json_text(p->system_prompt));
     fp_add(&t, "stop", fp_strings(p->stop, p->n_stop));
+    /* Only when set: a job without them keeps the fingerprint it had. */
+    if (p->json_schema)
+        fp_add(&t, "json_schema", job_json_text(p->json_schema));
+    if (p->grammar)
+        fp_add(&t, "grammar", job_json_text(p->grammar));
     fp_add(&t, "max_tokens", json_integer(p->sampling.max_tokens));
     fp_add(&t, "temperature", fp_real(p->sampling.temperature));
     fp_add(&t, "top_p", fp_real(p->sampling.top_p));
@@ -117,18 +125,187 @@ static char *fingerprint(const job *j)
     return t;
 }
 
+/* --- an output in object storage ----------------------------------------------- */
+
+/* "part-NNNNN.jsonl" / ".parquet" (five or more digits): its number, or -1. */
+static long part_number(const char *name)
+{
+    if (strncmp(name, "part-", 5) != 0)
+        return -1;
+    const char *d = name + 5;
+    size_t n = strspn(d, "0123456789");
+    if (n < 5 || n > 18 || (strcmp(d + n, ".jsonl") != 0 && strcmp(d + n, ".parquet") != 0))
+        return -1;
+    return strtol(d, NULL, 10);
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The part objects directly under the output's prefix, sorted. */
+static sl_status list_remote_parts(job *j)
+{
+    const sl_s3 *s3 = sl_s3_shared();
+    if (!s3)
+        return SL_ERR_INVALID_ARG;
+    char *prefix = sl_asprintf("%s/", j->remote);
+    sl_s3_list *l = NULL;
+    sl_status st = prefix ? sl_s3_list_open(s3, prefix, &l)
+                          : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
+    size_t cap = 0, skip = strlen(strchr(j->remote + 5, '/') ? strchr(j->remote + 5, '/') + 1
+                                                             : "");
+    skip += skip ? 1 : 0;
+    for (bool done = false; st == SL_OK && !done;) {
+        const char *key;
+        uint64_t size;
+        if ((st = sl_s3_list_next(l, &key, &size, &done)) != SL_OK || done)
+            break;
+        if (strlen(key) < skip || part_number(key + skip) < 0)
+            continue;
+        if (j->n_remote_parts == cap) {
+            size_t ncap = cap ? 2 * cap : 64;
+            char **grown = sl_realloc(j->remote_parts, ncap * sizeof *grown);
+            if (!grown) {
+                st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
+                break;
+            }
+            j->remote_parts = grown;
+            cap = ncap;
+        }
+        if (!(j->remote_parts[j->n_remote_parts] = sl_strdup(key + skip)))
+            st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
+        else
+            j->n_remote_parts++;
+    }
+    sl_s3_list_free(l);
+    sl_free(prefix);
+    if (st == SL_OK && j->n_remote_parts)
+        qsort(j->remote_parts, j->n_remote_parts, sizeof *j->remote_parts, cmp_names);
+    return st;
+}
+
+static bool remote_part_published(void *user, const char *name)
+{
+    const job *j = user;
+    return j->n_remote_parts &&
+           bsearch(&name, j->remote_parts, j->n_remote_parts, sizeof *j->remote_parts,
+                   cmp_names) != NULL;
+}
+
+static void remote_scan(const job *j, sl_part_scan *scan)
+{
+    scan->count = (long)j->n_remote_parts;
+    scan->max_number = -1;
+    for (size_t i = 0; i < j->n_remote_parts; i++) {
+        long n = part_number(j->remote_parts[i]);
+        if (n > scan->max_number)
+            scan->max_number = n;
+    }
+}
+
+/* --overwrite: the part objects go (the ledger forgets them next). */
+static sl_status remove_remote_parts(job *j)
+{
+    const sl_s3 *s3 = sl_s3_shared();
+    sl_status st = s3 ? SL_OK : SL_ERR_INVALID_ARG;
+    for (size_t i = 0; st == SL_OK && i < j->n_remote_parts; i++) {
+        char *url = sl_asprintf("%s/%s", j->remote, j->remote_parts[i]);
+        st = url ? sl_s3_delete(s3, url) : sl_fail(SL_ERR_NOMEM, "out of memory");
+        sl_free(url);
+        sl_free(j->remote_parts[i]);
+        j->remote_parts[i] = NULL;
+    }
+    if (st == SL_OK)
+        j->n_remote_parts = 0;
+    return st;
+}
+
+/* j->dir: the output folder, or the state folder of an s3:// output. */
+static sl_status choose_dir(job *j)
+{
+    const sl_caption_params *p = j->p;
+    if (!sl_s3_is_url(p->output_dir)) {
+        j->dir = p->output_dir;
+        return SL_OK;
+    }
+    char *bucket, *key;
+    sl_status st = sl_s3_split(p->output_dir, &bucket, &key);
+    if (st != SL_OK)
+        return st;
+    size_t klen = strlen(key);
+    while (klen && key[klen - 1] == '/')
+        key[--klen] = '\0';
+    j->remote = sl_asprintf("s3://%s%s%s", bucket, klen ? "/" : "", key);
+    if (p->state_dir && *p->state_dir) {
+        j->dir = p->state_dir;
+    } else {
+        const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+        j->dir_owned = xdg && *xdg ? sl_asprintf("%s/sluice/s3/%s/%s", xdg, bucket, key)
+                                   : sl_asprintf("%s/.local/state/sluice/s3/%s/%s",
+                                                 home && *home ? home : "/tmp", bucket, key);
+        j->dir = j->dir_owned;
+    }
+    sl_free(bucket);
+    sl_free(key);
+    if (!j->remote || !j->dir)
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", p->output_dir);
+    if ((st = sl_make_dirs(j->dir)) != SL_OK)
+        return st;
+    return list_remote_parts(j);
+}
+
+void job_output_clear(job *j)
+{
+    for (size_t i = 0; i < j->n_remote_parts; i++)
+        sl_free(j->remote_parts[i]);
+    sl_free(j->remote_parts);
+    sl_free(j->remote);
+    sl_free(j->dir_owned);
+    j->remote_parts = NULL;
+    j->remote = j->dir_owned = NULL;
+    j->n_remote_parts = 0;
+}
+
+void job_upload_reports(job *j)
+{
+    const sl_s3 *s3 = j->remote ? sl_s3_shared() : NULL;
+    static const char *const files[] = {"summary.json", "report.html", "metrics.prom"};
+    for (size_t i = 0; s3 && i < sizeof files / sizeof *files; i++) {
+        char *local = sl_asprintf("%s/%s", j->dir, files[i]);
+        char *url = sl_asprintf("%s/%s", j->remote, files[i]);
+        if (local && url && access(local, F_OK) == 0 &&
+            sl_s3_upload_file(s3, local, url, 0) != SL_OK)
+            sl_log(SL_LOG_WARN, "cannot copy %s to %s: %s", files[i], j->remote,
+                   sl_last_error());
+        sl_free(local);
+        sl_free(url);
+    }
+}
+
 /* Opens the output folder's ledger: starts over (--overwrite), or settles
  * what an earlier run left and finds where this one goes on. */
 sl_status job_open_ledger(job *j)
 {
     const sl_caption_params *p = j->p;
-    const char *dir = p->output_dir;
     sl_part_scan scan;
-    sl_status st;
+    sl_status st = choose_dir(j);
+    if (st != SL_OK)
+        return st;
+    const char *dir = j->dir;
     if (!sl_ledger_exists(dir) && !p->overwrite) {
         /* Parts without a ledger: another tool's, or an older sluice's. */
-        if ((st = sl_shard_scan_parts(dir, &scan)) != SL_OK)
+        if (j->remote)
+            remote_scan(j, &scan);
+        else if ((st = sl_shard_scan_parts(dir, &scan)) != SL_OK)
             return st;
+        if (scan.count > 0 && j->remote)
+            return sl_fail(SL_ERR_EXISTS,
+                           "output '%s' already holds %ld part object%s and its resume ledger "
+                           "is not in %s: give the --state-dir of the run that wrote them, pass "
+                           "--overwrite to replace them, or choose another output", j->remote,
+                           scan.count, scan.count == 1 ? "" : "s", dir);
         if (scan.count > 0)
             return sl_fail(SL_ERR_EXISTS,
                            "output folder '%s' already holds %ld part file%s and no resume "
@@ -139,14 +316,19 @@ sl_status job_open_ledger(job *j)
     if (!fp)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);
     if ((st = sl_ledger_open(dir, p->overwrite, &j->ledger)) == SL_OK && p->overwrite)
-        st = sl_shard_remove_parts(dir); /* under the ledger's lock, before it forgets them */
+        /* under the ledger's lock, before it forgets them */
+        st = j->remote ? remove_remote_parts(j) : sl_shard_remove_parts(dir);
+    if (st == SL_OK && j->remote)
+        sl_ledger_set_presence(j->ledger, remote_part_published, j);
     if (st == SL_OK)
         st = sl_ledger_bind(j->ledger, fp, p->overwrite);
     sl_free(fp);
     sl_ledger_info info;
     if (st == SL_OK)
         st = sl_ledger_reconcile(j->ledger, &info);
-    if (st == SL_OK)
+    if (st == SL_OK && j->remote)
+        remote_scan(j, &scan);
+    else if (st == SL_OK)
         st = sl_shard_scan_parts(dir, &scan);
     if (st != SL_OK)
         return st;

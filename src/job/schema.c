@@ -9,28 +9,28 @@
 /* JSONL nests these in "timings"; Parquet has a column for each. Width to
  * source_height are absent from JSONL (null in Parquet) until decoded. */
 const sl_schema_column caption_fields[CF_COUNT] = {
-    [CF_ID] = {"id", SL_PQ_STRING, false, NULL, false},
-    [CF_PATH] = {"path", SL_PQ_STRING, true, NULL, false},
-    [CF_CAPTION] = {"caption", SL_PQ_STRING, true, NULL, false},
-    [CF_FINISH] = {"finish_reason", SL_PQ_STRING, true, NULL, false},
-    [CF_PROMPT_TOKENS] = {"prompt_tokens", SL_PQ_INT64, false, NULL, false},
-    [CF_GENERATED_TOKENS] = {"generated_tokens", SL_PQ_INT64, false, NULL, false},
-    [CF_CACHED_TOKENS] = {"cached_tokens", SL_PQ_INT64, false, NULL, false},
-    [CF_WIDTH] = {"width", SL_PQ_INT64, true, NULL, true},
-    [CF_HEIGHT] = {"height", SL_PQ_INT64, true, NULL, true},
-    [CF_SOURCE_WIDTH] = {"source_width", SL_PQ_INT64, true, NULL, true},
-    [CF_SOURCE_HEIGHT] = {"source_height", SL_PQ_INT64, true, NULL, true},
-    [CF_MODEL] = {"model", SL_PQ_STRING, false, NULL, false},
-    [CF_SEED] = {"seed", SL_PQ_INT64, false, NULL, false},
-    [CF_DECODE_MS] = {"decode_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_QUEUE_MS] = {"queue_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_PREFILL_MS] = {"prefill_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_ENCODE_MS] = {"encode_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_TTFT_MS] = {"ttft_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_GENERATE_MS] = {"generate_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_TOTAL_MS] = {"total_ms", SL_PQ_DOUBLE, false, "timings", false},
-    [CF_ERROR_STAGE] = {"error_stage", SL_PQ_STRING, true, NULL, false},
-    [CF_ERROR] = {"error", SL_PQ_STRING, true, NULL, false},
+    [CF_ID] = {"id", SL_PQ_STRING, false, NULL, false, false},
+    [CF_PATH] = {"path", SL_PQ_STRING, true, NULL, false, false},
+    [CF_CAPTION] = {"caption", SL_PQ_STRING, true, NULL, false, false},
+    [CF_FINISH] = {"finish_reason", SL_PQ_STRING, true, NULL, false, false},
+    [CF_PROMPT_TOKENS] = {"prompt_tokens", SL_PQ_INT64, false, NULL, false, false},
+    [CF_GENERATED_TOKENS] = {"generated_tokens", SL_PQ_INT64, false, NULL, false, false},
+    [CF_CACHED_TOKENS] = {"cached_tokens", SL_PQ_INT64, false, NULL, false, false},
+    [CF_WIDTH] = {"width", SL_PQ_INT64, true, NULL, true, false},
+    [CF_HEIGHT] = {"height", SL_PQ_INT64, true, NULL, true, false},
+    [CF_SOURCE_WIDTH] = {"source_width", SL_PQ_INT64, true, NULL, true, false},
+    [CF_SOURCE_HEIGHT] = {"source_height", SL_PQ_INT64, true, NULL, true, false},
+    [CF_MODEL] = {"model", SL_PQ_STRING, false, NULL, false, false},
+    [CF_SEED] = {"seed", SL_PQ_INT64, false, NULL, false, false},
+    [CF_DECODE_MS] = {"decode_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_QUEUE_MS] = {"queue_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_PREFILL_MS] = {"prefill_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_ENCODE_MS] = {"encode_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_TTFT_MS] = {"ttft_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_GENERATE_MS] = {"generate_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_TOTAL_MS] = {"total_ms", SL_PQ_DOUBLE, false, "timings", false, false},
+    [CF_ERROR_STAGE] = {"error_stage", SL_PQ_STRING, true, NULL, false, false},
+    [CF_ERROR] = {"error", SL_PQ_STRING, true, NULL, false, false},
 };
 
 static const char *const answer_suffix[TC_COUNT] = {
@@ -38,10 +38,20 @@ static const char *const answer_suffix[TC_COUNT] = {
     [TC_GENERATED_TOKENS] = "_generated_tokens", [TC_CACHED_TOKENS] = "_cached_tokens"};
 static const sl_pq_type answer_type[TC_COUNT] = {SL_PQ_STRING, SL_PQ_STRING, SL_PQ_INT64,
                                                  SL_PQ_INT64, SL_PQ_INT64};
-static const sl_schema_column task_column = {"task", SL_PQ_STRING, false, NULL, false};
+static const sl_schema_column task_column = {"task", SL_PQ_STRING, false, NULL, false, false};
 
 static const sl_schema_column image_bytes_column = {"image_bytes", SL_PQ_BINARY, true, NULL,
-                                                    false};
+                                                    false, false};
+
+int caption_field_index(const char *name)
+{
+    for (int i = 0; i < CF_COUNT; i++)
+        if (strcmp(caption_fields[i].name, name) == 0)
+            return i;
+    if (strcmp(name, "timings") == 0 || strcmp(name, image_bytes_column.name) == 0)
+        return CF_COUNT;
+    return -1;
+}
 
 /* How many rows are read ahead to choose the pass-through columns' types. */
 enum { SCHEMA_SAMPLE_ROWS = 100 };
@@ -113,6 +123,17 @@ sl_status caption_task_name_check(const char *name, bool rows_per_task)
     return SL_OK;
 }
 
+/* Whether every answer the job writes in `caption` is JSON. */
+static bool all_structured(const sl_caption_params *p)
+{
+    if (p->n_tasks == 0 || p->json_schema)
+        return p->json_schema != NULL;
+    for (int t = 0; t < p->n_tasks; t++)
+        if (!p->tasks[t].json_schema)
+            return false;
+    return true;
+}
+
 /* The job's columns in output order: with several tasks, each task's five
  * after `path` in place of caption and finish_reason; with one row per
  * task, `task` after `path`. */
@@ -132,7 +153,13 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
         if (n_tasks > 0 && (f == CF_CAPTION || f == CF_FINISH))
             continue;
         out->head_cell[n] = f;
-        out->head[n++] = caption_fields[f];
+        out->head[n] = caption_fields[f];
+        /* A structured answer is JSON (checked by the engine): JSONL writes
+         * the value, Parquet its text. With one row per task, only when
+         * every task has a schema (the column holds all their answers). */
+        if (f == CF_CAPTION)
+            out->head[n].json = all_structured(p);
+        n++;
         if (f != CF_PATH)
             continue;
         if (p->n_tasks > 0 && p->rows_per_task) {
@@ -146,8 +173,9 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
                                          answer_suffix[k]) + 1;
                 out->head_cell[n] = CELL_ANSWER(t, k);
                 /* A failed row has no answers; token counts are then 0. */
-                out->head[n++] = (sl_schema_column){name, answer_type[k], k <= TC_FINISH, NULL,
-                                                    false};
+                out->head[n] = (sl_schema_column){name, answer_type[k], k <= TC_FINISH, NULL,
+                                                  false, false};
+                out->head[n++].json = k == TC_TEXT && (p->tasks[t].json_schema || p->json_schema);
             }
     }
     out->schema.head = out->head;
@@ -157,7 +185,8 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
 
 sl_status caption_schema_plan(const sl_caption_params *p, const char *const *inputs,
                               size_t n_inputs, const sl_source_params *src_params,
-                              const sl_source *src, caption_schema *out)
+                              const sl_source *src, const char *const *stage_columns,
+                              size_t n_stage_columns, caption_schema *out)
 {
     memset(out, 0, sizeof *out);
     sl_status st0 = plan_head(p, out);
@@ -181,20 +210,22 @@ sl_status caption_schema_plan(const sl_caption_params *p, const char *const *inp
     out->schema.passthrough = out->cols;
     /* JSONL writes each row's own columns; Parquet needs one type per
      * column before the first row: the first rows of the inputs say. */
-    if (!parquet_output(p) || strcmp(sl_source_kind(src), "folder") == 0)
-        return SL_OK;
-    sl_source *peek;
-    if ((st = sl_source_open(inputs, n_inputs, src_params, &peek)) != SL_OK)
-        return st;
-    sl_source_item it = {0};
-    bool done = false;
-    for (int k = 0; k < SCHEMA_SAMPLE_ROWS && st == SL_OK; k++) {
-        if ((st = sl_source_next(peek, &it, &done)) != SL_OK || done)
-            break;
-        st = sl_columns_sample(out->cols, it.extra);
+    if (parquet_output(p) && strcmp(sl_source_kind(src), "folder") != 0) {
+        sl_source *peek;
+        if ((st = sl_source_open(inputs, n_inputs, src_params, &peek)) != SL_OK)
+            return st;
+        sl_source_item it = {0};
+        bool done = false;
+        for (int k = 0; k < SCHEMA_SAMPLE_ROWS && st == SL_OK; k++) {
+            if ((st = sl_source_next(peek, &it, &done)) != SL_OK || done)
+                break;
+            st = sl_columns_sample(out->cols, it.extra);
+        }
+        sl_source_item_clear(&it);
+        sl_source_free(peek);
     }
-    sl_source_item_clear(&it);
-    sl_source_free(peek);
+    for (size_t i = 0; i < n_stage_columns && st == SL_OK; i++)
+        st = sl_columns_add(out->cols, stage_columns[i]);
     return st;
 }
 

@@ -35,6 +35,11 @@ enum { TC_TEXT, TC_FINISH, TC_PROMPT_TOKENS, TC_GENERATED_TOKENS, TC_CACHED_TOKE
 #define CELL_IMAGE_BYTES CELL_ANSWER(SL_MAX_TASKS, 0)
 #define CELL_COUNT (CELL_IMAGE_BYTES + 1)
 
+/* The index of our own field `name` in caption_fields (CF_COUNT for
+ * "timings" and "image_bytes", names of ours too), or -1: a name a stage
+ * may give a column of its own. */
+int caption_field_index(const char *name);
+
 typedef struct caption_schema {
     sl_schema schema;           /* what sinks are opened with */
     sl_columns *cols;           /* the pass-through columns */
@@ -51,10 +56,12 @@ sl_status caption_task_name_check(const char *name, bool rows_per_task);
 
 /* Plans the schema of job p reading src's inputs (they are read again, from
  * the start, to sample the first rows' pass-through columns when the output
- * is Parquet). On failure, clear it all the same. */
+ * is Parquet), with the columns the user's stages set (stage_columns) after
+ * the input's. On failure, clear it all the same. */
 sl_status caption_schema_plan(const sl_caption_params *p, const char *const *inputs,
                               size_t n_inputs, const sl_source_params *src_params,
-                              const sl_source *src, caption_schema *out);
+                              const sl_source *src, const char *const *stage_columns,
+                              size_t n_stage_columns, caption_schema *out);
 
 /* The columns as [{"name", "type"}] in output order (JSONL's nested
  * timings as "timings.decode_ms"); NULL when out of memory. */

@@ -12,6 +12,29 @@
 #include "io/source_parse.h"
 #include "job/job.h"
 
+const char *job_image_format(const uint8_t *d, size_t n)
+{
+    static const struct {
+        size_t at;
+        const char *magic;
+        size_t len;
+        const char *name;
+    } known[] = {
+        {0, "\xFF\xD8\xFF", 3, "jpeg"}, {0, "\x89PNG\r\n\x1a\n", 8, "png"},
+        {8, "WEBP", 4, "webp"},         {0, "GIF8", 4, "gif"},
+        {0, "II*\0", 4, "tiff"},        {0, "MM\0*", 4, "tiff"},
+        {0, "BM", 2, "bmp"},            {8, "avif", 4, "avif"},
+        {8, "heic", 4, "heif"},         {8, "heix", 4, "heif"},
+        {8, "mif1", 4, "heif"},         {0, "\xFF\x0A", 2, "jxl"},
+        {4, "JXL ", 4, "jxl"},
+    };
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (n >= known[i].at + known[i].len &&
+            memcmp(d + known[i].at, known[i].magic, known[i].len) == 0)
+            return known[i].name;
+    return "unknown";
+}
+
 static sl_status decode_init(void *cfg, int worker, void **state)
 {
     *state = cfg;
@@ -22,7 +45,8 @@ static bool is_url(const char *path)
 {
     char scheme[16];
     sl_url_scheme(path, scheme);
-    return strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0;
+    return strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0 ||
+           strcmp(scheme, "s3") == 0;
 }
 
 static bool sending_originals(const sl_caption_params *p)
@@ -71,6 +95,8 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
             st = r->data ? sl_image_decode(r->data, r->len, r->path ? r->path : r->rel,
                                            &j->p->image, &r->image)
                          : sl_image_load_file(r->path, &j->p->image, &r->image);
+        if (r->data)
+            r->format = job_image_format(r->data, r->len);
         if (st == SL_OK && r->data && sending_originals(j->p))
             r->original_mime = sendable_mime(r->data, r->len);
         if (r->data && !j->p->include_image_bytes && !r->original_mime) {

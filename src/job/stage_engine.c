@@ -110,7 +110,7 @@ static sl_status engine_submit(void *state, sl_row *row)
         const sl_caption_task *t = &p->tasks[i];
         tasks[i] = (sl_task){.name = t->name, .prompt = t->prompt,
                              .system_prompt = t->system_prompt ? t->system_prompt : system,
-                             .sampling = t->sampling};
+                             .sampling = t->sampling, .json_schema = t->json_schema};
         tasks[i].sampling.seed = sl_sampling_row_seed(t->sampling.seed, r->rel);
         char **f = &filled[n_filled++];
         if ((st = fill(r, t->name, t->prompt, f)) == SL_OK && *f)
@@ -139,6 +139,8 @@ static sl_status engine_submit(void *state, sl_row *row)
         .sampling = p->sampling,
         .stop = p->stop,
         .n_stop = p->n_stop,
+        .json_schema = p->json_schema,
+        .grammar = p->grammar,
     };
     req.sampling.seed = r->seed;
     st = sl_engine_submit(rep->engine, &req, row);
@@ -204,6 +206,16 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
             r->has_result = true;
             /* The one-task case: its answer is the column `caption`. */
             caption_metrics_task_answer(rep->j->metrics, "caption", &r->result);
+        } else if (c->status == SL_ERR_INVALID_OUTPUT) {
+            /* Its tokens and timings are written and counted; its text is
+             * in the error, and the caption stays null as on any failure. */
+            r->result = c->result;
+            c->result = (sl_result){0};
+            sl_free(r->result.text);
+            r->result.text = NULL;
+            r->has_result = true;
+            sl_row_fail_status(row, c->status, "%s",
+                               c->error ? c->error : "out of memory (the error was lost)");
         } else {
             sl_row_fail_status(row, c->status, "%s",
                                c->error ? c->error : "out of memory (the error was lost)");

@@ -5,6 +5,8 @@
  * input, nothing held in memory) after recording every id it reads in a
  * temporary database (ledger/idset.h): a repeated id could not be written
  * exactly once, so it stops the run. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -30,6 +32,79 @@ void job_row_free(void *data)
     sl_free(r->results);
     sl_image_buffer_free(r->thumb);
     sl_free(r);
+}
+
+static bool copy_bytes(uint8_t **dst, const uint8_t *src, size_t len, bool with_malloc)
+{
+    *dst = NULL;
+    if (!src)
+        return true;
+    *dst = with_malloc ? malloc(len ? len : 1) : sl_malloc(len ? len : 1);
+    if (*dst)
+        memcpy(*dst, src, len);
+    return *dst != NULL;
+}
+
+enum { COPY_DIGITS = 12 }; /* '#' and an unsigned */
+
+void job_row_number(caption_row *c, unsigned copy)
+{
+    snprintf(c->rel + c->root_len, COPY_DIGITS + 1, "#%u", copy);
+}
+
+caption_row *job_row_copy(const caption_row *r, size_t *bytes)
+{
+    caption_row *c = sl_calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    size_t root = r->root_len ? r->root_len : strlen(r->rel);
+    if ((c->rel = sl_malloc(root + COPY_DIGITS + 1)) != NULL) {
+        memcpy(c->rel, r->rel, root);
+        c->rel[root] = '\0';
+    }
+    c->root_len = root;
+    bool ok = c->rel != NULL;
+    ok = ok && (!r->path || (c->path = sl_strdup(r->path)));
+    ok = ok && (!r->prompt || (c->prompt = sl_strdup(r->prompt)));
+    ok = ok && (!r->extra || (c->extra = json_deep_copy(r->extra)));
+    ok = ok && copy_bytes(&c->data, r->data, r->len, false);
+    ok = ok && copy_bytes(&c->jpeg, r->jpeg, r->jpeg_len, true); /* sl_image_buffer_free */
+    ok = ok && (!r->image || sl_image_from_rgb(sl_image_width(r->image),
+                                               sl_image_height(r->image),
+                                               sl_image_pixels(r->image), &c->image) == SL_OK);
+    if (ok && r->has_result) {
+        c->result = r->result;
+        c->result.trace_tokens = NULL;
+        c->result.trace_margins = NULL;
+        c->result.n_trace = 0;
+        ok = !r->result.text || (c->result.text = sl_strdup(r->result.text));
+        c->has_result = true;
+    }
+    if (!ok) {
+        job_row_free(c);
+        return NULL;
+    }
+    c->len = r->len;
+    c->jpeg_len = r->jpeg_len;
+    c->original_mime = r->original_mime;
+    c->width = r->width;
+    c->height = r->height;
+    c->source_width = r->source_width;
+    c->source_height = r->source_height;
+    c->decode_ms = r->decode_ms;
+    c->started = r->started;
+    c->seed = r->seed;
+    c->format = r->format;
+    *bytes = sizeof *c + strlen(c->rel) + (c->data ? c->len : 0) + c->jpeg_len +
+             (c->image ? sl_image_bytes(c->image) : 0) +
+             (c->result.text ? strlen(c->result.text) : 0) +
+             (c->extra ? 256 * json_object_size(c->extra) : 0);
+    return c;
+}
+
+char *job_row_input_id(const caption_row *r)
+{
+    return r->root_len ? sl_strndup(r->rel, r->root_len) : sl_strdup(r->rel);
 }
 
 /* The read stage's one worker: every id read so far, done or not, so a

@@ -174,21 +174,59 @@ static sl_status write_init(void *cfg, int worker, void **state)
     return SL_OK;
 }
 
+/* The rows of an input with copies (a stage's fan-out, sl_row_emit) are
+ * each recorded in the ledger under their own id ("<input>#0" for the
+ * input's own row, "<input>#k" for copy k), and the input's id is recorded
+ * with the last of them. A crash in between leaves the input not done: the
+ * rerun makes its rows again and writes only those not committed before, so
+ * each is written once (provided the stage makes the same copies again). */
+static sl_status group_member(job *j, const sl_row *row, const caption_row *r, char **member,
+                              bool *committed)
+{
+    *member = NULL;
+    *committed = false;
+    if (!sl_row_in_group(row) || !j->ledger)
+        return SL_OK;
+    *member = r->root_len ? sl_strdup(r->rel) : sl_asprintf("%s#0", r->rel);
+    if (!*member)
+        return sl_fail(SL_ERR_NOMEM, "out of memory recording '%s'", r->rel);
+    return sl_ledger_is_done(j->ledger, *member, committed);
+}
+
+static sl_status input_done(job *j, const sl_row *row, const caption_row *r)
+{
+    if (!sl_row_in_group(row) || !sl_row_completes_input(row) || !j->ledger)
+        return SL_OK;
+    char *input = job_row_input_id(r);
+    sl_status st = input ? sl_ledger_part_add(j->ledger, input)
+                         : sl_fail(SL_ERR_NOMEM, "out of memory recording '%s'", r->rel);
+    sl_free(input);
+    return st;
+}
+
 static sl_status write_process(void *state, sl_row *const *rows, size_t n)
 {
     job *j = state;
     for (size_t i = 0; i < n; i++) {
         caption_row *r = sl_row_data(rows[i]);
+        char *member;
+        bool committed;
+        sl_status st = group_member(j, rows[i], r, &member, &committed);
         /* A dropped row is not written, but the ledger records it with the
-         * part, so a rerun skips it as done. */
-        bool dropped = sl_row_dropped(rows[i]);
-        sl_status st = SL_OK;
-        if (!dropped)
+         * part, so a rerun skips it as done; so is a row of an input with
+         * copies that an earlier run committed. */
+        bool dropped = sl_row_dropped(rows[i]) || committed;
+        if (st == SL_OK && !dropped)
             st = write_row(j, r, rows[i]);
-        if (st == SL_OK && j->ledger)
-            st = sl_ledger_part_add(j->ledger, r->rel);
+        if (st == SL_OK && j->ledger && !committed)
+            st = sl_ledger_part_add(j->ledger, member ? member : r->rel);
+        sl_free(member);
+        if (st == SL_OK)
+            st = input_done(j, rows[i], r);
         bool failed = sl_row_failed(rows[i]);
-        if (st == SL_OK && dropped) {
+        if (st == SL_OK && committed) {
+            /* counted by the run that wrote it */
+        } else if (st == SL_OK && dropped) {
             j->part.dropped++;
         } else if (st == SL_OK) {
             j->part.rows++;
@@ -261,8 +299,9 @@ sl_status job_open_output(job *j)
     const sl_caption_params *p = j->p;
     sl_status st = SL_OK;
     if (!j->sink &&
-        (st = sl_sink_open(p->output_format, p->output_dir, p->overwrite, &j->schema.schema,
-                           &j->sink)) != SL_OK)
+        ((st = sl_sink_open(p->output_format, j->dir, p->overwrite, &j->schema.schema,
+                            &j->sink)) != SL_OK ||
+         (j->remote && (st = sl_sink_set_remote(j->sink, j->remote)) != SL_OK)))
         return st;
     char name[64];
     snprintf(name, sizeof name, "part-%05ld.%s", j->shard, sl_sink_format(j->sink));

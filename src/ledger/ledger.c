@@ -32,6 +32,8 @@ struct sl_ledger {
     bool in_part, prepared; /* a part's transaction is open / a part awaits commit */
     char *part_name;
     long part_number, part_rows;
+    bool (*published)(void *user, const char *name); /* NULL: the file in dir */
+    void *published_user;
 };
 
 /* --- helpers ------------------------------------------------------------------ */
@@ -350,6 +352,13 @@ static sl_status drop_part(sl_ledger *l, long number)
     return st;
 }
 
+void sl_ledger_set_presence(sl_ledger *l, bool (*published)(void *user, const char *name),
+                            void *user)
+{
+    l->published = published;
+    l->published_user = user;
+}
+
 sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
 {
     sl_ledger_info got = {.max_part = -1};
@@ -393,7 +402,8 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
             st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
             break;
         }
-        bool present = access(file, F_OK) == 0;
+        bool present = l->published ? l->published(l->published_user, parts[i].name)
+                                    : access(file, F_OK) == 0;
         if (!present) {
             /* Pending: the crash came before the rename. Committed: removed by hand. */
             if (parts[i].state == PART_COMMITTED)

@@ -71,6 +71,12 @@ sl_status sl_ledger_open(const char *dir, bool overwrite, sl_ledger **out);
  * part first (the caller has removed their files) and stores the new one. */
 sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset);
 
+/* Where the parts are published elsewhere (object storage): whether part
+ * `name` was published, asked by sl_ledger_reconcile() in place of looking
+ * for dir/name. `user` is the caller's, borrowed until the ledger is freed. */
+void sl_ledger_set_presence(sl_ledger *l, bool (*published)(void *user, const char *name),
+                            void *user);
+
 /* Settles what an interrupted run left (see above); fills *info (optional). */
 sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info);
 

@@ -164,6 +164,8 @@ void sl_task_request(const sl_request *q, int i, sl_request *out, char **id_out)
     if (t->system_prompt)
         out->system_prompt = t->system_prompt;
     out->sampling = t->sampling;
+    if (t->json_schema)
+        out->json_schema = t->json_schema;
     out->tasks = NULL;
     out->n_tasks = 0;
     *id_out = sl_asprintf("%s, task %s", q->id ? q->id : "(request)", t->name ? t->name : "?");

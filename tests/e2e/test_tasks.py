@@ -152,8 +152,7 @@ def test_tasks_file_job_file_and_wrong_settings(sluice, four, tmp_path):
     spec.write_text(json.dumps({
         "short": {"prompt": "Describe it.", "sampling": {"max_tokens": 4}},
         "tags": {"prompt": "Tags?", "system": "You tag images.",
-                 "sampling": {"max_tokens": 3, "temperature": 0.7, "seed": 5},
-                 "json_schema": {"type": "object"}}}))
+                 "sampling": {"max_tokens": 3, "temperature": 0.7, "seed": 5}}}))
     out = tmp_path / "out"
     prompt_file = tmp_path / "p.txt"
     prompt_file.write_text("Name the main object.\n")
@@ -163,6 +162,17 @@ def test_tasks_file_job_file_and_wrong_settings(sluice, four, tmp_path):
     rows = read_rows(out)
     assert all(row["short_generated_tokens"] <= 4 and row["tags_generated_tokens"] <= 3 and
                row["obj_generated_tokens"] <= 2 for row in rows)
+
+    # A task's json_schema is its structured output: three tokens cannot
+    # close a JSON object, so each row fails as invalid output, naming it.
+    spec.write_text(json.dumps({
+        "short": {"prompt": "Describe it.", "sampling": {"max_tokens": 4}},
+        "record": {"prompt": "JSON?", "sampling": {"max_tokens": 3},
+                   "json_schema": {"type": "object"}}}))
+    r = sluice.caption(four, tmp_path / "structured", "--tasks", spec, "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr
+    rows = read_rows(tmp_path / "structured")
+    assert all(", task record: " in row["error"] and row["record"] is None for row in rows)
 
     job = tmp_path / "job.yaml"
     job.write_text(f"""

@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include <jansson.h>
+#include "llama.h"
 #include "llm/engines/llama_sample.h"
 #include "sluice/sluice.h"
 #include "test_util.h"
@@ -979,6 +981,237 @@ static void stats_can_be_read_while_the_engine_runs(void **state)
     sl_engine_free(e);
 }
 
+/* --- structured output --------------------------------------------------------- */
+
+/* Bounded everywhere (enums, small integers, short strings), so a random
+ * model under its grammar ends the JSON well inside max_tokens. */
+static const char tags_schema[] =
+    "{\"type\": \"object\", \"properties\": {"
+    "\"label\": {\"enum\": [\"cat\", \"dog\", \"bird\"]},"
+    "\"count\": {\"type\": \"integer\", \"minimum\": 0, \"maximum\": 9},"
+    "\"tags\": {\"type\": \"array\", \"items\": {\"enum\": [\"red\", \"blue\"]}, \"maxItems\": 3},"
+    "\"caption\": {\"type\": \"string\", \"maxLength\": 12}},"
+    "\"required\": [\"label\", \"count\", \"tags\", \"caption\"],"
+    "\"additionalProperties\": false}";
+
+static size_t chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* Checks by hand (not with the engine's own checker) that text is the
+ * object tags_schema describes. */
+static bool is_tags_json(const char *text)
+{
+    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+    bool ok = json_is_object(v) && json_object_size(v) == 4;
+    const char *label = ok ? json_string_value(json_object_get(v, "label")) : NULL;
+    ok = ok && label && (!strcmp(label, "cat") || !strcmp(label, "dog") || !strcmp(label, "bird"));
+    json_t *count = ok ? json_object_get(v, "count") : NULL;
+    ok = ok && json_is_integer(count) && json_integer_value(count) >= 0 &&
+         json_integer_value(count) <= 9;
+    json_t *tags = ok ? json_object_get(v, "tags") : NULL;
+    ok = ok && json_is_array(tags) && json_array_size(tags) <= 3;
+    for (size_t i = 0; ok && i < json_array_size(tags); i++) {
+        const char *t = json_string_value(json_array_get(tags, i));
+        ok = t && (!strcmp(t, "red") || !strcmp(t, "blue"));
+    }
+    const char *caption = ok ? json_string_value(json_object_get(v, "caption")) : NULL;
+    ok = ok && caption && chars(caption) <= 12;
+    json_decref(v);
+    return ok;
+}
+
+/* Rows of the random model with and without the schema, greedy and
+ * sampled, side by side in one batch: the rows with it are all JSON of
+ * the schema (the grammar constrains sampling: the rows without it, the
+ * same model and images, are not JSON), on each host sampler. */
+static void a_json_schema_constrains_a_random_model(void **state)
+{
+    static const sl_llama_sampler samplers[] = {SL_SAMPLER_HOST, SL_SAMPLER_DEVICE,
+                                                SL_SAMPLER_REFERENCE};
+    for (size_t m = 0; m < sizeof samplers / sizeof *samplers; m++) {
+        sl_llama_params p = sl_llama_default_params();
+        p.model_path = model_path;
+        p.mmproj_path = mmproj_path;
+        p.n_parallel = 4;
+        p.n_threads = 2;
+        p.sampler = samplers[m];
+        sl_engine *e = NULL;
+        if (sl_engine_open_llama(&p, &e) != SL_OK)
+            fail_msg("cannot open the tiny model: %s", sl_last_error());
+        enum { N = 8 };
+        sl_image *imgs[N];
+        int tags[N];
+        char ids[N][16];
+        for (int k = 0; k < N; k++) {
+            imgs[k] = variant(k);
+            snprintf(ids[k], sizeof ids[k], "json%d", k);
+            sl_request req = request(ids[k], 160);
+            req.image = imgs[k];
+            req.json_schema = k % 4 == 3 ? NULL : tags_schema; /* row 3, 7: free text */
+            if (k % 2) {
+                req.sampling.temperature = 1.0f;
+                req.sampling.seed = sl_sampling_row_seed(5, ids[k]);
+            }
+            tags[k] = k;
+            assert_int_equal(sl_engine_submit(e, &req, &tags[k]), SL_OK);
+        }
+        int got = 0, idle = 0, free_text_json = 0;
+        while (got < N) {
+            sl_completion c[N];
+            size_t n;
+            assert_int_equal(sl_engine_poll(e, c, N, 1000, &n), SL_OK);
+            if (n == 0 && ++idle > 600)
+                fail_msg("no completion for 10 minutes");
+            for (size_t i = 0; i < n; i++, got++) {
+                int k = *(int *)c[i].tag;
+                if (c[i].status != SL_OK)
+                    fail_msg("sampler %d, row %d: %s", (int)samplers[m], k, c[i].error);
+                if (k % 4 == 3)
+                    free_text_json += is_tags_json(c[i].result.text);
+                else if (!is_tags_json(c[i].result.text))
+                    fail_msg("sampler %d, row %d: not the schema's JSON: %s", (int)samplers[m], k,
+                             c[i].result.text);
+                else
+                    assert_string_equal(c[i].result.finish_reason, "stop");
+                sl_completion_clear(&c[i]);
+            }
+        }
+        assert_int_equal(free_text_json, 0);
+        sl_engine_free(e);
+        for (int k = 0; k < N; k++)
+            sl_image_free(imgs[k]);
+    }
+}
+
+/* Too few tokens to close the JSON: a failed request of its own class,
+ * its raw text in the message and its result kept. */
+static void an_answer_cut_short_is_invalid_output(void **state)
+{
+    sl_engine *e = open_tiny(2, 0);
+    sl_request req = request("short.jpg", 3);
+    req.json_schema = tags_schema;
+    int tag = 0;
+    assert_int_equal(sl_engine_submit(e, &req, &tag), SL_OK);
+    sl_completion c;
+    size_t n = 0;
+    while (n == 0)
+        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    assert_int_equal(c.status, SL_ERR_INVALID_OUTPUT);
+    assert_string_equal(sl_status_class(c.status), "invalid_output");
+    assert_string_equal(c.result.finish_reason, "length");
+    assert_int_equal(c.result.generated_tokens, 3);
+    assert_true(c.result.text[0] == '{');
+    assert_non_null(strstr(c.error, "short.jpg: the answer is not JSON: "));
+    char *tail = sl_asprintf("; the answer was: %s", c.result.text);
+    assert_non_null(strstr(c.error, tail));
+    sl_free(tail);
+    sl_completion_clear(&c);
+
+    /* A schema the converter or the checker cannot read fails the request
+     * at submit, naming it. */
+    req.json_schema = "{\"type\": \"list\"}";
+    assert_int_equal(sl_engine_submit(e, &req, &tag), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "short.jpg: json_schema: $.type: unknown type"));
+    sl_engine_free(e);
+}
+
+/* A GBNF grammar of its own: every answer is one of its sentences. */
+static void a_grammar_constrains_sampling(void **state)
+{
+    sl_engine *e = open_tiny(2, 0);
+    for (int k = 0; k < 4; k++) {
+        sl_request req = request("gbnf", 16);
+        req.grammar = "root ::= (\"yes\" | \"no\") \", \" [a-c]{2} \".\"";
+        if (k % 2) {
+            req.sampling.temperature = 1.0f;
+            req.sampling.seed = (uint64_t)k;
+        }
+        sl_result r;
+        assert_int_equal(sl_engine_generate(e, &req, &r), SL_OK);
+        size_t len = strlen(r.text);
+        bool yes = strncmp(r.text, "yes, ", 5) == 0, no = strncmp(r.text, "no, ", 4) == 0;
+        if (!(yes || no) || len != (yes ? 8u : 7u) || r.text[len - 1] != '.' ||
+            strspn(r.text + len - 3, "abc") != 2)
+            fail_msg("not a sentence of the grammar: '%s'", r.text);
+        assert_string_equal(r.finish_reason, "stop");
+        sl_result_clear(&r);
+    }
+    sl_engine_free(e);
+}
+
+/* The grammar applies before the 30*T cut: a grammar whose every allowed
+ * token lies 100 below the best logit still gets one of them, greedy and
+ * sampled, and a first choice the grammar allows is taken as it is. Built
+ * on llama.cpp's own grammar sampler over the tiny model's vocabulary. */
+static void the_grammar_applies_before_the_candidate_cut(void **state)
+{
+    struct llama_model_params mp = llama_model_default_params();
+    mp.vocab_only = true;
+    struct llama_model *model = llama_model_load_from_file(model_path, mp);
+    assert_non_null(model);
+    const struct llama_vocab *vocab = llama_model_get_vocab(model);
+    int n = llama_vocab_n_tokens(vocab);
+    const char *gbnf = "root ::= \"yes\"";
+    llama_token_data *cand = sl_malloc((size_t)n * sizeof *cand);
+    float *logits = sl_malloc((size_t)n * sizeof *logits);
+    /* Which first tokens does the grammar allow? (apply leaves its state.) */
+    struct llama_sampler *probe = llama_sampler_init_grammar(vocab, gbnf, "root");
+    for (int i = 0; i < n; i++)
+        cand[i] = (llama_token_data){.id = i, .logit = 0.0f, .p = 0.0f};
+    llama_token_data_array arr = {.data = cand, .size = (size_t)n, .selected = -1, .sorted = false};
+    llama_sampler_apply(probe, &arr);
+    llama_sampler_free(probe);
+    bool *allowed = sl_calloc((size_t)n, sizeof *allowed);
+    int n_allowed = 0, some_allowed = -1;
+    for (int i = 0; i < n; i++)
+        if (cand[i].logit != -INFINITY) {
+            allowed[i] = true;
+            n_allowed++;
+            some_allowed = i;
+        }
+    assert_true(n_allowed > 0 && n_allowed < n);
+    for (int i = 0; i < n; i++)
+        logits[i] = allowed[i] ? (float)(i % 7) : 100.0f + (float)(i % 5);
+    for (int sampled = 0; sampled < 2; sampled++) {
+        sl_sampling sp = sl_sampling_default();
+        sp.temperature = sampled ? 1.0f : 0.0f;
+        sp.seed = 11;
+        struct llama_sampler *g = llama_sampler_init_grammar(vocab, gbnf, "root");
+        struct llama_sampler *chain = sampled ? sl_llama_make_chain(&sp, n) : NULL;
+        size_t k = 0;
+        int32_t tok = sl_llama_sample_grammar(g, chain, logits, n, &sp, cand, &k);
+        assert_true(tok >= 0 && tok < n);
+        assert_true(allowed[tok]);
+        assert_int_equal(k, (size_t)n_allowed); /* all allowed ones were candidates */
+        if (!sampled) { /* greedy: the best allowed, the lowest id on a tie */
+            for (int i = 0; i < n; i++)
+                if (allowed[i])
+                    assert_true(logits[i] < logits[tok] || (logits[i] == logits[tok] && i >= tok));
+        }
+        sl_llama_free_chain(chain);
+        llama_sampler_free(g);
+    }
+    /* A first choice the grammar allows stands: one candidate looked at. */
+    for (int i = 0; i < n; i++)
+        logits[i] = 0.0f;
+    logits[some_allowed] = 5.0f;
+    struct llama_sampler *g = llama_sampler_init_grammar(vocab, gbnf, "root");
+    size_t k = 0;
+    sl_sampling greedy = sl_sampling_default();
+    assert_int_equal(sl_llama_sample_grammar(g, NULL, logits, n, &greedy, cand, &k), some_allowed);
+    assert_int_equal(k, 1);
+    llama_sampler_free(g);
+    sl_free(allowed);
+    sl_free(logits);
+    sl_free(cand);
+    llama_model_free(model);
+}
+
 int main(void)
 {
     if (getenv("SLUICE_TEST_FILTER")) /* e.g. "stats_*": run only those */
@@ -1005,6 +1238,10 @@ int main(void)
         cmocka_unit_test(tasks_beyond_the_sequences_and_a_failing_task),
         cmocka_unit_test(argmax_is_the_first_maximum),
         cmocka_unit_test(leaving_out_the_impossible_tokens_changes_no_draw),
+        cmocka_unit_test(a_json_schema_constrains_a_random_model),
+        cmocka_unit_test(an_answer_cut_short_is_invalid_output),
+        cmocka_unit_test(a_grammar_constrains_sampling),
+        cmocka_unit_test(the_grammar_applies_before_the_candidate_cut),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -797,11 +797,172 @@ static void stress_many_workers_random_delays(void **state)
     free_ctx(c);
 }
 
+/* --- fan-out: copies of rows (sl_row_emit) ------------------------------------ */
+
+enum { FAN_ROWS = 4000 };
+
+typedef struct fan {
+    pthread_mutex_t mu;
+    unsigned char rows[FAN_ROWS], completes[FAN_ROWS], copies_seen[FAN_ROWS];
+    bool completed_early, out_of_order, bad_payload;
+    uint64_t last_seq;
+    unsigned last_copy;
+    atomic_long emit_refused_in_sink, emit_errors;
+    bool ordered;
+} fan;
+
+static void fan_payload(sl_row *row, long value)
+{
+    long *v = malloc(sizeof *v);
+    *v = value;
+    sl_row_set_data(row, v, free);
+    sl_row_set_bytes(row, 16);
+}
+
+/* First stage: rows with seq % 4 == 1 become two copies (the row dropped);
+ * seq % 4 == 2 gets one copy and goes on too. */
+static sl_status fan_first(void *state, sl_row *const *rows, size_t n)
+{
+    fan *f = state;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t seq = sl_row_seq(rows[i]);
+        int copies = seq % 4 == 1 ? 2 : seq % 4 == 2 ? 1 : 0;
+        for (int k = 0; k < copies; k++) {
+            sl_row *c;
+            if (sl_row_emit(rows[i], &c) != SL_OK) {
+                atomic_fetch_add(&f->emit_errors, 1);
+                continue;
+            }
+            fan_payload(c, (long)seq * 100 + (long)sl_row_copy_index(c));
+        }
+        if (seq % 4 == 1)
+            sl_row_drop(rows[i]);
+        if (seq % 7 == 0)
+            usleep(50);
+    }
+    return SL_OK;
+}
+
+/* Second stage: a copy of a copy, for seq % 8 == 2 (numbered on from its
+ * input's copies: 2). */
+static sl_status fan_second(void *state, sl_row *const *rows, size_t n)
+{
+    fan *f = state;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t seq = sl_row_seq(rows[i]);
+        if (seq % 8 == 2 && sl_row_copy_index(rows[i]) == 1) {
+            sl_row *c;
+            if (sl_row_emit(rows[i], &c) != SL_OK)
+                atomic_fetch_add(&f->emit_errors, 1);
+            else
+                fan_payload(c, (long)seq * 100 + (long)sl_row_copy_index(c));
+        }
+    }
+    return SL_OK;
+}
+
+static unsigned fan_expected(uint64_t seq)
+{
+    return seq % 4 == 1 ? 3 : seq % 8 == 2 ? 3 : seq % 4 == 2 ? 2 : 1;
+}
+
+static sl_status fan_sink(void *state, sl_row *const *rows, size_t n)
+{
+    fan *f = state;
+    sl_row *c;
+    if (sl_row_emit(rows[0], &c) == SL_ERR_INVALID_ARG && !c)
+        atomic_fetch_add(&f->emit_refused_in_sink, 1);
+    pthread_mutex_lock(&f->mu);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t seq = sl_row_seq(rows[i]);
+        unsigned copy = sl_row_copy_index(rows[i]);
+        if (seq >= FAN_ROWS)
+            continue;
+        if (f->ordered && (seq < f->last_seq || (seq == f->last_seq && copy <= f->last_copy &&
+                                                  f->rows[seq])))
+            f->out_of_order = true;
+        f->last_seq = seq;
+        f->last_copy = copy;
+        long *v = sl_row_data(rows[i]);
+        if (copy && (!v || *v != (long)seq * 100 + (long)copy))
+            f->bad_payload = true;
+        if (sl_row_in_group(rows[i]) != (fan_expected(seq) > 1))
+            f->bad_payload = true;
+        f->rows[seq]++;
+        f->copies_seen[seq] |= (unsigned char)(1u << copy);
+        if (sl_row_completes_input(rows[i])) {
+            f->completes[seq]++;
+            if (f->rows[seq] != fan_expected(seq))
+                f->completed_early = true; /* rows of this input were still to come */
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+    return SL_OK;
+}
+
+static void run_fan_out(bool ordered)
+{
+    tctx *c = new_ctx(FAN_ROWS);
+    static fan f;
+    memset(&f, 0, sizeof f);
+    pthread_mutex_init(&f.mu, NULL);
+    f.ordered = ordered;
+    sl_stage_def defs[] = {
+        SOURCE(c),
+        {.name = "first", .kind = SL_STAGE_MAP, .workers = 3, .batch_size = 5, .config = &f,
+         .init = pass_init, .process = fan_first},
+        {.name = "second", .kind = SL_STAGE_MAP, .workers = 2, .batch_size = 7, .config = &f,
+         .init = pass_init, .process = fan_second},
+        {.name = "sink", .kind = SL_STAGE_SINK, .workers = 1, .batch_size = 16, .config = &f,
+         .init = pass_init, .process = fan_sink},
+    };
+    sl_exec_params p = sl_exec_default_params();
+    p.ordered = ordered;
+    p.reorder_window = 32;
+    sl_exec *e;
+    assert_int_equal(run(c, defs, 4, &p, &e), SL_OK);
+    for (uint64_t seq = 0; seq < FAN_ROWS; seq++) {
+        unsigned want = fan_expected(seq);
+        if (f.rows[seq] != want || f.completes[seq] != 1 ||
+            f.copies_seen[seq] != (unsigned char)((1u << want) - 1))
+            fail_msg("input %llu: %u rows (want %u), completed %u times, copies seen %#x",
+                     (unsigned long long)seq, f.rows[seq], want, f.completes[seq],
+                     f.copies_seen[seq]);
+    }
+    assert_false(f.completed_early);
+    assert_false(f.out_of_order);
+    assert_false(f.bad_payload);
+    assert_int_equal(atomic_load(&f.emit_errors), 0);
+    assert_true(atomic_load(&f.emit_refused_in_sink) > 0);
+    sl_exec_stats es;
+    sl_exec_stats_get(e, &es);
+    assert_int_equal(es.rows_produced, FAN_ROWS);
+    assert_int_equal(es.bytes_in_flight, 0); /* the copies' bytes returned too */
+    assert_int_equal(es.rows_dropped, FAN_ROWS / 4);
+    sl_exec_free(e);
+    pthread_mutex_destroy(&f.mu);
+    free_ctx(c);
+}
+
+static void copies_reach_the_sink_as_one_group(void **state)
+{
+    (void)state;
+    run_fan_out(false);
+}
+
+static void ordered_copies_follow_their_input_in_order(void **state)
+{
+    (void)state;
+    run_fan_out(true);
+}
+
 int main(void)
 {
     sl_log_set_level(SL_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(unordered_delivers_every_row_once),
+        cmocka_unit_test(copies_reach_the_sink_as_one_group),
+        cmocka_unit_test(ordered_copies_follow_their_input_in_order),
         cmocka_unit_test(ordered_mode_keeps_input_order),
         cmocka_unit_test(batches_are_bounded_and_a_trickle_still_flows),
         cmocka_unit_test(failed_rows_skip_later_stages_and_reach_the_sink),

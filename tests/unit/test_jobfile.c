@@ -275,8 +275,12 @@ static const struct {
     {"sampling.max_tokens", "9"}, {"sampling.temperature", "0.7"}, {"sampling.top_p", "0.9"},
     {"sampling.top_k", "40"}, {"sampling.min_p", "0.05"}, {"sampling.repeat_penalty", "1.1"},
     {"sampling.seed", "9223372036854775807"}, {"sampling.stop", "~"},
+    {"sampling.json_schema", NULL}, {"sampling.grammar", NULL},
     {"pipeline.ordered", "true"}, {"pipeline.memory_budget", "1.5G"},
-    {"pipeline.max_failed", "12.5%"}, {"pipeline.limit", "12"}, {"pipeline.sample", "0.25"}, {"output.dir", "-o"}, {"output.format", "parquet"},
+    {"pipeline.max_failed", "12.5%"}, {"pipeline.limit", "12"}, {"pipeline.sample", "0.25"},
+    {"pipeline.stages", "{\"lua\": \"s t.lua\", \"after\": \"engine\", \"workers\": 2, "
+                        "\"config\": {\"k\": [1, \"x\\\"y\"], \"e\": {}}, \"columns\": [\"tags\"]}"},
+    {"output.dir", "-o"}, {"output.state_dir", "st"}, {"output.format", "parquet"},
     {"output.overwrite", "true"}, {"output.columns", "a,b c"},
     {"output.include_image_bytes", "true"}, {"output.shard_rows", "1"},
     {"metrics.addr", "off"}, {"metrics.optional", "false"}, {"console.show", "100"},
@@ -297,13 +301,17 @@ static void every_setting_round_trips(void **state)
 {
     char dir[] = "/tmp/test_jobfile_XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char schema[256], urls[256], tasks[256];
+    char schema[256], urls[256], json_schema[256], grammar[256], tasks[256];
     snprintf(schema, sizeof schema, "%s/schema.json", dir);
     snprintf(tasks, sizeof tasks, "%s/tasks.json", dir);
     write_file(tasks, "{\"t\": {\"prompt\": \"Tags?\", \"system\": \"S\", \"sampling\": "
                       "{\"max_tokens\": 3, \"seed\": 4}, \"json_schema\": {\"type\": \"object\"}}}");
     snprintf(urls, sizeof urls, "%s/urls.txt", dir);
+    snprintf(json_schema, sizeof json_schema, "%s/answer.schema.json", dir);
+    snprintf(grammar, sizeof grammar, "%s/answer.gbnf", dir);
     write_file(schema, "{\"type\": \"json_object\"}");
+    write_file(json_schema, "{\"type\": \"array\", \"items\": {\"enum\": [1, 2]}}");
+    write_file(grammar, "root ::= \"yes\" | \"no\"\n");
     write_file(urls, "# servers\nhttp://a:1\n\n  http://b:2  \n");
 
     size_t n = sl_config_option_count();
@@ -327,6 +335,10 @@ static void every_setting_round_trips(void **state)
             value = urls;
         if (strcmp(o.key, "tasks.file") == 0)
             value = tasks;
+        if (strcmp(o.key, "sampling.json_schema") == 0)
+            value = json_schema;
+        if (strcmp(o.key, "sampling.grammar") == 0)
+            value = grammar;
         if (sl_config_set(c, o.key, value) != SL_OK)
             fail_msg("%s: %s", o.key, sl_last_error());
     }
@@ -348,6 +360,8 @@ static void every_setting_round_trips(void **state)
     assert_int_equal(q->openai.n_endpoints, 3);
     assert_string_equal(q->openai.endpoints[2], "http://b:2");
     assert_string_equal(q->openai.response_format, "{\"type\": \"json_object\"}");
+    assert_string_equal(q->json_schema, "{\"type\": \"array\", \"items\": {\"enum\": [1, 2]}}");
+    assert_string_equal(q->grammar, "root ::= \"yes\" | \"no\"\n");
     assert_true(q->sampling.temperature == 0.7f);
     assert_true(q->openai.cooldown_s == 1e-3);
     assert_int_equal(q->sampling.seed, 9223372036854775807ull);
@@ -362,6 +376,10 @@ static void every_setting_round_trips(void **state)
     assert_int_equal(q->image.background[1], 0xab);
     assert_int_equal(q->n_columns, 2);
     assert_string_equal(q->columns[1], "b c");
+    assert_int_equal(q->n_stages, 1);
+    assert_string_equal(q->stages[0].lua, "s t.lua");
+    assert_string_equal(q->stages[0].config, "{\"k\":[1,\"x\\\"y\"],\"e\":{}}");
+    assert_string_equal(q->stages[0].columns[0], "tags");
     assert_int_equal(memcmp(&p->sampling, &q->sampling, sizeof p->sampling), 0);
     /* The tasks file's first, then --task's; each one's own settings over
      * the job's sampling. */
@@ -407,6 +425,82 @@ static void every_setting_round_trips(void **state)
     unlink(schema);
     unlink(urls);
     rmdir(dir);
+}
+
+/* pipeline.stages: mappings in a job file (config any YAML, typed as YAML
+ * reads it), the short form, a JSON object on the command line; each kind
+ * of mistake named with its line. */
+static void stages_in_a_job_file(void **state)
+{
+    (void)state;
+    sl_config *c = load("pipeline:\n"
+                        "  stages:\n"
+                        "    - lua: dedup.lua\n"
+                        "      workers: 1\n"
+                        "      batch_size: 8\n"
+                        "      config: {max_distance: 4, words: [a, 'b'], f: 1.5, on: true,\n"
+                        "               text: '12', none: ~}\n"
+                        "    - tags.so@engine\n"
+                        "    - {plugin: x.so, after: read, name: first, columns: [a, b]}\n");
+    const sl_caption_params *p = sl_config_params(c);
+    assert_int_equal(p->n_stages, 3);
+    assert_string_equal(p->stages[0].lua, "dedup.lua");
+    assert_null(p->stages[0].plugin);
+    assert_null(p->stages[0].after); /* the default place: after decode */
+    assert_int_equal(p->stages[0].workers, 1);
+    assert_int_equal(p->stages[0].batch_size, 8);
+    assert_string_equal(p->stages[0].config, "{\"max_distance\":4,\"words\":[\"a\",\"b\"],"
+                                             "\"f\":1.5,\"on\":true,\"text\":\"12\",\"none\":null}");
+    assert_string_equal(p->stages[1].plugin, "tags.so");
+    assert_string_equal(p->stages[1].after, "engine");
+    assert_null(p->stages[1].config);
+    assert_string_equal(p->stages[2].name, "first");
+    assert_string_equal(p->stages[2].after, "read");
+    assert_int_equal(p->stages[2].n_columns, 2);
+    assert_string_equal(p->stages[2].columns[1], "b");
+
+    /* A flag replaces the file's list; several flags build the new one. */
+    sl_config_begin_layer(c);
+    assert_int_equal(sl_config_set_flag(c, "stage", "{\"lua\": \"a.lua\", \"after\": \"engine\"}"),
+                     SL_OK);
+    assert_int_equal(sl_config_set_flag(c, "stage", "b.lua@read"), SL_OK);
+    p = sl_config_params(c);
+    assert_int_equal(p->n_stages, 2);
+    assert_string_equal(p->stages[0].lua, "a.lua");
+    assert_string_equal(p->stages[1].lua, "b.lua");
+    assert_string_equal(p->stages[1].after, "read");
+    sl_config_free(c);
+
+    static const struct {
+        const char *yaml, *message;
+    } bad[] = {
+        {"pipeline:\n  stages:\n    - lua: a.lua\n      worker: 2\n",
+         "job.yaml:3:7: pipeline.stages: a stage has no key 'worker'"},
+        {"pipeline:\n  stages:\n    - {lua: a.lua, plugin: b.so}\n",
+         "job.yaml:3:7: pipeline.stages: a stage is a Lua script"},
+        {"pipeline:\n  stages:\n    - {lua: a.lua, after: write}\n",
+         "not 'write'"},
+        {"pipeline:\n  stages:\n    - {lua: a.lua, workers: 0}\n",
+         "workers is an integer from 1 to 1024"},
+        {"pipeline:\n  stages:\n    - {lua: a.lua, config: [1, 2]}\n",
+         "config is a mapping"},
+        {"pipeline:\n  stages:\n    - {lua: a.lua, columns: [1]}\n", "columns are names"},
+        {"pipeline:\n  stages:\n    - {lua: a.lua, lua: b.lua}\n", "'lua' is given twice"},
+        {"pipeline:\n  stages:\n    - {lua: a.lua, config: {a: &x 1}}\n", "anchors"},
+        {"pipeline:\n  stages: {lua: a.lua}\n", "pipeline.stages takes a list"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(sl_config_new(&c), SL_OK);
+        assert_int_equal(sl_config_load_text(c, bad[i].yaml, strlen(bad[i].yaml), "job.yaml"),
+                         SL_ERR_INVALID_ARG);
+        if (!strstr(sl_last_error(), bad[i].message))
+            fail_msg("case %zu: got '%s', want '%s'", i, sl_last_error(), bad[i].message);
+        sl_config_free(c);
+    }
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    assert_int_equal(sl_config_set_flag(c, "stage", "{\"lua\": "), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "--stage: a stage given as text must be a JSON"));
+    sl_config_free(c);
 }
 
 static void printing_refuses_what_yaml_cannot_hold(void **state)
@@ -472,6 +566,7 @@ int main(void)
         cmocka_unit_test(errors_name_the_line_and_what_is_allowed),
         cmocka_unit_test(flags_override_the_file),
         cmocka_unit_test(every_setting_round_trips),
+        cmocka_unit_test(stages_in_a_job_file),
         cmocka_unit_test(printing_refuses_what_yaml_cannot_hold),
         cmocka_unit_test(files_too_large_or_missing),
         cmocka_unit_test(allocation_failures),

@@ -16,6 +16,8 @@
 
 #include <jansson.h>
 
+#include "core/fault.h"
+#include "sluice/image.h"
 #include "sluice/pipeline.h"
 #include "test_util.h"
 
@@ -316,11 +318,323 @@ static void assembly_rules(void **state)
     sl_pipeline_free(NULL);
 }
 
+/* --- what a stage sees of a row: bytes, format, grey pixels, columns --------- */
+
+typedef struct row_checks {
+    atomic_int bytes_ok, bytes_bad, gray_ok, gray_bad, cols_ok, cols_bad, rows;
+} row_checks;
+
+static row_checks rc;
+
+/* After read: the file's bytes and format, read here (decode reuses them). */
+static sl_status look_at_bytes(void *state, sl_row *const *rows, size_t n)
+{
+    (void)state;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *b = NULL;
+        size_t len = 0;
+        bool ok = sl_pipeline_row_image_format(rows[i]) == NULL && /* not read yet */
+                  sl_pipeline_row_image_bytes(rows[i], &b, &len) == SL_OK && b && len > 3 &&
+                  b[0] == 0xFF && b[1] == 0xD8 &&
+                  strcmp(sl_pipeline_row_image_format(rows[i]), "jpeg") == 0 &&
+                  sl_pipeline_row_gray(rows[i], 2, 1, (uint8_t[2]){0}) == SL_ERR_INVALID_ARG;
+        atomic_fetch_add(ok ? &rc.bytes_ok : &rc.bytes_bad, 1);
+        char text[32];
+        snprintf(text, sizeof text, "%zu", len);
+        if (sl_pipeline_row_set_column_json(rows[i], "file_bytes", text) != SL_OK)
+            atomic_fetch_add(&rc.cols_bad, 1);
+    }
+    return SL_OK;
+}
+
+/* After decode: the left half is black, the right half white. */
+static sl_status look_at_pixels(void *state, sl_row *const *rows, size_t n)
+{
+    (void)state;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t g[4 * 2];
+        bool ok = sl_pipeline_row_gray(rows[i], 4, 2, g) == SL_OK;
+        for (int y = 0; ok && y < 2; y++)
+            for (int x = 0; x < 4; x++)
+                ok = ok && (x < 2 ? g[y * 4 + x] <= 4 : g[y * 4 + x] >= 251);
+        ok = ok && sl_pipeline_row_gray(rows[i], 0, 2, g) == SL_ERR_INVALID_ARG &&
+             sl_pipeline_row_gray(rows[i], 257, 2, g) == SL_ERR_INVALID_ARG;
+        /* the bytes were given back after decode; the format stays */
+        const uint8_t *b;
+        size_t len;
+        ok = ok && sl_pipeline_row_image_bytes(rows[i], &b, &len) == SL_OK && !b && !len &&
+             strcmp(sl_pipeline_row_image_format(rows[i]), "jpeg") == 0;
+        atomic_fetch_add(ok ? &rc.gray_ok : &rc.gray_bad, 1);
+    }
+    return SL_OK;
+}
+
+/* After the engine: columns read back, set, replaced and removed. */
+static sl_status look_at_columns(void *state, sl_row *const *rows, size_t n)
+{
+    (void)state;
+    for (size_t i = 0; i < n; i++) {
+        sl_row *r = rows[i];
+        char *v = sl_pipeline_row_column_json(r, "file_bytes");
+        bool ok = v && atoi(v) > 100;
+        sl_pipeline_text_free(v);
+        ok = ok && sl_pipeline_row_set_column_string(r, "label", "a \"quoted\" label") == SL_OK &&
+             strcmp(sl_pipeline_row_column_string(r, "label"), "a \"quoted\" label") == 0 &&
+             sl_pipeline_row_set_column_json(r, "tags", "[\"x\", 2]") == SL_OK &&
+             sl_pipeline_row_set_column_json(r, "scratch", "1") == SL_OK &&
+             sl_pipeline_row_set_column_json(r, "scratch", NULL) == SL_OK &&
+             !sl_pipeline_row_column_json(r, "scratch") &&
+             sl_pipeline_row_column_string(r, "tags") == NULL && /* not a string */
+             sl_pipeline_row_set_column_json(r, "bad", "{not json") == SL_ERR_INVALID_ARG &&
+             sl_pipeline_row_set_column_string(r, "caption", "x") == SL_ERR_INVALID_ARG &&
+             sl_pipeline_row_set_column_string(r, "timings", "x") == SL_ERR_INVALID_ARG &&
+             sl_pipeline_row_set_column_string(r, "", "x") == SL_ERR_INVALID_ARG;
+        char *all = sl_pipeline_row_columns_json(r);
+        json_t *o = all ? json_loads(all, 0, NULL) : NULL;
+        ok = ok && o && json_object_size(o) == 3 && json_is_array(json_object_get(o, "tags"));
+        json_decref(o);
+        sl_pipeline_text_free(all);
+        atomic_fetch_add(ok ? &rc.cols_ok : &rc.cols_bad, 1);
+        atomic_fetch_add(&rc.rows, 1);
+    }
+    return SL_OK;
+}
+
+static void write_half_black_jpeg(const char *dir, const char *name)
+{
+    enum { W = 64, H = 32 };
+    static uint8_t rgb[W * H * 3];
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            memset(rgb + (y * W + x) * 3, x < W / 2 ? 0 : 255, 3);
+    sl_image *img;
+    assert_int_equal(sl_image_from_rgb(W, H, rgb, &img), SL_OK);
+    uint8_t *jpeg;
+    size_t len;
+    assert_int_equal(sl_image_encode_jpeg(img, 0, 95, &jpeg, &len), SL_OK);
+    tu_write(dir, name, jpeg, len);
+    sl_image_buffer_free(jpeg);
+    sl_image_free(img);
+}
+
+static void what_a_stage_sees_of_a_row(void **state)
+{
+    (void)state;
+    model_paths();
+    char *base = tu_tmpdir();
+    char in[512], out[512];
+    snprintf(in, sizeof in, "%s/in", base);
+    snprintf(out, sizeof out, "%s/out", base);
+    mkdir(in, 0777);
+    enum { ROWS = 3 };
+    for (int i = 0; i < ROWS; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "half%d.jpg", i);
+        write_half_black_jpeg(in, name);
+    }
+    sl_caption_params p = sl_caption_default_params();
+    p.input_dir = in;
+    p.output_dir = out;
+    p.llama.model_path = model;
+    p.llama.mmproj_path = mmproj;
+    p.sampling.max_tokens = 1;
+    p.image.max_edge = 64;
+    sl_pipeline *pl;
+    assert_int_equal(sl_pipeline_new(&p, &pl), SL_OK);
+    sl_status (*fns[3])(void *, sl_row *const *, size_t) = {look_at_bytes, look_at_pixels,
+                                                             look_at_columns};
+    const char *names[3] = {"bytes", "pixels", "columns"};
+    for (int b = SL_PIPELINE_READ; b <= SL_PIPELINE_WRITE; b++) {
+        assert_int_equal(sl_pipeline_add_builtin(pl, (sl_pipeline_builtin)b), SL_OK);
+        if (b == SL_PIPELINE_WRITE)
+            break;
+        sl_pipeline_stage_params sp = sl_pipeline_stage_default_params();
+        sp.name = names[b];
+        sp.process = fns[b];
+        assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_OK);
+    }
+    sl_caption_summary sum;
+    assert_int_equal(sl_pipeline_run(pl, &sum), SL_OK);
+    sl_pipeline_free(pl);
+    assert_int_equal(atomic_load(&rc.bytes_ok), ROWS);
+    assert_int_equal(atomic_load(&rc.gray_ok), ROWS);
+    assert_int_equal(atomic_load(&rc.cols_ok), ROWS);
+    assert_int_equal(atomic_load(&rc.bytes_bad) + atomic_load(&rc.gray_bad) +
+                         atomic_load(&rc.cols_bad), 0);
+    assert_int_equal(sum.rows_ok, ROWS);
+
+    /* The columns the stages set are written like an input's. */
+    char part[600];
+    snprintf(part, sizeof part, "%s/part-00000.jsonl", out);
+    FILE *fp = fopen(part, "r");
+    assert_non_null(fp);
+    char line[8192];
+    int rows = 0;
+    while (fgets(line, sizeof line, fp)) {
+        json_t *o = json_loads(line, 0, NULL);
+        assert_non_null(o);
+        assert_true(json_integer_value(json_object_get(o, "file_bytes")) > 100);
+        assert_string_equal(json_string_value(json_object_get(o, "label")), "a \"quoted\" label");
+        assert_int_equal(json_array_size(json_object_get(o, "tags")), 2);
+        assert_null(json_object_get(o, "scratch"));
+        json_decref(o);
+        rows++;
+    }
+    fclose(fp);
+    assert_int_equal(rows, ROWS);
+    tu_rmtree(base);
+}
+
+static void a_stage_cannot_declare_our_fields(void **state)
+{
+    (void)state;
+    sl_caption_params p = sl_caption_default_params();
+    sl_pipeline *pl;
+    assert_int_equal(sl_pipeline_new(&p, &pl), SL_OK);
+    assert_int_equal(sl_pipeline_add_builtin(pl, SL_PIPELINE_READ), SL_OK);
+    sl_pipeline_stage_params sp = sl_pipeline_stage_default_params();
+    sp.name = "mine";
+    sp.process = nop_process;
+    const char *cols[] = {"tags", "caption"};
+    sp.columns = cols;
+    sp.n_columns = 2;
+    assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "'caption'"));
+    sp.n_columns = 1;
+    assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_OK);
+    sl_pipeline_free(pl);
+}
+
+/* --- fan-out: copies of rows, written once across a failed run --------------- */
+
+static sl_status fan_out(void *state, sl_row *const *rows, size_t n)
+{
+    atomic_int *wrong = state;
+    for (size_t i = 0; i < n; i++) {
+        int seq = atoi(sl_pipeline_row_id(rows[i]) + 3);
+        int copies = seq % 3 == 0 ? 2 : seq % 3 == 1 ? 1 : 0;
+        for (int k = 1; k <= copies; k++) {
+            sl_row *c;
+            if (sl_pipeline_row_emit(rows[i], &c) != SL_OK) {
+                atomic_fetch_add(wrong, 1);
+                continue;
+            }
+            char want[32], value[16];
+            snprintf(want, sizeof want, "img%02d.jpg#%d", seq, k);
+            snprintf(value, sizeof value, "%d", k);
+            if (strcmp(sl_pipeline_row_id(c), want) != 0 ||
+                strcmp(sl_pipeline_row_answer(c), sl_pipeline_row_answer(rows[i])) != 0 ||
+                sl_pipeline_row_set_column_json(c, "copy", value) != SL_OK)
+                atomic_fetch_add(wrong, 1);
+        }
+        if (seq % 3 == 0)
+            sl_row_drop(rows[i]);
+    }
+    sl_row *none;
+    if (n && sl_row_dropped(rows[0]) &&
+        sl_pipeline_row_emit(rows[0], &none) != SL_ERR_INVALID_ARG)
+        atomic_fetch_add(wrong, 1); /* a dropped row has no copies */
+    return SL_OK;
+}
+
+static sl_status run_fan(const sl_caption_params *p, atomic_int *wrong, sl_caption_summary *sum)
+{
+    sl_pipeline *pl;
+    assert_int_equal(sl_pipeline_new(p, &pl), SL_OK);
+    for (int b = SL_PIPELINE_READ; b <= SL_PIPELINE_WRITE; b++) {
+        assert_int_equal(sl_pipeline_add_builtin(pl, (sl_pipeline_builtin)b), SL_OK);
+        if (b == SL_PIPELINE_ENGINE) {
+            sl_pipeline_stage_params sp = sl_pipeline_stage_default_params();
+            sp.name = "fan";
+            sp.workers = 2;
+            sp.batch_size = 3;
+            sp.config = wrong;
+            sp.process = fan_out;
+            assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_OK);
+        }
+    }
+    sl_status st = sl_pipeline_run(pl, sum);
+    sl_pipeline_free(pl);
+    return st;
+}
+
+#include <glob.h>
+
+static void copies_are_written_once_across_a_failed_run(void **state)
+{
+    (void)state;
+    model_paths();
+    char *base = tu_tmpdir();
+    char in[512], out[512];
+    snprintf(in, sizeof in, "%s/in", base);
+    snprintf(out, sizeof out, "%s/out", base);
+    mkdir(in, 0777);
+    make_inputs(in);
+    sl_caption_params p = sl_caption_default_params();
+    p.input_dir = in;
+    p.output_dir = out;
+    p.llama.model_path = model;
+    p.llama.mmproj_path = mmproj;
+    p.sampling.max_tokens = 1;
+    p.image.max_edge = 64;
+    p.shard_rows = 1; /* every row its own part: a group spans parts */
+    static atomic_int wrong;
+    sl_caption_summary sum;
+    /* The 9th part's commit fails: the run ends with groups half committed. */
+    assert_int_equal(sl_fault_configure("commit.begin=eio@9"), 0);
+    assert_int_not_equal(run_fan(&p, &wrong, &sum), SL_OK);
+    assert_int_equal(sl_fault_configure(NULL), 0);
+    assert_int_equal(run_fan(&p, &wrong, &sum), SL_OK);
+    assert_true(sum.rows_skipped > 0);
+    assert_int_equal(atomic_load(&wrong), 0);
+
+    /* Every row expected, once, across all parts. */
+    int seen[N][3] = {{0}};
+    char pattern[600];
+    snprintf(pattern, sizeof pattern, "%s/part-*.jsonl", out);
+    glob_t g;
+    assert_int_equal(glob(pattern, 0, NULL, &g), 0);
+    for (size_t f = 0; f < g.gl_pathc; f++) {
+        FILE *fp = fopen(g.gl_pathv[f], "r");
+        assert_non_null(fp);
+        char line[8192];
+        while (fgets(line, sizeof line, fp)) {
+            json_t *o = json_loads(line, 0, NULL);
+            assert_non_null(o);
+            const char *id = json_string_value(json_object_get(o, "id"));
+            int seq = atoi(id + 3);
+            const char *hash = strchr(id, '#');
+            int copy = hash ? atoi(hash + 1) : 0;
+            assert_true(seq >= 0 && seq < N && copy >= 0 && copy < 3);
+            assert_int_equal(json_integer_value(json_object_get(o, "copy")), copy);
+            seen[seq][copy]++;
+            json_decref(o);
+        }
+        fclose(fp);
+    }
+    globfree(&g);
+    for (int seq = 0; seq < N; seq++)
+        for (int copy = 0; copy < 3; copy++) {
+            int want = seq % 3 == 0 ? copy > 0 : seq % 3 == 1 ? copy < 2 : copy == 0;
+            if (seen[seq][copy] != want)
+                fail_msg("img%02d copy %d written %d times, want %d", seq, copy, seen[seq][copy],
+                         want);
+        }
+    /* And the next run has nothing left to do. */
+    assert_int_equal(run_fan(&p, &wrong, &sum), SL_OK);
+    assert_int_equal(sum.rows_skipped, N);
+    assert_int_equal(sum.rows, 0);
+    tu_rmtree(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(assembly_rules),
         cmocka_unit_test(stages_at_three_places),
+        cmocka_unit_test(what_a_stage_sees_of_a_row),
+        cmocka_unit_test(a_stage_cannot_declare_our_fields),
+        cmocka_unit_test(copies_are_written_once_across_a_failed_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

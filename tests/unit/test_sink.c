@@ -14,11 +14,11 @@
 #include "test_util.h"
 
 static const sl_schema_column head[] = {
-    {"id", SL_PQ_STRING, false, NULL, false},
-    {"w", SL_PQ_INT64, true, NULL, true},
-    {"a_ms", SL_PQ_DOUBLE, false, "t", false},
-    {"b_ms", SL_PQ_DOUBLE, false, "t", false},
-    {"err", SL_PQ_STRING, true, NULL, false},
+    {"id", SL_PQ_STRING, false, NULL, false, false},
+    {"w", SL_PQ_INT64, true, NULL, true, false},
+    {"a_ms", SL_PQ_DOUBLE, false, "t", false, false},
+    {"b_ms", SL_PQ_DOUBLE, false, "t", false, false},
+    {"err", SL_PQ_STRING, true, NULL, false, false},
 };
 
 static int exists(const char *p) { return access(p, F_OK) == 0; }
@@ -113,6 +113,36 @@ static void jsonl_row_follows_the_schema(void **state)
     tu_rmtree(dir);
 }
 
+/* A JSON column (a structured answer) is its value in JSONL, not a string. */
+static void a_json_column_is_written_as_its_value(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    static const sl_schema_column cols[] = {{"id", SL_PQ_STRING, false, NULL, false, false},
+                                            {"answer", SL_PQ_STRING, true, NULL, false, true}};
+    sl_schema schema = {cols, 2, NULL, NULL, 0};
+    sl_sink *sink;
+    assert_int_equal(sl_sink_open("jsonl", dir, false, &schema, &sink), SL_OK);
+    assert_int_equal(sl_sink_part_open(sink, "part-00000.jsonl"), SL_OK);
+    const char *answers[] = {"{\"a\": [1, \"x\"]}", " 3 ", "not json", NULL};
+    for (int i = 0; i < 4; i++) {
+        sl_pq_value cells[2] = {{.ptr = "r", .len = 1},
+                                answers[i] ? (sl_pq_value){.ptr = answers[i],
+                                                           .len = strlen(answers[i])}
+                                           : (sl_pq_value){.is_null = true}};
+        assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, NULL}), SL_OK);
+    }
+    assert_int_equal(sl_sink_commit(sink, NULL, NULL), SL_OK);
+    char path[600];
+    snprintf(path, sizeof path, "%s/part-00000.jsonl", dir);
+    assert_string_equal(slurp(path), "{\"id\":\"r\",\"answer\":{\"a\":[1,\"x\"]}}\n"
+                                     "{\"id\":\"r\",\"answer\":3}\n"
+                                     "{\"id\":\"r\",\"answer\":\"not json\"}\n"
+                                     "{\"id\":\"r\",\"answer\":null}\n");
+    sl_sink_free(sink);
+    tu_rmtree(dir);
+}
+
 static void failed_durable_step_publishes_nothing(void **state)
 {
     (void)state;
@@ -145,7 +175,7 @@ static void formats_refused(void **state)
 {
     (void)state;
     char *dir = tu_tmpdir();
-    static const sl_schema_column tail[] = {{"image_bytes", SL_PQ_BINARY, true, NULL, false}};
+    static const sl_schema_column tail[] = {{"image_bytes", SL_PQ_BINARY, true, NULL, false, false}};
     sl_schema schema = {head, 5, NULL, tail, 1};
     sl_sink *sink = NULL;
     assert_int_equal(sl_sink_open("jsonl", dir, false, &schema, &sink), SL_ERR_INVALID_ARG);
@@ -163,6 +193,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(jsonl_row_follows_the_schema),
+        cmocka_unit_test(a_json_column_is_written_as_its_value),
         cmocka_unit_test(failed_durable_step_publishes_nothing),
         cmocka_unit_test(formats_refused),
     };

@@ -19,8 +19,8 @@ static void fail_formats_and_returns_status(void **state)
 
 static void names_are_distinct(void **state)
 {
-    const char *seen[SL_ERR_TOO_LARGE + 1];
-    for (int s = SL_OK; s <= SL_ERR_TOO_LARGE; s++) {
+    const char *seen[SL_ERR_INVALID_OUTPUT + 1];
+    for (int s = SL_OK; s <= SL_ERR_INVALID_OUTPUT; s++) {
         seen[s] = sl_status_name((sl_status)s);
         assert_string_not_equal(seen[s], "unknown");
         for (int t = 0; t < s; t++)
@@ -35,6 +35,7 @@ static void size_limits_and_context_overflow_share_a_class(void **state)
     assert_string_equal(sl_status_class(SL_ERR_TOO_LARGE), "too_large");
     assert_string_equal(sl_status_class(SL_ERR_TOO_LONG), "too_large");
     assert_string_equal(sl_status_class(SL_ERR_DECODE), "decode");
+    assert_string_equal(sl_status_class(SL_ERR_INVALID_OUTPUT), "invalid_output");
 }
 
 static void *other_thread(void *arg)

@@ -14,9 +14,11 @@
  *      llama_decode once,
  *   4. chooses the next token of each sequence that has logits in the
  *      batch (greedy: an argmax straight over the logits; other settings:
- *      the sequence's own llama.cpp sampler chain and seed), spread over
- *      sampling threads, then turns tokens into text and completes the
- *      sequences that end.
+ *      the sequence's own llama.cpp sampler chain and seed; a row with a
+ *      grammar, its own or its JSON schema's: under llama.cpp's grammar
+ *      sampler, on the host), spread over sampling threads, then turns
+ *      tokens into text and completes the sequences that end (an answer
+ *      checked against the row's JSON schema).
  * A request with several tasks is queued as one req per task: the first to
  * run computes the image's positions, the others copy its sequence once it
  * has them (resolve_tasks) and prefill only their own text.
@@ -47,10 +49,13 @@
 #include "core/log.h"
 #include "core/utf8.h"
 #include "llm/engine_impl.h"
+#include "llm/engines/llama_grammar.h"
 #include "llm/engines/llama_sample.h"
+#include "llm/json_schema.h"
 
 #define LLAMA_MAX_DUE 64
 #define SAMPLE_THREADS_MAX 8
+#define GRAMMAR_CACHE 8
 
 static double now_ms(void)
 {
@@ -131,6 +136,8 @@ typedef struct req {
     int task;
     size_t n_shared;
     int shared_pos;
+    char *grammar;             /* GBNF the row samples under (given, or from its schema) */
+    sl_json_schema *schema;    /* the answer is checked against it */
 } req;
 
 typedef struct slot {
@@ -140,6 +147,7 @@ typedef struct slot {
     llama_pos n_past;
     int reserved;              /* KV cells held: n_pos + max_tokens */
     struct llama_sampler *smpl;
+    struct llama_sampler *grammar; /* the row's grammar (NULL: none): host sampling only */
     text_buf text;
     int n_gen, cached;
     llama_token last;
@@ -243,6 +251,15 @@ typedef struct llama_engine {
     pthread_cond_t encoder_cv;
     sl_engine_stats enc;       /* the encoder's counters (images, encode and preprocess
                                   time), added into stats when published */
+
+    /* JSON schemas already turned into grammars (llama.cpp's converter
+     * takes milliseconds, and a job has a schema or a few): submit's
+     * threads share them under grammar_mu; replaced round robin. */
+    pthread_mutex_t grammar_mu;
+    struct {
+        char *schema, *gbnf;
+    } grammars[GRAMMAR_CACHE];
+    int grammar_next;
 } llama_engine;
 
 /* Adds the counters the encoder thread keeps (images, encode and
@@ -382,6 +399,8 @@ static void req_free(req *r)
     }
     sl_free(r->embd);
     sl_free(r->prep_error);
+    sl_free(r->grammar);
+    sl_json_schema_free(r->schema);
     for (int i = 0; i < r->n_stop; i++)
         sl_free(r->stop[i]);
     sl_free(r->stop);
@@ -403,20 +422,23 @@ static void complete(llama_engine *e, req *r, sl_status status, const char *erro
      * run's final metrics are read as soon as the last row is back). */
     snapshot_locked(e);
     if (r->grp) {
-        /* One completion for all the tasks, when the last is back. */
+        /* One completion for all the tasks, when the last is back (an
+         * answer its schema refuses fails its task, and so the request). */
         sl_completion c;
         sl_result none = {0};
         if (sl_task_group_record(r->grp, r->task, status, error, result ? result : &none, &c)) {
             e->done[e->n_done++] = c;
             pthread_cond_broadcast(&e->done_cv);
         }
+        if (status != SL_OK && result)
+            sl_result_clear(result); /* not taken by a failed task */
         r->grp = NULL;
     } else {
         sl_completion *c = &e->done[e->n_done++]; /* n_done <= in_flight <= cap_done */
         *c = (sl_completion){.tag = r->tag, .status = status};
         if (status != SL_OK)
             c->error = sl_strdup(error ? error : "failed");
-        else
+        if (result) /* SL_OK, or SL_ERR_INVALID_OUTPUT with the answer as it came */
             c->result = *result;
         pthread_cond_broadcast(&e->done_cv);
     }
@@ -442,6 +464,8 @@ static void release_slot(llama_engine *e, slot *s)
     llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, -1, -1);
     if (s->smpl)
         llama_sampler_free(s->smpl);
+    if (s->grammar)
+        llama_sampler_free(s->grammar);
     sl_free(s->text.data);
     sl_free(s->trace_tokens);
     sl_free(s->trace_margins);
@@ -473,10 +497,18 @@ static void finish_slot(llama_engine *e, slot *s, const char *reason)
     s->trace_margins = NULL;
     s->r = NULL;
     release_slot(e, s);
-    if (!res.text)
+    if (!res.text) {
         complete(e, r, SL_ERR_NOMEM, "out of memory for the result", NULL);
-    else
-        complete(e, r, SL_OK, NULL, &res);
+        return;
+    }
+    char *invalid = NULL;
+    if (r->schema && sl_json_schema_check_answer(r->schema, r->id, res.text, &invalid) != SL_OK) {
+        complete(e, r, SL_ERR_INVALID_OUTPUT,
+                 invalid ? invalid : "the answer does not match the JSON schema", &res);
+        sl_free(invalid);
+        return;
+    }
+    complete(e, r, SL_OK, NULL, &res);
 }
 
 static void fail_slot(llama_engine *e, slot *s, sl_status status, const char *msg)
@@ -646,10 +678,11 @@ static void attach_device_sampler(llama_engine *e, slot *s)
         s->on_device = true;
         return;
     }
-    if (!s->fast_greedy && !e->device_all) {
+    if (s->grammar || (!s->fast_greedy && !e->device_all)) {
         /* auto: rows with their own settings stay on the host (llama.cpp's
          * backend top-p sorts the whole vocabulary in the graph: 30 s a
-         * step for 128 sequences of 152k on a CPU, unmeasured on a GPU). */
+         * step for 128 sequences of 152k on a CPU, unmeasured on a GPU).
+         * Any sampler: a grammar row does (the grammar has no backend). */
         if (e->attached[seq] && llama_set_sampler(e->ctx, seq, NULL)) {
             llama_sampler_free(e->attached[seq]);
             e->attached[seq] = NULL;
@@ -697,13 +730,22 @@ static bool admit(llama_engine *e, slot *s, req *r)
             return false;
         }
     }
+    struct llama_sampler *grammar = NULL;
+    if (r->grammar && !(grammar = llama_sampler_init_grammar(e->vocab, r->grammar, "root"))) {
+        sl_free(trace_tokens);
+        sl_free(trace_margins);
+        fail_req(e, r, SL_ERR_INVALID_ARG,
+                 "%s: llama.cpp cannot parse the grammar (see its message in the log)", r->id);
+        return false;
+    }
     *s = (slot){.seq = s->seq, .r = r, .logits_idx = -1, .t_admit = now_ms(),
-                .encode_ms = r->prep_encode_ms};
+                .encode_ms = r->prep_encode_ms, .grammar = grammar};
     s->reserved = r->n_pos + r->sampling.max_tokens;
     e->kv_reserved += s->reserved;
-    s->fast_greedy = e->sampler != SL_SAMPLER_REFERENCE && r->sampling.temperature <= 0.0f &&
-                     r->sampling.repeat_penalty == 1.0f;
-    s->smpl = s->fast_greedy ? NULL : make_sampler(e, &r->sampling);
+    bool greedy = r->sampling.temperature <= 0.0f && r->sampling.repeat_penalty == 1.0f;
+    s->fast_greedy = e->sampler != SL_SAMPLER_REFERENCE && greedy && !grammar;
+    /* A greedy grammar row needs no chain: the argmax, checked by the grammar. */
+    s->smpl = s->fast_greedy || (grammar && greedy) ? NULL : make_sampler(e, &r->sampling);
     if (e->sampler == SL_SAMPLER_DEVICE)
         attach_device_sampler(e, s);
     s->trace_tokens = trace_tokens;
@@ -1227,11 +1269,11 @@ int32_t sl_llama_argmax(const float *logits, int n)
     return argmax_first(logits, n);
 }
 
-int32_t sl_llama_sample_chain(struct llama_sampler *chain, const float *logits, int n,
-                              const sl_sampling *sp, bool prefilter, void *cand_buf,
+/* Runs chain over the logits without accepting its choice. */
+static llama_token chain_pick(struct llama_sampler *chain, const float *logits, int n,
+                              const sl_sampling *sp, bool prefilter, llama_token_data *cand,
                               size_t *n_candidates)
 {
-    llama_token_data *cand = cand_buf;
     /* Only tokens within 30 (times the temperature, when above 1) of the
      * best logit become candidates: each one left out has a probability
      * below e^-30 of the best one's, under 2e-8 for all 150k together, at
@@ -1256,10 +1298,86 @@ int32_t sl_llama_sample_chain(struct llama_sampler *chain, const float *logits, 
         *n_candidates = n_cand;
     llama_token_data_array arr = {.data = cand, .size = n_cand, .selected = -1, .sorted = false};
     llama_sampler_apply(chain, &arr);
-    llama_token tok = arr.selected >= 0 && (size_t)arr.selected < arr.size
-                          ? arr.data[arr.selected].id
-                          : argmax_first(logits, n);
+    return arr.selected >= 0 && (size_t)arr.selected < arr.size ? arr.data[arr.selected].id
+                                                                : argmax_first(logits, n);
+}
+
+int32_t sl_llama_sample_chain(struct llama_sampler *chain, const float *logits, int n,
+                              const sl_sampling *sp, bool prefilter, void *cand_buf,
+                              size_t *n_candidates)
+{
+    llama_token tok = chain_pick(chain, logits, n, sp, prefilter, cand_buf, n_candidates);
     llama_sampler_accept(chain, tok);
+    return tok;
+}
+
+/* Does the grammar allow tok next? (llama.cpp's grammar sets the logit of a
+ * token it refuses to -inf; it never drops a candidate.) */
+static bool grammar_allows(struct llama_sampler *grammar, llama_token tok, float logit)
+{
+    llama_token_data one = {.id = tok, .logit = logit, .p = 0.0f};
+    llama_token_data_array arr = {.data = &one, .size = 1, .selected = -1, .sorted = false};
+    llama_sampler_apply(grammar, &arr);
+    return arr.data[0].logit != -INFINITY;
+}
+
+int32_t sl_llama_sample_grammar(struct llama_sampler *grammar, struct llama_sampler *chain,
+                                const float *logits, int n, const sl_sampling *sp, void *cand_buf,
+                                size_t *n_candidates)
+{
+    llama_token_data *cand = cand_buf;
+    /* The choice without the grammar first: where the grammar allows it, it
+     * is the choice with the grammar too (greedy: the best allowed token;
+     * sampled: accepting an allowed draw and drawing again among the
+     * allowed tokens otherwise gives each the same probability as drawing
+     * among them at once), and checking one token costs a few
+     * microseconds; the grammar over the whole vocabulary costs
+     * milliseconds. llama.cpp's common sampler does the same. */
+    llama_token tok = chain ? chain_pick(chain, logits, n, sp, true, cand, NULL)
+                            : argmax_first(logits, n);
+    if (n_candidates)
+        *n_candidates = 1;
+    if (!grammar_allows(grammar, tok, logits[tok])) {
+        for (int i = 0; i < n; i++)
+            cand[i] = (llama_token_data){.id = i, .logit = logits[i], .p = 0.0f};
+        llama_token_data_array all = {.data = cand, .size = (size_t)n, .selected = -1,
+                                      .sorted = false};
+        llama_sampler_apply(grammar, &all);
+        float best = -INFINITY;
+        for (int i = 0; i < n; i++)
+            best = cand[i].logit > best ? cand[i].logit : best;
+        if (best == -INFINITY)
+            return -1; /* nothing allowed: accepting anything would throw in llama.cpp */
+        /* The tokens the grammar allows, cut (after the grammar, not before:
+         * it may allow none of the best) at 30 * max(1, T) below the best
+         * allowed one as sl_llama_sample_chain cuts; all of them under a
+         * repetition penalty, which moves logits. */
+        bool cut = sp->repeat_penalty == 1.0f;
+        float floor_ = best - 30.0f * (sp->temperature > 1.0f ? sp->temperature : 1.0f);
+        size_t k = 0;
+        for (int i = 0; i < n; i++)
+            if (cand[i].logit != -INFINITY && (!cut || cand[i].logit >= floor_))
+                cand[k++] = cand[i];
+        if (n_candidates)
+            *n_candidates = k;
+        if (!chain) {
+            tok = cand[0].id; /* ids ascend: the first best is the lowest id */
+            for (size_t i = 0; i < k; i++)
+                if (cand[i].logit == best) {
+                    tok = cand[i].id;
+                    break;
+                }
+        } else {
+            llama_token_data_array arr = {.data = cand, .size = k, .selected = -1,
+                                          .sorted = false};
+            llama_sampler_apply(chain, &arr);
+            tok = arr.selected >= 0 && (size_t)arr.selected < arr.size ? arr.data[arr.selected].id
+                                                                       : cand[0].id;
+        }
+    }
+    if (chain)
+        llama_sampler_accept(chain, tok);
+    llama_sampler_accept(grammar, tok);
     return tok;
 }
 
@@ -1269,7 +1387,10 @@ static void choose_token(llama_engine *e, slot *s, llama_token_data *cand)
     const float *logits = s->logits;
     int n = e->n_vocab;
     s->next_margin = s->trace_margins ? top2_margin(logits, n) : 0.0f;
-    if (s->fast_greedy)
+    if (s->grammar)
+        s->next = sl_llama_sample_grammar(s->grammar, s->smpl, logits, n, &s->r->sampling, cand,
+                                          NULL);
+    else if (s->fast_greedy)
         s->next = argmax_first(logits, n);
     else
         s->next = sl_llama_sample_chain(s->smpl, logits, n, &s->r->sampling, true, cand, NULL);
@@ -1388,8 +1509,8 @@ static void advance_slot(llama_engine *e, slot *s, double *detok_ms, double *boo
     if (!s->t_first)
         s->t_first = t;
     const char *end = NULL;
-    if (llama_vocab_is_eog(e->vocab, tok)) {
-        end = "stop";
+    if (tok < 0 || llama_vocab_is_eog(e->vocab, tok)) {
+        end = "stop"; /* tok < 0: the row's grammar allows no token */
     } else {
         char piece[256];
         size_t before = s->text.len;
@@ -1427,10 +1548,13 @@ static void advance_slot(llama_engine *e, slot *s, double *detok_ms, double *boo
  * paths; kept to measure and test them against). */
 static void sample_reference(llama_engine *e, slot *s)
 {
-    s->next_margin = s->trace_margins ? top2_margin(llama_get_logits_ith(e->ctx, s->logits_idx),
-                                                    e->n_vocab)
-                                      : 0.0f;
-    s->next = llama_sampler_sample(s->smpl, e->ctx, s->logits_idx);
+    const float *logits = llama_get_logits_ith(e->ctx, s->logits_idx);
+    s->next_margin = s->trace_margins ? top2_margin(logits, e->n_vocab) : 0.0f;
+    if (s->grammar) /* the host's grammar path: llama.cpp's throws on a dead end */
+        s->next = sl_llama_sample_grammar(s->grammar, s->smpl, logits, e->n_vocab,
+                                          &s->r->sampling, e->cand[0], NULL);
+    else
+        s->next = llama_sampler_sample(s->smpl, e->ctx, s->logits_idx);
 }
 
 /* One llama_decode: the next token of every generating sequence, then
@@ -1606,9 +1730,75 @@ static void *replica_main(void *arg)
 
 /* --- the ops ---------------------------------------------------------------- */
 
-/* The engine's copy of a request (one without tasks); NULL when out of
- * memory. */
-static req *req_new(const sl_request *rq, void *tag)
+/* The grammar of a JSON schema's text, from the cache or converted (and
+ * cached): SL_OK and *gbnf (sl_free), or the converter's error. */
+static sl_status schema_grammar(llama_engine *e, const char *schema, const char *name, char **gbnf)
+{
+    *gbnf = NULL;
+    pthread_mutex_lock(&e->grammar_mu);
+    for (int i = 0; i < GRAMMAR_CACHE; i++)
+        if (e->grammars[i].schema && strcmp(e->grammars[i].schema, schema) == 0) {
+            *gbnf = sl_strdup(e->grammars[i].gbnf);
+            break;
+        }
+    pthread_mutex_unlock(&e->grammar_mu);
+    if (*gbnf)
+        return SL_OK;
+    sl_status st = sl_llama_schema_to_grammar(schema, name, gbnf);
+    if (st != SL_OK)
+        return st;
+    char *key = sl_strdup(schema), *value = sl_strdup(*gbnf);
+    if (!key || !value) { /* not cached: converted again next time */
+        sl_free(key);
+        sl_free(value);
+        return SL_OK;
+    }
+    pthread_mutex_lock(&e->grammar_mu);
+    int k = e->grammar_next;
+    e->grammar_next = (k + 1) % GRAMMAR_CACHE;
+    sl_free(e->grammars[k].schema);
+    sl_free(e->grammars[k].gbnf);
+    e->grammars[k].schema = key;
+    e->grammars[k].gbnf = value;
+    pthread_mutex_unlock(&e->grammar_mu);
+    return SL_OK;
+}
+
+/* The request's structured output into r: its grammar copied, its schema
+ * read (to check the answer) and turned into a grammar unless one is given. */
+static sl_status structured_request(llama_engine *e, const sl_request *rq, req *r)
+{
+    if (rq->grammar && *rq->grammar && !(r->grammar = sl_strdup(rq->grammar)))
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request", r->id);
+    if (!rq->json_schema)
+        return SL_OK;
+    char name[320];
+    snprintf(name, sizeof name, "%s: json_schema", r->id);
+    sl_status st = sl_json_schema_parse(rq->json_schema, strlen(rq->json_schema), name, &r->schema);
+    if (st == SL_OK && !r->grammar)
+        st = schema_grammar(e, rq->json_schema, name, &r->grammar);
+    return st;
+}
+
+sl_status sl_llama_grammar_check(const char *gbnf, const char *name)
+{
+    if (!gbnf || !*gbnf)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s is empty: a GBNF grammar needs a root rule", name);
+    /* No model: llama.cpp parses and checks the rules without one (only
+     * token references, <[id]>, need a vocabulary). */
+    struct llama_sampler *g = llama_sampler_init_grammar(NULL, gbnf, "root");
+    if (!g)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s: llama.cpp cannot parse it as a GBNF grammar with a root rule (its "
+                       "reason is printed above; token references <[id]> are not accepted here)",
+                       name);
+    llama_sampler_free(g);
+    return SL_OK;
+}
+
+/* The engine's copy of a request (one without tasks); NULL with *st set
+ * when its schema or grammar is refused or memory runs out. */
+static req *req_new(llama_engine *e, const sl_request *rq, void *tag, sl_status *st)
 {
     req *r = sl_calloc(1, sizeof *r);
     bool ok = r && (r->id = sl_strdup(rq->id ? rq->id : "(request)")) &&
@@ -1620,6 +1810,12 @@ static req *req_new(const sl_request *rq, void *tag)
             ok = (r->stop[i] = sl_strdup(rq->stop[i])) != NULL;
     }
     if (!ok) {
+        req_free(r);
+        *st = sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
+                      rq->id ? rq->id : "(request)");
+        return NULL;
+    }
+    if ((*st = structured_request(e, rq, r)) != SL_OK) {
         req_free(r);
         return NULL;
     }
@@ -1649,19 +1845,26 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
     req *r = NULL, *last = NULL;
     int n_reqs = rq->n_tasks > 0 ? rq->n_tasks : 1;
     sl_task_group *grp = rq->n_tasks > 0 ? sl_task_group_new(tag, rq->n_tasks) : NULL;
-    bool ok = rq->n_tasks == 0 || grp;
-    for (int i = 0; ok && i < n_reqs; i++) {
-        req *t;
+    sl_status st = rq->n_tasks == 0 || grp
+                       ? SL_OK
+                       : sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
+                                 rq->id ? rq->id : "(request)");
+    for (int i = 0; st == SL_OK && i < n_reqs; i++) {
+        req *t = NULL;
         if (grp) {
             sl_request one;
             char *id;
             sl_task_request(rq, i, &one, &id);
-            t = id ? req_new(&one, tag) : NULL;
+            if (id)
+                t = req_new(e, &one, tag, &st);
+            else
+                st = sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
+                             rq->id ? rq->id : "(request)");
             sl_free(id);
         } else {
-            t = req_new(rq, tag);
+            t = req_new(e, rq, tag, &st);
         }
-        if (!(ok = t != NULL))
+        if (!t)
             break;
         t->grp = grp;
         t->task = i;
@@ -1671,7 +1874,7 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
             r = t;
         last = t;
     }
-    if (!ok) {
+    if (st != SL_OK) {
         /* Each task queued holds a share of the group, given back as it is
          * freed; those never made give theirs back here. */
         int made = 0;
@@ -1680,8 +1883,7 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
         for (int i = made; grp && i < n_reqs; i++)
             sl_task_group_drop(grp);
         free_chain(r);
-        return sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
-                       rq->id ? rq->id : "(request)");
+        return st;
     }
     pthread_mutex_lock(&e->mu);
     if (e->cap_done < e->in_flight + 1) {
@@ -1786,6 +1988,8 @@ static void llama_engine_free(void *impl)
             e->slots[i].r = NULL;
             if (e->slots[i].smpl)
                 llama_sampler_free(e->slots[i].smpl);
+            if (e->slots[i].grammar)
+                llama_sampler_free(e->slots[i].grammar);
             sl_free(e->slots[i].text.data);
         }
     while (e->pending) {
@@ -1820,6 +2024,11 @@ static void llama_engine_free(void *impl)
     pthread_cond_destroy(&e->work_cv);
     pthread_cond_destroy(&e->done_cv);
     pthread_cond_destroy(&e->encoder_cv);
+    for (int i = 0; i < GRAMMAR_CACHE; i++) {
+        sl_free(e->grammars[i].schema);
+        sl_free(e->grammars[i].gbnf);
+    }
+    pthread_mutex_destroy(&e->grammar_mu);
     sl_free(e);
 }
 
@@ -2024,6 +2233,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     pthread_cond_init(&e->work_cv, NULL);
     pthread_cond_init(&e->done_cv, NULL);
     pthread_cond_init(&e->encoder_cv, NULL);
+    pthread_mutex_init(&e->grammar_mu, NULL);
     e->n_parallel = params->n_parallel; /* 0: chosen once the model is loaded */
 
     struct llama_model_params mp = llama_model_default_params();

@@ -1,6 +1,7 @@
 /* llm/engines/llama_sample.h — the llama engine's host token choice, on
- * its own for tests: greedy as an argmax, and a llama.cpp sampler chain
- * run on a candidate array that leaves out what cannot be drawn. Pure
+ * its own for tests: greedy as an argmax, a llama.cpp sampler chain run
+ * on a candidate array that leaves out what cannot be drawn, and a row
+ * constrained by a grammar (llama_grammar.h). Pure
  * functions of their arguments; any thread (one chain per thread). */
 #ifndef SL_LLM_LLAMA_SAMPLE_H
 #define SL_LLM_LLAMA_SAMPLE_H
@@ -30,5 +31,16 @@ int32_t sl_llama_argmax(const float *logits, int n);
 int32_t sl_llama_sample_chain(struct llama_sampler *chain, const float *logits, int n,
                               const sl_sampling *sp, bool prefilter, void *cand_buf,
                               size_t *n_candidates);
+
+/* A grammar row's token (llama_sampler_init_grammar's `grammar`; `chain`
+ * as above, or NULL for greedy): the choice without the grammar when the
+ * grammar allows it, else the choice among the tokens it allows (the
+ * grammar applied to all n, then the 30 * max(1, T) cut below the best
+ * allowed one). Accepts the token into both; -1 when the grammar allows
+ * none (nothing accepted). *n_candidates (optional): 1 when the first
+ * choice stood, else the allowed candidates the choice was made among. */
+int32_t sl_llama_sample_grammar(struct llama_sampler *grammar, struct llama_sampler *chain,
+                                const float *logits, int n, const sl_sampling *sp, void *cand_buf,
+                                size_t *n_candidates);
 
 #endif

@@ -30,6 +30,7 @@
 #include "llm/engine_impl.h"
 #include "llm/engines/openai_parse.h"
 #include "llm/http_policy.h"
+#include "llm/json_schema.h"
 
 /* A GET /v1/models listing is kept up to this (a router lists many models). */
 enum { PROBE_BODY_MAX = 8 << 20, WINDOW_MIN_S = 2 };
@@ -76,6 +77,7 @@ typedef struct oa_req {
      * reset by each attempt. */
     bool stream;
     openai_stream st;
+    sl_json_schema *schema;     /* the request's: sent, and the answer checked against it */
     sl_task_group *grp;         /* one task of a request with several; NULL: none */
     int task;
 } oa_req;
@@ -120,6 +122,7 @@ static void req_free(oa_req *r)
     sl_free(r->body);
     sl_buf_free(&r->resp);
     openai_stream_free(&r->st);
+    sl_json_schema_free(r->schema);
     sl_free(r);
 }
 
@@ -192,21 +195,37 @@ static void set_waiting(oa_engine *e)
     pthread_mutex_unlock(&e->smu);
 }
 
-/* Hands a finished request to poll(). `error` NULL: res holds the result. */
+/* Hands a finished request to poll(). `error` NULL: res holds the result,
+ * checked against the request's schema (SL_ERR_INVALID_OUTPUT keeps it). */
 static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
 {
     sl_completion c = {.tag = r->tag, .status = SL_OK};
     bool last = true;
     if (r->grp) {
-        /* The request's completion once its last task is back. */
-        last = sl_task_group_record(r->grp, r->task, error ? SL_ERR_ENGINE : SL_OK, error, res,
-                                    &c);
+        /* The request's completion once its last task is back; an answer
+         * its schema refuses fails the task. */
+        char *invalid = NULL;
+        sl_status st = error ? SL_ERR_ENGINE : SL_OK;
+        if (!error && r->schema &&
+            sl_json_schema_check_answer(r->schema, r->id, res->text ? res->text : "",
+                                        &invalid) != SL_OK)
+            st = SL_ERR_INVALID_OUTPUT;
+        last = sl_task_group_record(r->grp, r->task, st, error ? error : invalid, res, &c);
+        if (st != SL_OK && res)
+            sl_result_clear(res); /* not taken by a failed task */
+        sl_free(invalid);
         r->grp = NULL;
     } else if (error) {
         c.status = SL_ERR_ENGINE;
         c.error = sl_strdup(error);
     } else {
         c.result = *res;
+        char *invalid = NULL;
+        if (r->schema && sl_json_schema_check_answer(r->schema, r->id, res->text ? res->text : "",
+                                                     &invalid) != SL_OK) {
+            c.status = SL_ERR_INVALID_OUTPUT;
+            c.error = invalid; /* NULL when out of memory: poll()'s callers say so */
+        }
     }
     req_free(r);
     if (!last)
@@ -279,8 +298,8 @@ static int set_new(json_t *o, const char *key, json_t *v)
 }
 
 /* The JSON body of one chat completion; NULL (with sl_fail) on failure. */
-static char *build_body(const oa_engine *e, const sl_request *q, const uint8_t *image,
-                        size_t image_len, const char *mime, size_t *len)
+static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_schema *schema,
+                        const uint8_t *image, size_t image_len, const char *mime, size_t *len)
 {
     json_t *root = json_object(), *messages = json_array(), *content = json_array();
     int bad = !root || !messages || !content;
@@ -343,8 +362,22 @@ static char *build_body(const oa_engine *e, const sl_request *q, const uint8_t *
             bad |= json_array_append_new(stop, json_string(q->stop[i]));
         bad |= set_new(root, "stop", stop);
     }
-    if (!bad && e->response_format)
+    if (!bad && schema) {
+        /* OpenAI's structured output, which vLLM, SGLang and llama-server
+         * take as it is; the request's schema takes the place of the
+         * engine's response_format. */
+        json_t *rf = json_object(), *js = json_object();
+        bad |= !rf || !js || set_new(js, "name", json_string("answer")) ||
+               set_new(js, "schema", json_deep_copy(sl_json_schema_json(schema))) ||
+               set_new(js, "strict", json_true()) ||
+               set_new(rf, "type", json_string("json_schema")) ||
+               json_object_set(rf, "json_schema", js) || set_new(root, "response_format", rf);
+        json_decref(js);
+        if (bad)
+            json_decref(rf);
+    } else if (!bad && e->response_format) {
         bad |= set_new(root, "response_format", json_deep_copy(e->response_format));
+    }
     char *text = NULL;
     if (!bad) {
         char *dumped = json_dumps(root, JSON_COMPACT);
@@ -365,22 +398,40 @@ static char *build_body(const oa_engine *e, const sl_request *q, const uint8_t *
 
 /* The engine's copy of request q (one without tasks); NULL when out of
  * memory. */
+/* The engine's copy of request q (one without tasks), its JSON schema
+ * parsed; NULL with the message set when the schema is refused or memory
+ * runs out. */
 static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *image,
-                       size_t image_len, const char *mime, void *tag)
+                       size_t image_len, const char *mime, void *tag, sl_status *st)
 {
+    const char *id = q->id ? q->id : "(request)";
+    sl_json_schema *schema = NULL;
+    *st = SL_OK;
+    if (q->json_schema) {
+        char name[320];
+        snprintf(name, sizeof name, "%s: json_schema", id);
+        if ((*st = sl_json_schema_parse(q->json_schema, strlen(q->json_schema), name,
+                                        &schema)) != SL_OK)
+            return NULL;
+    }
     oa_req *r = sl_calloc(1, sizeof *r);
-    if (!r)
+    if (!r) {
+        sl_json_schema_free(schema);
+        *st = sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
         return NULL;
+    }
     r->tag = tag;
     r->stream = e->p.stream;
-    r->id = sl_strdup(q->id ? q->id : "(request)");
+    r->id = sl_strdup(id);
     r->text_max = openai_text_max(q->sampling.max_tokens);
     r->body_max = openai_body_max(q->sampling.max_tokens);
-    r->body = build_body(e, q, image, image_len, mime, &r->body_len);
+    r->body = build_body(e, q, schema, image, image_len, mime, &r->body_len);
+    r->schema = schema;
     r->submitted = sl_mono_s();
     r->retry_after = -1.0;
     if (!r->id || !r->body) {
         req_free(r);
+        *st = sl_fail(SL_ERR_NOMEM, "%s: out of memory (or a string is not UTF-8)", id);
         return NULL;
     }
     return r;
@@ -390,6 +441,10 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
 {
     oa_engine *e = impl;
     const char *id = q->id ? q->id : "(request)";
+    if (q->grammar)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s: the openai engine sends no GBNF grammar (servers differ in what they "
+                       "take): give a JSON schema instead, or use the llama engine", id);
     uint8_t *encoded = NULL;
     const uint8_t *image = q->image_encoded;
     size_t image_len = q->image_encoded_len;
@@ -408,26 +463,28 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
     int n = q->n_tasks > 0 ? q->n_tasks : 1;
     oa_req *reqs[SL_MAX_TASKS] = {0};
     sl_task_group *grp = q->n_tasks > 0 ? sl_task_group_new(tag, q->n_tasks) : NULL;
-    bool ok = q->n_tasks == 0 || grp;
-    for (int i = 0; ok && i < n; i++) {
+    sl_status st = q->n_tasks == 0 || grp ? SL_OK : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
+    for (int i = 0; st == SL_OK && i < n; i++) {
         if (grp) {
             sl_request one;
             char *task_id;
             sl_task_request(q, i, &one, &task_id);
-            reqs[i] = task_id ? req_new(e, &one, image, image_len, mime, tag) : NULL;
+            if (task_id)
+                reqs[i] = req_new(e, &one, image, image_len, mime, tag, &st);
+            else
+                st = sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
             sl_free(task_id);
         } else {
-            reqs[i] = req_new(e, q, image, image_len, mime, tag);
+            reqs[i] = req_new(e, q, image, image_len, mime, tag, &st);
         }
-        ok = reqs[i] != NULL;
     }
     sl_image_buffer_free(encoded);
-    if (!ok) {
+    if (st != SL_OK) {
         for (int i = 0; i < n; i++)
             req_free(reqs[i]);
         for (int i = 0; grp && i < n; i++)
             sl_task_group_drop(grp); /* the reqs did not hold it yet */
-        return sl_fail(SL_ERR_NOMEM, "%s: out of memory (or a string is not UTF-8)", id);
+        return st;
     }
     for (int i = 0; grp && i < n; i++) {
         reqs[i]->grp = grp;

@@ -1,0 +1,760 @@
+/* io/s3.c — see s3.h. One function makes every request (sign, send,
+ * retry, read the answer); the operations are thin around it. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/error.h"
+#include "core/hash.h"
+#include "io/fetch.h"
+#include "io/s3.h"
+
+struct sl_s3 {
+    sl_s3_params p;
+    char *key_id, *secret, *token, *region, *endpoint; /* endpoint: no trailing '/' */
+    char *userpwd, *sigv4, *token_header;
+};
+
+sl_s3_params sl_s3_default_params(void)
+{
+    return (sl_s3_params){.timeout_ms = 60000, .retries = 5, .backoff_ms = 200};
+}
+
+
+static const char *env(const char *a, const char *b)
+{
+    const char *v = getenv(a);
+    if ((!v || !*v) && b)
+        v = getenv(b);
+    return v && *v ? v : NULL;
+}
+
+void sl_s3_free(sl_s3 *s3)
+{
+    if (!s3)
+        return;
+    sl_free(s3->key_id);
+    if (s3->secret)
+        memset(s3->secret, 0, strlen(s3->secret));
+    if (s3->userpwd)
+        memset(s3->userpwd, 0, strlen(s3->userpwd));
+    sl_free(s3->secret);
+    sl_free(s3->token);
+    sl_free(s3->region);
+    sl_free(s3->endpoint);
+    sl_free(s3->userpwd);
+    sl_free(s3->sigv4);
+    sl_free(s3->token_header);
+    sl_free(s3);
+}
+
+sl_status sl_s3_from_env(const sl_s3_params *params, sl_s3 **out)
+{
+    *out = NULL;
+    sl_fetch_init_curl();
+    const char *id = env("AWS_ACCESS_KEY_ID", NULL), *secret = env("AWS_SECRET_ACCESS_KEY", NULL);
+    const char *token = env("AWS_SESSION_TOKEN", NULL);
+    const char *region = env("AWS_REGION", "AWS_DEFAULT_REGION");
+    const char *endpoint = env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL");
+    if (!id != !secret)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s is set but %s is not: set both (or neither, for "
+                                           "public buckets)",
+                       id ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
+                       id ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID");
+    if (endpoint && strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "AWS_ENDPOINT_URL must be an http:// or https:// URL, "
+                                           "got '%s'", endpoint);
+    sl_s3 *s = sl_calloc(1, sizeof *s);
+    if (!s)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading the S3 settings");
+    s->p = params ? *params : sl_s3_default_params();
+    bool ok = (s->region = sl_strdup(region ? region : "us-east-1")) != NULL;
+    if (ok && endpoint) {
+        size_t n = strlen(endpoint);
+        while (n && endpoint[n - 1] == '/')
+            n--;
+        ok = (s->endpoint = sl_strndup(endpoint, n)) != NULL;
+    }
+    if (ok && id) {
+        ok = (s->key_id = sl_strdup(id)) && (s->secret = sl_strdup(secret)) &&
+             (s->userpwd = sl_asprintf("%s:%s", id, secret)) &&
+             (s->sigv4 = sl_asprintf("aws:amz:%s:s3", s->region));
+        if (ok && token)
+            ok = (s->token = sl_strdup(token)) &&
+                 (s->token_header = sl_asprintf("x-amz-security-token: %s", token));
+    }
+    if (!ok) {
+        sl_s3_free(s);
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading the S3 settings");
+    }
+    *out = s;
+    return SL_OK;
+}
+
+static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
+static sl_s3 *shared;
+static char shared_error[512];
+
+static void make_shared(void)
+{
+    if (sl_s3_from_env(NULL, &shared) != SL_OK)
+        snprintf(shared_error, sizeof shared_error, "%s", sl_last_error());
+}
+
+const sl_s3 *sl_s3_shared(void)
+{
+    pthread_once(&shared_once, make_shared);
+    if (!shared)
+        sl_fail(SL_ERR_INVALID_ARG, "%s", shared_error);
+    return shared;
+}
+
+bool sl_s3_is_url(const char *s) { return s && strncmp(s, "s3://", 5) == 0; }
+
+sl_status sl_s3_split(const char *url, char **bucket, char **key)
+{
+    *bucket = *key = NULL;
+    if (!sl_s3_is_url(url))
+        return sl_fail(SL_ERR_INVALID_ARG, "'%s' is not an s3://bucket/key URL", url);
+    const char *b = url + 5, *slash = strchr(b, '/');
+    size_t blen = slash ? (size_t)(slash - b) : strlen(b);
+    if (blen == 0 || blen > 63)
+        return sl_fail(SL_ERR_INVALID_ARG, "'%s' names no bucket (s3://bucket/key)", url);
+    for (size_t i = 0; i < blen; i++)
+        if (!((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= '0' && b[i] <= '9') || b[i] == '-' ||
+              b[i] == '.'))
+            return sl_fail(SL_ERR_INVALID_ARG, "'%s': a bucket name is lowercase letters, "
+                                               "digits, '-' and '.'", url);
+    *bucket = sl_strndup(b, blen);
+    *key = sl_strdup(slash ? slash + 1 : "");
+    if (!*bucket || !*key) {
+        sl_free(*bucket);
+        sl_free(*key);
+        *bucket = *key = NULL;
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", url);
+    }
+    return SL_OK;
+}
+
+/* Percent-encodes s as SigV4 wants it (unreserved bytes kept, '/' kept
+ * when keep_slash), appended to b. */
+static bool put_encoded(sl_buf *b, const char *s, bool keep_slash)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *u = (const unsigned char *)s; *u; u++) {
+        bool plain = (*u >= 'A' && *u <= 'Z') || (*u >= 'a' && *u <= 'z') ||
+                     (*u >= '0' && *u <= '9') || *u == '-' || *u == '_' || *u == '.' ||
+                     *u == '~' || (keep_slash && *u == '/');
+        char esc[3] = {'%', hex[*u >> 4], hex[*u & 15]};
+        if (!(plain ? sl_buf_append(b, (const char *)u, 1) : sl_buf_append(b, esc, 3)))
+            return false;
+    }
+    return true;
+}
+
+/* The HTTP URL of bucket/key with `query` (already canonical: names sorted,
+ * values encoded), NUL-terminated in a new string. */
+static char *object_url(const sl_s3 *s3, const char *bucket, const char *key, const char *query)
+{
+    sl_buf b = {0};
+    bool ok;
+    if (s3->endpoint)
+        ok = sl_buf_append(&b, s3->endpoint, strlen(s3->endpoint)) && sl_buf_append(&b, "/", 1) &&
+             sl_buf_append(&b, bucket, strlen(bucket)) && sl_buf_append(&b, "/", 1);
+    else
+        ok = sl_buf_append(&b, "https://", 8) && sl_buf_append(&b, bucket, strlen(bucket)) &&
+             sl_buf_append(&b, ".s3.", 4) && sl_buf_append(&b, s3->region, strlen(s3->region)) &&
+             sl_buf_append(&b, ".amazonaws.com/", 15);
+    ok = ok && put_encoded(&b, key, true);
+    if (ok && query && *query)
+        ok = sl_buf_append(&b, "?", 1) && sl_buf_append(&b, query, strlen(query));
+    ok = ok && sl_buf_append(&b, "", 1);
+    if (!ok) {
+        sl_buf_free(&b);
+        return NULL;
+    }
+    return (char *)b.data;
+}
+
+/* --- one request ---------------------------------------------------------------- */
+
+typedef struct request {
+    const char *method;        /* GET, PUT, POST, DELETE, HEAD */
+    const char *bucket, *key;
+    const char *query;         /* canonical, or NULL */
+    const char *range;         /* "first-last", or NULL */
+    const void *body;          /* PUT/POST bytes */
+    size_t body_len;
+    size_t max_bytes;          /* of the answer's body */
+    FILE *to_file;             /* a 2xx body goes here instead (from its position then) */
+    const char *what;          /* names the request in messages: "s3://b/k" */
+} request;
+
+typedef struct answer {
+    long code;
+    sl_capped body;
+    char etag[128];
+} answer;
+
+static size_t on_header(char *ptr, size_t size, size_t n, void *user)
+{
+    answer *a = user;
+    size_t len = size * n;
+    if (len > 5 && strncasecmp(ptr, "etag:", 5) == 0) {
+        const char *v = ptr + 5;
+        size_t vlen = len - 5;
+        while (vlen && (*v == ' ' || *v == '\t'))
+            v++, vlen--;
+        while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+            vlen--;
+        snprintf(a->etag, sizeof a->etag, "%.*s", (int)vlen, v);
+    }
+    return len;
+}
+
+typedef struct reader {
+    const uint8_t *p;
+    size_t left;
+} reader;
+
+static size_t on_read(char *buf, size_t size, size_t n, void *user)
+{
+    reader *r = user;
+    size_t take = size * n < r->left ? size * n : r->left;
+    memcpy(buf, r->p, take);
+    r->p += take;
+    r->left -= take;
+    return take;
+}
+
+/* The text of element `name` in an S3 error document, into out. */
+static void xml_field(const sl_buf *body, const char *name, char *out, size_t size)
+{
+    out[0] = '\0';
+    char open[64];
+    snprintf(open, sizeof open, "<%s>", name);
+    const char *text = (const char *)body->data;
+    if (!text)
+        return;
+    const char *end = text + body->len, *at = NULL;
+    size_t olen = strlen(open);
+    for (const char *s = text; s + olen <= end; s++)
+        if (memcmp(s, open, olen) == 0) {
+            at = s + olen;
+            break;
+        }
+    if (!at)
+        return;
+    const char *stop = memchr(at, '<', (size_t)(end - at));
+    size_t n = stop ? (size_t)(stop - at) : 0;
+    snprintf(out, size, "%.*s", (int)(n < 300 ? n : 300), at);
+}
+
+typedef struct file_sink {
+    FILE *fp;
+    answer *a;
+    CURL *h;
+    bool failed;
+} file_sink;
+
+/* A 2xx body goes to the file; an error document stays in memory for the
+ * message. */
+static size_t on_file(char *ptr, size_t size, size_t n, void *user)
+{
+    file_sink *f = user;
+    if (f->a->code == 0)
+        curl_easy_getinfo(f->h, CURLINFO_RESPONSE_CODE, &f->a->code);
+    if (f->a->code >= 300)
+        return sl_capped_write(ptr, size, n, &f->a->body);
+    if (fwrite(ptr, size, n, f->fp) != n) {
+        f->failed = true;
+        return 0;
+    }
+    return size * n;
+}
+
+static void pause_before(const sl_s3 *s3, int attempt, uint64_t *rng)
+{
+    long cap = s3->p.backoff_ms << (attempt < 10 ? attempt - 1 : 9);
+    if (cap > 20000)
+        cap = 20000;
+    *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+    long ms = cap > 0 ? (long)((*rng >> 33) % (uint64_t)cap) + 1 : 0; /* full jitter */
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+/* Sends rq, retrying what is worth retrying; *a holds the last answer (its
+ * body the caller's to free) when SL_OK: a 2xx. */
+static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
+{
+    sl_fetch_init_curl();
+    memset(a, 0, sizeof *a);
+    char *url = object_url(s3, rq->bucket, rq->key, rq->query);
+    CURL *h = curl_easy_init();
+    struct curl_slist *headers = NULL;
+    headers = curl_slist_append(headers, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
+    if (headers && s3->token_header)
+        headers = curl_slist_append(headers, s3->token_header);
+    if (headers && strcmp(rq->method, "POST") == 0)
+        headers = curl_slist_append(headers, "Content-Type: application/xml");
+    if (!url || !h || !headers) {
+        sl_free(url);
+        curl_easy_cleanup(h);
+        curl_slist_free_all(headers);
+        return sl_fail(SL_ERR_NOMEM, "out of memory reaching %s", rq->what);
+    }
+    uint64_t rng = sl_hash_fnv1a64(rq->what) ^ (uint64_t)time(NULL);
+    char cerr[CURL_ERROR_SIZE], why[CURL_ERROR_SIZE + 400] = "";
+    sl_status st = SL_ERR_IO;
+    off_t start = rq->to_file ? ftello(rq->to_file) : 0;
+    for (int attempt = 0; attempt <= s3->p.retries; attempt++) {
+        if (attempt)
+            pause_before(s3, attempt, &rng);
+        sl_buf_free(&a->body.buf);
+        memset(a, 0, sizeof *a);
+        a->body.max = rq->max_bytes ? rq->max_bytes : (size_t)16 << 20;
+        reader rd = {rq->body, rq->body_len};
+        cerr[0] = '\0';
+        curl_easy_reset(h);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, s3->p.timeout_ms);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+        file_sink fs = {rq->to_file, a, h, false};
+        if (rq->to_file) {
+            if (fseeko(rq->to_file, start, SEEK_SET) != 0 ||
+                ftruncate(fileno(rq->to_file), start) != 0) {
+                st = SL_ERR_IO;
+                snprintf(why, sizeof why, "cannot write the local copy");
+                break;
+            }
+            curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_file);
+            curl_easy_setopt(h, CURLOPT_WRITEDATA, &fs);
+        } else {
+            curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sl_capped_write);
+            curl_easy_setopt(h, CURLOPT_WRITEDATA, &a->body);
+        }
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, a);
+        curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
+        curl_easy_setopt(h, CURLOPT_USERAGENT, "sluice");
+        if (s3->userpwd) {
+            curl_easy_setopt(h, CURLOPT_USERPWD, s3->userpwd);
+            curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s3->sigv4);
+        }
+        if (rq->range)
+            curl_easy_setopt(h, CURLOPT_RANGE, rq->range);
+        if (strcmp(rq->method, "PUT") == 0) {
+            curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+            curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+            curl_easy_setopt(h, CURLOPT_READDATA, &rd);
+            curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)rq->body_len);
+        } else if (strcmp(rq->method, "POST") == 0) {
+            curl_easy_setopt(h, CURLOPT_POST, 1L);
+            curl_easy_setopt(h, CURLOPT_POSTFIELDS, rq->body ? rq->body : "");
+            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body_len);
+        } else if (strcmp(rq->method, "GET") != 0) {
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, rq->method);
+            if (strcmp(rq->method, "HEAD") == 0)
+                curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+        }
+        CURLcode rc = curl_easy_perform(h);
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a->code);
+        bool retry = false;
+        if (fs.failed) {
+            st = SL_ERR_IO;
+            snprintf(why, sizeof why, "cannot write the local copy");
+        } else if (a->body.nomem) {
+            st = SL_ERR_NOMEM;
+            snprintf(why, sizeof why, "out of memory");
+        } else if (a->body.too_big) {
+            st = SL_ERR_TOO_LARGE;
+            snprintf(why, sizeof why, "larger than the %zu-byte limit", a->body.max);
+        } else if (rc != CURLE_OK) {
+            st = SL_ERR_IO;
+            snprintf(why, sizeof why, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
+            retry = rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_URL_MALFORMAT;
+        } else if (a->code >= 300) {
+            char code[128], msg[320];
+            xml_field(&a->body.buf, "Code", code, sizeof code);
+            xml_field(&a->body.buf, "Message", msg, sizeof msg);
+            st = a->code == 404 ? SL_ERR_NOT_FOUND : SL_ERR_IO;
+            snprintf(why, sizeof why, "HTTP %ld%s%s%s%s", a->code, code[0] ? " " : "", code,
+                     msg[0] ? ": " : "", msg);
+            retry = a->code >= 500 || a->code == 429 || strcmp(code, "SlowDown") == 0 ||
+                    strcmp(code, "RequestTimeout") == 0;
+        } else {
+            st = SL_OK;
+            break;
+        }
+        if (!retry)
+            break;
+    }
+    curl_easy_cleanup(h);
+    curl_slist_free_all(headers);
+    if (st != SL_OK) {
+        sl_buf_free(&a->body.buf);
+        st = sl_fail(st, "%s %s (%s): %s", rq->method, rq->what,
+                     s3->endpoint ? s3->endpoint : "AWS", why);
+    }
+    sl_free(url);
+    return st;
+}
+
+/* --- operations -------------------------------------------------------------------- */
+
+sl_status sl_s3_get(const sl_s3 *s3, const char *url, uint64_t offset, uint64_t length,
+                    size_t max_bytes, uint8_t **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    char *bucket, *key;
+    sl_status st = sl_s3_split(url, &bucket, &key);
+    if (st != SL_OK)
+        return st;
+    char range[64];
+    if (length)
+        snprintf(range, sizeof range, "%llu-%llu", (unsigned long long)offset,
+                 (unsigned long long)(offset + length - 1));
+    else
+        snprintf(range, sizeof range, "%llu-", (unsigned long long)offset);
+    request rq = {.method = "GET", .bucket = bucket, .key = key,
+                  .range = offset || length ? range : NULL, .max_bytes = max_bytes, .what = url};
+    answer a;
+    st = perform(s3, &rq, &a);
+    if (st == SL_OK) {
+        *data = a.body.buf.data ? a.body.buf.data : sl_malloc(1);
+        *len = a.body.buf.len;
+        if (!*data)
+            st = sl_fail(SL_ERR_NOMEM, "out of memory reading %s", url);
+    }
+    sl_free(bucket);
+    sl_free(key);
+    return st;
+}
+
+static sl_status simple(const sl_s3 *s3, const char *method, const char *url, const char *query,
+                        const void *body, size_t len, answer *a)
+{
+    char *bucket, *key;
+    sl_status st = sl_s3_split(url, &bucket, &key);
+    if (st != SL_OK)
+        return st;
+    request rq = {.method = method, .bucket = bucket, .key = key, .query = query, .body = body,
+                  .body_len = len, .what = url};
+    st = perform(s3, &rq, a);
+    sl_free(bucket);
+    sl_free(key);
+    return st;
+}
+
+sl_status sl_s3_download(const sl_s3 *s3, const char *url, FILE *fp)
+{
+    char *bucket, *key;
+    sl_status st = sl_s3_split(url, &bucket, &key);
+    if (st != SL_OK)
+        return st;
+    request rq = {.method = "GET", .bucket = bucket, .key = key, .to_file = fp, .what = url};
+    answer a;
+    st = perform(s3, &rq, &a);
+    if (st == SL_OK) {
+        sl_buf_free(&a.body.buf);
+        if (fflush(fp) != 0)
+            st = sl_fail(SL_ERR_IO, "cannot write %s to a local file", url);
+    }
+    sl_free(bucket);
+    sl_free(key);
+    return st;
+}
+
+sl_status sl_s3_put(const sl_s3 *s3, const char *url, const void *data, size_t len)
+{
+    answer a;
+    sl_status st = simple(s3, "PUT", url, NULL, data, len, &a);
+    if (st == SL_OK)
+        sl_buf_free(&a.body.buf);
+    return st;
+}
+
+sl_status sl_s3_delete(const sl_s3 *s3, const char *url)
+{
+    answer a;
+    sl_status st = simple(s3, "DELETE", url, NULL, NULL, 0, &a);
+    if (st == SL_OK)
+        sl_buf_free(&a.body.buf);
+    return st == SL_ERR_NOT_FOUND ? SL_OK : st;
+}
+
+enum { MIN_PART = 5u << 20, DEFAULT_PART = 16u << 20, MAX_PARTS = 10000 };
+
+static sl_status read_part(FILE *fp, const char *path, uint8_t *buf, size_t want, size_t *got)
+{
+    *got = fread(buf, 1, want, fp);
+    if (*got < want && ferror(fp))
+        return sl_fail(SL_ERR_IO, "cannot read '%s' to upload it", path);
+    return SL_OK;
+}
+
+sl_status sl_s3_upload_file(const sl_s3 *s3, const char *path, const char *url,
+                            size_t part_bytes)
+{
+    if (!part_bytes)
+        part_bytes = DEFAULT_PART;
+    if (part_bytes < MIN_PART)
+        part_bytes = MIN_PART;
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return sl_fail(SL_ERR_NOT_FOUND, "cannot open '%s' to upload it", path);
+    uint8_t *buf = sl_malloc(part_bytes);
+    size_t got = 0;
+    sl_status st = buf ? read_part(fp, path, buf, part_bytes, &got)
+                       : sl_fail(SL_ERR_NOMEM, "out of memory uploading '%s'", path);
+    if (st == SL_OK && got < part_bytes) { /* small: one PUT */
+        st = sl_s3_put(s3, url, buf, got);
+        sl_free(buf);
+        fclose(fp);
+        return st;
+    }
+    /* Multipart: initiate, parts, complete; abort on any failure. */
+    answer a = {0};
+    char upload_id[512] = "";
+    sl_buf done = {0};
+    if (st == SL_OK && (st = simple(s3, "POST", url, "uploads=", NULL, 0, &a)) == SL_OK) {
+        xml_field(&a.body.buf, "UploadId", upload_id, sizeof upload_id);
+        sl_buf_free(&a.body.buf);
+        if (!upload_id[0])
+            st = sl_fail(SL_ERR_IO, "POST %s?uploads: the answer has no UploadId", url);
+    }
+    if (st == SL_OK && !sl_buf_append(&done, "<CompleteMultipartUpload>", 25))
+        st = sl_fail(SL_ERR_NOMEM, "out of memory uploading '%s'", path);
+    sl_buf id_enc = {0};
+    if (st == SL_OK && (!put_encoded(&id_enc, upload_id, false) || !sl_buf_append(&id_enc, "", 1)))
+        st = sl_fail(SL_ERR_NOMEM, "out of memory uploading '%s'", path);
+    for (int part = 1; st == SL_OK && got > 0; part++) {
+        if (part > MAX_PARTS) {
+            st = sl_fail(SL_ERR_TOO_LARGE, "'%s' needs more than %d parts of %zu bytes", path,
+                         MAX_PARTS, part_bytes);
+            break;
+        }
+        char query[700], entry[300];
+        snprintf(query, sizeof query, "partNumber=%d&uploadId=%s", part, (char *)id_enc.data);
+        if ((st = simple(s3, "PUT", url, query, buf, got, &a)) != SL_OK)
+            break;
+        sl_buf_free(&a.body.buf);
+        int w = snprintf(entry, sizeof entry, "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag>"
+                         "</Part>", part, a.etag);
+        if (!a.etag[0] || w >= (int)sizeof entry) {
+            st = sl_fail(SL_ERR_IO, "PUT %s part %d: the answer has no ETag", url, part);
+            break;
+        }
+        if (!sl_buf_append(&done, entry, (size_t)w)) {
+            st = sl_fail(SL_ERR_NOMEM, "out of memory uploading '%s'", path);
+            break;
+        }
+        st = read_part(fp, path, buf, part_bytes, &got);
+    }
+    if (st == SL_OK && !sl_buf_append(&done, "</CompleteMultipartUpload>", 26))
+        st = sl_fail(SL_ERR_NOMEM, "out of memory uploading '%s'", path);
+    if (st == SL_OK) {
+        char query[700];
+        snprintf(query, sizeof query, "uploadId=%s", (char *)id_enc.data);
+        st = simple(s3, "POST", url, query, done.data, done.len, &a);
+        /* S3 may answer 200 with an error document inside. */
+        if (st == SL_OK) {
+            char code[128];
+            xml_field(&a.body.buf, "Code", code, sizeof code);
+            sl_buf_free(&a.body.buf);
+            if (code[0])
+                st = sl_fail(SL_ERR_IO, "completing the upload of %s failed: %s", url, code);
+        }
+    }
+    if (st != SL_OK && upload_id[0] && id_enc.data) {
+        char msg[1024], query[700];
+        snprintf(msg, sizeof msg, "%s", sl_last_error());
+        snprintf(query, sizeof query, "uploadId=%s", (char *)id_enc.data);
+        if (simple(s3, "DELETE", url, query, NULL, 0, &a) == SL_OK)
+            sl_buf_free(&a.body.buf);
+        st = sl_fail(st, "%s", msg);
+    }
+    sl_buf_free(&id_enc);
+    sl_buf_free(&done);
+    sl_free(buf);
+    fclose(fp);
+    return st;
+}
+
+/* --- listing ---------------------------------------------------------------------------- */
+
+typedef struct entry {
+    char *key;
+    uint64_t size;
+} entry;
+
+struct sl_s3_list {
+    const sl_s3 *s3;
+    char *bucket, *prefix, *url;
+    char *token;   /* the next page's continuation token; NULL: no more pages */
+    bool started;
+    entry *page;
+    size_t n, at;
+};
+
+sl_status sl_s3_list_open(const sl_s3 *s3, const char *url, sl_s3_list **out)
+{
+    *out = NULL;
+    sl_s3_list *l = sl_calloc(1, sizeof *l);
+    if (!l)
+        return sl_fail(SL_ERR_NOMEM, "out of memory listing %s", url);
+    l->s3 = s3;
+    sl_status st = sl_s3_split(url, &l->bucket, &l->prefix);
+    if (st == SL_OK && !(l->url = sl_strdup(url)))
+        st = sl_fail(SL_ERR_NOMEM, "out of memory listing %s", url);
+    if (st != SL_OK) {
+        sl_s3_list_free(l);
+        return st;
+    }
+    *out = l;
+    return SL_OK;
+}
+
+static void clear_page(sl_s3_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        sl_free(l->page[i].key);
+    sl_free(l->page);
+    l->page = NULL;
+    l->n = l->at = 0;
+}
+
+static const char *text_of(xmlNode *n)
+{
+    return n->children && n->children->type == XML_TEXT_NODE ? (const char *)n->children->content
+                                                              : "";
+}
+
+/* One ListObjectsV2 page into l->page; the next token into l->token. */
+static sl_status fetch_page(sl_s3_list *l)
+{
+    clear_page(l);
+    sl_buf q = {0};
+    bool ok = true;
+    if (l->token)
+        ok = sl_buf_append(&q, "continuation-token=", 19) && put_encoded(&q, l->token, false) &&
+             sl_buf_append(&q, "&", 1);
+    ok = ok && sl_buf_append(&q, "list-type=2&prefix=", 19) && put_encoded(&q, l->prefix, false) &&
+         sl_buf_append(&q, "", 1);
+    if (!ok) {
+        sl_buf_free(&q);
+        return sl_fail(SL_ERR_NOMEM, "out of memory listing %s", l->url);
+    }
+    request rq = {.method = "GET", .bucket = l->bucket, .key = "", .query = (char *)q.data,
+                  .max_bytes = 64u << 20, .what = l->url};
+    answer a;
+    sl_status st = perform(l->s3, &rq, &a);
+    sl_buf_free(&q);
+    sl_free(l->token);
+    l->token = NULL;
+    if (st != SL_OK)
+        return st;
+    xmlDoc *doc = a.body.buf.data ? xmlReadMemory((const char *)a.body.buf.data, (int)a.body.buf.len, NULL,
+                                              NULL, XML_PARSE_NONET | XML_PARSE_NOERROR |
+                                                        XML_PARSE_NOWARNING)
+                              : NULL;
+    sl_buf_free(&a.body.buf);
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    if (!root || strcmp((const char *)root->name, "ListBucketResult") != 0) {
+        xmlFreeDoc(doc);
+        return sl_fail(SL_ERR_IO, "listing %s: the answer is not a ListBucketResult", l->url);
+    }
+    size_t cap = 0;
+    bool truncated = false;
+    for (xmlNode *n = root->children; n && st == SL_OK; n = n->next) {
+        if (n->type != XML_ELEMENT_NODE)
+            continue;
+        const char *name = (const char *)n->name;
+        if (strcmp(name, "IsTruncated") == 0) {
+            truncated = strcmp(text_of(n), "true") == 0;
+        } else if (strcmp(name, "NextContinuationToken") == 0) {
+            if (!(l->token = sl_strdup(text_of(n))))
+                st = sl_fail(SL_ERR_NOMEM, "out of memory listing %s", l->url);
+        } else if (strcmp(name, "Contents") == 0) {
+            entry e = {0};
+            for (xmlNode *c = n->children; c; c = c->next) {
+                if (c->type != XML_ELEMENT_NODE)
+                    continue;
+                if (strcmp((const char *)c->name, "Key") == 0)
+                    e.key = (char *)text_of(c);
+                else if (strcmp((const char *)c->name, "Size") == 0)
+                    e.size = strtoull(text_of(c), NULL, 10);
+            }
+            if (!e.key || !*e.key)
+                continue;
+            if (l->n == cap) {
+                size_t ncap = cap ? 2 * cap : 256;
+                entry *grown = sl_realloc(l->page, ncap * sizeof *grown);
+                if (!grown) {
+                    st = sl_fail(SL_ERR_NOMEM, "out of memory listing %s", l->url);
+                    break;
+                }
+                l->page = grown;
+                cap = ncap;
+            }
+            if (!(e.key = sl_strdup(e.key))) {
+                st = sl_fail(SL_ERR_NOMEM, "out of memory listing %s", l->url);
+                break;
+            }
+            l->page[l->n++] = e;
+        }
+    }
+    xmlFreeDoc(doc);
+    if (st == SL_OK && truncated && !l->token)
+        st = sl_fail(SL_ERR_IO, "listing %s: a truncated page without a continuation token",
+                     l->url);
+    if (!truncated) {
+        sl_free(l->token);
+        l->token = NULL;
+    }
+    return st;
+}
+
+sl_status sl_s3_list_next(sl_s3_list *l, const char **key, uint64_t *size, bool *done)
+{
+    *done = false;
+    while (l->at == l->n) {
+        if (l->started && !l->token) {
+            *done = true;
+            return SL_OK;
+        }
+        l->started = true;
+        sl_status st = fetch_page(l);
+        if (st != SL_OK)
+            return st;
+    }
+    *key = l->page[l->at].key;
+    *size = l->page[l->at].size;
+    l->at++;
+    return SL_OK;
+}
+
+void sl_s3_list_free(sl_s3_list *l)
+{
+    if (!l)
+        return;
+    clear_page(l);
+    sl_free(l->bucket);
+    sl_free(l->prefix);
+    sl_free(l->url);
+    sl_free(l->token);
+    sl_free(l);
+}

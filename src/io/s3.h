@@ -1,0 +1,89 @@
+/* io/s3.h — objects in Amazon S3 and S3-compatible stores (MinIO, Ceph,
+ * R2, moto): GET (whole or a byte range), PUT, multipart upload, and
+ * listing a prefix page by page. Requests are signed by libcurl's AWS
+ * Signature Version 4 (CURLOPT_AWS_SIGV4); nothing here computes a
+ * signature. Throttling (503 SlowDown, 429) and 5xx answers and transport
+ * errors are retried with exponential backoff and jitter; other answers
+ * fail with the store's own error code and message, naming the object.
+ *
+ * Where and who, from the environment as the AWS tools read it:
+ * AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (optional),
+ * AWS_REGION (or AWS_DEFAULT_REGION; default us-east-1) and
+ * AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) for a compatible store, which
+ * is then addressed path-style (ENDPOINT/bucket/key); without it,
+ * https://bucket.s3.REGION.amazonaws.com/key. No credentials: requests go
+ * unsigned (public buckets). Credentials are never printed: messages name
+ * the URL, the endpoint and the key id's last four characters at most.
+ *
+ * Thread rules: an sl_s3 is read-only once made; every call may run on any
+ * thread at once (each uses its own curl handle). Ownership: the caller
+ * frees what the calls return (sl_free) and the sl_s3 (sl_s3_free). */
+#ifndef SL_IO_S3_H
+#define SL_IO_S3_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "sluice/status.h"
+
+typedef struct sl_s3 sl_s3;
+
+typedef struct sl_s3_params {
+    long timeout_ms;    /* per try, the whole transfer (default 60000) */
+    int retries;        /* tries after the first on a retryable failure (default 5) */
+    long backoff_ms;    /* the first pause; doubles each try, with full jitter (default 200) */
+} sl_s3_params;
+
+sl_s3_params sl_s3_default_params(void);
+
+/* From the environment (above). SL_ERR_INVALID_ARG for a malformed
+ * AWS_ENDPOINT_URL or a key id without its secret, naming the variable. */
+sl_status sl_s3_from_env(const sl_s3_params *params, sl_s3 **out);
+/* The process's store: sl_s3_from_env() with the default parameters, made
+ * at the first call and kept (thread-safe). NULL with the error set when
+ * the environment is wrong. */
+const sl_s3 *sl_s3_shared(void);
+void sl_s3_free(sl_s3 *s3);
+
+/* "s3://bucket/key..." */
+bool sl_s3_is_url(const char *s);
+/* Splits an s3:// URL; *key may be "" (the bucket's root). SL_ERR_INVALID_ARG
+ * naming the URL when it is not one. */
+sl_status sl_s3_split(const char *url, char **bucket, char **key);
+
+/* The object at url, or `length` bytes of it from `offset` (length 0: to
+ * its end), at most max_bytes (SL_ERR_TOO_LARGE past it). SL_ERR_NOT_FOUND
+ * for a missing object or bucket, SL_ERR_IO for the rest. */
+sl_status sl_s3_get(const sl_s3 *s3, const char *url, uint64_t offset, uint64_t length,
+                    size_t max_bytes, uint8_t **data, size_t *len);
+
+/* The object at url written into fp (from its current position; on a retry
+ * the file is cut back there and written again), for inputs too large to
+ * hold in memory. */
+sl_status sl_s3_download(const sl_s3 *s3, const char *url, FILE *fp);
+
+/* Writes len bytes as the object at url (one PUT). */
+sl_status sl_s3_put(const sl_s3 *s3, const char *url, const void *data, size_t len);
+
+/* Uploads a local file as the object at url: one PUT up to part_bytes,
+ * else a multipart upload of part_bytes parts (at least 5 MiB, S3's floor;
+ * 0: 16 MiB), read from the file one part at a time; a failed upload is
+ * aborted, so no half object is ever visible. */
+sl_status sl_s3_upload_file(const sl_s3 *s3, const char *path, const char *url,
+                            size_t part_bytes);
+
+/* Deletes the object at url (no error when it is missing). */
+sl_status sl_s3_delete(const sl_s3 *s3, const char *url);
+
+/* Listing: the objects whose keys start with the URL's key, in key order
+ * (S3's), fetched a page (1,000 keys) at a time as they are read. */
+typedef struct sl_s3_list sl_s3_list;
+sl_status sl_s3_list_open(const sl_s3 *s3, const char *url, sl_s3_list **out);
+/* The next object's key (the whole key, valid until the next call) and
+ * size; *done at the end. */
+sl_status sl_s3_list_next(sl_s3_list *l, const char **key, uint64_t *size, bool *done);
+void sl_s3_list_free(sl_s3_list *l);
+
+#endif

@@ -1,0 +1,42 @@
+// llm/engines/llama_grammar.cpp — the C++ shim over llama.cpp's JSON
+// schema converter (common/json-schema-to-grammar.h in its sources,
+// libllama-common in its prefix): C in, C out, no exception crosses it.
+// The only C++ in sluice; see llama_grammar.h.
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+
+#include "json-schema-to-grammar.h"
+
+extern "C" {
+#include "core/alloc.h"
+#include "core/error.h"
+}
+#include "llm/engines/llama_grammar.h"
+
+extern "C" bool sl_llama_schema_converter_available(void) { return true; }
+
+extern "C" sl_status sl_llama_schema_to_grammar(const char *schema_json, const char *name,
+                                                 char **gbnf)
+{
+    *gbnf = nullptr;
+    std::string grammar;
+    try {
+        common_json schema = common_json::parse(schema_json);
+        // force_gbnf: GBNF even where llama.cpp was built with llguidance.
+        grammar = json_schema_to_grammar(schema, true);
+    } catch (const std::bad_alloc &) {
+        return sl_fail(SL_ERR_NOMEM, "out of memory turning %s into a grammar", name);
+    } catch (const std::exception &e) {
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: llama.cpp cannot turn it into a grammar: %s",
+                       name, e.what());
+    } catch (...) {
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: llama.cpp cannot turn it into a grammar", name);
+    }
+    char *copy = sl_strndup(grammar.data(), grammar.size());
+    if (!copy)
+        return sl_fail(SL_ERR_NOMEM, "out of memory turning %s into a grammar", name);
+    *gbnf = copy;
+    return SL_OK;
+}

@@ -1,0 +1,105 @@
+"""End-to-end tests of deploy/ (docs/deploy.md): the Slurm array script and
+the Kubernetes Indexed Job, run without Slurm or a cluster. Each array task
+or pod index is run here as the scheduler would run it (the task id in the
+environment), over one folder of images: the union of their outputs holds
+every input exactly once, and a task run again (a requeue) writes nothing
+new. kubectl cannot validate without an API server (none here), so the
+manifest's shape is checked field by field instead."""
+import json
+import os
+import pathlib
+import subprocess
+from collections import Counter
+
+import yaml
+
+from conftest import REPO, TINY, sample_copies
+
+N = 3
+
+
+def write_job(tmp_path, inputs, config_dir):
+    job = config_dir / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "input": {"paths": [str(inputs)], "shard_size": 2},
+        "llama": {"model": str(TINY / "model.gguf"), "mmproj": str(TINY / "mmproj.gguf")},
+        "sampling": {"max_tokens": 2},
+        "metrics": {"addr": "off"},
+    }))
+    return job
+
+
+def ids_under(out):
+    ids = []
+    for part in sorted(pathlib.Path(out).glob("shard-*/part-*.jsonl")):
+        ids += [json.loads(line)["id"] for line in part.read_text().splitlines()]
+    return ids
+
+
+def expected(inputs):
+    return Counter(str(p.relative_to(inputs)) for p in inputs.rglob("*") if p.is_file())
+
+
+def test_the_slurm_array_script_covers_every_input_once(sluice, tmp_path):
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 2)
+    job = write_job(tmp_path, inputs, tmp_path)
+    out = tmp_path / "out"
+    script = REPO / "deploy" / "slurm" / "sluice-array.sbatch"
+    for task in range(N):
+        env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(task), SLURM_ARRAY_TASK_COUNT=str(N),
+                   SLUICE=str(pathlib.Path(sluice.binary).resolve()))
+        r = subprocess.run(["bash", str(script), str(job), str(inputs), str(out),
+                            "--metrics-addr", "off"], env=env, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted((out).glob("shard-*")) == [out / f"shard-{t:05d}" for t in range(N)]
+    assert Counter(ids_under(out)) == expected(inputs)
+    # A requeued task resumes: nothing left, nothing written twice.
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT=str(N),
+               SLUICE=str(pathlib.Path(sluice.binary).resolve()))
+    r = subprocess.run(["bash", str(script), str(job), str(inputs), str(out),
+                        "--metrics-addr", "off"], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert Counter(ids_under(out)) == expected(inputs)
+    # Outside an array it says what is missing.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    r = subprocess.run(["bash", str(script), str(job), str(inputs), str(out)], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "SLURM_ARRAY_TASK_ID" in r.stderr
+
+
+def test_the_kubernetes_indexed_job_covers_every_input_once(sluice, tmp_path):
+    manifest = yaml.safe_load((REPO / "deploy" / "k8s" / "sluice-indexed-job.yaml").read_text())
+    assert manifest["apiVersion"] == "batch/v1" and manifest["kind"] == "Job"
+    spec = manifest["spec"]
+    assert spec["completionMode"] == "Indexed"
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    container = pod["containers"][0]
+    shards = int(next(e["value"] for e in container["env"] if e["name"] == "SHARDS"))
+    assert spec["completions"] == shards == spec["parallelism"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert {v["name"] for v in pod["volumes"]} == set(mounts)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+    # The container's command, run for every index as the pods would, with
+    # the volumes mapped to folders here and sluice on the PATH.
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 2)
+    data, config = tmp_path / "data", tmp_path / "config"
+    config.mkdir()
+    write_job(tmp_path, inputs, config)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "sluice").symlink_to(pathlib.Path(sluice.binary).resolve())
+    command = container["command"] + [container["args"][0]
+                                      .replace(mounts["config"], str(config))
+                                      .replace(mounts["data"], str(data))]
+    for index in range(shards):
+        env = dict(os.environ, JOB_COMPLETION_INDEX=str(index), SHARDS=str(shards),
+                   PATH=f"{bindir}:{os.environ['PATH']}")
+        r = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert Counter(ids_under(data / "out")) == expected(inputs)

@@ -1,0 +1,254 @@
+"""User stages in Lua end to end (docs/stages.md): the two examples run as
+job files on the tiny model — examples/dedup.yaml drops exact and near
+duplicates (re-encoded, resized, converted copies) and keeps the rest, the
+dropped rows done for the rerun; examples/tags.yaml writes the tag rule's
+tags (JSONL and Parquet) and drops short answers — and a script that does
+not compile stops the command with exit 2 naming file:line, while a script
+that fails on a row fails only that row, with the traceback, its stage and
+the class "stage"."""
+import json
+import re
+import shutil
+
+import pytest
+
+from conftest import REPO, SAMPLES, TINY, read_rows
+
+pq = pytest.importorskip("pyarrow.parquet")
+Image = pytest.importorskip("PIL.Image")
+
+MODEL = ("--model", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf")
+
+
+def run_example(sluice, name, inputs, out, *extra):
+    check = sluice.run("config", "check", REPO / "examples" / name)
+    assert check.returncode == 0, check.stderr
+    return sluice.run("run", REPO / "examples" / name, inputs, *MODEL, "-o", out,
+                      "--metrics-addr", "127.0.0.1:0", "--max-tokens", "8", "--show", "0",
+                      *extra)
+
+
+# --- dedup -------------------------------------------------------------------------
+
+ORIGINALS = ["astronaut.jpg", "camera.jpg", "chelsea.jpg", "coffee.jpg", "hubble.jpg",
+             "rocket.jpg"]
+
+
+def dedup_inputs(root):
+    """a/: the six samples; b/: copies of them (the same bytes, another
+    format, grey, rotated by EXIF, re-encoded, resized) and one picture that
+    only looks related (hubble mirrored). Folders are read in name order, so
+    every original comes before its copies."""
+    a, b = root / "a", root / "b"
+    a.mkdir(parents=True)
+    b.mkdir()
+    for name in ORIGINALS:
+        shutil.copy(SAMPLES / name, a / name)
+    shutil.copy(SAMPLES / "astronaut.jpg", b / "astronaut_same_bytes.jpg")
+    for v in ["astronaut.png", "camera_gray.png", "chelsea_exif_orient6.jpg",
+              "coffee_1600.jpg", "rocket.webp", "rocket_progressive.jpg"]:
+        shutil.copy(SAMPLES / "variants" / v, b / v)
+    hubble = Image.open(SAMPLES / "hubble.jpg").convert("RGB")
+    hubble.save(b / "hubble_q30.jpg", quality=30)
+    hubble.resize((hubble.width // 2, hubble.height // 2)).save(b / "hubble_half.png")
+    hubble.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(b / "hubble_mirrored.jpg")
+    return [f"a/{n}" for n in ORIGINALS] + ["b/hubble_mirrored.jpg"], 9
+
+
+def test_dedup_keeps_one_of_each_picture_and_the_rerun_writes_nothing(sluice, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.chdir(REPO)  # the example's paths are relative to the repository
+    inputs = tmp_path / "in"
+    kept, n_dropped = dedup_inputs(inputs)
+    out = tmp_path / "out"
+    r = run_example(sluice, "dedup.yaml", inputs, out)
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert sorted(row["id"] for row in rows) == sorted(kept)
+    assert all(row["error"] is None for row in rows)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", row["dhash"]) for row in rows)
+    assert len({row["dhash"] for row in rows}) == len(kept)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["dropped"] == n_dropped, summary["rows"]
+
+    # The rerun: everything is done, the dropped copies too.
+    parts = sorted(p.name for p in out.glob("part-*"))
+    r = run_example(sluice, "dedup.yaml", inputs, out)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.glob("part-*")) == parts
+    assert len(read_rows(out)) == len(kept)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["total"] == 0, summary["rows"]
+    assert summary["rows"]["skipped"] == len(kept) + n_dropped, summary["rows"]
+
+
+# --- tags --------------------------------------------------------------------------
+
+def stopwords():
+    words = set()
+    for line in (REPO / "examples" / "stopwords.txt").read_text().splitlines():
+        word = line.split("#", 1)[0].strip().lower()
+        if word:
+            words.add(word)
+    return words
+
+
+def tag_rule(text, stop):
+    """docs/stages.md, "The tag rule"."""
+    tags = []
+    for word in re.split(r"[^0-9a-z]+", text.encode().lower().decode("ascii", "replace")):
+        if len(word) >= 3 and word not in stop and word not in tags:
+            tags.append(word)
+            if len(tags) == 16:
+                break
+    return tags
+
+
+def tags_job(tmp_path, fmt, min_length):
+    """examples/tags.yaml with another min_length and format, one sequence at
+    a time (the same captions on every run)."""
+    text = (REPO / "examples" / "tags.yaml").read_text()
+    text = text.replace("min_length: 20", f"min_length: {min_length}")
+    text = text.replace("format: parquet", f"format: {fmt}")
+    text = text.replace("parallel: 4", "parallel: 1")
+    job = tmp_path / f"tags-{fmt}-{min_length}.yaml"
+    job.write_text(text)
+    return job
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_tags_from_answers_and_short_answers_dropped(sluice, tmp_path, monkeypatch, fmt):
+    monkeypatch.chdir(REPO)  # the example's paths are relative to the repository
+    # Every answer first (min_length 0 drops nothing).
+    all_out = tmp_path / "all"
+    r = sluice.run("run", tags_job(tmp_path, "jsonl", 0), SAMPLES, *MODEL, "-o", all_out,
+                   "--metrics-addr", "off", "--max-tokens", "12")
+    assert r.returncode == 0, r.stderr
+    answers = {row["id"]: row["caption"] for row in read_rows(all_out)}
+    lengths = sorted(len(a) for a in answers.values())
+    assert lengths[0] < lengths[-1], "the tiny model gave answers of one length"
+    min_length = lengths[len(lengths) // 2]
+
+    out = tmp_path / "out"
+    r = sluice.run("run", tags_job(tmp_path, fmt, min_length), SAMPLES, *MODEL, "-o", out,
+                   "--metrics-addr", "off", "--max-tokens", "12")
+    assert r.returncode == 0, r.stderr
+    if fmt == "parquet":
+        table = pq.read_table(out / "part-00000.parquet")
+        assert "tags" in table.column_names
+        rows = table.to_pylist()
+        for row in rows:  # a string column: JSON text
+            row["tags"] = json.loads(row["tags"])
+    else:
+        rows = read_rows(out)
+    stop = stopwords()
+    want = {i for i, a in answers.items() if len(a) >= min_length}
+    assert {row["id"] for row in rows} == want
+    assert 0 < len(want) < len(answers)
+    for row in rows:
+        assert row["caption"] == answers[row["id"]]
+        assert row["tags"] == tag_rule(row["caption"], stop), row
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["dropped"] == len(answers) - len(want)
+
+
+def test_tag_rule_cases(sluice, tmp_path):
+    """The rule on made-up answers: a stage after the engine sets them and
+    hands the row to examples/tags.lua's own process() (loaded in an
+    environment of its own)."""
+    driver = tmp_path / "driver.lua"
+    driver.write_text(f"""
+local tags_process
+function init(config)
+  local env = setmetatable({{}}, {{__index = _G}})
+  local chunk = assert(loadfile({json.dumps(str(REPO / "examples" / "tags.lua"))}, "t", env))
+  chunk()
+  env.init({{stopwords = {json.dumps(str(REPO / "examples" / "stopwords.txt"))}}})
+  tags_process = env.process
+end
+local texts = {{
+  ["one"] = "The CAT and the cat; a dog-house, 2024 x9 ab abc",
+  ["two"] = "Ünïcödé café naïve résumé",
+  ["three"] = "w1 w2 w3 aaa bbb ccc ddd eee fff ggg hhh iii jjj kkk lll mmm nnn ooo ppp qqq rrr",
+}}
+function process(row)
+  local key = ({{"one", "two", "three"}})[(#row.id % 3) + 1]
+  row.answer = texts[key]
+  row.columns.text = texts[key]
+  return tags_process(row)
+end
+""")
+    out = tmp_path / "out"
+    r = sluice.run("caption", SAMPLES, *MODEL, "-o", out, "--metrics-addr", "off",
+                   "--max-tokens", "1", "--stage",
+                   json.dumps({"lua": str(driver), "after": "engine", "columns": ["tags", "text"]}))
+    assert r.returncode == 0, r.stderr
+    stop = stopwords()
+    rows = read_rows(out)
+    assert rows
+    for row in rows:
+        assert row["caption"] == row["text"]
+        assert row["tags"] == tag_rule(row["text"], stop), row
+    expected = {
+        "The CAT and the cat; a dog-house, 2024 x9 ab abc": ["cat", "dog", "house", "2024", "abc"],
+        "Ünïcödé café naïve résumé": ["caf", "sum"],
+    }
+    for row in rows:
+        if row["text"] in expected:
+            assert row["tags"] == expected[row["text"]]
+        elif row["text"].startswith("w1"):
+            assert len(row["tags"]) == 16 and row["tags"][0] == "aaa"
+
+
+# --- errors ------------------------------------------------------------------------
+
+def test_a_script_that_does_not_compile_is_exit_2_naming_file_and_line(sluice, tmp_path):
+    bad = tmp_path / "bad.lua"
+    bad.write_text("function process(row)\n  return row\nedn\n")
+    r = sluice.caption(SAMPLES, tmp_path / "out", "--stage", f"{bad}@engine")
+    assert r.returncode == 2, r.stderr
+    assert f"{bad}:3:" in r.stderr, r.stderr
+    assert not (tmp_path / "out" / "part-00000.jsonl").exists()
+    none = tmp_path / "none.lua"
+    none.write_text("function handle(row) return row end\n")
+    r = sluice.caption(SAMPLES, tmp_path / "out", "--stage", str(none))
+    assert r.returncode == 2 and "defines no function process(row)" in r.stderr, r.stderr
+    # config check finds it too, without running anything.
+    job = tmp_path / "job.yaml"
+    job.write_text(f"input: {{paths: [{SAMPLES}]}}\noutput: {{dir: {tmp_path / 'o2'}}}\n"
+                   f"llama: {{model: m.gguf, mmproj: p.gguf}}\n"
+                   f"pipeline: {{stages: [{{lua: {bad}, after: engine}}]}}\n")
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2 and f"{bad}:3:" in r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "o2").exists()
+
+
+def test_a_script_error_fails_its_row_with_the_traceback(sluice, tmp_path):
+    script = tmp_path / "picky.lua"
+    script.write_text("function process(row)\n"
+                      "  if row.id:find('camera') then error('cameras are shy') end\n"
+                      "  return row\n"
+                      "end\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"""\
+pipeline:
+  stages:
+    - lua: {json.dumps(str(script))}
+      name: picky
+      after: read
+""")
+    out = tmp_path / "out"
+    r = sluice.run("run", job, SAMPLES, *MODEL, "-o", out, "--metrics-addr", "127.0.0.1:0",
+                   "--max-tokens", "2")
+    assert r.returncode == 3, r.stderr  # the run went on; rows failed
+    rows = {row["id"]: row for row in read_rows(out)}
+    failed = {i: row for i, row in rows.items() if row["error"]}
+    assert sorted(failed) == sorted(i for i in rows if "camera" in i)
+    for row in failed.values():
+        assert row["error_stage"] == "picky"
+        assert row["error"].startswith(f"{script}:2: cameras are shy"), row["error"]
+        assert f"{script}:2: in function 'process'" in row["error"]
+        assert "stack traceback:" in row["error"]
+    prom = (out / "metrics.prom").read_text()
+    assert re.search(r'sluice_rows_failed_by_class_total\{stage="picky",class="stage"\} '
+                     f"{len(failed)}", prom), prom

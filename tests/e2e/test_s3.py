@@ -1,0 +1,379 @@
+"""End-to-end tests of object storage (io/s3.h, docs/inputs.md "S3") against
+a real S3-compatible server: moto in server mode, started here on a free
+port. The module through tests/tools/s3_tool (PUT, ranged GET, multipart
+upload, listing across pages, errors naming the object and never the
+secret), then the caption job reading a folder of images from a bucket and
+a local manifest naming s3:// images: every image once, ids from the keys,
+a corrupt object failed with a message naming its URL.
+
+moto checks no signature, so what these prove about signing is that
+libcurl's SigV4 requests are accepted by an S3 implementation; AWS itself
+was not reachable from this machine."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import REPO, read_rows, sample_images
+
+SECRET = "s3cr3t-never-printed"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def store():
+    port = free_port()
+    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except Exception:
+            time.sleep(0.1)
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIATESTKEY", AWS_SECRET_ACCESS_KEY=SECRET,
+               AWS_ENDPOINT_URL=url, AWS_REGION="us-east-1")
+    import boto3
+    client = boto3.client("s3", endpoint_url=url, aws_access_key_id="AKIATESTKEY",
+                          aws_secret_access_key=SECRET, region_name="us-east-1")
+    yield env, client
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def tool(env, *args, binary=False):
+    exe = os.environ.get("SLUICE_S3_TOOL", str(REPO / "build" / "tests" / "tools" / "s3_tool"))
+    return subprocess.run([exe, *map(str, args)], env=env, capture_output=True,
+                          text=not binary, timeout=120)
+
+
+def test_put_get_ranges_multipart_and_errors(store, tmp_path):
+    env, client = store
+    client.create_bucket(Bucket="mod")
+    small = tmp_path / "small.bin"
+    small.write_bytes(os.urandom(70_000))
+    assert tool(env, "put", small, "s3://mod/dir/small.bin").returncode == 0
+    got = tool(env, "get", "s3://mod/dir/small.bin", binary=True)
+    assert got.returncode == 0 and got.stdout == small.read_bytes()
+    part = tool(env, "get", "s3://mod/dir/small.bin", 1000, 64, binary=True)
+    assert part.stdout == small.read_bytes()[1000:1064]
+    # 12 MB in 5 MiB parts: three parts, put together by the store.
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(12_000_000))
+    assert tool(env, "upload", big, "s3://mod/dir/big.bin", 5 << 20).returncode == 0
+    head = client.head_object(Bucket="mod", Key="dir/big.bin")
+    assert head["ContentLength"] == 12_000_000
+    assert head["ETag"].strip('"').endswith("-3"), head["ETag"]  # a multipart object
+    got = tool(env, "get", "s3://mod/dir/big.bin", binary=True)
+    assert got.stdout == big.read_bytes()
+    # A key with characters that must be escaped in the URL.
+    odd = "dir/a b+c%d é.bin"
+    assert tool(env, "put", small, f"s3://mod/{odd}").returncode == 0
+    assert client.get_object(Bucket="mod", Key=odd)["Body"].read() == small.read_bytes()
+    # Errors name the object and the store's error code, never the secret.
+    missing = tool(env, "get", "s3://mod/dir/none.bin")
+    assert missing.returncode == 1
+    assert "s3://mod/dir/none.bin" in missing.stderr and "NoSuchKey" in missing.stderr
+    nobucket = tool(env, "get", "s3://no-such-bucket/x")
+    assert "NoSuchBucket" in nobucket.stderr
+    for r in (missing, nobucket):
+        assert SECRET not in r.stderr
+    assert tool(env, "rm", "s3://mod/dir/small.bin").returncode == 0
+    assert tool(env, "rm", "s3://mod/dir/small.bin").returncode == 0  # already gone: fine
+    bad = tool(env, "get", "s3://Bad_Bucket/x")
+    assert bad.returncode == 1 and "bucket name" in bad.stderr
+
+
+def test_listing_goes_across_pages(store):
+    env, client = store
+    client.create_bucket(Bucket="many")
+    keys = [f"p/{i:05d}.jpg" for i in range(2345)]  # three pages of 1,000
+    for k in keys:
+        client.put_object(Bucket="many", Key=k, Body=b"x")
+    client.put_object(Bucket="many", Key="p2/outside.jpg", Body=b"x")
+    r = tool(env, "ls", "s3://many/p/")
+    assert r.returncode == 0, r.stderr
+    listed = [line.split(" ", 1)[1] for line in r.stdout.splitlines()]
+    assert listed == keys
+
+
+def test_caption_a_folder_in_a_bucket(store, sluice, tmp_path):
+    env, client = store
+    client.create_bucket(Bucket="imgs")
+    images = sample_images()[:4]
+    for i, p in enumerate(images):
+        client.put_object(Bucket="imgs", Key=f"set/{'sub/' if i % 2 else ''}{p.name}",
+                          Body=p.read_bytes())
+    client.put_object(Bucket="imgs", Key="set/notes.txt", Body=b"not an image")
+    client.put_object(Bucket="imgs", Key="set/broken.jpg", Body=b"\xff\xd8\xff\xe0 not a jpeg")
+    client.put_object(Bucket="imgs", Key="settled/other.jpg", Body=images[0].read_bytes())
+    out = tmp_path / "out"
+    r = subprocess.run([str(sluice.binary), "caption", "s3://imgs/set", "-o", str(out),
+                        "--model", str(REPO / "models/tiny/model.gguf"),
+                        "--mmproj", str(REPO / "models/tiny/mmproj.gguf"),
+                        "--max-tokens", "4", "--metrics-addr", "off"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 3, r.stderr[-3000:]  # 3: done, some rows failed
+    rows = {row["id"]: row for row in read_rows(out)}
+    want = {f"{'sub/' if i % 2 else ''}{p.name}" for i, p in enumerate(images)} | {"broken.jpg"}
+    assert set(rows) == want  # not notes.txt, not settled/ (a prefix is a folder)
+    assert rows["broken.jpg"]["error"] and "s3://imgs/set/broken.jpg" in rows["broken.jpg"]["error"]
+    for i, p in enumerate(images):
+        row = rows[f"{'sub/' if i % 2 else ''}{p.name}"]
+        assert row["error"] is None and row["caption"] is not None
+        assert row["path"].startswith("s3://imgs/set/")
+    assert SECRET not in r.stderr
+
+    # A local manifest naming s3:// images reads them the same way.
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"m{i}", "url": f"s3://imgs/set/{p.name}"})
+                                + "\n" for i, p in enumerate(images) if i % 2 == 0) +
+                        json.dumps({"id": "gone", "url": "s3://imgs/set/none.jpg"}) + "\n")
+    out2 = tmp_path / "out2"
+    r = subprocess.run([str(sluice.binary), "caption", str(manifest), "-o", str(out2),
+                        "--model", str(REPO / "models/tiny/model.gguf"),
+                        "--mmproj", str(REPO / "models/tiny/mmproj.gguf"),
+                        "--max-tokens", "4", "--metrics-addr", "off"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = {row["id"]: row for row in read_rows(out2)}
+    assert set(rows) == {"m0", "m2", "gone"}
+    assert rows["m0"]["error"] is None
+    assert "NoSuchKey" in rows["gone"]["error"] and "s3://imgs/set/none.jpg" in rows["gone"]["error"]
+
+
+def caption_env(sluice, env, *args):
+    return subprocess.run([str(sluice.binary), "caption", *map(str, args),
+                           "--model", str(REPO / "models/tiny/model.gguf"),
+                           "--mmproj", str(REPO / "models/tiny/mmproj.gguf"),
+                           "--max-tokens", "4", "--metrics-addr", "off"],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_manifests_tar_shards_and_parquet_in_a_bucket(store, sluice, tmp_path):
+    """Files in a bucket are read from a local copy, one at a time: a
+    manifest's relative paths resolve in its folder in the bucket, and
+    messages name the object, not the copy."""
+    import io
+    import tarfile
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    env, client = store
+    client.create_bucket(Bucket="files")
+    images = sample_images()[:3]
+    for p in images:
+        client.put_object(Bucket="files", Key=f"data/img/{p.name}", Body=p.read_bytes())
+    lines = [json.dumps({"image": f"img/{p.name}", "label": i}) for i, p in enumerate(images)]
+    lines.insert(1, "{not json")
+    client.put_object(Bucket="files", Key="data/list.jsonl", Body="\n".join(lines) + "\n")
+    out = tmp_path / "m"
+    r = caption_env(sluice, env, "s3://files/data/list.jsonl", "-o", out)
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = read_rows(out)
+    ok = [row for row in rows if not row["error"]]
+    assert sorted(row["label"] for row in ok) == [0, 1, 2]
+    assert all(row["path"].startswith("s3://files/data/img/") for row in ok)
+    bad = [row for row in rows if row["error"]]
+    assert len(bad) == 1 and "list.jsonl:2" in bad[0]["id"] + bad[0]["error"]
+    assert "sluice-input-" not in json.dumps(rows)  # the copy is never named
+
+    shard = io.BytesIO()
+    with tarfile.open(fileobj=shard, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for k, p in enumerate(images):
+            for name, data in ((f"s{k}.jpg", p.read_bytes()), (f"s{k}.txt", f"alt {k}".encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    client.put_object(Bucket="files", Key="wds/data-000.tar", Body=shard.getvalue())
+    client.put_object(Bucket="files", Key="wds/data-001.tar", Body=b"not a tar at all" * 40)
+    out = tmp_path / "w"
+    r = caption_env(sluice, env, "s3://files/wds/data-{000..001}.tar", "-o", out)
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert {i for i in rows if not rows[i]["error"]} == {f"data-000.tar/s{k}" for k in range(3)}
+    broken = [row for row in rows.values() if row["error"]]
+    assert broken and all("s3://files/wds/data-001.tar" in row["error"] for row in broken)
+    assert "sluice-input-" not in json.dumps(list(rows.values()))
+
+    table = pa.table({"image": pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in images],
+                                        pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                      "label": pa.array(range(3), pa.int64())})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=2)
+    client.put_object(Bucket="files", Key="pq/train.parquet", Body=buf.getvalue())
+    out = tmp_path / "p"
+    r = caption_env(sluice, env, "s3://files/pq/train.parquet", "-o", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_rows(out)
+    assert sorted(row["label"] for row in rows) == [0, 1, 2]
+    assert all(row["error"] is None for row in rows)
+    # A missing object: one failed row naming it; the copies are gone.
+    out = tmp_path / "x"
+    r = caption_env(sluice, env, "s3://files/pq/none.parquet", "-o", out)
+    assert r.returncode == 3
+    rows = read_rows(out)
+    assert len(rows) == 1 and "NoSuchKey" in rows[0]["error"]
+    import glob
+    import tempfile
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), "sluice-input-*"))
+
+
+def test_mixing_s3_and_local_inputs_is_refused(store, sluice, tmp_path):
+    env, _ = store
+    r = caption_env(sluice, env, "s3://imgs/set", tmp_path, "-o", tmp_path / "o")
+    assert r.returncode == 2 and "mix s3:// and local" in r.stderr
+
+
+def test_throttling_is_retried_and_refusals_are_not(tmp_path):
+    """A stand-in store (here, not moto: moto does not throttle) answers
+    503 SlowDown twice, then the object; and 403 AccessDenied to another
+    key, which must not be retried. The requests arrive signed."""
+    import http.server
+    import threading
+    seen = []
+
+    class Store(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization", ""),
+                         self.headers.get("x-amz-content-sha256", "")))
+            if self.path == "/b/slow.bin" and sum(p == "/b/slow.bin" for p, _, _ in seen) <= 2:
+                body, code = b"<Error><Code>SlowDown</Code><Message>Reduce</Message></Error>", 503
+            elif self.path == "/b/slow.bin":
+                body, code = b"payload", 200
+            else:
+                body, code = b"<Error><Code>AccessDenied</Code><Message>no</Message></Error>", 403
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Store)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIATESTKEY", AWS_SECRET_ACCESS_KEY=SECRET,
+               AWS_ENDPOINT_URL=f"http://127.0.0.1:{server.server_address[1]}",
+               AWS_REGION="eu-west-3")
+    try:
+        r = tool(env, "get", "s3://b/slow.bin")
+        assert r.returncode == 0 and r.stdout == "payload", r.stderr
+        assert [p for p, _, _ in seen] == ["/b/slow.bin"] * 3
+        auth = seen[0][1]
+        assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIATESTKEY/")
+        assert "/eu-west-3/s3/aws4_request" in auth and "Signature=" in auth
+        assert SECRET not in auth
+        assert seen[0][2] == "UNSIGNED-PAYLOAD"
+        seen.clear()
+        r = tool(env, "get", "s3://b/secret.bin")
+        assert r.returncode == 1 and "AccessDenied" in r.stderr and SECRET not in r.stderr
+        assert len(seen) == 1  # a refusal is final
+    finally:
+        server.shutdown()
+
+
+def objects(client, bucket, prefix):
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(keys)
+
+
+def remote_ids(client, bucket, prefix):
+    ids = []
+    for key in objects(client, bucket, prefix):
+        name = key[len(prefix):]
+        if name.startswith("part-") and name.endswith(".jsonl"):
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+            ids += [json.loads(line)["id"] for line in body.splitlines()]
+    return ids
+
+
+def image_folder(tmp_path, n):
+    from conftest import sample_copies
+    d = tmp_path / "in"
+    sample_copies(d, n)
+    return d, sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
+
+def test_output_to_a_bucket_and_resume_after_a_failed_upload(store, sluice, tmp_path):
+    from collections import Counter
+    env, client = store
+    client.create_bucket(Bucket="outs")
+    inputs, want = image_folder(tmp_path, 2)
+    state = tmp_path / "state"
+    args = (inputs, "-o", "s3://outs/run1/", "--state-dir", state, "--shard-rows", "3")
+    # The second part's upload fails: the run stops; the first part stays.
+    r = caption_env(sluice, dict(env, SLUICE_TEST_FAULTS="commit.upload=eio@2"), *args)
+    assert r.returncode != 0 and "s3://outs/run1/part-00001.jsonl" in r.stderr, r.stderr[-2000:]
+    assert objects(client, "outs", "run1/part-") == ["run1/part-00000.jsonl"]
+    assert not list(state.glob("part-*"))  # parts never land in the state folder
+    r = caption_env(sluice, env, *args)  # the same command: goes on
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert Counter(remote_ids(client, "outs", "run1/")) == Counter(want)
+    keys = objects(client, "outs", "run1/")
+    assert "run1/summary.json" in keys and "run1/report.html" in keys
+    summary = json.loads(client.get_object(Bucket="outs", Key="run1/summary.json")["Body"].read())
+    assert summary["rows"]["skipped"] == 3
+    assert (state / "_sluice_ledger.sqlite").exists()
+    # Parquet to a bucket, read back by pyarrow through the store.
+    out = "s3://outs/pq"
+    r = caption_env(sluice, env, inputs, "-o", out, "--state-dir", tmp_path / "st2",
+                    "--format", "parquet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    import io
+    import pyarrow.parquet as pq
+    body = client.get_object(Bucket="outs", Key="pq/part-00000.parquet")["Body"].read()
+    table = pq.read_table(io.BytesIO(body))
+    assert sorted(table.column("id").to_pylist()) == want
+
+
+def test_a_kill_between_upload_and_commit_loses_and_repeats_nothing(store, sluice, tmp_path):
+    from collections import Counter
+    import signal
+    env, client = store
+    client.create_bucket(Bucket="kills")
+    inputs, want = image_folder(tmp_path, 2)
+    state = tmp_path / "state"
+    args = [str(sluice.binary), "caption", str(inputs), "-o", "s3://kills/r", "--state-dir",
+            str(state), "--shard-rows", "2", "--model", str(REPO / "models/tiny/model.gguf"),
+            "--mmproj", str(REPO / "models/tiny/mmproj.gguf"), "--max-tokens", "4",
+            "--metrics-addr", "off"]
+    faults = "trace,commit.after_upload=sleep:20000@2"
+    proc = subprocess.Popen(args, env=dict(env, SLUICE_TEST_FAULTS=faults),
+                            stderr=subprocess.PIPE, text=True)
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if "commit.after_upload" in line and "part-00001" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    # The second part's object is there, its ledger entry only pending.
+    assert "r/part-00001.jsonl" in objects(client, "kills", "r/")
+    r = caption_env(sluice, env, inputs, "-o", "s3://kills/r", "--state-dir", state,
+                    "--shard-rows", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert Counter(remote_ids(client, "kills", "r/")) == Counter(want)
+
+    # Another state folder does not know those parts: refused, not mixed in.
+    r = caption_env(sluice, env, inputs, "-o", "s3://kills/r", "--state-dir", tmp_path / "other")
+    assert r.returncode == 2 and "--state-dir" in r.stderr
+    # --overwrite starts over: the old parts go.
+    r = caption_env(sluice, env, inputs, "-o", "s3://kills/r", "--state-dir", tmp_path / "other",
+                    "--overwrite", "--shard-rows", "100")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [k for k in objects(client, "kills", "r/part-")] == ["r/part-00000.jsonl"]
+    assert Counter(remote_ids(client, "kills", "r/")) == Counter(want)

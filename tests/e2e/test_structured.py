@@ -1,0 +1,183 @@
+"""Structured output (--json-schema, --grammar) on both engines: the random
+tiny model under a schema's grammar writes JSON of the schema (JSONL: the
+value; Parquet: its text, read back by pyarrow), an answer cut short is a
+failed row of class invalid_output keeping its raw text, the openai engine
+sends the schema as response_format to a real llama-server, and bad files
+or combinations stop at start with exit 2 naming the file and the cause."""
+import json
+
+import pyarrow.parquet as pq
+
+from conftest import SAMPLES, read_rows, sample_images
+from openai_helpers import LlamaServer, Proxy, metric_sum
+
+# Bounded everywhere, so the random model under its grammar closes the JSON
+# well inside --max-tokens.
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "label": {"enum": ["cat", "dog", "bird"]},
+        "count": {"type": "integer", "minimum": 0, "maximum": 9},
+        "tags": {"type": "array", "items": {"enum": ["red", "blue"]}, "maxItems": 3},
+        "caption": {"type": "string", "maxLength": 12},
+    },
+    "required": ["label", "count", "tags", "caption"],
+    "additionalProperties": False,
+}
+N_SAMPLES = len(sample_images())
+
+
+def matches(v) -> bool:
+    """SCHEMA, checked by hand (not by sluice's checker)."""
+    return (isinstance(v, dict) and set(v) == {"label", "count", "tags", "caption"}
+            and v["label"] in ("cat", "dog", "bird")
+            and isinstance(v["count"], int) and not isinstance(v["count"], bool)
+            and 0 <= v["count"] <= 9
+            and isinstance(v["tags"], list) and len(v["tags"]) <= 3
+            and all(t in ("red", "blue") for t in v["tags"])
+            and isinstance(v["caption"], str) and len(v["caption"]) <= 12)
+
+
+def schema_file(tmp_path, schema=SCHEMA, name="schema.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(schema))
+    return path
+
+
+def test_a_schema_makes_the_random_model_write_its_json(sluice, tmp_path):
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, "--json-schema", schema_file(tmp_path), "-n", "160",
+                       "--temperature", "0.8", "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert len(rows) == N_SAMPLES
+    for row in rows:
+        assert row["error"] is None, row["error"]
+        assert isinstance(row["caption"], dict), row["caption"]  # the value, not a string
+        assert matches(row["caption"]), row["caption"]
+        assert row["finish_reason"] == "stop"
+    # Without the schema the same model writes no JSON at all: the grammar
+    # is what made the answers above.
+    plain = tmp_path / "plain"
+    r = sluice.caption(SAMPLES, plain, "-n", "40", "--temperature", "0.8",
+                       "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    for row in read_rows(plain):
+        try:
+            value = json.loads(row["caption"])
+        except ValueError:
+            continue
+        assert not matches(value)
+
+
+def test_an_answer_cut_short_is_an_invalid_output_row(sluice, tmp_path):
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, "--json-schema", schema_file(tmp_path), "-n", "3",
+                       "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr  # the run finished; rows failed
+    rows = read_rows(out)
+    assert len(rows) == N_SAMPLES
+    for row in rows:
+        assert row["caption"] is None and row["error_stage"] == "engine"
+        assert row["error"].startswith(row["id"] + ": the answer is not JSON: "), row["error"]
+        raw = row["error"].split("; the answer was: ", 1)[1]
+        assert raw.startswith("{") and len(raw) > 1
+        assert row["finish_reason"] == "length" and row["generated_tokens"] == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"stage": "engine", "class": "invalid_output", "rows": N_SAMPLES} in summary["failures"]
+    prom = (out / "metrics.prom").read_text()
+    assert metric_sum(prom, "sluice_rows_failed_by_class_total", stage="engine",
+                      **{"class": "invalid_output"}) == N_SAMPLES
+
+
+def test_parquet_holds_the_json_text(sluice, tmp_path):
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, "--json-schema", schema_file(tmp_path), "-n", "160",
+                       "--format", "parquet", "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    table = pq.read_table(out / "part-00000.parquet")
+    assert str(table.schema.field("caption").type) == "string"
+    captions = table.column("caption").to_pylist()
+    assert len(captions) == N_SAMPLES
+    assert all(matches(json.loads(c)) for c in captions), captions
+
+
+def test_a_grammar_file_constrains_the_llama_engine(sluice, tmp_path):
+    gbnf = tmp_path / "answer.gbnf"
+    gbnf.write_text('root ::= ("yes" | "no") "." \n')
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, "--grammar", gbnf, "-n", "8", "--temperature", "1",
+                       "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    captions = {row["caption"] for row in read_rows(out)}
+    assert captions <= {"yes.", "no."} and captions, captions
+
+
+def test_bad_files_and_combinations_stop_at_start(sluice, tmp_path):
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"type": "object",')
+    bad_type = schema_file(tmp_path, {"properties": {"a": {"type": "str"}}}, "type.json")
+    bad_gbnf = tmp_path / "bad.gbnf"
+    bad_gbnf.write_text("root ::= (\"yes\" \n")
+    good_gbnf = tmp_path / "good.gbnf"
+    good_gbnf.write_text('root ::= "x"\n')
+    cases = [
+        (("--json-schema", bad_json), [f"--json-schema '{bad_json}' is not JSON"]),
+        (("--json-schema", bad_type),
+         [f"--json-schema '{bad_type}': $.properties.a.type: unknown type name"]),
+        (("--json-schema", tmp_path / "missing.json"), ["missing.json", "No such file"]),
+        (("--grammar", bad_gbnf), [f"--grammar '{bad_gbnf}': llama.cpp cannot parse it"]),
+        (("--engine", "openai", "--endpoint", "http://127.0.0.1:9", "--grammar", good_gbnf),
+         ["--grammar is for the llama engine"]),
+        (("--engine", "openai", "--endpoint", "http://127.0.0.1:9", "--json-schema",
+          schema_file(tmp_path), "--response-format", schema_file(tmp_path)),
+         ["--json-schema and --response-format both set"]),
+    ]
+    for flags, words in cases:
+        r = sluice.caption(SAMPLES, tmp_path / "out", *flags, "--metrics-addr", "off")
+        assert r.returncode == 2, (flags, r.stderr)
+        for w in words:
+            assert w in r.stderr, (flags, r.stderr)
+        assert not (tmp_path / "out").exists()
+    # A job file's key: the same check, named by the file's line.
+    job = tmp_path / "job.yaml"
+    job.write_text(f"sampling:\n  json_schema: {bad_type}\n")
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2 and "job.yaml:2:16: sampling.json_schema" in r.stderr, r.stderr
+
+
+def test_the_openai_engine_sends_the_schema_and_checks_the_answers(sluice, llama_prefix,
+                                                                  tmp_path):
+    out = tmp_path / "out"
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 2) as server, \
+            Proxy(server.url) as proxy:
+        r = sluice.run("caption", SAMPLES, "-o", out, "--engine", "openai", "--endpoint",
+                       proxy.url, "--json-schema", schema_file(tmp_path), "-n", "160",
+                       "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        bodies = [json.loads(e["body"]) for e in proxy.log if e.get("body")]
+    sent = [b["response_format"] for b in bodies if "messages" in b]
+    assert len(sent) == N_SAMPLES
+    assert all(f == {"type": "json_schema",
+                     "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}}
+               for f in sent), sent[0]
+    rows = read_rows(out)
+    assert len(rows) == N_SAMPLES
+    assert all(row["error"] is None and matches(row["caption"]) for row in rows), rows[0]
+
+
+def test_a_long_invalid_answer_is_kept_whole_in_the_error(sluice, tmp_path):
+    # The grammar wins over the schema on the llama engine, and the schema
+    # still checks: 1,500 characters of "x" are no JSON.
+    gbnf = tmp_path / "long.gbnf"
+    gbnf.write_text('root ::= "x"{1500}\n')
+    out = tmp_path / "out"
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "a.jpg").symlink_to(sample_images()[0])
+    r = sluice.caption(one, out, "--grammar", gbnf, "--json-schema", schema_file(tmp_path),
+                       "-n", "1600", "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr
+    [row] = read_rows(out)
+    assert row["error"].endswith("; the answer was: " + "x" * 1500), row["error"][-80:]
+    assert row["caption"] is None and row["finish_reason"] == "stop"
