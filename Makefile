@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-decode bench-http clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-decode bench-http clean
 
 all: build
 
@@ -65,6 +65,15 @@ bench-engine: build
 	test -f models/smolvlm-256m-e512-bf16/model.gguf || .venv/bin/python tools/gen_model.py \
 	    --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 --out models/smolvlm-256m-e512-bf16
 	$(BUILD)/bench/engine
+
+# Three tasks of 64 tokens per image in one run against three one-task runs
+# (tasks_speedup, and whether the greedy answers are equal) on the
+# SmolVLM-256M shape, the model bench-engine uses (docs/engine.md, "Several
+# tasks per image"). About 8 minutes on 2 cores.
+bench-tasks: build
+	test -f models/smolvlm-256m-e512-bf16/model.gguf || .venv/bin/python tools/gen_model.py \
+	    --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 --out models/smolvlm-256m-e512-bf16
+	$(BUILD)/bench/tasks
 
 # The host cost of one step of the engine's loop at --parallel 128 with a
 # 152k vocabulary (Qwen2.5-VL-3B's), per sampler: reference (llama.cpp's

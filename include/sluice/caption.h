@@ -2,9 +2,10 @@
  *
  * sl_caption_run() runs a pipeline on the streaming executor: read (the
  * images under input_dir, recursively, sorted) -> decode (libvips, shrink)
- * -> engine (llama.cpp; one model per replica) -> write (one row per input
- * to output_dir/part-NNNNN.jsonl or .parquet, each written under a temporary
- * name and renamed when full or when the run ends). A resume ledger in the
+ * -> engine (llama.cpp; one model per replica) -> write (one row per input,
+ * or per input and task with rows_per_task, to output_dir/part-NNNNN.jsonl
+ * or .parquet, each written under a temporary name and renamed when full or
+ * when the run ends). A resume ledger in the
  * output folder (_sluice_ledger.sqlite) records the rows of every committed
  * part: running the same job again after a crash, a kill or a stop goes on
  * where it stopped, each input in exactly one committed row (docs/output.md). Metrics (vLLM's engine names, sluice_ pipeline
@@ -58,6 +59,17 @@ typedef struct sl_caption_progress {
 
 typedef void (*sl_progress_fn)(const sl_caption_progress *progress, void *user);
 
+/* One of several answers asked of each image (docs/output.md, "Tasks"). */
+typedef struct sl_caption_task {
+    const char *name;          /* [A-Za-z_][A-Za-z0-9_]*, at most 64 bytes: its output
+                                  columns are NAME, NAME_finish_reason, ... */
+    const char *prompt;        /* may name the row's columns: {label}, {meta.author} */
+    const char *system_prompt; /* NULL: the job's system_prompt */
+    sl_sampling sampling;      /* complete: the job's, with the task's own over it; the
+                                  seed is mixed with each row's id as the job's is */
+    const char *json_schema;   /* NULL: the job's json_schema; the task's answer is
+                                  constrained to it and checked (structured output) */
+} sl_caption_task;
 /* A stage of the user's (docs/stages.md): a Lua script or a C plugin
  * (sluice/plugin.h) run on the rows after one of the built-in stages. */
 typedef struct sl_stage_spec {
@@ -83,7 +95,8 @@ typedef struct sl_caption_params {
     bool overwrite;            /* start over: remove the folder's part files and its
                                   resume ledger (default: resume a run of the same
                                   settings; refuse one of other settings) */
-    const char *system_prompt; /* NULL: none */
+    const char *system_prompt; /* NULL: none; like prompt, a template: {column} is the
+                                  row's pass-through column (docs/output.md) */
     const char *prompt;
     sl_sampling sampling;      /* sampling.seed is the job seed */
     const char *const *stop;   /* generation ends at any of these (not written) */
@@ -141,6 +154,13 @@ typedef struct sl_caption_params {
                                   in the sample), then end; 0: no limit */
     double sample;             /* only rows whose id hashes below this fraction, 0 < f <= 1:
                                   the same ids on every run (default 1: all) */
+    /* Several tasks per image, the image encoded once (n_tasks > 0: they
+     * replace prompt; at most SL_MAX_TASKS). One row per image with each
+     * task's answer in columns of its own, or with rows_per_task one row
+     * per image and task (column `task`). */
+    const sl_caption_task *tasks;
+    int n_tasks;
+    bool rows_per_task;
     const sl_stage_spec *stages; /* the user's stages, in order within each place */
     int n_stages;
     /* Structured output (sl_request's fields of the same names): the text

@@ -168,6 +168,18 @@ sl_openai_params sl_openai_default_params(void);
  * unset. */
 sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out);
 
+/* One of several tasks asked of the same image (sl_request.tasks). */
+typedef struct sl_task {
+    const char *name;          /* names the task in error messages */
+    const char *system_prompt; /* NULL: the request's; "": none */
+    const char *prompt;        /* user text; the image goes before it */
+    sl_sampling sampling;
+    const char *json_schema;   /* NULL: the request's (structured output, below) */
+} sl_task;
+
+/* Tasks per request at most. */
+#define SL_MAX_TASKS 32
+
 typedef struct sl_request {
     const char *id;            /* names the row in error messages */
     const char *system_prompt; /* NULL or "" for none */
@@ -196,6 +208,17 @@ typedef struct sl_request {
      * docs/output.md, "Structured output". */
     const char *json_schema;
     const char *grammar;
+    /* n_tasks > 0: several answers about the one image, each task with its
+     * own prompt, system prompt and sampling (prompt and sampling above are
+     * then unused; image, stop and trace are shared). The completion holds
+     * one result per task, in order. The llama engine encodes the image
+     * once and prefills it once: the tasks' sequences copy its positions
+     * (llama_memory_seq_cp; counted as prefix-cache hits and cached_tokens).
+     * The openai engine sends one request per task with the same image and
+     * message prefix. A task that fails fails the request, its message
+     * naming the task. */
+    const sl_task *tasks;
+    int n_tasks;
 } sl_request;
 
 typedef struct sl_result {
@@ -226,10 +249,15 @@ typedef struct sl_completion {
     char *error;               /* NULL when status is SL_OK (or when out of memory
                                   left no room for the message) */
     sl_result result;          /* filled when status is SL_OK or SL_ERR_INVALID_OUTPUT */
+    /* request.n_tasks > 0 and status SL_OK: one result per task, in the
+     * request's order (result above is then empty). */
+    sl_result *results;
+    int n_results;
 } sl_completion;
 
-/* Queues a request; `tag` comes back in its completion. Errors that
- * concern this request alone: SL_ERR_INVALID_ARG (no prompt, max_tokens
+/* Queues a request; `tag` comes back in its completion (one for all its
+ * tasks). Errors that concern this request alone: SL_ERR_INVALID_ARG (no
+ * prompt, more than SL_MAX_TASKS tasks, max_tokens
  * <= 0, a prompt, system prompt or stop string that is not UTF-8) and
  * SL_ERR_NOMEM; other requests may still be submitted. SL_ERR_IO: the
  * engine has stopped working (openai: every endpoint down past
@@ -245,7 +273,7 @@ sl_status sl_engine_poll(sl_engine *engine, sl_completion *out, size_t max, int 
 size_t sl_engine_in_flight(const sl_engine *engine);
 
 /* Run one request to completion (submit + poll). Only when nothing else is
- * in flight on this engine. On failure the result is cleared and the
+ * in flight on this engine; not for requests with tasks. On failure the result is cleared and the
  * message names request->id and the cause. */
 sl_status sl_engine_generate(sl_engine *engine, const sl_request *request, sl_result *out);
 

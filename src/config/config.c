@@ -38,7 +38,8 @@
 #include "llm/engines/llama_grammar.h"
 #include "llm/json_schema.h"
 
-enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_STAGES, L_COUNT };
+enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_STAGES, L_TASKS,
+       L_TASK_MAXT, L_TASK_TEMP, L_COUNT };
 
 typedef struct cfg_list {
     const char **items;
@@ -51,6 +52,8 @@ enum { MAX_OPTS = 96, MAX_GPUS = 64, MAX_URL_FILES = 64, MAX_STAGES = 64 };
 struct sl_config {
     sl_caption_params p;
     sl_config_console console;
+    const char *tasks_file;                /* tasks.file, read by sl_config_resolve */
+    sl_caption_task tasks[SL_MAX_TASKS];   /* built by sl_config_resolve */
     const char *file_path[MAX_OPTS];       /* K_TEXTFILE: the file its text came from */
     int gpus[MAX_GPUS];
     cfg_list lists[L_COUNT];
@@ -76,6 +79,7 @@ enum {
     NULL_UNSET = 2,  /* prints as ~ unless set: its default depends on another setting */
     SPLIT = 4,       /* a list given as one text is split on commas */
     POSITIVE = 8,    /* K_FRACTION: 0 is refused (an empty sample is a mistake, not a job) */
+    NAMED = 16,      /* K_LIST: each item is NAME=VALUE, NAME a task name */
 };
 
 typedef struct opt {
@@ -209,6 +213,20 @@ static const opt opts[] = {
      .help = "system prompt (~: none)"},
     {"prompt.column", "prompt-column", 0, K_STR, AT(p.prompt_column), .arg = "NAME",
      .help = "a row's value in this column replaces the prompt (~: prompt)"},
+
+    {"tasks.prompts", "task", 0, K_LIST, 0, .list = L_TASKS, .max_items = SL_MAX_TASKS,
+     .f = NAMED, .arg = "NAME=PROMPT",
+     .help = "a task asked of every image (NAME=@FILE reads the prompt); several share one "
+             "encoding of the image, each answer in columns NAME, NAME_finish_reason, ..."},
+    {"tasks.file", "tasks", 0, K_STR, AT(tasks_file), .arg = "FILE",
+     .help = "tasks from a JSON file: prompt, system, sampling, json_schema per task"},
+    {"tasks.max_tokens", "task-max-tokens", 0, K_LIST, 0, .list = L_TASK_MAXT,
+     .max_items = SL_MAX_TASKS, .f = NAMED, .arg = "NAME=N", .help = "a task's own max_tokens"},
+    {"tasks.temperature", "task-temperature", 0, K_LIST, 0, .list = L_TASK_TEMP,
+     .max_items = SL_MAX_TASKS, .f = NAMED, .arg = "NAME=F",
+     .help = "a task's own temperature"},
+    {"tasks.rows_per_task", "rows-per-task", 0, K_BOOL, AT(p.rows_per_task),
+     .help = "one row per image and task (column task) instead of one per image"},
 
     {"sampling.max_tokens", "max-tokens", 'n', K_INT, AT(p.sampling.max_tokens), .lo = 1,
      .hi = 1 << 20, .arg = "N", .help = "tokens to generate at most"},
@@ -1086,6 +1104,14 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
         break;
     case K_LIST:
         touch(c, &c->lists[o->list]);
+        if ((o->f & NAMED) && !sl_config_task_name_ok(value, strcspn(value, "=")))
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "%s%s expects %s, NAME letters, digits and _ (not first a digit, at "
+                           "most %d bytes), got '%s'", where, name, o->arg, SL_TASK_NAME_MAX,
+                           value);
+        if ((o->f & NAMED) && !value[strcspn(value, "=")])
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects %s, got '%s' (no '=')", where, name,
+                           o->arg, value);
         if (split && (o->f & SPLIT)) {
             size_t before = (size_t)c->lists[o->list].n;
             for (const char *s = value; st == SL_OK && *s;) {
@@ -1166,6 +1192,157 @@ static void named(const sl_config *c, int i, int like, char *buf, size_t size)
         snprintf(buf, size, "%s", opts[i].key);
 }
 
+/* The task named `name` (len bytes), or NULL. */
+static sl_caption_task *task_named(sl_config *c, const char *name, size_t len)
+{
+    for (int i = 0; i < c->p.n_tasks; i++)
+        if (strlen(c->tasks[i].name) == len && memcmp(c->tasks[i].name, name, len) == 0)
+            return &c->tasks[i];
+    return NULL;
+}
+
+/* Option i's NAME=VALUE items, each applied to its task by set(). */
+static sl_status per_task(sl_config *c, int list, const char *key,
+                          sl_status (*set)(sl_caption_task *t, const char *where,
+                                           const char *what, const char *v))
+{
+    int i = sl_config_find_key(key, strlen(key));
+    char what[96];
+    named(c, i, i, what, sizeof what);
+    const cfg_list *l = &c->lists[list];
+    for (int k = 0; k < l->n; k++) {
+        const char *item = l->items[k];
+        size_t len = strcspn(item, "=");
+        sl_caption_task *t = task_named(c, item, len);
+        const char *where = c->where[i] ? c->where[i] : "";
+        if (!t)
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s '%s': there is no task '%.*s' (--task, "
+                           "--tasks)", where, what, item, (int)len, item);
+        sl_status st = set(t, where, what, item + len + 1);
+        if (st != SL_OK)
+            return st;
+    }
+    return SL_OK;
+}
+
+static sl_status set_task_max_tokens(sl_caption_task *t, const char *where, const char *what,
+                                     const char *v)
+{
+    long n;
+    sl_status st = parse_long(where, what, v, 1, 1 << 20, &n);
+    if (st == SL_OK)
+        t->sampling.max_tokens = (int)n;
+    return st;
+}
+
+static sl_status set_task_temperature(sl_caption_task *t, const char *where, const char *what,
+                                      const char *v)
+{
+    double d;
+    sl_status st = parse_double(where, what, v, 0, 100, &d);
+    if (st == SL_OK)
+        t->sampling.temperature = (float)d;
+    return st;
+}
+
+/* The tasks: those of the tasks file, then the --task ones, then their
+ * own max_tokens and temperature. */
+static sl_status build_tasks(sl_config *c)
+{
+    int file_opt = sl_config_find_key("tasks.file", 10);
+    int task_opt = sl_config_find_key("tasks.prompts", 13);
+    c->p.n_tasks = 0;
+    c->p.tasks = NULL;
+    if (c->tasks_file) {
+        char *text, what[96];
+        size_t len;
+        named(c, file_opt, file_opt, what, sizeof what);
+        if (c->no_files)
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s: reading files is off here",
+                           c->where[file_opt] ? c->where[file_opt] : "", what);
+        sl_status st = read_small_file(c->where[file_opt] ? c->where[file_opt] : "", what,
+                                       c->tasks_file, SL_CONFIG_MAX_FILE_BYTES, &text, &len);
+        if (st != SL_OK)
+            return st;
+        sl_task_spec specs[SL_MAX_TASKS];
+        int n = 0;
+        st = sl_config_parse_tasks(text, len, c->tasks_file, &c->p.sampling, specs, SL_MAX_TASKS,
+                                   &n);
+        sl_free(text);
+        for (int i = 0; st == SL_OK && i < n; i++) {
+            sl_caption_task *t = &c->tasks[i];
+            *t = (sl_caption_task){.sampling = specs[i].sampling};
+            if (!(t->name = keep(c, specs[i].name, strlen(specs[i].name))) ||
+                !(t->prompt = keep(c, specs[i].prompt, strlen(specs[i].prompt))) ||
+                (specs[i].system &&
+                 !(t->system_prompt = keep(c, specs[i].system, strlen(specs[i].system)))) ||
+                (specs[i].json_schema &&
+                 !(t->json_schema = keep(c, specs[i].json_schema, strlen(specs[i].json_schema)))))
+                st = SL_ERR_NOMEM;
+            else
+                c->p.n_tasks++;
+        }
+        sl_task_specs_free(specs, n);
+        if (st != SL_OK)
+            return st;
+    }
+    const cfg_list *l = &c->lists[L_TASKS];
+    for (int k = 0; k < l->n; k++) {
+        const char *item = l->items[k], *prompt = item + strcspn(item, "=") + 1;
+        size_t len = (size_t)(prompt - 1 - item);
+        char what[96];
+        named(c, task_opt, task_opt, what, sizeof what);
+        const char *where = c->where[task_opt] ? c->where[task_opt] : "";
+        if (task_named(c, item, len))
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s: task '%.*s' is given twice", where, what,
+                           (int)len, item);
+        if (c->p.n_tasks == SL_MAX_TASKS)
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s: at most %d tasks", where, what,
+                           SL_MAX_TASKS);
+        sl_caption_task *t = &c->tasks[c->p.n_tasks];
+        *t = (sl_caption_task){.sampling = c->p.sampling};
+        if (prompt[0] == '@') {
+            if (c->no_files)
+                return sl_fail(SL_ERR_INVALID_ARG, "%s%s: reading files is off here", where, what);
+            char *text;
+            size_t tlen;
+            sl_status st = read_small_file(where, what, prompt + 1, SL_CONFIG_MAX_FILE_BYTES,
+                                           &text, &tlen);
+            if (st != SL_OK)
+                return st;
+            while (tlen > 0 && (text[tlen - 1] == '\n' || text[tlen - 1] == '\r'))
+                tlen--; /* a file's last line break is not part of the prompt */
+            bool ok = strlen(text) >= tlen && sl_utf8_valid(text, tlen);
+            t->prompt = ok ? keep(c, text, tlen) : NULL;
+            sl_free(text);
+            if (!ok)
+                return sl_fail(SL_ERR_INVALID_ARG, "%s%s '%s': the prompt file is not UTF-8 "
+                               "text", where, what, prompt + 1);
+        } else {
+            t->prompt = keep(c, prompt, strlen(prompt));
+        }
+        if (!t->prompt || !(t->name = keep(c, item, len)))
+            return SL_ERR_NOMEM;
+        if (!*t->prompt)
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s: task '%s' has an empty prompt", where, what,
+                           t->name);
+        c->p.n_tasks++;
+    }
+    sl_status st;
+    if ((st = per_task(c, L_TASK_MAXT, "tasks.max_tokens", set_task_max_tokens)) != SL_OK ||
+        (st = per_task(c, L_TASK_TEMP, "tasks.temperature", set_task_temperature)) != SL_OK)
+        return st;
+    int rpt = sl_config_find_key("tasks.rows_per_task", 19);
+    if (c->p.rows_per_task && c->p.n_tasks == 0) {
+        char a[96];
+        named(c, rpt, rpt, a, sizeof a);
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s needs tasks (--task NAME=PROMPT or --tasks "
+                       "FILE)", c->where[rpt] ? c->where[rpt] : "", a);
+    }
+    c->p.tasks = c->p.n_tasks ? c->tasks : NULL;
+    return SL_OK;
+}
+
 sl_status sl_config_resolve(sl_config *c)
 {
     int replicas = sl_config_find_key("llama.replicas", 14);
@@ -1189,7 +1366,7 @@ sl_status sl_config_resolve(sl_config *c)
                        c->p.openai.max_in_flight, b);
     }
     sync_lists(c);
-    return SL_OK;
+    return build_tasks(c);
 }
 
 const sl_caption_params *sl_config_params(const sl_config *cfg) { return &cfg->p; }

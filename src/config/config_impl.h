@@ -37,4 +37,25 @@ bool sl_config_option_takes_mappings(int i);
  * read (a FIFO or /dev/stdin would block it). On by default. */
 void sl_config_allow_files(sl_config *cfg, bool allow);
 
+/* Tasks (config_tasks.c). A task name names output columns: letters,
+ * digits and _, not first a digit, at most SL_TASK_NAME_MAX bytes. */
+#define SL_TASK_NAME_MAX 64
+bool sl_config_task_name_ok(const char *name, size_t len);
+
+/* One task of a tasks file; strings sl_malloc'd. */
+typedef struct sl_task_spec {
+    char *name, *prompt, *system, *json_schema;
+    sl_sampling sampling;
+} sl_task_spec;
+
+/* Parses a tasks file's text (`file` names it in messages): an object
+ * {"NAME": {"prompt", "system", "sampling": {...}, "json_schema"}, ...} or
+ * a list of such objects with a "name" each, at most `max` tasks, in
+ * order; each task's sampling is `base` with its own keys over it.
+ * SL_ERR_INVALID_ARG naming the file, task and key; nothing is left in
+ * out[] on failure. Free with sl_task_specs_free(). */
+sl_status sl_config_parse_tasks(const char *text, size_t len, const char *file,
+                                const sl_sampling *base, sl_task_spec *out, int max, int *n);
+void sl_task_specs_free(sl_task_spec *t, int n);
+
 #endif

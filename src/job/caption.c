@@ -107,10 +107,31 @@ sl_status job_check_params(const sl_caption_params *p)
         return sl_fail(SL_ERR_INVALID_ARG, "--include-image-bytes needs --format parquet");
     if (!p->output_dir || !*p->output_dir)
         return sl_fail(SL_ERR_INVALID_ARG, "no output folder given (-o)");
-    if (!p->prompt || !*p->prompt)
+    if (p->n_tasks < 0 || p->n_tasks > SL_MAX_TASKS || (p->n_tasks > 0 && !p->tasks))
+        return sl_fail(SL_ERR_INVALID_ARG, "%d tasks: a job takes 0 to %d", p->n_tasks,
+                       SL_MAX_TASKS);
+    if (p->rows_per_task && p->n_tasks == 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "--rows-per-task needs tasks (--task, --tasks)");
+    for (int i = 0; i < p->n_tasks; i++) {
+        const sl_caption_task *t = &p->tasks[i];
+        sl_status st = caption_task_name_check(t->name ? t->name : "", p->rows_per_task);
+        if (st != SL_OK)
+            return st;
+        for (int k = 0; k < i; k++)
+            if (!strcmp(p->tasks[k].name, t->name))
+                return sl_fail(SL_ERR_INVALID_ARG, "task '%s' is given twice", t->name);
+        if (!t->prompt || !*t->prompt || !sl_utf8_valid(t->prompt, strlen(t->prompt)) ||
+            (t->system_prompt && !sl_utf8_valid(t->system_prompt, strlen(t->system_prompt))))
+            return sl_fail(SL_ERR_INVALID_ARG, "task '%s': the prompt is empty or not UTF-8",
+                           t->name);
+        if (t->sampling.max_tokens <= 0 || t->sampling.temperature < 0.0f)
+            return sl_fail(SL_ERR_INVALID_ARG, "task '%s': max_tokens must be positive and "
+                           "temperature >= 0", t->name);
+    }
+    if (p->n_tasks == 0 && (!p->prompt || !*p->prompt))
         return sl_fail(SL_ERR_INVALID_ARG, "the prompt is empty (--prompt)");
     /* Every row would be refused: say so once, before anything starts. */
-    if (!sl_utf8_valid(p->prompt, strlen(p->prompt)))
+    if (p->n_tasks == 0 && !sl_utf8_valid(p->prompt, strlen(p->prompt)))
         return sl_fail(SL_ERR_INVALID_ARG, "the prompt is not valid UTF-8 (--prompt)");
     if (p->system_prompt && !sl_utf8_valid(p->system_prompt, strlen(p->system_prompt)))
         return sl_fail(SL_ERR_INVALID_ARG, "the system prompt is not valid UTF-8 (--system)");

@@ -192,6 +192,7 @@ struct caption_metrics {
     size_t n_stages;
     char stage_names[STAGES_MAX][32];
     sl_metrics_family *failed_by_class;
+    sl_metrics_family *task_tokens;
     sl_metrics_child *phase_children[SL_PHASE_COUNT];
     replica_metrics replicas[REPLICAS_MAX];
     int n_replicas;
@@ -340,6 +341,13 @@ sl_status caption_metrics_start(const char *address, caption_metrics **out)
                                     "Rows written with an error, by the stage that failed them "
                                     "and the class of the error.",
                                     failed_labels, &cm->failed_by_class);
+    static const char *const task_labels[] = {"task", "kind", NULL};
+    if (st == SL_OK)
+        st = sl_metrics_add_counter(cm->reg, "sluice_task_tokens_total",
+                                    "Tokens of each task's answers (several tasks per image; "
+                                    "one prompt is task caption): kind prompt (positions fed, the shared image included), "
+                                    "generated, or cached (positions copied, not computed).",
+                                    task_labels, &cm->task_tokens);
     if (st == SL_OK)
         st = sl_metrics_add_histogram(
             cm->reg, "sluice_engine_step_seconds",
@@ -580,11 +588,9 @@ void replica_metrics_sync(replica_metrics *rm, bool force)
     }
 }
 
-void replica_metrics_observe(replica_metrics *rm, const sl_completion *c)
+/* One answer: a request, or one task of a request with several. */
+static void observe_result(replica_metrics *rm, const sl_result *r)
 {
-    if (!rm || c->status != SL_OK)
-        return;
-    const sl_result *r = &c->result;
     if (r->endpoint) {
         observe_http(rm, r);
         return;
@@ -595,8 +601,32 @@ void replica_metrics_observe(replica_metrics *rm, const sl_completion *c)
     sl_metrics_histogram_observe(rm->hists[EH_PREFILL], r->prefill_ms / 1e3);
     sl_metrics_histogram_observe(rm->hists[EH_DECODE], r->generate_ms / 1e3);
     observe_gaps(rm->hists[EH_ITL], r);
-    sl_metrics_counter_inc(strcmp(r->finish_reason, "length") == 0 ? rm->success_length
-                                                                    : rm->success_stop);
+    sl_metrics_counter_inc(r->finish_reason && strcmp(r->finish_reason, "length") == 0
+                               ? rm->success_length
+                               : rm->success_stop);
+}
+
+void replica_metrics_observe(replica_metrics *rm, const sl_completion *c)
+{
+    if (!rm || c->status != SL_OK)
+        return;
+    if (c->n_results == 0)
+        observe_result(rm, &c->result);
+    for (int i = 0; i < c->n_results; i++)
+        observe_result(rm, &c->results[i]);
+}
+
+void caption_metrics_task_answer(caption_metrics *cm, const char *task, const sl_result *r)
+{
+    if (!cm)
+        return;
+    static const char *const kinds[3] = {"prompt", "generated", "cached"};
+    int counts[3] = {r->prompt_tokens, r->generated_tokens, r->cached_tokens};
+    for (int k = 0; k < 3; k++) {
+        sl_metrics_child *c = sl_metrics_with(cm->task_tokens, task, kinds[k]);
+        if (c && counts[k] > 0)
+            sl_metrics_counter_add_u64(c, (uint64_t)counts[k]);
+    }
 }
 
 void replica_metrics_detach(replica_metrics *rm)

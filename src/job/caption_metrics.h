@@ -48,6 +48,10 @@ void replica_metrics_detach(replica_metrics *rm);
  * sluice_engine_step_seconds{phase}. Any thread. */
 void caption_metrics_engine_phase(void *cm, sl_engine_phase phase, double seconds);
 
+/* Counts a task's answer in sluice_task_tokens_total{task,kind} (kind:
+ * prompt, generated, cached). Any thread. */
+void caption_metrics_task_answer(caption_metrics *cm, const char *task, const sl_result *r);
+
 /* Counts one failed row in sluice_rows_failed_by_class_total{stage,class}
  * (class: sl_status_class() of the row's status). Any thread. */
 void caption_metrics_row_failed(caption_metrics *cm, const char *stage, const char *cls);

@@ -108,6 +108,7 @@ static void put_html(FILE *fp, const caption_report *r)
           "figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:.4em}\n"
           "figure img{max-width:160px;max-height:160px;display:block;margin:0 auto .3em}\n"
           "figcaption{font-size:.85em}.id{color:#666;font-size:.8em;word-break:break-all}\n"
+          ".caption{white-space:pre-line}\n"
           ".error{color:#b91c1c}\n</style>\n</head>\n<body>\n<h1>sluice report</h1>\n<p>",
           fp);
     fputs("Model <b>", fp);

@@ -37,8 +37,11 @@ typedef struct caption_row {
     size_t jpeg_len;
     const char *original_mime; /* --send-original: data is sent as is, of this type */
     int width, height, source_width, source_height; /* 0: not decoded */
-    sl_result result;
+    sl_result result;          /* with tasks: their token counts summed, the slowest
+                                  one's timings, no text */
     bool has_result;
+    sl_result *results;        /* with tasks: each one's answer, in the job's order */
+    int n_results;
     double decode_ms, started;
     uint64_t seed;
     uint8_t *thumb;           /* JPEG, only for rows the gallery asked for */

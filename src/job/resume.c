@@ -101,6 +101,27 @@ static char *fingerprint(const job *j)
     fp_add(&t, "format", job_json_text(parquet_output(p) ? "parquet" : "jsonl"));
     fp_add(&t, "columns", p->columns ? fp_strings(p->columns, p->n_columns) : json_null());
     fp_add(&t, "include_image_bytes", json_boolean(p->include_image_bytes));
+    /* Tasks: as written (templates, not the text filled in per row). Only
+     * when there are some, so a job without tasks keeps its fingerprint. */
+    if (p->n_tasks > 0) {
+        json_t *tasks = json_array();
+        for (int i = 0; tasks && i < p->n_tasks; i++) {
+            const sl_caption_task *k = &p->tasks[i];
+            const sl_sampling *s = &k->sampling;
+            json_array_append_new(
+                tasks, json_pack("{s:o, s:o, s:o, s:o, s:i, s:o, s:o, s:i, s:o, s:o, s:I}",
+                                 "name", job_json_text(k->name), "prompt",
+                                 job_json_text(k->prompt), "system",
+                                 job_json_text(k->system_prompt), "json_schema",
+                                 job_json_text(k->json_schema), "max_tokens", s->max_tokens,
+                                 "temperature", fp_real(s->temperature), "top_p",
+                                 fp_real(s->top_p), "top_k", s->top_k, "min_p", fp_real(s->min_p),
+                                 "repeat_penalty", fp_real(s->repeat_penalty), "seed",
+                                 (json_int_t)(s->seed & INT64_MAX)));
+        }
+        fp_add(&t, "tasks", tasks);
+        fp_add(&t, "rows_per_task", json_boolean(p->rows_per_task));
+    }
     return t;
 }
 

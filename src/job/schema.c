@@ -1,4 +1,5 @@
 /* job/schema.c — see schema.h. */
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -31,6 +32,13 @@ const sl_schema_column caption_fields[CF_COUNT] = {
     [CF_ERROR_STAGE] = {"error_stage", SL_PQ_STRING, true, NULL, false, false},
     [CF_ERROR] = {"error", SL_PQ_STRING, true, NULL, false, false},
 };
+
+static const char *const answer_suffix[TC_COUNT] = {
+    [TC_TEXT] = "", [TC_FINISH] = "_finish_reason", [TC_PROMPT_TOKENS] = "_prompt_tokens",
+    [TC_GENERATED_TOKENS] = "_generated_tokens", [TC_CACHED_TOKENS] = "_cached_tokens"};
+static const sl_pq_type answer_type[TC_COUNT] = {SL_PQ_STRING, SL_PQ_STRING, SL_PQ_INT64,
+                                                 SL_PQ_INT64, SL_PQ_INT64};
+static const sl_schema_column task_column = {"task", SL_PQ_STRING, false, NULL, false, false};
 
 static const sl_schema_column image_bytes_column = {"image_bytes", SL_PQ_BINARY, true, NULL,
                                                     false, false};
@@ -84,22 +92,106 @@ static sl_status reserved_names(const caption_schema *s, const char ***out, size
     return SL_OK;
 }
 
+sl_status caption_task_name_check(const char *name, bool rows_per_task)
+{
+    size_t len = strlen(name);
+    bool ok = len > 0 && len <= 64;
+    for (size_t i = 0; ok && i < len; i++) {
+        char c = name[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+             (i > 0 && c >= '0' && c <= '9');
+    }
+    if (!ok)
+        return sl_fail(SL_ERR_INVALID_ARG, "task name '%.80s': letters, digits and _ (not first a "
+                       "digit), at most 64 bytes: it names output columns", name);
+    if (rows_per_task)
+        return SL_OK; /* the name is a value of column `task` */
+    char col[128];
+    for (int k = 0; k < TC_COUNT; k++) {
+        snprintf(col, sizeof col, "%s%s", name, answer_suffix[k]);
+        for (int f = 0; f < CF_COUNT; f++)
+            if (f == CF_CAPTION || f == CF_FINISH)
+                continue; /* not written when there are tasks */
+            else if (!strcmp(col, caption_fields[f].name) ||
+                (caption_fields[f].group && !strcmp(col, caption_fields[f].group)))
+                return sl_fail(SL_ERR_INVALID_ARG, "task name '%s': its column '%s' is one of "
+                               "sluice's own; choose another name", name, col);
+        if (!strcmp(col, task_column.name) || !strcmp(col, image_bytes_column.name))
+            return sl_fail(SL_ERR_INVALID_ARG, "task name '%s': its column '%s' is one of "
+                           "sluice's own; choose another name", name, col);
+    }
+    return SL_OK;
+}
+
+/* Whether every answer the job writes in `caption` is JSON. */
+static bool all_structured(const sl_caption_params *p)
+{
+    if (p->n_tasks == 0 || p->json_schema)
+        return p->json_schema != NULL;
+    for (int t = 0; t < p->n_tasks; t++)
+        if (!p->tasks[t].json_schema)
+            return false;
+    return true;
+}
+
+/* The job's columns in output order: with several tasks, each task's five
+ * after `path` in place of caption and finish_reason; with one row per
+ * task, `task` after `path`. */
+static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
+{
+    int n_tasks = p->n_tasks > 0 && !p->rows_per_task ? p->n_tasks : 0;
+    size_t cap = CF_COUNT + 1 + (size_t)n_tasks * TC_COUNT, names_len = 0;
+    for (int t = 0; t < n_tasks; t++)
+        names_len += TC_COUNT * (strlen(p->tasks[t].name) + 20);
+    out->head = sl_calloc(cap, sizeof *out->head);
+    out->head_cell = sl_calloc(cap, sizeof *out->head_cell);
+    out->names = sl_malloc(names_len + 1);
+    if (!out->head || !out->head_cell || !out->names)
+        return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
+    size_t n = 0, used = 0;
+    for (int f = 0; f < CF_COUNT; f++) {
+        if (n_tasks > 0 && (f == CF_CAPTION || f == CF_FINISH))
+            continue;
+        out->head_cell[n] = f;
+        out->head[n] = caption_fields[f];
+        /* A structured answer is JSON (checked by the engine): JSONL writes
+         * the value, Parquet its text. With one row per task, only when
+         * every task has a schema (the column holds all their answers). */
+        if (f == CF_CAPTION)
+            out->head[n].json = all_structured(p);
+        n++;
+        if (f != CF_PATH)
+            continue;
+        if (p->n_tasks > 0 && p->rows_per_task) {
+            out->head_cell[n] = CELL_TASK;
+            out->head[n++] = task_column;
+        }
+        for (int t = 0; t < n_tasks; t++)
+            for (int k = 0; k < TC_COUNT; k++) {
+                char *name = out->names + used;
+                used += (size_t)snprintf(name, names_len + 1 - used, "%s%s", p->tasks[t].name,
+                                         answer_suffix[k]) + 1;
+                out->head_cell[n] = CELL_ANSWER(t, k);
+                /* A failed row has no answers; token counts are then 0. */
+                out->head[n] = (sl_schema_column){name, answer_type[k], k <= TC_FINISH, NULL,
+                                                  false, false};
+                out->head[n++].json = k == TC_TEXT && (p->tasks[t].json_schema || p->json_schema);
+            }
+    }
+    out->schema.head = out->head;
+    out->schema.n_head = n;
+    return SL_OK;
+}
+
 sl_status caption_schema_plan(const sl_caption_params *p, const char *const *inputs,
                               size_t n_inputs, const sl_source_params *src_params,
                               const sl_source *src, const char *const *stage_columns,
                               size_t n_stage_columns, caption_schema *out)
 {
     memset(out, 0, sizeof *out);
-    size_t n_answers = 0; /* the tasks of the next step add theirs here */
-    out->head = sl_calloc(CF_COUNT + n_answers, sizeof *out->head);
-    if (!out->head)
-        return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
-    memcpy(out->head, caption_fields, sizeof caption_fields);
-    /* A structured answer is JSON (checked by the engine): JSONL writes the
-     * value, Parquet its text. */
-    out->head[CF_CAPTION].json = p->json_schema != NULL;
-    out->schema.head = out->head;
-    out->schema.n_head = CF_COUNT + n_answers;
+    sl_status st0 = plan_head(p, out);
+    if (st0 != SL_OK)
+        return st0;
     if (p->include_image_bytes) {
         out->tail[0] = image_bytes_column;
         out->schema.tail = out->tail;
@@ -180,5 +272,7 @@ void caption_schema_clear(caption_schema *s)
 {
     sl_columns_free(s->cols);
     sl_free(s->head);
+    sl_free(s->head_cell);
+    sl_free(s->names);
     memset(s, 0, sizeof *s);
 }

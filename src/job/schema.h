@@ -1,7 +1,8 @@
 /* job/schema.h — the caption job's output row, defined once: its own fields
- * (the table caption_fields, in output order), then its task answers (none
- * beyond `caption` yet: the place the tasks of the next step fill), then the
- * input's pass-through columns, then image_bytes when asked for. Every sink
+ * (the table caption_fields, in output order) with the tasks' answers (with
+ * several tasks, five columns each after `path` in place of `caption` and
+ * `finish_reason`; with rows_per_task, a column `task`), then the input's
+ * pass-through columns, then image_bytes when asked for. Every sink
  * (io/sink.h), the run report and the live page read it from here. Planning
  * chooses the pass-through columns: declared (--columns) or seen in the
  * first rows, with Parquet types from those rows (io/columns.h). One thread
@@ -25,6 +26,15 @@ enum {
 
 extern const sl_schema_column caption_fields[CF_COUNT];
 
+/* A row's cells before they are laid out: caption_fields, the task name,
+ * then each task's answer (TC_* of task t at CELL_ANSWER(t, k)), then
+ * image_bytes. */
+enum { TC_TEXT, TC_FINISH, TC_PROMPT_TOKENS, TC_GENERATED_TOKENS, TC_CACHED_TOKENS, TC_COUNT };
+#define CELL_TASK CF_COUNT
+#define CELL_ANSWER(t, k) (CF_COUNT + 1 + (t) * TC_COUNT + (k))
+#define CELL_IMAGE_BYTES CELL_ANSWER(SL_MAX_TASKS, 0)
+#define CELL_COUNT (CELL_IMAGE_BYTES + 1)
+
 /* The index of our own field `name` in caption_fields (CF_COUNT for
  * "timings" and "image_bytes", names of ours too), or -1: a name a stage
  * may give a column of its own. */
@@ -33,9 +43,16 @@ int caption_field_index(const char *name);
 typedef struct caption_schema {
     sl_schema schema;           /* what sinks are opened with */
     sl_columns *cols;           /* the pass-through columns */
-    sl_schema_column *head;     /* caption_fields, then the task answers */
+    sl_schema_column *head;     /* the job's columns in output order ... */
+    int *head_cell;             /* ... each one's cell (CF_*, CELL_*) */
+    char *names;                /* the task columns' names, back to back */
     sl_schema_column tail[1];   /* image_bytes */
 } caption_schema;
+
+/* Whether `name` may name a task: letters, digits and _, not first a
+ * digit, at most 64 bytes, and (one row per image) none of its columns one
+ * of the job's own. SL_ERR_INVALID_ARG says why not. */
+sl_status caption_task_name_check(const char *name, bool rows_per_task);
 
 /* Plans the schema of job p reading src's inputs (they are read again, from
  * the start, to sample the first rows' pass-through columns when the output

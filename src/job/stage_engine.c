@@ -10,6 +10,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "job/job.h"
+#include "job/template.h"
 
 /* One replica: its own model, context and batching thread (an async stage
  * worker). Rows are submitted as they come and complete out of order. */
@@ -75,15 +76,62 @@ static void engine_close(void *state, sl_exec_end end)
     sl_free(rep);
 }
 
+/* A prompt template filled from the row's columns into *filled (sl_free;
+ * NULL: tmpl is used as it is). The row fails, naming the column. */
+static sl_status fill(const caption_row *r, const char *task, const char *tmpl, char **filled)
+{
+    *filled = NULL;
+    if (!tmpl || !template_has_fields(tmpl))
+        return SL_OK;
+    sl_status st = template_fill(tmpl, r->extra, filled);
+    if (st != SL_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", sl_last_error()); /* sl_fail writes over it */
+        return sl_fail(st, "%s%s%s: %s", r->rel, task ? ", task " : "", task ? task : "", why);
+    }
+    return SL_OK;
+}
+
 static sl_status engine_submit(void *state, sl_row *row)
 {
     replica *rep = state;
     const sl_caption_params *p = rep->j->p;
     caption_row *r = sl_row_data(row);
+    /* Templates: the job's prompts name the row's columns ({label}); a
+     * prompt the row brings (--prompt-column) is data, used as it is. */
+    char *filled[2 * SL_MAX_TASKS + 2] = {0};
+    sl_task tasks[SL_MAX_TASKS];
+    int n_filled = 0;
+    sl_status st = fill(r, NULL, p->system_prompt, &filled[n_filled++]);
+    const char *system = filled[0] ? filled[0] : p->system_prompt;
+    if (st == SL_OK && !r->prompt)
+        st = fill(r, NULL, p->n_tasks ? NULL : p->prompt, &filled[n_filled++]);
+    for (int i = 0; st == SL_OK && i < p->n_tasks; i++) {
+        const sl_caption_task *t = &p->tasks[i];
+        tasks[i] = (sl_task){.name = t->name, .prompt = t->prompt,
+                             .system_prompt = t->system_prompt ? t->system_prompt : system,
+                             .sampling = t->sampling, .json_schema = t->json_schema};
+        tasks[i].sampling.seed = sl_sampling_row_seed(t->sampling.seed, r->rel);
+        char **f = &filled[n_filled++];
+        if ((st = fill(r, t->name, t->prompt, f)) == SL_OK && *f)
+            tasks[i].prompt = *f;
+        f = &filled[n_filled++];
+        if (st == SL_OK && t->system_prompt && (st = fill(r, t->name, t->system_prompt, f)) == SL_OK &&
+            *f)
+            tasks[i].system_prompt = *f;
+    }
+    if (st != SL_OK) {
+        for (int i = 0; i < n_filled; i++)
+            sl_free(filled[i]);
+        sl_row_fail_status(row, st, "%s", sl_last_error());
+        return SL_OK;
+    }
     sl_request req = {
         .id = r->rel,
-        .system_prompt = p->system_prompt,
-        .prompt = r->prompt ? r->prompt : p->prompt,
+        .system_prompt = system,
+        .prompt = r->prompt ? r->prompt : filled[1] ? filled[1] : p->prompt,
+        .tasks = p->n_tasks ? tasks : NULL,
+        .n_tasks = p->n_tasks,
         .image = r->image,
         .image_encoded = r->original_mime ? r->data : r->jpeg,
         .image_encoded_len = r->original_mime ? r->len : r->jpeg_len,
@@ -95,12 +143,45 @@ static sl_status engine_submit(void *state, sl_row *row)
         .grammar = p->grammar,
     };
     req.sampling.seed = r->seed;
-    sl_status st = sl_engine_submit(rep->engine, &req, row);
+    st = sl_engine_submit(rep->engine, &req, row);
+    for (int i = 0; i < n_filled; i++)
+        sl_free(filled[i]);
     if (st == SL_OK || st == SL_ERR_IO)
         return st; /* SL_ERR_IO: the engine is broken, a worker failure */
     /* A request the engine refuses fails its row alone; the rest go on. */
     sl_row_fail_status(row, st, "%s", sl_last_error());
     return SL_OK;
+}
+
+/* A request's tasks answered: the answers go to the row, their token
+ * counts summed (and counted per task) into r->result, with the timings
+ * of the task that ended last. */
+static void take_results(job *j, caption_row *r, sl_completion *c)
+{
+    sl_result sum = {0};
+    double end = -1.0;
+    for (int i = 0; i < c->n_results; i++) {
+        const sl_result *t = &c->results[i];
+        sum.prompt_tokens += t->prompt_tokens;
+        sum.generated_tokens += t->generated_tokens;
+        sum.cached_tokens += t->cached_tokens;
+        sum.encode_ms += t->encode_ms;
+        if (t->ttft_ms + t->generate_ms > end) {
+            end = t->ttft_ms + t->generate_ms;
+            sum.queue_ms = t->queue_ms;
+            sum.prefill_ms = t->prefill_ms;
+            sum.ttft_ms = t->ttft_ms;
+            sum.generate_ms = t->generate_ms;
+        }
+        if (i < j->p->n_tasks)
+            caption_metrics_task_answer(j->metrics, j->p->tasks[i].name, t);
+    }
+    r->result = sum;
+    r->results = c->results;
+    r->n_results = c->n_results;
+    c->results = NULL;
+    c->n_results = 0;
+    r->has_result = true;
 }
 
 static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout_ms, size_t *n)
@@ -117,10 +198,14 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
         replica_metrics_observe(rep->metrics, c);
         sl_row *row = c->tag;
         caption_row *r = sl_row_data(row);
-        if (c->status == SL_OK) {
+        if (c->status == SL_OK && c->n_results > 0) {
+            take_results(rep->j, r, c);
+        } else if (c->status == SL_OK) {
             r->result = c->result;
             c->result = (sl_result){0};
             r->has_result = true;
+            /* The one-task case: its answer is the column `caption`. */
+            caption_metrics_task_answer(rep->j->metrics, "caption", &r->result);
         } else if (c->status == SL_ERR_INVALID_OUTPUT) {
             /* Its tokens and timings are written and counted; its text is
              * in the error, and the caption stays null as on any failure. */

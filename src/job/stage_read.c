@@ -27,6 +27,9 @@ void job_row_free(void *data)
     sl_image_free(r->image);
     sl_image_buffer_free(r->jpeg);
     sl_result_clear(&r->result);
+    for (int i = 0; i < r->n_results; i++)
+        sl_result_clear(&r->results[i]);
+    sl_free(r->results);
     sl_image_buffer_free(r->thumb);
     sl_free(r);
 }

@@ -17,17 +17,32 @@ static sl_pq_value cell_text(const char *s)
     return s ? (sl_pq_value){.ptr = s, .len = strlen(s)} : (sl_pq_value){.is_null = true};
 }
 
-/* The row's cells in the order of job/schema.h. */
-static void row_cells(const job *j, const caption_row *r, const sl_row *row, sl_pq_value *v)
+/* All of the row's cells (job/schema.h, CELL_*); `task` >= 0: the row of
+ * that task alone (rows_per_task). */
+static void row_cells(const job *j, const caption_row *r, const sl_row *row, int task,
+                      sl_pq_value *v)
 {
     const sl_result *res = r->has_result ? &r->result : NULL;
+    const sl_result *answer = res; /* what caption, finish_reason and the tokens say */
+    if (task >= 0)
+        answer = res && task < r->n_results ? &r->results[task] : NULL;
     v[CF_ID] = cell_text(r->rel);
     v[CF_PATH] = cell_text(r->path);
-    v[CF_CAPTION] = cell_text(res ? res->text : NULL);
-    v[CF_FINISH] = cell_text(res ? res->finish_reason : NULL);
-    v[CF_PROMPT_TOKENS] = (sl_pq_value){.i64 = res ? res->prompt_tokens : 0};
-    v[CF_GENERATED_TOKENS] = (sl_pq_value){.i64 = res ? res->generated_tokens : 0};
-    v[CF_CACHED_TOKENS] = (sl_pq_value){.i64 = res ? res->cached_tokens : 0};
+    v[CF_CAPTION] = cell_text(answer ? answer->text : NULL);
+    v[CF_FINISH] = cell_text(answer ? answer->finish_reason : NULL);
+    v[CF_PROMPT_TOKENS] = (sl_pq_value){.i64 = answer ? answer->prompt_tokens : 0};
+    v[CF_GENERATED_TOKENS] = (sl_pq_value){.i64 = answer ? answer->generated_tokens : 0};
+    v[CF_CACHED_TOKENS] = (sl_pq_value){.i64 = answer ? answer->cached_tokens : 0};
+    v[CELL_TASK] = cell_text(task >= 0 ? j->p->tasks[task].name : NULL);
+    for (int t = 0; t < j->p->n_tasks && task < 0; t++) {
+        const sl_result *a = res && t < r->n_results ? &r->results[t] : NULL;
+        v[CELL_ANSWER(t, TC_TEXT)] = cell_text(a ? a->text : NULL);
+        v[CELL_ANSWER(t, TC_FINISH)] = cell_text(a ? a->finish_reason : NULL);
+        v[CELL_ANSWER(t, TC_PROMPT_TOKENS)] = (sl_pq_value){.i64 = a ? a->prompt_tokens : 0};
+        v[CELL_ANSWER(t, TC_GENERATED_TOKENS)] =
+            (sl_pq_value){.i64 = a ? a->generated_tokens : 0};
+        v[CELL_ANSWER(t, TC_CACHED_TOKENS)] = (sl_pq_value){.i64 = a ? a->cached_tokens : 0};
+    }
     int dims[4] = {r->width, r->height, r->source_width, r->source_height};
     for (int k = 0; k < 4; k++)
         v[CF_WIDTH + k] = (sl_pq_value){.is_null = r->width == 0, .i64 = dims[k]};
@@ -44,9 +59,45 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, sl_
         v[CF_DECODE_MS + k] = (sl_pq_value){.f64 = ms[k]};
     v[CF_ERROR_STAGE] = cell_text(sl_row_error_stage(row));
     v[CF_ERROR] = cell_text(sl_row_error(row));
-    if (j->p->include_image_bytes)
-        v[CF_COUNT] = r->data ? (sl_pq_value){.ptr = r->data, .len = r->len}
+    v[CELL_IMAGE_BYTES] = r->data && j->p->include_image_bytes
+                              ? (sl_pq_value){.ptr = r->data, .len = r->len}
                               : (sl_pq_value){.is_null = true};
+}
+
+/* Writes the row (or, with rows_per_task, its row for each task): its
+ * cells laid out in the schema's order. */
+static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
+{
+    const caption_schema *s = &j->schema;
+    int n_rows = j->p->rows_per_task && j->p->n_tasks > 0 ? j->p->n_tasks : 1;
+    sl_status st = SL_OK;
+    for (int t = 0; st == SL_OK && t < n_rows; t++) {
+        sl_pq_value all[CELL_COUNT], cells[CELL_COUNT];
+        row_cells(j, r, row, j->p->rows_per_task && j->p->n_tasks > 0 ? t : -1, all);
+        for (size_t h = 0; h < s->schema.n_head; h++)
+            cells[h] = all[s->head_cell[h]];
+        if (s->schema.n_tail)
+            cells[s->schema.n_head] = all[CELL_IMAGE_BYTES];
+        st = sl_sink_write(j->sink, &(sl_schema_row){cells, r->extra});
+    }
+    return st;
+}
+
+/* What the gallery, the live page and on_row show of a row with tasks:
+ * each answer under its task's name. NULL: the caption alone (or OOM). */
+static char *answers_text(const job *j, const caption_row *r)
+{
+    if (j->p->n_tasks == 0 || !r->has_result || r->n_results == 0)
+        return NULL;
+    size_t len = 1;
+    for (int t = 0; t < r->n_results && t < j->p->n_tasks; t++)
+        len += strlen(j->p->tasks[t].name) + 3 + (r->results[t].text ? strlen(r->results[t].text)
+                                                                      : 0);
+    char *out = sl_malloc(len), *at = out;
+    for (int t = 0; out && t < r->n_results && t < j->p->n_tasks; t++)
+        at += snprintf(at, len - (size_t)(at - out), "%s%s: %s", t ? "\n" : "",
+                       j->p->tasks[t].name, r->results[t].text ? r->results[t].text : "");
+    return out;
 }
 
 /* A test fault (core/fault.h) at a step of the commit: a pause, or an error. */
@@ -165,11 +216,8 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
          * part, so a rerun skips it as done; so is a row of an input with
          * copies that an earlier run committed. */
         bool dropped = sl_row_dropped(rows[i]) || committed;
-        if (st == SL_OK && !dropped) {
-            sl_pq_value cells[CF_COUNT + 1];
-            row_cells(j, r, rows[i], cells);
-            st = sl_sink_write(j->sink, &(sl_schema_row){cells, r->extra});
-        }
+        if (st == SL_OK && !dropped)
+            st = write_row(j, r, rows[i]);
         if (st == SL_OK && j->ledger && !committed)
             st = sl_ledger_part_add(j->ledger, member ? member : r->rel);
         sl_free(member);
@@ -199,7 +247,9 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
         }
         if (dropped)
             continue;
-        gallery_row gr = {sl_row_seq(rows[i]), r->rel, failed ? NULL : r->result.text,
+        char *answers = failed ? NULL : answers_text(j, r);
+        gallery_row gr = {sl_row_seq(rows[i]), r->rel,
+                          failed ? NULL : answers ? answers : r->result.text,
                           sl_row_error(rows[i]), sl_row_error_stage(rows[i]),
                           sl_row_error_status(rows[i]), r->thumb, r->thumb_len};
         gallery_add(j->gallery, &gr);
@@ -207,10 +257,12 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
             caption_metrics_row_failed(j->metrics, gr.error_stage,
                                        sl_status_class(gr.error_status));
         if (j->p->on_row) {
-            sl_row_view view = {r->rel, failed ? NULL : r->result.text, sl_row_error(rows[i]),
-                                (long)sl_row_seq(rows[i]), sl_row_error_stage(rows[i])};
+            sl_row_view view = {r->rel, failed ? NULL : answers ? answers : r->result.text,
+                                sl_row_error(rows[i]), (long)sl_row_seq(rows[i]),
+                                sl_row_error_stage(rows[i])};
             j->p->on_row(&view, j->p->on_row_user);
         }
+        sl_free(answers);
     }
     return SL_OK;
 }

@@ -1,5 +1,6 @@
 /* llm/engine.c — the engine handle: argument checks, then dispatch to a
  * backend's ops; the synchronous call built on submit + poll. */
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -25,23 +26,47 @@ sl_status sl_engine_wrap(const sl_engine_ops *ops, void *impl, sl_engine **out)
     return SL_OK;
 }
 
+/* The checks of one prompt; `task` NULL for a request without tasks. */
+static sl_status check_prompt(const char *id, const char *task, const char *prompt,
+                              const char *system_prompt, const sl_sampling *sampling)
+{
+    char who[64] = "";
+    if (task)
+        snprintf(who, sizeof who, " task %.40s", task);
+    if (!prompt)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s:%s request has no prompt", id, who);
+    if (sampling->max_tokens <= 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s:%s max_tokens must be positive, got %d", id, who,
+                       sampling->max_tokens);
+    /* Chat templates and JSON bodies need text: a prompt read from a
+     * manifest may be any bytes. */
+    if (!sl_utf8_valid(prompt, strlen(prompt)))
+        return sl_fail(SL_ERR_INVALID_ARG, "%s:%s the prompt is not valid UTF-8", id, who);
+    if (system_prompt && !sl_utf8_valid(system_prompt, strlen(system_prompt)))
+        return sl_fail(SL_ERR_INVALID_ARG, "%s:%s the system prompt is not valid UTF-8", id, who);
+    return SL_OK;
+}
+
 sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *tag)
 {
     const char *id = request->id ? request->id : "(request)";
-    if (!request->prompt)
-        return sl_fail(SL_ERR_INVALID_ARG, "%s: request has no prompt", id);
-    if (request->sampling.max_tokens <= 0)
-        return sl_fail(SL_ERR_INVALID_ARG, "%s: max_tokens must be positive, got %d", id,
-                       request->sampling.max_tokens);
+    if (request->n_tasks < 0 || request->n_tasks > SL_MAX_TASKS ||
+        (request->n_tasks > 0 && !request->tasks))
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: %d tasks; a request takes 1 to %d", id,
+                       request->n_tasks, SL_MAX_TASKS);
+    sl_status st = SL_OK;
+    if (request->n_tasks == 0)
+        st = check_prompt(id, NULL, request->prompt, request->system_prompt, &request->sampling);
+    for (int i = 0; st == SL_OK && i < request->n_tasks; i++) {
+        const sl_task *t = &request->tasks[i];
+        st = check_prompt(id, t->name ? t->name : "(unnamed)", t->prompt,
+                          t->system_prompt ? t->system_prompt : request->system_prompt,
+                          &t->sampling);
+    }
+    if (st != SL_OK)
+        return st;
     if (request->n_stop < 0 || (request->n_stop > 0 && !request->stop))
         return sl_fail(SL_ERR_INVALID_ARG, "%s: bad stop strings", id);
-    /* Chat templates and JSON bodies need text: a prompt read from a
-     * manifest may be any bytes. */
-    if (!sl_utf8_valid(request->prompt, strlen(request->prompt)))
-        return sl_fail(SL_ERR_INVALID_ARG, "%s: the prompt is not valid UTF-8", id);
-    if (request->system_prompt &&
-        !sl_utf8_valid(request->system_prompt, strlen(request->system_prompt)))
-        return sl_fail(SL_ERR_INVALID_ARG, "%s: the system prompt is not valid UTF-8", id);
     for (int i = 0; i < request->n_stop; i++)
         if (!request->stop[i] || !sl_utf8_valid(request->stop[i], strlen(request->stop[i])))
             return sl_fail(SL_ERR_INVALID_ARG, "%s: stop string %d is not valid UTF-8", id, i + 1);
@@ -66,6 +91,9 @@ void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *out)
 sl_status sl_engine_generate(sl_engine *engine, const sl_request *request, sl_result *out)
 {
     *out = (sl_result){0};
+    if (request->n_tasks > 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "sl_engine_generate: a request with tasks needs "
+                                           "sl_engine_submit and sl_engine_poll");
     if (sl_engine_in_flight(engine) != 0)
         return sl_fail(SL_ERR_INVALID_ARG, "sl_engine_generate: other requests are in flight");
     int tag;
@@ -104,7 +132,91 @@ void sl_completion_clear(sl_completion *c)
         return;
     sl_free(c->error);
     sl_result_clear(&c->result);
+    for (int i = 0; c->results && i < c->n_results; i++)
+        sl_result_clear(&c->results[i]);
+    sl_free(c->results);
     *c = (sl_completion){0};
+}
+
+/* --- tasks -------------------------------------------------------------------- */
+
+struct sl_task_group {
+    void *tag;
+    int n, shares, recorded;
+    sl_status status;          /* the first failure */
+    char *error;
+    sl_result results[];
+};
+
+sl_task_group *sl_task_group_new(void *tag, int n_tasks)
+{
+    sl_task_group *g = sl_calloc(1, sizeof *g + (size_t)n_tasks * sizeof(sl_result));
+    if (g)
+        *g = (sl_task_group){.tag = tag, .n = n_tasks, .shares = n_tasks};
+    return g;
+}
+
+void sl_task_request(const sl_request *q, int i, sl_request *out, char **id_out)
+{
+    const sl_task *t = &q->tasks[i];
+    *out = *q;
+    out->prompt = t->prompt;
+    if (t->system_prompt)
+        out->system_prompt = t->system_prompt;
+    out->sampling = t->sampling;
+    if (t->json_schema)
+        out->json_schema = t->json_schema;
+    out->tasks = NULL;
+    out->n_tasks = 0;
+    *id_out = sl_asprintf("%s, task %s", q->id ? q->id : "(request)", t->name ? t->name : "?");
+    out->id = *id_out;
+}
+
+static void group_free(sl_task_group *g)
+{
+    for (int i = 0; i < g->n; i++)
+        sl_result_clear(&g->results[i]);
+    sl_free(g->error);
+    sl_free(g);
+}
+
+bool sl_task_group_record(sl_task_group *g, int i, sl_status status, const char *error,
+                          sl_result *result, sl_completion *out)
+{
+    if (status == SL_OK) {
+        g->results[i] = *result;
+        *result = (sl_result){0};
+    } else if (g->status == SL_OK) {
+        g->status = status;
+        g->error = sl_strdup(error ? error : "failed");
+    }
+    g->recorded++;
+    if (--g->shares > 0)
+        return false;
+    if (g->recorded < g->n) { /* some were dropped: the engine is going away */
+        group_free(g);
+        return false;
+    }
+    *out = (sl_completion){.tag = g->tag, .status = g->status};
+    if (g->status != SL_OK) {
+        out->error = g->error;
+        g->error = NULL;
+    } else if ((out->results = sl_calloc((size_t)g->n, sizeof *out->results))) {
+        memcpy(out->results, g->results, (size_t)g->n * sizeof *out->results);
+        memset(g->results, 0, (size_t)g->n * sizeof *g->results);
+        out->n_results = g->n;
+    } else {
+        out->status = SL_ERR_NOMEM;
+        out->error = sl_strdup("out of memory gathering the tasks' answers");
+    }
+    group_free(g);
+    return true;
+}
+
+void sl_task_group_drop(sl_task_group *g)
+{
+    if (g && --g->shares == 0)
+        group_free(g);
 }
 
 const char *sl_engine_kind(const sl_engine *engine) { return engine->ops->kind; }

@@ -5,6 +5,8 @@
 #ifndef SL_LLM_ENGINE_IMPL_H
 #define SL_LLM_ENGINE_IMPL_H
 
+#include <stdbool.h>
+
 #include "sluice/engine.h"
 
 typedef struct sl_engine_ops {
@@ -19,6 +21,31 @@ typedef struct sl_engine_ops {
     size_t (*endpoint_count)(const void *impl);
     void (*endpoint_stats)(const void *impl, size_t i, sl_endpoint_stats *out);
 } sl_engine_ops;
+
+/* A request's tasks on their way back. A backend turns a request with
+ * tasks into one piece of work per task (sl_task_request) and records each
+ * outcome here; the last one makes the request's completion. Recording is
+ * the backend's business to serialize (its own thread does it). */
+typedef struct sl_task_group sl_task_group;
+
+/* NULL when out of memory. */
+sl_task_group *sl_task_group_new(void *tag, int n_tasks);
+
+/* Task i of q as a request of its own: its prompt, system prompt and
+ * sampling, no tasks, and the id "ID, task NAME" (*id_out, sl_free; NULL
+ * when out of memory). */
+void sl_task_request(const sl_request *q, int i, sl_request *out, char **id_out);
+
+/* Records task i's outcome: result (its strings taken) when status is
+ * SL_OK, else error. When it was the last, fills *out with the request's
+ * completion (the results in task order, or the first failure, the other
+ * answers freed), frees the group and returns true. */
+bool sl_task_group_record(sl_task_group *g, int i, sl_status status, const char *error,
+                          sl_result *result, sl_completion *out);
+
+/* Gives up one task without an outcome (the engine is being freed); the
+ * last share frees the group, without a completion. */
+void sl_task_group_drop(sl_task_group *g);
 
 /* Wraps a backend; takes ownership of impl (freed by ops->free even when
  * this fails). */

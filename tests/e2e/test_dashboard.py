@@ -160,7 +160,8 @@ def test_dashboard_shape_and_prometheus_config():
                    "finished_reason", "process_resident_memory_bytes", "process_cpu_seconds_total",
                    "sluice_rows_failed_by_class_total", "sum by (stage, class)",
                    "sluice_gpu_utilization_ratio", "sluice_gpu_memory_used_bytes",
-                   "sluice_engine_step_seconds_sum", "sluice_engine_step_seconds_count"]:
+                   "sluice_engine_step_seconds_sum", "sluice_engine_step_seconds_count",
+                   "sluice_task_tokens_total", "sum by (task)"]:
         assert needle in all_exprs, needle
     for q in ("0.5", "0.9", "0.99"):
         for hist in ("time_to_first_token", "inter_token_latency", "e2e_request_latency"):

@@ -562,6 +562,168 @@ static void encoding_ahead_gives_the_same_answers(void **state)
     free_texts(ahead4);
 }
 
+/* --- several tasks per image ------------------------------------------------ */
+
+static const char *const task_prompts[3] = {
+    "Describe this image in one sentence.", "List three colours you see.",
+    "Is there a person? Answer yes or no."};
+
+static sl_task task_of(int k, int max_tokens)
+{
+    static const char *const names[3] = {"caption", "colours", "person"};
+    sl_task t = {.name = names[k], .prompt = task_prompts[k], .sampling = sl_sampling_default()};
+    t.sampling.max_tokens = max_tokens;
+    return t;
+}
+
+/* Each task alone, on a fresh engine of one sequence: the reference. */
+static uint64_t alone_encodes; /* image chunks the last alone() encoded */
+
+static char *alone(sl_image *im, int k, int max_tokens, int *cached)
+{
+    sl_engine *e = open_tiny(1, 0);
+    sl_request req = request("alone", max_tokens);
+    req.prompt = task_prompts[k];
+    req.image = im;
+    sl_result r;
+    assert_int_equal(sl_engine_generate(e, &req, &r), SL_OK);
+    *cached = r.cached_tokens;
+    sl_engine_stats st;
+    sl_engine_stats_get(e, &st);
+    alone_encodes = st.images_encoded;
+    char *text = r.text;
+    r.text = NULL;
+    sl_result_clear(&r);
+    sl_engine_free(e);
+    return text;
+}
+
+/* Three tasks on each of two images: the answers are those of the tasks run
+ * one by one, the vision encoder runs once per image (not per task), and
+ * the later tasks of an image copy its positions (cached_tokens, the prefix
+ * counters). */
+static void tasks_share_one_encode_and_answer_as_alone(void **state)
+{
+    enum { N_IMG = 2, N_TASK = 3, MAXT = 12 };
+    sl_image *imgs[N_IMG] = {variant(0), variant(1)};
+    for (int ahead = 0; ahead <= 1; ahead++) {
+        sl_llama_params p = sl_llama_default_params();
+        p.model_path = model_path;
+        p.mmproj_path = mmproj_path;
+        p.n_parallel = 4;
+        p.n_threads = 2;
+        p.encode_ahead = ahead ? 2 : 0;
+        sl_engine *e = NULL;
+        assert_int_equal(sl_engine_open_llama(&p, &e), SL_OK);
+        sl_task tasks[N_TASK];
+        for (int k = 0; k < N_TASK; k++)
+            tasks[k] = task_of(k, MAXT);
+        int tags[N_IMG];
+        for (int i = 0; i < N_IMG; i++) {
+            sl_request req = request(i ? "img1" : "img0", MAXT);
+            req.image = imgs[i];
+            req.prompt = NULL;
+            req.tasks = tasks;
+            req.n_tasks = N_TASK;
+            tags[i] = i;
+            assert_int_equal(sl_engine_submit(e, &req, &tags[i]), SL_OK);
+        }
+        assert_int_equal(sl_engine_in_flight(e), N_IMG);
+        sl_completion got[N_IMG] = {{0}};
+        int n_got = 0, idle = 0;
+        while (n_got < N_IMG) {
+            sl_completion c[4];
+            size_t n;
+            assert_int_equal(sl_engine_poll(e, c, 4, 1000, &n), SL_OK);
+            if (n == 0 && ++idle > 600)
+                fail_msg("no completion for 10 minutes");
+            for (size_t j = 0; j < n; j++, n_got++) {
+                assert_int_equal(c[j].status, SL_OK);
+                got[*(int *)c[j].tag] = c[j];
+            }
+        }
+        sl_engine_stats st;
+        sl_engine_stats_get(e, &st);
+        assert_true(st.prefix_hits >= (uint64_t)(N_IMG * (N_TASK - 1)));
+        uint64_t encodes = 0;
+        for (int i = 0; i < N_IMG; i++) {
+            assert_int_equal(got[i].n_results, N_TASK);
+            assert_null(got[i].result.text);
+            int shared = 0;
+            for (int k = 0; k < N_TASK; k++) {
+                const sl_result *r = &got[i].results[k];
+                int cached_alone;
+                char *want = alone(imgs[i], k, MAXT, &cached_alone);
+                assert_string_equal(r->text, want);
+                sl_free(want);
+                if (k == 0)
+                    encodes += alone_encodes; /* the image's chunks (a tile and the overview) */
+                if (r->cached_tokens > shared)
+                    shared = r->cached_tokens;
+                /* Two of the three copied the image's positions: more than
+                 * the shared text head alone ever gives. */
+                assert_true(r->cached_tokens == cached_alone || r->cached_tokens > 20);
+            }
+            assert_true(shared > 20);
+            sl_completion_clear(&got[i]);
+        }
+        /* The vision encoder ran for each image once, not once per task. */
+        assert_int_equal(st.images_encoded, encodes);
+        sl_engine_free(e);
+    }
+    for (int i = 0; i < N_IMG; i++)
+        sl_image_free(imgs[i]);
+}
+
+/* More tasks than sequences: the later ones still come back right (they
+ * copy from a sibling still running, or encode again); a task that cannot
+ * fit fails the request, naming the task. */
+static void tasks_beyond_the_sequences_and_a_failing_task(void **state)
+{
+    sl_engine *e = open_tiny(2, 256);
+    sl_task tasks[3] = {task_of(0, 8), task_of(1, 8), task_of(2, 8)};
+    sl_request req = request("img", 8);
+    req.tasks = tasks;
+    req.n_tasks = 3;
+    int tag = 0;
+    assert_int_equal(sl_engine_submit(e, &req, &tag), SL_OK);
+    sl_completion c;
+    size_t n = 0;
+    while (n == 0)
+        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    assert_int_equal(c.status, SL_OK);
+    assert_int_equal(c.n_results, 3);
+    for (int k = 0; k < 3; k++) {
+        int cached;
+        char *want = alone(gradient, k, 8, &cached);
+        assert_string_equal(c.results[k].text, want);
+        sl_free(want);
+    }
+    sl_completion_clear(&c);
+
+    tasks[1].sampling.max_tokens = 1000; /* more than the 256 positions */
+    assert_int_equal(sl_engine_submit(e, &req, &tag), SL_OK);
+    n = 0;
+    while (n == 0)
+        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    assert_int_equal(c.status, SL_ERR_TOO_LONG);
+    assert_null(c.results);
+    assert_non_null(strstr(c.error, "img, task colours"));
+    sl_completion_clear(&c);
+
+    req.n_tasks = SL_MAX_TASKS + 1;
+    assert_int_equal(sl_engine_submit(e, &req, &tag), SL_ERR_INVALID_ARG);
+    req.n_tasks = 3;
+    tasks[1].sampling.max_tokens = 8;
+    tasks[2].prompt = "\xff\xfe";
+    assert_int_equal(sl_engine_submit(e, &req, &tag), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "task person"));
+    /* Freed with a request of tasks still in flight: nothing leaks (ASan). */
+    tasks[2].prompt = task_prompts[2];
+    assert_int_equal(sl_engine_submit(e, &req, &tag), SL_OK);
+    sl_engine_free(e);
+}
+
 /* --- the host's token choice on synthetic logits --------------------------- */
 
 #define VOCAB 151680 /* Qwen2.5's */
@@ -1072,6 +1234,8 @@ int main(void)
         cmocka_unit_test(seeded_rows_reproduce_on_every_sampler),
         cmocka_unit_test(every_phase_is_timed),
         cmocka_unit_test(encoding_ahead_gives_the_same_answers),
+        cmocka_unit_test(tasks_share_one_encode_and_answer_as_alone),
+        cmocka_unit_test(tasks_beyond_the_sequences_and_a_failing_task),
         cmocka_unit_test(argmax_is_the_first_maximum),
         cmocka_unit_test(leaving_out_the_impossible_tokens_changes_no_draw),
         cmocka_unit_test(a_json_schema_constrains_a_random_model),

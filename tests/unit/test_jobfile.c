@@ -270,6 +270,8 @@ static const struct {
     {"prompt.text", "\"Quotes\", \\backslash\\, tab\t, line\nbreak, \xc3\xa9t\xc3\xa9, \x01, "
                     "\xe2\x80\xa8 ~ # : - [x] {y}"},
     {"prompt.system", "null"}, {"prompt.column", "q"},
+    {"tasks.prompts", "a=Describe {label}: \"{{x}}\""}, {"tasks.file", NULL},
+    {"tasks.max_tokens", "a=7"}, {"tasks.temperature", "t=0.25"}, {"tasks.rows_per_task", "true"},
     {"sampling.max_tokens", "9"}, {"sampling.temperature", "0.7"}, {"sampling.top_p", "0.9"},
     {"sampling.top_k", "40"}, {"sampling.min_p", "0.05"}, {"sampling.repeat_penalty", "1.1"},
     {"sampling.seed", "9223372036854775807"}, {"sampling.stop", "~"},
@@ -299,8 +301,11 @@ static void every_setting_round_trips(void **state)
 {
     char dir[] = "/tmp/test_jobfile_XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char schema[256], urls[256], json_schema[256], grammar[256];
+    char schema[256], urls[256], json_schema[256], grammar[256], tasks[256];
     snprintf(schema, sizeof schema, "%s/schema.json", dir);
+    snprintf(tasks, sizeof tasks, "%s/tasks.json", dir);
+    write_file(tasks, "{\"t\": {\"prompt\": \"Tags?\", \"system\": \"S\", \"sampling\": "
+                      "{\"max_tokens\": 3, \"seed\": 4}, \"json_schema\": {\"type\": \"object\"}}}");
     snprintf(urls, sizeof urls, "%s/urls.txt", dir);
     snprintf(json_schema, sizeof json_schema, "%s/answer.schema.json", dir);
     snprintf(grammar, sizeof grammar, "%s/answer.gbnf", dir);
@@ -328,6 +333,8 @@ static void every_setting_round_trips(void **state)
             value = schema;
         if (strcmp(o.key, "openai.endpoints_file") == 0)
             value = urls;
+        if (strcmp(o.key, "tasks.file") == 0)
+            value = tasks;
         if (strcmp(o.key, "sampling.json_schema") == 0)
             value = json_schema;
         if (strcmp(o.key, "sampling.grammar") == 0)
@@ -374,6 +381,22 @@ static void every_setting_round_trips(void **state)
     assert_string_equal(q->stages[0].config, "{\"k\":[1,\"x\\\"y\"],\"e\":{}}");
     assert_string_equal(q->stages[0].columns[0], "tags");
     assert_int_equal(memcmp(&p->sampling, &q->sampling, sizeof p->sampling), 0);
+    /* The tasks file's first, then --task's; each one's own settings over
+     * the job's sampling. */
+    assert_int_equal(q->n_tasks, 2);
+    assert_true(q->rows_per_task);
+    assert_string_equal(q->tasks[0].name, "t");
+    assert_string_equal(q->tasks[0].system_prompt, "S");
+    assert_string_equal(q->tasks[0].json_schema, "{\"type\":\"object\"}");
+    assert_int_equal(q->tasks[0].sampling.max_tokens, 3);
+    assert_int_equal(q->tasks[0].sampling.seed, 4);
+    assert_true(q->tasks[0].sampling.temperature == 0.25f);
+    assert_true(q->tasks[0].sampling.top_p == 0.9f);
+    assert_string_equal(q->tasks[1].name, "a");
+    assert_string_equal(q->tasks[1].prompt, "Describe {label}: \"{{x}}\"");
+    assert_null(q->tasks[1].system_prompt);
+    assert_int_equal(q->tasks[1].sampling.max_tokens, 7);
+    assert_true(q->tasks[1].sampling.temperature == 0.7f);
     assert_int_equal(p->image.max_edge, q->image.max_edge);
     assert_int_equal(p->image.max_input_pixels, q->image.max_input_pixels);
     assert_int_equal(memcmp(p->image.background, q->image.background, 3), 0);

@@ -19,6 +19,9 @@
  *      sampler, on the host), spread over sampling threads, then turns
  *      tokens into text and completes the sequences that end (an answer
  *      checked against the row's JSON schema).
+ * A request with several tasks is queued as one req per task: the first to
+ * run computes the image's positions, the others copy its sequence once it
+ * has them (resolve_tasks) and prefill only their own text.
  * KV cells are reserved per request (prompt positions + max_tokens) so a
  * decode never runs out of room; a request that does not fit now waits.
  * Every phase of the loop is timed (sl_engine_phase): the loop runs once
@@ -126,6 +129,13 @@ typedef struct req {
     int n_pos;                 /* positions of the whole prompt */
     double t_submit;
     bool trace;
+    /* One task of a request with several (NULL: a request of its own). The
+     * image's positions are shared: chunks [0, n_shared) hold the text
+     * before the image and the image, shared_pos positions in all. */
+    sl_task_group *grp;
+    int task;
+    size_t n_shared;
+    int shared_pos;
     char *grammar;             /* GBNF the row samples under (given, or from its schema) */
     sl_json_schema *schema;    /* the answer is checked against it */
 } req;
@@ -142,6 +152,7 @@ typedef struct slot {
     int n_gen, cached;
     llama_token last;
     bool generating;           /* prompt done: `last` goes into the next batch */
+    bool await;                /* a task waiting for a sibling's image positions */
     int32_t *trace_tokens;     /* with req.trace */
     float *trace_margins;
     int n_trace;
@@ -380,6 +391,7 @@ static void req_free(req *r)
 {
     if (!r)
         return;
+    sl_task_group_drop(r->grp); /* a task that never came back: the engine is going away */
     if (r->chunks) {
         for (size_t i = 0; r->embd && i < mtmd_input_chunks_size(r->chunks); i++)
             sl_free(r->embd[i]);
@@ -409,13 +421,27 @@ static void complete(llama_engine *e, req *r, sl_status status, const char *erro
     /* Whoever sees this completion sees the counters that include it (the
      * run's final metrics are read as soon as the last row is back). */
     snapshot_locked(e);
-    sl_completion *c = &e->done[e->n_done++]; /* n_done <= in_flight <= cap_done */
-    *c = (sl_completion){.tag = r->tag, .status = status};
-    if (status != SL_OK)
-        c->error = sl_strdup(error ? error : "failed");
-    if (result) /* SL_OK, or SL_ERR_INVALID_OUTPUT with the answer as it came */
-        c->result = *result;
-    pthread_cond_broadcast(&e->done_cv);
+    if (r->grp) {
+        /* One completion for all the tasks, when the last is back (an
+         * answer its schema refuses fails its task, and so the request). */
+        sl_completion c;
+        sl_result none = {0};
+        if (sl_task_group_record(r->grp, r->task, status, error, result ? result : &none, &c)) {
+            e->done[e->n_done++] = c;
+            pthread_cond_broadcast(&e->done_cv);
+        }
+        if (status != SL_OK && result)
+            sl_result_clear(result); /* not taken by a failed task */
+        r->grp = NULL;
+    } else {
+        sl_completion *c = &e->done[e->n_done++]; /* n_done <= in_flight <= cap_done */
+        *c = (sl_completion){.tag = r->tag, .status = status};
+        if (status != SL_OK)
+            c->error = sl_strdup(error ? error : "failed");
+        if (result) /* SL_OK, or SL_ERR_INVALID_OUTPUT with the answer as it came */
+            c->result = *result;
+        pthread_cond_broadcast(&e->done_cv);
+    }
     pthread_mutex_unlock(&e->mu);
     req_free(r);
 }
@@ -524,6 +550,14 @@ static sl_status tokenize(llama_engine *e, req *r)
                       MTMD_INPUT_CHUNK_TYPE_TEXT)
         return sl_fail(SL_ERR_ENGINE, "%s: the prompt must end with text after the image", r->id);
     r->n_pos = (int)mtmd_helper_get_n_pos(r->chunks);
+    r->n_shared = 0;
+    r->shared_pos = 0;
+    for (size_t i = 0; i < n; i++)
+        if (mtmd_input_chunk_get_type(mtmd_input_chunks_get(r->chunks, i)) !=
+            MTMD_INPUT_CHUNK_TYPE_TEXT)
+            r->n_shared = i + 1;
+    for (size_t i = 0; i < r->n_shared; i++)
+        r->shared_pos += (int)mtmd_input_chunk_get_n_pos(mtmd_input_chunks_get(r->chunks, i));
     return SL_OK;
 }
 
@@ -541,7 +575,9 @@ static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
         st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image embeddings", r->id);
     for (size_t i = 0; st == SL_OK && i < n; i++) {
         const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
-        if (mtmd_input_chunk_get_type(c) == MTMD_INPUT_CHUNK_TYPE_TEXT)
+        /* A request's later tasks copy the first one's image positions:
+         * they are encoded only if they end up without it (admission). */
+        if (mtmd_input_chunk_get_type(c) == MTMD_INPUT_CHUNK_TYPE_TEXT || (r->grp && r->task > 0))
             continue;
         double tk = now_ms();
         if (mtmd_encode_chunk(e->mtmd, c) != 0) {
@@ -675,6 +711,9 @@ static void attach_device_sampler(llama_engine *e, slot *s)
     s->smpl = NULL; /* owned by e->attached now; the slot reads it as that */
 }
 
+static slot *find_donor(llama_engine *e, const slot *s, bool *ready);
+static void use_prefix(llama_engine *e, slot *s, req *r);
+
 /* Puts a tokenized request into a free slot. Returns false (the request
  * completed as failed, the slot still free) when its buffers cannot be had. */
 static bool admit(llama_engine *e, slot *s, req *r)
@@ -711,11 +750,99 @@ static bool admit(llama_engine *e, slot *s, req *r)
         attach_device_sampler(e, s);
     s->trace_tokens = trace_tokens;
     s->trace_margins = trace_margins;
-
-    /* Shared prefix: the longest common head of the first text chunk and the
-     * cached prefix, leaving at least one prompt token to decode. */
     e->work.prefix_queries++;
     e->work.prefix_query_tokens += (uint64_t)r->n_pos;
+    /* A task whose sibling holds (or is computing) the same image positions
+     * waits for them: resolve_tasks() copies them over. */
+    if (r->grp && r->n_shared > 0 && find_donor(e, s, NULL)) {
+        s->await = true;
+        return true;
+    }
+    use_prefix(e, s, r);
+    return true;
+}
+
+/* Is slot d a sibling task of s's with the same text before the image and
+ * the same image (so the same positions)? */
+static bool same_head(const slot *s, const slot *d)
+{
+    const req *a = s->r, *b = d->r;
+    if (d == s || !b || b->grp != a->grp || b->n_shared != a->n_shared ||
+        b->shared_pos != a->shared_pos)
+        return false;
+    for (size_t i = 0; i < a->n_shared; i++) {
+        const mtmd_input_chunk *ca = mtmd_input_chunks_get(a->chunks, i);
+        const mtmd_input_chunk *cb = mtmd_input_chunks_get(b->chunks, i);
+        if (mtmd_input_chunk_get_type(ca) != mtmd_input_chunk_get_type(cb) ||
+            mtmd_input_chunk_get_n_tokens(ca) != mtmd_input_chunk_get_n_tokens(cb))
+            return false;
+        if (mtmd_input_chunk_get_type(ca) != MTMD_INPUT_CHUNK_TYPE_TEXT)
+            continue; /* the same image: the request has one */
+        size_t na = 0, nb = 0;
+        const llama_token *ta = mtmd_input_chunk_get_tokens_text(ca, &na);
+        const llama_token *tb = mtmd_input_chunk_get_tokens_text(cb, &nb);
+        if (na != nb || (na && memcmp(ta, tb, na * sizeof *ta) != 0))
+            return false;
+    }
+    return true;
+}
+
+/* A sibling of s's computing the shared positions itself (not waiting);
+ * *ready: it is past them. NULL: none. */
+static slot *find_donor(llama_engine *e, const slot *s, bool *ready)
+{
+    slot *found = NULL;
+    for (int i = 0; i < e->n_parallel; i++) {
+        slot *d = &e->slots[i];
+        if (d->await || !same_head(s, d))
+            continue;
+        bool past = d->generating || d->chunk >= s->r->n_shared;
+        if (!found || past)
+            found = d;
+        if (past)
+            break;
+    }
+    if (ready)
+        *ready = found && (found->generating || found->chunk >= s->r->n_shared);
+    return found;
+}
+
+/* Waiting tasks take their sibling's image positions once it has them:
+ * the sequence is copied (llama_memory_seq_cp: with a KV stream per
+ * sequence, the stream as a whole), then cut back to the shared part. A
+ * task left without a sibling (it failed) computes them itself. */
+static void resolve_tasks(llama_engine *e)
+{
+    for (int i = 0; i < e->n_parallel; i++) {
+        slot *s = &e->slots[i];
+        if (!s->r || !s->await)
+            continue;
+        bool ready = false;
+        slot *d = find_donor(e, s, &ready);
+        if (!d) {
+            s->await = false;
+            use_prefix(e, s, s->r);
+            continue;
+        }
+        if (!ready)
+            continue;
+        llama_memory_t mem = llama_get_memory(e->ctx);
+        llama_memory_seq_cp(mem, d->seq, s->seq, -1, -1);
+        llama_memory_seq_rm(mem, s->seq, (llama_pos)s->r->shared_pos, -1);
+        s->await = false;
+        s->n_past = (llama_pos)s->r->shared_pos;
+        s->chunk = s->r->n_shared;
+        s->tok = 0;
+        s->cached = s->r->shared_pos;
+        e->work.prefix_hits++;
+        e->work.prefix_cached_tokens += (uint64_t)s->r->shared_pos;
+    }
+}
+
+/* Shared prefix: the longest common head of the first text chunk and the
+ * cached prefix, leaving at least one prompt token to decode. */
+static void use_prefix(llama_engine *e, slot *s, req *r)
+{
     size_t n0 = 0;
     const llama_token *t0 = mtmd_input_chunk_get_type(mtmd_input_chunks_get(r->chunks, 0)) ==
                                     MTMD_INPUT_CHUNK_TYPE_TEXT
@@ -747,7 +874,42 @@ static bool admit(llama_engine *e, slot *s, req *r)
         s->chunk = 1;
         s->tok = 0;
     }
-    return true;
+}
+
+/* Not now: r goes back to the front of the line. */
+static void requeue(llama_engine *e, req *r)
+{
+    pthread_mutex_lock(&e->mu);
+    r->next = e->pending;
+    e->pending = r;
+    if (!e->pending_tail)
+        e->pending_tail = r;
+    e->n_pending++;
+    if (r->prepared)
+        e->n_prepared++;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* May task r (just taken from the queue) start now? The first of a
+ * request's tasks to start computes the image's positions and the others
+ * copy them while it runs; so it starts only when its waiting siblings
+ * (those queued right behind it) have sequences too, up to all of them. A
+ * task whose sibling already runs starts at once. */
+static bool tasks_fit(llama_engine *e, const req *r)
+{
+    int free_slots = 0;
+    for (int i = 0; i < e->n_parallel; i++) {
+        const slot *s = &e->slots[i];
+        if (s->r && s->r->grp == r->grp)
+            return true;
+        free_slots += !s->r;
+    }
+    int run = 1;
+    pthread_mutex_lock(&e->mu);
+    for (const req *q = e->pending; q && q->grp == r->grp; q = q->next)
+        run++;
+    pthread_mutex_unlock(&e->mu);
+    return free_slots >= (run < e->n_parallel ? run : e->n_parallel);
 }
 
 /* Moves waiting requests into free slots while their KV cells fit. */
@@ -775,6 +937,10 @@ static void admit_waiting(llama_engine *e)
         pthread_mutex_unlock(&e->mu);
         if (!r)
             return;
+        if (r->grp && !tasks_fit(e, r)) {
+            requeue(e, r);
+            return;
+        }
         if (r->prepared && r->prep_status != SL_OK) {
             complete(e, r, r->prep_status, r->prep_error, NULL);
             i--;
@@ -802,16 +968,7 @@ static void admit_waiting(llama_engine *e)
         }
         int need = r->n_pos + r->sampling.max_tokens;
         if (e->kv_reserved + need > e->n_ctx) {
-            /* Not now: back to the front of the line until a sequence ends. */
-            pthread_mutex_lock(&e->mu);
-            r->next = e->pending;
-            e->pending = r;
-            if (!e->pending_tail)
-                e->pending_tail = r;
-            e->n_pending++;
-            if (r->prepared)
-                e->n_prepared++;
-            pthread_mutex_unlock(&e->mu);
+            requeue(e, r); /* until a sequence ends */
             return;
         }
         if (!admit(e, s, r))
@@ -821,7 +978,7 @@ static void admit_waiting(llama_engine *e)
 
 static bool chunk_is_image(const slot *s)
 {
-    return s->r && !s->generating &&
+    return s->r && !s->generating && !s->await &&
            mtmd_input_chunk_get_type(mtmd_input_chunks_get(s->r->chunks, s->chunk)) !=
                MTMD_INPUT_CHUNK_TYPE_TEXT;
 }
@@ -1417,7 +1574,7 @@ static bool decode_step(llama_engine *e)
     }
     for (int i = 0; i < e->n_parallel && b->n_tokens < e->n_batch; i++) {
         slot *s = &e->slots[i];
-        if (!s->r || s->generating || chunk_is_image(s))
+        if (!s->r || s->generating || s->await || chunk_is_image(s))
             continue;
         size_t n = 0;
         const llama_token *toks = text_tokens(s->r, s->chunk, &n);
@@ -1561,6 +1718,7 @@ static void *replica_main(void *arg)
         admit_waiting(e);
         e->pending_admit_ms += now_ms() - ta;
         prefill_images(e);
+        resolve_tasks(e);
         if (decode_step(e)) {
             phase_add(e, SL_PHASE_BOOKKEEPING, e->pending_book_ms);
             e->pending_book_ms = 0;
@@ -1638,9 +1796,10 @@ sl_status sl_llama_grammar_check(const char *gbnf, const char *name)
     return SL_OK;
 }
 
-static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag)
+/* The engine's copy of a request (one without tasks); NULL with *st set
+ * when its schema or grammar is refused or memory runs out. */
+static req *req_new(llama_engine *e, const sl_request *rq, void *tag, sl_status *st)
 {
-    llama_engine *e = impl;
     req *r = sl_calloc(1, sizeof *r);
     bool ok = r && (r->id = sl_strdup(rq->id ? rq->id : "(request)")) &&
               (r->prompt = sl_strdup(rq->prompt)) &&
@@ -1652,19 +1811,80 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
     }
     if (!ok) {
         req_free(r);
-        return sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
-                       rq->id ? rq->id : "(request)");
+        *st = sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
+                      rq->id ? rq->id : "(request)");
+        return NULL;
     }
-    sl_status st = structured_request(e, rq, r);
-    if (st != SL_OK) {
+    if ((*st = structured_request(e, rq, r)) != SL_OK) {
         req_free(r);
-        return st;
+        return NULL;
     }
     r->tag = tag;
     r->trace = rq->trace;
     r->image = rq->image;
     r->sampling = rq->sampling;
     r->t_submit = now_ms();
+    return r;
+}
+
+static void free_chain(req *r)
+{
+    while (r) {
+        req *next = r->next;
+        req_free(r);
+        r = next;
+    }
+}
+
+static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag)
+{
+    llama_engine *e = impl;
+    /* A request with tasks: one req per task, queued together so that the
+     * later ones find the first in a sequence (admit) and copy its image
+     * positions; one completion when all are back. */
+    req *r = NULL, *last = NULL;
+    int n_reqs = rq->n_tasks > 0 ? rq->n_tasks : 1;
+    sl_task_group *grp = rq->n_tasks > 0 ? sl_task_group_new(tag, rq->n_tasks) : NULL;
+    sl_status st = rq->n_tasks == 0 || grp
+                       ? SL_OK
+                       : sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
+                                 rq->id ? rq->id : "(request)");
+    for (int i = 0; st == SL_OK && i < n_reqs; i++) {
+        req *t = NULL;
+        if (grp) {
+            sl_request one;
+            char *id;
+            sl_task_request(rq, i, &one, &id);
+            if (id)
+                t = req_new(e, &one, tag, &st);
+            else
+                st = sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
+                             rq->id ? rq->id : "(request)");
+            sl_free(id);
+        } else {
+            t = req_new(e, rq, tag, &st);
+        }
+        if (!t)
+            break;
+        t->grp = grp;
+        t->task = i;
+        if (last)
+            last->next = t;
+        else
+            r = t;
+        last = t;
+    }
+    if (st != SL_OK) {
+        /* Each task queued holds a share of the group, given back as it is
+         * freed; those never made give theirs back here. */
+        int made = 0;
+        for (req *t = r; t; t = t->next)
+            made++;
+        for (int i = made; grp && i < n_reqs; i++)
+            sl_task_group_drop(grp);
+        free_chain(r);
+        return st;
+    }
     pthread_mutex_lock(&e->mu);
     if (e->cap_done < e->in_flight + 1) {
         /* Room for this request's completion now, so complete() never has
@@ -1673,7 +1893,7 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
         sl_completion *grown = sl_realloc(e->done, cap * sizeof *grown);
         if (!grown) {
             pthread_mutex_unlock(&e->mu);
-            req_free(r);
+            free_chain(r);
             return sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
                            rq->id ? rq->id : "(request)");
         }
@@ -1684,8 +1904,8 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
         e->pending_tail->next = r;
     else
         e->pending = r;
-    e->pending_tail = r;
-    e->n_pending++;
+    e->pending_tail = last;
+    e->n_pending += (size_t)n_reqs;
     e->in_flight++;
     if (e->encode_ahead > 0) {
         if (!e->prep_next)

@@ -78,6 +78,8 @@ typedef struct oa_req {
     bool stream;
     openai_stream st;
     sl_json_schema *schema;     /* the request's: sent, and the answer checked against it */
+    sl_task_group *grp;         /* one task of a request with several; NULL: none */
+    int task;
 } oa_req;
 
 typedef struct req_list {
@@ -115,6 +117,7 @@ static void req_free(oa_req *r)
 {
     if (!r)
         return;
+    sl_task_group_drop(r->grp); /* a task that never came back: the engine is going away */
     sl_free(r->id);
     sl_free(r->body);
     sl_buf_free(&r->resp);
@@ -197,7 +200,22 @@ static void set_waiting(oa_engine *e)
 static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
 {
     sl_completion c = {.tag = r->tag, .status = SL_OK};
-    if (error) {
+    bool last = true;
+    if (r->grp) {
+        /* The request's completion once its last task is back; an answer
+         * its schema refuses fails the task. */
+        char *invalid = NULL;
+        sl_status st = error ? SL_ERR_ENGINE : SL_OK;
+        if (!error && r->schema &&
+            sl_json_schema_check_answer(r->schema, r->id, res->text ? res->text : "",
+                                        &invalid) != SL_OK)
+            st = SL_ERR_INVALID_OUTPUT;
+        last = sl_task_group_record(r->grp, r->task, st, error ? error : invalid, res, &c);
+        if (st != SL_OK && res)
+            sl_result_clear(res); /* not taken by a failed task */
+        sl_free(invalid);
+        r->grp = NULL;
+    } else if (error) {
         c.status = SL_ERR_ENGINE;
         c.error = sl_strdup(error);
     } else {
@@ -210,6 +228,8 @@ static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
         }
     }
     req_free(r);
+    if (!last)
+        return;
     pthread_mutex_lock(&e->mu);
     if (e->n_done == e->cap_done) {
         size_t cap = e->cap_done ? 2 * e->cap_done : 64;
@@ -376,6 +396,47 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
     return text;
 }
 
+/* The engine's copy of request q (one without tasks); NULL when out of
+ * memory. */
+/* The engine's copy of request q (one without tasks), its JSON schema
+ * parsed; NULL with the message set when the schema is refused or memory
+ * runs out. */
+static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *image,
+                       size_t image_len, const char *mime, void *tag, sl_status *st)
+{
+    const char *id = q->id ? q->id : "(request)";
+    sl_json_schema *schema = NULL;
+    *st = SL_OK;
+    if (q->json_schema) {
+        char name[320];
+        snprintf(name, sizeof name, "%s: json_schema", id);
+        if ((*st = sl_json_schema_parse(q->json_schema, strlen(q->json_schema), name,
+                                        &schema)) != SL_OK)
+            return NULL;
+    }
+    oa_req *r = sl_calloc(1, sizeof *r);
+    if (!r) {
+        sl_json_schema_free(schema);
+        *st = sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
+        return NULL;
+    }
+    r->tag = tag;
+    r->stream = e->p.stream;
+    r->id = sl_strdup(id);
+    r->text_max = openai_text_max(q->sampling.max_tokens);
+    r->body_max = openai_body_max(q->sampling.max_tokens);
+    r->body = build_body(e, q, schema, image, image_len, mime, &r->body_len);
+    r->schema = schema;
+    r->submitted = sl_mono_s();
+    r->retry_after = -1.0;
+    if (!r->id || !r->body) {
+        req_free(r);
+        *st = sl_fail(SL_ERR_NOMEM, "%s: out of memory (or a string is not UTF-8)", id);
+        return NULL;
+    }
+    return r;
+}
+
 static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
 {
     oa_engine *e = impl;
@@ -384,14 +445,6 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
         return sl_fail(SL_ERR_INVALID_ARG,
                        "%s: the openai engine sends no GBNF grammar (servers differ in what they "
                        "take): give a JSON schema instead, or use the llama engine", id);
-    sl_json_schema *schema = NULL;
-    if (q->json_schema) {
-        char name[320];
-        snprintf(name, sizeof name, "%s: json_schema", id);
-        sl_status st = sl_json_schema_parse(q->json_schema, strlen(q->json_schema), name, &schema);
-        if (st != SL_OK)
-            return st;
-    }
     uint8_t *encoded = NULL;
     const uint8_t *image = q->image_encoded;
     size_t image_len = q->image_encoded_len;
@@ -399,39 +452,53 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
     if (!image && q->image) {
         /* Pixels only (sl_engine_generate callers): encode at full size. */
         sl_status st = sl_image_encode_jpeg(q->image, 0, 90, &encoded, &image_len);
-        if (st != SL_OK) {
-            sl_json_schema_free(schema);
+        if (st != SL_OK)
             return st;
-        }
         image = encoded;
         mime = NULL;
     }
-    oa_req *r = sl_calloc(1, sizeof *r);
-    if (r) {
-        r->tag = tag;
-        r->stream = e->p.stream;
-        r->id = sl_strdup(id);
-        r->text_max = openai_text_max(q->sampling.max_tokens);
-        r->body_max = openai_body_max(q->sampling.max_tokens);
-        r->body = build_body(e, q, schema, image, image_len, mime, &r->body_len);
-        r->schema = schema;
-        r->submitted = sl_mono_s();
-        r->retry_after = -1.0;
+    /* A request with tasks: one HTTP request per task, each with the same
+     * image and message prefix (a server's prefix cache can reuse the
+     * image's encoding), all built before any is queued. */
+    int n = q->n_tasks > 0 ? q->n_tasks : 1;
+    oa_req *reqs[SL_MAX_TASKS] = {0};
+    sl_task_group *grp = q->n_tasks > 0 ? sl_task_group_new(tag, q->n_tasks) : NULL;
+    sl_status st = q->n_tasks == 0 || grp ? SL_OK : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
+    for (int i = 0; st == SL_OK && i < n; i++) {
+        if (grp) {
+            sl_request one;
+            char *task_id;
+            sl_task_request(q, i, &one, &task_id);
+            if (task_id)
+                reqs[i] = req_new(e, &one, image, image_len, mime, tag, &st);
+            else
+                st = sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
+            sl_free(task_id);
+        } else {
+            reqs[i] = req_new(e, q, image, image_len, mime, tag, &st);
+        }
     }
     sl_image_buffer_free(encoded);
-    if (!r)
-        sl_json_schema_free(schema);
-    if (!r || !r->id || !r->body) {
-        req_free(r);
-        return r ? SL_ERR_NOMEM : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
+    if (st != SL_OK) {
+        for (int i = 0; i < n; i++)
+            req_free(reqs[i]);
+        for (int i = 0; grp && i < n; i++)
+            sl_task_group_drop(grp); /* the reqs did not hold it yet */
+        return st;
+    }
+    for (int i = 0; grp && i < n; i++) {
+        reqs[i]->grp = grp;
+        reqs[i]->task = i;
     }
     pthread_mutex_lock(&e->mu);
     if (e->fatal) {
         pthread_mutex_unlock(&e->mu);
-        req_free(r);
+        for (int i = 0; i < n; i++)
+            req_free(reqs[i]);
         return sl_fail(SL_ERR_IO, "%s", e->fatal_msg);
     }
-    list_push(&e->incoming, r);
+    for (int i = 0; i < n; i++)
+        list_push(&e->incoming, reqs[i]);
     e->in_flight++;
     pthread_mutex_unlock(&e->mu);
     curl_multi_wakeup(e->multi);

@@ -1,0 +1,245 @@
+/* config/config_tasks.c — a tasks file (`--tasks tasks.json`, key
+ * tasks.file): several prompts to ask of each image, each with its own
+ * system prompt, sampling and JSON schema (config_impl.h). The file is
+ * untrusted text: bounded (SL_CONFIG_MAX_FILE_BYTES), parsed by jansson with
+ * duplicate keys refused, and every value checked for its type and range
+ * with a message naming the file, the task and the key. */
+#include <math.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "config/config_impl.h"
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/utf8.h"
+
+bool sl_config_task_name_ok(const char *name, size_t len)
+{
+    if (len == 0 || len > SL_TASK_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+        if (!alpha && !(i > 0 && c >= '0' && c <= '9'))
+            return false;
+    }
+    return true;
+}
+
+void sl_task_specs_free(sl_task_spec *t, int n)
+{
+    for (int i = 0; t && i < n; i++) {
+        sl_free(t[i].name);
+        sl_free(t[i].prompt);
+        sl_free(t[i].system);
+        sl_free(t[i].json_schema);
+        t[i] = (sl_task_spec){0};
+    }
+}
+
+static sl_status bad(const char *file, const char *task, const char *what)
+{
+    return sl_fail(SL_ERR_INVALID_ARG, "%s: task '%s': %s", file, task, what);
+}
+
+static sl_status text_of(const char *file, const char *task, const char *key, json_t *v,
+                         char **out)
+{
+    char what[160];
+    if (!json_is_string(v)) {
+        snprintf(what, sizeof what, "%s must be a string", key);
+        return bad(file, task, what);
+    }
+    size_t n = json_string_length(v);
+    if (strlen(json_string_value(v)) != n) {
+        snprintf(what, sizeof what, "%s holds a NUL character", key);
+        return bad(file, task, what);
+    }
+    if (!(*out = sl_strndup(json_string_value(v), n)))
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", file);
+    return SL_OK;
+}
+
+/* A number in [lo, hi] (an integer when `integer`). */
+static sl_status number_of(const char *file, const char *task, const char *key, json_t *v,
+                           double lo, double hi, bool integer, double *out)
+{
+    double d = json_is_integer(v) ? (double)json_integer_value(v)
+                                  : json_is_real(v) ? json_real_value(v) : NAN;
+    if (!(d >= lo && d <= hi) || (integer && !json_is_integer(v))) {
+        char what[200];
+        snprintf(what, sizeof what, "sampling.%s expects %s from %g to %g", key,
+                 integer ? "an integer" : "a number", lo, hi);
+        return bad(file, task, what);
+    }
+    *out = d;
+    return SL_OK;
+}
+
+static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_sampling *s)
+{
+    if (!json_is_object(o))
+        return bad(file, task, "sampling must be an object (max_tokens, temperature, top_p, "
+                               "top_k, min_p, repeat_penalty, seed)");
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) {
+        double d;
+        sl_status st;
+        if (!strcmp(key, "max_tokens")) {
+            if ((st = number_of(file, task, key, v, 1, 1 << 20, true, &d)) != SL_OK)
+                return st;
+            s->max_tokens = (int)d;
+        } else if (!strcmp(key, "temperature")) {
+            if ((st = number_of(file, task, key, v, 0, 100, false, &d)) != SL_OK)
+                return st;
+            s->temperature = (float)d;
+        } else if (!strcmp(key, "top_p")) {
+            if ((st = number_of(file, task, key, v, 0, 1, false, &d)) != SL_OK)
+                return st;
+            s->top_p = (float)d;
+        } else if (!strcmp(key, "min_p")) {
+            if ((st = number_of(file, task, key, v, 0, 1, false, &d)) != SL_OK)
+                return st;
+            s->min_p = (float)d;
+        } else if (!strcmp(key, "repeat_penalty")) {
+            if ((st = number_of(file, task, key, v, 0.01, 100, false, &d)) != SL_OK)
+                return st;
+            s->repeat_penalty = (float)d;
+        } else if (!strcmp(key, "top_k")) {
+            if ((st = number_of(file, task, key, v, 0, 1 << 20, true, &d)) != SL_OK)
+                return st;
+            s->top_k = (int)d;
+        } else if (!strcmp(key, "seed")) {
+            /* jansson's integers are 64-bit signed: the job seed's range. */
+            if (!json_is_integer(v) || json_integer_value(v) < 0)
+                return bad(file, task, "sampling.seed expects an integer from 0");
+            s->seed = (uint64_t)json_integer_value(v);
+        } else {
+            char what[200];
+            snprintf(what, sizeof what, "unknown key sampling.%.60s; allowed: max_tokens, "
+                     "temperature, top_p, top_k, min_p, repeat_penalty, seed", key);
+            return bad(file, task, what);
+        }
+    }
+    return SL_OK;
+}
+
+/* One task object into *t (its name already set). */
+static sl_status task_of(const char *file, json_t *o, const sl_sampling *base, sl_task_spec *t)
+{
+    const char *task = t->name;
+    if (!json_is_object(o))
+        return bad(file, task, "a task is an object: {\"prompt\": ..., \"system\": ..., "
+                               "\"sampling\": {...}, \"json_schema\": {...}}");
+    t->sampling = *base;
+    const char *key;
+    json_t *v;
+    sl_status st = SL_OK;
+    json_object_foreach(o, key, v) {
+        if (!strcmp(key, "prompt"))
+            st = text_of(file, task, key, v, &t->prompt);
+        else if (!strcmp(key, "system"))
+            st = text_of(file, task, key, v, &t->system);
+        else if (!strcmp(key, "sampling"))
+            st = sampling_of(file, task, v, &t->sampling);
+        else if (!strcmp(key, "json_schema")) {
+            if (!json_is_object(v) && !json_is_boolean(v))
+                return bad(file, task, "json_schema must be a JSON schema (an object)");
+            char *dumped = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+            t->json_schema = dumped ? sl_strdup(dumped) : NULL;
+            free(dumped);
+            if (!t->json_schema)
+                return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", file);
+        } else if (strcmp(key, "name") != 0) {
+            char what[200];
+            snprintf(what, sizeof what, "unknown key '%.60s'; allowed: prompt, system, sampling, "
+                     "json_schema%s", key, "");
+            return bad(file, task, what);
+        }
+        if (st != SL_OK)
+            return st;
+    }
+    if (!t->prompt || !*t->prompt)
+        return bad(file, task, "no prompt (\"prompt\": \"...\")");
+    if (!sl_utf8_valid(t->prompt, strlen(t->prompt)) ||
+        (t->system && !sl_utf8_valid(t->system, strlen(t->system))))
+        return bad(file, task, "the prompt or system prompt is not valid UTF-8");
+    return SL_OK;
+}
+
+static sl_status name_of(const char *file, const char *name, size_t len, sl_task_spec *all,
+                         int n, sl_task_spec *t)
+{
+    if (!sl_config_task_name_ok(name, len))
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s: task name '%.*s' must be letters, digits and _ (not first a digit), "
+                       "at most %d bytes: it names output columns", file,
+                       (int)(len > 80 ? 80 : len), name, SL_TASK_NAME_MAX);
+    for (int i = 0; i < n; i++)
+        if (strlen(all[i].name) == len && memcmp(all[i].name, name, len) == 0)
+            return sl_fail(SL_ERR_INVALID_ARG, "%s: task '%s' is given twice", file, all[i].name);
+    if (!(t->name = sl_strndup(name, len)))
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", file);
+    return SL_OK;
+}
+
+sl_status sl_config_parse_tasks(const char *text, size_t len, const char *file,
+                                const sl_sampling *base, sl_task_spec *out, int max, int *n)
+{
+    *n = 0;
+    memset(out, 0, (size_t)max * sizeof *out);
+    if (len > SL_CONFIG_MAX_FILE_BYTES)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s is larger than %d bytes", file,
+                       SL_CONFIG_MAX_FILE_BYTES);
+    json_error_t err;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
+    if (!root)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s:%d:%d: not JSON: %s", file, err.line, err.column,
+                       err.text);
+    sl_status st = SL_OK;
+    size_t count = json_is_object(root) ? json_object_size(root)
+                   : json_is_array(root) ? json_array_size(root) : 0;
+    if (!json_is_object(root) && !json_is_array(root))
+        st = sl_fail(SL_ERR_INVALID_ARG, "%s: a tasks file is an object {\"NAME\": {\"prompt\": "
+                     "...}, ...} or a list [{\"name\": ..., \"prompt\": ...}, ...]", file);
+    else if (count == 0 || count > (size_t)max)
+        st = sl_fail(SL_ERR_INVALID_ARG, "%s: %zu tasks; a job takes 1 to %d", file, count, max);
+    if (st == SL_OK && json_is_object(root)) {
+        const char *key;
+        json_t *v;
+        json_object_foreach(root, key, v) {
+            sl_task_spec *t = &out[*n];
+            if ((st = name_of(file, key, strlen(key), out, *n, t)) != SL_OK)
+                break;
+            (*n)++;
+            if ((st = task_of(file, v, base, t)) != SL_OK)
+                break;
+        }
+    } else if (st == SL_OK) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(root, i, v) {
+            json_t *name = json_is_object(v) ? json_object_get(v, "name") : NULL;
+            if (!json_is_string(name)) {
+                st = sl_fail(SL_ERR_INVALID_ARG, "%s: task %zu has no \"name\" (a string)", file,
+                             i + 1);
+                break;
+            }
+            sl_task_spec *t = &out[*n];
+            if ((st = name_of(file, json_string_value(name), json_string_length(name), out, *n,
+                              t)) != SL_OK)
+                break;
+            (*n)++;
+            if ((st = task_of(file, v, base, t)) != SL_OK)
+                break;
+        }
+    }
+    json_decref(root);
+    if (st != SL_OK) {
+        sl_task_specs_free(out, *n);
+        *n = 0;
+    }
+    return st;
+}

@@ -1,0 +1,86 @@
+/* job/template.c — see template.h. */
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/error.h"
+#include "job/template.h"
+
+enum { FIELD_MAX = 256 }; /* a longer run is no column name: kept as text */
+
+/* The length of the field name at s (after its '{'), up to its '}'; 0 when
+ * s does not start a field. */
+static size_t field_len(const char *s)
+{
+    size_t n = 0;
+    while (n <= FIELD_MAX && s[n] &&
+           ((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
+            (s[n] >= '0' && s[n] <= '9') || s[n] == '_' || s[n] == '.' || s[n] == '-'))
+        n++;
+    return n > 0 && n <= FIELD_MAX && s[n] == '}' ? n : 0;
+}
+
+bool template_has_fields(const char *tmpl)
+{
+    for (const char *s = tmpl; *s; s++)
+        if ((s[0] == '{' && (s[1] == '{' || field_len(s + 1))) || (s[0] == '}' && s[1] == '}'))
+            return true;
+    return false;
+}
+
+/* The value named by `name` (n bytes): the column of that name, else a
+ * path through nested objects. */
+static const json_t *lookup(const json_t *columns, const char *name, size_t n)
+{
+    char key[FIELD_MAX + 1];
+    memcpy(key, name, n);
+    key[n] = '\0';
+    const json_t *v = json_object_get(columns, key);
+    if (v)
+        return v;
+    v = columns;
+    for (char *save = NULL, *part = strtok_r(key, ".", &save); v && part;
+         part = strtok_r(NULL, ".", &save))
+        v = json_is_object(v) ? json_object_get(v, part) : NULL;
+    return v == columns ? NULL : v;
+}
+
+sl_status template_fill(const char *tmpl, const json_t *columns, char **out)
+{
+    *out = NULL;
+    sl_buf b = {0};
+    bool ok = true;
+    for (const char *s = tmpl; *s && ok;) {
+        size_t n;
+        if ((s[0] == '{' && s[1] == '{') || (s[0] == '}' && s[1] == '}')) {
+            ok = sl_buf_append(&b, s, 1);
+            s += 2;
+        } else if (s[0] == '{' && (n = field_len(s + 1)) > 0) {
+            const json_t *v = json_is_object(columns) ? lookup(columns, s + 1, n) : NULL;
+            if (!v || json_is_null(v)) {
+                sl_buf_free(&b);
+                return sl_fail(SL_ERR_INVALID_ARG, "no column '%.*s' for {%.*s} in the prompt%s",
+                               (int)n, s + 1, (int)n, s + 1, v ? " (it is null)" : "");
+            }
+            if (json_is_string(v)) {
+                ok = sl_buf_append(&b, json_string_value(v), json_string_length(v));
+            } else {
+                char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                ok = text && sl_buf_append(&b, text, strlen(text));
+                free(text);
+            }
+            s += n + 2;
+        } else {
+            ok = sl_buf_append(&b, s, 1);
+            s++;
+        }
+    }
+    if (ok)
+        ok = sl_buf_append(&b, "", 1); /* the NUL */
+    if (!ok) {
+        sl_buf_free(&b);
+        return sl_fail(SL_ERR_NOMEM, "out of memory filling the prompt");
+    }
+    *out = (char *)b.data;
+    return SL_OK;
+}

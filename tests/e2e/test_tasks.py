@@ -1,0 +1,356 @@
+"""Several tasks per image (docs/output.md "Tasks"): with the llama engine
+the answers equal those of one run per task and the vision encoder runs
+once per image; one row per image with each task's columns, or one row per
+task (--rows-per-task), in JSONL and Parquet (read back by pyarrow); the
+openai engine sends one request per task with the same image and message
+prefix (llama-server: answers equal single requests); prompt templates
+filled from the row's columns, a missing one failing that row alone;
+resume mid-run; wrong task settings refused with exit 2."""
+import json
+import pathlib
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import SAMPLES, TINY, read_rows, sample_copies, sample_images
+from openai_helpers import FakeServer, LlamaServer, completion
+
+TASKS = {"short": "Describe this image in one sentence.",
+         "colours": "List the main colours.",
+         "person": "Is there a person? Answer yes or no."}
+MAX = {"short": 10, "colours": 6, "person": 8}
+
+
+def task_args():
+    args = []
+    for name, prompt in TASKS.items():
+        args += ["--task", f"{name}={prompt}", "--task-max-tokens", f"{name}={MAX[name]}"]
+    return args
+
+
+def encodes(out: pathlib.Path) -> float:
+    """Vision encoder calls: sluice_engine_step_seconds_count{phase="encode"}."""
+    text = (out / "metrics.prom").read_text()
+    m = re.search(r'^sluice_engine_step_seconds_count\{[^}]*phase="encode"[^}]*\} (\S+)$', text,
+                  re.M)
+    assert m, "no encode phase count in metrics.prom"
+    return float(m.group(1))
+
+
+def metric(out: pathlib.Path, name: str, **labels) -> float:
+    total = 0.0
+    for line in (out / "metrics.prom").read_text().splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory) -> pathlib.Path:
+    root = tmp_path_factory.mktemp("tasks") / "in"
+    root.mkdir()
+    for p in sample_images()[:4]:
+        (root / p.name).symlink_to(p)
+    return root
+
+
+@pytest.fixture(scope="module")
+def alone(sluice, four, tmp_path_factory):
+    """Each task as a run of its own (--prompt): {task: {id: row}}, and the
+    encoder calls of one such run."""
+    rows, calls = {}, None
+    for name, prompt in TASKS.items():
+        out = tmp_path_factory.mktemp(f"alone-{name}")
+        r = sluice.caption(four, out, "--prompt", prompt, "--max-tokens", MAX[name],
+                           "--parallel", 1, "--show", 0, "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        rows[name] = {row["id"]: row for row in read_rows(out)}
+        calls = encodes(out)
+    return rows, calls
+
+
+def test_tasks_answer_as_separate_runs_and_encode_each_image_once(sluice, four, alone, tmp_path):
+    out = tmp_path / "out"
+    r = sluice.caption(four, out, *task_args(), "--parallel", 3, "--metrics-addr", "off",
+                       "--show", 1)
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    want, one_run_encodes = alone
+    assert sorted(row["id"] for row in rows) == sorted(want["short"])
+    for row in rows:
+        assert "caption" not in row and "finish_reason" not in row
+        cached = []
+        for name in TASKS:
+            ref = want[name][row["id"]]
+            assert row[name] == ref["caption"], (row["id"], name)
+            assert row[f"{name}_finish_reason"] == ref["finish_reason"]
+            assert row[f"{name}_generated_tokens"] == ref["generated_tokens"]
+            assert row[f"{name}_prompt_tokens"] == ref["prompt_tokens"]
+            cached.append(row[f"{name}_cached_tokens"])
+        # Two of the three copied the image's positions from the first.
+        image_positions = want["short"][row["id"]]["prompt_tokens"] - 20
+        assert sorted(cached)[1] > image_positions, cached
+        assert row["generated_tokens"] == sum(row[f"{n}_generated_tokens"] for n in TASKS)
+        assert row["cached_tokens"] == sum(cached)
+    # The vision encoder: as often as in one single-task run, not three times.
+    assert encodes(out) == one_run_encodes
+    hits = metric(out, "vllm:prefix_cache_hits_total")
+    assert hits >= sum(sorted(row[f"{n}_cached_tokens"] for n in TASKS)[1] for row in rows)
+    assert metric(out, "sluice_task_tokens_total", task="colours", kind="generated") == \
+        sum(row["colours_generated_tokens"] for row in rows)
+    # The console shows each answer under its task's name; so does the report.
+    assert "short: " in r.stdout and "colours: " in r.stdout
+    report = (out / "report.html").read_text()
+    assert "person: " in report
+    summary = json.loads((out / "summary.json").read_text())
+    names = [c["name"] for c in summary["columns"]]
+    assert names[:7] == ["id", "path", "short", "short_finish_reason", "short_prompt_tokens",
+                         "short_generated_tokens", "short_cached_tokens"]
+
+
+def test_rows_per_task_and_parquet_read_back(sluice, four, alone, tmp_path):
+    pa = pytest.importorskip("pyarrow.parquet")
+    want, _ = alone
+    out = tmp_path / "per-task"
+    r = sluice.caption(four, out, *task_args(), "--rows-per-task", "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert len(rows) == 4 * len(TASKS)
+    for row in rows:
+        assert list(row)[:4] == ["id", "path", "task", "caption"]
+        assert row["caption"] == want[row["task"]][row["id"]]["caption"]
+
+    pq_out = tmp_path / "pq"
+    r = sluice.caption(four, pq_out, *task_args(), "--format", "parquet", "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    table = pa.read_table(pq_out / "part-00000.parquet")
+    assert table.num_rows == 4
+    for row in table.to_pylist():
+        for name in TASKS:
+            assert row[name] == want[name][row["id"]]["caption"]
+            assert row[f"{name}_generated_tokens"] == want[name][row["id"]]["generated_tokens"]
+    assert str(table.schema.field("short_cached_tokens").type) == "int64"
+    assert table.schema.field("short").nullable
+
+    pq_rows = tmp_path / "pq-rows"
+    r = sluice.caption(four, pq_rows, *task_args(), "--format", "parquet", "--rows-per-task",
+                       "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    t = pa.read_table(pq_rows / "part-00000.parquet").to_pylist()
+    assert sorted((x["id"], x["task"]) for x in t) == sorted(
+        (i, n) for i in want["short"] for n in TASKS)
+    assert all(x["caption"] == want[x["task"]][x["id"]]["caption"] for x in t)
+
+
+def test_tasks_file_job_file_and_wrong_settings(sluice, four, tmp_path):
+    spec = tmp_path / "tasks.json"
+    spec.write_text(json.dumps({
+        "short": {"prompt": "Describe it.", "sampling": {"max_tokens": 4}},
+        "tags": {"prompt": "Tags?", "system": "You tag images.",
+                 "sampling": {"max_tokens": 3, "temperature": 0.7, "seed": 5}}}))
+    out = tmp_path / "out"
+    prompt_file = tmp_path / "p.txt"
+    prompt_file.write_text("Name the main object.\n")
+    r = sluice.caption(four, out, "--tasks", spec, "--task", f"obj=@{prompt_file}",
+                       "--task-max-tokens", "obj=2", "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert all(row["short_generated_tokens"] <= 4 and row["tags_generated_tokens"] <= 3 and
+               row["obj_generated_tokens"] <= 2 for row in rows)
+
+    # A task's json_schema is its structured output: three tokens cannot
+    # close a JSON object, so each row fails as invalid output, naming it.
+    spec.write_text(json.dumps({
+        "short": {"prompt": "Describe it.", "sampling": {"max_tokens": 4}},
+        "record": {"prompt": "JSON?", "sampling": {"max_tokens": 3},
+                   "json_schema": {"type": "object"}}}))
+    r = sluice.caption(four, tmp_path / "structured", "--tasks", spec, "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr
+    rows = read_rows(tmp_path / "structured")
+    assert all(", task record: " in row["error"] and row["record"] is None for row in rows)
+
+    job = tmp_path / "job.yaml"
+    job.write_text(f"""
+input:
+  paths: ["{four}"]
+llama:
+  model: "{TINY / 'model.gguf'}"
+  mmproj: "{TINY / 'mmproj.gguf'}"
+tasks:
+  prompts: ["a=Describe it.", "b=Colours?"]
+  max_tokens: ["b=3"]
+  rows_per_task: true
+output:
+  dir: "{tmp_path / 'job-out'}"
+metrics:
+  addr: "off"
+""")
+    r = sluice.run("config", "print", job)
+    assert r.returncode == 0, r.stderr
+    assert '- "a=Describe it."' in r.stdout and "rows_per_task: true" in r.stdout
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(r.stdout)
+    assert sluice.run("config", "check", printed).returncode == 0
+    r = sluice.run("run", job)
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(tmp_path / "job-out")
+    assert sorted({row["task"] for row in rows}) == ["a", "b"]
+    assert all(row["generated_tokens"] <= 3 for row in rows if row["task"] == "b")
+
+    def refused(*args, says):
+        r = sluice.caption(four, tmp_path / "never", *args)
+        assert r.returncode == 2, (args, r.stderr)
+        for s in says:
+            assert s in r.stderr, (s, r.stderr)
+        assert not (tmp_path / "never" / "part-00000.jsonl").exists()
+
+    refused("--task", "1bad=x", says=["--task", "1bad=x"])
+    refused("--task", "noequals", says=["--task", "no '='"])
+    refused("--task", "a=x", "--task-max-tokens", "b=3", says=["--task-max-tokens", "no task 'b'"])
+    refused("--task", "a=x", "--task", "a=y", says=["task 'a' is given twice"])
+    refused("--task", "a=x", "--task-temperature", "a=hot", says=["--task-temperature", "hot"])
+    refused("--rows-per-task", says=["--rows-per-task", "needs tasks"])
+    refused("--task", "model=x", says=["'model'", "choose another name"])
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": {"prompt": "x", "sampling": {"max_tokens": 0}}}')
+    refused("--tasks", bad, says=[str(bad), "task 'a'", "max_tokens"])
+    bad.write_text('{"a": {"prompt": "x", "colour": 1}}')
+    refused("--tasks", bad, says=["unknown key 'colour'"])
+    bad.write_text('[1, 2')
+    refused("--tasks", bad, says=[str(bad), "not JSON"])
+
+
+def test_templates_fill_from_columns_and_a_missing_one_fails_its_row(sluice, tmp_path):
+    """Through the openai engine and a fake server that records what it is
+    sent: each task a request with the same image and message prefix, the
+    prompt filled from the manifest's columns; a row without the column
+    fails alone, naming it."""
+    img = sample_images()[0]
+    manifest = tmp_path / "list.jsonl"
+    lines = [
+        {"image": str(img), "id": "plain", "label": "cat", "meta": {"author": "Ann"}},
+        {"image": str(img), "id": "special", "label": 'a "quoted" {brace} é\nline',
+         "meta": {"author": 7}},
+        {"image": str(img), "id": "missing", "meta": {"author": "Bo"}},
+    ]
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    bodies = []
+
+    def answer(handler, n, body):
+        bodies.append(body)
+        completion(handler, text="ok " + body["messages"][-1]["content"][-1]["text"][:12])
+
+    with FakeServer(answer) as server:
+        out = tmp_path / "out"
+        r = sluice.run("caption", manifest, "-o", out, "--engine", "openai",
+                       "--endpoint", server.url, "--system", "About {label}:",
+                       "--task", "a=Label {label} by {meta.author} {{x}} {not a field}",
+                       "--task", "b=Just the picture.", "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr  # some rows failed
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert rows["missing"]["error"] and "no column 'label'" in rows["missing"]["error"]
+    assert rows["missing"]["error_stage"] == "engine" and rows["missing"]["a"] is None
+    assert rows["plain"]["error"] is None and rows["plain"]["b"].startswith("ok ")
+    sent = {}
+    for body in bodies:
+        system, user = body["messages"]
+        image, text = user["content"]
+        sent.setdefault(system["content"], []).append((image["image_url"]["url"], text["text"]))
+    assert sorted(sent) == ['About a "quoted" {brace} é\nline:', "About cat:"]
+    plain = sent["About cat:"]
+    assert sorted(t for _, t in plain) == ["Just the picture.",
+                                           "Label cat by Ann {x} {not a field}"]
+    assert plain[0][0] == plain[1][0], "the tasks of an image send the same image"
+    special = sorted(t for _, t in sent['About a "quoted" {brace} é\nline:'])
+    assert special[1] == 'Label a "quoted" {brace} é\nline by 7 {x} {not a field}'
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["failed"] == 1
+
+
+def test_openai_tasks_equal_single_requests_to_llama_server(sluice, llama_prefix, four, tmp_path):
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 4) as server:
+        out = tmp_path / "tasks"
+        r = sluice.run("caption", four, "-o", out, "--engine", "openai", "--endpoint",
+                       server.url, *task_args(), "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        rows = {row["id"]: row for row in read_rows(out)}
+        for name, prompt in TASKS.items():
+            one = tmp_path / f"one-{name}"
+            r = sluice.run("caption", four, "-o", one, "--engine", "openai", "--endpoint",
+                           server.url, "--prompt", prompt, "--max-tokens", MAX[name],
+                           "--metrics-addr", "off")
+            assert r.returncode == 0, r.stderr
+            for row in read_rows(one):
+                assert rows[row["id"]][name] == row["caption"], (row["id"], name)
+                assert rows[row["id"]][f"{name}_generated_tokens"] == row["generated_tokens"]
+
+
+def test_resume_mid_run_with_tasks(sluice, tmp_path):
+    src = tmp_path / "in"
+    sample_copies(src, 6)
+    want = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_symlink())
+    out = tmp_path / "out"
+    cmd = [str(sluice.binary), "caption", str(src), "-o", str(out), "--model",
+           str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"), "--task",
+           "a=Describe it.", "--task", "b=Colours?", "--max-tokens", "6", "--shard-rows", "5",
+           "--metrics-addr", "off", "--show", "0"]
+    with open(tmp_path / "killed.log", "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 300
+        while not list(out.glob("part-*")) and proc.poll() is None and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    before = [json.loads(x) for p in sorted(out.glob("part-*.jsonl"))
+              for x in p.read_text().splitlines()]
+    assert 0 < len(before) < len(want)
+    assert all(row["a"] is not None and row["b"] is not None for row in before), \
+        "a committed row has every task's answer"
+    # Other tasks: another job, refused.
+    r = subprocess.run(cmd[:-6] + ["--task", "c=Other?"] + cmd[-6:], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2 and "--overwrite" in r.stderr, r.stderr
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(x) for p in sorted(out.glob("part-*.jsonl"))
+            for x in p.read_text().splitlines()]
+    assert sorted(row["id"] for row in rows) == want
+    assert all(row["error"] is None and row["a"] is not None for row in rows)
+
+
+def test_openai_a_failed_task_fails_its_row_naming_the_task(sluice, tmp_path):
+    """One task's request refused once (400, not retried): its row fails with
+    a message naming the task; the other rows are complete."""
+    from openai_helpers import reply
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in sample_images()[:3]:
+        (src / p.name).symlink_to(p)
+    refusals = []
+
+    def answer(handler, n, body):
+        text = body["messages"][-1]["content"][-1]["text"]
+        if text == "Refuse me." and not refusals:
+            refusals.append(body)
+            reply(handler, 400, json.dumps({"error": {"message": "no, not this one"}}).encode())
+        else:
+            completion(handler, text="fine")
+
+    with FakeServer(answer) as server:
+        out = tmp_path / "out"
+        r = sluice.run("caption", src, "-o", out, "--engine", "openai", "--endpoint", server.url,
+                       "--task", "a=Describe.", "--task", "b=Refuse me.", "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr
+    rows = read_rows(out)
+    failed = [row for row in rows if row["error"]]
+    assert len(failed) == 1 and len(rows) == 3
+    assert ", task b: " in failed[0]["error"] and "no, not this one" in failed[0]["error"]
+    assert failed[0]["a"] is None and failed[0]["b"] is None
+    assert all(row["a"] == "fine" and row["b"] == "fine" for row in rows if not row["error"])

@@ -1,0 +1,88 @@
+/* Unit tests: job/template.c, prompt templates filled from a row's columns. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "core/alloc.h"
+#include "job/template.h"
+
+static json_t *columns(void)
+{
+    json_error_t err;
+    json_t *o = json_loads("{\"label\": \"cat\", \"n\": 3, \"x\": 1.5, \"ok\": true, "
+                           "\"none\": null, \"tags\": [\"a\", \"b\"], "
+                           "\"meta\": {\"author\": \"Ann \\\"A\\\" {b}\", \"deep\": {\"k\": 7}}, "
+                           "\"meta.author\": \"flat wins\", \"uni\": \"\\u00e9t\\u00e9\\n2\"}",
+                           0, &err);
+    assert_non_null(o);
+    return o;
+}
+
+static void expect(const char *tmpl, const char *want)
+{
+    json_t *c = columns();
+    char *out = NULL;
+    assert_int_equal(template_fill(tmpl, c, &out), SL_OK);
+    assert_string_equal(out, want);
+    sl_free(out);
+    json_decref(c);
+}
+
+static void fields_are_filled_from_the_columns(void **state)
+{
+    expect("A {label}.", "A cat.");
+    expect("{n} {x} {ok} {tags}", "3 1.5 true [\"a\",\"b\"]");
+    expect("{meta.deep.k} by {meta}", "7 by {\"author\":\"Ann \\\"A\\\" {b}\",\"deep\":{\"k\":7}}");
+    /* A column named with a dot comes before the path through `meta`. */
+    expect("{meta.author}", "flat wins");
+    /* Filled text is not read again as a template. */
+    expect("{uni}|{label}", "\xc3\xa9t\xc3\xa9\n2|cat");
+}
+
+static void braces_that_are_not_fields_stay(void **state)
+{
+    expect("{{label}} {{ }} }}", "{label} { } }");
+    expect("JSON like {\"a\": 1} or { label } or {} or {la bel}",
+           "JSON like {\"a\": 1} or { label } or {} or {la bel}");
+    expect("unclosed {label", "unclosed {label");
+    assert_false(template_has_fields("plain {\"a\": 1} { x } {}"));
+    assert_true(template_has_fields("{x}"));
+    assert_true(template_has_fields("a {{ b"));
+    assert_true(template_has_fields("a }} b"));
+}
+
+static void a_missing_or_null_column_names_itself(void **state)
+{
+    json_t *c = columns();
+    char *out = (char *)1;
+    assert_int_equal(template_fill("A {colour} {label}", c, &out), SL_ERR_INVALID_ARG);
+    assert_null(out);
+    assert_non_null(strstr(sl_last_error(), "no column 'colour' for {colour}"));
+    assert_int_equal(template_fill("{none}", c, &out), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "'none'"));
+    assert_non_null(strstr(sl_last_error(), "null"));
+    assert_int_equal(template_fill("{meta.deep.k.z}", c, &out), SL_ERR_INVALID_ARG);
+    assert_int_equal(template_fill("{label}", NULL, &out), SL_ERR_INVALID_ARG);
+    /* A field name past 256 bytes is text, not a column. */
+    char longf[300];
+    memset(longf, 'a', sizeof longf);
+    longf[0] = '{';
+    longf[sizeof longf - 2] = '}';
+    longf[sizeof longf - 1] = '\0';
+    assert_int_equal(template_fill(longf, c, &out), SL_OK);
+    assert_string_equal(out, longf);
+    sl_free(out);
+    json_decref(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(fields_are_filled_from_the_columns),
+        cmocka_unit_test(braces_that_are_not_fields_stay),
+        cmocka_unit_test(a_missing_or_null_column_names_itself),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
