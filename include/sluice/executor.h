@@ -146,7 +146,8 @@ typedef struct sl_stage_def {
 typedef struct sl_exec_params {
     uint64_t memory_budget;  /* bytes in flight at most; 0: a quarter of RAM */
     uint64_t row_bytes_hint; /* bytes a row may grow to (reserved at admission) */
-    int queue_rows;          /* rows per edge; 0: 2 x batch x workers of the consumer */
+    int queue_rows;          /* rows per edge; 0: 2 x batch x workers of the consumer, or
+                                of the producer when that is more */
     uint64_t queue_bytes;    /* bytes per edge; 0: the memory budget */
     int flush_ms;            /* a partial batch waits at most this long (default 10) */
     bool ordered;            /* the sink sees rows in input order */

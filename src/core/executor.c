@@ -263,8 +263,8 @@ static bool forward(worker *w, sl_row **rows, size_t n)
     stage *st = w->st;
     size_t failed = 0, dropped = 0;
     for (size_t i = 0; i < n; i++) {
-        failed += rows[i]->error && rows[i]->error_stage == st->name;
-        dropped += rows[i]->drop_stage == st->name;
+        failed += rows[i]->error && rows[i]->mark_stage == st->name;
+        dropped += rows[i]->dropped && !rows[i]->error && rows[i]->mark_stage == st->name;
     }
     atomic_fetch_add(&st->rows_failed, failed);
     atomic_fetch_add(&st->rows_dropped, dropped);
@@ -466,7 +466,7 @@ static void run_map(worker *w, void **state, bool is_sink)
         atomic_fetch_add(&st->rows_in, n);
         size_t n_ok = 0;
         for (size_t i = 0; i < n; i++) {
-            if (is_sink || (!batch[i]->error && !batch[i]->drop_stage)) {
+            if (is_sink || (!batch[i]->error && !batch[i]->dropped)) {
                 batch[i]->stage = st->name;
                 ok_rows[n_ok++] = batch[i];
             }
@@ -518,8 +518,8 @@ static void run_map(worker *w, void **state, bool is_sink)
         uint64_t failed = 0, dropped = 0;
         for (size_t i = 0; i < n; i++) {
             failed += batch[i]->error != NULL;
-            dropped += batch[i]->drop_stage != NULL;
-            if (batch[i]->error && batch[i]->error_stage == st->name)
+            dropped += batch[i]->dropped;
+            if (batch[i]->error && batch[i]->mark_stage == st->name)
                 atomic_fetch_add(&st->rows_failed, 1);
             else
                 atomic_fetch_add(&st->rows_out, 1);
@@ -607,7 +607,7 @@ static void run_async(worker *w, void **state)
             uint64_t t0 = sl_now_ns();
             for (size_t i = 0; i < n; i++) {
                 sl_row *r = batch[i];
-                if (r->drop_stage) {
+                if (r->dropped) {
                     batch[n_fwd++] = r;
                     continue;
                 }
@@ -803,6 +803,11 @@ sl_status sl_exec_create(const sl_exec_params *params, const sl_stage_def *defs,
         size_t rows = sink_ordered ? (size_t)exec->p.reorder_window
                       : exec->p.queue_rows > 0 ? (size_t)exec->p.queue_rows
                                                : 2 * (size_t)defs[i].batch_size * (size_t)defs[i].workers;
+        /* Room for two of the producer's batches too: a small-batch stage
+         * behind a large-batch one otherwise hands over every few rows. */
+        size_t producer = 2 * (size_t)defs[i - 1].batch_size * (size_t)defs[i - 1].workers;
+        if (!sink_ordered && exec->p.queue_rows <= 0 && rows < producer)
+            rows = producer;
         uint64_t bytes = exec->p.queue_bytes ? exec->p.queue_bytes : exec->p.memory_budget;
         st->in = sl_queue_new(rows, bytes, defs[i - 1].workers, sink_ordered);
         if (!st->in)

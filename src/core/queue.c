@@ -70,7 +70,7 @@ void sl_queue_free(sl_queue *q)
     for (size_t i = 0; i < q->cap; i++) {
         sl_row *r = q->ordered ? q->ring[i] : (i < q->count ? q->ring[(q->head + i) % q->cap] : NULL);
         while (r) {
-            sl_row *next = q->ordered ? r->group_next : NULL;
+            sl_row *next = q->ordered ? r->next : NULL;
             if (q->free_row)
                 q->free_row(r, q->free_user);
             r = next;
@@ -102,8 +102,8 @@ size_t sl_queue_push(sl_queue *q, sl_row *const *rows, size_t n, uint64_t *block
              * rows of the same input: then r joins them, in copy order. */
             sl_row **at = &q->ring[r->seq % q->cap];
             while (*at && (*at)->copy < r->copy)
-                at = &(*at)->group_next;
-            r->group_next = *at;
+                at = &(*at)->next;
+            r->next = *at;
             *at = r;
         } else {
             if (!has_room(q, r->bytes) && !q->aborted) {
@@ -124,7 +124,8 @@ size_t sl_queue_push(sl_queue *q, sl_row *const *rows, size_t n, uint64_t *block
         if (q->sink) {
             /* Counted only once in place (a wait for room above lets other
              * pushers in): the row that completes its group leaves last. */
-            sl_row_group_arrived(r);
+            if (r->group)
+                r->group->arrived++;
             r->completes_input = !q->ordered && sl_row_group_all_arrived(r);
         }
         q->count++;
@@ -151,8 +152,8 @@ static size_t take(sl_queue *q, sl_row **out, size_t n, size_t max)
         if (q->ordered) {
             size_t slot = q->next_seq % q->cap;
             r = q->ring[slot];
-            q->ring[slot] = r->group_next;
-            r->group_next = NULL;
+            q->ring[slot] = r->next;
+            r->next = NULL;
             if (!q->ring[slot]) { /* the input's last row */
                 r->completes_input = q->sink;
                 q->next_seq++;

@@ -9,30 +9,21 @@ uint64_t sl_row_seq(const sl_row *row) { return row->seq; }
 void *sl_row_data(const sl_row *row) { return row->data; }
 size_t sl_row_bytes(const sl_row *row) { return (size_t)row->bytes; }
 bool sl_row_failed(const sl_row *row) { return row->error != NULL; }
-bool sl_row_dropped(const sl_row *row) { return row->drop_stage != NULL; }
+bool sl_row_dropped(const sl_row *row) { return row->dropped; }
 
 void sl_row_drop(sl_row *row)
 {
-    if (!row->error && !row->drop_stage) /* a failed row keeps its error to be written */
-        row->drop_stage = row->stage ? row->stage : "unknown";
+    if (!row->error && !row->dropped) { /* a failed row keeps its error to be written */
+        row->dropped = true;
+        row->mark_stage = row->stage ? row->stage : "unknown";
+    }
 }
 unsigned sl_row_copy_index(const sl_row *row) { return row->copy; }
 bool sl_row_in_group(const sl_row *row) { return row->group != NULL; }
 bool sl_row_completes_input(const sl_row *row) { return row->completes_input; }
 
-void sl_row_group_arrived(sl_row *row)
-{
-    if (row->group)
-        row->group->arrived++;
-}
-
-bool sl_row_group_all_arrived(const sl_row *row)
-{
-    return !row->group || row->group->arrived == atomic_load(&row->group->members);
-}
-
 const char *sl_row_error(const sl_row *row) { return row->error; }
-const char *sl_row_error_stage(const sl_row *row) { return row->error_stage; }
+const char *sl_row_error_stage(const sl_row *row) { return row->error ? row->mark_stage : NULL; }
 sl_status sl_row_error_status(const sl_row *row) { return row->error ? row->error_status : SL_OK; }
 
 void sl_row_set_data(sl_row *row, void *data, void (*free_data)(void *data))
@@ -66,7 +57,7 @@ static void row_vfail(sl_row *row, sl_status status, const char *fmt, va_list ap
     va_end(again);
     if (!row->error)
         row->error = sl_strdup("out of memory recording the error");
-    row->error_stage = row->stage ? row->stage : "unknown";
+    row->mark_stage = row->stage ? row->stage : "unknown";
     row->error_status = status;
 }
 

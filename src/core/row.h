@@ -19,29 +19,35 @@ typedef struct sl_row_group {
 
 struct sl_row {
     uint64_t seq;
-    sl_row_group *group;  /* NULL until the row or its input has a copy */
-    unsigned copy;        /* 0: the source's row; k: the k-th copy of its input */
-    bool completes_input; /* set on arrival at the sink: the group's last row */
-    sl_row *group_next;   /* an ordered sink queue: the rest of the group, by copy */
     void *data;
     void (*free_data)(void *data);
     uint64_t bytes;     /* real size, counted in the executor's bytes in flight */
     uint64_t reserved;  /* held against the budget; >= bytes */
     char *error;
-    const char *error_stage;
+    /* Where the row failed (error set) or was dropped (dropped set): later
+     * stages skip it, the sink records it. One field for both keeps a row
+     * in the allocator's size class it had before fan-out (bench/executor). */
+    const char *mark_stage;
     sl_status error_status;
+    uint16_t copy;        /* 0: the source's row; k: the k-th copy of its input */
+    bool completes_input; /* set on arrival at the sink: the group's last row */
+    bool dropped;
     const char *stage;  /* the stage now working on the row */
-    const char *drop_stage; /* dropped there: later stages skip it, the sink records it */
     struct sl_exec *exec;
-    sl_row *prev, *next; /* an async worker's in-flight list */
+    sl_row_group *group;  /* NULL until the row or its input has a copy */
+    /* An async worker's in-flight list; in an ordered sink queue, `next`
+     * chains the rest of the row's group by copy (a row is never both). */
+    sl_row *prev, *next;
 };
 
 /* Executor callbacks from row.c (bytes accounting). */
 void sl_exec_row_bytes_changed(struct sl_exec *exec, sl_row *row, uint64_t old_bytes);
 
-/* The sink's queue: the row arrived (counted in its group; the caller holds
- * the queue's lock), and whether its whole group has. */
-void sl_row_group_arrived(sl_row *row);
-bool sl_row_group_all_arrived(const sl_row *row);
+/* The sink's queue (under its lock): whether the row's whole group has
+ * arrived (counted in group->arrived as each row is put in place). */
+static inline bool sl_row_group_all_arrived(const sl_row *row)
+{
+    return !row->group || row->group->arrived == atomic_load(&row->group->members);
+}
 
 #endif
