@@ -99,6 +99,13 @@ int sl_pipeline_row_height(const sl_row *row);
 const char *sl_pipeline_row_answer(const sl_row *row);
 sl_status sl_pipeline_row_set_answer(sl_row *row, const char *text);
 
+/* With tasks (sl_caption_params.tasks): task `task`'s answer, NULL before
+ * the engine or for a name that is not one of the job's tasks (the plain
+ * answer above is then NULL). Replace it after the engine (copied):
+ * SL_ERR_INVALID_ARG before it or for another name, SL_ERR_NOMEM. */
+const char *sl_pipeline_row_task_answer(const sl_row *row, const char *task);
+sl_status sl_pipeline_row_set_task_answer(sl_row *row, const char *task, const char *text);
+
 /* The image file's format, sniffed from its first bytes: "jpeg", "png",
  * "webp", "gif", "tiff", "bmp", "heif", "avif", "jxl" or "unknown"; NULL
  * while no byte of it was seen (before decode, for a file not read yet:

@@ -42,6 +42,8 @@ typedef struct caption_row {
     bool has_result;
     sl_result *results;        /* with tasks: each one's answer, in the job's order */
     int n_results;
+    const sl_caption_task *tasks; /* with results: the job's tasks (borrowed from its
+                                     parameters, which outlive every row) */
     double decode_ms, started;
     uint64_t seed;
     uint8_t *thumb;           /* JPEG, only for rows the gallery asked for */

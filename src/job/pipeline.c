@@ -221,6 +221,37 @@ sl_status sl_pipeline_row_set_answer(sl_row *row, const char *text)
     return SL_OK;
 }
 
+/* The index of task `task` in the row's results, or -1. */
+static int task_index(const caption_row *r, const char *task)
+{
+    for (int i = 0; task && r->tasks && i < r->n_results; i++)
+        if (strcmp(r->tasks[i].name, task) == 0)
+            return i;
+    return -1;
+}
+
+const char *sl_pipeline_row_task_answer(const sl_row *row, const char *task)
+{
+    const caption_row *r = sl_row_data(row);
+    int i = r->has_result ? task_index(r, task) : -1;
+    return i >= 0 ? r->results[i].text : NULL;
+}
+
+sl_status sl_pipeline_row_set_task_answer(sl_row *row, const char *task, const char *text)
+{
+    caption_row *r = sl_row_data(row);
+    int i = r->has_result ? task_index(r, task) : -1;
+    if (i < 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "'%s' has no answer of a task '%s' to replace%s",
+                       r->rel, task ? task : "", r->has_result ? "" : " before the engine");
+    char *copy = text ? sl_strdup(text) : NULL;
+    if (text && !copy)
+        return sl_fail(SL_ERR_NOMEM, "out of memory setting the answer of '%s'", r->rel);
+    sl_free(r->results[i].text);
+    r->results[i].text = copy;
+    return SL_OK;
+}
+
 const char *sl_pipeline_row_image_format(const sl_row *row)
 {
     caption_row *r = sl_row_data(row);

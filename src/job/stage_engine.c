@@ -179,6 +179,7 @@ static void take_results(job *j, caption_row *r, sl_completion *c)
     r->result = sum;
     r->results = c->results;
     r->n_results = c->n_results;
+    r->tasks = j->p->tasks;
     c->results = NULL;
     c->n_results = 0;
     r->has_result = true;

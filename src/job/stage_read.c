@@ -80,6 +80,18 @@ caption_row *job_row_copy(const caption_row *r, size_t *bytes)
         ok = !r->result.text || (c->result.text = sl_strdup(r->result.text));
         c->has_result = true;
     }
+    if (ok && r->n_results > 0) {
+        ok = (c->results = sl_calloc((size_t)r->n_results, sizeof *c->results)) != NULL;
+        for (int i = 0; ok && i < r->n_results; i++, c->n_results++) {
+            c->results[i] = r->results[i];
+            c->results[i].trace_tokens = NULL;
+            c->results[i].trace_margins = NULL;
+            c->results[i].n_trace = 0;
+            c->results[i].text = NULL;
+            ok = !r->results[i].text || (c->results[i].text = sl_strdup(r->results[i].text));
+        }
+        c->tasks = r->tasks;
+    }
     if (!ok) {
         job_row_free(c);
         return NULL;

@@ -348,6 +348,24 @@ static void push_text(lua_State *L, const char *s)
         lua_pushnil(L);
 }
 
+/* row:task_answer(name): with tasks, that task's answer (nil before the
+ * engine or for another name); row:set_task_answer(name, text). */
+static int row_task_answer(lua_State *L)
+{
+    lrow *h = check_row(L, 1);
+    push_text(L, sl_pipeline_row_task_answer(h->row, luaL_checkstring(L, 2)));
+    return 1;
+}
+
+static int row_set_task_answer(lua_State *L)
+{
+    lrow *h = check_row(L, 1);
+    if (sl_pipeline_row_set_task_answer(h->row, luaL_checkstring(L, 2), luaL_checkstring(L, 3)) !=
+        SL_OK)
+        return luaL_error(L, "%s", sl_last_error());
+    return 0;
+}
+
 /* row:gray(w, h): the decoded image as w*h grey bytes, a string. */
 static int row_gray(lua_State *L)
 {
@@ -396,6 +414,18 @@ static int row_index(lua_State *L)
             return 1;
         }
         break;
+    case 's':
+        if (strcmp(k, "set_task_answer") == 0) {
+            lua_pushcfunction(L, row_set_task_answer);
+            return 1;
+        }
+        break;
+    case 't':
+        if (strcmp(k, "task_answer") == 0) {
+            lua_pushcfunction(L, row_task_answer);
+            return 1;
+        }
+        break;
     case 'p':
         if (strcmp(k, "path") == 0) {
             push_text(L, sl_pipeline_row_path(h->row));
@@ -409,7 +439,7 @@ static int row_index(lua_State *L)
     default: break;
     }
     return luaL_error(L, "a row has no field '%s' (id, path, prompt, answer, columns, image, "
-                         "gray)", k);
+                         "gray, task_answer, set_task_answer)", k);
 }
 
 static int row_newindex(lua_State *L)

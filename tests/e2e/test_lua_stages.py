@@ -252,3 +252,35 @@ pipeline:
     prom = (out / "metrics.prom").read_text()
     assert re.search(r'sluice_rows_failed_by_class_total\{stage="picky",class="stage"\} '
                      f"{len(failed)}", prom), prom
+
+
+def test_a_stage_reads_and_changes_task_answers_and_copies_keep_them(sluice, tmp_path):
+    """With tasks, a stage after the engine reads each task's answer by name
+    (row.answer is nil: there is no single answer), replaces one, and a copy
+    of the row carries every answer."""
+    script = tmp_path / "tasks.lua"
+    script.write_text(
+        "function process(row)\n"
+        "  assert(row.answer == nil and row:task_answer('nope') == nil)\n"
+        "  local a, b = row:task_answer('short'), row:task_answer('tags')\n"
+        "  assert(a and b, 'no task answers')\n"
+        "  row.columns.lens = #a .. ',' .. #b\n"
+        "  row:set_task_answer('tags', string.upper(b))\n"
+        "  local ok = pcall(function() row:set_task_answer('nope', 'x') end)\n"
+        "  assert(not ok)\n"
+        "  return {row, sluice.copy(row)}\n"
+        "end\n")
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, "--task", "short=Describe it.", "--task", "tags=List tags.",
+                       "--max-tokens", "4", "--stage", f"{script}@engine")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = read_rows(out)
+    by_id = {row["id"]: row for row in rows}
+    originals = [row for row in rows if "#" not in row["id"]]
+    assert originals and len(rows) == 2 * len(originals)
+    for row in originals:
+        copy = by_id[row["id"] + "#1"]
+        assert row["error"] is None and copy["error"] is None
+        assert row["tags"] == row["tags"].upper() and copy["tags"] == row["tags"]
+        assert copy["short"] == row["short"] and row["short"] is not None
+        assert row["lens"] == f"{len(row['short'].encode())},{len(row['tags'].encode())}"
