@@ -25,31 +25,13 @@
 
 enum { N = 12 };
 
-static char model[1024], mmproj[1024];
-static char base[512], in[600], out[600];
+static tu_job t;
+static sl_caption_params t_params; /* tu_tiny_job's, made by setup_dirs() */
+static char *base = t.base, *in = t.in, *out = t.out;
 
 static void setup_dirs(void)
 {
-    const char *dir = getenv("SLUICE_TINY_MODEL");
-    snprintf(model, sizeof model, "%s/model.gguf", dir ? dir : "models/tiny");
-    snprintf(mmproj, sizeof mmproj, "%s/mmproj.gguf", dir ? dir : "models/tiny");
-    snprintf(base, sizeof base, "%s", tu_tmpdir());
-    snprintf(in, sizeof in, "%s/in", base);
-    snprintf(out, sizeof out, "%s/out", base);
-    mkdir(in, 0777);
-    const char *samples = getenv("SLUICE_SAMPLES");
-    char src[1024];
-    snprintf(src, sizeof src, "%s/astronaut.jpg", samples ? samples : "samples");
-    FILE *fp = fopen(src, "rb");
-    assert_non_null(fp);
-    static unsigned char buf[1 << 20];
-    size_t len = fread(buf, 1, sizeof buf, fp);
-    fclose(fp);
-    for (int i = 0; i < N; i++) {
-        char name[32];
-        snprintf(name, sizeof name, "img%02d.jpg", i);
-        tu_write(in, name, buf, len);
-    }
+    t_params = tu_tiny_job(&t, N);
 }
 
 static const char *script(const char *name, const char *text)
@@ -64,13 +46,8 @@ static const char *script(const char *name, const char *text)
 
 static sl_caption_params job(const sl_stage_spec *stages, int n)
 {
-    sl_caption_params p = sl_caption_default_params();
-    p.input_dir = in;
-    p.output_dir = out;
-    p.llama.model_path = model;
-    p.llama.mmproj_path = mmproj;
+    sl_caption_params p = t_params;
     p.sampling.max_tokens = 2;
-    p.image.max_edge = 64;
     p.stages = stages;
     p.n_stages = n;
     return p;

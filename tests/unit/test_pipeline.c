@@ -117,7 +117,6 @@ static sl_status stage_process(void *state, sl_row *const *rows, size_t n)
     return SL_OK;
 }
 
-static char model[1024], mmproj[1024];
 static sl_caption_progress final_progress;
 
 static void on_progress(const sl_caption_progress *pg, void *user)
@@ -125,31 +124,6 @@ static void on_progress(const sl_caption_progress *pg, void *user)
     (void)user;
     if (pg->final)
         final_progress = *pg;
-}
-
-static void model_paths(void)
-{
-    const char *dir = getenv("SLUICE_TINY_MODEL");
-    snprintf(model, sizeof model, "%s/model.gguf", dir ? dir : "models/tiny");
-    snprintf(mmproj, sizeof mmproj, "%s/mmproj.gguf", dir ? dir : "models/tiny");
-}
-
-/* N copies of a sample, img00.jpg ... (ids sort as seq). */
-static void make_inputs(const char *dir)
-{
-    const char *samples = getenv("SLUICE_SAMPLES");
-    char src[1024];
-    snprintf(src, sizeof src, "%s/astronaut.jpg", samples ? samples : "samples");
-    FILE *fp = fopen(src, "rb");
-    assert_non_null(fp);
-    static unsigned char buf[1 << 20];
-    size_t len = fread(buf, 1, sizeof buf, fp);
-    fclose(fp);
-    for (int i = 0; i < N; i++) {
-        char name[32];
-        snprintf(name, sizeof name, "img%02d.jpg", i);
-        tu_write(dir, name, buf, len);
-    }
 }
 
 static sl_status run_with_places(const sl_caption_params *p, place *pre, place *mid, place *post,
@@ -190,21 +164,9 @@ static void check_workers(const place *pl)
 static void stages_at_three_places(void **state)
 {
     (void)state;
-    model_paths();
-    char *base = tu_tmpdir();
-    char in[512], out[512];
-    snprintf(in, sizeof in, "%s/in", base);
-    snprintf(out, sizeof out, "%s/out", base);
-    mkdir(in, 0777);
-    make_inputs(in);
-
-    sl_caption_params p = sl_caption_default_params();
-    p.input_dir = in;
-    p.output_dir = out;
-    p.llama.model_path = model;
-    p.llama.mmproj_path = mmproj;
-    p.sampling.max_tokens = 1;
-    p.image.max_edge = 64;
+    static tu_job t;
+    sl_caption_params p = tu_tiny_job(&t, N);
+    const char *base = t.base, *out = t.out;
     p.on_progress = on_progress;
     static place pre, mid, post;
     pre = (place){.name = "pre", .workers = 3, .batch_size = 4, .drop_mod = 1};
@@ -420,25 +382,15 @@ static void write_half_black_jpeg(const char *dir, const char *name)
 static void what_a_stage_sees_of_a_row(void **state)
 {
     (void)state;
-    model_paths();
-    char *base = tu_tmpdir();
-    char in[512], out[512];
-    snprintf(in, sizeof in, "%s/in", base);
-    snprintf(out, sizeof out, "%s/out", base);
-    mkdir(in, 0777);
+    static tu_job t;
+    sl_caption_params p = tu_tiny_job(&t, 0);
+    const char *base = t.base, *out = t.out;
     enum { ROWS = 3 };
     for (int i = 0; i < ROWS; i++) {
         char name[32];
         snprintf(name, sizeof name, "half%d.jpg", i);
-        write_half_black_jpeg(in, name);
+        write_half_black_jpeg(t.in, name);
     }
-    sl_caption_params p = sl_caption_default_params();
-    p.input_dir = in;
-    p.output_dir = out;
-    p.llama.model_path = model;
-    p.llama.mmproj_path = mmproj;
-    p.sampling.max_tokens = 1;
-    p.image.max_edge = 64;
     sl_pipeline *pl;
     assert_int_equal(sl_pipeline_new(&p, &pl), SL_OK);
     sl_status (*fns[3])(void *, sl_row *const *, size_t) = {look_at_bytes, look_at_pixels,
@@ -563,20 +515,9 @@ static sl_status run_fan(const sl_caption_params *p, atomic_int *wrong, sl_capti
 static void copies_are_written_once_across_a_failed_run(void **state)
 {
     (void)state;
-    model_paths();
-    char *base = tu_tmpdir();
-    char in[512], out[512];
-    snprintf(in, sizeof in, "%s/in", base);
-    snprintf(out, sizeof out, "%s/out", base);
-    mkdir(in, 0777);
-    make_inputs(in);
-    sl_caption_params p = sl_caption_default_params();
-    p.input_dir = in;
-    p.output_dir = out;
-    p.llama.model_path = model;
-    p.llama.mmproj_path = mmproj;
-    p.sampling.max_tokens = 1;
-    p.image.max_edge = 64;
+    static tu_job t;
+    sl_caption_params p = tu_tiny_job(&t, N);
+    const char *base = t.base, *out = t.out;
     p.shard_rows = 1; /* every row its own part: a group spans parts */
     static atomic_int wrong;
     sl_caption_summary sum;

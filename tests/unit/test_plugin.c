@@ -21,15 +21,6 @@
 
 #define PLUGIN(variant) TEST_PLUGIN_DIR "/libtest_plugin_" variant ".so"
 
-static char model[1024], mmproj[1024];
-
-static void model_paths(void)
-{
-    const char *dir = getenv("SLUICE_TINY_MODEL");
-    snprintf(model, sizeof model, "%s/model.gguf", dir ? dir : "models/tiny");
-    snprintf(mmproj, sizeof mmproj, "%s/mmproj.gguf", dir ? dir : "models/tiny");
-}
-
 static void refused(const char *path, const char *config, const char *const *words)
 {
     sl_plugin_stage *ps = (sl_plugin_stage *)&ps;
@@ -120,36 +111,6 @@ static sl_status set_answers(void *state, sl_row *const *rows, size_t n)
     return SL_OK;
 }
 
-static void make_inputs(const char *dir)
-{
-    const char *samples = getenv("SLUICE_SAMPLES");
-    char src[1024];
-    snprintf(src, sizeof src, "%s/astronaut.jpg", samples ? samples : "samples");
-    FILE *fp = fopen(src, "rb");
-    assert_non_null(fp);
-    static unsigned char buf[1 << 20];
-    size_t len = fread(buf, 1, sizeof buf, fp);
-    fclose(fp);
-    for (int i = 0; i < N; i++) {
-        char name[32];
-        snprintf(name, sizeof name, "img%02d.jpg", i);
-        tu_write(dir, name, buf, len);
-    }
-}
-
-static sl_caption_params job_params(const char *in, const char *out)
-{
-    model_paths();
-    sl_caption_params p = sl_caption_default_params();
-    p.input_dir = in;
-    p.output_dir = out;
-    p.llama.model_path = model;
-    p.llama.mmproj_path = mmproj;
-    p.sampling.max_tokens = 1;
-    p.image.max_edge = 64;
-    return p;
-}
-
 /* The counting plugin's worker-W files: each must hold one line, of a
  * closed instance; returns the rows they counted. */
 static long check_counts(const char *dir, int workers, int batch)
@@ -185,18 +146,15 @@ static long check_counts(const char *dir, int workers, int batch)
 static void plugins_in_the_pipeline(void **state)
 {
     (void)state;
-    char *base = tu_tmpdir();
-    char in[512], out[512], counts[512], stop[512];
-    snprintf(in, sizeof in, "%s/in", base);
-    snprintf(out, sizeof out, "%s/out", base);
+    static tu_job job;
+    sl_caption_params p = tu_tiny_job(&job, N);
+    const char *base = job.base, *out = job.out;
+    char counts[512], stop[512];
     snprintf(counts, sizeof counts, "%s/counts", base);
     snprintf(stop, sizeof stop, "%s/stopwords.txt", base);
-    mkdir(in, 0777);
     mkdir(counts, 0777);
-    make_inputs(in);
     static const char words[] = "the\n\n# a comment: cat\nand # joins\n  Dogs \r\n";
     tu_write(base, "stopwords.txt", words, sizeof words - 1);
-    sl_caption_params p = job_params(in, out);
 
     char cfg_counting[1024], cfg_tags[1024];
     snprintf(cfg_counting, sizeof cfg_counting,
@@ -306,15 +264,12 @@ static void plugins_in_the_pipeline(void **state)
 static void plugin_stages_of_a_job(void **state)
 {
     (void)state;
-    char *base = tu_tmpdir();
-    char in[512], out[512], counts[512];
-    snprintf(in, sizeof in, "%s/in", base);
-    snprintf(out, sizeof out, "%s/out", base);
+    static tu_job job;
+    sl_caption_params p = tu_tiny_job(&job, N);
+    const char *base = job.base;
+    char counts[512];
     snprintf(counts, sizeof counts, "%s/counts", base);
-    mkdir(in, 0777);
     mkdir(counts, 0777);
-    make_inputs(in);
-    sl_caption_params p = job_params(in, out);
     char cfg[1024];
     snprintf(cfg, sizeof cfg, "{\"counts\": \"%s\"}", counts);
     sl_stage_spec spec = {.plugin = PLUGIN("ok"), .after = "read", .workers = 2,
