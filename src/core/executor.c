@@ -121,6 +121,13 @@ static bool reserve(sl_exec *exec, uint64_t amount, bool wait, uint64_t *blocked
     return fits;
 }
 
+/* What a new row reserves: the largest row seen, or the hint if larger. */
+static uint64_t row_reservation(sl_exec *exec)
+{
+    uint64_t amount = atomic_load(&exec->peak_row_bytes);
+    return amount < exec->p.row_bytes_hint ? exec->p.row_bytes_hint : amount;
+}
+
 static void release(sl_exec *exec, uint64_t amount, uint64_t bytes)
 {
     atomic_fetch_sub(&exec->bytes_in_flight, bytes);
@@ -214,9 +221,7 @@ sl_status sl_row_emit(sl_row *parent, sl_row **child)
         return sl_fail(SL_ERR_NOMEM, "out of memory copying a row");
     }
     sl_exec *exec = em->exec;
-    uint64_t amount = atomic_load(&exec->peak_row_bytes);
-    if (amount < exec->p.row_bytes_hint)
-        amount = exec->p.row_bytes_hint;
+    uint64_t amount = row_reservation(exec);
     pthread_mutex_lock(&exec->budget_mu); /* never waits: see sluice/executor.h */
     exec->reserved += amount;
     pthread_mutex_unlock(&exec->budget_mu);
@@ -377,9 +382,7 @@ static void run_source(worker *w, void *state)
         return;
     }
     while (!atomic_load(&exec->stopping)) {
-        uint64_t amount = atomic_load(&exec->peak_row_bytes);
-        if (amount < exec->p.row_bytes_hint)
-            amount = exec->p.row_bytes_hint;
+        uint64_t amount = row_reservation(exec);
         /* Never wait while holding unsent rows: they may be what frees room. */
         if (!reserve(exec, amount, false, &blocked)) {
             if (!forward(w, batch, n))

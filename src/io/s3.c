@@ -414,67 +414,64 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
 
 /* --- operations -------------------------------------------------------------------- */
 
-sl_status sl_s3_get(const sl_s3 *s3, const char *url, uint64_t offset, uint64_t length,
-                    size_t max_bytes, uint8_t **data, size_t *len)
-{
-    *data = NULL;
-    *len = 0;
-    char *bucket, *key;
-    sl_status st = sl_s3_split(url, &bucket, &key);
-    if (st != SL_OK)
-        return st;
-    char range[64];
-    if (length)
-        snprintf(range, sizeof range, "%llu-%llu", (unsigned long long)offset,
-                 (unsigned long long)(offset + length - 1));
-    else
-        snprintf(range, sizeof range, "%llu-", (unsigned long long)offset);
-    request rq = {.method = "GET", .bucket = bucket, .key = key,
-                  .range = offset || length ? range : NULL, .max_bytes = max_bytes, .what = url};
-    answer a;
-    st = perform(s3, &rq, &a);
-    if (st == SL_OK) {
-        *data = a.body.buf.data ? a.body.buf.data : sl_malloc(1);
-        *len = a.body.buf.len;
-        if (!*data)
-            st = sl_fail(SL_ERR_NOMEM, "out of memory reading %s", url);
-    }
-    sl_free(bucket);
-    sl_free(key);
-    return st;
-}
-
-static sl_status simple(const sl_s3 *s3, const char *method, const char *url, const char *query,
-                        const void *body, size_t len, answer *a)
+/* rq sent to the object at url (its bucket and key filled in here). */
+static sl_status at_url(const sl_s3 *s3, const char *url, request rq, answer *a)
 {
     char *bucket, *key;
     sl_status st = sl_s3_split(url, &bucket, &key);
     if (st != SL_OK)
         return st;
-    request rq = {.method = method, .bucket = bucket, .key = key, .query = query, .body = body,
-                  .body_len = len, .what = url};
+    rq.bucket = bucket;
+    rq.key = key;
+    rq.what = url;
     st = perform(s3, &rq, a);
     sl_free(bucket);
     sl_free(key);
     return st;
 }
 
+sl_status sl_s3_get(const sl_s3 *s3, const char *url, uint64_t offset, uint64_t length,
+                    size_t max_bytes, uint8_t **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    char range[64];
+    if (length)
+        snprintf(range, sizeof range, "%llu-%llu", (unsigned long long)offset,
+                 (unsigned long long)(offset + length - 1));
+    else
+        snprintf(range, sizeof range, "%llu-", (unsigned long long)offset);
+    answer a;
+    sl_status st = at_url(s3, url, (request){.method = "GET", .range = offset || length ? range
+                                                                                       : NULL,
+                                             .max_bytes = max_bytes},
+                          &a);
+    if (st == SL_OK) {
+        *data = a.body.buf.data ? a.body.buf.data : sl_malloc(1);
+        *len = a.body.buf.len;
+        if (!*data)
+            st = sl_fail(SL_ERR_NOMEM, "out of memory reading %s", url);
+    }
+    return st;
+}
+
+static sl_status simple(const sl_s3 *s3, const char *method, const char *url, const char *query,
+                        const void *body, size_t len, answer *a)
+{
+    return at_url(s3, url, (request){.method = method, .query = query, .body = body,
+                                     .body_len = len},
+                  a);
+}
+
 sl_status sl_s3_download(const sl_s3 *s3, const char *url, FILE *fp)
 {
-    char *bucket, *key;
-    sl_status st = sl_s3_split(url, &bucket, &key);
-    if (st != SL_OK)
-        return st;
-    request rq = {.method = "GET", .bucket = bucket, .key = key, .to_file = fp, .what = url};
     answer a;
-    st = perform(s3, &rq, &a);
+    sl_status st = at_url(s3, url, (request){.method = "GET", .to_file = fp}, &a);
     if (st == SL_OK) {
         sl_buf_free(&a.body.buf);
         if (fflush(fp) != 0)
             st = sl_fail(SL_ERR_IO, "cannot write %s to a local file", url);
     }
-    sl_free(bucket);
-    sl_free(key);
     return st;
 }
 

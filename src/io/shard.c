@@ -93,8 +93,7 @@ void sl_shard_clear(sl_shard *shard)
     *shard = (sl_shard){0};
 }
 
-/* The N of "part-N.jsonl" / "part-N.parquet" (N: at least five digits), or -1. */
-static long part_number(const char *name)
+long sl_shard_part_number(const char *name)
 {
     if (strncmp(name, "part-", 5) != 0)
         return -1;
@@ -121,7 +120,7 @@ sl_status sl_shard_scan_parts(const char *dir, sl_part_scan *out)
                                : sl_fail(SL_ERR_IO, "cannot list output folder '%s': %s", dir,
                                          strerror(errno));
     for (struct dirent *e; (e = readdir(d));) {
-        long n = part_number(e->d_name);
+        long n = sl_shard_part_number(e->d_name);
         if (n < 0)
             continue;
         out->count++;
@@ -157,7 +156,7 @@ static long remove_matching(const char *dir, bool (*match)(const char *name), sl
     return removed;
 }
 
-static bool is_part(const char *name) { return part_number(name) >= 0; }
+static bool is_part(const char *name) { return sl_shard_part_number(name) >= 0; }
 
 sl_status sl_shard_remove_parts(const char *dir)
 {

@@ -31,6 +31,10 @@ typedef struct sl_part_scan {
     long max_number; /* the highest N; -1 when none */
 } sl_part_scan;
 
+/* The N of a part file's name "part-N.jsonl" / "part-N.parquet" (N: five
+ * to fifteen digits), or -1 for another name. */
+long sl_shard_part_number(const char *name);
+
 /* Lists dir's part files (a missing dir has none). */
 sl_status sl_shard_scan_parts(const char *dir, sl_part_scan *out);
 

@@ -325,27 +325,26 @@ sl_status sl_pipeline_row_gray(const sl_row *row, int w, int h, uint8_t *out)
     return SL_OK;
 }
 
-char *sl_pipeline_row_columns_json(const sl_row *row)
+/* v as JSON text of ours (sl_free), NULL when out of memory. */
+static char *json_text_of(const json_t *v)
 {
-    const caption_row *r = sl_row_data(row);
-    if (!r->extra)
-        return sl_strdup("{}");
-    char *dumped = json_dumps(r->extra, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *dumped = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     char *copy = dumped ? sl_strdup(dumped) : NULL;
     free(dumped);
     return copy;
+}
+
+char *sl_pipeline_row_columns_json(const sl_row *row)
+{
+    const caption_row *r = sl_row_data(row);
+    return r->extra ? json_text_of(r->extra) : sl_strdup("{}");
 }
 
 char *sl_pipeline_row_column_json(const sl_row *row, const char *name)
 {
     const caption_row *r = sl_row_data(row);
     json_t *v = r->extra ? json_object_get(r->extra, name) : NULL;
-    if (!v)
-        return NULL;
-    char *dumped = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    char *copy = dumped ? sl_strdup(dumped) : NULL;
-    free(dumped);
-    return copy;
+    return v ? json_text_of(v) : NULL;
 }
 
 void sl_pipeline_text_free(char *text) { sl_free(text); }

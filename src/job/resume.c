@@ -127,18 +127,6 @@ static char *fingerprint(const job *j)
 
 /* --- an output in object storage ----------------------------------------------- */
 
-/* "part-NNNNN.jsonl" / ".parquet" (five or more digits): its number, or -1. */
-static long part_number(const char *name)
-{
-    if (strncmp(name, "part-", 5) != 0)
-        return -1;
-    const char *d = name + 5;
-    size_t n = strspn(d, "0123456789");
-    if (n < 5 || n > 18 || (strcmp(d + n, ".jsonl") != 0 && strcmp(d + n, ".parquet") != 0))
-        return -1;
-    return strtol(d, NULL, 10);
-}
-
 static int cmp_names(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -154,15 +142,14 @@ static sl_status list_remote_parts(job *j)
     sl_s3_list *l = NULL;
     sl_status st = prefix ? sl_s3_list_open(s3, prefix, &l)
                           : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
-    size_t cap = 0, skip = strlen(strchr(j->remote + 5, '/') ? strchr(j->remote + 5, '/') + 1
-                                                             : "");
-    skip += skip ? 1 : 0;
+    /* keys come whole: the part's name follows the prefix's key ("s3://b/k/" -> "k/") */
+    size_t cap = 0, skip = prefix ? strlen(strchr(prefix + 5, '/') + 1) : 0;
     for (bool done = false; st == SL_OK && !done;) {
         const char *key;
         uint64_t size;
         if ((st = sl_s3_list_next(l, &key, &size, &done)) != SL_OK || done)
             break;
-        if (strlen(key) < skip || part_number(key + skip) < 0)
+        if (strlen(key) < skip || sl_shard_part_number(key + skip) < 0)
             continue;
         if (j->n_remote_parts == cap) {
             size_t ncap = cap ? 2 * cap : 64;
@@ -199,7 +186,7 @@ static void remote_scan(const job *j, sl_part_scan *scan)
     scan->count = (long)j->n_remote_parts;
     scan->max_number = -1;
     for (size_t i = 0; i < j->n_remote_parts; i++) {
-        long n = part_number(j->remote_parts[i]);
+        long n = sl_shard_part_number(j->remote_parts[i]);
         if (n > scan->max_number)
             scan->max_number = n;
     }

@@ -52,11 +52,35 @@ void job_row_number(caption_row *c, unsigned copy)
     snprintf(c->rel + c->root_len, COPY_DIGITS + 1, "#%u", copy);
 }
 
+/* src's answer and counts with its own copy of the text; no trace (a
+ * test's, of the engine's own row). */
+static bool copy_result(sl_result *dst, const sl_result *src)
+{
+    *dst = *src;
+    dst->trace_tokens = NULL;
+    dst->trace_margins = NULL;
+    dst->n_trace = 0;
+    dst->text = NULL;
+    return !src->text || (dst->text = sl_strdup(src->text));
+}
+
 caption_row *job_row_copy(const caption_row *r, size_t *bytes)
 {
-    caption_row *c = sl_calloc(1, sizeof *c);
+    caption_row *c = sl_malloc(sizeof *c);
     if (!c)
         return NULL;
+    /* Every value as it is; then what r owns, c gets its own copy of (the
+     * gallery's thumbnail: none), so a field added later is copied unless
+     * it is owned and named here. */
+    *c = *r;
+    c->path = c->rel = c->prompt = NULL;
+    c->data = c->jpeg = c->thumb = NULL;
+    c->thumb_len = 0;
+    c->extra = NULL;
+    c->image = NULL;
+    c->result = (sl_result){0};
+    c->results = NULL;
+    c->n_results = 0;
     size_t root = r->root_len ? r->root_len : strlen(r->rel);
     if ((c->rel = sl_malloc(root + COPY_DIGITS + 1)) != NULL) {
         memcpy(c->rel, r->rel, root);
@@ -72,41 +96,16 @@ caption_row *job_row_copy(const caption_row *r, size_t *bytes)
     ok = ok && (!r->image || sl_image_from_rgb(sl_image_width(r->image),
                                                sl_image_height(r->image),
                                                sl_image_pixels(r->image), &c->image) == SL_OK);
-    if (ok && r->has_result) {
-        c->result = r->result;
-        c->result.trace_tokens = NULL;
-        c->result.trace_margins = NULL;
-        c->result.n_trace = 0;
-        ok = !r->result.text || (c->result.text = sl_strdup(r->result.text));
-        c->has_result = true;
-    }
+    ok = ok && copy_result(&c->result, &r->result);
     if (ok && r->n_results > 0) {
         ok = (c->results = sl_calloc((size_t)r->n_results, sizeof *c->results)) != NULL;
-        for (int i = 0; ok && i < r->n_results; i++, c->n_results++) {
-            c->results[i] = r->results[i];
-            c->results[i].trace_tokens = NULL;
-            c->results[i].trace_margins = NULL;
-            c->results[i].n_trace = 0;
-            c->results[i].text = NULL;
-            ok = !r->results[i].text || (c->results[i].text = sl_strdup(r->results[i].text));
-        }
-        c->tasks = r->tasks;
+        for (int i = 0; ok && i < r->n_results; i++, c->n_results++)
+            ok = copy_result(&c->results[i], &r->results[i]);
     }
     if (!ok) {
         job_row_free(c);
         return NULL;
     }
-    c->len = r->len;
-    c->jpeg_len = r->jpeg_len;
-    c->original_mime = r->original_mime;
-    c->width = r->width;
-    c->height = r->height;
-    c->source_width = r->source_width;
-    c->source_height = r->source_height;
-    c->decode_ms = r->decode_ms;
-    c->started = r->started;
-    c->seed = r->seed;
-    c->format = r->format;
     *bytes = sizeof *c + strlen(c->rel) + (c->data ? c->len : 0) + c->jpeg_len +
              (c->image ? sl_image_bytes(c->image) : 0) +
              (c->result.text ? strlen(c->result.text) : 0) +
