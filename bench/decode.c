@@ -13,14 +13,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bench.h"
 #include "sluice/image.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 typedef struct file {
     const char *path;
@@ -77,7 +71,7 @@ int main(int argc, char **argv)
         sl_image_free(im);
     }
     long images = 0;
-    double t0 = now(), t = t0;
+    double t0 = bench_now(), t = t0;
     while (t - t0 < seconds) {
         const file *f = &files[images % n_files];
         sl_image *im;
@@ -87,7 +81,7 @@ int main(int argc, char **argv)
         }
         sl_image_free(im);
         images++;
-        t = now();
+        t = bench_now();
     }
     printf("{\"images\": %ld, \"seconds\": %.4f, \"images_per_s\": %.2f, \"width\": %d, "
            "\"height\": %d}\n",

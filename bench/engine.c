@@ -28,15 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "core/hash.h"
 #include "sluice/sluice.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static char model_path[1024], mmproj_path[1024];
 static const char *prompt = "Describe this image in one sentence.";
@@ -80,7 +74,7 @@ static run_result run_engine(sl_engine *e, sl_image **imgs, int n_imgs, int n, i
 {
     sl_engine_stats before, after;
     sl_engine_stats_get(e, &before);
-    double t0 = now();
+    double t0 = bench_now();
     for (int i = 0; i < n; i++) {
         sl_request r = {.id = "bench", .prompt = prompt, .image = imgs[i % n_imgs],
                         .sampling = sl_sampling_default()};
@@ -111,7 +105,7 @@ static run_result run_engine(sl_engine *e, sl_image **imgs, int n_imgs, int n, i
             done++;
         }
     }
-    out.wall_s = now() - t0;
+    out.wall_s = bench_now() - t0;
     sl_engine_stats_get(e, &after);
     out.images_per_s = n / out.wall_s;
     out.tokens_per_s = out.tokens / out.wall_s;

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "sluice/executor.h"
 #include "sluice/log.h"
 
@@ -30,13 +31,6 @@ typedef struct cfg {
     size_t bytes;
     int sink_spin_ns;
 } cfg;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static sl_status init_cfg(void *c, int w, void **state)
 {
@@ -69,8 +63,8 @@ static sl_status noop(void *state, sl_row *const *rows, size_t n) { return SL_OK
 
 static sl_status slow_sink(void *state, sl_row *const *rows, size_t n)
 {
-    double until = now() + (double)g_cfg->sink_spin_ns * 1e-9 * (double)n;
-    while (now() < until)
+    double until = bench_now() + (double)g_cfg->sink_spin_ns * 1e-9 * (double)n;
+    while (bench_now() < until)
         ;
     return SL_OK;
 }
@@ -97,12 +91,12 @@ static double run(cfg *c, int batch, int map_workers, uint64_t budget, int queue
         fprintf(stderr, "bench: %s\n", sl_last_error());
         exit(1);
     }
-    double t0 = now();
+    double t0 = bench_now();
     if (sl_exec_run(e) != SL_OK) {
         fprintf(stderr, "bench: %s\n", sl_last_error());
         exit(1);
     }
-    double secs = now() - t0;
+    double secs = bench_now() - t0;
     if (stats)
         sl_exec_stats_get(e, stats);
     sl_exec_free(e);
@@ -112,12 +106,12 @@ static double run(cfg *c, int batch, int map_workers, uint64_t budget, int queue
 /* What the executor does per row at least, without any threads or queues. */
 static double baseline(long n)
 {
-    double t0 = now();
+    double t0 = bench_now();
     for (long i = 0; i < n; i++) {
         void *volatile row = calloc(1, 96);
         free(row);
     }
-    return (double)n / (now() - t0);
+    return (double)n / (bench_now() - t0);
 }
 
 static int cmp_double(const void *a, const void *b)

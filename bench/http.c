@@ -16,22 +16,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bench.h"
 #include "sluice/sluice.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
 
 int main(int argc, char **argv)
 {
@@ -70,7 +56,7 @@ int main(int argc, char **argv)
                     .sampling = sl_sampling_default()};
     sl_completion done[256];
     long submitted = 0, completed = 0, failed = 0;
-    double t0 = now(), c0 = cpu_s();
+    double t0 = bench_now(), c0 = bench_cpu_s();
     while (completed < n) {
         /* Keep twice the limit queued, as the pipeline does. */
         while (submitted < n && (long)sl_engine_in_flight(e) < 2 * in_flight) {
@@ -93,7 +79,7 @@ int main(int argc, char **argv)
         }
         completed += (long)k;
     }
-    double wall = now() - t0, cpu_used = cpu_s() - c0;
+    double wall = bench_now() - t0, cpu_used = bench_cpu_s() - c0;
     sl_engine_free(e);
     double us = cpu_used / n * 1e6, rps = n / wall;
     printf("%ld requests to %s, %ld in flight, one CPU: %.2f s wall, %.2f s CPU; "

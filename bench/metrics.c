@@ -22,16 +22,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "sluice/metrics.h"
 
 static long n_ops = 20 * 1000 * 1000;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -62,7 +56,7 @@ static void *run_op(void *arg)
 {
     job *j = arg;
     pthread_barrier_wait(j->start);
-    double t0 = now();
+    double t0 = bench_now();
     switch (j->kind) {
     case OP_BASELINE:
         for (long i = 0; i < n_ops; i++)
@@ -81,7 +75,7 @@ static void *run_op(void *arg)
             sl_metrics_histogram_observe(hist_child, (double)(i & 15) * 0.7);
         break;
     }
-    j->seconds = now() - t0;
+    j->seconds = bench_now() - t0;
     return NULL;
 }
 
@@ -138,9 +132,9 @@ static void time_render(int histogram, double *us, size_t *bytes)
     for (int r = 0; r < 21; r++) {
         char *text;
         size_t len;
-        double t0 = now();
+        double t0 = bench_now();
         sl_metrics_render(m, &text, &len);
-        runs[r] = (now() - t0) * 1e6;
+        runs[r] = (bench_now() - t0) * 1e6;
         *bytes = len;
         sl_metrics_text_free(text);
     }

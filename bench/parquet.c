@@ -13,15 +13,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "io/parquet_read.h"
 #include "io/parquet_write.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int die(const char *what)
 {
@@ -65,7 +59,7 @@ int main(int argc, char **argv)
         {"text", SL_PQ_STRING, false}, {"id", SL_PQ_INT64, false},
         {"score", SL_PQ_DOUBLE, false}, {"ok", SL_PQ_BOOL, false},
     };
-    double t0 = now();
+    double t0 = bench_now();
     sl_pq_writer *w;
     if (sl_pq_writer_open(path, cols, 4, &params, &w) != SL_OK)
         return die("open for writing");
@@ -84,9 +78,9 @@ int main(int argc, char **argv)
         return die("close");
     long long groups = (long long)sl_pq_writer_num_row_groups(w);
     sl_pq_writer_free(w);
-    double write_s = now() - t0;
+    double write_s = bench_now() - t0;
 
-    t0 = now();
+    t0 = bench_now();
     sl_pq_reader *rd;
     if (sl_pq_reader_open(path, NULL, &rd) != SL_OK)
         return die("open for reading");
@@ -101,7 +95,7 @@ int main(int argc, char **argv)
         check += b->columns[0].offsets[b->num_rows] + b->columns[1].i64[b->num_rows - 1] + b->columns[3].b[0];
     }
     sl_pq_reader_free(rd);
-    double read_s = now() - t0;
+    double read_s = bench_now() - t0;
     if (got != rows) {
         fprintf(stderr, "parquet bench: read %lld rows, wrote %ld\n", got, rows);
         return 1;

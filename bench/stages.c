@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "core/alloc.h"
 #include "job/job.h"
 #include "sluice/log.h"
@@ -32,13 +33,6 @@
 static long g_rows;
 static const char *g_answer; /* rows carry this answer (as after the engine); NULL: none */
 static int g_queue_rows; /* 0: the executor's own choice, as in a job */
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static sl_status source_init(void *c, int w, void **state)
 {
@@ -107,12 +101,12 @@ static double run(const sl_pipeline_stage_params *stage, double *busy)
         fprintf(stderr, "bench: %s\n", sl_last_error());
         exit(1);
     }
-    double t0 = now();
+    double t0 = bench_now();
     if (sl_exec_run(e) != SL_OK) {
         fprintf(stderr, "bench: %s\n", sl_last_error());
         exit(1);
     }
-    double secs = now() - t0;
+    double secs = bench_now() - t0;
     sl_exec_stats st;
     sl_exec_stats_get(e, &st);
     sl_stage_stats ss;

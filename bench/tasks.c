@@ -32,6 +32,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bench.h"
 #include "sluice/sluice.h"
 
 enum { N_TASKS = 3, MAX_IMAGES = 64, MAX_ROUNDS = 16 };
@@ -42,23 +43,6 @@ static const char *const prompts[N_TASKS] = {
     "Which colours dominate this image? Answer in a few words.",
 };
 static const char *const names[N_TASKS] = {"caption", "objects", "colours"};
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* CPU seconds of this process, all threads: on a shared machine a steadier
- * measure of work than the wall clock. */
-static double cpu_now(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
 
 /* What one run did: wall and CPU seconds, the engine's counters. */
 typedef struct run_stats {
@@ -122,7 +106,7 @@ static run_stats run(sl_engine *e, sl_image **imgs, int n_imgs, int task, int to
         tasks[k].sampling.max_tokens = tokens;
     }
     int tags[MAX_IMAGES];
-    double t0 = now(), c0 = cpu_now();
+    double t0 = bench_now(), c0 = bench_cpu_s();
     for (int i = 0; i < n_imgs; i++) {
         char id[32];
         snprintf(id, sizeof id, "img%d", i);
@@ -159,7 +143,7 @@ static run_stats run(sl_engine *e, sl_image **imgs, int n_imgs, int task, int to
             sl_completion_clear(&c[k]);
         }
     }
-    run_stats rs = {.wall_s = now() - t0, .cpu_s = cpu_now() - c0};
+    run_stats rs = {.wall_s = bench_now() - t0, .cpu_s = bench_cpu_s() - c0};
     sl_engine_stats_get(e, &after);
     rs.encodes = after.images_encoded - before.images_encoded;
     rs.encode_s = after.encode_s - before.encode_s;
