@@ -180,6 +180,24 @@ typedef struct sl_task {
 /* Tasks per request at most. */
 #define SL_MAX_TASKS 32
 
+/* A conversation (sl_request.messages; `sluice batch`, issue 15): messages
+ * in order, each a role and content parts. A part is text, or (text NULL)
+ * the next image of sl_request.images: images are taken in the order their
+ * parts appear across all messages, so n_images equals the number of image
+ * parts. */
+typedef struct sl_content_part {
+    const char *text;          /* NULL: an image part */
+} sl_content_part;
+
+typedef struct sl_message {
+    const char *role;          /* "system", "user" or "assistant" (others: SL_ERR_INVALID_ARG) */
+    const sl_content_part *parts;
+    int n_parts;
+} sl_message;
+
+/* Images per request at most (a conversation's image parts). */
+#define SL_MAX_IMAGES 16
+
 typedef struct sl_request {
     const char *id;            /* names the row in error messages */
     const char *system_prompt; /* NULL or "" for none */
@@ -219,6 +237,32 @@ typedef struct sl_request {
      * naming the task. */
     const sl_task *tasks;
     int n_tasks;
+    /* n_messages > 0: the request is this conversation instead of
+     * system_prompt, prompt and image (which must then be NULL), and
+     * n_tasks must be 0. The llama engine renders the messages with the
+     * model's chat template (a generation prompt after the last), puts
+     * images[i] where its image part is (all in one sequence; none: the
+     * vision encoder is not run) and completes the last turn. Both engines
+     * copy messages and parts at submit; images (sl_image, llama) and
+     * images_encoded (openai) must stay alive until the completion. */
+    const sl_message *messages;
+    int n_messages;
+    const sl_image *const *images;      /* n_images decoded images (llama engine) */
+    const uint8_t *const *images_encoded; /* openai engine: the same images encoded, */
+    const size_t *images_encoded_len;   /* with their lengths */
+    const char *const *images_mime;     /* and types (NULL or an entry NULL: image/jpeg) */
+    int n_images;
+    /* openai engine: a whole chat-completions request body (JSON text, an
+     * object with "messages"), sent as given but for "model" (set to the
+     * served model when absent) and "stream" (the engine's). It takes the
+     * place of messages, prompt and image there; sampling.max_tokens still
+     * bounds the answer's accounting. The llama engine ignores it (give it
+     * messages). Copied at submit. */
+    const char *openai_body;
+    /* Ask for the answer as a chat.completion object as well
+     * (sl_result.response_json): the server's own (openai engine) or one
+     * the engine makes (llama engine). */
+    bool want_response_json;
 } sl_request;
 
 typedef struct sl_result {
@@ -241,6 +285,10 @@ typedef struct sl_result {
      * until sl_engine_free) and the HTTP attempts it took; NULL and 0 otherwise. */
     const char *endpoint;
     int attempts;
+    /* request.want_response_json: the chat.completion object (JSON text,
+     * NUL-terminated; freed by sl_result_clear) with id, object, created,
+     * model, choices[0].message/finish_reason and usage; NULL otherwise. */
+    char *response_json;
 } sl_result;
 
 typedef struct sl_completion {

@@ -61,7 +61,9 @@ static bool copy_result(sl_result *dst, const sl_result *src)
     dst->trace_margins = NULL;
     dst->n_trace = 0;
     dst->text = NULL;
-    return !src->text || (dst->text = sl_strdup(src->text));
+    dst->response_json = NULL;
+    return (!src->text || (dst->text = sl_strdup(src->text))) &&
+           (!src->response_json || (dst->response_json = sl_strdup(src->response_json)));
 }
 
 caption_row *job_row_copy(const caption_row *r, size_t *bytes)

@@ -123,6 +123,7 @@ void sl_result_clear(sl_result *result)
     sl_free(result->text);
     sl_free(result->trace_tokens);
     sl_free(result->trace_margins);
+    sl_free(result->response_json);
     *result = (sl_result){0};
 }
 
