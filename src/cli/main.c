@@ -675,7 +675,7 @@ int main(int argc, char **argv)
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("sluice %s\n", SL_VERSION);
+        printf("sluice %s%s\n", SL_VERSION, sl_dist_available() ? " (MPI)" : "");
         return 0;
     }
     if (strcmp(argv[1], "caption") == 0)
