@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-decode bench-http clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-decode bench-http bench-coord clean
 
 all: build
 
@@ -52,6 +52,12 @@ chaos: build
 bench: build
 	$(BUILD)/bench/executor
 	$(BUILD)/bench/metrics
+
+# Rank 0 of an MPI job handing shards to 1,000 simulated ranks (threads),
+# and the durable part-commit rate of the ledger (docs/deploy.md, issue 16:
+# shards_per_s >= 10,000).
+bench-coord: build
+	$(BUILD)/bench/coord
 
 # The per-row cost of a no-op user stage over 1M rows, a C plugin and a Lua
 # script (docs/stages.md; issue 13: plugin < 200 ns, Lua < 2,000 ns).
