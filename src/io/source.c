@@ -1073,7 +1073,7 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
             }
             if (src->next_file == src->n_files) {
                 *done = true;
-                return tell_end(src, src->n_files);
+                return src->by_file ? tell_end(src, src->n_files) : SL_OK;
             }
             const char *f = src->files[src->next_file], *name = src->names[src->next_file];
             item->input = src->next_file++;

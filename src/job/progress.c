@@ -18,8 +18,7 @@ void *job_count_inputs(void *arg)
     if (j->dist && sl_dist_rank(j->dist) != 0)
         return NULL; /* rank 0 counts for the job */
     sl_source_params all = j->src_params;
-    all.take_shard = NULL; /* the whole input (and not from this thread) */
-    all.shard_count = 0;
+    all.take_shard = NULL; /* MPI: rank 0 counts the whole input (not from this thread) */
     int64_t n = sl_source_count(j->inputs, j->n_inputs, &all, &j->stop_counting);
     if (n < 0 || atomic_load(&j->stop_counting))
         return NULL;

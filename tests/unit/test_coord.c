@@ -1,0 +1,303 @@
+/* Unit tests: dist/coord.c, dist/wire.c and the shard selection of
+ * io/source.c that MPI ranks use — the coordinator's protocol without MPI
+ * (coord_handle is the whole of it): shards handed out in order, each once,
+ * none past the input's end; a position past the next unhanded shard
+ * refused; a part recorded and committed in a real ledger, whose rows come
+ * back as done with their shard on the next run; other settings refused at
+ * hello naming the key; malformed messages answered with an error. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "core/error.h"
+#include "dist/coord.h"
+#include "dist/dist.h"
+#include "io/source.h"
+#include "ledger/ledger.h"
+#include "test_util.h"
+
+static const char FP[] = "prompt\t\"Describe\"\nmodel\t\"tiny\"\n";
+
+typedef struct reply {
+    sl_status status;
+    const char *error;
+    wire_reader r;
+} reply;
+
+static reply ask(coord *c, int rank, wire_buf *req, wire_buf *out)
+{
+    coord_handle(c, rank, req->data, req->len, out);
+    reply rep = {.r = wire_read(out->data, out->len)};
+    rep.status = (sl_status)wire_get_u8(&rep.r);
+    rep.error = rep.status != SL_OK ? wire_get_str(&rep.r) : "";
+    assert_false(rep.r.bad);
+    wire_reset(req);
+    return rep;
+}
+
+/* NEXT at `position`: the shard, and the number of done ids sent with it. */
+static int64_t next_shard(coord *c, int rank, int64_t position, int64_t *n_done)
+{
+    wire_buf req = {0}, out = {0};
+    wire_put_u8(&req, COORD_NEXT);
+    wire_put_i64(&req, position);
+    reply rep = ask(c, rank, &req, &out);
+    assert_int_equal(rep.status, SL_OK);
+    int64_t shard = wire_get_i64(&rep.r), n = wire_get_i64(&rep.r);
+    for (int64_t i = 0; i < n; i++)
+        wire_get_str(&rep.r);
+    assert_false(rep.r.bad);
+    if (n_done)
+        *n_done = n;
+    wire_free(&req);
+    wire_free(&out);
+    return shard;
+}
+
+static void test_shards_in_order_each_once(void **state)
+{
+    coord *c = coord_new(NULL, FP, 0, 3);
+    /* Three ranks start at 0; each then asks at the shard after its own. */
+    assert_int_equal(next_shard(c, 0, 0, NULL), 0);
+    assert_int_equal(next_shard(c, 1, 0, NULL), 1);
+    assert_int_equal(next_shard(c, 2, 0, NULL), 2);
+    assert_int_equal(next_shard(c, 1, 2, NULL), 3);
+    assert_int_equal(next_shard(c, 0, 1, NULL), 4);
+    /* A rank whose stream ended says the input holds 5 shards. */
+    wire_buf req = {0}, out = {0};
+    wire_put_u8(&req, COORD_END);
+    wire_put_i64(&req, 5);
+    assert_int_equal(ask(c, 2, &req, &out).status, SL_OK);
+    assert_int_equal(next_shard(c, 2, 3, NULL), -1);
+    assert_int_equal(next_shard(c, 0, 5, NULL), -1);
+    int64_t handed, total;
+    coord_progress(c, NULL, &handed, &total);
+    assert_int_equal(handed, 5);
+    assert_int_equal(total, 5);
+    /* Past the next unhanded shard: the shards between would go to nobody. */
+    coord *d = coord_new(NULL, FP, 0, 2);
+    wire_put_u8(&req, COORD_NEXT);
+    wire_put_i64(&req, 3);
+    reply rep = ask(d, 1, &req, &out);
+    assert_int_equal(rep.status, SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(rep.error, "rank 1"));
+    coord_free(d);
+    wire_free(&req);
+    wire_free(&out);
+    coord_free(c);
+}
+
+static void test_hello_checks_settings(void **state)
+{
+    coord *c = coord_new(NULL, FP, 7, 2);
+    wire_buf req = {0}, out = {0};
+    wire_put_u8(&req, COORD_HELLO);
+    wire_put_str(&req, FP);
+    reply rep = ask(c, 1, &req, &out);
+    assert_int_equal(rep.status, SL_OK);
+    assert_int_equal(wire_get_i64(&rep.r), 7); /* where part numbers start */
+    wire_put_u8(&req, COORD_HELLO);
+    wire_put_str(&req, "prompt\t\"Describe\"\nmodel\t\"other\"\n");
+    rep = ask(c, 1, &req, &out);
+    assert_int_equal(rep.status, SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(rep.error, "'model'"));
+    assert_non_null(strstr(rep.error, "rank 1"));
+    wire_free(&req);
+    wire_free(&out);
+    coord_free(c);
+}
+
+static void record(coord *c, int rank, const char *name, long number, const char *const *ids,
+                   const int64_t *shards, int n, sl_status want)
+{
+    dist_part p = {0};
+    dist_part_start(&p, name, number);
+    for (int i = 0; i < n; i++)
+        dist_part_row(&p, ids[i], shards[i]);
+    for (int i = 0; i < 8; i++) /* the count, as dist_part_record fills it */
+        p.msg.data[p.count_at + (size_t)i] = (uint8_t)((uint64_t)p.n >> (8 * i));
+    wire_buf out = {0};
+    coord_handle(c, rank, p.msg.data, p.msg.len, &out);
+    assert_int_equal(out.data[0], want);
+    wire_free(&out);
+    dist_part_free(&p);
+}
+
+static sl_status commit(coord *c, int rank, long number, int64_t rows)
+{
+    wire_buf req = {0}, out = {0};
+    wire_put_u8(&req, COORD_COMMIT);
+    wire_put_i64(&req, number);
+    int64_t counts[6] = {rows, rows, 0, 10 * rows, 5 * rows, 0};
+    for (int i = 0; i < 6; i++)
+        wire_put_i64(&req, counts[i]);
+    sl_status st = ask(c, rank, &req, &out).status;
+    wire_free(&req);
+    wire_free(&out);
+    return st;
+}
+
+static void test_parts_recorded_and_resumed_by_shard(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_ledger *l;
+    assert_int_equal(sl_ledger_open(dir, false, &l), SL_OK);
+    assert_int_equal(sl_ledger_bind(l, FP, false), SL_OK);
+    assert_int_equal(sl_ledger_reconcile(l, NULL), SL_OK);
+    coord *c = coord_new(l, FP, 0, 3);
+    const char *a[] = {"a.jpg", "b.jpg", "c.jpg"}, *b[] = {"d.jpg"};
+    int64_t sa[] = {0, 0, 1}, sb[] = {2};
+    /* Two ranks' parts pending at once, committed in the other order. */
+    record(c, 1, "part-00001.jsonl", 1, a, sa, 3, SL_OK);
+    record(c, 2, "part-00002.jsonl", 2, b, sb, 1, SL_OK);
+    record(c, 2, "part-00002.jsonl", 2, b, sb, 1, SL_ERR_EXISTS); /* a number once */
+    bool done = true;
+    assert_int_equal(sl_ledger_is_done(l, "d.jpg", &done), SL_OK);
+    assert_false(done); /* pending is not done */
+    assert_int_equal(commit(c, 2, 2, 1), SL_OK);
+    assert_int_equal(commit(c, 1, 1, 3), SL_OK);
+    assert_int_equal(commit(c, 1, 1, 3), SL_ERR_INVALID_ARG); /* committed once */
+    assert_int_equal(commit(c, 1, 9, 3), SL_ERR_INVALID_ARG); /* never recorded */
+    coord_counts sum;
+    coord_progress(c, &sum, NULL, NULL);
+    assert_int_equal(sum.parts, 2);
+    assert_int_equal(sum.rows, 4);
+    assert_int_equal(sum.generated_tokens, 20);
+    assert_int_equal(sl_ledger_is_done(l, "d.jpg", &done), SL_OK);
+    assert_true(done);
+    coord_free(c);
+    sl_ledger_free(l);
+    tu_write(dir, "part-00001.jsonl", "x\n", 2); /* the renamed files */
+    tu_write(dir, "part-00002.jsonl", "x\n", 2);
+
+    /* The next run hands the same shards out with the ids done in each. */
+    assert_int_equal(sl_ledger_open(dir, false, &l), SL_OK);
+    assert_int_equal(sl_ledger_bind(l, FP, false), SL_OK);
+    sl_ledger_info info;
+    assert_int_equal(sl_ledger_reconcile(l, &info), SL_OK);
+    assert_int_equal(info.rows, 4);
+    c = coord_new(l, FP, info.max_part + 1, 2);
+    int64_t n;
+    assert_int_equal(next_shard(c, 0, 0, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(next_shard(c, 1, 0, &n), 1);
+    assert_int_equal(n, 1);
+    assert_int_equal(next_shard(c, 0, 1, &n), 2);
+    assert_int_equal(n, 1);
+    assert_int_equal(next_shard(c, 1, 2, &n), 3);
+    assert_int_equal(n, 0);
+    coord_free(c);
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
+static void test_malformed_messages_get_errors(void **state)
+{
+    coord *c = coord_new(NULL, FP, 0, 2);
+    wire_buf out = {0};
+    static const uint8_t bad[][12] = {
+        {0},                                  /* no type */
+        {99},                                 /* unknown type */
+        {COORD_NEXT, 1, 2},                   /* a short integer */
+        {COORD_HELLO, 200, 0, 0, 0, 0, 0, 0, 0, 'x', 0}, /* a string past the end */
+        {COORD_RECORD, 0, 0, 0, 0, 0, 0, 0, 0, 0},       /* no number or rows */
+    };
+    static const size_t len[] = {0, 1, 3, 11, 10};
+    for (size_t i = 0; i < sizeof len / sizeof *len; i++) {
+        coord_handle(c, 1, bad[i], len[i], &out);
+        assert_true(out.len >= 1);
+        assert_int_not_equal(out.data[0], SL_OK);
+    }
+    wire_free(&out);
+    coord_free(c);
+}
+
+/* --- the source asks for its shards -------------------------------------------------- */
+
+typedef struct picker {
+    int64_t asked[64];
+    int n_asked;
+    int64_t ended;
+    int64_t none_from;  /* shards from here on: SL_SHARD_NONE */
+} picker;
+
+/* Takes the odd shards. */
+static sl_status take_odd(void *user, uint64_t shard, bool end, int *take)
+{
+    picker *p = user;
+    if (end) {
+        p->ended = (int64_t)shard;
+        return SL_OK;
+    }
+    p->asked[p->n_asked++] = (int64_t)shard;
+    *take = p->none_from >= 0 && (int64_t)shard >= p->none_from ? SL_SHARD_NONE
+            : shard % 2 ? SL_SHARD_TAKE
+                        : SL_SHARD_SKIP;
+    return SL_OK;
+}
+
+static void read_all(const char *manifest, picker *p, int64_t *shards_of_items, int *n)
+{
+    sl_source_params sp = sl_source_default_params();
+    sp.shard_size = 3;
+    sp.take_shard = take_odd;
+    sp.take_shard_user = p;
+    sp.shard_peers = 2;
+    sl_source *src;
+    const char *inputs[] = {manifest};
+    assert_int_equal(sl_source_open(inputs, 1, &sp, &src), SL_OK);
+    sl_source_item it = {0};
+    bool done = false;
+    *n = 0;
+    sl_status st;
+    while ((st = sl_source_next(src, &it, &done)) == SL_OK && !done)
+        shards_of_items[(*n)++] = it.shard;
+    if (st != SL_OK)
+        fail_msg("%s", sl_last_error());
+    sl_source_item_clear(&it);
+    sl_source_free(src);
+}
+
+static void test_source_reads_the_shards_it_is_given(void **state)
+{
+    char *dir = tu_tmpdir();
+    char text[512] = "", path[600];
+    for (int i = 0; i < 10; i++) /* 10 items: shards of 3 are 0..3 */
+        snprintf(text + strlen(text), sizeof text - strlen(text), "{\"path\":\"img%d.jpg\"}\n", i);
+    tu_write(dir, "list.jsonl", text, strlen(text));
+    snprintf(path, sizeof path, "%s/list.jsonl", dir);
+
+    picker p = {.ended = -1, .none_from = -1};
+    int64_t shards[16];
+    int n;
+    read_all(path, &p, shards, &n);
+    assert_int_equal(n, 4); /* shard 1: items 3-5, shard 3: item 9 */
+    assert_int_equal(shards[0], 1);
+    assert_int_equal(shards[2], 1);
+    assert_int_equal(shards[3], 3);
+    assert_int_equal(p.n_asked, 4); /* once per shard */
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(p.asked[i], i);
+    assert_int_equal(p.ended, 4); /* the input holds 4 shards */
+
+    /* NONE ends the stream there, without reading on or telling an end. */
+    picker q = {.ended = -1, .none_from = 2};
+    read_all(path, &q, shards, &n);
+    assert_int_equal(n, 3);
+    assert_int_equal(q.n_asked, 3);
+    assert_int_equal(q.ended, -1);
+    tu_rmtree(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shards_in_order_each_once),
+        cmocka_unit_test(test_hello_checks_settings),
+        cmocka_unit_test(test_parts_recorded_and_resumed_by_shard),
+        cmocka_unit_test(test_malformed_messages_get_errors),
+        cmocka_unit_test(test_source_reads_the_shards_it_is_given),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
