@@ -201,6 +201,19 @@ static int read_member(struct archive *a, int64_t size, uint8_t **out)
     return ARCHIVE_OK;
 }
 
+/* Whether a member of this extension adds to its sample: its first image,
+ * .json, .txt, .cls. The others' data is skipped, not read (in S3, a jump
+ * past it: a shard's .npy or .mp4 members are never fetched). */
+static bool member_used(const sl_source_item *s, const char *ext)
+{
+    const char *last = strrchr(ext, '.');
+    last = last ? last + 1 : ext;
+    if (is_image_ext(ext))
+        return !s->data;
+    return strcasecmp(last, "json") == 0 || strcasecmp(last, "txt") == 0 ||
+           strcasecmp(last, "cls") == 0;
+}
+
 /* Adds one member to the pending sample. */
 static sl_status add_member(source_reader *r, const char *name, const char *ext, uint8_t *data,
                             size_t len)
@@ -305,7 +318,9 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
         }
         int64_t size = archive_entry_size(e);
         sl_status st = SL_OK;
-        if (size < 0 || (uint64_t)size > r->p->max_item_bytes) {
+        if (!member_used(&r->pending, ext)) {
+            archive_read_data_skip(r->a);
+        } else if (size < 0 || (uint64_t)size > r->p->max_item_bytes) {
             if (!r->pending.error)
                 st = sl_source_item_fail(&r->pending, "%s: member '%s' is %lld bytes, over the "
                                                       "limit of %zu",
