@@ -577,3 +577,55 @@ def test_tar_shards_in_a_bucket_are_streamed(store, sluice, tmp_path):
     finally:
         proxy.close()
 
+
+
+def test_a_run_killed_mid_upload_leaves_no_upload_behind(store, sluice, tmp_path):
+    """A part over 16 MiB goes up in parts; the run is killed (SIGKILL)
+    between two of them, which leaves an unfinished multipart upload in the
+    store (billed until aborted). The next run of the output aborts it,
+    says so, and writes everything once; uploads that are not this output's
+    parts are left alone."""
+    import signal
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from collections import Counter
+    env, client = store
+    client.create_bucket(Bucket="stale")
+    images = sample_images()[:3]
+    blob = "".join(chr(97 + (i * 7919) % 26) for i in range(1 << 16)) * 100  # 6.5 MB a row
+    table = pa.table({"image": pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in images],
+                                        pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                      "id": pa.array([f"r{i}" for i in range(3)]),
+                      "blob": pa.array([blob] * 3)})
+    src = tmp_path / "big.parquet"
+    pq.write_table(table, src)
+    other = client.create_multipart_upload(Bucket="stale", Key="r/notes.bin")["UploadId"]
+    elsewhere = client.create_multipart_upload(Bucket="stale", Key="r2/part-00000.jsonl")["UploadId"]
+    state = tmp_path / "state"
+    args = [str(sluice.binary), "caption", str(src), "-o", "s3://stale/r", "--state-dir",
+            str(state), "--model", str(REPO / "models/tiny/model.gguf"),
+            "--mmproj", str(REPO / "models/tiny/mmproj.gguf"), "--max-tokens", "4",
+            "--metrics-addr", "off"]
+    proc = subprocess.Popen(args, env=dict(env, SLUICE_TEST_FAULTS="trace,s3.upload_part=sleep:60000"),
+                            stderr=subprocess.PIPE, text=True)
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if "fault point s3.upload_part" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert "fault point s3.upload_part" in seen, seen[-3000:]
+
+    def uploads():
+        return sorted((u["Key"], u["UploadId"])
+                      for u in client.list_multipart_uploads(Bucket="stale").get("Uploads", []))
+
+    left = [k for k, _ in uploads()]
+    assert left.count("r/part-00000.jsonl") == 1, left  # the killed run's part, unfinished
+    assert not objects(client, "stale", "r/part-")
+    r = caption_env(sluice, env, src, "-o", "s3://stale/r", "--state-dir", state)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "aborted 1 unfinished multipart upload" in r.stderr, r.stderr[-3000:]
+    assert uploads() == sorted([("r/notes.bin", other), ("r2/part-00000.jsonl", elsewhere)])
+    assert Counter(remote_ids(client, "stale", "r/")) == Counter(f"big.parquet:{i}" for i in range(3))
