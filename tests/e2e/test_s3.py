@@ -4,7 +4,9 @@ port. The module through tests/tools/s3_tool (PUT, ranged GET, multipart
 upload, listing across pages, errors naming the object and never the
 secret), then the caption job reading a folder of images from a bucket and
 a local manifest naming s3:// images: every image once, ids from the keys,
-a corrupt object failed with a message naming its URL.
+a corrupt object failed with a message naming its URL. Parquet files and
+tar shards in a bucket read by ranged GETs (through a proxy that logs
+them), and a killed run's unfinished multipart upload aborted by the next.
 
 moto checks no signature, so what these prove about signing is that
 libcurl's SigV4 requests are accepted by an S3 implementation; AWS itself
@@ -123,9 +125,12 @@ def test_caption_a_folder_in_a_bucket(store, sluice, tmp_path):
     r = subprocess.run([str(sluice.binary), "caption", "s3://imgs/set", "-o", str(out),
                         "--model", str(REPO / "models/tiny/model.gguf"),
                         "--mmproj", str(REPO / "models/tiny/mmproj.gguf"),
-                        "--max-tokens", "4", "--metrics-addr", "off"],
+                        "--max-tokens", "4", "--metrics-addr", "off", "--progress-every", "0.05"],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 3, r.stderr[-3000:]  # 3: done, some rows failed
+    # The count pass lists the prefix a second time, beside the run: each
+    # image is counted once all the same.
+    assert "5 of 5 (100%)" in final_progress(r.stderr)
     rows = {row["id"]: row for row in read_rows(out)}
     want = {f"{'sub/' if i % 2 else ''}{p.name}" for i, p in enumerate(images)} | {"broken.jpg"}
     assert set(rows) == want  # not notes.txt, not settled/ (a prefix is a folder)
@@ -163,9 +168,10 @@ def caption_env(sluice, env, *args):
 
 
 def test_manifests_tar_shards_and_parquet_in_a_bucket(store, sluice, tmp_path):
-    """Files in a bucket are read from a local copy, one at a time: a
-    manifest's relative paths resolve in its folder in the bucket, and
-    messages name the object, not the copy."""
+    """Files in a bucket, one at a time (a manifest from a local copy,
+    tar shards and Parquet by ranged reads): a manifest's relative paths
+    resolve in its folder in the bucket, and messages name the object,
+    never a copy."""
     import io
     import tarfile
     import pyarrow as pa
