@@ -501,9 +501,11 @@ static sl_status read_at(sl_pq_reader *r, void *dst, size_t len, int64_t offset)
 {
     size_t got;
     sl_status st = sl_ranged_read(r->io, dst, len, (uint64_t)offset, &got);
-    if (st != SL_OK)
-        return sl_fail(st, "cannot read Parquet file '%s' at offset %lld: %s", r->path, (long long)offset,
-                       sl_last_error());
+    if (st != SL_OK) {
+        char why[1024]; /* sl_fail writes where sl_last_error() reads */
+        snprintf(why, sizeof why, "%s", sl_last_error());
+        return sl_fail(st, "cannot read Parquet file '%s' at offset %lld: %s", r->path, (long long)offset, why);
+    }
     if (got < len)
         return sl_fail(SL_ERR_DECODE, "cannot read Parquet file '%s' at offset %lld: file is shorter than expected",
                        r->path, (long long)offset);
@@ -519,8 +521,11 @@ static sl_status open_file(sl_pq_reader *r)
         if ((st = sl_ranged_size(r->io, &size)) == SL_OK)
             r->file_size = (int64_t)size;
     }
-    if (st != SL_OK)
-        return sl_fail(st, "cannot open Parquet file: %s", sl_last_error());
+    if (st != SL_OK) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", sl_last_error());
+        return sl_fail(st, "cannot open Parquet file: %s", why);
+    }
     uint8_t head[4], tail[8];
     if (r->file_size >= 4) {
         st = read_at(r, head, 4, 0);
