@@ -25,6 +25,7 @@ packages=(
     liblua5.4-dev
     chromium nginx-light
     clang libclang-rt-14-dev
+    openmpi-bin libopenmpi-dev iproute2
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -22,6 +22,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include "dist.h"
 #include "engine.h"
 #include "executor.h"
 #include "image.h"
@@ -141,6 +142,11 @@ typedef struct sl_caption_params {
     unsigned input_shard_index; /* read only input shards k with k % count == index: */
     unsigned input_shard_count; /*   0 or 1 reads everything (docs/inputs.md, "Shards") */
     unsigned input_shard_size;  /* items per input shard when not whole files; 0: 1000 */
+    /* One job over the ranks of an MPI job (sluice/dist.h; borrowed; NULL:
+     * one process): the input shards are handed out by rank 0 as the ranks
+     * ask (input_shard_index/count must be unset), rank 0 holds the ledger
+     * and writes the summary and report (docs/deploy.md). */
+    sl_dist *dist;
     const char *engine;        /* "llama" (default) or "openai" (HTTP servers) */
     sl_openai_params openai;   /* engine "openai": endpoints, limits, retries */
     int jpeg_edge;             /* openai: longer edge of the JPEG sent (0: as decoded) */

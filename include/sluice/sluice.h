@@ -9,6 +9,7 @@
 #include "executor.h"
 #include "metrics.h"
 #include "caption.h"
+#include "dist.h"
 #include "pipeline.h"
 #include "plugin.h"
 #include "hub.h"

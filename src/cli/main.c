@@ -561,12 +561,15 @@ static int fetch_from_hub(const char **model, const char **mmproj, sl_hub_files 
     return st == SL_ERR_IO || st == SL_ERR_NOMEM ? EXIT_RUN : EXIT_USAGE;
 }
 
-static int run_job(const sl_config *cfg, const command *cmd)
+static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
 {
     sl_caption_params p = *sl_config_params(cfg);
     sl_config_console console = sl_config_console_settings(cfg);
     printer pr = {.show = console.show, .quiet = console.quiet, .tty = isatty(STDERR_FILENO),
                   .line_every = console.progress_every_s};
+    p.dist = dist;
+    if (sl_dist_rank(dist) != 0) /* rank 0 speaks for the job */
+        pr.quiet = true;
     bool openai = p.engine && strcmp(p.engine, "openai") == 0;
 
     sl_log_set_level(pr.quiet ? SL_LOG_ERROR : console.verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
@@ -644,6 +647,26 @@ static int run_job(const sl_config *cfg, const command *cmd)
     return sum.rows_failed ? EXIT_ROWS_FAILED : 0;
 }
 
+/* Under mpirun or srun, one rank of the job (sluice/dist.h). A rank that
+ * fails before rank 0 heard from it ends the whole job: the others would
+ * wait for it. */
+static int run_job(const sl_config *cfg, const command *cmd)
+{
+    sl_dist *dist = NULL;
+    if (sl_dist_open(&dist) != SL_OK) {
+        fprintf(stderr, "sluice: %s\n", sl_last_error());
+        return EXIT_USAGE;
+    }
+    int code = run_job_on(cfg, cmd, dist);
+    if (dist && code != 0 && code != EXIT_ROWS_FAILED && !sl_dist_reported(dist)) {
+        fprintf(stderr, "sluice: rank %d of %d cannot go on: ending the job\n",
+                sl_dist_rank(dist), sl_dist_size(dist));
+        sl_dist_abort(dist, code);
+    }
+    sl_dist_free(dist);
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     report_crashes();
@@ -652,7 +675,7 @@ int main(int argc, char **argv)
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("sluice %s\n", SL_VERSION);
+        printf("sluice %s%s\n", SL_VERSION, sl_dist_available() ? " (MPI)" : "");
         return 0;
     }
     if (strcmp(argv[1], "caption") == 0)

@@ -38,7 +38,7 @@ void sl_source_item_clear(sl_source_item *item)
     json_decref(item->extra);
     sl_free(item->prompt);
     sl_free(item->error);
-    *item = (sl_source_item){0};
+    *item = (sl_source_item){.shard = -1};
 }
 
 sl_status sl_source_item_fail(sl_source_item *item, const char *fmt, ...)
@@ -570,6 +570,9 @@ struct sl_source {
     sl_source_params copy_p; /* p with locate_base = copy_base */
     bool sharded, by_file;   /* reading a subset of the shards; which way */
     uint64_t ordinal;        /* items seen, selected or not (shards by item) */
+    uint64_t shard;          /* take_shard: the shard asked about last, */
+    int take;                /* and the answer (SL_SHARD_*) */
+    bool asked, ended;       /* whether it was asked yet / told the end */
 };
 
 static bool ends_with(const char *s, const char *suffix)
@@ -964,7 +967,10 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
         strcmp(src->kind_name, "folder") != 0)
         st = sl_fail(SL_ERR_INVALID_ARG, "--include and --exclude filter folders; '%s' is %s",
                      src->files[0], src->kind_name);
-    if (st == SL_OK && params->shard_count > 1 &&
+    if (st == SL_OK && params->take_shard && (params->shard_peers < 1 || params->shard_size == 0))
+        st = sl_fail(SL_ERR_INVALID_ARG, "shards handed out at run time need shard_peers >= 1 "
+                                         "and a shard size");
+    if (st == SL_OK && !params->take_shard && params->shard_count > 1 &&
         (params->shard_index >= params->shard_count || params->shard_size == 0))
         st = sl_fail(SL_ERR_INVALID_ARG, "--input-shard %u/%u: the index must be below the count "
                                          "(0/%u .. %u/%u)",
@@ -978,8 +984,9 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
     }
     if (st == SL_OK) {
         src->kind = kind_named(src->kind_name);
-        src->sharded = params->shard_count > 1;
-        src->by_file = src->sharded && src->n_files >= params->shard_count;
+        unsigned runs = params->take_shard ? params->shard_peers : params->shard_count;
+        src->sharded = params->take_shard || params->shard_count > 1;
+        src->by_file = src->sharded && src->n_files >= runs;
     }
     if (st != SL_OK) {
         sl_source_free(src);
@@ -1015,9 +1022,32 @@ const char *sl_source_file(const sl_source *src, size_t i, const char **name)
     return src->files[i];
 }
 
-static bool file_selected(const sl_source *src, size_t file)
+/* Whether this run reads shard k (SL_SHARD_*), asked once per shard. */
+static sl_status select_shard(sl_source *src, uint64_t k, int *take)
 {
-    return !src->by_file || file % src->p.shard_count == src->p.shard_index;
+    if (!src->p.take_shard) {
+        *take = k % src->p.shard_count == src->p.shard_index ? SL_SHARD_TAKE : SL_SHARD_SKIP;
+        return SL_OK;
+    }
+    if (!src->asked || k != src->shard) {
+        sl_status st = src->p.take_shard(src->p.take_shard_user, k, false, &src->take);
+        if (st != SL_OK)
+            return st;
+        src->asked = true;
+        src->shard = k;
+    }
+    *take = src->take;
+    return SL_OK;
+}
+
+/* The stream has ended: take_shard learns how many shards there are. */
+static sl_status tell_end(sl_source *src, uint64_t n_shards)
+{
+    if (!src->p.take_shard || src->ended)
+        return SL_OK;
+    src->ended = true;
+    int ignored;
+    return src->p.take_shard(src->p.take_shard_user, n_shards, true, &ignored);
 }
 
 /* The next item of every shard, selected or not. */
@@ -1028,11 +1058,22 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
     for (;;) {
         item->at = -1;
         if (!src->reader) {
-            while (src->next_file < src->n_files && !file_selected(src, src->next_file))
+            int take = SL_SHARD_TAKE;
+            while (src->by_file && src->next_file < src->n_files) {
+                sl_status st = select_shard(src, src->next_file, &take);
+                if (st != SL_OK)
+                    return st;
+                if (take != SL_SHARD_SKIP)
+                    break;
                 src->next_file++;
-            if (src->next_file == src->n_files) {
+            }
+            if (take == SL_SHARD_NONE) {
                 *done = true;
                 return SL_OK;
+            }
+            if (src->next_file == src->n_files) {
+                *done = true;
+                return tell_end(src, src->n_files);
             }
             const char *f = src->files[src->next_file], *name = src->names[src->next_file];
             item->input = src->next_file++;
@@ -1062,6 +1103,7 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
         bool end = false;
         sl_status st = src->kind->next(src->reader, item, &end);
         item->input = src->next_file - 1;
+        item->shard = src->by_file ? (int64_t)item->input : -1;
         if (st == SL_OK && src->copy) {
             const char *url = src->files[src->next_file - 1];
             st = name_the_input(&item->error, src->copy, url);
@@ -1080,11 +1122,23 @@ sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done)
 {
     for (;;) {
         sl_status st = next_item(src, item, done);
-        if (st != SL_OK || *done || !src->sharded || src->by_file)
+        if (st != SL_OK || !src->sharded || src->by_file)
             return st;
+        if (*done)
+            return tell_end(src, (src->ordinal + src->p.shard_size - 1) / src->p.shard_size);
         uint64_t shard = src->ordinal++ / src->p.shard_size;
-        if (shard % src->p.shard_count == src->p.shard_index)
+        int take;
+        if ((st = select_shard(src, shard, &take)) != SL_OK)
+            return st;
+        if (take == SL_SHARD_NONE) {
+            sl_source_item_clear(item);
+            *done = true;
             return SL_OK;
+        }
+        if (take == SL_SHARD_TAKE) {
+            item->shard = (int64_t)shard;
+            return SL_OK;
+        }
     }
 }
 
@@ -1105,12 +1159,14 @@ int64_t sl_source_count(const char *const *inputs, size_t n, const sl_source_par
                         const atomic_bool *stop)
 {
     sl_source *src;
+    if (params->take_shard) /* counts are of static shards, or of all */
+        return -1;
     if (sl_source_open(inputs, n, params, &src) != SL_OK)
         return -1;
     int64_t total = 0;
     if (src->kind->count) {
         for (size_t i = 0; i < src->n_files && total >= 0; i++) {
-            if (!file_selected(src, i))
+            if (src->by_file && i % src->p.shard_count != src->p.shard_index)
                 continue;
             int64_t c = atomic_load(stop) ? -1 : src->kind->count(src->files[i], &src->p, stop);
             total = c < 0 ? -1 : total + c;

@@ -42,12 +42,26 @@ typedef struct sl_source_params {
     unsigned shard_index;
     unsigned shard_count;        /* 0 or 1: all shards */
     unsigned shard_size;         /* items per shard when not by file (default 1000) */
+    /* Shards handed out as the run goes (MPI, dist/dist.h): when take_shard
+     * is set, shard_index and shard_count are unused; shards are laid out as
+     * for shard_count = shard_peers runs, and as the stream comes to shard k
+     * (k increasing, each once) the source asks take_shard(user, k, false,
+     * &take) whether to read it: SL_SHARD_SKIP, SL_SHARD_TAKE, or
+     * SL_SHARD_NONE (no later shard is this run's: the stream ends there).
+     * At the stream's end it calls take_shard(user, n, true, &take), n the
+     * number of shards the input holds. An error it returns ends the read
+     * with that error. Called on the reading thread. */
+    sl_status (*take_shard)(void *user, uint64_t shard, bool end, int *take);
+    void *take_shard_user;
+    unsigned shard_peers;
     size_t max_line_bytes;       /* a longer JSONL line or CSV record is a failed row (1 MiB) */
     size_t max_columns;          /* a manifest row with more columns is a failed row (10000) */
     /* Set by the source for an input read from a local copy (an s3:// file):
      * relative image paths in it resolve here, not in the copy's folder. */
     const char *locate_base;
 } sl_source_params;
+
+enum { SL_SHARD_SKIP, SL_SHARD_TAKE, SL_SHARD_NONE };
 
 sl_source_params sl_source_default_params(void);
 
@@ -62,6 +76,7 @@ typedef struct sl_source_item {
     size_t input;    /* where it was read: the input file's number (sl_source_origin) */
     int64_t at;      /* and the place in it: a manifest line, the byte offset of a tar
                         sample, a Parquet row; -1 for none */
+    int64_t shard;   /* the input shard it is in; -1 when the input is not sharded */
 } sl_source_item;
 
 /* Opens inputs[0..n): each is brace-expanded, then globbed when it holds

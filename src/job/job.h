@@ -20,6 +20,8 @@
 #include "job/caption_metrics.h"
 #include "job/gallery.h"
 #include "job/schema.h"
+#include "dist/dist.h"
+#include "ledger/idset.h"
 #include "ledger/ledger.h"
 #include "sluice/caption.h"
 #include "sluice/executor.h"
@@ -51,6 +53,7 @@ typedef struct caption_row {
     const char *format;       /* the file's format (static), once its bytes were seen */
     size_t root_len;          /* a copy (fan-out): rel is "<input id>#k", this long before
                                  the '#'; 0 for the input's own row */
+    int64_t shard;            /* the input shard it was read from (-1: not sharded) */
 } caption_row;
 
 
@@ -106,6 +109,18 @@ typedef struct job {
     long first_shard;         /* this run's first part number */
     long done_before;         /* rows committed before this run */
     atomic_int_fast64_t rows_skipped; /* inputs skipped as done, by the read stage */
+    /* One job over MPI ranks (sluice/dist.h; NULL: one process). The
+     * ledger is rank 0's (j->ledger there, recorded in by the coordinator);
+     * this rank's parts go to it through `dpart`, and the rows an earlier run
+     * committed from this rank's shards, sent with each shard, are in
+     * `done` (a temporary database: not held in memory). */
+    sl_dist *dist;
+    long part_stride;         /* part numbers go up by this: 1, or the ranks */
+    dist_part dpart;          /* the open part's rows (writer thread) */
+    sl_idset *done;           /* under done_mu: the reader adds, both stages look up */
+    pthread_mutex_t done_mu;
+    int64_t assigned;         /* reader thread: the last shard handed to this rank, -1 */
+    bool exhausted;           /* reader thread: no shard is left for this rank */
 } job;
 
 
@@ -147,5 +162,18 @@ sl_status job_open_ledger(job *j);
  * the state folder (a warning when one cannot be). */
 void job_upload_reports(job *j);
 void job_output_clear(job *j);
+
+/* The ledger as the stages see it (record.c): rank 0's through the
+ * coordinator under MPI, else the folder's own. job_records() says whether
+ * there is one (a run without an output folder's ledger records nothing). */
+bool job_records(const job *j);
+sl_status job_is_done(job *j, const char *id, bool *done);
+sl_status job_part_begin(job *j, const char *name, long number);
+sl_status job_part_add(job *j, const char *id, int64_t shard);
+sl_status job_part_prepare(job *j);
+sl_status job_part_commit(job *j);
+void job_part_abandon(job *j);
+/* The source's take_shard (io/source.h) under MPI: asks rank 0. */
+sl_status job_take_shard(void *user, uint64_t shard, bool end, int *take);
 
 #endif

@@ -458,6 +458,33 @@ static double busy_of(const sl_exec *exec, const char *name)
     return 0;
 }
 
+/* A rank other than 0: tells rank 0 how its part ended. */
+static sl_status finish_rank(job *j, sl_status run_st, const char *run_msg)
+{
+    sl_status st = dist_finish(j->dist, j->sink_status != SL_OK ? j->sink_status : run_st,
+                               j->sink_status != SL_OK ? j->sink_error : run_msg);
+    if (st != SL_OK)
+        sl_log(SL_LOG_ERROR, "cannot tell rank 0 how this rank ended: %s", sl_last_error());
+    return st;
+}
+
+/* Rank 0: once every rank has finished, the summary is the job's, every
+ * rank's committed parts summed (the coordinator counted them). The error
+ * of the first rank that failed, naming it. */
+static sl_status job_totals(job *j, sl_caption_summary *sum)
+{
+    coord_counts all;
+    sl_status st = dist_wait_all(j->dist, &all);
+    sum->shards = (long)all.parts;
+    sum->rows = (long)all.rows;
+    sum->rows_ok = (long)all.ok;
+    sum->rows_failed = (long)all.failed;
+    sum->prompt_tokens = (long)all.prompt_tokens;
+    sum->generated_tokens = (long)all.generated_tokens;
+    sum->rows_dropped = (long)all.dropped;
+    return st;
+}
+
 sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
 {
     memset(sum, 0, sizeof *sum);
@@ -473,8 +500,14 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     if (st != SL_OK)
         return st;
 
-    job j = {.p = p, .sum = sum, .input_total = -1};
+    if (p->dist && p->input_shard_count > 1)
+        return sl_fail(SL_ERR_INVALID_ARG, "--input-shard splits the input between separate "
+                                           "runs; under MPI rank 0 hands the shards out: drop "
+                                           "--input-shard");
+    job j = {.p = p, .sum = sum, .input_total = -1, .dist = p->dist, .part_stride = 1,
+             .assigned = -1};
     pthread_mutex_init(&j.mu, NULL);
+    pthread_mutex_init(&j.done_mu, NULL);
     sl_exec *exec = NULL;
     sl_stage_def *stages = NULL;
     j.inputs = p->n_inputs > 0 ? p->inputs : &p->input_dir;
@@ -492,6 +525,11 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     j.src_params.shard_count = p->input_shard_count;
     if (p->input_shard_size)
         j.src_params.shard_size = p->input_shard_size;
+    if (j.dist) {
+        j.src_params.take_shard = job_take_shard;
+        j.src_params.take_shard_user = &j;
+        j.src_params.shard_peers = (unsigned)sl_dist_size(j.dist);
+    }
     j.fetch = sl_fetch_default_params();
     if (p->max_download_bytes)
         j.fetch.max_bytes = (size_t)p->max_download_bytes;
@@ -554,13 +592,14 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sl_status run_st = sl_exec_run(exec);
     char run_msg[1024];
     snprintf(run_msg, sizeof run_msg, "%s", sl_last_error());
+    bool lead = !j.dist || sl_dist_rank(j.dist) == 0;
     atomic_store(&j.stop_counting, run_st != SL_OK);
     if (counting)
         pthread_join(counter, NULL); /* normally long done: listing outruns captioning */
     job_progress_stop(pg);
     caption_live_finish(j.live);
     caption_metrics_detach_exec(j.metrics);
-    if (j.metrics) {
+    if (j.metrics && lead) {
         char *prom = sl_asprintf("%s/metrics.prom", j.dir);
         if (!prom || caption_metrics_write(j.metrics, prom) != SL_OK)
             sl_log(SL_LOG_WARN, "cannot write the final metrics: %s", sl_last_error());
@@ -581,11 +620,16 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     const char *shard = j.last_shard[0] ? j.last_shard : p->output_dir;
     if (j.sink_status == SL_OK)
         snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);
-    caption_report report = {p,        sum,       exec, run_st, atomic_load(&j.input_total),
-                             j.gallery, &j.schema, j.dir};
-    if (caption_report_write(&report) != SL_OK)
-        sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
-    job_upload_reports(&j);
+    sl_status job_st = lead ? SL_OK : finish_rank(&j, run_st, run_msg);
+    if (lead && j.dist)
+        job_st = job_totals(&j, sum);
+    if (lead) {
+        caption_report report = {p,        sum,       exec, run_st, atomic_load(&j.input_total),
+                                 j.gallery, &j.schema, j.dir};
+        if (caption_report_write(&report) != SL_OK)
+            sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
+        job_upload_reports(&j);
+    }
 
     /* A part that could not be committed outranks why the run ended (a stop,
      * --max-failed): its rows are not in the output, and the cause (a full
@@ -596,10 +640,18 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         st = sl_fail(j.sink_status, "%s (as the run ended: %s)", j.sink_error, run_msg);
     else if (run_st == SL_ERR_TOO_MANY_FAILED)
         st = sl_fail(run_st, "%s; the failed rows and their errors are in %s", run_msg, shard);
+    else if (run_st != SL_OK)
+        st = sl_fail(run_st, "%s", run_msg);
     else
-        st = run_st == SL_OK ? SL_OK : sl_fail(run_st, "%s", run_msg);
+        st = job_st == SL_OK ? SL_OK : sl_fail(job_st, "%s", sl_last_error());
 
 done:
+    if (j.dist && st != SL_OK && !sl_dist_reported(j.dist) && sl_dist_rank(j.dist) != 0) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", sl_last_error());
+        finish_rank(&j, st, why); /* a failure before the run: rank 0 must hear of it */
+        sl_fail(st, "%s", why);
+    }
     caption_metrics_stop(j.metrics); /* the server first: its pages read what follows */
     caption_live_free(j.live);
     gallery_free(j.gallery);
@@ -609,6 +661,9 @@ done:
     sl_source_free(j.src);
     caption_schema_clear(&j.schema);
     job_output_clear(&j);
+    dist_part_free(&j.dpart);
+    sl_idset_free(j.done);
+    pthread_mutex_destroy(&j.done_mu);
     pthread_mutex_destroy(&j.mu);
     sl_free(stages);
     sl_free(columns);

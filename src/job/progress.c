@@ -15,7 +15,12 @@ void *job_count_inputs(void *arg)
     job *j = arg;
     if (j->p->sample < 1.0)
         return NULL; /* a sample's size is known only once it is read */
-    int64_t n = sl_source_count(j->inputs, j->n_inputs, &j->src_params, &j->stop_counting);
+    if (j->dist && sl_dist_rank(j->dist) != 0)
+        return NULL; /* rank 0 counts for the job */
+    sl_source_params all = j->src_params;
+    all.take_shard = NULL; /* the whole input (and not from this thread) */
+    all.shard_count = 0;
+    int64_t n = sl_source_count(j->inputs, j->n_inputs, &all, &j->stop_counting);
     if (n < 0 || atomic_load(&j->stop_counting))
         return NULL;
     /* A resumed run counts what is left: the inputs less the rows done;

@@ -69,6 +69,13 @@ static char *fingerprint(const job *j)
      * Other jobs' ids did not change, and their fingerprint neither. */
     if (sl_source_ids_have_folders(j->src))
         fp_add(&t, "ids", job_json_text("paths from the inputs' common folder"));
+    /* MPI: the ledger records each row's input shard, which a rerun hands
+     * out again with the rows done in it: the shards must be laid out the
+     * same way (not the number of ranks: any number may resume). A run of
+     * one process records no shards, so the two do not mix. */
+    if (j->dist)
+        fp_add(&t, "mpi_shards", job_json_text(sl_source_shards_by_file(j->src) ? "by file"
+                                                                                : "by item"));
     fp_add(&t, "engine", job_json_text(job_uses_openai(p) ? "openai" : "llama"));
     if (job_uses_openai(p)) { /* not the endpoints: a fleet may change between runs */
         fp_add(&t, "served_model", job_json_text(p->openai.served_model));
@@ -299,10 +306,49 @@ void job_upload_reports(job *j)
 
 /* Opens the output folder's ledger: starts over (--overwrite), or settles
  * what an earlier run left and finds where this one goes on. */
+/* A rank of an MPI job other than 0: its settings checked by rank 0, which
+ * holds the ledger; its part numbers interleave with the other ranks'
+ * (rank r writes first + r, first + r + N, ...), so no two collide. */
+static sl_status join_job(job *j)
+{
+    sl_status st = choose_dir(j);
+    if (st != SL_OK)
+        return st;
+    char *fp = fingerprint(j);
+    if (!fp)
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
+    long first = 0;
+    st = dist_hello(j->dist, fp, &first);
+    sl_free(fp);
+    if (st != SL_OK)
+        return st;
+    j->part_stride = sl_dist_size(j->dist);
+    j->shard = first + sl_dist_rank(j->dist);
+    j->first_shard = j->shard;
+    return SL_OK;
+}
+
+/* Rank 0 of an MPI job, its ledger open: coordinates the others. */
+static sl_status lead_job(job *j)
+{
+    char *fp = fingerprint(j);
+    if (!fp)
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
+    long first = 0;
+    sl_status st = dist_serve(j->dist, j->ledger, fp, j->shard);
+    if (st == SL_OK)
+        st = dist_hello(j->dist, fp, &first);
+    sl_free(fp);
+    j->part_stride = sl_dist_size(j->dist);
+    return st;
+}
+
 sl_status job_open_ledger(job *j)
 {
     const sl_caption_params *p = j->p;
     sl_part_scan scan;
+    if (j->dist && sl_dist_rank(j->dist) != 0)
+        return join_job(j);
     sl_status st = choose_dir(j);
     if (st != SL_OK)
         return st;
@@ -357,6 +403,6 @@ sl_status job_open_ledger(job *j)
     j->done_before = info.rows;
     j->sum->rows_done_before = info.rows;
     j->sum->resumed = info.parts > 0;
-    return SL_OK;
+    return j->dist ? lead_job(j) : SL_OK;
 }
 

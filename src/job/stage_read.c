@@ -188,7 +188,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
 {
     reader *rd = state;
     job *j = rd->j;
-    sl_source_item it = {0};
+    sl_source_item it = {.shard = -1};
     sl_status st;
     /* --limit: a slice of the job; the same command without it goes on
      * from there (the slice's rows are in the ledger). */
@@ -216,7 +216,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
             continue;
         }
         bool already = false;
-        if (j->ledger && it.id && (st = sl_ledger_is_done(j->ledger, it.id, &already)) != SL_OK) {
+        if (it.id && (st = job_is_done(j, it.id, &already)) != SL_OK) {
             sl_source_item_clear(&it);
             return st;
         }
@@ -243,6 +243,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
     r->len = it.len;
     r->extra = it.extra;
     r->prompt = it.prompt;
+    r->shard = it.shard;
     r->started = sl_mono_s();
     r->seed = sl_sampling_row_seed(j->p->sampling.seed, r->rel);
     sl_row_set_data(row, r, job_row_free);

@@ -116,8 +116,8 @@ static sl_status part_durable(void *arg)
     job *j = arg;
     const char *part = sl_sink_part_path(j->sink);
     sl_status st = commit_point("commit.after_sync", part);
-    if (st == SL_OK && j->ledger)
-        st = sl_ledger_part_prepare(j->ledger);
+    if (st == SL_OK)
+        st = job_part_prepare(j);
     if (st == SL_OK)
         st = commit_point("commit.after_prepare", part);
     return st;
@@ -129,8 +129,8 @@ static sl_status commit_shard(job *j)
     sl_status st = commit_point("commit.begin", part);
     if (st == SL_OK) /* rename, folder sync: io/shard.c has their points */
         st = sl_sink_commit(j->sink, part_durable, j);
-    if (st == SL_OK && j->ledger)
-        st = sl_ledger_part_commit(j->ledger);
+    if (st == SL_OK)
+        st = job_part_commit(j);
     if (st == SL_OK)
         st = commit_point("commit.end", part);
     if (st == SL_OK) {
@@ -152,8 +152,7 @@ static sl_status commit_shard(job *j)
  * file may hold rows the ledger lacks or lack rows the ledger holds. */
 static void abandon_shard(job *j)
 {
-    if (j->ledger)
-        sl_ledger_part_abandon(j->ledger);
+    job_part_abandon(j);
     sl_sink_abandon(j->sink); /* removes the temporary */
     memset(&j->part, 0, sizeof j->part);
 }
@@ -163,7 +162,7 @@ static sl_status next_shard(job *j)
     sl_status st = commit_shard(j);
     if (st != SL_OK)
         return st; /* the writer fails; write_close gives the part up */
-    j->shard++;
+    j->shard += j->part_stride;
     j->shard_rows = 0;
     return job_open_output(j);
 }
@@ -185,20 +184,20 @@ static sl_status group_member(job *j, const sl_row *row, const caption_row *r, c
 {
     *member = NULL;
     *committed = false;
-    if (!sl_row_in_group(row) || !j->ledger)
+    if (!sl_row_in_group(row) || !job_records(j))
         return SL_OK;
     *member = r->root_len ? sl_strdup(r->rel) : sl_asprintf("%s#0", r->rel);
     if (!*member)
         return sl_fail(SL_ERR_NOMEM, "out of memory recording '%s'", r->rel);
-    return sl_ledger_is_done(j->ledger, *member, committed);
+    return job_is_done(j, *member, committed);
 }
 
 static sl_status input_done(job *j, const sl_row *row, const caption_row *r)
 {
-    if (!sl_row_in_group(row) || !sl_row_completes_input(row) || !j->ledger)
+    if (!sl_row_in_group(row) || !sl_row_completes_input(row) || !job_records(j))
         return SL_OK;
     char *input = job_row_input_id(r);
-    sl_status st = input ? sl_ledger_part_add(j->ledger, input)
+    sl_status st = input ? job_part_add(j, input, r->shard)
                          : sl_fail(SL_ERR_NOMEM, "out of memory recording '%s'", r->rel);
     sl_free(input);
     return st;
@@ -218,8 +217,8 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
         bool dropped = sl_row_dropped(rows[i]) || committed;
         if (st == SL_OK && !dropped)
             st = write_row(j, r, rows[i]);
-        if (st == SL_OK && j->ledger && !committed)
-            st = sl_ledger_part_add(j->ledger, member ? member : r->rel);
+        if (st == SL_OK && !committed)
+            st = job_part_add(j, member ? member : r->rel, r->shard);
         sl_free(member);
         if (st == SL_OK)
             st = input_done(j, rows[i], r);
@@ -283,8 +282,7 @@ static void write_close(void *state, sl_exec_end end)
     if (!sl_sink_part_is_open(j->sink))
         return; /* the next shard could not open: the run already failed */
     if (j->shard_rows == 0 && (j->shard > 0 || j->done_before > 0)) {
-        if (j->ledger)
-            sl_ledger_part_abandon(j->ledger);
+        job_part_abandon(j);
         return;
     }
     if (commit_shard(j) != SL_OK) {
@@ -306,8 +304,8 @@ sl_status job_open_output(job *j)
     char name[64];
     snprintf(name, sizeof name, "part-%05ld.%s", j->shard, sl_sink_format(j->sink));
     st = sl_sink_part_open(j->sink, name);
-    if (st == SL_OK && j->ledger)
-        st = sl_ledger_part_begin(j->ledger, name, j->shard);
+    if (st == SL_OK)
+        st = job_part_begin(j, name, j->shard);
     return st;
 }
 

@@ -96,6 +96,16 @@ sl_status sl_idset_add(sl_idset *s, const char *id, int64_t input, int64_t at, b
     return SL_OK;
 }
 
+sl_status sl_idset_has(sl_idset *s, const char *id, bool *has)
+{
+    sqlite3_bind_text(s->lookup, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s->lookup);
+    sqlite3_reset(s->lookup);
+    sqlite3_clear_bindings(s->lookup);
+    *has = rc == SQLITE_ROW;
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SL_OK : db_fail(s, "look up an id");
+}
+
 int64_t sl_idset_count(const sl_idset *s) { return s->count; }
 
 void sl_idset_free(sl_idset *s)

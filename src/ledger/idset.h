@@ -26,6 +26,9 @@ sl_status sl_idset_open(sl_idset **out);
 sl_status sl_idset_add(sl_idset *s, const char *id, int64_t input, int64_t at, bool *seen,
                        int64_t *first_input, int64_t *first_at);
 
+/* *has = whether `id` was recorded (nothing is added). */
+sl_status sl_idset_has(sl_idset *s, const char *id, bool *has);
+
 /* How many distinct ids the set holds. */
 int64_t sl_idset_count(const sl_idset *s);
 

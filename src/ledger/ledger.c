@@ -165,7 +165,18 @@ static sl_status open_db(sl_ledger *l, bool *unreadable)
                        SL_LEDGER_FORMAT);
     }
     /* Format 0 is an empty file: make the tables. */
-    if ((st = exec_sql(l, schema, "create its tables")) != SL_OK ||
+    if ((st = exec_sql(l, schema, "create its tables")) != SL_OK)
+        return st;
+    /* The input shard of each row (MPI runs, sl_ledger_part_record): a
+     * column ledgers made before it lack; older readers name their columns,
+     * so the format stays the same. */
+    if (sqlite3_prepare_v2(l->db, "SELECT shard FROM rows LIMIT 0", -1, &s, NULL) == SQLITE_OK)
+        sqlite3_finalize(s);
+    else if ((st = exec_sql(l, "ALTER TABLE rows ADD COLUMN shard INTEGER", "add a column")) !=
+             SL_OK)
+        return st;
+    if ((st = exec_sql(l, "CREATE INDEX IF NOT EXISTS rows_by_shard ON rows(shard) "
+                          "WHERE shard IS NOT NULL", "create an index")) != SL_OK ||
         (st = exec_sql(l, "COMMIT", "create its tables")) != SL_OK)
         return st;
     if ((st = prepare(l, "SELECT 1 FROM rows r JOIN parts p ON p.number = r.part "
@@ -580,6 +591,103 @@ sl_status sl_ledger_part_commit(sl_ledger *l)
     }
     l->prepared = false;
 out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, const char *ids,
+                               const int64_t *shards, size_t n)
+{
+    pthread_mutex_lock(&l->mu);
+    sl_status st = SL_OK;
+    sqlite3_stmt *known = NULL, *add = NULL, *part = NULL;
+    if (l->in_part) {
+        st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': part '%s' recorded while '%s' is "
+                                         "open", l->path, name, l->part_name);
+        goto out;
+    }
+    if ((st = prepare(l, "SELECT 1 FROM parts WHERE number = ?1 OR name = ?2", &known)) != SL_OK)
+        goto out;
+    sqlite3_bind_int64(known, 1, number);
+    sqlite3_bind_text(known, 2, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(known);
+    if (rc != SQLITE_DONE) {
+        st = rc == SQLITE_ROW ? sl_fail(SL_ERR_EXISTS, "resume ledger '%s' already holds part "
+                                                       "%ld ('%s')", l->path, number, name)
+                              : db_fail(l, SL_ERR_IO, "look up a part");
+        goto out;
+    }
+    if ((st = prepare(l, "INSERT OR IGNORE INTO rows(id, part, shard) VALUES(?1, ?2, ?3)",
+                      &add)) != SL_OK ||
+        (st = prepare(l, "INSERT INTO parts(number, name, state, rows) VALUES(?1, ?2, 0, ?3)",
+                      &part)) != SL_OK ||
+        (st = exec_sql(l, "BEGIN IMMEDIATE", "record a part")) != SL_OK)
+        goto out;
+    const char *id = ids;
+    for (size_t i = 0; st == SL_OK && i < n; i++, id += strlen(id) + 1) {
+        int err = sl_fault("ledger.add", id);
+        sqlite3_bind_text(add, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(add, 2, number);
+        if (shards[i] >= 0)
+            sqlite3_bind_int64(add, 3, shards[i]);
+        else
+            sqlite3_bind_null(add, 3);
+        st = err ? sl_fail(SL_ERR_IO, "resume ledger '%s': cannot record a row: %s", l->path,
+                           strerror(err))
+                 : step_done(l, add, "record a row");
+        sqlite3_reset(add);
+        sqlite3_clear_bindings(add);
+    }
+    if (st == SL_OK) {
+        sqlite3_bind_int64(part, 1, number);
+        sqlite3_bind_text(part, 2, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(part, 3, (sqlite3_int64)n);
+        st = step_done(l, part, "record a pending part");
+    }
+    if (st == SL_OK)
+        st = exec_sql(l, "COMMIT", "record a pending part");
+    if (st != SL_OK)
+        rollback(l);
+out:
+    sqlite3_finalize(known);
+    sqlite3_finalize(add);
+    sqlite3_finalize(part);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+sl_status sl_ledger_part_commit_number(sl_ledger *l, long number)
+{
+    pthread_mutex_lock(&l->mu);
+    sqlite3_stmt *s = NULL;
+    sl_status st = prepare(l, "UPDATE parts SET state = 1 WHERE number = ?1 AND state = 0", &s);
+    if (st == SL_OK) {
+        sqlite3_bind_int64(s, 1, number);
+        st = step_done(l, s, "commit a part");
+    }
+    if (st == SL_OK && sqlite3_changes(l->db) != 1)
+        st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': no pending part %ld to commit",
+                     l->path, number);
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+sl_status sl_ledger_shard_done(sl_ledger *l, int64_t shard,
+                               sl_status (*each)(void *user, const char *id), void *user)
+{
+    pthread_mutex_lock(&l->mu);
+    sqlite3_stmt *s = NULL;
+    sl_status st = prepare(l, "SELECT r.id FROM rows r JOIN parts p ON p.number = r.part "
+                              "WHERE r.shard = ?1 AND p.state = 1", &s);
+    if (st == SL_OK)
+        sqlite3_bind_int64(s, 1, shard);
+    int rc = SQLITE_DONE;
+    while (st == SL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
+        st = each(user, (const char *)sqlite3_column_text(s, 0));
+    if (st == SL_OK && rc != SQLITE_DONE)
+        st = db_fail(l, SL_ERR_IO, "list a shard's rows");
     sqlite3_finalize(s);
     pthread_mutex_unlock(&l->mu);
     return st;

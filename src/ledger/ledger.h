@@ -37,6 +37,9 @@
 #define SL_LEDGER_LEDGER_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include "sluice/status.h"
 
 #define SL_LEDGER_FILE "_sluice_ledger.sqlite"
@@ -94,6 +97,23 @@ sl_status sl_ledger_part_prepare(sl_ledger *l);
 sl_status sl_ledger_part_commit(sl_ledger *l);
 /* Forgets the open (unprepared) part and its rows: it will not be published. */
 sl_status sl_ledger_part_abandon(sl_ledger *l);
+
+/* Parts written by other processes (MPI ranks, dist/): each rank writes its
+ * own parts and rank 0 holds the ledger, so several parts may be pending at
+ * once. sl_ledger_part_record() is phases 1 and 3 in one call: part `name`
+ * (number `number`) and its n rows (ids: n NUL-terminated ids one after
+ * another; shards[i]: the input shard row i was read from, -1 for none)
+ * recorded PENDING, durably. SL_ERR_EXISTS if the name or number is known;
+ * SL_ERR_INVALID_ARG while a part is open on this handle.
+ * sl_ledger_part_commit_number() is phase 5 for a pending part named by
+ * number. sl_ledger_shard_done() calls each(user, id) for every row of a
+ * committed part that was read from input shard `shard`; an error from
+ * `each` ends the walk and is returned. */
+sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, const char *ids,
+                               const int64_t *shards, size_t n);
+sl_status sl_ledger_part_commit_number(sl_ledger *l, long number);
+sl_status sl_ledger_shard_done(sl_ledger *l, int64_t shard,
+                               sl_status (*each)(void *user, const char *id), void *user);
 
 /* The ledger file's path (valid for the handle's life). */
 const char *sl_ledger_path(const sl_ledger *l);

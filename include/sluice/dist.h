@@ -1,0 +1,53 @@
+/* sluice/dist.h — one job over several processes: the ranks of an MPI job
+ * (mpirun, srun). Rank 0 owns the job (its input shards, its one resume
+ * ledger, its summary and report); every rank runs the whole pipeline on
+ * the shards it pulls from rank 0 and writes its own parts into the shared
+ * output folder. docs/deploy.md says how to run it and what each failure
+ * does.
+ *
+ * A program opens the job's handle once, before anything else, with
+ * sl_dist_open(), gives it to the job (sl_caption_params.dist) and frees it
+ * last. Ownership: the caller's handle; the job borrows it. Thread rules:
+ * open and free on the main thread; the job's threads use it in between. */
+#ifndef SLUICE_DIST_H
+#define SLUICE_DIST_H
+
+#include <stdbool.h>
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sl_dist sl_dist;
+
+/* Whether this sluice was built with MPI. */
+bool sl_dist_available(void);
+
+/* Started by an MPI launcher with more than one rank (its environment:
+ * OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK with a size), and built with
+ * MPI: initializes MPI and *out is the job's handle. Not under a launcher,
+ * or one rank: *out is NULL (one process, as always). Under a launcher with
+ * several ranks but built without MPI: SL_ERR_INVALID_ARG saying so. */
+sl_status sl_dist_open(sl_dist **out);
+
+int sl_dist_rank(const sl_dist *d);
+int sl_dist_size(const sl_dist *d);
+
+/* Ends the whole job at once (MPI_Abort), for a rank that cannot go on and
+ * could not tell rank 0 (a failure before the job started): the other ranks
+ * would otherwise wait for it. Does not return. */
+void sl_dist_abort(sl_dist *d, int exit_code);
+
+/* Whether this rank told rank 0 how its part of the job ended (the job
+ * does, on every way out once it started): when false after a failed run,
+ * the caller should sl_dist_abort(). */
+bool sl_dist_reported(const sl_dist *d);
+
+/* Finalizes MPI. Accepts NULL. */
+void sl_dist_free(sl_dist *d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

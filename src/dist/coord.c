@@ -1,0 +1,282 @@
+/* dist/coord.c — see coord.h. */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "dist/coord.h"
+
+struct coord {
+    pthread_mutex_t mu;
+    pthread_cond_t finished_cv;
+    sl_ledger *ledger;
+    char *fingerprint;
+    long first_part;
+    int n_ranks;
+    int64_t next_shard;   /* the lowest shard not handed out */
+    int64_t n_shards;     /* -1 until a rank saw the input end */
+    coord_counts committed;
+    int finished;         /* ranks other than 0 that sent COORD_FINISH */
+    int failed_rank;
+    sl_status failed_status;
+    char failed_msg[1024];
+};
+
+void coord_counts_add(coord_counts *into, const coord_counts *c)
+{
+    into->parts += c->parts;
+    into->rows += c->rows;
+    into->ok += c->ok;
+    into->failed += c->failed;
+    into->prompt_tokens += c->prompt_tokens;
+    into->generated_tokens += c->generated_tokens;
+    into->dropped += c->dropped;
+}
+
+coord *coord_new(sl_ledger *ledger, const char *fingerprint, long first_part, int n_ranks)
+{
+    coord *c = sl_calloc(1, sizeof *c);
+    if (!c || !(c->fingerprint = sl_strdup(fingerprint ? fingerprint : ""))) {
+        sl_free(c);
+        return NULL;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->finished_cv, NULL);
+    c->ledger = ledger;
+    c->first_part = first_part;
+    c->n_ranks = n_ranks;
+    c->n_shards = -1;
+    c->failed_rank = -1;
+    return c;
+}
+
+void coord_free(coord *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->finished_cv);
+    sl_free(c->fingerprint);
+    sl_free(c);
+}
+
+static void reply_status(wire_buf *reply, sl_status st)
+{
+    wire_reset(reply);
+    wire_put_u8(reply, (uint8_t)st);
+    if (st != SL_OK)
+        wire_put_str(reply, sl_last_error());
+}
+
+/* The first key whose line differs between two fingerprints, for the
+ * message (the whole text would be long). */
+static void first_difference(const char *a, const char *b, char *out, size_t cap)
+{
+    while (*a && *a == *b) {
+        const char *nl_a = strchr(a, '\n'), *nl_b = strchr(b, '\n');
+        size_t la = nl_a ? (size_t)(nl_a - a) : strlen(a), lb = nl_b ? (size_t)(nl_b - b) : strlen(b);
+        if (la != lb || memcmp(a, b, la) != 0)
+            break;
+        a += la + (nl_a != NULL);
+        b += lb + (nl_b != NULL);
+    }
+    const char *line = *a ? a : b;
+    size_t key = strcspn(line, "\t\n");
+    snprintf(out, cap, "%.*s", (int)(key < 200 ? key : 200), line);
+}
+
+static sl_status hello(coord *c, int rank, wire_reader *r, wire_buf *reply)
+{
+    const char *fp = wire_get_str(r);
+    if (r->bad)
+        return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed hello", rank);
+    if (strcmp(fp, c->fingerprint) != 0) {
+        char key[256];
+        first_difference(fp, c->fingerprint, key, sizeof key);
+        return sl_fail(SL_ERR_INVALID_ARG, "rank %d was started with other settings than rank "
+                                           "0 (first difference: '%s'): every rank must run "
+                                           "the same command", rank, key);
+    }
+    reply_status(reply, SL_OK);
+    wire_put_i64(reply, c->first_part);
+    return SL_OK;
+}
+
+typedef struct id_list {
+    wire_buf *reply;
+    int64_t n;
+} id_list;
+
+static sl_status put_id(void *user, const char *id)
+{
+    id_list *l = user;
+    wire_put_str(l->reply, id);
+    l->n++;
+    return l->reply->oom ? sl_fail(SL_ERR_NOMEM, "out of memory listing a shard's rows") : SL_OK;
+}
+
+static sl_status next(coord *c, int rank, wire_reader *r, wire_buf *reply)
+{
+    int64_t position = wire_get_i64(r);
+    if (r->bad || position < 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed shard request", rank);
+    /* A rank asks at the shard after its last, which was handed out: a
+     * position past the next unhanded shard would leave the shards between
+     * to nobody. */
+    if (position > c->next_shard)
+        return sl_fail(SL_ERR_INVALID_ARG, "rank %d asked for a shard at %lld, past the next "
+                                           "one to hand out (%lld)", rank, (long long)position,
+                       (long long)c->next_shard);
+    int64_t shard = c->n_shards >= 0 && c->next_shard >= c->n_shards ? -1 : c->next_shard++;
+    reply_status(reply, SL_OK);
+    wire_put_i64(reply, shard);
+    size_t count_at = reply->len;
+    wire_put_i64(reply, 0);
+    id_list l = {reply, 0};
+    sl_status st = shard >= 0 && c->ledger ? sl_ledger_shard_done(c->ledger, shard, put_id, &l)
+                                           : SL_OK;
+    if (st != SL_OK)
+        return st;
+    for (int i = 0; i < 8 && !reply->oom; i++) /* the count, now known */
+        reply->data[count_at + (size_t)i] = (uint8_t)((uint64_t)l.n >> (8 * i));
+    return SL_OK;
+}
+
+static sl_status end(coord *c, int rank, wire_reader *r, wire_buf *reply)
+{
+    int64_t n = wire_get_i64(r);
+    if (r->bad || n < 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed end of input", rank);
+    if (c->n_shards < 0 || n < c->n_shards)
+        c->n_shards = n;
+    reply_status(reply, SL_OK);
+    return SL_OK;
+}
+
+enum { MAX_PART_ROWS = 1 << 24 };
+
+static sl_status record(coord *c, int rank, wire_reader *r, wire_buf *reply)
+{
+    const char *name = wire_get_str(r);
+    int64_t number = wire_get_i64(r), n = wire_get_i64(r);
+    if (r->bad || n < 0 || n > MAX_PART_ROWS)
+        return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed part record", rank);
+    /* The ids stay in the message; the ledger takes them packed. */
+    wire_buf ids = {0};
+    int64_t *shards = n ? sl_malloc((size_t)n * sizeof *shards) : NULL;
+    for (int64_t i = 0; i < n && !r->bad; i++) {
+        const char *id = wire_get_str(r);
+        wire_put_bytes(&ids, id, strlen(id) + 1);
+        if (shards)
+            shards[i] = wire_get_i64(r);
+    }
+    sl_status st = SL_OK;
+    if (r->bad)
+        st = sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed part record", rank);
+    else if ((n && !shards) || ids.oom)
+        st = sl_fail(SL_ERR_NOMEM, "out of memory recording part '%s' of rank %d", name, rank);
+    else if (c->ledger)
+        st = sl_ledger_part_record(c->ledger, name, (long)number, ids.data ? (char *)ids.data : "",
+                                   shards, (size_t)n);
+    wire_free(&ids);
+    sl_free(shards);
+    if (st == SL_OK)
+        reply_status(reply, SL_OK);
+    return st;
+}
+
+static sl_status commit(coord *c, int rank, wire_reader *r, wire_buf *reply)
+{
+    int64_t number = wire_get_i64(r);
+    coord_counts part = {.parts = 1};
+    part.rows = wire_get_i64(r);
+    part.ok = wire_get_i64(r);
+    part.failed = wire_get_i64(r);
+    part.prompt_tokens = wire_get_i64(r);
+    part.generated_tokens = wire_get_i64(r);
+    part.dropped = wire_get_i64(r);
+    if (r->bad)
+        return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed part commit", rank);
+    sl_status st = c->ledger ? sl_ledger_part_commit_number(c->ledger, (long)number) : SL_OK;
+    if (st != SL_OK)
+        return st;
+    coord_counts_add(&c->committed, &part);
+    reply_status(reply, SL_OK);
+    return SL_OK;
+}
+
+static sl_status finish(coord *c, int rank, wire_reader *r, wire_buf *reply)
+{
+    sl_status status = (sl_status)wire_get_i64(r);
+    const char *msg = wire_get_str(r);
+    if (r->bad)
+        return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed finish", rank);
+    if (status != SL_OK && c->failed_rank < 0) {
+        c->failed_rank = rank;
+        c->failed_status = status;
+        snprintf(c->failed_msg, sizeof c->failed_msg, "%s", msg);
+    }
+    c->finished++;
+    pthread_cond_broadcast(&c->finished_cv);
+    reply_status(reply, SL_OK);
+    return SL_OK;
+}
+
+void coord_handle(coord *c, int rank, const void *msg, size_t len, wire_buf *reply)
+{
+    wire_reader r = wire_read(msg, len);
+    uint8_t type = wire_get_u8(&r);
+    pthread_mutex_lock(&c->mu);
+    sl_status st;
+    switch (r.bad ? 0 : type) {
+    case COORD_HELLO: st = hello(c, rank, &r, reply); break;
+    case COORD_NEXT: st = next(c, rank, &r, reply); break;
+    case COORD_END: st = end(c, rank, &r, reply); break;
+    case COORD_RECORD: st = record(c, rank, &r, reply); break;
+    case COORD_COMMIT: st = commit(c, rank, &r, reply); break;
+    case COORD_FINISH: st = finish(c, rank, &r, reply); break;
+    default: st = sl_fail(SL_ERR_INVALID_ARG, "rank %d sent a request of unknown type %u", rank,
+                          (unsigned)type);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (st != SL_OK)
+        reply_status(reply, st);
+}
+
+void coord_progress(coord *c, coord_counts *committed, int64_t *shards_handed,
+                    int64_t *shards_total)
+{
+    pthread_mutex_lock(&c->mu);
+    if (committed)
+        *committed = c->committed;
+    if (shards_handed)
+        *shards_handed = c->next_shard;
+    if (shards_total)
+        *shards_total = c->n_shards;
+    pthread_mutex_unlock(&c->mu);
+}
+
+bool coord_wait_finished(coord *c, int timeout_ms, int *failed_rank, sl_status *status, char *msg,
+                         size_t cap)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (c->finished < c->n_ranks - 1)
+        if (pthread_cond_timedwait(&c->finished_cv, &c->mu, &until) != 0)
+            break;
+    bool all = c->finished >= c->n_ranks - 1;
+    *failed_rank = c->failed_rank;
+    *status = c->failed_status;
+    snprintf(msg, cap, "%s", c->failed_msg);
+    pthread_mutex_unlock(&c->mu);
+    return all;
+}

@@ -1,0 +1,74 @@
+/* dist/coord.h — the coordinator of one job over several ranks: what rank 0
+ * owns. It hands out input shards on demand (pull: a rank asks for the next
+ * one when it has read its last, so a slow rank takes fewer), sends with
+ * each shard the ids an earlier run committed from it (resume without a
+ * per-row round trip), records each part a rank wrote in the one resume
+ * ledger (two phases, as ledger/ledger.h: PENDING before the rank renames
+ * the file, COMMITTED after), and sums what every rank committed for the
+ * job's progress and summary.
+ *
+ * Shard order: shards are handed out in increasing order, each once, and a
+ * rank asks for the next one at the shard after the one it read (its
+ * "position"), which is never past the next unhanded shard: no shard is
+ * skipped by every rank. A rank whose stream ends before the shard it was
+ * given tells how many shards there are (coord_shards_end); later asks get
+ * none.
+ *
+ * Thread rules: every function from any thread (one mutex). Ownership: the
+ * coordinator borrows the ledger (which must outlive it) and copies
+ * strings. coord_handle() is the whole protocol: one request in, its reply
+ * out, for any transport (MPI in dist/dist.c, threads in bench/coord.c). */
+#ifndef SL_DIST_COORD_H
+#define SL_DIST_COORD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dist/wire.h"
+#include "ledger/ledger.h"
+#include "sluice/status.h"
+
+typedef struct coord coord;
+
+/* What committed parts held, summed. */
+typedef struct coord_counts {
+    int64_t parts, rows, ok, failed, prompt_tokens, generated_tokens, dropped;
+} coord_counts;
+
+void coord_counts_add(coord_counts *into, const coord_counts *c);
+
+/* Requests (rank -> rank 0), the first byte of a message; each gets one
+ * reply that starts with a status byte (sl_status) and, when it is not
+ * SL_OK, the error message. */
+enum {
+    COORD_HELLO = 1,  /* str fingerprint -> i64 first part number */
+    COORD_NEXT,       /* i64 position -> i64 shard (-1: none), i64 n, n ids (str) */
+    COORD_END,        /* i64 shards in the input -> */
+    COORD_RECORD,     /* str name, i64 number, i64 n, n x (str id, i64 shard) -> */
+    COORD_COMMIT,     /* i64 number, the part's coord_counts -> */
+    COORD_FINISH,     /* i64 status, str message -> */
+};
+
+/* ledger: NULL for a coordinator without one (bench/coord.c: parts are
+ * counted, not recorded). fingerprint: the job's settings (job/resume.c);
+ * a rank whose own differ is refused at hello. first_part: the part number
+ * the job's parts start at. */
+coord *coord_new(sl_ledger *ledger, const char *fingerprint, long first_part, int n_ranks);
+void coord_free(coord *c);
+
+/* Handles one request from `rank`, writing the reply into *reply (reset
+ * first). A malformed request gets an error reply. */
+void coord_handle(coord *c, int rank, const void *msg, size_t len, wire_buf *reply);
+
+/* The job so far: committed parts summed, shards handed out, and how many
+ * shards the input holds (-1 while unknown). */
+void coord_progress(coord *c, coord_counts *committed, int64_t *shards_handed,
+                    int64_t *shards_total);
+
+/* Every rank but rank 0 has finished (COORD_FINISH), or `timeout_ms` passed:
+ * returns whether all have. *failed_rank: the first rank that finished with
+ * an error (-1: none), its status and message in *status / msg (cap bytes). */
+bool coord_wait_finished(coord *c, int timeout_ms, int *failed_rank, sl_status *status, char *msg,
+                         size_t cap);
+
+#endif

@@ -1,0 +1,445 @@
+/* dist/dist.c — sluice/dist.h and dist/dist.h: MPI as the transport of the
+ * coordinator's protocol (dist/coord.h). Rank 0 serves on a thread of its
+ * own; a rank's request is one message and its reply one message (tags
+ * below). Waiting is by polling with short sleeps, never by a blocking MPI
+ * call: Open MPI's blocking calls spin a core each, and here a rank shares
+ * its cores with its own decode and engine threads. MPI is initialized
+ * with MPI_THREAD_SERIALIZED: on rank 0 only the serving thread calls MPI
+ * while it runs; on the others each call is under the handle's mutex. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "dist/dist.h"
+
+#ifdef SLUICE_HAVE_MPI
+#include <mpi.h>
+#endif
+
+enum { TAG_REQUEST = 101, TAG_REPLY = 102, TAG_BYE = 103 };
+
+struct sl_dist {
+    int rank, size;
+    bool reported;
+    pthread_mutex_t mu;       /* a rank's request and its reply, one at a time */
+    wire_buf request, reply;  /* under mu */
+    coord *coord;             /* rank 0, from dist_serve() */
+    pthread_t server;
+    bool serving;
+    atomic_bool stop_serving;
+};
+
+/* The size of the job from the launcher's environment (0: not launched). */
+static int launched_size(int *rank)
+{
+    static const char *const sizes[][2] = {{"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"},
+                                           {"PMI_SIZE", "PMI_RANK"},
+                                           {"PMIX_SIZE", "PMIX_RANK"},
+                                           {"SLURM_NTASKS", "SLURM_PROCID"}};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        const char *n = getenv(sizes[i][0]), *r = getenv(sizes[i][1]);
+        /* srun sets SLURM_NTASKS for a batch job's steps too: only with
+         * a rank of a step (SLURM_PROCID) beside it, and PMI_* set by srun. */
+        if (i == 3 && !getenv("PMI_FD") && !getenv("PMIX_RANK"))
+            continue;
+        if (n && atoi(n) > 0) {
+            *rank = r ? atoi(r) : 0;
+            return atoi(n);
+        }
+    }
+    return 0;
+}
+
+bool sl_dist_available(void)
+{
+#ifdef SLUICE_HAVE_MPI
+    return true;
+#else
+    return false;
+#endif
+}
+
+int sl_dist_rank(const sl_dist *d) { return d ? d->rank : 0; }
+int sl_dist_size(const sl_dist *d) { return d ? d->size : 1; }
+bool sl_dist_reported(const sl_dist *d) { return d && d->reported; }
+
+#ifdef SLUICE_HAVE_MPI
+
+static void nap(int *us)
+{
+    struct timespec ts = {0, (long)*us * 1000L};
+    nanosleep(&ts, NULL);
+    if (*us < 2000)
+        *us *= 2;
+}
+
+sl_status sl_dist_open(sl_dist **out)
+{
+    *out = NULL;
+    int rank = 0, size = launched_size(&rank);
+    if (size <= 1)
+        return SL_OK;
+    int provided = 0;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
+        return sl_fail(SL_ERR_IO, "MPI_Init_thread failed: this rank cannot join the job");
+    if (provided < MPI_THREAD_SERIALIZED) {
+        MPI_Finalize();
+        return sl_fail(SL_ERR_INVALID_ARG, "this MPI gives no threads (level %d): sluice needs "
+                                           "MPI_THREAD_SERIALIZED", provided);
+    }
+    sl_dist *d = sl_calloc(1, sizeof *d);
+    if (!d) {
+        MPI_Finalize();
+        return sl_fail(SL_ERR_NOMEM, "out of memory joining the MPI job");
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &d->size);
+    pthread_mutex_init(&d->mu, NULL);
+    *out = d;
+    return SL_OK;
+}
+
+void sl_dist_abort(sl_dist *d, int exit_code)
+{
+    (void)d;
+    MPI_Abort(MPI_COMM_WORLD, exit_code);
+    abort(); /* MPI_Abort does not return */
+}
+
+static void say_goodbye(sl_dist *d)
+{
+    for (int r = 1; r < d->size; r++)
+        MPI_Send("", 0, MPI_BYTE, r, TAG_BYE, MPI_COMM_WORLD);
+}
+
+/* Receives the message from `source` with `tag` into *into, polling. */
+static sl_status receive(int source, int tag, wire_buf *into, int *from)
+{
+    int us = 20;
+    for (;;) {
+        int flag = 0;
+        MPI_Status status;
+        if (MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, &status) != MPI_SUCCESS)
+            return sl_fail(SL_ERR_IO, "MPI_Iprobe failed");
+        if (flag) {
+            int n = 0;
+            MPI_Get_count(&status, MPI_BYTE, &n);
+            wire_reset(into);
+            wire_put_bytes(into, "", 0);
+            if (into->cap < (size_t)n + 1) { /* room for the bytes */
+                uint8_t *grown = sl_realloc(into->data, (size_t)n + 1);
+                if (!grown)
+                    return sl_fail(SL_ERR_NOMEM, "out of memory for a message of %d bytes", n);
+                into->data = grown;
+                into->cap = (size_t)n + 1;
+            }
+            if (MPI_Recv(into->data, n, MPI_BYTE, status.MPI_SOURCE, tag, MPI_COMM_WORLD,
+                         MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                return sl_fail(SL_ERR_IO, "MPI_Recv failed");
+            into->len = (size_t)n;
+            if (from)
+                *from = status.MPI_SOURCE;
+            return SL_OK;
+        }
+        nap(&us);
+    }
+}
+
+static void *serve(void *arg)
+{
+    sl_dist *d = arg;
+    wire_buf in = {0}, out = {0};
+    int us = 20;
+    while (!atomic_load(&d->stop_serving)) {
+        int flag = 0;
+        MPI_Status status;
+        MPI_Iprobe(MPI_ANY_SOURCE, TAG_REQUEST, MPI_COMM_WORLD, &flag, &status);
+        if (!flag) {
+            nap(&us);
+            continue;
+        }
+        us = 20;
+        int from = 0;
+        if (receive(status.MPI_SOURCE, TAG_REQUEST, &in, &from) != SL_OK) {
+            sl_log(SL_LOG_ERROR, "coordinator: %s", sl_last_error());
+            break;
+        }
+        coord_handle(d->coord, from, in.data, in.len, &out);
+        if (out.oom) { /* the reply could not be built: say so in one that fits */
+            wire_reset(&out);
+            wire_put_u8(&out, SL_ERR_NOMEM);
+            wire_put_str(&out, "rank 0 ran out of memory answering");
+        }
+        MPI_Send(out.data, (int)out.len, MPI_BYTE, from, TAG_REPLY, MPI_COMM_WORLD);
+    }
+    wire_free(&in);
+    wire_free(&out);
+    return NULL;
+}
+
+/* One request and its reply, left in d->reply. */
+static sl_status call(sl_dist *d)
+{
+    if (d->request.oom)
+        return sl_fail(SL_ERR_NOMEM, "out of memory for a request to rank 0");
+    if (d->rank == 0) {
+        coord_handle(d->coord, 0, d->request.data, d->request.len, &d->reply);
+    } else {
+        if (d->request.len > (size_t)INT32_MAX)
+            return sl_fail(SL_ERR_TOO_LARGE, "a request to rank 0 of %zu bytes", d->request.len);
+        if (MPI_Send(d->request.data, (int)d->request.len, MPI_BYTE, 0, TAG_REQUEST,
+                     MPI_COMM_WORLD) != MPI_SUCCESS)
+            return sl_fail(SL_ERR_IO, "rank %d cannot reach rank 0 (MPI_Send failed)", d->rank);
+        sl_status st = receive(0, TAG_REPLY, &d->reply, NULL);
+        if (st != SL_OK)
+            return st;
+    }
+    if (d->reply.oom)
+        return sl_fail(SL_ERR_NOMEM, "out of memory for rank 0's reply");
+    return SL_OK;
+}
+
+void sl_dist_free(sl_dist *d)
+{
+    if (!d)
+        return;
+    if (d->serving) {
+        atomic_store(&d->stop_serving, true);
+        pthread_join(d->server, NULL);
+    }
+    /* MPI_Finalize waits for every rank, spinning a core: a rank that is
+     * done waits for rank 0's goodbye (sent once all are) napping instead. */
+    if (d->rank != 0 && d->reported)
+        receive(0, TAG_BYE, &d->reply, NULL);
+    coord_free(d->coord);
+    wire_free(&d->request);
+    wire_free(&d->reply);
+    pthread_mutex_destroy(&d->mu);
+    sl_free(d);
+    MPI_Finalize();
+}
+
+#else /* without MPI */
+
+sl_status sl_dist_open(sl_dist **out)
+{
+    *out = NULL;
+    int rank = 0, size = launched_size(&rank);
+    if (size > 1)
+        return sl_fail(SL_ERR_INVALID_ARG, "started as rank %d of %d by an MPI launcher, but this "
+                                           "sluice was built without MPI: install Open MPI "
+                                           "(libopenmpi-dev) and rebuild, or run one process",
+                       rank, size);
+    return SL_OK;
+}
+
+void sl_dist_abort(sl_dist *d, int exit_code)
+{
+    (void)d;
+    exit(exit_code);
+}
+
+static void *serve(void *arg) { return arg; }
+
+static void say_goodbye(sl_dist *d) { (void)d; }
+
+static sl_status call(sl_dist *d)
+{
+    coord_handle(d->coord, 0, d->request.data, d->request.len, &d->reply);
+    return d->reply.oom ? sl_fail(SL_ERR_NOMEM, "out of memory") : SL_OK;
+}
+
+void sl_dist_free(sl_dist *d)
+{
+    if (!d)
+        return;
+    coord_free(d->coord);
+    wire_free(&d->request);
+    wire_free(&d->reply);
+    pthread_mutex_destroy(&d->mu);
+    sl_free(d);
+}
+
+#endif
+
+sl_status dist_serve(sl_dist *d, sl_ledger *ledger, const char *fingerprint, long first_part)
+{
+    if (d->rank != 0 || d->coord)
+        return sl_fail(SL_ERR_INVALID_ARG, "only rank 0 coordinates, once");
+    if (!(d->coord = coord_new(ledger, fingerprint, first_part, d->size)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory coordinating the job");
+    if (pthread_create(&d->server, NULL, serve, d) != 0)
+        return sl_fail(SL_ERR_IO, "cannot start the coordinator's thread");
+    d->serving = true;
+    return SL_OK;
+}
+
+/* The reply's status, and its message as the error when it is not SL_OK. */
+static sl_status reply_status(sl_dist *d, wire_reader *r)
+{
+    *r = wire_read(d->reply.data, d->reply.len);
+    sl_status st = (sl_status)wire_get_u8(r);
+    if (r->bad)
+        return sl_fail(SL_ERR_IO, "rank 0 sent rank %d a malformed reply", d->rank);
+    if (st != SL_OK) {
+        const char *msg = wire_get_str(r);
+        return sl_fail(st, "%s", *msg ? msg : "rank 0 refused the request");
+    }
+    return SL_OK;
+}
+
+sl_status dist_hello(sl_dist *d, const char *fingerprint, long *first_part)
+{
+    pthread_mutex_lock(&d->mu);
+    wire_reset(&d->request);
+    wire_put_u8(&d->request, COORD_HELLO);
+    wire_put_str(&d->request, fingerprint);
+    wire_reader r;
+    sl_status st = call(d);
+    if (st == SL_OK && (st = reply_status(d, &r)) == SL_OK) {
+        *first_part = (long)wire_get_i64(&r);
+        if (r.bad)
+            st = sl_fail(SL_ERR_IO, "rank 0 sent rank %d a malformed reply", d->rank);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return st;
+}
+
+sl_status dist_next_shard(sl_dist *d, int64_t position, int64_t *shard,
+                          sl_status (*each)(void *user, const char *id), void *user)
+{
+    pthread_mutex_lock(&d->mu);
+    wire_reset(&d->request);
+    wire_put_u8(&d->request, COORD_NEXT);
+    wire_put_i64(&d->request, position);
+    wire_reader r;
+    sl_status st = call(d);
+    if (st == SL_OK && (st = reply_status(d, &r)) == SL_OK) {
+        *shard = wire_get_i64(&r);
+        int64_t n = wire_get_i64(&r);
+        for (int64_t i = 0; st == SL_OK && !r.bad && i < n; i++) {
+            const char *id = wire_get_str(&r);
+            if (!r.bad)
+                st = each(user, id);
+        }
+        if (st == SL_OK && r.bad)
+            st = sl_fail(SL_ERR_IO, "rank 0 sent rank %d a malformed shard", d->rank);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return st;
+}
+
+/* A request of a type and integers, whose reply is a status alone. */
+static sl_status simple(sl_dist *d, uint8_t type, const int64_t *v, int n, const char *text)
+{
+    pthread_mutex_lock(&d->mu);
+    wire_reset(&d->request);
+    wire_put_u8(&d->request, type);
+    for (int i = 0; i < n; i++)
+        wire_put_i64(&d->request, v[i]);
+    if (text)
+        wire_put_str(&d->request, text);
+    wire_reader r;
+    sl_status st = call(d);
+    if (st == SL_OK)
+        st = reply_status(d, &r);
+    pthread_mutex_unlock(&d->mu);
+    return st;
+}
+
+sl_status dist_shards_end(sl_dist *d, int64_t n) { return simple(d, COORD_END, &n, 1, NULL); }
+
+void dist_part_start(dist_part *p, const char *name, long number)
+{
+    wire_reset(&p->msg);
+    wire_put_u8(&p->msg, COORD_RECORD);
+    wire_put_str(&p->msg, name);
+    wire_put_i64(&p->msg, number);
+    p->count_at = p->msg.len;
+    wire_put_i64(&p->msg, 0);
+    p->n = 0;
+    p->number = number;
+}
+
+void dist_part_row(dist_part *p, const char *id, int64_t shard)
+{
+    wire_put_str(&p->msg, id);
+    wire_put_i64(&p->msg, shard);
+    p->n++;
+}
+
+sl_status dist_part_record(sl_dist *d, dist_part *p)
+{
+    if (p->msg.oom)
+        return sl_fail(SL_ERR_NOMEM, "out of memory gathering the rows of part %ld", p->number);
+    for (int i = 0; i < 8; i++)
+        p->msg.data[p->count_at + (size_t)i] = (uint8_t)((uint64_t)p->n >> (8 * i));
+    pthread_mutex_lock(&d->mu);
+    /* The part's message is the request: swapped in, not copied. */
+    wire_buf saved = d->request;
+    d->request = p->msg;
+    wire_reader r;
+    sl_status st = call(d);
+    if (st == SL_OK)
+        st = reply_status(d, &r);
+    p->msg = d->request;
+    d->request = saved;
+    pthread_mutex_unlock(&d->mu);
+    return st;
+}
+
+sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *c)
+{
+    int64_t v[] = {number,         c->rows,          c->ok,     c->failed, c->prompt_tokens,
+                   c->generated_tokens, c->dropped};
+    return simple(d, COORD_COMMIT, v, 7, NULL);
+}
+
+void dist_part_free(dist_part *p) { wire_free(&p->msg); }
+
+sl_status dist_finish(sl_dist *d, sl_status status, const char *message)
+{
+    int64_t v = status;
+    sl_status st = d->rank == 0 ? SL_OK : simple(d, COORD_FINISH, &v, 1, message ? message : "");
+    d->reported = st == SL_OK;
+    return st;
+}
+
+sl_status dist_wait_all(sl_dist *d, coord_counts *totals)
+{
+    memset(totals, 0, sizeof *totals);
+    if (d->rank != 0 || !d->coord)
+        return SL_OK;
+    d->reported = true;
+    int failed_rank = -1, waited_s = 0;
+    sl_status status = SL_OK;
+    char msg[1024];
+    while (!coord_wait_finished(d->coord, 10000, &failed_rank, &status, msg, sizeof msg))
+        sl_log(SL_LOG_INFO, "rank 0 has finished its part; waiting for the other ranks (%d s)",
+               waited_s += 10);
+    if (d->serving) {
+        atomic_store(&d->stop_serving, true);
+        pthread_join(d->server, NULL);
+        d->serving = false;
+        say_goodbye(d);
+    }
+    coord_progress(d->coord, totals, NULL, NULL);
+    if (failed_rank >= 0)
+        return sl_fail(status, "rank %d: %s", failed_rank, msg);
+    return SL_OK;
+}
+
+bool dist_progress(sl_dist *d, coord_counts *committed, int64_t *shards_handed,
+                   int64_t *shards_total)
+{
+    if (!d || d->rank != 0 || !d->coord)
+        return false;
+    coord_progress(d->coord, committed, shards_handed, shards_total);
+    return true;
+}

@@ -1,0 +1,66 @@
+/* dist/dist.h — the job's side of sluice/dist.h: the calls a rank makes to
+ * the coordinator (dist/coord.h). On rank 0 they reach the coordinator in
+ * the process; on the others they are MPI messages to rank 0 and its reply
+ * (one request at a time per rank, under a mutex: the read and write stages
+ * both call). Rank 0 serves the other ranks from a thread of its own
+ * between dist_serve() and dist_wait_all().
+ *
+ * Thread rules: any thread after dist_hello(). Ownership: the coordinator
+ * made by dist_serve() belongs to the handle; the ledger it records in is
+ * the caller's and must outlive dist_wait_all(). */
+#ifndef SL_DIST_DIST_H
+#define SL_DIST_DIST_H
+
+#include <stdint.h>
+
+#include "dist/coord.h"
+#include "ledger/ledger.h"
+#include "sluice/dist.h"
+
+/* Rank 0: starts coordinating with `ledger` (already reconciled), the job's
+ * fingerprint and the number its parts start at, and serves the others. */
+sl_status dist_serve(sl_dist *d, sl_ledger *ledger, const char *fingerprint, long first_part);
+
+/* Every rank, before it reads: checks its settings against rank 0's and
+ * learns where part numbers start. */
+sl_status dist_hello(sl_dist *d, const char *fingerprint, long *first_part);
+
+/* The next shard for a rank whose stream is at `position` (see coord.h):
+ * *shard, or -1 when none is left; each id an earlier run committed from it
+ * is passed to each(user, id). */
+sl_status dist_next_shard(sl_dist *d, int64_t position, int64_t *shard,
+                          sl_status (*each)(void *user, const char *id), void *user);
+/* The input holds n shards (this rank's stream ended). */
+sl_status dist_shards_end(sl_dist *d, int64_t n);
+
+/* A part this rank writes: its rows gathered as they are written
+ * (dist_part_start, then dist_part_row for each), recorded PENDING by rank
+ * 0 before the rank renames the file (dist_part_record), then COMMITTED
+ * with its counts (dist_part_commit). The part's memory grows with its
+ * rows (a part is at most --shard-rows rows) and is kept for the next. */
+typedef struct dist_part {
+    wire_buf msg;
+    size_t count_at;
+    int64_t n;
+    long number;
+} dist_part;
+
+void dist_part_start(dist_part *p, const char *name, long number);
+void dist_part_row(dist_part *p, const char *id, int64_t shard);
+sl_status dist_part_record(sl_dist *d, dist_part *p);
+sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *counts);
+void dist_part_free(dist_part *p);
+
+/* This rank's part of the job ended with `status` (and message). */
+sl_status dist_finish(sl_dist *d, sl_status status, const char *message);
+
+/* Rank 0, after its own part: waits until every rank finished, stops
+ * serving, and gives the job's totals; SL_OK, or the first failed rank's
+ * status with a message naming it. */
+sl_status dist_wait_all(sl_dist *d, coord_counts *totals);
+
+/* Rank 0 while serving: the job's progress (coord_progress); false elsewhere. */
+bool dist_progress(sl_dist *d, coord_counts *committed, int64_t *shards_handed,
+                   int64_t *shards_total);
+
+#endif

@@ -1,0 +1,186 @@
+"""One job over the ranks of mpirun (issue 16; docs/deploy.md, "MPI"): rank 0
+hands out the input shards as ranks ask, holds the one ledger and writes the
+one summary. Run with Open MPI on this machine (--oversubscribe: more ranks
+than cores). Each check would fail if a shard were read by two ranks or by
+none, if a part were recorded without its rows, or if a rerun after a rank
+was killed wrote a row twice or lost one."""
+import glob
+import json
+import os
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import TINY, sample_copies, sanitized
+
+MPIRUN = shutil.which("mpirun")
+
+
+def mpi_built(sluice_bin) -> bool:
+    out = subprocess.run([str(sluice_bin), "--version"], capture_output=True, text=True).stdout
+    return "(MPI)" in out
+
+
+@pytest.fixture
+def mpi(sluice_bin):
+    if not MPIRUN or not mpi_built(sluice_bin):
+        pytest.skip("sluice built without MPI, or no mpirun")
+    return sluice_bin
+
+
+def mpi_env() -> dict:
+    env = dict(os.environ)
+    # Open MPI leaks by design at exit; ASan's leak report would fail every rank.
+    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
+    return env
+
+
+def mpirun_args(n: int) -> list[str]:
+    return [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-n", str(n),
+            "--mca", "btl", "self,vader,tcp"]
+
+
+def caption_args(sluice_bin, inputs, out, *extra) -> list[str]:
+    return [str(sluice_bin), "caption", str(inputs), "-o", str(out),
+            "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+            "--threads", "1", "--cpu-poll", "0", "--decode-workers", "1",
+            "--metrics-addr", "off", "--show", "0", *map(str, extra)]
+
+
+def rows_by_id(out: pathlib.Path) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {}
+    for part in sorted(glob.glob(str(out / "part-*.jsonl"))):
+        for line in pathlib.Path(part).read_text().splitlines():
+            row = json.loads(line)
+            row["_part"] = pathlib.Path(part).name
+            rows.setdefault(row["id"], []).append(row)
+    return rows
+
+
+def expected_ids(root: pathlib.Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mpi_inputs")
+    # More rows than one rank's queues hold, so that ranks starting later
+    # still find shards left.
+    n = sample_copies(root, 8)
+    assert n >= 120
+    return root
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, inputs, sluice_bin):
+    """The same job in one process: the captions MPI must reproduce."""
+    out = tmp_path_factory.mktemp("mpi_one") / "out"
+    r = subprocess.run(caption_args(sluice_bin, inputs, out), capture_output=True, text=True,
+                       timeout=900, env=mpi_env())
+    assert r.returncode == 0, r.stderr[-2000:]
+    return {k: v[0]["caption"] for k, v in rows_by_id(out).items()}
+
+
+def test_four_ranks_read_every_input_once(mpi, inputs, one_process, tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run(mpirun_args(4) + caption_args(mpi, inputs, out, "--input-shard-size", "3",
+                                                     "--shard-rows", "5"),
+                       capture_output=True, text=True, timeout=900, env=mpi_env())
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = rows_by_id(out)
+    assert set(rows) == expected_ids(inputs)
+    assert all(len(v) == 1 for v in rows.values()), [k for k, v in rows.items() if len(v) > 1]
+    # Greedy captions do not depend on which rank made them.
+    assert {k: v[0]["caption"] for k, v in rows.items()} == one_process
+    # Parts are numbered first + rank + k * 4: more than one rank wrote.
+    numbers = {int(v[0]["_part"][5:10]) for v in rows.values()}
+    assert len({n % 4 for n in numbers}) >= 2, sorted(numbers)
+    # One summary, for the whole job.
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["total"] == len(rows)
+    assert summary["rows"]["ok"] == len(rows)
+    # The rerun finds everything done, on any number of ranks.
+    r = subprocess.run(mpirun_args(2) + caption_args(mpi, inputs, out, "--input-shard-size", "3"),
+                       capture_output=True, text=True, timeout=900, env=mpi_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert rows_by_id(out).keys() == rows.keys()
+    assert all(len(v) == 1 for v in rows_by_id(out).values())
+
+
+def rank_pids(mpirun: subprocess.Popen) -> dict[int, int]:
+    """rank -> pid of the ranks mpirun started on this machine."""
+    found = {}
+    for pid in subprocess.run(["pgrep", "-P", str(mpirun.pid)], capture_output=True,
+                              text=True).stdout.split():
+        try:
+            env = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for kv in env:
+            if kv.startswith(b"OMPI_COMM_WORLD_RANK="):
+                found[int(kv.split(b"=")[1])] = int(pid)
+    return found
+
+
+def test_a_rank_killed_five_times_loses_nothing(mpi, tmp_path):
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 40)  # a job long enough for five kills
+    out = tmp_path / "out"
+    args = mpirun_args(3) + caption_args(mpi, inputs, out, "--input-shard-size", "2",
+                                         "--shard-rows", "3")
+    rng = random.Random(int(os.environ.get("SLUICE_CHAOS_SEED", "16")))
+    kills = 0
+    for attempt in range(12):
+        log = open(tmp_path / f"run{attempt}.log", "w")
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=mpi_env())
+        before = len(glob.glob(str(out / "part-*.jsonl")))
+        deadline = time.monotonic() + 300
+        killed = False
+        # Kill a rank once the run has committed a few new parts.
+        while proc.poll() is None and time.monotonic() < deadline and kills < 5:
+            if len(glob.glob(str(out / "part-*.jsonl"))) > before:
+                time.sleep(rng.uniform(0, 0.5))
+                pids = rank_pids(proc)
+                if len(pids) == 3:
+                    rank = rng.choice(sorted(pids))
+                    os.kill(pids[rank], signal.SIGKILL)
+                    killed = True
+                    kills += 1
+                    break
+            time.sleep(0.05)
+        rc = proc.wait(timeout=300)
+        log.close()
+        if not killed and rc == 0:
+            break
+        assert killed or rc == 0, (tmp_path / f"run{attempt}.log").read_text()[-3000:]
+    assert kills == 5, f"only {kills} kills landed before the job finished"
+    assert rc == 0, (tmp_path / f"run{attempt}.log").read_text()[-3000:]
+    rows = rows_by_id(out)
+    assert set(rows) == expected_ids(inputs)
+    twice = [k for k, v in rows.items() if len(v) > 1]
+    assert not twice, twice
+    assert not glob.glob(str(out / ".part-*"))  # no temporary left behind
+
+
+def test_a_rank_with_other_settings_is_refused(mpi, inputs, tmp_path):
+    out = tmp_path / "out"
+    a = caption_args(mpi, inputs, out, "--limit", "3")
+    b = caption_args(mpi, inputs, out, "--limit", "3", "--prompt", "Name the colours.")
+    r = subprocess.run([MPIRUN, "--allow-run-as-root", "--oversubscribe", "--mca", "btl",
+                        "self,vader,tcp", "-n", "1", *a, ":", "-n", "1", *b],
+                       capture_output=True, text=True, timeout=600, env=mpi_env())
+    assert r.returncode != 0
+    assert "rank 1" in r.stderr and "'prompt'" in r.stderr, r.stderr[-2000:]
+
+
+def test_input_shard_is_refused_under_mpi(mpi, inputs, tmp_path):
+    r = subprocess.run(mpirun_args(2) + caption_args(mpi, inputs, tmp_path / "out",
+                                                     "--input-shard", "0/2"),
+                       capture_output=True, text=True, timeout=300, env=mpi_env())
+    assert r.returncode != 0
+    assert "drop --input-shard" in r.stderr, r.stderr[-2000:]
