@@ -1,6 +1,7 @@
 /* io/s3.h — objects in Amazon S3 and S3-compatible stores (MinIO, Ceph,
- * R2, moto): GET (whole or a byte range), PUT, multipart upload, and
- * listing a prefix page by page. Requests are signed by libcurl's AWS
+ * R2, moto): GET (whole, a byte range, or a range read into the caller's
+ * buffer), PUT, multipart upload (and aborting the ones a killed run left),
+ * and listing a prefix page by page. Requests are signed by libcurl's AWS
  * Signature Version 4 (CURLOPT_AWS_SIGV4); nothing here computes a
  * signature. Throttling (503 SlowDown, 429) and 5xx answers and transport
  * errors are retried with exponential backoff and jitter; other answers
