@@ -25,7 +25,8 @@
  * commit.after_prepare, commit.after_rename, commit.after_dir_sync,
  * commit.end: the steps of a part's two-phase commit (ledger/ledger.h);
  * commit.upload, commit.after_upload: an s3:// output's part, before and
- * after its upload (in place of the rename). */
+ * after its upload (in place of the rename); s3.upload_part: before each
+ * part of a multipart upload after the first (io/s3.h). */
 #ifndef SL_CORE_FAULT_H
 #define SL_CORE_FAULT_H
 

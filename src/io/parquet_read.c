@@ -1,6 +1,7 @@
 /* io/parquet_read.c — the Parquet reader: footer and schema on open, then
- * each selected column chunk is read page by page (pread of one page at a
- * time), and its pages decoded a slice of rows at a time into the column's
+ * each selected column chunk is read page by page (through io/ranged.h: a
+ * pread of one page at a time, or for an object in S3 ranged GETs with
+ * read-ahead, below), and its pages decoded a slice of rows at a time into the column's
  * pending rows, from which batches are handed out. Nothing is sized from a
  * count the file gives: page bytes are read only when the chunk holds them,
  * decompressed pages and decoded rows grow with what is really there, and
@@ -18,6 +19,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "io/parquet_read.h"
+#include "io/ranged.h"
 #include "io/thrift_compact.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -29,6 +31,10 @@
 #define STEP_ROWS 1024
 /* A page header is looked for in this much of the chunk first. */
 #define HEADER_WINDOW (64u << 10)
+/* An object in S3 is read in GETs of this much of a column chunk (or the
+ * selected chunks of a row group at once, when they lie within this span),
+ * so a row group costs a few requests, not one per page. */
+#define REMOTE_READ_AHEAD (8u << 20)
 
 typedef struct leaf {
     sl_pq_column_info info;
@@ -80,6 +86,8 @@ typedef struct column {
     int64_t next, end;      /* file offsets: the next page header, the chunk's end */
     int64_t values;         /* values of the data pages met so far in this chunk */
     sl_buf raw, plain;      /* the current page as stored, and decompressed */
+    sl_buf ahead;           /* remote: the chunk's bytes from ahead_off, read ahead */
+    int64_t ahead_off;
     dict dict;
     bool has_dict;
     /* The current data page. */
@@ -95,7 +103,10 @@ typedef struct column {
 
 struct sl_pq_reader {
     char *path;
-    int fd;
+    sl_ranged *io;
+    bool remote;         /* io is an object in S3: reads go through read-ahead */
+    sl_buf span;         /* remote: the row group's selected chunks, from span_off */
+    int64_t span_off;
     int64_t file_size, data_end;
     sl_pq_reader_params p;
     leaf *leaves;
@@ -488,34 +499,36 @@ static sl_status parse_footer(sl_pq_reader *r, const uint8_t *data, size_t len)
 
 static sl_status read_at(sl_pq_reader *r, void *dst, size_t len, int64_t offset)
 {
-    uint8_t *p = dst;
-    while (len > 0) {
-        ssize_t n = pread(r->fd, p, len, (off_t)offset);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return sl_fail(n < 0 ? SL_ERR_IO : SL_ERR_DECODE, "cannot read Parquet file '%s' at offset %lld: %s",
-                           r->path, (long long)offset, n < 0 ? strerror(errno) : "file is shorter than expected");
-        p += n;
-        len -= (size_t)n;
-        offset += n;
+    size_t got;
+    sl_status st = sl_ranged_read(r->io, dst, len, (uint64_t)offset, &got);
+    if (st != SL_OK) {
+        char why[1024]; /* sl_fail writes where sl_last_error() reads */
+        snprintf(why, sizeof why, "%s", sl_last_error());
+        return sl_fail(st, "cannot read Parquet file '%s' at offset %lld: %s", r->path, (long long)offset, why);
     }
+    if (got < len)
+        return sl_fail(SL_ERR_DECODE, "cannot read Parquet file '%s' at offset %lld: file is shorter than expected",
+                       r->path, (long long)offset);
     return SL_OK;
 }
 
 static sl_status open_file(sl_pq_reader *r)
 {
-    r->fd = open(r->path, O_RDONLY | O_CLOEXEC);
-    if (r->fd < 0)
-        return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "cannot open Parquet file '%s': %s", r->path,
-                       strerror(errno));
-    struct stat sb;
-    if (fstat(r->fd, &sb) != 0 || !S_ISREG(sb.st_mode))
-        return sl_fail(SL_ERR_IO, "Parquet file '%s' is not a regular file", r->path);
-    r->file_size = sb.st_size;
+    sl_status st = sl_ranged_open(r->path, &r->io);
+    if (st == SL_OK) {
+        uint64_t size;
+        r->remote = sl_ranged_is_remote(r->io);
+        if ((st = sl_ranged_size(r->io, &size)) == SL_OK)
+            r->file_size = (int64_t)size;
+    }
+    if (st != SL_OK) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", sl_last_error());
+        return sl_fail(st, "cannot open Parquet file: %s", why);
+    }
     uint8_t head[4], tail[8];
     if (r->file_size >= 4) {
-        sl_status st = read_at(r, head, 4, 0);
+        st = read_at(r, head, 4, 0);
         if (st != SL_OK)
             return st;
         if (memcmp(head, "PAR1", 4) != 0)
@@ -524,7 +537,7 @@ static sl_status open_file(sl_pq_reader *r)
     if (r->file_size < 12)
         return sl_fail(SL_ERR_DECODE, "Parquet file '%s' is truncated: %lld bytes, too small for a Parquet file",
                        r->path, (long long)r->file_size);
-    sl_status st = read_at(r, tail, 8, r->file_size - 8);
+    st = read_at(r, tail, 8, r->file_size - 8);
     if (st != SL_OK)
         return st;
     if (memcmp(tail + 4, "PARE", 4) == 0)
@@ -563,7 +576,6 @@ static sl_pq_reader *reader_new(const char *path, const sl_pq_reader_params *par
     sl_pq_reader *r = sl_calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    r->fd = -1;
     sl_pq_reader_params d = sl_pq_reader_default_params();
     r->p = params ? *params : d;
     if (!r->p.max_page_bytes)
@@ -619,6 +631,7 @@ const char *sl_pq_reader_metadata(const sl_pq_reader *r, const char *key)
 
 static void column_free(column *c)
 {
+    sl_buf_free(&c->ahead);
     sl_buf_free(&c->raw);
     sl_buf_free(&c->plain);
     sl_buf_free(&c->dict.values);
@@ -681,6 +694,7 @@ static sl_status select_columns(sl_pq_reader *r, const char *const *names, size_
     r->rg_open = false;
     r->rg_done = 0;
     r->taken = 0;
+    sl_buf_free(&r->span);
     r->held = 0;
     return SL_OK;
 }
@@ -695,7 +709,7 @@ sl_status sl_pq_reader_select(sl_pq_reader *r, const char *const *names, size_t 
 static size_t column_bytes(const column *c)
 {
     size_t per_row = 1 + (c->width ? (size_t)c->width : sizeof(int64_t));
-    return c->raw.cap + c->plain.cap + c->dict.values.cap + c->dict.offsets_cap * sizeof(int64_t) +
+    return c->raw.cap + c->ahead.cap + c->plain.cap + c->dict.values.cap + c->dict.offsets_cap * sizeof(int64_t) +
            c->rows.cap * per_row + (c->width ? 0 : sizeof(int64_t)) + c->rows.data.cap;
 }
 
@@ -792,6 +806,78 @@ static bool parse_page_header(const uint8_t *p, size_t len, page_header *h, size
     return !t.err && h->type >= 0 && h->usize >= 0 && h->csize >= 0;
 }
 
+/* len bytes of c's chunk at `at` (inside the chunk): from a local file,
+ * directly; from an object, out of the row group's span or the column's
+ * read-ahead, refilled by one GET of up to REMOTE_READ_AHEAD bytes (a read
+ * at least that long goes straight into dst). */
+static sl_status chunk_read(column *c, uint8_t *dst, size_t len, int64_t at)
+{
+    sl_pq_reader *r = c->r;
+    if (!r->remote)
+        return read_at(r, dst, len, at);
+    const sl_buf *b = &r->span;
+    int64_t off = r->span_off;
+    if (!(b->len && at >= off && at - off + (int64_t)len <= (int64_t)b->len)) {
+        b = &c->ahead;
+        off = c->ahead_off;
+    }
+    if (!(b->len && at >= off && at - off + (int64_t)len <= (int64_t)b->len)) {
+        if (len >= REMOTE_READ_AHEAD)
+            return read_at(r, dst, len, at);
+        int64_t left = c->end - at;
+        size_t n = left < (int64_t)REMOTE_READ_AHEAD ? (size_t)left : REMOTE_READ_AHEAD;
+        if (n < len)
+            n = len;
+        sl_status st = room_for(c, c->ahead.cap, n, "a read-ahead");
+        if (st != SL_OK)
+            return st;
+        c->ahead.len = 0;
+        if (!sl_buf_reserve(&c->ahead, n))
+            return nomem(r);
+        if ((st = read_at(r, c->ahead.data, n, at)) != SL_OK || (st = recount(c)) != SL_OK)
+            return st;
+        c->ahead.len = n;
+        c->ahead_off = at;
+        b = &c->ahead;
+        off = at;
+    }
+    memcpy(dst, b->data + (at - off), len);
+    return SL_OK;
+}
+
+/* The row group's selected chunks in one GET when they lie within
+ * REMOTE_READ_AHEAD bytes of each other and fill at least half of that
+ * span; otherwise each column reads ahead on its own. */
+static sl_status read_span(sl_pq_reader *r)
+{
+    r->held -= r->span.cap < r->held ? r->span.cap : r->held;
+    sl_buf_free(&r->span);
+    if (!r->remote || r->nsel == 0)
+        return SL_OK;
+    int64_t lo = INT64_MAX, hi = 0, used = 0;
+    for (size_t i = 0; i < r->nsel; i++) {
+        const column *c = &r->cols[i];
+        lo = c->next < lo ? c->next : lo;
+        hi = c->end > hi ? c->end : hi;
+        used += c->end - c->next;
+    }
+    if (hi - lo > (int64_t)REMOTE_READ_AHEAD || used * 2 < hi - lo)
+        return SL_OK;
+    if ((size_t)(hi - lo) > r->p.memory_limit - (r->held < r->p.memory_limit ? r->held : r->p.memory_limit))
+        return SL_OK; /* no room: the columns read on their own */
+    if (!sl_buf_reserve(&r->span, (size_t)(hi - lo)))
+        return nomem(r);
+    sl_status st = read_at(r, r->span.data, (size_t)(hi - lo), lo);
+    if (st != SL_OK) {
+        sl_buf_free(&r->span);
+        return st;
+    }
+    r->span.len = (size_t)(hi - lo);
+    r->span_off = lo;
+    r->held += r->span.cap;
+    return SL_OK;
+}
+
 /* Reads the page at c->next: its header, then its body into c->raw (only
  * once the header shows the body lies inside the chunk). */
 static sl_status load_page(column *c, page_header *h, const uint8_t **body)
@@ -806,7 +892,7 @@ static sl_status load_page(column *c, page_header *h, const uint8_t **body)
         c->raw.len = 0;
         if (!sl_buf_reserve(&c->raw, window))
             return nomem(r);
-        if ((st = read_at(r, c->raw.data, window, at)) != SL_OK)
+        if ((st = chunk_read(c, c->raw.data, window, at)) != SL_OK)
             return st;
         c->raw.len = window;
         if (parse_page_header(c->raw.data, window, h, &used))
@@ -831,7 +917,7 @@ static sl_status load_page(column *c, page_header *h, const uint8_t **body)
             return st;
         if (!sl_buf_reserve(&c->raw, total - c->raw.len))
             return nomem(r);
-        if ((st = read_at(r, c->raw.data + c->raw.len, total - c->raw.len, at + (int64_t)c->raw.len)) != SL_OK)
+        if ((st = chunk_read(c, c->raw.data + c->raw.len, total - c->raw.len, at + (int64_t)c->raw.len)) != SL_OK)
             return st;
         c->raw.len = total;
     }
@@ -1311,8 +1397,9 @@ static sl_status open_row_group(sl_pq_reader *r)
                            (long long)r->data_end);
         c->next = start;
         c->end = start + ch->total_compressed;
+        c->ahead.len = 0;
     }
-    return SL_OK;
+    return read_span(r);
 }
 
 static void publish(sl_pq_reader *r, size_t i)
@@ -1391,8 +1478,8 @@ void sl_pq_reader_free(sl_pq_reader *r)
 {
     if (!r)
         return;
-    if (r->fd >= 0)
-        close(r->fd);
+    sl_ranged_free(r->io);
+    sl_buf_free(&r->span);
     for (size_t i = 0; r->leaves && i < r->nleaves; i++)
         sl_free((char *)r->leaves[i].info.name);
     sl_free(r->leaves);

@@ -67,7 +67,9 @@ typedef struct sl_pq_batch {
     int64_t first_row;           /* the row group's row that is row 0 here */
 } sl_pq_batch;
 
-/* Opens `path` and reads its footer. params NULL: the defaults (a zero field
+/* Opens `path` (a local file, or an s3:// URL read by ranged GETs through
+ * io/ranged.h, with the read-ahead parquet_read.c describes) and reads its
+ * footer. params NULL: the defaults (a zero field
  * takes its default too). Every column is selected; one of a type sluice
  * cannot read fails only at sl_pq_reader_next(), so the others can still be
  * chosen. SL_ERR_NOT_FOUND / SL_ERR_IO when it cannot be read;

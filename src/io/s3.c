@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/hash.h"
 #include "io/fetch.h"
 #include "io/s3.h"
@@ -196,6 +197,8 @@ typedef struct request {
     size_t body_len;
     size_t max_bytes;          /* of the answer's body */
     FILE *to_file;             /* a 2xx body goes here instead (from its position then) */
+    uint8_t *into;             /* ... or here, into_cap bytes at most (ranged reads) */
+    size_t into_cap;
     const char *what;          /* names the request in messages: "s3://b/k" */
 } request;
 
@@ -203,6 +206,8 @@ typedef struct answer {
     long code;
     sl_capped body;
     char etag[128];
+    size_t into_len;           /* bytes of a 2xx body written to request.into */
+    int64_t total;             /* the object's size from Content-Range; -1 when not given */
 } answer;
 
 static size_t on_header(char *ptr, size_t size, size_t n, void *user)
@@ -217,6 +222,11 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *user)
         while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
             vlen--;
         snprintf(a->etag, sizeof a->etag, "%.*s", (int)vlen, v);
+    } else if (len > 14 && strncasecmp(ptr, "content-range:", 14) == 0) {
+        /* "bytes 0-99/1234" or, past the end, "bytes * /1234" */
+        const char *slash = memchr(ptr, '/', len);
+        if (slash && slash + 1 < ptr + len && slash[1] >= '0' && slash[1] <= '9')
+            a->total = (int64_t)strtoll(slash + 1, NULL, 10);
     }
     return len;
 }
@@ -261,13 +271,15 @@ static void xml_field(const sl_buf *body, const char *name, char *out, size_t si
 
 typedef struct file_sink {
     FILE *fp;
+    uint8_t *into;
+    size_t into_cap;
     answer *a;
     CURL *h;
-    bool failed;
+    bool failed, overflow;
 } file_sink;
 
-/* A 2xx body goes to the file; an error document stays in memory for the
- * message. */
+/* A 2xx body goes to the file or the caller's buffer; an error document
+ * stays in memory for the message. */
 static size_t on_file(char *ptr, size_t size, size_t n, void *user)
 {
     file_sink *f = user;
@@ -275,6 +287,15 @@ static size_t on_file(char *ptr, size_t size, size_t n, void *user)
         curl_easy_getinfo(f->h, CURLINFO_RESPONSE_CODE, &f->a->code);
     if (f->a->code >= 300)
         return sl_capped_write(ptr, size, n, &f->a->body);
+    if (f->into) {
+        if (size * n > f->into_cap - f->a->into_len) {
+            f->overflow = true; /* a store that ignored the Range header */
+            return 0;
+        }
+        memcpy(f->into + f->a->into_len, ptr, size * n);
+        f->a->into_len += size * n;
+        return size * n;
+    }
     if (fwrite(ptr, size, n, f->fp) != n) {
         f->failed = true;
         return 0;
@@ -323,6 +344,7 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         sl_buf_free(&a->body.buf);
         memset(a, 0, sizeof *a);
         a->body.max = rq->max_bytes ? rq->max_bytes : (size_t)16 << 20;
+        a->total = -1;
         reader rd = {rq->body, rq->body_len};
         cerr[0] = '\0';
         curl_easy_reset(h);
@@ -331,8 +353,11 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, s3->p.timeout_ms);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-        file_sink fs = {rq->to_file, a, h, false};
-        if (rq->to_file) {
+        file_sink fs = {rq->to_file, rq->into, rq->into_cap, a, h, false, false};
+        if (rq->into) {
+            curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_file);
+            curl_easy_setopt(h, CURLOPT_WRITEDATA, &fs);
+        } else if (rq->to_file) {
             if (fseeko(rq->to_file, start, SEEK_SET) != 0 ||
                 ftruncate(fileno(rq->to_file), start) != 0) {
                 st = SL_ERR_IO;
@@ -375,6 +400,13 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         if (fs.failed) {
             st = SL_ERR_IO;
             snprintf(why, sizeof why, "cannot write the local copy");
+        } else if (fs.overflow) {
+            st = SL_ERR_IO;
+            snprintf(why, sizeof why, "the store answered more than the %zu bytes asked for "
+                     "(it ignored the Range header)", rq->into_cap);
+        } else if (rq->into && a->code == 416) {
+            st = SL_OK; /* a range from the object's end on: no bytes */
+            break;
         } else if (a->body.nomem) {
             st = SL_ERR_NOMEM;
             snprintf(why, sizeof why, "out of memory");
@@ -453,6 +485,42 @@ sl_status sl_s3_get(const sl_s3 *s3, const char *url, uint64_t offset, uint64_t 
             st = sl_fail(SL_ERR_NOMEM, "out of memory reading %s", url);
     }
     return st;
+}
+
+sl_status sl_s3_read(const sl_s3 *s3, const char *url, uint64_t offset, size_t len, bool from_end,
+                     void *dst, size_t *got, uint64_t *size)
+{
+    *got = 0;
+    if (len == 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "reading %s: an empty range", url);
+    char range[64];
+    if (from_end)
+        snprintf(range, sizeof range, "-%zu", len);
+    else
+        snprintf(range, sizeof range, "%llu-%llu", (unsigned long long)offset,
+                 (unsigned long long)(offset + len - 1));
+    answer a;
+    sl_status st = at_url(s3, url, (request){.method = "GET", .range = range, .into = dst,
+                                             .into_cap = len},
+                          &a);
+    if (st != SL_OK)
+        return st;
+    sl_buf_free(&a.body.buf);
+    /* 206: the range; 200: the whole object (a store without ranges, or
+     * a suffix longer than the object), right only from its start. */
+    if (a.code == 200 && offset > 0 && !from_end)
+        return sl_fail(SL_ERR_IO, "GET %s (%s): the store sent the whole object for a range "
+                                  "from byte %llu", url, s3->endpoint ? s3->endpoint : "AWS",
+                       (unsigned long long)offset);
+    if (a.code == 200)
+        a.total = (int64_t)a.into_len;
+    if (a.total < 0)
+        return sl_fail(SL_ERR_IO, "GET %s (%s): the answer to a range has no Content-Range "
+                                  "size", url, s3->endpoint ? s3->endpoint : "AWS");
+    *got = a.into_len;
+    if (size)
+        *size = (uint64_t)a.total;
+    return SL_OK;
 }
 
 static sl_status simple(const sl_s3 *s3, const char *method, const char *url, const char *query,
@@ -545,6 +613,11 @@ sl_status sl_s3_upload_file(const sl_s3 *s3, const char *path, const char *url,
             break;
         }
         char query[700], entry[300];
+        int err = part > 1 ? sl_fault("s3.upload_part", url) : 0; /* a kill lands mid-upload */
+        if (err) {
+            st = sl_fail(SL_ERR_IO, "PUT %s part %d: %s", url, part, strerror(err));
+            break;
+        }
         snprintf(query, sizeof query, "partNumber=%d&uploadId=%s", part, (char *)id_enc.data);
         if ((st = simple(s3, "PUT", url, query, buf, got, &a)) != SL_OK)
             break;
@@ -754,4 +827,107 @@ void sl_s3_list_free(sl_s3_list *l)
     sl_free(l->url);
     sl_free(l->token);
     sl_free(l);
+}
+
+/* --- multipart uploads left behind ---------------------------------------------------- */
+
+sl_status sl_s3_abort_uploads(const sl_s3 *s3, const char *url,
+                              bool (*stale)(void *user, const char *name), void *user,
+                              long *aborted)
+{
+    *aborted = 0;
+    char *bucket, *prefix;
+    sl_status st = sl_s3_split(url, &bucket, &prefix);
+    if (st != SL_OK)
+        return st;
+    char *key_marker = NULL, *id_marker = NULL;
+    size_t plen = strlen(prefix);
+    for (bool more = true; st == SL_OK && more;) {
+        sl_buf q = {0};
+        bool ok = true;
+        if (key_marker)
+            ok = sl_buf_append(&q, "key-marker=", 11) && put_encoded(&q, key_marker, false) &&
+                 sl_buf_append(&q, "&", 1);
+        ok = ok && sl_buf_append(&q, "prefix=", 7) && put_encoded(&q, prefix, false);
+        if (ok && id_marker)
+            ok = sl_buf_append(&q, "&upload-id-marker=", 18) && put_encoded(&q, id_marker, false);
+        ok = ok && sl_buf_append(&q, "&uploads=", 9) && sl_buf_append(&q, "", 1);
+        if (!ok) {
+            sl_buf_free(&q);
+            st = sl_fail(SL_ERR_NOMEM, "out of memory listing the uploads of %s", url);
+            break;
+        }
+        request rq = {.method = "GET", .bucket = bucket, .key = "", .query = (char *)q.data,
+                      .max_bytes = 64u << 20, .what = url};
+        answer a;
+        st = perform(s3, &rq, &a);
+        sl_buf_free(&q);
+        if (st != SL_OK)
+            break;
+        xmlDoc *doc = a.body.buf.data
+                          ? xmlReadMemory((const char *)a.body.buf.data, (int)a.body.buf.len,
+                                          NULL, NULL, XML_PARSE_NONET | XML_PARSE_NOERROR |
+                                                          XML_PARSE_NOWARNING)
+                          : NULL;
+        sl_buf_free(&a.body.buf);
+        xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+        if (!root || strcmp((const char *)root->name, "ListMultipartUploadsResult") != 0) {
+            xmlFreeDoc(doc);
+            st = sl_fail(SL_ERR_IO, "listing the uploads of %s: the answer is not a "
+                                    "ListMultipartUploadsResult", url);
+            break;
+        }
+        more = false;
+        sl_free(key_marker);
+        sl_free(id_marker);
+        key_marker = id_marker = NULL;
+        for (xmlNode *n = root->children; n && st == SL_OK; n = n->next) {
+            if (n->type != XML_ELEMENT_NODE)
+                continue;
+            const char *name = (const char *)n->name;
+            if (strcmp(name, "IsTruncated") == 0) {
+                more = strcmp(text_of(n), "true") == 0;
+            } else if (strcmp(name, "NextKeyMarker") == 0 && *text_of(n)) {
+                key_marker = sl_strdup(text_of(n));
+            } else if (strcmp(name, "NextUploadIdMarker") == 0 && *text_of(n)) {
+                id_marker = sl_strdup(text_of(n));
+            } else if (strcmp(name, "Upload") == 0) {
+                const char *key = "", *id = "";
+                for (xmlNode *c = n->children; c; c = c->next) {
+                    if (c->type != XML_ELEMENT_NODE)
+                        continue;
+                    if (strcmp((const char *)c->name, "Key") == 0)
+                        key = text_of(c);
+                    else if (strcmp((const char *)c->name, "UploadId") == 0)
+                        id = text_of(c);
+                }
+                /* the listing's prefix is a prefix of keys: "run1" holds "run10/.." too */
+                if (!*id || strncmp(key, prefix, plen) != 0 || !stale(user, key + plen))
+                    continue;
+                char *obj = sl_asprintf("s3://%s/%s", bucket, key);
+                sl_buf qq = {0};
+                if (!obj || !sl_buf_append(&qq, "uploadId=", 9) || !put_encoded(&qq, id, false) ||
+                    !sl_buf_append(&qq, "", 1)) {
+                    st = sl_fail(SL_ERR_NOMEM, "out of memory aborting uploads under %s", url);
+                } else if ((st = simple(s3, "DELETE", obj, (char *)qq.data, NULL, 0, &a)) ==
+                           SL_OK) {
+                    sl_buf_free(&a.body.buf);
+                    (*aborted)++;
+                } else if (st == SL_ERR_NOT_FOUND) { /* it ended meanwhile */
+                    st = SL_OK;
+                }
+                sl_buf_free(&qq);
+                sl_free(obj);
+            }
+        }
+        xmlFreeDoc(doc);
+        if (st == SL_OK && more && !key_marker)
+            st = sl_fail(SL_ERR_IO, "listing the uploads of %s: a truncated page without "
+                                    "a NextKeyMarker", url);
+    }
+    sl_free(key_marker);
+    sl_free(id_marker);
+    sl_free(bucket);
+    sl_free(prefix);
+    return st;
 }

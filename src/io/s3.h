@@ -1,6 +1,7 @@
 /* io/s3.h — objects in Amazon S3 and S3-compatible stores (MinIO, Ceph,
- * R2, moto): GET (whole or a byte range), PUT, multipart upload, and
- * listing a prefix page by page. Requests are signed by libcurl's AWS
+ * R2, moto): GET (whole, a byte range, or a range read into the caller's
+ * buffer), PUT, multipart upload (and aborting the ones a killed run left),
+ * and listing a prefix page by page. Requests are signed by libcurl's AWS
  * Signature Version 4 (CURLOPT_AWS_SIGV4); nothing here computes a
  * signature. Throttling (503 SlowDown, 429) and 5xx answers and transport
  * errors are retried with exponential backoff and jitter; other answers
@@ -59,6 +60,15 @@ sl_status sl_s3_split(const char *url, char **bucket, char **key);
 sl_status sl_s3_get(const sl_s3 *s3, const char *url, uint64_t offset, uint64_t length,
                     size_t max_bytes, uint8_t **data, size_t *len);
 
+/* One ranged read: up to `len` bytes of the object at url from `offset`
+ * into dst (the caller's, len bytes), or its last `len` bytes when
+ * from_end (one request then gives a file's tail and its size). *got is
+ * what came: less than len only at the object's end, 0 from there on.
+ * *size (may be NULL) is the object's size, from the answer. A store that
+ * ignores the Range header is SL_ERR_IO saying so, never wrong bytes. */
+sl_status sl_s3_read(const sl_s3 *s3, const char *url, uint64_t offset, size_t len, bool from_end,
+                     void *dst, size_t *got, uint64_t *size);
+
 /* The object at url written into fp (from its current position; on a retry
  * the file is cut back there and written again), for inputs too large to
  * hold in memory. */
@@ -73,6 +83,14 @@ sl_status sl_s3_put(const sl_s3 *s3, const char *url, const void *data, size_t l
  * aborted, so no half object is ever visible. */
 sl_status sl_s3_upload_file(const sl_s3 *s3, const char *path, const char *url,
                             size_t part_bytes);
+
+/* Aborts the multipart uploads in progress under the prefix url
+ * (ListMultipartUploads, a page at a time) whose name after the prefix
+ * `stale` says is stale: a killed run's unfinished part, which the store
+ * keeps (and bills) until aborted. *aborted counts them. */
+sl_status sl_s3_abort_uploads(const sl_s3 *s3, const char *url,
+                              bool (*stale)(void *user, const char *name), void *user,
+                              long *aborted);
 
 /* Deletes the object at url (no error when it is missing). */
 sl_status sl_s3_delete(const sl_s3 *s3, const char *url);

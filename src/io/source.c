@@ -1079,7 +1079,9 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
             item->input = src->next_file++;
             char *open_error = NULL;
             sl_status st = SL_OK;
-            if (sl_s3_is_url(f) && src->kind != &folder_kind)
+            /* A manifest in a bucket is read from a local copy; Parquet
+             * files and tar shards there by ranged reads (io/ranged.h). */
+            if (sl_s3_is_url(f) && src->kind == &manifest_kind)
                 st = copy_input(src, f, &open_error);
             if (st == SL_OK && !open_error)
                 st = src->kind->open(src->copy ? src->copy : f, name,

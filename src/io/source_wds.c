@@ -3,9 +3,11 @@
  * ends when the key changes, so a shard is read once, front to back, holding
  * one sample. A damaged header or truncated member ends the shard with an
  * error item naming the shard and byte offset. Member names are ids only:
- * nothing is ever extracted. */
+ * nothing is ever extracted. A shard in S3 is streamed by ranged GETs
+ * (remote_* below), never copied to disk. */
 #include <archive.h>
 #include <archive_entry.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,11 +16,88 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/json.h"
+#include "io/ranged.h"
+#include "io/s3.h"
 #include "io/source_impl.h"
 #include "io/source_parse.h"
 
+/* --- a shard in S3 --------------------------------------------------------------------- */
+
+/* The first GET of a shard, and of each run of reads after a jump. */
+#define REMOTE_FIRST_BLOCK (64u << 10)
+/* GETs double while reading runs on, up to this (the one buffer's size). */
+#define REMOTE_MAX_BLOCK (8u << 20)
+
+/* libarchive reads the object through these callbacks: ranged GETs in turn
+ * into one buffer (a GET that fails is retried by io/s3.h, and only that
+ * block is asked for again). A skip over a member's data at least as long
+ * as the next GET would be is a jump instead, so a walk over the headers
+ * (the count) fetches the ranges around them, not the members. */
+typedef struct remote {
+    sl_ranged *io;
+    uint8_t *buf;
+    size_t block;  /* the next GET's size */
+    uint64_t pos;  /* the next byte to ask for */
+} remote;
+
+static la_ssize_t remote_read(struct archive *a, void *user, const void **out)
+{
+    remote *s = user;
+    size_t got;
+    if (sl_ranged_read(s->io, s->buf, s->block, s->pos, &got) != SL_OK) {
+        archive_set_error(a, EIO, "%s", sl_last_error());
+        return ARCHIVE_FATAL;
+    }
+    s->pos += got;
+    if (s->block < REMOTE_MAX_BLOCK)
+        s->block *= 2;
+    *out = s->buf;
+    return (la_ssize_t)got;
+}
+
+static la_int64_t remote_skip(struct archive *a, void *user, la_int64_t request)
+{
+    (void)a;
+    remote *s = user;
+    if (request < (la_int64_t)s->block)
+        return 0; /* libarchive reads through it instead */
+    s->pos += (uint64_t)request;
+    s->block = REMOTE_FIRST_BLOCK;
+    return request;
+}
+
+static void remote_free(remote *s)
+{
+    if (!s)
+        return;
+    sl_ranged_free(s->io);
+    sl_free(s->buf);
+    sl_free(s);
+}
+
+/* Opens `file` (a path, or an s3:// URL read through *rem) in a; the
+ * libarchive status. */
+static int open_in(struct archive *a, const char *file, remote **rem)
+{
+    *rem = NULL;
+    if (!sl_s3_is_url(file))
+        return archive_read_open_filename(a, file, 1 << 16);
+    remote *s = sl_calloc(1, sizeof *s);
+    if (!s || !(s->buf = sl_malloc(REMOTE_MAX_BLOCK)) || sl_ranged_open(file, &s->io) != SL_OK) {
+        archive_set_error(a, ENOMEM, "%s", s && s->buf ? sl_last_error() : "out of memory");
+        remote_free(s);
+        return ARCHIVE_FATAL;
+    }
+    s->block = REMOTE_FIRST_BLOCK;
+    *rem = s;
+    return archive_read_open2(a, s, NULL, remote_read, remote_skip, NULL);
+}
+
+/* --- reading a shard ------------------------------------------------------------------- */
+
 struct source_reader {
     struct archive *a;
+    remote *rem;            /* a shard in S3 */
     char *file;
     const char *name;       /* the shard's name in ids */
     const sl_source_params *p;
@@ -47,6 +126,7 @@ static void wds_close(source_reader *r)
         return;
     if (r->a)
         archive_read_free(r->a);
+    remote_free(r->rem);
     sl_source_item_clear(&r->pending);
     sl_free(r->end_error);
     sl_free(r->file);
@@ -61,14 +141,17 @@ static void support_tar(struct archive *a)
     archive_read_support_format_tar(a);
 }
 
-static struct archive *open_archive(const char *file)
+static struct archive *open_archive(const char *file, remote **rem)
 {
+    *rem = NULL;
     struct archive *a = archive_read_new();
     if (!a)
         return NULL;
     support_tar(a);
-    if (archive_read_open_filename(a, file, 1 << 16) != ARCHIVE_OK) {
+    if (open_in(a, file, rem) != ARCHIVE_OK) {
         archive_read_free(a);
+        remote_free(*rem);
+        *rem = NULL;
         return NULL;
     }
     return a;
@@ -89,7 +172,7 @@ static sl_status wds_open(const char *file, const char *name, const sl_source_pa
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
     support_tar(r->a);
-    if (archive_read_open_filename(r->a, file, 1 << 16) != ARCHIVE_OK) {
+    if (open_in(r->a, file, &r->rem) != ARCHIVE_OK) {
         *open_error = sl_asprintf("cannot open shard '%s': %s", file, archive_error_string(r->a));
         wds_close(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
@@ -116,6 +199,19 @@ static int read_member(struct archive *a, int64_t size, uint8_t **out)
     buf[size] = '\0';
     *out = buf;
     return ARCHIVE_OK;
+}
+
+/* Whether a member of this extension adds to its sample: its first image,
+ * .json, .txt, .cls. The others' data is skipped, not read (in S3, a jump
+ * past it: a shard's .npy or .mp4 members are never fetched). */
+static bool member_used(const sl_source_item *s, const char *ext)
+{
+    const char *last = strrchr(ext, '.');
+    last = last ? last + 1 : ext;
+    if (is_image_ext(ext))
+        return !s->data;
+    return strcasecmp(last, "json") == 0 || strcasecmp(last, "txt") == 0 ||
+           strcasecmp(last, "cls") == 0;
 }
 
 /* Adds one member to the pending sample. */
@@ -222,7 +318,9 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
         }
         int64_t size = archive_entry_size(e);
         sl_status st = SL_OK;
-        if (size < 0 || (uint64_t)size > r->p->max_item_bytes) {
+        if (!member_used(&r->pending, ext)) {
+            archive_read_data_skip(r->a);
+        } else if (size < 0 || (uint64_t)size > r->p->max_item_bytes) {
             if (!r->pending.error)
                 st = sl_source_item_fail(&r->pending, "%s: member '%s' is %lld bytes, over the "
                                                       "limit of %zu",
@@ -278,7 +376,8 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
 /* Counts samples from headers alone (member data is skipped, not read). */
 static int64_t wds_count(const char *file, const sl_source_params *p, const atomic_bool *stop)
 {
-    struct archive *a = open_archive(file);
+    remote *rem;
+    struct archive *a = open_archive(file, &rem);
     if (!a)
         return 1; /* the shard gives one error item */
     int64_t n = 0;
@@ -308,6 +407,7 @@ static int64_t wds_count(const char *file, const sl_source_params *p, const atom
         n++; /* the error item for the broken tail */
     sl_free(key);
     archive_read_free(a);
+    remote_free(rem);
     return n;
 }
 

@@ -216,6 +216,32 @@ static sl_status remove_remote_parts(job *j)
     return st;
 }
 
+/* An upload in progress for a part the ledger does not hold as committed
+ * is a killed run's: no run of this output is uploading now (the ledger is
+ * locked), and its part number is never used again. */
+static bool stale_upload(void *user, const char *name)
+{
+    return sl_shard_part_number(name) >= 0 && !remote_part_published(user, name);
+}
+
+/* Aborts what killed runs left half uploaded (the store bills it until
+ * then). Failing to is a warning: the run itself is not at stake. */
+static void abort_stale_uploads(job *j)
+{
+    const sl_s3 *s3 = sl_s3_shared();
+    char *prefix = s3 ? sl_asprintf("%s/", j->remote) : NULL;
+    long aborted = 0;
+    if (!prefix)
+        return;
+    if (sl_s3_abort_uploads(s3, prefix, stale_upload, j, &aborted) != SL_OK)
+        sl_log(SL_LOG_WARN, "%s: cannot abort the unfinished uploads of earlier runs: %s",
+               j->remote, sl_last_error());
+    if (aborted > 0)
+        sl_log(SL_LOG_WARN, "%s: aborted %ld unfinished multipart upload%s of parts an earlier "
+                            "run did not commit", j->remote, aborted, aborted == 1 ? "" : "s");
+    sl_free(prefix);
+}
+
 /* j->dir: the output folder, or the state folder of an s3:// output. */
 static sl_status choose_dir(job *j)
 {
@@ -359,9 +385,10 @@ sl_status job_open_ledger(job *j)
     sl_ledger_info info;
     if (st == SL_OK)
         st = sl_ledger_reconcile(j->ledger, &info);
-    if (st == SL_OK && j->remote)
+    if (st == SL_OK && j->remote) {
         remote_scan(j, &scan);
-    else if (st == SL_OK)
+        abort_stale_uploads(j);
+    } else if (st == SL_OK)
         st = sl_shard_scan_parts(dir, &scan);
     if (st != SL_OK)
         return st;

@@ -4,7 +4,9 @@ port. The module through tests/tools/s3_tool (PUT, ranged GET, multipart
 upload, listing across pages, errors naming the object and never the
 secret), then the caption job reading a folder of images from a bucket and
 a local manifest naming s3:// images: every image once, ids from the keys,
-a corrupt object failed with a message naming its URL.
+a corrupt object failed with a message naming its URL. Parquet files and
+tar shards in a bucket read by ranged GETs (through a proxy that logs
+them), and a killed run's unfinished multipart upload aborted by the next.
 
 moto checks no signature, so what these prove about signing is that
 libcurl's SigV4 requests are accepted by an S3 implementation; AWS itself
@@ -123,9 +125,12 @@ def test_caption_a_folder_in_a_bucket(store, sluice, tmp_path):
     r = subprocess.run([str(sluice.binary), "caption", "s3://imgs/set", "-o", str(out),
                         "--model", str(REPO / "models/tiny/model.gguf"),
                         "--mmproj", str(REPO / "models/tiny/mmproj.gguf"),
-                        "--max-tokens", "4", "--metrics-addr", "off"],
+                        "--max-tokens", "4", "--metrics-addr", "off", "--progress-every", "0.05"],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 3, r.stderr[-3000:]  # 3: done, some rows failed
+    # The count pass lists the prefix a second time, beside the run: each
+    # image is counted once all the same.
+    assert "5 of 5 (100%)" in final_progress(r.stderr)
     rows = {row["id"]: row for row in read_rows(out)}
     want = {f"{'sub/' if i % 2 else ''}{p.name}" for i, p in enumerate(images)} | {"broken.jpg"}
     assert set(rows) == want  # not notes.txt, not settled/ (a prefix is a folder)
@@ -163,9 +168,10 @@ def caption_env(sluice, env, *args):
 
 
 def test_manifests_tar_shards_and_parquet_in_a_bucket(store, sluice, tmp_path):
-    """Files in a bucket are read from a local copy, one at a time: a
-    manifest's relative paths resolve in its folder in the bucket, and
-    messages name the object, not the copy."""
+    """Files in a bucket, one at a time (a manifest from a local copy,
+    tar shards and Parquet by ranged reads): a manifest's relative paths
+    resolve in its folder in the bucket, and messages name the object,
+    never a copy."""
     import io
     import tarfile
     import pyarrow as pa
@@ -377,3 +383,255 @@ def test_a_kill_between_upload_and_commit_loses_and_repeats_nothing(store, sluic
     assert r.returncode == 0, r.stderr[-2000:]
     assert [k for k in objects(client, "kills", "r/part-")] == ["r/part-00000.jsonl"]
     assert Counter(remote_ids(client, "kills", "r/")) == Counter(want)
+
+
+# ---- ranged reads: Parquet files and tar shards in a bucket, no local copy -----------
+
+
+class CountingProxy:
+    """Stands between sluice and moto: forwards every request, logs its
+    method, path, Range header and the body bytes sent back, and answers
+    503 SlowDown (once) to the first request `throttle` picks. moto checks
+    no signature, so forwarding signed requests unchanged is fine."""
+
+    def __init__(self, upstream):
+        import http.client
+        import http.server
+        import threading
+        from urllib.parse import urlsplit
+        host = urlsplit(upstream)
+        self.log = []
+        self.throttle = None
+        self.throttled = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def forward(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                rng = self.headers.get("Range")
+                path = self.path.split("?", 1)[0]
+                if proxy.throttle and proxy.throttle(self.command, self.path, rng):
+                    proxy.throttle = None
+                    proxy.throttled.append((self.command, self.path, rng))
+                    data = b"<Error><Code>SlowDown</Code><Message>Reduce</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                conn = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
+                conn.request(self.command, self.path, body=body,
+                             headers={k: v for k, v in self.headers.items()})
+                resp = conn.getresponse()
+                data = resp.read()
+                proxy.log.append((self.command, path, rng, resp.status, len(data)))
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length",
+                                         "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def gets(self, path):
+        return [e for e in self.log if e[0] == "GET" and e[1] == path]
+
+    def close(self):
+        self.server.shutdown()
+
+
+def run_watching_tmp(sluice, env, tmp_path, *args):
+    """A caption run with TMPDIR an empty folder, watched all along: what
+    ever appears in it (a local copy of an input) is returned."""
+    import threading
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir(exist_ok=True)
+    seen = set()
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.update(os.listdir(tmp))
+            time.sleep(0.005)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        r = caption_env(sluice, dict(env, TMPDIR=str(tmp)), *args, "--progress-every", "0.05")
+    finally:
+        done.set()
+        t.join()
+    seen.update(os.listdir(tmp))
+    return r, seen
+
+
+def final_progress(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("progress:")][-1]
+
+
+def test_parquet_in_a_bucket_is_read_by_ranges(store, sluice, tmp_path):
+    """A Parquet file of three row groups in a bucket: read by ranged GETs
+    only (the footer by one from the end), no copy in TMPDIR, a 503 on a
+    ranged read retried, and the progress total from the footer (ranged
+    too) right."""
+    import io
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    env, client = store
+    client.create_bucket(Bucket="ranged")
+    images = sample_images()[:3] * 2
+    table = pa.table({"image": pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in images],
+                                        pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                      "label": pa.array(range(6), pa.int64())})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=2)
+    assert pq.ParquetFile(io.BytesIO(buf.getvalue())).num_row_groups == 3
+    size = len(buf.getvalue())
+    client.put_object(Bucket="ranged", Key="pq/train.parquet", Body=buf.getvalue())
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    try:
+        # The first read of a row group's bytes (not the footer's, from the end) is throttled.
+        proxy.throttle = lambda m, p, rng: (m == "GET" and p == "/ranged/pq/train.parquet"
+                                            and rng is not None and not rng.startswith("bytes=-")
+                                            and not rng.startswith("bytes=0-3"))
+        r, seen = run_watching_tmp(sluice, dict(env, AWS_ENDPOINT_URL=proxy.url), tmp_path,
+                                   "s3://ranged/pq/train.parquet", "-o", tmp_path / "o")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert not seen, seen  # no local copy, ever
+        rows = read_rows(tmp_path / "o")
+        assert sorted(row["label"] for row in rows) == list(range(6))
+        assert all(row["error"] is None for row in rows)
+        assert "6 of 6 (100%)" in final_progress(r.stderr)
+        assert len(proxy.throttled) == 1  # ... and retried: every row is there
+        gets = proxy.gets("/ranged/pq/train.parquet")
+        assert gets and all(rng is not None for _, _, rng, _, _ in gets), gets
+        assert any(rng.startswith("bytes=-") for _, _, rng, _, _ in gets)  # the footer
+        # Open (tail, head) twice (the run and the count) and one GET per row group.
+        assert len(gets) <= 2 * 2 + 3, gets
+        assert sum(n for *_, n in gets) < 2 * size
+    finally:
+        proxy.close()
+
+
+def wds_shard(samples):
+    import io
+    import tarfile
+    shard = io.BytesIO()
+    with tarfile.open(fileobj=shard, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in samples:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return shard.getvalue()
+
+
+def test_tar_shards_in_a_bucket_are_streamed(store, sluice, tmp_path):
+    """Tar shards in a bucket are read by ranged GETs in turn, never copied:
+    samples right, the progress total from the headers right, and a large
+    member nothing uses (a sample's .npy) jumped over, not fetched, by the
+    run and by the count alike."""
+    env, client = store
+    client.create_bucket(Bucket="shards")
+    images = sample_images()[:4]
+    small = wds_shard([m for k, p in enumerate(images)
+                       for m in ((f"s{k}.jpg", p.read_bytes()), (f"s{k}.txt", f"alt {k}".encode()))])
+    client.put_object(Bucket="shards", Key="wds/a-000.tar", Body=small)
+    big_member = os.urandom(3 << 20)
+    big = wds_shard([m for k, p in enumerate(images[:3])
+                     for m in ((f"b{k}.jpg", p.read_bytes()), (f"b{k}.json", b'{"n": %d}' % k),
+                               (f"b{k}.npy", big_member))])
+    client.put_object(Bucket="shards", Key="wds/a-001.tar", Body=big)
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    assert len(small) > 2 * 65536
+    # The shard's second block (after the first 64 KiB) is throttled once.
+    proxy.throttle = lambda m, p, rng: (m == "GET" and p == "/shards/wds/a-000.tar"
+                                        and (rng or "").startswith("bytes=65536-"))
+    try:
+        r, seen = run_watching_tmp(sluice, dict(env, AWS_ENDPOINT_URL=proxy.url), tmp_path,
+                                   "s3://shards/wds/a-{000..001}.tar", "-o", tmp_path / "o")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert not seen, seen
+        rows = {row["id"]: row for row in read_rows(tmp_path / "o")}
+        assert set(rows) == ({f"a-000.tar/s{k}" for k in range(4)} |
+                             {f"a-001.tar/b{k}" for k in range(3)})
+        assert all(row["error"] is None for row in rows.values())
+        assert rows["a-000.tar/s2"]["txt"] == "alt 2" and rows["a-001.tar/b1"]["n"] == 1
+        assert "7 of 7 (100%)" in final_progress(r.stderr)
+        assert len(proxy.throttled) == 1  # and retried: every sample is there
+        for key, body in (("wds/a-000.tar", small), ("wds/a-001.tar", big)):
+            gets = proxy.gets(f"/shards/{key}")
+            assert gets and all(rng is not None for _, _, rng, _, _ in gets), gets
+        # The run and the count each read the big shard; the 9 MiB of .npy
+        # members are jumped over: far less than the shard comes back.
+        fetched = sum(n for *_, n in proxy.gets("/shards/wds/a-001.tar"))
+        assert fetched < len(big) / 2, (fetched, len(big))
+    finally:
+        proxy.close()
+
+
+
+def test_a_run_killed_mid_upload_leaves_no_upload_behind(store, sluice, tmp_path):
+    """A part over 16 MiB goes up in parts; the run is killed (SIGKILL)
+    between two of them, which leaves an unfinished multipart upload in the
+    store (billed until aborted). The next run of the output aborts it,
+    says so, and writes everything once; uploads that are not this output's
+    parts are left alone."""
+    import signal
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from collections import Counter
+    env, client = store
+    client.create_bucket(Bucket="stale")
+    images = sample_images()[:3]
+    blob = "".join(chr(97 + (i * 7919) % 26) for i in range(1 << 16)) * 100  # 6.5 MB a row
+    table = pa.table({"image": pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in images],
+                                        pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                      "id": pa.array([f"r{i}" for i in range(3)]),
+                      "blob": pa.array([blob] * 3)})
+    src = tmp_path / "big.parquet"
+    pq.write_table(table, src)
+    other = client.create_multipart_upload(Bucket="stale", Key="r/notes.bin")["UploadId"]
+    elsewhere = client.create_multipart_upload(Bucket="stale", Key="r2/part-00000.jsonl")["UploadId"]
+    state = tmp_path / "state"
+    args = [str(sluice.binary), "caption", str(src), "-o", "s3://stale/r", "--state-dir",
+            str(state), "--model", str(REPO / "models/tiny/model.gguf"),
+            "--mmproj", str(REPO / "models/tiny/mmproj.gguf"), "--max-tokens", "4",
+            "--metrics-addr", "off"]
+    proc = subprocess.Popen(args, env=dict(env, SLUICE_TEST_FAULTS="trace,s3.upload_part=sleep:60000"),
+                            stderr=subprocess.PIPE, text=True)
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if "fault point s3.upload_part" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert "fault point s3.upload_part" in seen, seen[-3000:]
+
+    def uploads():
+        return sorted((u["Key"], u["UploadId"])
+                      for u in client.list_multipart_uploads(Bucket="stale").get("Uploads", []))
+
+    left = [k for k, _ in uploads()]
+    assert left.count("r/part-00000.jsonl") == 1, left  # the killed run's part, unfinished
+    assert not objects(client, "stale", "r/part-")
+    r = caption_env(sluice, env, src, "-o", "s3://stale/r", "--state-dir", state)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "aborted 1 unfinished multipart upload" in r.stderr, r.stderr[-3000:]
+    assert uploads() == sorted([("r/notes.bin", other), ("r2/part-00000.jsonl", elsewhere)])
+    assert Counter(remote_ids(client, "stale", "r/")) == Counter(f"big.parquet:{i}" for i in range(3))
