@@ -241,6 +241,8 @@ static void the_answer_as_a_chat_completion_object(void **state)
         tc_sdk_validates(r.response_json);
         json_t *root = json_loads(r.response_json, 0, NULL);
         ids[i] = sl_strdup(json_string_value(json_object_get(root, "id")));
+        json_t *c0 = json_array_get(json_object_get(root, "choices"), 0);
+        assert_true(json_is_null(json_object_get(c0, "logprobs"))); /* there, and null */
         json_decref(root);
         assert_string_equal(r.finish_reason, "length"); /* 6 tokens of a random model */
         sl_result_clear(&r);

@@ -152,6 +152,17 @@ static void stream_chunk(openai_stream *s, const char *json, size_t len, double 
             if (*c == '\n' || *c == '\r')
                 *c = ' ';
     }
+    /* A chunk's identity, from the first that has it (each chunk repeats it). */
+    const char *id = json_string_value(json_object_get(root, "id"));
+    if (id && !s->id[0] && strlen(id) < sizeof s->id && sl_utf8_valid(id, strlen(id)))
+        snprintf(s->id, sizeof s->id, "%s", id);
+    const char *model = json_string_value(json_object_get(root, "model"));
+    if (model && !s->model[0] && strlen(model) < sizeof s->model &&
+        sl_utf8_valid(model, strlen(model)))
+        snprintf(s->model, sizeof s->model, "%s", model);
+    json_t *created = json_object_get(root, "created");
+    if (!s->created && json_is_integer(created) && json_integer_value(created) > 0)
+        s->created = (long long)json_integer_value(created);
     json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
     json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
     size_t n = json_string_length(content);

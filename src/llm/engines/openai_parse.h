@@ -51,6 +51,11 @@ typedef struct openai_stream {
     bool too_large;          /* the content passed text_max (the rest was dropped) */
     char finish[16];
     char error[512];         /* an error event in the stream, or "out of memory" */
+    /* The first chunk's id, model and created, for a chat.completion object
+     * assembled from the stream ("" and 0 when none came or did not fit). */
+    char id[128];
+    char model[256];
+    long long created;
 } openai_stream;
 
 /* Starts a stream over (keeps the text's memory). */
