@@ -471,59 +471,6 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
     return text;
 }
 
-/* A caller's whole body (sl_request.openai_body) as it goes out: as given
- * but for "model" (the served model when absent) and "stream" (the
- * engine's; streaming asks for usage in the last chunk, and a body that
- * does not stream sends no stream_options, which servers refuse then).
- * NULL with sl_fail: SL_ERR_INVALID_ARG when it is not a JSON object with a
- * "messages" array. */
-static char *forward_body(const oa_engine *e, const sl_request *q, size_t *len, sl_status *st)
-{
-    const char *id = q->id ? q->id : "(request)";
-    *st = SL_ERR_INVALID_ARG;
-    json_error_t jerr;
-    json_t *root = json_loads(q->openai_body, JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(root)) {
-        json_decref(root);
-        if (root)
-            sl_fail(SL_ERR_INVALID_ARG, "%s: the request body is not a JSON object", id);
-        else
-            sl_fail(SL_ERR_INVALID_ARG, "%s: the request body is not JSON (%s, at byte %d)", id,
-                    jerr.text, jerr.position);
-        return NULL;
-    }
-    if (!json_is_array(json_object_get(root, "messages"))) {
-        json_decref(root);
-        sl_fail(SL_ERR_INVALID_ARG, "%s: the request body has no \"messages\" array", id);
-        return NULL;
-    }
-    int bad = 0;
-    if (!json_object_get(root, "model"))
-        bad |= set_new(root, "model", json_string(e->model));
-    bad |= set_new(root, "stream", json_boolean(e->p.stream));
-    if (e->p.stream) {
-        json_t *opts = json_object_get(root, "stream_options");
-        if (!json_is_object(opts))
-            bad |= set_new(root, "stream_options", opts = json_object());
-        bad |= !opts || set_new(opts, "include_usage", json_true());
-    } else {
-        json_object_del(root, "stream_options");
-    }
-    char *text = NULL;
-    if (!bad) {
-        char *dumped = json_dumps(root, JSON_COMPACT);
-        if (dumped) {
-            *len = strlen(dumped);
-            text = sl_strndup(dumped, *len);
-            free(dumped);
-        }
-    }
-    json_decref(root);
-    if (!text)
-        *st = sl_fail(SL_ERR_NOMEM, "%s: out of memory building the request", id);
-    return text;
-}
-
 /* The engine's copy of request q (one without tasks); NULL when out of
  * memory. */
 /* The engine's copy of request q (one without tasks), its JSON schema
@@ -556,8 +503,15 @@ static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *i
     r->body_max = openai_body_max(q->sampling.max_tokens);
     r->want_json = q->want_response_json;
     sl_status body_st = SL_ERR_NOMEM; /* build_body fails only for want of memory */
-    if (q->openai_body)
-        r->body = forward_body(e, q, &r->body_len, &body_st);
+    if (q->openai_body) {
+        char why[512];
+        r->body = openai_forward_body(q->openai_body, strlen(q->openai_body), e->model,
+                                      e->p.stream, &r->body_len, why, sizeof why);
+        if (!r->body)
+            body_st = strcmp(why, "out of memory") == 0
+                          ? sl_fail(SL_ERR_NOMEM, "%s: out of memory building the request", id)
+                          : sl_fail(SL_ERR_INVALID_ARG, "%s: the request body %s", id, why);
+    }
     else
         r->body = build_body(e, q, schema,
                              q->n_messages > 0 ? conversation_messages(q, images)
