@@ -18,6 +18,7 @@ struct coord {
     int64_t next_shard;   /* the lowest shard not handed out */
     int64_t n_shards;     /* -1 until a rank saw the input end */
     coord_counts committed;
+    coord_rank *ranks;    /* n_ranks: each rank's share */
     int finished;         /* ranks other than 0 that sent COORD_FINISH */
     int failed_rank;
     sl_status failed_status;
@@ -37,8 +38,11 @@ void coord_counts_add(coord_counts *into, const coord_counts *c)
 
 coord *coord_new(sl_ledger *ledger, const char *fingerprint, long first_part, int n_ranks)
 {
-    coord *c = sl_calloc(1, sizeof *c);
-    if (!c || !(c->fingerprint = sl_strdup(fingerprint ? fingerprint : ""))) {
+    coord *c = n_ranks > 0 ? sl_calloc(1, sizeof *c) : NULL;
+    if (!c || !(c->fingerprint = sl_strdup(fingerprint ? fingerprint : "")) ||
+        !(c->ranks = sl_calloc((size_t)n_ranks, sizeof *c->ranks))) {
+        if (c)
+            sl_free(c->fingerprint);
         sl_free(c);
         return NULL;
     }
@@ -59,7 +63,14 @@ void coord_free(coord *c)
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->finished_cv);
     sl_free(c->fingerprint);
+    sl_free(c->ranks);
     sl_free(c);
+}
+
+/* The rank's entry, or NULL for a rank outside the job. */
+static coord_rank *rank_of(coord *c, int rank)
+{
+    return rank >= 0 && rank < c->n_ranks ? &c->ranks[rank] : NULL;
 }
 
 static void reply_status(wire_buf *reply, sl_status st)
@@ -130,6 +141,8 @@ static sl_status next(coord *c, int rank, wire_reader *r, wire_buf *reply)
                                            "one to hand out (%lld)", rank, (long long)position,
                        (long long)c->next_shard);
     int64_t shard = c->n_shards >= 0 && c->next_shard >= c->n_shards ? -1 : c->next_shard++;
+    if (shard >= 0 && rank_of(c, rank))
+        rank_of(c, rank)->shards++;
     reply_status(reply, SL_OK);
     wire_put_i64(reply, shard);
     size_t count_at = reply->len;
@@ -203,6 +216,8 @@ static sl_status commit(coord *c, int rank, wire_reader *r, wire_buf *reply)
     if (st != SL_OK)
         return st;
     coord_counts_add(&c->committed, &part);
+    if (rank_of(c, rank))
+        coord_counts_add(&rank_of(c, rank)->committed, &part);
     reply_status(reply, SL_OK);
     return SL_OK;
 }
@@ -218,7 +233,13 @@ static sl_status finish(coord *c, int rank, wire_reader *r, wire_buf *reply)
         c->failed_status = status;
         snprintf(c->failed_msg, sizeof c->failed_msg, "%s", msg);
     }
-    c->finished++;
+    coord_rank *who = rank_of(c, rank);
+    if (who && !who->finished) {
+        who->finished = true;
+        who->status = status;
+        if (rank != 0)
+            c->finished++;
+    }
     pthread_cond_broadcast(&c->finished_cv);
     reply_status(reply, SL_OK);
     return SL_OK;
@@ -257,6 +278,18 @@ void coord_progress(coord *c, coord_counts *committed, int64_t *shards_handed,
         *shards_total = c->n_shards;
     pthread_mutex_unlock(&c->mu);
 }
+
+bool coord_rank_progress(coord *c, int rank, coord_rank *out)
+{
+    pthread_mutex_lock(&c->mu);
+    coord_rank *r = rank_of(c, rank);
+    if (r)
+        *out = *r;
+    pthread_mutex_unlock(&c->mu);
+    return r != NULL;
+}
+
+int coord_ranks(const coord *c) { return c->n_ranks; }
 
 bool coord_wait_finished(coord *c, int timeout_ms, int *failed_rank, sl_status *status, char *msg,
                          size_t cap)

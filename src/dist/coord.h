@@ -37,6 +37,15 @@ typedef struct coord_counts {
 
 void coord_counts_add(coord_counts *into, const coord_counts *c);
 
+/* One rank's share of the job: its committed parts, the shards it took,
+ * whether it finished and how. */
+typedef struct coord_rank {
+    coord_counts committed;
+    int64_t shards;
+    bool finished;
+    sl_status status;
+} coord_rank;
+
 /* Requests (rank -> rank 0), the first byte of a message; each gets one
  * reply that starts with a status byte (sl_status) and, when it is not
  * SL_OK, the error message. */
@@ -64,6 +73,11 @@ void coord_handle(coord *c, int rank, const void *msg, size_t len, wire_buf *rep
  * shards the input holds (-1 while unknown). */
 void coord_progress(coord *c, coord_counts *committed, int64_t *shards_handed,
                     int64_t *shards_total);
+
+/* Rank `rank`'s share (false for a rank outside the job), and how many
+ * ranks the job has. */
+bool coord_rank_progress(coord *c, int rank, coord_rank *out);
+int coord_ranks(const coord *c);
 
 /* Every rank but rank 0 has finished (COORD_FINISH), or `timeout_ms` passed:
  * returns whether all have. *failed_rank: the first rank that finished with

@@ -406,7 +406,7 @@ void dist_part_free(dist_part *p) { wire_free(&p->msg); }
 sl_status dist_finish(sl_dist *d, sl_status status, const char *message)
 {
     int64_t v = status;
-    sl_status st = d->rank == 0 ? SL_OK : simple(d, COORD_FINISH, &v, 1, message ? message : "");
+    sl_status st = simple(d, COORD_FINISH, &v, 1, message ? message : "");
     d->reported = st == SL_OK;
     return st;
 }
@@ -442,4 +442,9 @@ bool dist_progress(sl_dist *d, coord_counts *committed, int64_t *shards_handed,
         return false;
     coord_progress(d->coord, committed, shards_handed, shards_total);
     return true;
+}
+
+bool dist_rank_progress(sl_dist *d, int rank, coord_rank *out)
+{
+    return d && d->rank == 0 && d->coord && coord_rank_progress(d->coord, rank, out);
 }

@@ -59,8 +59,10 @@ sl_status dist_finish(sl_dist *d, sl_status status, const char *message);
  * status with a message naming it. */
 sl_status dist_wait_all(sl_dist *d, coord_counts *totals);
 
-/* Rank 0 while serving: the job's progress (coord_progress); false elsewhere. */
+/* Rank 0 once serving: the job's progress (coord_progress), and each
+ * rank's (coord_rank_progress); false elsewhere. */
 bool dist_progress(sl_dist *d, coord_counts *committed, int64_t *shards_handed,
                    int64_t *shards_total);
+bool dist_rank_progress(sl_dist *d, int rank, coord_rank *out);
 
 #endif

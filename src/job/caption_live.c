@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "job/caption_live.h"
+#include "job/rank_metrics.h"
 
 /* From live_page.html, by cmake/embed.cmake. */
 extern const unsigned char sl_live_page[];
@@ -22,6 +23,7 @@ struct caption_live {
     char model[256];
     struct timespec started;
     atomic_bool finished;
+    sl_dist *dist;      /* rank 0 of an MPI job: the ranks' table; else NULL */
 };
 
 static double elapsed_s(const caption_live *l)
@@ -65,6 +67,9 @@ static void status_route(void *user, const char *path, sl_metrics_reply *reply)
         json_object_set_new(o, "elapsed_s", json_real(elapsed_s(l)));
         json_object_set_new(o, "finished", json_boolean(atomic_load(&l->finished)));
         json_object_set_new(o, "failures", gallery_failures_json(l->g));
+        json_t *ranks = l->dist ? rank_metrics_json(l->dist) : NULL;
+        if (ranks)
+            json_object_set_new(o, "ranks", ranks);
     }
     json_reply(reply, o);
 }
@@ -149,4 +154,10 @@ void caption_live_free(caption_live *l)
         return;
     pthread_mutex_destroy(&l->mu);
     sl_free(l);
+}
+
+void caption_live_set_dist(caption_live *l, sl_dist *d)
+{
+    if (l)
+        l->dist = d;
 }

@@ -9,6 +9,7 @@
 #define SL_JOB_CAPTION_LIVE_H
 
 #include "job/caption_metrics.h"
+#include "sluice/dist.h"
 #include "job/gallery.h"
 
 typedef struct caption_live caption_live;
@@ -18,6 +19,9 @@ typedef struct caption_live caption_live;
  * the server. SL_ERR_NOMEM: *out is NULL. */
 sl_status caption_live_start(caption_metrics *cm, gallery *g, caption_live **out);
 void caption_live_set_model(caption_live *l, const char *model_name);
+/* Rank 0 of an MPI job: the page shows every rank (d outlives the page).
+ * Before the server answers its first request. */
+void caption_live_set_dist(caption_live *l, sl_dist *d);
 /* The run has ended: the page says so and stops its ETA. */
 void caption_live_finish(caption_live *l);
 void caption_live_free(caption_live *l);

@@ -769,3 +769,5 @@ json_t *caption_metrics_status_json(caption_metrics *cm)
     json_object_set_new(o, "engine", engine);
     return o;
 }
+
+sl_metrics *caption_metrics_registry(caption_metrics *cm) { return cm->reg; }

@@ -22,6 +22,8 @@ typedef struct replica_metrics replica_metrics;
 sl_status caption_metrics_start(const char *address, caption_metrics **out);
 /* The HTTP server (more routes go on it), NULL when not serving. */
 sl_metrics_server *caption_metrics_server(caption_metrics *cm);
+/* The registry, for more families (job/rank_metrics.h). */
+sl_metrics *caption_metrics_registry(caption_metrics *cm);
 /* The served port, 0 when not serving. */
 int caption_metrics_port(const caption_metrics *cm);
 /* Pipeline gauges and counters read from the executor at scrape time;

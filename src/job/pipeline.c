@@ -15,6 +15,7 @@
 #include "job/caption_report.h"
 #include "job/job.h"
 #include "job/progress.h"
+#include "job/rank_metrics.h"
 #include "sluice/pipeline.h"
 
 /* A stage of the pipeline: a built-in one, made at run time (its config is
@@ -431,6 +432,14 @@ sl_status sl_pipeline_row_emit(sl_row *parent, sl_row **child)
 static sl_status start_metrics(job *j, sl_exec *exec)
 {
     const char *addr = j->p->metrics_addr;
+    /* Ranks on one node each serve their own: port + rank. */
+    char ranked[300];
+    const char *colon = addr ? strrchr(addr, ':') : NULL;
+    if (j->dist && colon && atoi(colon + 1) > 0) {
+        snprintf(ranked, sizeof ranked, "%.*s:%d", (int)(colon - addr), addr,
+                 atoi(colon + 1) + sl_dist_rank(j->dist));
+        addr = ranked;
+    }
     sl_status st = caption_metrics_start(addr, &j->metrics);
     if (st != SL_OK && addr && *addr && j->p->metrics_optional) {
         sl_log(SL_LOG_WARN, "not serving metrics: %s", sl_last_error());
@@ -474,6 +483,7 @@ static sl_status finish_rank(job *j, sl_status run_st, const char *run_msg)
 static sl_status job_totals(job *j, sl_caption_summary *sum)
 {
     coord_counts all;
+    dist_finish(j->dist, SL_OK, "");
     sl_status st = dist_wait_all(j->dist, &all);
     sum->shards = (long)all.parts;
     sum->rows = (long)all.rows;
@@ -510,6 +520,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     pthread_mutex_init(&j.done_mu, NULL);
     sl_exec *exec = NULL;
     sl_stage_def *stages = NULL;
+    rank_metrics *ranks_metrics = NULL;
     j.inputs = p->n_inputs > 0 ? p->inputs : &p->input_dir;
     j.n_inputs = p->n_inputs > 0 ? (size_t)p->n_inputs : 1;
     j.src_params = sl_source_default_params();
@@ -577,6 +588,12 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     if ((st = start_metrics(&j, exec)) != SL_OK ||
         (st = caption_live_start(j.metrics, j.gallery, &j.live)) != SL_OK)
         goto done;
+    if (j.dist && sl_dist_rank(j.dist) == 0) {
+        caption_live_set_dist(j.live, j.dist);
+        if ((st = rank_metrics_attach(caption_metrics_registry(j.metrics), j.dist,
+                                      &ranks_metrics)) != SL_OK)
+            goto done;
+    }
     sum->metrics_port = caption_metrics_port(j.metrics);
     if (sum->metrics_port && p->on_metrics_port)
         p->on_metrics_port(sum->metrics_port, p->on_row_user);
@@ -599,12 +616,6 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     job_progress_stop(pg);
     caption_live_finish(j.live);
     caption_metrics_detach_exec(j.metrics);
-    if (j.metrics && lead) {
-        char *prom = sl_asprintf("%s/metrics.prom", j.dir);
-        if (!prom || caption_metrics_write(j.metrics, prom) != SL_OK)
-            sl_log(SL_LOG_WARN, "cannot write the final metrics: %s", sl_last_error());
-        sl_free(prom);
-    }
 
     sl_exec_stats es;
     sl_exec_stats_get(exec, &es);
@@ -623,6 +634,12 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sl_status job_st = lead ? SL_OK : finish_rank(&j, run_st, run_msg);
     if (lead && j.dist)
         job_st = job_totals(&j, sum);
+    if (j.metrics && lead) { /* after every rank is done: the job's final figures */
+        char *prom = sl_asprintf("%s/metrics.prom", j.dir);
+        if (!prom || caption_metrics_write(j.metrics, prom) != SL_OK)
+            sl_log(SL_LOG_WARN, "cannot write the final metrics: %s", sl_last_error());
+        sl_free(prom);
+    }
     if (lead) {
         caption_report report = {p,        sum,       exec, run_st, atomic_load(&j.input_total),
                                  j.gallery, &j.schema, j.dir};
@@ -653,6 +670,7 @@ done:
         sl_fail(st, "%s", why);
     }
     caption_metrics_stop(j.metrics); /* the server first: its pages read what follows */
+    rank_metrics_free(ranks_metrics);
     caption_live_free(j.live);
     gallery_free(j.gallery);
     sl_exec_free(exec);

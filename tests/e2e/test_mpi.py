@@ -184,3 +184,75 @@ def test_input_shard_is_refused_under_mpi(mpi, inputs, tmp_path):
                        capture_output=True, text=True, timeout=300, env=mpi_env())
     assert r.returncode != 0
     assert "drop --input-shard" in r.stderr, r.stderr[-2000:]
+
+
+def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
+    """Rank r serves /metrics at the port + r; a real Prometheus scrapes both
+    ranks of a live job, and the dashboard's MPI queries (its `rank`
+    variable included) return data; rank 0's live page lists the ranks; at
+    the end rank 0's metrics.prom counts each rank's rows as its parts hold
+    them."""
+    import re
+    import urllib.request
+
+    from prom import Prometheus, free_port
+    dash_path = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "grafana" / \
+        "sluice-dashboard.json"
+    from test_dashboard import JOB_PREFIX, dashboard_targets, substitute
+
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 120)  # with --parallel 1: long enough for 20 scrapes
+    out = tmp_path / "out"
+    port = free_port()
+    log = open(tmp_path / "run.log", "w")
+    args = caption_args(mpi, inputs, out, "--input-shard-size", "4", "--shard-rows", "8",
+                        "--parallel", "1", "--metrics-addr", f"127.0.0.1:{port}")
+    proc = subprocess.Popen(mpirun_args(2) + args, stdout=log, stderr=subprocess.STDOUT,
+                            env=mpi_env())
+    targets = [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]
+    dash = json.loads(dash_path.read_text())
+    exprs = [(t, r, e) for t, r, e in dashboard_targets(dash) if JOB_PREFIX in e]
+    assert len(exprs) >= 4
+    values = {"__rate_interval": "10s", "job": "sluice", "instance": ".*", "rank": ".*"}
+    try:
+        with Prometheus(tmp_path / "prom", {"sluice": targets}, scrape_interval="1s") as prom:
+            prom.wait_ready(seconds=30)
+
+            def both_ranks_rows():
+                assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+                up = prom.query('sum(up{job="sluice"})')
+                rows = prom.query('sluice_job_rank_rows_total{job="sluice"}')
+                return (up and up[0]["value"][1] == "2" and len(rows) == 2
+                        and all(float(r["value"][1]) > 0 for r in rows))
+            prom.wait_for("both ranks scraped and committing", both_ranks_rows, seconds=120)
+            def scraped():  # rate() over 10 s needs two samples of each rank
+                assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+                r = prom.query('sum_over_time(up{job="sluice"}[1m])')
+                return len(r) == 2 and all(float(x["value"][1]) >= 5 for x in r)
+            prom.wait_for("5 scrapes of each rank", scraped, seconds=60)
+            empty = [f"{t}/{r}" for t, r, e in exprs
+                     if not prom.query(substitute(e, values))]
+            assert not empty, empty
+            var = [v for v in dash["templating"]["list"] if v["name"] == "rank"][0]
+            m = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", var["definition"].strip())
+            ranks = prom.api(f"label/{m.group(2)}/values",
+                             **{"match[]": substitute(m.group(1), values)})
+            assert sorted(ranks) == ["0", "1"], ranks
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as r:
+                status = json.loads(r.read())
+            assert [k["rank"] for k in status["ranks"]] == [0, 1]
+        assert proc.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+    prom_text = (out / "metrics.prom").read_text()
+    by_rank = {int(m.group(1)): float(m.group(2)) for m in re.finditer(
+        r'^sluice_job_rank_rows_total\{rank="(\d+)"\} (\S+)$', prom_text, re.M)}
+    rows = rows_by_id(out)
+    from_parts = {0: 0, 1: 0}
+    for v in rows.values():
+        from_parts[int(v[0]["_part"][5:10]) % 2] += 1
+    assert by_rank == from_parts, (by_rank, from_parts)
+    assert re.search(r"^sluice_job_ranks 2$", prom_text, re.M)
