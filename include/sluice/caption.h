@@ -169,6 +169,13 @@ typedef struct sl_caption_params {
      * NULL: none. */
     const char *json_schema;
     const char *grammar;
+    /* An OpenAI batch file (input_format "openai-batch"; `sluice batch`,
+     * docs/batch.md): each line a chat request, answered in OpenAI's batch
+     * output format (output_format "openai-batch" or "jsonl"; "parquet"
+     * flattens it). */
+    bool allow_local_images;   /* image_url parts may name local files (else the line fails) */
+    bool ignore_model;         /* run requests whose body.model is another model's */
+    const char *errors_file;   /* failed requests go to this file, not the output parts */
 } sl_caption_params;
 
 /* Rows per part when shard_rows is 0: a crash loses at most this many. */

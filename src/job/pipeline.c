@@ -13,6 +13,7 @@
 #include "core/file.h"
 #include "core/log.h"
 #include "job/caption_report.h"
+#include "job/batch.h"
 #include "job/job.h"
 #include "job/progress.h"
 #include "sluice/pipeline.h"
@@ -489,6 +490,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     j.src_params.prompt_column = p->prompt_column;
     j.src_params.allow_file_urls = p->allow_file_urls;
     j.src_params.shard_index = p->input_shard_index;
+    if (job_is_batch(p)) /* a line holds its images, base64 */
+        j.src_params.max_line_bytes = SL_BATCH_MAX_LINE_BYTES;
     j.src_params.shard_count = p->input_shard_count;
     if (p->input_shard_size)
         j.src_params.shard_size = p->input_shard_size;
@@ -581,6 +584,14 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     const char *shard = j.last_shard[0] ? j.last_shard : p->output_dir;
     if (j.sink_status == SL_OK)
         snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);
+    if (j.sink_status == SL_OK && batch_errors_collect(&j) != SL_OK && run_st == SL_OK) {
+        j.sink_status = SL_ERR_IO;
+        snprintf(j.sink_error, sizeof j.sink_error, "%s", sl_last_error());
+    }
+    if (j.sink_status == SL_OK && batch_errors_collect(&j) != SL_OK && run_st == SL_OK) {
+        j.sink_status = SL_ERR_IO;
+        snprintf(j.sink_error, sizeof j.sink_error, "%s", sl_last_error());
+    }
     caption_report report = {p,        sum,       exec, run_st, atomic_load(&j.input_total),
                              j.gallery, &j.schema, j.dir};
     if (caption_report_write(&report) != SL_OK)
@@ -605,6 +616,7 @@ done:
     gallery_free(j.gallery);
     sl_exec_free(exec);
     sl_sink_free(j.sink);
+    sl_sink_free(j.errors_sink);
     sl_ledger_free(j.ledger); /* after the sink: an open part's rows roll back */
     sl_source_free(j.src);
     caption_schema_clear(&j.schema);
