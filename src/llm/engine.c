@@ -1,7 +1,14 @@
 /* llm/engine.c — the engine handle: argument checks, then dispatch to a
  * backend's ops; the synchronous call built on submit + poll. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -47,9 +54,97 @@ static sl_status check_prompt(const char *id, const char *task, const char *prom
     return SL_OK;
 }
 
+static sl_status check_stops(const char *id, const sl_request *request)
+{
+    if (request->n_stop < 0 || (request->n_stop > 0 && !request->stop))
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: bad stop strings", id);
+    for (int i = 0; i < request->n_stop; i++)
+        if (!request->stop[i] || !sl_utf8_valid(request->stop[i], strlen(request->stop[i])))
+            return sl_fail(SL_ERR_INVALID_ARG, "%s: stop string %d is not valid UTF-8", id, i + 1);
+    return SL_OK;
+}
+
+/* Messages in a conversation at most: a bound on what one request may ask
+ * the engine to copy and render, far above any chat a batch file holds. */
+#define MAX_MESSAGES 256
+
+/* The checks of a conversation (request->n_messages > 0): its shape, roles
+ * and text, and that its image parts match the images given. Each message
+ * names the request and the message's index (0-based, as in the body's
+ * "messages" array). */
+static sl_status check_conversation(const char *id, const sl_request *q)
+{
+    if (q->n_messages > MAX_MESSAGES || !q->messages)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: %d messages; a conversation takes 1 to %d", id,
+                       q->n_messages, MAX_MESSAGES);
+    if (q->prompt || q->system_prompt || q->image || q->image_encoded)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s: a conversation (messages) takes no prompt, system prompt or image of "
+                       "its own: put them in its messages",
+                       id);
+    if (q->n_tasks != 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: a conversation (messages) cannot have tasks", id);
+    if (q->sampling.max_tokens <= 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: max_tokens must be positive, got %d", id,
+                       q->sampling.max_tokens);
+    int image_parts = 0;
+    for (int i = 0; i < q->n_messages; i++) {
+        const sl_message *m = &q->messages[i];
+        if (!m->role || (strcmp(m->role, "system") != 0 && strcmp(m->role, "user") != 0 &&
+                         strcmp(m->role, "assistant") != 0))
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "%s: message %d: role '%.40s' is not system, user or assistant", id, i,
+                           m->role ? m->role : "(none)");
+        if (m->n_parts < 0 || (m->n_parts > 0 && !m->parts))
+            return sl_fail(SL_ERR_INVALID_ARG, "%s: message %d: bad content parts (%d)", id, i,
+                           m->n_parts);
+        for (int k = 0; k < m->n_parts; k++) {
+            const char *text = m->parts[k].text;
+            if (!text)
+                image_parts++;
+            else if (!sl_utf8_valid(text, strlen(text))) {
+                return sl_fail(SL_ERR_INVALID_ARG, "%s: message %d: part %d is not valid UTF-8",
+                               id, i, k);
+            }
+        }
+    }
+    if (image_parts > SL_MAX_IMAGES)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: %d images; a request takes at most %d", id,
+                       image_parts, SL_MAX_IMAGES);
+    if (image_parts != q->n_images)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s: the messages have %d image parts but %d images were given", id,
+                       image_parts, q->n_images);
+    return SL_OK;
+}
+
 sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *tag)
 {
     const char *id = request->id ? request->id : "(request)";
+    if (request->n_messages < 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: %d messages", id, request->n_messages);
+    if (request->n_images != 0 && request->n_messages == 0)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s: images are given with messages (their image parts say where)", id);
+    if (request->openai_body && !sl_utf8_valid(request->openai_body, strlen(request->openai_body)))
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: the request body is not valid UTF-8", id);
+    /* The openai engine sends a whole body in place of the prompt (the
+     * llama engine ignores it: it needs messages or a prompt). */
+    bool body_only = request->openai_body && request->n_messages == 0 &&
+                     strcmp(engine->ops->kind, "openai") == 0;
+    if (request->n_messages > 0 || body_only) {
+        sl_status st = SL_OK;
+        if (request->n_messages > 0)
+            st = check_conversation(id, request);
+        else if (request->sampling.max_tokens <= 0)
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s: max_tokens must be positive, got %d", id,
+                         request->sampling.max_tokens);
+        else if (request->n_tasks != 0)
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s: a request body cannot have tasks", id);
+        if (st == SL_OK)
+            st = check_stops(id, request);
+        return st == SL_OK ? engine->ops->submit(engine->impl, request, tag) : st;
+    }
     if (request->n_tasks < 0 || request->n_tasks > SL_MAX_TASKS ||
         (request->n_tasks > 0 && !request->tasks))
         return sl_fail(SL_ERR_INVALID_ARG, "%s: %d tasks; a request takes 1 to %d", id,
@@ -63,14 +158,9 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
                           t->system_prompt ? t->system_prompt : request->system_prompt,
                           &t->sampling);
     }
-    if (st != SL_OK)
-        return st;
-    if (request->n_stop < 0 || (request->n_stop > 0 && !request->stop))
-        return sl_fail(SL_ERR_INVALID_ARG, "%s: bad stop strings", id);
-    for (int i = 0; i < request->n_stop; i++)
-        if (!request->stop[i] || !sl_utf8_valid(request->stop[i], strlen(request->stop[i])))
-            return sl_fail(SL_ERR_INVALID_ARG, "%s: stop string %d is not valid UTF-8", id, i + 1);
-    return engine->ops->submit(engine->impl, request, tag);
+    if (st == SL_OK)
+        st = check_stops(id, request);
+    return st == SL_OK ? engine->ops->submit(engine->impl, request, tag) : st;
 }
 
 sl_status sl_engine_poll(sl_engine *engine, sl_completion *out, size_t max, int timeout_ms,
@@ -218,6 +308,94 @@ void sl_task_group_drop(sl_task_group *g)
 {
     if (g && --g->shares == 0)
         group_free(g);
+}
+
+/* --- chat.completion objects ------------------------------------------------ */
+
+static uint64_t id_seed;
+static atomic_uint_fast64_t id_counter;
+
+static void id_seed_init(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    id_seed = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    id_seed ^= (uint64_t)getpid() << 40;
+}
+
+/* splitmix64: consecutive counters give ids that look unrelated. */
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15u;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9u;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBu;
+    return x ^ (x >> 31);
+}
+
+void sl_chat_completion_id(char *out, size_t cap)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, id_seed_init);
+    uint64_t n = atomic_fetch_add(&id_counter, 1);
+    /* The process's random part, then the counter (from a random start):
+     * unique within the process for 2^32 answers whatever the mix does. */
+    snprintf(out, cap, "chatcmpl-%016llx%08lx", (unsigned long long)mix64(id_seed),
+             (unsigned long)((n + (mix64(id_seed + 1) >> 32)) & 0xffffffffu));
+}
+
+char *sl_chat_completion_json(const char *id, const char *model, long long created,
+                              const sl_result *res)
+{
+    char fresh[40];
+    if (!id) {
+        sl_chat_completion_id(fresh, sizeof fresh);
+        id = fresh;
+    }
+    json_t *root = json_object(), *choice = json_object(), *message = json_object(),
+           *usage = json_object(), *details = json_object(), *choices = json_array();
+    int bad = !root || !choice || !message || !usage || !details || !choices;
+    const char *text = res->text ? res->text : "";
+    if (!bad)
+        bad = json_object_set_new(message, "role", json_string("assistant")) ||
+              json_object_set_new(message, "content", json_stringn_nocheck(text, strlen(text))) ||
+              json_object_set_new(choice, "index", json_integer(0)) ||
+              json_object_set(choice, "message", message) ||
+              json_object_set_new(choice, "finish_reason",
+                                  json_string(res->finish_reason ? res->finish_reason : "stop")) ||
+              json_object_set_new(choice, "logprobs", json_null()) ||
+              json_array_append(choices, choice) ||
+              json_object_set_new(usage, "prompt_tokens", json_integer(res->prompt_tokens)) ||
+              json_object_set_new(usage, "completion_tokens",
+                                  json_integer(res->generated_tokens)) ||
+              json_object_set_new(usage, "total_tokens",
+                                  json_integer((json_int_t)res->prompt_tokens +
+                                               res->generated_tokens)) ||
+              json_object_set_new(details, "cached_tokens", json_integer(res->cached_tokens)) ||
+              json_object_set(usage, "prompt_tokens_details", details) ||
+              json_object_set_new(root, "id", json_string(id)) ||
+              json_object_set_new(root, "object", json_string("chat.completion")) ||
+              json_object_set_new(root, "created",
+                                  json_integer(created ? created : (json_int_t)time(NULL))) ||
+              json_object_set_new(root, "model", json_string(model ? model : "")) ||
+              json_object_set(root, "choices", choices) ||
+              json_object_set(root, "usage", usage);
+    char *out = NULL;
+    if (!bad) {
+        /* The answer's text is sanitized UTF-8 already; a model name or id
+         * that is not makes json_string() fail above. */
+        char *dumped = json_dumps(root, JSON_COMPACT);
+        if (dumped) {
+            out = sl_strdup(dumped);
+            free(dumped);
+        }
+    }
+    json_decref(root);
+    json_decref(choice);
+    json_decref(message);
+    json_decref(usage);
+    json_decref(details);
+    json_decref(choices);
+    return out;
 }
 
 const char *sl_engine_kind(const sl_engine *engine) { return engine->ops->kind; }

@@ -47,6 +47,20 @@ bool sl_task_group_record(sl_task_group *g, int i, sl_status status, const char 
  * last share frees the group, without a completion. */
 void sl_task_group_drop(sl_task_group *g);
 
+/* The chat.completion object of an answer, as OpenAI's API writes it (JSON
+ * text, sl_free; NULL when out of memory): id (from sl_chat_completion_id
+ * when `id` is NULL), object, created (unix seconds; 0: now), model,
+ * choices[0] {index, message {role assistant, content: text}, finish_reason,
+ * logprobs null} and usage {prompt_tokens, completion_tokens, total_tokens,
+ * prompt_tokens_details.cached_tokens}. For sl_result.response_json. */
+char *sl_chat_completion_json(const char *id, const char *model, long long created,
+                              const sl_result *result);
+
+/* A fresh "chatcmpl-" id (24 hex digits after it), unique within the
+ * process and, with a per-process random start, across processes: writes
+ * at most cap bytes (34 are enough). Any thread. */
+void sl_chat_completion_id(char *out, size_t cap);
+
 /* Wraps a backend; takes ownership of impl (freed by ops->free even when
  * this fails). */
 sl_status sl_engine_wrap(const sl_engine_ops *ops, void *impl, sl_engine **out);

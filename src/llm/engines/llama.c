@@ -138,6 +138,16 @@ typedef struct req {
     int shared_pos;
     char *grammar;             /* GBNF the row samples under (given, or from its schema) */
     sl_json_schema *schema;    /* the answer is checked against it */
+    /* A conversation (n_msgs > 0; prompt, system_prompt and image unused):
+     * each message's role (a static string) and its text with the media
+     * marker where its images go; the images in that order (the caller's,
+     * alive until the completion). */
+    int n_msgs;
+    const char **msg_role;
+    char **msg_text;
+    const sl_image *images[SL_MAX_IMAGES];
+    int n_images;
+    bool want_json;            /* answer as a chat.completion object too */
 } req;
 
 typedef struct slot {
@@ -298,34 +308,42 @@ static void phase_add(llama_engine *e, sl_engine_phase phase, double ms)
     phase_count(e, &e->work, phase, ms);
 }
 
-/* Renders the chat for one request into *out (sl_free). SL_ERR_NOMEM, or
+/* Renders messages with the model's chat template and a generation prompt
+ * after the last, into *out (sl_free); without a template, the plain
+ * "User: ... Assistant:" prompt. SL_ERR_NOMEM, SL_ERR_TOO_LONG, or
  * SL_ERR_ENGINE when llama.cpp cannot apply the template. */
-static sl_status render_prompt(const llama_engine *e, const char *id, const char *system_prompt,
-                               const char *user_text, bool with_image, char **out)
+static sl_status render_chat(const llama_engine *e, const char *id, const llama_chat_message *msgs,
+                             size_t n, char **out)
 {
     *out = NULL;
-    size_t sys_len = system_prompt ? strlen(system_prompt) : 0, user_len = strlen(user_text);
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += strlen(msgs[i].content) + 16;
     /* llama_chat_apply_template sizes in int32. */
-    if (sys_len > INT32_MAX / 8 || user_len > INT32_MAX / 8)
-        return sl_fail(SL_ERR_TOO_LONG, "%s: the prompt is too long (%zu bytes)", id,
-                       sys_len + user_len);
-    /* The image goes before the text, as SmolVLM and most VLMs are trained. */
-    char *user = sl_asprintf("%s%s", with_image ? mtmd_get_marker(e->mtmd) : "", user_text);
-    if (!user)
-        return sl_fail(SL_ERR_NOMEM, "%s: out of memory rendering the prompt", id);
+    if (total > INT32_MAX / 8)
+        return sl_fail(SL_ERR_TOO_LONG, "%s: the prompt is too long (%zu bytes)", id, total);
     if (!e->chat_template) {
-        *out = system_prompt && *system_prompt
-                   ? sl_asprintf("%s\n\nUser: %s\nAssistant:", system_prompt, user)
-                   : sl_asprintf("User: %s\nAssistant:", user);
-        sl_free(user);
-        return *out ? SL_OK : sl_fail(SL_ERR_NOMEM, "%s: out of memory rendering the prompt", id);
+        text_buf t = {0};
+        int bad = 0;
+        for (size_t i = 0; i < n && !bad; i++) {
+            const char *c = msgs[i].content;
+            if (strcmp(msgs[i].role, "system") == 0)
+                bad = !*c ? 0 : text_append(&t, c, strlen(c)) || text_append(&t, "\n\n", 2);
+            else if (strcmp(msgs[i].role, "user") == 0)
+                bad = text_append(&t, "User: ", 6) || text_append(&t, c, strlen(c)) ||
+                      text_append(&t, "\n", 1);
+            else
+                bad = text_append(&t, "Assistant: ", 11) || text_append(&t, c, strlen(c)) ||
+                      text_append(&t, "\n", 1);
+        }
+        if (bad || text_append(&t, "Assistant:", 10) != 0) {
+            sl_free(t.data);
+            return sl_fail(SL_ERR_NOMEM, "%s: out of memory rendering the prompt", id);
+        }
+        *out = t.data;
+        return SL_OK;
     }
-    llama_chat_message msgs[2];
-    size_t n = 0;
-    if (system_prompt && *system_prompt)
-        msgs[n++] = (llama_chat_message){"system", system_prompt};
-    msgs[n++] = (llama_chat_message){"user", user};
-    int32_t cap = (int32_t)(2 * (strlen(user) + sys_len) + 256);
+    int32_t cap = (int32_t)(2 * total + 256);
     char *buf = sl_malloc((size_t)cap);
     int32_t len = buf ? llama_chat_apply_template(e->chat_template, msgs, n, true, buf, cap) : -1;
     if (buf && len >= cap) {
@@ -338,7 +356,6 @@ static sl_status render_prompt(const llama_engine *e, const char *id, const char
             len = llama_chat_apply_template(e->chat_template, msgs, n, true, buf, len + 1);
         }
     }
-    sl_free(user);
     if (!buf)
         return sl_fail(SL_ERR_NOMEM, "%s: out of memory rendering the prompt", id);
     if (len < 0) {
@@ -348,6 +365,40 @@ static sl_status render_prompt(const llama_engine *e, const char *id, const char
     buf[len] = '\0';
     *out = buf;
     return SL_OK;
+}
+
+/* Renders the chat for one request of a prompt (and an image) into *out
+ * (sl_free): a system message when there is a system prompt, then the user
+ * message, the image's marker before the text. */
+static sl_status render_prompt(const llama_engine *e, const char *id, const char *system_prompt,
+                               const char *user_text, bool with_image, char **out)
+{
+    *out = NULL;
+    /* The image goes before the text, as SmolVLM and most VLMs are trained. */
+    char *user = sl_asprintf("%s%s", with_image ? mtmd_get_marker(e->mtmd) : "", user_text);
+    if (!user)
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory rendering the prompt", id);
+    llama_chat_message msgs[2];
+    size_t n = 0;
+    if (system_prompt && *system_prompt)
+        msgs[n++] = (llama_chat_message){"system", system_prompt};
+    msgs[n++] = (llama_chat_message){"user", user};
+    sl_status st = render_chat(e, id, msgs, n, out);
+    sl_free(user);
+    return st;
+}
+
+/* Renders a conversation (r->n_msgs > 0) into *out (sl_free). */
+static sl_status render_conversation(const llama_engine *e, const req *r, char **out)
+{
+    llama_chat_message *msgs = sl_calloc((size_t)r->n_msgs, sizeof *msgs);
+    if (!msgs)
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory rendering the prompt", r->id);
+    for (int i = 0; i < r->n_msgs; i++)
+        msgs[i] = (llama_chat_message){r->msg_role[i], r->msg_text[i]};
+    sl_status st = render_chat(e, r->id, msgs, (size_t)r->n_msgs, out);
+    sl_free(msgs);
+    return st;
 }
 
 struct llama_sampler *sl_llama_make_chain(const sl_sampling *s, int n_vocab)
@@ -404,6 +455,10 @@ static void req_free(req *r)
     for (int i = 0; i < r->n_stop; i++)
         sl_free(r->stop[i]);
     sl_free(r->stop);
+    for (int i = 0; r->msg_text && i < r->n_msgs; i++)
+        sl_free(r->msg_text[i]);
+    sl_free(r->msg_text);
+    sl_free(r->msg_role);
     sl_free(r->id);
     sl_free(r->system_prompt);
     sl_free(r->prompt);
@@ -497,6 +552,9 @@ static void finish_slot(llama_engine *e, slot *s, const char *reason)
     s->trace_margins = NULL;
     s->r = NULL;
     release_slot(e, s);
+    if (res.text && r->want_json &&
+        !(res.response_json = sl_chat_completion_json(NULL, e->model_name, 0, &res)))
+        sl_result_clear(&res);
     if (!res.text) {
         complete(e, r, SL_ERR_NOMEM, "out of memory for the result", NULL);
         return;
@@ -519,31 +577,46 @@ static void fail_slot(llama_engine *e, slot *s, sl_status status, const char *ms
     complete(e, r, status, msg, NULL);
 }
 
-/* Tokenizes a request's prompt and image. */
+/* Tokenizes a request's prompt and its images (a conversation's, in order;
+ * none: text chunks only, and the vision encoder never runs for it). */
 static sl_status tokenize(llama_engine *e, req *r)
 {
     char *prompt;
-    sl_status st = render_prompt(e, r->id, r->system_prompt, r->prompt, r->image != NULL, &prompt);
+    sl_status st = r->n_msgs > 0 ? render_conversation(e, r, &prompt)
+                                 : render_prompt(e, r->id, r->system_prompt, r->prompt,
+                                                 r->image != NULL, &prompt);
     if (st != SL_OK)
         return st;
-    mtmd_bitmap *bitmap = NULL;
-    if (r->image) {
-        bitmap = mtmd_bitmap_init((uint32_t)sl_image_width(r->image),
-                                  (uint32_t)sl_image_height(r->image), sl_image_pixels(r->image));
-        if (!bitmap) {
-            sl_free(prompt);
-            return sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image bitmap", r->id);
+    const sl_image *images[SL_MAX_IMAGES];
+    int n_images = r->n_msgs > 0 ? r->n_images : r->image != NULL;
+    if (r->n_msgs > 0)
+        memcpy(images, r->images, (size_t)n_images * sizeof *images);
+    else
+        images[0] = r->image;
+    mtmd_bitmap *bitmaps[SL_MAX_IMAGES] = {0};
+    for (int i = 0; i < n_images; i++)
+        if (!(bitmaps[i] = mtmd_bitmap_init((uint32_t)sl_image_width(images[i]),
+                                            (uint32_t)sl_image_height(images[i]),
+                                            sl_image_pixels(images[i])))) {
+            st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image bitmap", r->id);
+            break;
         }
+    int32_t rc = 0;
+    if (st == SL_OK) {
+        r->chunks = mtmd_input_chunks_init();
+        mtmd_input_text text = {
+            .text = prompt, .text_len = strlen(prompt), .add_special = true, .parse_special = true};
+        rc = mtmd_tokenize(e->mtmd, r->chunks, &text, (const mtmd_bitmap **)bitmaps,
+                           (size_t)n_images);
     }
-    r->chunks = mtmd_input_chunks_init();
-    mtmd_input_text text = {
-        .text = prompt, .text_len = strlen(prompt), .add_special = true, .parse_special = true};
-    const mtmd_bitmap *bitmaps[1] = {bitmap};
-    int32_t rc = mtmd_tokenize(e->mtmd, r->chunks, &text, bitmaps, bitmap ? 1 : 0);
-    mtmd_bitmap_free(bitmap);
+    for (int i = 0; i < n_images; i++)
+        mtmd_bitmap_free(bitmaps[i]);
     sl_free(prompt);
+    if (st != SL_OK)
+        return st;
     if (rc != 0)
-        return rc == 2 ? sl_fail(SL_ERR_DECODE, "%s: the vision preprocessor rejected the image", r->id)
+        return rc == 2 ? sl_fail(SL_ERR_DECODE, "%s: the vision preprocessor rejected the image%s",
+                                 r->id, n_images > 1 ? " (one of them)" : "")
                        : sl_fail(SL_ERR_ENGINE, "%s: mtmd_tokenize failed (code %d)", r->id, (int)rc);
     size_t n = mtmd_input_chunks_size(r->chunks);
     if (n == 0 || mtmd_input_chunk_get_type(mtmd_input_chunks_get(r->chunks, n - 1)) !=
@@ -1796,13 +1869,68 @@ sl_status sl_llama_grammar_check(const char *gbnf, const char *name)
     return SL_OK;
 }
 
+/* A conversation's messages into r: each message's parts joined as
+ * llama-server joins them (text parts one per line, the media marker in
+ * place of each image, no line break next to a marker), the images in
+ * order. Text holding the marker itself is refused: mtmd would take it
+ * for an image. */
+static sl_status copy_conversation(llama_engine *e, const sl_request *rq, req *r)
+{
+    const char *marker = mtmd_get_marker(e->mtmd);
+    size_t marker_len = strlen(marker);
+    r->msg_role = sl_calloc((size_t)rq->n_messages, sizeof *r->msg_role);
+    r->msg_text = sl_calloc((size_t)rq->n_messages, sizeof *r->msg_text);
+    if (!r->msg_role || !r->msg_text)
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request", r->id);
+    r->n_msgs = rq->n_messages;
+    for (int i = 0; i < rq->n_messages; i++) {
+        const sl_message *m = &rq->messages[i];
+        static const char *const roles[] = {"system", "user", "assistant"};
+        for (int k = 0; k < 3; k++)
+            if (strcmp(m->role, roles[k]) == 0)
+                r->msg_role[i] = roles[k];
+        text_buf t = {0};
+        bool after_marker = false, bad = text_append(&t, "", 0) != 0;
+        for (int k = 0; k < m->n_parts && !bad; k++) {
+            const char *text = m->parts[k].text;
+            if (!text) {
+                bad = text_append(&t, marker, marker_len) != 0;
+                after_marker = true;
+                continue;
+            }
+            if (strstr(text, marker)) {
+                sl_free(t.data);
+                return sl_fail(SL_ERR_INVALID_ARG,
+                               "%s: message %d: part %d holds '%s', the marker the engine puts "
+                               "where an image goes",
+                               r->id, i, k, marker);
+            }
+            bad = (!after_marker && t.len > 0 && text_append(&t, "\n", 1) != 0) ||
+                  text_append(&t, text, strlen(text)) != 0;
+            after_marker = false;
+        }
+        if (bad) {
+            sl_free(t.data);
+            return sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request", r->id);
+        }
+        r->msg_text[i] = t.data;
+    }
+    for (int i = 0; i < rq->n_images; i++)
+        if (!rq->images || !(r->images[i] = rq->images[i]))
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "%s: image %d is missing (the llama engine needs the decoded images)",
+                           r->id, i);
+    r->n_images = rq->n_images;
+    return SL_OK;
+}
+
 /* The engine's copy of a request (one without tasks); NULL with *st set
  * when its schema or grammar is refused or memory runs out. */
 static req *req_new(llama_engine *e, const sl_request *rq, void *tag, sl_status *st)
 {
     req *r = sl_calloc(1, sizeof *r);
     bool ok = r && (r->id = sl_strdup(rq->id ? rq->id : "(request)")) &&
-              (r->prompt = sl_strdup(rq->prompt)) &&
+              (!rq->prompt || (r->prompt = sl_strdup(rq->prompt))) &&
               (!rq->system_prompt || (r->system_prompt = sl_strdup(rq->system_prompt)));
     if (ok && rq->n_stop > 0) {
         ok = (r->stop = sl_calloc((size_t)rq->n_stop, sizeof *r->stop)) != NULL;
@@ -1815,10 +1943,12 @@ static req *req_new(llama_engine *e, const sl_request *rq, void *tag, sl_status 
                       rq->id ? rq->id : "(request)");
         return NULL;
     }
-    if ((*st = structured_request(e, rq, r)) != SL_OK) {
+    if ((*st = structured_request(e, rq, r)) != SL_OK ||
+        (rq->n_messages > 0 && (*st = copy_conversation(e, rq, r)) != SL_OK)) {
         req_free(r);
         return NULL;
     }
+    r->want_json = rq->want_response_json;
     r->tag = tag;
     r->trace = rq->trace;
     r->image = rq->image;

@@ -1,0 +1,388 @@
+/* Unit tests: conversations (sl_request.messages) in the llama engine,
+ * through the public engine API, on the generated tiny model (models/tiny,
+ * random weights): text-only requests that never run the vision encoder,
+ * several images in one sequence, several turns rendered with the model's
+ * chat template, the answer as a chat.completion object, and the requests
+ * refused at submit. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <time.h>
+
+#include <jansson.h>
+
+#include "core/alloc.h"
+#include "llama.h"
+#include "sluice/sluice.h"
+#include "test_chat.h"
+
+static char model_path[1024], mmproj_path[1024];
+static sl_image *img_a, *img_b;
+
+static int setup(void **state)
+{
+    const char *dir = getenv("SLUICE_TINY_MODEL");
+    if (!dir)
+        dir = "models/tiny";
+    snprintf(model_path, sizeof model_path, "%s/model.gguf", dir);
+    snprintf(mmproj_path, sizeof mmproj_path, "%s/mmproj.gguf", dir);
+    sl_log_set_level(SL_LOG_ERROR);
+    img_a = tc_gradient(96, 64, 0);
+    img_b = tc_gradient(64, 80, 1);
+    return img_a && img_b ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    sl_image_free(img_a);
+    sl_image_free(img_b);
+    return 0;
+}
+
+static sl_engine *open_engine(int n_parallel, int n_ctx_per_seq, int encode_ahead)
+{
+    sl_llama_params p = sl_llama_default_params();
+    p.model_path = model_path;
+    p.mmproj_path = mmproj_path;
+    p.n_parallel = n_parallel;
+    p.n_ctx_per_seq = n_ctx_per_seq;
+    p.n_threads = 2;
+    p.encode_ahead = encode_ahead;
+    sl_engine *e = NULL;
+    if (sl_engine_open_llama(&p, &e) != SL_OK)
+        fail_msg("cannot open the tiny model: %s", sl_last_error());
+    return e;
+}
+
+static sl_request conversation(const char *id, const sl_message *msgs, int n,
+                               const sl_image *const *images, int n_images, int max_tokens)
+{
+    sl_request r = {.id = id, .messages = msgs, .n_messages = n, .images = images,
+                    .n_images = n_images, .sampling = sl_sampling_default()};
+    r.sampling.max_tokens = max_tokens;
+    return r;
+}
+
+/* The rendering llama.cpp gives these messages with the model's own
+ * template, as tokens: what a text-only conversation must feed the model. */
+static int template_tokens(const llama_chat_message *msgs, size_t n)
+{
+    struct llama_model_params mp = llama_model_default_params();
+    mp.vocab_only = true;
+    struct llama_model *m = llama_model_load_from_file(model_path, mp);
+    assert_non_null(m);
+    const char *tmpl = llama_model_chat_template(m, NULL);
+    assert_non_null(tmpl);
+    char buf[8192];
+    int32_t len = llama_chat_apply_template(tmpl, msgs, n, true, buf, sizeof buf);
+    assert_true(len > 0 && len < (int32_t)sizeof buf);
+    llama_token toks[4096];
+    int32_t nt = llama_tokenize(llama_model_get_vocab(m), buf, len, toks, 4096, true, true);
+    assert_true(nt > 0);
+    llama_model_free(m);
+    return nt;
+}
+
+/* A text-only conversation answers and the vision encoder never runs; with
+ * several turns (system, user, assistant, user) the prompt is exactly the
+ * model's chat template over all of them with a generation prompt. */
+static void text_only_turns_render_the_template_and_encode_nothing(void **state)
+{
+    sl_engine *e = open_engine(2, 512, -1);
+    sl_content_part sys[] = {{"You answer in one short line."}};
+    sl_content_part u1[] = {{"Name a colour."}};
+    sl_content_part a1[] = {{"Blue."}};
+    sl_content_part u2[] = {{"Another one,"}, {"please."}};
+    sl_message msgs[] = {{"system", sys, 1}, {"user", u1, 1}, {"assistant", a1, 1},
+                         {"user", u2, 2}};
+    sl_request q = conversation("turns", msgs, 4, NULL, 0, 12);
+    sl_result r;
+    assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+    assert_non_null(r.text);
+    assert_true(r.generated_tokens > 0);
+    assert_null(r.response_json); /* not asked for */
+    /* Text parts join with a line break, as llama-server joins them. */
+    llama_chat_message want[] = {{"system", "You answer in one short line."},
+                                 {"user", "Name a colour."},
+                                 {"assistant", "Blue."},
+                                 {"user", "Another one,\nplease."}};
+    assert_int_equal(r.prompt_tokens, template_tokens(want, 4));
+    sl_result_clear(&r);
+
+    sl_request one = conversation("one", msgs + 1, 1, NULL, 0, 12);
+    assert_int_equal(sl_engine_generate(e, &one, &r), SL_OK);
+    assert_int_equal(r.prompt_tokens, template_tokens(want + 1, 1));
+    sl_result_clear(&r);
+
+    sl_engine_stats st;
+    sl_engine_stats_get(e, &st);
+    assert_int_equal(st.images_encoded, 0);
+    assert_int_equal(st.phase_n[SL_PHASE_ENCODE], 0);
+    assert_int_equal(st.image_decode_calls, 0);
+    assert_true(st.encode_s == 0.0);
+    sl_engine_free(e);
+}
+
+/* A conversation of one user message, the image then the prompt, is the
+ * request of a prompt and an image: the same rendering, so the same greedy
+ * answer and positions (with a system message too). */
+static void one_image_message_answers_as_a_prompt_and_image(void **state)
+{
+    for (int with_system = 0; with_system <= 1; with_system++) {
+        sl_engine *e = open_engine(1, 0, 0);
+        sl_request plain = {.id = "plain", .prompt = "Describe this image in one sentence.",
+                            .image = img_a, .sampling = sl_sampling_default()};
+        plain.sampling.max_tokens = 16;
+        if (with_system)
+            plain.system_prompt = "You are a careful annotator.";
+        sl_result want;
+        assert_int_equal(sl_engine_generate(e, &plain, &want), SL_OK);
+
+        sl_content_part sys[] = {{"You are a careful annotator."}};
+        sl_content_part user[] = {{NULL}, {"Describe this image in one sentence."}};
+        sl_message msgs[] = {{"system", sys, 1}, {"user", user, 2}};
+        const sl_image *images[] = {img_a};
+        sl_request q = conversation("conv", msgs + !with_system, 1 + with_system, images, 1, 16);
+        sl_result got;
+        assert_int_equal(sl_engine_generate(e, &q, &got), SL_OK);
+        assert_string_equal(got.text, want.text);
+        assert_int_equal(got.prompt_tokens, want.prompt_tokens);
+        assert_int_equal(got.generated_tokens, want.generated_tokens);
+        sl_engine_stats st;
+        sl_engine_stats_get(e, &st);
+        assert_true(st.images_encoded >= 2); /* each request encoded its image */
+        assert_true(st.images_encoded % 2 == 0);
+        sl_result_clear(&want);
+        sl_result_clear(&got);
+        sl_engine_free(e);
+    }
+}
+
+/* Image chunks the vision encoder ran for this request alone. */
+static uint64_t encodes_of(const sl_image *im, int *n_pos)
+{
+    sl_engine *e = open_engine(1, 0, 0);
+    sl_content_part user[] = {{NULL}, {"What is this?"}};
+    sl_message msg = {"user", user, 2};
+    sl_request q = conversation("alone", &msg, 1, &im, 1, 4);
+    sl_result r;
+    assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+    *n_pos = r.prompt_tokens;
+    sl_result_clear(&r);
+    sl_engine_stats st;
+    sl_engine_stats_get(e, &st);
+    sl_engine_free(e);
+    return st.images_encoded;
+}
+
+/* Two images in one request, in one sequence: both are encoded (the
+ * encoder counters hold both images' chunks) and prefilled in order,
+ * whether they are encoded at admission or ahead of it (the same answer);
+ * their order matters to the prompt. */
+static void two_images_in_one_sequence_are_both_encoded(void **state)
+{
+    int pos_a, pos_b;
+    uint64_t enc_a = encodes_of(img_a, &pos_a), enc_b = encodes_of(img_b, &pos_b);
+    assert_true(enc_a > 0 && enc_b > 0);
+    sl_content_part user[] = {{"First:"}, {NULL}, {"Second:"}, {NULL}, {"Which is brighter?"}};
+    sl_message msg = {"user", user, 5};
+    const sl_image *images[] = {img_a, img_b};
+    char *answers[2] = {NULL, NULL};
+    int n_pos = 0;
+    for (int ahead = 0; ahead <= 1; ahead++) {
+        sl_engine *e = open_engine(2, 1024, ahead ? 2 : 0);
+        sl_request q = conversation("two", &msg, 1, images, 2, 12);
+        q.want_response_json = true;
+        sl_result r;
+        assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+        sl_engine_stats st;
+        sl_engine_stats_get(e, &st);
+        assert_int_equal(st.images_encoded, enc_a + enc_b);
+        /* Each image's positions and more text than either request alone. */
+        assert_true(r.prompt_tokens > pos_a + pos_b - 40);
+        assert_true(r.prompt_tokens > pos_a && r.prompt_tokens > pos_b);
+        if (ahead)
+            assert_int_equal(r.prompt_tokens, n_pos);
+        n_pos = r.prompt_tokens;
+        answers[ahead] = r.text;
+        r.text = NULL;
+        sl_result_clear(&r);
+        sl_engine_free(e);
+    }
+    assert_string_equal(answers[0], answers[1]);
+    sl_free(answers[0]);
+    sl_free(answers[1]);
+}
+
+/* want_response_json: a chat.completion object with the answer's text,
+ * finish reason and token counts, the model's name and a fresh id each
+ * time; it parses with the OpenAI SDK's ChatCompletion where that is
+ * installed. */
+static void the_answer_as_a_chat_completion_object(void **state)
+{
+    sl_engine *e = open_engine(2, 512, -1);
+    sl_content_part user[] = {{NULL}, {"Describe the picture."}};
+    sl_message msg = {"user", user, 2};
+    const sl_image *images[] = {img_a};
+    sl_request q = conversation("json", &msg, 1, images, 1, 6);
+    q.want_response_json = true;
+    char *ids[2];
+    for (int i = 0; i < 2; i++) {
+        sl_result r;
+        time_t before = time(NULL);
+        assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+        assert_non_null(r.response_json);
+        tc_check_chat_completion(r.response_json, &r, "sluice-tiny-random", (long long)before);
+        tc_sdk_validates(r.response_json);
+        json_t *root = json_loads(r.response_json, 0, NULL);
+        ids[i] = sl_strdup(json_string_value(json_object_get(root, "id")));
+        json_decref(root);
+        assert_string_equal(r.finish_reason, "length"); /* 6 tokens of a random model */
+        sl_result_clear(&r);
+    }
+    assert_string_not_equal(ids[0], ids[1]);
+    sl_free(ids[0]);
+    sl_free(ids[1]);
+    sl_engine_free(e);
+}
+
+/* What submit refuses, each message naming the request and the message. */
+static void bad_conversations_are_refused_naming_the_message(void **state)
+{
+    sl_engine *e = open_engine(1, 256, 0);
+    const sl_image *images[SL_MAX_IMAGES + 1];
+    for (int i = 0; i <= SL_MAX_IMAGES; i++)
+        images[i] = img_a;
+    sl_content_part ok[] = {{"Hello."}};
+    sl_content_part bad_utf8[] = {{"fine"}, {"\xff\xfe"}};
+    sl_content_part one_image[] = {{NULL}, {"What is it?"}};
+    sl_content_part marker[] = {{"a <__media__> here"}};
+    sl_content_part many[SL_MAX_IMAGES + 1];
+    for (int i = 0; i <= SL_MAX_IMAGES; i++)
+        many[i].text = NULL;
+    int tag = 0;
+    struct {
+        sl_message msgs[3];
+        int n_msgs, n_images;
+        const char *want;
+    } cases[] = {
+        {{{"user", ok, 1}, {"user", ok, 1}, {"tool", ok, 1}}, 3, 0, "bad: message 2: role 'tool'"},
+        {{{"user", ok, 1}, {"user", bad_utf8, 2}}, 2, 0, "bad: message 1: part 1 is not valid UTF-8"},
+        {{{"user", one_image, 2}}, 1, 0, "1 image parts but 0 images"},
+        {{{"user", ok, 1}}, 1, 1, "0 image parts but 1 images"},
+        {{{"user", many, SL_MAX_IMAGES + 1}}, 1, SL_MAX_IMAGES + 1, "17 images; a request takes at most 16"},
+        {{{NULL, ok, 1}}, 1, 0, "bad: message 0: role '(none)'"},
+        {{{"user", ok, -1}}, 1, 0, "bad: message 0: bad content parts"},
+        {{{"user", marker, 1}}, 1, 0, "bad: message 0: part 0 holds '<__media__>'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sl_request q = conversation("bad", cases[i].msgs, cases[i].n_msgs, images,
+                                    cases[i].n_images, 8);
+        assert_int_equal(sl_engine_submit(e, &q, &tag), SL_ERR_INVALID_ARG);
+        if (!strstr(sl_last_error(), cases[i].want))
+            fail_msg("case %zu: '%s' does not say '%s'", i, sl_last_error(), cases[i].want);
+    }
+    sl_message one = {"user", ok, 1};
+    sl_request q = conversation("bad", &one, 1, NULL, 0, 8);
+    q.prompt = "also a prompt";
+    assert_int_equal(sl_engine_submit(e, &q, &tag), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "bad: a conversation (messages) takes no prompt"));
+    q.prompt = NULL;
+    q.image = img_a;
+    assert_int_equal(sl_engine_submit(e, &q, &tag), SL_ERR_INVALID_ARG);
+    q.image = NULL;
+    sl_task task = {.name = "t", .prompt = "x", .sampling = sl_sampling_default()};
+    q.tasks = &task;
+    q.n_tasks = 1;
+    assert_int_equal(sl_engine_submit(e, &q, &tag), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "cannot have tasks"));
+    q.tasks = NULL;
+    q.n_tasks = 0;
+    q.n_messages = 257;
+    assert_int_equal(sl_engine_submit(e, &q, &tag), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "257 messages; a conversation takes 1 to 256"));
+    q.n_messages = 1;
+    q.sampling.max_tokens = 0;
+    assert_int_equal(sl_engine_submit(e, &q, &tag), SL_ERR_INVALID_ARG);
+    q.sampling.max_tokens = 8;
+    /* Images without messages to place them. */
+    sl_request plain = {.id = "plain", .prompt = "x", .images = images, .n_images = 1,
+                        .sampling = sl_sampling_default()};
+    assert_int_equal(sl_engine_submit(e, &plain, &tag), SL_ERR_INVALID_ARG);
+    /* The llama engine needs the decoded images. */
+    sl_content_part img_part[] = {{NULL}};
+    sl_message with_image = {"user", img_part, 1};
+    const sl_image *none[] = {NULL};
+    sl_request missing = conversation("missing", &with_image, 1, none, 1, 8);
+    assert_int_equal(sl_engine_submit(e, &missing, &tag), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "missing: image 0 is missing"));
+    assert_int_equal(sl_engine_in_flight(e), 0);
+
+    /* A conversation that takes more positions than a sequence has fails
+     * alone, after submit. */
+    sl_request big = conversation("big", &with_image, 1, images, 1, 250);
+    assert_int_equal(sl_engine_submit(e, &big, &tag), SL_OK);
+    sl_completion c;
+    size_t n = 0;
+    while (n == 0)
+        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    assert_int_equal(c.status, SL_ERR_TOO_LONG);
+    assert_non_null(strstr(c.error, "big:"));
+    sl_completion_clear(&c);
+    /* The engine goes on: the next request answers. */
+    sl_result r;
+    assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+    sl_result_clear(&r);
+    sl_engine_free(e);
+}
+
+/* The engine copies messages and parts at submit: the caller may reuse
+ * them at once; freed with conversations in flight, nothing leaks (ASan). */
+static void messages_are_copied_and_freeing_in_flight_is_clean(void **state)
+{
+    sl_engine *e = open_engine(2, 512, 2);
+    char text[64];
+    snprintf(text, sizeof text, "Say something about this.");
+    sl_content_part parts[] = {{NULL}, {text}};
+    sl_message msg = {"user", parts, 2};
+    const sl_image *images[] = {img_a};
+    sl_request q = conversation("copied", &msg, 1, images, 1, 8);
+    q.want_response_json = true;
+    int tag = 0;
+    assert_int_equal(sl_engine_submit(e, &q, &tag), SL_OK);
+    memset(text, 'x', sizeof text - 1); /* the engine has its own copy */
+    sl_completion c;
+    size_t n = 0;
+    while (n == 0)
+        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    assert_int_equal(c.status, SL_OK);
+    sl_completion_clear(&c);
+
+    snprintf(text, sizeof text, "Say something about this.");
+    sl_result want;
+    assert_int_equal(sl_engine_generate(e, &q, &want), SL_OK);
+    sl_result_clear(&want);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(sl_engine_submit(e, &q, &tag), SL_OK);
+    sl_engine_free(e);
+}
+
+int main(void)
+{
+    if (getenv("SLUICE_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("SLUICE_TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(text_only_turns_render_the_template_and_encode_nothing),
+        cmocka_unit_test(one_image_message_answers_as_a_prompt_and_image),
+        cmocka_unit_test(two_images_in_one_sequence_are_both_encoded),
+        cmocka_unit_test(the_answer_as_a_chat_completion_object),
+        cmocka_unit_test(bad_conversations_are_refused_naming_the_message),
+        cmocka_unit_test(messages_are_copied_and_freeing_in_flight_is_clean),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
