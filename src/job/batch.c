@@ -285,6 +285,8 @@ sl_status batch_submit(job *j, sl_engine *engine, sl_row *row, caption_row *r)
             return SL_OK;
         }
         req.openai_body = body_text;
+        req.messages = NULL; /* the body holds them */
+        req.n_messages = 0;
         req.images = NULL;
         req.n_images = 0;
         req.grammar = NULL;

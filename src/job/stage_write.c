@@ -172,7 +172,8 @@ static void abandon_shard(job *j)
     if (j->ledger)
         sl_ledger_part_abandon(j->ledger);
     sl_sink_abandon(j->sink); /* removes the temporary */
-    sl_sink_abandon(j->errors_sink);
+    if (j->errors_sink)
+        sl_sink_abandon(j->errors_sink);
     memset(&j->part, 0, sizeof j->part);
 }
 
@@ -304,7 +305,8 @@ static void write_close(void *state, sl_exec_end end)
     if (j->shard_rows == 0 && (j->shard > 0 || j->done_before > 0)) {
         if (j->ledger)
             sl_ledger_part_abandon(j->ledger);
-        sl_sink_abandon(j->errors_sink);
+        if (j->errors_sink)
+            sl_sink_abandon(j->errors_sink);
         return;
     }
     if (commit_shard(j) != SL_OK) {
