@@ -252,3 +252,29 @@ def test_mixed_batch_openai_engine(sluice, llama_prefix, mixed, tmp_path):
             pytest.skip("the openai engine does not forward a request body yet (batch-engine)")
         assert res.returncode == 3, res.stderr
         check_mixed(rows, mixed)
+
+
+def test_a_job_file_runs_a_batch_file(sluice, mixed, tmp_path):
+    errors = tmp_path / "errors.jsonl"
+    job = tmp_path / "job.yaml"
+    job.write_text(f"""version: 1
+input:
+  paths: [{mixed}]
+  format: openai-batch
+output:
+  dir: {tmp_path / 'out'}
+llama:
+  model: {TINY / 'model.gguf'}
+  mmproj: {TINY / 'mmproj.gguf'}
+sampling:
+  max_tokens: 12
+metrics:
+  addr: "off"
+batch:
+  errors_file: {errors}
+""")
+    res = sluice.run("run", job, "-q")
+    assert res.returncode == 3, res.stderr
+    assert sorted(r["custom_id"] for r in output_lines(tmp_path / "out")) == sorted(
+        c for c, _ in GOOD)
+    assert len(errors.read_text().splitlines()) == len(BROKEN)
