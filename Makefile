@@ -75,7 +75,7 @@ bench-tasks: build
 	    --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 --out models/smolvlm-256m-e512-bf16
 	$(BUILD)/bench/tasks
 
-# `sluice batch` against llama-server on the same text-only requests (256 of
+# `sluice batch` against llama-server on the same text-only requests (32 of
 # a ~64-token prompt, 64 tokens out) at --parallel 16 on the SmolVLM-256M
 # shape's text model, llama-server driven by an asyncio client; requests/s,
 # generated tok/s and sluice_vs_llama_server (docs/batch.md). About 8 minutes

@@ -280,8 +280,8 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
                               (r->extra ? 256 * json_object_size(r->extra) : 0) +
                               (r->prompt ? strlen(r->prompt) : 0) + 2 +
                               (r->batch ? r->batch->line_bytes : 0));
-    if (it.error)
-        sl_row_fail_status(row, SL_ERR_IO, "%s", it.error);
+    if (it.error) /* a batch file's line breaks its rules; other inputs could not be read */
+        sl_row_fail_status(row, r->batch ? SL_ERR_INVALID_ARG : SL_ERR_IO, "%s", it.error);
     sl_free(it.error);
     return SL_OK;
 }

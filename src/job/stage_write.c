@@ -69,8 +69,9 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
  * cells laid out in the schema's order. */
 static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
 {
-    if (r->batch) {
-        /* OpenAI's batch output line; with errors_file, a failed request
+    if (job_is_batch(j->p)) {
+        /* OpenAI's batch output line (a stage's copy of a row has no
+         * request: its custom_id is null); with errors_file, a failed request
          * goes to the errors part instead. */
         sl_pq_value cells[BATCH_CELLS];
         batch_cells_text owned;
