@@ -15,7 +15,9 @@
  * error; the run goes on. A wrong parameter, an engine that cannot load, an
  * output that cannot be written, too many failed rows (max_failed) or a stop
  * request end the job; rows already finished are kept. To put stages of
- * your own into this pipeline, build it with sluice/pipeline.h.
+ * your own into this pipeline, build it with sluice/pipeline.h. With
+ * input_format "openai-batch" the rows are an OpenAI batch file's chat
+ * requests and the output OpenAI's batch lines (docs/batch.md).
  */
 #ifndef SLUICE_CAPTION_H
 #define SLUICE_CAPTION_H
