@@ -65,7 +65,8 @@ static void same(const outcome *a, const outcome *b)
         a->s.completion_tokens != b->s.completion_tokens ||
         a->s.cached_tokens != b->s.cached_tokens || a->s.too_large != b->s.too_large ||
         strcmp(a->s.finish, b->s.finish) != 0 || strcmp(a->s.error, b->s.error) != 0 ||
-        strcmp(a->why, b->why) != 0)
+        strcmp(a->s.id, b->s.id) != 0 || strcmp(a->s.model, b->s.model) != 0 ||
+        a->s.created != b->s.created || strcmp(a->why, b->why) != 0)
         abort();
     if (a->ok && (a->res.generated_tokens != b->res.generated_tokens ||
                   strcmp(a->res.finish_reason, b->res.finish_reason) != 0))

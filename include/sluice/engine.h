@@ -256,8 +256,11 @@ typedef struct sl_request {
      * object with "messages"), sent as given but for "model" (set to the
      * served model when absent) and "stream" (the engine's). It takes the
      * place of messages, prompt and image there; sampling.max_tokens still
-     * bounds the answer's accounting. The llama engine ignores it (give it
-     * messages). Copied at submit. */
+     * bounds the answer's accounting, and a json_schema only checks the
+     * answer (the body's own response_format is what is sent). Not JSON, not
+     * an object, no "messages" array or a duplicate key: SL_ERR_INVALID_ARG
+     * at submit. The llama engine ignores it (give it messages). Copied at
+     * submit. */
     const char *openai_body;
     /* Ask for the answer as a chat.completion object as well
      * (sl_result.response_json): the server's own (openai engine) or one
@@ -306,7 +309,11 @@ typedef struct sl_completion {
 /* Queues a request; `tag` comes back in its completion (one for all its
  * tasks). Errors that concern this request alone: SL_ERR_INVALID_ARG (no
  * prompt, more than SL_MAX_TASKS tasks, max_tokens
- * <= 0, a prompt, system prompt or stop string that is not UTF-8) and
+ * <= 0, a prompt, system prompt or stop string that is not UTF-8; a
+ * conversation with more than 256 messages, a role other than the three,
+ * a text part not UTF-8, image parts other than n_images or more than
+ * SL_MAX_IMAGES, or a prompt, image or tasks besides: the message names the
+ * message's 0-based index) and
  * SL_ERR_NOMEM; other requests may still be submitted. SL_ERR_IO: the
  * engine has stopped working (openai: every endpoint down past
  * all_down_s); no request will succeed. */

@@ -241,6 +241,8 @@ static void the_answer_as_a_chat_completion_object(void **state)
         tc_sdk_validates(r.response_json);
         json_t *root = json_loads(r.response_json, 0, NULL);
         ids[i] = sl_strdup(json_string_value(json_object_get(root, "id")));
+        json_t *c0 = json_array_get(json_object_get(root, "choices"), 0);
+        assert_true(json_is_null(json_object_get(c0, "logprobs"))); /* there, and null */
         json_decref(root);
         assert_string_equal(r.finish_reason, "length"); /* 6 tokens of a random model */
         sl_result_clear(&r);
@@ -272,10 +274,12 @@ static void bad_conversations_are_refused_naming_the_message(void **state)
         const char *want;
     } cases[] = {
         {{{"user", ok, 1}, {"user", ok, 1}, {"tool", ok, 1}}, 3, 0, "bad: message 2: role 'tool'"},
-        {{{"user", ok, 1}, {"user", bad_utf8, 2}}, 2, 0, "bad: message 1: part 1 is not valid UTF-8"},
+        {{{"user", ok, 1}, {"user", bad_utf8, 2}}, 2, 0,
+         "bad: message 1: part 1 is not valid UTF-8"},
         {{{"user", one_image, 2}}, 1, 0, "1 image parts but 0 images"},
         {{{"user", ok, 1}}, 1, 1, "0 image parts but 1 images"},
-        {{{"user", many, SL_MAX_IMAGES + 1}}, 1, SL_MAX_IMAGES + 1, "17 images; a request takes at most 16"},
+        {{{"user", many, SL_MAX_IMAGES + 1}}, 1, SL_MAX_IMAGES + 1,
+         "17 images; a request takes at most 16"},
         {{{NULL, ok, 1}}, 1, 0, "bad: message 0: role '(none)'"},
         {{{"user", ok, -1}}, 1, 0, "bad: message 0: bad content parts"},
         {{{"user", marker, 1}}, 1, 0, "bad: message 0: part 0 holds '<__media__>'"},

@@ -80,6 +80,7 @@ typedef struct oa_req {
     sl_json_schema *schema;     /* the request's: sent, and the answer checked against it */
     sl_task_group *grp;         /* one task of a request with several; NULL: none */
     int task;
+    bool want_json;             /* the answer as a chat.completion object too */
 } oa_req;
 
 typedef struct req_list {
@@ -297,42 +298,117 @@ static int set_new(json_t *o, const char *key, json_t *v)
     return v ? json_object_set_new(o, key, v) : -1;
 }
 
-/* The JSON body of one chat completion; NULL (with sl_fail) on failure. */
-static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_schema *schema,
-                        const uint8_t *image, size_t image_len, const char *mime, size_t *len)
+/* An image_url part: the image as a base64 data: URL; NULL when out of
+ * memory. */
+static json_t *image_part(const uint8_t *image, size_t image_len, const char *mime)
 {
-    json_t *root = json_object(), *messages = json_array(), *content = json_array();
-    int bad = !root || !messages || !content;
+    size_t n;
+    char head[64];
+    snprintf(head, sizeof head, "data:%s;base64,", mime ? mime : "image/jpeg");
+    char *url = base64(image, image_len, head, &n);
+    json_t *part = json_object(), *image_url = json_object();
+    int bad = !url || !part || !image_url ||
+              set_new(image_url, "url", json_stringn_nocheck(url, n)) ||
+              set_new(part, "type", json_string("image_url")) ||
+              json_object_set(part, "image_url", image_url);
+    json_decref(image_url);
+    sl_free(url);
+    if (bad) {
+        json_decref(part);
+        return NULL;
+    }
+    return part;
+}
+
+static json_t *text_part(const char *text)
+{
+    json_t *part = json_object();
+    if (part && (set_new(part, "type", json_string("text")) ||
+                 set_new(part, "text", json_string(text)))) {
+        json_decref(part);
+        return NULL;
+    }
+    return part;
+}
+
+/* The messages of a request of a prompt: the system prompt, then the user
+ * message with the image (if any) before the text. NULL when out of memory. */
+static json_t *prompt_messages(const sl_request *q, const uint8_t *image, size_t image_len,
+                               const char *mime)
+{
+    json_t *messages = json_array(), *content = json_array();
+    int bad = !messages || !content;
     if (!bad && q->system_prompt && *q->system_prompt) {
         json_t *m = json_object();
         bad |= !m || set_new(m, "role", json_string("system")) ||
                set_new(m, "content", json_string(q->system_prompt)) ||
                json_array_append_new(messages, m);
     }
-    if (!bad && image) {
-        size_t n;
-        char head[64];
-        snprintf(head, sizeof head, "data:%s;base64,", mime ? mime : "image/jpeg");
-        char *url = base64(image, image_len, head, &n);
-        json_t *part = json_object(), *image_url = json_object();
-        bad |= !url || !part || !image_url ||
-               set_new(image_url, "url", json_stringn_nocheck(url, n)) ||
-               set_new(part, "type", json_string("image_url")) ||
-               json_object_set(part, "image_url", image_url) ||
-               json_array_append(content, part);
-        json_decref(part);
-        json_decref(image_url);
-        sl_free(url);
-    }
+    if (!bad && image)
+        bad |= json_array_append_new(content, image_part(image, image_len, mime));
     if (!bad) {
-        json_t *part = json_object(), *m = json_object();
-        bad |= !part || !m || set_new(part, "type", json_string("text")) ||
-               set_new(part, "text", json_string(q->prompt)) || json_array_append(content, part) ||
+        json_t *m = json_object();
+        bad |= json_array_append_new(content, text_part(q->prompt)) || !m ||
                set_new(m, "role", json_string("user")) || json_object_set(m, "content", content) ||
-               json_array_append(messages, m);
-        json_decref(part);
+               json_array_append_new(messages, m);
+    }
+    json_decref(content);
+    if (bad) {
+        json_decref(messages);
+        return NULL;
+    }
+    return messages;
+}
+
+/* A conversation's images, encoded, in the order of their parts. */
+typedef struct oa_images {
+    const uint8_t *data[SL_MAX_IMAGES];
+    size_t len[SL_MAX_IMAGES];
+    const char *mime[SL_MAX_IMAGES];
+} oa_images;
+
+/* The messages of a conversation: a message of one text part keeps its
+ * content a string; others are arrays of text and image_url parts. NULL
+ * when out of memory. */
+static json_t *conversation_messages(const sl_request *q, const oa_images *im)
+{
+    json_t *messages = json_array();
+    int bad = !messages, next_image = 0;
+    for (int i = 0; !bad && i < q->n_messages; i++) {
+        const sl_message *msg = &q->messages[i];
+        json_t *m = json_object(), *content = NULL;
+        if (msg->n_parts == 1 && msg->parts[0].text) {
+            content = json_string(msg->parts[0].text);
+        } else {
+            content = json_array();
+            for (int k = 0; content && !bad && k < msg->n_parts; k++) {
+                const char *text = msg->parts[k].text;
+                int j = next_image;
+                next_image += !text;
+                bad |= json_array_append_new(content, text ? text_part(text)
+                                                           : image_part(im->data[j], im->len[j],
+                                                                        im->mime[j]));
+            }
+        }
+        bad |= !m || !content || set_new(m, "role", json_string(msg->role)) ||
+               json_object_set(m, "content", content) || json_array_append(messages, m);
+        json_decref(content);
         json_decref(m);
     }
+    if (bad) {
+        json_decref(messages);
+        return NULL;
+    }
+    return messages;
+}
+
+/* The JSON body of one chat completion around `messages` (taken; NULL: out
+ * of memory); NULL (with sl_fail) on failure. */
+static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_schema *schema,
+                        json_t *messages, size_t *len)
+{
+    json_t *root = json_object();
+    int bad = !root || !messages;
     const sl_sampling *s = &q->sampling;
     if (!bad) {
         bad |= set_new(root, "model", json_string(e->model)) ||
@@ -389,7 +465,6 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
     }
     json_decref(root);
     json_decref(messages);
-    json_decref(content);
     if (!text)
         sl_fail(SL_ERR_NOMEM, "%s: out of memory building the request (or a string is not UTF-8)",
                 q->id ? q->id : "(request)");
@@ -402,7 +477,8 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
  * parsed; NULL with the message set when the schema is refused or memory
  * runs out. */
 static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *image,
-                       size_t image_len, const char *mime, void *tag, sl_status *st)
+                       size_t image_len, const char *mime, const oa_images *images, void *tag,
+                       sl_status *st)
 {
     const char *id = q->id ? q->id : "(request)";
     sl_json_schema *schema = NULL;
@@ -425,13 +501,29 @@ static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *i
     r->id = sl_strdup(id);
     r->text_max = openai_text_max(q->sampling.max_tokens);
     r->body_max = openai_body_max(q->sampling.max_tokens);
-    r->body = build_body(e, q, schema, image, image_len, mime, &r->body_len);
+    r->want_json = q->want_response_json;
+    sl_status body_st = SL_ERR_NOMEM; /* build_body fails only for want of memory */
+    if (q->openai_body) {
+        char why[512];
+        r->body = openai_forward_body(q->openai_body, strlen(q->openai_body), e->model,
+                                      e->p.stream, &r->body_len, why, sizeof why);
+        if (!r->body)
+            body_st = strcmp(why, "out of memory") == 0
+                          ? sl_fail(SL_ERR_NOMEM, "%s: out of memory building the request", id)
+                          : sl_fail(SL_ERR_INVALID_ARG, "%s: the request body %s", id, why);
+    }
+    else
+        r->body = build_body(e, q, schema,
+                             q->n_messages > 0 ? conversation_messages(q, images)
+                                               : prompt_messages(q, image, image_len, mime),
+                             &r->body_len);
     r->schema = schema;
     r->submitted = sl_mono_s();
     r->retry_after = -1.0;
     if (!r->id || !r->body) {
+        /* The body's builder said why; a missing id is memory. */
+        *st = r->id ? body_st : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
         req_free(r);
-        *st = sl_fail(SL_ERR_NOMEM, "%s: out of memory (or a string is not UTF-8)", id);
         return NULL;
     }
     return r;
@@ -449,7 +541,7 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
     const uint8_t *image = q->image_encoded;
     size_t image_len = q->image_encoded_len;
     const char *mime = q->image_mime;
-    if (!image && q->image) {
+    if (!image && q->image && !q->openai_body) {
         /* Pixels only (sl_engine_generate callers): encode at full size. */
         sl_status st = sl_image_encode_jpeg(q->image, 0, 90, &encoded, &image_len);
         if (st != SL_OK)
@@ -457,28 +549,53 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
         image = encoded;
         mime = NULL;
     }
+    /* A conversation's images: encoded by the caller, or (pixels only)
+     * encoded here at full size. */
+    oa_images images;
+    memset(&images, 0, sizeof images);
+    uint8_t *own[SL_MAX_IMAGES] = {0};
+    sl_status ist = SL_OK;
+    for (int i = 0; !q->openai_body && i < q->n_images && ist == SL_OK; i++) {
+        if (q->images_encoded && q->images_encoded[i]) {
+            images.data[i] = q->images_encoded[i];
+            images.len[i] = q->images_encoded_len ? q->images_encoded_len[i] : 0;
+            images.mime[i] = q->images_mime ? q->images_mime[i] : NULL;
+        } else if (q->images && q->images[i]) {
+            ist = sl_image_encode_jpeg(q->images[i], 0, 90, &own[i], &images.len[i]);
+            images.data[i] = own[i];
+        } else {
+            ist = sl_fail(SL_ERR_INVALID_ARG, "%s: image %d is missing (neither encoded nor "
+                          "decoded)", id, i);
+        }
+        if (ist == SL_OK && images.len[i] == 0)
+            ist = sl_fail(SL_ERR_INVALID_ARG, "%s: image %d is empty", id, i);
+    }
     /* A request with tasks: one HTTP request per task, each with the same
      * image and message prefix (a server's prefix cache can reuse the
      * image's encoding), all built before any is queued. */
     int n = q->n_tasks > 0 ? q->n_tasks : 1;
     oa_req *reqs[SL_MAX_TASKS] = {0};
     sl_task_group *grp = q->n_tasks > 0 ? sl_task_group_new(tag, q->n_tasks) : NULL;
-    sl_status st = q->n_tasks == 0 || grp ? SL_OK : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
+    sl_status st = ist != SL_OK             ? ist
+                   : q->n_tasks == 0 || grp ? SL_OK
+                                            : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
     for (int i = 0; st == SL_OK && i < n; i++) {
         if (grp) {
             sl_request one;
             char *task_id;
             sl_task_request(q, i, &one, &task_id);
             if (task_id)
-                reqs[i] = req_new(e, &one, image, image_len, mime, tag, &st);
+                reqs[i] = req_new(e, &one, image, image_len, mime, &images, tag, &st);
             else
                 st = sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
             sl_free(task_id);
         } else {
-            reqs[i] = req_new(e, q, image, image_len, mime, tag, &st);
+            reqs[i] = req_new(e, q, image, image_len, mime, &images, tag, &st);
         }
     }
     sl_image_buffer_free(encoded);
+    for (int i = 0; i < SL_MAX_IMAGES; i++)
+        sl_image_buffer_free(own[i]);
     if (st != SL_OK) {
         for (int i = 0; i < n; i++)
             req_free(reqs[i]);
@@ -782,6 +899,20 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
                                                   sizeof why))) {
             fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, ep->url, code, why);
             return;
+        }
+        if (r->want_json) {
+            /* The server's own object; from a stream, one assembled as the
+             * llama engine makes it, with the stream's id and model. */
+            out.response_json =
+                r->stream ? sl_chat_completion_json(r->st.id[0] ? r->st.id : NULL,
+                                                    r->st.model[0] ? r->st.model : e->model,
+                                                    r->st.created, &out)
+                          : sl_strndup(body, r->resp.len);
+            if (!out.response_json) {
+                sl_result_clear(&out);
+                fail_request(e, r, "%s: out of memory for the answer's JSON", r->id);
+                return;
+            }
         }
         endpoint_ok(e, ep, now - r->sent_at);
         out.endpoint = ep->url;

@@ -1,6 +1,7 @@
 /* llm/engines/openai_parse.c — see openai_parse.h. */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -152,6 +153,17 @@ static void stream_chunk(openai_stream *s, const char *json, size_t len, double 
             if (*c == '\n' || *c == '\r')
                 *c = ' ';
     }
+    /* A chunk's identity, from the first that has it (each chunk repeats it). */
+    const char *id = json_string_value(json_object_get(root, "id"));
+    if (id && !s->id[0] && strlen(id) < sizeof s->id && sl_utf8_valid(id, strlen(id)))
+        snprintf(s->id, sizeof s->id, "%s", id);
+    const char *model = json_string_value(json_object_get(root, "model"));
+    if (model && !s->model[0] && strlen(model) < sizeof s->model &&
+        sl_utf8_valid(model, strlen(model)))
+        snprintf(s->model, sizeof s->model, "%s", model);
+    json_t *created = json_object_get(root, "created");
+    if (!s->created && json_is_integer(created) && json_integer_value(created) > 0)
+        s->created = (long long)json_integer_value(created);
     json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
     json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
     size_t n = json_string_length(content);
@@ -245,4 +257,53 @@ bool openai_stream_result(openai_stream *s, double submitted, double now, sl_res
     out->ttft_ms = (first - submitted) * 1e3;
     out->generate_ms = ((s->last_token_at ? s->last_token_at : now) - first) * 1e3;
     return true;
+}
+
+/* --- forwarded bodies ----------------------------------------------------------------- */
+
+char *openai_forward_body(const char *body, size_t len, const char *model, bool stream,
+                          size_t *out_len, char *why, size_t cap)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(body ? body : "", body ? len : 0,
+                              JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!json_is_object(root)) {
+        if (root)
+            snprintf(why, cap, "is not a JSON object");
+        else
+            snprintf(why, cap, "is not JSON (%s, at byte %d)", jerr.text, jerr.position);
+        json_decref(root);
+        return NULL;
+    }
+    if (!json_is_array(json_object_get(root, "messages"))) {
+        snprintf(why, cap, "has no \"messages\" array");
+        json_decref(root);
+        return NULL;
+    }
+    int bad = 0;
+    if (!json_object_get(root, "model"))
+        bad |= json_object_set_new(root, "model", json_string(model ? model : "default"));
+    bad |= json_object_set_new(root, "stream", json_boolean(stream));
+    if (stream) {
+        /* The token counts come in a last chunk (vLLM needs asking). */
+        json_t *opts = json_object_get(root, "stream_options");
+        if (!json_is_object(opts))
+            bad |= json_object_set_new(root, "stream_options", opts = json_object());
+        bad |= !opts || json_object_set_new(opts, "include_usage", json_true());
+    } else {
+        json_object_del(root, "stream_options");
+    }
+    char *text = NULL;
+    if (!bad) {
+        char *dumped = json_dumps(root, JSON_COMPACT);
+        if (dumped) {
+            *out_len = strlen(dumped);
+            text = sl_strndup(dumped, *out_len);
+            free(dumped);
+        }
+    }
+    json_decref(root);
+    if (!text)
+        snprintf(why, cap, "out of memory");
+    return text;
 }

@@ -1,10 +1,12 @@
 /* llm/engines/openai_parse.h — the openai engine's readers of what a server
  * answers, apart from any socket: a chat.completion body, an error body's
  * message, a stream of server-sent events fed in pieces of any size, and the
- * bounds put on each (a server that never stops must not exhaust memory).
- * Pure: no globals, no locks, no I/O; one openai_stream per request, used by
- * one thread at a time; the caller owns every struct and buffer. Used by
- * openai.c and by the fuzz target fuzz/fuzz_http_answer.c. */
+ * bounds put on each (a server that never stops must not exhaust memory);
+ * and the one reader of what a caller sends, a whole request body to
+ * forward. Pure: no globals, no locks, no I/O; one openai_stream per
+ * request, used by one thread at a time; the caller owns every struct and
+ * buffer. Used by openai.c and by the fuzz targets fuzz/fuzz_http_answer.c
+ * and fuzz/fuzz_openai_body.c. */
 #ifndef SL_LLM_OPENAI_PARSE_H
 #define SL_LLM_OPENAI_PARSE_H
 
@@ -51,6 +53,11 @@ typedef struct openai_stream {
     bool too_large;          /* the content passed text_max (the rest was dropped) */
     char finish[16];
     char error[512];         /* an error event in the stream, or "out of memory" */
+    /* The first chunk's id, model and created, for a chat.completion object
+     * assembled from the stream ("" and 0 when none came or did not fit). */
+    char id[128];
+    char model[256];
+    long long created;
 } openai_stream;
 
 /* Starts a stream over (keeps the text's memory). */
@@ -68,5 +75,17 @@ void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now
  * with *why when it carried an error, no chunk, or too much text. */
 bool openai_stream_result(openai_stream *s, double submitted, double now, sl_result *out,
                           char *why, size_t cap);
+
+/* A caller's chat-completions body (sl_request.openai_body, len bytes) as
+ * it goes out: the same JSON object but for "model" (set to `model` when
+ * absent; kept when present) and "stream" (set to `stream`; when
+ * streaming, stream_options.include_usage is set too, other stream_options
+ * kept; when not, stream_options is dropped: servers refuse it then). The
+ * compact JSON text (sl_free) and *out_len; NULL with *why ("is not JSON
+ * (...)", "is not a JSON object", "has no \"messages\" array", or "out of
+ * memory") otherwise. Duplicate keys are refused: which one a server reads
+ * would be a guess. */
+char *openai_forward_body(const char *body, size_t len, const char *model, bool stream,
+                          size_t *out_len, char *why, size_t cap);
 
 #endif

@@ -1,0 +1,499 @@
+/* Unit tests: conversations and forwarded bodies in the openai engine.
+ * Against a recording fake server (libmicrohttpd, in this process): the
+ * body that goes out (a conversation's messages with text and image_url
+ * parts; a caller's body as given but for model and stream) and the
+ * server's chat.completion handed back as received. Against llama-server on
+ * the tiny model (SLUICE_LLAMA_PREFIX/bin/llama-server; skipped without
+ * it): text-only, one-image, two-image and multi-turn conversations and a
+ * forwarded body with its own seed and max_tokens answer, streamed or not,
+ * with a chat.completion object the OpenAI SDK accepts. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "core/alloc.h"
+#include "sluice/sluice.h"
+#include "test_chat.h"
+
+extern char **environ;
+
+static sl_image *img_a, *img_b;
+
+/* --- the recording fake server ------------------------------------------------ */
+
+static const char canned[] =
+    "{\"id\":\"chatcmpl-fake1\",\"object\":\"chat.completion\",\"created\":1700000000,"
+    "\"model\":\"fake-model\",\"system_fingerprint\":\"fp_x\",\"choices\":[{\"index\":0,"
+    "\"message\":{\"role\":\"assistant\",\"content\":\"A red square.\"},\"finish_reason\":"
+    "\"stop\",\"logprobs\":null}],\"usage\":{\"prompt_tokens\":42,\"completion_tokens\":4,"
+    "\"total_tokens\":46}}";
+
+static const char canned_stream[] =
+    "data: {\"id\":\"chatcmpl-s1\",\"object\":\"chat.completion.chunk\",\"created\":1700000001,"
+    "\"model\":\"fake-model\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+    "\"content\":\"A red\"},\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"chatcmpl-s1\",\"object\":\"chat.completion.chunk\",\"created\":1700000001,"
+    "\"model\":\"fake-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" square.\"},"
+    "\"finish_reason\":\"stop\"}]}\n\n"
+    "data: {\"id\":\"chatcmpl-s1\",\"object\":\"chat.completion.chunk\",\"created\":1700000001,"
+    "\"model\":\"fake-model\",\"choices\":[],\"usage\":{\"prompt_tokens\":42,"
+    "\"completion_tokens\":4,\"total_tokens\":46}}\n\ndata: [DONE]\n\n";
+
+static struct {
+    struct MHD_Daemon *d;
+    char url[64];
+    pthread_mutex_t mu;
+    char *last_body; /* the last POST's body */
+} fake = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+typedef struct upload {
+    char *data;
+    size_t len;
+} upload;
+
+static enum MHD_Result fake_reply(struct MHD_Connection *c, const char *body, const char *type)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(r, "Content-Type", type);
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result fake_handler(void *cls, struct MHD_Connection *c, const char *url,
+                                    const char *method, const char *version,
+                                    const char *data, size_t *size, void **con_cls)
+{
+    if (strcmp(method, "GET") == 0)
+        return fake_reply(c, "{\"data\":[{\"id\":\"fake-model\"}]}", "application/json");
+    upload *u = *con_cls;
+    if (!u) {
+        *con_cls = calloc(1, sizeof *u);
+        return MHD_YES;
+    }
+    if (*size) {
+        u->data = realloc(u->data, u->len + *size + 1);
+        memcpy(u->data + u->len, data, *size);
+        u->len += *size;
+        u->data[u->len] = '\0';
+        *size = 0;
+        return MHD_YES;
+    }
+    json_t *root = json_loads(u->data ? u->data : "", 0, NULL);
+    bool stream = json_is_true(json_object_get(root, "stream"));
+    json_decref(root);
+    pthread_mutex_lock(&fake.mu);
+    free(fake.last_body);
+    fake.last_body = strdup(u->data ? u->data : "");
+    pthread_mutex_unlock(&fake.mu);
+    return stream ? fake_reply(c, canned_stream, "text/event-stream")
+                  : fake_reply(c, canned, "application/json");
+}
+
+static void fake_done(void *cls, struct MHD_Connection *c, void **con_cls,
+                      enum MHD_RequestTerminationCode why)
+{
+    upload *u = *con_cls;
+    if (u) {
+        free(u->data);
+        free(u);
+        *con_cls = NULL;
+    }
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t n = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &n) != 0)
+        abort();
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static char *last_body(void)
+{
+    pthread_mutex_lock(&fake.mu);
+    char *b = fake.last_body ? strdup(fake.last_body) : NULL;
+    pthread_mutex_unlock(&fake.mu);
+    return b;
+}
+
+/* --- llama-server ---------------------------------------------------------------- */
+
+static struct {
+    pid_t pid;
+    char url[64];
+    char log[64];
+} server;
+
+static bool server_healthy(const char *url)
+{
+    char health[128];
+    snprintf(health, sizeof health, "%s/health", url);
+    CURL *h = curl_easy_init();
+    curl_easy_setopt(h, CURLOPT_URL, health);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    long code = 0;
+    if (curl_easy_perform(h) == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(h);
+    return code == 200;
+}
+
+/* Starts llama-server on the tiny model; false (the tests that need it
+ * skip) when there is none. */
+static bool start_llama_server(void)
+{
+    const char *prefix = getenv("SLUICE_LLAMA_PREFIX");
+    const char *tiny = getenv("SLUICE_TINY_MODEL");
+    char bin[1024], model[1024], mmproj[1024], port[16];
+    if (!prefix || !tiny)
+        return false;
+    snprintf(bin, sizeof bin, "%s/bin/llama-server", prefix);
+    if (access(bin, X_OK) != 0)
+        return false;
+    snprintf(model, sizeof model, "%s/model.gguf", tiny);
+    snprintf(mmproj, sizeof mmproj, "%s/mmproj.gguf", tiny);
+    int p = free_port();
+    snprintf(port, sizeof port, "%d", p);
+    snprintf(server.url, sizeof server.url, "http://127.0.0.1:%d", p);
+    snprintf(server.log, sizeof server.log, "/tmp/sluice-llama-server-%d.log", (int)getpid());
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, server.log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    char *argv[] = {bin, "-m", model, "--mmproj", mmproj, "--parallel", "2", "--port", port,
+                    "--host", "127.0.0.1", "-t", "1", "-c", "4096", NULL};
+    int rc = posix_spawn(&server.pid, bin, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        return false;
+    for (int i = 0; i < 600; i++) { /* 60 s */
+        if (server_healthy(server.url))
+            return true;
+        int status;
+        if (waitpid(server.pid, &status, WNOHANG) == server.pid)
+            fail_msg("llama-server exited; see %s", server.log);
+        usleep(100000);
+    }
+    fail_msg("llama-server not healthy after 60 s; see %s", server.log);
+    return false;
+}
+
+static int setup(void **state)
+{
+    sl_log_set_level(SL_LOG_ERROR);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    img_a = tc_gradient(96, 64, 0);
+    img_b = tc_gradient(64, 80, 1);
+    int port = free_port();
+    fake.d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)port, NULL, NULL,
+                              fake_handler, NULL, MHD_OPTION_NOTIFY_COMPLETED, fake_done, NULL,
+                              MHD_OPTION_END);
+    snprintf(fake.url, sizeof fake.url, "http://127.0.0.1:%d", port);
+    if (!start_llama_server())
+        server.pid = 0;
+    return img_a && img_b && fake.d ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    if (server.pid > 0) {
+        kill(server.pid, SIGTERM);
+        waitpid(server.pid, NULL, 0);
+        unlink(server.log);
+    }
+    MHD_stop_daemon(fake.d);
+    free(fake.last_body);
+    sl_image_free(img_a);
+    sl_image_free(img_b);
+    curl_global_cleanup();
+    return 0;
+}
+
+static sl_engine *open_at(const char *url, bool stream)
+{
+    sl_openai_params p = sl_openai_default_params();
+    const char *eps[] = {url};
+    p.endpoints = eps;
+    p.n_endpoints = 1;
+    p.stream = stream;
+    p.max_attempts = 2;
+    sl_engine *e = NULL;
+    if (sl_engine_open_openai(&p, &e) != SL_OK)
+        fail_msg("cannot open the openai engine at %s: %s", url, sl_last_error());
+    return e;
+}
+
+static sl_request conversation(const char *id, const sl_message *msgs, int n, int max_tokens)
+{
+    sl_request r = {.id = id, .messages = msgs, .n_messages = n,
+                    .sampling = sl_sampling_default()};
+    r.sampling.max_tokens = max_tokens;
+    return r;
+}
+
+/* --- against the fake server ------------------------------------------------------ */
+
+/* A conversation goes out as OpenAI's messages: roles in order, a message
+ * of one text part as a string, others as text and image_url parts (data:
+ * URLs of the caller's encoded images with their types, in order); the
+ * server's answer comes back as received. */
+static void a_conversation_goes_out_as_openai_messages(void **state)
+{
+    sl_engine *e = open_at(fake.url, false);
+    static const uint8_t png[] = {0x89, 'P', 'N', 'G', 1, 2, 3};
+    static const uint8_t jpg[] = {0xff, 0xd8, 0xff, 9, 9};
+    const uint8_t *enc[] = {png, jpg};
+    const size_t lens[] = {sizeof png, sizeof jpg};
+    const char *mimes[] = {"image/png", NULL};
+    sl_content_part sys[] = {{"Be brief."}};
+    sl_content_part u1[] = {{"Look:"}, {NULL}, {"and"}, {NULL}};
+    sl_content_part a1[] = {{"Two pictures."}};
+    sl_content_part u2[] = {{"Which is red?"}};
+    sl_message msgs[] = {{"system", sys, 1}, {"user", u1, 4}, {"assistant", a1, 1},
+                         {"user", u2, 1}};
+    sl_request q = conversation("conv", msgs, 4, 16);
+    q.images_encoded = enc;
+    q.images_encoded_len = lens;
+    q.images_mime = mimes;
+    q.n_images = 2;
+    q.want_response_json = true;
+    sl_result r;
+    assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+    assert_string_equal(r.text, "A red square.");
+    assert_string_equal(r.response_json, canned); /* byte for byte */
+    assert_int_equal(r.prompt_tokens, 42);
+
+    char *body = last_body();
+    json_t *root = json_loads(body, 0, NULL);
+    assert_non_null(root);
+    assert_string_equal(json_string_value(json_object_get(root, "model")), "fake-model");
+    assert_int_equal(json_integer_value(json_object_get(root, "max_tokens")), 16);
+    json_t *m = json_object_get(root, "messages");
+    assert_int_equal(json_array_size(m), 4);
+    const char *roles[] = {"system", "user", "assistant", "user"};
+    for (int i = 0; i < 4; i++)
+        assert_string_equal(json_string_value(json_object_get(json_array_get(m, i), "role")),
+                            roles[i]);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(m, 0), "content")),
+                        "Be brief.");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(m, 3), "content")),
+                        "Which is red?");
+    json_t *parts = json_object_get(json_array_get(m, 1), "content");
+    assert_int_equal(json_array_size(parts), 4);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(parts, 0), "text")),
+                        "Look:");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(parts, 2), "text")),
+                        "and");
+    const char *url1 = json_string_value(
+        json_object_get(json_object_get(json_array_get(parts, 1), "image_url"), "url"));
+    const char *url3 = json_string_value(
+        json_object_get(json_object_get(json_array_get(parts, 3), "image_url"), "url"));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(parts, 1), "type")),
+                        "image_url");
+    assert_string_equal(url1, "data:image/png;base64,iVBORwECAw==");
+    assert_string_equal(url3, "data:image/jpeg;base64,/9j/CQk=");
+    json_decref(root);
+    free(body);
+    sl_result_clear(&r);
+
+    /* Decoded images only: encoded here as JPEG. */
+    const sl_image *pixels[] = {img_a, img_b};
+    q.images_encoded = NULL;
+    q.images = pixels;
+    assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+    sl_result_clear(&r);
+    body = last_body();
+    assert_non_null(strstr(body, "data:image/jpeg;base64,/9j/"));
+    free(body);
+    sl_engine_free(e);
+}
+
+/* A caller's body goes out as given (keys the engine knows nothing of
+ * too), but for the model (set when absent, kept when present) and stream
+ * (the engine's; stream_options only when streaming, with usage asked). */
+static void a_body_is_forwarded_as_given_but_model_and_stream(void **state)
+{
+    for (int stream = 0; stream <= 1; stream++) {
+        sl_engine *e = open_at(fake.url, stream);
+        sl_request q = {.id = "fwd", .sampling = sl_sampling_default(),
+                        .want_response_json = true};
+        q.sampling.max_tokens = 64;
+        q.openai_body = "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"seed\":7,"
+                        "\"max_tokens\":5,\"stream\":true,\"stream_options\":{\"x\":1},"
+                        "\"logit_bias\":{\"42\":-100},\"my_extension\":[1,2]}";
+        sl_result r;
+        assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+        assert_string_equal(r.text, "A red square.");
+        char *body = last_body();
+        json_t *root = json_loads(body, 0, NULL);
+        assert_string_equal(json_string_value(json_object_get(root, "model")), "fake-model");
+        assert_int_equal(json_integer_value(json_object_get(root, "seed")), 7);
+        assert_int_equal(json_integer_value(json_object_get(root, "max_tokens")), 5);
+        assert_int_equal(json_integer_value(
+                             json_object_get(json_object_get(root, "logit_bias"), "42")), -100);
+        assert_int_equal(json_array_size(json_object_get(root, "my_extension")), 2);
+        assert_true(json_is_boolean(json_object_get(root, "stream")));
+        assert_int_equal(json_is_true(json_object_get(root, "stream")), stream);
+        json_t *opts = json_object_get(root, "stream_options");
+        /* Nothing of the engine's own: no temperature, no top_p. */
+        assert_null(json_object_get(root, "temperature"));
+        assert_null(json_object_get(root, "top_p"));
+        if (stream) {
+            assert_true(json_is_true(json_object_get(opts, "include_usage")));
+            assert_int_equal(json_integer_value(json_object_get(opts, "x")), 1);
+            /* Assembled from the stream: the stream's id, model and created. */
+            tc_check_chat_completion(r.response_json, &r, "fake-model", 1700000001);
+            json_t *got = json_loads(r.response_json, 0, NULL);
+            assert_string_equal(json_string_value(json_object_get(got, "id")), "chatcmpl-s1");
+            json_decref(got);
+            tc_sdk_validates(r.response_json);
+        } else {
+            assert_null(opts);
+            assert_string_equal(r.response_json, canned);
+        }
+        json_decref(root);
+        free(body);
+        sl_result_clear(&r);
+
+        /* A model given is kept (the caller decides what to do about it). */
+        q.openai_body = "{\"model\":\"other\",\"messages\":[]}";
+        assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+        sl_result_clear(&r);
+        body = last_body();
+        root = json_loads(body, 0, NULL);
+        assert_string_equal(json_string_value(json_object_get(root, "model")), "other");
+        json_decref(root);
+        free(body);
+
+        /* Bodies that cannot be sent are refused at submit, naming the request. */
+        int tag = 0;
+        const char *bad[] = {"not json", "[1]", "{\"model\":\"m\"}", "{\"messages\":{}}",
+                             "{\"messages\":[],\"a\":1,\"a\":2}"};
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+            q.openai_body = bad[i];
+            assert_int_equal(sl_engine_submit(e, &q, &tag), SL_ERR_INVALID_ARG);
+            assert_non_null(strstr(sl_last_error(), "fwd: the request body"));
+        }
+        q.openai_body = "{\"messages\":[]}";
+        q.sampling.max_tokens = 0;
+        assert_int_equal(sl_engine_submit(e, &q, &tag), SL_ERR_INVALID_ARG);
+        assert_int_equal(sl_engine_in_flight(e), 0);
+        sl_engine_free(e);
+    }
+}
+
+/* --- against llama-server ------------------------------------------------------------ */
+
+static void run_llama_server_conversations(bool stream)
+{
+    if (server.pid <= 0)
+        skip();
+    sl_engine *e = open_at(server.url, stream);
+    const sl_image *pixels[] = {img_a, img_b};
+    sl_content_part text_only[] = {{"Name a colour."}};
+    sl_content_part one[] = {{NULL}, {"Describe this image."}};
+    sl_content_part two[] = {{NULL}, {NULL}, {"Compare the two images."}};
+    sl_content_part sys[] = {{"You answer briefly."}};
+    sl_content_part a1[] = {{"Blue."}};
+    sl_content_part u2[] = {{"Another one."}};
+    sl_message convs[4][4] = {
+        {{"user", text_only, 1}},
+        {{"user", one, 2}},
+        {{"user", two, 3}},
+        {{"system", sys, 1}, {"user", text_only, 1}, {"assistant", a1, 1}, {"user", u2, 1}},
+    };
+    const int n_msgs[4] = {1, 1, 1, 4}, n_imgs[4] = {0, 1, 2, 0};
+    int prompt_tokens[4];
+    for (int k = 0; k < 4; k++) {
+        sl_request q = conversation("ls", convs[k], n_msgs[k], 8);
+        q.images = pixels;
+        q.n_images = n_imgs[k];
+        q.want_response_json = true;
+        sl_result r;
+        time_t before = time(NULL);
+        if (sl_engine_generate(e, &q, &r) != SL_OK)
+            fail_msg("conversation %d: %s", k, sl_last_error());
+        assert_non_null(r.text);
+        assert_true(r.generated_tokens > 0 && r.generated_tokens <= 8);
+        tc_check_chat_completion(r.response_json, &r, NULL, (long long)before);
+        tc_sdk_validates(r.response_json);
+        prompt_tokens[k] = r.prompt_tokens;
+        sl_result_clear(&r);
+    }
+    /* Each image took its positions; the turns are all there. */
+    assert_true(prompt_tokens[1] > prompt_tokens[0] + 10);
+    assert_true(prompt_tokens[2] > prompt_tokens[1] + 10);
+    assert_true(prompt_tokens[3] > prompt_tokens[0] + 8);
+
+    /* A forwarded body with its own seed, temperature and max_tokens: they
+     * are what the server used (the same seed, the same text; max_tokens 3
+     * bounds the answer, not the engine's 50). */
+    static const char b1[] =
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"Tell me a story.\"}]}],\"seed\":7,\"temperature\":1.5,\"max_tokens\":3}";
+    char b2[sizeof b1];
+    memcpy(b2, b1, sizeof b1); /* the same body, not the same pointer */
+    sl_request q = {.id = "fwd", .openai_body = b1, .sampling = sl_sampling_default(),
+                    .want_response_json = true};
+    q.sampling.max_tokens = 50;
+    sl_result r1, r2;
+    assert_int_equal(sl_engine_generate(e, &q, &r1), SL_OK);
+    q.openai_body = b2;
+    assert_int_equal(sl_engine_generate(e, &q, &r2), SL_OK);
+    assert_int_equal(r1.generated_tokens, 3);
+    assert_string_equal(r1.finish_reason, "length");
+    assert_string_equal(r1.text, r2.text);
+    tc_sdk_validates(r1.response_json);
+    sl_result_clear(&r1);
+    sl_result_clear(&r2);
+    sl_engine_free(e);
+}
+
+static void conversations_through_llama_server(void **state)
+{
+    run_llama_server_conversations(false);
+}
+
+static void conversations_through_llama_server_streamed(void **state)
+{
+    run_llama_server_conversations(true);
+}
+
+int main(void)
+{
+    if (getenv("SLUICE_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("SLUICE_TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_conversation_goes_out_as_openai_messages),
+        cmocka_unit_test(a_body_is_forwarded_as_given_but_model_and_stream),
+        cmocka_unit_test(conversations_through_llama_server),
+        cmocka_unit_test(conversations_through_llama_server_streamed),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
