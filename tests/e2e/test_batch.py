@@ -243,13 +243,6 @@ def test_mixed_batch_openai_engine(sluice, llama_prefix, mixed, tmp_path):
         res = batch(sluice, mixed, out, "--engine", "openai", "--endpoint", server.url,
                     "--ignore-model")
         rows = output_lines(out)
-        # Until the openai engine takes sl_request.openai_body (the
-        # batch-engine branch), it refuses every request as having no prompt.
-        engine_refused = [r for r in rows if r["error"] and (
-            "prompt" in r["error"]["message"] or
-            "out of memory (or a string" in r["error"]["message"])]
-        if len(engine_refused) == len(GOOD):
-            pytest.skip("the openai engine does not forward a request body yet (batch-engine)")
         assert res.returncode == 3, res.stderr
         check_mixed(rows, mixed)
 
