@@ -236,7 +236,6 @@ def test_wrong_command_lines_say_what_to_change(sluice, mixed, tmp_path):
     assert res.returncode == 2 and "--errors-file" in res.stderr
 
 
-@pytest.mark.skipif(sanitized(), reason="llama-server under ASan runs: slow")
 def test_mixed_batch_openai_engine(sluice, llama_prefix, mixed, tmp_path):
     with LlamaServer(llama_prefix, tmp_path / "server.log", 4) as server:
         out = tmp_path / "out"
