@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-decode bench-http bench-coord clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-http bench-coord clean
 
 all: build
 
@@ -80,6 +80,16 @@ bench-tasks: build
 	test -f models/smolvlm-256m-e512-bf16/model.gguf || .venv/bin/python tools/gen_model.py \
 	    --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 --out models/smolvlm-256m-e512-bf16
 	$(BUILD)/bench/tasks
+
+# `sluice batch` against llama-server on the same text-only requests (32 of
+# a ~64-token prompt, 64 tokens out) at --parallel 16 on the SmolVLM-256M
+# shape's text model, llama-server driven by an asyncio client; requests/s,
+# generated tok/s and sluice_vs_llama_server (docs/batch.md). About 8 minutes
+# on 2 cores.
+bench-batch: build
+	test -f models/smolvlm-256m-e512-bf16/model.gguf || .venv/bin/python tools/gen_model.py \
+	    --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 --out models/smolvlm-256m-e512-bf16
+	BUILD=$(BUILD) .venv/bin/python bench/batch.py
 
 # The host cost of one step of the engine's loop at --parallel 128 with a
 # 152k vocabulary (Qwen2.5-VL-3B's), per sampler: reference (llama.cpp's

@@ -15,7 +15,9 @@
  * error; the run goes on. A wrong parameter, an engine that cannot load, an
  * output that cannot be written, too many failed rows (max_failed) or a stop
  * request end the job; rows already finished are kept. To put stages of
- * your own into this pipeline, build it with sluice/pipeline.h.
+ * your own into this pipeline, build it with sluice/pipeline.h. With
+ * input_format "openai-batch" the rows are an OpenAI batch file's chat
+ * requests and the output OpenAI's batch lines (docs/batch.md).
  */
 #ifndef SLUICE_CAPTION_H
 #define SLUICE_CAPTION_H
@@ -175,6 +177,13 @@ typedef struct sl_caption_params {
      * NULL: none. */
     const char *json_schema;
     const char *grammar;
+    /* An OpenAI batch file (input_format "openai-batch"; `sluice batch`,
+     * docs/batch.md): each line a chat request, answered in OpenAI's batch
+     * output format (output_format "openai-batch" or "jsonl"; "parquet"
+     * flattens it). */
+    bool allow_local_images;   /* image_url parts may name local files (else the line fails) */
+    bool ignore_model;         /* run requests whose body.model is another model's */
+    const char *errors_file;   /* failed requests go to this file, not the output parts */
 } sl_caption_params;
 
 /* Rows per part when shard_rows is 0: a crash loses at most this many. */

@@ -1,4 +1,5 @@
-/* cli/main.c — the sluice command: `caption` (flags), `run` (a job file,
+/* cli/main.c — the sluice command: `caption` (flags), `batch` (an OpenAI
+ * batch file: caption's flags, input format openai-batch), `run` (a job file,
  * flags over it) and `config print|check|keys`; calls libsluice's public
  * API, prints progress and a summary. Nothing here but the CLI. The flags
  * are made from the library's settings table (sluice/config.h), so each has
@@ -77,6 +78,7 @@ static void report_crashes(void) {}
 static const char usage_head[] =
     "usage: sluice caption INPUT... -o OUTPUT_DIR --model M.gguf --mmproj P.gguf [options]\n"
     "       sluice caption INPUT... -o OUTPUT_DIR --engine openai --endpoint URL [options]\n"
+    "       sluice batch REQUESTS.jsonl -o OUTPUT_DIR [options]  (OpenAI batch file)\n"
     "       sluice run JOB.yaml [INPUT...] [options]     (a job file: docs/jobs.md)\n"
     "       sluice config print|check JOB.yaml [options]; sluice config keys\n"
     "\n"
@@ -128,6 +130,17 @@ static const char usage_text[] =
     "      --encode-ahead N      requests tokenized and encoded by a second thread while\n"
     "                            the engine decodes (default: on a GPU min(parallel, 32),\n"
     "                            on a CPU 0: its cores are decoding)\n";
+
+static const char usage_batch_text[] =
+    "OpenAI batch files (sluice batch; docs/batch.md): each line {custom_id, method,\n"
+    "url: /v1/chat/completions, body}; answers in OpenAI's batch output format,\n"
+    "OUTPUT_DIR/part-NNNNN.jsonl ({id, custom_id, response: {status_code, request_id,\n"
+    "body}, error}); --format parquet flattens it. A request's body sets its own\n"
+    "max_tokens, temperature, top_p, seed, stop and response_format; the flags above\n"
+    "are the defaults. --mmproj is needed only for requests with images.\n"
+    "      --allow-local-images  image_url parts may name local files (default: refused)\n"
+    "      --ignore-model        run requests whose body names another model (default: fail)\n"
+    "      --errors-file FILE    failed requests go to FILE, not the output parts\n";
 
 static const char usage_rest_text[] =
     "Prompt and generation:\n"
@@ -236,6 +249,7 @@ static void print_usage(FILE *fp)
     fputs(usage_head, fp);
     fputs(usage_text, fp);
     fputs(usage_openai_text, fp);
+    fputs(usage_batch_text, fp);
     fputs(usage_rest_text, fp);
     fputs(usage_tail, fp);
 }
@@ -339,6 +353,7 @@ static int check_ready(const sl_config *cfg, const command *cmd)
     const char *job = cmd->job_file;
     char msg[512];
     bool openai = p->engine && strcmp(p->engine, "openai") == 0;
+    bool batch = p->input_format && strcmp(p->input_format, "openai-batch") == 0;
     if (p->n_inputs == 0) {
         if (!job)
             return usage_error("caption needs an input: a folder, manifest, tar shards or "
@@ -361,7 +376,8 @@ static int check_ready(const sl_config *cfg, const command *cmd)
             return usage_error("caption needs a model: --model PATH.gguf or hf://ORG/REPO", NULL);
         snprintf(msg, sizeof msg, "%s sets no model: add llama.model (PATH.gguf or "
                  "hf://ORG/REPO), or pass --model", job);
-    } else if (!openai && !p->llama.mmproj_path && !sl_hub_is_ref(p->llama.model_path)) {
+    } else if (!openai && !batch && !p->llama.mmproj_path &&
+               !sl_hub_is_ref(p->llama.model_path)) {
         /* a hub model brings its projector: known after the fetch */
         if (!job)
             return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
@@ -435,6 +451,12 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
             rc = st == SL_ERR_NOMEM ? EXIT_RUN : EXIT_USAGE;
             goto done;
         }
+    }
+    if (strcmp(cmd->name, "batch") == 0 &&
+        sl_config_set(cfg, "input.format", "openai-batch") != SL_OK) {
+        fprintf(stderr, "sluice: %s\n", sl_last_error());
+        rc = EXIT_RUN;
+        goto done;
     }
     if ((rc = apply_flags(cfg, uses, n_uses)) != 0)
         goto done;
@@ -580,7 +602,8 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         if (hub_exit)
             return hub_exit;
     }
-    if (!openai && !p.llama.mmproj_path) {
+    bool batch = p.input_format && strcmp(p.input_format, "openai-batch") == 0;
+    if (!openai && !batch && !p.llama.mmproj_path) {
         if (!cmd->job_file)
             return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
         fprintf(stderr, "sluice: %s sets no vision projector and model %s has none: add "
@@ -635,11 +658,13 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
             printf("... and %ld more captions\n", sum.rows_ok - pr.shown);
         if (sum.rows_skipped)
             printf("\nresumed: %ld inputs skipped, done by an earlier run", sum.rows_skipped);
-        printf("\n%ld images: %ld captioned, %ld failed in %.2f s (%.2f images/s, %.1f tokens/s; "
-               "model '%s' loaded in %.2f s)\n"
+        printf(batch ? "\n%ld requests: %ld answered, %ld failed in %.2f s (%.2f requests/s, "
+                     : "\n%ld images: %ld captioned, %ld failed in %.2f s (%.2f images/s, ",
+               sum.rows, sum.rows_ok, sum.rows_failed, sum.seconds, rate);
+        printf("%.1f tokens/s; model '%s' loaded in %.2f s)\n"
                "busy: decode %.2f s, engine %.2f s, write %.2f s; peak memory in flight %.1f MB "
                "of %.0f MB\noutput: %s%s\nreport: %s/report.html\n",
-               sum.rows, sum.rows_ok, sum.rows_failed, sum.seconds, rate, tps, sum.model_name,
+               tps, sum.model_name,
                sum.load_seconds, sum.decode_busy_s, sum.engine_busy_s, sum.write_busy_s,
                sum.peak_bytes_in_flight / 1e6, sum.memory_budget / 1e6, sum.output_file,
                sum.shards > 1 ? " (the last of the shards)" : "", p.output_dir);
@@ -680,11 +705,13 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "caption") == 0)
         return cmd_job(argc - 1, argv + 1, (command){"caption", NULL});
+    if (strcmp(argv[1], "batch") == 0)
+        return cmd_job(argc - 1, argv + 1, (command){"batch", NULL});
     if (strcmp(argv[1], "run") == 0)
         return cmd_job(argc - 1, argv + 1, (command){"run", ""});
     if (strcmp(argv[1], "config") == 0)
         return cmd_config(argc - 1, argv + 1);
-    fprintf(stderr, "sluice: unknown command '%s'; the commands are caption, run and config.\n"
+    fprintf(stderr, "sluice: unknown command '%s'; the commands are caption, batch, run and config.\n"
                     "Run 'sluice --help' for usage.\n", argv[1]);
     return EXIT_USAGE;
 }

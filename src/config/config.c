@@ -113,8 +113,8 @@ static const opt opts[] = {
     {"input.paths", NULL, 0, K_LIST, 0, .list = L_INPUTS, .max_items = 100000, .arg = "INPUT",
      .help = "folders, manifests, tar shards, Parquet files; braces and globs"},
     {"input.format", "input-format", 0, K_CHOICE, AT(p.input_format), .arg = "F",
-     .choices = "auto|folder|jsonl|csv|webdataset|parquet",
-     .help = "folder, jsonl, csv, webdataset or parquet (~: by name)"},
+     .choices = "auto|folder|jsonl|csv|webdataset|parquet|openai-batch",
+     .help = "folder, jsonl, csv, webdataset, parquet (~: by name) or openai-batch"},
     {"input.include", "include", 0, K_LIST, 0, .list = L_INCLUDE, .max_items = 64, .arg = "GLOB",
      .help = "folders: only relative paths matching one of these"},
     {"input.exclude", "exclude", 0, K_LIST, 0, .list = L_EXCLUDE, .max_items = 64, .arg = "GLOB",
@@ -269,8 +269,9 @@ static const opt opts[] = {
 
     {"output.dir", "output", 'o', K_STR, AT(p.output_dir), .arg = "DIR",
      .help = "output folder (created if missing), or s3://bucket/prefix"},
-    {"output.format", "format", 0, K_CHOICE, AT(p.output_format), .choices = "jsonl|parquet",
-     .arg = "F", .help = "jsonl (~) or parquet"},
+    {"output.format", "format", 0, K_CHOICE, AT(p.output_format),
+     .choices = "jsonl|parquet|openai-batch", .arg = "F",
+     .help = "jsonl (~) or parquet; openai-batch: jsonl of a batch file"},
     {"output.overwrite", "overwrite", 0, K_BOOL, AT(p.overwrite),
      .help = "start over (false: the same job resumes)"},
     {"output.columns", "columns", 0, K_LIST, 0, .list = L_COLUMNS, .max_items = 256, .f = SPLIT,
@@ -282,6 +283,13 @@ static const opt opts[] = {
     {"output.state_dir", "state-dir", 0, K_STR, AT(p.state_dir), .arg = "DIR",
      .help = "s3:// output: the local folder of its ledger and of parts being written "
              "(~: under ~/.local/state/sluice/s3/)"},
+
+    {"batch.allow_local_images", "allow-local-images", 0, K_BOOL, AT(p.allow_local_images),
+     .help = "batch file: image_url parts may name local files"},
+    {"batch.ignore_model", "ignore-model", 0, K_BOOL, AT(p.ignore_model),
+     .help = "batch file: run requests for another model on this one"},
+    {"batch.errors_file", "errors-file", 0, K_STR, AT(p.errors_file), .arg = "FILE",
+     .help = "batch file: failed requests go here, not in the output"},
 
     {"metrics.addr", "metrics-addr", 0, K_ADDR, AT(p.metrics_addr), .arg = "H:P",
      .help = "serve /metrics and the live page (off: no server)"},

@@ -19,6 +19,7 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/json.h"
+#include "io/batch_line.h"
 #include "io/dir_source.h"
 #include "io/s3.h"
 #include "io/source_impl.h"
@@ -38,6 +39,8 @@ void sl_source_item_clear(sl_source_item *item)
     json_decref(item->extra);
     sl_free(item->prompt);
     sl_free(item->error);
+    sl_batch_req_clear(item->batch);
+    sl_free(item->batch);
     *item = (sl_source_item){.shard = -1};
 }
 
@@ -392,7 +395,8 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
     r->csv = fl >= 4 && strcasecmp(file + fl - 4, ".csv") == 0;
     if (p->format && strcmp(p->format, "csv") == 0)
         r->csv = true;
-    else if (p->format && strcmp(p->format, "jsonl") == 0)
+    else if (p->format && (strcmp(p->format, "jsonl") == 0 ||
+                           strcmp(p->format, "openai-batch") == 0))
         r->csv = false;
     if (!(r->fp = fopen(file, "r"))) {
         *open_error = sl_asprintf("cannot open manifest '%s': %s", file, strerror(errno));
@@ -553,6 +557,76 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
 static const source_kind manifest_kind = {"manifest", manifest_open, manifest_next,
                                           manifest_close, NULL};
 
+/* --- OpenAI batch files ---------------------------------------------------------------- */
+
+/* A line of an OpenAI batch file (io/batch_line.h): its id is its custom_id;
+ * a line without one is FILE:LINE (as a manifest's line without an id). A
+ * malformed line is a failed item naming the line and the cause. */
+static sl_status batch_next(source_reader *r, sl_source_item *item, bool *done)
+{
+    int rc;
+    do {
+        restart(r);
+        if ((rc = read_line(r)) <= 0) {
+            *done = rc == 0;
+            return rc == 0 ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+        }
+    } while (!r->too_long && blank((const char *)r->text.data, r->text.len));
+    if (!(item->batch = sl_calloc(1, sizeof *item->batch)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    char err[512];
+    sl_status st = SL_ERR_INVALID_ARG;
+    if (r->too_long)
+        snprintf(err, sizeof err, "the line is longer than the limit of %zu bytes "
+                 "(--max-line-bytes)", r->p->max_line_bytes);
+    else
+        st = sl_batch_parse((const char *)r->text.data, r->text.len, item->batch, err,
+                            sizeof err);
+    if (st == SL_ERR_NOMEM ||
+        !(item->batch->line_id = sl_asprintf("%s:%ld", r->name, r->line)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    if (!item->batch->custom_id)
+        return line_fail(r, r->line, item, err);
+    item->at = r->line;
+    if (!(item->id = sl_strdup(item->batch->custom_id)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    if (st != SL_OK)
+        return sl_source_item_fail(item, "%s:%ld: %s", r->file, r->line, err);
+    return SL_OK;
+}
+
+static int64_t batch_count(const char *file, const sl_source_params *p, const atomic_bool *stop)
+{
+    FILE *fp = fopen(file, "r");
+    if (!fp)
+        return -1;
+    char buf[1 << 16];
+    int64_t lines = 0;
+    bool open_line = false;
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, fp)) > 0) {
+        if (stop && atomic_load(stop)) {
+            fclose(fp);
+            return -1;
+        }
+        /* Non-blank lines: blank ones are skipped by the reader. */
+        for (size_t i = 0; i < n; i++) {
+            if (buf[i] == '\n') {
+                lines += open_line;
+                open_line = false;
+            } else if (!isspace((unsigned char)buf[i])) {
+                open_line = true;
+            }
+        }
+    }
+    fclose(fp);
+    (void)p;
+    return lines + open_line;
+}
+
+static const source_kind batch_kind = {"openai-batch", manifest_open, batch_next, manifest_close,
+                                       batch_count};
+
 /* --- dispatch ------------------------------------------------------------------------- */
 
 struct sl_source {
@@ -613,6 +687,8 @@ static const source_kind *kind_named(const char *name)
         return &sl_source_webdataset;
     if (strcmp(name, "parquet") == 0)
         return &sl_source_parquet;
+    if (strcmp(name, "openai-batch") == 0)
+        return &batch_kind;
     return NULL;
 }
 
@@ -925,7 +1001,8 @@ static sl_status name_inputs(sl_source *src, bool folders)
     return st;
 }
 
-static const char *const formats[] = {"auto", "folder", "jsonl", "csv", "webdataset", "parquet"};
+static const char *const formats[] = {"auto",       "folder",  "jsonl",       "csv",
+                                      "webdataset", "parquet", "openai-batch"};
 
 sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_params *params,
                          sl_source **out)
@@ -938,7 +1015,7 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
         known = known || strcmp(params->format, formats[i]) == 0;
     if (!known)
         return sl_fail(SL_ERR_INVALID_ARG, "--input-format must be one of auto, folder, jsonl, "
-                                           "csv, webdataset, parquet; got '%s'",
+                                           "csv, webdataset, parquet, openai-batch; got '%s'",
                        params->format);
     if (n == 0)
         return sl_fail(SL_ERR_INVALID_ARG, "no input given");

@@ -25,7 +25,7 @@ typedef struct sl_source sl_source;
 
 typedef struct sl_source_params {
     const char *format;          /* NULL or "auto": from the inputs; or folder, jsonl, csv,
-                                    webdataset, parquet */
+                                    webdataset, parquet, openai-batch (never guessed) */
     const char *const *include;  /* folder: fnmatch globs on the relative path */
     size_t n_include;
     const char *const *exclude;
@@ -77,6 +77,8 @@ typedef struct sl_source_item {
     int64_t at;      /* and the place in it: a manifest line, the byte offset of a tar
                         sample, a Parquet row; -1 for none */
     int64_t shard;   /* the input shard it is in; -1 when the input is not sharded */
+    struct sl_batch_req *batch; /* openai-batch: the line's request (io/batch_line.h), set
+                                   on every item of that kind, failed ones too */
 } sl_source_item;
 
 /* Opens inputs[0..n): each is brace-expanded, then globbed when it holds
@@ -96,7 +98,8 @@ sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done);
 
 /* True when shards are whole input files (see sl_source_params). */
 bool sl_source_shards_by_file(const sl_source *src);
-/* The kind chosen: "folder", "jsonl", "csv", "webdataset" or "parquet". */
+/* The kind chosen: "folder", "jsonl", "csv", "webdataset", "parquet" or
+ * "openai-batch". */
 const char *sl_source_kind(const sl_source *src);
 /* True when some ids name a folder above their input file, or which input
  * folder they are in (inputs in several folders): ids that sluice before

@@ -20,6 +20,7 @@
 #include "llm/json_schema.h"
 #include "core/utf8.h"
 #include "core/alloc.h"
+#include "job/batch.h"
 #include "job/job.h"
 #include "stage/stage.h"
 #include "sluice/pipeline.h"
@@ -94,6 +95,7 @@ static sl_status check_structured(const sl_caption_params *p)
 
 sl_status job_check_params(const sl_caption_params *p)
 {
+    sl_status st0;
     if ((!p->input_dir || !*p->input_dir) && p->n_inputs <= 0)
         return sl_fail(SL_ERR_INVALID_ARG, "no input given");
     if (p->limit < 0)
@@ -153,8 +155,10 @@ sl_status job_check_params(const sl_caption_params *p)
         return sl_fail(SL_ERR_INVALID_ARG,
                        "--gpus runs one replica per GPU (%d), but --replicas is %d: drop one",
                        p->n_gpus, p->replicas);
+    if (job_is_batch(p) && (st0 = batch_check_params(p)) != SL_OK)
+        return st0;
     if (p->output_format && strcmp(p->output_format, "jsonl") != 0 &&
-        strcmp(p->output_format, "parquet") != 0)
+        strcmp(p->output_format, "parquet") != 0 && !job_is_batch(p))
         return sl_fail(SL_ERR_INVALID_ARG, "--format must be jsonl or parquet, got '%s'",
                        p->output_format);
     if (!(p->max_failed >= 0.0 && p->max_failed <= 1.0))
@@ -178,6 +182,9 @@ sl_status job_check_params(const sl_caption_params *p)
     /* Missing model files fail here, before any thread starts. */
     const char *files[2][2] = {{"--model", p->llama.model_path}, {"--mmproj", p->llama.mmproj_path}};
     for (int i = 0; i < 2; i++) {
+        /* A batch of text-only requests runs on a text model alone. */
+        if (i == 1 && job_is_batch(p) && (!files[i][1] || !*files[i][1]))
+            continue;
         if (!files[i][1] || !*files[i][1])
             return sl_fail(SL_ERR_INVALID_ARG, "%s is required: the path of a GGUF file", files[i][0]);
         if (access(files[i][1], R_OK) != 0)

@@ -54,6 +54,7 @@ typedef struct caption_row {
     size_t root_len;          /* a copy (fan-out): rel is "<input id>#k", this long before
                                  the '#'; 0 for the input's own row */
     int64_t shard;            /* the input shard it was read from (-1: not sharded) */
+    struct batch_row *batch;  /* an OpenAI batch file's request (job/batch.h), or NULL */
 } caption_row;
 
 
@@ -85,6 +86,8 @@ typedef struct job {
     sl_fetch_params fetch;
     caption_schema schema;     /* the output row's columns */
     sl_sink *sink;             /* the output; its open part is the open shard */
+    sl_sink *errors_sink;      /* batch errors_file: failed requests, in errors-NNNNN.jsonl
+                                  parts opened and committed with the output's */
     long shard, shard_rows;    /* the open shard's number and rows (dropped ones too: its
                                   ids in the ledger; a part of only dropped rows is
                                   committed empty, so they count as done) */

@@ -13,6 +13,7 @@
 #include "core/file.h"
 #include "core/log.h"
 #include "job/caption_report.h"
+#include "job/batch.h"
 #include "job/job.h"
 #include "job/progress.h"
 #include "job/rank_metrics.h"
@@ -533,6 +534,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     j.src_params.prompt_column = p->prompt_column;
     j.src_params.allow_file_urls = p->allow_file_urls;
     j.src_params.shard_index = p->input_shard_index;
+    if (job_is_batch(p)) /* a line holds its images, base64 */
+        j.src_params.max_line_bytes = SL_BATCH_MAX_LINE_BYTES;
     j.src_params.shard_count = p->input_shard_count;
     if (p->input_shard_size)
         j.src_params.shard_size = p->input_shard_size;
@@ -634,6 +637,10 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sl_status job_st = lead ? SL_OK : finish_rank(&j, run_st, run_msg);
     if (lead && j.dist)
         job_st = job_totals(&j, sum);
+    if (lead && j.sink_status == SL_OK && batch_errors_collect(&j) != SL_OK && run_st == SL_OK) {
+        j.sink_status = SL_ERR_IO;
+        snprintf(j.sink_error, sizeof j.sink_error, "%s", sl_last_error());
+    }
     if (j.metrics && lead) { /* after every rank is done: the job's final figures */
         char *prom = sl_asprintf("%s/metrics.prom", j.dir);
         if (!prom || caption_metrics_write(j.metrics, prom) != SL_OK)
@@ -675,6 +682,7 @@ done:
     gallery_free(j.gallery);
     sl_exec_free(exec);
     sl_sink_free(j.sink);
+    sl_sink_free(j.errors_sink);
     sl_ledger_free(j.ledger); /* after the sink: an open part's rows roll back */
     sl_source_free(j.src);
     caption_schema_clear(&j.schema);

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "io/s3.h"
 #include "io/shard.h"
+#include "job/batch.h"
 #include "job/job.h"
 
 static bool parquet_output(const sl_caption_params *p)
@@ -108,6 +109,11 @@ static char *fingerprint(const job *j)
     fp_add(&t, "format", job_json_text(parquet_output(p) ? "parquet" : "jsonl"));
     fp_add(&t, "columns", p->columns ? fp_strings(p->columns, p->n_columns) : json_null());
     fp_add(&t, "include_image_bytes", json_boolean(p->include_image_bytes));
+    /* A batch file's settings that change answers; only for batch jobs. */
+    if (job_is_batch(p))
+        fp_add(&t, "batch", json_pack("{s:b, s:b, s:b}", "allow_local_images",
+                                      p->allow_local_images, "ignore_model", p->ignore_model,
+                                      "errors_file", p->errors_file != NULL));
     /* Tasks: as written (templates, not the text filled in per row). Only
      * when there are some, so a job without tasks keeps its fingerprint. */
     if (p->n_tasks > 0) {

@@ -4,6 +4,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "job/batch.h"
 #include "job/schema.h"
 
 /* JSONL nests these in "timings"; Parquet has a column for each. Width to
@@ -189,6 +190,8 @@ sl_status caption_schema_plan(const sl_caption_params *p, const char *const *inp
                               size_t n_stage_columns, caption_schema *out)
 {
     memset(out, 0, sizeof *out);
+    if (job_is_batch(p))
+        return batch_schema_plan(p, out);
     sl_status st0 = plan_head(p, out);
     if (st0 != SL_OK)
         return st0;

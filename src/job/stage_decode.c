@@ -10,6 +10,7 @@
 #include "core/file.h"
 #include "core/log.h"
 #include "io/source_parse.h"
+#include "job/batch.h"
 #include "job/job.h"
 
 const char *job_image_format(const uint8_t *d, size_t n)
@@ -89,6 +90,10 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
     job *j = state;
     for (size_t i = 0; i < n; i++) {
         caption_row *r = sl_row_data(rows[i]);
+        if (r->batch) {
+            batch_decode(j, rows[i], r);
+            continue;
+        }
         double t0 = sl_mono_s();
         sl_status st = fetch_bytes(j, rows[i], r);
         if (st == SL_OK)

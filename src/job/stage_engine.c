@@ -9,6 +9,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "job/batch.h"
 #include "job/job.h"
 #include "job/template.h"
 
@@ -97,6 +98,8 @@ static sl_status engine_submit(void *state, sl_row *row)
     replica *rep = state;
     const sl_caption_params *p = rep->j->p;
     caption_row *r = sl_row_data(row);
+    if (r->batch)
+        return batch_submit(rep->j, rep->engine, row, r);
     /* Templates: the job's prompts name the row's columns ({label}); a
      * prompt the row brings (--prompt-column) is data, used as it is. */
     char *filled[2 * SL_MAX_TASKS + 2] = {0};
@@ -222,6 +225,16 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
                                c->error ? c->error : "out of memory (the error was lost)");
         }
         sl_completion_clear(c);
+        if (r->batch) { /* its images and body are not needed past the engine either */
+            for (int m = 0; m < SL_MAX_IMAGES; m++) {
+                sl_image_free(r->batch->images[m]);
+                r->batch->images[m] = NULL;
+            }
+            json_decref(r->batch->send_body);
+            r->batch->send_body = NULL;
+            sl_row_set_bytes(row, sl_row_bytes(row) - r->batch->bytes);
+            r->batch->bytes = 0;
+        }
         /* The pixels are not needed past the engine: give their bytes back. */
         if (r->image) {
             size_t image_bytes = sl_image_bytes(r->image);

@@ -13,6 +13,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/hash.h"
+#include "job/batch.h"
 #include "job/job.h"
 #include "ledger/idset.h"
 
@@ -31,6 +32,7 @@ void job_row_free(void *data)
         sl_result_clear(&r->results[i]);
     sl_free(r->results);
     sl_image_buffer_free(r->thumb);
+    batch_row_free(r->batch);
     sl_free(r);
 }
 
@@ -83,6 +85,7 @@ caption_row *job_row_copy(const caption_row *r, size_t *bytes)
     c->result = (sl_result){0};
     c->results = NULL;
     c->n_results = 0;
+    c->batch = NULL; /* a batch request is the input's row's alone */
     size_t root = r->root_len ? r->root_len : strlen(r->rel);
     if ((c->rel = sl_malloc(root + COPY_DIGITS + 1)) != NULL) {
         memcpy(c->rel, r->rel, root);
@@ -152,7 +155,7 @@ static void read_close(void *state, sl_exec_end end)
 
 /* A usage error when `it` repeats an id read before: the ledger keys rows by
  * id, so the second row would pass for done on a resume (or be lost). */
-static sl_status check_new_id(reader *rd, const sl_source_item *it)
+static sl_status check_new_id(reader *rd, sl_source_item *it)
 {
     bool seen;
     int64_t input, at;
@@ -161,6 +164,22 @@ static sl_status check_new_id(reader *rd, const sl_source_item *it)
         return st;
     char *first = sl_source_origin(rd->j->src, (size_t)input, at);
     char *again = sl_source_origin(rd->j->src, it->input, it->at);
+    if (it->batch && it->batch->line_id && first && again) {
+        /* A batch file's repeated custom_id fails that line alone, under
+         * the line's own id: the first is run, and both are answered. */
+        char *line_id = it->batch->line_id;
+        it->batch->line_id = NULL;
+        sl_free(it->id);
+        it->id = line_id;
+        if (!it->error)
+            it->error = sl_asprintf("%s: custom_id '%s' is repeated: it is on %s too; each "
+                                    "request needs its own custom_id (this one is not run)",
+                                    again, it->batch->custom_id, first);
+        st = it->error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", again);
+        sl_free(first);
+        sl_free(again);
+        return st;
+    }
     st = sl_fail(SL_ERR_INVALID_ARG, "the inputs repeat the row id '%s' (%s, then %s): ids must "
                                      "be unique for each row to be written exactly once; give "
                                      "every row its own id", it->id, first ? first : "?",
@@ -246,14 +265,24 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
     r->shard = it.shard;
     r->started = sl_mono_s();
     r->seed = sl_sampling_row_seed(j->p->sampling.seed, r->rel);
+    /* The request moves into the row too (its struct is freed here). */
+    st = it.batch ? batch_row_take(r, &it) : SL_OK;
+    sl_batch_req_clear(it.batch);
+    sl_free(it.batch);
+    if (st != SL_OK) {
+        sl_free(it.error);
+        job_row_free(r);
+        return st;
+    }
     sl_row_set_data(row, r, job_row_free);
     /* Pass-through columns are counted at a rough 256 bytes: they are small
      * next to the image bytes, which are counted exactly. */
     sl_row_set_bytes(row, sizeof *r + strlen(r->rel) + (r->path ? strlen(r->path) : 0) + r->len +
                               (r->extra ? 256 * json_object_size(r->extra) : 0) +
-                              (r->prompt ? strlen(r->prompt) : 0) + 2);
-    if (it.error)
-        sl_row_fail_status(row, SL_ERR_IO, "%s", it.error);
+                              (r->prompt ? strlen(r->prompt) : 0) + 2 +
+                              (r->batch ? r->batch->line_bytes : 0));
+    if (it.error) /* a batch file's line breaks its rules; other inputs could not be read */
+        sl_row_fail_status(row, r->batch ? SL_ERR_INVALID_ARG : SL_ERR_IO, "%s", it.error);
     sl_free(it.error);
     return SL_OK;
 }

@@ -10,6 +10,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/fault.h"
+#include "job/batch.h"
 #include "job/job.h"
 
 static sl_pq_value cell_text(const char *s)
@@ -68,6 +69,18 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
  * cells laid out in the schema's order. */
 static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
 {
+    if (job_is_batch(j->p)) {
+        /* OpenAI's batch output line (a stage's copy of a row has no
+         * request: its custom_id is null); with errors_file, a failed request
+         * goes to the errors part instead. */
+        sl_pq_value cells[BATCH_CELLS];
+        batch_cells_text owned;
+        batch_cells(j, r, row, cells, &owned);
+        sl_sink *sink = j->errors_sink && sl_row_failed(row) ? j->errors_sink : j->sink;
+        sl_status st = sl_sink_write(sink, &(sl_schema_row){cells, NULL});
+        batch_cells_free(&owned);
+        return st;
+    }
     const caption_schema *s = &j->schema;
     int n_rows = j->p->rows_per_task && j->p->n_tasks > 0 ? j->p->n_tasks : 1;
     sl_status st = SL_OK;
@@ -116,6 +129,11 @@ static sl_status part_durable(void *arg)
     job *j = arg;
     const char *part = sl_sink_part_path(j->sink);
     sl_status st = commit_point("commit.after_sync", part);
+    /* The errors part goes first: a crash before the part commits leaves
+     * it behind, and the rerun writes it again (batch_errors_collect
+     * reads only those of committed parts). */
+    if (st == SL_OK && j->errors_sink)
+        st = sl_sink_commit(j->errors_sink, NULL, NULL);
     if (st == SL_OK)
         st = job_part_prepare(j);
     if (st == SL_OK)
@@ -154,6 +172,8 @@ static void abandon_shard(job *j)
 {
     job_part_abandon(j);
     sl_sink_abandon(j->sink); /* removes the temporary */
+    if (j->errors_sink)
+        sl_sink_abandon(j->errors_sink);
     memset(&j->part, 0, sizeof j->part);
 }
 
@@ -246,7 +266,8 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
         }
         if (dropped)
             continue;
-        char *answers = failed ? NULL : answers_text(j, r);
+        char *answers = r->batch ? batch_show_text(r, failed ? NULL : r->result.text)
+                        : failed ? NULL : answers_text(j, r);
         gallery_row gr = {sl_row_seq(rows[i]), r->rel,
                           failed ? NULL : answers ? answers : r->result.text,
                           sl_row_error(rows[i]), sl_row_error_stage(rows[i]),
@@ -283,6 +304,8 @@ static void write_close(void *state, sl_exec_end end)
         return; /* the next shard could not open: the run already failed */
     if (j->shard_rows == 0 && (j->shard > 0 || j->done_before > 0)) {
         job_part_abandon(j);
+        if (j->errors_sink)
+            sl_sink_abandon(j->errors_sink);
         return;
     }
     if (commit_shard(j) != SL_OK) {
@@ -297,13 +320,27 @@ sl_status job_open_output(job *j)
     const sl_caption_params *p = j->p;
     sl_status st = SL_OK;
     if (!j->sink &&
-        ((st = sl_sink_open(p->output_format, j->dir, p->overwrite, &j->schema.schema,
+        ((st = sl_sink_open(job_is_batch(p) && !(p->output_format &&
+                                                 strcmp(p->output_format, "parquet") == 0)
+                                ? "jsonl"
+                                : p->output_format,
+                            j->dir, p->overwrite, &j->schema.schema,
                             &j->sink)) != SL_OK ||
          (j->remote && (st = sl_sink_set_remote(j->sink, j->remote)) != SL_OK)))
         return st;
     char name[64];
     snprintf(name, sizeof name, "part-%05ld.%s", j->shard, sl_sink_format(j->sink));
     st = sl_sink_part_open(j->sink, name);
+    if (st == SL_OK && p->errors_file && job_is_batch(p)) {
+        /* Overwriting: an errors part of this number is a leftover of a
+         * part that was never committed. */
+        char errors[64];
+        if (!j->errors_sink)
+            st = sl_sink_open("jsonl", j->dir, true, &j->schema.schema, &j->errors_sink);
+        snprintf(errors, sizeof errors, "errors-%05ld.jsonl", j->shard);
+        if (st == SL_OK)
+            st = sl_sink_part_open(j->errors_sink, errors);
+    }
     if (st == SL_OK)
         st = job_part_begin(j, name, j->shard);
     return st;

@@ -1,0 +1,509 @@
+/* job/batch.c — see batch.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/file.h"
+#include "core/hash.h"
+#include "core/log.h"
+#include "io/s3.h"
+#include "io/source_parse.h"
+#include "io/shard.h"
+#include "job/batch.h"
+
+bool job_is_batch(const sl_caption_params *p)
+{
+    return p->input_format && strcmp(p->input_format, "openai-batch") == 0;
+}
+
+void batch_row_free(batch_row *b)
+{
+    if (!b)
+        return;
+    sl_batch_req_clear(&b->req);
+    for (int i = 0; i < SL_MAX_IMAGES; i++)
+        sl_image_free(b->images[i]);
+    json_decref(b->send_body);
+    sl_free(b);
+}
+
+sl_status batch_check_params(const sl_caption_params *p)
+{
+    if (p->n_tasks > 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "a batch file's requests are whole conversations: "
+                                           "tasks (--task, --tasks) do not apply; drop them");
+    if (p->include_image_bytes)
+        return sl_fail(SL_ERR_INVALID_ARG, "--include-image-bytes does not apply to a batch file");
+    if (p->output_format && strcmp(p->output_format, "jsonl") != 0 &&
+        strcmp(p->output_format, "parquet") != 0 && strcmp(p->output_format, "openai-batch") != 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "--format must be openai-batch (jsonl) or parquet for "
+                                           "a batch file, got '%s'", p->output_format);
+    if (p->errors_file && sl_s3_is_url(p->output_dir))
+        return sl_fail(SL_ERR_INVALID_ARG, "--errors-file needs a local output folder (-o), not "
+                                           "'%s'", p->output_dir);
+    if (p->errors_file && p->output_format && strcmp(p->output_format, "parquet") == 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "--errors-file writes OpenAI's batch lines: give it "
+                                           "with the openai-batch (jsonl) output, not parquet");
+    return SL_OK;
+}
+
+sl_status batch_row_take(caption_row *r, sl_source_item *it)
+{
+    batch_row *b = sl_calloc(1, sizeof *b);
+    if (!b)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", it->id);
+    if (it->batch) {
+        b->req = *it->batch;
+        memset(it->batch, 0, sizeof *it->batch);
+    }
+    /* The body is held whole while the row is in flight: its strings are
+     * most of it (base64 images above all). */
+    b->line_bytes = 512;
+    for (int i = 0; i < b->req.n_images; i++)
+        b->line_bytes += strlen(b->req.images[i]);
+    for (int i = 0; i < b->req.n_parts; i++)
+        b->line_bytes += b->req.parts[i].text ? strlen(b->req.parts[i].text) + 64 : 64;
+    r->batch = b;
+    return SL_OK;
+}
+
+/* --- decode: the images ---------------------------------------------------------- */
+
+static const char *mime_of(const uint8_t *d, size_t n)
+{
+    const char *f = job_image_format(d, n);
+    static const struct {
+        const char *format, *mime;
+    } types[] = {{"jpeg", "image/jpeg"}, {"png", "image/png"}, {"webp", "image/webp"},
+                 {"gif", "image/gif"}};
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (strcmp(f, types[i].format) == 0)
+            return types[i].mime;
+    return "application/octet-stream";
+}
+
+typedef enum { IMG_DATA, IMG_HTTP, IMG_LOCAL } img_kind;
+
+static img_kind kind_of(const char *url)
+{
+    char scheme[16];
+    if (sl_batch_is_data_url(url))
+        return IMG_DATA;
+    sl_url_scheme(url, scheme);
+    if (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0)
+        return IMG_HTTP;
+    return IMG_LOCAL;
+}
+
+/* A local image's path: file:// stripped. */
+static const char *local_path(const char *url)
+{
+    return strncmp(url, "file://", 7) == 0 ? url + 7 : url;
+}
+
+/* Image i's encoded bytes into *data (sl_free). */
+static sl_status image_bytes(job *j, const char *url, int i, uint8_t **data, size_t *len)
+{
+    char err[256];
+    switch (kind_of(url)) {
+    case IMG_DATA:
+        if (sl_batch_data_url_decode(url, data, len, err, sizeof err) != SL_OK)
+            return sl_fail(SL_ERR_INVALID_ARG, "image %d: %s", i + 1, err);
+        return SL_OK;
+    case IMG_HTTP:
+        return sl_fetch(url, &j->fetch, data, len);
+    case IMG_LOCAL:
+        if (!j->p->allow_local_images)
+            return sl_fail(SL_ERR_INVALID_ARG, "image %d is a local path ('%.200s'): give "
+                           "--allow-local-images to let requests read local files", i + 1, url);
+        return sl_read_file(local_path(url), data, len);
+    }
+    return SL_OK;
+}
+
+/* openai engine: the body as sent, local images as data: URLs (the server
+ * cannot read our files); data: and http(s) URLs go as they are. */
+static sl_status rewrite_local_images(job *j, batch_row *b, size_t *bytes)
+{
+    json_t *messages = NULL;
+    size_t mi, ci;
+    json_t *m, *part;
+    int k = 0;
+    json_array_foreach(json_object_get(b->req.body, "messages"), mi, m) {
+        json_t *content = json_object_get(m, "content");
+        if (!json_is_array(content))
+            continue;
+        json_array_foreach(content, ci, part) {
+            const char *type = json_string_value(json_object_get(part, "type"));
+            if (!type || strcmp(type, "image_url") != 0)
+                continue;
+            const char *url = b->req.images[k++];
+            if (kind_of(url) != IMG_LOCAL)
+                continue;
+            uint8_t *data;
+            size_t len;
+            sl_status st = image_bytes(j, url, k - 1, &data, &len);
+            if (st != SL_OK)
+                return st;
+            char *du = sl_batch_data_url_encode(data, len, mime_of(data, len));
+            sl_free(data);
+            if (!du)
+                return sl_fail(SL_ERR_NOMEM, "out of memory encoding image %d", k);
+            if (!b->send_body && !(b->send_body = json_deep_copy(b->req.body))) {
+                sl_free(du);
+                return sl_fail(SL_ERR_NOMEM, "out of memory rewriting the body");
+            }
+            messages = json_object_get(b->send_body, "messages");
+            json_t *copy = json_array_get(json_object_get(json_array_get(messages, mi), "content"),
+                                          ci);
+            json_t *obj = json_pack("{s:s}", "url", du);
+            *bytes += strlen(du);
+            sl_free(du);
+            if (!obj || json_object_set_new(copy, "image_url", obj) != 0)
+                return sl_fail(SL_ERR_NOMEM, "out of memory rewriting the body");
+        }
+    }
+    return SL_OK;
+}
+
+void batch_decode(job *j, sl_row *row, caption_row *r)
+{
+    batch_row *b = r->batch;
+    if (!b || !b->req.body)
+        return;
+    double t0 = sl_mono_s();
+    size_t bytes = 0;
+    sl_status st = SL_OK;
+    bool openai = job_uses_openai(j->p);
+    bool thumb = b->req.n_images > 0 && gallery_wants_thumb(j->gallery, sl_row_seq(row));
+    if (openai)
+        st = rewrite_local_images(j, b, &bytes);
+    for (int i = 0; st == SL_OK && i < b->req.n_images; i++) {
+        /* The openai engine's server reads the images itself: only the
+         * first is decoded here, for the report's thumbnail. */
+        if (openai && !(i == 0 && thumb))
+            break;
+        uint8_t *data = NULL;
+        size_t len = 0;
+        const char *url = b->req.images[i];
+        char name[64];
+        snprintf(name, sizeof name, "%s image %d", r->rel, i + 1);
+        st = image_bytes(j, url, i, &data, &len);
+        if (st == SL_OK)
+            st = sl_image_decode(data, len, name, &j->p->image, &b->images[i]);
+        if (st == SL_OK && i == 0) {
+            r->format = job_image_format(data, len);
+            r->width = sl_image_width(b->images[0]);
+            r->height = sl_image_height(b->images[0]);
+            r->source_width = sl_image_source_width(b->images[0]);
+            r->source_height = sl_image_source_height(b->images[0]);
+        }
+        sl_free(data);
+        if (st == SL_OK)
+            bytes += sl_image_bytes(b->images[i]);
+    }
+    if (st == SL_OK && thumb && b->images[0]) {
+        const gallery_params *gp = gallery_params_of(j->gallery);
+        if (sl_image_encode_jpeg(b->images[0], gp->thumb_edge, gp->thumb_quality, &r->thumb,
+                                 &r->thumb_len) != SL_OK)
+            sl_log(SL_LOG_DEBUG, "no thumbnail for %s: %s", r->rel, sl_last_error());
+        bytes += r->thumb_len;
+    }
+    if (openai) { /* the thumbnail's image is not sent */
+        if (b->images[0])
+            bytes -= sl_image_bytes(b->images[0]);
+        sl_image_free(b->images[0]);
+        b->images[0] = NULL;
+    }
+    b->bytes = bytes;
+    sl_row_set_bytes(row, sl_row_bytes(row) + bytes);
+    r->decode_ms = (sl_mono_s() - t0) * 1e3;
+    if (st != SL_OK)
+        sl_row_fail_status(row, st, "%s: %s", r->rel, sl_last_error());
+}
+
+/* --- engine: the request ----------------------------------------------------------- */
+
+sl_status batch_submit(job *j, sl_engine *engine, sl_row *row, caption_row *r)
+{
+    const sl_caption_params *p = j->p;
+    batch_row *b = r->batch;
+    const sl_batch_req *q = &b->req;
+    const char *model = sl_engine_model_name(engine);
+    if (q->model && !p->ignore_model && (!model || strcmp(q->model, model) != 0)) {
+        sl_row_fail_status(row, SL_ERR_INVALID_ARG, "%s: body.model is '%.200s' but the model "
+                           "loaded is '%s' (--ignore-model runs it on this one)", r->rel, q->model,
+                           model ? model : "?");
+        return SL_OK;
+    }
+    sl_request req = {
+        .id = r->rel,
+        .sampling = p->sampling,
+        .stop = p->n_stop ? p->stop : NULL,
+        .n_stop = p->n_stop,
+        .json_schema = q->json_schema ? q->json_schema : p->json_schema,
+        .grammar = q->json_schema ? NULL : p->grammar,
+        .messages = q->messages,
+        .n_messages = q->n_messages,
+        .images = (const sl_image *const *)b->images,
+        .n_images = q->n_images,
+        .want_response_json = true,
+    };
+    req.sampling.seed = r->seed;
+    if (q->max_tokens > 0)
+        req.sampling.max_tokens = q->max_tokens;
+    if (q->has_temperature)
+        req.sampling.temperature = q->temperature;
+    if (q->has_top_p)
+        req.sampling.top_p = q->top_p;
+    if (q->has_seed)
+        req.sampling.seed = q->seed;
+    if (q->n_stop) {
+        req.stop = q->stop;
+        req.n_stop = q->n_stop;
+    }
+    char *body_text = NULL;
+    if (job_uses_openai(p)) {
+        /* The body goes as it is (its own sampling and response_format),
+         * but for what the endpoint needs. */
+        json_t *body = b->send_body ? b->send_body : q->body;
+        if (p->ignore_model && json_object_get(body, "model")) {
+            if (!b->send_body && !(b->send_body = json_deep_copy(q->body))) {
+                sl_row_fail_status(row, SL_ERR_NOMEM, "%s: out of memory", r->rel);
+                return SL_OK;
+            }
+            body = b->send_body;
+            json_object_del(body, "model");
+        }
+        body_text = json_dumps(body, JSON_COMPACT);
+        if (!body_text) {
+            sl_row_fail_status(row, SL_ERR_NOMEM, "%s: out of memory", r->rel);
+            return SL_OK;
+        }
+        req.openai_body = body_text;
+        req.messages = NULL; /* the body holds them */
+        req.n_messages = 0;
+        req.images = NULL;
+        req.n_images = 0;
+        req.grammar = NULL;
+    }
+    sl_status st = sl_engine_submit(engine, &req, row);
+    free(body_text);
+    if (st == SL_OK || st == SL_ERR_IO)
+        return st;
+    sl_row_fail_status(row, st, "%s", sl_last_error());
+    return SL_OK;
+}
+
+/* --- write: OpenAI's batch output ---------------------------------------------------- */
+
+enum { BC_ID, BC_CUSTOM_ID, BC_RESPONSE, BC_ERROR }; /* JSONL */
+enum { BP_ID, BP_CUSTOM_ID, BP_STATUS, BP_REQUEST_ID, BP_BODY, BP_ERROR_CODE, BP_ERROR_MESSAGE };
+
+static const sl_schema_column jsonl_columns[] = {
+    [BC_ID] = {"id", SL_PQ_STRING, false, NULL, false, false},
+    [BC_CUSTOM_ID] = {"custom_id", SL_PQ_STRING, true, NULL, false, false},
+    [BC_RESPONSE] = {"response", SL_PQ_STRING, true, NULL, false, true},
+    [BC_ERROR] = {"error", SL_PQ_STRING, true, NULL, false, true},
+};
+
+static const sl_schema_column parquet_columns[BATCH_CELLS] = {
+    [BP_ID] = {"id", SL_PQ_STRING, false, NULL, false, false},
+    [BP_CUSTOM_ID] = {"custom_id", SL_PQ_STRING, true, NULL, false, false},
+    [BP_STATUS] = {"status_code", SL_PQ_INT64, true, NULL, false, false},
+    [BP_REQUEST_ID] = {"request_id", SL_PQ_STRING, true, NULL, false, false},
+    [BP_BODY] = {"body", SL_PQ_STRING, true, NULL, false, true},
+    [BP_ERROR_CODE] = {"error_code", SL_PQ_STRING, true, NULL, false, false},
+    [BP_ERROR_MESSAGE] = {"error_message", SL_PQ_STRING, true, NULL, false, false},
+};
+
+static bool parquet_output(const sl_caption_params *p)
+{
+    return p->output_format && strcmp(p->output_format, "parquet") == 0;
+}
+
+sl_status batch_schema_plan(const sl_caption_params *p, caption_schema *out)
+{
+    memset(out, 0, sizeof *out);
+    bool pq = parquet_output(p);
+    size_t n = pq ? BATCH_CELLS : sizeof jsonl_columns / sizeof *jsonl_columns;
+    out->head = sl_calloc(n, sizeof *out->head);
+    out->head_cell = sl_calloc(n, sizeof *out->head_cell);
+    if (!out->head || !out->head_cell)
+        return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
+    for (size_t i = 0; i < n; i++) {
+        out->head[i] = pq ? parquet_columns[i] : jsonl_columns[i];
+        out->head_cell[i] = (int)i;
+    }
+    out->schema.head = out->head;
+    out->schema.n_head = n;
+    return SL_OK;
+}
+
+/* OpenAI's error codes where one fits; sluice's own otherwise. */
+static const char *error_code(const char *stage, sl_status status)
+{
+    if (stage && strcmp(stage, "read") == 0)
+        return "invalid_request";
+    if (stage && strcmp(stage, "decode") == 0)
+        return status == SL_ERR_INVALID_ARG ? "invalid_image_url" : "image_fetch_failed";
+    switch (status) {
+    case SL_ERR_INVALID_ARG: return "invalid_request";
+    case SL_ERR_INVALID_OUTPUT: return "invalid_output";
+    case SL_ERR_NOMEM: return "out_of_memory";
+    default: return "server_error";
+    }
+}
+
+/* A chat.completion of our own when the engine made none. */
+static json_t *completion_of(const job *j, const caption_row *r, const char *id)
+{
+    const sl_result *res = &r->result;
+    int total = res->prompt_tokens + res->generated_tokens;
+    return json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:{s:s, s:o}, s:s}], s:{s:i, s:i, s:i}}",
+                     "id", id, "object", "chat.completion", "created", (json_int_t)time(NULL),
+                     "model", j->model_name, "choices", "index", 0, "message", "role",
+                     "assistant", "content", job_json_text(res->text ? res->text : ""),
+                     "finish_reason", res->finish_reason ? res->finish_reason : "stop", "usage",
+                     "prompt_tokens", res->prompt_tokens, "completion_tokens",
+                     res->generated_tokens, "total_tokens", total);
+}
+
+static char *dump(json_t *v)
+{
+    char *t = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    return t;
+}
+
+void batch_cells(const job *j, const caption_row *r, const sl_row *row, sl_pq_value *v,
+                 batch_cells_text *owned)
+{
+    memset(owned, 0, sizeof *owned);
+    const batch_row *b = r->batch;
+    const char *custom_id = b ? b->req.custom_id : NULL;
+    bool failed = sl_row_failed(row);
+    uint64_t h = sl_hash_mix64(sl_hash_fnv1a64(r->rel));
+    char id[64], request_id[64], chat_id[64];
+    snprintf(id, sizeof id, "batch_req_%016llx", (unsigned long long)h);
+    snprintf(request_id, sizeof request_id, "req_%016llx", (unsigned long long)(h ^ 0x5bd1e995));
+    snprintf(chat_id, sizeof chat_id, "chatcmpl-%016llx", (unsigned long long)h);
+    char *body = NULL, *code_json = NULL;
+    const char *code = NULL, *message = NULL;
+    if (!failed && r->has_result) {
+        body = r->result.response_json ? sl_strdup(r->result.response_json) : NULL;
+        if (!body) {
+            char *t = dump(completion_of(j, r, chat_id));
+            body = t ? sl_strdup(t) : NULL;
+            free(t);
+        }
+    } else {
+        code = error_code(sl_row_error_stage(row), sl_row_error_status(row));
+        message = sl_row_error(row) ? sl_row_error(row) : "failed";
+    }
+    owned->text[0] = body;
+    bool pq = parquet_output(j->p);
+    sl_pq_value null = {.is_null = true};
+    v[pq ? BP_ID : BC_ID] = (sl_pq_value){.ptr = id, .len = strlen(id)};
+    v[pq ? BP_CUSTOM_ID : BC_CUSTOM_ID] =
+        custom_id ? (sl_pq_value){.ptr = custom_id, .len = strlen(custom_id)} : null;
+    /* The id strings live in this frame: copy them to owned text. */
+    owned->text[1] = sl_strdup(id);
+    v[pq ? BP_ID : BC_ID] = owned->text[1] ? (sl_pq_value){.ptr = owned->text[1],
+                                                           .len = strlen(owned->text[1])}
+                                           : null;
+    if (pq) {
+        owned->text[2] = body ? sl_strdup(request_id) : NULL;
+        v[BP_STATUS] = body ? (sl_pq_value){.i64 = 200} : null;
+        v[BP_REQUEST_ID] = owned->text[2] ? (sl_pq_value){.ptr = owned->text[2],
+                                                          .len = strlen(owned->text[2])}
+                                          : null;
+        v[BP_BODY] = body ? (sl_pq_value){.ptr = body, .len = strlen(body)} : null;
+        v[BP_ERROR_CODE] = code ? (sl_pq_value){.ptr = code, .len = strlen(code)} : null;
+        v[BP_ERROR_MESSAGE] = message ? (sl_pq_value){.ptr = message, .len = strlen(message)}
+                                      : null;
+        return;
+    }
+    if (body) {
+        json_t *parsed = json_loads(body, 0, NULL);
+        char *t = dump(json_pack("{s:i, s:s, s:o}", "status_code", 200, "request_id", request_id,
+                                 "body", parsed ? parsed : json_string(body)));
+        owned->text[2] = t ? sl_strdup(t) : NULL;
+        free(t);
+    } else {
+        char *t = dump(json_pack("{s:s, s:o}", "code", code, "message", job_json_text(message)));
+        code_json = t ? sl_strdup(t) : NULL;
+        free(t);
+        owned->text[3] = code_json;
+    }
+    v[BC_RESPONSE] = owned->text[2] ? (sl_pq_value){.ptr = owned->text[2],
+                                                    .len = strlen(owned->text[2])}
+                                    : null;
+    v[BC_ERROR] = code_json ? (sl_pq_value){.ptr = code_json, .len = strlen(code_json)} : null;
+}
+
+void batch_cells_free(batch_cells_text *owned)
+{
+    for (size_t i = 0; i < sizeof owned->text / sizeof *owned->text; i++)
+        sl_free(owned->text[i]);
+}
+
+char *batch_show_text(const caption_row *r, const char *answer)
+{
+    const char *q = r->batch && r->batch->req.last_user_text ? r->batch->req.last_user_text : "";
+    return sl_asprintf("%.500s\n→ %s", q, answer ? answer : "");
+}
+
+/* --- the errors file ----------------------------------------------------------------- */
+
+sl_status batch_errors_collect(const job *j)
+{
+    const char *file = j->p->errors_file;
+    if (!file)
+        return SL_OK;
+    char *tmp = sl_asprintf("%s.tmp", file);
+    FILE *out = tmp ? fopen(tmp, "wb") : NULL;
+    if (!out) {
+        sl_status st = sl_fail(SL_ERR_IO, "--errors-file '%s': %s", file,
+                               tmp ? strerror(errno) : "out of memory");
+        sl_free(tmp);
+        return st;
+    }
+    bool ok = true;
+    char buf[1 << 16];
+    const char *fmt = sl_sink_format(j->sink);
+    /* Every part in the folder: under MPI the other ranks' too (rank 0
+     * collects once all are done). */
+    sl_part_scan scan = {.max_number = -1};
+    long last = sl_shard_scan_parts(j->dir, &scan) == SL_OK && scan.max_number > j->shard
+                    ? scan.max_number
+                    : j->shard;
+    for (long k = 0; ok && k <= last; k++) {
+        char *part = sl_asprintf("%s/part-%05ld.%s", j->dir, k, fmt);
+        char *errs = sl_asprintf("%s/errors-%05ld.jsonl", j->dir, k);
+        /* Only the errors of committed parts (an errors part of a part that
+         * was never committed is a leftover). */
+        FILE *in = part && errs && access(part, F_OK) == 0 ? fopen(errs, "rb") : NULL;
+        size_t n;
+        while (in && ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
+            ok = fwrite(buf, 1, n, out) == n;
+        if (in)
+            fclose(in);
+        sl_free(part);
+        sl_free(errs);
+    }
+    ok = ok && fflush(out) == 0 && fsync(fileno(out)) == 0;
+    ok = fclose(out) == 0 && ok;
+    sl_status st = SL_OK;
+    if (!ok || rename(tmp, file) != 0) {
+        st = sl_fail(SL_ERR_IO, "--errors-file '%s': %s", file, strerror(errno));
+        unlink(tmp);
+    }
+    sl_free(tmp);
+    return st;
+}

@@ -1,0 +1,272 @@
+"""End-to-end tests of `sluice batch` (docs/batch.md, issue 15): an OpenAI
+batch file mixing text-only, one-image, two-image, multi-turn and
+json_schema requests with broken lines, run on the tiny model with the
+llama engine and with the openai engine against llama-server. Every line is
+answered exactly once; every answer's body validates as the OpenAI SDK's
+ChatCompletion; a greedy answer equals the same request sent alone; a run
+killed with SIGKILL finishes on the rerun with every custom_id once; the
+errors file holds exactly the failed requests."""
+import base64
+import json
+import pathlib
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+from openai.types.chat import ChatCompletion
+
+from conftest import SAMPLES, TINY, sanitized
+from openai_helpers import LlamaServer
+
+LLAMA = ("--model", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf")
+COMMON = ("--metrics-addr", "off", "--show", "0", "--max-tokens", "12")
+
+
+def data_url(name: str) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode((SAMPLES / name).read_bytes()).decode()
+
+
+def line(custom_id, messages, **body) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"messages": messages, **body}})
+
+
+SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+          "additionalProperties": False}
+
+# (custom_id, line text); None: the line is broken and fails with that cause.
+GOOD = [
+    ("text", line("text", [{"role": "user", "content": "Say hello."}])),
+    ("one-image", line("one-image", [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": data_url("coffee.jpg")}},
+        {"type": "text", "text": "What is in the picture?"}]}])),
+    ("two-images", line("two-images", [{"role": "user", "content": [
+        {"type": "text", "text": "Compare"},
+        {"type": "image_url", "image_url": {"url": data_url("coffee.jpg")}},
+        {"type": "image_url", "image_url": {"url": data_url("rocket.jpg")}},
+        {"type": "text", "text": "these two."}]}], max_completion_tokens=10)),
+    ("multi-turn", line("multi-turn", [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": [{"type": "text", "text": "Name a colour."}]}],
+        stop=["\n\n"])),
+    ("schema", line("schema", [{"role": "user", "content": "Is the sky blue?"}], max_tokens=32,
+                    response_format={"type": "json_schema",
+                                     "json_schema": {"name": "answer", "schema": SCHEMA}})),
+]
+BROKEN = [
+    ("this is not json", "invalid JSON"),
+    (json.dumps({"method": "POST", "url": "/v1/chat/completions",
+                 "body": {"messages": [{"role": "user", "content": "x"}]}}), "no custom_id"),
+    (json.dumps({"custom_id": "no-body", "method": "POST", "url": "/v1/chat/completions"}),
+     "no body"),
+    (json.dumps({"custom_id": "wrong-url", "method": "POST", "url": "/v1/embeddings",
+                 "body": {"input": "x"}}), "url must be /v1/chat/completions"),
+    (line("n-two", [{"role": "user", "content": "x"}], n=2), "body.n must be 1"),
+    (line("text", [{"role": "user", "content": "again"}]), "is repeated"),
+]
+
+
+def write_batch(path: pathlib.Path, lines) -> pathlib.Path:
+    path.write_text("".join(t + "\n" for t in lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def mixed(tmp_path) -> pathlib.Path:
+    """The good lines, then the broken ones: lines 6..11."""
+    return write_batch(tmp_path / "requests.jsonl", [t for _, t in GOOD] + [t for t, _ in BROKEN])
+
+
+def batch(sluice, requests, out, *extra, timeout=600):
+    return sluice.run("batch", requests, "-o", out, *COMMON, *map(str, extra), timeout=timeout)
+
+
+def output_lines(out: pathlib.Path, pattern="part-*.jsonl") -> list[dict]:
+    rows = []
+    for part in sorted(out.glob(pattern)):
+        rows += [json.loads(t) for t in part.read_text(encoding="utf-8").splitlines()]
+    return rows
+
+
+def check_answer(row: dict) -> ChatCompletion:
+    assert set(row) == {"id", "custom_id", "response", "error"}
+    assert row["error"] is None, row
+    assert row["response"]["status_code"] == 200 and row["response"]["request_id"]
+    completion = ChatCompletion.model_validate(row["response"]["body"])
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.usage.completion_tokens >= 1 and completion.usage.prompt_tokens > 0
+    return completion
+
+
+def check_mixed(rows: list[dict], requests: pathlib.Path):
+    """Every line of `mixed` answered once: the good ones with a valid
+    chat.completion, each broken one failed naming its line and cause."""
+    assert len(rows) == len(GOOD) + len(BROKEN)
+    ok = {r["custom_id"]: r for r in rows if r["error"] is None}
+    assert sorted(ok) == sorted(c for c, _ in GOOD)
+    for row in ok.values():
+        check_answer(row)
+    answer = ok["schema"]["response"]["body"]["choices"][0]["message"]["content"]
+    assert isinstance(json.loads(answer)["ok"], bool)
+    failed = [r for r in rows if r["error"] is not None]
+    assert len(failed) == len(BROKEN)
+    for (text, cause), lineno in zip(BROKEN, range(len(GOOD) + 1, len(GOOD) + len(BROKEN) + 1)):
+        match = [r for r in failed if f"{requests}:{lineno}:" in r["error"]["message"]]
+        assert len(match) == 1, (lineno, [r["error"] for r in failed])
+        assert cause in match[0]["error"]["message"]
+        assert match[0]["response"] is None and match[0]["error"]["code"] == "invalid_request"
+    dup = [r for r in failed if "is repeated" in r["error"]["message"]][0]
+    # The repeat names both lines: the first (line 1) runs, the second fails.
+    assert dup["custom_id"] == "text" and f"{requests}:1" in dup["error"]["message"]
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_mixed_batch_llama(sluice, mixed, tmp_path):
+    out = tmp_path / "out"
+    res = batch(sluice, mixed, out, *LLAMA)
+    assert res.returncode == 3, res.stderr  # some rows failed: the broken lines
+    check_mixed(output_lines(out), mixed)
+    assert "11 requests: 5 answered, 6 failed" in res.stdout or "-q" in COMMON
+
+
+@pytest.mark.skipif(sanitized(), reason="one run per request: slow under ASan")
+def test_greedy_answers_equal_the_request_sent_alone(sluice, mixed, tmp_path):
+    out = tmp_path / "all"
+    assert batch(sluice, mixed, out, *LLAMA).returncode == 3
+    together = {r["custom_id"]: r for r in output_lines(out) if r["error"] is None}
+    for custom_id, text in GOOD:
+        alone = tmp_path / f"alone-{custom_id}"
+        res = batch(sluice, write_batch(tmp_path / f"{custom_id}.jsonl", [text]), alone, *LLAMA)
+        assert res.returncode == 0, res.stderr
+        [row] = output_lines(alone)
+        a = row["response"]["body"]["choices"][0]
+        b = together[custom_id]["response"]["body"]["choices"][0]
+        assert a["message"]["content"] == b["message"]["content"], custom_id
+        assert a["finish_reason"] == b["finish_reason"]
+
+
+def test_errors_file_holds_the_failed_requests(sluice, mixed, tmp_path):
+    out, errors = tmp_path / "out", tmp_path / "errors.jsonl"
+    assert batch(sluice, mixed, out, *LLAMA, "--errors-file", errors).returncode == 3
+    answered = output_lines(out)
+    assert sorted(r["custom_id"] for r in answered) == sorted(c for c, _ in GOOD)
+    assert all(r["error"] is None for r in answered)
+    failed = [json.loads(t) for t in errors.read_text().splitlines()]
+    assert len(failed) == len(BROKEN)
+    assert all(r["response"] is None and r["error"]["code"] for r in failed)
+    assert sorted(r["custom_id"] or "" for r in failed) == sorted(
+        ["", "", "no-body", "wrong-url", "n-two", "text"])
+    # The same command again: everything is done; the file is the same.
+    before = errors.read_text()
+    assert batch(sluice, mixed, out, *LLAMA, "--errors-file", errors).returncode == 0
+    assert errors.read_text() == before
+
+
+def test_local_images_and_other_models_need_a_flag(sluice, tmp_path):
+    image = SAMPLES / "chelsea.jpg"
+    requests = write_batch(tmp_path / "r.jsonl", [
+        line("local", [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": str(image)}},
+            {"type": "text", "text": "What is it?"}]}]),
+        line("other-model", [{"role": "user", "content": "hi"}], model="gpt-4o-mini"),
+    ])
+    res = batch(sluice, requests, tmp_path / "a", *LLAMA)
+    assert res.returncode == 3
+    rows = {r["custom_id"]: r for r in output_lines(tmp_path / "a")}
+    assert "--allow-local-images" in rows["local"]["error"]["message"]
+    assert "gpt-4o-mini" in rows["other-model"]["error"]["message"]
+    assert "--ignore-model" in rows["other-model"]["error"]["message"]
+    res = batch(sluice, requests, tmp_path / "b", *LLAMA, "--allow-local-images",
+                "--ignore-model")
+    assert res.returncode == 0, res.stderr
+    for row in output_lines(tmp_path / "b"):
+        check_answer(row)
+
+
+def test_parquet_output_is_flattened(sluice, mixed, tmp_path):
+    import pyarrow.parquet as pq
+    out = tmp_path / "out"
+    assert batch(sluice, mixed, out, *LLAMA, "--format", "parquet").returncode == 3
+    table = pq.read_table(sorted(out.glob("part-*.parquet"))[0]).to_pylist()
+    assert list(table[0]) == ["id", "custom_id", "status_code", "request_id", "body",
+                              "error_code", "error_message"]
+    ok = [r for r in table if r["status_code"] == 200]
+    assert sorted(r["custom_id"] for r in ok) == sorted(c for c, _ in GOOD)
+    for r in ok:
+        ChatCompletion.model_validate_json(r["body"])
+        assert r["error_code"] is None
+    assert sum(r["error_code"] == "invalid_request" for r in table) == len(BROKEN)
+
+
+def test_kill_9_then_the_rerun_answers_every_custom_id_once(sluice, tmp_path):
+    n = 120 if not sanitized() else 40
+    requests = write_batch(tmp_path / "many.jsonl", [
+        line(f"req-{i:04d}", [{"role": "user", "content": f"Count to {i}."}]) for i in range(n)])
+    out = tmp_path / "out"
+    cmd = [str(sluice.binary), "batch", str(requests), "-o", str(out), *LLAMA, *COMMON,
+           "--shard-rows", "8"]
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 300
+        while not list(out.glob("part-*.jsonl")) and proc.poll() is None and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    before = output_lines(out)
+    assert 0 < len(before) < n, "the kill should land mid-run"
+    res = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr
+    ids = [r["custom_id"] for r in output_lines(out)]
+    assert not [i for i, k in Counter(ids).items() if k > 1], "a custom_id written twice"
+    assert sorted(ids) == [f"req-{i:04d}" for i in range(n)]
+
+
+def test_wrong_command_lines_say_what_to_change(sluice, mixed, tmp_path):
+    res = batch(sluice, mixed, tmp_path / "o", *LLAMA, "--task", "a=b")
+    assert res.returncode == 2 and "tasks" in res.stderr
+    res = batch(sluice, mixed, tmp_path / "o", *LLAMA, "--format", "parquet", "--errors-file",
+                tmp_path / "e.jsonl")
+    assert res.returncode == 2 and "--errors-file" in res.stderr
+
+
+def test_mixed_batch_openai_engine(sluice, llama_prefix, mixed, tmp_path):
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 4) as server:
+        out = tmp_path / "out"
+        res = batch(sluice, mixed, out, "--engine", "openai", "--endpoint", server.url,
+                    "--ignore-model")
+        rows = output_lines(out)
+        assert res.returncode == 3, res.stderr
+        check_mixed(rows, mixed)
+
+
+def test_a_job_file_runs_a_batch_file(sluice, mixed, tmp_path):
+    errors = tmp_path / "errors.jsonl"
+    job = tmp_path / "job.yaml"
+    job.write_text(f"""version: 1
+input:
+  paths: [{mixed}]
+  format: openai-batch
+output:
+  dir: {tmp_path / 'out'}
+llama:
+  model: {TINY / 'model.gguf'}
+  mmproj: {TINY / 'mmproj.gguf'}
+sampling:
+  max_tokens: 12
+metrics:
+  addr: "off"
+batch:
+  errors_file: {errors}
+""")
+    res = sluice.run("run", job, "-q")
+    assert res.returncode == 3, res.stderr
+    assert sorted(r["custom_id"] for r in output_lines(tmp_path / "out")) == sorted(
+        c for c, _ in GOOD)
+    assert len(errors.read_text().splitlines()) == len(BROKEN)
