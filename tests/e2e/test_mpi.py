@@ -131,8 +131,9 @@ def test_a_rank_killed_five_times_loses_nothing(mpi, tmp_path):
     inputs = tmp_path / "in"
     sample_copies(inputs, 40)  # a job long enough for five kills
     out = tmp_path / "out"
+    # --parallel 1: slow enough that each run is killed early in the job.
     args = mpirun_args(3) + caption_args(mpi, inputs, out, "--input-shard-size", "2",
-                                         "--shard-rows", "3")
+                                         "--shard-rows", "3", "--parallel", "1")
     rng = random.Random(int(os.environ.get("SLUICE_CHAOS_SEED", "16")))
     kills = 0
     for attempt in range(12):
@@ -144,7 +145,7 @@ def test_a_rank_killed_five_times_loses_nothing(mpi, tmp_path):
         # Kill a rank once the run has committed a few new parts.
         while proc.poll() is None and time.monotonic() < deadline and kills < 5:
             if len(glob.glob(str(out / "part-*.jsonl"))) > before:
-                time.sleep(rng.uniform(0, 0.5))
+                time.sleep(rng.uniform(0, 0.2))
                 pids = rank_pids(proc)
                 if len(pids) == 3:
                     rank = rng.choice(sorted(pids))
