@@ -58,6 +58,10 @@ typedef struct sl_caption_progress {
     bool final;                 /* the last snapshot, after the run ended */
     uint64_t rows_skipped;      /* inputs skipped: done by an earlier run (resume) */
     int64_t rows_done_before;   /* rows the output folder held when the run started */
+    /* Rank 0 of an MPI job (sluice/dist.h): the whole job's committed rows
+     * and how many ranks have finished; ranks is 0 otherwise. */
+    int ranks, ranks_finished;
+    int64_t job_rows;
 } sl_caption_progress;
 
 typedef void (*sl_progress_fn)(const sl_caption_progress *progress, void *user);

@@ -2,6 +2,7 @@
  * lines, the progress block, log lines. */
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cli/printer.h"
 
@@ -65,10 +66,14 @@ static void print_progress_locked(printer *pr, const sl_caption_progress *g)
     if (g->rows_total >= 0)
         snprintf(of, sizeof of, " of %lld (%.0f%%)", (long long)g->rows_total,
                  g->rows_total ? 100.0 * (double)g->rows_done / (double)g->rows_total : 100.0);
-    char skipped[64] = "";
+    char skipped[160] = "";
     if (g->rows_skipped)
         snprintf(skipped, sizeof skipped, ", %llu skipped (done before)",
                  (unsigned long long)g->rows_skipped);
+    if (g->ranks > 1) /* rank 0 of an MPI job: the whole job as well */
+        snprintf(skipped + strlen(skipped), sizeof skipped - strlen(skipped),
+                 " [job: %lld rows committed, %d of %d ranks done]", (long long)g->job_rows,
+                 g->ranks_finished, g->ranks);
     if (g->rows_done_before > 0 && !pr->resume_said) {
         clear_progress(pr);
         fprintf(stderr, "sluice: resuming: %lld rows were already done by an earlier run; "

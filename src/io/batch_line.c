@@ -387,34 +387,3 @@ sl_status sl_batch_data_url_decode(const char *url, uint8_t **data, size_t *len,
     return SL_OK;
 }
 
-char *sl_batch_data_url_encode(const uint8_t *data, size_t len, const char *mime)
-{
-    static const char tab[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char head[96];
-    int h = snprintf(head, sizeof head, "data:%s;base64,", mime ? mime : "image/jpeg");
-    if (h < 0 || (size_t)h >= sizeof head || len > ((size_t)-1 - 100) / 4 * 3)
-        return NULL;
-    char *out = sl_malloc((size_t)h + (len + 2) / 3 * 4 + 1);
-    if (!out)
-        return NULL;
-    memcpy(out, head, (size_t)h);
-    char *o = out + h;
-    size_t i = 0;
-    for (; i + 2 < len; i += 3) {
-        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
-        *o++ = tab[v >> 18];
-        *o++ = tab[(v >> 12) & 63];
-        *o++ = tab[(v >> 6) & 63];
-        *o++ = tab[v & 63];
-    }
-    if (i < len) {
-        uint32_t v = (uint32_t)data[i] << 16 | (i + 1 < len ? (uint32_t)data[i + 1] << 8 : 0);
-        *o++ = tab[v >> 18];
-        *o++ = tab[(v >> 12) & 63];
-        *o++ = i + 1 < len ? tab[(v >> 6) & 63] : '=';
-        *o++ = '=';
-    }
-    *o = '\0';
-    return out;
-}

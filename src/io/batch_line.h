@@ -64,7 +64,5 @@ bool sl_batch_is_data_url(const char *url);
 sl_status sl_batch_data_url_decode(const char *url, uint8_t **data, size_t *len, char *err,
                                    size_t errlen);
 
-/* "data:MIME;base64,..." of bytes (sl_free); NULL when out of memory. */
-char *sl_batch_data_url_encode(const uint8_t *data, size_t len, const char *mime);
 
 #endif

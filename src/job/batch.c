@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/data_url.h"
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/file.h"
@@ -150,7 +151,7 @@ static sl_status rewrite_local_images(job *j, batch_row *b, size_t *bytes)
             sl_status st = image_bytes(j, url, k - 1, &data, &len);
             if (st != SL_OK)
                 return st;
-            char *du = sl_batch_data_url_encode(data, len, mime_of(data, len));
+            char *du = sl_data_url(data, len, mime_of(data, len), NULL);
             sl_free(data);
             if (!du)
                 return sl_fail(SL_ERR_NOMEM, "out of memory encoding image %d", k);

@@ -37,6 +37,7 @@ struct job_progress {
     const atomic_int_fast64_t *input_total;
     const atomic_int_fast64_t *rows_skipped;
     int64_t done_before;
+    sl_dist *dist;             /* rank 0 of an MPI job: the job's figures too */
     double load_seconds;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -65,6 +66,14 @@ static void progress_report(job_progress *pg, bool final)
         snap.n_stages = sizeof snap.stages / sizeof *snap.stages;
     for (size_t i = 0; i < snap.n_stages; i++)
         sl_exec_stage_stats(pg->exec, i, &snap.stages[i]);
+    coord_counts job_rows;
+    if (dist_progress(pg->dist, &job_rows, NULL, NULL)) {
+        snap.ranks = sl_dist_size(pg->dist);
+        snap.job_rows = job_rows.rows;
+        coord_rank r;
+        for (int k = 0; k < snap.ranks; k++)
+            snap.ranks_finished += dist_rank_progress(pg->dist, k, &r) && r.finished;
+    }
     pg->p->on_progress(&snap, pg->p->on_row_user);
 }
 
@@ -93,7 +102,8 @@ sl_status job_progress_start(const job *j, sl_exec *exec, job_progress **out)
     if (!pg)
         return sl_fail(SL_ERR_NOMEM, "out of memory starting the progress monitor");
     *pg = (job_progress){.p = p, .exec = exec, .input_total = &j->input_total,
-                         .rows_skipped = &j->rows_skipped, .done_before = j->done_before};
+                         .rows_skipped = &j->rows_skipped, .done_before = j->done_before,
+                         .dist = j->dist};
     pthread_mutex_init(&pg->mu, NULL);
     pthread_cond_init(&pg->cv, NULL);
     if (p->on_progress)

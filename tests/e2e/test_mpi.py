@@ -129,7 +129,7 @@ def rank_pids(mpirun: subprocess.Popen) -> dict[int, int]:
 
 def test_a_rank_killed_five_times_loses_nothing(mpi, tmp_path):
     inputs = tmp_path / "in"
-    sample_copies(inputs, 40)  # a job long enough for five kills
+    sample_copies(inputs, 60)  # a job long enough for five kills
     out = tmp_path / "out"
     # --parallel 1: slow enough that each run is killed early in the job.
     args = mpirun_args(3) + caption_args(mpi, inputs, out, "--input-shard-size", "2",
@@ -257,3 +257,86 @@ def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
         from_parts[int(v[0]["_part"][5:10]) % 2] += 1
     assert by_rank == from_parts, (by_rank, from_parts)
     assert re.search(r"^sluice_job_ranks 2$", prom_text, re.M)
+
+
+AGENT = """#!/bin/sh
+# Open MPI's rsh agent for this test: `AGENT HOST COMMAND...` runs COMMAND in
+# the network namespace that holds HOST's address, as ssh would on HOST.
+host=$1; shift
+case "$host" in
+{cases}
+  *) echo "no namespace for $host" >&2; exit 1 ;;
+esac
+exec ip netns exec "$ns" /bin/sh -c "$*"
+"""
+
+
+def veth_bytes(ns: str, dev: str) -> int:
+    """Bytes received and sent by `dev` in namespace `ns`."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "cat",
+                          f"/sys/class/net/{dev}/statistics/rx_bytes",
+                          f"/sys/class/net/{dev}/statistics/tx_bytes"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return sum(int(x) for x in out)
+
+
+@pytest.fixture
+def two_namespaces(tmp_path):
+    """Two network namespaces joined by a veth pair (10.77.N.1 and .2):
+    each rank gets its own network stack, so MPI's traffic crosses a real
+    interface instead of shared memory or loopback."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root and iproute2 to make network namespaces")
+    tag = f"sl{os.getpid() % 100000}"
+    net = 10 + os.getpid() % 200
+    names = [f"{tag}a", f"{tag}b"]
+    devs = [f"{tag}va", f"{tag}vb"]
+    addrs = [f"10.77.{net}.1", f"10.77.{net}.2"]
+    steps = [["ip", "netns", "add", names[0]], ["ip", "netns", "add", names[1]],
+             ["ip", "link", "add", devs[0], "type", "veth", "peer", "name", devs[1]]]
+    for ns, dev, addr in zip(names, devs, addrs):
+        steps += [["ip", "link", "set", dev, "netns", ns],
+                  ["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev],
+                  ["ip", "-n", ns, "link", "set", dev, "up"],
+                  ["ip", "-n", ns, "link", "set", "lo", "up"]]
+    try:
+        for cmd in steps:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                pytest.skip(f"cannot make network namespaces here: {' '.join(cmd)}: {r.stderr}")
+        agent = tmp_path / "netns-agent.sh"
+        agent.write_text(AGENT.format(cases="\n".join(
+            f"  {a}) ns={n} ;;" for a, n in zip(addrs, names))))
+        agent.chmod(0o755)
+        hosts = tmp_path / "hostfile"
+        hosts.write_text("".join(f"{a} slots=1\n" for a in addrs))
+        yield {"names": names, "devs": devs, "addrs": addrs, "agent": agent, "hosts": hosts,
+               "subnet": f"10.77.{net}.0/24"}
+    finally:
+        for ns in names:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_ranks_in_separate_network_namespaces(mpi, two_namespaces, inputs, one_process,
+                                              tmp_path):
+    t = two_namespaces
+    out = tmp_path / "out"
+    before = veth_bytes(t["names"][0], t["devs"][0])
+    cmd = ["ip", "netns", "exec", t["names"][0], MPIRUN, "--allow-run-as-root",
+           "--hostfile", str(t["hosts"]), "-n", "2",
+           "--mca", "plm_rsh_agent", str(t["agent"]), "--mca", "btl", "self,tcp",
+           "--mca", "btl_tcp_if_include", t["subnet"], "--mca", "oob_tcp_if_include", t["subnet"],
+           "-x", "ASAN_OPTIONS"] + caption_args(mpi, inputs, out, "--input-shard-size", "4",
+                                                "--shard-rows", "5")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=mpi_env())
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = rows_by_id(out)
+    assert set(rows) == expected_ids(inputs)
+    assert all(len(v) == 1 for v in rows.values())
+    assert {k: v[0]["caption"] for k, v in rows.items()} == one_process
+    numbers = {int(v[0]["_part"][5:10]) for v in rows.values()}
+    assert {n % 2 for n in numbers} == {0, 1}, sorted(numbers)  # both ranks wrote
+    # The ranks spoke over the veth: the launch, every shard, every part.
+    crossed = veth_bytes(t["names"][0], t["devs"][0]) - before
+    print(f"\n{crossed} bytes crossed the veth between the ranks' namespaces")
+    assert crossed > 20_000, crossed

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "core/alloc.h"
+#include "core/data_url.h"
 #include "io/batch_line.h"
 
 static sl_status parse(const char *text, sl_batch_req *req, char *err)
@@ -96,7 +97,7 @@ static void data_urls_round_trip(void **state)
     (void)state;
     const uint8_t bytes[] = {0, 1, 2, 250, 251, 252, 253};
     for (size_t n = 1; n <= sizeof bytes; n++) {
-        char *url = sl_batch_data_url_encode(bytes, n, "image/png");
+        char *url = sl_data_url(bytes, n, "image/png", NULL);
         assert_non_null(url);
         assert_true(strncmp(url, "data:image/png;base64,", 22) == 0);
         uint8_t *back;

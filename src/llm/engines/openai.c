@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include "core/alloc.h"
+#include "core/data_url.h"
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/error.h"
@@ -264,35 +265,6 @@ static void fail_request(oa_engine *e, oa_req *r, const char *fmt, ...)
 
 /* --- request bodies ---------------------------------------------------------------- */
 
-static char *base64(const uint8_t *data, size_t len, const char *prefix, size_t *out_len)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t plen = strlen(prefix), n = plen + 4 * ((len + 2) / 3);
-    char *out = sl_malloc(n + 1), *o;
-    if (!out)
-        return NULL;
-    memcpy(out, prefix, plen);
-    o = out + plen;
-    size_t i = 0;
-    for (; i + 2 < len; i += 3) {
-        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
-        *o++ = tab[v >> 18];
-        *o++ = tab[(v >> 12) & 63];
-        *o++ = tab[(v >> 6) & 63];
-        *o++ = tab[v & 63];
-    }
-    if (i < len) {
-        uint32_t v = (uint32_t)data[i] << 16 | (i + 1 < len ? (uint32_t)data[i + 1] << 8 : 0);
-        *o++ = tab[v >> 18];
-        *o++ = tab[(v >> 12) & 63];
-        *o++ = i + 1 < len ? tab[(v >> 6) & 63] : '=';
-        *o++ = '=';
-    }
-    *o = '\0';
-    *out_len = n;
-    return out;
-}
-
 static int set_new(json_t *o, const char *key, json_t *v)
 {
     return v ? json_object_set_new(o, key, v) : -1;
@@ -303,9 +275,7 @@ static int set_new(json_t *o, const char *key, json_t *v)
 static json_t *image_part(const uint8_t *image, size_t image_len, const char *mime)
 {
     size_t n;
-    char head[64];
-    snprintf(head, sizeof head, "data:%s;base64,", mime ? mime : "image/jpeg");
-    char *url = base64(image, image_len, head, &n);
+    char *url = sl_data_url(image, image_len, mime, &n);
     json_t *part = json_object(), *image_url = json_object();
     int bad = !url || !part || !image_url ||
               set_new(image_url, "url", json_stringn_nocheck(url, n)) ||
