@@ -5,6 +5,7 @@
  * refused; a part recorded and committed in a real ledger, whose rows come
  * back as done with their shard on the next run; other settings refused at
  * hello naming the key; malformed messages answered with an error. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -213,6 +214,91 @@ static void test_malformed_messages_get_errors(void **state)
     coord_free(c);
 }
 
+/* --- many ranks at once ------------------------------------------------------------- */
+
+enum { RACERS = 8, RACE_SHARDS = 4000 };
+
+typedef struct racer {
+    coord *c;
+    int rank;
+    int64_t taken[RACE_SHARDS];
+    int n;
+} racer;
+
+static void *race(void *arg)
+{
+    racer *r = arg;
+    wire_buf req = {0}, out = {0};
+    int64_t position = 0;
+    for (;;) {
+        wire_reset(&req);
+        wire_put_u8(&req, COORD_NEXT);
+        wire_put_i64(&req, position);
+        coord_handle(r->c, r->rank, req.data, req.len, &out);
+        wire_reader rd = wire_read(out.data, out.len);
+        if (wire_get_u8(&rd) != SL_OK)
+            break;
+        int64_t shard = wire_get_i64(&rd);
+        if (shard < 0)
+            break;
+        r->taken[r->n++] = shard;
+        position = shard + 1;
+        wire_reset(&req); /* and a part for it, as a rank commits */
+        wire_put_u8(&req, COORD_COMMIT);
+        wire_put_i64(&req, shard);
+        for (int i = 0; i < 6; i++)
+            wire_put_i64(&req, i == 0 ? 2 : 0);
+        coord_handle(r->c, r->rank, req.data, req.len, &out);
+    }
+    wire_free(&req);
+    wire_free(&out);
+    return NULL;
+}
+
+/* Ranks on threads of their own (rank 0 serves on one thread, its own
+ * pipeline asks on others): every shard handed out once, the counts whole. */
+static void test_concurrent_ranks_take_each_shard_once(void **state)
+{
+    coord *c = coord_new(NULL, FP, 0, RACERS);
+    wire_buf req = {0}, out = {0};
+    wire_put_u8(&req, COORD_END);
+    wire_put_i64(&req, RACE_SHARDS);
+    assert_int_equal(ask(c, 0, &req, &out).status, SL_OK);
+    static racer racers[RACERS];
+    pthread_t threads[RACERS];
+    for (int i = 0; i < RACERS; i++) {
+        racers[i] = (racer){.c = c, .rank = i};
+        assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
+    }
+    static unsigned char seen[RACE_SHARDS];
+    memset(seen, 0, sizeof seen);
+    int total = 0;
+    for (int i = 0; i < RACERS; i++) {
+        pthread_join(threads[i], NULL);
+        for (int k = 0; k < racers[i].n; k++) {
+            assert_true(racers[i].taken[k] < RACE_SHARDS);
+            assert_int_equal(seen[racers[i].taken[k]]++, 0);
+        }
+        total += racers[i].n;
+    }
+    assert_int_equal(total, RACE_SHARDS);
+    coord_counts sum;
+    coord_progress(c, &sum, NULL, NULL);
+    assert_int_equal(sum.parts, RACE_SHARDS);
+    assert_int_equal(sum.rows, 2 * RACE_SHARDS);
+    int64_t by_rank = 0;
+    for (int i = 0; i < RACERS; i++) {
+        coord_rank cr;
+        assert_true(coord_rank_progress(c, i, &cr));
+        assert_int_equal(cr.shards, racers[i].n);
+        by_rank += cr.committed.rows;
+    }
+    assert_int_equal(by_rank, 2 * RACE_SHARDS);
+    wire_free(&req);
+    wire_free(&out);
+    coord_free(c);
+}
+
 /* --- the source asks for its shards -------------------------------------------------- */
 
 typedef struct picker {
@@ -297,6 +383,7 @@ int main(void)
         cmocka_unit_test(test_hello_checks_settings),
         cmocka_unit_test(test_parts_recorded_and_resumed_by_shard),
         cmocka_unit_test(test_malformed_messages_get_errors),
+        cmocka_unit_test(test_concurrent_ranks_take_each_shard_once),
         cmocka_unit_test(test_source_reads_the_shards_it_is_given),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
