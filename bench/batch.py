@@ -14,10 +14,13 @@ made by make bench-engine's rule):
 Both on the same threads. llama-server gets "ignore_eos": true so each
 answer is max_tokens long; sluice's llama engine has no such switch, so the
 tokens each side generated are counted and printed (with random weights an
-end-of-generation token is rare). Prints human lines, then one JSON object
-as the last line with sluice_vs_llama_server (requests/s ratio).
+end-of-generation token is rare). Both poll as llama.cpp does by default
+(sluice --cpu-poll 50, llama-server --poll 50). Rounds alternate the two
+(default 3) and the median run of each is compared. Prints human lines,
+then one JSON object as the last line with sluice_vs_llama_server (the
+ratio of the median requests/s).
 
-    .venv/bin/python bench/batch.py [--requests N] [--parallel P] [--threads T]
+    .venv/bin/python bench/batch.py [--requests N] [--rounds R] [--parallel P] [--threads T]
 """
 import argparse
 import asyncio
@@ -66,7 +69,7 @@ def run_sluice(tmp, reqs, parallel, threads):
     cmd = [str(BUILD / "sluice"), "batch", str(path), "-o", str(out), "--overwrite",
            "--model", str(MODEL_DIR / "model.gguf"), "--mmproj", str(MODEL_DIR / "mmproj.gguf"),
            "--parallel", str(parallel), "--threads", str(threads), "--metrics-addr", "off",
-           "-q", "--cpu-poll", "0"]
+           "-q", "--cpu-poll", "50"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         sys.exit(f"sluice failed ({res.returncode}): {res.stderr[-2000:]}")
@@ -123,7 +126,7 @@ def run_server(tmp, reqs, parallel, threads, prefix):
     proc = subprocess.Popen([str(prefix / "bin" / "llama-server"), "-m",
                              str(MODEL_DIR / "model.gguf"), "--parallel", str(parallel),
                              "-c", str(ctx), "-t", str(threads), "--port", str(port),
-                             "--host", "127.0.0.1", "--no-webui"],
+                             "--host", "127.0.0.1", "--no-webui", "--poll", "50"],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
@@ -146,7 +149,8 @@ def run_server(tmp, reqs, parallel, threads, prefix):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--parallel", type=int, default=16)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -155,12 +159,23 @@ def main():
         sys.exit(f"{MODEL_DIR} missing: make bench-batch makes it")
     prefix = pathlib.Path((BUILD / "llama-prefix").read_text().strip())
     reqs = bodies(args.requests, args.tokens)
-    with tempfile.TemporaryDirectory(prefix="bench-batch-") as t:
-        tmp = pathlib.Path(t)
-        server = run_server(tmp, reqs, args.parallel, args.threads, prefix)
-        sl = run_sluice(tmp, reqs, args.parallel, args.threads)
+    # Alternated rounds, medians: the machine is shared and noisy.
+    runs = {"sluice": [], "llama_server": []}
+    for k in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="bench-batch-") as t:
+            tmp = pathlib.Path(t)
+            runs["llama_server"].append(run_server(tmp, reqs, args.parallel, args.threads,
+                                                   prefix))
+            runs["sluice"].append(run_sluice(tmp, reqs, args.parallel, args.threads))
+        print(f"round {k + 1}: " + ", ".join(
+            f"{n} {r[-1]['requests'] / r[-1]['seconds']:.2f} requests/s"
+            for n, r in runs.items()), flush=True)
+
+    def median_run(rs):
+        return sorted(rs, key=lambda r: r["requests"] / r["seconds"])[len(rs) // 2]
+    sl, server = median_run(runs["sluice"]), median_run(runs["llama_server"])
     result = {"requests": args.requests, "max_tokens": args.tokens, "parallel": args.parallel,
-              "threads": args.threads}
+              "threads": args.threads, "rounds": args.rounds}
     for name, r in (("sluice", sl), ("llama_server", server)):
         rps = r["requests"] / r["seconds"]
         tps = r["generated"] / r["seconds"]
