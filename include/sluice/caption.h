@@ -22,7 +22,6 @@
 #ifndef SLUICE_CAPTION_H
 #define SLUICE_CAPTION_H
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include "dist.h"
 #include "engine.h"
@@ -117,7 +116,7 @@ typedef struct sl_caption_params {
     bool ordered;              /* write rows in input order (default: as they finish) */
     uint64_t memory_budget;    /* bytes in flight; 0: a quarter of RAM */
     double max_failed;         /* stop past this fraction of failed rows (1: never) */
-    const atomic_int *stop_requests; /* optional: 1 = stop and drain, 2 = abort */
+    const sl_atomic_int *stop_requests; /* optional: 1 = stop and drain, 2 = abort */
     const char *metrics_addr;  /* "HOST:PORT" to serve /metrics; NULL or "": no server */
     bool metrics_optional;     /* if the address cannot be bound: warn, run without it */
     void (*on_metrics_port)(int port, void *user); /* optional: once serving, the bound port */

@@ -23,11 +23,22 @@
 #ifndef SLUICE_EXECUTOR_H
 #define SLUICE_EXECUTOR_H
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "status.h"
+
+/* The stop counter's type: C11's atomic_int, and for a C++ program (a
+ * plugin, an embedding) std::atomic<int>, which has the same representation
+ * (C++23 spells it atomic_int in <stdatomic.h>; before, <stdatomic.h> is not
+ * C++). */
+#ifdef __cplusplus
+#include <atomic>
+typedef std::atomic<int> sl_atomic_int;
+#else
+#include <stdatomic.h>
+typedef atomic_int sl_atomic_int;
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -158,7 +169,7 @@ typedef struct sl_exec_params {
     int stop_deadline_ms;    /* drain time after a stop request (default 30000) */
     /* Optional, owned by the caller (a signal handler may increment it):
      * 1 = stop reading and drain, 2 = abort; read as sl_exec_request_stop(). */
-    const atomic_int *stop_requests;
+    const sl_atomic_int *stop_requests;
 } sl_exec_params;
 
 sl_exec_params sl_exec_default_params(void);
