@@ -411,6 +411,21 @@ sl_status dist_finish(sl_dist *d, sl_status status, const char *message)
     return st;
 }
 
+static void stop_serving(sl_dist *d)
+{
+    if (d->serving) {
+        atomic_store(&d->stop_serving, true);
+        pthread_join(d->server, NULL);
+        d->serving = false;
+    }
+}
+
+void dist_stop(sl_dist *d)
+{
+    if (d)
+        stop_serving(d);
+}
+
 sl_status dist_wait_all(sl_dist *d, coord_counts *totals)
 {
     memset(totals, 0, sizeof *totals);
@@ -424,9 +439,7 @@ sl_status dist_wait_all(sl_dist *d, coord_counts *totals)
         sl_log(SL_LOG_INFO, "rank 0 has finished its part; waiting for the other ranks (%d s)",
                waited_s += 10);
     if (d->serving) {
-        atomic_store(&d->stop_serving, true);
-        pthread_join(d->server, NULL);
-        d->serving = false;
+        stop_serving(d);
         say_goodbye(d);
     }
     coord_progress(d->coord, totals, NULL, NULL);

@@ -59,6 +59,11 @@ sl_status dist_finish(sl_dist *d, sl_status status, const char *message);
  * status with a message naming it. */
 sl_status dist_wait_all(sl_dist *d, coord_counts *totals);
 
+/* Rank 0: stops serving (idempotent) — before the ledger it records in is
+ * freed, on every way out of the job. The other ranks' requests then go
+ * unanswered: a rank 0 that leaves early ends the job (sl_dist_abort). */
+void dist_stop(sl_dist *d);
+
 /* Rank 0 once serving: the job's progress (coord_progress), and each
  * rank's (coord_rank_progress); false elsewhere. */
 bool dist_progress(sl_dist *d, coord_counts *committed, int64_t *shards_handed,

@@ -683,6 +683,7 @@ done:
     sl_exec_free(exec);
     sl_sink_free(j.sink);
     sl_sink_free(j.errors_sink);
+    dist_stop(j.dist); /* rank 0's coordinator records in the ledger: stop it first */
     sl_ledger_free(j.ledger); /* after the sink: an open part's rows roll back */
     sl_source_free(j.src);
     caption_schema_clear(&j.schema);
