@@ -141,8 +141,10 @@ static sl_status next(coord *c, int rank, wire_reader *r, wire_buf *reply)
                                            "one to hand out (%lld)", rank, (long long)position,
                        (long long)c->next_shard);
     int64_t shard = c->n_shards >= 0 && c->next_shard >= c->n_shards ? -1 : c->next_shard++;
-    if (shard >= 0 && rank_of(c, rank))
+    if (shard >= 0 && rank_of(c, rank)) {
         rank_of(c, rank)->shards++;
+        rank_of(c, rank)->last_shard = shard;
+    }
     reply_status(reply, SL_OK);
     wire_put_i64(reply, shard);
     size_t count_at = reply->len;
@@ -164,6 +166,12 @@ static sl_status end(coord *c, int rank, wire_reader *r, wire_buf *reply)
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed end of input", rank);
     if (c->n_shards < 0 || n < c->n_shards)
         c->n_shards = n;
+    /* A shard handed out before the end was known, past it: it held nothing. */
+    coord_rank *who = rank_of(c, rank);
+    if (who && who->shards > 0 && who->last_shard >= n) {
+        who->shards--;
+        who->last_shard = -1;
+    }
     reply_status(reply, SL_OK);
     return SL_OK;
 }
@@ -273,7 +281,8 @@ void coord_progress(coord *c, coord_counts *committed, int64_t *shards_handed,
     if (committed)
         *committed = c->committed;
     if (shards_handed)
-        *shards_handed = c->next_shard;
+        *shards_handed = c->n_shards >= 0 && c->next_shard > c->n_shards ? c->n_shards
+                                                                          : c->next_shard;
     if (shards_total)
         *shards_total = c->n_shards;
     pthread_mutex_unlock(&c->mu);

@@ -41,7 +41,8 @@ void coord_counts_add(coord_counts *into, const coord_counts *c);
  * whether it finished and how. */
 typedef struct coord_rank {
     coord_counts committed;
-    int64_t shards;
+    int64_t shards;       /* handed to it that the input holds */
+    int64_t last_shard;   /* the last handed to it */
     bool finished;
     sl_status status;
 } coord_rank;
@@ -69,8 +70,9 @@ void coord_free(coord *c);
  * first). A malformed request gets an error reply. */
 void coord_handle(coord *c, int rank, const void *msg, size_t len, wire_buf *reply);
 
-/* The job so far: committed parts summed, shards handed out, and how many
- * shards the input holds (-1 while unknown). */
+/* The job so far: committed parts summed, shards handed out (none past the
+ * input's end once it is known), and how many shards the input holds (-1
+ * while unknown). */
 void coord_progress(coord *c, coord_counts *committed, int64_t *shards_handed,
                     int64_t *shards_total);
 

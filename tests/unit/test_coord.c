@@ -76,6 +76,19 @@ static void test_shards_in_order_each_once(void **state)
     coord_progress(c, NULL, &handed, &total);
     assert_int_equal(handed, 5);
     assert_int_equal(total, 5);
+    /* Handed out before the end was known: shard 5 of a 5-shard input. */
+    coord *e = coord_new(NULL, FP, 0, 2);
+    for (int64_t k = 0; k < 6; k++)
+        assert_int_equal(next_shard(e, (int)(k % 2), k, NULL), k);
+    wire_put_u8(&req, COORD_END);
+    wire_put_i64(&req, 5);
+    assert_int_equal(ask(e, 1, &req, &out).status, SL_OK);
+    coord_rank r1;
+    assert_true(coord_rank_progress(e, 1, &r1));
+    assert_int_equal(r1.shards, 2); /* 1 and 3; not 5 */
+    coord_progress(e, NULL, &handed, &total);
+    assert_int_equal(handed, 5);
+    coord_free(e);
     /* Past the next unhanded shard: the shards between would go to nobody. */
     coord *d = coord_new(NULL, FP, 0, 2);
     wire_put_u8(&req, COORD_NEXT);
