@@ -153,6 +153,7 @@ static int run_once(sl_ledger *ledger, int n_ranks, int64_t n_shards, long done_
     pthread_mutex_init(&box.mu, NULL);
     pthread_cond_init(&box.to_coord, NULL);
     server s = {.box = &box, .c = coord_new(ledger, "", 0, n_ranks + 1)};
+    coord_set_start_grace(s.c, 0); /* the simulated ranks say no hello */
     /* The input's size as a rank whose stream ended would report it. */
     wire_buf end = {0}, rep = {0};
     wire_put_u8(&end, COORD_END);

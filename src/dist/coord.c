@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "dist/coord.h"
 
@@ -20,6 +21,9 @@ struct coord {
     coord_counts committed;
     coord_rank *ranks;    /* n_ranks: each rank's share */
     int finished;         /* ranks other than 0 that sent COORD_FINISH */
+    int hellos;           /* ranks that said hello */
+    double started;       /* coord_new, monotonic seconds */
+    double start_grace_s; /* shards wait this long for every rank's hello */
     int failed_rank;
     sl_status failed_status;
     char failed_msg[1024];
@@ -53,6 +57,8 @@ coord *coord_new(sl_ledger *ledger, const char *fingerprint, long first_part, in
     c->n_ranks = n_ranks;
     c->n_shards = -1;
     c->failed_rank = -1;
+    c->started = sl_mono_s();
+    c->start_grace_s = 10.0;
     return c;
 }
 
@@ -101,6 +107,11 @@ static void first_difference(const char *a, const char *b, char *out, size_t cap
 static sl_status hello(coord *c, int rank, wire_reader *r, wire_buf *reply)
 {
     const char *fp = wire_get_str(r);
+    /* Arrived, even if refused below: the start waits for no one else. */
+    if (rank_of(c, rank) && !rank_of(c, rank)->said_hello) {
+        rank_of(c, rank)->said_hello = true;
+        c->hellos++;
+    }
     if (r->bad)
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed hello", rank);
     if (strcmp(fp, c->fingerprint) != 0) {
@@ -140,6 +151,15 @@ static sl_status next(coord *c, int rank, wire_reader *r, wire_buf *reply)
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d asked for a shard at %lld, past the next "
                                            "one to hand out (%lld)", rank, (long long)position,
                        (long long)c->next_shard);
+    /* Until every rank is there (or the grace is up), nobody starts: the
+     * first to arrive would read ahead into its queues while the others
+     * start, and take their shards. */
+    if (c->hellos < c->n_ranks && sl_mono_s() - c->started < c->start_grace_s) {
+        reply_status(reply, SL_OK);
+        wire_put_i64(reply, COORD_WAIT);
+        wire_put_i64(reply, 0);
+        return SL_OK;
+    }
     int64_t shard = c->n_shards >= 0 && c->next_shard >= c->n_shards ? -1 : c->next_shard++;
     if (shard >= 0 && rank_of(c, rank)) {
         rank_of(c, rank)->shards++;
@@ -299,6 +319,13 @@ bool coord_rank_progress(coord *c, int rank, coord_rank *out)
 }
 
 int coord_ranks(const coord *c) { return c->n_ranks; }
+
+void coord_set_start_grace(coord *c, double seconds)
+{
+    pthread_mutex_lock(&c->mu);
+    c->start_grace_s = seconds;
+    pthread_mutex_unlock(&c->mu);
+}
 
 bool coord_wait_finished(coord *c, int timeout_ms, int *failed_rank, sl_status *status, char *msg,
                          size_t cap)

@@ -7,6 +7,8 @@
  * the file, COMMITTED after), and sums what every rank committed for the
  * job's progress and summary.
  *
+ * Start: no shard is handed out until every rank has said hello (or a
+ * grace period has passed), so the first rank up does not take the others'.
  * Shard order: shards are handed out in increasing order, each once, and a
  * rank asks for the next one at the shard after the one it read (its
  * "position"), which is never past the next unhanded shard: no shard is
@@ -45,14 +47,20 @@ typedef struct coord_rank {
     int64_t last_shard;   /* the last handed to it */
     bool finished;
     sl_status status;
+    bool said_hello;
 } coord_rank;
+
+/* The shard a NEXT reply holds while the job waits for its ranks: ask again
+ * shortly. */
+#define COORD_WAIT (-2)
 
 /* Requests (rank -> rank 0), the first byte of a message; each gets one
  * reply that starts with a status byte (sl_status) and, when it is not
  * SL_OK, the error message. */
 enum {
     COORD_HELLO = 1,  /* str fingerprint -> i64 first part number */
-    COORD_NEXT,       /* i64 position -> i64 shard (-1: none), i64 n, n ids (str) */
+    COORD_NEXT,       /* i64 position -> i64 shard (-1: none; COORD_WAIT: not yet),
+                         i64 n, n ids (str) */
     COORD_END,        /* i64 shards in the input -> */
     COORD_RECORD,     /* str name, i64 number, i64 n, n x (str id, i64 shard) -> */
     COORD_COMMIT,     /* i64 number, the part's coord_counts -> */
@@ -80,6 +88,9 @@ void coord_progress(coord *c, coord_counts *committed, int64_t *shards_handed,
  * ranks the job has. */
 bool coord_rank_progress(coord *c, int rank, coord_rank *out);
 int coord_ranks(const coord *c);
+/* No shard is handed out until every rank has said hello or `seconds` have
+ * passed since coord_new (default 10): a fair start. */
+void coord_set_start_grace(coord *c, double seconds);
 
 /* Every rank but rank 0 has finished (COORD_FINISH), or `timeout_ms` passed:
  * returns whether all have. *failed_rank: the first rank that finished with

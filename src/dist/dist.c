@@ -311,8 +311,23 @@ sl_status dist_hello(sl_dist *d, const char *fingerprint, long *first_part)
     return st;
 }
 
+static sl_status next_once(sl_dist *d, int64_t position, int64_t *shard,
+                           sl_status (*each)(void *user, const char *id), void *user);
+
 sl_status dist_next_shard(sl_dist *d, int64_t position, int64_t *shard,
                           sl_status (*each)(void *user, const char *id), void *user)
+{
+    sl_status st;
+    /* Until every rank is there: asked again every 20 ms. */
+    while ((st = next_once(d, position, shard, each, user)) == SL_OK && *shard == COORD_WAIT) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return st;
+}
+
+static sl_status next_once(sl_dist *d, int64_t position, int64_t *shard,
+                           sl_status (*each)(void *user, const char *id), void *user)
 {
     pthread_mutex_lock(&d->mu);
     wire_reset(&d->request);

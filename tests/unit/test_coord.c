@@ -7,6 +7,7 @@
  * hello naming the key; malformed messages answered with an error. */
 #include <pthread.h>
 #include <setjmp.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
@@ -56,9 +57,47 @@ static int64_t next_shard(coord *c, int rank, int64_t position, int64_t *n_done)
     return shard;
 }
 
+/* A coordinator past its start (no wait for hellos). */
+static coord *started(sl_ledger *ledger, long first_part, int n_ranks)
+{
+    coord *c = coord_new(ledger, FP, first_part, n_ranks);
+    coord_set_start_grace(c, 0);
+    return c;
+}
+
+static void hello_from(coord *c, int rank)
+{
+    wire_buf req = {0}, out = {0};
+    wire_put_u8(&req, COORD_HELLO);
+    wire_put_str(&req, FP);
+    assert_int_equal(ask(c, rank, &req, &out).status, SL_OK);
+    wire_free(&req);
+    wire_free(&out);
+}
+
+/* Nobody starts before every rank is there, or the grace is up. */
+static void test_start_waits_for_every_rank(void **state)
+{
+    coord *c = coord_new(NULL, FP, 0, 2);
+    hello_from(c, 0);
+    assert_int_equal(next_shard(c, 0, 0, NULL), COORD_WAIT);
+    hello_from(c, 1);
+    assert_int_equal(next_shard(c, 0, 0, NULL), 0);
+    assert_int_equal(next_shard(c, 1, 0, NULL), 1);
+    coord_free(c);
+    coord *d = coord_new(NULL, FP, 0, 2);
+    coord_set_start_grace(d, 0.05);
+    hello_from(d, 0);
+    assert_int_equal(next_shard(d, 0, 0, NULL), COORD_WAIT);
+    struct timespec ts = {0, 80 * 1000000L};
+    nanosleep(&ts, NULL);
+    assert_int_equal(next_shard(d, 0, 0, NULL), 0); /* rank 1 never came */
+    coord_free(d);
+}
+
 static void test_shards_in_order_each_once(void **state)
 {
-    coord *c = coord_new(NULL, FP, 0, 3);
+    coord *c = started(NULL, 0, 3);
     /* Three ranks start at 0; each then asks at the shard after its own. */
     assert_int_equal(next_shard(c, 0, 0, NULL), 0);
     assert_int_equal(next_shard(c, 1, 0, NULL), 1);
@@ -77,7 +116,7 @@ static void test_shards_in_order_each_once(void **state)
     assert_int_equal(handed, 5);
     assert_int_equal(total, 5);
     /* Handed out before the end was known: shard 5 of a 5-shard input. */
-    coord *e = coord_new(NULL, FP, 0, 2);
+    coord *e = started(NULL, 0, 2);
     for (int64_t k = 0; k < 6; k++)
         assert_int_equal(next_shard(e, (int)(k % 2), k, NULL), k);
     wire_put_u8(&req, COORD_END);
@@ -90,7 +129,7 @@ static void test_shards_in_order_each_once(void **state)
     assert_int_equal(handed, 5);
     coord_free(e);
     /* Past the next unhanded shard: the shards between would go to nobody. */
-    coord *d = coord_new(NULL, FP, 0, 2);
+    coord *d = started(NULL, 0, 2);
     wire_put_u8(&req, COORD_NEXT);
     wire_put_i64(&req, 3);
     reply rep = ask(d, 1, &req, &out);
@@ -104,7 +143,7 @@ static void test_shards_in_order_each_once(void **state)
 
 static void test_hello_checks_settings(void **state)
 {
-    coord *c = coord_new(NULL, FP, 7, 2);
+    coord *c = started(NULL, 7, 2);
     wire_buf req = {0}, out = {0};
     wire_put_u8(&req, COORD_HELLO);
     wire_put_str(&req, FP);
@@ -159,7 +198,7 @@ static void test_parts_recorded_and_resumed_by_shard(void **state)
     assert_int_equal(sl_ledger_open(dir, false, &l), SL_OK);
     assert_int_equal(sl_ledger_bind(l, FP, false), SL_OK);
     assert_int_equal(sl_ledger_reconcile(l, NULL), SL_OK);
-    coord *c = coord_new(l, FP, 0, 3);
+    coord *c = started(l, 0, 3);
     const char *a[] = {"a.jpg", "b.jpg", "c.jpg"}, *b[] = {"d.jpg"};
     int64_t sa[] = {0, 0, 1}, sb[] = {2};
     /* Two ranks' parts pending at once, committed in the other order. */
@@ -191,7 +230,7 @@ static void test_parts_recorded_and_resumed_by_shard(void **state)
     sl_ledger_info info;
     assert_int_equal(sl_ledger_reconcile(l, &info), SL_OK);
     assert_int_equal(info.rows, 4);
-    c = coord_new(l, FP, info.max_part + 1, 2);
+    c = started(l, info.max_part + 1, 2);
     int64_t n;
     assert_int_equal(next_shard(c, 0, 0, &n), 0);
     assert_int_equal(n, 2);
@@ -208,7 +247,7 @@ static void test_parts_recorded_and_resumed_by_shard(void **state)
 
 static void test_malformed_messages_get_errors(void **state)
 {
-    coord *c = coord_new(NULL, FP, 0, 2);
+    coord *c = started(NULL, 0, 2);
     wire_buf out = {0};
     static const uint8_t bad[][12] = {
         {0},                                  /* no type */
@@ -272,7 +311,7 @@ static void *race(void *arg)
  * pipeline asks on others): every shard handed out once, the counts whole. */
 static void test_concurrent_ranks_take_each_shard_once(void **state)
 {
-    coord *c = coord_new(NULL, FP, 0, RACERS);
+    coord *c = started(NULL, 0, RACERS);
     wire_buf req = {0}, out = {0};
     wire_put_u8(&req, COORD_END);
     wire_put_i64(&req, RACE_SHARDS);
@@ -392,6 +431,7 @@ static void test_source_reads_the_shards_it_is_given(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_start_waits_for_every_rank),
         cmocka_unit_test(test_shards_in_order_each_once),
         cmocka_unit_test(test_hello_checks_settings),
         cmocka_unit_test(test_parts_recorded_and_resumed_by_shard),
