@@ -81,10 +81,13 @@ static void missing_files_fail_fast_with_the_path(void **state)
     assert_null(e);
     assert_non_null(strstr(sl_last_error(), "--model '/nonexistent/model.gguf'"));
 
+    /* No projector is a text-only engine (test_engine_chat); one named
+     * that is not there fails. */
     p.model_path = model_path;
-    p.mmproj_path = NULL;
-    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
-    assert_non_null(strstr(sl_last_error(), "--mmproj"));
+    p.mmproj_path = "/nonexistent/mmproj.gguf";
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_NOT_FOUND);
+    assert_null(e);
+    assert_non_null(strstr(sl_last_error(), "--mmproj '/nonexistent/mmproj.gguf'"));
 }
 
 static void a_file_that_is_not_gguf_is_a_model_error(void **state)

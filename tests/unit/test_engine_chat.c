@@ -2,8 +2,9 @@
  * through the public engine API, on the generated tiny model (models/tiny,
  * random weights): text-only requests that never run the vision encoder,
  * several images in one sequence, several turns rendered with the model's
- * chat template, the answer as a chat.completion object, and the requests
- * refused at submit. */
+ * chat template, the answer as a chat.completion object, the requests
+ * refused at submit, and an engine opened without a vision projector (a
+ * text model for text-only requests). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,11 +45,12 @@ static int teardown(void **state)
     return 0;
 }
 
-static sl_engine *open_engine(int n_parallel, int n_ctx_per_seq, int encode_ahead)
+static sl_engine *open_engine_with(const char *projector, int n_parallel, int n_ctx_per_seq,
+                                   int encode_ahead)
 {
     sl_llama_params p = sl_llama_default_params();
     p.model_path = model_path;
-    p.mmproj_path = mmproj_path;
+    p.mmproj_path = projector;
     p.n_parallel = n_parallel;
     p.n_ctx_per_seq = n_ctx_per_seq;
     p.n_threads = 2;
@@ -57,6 +59,11 @@ static sl_engine *open_engine(int n_parallel, int n_ctx_per_seq, int encode_ahea
     if (sl_engine_open_llama(&p, &e) != SL_OK)
         fail_msg("cannot open the tiny model: %s", sl_last_error());
     return e;
+}
+
+static sl_engine *open_engine(int n_parallel, int n_ctx_per_seq, int encode_ahead)
+{
+    return open_engine_with(mmproj_path, n_parallel, n_ctx_per_seq, encode_ahead);
 }
 
 static sl_request conversation(const char *id, const sl_message *msgs, int n,
@@ -376,6 +383,155 @@ static void messages_are_copied_and_freeing_in_flight_is_clean(void **state)
     sl_engine_free(e);
 }
 
+/* The text-only requests of the tests below: a prompt alone, the same
+ * with a system prompt, a one-message and a several-turn conversation. */
+static sl_content_part to_sys[] = {{"You answer in one short line."}};
+static sl_content_part to_u1[] = {{"Name a colour."}};
+static sl_content_part to_a1[] = {{"Blue."}};
+static sl_content_part to_u2[] = {{"Another one,"}, {"please."}};
+static sl_message to_msgs[] = {{"system", to_sys, 1}, {"user", to_u1, 1},
+                               {"assistant", to_a1, 1}, {"user", to_u2, 2}};
+
+static sl_request text_request(int i)
+{
+    sl_request q;
+    switch (i) {
+    case 0:
+        q = (sl_request){.id = "plain", .prompt = "Describe a red apple.",
+                         .sampling = sl_sampling_default()};
+        q.sampling.max_tokens = 16;
+        return q;
+    case 1:
+        q = (sl_request){.id = "system", .system_prompt = "Be brief.",
+                         .prompt = "Describe a red apple.", .sampling = sl_sampling_default()};
+        q.sampling.max_tokens = 16;
+        return q;
+    case 2:
+        return conversation("one", to_msgs + 1, 1, NULL, 0, 16);
+    default:
+        return conversation("turns", to_msgs, 4, NULL, 0, 16);
+    }
+}
+#define N_TEXT_REQUESTS 4
+
+/* Without a projector a text-only request is rendered and tokenized as
+ * with one: the same greedy answer, prompt and generated tokens (the
+ * later requests also take the cached prompt head of the first). */
+static void text_only_without_a_projector_answers_as_with_one(void **state)
+{
+    sl_result want[N_TEXT_REQUESTS];
+    sl_engine *e = open_engine(2, 512, 0);
+    for (int i = 0; i < N_TEXT_REQUESTS; i++) {
+        sl_request q = text_request(i);
+        assert_int_equal(sl_engine_generate(e, &q, &want[i]), SL_OK);
+    }
+    sl_engine_free(e);
+    const char *none[] = {NULL, ""};
+    for (int k = 0; k < 2; k++) {
+        e = open_engine_with(none[k], 2, 512, -1);
+        for (int i = 0; i < N_TEXT_REQUESTS; i++) {
+            sl_request q = text_request(i);
+            sl_result r;
+            assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+            assert_string_equal(r.text, want[i].text);
+            assert_int_equal(r.prompt_tokens, want[i].prompt_tokens);
+            assert_int_equal(r.generated_tokens, want[i].generated_tokens);
+            assert_true(r.generated_tokens > 0);
+            if (i > 0)
+                assert_true(r.cached_tokens > 0); /* the prompt head computed once */
+            sl_result_clear(&r);
+        }
+        sl_engine_stats st;
+        sl_engine_stats_get(e, &st);
+        assert_int_equal(st.images_encoded, 0);
+        sl_engine_free(e);
+    }
+    llama_chat_message turns[] = {{"system", "You answer in one short line."},
+                                  {"user", "Name a colour."},
+                                  {"assistant", "Blue."},
+                                  {"user", "Another one,\nplease."}};
+    assert_int_equal(want[3].prompt_tokens, template_tokens(turns, 4));
+    for (int i = 0; i < N_TEXT_REQUESTS; i++)
+        sl_result_clear(&want[i]);
+}
+
+/* Sized by itself (no --ctx) and with requests in flight together, several
+ * sequences each: every one answers with the prompt it has alone. */
+static void text_only_without_a_projector_runs_requests_together(void **state)
+{
+    sl_engine *e = open_engine_with(NULL, 3, 0, -1);
+    sl_result alone[N_TEXT_REQUESTS];
+    for (int i = 0; i < N_TEXT_REQUESTS; i++) {
+        sl_request q = text_request(i);
+        assert_int_equal(sl_engine_generate(e, &q, &alone[i]), SL_OK);
+    }
+    int tags[3 * N_TEXT_REQUESTS];
+    for (int i = 0; i < 3 * N_TEXT_REQUESTS; i++) {
+        sl_request q = text_request(i % N_TEXT_REQUESTS);
+        tags[i] = i % N_TEXT_REQUESTS;
+        assert_int_equal(sl_engine_submit(e, &q, &tags[i]), SL_OK);
+    }
+    for (int got = 0; got < 3 * N_TEXT_REQUESTS;) {
+        sl_completion c;
+        size_t n = 0;
+        assert_int_equal(sl_engine_poll(e, &c, 1, 5000, &n), SL_OK);
+        if (n == 0)
+            continue;
+        got++;
+        assert_int_equal(c.status, SL_OK);
+        int i = *(int *)c.tag;
+        assert_int_equal(c.result.prompt_tokens, alone[i].prompt_tokens);
+        assert_true(c.result.generated_tokens > 0);
+        sl_completion_clear(&c);
+    }
+    for (int i = 0; i < N_TEXT_REQUESTS; i++)
+        sl_result_clear(&alone[i]);
+    sl_engine_free(e);
+}
+
+/* Without a projector a request with an image (its own, a conversation's
+ * image part, tasks about one) is refused at submit naming it; the
+ * engine goes on answering text. */
+static void images_without_a_projector_are_refused_naming_the_request(void **state)
+{
+    sl_engine *e = open_engine_with(NULL, 1, 256, -1);
+    int tag = 0;
+    const char *want = "this engine has no vision projector (--mmproj): it cannot take images";
+    char msg[512];
+
+    sl_request q = {.id = "pic", .prompt = "What is it?", .image = img_a,
+                    .sampling = sl_sampling_default()};
+    assert_int_equal(sl_engine_submit(e, &q, &tag), SL_ERR_INVALID_ARG);
+    snprintf(msg, sizeof msg, "pic: %s", want);
+    assert_string_equal(sl_last_error(), msg);
+
+    sl_content_part parts[] = {{NULL}, {"What is it?"}};
+    sl_message m = {"user", parts, 2};
+    const sl_image *images[] = {img_b};
+    q = conversation("chat-pic", &m, 1, images, 1, 8);
+    assert_int_equal(sl_engine_submit(e, &q, &tag), SL_ERR_INVALID_ARG);
+    snprintf(msg, sizeof msg, "chat-pic: %s", want);
+    assert_string_equal(sl_last_error(), msg);
+
+    sl_task tasks[] = {{.name = "a", .prompt = "Colour?", .sampling = sl_sampling_default()},
+                       {.name = "b", .prompt = "Shape?", .sampling = sl_sampling_default()}};
+    q = (sl_request){.id = "tasks", .image = img_a, .tasks = tasks, .n_tasks = 2,
+                     .sampling = sl_sampling_default()};
+    assert_int_equal(sl_engine_submit(e, &q, &tag), SL_ERR_INVALID_ARG);
+    snprintf(msg, sizeof msg, "tasks: %s", want);
+    assert_string_equal(sl_last_error(), msg);
+    assert_int_equal(sl_engine_in_flight(e), 0);
+
+    /* Text that looks like the media marker is plain text here. */
+    sl_content_part marker[] = {{"a <__media__> here"}};
+    sl_message mm = {"user", marker, 1};
+    q = conversation("marker", &mm, 1, NULL, 0, 4);
+    sl_result r;
+    assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+    sl_result_clear(&r);
+    sl_engine_free(e);
+}
+
 int main(void)
 {
     if (getenv("SLUICE_TEST_FILTER"))
@@ -387,6 +543,9 @@ int main(void)
         cmocka_unit_test(the_answer_as_a_chat_completion_object),
         cmocka_unit_test(bad_conversations_are_refused_naming_the_message),
         cmocka_unit_test(messages_are_copied_and_freeing_in_flight_is_clean),
+        cmocka_unit_test(text_only_without_a_projector_answers_as_with_one),
+        cmocka_unit_test(text_only_without_a_projector_runs_requests_together),
+        cmocka_unit_test(images_without_a_projector_are_refused_naming_the_request),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -5,8 +5,11 @@
  * One engine is one replica: a model, a context with n_parallel sequences,
  * and a thread running continuous batching. Each step of that thread
  *   1. admits waiting requests into free sequences (tokenized with mtmd;
- *      the shared prompt prefix is copied from a cached sequence with
- *      llama_memory_seq_cp instead of being computed again),
+ *      an engine opened without a vision projector takes text-only
+ *      requests, tokenized with llama_tokenize into one text chunk, and
+ *      refuses images at submit; the shared prompt prefix is copied from a
+ *      cached sequence with llama_memory_seq_cp instead of being computed
+ *      again),
  *   2. encodes the images of newcomers (mtmd's batched encoder) and decodes
  *      their embeddings into their sequences,
  *   3. builds one token batch: the next token of every generating sequence
@@ -120,6 +123,9 @@ typedef struct req {
     const sl_image *image;
     sl_sampling sampling;
     mtmd_input_chunks *chunks; /* tokenized on admission, or ahead of it */
+    llama_token *tokens;       /* instead of chunks on an engine without a vision
+                                  projector: the prompt's one text chunk */
+    int n_tokens;
     float **embd;              /* encoded ahead: per chunk, its embeddings (NULL for text) */
     bool prepared;             /* tokenized and encoded ahead (or failed: prep_status) */
     bool preparing;            /* the encoder thread has it */
@@ -438,17 +444,58 @@ static struct llama_sampler *make_sampler(const llama_engine *e, const sl_sampli
 }
 
 
+/* A request's tokens are mtmd chunks on an engine with a vision projector
+ * and a plain token array without one (mtmd needs the projector even for
+ * text); these read either as a list of chunks, the array being one text
+ * chunk. */
+static bool req_tokenized(const req *r)
+{
+    return r->chunks || r->tokens;
+}
+
+static size_t req_n_chunks(const req *r)
+{
+    return r->chunks ? mtmd_input_chunks_size(r->chunks) : r->tokens ? 1 : 0;
+}
+
+static bool req_chunk_is_text(const req *r, size_t chunk)
+{
+    return !r->chunks || mtmd_input_chunk_get_type(mtmd_input_chunks_get(r->chunks, chunk)) ==
+                             MTMD_INPUT_CHUNK_TYPE_TEXT;
+}
+
+/* The tokens of text chunk `chunk` (*n of them). */
+static const llama_token *req_chunk_tokens(const req *r, size_t chunk, size_t *n)
+{
+    if (!r->chunks) {
+        *n = chunk == 0 && r->tokens ? (size_t)r->n_tokens : 0;
+        return chunk == 0 ? r->tokens : NULL;
+    }
+    return mtmd_input_chunk_get_tokens_text(mtmd_input_chunks_get(r->chunks, chunk), n);
+}
+
+/* Frees what tokenize() made (and the embeddings encoded ahead). */
+static void req_drop_tokens(req *r)
+{
+    if (r->chunks) {
+        for (size_t i = 0; r->embd && i < mtmd_input_chunks_size(r->chunks); i++)
+            sl_free(r->embd[i]);
+        mtmd_input_chunks_free(r->chunks);
+        r->chunks = NULL;
+    }
+    sl_free(r->embd);
+    r->embd = NULL;
+    sl_free(r->tokens);
+    r->tokens = NULL;
+    r->n_tokens = 0;
+}
+
 static void req_free(req *r)
 {
     if (!r)
         return;
     sl_task_group_drop(r->grp); /* a task that never came back: the engine is going away */
-    if (r->chunks) {
-        for (size_t i = 0; r->embd && i < mtmd_input_chunks_size(r->chunks); i++)
-            sl_free(r->embd[i]);
-        mtmd_input_chunks_free(r->chunks);
-    }
-    sl_free(r->embd);
+    req_drop_tokens(r);
     sl_free(r->prep_error);
     sl_free(r->grammar);
     sl_json_schema_free(r->schema);
@@ -577,18 +624,70 @@ static void fail_slot(llama_engine *e, slot *s, sl_status status, const char *ms
     complete(e, r, status, msg, NULL);
 }
 
+/* Without a vision projector: the rendered prompt into r->tokens, as
+ * mtmd_tokenize tokenizes text (special tokens added and parsed), so a
+ * text-only request gets the same tokens with or without a projector.
+ * Takes prompt (freed). */
+static sl_status tokenize_text(llama_engine *e, req *r, char *prompt)
+{
+    size_t len = strlen(prompt);
+    if (len > INT32_MAX / 2) {
+        sl_free(prompt);
+        return sl_fail(SL_ERR_TOO_LONG, "%s: the prompt is too long (%zu bytes)", r->id, len);
+    }
+    /* A token is at least one byte, plus the added BOS/EOS. */
+    int32_t cap = (int32_t)len + 8;
+    r->tokens = sl_malloc((size_t)cap * sizeof *r->tokens);
+    int32_t n = r->tokens ? llama_tokenize(e->vocab, prompt, (int32_t)len, r->tokens, cap, true,
+                                           true)
+                          : 0;
+    if (r->tokens && n < 0 && n != INT32_MIN) { /* -n: the count it needs */
+        llama_token *grown = sl_realloc(r->tokens, (size_t)-n * sizeof *grown);
+        if (grown) {
+            r->tokens = grown;
+            n = llama_tokenize(e->vocab, prompt, (int32_t)len, r->tokens, -n, true, true);
+        }
+    }
+    sl_free(prompt);
+    if (!r->tokens)
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory for the prompt's tokens", r->id);
+    if (n <= 0) {
+        sl_free(r->tokens);
+        r->tokens = NULL;
+        return n == 0 ? sl_fail(SL_ERR_INVALID_ARG, "%s: the prompt has no tokens", r->id)
+                      : sl_fail(SL_ERR_ENGINE, "%s: llama_tokenize failed (code %d)", r->id,
+                                (int)n);
+    }
+    r->n_tokens = n;
+    r->n_pos = n;
+    r->n_shared = 0;
+    r->shared_pos = 0;
+    return SL_OK;
+}
+
+static sl_status no_projector(const char *id)
+{
+    return sl_fail(SL_ERR_INVALID_ARG,
+                   "%s: this engine has no vision projector (--mmproj): it cannot take images",
+                   id);
+}
+
 /* Tokenizes a request's prompt and its images (a conversation's, in order;
  * none: text chunks only, and the vision encoder never runs for it). */
 static sl_status tokenize(llama_engine *e, req *r)
 {
+    const sl_image *images[SL_MAX_IMAGES];
+    int n_images = r->n_msgs > 0 ? r->n_images : r->image != NULL;
+    if (!e->mtmd && n_images > 0)
+        return no_projector(r->id); /* submit refuses these: never reached */
     char *prompt;
     sl_status st = r->n_msgs > 0 ? render_conversation(e, r, &prompt)
                                  : render_prompt(e, r->id, r->system_prompt, r->prompt,
                                                  r->image != NULL, &prompt);
     if (st != SL_OK)
         return st;
-    const sl_image *images[SL_MAX_IMAGES];
-    int n_images = r->n_msgs > 0 ? r->n_images : r->image != NULL;
+    if (!e->mtmd)
+        return tokenize_text(e, r, prompt);
     if (r->n_msgs > 0)
         memcpy(images, r->images, (size_t)n_images * sizeof *images);
     else
@@ -643,15 +742,15 @@ static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
     sl_status st = tokenize(e, r);
     double ms = now_ms() - tp;
     phase_count(e, counted, SL_PHASE_PREPROCESS, ms);
-    size_t n = st == SL_OK ? mtmd_input_chunks_size(r->chunks) : 0;
+    size_t n = st == SL_OK ? req_n_chunks(r) : 0;
     if (st == SL_OK && !(r->embd = sl_calloc(n, sizeof *r->embd)))
         st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image embeddings", r->id);
     for (size_t i = 0; st == SL_OK && i < n; i++) {
-        const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
         /* A request's later tasks copy the first one's image positions:
          * they are encoded only if they end up without it (admission). */
-        if (mtmd_input_chunk_get_type(c) == MTMD_INPUT_CHUNK_TYPE_TEXT || (r->grp && r->task > 0))
+        if (req_chunk_is_text(r, i) || (r->grp && r->task > 0))
             continue;
+        const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
         double tk = now_ms();
         if (mtmd_encode_chunk(e->mtmd, c) != 0) {
             st = sl_fail(SL_ERR_ENGINE, "%s: the vision encoder failed", r->id);
@@ -702,16 +801,11 @@ static void *encoder_main(void *arg)
     return NULL;
 }
 
-static const llama_token *text_tokens(const req *r, size_t chunk, size_t *n)
-{
-    return mtmd_input_chunk_get_tokens_text(mtmd_input_chunks_get(r->chunks, chunk), n);
-}
-
 /* Computes the prompt head shared by every row into sequence n_parallel. */
 static void build_prefix(llama_engine *e, const req *r)
 {
     size_t n = 0;
-    const llama_token *toks = text_tokens(r, 0, &n);
+    const llama_token *toks = req_chunk_tokens(r, 0, &n);
     if (!toks || n < 2 || (int)n > e->n_batch)
         return;
     llama_token *copy = sl_malloc(n * sizeof *copy);
@@ -917,16 +1011,13 @@ static void resolve_tasks(llama_engine *e)
 static void use_prefix(llama_engine *e, slot *s, req *r)
 {
     size_t n0 = 0;
-    const llama_token *t0 = mtmd_input_chunk_get_type(mtmd_input_chunks_get(r->chunks, 0)) ==
-                                    MTMD_INPUT_CHUNK_TYPE_TEXT
-                                ? text_tokens(r, 0, &n0)
-                                : NULL;
+    const llama_token *t0 = req_chunk_is_text(r, 0) ? req_chunk_tokens(r, 0, &n0) : NULL;
     if (t0 && !e->prefix)
         build_prefix(e, r);
     size_t common = 0;
     while (t0 && common < (size_t)e->n_prefix && common < n0 && t0[common] == e->prefix[common])
         common++;
-    if (common == n0 && mtmd_input_chunks_size(r->chunks) == 1)
+    if (common == n0 && req_n_chunks(r) == 1)
         common--; /* the last prompt token must be decoded for its logits */
     if (common > 0) {
         /* Each sequence has its own KV stream (kv_unified off: attention
@@ -1019,7 +1110,7 @@ static void admit_waiting(llama_engine *e)
             i--;
             continue;
         }
-        if (!r->chunks) {
+        if (!req_tokenized(r)) {
             double tp = now_ms();
             sl_status st = tokenize(e, r);
             e->pending_admit_ms -= now_ms() - tp; /* counted as its own phase */
@@ -1051,9 +1142,7 @@ static void admit_waiting(llama_engine *e)
 
 static bool chunk_is_image(const slot *s)
 {
-    return s->r && !s->generating && !s->await &&
-           mtmd_input_chunk_get_type(mtmd_input_chunks_get(s->r->chunks, s->chunk)) !=
-               MTMD_INPUT_CHUNK_TYPE_TEXT;
+    return s->r && !s->generating && !s->await && !req_chunk_is_text(s->r, s->chunk);
 }
 
 /* One image chunk on its way into its sequence. */
@@ -1650,8 +1739,8 @@ static bool decode_step(llama_engine *e)
         if (!s->r || s->generating || s->await || chunk_is_image(s))
             continue;
         size_t n = 0;
-        const llama_token *toks = text_tokens(s->r, s->chunk, &n);
-        size_t n_chunks = mtmd_input_chunks_size(s->r->chunks);
+        const llama_token *toks = req_chunk_tokens(s->r, s->chunk, &n);
+        size_t n_chunks = req_n_chunks(s->r);
         while (s->tok < n && b->n_tokens < e->n_batch) {
             bool last = s->chunk == n_chunks - 1 && s->tok == n - 1;
             if (last)
@@ -1876,8 +1965,9 @@ sl_status sl_llama_grammar_check(const char *gbnf, const char *name)
  * for an image. */
 static sl_status copy_conversation(llama_engine *e, const sl_request *rq, req *r)
 {
-    const char *marker = mtmd_get_marker(e->mtmd);
-    size_t marker_len = strlen(marker);
+    /* Without a projector the text goes to the tokenizer as it is. */
+    const char *marker = e->mtmd ? mtmd_get_marker(e->mtmd) : NULL;
+    size_t marker_len = marker ? strlen(marker) : 0;
     r->msg_role = sl_calloc((size_t)rq->n_messages, sizeof *r->msg_role);
     r->msg_text = sl_calloc((size_t)rq->n_messages, sizeof *r->msg_text);
     if (!r->msg_role || !r->msg_text)
@@ -1893,12 +1983,16 @@ static sl_status copy_conversation(llama_engine *e, const sl_request *rq, req *r
         bool after_marker = false, bad = text_append(&t, "", 0) != 0;
         for (int k = 0; k < m->n_parts && !bad; k++) {
             const char *text = m->parts[k].text;
+            if (!text && !marker) {
+                sl_free(t.data);
+                return no_projector(r->id);
+            }
             if (!text) {
                 bad = text_append(&t, marker, marker_len) != 0;
                 after_marker = true;
                 continue;
             }
-            if (strstr(text, marker)) {
+            if (marker && strstr(text, marker)) {
                 sl_free(t.data);
                 return sl_fail(SL_ERR_INVALID_ARG,
                                "%s: message %d: part %d holds '%s', the marker the engine puts "
@@ -1966,9 +2060,23 @@ static void free_chain(req *r)
     }
 }
 
+/* Does rq carry an image (its own, a conversation's image part)? */
+static bool has_image(const sl_request *rq)
+{
+    if (rq->image || rq->n_images > 0 || rq->image_encoded)
+        return true;
+    for (int i = 0; rq->messages && i < rq->n_messages; i++)
+        for (int k = 0; rq->messages[i].parts && k < rq->messages[i].n_parts; k++)
+            if (!rq->messages[i].parts[k].text)
+                return true;
+    return false;
+}
+
 static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag)
 {
     llama_engine *e = impl;
+    if (!e->mtmd && has_image(rq))
+        return no_projector(rq->id ? rq->id : "(request)");
     /* A request with tasks: one req per task, queued together so that the
      * later ones find the first in a sequence (admit) and copy its image
      * positions; one completion when all are back. */
@@ -2231,7 +2339,7 @@ static int probe_positions(llama_engine *e, const sl_llama_params *p)
     sl_image *img = NULL;
     /* The vision preprocessor shrinks anything larger than a few thousand
      * pixels to its own size first: a larger probe adds no positions. */
-    int edge = p->image_edge_hint > 4096 ? 4096 : p->image_edge_hint;
+    int edge = !e->mtmd ? 0 : p->image_edge_hint > 4096 ? 4096 : p->image_edge_hint;
     if (edge > 0) {
         size_t n = (size_t)edge * (size_t)edge * 3;
         gray = sl_malloc(n);
@@ -2245,8 +2353,7 @@ static int probe_positions(llama_engine *e, const sl_llama_params *p)
         r.image = img;
     }
     int n_pos = tokenize(e, &r) == SL_OK ? r.n_pos : -1;
-    if (r.chunks)
-        mtmd_input_chunks_free(r.chunks);
+    req_drop_tokens(&r);
     sl_image_free(img);
     sl_free(gray);
     return n_pos;
@@ -2309,6 +2416,11 @@ static sl_llama_sampler choose_sampler(const sl_llama_params *p, bool on_gpu)
  * runs gained nothing more), at least 1. */
 #define AUTO_PARALLEL_MAX 128
 
+/* Without a vision projector (no image to size for): positions reserved
+ * per sequence for prompts longer than the probe's, when --ctx is not
+ * given. */
+#define TEXT_ONLY_ROOM 1024
+
 static int auto_parallel(llama_engine *e, ggml_backend_dev_t dev, int per_seq)
 {
     for (size_t i = 0; !dev && i < ggml_backend_dev_count(); i++)
@@ -2345,7 +2457,9 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
 {
     *out = NULL;
     sl_status st = check_readable("--model", params->model_path);
-    if (st == SL_OK)
+    /* No projector: a text model for text-only requests. */
+    bool vision = params->mmproj_path && *params->mmproj_path;
+    if (st == SL_OK && vision)
         st = check_readable("--mmproj", params->mmproj_path);
     if (st != SL_OK)
         return st;
@@ -2422,15 +2536,15 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     vp.print_timings = false;
     vp.n_threads = (int)threads;
     vp.warmup = false;
-    e->mtmd = mtmd_init_from_file(params->mmproj_path, e->model, vp);
-    if (!e->mtmd) {
+    e->mtmd = vision ? mtmd_init_from_file(params->mmproj_path, e->model, vp) : NULL;
+    if (vision && !e->mtmd) {
         llama_engine_free(e);
         return sl_fail(SL_ERR_MODEL,
                        "--mmproj '%s': libmtmd cannot load it as a vision projector for '%s' "
                        "(see the llama.cpp messages above)",
                        params->mmproj_path, params->model_path);
     }
-    if (!mtmd_support_vision(e->mtmd)) {
+    if (vision && !mtmd_support_vision(e->mtmd)) {
         llama_engine_free(e);
         return sl_fail(SL_ERR_MODEL, "--mmproj '%s' has no vision encoder", params->mmproj_path);
     }
@@ -2443,13 +2557,26 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         int probe = probe_positions(e, params);
         if (probe < 0) {
             llama_engine_free(e);
-            return sl_fail(SL_ERR_MODEL, "--model '%s': cannot tokenize a test prompt with an image",
-                           params->model_path);
+            return sl_fail(SL_ERR_MODEL, "--model '%s': cannot tokenize a test prompt%s",
+                           params->model_path, vision ? " with an image" : "");
         }
         /* In 64 bits: the hint may be anything up to INT_MAX. */
         int64_t need = (int64_t)probe + params->max_tokens_hint + 64; /* room for longer prompts */
+        /* Text only: the positions an image would take go to longer
+         * prompts instead (a text request is often a whole conversation),
+         * as far as the model's context allows. */
+        if (!vision)
+            need += TEXT_ONLY_ROOM;
+        if (!vision && train > 0 && need > train && need - TEXT_ONLY_ROOM <= train)
+            need = train;
         if ((train > 0 && need > train) || need > (1 << 24)) {
             llama_engine_free(e);
+            if (!vision)
+                return sl_fail(SL_ERR_INVALID_ARG,
+                               "each sequence needs %lld positions (prompt: %d, max_tokens: %d), "
+                               "more than the model's context of %d: lower --max-tokens",
+                               (long long)need - TEXT_ONLY_ROOM, probe, params->max_tokens_hint,
+                               train);
             return sl_fail(SL_ERR_INVALID_ARG,
                            "each sequence needs %lld positions (prompt and a %d px image: %d, "
                            "max_tokens: %d), more than the model's context of %d: lower "
@@ -2538,8 +2665,8 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
 
     e->batch = llama_batch_init(e->n_batch, 0, 1);
     e->n_embd_inp = llama_model_n_embd_inp(e->model);
-    e->mrope = mtmd_decode_use_mrope(e->mtmd);
-    if (!e->mrope)
+    e->mrope = e->mtmd && mtmd_decode_use_mrope(e->mtmd);
+    if (e->mtmd && !e->mrope) /* images only */
         e->ebatch = llama_batch_init(e->n_batch, e->n_embd_inp, 1);
     e->slots = sl_calloc((size_t)e->n_parallel, sizeof *e->slots);
     e->to_sample = sl_calloc((size_t)e->n_parallel, sizeof *e->to_sample);
@@ -2565,7 +2692,9 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     if (n_sample > 1)
         pool_start(e, n_sample);
     e->pool_always = params->sample_threads > 1;
-    e->encode_ahead = params->encode_ahead >= 0 ? params->encode_ahead
+    /* Nothing to encode ahead without a projector. */
+    e->encode_ahead = !e->mtmd                  ? 0
+                      : params->encode_ahead >= 0 ? params->encode_ahead
                       : on_gpu ? (e->n_parallel < 32 ? e->n_parallel : 32)
                                          : 0;
     if (e->encode_ahead > 0) {
