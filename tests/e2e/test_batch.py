@@ -228,6 +228,31 @@ def test_kill_9_then_the_rerun_answers_every_custom_id_once(sluice, tmp_path):
     assert sorted(ids) == [f"req-{i:04d}" for i in range(n)]
 
 
+def test_text_only_batch_runs_without_a_projector(sluice, tmp_path):
+    """--model alone (a text model, no --mmproj): every text-only line is
+    answered, with the same greedy answer as with the projector loaded;
+    a line with an image fails alone, naming the missing projector."""
+    text_lines = [t for c, t in GOOD if c in ("text", "multi-turn", "schema")]
+    requests = write_batch(tmp_path / "text.jsonl", text_lines + [GOOD[1][1]])
+    res = batch(sluice, requests, tmp_path / "bare", "--model", TINY / "model.gguf")
+    assert res.returncode == 3, res.stderr  # the image line failed
+    rows = {r["custom_id"]: r for r in output_lines(tmp_path / "bare")}
+    assert sorted(rows) == ["multi-turn", "one-image", "schema", "text"]
+    err = rows["one-image"]["error"]
+    assert rows["one-image"]["response"] is None
+    assert err["code"] == "invalid_request"
+    assert "one-image" in err["message"] and "no vision projector (--mmproj)" in err["message"]
+    with_projector = tmp_path / "vision"
+    assert batch(sluice, requests, with_projector, *LLAMA).returncode == 0
+    vision = {r["custom_id"]: r for r in output_lines(with_projector)}
+    for custom_id in ("text", "multi-turn", "schema"):
+        a = check_answer(rows[custom_id])
+        b = check_answer(vision[custom_id])
+        assert a.choices[0].message.content == b.choices[0].message.content, custom_id
+        assert a.usage.prompt_tokens == b.usage.prompt_tokens
+        assert a.usage.completion_tokens == b.usage.completion_tokens
+
+
 def test_wrong_command_lines_say_what_to_change(sluice, mixed, tmp_path):
     res = batch(sluice, mixed, tmp_path / "o", *LLAMA, "--task", "a=b")
     assert res.returncode == 2 and "tasks" in res.stderr
