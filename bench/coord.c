@@ -69,7 +69,7 @@ static void *serve(void *arg)
         if (!m->head)
             m->tail = NULL;
         pthread_mutex_unlock(&m->mu);
-        coord_handle(s->c, l->rank, l->request->data, l->request->len, l->reply);
+        coord_handle(s->c, l->rank, l->request->buf.data, l->request->buf.len, l->reply);
         s->handled++;
         pthread_mutex_lock(&m->mu);
         l->answered = true;
@@ -117,7 +117,7 @@ static void *run_rank(void *arg)
         wire_put_u8(&req, COORD_NEXT);
         wire_put_i64(&req, position);
         post(r->box, &l);
-        wire_reader rd = wire_read(rep.data, rep.len);
+        wire_reader rd = wire_read(rep.buf.data, rep.buf.len);
         if (wire_get_u8(&rd) != SL_OK) {
             r->failures++;
             break;
@@ -158,7 +158,7 @@ static int run_once(sl_ledger *ledger, int n_ranks, int64_t n_shards, long done_
     wire_buf end = {0}, rep = {0};
     wire_put_u8(&end, COORD_END);
     wire_put_i64(&end, n_shards);
-    coord_handle(s.c, 0, end.data, end.len, &rep);
+    coord_handle(s.c, 0, end.buf.data, end.buf.len, &rep);
     wire_free(&end);
     wire_free(&rep);
     sim_rank *ranks = calloc((size_t)n_ranks, sizeof *ranks);
@@ -227,17 +227,16 @@ static int ledger_rate(const char *dir, int parts, int rows, double *parts_per_s
             snprintf(id, sizeof id, "shard%05d/img%06d.jpg", k, i);
             dist_part_row(&p, id, k);
         }
-        for (int i = 0; i < 8; i++) /* the row count, as dist_part_record sets it */
-            p.msg.data[p.count_at + (size_t)i] = (uint8_t)((uint64_t)p.n >> (8 * i));
-        coord_handle(c, 1, p.msg.data, p.msg.len, &rep);
-        status |= rep.data[0];
+        dist_part_seal(&p);
+        coord_handle(c, 1, p.msg.buf.data, p.msg.buf.len, &rep);
+        status |= rep.buf.data[0];
         wire_buf commit = {0};
         wire_put_u8(&commit, COORD_COMMIT);
         wire_put_i64(&commit, k);
         for (int i = 0; i < 6; i++)
             wire_put_i64(&commit, 0);
-        coord_handle(c, 1, commit.data, commit.len, &rep);
-        status |= rep.data[0];
+        coord_handle(c, 1, commit.buf.data, commit.buf.len, &rep);
+        status |= rep.buf.data[0];
         wire_free(&commit);
     }
     *parts_per_s = parts / (bench_now() - t0);

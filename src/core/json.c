@@ -1,7 +1,21 @@
 /* core/json.c — see json.h. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "core/alloc.h"
 #include "core/json.h"
 #include "core/utf8.h"
+
+char *sl_json_dump(const json_t *v, size_t flags, size_t *len)
+{
+    char *dumped = json_dumps(v, flags); /* malloc's: copied into ours */
+    size_t n = dumped ? strlen(dumped) : 0;
+    char *text = dumped ? sl_strndup(dumped, n) : NULL;
+    free(dumped);
+    if (text && len)
+        *len = n;
+    return text;
+}
 
 json_t *sl_json_text(const char *s, size_t n)
 {

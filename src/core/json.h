@@ -10,4 +10,9 @@
  * null when s is NULL; NULL when out of memory. The caller owns the value. */
 json_t *sl_json_text(const char *s, size_t n);
 
+/* v as JSON text (json_dumps with `flags`) in sluice's allocator: the caller
+ * frees it with sl_free(). *len (optional) is its length. NULL when out of
+ * memory or when v cannot be encoded. */
+char *sl_json_dump(const json_t *v, size_t flags, size_t *len);
+
 #endif

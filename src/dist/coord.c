@@ -167,15 +167,14 @@ static sl_status next(coord *c, int rank, wire_reader *r, wire_buf *reply)
     }
     reply_status(reply, SL_OK);
     wire_put_i64(reply, shard);
-    size_t count_at = reply->len;
+    size_t count_at = reply->buf.len;
     wire_put_i64(reply, 0);
     id_list l = {reply, 0};
     sl_status st = shard >= 0 && c->ledger ? sl_ledger_shard_done(c->ledger, shard, put_id, &l)
                                            : SL_OK;
     if (st != SL_OK)
         return st;
-    for (int i = 0; i < 8 && !reply->oom; i++) /* the count, now known */
-        reply->data[count_at + (size_t)i] = (uint8_t)((uint64_t)l.n >> (8 * i));
+    wire_set_i64(reply, count_at, l.n); /* the count, now known */
     return SL_OK;
 }
 
@@ -219,7 +218,7 @@ static sl_status record(coord *c, int rank, wire_reader *r, wire_buf *reply)
     else if ((n && !shards) || ids.oom)
         st = sl_fail(SL_ERR_NOMEM, "out of memory recording part '%s' of rank %d", name, rank);
     else if (c->ledger)
-        st = sl_ledger_part_record(c->ledger, name, (long)number, ids.data ? (char *)ids.data : "",
+        st = sl_ledger_part_record(c->ledger, name, (long)number, ids.buf.data ? (char *)ids.buf.data : "",
                                    shards, (size_t)n);
     wire_free(&ids);
     sl_free(shards);

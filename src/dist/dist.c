@@ -131,18 +131,12 @@ static sl_status receive(int source, int tag, wire_buf *into, int *from)
             int n = 0;
             MPI_Get_count(&status, MPI_BYTE, &n);
             wire_reset(into);
-            wire_put_bytes(into, "", 0);
-            if (into->cap < (size_t)n + 1) { /* room for the bytes */
-                uint8_t *grown = sl_realloc(into->data, (size_t)n + 1);
-                if (!grown)
-                    return sl_fail(SL_ERR_NOMEM, "out of memory for a message of %d bytes", n);
-                into->data = grown;
-                into->cap = (size_t)n + 1;
-            }
-            if (MPI_Recv(into->data, n, MPI_BYTE, status.MPI_SOURCE, tag, MPI_COMM_WORLD,
+            if (!sl_buf_reserve(&into->buf, (size_t)n + 1)) /* + 1: a message may be empty */
+                return sl_fail(SL_ERR_NOMEM, "out of memory for a message of %d bytes", n);
+            if (MPI_Recv(into->buf.data, n, MPI_BYTE, status.MPI_SOURCE, tag, MPI_COMM_WORLD,
                          MPI_STATUS_IGNORE) != MPI_SUCCESS)
                 return sl_fail(SL_ERR_IO, "MPI_Recv failed");
-            into->len = (size_t)n;
+            into->buf.len = (size_t)n;
             if (from)
                 *from = status.MPI_SOURCE;
             return SL_OK;
@@ -170,13 +164,13 @@ static void *serve(void *arg)
             sl_log(SL_LOG_ERROR, "coordinator: %s", sl_last_error());
             break;
         }
-        coord_handle(d->coord, from, in.data, in.len, &out);
+        coord_handle(d->coord, from, in.buf.data, in.buf.len, &out);
         if (out.oom) { /* the reply could not be built: say so in one that fits */
             wire_reset(&out);
             wire_put_u8(&out, SL_ERR_NOMEM);
             wire_put_str(&out, "rank 0 ran out of memory answering");
         }
-        MPI_Send(out.data, (int)out.len, MPI_BYTE, from, TAG_REPLY, MPI_COMM_WORLD);
+        MPI_Send(out.buf.data, (int)out.buf.len, MPI_BYTE, from, TAG_REPLY, MPI_COMM_WORLD);
     }
     wire_free(&in);
     wire_free(&out);
@@ -189,11 +183,11 @@ static sl_status call(sl_dist *d)
     if (d->request.oom)
         return sl_fail(SL_ERR_NOMEM, "out of memory for a request to rank 0");
     if (d->rank == 0) {
-        coord_handle(d->coord, 0, d->request.data, d->request.len, &d->reply);
+        coord_handle(d->coord, 0, d->request.buf.data, d->request.buf.len, &d->reply);
     } else {
-        if (d->request.len > (size_t)INT32_MAX)
-            return sl_fail(SL_ERR_TOO_LARGE, "a request to rank 0 of %zu bytes", d->request.len);
-        if (MPI_Send(d->request.data, (int)d->request.len, MPI_BYTE, 0, TAG_REQUEST,
+        if (d->request.buf.len > (size_t)INT32_MAX)
+            return sl_fail(SL_ERR_TOO_LARGE, "a request to rank 0 of %zu bytes", d->request.buf.len);
+        if (MPI_Send(d->request.buf.data, (int)d->request.buf.len, MPI_BYTE, 0, TAG_REQUEST,
                      MPI_COMM_WORLD) != MPI_SUCCESS)
             return sl_fail(SL_ERR_IO, "rank %d cannot reach rank 0 (MPI_Send failed)", d->rank);
         sl_status st = receive(0, TAG_REPLY, &d->reply, NULL);
@@ -251,7 +245,7 @@ static void say_goodbye(sl_dist *d) { (void)d; }
 
 static sl_status call(sl_dist *d)
 {
-    coord_handle(d->coord, 0, d->request.data, d->request.len, &d->reply);
+    coord_handle(d->coord, 0, d->request.buf.data, d->request.buf.len, &d->reply);
     return d->reply.oom ? sl_fail(SL_ERR_NOMEM, "out of memory") : SL_OK;
 }
 
@@ -283,7 +277,7 @@ sl_status dist_serve(sl_dist *d, sl_ledger *ledger, const char *fingerprint, lon
 /* The reply's status, and its message as the error when it is not SL_OK. */
 static sl_status reply_status(sl_dist *d, wire_reader *r)
 {
-    *r = wire_read(d->reply.data, d->reply.len);
+    *r = wire_read(d->reply.buf.data, d->reply.buf.len);
     sl_status st = (sl_status)wire_get_u8(r);
     if (r->bad)
         return sl_fail(SL_ERR_IO, "rank 0 sent rank %d a malformed reply", d->rank);
@@ -376,7 +370,7 @@ void dist_part_start(dist_part *p, const char *name, long number)
     wire_put_u8(&p->msg, COORD_RECORD);
     wire_put_str(&p->msg, name);
     wire_put_i64(&p->msg, number);
-    p->count_at = p->msg.len;
+    p->count_at = p->msg.buf.len;
     wire_put_i64(&p->msg, 0);
     p->n = 0;
     p->number = number;
@@ -389,12 +383,13 @@ void dist_part_row(dist_part *p, const char *id, int64_t shard)
     p->n++;
 }
 
+void dist_part_seal(dist_part *p) { wire_set_i64(&p->msg, p->count_at, p->n); }
+
 sl_status dist_part_record(sl_dist *d, dist_part *p)
 {
     if (p->msg.oom)
         return sl_fail(SL_ERR_NOMEM, "out of memory gathering the rows of part %ld", p->number);
-    for (int i = 0; i < 8; i++)
-        p->msg.data[p->count_at + (size_t)i] = (uint8_t)((uint64_t)p->n >> (8 * i));
+    dist_part_seal(p);
     pthread_mutex_lock(&d->mu);
     /* The part's message is the request: swapped in, not copied. */
     wire_buf saved = d->request;

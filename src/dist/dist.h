@@ -47,6 +47,9 @@ typedef struct dist_part {
 
 void dist_part_start(dist_part *p, const char *name, long number);
 void dist_part_row(dist_part *p, const char *id, int64_t shard);
+/* The message as sent: its row count filled in (dist_part_record does it;
+ * for a caller that hands p->msg to coord_handle itself). */
+void dist_part_seal(dist_part *p);
 sl_status dist_part_record(sl_dist *d, dist_part *p);
 sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *counts);
 void dist_part_free(dist_part *p);

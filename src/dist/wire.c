@@ -1,44 +1,33 @@
 /* dist/wire.c — see wire.h. */
 #include <string.h>
 
-#include "core/alloc.h"
 #include "dist/wire.h"
-
-static bool reserve(wire_buf *b, size_t n)
-{
-    if (b->oom)
-        return false;
-    if (b->cap - b->len >= n)
-        return true;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->len < n)
-        cap *= 2;
-    uint8_t *grown = sl_realloc(b->data, cap);
-    if (!grown) {
-        b->oom = true;
-        return false;
-    }
-    b->data = grown;
-    b->cap = cap;
-    return true;
-}
 
 void wire_put_bytes(wire_buf *b, const void *p, size_t n)
 {
-    if (n && reserve(b, n)) {
-        memcpy(b->data + b->len, p, n);
-        b->len += n;
-    }
+    if (!b->oom && !sl_buf_append(&b->buf, p, n))
+        b->oom = true;
 }
 
 void wire_put_u8(wire_buf *b, uint8_t v) { wire_put_bytes(b, &v, 1); }
 
+static void little_endian(int64_t v, uint8_t le[8])
+{
+    for (int i = 0; i < 8; i++)
+        le[i] = (uint8_t)((uint64_t)v >> (8 * i));
+}
+
 void wire_put_i64(wire_buf *b, int64_t v)
 {
     uint8_t le[8];
-    for (int i = 0; i < 8; i++)
-        le[i] = (uint8_t)((uint64_t)v >> (8 * i));
+    little_endian(v, le);
     wire_put_bytes(b, le, 8);
+}
+
+void wire_set_i64(wire_buf *b, size_t at, int64_t v)
+{
+    if (!b->oom && at + 8 <= b->buf.len)
+        little_endian(v, b->buf.data + at);
 }
 
 void wire_put_str(wire_buf *b, const char *s)
@@ -51,14 +40,14 @@ void wire_put_str(wire_buf *b, const char *s)
 
 void wire_reset(wire_buf *b)
 {
-    b->len = 0;
+    b->buf.len = 0;
     b->oom = false;
 }
 
 void wire_free(wire_buf *b)
 {
-    sl_free(b->data);
-    *b = (wire_buf){0};
+    sl_buf_free(&b->buf);
+    b->oom = false;
 }
 
 wire_reader wire_read(const void *data, size_t len)

@@ -10,14 +10,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
+
 typedef struct wire_buf {
-    uint8_t *data;
-    size_t len, cap;
+    sl_buf buf;
     bool oom;          /* an append failed: the message is incomplete */
 } wire_buf;
 
 void wire_put_u8(wire_buf *b, uint8_t v);
 void wire_put_i64(wire_buf *b, int64_t v);
+/* Overwrites the integer written at byte `at` (a count known only after
+ * what it counts was appended). */
+void wire_set_i64(wire_buf *b, size_t at, int64_t v);
 /* A string as its length and bytes (NULL as the empty string). */
 void wire_put_str(wire_buf *b, const char *s);
 void wire_put_bytes(wire_buf *b, const void *p, size_t n);

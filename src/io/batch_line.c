@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/json.h"
 #include "core/error.h"
 #include "io/batch_line.h"
 
@@ -198,11 +199,7 @@ static sl_status read_response_format(sl_batch_req *req, const json_t *rf, char 
     schema = json_object_get(json_object_get(rf, "json_schema"), "schema");
     if (!json_is_object(schema))
         return bad(err, errlen, "body.response_format.json_schema.schema must be an object");
-    char *text = json_dumps(schema, JSON_COMPACT);
-    if (!text)
-        return SL_ERR_NOMEM;
-    req->json_schema = sl_strdup(text);
-    free(text);
+    req->json_schema = sl_json_dump(schema, JSON_COMPACT, NULL);
     return req->json_schema ? SL_OK : SL_ERR_NOMEM;
 }
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/json.h"
 #include "core/error.h"
 #include "core/utf8.h"
 #include "io/columns.h"
@@ -214,11 +215,8 @@ sl_pq_value sl_columns_cell(const sl_columns *c, size_t i, const json_t *extra, 
             return null;
         return (sl_pq_value){.ptr = *owned, .len = strlen(*owned)};
     }
-    if (!(*owned = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER)))
+    size_t len;
+    if (!(*owned = sl_json_dump(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER, &len)))
         return null;
-    /* json_dumps allocates with malloc: hand the caller an sl_ copy. */
-    char *copy = sl_strdup(*owned);
-    free(*owned);
-    *owned = copy;
-    return copy ? (sl_pq_value){.ptr = copy, .len = strlen(copy)} : null;
+    return (sl_pq_value){.ptr = *owned, .len = len};
 }

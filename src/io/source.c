@@ -339,6 +339,21 @@ static bool blank(const char *s, size_t n)
     return true;
 }
 
+/* The next line that is not blank onto r->text (a line past the limit:
+ * r->too_long, its text not kept); *done at the end of the file. */
+static sl_status next_line(source_reader *r, bool *done)
+{
+    int rc;
+    do {
+        restart(r);
+        if ((rc = read_line(r)) <= 0) {
+            *done = rc == 0;
+            return rc == 0 ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+        }
+    } while (!r->too_long && blank((const char *)r->text.data, r->text.len));
+    return SL_OK;
+}
+
 /* One CSV record, continuing over lines while a quoted field is open; a
  * record past max_line_bytes is read to its end without being kept. Returns
  * 0 ok, 1 at the end, -1 malformed (err set), -2 out of memory. */
@@ -525,14 +540,9 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
         sl_csv_fields_free(fields, n);
         return st;
     }
-    int rc;
-    do {
-        restart(r);
-        if ((rc = read_line(r)) <= 0) {
-            *done = rc == 0;
-            return rc == 0 ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
-        }
-    } while (!r->too_long && blank((const char *)r->text.data, r->text.len));
+    sl_status st = next_line(r, done);
+    if (st != SL_OK || *done)
+        return st;
     if (r->too_long) {
         snprintf(err, sizeof err, "the line is longer than the limit of %zu bytes",
                  r->p->max_line_bytes);
@@ -564,18 +574,13 @@ static const source_kind manifest_kind = {"manifest", manifest_open, manifest_ne
  * malformed line is a failed item naming the line and the cause. */
 static sl_status batch_next(source_reader *r, sl_source_item *item, bool *done)
 {
-    int rc;
-    do {
-        restart(r);
-        if ((rc = read_line(r)) <= 0) {
-            *done = rc == 0;
-            return rc == 0 ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
-        }
-    } while (!r->too_long && blank((const char *)r->text.data, r->text.len));
+    sl_status st = next_line(r, done);
+    if (st != SL_OK || *done)
+        return st;
     if (!(item->batch = sl_calloc(1, sizeof *item->batch)))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     char err[512];
-    sl_status st = SL_ERR_INVALID_ARG;
+    st = SL_ERR_INVALID_ARG;
     if (r->too_long)
         snprintf(err, sizeof err, "the line is longer than the limit of %zu bytes "
                  "(--max-line-bytes)", r->p->max_line_bytes);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/json.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
@@ -327,26 +328,17 @@ sl_status sl_pipeline_row_gray(const sl_row *row, int w, int h, uint8_t *out)
     return SL_OK;
 }
 
-/* v as JSON text of ours (sl_free), NULL when out of memory. */
-static char *json_text_of(const json_t *v)
-{
-    char *dumped = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    char *copy = dumped ? sl_strdup(dumped) : NULL;
-    free(dumped);
-    return copy;
-}
-
 char *sl_pipeline_row_columns_json(const sl_row *row)
 {
     const caption_row *r = sl_row_data(row);
-    return r->extra ? json_text_of(r->extra) : sl_strdup("{}");
+    return r->extra ? sl_json_dump(r->extra, JSON_COMPACT | JSON_ENCODE_ANY, NULL) : sl_strdup("{}");
 }
 
 char *sl_pipeline_row_column_json(const sl_row *row, const char *name)
 {
     const caption_row *r = sl_row_data(row);
     json_t *v = r->extra ? json_object_get(r->extra, name) : NULL;
-    return v ? json_text_of(v) : NULL;
+    return v ? sl_json_dump(v, JSON_COMPACT | JSON_ENCODE_ANY, NULL) : NULL;
 }
 
 void sl_pipeline_text_free(char *text) { sl_free(text); }

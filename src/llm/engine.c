@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "core/alloc.h"
+#include "core/json.h"
 #include "core/error.h"
 #include "core/utf8.h"
 #include "llm/engine_impl.h"
@@ -383,11 +384,7 @@ char *sl_chat_completion_json(const char *id, const char *model, long long creat
     if (!bad) {
         /* The answer's text is sanitized UTF-8 already; a model name or id
          * that is not makes json_string() fail above. */
-        char *dumped = json_dumps(root, JSON_COMPACT);
-        if (dumped) {
-            out = sl_strdup(dumped);
-            free(dumped);
-        }
+        out = sl_json_dump(root, JSON_COMPACT, NULL);
     }
     json_decref(root);
     json_decref(choice);

@@ -29,8 +29,8 @@ typedef struct reply {
 
 static reply ask(coord *c, int rank, wire_buf *req, wire_buf *out)
 {
-    coord_handle(c, rank, req->data, req->len, out);
-    reply rep = {.r = wire_read(out->data, out->len)};
+    coord_handle(c, rank, req->buf.data, req->buf.len, out);
+    reply rep = {.r = wire_read(out->buf.data, out->buf.len)};
     rep.status = (sl_status)wire_get_u8(&rep.r);
     rep.error = rep.status != SL_OK ? wire_get_str(&rep.r) : "";
     assert_false(rep.r.bad);
@@ -168,11 +168,10 @@ static void record(coord *c, int rank, const char *name, long number, const char
     dist_part_start(&p, name, number);
     for (int i = 0; i < n; i++)
         dist_part_row(&p, ids[i], shards[i]);
-    for (int i = 0; i < 8; i++) /* the count, as dist_part_record fills it */
-        p.msg.data[p.count_at + (size_t)i] = (uint8_t)((uint64_t)p.n >> (8 * i));
+    dist_part_seal(&p);
     wire_buf out = {0};
-    coord_handle(c, rank, p.msg.data, p.msg.len, &out);
-    assert_int_equal(out.data[0], want);
+    coord_handle(c, rank, p.msg.buf.data, p.msg.buf.len, &out);
+    assert_int_equal(out.buf.data[0], want);
     wire_free(&out);
     dist_part_free(&p);
 }
@@ -259,8 +258,8 @@ static void test_malformed_messages_get_errors(void **state)
     static const size_t len[] = {0, 1, 3, 11, 10};
     for (size_t i = 0; i < sizeof len / sizeof *len; i++) {
         coord_handle(c, 1, bad[i], len[i], &out);
-        assert_true(out.len >= 1);
-        assert_int_not_equal(out.data[0], SL_OK);
+        assert_true(out.buf.len >= 1);
+        assert_int_not_equal(out.buf.data[0], SL_OK);
     }
     wire_free(&out);
     coord_free(c);
@@ -286,8 +285,8 @@ static void *race(void *arg)
         wire_reset(&req);
         wire_put_u8(&req, COORD_NEXT);
         wire_put_i64(&req, position);
-        coord_handle(r->c, r->rank, req.data, req.len, &out);
-        wire_reader rd = wire_read(out.data, out.len);
+        coord_handle(r->c, r->rank, req.buf.data, req.buf.len, &out);
+        wire_reader rd = wire_read(out.buf.data, out.buf.len);
         if (wire_get_u8(&rd) != SL_OK)
             break;
         int64_t shard = wire_get_i64(&rd);
@@ -300,7 +299,7 @@ static void *race(void *arg)
         wire_put_i64(&req, shard);
         for (int i = 0; i < 6; i++)
             wire_put_i64(&req, i == 0 ? 2 : 0);
-        coord_handle(r->c, r->rank, req.data, req.len, &out);
+        coord_handle(r->c, r->rank, req.buf.data, req.buf.len, &out);
     }
     wire_free(&req);
     wire_free(&out);

@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include "core/alloc.h"
+#include "core/json.h"
 #include "core/data_url.h"
 #include "core/buf.h"
 #include "core/clock.h"
@@ -424,15 +425,7 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
     } else if (!bad && e->response_format) {
         bad |= set_new(root, "response_format", json_deep_copy(e->response_format));
     }
-    char *text = NULL;
-    if (!bad) {
-        char *dumped = json_dumps(root, JSON_COMPACT);
-        if (dumped) {
-            *len = strlen(dumped);
-            text = sl_strndup(dumped, *len);
-            free(dumped);
-        }
-    }
+    char *text = bad ? NULL : sl_json_dump(root, JSON_COMPACT, len);
     json_decref(root);
     json_decref(messages);
     if (!text)

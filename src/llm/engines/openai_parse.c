@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "core/alloc.h"
+#include "core/json.h"
 #include "core/utf8.h"
 #include "llm/engines/openai_parse.h"
 
@@ -293,15 +294,7 @@ char *openai_forward_body(const char *body, size_t len, const char *model, bool 
     } else {
         json_object_del(root, "stream_options");
     }
-    char *text = NULL;
-    if (!bad) {
-        char *dumped = json_dumps(root, JSON_COMPACT);
-        if (dumped) {
-            *out_len = strlen(dumped);
-            text = sl_strndup(dumped, *out_len);
-            free(dumped);
-        }
-    }
+    char *text = bad ? NULL : sl_json_dump(root, JSON_COMPACT, out_len);
     json_decref(root);
     if (!text)
         snprintf(why, cap, "out of memory");
