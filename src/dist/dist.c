@@ -199,23 +199,12 @@ static sl_status call(sl_dist *d)
     return SL_OK;
 }
 
-void sl_dist_free(sl_dist *d)
+/* MPI_Finalize waits for every rank, spinning a core: a rank that is done
+ * waits for rank 0's goodbye (sent once all are) napping instead. */
+static void finalize(sl_dist *d)
 {
-    if (!d)
-        return;
-    if (d->serving) {
-        atomic_store(&d->stop_serving, true);
-        pthread_join(d->server, NULL);
-    }
-    /* MPI_Finalize waits for every rank, spinning a core: a rank that is
-     * done waits for rank 0's goodbye (sent once all are) napping instead. */
     if (d->rank != 0 && d->reported)
         receive(0, TAG_BYE, &d->reply, NULL);
-    coord_free(d->coord);
-    wire_free(&d->request);
-    wire_free(&d->reply);
-    pthread_mutex_destroy(&d->mu);
-    sl_free(d);
     MPI_Finalize();
 }
 
@@ -249,16 +238,7 @@ static sl_status call(sl_dist *d)
     return d->reply.oom ? sl_fail(SL_ERR_NOMEM, "out of memory") : SL_OK;
 }
 
-void sl_dist_free(sl_dist *d)
-{
-    if (!d)
-        return;
-    coord_free(d->coord);
-    wire_free(&d->request);
-    wire_free(&d->reply);
-    pthread_mutex_destroy(&d->mu);
-    sl_free(d);
-}
+static void finalize(sl_dist *d) { (void)d; }
 
 #endif
 
@@ -434,6 +414,19 @@ void dist_stop(sl_dist *d)
 {
     if (d)
         stop_serving(d);
+}
+
+void sl_dist_free(sl_dist *d)
+{
+    if (!d)
+        return;
+    stop_serving(d);
+    finalize(d); /* after the serving thread: MPI is called from one thread at a time */
+    coord_free(d->coord);
+    wire_free(&d->request);
+    wire_free(&d->reply);
+    pthread_mutex_destroy(&d->mu);
+    sl_free(d);
 }
 
 sl_status dist_wait_all(sl_dist *d, coord_counts *totals)

@@ -629,6 +629,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sl_status job_st = lead ? SL_OK : finish_rank(&j, run_st, run_msg);
     if (lead && j.dist)
         job_st = job_totals(&j, sum);
+    char job_msg[1024]; /* kept: the report and metrics below may log over it */
+    snprintf(job_msg, sizeof job_msg, "%s", job_st == SL_OK ? "" : sl_last_error());
     if (lead && j.sink_status == SL_OK && batch_errors_collect(&j) != SL_OK && run_st == SL_OK) {
         j.sink_status = SL_ERR_IO;
         snprintf(j.sink_error, sizeof j.sink_error, "%s", sl_last_error());
@@ -659,7 +661,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     else if (run_st != SL_OK)
         st = sl_fail(run_st, "%s", run_msg);
     else
-        st = job_st == SL_OK ? SL_OK : sl_fail(job_st, "%s", sl_last_error());
+        st = job_st == SL_OK ? SL_OK : sl_fail(job_st, "%s", job_msg);
 
 done:
     if (j.dist && st != SL_OK && !sl_dist_reported(j.dist) && sl_dist_rank(j.dist) != 0) {
