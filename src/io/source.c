@@ -1248,7 +1248,8 @@ int64_t sl_source_count(const char *const *inputs, size_t n, const sl_source_par
     int64_t total = 0;
     if (src->kind->count) {
         for (size_t i = 0; i < src->n_files && total >= 0; i++) {
-            if (src->by_file && i % src->p.shard_count != src->p.shard_index)
+            int take = SL_SHARD_TAKE;
+            if (src->by_file && (select_shard(src, i, &take) != SL_OK || take != SL_SHARD_TAKE))
                 continue;
             int64_t c = atomic_load(stop) ? -1 : src->kind->count(src->files[i], &src->p, stop);
             total = c < 0 ? -1 : total + c;
