@@ -144,7 +144,8 @@ static const char usage_batch_text[] =
 
 static const char usage_rest_text[] =
     "Prompt and generation:\n"
-    "  -p, --prompt TEXT         user prompt (default: \"Describe this image in one sentence.\")\n"
+    "  -p, --prompt TEXT         user prompt (default: \"Describe this image in one sentence.\";\n"
+    "                            not with --task/--tasks: each task brings its own)\n"
     "      --system TEXT         system prompt (default: none)\n"
     "  -n, --max-tokens N        tokens to generate at most (default: 64)\n"
     "      --temperature F       0 is greedy (default: 0)\n"

@@ -225,6 +225,49 @@ metrics:
     refused("--tasks", bad, says=[str(bad), "not JSON"])
 
 
+def test_a_prompt_beside_tasks_is_refused(sluice, four, tmp_path):
+    """--prompt (prompt.text) or --prompt-column beside tasks would not be
+    used: exit 2 before anything runs, naming both settings, from flags, a
+    job file (run and config check) and a job file under flags."""
+    out = tmp_path / "never"
+    r = sluice.caption(four, out, "--prompt", "Say hi.", "--task", "a=Describe it.")
+    assert r.returncode == 2, r.stderr
+    assert "--prompt is not used beside tasks (--task)" in r.stderr, r.stderr
+    assert "Drop --prompt, or make it a task of its own" in r.stderr, r.stderr
+    spec = tmp_path / "tasks.json"
+    spec.write_text(json.dumps({"a": {"prompt": "Describe it."}}))
+    r = sluice.caption(four, out, "--prompt-column", "q", "--tasks", spec)
+    assert r.returncode == 2, r.stderr
+    assert "--prompt-column is not used beside tasks (--tasks)" in r.stderr, r.stderr
+    assert not out.exists()
+
+    job = tmp_path / "job.yaml"
+    job.write_text(f"""input:
+  paths: ["{four}"]
+llama:
+  model: "{TINY / 'model.gguf'}"
+  mmproj: "{TINY / 'mmproj.gguf'}"
+prompt:
+  text: "Say hi."
+tasks:
+  prompts: ["a=Describe it."]
+output:
+  dir: "{out}"
+""")
+    for args in (("config", "check", job), ("run", job)):
+        r = sluice.run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert f"{job}:7:9: prompt.text is not used beside tasks (tasks.prompts at {job}:9:13)" \
+            in r.stderr, r.stderr
+    # The job file without tasks, --task given over it: refused too.
+    job.write_text(job.read_text().replace('tasks:\n  prompts: ["a=Describe it."]\n', ""))
+    assert sluice.run("config", "check", job).returncode == 0
+    r = sluice.run("run", job, "--task", "a=Describe it.")
+    assert r.returncode == 2 and "prompt.text is not used beside tasks (--task)" in r.stderr, \
+        r.stderr
+    assert not out.exists()
+
+
 def test_templates_fill_from_columns_and_a_missing_one_fails_its_row(sluice, tmp_path):
     """Through the openai engine and a fake server that records what it is
     sent: each task a request with the same image and message prefix, the
