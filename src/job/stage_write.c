@@ -76,9 +76,9 @@ static int output_rows(const job *j)
 static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
 {
     if (job_is_batch(j->p)) {
-        /* OpenAI's batch output line (a stage's copy of a row has no
-         * request: its custom_id is null); with errors_file, a failed request
-         * goes to the errors part instead. */
+        /* OpenAI's batch output line (a stage's copy k of a row answers
+         * under custom_id "<custom_id>#k"); with errors_file, a failed
+         * request goes to the errors part instead. */
         sl_pq_value cells[BATCH_CELLS];
         batch_cells_text owned;
         batch_cells(j, r, row, cells, &owned);
