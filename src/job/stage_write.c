@@ -270,8 +270,7 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
             }
         }
         /* A part holds whole inputs, cut once it has --shard-rows rows. */
-        j->shard_rows += written ? written : 1;
-        if (st == SL_OK && j->shard_rows >= j->rows_per_shard)
+        if (st == SL_OK && (j->shard_rows += written ? written : 1) >= j->rows_per_shard)
             st = next_shard(j);
         if (st != SL_OK) {
             /* The writer cannot go on: the executor ends the run, and
