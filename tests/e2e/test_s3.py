@@ -22,6 +22,7 @@ import urllib.request
 import pytest
 
 from conftest import REPO, read_rows, sample_images
+from s3_proxy import CountingProxy
 
 SECRET = "s3cr3t-never-printed"
 
@@ -388,73 +389,6 @@ def test_a_kill_between_upload_and_commit_loses_and_repeats_nothing(store, sluic
 # ---- ranged reads: Parquet files and tar shards in a bucket, no local copy -----------
 
 
-class CountingProxy:
-    """Stands between sluice and moto: forwards every request, logs its
-    method, path, Range header and the body bytes sent back, and answers
-    503 SlowDown (once) to the first request `throttle` picks. moto checks
-    no signature, so forwarding signed requests unchanged is fine."""
-
-    def __init__(self, upstream):
-        import http.client
-        import http.server
-        import threading
-        from urllib.parse import urlsplit
-        host = urlsplit(upstream)
-        self.log = []
-        self.throttle = None
-        self.throttled = []
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def forward(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else None
-                rng = self.headers.get("Range")
-                path = self.path.split("?", 1)[0]
-                if proxy.throttle and proxy.throttle(self.command, self.path, rng):
-                    proxy.throttle = None
-                    proxy.throttled.append((self.command, self.path, rng))
-                    data = b"<Error><Code>SlowDown</Code><Message>Reduce</Message></Error>"
-                    self.send_response(503)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
-                conn = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
-                conn.request(self.command, self.path, body=body,
-                             headers={k: v for k, v in self.headers.items()})
-                resp = conn.getresponse()
-                data = resp.read()
-                proxy.log.append((self.command, path, rng, resp.status, len(data)))
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length",
-                                         "server", "date"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def gets(self, path):
-        return [e for e in self.log if e[0] == "GET" and e[1] == path]
-
-    def close(self):
-        self.server.shutdown()
-
-
 def run_watching_tmp(sluice, env, tmp_path, *args):
     """A caption run with TMPDIR an empty folder, watched all along: what
     ever appears in it (a local copy of an input) is returned."""
@@ -635,3 +569,69 @@ def test_a_run_killed_mid_upload_leaves_no_upload_behind(store, sluice, tmp_path
     assert "aborted 1 unfinished multipart upload" in r.stderr, r.stderr[-3000:]
     assert uploads() == sorted([("r/notes.bin", other), ("r2/part-00000.jsonl", elsewhere)])
     assert Counter(remote_ids(client, "stale", "r/")) == Counter(f"big.parquet:{i}" for i in range(3))
+
+
+# ---- connections kept: one per thread, not one per request ---------------------------
+
+
+def counts(stdout):
+    words = stdout.split()
+    return int(words[words.index("requests") + 1]), int(words[words.index("connections") + 1])
+
+
+def test_requests_reuse_their_connections(store, tmp_path):
+    """GETs of a small object, one thread then four at once, through a
+    keep-alive proxy (moto itself closes every connection) that counts the
+    connections it accepts: each thread opens one and keeps it, and the
+    process's own count (CURLINFO_NUM_CONNECTS) agrees with the server's.
+    A 3-part multipart upload (5 requests) goes over one connection too.
+    Before connections were kept: one connection per request."""
+    env, client = store
+    client.create_bucket(Bucket="conn")
+    client.put_object(Bucket="conn", Key="small.bin", Body=os.urandom(4096))
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    penv = dict(env, AWS_ENDPOINT_URL=proxy.url)
+    try:
+        r = tool(penv, "repeat", "s3://conn/small.bin", 60, 1)
+        assert r.returncode == 0, r.stderr
+        assert counts(r.stdout) == (60, proxy.connections) and proxy.requests == 60
+        assert proxy.connections == 1
+        proxy.connections = proxy.requests = 0
+        r = tool(penv, "repeat", "s3://conn/small.bin", 80, 4)
+        assert r.returncode == 0, r.stderr
+        assert counts(r.stdout) == (80, proxy.connections) and proxy.requests == 80
+        assert proxy.connections <= 4
+        proxy.connections = proxy.requests = 0
+        big = tmp_path / "big.bin"
+        big.write_bytes(os.urandom(11 << 20))
+        assert tool(penv, "upload", big, "s3://conn/big.bin", 5 << 20).returncode == 0
+        assert proxy.requests == 5 and proxy.connections == 1
+        assert client.head_object(Bucket="conn", Key="big.bin")["ContentLength"] == 11 << 20
+    finally:
+        proxy.close()
+
+
+def test_a_job_over_many_small_objects_keeps_its_connections(store, sluice, tmp_path):
+    """A caption job reading 40 images from a bucket and writing its parts
+    to another prefix: the store sees a handful of connections (one per
+    thread that makes requests) for all of its requests."""
+    env, client = store
+    client.create_bucket(Bucket="many-small")
+    images = sample_images()
+    for i in range(40):
+        p = images[i % len(images)]
+        client.put_object(Bucket="many-small", Key=f"in/{i:03d}{p.suffix}", Body=p.read_bytes())
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    try:
+        r = caption_env(sluice, dict(env, AWS_ENDPOINT_URL=proxy.url), "s3://many-small/in",
+                        "-o", "s3://many-small/out", "--state-dir", tmp_path / "state",
+                        "--shard-rows", "10")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert len(remote_ids(client, "many-small", "out/")) == 40
+        # 40 GETs, listings (run and count pass), 4 part PUTs, the summary's ...
+        assert proxy.requests >= 46
+        # ... over a connection per thread that asked: read stages, the
+        # writer, the count pass, the main thread. Before: one each.
+        assert proxy.connections <= 12, (proxy.connections, proxy.requests)
+    finally:
+        proxy.close()
