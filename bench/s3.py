@@ -7,7 +7,7 @@ Starts moto's server, puts OBJECTS small objects in a bucket, then runs
 build/bench/s3 (bench/s3.c) in both modes, alternated, ROUNDS times each:
 `fresh` opens a new connection for every request (sluice before), `reuse`
 keeps one per thread (now). THREADS threads GET every object, then PUT as
-many. Requests go through tests/e2e/s3_proxy.py, a keep-alive proxy that
+many. Requests go through tests/e2e/s3_store.py, a keep-alive proxy that
 counts the connections it accepts (moto itself closes each one); with
 --connect-delay-ms D it also holds every new connection D ms before its
 first answer, standing in for a TCP + TLS handshake over a network (on
@@ -17,22 +17,13 @@ import argparse
 import json
 import os
 import pathlib
-import socket
 import statistics
 import subprocess
 import sys
-import time
-import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
-from s3_proxy import CountingProxy  # noqa: E402
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from s3_store import CountingProxy, moto_store  # noqa: E402
 
 
 def main():
@@ -44,36 +35,22 @@ def main():
     ap.add_argument("--connect-delay-ms", default="0,3")
     ap.add_argument("--bin", default=str(REPO / os.environ.get("BUILD", "build") / "bench" / "s3"))
     args = ap.parse_args()
-    port = free_port()
-    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    server = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except Exception:
-                time.sleep(0.1)
-        import boto3
-        client = boto3.client("s3", endpoint_url=url, aws_access_key_id="AKIABENCH",
-                              aws_secret_access_key="bench", region_name="us-east-1")
+    with moto_store() as (env, client):
         client.create_bucket(Bucket="bench")
         body = os.urandom(args.bytes)
         for i in range(args.objects):
             client.put_object(Bucket="bench", Key=f"small/{i:05d}.bin", Body=body)
         results = {}
         for delay in [float(d) for d in args.connect_delay_ms.split(",")]:
-            proxy = CountingProxy(url, connect_delay_s=delay / 1000, log=False)
-            env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIABENCH", AWS_SECRET_ACCESS_KEY="bench",
-                       AWS_ENDPOINT_URL=proxy.url, AWS_REGION="us-east-1")
+            proxy = CountingProxy(env["AWS_ENDPOINT_URL"], connect_delay_s=delay / 1000,
+                                  log=False)
+            penv = dict(env, AWS_ENDPOINT_URL=proxy.url)
             runs = {"fresh": [], "reuse": []}
             for _ in range(args.rounds):
                 for mode in ("fresh", "reuse"):
                     accepted = proxy.connections
                     out = subprocess.run([args.bin, "s3://bench/small", str(args.objects),
-                                          str(args.threads), str(args.bytes), mode], env=env,
+                                          str(args.threads), str(args.bytes), mode], env=penv,
                                          check=True, capture_output=True, text=True).stdout
                     run = json.loads(out.strip().splitlines()[-1])
                     run["server_accepted"] = proxy.connections - accepted
@@ -101,9 +78,6 @@ def main():
                   f"PUT x{fig['put_ratio']}")
         print(json.dumps({"objects": args.objects, "threads": args.threads,
                           "bytes": args.bytes, "rounds": args.rounds, **results}))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -13,47 +13,18 @@ libcurl's SigV4 requests are accepted by an S3 implementation; AWS itself
 was not reachable from this machine."""
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
 from conftest import REPO, read_rows, sample_images
-from s3_proxy import CountingProxy
-
-SECRET = "s3cr3t-never-printed"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from s3_store import SECRET, CountingProxy, moto_store
 
 @pytest.fixture(scope="module")
 def store():
-    port = free_port()
-    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except Exception:
-            time.sleep(0.1)
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIATESTKEY", AWS_SECRET_ACCESS_KEY=SECRET,
-               AWS_ENDPOINT_URL=url, AWS_REGION="us-east-1")
-    import boto3
-    client = boto3.client("s3", endpoint_url=url, aws_access_key_id="AKIATESTKEY",
-                          aws_secret_access_key=SECRET, region_name="us-east-1")
-    yield env, client
-    proc.terminate()
-    proc.wait(timeout=10)
+    with moto_store() as s:
+        yield s
 
 
 def tool(env, *args, binary=False):

@@ -1,4 +1,8 @@
-"""An HTTP/1.1 proxy in front of moto for the S3 tests and bench/s3.py.
+"""moto's S3 server, and an HTTP/1.1 proxy in front of it, for the S3
+tests (test_s3.py, test_mpi.py) and bench/s3.py.
+
+moto_store() starts moto's server on a free port for the time of a `with`
+and gives the environment that points sluice at it and a boto3 client.
 
 moto's server (werkzeug) closes every connection after one answer, so it
 cannot show whether a client keeps its connections; this proxy keeps them
@@ -11,11 +15,52 @@ checks no signature, so forwarding signed requests unchanged is fine.
 connect_delay_s (bench/s3.py) holds each new connection that long before
 its first answer: what a TCP and TLS handshake over a network would cost,
 which loopback does not."""
+import contextlib
 import http.client
 import http.server
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from urllib.parse import urlsplit
+
+SECRET = "s3cr3t-never-printed"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def moto_store():
+    """(env, client): os.environ plus the AWS_* variables naming a moto
+    server started here, and a boto3 client of it."""
+    port = free_port()
+    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except Exception:
+                time.sleep(0.1)
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIATESTKEY", AWS_SECRET_ACCESS_KEY=SECRET,
+                   AWS_ENDPOINT_URL=url, AWS_REGION="us-east-1")
+        import boto3
+        client = boto3.client("s3", endpoint_url=url, aws_access_key_id="AKIATESTKEY",
+                              aws_secret_access_key=SECRET, region_name="us-east-1")
+        yield env, client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 class CountingProxy:
