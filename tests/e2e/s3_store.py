@@ -9,7 +9,8 @@ cannot show whether a client keeps its connections; this proxy keeps them
 (HTTP/1.1 keep-alive toward the client) and counts the connections it
 accepted, the server's side of "how many handshakes". It forwards every
 request, logs its method, path, Range header and the body bytes sent back,
-and answers 503 SlowDown (once) to the first request `throttle` picks. moto
+answers 503 SlowDown (once) to the first request `throttle` picks and
+403 AccessDenied to every request `refuse` picks. moto
 checks no signature, so forwarding signed requests unchanged is fine.
 
 connect_delay_s (bench/s3.py) holds each new connection that long before
@@ -69,6 +70,7 @@ class CountingProxy:
         self.log = []
         self.throttle = None
         self.throttled = []
+        self.refuse = None
         self.connections = 0
         self.requests = 0
         lock = threading.Lock()
@@ -95,11 +97,15 @@ class CountingProxy:
                 body = self.rfile.read(n) if n else None
                 rng = self.headers.get("Range")
                 path = self.path.split("?", 1)[0]
-                if proxy.throttle and proxy.throttle(self.command, self.path, rng):
-                    proxy.throttle = None
-                    proxy.throttled.append((self.command, self.path, rng))
-                    data = b"<Error><Code>SlowDown</Code><Message>Reduce</Message></Error>"
-                    self.send_response(503)
+                refused = proxy.refuse and proxy.refuse(self.command, self.path, rng)
+                if refused or (proxy.throttle and proxy.throttle(self.command, self.path, rng)):
+                    if not refused:
+                        proxy.throttle = None
+                        proxy.throttled.append((self.command, self.path, rng))
+                    data = (b"<Error><Code>AccessDenied</Code><Message>no</Message></Error>"
+                            if refused else
+                            b"<Error><Code>SlowDown</Code><Message>Reduce</Message></Error>")
+                    self.send_response(403 if refused else 503)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

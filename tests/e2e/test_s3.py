@@ -490,6 +490,109 @@ def test_tar_shards_in_a_bucket_are_streamed(store, sluice, tmp_path):
 
 
 
+def test_a_manifest_in_a_bucket_is_streamed_by_ranges(store, sluice, tmp_path):
+    """A 2.6 MB JSONL manifest and a CSV manifest in a bucket are read in
+    place by ranged GETs of at most 1 MiB, never copied (nothing appears in
+    TMPDIR), relative image paths resolved in the manifest's folder; a GET
+    throttled mid-manifest is retried, only that chunk asked for again. A
+    line cut across two chunks is whole. The progress total is right."""
+    import csv
+    import io
+    env, client = store
+    client.create_bucket(Bucket="lists")
+    images = sample_images()[:4]
+    for p in images:
+        client.put_object(Bucket="lists", Key=f"m/img/{p.name}", Body=p.read_bytes())
+    pad = "x" * 20_000  # long lines: the manifest spans three 1 MiB chunks
+    lines = [json.dumps({"id": f"r{i:03d}", "image": f"img/{images[i % 4].name}", "n": i,
+                         "note": pad}) for i in range(130)]
+    manifest = ("\n".join(lines) + "\n").encode()
+    assert len(manifest) > 2 * (1 << 20)
+    client.put_object(Bucket="lists", Key="m/list.jsonl", Body=manifest)
+    table = io.StringIO()
+    w = csv.writer(table)
+    w.writerow(["path", "label"])
+    for i, p in enumerate(images):
+        w.writerow([f"img/{p.name}", f"label, {i}"])
+    client.put_object(Bucket="lists", Key="m/list.csv", Body=table.getvalue().encode())
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    proxy.throttle = lambda m, p, rng: (m == "GET" and p == "/lists/m/list.jsonl"
+                                        and (rng or "").startswith(f"bytes={1 << 20}-"))
+    try:
+        penv = dict(env, AWS_ENDPOINT_URL=proxy.url)
+        r, seen = run_watching_tmp(sluice, penv, tmp_path, "s3://lists/m/list.jsonl",
+                                   "-o", tmp_path / "j")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert not seen, seen
+        rows = {row["id"]: row for row in read_rows(tmp_path / "j")}
+        assert sorted(rows) == [f"r{i:03d}" for i in range(130)]
+        assert all(row["error"] is None and row["note"] == pad for row in rows.values())
+        assert rows["r077"]["n"] == 77
+        assert rows["r077"]["path"] == f"s3://lists/m/img/{images[77 % 4].name}"
+        assert "130 of 130 (100%)" in final_progress(r.stderr)
+        assert len(proxy.throttled) == 1  # and retried
+        gets = proxy.gets("/lists/m/list.jsonl")
+        for _, _, rng, _, _ in gets:
+            first, last = map(int, rng.split("=")[1].split("-"))
+            assert last - first + 1 <= 1 << 20, rng
+        # the run and the count pass each read it once: 3 chunks and the GET at its end
+        assert len(gets) <= 8, gets
+        r, seen = run_watching_tmp(sluice, penv, tmp_path, "s3://lists/m/list.csv",
+                                   "-o", tmp_path / "c")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert not seen, seen
+        rows = read_rows(tmp_path / "c")
+        assert sorted(row["label"] for row in rows) == [f"label, {i}" for i in range(4)]
+        assert all(row["error"] is None for row in rows)
+        assert all(rng for _, _, rng, _, _ in proxy.gets("/lists/m/list.csv"))
+        # A chunk the store refuses for good: the lines before it are read,
+        # then one failed row (the manifest's id) says where and why.
+        proxy.refuse = lambda m, p, rng: (m == "GET" and p == "/lists/m/list.jsonl"
+                                          and (rng or "").startswith(f"bytes={1 << 20}-"))
+        r = caption_env(sluice, penv, "s3://lists/m/list.jsonl", "-o", tmp_path / "x")
+        assert r.returncode == 3, r.stderr[-3000:]
+        rows = {row["id"]: row for row in read_rows(tmp_path / "x")}
+        whole = (1 << 20) // len(lines[0].encode() + b"\n")  # lines within the first chunk
+        assert sorted(k for k in rows if rows[k]["error"] is None) == \
+            [f"r{i:03d}" for i in range(whole)]
+        err = rows["list.jsonl"]["error"]
+        assert f"reading stopped after line {whole}" in err and "AccessDenied" in err, err
+        assert "s3://lists/m/list.jsonl" in err and len(rows) == whole + 1
+    finally:
+        proxy.close()
+
+
+def test_a_batch_file_in_a_bucket(store, sluice, tmp_path):
+    """`sluice batch s3://...` reads the requests file in place (before, it
+    could not open it: only caption manifests were copied down); the count
+    pass counts its lines by ranged reads too."""
+    env, client = store
+    client.create_bucket(Bucket="batches")
+    lines = [json.dumps({"custom_id": f"q{i}", "method": "POST", "url": "/v1/chat/completions",
+                         "body": {"messages": [{"role": "user", "content": f"Say {i}."}]}})
+             for i in range(12)]
+    client.put_object(Bucket="batches", Key="in/requests.jsonl",
+                      Body="\n".join(lines[:6] + [""] + lines[6:]) + "\n")
+    out = tmp_path / "out"
+    r = subprocess.run([str(sluice.binary), "batch", "s3://batches/in/requests.jsonl", "-o",
+                        str(out), "--model", str(REPO / "models/tiny/model.gguf"),
+                        "--max-tokens", "4", "--metrics-addr", "off", "--progress-every",
+                        "0.05"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ids = sorted(json.loads(t)["custom_id"] for p in out.glob("part-*.jsonl")
+                 for t in p.read_text().splitlines())
+    assert ids == sorted(f"q{i}" for i in range(12))
+    assert "12 of 12 (100%)" in final_progress(r.stderr)
+    missing = subprocess.run([str(sluice.binary), "batch", "s3://batches/in/none.jsonl", "-o",
+                              str(tmp_path / "none"), "--model",
+                              str(REPO / "models/tiny/model.gguf"), "--metrics-addr", "off"],
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert missing.returncode == 3, missing.stderr[-3000:]
+    row = json.loads(next((tmp_path / "none").glob("part-*.jsonl")).read_text())
+    assert "s3://batches/in/none.jsonl" in row["error"]["message"]
+    assert "NoSuchKey" in row["error"]["message"]
+
+
 def test_a_run_killed_mid_upload_leaves_no_upload_behind(store, sluice, tmp_path):
     """A part over 16 MiB goes up in parts; the run is killed (SIGKILL)
     between two of them, which leaves an unfinished multipart upload in the
