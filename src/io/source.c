@@ -437,9 +437,7 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
     r->p = p;
     r->name = name;
     const char *slash = strrchr(file, '/');
-    r->base_dir = p->locate_base ? sl_strdup(p->locate_base)
-                  : slash        ? sl_strndup(file, (size_t)(slash - file))
-                                 : sl_strdup("");
+    r->base_dir = slash ? sl_strndup(file, (size_t)(slash - file)) : sl_strdup("");
     if (!r->base_dir)
         goto nomem;
     size_t fl = strlen(file);
