@@ -280,6 +280,12 @@ static int host_main(int parallel, int tokens, int rounds)
     if (greedy_ran)
         printf("greedy: host, device and reference sampling chose %s tokens\n",
                greedy_same ? "the same" : "DIFFERENT");
+    /* The host's own top-p against llama.cpp's (equal but for tied logits). */
+    bool top_p_ran = hash[2] && hash[3];
+    bool top_p_same = top_p_ran && hash[2] == hash[3];
+    if (top_p_ran)
+        printf("top-p: host and reference sampling chose %s tokens\n",
+               top_p_same ? "the same" : "DIFFERENT");
     printf("{\"model\": \"%s\", \"parallel\": %d, \"tokens\": %d, \"rounds\": %d", model_path,
            parallel, tokens, rounds);
     for (int c = 0; c < N_CFG; c++)
@@ -287,10 +293,11 @@ static int host_main(int parallel, int tokens, int rounds)
                "\"decode_ms_per_step\": %.1f}",
                cfg[c].name, med_s[c], med_h[c], med_d[c]);
     printf(", \"greedy_host_ms_ratio\": %.4f, \"top_p_host_ms_ratio\": %.4f, "
-           "\"greedy_device_ms_ratio\": %.4f, \"greedy_same_tokens\": %s}\n",
+           "\"greedy_device_ms_ratio\": %.4f, \"greedy_same_tokens\": %s, \"top_p_same_tokens\": %s}\n",
            med_h[0] > 0 ? med_h[1] / med_h[0] : 0, med_h[2] > 0 ? med_h[3] / med_h[2] : 0,
            med_h[0] > 0 ? med_h[4] / med_h[0] : 0,
-           greedy_ran ? (greedy_same ? "true" : "false") : "null");
+           greedy_ran ? (greedy_same ? "true" : "false") : "null",
+           top_p_ran ? (top_p_same ? "true" : "false") : "null");
     return 0;
 }
 

@@ -385,6 +385,7 @@ static void count_phase(void *user, sl_engine_phase phase, double seconds)
  * sampler, all submitted at once, in order or reversed; texts[k] is row k's
  * text (caller frees). temperature 0: greedy. */
 static int rows_encode_ahead; /* run_rows' sl_llama_params.encode_ahead */
+static int rows_top_k = 40;   /* and its sampled rows' top-k */
 
 static void run_rows(sl_llama_sampler sampler, int parallel, int sample_threads, float temperature,
                      bool reversed, char **texts, sl_engine_stats *stats)
@@ -411,7 +412,7 @@ static void run_rows(sl_llama_sampler sampler, int parallel, int sample_threads,
         req.image = imgs[k];
         if (temperature > 0) {
             req.sampling.temperature = temperature;
-            req.sampling.top_k = 40;
+            req.sampling.top_k = rows_top_k;
             req.sampling.top_p = 0.95f;
             req.sampling.seed = sl_sampling_row_seed(7, ids[k]);
         }
@@ -501,6 +502,25 @@ static void seeded_rows_reproduce_on_every_sampler(void **state)
     free_texts(b);
     free_texts(d1);
     free_texts(d2);
+}
+
+/* Rows with top-p and no top-k: the host runs top-p itself and draws what
+ * llama.cpp's own chain draws on the reference path, on 1 or 3 threads. */
+static void top_p_rows_draw_as_the_reference(void **state)
+{
+    char *ref[N_SAMPLED], *a[N_SAMPLED];
+    rows_top_k = 0;
+    run_rows(SL_SAMPLER_REFERENCE, 4, 1, 0.9f, false, ref, NULL);
+    run_rows(SL_SAMPLER_HOST, 4, 3, 0.9f, true, a, NULL);
+    rows_top_k = 40;
+    int differ = 0;
+    for (int k = 0; k < N_SAMPLED; k++) {
+        assert_string_equal(ref[k], a[k]);
+        differ += k > 0 && strcmp(a[k], a[0]) != 0;
+    }
+    assert_true(differ > 0);
+    free_texts(ref);
+    free_texts(a);
 }
 
 /* Each step times each of its phases once, each request its preprocessing,
@@ -754,9 +774,9 @@ static void argmax_is_the_first_maximum(void **state)
         int want = round % 3 == 0 ? VOCAB - 1 : at;
         assert_int_equal(sl_llama_argmax(x, VOCAB), want);
         sl_sampling greedy = sl_sampling_default();
-        struct llama_sampler *chain = sl_llama_make_chain(&greedy, VOCAB);
-        void *cand = sl_malloc((size_t)VOCAB * 16);
-        assert_int_equal(sl_llama_sample_chain(chain, x, VOCAB, &greedy, false, cand, NULL), want);
+        struct llama_sampler *chain = sl_llama_make_chain(&greedy, VOCAB, false);
+        void *cand = sl_malloc(SL_LLAMA_CAND_BYTES(VOCAB));
+        assert_int_equal(sl_llama_sample_chain(chain, x, VOCAB, &greedy, false, false, cand, NULL), want);
         sl_free(cand);
         sl_llama_free_chain(chain);
     }
@@ -768,6 +788,19 @@ static void argmax_is_the_first_maximum(void **state)
     sl_free(x);
 }
 
+/* Sampling settings with a seed spread over its 64 bits. */
+static sl_sampling seeded_sampling(float temperature, float top_p, float min_p, int top_k,
+                                   uint64_t seed)
+{
+    sl_sampling sp = sl_sampling_default();
+    sp.temperature = temperature;
+    sp.top_p = top_p;
+    sp.min_p = min_p;
+    sp.top_k = top_k;
+    sp.seed = seed * 0x9E3779B97F4A7C15ull;
+    return sp;
+}
+
 /* Leaving out the tokens 30+ below the best changes no draw: 400 seeded
  * draws with and without the filter pick the same tokens, from a
  * distribution shaped like a trained model's (a few dozen plausible tokens,
@@ -776,7 +809,7 @@ static void argmax_is_the_first_maximum(void **state)
 static void leaving_out_the_impossible_tokens_changes_no_draw(void **state)
 {
     float *x = sl_malloc(VOCAB * sizeof *x);
-    void *cand = sl_malloc((size_t)VOCAB * 16);
+    void *cand = sl_malloc(SL_LLAMA_CAND_BYTES(VOCAB));
     uint64_t rng = 7;
     for (int i = 0; i < VOCAB; i++)
         x[i] = -60.0f + uniform01(&rng) * 25.0f; /* -60 .. -35 */
@@ -788,17 +821,13 @@ static void leaving_out_the_impossible_tokens_changes_no_draw(void **state)
     for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
         int distinct = 0, last = -1;
         for (uint64_t seed = 1; seed <= 100; seed++) {
-            sl_sampling sp = sl_sampling_default();
-            sp.temperature = cfg[c].temperature;
-            sp.top_p = cfg[c].top_p;
-            sp.min_p = cfg[c].min_p;
-            sp.top_k = cfg[c].top_k;
-            sp.seed = seed * 0x9E3779B97F4A7C15ull;
-            struct llama_sampler *full = sl_llama_make_chain(&sp, VOCAB);
-            struct llama_sampler *cut = sl_llama_make_chain(&sp, VOCAB);
+            sl_sampling sp = seeded_sampling(cfg[c].temperature, cfg[c].top_p, cfg[c].min_p,
+                                             cfg[c].top_k, seed);
+            struct llama_sampler *full = sl_llama_make_chain(&sp, VOCAB, false);
+            struct llama_sampler *cut = sl_llama_make_chain(&sp, VOCAB, false);
             size_t n_full = 0, n_cut = 0;
-            int32_t a = sl_llama_sample_chain(full, x, VOCAB, &sp, false, cand, &n_full);
-            int32_t b = sl_llama_sample_chain(cut, x, VOCAB, &sp, true, cand, &n_cut);
+            int32_t a = sl_llama_sample_chain(full, x, VOCAB, &sp, false, false, cand, &n_full);
+            int32_t b = sl_llama_sample_chain(cut, x, VOCAB, &sp, true, false, cand, &n_cut);
             assert_int_equal(a, b);
             assert_int_equal(n_full, VOCAB);
             if (cfg[c].temperature > 2.0f)
@@ -812,6 +841,79 @@ static void leaving_out_the_impossible_tokens_changes_no_draw(void **state)
         }
         assert_true(distinct > 10); /* the draws really varied */
     }
+    sl_free(cand);
+    sl_free(x);
+}
+
+/* The host's own top-p draws what llama.cpp's chain draws: seeded draws
+ * over several shapes of logits, each from a chain with top-p (llama.cpp's,
+ * every token a candidate) and one without it plus the host's top-p
+ * (candidates cut), pick the same token. The shapes reach every path of
+ * both: a trained model's few plausible tokens (a nucleus of a handful), a
+ * flat spread of all 151,680 within 30 of the best (llama.cpp's adaptive
+ * partial sort, then its full sort: a nucleus of thousands), a top-p just
+ * under 1 (the sum of every probability falls short: all kept), min-p
+ * after top-p, and a temperature of 2.5 (every token a candidate). No two
+ * logits are equal: the order of ties is the one difference. */
+static void the_host_top_p_draws_as_llama_cpp(void **state)
+{
+    float *x = sl_malloc(VOCAB * sizeof *x);
+    void *cand = sl_malloc(SL_LLAMA_CAND_BYTES(VOCAB));
+    static const struct { int shape; float temperature, top_p, min_p; } cfg[] = {
+        {0, 0.8f, 0.9f, 0.0f},  {0, 0.7f, 0.5f, 0.05f}, {1, 0.7f, 0.9f, 0.0f},
+        {1, 1.0f, 0.3f, 0.0f},  {2, 0.9f, 0.95f, 0.0f}, {2, 1.0f, 0x1.fffffep-1f, 0.0f},
+        {0, 2.5f, 0.95f, 0.0f},
+    };
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        /* Each logit from its token's rank in a fixed permutation, rising
+         * with it: no two equal (llama.cpp orders ties as its sort does). */
+        for (int i = 0; i < VOCAB; i++) {
+            int r = (int)(((int64_t)i * 7919 + (int64_t)c * 104729) % VOCAB);
+            if (cfg[c].shape == 0) /* trained: -60 .. -35, then 64 plausible ones, 0 .. 3 */
+                x[i] = r < VOCAB - 64 ? -60.0f + (float)r * (25.0f / VOCAB)
+                                      : (float)(r - (VOCAB - 64)) * 0.047f;
+            else if (cfg[c].shape == 1) /* flat: all within 8 of each other */
+                x[i] = (float)r * (8.0f / VOCAB);
+            else /* 400 near the top over a long tail */
+                x[i] = r < VOCAB - 400 ? (float)r * (12.0f / VOCAB)
+                                       : 12.0f + (float)(r - (VOCAB - 400)) * 0.005f;
+        }
+        int distinct = 0, last = -1;
+        for (uint64_t seed = 1; seed <= 60; seed++) {
+            sl_sampling sp = seeded_sampling(cfg[c].temperature, cfg[c].top_p, cfg[c].min_p, 0,
+                                             seed);
+            assert_true(sl_llama_host_top_p(&sp));
+            struct llama_sampler *theirs = sl_llama_make_chain(&sp, VOCAB, false);
+            struct llama_sampler *ours = sl_llama_make_chain(&sp, VOCAB, true);
+            /* Twice from each chain: the second draw continues its RNG. */
+            for (int twice = 0; twice < 2; twice++) {
+                int32_t a = sl_llama_sample_chain(theirs, x, VOCAB, &sp, false, false, cand, NULL);
+                int32_t b = sl_llama_sample_chain(ours, x, VOCAB, &sp, true, true, cand, NULL);
+                assert_int_equal(a, b);
+                distinct += a != last;
+                last = a;
+            }
+            sl_llama_free_chain(theirs);
+            sl_llama_free_chain(ours);
+        }
+        assert_true(distinct > 10); /* the draws really varied */
+    }
+    /* Which rows run it: sampled with top-p, no top-k, no penalty. */
+    sl_sampling sp = sl_sampling_default();
+    sp.temperature = 0.7f;
+    sp.top_p = 0.9f;
+    assert_true(sl_llama_host_top_p(&sp));
+    sp.top_k = 40;
+    assert_false(sl_llama_host_top_p(&sp));
+    sp.top_k = 0;
+    sp.repeat_penalty = 1.1f;
+    assert_false(sl_llama_host_top_p(&sp));
+    sp.repeat_penalty = 1.0f;
+    sp.top_p = 1.0f;
+    assert_false(sl_llama_host_top_p(&sp));
+    sp.top_p = 0.9f;
+    sp.temperature = 0.0f;
+    assert_false(sl_llama_host_top_p(&sp));
     sl_free(cand);
     sl_free(x);
 }
@@ -1185,7 +1287,7 @@ static void the_grammar_applies_before_the_candidate_cut(void **state)
         sp.temperature = sampled ? 1.0f : 0.0f;
         sp.seed = 11;
         struct llama_sampler *g = llama_sampler_init_grammar(vocab, gbnf, "root");
-        struct llama_sampler *chain = sampled ? sl_llama_make_chain(&sp, n) : NULL;
+        struct llama_sampler *chain = sampled ? sl_llama_make_chain(&sp, n, false) : NULL;
         size_t k = 0;
         int32_t tok = sl_llama_sample_grammar(g, chain, logits, n, &sp, cand, &k);
         assert_true(tok >= 0 && tok < n);
@@ -1235,12 +1337,14 @@ int main(void)
         cmocka_unit_test(stats_can_be_read_while_the_engine_runs),
         cmocka_unit_test(every_sampler_chooses_the_same_greedy_tokens),
         cmocka_unit_test(seeded_rows_reproduce_on_every_sampler),
+        cmocka_unit_test(top_p_rows_draw_as_the_reference),
         cmocka_unit_test(every_phase_is_timed),
         cmocka_unit_test(encoding_ahead_gives_the_same_answers),
         cmocka_unit_test(tasks_share_one_encode_and_answer_as_alone),
         cmocka_unit_test(tasks_beyond_the_sequences_and_a_failing_task),
         cmocka_unit_test(argmax_is_the_first_maximum),
         cmocka_unit_test(leaving_out_the_impossible_tokens_changes_no_draw),
+        cmocka_unit_test(the_host_top_p_draws_as_llama_cpp),
         cmocka_unit_test(a_json_schema_constrains_a_random_model),
         cmocka_unit_test(an_answer_cut_short_is_invalid_output),
         cmocka_unit_test(a_grammar_constrains_sampling),

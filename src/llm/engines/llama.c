@@ -1,6 +1,6 @@
-/* llm/engines/llama.c — the embedded llama.cpp engine. The only file in
- * sluice that includes llama.h or mtmd.h: a llama.cpp upgrade touches this
- * file alone.
+/* llm/engines/llama.c — the embedded llama.cpp engine. With its host
+ * token choice (llama_sample.c), the only files in sluice that include
+ * llama.h or mtmd.h: a llama.cpp upgrade touches these alone.
  *
  * One engine is one replica: a model, a context with n_parallel sequences,
  * and a thread running continuous batching. Each step of that thread
@@ -19,7 +19,8 @@
  *      batch (greedy: an argmax straight over the logits; other settings:
  *      the sequence's own llama.cpp sampler chain and seed; a row with a
  *      grammar, its own or its JSON schema's: under llama.cpp's grammar
- *      sampler, on the host), spread over sampling threads, then turns
+ *      sampler, on the host), spread over the OpenMP threads that ran the
+ *      decode (llama_sample.c chooses), then turns
  *      tokens into text and completes the sequences that end (an answer
  *      checked against the row's JSON schema).
  * A request with several tasks is queued as one req per task: the first to
@@ -40,6 +41,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "ggml-cpu.h"
 #include "llama.h"
@@ -174,6 +178,7 @@ typedef struct slot {
     int n_trace;
     int logits_idx;            /* index in this step's batch, -1: none */
     bool fast_greedy;          /* argmax over the logits: no sampler chain needed */
+    bool own_top_p;            /* the host runs top-p; smpl was made without it */
     bool on_device;            /* the graph samples this sequence (e->attached[seq]) */
     const float *logits;       /* this step's row, set before sampling */
     llama_token next;          /* chosen by a sampling thread ... */
@@ -182,25 +187,6 @@ typedef struct slot {
 } slot;
 
 struct llama_engine;
-
-/* Threads that choose tokens next to the engine thread: each takes the next
- * sequence of the step's list until none is left. The logits are read-only
- * by then, and each sequence's sampler chain is touched by one thread. */
-typedef struct sample_pool {
-    pthread_t threads[SAMPLE_THREADS_MAX];
-    struct sample_helper {     /* what helper i is handed: its pool and worker number */
-        struct sample_pool *pool;
-        int worker;            /* 1.. n_helpers: the engine thread is 0 */
-    } helpers[SAMPLE_THREADS_MAX];
-    int n_helpers;             /* threads besides the engine thread */
-    pthread_mutex_t mu;
-    pthread_cond_t go, idle;
-    unsigned long round;       /* bumped once per step that samples */
-    int busy;                  /* helpers still working on this round */
-    bool quit;
-    atomic_int next;           /* the next entry of the list to take */
-    struct llama_engine *e;
-} sample_pool;
 
 typedef struct llama_engine {
     struct llama_model *model;
@@ -246,10 +232,18 @@ typedef struct llama_engine {
     slot **to_sample;          /* this step's sequences with logits ... */
     int n_to_sample;
     int n_host_sample;         /* ... of which the first n_host_sample the host samples */
+    /* Sampling threads: the engine thread and, where a step has the work,
+     * the OpenMP threads that computed its llama_decode (llama.cpp's CPU
+     * backend runs its graphs in OpenMP teams of this thread): they spin
+     * in libgomp a while after a graph, so they take work at once and no
+     * other thread competes with them for the cores. Each takes the next
+     * sequence of the step's list until none is left; the logits are
+     * read-only by then and each sequence's chain is touched by one. */
     llama_token_data *cand[SAMPLE_THREADS_MAX]; /* a candidate array per sampling thread */
-    sample_pool pool;
-    bool pool_started;
-    bool pool_always;          /* sample_threads was given: use them for any work */
+    int n_sample;              /* sampling threads at most, the engine thread among them */
+    bool sample_always;        /* sample_threads was given: use them for any work */
+    atomic_int sample_next;    /* the next entry of the step's list to take */
+    atomic_int sample_done;    /* shares finished: orders the choices before their use */
     sl_engine_phase_fn on_phase;
     void *on_phase_user;
     double pending_admit_ms;   /* admission work of loop turns that decoded nothing */
@@ -407,40 +401,10 @@ static sl_status render_conversation(const llama_engine *e, const req *r, char *
     return st;
 }
 
-struct llama_sampler *sl_llama_make_chain(const sl_sampling *s, int n_vocab)
+static struct llama_sampler *make_sampler(const llama_engine *e, const sl_sampling *s,
+                                          bool without_top_p)
 {
-    struct llama_sampler *chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
-    if (s->repeat_penalty != 1.0f)
-        llama_sampler_chain_add(chain, llama_sampler_init_penalties(n_vocab, 64,
-                                                                    s->repeat_penalty, 0.0f, 0.0f));
-    if (s->temperature <= 0.0f) {
-        llama_sampler_chain_add(chain, llama_sampler_init_greedy());
-        return chain;
-    }
-    if (s->top_k > 0)
-        llama_sampler_chain_add(chain, llama_sampler_init_top_k(s->top_k));
-    if (s->top_p < 1.0f)
-        llama_sampler_chain_add(chain, llama_sampler_init_top_p(s->top_p, 1));
-    if (s->min_p > 0.0f)
-        llama_sampler_chain_add(chain, llama_sampler_init_min_p(s->min_p, 1));
-    llama_sampler_chain_add(chain, llama_sampler_init_temp(s->temperature));
-    /* LLAMA_DEFAULT_SEED (0xFFFFFFFF) means "random": never pass it. */
-    uint32_t seed = (uint32_t)(s->seed ^ (s->seed >> 32));
-    if (seed == LLAMA_DEFAULT_SEED)
-        seed = 0x5EED;
-    llama_sampler_chain_add(chain, llama_sampler_init_dist(seed));
-    return chain;
-}
-
-void sl_llama_free_chain(struct llama_sampler *chain)
-{
-    if (chain)
-        llama_sampler_free(chain);
-}
-
-static struct llama_sampler *make_sampler(const llama_engine *e, const sl_sampling *s)
-{
-    return sl_llama_make_chain(s, llama_vocab_n_tokens(e->vocab));
+    return sl_llama_make_chain(s, llama_vocab_n_tokens(e->vocab), without_top_p);
 }
 
 
@@ -911,8 +875,14 @@ static bool admit(llama_engine *e, slot *s, req *r)
     e->kv_reserved += s->reserved;
     bool greedy = r->sampling.temperature <= 0.0f && r->sampling.repeat_penalty == 1.0f;
     s->fast_greedy = e->sampler != SL_SAMPLER_REFERENCE && greedy && !grammar;
+    /* A row that stays on the host runs its own top-p there (see
+     * llama_sample.h); the reference path and the device keep llama.cpp's. */
+    s->own_top_p = e->sampler != SL_SAMPLER_REFERENCE && !grammar &&
+                   !(e->sampler == SL_SAMPLER_DEVICE && e->device_all) &&
+                   sl_llama_host_top_p(&r->sampling);
     /* A greedy grammar row needs no chain: the argmax, checked by the grammar. */
-    s->smpl = s->fast_greedy || (grammar && greedy) ? NULL : make_sampler(e, &r->sampling);
+    s->smpl = s->fast_greedy || (grammar && greedy) ? NULL
+                                                     : make_sampler(e, &r->sampling, s->own_top_p);
     if (e->sampler == SL_SAMPLER_DEVICE)
         attach_device_sampler(e, s);
     s->trace_tokens = trace_tokens;
@@ -1380,275 +1350,73 @@ static bool hit_stop(slot *s, size_t from)
     return hit;
 }
 
-/* The largest logit. Eight running maxima let the compiler vectorize the
- * scan of 150k floats. */
-static float max_logit(const float *x, int n)
-{
-    float lane[8];
-    for (int k = 0; k < 8; k++)
-        lane[k] = -INFINITY;
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++)
-            lane[k] = x[i + k] > lane[k] ? x[i + k] : lane[k];
-    float best = -INFINITY;
-    for (int k = 0; k < 8; k++)
-        best = lane[k] > best ? lane[k] : best;
-    for (; i < n; i++)
-        best = x[i] > best ? x[i] : best;
-    return best;
-}
-
-/* The first index of the largest logit: what llama.cpp's greedy sampler
- * picks (ties go to the lowest id), without building its 150k-entry
- * candidate array. */
-static llama_token argmax_first(const float *x, int n)
-{
-    float best = max_logit(x, n);
-    for (int i = 0; i < n; i++)
-        if (x[i] == best)
-            return (llama_token)i;
-    return 0; /* every logit NaN or -inf: llama.cpp's greedy picks 0 too */
-}
-
-/* Gap between the best and second-best logit. */
-static float top2_margin(const float *logits, int n)
-{
-    float a = -INFINITY, b = -INFINITY;
-    for (int i = 0; i < n; i++) {
-        if (logits[i] > a) {
-            b = a;
-            a = logits[i];
-        } else if (logits[i] > b) {
-            b = logits[i];
-        }
-    }
-    return a - b;
-}
-
-int32_t sl_llama_argmax(const float *logits, int n)
-{
-    return argmax_first(logits, n);
-}
-
-/* Runs chain over the logits without accepting its choice. */
-static llama_token chain_pick(struct llama_sampler *chain, const float *logits, int n,
-                              const sl_sampling *sp, bool prefilter, llama_token_data *cand,
-                              size_t *n_candidates)
-{
-    /* Only tokens within 30 (times the temperature, when above 1) of the
-     * best logit become candidates: each one left out has a probability
-     * below e^-30 of the best one's, under 2e-8 for all 150k together, at
-     * every step of the chain (top-k, top-p and min-p look at the top;
-     * temperature and dist weigh exp((l - max) / T)). A trained model puts
-     * most of its vocabulary far below that, so the chain sorts hundreds of
-     * candidates instead of 150k. A repetition penalty can raise a logit
-     * (penalty < 1) or lower the best one: then every token goes in. */
-    size_t n_cand = 0;
-    if (prefilter && sp->repeat_penalty == 1.0f) {
-        float cut = max_logit(logits, n) - 30.0f * (sp->temperature > 1.0f ? sp->temperature : 1.0f);
-        for (int i = 0; i < n; i++)
-            if (logits[i] >= cut)
-                cand[n_cand++] = (llama_token_data){.id = i, .logit = logits[i], .p = 0.0f};
-    }
-    if (n_cand == 0) {
-        for (int i = 0; i < n; i++)
-            cand[i] = (llama_token_data){.id = i, .logit = logits[i], .p = 0.0f};
-        n_cand = (size_t)n;
-    }
-    if (n_candidates)
-        *n_candidates = n_cand;
-    llama_token_data_array arr = {.data = cand, .size = n_cand, .selected = -1, .sorted = false};
-    llama_sampler_apply(chain, &arr);
-    return arr.selected >= 0 && (size_t)arr.selected < arr.size ? arr.data[arr.selected].id
-                                                                : argmax_first(logits, n);
-}
-
-int32_t sl_llama_sample_chain(struct llama_sampler *chain, const float *logits, int n,
-                              const sl_sampling *sp, bool prefilter, void *cand_buf,
-                              size_t *n_candidates)
-{
-    llama_token tok = chain_pick(chain, logits, n, sp, prefilter, cand_buf, n_candidates);
-    llama_sampler_accept(chain, tok);
-    return tok;
-}
-
-/* Does the grammar allow tok next? (llama.cpp's grammar sets the logit of a
- * token it refuses to -inf; it never drops a candidate.) */
-static bool grammar_allows(struct llama_sampler *grammar, llama_token tok, float logit)
-{
-    llama_token_data one = {.id = tok, .logit = logit, .p = 0.0f};
-    llama_token_data_array arr = {.data = &one, .size = 1, .selected = -1, .sorted = false};
-    llama_sampler_apply(grammar, &arr);
-    return arr.data[0].logit != -INFINITY;
-}
-
-int32_t sl_llama_sample_grammar(struct llama_sampler *grammar, struct llama_sampler *chain,
-                                const float *logits, int n, const sl_sampling *sp, void *cand_buf,
-                                size_t *n_candidates)
-{
-    llama_token_data *cand = cand_buf;
-    /* The choice without the grammar first: where the grammar allows it, it
-     * is the choice with the grammar too (greedy: the best allowed token;
-     * sampled: accepting an allowed draw and drawing again among the
-     * allowed tokens otherwise gives each the same probability as drawing
-     * among them at once), and checking one token costs a few
-     * microseconds; the grammar over the whole vocabulary costs
-     * milliseconds. llama.cpp's common sampler does the same. */
-    llama_token tok = chain ? chain_pick(chain, logits, n, sp, true, cand, NULL)
-                            : argmax_first(logits, n);
-    if (n_candidates)
-        *n_candidates = 1;
-    if (!grammar_allows(grammar, tok, logits[tok])) {
-        for (int i = 0; i < n; i++)
-            cand[i] = (llama_token_data){.id = i, .logit = logits[i], .p = 0.0f};
-        llama_token_data_array all = {.data = cand, .size = (size_t)n, .selected = -1,
-                                      .sorted = false};
-        llama_sampler_apply(grammar, &all);
-        float best = -INFINITY;
-        for (int i = 0; i < n; i++)
-            best = cand[i].logit > best ? cand[i].logit : best;
-        if (best == -INFINITY)
-            return -1; /* nothing allowed: accepting anything would throw in llama.cpp */
-        /* The tokens the grammar allows, cut (after the grammar, not before:
-         * it may allow none of the best) at 30 * max(1, T) below the best
-         * allowed one as sl_llama_sample_chain cuts; all of them under a
-         * repetition penalty, which moves logits. */
-        bool cut = sp->repeat_penalty == 1.0f;
-        float floor_ = best - 30.0f * (sp->temperature > 1.0f ? sp->temperature : 1.0f);
-        size_t k = 0;
-        for (int i = 0; i < n; i++)
-            if (cand[i].logit != -INFINITY && (!cut || cand[i].logit >= floor_))
-                cand[k++] = cand[i];
-        if (n_candidates)
-            *n_candidates = k;
-        if (!chain) {
-            tok = cand[0].id; /* ids ascend: the first best is the lowest id */
-            for (size_t i = 0; i < k; i++)
-                if (cand[i].logit == best) {
-                    tok = cand[i].id;
-                    break;
-                }
-        } else {
-            llama_token_data_array arr = {.data = cand, .size = k, .selected = -1,
-                                          .sorted = false};
-            llama_sampler_apply(chain, &arr);
-            tok = arr.selected >= 0 && (size_t)arr.selected < arr.size ? arr.data[arr.selected].id
-                                                                       : cand[0].id;
-        }
-    }
-    if (chain)
-        llama_sampler_accept(chain, tok);
-    llama_sampler_accept(grammar, tok);
-    return tok;
-}
-
 /* Chooses s's next token from s->logits; any sampling thread. */
 static void choose_token(llama_engine *e, slot *s, llama_token_data *cand)
 {
     const float *logits = s->logits;
     int n = e->n_vocab;
-    s->next_margin = s->trace_margins ? top2_margin(logits, n) : 0.0f;
+    s->next_margin = s->trace_margins ? sl_llama_top2_margin(logits, n) : 0.0f;
     if (s->grammar)
         s->next = sl_llama_sample_grammar(s->grammar, s->smpl, logits, n, &s->r->sampling, cand,
                                           NULL);
     else if (s->fast_greedy)
-        s->next = argmax_first(logits, n);
+        s->next = sl_llama_argmax(logits, n);
     else
-        s->next = sl_llama_sample_chain(s->smpl, logits, n, &s->r->sampling, true, cand, NULL);
+        s->next = sl_llama_sample_chain(s->smpl, logits, n, &s->r->sampling, true, s->own_top_p,
+                                        cand, NULL);
 }
 
-static void sample_share(llama_engine *e, int worker)
+__attribute__((noinline)) static void sample_share(llama_engine *e, int worker)
 {
     int i;
-    while ((i = atomic_fetch_add_explicit(&e->pool.next, 1, memory_order_relaxed)) <
+    while ((i = atomic_fetch_add_explicit(&e->sample_next, 1, memory_order_acquire)) <
            e->n_host_sample)
         choose_token(e, e->to_sample[i], e->cand[worker]);
+    atomic_fetch_add_explicit(&e->sample_done, 1, memory_order_release);
 }
 
-static void *sample_helper_main(void *arg)
+#ifdef _OPENMP
+/* The team's threads are handed e in a record on this thread's stack,
+ * through libgomp, whose hand-over ThreadSanitizer cannot see; everything
+ * else they touch is ordered by sample_next and sample_done. So that
+ * hand-over alone is not instrumented (sample_share is, not inlined). */
+#if defined(__SANITIZE_THREAD__)
+__attribute__((no_sanitize_thread))
+#endif
+static void sample_in_team(llama_engine *e, int n)
 {
-    const struct sample_helper *h = arg;
-    sample_pool *pool = h->pool;
-    unsigned long seen = 0; /* a helper that starts late still takes round 1 */
-    for (;;) {
-        pthread_mutex_lock(&pool->mu);
-        while (!pool->quit && pool->round == seen)
-            pthread_cond_wait(&pool->go, &pool->mu);
-        bool quit = pool->quit;
-        seen = pool->round;
-        pthread_mutex_unlock(&pool->mu);
-        if (quit)
-            return NULL;
-        sample_share(pool->e, h->worker);
-        pthread_mutex_lock(&pool->mu);
-        if (--pool->busy == 0)
-            pthread_cond_signal(&pool->idle);
-        pthread_mutex_unlock(&pool->mu);
-    }
+#pragma omp parallel num_threads(n)
+    sample_share(e, omp_get_thread_num());
 }
+#endif
 
-/* Logits a step must scan before waking the other sampling threads pays:
- * a wake-up costs tens of microseconds on idle cores and can cost
+/* Logits a step must scan before it pays to share the work: a thread
+ * asleep costs tens of microseconds to wake on idle cores and can cost
  * milliseconds on busy ones, an argmax about 1 ms per 4M logits. A row
  * with its own settings costs about ten argmaxes. */
 #define SAMPLE_PARALLEL_MIN_LOGITS (4u << 20)
 
 static void sample_all(llama_engine *e)
 {
-    atomic_store_explicit(&e->pool.next, 0, memory_order_relaxed);
+    /* Release: the list, and the chains the last step's threads left, to
+     * the thread that takes each entry. */
+    atomic_store_explicit(&e->sample_next, 0, memory_order_release);
     uint64_t work = 0;
     for (int i = 0; i < e->n_host_sample; i++)
         work += (uint64_t)e->n_vocab * (e->to_sample[i]->fast_greedy ? 1 : 10);
-    if (e->pool_started &&
-        (e->pool_always ? e->n_host_sample > 1 : work >= SAMPLE_PARALLEL_MIN_LOGITS)) {
-        pthread_mutex_lock(&e->pool.mu);
-        e->pool.round++;
-        e->pool.busy = e->pool.n_helpers;
-        pthread_cond_broadcast(&e->pool.go);
-        pthread_mutex_unlock(&e->pool.mu);
-        sample_share(e, 0);
-        pthread_mutex_lock(&e->pool.mu);
-        while (e->pool.busy > 0)
-            pthread_cond_wait(&e->pool.idle, &e->pool.mu);
-        pthread_mutex_unlock(&e->pool.mu);
-    } else {
-        sample_share(e, 0);
-    }
-}
-
-static void pool_stop(llama_engine *e)
-{
-    if (!e->pool_started)
+    int n = e->n_sample < e->n_host_sample ? e->n_sample : e->n_host_sample;
+    if (!(e->sample_always || work >= SAMPLE_PARALLEL_MIN_LOGITS))
+        n = 1;
+#ifdef _OPENMP
+    if (n > 1) {
+        sample_in_team(e, n);
+        /* Acquire every thread's choices: the team's own barrier is
+         * libgomp's, which ThreadSanitizer cannot see. */
+        (void)atomic_load_explicit(&e->sample_done, memory_order_acquire);
         return;
-    pthread_mutex_lock(&e->pool.mu);
-    e->pool.quit = true;
-    pthread_cond_broadcast(&e->pool.go);
-    pthread_mutex_unlock(&e->pool.mu);
-    for (int i = 0; i < e->pool.n_helpers; i++)
-        pthread_join(e->pool.threads[i], NULL);
-    pthread_mutex_destroy(&e->pool.mu);
-    pthread_cond_destroy(&e->pool.go);
-    pthread_cond_destroy(&e->pool.idle);
-    e->pool_started = false;
-}
-
-/* Starts n - 1 helper threads (n counts the engine thread). With fewer,
- * sampling simply runs on fewer threads. */
-static void pool_start(llama_engine *e, int n)
-{
-    sample_pool *pool = &e->pool;
-    pthread_mutex_init(&pool->mu, NULL);
-    pthread_cond_init(&pool->go, NULL);
-    pthread_cond_init(&pool->idle, NULL);
-    pool->e = e;
-    for (int i = 0; i < n - 1 && i < SAMPLE_THREADS_MAX - 1; i++) {
-        pool->helpers[i] = (struct sample_helper){.pool = pool, .worker = i + 1};
-        if (pthread_create(&pool->threads[i], NULL, sample_helper_main, &pool->helpers[i]) != 0)
-            break;
-        pool->n_helpers++;
     }
-    e->pool_started = true;
+#endif
+    sample_share(e, 0);
 }
 
 /* The engine thread's part of a chosen token: the trace, text, stop
@@ -1711,7 +1479,7 @@ static void advance_slot(llama_engine *e, slot *s, double *detok_ms, double *boo
 static void sample_reference(llama_engine *e, slot *s)
 {
     const float *logits = llama_get_logits_ith(e->ctx, s->logits_idx);
-    s->next_margin = s->trace_margins ? top2_margin(logits, e->n_vocab) : 0.0f;
+    s->next_margin = s->trace_margins ? sl_llama_top2_margin(logits, e->n_vocab) : 0.0f;
     if (s->grammar) /* the host's grammar path: llama.cpp's throws on a dead end */
         s->next = sl_llama_sample_grammar(s->grammar, s->smpl, logits, e->n_vocab,
                                           &s->r->sampling, e->cand[0], NULL);
@@ -2216,7 +1984,6 @@ static void llama_engine_free(void *impl)
         pthread_join(e->thread, NULL);
     if (e->encoder_started)
         pthread_join(e->encoder, NULL);
-    pool_stop(e);
     for (int i = 0; i < SAMPLE_THREADS_MAX; i++)
         sl_free(e->cand[i]);
     sl_free(e->to_sample);
@@ -2682,16 +2449,15 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         n_sample = 1;
     bool cand_ok = true;
     for (int i = 0; i < n_sample && cand_ok; i++)
-        cand_ok = (e->cand[i] = sl_malloc((size_t)e->n_vocab * sizeof *e->cand[i])) != NULL;
+        cand_ok = (e->cand[i] = sl_malloc(SL_LLAMA_CAND_BYTES(e->n_vocab))) != NULL;
     if (!e->slots || !e->batch.token || !e->to_sample || !cand_ok) {
         llama_engine_free(e);
         return sl_fail(SL_ERR_NOMEM, "out of memory loading '%s'", params->model_path);
     }
     for (int i = 0; i < e->n_parallel; i++)
         e->slots[i] = (slot){.seq = i, .logits_idx = -1};
-    if (n_sample > 1)
-        pool_start(e, n_sample);
-    e->pool_always = params->sample_threads > 1;
+    e->n_sample = n_sample;
+    e->sample_always = params->sample_threads > 1;
     /* Nothing to encode ahead without a projector. */
     e->encode_ahead = !e->mtmd                  ? 0
                       : params->encode_ahead >= 0 ? params->encode_ahead
