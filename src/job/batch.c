@@ -355,6 +355,7 @@ static const char *error_code(const char *stage, sl_status status)
         return status == SL_ERR_INVALID_ARG ? "invalid_image_url" : "image_fetch_failed";
     switch (status) {
     case SL_ERR_INVALID_ARG: return "invalid_request";
+    case SL_ERR_TOO_LONG: return "context_length_exceeded";
     case SL_ERR_INVALID_OUTPUT: return "invalid_output";
     case SL_ERR_NOMEM: return "out_of_memory";
     default: return "server_error";

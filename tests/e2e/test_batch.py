@@ -253,6 +253,56 @@ def test_text_only_batch_runs_without_a_projector(sluice, tmp_path):
         assert a.usage.completion_tokens == b.usage.completion_tokens
 
 
+SAMPLE_NAMES = ("astronaut.jpg", "coffee.jpg", "hubble.jpg", "rocket.jpg", "chelsea.jpg",
+                "camera.jpg")
+
+
+def images_line(custom_id: str, n: int, **body) -> str:
+    """A request of one user message with n sample images, each labelled."""
+    parts = []
+    for i in range(n):
+        parts += [{"type": "text", "text": f"Image {i + 1}:"},
+                  {"type": "image_url",
+                   "image_url": {"url": data_url(SAMPLE_NAMES[i % len(SAMPLE_NAMES)])}}]
+    parts.append({"type": "text", "text": "Which is the brightest?"})
+    return line(custom_id, [{"role": "user", "content": parts}], **body)
+
+
+def test_many_images_in_a_line_need_no_ctx(sluice, tmp_path):
+    """Lines of 1, 3 and 16 images without --ctx: each answered (the engine
+    sizes a sequence for the request that needs it), with the greedy answer
+    it has alone; a line that can never fit (max_tokens past the model's
+    context) fails alone, named, with its size, the limit and what to
+    change."""
+    lines = {"one": images_line("one", 1), "three": images_line("three", 3),
+             "many": images_line("many", 16),
+             "huge": images_line("huge", 1, max_tokens=100000)}
+    requests = write_batch(tmp_path / "images.jsonl", list(lines.values()))
+    res = batch(sluice, requests, tmp_path / "out", *LLAMA)
+    assert res.returncode == 3, res.stderr  # the huge line
+    rows = {r["custom_id"]: r for r in output_lines(tmp_path / "out")}
+    assert sorted(rows) == ["huge", "many", "one", "three"]
+    err = rows["huge"]["error"]
+    assert rows["huge"]["response"] is None and err["code"] == "context_length_exceeded"
+    assert err["message"].startswith("huge: the request takes 100")
+    assert "max_tokens is 100000), more than the model's context of 2048: lower its " \
+        "max_tokens" in err["message"]
+    together = {c: check_answer(rows[c]) for c in ("one", "three", "many")}
+    assert together["many"].usage.prompt_tokens > 16 * together["one"].usage.prompt_tokens // 2
+    if sanitized():
+        return  # one run per request: slow under ASan
+    for custom_id in ("one", "three", "many"):
+        alone = tmp_path / f"alone-{custom_id}"
+        res = batch(sluice, write_batch(tmp_path / f"{custom_id}.jsonl", [lines[custom_id]]),
+                    alone, *LLAMA)
+        assert res.returncode == 0, res.stderr
+        [row] = output_lines(alone)
+        a, b = check_answer(row), together[custom_id]
+        assert a.choices[0].message.content == b.choices[0].message.content, custom_id
+        assert a.usage.prompt_tokens == b.usage.prompt_tokens
+        assert a.usage.completion_tokens == b.usage.completion_tokens
+
+
 def test_wrong_command_lines_say_what_to_change(sluice, mixed, tmp_path):
     res = batch(sluice, mixed, tmp_path / "o", *LLAMA, "--task", "a=b")
     assert res.returncode == 2 and "tasks" in res.stderr
