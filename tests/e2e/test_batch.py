@@ -19,6 +19,7 @@ from openai.types.chat import ChatCompletion
 
 from conftest import SAMPLES, TINY, sanitized
 from openai_helpers import LlamaServer
+from test_s3 import store  # noqa: F401 (a fixture: moto in server mode)
 
 LLAMA = ("--model", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf")
 COMMON = ("--metrics-addr", "off", "--show", "0", "--max-tokens", "12")
@@ -228,6 +229,98 @@ def test_kill_9_then_the_rerun_answers_every_custom_id_once(sluice, tmp_path):
     assert sorted(ids) == [f"req-{i:04d}" for i in range(n)]
 
 
+def test_parquet_output_with_an_errors_file_survives_kill_9(sluice, tmp_path):
+    """--format parquet with --errors-file: answers in the Parquet parts,
+    failed requests in the errors file as OpenAI's JSONL lines. Killed with
+    SIGKILL mid-run, the same command again: every custom_id once in the
+    parts (read back by pyarrow) or the errors file, never both."""
+    import pyarrow.parquet as pq
+    n = 120 if not sanitized() else 40
+    bad = {f"req-{i:04d}" for i in range(n) if i % 7 == 3}
+    requests = write_batch(tmp_path / "many.jsonl", [
+        line(f"req-{i:04d}", [{"role": "user", "content": f"Count to {i}."}],
+             **({"n": 2} if f"req-{i:04d}" in bad else {})) for i in range(n)])
+    out, errors = tmp_path / "out", tmp_path / "errors.jsonl"
+    cmd = [str(sluice.binary), "batch", str(requests), "-o", str(out), *LLAMA, *COMMON,
+           "--shard-rows", "8", "--format", "parquet", "--errors-file", str(errors)]
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 300
+        while len(list(out.glob("part-*.parquet"))) < 2 and proc.poll() is None and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert 0 < len(list(out.glob("part-*.parquet"))) < n // 8, "the kill should land mid-run"
+    assert list(out.glob("errors-*.jsonl")), "the errors parts are committed with their parts"
+    res = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 3, res.stderr  # the bad requests failed
+    answered = []
+    for part in sorted(out.glob("part-*.parquet")):
+        answered += pq.read_table(part).to_pylist()
+    ids = [r["custom_id"] for r in answered]
+    assert not [i for i, k in Counter(ids).items() if k > 1], "a custom_id written twice"
+    assert sorted(ids) == sorted(f"req-{i:04d}" for i in range(n) if f"req-{i:04d}" not in bad)
+    for r in answered:
+        assert r["status_code"] == 200 and r["error_code"] is None
+        ChatCompletion.model_validate_json(r["body"])
+    failed = [json.loads(t) for t in errors.read_text().splitlines()]
+    assert sorted(r["custom_id"] for r in failed) == sorted(bad)  # each once
+    for r in failed:
+        assert set(r) == {"id", "custom_id", "response", "error"}
+        assert r["response"] is None and r["error"]["code"] == "invalid_request"
+        assert "body.n must be 1" in r["error"]["message"]
+
+
+def test_errors_file_with_an_output_in_a_bucket(store, sluice, tmp_path):
+    """-o s3://... with --errors-file: the errors parts are objects beside
+    the parts; killed with SIGKILL mid-run and run again, the errors file
+    holds each failed custom_id once and the parts each answered one once."""
+    env, client = store
+    client.create_bucket(Bucket="batch")
+    n = 96 if not sanitized() else 40
+    bad = {f"req-{i:04d}" for i in range(n) if i % 7 == 3}
+    requests = write_batch(tmp_path / "many.jsonl", [
+        line(f"req-{i:04d}", [{"role": "user", "content": f"Count to {i}."}],
+             **({"n": 2} if f"req-{i:04d}" in bad else {})) for i in range(n)])
+    errors = tmp_path / "errors.jsonl"
+    cmd = [str(sluice.binary), "batch", str(requests), "-o", "s3://batch/run/", *LLAMA, *COMMON,
+           "--shard-rows", "8", "--state-dir", str(tmp_path / "state"), "--errors-file",
+           str(errors)]
+
+    def keys(start):
+        listing = client.list_objects_v2(Bucket="batch", Prefix="run/" + start)
+        return sorted(o["Key"][len("run/"):] for o in listing.get("Contents", []))
+
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(list(map(str, cmd)), env=env, stdout=subprocess.DEVNULL,
+                                stderr=log)
+        deadline = time.monotonic() + 300
+        while len(keys("part-")) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert 0 < len(keys("part-")) < n // 8, "the kill should land mid-run"
+    res = subprocess.run(list(map(str, cmd)), env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 3, res.stderr[-2000:]  # the bad requests failed
+    parts = keys("part-")
+    # Each part's errors part beside it, committed before it.
+    assert [k.replace("errors-", "part-") for k in keys("errors-")][:len(parts)] == parts
+    ids = []
+    for key in parts:
+        body = client.get_object(Bucket="batch", Key="run/" + key)["Body"].read().decode()
+        ids += [json.loads(t)["custom_id"] for t in body.splitlines()]
+    assert not [i for i, k in Counter(ids).items() if k > 1], "a custom_id written twice"
+    assert sorted(ids) == sorted(f"req-{i:04d}" for i in range(n) if f"req-{i:04d}" not in bad)
+    failed = [json.loads(t) for t in errors.read_text().splitlines()]
+    assert sorted(r["custom_id"] for r in failed) == sorted(bad)  # each once
+    assert all(r["response"] is None and "body.n must be 1" in r["error"]["message"]
+               for r in failed)
+
+
 def test_text_only_batch_runs_without_a_projector(sluice, tmp_path):
     """--model alone (a text model, no --mmproj): every text-only line is
     answered, with the same greedy answer as with the projector loaded;
@@ -306,9 +399,8 @@ def test_many_images_in_a_line_need_no_ctx(sluice, tmp_path):
 def test_wrong_command_lines_say_what_to_change(sluice, mixed, tmp_path):
     res = batch(sluice, mixed, tmp_path / "o", *LLAMA, "--task", "a=b")
     assert res.returncode == 2 and "tasks" in res.stderr
-    res = batch(sluice, mixed, tmp_path / "o", *LLAMA, "--format", "parquet", "--errors-file",
-                tmp_path / "e.jsonl")
-    assert res.returncode == 2 and "--errors-file" in res.stderr
+    res = batch(sluice, mixed, tmp_path / "o", *LLAMA, "--errors-file", "s3://b/errors.jsonl")
+    assert res.returncode == 2 and "--errors-file is a local file" in res.stderr
 
 
 def test_mixed_batch_openai_engine(sluice, llama_prefix, mixed, tmp_path):
