@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "core/alloc.h"
+#include "core/fault.h"
 #include "llama.h"
 #include "sluice/sluice.h"
 #include "test_chat.h"
@@ -687,6 +688,52 @@ static void a_request_that_never_fits_fails_alone_saying_why(void **state)
     }
 }
 
+/* A growth that memory does not allow (a fault at engine.context in place
+ * of llama.cpp's allocation): twice the size failing, just enough is
+ * tried; both failing, the old size is made again, the request fails
+ * alone saying to lower --parallel or give --ctx, and the next request
+ * answers; nothing at all (the old size failing too), every request
+ * fails naming the lost context and the engine still frees cleanly. */
+static void a_context_that_cannot_grow_fails_only_the_long_request(void **state)
+{
+    sl_content_part parts[2][2 * SL_MAX_IMAGES + 1];
+    const sl_image *images[2][SL_MAX_IMAGES];
+    sl_message msgs[2];
+    sl_request many = images_request("many", parts[0], images[0], SL_MAX_IMAGES, &msgs[0]);
+    sl_request one = images_request("one", parts[1], images[1], 1, &msgs[1]);
+    sl_engine_stats st;
+    sl_result r;
+
+    /* The first try (1,024 positions, twice 512) fails, 768 is enough. */
+    sl_engine *e = open_engine(2, 0, 0);
+    assert_int_equal(sl_fault_configure("engine.context=enospc@1"), 0);
+    assert_int_equal(sl_engine_generate(e, &many, &r), SL_OK);
+    sl_result_clear(&r);
+    sl_engine_stats_get(e, &st);
+    assert_int_equal(st.kv_cells_total, 3 * 768);
+    sl_engine_free(e);
+
+    e = open_engine(2, 0, 0);
+    assert_int_equal(sl_fault_configure("engine.context=enospc@1,engine.context=enospc@2"), 0);
+    assert_int_equal(sl_engine_generate(e, &many, &r), SL_ERR_TOO_LONG);
+    assert_non_null(strstr(sl_last_error(), "many: the request takes "));
+    assert_non_null(strstr(sl_last_error(), "the context cannot grow: llama.cpp cannot create"));
+    assert_non_null(strstr(sl_last_error(), "lower --parallel, or give --ctx "));
+    assert_int_equal(sl_engine_generate(e, &one, &r), SL_OK);
+    sl_result_clear(&r);
+    sl_engine_stats_get(e, &st);
+    assert_int_equal(st.kv_cells_total, 3 * 512); /* as opened */
+    sl_engine_free(e);
+
+    e = open_engine(2, 0, 0);
+    assert_int_equal(sl_fault_configure("engine.context=enospc"), 0);
+    assert_int_equal(sl_engine_generate(e, &many, &r), SL_ERR_TOO_LONG);
+    assert_int_equal(sl_engine_generate(e, &one, &r), SL_ERR_ENGINE);
+    assert_non_null(strstr(sl_last_error(), "one: the engine lost its context"));
+    sl_fault_configure(NULL);
+    sl_engine_free(e);
+}
+
 int main(void)
 {
     if (getenv("SLUICE_TEST_FILTER"))
@@ -703,6 +750,7 @@ int main(void)
         cmocka_unit_test(images_without_a_projector_are_refused_naming_the_request),
         cmocka_unit_test(requests_with_many_images_are_sized_by_themselves),
         cmocka_unit_test(a_request_that_never_fits_fails_alone_saying_why),
+        cmocka_unit_test(a_context_that_cannot_grow_fails_only_the_long_request),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

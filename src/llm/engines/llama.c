@@ -51,6 +51,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/utf8.h"
 #include "llm/engine_impl.h"
@@ -1117,7 +1118,8 @@ static sl_status new_context(llama_engine *e, int per_seq)
         cp.samplers = seq_samplers;
         cp.n_samplers = (size_t)e->n_parallel;
     }
-    e->ctx = llama_init_from_model(e->model, cp);
+    int err = sl_fault("engine.context", NULL); /* tests: as if memory ran out */
+    e->ctx = err ? NULL : llama_init_from_model(e->model, cp);
     sl_free(seq_samplers);
     if (!e->ctx)
         return sl_fail(SL_ERR_NOMEM, "llama.cpp cannot create a context of %u positions (%d "
@@ -1132,8 +1134,8 @@ static sl_status new_context(llama_engine *e, int per_seq)
 
 /* Gives every sequence room for `need` positions (at least twice what it
  * had, so requests that grow a little at a time do not rebuild it each
- * time; at most max_ctx_seq). On failure the old size is made again and
- * the error says why. */
+ * time, when memory allows; at most max_ctx_seq). On failure the old size
+ * is made again and the error says why. */
 static sl_status grow_context(llama_engine *e, const req *r, int64_t need)
 {
     int old = e->n_ctx_seq;
@@ -1142,7 +1144,10 @@ static sl_status grow_context(llama_engine *e, const req *r, int64_t need)
         want = need;
     want = (want + 255) / 256 * 256;
     double t0 = now_ms();
+    int64_t least = (need + 255) / 256 * 256;
     sl_status st = new_context(e, (int)want);
+    if (st != SL_OK && want > least) /* twice did not fit in memory: just enough may */
+        st = new_context(e, (int)least);
     if (st == SL_OK) {
         sl_log(SL_LOG_INFO, "%s needs %lld positions: each of the %d sequences now has %d (was "
                "%d; %.0f ms to make the context again)", r->id, (long long)need, e->n_parallel,
