@@ -2716,7 +2716,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
                                train);
             return sl_fail(SL_ERR_INVALID_ARG,
                            "each sequence needs %lld positions (prompt and a %d px image: %d, "
-                           "max_tokens is %d), more than the model's context of %d: lower "
+                           "max_tokens: %d), more than the model's context of %d: lower "
                            "--max-tokens or --max-image-edge",
                            (long long)need, params->image_edge_hint, probe,
                            params->max_tokens_hint, train);
