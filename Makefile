@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-http bench-coord clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-http bench-coord bench-s3 clean
 
 all: build
 
@@ -58,6 +58,12 @@ bench: build
 # shards_per_s >= 10,000).
 bench-coord: build
 	$(BUILD)/bench/coord
+
+# S3 requests with a connection kept per thread vs a new one per request,
+# against moto behind a keep-alive proxy that counts accepted connections
+# (docs/deploy.md "S3"; ~1 minute).
+bench-s3: build
+	BUILD=$(BUILD) .venv/bin/python bench/s3.py
 
 # The per-row cost of a no-op user stage over 1M rows, a C plugin and a Lua
 # script (docs/stages.md; issue 13: plugin < 200 ns, Lua < 2,000 ns).

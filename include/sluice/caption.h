@@ -201,9 +201,11 @@ sl_caption_params sl_caption_default_params(void);
 sl_status sl_caption_check_stages(const sl_caption_params *p);
 
 typedef struct sl_caption_summary {
-    long rows;
-    long rows_ok;
-    long rows_failed;
+    long rows;                /* rows written in the parts this run committed: the output's
+                                 lines or Parquet rows (--rows-per-task: one per input and
+                                 task) */
+    long rows_ok;             /* of which without an error */
+    long rows_failed;         /* of which with one */
     long prompt_tokens;
     long generated_tokens;
     double seconds;           /* wall time from first read to last write */
@@ -219,6 +221,8 @@ typedef struct sl_caption_summary {
     bool resumed;             /* the folder held a run of the same settings */
     long rows_dropped;        /* rows a stage dropped (sluice/pipeline.h): not written,
                                  done in the ledger; not in `rows` */
+    long inputs_done;         /* inputs (images, batch requests) this run finished: their
+                                 rows committed, or dropped; -1 when not counted (MPI) */
 } sl_caption_summary;
 
 /* Runs the whole job. SL_OK when it ran to the end, even if rows failed

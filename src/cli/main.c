@@ -145,7 +145,8 @@ static const char usage_batch_text[] =
 
 static const char usage_rest_text[] =
     "Prompt and generation:\n"
-    "  -p, --prompt TEXT         user prompt (default: \"Describe this image in one sentence.\")\n"
+    "  -p, --prompt TEXT         user prompt (default: \"Describe this image in one sentence.\";\n"
+    "                            not with --task/--tasks: each task brings its own)\n"
     "      --system TEXT         system prompt (default: none)\n"
     "  -n, --max-tokens N        tokens to generate at most (default: 64)\n"
     "      --temperature F       0 is greedy (default: 0)\n"
@@ -655,11 +656,18 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
     if (!pr.quiet) {
         double rate = sum.seconds > 0 ? sum.rows / sum.seconds : 0;
         double tps = sum.seconds > 0 ? sum.generated_tokens / sum.seconds : 0;
-        if (sum.rows_ok > pr.shown)
-            printf("... and %ld more captions\n", sum.rows_ok - pr.shown);
+        /* With --rows-per-task an image is a row per task; the console
+         * showed each image once, its answers together. */
+        bool per_task = p.rows_per_task && p.n_tasks > 0 && !batch;
+        long per = per_task ? p.n_tasks : 1;
+        if (sum.rows_ok / per > pr.shown)
+            printf("... and %ld more %s\n", sum.rows_ok / per - pr.shown,
+                   per_task ? "images answered" : "captions");
         if (sum.rows_skipped)
             printf("\nresumed: %ld inputs skipped, done by an earlier run", sum.rows_skipped);
         printf(batch ? "\n%ld requests: %ld answered, %ld failed in %.2f s (%.2f requests/s, "
+                     : per_task ? "\n%ld rows, one per image and task: %ld answered, %ld failed "
+                                  "in %.2f s (%.2f rows/s, "
                      : "\n%ld images: %ld captioned, %ld failed in %.2f s (%.2f images/s, ",
                sum.rows, sum.rows_ok, sum.rows_failed, sum.seconds, rate);
         printf("%.1f tokens/s; model '%s' loaded in %.2f s)\n"

@@ -80,6 +80,8 @@ enum {
     SPLIT = 4,       /* a list given as one text is split on commas */
     POSITIVE = 8,    /* K_FRACTION: 0 is refused (an empty sample is a mistake, not a job) */
     NAMED = 16,      /* K_LIST: each item is NAME=VALUE, NAME a task name */
+    NO_TASKS = 32,   /* a prompt that tasks replace: refused beside them (a user who set it
+                        would believe it used), printed ~ beside them */
 };
 
 typedef struct opt {
@@ -208,11 +210,12 @@ static const opt opts[] = {
     {"openai.stream", "stream", 0, K_BOOL, AT(p.openai.stream),
      .help = "stream answers: TTFT and inter-token latency"},
 
-    {"prompt.text", "prompt", 'p', K_STR, AT(p.prompt), .arg = "TEXT", .help = "user prompt"},
+    {"prompt.text", "prompt", 'p', K_STR, AT(p.prompt), .f = NO_TASKS, .arg = "TEXT",
+     .help = "user prompt (not with tasks: each brings its own)"},
     {"prompt.system", "system", 0, K_STR, AT(p.system_prompt), .arg = "TEXT",
      .help = "system prompt (~: none)"},
-    {"prompt.column", "prompt-column", 0, K_STR, AT(p.prompt_column), .arg = "NAME",
-     .help = "a row's value in this column replaces the prompt (~: prompt)"},
+    {"prompt.column", "prompt-column", 0, K_STR, AT(p.prompt_column), .f = NO_TASKS, .arg = "NAME",
+     .help = "a row's value in this column replaces the prompt (~: prompt; not with tasks)"},
 
     {"tasks.prompts", "task", 0, K_LIST, 0, .list = L_TASKS, .max_items = SL_MAX_TASKS,
      .f = NAMED, .arg = "NAME=PROMPT",
@@ -1347,6 +1350,28 @@ static sl_status build_tasks(sl_config *c)
         return sl_fail(SL_ERR_INVALID_ARG, "%s%s needs tasks (--task NAME=PROMPT or --tasks "
                        "FILE)", c->where[rpt] ? c->where[rpt] : "", a);
     }
+    /* A task's prompt replaces the job's, so a prompt set beside tasks
+     * would be ignored: say so rather than run a job the user did not mean.
+     * (prompt.system stays: it is every task's default system prompt.) */
+    for (int i = 0; c->p.n_tasks > 0 && i < N_OPTS; i++) {
+        if (!(opts[i].f & NO_TASKS) || !c->given[i])
+            continue;
+        int by = c->lists[L_TASKS].n > 0 ? task_opt : file_opt;
+        char a[96], b[96];
+        named(c, i, i, a, sizeof a);
+        named(c, by, by, b, sizeof b);
+        const char *at = c->where[by] ? c->where[by] : "";
+        size_t at_len = strlen(at);
+        while (at_len > 0 && (at[at_len - 1] == ' ' || at[at_len - 1] == ':'))
+            at_len--; /* "job.yaml:9:3: " names a place in parentheses below */
+        bool column = strcmp(opts[i].key, "prompt.column") == 0;
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s%s is not used beside tasks (%s%s%.*s): each task brings its own "
+                       "prompt. Drop %s, or %s", c->where[i] ? c->where[i] : "", a, b,
+                       at_len ? " at " : "", (int)at_len, at, a,
+                       column ? "name the row's columns in the tasks' prompts ({NAME})"
+                              : "make it a task of its own (NAME=PROMPT)");
+    }
     c->p.tasks = c->p.n_tasks ? c->tasks : NULL;
     return SL_OK;
 }
@@ -1513,6 +1538,8 @@ static void put_value(out *w, const sl_config *c, int i, const char *indent)
     case K_VERSION: snprintf(num, sizeof num, "%d", SL_CONFIG_VERSION); puts_(w, num); break;
     case K_STR: case K_CHOICE: {
         const char *s = *(const char *const *)field;
+        if ((o->f & NO_TASKS) && c->p.n_tasks > 0 && !c->given[i])
+            s = NULL; /* its default would be refused beside the tasks when read back */
         if (s)
             put_quoted(w, s);
         else

@@ -38,6 +38,7 @@ void coord_counts_add(coord_counts *into, const coord_counts *c)
     into->prompt_tokens += c->prompt_tokens;
     into->generated_tokens += c->generated_tokens;
     into->dropped += c->dropped;
+    into->skipped += c->skipped;
 }
 
 coord *coord_new(sl_ledger *ledger, const char *fingerprint, long first_part, int n_ranks)
@@ -252,8 +253,9 @@ static sl_status commit(coord *c, int rank, wire_reader *r, wire_buf *reply)
 static sl_status finish(coord *c, int rank, wire_reader *r, wire_buf *reply)
 {
     sl_status status = (sl_status)wire_get_i64(r);
+    int64_t skipped = wire_get_i64(r);
     const char *msg = wire_get_str(r);
-    if (r->bad)
+    if (r->bad || skipped < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed finish", rank);
     if (status != SL_OK && c->failed_rank < 0) {
         c->failed_rank = rank;
@@ -264,6 +266,8 @@ static sl_status finish(coord *c, int rank, wire_reader *r, wire_buf *reply)
     if (who && !who->finished) {
         who->finished = true;
         who->status = status;
+        who->committed.skipped += skipped;
+        c->committed.skipped += skipped;
         if (rank != 0)
             c->finished++;
     }

@@ -32,9 +32,11 @@
 
 typedef struct coord coord;
 
-/* What committed parts held, summed. */
+/* What committed parts held, summed; and `skipped`, the inputs the ranks
+ * skipped as done by an earlier run (each rank tells its own at FINISH). */
 typedef struct coord_counts {
     int64_t parts, rows, ok, failed, prompt_tokens, generated_tokens, dropped;
+    int64_t skipped;
 } coord_counts;
 
 void coord_counts_add(coord_counts *into, const coord_counts *c);
@@ -64,7 +66,7 @@ enum {
     COORD_END,        /* i64 shards in the input -> */
     COORD_RECORD,     /* str name, i64 number, i64 n, n x (str id, i64 shard) -> */
     COORD_COMMIT,     /* i64 number, the part's coord_counts -> */
-    COORD_FINISH,     /* i64 status, str message -> */
+    COORD_FINISH,     /* i64 status, i64 inputs skipped as done, str message -> */
 };
 
 /* ledger: NULL for a coordinator without one (bench/coord.c: parts are

@@ -393,10 +393,10 @@ sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *c)
 
 void dist_part_free(dist_part *p) { wire_free(&p->msg); }
 
-sl_status dist_finish(sl_dist *d, sl_status status, const char *message)
+sl_status dist_finish(sl_dist *d, sl_status status, const char *message, int64_t skipped)
 {
-    int64_t v = status;
-    sl_status st = simple(d, COORD_FINISH, &v, 1, message ? message : "");
+    int64_t v[2] = {status, skipped};
+    sl_status st = simple(d, COORD_FINISH, v, 2, message ? message : "");
     d->reported = st == SL_OK;
     return st;
 }

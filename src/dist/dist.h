@@ -54,8 +54,10 @@ sl_status dist_part_record(sl_dist *d, dist_part *p);
 sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *counts);
 void dist_part_free(dist_part *p);
 
-/* This rank's part of the job ended with `status` (and message). */
-sl_status dist_finish(sl_dist *d, sl_status status, const char *message);
+/* This rank's part of the job ended with `status` (and message), having
+ * skipped `skipped` inputs as done by an earlier run (the job's summary
+ * sums them). */
+sl_status dist_finish(sl_dist *d, sl_status status, const char *message, int64_t skipped);
 
 /* Rank 0, after its own part: waits until every rank finished, stops
  * serving, and gives the job's totals; SL_OK, or the first failed rank's

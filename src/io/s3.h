@@ -16,8 +16,14 @@
  * unsigned (public buckets). Credentials are never printed: messages name
  * the URL, the endpoint and the key id's last four characters at most.
  *
+ * Connections: each thread that makes requests keeps one curl handle and
+ * the connections it opened (libcurl's cache, 5 at most, idle ones closed
+ * after 118 s), so its next request to the store needs no new TCP or TLS
+ * handshake; threads share the DNS cache and TLS sessions. A thread's
+ * handle is freed when the thread ends.
+ *
  * Thread rules: an sl_s3 is read-only once made; every call may run on any
- * thread at once (each uses its own curl handle). Ownership: the caller
+ * thread at once (each thread uses its own curl handle). Ownership: the caller
  * frees what the calls return (sl_free) and the sl_s3 (sl_s3_free). */
 #ifndef SL_IO_S3_H
 #define SL_IO_S3_H
@@ -35,6 +41,8 @@ typedef struct sl_s3_params {
     long timeout_ms;    /* per try, the whole transfer (default 60000) */
     int retries;        /* tries after the first on a retryable failure (default 5) */
     long backoff_ms;    /* the first pause; doubles each try, with full jitter (default 200) */
+    bool connection_per_request; /* a new connection for every request, none kept (for
+                                    measuring what reuse saves; default false) */
 } sl_s3_params;
 
 sl_s3_params sl_s3_default_params(void);
@@ -47,6 +55,14 @@ sl_status sl_s3_from_env(const sl_s3_params *params, sl_s3 **out);
  * the environment is wrong. */
 const sl_s3 *sl_s3_shared(void);
 void sl_s3_free(sl_s3 *s3);
+
+/* What the process's S3 requests did so far, every store and thread
+ * together: requests sent (each try counts) and connections opened for
+ * them (libcurl's CURLINFO_NUM_CONNECTS). */
+typedef struct sl_s3_counts {
+    long requests, connections;
+} sl_s3_counts;
+sl_s3_counts sl_s3_counts_now(void);
 
 /* "s3://bucket/key..." */
 bool sl_s3_is_url(const char *s);

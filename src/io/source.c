@@ -1,7 +1,8 @@
 /* io/source.c — input dispatch (expanding names, choosing the kind, one
  * file once, each input's name in ids) and the two text-shaped kinds:
  * folders (io/dir_source.c plus glob filters) and manifests (.jsonl and
- * .csv, read in chunks so a line past its limit is never held whole).
+ * .csv, read in chunks so a line past its limit is never held whole; one
+ * in a bucket by ranged GETs of a chunk each, io/ranged.h).
  * WebDataset and Parquet live in their own files behind source_kind. */
 #include <ctype.h>
 #include <limits.h>
@@ -21,6 +22,7 @@
 #include "core/json.h"
 #include "io/batch_line.h"
 #include "io/dir_source.h"
+#include "io/ranged.h"
 #include "io/s3.h"
 #include "io/source_impl.h"
 #include "io/source_parse.h"
@@ -93,7 +95,9 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
 
 /* --- folder ------------------------------------------------------------------------ */
 
-enum { CHUNK_BYTES = 1 << 16 };
+/* A manifest's read size: a local file's, and an object's (each a GET:
+ * larger, so a long manifest costs few requests). */
+enum { CHUNK_BYTES = 1 << 16, REMOTE_CHUNK_BYTES = 1 << 20 };
 
 struct source_reader {
     /* folder */
@@ -105,14 +109,19 @@ struct source_reader {
     const char *name; /* the input's name in ids: a folder's prefix ("" for none), a
                          manifest's FILE in FILE:LINE */
     /* manifest */
-    FILE *fp;
+    FILE *fp;                 /* a local file, or */
+    sl_ranged *object;        /* ... an object in a bucket, read a chunk at a time */
+    uint64_t object_at;       /* ... the offset of the next chunk */
+    char *read_error;         /* a read that failed (retried as io/s3.h retries): the
+                                 input ends here, with one failed row saying so */
+    bool read_error_told;
     char *file, *base_dir;
     bool csv;
     char **header;
     size_t n_header;
     long line;
-    char *chunk;              /* read from the file, CHUNK_BYTES */
-    size_t chunk_pos, chunk_len;
+    char *chunk;              /* read from the file, chunk_cap bytes */
+    size_t chunk_cap, chunk_pos, chunk_len;
     bool eof;
     sl_buf text;              /* the line or record read, up to max_line_bytes;
                                  NUL-terminated once a line was read */
@@ -245,6 +254,8 @@ static void manifest_close(source_reader *r)
         return;
     if (r->fp)
         fclose(r->fp);
+    sl_ranged_free(r->object);
+    sl_free(r->read_error);
     sl_free(r->file);
     sl_free(r->base_dir);
     sl_csv_fields_free(r->header, r->n_header);
@@ -273,20 +284,40 @@ static bool put(source_reader *r, const char *s, size_t n)
     return true;
 }
 
+/* The next chunk of the file into r->chunk; at its end, or when the read
+ * fails (r->read_error then says why), r->eof. */
+static void fill(source_reader *r)
+{
+    r->chunk_pos = 0;
+    r->chunk_len = 0;
+    if (r->object) {
+        sl_status st = sl_ranged_read(r->object, r->chunk, r->chunk_cap, r->object_at,
+                                      &r->chunk_len);
+        if (st != SL_OK) {
+            r->read_error = sl_strdup(sl_last_error());
+            r->chunk_len = 0;
+        }
+        r->object_at += r->chunk_len;
+    } else {
+        r->chunk_len = fread(r->chunk, 1, r->chunk_cap, r->fp);
+        if (r->chunk_len == 0 && ferror(r->fp))
+            r->read_error = sl_asprintf("cannot read '%s': %s", r->file, strerror(errno));
+    }
+    r->eof = r->chunk_len == 0;
+}
+
 /* Reads the next line, without its line end (LF, CRLF), onto r->text; a line
  * past the limit is read to its end in chunks, never held whole. Returns 1
- * when a line was read, 0 at the end of the file, -1 out of memory. */
+ * when a line was read, 0 at the end of the file (or where a read failed:
+ * r->read_error), -1 out of memory. */
 static int read_line(source_reader *r)
 {
     bool any = false;
     size_t crs = 0; /* CRs held back: content unless the line ends after them */
     for (;;) {
         if (r->chunk_pos == r->chunk_len) {
-            if (!r->eof) {
-                r->chunk_len = fread(r->chunk, 1, CHUNK_BYTES, r->fp);
-                r->chunk_pos = 0;
-                r->eof = r->chunk_len == 0;
-            }
+            if (!r->eof)
+                fill(r);
             if (r->eof)
                 break;
         }
@@ -310,7 +341,7 @@ static int read_line(source_reader *r)
         if (nl)
             break;
     }
-    if (!any)
+    if (!any || r->read_error) /* a line cut short by a failed read is not one */
         return 0;
     r->line++;
     if (!r->text.data) { /* an empty first line: still a string */
@@ -370,6 +401,8 @@ static int read_csv_record(source_reader *r, char ***fields, size_t *n, long *fi
     while (r->csv_state == SL_CSV_QUOTED) {
         if (!put(r, "\n", 1) || (rc = read_line(r)) < 0)
             return -2;
+        if (rc == 0 && r->read_error)
+            return 1; /* not the file's end: the read failed (read_error_item says so) */
         if (rc == 0) {
             snprintf(err, errlen, "a quoted field is never closed (the file ends inside it)");
             return -1;
@@ -396,14 +429,15 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
                                source_reader **out, char **open_error)
 {
     source_reader *r = sl_calloc(1, sizeof *r);
-    if (!r || !(r->file = sl_strdup(file)) || !(r->chunk = sl_malloc(CHUNK_BYTES)))
+    bool remote = sl_s3_is_url(file);
+    size_t cap = remote ? REMOTE_CHUNK_BYTES : CHUNK_BYTES;
+    if (!r || !(r->file = sl_strdup(file)) || !(r->chunk = sl_malloc(cap)))
         goto nomem;
+    r->chunk_cap = cap;
     r->p = p;
     r->name = name;
     const char *slash = strrchr(file, '/');
-    r->base_dir = p->locate_base ? sl_strdup(p->locate_base)
-                  : slash        ? sl_strndup(file, (size_t)(slash - file))
-                                 : sl_strdup("");
+    r->base_dir = slash ? sl_strndup(file, (size_t)(slash - file)) : sl_strdup("");
     if (!r->base_dir)
         goto nomem;
     size_t fl = strlen(file);
@@ -413,7 +447,19 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
     else if (p->format && (strcmp(p->format, "jsonl") == 0 ||
                            strcmp(p->format, "openai-batch") == 0))
         r->csv = false;
-    if (!(r->fp = fopen(file, "r"))) {
+    if (remote) {
+        /* The first chunk now: a missing object fails the input at its open. */
+        if (sl_ranged_open(file, &r->object) == SL_OK)
+            fill(r);
+        else
+            r->read_error = sl_strdup(sl_last_error());
+        if (r->read_error) {
+            *open_error = sl_asprintf("cannot read manifest '%s': %s", file, r->read_error);
+            manifest_close(r);
+            return *open_error ? SL_OK
+                               : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+        }
+    } else if (!(r->fp = fopen(file, "r"))) {
         *open_error = sl_asprintf("cannot open manifest '%s': %s", file, strerror(errno));
         manifest_close(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
@@ -425,8 +471,10 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
         if (rc == -2)
             goto nomem;
         if (rc != 0) {
-            *open_error = sl_asprintf("manifest '%s': %s", file,
-                                      rc > 0 ? "empty (no header row)" : err);
+            *open_error = r->read_error
+                              ? sl_asprintf("cannot read manifest '%s': %s", file, r->read_error)
+                              : sl_asprintf("manifest '%s': %s", file,
+                                            rc > 0 ? "empty (no header row)" : err);
             manifest_close(r);
             return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
         }
@@ -508,6 +556,22 @@ static sl_status line_fail(source_reader *r, long line, sl_source_item *item, co
     return sl_source_item_fail(item, "%s:%ld: %s", r->file, line, why);
 }
 
+/* At the end of the lines: when a read failed, not the file's end, one
+ * failed row (the input's id, as a manifest that cannot be opened) says
+ * where and why, and the input ends after it. */
+static sl_status read_error_item(source_reader *r, sl_source_item *item, bool *done)
+{
+    if (!r->read_error || r->read_error_told)
+        return SL_OK;
+    r->read_error_told = true;
+    *done = false;
+    item->at = r->line + 1;
+    if (!(item->id = sl_strdup(r->name)) || !(item->path = sl_strdup(r->file)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    return sl_source_item_fail(item, "manifest '%s': reading stopped after line %ld: %s",
+                               r->file, r->line, r->read_error);
+}
+
 static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *done)
 {
     char err[256];
@@ -520,7 +584,7 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         if (rc > 0) {
             *done = true;
-            return SL_OK;
+            return read_error_item(r, item, done);
         }
         if (rc < 0 || n != r->n_header) {
             if (rc == 0) {
@@ -542,7 +606,7 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
     }
     sl_status st = next_line(r, done);
     if (st != SL_OK || *done)
-        return st;
+        return st == SL_OK ? read_error_item(r, item, done) : st;
     if (r->too_long) {
         snprintf(err, sizeof err, "the line is longer than the limit of %zu bytes",
                  r->p->max_line_bytes);
@@ -576,7 +640,7 @@ static sl_status batch_next(source_reader *r, sl_source_item *item, bool *done)
 {
     sl_status st = next_line(r, done);
     if (st != SL_OK || *done)
-        return st;
+        return st == SL_OK ? read_error_item(r, item, done) : st;
     if (!(item->batch = sl_calloc(1, sizeof *item->batch)))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     char err[512];
@@ -602,18 +666,23 @@ static sl_status batch_next(source_reader *r, sl_source_item *item, bool *done)
 
 static int64_t batch_count(const char *file, const sl_source_params *p, const atomic_bool *stop)
 {
-    FILE *fp = fopen(file, "r");
-    if (!fp)
+    (void)p;
+    sl_ranged *in;
+    if (sl_ranged_open(file, &in) != SL_OK)
         return -1;
-    char buf[1 << 16];
+    size_t cap = sl_ranged_is_remote(in) ? REMOTE_CHUNK_BYTES : CHUNK_BYTES;
+    char *buf = sl_malloc(cap);
     int64_t lines = 0;
-    bool open_line = false;
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, fp)) > 0) {
-        if (stop && atomic_load(stop)) {
-            fclose(fp);
-            return -1;
+    bool open_line = false, whole = buf != NULL;
+    for (uint64_t at = 0; whole;) {
+        size_t n;
+        if ((stop && atomic_load(stop)) || sl_ranged_read(in, buf, cap, at, &n) != SL_OK) {
+            whole = false;
+            break;
         }
+        if (n == 0)
+            break;
+        at += n;
         /* Non-blank lines: blank ones are skipped by the reader. */
         for (size_t i = 0; i < n; i++) {
             if (buf[i] == '\n') {
@@ -624,9 +693,9 @@ static int64_t batch_count(const char *file, const sl_source_params *p, const at
             }
         }
     }
-    fclose(fp);
-    (void)p;
-    return lines + open_line;
+    sl_free(buf);
+    sl_ranged_free(in);
+    return whole ? lines + open_line : -1;
 }
 
 static const source_kind batch_kind = {"openai-batch", manifest_open, batch_next, manifest_close,
@@ -644,9 +713,6 @@ struct sl_source {
     bool ids_have_folders;
     size_t n_files, next_file;
     source_reader *reader;
-    char *copy;              /* the reader's input is this local copy of an s3:// file */
-    char *copy_base;         /* ... whose folder (s3://bucket/dir) relative paths are in */
-    sl_source_params copy_p; /* p with locate_base = copy_base */
     bool sharded, by_file;   /* reading a subset of the shards; which way */
     uint64_t ordinal;        /* items seen, selected or not (shards by item) */
     uint64_t shard;          /* take_shard: the shard asked about last, */
@@ -766,83 +832,12 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, char ***file
     return SL_OK;
 }
 
-/* Ends the local copy of an s3:// input. */
-static void drop_copy(sl_source *src)
-{
-    if (src->copy)
-        unlink(src->copy);
-    sl_free(src->copy);
-    sl_free(src->copy_base);
-    src->copy = src->copy_base = NULL;
-}
-
-/* Copies the s3:// input url into a temporary file (under TMPDIR) that the
- * kind's reader opens: one input at a time, so the disk holds at most the
- * largest. A failed download is *error (the message names the URL). */
-static sl_status copy_input(sl_source *src, const char *url, char **error)
-{
-    const sl_s3 *s3 = sl_s3_shared();
-    const char *tmp = getenv("TMPDIR");
-    const char *slash = strrchr(url, '/');
-    src->copy = sl_asprintf("%s/sluice-input-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    src->copy_base = slash ? sl_strndup(url, (size_t)(slash - url)) : sl_strdup(url);
-    if (!src->copy || !src->copy_base) {
-        drop_copy(src);
-        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", url);
-    }
-    int fd = mkstemp(src->copy);
-    FILE *fp = fd >= 0 ? fdopen(fd, "w+b") : NULL;
-    sl_status st = !s3   ? SL_ERR_INVALID_ARG
-                   : !fp ? sl_fail(SL_ERR_IO, "cannot make a local copy of '%s' in %s: %s", url,
-                                   tmp && *tmp ? tmp : "/tmp", strerror(errno))
-                         : sl_s3_download(s3, url, fp);
-    if (fp)
-        fclose(fp);
-    else if (fd >= 0)
-        close(fd);
-    if (st != SL_OK) {
-        if (fd < 0) { /* mkstemp failed: nothing to remove */
-            sl_free(src->copy);
-            src->copy = NULL;
-        }
-        drop_copy(src);
-        *error = sl_strdup(sl_last_error());
-        return *error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", url);
-    }
-    src->copy_p = src->p;
-    src->copy_p.locate_base = src->copy_base;
-    return SL_OK;
-}
-
-/* Messages about the local copy name the input it copies. */
-static sl_status name_the_input(char **msg, const char *copy, const char *url)
-{
-    if (!*msg || !copy || !strstr(*msg, copy))
-        return SL_OK;
-    sl_buf b = {0};
-    size_t clen = strlen(copy);
-    bool ok = true;
-    for (const char *s = *msg, *at; ok && s; s = at ? at + clen : NULL) {
-        at = strstr(s, copy);
-        size_t n = at ? (size_t)(at - s) : strlen(s);
-        ok = sl_buf_append(&b, s, n) && (!at || sl_buf_append(&b, url, strlen(url)));
-    }
-    if (!ok || !sl_buf_append(&b, "", 1)) {
-        sl_buf_free(&b);
-        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", url);
-    }
-    sl_free(*msg);
-    *msg = (char *)b.data;
-    return SL_OK;
-}
-
 void sl_source_free(sl_source *src)
 {
     if (!src)
         return;
     if (src->reader)
         src->kind->close(src->reader);
-    drop_copy(src);
     sl_strings_free(src->files, src->n_files);
     if (src->lexical)
         sl_strings_free(src->lexical, src->n_files);
@@ -1160,21 +1155,12 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
             const char *f = src->files[src->next_file], *name = src->names[src->next_file];
             item->input = src->next_file++;
             char *open_error = NULL;
-            sl_status st = SL_OK;
-            /* A manifest in a bucket is read from a local copy; Parquet
-             * files and tar shards there by ranged reads (io/ranged.h). */
-            if (sl_s3_is_url(f) && src->kind == &manifest_kind)
-                st = copy_input(src, f, &open_error);
-            if (st == SL_OK && !open_error)
-                st = src->kind->open(src->copy ? src->copy : f, name,
-                                     src->copy ? &src->copy_p : &src->p, &src->reader,
-                                     &open_error);
-            if (st == SL_OK)
-                st = name_the_input(&open_error, src->copy, f);
+            /* Every kind reads a file in a bucket in place, by ranged GETs
+             * (io/ranged.h): nothing is copied to disk. */
+            sl_status st = src->kind->open(f, name, &src->p, &src->reader, &open_error);
             if (st != SL_OK)
                 return st;
             if (open_error) {
-                drop_copy(src);
                 item->error = open_error;
                 if (!(item->id = sl_strdup(*name ? name : base_name(f))) ||
                     !(item->path = sl_strdup(f)))
@@ -1186,17 +1172,10 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
         sl_status st = src->kind->next(src->reader, item, &end);
         item->input = src->next_file - 1;
         item->shard = src->by_file ? (int64_t)item->input : -1;
-        if (st == SL_OK && src->copy) {
-            const char *url = src->files[src->next_file - 1];
-            st = name_the_input(&item->error, src->copy, url);
-            if (st == SL_OK)
-                st = name_the_input(&item->path, src->copy, url);
-        }
         if (st != SL_OK || !end)
             return st;
         src->kind->close(src->reader);
         src->reader = NULL;
-        drop_copy(src);
     }
 }
 

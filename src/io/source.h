@@ -56,9 +56,6 @@ typedef struct sl_source_params {
     unsigned shard_peers;
     size_t max_line_bytes;       /* a longer JSONL line or CSV record is a failed row (1 MiB) */
     size_t max_columns;          /* a manifest row with more columns is a failed row (10000) */
-    /* Set by the source for an input read from a local copy (an s3:// file):
-     * relative image paths in it resolve here, not in the copy's folder. */
-    const char *locate_base;
 } sl_source_params;
 
 enum { SL_SHARD_SKIP, SL_SHARD_TAKE, SL_SHARD_NONE };

@@ -117,9 +117,7 @@ static sl_status pq_open(const char *file, const char *name, const sl_source_par
     source_reader *r = sl_calloc(1, sizeof *r);
     const char *slash = strrchr(file, '/');
     if (!r || !(r->file = sl_strdup(file)) ||
-        !(r->base_dir = p->locate_base ? sl_strdup(p->locate_base)
-                        : slash        ? sl_strndup(file, (size_t)(slash - file))
-                                       : sl_strdup(""))) {
+        !(r->base_dir = slash ? sl_strndup(file, (size_t)(slash - file)) : sl_strdup(""))) {
         pq_close(r);
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }

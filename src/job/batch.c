@@ -387,12 +387,25 @@ static char *dump(json_t *v)
     return t;
 }
 
+bool batch_copy_without_request(const job *j, sl_row *row, const caption_row *r)
+{
+    if (!job_is_batch(j->p) || r->batch)
+        return false;
+    sl_row_fail_status(row, SL_ERR_INVALID_ARG,
+                       "%s: a stage copied this batch request before the engine, and a copy "
+                       "carries no request of its own (the input's row keeps it): place the "
+                       "stage that copies after the engine (@engine)", r->rel);
+    return true;
+}
+
 void batch_cells(const job *j, const caption_row *r, const sl_row *row, bool as_line,
                  sl_pq_value *v, batch_cells_text *owned)
 {
     memset(owned, 0, sizeof *owned);
     const batch_row *b = r->batch;
-    const char *custom_id = b ? b->req.custom_id : NULL;
+    /* A copy (fan-out) answers under its own id, "<custom_id>#k": the one
+     * the ledger records it by, unique in the output. */
+    const char *custom_id = b ? b->req.custom_id : r->root_len ? r->rel : NULL;
     bool failed = sl_row_failed(row);
     uint64_t h = sl_hash_mix64(sl_hash_fnv1a64(r->rel));
     char id[64], request_id[64], chat_id[64];

@@ -37,6 +37,12 @@ sl_status batch_check_params(const sl_caption_params *p);
 /* read: the source item's request moves into the row. */
 sl_status batch_row_take(caption_row *r, sl_source_item *it);
 
+/* engine: a stage's copy of a batch row made before the engine has no
+ * request (the input's row keeps it): it fails (invalid_request), saying
+ * where the stage must go, instead of being taken for an image row. True
+ * when it failed the row. */
+bool batch_copy_without_request(const job *j, sl_row *row, const caption_row *r);
+
 /* decode: the row's images fetched and decoded (or its body rewritten);
  * failures fail the row with the image's place and cause. */
 void batch_decode(job *j, sl_row *row, caption_row *r);
@@ -56,7 +62,9 @@ const sl_schema *batch_errors_schema(void);
 
 /* write: the row's cells in the batch schema's order into v (as_line: in
  * batch_errors_schema's, for an errors part); texts made for them in
- * *owned (free with batch_cells_free after the write). */
+ * *owned (free with batch_cells_free after the write). A stage's copy k of
+ * a request answers under custom_id "<custom_id>#k", the id the ledger
+ * records it by. */
 #define BATCH_CELLS 7
 typedef struct batch_cells_text {
     char *text[4];

@@ -148,7 +148,7 @@ static void count_failure(gallery *g, const gallery_row *row)
     const char *cls = sl_status_class(row->error_status);
     for (size_t i = 0; i < g->n_failures; i++)
         if (g->failures[i].cls == cls && strcmp(g->failures[i].stage, stage) == 0) {
-            g->failures[i].rows++;
+            g->failures[i].rows += row->rows > 0 ? row->rows : 1;
             return;
         }
     if (g->n_failures == FAILURE_KINDS_MAX)
@@ -156,7 +156,7 @@ static void count_failure(gallery *g, const gallery_row *row)
     struct failure_kind *k = &g->failures[g->n_failures++];
     snprintf(k->stage, sizeof k->stage, "%s", stage);
     k->cls = cls;
-    k->rows = 1;
+    k->rows = row->rows > 0 ? row->rows : 1;
 }
 
 void gallery_add(gallery *g, const gallery_row *row)

@@ -46,6 +46,7 @@ typedef struct gallery_row {
     sl_status error_status;
     const uint8_t *thumb;
     size_t thumb_len;
+    int rows;            /* output rows it wrote, counted in the failures (0: one) */
 } gallery_row;
 
 void gallery_add(gallery *g, const gallery_row *row);
@@ -58,7 +59,7 @@ json_t *gallery_live_json(gallery *g);
  * rows or the sample): *out freed with sl_free. SL_ERR_NOT_FOUND if not. */
 sl_status gallery_thumb(gallery *g, uint64_t index, uint8_t **out, size_t *len);
 
-/* Failed rows by stage and class: [{"stage","class","rows"}]. */
+/* Failed output rows by stage and class: [{"stage","class","rows"}]. */
 json_t *gallery_failures_json(gallery *g);
 
 /* The sample in row order, for the report; valid until the next

@@ -89,9 +89,10 @@ typedef struct job {
     sl_sink *errors_sink;      /* batch errors_file: failed requests, in errors-NNNNN.jsonl
                                   parts opened and committed with the output's (uploaded
                                   beside them for an s3:// output) */
-    long shard, shard_rows;    /* the open shard's number and rows (dropped ones too: its
-                                  ids in the ledger; a part of only dropped rows is
-                                  committed empty, so they count as done) */
+    long shard, shard_rows;    /* the open shard's number and rows (output rows, and one
+                                  for each dropped row: its id in the ledger; a part of
+                                  only dropped rows is committed empty, so they count as
+                                  done) */
     char last_shard[4096];     /* the last committed shard */
     char model_name[256];
     pthread_mutex_t mu;       /* model_name, load_seconds */
@@ -100,7 +101,8 @@ typedef struct job {
     char sink_error[1024];
     bool write_failed;        /* a row could not be written: the open part is abandoned */
     struct {                  /* the open part's rows, added to *sum when it commits */
-        long rows, ok, failed, prompt_tokens, generated_tokens, dropped;
+        long rows, ok, failed, prompt_tokens, generated_tokens, dropped; /* output rows */
+        long inputs;          /* inputs finished: their last row is in the part */
     } part;
     sl_caption_summary *sum;  /* written by the writer thread only */
     caption_metrics *metrics;

@@ -464,7 +464,8 @@ static double busy_of(const sl_exec *exec, const char *name)
 static sl_status finish_rank(job *j, sl_status run_st, const char *run_msg)
 {
     sl_status st = dist_finish(j->dist, j->sink_status != SL_OK ? j->sink_status : run_st,
-                               j->sink_status != SL_OK ? j->sink_error : run_msg);
+                               j->sink_status != SL_OK ? j->sink_error : run_msg,
+                               (int64_t)atomic_load(&j->rows_skipped));
     if (st != SL_OK)
         sl_log(SL_LOG_ERROR, "cannot tell rank 0 how this rank ended: %s", sl_last_error());
     return st;
@@ -476,7 +477,7 @@ static sl_status finish_rank(job *j, sl_status run_st, const char *run_msg)
 static sl_status job_totals(job *j, sl_caption_summary *sum)
 {
     coord_counts all;
-    dist_finish(j->dist, SL_OK, "");
+    dist_finish(j->dist, SL_OK, "", (int64_t)atomic_load(&j->rows_skipped));
     sl_status st = dist_wait_all(j->dist, &all);
     sum->shards = (long)all.parts;
     sum->rows = (long)all.rows;
@@ -485,6 +486,8 @@ static sl_status job_totals(job *j, sl_caption_summary *sum)
     sum->prompt_tokens = (long)all.prompt_tokens;
     sum->generated_tokens = (long)all.generated_tokens;
     sum->rows_dropped = (long)all.dropped;
+    sum->inputs_done = -1; /* a rank's part reports rows, not inputs */
+    sum->rows_skipped = (long)all.skipped; /* every rank skips in its own shards */
     return st;
 }
 

@@ -94,6 +94,8 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
             batch_decode(j, rows[i], r);
             continue;
         }
+        if (job_is_batch(j->p))
+            continue; /* a stage's copy without a request: the engine fails it */
         double t0 = sl_mono_s();
         sl_status st = fetch_bytes(j, rows[i], r);
         if (st == SL_OK)

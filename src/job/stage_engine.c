@@ -100,6 +100,8 @@ static sl_status engine_submit(void *state, sl_row *row)
     caption_row *r = sl_row_data(row);
     if (r->batch)
         return batch_submit(rep->j, rep->engine, row, r);
+    if (batch_copy_without_request(rep->j, row, r))
+        return SL_OK;
     /* Templates: the job's prompts name the row's columns ({label}); a
      * prompt the row brings (--prompt-column) is data, used as it is. */
     char *filled[2 * SL_MAX_TASKS + 2] = {0};

@@ -65,14 +65,20 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
                               : (sl_pq_value){.is_null = true};
 }
 
+/* The output rows a row becomes: one, or with rows_per_task one per task. */
+static int output_rows(const job *j)
+{
+    return !job_is_batch(j->p) && j->p->rows_per_task && j->p->n_tasks > 0 ? j->p->n_tasks : 1;
+}
+
 /* Writes the row (or, with rows_per_task, its row for each task): its
  * cells laid out in the schema's order. */
 static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
 {
     if (job_is_batch(j->p)) {
-        /* OpenAI's batch output line (a stage's copy of a row has no
-         * request: its custom_id is null); with errors_file, a failed request
-         * goes to the errors part instead. */
+        /* OpenAI's batch output line (a stage's copy k of a row answers
+         * under custom_id "<custom_id>#k"); with errors_file, a failed
+         * request goes to the errors part instead. */
         sl_pq_value cells[BATCH_CELLS];
         batch_cells_text owned;
         bool to_errors = j->errors_sink && sl_row_failed(row);
@@ -83,7 +89,7 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
         return st;
     }
     const caption_schema *s = &j->schema;
-    int n_rows = j->p->rows_per_task && j->p->n_tasks > 0 ? j->p->n_tasks : 1;
+    int n_rows = output_rows(j);
     sl_status st = SL_OK;
     for (int t = 0; st == SL_OK && t < n_rows; t++) {
         sl_pq_value all[CELL_COUNT], cells[CELL_COUNT];
@@ -161,6 +167,7 @@ static sl_status commit_shard(job *j)
         j->sum->prompt_tokens += j->part.prompt_tokens;
         j->sum->generated_tokens += j->part.generated_tokens;
         j->sum->rows_dropped += j->part.dropped;
+        j->sum->inputs_done += j->part.inputs;
     }
     memset(&j->part, 0, sizeof j->part);
     return st;
@@ -244,20 +251,27 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
         if (st == SL_OK)
             st = input_done(j, rows[i], r);
         bool failed = sl_row_failed(rows[i]);
+        /* The summary counts what the output holds: each row written (with
+         * rows_per_task, each task's), so rows.total is the parts' lines;
+         * the inputs apart, each once, with the row that finished it. */
+        long written = dropped ? 0 : output_rows(j);
+        if (st == SL_OK && (!sl_row_in_group(rows[i]) || sl_row_completes_input(rows[i])))
+            j->part.inputs++;
         if (st == SL_OK && committed) {
             /* counted by the run that wrote it */
         } else if (st == SL_OK && dropped) {
             j->part.dropped++;
         } else if (st == SL_OK) {
-            j->part.rows++;
-            j->part.ok += !failed;
-            j->part.failed += failed;
+            j->part.rows += written;
+            j->part.ok += failed ? 0 : written;
+            j->part.failed += failed ? written : 0;
             if (r->has_result) {
                 j->part.prompt_tokens += r->result.prompt_tokens;
                 j->part.generated_tokens += r->result.generated_tokens;
             }
         }
-        if (st == SL_OK && ++j->shard_rows == j->rows_per_shard)
+        /* A part holds whole inputs, cut once it has --shard-rows rows. */
+        if (st == SL_OK && (j->shard_rows += written ? written : 1) >= j->rows_per_shard)
             st = next_shard(j);
         if (st != SL_OK) {
             /* The writer cannot go on: the executor ends the run, and
@@ -272,7 +286,8 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
         gallery_row gr = {sl_row_seq(rows[i]), r->rel,
                           failed ? NULL : answers ? answers : r->result.text,
                           sl_row_error(rows[i]), sl_row_error_stage(rows[i]),
-                          sl_row_error_status(rows[i]), r->thumb, r->thumb_len};
+                          sl_row_error_status(rows[i]), r->thumb, r->thumb_len,
+                          (int)written};
         gallery_add(j->gallery, &gr);
         if (failed)
             caption_metrics_row_failed(j->metrics, gr.error_stage,

@@ -19,7 +19,6 @@ from openai.types.chat import ChatCompletion
 
 from conftest import SAMPLES, TINY, sanitized
 from openai_helpers import LlamaServer
-from test_s3 import store  # noqa: F401 (a fixture: moto in server mode)
 
 LLAMA = ("--model", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf")
 COMMON = ("--metrics-addr", "off", "--show", "0", "--max-tokens", "12")
@@ -273,11 +272,17 @@ def test_parquet_output_with_an_errors_file_survives_kill_9(sluice, tmp_path):
         assert "body.n must be 1" in r["error"]["message"]
 
 
-def test_errors_file_with_an_output_in_a_bucket(store, sluice, tmp_path):
-    """-o s3://... with --errors-file: the errors parts are objects beside
-    the parts; killed with SIGKILL mid-run and run again, the errors file
-    holds each failed custom_id once and the parts each answered one once."""
-    env, client = store
+def test_errors_file_with_an_output_in_a_bucket(sluice, tmp_path):
+    """-o s3://... (moto) with --errors-file: the errors parts are objects
+    beside the parts; killed with SIGKILL mid-run and run again, the errors
+    file holds each failed custom_id once and the parts each answered one
+    once."""
+    from s3_store import moto_store
+    with moto_store() as (env, client):
+        errors_in_a_bucket(sluice, tmp_path, env, client)
+
+
+def errors_in_a_bucket(sluice, tmp_path, env, client):
     client.create_bucket(Bucket="batch")
     n = 96 if not sanitized() else 40
     bad = {f"req-{i:04d}" for i in range(n) if i % 7 == 3}
@@ -319,6 +324,61 @@ def test_errors_file_with_an_output_in_a_bucket(store, sluice, tmp_path):
     assert sorted(r["custom_id"] for r in failed) == sorted(bad)  # each once
     assert all(r["response"] is None and "body.n must be 1" in r["error"]["message"]
                for r in failed)
+
+
+def test_a_stages_copies_answer_under_their_own_custom_id(sluice, tmp_path):
+    """A Lua stage after the engine that copies each request twice: each copy
+    k answers under custom_id "<custom_id>#k" (the id the ledger records it
+    by) with the request's answer; every custom_id once, in JSONL and
+    Parquet, across a --limit run and the rerun that resumes it. A copy made
+    before the engine has no request: it fails alone, saying where the stage
+    goes, and its input is answered."""
+    script = tmp_path / "copy.lua"
+    script.write_text("function process(row)\n"
+                      "  return {row, sluice.copy(row), sluice.copy(row)}\n"
+                      "end\n")
+    requests = write_batch(tmp_path / "r.jsonl", [t for _, t in GOOD[:3]])
+    names = [c for c, _ in GOOD[:3]]
+    want = sorted(names + [f"{c}#{k}" for c in names for k in (1, 2)])
+    out = tmp_path / "out"
+    res = batch(sluice, requests, out, *LLAMA, "--stage", f"{script}@engine", "--limit", "1")
+    assert res.returncode == 0, res.stderr
+    assert len(output_lines(out)) == 3
+    res = batch(sluice, requests, out, *LLAMA, "--stage", f"{script}@engine")
+    assert res.returncode == 0, res.stderr
+    rows = output_lines(out)
+    assert sorted(r["custom_id"] for r in rows) == want
+    by_id = {r["custom_id"]: r for r in rows}
+    for c in names:
+        for k in (1, 2):
+            copy = by_id[f"{c}#{k}"]
+            check_answer(copy)
+            assert copy["response"]["body"] == by_id[c]["response"]["body"]
+    assert len({r["id"] for r in rows}) == len(rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["total"] == 6 and summary["rows"]["inputs_done"] == 2
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "pq"
+    res = batch(sluice, requests, out, *LLAMA, "--stage", f"{script}@engine", "--format",
+                "parquet")
+    assert res.returncode == 0, res.stderr
+    table = pq.read_table(sorted(out.glob("part-*.parquet"))[0]).to_pylist()
+    assert sorted(r["custom_id"] for r in table) == want
+
+    for place in ("read", "decode"):
+        out = tmp_path / place
+        res = batch(sluice, requests, out, *LLAMA, "--stage", f"{script}@{place}")
+        assert res.returncode == 3, res.stderr
+        rows = output_lines(out)
+        assert sorted(r["custom_id"] for r in rows) == want
+        for r in rows:
+            if "#" in r["custom_id"]:
+                assert r["response"] is None and r["error"]["code"] == "invalid_request"
+                assert r["error"]["message"].startswith(f"{r['custom_id']}: a stage copied")
+                assert "after the engine (@engine)" in r["error"]["message"]
+            else:
+                check_answer(r)
 
 
 def test_text_only_batch_runs_without_a_projector(sluice, tmp_path):

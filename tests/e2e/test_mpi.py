@@ -344,3 +344,181 @@ def test_ranks_in_separate_network_namespaces(mpi, two_namespaces, inputs, one_p
     print(f"\n{crossed} bytes crossed the veth between the ranks' namespaces "
           f"(rank 1's part records: at least {records})")
     assert crossed > records > 0, (crossed, records)
+
+
+# ---- sluice batch under MPI, and an s3:// output ---------------------------------------
+
+
+def batch_line(custom_id: str, text: str) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"messages": [{"role": "user", "content": text}]}})
+
+
+def batch_args(sluice_bin, requests, out, *extra) -> list[str]:
+    return [str(sluice_bin), "batch", str(requests), "-o", str(out),
+            "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+            "--threads", "1", "--cpu-poll", "0", "--max-tokens", "12",
+            "--metrics-addr", "off", "--show", "0", *map(str, extra)]
+
+
+def batch_outputs(out: pathlib.Path, pattern: str) -> dict[str, list[dict]]:
+    by_id: dict[str, list[dict]] = {}
+    for part in sorted(out.glob(pattern)):
+        for text in part.read_text().splitlines():
+            row = json.loads(text)
+            row["_part"] = part.name
+            # a line that is not JSON has no custom_id: its row id names it
+            by_id.setdefault(row["custom_id"] or row["id"], []).append(row)
+    return by_id
+
+
+@pytest.fixture
+def many_requests(tmp_path) -> tuple[pathlib.Path, list[str], list[int]]:
+    """400 text requests and 3 broken lines among them: (file, the good
+    custom_ids, the broken lines' numbers)."""
+    lines, good, broken = [], [], []
+    for i in range(400):
+        if i in (17, 211, 390):
+            lines.append("{this line is not JSON")
+            broken.append(len(lines))
+        cid = f"req-{i:04d}"
+        lines.append(batch_line(cid, f"Count to {i % 37}."))
+        good.append(cid)
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(t + "\n" for t in lines))
+    return path, good, broken
+
+
+def run_killing_a_rank(args, ranks, committed, log_dir, rng, env=None):
+    """Runs `args` (an mpirun line of `ranks` ranks), SIGKILLs a rank chosen
+    at random once committed() grew, and waits for the job's end. Returns
+    (killed rank or None, mpirun's exit status)."""
+    before = committed()
+    log = open(log_dir / "killed.log", "w")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env or mpi_env())
+    deadline = time.monotonic() + 300
+    killed = None
+    try:
+        while proc.poll() is None and time.monotonic() < deadline and killed is None:
+            if committed() > before:
+                pids = rank_pids(proc)
+                if len(pids) == ranks:
+                    killed = rng.choice(sorted(pids))
+                    os.kill(pids[killed], signal.SIGKILL)
+            time.sleep(0.05)
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+    return killed, rc
+
+
+def test_batch_answers_each_custom_id_once_on_2_to_4_ranks(mpi, many_requests, tmp_path):
+    """`sluice batch` under mpirun -n 4: every custom_id answered exactly
+    once, the broken lines each failed once (in --errors-file, collected by
+    rank 0 from every rank's parts), more than one rank answered; the same
+    command on 2 ranks, then 3, writes nothing more."""
+    requests, good, broken = many_requests
+    out, errors = tmp_path / "out", tmp_path / "errors.jsonl"
+    args = batch_args(mpi, requests, out, "--input-shard-size", "10", "--shard-rows", "10",
+                      "--parallel", "2", "--errors-file", errors)
+    r = subprocess.run(mpirun_args(4) + args, capture_output=True, text=True, timeout=900,
+                       env=mpi_env())
+    assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-3000:]  # 3: some lines failed
+    answered = batch_outputs(out, "part-*.jsonl")  # failed lines are in the errors file
+    assert sorted(answered) == good
+    assert all(len(v) == 1 and v[0]["error"] is None for v in answered.values())
+    numbers = {int(v[0]["_part"][5:10]) for v in answered.values()}
+    assert len({n % 4 for n in numbers}) >= 2, sorted(numbers)  # more than one rank answered
+    failed = [json.loads(t) for t in errors.read_text().splitlines()]
+    assert sorted(int(f["error"]["message"].split(f"{requests}:")[1].split(":")[0])
+                  for f in failed) == broken
+    for n in (2, 3):
+        r = subprocess.run(mpirun_args(n) + args, capture_output=True, text=True, timeout=900,
+                           env=mpi_env())
+        assert r.returncode in (0, 3), r.stderr[-3000:]
+        assert batch_outputs(out, "part-*.jsonl").keys() == answered.keys()
+        assert all(len(v) == 1 for v in batch_outputs(out, "part-*.jsonl").values())
+        assert len(errors.read_text().splitlines()) == len(broken)
+
+
+def test_batch_with_a_rank_killed_then_rerun_answers_each_once(mpi, many_requests, tmp_path):
+    """A rank (rank 0 included, chosen at random) SIGKILLed while the job
+    answers; the job rerun on another number of ranks: each custom_id
+    answered exactly once, each broken line failed once."""
+    requests, good, broken = many_requests
+    out = tmp_path / "out"
+    rng = random.Random(int(os.environ.get("SLUICE_CHAOS_SEED", "16")))
+    args = batch_args(mpi, requests, out, "--input-shard-size", "5", "--shard-rows", "5",
+                      "--parallel", "1")
+    killed, rc = run_killing_a_rank(mpirun_args(3) + args, 3,
+                                    lambda: len(list(out.glob("part-*.jsonl"))), tmp_path, rng)
+    assert killed is not None, "the job ended before a rank could be killed"
+    assert rc != 0
+    before = batch_outputs(out, "part-*.jsonl")
+    assert 0 < len(before) < len(good) + len(broken), "the kill should land mid-job"
+    r = subprocess.run(mpirun_args(2) + args, capture_output=True, text=True, timeout=900,
+                       env=mpi_env())
+    # 0 or 3: the broken lines may have failed in the killed run already
+    assert r.returncode in (0, 3), r.stdout[-2000:] + r.stderr[-3000:]
+    rows = batch_outputs(out, "part-*.jsonl")
+    twice = [k for k, v in rows.items() if len(v) > 1]
+    assert not twice, twice
+    # every rank's skipped lines, summed (rank 0's alone before)
+    assert f"resumed: {len(before)} inputs skipped" in r.stdout, r.stdout[-2000:]
+    assert sorted(k for k, v in rows.items() if v[0]["error"] is None) == good
+    assert len([k for k, v in rows.items() if v[0]["error"] is not None]) == len(broken)
+    assert not glob.glob(str(out / ".part-*"))
+
+
+def test_s3_output_under_mpi_exactly_once_after_a_kill(mpi, tmp_path):
+    """Three ranks write their parts to a bucket (moto), the ledger in rank
+    0's --state-dir; a rank is SIGKILLed mid-job and the job rerun on two
+    ranks: every input in exactly one object line, more than one rank
+    wrote, no multipart upload left behind, one summary in the bucket."""
+    from s3_store import moto_store
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 40)
+    rng = random.Random(int(os.environ.get("SLUICE_CHAOS_SEED", "16")))
+    with moto_store() as (env, client):
+        env["ASAN_OPTIONS"] = mpi_env().get("ASAN_OPTIONS", "")
+        client.create_bucket(Bucket="mpi-out")
+
+        def parts():
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket="mpi-out",
+                                                                      Prefix="job/part-")
+            return [o["Key"] for p in pages for o in p.get("Contents", [])]
+
+        def rows():
+            by_id: dict[str, list[str]] = {}
+            for key in parts():
+                body = client.get_object(Bucket="mpi-out", Key=key)["Body"].read().decode()
+                for text in body.splitlines():
+                    by_id.setdefault(json.loads(text)["id"], []).append(key)
+            return by_id
+
+        args = caption_args(mpi, inputs, "s3://mpi-out/job", "--state-dir", tmp_path / "state",
+                            "--input-shard-size", "4", "--shard-rows", "6", "--parallel", "1")
+        killed, rc = run_killing_a_rank(mpirun_args(3) + args, 3, lambda: len(parts()),
+                                        tmp_path, rng, env=env)
+        assert killed is not None and rc != 0, (tmp_path / "killed.log").read_text()[-3000:]
+        done_before, parts_before = len(rows()), set(parts())
+        assert 0 < done_before < len(expected_ids(inputs))
+        r = subprocess.run(mpirun_args(2) + args, capture_output=True, text=True, timeout=900,
+                           env=env)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        got = rows()
+        assert set(got) == expected_ids(inputs)
+        twice = {k: v for k, v in got.items() if len(v) > 1}
+        assert not twice, twice
+        # the rerun's two ranks number their parts first + rank + 2k: both wrote
+        numbers = {int(k.split("part-")[1][:5]) for k in set(parts()) - parts_before}
+        assert {n % 2 for n in numbers} == {0, 1}, sorted(numbers)
+        assert not client.list_multipart_uploads(Bucket="mpi-out").get("Uploads")
+        summary = json.loads(client.get_object(Bucket="mpi-out",
+                                               Key="job/summary.json")["Body"].read())
+        # the summary describes the last run: what it wrote, what it skipped
+        assert summary["rows"]["total"] == len(got) - done_before
+        assert summary["rows"]["skipped"] == done_before

@@ -13,46 +13,18 @@ libcurl's SigV4 requests are accepted by an S3 implementation; AWS itself
 was not reachable from this machine."""
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
 from conftest import REPO, read_rows, sample_images
-
-SECRET = "s3cr3t-never-printed"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from s3_store import SECRET, CountingProxy, moto_store
 
 @pytest.fixture(scope="module")
 def store():
-    port = free_port()
-    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except Exception:
-            time.sleep(0.1)
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIATESTKEY", AWS_SECRET_ACCESS_KEY=SECRET,
-               AWS_ENDPOINT_URL=url, AWS_REGION="us-east-1")
-    import boto3
-    client = boto3.client("s3", endpoint_url=url, aws_access_key_id="AKIATESTKEY",
-                          aws_secret_access_key=SECRET, region_name="us-east-1")
-    yield env, client
-    proc.terminate()
-    proc.wait(timeout=10)
+    with moto_store() as s:
+        yield s
 
 
 def tool(env, *args, binary=False):
@@ -388,73 +360,6 @@ def test_a_kill_between_upload_and_commit_loses_and_repeats_nothing(store, sluic
 # ---- ranged reads: Parquet files and tar shards in a bucket, no local copy -----------
 
 
-class CountingProxy:
-    """Stands between sluice and moto: forwards every request, logs its
-    method, path, Range header and the body bytes sent back, and answers
-    503 SlowDown (once) to the first request `throttle` picks. moto checks
-    no signature, so forwarding signed requests unchanged is fine."""
-
-    def __init__(self, upstream):
-        import http.client
-        import http.server
-        import threading
-        from urllib.parse import urlsplit
-        host = urlsplit(upstream)
-        self.log = []
-        self.throttle = None
-        self.throttled = []
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def forward(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else None
-                rng = self.headers.get("Range")
-                path = self.path.split("?", 1)[0]
-                if proxy.throttle and proxy.throttle(self.command, self.path, rng):
-                    proxy.throttle = None
-                    proxy.throttled.append((self.command, self.path, rng))
-                    data = b"<Error><Code>SlowDown</Code><Message>Reduce</Message></Error>"
-                    self.send_response(503)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
-                conn = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
-                conn.request(self.command, self.path, body=body,
-                             headers={k: v for k, v in self.headers.items()})
-                resp = conn.getresponse()
-                data = resp.read()
-                proxy.log.append((self.command, path, rng, resp.status, len(data)))
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length",
-                                         "server", "date"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def gets(self, path):
-        return [e for e in self.log if e[0] == "GET" and e[1] == path]
-
-    def close(self):
-        self.server.shutdown()
-
-
 def run_watching_tmp(sluice, env, tmp_path, *args):
     """A caption run with TMPDIR an empty folder, watched all along: what
     ever appears in it (a local copy of an input) is returned."""
@@ -585,6 +490,109 @@ def test_tar_shards_in_a_bucket_are_streamed(store, sluice, tmp_path):
 
 
 
+def test_a_manifest_in_a_bucket_is_streamed_by_ranges(store, sluice, tmp_path):
+    """A 2.6 MB JSONL manifest and a CSV manifest in a bucket are read in
+    place by ranged GETs of at most 1 MiB, never copied (nothing appears in
+    TMPDIR), relative image paths resolved in the manifest's folder; a GET
+    throttled mid-manifest is retried, only that chunk asked for again. A
+    line cut across two chunks is whole. The progress total is right."""
+    import csv
+    import io
+    env, client = store
+    client.create_bucket(Bucket="lists")
+    images = sample_images()[:4]
+    for p in images:
+        client.put_object(Bucket="lists", Key=f"m/img/{p.name}", Body=p.read_bytes())
+    pad = "x" * 20_000  # long lines: the manifest spans three 1 MiB chunks
+    lines = [json.dumps({"id": f"r{i:03d}", "image": f"img/{images[i % 4].name}", "n": i,
+                         "note": pad}) for i in range(130)]
+    manifest = ("\n".join(lines) + "\n").encode()
+    assert len(manifest) > 2 * (1 << 20)
+    client.put_object(Bucket="lists", Key="m/list.jsonl", Body=manifest)
+    table = io.StringIO()
+    w = csv.writer(table)
+    w.writerow(["path", "label"])
+    for i, p in enumerate(images):
+        w.writerow([f"img/{p.name}", f"label, {i}"])
+    client.put_object(Bucket="lists", Key="m/list.csv", Body=table.getvalue().encode())
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    proxy.throttle = lambda m, p, rng: (m == "GET" and p == "/lists/m/list.jsonl"
+                                        and (rng or "").startswith(f"bytes={1 << 20}-"))
+    try:
+        penv = dict(env, AWS_ENDPOINT_URL=proxy.url)
+        r, seen = run_watching_tmp(sluice, penv, tmp_path, "s3://lists/m/list.jsonl",
+                                   "-o", tmp_path / "j")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert not seen, seen
+        rows = {row["id"]: row for row in read_rows(tmp_path / "j")}
+        assert sorted(rows) == [f"r{i:03d}" for i in range(130)]
+        assert all(row["error"] is None and row["note"] == pad for row in rows.values())
+        assert rows["r077"]["n"] == 77
+        assert rows["r077"]["path"] == f"s3://lists/m/img/{images[77 % 4].name}"
+        assert "130 of 130 (100%)" in final_progress(r.stderr)
+        assert len(proxy.throttled) == 1  # and retried
+        gets = proxy.gets("/lists/m/list.jsonl")
+        for _, _, rng, _, _ in gets:
+            first, last = map(int, rng.split("=")[1].split("-"))
+            assert last - first + 1 <= 1 << 20, rng
+        # the run and the count pass each read it once: 3 chunks and the GET at its end
+        assert len(gets) <= 8, gets
+        r, seen = run_watching_tmp(sluice, penv, tmp_path, "s3://lists/m/list.csv",
+                                   "-o", tmp_path / "c")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert not seen, seen
+        rows = read_rows(tmp_path / "c")
+        assert sorted(row["label"] for row in rows) == [f"label, {i}" for i in range(4)]
+        assert all(row["error"] is None for row in rows)
+        assert all(rng for _, _, rng, _, _ in proxy.gets("/lists/m/list.csv"))
+        # A chunk the store refuses for good: the lines before it are read,
+        # then one failed row (the manifest's id) says where and why.
+        proxy.refuse = lambda m, p, rng: (m == "GET" and p == "/lists/m/list.jsonl"
+                                          and (rng or "").startswith(f"bytes={1 << 20}-"))
+        r = caption_env(sluice, penv, "s3://lists/m/list.jsonl", "-o", tmp_path / "x")
+        assert r.returncode == 3, r.stderr[-3000:]
+        rows = {row["id"]: row for row in read_rows(tmp_path / "x")}
+        whole = (1 << 20) // len(lines[0].encode() + b"\n")  # lines within the first chunk
+        assert sorted(k for k in rows if rows[k]["error"] is None) == \
+            [f"r{i:03d}" for i in range(whole)]
+        err = rows["list.jsonl"]["error"]
+        assert f"reading stopped after line {whole}" in err and "AccessDenied" in err, err
+        assert "s3://lists/m/list.jsonl" in err and len(rows) == whole + 1
+    finally:
+        proxy.close()
+
+
+def test_a_batch_file_in_a_bucket(store, sluice, tmp_path):
+    """`sluice batch s3://...` reads the requests file in place (before, it
+    could not open it: only caption manifests were copied down); the count
+    pass counts its lines by ranged reads too."""
+    env, client = store
+    client.create_bucket(Bucket="batches")
+    lines = [json.dumps({"custom_id": f"q{i}", "method": "POST", "url": "/v1/chat/completions",
+                         "body": {"messages": [{"role": "user", "content": f"Say {i}."}]}})
+             for i in range(12)]
+    client.put_object(Bucket="batches", Key="in/requests.jsonl",
+                      Body="\n".join(lines[:6] + [""] + lines[6:]) + "\n")
+    out = tmp_path / "out"
+    r = subprocess.run([str(sluice.binary), "batch", "s3://batches/in/requests.jsonl", "-o",
+                        str(out), "--model", str(REPO / "models/tiny/model.gguf"),
+                        "--max-tokens", "4", "--metrics-addr", "off", "--progress-every",
+                        "0.05"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ids = sorted(json.loads(t)["custom_id"] for p in out.glob("part-*.jsonl")
+                 for t in p.read_text().splitlines())
+    assert ids == sorted(f"q{i}" for i in range(12))
+    assert "12 of 12 (100%)" in final_progress(r.stderr)
+    missing = subprocess.run([str(sluice.binary), "batch", "s3://batches/in/none.jsonl", "-o",
+                              str(tmp_path / "none"), "--model",
+                              str(REPO / "models/tiny/model.gguf"), "--metrics-addr", "off"],
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert missing.returncode == 3, missing.stderr[-3000:]
+    row = json.loads(next((tmp_path / "none").glob("part-*.jsonl")).read_text())
+    assert "s3://batches/in/none.jsonl" in row["error"]["message"]
+    assert "NoSuchKey" in row["error"]["message"]
+
+
 def test_a_run_killed_mid_upload_leaves_no_upload_behind(store, sluice, tmp_path):
     """A part over 16 MiB goes up in parts; the run is killed (SIGKILL)
     between two of them, which leaves an unfinished multipart upload in the
@@ -635,3 +643,69 @@ def test_a_run_killed_mid_upload_leaves_no_upload_behind(store, sluice, tmp_path
     assert "aborted 1 unfinished multipart upload" in r.stderr, r.stderr[-3000:]
     assert uploads() == sorted([("r/notes.bin", other), ("r2/part-00000.jsonl", elsewhere)])
     assert Counter(remote_ids(client, "stale", "r/")) == Counter(f"big.parquet:{i}" for i in range(3))
+
+
+# ---- connections kept: one per thread, not one per request ---------------------------
+
+
+def counts(stdout):
+    words = stdout.split()
+    return int(words[words.index("requests") + 1]), int(words[words.index("connections") + 1])
+
+
+def test_requests_reuse_their_connections(store, tmp_path):
+    """GETs of a small object, one thread then four at once, through a
+    keep-alive proxy (moto itself closes every connection) that counts the
+    connections it accepts: each thread opens one and keeps it, and the
+    process's own count (CURLINFO_NUM_CONNECTS) agrees with the server's.
+    A 3-part multipart upload (5 requests) goes over one connection too.
+    Before connections were kept: one connection per request."""
+    env, client = store
+    client.create_bucket(Bucket="conn")
+    client.put_object(Bucket="conn", Key="small.bin", Body=os.urandom(4096))
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    penv = dict(env, AWS_ENDPOINT_URL=proxy.url)
+    try:
+        r = tool(penv, "repeat", "s3://conn/small.bin", 60, 1)
+        assert r.returncode == 0, r.stderr
+        assert counts(r.stdout) == (60, proxy.connections) and proxy.requests == 60
+        assert proxy.connections == 1
+        proxy.connections = proxy.requests = 0
+        r = tool(penv, "repeat", "s3://conn/small.bin", 80, 4)
+        assert r.returncode == 0, r.stderr
+        assert counts(r.stdout) == (80, proxy.connections) and proxy.requests == 80
+        assert proxy.connections <= 4
+        proxy.connections = proxy.requests = 0
+        big = tmp_path / "big.bin"
+        big.write_bytes(os.urandom(11 << 20))
+        assert tool(penv, "upload", big, "s3://conn/big.bin", 5 << 20).returncode == 0
+        assert proxy.requests == 5 and proxy.connections == 1
+        assert client.head_object(Bucket="conn", Key="big.bin")["ContentLength"] == 11 << 20
+    finally:
+        proxy.close()
+
+
+def test_a_job_over_many_small_objects_keeps_its_connections(store, sluice, tmp_path):
+    """A caption job reading 40 images from a bucket and writing its parts
+    to another prefix: the store sees a handful of connections (one per
+    thread that makes requests) for all of its requests."""
+    env, client = store
+    client.create_bucket(Bucket="many-small")
+    images = sample_images()
+    for i in range(40):
+        p = images[i % len(images)]
+        client.put_object(Bucket="many-small", Key=f"in/{i:03d}{p.suffix}", Body=p.read_bytes())
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    try:
+        r = caption_env(sluice, dict(env, AWS_ENDPOINT_URL=proxy.url), "s3://many-small/in",
+                        "-o", "s3://many-small/out", "--state-dir", tmp_path / "state",
+                        "--shard-rows", "10")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert len(remote_ids(client, "many-small", "out/")) == 40
+        # 40 GETs, listings (run and count pass), 4 part PUTs, the summary's ...
+        assert proxy.requests >= 46
+        # ... over a connection per thread that asked: read stages, the
+        # writer, the count pass, the main thread. Before: one each.
+        assert proxy.connections <= 12, (proxy.connections, proxy.requests)
+    finally:
+        proxy.close()

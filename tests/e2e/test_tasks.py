@@ -225,6 +225,115 @@ metrics:
     refused("--tasks", bad, says=[str(bad), "not JSON"])
 
 
+def part_rows(out: pathlib.Path) -> list[dict]:
+    """Every row of every committed part, JSONL or Parquet."""
+    rows = []
+    for part in sorted(out.glob("part-*.jsonl")):
+        rows += [json.loads(x) for x in part.read_text().splitlines()]
+    parquet = sorted(out.glob("part-*.parquet"))
+    if parquet:
+        import pyarrow.parquet as pq
+        for part in parquet:
+            rows += pq.read_table(part).to_pylist()
+    return rows
+
+
+@pytest.mark.parametrize("per_task,fmt", [(True, "jsonl"), (True, "parquet"), (False, "jsonl")])
+def test_summary_counts_the_rows_the_output_holds(sluice, four, tmp_path, per_task, fmt):
+    """summary.json's rows.total/ok/failed are the rows written (with
+    --rows-per-task one per image and task), failures sum to rows.failed,
+    rows.inputs_done counts images; on a first run cut short by --limit and
+    on the rerun that resumes it."""
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow.parquet")
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in four.iterdir():
+        (src / p.name).symlink_to(p.resolve())
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")  # fails alone, at decode
+    out = tmp_path / "out"
+    per = len(TASKS) if per_task else 1
+    args = [*task_args(), "--format", fmt, "--shard-rows", "4", "--metrics-addr", "off",
+            "--show", "0"] + (["--rows-per-task"] if per_task else [])
+    seen = 0
+    for limit in (["--limit", "2"], []):
+        r = sluice.caption(src, out, *args, *limit)
+        assert r.returncode in (0, 3), r.stderr
+        rows = part_rows(out)
+        new = len(rows) - seen
+        seen = len(rows)
+        summary = json.loads((out / "summary.json").read_text())
+        counts = summary["rows"]
+        assert counts["total"] == new, (counts, new)
+        failed = sum(1 for row in rows if row["error"] is not None)
+        assert counts["failed"] + counts["ok"] == counts["total"]
+        assert sum(f["rows"] for f in summary["failures"]) == counts["failed"]
+        assert counts["inputs_done"] * per == counts["total"]
+        if per_task:  # the console's last line says what it counts
+            assert f"{new} rows, one per image and task: {counts['ok']} answered, " \
+                f"{counts['failed']} failed" in r.stdout, r.stdout
+        if limit:
+            assert counts["inputs_done"] == 2 and counts["skipped"] == 0
+            first_failed = failed
+        else:
+            # The rerun did the rest: every input once, each a row per task.
+            assert counts["skipped"] == 2 and counts["inputs_done"] == counts["input"] == 3
+            assert counts["failed"] == failed - first_failed
+            assert failed == per, "the broken image fails, each of its rows with the error"
+            assert len(rows) == 5 * per
+            ids = sorted(row["id"] for row in rows)
+            assert ids == sorted([p.name for p in src.iterdir()] * per)
+        # --shard-rows counts output rows too: a part is cut once it holds
+        # 4, whole images in each.
+        if per_task and fmt == "jsonl":
+            for part in out.glob("part-*.jsonl"):
+                n = len(part.read_text().splitlines())
+                assert n % per == 0 and n <= 4 + per - 1, (part, n)
+
+
+def test_a_prompt_beside_tasks_is_refused(sluice, four, tmp_path):
+    """--prompt (prompt.text) or --prompt-column beside tasks would not be
+    used: exit 2 before anything runs, naming both settings, from flags, a
+    job file (run and config check) and a job file under flags."""
+    out = tmp_path / "never"
+    r = sluice.caption(four, out, "--prompt", "Say hi.", "--task", "a=Describe it.")
+    assert r.returncode == 2, r.stderr
+    assert "--prompt is not used beside tasks (--task)" in r.stderr, r.stderr
+    assert "Drop --prompt, or make it a task of its own" in r.stderr, r.stderr
+    spec = tmp_path / "tasks.json"
+    spec.write_text(json.dumps({"a": {"prompt": "Describe it."}}))
+    r = sluice.caption(four, out, "--prompt-column", "q", "--tasks", spec)
+    assert r.returncode == 2, r.stderr
+    assert "--prompt-column is not used beside tasks (--tasks)" in r.stderr, r.stderr
+    assert not out.exists()
+
+    job = tmp_path / "job.yaml"
+    job.write_text(f"""input:
+  paths: ["{four}"]
+llama:
+  model: "{TINY / 'model.gguf'}"
+  mmproj: "{TINY / 'mmproj.gguf'}"
+prompt:
+  text: "Say hi."
+tasks:
+  prompts: ["a=Describe it."]
+output:
+  dir: "{out}"
+""")
+    for args in (("config", "check", job), ("run", job)):
+        r = sluice.run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert f"{job}:7:9: prompt.text is not used beside tasks (tasks.prompts at {job}:9:13)" \
+            in r.stderr, r.stderr
+    # The job file without tasks, --task given over it: refused too.
+    job.write_text(job.read_text().replace('tasks:\n  prompts: ["a=Describe it."]\n', ""))
+    assert sluice.run("config", "check", job).returncode == 0
+    r = sluice.run("run", job, "--task", "a=Describe it.")
+    assert r.returncode == 2 and "prompt.text is not used beside tasks (--task)" in r.stderr, \
+        r.stderr
+    assert not out.exists()
+
+
 def test_templates_fill_from_columns_and_a_missing_one_fails_its_row(sluice, tmp_path):
     """Through the openai engine and a fake server that records what it is
     sent: each task a request with the same image and message prefix, the

@@ -5,7 +5,10 @@
  *   s3_tool get URL [OFFSET LENGTH] the object (or a range) to stdout
  *   s3_tool ls URL                  "SIZE KEY" per object under the prefix
  *   s3_tool rm URL
+ *   s3_tool repeat URL N THREADS    GETs the object N times over THREADS threads,
+ *                                   then prints "requests R connections C"
  * Exit 0, or 1 with the error on stderr (2 for a wrong command line). */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +17,50 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "io/s3.h"
+
+typedef struct repeat {
+    const sl_s3 *s3;
+    const char *url;
+    long times;
+    sl_status st;
+} repeat;
+
+static void *repeat_main(void *arg)
+{
+    repeat *r = arg;
+    for (long i = 0; i < r->times && r->st == SL_OK; i++) {
+        uint8_t *data;
+        size_t len;
+        if ((r->st = sl_s3_get(r->s3, r->url, 0, 0, (size_t)1 << 30, &data, &len)) == SL_OK)
+            sl_free(data);
+    }
+    return NULL;
+}
+
+/* n GETs of url on `threads` threads at once (each its share). */
+static sl_status repeat_get(const sl_s3 *s3, const char *url, long n, long threads)
+{
+    if (threads < 1 || threads > 64)
+        threads = 1;
+    pthread_t tid[64];
+    repeat rs[64];
+    long started = 0;
+    for (long t = 0; t < threads; t++) {
+        rs[t] = (repeat){s3, url, n / threads + (t < n % threads), SL_OK};
+        if (pthread_create(&tid[t], NULL, repeat_main, &rs[t]) != 0)
+            break;
+        started++;
+    }
+    sl_status st = started == threads ? SL_OK : SL_ERR_IO;
+    for (long t = 0; t < started; t++) {
+        pthread_join(tid[t], NULL);
+        if (rs[t].st != SL_OK)
+            st = rs[t].st;
+    }
+    sl_s3_counts c = sl_s3_counts_now();
+    printf("requests %ld connections %ld\n", c.requests, c.connections);
+    return st;
+}
 
 static int fail(void)
 {
@@ -24,7 +71,7 @@ static int fail(void)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: s3_tool put|upload|get|ls|rm ...\n");
+        fprintf(stderr, "usage: s3_tool put|upload|get|ls|rm|repeat ...\n");
         return 2;
     }
     sl_s3 *s3;
@@ -62,6 +109,8 @@ int main(int argc, char **argv)
             }
             sl_s3_list_free(l);
         }
+    } else if (strcmp(cmd, "repeat") == 0 && argc == 5) {
+        st = repeat_get(s3, argv[2], strtol(argv[3], NULL, 10), strtol(argv[4], NULL, 10));
     } else if (strcmp(cmd, "rm") == 0 && argc == 3) {
         st = sl_s3_delete(s3, argv[2]);
     } else {

@@ -4,7 +4,8 @@
  * none past the input's end; a position past the next unhanded shard
  * refused; a part recorded and committed in a real ledger, whose rows come
  * back as done with their shard on the next run; other settings refused at
- * hello naming the key; malformed messages answered with an error. */
+ * hello naming the key; the inputs each rank skipped as done, told at
+ * FINISH, summed once per rank; malformed messages answered with an error. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <time.h>
@@ -308,6 +309,49 @@ static void *race(void *arg)
 
 /* Ranks on threads of their own (rank 0 serves on one thread, its own
  * pipeline asks on others): every shard handed out once, the counts whole. */
+static reply finish_from(coord *c, int rank, sl_status status, int64_t skipped, wire_buf *out)
+{
+    wire_buf req = {0};
+    wire_put_u8(&req, COORD_FINISH);
+    wire_put_i64(&req, status);
+    wire_put_i64(&req, skipped);
+    wire_put_str(&req, status == SL_OK ? "" : "disk full");
+    reply rep = ask(c, rank, &req, out);
+    wire_free(&req);
+    return rep;
+}
+
+/* A resumed job's summary counts what every rank skipped, not rank 0's
+ * alone: each rank's FINISH carries its count, summed once per rank. */
+static void test_finish_sums_what_each_rank_skipped(void **state)
+{
+    (void)state;
+    coord *c = started(NULL, 0, 3);
+    wire_buf out = {0};
+    assert_int_equal(finish_from(c, 1, SL_OK, 40, &out).status, SL_OK);
+    assert_int_equal(finish_from(c, 1, SL_OK, 40, &out).status, SL_OK); /* a repeat: once */
+    assert_int_equal(finish_from(c, 2, SL_ERR_IO, 7, &out).status, SL_OK);
+    assert_int_equal(finish_from(c, 0, SL_OK, 12, &out).status, SL_OK);
+    reply bad = finish_from(c, 1, SL_OK, -1, &out);
+    assert_int_not_equal(bad.status, SL_OK);
+    assert_non_null(strstr(bad.error, "malformed finish"));
+    coord_counts sum;
+    coord_progress(c, &sum, NULL, NULL);
+    assert_int_equal(sum.skipped, 59);
+    coord_rank r;
+    assert_true(coord_rank_progress(c, 2, &r));
+    assert_int_equal(r.committed.skipped, 7);
+    assert_true(r.finished && r.status == SL_ERR_IO);
+    int failed = -1;
+    sl_status st = SL_OK;
+    char msg[64];
+    assert_true(coord_wait_finished(c, 0, &failed, &st, msg, sizeof msg));
+    assert_int_equal(failed, 2);
+    assert_string_equal(msg, "disk full");
+    wire_free(&out);
+    coord_free(c);
+}
+
 static void test_concurrent_ranks_take_each_shard_once(void **state)
 {
     coord *c = started(NULL, 0, RACERS);
@@ -435,6 +479,7 @@ int main(void)
         cmocka_unit_test(test_hello_checks_settings),
         cmocka_unit_test(test_parts_recorded_and_resumed_by_shard),
         cmocka_unit_test(test_malformed_messages_get_errors),
+        cmocka_unit_test(test_finish_sums_what_each_rank_skipped),
         cmocka_unit_test(test_concurrent_ranks_take_each_shard_once),
         cmocka_unit_test(test_source_reads_the_shards_it_is_given),
     };

@@ -27,7 +27,7 @@ static void add_row(gallery *g, uint64_t index, bool with_thumb)
     snprintf(id, sizeof id, "img%llu.jpg", (unsigned long long)index);
     snprintf(caption, sizeof caption, "caption %llu", (unsigned long long)index);
     gallery_row r = {index, id, caption, NULL, NULL, SL_OK,
-                     with_thumb ? jpeg : NULL, with_thumb ? sizeof jpeg : 0};
+                     with_thumb ? jpeg : NULL, with_thumb ? sizeof jpeg : 0, 1};
     gallery_add(g, &r);
 }
 
@@ -112,21 +112,22 @@ static void sample_is_order_free_and_thumbnailed(void **state)
 static void failures_counted_by_stage_and_class(void **state)
 {
     gallery *g = gallery_new(NULL);
-    gallery_row bad = {1, "a.jpg", NULL, "a.jpg: empty file", "decode", SL_ERR_DECODE, NULL, 0};
+    gallery_row bad = {1, "a.jpg", NULL, "a.jpg: empty file", "decode", SL_ERR_DECODE, NULL, 0, 0};
     gallery_add(g, &bad);
     bad.index = 2;
     gallery_add(g, &bad);
     gallery_row gone = {3, "b.jpg", NULL, "b.jpg: cannot open", "decode", SL_ERR_NOT_FOUND,
-                        NULL, 0};
+                        NULL, 0, 1};
     gallery_add(g, &gone);
-    gallery_row eng = {4, "c.jpg", NULL, "c.jpg: context", "engine", SL_ERR_TOO_LONG, NULL, 0};
+    /* An image of three tasks with --rows-per-task: three failed rows. */
+    gallery_row eng = {4, "c.jpg", NULL, "c.jpg: context", "engine", SL_ERR_TOO_LONG, NULL, 0, 3};
     gallery_add(g, &eng);
     add_row(g, 5, true);
     json_t *f = gallery_failures_json(g);
     char *text = json_dumps(f, JSON_COMPACT);
     assert_string_equal(text, "[{\"stage\":\"decode\",\"class\":\"decode\",\"rows\":2},"
                               "{\"stage\":\"decode\",\"class\":\"not_found\",\"rows\":1},"
-                              "{\"stage\":\"engine\",\"class\":\"too_large\",\"rows\":1}]");
+                              "{\"stage\":\"engine\",\"class\":\"too_large\",\"rows\":3}]");
     free(text);
     json_decref(f);
     const gallery_item *items;

@@ -297,24 +297,25 @@ static void write_file(const char *path, const char *text)
     fclose(fp);
 }
 
-/* Every setting, set to its sample, survives print -> load -> print, and
- * the parameters read back are those set. */
-static void every_setting_round_trips(void **state)
+/* True for the settings a job with tasks cannot hold beside them (the
+ * prompts the tasks replace) and for the tasks' own. */
+static bool is_task_key(const char *key) { return strncmp(key, "tasks.", 6) == 0; }
+static bool is_prompt_key(const char *key)
 {
-    char dir[] = "/tmp/test_jobfile_XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char schema[256], urls[256], json_schema[256], grammar[256], tasks[256];
+    return strcmp(key, "prompt.text") == 0 || strcmp(key, "prompt.column") == 0;
+}
+
+/* Every setting set to its sample (but the prompts when `tasks`, the tasks
+ * when not: they do not go together), printed, read back and printed again
+ * to the same text; checks what was read back. */
+static void round_trip(const char *dir, bool tasks)
+{
+    char schema[256], urls[256], json_schema[256], grammar[256], task_file[256];
     snprintf(schema, sizeof schema, "%s/schema.json", dir);
-    snprintf(tasks, sizeof tasks, "%s/tasks.json", dir);
-    write_file(tasks, "{\"t\": {\"prompt\": \"Tags?\", \"system\": \"S\", \"sampling\": "
-                      "{\"max_tokens\": 3, \"seed\": 4}, \"json_schema\": {\"type\": \"object\"}}}");
+    snprintf(task_file, sizeof task_file, "%s/tasks.json", dir);
     snprintf(urls, sizeof urls, "%s/urls.txt", dir);
     snprintf(json_schema, sizeof json_schema, "%s/answer.schema.json", dir);
     snprintf(grammar, sizeof grammar, "%s/answer.gbnf", dir);
-    write_file(schema, "{\"type\": \"json_object\"}");
-    write_file(json_schema, "{\"type\": \"array\", \"items\": {\"enum\": [1, 2]}}");
-    write_file(grammar, "root ::= \"yes\" | \"no\"\n");
-    write_file(urls, "# servers\nhttp://a:1\n\n  http://b:2  \n");
 
     size_t n = sl_config_option_count();
     sl_config *c;
@@ -331,12 +332,14 @@ static void every_setting_round_trips(void **state)
             }
         if (!found)
             fail_msg("no sample value for %s: add one to samples[]", o.key);
+        if (tasks ? is_prompt_key(o.key) : is_task_key(o.key))
+            continue;
         if (strcmp(o.key, "openai.response_format") == 0)
             value = schema;
         if (strcmp(o.key, "openai.endpoints_file") == 0)
             value = urls;
         if (strcmp(o.key, "tasks.file") == 0)
-            value = tasks;
+            value = task_file;
         if (strcmp(o.key, "sampling.json_schema") == 0)
             value = json_schema;
         if (strcmp(o.key, "sampling.grammar") == 0)
@@ -352,9 +355,6 @@ static void every_setting_round_trips(void **state)
     char *second = printed(back);
     assert_string_equal(first, second);
     const sl_caption_params *p = sl_config_params(c), *q = sl_config_params(back);
-    for (size_t j = 0; j < sizeof samples / sizeof *samples; j++)
-        if (strcmp(samples[j].key, "prompt.text") == 0)
-            assert_string_equal(q->prompt, samples[j].value);
     assert_string_equal(q->prompt, p->prompt);
     assert_string_equal(q->system_prompt, "null"); /* quoted when printed: a string */
     assert_int_equal(q->n_stop, 1);
@@ -383,29 +383,68 @@ static void every_setting_round_trips(void **state)
     assert_string_equal(q->stages[0].config, "{\"k\":[1,\"x\\\"y\"],\"e\":{}}");
     assert_string_equal(q->stages[0].columns[0], "tags");
     assert_int_equal(memcmp(&p->sampling, &q->sampling, sizeof p->sampling), 0);
-    /* The tasks file's first, then --task's; each one's own settings over
-     * the job's sampling. */
-    assert_int_equal(q->n_tasks, 2);
-    assert_true(q->rows_per_task);
-    assert_string_equal(q->tasks[0].name, "t");
-    assert_string_equal(q->tasks[0].system_prompt, "S");
-    assert_string_equal(q->tasks[0].json_schema, "{\"type\":\"object\"}");
-    assert_int_equal(q->tasks[0].sampling.max_tokens, 3);
-    assert_int_equal(q->tasks[0].sampling.seed, 4);
-    assert_true(q->tasks[0].sampling.temperature == 0.25f);
-    assert_true(q->tasks[0].sampling.top_p == 0.9f);
-    assert_string_equal(q->tasks[1].name, "a");
-    assert_string_equal(q->tasks[1].prompt, "Describe {label}: \"{{x}}\"");
-    assert_null(q->tasks[1].system_prompt);
-    assert_int_equal(q->tasks[1].sampling.max_tokens, 7);
-    assert_true(q->tasks[1].sampling.temperature == 0.7f);
     assert_int_equal(p->image.max_edge, q->image.max_edge);
     assert_int_equal(p->image.max_input_pixels, q->image.max_input_pixels);
     assert_int_equal(memcmp(p->image.background, q->image.background, 3), 0);
+    if (!tasks) {
+        for (size_t j = 0; j < sizeof samples / sizeof *samples; j++)
+            if (strcmp(samples[j].key, "prompt.text") == 0)
+                assert_string_equal(q->prompt, samples[j].value);
+        assert_string_equal(q->prompt_column, "q");
+        assert_int_equal(q->n_tasks, 0);
+        assert_false(q->rows_per_task);
+    } else {
+        /* The tasks file's first, then --task's; each one's own settings
+         * over the job's sampling. The prompt they replace prints as ~ (its
+         * default text would be refused beside them when read back). */
+        assert_non_null(strstr(first, "\nprompt:\n  text: ~"));
+        assert_string_equal(q->prompt, "Describe this image in one sentence.");
+        assert_null(q->prompt_column);
+        assert_int_equal(q->n_tasks, 2);
+        assert_true(q->rows_per_task);
+        assert_string_equal(q->tasks[0].name, "t");
+        assert_string_equal(q->tasks[0].system_prompt, "S");
+        assert_string_equal(q->tasks[0].json_schema, "{\"type\":\"object\"}");
+        assert_int_equal(q->tasks[0].sampling.max_tokens, 3);
+        assert_int_equal(q->tasks[0].sampling.seed, 4);
+        assert_true(q->tasks[0].sampling.temperature == 0.25f);
+        assert_true(q->tasks[0].sampling.top_p == 0.9f);
+        assert_string_equal(q->tasks[1].name, "a");
+        assert_string_equal(q->tasks[1].prompt, "Describe {label}: \"{{x}}\"");
+        assert_null(q->tasks[1].system_prompt);
+        assert_int_equal(q->tasks[1].sampling.max_tokens, 7);
+        assert_true(q->tasks[1].sampling.temperature == 0.7f);
+    }
     free(first);
     free(second);
     sl_config_free(back);
+    sl_config_free(c);
+}
 
+/* Every setting, set to its sample, survives print -> load -> print, and
+ * the parameters read back are those set: in two jobs, as the prompts and
+ * the tasks that replace them are not given together. */
+static void every_setting_round_trips(void **state)
+{
+    char dir[] = "/tmp/test_jobfile_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char schema[256], urls[256], json_schema[256], grammar[256], tasks[256];
+    snprintf(schema, sizeof schema, "%s/schema.json", dir);
+    snprintf(tasks, sizeof tasks, "%s/tasks.json", dir);
+    write_file(tasks, "{\"t\": {\"prompt\": \"Tags?\", \"system\": \"S\", \"sampling\": "
+                      "{\"max_tokens\": 3, \"seed\": 4}, \"json_schema\": {\"type\": \"object\"}}}");
+    snprintf(urls, sizeof urls, "%s/urls.txt", dir);
+    snprintf(json_schema, sizeof json_schema, "%s/answer.schema.json", dir);
+    snprintf(grammar, sizeof grammar, "%s/answer.gbnf", dir);
+    write_file(schema, "{\"type\": \"json_object\"}");
+    write_file(json_schema, "{\"type\": \"array\", \"items\": {\"enum\": [1, 2]}}");
+    write_file(grammar, "root ::= \"yes\" | \"no\"\n");
+    write_file(urls, "# servers\nhttp://a:1\n\n  http://b:2  \n");
+    round_trip(dir, false);
+    round_trip(dir, true);
+
+    sl_config *back;
+    char *first, *second;
     /* The defaults round-trip too (null where 0 means "the default"). */
     sl_config *d;
     assert_int_equal(sl_config_new(&d), SL_OK);
@@ -423,10 +462,62 @@ static void every_setting_round_trips(void **state)
     free(second);
     sl_config_free(back);
     sl_config_free(d);
-    sl_config_free(c);
     unlink(schema);
     unlink(urls);
+    unlink(tasks);
+    unlink(json_schema);
+    unlink(grammar);
     rmdir(dir);
+}
+
+/* A prompt beside tasks would not be used (each task brings its own):
+ * refused when the settings are resolved, naming both and what to do, from
+ * a job file, flags, or one over the other. ~ and the system prompt (every
+ * task's default) are fine. */
+static void a_prompt_beside_tasks_is_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *yaml, *flag, *value, *message;
+    } cases[] = {
+        {"prompt:\n  text: hi\ntasks:\n  prompts: [a=x]\n", NULL, NULL,
+         "job.yaml:2:9: prompt.text is not used beside tasks (tasks.prompts at job.yaml:4:13): "
+         "each task brings its own prompt. Drop prompt.text, or make it a task of its own "
+         "(NAME=PROMPT)"},
+        {"prompt: {column: q}\ntasks: {prompts: [a=x]}\n", NULL, NULL,
+         "job.yaml:1:18: prompt.column is not used beside tasks (tasks.prompts at job.yaml:2:19): "
+         "each task brings its own prompt. Drop prompt.column, or name the row's columns in the "
+         "tasks' prompts ({NAME})"},
+        {"", "prompt", "hi", "--prompt is not used beside tasks (--task): each task brings its "
+                             "own prompt. Drop --prompt, or make it a task"},
+        {"tasks: {prompts: [a=x]}\n", "prompt", "hi",
+         "--prompt is not used beside tasks (tasks.prompts at job.yaml:1:19)"},
+        {"prompt: {text: hi}\n", "task", "b=y",
+         "job.yaml:1:16: prompt.text is not used beside tasks (--task)"},
+        {"prompt: {column: q}\n", "prompt-column", "r", "--prompt-column is not used beside"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sl_config *c;
+        assert_int_equal(sl_config_new(&c), SL_OK);
+        assert_int_equal(sl_config_load_text(c, cases[i].yaml, strlen(cases[i].yaml), "job.yaml"),
+                         SL_OK);
+        sl_config_begin_layer(c);
+        if (cases[i].flag)
+            assert_int_equal(sl_config_set_flag(c, cases[i].flag, cases[i].value), SL_OK);
+        if (i == 2)
+            assert_int_equal(sl_config_set_flag(c, "task", "a=x"), SL_OK);
+        if (i == 5)
+            assert_int_equal(sl_config_set_flag(c, "task", "a=x"), SL_OK);
+        assert_int_equal(sl_config_resolve(c), SL_ERR_INVALID_ARG);
+        if (!strstr(sl_last_error(), cases[i].message))
+            fail_msg("case %zu: got '%s', want '%s'", i, sl_last_error(), cases[i].message);
+        sl_config_free(c);
+    }
+    /* ~ is the default: not a prompt given; the system prompt applies. */
+    sl_config *c = load("prompt: {text: ~, column: ~, system: S}\ntasks: {prompts: [a=x]}\n");
+    assert_int_equal(sl_config_params(c)->n_tasks, 1);
+    assert_string_equal(sl_config_params(c)->system_prompt, "S");
+    sl_config_free(c);
 }
 
 /* pipeline.stages: mappings in a job file (config any YAML, typed as YAML
@@ -568,6 +659,7 @@ int main(void)
         cmocka_unit_test(errors_name_the_line_and_what_is_allowed),
         cmocka_unit_test(flags_override_the_file),
         cmocka_unit_test(every_setting_round_trips),
+        cmocka_unit_test(a_prompt_beside_tasks_is_refused),
         cmocka_unit_test(stages_in_a_job_file),
         cmocka_unit_test(printing_refuses_what_yaml_cannot_hold),
         cmocka_unit_test(files_too_large_or_missing),
