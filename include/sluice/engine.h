@@ -89,7 +89,8 @@ typedef struct sl_llama_params {
     int n_parallel;           /* sequences decoded together (continuous batching); 0:
                                  auto, 4 on a CPU, on a GPU what its free memory holds
                                  (at most 128) */
-    int n_ctx_per_seq;        /* context per sequence; 0: prompt + image + max_tokens */
+    int n_ctx_per_seq;        /* context per sequence, fixed; 0: prompt + image +
+                                 max_tokens, grown for a request that needs more */
     int max_tokens_hint;      /* for sizing: the longest generation expected */
     int image_edge_hint;      /* for sizing: the largest image edge sent (px) */
     int n_batch;              /* tokens per llama_decode; 0: 512 on a CPU, 2048 on a GPU

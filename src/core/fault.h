@@ -26,7 +26,9 @@
  * commit.end: the steps of a part's two-phase commit (ledger/ledger.h);
  * commit.upload, commit.after_upload: an s3:// output's part, before and
  * after its upload (in place of the rename); s3.upload_part: before each
- * part of a multipart upload after the first (io/s3.h). */
+ * part of a multipart upload after the first (io/s3.h); engine.context:
+ * the llama engine making its context again for a longer request (any
+ * errno: as if llama.cpp could not allocate it). */
 #ifndef SL_CORE_FAULT_H
 #define SL_CORE_FAULT_H
 

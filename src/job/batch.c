@@ -44,12 +44,9 @@ sl_status batch_check_params(const sl_caption_params *p)
         strcmp(p->output_format, "parquet") != 0 && strcmp(p->output_format, "openai-batch") != 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--format must be openai-batch (jsonl) or parquet for "
                                            "a batch file, got '%s'", p->output_format);
-    if (p->errors_file && sl_s3_is_url(p->output_dir))
-        return sl_fail(SL_ERR_INVALID_ARG, "--errors-file needs a local output folder (-o), not "
-                                           "'%s'", p->output_dir);
-    if (p->errors_file && p->output_format && strcmp(p->output_format, "parquet") == 0)
-        return sl_fail(SL_ERR_INVALID_ARG, "--errors-file writes OpenAI's batch lines: give it "
-                                           "with the openai-batch (jsonl) output, not parquet");
+    if (p->errors_file && sl_s3_is_url(p->errors_file))
+        return sl_fail(SL_ERR_INVALID_ARG, "--errors-file is a local file, not '%s' (the output "
+                                           "may be in a bucket)", p->errors_file);
     return SL_OK;
 }
 
@@ -328,6 +325,13 @@ static bool parquet_output(const sl_caption_params *p)
     return p->output_format && strcmp(p->output_format, "parquet") == 0;
 }
 
+const sl_schema *batch_errors_schema(void)
+{
+    static const sl_schema lines = {.head = jsonl_columns,
+                                    .n_head = sizeof jsonl_columns / sizeof *jsonl_columns};
+    return &lines;
+}
+
 sl_status batch_schema_plan(const sl_caption_params *p, caption_schema *out)
 {
     memset(out, 0, sizeof *out);
@@ -355,6 +359,7 @@ static const char *error_code(const char *stage, sl_status status)
         return status == SL_ERR_INVALID_ARG ? "invalid_image_url" : "image_fetch_failed";
     switch (status) {
     case SL_ERR_INVALID_ARG: return "invalid_request";
+    case SL_ERR_TOO_LONG: return "context_length_exceeded";
     case SL_ERR_INVALID_OUTPUT: return "invalid_output";
     case SL_ERR_NOMEM: return "out_of_memory";
     default: return "server_error";
@@ -393,8 +398,8 @@ bool batch_copy_without_request(const job *j, sl_row *row, const caption_row *r)
     return true;
 }
 
-void batch_cells(const job *j, const caption_row *r, const sl_row *row, sl_pq_value *v,
-                 batch_cells_text *owned)
+void batch_cells(const job *j, const caption_row *r, const sl_row *row, bool as_line,
+                 sl_pq_value *v, batch_cells_text *owned)
 {
     memset(owned, 0, sizeof *owned);
     const batch_row *b = r->batch;
@@ -421,7 +426,7 @@ void batch_cells(const job *j, const caption_row *r, const sl_row *row, sl_pq_va
         message = sl_row_error(row) ? sl_row_error(row) : "failed";
     }
     owned->text[0] = body;
-    bool pq = parquet_output(j->p);
+    bool pq = parquet_output(j->p) && !as_line;
     sl_pq_value null = {.is_null = true};
     v[pq ? BP_ID : BC_ID] = (sl_pq_value){.ptr = id, .len = strlen(id)};
     v[pq ? BP_CUSTOM_ID : BC_CUSTOM_ID] =
@@ -475,6 +480,94 @@ char *batch_show_text(const caption_row *r, const char *answer)
 
 /* --- the errors file ----------------------------------------------------------------- */
 
+static int cmp_long(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
+/* The N of "errors-N.jsonl" (as a part's), or -1. */
+static long errors_number(const char *name)
+{
+    char as_part[64];
+    if (strncmp(name, "errors-", 7) != 0 || strlen(name) > 40)
+        return -1;
+    snprintf(as_part, sizeof as_part, "part-%s", name + 7);
+    return strcmp(name + strlen(name) - 6, ".jsonl") == 0 ? sl_shard_part_number(as_part) : -1;
+}
+
+/* Appends n to *list (grown by doubling). */
+static bool push_number(long **list, size_t *n, size_t *cap, long v)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? 2 * *cap : 64;
+        long *grown = sl_realloc(*list, ncap * sizeof *grown);
+        if (!grown)
+            return false;
+        *list = grown;
+        *cap = ncap;
+    }
+    (*list)[(*n)++] = v;
+    return true;
+}
+
+/* An s3:// output: its errors parts are objects beside the parts (uploaded
+ * with each, before it), so every rank's are there; those of the part
+ * objects in the bucket (the committed parts) go into out, in order. One
+ * listing; what it holds is two numbers a part. */
+static sl_status collect_remote(const job *j, FILE *out)
+{
+    const sl_s3 *s3 = sl_s3_shared();
+    char *prefix = sl_asprintf("%s/", j->remote);
+    sl_s3_list *l = NULL;
+    sl_status st = !prefix ? sl_fail(SL_ERR_NOMEM, "out of memory")
+                   : !s3   ? sl_fail(SL_ERR_INVALID_ARG, "no S3 client for '%s'", j->remote)
+                           : sl_s3_list_open(s3, prefix, &l);
+    /* Keys come whole: a name follows the prefix's key ("s3://b/k/" -> "k/"). */
+    size_t skip = prefix ? strlen(strchr(prefix + 5, '/') + 1) : 0;
+    long *parts = NULL, *errs = NULL;
+    size_t n_parts = 0, n_errs = 0, cap_parts = 0, cap_errs = 0;
+    const char *fmt = sl_sink_format(j->sink);
+    for (bool done = false; st == SL_OK && !done;) {
+        const char *key;
+        uint64_t size;
+        if ((st = sl_s3_list_next(l, &key, &size, &done)) != SL_OK || done)
+            break;
+        if (strlen(key) < skip || strchr(key + skip, '/'))
+            continue;
+        const char *name = key + skip, *dot = strrchr(name, '.');
+        long k = sl_shard_part_number(name);
+        bool ok = true;
+        if (k >= 0 && dot && strcmp(dot + 1, fmt) == 0)
+            ok = push_number(&parts, &n_parts, &cap_parts, k);
+        else if ((k = errors_number(name)) >= 0)
+            ok = push_number(&errs, &n_errs, &cap_errs, k);
+        if (!ok)
+            st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
+    }
+    sl_s3_list_free(l);
+    /* Key order is number order only up to 99999 (then a sixth digit). */
+    qsort(parts, n_parts, sizeof *parts, cmp_long);
+    qsort(errs, n_errs, sizeof *errs, cmp_long);
+    for (size_t a = 0, b = 0; st == SL_OK && a < n_parts && b < n_errs;) {
+        if (parts[a] < errs[b]) {
+            a++;
+        } else if (errs[b] < parts[a]) {
+            b++;
+        } else {
+            char *url = sl_asprintf("%serrors-%05ld.jsonl", prefix, errs[b]);
+            st = url ? sl_s3_download(s3, url, out) : sl_fail(SL_ERR_NOMEM, "out of memory");
+            sl_free(url);
+            a++;
+            b++;
+        }
+    }
+    sl_free(parts);
+    sl_free(errs);
+    sl_free(prefix);
+    return st;
+}
+
 sl_status batch_errors_collect(const job *j)
 {
     const char *file = j->p->errors_file;
@@ -485,6 +578,17 @@ sl_status batch_errors_collect(const job *j)
     if (!out) {
         sl_status st = sl_fail(SL_ERR_IO, "--errors-file '%s': %s", file,
                                tmp ? strerror(errno) : "out of memory");
+        sl_free(tmp);
+        return st;
+    }
+    if (j->remote) {
+        sl_status st = collect_remote(j, out);
+        bool ok = st == SL_OK && fflush(out) == 0 && fsync(fileno(out)) == 0;
+        ok = fclose(out) == 0 && ok;
+        if (st == SL_OK && (!ok || rename(tmp, file) != 0))
+            st = sl_fail(SL_ERR_IO, "--errors-file '%s': %s", file, strerror(errno));
+        if (st != SL_OK)
+            unlink(tmp);
         sl_free(tmp);
         return st;
     }

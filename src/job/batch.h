@@ -56,16 +56,21 @@ sl_status batch_submit(job *j, sl_engine *engine, sl_row *row, caption_row *r);
  * Parquet: the same flattened). */
 sl_status batch_schema_plan(const sl_caption_params *p, caption_schema *out);
 
-/* write: the row's cells in the batch schema's order into v; texts made
- * for them in *owned (free with batch_cells_free after the write). A
- * stage's copy k of a request answers under custom_id "<custom_id>#k", the
- * id the ledger records it by. */
+/* The errors parts' columns: OpenAI's batch lines (JSONL) whatever the
+ * output's format. */
+const sl_schema *batch_errors_schema(void);
+
+/* write: the row's cells in the batch schema's order into v (as_line: in
+ * batch_errors_schema's, for an errors part); texts made for them in
+ * *owned (free with batch_cells_free after the write). A stage's copy k of
+ * a request answers under custom_id "<custom_id>#k", the id the ledger
+ * records it by. */
 #define BATCH_CELLS 7
 typedef struct batch_cells_text {
     char *text[4];
 } batch_cells_text;
-void batch_cells(const job *j, const caption_row *r, const sl_row *row, sl_pq_value *v,
-                 batch_cells_text *owned);
+void batch_cells(const job *j, const caption_row *r, const sl_row *row, bool as_line,
+                 sl_pq_value *v, batch_cells_text *owned);
 void batch_cells_free(batch_cells_text *owned);
 
 /* What the report and live page show of a batch row: the request's last
@@ -73,8 +78,9 @@ void batch_cells_free(batch_cells_text *owned);
 char *batch_show_text(const caption_row *r, const char *answer);
 
 /* errors_file: after a run, the errors parts (errors-NNNNN.jsonl) of the
- * output folder concatenated into the file, in order (written under a
- * temporary name and renamed). */
+ * committed parts concatenated into the file, in order (written under a
+ * temporary name and renamed): from the output folder, or for an s3://
+ * output the objects beside the parts. */
 sl_status batch_errors_collect(const job *j);
 
 #endif

@@ -87,7 +87,8 @@ typedef struct job {
     caption_schema schema;     /* the output row's columns */
     sl_sink *sink;             /* the output; its open part is the open shard */
     sl_sink *errors_sink;      /* batch errors_file: failed requests, in errors-NNNNN.jsonl
-                                  parts opened and committed with the output's */
+                                  parts opened and committed with the output's (uploaded
+                                  beside them for an s3:// output) */
     long shard, shard_rows;    /* the open shard's number and rows (output rows, and one
                                   for each dropped row: its id in the ledger; a part of
                                   only dropped rows is committed empty, so they count as

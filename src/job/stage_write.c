@@ -81,8 +81,9 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
          * request goes to the errors part instead. */
         sl_pq_value cells[BATCH_CELLS];
         batch_cells_text owned;
-        batch_cells(j, r, row, cells, &owned);
-        sl_sink *sink = j->errors_sink && sl_row_failed(row) ? j->errors_sink : j->sink;
+        bool to_errors = j->errors_sink && sl_row_failed(row);
+        batch_cells(j, r, row, to_errors, cells, &owned);
+        sl_sink *sink = to_errors ? j->errors_sink : j->sink;
         sl_status st = sl_sink_write(sink, &(sl_schema_row){cells, NULL});
         batch_cells_free(&owned);
         return st;
@@ -350,8 +351,12 @@ sl_status job_open_output(job *j)
         /* Overwriting: an errors part of this number is a leftover of a
          * part that was never committed. */
         char errors[64];
-        if (!j->errors_sink)
-            st = sl_sink_open("jsonl", j->dir, true, &j->schema.schema, &j->errors_sink);
+        /* In a bucket, beside the parts: every rank's are there at the end. */
+        if (!j->errors_sink &&
+            (st = sl_sink_open("jsonl", j->dir, true, batch_errors_schema(), &j->errors_sink)) ==
+                SL_OK &&
+            j->remote)
+            st = sl_sink_set_remote(j->errors_sink, j->remote);
         snprintf(errors, sizeof errors, "errors-%05ld.jsonl", j->shard);
         if (st == SL_OK)
             st = sl_sink_part_open(j->errors_sink, errors);

@@ -228,6 +228,104 @@ def test_kill_9_then_the_rerun_answers_every_custom_id_once(sluice, tmp_path):
     assert sorted(ids) == [f"req-{i:04d}" for i in range(n)]
 
 
+def test_parquet_output_with_an_errors_file_survives_kill_9(sluice, tmp_path):
+    """--format parquet with --errors-file: answers in the Parquet parts,
+    failed requests in the errors file as OpenAI's JSONL lines. Killed with
+    SIGKILL mid-run, the same command again: every custom_id once in the
+    parts (read back by pyarrow) or the errors file, never both."""
+    import pyarrow.parquet as pq
+    n = 120 if not sanitized() else 40
+    bad = {f"req-{i:04d}" for i in range(n) if i % 7 == 3}
+    requests = write_batch(tmp_path / "many.jsonl", [
+        line(f"req-{i:04d}", [{"role": "user", "content": f"Count to {i}."}],
+             **({"n": 2} if f"req-{i:04d}" in bad else {})) for i in range(n)])
+    out, errors = tmp_path / "out", tmp_path / "errors.jsonl"
+    cmd = [str(sluice.binary), "batch", str(requests), "-o", str(out), *LLAMA, *COMMON,
+           "--shard-rows", "8", "--format", "parquet", "--errors-file", str(errors)]
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 300
+        while len(list(out.glob("part-*.parquet"))) < 2 and proc.poll() is None and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert 0 < len(list(out.glob("part-*.parquet"))) < n // 8, "the kill should land mid-run"
+    assert list(out.glob("errors-*.jsonl")), "the errors parts are committed with their parts"
+    res = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 3, res.stderr  # the bad requests failed
+    answered = []
+    for part in sorted(out.glob("part-*.parquet")):
+        answered += pq.read_table(part).to_pylist()
+    ids = [r["custom_id"] for r in answered]
+    assert not [i for i, k in Counter(ids).items() if k > 1], "a custom_id written twice"
+    assert sorted(ids) == sorted(f"req-{i:04d}" for i in range(n) if f"req-{i:04d}" not in bad)
+    for r in answered:
+        assert r["status_code"] == 200 and r["error_code"] is None
+        ChatCompletion.model_validate_json(r["body"])
+    failed = [json.loads(t) for t in errors.read_text().splitlines()]
+    assert sorted(r["custom_id"] for r in failed) == sorted(bad)  # each once
+    for r in failed:
+        assert set(r) == {"id", "custom_id", "response", "error"}
+        assert r["response"] is None and r["error"]["code"] == "invalid_request"
+        assert "body.n must be 1" in r["error"]["message"]
+
+
+def test_errors_file_with_an_output_in_a_bucket(sluice, tmp_path):
+    """-o s3://... (moto) with --errors-file: the errors parts are objects
+    beside the parts; killed with SIGKILL mid-run and run again, the errors
+    file holds each failed custom_id once and the parts each answered one
+    once."""
+    from s3_store import moto_store
+    with moto_store() as (env, client):
+        errors_in_a_bucket(sluice, tmp_path, env, client)
+
+
+def errors_in_a_bucket(sluice, tmp_path, env, client):
+    client.create_bucket(Bucket="batch")
+    n = 96 if not sanitized() else 40
+    bad = {f"req-{i:04d}" for i in range(n) if i % 7 == 3}
+    requests = write_batch(tmp_path / "many.jsonl", [
+        line(f"req-{i:04d}", [{"role": "user", "content": f"Count to {i}."}],
+             **({"n": 2} if f"req-{i:04d}" in bad else {})) for i in range(n)])
+    errors = tmp_path / "errors.jsonl"
+    cmd = [str(sluice.binary), "batch", str(requests), "-o", "s3://batch/run/", *LLAMA, *COMMON,
+           "--shard-rows", "8", "--state-dir", str(tmp_path / "state"), "--errors-file",
+           str(errors)]
+
+    def keys(start):
+        listing = client.list_objects_v2(Bucket="batch", Prefix="run/" + start)
+        return sorted(o["Key"][len("run/"):] for o in listing.get("Contents", []))
+
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(list(map(str, cmd)), env=env, stdout=subprocess.DEVNULL,
+                                stderr=log)
+        deadline = time.monotonic() + 300
+        while len(keys("part-")) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert 0 < len(keys("part-")) < n // 8, "the kill should land mid-run"
+    res = subprocess.run(list(map(str, cmd)), env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 3, res.stderr[-2000:]  # the bad requests failed
+    parts = keys("part-")
+    # Each part's errors part beside it, committed before it.
+    assert [k.replace("errors-", "part-") for k in keys("errors-")][:len(parts)] == parts
+    ids = []
+    for key in parts:
+        body = client.get_object(Bucket="batch", Key="run/" + key)["Body"].read().decode()
+        ids += [json.loads(t)["custom_id"] for t in body.splitlines()]
+    assert not [i for i, k in Counter(ids).items() if k > 1], "a custom_id written twice"
+    assert sorted(ids) == sorted(f"req-{i:04d}" for i in range(n) if f"req-{i:04d}" not in bad)
+    failed = [json.loads(t) for t in errors.read_text().splitlines()]
+    assert sorted(r["custom_id"] for r in failed) == sorted(bad)  # each once
+    assert all(r["response"] is None and "body.n must be 1" in r["error"]["message"]
+               for r in failed)
+
+
 def test_a_stages_copies_answer_under_their_own_custom_id(sluice, tmp_path):
     """A Lua stage after the engine that copies each request twice: each copy
     k answers under custom_id "<custom_id>#k" (the id the ledger records it
@@ -308,12 +406,61 @@ def test_text_only_batch_runs_without_a_projector(sluice, tmp_path):
         assert a.usage.completion_tokens == b.usage.completion_tokens
 
 
+SAMPLE_NAMES = ("astronaut.jpg", "coffee.jpg", "hubble.jpg", "rocket.jpg", "chelsea.jpg",
+                "camera.jpg")
+
+
+def images_line(custom_id: str, n: int, **body) -> str:
+    """A request of one user message with n sample images, each labelled."""
+    parts = []
+    for i in range(n):
+        parts += [{"type": "text", "text": f"Image {i + 1}:"},
+                  {"type": "image_url",
+                   "image_url": {"url": data_url(SAMPLE_NAMES[i % len(SAMPLE_NAMES)])}}]
+    parts.append({"type": "text", "text": "Which is the brightest?"})
+    return line(custom_id, [{"role": "user", "content": parts}], **body)
+
+
+def test_many_images_in_a_line_need_no_ctx(sluice, tmp_path):
+    """Lines of 1, 3 and 16 images without --ctx: each answered (the engine
+    sizes a sequence for the request that needs it), with the greedy answer
+    it has alone; a line that can never fit (max_tokens past the model's
+    context) fails alone, named, with its size, the limit and what to
+    change."""
+    lines = {"one": images_line("one", 1), "three": images_line("three", 3),
+             "many": images_line("many", 16),
+             "huge": images_line("huge", 1, max_tokens=100000)}
+    requests = write_batch(tmp_path / "images.jsonl", list(lines.values()))
+    res = batch(sluice, requests, tmp_path / "out", *LLAMA)
+    assert res.returncode == 3, res.stderr  # the huge line
+    rows = {r["custom_id"]: r for r in output_lines(tmp_path / "out")}
+    assert sorted(rows) == ["huge", "many", "one", "three"]
+    err = rows["huge"]["error"]
+    assert rows["huge"]["response"] is None and err["code"] == "context_length_exceeded"
+    assert err["message"].startswith("huge: the request takes 100")
+    assert "max_tokens is 100000), more than the model's context of 2048: lower its " \
+        "max_tokens" in err["message"]
+    together = {c: check_answer(rows[c]) for c in ("one", "three", "many")}
+    assert together["many"].usage.prompt_tokens > 16 * together["one"].usage.prompt_tokens // 2
+    if sanitized():
+        return  # one run per request: slow under ASan
+    for custom_id in ("one", "three", "many"):
+        alone = tmp_path / f"alone-{custom_id}"
+        res = batch(sluice, write_batch(tmp_path / f"{custom_id}.jsonl", [lines[custom_id]]),
+                    alone, *LLAMA)
+        assert res.returncode == 0, res.stderr
+        [row] = output_lines(alone)
+        a, b = check_answer(row), together[custom_id]
+        assert a.choices[0].message.content == b.choices[0].message.content, custom_id
+        assert a.usage.prompt_tokens == b.usage.prompt_tokens
+        assert a.usage.completion_tokens == b.usage.completion_tokens
+
+
 def test_wrong_command_lines_say_what_to_change(sluice, mixed, tmp_path):
     res = batch(sluice, mixed, tmp_path / "o", *LLAMA, "--task", "a=b")
     assert res.returncode == 2 and "tasks" in res.stderr
-    res = batch(sluice, mixed, tmp_path / "o", *LLAMA, "--format", "parquet", "--errors-file",
-                tmp_path / "e.jsonl")
-    assert res.returncode == 2 and "--errors-file" in res.stderr
+    res = batch(sluice, mixed, tmp_path / "o", *LLAMA, "--errors-file", "s3://b/errors.jsonl")
+    assert res.returncode == 2 and "--errors-file is a local file" in res.stderr
 
 
 def test_mixed_batch_openai_engine(sluice, llama_prefix, mixed, tmp_path):

@@ -18,12 +18,13 @@
 #include <jansson.h>
 
 #include "core/alloc.h"
+#include "core/fault.h"
 #include "llama.h"
 #include "sluice/sluice.h"
 #include "test_chat.h"
 
 static char model_path[1024], mmproj_path[1024];
-static sl_image *img_a, *img_b;
+static sl_image *img_a, *img_b, *img_big;
 
 static int setup(void **state)
 {
@@ -35,20 +36,26 @@ static int setup(void **state)
     sl_log_set_level(SL_LOG_ERROR);
     img_a = tc_gradient(96, 64, 0);
     img_b = tc_gradient(64, 80, 1);
-    return img_a && img_b ? 0 : -1;
+    img_big = tc_gradient(384, 384, 0);
+    return img_a && img_b && img_big ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     sl_image_free(img_a);
     sl_image_free(img_b);
+    sl_image_free(img_big);
     return 0;
 }
+
+/* The sampler the engines open with (the sizing test runs both). */
+static sl_llama_sampler sampler = SL_SAMPLER_AUTO;
 
 static sl_engine *open_engine_with(const char *projector, int n_parallel, int n_ctx_per_seq,
                                    int encode_ahead)
 {
     sl_llama_params p = sl_llama_default_params();
+    p.sampler = sampler;
     p.model_path = model_path;
     p.mmproj_path = projector;
     p.n_parallel = n_parallel;
@@ -532,6 +539,202 @@ static void images_without_a_projector_are_refused_naming_the_request(void **sta
     sl_engine_free(e);
 }
 
+/* The images of a request of n, from the test's three (one of them large:
+ * 3 x 3 tiles of the tiny projector's 128 px and a global view). */
+static void many_images(const sl_image **images, int n)
+{
+    const sl_image *three[] = {img_big, img_a, img_b};
+    for (int i = 0; i < n; i++)
+        images[i] = three[i % 3];
+}
+
+/* A request of one user message: "Image k:" and the image, for each of
+ * its n images, then a question. parts holds 2 n + 1 entries. */
+static sl_request images_request(const char *id, sl_content_part *parts, const sl_image **images,
+                                 int n, sl_message *msg)
+{
+    static char labels[SL_MAX_IMAGES][24];
+    for (int i = 0; i < n; i++) {
+        snprintf(labels[i], sizeof labels[i], "Image %d:", i + 1);
+        parts[2 * i] = (sl_content_part){labels[i]};
+        parts[2 * i + 1] = (sl_content_part){NULL};
+    }
+    parts[2 * n] = (sl_content_part){"Which is the brightest?"};
+    *msg = (sl_message){"user", parts, 2 * n + 1};
+    many_images(images, n);
+    return conversation(id, msg, 1, images, n, 12);
+}
+
+/* Requests of 1, 3 and 16 images in flight together on an engine sized by
+ * itself (no --ctx, for a one-image request): the sequences grow for the
+ * ones that need more positions, and each answers as it does alone on an
+ * engine given room for it up front (--ctx): the same greedy text and
+ * token counts. Host and device sampling (the device's chains are made
+ * again with the context; alone is on the host). */
+static void many_images_with(sl_llama_sampler with)
+{
+    sampler = with;
+    static const int counts[] = {1, 3, SL_MAX_IMAGES};
+    static const char *ids[] = {"one", "three", "many"};
+    sl_content_part parts[3][2 * SL_MAX_IMAGES + 1];
+    const sl_image *images[3][SL_MAX_IMAGES];
+    sl_message msgs[3];
+    sl_request q[3];
+    for (int k = 0; k < 3; k++)
+        q[k] = images_request(ids[k], parts[k], images[k], counts[k], &msgs[k]);
+
+    sl_engine *e = open_engine(2, 0, 0);
+    sl_result first;
+    assert_int_equal(sl_engine_generate(e, &q[0], &first), SL_OK);
+    sl_engine_stats st;
+    sl_engine_stats_get(e, &st);
+    uint64_t cells_before = st.kv_cells_total;
+    int tags[3] = {0, 1, 2};
+    /* The one-image request first, so the 16-image one waits for a
+     * running sequence to end before its sequence can grow. */
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(sl_engine_submit(e, &q[k], &tags[k]), SL_OK);
+    sl_result got[3] = {{0}};
+    for (int left = 3; left > 0;) {
+        sl_completion c;
+        size_t n = 0;
+        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+        if (n == 0)
+            continue;
+        if (c.status != SL_OK)
+            fail_msg("%s", c.error);
+        int k = *(int *)c.tag;
+        got[k] = c.result;
+        memset(&c.result, 0, sizeof c.result);
+        sl_completion_clear(&c);
+        left--;
+    }
+    sl_engine_stats_get(e, &st);
+    /* The 16 images did not fit the sequences as opened. */
+    assert_true((uint64_t)(got[2].prompt_tokens + 12) > cells_before / 3);
+    assert_true(st.kv_cells_total > cells_before);
+    assert_string_equal(got[0].text, first.text);
+    sl_result_clear(&first);
+    sl_engine_free(e);
+
+    sampler = SL_SAMPLER_HOST; /* greedy: the same tokens either way */
+    for (int k = 0; k < 3; k++) {
+        sl_engine *alone = open_engine(1, 1024, 0);
+        sl_result want;
+        assert_int_equal(sl_engine_generate(alone, &q[k], &want), SL_OK);
+        assert_string_equal(got[k].text, want.text);
+        assert_int_equal(got[k].prompt_tokens, want.prompt_tokens);
+        assert_int_equal(got[k].generated_tokens, want.generated_tokens);
+        sl_result_clear(&want);
+        sl_result_clear(&got[k]);
+        sl_engine_free(alone);
+    }
+    sampler = SL_SAMPLER_AUTO;
+}
+
+static void requests_with_many_images_are_sized_by_themselves(void **state)
+{
+    many_images_with(SL_SAMPLER_HOST);
+    many_images_with(SL_SAMPLER_DEVICE);
+}
+
+/* Waits for the one completion of `e` still to come. */
+static sl_completion next_completion(sl_engine *e)
+{
+    sl_completion c;
+    size_t n = 0;
+    while (n == 0)
+        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    return c;
+}
+
+/* A request that can never fit fails alone, its message naming it, the
+ * positions it takes and the limit, and what to change: with --ctx, the
+ * --ctx it needs; without, past the model's context (2048 positions for
+ * the tiny model). A request beside it answers. */
+static void a_request_that_never_fits_fails_alone_saying_why(void **state)
+{
+    sl_content_part parts[2][2 * SL_MAX_IMAGES + 1];
+    const sl_image *images[2][SL_MAX_IMAGES];
+    sl_message msgs[2];
+    sl_request many = images_request("many", parts[0], images[0], SL_MAX_IMAGES, &msgs[0]);
+    sl_request one = images_request("one", parts[1], images[1], 1, &msgs[1]);
+    for (int fixed = 1; fixed >= 0; fixed--) {
+        sl_engine *e = open_engine(2, fixed ? 512 : 0, 0);
+        if (!fixed)
+            many.sampling.max_tokens = 2000;
+        int tags[2] = {0, 1};
+        assert_int_equal(sl_engine_submit(e, &many, &tags[0]), SL_OK);
+        assert_int_equal(sl_engine_submit(e, &one, &tags[1]), SL_OK);
+        for (int k = 0; k < 2; k++) {
+            sl_completion c = next_completion(e);
+            if (*(int *)c.tag == 1) {
+                assert_int_equal(c.status, SL_OK);
+            } else {
+                assert_int_equal(c.status, SL_ERR_TOO_LONG);
+                assert_non_null(strstr(c.error, "many: the request takes "));
+                assert_non_null(strstr(c.error, "(its prompt with 16 images: "));
+                if (fixed) {
+                    assert_non_null(strstr(c.error, "max_tokens is 12), more than the 512 "
+                                                    "positions of a sequence (--ctx): give "
+                                                    "--ctx "));
+                } else {
+                    assert_non_null(strstr(c.error, "max_tokens is 2000), more than the model's "
+                                                    "context of 2048: lower its max_tokens"));
+                }
+            }
+            sl_completion_clear(&c);
+        }
+        sl_engine_free(e);
+    }
+}
+
+/* A growth that memory does not allow (a fault at engine.context in place
+ * of llama.cpp's allocation): twice the size failing, just enough is
+ * tried; both failing, the old size is made again, the request fails
+ * alone saying to lower --parallel or give --ctx, and the next request
+ * answers; nothing at all (the old size failing too), every request
+ * fails naming the lost context and the engine still frees cleanly. */
+static void a_context_that_cannot_grow_fails_only_the_long_request(void **state)
+{
+    sl_content_part parts[2][2 * SL_MAX_IMAGES + 1];
+    const sl_image *images[2][SL_MAX_IMAGES];
+    sl_message msgs[2];
+    sl_request many = images_request("many", parts[0], images[0], SL_MAX_IMAGES, &msgs[0]);
+    sl_request one = images_request("one", parts[1], images[1], 1, &msgs[1]);
+    sl_engine_stats st;
+    sl_result r;
+
+    /* The first try (1,024 positions, twice 512) fails, 768 is enough. */
+    sl_engine *e = open_engine(2, 0, 0);
+    assert_int_equal(sl_fault_configure("engine.context=enospc@1"), 0);
+    assert_int_equal(sl_engine_generate(e, &many, &r), SL_OK);
+    sl_result_clear(&r);
+    sl_engine_stats_get(e, &st);
+    assert_int_equal(st.kv_cells_total, 3 * 768);
+    sl_engine_free(e);
+
+    e = open_engine(2, 0, 0);
+    assert_int_equal(sl_fault_configure("engine.context=enospc@1,engine.context=enospc@2"), 0);
+    assert_int_equal(sl_engine_generate(e, &many, &r), SL_ERR_TOO_LONG);
+    assert_non_null(strstr(sl_last_error(), "many: the request takes "));
+    assert_non_null(strstr(sl_last_error(), "the context cannot grow: llama.cpp cannot create"));
+    assert_non_null(strstr(sl_last_error(), "lower --parallel, or give --ctx "));
+    assert_int_equal(sl_engine_generate(e, &one, &r), SL_OK);
+    sl_result_clear(&r);
+    sl_engine_stats_get(e, &st);
+    assert_int_equal(st.kv_cells_total, 3 * 512); /* as opened */
+    sl_engine_free(e);
+
+    e = open_engine(2, 0, 0);
+    assert_int_equal(sl_fault_configure("engine.context=enospc"), 0);
+    assert_int_equal(sl_engine_generate(e, &many, &r), SL_ERR_TOO_LONG);
+    assert_int_equal(sl_engine_generate(e, &one, &r), SL_ERR_ENGINE);
+    assert_non_null(strstr(sl_last_error(), "one: the engine lost its context"));
+    sl_fault_configure(NULL);
+    sl_engine_free(e);
+}
+
 int main(void)
 {
     if (getenv("SLUICE_TEST_FILTER"))
@@ -546,6 +749,9 @@ int main(void)
         cmocka_unit_test(text_only_without_a_projector_answers_as_with_one),
         cmocka_unit_test(text_only_without_a_projector_runs_requests_together),
         cmocka_unit_test(images_without_a_projector_are_refused_naming_the_request),
+        cmocka_unit_test(requests_with_many_images_are_sized_by_themselves),
+        cmocka_unit_test(a_request_that_never_fits_fails_alone_saying_why),
+        cmocka_unit_test(a_context_that_cannot_grow_fails_only_the_long_request),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -27,7 +27,9 @@
  * run computes the image's positions, the others copy its sequence once it
  * has them (resolve_tasks) and prefill only their own text.
  * KV cells are reserved per request (prompt positions + max_tokens) so a
- * decode never runs out of room; a request that does not fit now waits.
+ * decode never runs out of room; a request that does not fit now waits. A
+ * request longer than a sequence waits until every sequence is free, and
+ * the context is made again with longer ones (size_for, grow_context).
  * Every phase of the loop is timed (sl_engine_phase): the loop runs once
  * per generated token of 100+ sequences, so host work between decodes is
  * what keeps a fast GPU idle. */
@@ -53,6 +55,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/utf8.h"
 #include "llm/engine_impl.h"
@@ -196,6 +199,12 @@ typedef struct llama_engine {
     char *chat_template;       /* NULL: use the plain fallback prompt */
     char model_name[256];
     int n_ctx, n_ctx_seq, n_batch, n_parallel;
+    /* Sizing by the request (grow_context): the context's settings as
+     * opened, and the positions a sequence may grow to (the model's
+     * context; n_ctx_seq itself with --ctx). */
+    struct llama_context_params cparams;
+    int max_ctx_seq;
+    bool ctx_fixed;            /* --ctx given: the sequences keep that size */
 
     slot *slots;
     struct llama_batch batch;
@@ -1046,6 +1055,134 @@ static bool tasks_fit(llama_engine *e, const req *r)
     return free_slots >= (run < e->n_parallel ? run : e->n_parallel);
 }
 
+/* A context of per_seq positions for each of the n_parallel + 1 sequences,
+ * with the settings the engine opened with. Every sequence must be free:
+ * the old context and the cached prompt head go. */
+static sl_status new_context(llama_engine *e, int per_seq)
+{
+    if (e->ctx)
+        llama_free(e->ctx);
+    e->ctx = NULL;
+    sl_free(e->prefix);
+    e->prefix = NULL;
+    e->n_prefix = 0;
+    e->kv_reserved = 0;
+    struct llama_context_params cp = e->cparams;
+    cp.n_ctx = (uint32_t)per_seq * (uint32_t)(e->n_parallel + 1);
+    struct llama_sampler_seq_config *seq_samplers = NULL;
+    if (e->sampler == SL_SAMPLER_DEVICE) {
+        /* Fresh greedy chains, as at open: the old ones belonged to the
+         * freed context's graph. */
+        seq_samplers = sl_calloc((size_t)e->n_parallel, sizeof *seq_samplers);
+        if (!seq_samplers)
+            return sl_fail(SL_ERR_NOMEM, "out of memory for a new context");
+        for (int i = 0; i < e->n_parallel; i++) {
+            if (e->attached[i])
+                llama_sampler_free(e->attached[i]);
+            e->attached[i] = llama_sampler_chain_init(llama_sampler_chain_default_params());
+            llama_sampler_chain_add(e->attached[i], llama_sampler_init_greedy());
+            e->attached_greedy[i] = true;
+            seq_samplers[i] =
+                (struct llama_sampler_seq_config){.seq_id = i, .sampler = e->attached[i]};
+        }
+        cp.samplers = seq_samplers;
+        cp.n_samplers = (size_t)e->n_parallel;
+    }
+    int err = sl_fault("engine.context", NULL); /* tests: as if memory ran out */
+    e->ctx = err ? NULL : llama_init_from_model(e->model, cp);
+    sl_free(seq_samplers);
+    if (!e->ctx)
+        return sl_fail(SL_ERR_NOMEM, "llama.cpp cannot create a context of %u positions (%d "
+                       "sequences x %d; see its messages above)", cp.n_ctx, e->n_parallel + 1,
+                       per_seq);
+    if (e->threadpool)
+        llama_attach_threadpool(e->ctx, e->threadpool, e->threadpool);
+    e->n_ctx = (int)llama_n_ctx(e->ctx);
+    e->n_ctx_seq = per_seq < (int)llama_n_ctx_seq(e->ctx) ? per_seq : (int)llama_n_ctx_seq(e->ctx);
+    return SL_OK;
+}
+
+/* Gives every sequence room for `need` positions (at least twice what it
+ * had, so requests that grow a little at a time do not rebuild it each
+ * time, when memory allows; at most max_ctx_seq). On failure the old size
+ * is made again and the error says why. */
+static sl_status grow_context(llama_engine *e, const req *r, int64_t need)
+{
+    int old = e->n_ctx_seq;
+    int64_t want = 2 * (int64_t)old < e->max_ctx_seq ? 2 * (int64_t)old : e->max_ctx_seq;
+    if (want < need)
+        want = need;
+    want = (want + 255) / 256 * 256;
+    double t0 = now_ms();
+    int64_t least = (need + 255) / 256 * 256;
+    sl_status st = new_context(e, (int)want);
+    if (st != SL_OK && want > least) /* twice did not fit in memory: just enough may */
+        st = new_context(e, (int)least);
+    if (st == SL_OK) {
+        sl_log(SL_LOG_INFO, "%s needs %lld positions: each of the %d sequences now has %d (was "
+               "%d; %.0f ms to make the context again)", r->id, (long long)need, e->n_parallel,
+               e->n_ctx_seq, old, now_ms() - t0);
+        return SL_OK;
+    }
+    char why[512];
+    snprintf(why, sizeof why, "%s", sl_last_error());
+    if (new_context(e, old) != SL_OK)
+        sl_log(SL_LOG_ERROR, "the engine cannot make its context of %d positions a sequence "
+               "again: every request fails from now on", old);
+    return sl_fail(SL_ERR_TOO_LONG, "%s: lower --parallel, or give --ctx %lld so that every "
+                   "sequence has that room from the start", why, (long long)need);
+}
+
+typedef enum { SIZE_FITS, SIZE_WAIT, SIZE_FAILED } size_verdict;
+
+static int active_slots(const llama_engine *e);
+
+/* Does r (tokenized) fit a sequence? Its prompt's positions (every image's
+ * included) and max_tokens are what it needs; a sequence smaller than that
+ * grows, once every running sequence has ended (SIZE_WAIT until then: r
+ * stays at the head of the queue), as far as the model's context goes
+ * (with --ctx: not at all). A request that can never fit fails alone
+ * (SIZE_FAILED: completed). */
+static size_verdict size_for(llama_engine *e, req *r)
+{
+    /* In 64 bits: max_tokens may be anything up to INT_MAX. */
+    int64_t need = (int64_t)r->n_pos + r->sampling.max_tokens;
+    if (!e->ctx) {
+        fail_req(e, r, SL_ERR_ENGINE, "%s: the engine lost its context (see the log)", r->id);
+        return SIZE_FAILED;
+    }
+    if (need <= e->n_ctx_seq)
+        return SIZE_FITS;
+    int n_images = r->n_msgs > 0 ? r->n_images : r->image != NULL;
+    if (need > e->max_ctx_seq) {
+        if (e->ctx_fixed)
+            fail_req(e, r, SL_ERR_TOO_LONG,
+                     "%s: the request takes %lld positions (its prompt with %d image%s: %d; "
+                     "max_tokens is %d), more than the %d positions of a sequence (--ctx): give "
+                     "--ctx %lld or more, or lower its max_tokens",
+                     r->id, (long long)need, n_images, n_images == 1 ? "" : "s", r->n_pos,
+                     r->sampling.max_tokens, e->n_ctx_seq, (long long)need);
+        else
+            fail_req(e, r, SL_ERR_TOO_LONG,
+                     "%s: the request takes %lld positions (its prompt with %d image%s: %d; "
+                     "max_tokens is %d), more than the model's context of %d: lower its "
+                     "max_tokens, send fewer or smaller images (--max-image-edge) or a shorter "
+                     "conversation",
+                     r->id, (long long)need, n_images, n_images == 1 ? "" : "s", r->n_pos,
+                     r->sampling.max_tokens, e->max_ctx_seq);
+        return SIZE_FAILED;
+    }
+    if (active_slots(e) > 0)
+        return SIZE_WAIT;
+    if (grow_context(e, r, need) != SL_OK) {
+        fail_req(e, r, SL_ERR_TOO_LONG, "%s: the request takes %lld positions, more than the %d "
+                 "of a sequence, and the context cannot grow: %s", r->id, (long long)need,
+                 e->n_ctx_seq, sl_last_error());
+        return SIZE_FAILED;
+    }
+    return SIZE_FITS;
+}
+
 /* Moves waiting requests into free slots while their KV cells fit. */
 static void admit_waiting(llama_engine *e)
 {
@@ -1091,12 +1228,12 @@ static void admit_waiting(llama_engine *e)
                 continue;
             }
         }
-        /* In 64 bits: max_tokens may be anything up to INT_MAX. */
-        if ((int64_t)r->n_pos + r->sampling.max_tokens > e->n_ctx_seq) {
-            fail_req(e, r, SL_ERR_TOO_LONG,
-                     "%s: prompt and image take %d positions and max_tokens is %d, more than "
-                     "the %d positions of a sequence",
-                     r->id, r->n_pos, r->sampling.max_tokens, e->n_ctx_seq);
+        size_verdict fit = size_for(e, r);
+        if (fit == SIZE_WAIT) {
+            requeue(e, r); /* until every sequence has ended */
+            return;
+        }
+        if (fit == SIZE_FAILED) {
             i--;
             continue;
         }
@@ -2429,6 +2566,17 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     e->n_batch = (int)llama_n_batch(e->ctx);
     if (e->n_ctx_seq > (int)llama_n_ctx_seq(e->ctx))
         e->n_ctx_seq = (int)llama_n_ctx_seq(e->ctx);
+    /* What grow_context makes a new context with (less the device
+     * chains: it makes fresh ones), and how far: the model's context,
+     * within the bounds checked above. */
+    e->cparams = cp;
+    e->cparams.samplers = NULL;
+    e->cparams.n_samplers = 0;
+    e->ctx_fixed = params->n_ctx_per_seq > 0;
+    int64_t grow_max = (int64_t)(UINT32_MAX / 2) / (e->n_parallel + 1) / 256 * 256;
+    grow_max = grow_max < train ? grow_max : train;
+    grow_max = grow_max < (1 << 24) ? grow_max : (1 << 24);
+    e->max_ctx_seq = !e->ctx_fixed && grow_max > e->n_ctx_seq ? (int)grow_max : e->n_ctx_seq;
 
     e->batch = llama_batch_init(e->n_batch, 0, 1);
     e->n_embd_inp = llama_model_n_embd_inp(e->model);
