@@ -1398,6 +1398,23 @@ sl_status sl_config_resolve(sl_config *c)
                        "lower %s", c->where[amax], a, c->p.openai.adaptive_max_in_flight, b,
                        c->p.openai.max_in_flight, b);
     }
+    /* A batch file's requests bring their own messages: a prompt given for
+     * the job would not be used, which the user who gave it would not
+     * expect. */
+    if (c->p.input_format && strcmp(c->p.input_format, "openai-batch") == 0) {
+        static const char *const unused[] = {"prompt.text", "prompt.column", "prompt.system"};
+        for (size_t k = 0; k < sizeof unused / sizeof unused[0]; k++) {
+            int i = sl_config_find_key(unused[k], strlen(unused[k]));
+            if (!c->given[i])
+                continue;
+            char a[96];
+            named(c, i, i, a, sizeof a);
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "%s%s does not apply to a batch file: each request brings its own "
+                           "messages (docs/batch.md); drop %s",
+                           c->where[i], a, a);
+        }
+    }
     sync_lists(c);
     return build_tasks(c);
 }
@@ -1538,8 +1555,11 @@ static void put_value(out *w, const sl_config *c, int i, const char *indent)
     case K_VERSION: snprintf(num, sizeof num, "%d", SL_CONFIG_VERSION); puts_(w, num); break;
     case K_STR: case K_CHOICE: {
         const char *s = *(const char *const *)field;
-        if ((o->f & NO_TASKS) && c->p.n_tasks > 0 && !c->given[i])
-            s = NULL; /* its default would be refused beside the tasks when read back */
+        if ((o->f & NO_TASKS) && !c->given[i] &&
+            (c->p.n_tasks > 0 ||
+             (c->p.input_format && strcmp(c->p.input_format, "openai-batch") == 0)))
+            s = NULL; /* its default would be refused beside tasks or a batch file when
+                         read back */
         if (s)
             put_quoted(w, s);
         else

@@ -461,6 +461,36 @@ def test_wrong_command_lines_say_what_to_change(sluice, mixed, tmp_path):
     assert res.returncode == 2 and "tasks" in res.stderr
     res = batch(sluice, mixed, tmp_path / "o", *LLAMA, "--errors-file", "s3://b/errors.jsonl")
     assert res.returncode == 2 and "--errors-file is a local file" in res.stderr
+    # A prompt for the job would not be used: each request brings its messages.
+    for flag in ("--prompt", "--system", "--prompt-column"):
+        res = batch(sluice, mixed, tmp_path / "o", *LLAMA, flag, "x")
+        assert res.returncode == 2, (flag, res.stderr)
+        assert f"{flag} does not apply to a batch file" in res.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_a_batch_job_file_refuses_a_prompt_and_prints_back(sluice, mixed, tmp_path):
+    job = tmp_path / "job.yaml"
+    body = f"""version: 1
+input:
+  paths: [{mixed}]
+  format: openai-batch
+output:
+  dir: {tmp_path / 'out'}
+llama:
+  model: {TINY / 'model.gguf'}
+"""
+    job.write_text(body)
+    printed = sluice.run("config", "print", job)
+    assert printed.returncode == 0, printed.stderr
+    again = tmp_path / "again.yaml"
+    again.write_text(printed.stdout)
+    res = sluice.run("config", "check", again)
+    assert res.returncode == 0, res.stderr  # the default prompt printed as ~
+    job.write_text(body + "prompt:\n  text: Describe.\n")
+    res = sluice.run("config", "check", job)
+    assert res.returncode == 2
+    assert f"{job}:10:9: prompt.text does not apply to a batch file" in res.stderr
 
 
 def test_mixed_batch_openai_engine(sluice, llama_prefix, mixed, tmp_path):
