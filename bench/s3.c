@@ -18,6 +18,7 @@
 #include "bench.h"
 #include "core/alloc.h"
 #include "core/error.h"
+#include "io/curl_conn.h"
 #include "io/s3.h"
 
 typedef struct worker {
@@ -101,9 +102,9 @@ int main(int argc, char **argv)
     if (!body)
         return 1;
     double get_s = phase(s3, prefix, n, threads, body, bytes, false);
-    sl_s3_counts after_get = sl_s3_counts_now();
+    sl_curl_counts after_get = sl_curl_counts_now();
     double put_s = phase(s3, prefix, n, threads, body, bytes, true);
-    sl_s3_counts all = sl_s3_counts_now();
+    sl_curl_counts all = sl_curl_counts_now();
     printf("{\"mode\": \"%s\", \"n\": %ld, \"threads\": %ld, \"bytes\": %zu, "
            "\"get_per_s\": %.1f, \"put_per_s\": %.1f, \"get_requests\": %ld, "
            "\"get_connections\": %ld, \"put_requests\": %ld, \"put_connections\": %ld}\n",

@@ -9,6 +9,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/error.h"
+#include "io/curl_conn.h"
 #include "io/fetch.h"
 #include "io/s3.h"
 
@@ -34,8 +35,7 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
                                "(--max-download-bytes)", url, p->max_bytes);
         return st;
     }
-    pthread_once(&curl_once, curl_init);
-    CURL *h = curl_easy_init();
+    CURL *h = sl_curl_take(false);
     if (!h)
         return sl_fail(SL_ERR_NOMEM, "cannot start a download of '%s'", url);
     char cerr[CURL_ERROR_SIZE];
@@ -63,6 +63,7 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
         curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
         curl_easy_setopt(h, CURLOPT_USERAGENT, "sluice");
         CURLcode rc = curl_easy_perform(h);
+        sl_curl_count(h);
         long code = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
         bool retry = false;
@@ -82,13 +83,13 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
         } else {
             *data = b.buf.data;
             *len = b.buf.len;
-            curl_easy_cleanup(h);
+            sl_curl_give(h, false);
             return SL_OK;
         }
         sl_buf_free(&b.buf);
         if (!retry)
             break;
     }
-    curl_easy_cleanup(h);
+    sl_curl_give(h, false);
     return sl_fail(st, "cannot download '%s': %s", url, why);
 }

@@ -2,8 +2,9 @@
  * easy interface), or an s3:// URL (io/s3.h, its own retries). Only http and https are followed, also
  * across redirects; the body is capped at max_bytes (refused early when the
  * server announces more); transport errors, 5xx and 429 are retried with a
- * growing pause, other HTTP errors are not. Thread-safe: each call uses its
- * own handle. The caller frees *data with sl_free(). */
+ * growing pause, other HTTP errors are not. Thread-safe: each thread's
+ * calls go over its own curl handle and the connections it keeps open
+ * (io/curl_conn.h). The caller frees *data with sl_free(). */
 #ifndef SL_IO_FETCH_H
 #define SL_IO_FETCH_H
 

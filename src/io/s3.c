@@ -1,7 +1,6 @@
 /* io/s3.c — see s3.h. One function makes every request (sign, send,
  * retry, read the answer); the operations are thin around it. */
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include "core/error.h"
 #include "core/fault.h"
 #include "core/hash.h"
+#include "io/curl_conn.h"
 #include "io/fetch.h"
 #include "io/s3.h"
 
@@ -31,96 +31,6 @@ sl_s3_params sl_s3_default_params(void)
     return (sl_s3_params){.timeout_ms = 60000, .retries = 5, .backoff_ms = 200};
 }
 
-/* --- connections ------------------------------------------------------------------ */
-
-/* Each thread keeps one curl handle for its S3 requests, and with it
- * libcurl's cache of open connections: a thread's next request to the
- * store goes over the connection its last one left open, without a new
- * TCP (and TLS) handshake. One cache for all threads (a CURLSH sharing
- * CURL_LOCK_DATA_CONNECT) would need fewer connections, but libcurl does
- * not support sharing connections between threads that run at once
- * (CURLSHOPT_SHARE(3)); the threads that make requests (read stages, the
- * writer, the count pass) live as long as the job, so a handle each costs
- * a connection each. What the threads do share, under a lock, is the DNS
- * cache and TLS sessions: a thread's first connection resumes a session
- * another thread made. A handle lives until its thread ends. */
-static pthread_once_t conn_once = PTHREAD_ONCE_INIT;
-static pthread_key_t conn_key;
-static bool conn_key_ok;
-static CURLSH *conn_share;
-static pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
-static atomic_long n_requests, n_connections;
-
-static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *user)
-{
-    (void)h, (void)access, (void)user;
-    pthread_mutex_lock(&share_locks[data]);
-}
-
-static void share_unlock(CURL *h, curl_lock_data data, void *user)
-{
-    (void)h, (void)user;
-    pthread_mutex_unlock(&share_locks[data]);
-}
-
-static void drop_handle(void *h) { curl_easy_cleanup(h); }
-
-static void conn_init(void)
-{
-    sl_fetch_init_curl();
-    conn_key_ok = pthread_key_create(&conn_key, drop_handle) == 0;
-    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
-        pthread_mutex_init(&share_locks[i], NULL);
-    if ((conn_share = curl_share_init()) != NULL &&
-        (curl_share_setopt(conn_share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
-         curl_share_setopt(conn_share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
-         curl_share_setopt(conn_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
-         curl_share_setopt(conn_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) !=
-             CURLSHE_OK)) {
-        curl_share_cleanup(conn_share);
-        conn_share = NULL; /* each handle keeps its own: slower, as right */
-    }
-}
-
-/* This thread's handle (made at its first request), or with `fresh` a new
- * one the caller cleans up: every request on a new connection. NULL when
- * out of memory. */
-static CURL *take_handle(bool fresh)
-{
-    pthread_once(&conn_once, conn_init);
-    if (fresh || !conn_key_ok)
-        return curl_easy_init();
-    CURL *h = pthread_getspecific(conn_key);
-    if (h)
-        return h;
-    if (!(h = curl_easy_init()))
-        return NULL;
-    if (conn_share)
-        curl_easy_setopt(h, CURLOPT_SHARE, conn_share); /* kept by curl_easy_reset */
-    if (pthread_setspecific(conn_key, h) != 0) {
-        curl_easy_cleanup(h);
-        return NULL;
-    }
-    return h;
-}
-
-/* After a request: the thread's handle keeps its connections, but not the
- * pointers into the finished request's memory (buffers, headers). */
-static void give_handle(CURL *h, bool fresh)
-{
-    if (!h)
-        return;
-    if (fresh || !conn_key_ok)
-        curl_easy_cleanup(h);
-    else
-        curl_easy_reset(h);
-}
-
-sl_s3_counts sl_s3_counts_now(void)
-{
-    return (sl_s3_counts){.requests = atomic_load(&n_requests),
-                          .connections = atomic_load(&n_connections)};
-}
 
 
 static const char *env(const char *a, const char *b)
@@ -424,7 +334,7 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
     memset(a, 0, sizeof *a);
     char *url = object_url(s3, rq->bucket, rq->key, rq->query);
     bool fresh = s3->p.connection_per_request;
-    CURL *h = take_handle(fresh);
+    CURL *h = sl_curl_take(fresh);
     struct curl_slist *headers = NULL;
     headers = curl_slist_append(headers, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
     if (headers && s3->token_header)
@@ -433,7 +343,7 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         headers = curl_slist_append(headers, "Content-Type: application/xml");
     if (!url || !h || !headers) {
         sl_free(url);
-        give_handle(h, fresh);
+        sl_curl_give(h, fresh);
         curl_slist_free_all(headers);
         return sl_fail(SL_ERR_NOMEM, "out of memory reaching %s", rq->what);
     }
@@ -502,10 +412,7 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         }
         CURLcode rc = curl_easy_perform(h);
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a->code);
-        long connects = 0;
-        curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
-        atomic_fetch_add(&n_requests, 1);
-        atomic_fetch_add(&n_connections, connects);
+        sl_curl_count(h);
         bool retry = false;
         if (fs.failed) {
             st = SL_ERR_IO;
@@ -543,7 +450,7 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         if (!retry)
             break;
     }
-    give_handle(h, fresh);
+    sl_curl_give(h, fresh);
     curl_slist_free_all(headers);
     if (st != SL_OK) {
         sl_buf_free(&a->body.buf);

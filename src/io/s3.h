@@ -56,13 +56,8 @@ sl_status sl_s3_from_env(const sl_s3_params *params, sl_s3 **out);
 const sl_s3 *sl_s3_shared(void);
 void sl_s3_free(sl_s3 *s3);
 
-/* What the process's S3 requests did so far, every store and thread
- * together: requests sent (each try counts) and connections opened for
- * them (libcurl's CURLINFO_NUM_CONNECTS). */
-typedef struct sl_s3_counts {
-    long requests, connections;
-} sl_s3_counts;
-sl_s3_counts sl_s3_counts_now(void);
+/* What the process's requests did so far (each try counts), and the
+ * connections they opened: sl_curl_counts_now (io/curl_conn.h). */
 
 /* "s3://bucket/key..." */
 bool sl_s3_is_url(const char *s);

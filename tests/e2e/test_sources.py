@@ -342,6 +342,43 @@ def test_urls_fetched_over_http_with_named_failures(sluice, http_root, tmp_path)
     assert rows["file"]["error"] is None and rows["file"]["path"] == str(JPEGS[2])
 
 
+class KeepAliveHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files over HTTP/1.1 (connections stay open between
+    requests) and counts the connections it accepted."""
+    protocol_version = "HTTP/1.1"
+    connections = 0
+
+    def setup(self):
+        type(self).connections += 1
+        super().setup()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_downloads_keep_their_connections_open(sluice, tmp_path):
+    """A decode worker's downloads go over the connection its last one left
+    open: 12 images from one server over 1 connection with one worker, at
+    most 2 with two (before: a connection per image)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    for i in range(12):
+        (root / f"{i}.jpg").write_bytes(JPEGS[i % len(JPEGS)].read_bytes())
+    handler = functools.partial(KeepAliveHandler, directory=str(root))
+    with LocalServer(handler) as server:
+        for workers, most in ((1, 1), (2, 2)):
+            KeepAliveHandler.connections = 0
+            manifest = tmp_path / f"urls{workers}.jsonl"
+            manifest.write_text("".join(json.dumps({"id": str(i), "url": f"{server.url}/{i}.jpg"})
+                                        + "\n" for i in range(12)))
+            out = tmp_path / f"o{workers}"
+            r = run(sluice, manifest, out, "--decode-workers", str(workers))
+            assert r.returncode == 0, r.stderr
+            rows = jsonl_rows(out)
+            assert len(rows) == 12 and all(row["error"] is None for row in rows)
+            assert 1 <= KeepAliveHandler.connections <= most, KeepAliveHandler.connections
+
+
 def test_download_timeout_and_retries_are_set_from_the_command_line(sluice, http_root, tmp_path):
     root, base = http_root
     (root / "slow.jpg").write_bytes(JPEGS[0].read_bytes())

@@ -16,6 +16,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "io/curl_conn.h"
 #include "io/s3.h"
 
 typedef struct repeat {
@@ -57,7 +58,7 @@ static sl_status repeat_get(const sl_s3 *s3, const char *url, long n, long threa
         if (rs[t].st != SL_OK)
             st = rs[t].st;
     }
-    sl_s3_counts c = sl_s3_counts_now();
+    sl_curl_counts c = sl_curl_counts_now();
     printf("requests %ld connections %ld\n", c.requests, c.connections);
     return st;
 }
