@@ -222,7 +222,7 @@ typedef struct sl_caption_summary {
     long rows_dropped;        /* rows a stage dropped (sluice/pipeline.h): not written,
                                  done in the ledger; not in `rows` */
     long inputs_done;         /* inputs (images, batch requests) this run finished: their
-                                 rows committed, or dropped; -1 when not counted (MPI) */
+                                 rows committed, or dropped (under MPI: every rank's) */
 } sl_caption_summary;
 
 /* Runs the whole job. SL_OK when it ran to the end, even if rows failed

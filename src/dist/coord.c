@@ -38,7 +38,19 @@ void coord_counts_add(coord_counts *into, const coord_counts *c)
     into->prompt_tokens += c->prompt_tokens;
     into->generated_tokens += c->generated_tokens;
     into->dropped += c->dropped;
+    into->inputs += c->inputs;
     into->skipped += c->skipped;
+}
+
+void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c)
+{
+    wire_reset(w);
+    wire_put_u8(w, COORD_COMMIT);
+    wire_put_i64(w, number);
+    int64_t v[] = {c->rows, c->ok, c->failed, c->prompt_tokens, c->generated_tokens, c->dropped,
+                   c->inputs};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        wire_put_i64(w, v[i]);
 }
 
 coord *coord_new(sl_ledger *ledger, const char *fingerprint, long first_part, int n_ranks)
@@ -238,6 +250,7 @@ static sl_status commit(coord *c, int rank, wire_reader *r, wire_buf *reply)
     part.prompt_tokens = wire_get_i64(r);
     part.generated_tokens = wire_get_i64(r);
     part.dropped = wire_get_i64(r);
+    part.inputs = wire_get_i64(r);
     if (r->bad)
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed part commit", rank);
     sl_status st = c->ledger ? sl_ledger_part_commit_number(c->ledger, (long)number) : SL_OK;

@@ -32,14 +32,21 @@
 
 typedef struct coord coord;
 
-/* What committed parts held, summed; and `skipped`, the inputs the ranks
- * skipped as done by an earlier run (each rank tells its own at FINISH). */
+/* What committed parts held, summed (rows as written: with
+ * --rows-per-task an input is a row per task; `inputs`, the inputs whose
+ * last row they hold); and `skipped`, the inputs the ranks skipped as done
+ * by an earlier run (each rank tells its own at FINISH). */
 typedef struct coord_counts {
     int64_t parts, rows, ok, failed, prompt_tokens, generated_tokens, dropped;
-    int64_t skipped;
+    int64_t inputs, skipped;
 } coord_counts;
 
 void coord_counts_add(coord_counts *into, const coord_counts *c);
+
+/* The COMMIT request of part `number` with its counts (all but parts and
+ * skipped), into w (reset first): how a rank, and a test or bench acting
+ * as one, says a part is committed. */
+void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c);
 
 /* One rank's share of the job: its committed parts, the shards it took,
  * whether it finished and how. */
@@ -65,7 +72,7 @@ enum {
                          i64 n, n ids (str) */
     COORD_END,        /* i64 shards in the input -> */
     COORD_RECORD,     /* str name, i64 number, i64 n, n x (str id, i64 shard) -> */
-    COORD_COMMIT,     /* i64 number, the part's coord_counts -> */
+    COORD_COMMIT,     /* i64 number, the part's coord_counts (coord_put_commit) -> */
     COORD_FINISH,     /* i64 status, i64 inputs skipped as done, str message -> */
 };
 

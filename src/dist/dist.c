@@ -325,6 +325,17 @@ static sl_status next_once(sl_dist *d, int64_t position, int64_t *shard,
 }
 
 /* A request of a type and integers, whose reply is a status alone. */
+/* Sends d->request (filled under d->mu, held) and reads the reply's status. */
+static sl_status ask_locked(sl_dist *d)
+{
+    wire_reader r;
+    sl_status st = call(d);
+    if (st == SL_OK)
+        st = reply_status(d, &r);
+    pthread_mutex_unlock(&d->mu);
+    return st;
+}
+
 static sl_status simple(sl_dist *d, uint8_t type, const int64_t *v, int n, const char *text)
 {
     pthread_mutex_lock(&d->mu);
@@ -334,12 +345,7 @@ static sl_status simple(sl_dist *d, uint8_t type, const int64_t *v, int n, const
         wire_put_i64(&d->request, v[i]);
     if (text)
         wire_put_str(&d->request, text);
-    wire_reader r;
-    sl_status st = call(d);
-    if (st == SL_OK)
-        st = reply_status(d, &r);
-    pthread_mutex_unlock(&d->mu);
-    return st;
+    return ask_locked(d);
 }
 
 sl_status dist_shards_end(sl_dist *d, int64_t n) { return simple(d, COORD_END, &n, 1, NULL); }
@@ -386,9 +392,9 @@ sl_status dist_part_record(sl_dist *d, dist_part *p)
 
 sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *c)
 {
-    int64_t v[] = {number,         c->rows,          c->ok,     c->failed, c->prompt_tokens,
-                   c->generated_tokens, c->dropped};
-    return simple(d, COORD_COMMIT, v, 7, NULL);
+    pthread_mutex_lock(&d->mu);
+    coord_put_commit(&d->request, number, c);
+    return ask_locked(d);
 }
 
 void dist_part_free(dist_part *p) { wire_free(&p->msg); }

@@ -45,7 +45,7 @@ static json_t *summary_json(const caption_report *r)
         "ordered", p->ordered, "format", text(p->output_format ? p->output_format : "jsonl"));
     json_t *columns = caption_schema_json(r->schema);
     return json_pack(
-        "{s:i, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:o, s:I, s:I, s:o}, s:{s:f, s:f},"
+        "{s:i, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:o, s:I, s:I, s:I}, s:{s:f, s:f},"
         " s:{s:f, s:f},"
         " s:{s:I, s:I}, s:o, s:o, s:{s:I, s:I}, s:o, s:s, s:I, s:o}",
         "format_version", 1, "status", sl_status_name(r->run_status), "model",
@@ -54,7 +54,7 @@ static json_t *summary_json(const caption_report *r)
         "failed", (json_int_t)s->rows_failed, "input",
         r->input_rows < 0 ? json_null() : json_integer(r->input_rows), "skipped",
         (json_int_t)s->rows_skipped, "dropped", (json_int_t)s->rows_dropped, "inputs_done",
-        s->inputs_done < 0 ? json_null() : json_integer(s->inputs_done), "seconds", "run",
+        (json_int_t)s->inputs_done, "seconds", "run",
         s->seconds, "model_load", s->load_seconds, "throughput", "rows_per_s",
         secs > 0 ? (double)s->rows / secs : 0.0, "generated_tokens_per_s",
         secs > 0 ? (double)s->generated_tokens / secs : 0.0, "tokens", "prompt",

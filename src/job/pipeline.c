@@ -486,7 +486,7 @@ static sl_status job_totals(job *j, sl_caption_summary *sum)
     sum->prompt_tokens = (long)all.prompt_tokens;
     sum->generated_tokens = (long)all.generated_tokens;
     sum->rows_dropped = (long)all.dropped;
-    sum->inputs_done = -1; /* a rank's part reports rows, not inputs */
+    sum->inputs_done = (long)all.inputs;
     sum->rows_skipped = (long)all.skipped; /* every rank skips in its own shards */
     return st;
 }

@@ -52,7 +52,7 @@ sl_status job_part_commit(job *j)
     coord_counts c = {.rows = j->part.rows, .ok = j->part.ok,
                       .failed = j->part.failed, .prompt_tokens = j->part.prompt_tokens,
                       .generated_tokens = j->part.generated_tokens,
-                      .dropped = j->part.dropped};
+                      .dropped = j->part.dropped, .inputs = j->part.inputs};
     return dist_part_commit(j->dist, j->dpart.number, &c);
 }
 

@@ -104,6 +104,7 @@ def test_four_ranks_read_every_input_once(mpi, inputs, one_process, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows"]["total"] == len(rows)
     assert summary["rows"]["ok"] == len(rows)
+    assert summary["rows"]["inputs_done"] == len(rows)  # every rank's parts counted
     # The rerun finds everything done, on any number of ranks.
     r = subprocess.run(mpirun_args(2) + caption_args(mpi, inputs, out, "--input-shard-size", "3"),
                        capture_output=True, text=True, timeout=900, env=mpi_env())
@@ -521,4 +522,5 @@ def test_s3_output_under_mpi_exactly_once_after_a_kill(mpi, tmp_path):
                                                Key="job/summary.json")["Body"].read())
         # the summary describes the last run: what it wrote, what it skipped
         assert summary["rows"]["total"] == len(got) - done_before
+        assert summary["rows"]["inputs_done"] == len(got) - done_before
         assert summary["rows"]["skipped"] == done_before

@@ -180,11 +180,9 @@ static void record(coord *c, int rank, const char *name, long number, const char
 static sl_status commit(coord *c, int rank, long number, int64_t rows)
 {
     wire_buf req = {0}, out = {0};
-    wire_put_u8(&req, COORD_COMMIT);
-    wire_put_i64(&req, number);
-    int64_t counts[6] = {rows, rows, 0, 10 * rows, 5 * rows, 0};
-    for (int i = 0; i < 6; i++)
-        wire_put_i64(&req, counts[i]);
+    coord_put_commit(&req, number,
+                     &(coord_counts){.rows = rows, .ok = rows, .prompt_tokens = 10 * rows,
+                                     .generated_tokens = 5 * rows, .inputs = rows - 1});
     sl_status st = ask(c, rank, &req, &out).status;
     wire_free(&req);
     wire_free(&out);
@@ -217,6 +215,7 @@ static void test_parts_recorded_and_resumed_by_shard(void **state)
     assert_int_equal(sum.parts, 2);
     assert_int_equal(sum.rows, 4);
     assert_int_equal(sum.generated_tokens, 20);
+    assert_int_equal(sum.inputs, 2); /* (1 - 1) + (3 - 1): each part's own count */
     assert_int_equal(sl_ledger_is_done(l, "d.jpg", &done), SL_OK);
     assert_true(done);
     coord_free(c);
@@ -295,11 +294,8 @@ static void *race(void *arg)
             break;
         r->taken[r->n++] = shard;
         position = shard + 1;
-        wire_reset(&req); /* and a part for it, as a rank commits */
-        wire_put_u8(&req, COORD_COMMIT);
-        wire_put_i64(&req, shard);
-        for (int i = 0; i < 6; i++)
-            wire_put_i64(&req, i == 0 ? 2 : 0);
+        /* and a part for it, as a rank commits */
+        coord_put_commit(&req, shard, &(coord_counts){.rows = 2});
         coord_handle(r->c, r->rank, req.buf.data, req.buf.len, &out);
     }
     wire_free(&req);
