@@ -189,8 +189,6 @@ typedef struct slot {
     double t_admit, t_prefilled, t_first, encode_ms;
 } slot;
 
-struct llama_engine;
-
 typedef struct llama_engine {
     struct llama_model *model;
     struct llama_context *ctx;
@@ -2595,6 +2593,9 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         n_sample = e->n_parallel;
     if (e->sampler == SL_SAMPLER_REFERENCE)
         n_sample = 1;
+#ifndef _OPENMP
+    n_sample = 1; /* sample_all samples on the engine thread alone: one candidate buffer */
+#endif
     bool cand_ok = true;
     for (int i = 0; i < n_sample && cand_ok; i++)
         cand_ok = (e->cand[i] = sl_malloc(SL_LLAMA_CAND_BYTES(e->n_vocab))) != NULL;
