@@ -452,8 +452,11 @@ def test_batch_with_a_rank_killed_then_rerun_answers_each_once(mpi, many_request
     requests, good, broken = many_requests
     out = tmp_path / "out"
     rng = random.Random(int(os.environ.get("SLUICE_CHAOS_SEED", "16")))
+    # 48 tokens a line (the others: 12): the tiny model answers ~370 lines a
+    # second on 3 ranks, which finished the job before mpirun's abort reached
+    # the ranks left running.
     args = batch_args(mpi, requests, out, "--input-shard-size", "5", "--shard-rows", "5",
-                      "--parallel", "1")
+                      "--parallel", "1", "--max-tokens", "48")
     killed, rc = run_killing_a_rank(mpirun_args(3) + args, 3,
                                     lambda: len(list(out.glob("part-*.jsonl"))), tmp_path, rng)
     assert killed is not None, "the job ended before a rank could be killed"
