@@ -76,7 +76,7 @@ static void same(const outcome *a, const outcome *b)
 static void release(outcome *o)
 {
     if (o->ok)
-        sl_free(o->res.text);
+        sl_result_clear(&o->res);
     openai_stream_free(&o->s);
 }
 
@@ -89,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (openai_parse_completion(body, size, TEXT_MAX, &res, why, sizeof why)) {
         if (!res.text || !res.finish_reason)
             abort();
-        sl_free(res.text);
+        sl_result_clear(&res);
     }
 
     char msg[300];

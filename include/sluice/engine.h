@@ -38,7 +38,18 @@ typedef struct sl_sampling {
     int top_k;            /* 0: off */
     int max_tokens;       /* generated tokens at most */
     uint64_t seed;        /* used when temperature > 0 */
+    /* Log-probabilities of the answer's tokens (sl_result.logprobs): each
+     * generated token's, and with top_logprobs the N most likely tokens at
+     * its place (0..SL_MAX_TOP_LOGPROBS). Of the model's own distribution
+     * (the log-softmax of its logits: before temperature, penalties,
+     * top-k/p or a grammar), as vLLM and llama-server report them. On the
+     * llama engine such a row is sampled on the host (its logits are read
+     * back); the openai engine asks the server for them. */
+    bool logprobs;
+    int top_logprobs;
 } sl_sampling;
+
+#define SL_MAX_TOP_LOGPROBS 20
 
 sl_sampling sl_sampling_default(void);
 
@@ -293,6 +304,14 @@ typedef struct sl_result {
      * NUL-terminated; freed by sl_result_clear) with id, object, created,
      * model, choices[0].message/finish_reason and usage; NULL otherwise. */
     char *response_json;
+    /* sampling.logprobs: the answer's tokens with their log-probabilities,
+     * as JSON text of OpenAI's choices[].logprobs object:
+     * {"content":[{"id","token","logprob","bytes","top_logprobs":[{"id",
+     * "token","logprob","bytes"}]}]}, one entry per generated token (the
+     * server's own object on the openai engine); "token" is the piece's
+     * text up to its first incomplete UTF-8 sequence, "bytes" all of it.
+     * NULL otherwise. Freed by sl_result_clear. */
+    char *logprobs;
 } sl_result;
 
 typedef struct sl_completion {

@@ -251,6 +251,10 @@ static const opt opts[] = {
              "openai: response_format); others fail as invalid_output"},
     {"sampling.grammar", "grammar", 0, K_TEXTFILE, AT(p.grammar), .arg = "F",
      .check = check_grammar, .help = "llama engine: sample under this GBNF grammar (root rule)"},
+    {"sampling.logprobs", "logprobs", 0, K_INT, AT(p.sampling.top_logprobs), .lo = 1,
+     .hi = SL_MAX_TOP_LOGPROBS, .f = NULL_ZERO, .arg = "N",
+     .help = "write each answer's tokens with their log-probabilities and the N most likely "
+             "tokens at each place (column logprobs; ~: none)"},
     {"sampling.stop", "stop", 0, K_LIST, 0, .list = L_STOP, .max_items = 16, .arg = "TEXT",
      .help = "end generation at any of these (not written)"},
 
@@ -1415,6 +1419,8 @@ sl_status sl_config_resolve(sl_config *c)
                            c->where[i], a, a);
         }
     }
+    /* One setting on the command line, two in the engine's terms. */
+    c->p.sampling.logprobs = c->p.sampling.top_logprobs > 0;
     sync_lists(c);
     return build_tasks(c);
 }

@@ -81,7 +81,7 @@ static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_s
 {
     if (!json_is_object(o))
         return bad(file, task, "sampling must be an object (max_tokens, temperature, top_p, "
-                               "top_k, min_p, repeat_penalty, seed)");
+                               "top_k, min_p, repeat_penalty, seed, logprobs)");
     const char *key;
     json_t *v;
     json_object_foreach(o, key, v) {
@@ -111,6 +111,11 @@ static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_s
             if ((st = number_of(file, task, key, v, 0, 1 << 20, true, &d)) != SL_OK)
                 return st;
             s->top_k = (int)d;
+        } else if (!strcmp(key, "logprobs")) {
+            if ((st = number_of(file, task, key, v, 0, SL_MAX_TOP_LOGPROBS, true, &d)) != SL_OK)
+                return st;
+            s->logprobs = d > 0;
+            s->top_logprobs = (int)d;
         } else if (!strcmp(key, "seed")) {
             /* jansson's integers are 64-bit signed: the job seed's range. */
             if (!json_is_integer(v) || json_integer_value(v) < 0)
@@ -119,7 +124,7 @@ static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_s
         } else {
             char what[200];
             snprintf(what, sizeof what, "unknown key sampling.%.60s; allowed: max_tokens, "
-                     "temperature, top_p, top_k, min_p, repeat_penalty, seed", key);
+                     "temperature, top_p, top_k, min_p, repeat_penalty, seed, logprobs", key);
             return bad(file, task, what);
         }
     }

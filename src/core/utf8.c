@@ -32,16 +32,18 @@ static size_t seq_len(const unsigned char *s, size_t avail)
     return n;
 }
 
-bool sl_utf8_valid(const char *s, size_t len)
+size_t sl_utf8_valid_prefix(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < len;) {
-        size_t n = seq_len(p + i, len - i);
-        if (!n)
-            return false;
+    size_t i = 0;
+    for (size_t n; i < len && (n = seq_len(p + i, len - i)) != 0;)
         i += n;
-    }
-    return true;
+    return i;
+}
+
+bool sl_utf8_valid(const char *s, size_t len)
+{
+    return sl_utf8_valid_prefix(s, len) == len;
 }
 
 char *sl_utf8_sanitize(const char *s, size_t len)

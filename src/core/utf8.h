@@ -9,6 +9,10 @@
 /* True when s[0..len) is valid UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 bool sl_utf8_valid(const char *s, size_t len);
 
+/* The length of the longest valid UTF-8 prefix of s[0..len) (a token's
+ * piece may end inside a character the next token completes). */
+size_t sl_utf8_valid_prefix(const char *s, size_t len);
+
 /* A NUL-terminated copy of s[0..len) with each invalid byte replaced by
  * U+FFFD. Free with sl_free(); NULL when out of memory. */
 char *sl_utf8_sanitize(const char *s, size_t len);

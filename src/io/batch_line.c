@@ -157,6 +157,28 @@ static sl_status read_real(const json_t *body, const char *key, double lo, doubl
     return SL_OK;
 }
 
+/* OpenAI's logprobs (a boolean) and top_logprobs (0 to 20, only with
+ * logprobs true). */
+static sl_status read_logprobs(sl_batch_req *req, const json_t *body, char *err, size_t errlen)
+{
+    const json_t *lp = json_object_get(body, "logprobs");
+    const json_t *top = json_object_get(body, "top_logprobs");
+    if (lp && !json_is_null(lp) && !json_is_boolean(lp))
+        return bad(err, errlen, "body.logprobs must be true or false");
+    req->has_logprobs = lp && !json_is_null(lp);
+    req->logprobs = json_is_true(lp);
+    if (!top || json_is_null(top))
+        return SL_OK;
+    if (!json_is_integer(top) || json_integer_value(top) < 0 ||
+        json_integer_value(top) > SL_MAX_TOP_LOGPROBS)
+        return bad(err, errlen, "body.top_logprobs must be an integer from 0 to %d",
+                   SL_MAX_TOP_LOGPROBS);
+    if (!req->logprobs)
+        return bad(err, errlen, "body.top_logprobs needs body.logprobs true");
+    req->top_logprobs = (int)json_integer_value(top);
+    return SL_OK;
+}
+
 static sl_status read_stop(sl_batch_req *req, const json_t *stop, char *err, size_t errlen)
 {
     if (!stop || json_is_null(stop))
@@ -234,6 +256,8 @@ static sl_status read_body(sl_batch_req *req, char *err, size_t errlen)
         req->has_seed = true;
         req->seed = (uint64_t)json_integer_value(seed);
     }
+    if (st == SL_OK)
+        st = read_logprobs(req, body, err, errlen);
     if (st == SL_OK)
         st = read_stop(req, json_object_get(body, "stop"), err, errlen);
     if (st == SL_OK)

@@ -38,6 +38,8 @@ typedef struct sl_batch_req {
     bool has_temperature, has_top_p, has_seed;
     float temperature, top_p;
     uint64_t seed;
+    bool has_logprobs, logprobs; /* body.logprobs given, and its value */
+    int top_logprobs;          /* body.top_logprobs (0..SL_MAX_TOP_LOGPROBS) */
     const char *stop[SL_BATCH_MAX_STOP];
     int n_stop;
     char *json_schema;         /* response_format json_schema's schema (or json_object's

@@ -261,6 +261,10 @@ sl_status batch_submit(job *j, sl_engine *engine, sl_row *row, caption_row *r)
         req.sampling.top_p = q->top_p;
     if (q->has_seed)
         req.sampling.seed = q->seed;
+    if (q->has_logprobs) {
+        req.sampling.logprobs = q->logprobs;
+        req.sampling.top_logprobs = q->top_logprobs;
+    }
     if (q->n_stop) {
         req.stop = q->stop;
         req.n_stop = q->n_stop;

@@ -17,6 +17,8 @@ const sl_schema_column caption_fields[CF_COUNT] = {
     [CF_PROMPT_TOKENS] = {"prompt_tokens", SL_PQ_INT64, false, NULL, false, false},
     [CF_GENERATED_TOKENS] = {"generated_tokens", SL_PQ_INT64, false, NULL, false, false},
     [CF_CACHED_TOKENS] = {"cached_tokens", SL_PQ_INT64, false, NULL, false, false},
+    /* Only with sampling.logprobs: JSON (JSONL the value, Parquet its text). */
+    [CF_LOGPROBS] = {"logprobs", SL_PQ_STRING, true, NULL, false, true},
     [CF_WIDTH] = {"width", SL_PQ_INT64, true, NULL, true, false},
     [CF_HEIGHT] = {"height", SL_PQ_INT64, true, NULL, true, false},
     [CF_SOURCE_WIDTH] = {"source_width", SL_PQ_INT64, true, NULL, true, false},
@@ -36,9 +38,10 @@ const sl_schema_column caption_fields[CF_COUNT] = {
 
 static const char *const answer_suffix[TC_COUNT] = {
     [TC_TEXT] = "", [TC_FINISH] = "_finish_reason", [TC_PROMPT_TOKENS] = "_prompt_tokens",
-    [TC_GENERATED_TOKENS] = "_generated_tokens", [TC_CACHED_TOKENS] = "_cached_tokens"};
+    [TC_GENERATED_TOKENS] = "_generated_tokens", [TC_CACHED_TOKENS] = "_cached_tokens",
+    [TC_LOGPROBS] = "_logprobs"};
 static const sl_pq_type answer_type[TC_COUNT] = {SL_PQ_STRING, SL_PQ_STRING, SL_PQ_INT64,
-                                                 SL_PQ_INT64, SL_PQ_INT64};
+                                                 SL_PQ_INT64, SL_PQ_INT64, SL_PQ_STRING};
 static const sl_schema_column task_column = {"task", SL_PQ_STRING, false, NULL, false, false};
 
 static const sl_schema_column image_bytes_column = {"image_bytes", SL_PQ_BINARY, true, NULL,
@@ -135,9 +138,21 @@ static bool all_structured(const sl_caption_params *p)
     return true;
 }
 
+/* Whether the column `logprobs` is written: the job asks for them, or
+ * with one row per task, any task. */
+static bool logprobs_column(const sl_caption_params *p)
+{
+    if (p->n_tasks == 0)
+        return p->sampling.logprobs;
+    for (int t = 0; p->rows_per_task && t < p->n_tasks; t++)
+        if (p->tasks[t].sampling.logprobs)
+            return true;
+    return false;
+}
+
 /* The job's columns in output order: with several tasks, each task's five
- * after `path` in place of caption and finish_reason; with one row per
- * task, `task` after `path`. */
+ * (six with logprobs) after `path` in place of caption and finish_reason;
+ * with one row per task, `task` after `path`. */
 static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
 {
     int n_tasks = p->n_tasks > 0 && !p->rows_per_task ? p->n_tasks : 0;
@@ -151,7 +166,8 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
         return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
     size_t n = 0, used = 0;
     for (int f = 0; f < CF_COUNT; f++) {
-        if (n_tasks > 0 && (f == CF_CAPTION || f == CF_FINISH))
+        if ((n_tasks > 0 && (f == CF_CAPTION || f == CF_FINISH)) ||
+            (f == CF_LOGPROBS && !logprobs_column(p)))
             continue;
         out->head_cell[n] = f;
         out->head[n] = caption_fields[f];
@@ -169,14 +185,19 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
         }
         for (int t = 0; t < n_tasks; t++)
             for (int k = 0; k < TC_COUNT; k++) {
+                if (k == TC_LOGPROBS && !p->tasks[t].sampling.logprobs)
+                    continue;
                 char *name = out->names + used;
                 used += (size_t)snprintf(name, names_len + 1 - used, "%s%s", p->tasks[t].name,
                                          answer_suffix[k]) + 1;
                 out->head_cell[n] = CELL_ANSWER(t, k);
                 /* A failed row has no answers; token counts are then 0. */
-                out->head[n] = (sl_schema_column){name, answer_type[k], k <= TC_FINISH, NULL,
-                                                  false, false};
-                out->head[n++].json = k == TC_TEXT && (p->tasks[t].json_schema || p->json_schema);
+                out->head[n] = (sl_schema_column){name, answer_type[k],
+                                                  k <= TC_FINISH || k == TC_LOGPROBS, NULL,
+                                                  false, k == TC_LOGPROBS};
+                if (k == TC_TEXT)
+                    out->head[n].json = p->tasks[t].json_schema || p->json_schema;
+                n++;
             }
     }
     out->schema.head = out->head;

@@ -1,7 +1,8 @@
 /* job/schema.h — the caption job's output row, defined once: its own fields
  * (the table caption_fields, in output order) with the tasks' answers (with
  * several tasks, five columns each after `path` in place of `caption` and
- * `finish_reason`; with rows_per_task, a column `task`), then the input's
+ * `finish_reason`, and `logprobs` when the task asks for them; with
+ * rows_per_task, a column `task`), then the input's
  * pass-through columns, then image_bytes when asked for. Every sink
  * (io/sink.h), the run report and the live page read it from here. Planning
  * chooses the pass-through columns: declared (--columns) or seen in the
@@ -19,7 +20,7 @@
 /* Indices into caption_fields and into a row's cells. */
 enum {
     CF_ID, CF_PATH, CF_CAPTION, CF_FINISH, CF_PROMPT_TOKENS, CF_GENERATED_TOKENS,
-    CF_CACHED_TOKENS, CF_WIDTH, CF_HEIGHT, CF_SOURCE_WIDTH, CF_SOURCE_HEIGHT, CF_MODEL, CF_SEED,
+    CF_CACHED_TOKENS, CF_LOGPROBS, CF_WIDTH, CF_HEIGHT, CF_SOURCE_WIDTH, CF_SOURCE_HEIGHT, CF_MODEL, CF_SEED,
     CF_DECODE_MS, CF_QUEUE_MS, CF_PREFILL_MS, CF_ENCODE_MS, CF_TTFT_MS, CF_GENERATE_MS,
     CF_TOTAL_MS, CF_ERROR_STAGE, CF_ERROR, CF_COUNT
 };
@@ -29,7 +30,10 @@ extern const sl_schema_column caption_fields[CF_COUNT];
 /* A row's cells before they are laid out: caption_fields, the task name,
  * then each task's answer (TC_* of task t at CELL_ANSWER(t, k)), then
  * image_bytes. */
-enum { TC_TEXT, TC_FINISH, TC_PROMPT_TOKENS, TC_GENERATED_TOKENS, TC_CACHED_TOKENS, TC_COUNT };
+enum {
+    TC_TEXT, TC_FINISH, TC_PROMPT_TOKENS, TC_GENERATED_TOKENS, TC_CACHED_TOKENS, TC_LOGPROBS,
+    TC_COUNT
+};
 #define CELL_TASK CF_COUNT
 #define CELL_ANSWER(t, k) (CF_COUNT + 1 + (t) * TC_COUNT + (k))
 #define CELL_IMAGE_BYTES CELL_ANSWER(SL_MAX_TASKS, 0)

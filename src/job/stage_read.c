@@ -64,8 +64,10 @@ static bool copy_result(sl_result *dst, const sl_result *src)
     dst->n_trace = 0;
     dst->text = NULL;
     dst->response_json = NULL;
+    dst->logprobs = NULL;
     return (!src->text || (dst->text = sl_strdup(src->text))) &&
-           (!src->response_json || (dst->response_json = sl_strdup(src->response_json)));
+           (!src->response_json || (dst->response_json = sl_strdup(src->response_json))) &&
+           (!src->logprobs || (dst->logprobs = sl_strdup(src->logprobs)));
 }
 
 caption_row *job_row_copy(const caption_row *r, size_t *bytes)

@@ -34,6 +34,7 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
     v[CF_PROMPT_TOKENS] = (sl_pq_value){.i64 = answer ? answer->prompt_tokens : 0};
     v[CF_GENERATED_TOKENS] = (sl_pq_value){.i64 = answer ? answer->generated_tokens : 0};
     v[CF_CACHED_TOKENS] = (sl_pq_value){.i64 = answer ? answer->cached_tokens : 0};
+    v[CF_LOGPROBS] = cell_text(answer ? answer->logprobs : NULL);
     v[CELL_TASK] = cell_text(task >= 0 ? j->p->tasks[task].name : NULL);
     for (int t = 0; t < j->p->n_tasks && task < 0; t++) {
         const sl_result *a = res && t < r->n_results ? &r->results[t] : NULL;
@@ -43,6 +44,7 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
         v[CELL_ANSWER(t, TC_GENERATED_TOKENS)] =
             (sl_pq_value){.i64 = a ? a->generated_tokens : 0};
         v[CELL_ANSWER(t, TC_CACHED_TOKENS)] = (sl_pq_value){.i64 = a ? a->cached_tokens : 0};
+        v[CELL_ANSWER(t, TC_LOGPROBS)] = cell_text(a ? a->logprobs : NULL);
     }
     int dims[4] = {r->width, r->height, r->source_width, r->source_height};
     for (int k = 0; k < 4; k++)

@@ -34,6 +34,18 @@ sl_status sl_engine_wrap(const sl_engine_ops *ops, void *impl, sl_engine **out)
     return SL_OK;
 }
 
+/* `who`: "" or " task NAME". */
+static sl_status check_sampling(const char *id, const char *who, const sl_sampling *sampling)
+{
+    if (sampling->max_tokens <= 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s:%s max_tokens must be positive, got %d", id, who,
+                       sampling->max_tokens);
+    if (sampling->top_logprobs < 0 || sampling->top_logprobs > SL_MAX_TOP_LOGPROBS)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s:%s top_logprobs is %d; it takes 0 to %d", id, who,
+                       sampling->top_logprobs, SL_MAX_TOP_LOGPROBS);
+    return SL_OK;
+}
+
 /* The checks of one prompt; `task` NULL for a request without tasks. */
 static sl_status check_prompt(const char *id, const char *task, const char *prompt,
                               const char *system_prompt, const sl_sampling *sampling)
@@ -43,9 +55,9 @@ static sl_status check_prompt(const char *id, const char *task, const char *prom
         snprintf(who, sizeof who, " task %.40s", task);
     if (!prompt)
         return sl_fail(SL_ERR_INVALID_ARG, "%s:%s request has no prompt", id, who);
-    if (sampling->max_tokens <= 0)
-        return sl_fail(SL_ERR_INVALID_ARG, "%s:%s max_tokens must be positive, got %d", id, who,
-                       sampling->max_tokens);
+    sl_status st = check_sampling(id, who, sampling);
+    if (st != SL_OK)
+        return st;
     /* Chat templates and JSON bodies need text: a prompt read from a
      * manifest may be any bytes. */
     if (!sl_utf8_valid(prompt, strlen(prompt)))
@@ -85,9 +97,9 @@ static sl_status check_conversation(const char *id, const sl_request *q)
                        id);
     if (q->n_tasks != 0)
         return sl_fail(SL_ERR_INVALID_ARG, "%s: a conversation (messages) cannot have tasks", id);
-    if (q->sampling.max_tokens <= 0)
-        return sl_fail(SL_ERR_INVALID_ARG, "%s: max_tokens must be positive, got %d", id,
-                       q->sampling.max_tokens);
+    sl_status st = check_sampling(id, "", &q->sampling);
+    if (st != SL_OK)
+        return st;
     int image_parts = 0;
     for (int i = 0; i < q->n_messages; i++) {
         const sl_message *m = &q->messages[i];
@@ -137,11 +149,10 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
         sl_status st = SL_OK;
         if (request->n_messages > 0)
             st = check_conversation(id, request);
-        else if (request->sampling.max_tokens <= 0)
-            st = sl_fail(SL_ERR_INVALID_ARG, "%s: max_tokens must be positive, got %d", id,
-                         request->sampling.max_tokens);
         else if (request->n_tasks != 0)
             st = sl_fail(SL_ERR_INVALID_ARG, "%s: a request body cannot have tasks", id);
+        else
+            st = check_sampling(id, "", &request->sampling);
         if (st == SL_OK)
             st = check_stops(id, request);
         return st == SL_OK ? engine->ops->submit(engine->impl, request, tag) : st;
@@ -215,6 +226,7 @@ void sl_result_clear(sl_result *result)
     sl_free(result->trace_tokens);
     sl_free(result->trace_margins);
     sl_free(result->response_json);
+    sl_free(result->logprobs);
     *result = (sl_result){0};
 }
 
@@ -354,7 +366,10 @@ char *sl_chat_completion_json(const char *id, const char *model, long long creat
     }
     json_t *root = json_object(), *choice = json_object(), *message = json_object(),
            *usage = json_object(), *details = json_object(), *choices = json_array();
-    int bad = !root || !choice || !message || !usage || !details || !choices;
+    /* The engine's own text: loads unless memory runs out. */
+    json_t *logprobs = res->logprobs ? json_loads(res->logprobs, 0, NULL) : NULL;
+    int bad = !root || !choice || !message || !usage || !details || !choices ||
+              (res->logprobs && !logprobs);
     const char *text = res->text ? res->text : "";
     if (!bad)
         bad = json_object_set_new(message, "role", json_string("assistant")) ||
@@ -363,7 +378,8 @@ char *sl_chat_completion_json(const char *id, const char *model, long long creat
               json_object_set(choice, "message", message) ||
               json_object_set_new(choice, "finish_reason",
                                   json_string(res->finish_reason ? res->finish_reason : "stop")) ||
-              json_object_set_new(choice, "logprobs", json_null()) ||
+              json_object_set_new(choice, "logprobs",
+                                  logprobs ? json_incref(logprobs) : json_null()) ||
               json_array_append(choices, choice) ||
               json_object_set_new(usage, "prompt_tokens", json_integer(res->prompt_tokens)) ||
               json_object_set_new(usage, "completion_tokens",
@@ -392,6 +408,7 @@ char *sl_chat_completion_json(const char *id, const char *model, long long creat
     json_decref(usage);
     json_decref(details);
     json_decref(choices);
+    json_decref(logprobs);
     return out;
 }
 

@@ -946,6 +946,179 @@ static void stop_strings_end_generation(void **state)
     sl_engine_free(e);
 }
 
+/* The log-softmax of the logits, checked against values known in closed
+ * form: logits log(k) for k = 1..n give p_k = k / (n(n+1)/2). The n most
+ * likely come best first, equal logits by id; n not a multiple of the
+ * scan's 16 lanes, and a distribution with no finite logit. */
+static void logprobs_are_the_log_softmax(void **state)
+{
+    const int n = VOCAB - 3;
+    float *x = sl_malloc((size_t)n * sizeof *x);
+    for (int i = 0; i < n; i++)
+        x[i] = logf((float)(i + 1));
+    double log_sum = log((double)n * (n + 1) / 2.0);
+    int32_t ids[6];
+    float lps[6];
+    float chosen = sl_llama_logprobs(x, n, 41, 6, ids, lps);
+    assert_true(fabs(chosen - (log(42.0) - log_sum)) < 1e-5);
+    for (int k = 0; k < 6; k++) {
+        assert_int_equal(ids[k], n - 1 - k);
+        assert_true(fabs(lps[k] - ((double)x[n - 1 - k] - log_sum)) < 1e-5);
+    }
+    /* Ties: equal logits by id; a chosen token out of range is -inf. */
+    for (int i = 0; i < n; i++)
+        x[i] = (i % 1000 == 999) ? 5.0f : -1.0f;
+    assert_true(isinf(sl_llama_logprobs(x, n, -1, 4, ids, lps)));
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(ids[k], 999 + 1000 * k);
+        assert_true(fabs(lps[k] - lps[0]) < 1e-7);
+    }
+    double z = log(n / 1000 * exp(5.0) + (n - n / 1000) * exp(-1.0));
+    assert_true(fabs(lps[0] - (5.0 - z)) < 1e-5);
+    for (int i = 0; i < n; i++)
+        x[i] = -INFINITY;
+    assert_true(isinf(sl_llama_logprobs(x, n, 3, 2, ids, lps)));
+    assert_true(isinf(lps[0]) && isinf(lps[1]));
+    sl_free(x);
+}
+
+/* An answer's log-probabilities as a parsed "content" array (asserts the
+ * shape), one entry per generated token. */
+static json_t *logprob_content(const sl_result *r, int top)
+{
+    assert_non_null(r->logprobs);
+    json_t *root = json_loads(r->logprobs, 0, NULL);
+    assert_non_null(root);
+    json_t *content = json_incref(json_object_get(root, "content"));
+    json_decref(root);
+    assert_true(json_is_array(content));
+    assert_int_equal(json_array_size(content), (size_t)r->generated_tokens);
+    size_t i;
+    json_t *t;
+    json_array_foreach(content, i, t) {
+        json_t *alts = json_object_get(t, "top_logprobs");
+        assert_int_equal(json_array_size(alts), (size_t)top);
+        double lp = json_real_value(json_object_get(t, "logprob")), sum = 0.0, prev = 0.0;
+        assert_true(lp <= 0.0);
+        for (int k = 0; k < top; k++) {
+            double a = json_real_value(json_object_get(json_array_get(alts, (size_t)k), "logprob"));
+            assert_true(a <= prev + 1e-6); /* best first */
+            prev = a;
+            sum += exp(a);
+        }
+        assert_true(sum <= 1.0 + 1e-4);
+        /* Nothing chosen is more likely than the most likely. */
+        if (top > 0)
+            assert_true(lp <= json_real_value(json_object_get(json_array_get(alts, 0), "logprob"))
+                                  + 1e-6);
+    }
+    return content;
+}
+
+/* The answer's text is its tokens' bytes, in order. */
+static void assert_tokens_spell_the_text(json_t *content, const char *text)
+{
+    char buf[4096];
+    size_t len = 0, i, j;
+    json_t *t, *b;
+    json_array_foreach(content, i, t) {
+        json_array_foreach(json_object_get(t, "bytes"), j, b) {
+            assert_true(len < sizeof buf - 1);
+            buf[len++] = (char)json_integer_value(b);
+        }
+    }
+    buf[len] = '\0';
+    assert_string_equal(buf, text);
+}
+
+/* Rows with logprobs, greedy and sampled, through each sampler: the same
+ * logits give the same numbers on the reference path, the host and the
+ * device setting (which samples these rows on the host); a greedy token is
+ * the most likely one; the tokens spell the text; a row without logprobs
+ * has none. */
+static void logprobs_agree_on_every_sampler(void **state)
+{
+    const sl_llama_sampler samplers[] = {SL_SAMPLER_REFERENCE, SL_SAMPLER_HOST,
+                                         SL_SAMPLER_DEVICE};
+    char *first[3] = {NULL, NULL, NULL};
+    for (int si = 0; si < 3; si++) {
+        sl_llama_params p = sl_llama_default_params();
+        p.model_path = model_path;
+        p.mmproj_path = mmproj_path;
+        p.n_parallel = 3;
+        p.n_threads = 2;
+        p.sampler = samplers[si];
+        sl_engine *e = NULL;
+        assert_int_equal(sl_engine_open_llama(&p, &e), SL_OK);
+        sl_request q[3] = {request("greedy", 12), request("sampled", 12), request("plain", 12)};
+        q[0].sampling.logprobs = true;
+        q[0].sampling.top_logprobs = 3;
+        q[1].sampling.logprobs = true;
+        q[1].sampling.top_logprobs = 2;
+        q[1].sampling.temperature = 1.5f;
+        q[1].sampling.seed = 99;
+        for (int k = 0; k < 3; k++)
+            assert_int_equal(sl_engine_submit(e, &q[k], (void *)(intptr_t)k), SL_OK);
+        sl_completion c[3];
+        int got = 0;
+        while (got < 3) {
+            size_t n;
+            assert_int_equal(sl_engine_poll(e, c + got, 3 - (size_t)got, 1000, &n), SL_OK);
+            got += (int)n;
+        }
+        for (int i = 0; i < 3; i++) {
+            int k = (int)(intptr_t)c[i].tag;
+            assert_int_equal(c[i].status, SL_OK);
+            const sl_result *r = &c[i].result;
+            if (k == 2) {
+                assert_null(r->logprobs);
+                continue;
+            }
+            json_t *content = logprob_content(r, k == 0 ? 3 : 2);
+            if (strcmp(r->finish_reason, "length") == 0)
+                assert_tokens_spell_the_text(content, r->text);
+            size_t j;
+            json_t *t;
+            json_array_foreach(content, j, t) {
+                json_t *best = json_array_get(json_object_get(t, "top_logprobs"), 0);
+                if (k == 0) {
+                    assert_int_equal(json_integer_value(json_object_get(t, "id")),
+                                     json_integer_value(json_object_get(best, "id")));
+                    assert_true(json_equal(json_object_get(t, "logprob"),
+                                           json_object_get(best, "logprob")));
+                }
+            }
+            json_decref(content);
+            if (k == 0 && si == 0)
+                first[0] = sl_strdup(r->logprobs);
+            else if (k == 0)
+                assert_string_equal(first[0], r->logprobs);
+            if (k == 1 && si == 0)
+                first[1] = sl_strdup(r->logprobs);
+            else if (k == 1)
+                assert_string_equal(first[1], r->logprobs);
+        }
+        for (int i = 0; i < 3; i++)
+            sl_completion_clear(&c[i]);
+        sl_engine_free(e);
+    }
+    sl_free(first[0]);
+    sl_free(first[1]);
+}
+
+/* top_logprobs beyond 20 is refused at submit, naming the request. */
+static void too_many_top_logprobs_are_refused(void **state)
+{
+    sl_engine *e = open_tiny(1, 0);
+    sl_request req = request("greedy-21", 4);
+    req.sampling.logprobs = true;
+    req.sampling.top_logprobs = SL_MAX_TOP_LOGPROBS + 1;
+    assert_int_equal(sl_engine_submit(e, &req, NULL), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "greedy-21"));
+    assert_non_null(strstr(sl_last_error(), "top_logprobs"));
+    sl_engine_free(e);
+}
+
 /* Running out of memory inside the engine fails requests; it never loses
  * one (a lost completion hangs a run: the executor waits for it forever). */
 static void out_of_memory_fails_requests_but_returns_each(void **state)
@@ -1349,6 +1522,9 @@ int main(void)
         cmocka_unit_test(an_answer_cut_short_is_invalid_output),
         cmocka_unit_test(a_grammar_constrains_sampling),
         cmocka_unit_test(the_grammar_applies_before_the_candidate_cut),
+        cmocka_unit_test(logprobs_are_the_log_softmax),
+        cmocka_unit_test(logprobs_agree_on_every_sampler),
+        cmocka_unit_test(too_many_top_logprobs_are_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

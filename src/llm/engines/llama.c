@@ -48,6 +48,7 @@
 #endif
 
 #include "ggml-cpu.h"
+#include <jansson.h>
 #include "llama.h"
 #include "mtmd.h"
 #include "mtmd-helper.h"
@@ -56,6 +57,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/fault.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/utf8.h"
 #include "llm/engine_impl.h"
@@ -179,6 +181,12 @@ typedef struct slot {
     int32_t *trace_tokens;     /* with req.trace */
     float *trace_margins;
     int n_trace;
+    /* With sampling.logprobs: per generated token n, lp_stride entries from
+     * n * lp_stride: the token and its log-probability, then the
+     * top_logprobs most likely; entry n is written when n is chosen. */
+    int32_t *lp_ids;
+    float *lp_vals;
+    int lp_stride;
     int logits_idx;            /* index in this step's batch, -1: none */
     bool fast_greedy;          /* argmax over the logits: no sampler chain needed */
     bool own_top_p;            /* the host runs top-p; smpl was made without it */
@@ -542,9 +550,60 @@ static void release_slot(llama_engine *e, slot *s)
     sl_free(s->text.data);
     sl_free(s->trace_tokens);
     sl_free(s->trace_margins);
+    sl_free(s->lp_ids);
+    sl_free(s->lp_vals);
     e->kv_reserved -= s->reserved;
     int seq = s->seq;
     *s = (slot){.seq = seq, .logits_idx = -1};
+}
+
+/* {"id","token","logprob","bytes"} of token tok (OpenAI's shape; "id" as
+ * llama-server adds it); NULL when out of memory. A log-probability of
+ * -inf is written -9999, as OpenAI and vLLM do (JSON has no infinity). */
+static json_t *logprob_entry(const llama_engine *e, int32_t tok, float lp)
+{
+    char piece[256];
+    int32_t n = llama_token_to_piece(e->vocab, tok, piece, sizeof piece, 0, false);
+    if (n < 0)
+        n = 0;
+    json_t *bytes = json_array();
+    for (int32_t i = 0; bytes && i < n; i++)
+        if (json_array_append_new(bytes, json_integer((unsigned char)piece[i])) != 0) {
+            json_decref(bytes);
+            bytes = NULL;
+        }
+    if (!bytes)
+        return NULL;
+    return json_pack("{s:i, s:s%, s:f, s:o}", "id", (int)tok, "token", piece,
+                     sl_utf8_valid_prefix(piece, (size_t)n), "logprob",
+                     isfinite(lp) ? (double)lp : -9999.0, "bytes", bytes);
+}
+
+/* The answer's log-probabilities as JSON text (sl_result.logprobs): an
+ * entry per generated token; NULL when out of memory. */
+static char *logprobs_json(const llama_engine *e, const slot *s)
+{
+    json_t *content = json_array();
+    for (int t = 0; content && t < s->n_gen; t++) {
+        size_t at = (size_t)t * (size_t)s->lp_stride;
+        json_t *entry = logprob_entry(e, s->lp_ids[at], s->lp_vals[at]);
+        json_t *top = json_array();
+        bool ok = entry && top && json_object_set(entry, "top_logprobs", top) == 0;
+        for (int k = 1; ok && k < s->lp_stride; k++)
+            ok = json_array_append_new(top, logprob_entry(e, s->lp_ids[at + (size_t)k],
+                                                          s->lp_vals[at + (size_t)k])) == 0;
+        json_decref(top);
+        if (!ok || json_array_append_new(content, entry) != 0) {
+            if (!ok)
+                json_decref(entry);
+            json_decref(content);
+            content = NULL;
+        }
+    }
+    json_t *root = content ? json_pack("{s:o}", "content", content) : NULL;
+    char *text = root ? sl_json_dump(root, JSON_COMPACT | JSON_REAL_PRECISION(8), NULL) : NULL;
+    json_decref(root);
+    return text;
 }
 
 static void finish_slot(llama_engine *e, slot *s, const char *reason)
@@ -568,8 +627,11 @@ static void finish_slot(llama_engine *e, slot *s, const char *reason)
     res.n_trace = s->n_trace;
     s->trace_tokens = NULL;
     s->trace_margins = NULL;
+    bool lp_ok = !s->lp_ids || (res.logprobs = logprobs_json(e, s)) != NULL;
     s->r = NULL;
     release_slot(e, s);
+    if (!lp_ok)
+        sl_result_clear(&res);
     if (res.text && r->want_json &&
         !(res.response_json = sl_chat_completion_json(NULL, e->model_name, 0, &res)))
         sl_result_clear(&res);
@@ -812,11 +874,11 @@ static void attach_device_sampler(llama_engine *e, slot *s)
 {
     int seq = s->seq;
     s->on_device = false;
-    if (s->fast_greedy && e->attached[seq] && e->attached_greedy[seq]) {
+    if (s->fast_greedy && !s->lp_stride && e->attached[seq] && e->attached_greedy[seq]) {
         s->on_device = true;
         return;
     }
-    if (s->grammar || (!s->fast_greedy && !e->device_all)) {
+    if (s->grammar || s->lp_stride || (!s->fast_greedy && !e->device_all)) {
         /* auto: rows with their own settings stay on the host (llama.cpp's
          * backend top-p sorts the whole vocabulary in the graph: 30 s a
          * step for 128 sequences of 152k on a CPU, unmeasured on a GPU).
@@ -868,16 +930,36 @@ static bool admit(llama_engine *e, slot *s, req *r)
             return false;
         }
     }
+    int32_t *lp_ids = NULL;
+    float *lp_vals = NULL;
+    int lp_stride = r->sampling.logprobs ? 1 + r->sampling.top_logprobs : 0;
+    if (lp_stride) {
+        size_t n = ((size_t)r->sampling.max_tokens + 1) * (size_t)lp_stride;
+        lp_ids = sl_malloc(n * sizeof *lp_ids);
+        lp_vals = sl_malloc(n * sizeof *lp_vals);
+        if (!lp_ids || !lp_vals) {
+            sl_free(trace_tokens);
+            sl_free(trace_margins);
+            sl_free(lp_ids);
+            sl_free(lp_vals);
+            fail_req(e, r, SL_ERR_NOMEM, "%s: out of memory for the log-probabilities", r->id);
+            return false;
+        }
+    }
     struct llama_sampler *grammar = NULL;
     if (r->grammar && !(grammar = llama_sampler_init_grammar(e->vocab, r->grammar, "root"))) {
         sl_free(trace_tokens);
         sl_free(trace_margins);
+        sl_free(lp_ids);
+        sl_free(lp_vals);
         fail_req(e, r, SL_ERR_INVALID_ARG,
                  "%s: llama.cpp cannot parse the grammar (see its message in the log)", r->id);
         return false;
     }
     *s = (slot){.seq = s->seq, .r = r, .logits_idx = -1, .t_admit = now_ms(),
-                .encode_ms = r->prep_encode_ms, .grammar = grammar};
+                .encode_ms = r->prep_encode_ms, .grammar = grammar, .trace_tokens = trace_tokens,
+                .trace_margins = trace_margins, .lp_ids = lp_ids, .lp_vals = lp_vals,
+                .lp_stride = lp_stride};
     s->reserved = r->n_pos + r->sampling.max_tokens;
     e->kv_reserved += s->reserved;
     bool greedy = r->sampling.temperature <= 0.0f && r->sampling.repeat_penalty == 1.0f;
@@ -892,8 +974,6 @@ static bool admit(llama_engine *e, slot *s, req *r)
                                                      : make_sampler(e, &r->sampling, s->own_top_p);
     if (e->sampler == SL_SAMPLER_DEVICE)
         attach_device_sampler(e, s);
-    s->trace_tokens = trace_tokens;
-    s->trace_margins = trace_margins;
     e->work.prefix_queries++;
     e->work.prefix_query_tokens += (uint64_t)r->n_pos;
     /* A task whose sibling holds (or is computing) the same image positions
@@ -1485,6 +1565,18 @@ static bool hit_stop(slot *s, size_t from)
     return hit;
 }
 
+/* With logprobs: s->next's entry (its place: the tokens generated so
+ * far); any sampling thread. */
+static void record_logprobs(slot *s, const float *logits, int n)
+{
+    if (!s->lp_ids || s->n_gen > s->r->sampling.max_tokens)
+        return;
+    size_t at = (size_t)s->n_gen * (size_t)s->lp_stride;
+    s->lp_ids[at] = s->next;
+    s->lp_vals[at] = sl_llama_logprobs(logits, n, s->next, s->lp_stride - 1, s->lp_ids + at + 1,
+                                       s->lp_vals + at + 1);
+}
+
 /* Chooses s's next token from s->logits; any sampling thread. */
 static void choose_token(llama_engine *e, slot *s, llama_token_data *cand)
 {
@@ -1499,6 +1591,7 @@ static void choose_token(llama_engine *e, slot *s, llama_token_data *cand)
     else
         s->next = sl_llama_sample_chain(s->smpl, logits, n, &s->r->sampling, true, s->own_top_p,
                                         cand, NULL);
+    record_logprobs(s, logits, n);
 }
 
 __attribute__((noinline)) static void sample_share(llama_engine *e, int worker)
@@ -1538,7 +1631,8 @@ static void sample_all(llama_engine *e)
     atomic_store_explicit(&e->sample_next, 0, memory_order_release);
     uint64_t work = 0;
     for (int i = 0; i < e->n_host_sample; i++)
-        work += (uint64_t)e->n_vocab * (e->to_sample[i]->fast_greedy ? 1 : 10);
+        work += (uint64_t)e->n_vocab * ((e->to_sample[i]->fast_greedy ? 1 : 10) +
+                                        (e->to_sample[i]->lp_stride ? 3 : 0));
     int n = e->n_sample < e->n_host_sample ? e->n_sample : e->n_host_sample;
     if (!(e->sample_always || work >= SAMPLE_PARALLEL_MIN_LOGITS))
         n = 1;
@@ -1620,6 +1714,7 @@ static void sample_reference(llama_engine *e, slot *s)
                                           &s->r->sampling, e->cand[0], NULL);
     else
         s->next = llama_sampler_sample(s->smpl, e->ctx, s->logits_idx);
+    record_logprobs(s, logits, e->n_vocab);
 }
 
 /* One llama_decode: the next token of every generating sequence, then

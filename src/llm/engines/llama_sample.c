@@ -365,3 +365,63 @@ int32_t sl_llama_sample_grammar(struct llama_sampler *grammar, struct llama_samp
     return tok;
 }
 
+
+/* Sum of exp(x[i] - max): sixteen lanes so the compiler vectorizes expf;
+ * double once per lane (150k terms in float lose a few digits). */
+WIDE_SCAN static double sum_exp(const float *x, int n, float max)
+{
+    float lane[16] = {0};
+    double total = 0.0;
+    int i = 0;
+    while (i + 16 <= n) {
+        /* Flush the lanes every 4096 terms: each stays well within float. */
+        int end = n - i >= 4096 ? i + 4096 : i + (n - i) / 16 * 16;
+        for (; i < end; i += 16)
+            for (int k = 0; k < 16; k++)
+                lane[k] += expf(x[i + k] - max);
+        for (int k = 0; k < 16; k++) {
+            total += lane[k];
+            lane[k] = 0.0f;
+        }
+    }
+    for (; i < n; i++)
+        total += expf(x[i] - max);
+    return total;
+}
+
+float sl_llama_logprobs(const float *logits, int n, int32_t chosen, int n_top, int32_t *top_ids,
+                        float *top_logprobs)
+{
+    float max = max_logit(logits, n);
+    if (!(max > -INFINITY)) { /* every logit -inf or NaN: no distribution */
+        for (int k = 0; k < n_top; k++) {
+            top_ids[k] = k < n ? k : 0;
+            top_logprobs[k] = -INFINITY;
+        }
+        return -INFINITY;
+    }
+    double log_z = (double)max + log(sum_exp(logits, n, max));
+    /* The n_top largest, kept sorted (ties: the lower id first, as they
+     * come); after the first n_top, a logit must beat the smallest kept. */
+    int kept = 0;
+    for (int i = 0; i < n && n_top > 0; i++) {
+        float v = logits[i];
+        if (kept == n_top && !(v > top_logprobs[kept - 1]))
+            continue;
+        int at = kept < n_top ? kept++ : n_top - 1;
+        while (at > 0 && v > top_logprobs[at - 1]) {
+            top_logprobs[at] = top_logprobs[at - 1];
+            top_ids[at] = top_ids[at - 1];
+            at--;
+        }
+        top_logprobs[at] = v;
+        top_ids[at] = i;
+    }
+    for (int k = 0; k < kept; k++)
+        top_logprobs[k] = (float)((double)top_logprobs[k] - log_z);
+    for (int k = kept; k < n_top; k++) {
+        top_ids[k] = 0;
+        top_logprobs[k] = -INFINITY;
+    }
+    return chosen >= 0 && chosen < n ? (float)((double)logits[chosen] - log_z) : -INFINITY;
+}

@@ -64,4 +64,13 @@ int32_t sl_llama_sample_grammar(struct llama_sampler *grammar, struct llama_samp
                                 const float *logits, int n, const sl_sampling *sp, void *cand_buf,
                                 size_t *n_candidates);
 
+/* The log-probabilities of the model's distribution over the n tokens
+ * (the log-softmax of the raw logits: before temperature, penalties,
+ * top-k/p or a grammar; what vLLM reports by default and llama-server
+ * computes): `chosen`'s is returned, and the n_top most likely go into
+ * top_ids/top_logprobs best first (equal logits: the lower id first);
+ * slots past n are -inf. The normalizer is summed in double. */
+float sl_llama_logprobs(const float *logits, int n, int32_t chosen, int n_top, int32_t *top_ids,
+                        float *top_logprobs);
+
 #endif

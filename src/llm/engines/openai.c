@@ -398,6 +398,9 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
         }
         if (s->top_k > 0)
             bad |= set_new(root, "top_k", json_integer(s->top_k));
+        if (s->logprobs)
+            bad |= set_new(root, "logprobs", json_true()) ||
+                   set_new(root, "top_logprobs", json_integer(s->top_logprobs));
         if (s->repeat_penalty != 1.0f) /* llama-server's name and vLLM's */
             bad |= set_new(root, "repeat_penalty", json_real(s->repeat_penalty)) ||
                    set_new(root, "repetition_penalty", json_real(s->repeat_penalty));

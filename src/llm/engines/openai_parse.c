@@ -86,8 +86,12 @@ bool openai_parse_completion(const char *body, size_t len, size_t text_max, sl_r
     out->generated_tokens = count_of(json_object_get(usage, "completion_tokens"));
     json_t *details = json_object_get(usage, "prompt_tokens_details");
     out->cached_tokens = count_of(json_object_get(details, "cached_tokens"));
+    json_t *logprobs = json_object_get(choice, "logprobs");
+    bool lp_ok = !json_is_object(logprobs) ||
+                 (out->logprobs = sl_json_dump(logprobs, JSON_COMPACT, NULL)) != NULL;
     json_decref(root);
-    if (!out->text) {
+    if (!out->text || !lp_ok) {
+        sl_result_clear(out);
         snprintf(why, cap, "out of memory");
         return false;
     }
@@ -127,15 +131,42 @@ void openai_server_message(const char *body, size_t len, char *out, size_t cap)
 
 void openai_stream_reset(openai_stream *s, size_t text_max)
 {
-    sl_buf text = s->text;
-    text.len = 0;
-    *s = (openai_stream){.text = text, .text_max = text_max};
+    sl_buf text = s->text, logprobs = s->logprobs;
+    text.len = logprobs.len = 0;
+    *s = (openai_stream){.text = text, .logprobs = logprobs, .text_max = text_max};
 }
 
 void openai_stream_free(openai_stream *s)
 {
-    if (s)
+    if (s) {
         sl_buf_free(&s->text);
+        sl_buf_free(&s->logprobs);
+    }
+}
+
+/* A chunk's choices[0].logprobs.content entries, appended to s->logprobs
+ * (the entries' JSON text, comma-separated). */
+static void stream_logprobs(openai_stream *s, json_t *choice)
+{
+    json_t *content = json_object_get(json_object_get(choice, "logprobs"), "content");
+    size_t i;
+    json_t *entry;
+    json_array_foreach(content, i, entry) {
+        size_t len = 0;
+        char *text = sl_json_dump(entry, JSON_COMPACT, &len);
+        bool ok = text != NULL;
+        if (ok && len + 1 > OPENAI_LOGPROBS_MAX - s->logprobs.len)
+            s->logprobs_too_large = true;
+        else if (ok)
+            ok = (!s->logprobs.len || sl_buf_append(&s->logprobs, ",", 1)) &&
+                 sl_buf_append(&s->logprobs, text, len);
+        sl_free(text);
+        if (!ok)
+            snprintf(s->error, sizeof s->error, "out of memory");
+        if (!ok || s->logprobs_too_large)
+            return;
+        s->has_logprobs = true;
+    }
 }
 
 /* One "data:" event: a chat.completion.chunk, an error event, or something
@@ -178,6 +209,7 @@ static void stream_chunk(openai_stream *s, const char *json, size_t len, double 
         s->last_token_at = now;
         s->content_chunks++;
     }
+    stream_logprobs(s, choice);
     const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
     if (finish)
         snprintf(s->finish, sizeof s->finish, "%s", finish);
@@ -234,6 +266,10 @@ bool openai_stream_result(openai_stream *s, double submitted, double now, sl_res
                  s->text_max);
         return false;
     }
+    if (s->logprobs_too_large) {
+        snprintf(why, cap, "its log-probabilities passed %d bytes", OPENAI_LOGPROBS_MAX);
+        return false;
+    }
     if (s->error[0]) {
         snprintf(why, cap, "the stream carried an error: %s", s->error);
         return false;
@@ -244,7 +280,14 @@ bool openai_stream_result(openai_stream *s, double submitted, double now, sl_res
     }
     *out = (sl_result){0};
     out->text = sl_utf8_sanitize(s->text.data ? (const char *)s->text.data : "", s->text.len);
-    if (!out->text) {
+    if (out->text && s->has_logprobs) {
+        size_t n = s->logprobs.len + sizeof "{\"content\":[]}";
+        if ((out->logprobs = sl_malloc(n)))
+            snprintf(out->logprobs, n, "{\"content\":[%.*s]}", (int)s->logprobs.len,
+                     (const char *)s->logprobs.data);
+    }
+    if (!out->text || (s->has_logprobs && !out->logprobs)) {
+        sl_result_clear(out);
         snprintf(why, cap, "out of memory");
         return false;
     }

@@ -24,14 +24,18 @@
 size_t openai_text_max(int max_tokens);
 size_t openai_body_max(int max_tokens);
 enum { OPENAI_ERROR_BODY_MAX = 64 << 10 };
+/* A streamed answer's log-probabilities at most (20 alternatives a token
+ * take about 2 KiB of JSON). */
+enum { OPENAI_LOGPROBS_MAX = 64 << 20 };
 
 /* "stop", "length", "content_filter", "tool_calls" (static strings); any
  * other value, or NULL, is "stop". */
 const char *openai_finish_reason(const char *s);
 
-/* A 2xx body (a chat.completion) into *out (out->text is the caller's, freed
- * with sl_free); false with *why when it is not one, or its content is
- * longer than text_max. */
+/* A 2xx body (a chat.completion) into *out (the caller's, cleared with
+ * sl_result_clear: text, and choices[0].logprobs as JSON text when it is an
+ * object); false with *why when it is not one, or its content is longer
+ * than text_max. */
 bool openai_parse_completion(const char *body, size_t len, size_t text_max, sl_result *out,
                              char *why, size_t cap);
 
@@ -51,6 +55,11 @@ typedef struct openai_stream {
     int prompt_tokens, completion_tokens, cached_tokens;
     bool has_usage;
     bool too_large;          /* the content passed text_max (the rest was dropped) */
+    /* choices[0].logprobs.content entries of the chunks so far (their JSON,
+     * comma-separated), at most OPENAI_LOGPROBS_MAX bytes */
+    sl_buf logprobs;
+    bool has_logprobs;
+    bool logprobs_too_large;
     char finish[16];
     char error[512];         /* an error event in the stream, or "out of memory" */
     /* The first chunk's id, model and created, for a chat.completion object
@@ -69,7 +78,9 @@ void openai_stream_free(openai_stream *s);
  * "data: [DONE]" nothing. `now` stamps the content chunks. */
 void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now);
 
-/* A finished stream (fed with `last`) into *out: the text, finish reason,
+/* A finished stream (fed with `last`) into *out (cleared with
+ * sl_result_clear): the text, the chunks' logprobs entries (as one
+ * {"content":[...]} object), finish reason,
  * token counts (one per content chunk without usage), ttft_ms from
  * `submitted` and generate_ms from the first content to the last. false
  * with *why when it carried an error, no chunk, or too much text. */
