@@ -307,8 +307,10 @@ typedef struct sl_result {
     /* sampling.logprobs: the answer's tokens with their log-probabilities,
      * as JSON text of OpenAI's choices[].logprobs object:
      * {"content":[{"id","token","logprob","bytes","top_logprobs":[{"id",
-     * "token","logprob","bytes"}]}]}, one entry per generated token (the
-     * server's own object on the openai engine); "token" is the piece's
+     * "token","logprob","bytes"}]}]}, one entry per generated token and,
+     * when the model ended the answer, one for its end-of-generation token
+     * (as llama-server and vLLM report it; its text is empty); the
+     * server's own object on the openai engine. "token" is the piece's
      * text up to its first incomplete UTF-8 sequence, "bytes" all of it.
      * NULL otherwise. Freed by sl_result_clear. */
     char *logprobs;

@@ -106,6 +106,11 @@ sl_status sl_pipeline_row_set_answer(sl_row *row, const char *text);
 const char *sl_pipeline_row_task_answer(const sl_row *row, const char *task);
 sl_status sl_pipeline_row_set_task_answer(sl_row *row, const char *task, const char *text);
 
+/* The answer's log-probabilities (sampling.logprobs; JSON text as in
+ * sl_result.logprobs), or with `task` that task's; NULL before the engine,
+ * when they were not asked for, or for a name that is not a task. */
+const char *sl_pipeline_row_logprobs(const sl_row *row, const char *task);
+
 /* The image file's format, sniffed from its first bytes: "jpeg", "png",
  * "webp", "gif", "tiff", "bmp", "heif", "avif", "jxl" or "unknown"; NULL
  * while no byte of it was seen (before decode, for a file not read yet:

@@ -240,6 +240,17 @@ const char *sl_pipeline_row_task_answer(const sl_row *row, const char *task)
     return i >= 0 ? r->results[i].text : NULL;
 }
 
+const char *sl_pipeline_row_logprobs(const sl_row *row, const char *task)
+{
+    const caption_row *r = sl_row_data(row);
+    if (!r->has_result)
+        return NULL;
+    if (!task)
+        return r->result.logprobs;
+    int i = task_index(r, task);
+    return i >= 0 ? r->results[i].logprobs : NULL;
+}
+
 sl_status sl_pipeline_row_set_task_answer(sl_row *row, const char *task, const char *text)
 {
     caption_row *r = sl_row_data(row);

@@ -366,6 +366,27 @@ static int row_set_task_answer(lua_State *L)
     return 0;
 }
 
+/* JSON text as a Lua value (nil for NULL). */
+static void push_json_text(lua_State *L, const char *text)
+{
+    json_t *v = text ? json_loads(text, 0, NULL) : NULL;
+    if (!v) {
+        lua_pushnil(L);
+        return;
+    }
+    push_json(L, v, 0);
+    json_decref(v);
+}
+
+/* row:task_logprobs(name): that task's log-probabilities (nil when not
+ * asked for, before the engine, or for another name). */
+static int row_task_logprobs(lua_State *L)
+{
+    lrow *h = check_row(L, 1);
+    push_json_text(L, sl_pipeline_row_logprobs(h->row, luaL_checkstring(L, 2)));
+    return 1;
+}
+
 /* row:gray(w, h): the decoded image as w*h grey bytes, a string. */
 static int row_gray(lua_State *L)
 {
@@ -404,6 +425,12 @@ static int row_index(lua_State *L)
             return 1;
         }
         break;
+    case 'l':
+        if (strcmp(k, "logprobs") == 0) {
+            push_json_text(L, sl_pipeline_row_logprobs(h->row, NULL));
+            return 1;
+        }
+        break;
     case 'i':
         if (strcmp(k, "id") == 0) {
             lua_pushstring(L, sl_pipeline_row_id(h->row));
@@ -425,6 +452,10 @@ static int row_index(lua_State *L)
             lua_pushcfunction(L, row_task_answer);
             return 1;
         }
+        if (strcmp(k, "task_logprobs") == 0) {
+            lua_pushcfunction(L, row_task_logprobs);
+            return 1;
+        }
         break;
     case 'p':
         if (strcmp(k, "path") == 0) {
@@ -438,8 +469,8 @@ static int row_index(lua_State *L)
         break;
     default: break;
     }
-    return luaL_error(L, "a row has no field '%s' (id, path, prompt, answer, columns, image, "
-                         "gray, task_answer, set_task_answer)", k);
+    return luaL_error(L, "a row has no field '%s' (id, path, prompt, answer, logprobs, columns, "
+                         "image, gray, task_answer, set_task_answer, task_logprobs)", k);
 }
 
 static int row_newindex(lua_State *L)

@@ -983,7 +983,8 @@ static void logprobs_are_the_log_softmax(void **state)
 }
 
 /* An answer's log-probabilities as a parsed "content" array (asserts the
- * shape), one entry per generated token. */
+ * shape): one entry per generated token, and one for the end-of-generation
+ * token when the model ended the answer (no stop strings here). */
 static json_t *logprob_content(const sl_result *r, int top)
 {
     assert_non_null(r->logprobs);
@@ -992,7 +993,8 @@ static json_t *logprob_content(const sl_result *r, int top)
     json_t *content = json_incref(json_object_get(root, "content"));
     json_decref(root);
     assert_true(json_is_array(content));
-    assert_int_equal(json_array_size(content), (size_t)r->generated_tokens);
+    assert_int_equal(json_array_size(content),
+                     (size_t)r->generated_tokens + (strcmp(r->finish_reason, "stop") == 0));
     size_t i;
     json_t *t;
     json_array_foreach(content, i, t) {

@@ -108,6 +108,53 @@ static void stream_reads_the_same_in_any_pieces(void **state)
     }
 }
 
+/* A server's logprobs: a chat.completion's choices[0].logprobs object kept
+ * as it is; a stream's entries, chunk by chunk, joined in order into one
+ * {"content": [...]} (read the same in any pieces); none asked, none kept. */
+static void logprobs_are_kept_whole_and_joined_from_a_stream(void **state)
+{
+    const char *body = "{\"choices\":[{\"message\":{\"content\":\"Hi\"},\"logprobs\":{\"content\":"
+                       "[{\"token\":\"Hi\",\"logprob\":-0.5,\"bytes\":[72,105],"
+                       "\"top_logprobs\":[]}]}}]}";
+    sl_result r;
+    char why[256];
+    assert_true(openai_parse_completion(body, strlen(body), 100, &r, why, sizeof why));
+    assert_string_equal(r.logprobs, "{\"content\":[{\"token\":\"Hi\",\"logprob\":-0.5,\"bytes\":"
+                                    "[72,105],\"top_logprobs\":[]}]}");
+    sl_result_clear(&r);
+    const char *plain = "{\"choices\":[{\"message\":{\"content\":\"Hi\"},\"logprobs\":null}]}";
+    assert_true(openai_parse_completion(plain, strlen(plain), 100, &r, why, sizeof why));
+    assert_null(r.logprobs);
+    sl_result_clear(&r);
+
+    static const char events[] =
+        "data: {\"choices\":[{\"delta\":{\"content\":\"A\"},\"logprobs\":{\"content\":"
+        "[{\"token\":\"A\",\"logprob\":-1}]}}]}\n\n"
+        "data: {\"choices\":[{\"delta\":{\"content\":\" cat\"},\"logprobs\":{\"content\":"
+        "[{\"token\":\" c\",\"logprob\":-2},{\"token\":\"at\",\"logprob\":-3}]}}]}\n\n"
+        "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+        "data: [DONE]\n\n";
+    size_t pieces[] = {sizeof events, 1, 5, 33};
+    for (size_t i = 0; i < sizeof pieces / sizeof *pieces; i++) {
+        openai_stream s = {0};
+        openai_stream_reset(&s, 1000);
+        feed(&s, events, pieces[i]);
+        assert_true(openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why));
+        assert_string_equal(r.text, "A cat");
+        assert_string_equal(r.logprobs, "{\"content\":[{\"token\":\"A\",\"logprob\":-1},"
+                                        "{\"token\":\" c\",\"logprob\":-2},"
+                                        "{\"token\":\"at\",\"logprob\":-3}]}");
+        sl_result_clear(&r);
+        /* The same stream object, reset, keeps nothing of the last answer. */
+        openai_stream_reset(&s, 1000);
+        feed(&s, stream, sizeof stream);
+        assert_true(openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why));
+        assert_null(r.logprobs);
+        sl_result_clear(&r);
+        openai_stream_free(&s);
+    }
+}
+
 /* A stream without end stops at its bound: the text never passes it. */
 static void stream_past_its_bound_fails(void **state)
 {
@@ -180,6 +227,7 @@ int main(void)
         cmocka_unit_test(nul_in_the_text),
         cmocka_unit_test(stream_reads_the_same_in_any_pieces),
         cmocka_unit_test(stream_past_its_bound_fails),
+        cmocka_unit_test(logprobs_are_kept_whole_and_joined_from_a_stream),
         cmocka_unit_test(stream_errors),
         cmocka_unit_test(server_messages),
     };

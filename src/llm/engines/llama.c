@@ -187,6 +187,7 @@ typedef struct slot {
     int32_t *lp_ids;
     float *lp_vals;
     int lp_stride;
+    bool lp_end;               /* the model ended the answer: entry n_gen is that token */
     int logits_idx;            /* index in this step's batch, -1: none */
     bool fast_greedy;          /* argmax over the logits: no sampler chain needed */
     bool own_top_p;            /* the host runs top-p; smpl was made without it */
@@ -580,11 +581,14 @@ static json_t *logprob_entry(const llama_engine *e, int32_t tok, float lp)
 }
 
 /* The answer's log-probabilities as JSON text (sl_result.logprobs): an
- * entry per generated token; NULL when out of memory. */
+ * entry per generated token, and one for the end-of-generation token when
+ * the model ended the answer (llama-server and vLLM report it too, and
+ * count it in completion_tokens; generated_tokens does not); NULL when out
+ * of memory. */
 static char *logprobs_json(const llama_engine *e, const slot *s)
 {
     json_t *content = json_array();
-    for (int t = 0; content && t < s->n_gen; t++) {
+    for (int t = 0; content && t < s->n_gen + s->lp_end; t++) {
         size_t at = (size_t)t * (size_t)s->lp_stride;
         json_t *entry = logprob_entry(e, s->lp_ids[at], s->lp_vals[at]);
         json_t *top = json_array();
@@ -1670,6 +1674,7 @@ static void advance_slot(llama_engine *e, slot *s, double *detok_ms, double *boo
     const char *end = NULL;
     if (tok < 0 || llama_vocab_is_eog(e->vocab, tok)) {
         end = "stop"; /* tok < 0: the row's grammar allows no token */
+        s->lp_end = tok >= 0;
     } else {
         char piece[256];
         size_t before = s->text.len;
