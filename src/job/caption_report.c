@@ -43,6 +43,10 @@ static json_t *summary_json(const caption_report *r)
         "max_image_pixels", (json_int_t)p->image.max_input_pixels, "parallel",
         p->llama.n_parallel, "replicas", p->replicas, "decode_workers", p->decode_workers,
         "ordered", p->ordered, "format", text(p->output_format ? p->output_format : "jsonl"));
+    if (params)
+        json_object_set_new(params, "logprobs", p->sampling.logprobs
+                                                    ? json_integer(p->sampling.top_logprobs)
+                                                    : json_null());
     json_t *columns = caption_schema_json(r->schema);
     return json_pack(
         "{s:i, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:o, s:I, s:I, s:I}, s:{s:f, s:f},"

@@ -95,6 +95,8 @@ static char *fingerprint(const job *j)
         fp_add(&t, "json_schema", job_json_text(p->json_schema));
     if (p->grammar)
         fp_add(&t, "grammar", job_json_text(p->grammar));
+    if (p->sampling.logprobs) /* a column more */
+        fp_add(&t, "logprobs", json_integer(p->sampling.top_logprobs));
     fp_add(&t, "max_tokens", json_integer(p->sampling.max_tokens));
     fp_add(&t, "temperature", fp_real(p->sampling.temperature));
     fp_add(&t, "top_p", fp_real(p->sampling.top_p));
@@ -121,16 +123,18 @@ static char *fingerprint(const job *j)
         for (int i = 0; tasks && i < p->n_tasks; i++) {
             const sl_caption_task *k = &p->tasks[i];
             const sl_sampling *s = &k->sampling;
-            json_array_append_new(
-                tasks, json_pack("{s:o, s:o, s:o, s:o, s:i, s:o, s:o, s:i, s:o, s:o, s:I}",
-                                 "name", job_json_text(k->name), "prompt",
-                                 job_json_text(k->prompt), "system",
-                                 job_json_text(k->system_prompt), "json_schema",
-                                 job_json_text(k->json_schema), "max_tokens", s->max_tokens,
-                                 "temperature", fp_real(s->temperature), "top_p",
-                                 fp_real(s->top_p), "top_k", s->top_k, "min_p", fp_real(s->min_p),
-                                 "repeat_penalty", fp_real(s->repeat_penalty), "seed",
-                                 (json_int_t)(s->seed & INT64_MAX)));
+            json_t *task = json_pack(
+                "{s:o, s:o, s:o, s:o, s:i, s:o, s:o, s:i, s:o, s:o, s:I}", "name",
+                job_json_text(k->name), "prompt", job_json_text(k->prompt), "system",
+                job_json_text(k->system_prompt), "json_schema", job_json_text(k->json_schema),
+                "max_tokens", s->max_tokens, "temperature", fp_real(s->temperature), "top_p",
+                fp_real(s->top_p), "top_k", s->top_k, "min_p", fp_real(s->min_p),
+                "repeat_penalty", fp_real(s->repeat_penalty), "seed",
+                (json_int_t)(s->seed & INT64_MAX));
+            /* Only when asked for: other tasks keep the fingerprint they had. */
+            if (task && s->logprobs)
+                json_object_set_new(task, "logprobs", json_integer(s->top_logprobs));
+            json_array_append_new(tasks, task);
         }
         fp_add(&t, "tasks", tasks);
         fp_add(&t, "rows_per_task", json_boolean(p->rows_per_task));

@@ -76,6 +76,14 @@ def test_caption_writes_logprobs_in_jsonl_and_parquet(sluice, four, tmp_path):
         assert [t["id"] for t in got] == [t["id"] for t in want]
         for a, b in zip(got, want):
             assert abs(a["logprob"] - b["logprob"]) < 1e-4
+    # DuckDB reads the JSON text as docs/output.md says.
+    duckdb = pytest.importorskip("duckdb")
+    part = tmp_path / "p" / "part-00000.parquet"
+    got = dict(duckdb.sql(f"SELECT id, json_extract(logprobs, '$.content[0].logprob')::DOUBLE "
+                          f"FROM read_parquet('{part}')").fetchall())
+    assert set(got) == set(by_id)
+    for k, r in by_id.items():  # the Parquet run's numbers, within its batching's rounding
+        assert abs(got[k] - r["logprobs"]["content"][0]["logprob"]) < 1e-4
     # Not asked: no column at all.
     res = sluice.caption(four, tmp_path / "none", *QUIET, "--max-tokens", "2")
     assert res.returncode == 0, res.stderr
@@ -248,3 +256,19 @@ def test_a_lua_stage_reads_the_logprobs(sluice, four, tmp_path):
     for r in read_rows(tmp_path / "task"):
         assert r["first_token"] == r["yes_no_logprobs"]["content"][0]["token"]
         assert r["alternatives"] == 3
+
+
+def test_logprobs_are_part_of_the_job(sluice, four, tmp_path):
+    """The column is the job's: a finished job rerun with --logprobs (or
+    with another N) is refused as other settings are, naming the setting;
+    summary.json's params say what was asked."""
+    out = tmp_path / "out"
+    res = sluice.caption(four, out, *QUIET, "--max-tokens", "2", "--logprobs", "2")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "summary.json").read_text())["params"]["logprobs"] == 2
+    for extra in (("--logprobs", "3"), ()):
+        res = sluice.caption(four, out, *QUIET, "--max-tokens", "2", *extra)
+        assert res.returncode == 2, res.stderr
+        assert "logprobs" in res.stderr and "--overwrite" in res.stderr
+    res = sluice.caption(four, out, *QUIET, "--max-tokens", "2", "--logprobs", "2")
+    assert res.returncode == 0 and "nothing new" in res.stdout
