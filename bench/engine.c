@@ -168,7 +168,8 @@ typedef struct host_cost {
 /* `parallel` requests at once on an engine with the given sampler; the
  * medians over the steps where every sequence generated (the steady state;
  * admission steps are excluded, they have other costs). */
-static host_cost measure_host(sl_llama_sampler sampler, int parallel, int tokens, float temperature)
+static host_cost measure_host(sl_llama_sampler sampler, int parallel, int tokens, float temperature,
+                              int logprobs)
 {
     sl_llama_params p = engine_params(parallel, tokens);
     p.sampler = sampler;
@@ -185,6 +186,8 @@ static host_cost measure_host(sl_llama_sampler sampler, int parallel, int tokens
                         .sampling = sl_sampling_default()};
         r.sampling.max_tokens = tokens;
         r.sampling.temperature = temperature;
+        r.sampling.logprobs = logprobs > 0;
+        r.sampling.top_logprobs = logprobs;
         if (temperature > 0) {
             r.sampling.top_p = 0.9f;
             r.sampling.seed = sl_sampling_row_seed(42, ids[i]);
@@ -238,13 +241,16 @@ static int host_main(int parallel, int tokens, int rounds)
         const char *name;
         sl_llama_sampler sampler;
         float temperature;
+        int logprobs;
     } cfg[] = {
-        {"reference_greedy", SL_SAMPLER_REFERENCE, 0.0f},
-        {"host_greedy", SL_SAMPLER_HOST, 0.0f},
-        {"reference_top_p", SL_SAMPLER_REFERENCE, 0.7f},
-        {"host_top_p", SL_SAMPLER_HOST, 0.7f},
-        {"device_greedy", SL_SAMPLER_DEVICE, 0.0f},
-        {"device_top_p", SL_SAMPLER_DEVICE, 0.7f},
+        {"reference_greedy", SL_SAMPLER_REFERENCE, 0.0f, 0},
+        {"host_greedy", SL_SAMPLER_HOST, 0.0f, 0},
+        {"reference_top_p", SL_SAMPLER_REFERENCE, 0.7f, 0},
+        {"host_top_p", SL_SAMPLER_HOST, 0.7f, 0},
+        {"device_greedy", SL_SAMPLER_DEVICE, 0.0f, 0},
+        {"device_top_p", SL_SAMPLER_DEVICE, 0.7f, 0},
+        /* What --logprobs 5 adds to greedy rows: a log-softmax of each. */
+        {"host_greedy_logprobs", SL_SAMPLER_HOST, 0.0f, 5},
     };
     enum { N_CFG = sizeof cfg / sizeof cfg[0] };
     double sample[N_CFG][16], host[N_CFG][16], decode[N_CFG][16];
@@ -255,7 +261,8 @@ static int host_main(int parallel, int tokens, int rounds)
         for (int c = 0; c < N_CFG; c++) {
             if (host_only && !strstr(host_only, cfg[c].name))
                 continue;
-            host_cost hc = measure_host(cfg[c].sampler, parallel, tokens, cfg[c].temperature);
+            host_cost hc = measure_host(cfg[c].sampler, parallel, tokens, cfg[c].temperature,
+                                        cfg[c].logprobs);
             sample[c][r] = hc.sample_ms;
             host[c][r] = hc.host_ms;
             decode[c][r] = hc.decode_ms;
@@ -263,7 +270,7 @@ static int host_main(int parallel, int tokens, int rounds)
                 hash[c] = hc.tokens_hash;
             else if (hash[c] != hc.tokens_hash)
                 printf("  %s: round %d generated other tokens than round 0\n", cfg[c].name, r);
-            printf("  round %d %-17s: %3d steady steps, sampling %8.2f ms/step, host %8.2f "
+            printf("  round %d %-20s: %3d steady steps, sampling %8.2f ms/step, host %8.2f "
                    "ms/step, llama_decode %8.1f ms/step\n",
                    r, cfg[c].name, hc.steps, hc.sample_ms, hc.host_ms, hc.decode_ms);
             fflush(stdout);
@@ -293,9 +300,10 @@ static int host_main(int parallel, int tokens, int rounds)
                "\"decode_ms_per_step\": %.1f}",
                cfg[c].name, med_s[c], med_h[c], med_d[c]);
     printf(", \"greedy_host_ms_ratio\": %.4f, \"top_p_host_ms_ratio\": %.4f, "
-           "\"greedy_device_ms_ratio\": %.4f, \"greedy_same_tokens\": %s, \"top_p_same_tokens\": %s}\n",
+           "\"greedy_device_ms_ratio\": %.4f, \"logprobs_greedy_host_ms_ratio\": %.4f, "
+           "\"greedy_same_tokens\": %s, \"top_p_same_tokens\": %s}\n",
            med_h[0] > 0 ? med_h[1] / med_h[0] : 0, med_h[2] > 0 ? med_h[3] / med_h[2] : 0,
-           med_h[0] > 0 ? med_h[4] / med_h[0] : 0,
+           med_h[0] > 0 ? med_h[4] / med_h[0] : 0, med_h[1] > 0 ? med_h[6] / med_h[1] : 0,
            greedy_ran ? (greedy_same ? "true" : "false") : "null",
            top_p_ran ? (top_p_same ? "true" : "false") : "null");
     return 0;

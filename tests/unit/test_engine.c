@@ -975,6 +975,24 @@ static void logprobs_are_the_log_softmax(void **state)
     }
     double z = log(n / 1000 * exp(5.0) + (n - n / 1000) * exp(-1.0));
     assert_true(fabs(lps[0] - (5.0 - z)) < 1e-5);
+    /* A trained model's shape: a few dozen tokens near the top, the rest
+     * 40 to 100 below (left out of the normalizer): every term summed in
+     * double here gives the same numbers. */
+    uint64_t rng = 3;
+    z = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = i % 4099 == 17 ? 10.0f * uniform01(&rng) : -40.0f - 60.0f * uniform01(&rng);
+        z += exp((double)x[i]);
+    }
+    z = log(z);
+    int far = 5; /* a token far below: its own log-probability is still exact */
+    chosen = sl_llama_logprobs(x, n, far, 6, ids, lps);
+    assert_true(fabs(chosen - ((double)x[far] - z)) < 1e-5);
+    for (int k = 0; k < 6; k++) {
+        assert_int_equal(ids[k] % 4099, 17);
+        assert_true(fabs(lps[k] - ((double)x[ids[k]] - z)) < 1e-5);
+        assert_true(k == 0 || x[ids[k]] <= x[ids[k - 1]]);
+    }
     for (int i = 0; i < n; i++)
         x[i] = -INFINITY;
     assert_true(isinf(sl_llama_logprobs(x, n, 3, 2, ids, lps)));

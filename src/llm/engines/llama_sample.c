@@ -366,31 +366,30 @@ int32_t sl_llama_sample_grammar(struct llama_sampler *grammar, struct llama_samp
 }
 
 
-/* Sum of exp(x[i] - max): sixteen lanes so the compiler vectorizes expf;
- * double once per lane (150k terms in float lose a few digits). */
-WIDE_SCAN static double sum_exp(const float *x, int n, float max)
+/* Logits this far below the largest are left out of the normalizer: each
+ * adds under e^-30, so 150k of them move the sum (at least 1) by under
+ * 2e-8, below a float's resolution; a trained model's few hundred tokens
+ * within reach are all that is exponentiated. */
+#define LOGPROB_REACH 30.0f
+
+/* Keeps logit v of token id among the n_top best so far (sorted; ties:
+ * the earlier id first). */
+static inline void keep_top(float v, int32_t id, int n_top, int *kept, int32_t *ids, float *vals)
 {
-    float lane[16] = {0};
-    double total = 0.0;
-    int i = 0;
-    while (i + 16 <= n) {
-        /* Flush the lanes every 4096 terms: each stays well within float. */
-        int end = n - i >= 4096 ? i + 4096 : i + (n - i) / 16 * 16;
-        for (; i < end; i += 16)
-            for (int k = 0; k < 16; k++)
-                lane[k] += expf(x[i + k] - max);
-        for (int k = 0; k < 16; k++) {
-            total += lane[k];
-            lane[k] = 0.0f;
-        }
+    if (*kept == n_top && !(v > vals[n_top - 1]))
+        return;
+    int at = *kept < n_top ? (*kept)++ : n_top - 1;
+    while (at > 0 && v > vals[at - 1]) {
+        vals[at] = vals[at - 1];
+        ids[at] = ids[at - 1];
+        at--;
     }
-    for (; i < n; i++)
-        total += expf(x[i] - max);
-    return total;
+    vals[at] = v;
+    ids[at] = id;
 }
 
-float sl_llama_logprobs(const float *logits, int n, int32_t chosen, int n_top, int32_t *top_ids,
-                        float *top_logprobs)
+WIDE_SCAN float sl_llama_logprobs(const float *logits, int n, int32_t chosen, int n_top,
+                                  int32_t *top_ids, float *top_logprobs)
 {
     float max = max_logit(logits, n);
     if (!(max > -INFINITY)) { /* every logit -inf or NaN: no distribution */
@@ -400,23 +399,30 @@ float sl_llama_logprobs(const float *logits, int n, int32_t chosen, int n_top, i
         }
         return -INFINITY;
     }
-    double log_z = (double)max + log(sum_exp(logits, n, max));
-    /* The n_top largest, kept sorted (ties: the lower id first, as they
-     * come); after the first n_top, a logit must beat the smallest kept. */
-    int kept = 0;
-    for (int i = 0; i < n && n_top > 0; i++) {
-        float v = logits[i];
-        if (kept == n_top && !(v > top_logprobs[kept - 1]))
+    float reach = max - LOGPROB_REACH;
+    double sum = 0.0;
+    int kept = 0, i = 0;
+    /* One pass: a block of 16 is looked at only when one of its logits is
+     * within reach or beats the n_top-th best so far (one vector compare). */
+    for (; i + 16 <= n; i += 16) {
+        float need = kept < n_top ? -INFINITY : fminf(reach, top_logprobs[n_top - 1]);
+        if (!any_of_16(logits + i, need))
             continue;
-        int at = kept < n_top ? kept++ : n_top - 1;
-        while (at > 0 && v > top_logprobs[at - 1]) {
-            top_logprobs[at] = top_logprobs[at - 1];
-            top_ids[at] = top_ids[at - 1];
-            at--;
+        for (int k = 0; k < 16; k++) {
+            float v = logits[i + k];
+            if (v >= reach)
+                sum += expf(v - max);
+            if (n_top > 0)
+                keep_top(v, i + k, n_top, &kept, top_ids, top_logprobs);
         }
-        top_logprobs[at] = v;
-        top_ids[at] = i;
     }
+    for (; i < n; i++) {
+        if (logits[i] >= reach)
+            sum += expf(logits[i] - max);
+        if (n_top > 0)
+            keep_top(logits[i], i, n_top, &kept, top_ids, top_logprobs);
+    }
+    double log_z = (double)max + log(sum);
     for (int k = 0; k < kept; k++)
         top_logprobs[k] = (float)((double)top_logprobs[k] - log_z);
     for (int k = kept; k < n_top; k++) {

@@ -69,7 +69,9 @@ int32_t sl_llama_sample_grammar(struct llama_sampler *grammar, struct llama_samp
  * top-k/p or a grammar; what vLLM reports by default and llama-server
  * computes): `chosen`'s is returned, and the n_top most likely go into
  * top_ids/top_logprobs best first (equal logits: the lower id first);
- * slots past n are -inf. The normalizer is summed in double. */
+ * slots past n are -inf. The normalizer is summed in double over the
+ * logits within 30 of the largest (the others change it by less than a
+ * float's resolution): one pass that skips blocks out of reach. */
 float sl_llama_logprobs(const float *logits, int n, int32_t chosen, int n_top, int32_t *top_ids,
                         float *top_logprobs);
 
