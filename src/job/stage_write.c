@@ -309,8 +309,10 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
  * the run (finished work is never thrown away) unless a write or a commit
  * failed: then the file or the ledger may miss rows, and the part is given
  * up whole. A shard with no rows is not committed (freeing it removes the
- * empty temporary), unless it is the output's first and only one: an input
- * with no images still gives a file. */
+ * empty temporary), unless it is the output's first and only one of a run
+ * that went to the end: an input with no images still gives a file, but a
+ * run that could not start (an engine that did not load) leaves no part, so
+ * the ledger takes the corrected settings of the next run. */
 static void write_close(void *state, sl_exec_end end)
 {
     job *j = state;
@@ -320,7 +322,7 @@ static void write_close(void *state, sl_exec_end end)
     }
     if (!sl_sink_part_is_open(j->sink))
         return; /* the next shard could not open: the run already failed */
-    if (j->shard_rows == 0 && (j->shard > 0 || j->done_before > 0)) {
+    if (j->shard_rows == 0 && (j->shard > 0 || j->done_before > 0 || end != SL_END_COMPLETE)) {
         job_part_abandon(j);
         if (j->errors_sink)
             sl_sink_abandon(j->errors_sink);

@@ -173,3 +173,23 @@ def test_failed_rows_count_as_done(sluice, tmp_path):
     ids = part_ids(out)
     assert len(ids) == len(set(ids)) == n
     assert "broken/corrupt.jpg" in ids
+
+
+def test_a_run_whose_engine_did_not_load_leaves_no_part(sluice, tmp_path):
+    """A model file llama.cpp cannot load stops the run (exit 2) before any
+    row; it commits no part, so the corrected command runs in the same
+    folder (it was refused as "model changed since" when an empty first
+    part was committed)."""
+    src = tmp_path / "in"
+    sample_copies(src, 1)
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF but not really" * 10)
+    out = tmp_path / "out"
+    r = sluice.run("caption", src, "-o", out, "--model", bad, "--mmproj", TINY / "mmproj.gguf",
+                   *ARGS)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "bad.gguf" in r.stderr
+    assert parts(out) == []
+    r = run(sluice, src, out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert_exactly_once(out, expected_ids(1))
