@@ -2,11 +2,14 @@
 """Write a random-weight SmolVLM-style vision-language model as two GGUF files.
 
     .venv/bin/python tools/gen_model.py --shape tiny --out models/tiny [--seed 0] [--fast-weights]
+    .venv/bin/python tools/gen_model.py --shape tiny --lora-out A.gguf [--lora-init random|zero]
 
 writes
     <out>/model.gguf   - the language model (general.architecture = llama)
     <out>/mmproj.gguf  - the vision projector (clip.projector_type = idefics3:
                          SigLIP ViT + pixel shuffle + one linear layer)
+or, with --lora-out, only a LoRA adapter for that shape's language model (see
+"LoRA adapters" below).
 
 THE WEIGHTS ARE RANDOM.  The files have the exact layout llama.cpp (libllama +
 libmtmd) expects for SmolVLM, so they load and generate, but what they say about
@@ -89,6 +92,24 @@ output from collapsing into one repeated token: the block output projections
 are scaled by resid_scale = 0.1, and (tied only) output_norm.weight has random
 +-1 signs so the current token's own embedding gives no systematic self-logit.
 Greedy output of that shape still falls into short loops; sampling varies.
+
+LoRA adapters (--lora-out)
+--------------------------
+A GGUF as llama.cpp's convert_lora_to_gguf.py writes one (general.type
+"adapter", adapter.type "lora", adapter.lora.alpha; checked by
+src/llama-adapter.cpp): for each target matrix W of every block (numpy shape
+[out, in], --lora-targets, default attn_q, attn_v, ffn_up) a pair
+"<W's name>.lora_a" [rank, in] and "<W's name>.lora_b" [out, rank] (PEFT's
+A and B), F32. llama.cpp adds scale * alpha / rank * B (A x) to W x.
+--lora-init random draws A and B so that B A x is about as large as W x
+(alpha = rank): at scale 1 the captions change. --lora-init zero makes B all
+zeros (as PEFT initialises an adapter before training): the adapter adds
+exactly 0.0, so greedy captions equal the base model's. The targets read the
+normed residual (dim 0 zero) and feed attention or the FFN, whose output
+projections never write dim 0: the bias channel (above) is untouched and
+captions still end. An adapter written for
+another shape (e.g. smolvlm-256m) loads onto the tiny model with a shape
+error: "made for another model".
 """
 
 from __future__ import annotations
@@ -582,10 +603,54 @@ def finish(w: gguf.GGUFWriter) -> None:
     w.close()
 
 
+LORA_TARGETS = ("attn_q", "attn_v", "ffn_up")
+
+
+def lora_base_shape(shape: Shape, target: str) -> tuple[int, int]:
+    """numpy [out, in] of a block matrix of the text model (see write_text_model)."""
+    s, hd = shape, shape.n_embd // shape.n_head
+    shapes = {"attn_q": (s.n_head * hd, s.n_embd), "attn_k": (s.n_head_kv * hd, s.n_embd),
+              "attn_v": (s.n_head_kv * hd, s.n_embd), "attn_output": (s.n_embd, s.n_head * hd),
+              "ffn_gate": (s.n_ff, s.n_embd), "ffn_up": (s.n_ff, s.n_embd),
+              "ffn_down": (s.n_embd, s.n_ff)}
+    if target not in shapes:
+        raise SystemExit(f"--lora-targets: no block matrix '{target}' (one of {', '.join(shapes)})")
+    return shapes[target]
+
+
+def write_lora(path: Path, shape: Shape, init: str, rank: int, seed: int,
+               targets: tuple[str, ...] = LORA_TARGETS) -> None:
+    """A LoRA adapter for `shape`'s language model (module docstring, "LoRA adapters")."""
+    W = Weights(seed)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_type("adapter")
+    w.add_name(f"sluice-{shape.name}-lora-{init}")
+    w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(rank))
+    for i in range(shape.n_layer):
+        for t in targets:
+            name = f"blk.{i}.{t}.weight"
+            n_out, n_in = lora_base_shape(shape, t)
+            a = W.normal(name + ".lora_a", (rank, n_in), n_in ** -0.5)
+            b = (np.zeros((n_out, rank), np.float32) if init == "zero"
+                 else W.normal(name + ".lora_b", (n_out, rank), rank ** -0.5))
+            w.add_tensor(name + ".lora_a", np.ascontiguousarray(a))
+            w.add_tensor(name + ".lora_b", np.ascontiguousarray(b))
+    finish(w)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
-    ap.add_argument("--out", type=Path, required=True, help="output directory")
+    ap.add_argument("--out", type=Path, help="output directory (the model and projector)")
+    ap.add_argument("--lora-out", type=Path, default=None,
+                    help="write only a LoRA adapter for the shape's language model to this file")
+    ap.add_argument("--lora-init", choices=["random", "zero"], default="random",
+                    help="random: changes the answers at scale 1; zero: lora_b all zeros, "
+                         "the base model's answers exactly")
+    ap.add_argument("--lora-rank", type=int, default=4)
+    ap.add_argument("--lora-targets", default=",".join(LORA_TARGETS),
+                    help="block matrices adapted, comma separated")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eos-bias", type=float, default=None,
                     help="logit bias of <end_of_utterance> (default: per shape)")
@@ -606,6 +671,15 @@ def main(argv: list[str] | None = None) -> int:
         shape = Shape(**{**shape.__dict__, "text_dtype": args.text_dtype})
     eos_bias = shape.eos_bias if args.eos_bias is None else args.eos_bias
 
+    if args.lora_out is not None:
+        tmp = args.lora_out.with_name(args.lora_out.name + ".tmp")
+        write_lora(tmp, shape, args.lora_init, args.lora_rank, args.seed,
+                   tuple(t for t in args.lora_targets.split(",") if t))
+        os.replace(tmp, args.lora_out)
+        print(f"wrote {args.lora_out} ({args.lora_out.stat().st_size / 1e3:.1f} kB)")
+        return 0
+    if args.out is None:
+        ap.error("--out DIR is required (or --lora-out FILE)")
     args.out.mkdir(parents=True, exist_ok=True)
     vocab = build_vocab(shape, eos_bias)
     W = Weights(args.seed, fast=args.fast_weights)

@@ -94,6 +94,38 @@ const char *sl_engine_phase_name(sl_engine_phase phase);
  * thread-safe (several replicas call it). */
 typedef void (*sl_engine_phase_fn)(void *user, sl_engine_phase phase, double seconds);
 
+/* The type of each KV cache cell's K or V (llama.cpp's ggml types that it
+ * accepts for a cache, as llama-server's --cache-type-k/-v). A quantized
+ * type holds more positions in the same memory (q8_0: 34 bytes per 32
+ * values against f16's 64, ~1.9x the cells) at some cost in accuracy. */
+typedef enum sl_kv_type {
+    SL_KV_F16,    /* the default */
+    SL_KV_F32,
+    SL_KV_BF16,
+    SL_KV_Q8_0,
+    SL_KV_Q4_0,
+    SL_KV_Q4_1,
+    SL_KV_Q5_0,
+    SL_KV_Q5_1,
+    SL_KV_IQ4_NL,
+    SL_KV_TYPE_COUNT
+} sl_kv_type;
+
+/* "f16", "q8_0", ... (static strings; NULL past the end): the names the
+ * command line and job files take. */
+const char *sl_kv_type_name(sl_kv_type type);
+
+/* A LoRA adapter applied over the language model (a GGUF that llama.cpp's
+ * convert_lora_to_gguf.py writes, made for this model), with its scale:
+ * each adapted matrix W becomes W + scale * (alpha / rank) * B A. */
+typedef struct sl_llama_lora {
+    const char *path;
+    float scale;              /* 1: as trained; 0: loaded but not applied */
+} sl_llama_lora;
+
+/* Adapters per engine at most. */
+#define SL_LLAMA_MAX_LORA 8
+
 typedef struct sl_llama_params {
     const char *model_path;   /* language model GGUF (required) */
     const char *mmproj_path;  /* vision projector GGUF (required for images) */
@@ -122,6 +154,14 @@ typedef struct sl_llama_params {
                                  decoding), 0 off */
     sl_engine_phase_fn on_phase; /* optional: each phase's time as it is measured */
     void *on_phase_user;
+    /* LoRA adapters (n_lora up to SL_LLAMA_MAX_LORA; the array and its
+     * paths are read at open only, not kept): loaded onto the model at
+     * open and set on every context the engine makes, including one made
+     * again for a longer request. */
+    const sl_llama_lora *lora;
+    int n_lora;
+    sl_kv_type cache_type_k;  /* KV cache types (default SL_KV_F16); a quantized V */
+    sl_kv_type cache_type_v;  /* turns flash attention on (llama.cpp needs it there) */
 } sl_llama_params;
 
 sl_llama_params sl_llama_default_params(void);
@@ -131,8 +171,28 @@ sl_llama_params sl_llama_default_params(void);
  * without loading anything: for sizing the rows kept in flight for it. */
 int sl_llama_default_parallel(const sl_llama_params *params);
 
-/* Load the model and projector. Fails fast, naming the file, when a path is
- * missing or llama.cpp cannot load it. */
+/* Bytes of KV cache one position of a sequence takes with the params'
+ * cache types (K and V of every layer), read from the model's header
+ * (params->model_path; its weights are not loaded): what --parallel auto
+ * divides a GPU's free memory by. SL_ERR_MODEL naming the file when
+ * llama.cpp cannot read it. */
+sl_status sl_llama_kv_bytes_per_position(const sl_llama_params *params, uint64_t *out);
+
+/* What --parallel auto (n_parallel 0) makes on a GPU with free_bytes free,
+ * for sequences of per_seq positions: as many as three quarters of the
+ * memory holds in KV cache of the params' types, from 1 to 128. For
+ * planning a job on a card without it; the model's header is read as
+ * above. */
+sl_status sl_llama_parallel_for_memory(const sl_llama_params *params, uint64_t free_bytes,
+                                       int per_seq, int *out);
+
+/* Load the model, projector and LoRA adapters. Fails fast, naming the file
+ * and the cause, when a path is missing or llama.cpp cannot load it
+ * (SL_ERR_NOT_FOUND, SL_ERR_MODEL: an adapter that is not a LoRA GGUF or
+ * was made for another model), and on a bad parameter (SL_ERR_INVALID_ARG:
+ * more than SL_LLAMA_MAX_LORA adapters, a scale that is not finite, a
+ * cache type that is not one of sl_kv_type or that does not divide the
+ * model's attention heads). */
 sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out);
 
 /* The "openai" engine: POST /v1/chat/completions to any number of

@@ -39,7 +39,7 @@
 #include "llm/json_schema.h"
 
 enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_STAGES, L_TASKS,
-       L_TASK_MAXT, L_TASK_TEMP, L_COUNT };
+       L_TASK_MAXT, L_TASK_TEMP, L_LORA, L_COUNT };
 
 typedef struct cfg_list {
     const char **items;
@@ -58,6 +58,7 @@ struct sl_config {
     int gpus[MAX_GPUS];
     cfg_list lists[L_COUNT];
     sl_stage_spec stages[MAX_STAGES]; /* item j of lists[L_STAGES], parsed */
+    sl_llama_lora lora[SL_LLAMA_MAX_LORA]; /* lists[L_LORA], parsed by sl_config_resolve */
     int layer;
     bool no_files;                         /* sl_config_allow_files(false) */
     int given[MAX_OPTS];                   /* the layer that set option i; 0: default */
@@ -104,6 +105,10 @@ static sl_status check_grammar(const char *text, size_t len, const char *what);
 
 #define AT(field) offsetof(struct sl_config, field)
 
+#define KV_TYPES "f16|f32|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|iq4_nl"
+#define KV_TYPES_HELP "f16 (default), f32, bf16, q8_0 (~1.9x the positions of f16 in the " \
+                      "same memory), q4_0, q4_1, q5_0, q5_1, iq4_nl"
+
 /* The table. Sections must stay contiguous (config print walks it in
  * order); a new flag is a new row here and a field in sl_caption_params. */
 static const opt opts[] = {
@@ -149,6 +154,9 @@ static const opt opts[] = {
      .help = "language model GGUF, or hf://ORG/REPO[/FILE.gguf]"},
     {"llama.mmproj", "mmproj", 0, K_STR, AT(p.llama.mmproj_path), .arg = "PATH",
      .help = "vision projector GGUF, or hf://ORG/REPO/FILE.gguf"},
+    {"llama.lora", "lora", 0, K_LIST, 0, .list = L_LORA, .max_items = SL_LLAMA_MAX_LORA,
+     .arg = "FILE[:SCALE]",
+     .help = "a LoRA adapter GGUF made for the model, at SCALE (default 1); up to 8"},
     {"llama.replicas", "replicas", 0, K_INT, AT(p.replicas), .lo = 1, .hi = 64, .arg = "N",
      .help = "engine instances, each with its own model (gpus: one per GPU)"},
     {"llama.gpus", "gpus", 0, K_GPUS, 0, .arg = "LIST", .f = SPLIT,
@@ -158,6 +166,11 @@ static const opt opts[] = {
                          "its memory holds, at most 128)"},
     {"llama.ctx", "ctx", 0, K_INT, AT(p.llama.n_ctx_per_seq), .lo = 0, .hi = 1 << 22,
      .arg = "N", .help = "context per sequence (0: sized for prompt, image, max_tokens)"},
+    /* In sl_kv_type's order. */
+    {"llama.cache_type_k", "cache-type-k", 0, K_ENUM, AT(p.llama.cache_type_k), .arg = "T",
+     .choices = KV_TYPES, .help = "KV cache type of K: " KV_TYPES_HELP},
+    {"llama.cache_type_v", "cache-type-v", 0, K_ENUM, AT(p.llama.cache_type_v), .arg = "T",
+     .choices = KV_TYPES, .help = "KV cache type of V (quantized: flash attention on)"},
     {"llama.threads", "threads", 0, K_INT, AT(p.llama.n_threads), .lo = 0, .hi = 1024,
      .arg = "N", .help = "CPU threads (0: all cores)"},
     {"llama.gpu_layers", "gpu-layers", 0, K_INT, AT(p.llama.n_gpu_layers), .lo = -1,
@@ -1027,6 +1040,42 @@ static void reset(sl_config *c, int i)
     sync_lists(c);
 }
 
+/* "FILE[:SCALE]" -> the path's length and the scale (1 when none). A path
+ * may hold ':' itself, so the text is split on its last ':' only when what
+ * follows is a decimal number ("a:b.gguf" is a file, "a.gguf:0.5" one at
+ * half scale). False when that number is out of a float's range. */
+static bool split_lora(const char *item, size_t *path_len, float *scale)
+{
+    const char *colon = strrchr(item, ':');
+    const char *num = colon ? colon + 1 : NULL;
+    *path_len = strlen(item);
+    *scale = 1.0f;
+    if (!num || !*num || strspn(num, "0123456789+-.eE") != strlen(num))
+        return true;
+    char *end;
+    errno = 0;
+    double v = strtod(num, &end);
+    if (end == num || *end)
+        return true; /* "x:-" or "x:e": a name, not a number */
+    *path_len = (size_t)(colon - item);
+    *scale = (float)v;
+    return errno == 0 && isfinite(*scale);
+}
+
+/* A llama.lora item as split_lora reads it: a file, and a scale in range. */
+static sl_status check_lora(const char *where, const char *name, const char *item)
+{
+    size_t len;
+    float scale;
+    if (!split_lora(item, &len, &scale))
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s '%s': the scale after the last ':' is out of "
+                       "range", where, name, item);
+    if (len == 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s '%s': no file before the scale (FILE:SCALE)",
+                       where, name, item);
+    return SL_OK;
+}
+
 sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, const char *where,
                            const char *name)
 {
@@ -1127,6 +1176,8 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
         if ((o->f & NAMED) && !value[strcspn(value, "=")])
             return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects %s, got '%s' (no '=')", where, name,
                            o->arg, value);
+        if (o->list == L_LORA && (st = check_lora(where, name, value)) != SL_OK)
+            return st;
         if (split && (o->f & SPLIT)) {
             size_t before = (size_t)c->lists[o->list].n;
             for (const char *s = value; st == SL_OK && *s;) {
@@ -1380,6 +1431,24 @@ static sl_status build_tasks(sl_config *c)
     return SL_OK;
 }
 
+/* llama.lora's items (checked when set) into the adapters the engine
+ * takes. */
+static sl_status build_lora(sl_config *c)
+{
+    const cfg_list *l = &c->lists[L_LORA];
+    for (int k = 0; k < l->n; k++) {
+        size_t len;
+        float scale;
+        split_lora(l->items[k], &len, &scale);
+        c->lora[k] = (sl_llama_lora){.path = keep(c, l->items[k], len), .scale = scale};
+        if (!c->lora[k].path)
+            return SL_ERR_NOMEM;
+    }
+    c->p.llama.lora = l->n ? c->lora : NULL;
+    c->p.llama.n_lora = l->n;
+    return SL_OK;
+}
+
 sl_status sl_config_resolve(sl_config *c)
 {
     int replicas = sl_config_find_key("llama.replicas", 14);
@@ -1422,7 +1491,8 @@ sl_status sl_config_resolve(sl_config *c)
     /* One setting on the command line, two in the engine's terms. */
     c->p.sampling.logprobs = c->p.sampling.top_logprobs > 0;
     sync_lists(c);
-    return build_tasks(c);
+    sl_status st = build_lora(c);
+    return st == SL_OK ? build_tasks(c) : st;
 }
 
 const sl_caption_params *sl_config_params(const sl_config *cfg) { return &cfg->p; }

@@ -55,6 +55,16 @@ json_t *job_json_text(const char *s)
     return sl_json_text(s, s ? strlen(s) : 0);
 }
 
+json_t *job_lora_json(const sl_llama_params *llama)
+{
+    json_t *a = json_array();
+    for (int i = 0; a && i < llama->n_lora; i++)
+        json_array_append_new(a, json_pack("{s:o, s:f}", "path",
+                                           job_json_text(llama->lora[i].path), "scale",
+                                           (double)llama->lora[i].scale));
+    return a;
+}
+
 /* --json-schema and --grammar, each with the engine that runs them: every
  * row would fail on what is found here, so it stops the job before any
  * row does (the files themselves were checked when read, naming them). */
@@ -170,6 +180,19 @@ sl_status job_check_params(const sl_caption_params *p)
     if (st != SL_OK)
         return st;
     if (job_uses_openai(p)) {
+        /* Settings of the llama engine that an HTTP engine would ignore,
+         * where the user means them to change the answers or the memory:
+         * the server has its own. */
+        if (p->llama.n_lora > 0)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "--lora is for the llama engine: an OpenAI-compatible server loads "
+                           "its adapters itself (vLLM: --enable-lora --lora-modules NAME=PATH), "
+                           "and the served model name selects one (--served-model NAME)");
+        if (p->llama.cache_type_k != SL_KV_F16 || p->llama.cache_type_v != SL_KV_F16)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "--cache-type-k and --cache-type-v are for the llama engine: an "
+                           "OpenAI-compatible server sets its own KV cache (vLLM: "
+                           "--kv-cache-dtype)");
         if (p->openai.n_endpoints < 1)
             return sl_fail(SL_ERR_INVALID_ARG,
                            "--engine openai needs at least one --endpoint URL (or --endpoints-file)");
@@ -191,6 +214,10 @@ sl_status job_check_params(const sl_caption_params *p)
             return sl_fail(SL_ERR_NOT_FOUND, "%s '%s': %s", files[i][0], files[i][1],
                            strerror(errno));
     }
+    for (int i = 0; i < p->llama.n_lora; i++)
+        if (p->llama.lora[i].path && access(p->llama.lora[i].path, R_OK) != 0)
+            return sl_fail(SL_ERR_NOT_FOUND, "--lora '%s': %s", p->llama.lora[i].path,
+                           strerror(errno));
     return SL_OK;
 }
 

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "job/caption_report.h"
+#include "job/job.h"
 
 static json_t *text(const char *s) { return sl_json_text(s, s ? strlen(s) : 0); }
 
@@ -47,8 +48,18 @@ static json_t *summary_json(const caption_report *r)
         json_object_set_new(params, "logprobs", p->sampling.logprobs
                                                     ? json_integer(p->sampling.top_logprobs)
                                                     : json_null());
+    /* The llama engine's own settings that change what it computes: the
+     * adapters beside the model (an HTTP engine refuses them), the KV
+     * cache's types among the parameters. */
+    bool llama = !job_uses_openai(p);
+    if (params && llama) {
+        json_object_set_new(params, "cache_type_k",
+                            json_string(sl_kv_type_name(p->llama.cache_type_k)));
+        json_object_set_new(params, "cache_type_v",
+                            json_string(sl_kv_type_name(p->llama.cache_type_v)));
+    }
     json_t *columns = caption_schema_json(r->schema);
-    return json_pack(
+    json_t *o = json_pack(
         "{s:i, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:o, s:I, s:I, s:I}, s:{s:f, s:f},"
         " s:{s:f, s:f},"
         " s:{s:I, s:I}, s:o, s:o, s:{s:I, s:I}, s:o, s:s, s:I, s:o}",
@@ -68,6 +79,9 @@ static json_t *summary_json(const caption_report *r)
         (json_int_t)s->memory_budget, "params", params ? params : json_object(), "report",
         "report.html", "sample_rows", (json_int_t)n_sample, "columns",
         columns ? columns : json_array());
+    if (o)
+        json_object_set_new(o, "lora", llama ? job_lora_json(&p->llama) : json_array());
+    return o;
 }
 
 /* --- report.html ------------------------------------------------------------------- */

@@ -137,6 +137,10 @@ sl_status job_check_params(const sl_caption_params *p);
 /* File names and generated text are bytes; JSON strings must be UTF-8. */
 json_t *job_json_text(const char *s);
 
+/* The LoRA adapters as [{"path": ..., "scale": ...}, ...] (summary.json,
+ * the resume fingerprint); NULL when out of memory. */
+json_t *job_lora_json(const sl_llama_params *llama);
+
 /* --- the built-in stages ---------------------------------------------------- */
 
 /* read: one worker that turns the source's items into rows, skipping those

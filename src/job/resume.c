@@ -86,6 +86,9 @@ static char *fingerprint(const job *j)
         fp_add(&t, "model", job_json_text(p->llama.model_path));
         fp_add(&t, "mmproj", job_json_text(p->llama.mmproj_path));
         fp_add(&t, "ctx", json_integer(p->llama.n_ctx_per_seq));
+        /* Only when there are some: a job without keeps its fingerprint. */
+        if (p->llama.n_lora > 0)
+            fp_add(&t, "lora", job_lora_json(&p->llama));
     }
     fp_add(&t, "prompt", job_json_text(p->prompt));
     fp_add(&t, "system_prompt", job_json_text(p->system_prompt));

@@ -51,12 +51,7 @@ static int teardown(void **state)
 
 static sl_engine *open_tiny(int n_parallel, int n_ctx_per_seq)
 {
-    sl_llama_params p = sl_llama_default_params();
-    p.model_path = model_path;
-    p.mmproj_path = mmproj_path;
-    p.n_parallel = n_parallel;
-    p.n_ctx_per_seq = n_ctx_per_seq;
-    p.n_threads = 2;
+    sl_llama_params p = tu_tiny_params(n_parallel, n_ctx_per_seq);
     sl_engine *e = NULL;
     if (sl_engine_open_llama(&p, &e) != SL_OK)
         fail_msg("cannot open the tiny model: %s", sl_last_error());
@@ -390,12 +385,8 @@ static int rows_top_k = 40;   /* and its sampled rows' top-k */
 static void run_rows(sl_llama_sampler sampler, int parallel, int sample_threads, float temperature,
                      bool reversed, char **texts, sl_engine_stats *stats)
 {
-    sl_llama_params p = sl_llama_default_params();
+    sl_llama_params p = tu_tiny_params(parallel, 0);
     p.encode_ahead = rows_encode_ahead;
-    p.model_path = model_path;
-    p.mmproj_path = mmproj_path;
-    p.n_parallel = parallel;
-    p.n_threads = 2;
     p.sampler = sampler;
     p.sample_threads = sample_threads;
     p.on_phase = count_phase;

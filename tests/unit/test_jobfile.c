@@ -255,8 +255,10 @@ static const struct {
     {"input.download_retries", "7"}, {"input.shard", "2/9"}, {"input.shard_size", "77"},
     {"image.workers", "5"}, {"image.max_edge", "0"}, {"image.max_pixels", "12345"},
     {"image.background", "#10ab0C"}, {"llama.model", "hf://org/repo"},
-    {"llama.mmproj", "p q.gguf"}, {"llama.replicas", "3"}, {"llama.gpus", "4,1"},
-    {"llama.parallel", "16"}, {"llama.ctx", "4096"}, {"llama.threads", "6"},
+    {"llama.mmproj", "p q.gguf"}, {"llama.lora", "run:1/a b.gguf:0.25"},
+    {"llama.replicas", "3"}, {"llama.gpus", "4,1"},
+    {"llama.parallel", "16"}, {"llama.ctx", "4096"}, {"llama.cache_type_k", "q8_0"},
+    {"llama.cache_type_v", "iq4_nl"}, {"llama.threads", "6"},
     {"llama.gpu_layers", "0"}, {"llama.cpu_poll", "0"}, {"llama.sampler", "device"},
     {"llama.encode_ahead", "5"},
     {"openai.endpoints", "http://h:1"}, {"openai.endpoints_file", NULL},
@@ -378,6 +380,11 @@ static void round_trip(const char *dir, bool tasks)
     assert_int_equal(q->image.background[1], 0xab);
     assert_int_equal(q->n_columns, 2);
     assert_string_equal(q->columns[1], "b c");
+    assert_int_equal(q->llama.n_lora, 1);
+    assert_string_equal(q->llama.lora[0].path, "run:1/a b.gguf");
+    assert_true(q->llama.lora[0].scale == 0.25f);
+    assert_int_equal(q->llama.cache_type_k, SL_KV_Q8_0);
+    assert_int_equal(q->llama.cache_type_v, SL_KV_IQ4_NL);
     assert_int_equal(q->n_stages, 1);
     assert_string_equal(q->stages[0].lua, "s t.lua");
     assert_string_equal(q->stages[0].config, "{\"k\":[1,\"x\\\"y\"],\"e\":{}}");
@@ -418,6 +425,87 @@ static void round_trip(const char *dir, bool tasks)
     free(first);
     free(second);
     sl_config_free(back);
+    sl_config_free(c);
+}
+
+/* llama.lora's items: a path may hold ':', so an item is split on its last
+ * ':' only when a decimal number follows; the number is the scale (1 when
+ * none). A number out of a float's range, or nothing before it, is
+ * refused naming the item. */
+static void lora_items_split_on_the_last_colon_before_a_number(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *item, *path;
+        float scale;
+    } ok[] = {
+        {"a.gguf", "a.gguf", 1.0f},         {"a.gguf:0.5", "a.gguf", 0.5f},
+        {"run:1/a.gguf", "run:1/a.gguf", 1.0f}, {"run:1/a.gguf:-2", "run:1/a.gguf", -2.0f},
+        {"a.gguf:", "a.gguf:", 1.0f},       {"a:nan", "a:nan", 1.0f},
+        {"a:b:1e-1", "a:b", 0.1f},          {"a:-", "a:-", 1.0f},
+        {"C:\\x.gguf", "C:\\x.gguf", 1.0f},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        sl_config *c;
+        assert_int_equal(sl_config_new(&c), SL_OK);
+        assert_int_equal(sl_config_set_flag(c, "lora", ok[i].item), SL_OK);
+        assert_int_equal(sl_config_resolve(c), SL_OK);
+        const sl_llama_params *p = &sl_config_params(c)->llama;
+        assert_int_equal(p->n_lora, 1);
+        assert_string_equal(p->lora[0].path, ok[i].path);
+        if (p->lora[0].scale != ok[i].scale)
+            fail_msg("'%s': scale %g, want %g", ok[i].item, p->lora[0].scale, ok[i].scale);
+        sl_config_free(c);
+    }
+    static const struct {
+        const char *item, *message;
+    } bad[] = {
+        {"a.gguf:1e99", "--lora 'a.gguf:1e99': the scale after the last ':' is out of range"},
+        {":0.5", "--lora ':0.5': no file before the scale (FILE:SCALE)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        sl_config *c;
+        assert_int_equal(sl_config_new(&c), SL_OK);
+        assert_int_equal(sl_config_set_flag(c, "lora", bad[i].item), SL_ERR_INVALID_ARG);
+        assert_string_equal(sl_last_error(), bad[i].message);
+        sl_config_free(c);
+    }
+    /* A job file's item is named by its key and place; 8 at most. */
+    sl_config *c;
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    const char *yaml = "llama:\n  lora: [':1', a.gguf]\n";
+    assert_int_equal(sl_config_load_text(c, yaml, strlen(yaml), "job.yaml"), SL_ERR_INVALID_ARG);
+    assert_string_equal(sl_last_error(), "job.yaml:2:10: llama.lora ':1': no file before the "
+                                         "scale (FILE:SCALE)");
+    sl_config_free(c);
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    for (int i = 0; i < SL_LLAMA_MAX_LORA; i++)
+        assert_int_equal(sl_config_set_flag(c, "lora", "a.gguf"), SL_OK);
+    assert_int_equal(sl_config_set_flag(c, "lora", "a.gguf"), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "--lora takes at most 8 items"));
+    sl_config_free(c);
+}
+
+/* The cache types' names are sl_kv_type's, in its order. */
+static void cache_types_are_the_engines_names(void **state)
+{
+    (void)state;
+    for (int t = 0; t < SL_KV_TYPE_COUNT; t++) {
+        sl_config *c;
+        assert_int_equal(sl_config_new(&c), SL_OK);
+        assert_int_equal(sl_config_set(c, "llama.cache_type_k", sl_kv_type_name(t)), SL_OK);
+        assert_int_equal(sl_config_set_flag(c, "cache-type-v", sl_kv_type_name(t)), SL_OK);
+        assert_int_equal(sl_config_resolve(c), SL_OK);
+        assert_int_equal(sl_config_params(c)->llama.cache_type_k, t);
+        assert_int_equal(sl_config_params(c)->llama.cache_type_v, t);
+        sl_config_free(c);
+    }
+    sl_config *c;
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    assert_int_equal(sl_config_params(c)->llama.cache_type_k, SL_KV_F16);
+    assert_int_equal(sl_config_set(c, "llama.cache_type_v", "q8"), SL_ERR_INVALID_ARG);
+    assert_string_equal(sl_last_error(), "llama.cache_type_v expects one of f16, f32, bf16, "
+                                         "q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl; got 'q8'");
     sl_config_free(c);
 }
 
@@ -659,6 +747,8 @@ int main(void)
         cmocka_unit_test(errors_name_the_line_and_what_is_allowed),
         cmocka_unit_test(flags_override_the_file),
         cmocka_unit_test(every_setting_round_trips),
+        cmocka_unit_test(lora_items_split_on_the_last_colon_before_a_number),
+        cmocka_unit_test(cache_types_are_the_engines_names),
         cmocka_unit_test(a_prompt_beside_tasks_is_refused),
         cmocka_unit_test(stages_in_a_job_file),
         cmocka_unit_test(printing_refuses_what_yaml_cannot_hold),

@@ -98,4 +98,22 @@ static inline sl_caption_params tu_tiny_job(tu_job *t, int copies)
     return p;
 }
 
+/* The engine parameters of the tiny model (SLUICE_TINY_MODEL, default
+ * models/tiny; its paths in static buffers): n_parallel sequences of
+ * n_ctx_per_seq positions (0: sized by the engine), two threads. */
+static inline sl_llama_params tu_tiny_params(int n_parallel, int n_ctx_per_seq)
+{
+    static char model[1024], mmproj[1024];
+    const char *dir = getenv("SLUICE_TINY_MODEL");
+    snprintf(model, sizeof model, "%s/model.gguf", dir ? dir : "models/tiny");
+    snprintf(mmproj, sizeof mmproj, "%s/mmproj.gguf", dir ? dir : "models/tiny");
+    sl_llama_params p = sl_llama_default_params();
+    p.model_path = model;
+    p.mmproj_path = mmproj;
+    p.n_parallel = n_parallel;
+    p.n_ctx_per_seq = n_ctx_per_seq;
+    p.n_threads = 2;
+    return p;
+}
+
 #endif

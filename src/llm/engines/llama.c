@@ -30,6 +30,9 @@
  * decode never runs out of room; a request that does not fit now waits. A
  * request longer than a sequence waits until every sequence is free, and
  * the context is made again with longer ones (size_for, grow_context).
+ * LoRA adapters are loaded onto the model at open and set on every
+ * context made (set_adapters); the KV cache's types (sl_kv_type) size it
+ * and --parallel auto (kv_bytes_per_pos).
  * Every phase of the loop is timed (sl_engine_phase): the loop runs once
  * per generated token of 100+ sequences, so host work between decodes is
  * what keeps a fast GPU idle. */
@@ -40,6 +43,7 @@
 #include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -77,6 +81,40 @@ static double now_ms(void)
 }
 
 
+/* Some llama.cpp calls say why they failed only in their log (a LoRA
+ * adapter that does not load returns NULL): while a capture is set on a
+ * thread, the error lines llama.cpp logs on it are kept there too, each
+ * without its leading "function_name: ", so our message can name the
+ * cause. */
+typedef struct log_capture {
+    char text[512];
+    size_t len;
+} log_capture;
+
+static _Thread_local log_capture *capture;
+
+static void capture_error(const char *text, size_t n)
+{
+    /* "llama_adapter_lora_init_from_file_ptr: failed to apply lora adapter:
+     * expect general.type ..." -> "expect general.type ..." */
+    static const char *const noise[] = {"failed to apply lora adapter: "};
+    size_t id = strspn(text, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+    if (id > 0 && id + 2 <= n && text[id] == ':' && text[id + 1] == ' ') {
+        text += id + 2;
+        n -= id + 2;
+    }
+    for (size_t i = 0; i < sizeof noise / sizeof *noise; i++)
+        if (n >= strlen(noise[i]) && memcmp(text, noise[i], strlen(noise[i])) == 0) {
+            text += strlen(noise[i]);
+            n -= strlen(noise[i]);
+        }
+    size_t room = sizeof capture->text - capture->len;
+    int w = snprintf(capture->text + capture->len, room, "%s%.*s", capture->len ? "; " : "",
+                     (int)n, text);
+    if (w > 0)
+        capture->len += (size_t)w < room ? (size_t)w : room - 1;
+}
+
 /* llama.cpp and mtmd log through ggml's callback; CONT lines continue the
  * previous line's level. Lines arrive with their own newline. */
 static void ggml_to_sl_log(enum ggml_log_level level, const char *text, void *user)
@@ -94,6 +132,8 @@ static void ggml_to_sl_log(enum ggml_log_level level, const char *text, void *us
     size_t n = strlen(text);
     while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
         n--;
+    if (n && capture && lv == SL_LOG_ERROR)
+        capture_error(text, n);
     if (n)
         sl_log(lv, "llama.cpp: %.*s", (int)n, text);
 }
@@ -212,6 +252,12 @@ typedef struct llama_engine {
     struct llama_context_params cparams;
     int max_ctx_seq;
     bool ctx_fixed;            /* --ctx given: the sequences keep that size */
+    /* LoRA adapters, loaded onto the model at open (freed before it) with
+     * their scales: set on every context made (open, new_context). */
+    struct llama_adapter_lora *lora[SL_LLAMA_MAX_LORA];
+    float lora_scale[SL_LLAMA_MAX_LORA];
+    int n_lora;
+    sl_kv_type type_k, type_v; /* the KV cache's types */
 
     slot *slots;
     struct llama_batch batch;
@@ -1137,6 +1183,71 @@ static bool tasks_fit(llama_engine *e, const req *r)
     return free_slots >= (run < e->n_parallel ? run : e->n_parallel);
 }
 
+/* sl_kv_type's names and llama.cpp's types, in the enum's order. */
+static const struct {
+    const char *name;
+    enum ggml_type type;
+} KV_TYPES[SL_KV_TYPE_COUNT] = {
+    {"f16", GGML_TYPE_F16},   {"f32", GGML_TYPE_F32},   {"bf16", GGML_TYPE_BF16},
+    {"q8_0", GGML_TYPE_Q8_0}, {"q4_0", GGML_TYPE_Q4_0}, {"q4_1", GGML_TYPE_Q4_1},
+    {"q5_0", GGML_TYPE_Q5_0}, {"q5_1", GGML_TYPE_Q5_1}, {"iq4_nl", GGML_TYPE_IQ4_NL},
+};
+
+const char *sl_kv_type_name(sl_kv_type type)
+{
+    return (unsigned)type < SL_KV_TYPE_COUNT ? KV_TYPES[type].name : NULL;
+}
+
+static sl_status check_kv_type(const char *what, sl_kv_type type)
+{
+    if ((unsigned)type < SL_KV_TYPE_COUNT)
+        return SL_OK;
+    return sl_fail(SL_ERR_INVALID_ARG, "%s is %d: the KV cache types are f16, f32, bf16, q8_0, "
+                   "q4_0, q4_1, q5_0, q5_1 and iq4_nl (sl_kv_type)", what, (int)type);
+}
+
+/* The model's "<architecture>.<key>" as a positive integer, else `or`. */
+static int64_t arch_int(const struct llama_model *m, const char *key, int64_t or)
+{
+    char arch[64], name[160], val[32];
+    if (llama_model_meta_val_str(m, "general.architecture", arch, sizeof arch) <= 0)
+        return or;
+    snprintf(name, sizeof name, "%s.%s", arch, key);
+    if (llama_model_meta_val_str(m, name, val, sizeof val) <= 0)
+        return or;
+    long long v = strtoll(val, NULL, 10);
+    return v > 0 ? v : or;
+}
+
+/* Bytes of one position of a sequence in the KV cache: K and V of every
+ * layer, each a row of head size x n_head_kv values of its type (blocks
+ * of ggml_blck_size values for the quantized ones), as llama.cpp
+ * allocates them (llama_kv_cache: a row per cell and layer). The head
+ * sizes are the model's attention.key_length/value_length where it gives
+ * them, else n_embd / n_head. */
+static uint64_t kv_bytes_per_pos(const struct llama_model *m, sl_kv_type k, sl_kv_type v)
+{
+    int n_head = llama_model_n_head(m), n_head_kv = llama_model_n_head_kv(m);
+    int64_t head_dim = n_head > 0 ? llama_model_n_embd(m) / n_head : 0;
+    int64_t values[2] = {arch_int(m, "attention.key_length", head_dim) * n_head_kv,
+                         arch_int(m, "attention.value_length", head_dim) * n_head_kv};
+    uint64_t row = 0;
+    for (int i = 0; i < 2; i++) {
+        enum ggml_type t = KV_TYPES[i == 0 ? k : v].type;
+        int64_t blck = ggml_blck_size(t);
+        row += ggml_type_size(t) * (uint64_t)((values[i] + blck - 1) / blck);
+    }
+    return (uint64_t)llama_model_n_layer(m) * row;
+}
+
+/* The LoRA adapters on e->ctx (none: nothing to do; llama.cpp skips an
+ * adapter of scale 0). */
+static void set_adapters(llama_engine *e)
+{
+    if (e->n_lora > 0)
+        llama_set_adapters_lora(e->ctx, e->lora, (size_t)e->n_lora, e->lora_scale);
+}
+
 /* A context of per_seq positions for each of the n_parallel + 1 sequences,
  * with the settings the engine opened with. Every sequence must be free:
  * the old context and the cached prompt head go. */
@@ -1177,6 +1288,7 @@ static sl_status new_context(llama_engine *e, int per_seq)
         return sl_fail(SL_ERR_NOMEM, "llama.cpp cannot create a context of %u positions (%d "
                        "sequences x %d; see its messages above)", cp.n_ctx, e->n_parallel + 1,
                        per_seq);
+    set_adapters(e); /* the adapters belong to the context: a new one has none */
     if (e->threadpool)
         llama_attach_threadpool(e->ctx, e->threadpool, e->threadpool);
     e->n_ctx = (int)llama_n_ctx(e->ctx);
@@ -1202,8 +1314,9 @@ static sl_status grow_context(llama_engine *e, const req *r, int64_t need)
         st = new_context(e, (int)least);
     if (st == SL_OK) {
         sl_log(SL_LOG_INFO, "%s needs %lld positions: each of the %d sequences now has %d (was "
-               "%d; %.0f ms to make the context again)", r->id, (long long)need, e->n_parallel,
-               e->n_ctx_seq, old, now_ms() - t0);
+               "%d; %.0f ms to make the context again; KV cache %.2f MiB)", r->id,
+               (long long)need, e->n_parallel, e->n_ctx_seq, old, now_ms() - t0,
+               (double)kv_bytes_per_pos(e->model, e->type_k, e->type_v) * e->n_ctx / 1048576.0);
         return SL_OK;
     }
     char why[512];
@@ -2250,6 +2363,8 @@ static void llama_engine_free(void *impl)
         mtmd_free(e->mtmd);
     if (e->ctx)
         llama_free(e->ctx);
+    for (int i = 0; i < e->n_lora; i++)
+        llama_adapter_lora_free(e->lora[i]);
     for (int i = 0; e->attached && i < e->n_parallel; i++)
         if (e->attached[i])
             llama_sampler_free(e->attached[i]);
@@ -2412,11 +2527,23 @@ static sl_llama_sampler choose_sampler(const sl_llama_params *p, bool on_gpu)
 }
 
 /* --parallel 0 on a GPU: as many sequences as three quarters of the free
- * device memory holds in KV cache (f16 K and V of every layer for each
- * position of a sequence), the rest left for compute buffers, the vision
- * encoder and embeddings in flight; at most 128 (where the measured H200
- * runs gained nothing more), at least 1. */
+ * device memory holds in KV cache (K and V of every layer for each
+ * position of a sequence, in the cache types chosen: a q8_0 cache holds
+ * ~1.9x the sequences of f16), the rest left for compute buffers, the
+ * vision encoder and embeddings in flight; at most 128 (where the
+ * measured H200 runs gained nothing more), at least 1. */
 #define AUTO_PARALLEL_MAX 128
+
+static int parallel_for(uint64_t free_bytes, uint64_t per_seq_bytes)
+{
+    uint64_t n = per_seq_bytes > 0 ? free_bytes / 4 * 3 / per_seq_bytes : 1;
+    uint64_t max = llama_max_parallel_sequences() - 1;
+    if (n > AUTO_PARALLEL_MAX)
+        n = AUTO_PARALLEL_MAX;
+    if (n > max)
+        n = max;
+    return n < 1 ? 1 : (int)n;
+}
 
 /* Without a vision projector (no image to size for): positions reserved
  * per sequence for prompts longer than the probe's, when --ctx is not
@@ -2431,28 +2558,112 @@ static int auto_parallel(llama_engine *e, ggml_backend_dev_t dev, int per_seq)
     size_t free_bytes = 0, total = 0;
     if (dev)
         ggml_backend_dev_memory(dev, &free_bytes, &total);
-    int n_head = llama_model_n_head(e->model), n_head_kv = llama_model_n_head_kv(e->model);
-    int64_t head_dim = n_head > 0 ? llama_model_n_embd(e->model) / n_head : 0;
-    int64_t per_pos = (int64_t)llama_model_n_layer(e->model) * 2 * head_dim * n_head_kv * 2;
-    int64_t per_seq_bytes = per_pos * per_seq;
-    int64_t n = per_seq_bytes > 0 ? (int64_t)(free_bytes / 4 * 3) / per_seq_bytes : 1;
-    int max = (int)llama_max_parallel_sequences() - 1;
-    if (n > AUTO_PARALLEL_MAX)
-        n = AUTO_PARALLEL_MAX;
-    if (n > max)
-        n = max;
-    if (n < 1)
-        n = 1;
-    sl_log(SL_LOG_INFO, "--parallel auto: %lld sequences (%.1f GiB free on %s, %.1f MiB of KV cache "
-           "each)", (long long)n, free_bytes / 1073741824.0,
-           dev ? ggml_backend_dev_description(dev) : "the device", per_seq_bytes / 1048576.0);
-    return (int)n;
+    uint64_t per_seq_bytes = kv_bytes_per_pos(e->model, e->type_k, e->type_v) * (uint64_t)per_seq;
+    int n = parallel_for(free_bytes, per_seq_bytes);
+    sl_log(SL_LOG_INFO, "--parallel auto: %d sequences (%.1f GiB free on %s, %.1f MiB of KV cache "
+           "each, K %s, V %s)", n, free_bytes / 1073741824.0,
+           dev ? ggml_backend_dev_description(dev) : "the device", per_seq_bytes / 1048576.0,
+           KV_TYPES[e->type_k].name, KV_TYPES[e->type_v].name);
+    return n;
+}
+
+/* The model's header and hyperparameters without its weights. */
+static sl_status load_shape(const sl_llama_params *p, struct llama_model **out)
+{
+    *out = NULL;
+    sl_status st = check_readable("--model", p->model_path);
+    if (st == SL_OK)
+        st = check_kv_type("--cache-type-k", p->cache_type_k);
+    if (st == SL_OK)
+        st = check_kv_type("--cache-type-v", p->cache_type_v);
+    if (st != SL_OK)
+        return st;
+    init_backend();
+    struct llama_model_params mp = llama_model_default_params();
+    /* Hyperparameters and tensor shapes, no weights, as llama.cpp's own
+     * memory-fit pass loads them (no_alloc, not mapped); vocab_only stops
+     * before the hyperparameters. */
+    mp.no_alloc = true;
+    mp.load_mode = LLAMA_LOAD_MODE_NONE;
+    mp.n_gpu_layers = 0;
+    if (!(*out = llama_model_load_from_file(p->model_path, mp)))
+        return sl_fail(SL_ERR_MODEL, "--model '%s': llama.cpp cannot read it as a GGUF language "
+                       "model (see the llama.cpp messages above)", p->model_path);
+    return SL_OK;
+}
+
+sl_status sl_llama_kv_bytes_per_position(const sl_llama_params *params, uint64_t *out)
+{
+    *out = 0;
+    struct llama_model *m;
+    sl_status st = load_shape(params, &m);
+    if (st != SL_OK)
+        return st;
+    *out = kv_bytes_per_pos(m, params->cache_type_k, params->cache_type_v);
+    llama_model_free(m);
+    return SL_OK;
+}
+
+sl_status sl_llama_parallel_for_memory(const sl_llama_params *params, uint64_t free_bytes,
+                                       int per_seq, int *out)
+{
+    *out = 0;
+    uint64_t per_pos;
+    if (per_seq < 1)
+        return sl_fail(SL_ERR_INVALID_ARG, "per_seq must be at least 1 position, got %d", per_seq);
+    sl_status st = sl_llama_kv_bytes_per_position(params, &per_pos);
+    if (st == SL_OK)
+        *out = parallel_for(free_bytes, per_pos * (uint64_t)per_seq);
+    return st;
 }
 
 int sl_llama_default_parallel(const sl_llama_params *p)
 {
     init_backend();
     return p->n_parallel > 0 ? p->n_parallel : uses_gpu(p) ? AUTO_PARALLEL_MAX : 4;
+}
+
+/* The adapters' count, paths and scales, before anything loads. */
+static sl_status check_adapters(const sl_llama_params *p)
+{
+    if (p->n_lora < 0 || p->n_lora > SL_LLAMA_MAX_LORA || (p->n_lora > 0 && !p->lora))
+        return sl_fail(SL_ERR_INVALID_ARG, "--lora: from 0 to %d adapters, got %d",
+                       SL_LLAMA_MAX_LORA, p->n_lora);
+    for (int i = 0; i < p->n_lora; i++) {
+        if (!p->lora[i].path || !*p->lora[i].path)
+            return sl_fail(SL_ERR_INVALID_ARG, "--lora %d: the path of a LoRA GGUF is required",
+                           i + 1);
+        if (!isfinite(p->lora[i].scale))
+            return sl_fail(SL_ERR_INVALID_ARG, "--lora '%s': the scale must be a finite number",
+                           p->lora[i].path);
+    }
+    return SL_OK;
+}
+
+/* Each adapter onto e->model. llama.cpp checks what it reads (a GGUF of
+ * general.type adapter, adapter.type lora, the model's architecture, each
+ * lora_a/lora_b pair the shape of a tensor the model has) and says which
+ * check failed only in its log: that line is the message's cause. */
+static sl_status load_adapters(llama_engine *e, const sl_llama_params *p)
+{
+    for (int i = 0; i < p->n_lora; i++) {
+        const sl_llama_lora *a = &p->lora[i];
+        sl_status st = check_readable("--lora", a->path);
+        if (st != SL_OK)
+            return st;
+        log_capture cause = {0};
+        capture = &cause;
+        e->lora[i] = llama_adapter_lora_init(e->model, a->path);
+        capture = NULL;
+        if (!e->lora[i])
+            return sl_fail(SL_ERR_MODEL, "--lora '%s': llama.cpp cannot apply it to --model '%s' "
+                           "as a LoRA adapter: %s", a->path, p->model_path,
+                           cause.len ? cause.text : "see its messages above");
+        e->lora_scale[i] = a->scale;
+        e->n_lora = i + 1;
+        sl_log(SL_LOG_INFO, "LoRA adapter '%s' at scale %g", a->path, (double)a->scale);
+    }
+    return SL_OK;
 }
 
 sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
@@ -2468,6 +2679,10 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     if (params->n_parallel < 0 || params->n_parallel >= (int)llama_max_parallel_sequences())
         return sl_fail(SL_ERR_INVALID_ARG, "--parallel must be from 1 to %d (or 0: auto), got %d",
                        (int)llama_max_parallel_sequences() - 1, params->n_parallel);
+    if ((st = check_kv_type("--cache-type-k", params->cache_type_k)) != SL_OK ||
+        (st = check_kv_type("--cache-type-v", params->cache_type_v)) != SL_OK ||
+        (st = check_adapters(params)) != SL_OK)
+        return st;
 
     init_backend();
     bool on_gpu = uses_gpu(params);
@@ -2508,6 +2723,10 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     e->vocab = llama_model_get_vocab(e->model);
     if (llama_model_meta_val_str(e->model, "general.name", e->model_name, sizeof e->model_name) <= 0)
         snprintf(e->model_name, sizeof e->model_name, "%s", base_name(params->model_path));
+    if ((st = load_adapters(e, params)) != SL_OK) {
+        llama_engine_free(e);
+        return st;
+    }
 
     const char *tmpl = llama_model_chat_template(e->model, NULL);
     if (tmpl) {
@@ -2588,6 +2807,8 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         }
         per_seq = (int)need;
     }
+    e->type_k = params->cache_type_k;
+    e->type_v = params->cache_type_v;
     if (e->n_parallel == 0)
         e->n_parallel = on_gpu ? auto_parallel(e, only_device[0], per_seq) : 4;
     if (per_seq > (1 << 24) || (int64_t)per_seq * (e->n_parallel + 1) > UINT32_MAX / 2) {
@@ -2612,7 +2833,14 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     cp.n_batch = (uint32_t)e->n_batch;
     cp.n_ubatch = (uint32_t)(e->n_batch < 512 || !on_gpu ? e->n_batch : 512);
     /* Flash attention stays llama.cpp's AUTO: on wherever the backend has
-     * the kernels (CUDA does), off where it would fall back. */
+     * the kernels (CUDA does), off where it would fall back; but a
+     * quantized V cache is read only by the flash-attention kernels, so
+     * there it is on (llama.cpp would turn it on itself, saying so in its
+     * log; here the choice is ours and documented). */
+    cp.type_k = KV_TYPES[e->type_k].type;
+    cp.type_v = KV_TYPES[e->type_v].type;
+    if (ggml_is_quantized(cp.type_v))
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
     cp.n_seq_max = (uint32_t)e->n_parallel + 1; /* + the shared-prefix sequence */
     cp.kv_unified = false; /* one stream per sequence: see admit() */
     cp.n_threads = (int32_t)threads;
@@ -2642,15 +2870,26 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         cp.samplers = seq_samplers;
         cp.n_samplers = (size_t)e->n_parallel;
     }
+    log_capture cause = {0};
+    capture = &cause;
     e->ctx = llama_init_from_model(e->model, cp);
+    capture = NULL;
     sl_free(seq_samplers);
     if (!e->ctx) {
         llama_engine_free(e);
         return sl_fail(SL_ERR_MODEL,
-                       "cannot create a context of %ld tokens (%d sequences x %d positions) for "
-                       "'%s': lower --parallel or --max-tokens",
-                       n_ctx, e->n_parallel + 1, per_seq, params->model_path);
+                       "cannot create a context of %ld tokens (%d sequences x %d positions, KV "
+                       "cache K %s, V %s) for '%s': lower --parallel or --max-tokens%s%s",
+                       n_ctx, e->n_parallel + 1, per_seq, KV_TYPES[params->cache_type_k].name,
+                       KV_TYPES[params->cache_type_v].name, params->model_path,
+                       cause.len ? "; llama.cpp: " : "", cause.text);
     }
+    set_adapters(e);
+    sl_log(SL_LOG_INFO, "KV cache: %u positions (%d sequences x %d), K %s, V %s: %.2f MiB",
+           llama_n_ctx(e->ctx), e->n_parallel + 1, per_seq, KV_TYPES[e->type_k].name,
+           KV_TYPES[e->type_v].name,
+           (double)kv_bytes_per_pos(e->model, e->type_k, e->type_v) * llama_n_ctx(e->ctx) /
+               1048576.0);
     /* llama.cpp's own threadpool spins between graph ops; on a machine
      * whose cores are shared (decode workers, other replicas, other jobs)
      * spinning threads starve each other. */
