@@ -272,3 +272,36 @@ def test_logprobs_are_part_of_the_job(sluice, four, tmp_path):
         assert "logprobs" in res.stderr and "--overwrite" in res.stderr
     res = sluice.caption(four, out, *QUIET, "--max-tokens", "2", "--logprobs", "2")
     assert res.returncode == 0 and "nothing new" in res.stdout
+
+
+def test_the_yes_no_example_filters_by_probability(sluice, four, tmp_path):
+    """examples/yes_no.yaml (a task with logprobs, examples/yes_no.lua after
+    the engine) on the tiny model: p_yes is the probability of the first
+    token's alternatives that read as the word, from the row's own
+    logprobs; a threshold drops the rows under it. The random model never
+    says "yes", so the word is one it does say first."""
+    example = pathlib.Path(__file__).resolve().parents[2] / "examples" / "yes_no.yaml"
+    def run(out, **config):
+        stage = json.dumps({"lua": str(example.parent / "yes_no.lua"), "after": "engine",
+                            "columns": ["p_yes"], "config": {"task": "person", **config}})
+        res = sluice.run("run", example, four, "-o", out, *LLAMA, *QUIET, "--format", "jsonl",
+                         "--stage", stage)
+        assert res.returncode == 0, res.stderr
+        return read_rows(out)
+    rows = run(tmp_path / "probe", threshold=0)
+    firsts = [r["person_logprobs"]["content"][0] for r in rows]
+    word = firsts[0]["top_logprobs"][0]["token"].strip().lower()
+    assert word, firsts[0]
+    rows = run(tmp_path / "all", threshold=0, word=word)
+    assert len(rows) == 4
+    p = {}
+    for r in rows:
+        alts = r["person_logprobs"]["content"][0]["top_logprobs"]
+        assert len(alts) == 10
+        want = sum(math.exp(a["logprob"]) for a in alts if a["token"].strip().lower() == word)
+        assert abs(r["p_yes"] - want) < 1e-9
+        p[r["id"]] = r["p_yes"]
+    assert max(p.values()) > 0
+    cut = max(p.values())
+    kept = run(tmp_path / "kept", threshold=cut, word=word)
+    assert sorted(r["id"] for r in kept) == sorted(k for k, v in p.items() if v >= cut)
