@@ -406,8 +406,9 @@ sl_status job_open_ledger(job *j)
     /* Never reuse a number: parts continue after the highest one seen. */
     j->shard = (info.max_part > scan.max_number ? info.max_part : scan.max_number) + 1;
     j->first_shard = j->shard;
-    j->done_before = info.rows;
-    j->sum->rows_done_before = info.rows;
+    j->done_before = info.inputs;
+    j->sum->rows_done_before = info.written;
+    j->sum->inputs_done_before = info.inputs;
     j->sum->resumed = info.parts > 0;
     return j->dist ? lead_job(j) : SL_OK;
 }
