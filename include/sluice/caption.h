@@ -56,11 +56,13 @@ typedef struct sl_caption_progress {
     sl_stage_stats stages[8];   /* read, decode, engine, write */
     bool final;                 /* the last snapshot, after the run ended */
     uint64_t rows_skipped;      /* inputs skipped: done by an earlier run (resume) */
-    int64_t rows_done_before;   /* rows the output folder held when the run started */
+    int64_t rows_done_before;   /* rows the output folder held when the run started (with
+                                   rows_per_task one per input and task) */
     /* Rank 0 of an MPI job (sluice/dist.h): the whole job's committed rows
      * and how many ranks have finished; ranks is 0 otherwise. */
     int ranks, ranks_finished;
     int64_t job_rows;
+    int64_t inputs_done_before; /* the inputs whose rows those are */
 } sl_caption_progress;
 
 typedef void (*sl_progress_fn)(const sl_caption_progress *progress, void *user);
@@ -217,12 +219,14 @@ typedef struct sl_caption_summary {
     double decode_busy_s, engine_busy_s, write_busy_s; /* summed over workers */
     long shards;              /* output files committed (output_file is the last) */
     long rows_skipped;        /* inputs skipped: an earlier run committed them */
-    long rows_done_before;    /* rows the output folder's ledger held at the start */
+    long rows_done_before;    /* rows the output folder held at the start, as its parts
+                                 hold them (earlier runs' rows.total summed) */
     bool resumed;             /* the folder held a run of the same settings */
     long rows_dropped;        /* rows a stage dropped (sluice/pipeline.h): not written,
                                  done in the ledger; not in `rows` */
     long inputs_done;         /* inputs (images, batch requests) this run finished: their
                                  rows committed, or dropped (under MPI: every rank's) */
+    long inputs_done_before;  /* inputs earlier runs finished (their inputs_done summed) */
 } sl_caption_summary;
 
 /* Runs the whole job. SL_OK when it ran to the end, even if rows failed

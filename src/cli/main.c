@@ -659,7 +659,7 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
     if (sum.rows == 0 && sum.resumed) {
         if (!pr.quiet)
             printf("all inputs were already done: %s holds their %ld rows from an earlier run "
-                   "(%ld skipped now); nothing new written\n", p.output_dir,
+                   "(%ld inputs skipped now); nothing new written\n", p.output_dir,
                    sum.rows_done_before, sum.rows_skipped);
         return 0;
     }

@@ -74,10 +74,14 @@ static void print_progress_locked(printer *pr, const sl_caption_progress *g)
         snprintf(skipped + strlen(skipped), sizeof skipped - strlen(skipped),
                  " [job: %lld rows committed, %d of %d ranks done]", (long long)g->job_rows,
                  g->ranks_finished, g->ranks);
-    if (g->rows_done_before > 0 && !pr->resume_said) {
+    if (g->inputs_done_before > 0 && !pr->resume_said) {
+        /* Inputs, as the skipped count; the rows they made as the output
+         * holds them (with --rows-per-task one per input and task). */
         clear_progress(pr);
-        fprintf(stderr, "sluice: resuming: %lld rows were already done by an earlier run; "
-                        "they are skipped\n", (long long)g->rows_done_before);
+        fprintf(stderr, "sluice: resuming: %lld input%s already done by an earlier run (%lld "
+                        "row%s in the output); they are skipped\n",
+                (long long)g->inputs_done_before, g->inputs_done_before == 1 ? " was" : "s were",
+                (long long)g->rows_done_before, g->rows_done_before == 1 ? "" : "s");
         pr->resume_said = true;
     }
     if (pr->tty) {

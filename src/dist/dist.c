@@ -357,8 +357,10 @@ void dist_part_start(dist_part *p, const char *name, long number)
     wire_put_str(&p->msg, name);
     wire_put_i64(&p->msg, number);
     p->count_at = p->msg.buf.len;
+    wire_put_i64(&p->msg, 0); /* n, inputs, written: sealed once known */
     wire_put_i64(&p->msg, 0);
-    p->n = 0;
+    wire_put_i64(&p->msg, 0);
+    p->n = p->inputs = p->written = 0;
     p->number = number;
 }
 
@@ -369,7 +371,12 @@ void dist_part_row(dist_part *p, const char *id, int64_t shard)
     p->n++;
 }
 
-void dist_part_seal(dist_part *p) { wire_set_i64(&p->msg, p->count_at, p->n); }
+void dist_part_seal(dist_part *p)
+{
+    wire_set_i64(&p->msg, p->count_at, p->n);
+    wire_set_i64(&p->msg, p->count_at + 8, p->inputs);
+    wire_set_i64(&p->msg, p->count_at + 16, p->written);
+}
 
 sl_status dist_part_record(sl_dist *d, dist_part *p)
 {

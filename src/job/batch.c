@@ -490,8 +490,7 @@ static int cmp_long(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The N of "errors-N.jsonl" (as a part's), or -1. */
-static long errors_number(const char *name)
+long batch_errors_number(const char *name)
 {
     char as_part[64];
     if (strncmp(name, "errors-", 7) != 0 || strlen(name) > 40)
@@ -544,7 +543,7 @@ static sl_status collect_remote(const job *j, FILE *out)
         bool ok = true;
         if (k >= 0 && dot && strcmp(dot + 1, fmt) == 0)
             ok = push_number(&parts, &n_parts, &cap_parts, k);
-        else if ((k = errors_number(name)) >= 0)
+        else if ((k = batch_errors_number(name)) >= 0)
             ok = push_number(&errs, &n_errs, &cap_errs, k);
         if (!ok)
             st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);

@@ -113,7 +113,7 @@ typedef struct job {
     sl_ledger *ledger;        /* what earlier runs committed; the open part's rows */
     long rows_per_shard;      /* --shard-rows, or the default */
     long first_shard;         /* this run's first part number */
-    long done_before;         /* rows committed before this run */
+    long done_before;         /* inputs committed before this run */
     atomic_int_fast64_t rows_skipped; /* inputs skipped as done, by the read stage */
     /* One job over MPI ranks (sluice/dist.h; NULL: one process). The
      * ledger is rank 0's (j->ledger there, recorded in by the coordinator);

@@ -22,7 +22,7 @@ void *job_count_inputs(void *arg)
     int64_t n = sl_source_count(j->inputs, j->n_inputs, &all, &j->stop_counting);
     if (n < 0 || atomic_load(&j->stop_counting))
         return NULL;
-    /* A resumed run counts what is left: the inputs less the rows done;
+    /* A resumed run counts what is left: the inputs less those done;
      * a slice (--limit), at most its size. */
     n = n > j->done_before ? n - j->done_before : 0;
     if (j->p->limit > 0 && n > j->p->limit)
@@ -36,7 +36,7 @@ struct job_progress {
     sl_exec *exec;
     const atomic_int_fast64_t *input_total;
     const atomic_int_fast64_t *rows_skipped;
-    int64_t done_before;
+    int64_t inputs_before, rows_before; /* what earlier runs committed */
     sl_dist *dist;             /* rank 0 of an MPI job: the job's figures too */
     double load_seconds;
     pthread_mutex_t mu;
@@ -60,7 +60,8 @@ static void progress_report(job_progress *pg, bool final)
     snap.bytes_in_flight = es.bytes_in_flight;
     snap.memory_budget = es.memory_budget;
     snap.rows_skipped = (uint64_t)atomic_load(pg->rows_skipped);
-    snap.rows_done_before = pg->done_before;
+    snap.rows_done_before = pg->rows_before;
+    snap.inputs_done_before = pg->inputs_before;
     snap.n_stages = sl_exec_stage_count(pg->exec);
     if (snap.n_stages > sizeof snap.stages / sizeof *snap.stages)
         snap.n_stages = sizeof snap.stages / sizeof *snap.stages;
@@ -102,8 +103,8 @@ sl_status job_progress_start(const job *j, sl_exec *exec, job_progress **out)
     if (!pg)
         return sl_fail(SL_ERR_NOMEM, "out of memory starting the progress monitor");
     *pg = (job_progress){.p = p, .exec = exec, .input_total = &j->input_total,
-                         .rows_skipped = &j->rows_skipped, .done_before = j->done_before,
-                         .dist = j->dist};
+                         .rows_skipped = &j->rows_skipped, .inputs_before = j->done_before,
+                         .rows_before = j->sum->rows_done_before, .dist = j->dist};
     pthread_mutex_init(&pg->mu, NULL);
     pthread_cond_init(&pg->cv, NULL);
     if (p->on_progress)

@@ -38,10 +38,14 @@ sl_status job_part_add(job *j, const char *id, int64_t shard)
     return SL_OK;
 }
 
+/* The part's counts are final here: its rows were all written. */
 sl_status job_part_prepare(job *j)
 {
     if (!j->dist)
-        return j->ledger ? sl_ledger_part_prepare(j->ledger) : SL_OK;
+        return j->ledger ? sl_ledger_part_prepare(j->ledger, j->part.inputs, j->part.rows)
+                         : SL_OK;
+    j->dpart.inputs = j->part.inputs;
+    j->dpart.written = j->part.rows;
     return dist_part_record(j->dist, &j->dpart);
 }
 

@@ -229,11 +229,27 @@ static sl_status remove_remote_parts(job *j)
     return st;
 }
 
+/* Whether part number k was published, in either format. */
+static bool part_number_published(void *j, long k)
+{
+    char name[64];
+    snprintf(name, sizeof name, "part-%05ld.jsonl", k);
+    if (remote_part_published(j, name))
+        return true;
+    snprintf(name, sizeof name, "part-%05ld.parquet", k);
+    return remote_part_published(j, name);
+}
+
 /* An upload in progress for a part the ledger does not hold as committed
  * is a killed run's: no run of this output is uploading now (the ledger is
- * locked), and its part number is never used again. */
+ * locked), and its part number is never used again. So is one of an errors
+ * part (sluice batch --errors-file) whose part is not published: it goes
+ * up before its part, and over 16 MiB in parts as a part does. */
 static bool stale_upload(void *user, const char *name)
 {
+    long k = batch_errors_number(name);
+    if (k >= 0)
+        return !part_number_published(user, k);
     return sl_shard_part_number(name) >= 0 && !remote_part_published(user, name);
 }
 
@@ -413,8 +429,9 @@ sl_status job_open_ledger(job *j)
     /* Never reuse a number: parts continue after the highest one seen. */
     j->shard = (info.max_part > scan.max_number ? info.max_part : scan.max_number) + 1;
     j->first_shard = j->shard;
-    j->done_before = info.rows;
-    j->sum->rows_done_before = info.rows;
+    j->done_before = info.inputs;
+    j->sum->rows_done_before = info.written;
+    j->sum->inputs_done_before = info.inputs;
     j->sum->resumed = info.parts > 0;
     return j->dist ? lead_job(j) : SL_OK;
 }

@@ -3,7 +3,8 @@
  *
  * Schema (format 1, PRAGMA user_version):
  *   meta(key PRIMARY KEY, value)            format_version, fingerprint
- *   parts(number PRIMARY KEY, name UNIQUE, state 0 pending | 1 committed, rows)
+ *   parts(number PRIMARY KEY, name UNIQUE, state 0 pending | 1 committed, rows,
+ *         inputs, written)   the last two NULL in parts of a sluice that lacked them
  *   rows(id PRIMARY KEY, part) WITHOUT ROWID, indexed by part
  * The file is opened in WAL mode with synchronous=FULL (a commit is durable
  * when it returns) and locking_mode=EXCLUSIVE (one run per output folder). */
@@ -173,6 +174,16 @@ static sl_status open_db(sl_ledger *l, bool *unreadable)
     if (sqlite3_prepare_v2(l->db, "SELECT shard FROM rows LIMIT 0", -1, &s, NULL) == SQLITE_OK)
         sqlite3_finalize(s);
     else if ((st = exec_sql(l, "ALTER TABLE rows ADD COLUMN shard INTEGER", "add a column")) !=
+             SL_OK)
+        return st;
+    /* What each part holds as inputs and as rows written (a rerun's counts:
+     * with --rows-per-task or copies, neither is its ids): columns added
+     * the same way. */
+    if (sqlite3_prepare_v2(l->db, "SELECT inputs, written FROM parts LIMIT 0", -1, &s, NULL) ==
+        SQLITE_OK)
+        sqlite3_finalize(s);
+    else if ((st = exec_sql(l, "ALTER TABLE parts ADD COLUMN inputs INTEGER;"
+                               "ALTER TABLE parts ADD COLUMN written INTEGER", "add a column")) !=
              SL_OK)
         return st;
     if ((st = exec_sql(l, "CREATE INDEX IF NOT EXISTS rows_by_shard ON rows(shard) "
@@ -442,8 +453,10 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
     if (st != SL_OK)
         goto out;
     sl_fault("ledger.reconciled", l->path); /* a trace: past the reconcile */
-    if ((st = prepare(l, "SELECT count(*), coalesce(sum(rows), 0), coalesce(max(number), -1) "
-                         "FROM parts WHERE state = 1", &s)) != SL_OK)
+    if ((st = prepare(l, "SELECT count(*), coalesce(sum(rows), 0), coalesce(max(number), -1), "
+                         "coalesce(sum(coalesce(inputs, rows)), 0), "
+                         "coalesce(sum(coalesce(written, rows)), 0) FROM parts WHERE state = 1",
+                      &s)) != SL_OK)
         goto out;
     if (sqlite3_step(s) != SQLITE_ROW) {
         st = db_fail(l, SL_ERR_IO, "count its parts");
@@ -452,6 +465,8 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
     got.parts = (long)sqlite3_column_int64(s, 0);
     got.rows = (long)sqlite3_column_int64(s, 1);
     got.max_part = (long)sqlite3_column_int64(s, 2);
+    got.inputs = (long)sqlite3_column_int64(s, 3);
+    got.written = (long)sqlite3_column_int64(s, 4);
 out:
     if (st != SL_OK)
         rollback(l);
@@ -466,6 +481,10 @@ out:
 }
 
 /* --- lookups and parts --------------------------------------------------------------- */
+
+/* A pending part: number, name, its ids, inputs and rows written. */
+#define INSERT_PART                                                                            \
+    "INSERT INTO parts(number, name, state, rows, inputs, written) VALUES(?1, ?2, 0, ?3, ?4, ?5)"
 
 sl_status sl_ledger_is_done(sl_ledger *l, const char *id, bool *done)
 {
@@ -548,7 +567,7 @@ sl_status sl_ledger_part_add(sl_ledger *l, const char *id)
     return st;
 }
 
-sl_status sl_ledger_part_prepare(sl_ledger *l)
+sl_status sl_ledger_part_prepare(sl_ledger *l, long inputs, long written)
 {
     pthread_mutex_lock(&l->mu);
     sl_status st = SL_OK;
@@ -557,11 +576,12 @@ sl_status sl_ledger_part_prepare(sl_ledger *l)
         st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': no part to prepare", l->path);
         goto out;
     }
-    if ((st = prepare(l, "INSERT INTO parts(number, name, state, rows) VALUES(?1, ?2, 0, ?3)",
-                      &s)) == SL_OK) {
+    if ((st = prepare(l, INSERT_PART, &s)) == SL_OK) {
         sqlite3_bind_int64(s, 1, l->part_number);
         sqlite3_bind_text(s, 2, l->part_name, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 3, l->part_rows);
+        sqlite3_bind_int64(s, 4, inputs);
+        sqlite3_bind_int64(s, 5, written);
         st = step_done(l, s, "record a pending part");
     }
     if (st == SL_OK)
@@ -597,7 +617,7 @@ out:
 }
 
 sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, const char *ids,
-                               const int64_t *shards, size_t n)
+                               const int64_t *shards, size_t n, long inputs, long written)
 {
     pthread_mutex_lock(&l->mu);
     sl_status st = SL_OK;
@@ -620,8 +640,7 @@ sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, con
     }
     if ((st = prepare(l, "INSERT OR IGNORE INTO rows(id, part, shard) VALUES(?1, ?2, ?3)",
                       &add)) != SL_OK ||
-        (st = prepare(l, "INSERT INTO parts(number, name, state, rows) VALUES(?1, ?2, 0, ?3)",
-                      &part)) != SL_OK ||
+        (st = prepare(l, INSERT_PART, &part)) != SL_OK ||
         (st = exec_sql(l, "BEGIN IMMEDIATE", "record a part")) != SL_OK)
         goto out;
     const char *id = ids;
@@ -643,6 +662,8 @@ sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, con
         sqlite3_bind_int64(part, 1, number);
         sqlite3_bind_text(part, 2, name, -1, SQLITE_STATIC);
         sqlite3_bind_int64(part, 3, (sqlite3_int64)n);
+        sqlite3_bind_int64(part, 4, inputs);
+        sqlite3_bind_int64(part, 5, written);
         st = step_done(l, part, "record a pending part");
     }
     if (st == SL_OK)

@@ -51,6 +51,10 @@ typedef struct sl_ledger sl_ledger;
 typedef struct sl_ledger_info {
     long parts;          /* committed parts, after reconciling */
     long rows;           /* row ids in them */
+    long inputs;         /* inputs they finished (an input with copies has an id a row) */
+    long written;        /* rows they hold as written (with --rows-per-task one per input
+                            and task; a dropped row none); a part recorded by a sluice
+                            that kept neither count counts its ids for both */
     long parts_promoted; /* pending parts whose file existed: now committed */
     long parts_dropped;  /* parts whose file was missing: forgotten */
     long max_part;       /* the highest part number known; -1 when none */
@@ -90,9 +94,11 @@ sl_status sl_ledger_is_done(sl_ledger *l, const char *id, bool *done);
  * with part_add. One part at a time. SL_ERR_EXISTS if the name is known. */
 sl_status sl_ledger_part_begin(sl_ledger *l, const char *name, long number);
 sl_status sl_ledger_part_add(sl_ledger *l, const char *id);
-/* Records the open part as PENDING with its rows, durably. Call after the
- * part's temporary file is synced and before it is renamed. */
-sl_status sl_ledger_part_prepare(sl_ledger *l);
+/* Records the open part as PENDING with its rows, durably, and what it
+ * holds: the inputs it finished and the rows written to it (summed by
+ * sl_ledger_reconcile for a rerun). Call after the part's temporary file
+ * is synced and before it is renamed. */
+sl_status sl_ledger_part_prepare(sl_ledger *l, long inputs, long written);
 /* Phase 2: marks the prepared part COMMITTED; call after the rename. */
 sl_status sl_ledger_part_commit(sl_ledger *l);
 /* Forgets the open (unprepared) part and its rows: it will not be published. */
@@ -103,14 +109,15 @@ sl_status sl_ledger_part_abandon(sl_ledger *l);
  * once. sl_ledger_part_record() is phases 1 and 3 in one call: part `name`
  * (number `number`) and its n rows (ids: n NUL-terminated ids one after
  * another; shards[i]: the input shard row i was read from, -1 for none)
- * recorded PENDING, durably. SL_ERR_EXISTS if the name or number is known;
+ * recorded PENDING, durably, with its inputs and rows written (as
+ * sl_ledger_part_prepare's). SL_ERR_EXISTS if the name or number is known;
  * SL_ERR_INVALID_ARG while a part is open on this handle.
  * sl_ledger_part_commit_number() is phase 5 for a pending part named by
  * number. sl_ledger_shard_done() calls each(user, id) for every row of a
  * committed part that was read from input shard `shard`; an error from
  * `each` ends the walk and is returned. */
 sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, const char *ids,
-                               const int64_t *shards, size_t n);
+                               const int64_t *shards, size_t n, long inputs, long written);
 sl_status sl_ledger_part_commit_number(sl_ledger *l, long number);
 sl_status sl_ledger_shard_done(sl_ledger *l, int64_t shard,
                                sl_status (*each)(void *user, const char *id), void *user);

@@ -276,7 +276,10 @@ def test_errors_file_with_an_output_in_a_bucket(sluice, tmp_path):
     """-o s3://... (moto) with --errors-file: the errors parts are objects
     beside the parts; killed with SIGKILL mid-run and run again, the errors
     file holds each failed custom_id once and the parts each answered one
-    once."""
+    once. An errors object over 16 MiB goes up in parts as a part does: the
+    unfinished multipart upload a killed run leaves of one whose part is not
+    published (made here directly in the store) is aborted by the rerun, as
+    a part's is (test_s3), and uploads of other objects are left alone."""
     from s3_store import moto_store
     with moto_store() as (env, client):
         errors_in_a_bucket(sluice, tmp_path, env, client)
@@ -308,9 +311,26 @@ def errors_in_a_bucket(sluice, tmp_path, env, client):
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=60) == -signal.SIGKILL
     assert 0 < len(keys("part-")) < n // 8, "the kill should land mid-run"
+    # The errors object of the part the killed run was writing, half
+    # uploaded; and uploads that are not this output's errors parts.
+    next_part = max(int(k[len("part-"):][:5]) for k in keys("part-")) + 1
+    stale = client.create_multipart_upload(Bucket="batch",
+                                           Key=f"run/errors-{next_part:05d}.jsonl")["UploadId"]
+    kept = sorted([("run/errors-notes.jsonl", client.create_multipart_upload(
+        Bucket="batch", Key="run/errors-notes.jsonl")["UploadId"]),
+        ("other/errors-00000.jsonl", client.create_multipart_upload(
+            Bucket="batch", Key="other/errors-00000.jsonl")["UploadId"])])
+
+    def uploads():
+        return sorted((u["Key"], u["UploadId"])
+                      for u in client.list_multipart_uploads(Bucket="batch").get("Uploads", []))
+
+    assert (f"run/errors-{next_part:05d}.jsonl", stale) in uploads()
     res = subprocess.run(list(map(str, cmd)), env=env, capture_output=True, text=True,
                          timeout=900)
     assert res.returncode == 3, res.stderr[-2000:]  # the bad requests failed
+    assert "aborted 1 unfinished multipart upload" in res.stderr, res.stderr[-3000:]
+    assert uploads() == kept
     parts = keys("part-")
     # Each part's errors part beside it, committed before it.
     assert [k.replace("errors-", "part-") for k in keys("errors-")][:len(parts)] == parts

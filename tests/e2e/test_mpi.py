@@ -472,6 +472,9 @@ def test_batch_with_a_rank_killed_then_rerun_answers_each_once(mpi, many_request
     assert not twice, twice
     # every rank's skipped lines, summed (rank 0's alone before)
     assert f"resumed: {len(before)} inputs skipped" in r.stdout, r.stdout[-2000:]
+    # what every rank committed before, as rank 0's ledger recorded it
+    assert f"resuming: {len(before)} inputs were already done by an earlier run " \
+        f"({len(before)} rows in the output)" in r.stderr, r.stderr[-2000:]
     assert sorted(k for k, v in rows.items() if v[0]["error"] is None) == good
     assert len([k for k, v in rows.items() if v[0]["error"] is not None]) == len(broken)
     assert not glob.glob(str(out / ".part-*"))
@@ -527,3 +530,88 @@ def test_s3_output_under_mpi_exactly_once_after_a_kill(mpi, tmp_path):
         assert summary["rows"]["total"] == len(got) - done_before
         assert summary["rows"]["inputs_done"] == len(got) - done_before
         assert summary["rows"]["skipped"] == done_before
+
+
+def test_batch_errors_file_with_an_s3_output_after_a_kill(mpi, tmp_path):
+    """`sluice batch` on 3 ranks into a bucket (moto) with --errors-file,
+    one request line in 5 broken on purpose (one in each input shard).
+    Rank 2 pauses after uploading its first errors object, before its part
+    (a test fault), and is SIGKILLed once ranks 0 and 1 committed parts
+    numbered after it: its errors object stays in the bucket without a part
+    and its number is not used again. The job rerun on 2 ranks, then once
+    more: the file rank 0 gathers at the end from the errors objects of the
+    committed parts (every rank's, both runs') holds each broken line once,
+    the parts each good custom_id once."""
+    from s3_store import moto_store
+    lines, good, broken = [], [], []
+    for i in range(120):
+        if i % 5 == 2:
+            lines.append("{this line is not JSON")
+            broken.append(len(lines))
+        else:
+            lines.append(batch_line(f"req-{i:04d}", f"Count to {i % 37}."))
+            good.append(f"req-{i:04d}")
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("".join(t + "\n" for t in lines))
+    errors = tmp_path / "errors.jsonl"
+    with moto_store() as (env, client):
+        env["ASAN_OPTIONS"] = mpi_env().get("ASAN_OPTIONS", "")
+        client.create_bucket(Bucket="mpi-batch")
+
+        def keys(start):
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket="mpi-batch",
+                                                                      Prefix="run/" + start)
+            return [o["Key"] for p in pages for o in p.get("Contents", [])]
+
+        def answered():
+            by_id: dict[str, list[str]] = {}
+            for key in keys("part-"):
+                body = client.get_object(Bucket="mpi-batch", Key=key)["Body"].read().decode()
+                for text in body.splitlines():
+                    by_id.setdefault(json.loads(text)["custom_id"], []).append(key)
+            return by_id
+
+        def later_parts():  # parts committed with numbers after rank 2's first (2)
+            return [k for k in keys("part-") if int(k.split("part-")[1][:5]) > 2]
+
+        # 48 tokens a line, as the batch kill test: the job outlasts the kill.
+        args = batch_args(mpi, requests, "s3://mpi-batch/run", "--state-dir", tmp_path / "state",
+                          "--input-shard-size", "5", "--shard-rows", "5", "--parallel", "1",
+                          "--max-tokens", "48", "--errors-file", errors)
+        paused = ["env", "SLUICE_TEST_FAULTS=commit.after_upload=sleep:600000@1", *args]
+        log = open(tmp_path / "killed.log", "w")
+        proc = subprocess.Popen([MPIRUN, "--allow-run-as-root", "--oversubscribe", "--mca", "btl",
+                                 "self,vader,tcp", "-n", "2", *args, ":", "-n", "1", *paused],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 300
+            while proc.poll() is None and time.monotonic() < deadline and \
+                    not (keys("errors-00002") and len(later_parts()) >= 2):
+                time.sleep(0.05)
+            pids = rank_pids(proc)
+            assert proc.poll() is None and 2 in pids, (tmp_path / "killed.log").read_text()[-3000:]
+            os.kill(pids[2], signal.SIGKILL)
+            assert proc.wait(timeout=300) != 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+            log.close()
+        assert not keys("part-00002"), "rank 2 was killed before its part"
+        left = client.get_object(Bucket="mpi-batch", Key="run/errors-00002.jsonl")["Body"].read()
+        assert b"invalid JSON" in left  # a failed row of no committed part
+        assert 0 < len(answered()) < len(good), "the kill should land mid-job"
+        # The rerun, then the same once more (nothing left: the file gathered again).
+        for n in (2, 2):
+            r = subprocess.run(mpirun_args(n) + args, capture_output=True, text=True,
+                               timeout=900, env=env)
+            # 0 or 3: the broken lines may all have failed in the killed run
+            assert r.returncode in (0, 3), r.stdout[-2000:] + r.stderr[-3000:]
+            got = answered()
+            assert sorted(got) == good
+            assert not {k: v for k, v in got.items() if len(v) > 1}
+            failed = [json.loads(t) for t in errors.read_text().splitlines()]
+            assert sorted(int(f["error"]["message"].split(f"{requests}:")[1].split(":")[0])
+                          for f in failed) == broken
+            assert all(f["response"] is None and f["custom_id"] is None for f in failed)
+        assert keys("errors-00002") and not keys("part-00002")  # never used again

@@ -243,7 +243,8 @@ def test_summary_counts_the_rows_the_output_holds(sluice, four, tmp_path, per_ta
     """summary.json's rows.total/ok/failed are the rows written (with
     --rows-per-task one per image and task), failures sum to rows.failed,
     rows.inputs_done counts images; on a first run cut short by --limit and
-    on the rerun that resumes it."""
+    on the rerun that resumes it, whose resume messages count inputs as
+    inputs and rows as the output holds them; a third run finds all done."""
     if fmt == "parquet":
         pytest.importorskip("pyarrow.parquet")
     src = tmp_path / "in"
@@ -259,6 +260,10 @@ def test_summary_counts_the_rows_the_output_holds(sluice, four, tmp_path, per_ta
     for limit in (["--limit", "2"], []):
         r = sluice.caption(src, out, *args, *limit)
         assert r.returncode in (0, 3), r.stderr
+        if not limit:  # the 2 images of the first run, a row per task each
+            assert f"resuming: 2 inputs were already done by an earlier run ({seen} rows in " \
+                "the output); they are skipped" in r.stderr, r.stderr[-3000:]
+            assert seen == 2 * per
         rows = part_rows(out)
         new = len(rows) - seen
         seen = len(rows)
@@ -289,6 +294,11 @@ def test_summary_counts_the_rows_the_output_holds(sluice, four, tmp_path, per_ta
             for part in out.glob("part-*.jsonl"):
                 n = len(part.read_text().splitlines())
                 assert n % per == 0 and n <= 4 + per - 1, (part, n)
+    r = sluice.caption(src, out, *args)
+    assert r.returncode == 0, r.stderr
+    assert f"all inputs were already done: {out} holds their {5 * per} rows from an earlier " \
+        "run (5 inputs skipped now)" in r.stdout, r.stdout + r.stderr[-3000:]
+    assert f"resuming: 5 inputs were already done by an earlier run ({5 * per} rows" in r.stderr
 
 
 def test_a_prompt_beside_tasks_is_refused(sluice, four, tmp_path):

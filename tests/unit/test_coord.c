@@ -3,7 +3,8 @@
  * (coord_handle is the whole of it): shards handed out in order, each once,
  * none past the input's end; a position past the next unhanded shard
  * refused; a part recorded and committed in a real ledger, whose rows come
- * back as done with their shard on the next run; other settings refused at
+ * back as done with their shard on the next run, its inputs and rows
+ * written counted; other settings refused at
  * hello naming the key; the inputs each rank skipped as done, told at
  * FINISH, summed once per rank; malformed messages answered with an error. */
 #include <pthread.h>
@@ -162,13 +163,16 @@ static void test_hello_checks_settings(void **state)
     coord_free(c);
 }
 
+/* A part of n ids, holding `inputs` inputs written as `written` rows. */
 static void record(coord *c, int rank, const char *name, long number, const char *const *ids,
-                   const int64_t *shards, int n, sl_status want)
+                   const int64_t *shards, int n, long inputs, long written, sl_status want)
 {
     dist_part p = {0};
     dist_part_start(&p, name, number);
     for (int i = 0; i < n; i++)
         dist_part_row(&p, ids[i], shards[i]);
+    p.inputs = inputs;
+    p.written = written;
     dist_part_seal(&p);
     wire_buf out = {0};
     coord_handle(c, rank, p.msg.buf.data, p.msg.buf.len, &out);
@@ -200,9 +204,10 @@ static void test_parts_recorded_and_resumed_by_shard(void **state)
     const char *a[] = {"a.jpg", "b.jpg", "c.jpg"}, *b[] = {"d.jpg"};
     int64_t sa[] = {0, 0, 1}, sb[] = {2};
     /* Two ranks' parts pending at once, committed in the other order. */
-    record(c, 1, "part-00001.jsonl", 1, a, sa, 3, SL_OK);
-    record(c, 2, "part-00002.jsonl", 2, b, sb, 1, SL_OK);
-    record(c, 2, "part-00002.jsonl", 2, b, sb, 1, SL_ERR_EXISTS); /* a number once */
+    /* 3 ids of 2 inputs (as an input's copy has an id), 6 rows (tasks) */
+    record(c, 1, "part-00001.jsonl", 1, a, sa, 3, 2, 6, SL_OK);
+    record(c, 2, "part-00002.jsonl", 2, b, sb, 1, 1, 0, SL_OK); /* its row dropped */
+    record(c, 2, "part-00002.jsonl", 2, b, sb, 1, 1, 0, SL_ERR_EXISTS); /* a number once */
     bool done = true;
     assert_int_equal(sl_ledger_is_done(l, "d.jpg", &done), SL_OK);
     assert_false(done); /* pending is not done */
@@ -229,6 +234,8 @@ static void test_parts_recorded_and_resumed_by_shard(void **state)
     sl_ledger_info info;
     assert_int_equal(sl_ledger_reconcile(l, &info), SL_OK);
     assert_int_equal(info.rows, 4);
+    assert_int_equal(info.inputs, 3); /* as the ranks recorded them, not the ids */
+    assert_int_equal(info.written, 6);
     c = started(l, info.max_part + 1, 2);
     int64_t n;
     assert_int_equal(next_shard(c, 0, 0, &n), 0);

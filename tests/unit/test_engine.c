@@ -21,16 +21,12 @@
 #include "sluice/sluice.h"
 #include "test_util.h"
 
-static char model_path[1024], mmproj_path[1024];
+static tu_tiny tiny;
 static sl_image *gradient;
 
 static int setup(void **state)
 {
-    const char *dir = getenv("SLUICE_TINY_MODEL");
-    if (!dir)
-        dir = "models/tiny";
-    snprintf(model_path, sizeof model_path, "%s/model.gguf", dir);
-    snprintf(mmproj_path, sizeof mmproj_path, "%s/mmproj.gguf", dir);
+    tiny = tu_tiny_files();
     uint8_t px[96 * 64 * 3];
     for (int y = 0; y < 64; y++)
         for (int x = 0; x < 96; x++) {
@@ -51,11 +47,9 @@ static int teardown(void **state)
 
 static sl_engine *open_tiny(int n_parallel, int n_ctx_per_seq)
 {
-    sl_llama_params p = tu_tiny_params(n_parallel, n_ctx_per_seq);
-    sl_engine *e = NULL;
-    if (sl_engine_open_llama(&p, &e) != SL_OK)
-        fail_msg("cannot open the tiny model: %s", sl_last_error());
-    return e;
+    sl_llama_params p = tu_tiny_llama(&tiny, n_parallel);
+    p.n_ctx_per_seq = n_ctx_per_seq;
+    return tu_open_llama(&p);
 }
 
 static sl_request request(const char *id, int max_tokens)
@@ -70,7 +64,7 @@ static void missing_files_fail_fast_with_the_path(void **state)
 {
     sl_llama_params p = sl_llama_default_params();
     p.model_path = "/nonexistent/model.gguf";
-    p.mmproj_path = mmproj_path;
+    p.mmproj_path = tiny.mmproj;
     sl_engine *e = (void *)1;
     assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_NOT_FOUND);
     assert_null(e);
@@ -78,7 +72,7 @@ static void missing_files_fail_fast_with_the_path(void **state)
 
     /* No projector is a text-only engine (test_engine_chat); one named
      * that is not there fails. */
-    p.model_path = model_path;
+    p.model_path = tiny.model;
     p.mmproj_path = "/nonexistent/mmproj.gguf";
     assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_NOT_FOUND);
     assert_null(e);
@@ -93,7 +87,7 @@ static void a_file_that_is_not_gguf_is_a_model_error(void **state)
     snprintf(path, sizeof path, "%s/fake.gguf", dir);
     sl_llama_params p = sl_llama_default_params();
     p.model_path = path;
-    p.mmproj_path = mmproj_path;
+    p.mmproj_path = tiny.mmproj;
     sl_engine *e = NULL;
     assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_MODEL);
     assert_non_null(strstr(sl_last_error(), path));
@@ -173,8 +167,8 @@ static void too_long_fails_only_that_request(void **state)
 static void a_context_that_cannot_fit_says_what_to_lower(void **state)
 {
     sl_llama_params p = sl_llama_default_params();
-    p.model_path = model_path;
-    p.mmproj_path = mmproj_path;
+    p.model_path = tiny.model;
+    p.mmproj_path = tiny.mmproj;
     p.max_tokens_hint = 5000; /* the tiny model was trained for 2048 positions */
     sl_engine *e = NULL;
     assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
@@ -346,11 +340,7 @@ static void freeing_with_requests_in_flight_is_clean(void **state)
 
     /* The same with the encoder thread preparing requests ahead: freed
      * while it holds one, with others prepared and waiting. */
-    sl_llama_params p = sl_llama_default_params();
-    p.model_path = model_path;
-    p.mmproj_path = mmproj_path;
-    p.n_parallel = 2;
-    p.n_threads = 2;
+    sl_llama_params p = tu_tiny_llama(&tiny, 2);
     p.encode_ahead = 3;
     for (int wait_ms = 0; wait_ms <= 200; wait_ms += 100) {
         assert_int_equal(sl_engine_open_llama(&p, &e), SL_OK);
@@ -385,14 +375,12 @@ static int rows_top_k = 40;   /* and its sampled rows' top-k */
 static void run_rows(sl_llama_sampler sampler, int parallel, int sample_threads, float temperature,
                      bool reversed, char **texts, sl_engine_stats *stats)
 {
-    sl_llama_params p = tu_tiny_params(parallel, 0);
+    sl_llama_params p = tu_tiny_llama(&tiny, parallel);
     p.encode_ahead = rows_encode_ahead;
     p.sampler = sampler;
     p.sample_threads = sample_threads;
     p.on_phase = count_phase;
-    sl_engine *e = NULL;
-    if (sl_engine_open_llama(&p, &e) != SL_OK)
-        fail_msg("cannot open the tiny model: %s", sl_last_error());
+    sl_engine *e = tu_open_llama(&p);
     sl_image *imgs[N_SAMPLED];
     char ids[N_SAMPLED][16];
     for (int i = 0; i < N_SAMPLED; i++) {
@@ -621,11 +609,7 @@ static void tasks_share_one_encode_and_answer_as_alone(void **state)
     enum { N_IMG = 2, N_TASK = 3, MAXT = 12 };
     sl_image *imgs[N_IMG] = {variant(0), variant(1)};
     for (int ahead = 0; ahead <= 1; ahead++) {
-        sl_llama_params p = sl_llama_default_params();
-        p.model_path = model_path;
-        p.mmproj_path = mmproj_path;
-        p.n_parallel = 4;
-        p.n_threads = 2;
+        sl_llama_params p = tu_tiny_llama(&tiny, 4);
         p.encode_ahead = ahead ? 2 : 0;
         sl_engine *e = NULL;
         assert_int_equal(sl_engine_open_llama(&p, &e), SL_OK);
@@ -1053,11 +1037,7 @@ static void logprobs_agree_on_every_sampler(void **state)
                                          SL_SAMPLER_DEVICE};
     char *first[3] = {NULL, NULL, NULL};
     for (int si = 0; si < 3; si++) {
-        sl_llama_params p = sl_llama_default_params();
-        p.model_path = model_path;
-        p.mmproj_path = mmproj_path;
-        p.n_parallel = 3;
-        p.n_threads = 2;
+        sl_llama_params p = tu_tiny_llama(&tiny, 3);
         p.sampler = samplers[si];
         sl_engine *e = NULL;
         assert_int_equal(sl_engine_open_llama(&p, &e), SL_OK);
@@ -1323,15 +1303,9 @@ static void a_json_schema_constrains_a_random_model(void **state)
     static const sl_llama_sampler samplers[] = {SL_SAMPLER_HOST, SL_SAMPLER_DEVICE,
                                                 SL_SAMPLER_REFERENCE};
     for (size_t m = 0; m < sizeof samplers / sizeof *samplers; m++) {
-        sl_llama_params p = sl_llama_default_params();
-        p.model_path = model_path;
-        p.mmproj_path = mmproj_path;
-        p.n_parallel = 4;
-        p.n_threads = 2;
+        sl_llama_params p = tu_tiny_llama(&tiny, 4);
         p.sampler = samplers[m];
-        sl_engine *e = NULL;
-        if (sl_engine_open_llama(&p, &e) != SL_OK)
-            fail_msg("cannot open the tiny model: %s", sl_last_error());
+        sl_engine *e = tu_open_llama(&p);
         enum { N = 8 };
         sl_image *imgs[N];
         int tags[N];
@@ -1441,7 +1415,7 @@ static void the_grammar_applies_before_the_candidate_cut(void **state)
 {
     struct llama_model_params mp = llama_model_default_params();
     mp.vocab_only = true;
-    struct llama_model *model = llama_model_load_from_file(model_path, mp);
+    struct llama_model *model = llama_model_load_from_file(tiny.model, mp);
     assert_non_null(model);
     const struct llama_vocab *vocab = llama_model_get_vocab(model);
     int n = llama_vocab_n_tokens(vocab);

@@ -22,17 +22,14 @@
 #include "llama.h"
 #include "sluice/sluice.h"
 #include "test_chat.h"
+#include "test_util.h"
 
-static char model_path[1024], mmproj_path[1024];
+static tu_tiny tiny;
 static sl_image *img_a, *img_b, *img_big;
 
 static int setup(void **state)
 {
-    const char *dir = getenv("SLUICE_TINY_MODEL");
-    if (!dir)
-        dir = "models/tiny";
-    snprintf(model_path, sizeof model_path, "%s/model.gguf", dir);
-    snprintf(mmproj_path, sizeof mmproj_path, "%s/mmproj.gguf", dir);
+    tiny = tu_tiny_files();
     sl_log_set_level(SL_LOG_ERROR);
     img_a = tc_gradient(96, 64, 0);
     img_b = tc_gradient(64, 80, 1);
@@ -54,23 +51,17 @@ static sl_llama_sampler sampler = SL_SAMPLER_AUTO;
 static sl_engine *open_engine_with(const char *projector, int n_parallel, int n_ctx_per_seq,
                                    int encode_ahead)
 {
-    sl_llama_params p = sl_llama_default_params();
+    sl_llama_params p = tu_tiny_llama(&tiny, n_parallel);
     p.sampler = sampler;
-    p.model_path = model_path;
     p.mmproj_path = projector;
-    p.n_parallel = n_parallel;
     p.n_ctx_per_seq = n_ctx_per_seq;
-    p.n_threads = 2;
     p.encode_ahead = encode_ahead;
-    sl_engine *e = NULL;
-    if (sl_engine_open_llama(&p, &e) != SL_OK)
-        fail_msg("cannot open the tiny model: %s", sl_last_error());
-    return e;
+    return tu_open_llama(&p);
 }
 
 static sl_engine *open_engine(int n_parallel, int n_ctx_per_seq, int encode_ahead)
 {
-    return open_engine_with(mmproj_path, n_parallel, n_ctx_per_seq, encode_ahead);
+    return open_engine_with(tiny.mmproj, n_parallel, n_ctx_per_seq, encode_ahead);
 }
 
 static sl_request conversation(const char *id, const sl_message *msgs, int n,
@@ -88,7 +79,7 @@ static int template_tokens(const llama_chat_message *msgs, size_t n)
 {
     struct llama_model_params mp = llama_model_default_params();
     mp.vocab_only = true;
-    struct llama_model *m = llama_model_load_from_file(model_path, mp);
+    struct llama_model *m = llama_model_load_from_file(tiny.model, mp);
     assert_non_null(m);
     const char *tmpl = llama_model_chat_template(m, NULL);
     assert_non_null(tmpl);

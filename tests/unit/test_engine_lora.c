@@ -21,7 +21,8 @@
 #include "test_chat.h"
 #include "test_util.h"
 
-static char model_path[1024], dir[256];
+static tu_tiny tiny;
+static char dir[256];
 static char zero_path[1100], random_path[1100], other_path[1100], text_path[1100];
 static sl_image *imgs[3];
 
@@ -39,7 +40,7 @@ static int gen_adapter(const char *shape, const char *init, char *path, size_t s
 static int setup(void **state)
 {
     (void)state;
-    snprintf(model_path, sizeof model_path, "%s", tu_tiny_params(1, 0).model_path);
+    tiny = tu_tiny_files();
     sl_log_set_level(SL_LOG_ERROR);
     const char *tmp = tu_tmpdir();
     if (!tmp)
@@ -76,17 +77,10 @@ static int teardown(void **state)
 
 static sl_llama_params params(int n_parallel, int n_ctx_per_seq)
 {
-    sl_llama_params p = tu_tiny_params(n_parallel, n_ctx_per_seq);
+    sl_llama_params p = tu_tiny_llama(&tiny, n_parallel);
+    p.n_ctx_per_seq = n_ctx_per_seq;
     p.encode_ahead = 0;
     return p;
-}
-
-static sl_engine *open_with(const sl_llama_params *p)
-{
-    sl_engine *e = NULL;
-    if (sl_engine_open_llama(p, &e) != SL_OK)
-        fail_msg("cannot open the tiny model: %s", sl_last_error());
-    return e;
 }
 
 /* The engine with one adapter (path NULL: none) at `scale`. */
@@ -96,7 +90,7 @@ static sl_engine *open_adapted(const char *path, float scale, int n_parallel, in
     sl_llama_lora lora = {path, scale};
     p.lora = path ? &lora : NULL;
     p.n_lora = path ? 1 : 0;
-    return open_with(&p);
+    return tu_open_llama(&p);
 }
 
 enum { N_IMAGES = 3 };
@@ -140,7 +134,7 @@ static void a_zero_adapter_answers_as_the_base_model(void **state)
     sl_llama_lora lora = {path, 1.0f};
     p.lora = &lora;
     p.n_lora = 1;
-    e = open_with(&p);
+    e = tu_open_llama(&p);
     memset(path, 'x', sizeof path - 1);
     lora = (sl_llama_lora){NULL, NAN};
     answers(e, got);
@@ -242,7 +236,7 @@ static void adapters_that_cannot_load_fail_at_open_saying_why(void **state)
         const char *cause;
     } cases[] = {
         {missing, SL_ERR_NOT_FOUND, "No such file or directory"},
-        {model_path, SL_ERR_MODEL, "expect general.type to be 'adapter', but got: model"},
+        {tiny.model, SL_ERR_MODEL, "expect general.type to be 'adapter', but got: model"},
         {text_path, SL_ERR_MODEL, "invalid magic characters"},
         {other_path, SL_ERR_MODEL, "has incorrect shape (hint: maybe wrong base model?)"},
     };
@@ -322,7 +316,7 @@ static void every_cache_type_answers_in_the_memory_it_takes(void **state)
         logged[0] = '\0';
         sl_log_set_level(SL_LOG_INFO);
         sl_log_set_callback(keep_line, NULL);
-        sl_engine *e = open_with(&p);
+        sl_engine *e = tu_open_llama(&p);
         sl_log_set_callback(NULL, NULL);
         sl_log_set_level(SL_LOG_ERROR);
         double theirs = mib_after("llama_kv_cache: size =");

@@ -1,11 +1,14 @@
 /* Unit tests: ledger/ledger.c — the two-phase part commit, reconcile at each
  * crash point (a "crash" is freeing the handle mid-way: SQLite rolls back an
  * open transaction as a killed process's would be), lookups, fingerprints,
- * the lock, and parts/temps helpers of io/shard.c. */
+ * the lock, the counts kept with each part (an older ledger's too), and
+ * parts/temps helpers of io/shard.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+
+#include <sqlite3.h>
 
 #include "io/shard.h"
 #include "ledger/ledger.h"
@@ -36,7 +39,7 @@ static void commit_part(sl_ledger *l, const char *dir, const char *name, long nu
 {
     assert_int_equal(sl_ledger_part_begin(l, name, number), SL_OK);
     assert_int_equal(sl_ledger_part_add(l, id), SL_OK);
-    assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l, 1, 1), SL_OK);
     tu_write(dir, name, "x\n", 2);
     assert_int_equal(sl_ledger_part_commit(l), SL_OK);
 }
@@ -55,7 +58,7 @@ static void full_commit_marks_rows_done(void **state)
     assert_int_equal(sl_ledger_part_add(l, "a.jpg"), SL_OK);
     assert_int_equal(sl_ledger_part_add(l, "b.jpg"), SL_OK);
     assert_false(done(l, "a.jpg")); /* written, not committed */
-    assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l, 2, 6), SL_OK); /* 2 inputs, 3 tasks each */
     assert_false(done(l, "a.jpg")); /* pending is not done */
     tu_write(dir, "part-00000.jsonl", "x\n", 2);
     assert_int_equal(sl_ledger_part_commit(l), SL_OK);
@@ -70,6 +73,8 @@ static void full_commit_marks_rows_done(void **state)
     l = open_bound(dir, &info);
     assert_int_equal(info.parts, 1);
     assert_int_equal(info.rows, 2);
+    assert_int_equal(info.inputs, 2);
+    assert_int_equal(info.written, 6);
     assert_int_equal(info.max_part, 0);
     assert_int_equal(info.parts_promoted + info.parts_dropped, 0);
     assert_true(done(l, "b.jpg"));
@@ -109,7 +114,7 @@ static void pending_without_file_is_dropped(void **state)
     sl_ledger *l = open_bound(dir, &info);
     assert_int_equal(sl_ledger_part_begin(l, "part-00000.jsonl", 0), SL_OK);
     assert_int_equal(sl_ledger_part_add(l, "a.jpg"), SL_OK);
-    assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l, 1, 1), SL_OK);
     sl_ledger_free(l); /* crash: no rename */
 
     l = open_bound(dir, &info);
@@ -135,7 +140,7 @@ static void pending_with_file_is_committed(void **state)
     assert_int_equal(sl_ledger_part_begin(l, "part-00003.parquet", 3), SL_OK);
     assert_int_equal(sl_ledger_part_add(l, "x.tar/k1"), SL_OK);
     assert_int_equal(sl_ledger_part_add(l, "x.tar/k2"), SL_OK);
-    assert_int_equal(sl_ledger_part_prepare(l), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l, 1, 3), SL_OK); /* k1 is k2's copy, say */
     tu_write(dir, "part-00003.parquet", "PAR1", 4); /* the rename happened */
     sl_ledger_free(l);                               /* crash before commit */
 
@@ -144,6 +149,8 @@ static void pending_with_file_is_committed(void **state)
     assert_int_equal(info.parts_dropped, 0);
     assert_int_equal(info.parts, 1);
     assert_int_equal(info.rows, 2);
+    assert_int_equal(info.inputs, 1); /* the counts come with the pending record */
+    assert_int_equal(info.written, 3);
     assert_int_equal(info.max_part, 3);
     assert_true(done(l, "x.tar/k1"));
     assert_true(done(l, "x.tar/k2"));
@@ -249,7 +256,7 @@ static void misuse_is_an_error_not_a_crash(void **state)
     sl_ledger_info info;
     sl_ledger *l = open_bound(dir, &info);
     assert_int_equal(sl_ledger_part_add(l, "a"), SL_ERR_INVALID_ARG);
-    assert_int_equal(sl_ledger_part_prepare(l), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_ledger_part_prepare(l, 0, 0), SL_ERR_INVALID_ARG);
     assert_int_equal(sl_ledger_part_commit(l), SL_ERR_INVALID_ARG);
     assert_int_equal(sl_ledger_part_begin(l, "part-00000.jsonl", 0), SL_OK);
     assert_int_equal(sl_ledger_part_begin(l, "part-00001.jsonl", 1), SL_ERR_INVALID_ARG);
@@ -258,6 +265,49 @@ static void misuse_is_an_error_not_a_crash(void **state)
     assert_int_equal(sl_ledger_part_add(l, "a"), SL_OK);
     assert_int_equal(sl_ledger_part_abandon(l), SL_OK);
     assert_false(done(l, "a"));
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
+/* A ledger of a sluice that kept no counts with its parts (its parts table
+ * without inputs and written): the columns are added, its parts count
+ * their ids for both, and a part committed now adds its own counts. */
+static void a_ledger_without_counts_counts_its_ids(void **state)
+{
+    char *dir = tu_tmpdir(), path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, SL_LEDGER_FILE);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                     "CREATE TABLE parts(number INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+                     " state INTEGER NOT NULL, rows INTEGER NOT NULL);"
+                     "CREATE TABLE rows(id TEXT PRIMARY KEY, part INTEGER NOT NULL) WITHOUT ROWID;"
+                     "INSERT INTO meta VALUES('format_version', '1');"
+                     "INSERT INTO parts VALUES(0, 'part-00000.jsonl', 1, 2);"
+                     "INSERT INTO rows VALUES('a.jpg', 0), ('b.jpg', 0);"
+                     "PRAGMA user_version = 1;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    tu_write(dir, "part-00000.jsonl", "x\ny\n", 4);
+    sl_ledger_info info;
+    sl_ledger *l = open_bound(dir, &info);
+    assert_int_equal(info.parts, 1);
+    assert_int_equal(info.inputs, 2);
+    assert_int_equal(info.written, 2);
+    assert_true(done(l, "b.jpg"));
+    assert_int_equal(sl_ledger_part_begin(l, "part-00001.jsonl", 1), SL_OK);
+    assert_int_equal(sl_ledger_part_add(l, "c.jpg"), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l, 1, 4), SL_OK);
+    tu_write(dir, "part-00001.jsonl", "x\n", 2);
+    assert_int_equal(sl_ledger_part_commit(l), SL_OK);
+    sl_ledger_free(l);
+    l = open_bound(dir, &info);
+    assert_int_equal(info.rows, 3);
+    assert_int_equal(info.inputs, 3);
+    assert_int_equal(info.written, 6);
     sl_ledger_free(l);
     tu_rmtree(dir);
 }
@@ -303,6 +353,7 @@ int main(void)
         cmocka_unit_test(other_settings_are_refused_unless_reset),
         cmocka_unit_test(one_run_per_folder_and_damaged_files),
         cmocka_unit_test(misuse_is_an_error_not_a_crash),
+        cmocka_unit_test(a_ledger_without_counts_counts_its_ids),
         cmocka_unit_test(shard_helpers_find_parts_and_remove_temps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

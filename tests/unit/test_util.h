@@ -1,5 +1,6 @@
-/* Helpers shared by unit tests: temporary folders and files, and a caption
- * job over the tiny model. */
+/* Helpers shared by unit tests: temporary folders and files, the tiny
+ * model's files and a llama engine or a caption job over it. Include after
+ * cmocka.h (tu_open_llama fails the test with its fail_msg). */
 #ifndef SL_TEST_UTIL_H
 #define SL_TEST_UTIL_H
 
@@ -11,6 +12,8 @@
 #include <unistd.h>
 
 #include "sluice/caption.h"
+#include "sluice/engine.h"
+#include "sluice/status.h"
 
 static inline char *tu_tmpdir(void)
 {
@@ -70,19 +73,55 @@ static inline void tu_copy_sample(const char *dir, int copies)
     }
 }
 
-/* A caption job's folders and model files; the parameters point into it. */
-typedef struct tu_job {
-    char base[256], in[300], out[300], model[1024], mmproj[1024];
-} tu_job;
+/* The tiny model's files: in SLUICE_TINY_MODEL (ctest sets it), else in
+ * models/tiny (a test run from the repository root). */
+typedef struct tu_tiny {
+    char model[1024], mmproj[1024];
+} tu_tiny;
 
-/* A job over the tiny model (SLUICE_TINY_MODEL, default models/tiny) from
- * BASE/in to BASE/out in a new temporary BASE, one token on 64 px images,
- * with tu_copy_sample(in, copies) as its inputs. */
-static inline sl_caption_params tu_tiny_job(tu_job *t, int copies)
+static inline tu_tiny tu_tiny_files(void)
 {
     const char *dir = getenv("SLUICE_TINY_MODEL");
-    snprintf(t->model, sizeof t->model, "%s/model.gguf", dir ? dir : "models/tiny");
-    snprintf(t->mmproj, sizeof t->mmproj, "%s/mmproj.gguf", dir ? dir : "models/tiny");
+    tu_tiny t;
+    snprintf(t.model, sizeof t.model, "%s/model.gguf", dir ? dir : "models/tiny");
+    snprintf(t.mmproj, sizeof t.mmproj, "%s/mmproj.gguf", dir ? dir : "models/tiny");
+    return t;
+}
+
+/* The llama engine's parameters for the tiny model: t's files (borrowed:
+ * t outlives the open), n_parallel sequences on 2 threads, the rest the
+ * defaults. */
+static inline sl_llama_params tu_tiny_llama(const tu_tiny *t, int n_parallel)
+{
+    sl_llama_params p = sl_llama_default_params();
+    p.model_path = t->model;
+    p.mmproj_path = t->mmproj;
+    p.n_parallel = n_parallel;
+    p.n_threads = 2;
+    return p;
+}
+
+/* The engine of p (free with sl_engine_free), or the test fails saying why. */
+static inline sl_engine *tu_open_llama(const sl_llama_params *p)
+{
+    sl_engine *e = NULL;
+    if (sl_engine_open_llama(p, &e) != SL_OK)
+        fail_msg("cannot open the tiny model: %s", sl_last_error());
+    return e;
+}
+
+/* A caption job's folders and model files; the parameters point into it. */
+typedef struct tu_job {
+    char base[256], in[300], out[300];
+    tu_tiny tiny;
+} tu_job;
+
+/* A job over the tiny model (tu_tiny_files) from BASE/in to BASE/out in a
+ * new temporary BASE, one token on 64 px images, with
+ * tu_copy_sample(in, copies) as its inputs. */
+static inline sl_caption_params tu_tiny_job(tu_job *t, int copies)
+{
+    t->tiny = tu_tiny_files();
     snprintf(t->base, sizeof t->base, "%s", tu_tmpdir());
     snprintf(t->in, sizeof t->in, "%s/in", t->base);
     snprintf(t->out, sizeof t->out, "%s/out", t->base);
@@ -91,28 +130,10 @@ static inline sl_caption_params tu_tiny_job(tu_job *t, int copies)
     sl_caption_params p = sl_caption_default_params();
     p.input_dir = t->in;
     p.output_dir = t->out;
-    p.llama.model_path = t->model;
-    p.llama.mmproj_path = t->mmproj;
+    p.llama.model_path = t->tiny.model;
+    p.llama.mmproj_path = t->tiny.mmproj;
     p.sampling.max_tokens = 1;
     p.image.max_edge = 64;
-    return p;
-}
-
-/* The engine parameters of the tiny model (SLUICE_TINY_MODEL, default
- * models/tiny; its paths in static buffers): n_parallel sequences of
- * n_ctx_per_seq positions (0: sized by the engine), two threads. */
-static inline sl_llama_params tu_tiny_params(int n_parallel, int n_ctx_per_seq)
-{
-    static char model[1024], mmproj[1024];
-    const char *dir = getenv("SLUICE_TINY_MODEL");
-    snprintf(model, sizeof model, "%s/model.gguf", dir ? dir : "models/tiny");
-    snprintf(mmproj, sizeof mmproj, "%s/mmproj.gguf", dir ? dir : "models/tiny");
-    sl_llama_params p = sl_llama_default_params();
-    p.model_path = model;
-    p.mmproj_path = mmproj;
-    p.n_parallel = n_parallel;
-    p.n_ctx_per_seq = n_ctx_per_seq;
-    p.n_threads = 2;
     return p;
 }
 
