@@ -121,6 +121,16 @@ def sluice(sluice_bin) -> Sluice:
     return Sluice(sluice_bin)
 
 
+@pytest.fixture(scope="module")
+def four(tmp_path_factory) -> pathlib.Path:
+    """A folder of four sample images (links), shared by a module's tests."""
+    root = tmp_path_factory.mktemp("four") / "in"
+    root.mkdir()
+    for p in sample_images()[:4]:
+        (root / p.name).symlink_to(p)
+    return root
+
+
 @pytest.fixture
 def corrupt_set(tmp_path) -> pathlib.Path:
     """A folder with every sample image plus broken inputs beside them."""

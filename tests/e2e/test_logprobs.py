@@ -12,7 +12,7 @@ import pathlib
 import pytest
 from openai.types.chat import ChatCompletion
 
-from conftest import TINY, read_rows, sample_images
+from conftest import TINY, read_rows
 from openai_helpers import LlamaServer
 
 pq = pytest.importorskip("pyarrow.parquet")
@@ -44,15 +44,6 @@ def check_content(content: list, generated: int, top: int, text: str | None = No
         spelled += bytes(t["bytes"])
     if text is not None:
         assert spelled.decode("utf-8", "replace") == text
-
-
-@pytest.fixture(scope="module")
-def four(tmp_path_factory) -> pathlib.Path:
-    root = tmp_path_factory.mktemp("lp") / "in"
-    root.mkdir()
-    for p in sample_images()[:4]:
-        (root / p.name).symlink_to(p)
-    return root
 
 
 def test_caption_writes_logprobs_in_jsonl_and_parquet(sluice, four, tmp_path):

@@ -51,15 +51,6 @@ def metric(out: pathlib.Path, name: str, **labels) -> float:
 
 
 @pytest.fixture(scope="module")
-def four(tmp_path_factory) -> pathlib.Path:
-    root = tmp_path_factory.mktemp("tasks") / "in"
-    root.mkdir()
-    for p in sample_images()[:4]:
-        (root / p.name).symlink_to(p)
-    return root
-
-
-@pytest.fixture(scope="module")
 def alone(sluice, four, tmp_path_factory):
     """Each task as a run of its own (--prompt): {task: {id: row}}, and the
     encoder calls of one such run."""
