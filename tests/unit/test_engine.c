@@ -1027,18 +1027,22 @@ static void assert_tokens_spell_the_text(json_t *content, const char *text)
 }
 
 /* Rows with logprobs, greedy and sampled, through each sampler: the same
- * logits give the same numbers on the reference path, the host and the
- * device setting (which samples these rows on the host); a greedy token is
+ * logits give the same numbers on the reference path, the host (on the
+ * engine thread, and shared among 3 sampling threads: TSan sees the
+ * entries written there) and the device setting (which samples these rows
+ * on the host); a greedy token is
  * the most likely one; the tokens spell the text; a row without logprobs
  * has none. */
 static void logprobs_agree_on_every_sampler(void **state)
 {
-    const sl_llama_sampler samplers[] = {SL_SAMPLER_REFERENCE, SL_SAMPLER_HOST,
+    const sl_llama_sampler samplers[] = {SL_SAMPLER_REFERENCE, SL_SAMPLER_HOST, SL_SAMPLER_HOST,
                                          SL_SAMPLER_DEVICE};
+    const int threads[] = {1, 1, 3, 0};
     char *first[3] = {NULL, NULL, NULL};
-    for (int si = 0; si < 3; si++) {
+    for (int si = 0; si < 4; si++) {
         sl_llama_params p = tu_tiny_llama(&tiny, 3);
         p.sampler = samplers[si];
+        p.sample_threads = threads[si];
         sl_engine *e = NULL;
         assert_int_equal(sl_engine_open_llama(&p, &e), SL_OK);
         sl_request q[3] = {request("greedy", 12), request("sampled", 12), request("plain", 12)};
