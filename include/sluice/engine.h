@@ -47,15 +47,29 @@ typedef struct sl_sampling {
      * back); the openai engine asks the server for them. */
     bool logprobs;
     int top_logprobs;
+    /* Answers to the request (0 or 1: one). N > 1 (at most SL_MAX_ANSWERS):
+     * N answers, the k-th sampled with sl_sampling_answer_seed(seed, k)
+     * (the first with seed itself: it is the answer N = 1 gives), back in
+     * sl_completion.results in order; greedy answers are all the same.
+     * The llama engine computes the prompt and its images once and copies
+     * them into the other answers' sequences (as for tasks); the openai
+     * engine sends N requests (a whole request body, openai_body, sends its
+     * own "n" instead). Not with tasks. */
+    int n;
 } sl_sampling;
 
 #define SL_MAX_TOP_LOGPROBS 20
+#define SL_MAX_ANSWERS 16
 
 sl_sampling sl_sampling_default(void);
 
 /* The seed a row gets: a stable mix of the job seed and the row id, so a
  * rerun reproduces each row whatever order rows run in. */
 uint64_t sl_sampling_row_seed(uint64_t job_seed, const char *row_id);
+
+/* The seed of answer k of a request with sampling.n answers: seed itself
+ * for k = 0, a stable mix of seed and k for the others. */
+uint64_t sl_sampling_answer_seed(uint64_t seed, int k);
 
 /* Where the llama engine chooses each next token. */
 typedef enum sl_llama_sampler {
@@ -382,8 +396,9 @@ typedef struct sl_completion {
     char *error;               /* NULL when status is SL_OK (or when out of memory
                                   left no room for the message) */
     sl_result result;          /* filled when status is SL_OK or SL_ERR_INVALID_OUTPUT */
-    /* request.n_tasks > 0 and status SL_OK: one result per task, in the
-     * request's order (result above is then empty). */
+    /* request.n_tasks > 0 (or sampling.n > 1) and status SL_OK: one result
+     * per task (per answer), in the request's order (result above is then
+     * empty). */
     sl_result *results;
     int n_results;
 } sl_completion;

@@ -229,8 +229,12 @@ static sl_status read_body(sl_batch_req *req, char *err, size_t errlen)
 {
     const json_t *body = req->body;
     const json_t *n = json_object_get(body, "n");
-    if (n && !json_is_null(n) && !(json_is_integer(n) && json_integer_value(n) == 1))
-        return bad(err, errlen, "body.n must be 1: sluice makes one answer per request");
+    if (n && !json_is_null(n)) {
+        if (!json_is_integer(n) || json_integer_value(n) < 1 ||
+            json_integer_value(n) > SL_MAX_ANSWERS)
+            return bad(err, errlen, "body.n must be an integer from 1 to %d", SL_MAX_ANSWERS);
+        req->n = (int)json_integer_value(n);
+    }
     const json_t *stream = json_object_get(body, "stream");
     if (stream && !json_is_null(stream) && !json_is_false(stream))
         return bad(err, errlen, "body.stream is not supported in a batch");

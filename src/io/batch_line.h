@@ -39,6 +39,7 @@ typedef struct sl_batch_req {
     float temperature, top_p;
     uint64_t seed;
     bool has_logprobs, logprobs; /* body.logprobs given, and its value */
+    int n;                     /* body.n (answers, 1..SL_MAX_ANSWERS); 0: not given */
     int top_logprobs;          /* body.top_logprobs (0..SL_MAX_TOP_LOGPROBS) */
     const char *stop[SL_BATCH_MAX_STOP];
     int n_stop;

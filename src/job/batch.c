@@ -10,6 +10,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json.h"
 #include "core/hash.h"
 #include "core/log.h"
 #include "io/s3.h"
@@ -265,6 +266,7 @@ sl_status batch_submit(job *j, sl_engine *engine, sl_row *row, caption_row *r)
         req.sampling.logprobs = q->logprobs;
         req.sampling.top_logprobs = q->top_logprobs;
     }
+    req.sampling.n = q->n; /* the openai engine sends the body's own */
     if (q->n_stop) {
         req.stop = q->stop;
         req.n_stop = q->n_stop;
@@ -391,6 +393,55 @@ static char *dump(json_t *v)
     return t;
 }
 
+/* A request's n answers (body.n) as one chat.completion, as OpenAI answers
+ * it: the first answer's object with every answer's choice (index k, in
+ * order) and usage with the prompt counted once and the completions
+ * summed. NULL when out of memory (sl_free). */
+static char *answers_body(const job *j, const caption_row *r, const char *id)
+{
+    json_t *choices = json_array(), *root = NULL;
+    int completion = 0, prompt = 0, cached = 0;
+    bool ok = choices != NULL;
+    for (int k = 0; ok && k < r->n_results; k++) {
+        const sl_result *a = &r->results[k];
+        json_t *one = a->response_json ? json_loads(a->response_json, 0, NULL) : NULL;
+        json_t *choice = json_array_get(json_object_get(one, "choices"), 0);
+        if (!choice)
+            choice = json_pack("{s:{s:s, s:o}, s:s, s:n}", "message", "role", "assistant",
+                               "content", job_json_text(a->text ? a->text : ""),
+                               "finish_reason", a->finish_reason ? a->finish_reason : "stop",
+                               "logprobs");
+        else
+            json_incref(choice);
+        ok = choice && json_object_set_new(choice, "index", json_integer(k)) == 0 &&
+             json_array_append_new(choices, choice) == 0;
+        if (k == 0 && one) {
+            root = one;
+            one = NULL;
+        }
+        json_decref(one);
+        completion += a->generated_tokens;
+        if (k == 0) {
+            prompt = a->prompt_tokens;
+            cached = a->cached_tokens;
+        }
+    }
+    if (ok && !root)
+        root = json_pack("{s:s, s:s, s:I, s:s}", "id", id, "object", "chat.completion", "created",
+                         (json_int_t)time(NULL), "model", j->model_name);
+    ok = ok && root &&
+         json_object_set(root, "choices", choices) == 0 &&
+         json_object_set_new(root, "usage",
+                             json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", prompt,
+                                       "completion_tokens", completion, "total_tokens",
+                                       prompt + completion, "prompt_tokens_details",
+                                       "cached_tokens", cached)) == 0;
+    json_decref(choices);
+    char *text = ok ? sl_json_dump(root, JSON_COMPACT, NULL) : NULL;
+    json_decref(root);
+    return text;
+}
+
 bool batch_copy_without_request(const job *j, sl_row *row, const caption_row *r)
 {
     if (!job_is_batch(j->p) || r->batch)
@@ -418,7 +469,9 @@ void batch_cells(const job *j, const caption_row *r, const sl_row *row, bool as_
     snprintf(chat_id, sizeof chat_id, "chatcmpl-%016llx", (unsigned long long)h);
     char *body = NULL, *code_json = NULL;
     const char *code = NULL, *message = NULL;
-    if (!failed && r->has_result) {
+    if (!failed && r->has_result && r->n_results > 1) {
+        body = answers_body(j, r, chat_id);
+    } else if (!failed && r->has_result) {
         body = r->result.response_json ? sl_strdup(r->result.response_json) : NULL;
         if (!body) {
             char *t = dump(completion_of(j, r, chat_id));

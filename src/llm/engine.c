@@ -43,6 +43,9 @@ static sl_status check_sampling(const char *id, const char *who, const sl_sampli
     if (sampling->top_logprobs < 0 || sampling->top_logprobs > SL_MAX_TOP_LOGPROBS)
         return sl_fail(SL_ERR_INVALID_ARG, "%s:%s top_logprobs is %d; it takes 0 to %d", id, who,
                        sampling->top_logprobs, SL_MAX_TOP_LOGPROBS);
+    if (sampling->n < 0 || sampling->n > SL_MAX_ANSWERS)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s:%s n is %d; a request takes 1 to %d answers", id,
+                       who, sampling->n, SL_MAX_ANSWERS);
     return SL_OK;
 }
 
@@ -164,11 +167,17 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
     sl_status st = SL_OK;
     if (request->n_tasks == 0)
         st = check_prompt(id, NULL, request->prompt, request->system_prompt, &request->sampling);
+    else if (request->sampling.n > 1)
+        st = sl_fail(SL_ERR_INVALID_ARG, "%s: a request with tasks takes one answer per task (n "
+                     "is %d)", id, request->sampling.n);
     for (int i = 0; st == SL_OK && i < request->n_tasks; i++) {
         const sl_task *t = &request->tasks[i];
         st = check_prompt(id, t->name ? t->name : "(unnamed)", t->prompt,
                           t->system_prompt ? t->system_prompt : request->system_prompt,
                           &t->sampling);
+        if (st == SL_OK && t->sampling.n > 1)
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s: task %.40s: a task takes one answer (n is %d)",
+                         id, t->name ? t->name : "(unnamed)", t->sampling.n);
     }
     if (st == SL_OK)
         st = check_stops(id, request);
@@ -258,6 +267,15 @@ sl_task_group *sl_task_group_new(void *tag, int n_tasks)
     if (g)
         *g = (sl_task_group){.tag = tag, .n = n_tasks, .shares = n_tasks};
     return g;
+}
+
+void sl_answer_request(const sl_request *q, int k, sl_request *out, char **id_out)
+{
+    *out = *q;
+    out->sampling.seed = sl_sampling_answer_seed(q->sampling.seed, k);
+    out->sampling.n = 1;
+    *id_out = sl_asprintf("%s, answer %d", q->id ? q->id : "(request)", k + 1);
+    out->id = *id_out;
 }
 
 void sl_task_request(const sl_request *q, int i, sl_request *out, char **id_out)

@@ -22,8 +22,9 @@ typedef struct sl_engine_ops {
     void (*endpoint_stats)(const void *impl, size_t i, sl_endpoint_stats *out);
 } sl_engine_ops;
 
-/* A request's tasks on their way back. A backend turns a request with
- * tasks into one piece of work per task (sl_task_request) and records each
+/* A request's tasks (or answers, sampling.n > 1) on their way back. A
+ * backend turns a request with tasks into one piece of work per task
+ * (sl_task_request), or per answer (sl_answer_request), and records each
  * outcome here; the last one makes the request's completion. Recording is
  * the backend's business to serialize (its own thread does it). */
 typedef struct sl_task_group sl_task_group;
@@ -35,6 +36,11 @@ sl_task_group *sl_task_group_new(void *tag, int n_tasks);
  * sampling, no tasks, and the id "ID, task NAME" (*id_out, sl_free; NULL
  * when out of memory). */
 void sl_task_request(const sl_request *q, int i, sl_request *out, char **id_out);
+
+/* Answer k of q (sampling.n > 1) as a request of its own: q with the
+ * answer's seed (sl_sampling_answer_seed), n 1, and the id "ID, answer
+ * K+1" (*id_out, sl_free; NULL when out of memory). */
+void sl_answer_request(const sl_request *q, int k, sl_request *out, char **id_out);
 
 /* Records task i's outcome: result (its strings taken) when status is
  * SL_OK, else error. When it was the last, fills *out with the request's

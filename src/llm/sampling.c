@@ -19,3 +19,8 @@ uint64_t sl_sampling_row_seed(uint64_t job_seed, const char *row_id)
 {
     return sl_hash_mix64(job_seed ^ sl_hash_fnv1a64(row_id ? row_id : ""));
 }
+
+uint64_t sl_sampling_answer_seed(uint64_t seed, int k)
+{
+    return k == 0 ? seed : sl_hash_mix64(seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)k));
+}

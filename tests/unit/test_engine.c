@@ -1114,6 +1114,91 @@ static void too_many_top_logprobs_are_refused(void **state)
     sl_engine_free(e);
 }
 
+/* One request's completion, polled until it comes. */
+static sl_completion wait_one(sl_engine *e)
+{
+    sl_completion c;
+    size_t n = 0;
+    for (int idle = 0; n == 0; idle++) {
+        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+        if (idle > 600)
+            fail_msg("no completion for 10 minutes");
+    }
+    return c;
+}
+
+/* The stats once the last step's are published (a completion comes back
+ * before its step's counters are). */
+static void settled_stats(sl_engine *e, sl_engine_stats *out)
+{
+    for (int waited = 0;; waited++) {
+        sl_engine_stats_get(e, out);
+        if (out->requests_running == 0)
+            return;
+        if (waited > 10000)
+            fail_msg("the engine still runs requests after returning them all");
+        usleep(1000);
+    }
+}
+
+/* sampling.n answers: n results in order, the first the answer n = 1
+ * gives (the same seed), the others with seeds of their own (they differ
+ * at temperature 0.9), a greedy request's all the same; the image is
+ * encoded once for all of them (the others copy its positions); n past 16
+ * and n beside tasks are refused. */
+static void n_answers_share_the_prompt_and_differ_by_seed(void **state)
+{
+    sl_engine *e = open_tiny(4, 0);
+    sl_request one = request("answers", 16);
+    one.sampling.temperature = 0.9f;
+    one.sampling.seed = 1234;
+    sl_engine_stats s0, s1, s2;
+    settled_stats(e, &s0);
+    assert_int_equal(sl_engine_submit(e, &one, NULL), SL_OK);
+    sl_completion alone = wait_one(e);
+    assert_int_equal(alone.status, SL_OK);
+    settled_stats(e, &s1);
+    sl_request three = one;
+    three.sampling.n = 3;
+    assert_int_equal(sl_engine_submit(e, &three, NULL), SL_OK);
+    sl_completion c = wait_one(e);
+    assert_int_equal(c.status, SL_OK);
+    assert_int_equal(c.n_results, 3);
+    settled_stats(e, &s2);
+    /* The image's chunks (a global view and tiles) encoded as for one answer. */
+    assert_true(s1.images_encoded > s0.images_encoded);
+    assert_int_equal(s2.images_encoded - s1.images_encoded, s1.images_encoded - s0.images_encoded);
+    assert_string_equal(c.results[0].text, alone.result.text);
+    assert_true(strcmp(c.results[1].text, c.results[0].text) != 0 ||
+                strcmp(c.results[2].text, c.results[0].text) != 0);
+    for (int k = 1; k < 3; k++) /* the copies' image positions were copied */
+        assert_true(c.results[k].cached_tokens > c.results[0].cached_tokens);
+    sl_completion_clear(&c);
+    sl_completion_clear(&alone);
+
+    sl_request greedy = request("greedy answers", 8);
+    greedy.sampling.n = 2;
+    assert_int_equal(sl_engine_submit(e, &greedy, NULL), SL_OK);
+    c = wait_one(e);
+    assert_int_equal(c.status, SL_OK);
+    assert_int_equal(c.n_results, 2);
+    assert_string_equal(c.results[0].text, c.results[1].text);
+    sl_completion_clear(&c);
+
+    greedy.sampling.n = SL_MAX_ANSWERS + 1;
+    assert_int_equal(sl_engine_submit(e, &greedy, NULL), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "greedy answers"));
+    sl_task tasks[2] = {{.name = "a", .prompt = "Describe.", .sampling = sl_sampling_default()},
+                        {.name = "b", .prompt = "Tags.", .sampling = sl_sampling_default()}};
+    sl_request with_tasks = request("tasks", 4);
+    with_tasks.tasks = tasks;
+    with_tasks.n_tasks = 2;
+    with_tasks.sampling.n = 2;
+    assert_int_equal(sl_engine_submit(e, &with_tasks, NULL), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "one answer per task"));
+    sl_engine_free(e);
+}
+
 /* Running out of memory inside the engine fails requests; it never loses
  * one (a lost completion hangs a run: the executor waits for it forever). */
 static void out_of_memory_fails_requests_but_returns_each(void **state)
@@ -1514,6 +1599,7 @@ int main(void)
         cmocka_unit_test(logprobs_are_the_log_softmax),
         cmocka_unit_test(logprobs_agree_on_every_sampler),
         cmocka_unit_test(too_many_top_logprobs_are_refused),
+        cmocka_unit_test(n_answers_share_the_prompt_and_differ_by_seed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -2193,13 +2193,15 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
     llama_engine *e = impl;
     if (!e->mtmd && has_image(rq))
         return no_projector(rq->id ? rq->id : "(request)");
-    /* A request with tasks: one req per task, queued together so that the
-     * later ones find the first in a sequence (admit) and copy its image
-     * positions; one completion when all are back. */
+    /* A request with tasks (or n answers): one req per task (answer),
+     * queued together so that the later ones find the first in a sequence
+     * (admit) and copy its positions up to the last image (the answers'
+     * text after it too is the same, and is computed again: a few tokens);
+     * one completion when all are back. */
     req *r = NULL, *last = NULL;
-    int n_reqs = rq->n_tasks > 0 ? rq->n_tasks : 1;
-    sl_task_group *grp = rq->n_tasks > 0 ? sl_task_group_new(tag, rq->n_tasks) : NULL;
-    sl_status st = rq->n_tasks == 0 || grp
+    int n_reqs = rq->n_tasks > 0 ? rq->n_tasks : rq->sampling.n > 1 ? rq->sampling.n : 1;
+    sl_task_group *grp = n_reqs > 1 || rq->n_tasks > 0 ? sl_task_group_new(tag, n_reqs) : NULL;
+    sl_status st = !(n_reqs > 1 || rq->n_tasks > 0) || grp
                        ? SL_OK
                        : sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
                                  rq->id ? rq->id : "(request)");
@@ -2208,7 +2210,10 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
         if (grp) {
             sl_request one;
             char *id;
-            sl_task_request(rq, i, &one, &id);
+            if (rq->n_tasks > 0)
+                sl_task_request(rq, i, &one, &id);
+            else
+                sl_answer_request(rq, i, &one, &id);
             if (id)
                 t = req_new(e, &one, tag, &st);
             else

@@ -539,17 +539,25 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
     /* A request with tasks: one HTTP request per task, each with the same
      * image and message prefix (a server's prefix cache can reuse the
      * image's encoding), all built before any is queued. */
-    int n = q->n_tasks > 0 ? q->n_tasks : 1;
-    oa_req *reqs[SL_MAX_TASKS] = {0};
-    sl_task_group *grp = q->n_tasks > 0 ? sl_task_group_new(tag, q->n_tasks) : NULL;
-    sl_status st = ist != SL_OK             ? ist
-                   : q->n_tasks == 0 || grp ? SL_OK
-                                            : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
+    /* n answers (no whole body: it sends its own "n"): one request per
+     * answer, each with its answer's seed. */
+    int n = q->n_tasks > 0                             ? q->n_tasks
+            : q->sampling.n > 1 && !q->openai_body ? q->sampling.n
+                                                     : 1;
+    oa_req *reqs[SL_MAX_TASKS > SL_MAX_ANSWERS ? SL_MAX_TASKS : SL_MAX_ANSWERS] = {0};
+    bool grouped = q->n_tasks > 0 || n > 1;
+    sl_task_group *grp = grouped ? sl_task_group_new(tag, n) : NULL;
+    sl_status st = ist != SL_OK        ? ist
+                   : !grouped || grp ? SL_OK
+                                     : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
     for (int i = 0; st == SL_OK && i < n; i++) {
         if (grp) {
             sl_request one;
             char *task_id;
-            sl_task_request(q, i, &one, &task_id);
+            if (q->n_tasks > 0)
+                sl_task_request(q, i, &one, &task_id);
+            else
+                sl_answer_request(q, i, &one, &task_id);
             if (task_id)
                 reqs[i] = req_new(e, &one, image, image_len, mime, &images, tag, &st);
             else
