@@ -65,7 +65,7 @@ BROKEN = [
      "no body"),
     (json.dumps({"custom_id": "wrong-url", "method": "POST", "url": "/v1/embeddings",
                  "body": {"input": "x"}}), "url must be /v1/chat/completions"),
-    (line("n-two", [{"role": "user", "content": "x"}], n=2), "body.n must be 1"),
+    (line("n-17", [{"role": "user", "content": "x"}], n=17), "body.n must be an integer from 1 to 16"),
     (line("text", [{"role": "user", "content": "again"}]), "is repeated"),
 ]
 
@@ -160,7 +160,7 @@ def test_errors_file_holds_the_failed_requests(sluice, mixed, tmp_path):
     assert len(failed) == len(BROKEN)
     assert all(r["response"] is None and r["error"]["code"] for r in failed)
     assert sorted(r["custom_id"] or "" for r in failed) == sorted(
-        ["", "", "no-body", "wrong-url", "n-two", "text"])
+        ["", "", "no-body", "wrong-url", "n-17", "text"])
     # The same command again: everything is done; the file is the same.
     before = errors.read_text()
     assert batch(sluice, mixed, out, *LLAMA, "--errors-file", errors).returncode == 0
@@ -238,7 +238,7 @@ def test_parquet_output_with_an_errors_file_survives_kill_9(sluice, tmp_path):
     bad = {f"req-{i:04d}" for i in range(n) if i % 7 == 3}
     requests = write_batch(tmp_path / "many.jsonl", [
         line(f"req-{i:04d}", [{"role": "user", "content": f"Count to {i}."}],
-             **({"n": 2} if f"req-{i:04d}" in bad else {})) for i in range(n)])
+             **({"n": 17} if f"req-{i:04d}" in bad else {})) for i in range(n)])
     out, errors = tmp_path / "out", tmp_path / "errors.jsonl"
     cmd = [str(sluice.binary), "batch", str(requests), "-o", str(out), *LLAMA, *COMMON,
            "--shard-rows", "8", "--format", "parquet", "--errors-file", str(errors)]
@@ -269,7 +269,7 @@ def test_parquet_output_with_an_errors_file_survives_kill_9(sluice, tmp_path):
     for r in failed:
         assert set(r) == {"id", "custom_id", "response", "error"}
         assert r["response"] is None and r["error"]["code"] == "invalid_request"
-        assert "body.n must be 1" in r["error"]["message"]
+        assert "body.n must be an integer" in r["error"]["message"]
 
 
 def test_errors_file_with_an_output_in_a_bucket(sluice, tmp_path):
@@ -291,7 +291,7 @@ def errors_in_a_bucket(sluice, tmp_path, env, client):
     bad = {f"req-{i:04d}" for i in range(n) if i % 7 == 3}
     requests = write_batch(tmp_path / "many.jsonl", [
         line(f"req-{i:04d}", [{"role": "user", "content": f"Count to {i}."}],
-             **({"n": 2} if f"req-{i:04d}" in bad else {})) for i in range(n)])
+             **({"n": 17} if f"req-{i:04d}" in bad else {})) for i in range(n)])
     errors = tmp_path / "errors.jsonl"
     cmd = [str(sluice.binary), "batch", str(requests), "-o", "s3://batch/run/", *LLAMA, *COMMON,
            "--shard-rows", "8", "--state-dir", str(tmp_path / "state"), "--errors-file",
@@ -342,7 +342,7 @@ def errors_in_a_bucket(sluice, tmp_path, env, client):
     assert sorted(ids) == sorted(f"req-{i:04d}" for i in range(n) if f"req-{i:04d}" not in bad)
     failed = [json.loads(t) for t in errors.read_text().splitlines()]
     assert sorted(r["custom_id"] for r in failed) == sorted(bad)  # each once
-    assert all(r["response"] is None and "body.n must be 1" in r["error"]["message"]
+    assert all(r["response"] is None and "body.n must be an integer" in r["error"]["message"]
                for r in failed)
 
 
@@ -547,3 +547,42 @@ batch:
     assert sorted(r["custom_id"] for r in output_lines(tmp_path / "out")) == sorted(
         c for c, _ in GOOD)
     assert len(errors.read_text().splitlines()) == len(BROKEN)
+
+
+def test_n_answers_come_as_n_choices(sluice, tmp_path):
+    """body.n: one chat.completion with n choices (the OpenAI SDK reads it),
+    indexed in order, usage with the prompt once and the completions
+    summed; the first choice is the answer the same line gives with n 1
+    (the same seed), the others differ by their own seeds; the image is
+    encoded as for one answer; n past 16 fails the line alone."""
+    image = [{"type": "image_url", "image_url": {"url": data_url("coffee.jpg")}},
+             {"type": "text", "text": "What is in the picture?"}]
+    def lines(n):
+        body = {"temperature": 1.0, "max_tokens": 10}
+        if n:
+            body["n"] = n
+        return [line("image", [{"role": "user", "content": image}], **body),
+                line("text", [{"role": "user", "content": "Say hello."}], **body)]
+    one = write_batch(tmp_path / "one.jsonl", lines(None))
+    three = write_batch(tmp_path / "three.jsonl", lines(3) + [
+        line("too-many", [{"role": "user", "content": "x"}], n=17)])
+    assert batch(sluice, one, tmp_path / "one", *LLAMA).returncode == 0
+    res = batch(sluice, three, tmp_path / "three", *LLAMA)
+    assert res.returncode == 3, res.stderr  # the line asking for 17
+    single = {r["custom_id"]: check_answer(r) for r in output_lines(tmp_path / "one")}
+    rows = {r["custom_id"]: r for r in output_lines(tmp_path / "three")}
+    assert "body.n must be an integer from 1 to 16" in rows["too-many"]["error"]["message"]
+    for custom_id in ("image", "text"):
+        c = check_answer(rows[custom_id])
+        assert [ch.index for ch in c.choices] == [0, 1, 2]
+        texts = [ch.message.content for ch in c.choices]
+        assert texts[0] == single[custom_id].choices[0].message.content
+        assert texts[1] != texts[0] or texts[2] != texts[0]
+        assert c.usage.prompt_tokens == single[custom_id].usage.prompt_tokens
+        assert c.usage.completion_tokens >= 3
+        assert c.usage.total_tokens == c.usage.prompt_tokens + c.usage.completion_tokens
+    def encodes(out):
+        text = (out / "metrics.prom").read_text()
+        return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                   if l.startswith("sluice_engine_step_seconds_count") and 'phase="encode"' in l)
+    assert encodes(tmp_path / "three") == encodes(tmp_path / "one") > 0

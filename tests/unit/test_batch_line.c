@@ -69,8 +69,9 @@ static void broken_lines_say_why(void **state)
         {"{\"custom_id\":\"a\",\"url\":\"/v1/embeddings\",\"body\":{}}", "url must be", true},
         {"{\"custom_id\":\"a\",\"method\":\"GET\",\"url\":\"/v1/chat/completions\",\"body\":{}}",
          "method must be POST", true},
-        {"{\"custom_id\":\"a\",\"url\":\"/v1/chat/completions\",\"body\":{\"n\":2,"
-         "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}}", "body.n must be 1", true},
+        {"{\"custom_id\":\"a\",\"url\":\"/v1/chat/completions\",\"body\":{\"n\":17,"
+         "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}}",
+         "body.n must be an integer from 1 to 16", true},
         {"{\"custom_id\":\"a\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":[]}}",
          "non-empty list", true},
         {"{\"custom_id\":\"a\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":"
