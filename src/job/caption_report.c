@@ -45,6 +45,8 @@ static json_t *summary_json(const caption_report *r)
         p->llama.n_parallel, "replicas", p->replicas, "decode_workers", p->decode_workers,
         "ordered", p->ordered, "format", text(p->output_format ? p->output_format : "jsonl"));
     if (params)
+        json_object_set_new(params, "samples", json_integer(p->sampling.n > 1 ? p->sampling.n : 1));
+    if (params)
         json_object_set_new(params, "logprobs", p->sampling.logprobs
                                                     ? json_integer(p->sampling.top_logprobs)
                                                     : json_null());

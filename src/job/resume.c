@@ -100,6 +100,8 @@ static char *fingerprint(const job *j)
         fp_add(&t, "grammar", job_json_text(p->grammar));
     if (p->sampling.logprobs) /* a column more */
         fp_add(&t, "logprobs", json_integer(p->sampling.top_logprobs));
+    if (p->sampling.n > 1) /* rows per image */
+        fp_add(&t, "samples", json_integer(p->sampling.n));
     fp_add(&t, "max_tokens", json_integer(p->sampling.max_tokens));
     fp_add(&t, "temperature", fp_real(p->sampling.temperature));
     fp_add(&t, "top_p", fp_real(p->sampling.top_p));

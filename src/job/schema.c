@@ -43,6 +43,7 @@ static const char *const answer_suffix[TC_COUNT] = {
 static const sl_pq_type answer_type[TC_COUNT] = {SL_PQ_STRING, SL_PQ_STRING, SL_PQ_INT64,
                                                  SL_PQ_INT64, SL_PQ_INT64, SL_PQ_STRING};
 static const sl_schema_column task_column = {"task", SL_PQ_STRING, false, NULL, false, false};
+static const sl_schema_column sample_column = {"sample", SL_PQ_INT64, false, NULL, false, false};
 
 static const sl_schema_column image_bytes_column = {"image_bytes", SL_PQ_BINARY, true, NULL,
                                                     false, false};
@@ -156,7 +157,7 @@ static bool logprobs_column(const sl_caption_params *p)
 static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
 {
     int n_tasks = p->n_tasks > 0 && !p->rows_per_task ? p->n_tasks : 0;
-    size_t cap = CF_COUNT + 1 + (size_t)n_tasks * TC_COUNT, names_len = 0;
+    size_t cap = CF_COUNT + 2 + (size_t)n_tasks * TC_COUNT, names_len = 0;
     for (int t = 0; t < n_tasks; t++)
         names_len += TC_COUNT * (strlen(p->tasks[t].name) + 20);
     out->head = sl_calloc(cap, sizeof *out->head);
@@ -182,6 +183,10 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
         if (p->n_tasks > 0 && p->rows_per_task) {
             out->head_cell[n] = CELL_TASK;
             out->head[n++] = task_column;
+        }
+        if (p->n_tasks == 0 && p->sampling.n > 1) {
+            out->head_cell[n] = CELL_SAMPLE;
+            out->head[n++] = sample_column;
         }
         for (int t = 0; t < n_tasks; t++)
             for (int k = 0; k < TC_COUNT; k++) {

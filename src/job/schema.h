@@ -2,7 +2,8 @@
  * (the table caption_fields, in output order) with the tasks' answers (with
  * several tasks, five columns each after `path` in place of `caption` and
  * `finish_reason`, and `logprobs` when the task asks for them; with
- * rows_per_task, a column `task`), then the input's
+ * rows_per_task, a column `task`; with several answers to each image,
+ * sampling.n, a row per answer with a column `sample`), then the input's
  * pass-through columns, then image_bytes when asked for. Every sink
  * (io/sink.h), the run report and the live page read it from here. Planning
  * chooses the pass-through columns: declared (--columns) or seen in the
@@ -37,7 +38,8 @@ enum {
 #define CELL_TASK CF_COUNT
 #define CELL_ANSWER(t, k) (CF_COUNT + 1 + (t) * TC_COUNT + (k))
 #define CELL_IMAGE_BYTES CELL_ANSWER(SL_MAX_TASKS, 0)
-#define CELL_COUNT (CELL_IMAGE_BYTES + 1)
+#define CELL_SAMPLE (CELL_IMAGE_BYTES + 1) /* with sampling.n > 1: the answer's number */
+#define CELL_COUNT (CELL_SAMPLE + 1)
 
 /* The index of our own field `name` in caption_fields (CF_COUNT for
  * "timings" and "image_bytes", names of ours too), or -1: a name a stage

@@ -178,8 +178,8 @@ static void take_results(job *j, caption_row *r, sl_completion *c)
             sum.ttft_ms = t->ttft_ms;
             sum.generate_ms = t->generate_ms;
         }
-        if (i < j->p->n_tasks)
-            caption_metrics_task_answer(j->metrics, j->p->tasks[i].name, t);
+        caption_metrics_task_answer(j->metrics, i < j->p->n_tasks ? j->p->tasks[i].name
+                                                                  : "caption", t);
     }
     r->result = sum;
     r->results = c->results;

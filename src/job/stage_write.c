@@ -19,7 +19,7 @@ static sl_pq_value cell_text(const char *s)
 }
 
 /* All of the row's cells (job/schema.h, CELL_*); `task` >= 0: the row of
- * that task alone (rows_per_task). */
+ * that task alone (rows_per_task), or of that answer (sampling.n > 1). */
 static void row_cells(const job *j, const caption_row *r, const sl_row *row, int task,
                       sl_pq_value *v)
 {
@@ -35,7 +35,9 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
     v[CF_GENERATED_TOKENS] = (sl_pq_value){.i64 = answer ? answer->generated_tokens : 0};
     v[CF_CACHED_TOKENS] = (sl_pq_value){.i64 = answer ? answer->cached_tokens : 0};
     v[CF_LOGPROBS] = cell_text(answer ? answer->logprobs : NULL);
-    v[CELL_TASK] = cell_text(task >= 0 ? j->p->tasks[task].name : NULL);
+    bool samples = j->p->n_tasks == 0;
+    v[CELL_TASK] = cell_text(task >= 0 && !samples ? j->p->tasks[task].name : NULL);
+    v[CELL_SAMPLE] = (sl_pq_value){.i64 = task >= 0 && samples ? task : 0};
     for (int t = 0; t < j->p->n_tasks && task < 0; t++) {
         const sl_result *a = res && t < r->n_results ? &r->results[t] : NULL;
         v[CELL_ANSWER(t, TC_TEXT)] = cell_text(a ? a->text : NULL);
@@ -50,7 +52,9 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
     for (int k = 0; k < 4; k++)
         v[CF_WIDTH + k] = (sl_pq_value){.is_null = r->width == 0, .i64 = dims[k]};
     v[CF_MODEL] = cell_text(j->model_name);
-    v[CF_SEED] = (sl_pq_value){.i64 = (int64_t)(r->seed & INT64_MAX)};
+    /* An answer's own seed: the one that reproduces it. */
+    uint64_t seed = task >= 0 && samples ? sl_sampling_answer_seed(r->seed, task) : r->seed;
+    v[CF_SEED] = (sl_pq_value){.i64 = (int64_t)(seed & INT64_MAX)};
     double ms[7] = {r->decode_ms,
                     res ? res->queue_ms : 0.0,
                     res ? res->prefill_ms : 0.0,
@@ -67,14 +71,27 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
                               : (sl_pq_value){.is_null = true};
 }
 
-/* The output rows a row becomes: one, or with rows_per_task one per task. */
-static int output_rows(const job *j)
+/* The rows an input's answers become: with rows_per_task one per task,
+ * with several answers (sampling.n) one per answer; 0: one row of all. */
+static int answer_rows(const job *j)
 {
-    return !job_is_batch(j->p) && j->p->rows_per_task && j->p->n_tasks > 0 ? j->p->n_tasks : 1;
+    const sl_caption_params *p = j->p;
+    if (job_is_batch(p))
+        return 0;
+    if (p->n_tasks > 0)
+        return p->rows_per_task ? p->n_tasks : 0;
+    return p->sampling.n > 1 ? p->sampling.n : 0;
 }
 
-/* Writes the row (or, with rows_per_task, its row for each task): its
- * cells laid out in the schema's order. */
+/* The output rows a row becomes. */
+static int output_rows(const job *j)
+{
+    int n = answer_rows(j);
+    return n ? n : 1;
+}
+
+/* Writes the row (or its row for each task or answer): its cells laid out
+ * in the schema's order. */
 static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
 {
     if (job_is_batch(j->p)) {
@@ -95,7 +112,7 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
     sl_status st = SL_OK;
     for (int t = 0; st == SL_OK && t < n_rows; t++) {
         sl_pq_value all[CELL_COUNT], cells[CELL_COUNT];
-        row_cells(j, r, row, j->p->rows_per_task && j->p->n_tasks > 0 ? t : -1, all);
+        row_cells(j, r, row, answer_rows(j) ? t : -1, all);
         for (size_t h = 0; h < s->schema.n_head; h++)
             cells[h] = all[s->head_cell[h]];
         if (s->schema.n_tail)
@@ -105,20 +122,27 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
     return st;
 }
 
-/* What the gallery, the live page and on_row show of a row with tasks:
- * each answer under its task's name. NULL: the caption alone (or OOM). */
+/* What the gallery, the live page and on_row show of a row with tasks
+ * (or answers): each answer under its task's name (its number). NULL: the
+ * caption alone (or OOM). */
 static char *answers_text(const job *j, const caption_row *r)
 {
-    if (j->p->n_tasks == 0 || !r->has_result || r->n_results == 0)
+    if (!r->has_result || r->n_results == 0)
         return NULL;
+    int n = j->p->n_tasks > 0 ? (r->n_results < j->p->n_tasks ? r->n_results : j->p->n_tasks)
+                              : r->n_results;
+    char label[16];
     size_t len = 1;
-    for (int t = 0; t < r->n_results && t < j->p->n_tasks; t++)
-        len += strlen(j->p->tasks[t].name) + 3 + (r->results[t].text ? strlen(r->results[t].text)
-                                                                      : 0);
+    for (int t = 0; t < n; t++)
+        len += (j->p->n_tasks ? strlen(j->p->tasks[t].name) : sizeof label) + 3 +
+               (r->results[t].text ? strlen(r->results[t].text) : 0);
     char *out = sl_malloc(len), *at = out;
-    for (int t = 0; out && t < r->n_results && t < j->p->n_tasks; t++)
+    for (int t = 0; out && t < n; t++) {
+        snprintf(label, sizeof label, "%d", t + 1);
         at += snprintf(at, len - (size_t)(at - out), "%s%s: %s", t ? "\n" : "",
-                       j->p->tasks[t].name, r->results[t].text ? r->results[t].text : "");
+                       j->p->n_tasks ? j->p->tasks[t].name : label,
+                       r->results[t].text ? r->results[t].text : "");
+    }
     return out;
 }
 
@@ -283,7 +307,9 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
         }
         if (dropped)
             continue;
-        char *answers = r->batch ? batch_show_text(r, failed ? NULL : r->result.text)
+        char *answers = r->batch ? batch_show_text(r, failed              ? NULL
+                                                      : r->n_results > 0 ? r->results[0].text
+                                                                         : r->result.text)
                         : failed ? NULL : answers_text(j, r);
         gallery_row gr = {sl_row_seq(rows[i]), r->rel,
                           failed ? NULL : answers ? answers : r->result.text,

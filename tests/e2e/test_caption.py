@@ -1,5 +1,6 @@
 """sluice caption end to end: every input once, errors as rows, determinism,
 and clear failures for a wrong command line."""
+import json
 import pathlib
 import signal
 import socket
@@ -364,3 +365,47 @@ def test_a_prompt_that_is_not_utf8_is_a_usage_error(sluice, tmp_path):
     assert r.returncode == 2
     assert b"not valid UTF-8 (--prompt)" in r.stderr
     assert not (tmp_path / "o" / "part-00000.jsonl").exists()
+
+
+def test_samples_give_a_row_per_answer(sluice, four, tmp_path):
+    """--samples 3: three rows per image (column sample 0..2), each answer
+    with its own seed (column seed); the first is the caption the job gives
+    without --samples; JSONL and Parquet (pyarrow) alike; summary.json counts
+    rows and inputs; another --samples is another job."""
+    import pyarrow.parquet as pq
+    common = ("--max-tokens", "6", "--temperature", "0.9", "--metrics-addr", "off", "--show", "0")
+    res = sluice.caption(four, tmp_path / "one", *common)
+    assert res.returncode == 0, res.stderr
+    single = {r["id"]: r for r in read_rows(tmp_path / "one")}
+    res = sluice.caption(four, tmp_path / "three", *common, "--samples", "3")
+    assert res.returncode == 0, res.stderr
+    assert "12 rows, one per image and answer" in res.stdout
+    rows = read_rows(tmp_path / "three")
+    assert len(rows) == 12
+    by_image = {}
+    for r in rows:
+        by_image.setdefault(r["id"], {})[r["sample"]] = r
+    assert sorted(by_image) == sorted(single)
+    differ = 0
+    for image, answers in by_image.items():
+        assert sorted(answers) == [0, 1, 2]
+        assert answers[0]["caption"] == single[image]["caption"]
+        assert answers[0]["seed"] == single[image]["seed"]
+        assert len({a["seed"] for a in answers.values()}) == 3
+        differ += len({a["caption"] for a in answers.values()}) > 1
+        # The copies took the image's positions from the first answer.
+        assert answers[1]["cached_tokens"] > answers[0]["cached_tokens"]
+    assert differ >= 2
+    summary = json.loads((tmp_path / "three" / "summary.json").read_text())
+    assert summary["rows"]["total"] == 12 and summary["rows"]["inputs_done"] == 4
+    assert summary["params"]["samples"] == 3
+    res = sluice.caption(four, tmp_path / "pq", *common, "--samples", "3", "--format", "parquet")
+    assert res.returncode == 0, res.stderr
+    table = pq.read_table(tmp_path / "pq" / "part-00000.parquet")
+    assert str(table.schema.field("sample").type) == "int64"
+    got = {(r["id"], r["sample"]): r["caption"] for r in table.to_pylist()}
+    assert got == {(r["id"], r["sample"]): r["caption"] for r in rows}
+    res = sluice.caption(four, tmp_path / "three", *common, "--samples", "2")
+    assert res.returncode == 2 and "samples" in res.stderr
+    res = sluice.caption(four, tmp_path / "t", *common, "--samples", "2", "--task", "a=Hi")
+    assert res.returncode == 2 and "--samples 2 with tasks" in res.stderr
