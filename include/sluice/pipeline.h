@@ -106,6 +106,12 @@ sl_status sl_pipeline_row_set_answer(sl_row *row, const char *text);
 const char *sl_pipeline_row_task_answer(const sl_row *row, const char *task);
 sl_status sl_pipeline_row_set_task_answer(sl_row *row, const char *task, const char *text);
 
+/* Every answer of the row, in order: its tasks' (sl_caption_params.tasks)
+ * or its samples' (sampling.n > 1), else the one answer; 0 before the
+ * engine. sl_pipeline_row_answer_at(row, k): answer k (NULL past them). */
+int sl_pipeline_row_answer_count(const sl_row *row);
+const char *sl_pipeline_row_answer_at(const sl_row *row, int k);
+
 /* The answer's log-probabilities (sampling.logprobs; JSON text as in
  * sl_result.logprobs), or with `task` that task's; NULL before the engine,
  * when they were not asked for, or for a name that is not a task. */

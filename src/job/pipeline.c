@@ -240,6 +240,20 @@ const char *sl_pipeline_row_task_answer(const sl_row *row, const char *task)
     return i >= 0 ? r->results[i].text : NULL;
 }
 
+int sl_pipeline_row_answer_count(const sl_row *row)
+{
+    const caption_row *r = sl_row_data(row);
+    return !r->has_result ? 0 : r->n_results > 0 ? r->n_results : 1;
+}
+
+const char *sl_pipeline_row_answer_at(const sl_row *row, int k)
+{
+    const caption_row *r = sl_row_data(row);
+    if (k < 0 || k >= sl_pipeline_row_answer_count(row))
+        return NULL;
+    return r->n_results > 0 ? r->results[k].text : r->result.text;
+}
+
 const char *sl_pipeline_row_logprobs(const sl_row *row, const char *task)
 {
     const caption_row *r = sl_row_data(row);

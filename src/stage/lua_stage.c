@@ -387,6 +387,20 @@ static int row_task_logprobs(lua_State *L)
     return 1;
 }
 
+/* row:answers(): every answer of the row in order (its tasks' or its
+ * samples', else the one), a list of strings; {} before the engine. */
+static int row_answers(lua_State *L)
+{
+    lrow *h = check_row(L, 1);
+    int n = sl_pipeline_row_answer_count(h->row);
+    lua_createtable(L, n, 0);
+    for (int k = 0; k < n; k++) {
+        push_text(L, sl_pipeline_row_answer_at(h->row, k));
+        lua_rawseti(L, -2, (lua_Integer)k + 1);
+    }
+    return 1;
+}
+
 /* row:gray(w, h): the decoded image as w*h grey bytes, a string. */
 static int row_gray(lua_State *L)
 {
@@ -410,6 +424,10 @@ static int row_index(lua_State *L)
     case 'a':
         if (strcmp(k, "answer") == 0) {
             push_text(L, sl_pipeline_row_answer(h->row));
+            return 1;
+        }
+        if (strcmp(k, "answers") == 0) {
+            lua_pushcfunction(L, row_answers);
             return 1;
         }
         break;
@@ -469,8 +487,8 @@ static int row_index(lua_State *L)
         break;
     default: break;
     }
-    return luaL_error(L, "a row has no field '%s' (id, path, prompt, answer, logprobs, columns, "
-                         "image, gray, task_answer, set_task_answer, task_logprobs)", k);
+    return luaL_error(L, "a row has no field '%s' (id, path, prompt, answer, answers, logprobs, "
+                         "columns, image, gray, task_answer, set_task_answer, task_logprobs)", k);
 }
 
 static int row_newindex(lua_State *L)

@@ -405,7 +405,43 @@ def test_samples_give_a_row_per_answer(sluice, four, tmp_path):
     assert str(table.schema.field("sample").type) == "int64"
     got = {(r["id"], r["sample"]): r["caption"] for r in table.to_pylist()}
     assert got == {(r["id"], r["sample"]): r["caption"] for r in rows}
+    # A stage after the engine sees every answer (row:answers(), in order).
+    script = tmp_path / "answers.lua"
+    script.write_text("function process(row)\n"
+                      "  local a = row:answers()\n"
+                      "  row.columns.n_answers = #a\n"
+                      "  row.columns.last = a[#a]\n"
+                      "  return row\n"
+                      "end\n")
+    res = sluice.caption(four, tmp_path / "lua", *common, "--samples", "3", "--stage",
+                         f"{script}@engine")
+    assert res.returncode == 0, res.stderr
+    for r in read_rows(tmp_path / "lua"):
+        assert r["n_answers"] == 3 and r["last"] == by_image[r["id"]][2]["caption"]
     res = sluice.caption(four, tmp_path / "three", *common, "--samples", "2")
     assert res.returncode == 2 and "samples" in res.stderr
     res = sluice.caption(four, tmp_path / "t", *common, "--samples", "2", "--task", "a=Hi")
     assert res.returncode == 2 and "--samples 2 with tasks" in res.stderr
+
+
+def test_samples_through_the_openai_engine(sluice, llama_prefix, four, tmp_path):
+    """--samples with --engine openai: one request per answer, each with
+    its answer's seed (llama-server samples with it): two rows per image,
+    the first the caption of the same job without --samples."""
+    from openai_helpers import LlamaServer
+    common = ("--engine", "openai", "--max-tokens", "6", "--temperature", "0.9",
+              "--metrics-addr", "off", "--show", "0")
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 2) as server:
+        res = sluice.run("caption", four, "-o", tmp_path / "one", "--endpoint", server.url, *common)
+        assert res.returncode == 0, res.stderr
+        res = sluice.run("caption", four, "-o", tmp_path / "two", "--endpoint", server.url, *common,
+                         "--samples", "2")
+        assert res.returncode == 0, res.stderr
+    single = {r["id"]: r for r in read_rows(tmp_path / "one")}
+    rows = read_rows(tmp_path / "two")
+    assert sorted((r["id"], r["sample"]) for r in rows) == sorted(
+        (k, s) for k in single for s in (0, 1))
+    for r in rows:
+        if r["sample"] == 0:
+            assert r["caption"] == single[r["id"]]["caption"]
+    assert any(r["caption"] != single[r["id"]]["caption"] for r in rows if r["sample"] == 1)
