@@ -190,6 +190,21 @@ static void take_results(job *j, caption_row *r, sl_completion *c)
     r->has_result = true;
 }
 
+static size_t result_bytes(const sl_result *a)
+{
+    return (a->text ? strlen(a->text) : 0) + (a->logprobs ? strlen(a->logprobs) : 0) +
+           (a->response_json ? strlen(a->response_json) : 0);
+}
+
+/* What the row's answers hold. */
+static size_t answer_bytes(const caption_row *r)
+{
+    size_t n = result_bytes(&r->result);
+    for (int k = 0; k < r->n_results; k++)
+        n += result_bytes(&r->results[k]);
+    return n;
+}
+
 static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout_ms, size_t *n)
 {
     replica *rep = state;
@@ -227,6 +242,9 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
                                c->error ? c->error : "out of memory (the error was lost)");
         }
         sl_completion_clear(c);
+        /* The answers ride on to the writer: their bytes count against the
+         * memory budget (log-probabilities run to hundreds of KB a row). */
+        sl_row_set_bytes(row, sl_row_bytes(row) + answer_bytes(r));
         if (r->batch) { /* its images and body are not needed past the engine either */
             for (int m = 0; m < SL_MAX_IMAGES; m++) {
                 sl_image_free(r->batch->images[m]);

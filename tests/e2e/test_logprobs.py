@@ -12,7 +12,11 @@ import pathlib
 import pytest
 from openai.types.chat import ChatCompletion
 
-from conftest import TINY, read_rows
+from conftest import TINY, read_rows, sample_images
+
+
+def sample_images_of(suffix: str) -> list[pathlib.Path]:
+    return [p for p in sample_images() if p.suffix == "." + suffix]
 from openai_helpers import LlamaServer
 
 pq = pytest.importorskip("pyarrow.parquet")
@@ -296,3 +300,25 @@ def test_the_yes_no_example_filters_by_probability(sluice, four, tmp_path):
     cut = max(p.values())
     kept = run(tmp_path / "kept", threshold=cut, word=word)
     assert sorted(r["id"] for r in kept) == sorted(k for k, v in p.items() if v >= cut)
+
+
+def test_logprobs_count_in_the_memory_in_flight(sluice, tmp_path):
+    """A row's answers count against the memory budget once the engine
+    returns them: one image shrunk to 32 px (its pixels a few KB), 64
+    tokens with 20 alternatives each: the run's peak bytes in flight grow
+    by about the logprobs' size over the same run without them."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "one.jpg").symlink_to(sorted(sample_images_of("jpg"))[0])
+    peaks, sizes = {}, {}
+    for name, extra in (("plain", ()), ("lp", ("--logprobs", "20"))):
+        out = tmp_path / name
+        res = sluice.caption(src, out, *QUIET, "--max-tokens", "64", "--max-image-edge", "32",
+                             *extra)
+        assert res.returncode == 0, res.stderr
+        peaks[name] = json.loads((out / "summary.json").read_text())["memory"][
+            "peak_bytes_in_flight"]
+        row = read_rows(out)[0]
+        sizes[name] = len(json.dumps(row.get("logprobs"), separators=(",", ":")))
+    assert sizes["lp"] > 20_000
+    assert peaks["lp"] - peaks["plain"] >= 0.8 * sizes["lp"], (peaks, sizes)
