@@ -82,6 +82,13 @@ typedef struct sl_plugin_host {
     sl_status (*row_set_column_string)(sl_row *row, const char *name, const char *text);
     sl_status (*row_emit)(sl_row *parent, sl_row **child);
     /* Appended later: check with SL_PLUGIN_HOST_HAS(host, field) first. */
+    /* Tasks, several answers and log-probabilities (sluice/pipeline.h:
+     * sl_pipeline_row_task_answer ... sl_pipeline_row_logprobs). */
+    const char *(*row_task_answer)(const sl_row *row, const char *task);
+    sl_status (*row_set_task_answer)(sl_row *row, const char *task, const char *text);
+    int (*row_answer_count)(const sl_row *row);
+    const char *(*row_answer_at)(const sl_row *row, int k);
+    const char *(*row_logprobs)(const sl_row *row, const char *task);
 } sl_plugin_host;
 
 /* Whether the host's table has `field` (a host older than the header the

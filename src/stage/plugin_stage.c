@@ -100,6 +100,11 @@ static const sl_plugin_host host = {
     .row_set_column_json = sl_pipeline_row_set_column_json,
     .row_set_column_string = sl_pipeline_row_set_column_string,
     .row_emit = sl_pipeline_row_emit,
+    .row_task_answer = sl_pipeline_row_task_answer,
+    .row_set_task_answer = sl_pipeline_row_set_task_answer,
+    .row_answer_count = sl_pipeline_row_answer_count,
+    .row_answer_at = sl_pipeline_row_answer_at,
+    .row_logprobs = sl_pipeline_row_logprobs,
 };
 
 /* --- loading ------------------------------------------------------------------------ */

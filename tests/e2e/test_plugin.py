@@ -157,3 +157,33 @@ def test_the_plugin_and_the_lua_example_give_the_same_rows(sluice, tmp_path):
     assert outs["plugin"] == outs["lua"]
     assert outs["plugin dropped"] == outs["lua dropped"]
     assert outs["plugin"], "every row was dropped: the comparison compared nothing"
+
+
+def test_a_plugin_reads_answers_tasks_and_logprobs(sluice, four, tmp_path):
+    """The host table's later functions (tests/plugins/answers.c after the
+    engine): with --samples every answer in order, with tasks a task's
+    answer and log-probabilities, each equal to what the output holds."""
+    plugin = build_dir(sluice) / "tests" / "unit" / "libtest_plugin_answers.so"
+    assert plugin.exists(), f"{plugin} not built"
+    common = ("--max-tokens", "6", "--temperature", "0.9", "--metrics-addr", "off", "--show", "0")
+    res = sluice.caption(four, tmp_path / "samples", *common, "--samples", "2", "--logprobs", "2",
+                         "--stage", f"{plugin}@engine")
+    assert res.returncode == 0, res.stderr
+    rows = read_rows(tmp_path / "samples")
+    by_image = {}
+    for r in rows:
+        by_image.setdefault(r["id"], {})[r["sample"]] = r["caption"]
+    for r in rows:
+        assert r["answers"] == [by_image[r["id"]][0], by_image[r["id"]][1]]
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"yes_no": {"prompt": "Is there a person?",
+                                            "sampling": {"max_tokens": 3, "logprobs": 3}},
+                                 "short": {"prompt": "Describe it.",
+                                           "sampling": {"max_tokens": 4}}}))
+    stage = json.dumps({"plugin": str(plugin), "after": "engine", "config": {"task": "yes_no"}})
+    res = sluice.caption(four, tmp_path / "tasks", *common, "--tasks", tasks, "--stage", stage)
+    assert res.returncode == 0, res.stderr
+    for r in read_rows(tmp_path / "tasks"):
+        assert r["answers"] == [r["yes_no"], r["short"]]
+        assert r["task_answer"] == r["yes_no"]
+        assert r["logprobs_copy"] == r["yes_no_logprobs"]
