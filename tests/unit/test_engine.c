@@ -366,6 +366,33 @@ static void count_phase(void *user, sl_engine_phase phase, double seconds)
     atomic_fetch_add(&phase_calls[phase], 1);
 }
 
+/* One request's completion, polled until it comes. */
+static sl_completion wait_one(sl_engine *e)
+{
+    sl_completion c;
+    size_t n = 0;
+    for (int idle = 0; n == 0; idle++) {
+        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+        if (idle > 600)
+            fail_msg("no completion for 10 minutes");
+    }
+    return c;
+}
+
+/* The stats once the last step's are published (a completion comes back
+ * before its step's counters are). */
+static void settled_stats(sl_engine *e, sl_engine_stats *out)
+{
+    for (int waited = 0;; waited++) {
+        sl_engine_stats_get(e, out);
+        if (out->requests_running == 0)
+            return;
+        if (waited > 10000)
+            fail_msg("the engine still runs requests after returning them all");
+        usleep(1000);
+    }
+}
+
 /* Runs N_SAMPLED rows (sample images 0..7) through an engine with the given
  * sampler, all submitted at once, in order or reversed; texts[k] is row k's
  * text (caller frees). temperature 0: greedy. */
@@ -412,15 +439,8 @@ static void run_rows(sl_llama_sampler sampler, int parallel, int sample_threads,
             got++;
         }
     }
-    /* The last completion comes before its step's stats are published. */
-    for (int waited = 0; stats; waited++) {
-        sl_engine_stats_get(e, stats);
-        if (stats->requests_running == 0)
-            break;
-        if (waited > 10000)
-            fail_msg("the engine still runs requests after returning them all");
-        usleep(1000);
-    }
+    if (stats)
+        settled_stats(e, stats);
     sl_engine_free(e);
     for (int k = 0; k < N_SAMPLED; k++)
         sl_image_free(imgs[k]);
@@ -685,10 +705,7 @@ static void tasks_beyond_the_sequences_and_a_failing_task(void **state)
     req.n_tasks = 3;
     int tag = 0;
     assert_int_equal(sl_engine_submit(e, &req, &tag), SL_OK);
-    sl_completion c;
-    size_t n = 0;
-    while (n == 0)
-        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    sl_completion c = wait_one(e);
     assert_int_equal(c.status, SL_OK);
     assert_int_equal(c.n_results, 3);
     for (int k = 0; k < 3; k++) {
@@ -701,9 +718,7 @@ static void tasks_beyond_the_sequences_and_a_failing_task(void **state)
 
     tasks[1].sampling.max_tokens = 1000; /* more than the 256 positions */
     assert_int_equal(sl_engine_submit(e, &req, &tag), SL_OK);
-    n = 0;
-    while (n == 0)
-        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    c = wait_one(e);
     assert_int_equal(c.status, SL_ERR_TOO_LONG);
     assert_null(c.results);
     assert_non_null(strstr(c.error, "img, task colours"));
@@ -1114,33 +1129,6 @@ static void too_many_top_logprobs_are_refused(void **state)
     sl_engine_free(e);
 }
 
-/* One request's completion, polled until it comes. */
-static sl_completion wait_one(sl_engine *e)
-{
-    sl_completion c;
-    size_t n = 0;
-    for (int idle = 0; n == 0; idle++) {
-        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
-        if (idle > 600)
-            fail_msg("no completion for 10 minutes");
-    }
-    return c;
-}
-
-/* The stats once the last step's are published (a completion comes back
- * before its step's counters are). */
-static void settled_stats(sl_engine *e, sl_engine_stats *out)
-{
-    for (int waited = 0;; waited++) {
-        sl_engine_stats_get(e, out);
-        if (out->requests_running == 0)
-            return;
-        if (waited > 10000)
-            fail_msg("the engine still runs requests after returning them all");
-        usleep(1000);
-    }
-}
-
 /* sampling.n answers: n results in order, the first the answer n = 1
  * gives (the same seed), the others with seeds of their own (they differ
  * at temperature 0.9), a greedy request's all the same; the image is
@@ -1449,10 +1437,7 @@ static void an_answer_cut_short_is_invalid_output(void **state)
     req.json_schema = tags_schema;
     int tag = 0;
     assert_int_equal(sl_engine_submit(e, &req, &tag), SL_OK);
-    sl_completion c;
-    size_t n = 0;
-    while (n == 0)
-        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    sl_completion c = wait_one(e);
     assert_int_equal(c.status, SL_ERR_INVALID_OUTPUT);
     assert_string_equal(sl_status_class(c.status), "invalid_output");
     assert_string_equal(c.result.finish_reason, "length");
