@@ -1,0 +1,105 @@
+/* sluice/video.h — frames sampled from a video, for a VLM to read as images.
+ *
+ * FFmpeg's libraries (libavformat demuxes, libavcodec decodes, libswscale
+ * converts) read a video from memory or from a file through sluice's own
+ * read and seek callbacks: no FFmpeg protocol is opened, so nothing a file
+ * names (another file, a URL, a playlist entry) is ever read. Only these
+ * containers are accepted: MP4/MOV/M4V, Matroska/WebM, AVI and MPEG-TS
+ * (others, e.g. a GIF, are images: sluice/image.h).
+ *
+ * Which frames: the video's best video stream is cut into n equal spans,
+ * n = min(max_frames, max(1, ceil(duration * fps))) (fps 0: max_frames), and
+ * the frame shown at the middle of each span is taken (the first frame
+ * whose timestamp is at or after it; the last frame when the stream ends
+ * first). A stream of unknown duration gives a frame every 1/fps seconds
+ * from its start (fps 0: every second), up to max_frames. Frames are found
+ * by seeking to the keyframe before each time and decoding forward, so a
+ * long video costs about n keyframe intervals, not its length.
+ *
+ * Each frame becomes an sl_image (8-bit sRGB, 3 channels): the display
+ * rotation of phone videos is applied, and it is shrunk (bicubic) so its
+ * longer edge is at most image.max_edge; a stream whose coded
+ * width*height exceeds image.max_input_pixels is refused before decoding.
+ * A video that cannot be read (not one of the containers, no video
+ * stream, a codec FFmpeg lacks, damaged before the first frame, past
+ * max_decoded_frames while looking) fails with a message naming `name`
+ * and the cause (FFmpeg's own words where it has them).
+ *
+ * An sl_video is immutable once made and may be shared between threads;
+ * its frames are borrowed from it and valid until sl_video_free().
+ */
+#ifndef SLUICE_VIDEO_H
+#define SLUICE_VIDEO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image.h"
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Frames per video at most (an engine request's images at most). */
+#define SL_VIDEO_MAX_FRAMES 16
+
+typedef struct sl_video sl_video;
+
+typedef struct sl_video_params {
+    int max_frames;          /* 1..SL_VIDEO_MAX_FRAMES (default 8) */
+    double fps;              /* frames per second of video at most (default 1); 0: max_frames */
+    sl_image_params image;   /* max_edge and max_input_pixels for each frame */
+    /* Frames decoded in all while looking for the n frames, at most: a
+     * bound on the work one file can ask for (a stream whose only keyframe
+     * is its first). Default 20,000. */
+    long max_decoded_frames;
+} sl_video_params;
+
+sl_video_params sl_video_default_params(void);
+
+/* Decode `len` bytes (read, not kept: the caller may free them after the
+ * call). `name` names the input in error messages. On failure *out is NULL
+ * and sl_last_error() names `name` and the cause. */
+sl_status sl_video_decode(const void *data, size_t len, const char *name,
+                          const sl_video_params *params, sl_video **out);
+
+/* The same from the file at `path`, read in place (not loaded whole). */
+sl_status sl_video_load_file(const char *path, const sl_video_params *params, sl_video **out);
+
+/* Do these first bytes (16 are enough) start a container this module
+ * reads? MP4/MOV ('ftyp' at 4 with a video brand; not AVIF/HEIF, which are
+ * images), Matroska/WebM (EBML), AVI (RIFF....AVI ), MPEG-TS (0x47 sync
+ * bytes 188 apart, when len allows; else the first). */
+bool sl_video_sniff(const void *data, size_t len);
+
+/* Does the path end in a video extension (.mp4 .m4v .mov .mkv .webm .avi
+ * .ts; any case)? Folders and tar shards pick video members by it. */
+bool sl_video_path_is_video(const char *path);
+
+int sl_video_n_frames(const sl_video *video);
+/* Frame i (0-based, < n_frames): borrowed, valid until sl_video_free(). */
+const sl_image *sl_video_frame(const sl_video *video, int i);
+/* Frame i's time in seconds from the stream's start. */
+double sl_video_frame_time(const sl_video *video, int i);
+/* The stream's duration in seconds (the container's when the stream has
+ * none; the last frame's time when neither says). */
+double sl_video_duration(const sl_video *video);
+/* The stream's frame size as displayed (rotation applied), before shrinking. */
+int sl_video_source_width(const sl_video *video);
+int sl_video_source_height(const sl_video *video);
+/* The container ("mp4", "webm", "matroska", "avi", "mpegts") and codec
+ * ("h264", "hevc", "vp9", "av1", ...) names; static strings or valid until
+ * sl_video_free(). */
+const char *sl_video_container(const sl_video *video);
+const char *sl_video_codec(const sl_video *video);
+/* Bytes held (the frames' pixels and headers), for memory accounting. */
+size_t sl_video_bytes(const sl_video *video);
+
+void sl_video_free(sl_video *video);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
