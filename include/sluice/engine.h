@@ -338,6 +338,14 @@ typedef struct sl_request {
     const size_t *images_encoded_len;   /* with their lengths */
     const char *const *images_mime;     /* and types (NULL or an entry NULL: image/jpeg) */
     int n_images;
+    /* A prompt's several images (a video's frames): n_images > 0 without
+     * messages (and without `image`) puts the images before the prompt in
+     * the user message, image i after the text image_texts[i] when given
+     * (NULL, or an entry NULL: none), as the conversation of one user
+     * message of parts [text 0, image 0, text 1, image 1, ..., prompt]
+     * would (tasks and n answers too: each shares the images). Texts are
+     * copied at submit; the images live as for a conversation. */
+    const char *const *image_texts;
     /* openai engine: a whole chat-completions request body (JSON text, an
      * object with "messages"), sent as given but for "model" (set to the
      * served model when absent) and "stream" (the engine's). It takes the

@@ -134,14 +134,63 @@ static sl_status check_conversation(const char *id, const sl_request *q)
     return SL_OK;
 }
 
+/* The checks of a prompt's several images (n_images > 0, no messages). */
+static sl_status check_prompt_images(const char *id, const sl_request *q)
+{
+    if (q->n_images < 0 || q->n_images > SL_MAX_IMAGES)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: %d images; a request takes at most %d", id,
+                       q->n_images, SL_MAX_IMAGES);
+    if (q->image || q->image_encoded)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s: a request takes one image or several images, not both", id);
+    if (!q->images && !q->images_encoded)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: %d images said but none given", id, q->n_images);
+    if (q->openai_body)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s: images without messages go with a prompt, not a request body", id);
+    for (int i = 0; q->image_texts && i < q->n_images; i++)
+        if (q->image_texts[i] && !sl_utf8_valid(q->image_texts[i], strlen(q->image_texts[i])))
+            return sl_fail(SL_ERR_INVALID_ARG, "%s: the text of image %d is not valid UTF-8", id,
+                           i + 1);
+    return SL_OK;
+}
+
+const sl_request *sl_prompt_as_conversation(const sl_request *q, sl_prompt_conversation *c)
+{
+    if (q->n_messages > 0 || q->n_images <= 0)
+        return q;
+    c->req = *q;
+    int n_msgs = 0, n_parts = 0;
+    if (q->system_prompt && *q->system_prompt) {
+        c->system.text = q->system_prompt;
+        c->messages[n_msgs++] = (sl_message){.role = "system", .parts = &c->system, .n_parts = 1};
+    }
+    for (int i = 0; i < q->n_images && i < SL_MAX_IMAGES; i++) {
+        const char *text = q->image_texts ? q->image_texts[i] : NULL;
+        if (text && *text)
+            c->parts[n_parts++].text = text;
+        c->parts[n_parts++].text = NULL;
+    }
+    c->parts[n_parts++].text = q->prompt ? q->prompt : "";
+    c->messages[n_msgs++] = (sl_message){.role = "user", .parts = c->parts, .n_parts = n_parts};
+    c->req.messages = c->messages;
+    c->req.n_messages = n_msgs;
+    c->req.prompt = NULL;
+    c->req.system_prompt = NULL;
+    c->req.image_texts = NULL;
+    return &c->req;
+}
+
 sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *tag)
 {
     const char *id = request->id ? request->id : "(request)";
     if (request->n_messages < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "%s: %d messages", id, request->n_messages);
-    if (request->n_images != 0 && request->n_messages == 0)
-        return sl_fail(SL_ERR_INVALID_ARG,
-                       "%s: images are given with messages (their image parts say where)", id);
+    if (request->n_images != 0 && request->n_messages == 0) {
+        sl_status st = check_prompt_images(id, request);
+        if (st != SL_OK)
+            return st;
+    }
     if (request->openai_body && !sl_utf8_valid(request->openai_body, strlen(request->openai_body)))
         return sl_fail(SL_ERR_INVALID_ARG, "%s: the request body is not valid UTF-8", id);
     /* The openai engine sends a whole body in place of the prompt (the

@@ -42,6 +42,19 @@ void sl_task_request(const sl_request *q, int i, sl_request *out, char **id_out)
  * K+1" (*id_out, sl_free; NULL when out of memory). */
 void sl_answer_request(const sl_request *q, int k, sl_request *out, char **id_out);
 
+/* A prompt with several images (n_images > 0, no messages; a video's
+ * frames) as the conversation it stands for: a system message when there is
+ * a system prompt, then one user message of parts [image_texts[0], image 0,
+ * ..., prompt] (absent or empty texts left out). Written into *c (the
+ * caller's storage; q's strings and images borrowed) and returned; any other
+ * request is returned as it is. */
+typedef struct sl_prompt_conversation {
+    sl_request req;
+    sl_message messages[2];
+    sl_content_part system, parts[2 * SL_MAX_IMAGES + 1];
+} sl_prompt_conversation;
+const sl_request *sl_prompt_as_conversation(const sl_request *q, sl_prompt_conversation *c);
+
 /* Records task i's outcome: result (its strings taken) when status is
  * SL_OK, else error. When it was the last, fills *out with the request's
  * completion (the results in task order, or the first failure, the other

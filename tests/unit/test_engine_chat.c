@@ -224,6 +224,100 @@ static void two_images_in_one_sequence_are_both_encoded(void **state)
     sl_free(answers[1]);
 }
 
+/* A prompt with several images (a video's frames: n_images without
+ * messages, a text before each) answers as the conversation it stands for,
+ * with or without a system prompt; as tasks, each task answers as its own
+ * prompt would and the images are encoded once for all of them. Mixing one
+ * image with several, too many images and texts that are not UTF-8 are
+ * refused at submit. */
+static void a_prompt_with_images_answers_as_its_conversation(void **state)
+{
+    int pos_a, pos_b;
+    uint64_t enc_two = encodes_of(img_a, &pos_a) + encodes_of(img_b, &pos_b);
+    const sl_image *images[] = {img_a, img_b};
+    const char *texts[] = {"Frame at 0.5 s:", "Frame at 1.5 s:"};
+    sl_engine *e = open_engine(2, 1024, 0);
+    for (int with_system = 0; with_system <= 1; with_system++) {
+        sl_content_part sys[] = {{"You are a careful annotator."}};
+        sl_content_part user[] = {{texts[0]}, {NULL}, {texts[1]}, {NULL}, {"What happens?"}};
+        sl_message msgs[] = {{"system", sys, 1}, {"user", user, 5}};
+        sl_request conv = conversation("conv", msgs + !with_system, 1 + with_system, images, 2, 12);
+        sl_result want;
+        assert_int_equal(sl_engine_generate(e, &conv, &want), SL_OK);
+
+        sl_request q = {.id = "frames", .prompt = "What happens?", .images = images,
+                        .image_texts = texts, .n_images = 2, .sampling = sl_sampling_default()};
+        q.sampling.max_tokens = 12;
+        if (with_system)
+            q.system_prompt = "You are a careful annotator.";
+        sl_result got;
+        assert_int_equal(sl_engine_generate(e, &q, &got), SL_OK);
+        assert_string_equal(got.text, want.text);
+        assert_int_equal(got.prompt_tokens, want.prompt_tokens);
+        /* Without the texts the prompt is shorter: they are not dropped. */
+        q.image_texts = NULL;
+        sl_result bare;
+        assert_int_equal(sl_engine_generate(e, &q, &bare), SL_OK);
+        assert_true(bare.prompt_tokens < got.prompt_tokens);
+        sl_result_clear(&want);
+        sl_result_clear(&got);
+        sl_result_clear(&bare);
+    }
+    sl_engine_free(e);
+
+    /* Tasks over the frames: each as its own prompt, the frames encoded once. */
+    sl_task tasks[2] = {{.name = "what", .prompt = "What happens?", .sampling = sl_sampling_default()},
+                        {.name = "where", .prompt = "Where is it?", .sampling = sl_sampling_default()}};
+    char *alone[2];
+    for (int t = 0; t < 2; t++) {
+        tasks[t].sampling.max_tokens = 8;
+        e = open_engine(2, 1024, 0);
+        sl_request one = {.id = "alone", .prompt = tasks[t].prompt, .images = images,
+                          .image_texts = texts, .n_images = 2, .sampling = tasks[t].sampling};
+        sl_result r;
+        assert_int_equal(sl_engine_generate(e, &one, &r), SL_OK);
+        alone[t] = r.text;
+        r.text = NULL;
+        sl_result_clear(&r);
+        sl_engine_free(e);
+    }
+    e = open_engine(2, 1024, 0);
+    sl_request q = {.id = "tasks", .images = images, .image_texts = texts, .n_images = 2,
+                    .tasks = tasks, .n_tasks = 2, .sampling = sl_sampling_default()};
+    int tag;
+    assert_int_equal(sl_engine_submit(e, &q, &tag), SL_OK);
+    sl_completion c;
+    size_t n = 0;
+    while (n == 0)
+        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    assert_int_equal(c.status, SL_OK);
+    assert_int_equal(c.n_results, 2);
+    for (int t = 0; t < 2; t++)
+        assert_string_equal(c.results[t].text, alone[t]);
+    sl_engine_stats st;
+    sl_engine_stats_get(e, &st);
+    assert_int_equal(st.images_encoded, enc_two);
+    sl_completion_clear(&c);
+
+    /* Refused at submit, naming the request. */
+    sl_request bad = {.id = "bad", .prompt = "x", .image = img_a, .images = images,
+                      .n_images = 2, .sampling = sl_sampling_default()};
+    assert_int_equal(sl_engine_submit(e, &bad, &tag), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "bad: a request takes one image or several"));
+    bad.image = NULL;
+    bad.n_images = SL_MAX_IMAGES + 1;
+    assert_int_equal(sl_engine_submit(e, &bad, &tag), SL_ERR_INVALID_ARG);
+    const char *not_utf8[] = {"ok", "\xff\xfe"};
+    bad.n_images = 2;
+    bad.image_texts = not_utf8;
+    assert_int_equal(sl_engine_submit(e, &bad, &tag), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "image 2 is not valid UTF-8"));
+    assert_int_equal(sl_engine_in_flight(e), 0);
+    sl_engine_free(e);
+    sl_free(alone[0]);
+    sl_free(alone[1]);
+}
+
 /* want_response_json: a chat.completion object with the answer's text,
  * finish reason and token counts, the model's name and a fresh id each
  * time; it parses with the OpenAI SDK's ChatCompletion where that is
@@ -319,10 +413,11 @@ static void bad_conversations_are_refused_naming_the_message(void **state)
     q.sampling.max_tokens = 0;
     assert_int_equal(sl_engine_submit(e, &q, &tag), SL_ERR_INVALID_ARG);
     q.sampling.max_tokens = 8;
-    /* Images without messages to place them. */
-    sl_request plain = {.id = "plain", .prompt = "x", .images = images, .n_images = 1,
+    /* Images without messages go before a prompt: there must be one. */
+    sl_request plain = {.id = "plain", .images = images, .n_images = 1,
                         .sampling = sl_sampling_default()};
     assert_int_equal(sl_engine_submit(e, &plain, &tag), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "plain: request has no prompt"));
     /* The llama engine needs the decoded images. */
     sl_content_part img_part[] = {{NULL}};
     sl_message with_image = {"user", img_part, 1};
@@ -734,6 +829,7 @@ int main(void)
         cmocka_unit_test(text_only_turns_render_the_template_and_encode_nothing),
         cmocka_unit_test(one_image_message_answers_as_a_prompt_and_image),
         cmocka_unit_test(two_images_in_one_sequence_are_both_encoded),
+        cmocka_unit_test(a_prompt_with_images_answers_as_its_conversation),
         cmocka_unit_test(the_answer_as_a_chat_completion_object),
         cmocka_unit_test(bad_conversations_are_refused_naming_the_message),
         cmocka_unit_test(messages_are_copied_and_freeing_in_flight_is_clean),

@@ -334,6 +334,52 @@ static void a_conversation_goes_out_as_openai_messages(void **state)
     sl_engine_free(e);
 }
 
+/* A prompt with several images (a video's frames) goes out as a system
+ * message and one user message of parts: each image after its text, the
+ * prompt last; as tasks, one request per task with the same parts. */
+static void a_prompt_with_images_goes_out_as_one_user_message(void **state)
+{
+    sl_engine *e = open_at(fake.url, false);
+    static const uint8_t jpg1[] = {0xff, 0xd8, 0xff, 1}, jpg2[] = {0xff, 0xd8, 0xff, 2};
+    const uint8_t *enc[] = {jpg1, jpg2};
+    const size_t lens[] = {sizeof jpg1, sizeof jpg2};
+    const char *texts[] = {"Frame at 0.5 s:", NULL};
+    sl_request q = {.id = "frames", .system_prompt = "Be brief.", .prompt = "What happens?",
+                    .images_encoded = enc, .images_encoded_len = lens, .image_texts = texts,
+                    .n_images = 2, .sampling = sl_sampling_default()};
+    q.sampling.max_tokens = 16;
+    sl_result r;
+    assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+    sl_result_clear(&r);
+    char *body = last_body();
+    json_t *root = json_loads(body, 0, NULL);
+    assert_non_null(root);
+    json_t *m = json_object_get(root, "messages");
+    assert_int_equal(json_array_size(m), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(m, 0), "role")), "system");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(m, 0), "content")),
+                        "Be brief.");
+    json_t *parts = json_object_get(json_array_get(m, 1), "content");
+    assert_int_equal(json_array_size(parts), 4); /* text, image, image (no text), prompt */
+    const char *types[] = {"text", "image_url", "image_url", "text"};
+    for (int i = 0; i < 4; i++)
+        assert_string_equal(json_string_value(json_object_get(json_array_get(parts, i), "type")),
+                            types[i]);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(parts, 0), "text")),
+                        "Frame at 0.5 s:");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(parts, 3), "text")),
+                        "What happens?");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(parts, 1), "image_url"), "url")),
+                        "data:image/jpeg;base64,/9j/AQ==");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(parts, 2), "image_url"), "url")),
+                        "data:image/jpeg;base64,/9j/Ag==");
+    json_decref(root);
+    free(body);
+    sl_engine_free(e);
+}
+
 /* A caller's body goes out as given (keys the engine knows nothing of
  * too), but for the model (set when absent, kept when present) and stream
  * (the engine's; stream_options only when streaming, with usage asked). */
@@ -491,6 +537,7 @@ int main(void)
         cmocka_set_test_filter(getenv("SLUICE_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_conversation_goes_out_as_openai_messages),
+        cmocka_unit_test(a_prompt_with_images_goes_out_as_one_user_message),
         cmocka_unit_test(a_body_is_forwarded_as_given_but_model_and_stream),
         cmocka_unit_test(conversations_through_llama_server),
         cmocka_unit_test(conversations_through_llama_server_streamed),

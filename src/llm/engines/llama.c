@@ -2153,8 +2153,10 @@ static req *req_new(llama_engine *e, const sl_request *rq, void *tag, sl_status 
                       rq->id ? rq->id : "(request)");
         return NULL;
     }
+    sl_prompt_conversation pc;
+    const sl_request *conv = sl_prompt_as_conversation(rq, &pc);
     if ((*st = structured_request(e, rq, r)) != SL_OK ||
-        (rq->n_messages > 0 && (*st = copy_conversation(e, rq, r)) != SL_OK)) {
+        (conv->n_messages > 0 && (*st = copy_conversation(e, conv, r)) != SL_OK)) {
         req_free(r);
         return NULL;
     }

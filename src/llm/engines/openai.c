@@ -478,11 +478,14 @@ static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *i
                           ? sl_fail(SL_ERR_NOMEM, "%s: out of memory building the request", id)
                           : sl_fail(SL_ERR_INVALID_ARG, "%s: the request body %s", id, why);
     }
-    else
+    else {
+        sl_prompt_conversation pc;
+        const sl_request *conv = sl_prompt_as_conversation(q, &pc);
         r->body = build_body(e, q, schema,
-                             q->n_messages > 0 ? conversation_messages(q, images)
-                                               : prompt_messages(q, image, image_len, mime),
+                             conv->n_messages > 0 ? conversation_messages(conv, images)
+                                                  : prompt_messages(q, image, image_len, mime),
                              &r->body_len);
+    }
     r->schema = schema;
     r->submitted = sl_mono_s();
     r->retry_after = -1.0;
