@@ -265,6 +265,7 @@ typedef struct reader {
     int64_t held_ts, taken_ts;
     bool draining, ended;
     long decoded;        /* packets given to the decoder */
+    int64_t target;      /* the time being decoded to (stream time base) */
     int decode_error;    /* the decoder's last complaint (0: none) */
     int64_t start;       /* the stream's start, in its time base */
     double tb;           /* seconds per time base unit */
@@ -401,8 +402,11 @@ static sl_status reader_open(reader *r)
 
     const AVCodec *codec = NULL;
     r->stream = pick_stream(r, &codec);
-    if (r->stream == AVERROR_STREAM_NOT_FOUND)
-        return sl_fail(SL_ERR_DECODE, "%s: no video stream", r->name);
+    if (r->stream == AVERROR_STREAM_NOT_FOUND) {
+        int pic = av_find_best_stream(r->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
+        return sl_fail(SL_ERR_DECODE, "%s: no video stream%s", r->name,
+                       pic >= 0 ? " (only a cover picture)" : "");
+    }
     if (r->stream < 0) {
         int i = av_find_best_stream(r->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
         const char *what = i >= 0 ? avcodec_get_name(r->fmt->streams[i]->codecpar->codec_id)
@@ -493,6 +497,11 @@ static sl_status next_frame(reader *r, bool *got)
                            "take (max_decoded_frames): too few keyframes to seek to",
                            r->name, r->params->max_decoded_frames);
         }
+        /* A frame shown before the target is never taken: one that no other
+         * frame refers to (most B-frames) need not be decoded at all. */
+        r->dec->skip_frame = r->pkt->pts != AV_NOPTS_VALUE && r->pkt->pts < r->target
+                                 ? AVDISCARD_NONREF
+                                 : AVDISCARD_DEFAULT;
         rc = avcodec_send_packet(r->dec, r->pkt);
         av_packet_unref(r->pkt);
         if (rc == AVERROR(ENOMEM))
@@ -523,6 +532,7 @@ static int64_t frame_ts(const reader *r, const AVFrame *f)
  * r->held is the last frame (if any). */
 static sl_status decode_to(reader *r, int64_t target)
 {
+    r->target = target;
     while (!r->ended && !(r->have_held && r->held_ts >= target)) {
         bool got;
         sl_status st = next_frame(r, &got);

@@ -100,6 +100,8 @@ static int make_fixtures(void **state)
               "-f lavfi -i color=blue:s=64x48:r=10:d=4 -filter_complex '[0][1][2]concat=n=3:v=1:a=0' "
               "-pix_fmt yuv420p -g 10 %s %s",
            long_codecs[i][1], fixture(long_codecs[i][0]));
+    /* The MP4's H.264 stream as it is, in MPEG-TS. */
+    sh(FF "-i %s -c copy %s", fixture("s12.mp4"), fixture("s12copy.ts"));
     /* Left half red, right half blue; then the display matrix of a 90 and
      * a 270 degree rotation (ffmpeg 5.1 writes it on a stream copy). */
     sh(FF "-f lavfi -i color=red:s=32x48:r=10:d=1 -f lavfi -i color=blue:s=32x48:r=10:d=1 "
@@ -113,6 +115,10 @@ static int make_fixtures(void **state)
     /* Images: not videos. */
     sh(FF "-f lavfi -i color=red:s=64x48:r=10:d=1 %s", fixture("anim.gif"));
     sh(FF "-f lavfi -i color=red:s=64x48 -frames:v 1 %s", fixture("still.jpg"));
+    /* Sound alone, and sound with a cover picture (an attached still). */
+    sh(FF "-f lavfi -i sine=d=1 -c:a aac %s", fixture("audio.mp4"));
+    sh(FF "-i %s -i %s -map 0 -map 1 -c copy -disposition:v:0 attached_pic %s",
+       fixture("audio.mp4"), fixture("still.jpg"), fixture("cover.mp4"));
     return 0;
 }
 
@@ -280,6 +286,28 @@ static void seeks_land_on_the_frame_at_each_target(void **state)
  * after two targets and is taken once; past 3.0 s the stream has ended and
  * its last frame is taken already. So 3 frames: the red one at 0 s is never
  * at or after a target. */
+/* The same coded frames found through MP4's index and through MPEG-TS's
+ * search by timestamp: the same frames, pixel for pixel, at the same times;
+ * with 16 targets 0.75 s apart (MPEG-TS decodes forward) and 4 targets 3 s
+ * apart (both seek). */
+static void same_stream_in_mp4_and_ts_gives_the_same_frames(void **state)
+{
+    const sl_video_params ps[] = {params(16, 2), params(4, 0)};
+    for (int k = 0; k < 2; k++) {
+        sl_video *a = decode("s12.mp4", &ps[k]), *b = decode("s12copy.ts", &ps[k]);
+        int n = ps[k].max_frames;
+        assert_int_equal(sl_video_n_frames(a), n);
+        assert_int_equal(sl_video_n_frames(b), n);
+        for (int i = 0; i < n; i++) {
+            assert_true(fabs(sl_video_frame_time(a, i) - sl_video_frame_time(b, i)) < 1e-6);
+            assert_memory_equal(sl_image_pixels(sl_video_frame(a, i)),
+                                sl_image_pixels(sl_video_frame(b, i)), 64 * 48 * 3);
+        }
+        sl_video_free(a);
+        sl_video_free(b);
+    }
+}
+
 static void frames_sparser_than_spans_are_taken_once(void **state)
 {
     sl_video_params p = params(8, 2);
@@ -580,6 +608,13 @@ static void bad_inputs_fail_with_named_errors(void **state)
         expect_failure(b.data, b.len, images[i], NULL, SL_ERR_DECODE, "not a video");
         free(b.data);
     }
+    blob a = slurp("audio.mp4");
+    expect_failure(a.data, a.len, "audio.mp4", NULL, SL_ERR_DECODE, "no video stream");
+    free(a.data);
+    a = slurp("cover.mp4");
+    expect_failure(a.data, a.len, "cover.mp4", NULL, SL_ERR_DECODE,
+                   "no video stream (only a cover picture)");
+    free(a.data);
     /* Parameters. */
     blob b = slurp("g10.mp4");
     sl_video_params p = params(0, 1);
@@ -739,6 +774,7 @@ int main(void)
         cmocka_unit_test(max_frames_cuts_fewer_longer_spans),
         cmocka_unit_test(fps_sets_the_count_under_max_frames),
         cmocka_unit_test(seeks_land_on_the_frame_at_each_target),
+        cmocka_unit_test(same_stream_in_mp4_and_ts_gives_the_same_frames),
         cmocka_unit_test(frames_sparser_than_spans_are_taken_once),
         cmocka_unit_test(unknown_duration_takes_a_frame_every_1_over_fps),
         cmocka_unit_test(max_edge_shrinks_the_longer_edge),
