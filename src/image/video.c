@@ -87,7 +87,8 @@ static bool ebml_says_webm(const uint8_t *p, size_t len)
 {
     size_t end = len < 64 ? len : 64;
     for (size_t i = 4; i + 7 <= end; i++)
-        if (p[i] == 0x42 && p[i + 1] == 0x82 && p[i + 2] == 0x84 && memcmp(p + i + 3, "webm", 4) == 0)
+        if (p[i] == 0x42 && p[i + 1] == 0x82 && p[i + 2] == 0x84 &&
+            memcmp(p + i + 3, "webm", 4) == 0)
             return true;
     return false;
 }
@@ -657,10 +658,10 @@ static sl_status convert(reader *r, sl_image **out)
         dw = dw < 1 ? 1 : dw;
         dh = dh < 1 ? 1 : dh;
     }
+    /* Accurate rounding and full chroma: 3 ms of a 65 ms video (bench/video). */
+    int flags = SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT;
     r->sws = sws_getCachedContext(r->sws, w, h, (enum AVPixelFormat)f->format, dw, dh,
-                                  AV_PIX_FMT_RGB24,
-                                  SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT, NULL, NULL,
-                                  NULL);
+                                  AV_PIX_FMT_RGB24, flags, NULL, NULL, NULL);
     if (!r->sws)
         return sl_fail(SL_ERR_DECODE, "%s: cannot convert %dx%d %s frames to RGB", r->name, w, h,
                        av_get_pix_fmt_name((enum AVPixelFormat)f->format)
@@ -687,6 +688,11 @@ static sl_status convert(reader *r, sl_image **out)
     if (sws_scale(r->sws, (const uint8_t *const *)f->data, f->linesize, 0, h, dst, dst_stride) <= 0)
         return sl_fail(SL_ERR_DECODE, "%s: cannot convert a frame to RGB", r->name);
     int ow = r->rotation % 180 ? dh : dw, oh = r->rotation % 180 ? dw : dh;
+    if (r->rotation == 0) {
+        for (int y = 0; y < dh; y++)
+            memcpy(r->packed + (size_t)y * dw * 3, r->scaled + (size_t)y * stride, (size_t)dw * 3);
+        return sl_image_from_rgb(dw, dh, r->packed, out);
+    }
     for (int y = 0; y < oh; y++) {
         uint8_t *row = r->packed + (size_t)y * ow * 3;
         for (int x = 0; x < ow; x++) {

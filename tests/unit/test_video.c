@@ -97,8 +97,8 @@ static int make_fixtures(void **state)
         {"s12.avi", "-c:v mpeg4"}, {"s12.ts", "-c:v libx264 -sc_threshold 0"}};
     for (int i = 0; i < 4; i++)
         sh(FF "-f lavfi -i color=red:s=64x48:r=10:d=4 -f lavfi -i color=green:s=64x48:r=10:d=4 "
-              "-f lavfi -i color=blue:s=64x48:r=10:d=4 -filter_complex '[0][1][2]concat=n=3:v=1:a=0' "
-              "-pix_fmt yuv420p -g 10 %s %s",
+              "-f lavfi -i color=blue:s=64x48:r=10:d=4 "
+              "-filter_complex '[0][1][2]concat=n=3:v=1:a=0' -pix_fmt yuv420p -g 10 %s %s",
            long_codecs[i][1], fixture(long_codecs[i][0]));
     /* The MP4's H.264 stream as it is, in MPEG-TS. */
     sh(FF "-i %s -c copy %s", fixture("s12.mp4"), fixture("s12copy.ts"));
@@ -107,7 +107,8 @@ static int make_fixtures(void **state)
     sh(FF "-f lavfi -i color=red:s=32x48:r=10:d=1 -f lavfi -i color=blue:s=32x48:r=10:d=1 "
           "-filter_complex '[0][1]hstack' -pix_fmt yuv420p -c:v libx264 %s",
        fixture("halves.mp4"));
-    sh(FF "-i %s -c copy -metadata:s:v:0 rotate=90 %s", fixture("halves.mp4"), fixture("rot90.mp4"));
+    sh(FF "-i %s -c copy -metadata:s:v:0 rotate=90 %s", fixture("halves.mp4"),
+       fixture("rot90.mp4"));
     sh(FF "-i %s -c copy -metadata:s:v:0 rotate=270 %s", fixture("halves.mp4"),
        fixture("rot270.mp4"));
     sh(FF "-i %s -c copy -metadata:s:v:0 rotate=180 %s", fixture("halves.mp4"),
