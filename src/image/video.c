@@ -428,7 +428,11 @@ static sl_status reader_open(reader *r)
     if (r->st->time_base.num <= 0 || r->st->time_base.den <= 0)
         return sl_fail(SL_ERR_DECODE, "%s: the video stream has no time base", r->name);
     r->tb = av_q2d(r->st->time_base);
+    /* Timestamps are the file's: any int64. Targets stay within half the
+     * range so that target - 8 s cannot overflow (see to_ts). */
     r->start = r->st->start_time != AV_NOPTS_VALUE ? r->st->start_time : 0;
+    if (r->start < -(INT64_MAX / 4) || r->start > INT64_MAX / 4)
+        r->start = 0;
     r->rotation = display_rotation(r->st);
 
     r->dec = avcodec_alloc_context3(codec);
@@ -512,6 +516,13 @@ static sl_status next_frame(reader *r, bool *got)
     }
 }
 
+/* Seconds from the stream's start of a timestamp (in double: a file's
+ * timestamps may be anything, and their difference overflow). */
+static double seconds_of(const reader *r, int64_t ts)
+{
+    return ((double)ts - (double)r->start) * r->tb;
+}
+
 /* A frame's time in the stream's time base: best effort, else the one
  * before it plus its duration. */
 static int64_t frame_ts(const reader *r, const AVFrame *f)
@@ -525,7 +536,8 @@ static int64_t frame_ts(const reader *r, const AVFrame *f)
     int64_t step = f->pkt_duration > 0 ? f->pkt_duration : 0;
     if (!step && r->st->avg_frame_rate.num > 0 && r->st->avg_frame_rate.den > 0)
         step = av_rescale_q(1, av_inv_q(r->st->avg_frame_rate), r->st->time_base);
-    return r->held_ts + (step > 0 ? step : 1);
+    step = step > 0 ? step : 1;
+    return r->held_ts < INT64_MAX - step ? r->held_ts + step : r->held_ts;
 }
 
 /* Decode forward to the first frame at or after `target` (in the stream's
@@ -551,7 +563,7 @@ static sl_status decode_to(reader *r, int64_t target)
         av_frame_move_ref(r->held, r->frame);
         r->have_held = true;
         r->held_ts = ts;
-        double t = (double)(ts - r->start) * r->tb;
+        double t = seconds_of(r, ts);
         if (t > r->last_time)
             r->last_time = t;
     }
@@ -578,7 +590,7 @@ static bool should_seek(reader *r, int64_t target)
         if (key)
             return key->timestamp > here;
     }
-    return (double)(target - here) * r->tb > 2.0;
+    return seconds_of(r, target) - seconds_of(r, here) > 2.0;
 }
 
 /* Seeks to the keyframe at or before `at`; false (and the decoder where it
@@ -589,7 +601,7 @@ static bool seek(reader *r, int64_t at)
     if (rc < 0) {
         char cause[AV_ERROR_MAX_STRING_SIZE];
         sl_log(SL_LOG_DEBUG, "%s: cannot seek to %.3f s (%s); decoding on", r->name,
-               (double)(at - r->start) * r->tb, av_err(rc, cause, sizeof cause));
+               seconds_of(r, at), av_err(rc, cause, sizeof cause));
         return false;
     }
     avcodec_flush_buffers(r->dec);
@@ -718,13 +730,14 @@ static int frames_for(double duration, const sl_video_params *p)
 }
 
 /* The first timestamp at or after `seconds` from the start (a coarse time
- * base, e.g. AVI's 1/fps, must not round to the frame before). */
+ * base, e.g. AVI's 1/fps, must not round to the frame before), within
+ * +-INT64_MAX/2 whatever the file says. */
 static int64_t to_ts(const reader *r, double seconds)
 {
-    double ts = seconds / r->tb;
-    if (ts > 9e18)
+    double ts = ceil((double)r->start + seconds / r->tb - 1e-6);
+    if (!(ts < 4e18))
         return INT64_MAX / 2;
-    return r->start + (int64_t)ceil(ts - 1e-6);
+    return ts > -4e18 ? (int64_t)ts : -(INT64_MAX / 2);
 }
 
 /* Takes the frames the header describes into v. */
@@ -762,7 +775,7 @@ static sl_status sample(reader *r, sl_video *v)
         if (st != SL_OK)
             return st;
         v->frames[v->n] = img;
-        v->times[v->n] = (double)(r->held_ts - r->start) * r->tb;
+        v->times[v->n] = seconds_of(r, r->held_ts);
         v->n++;
         r->held_taken = true;
         r->taken_ts = r->held_ts;
