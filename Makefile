@@ -6,7 +6,7 @@ TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-http bench-coord bench-s3 clean
+.PHONY: all setup build build-asan build-tsan demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-http bench-coord bench-s3 clean
 
 all: build
 
@@ -109,6 +109,10 @@ bench-engine-host: build
 # Decode + resize to 512 px on one core, sluice vs Pillow (docs/images.md).
 bench-decode: build
 	.venv/bin/python bench/decode.py
+
+# One video's 8 frames on one core: 10 s 640x360 H.264 at 30 fps (docs/images.md).
+bench-video: build
+	$(BUILD)/bench/video 5
 
 # The openai engine: client cost per request against nginx, and images/s
 # through llama-server vs the embedded engine and the server alone

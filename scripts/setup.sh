@@ -23,6 +23,7 @@ packages=(
     libzstd-dev libsnappy-dev zlib1g-dev
     libcurl4-openssl-dev libarchive-dev libsqlite3-dev libyaml-dev libxml2-dev
     liblua5.4-dev
+    libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg
     chromium nginx-light
     clang libclang-rt-14-dev
     openmpi-bin libopenmpi-dev iproute2

@@ -11,7 +11,8 @@
  * n = min(max_frames, max(1, ceil(duration * fps))) (fps 0: max_frames), and
  * the frame shown at the middle of each span is taken (the first frame
  * whose timestamp is at or after it; the last frame when the stream ends
- * first). A stream of unknown duration gives a frame every 1/fps seconds
+ * first). A frame is taken once: when frames are sparser than spans, fewer
+ * come back. A stream of unknown duration gives a frame every 1/fps seconds
  * from its start (fps 0: every second), up to max_frames. Frames are found
  * by seeking to the keyframe before each time and decoding forward, so a
  * long video costs about n keyframe intervals, not its length.
@@ -61,17 +62,23 @@ sl_video_params sl_video_default_params(void);
 
 /* Decode `len` bytes (read, not kept: the caller may free them after the
  * call). `name` names the input in error messages. On failure *out is NULL
- * and sl_last_error() names `name` and the cause. */
+ * and sl_last_error() names `name` and the cause: SL_ERR_DECODE (not a
+ * video, damaged, past max_decoded_frames), SL_ERR_TOO_LARGE (past
+ * max_input_pixels), SL_ERR_INVALID_ARG (params), SL_ERR_NOMEM. */
 sl_status sl_video_decode(const void *data, size_t len, const char *name,
                           const sl_video_params *params, sl_video **out);
 
-/* The same from the file at `path`, read in place (not loaded whole). */
+/* The same from the file at `path`, read in place (not loaded whole); also
+ * SL_ERR_NOT_FOUND when it does not exist and SL_ERR_IO when it cannot be
+ * read (a folder, a read error). Messages name `path`. */
 sl_status sl_video_load_file(const char *path, const sl_video_params *params, sl_video **out);
 
 /* Do these first bytes (16 are enough) start a container this module
  * reads? MP4/MOV ('ftyp' at 4 with a video brand; not AVIF/HEIF, which are
- * images), Matroska/WebM (EBML), AVI (RIFF....AVI ), MPEG-TS (0x47 sync
- * bytes 188 apart, when len allows; else the first). */
+ * images; or an old QuickTime file's first atom: moov, mdat, wide, free,
+ * skip, pnot), Matroska/WebM (EBML), AVI (RIFF....AVI ), MPEG-TS (0x47 sync
+ * bytes 188 apart, when len allows; else the first, with a valid
+ * adaptation field control, and not "GIF8": a GIF starts with 0x47 too). */
 bool sl_video_sniff(const void *data, size_t len);
 
 /* Does the path end in a video extension (.mp4 .m4v .mov .mkv .webm .avi

@@ -14,6 +14,7 @@
 #include <vips/vector.h>
 
 #include "sluice/image.h"
+#include "test_util.h"
 
 typedef struct blob {
     void *data;
@@ -559,11 +560,7 @@ static void parallel_decodes_match_a_lone_decode(void **state)
                          make_image(1200, 900, 4, ".png", 0)}};
     for (int i = 0; i < PAR_INPUTS; i++)
         assert_int_equal(sl_image_decode(c.in[i].data, c.in[i].len, "par", NULL, &c.want[i]), SL_OK);
-    pthread_t threads[PAR_THREADS];
-    for (int t = 0; t < PAR_THREADS; t++)
-        assert_int_equal(pthread_create(&threads[t], NULL, decode_rounds, &c), 0);
-    for (int t = 0; t < PAR_THREADS; t++)
-        pthread_join(threads[t], NULL);
+    tu_run_threads(PAR_THREADS, decode_rounds, &c);
     assert_int_equal(c.mismatches, 0);
     /* libvips' ORC path stays off: Debian 12's liborc frees compiled code
      * without its lock, and resizes in parallel threads crashed in it. */

@@ -5,6 +5,7 @@
 #define SL_TEST_UTIL_H
 
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,19 @@ static inline void tu_write(const char *dir, const char *rel, const void *data, 
     }
     fwrite(data, 1, len, fp);
     fclose(fp);
+}
+
+/* Runs fn(arg) on `n` threads at once (at most 16) and waits for them all. */
+static inline void tu_run_threads(int n, void *(*fn)(void *), void *arg)
+{
+    pthread_t threads[16];
+    if (n > 16)
+        abort();
+    for (int t = 0; t < n; t++)
+        if (pthread_create(&threads[t], NULL, fn, arg) != 0)
+            abort();
+    for (int t = 0; t < n; t++)
+        pthread_join(threads[t], NULL);
 }
 
 static inline int tu_rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
