@@ -27,6 +27,7 @@
 #include "engine.h"
 #include "executor.h"
 #include "image.h"
+#include "video.h"
 #include "status.h"
 
 #ifdef __cplusplus
@@ -110,6 +111,14 @@ typedef struct sl_caption_params {
     const char *const *stop;   /* generation ends at any of these (not written) */
     int n_stop;
     sl_image_params image;
+    /* Videos (docs/inputs.md, "Videos"): each becomes one row whose frames
+     * (video.max_frames at most, video.fps per second of video at most;
+     * sluice/video.h) go before the prompt as images, bounded and shrunk as
+     * `image` says (video.image is not read). Each frame comes after
+     * frame_text with {time} (its second, one decimal) and {index} (from 1)
+     * filled in; NULL or "": no text. */
+    sl_video_params video;
+    const char *frame_text;
     sl_llama_params llama;
     int decode_workers;        /* decode threads (default 2) */
     int replicas;              /* engine instances, each with its own model (default 1) */
@@ -131,7 +140,7 @@ typedef struct sl_caption_params {
     const char *const *inputs; /* n_inputs > 0: read these instead of input_dir: folders,
                                   manifests, tar shards or Parquet files; braces and globs */
     int n_inputs;
-    const char *input_format;  /* NULL: from the names; folder, jsonl, csv, webdataset, parquet */
+    const char *input_format;  /* NULL: from the names; folder, file, jsonl, csv, webdataset, parquet */
     const char *const *include, *const *exclude; /* folders: globs on the relative path */
     int n_include, n_exclude;
     const char *image_column;  /* NULL: image, path or url */

@@ -94,6 +94,10 @@ sl_status sl_pipeline_row_set_prompt(sl_row *row, const char *prompt);
 /* The image as decoded; 0 before decode. */
 int sl_pipeline_row_width(const sl_row *row);
 int sl_pipeline_row_height(const sl_row *row);
+/* A video's frames taken and duration in seconds (docs/inputs.md,
+ * "Videos"): true after decode for a video, false for an image or before
+ * decode (then *frames and *seconds are 0). */
+bool sl_pipeline_row_video(const sl_row *row, int *frames, double *seconds);
 /* The engine's answer (the caption); NULL before the engine. Replace it
  * after the engine (copied); SL_ERR_INVALID_ARG before, SL_ERR_NOMEM. */
 const char *sl_pipeline_row_answer(const sl_row *row);
@@ -118,7 +122,9 @@ const char *sl_pipeline_row_answer_at(const sl_row *row, int k);
 const char *sl_pipeline_row_logprobs(const sl_row *row, const char *task);
 
 /* The image file's format, sniffed from its first bytes: "jpeg", "png",
- * "webp", "gif", "tiff", "bmp", "heif", "avif", "jxl" or "unknown"; NULL
+ * "webp", "gif", "tiff", "bmp", "heif", "avif", "jxl", "video" (after
+ * decode, a video's container: "mp4", "mov", "webm", "matroska", "avi",
+ * "mpegts") or "unknown"; NULL
  * while no byte of it was seen (before decode, for a file not read yet:
  * sl_pipeline_row_image_bytes() reads it). */
 const char *sl_pipeline_row_image_format(const sl_row *row);
@@ -129,7 +135,7 @@ const char *sl_pipeline_row_image_format(const sl_row *row);
  * (--include-image-bytes, --send-original): NULL. SL_ERR_* of the read
  * when it fails (the message names the file) with *bytes NULL. */
 sl_status sl_pipeline_row_image_bytes(sl_row *row, const uint8_t **bytes, size_t *len);
-/* The decoded image shrunk to w x h grey pixels (box average of the
+/* The decoded image (a video's middle frame) shrunk to w x h grey pixels (box average of the
  * decoded RGB, 0.299/0.587/0.114 luma) into out[w*h]: what a perceptual
  * hash starts from. SL_ERR_INVALID_ARG before decode or for w, h outside
  * 1..256. */

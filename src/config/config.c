@@ -5,7 +5,7 @@
  * sluice command's flags, a job file's keys, `sluice config print` and the
  * error messages cannot drift apart; adding a flag is adding a row, and the
  * flag has its key from the start. Keys are grouped in sections named after
- * the part of the job they steer (input, image, llama, openai, prompt,
+ * the part of the job they steer (input, image, video, llama, openai, prompt,
  * sampling, pipeline, output, metrics, console), the way a Ray Data or vLLM
  * user splits a job; the leaf names are the flags' names where the section
  * does not already say it (--max-image-edge is image.max_edge).
@@ -120,8 +120,8 @@ static const opt opts[] = {
     {"input.paths", NULL, 0, K_LIST, 0, .list = L_INPUTS, .max_items = 100000, .arg = "INPUT",
      .help = "folders, manifests, tar shards, Parquet files; braces and globs"},
     {"input.format", "input-format", 0, K_CHOICE, AT(p.input_format), .arg = "F",
-     .choices = "auto|folder|jsonl|csv|webdataset|parquet|openai-batch",
-     .help = "folder, jsonl, csv, webdataset, parquet (~: by name) or openai-batch"},
+     .choices = "auto|folder|file|jsonl|csv|webdataset|parquet|openai-batch",
+     .help = "folder, file, jsonl, csv, webdataset, parquet (~: by name) or openai-batch"},
     {"input.include", "include", 0, K_LIST, 0, .list = L_INCLUDE, .max_items = 64, .arg = "GLOB",
      .help = "folders: only relative paths matching one of these"},
     {"input.exclude", "exclude", 0, K_LIST, 0, .list = L_EXCLUDE, .max_items = 64, .arg = "GLOB",
@@ -149,6 +149,13 @@ static const opt opts[] = {
      .hi = LONG_MAX, .arg = "N", .help = "refuse larger images (from the header)"},
     {"image.background", "background", 0, K_RGB, AT(p.image.background), .arg = "RRGGBB",
      .help = "colour transparent pixels are flattened onto"},
+
+    {"video.frames", "video-frames", 0, K_INT, AT(p.video.max_frames), .lo = 1,
+     .hi = SL_VIDEO_MAX_FRAMES, .arg = "N", .help = "frames taken from each video, at most"},
+    {"video.fps", "video-fps", 0, K_DOUBLE, AT(p.video.fps), .dlo = 0, .dhi = 1000, .arg = "F",
+     .help = "frames per second of video, at most (0: always video.frames)"},
+    {"video.frame_text", "frame-text", 0, K_STR, AT(p.frame_text), .arg = "TEXT",
+     .help = "text before each frame, {time} its second, {index} its number (\"\": none)"},
 
     {"llama.model", "model", 'm', K_STR, AT(p.llama.model_path), .arg = "PATH",
      .help = "language model GGUF, or hf://ORG/REPO[/FILE.gguf]"},

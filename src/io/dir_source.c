@@ -26,17 +26,19 @@ struct sl_dir_source {
     sl_dir_entry entry;
 };
 
-static const char *const image_exts[] = {
+/* Images the image decoder takes, and videos (sluice/video.h). */
+static const char *const media_exts[] = {
     "jpg", "jpeg", "jpe", "png", "webp", "gif", "tif", "tiff", "heic", "heif", "avif",
+    "mp4", "m4v", "mov", "mkv", "webm", "avi", "ts",
 };
 
-bool sl_is_image_name(const char *name)
+bool sl_is_media_name(const char *name)
 {
     const char *dot = strrchr(name, '.');
     if (!dot || dot == name)
         return false;
-    for (size_t i = 0; i < sizeof image_exts / sizeof *image_exts; i++)
-        if (strcasecmp(dot + 1, image_exts[i]) == 0)
+    for (size_t i = 0; i < sizeof media_exts / sizeof *media_exts; i++)
+        if (strcasecmp(dot + 1, media_exts[i]) == 0)
             return true;
     return false;
 }
@@ -198,7 +200,7 @@ sl_status sl_dir_source_next(sl_dir_source *src, const sl_dir_entry **entry)
                 return s;
             continue;
         }
-        if (!sl_is_image_name(name)) {
+        if (!sl_is_media_name(name)) {
             sl_free(rel);
             sl_free(path);
             continue;

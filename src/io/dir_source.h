@@ -1,7 +1,7 @@
 /* io/dir_source.h — the images under a folder, recursively, in a stable
  * order (byte-wise sorted names, depth first), streamed: memory grows with
  * the depth and the largest single directory, never with the whole tree.
- * Files are chosen by image extension (case-insensitive). Symlinked files
+ * Files are chosen by image or video extension (case-insensitive). Symlinked files
  * are followed; symlinked directories are not (no cycles). A subdirectory
  * that cannot be read is returned as an entry with `error` set, so the job
  * records it instead of silently skipping it. One thread at a time. */
@@ -29,7 +29,8 @@ sl_status sl_dir_source_next(sl_dir_source *src, const sl_dir_entry **entry);
 
 void sl_dir_source_free(sl_dir_source *src);
 
-/* True when the name ends in an extension the image decoder takes. */
-bool sl_is_image_name(const char *name);
+/* True when the name ends in an extension of an image the image decoder
+ * takes or of a video (sluice/video.h). */
+bool sl_is_media_name(const char *name);
 
 #endif

@@ -195,7 +195,7 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
         if (*done)
             return SL_OK;
         const char *rel = key + key_prefix;
-        if (!*rel || rel[strlen(rel) - 1] == '/' || !sl_is_image_name(rel) ||
+        if (!*rel || rel[strlen(rel) - 1] == '/' || !sl_is_media_name(rel) ||
             !sl_glob_filter(rel, r->p->include, r->p->n_include, r->p->exclude,
                             r->p->n_exclude))
             continue;
@@ -245,6 +245,48 @@ static void folder_close(source_reader *r)
 }
 
 static const source_kind folder_kind = {"folder", folder_open, folder_next, folder_close, NULL};
+
+/* --- single files -------------------------------------------------------------------- */
+
+/* An image or video file named as an input (a local file, or an object or
+ * URL read in the decode stage): one row, its id the file's name in ids. */
+static sl_status file_open(const char *file, const char *name, const sl_source_params *p,
+                           source_reader **out, char **open_error)
+{
+    source_reader *r = sl_calloc(1, sizeof *r);
+    if (!r || !(r->file = sl_strdup(file))) {
+        sl_free(r);
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+    }
+    r->p = p;
+    r->name = name;
+    *out = r;
+    return SL_OK;
+}
+
+static sl_status file_next(source_reader *r, sl_source_item *item, bool *done)
+{
+    *done = r->eof;
+    if (r->eof)
+        return SL_OK;
+    r->eof = true;
+    if (!(item->id = sl_strdup(r->name)) || !(item->path = sl_strdup(r->file)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    return SL_OK;
+}
+
+static void file_close(source_reader *r)
+{
+    sl_free(r->file);
+    sl_free(r);
+}
+
+static int64_t file_count(const char *file, const sl_source_params *p, const atomic_bool *stop)
+{
+    return 1;
+}
+
+static const source_kind file_kind = {"file", file_open, file_next, file_close, file_count};
 
 /* --- manifests ----------------------------------------------------------------------- */
 
@@ -745,6 +787,8 @@ static const char *kind_of(const char *name)
         return "webdataset";
     if (ends_with(name, ".parquet") || ends_with(name, ".pq"))
         return "parquet";
+    if (sl_is_media_name(name))
+        return "file"; /* an image or a video */
     return NULL;
 }
 
@@ -752,6 +796,8 @@ static const source_kind *kind_named(const char *name)
 {
     if (strcmp(name, "folder") == 0)
         return &folder_kind;
+    if (strcmp(name, "file") == 0)
+        return &file_kind;
     if (strcmp(name, "jsonl") == 0 || strcmp(name, "csv") == 0)
         return &manifest_kind;
     if (strcmp(name, "webdataset") == 0)
@@ -1001,8 +1047,8 @@ static sl_status name_inputs(sl_source *src, bool folders)
     return st;
 }
 
-static const char *const formats[] = {"auto",       "folder",  "jsonl",       "csv",
-                                      "webdataset", "parquet", "openai-batch"};
+static const char *const formats[] = {"auto", "folder",     "file",    "jsonl",
+                                      "csv",  "webdataset", "parquet", "openai-batch"};
 
 sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_params *params,
                          sl_source **out)
@@ -1014,8 +1060,9 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
     for (size_t i = 0; i < sizeof formats / sizeof *formats; i++)
         known = known || strcmp(params->format, formats[i]) == 0;
     if (!known)
-        return sl_fail(SL_ERR_INVALID_ARG, "--input-format must be one of auto, folder, jsonl, "
-                                           "csv, webdataset, parquet, openai-batch; got '%s'",
+        return sl_fail(SL_ERR_INVALID_ARG, "--input-format must be one of auto, folder, file, "
+                                           "jsonl, csv, webdataset, parquet, openai-batch; got "
+                                           "'%s'",
                        params->format);
     if (n == 0)
         return sl_fail(SL_ERR_INVALID_ARG, "no input given");
@@ -1083,7 +1130,7 @@ char *sl_source_origin(const sl_source *src, size_t input, int64_t at)
 {
     const char *f = input < src->n_files ? src->files[input] : "?";
     const char *k = src->kind_name;
-    if (at < 0 || strcmp(k, "folder") == 0)
+    if (at < 0 || strcmp(k, "folder") == 0 || strcmp(k, "file") == 0)
         return sl_strdup(f);
     return sl_asprintf(strcmp(k, "webdataset") == 0 ? "%s at byte %lld"
                        : strcmp(k, "parquet") == 0  ? "%s row %lld"

@@ -24,7 +24,7 @@
 typedef struct sl_source sl_source;
 
 typedef struct sl_source_params {
-    const char *format;          /* NULL or "auto": from the inputs; or folder, jsonl, csv,
+    const char *format;          /* NULL or "auto": from the inputs; or folder, file, jsonl, csv,
                                     webdataset, parquet, openai-batch (never guessed) */
     const char *const *include;  /* folder: fnmatch globs on the relative path */
     size_t n_include;

@@ -20,6 +20,7 @@
 #include "io/s3.h"
 #include "io/source_impl.h"
 #include "io/source_parse.h"
+#include "sluice/video.h"
 
 /* --- a shard in S3 --------------------------------------------------------------------- */
 
@@ -110,6 +111,7 @@ struct source_reader {
 
 static const char *const image_exts[] = {"jpg", "jpeg", "png", "webp"};
 
+/* An image member, or a video's (.mp4, .webm, ...: sluice/video.h). */
 static bool is_image_ext(const char *ext)
 {
     const char *last = strrchr(ext, '.');
@@ -117,7 +119,9 @@ static bool is_image_ext(const char *ext)
     for (size_t i = 0; i < sizeof image_exts / sizeof *image_exts; i++)
         if (strcasecmp(last, image_exts[i]) == 0)
             return true;
-    return false;
+    char name[32];
+    snprintf(name, sizeof name, "x.%s", last);
+    return strlen(last) < 16 && sl_video_path_is_video(name);
 }
 
 static void wds_close(source_reader *r)
@@ -269,7 +273,8 @@ static sl_status finish_sample(source_reader *r, int64_t offset, sl_source_item 
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     item->at = offset;
     if (!item->data && !item->error)
-        sl_source_item_fail(item, "%s: sample '%s' has no image (.jpg, .jpeg, .png or .webp)",
+        sl_source_item_fail(item, "%s: sample '%s' has no image (.jpg, .jpeg, .png, .webp) or "
+                            "video (.mp4, .webm, ...)",
                             r->file, item->id);
     sl_free(item->id);
     item->id = id;

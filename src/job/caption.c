@@ -31,6 +31,8 @@ sl_caption_params sl_caption_default_params(void)
         .prompt = "Describe this image in one sentence.",
         .sampling = sl_sampling_default(),
         .image = sl_image_default_params(),
+        .video = sl_video_default_params(),
+        .frame_text = "Frame at {time} s:",
         .llama = sl_llama_default_params(),
         .decode_workers = 2,
         .replicas = 1,
@@ -166,6 +168,13 @@ sl_status job_check_params(const sl_caption_params *p)
     if (p->image.max_edge < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--max-image-edge must be >= 0, got %d",
                        p->image.max_edge);
+    if (p->video.max_frames < 1 || p->video.max_frames > SL_VIDEO_MAX_FRAMES)
+        return sl_fail(SL_ERR_INVALID_ARG, "--video-frames takes 1 to %d frames, got %d",
+                       SL_VIDEO_MAX_FRAMES, p->video.max_frames);
+    if (!(p->video.fps >= 0.0))
+        return sl_fail(SL_ERR_INVALID_ARG, "--video-fps must be >= 0, got %g", p->video.fps);
+    if (p->frame_text && !sl_utf8_valid(p->frame_text, strlen(p->frame_text)))
+        return sl_fail(SL_ERR_INVALID_ARG, "--frame-text is not valid UTF-8");
     if (p->decode_workers < 1 || p->replicas < 1)
         return sl_fail(SL_ERR_INVALID_ARG, "--decode-workers and --replicas must be >= 1");
     if (p->n_gpus > 0 && p->replicas != p->n_gpus)

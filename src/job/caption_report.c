@@ -47,6 +47,10 @@ static json_t *summary_json(const caption_report *r)
     if (params)
         json_object_set_new(params, "samples", json_integer(p->sampling.n > 1 ? p->sampling.n : 1));
     if (params)
+        json_object_set_new(params, "video", json_pack("{s:i, s:f, s:o}", "frames",
+                                                       p->video.max_frames, "fps", p->video.fps,
+                                                       "frame_text", text(p->frame_text)));
+    if (params)
         json_object_set_new(params, "logprobs", p->sampling.logprobs
                                                     ? json_integer(p->sampling.top_logprobs)
                                                     : json_null());

@@ -28,6 +28,26 @@
 
 /* --- the row ---------------------------------------------------------------- */
 
+/* A video input's frames (docs/inputs.md, "Videos"), made by the decode
+ * stage; the pixels and JPEGs are given back once the engine is done with
+ * them, the times and duration ride on to the writer. */
+typedef struct video_row {
+    sl_image *frames[SL_VIDEO_MAX_FRAMES]; /* llama engine: the frames as images */
+    uint8_t *jpeg[SL_VIDEO_MAX_FRAMES];    /* openai engine: each frame as sent */
+    size_t jpeg_len[SL_VIDEO_MAX_FRAMES];
+    double times[SL_VIDEO_MAX_FRAMES];     /* each frame's second in the video */
+    int n_frames;
+    double seconds;                        /* the video's duration */
+} video_row;
+
+void video_row_free(video_row *v);
+/* A copy (frames and JPEGs copied); NULL when out of memory. */
+video_row *video_row_copy(const video_row *v);
+/* Bytes held by the frames and JPEGs. */
+size_t video_row_bytes(const video_row *v);
+/* Frees the frames and JPEGs (not the times); returns the bytes given back. */
+size_t video_row_drop_media(video_row *v);
+
 typedef struct caption_row {
     char *path, *rel;         /* path: file or URL (NULL when data came with the row) */
     uint8_t *data;            /* the encoded image, while needed */
@@ -55,6 +75,7 @@ typedef struct caption_row {
                                  the '#'; 0 for the input's own row */
     int64_t shard;            /* the input shard it was read from (-1: not sharded) */
     struct batch_row *batch;  /* an OpenAI batch file's request (job/batch.h), or NULL */
+    video_row *video;         /* a video's frames in place of `image`, or NULL */
 } caption_row;
 
 

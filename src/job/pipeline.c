@@ -197,6 +197,14 @@ sl_status sl_pipeline_row_set_prompt(sl_row *row, const char *prompt)
     return SL_OK;
 }
 
+bool sl_pipeline_row_video(const sl_row *row, int *frames, double *seconds)
+{
+    const caption_row *r = sl_row_data(row);
+    *frames = r->video ? r->video->n_frames : 0;
+    *seconds = r->video ? r->video->seconds : 0.0;
+    return r->video != NULL;
+}
+
 int sl_pipeline_row_width(const sl_row *row) { return ((caption_row *)sl_row_data(row))->width; }
 
 int sl_pipeline_row_height(const sl_row *row)
@@ -336,11 +344,19 @@ sl_status sl_pipeline_row_gray(const sl_row *row, int w, int h, uint8_t *out)
         return sl_fail(SL_ERR_INVALID_ARG, "a grey thumbnail is 1..256 pixels a side, not %dx%d",
                        w, h);
     const sl_image *img = r->image;
+    const uint8_t *jpeg = r->jpeg;
+    size_t jpeg_len = r->jpeg_len;
+    if (r->video && r->video->n_frames > 0) { /* a video: its middle frame */
+        int mid = r->video->n_frames / 2;
+        img = r->video->frames[mid];
+        jpeg = r->video->jpeg[mid];
+        jpeg_len = r->video->jpeg_len[mid];
+    }
     sl_image *decoded = NULL;
-    if (!img && r->jpeg) { /* an HTTP engine's row keeps the JPEG it sends, not pixels */
+    if (!img && jpeg) { /* an HTTP engine's row keeps the JPEG it sends, not pixels */
         sl_image_params ip = sl_image_default_params();
         ip.max_edge = 4 * (w > h ? w : h);
-        sl_status st = sl_image_decode(r->jpeg, r->jpeg_len, r->rel, &ip, &decoded);
+        sl_status st = sl_image_decode(jpeg, jpeg_len, r->rel, &ip, &decoded);
         if (st != SL_OK)
             return st;
         img = decoded;

@@ -109,6 +109,12 @@ static char *fingerprint(const job *j)
     fp_add(&t, "min_p", fp_real(p->sampling.min_p));
     fp_add(&t, "repeat_penalty", fp_real(p->sampling.repeat_penalty));
     fp_add(&t, "seed", json_integer((json_int_t)(p->sampling.seed & INT64_MAX)));
+    /* Only when not the defaults: a job of images keeps its fingerprint. */
+    sl_video_params vd = sl_video_default_params();
+    if (p->video.max_frames != vd.max_frames || p->video.fps != vd.fps ||
+        !p->frame_text || strcmp(p->frame_text, sl_caption_default_params().frame_text) != 0)
+        fp_add(&t, "video", json_pack("[i,f,o]", p->video.max_frames, p->video.fps,
+                                      job_json_text(p->frame_text)));
     fp_add(&t, "max_image_edge", json_integer(p->image.max_edge));
     fp_add(&t, "max_image_pixels", json_integer((json_int_t)p->image.max_input_pixels));
     fp_add(&t, "background", json_pack("[i,i,i]", p->image.background[0], p->image.background[1],

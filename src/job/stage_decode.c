@@ -1,7 +1,10 @@
 /* job/stage_decode.c — the decode stage: fetch a URL's bytes (or read a file
- * whose bytes go on as they are), decode and shrink the image (image/), make
- * the gallery's thumbnail, and for HTTP engines encode the JPEG to send in
- * place of the pixels. Each row's bytes in flight are kept exact. */
+ * whose bytes go on as they are), decode and shrink the image (image/) or
+ * sample a video's frames (sluice/video.h), make the gallery's thumbnail,
+ * and for HTTP engines encode the JPEGs to send in place of the pixels. Each
+ * row's bytes in flight are kept exact. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -33,7 +36,7 @@ const char *job_image_format(const uint8_t *d, size_t n)
         if (n >= known[i].at + known[i].len &&
             memcmp(d + known[i].at, known[i].magic, known[i].len) == 0)
             return known[i].name;
-    return "unknown";
+    return sl_video_sniff(d, n) ? "video" : "unknown";
 }
 
 static sl_status decode_init(void *cfg, int worker, void **state)
@@ -85,6 +88,145 @@ static sl_status fetch_bytes(job *j, sl_row *row, caption_row *r)
     return st;
 }
 
+/* --- videos ------------------------------------------------------------------ */
+
+void video_row_free(video_row *v)
+{
+    if (!v)
+        return;
+    video_row_drop_media(v);
+    sl_free(v);
+}
+
+size_t video_row_bytes(const video_row *v)
+{
+    size_t n = sizeof *v;
+    for (int i = 0; i < v->n_frames; i++)
+        n += (v->frames[i] ? sl_image_bytes(v->frames[i]) : 0) + v->jpeg_len[i];
+    return n;
+}
+
+size_t video_row_drop_media(video_row *v)
+{
+    size_t n = 0;
+    for (int i = 0; i < v->n_frames; i++) {
+        if (v->frames[i])
+            n += sl_image_bytes(v->frames[i]);
+        sl_image_free(v->frames[i]);
+        v->frames[i] = NULL;
+        n += v->jpeg_len[i];
+        sl_image_buffer_free(v->jpeg[i]);
+        v->jpeg[i] = NULL;
+        v->jpeg_len[i] = 0;
+    }
+    return n;
+}
+
+video_row *video_row_copy(const video_row *v)
+{
+    video_row *c = sl_malloc(sizeof *c);
+    if (!c)
+        return NULL;
+    *c = *v;
+    memset(c->frames, 0, sizeof c->frames);
+    memset(c->jpeg, 0, sizeof c->jpeg);
+    bool ok = true;
+    for (int i = 0; ok && i < v->n_frames; i++) {
+        const sl_image *f = v->frames[i];
+        ok = !f || sl_image_from_rgb(sl_image_width(f), sl_image_height(f), sl_image_pixels(f),
+                                     &c->frames[i]) == SL_OK;
+        /* sl_image_buffer_free frees the JPEGs: they are malloc's */
+        if (ok && v->jpeg[i] && (c->jpeg[i] = malloc(v->jpeg_len[i])) != NULL)
+            memcpy(c->jpeg[i], v->jpeg[i], v->jpeg_len[i]);
+        ok = ok && (!v->jpeg[i] || c->jpeg[i]);
+    }
+    if (!ok) {
+        video_row_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* A container's name as a static string, for the row's `format`. */
+static const char *video_format(const char *container)
+{
+    static const char *const known[] = {"mp4", "mov", "webm", "matroska", "avi", "mpegts"};
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (container && strcmp(container, known[i]) == 0)
+            return known[i];
+    return "video";
+}
+
+/* Is the row's input a video? Its bytes in memory by their first bytes; a
+ * local file by its name or else its first bytes (a manifest may name a
+ * video anything). */
+static bool is_video(const caption_row *r)
+{
+    if (r->data)
+        return sl_video_sniff(r->data, r->len);
+    if (!r->path)
+        return false;
+    if (sl_video_path_is_video(r->path))
+        return true;
+    uint8_t head[512];
+    FILE *fp = fopen(r->path, "rb");
+    if (!fp)
+        return false; /* the image decoder says why */
+    size_t got = fread(head, 1, sizeof head, fp);
+    fclose(fp);
+    return sl_video_sniff(head, got);
+}
+
+/* Samples the row's video into r->video: frames for the llama engine, their
+ * JPEGs for an HTTP one; the dimensions are the frames' (and the video's
+ * as stored), the format the container's. */
+static sl_status decode_video(job *j, sl_row *row, caption_row *r)
+{
+    const sl_caption_params *p = j->p;
+    sl_video_params vp = p->video;
+    vp.image = p->image;
+    sl_video *v = NULL;
+    const char *name = r->path ? r->path : r->rel;
+    sl_status st = r->data ? sl_video_decode(r->data, r->len, name, &vp, &v)
+                           : sl_video_load_file(r->path, &vp, &v);
+    if (st != SL_OK)
+        return st;
+    video_row *vr = sl_calloc(1, sizeof *vr);
+    if (!vr) {
+        sl_video_free(v);
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory for the video's frames", r->rel);
+    }
+    r->video = vr;
+    vr->n_frames = sl_video_n_frames(v);
+    vr->seconds = sl_video_duration(v);
+    r->format = video_format(sl_video_container(v));
+    r->source_width = sl_video_source_width(v);
+    r->source_height = sl_video_source_height(v);
+    const sl_image *first = sl_video_frame(v, 0), *middle = sl_video_frame(v, vr->n_frames / 2);
+    r->width = sl_image_width(first);
+    r->height = sl_image_height(first);
+    if (gallery_wants_thumb(j->gallery, sl_row_seq(row))) {
+        const gallery_params *gp = gallery_params_of(j->gallery);
+        if (sl_image_encode_jpeg(middle, gp->thumb_edge, gp->thumb_quality, &r->thumb,
+                                 &r->thumb_len) != SL_OK)
+            sl_log(SL_LOG_DEBUG, "no thumbnail for %s: %s", r->rel, sl_last_error());
+    }
+    bool openai = job_uses_openai(p);
+    for (int i = 0; st == SL_OK && i < vr->n_frames; i++) {
+        const sl_image *f = sl_video_frame(v, i);
+        vr->times[i] = sl_video_frame_time(v, i);
+        st = openai ? sl_image_encode_jpeg(f, p->jpeg_edge, p->jpeg_quality, &vr->jpeg[i],
+                                           &vr->jpeg_len[i])
+                    : sl_image_from_rgb(sl_image_width(f), sl_image_height(f),
+                                        sl_image_pixels(f), &vr->frames[i]);
+        if (st != SL_OK)
+            st = sl_fail(st, "%s: frame %d: %s", r->rel, i + 1, sl_last_error());
+    }
+    sl_video_free(v);
+    sl_row_set_bytes(row, sl_row_bytes(row) + video_row_bytes(vr) + r->thumb_len);
+    return st;
+}
+
 static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
 {
     job *j = state;
@@ -98,6 +240,19 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
             continue; /* a stage's copy without a request: the engine fails it */
         double t0 = sl_mono_s();
         sl_status st = fetch_bytes(j, rows[i], r);
+        if (st == SL_OK && is_video(r)) {
+            st = decode_video(j, rows[i], r);
+            if (r->data && !j->p->include_image_bytes) {
+                sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) - r->len);
+                sl_free(r->data);
+                r->data = NULL;
+                r->len = 0;
+            }
+            if (st != SL_OK)
+                sl_row_fail_status(rows[i], st, "%s", sl_last_error());
+            r->decode_ms = (sl_mono_s() - t0) * 1e3;
+            continue;
+        }
         if (st == SL_OK)
             st = r->data ? sl_image_decode(r->data, r->len, r->path ? r->path : r->rel,
                                            &j->p->image, &r->image)

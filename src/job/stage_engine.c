@@ -93,6 +93,33 @@ static sl_status fill(const caption_row *r, const char *task, const char *tmpl, 
     return SL_OK;
 }
 
+/* The text before each of a video's frames: frame_text with {time} and
+ * {index} filled in (texts[i] NULL: none; sl_free each). */
+static sl_status frame_texts(const sl_caption_params *p, const caption_row *r,
+                             char *texts[SL_VIDEO_MAX_FRAMES])
+{
+    memset(texts, 0, SL_VIDEO_MAX_FRAMES * sizeof *texts);
+    if (!p->frame_text || !*p->frame_text)
+        return SL_OK;
+    sl_status st = SL_OK;
+    for (int i = 0; st == SL_OK && i < r->video->n_frames; i++) {
+        char time[32];
+        snprintf(time, sizeof time, "%.1f", r->video->times[i]);
+        json_t *fields = json_pack("{s:s, s:i}", "time", time, "index", i + 1);
+        st = fields ? template_fill(p->frame_text, fields, &texts[i])
+                    : sl_fail(SL_ERR_NOMEM, "out of memory");
+        json_decref(fields);
+        if (st == SL_OK && !texts[i] && !(texts[i] = sl_strdup(p->frame_text)))
+            st = sl_fail(SL_ERR_NOMEM, "out of memory");
+        if (st != SL_OK) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", sl_last_error());
+            st = sl_fail(st, "%s: --frame-text: %s", r->rel, why);
+        }
+    }
+    return st;
+}
+
 static sl_status engine_submit(void *state, sl_row *row)
 {
     replica *rep = state;
@@ -125,9 +152,14 @@ static sl_status engine_submit(void *state, sl_row *row)
             *f)
             tasks[i].system_prompt = *f;
     }
+    char *texts[SL_VIDEO_MAX_FRAMES] = {0};
+    if (st == SL_OK && r->video)
+        st = frame_texts(p, r, texts);
     if (st != SL_OK) {
         for (int i = 0; i < n_filled; i++)
             sl_free(filled[i]);
+        for (int i = 0; i < SL_VIDEO_MAX_FRAMES; i++)
+            sl_free(texts[i]);
         sl_row_fail_status(row, st, "%s", sl_last_error());
         return SL_OK;
     }
@@ -148,9 +180,18 @@ static sl_status engine_submit(void *state, sl_row *row)
         .grammar = p->grammar,
     };
     req.sampling.seed = r->seed;
+    if (r->video) { /* the frames go before the prompt, each after its text */
+        req.images = (const sl_image *const *)r->video->frames;
+        req.images_encoded = (const uint8_t *const *)r->video->jpeg;
+        req.images_encoded_len = r->video->jpeg_len;
+        req.image_texts = (const char *const *)texts;
+        req.n_images = r->video->n_frames;
+    }
     st = sl_engine_submit(rep->engine, &req, row);
     for (int i = 0; i < n_filled; i++)
         sl_free(filled[i]);
+    for (int i = 0; i < SL_VIDEO_MAX_FRAMES; i++)
+        sl_free(texts[i]);
     if (st == SL_OK || st == SL_ERR_IO)
         return st; /* SL_ERR_IO: the engine is broken, a worker failure */
     /* A request the engine refuses fails its row alone; the rest go on. */
@@ -256,6 +297,8 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
             r->batch->bytes = 0;
         }
         /* The pixels are not needed past the engine: give their bytes back. */
+        if (r->video)
+            sl_row_set_bytes(row, sl_row_bytes(row) - video_row_drop_media(r->video));
         if (r->image) {
             size_t image_bytes = sl_image_bytes(r->image);
             sl_image_free(r->image);

@@ -33,6 +33,7 @@ void job_row_free(void *data)
     sl_free(r->results);
     sl_image_buffer_free(r->thumb);
     batch_row_free(r->batch);
+    video_row_free(r->video);
     sl_free(r);
 }
 
@@ -88,6 +89,7 @@ caption_row *job_row_copy(const caption_row *r, size_t *bytes)
     c->results = NULL;
     c->n_results = 0;
     c->batch = NULL; /* a batch request is the input's row's alone */
+    c->video = NULL;
     size_t root = r->root_len ? r->root_len : strlen(r->rel);
     if ((c->rel = sl_malloc(root + COPY_DIGITS + 1)) != NULL) {
         memcpy(c->rel, r->rel, root);
@@ -103,6 +105,7 @@ caption_row *job_row_copy(const caption_row *r, size_t *bytes)
     ok = ok && (!r->image || sl_image_from_rgb(sl_image_width(r->image),
                                                sl_image_height(r->image),
                                                sl_image_pixels(r->image), &c->image) == SL_OK);
+    ok = ok && (!r->video || (c->video = video_row_copy(r->video)));
     ok = ok && copy_result(&c->result, &r->result);
     if (ok && r->n_results > 0) {
         ok = (c->results = sl_calloc((size_t)r->n_results, sizeof *c->results)) != NULL;
@@ -114,7 +117,7 @@ caption_row *job_row_copy(const caption_row *r, size_t *bytes)
         return NULL;
     }
     *bytes = sizeof *c + strlen(c->rel) + (c->data ? c->len : 0) + c->jpeg_len +
-             (c->image ? sl_image_bytes(c->image) : 0) +
+             (c->image ? sl_image_bytes(c->image) : 0) + (c->video ? video_row_bytes(c->video) : 0) +
              (c->result.text ? strlen(c->result.text) : 0) +
              (c->extra ? 256 * json_object_size(c->extra) : 0);
     return c;

@@ -608,8 +608,18 @@ static int image_index(lua_State *L)
             lua_pushlstring(L, (const char *)b, len);
         else
             lua_pushnil(L);
+    } else if (strcmp(k, "frames") == 0 || strcmp(k, "seconds") == 0) {
+        int frames;
+        double seconds;
+        if (!sl_pipeline_row_video(row, &frames, &seconds))
+            lua_pushnil(L); /* an image, or not decoded yet */
+        else if (k[0] == 'f')
+            lua_pushinteger(L, frames);
+        else
+            lua_pushnumber(L, seconds);
     } else {
-        return luaL_error(L, "row.image has no field '%s' (width, height, format, bytes)", k);
+        return luaL_error(L, "row.image has no field '%s' (width, height, format, bytes, "
+                             "frames, seconds)", k);
     }
     return 1;
 }

@@ -49,6 +49,16 @@ def read_rows(out_dir: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in shard.read_text(encoding="utf-8").splitlines()]
 
 
+def encodes(out: pathlib.Path) -> float:
+    """Vision encoder calls of a finished run: its metrics.prom's
+    sluice_engine_step_seconds_count{phase="encode"}."""
+    text = (out / "metrics.prom").read_text()
+    m = re.search(r'^sluice_engine_step_seconds_count\{[^}]*phase="encode"[^}]*\} (\S+)$', text,
+                  re.M)
+    assert m, "no encode phase count in metrics.prom"
+    return float(m.group(1))
+
+
 class Sluice:
     def __init__(self, binary: pathlib.Path):
         self.binary = binary

@@ -8,14 +8,13 @@ filled from the row's columns, a missing one failing that row alone;
 resume mid-run; wrong task settings refused with exit 2."""
 import json
 import pathlib
-import re
 import signal
 import subprocess
 import time
 
 import pytest
 
-from conftest import SAMPLES, TINY, read_rows, sample_copies, sample_images
+from conftest import SAMPLES, TINY, encodes, read_rows, sample_copies, sample_images
 from openai_helpers import FakeServer, LlamaServer, completion
 
 TASKS = {"short": "Describe this image in one sentence.",
@@ -29,15 +28,6 @@ def task_args():
     for name, prompt in TASKS.items():
         args += ["--task", f"{name}={prompt}", "--task-max-tokens", f"{name}={MAX[name]}"]
     return args
-
-
-def encodes(out: pathlib.Path) -> float:
-    """Vision encoder calls: sluice_engine_step_seconds_count{phase="encode"}."""
-    text = (out / "metrics.prom").read_text()
-    m = re.search(r'^sluice_engine_step_seconds_count\{[^}]*phase="encode"[^}]*\} (\S+)$', text,
-                  re.M)
-    assert m, "no encode phase count in metrics.prom"
-    return float(m.group(1))
 
 
 def metric(out: pathlib.Path, name: str, **labels) -> float:

@@ -60,11 +60,14 @@ static void missing_or_file_root_is_an_error(void **state)
 
 static void image_names(void **state)
 {
-    assert_true(sl_is_image_name("x.JPEG"));
-    assert_true(sl_is_image_name("dir.d/x.tiff"));
-    assert_false(sl_is_image_name("x.txt"));
-    assert_false(sl_is_image_name("jpg"));
-    assert_false(sl_is_image_name(".jpg"));
+    assert_true(sl_is_media_name("x.JPEG"));
+    assert_true(sl_is_media_name("dir.d/x.tiff"));
+    assert_false(sl_is_media_name("x.txt"));
+    assert_true(sl_is_media_name("clips/a.MP4"));
+    assert_true(sl_is_media_name("a.webm"));
+    assert_false(sl_is_media_name("a.mp3"));
+    assert_false(sl_is_media_name("jpg"));
+    assert_false(sl_is_media_name(".jpg"));
 }
 
 int main(void)

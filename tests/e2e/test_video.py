@@ -1,0 +1,272 @@
+"""Videos as inputs (docs/inputs.md "Videos"): a video is one row whose
+frames go to the model before the prompt, each after its time. Fixture clips
+are made by the ffmpeg CLI: 4 s of solid colours, a second each (red, green,
+blue, white), so which frames were taken shows in their colour. Checked: the
+frames an HTTP server receives (their order, colour and times), a folder of
+videos and images through the llama engine (columns, a broken video failing
+its row alone, --video-frames changing the prompt), tasks encoding a video
+once, WebDataset and manifest videos, Parquet columns, resume refusing other
+video settings, and llama-server answering a video row."""
+import base64
+import io
+import json
+import pathlib
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+from PIL import Image
+
+from conftest import TINY, encodes, read_rows, sample_images
+from openai_helpers import FakeServer, LlamaServer, completion
+
+COLOURS = ["red", "green", "blue", "white"]
+RGB = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "white": (255, 255, 255)}
+
+
+def make_clip(path: pathlib.Path, codec_args: list[str], size="64x48", rate=10):
+    inputs = []
+    for c in COLOURS:
+        inputs += ["-f", "lavfi", "-i", f"color=c={c}:s={size}:r={rate}:d=1"]
+    cmd = ["ffmpeg", "-v", "error", "-y", *inputs, "-filter_complex",
+           "".join(f"[{i}:v]" for i in range(4)) + "concat=n=4:v=1:a=0[v]", "-map", "[v]",
+           *codec_args, str(path)]
+    subprocess.run(cmd, check=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> pathlib.Path:
+    """colours.mp4 (H.264) and colours.webm (VP9), each also alone in a
+    folder of its own (mp4/, webm/: an input is a folder, not a file)."""
+    d = tmp_path_factory.mktemp("clips")
+    make_clip(d / "colours.mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "10"])
+    make_clip(d / "colours.webm", ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-g", "10",
+                                    "-b:v", "200k"])
+    for ext in ("mp4", "webm"):
+        (d / ext).mkdir()
+        shutil.copy(d / f"colours.{ext}", d / ext / f"colours.{ext}")
+    return d
+
+
+@pytest.fixture
+def mixed(clips, tmp_path) -> pathlib.Path:
+    """Two videos, an image and a video cut short before its index."""
+    root = tmp_path / "in"
+    root.mkdir()
+    shutil.copy(clips / "colours.mp4", root / "a.mp4")
+    shutil.copy(clips / "colours.webm", root / "b.webm")
+    img = sample_images()[0]
+    (root / ("c" + img.suffix)).symlink_to(img)
+    data = (clips / "colours.mp4").read_bytes()
+    (root / "d-broken.mp4").write_bytes(data[: len(data) // 3])
+    return root
+
+
+def colour_of(jpeg: bytes) -> str:
+    im = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    px = im.getpixel((im.width // 2, im.height // 2))
+    return min(RGB, key=lambda c: sum((a - b) ** 2 for a, b in zip(px, RGB[c])))
+
+
+def sent_parts(req: dict) -> list:
+    user = [m for m in req["messages"] if m["role"] == "user"]
+    assert len(user) == 1
+    return user[0]["content"]
+
+
+def test_frames_go_to_the_server_in_order_with_their_times(sluice, clips, tmp_path):
+    bodies = []
+
+    def answer(handler, n, body):
+        bodies.append(body)
+        completion(handler, "a video")
+
+    with FakeServer(answer) as server:
+        out = tmp_path / "out"
+        r = sluice.run("caption", clips / "mp4", "-o", out, "--engine", "openai",
+                       "--endpoint", server.url, "--prompt", "What happens?", "--show", 0,
+                       "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        parts = sent_parts(bodies[-1])
+        # text, frame, text, frame, ... then the prompt
+        assert [p["type"] for p in parts] == ["text", "image_url"] * 4 + ["text"]
+        assert [p["text"] for p in parts[0:8:2]] == [f"Frame at {t} s:" for t in
+                                                     ("0.5", "1.5", "2.5", "3.5")]
+        assert parts[-1]["text"] == "What happens?"
+        frames = [base64.b64decode(p["image_url"]["url"].split(",", 1)[1]) for p in parts[1:8:2]]
+        assert [colour_of(f) for f in frames] == COLOURS
+        row = read_rows(out)[0]
+        assert row["video_frames"] == 4
+        assert abs(row["video_seconds"] - 4.0) < 0.15
+        assert (row["width"], row["height"]) == (64, 48)
+
+        # Two frames, no text: the middles of two halves (1 s: green, 3 s: white).
+        out2 = tmp_path / "out2"
+        r = sluice.run("caption", clips / "webm", "-o", out2, "--engine", "openai",
+                       "--endpoint", server.url, "--video-frames", 2, "--frame-text", "",
+                       "--show", 0, "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        parts = sent_parts(bodies[-1])
+        assert [p["type"] for p in parts] == ["image_url", "image_url", "text"]
+        frames = [base64.b64decode(p["image_url"]["url"].split(",", 1)[1]) for p in parts[:2]]
+        assert [colour_of(f) for f in frames] == ["green", "white"]
+        assert read_rows(out2)[0]["video_frames"] == 2
+
+
+def test_a_folder_of_videos_and_images_with_the_llama_engine(sluice, mixed, tmp_path):
+    out = tmp_path / "out"
+    r = sluice.caption(mixed, out, "--max-tokens", 4, "--show", 0, "--metrics-addr", "off",
+                       "--parallel", 2)
+    assert r.returncode == 3, r.stderr  # one failed row
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert sorted(rows) == ["a.mp4", "b.webm", "c" + sample_images()[0].suffix, "d-broken.mp4"]
+    for vid in ("a.mp4", "b.webm"):
+        row = rows[vid]
+        assert row.get("error") is None, row
+        assert row["video_frames"] == 4 and abs(row["video_seconds"] - 4.0) < 0.15
+        assert (row["source_width"], row["source_height"]) == (64, 48)
+        assert row["generated_tokens"] > 0
+    # The same frames from two codecs: the same number of positions.
+    assert rows["a.mp4"]["prompt_tokens"] == rows["b.webm"]["prompt_tokens"]
+    image = rows["c" + sample_images()[0].suffix]
+    assert "video_frames" not in image and "video_seconds" not in image
+    broken = rows["d-broken.mp4"]
+    assert broken["error_stage"] == "decode"
+    assert "d-broken.mp4" in broken["error"]
+    assert "video_frames" not in broken
+
+    # Two frames: fewer positions by two frames and their texts.
+    out2 = tmp_path / "out2"
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(mixed / "a.mp4", alone / "a.mp4")
+    r = sluice.caption(alone, out2, "--max-tokens", 4, "--show", 0,
+                       "--metrics-addr", "off", "--video-frames", 2)
+    assert r.returncode == 0, r.stderr
+    two = read_rows(out2)[0]
+    assert two["video_frames"] == 2
+    four_tokens = rows["a.mp4"]["prompt_tokens"]
+    assert two["prompt_tokens"] < four_tokens
+    per_frame = (four_tokens - two["prompt_tokens"]) / 2
+    assert per_frame > 10  # an image's positions, not only a line of text
+
+    # Another frame count over the same output is another job: refused.
+    r = sluice.caption(mixed, out, "--max-tokens", 4, "--show", 0, "--metrics-addr", "off",
+                       "--video-frames", 2)
+    assert r.returncode == 2
+    assert "video" in r.stderr
+
+
+def test_tasks_share_one_encoding_of_the_frames(sluice, clips, tmp_path):
+    one = tmp_path / "one"
+    r = sluice.caption(clips / "mp4", one, "--max-tokens", 4, "--show", 0,
+                       "--metrics-addr", "off", "--prompt", "What happens?")
+    assert r.returncode == 0, r.stderr
+    both = tmp_path / "both"
+    r = sluice.caption(clips / "mp4", both, "--max-tokens", 4, "--show", 0,
+                       "--metrics-addr", "off", "--parallel", 2,
+                       "--task", "what=What happens?", "--task", "where=Where is it?")
+    assert r.returncode == 0, r.stderr
+    row = read_rows(both)[0]
+    # The task with the single run's prompt gives its answer (greedy).
+    assert row["what"] == read_rows(one)[0]["caption"]
+    assert row["where_generated_tokens"] > 0
+    assert encodes(both) == encodes(one)
+
+
+def test_videos_in_tar_shards_and_manifests(sluice, clips, tmp_path):
+    data = (clips / "colours.mp4").read_bytes()
+    shard = tmp_path / "shard.tar"
+    with tarfile.open(shard, "w") as tar:
+        for name, payload in (("k1.mp4", data), ("k1.json", b'{"label": "colours"}')):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    out = tmp_path / "wds"
+    r = sluice.caption(shard, out, "--max-tokens", 2, "--show", 0, "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    row = read_rows(out)[0]
+    assert row["video_frames"] == 4 and row["label"] == "colours"
+
+    # A manifest naming a video whose name does not say so: its bytes do.
+    (tmp_path / "clip.bin").write_bytes(data)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"path": "clip.bin", "label": "x"}) + "\n")
+    out = tmp_path / "man"
+    r = sluice.caption(manifest, out, "--max-tokens", 2, "--show", 0, "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    row = read_rows(out)[0]
+    assert row["video_frames"] == 4 and row.get("error") is None
+
+
+def test_parquet_has_video_columns_null_for_images(sluice, mixed, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "out"
+    r = sluice.caption(mixed, out, "--max-tokens", 2, "--show", 0, "--metrics-addr", "off",
+                       "--format", "parquet")
+    assert r.returncode == 3, r.stderr
+    table = pq.read_table(out / "part-00000.parquet").to_pylist()
+    by_id = {row["id"]: row for row in table}
+    assert by_id["a.mp4"]["video_frames"] == 4
+    assert abs(by_id["b.webm"]["video_seconds"] - 4.0) < 0.15
+    image_id = "c" + sample_images()[0].suffix
+    assert by_id[image_id]["video_frames"] is None and by_id[image_id]["video_seconds"] is None
+
+
+def test_a_video_through_llama_server(sluice, clips, llama_prefix, tmp_path):
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 1) as server:
+        server.wait_ready()
+        out = tmp_path / "out"
+        r = sluice.run("caption", clips / "mp4", "-o", out, "--engine", "openai",
+                       "--endpoint", server.url, "--max-tokens", 4, "--video-frames", 3,
+                       "--show", 0, "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        row = read_rows(out)[0]
+        assert row.get("error") is None, row
+        assert row["video_frames"] == 3
+        # The server counted three images' positions and more.
+        single = tmp_path / "single"
+        (tmp_path / "img").mkdir()
+        Image.new("RGB", (64, 48), (255, 0, 0)).save(tmp_path / "img" / "frame.png")
+        r = sluice.run("caption", tmp_path / "img", "-o", single, "--engine", "openai", "--endpoint",
+                       server.url, "--max-tokens", 4, "--show", 0, "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        assert row["prompt_tokens"] > 3 * (read_rows(single)[0]["prompt_tokens"] - 30)
+
+
+def test_image_and_video_files_as_inputs(sluice, clips, tmp_path):
+    """Files named as inputs (a glob of them), one row each, ids their base
+    names; a folder beside them is refused (exit 2) as kinds that mix."""
+    d = tmp_path / "files"
+    d.mkdir()
+    shutil.copy(clips / "colours.mp4", d / "clip.mp4")
+    img = sample_images()[0]
+    shutil.copy(img, d / ("photo" + img.suffix))
+    out = tmp_path / "out"
+    r = sluice.run("caption", f"{d}/*", "-o", out, "--model", TINY / "model.gguf",
+                   "--mmproj", TINY / "mmproj.gguf", "--max-tokens", 2, "--show", 0,
+                   "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert sorted(rows) == ["clip.mp4", "photo" + img.suffix]
+    assert rows["clip.mp4"]["video_frames"] == 4
+    assert rows["photo" + img.suffix].get("error") is None
+    assert "video_frames" not in rows["photo" + img.suffix]
+    r = sluice.run("caption", d / "clip.mp4", clips / "mp4", "-o", tmp_path / "mixed",
+                   "--model", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf")
+    assert r.returncode == 2
+    assert "inputs mix kinds" in r.stderr
+
+
+def test_the_video_example_job_runs_on_the_tiny_model(sluice, clips, tmp_path):
+    example = pathlib.Path(__file__).resolve().parents[2] / "examples" / "video.yaml"
+    out = tmp_path / "out"
+    r = sluice.run("run", example, clips / "webm", "-o", out, "--model", TINY / "model.gguf",
+                   "--mmproj", TINY / "mmproj.gguf", "--max-tokens", 2, "--show", 0,
+                   "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    pq = pytest.importorskip("pyarrow.parquet")
+    rows = pq.read_table(out / "part-00000.parquet").to_pylist()
+    assert len(rows) == 1 and rows[0]["video_frames"] == 4
+    assert max(rows[0]["width"], rows[0]["height"]) <= 384
