@@ -239,10 +239,13 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
         if (job_is_batch(j->p))
             continue; /* a stage's copy without a request: the engine fails it */
         double t0 = sl_mono_s();
-        sl_status st = fetch_bytes(j, rows[i], r);
-        if (st == SL_OK && is_video(r)) {
+        /* A local video is read in place, never whole (a clip may be GBs):
+         * its bytes are not kept for the output, nor are a fetched one's. */
+        bool local_video = r->path && !r->data && !is_url(r->path) && is_video(r);
+        sl_status st = local_video ? SL_OK : fetch_bytes(j, rows[i], r);
+        if (st == SL_OK && (local_video || is_video(r))) {
             st = decode_video(j, rows[i], r);
-            if (r->data && !j->p->include_image_bytes) {
+            if (r->data) {
                 sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) - r->len);
                 sl_free(r->data);
                 r->data = NULL;

@@ -204,7 +204,7 @@ def test_parquet_has_video_columns_null_for_images(sluice, mixed, tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     out = tmp_path / "out"
     r = sluice.caption(mixed, out, "--max-tokens", 2, "--show", 0, "--metrics-addr", "off",
-                       "--format", "parquet")
+                       "--format", "parquet", "--include-image-bytes")
     assert r.returncode == 3, r.stderr
     table = pq.read_table(out / "part-00000.parquet").to_pylist()
     by_id = {row["id"]: row for row in table}
@@ -212,6 +212,9 @@ def test_parquet_has_video_columns_null_for_images(sluice, mixed, tmp_path):
     assert abs(by_id["b.webm"]["video_seconds"] - 4.0) < 0.15
     image_id = "c" + sample_images()[0].suffix
     assert by_id[image_id]["video_frames"] is None and by_id[image_id]["video_seconds"] is None
+    # An image's bytes are kept; a video's are not (it is read in place).
+    assert by_id[image_id]["image_bytes"] == (mixed / image_id).read_bytes()
+    assert by_id["a.mp4"]["image_bytes"] is None
 
 
 def test_a_video_through_llama_server(sluice, clips, llama_prefix, tmp_path):
