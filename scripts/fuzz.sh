@@ -19,7 +19,8 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     # the list may span lines: everything from "set(SLUICE_FUZZ_TARGETS" to its ")"
     targets=($(sed -n '/^set(SLUICE_FUZZ_TARGETS/,/)/p' fuzz/CMakeLists.txt |
-               sed -e 's/^set(SLUICE_FUZZ_TARGETS//' -e 's/)//'))
+               sed -e 's/^set(SLUICE_FUZZ_TARGETS//' -e 's/)//')
+             $(sed -n 's/^ *list(APPEND SLUICE_FUZZ_TARGETS \(.*\))/\1/p' fuzz/CMakeLists.txt))
 fi
 cmake --build "$out" -j "$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}") >"$out/build.log" 2>&1 ||
     { tail -n 40 "$out/build.log"; echo "fuzz: the build failed (whole log: $out/build.log)" >&2; exit 1; }
