@@ -303,6 +303,8 @@ static const opt opts[] = {
     {"output.format", "format", 0, K_CHOICE, AT(p.output_format),
      .choices = "jsonl|parquet|openai-batch", .arg = "F",
      .help = "jsonl (~) or parquet; openai-batch: jsonl of a batch file"},
+    {"output.errors_file", "errors-file", 0, K_STR, AT(p.errors_file), .arg = "FILE",
+     .help = "failed rows (a batch file's failed requests) go here, not in the output"},
     {"output.overwrite", "overwrite", 0, K_BOOL, AT(p.overwrite),
      .help = "start over (false: the same job resumes)"},
     {"output.columns", "columns", 0, K_LIST, 0, .list = L_COLUMNS, .max_items = 256, .f = SPLIT,
@@ -319,8 +321,6 @@ static const opt opts[] = {
      .help = "batch file: image_url parts may name local files"},
     {"batch.ignore_model", "ignore-model", 0, K_BOOL, AT(p.ignore_model),
      .help = "batch file: run requests for another model on this one"},
-    {"batch.errors_file", "errors-file", 0, K_STR, AT(p.errors_file), .arg = "FILE",
-     .help = "batch file: failed requests go here, not in the output"},
 
     {"metrics.addr", "metrics-addr", 0, K_ADDR, AT(p.metrics_addr), .arg = "H:P",
      .help = "serve /metrics and the live page (off: no server)"},
@@ -367,11 +367,19 @@ bool sl_config_option_is_list(int i)
 
 bool sl_config_option_takes_mappings(int i) { return opts[i].k == K_STAGES; }
 
+/* Keys that moved to another section, still read under their old names. */
+static const struct {
+    const char *old, *now;
+} moved_keys[] = {{"batch.errors_file", "output.errors_file"}};
+
 int sl_config_find_key(const char *key, size_t len)
 {
     for (int i = 0; i < N_OPTS; i++)
         if (strlen(opts[i].key) == len && memcmp(opts[i].key, key, len) == 0)
             return i;
+    for (size_t m = 0; m < sizeof moved_keys / sizeof *moved_keys; m++)
+        if (strlen(moved_keys[m].old) == len && memcmp(moved_keys[m].old, key, len) == 0)
+            return sl_config_find_key(moved_keys[m].now, strlen(moved_keys[m].now));
     return -1;
 }
 

@@ -45,9 +45,6 @@ sl_status batch_check_params(const sl_caption_params *p)
         strcmp(p->output_format, "parquet") != 0 && strcmp(p->output_format, "openai-batch") != 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--format must be openai-batch (jsonl) or parquet for "
                                            "a batch file, got '%s'", p->output_format);
-    if (p->errors_file && sl_s3_is_url(p->errors_file))
-        return sl_fail(SL_ERR_INVALID_ARG, "--errors-file is a local file, not '%s' (the output "
-                                           "may be in a bucket)", p->errors_file);
     return SL_OK;
 }
 

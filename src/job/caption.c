@@ -19,6 +19,7 @@
 #include "llm/engines/llama_grammar.h"
 #include "llm/json_schema.h"
 #include "core/utf8.h"
+#include "io/s3.h"
 #include "core/alloc.h"
 #include "job/batch.h"
 #include "job/job.h"
@@ -168,6 +169,9 @@ sl_status job_check_params(const sl_caption_params *p)
     if (p->image.max_edge < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--max-image-edge must be >= 0, got %d",
                        p->image.max_edge);
+    if (p->errors_file && sl_s3_is_url(p->errors_file))
+        return sl_fail(SL_ERR_INVALID_ARG, "--errors-file is a local file, not '%s' (the output "
+                                           "may be in a bucket)", p->errors_file);
     if (p->video.max_frames < 1 || p->video.max_frames > SL_VIDEO_MAX_FRAMES)
         return sl_fail(SL_ERR_INVALID_ARG, "--video-frames takes 1 to %d frames, got %d",
                        SL_VIDEO_MAX_FRAMES, p->video.max_frames);

@@ -107,9 +107,12 @@ typedef struct job {
     sl_fetch_params fetch;
     caption_schema schema;     /* the output row's columns */
     sl_sink *sink;             /* the output; its open part is the open shard */
-    sl_sink *errors_sink;      /* batch errors_file: failed requests, in errors-NNNNN.jsonl
-                                  parts opened and committed with the output's (uploaded
-                                  beside them for an s3:// output) */
+    sl_sink *errors_sink;      /* errors_file: failed rows (a batch file's failed
+                                  requests), in errors-NNNNN.jsonl parts opened and
+                                  committed with the output's (uploaded beside them for
+                                  an s3:// output) */
+    sl_schema errors_schema;   /* a caption job's errors parts: the output's columns but
+                                  image_bytes (JSONL) */
     long shard, shard_rows;    /* the open shard's number and rows (output rows, and one
                                   for each dropped row: its id in the ledger; a part of
                                   only dropped rows is committed empty, so they count as

@@ -127,6 +127,9 @@ static char *fingerprint(const job *j)
         fp_add(&t, "batch", json_pack("{s:b, s:b, s:b}", "allow_local_images",
                                       p->allow_local_images, "ignore_model", p->ignore_model,
                                       "errors_file", p->errors_file != NULL));
+    /* Failed rows in the output or in an errors file: not both in one. */
+    if (p->errors_file && !job_is_batch(p))
+        fp_add(&t, "errors_file", json_true());
     /* Tasks: as written (templates, not the text filled in per row). Only
      * when there are some, so a job without tasks keeps its fingerprint. */
     if (p->n_tasks > 0) {

@@ -119,7 +119,9 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
             cells[h] = all[s->head_cell[h]];
         if (s->schema.n_tail)
             cells[s->schema.n_head] = all[CELL_IMAGE_BYTES];
-        st = sl_sink_write(j->sink, &(sl_schema_row){cells, r->extra});
+        /* With errors_file, a failed row goes to the errors part. */
+        sl_sink *sink = j->errors_sink && sl_row_failed(row) ? j->errors_sink : j->sink;
+        st = sl_sink_write(sink, &(sl_schema_row){cells, r->extra});
     }
     return st;
 }
@@ -379,14 +381,20 @@ sl_status job_open_output(job *j)
     char name[64];
     snprintf(name, sizeof name, "part-%05ld.%s", j->shard, sl_sink_format(j->sink));
     st = sl_sink_part_open(j->sink, name);
-    if (st == SL_OK && p->errors_file && job_is_batch(p)) {
+    if (st == SL_OK && p->errors_file) {
         /* Overwriting: an errors part of this number is a leftover of a
          * part that was never committed. */
         char errors[64];
+        if (!job_is_batch(p)) { /* the output's columns, in JSONL: no image bytes */
+            j->errors_schema = j->schema.schema;
+            j->errors_schema.tail = NULL;
+            j->errors_schema.n_tail = 0;
+        }
         /* In a bucket, beside the parts: every rank's are there at the end. */
         if (!j->errors_sink &&
-            (st = sl_sink_open("jsonl", j->dir, true, batch_errors_schema(), &j->errors_sink)) ==
-                SL_OK &&
+            (st = sl_sink_open("jsonl", j->dir, true,
+                               job_is_batch(p) ? batch_errors_schema() : &j->errors_schema,
+                               &j->errors_sink)) == SL_OK &&
             j->remote)
             st = sl_sink_set_remote(j->errors_sink, j->remote);
         snprintf(errors, sizeof errors, "errors-%05ld.jsonl", j->shard);

@@ -42,6 +42,37 @@ def test_every_input_once_and_corrupt_inputs_as_error_rows(sluice, corrupt_set, 
     assert not any(p.name.startswith(".") for p in out.iterdir()), "temporary shard left behind"
 
 
+def test_errors_file_takes_the_failed_rows_out_of_the_output(sluice, corrupt_set, tmp_path):
+    """--errors-file: the output holds the good rows only, the file exactly the
+    failed ones (the output's columns, JSONL, even for a Parquet output with
+    image bytes); a rerun adds nothing and another setting is refused."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    out, errs = tmp_path / "out", tmp_path / "errors.jsonl"
+    args = ["--max-tokens", "4", "--errors-file", errs, "--shard-rows", "4", "--format",
+            "parquet", "--include-image-bytes", "--metrics-addr", "off", "--show", "0"]
+    r = sluice.caption(corrupt_set, out, *args)
+    assert r.returncode == 3, r.stderr
+    good = [row for part in sorted(out.glob("part-*.parquet"))
+            for row in pq.read_table(part).to_pylist()]
+    want_good = {str(p.relative_to(SAMPLES)) for p in sample_images()}
+    assert sorted(row["id"] for row in good) == sorted(want_good)
+    assert all(row["error"] is None and row["image_bytes"] for row in good)
+    failed = [json.loads(line) for line in errs.read_text().splitlines()]
+    assert sorted(row["id"] for row in failed) == sorted(BROKEN)
+    for row in failed:
+        assert row["caption"] is None and row["error_stage"] == "decode"
+        assert row["id"] in row["error"]
+        assert "image_bytes" not in row
+    # Parts of four rows: the failed rows came from more than one part.
+    assert len(list(out.glob("errors-*.jsonl"))) >= 1
+    before = errs.read_bytes()
+    r = sluice.caption(corrupt_set, out, *args)
+    assert r.returncode == 0, r.stderr  # nothing left to do
+    assert errs.read_bytes() == before
+    r = sluice.caption(corrupt_set, out, *[a for a in args if a not in ("--errors-file", errs)])
+    assert r.returncode == 2 and "errors_file" in r.stderr, r.stderr
+
+
 def test_clean_inputs_exit_zero(sluice, tmp_path):
     r = sluice.caption(SAMPLES, tmp_path / "out", "--max-tokens", "4", "--show", "2")
     assert r.returncode == 0, r.stderr

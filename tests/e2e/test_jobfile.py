@@ -85,6 +85,18 @@ def test_flags_override_the_file_and_inputs_replace_its_paths(sluice, tmp_path):
     assert re.search(r'^  stop: +#.*\n    - "END"\n\n', p.stdout, re.M), p.stdout
 
 
+def test_a_moved_key_is_read_under_its_old_name(sluice, tmp_path):
+    """batch.errors_file became output.errors_file: job files that say the old
+    name still set it, and `config print` writes the new one."""
+    job = tmp_path / "job.yaml"
+    job.write_text("batch:\n  errors_file: failed.jsonl\n")
+    p = sluice.run("config", "print", job)
+    assert p.returncode == 0, p.stderr
+    sections = dict(re.findall(r"^(\w+):\n((?:  .*\n)*)", p.stdout, re.M))
+    assert re.search(r'^  errors_file: "failed\.jsonl"', sections["output"], re.M), p.stdout
+    assert "errors_file" not in sections["batch"]
+
+
 def test_config_print_reads_back_to_the_same_settings_and_runs(sluice, tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text(job_text(tmp_path / "a", extra="console:\n  show: 0\n"))

@@ -288,7 +288,7 @@ static const struct {
     {"output.overwrite", "true"}, {"output.columns", "a,b c"},
     {"output.include_image_bytes", "true"}, {"output.shard_rows", "1"},
     {"batch.allow_local_images", "true"}, {"batch.ignore_model", "true"},
-    {"batch.errors_file", "errs.jsonl"},
+    {"output.errors_file", "errs.jsonl"},
     {"metrics.addr", "off"}, {"metrics.optional", "false"}, {"console.show", "100"},
     {"console.quiet", "true"}, {"console.verbose", "true"}, {"console.progress_every", "0.1"},
 };
