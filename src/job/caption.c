@@ -169,6 +169,10 @@ sl_status job_check_params(const sl_caption_params *p)
     if (p->image.max_edge < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--max-image-edge must be >= 0, got %d",
                        p->image.max_edge);
+    if (!job_is_batch(p) && (p->allow_local_images || p->ignore_model))
+        return sl_fail(SL_ERR_INVALID_ARG, "--%s applies to a batch file's requests (sluice "
+                                           "batch); drop it",
+                       p->allow_local_images ? "allow-local-images" : "ignore-model");
     if (p->errors_file && sl_s3_is_url(p->errors_file))
         return sl_fail(SL_ERR_INVALID_ARG, "--errors-file is a local file, not '%s' (the output "
                                            "may be in a bucket)", p->errors_file);

@@ -165,6 +165,10 @@ def test_command_line_errors_say_what_to_change(sluice, tmp_path):
     assert r.returncode == 2 and "unknown command 'captoin'" in r.stderr
     r = sluice.run("caption", "--help")
     assert r.returncode == 0 and "--max-image-edge" in r.stdout
+    # A batch file's switches do nothing to a caption job: said, not ignored.
+    for flag in ("--allow-local-images", "--ignore-model"):
+        r = sluice.caption(SAMPLES, tmp_path / "o", flag)
+        assert r.returncode == 2 and f"{flag} applies to a batch file" in r.stderr, r.stderr
 
 
 def test_gpus_are_checked_and_a_cpu_build_says_so(sluice, tmp_path):
