@@ -89,6 +89,8 @@ typedef struct sl_plugin_host {
     int (*row_answer_count)(const sl_row *row);
     const char *(*row_answer_at)(const sl_row *row, int k);
     const char *(*row_logprobs)(const sl_row *row, const char *task);
+    /* A video's frames taken and duration (sl_pipeline_row_video). */
+    bool (*row_video)(const sl_row *row, int *frames, double *seconds);
 } sl_plugin_host;
 
 /* Whether the host's table has `field` (a host older than the header the

@@ -273,3 +273,20 @@ def test_the_video_example_job_runs_on_the_tiny_model(sluice, clips, tmp_path):
     rows = pq.read_table(out / "part-00000.parquet").to_pylist()
     assert len(rows) == 1 and rows[0]["video_frames"] == 4
     assert max(rows[0]["width"], rows[0]["height"]) <= 384
+
+
+def test_a_plugin_reads_a_rows_video(sluice, mixed, tmp_path):
+    """The host table's row_video (tests/plugins/answers.c sets frames_seen
+    from it): a video's frame count as the output says it, nothing for an
+    image."""
+    plugin = pathlib.Path(sluice.binary).resolve().parent / "tests" / "unit" / \
+        "libtest_plugin_answers.so"
+    assert plugin.exists(), f"{plugin} not built"
+    out = tmp_path / "out"
+    r = sluice.caption(mixed, out, "--max-tokens", 2, "--video-frames", 3, "--show", 0,
+                       "--metrics-addr", "off", "--stage", f"{plugin}@engine")
+    assert r.returncode == 3, r.stderr
+    rows = {row["id"]: row for row in read_rows(out)}
+    for vid in ("a.mp4", "b.webm"):
+        assert rows[vid]["frames_seen"] == rows[vid]["video_frames"] == 3
+    assert "frames_seen" not in rows["c" + sample_images()[0].suffix]

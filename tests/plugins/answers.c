@@ -4,8 +4,8 @@
  * answer (row_answer_count, row_answer_at), `task_answer` to the answer
  * of the task named in its config's "task" (row_task_answer; null without
  * one), and `logprobs_copy` to the answer's log-probabilities
- * (row_logprobs, the task's with "task"). A host without those functions
- * fails init. */
+ * (row_logprobs, the task's with "task"), and for a video `frames_seen` to
+ * its frames taken (row_video). A host without those functions fails init. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +21,8 @@ static sl_status answers_init(const sl_plugin_host *host, const char *config, in
                               void **state)
 {
     (void)worker;
-    if (!SL_PLUGIN_HOST_HAS(host, row_logprobs))
-        return host->fail(SL_ERR_INVALID_ARG, "answers: the host has no row_logprobs");
+    if (!SL_PLUGIN_HOST_HAS(host, row_video))
+        return host->fail(SL_ERR_INVALID_ARG, "answers: the host has no row_video");
     answers *a = calloc(1, sizeof *a);
     if (!a)
         return host->fail(SL_ERR_NOMEM, "answers: out of memory");
@@ -74,6 +74,13 @@ static sl_status answers_process(void *state, sl_row *const *rows, size_t n)
         const char *lp = h->row_logprobs(rows[i], a->task);
         if (st == SL_OK && lp)
             st = h->row_set_column_json(rows[i], "logprobs_copy", lp);
+        int frames;
+        double seconds;
+        char count[32];
+        if (st == SL_OK && h->row_video(rows[i], &frames, &seconds)) {
+            snprintf(count, sizeof count, "%d", frames);
+            st = h->row_set_column_json(rows[i], "frames_seen", count);
+        }
         if (st != SL_OK)
             return st;
     }
