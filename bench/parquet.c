@@ -38,21 +38,10 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    char *text = malloc((size_t)rows * 70);
-    size_t *off = malloc(((size_t)rows + 1) * sizeof *off);
-    if (!text || !off)
+    size_t *off;
+    char *text = bench_letters(rows, &off);
+    if (!text)
         return 1;
-    unsigned long long seed = 42;
-    off[0] = 0;
-    for (long r = 0; r < rows; r++) {
-        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-        size_t len = 50 + (seed >> 33) % 21;
-        for (size_t k = 0; k < len; k++) {
-            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-            text[off[r] + k] = (char)('a' + (seed >> 35) % 26);
-        }
-        off[r + 1] = off[r] + len;
-    }
     double data_bytes = (double)off[rows] + 17.0 * (double)rows;
 
     const sl_pq_column_def cols[] = {

@@ -26,7 +26,6 @@ struct sl_jsonl_sink {
     int fd;
     sl_buf buf;   /* rows not written yet */
     bool broken;  /* a write failed: the temporary file's content is unknown */
-    bool nomem;   /* json_dump_callback ran out of memory */
 };
 
 sl_status sl_jsonl_sink_open(const char *dir, const char *name, bool overwrite,
@@ -49,13 +48,30 @@ sl_status sl_jsonl_sink_open(const char *dir, const char *name, bool overwrite,
     return SL_OK;
 }
 
+/* json_dump_callback's writer: appends to an sl_buf, noting a lack of memory. */
+typedef struct dump_to {
+    sl_buf *buf;
+    bool nomem;
+} dump_to;
+
 static int append(const char *data, size_t len, void *arg)
 {
-    sl_jsonl_sink *sink = arg;
-    if (sl_buf_append(&sink->buf, data, len))
+    dump_to *to = arg;
+    if (sl_buf_append(to->buf, data, len))
         return 0;
-    sink->nomem = true;
+    to->nomem = true;
     return -1;
+}
+
+sl_status sl_jsonl_dump(const json_t *o, sl_buf *buf, const char *where)
+{
+    size_t mark = buf->len;
+    dump_to to = {buf, false};
+    if (json_dump_callback(o, append, &to, JSON_COMPACT | JSON_PRESERVE_ORDER) == 0)
+        return SL_OK;
+    buf->len = mark; /* nothing of it was added */
+    return to.nomem ? sl_fail(SL_ERR_NOMEM, "out of memory writing to '%s'", where)
+                    : sl_fail(SL_ERR_INVALID_ARG, "a row cannot be written as JSON to '%s'", where);
 }
 
 static sl_status flush(sl_jsonl_sink *sink)
@@ -80,15 +96,13 @@ sl_status sl_jsonl_sink_write(sl_jsonl_sink *sink, const json_t *row)
     if (sink->broken)
         return broken(sink);
     size_t mark = sink->buf.len;
-    sink->nomem = false;
-    if (json_dump_callback(row, append, sink, JSON_COMPACT | JSON_PRESERVE_ORDER) != 0 ||
-        append("\n", 1, sink) != 0) {
+    sl_status st = sl_jsonl_dump(row, &sink->buf, sink->shard.tmp_path);
+    if (st == SL_OK && !sl_buf_append(&sink->buf, "\n", 1)) {
         sink->buf.len = mark; /* nothing of this row was written */
-        return sink->nomem ? sl_fail(SL_ERR_NOMEM, "out of memory writing to '%s'",
-                                     sink->shard.tmp_path)
-                           : sl_fail(SL_ERR_INVALID_ARG, "a row cannot be written as JSON to '%s'",
-                                     sink->shard.tmp_path);
+        st = sl_fail(SL_ERR_NOMEM, "out of memory writing to '%s'", sink->shard.tmp_path);
     }
+    if (st != SL_OK)
+        return st;
     return sink->buf.len >= FLUSH_BYTES ? flush(sink) : SL_OK;
 }
 
@@ -133,9 +147,6 @@ void sl_jsonl_sink_free(sl_jsonl_sink *sink)
 
 /* --- behind io/sink.h --------------------------------------------------------- */
 
-/* A row as one JSON object: the schema's columns in order (a group's members
- * in an object of its own, where its first member stands), the pass-through
- * columns after the head. */
 static sl_status jsonl_prepare(const sl_schema *schema, void **shared)
 {
     for (size_t i = 0; i < schema->n_head + schema->n_tail; i++) {
@@ -167,7 +178,7 @@ static json_t *cell_json(const sl_schema_column *c, const sl_pq_value *v)
     case SL_PQ_INT64: return json_integer(v->i64);
     case SL_PQ_DOUBLE: return json_real(v->f64);
     case SL_PQ_BOOL: return json_boolean(v->b);
-    default: return NULL; /* bytes: refused by jsonl_prepare */
+    default: return NULL; /* bytes: left out by add_columns */
     }
 }
 
@@ -177,7 +188,7 @@ static bool add_columns(json_t *o, const sl_schema_column *cols, const sl_pq_val
 {
     for (size_t i = 0; i < n; i++) {
         const sl_schema_column *c = &cols[i];
-        if (cells[i].is_null && c->omit_null)
+        if ((cells[i].is_null && c->omit_null) || c->type == SL_PQ_BINARY)
             continue;
         json_t *into = o;
         if (c->group) {
@@ -218,18 +229,27 @@ static bool add_passthrough(json_t *o, const sl_columns *cols, const json_t *ext
     return true;
 }
 
-static sl_status jsonl_write_row(void *shared, void *part, const sl_schema_row *row)
+json_t *sl_jsonl_row_object(const sl_schema *s, const sl_schema_row *row)
 {
-    const sl_schema *s = shared;
-    sl_jsonl_sink *sink = part;
     json_t *o = json_object(), *group = NULL;
     const char *group_name = NULL;
     bool ok = o && add_columns(o, s->head, row->cells, s->n_head, &group, &group_name) &&
               add_passthrough(o, s->passthrough, row->extra) &&
               add_columns(o, s->tail, row->cells + s->n_head, s->n_tail, &group, &group_name);
-    sl_status st = ok ? sl_jsonl_sink_write(sink, o)
-                      : sl_fail(SL_ERR_NOMEM, "out of memory writing a row to '%s'",
-                                sink->shard.tmp_path);
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+static sl_status jsonl_write_row(void *shared, void *part, const sl_schema_row *row)
+{
+    sl_jsonl_sink *sink = part;
+    json_t *o = sl_jsonl_row_object(shared, row);
+    sl_status st = o ? sl_jsonl_sink_write(sink, o)
+                     : sl_fail(SL_ERR_NOMEM, "out of memory writing a row to '%s'",
+                               sink->shard.tmp_path);
     json_decref(o);
     return st;
 }
@@ -261,4 +281,5 @@ const sl_sink_ops sl_sink_jsonl = {
     .path = jsonl_path,
     .temp_path = jsonl_temp_path,
     .free = jsonl_free,
+    .extension = "jsonl",
 };

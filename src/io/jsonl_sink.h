@@ -9,6 +9,8 @@
 
 #include <stdbool.h>
 #include <jansson.h>
+#include "core/buf.h"
+#include "io/schema.h"
 #include "io/shard.h"
 #include "sluice/status.h"
 
@@ -23,6 +25,20 @@ sl_status sl_jsonl_sink_open(const char *dir, const char *name, bool overwrite,
  * (the sink is then broken) when the write fails: rows written before may
  * be lost too, so the whole part must be abandoned. */
 sl_status sl_jsonl_sink_write(sl_jsonl_sink *sink, const json_t *row);
+
+/* A row of `schema` as this sink writes it: the columns in order (a group's
+ * members in an object of its own, where its first member stands; a null
+ * omit_null column left out), the pass-through columns after the head (io/
+ * columns.h names them), the tail last. Bytes columns are left out (this
+ * sink refuses them; the WebDataset sink writes them as members of their
+ * own). NULL when out of memory; the caller json_decref()s it. */
+json_t *sl_jsonl_row_object(const sl_schema *schema, const sl_schema_row *row);
+
+/* Appends `o`'s text as this sink writes it (compact, keys in insertion
+ * order; no newline) to *buf. SL_ERR_NOMEM, or SL_ERR_INVALID_ARG for a
+ * value JSON cannot write (a NaN); then *buf is as it was. Messages name
+ * `where`. */
+sl_status sl_jsonl_dump(const json_t *o, sl_buf *buf, const char *where);
 
 /* Flushes, syncs and renames the shard to its final name: finish, then
  * publish. Between the two the rows are durable under the temporary name

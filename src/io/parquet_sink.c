@@ -168,4 +168,5 @@ const sl_sink_ops sl_sink_parquet = {
     .path = pq_path,
     .temp_path = pq_temp_path,
     .free = pq_free,
+    .extension = "parquet",
 };

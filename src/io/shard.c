@@ -100,7 +100,8 @@ long sl_shard_part_number(const char *name)
     const char *d = name + 5, *e = d;
     while (isdigit((unsigned char)*e))
         e++;
-    if (e - d < 5 || e - d > 15 || (strcmp(e, ".jsonl") != 0 && strcmp(e, ".parquet") != 0))
+    if (e - d < 5 || e - d > 15 || (strcmp(e, ".jsonl") != 0 && strcmp(e, ".parquet") != 0 &&
+                                      strcmp(e, ".tar") != 0))
         return -1;
     return strtol(d, NULL, 10);
 }

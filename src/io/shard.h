@@ -24,15 +24,15 @@ sl_status sl_shard_publish(sl_shard *shard);
 
 void sl_shard_clear(sl_shard *shard);
 
-/* The part files of an output folder: part-NNNNN.jsonl and part-NNNNN.parquet
- * (N: five or more digits). */
+/* The part files of an output folder: part-NNNNN.jsonl, part-NNNNN.parquet
+ * and part-NNNNN.tar (N: five or more digits). */
 typedef struct sl_part_scan {
     long count;      /* part files found */
     long max_number; /* the highest N; -1 when none */
 } sl_part_scan;
 
-/* The N of a part file's name "part-N.jsonl" / "part-N.parquet" (N: five
- * to fifteen digits), or -1 for another name. */
+/* The N of a part file's name "part-N.jsonl" / "part-N.parquet" /
+ * "part-N.tar" (N: five to fifteen digits), or -1 for another name. */
 long sl_shard_part_number(const char *name);
 
 /* Lists dir's part files (a missing dir has none). */

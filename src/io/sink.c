@@ -22,14 +22,15 @@ sl_status sl_sink_open(const char *format, const char *dir, bool overwrite,
                        const sl_schema *schema, sl_sink **out)
 {
     *out = NULL;
-    const sl_sink_ops *ops = NULL;
-    if (!format || strcmp(format, sl_sink_jsonl.format) == 0)
-        ops = &sl_sink_jsonl;
-    else if (strcmp(format, sl_sink_parquet.format) == 0)
-        ops = &sl_sink_parquet;
-    else
-        return sl_fail(SL_ERR_INVALID_ARG, "output format must be jsonl or parquet, got '%s'",
-                       format);
+    static const sl_sink_ops *const formats[] = {&sl_sink_jsonl, &sl_sink_parquet,
+                                                 &sl_sink_webdataset};
+    const sl_sink_ops *ops = format ? NULL : &sl_sink_jsonl;
+    for (size_t i = 0; !ops && i < sizeof formats / sizeof *formats; i++)
+        if (strcmp(format, formats[i]->format) == 0)
+            ops = formats[i];
+    if (!ops)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "output format must be jsonl, parquet or webdataset, got '%s'", format);
     sl_sink *s = sl_calloc(1, sizeof *s);
     if (!s || !(s->dir = sl_strdup(dir))) {
         sl_free(s);
@@ -48,6 +49,7 @@ sl_status sl_sink_open(const char *format, const char *dir, bool overwrite,
 }
 
 const char *sl_sink_format(const sl_sink *sink) { return sink->ops->format; }
+const char *sl_sink_extension(const sl_sink *sink) { return sink->ops->extension; }
 
 static void drop_part(sl_sink *s)
 {

@@ -3,8 +3,8 @@
  * file under a temporary name that sl_sink_commit() makes durable and then
  * publishes under its final name (io/shard.h), so a reader never sees half
  * a part; a part abandoned, or left open when the sink is freed, is removed.
- * Rows follow the sink's schema (io/schema.h). The formats (JSONL, Parquet)
- * sit behind sl_sink_ops, as engines do behind engine_impl.h; a new format
+ * Rows follow the sink's schema (io/schema.h). The formats (JSONL, Parquet,
+ * WebDataset tar shards) sit behind sl_sink_ops, as engines do behind engine_impl.h; a new format
  * is one more table. Thread rules: one thread at a time per sink (the write
  * stage's single worker). Ownership: the schema is borrowed and must outlive
  * the sink; the sink is freed with sl_sink_free(). After a failed write or
@@ -19,9 +19,10 @@
 
 typedef struct sl_sink sl_sink;
 
-/* A format: what a backend provides (jsonl_sink.c, parquet_sink.c). */
+/* A format: what a backend provides (jsonl_sink.c, parquet_sink.c,
+ * wds_sink.c). */
 typedef struct sl_sink_ops {
-    const char *format; /* its name, and the parts' file extension */
+    const char *format; /* its name (output.format) */
     /* Once per sink: checks the schema (a column the format cannot hold is
      * SL_ERR_INVALID_ARG) and builds what every part shares. */
     sl_status (*prepare)(const sl_schema *schema, void **shared);
@@ -34,17 +35,22 @@ typedef struct sl_sink_ops {
     const char *(*path)(const void *part);
     const char *(*temp_path)(const void *part); /* the file being written */
     void (*free)(void *part);         /* an unpublished part's file is removed */
+    const char *extension; /* the parts' file extension, no dot ("tar") */
 } sl_sink_ops;
 
 extern const sl_sink_ops sl_sink_jsonl;
 extern const sl_sink_ops sl_sink_parquet;
+extern const sl_sink_ops sl_sink_webdataset;
 
-/* A sink writing parts of `format` ("jsonl" or "parquet"; NULL: jsonl) into
- * dir. SL_ERR_INVALID_ARG for another format or a schema it cannot write. */
+/* A sink writing parts of `format` ("jsonl", "parquet" or "webdataset";
+ * NULL: jsonl) into dir. SL_ERR_INVALID_ARG for another format or a schema
+ * it cannot write. */
 sl_status sl_sink_open(const char *format, const char *dir, bool overwrite,
                        const sl_schema *schema, sl_sink **out);
 
 const char *sl_sink_format(const sl_sink *sink);
+/* The extension its parts' names take: "jsonl", "parquet", "tar". */
+const char *sl_sink_extension(const sl_sink *sink);
 
 /* Publishes parts to object storage (io/s3.h) instead of the folder: a
  * committed part is uploaded from its temporary file as URL/NAME (a

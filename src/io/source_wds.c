@@ -16,11 +16,11 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/json.h"
+#include "io/dir_source.h"
 #include "io/ranged.h"
 #include "io/s3.h"
 #include "io/source_impl.h"
 #include "io/source_parse.h"
-#include "sluice/video.h"
 
 /* --- a shard in S3 --------------------------------------------------------------------- */
 
@@ -109,19 +109,16 @@ struct source_reader {
     int64_t end_offset;
 };
 
-static const char *const image_exts[] = {"jpg", "jpeg", "png", "webp"};
-
-/* An image member, or a video's (.mp4, .webm, ...: sluice/video.h). */
+/* An image member or a video's: the extensions a folder's files take
+ * (io/dir_source.h), so the shards sluice writes (io/wds_sink.c: .gif,
+ * .tif, ...) read back. */
 static bool is_image_ext(const char *ext)
 {
     const char *last = strrchr(ext, '.');
     last = last ? last + 1 : ext;
-    for (size_t i = 0; i < sizeof image_exts / sizeof *image_exts; i++)
-        if (strcasecmp(last, image_exts[i]) == 0)
-            return true;
     char name[32];
     snprintf(name, sizeof name, "x.%s", last);
-    return strlen(last) < 16 && sl_video_path_is_video(name);
+    return strlen(last) < 16 && sl_is_media_name(name);
 }
 
 static void wds_close(source_reader *r)
@@ -273,8 +270,8 @@ static sl_status finish_sample(source_reader *r, int64_t offset, sl_source_item 
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     item->at = offset;
     if (!item->data && !item->error)
-        sl_source_item_fail(item, "%s: sample '%s' has no image (.jpg, .jpeg, .png, .webp) or "
-                            "video (.mp4, .webm, ...)",
+        sl_source_item_fail(item, "%s: sample '%s' has no image (.jpg, .png, .webp, .gif, "
+                            "...) or video (.mp4, .webm, ...)",
                             r->file, item->id);
     sl_free(item->id);
     item->id = id;

@@ -580,7 +580,7 @@ static sl_status collect_remote(const job *j, FILE *out)
     size_t skip = prefix ? strlen(strchr(prefix + 5, '/') + 1) : 0;
     long *parts = NULL, *errs = NULL;
     size_t n_parts = 0, n_errs = 0, cap_parts = 0, cap_errs = 0;
-    const char *fmt = sl_sink_format(j->sink);
+    const char *fmt = sl_sink_extension(j->sink);
     for (bool done = false; st == SL_OK && !done;) {
         const char *key;
         uint64_t size;
@@ -647,7 +647,7 @@ sl_status batch_errors_collect(const job *j)
     }
     bool ok = true;
     char buf[1 << 16];
-    const char *fmt = sl_sink_format(j->sink);
+    const char *fmt = sl_sink_extension(j->sink);
     /* Every part in the folder: under MPI the other ranks' too (rank 0
      * collects once all are done). */
     sl_part_scan scan = {.max_number = -1};

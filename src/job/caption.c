@@ -118,8 +118,11 @@ sl_status job_check_params(const sl_caption_params *p)
                                            "got %g", p->sample);
     if (p->shard_rows < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--shard-rows must be >= 1, got %ld", p->shard_rows);
-    if (p->include_image_bytes && !(p->output_format && strcmp(p->output_format, "parquet") == 0))
-        return sl_fail(SL_ERR_INVALID_ARG, "--include-image-bytes needs --format parquet");
+    if (p->include_image_bytes &&
+        !(p->output_format && (strcmp(p->output_format, "parquet") == 0 ||
+                               strcmp(p->output_format, "webdataset") == 0)))
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "--include-image-bytes needs --format parquet or webdataset");
     if (!p->output_dir || !*p->output_dir)
         return sl_fail(SL_ERR_INVALID_ARG, "no output folder given (-o)");
     if (p->n_tasks < 0 || p->n_tasks > SL_MAX_TASKS || (p->n_tasks > 0 && !p->tasks))
@@ -192,9 +195,10 @@ sl_status job_check_params(const sl_caption_params *p)
     if (job_is_batch(p) && (st0 = batch_check_params(p)) != SL_OK)
         return st0;
     if (p->output_format && strcmp(p->output_format, "jsonl") != 0 &&
-        strcmp(p->output_format, "parquet") != 0 && !job_is_batch(p))
-        return sl_fail(SL_ERR_INVALID_ARG, "--format must be jsonl or parquet, got '%s'",
-                       p->output_format);
+        strcmp(p->output_format, "parquet") != 0 && strcmp(p->output_format, "webdataset") != 0 &&
+        !job_is_batch(p))
+        return sl_fail(SL_ERR_INVALID_ARG, "--format must be jsonl, parquet or webdataset, got "
+                                           "'%s'", p->output_format);
     if (!(p->max_failed >= 0.0 && p->max_failed <= 1.0))
         return sl_fail(SL_ERR_INVALID_ARG, "--max-failed must be a fraction from 0 to 1, got %g",
                        p->max_failed);

@@ -16,9 +16,11 @@
 #include "job/batch.h"
 #include "job/job.h"
 
-static bool parquet_output(const sl_caption_params *p)
+/* The rows' format: a batch job's openai-batch is JSONL. */
+static const char *output_format(const sl_caption_params *p)
 {
-    return p->output_format && strcmp(p->output_format, "parquet") == 0;
+    const char *f = p->output_format;
+    return f && (strcmp(f, "parquet") == 0 || strcmp(f, "webdataset") == 0) ? f : "jsonl";
 }
 
 static void fp_add(char **text, const char *key, json_t *value)
@@ -119,7 +121,7 @@ static char *fingerprint(const job *j)
     fp_add(&t, "max_image_pixels", json_integer((json_int_t)p->image.max_input_pixels));
     fp_add(&t, "background", json_pack("[i,i,i]", p->image.background[0], p->image.background[1],
                                        p->image.background[2]));
-    fp_add(&t, "format", job_json_text(parquet_output(p) ? "parquet" : "jsonl"));
+    fp_add(&t, "format", job_json_text(output_format(p)));
     fp_add(&t, "columns", p->columns ? fp_strings(p->columns, p->n_columns) : json_null());
     fp_add(&t, "include_image_bytes", json_boolean(p->include_image_bytes));
     /* A batch file's settings that change answers; only for batch jobs. */
@@ -240,15 +242,17 @@ static sl_status remove_remote_parts(job *j)
     return st;
 }
 
-/* Whether part number k was published, in either format. */
+/* Whether part number k was published, in any format. */
 static bool part_number_published(void *j, long k)
 {
+    static const char *const exts[] = {"jsonl", "parquet", "tar"};
     char name[64];
-    snprintf(name, sizeof name, "part-%05ld.jsonl", k);
-    if (remote_part_published(j, name))
-        return true;
-    snprintf(name, sizeof name, "part-%05ld.parquet", k);
-    return remote_part_published(j, name);
+    for (size_t i = 0; i < sizeof exts / sizeof *exts; i++) {
+        snprintf(name, sizeof name, "part-%05ld.%s", k, exts[i]);
+        if (remote_part_published(j, name))
+            return true;
+    }
+    return false;
 }
 
 /* An upload in progress for a part the ledger does not hold as committed

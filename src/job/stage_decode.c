@@ -12,31 +12,15 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
+#include "io/sniff.h"
 #include "io/source_parse.h"
 #include "job/batch.h"
 #include "job/job.h"
 
 const char *job_image_format(const uint8_t *d, size_t n)
 {
-    static const struct {
-        size_t at;
-        const char *magic;
-        size_t len;
-        const char *name;
-    } known[] = {
-        {0, "\xFF\xD8\xFF", 3, "jpeg"}, {0, "\x89PNG\r\n\x1a\n", 8, "png"},
-        {8, "WEBP", 4, "webp"},         {0, "GIF8", 4, "gif"},
-        {0, "II*\0", 4, "tiff"},        {0, "MM\0*", 4, "tiff"},
-        {0, "BM", 2, "bmp"},            {8, "avif", 4, "avif"},
-        {8, "heic", 4, "heif"},         {8, "heix", 4, "heif"},
-        {8, "mif1", 4, "heif"},         {0, "\xFF\x0A", 2, "jxl"},
-        {4, "JXL ", 4, "jxl"},
-    };
-    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-        if (n >= known[i].at + known[i].len &&
-            memcmp(d + known[i].at, known[i].magic, known[i].len) == 0)
-            return known[i].name;
-    return sl_video_sniff(d, n) ? "video" : "unknown";
+    const char *f = sl_sniff_image_format(d, n);
+    return f ? f : sl_video_sniff(d, n) ? "video" : "unknown";
 }
 
 static sl_status decode_init(void *cfg, int worker, void **state)

@@ -68,9 +68,12 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
         v[CF_DECODE_MS + k] = (sl_pq_value){.f64 = ms[k]};
     v[CF_ERROR_STAGE] = cell_text(sl_row_error_stage(row));
     v[CF_ERROR] = cell_text(sl_row_error(row));
-    v[CELL_IMAGE_BYTES] = r->data && j->p->include_image_bytes
-                              ? (sl_pq_value){.ptr = r->data, .len = r->len}
-                              : (sl_pq_value){.is_null = true};
+    /* A WebDataset sample with an image is one to train on: a failed row
+     * is its .json alone (Parquet keeps the bytes beside the error). */
+    bool bytes = r->data && j->p->include_image_bytes &&
+                 !(sl_row_failed(row) && strcmp(sl_sink_format(j->sink), "webdataset") == 0);
+    v[CELL_IMAGE_BYTES] = bytes ? (sl_pq_value){.ptr = r->data, .len = r->len}
+                                : (sl_pq_value){.is_null = true};
 }
 
 /* The rows an input's answers become: with rows_per_task one per task,
@@ -379,7 +382,7 @@ sl_status job_open_output(job *j)
          (j->remote && (st = sl_sink_set_remote(j->sink, j->remote)) != SL_OK)))
         return st;
     char name[64];
-    snprintf(name, sizeof name, "part-%05ld.%s", j->shard, sl_sink_format(j->sink));
+    snprintf(name, sizeof name, "part-%05ld.%s", j->shard, sl_sink_extension(j->sink));
     st = sl_sink_part_open(j->sink, name);
     if (st == SL_OK && p->errors_file) {
         /* Overwriting: an errors part of this number is a leftover of a

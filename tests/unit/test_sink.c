@@ -7,7 +7,6 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
-#include <dirent.h>
 
 #include "core/error.h"
 #include "io/sink.h"
@@ -20,19 +19,6 @@ static const sl_schema_column head[] = {
     {"b_ms", SL_PQ_DOUBLE, false, "t", false, false},
     {"err", SL_PQ_STRING, true, NULL, false, false},
 };
-
-static int exists(const char *p) { return access(p, F_OK) == 0; }
-
-static int count_entries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
-    closedir(d);
-    return n;
-}
 
 static char *slurp(const char *path)
 {
@@ -53,7 +39,7 @@ static sl_status durable(void *user)
 {
     const char *final_path = user;
     durable_calls++;
-    snprintf(durable_saw, sizeof durable_saw, "%s", exists(final_path) ? "final" : "temp only");
+    snprintf(durable_saw, sizeof durable_saw, "%s", tu_exists(final_path) ? "final" : "temp only");
     return SL_OK;
 }
 
@@ -89,7 +75,7 @@ static void jsonl_row_follows_the_schema(void **state)
     cells[4] = (sl_pq_value){.ptr = "bad", .len = 3};
     assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, NULL}), SL_OK);
     json_decref(extra);
-    assert_false(exists(final_path));
+    assert_false(tu_exists(final_path));
     durable_calls = 0;
     assert_int_equal(sl_sink_commit(sink, durable, final_path), SL_OK);
     assert_int_equal(durable_calls, 1);
@@ -108,7 +94,7 @@ static void jsonl_row_follows_the_schema(void **state)
     assert_int_equal(sl_sink_part_open(sink, "part-00002.jsonl"), SL_ERR_INVALID_ARG);
     sl_sink_free(sink); /* the open part-00001 is given up */
     snprintf(final_path, sizeof final_path, "%s/part-00001.jsonl", dir);
-    assert_false(exists(final_path));
+    assert_false(tu_exists(final_path));
     sl_columns_free(cols);
     tu_rmtree(dir);
 }
@@ -164,9 +150,9 @@ static void failed_durable_step_publishes_nothing(void **state)
         assert_true(sl_sink_part_is_open(sink));
         sl_sink_abandon(sink);
         assert_false(sl_sink_part_is_open(sink));
-        assert_false(exists(final_path));
+        assert_false(tu_exists(final_path));
         sl_sink_free(sink);
-        assert_int_equal(count_entries(dir), 0); /* no temporary left either */
+        assert_int_equal(tu_count_entries(dir), 0); /* no temporary left either */
     }
     tu_rmtree(dir);
 }

@@ -93,13 +93,15 @@ static void webdataset_groups_members_by_key(void **state)
     tar_add(a, "x/b.cls", "12\n");
     tar_add(a, "c.json", "{}");
     tar_add(a, "x/a.webp", "AGAIN");
+    tar_add(a, "g.json", "{}");
+    tar_add(a, "g.gif", "GIF89a"); /* an image as a folder's (sluice writes .gif members) */
     archive_write_close(a);
     archive_write_free(a);
 
     sl_source_params p = sl_source_default_params();
     sl_source_item it[8];
     size_t n = read_all(path, &p, it, 8);
-    assert_int_equal(n, 4);
+    assert_int_equal(n, 5);
     assert_string_equal(it[0].id, "s.tar/x/a");
     assert_int_equal(it[0].len, 5);
     assert_memory_equal(it[0].data, "JPEGA", 5); /* the first image of a sample */
@@ -114,6 +116,9 @@ static void webdataset_groups_members_by_key(void **state)
     /* A key that comes back later is a new sample: samples are runs of members. */
     assert_string_equal(it[3].id, "s.tar/x/a");
     assert_memory_equal(it[3].data, "AGAIN", 5);
+    assert_string_equal(it[4].id, "s.tar/g");
+    assert_null(it[4].error);
+    assert_memory_equal(it[4].data, "GIF89a", 6);
     for (size_t i = 0; i < n; i++)
         sl_source_item_clear(&it[i]);
 }

@@ -4,6 +4,7 @@
 #ifndef SL_TEST_UTIL_H
 #define SL_TEST_UTIL_H
 
+#include <dirent.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -53,6 +54,21 @@ static inline void tu_run_threads(int n, void *(*fn)(void *), void *arg)
             abort();
     for (int t = 0; t < n; t++)
         pthread_join(threads[t], NULL);
+}
+
+static inline int tu_exists(const char *path) { return access(path, F_OK) == 0; }
+
+/* The entries of dir but . and .. (-1 when it cannot be read). */
+static inline int tu_count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
 }
 
 static inline int tu_rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
