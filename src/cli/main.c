@@ -221,6 +221,7 @@ static const char usage_tail[] =
     "      --format F            jsonl (default), parquet (zstd; pyarrow, DuckDB, HF datasets)\n"
     "                            or webdataset (tar shards: KEY.json, the row, beside\n"
     "                            KEY.jpg/.png/..., the image with --include-image-bytes)\n"
+    "      --errors-file FILE    failed rows go to FILE (JSONL), not the output parts\n"
     "      --overwrite           start over: remove OUTPUT_DIR's part files and resume\n"
     "                            ledger (default: the same command resumes; other\n"
     "                            settings in a used folder are refused)\n"
