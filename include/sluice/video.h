@@ -26,8 +26,9 @@
  * max_decoded_frames while looking) fails with a message naming `name`
  * and the cause (FFmpeg's own words where it has them).
  *
- * An sl_video is immutable once made and may be shared between threads;
- * its frames are borrowed from it and valid until sl_video_free().
+ * An sl_video may be read from several threads; its frames are borrowed
+ * from it and valid until sl_video_free(), unless taken (the one call that
+ * changes it: sl_video_take_frame).
  */
 #ifndef SLUICE_VIDEO_H
 #define SLUICE_VIDEO_H
@@ -88,6 +89,10 @@ bool sl_video_path_is_video(const char *path);
 int sl_video_n_frames(const sl_video *video);
 /* Frame i (0-based, < n_frames): borrowed, valid until sl_video_free(). */
 const sl_image *sl_video_frame(const sl_video *video, int i);
+/* Frame i handed over to the caller, who frees it with sl_image_free()
+ * (no copy of its pixels); the video keeps its time, sl_video_frame() then
+ * gives NULL for it. NULL when i is out of range or the frame was taken. */
+sl_image *sl_video_take_frame(sl_video *video, int i);
 /* Frame i's time in seconds from the stream's start. */
 double sl_video_frame_time(const sl_video *video, int i);
 /* The stream's duration in seconds (the container's when the stream has
@@ -96,12 +101,12 @@ double sl_video_duration(const sl_video *video);
 /* The stream's frame size as displayed (rotation applied), before shrinking. */
 int sl_video_source_width(const sl_video *video);
 int sl_video_source_height(const sl_video *video);
-/* The container ("mp4", "webm", "matroska", "avi", "mpegts") and codec
- * ("h264", "hevc", "vp9", "av1", ...) names; static strings or valid until
- * sl_video_free(). */
+/* The container ("mp4", "mov", "webm", "matroska", "avi", "mpegts") and
+ * codec ("h264", "hevc", "vp9", "av1", ...) names; static strings. */
 const char *sl_video_container(const sl_video *video);
 const char *sl_video_codec(const sl_video *video);
-/* Bytes held (the frames' pixels and headers), for memory accounting. */
+/* Bytes held (the frames' pixels and headers, taken ones not), for memory
+ * accounting. */
 size_t sl_video_bytes(const sl_video *video);
 
 void sl_video_free(sl_video *video);

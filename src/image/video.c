@@ -805,6 +805,15 @@ const sl_image *sl_video_frame(const sl_video *video, int i)
     return i >= 0 && i < video->n ? video->frames[i] : NULL;
 }
 
+sl_image *sl_video_take_frame(sl_video *video, int i)
+{
+    if (i < 0 || i >= video->n)
+        return NULL;
+    sl_image *frame = video->frames[i];
+    video->frames[i] = NULL;
+    return frame;
+}
+
 double sl_video_frame_time(const sl_video *video, int i)
 {
     return i >= 0 && i < video->n ? video->times[i] : 0.0;
@@ -820,7 +829,8 @@ size_t sl_video_bytes(const sl_video *video)
 {
     size_t n = sizeof *video;
     for (int i = 0; i < video->n; i++)
-        n += sl_image_bytes(video->frames[i]);
+        if (video->frames[i])
+            n += sl_image_bytes(video->frames[i]);
     return n;
 }
 

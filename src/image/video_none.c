@@ -32,6 +32,7 @@ sl_status sl_video_load_file(const char *path, const sl_video_params *params, sl
 
 int sl_video_n_frames(const sl_video *video) { return video->n; }
 const sl_image *sl_video_frame(const sl_video *video, int i) { return NULL; }
+sl_image *sl_video_take_frame(sl_video *video, int i) { return NULL; }
 double sl_video_frame_time(const sl_video *video, int i) { return 0.0; }
 double sl_video_duration(const sl_video *video) { return 0.0; }
 int sl_video_source_width(const sl_video *video) { return 0; }

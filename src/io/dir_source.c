@@ -11,6 +11,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "io/dir_source.h"
+#include "sluice/video.h"
 
 typedef struct level {
     char *rel;      /* directory relative to root ("" for root) */
@@ -26,10 +27,9 @@ struct sl_dir_source {
     sl_dir_entry entry;
 };
 
-/* Images the image decoder takes, and videos (sluice/video.h). */
-static const char *const media_exts[] = {
+/* Images the image decoder takes; videos are sluice/video.h's. */
+static const char *const image_exts[] = {
     "jpg", "jpeg", "jpe", "png", "webp", "gif", "tif", "tiff", "heic", "heif", "avif",
-    "mp4", "m4v", "mov", "mkv", "webm", "avi", "ts",
 };
 
 bool sl_is_media_name(const char *name)
@@ -37,10 +37,10 @@ bool sl_is_media_name(const char *name)
     const char *dot = strrchr(name, '.');
     if (!dot || dot == name)
         return false;
-    for (size_t i = 0; i < sizeof media_exts / sizeof *media_exts; i++)
-        if (strcasecmp(dot + 1, media_exts[i]) == 0)
+    for (size_t i = 0; i < sizeof image_exts / sizeof *image_exts; i++)
+        if (strcasecmp(dot + 1, image_exts[i]) == 0)
             return true;
-    return false;
+    return sl_video_path_is_video(name);
 }
 
 static int cmp_names(const void *a, const void *b)

@@ -131,29 +131,14 @@ video_row *video_row_copy(const video_row *v)
     return c;
 }
 
-/* A container's name as a static string, for the row's `format`. */
-static const char *video_format(const char *container)
+/* Is the local file at `path` a video? By its name, or else its first
+ * bytes (a manifest may name a video anything). */
+static bool is_local_video(const char *path)
 {
-    static const char *const known[] = {"mp4", "mov", "webm", "matroska", "avi", "mpegts"};
-    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-        if (container && strcmp(container, known[i]) == 0)
-            return known[i];
-    return "video";
-}
-
-/* Is the row's input a video? Its bytes in memory by their first bytes; a
- * local file by its name or else its first bytes (a manifest may name a
- * video anything). */
-static bool is_video(const caption_row *r)
-{
-    if (r->data)
-        return sl_video_sniff(r->data, r->len);
-    if (!r->path)
-        return false;
-    if (sl_video_path_is_video(r->path))
+    if (sl_video_path_is_video(path))
         return true;
     uint8_t head[512];
-    FILE *fp = fopen(r->path, "rb");
+    FILE *fp = fopen(path, "rb");
     if (!fp)
         return false; /* the image decoder says why */
     size_t got = fread(head, 1, sizeof head, fp);
@@ -161,9 +146,9 @@ static bool is_video(const caption_row *r)
     return sl_video_sniff(head, got);
 }
 
-/* Samples the row's video into r->video: frames for the llama engine, their
- * JPEGs for an HTTP one; the dimensions are the frames' (and the video's
- * as stored), the format the container's. */
+/* Samples the row's video into r->video: frames for the llama engine (taken
+ * from the video, not copied), their JPEGs for an HTTP one; the dimensions
+ * are the frames' (and the video's as stored), the format the container's. */
 static sl_status decode_video(job *j, sl_row *row, caption_row *r)
 {
     const sl_caption_params *p = j->p;
@@ -183,7 +168,7 @@ static sl_status decode_video(job *j, sl_row *row, caption_row *r)
     r->video = vr;
     vr->n_frames = sl_video_n_frames(v);
     vr->seconds = sl_video_duration(v);
-    r->format = video_format(sl_video_container(v));
+    r->format = sl_video_container(v);
     r->source_width = sl_video_source_width(v);
     r->source_height = sl_video_source_height(v);
     const sl_image *first = sl_video_frame(v, 0), *middle = sl_video_frame(v, vr->n_frames / 2);
@@ -197,18 +182,28 @@ static sl_status decode_video(job *j, sl_row *row, caption_row *r)
     }
     bool openai = job_uses_openai(p);
     for (int i = 0; st == SL_OK && i < vr->n_frames; i++) {
-        const sl_image *f = sl_video_frame(v, i);
         vr->times[i] = sl_video_frame_time(v, i);
-        st = openai ? sl_image_encode_jpeg(f, p->jpeg_edge, p->jpeg_quality, &vr->jpeg[i],
-                                           &vr->jpeg_len[i])
-                    : sl_image_from_rgb(sl_image_width(f), sl_image_height(f),
-                                        sl_image_pixels(f), &vr->frames[i]);
+        if (!openai) {
+            vr->frames[i] = sl_video_take_frame(v, i);
+            continue;
+        }
+        st = sl_image_encode_jpeg(sl_video_frame(v, i), p->jpeg_edge, p->jpeg_quality,
+                                  &vr->jpeg[i], &vr->jpeg_len[i]);
         if (st != SL_OK)
             st = sl_fail(st, "%s: frame %d: %s", r->rel, i + 1, sl_last_error());
     }
     sl_video_free(v);
     sl_row_set_bytes(row, sl_row_bytes(row) + video_row_bytes(vr) + r->thumb_len);
     return st;
+}
+
+/* Gives the row's encoded bytes back (they are not needed past decoding). */
+static void drop_data(sl_row *row, caption_row *r)
+{
+    sl_row_set_bytes(row, sl_row_bytes(row) - r->len);
+    sl_free(r->data);
+    r->data = NULL;
+    r->len = 0;
 }
 
 static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
@@ -225,16 +220,14 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
         double t0 = sl_mono_s();
         /* A local video is read in place, never whole (a clip may be GBs):
          * its bytes are not kept for the output, nor are a fetched one's. */
-        bool local_video = r->path && !r->data && !is_url(r->path) && is_video(r);
-        sl_status st = local_video ? SL_OK : fetch_bytes(j, rows[i], r);
-        if (st == SL_OK && (local_video || is_video(r))) {
+        bool video = r->path && !r->data && !is_url(r->path) && is_local_video(r->path);
+        sl_status st = video ? SL_OK : fetch_bytes(j, rows[i], r);
+        if (st == SL_OK && !video && r->data)
+            video = sl_video_sniff(r->data, r->len);
+        if (st == SL_OK && video) {
             st = decode_video(j, rows[i], r);
-            if (r->data) {
-                sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) - r->len);
-                sl_free(r->data);
-                r->data = NULL;
-                r->len = 0;
-            }
+            if (r->data)
+                drop_data(rows[i], r);
             if (st != SL_OK)
                 sl_row_fail_status(rows[i], st, "%s", sl_last_error());
             r->decode_ms = (sl_mono_s() - t0) * 1e3;
@@ -248,13 +241,8 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
             r->format = job_image_format(r->data, r->len);
         if (st == SL_OK && r->data && sending_originals(j->p))
             r->original_mime = sendable_mime(r->data, r->len);
-        if (r->data && !j->p->include_image_bytes && !r->original_mime) {
-            /* The encoded bytes are not needed past decoding: give them back. */
-            sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) - r->len);
-            sl_free(r->data);
-            r->data = NULL;
-            r->len = 0;
-        }
+        if (r->data && !j->p->include_image_bytes && !r->original_mime)
+            drop_data(rows[i], r);
         if (st != SL_OK) {
             sl_row_fail_status(rows[i], st, "%s", sl_last_error());
             continue;

@@ -109,8 +109,6 @@ static sl_status frame_texts(const sl_caption_params *p, const caption_row *r,
         st = fields ? template_fill(p->frame_text, fields, &texts[i])
                     : sl_fail(SL_ERR_NOMEM, "out of memory");
         json_decref(fields);
-        if (st == SL_OK && !texts[i] && !(texts[i] = sl_strdup(p->frame_text)))
-            st = sl_fail(SL_ERR_NOMEM, "out of memory");
         if (st != SL_OK) {
             char why[512];
             snprintf(why, sizeof why, "%s", sl_last_error());

@@ -388,7 +388,8 @@ sl_status job_open_output(job *j)
         /* Overwriting: an errors part of this number is a leftover of a
          * part that was never committed. */
         char errors[64];
-        if (!job_is_batch(p)) { /* the output's columns, in JSONL: no image bytes */
+        /* A caption job's: the output's columns in JSONL, no image bytes. */
+        if (!j->errors_sink && !job_is_batch(p)) {
             j->errors_schema = j->schema.schema;
             j->errors_schema.tail = NULL;
             j->errors_schema.n_tail = 0;

@@ -671,6 +671,36 @@ static bool sniff_brand(const char *brand)
     return sl_video_sniff(head, sizeof head);
 }
 
+/* A taken frame is the caller's (its pixels those the video held, valid
+ * after the video is freed); the video then has none for it, counts its
+ * bytes no more, keeps its time, and a second take gives NULL. */
+static void a_taken_frame_outlives_the_video(void **state)
+{
+    const char *name = containers[0][0];
+    sl_video_params p = params(3, 0);
+    sl_video *v = decode(name, &p);
+    assert_true(sl_video_n_frames(v) >= 2);
+    const sl_image *held = sl_video_frame(v, 1);
+    size_t before = sl_video_bytes(v), frame_bytes = sl_image_bytes(held);
+    int w = sl_image_width(held), h = sl_image_height(held);
+    uint8_t *copy = malloc((size_t)w * h * 3);
+    assert_non_null(copy);
+    memcpy(copy, sl_image_pixels(held), (size_t)w * h * 3);
+    double t = sl_video_frame_time(v, 1);
+    sl_image *taken = sl_video_take_frame(v, 1);
+    assert_ptr_equal(taken, held);
+    assert_null(sl_video_frame(v, 1));
+    assert_null(sl_video_take_frame(v, 1));
+    assert_null(sl_video_take_frame(v, sl_video_n_frames(v)));
+    assert_int_equal(sl_video_bytes(v), before - frame_bytes);
+    assert_true(sl_video_frame_time(v, 1) == t);
+    sl_video_free(v);
+    assert_int_equal(sl_image_width(taken), w);
+    assert_memory_equal(sl_image_pixels(taken), copy, (size_t)w * h * 3);
+    sl_image_free(taken);
+    free(copy);
+}
+
 static void sniff_tells_videos_from_images(void **state)
 {
     const char *images[] = {"avif", "avis", "heic", "heix", "mif1", "msf1"};
@@ -785,6 +815,7 @@ int main(void)
         cmocka_unit_test(truncated_files_give_frames_or_a_decode_error),
         cmocka_unit_test(bad_inputs_fail_with_named_errors),
         cmocka_unit_test(load_file_equals_decode),
+        cmocka_unit_test(a_taken_frame_outlives_the_video),
         cmocka_unit_test(sniff_tells_videos_from_images),
         cmocka_unit_test(parallel_decodes_match_a_lone_decode),
     };
