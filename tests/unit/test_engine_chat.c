@@ -64,6 +64,16 @@ static sl_engine *open_engine(int n_parallel, int n_ctx_per_seq, int encode_ahea
     return open_engine_with(tiny.mmproj, n_parallel, n_ctx_per_seq, encode_ahead);
 }
 
+/* Waits for the one completion of `e` still to come. */
+static sl_completion next_completion(sl_engine *e)
+{
+    sl_completion c;
+    size_t n = 0;
+    while (n == 0)
+        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    return c;
+}
+
 static sl_request conversation(const char *id, const sl_message *msgs, int n,
                                const sl_image *const *images, int n_images, int max_tokens)
 {
@@ -286,10 +296,7 @@ static void a_prompt_with_images_answers_as_its_conversation(void **state)
                     .tasks = tasks, .n_tasks = 2, .sampling = sl_sampling_default()};
     int tag;
     assert_int_equal(sl_engine_submit(e, &q, &tag), SL_OK);
-    sl_completion c;
-    size_t n = 0;
-    while (n == 0)
-        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    sl_completion c = next_completion(e);
     assert_int_equal(c.status, SL_OK);
     assert_int_equal(c.n_results, 2);
     for (int t = 0; t < 2; t++)
@@ -431,10 +438,7 @@ static void bad_conversations_are_refused_naming_the_message(void **state)
      * alone, after submit. */
     sl_request big = conversation("big", &with_image, 1, images, 1, 250);
     assert_int_equal(sl_engine_submit(e, &big, &tag), SL_OK);
-    sl_completion c;
-    size_t n = 0;
-    while (n == 0)
-        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    sl_completion c = next_completion(e);
     assert_int_equal(c.status, SL_ERR_TOO_LONG);
     assert_non_null(strstr(c.error, "big:"));
     sl_completion_clear(&c);
@@ -460,10 +464,7 @@ static void messages_are_copied_and_freeing_in_flight_is_clean(void **state)
     int tag = 0;
     assert_int_equal(sl_engine_submit(e, &q, &tag), SL_OK);
     memset(text, 'x', sizeof text - 1); /* the engine has its own copy */
-    sl_completion c;
-    size_t n = 0;
-    while (n == 0)
-        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
+    sl_completion c = next_completion(e);
     assert_int_equal(c.status, SL_OK);
     sl_completion_clear(&c);
 
@@ -722,16 +723,6 @@ static void requests_with_many_images_are_sized_by_themselves(void **state)
 {
     many_images_with(SL_SAMPLER_HOST);
     many_images_with(SL_SAMPLER_DEVICE);
-}
-
-/* Waits for the one completion of `e` still to come. */
-static sl_completion next_completion(sl_engine *e)
-{
-    sl_completion c;
-    size_t n = 0;
-    while (n == 0)
-        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &n), SL_OK);
-    return c;
 }
 
 /* A request that can never fit fails alone, its message naming it, the
