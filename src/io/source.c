@@ -38,6 +38,11 @@ void sl_source_item_clear(sl_source_item *item)
     sl_free(item->id);
     sl_free(item->path);
     sl_free(item->data);
+    for (size_t i = 0; i < item->n_images; i++) {
+        sl_free(item->images[i].path);
+        sl_free(item->images[i].data);
+    }
+    sl_free(item->images);
     json_decref(item->extra);
     sl_free(item->prompt);
     sl_free(item->error);
@@ -91,6 +96,33 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
                                    value, scheme);
     }
     return item->path ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", value);
+}
+
+sl_status sl_source_locate_list(const char *const *values, size_t n, const char *base_dir,
+                                const sl_source_params *p, const char *where,
+                                sl_source_item *item)
+{
+    if (n == 0)
+        return sl_source_item_fail(item, "%s: the list of images is empty", where);
+    if (n > SL_SOURCE_MAX_IMAGES)
+        return sl_source_item_fail(item, "%s: a list of %zu images, more than the %d a row may "
+                                         "have", where, n, SL_SOURCE_MAX_IMAGES);
+    if (!(item->images = sl_calloc(n, sizeof *item->images)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
+    item->n_images = n;
+    for (size_t i = 0; i < n; i++) {
+        sl_source_item one = {0};
+        sl_status st = sl_source_locate(values[i], base_dir, p, &one);
+        item->images[i].path = one.path;
+        if (st != SL_OK || one.error) {
+            st = st == SL_OK ? sl_source_item_fail(item, "%s: image %zu of %zu: %s", where, i + 1,
+                                                   n, one.error)
+                             : st;
+            sl_free(one.error);
+            return st;
+        }
+    }
+    return SL_OK;
 }
 
 /* --- folder ------------------------------------------------------------------------ */
@@ -465,7 +497,9 @@ static int read_csv_record(source_reader *r, char ***fields, size_t *n, long *fi
     return rc == 1 ? -1 : rc;
 }
 
-static const char *auto_image_columns[] = {"image", "path", "url"};
+/* "images": a list's usual name (Hugging Face datasets' Sequence(Image())). */
+static const char *auto_image_columns[] = {"image", "path", "url", "images"};
+enum { N_AUTO_IMAGE_COLUMNS = sizeof auto_image_columns / sizeof *auto_image_columns };
 
 static sl_status manifest_open(const char *file, const char *name, const sl_source_params *p,
                                source_reader **out, char **open_error)
@@ -531,12 +565,33 @@ nomem:
 /* The CSV column holding the image, or -1. */
 static int csv_image_column(const source_reader *r)
 {
-    for (size_t k = 0; k < (r->p->image_column ? 1 : 3); k++)
+    for (size_t k = 0; k < (r->p->image_column ? 1 : N_AUTO_IMAGE_COLUMNS); k++)
         for (size_t i = 0; i < r->n_header; i++)
             if (strcmp(r->header[i], r->p->image_column ? r->p->image_column
                                                         : auto_image_columns[k]) == 0)
                 return (int)i;
     return -1;
+}
+
+/* A JSONL row's list of images: each a path or URL string. */
+static sl_status manifest_image_list(source_reader *r, json_t *list, const char *key, long line,
+                                     sl_source_item *item)
+{
+    size_t n = json_array_size(list);
+    const char *values[SL_SOURCE_MAX_IMAGES];
+    for (size_t i = 0; i < n && i < SL_SOURCE_MAX_IMAGES; i++) {
+        json_t *v = json_array_get(list, i);
+        if (!json_is_string(v))
+            return sl_source_item_fail(item, "%s:%ld: column '%s': image %zu of %zu is not a "
+                                             "string", r->file, line, key, i + 1, n);
+        values[i] = json_string_value(v);
+    }
+    char *where = sl_asprintf("%s:%ld: column '%s'", r->file, line, key);
+    if (!where)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    sl_status st = sl_source_locate_list(values, n, r->base_dir, r->p, where, item);
+    sl_free(where);
+    return st;
 }
 
 /* Turns one manifest row (an object of its columns, consumed) into the item.
@@ -547,7 +602,7 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
 {
     const sl_source_params *p = r->p;
     const char *image_key = raw_image ? raw_key : p->image_column;
-    for (size_t i = 0; !image_key && i < 3; i++)
+    for (size_t i = 0; !image_key && i < N_AUTO_IMAGE_COLUMNS; i++)
         if (json_object_get(row, auto_image_columns[i]))
             image_key = auto_image_columns[i];
     json_t *id = json_object_get(row, "id");
@@ -575,9 +630,11 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
         st = sl_source_item_fail(item, "%s:%ld: no '%s' column with the image path or URL%s",
                                  r->file, line, image_key ? image_key : "image",
                                  p->image_column ? "" : " (name it with --image-column)");
+    else if (json_is_array(image))
+        st = manifest_image_list(r, image, image_key, line, item);
     else if (!json_is_string(image))
-        st = sl_source_item_fail(item, "%s:%ld: column '%s' is not a string", r->file, line,
-                                 image_key);
+        st = sl_source_item_fail(item, "%s:%ld: column '%s' is not a string or a list of them",
+                                 r->file, line, image_key);
     else
         st = sl_source_locate(json_string_value(image), r->base_dir, p, item);
     if (image)

@@ -60,6 +60,18 @@ typedef struct sl_source_params {
 
 enum { SL_SHARD_SKIP, SL_SHARD_TAKE, SL_SHARD_NONE };
 
+/* A row's images when its image column holds a list (a JSONL array, a
+ * Parquet list): at most this many, as an engine request takes
+ * (SL_MAX_IMAGES); a longer or empty list is a failed item. */
+#define SL_SOURCE_MAX_IMAGES 16
+
+/* One image of such a list: a file path or URL, or the bytes. */
+typedef struct sl_source_image {
+    char *path;      /* NULL when data is set */
+    uint8_t *data;
+    size_t len;
+} sl_source_image;
+
 sl_source_params sl_source_default_params(void);
 
 typedef struct sl_source_item {
@@ -67,6 +79,10 @@ typedef struct sl_source_item {
     char *path;      /* file path or http(s) URL to read; NULL when data is set */
     uint8_t *data;   /* the encoded image, when the source holds it */
     size_t len;
+    /* A list of images (1..SL_SOURCE_MAX_IMAGES, in order) in place of
+     * path/data, which are then NULL: one row, its images sent together. */
+    sl_source_image *images;
+    size_t n_images;
     json_t *extra;   /* pass-through columns (an object), or NULL */
     char *prompt;    /* per-row prompt, or NULL */
     char *error;     /* set: this item failed at read, with why */

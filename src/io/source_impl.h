@@ -29,6 +29,14 @@ extern const source_kind sl_source_parquet;
 sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,
                            sl_source_item *item);
 
+/* Sets item->images from a list of n values (each located as
+ * sl_source_locate does, relative to base_dir); an empty or too long list,
+ * or a value that cannot be located, is item->error naming the list's place
+ * (`where`, e.g. FILE:LINE) and the image's index. */
+sl_status sl_source_locate_list(const char *const *values, size_t n, const char *base_dir,
+                                const sl_source_params *p, const char *where,
+                                sl_source_item *item);
+
 /* The expanded input files of an open source, in reading order, and each
  * one's name in ids (for tests and fuzz targets). */
 size_t sl_source_num_files(const sl_source *src);
