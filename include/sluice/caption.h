@@ -119,6 +119,10 @@ typedef struct sl_caption_params {
      * filled in; NULL or "": no text. */
     sl_video_params video;
     const char *frame_text;
+    /* A row with a list of images (docs/inputs.md, "Several images a row"):
+     * they go before the prompt in order, each after image_text with
+     * {index} (from 1) filled in; NULL or "" (default): no text. */
+    const char *image_text;
     sl_llama_params llama;
     int decode_workers;        /* decode threads (default 2) */
     int replicas;              /* engine instances, each with its own model (default 1) */

@@ -98,6 +98,9 @@ int sl_pipeline_row_height(const sl_row *row);
  * "Videos"): true after decode for a video, false for an image or before
  * decode (then *frames and *seconds are 0). */
 bool sl_pipeline_row_video(const sl_row *row, int *frames, double *seconds);
+/* How many images a row's input listed (docs/inputs.md, "Several images a
+ * row"); 0 for a row of one image or a video. */
+int sl_pipeline_row_image_count(const sl_row *row);
 /* The engine's answer (the caption); NULL before the engine. Replace it
  * after the engine (copied); SL_ERR_INVALID_ARG before, SL_ERR_NOMEM. */
 const char *sl_pipeline_row_answer(const sl_row *row);

@@ -91,6 +91,8 @@ typedef struct sl_plugin_host {
     const char *(*row_logprobs)(const sl_row *row, const char *task);
     /* A video's frames taken and duration (sl_pipeline_row_video). */
     bool (*row_video)(const sl_row *row, int *frames, double *seconds);
+    /* A row's listed images (sl_pipeline_row_image_count). */
+    int (*row_image_count)(const sl_row *row);
 } sl_plugin_host;
 
 /* Whether the host's table has `field` (a host older than the header the

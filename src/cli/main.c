@@ -199,6 +199,8 @@ static const char usage_tail[] =
     "      --max-image-pixels N  refuse images larger than N pixels, read from the header\n"
     "                            before decoding (default: 100000000)\n"
     "      --background RRGGBB   colour transparent pixels are flattened onto (default: ffffff)\n"
+    "      --image-text TEXT     a row with a list of images: text before each, {index} its\n"
+    "                            number (default: none; e.g. 'Image {index}:')\n"
     "Videos (.mp4 .webm .mkv .mov .avi .ts: a row each, frames as images; docs/inputs.md):\n"
     "      --video-frames N      frames taken from each video, at most (1-16, default: 8)\n"
     "      --video-fps F         frames per second of video, at most (default: 1; 0: always N)\n"

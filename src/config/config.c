@@ -149,6 +149,8 @@ static const opt opts[] = {
      .hi = LONG_MAX, .arg = "N", .help = "refuse larger images (from the header)"},
     {"image.background", "background", 0, K_RGB, AT(p.image.background), .arg = "RRGGBB",
      .help = "colour transparent pixels are flattened onto"},
+    {"image.text", "image-text", 0, K_STR, AT(p.image_text), .arg = "TEXT",
+     .help = "text before each image of a row's list, {index} its number (~: none)"},
 
     {"video.frames", "video-frames", 0, K_INT, AT(p.video.max_frames), .lo = 1,
      .hi = SL_VIDEO_MAX_FRAMES, .arg = "N", .help = "frames taken from each video, at most"},

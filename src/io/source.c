@@ -637,7 +637,9 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
                                  r->file, line, image_key);
     else
         st = sl_source_locate(json_string_value(image), r->base_dir, p, item);
-    if (image)
+    /* A single image is the output's `path`; a list passes through, as the
+     * output has no other place for its paths. */
+    if (image && !json_is_array(image))
         json_object_del(row, image_key);
     item->extra = row;
     return st;

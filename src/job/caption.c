@@ -186,6 +186,8 @@ sl_status job_check_params(const sl_caption_params *p)
         return sl_fail(SL_ERR_INVALID_ARG, "--video-fps must be >= 0, got %g", p->video.fps);
     if (p->frame_text && !sl_utf8_valid(p->frame_text, strlen(p->frame_text)))
         return sl_fail(SL_ERR_INVALID_ARG, "--frame-text is not valid UTF-8");
+    if (p->image_text && !sl_utf8_valid(p->image_text, strlen(p->image_text)))
+        return sl_fail(SL_ERR_INVALID_ARG, "--image-text is not valid UTF-8");
     if (p->decode_workers < 1 || p->replicas < 1)
         return sl_fail(SL_ERR_INVALID_ARG, "--decode-workers and --replicas must be >= 1");
     if (p->n_gpus > 0 && p->replicas != p->n_gpus)

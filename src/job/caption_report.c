@@ -51,6 +51,8 @@ static json_t *summary_json(const caption_report *r)
                                                        p->video.max_frames, "fps", p->video.fps,
                                                        "frame_text", text(p->frame_text)));
     if (params)
+        json_object_set_new(params, "image_text", text(p->image_text));
+    if (params)
         json_object_set_new(params, "logprobs", p->sampling.logprobs
                                                     ? json_integer(p->sampling.top_logprobs)
                                                     : json_null());

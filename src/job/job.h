@@ -28,25 +28,27 @@
 
 /* --- the row ---------------------------------------------------------------- */
 
-/* A video input's frames (docs/inputs.md, "Videos"), made by the decode
- * stage; the pixels and JPEGs are given back once the engine is done with
- * them, the times and duration ride on to the writer. */
-typedef struct video_row {
-    sl_image *frames[SL_VIDEO_MAX_FRAMES]; /* llama engine: the frames as images */
-    uint8_t *jpeg[SL_VIDEO_MAX_FRAMES];    /* openai engine: each frame as sent */
-    size_t jpeg_len[SL_VIDEO_MAX_FRAMES];
-    double times[SL_VIDEO_MAX_FRAMES];     /* each frame's second in the video */
-    int n_frames;
-    double seconds;                        /* the video's duration */
-} video_row;
+/* A row's several images (docs/inputs.md): a video's frames ("Videos"), or
+ * the list of images its input named ("Several images a row"), made by the
+ * decode stage; the pixels and JPEGs are given back once the engine is done
+ * with them, the rest rides on to the writer. */
+typedef struct media_row {
+    sl_image *images[SL_MAX_IMAGES]; /* llama engine: the frames or images, decoded */
+    uint8_t *jpeg[SL_MAX_IMAGES];    /* openai engine: each one as sent */
+    size_t jpeg_len[SL_MAX_IMAGES];
+    double times[SL_MAX_IMAGES];     /* a video's: each frame's second */
+    int n;
+    double seconds;                  /* a video's duration */
+    bool is_video;                   /* false: a list of images */
+} media_row;
 
-void video_row_free(video_row *v);
+void media_row_free(media_row *v);
 /* A copy (frames and JPEGs copied); NULL when out of memory. */
-video_row *video_row_copy(const video_row *v);
+media_row *media_row_copy(const media_row *v);
 /* Bytes held by the frames and JPEGs. */
-size_t video_row_bytes(const video_row *v);
-/* Frees the frames and JPEGs (not the times); returns the bytes given back. */
-size_t video_row_drop_media(video_row *v);
+size_t media_row_bytes(const media_row *v);
+/* Frees the pixels and JPEGs (not the times); returns the bytes given back. */
+size_t media_row_drop_media(media_row *v);
 
 typedef struct caption_row {
     char *path, *rel;         /* path: file or URL (NULL when data came with the row) */
@@ -75,12 +77,19 @@ typedef struct caption_row {
                                  the '#'; 0 for the input's own row */
     int64_t shard;            /* the input shard it was read from (-1: not sharded) */
     struct batch_row *batch;  /* an OpenAI batch file's request (job/batch.h), or NULL */
-    video_row *video;         /* a video's frames in place of `image`, or NULL */
+    media_row *media;         /* a video's frames or a list's images in place of
+                                 `image`, or NULL */
+    sl_source_image *list;    /* a list of images as read (io/source.h), until decoded */
+    size_t n_list;
 } caption_row;
 
 
 /* Frees a caption_row: the executor row's free function. */
 void job_row_free(void *data);
+/* Frees the row's list of images as read (r->list), once decoded. */
+void job_row_free_list(caption_row *r);
+/* The bytes the list as read holds (counted in the row's bytes). */
+size_t job_row_list_bytes(const caption_row *r);
 /* A copy of r for fan-out (columns, prompt, image, answer copied; no
  * gallery thumbnail) and its bytes in *bytes; NULL when out of memory. Its
  * id is "<input id>#copy", numbered with job_row_number() (room is kept). */

@@ -200,9 +200,16 @@ sl_status sl_pipeline_row_set_prompt(sl_row *row, const char *prompt)
 bool sl_pipeline_row_video(const sl_row *row, int *frames, double *seconds)
 {
     const caption_row *r = sl_row_data(row);
-    *frames = r->video ? r->video->n_frames : 0;
-    *seconds = r->video ? r->video->seconds : 0.0;
-    return r->video != NULL;
+    bool video = r->media && r->media->is_video;
+    *frames = video ? r->media->n : 0;
+    *seconds = video ? r->media->seconds : 0.0;
+    return video;
+}
+
+int sl_pipeline_row_image_count(const sl_row *row)
+{
+    const caption_row *r = sl_row_data(row);
+    return r->media && !r->media->is_video ? r->media->n : (int)r->n_list;
 }
 
 int sl_pipeline_row_width(const sl_row *row) { return ((caption_row *)sl_row_data(row))->width; }
@@ -346,11 +353,11 @@ sl_status sl_pipeline_row_gray(const sl_row *row, int w, int h, uint8_t *out)
     const sl_image *img = r->image;
     const uint8_t *jpeg = r->jpeg;
     size_t jpeg_len = r->jpeg_len;
-    if (r->video && r->video->n_frames > 0) { /* a video: its middle frame */
-        int mid = r->video->n_frames / 2;
-        img = r->video->frames[mid];
-        jpeg = r->video->jpeg[mid];
-        jpeg_len = r->video->jpeg_len[mid];
+    if (r->media && r->media->n > 0) { /* a video's middle frame; a list's first image */
+        int mid = r->media->is_video ? r->media->n / 2 : 0;
+        img = r->media->images[mid];
+        jpeg = r->media->jpeg[mid];
+        jpeg_len = r->media->jpeg_len[mid];
     }
     sl_image *decoded = NULL;
     if (!img && jpeg) { /* an HTTP engine's row keeps the JPEG it sends, not pixels */

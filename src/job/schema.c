@@ -23,6 +23,9 @@ const sl_schema_column caption_fields[CF_COUNT] = {
     [CF_HEIGHT] = {"height", SL_PQ_INT64, true, NULL, true, false},
     [CF_SOURCE_WIDTH] = {"source_width", SL_PQ_INT64, true, NULL, true, false},
     [CF_SOURCE_HEIGHT] = {"source_height", SL_PQ_INT64, true, NULL, true, false},
+    /* Rows with a list of images only (absent from JSONL, null in Parquet
+     * for the others): how many. */
+    [CF_IMAGE_COUNT] = {"image_count", SL_PQ_INT64, true, NULL, true, false},
     /* Videos only (absent from JSONL, null in Parquet for images). */
     [CF_VIDEO_FRAMES] = {"video_frames", SL_PQ_INT64, true, NULL, true, false},
     [CF_VIDEO_SECONDS] = {"video_seconds", SL_PQ_DOUBLE, true, NULL, true, false},

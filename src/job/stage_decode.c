@@ -72,32 +72,44 @@ static sl_status fetch_bytes(job *j, sl_row *row, caption_row *r)
     return st;
 }
 
+/* The gallery's thumbnail of one of the row's images, when it asked for one
+ * (the row goes on without it if it cannot be made). */
+static void make_thumb(job *j, sl_row *row, caption_row *r, const sl_image *img)
+{
+    if (!gallery_wants_thumb(j->gallery, sl_row_seq(row)))
+        return;
+    const gallery_params *gp = gallery_params_of(j->gallery);
+    if (sl_image_encode_jpeg(img, gp->thumb_edge, gp->thumb_quality, &r->thumb, &r->thumb_len) !=
+        SL_OK)
+        sl_log(SL_LOG_DEBUG, "no thumbnail for %s: %s", r->rel, sl_last_error());
+}
+
 /* --- videos ------------------------------------------------------------------ */
 
-void video_row_free(video_row *v)
+void media_row_free(media_row *v)
 {
     if (!v)
         return;
-    video_row_drop_media(v);
+    media_row_drop_media(v);
     sl_free(v);
 }
 
-size_t video_row_bytes(const video_row *v)
+size_t media_row_bytes(const media_row *v)
 {
     size_t n = sizeof *v;
-    for (int i = 0; i < v->n_frames; i++)
-        n += (v->frames[i] ? sl_image_bytes(v->frames[i]) : 0) + v->jpeg_len[i];
+    for (int i = 0; i < v->n; i++)
+        n += (v->images[i] ? sl_image_bytes(v->images[i]) : 0) + v->jpeg_len[i];
     return n;
 }
 
-size_t video_row_drop_media(video_row *v)
+size_t media_row_drop_media(media_row *v)
 {
     size_t n = 0;
-    for (int i = 0; i < v->n_frames; i++) {
-        if (v->frames[i])
-            n += sl_image_bytes(v->frames[i]);
-        sl_image_free(v->frames[i]);
-        v->frames[i] = NULL;
+    for (int i = 0; i < v->n; i++) {
+        if (v->images[i])
+            n += sl_image_bytes(v->images[i]);
+        sl_image_free(v->images[i]);
+        v->images[i] = NULL;
         n += v->jpeg_len[i];
         sl_image_buffer_free(v->jpeg[i]);
         v->jpeg[i] = NULL;
@@ -106,26 +118,26 @@ size_t video_row_drop_media(video_row *v)
     return n;
 }
 
-video_row *video_row_copy(const video_row *v)
+media_row *media_row_copy(const media_row *v)
 {
-    video_row *c = sl_malloc(sizeof *c);
+    media_row *c = sl_malloc(sizeof *c);
     if (!c)
         return NULL;
     *c = *v;
-    memset(c->frames, 0, sizeof c->frames);
+    memset(c->images, 0, sizeof c->images);
     memset(c->jpeg, 0, sizeof c->jpeg);
     bool ok = true;
-    for (int i = 0; ok && i < v->n_frames; i++) {
-        const sl_image *f = v->frames[i];
+    for (int i = 0; ok && i < v->n; i++) {
+        const sl_image *f = v->images[i];
         ok = !f || sl_image_from_rgb(sl_image_width(f), sl_image_height(f), sl_image_pixels(f),
-                                     &c->frames[i]) == SL_OK;
+                                     &c->images[i]) == SL_OK;
         /* sl_image_buffer_free frees the JPEGs: they are malloc's */
         if (ok && v->jpeg[i] && (c->jpeg[i] = malloc(v->jpeg_len[i])) != NULL)
             memcpy(c->jpeg[i], v->jpeg[i], v->jpeg_len[i]);
         ok = ok && (!v->jpeg[i] || c->jpeg[i]);
     }
     if (!ok) {
-        video_row_free(c);
+        media_row_free(c);
         return NULL;
     }
     return c;
@@ -146,7 +158,7 @@ static bool is_local_video(const char *path)
     return sl_video_sniff(head, got);
 }
 
-/* Samples the row's video into r->video: frames for the llama engine (taken
+/* Samples the row's video into r->media: frames for the llama engine (taken
  * from the video, not copied), their JPEGs for an HTTP one; the dimensions
  * are the frames' (and the video's as stored), the format the container's. */
 static sl_status decode_video(job *j, sl_row *row, caption_row *r)
@@ -160,31 +172,27 @@ static sl_status decode_video(job *j, sl_row *row, caption_row *r)
                            : sl_video_load_file(r->path, &vp, &v);
     if (st != SL_OK)
         return st;
-    video_row *vr = sl_calloc(1, sizeof *vr);
+    media_row *vr = sl_calloc(1, sizeof *vr);
     if (!vr) {
         sl_video_free(v);
         return sl_fail(SL_ERR_NOMEM, "%s: out of memory for the video's frames", r->rel);
     }
-    r->video = vr;
-    vr->n_frames = sl_video_n_frames(v);
+    r->media = vr;
+    vr->is_video = true;
+    vr->n = sl_video_n_frames(v);
     vr->seconds = sl_video_duration(v);
     r->format = sl_video_container(v);
     r->source_width = sl_video_source_width(v);
     r->source_height = sl_video_source_height(v);
-    const sl_image *first = sl_video_frame(v, 0), *middle = sl_video_frame(v, vr->n_frames / 2);
+    const sl_image *first = sl_video_frame(v, 0), *middle = sl_video_frame(v, vr->n / 2);
     r->width = sl_image_width(first);
     r->height = sl_image_height(first);
-    if (gallery_wants_thumb(j->gallery, sl_row_seq(row))) {
-        const gallery_params *gp = gallery_params_of(j->gallery);
-        if (sl_image_encode_jpeg(middle, gp->thumb_edge, gp->thumb_quality, &r->thumb,
-                                 &r->thumb_len) != SL_OK)
-            sl_log(SL_LOG_DEBUG, "no thumbnail for %s: %s", r->rel, sl_last_error());
-    }
+    make_thumb(j, row, r, middle);
     bool openai = job_uses_openai(p);
-    for (int i = 0; st == SL_OK && i < vr->n_frames; i++) {
+    for (int i = 0; st == SL_OK && i < vr->n; i++) {
         vr->times[i] = sl_video_frame_time(v, i);
         if (!openai) {
-            vr->frames[i] = sl_video_take_frame(v, i);
+            vr->images[i] = sl_video_take_frame(v, i);
             continue;
         }
         st = sl_image_encode_jpeg(sl_video_frame(v, i), p->jpeg_edge, p->jpeg_quality,
@@ -193,7 +201,75 @@ static sl_status decode_video(job *j, sl_row *row, caption_row *r)
             st = sl_fail(st, "%s: frame %d: %s", r->rel, i + 1, sl_last_error());
     }
     sl_video_free(v);
-    sl_row_set_bytes(row, sl_row_bytes(row) + video_row_bytes(vr) + r->thumb_len);
+    sl_row_set_bytes(row, sl_row_bytes(row) + media_row_bytes(vr) + r->thumb_len);
+    return st;
+}
+
+/* One image of a row's list into m->images[i] (or, for an HTTP engine,
+ * m->jpeg[i]): fetched when a URL, decoded and shrunk as a row's one image
+ * is. A video has no place in a list (it would be a row of its own). */
+static sl_status decode_list_image(job *j, sl_row *row, caption_row *r, media_row *m, size_t i)
+{
+    const sl_caption_params *p = j->p;
+    const sl_source_image *s = &r->list[i];
+    uint8_t *fetched = NULL;
+    size_t fetched_len = 0;
+    if (!s->data && !s->path)
+        return sl_fail(SL_ERR_DECODE, "neither bytes nor a path");
+    sl_status st = SL_OK;
+    if (!s->data && is_url(s->path))
+        st = sl_fetch(s->path, &j->fetch, &fetched, &fetched_len);
+    const uint8_t *d = s->data ? s->data : fetched;
+    size_t len = s->data ? s->len : fetched_len;
+    const char *name = s->path ? s->path : r->rel;
+    if (st == SL_OK && (d ? sl_video_sniff(d, len) : is_local_video(s->path)))
+        st = sl_fail(SL_ERR_DECODE, "%s is a video: a list holds images (give a video a row of "
+                                    "its own)", name);
+    sl_image *img = NULL;
+    if (st == SL_OK)
+        st = d ? sl_image_decode(d, len, name, &p->image, &img)
+               : sl_image_load_file(s->path, &p->image, &img);
+    if (st == SL_OK && i == 0) {
+        r->format = d ? job_image_format(d, len) : NULL;
+        r->width = sl_image_width(img);
+        r->height = sl_image_height(img);
+        r->source_width = sl_image_source_width(img);
+        r->source_height = sl_image_source_height(img);
+        make_thumb(j, row, r, img);
+    }
+    sl_free(fetched);
+    if (st == SL_OK && job_uses_openai(p)) {
+        st = sl_image_encode_jpeg(img, p->jpeg_edge, p->jpeg_quality, &m->jpeg[i],
+                                  &m->jpeg_len[i]);
+        sl_image_free(img);
+        img = NULL;
+    }
+    m->images[i] = img;
+    return st;
+}
+
+/* Decodes a row's list of images (docs/inputs.md, "Several images a row")
+ * into r->media, giving back the list as read; the first image's size and
+ * format stand for the row's, and it makes the thumbnail. */
+static sl_status decode_list(job *j, sl_row *row, caption_row *r)
+{
+    media_row *m = sl_calloc(1, sizeof *m);
+    if (!m)
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory for its images", r->rel);
+    r->media = m;
+    sl_status st = SL_OK;
+    size_t n = r->n_list;
+    for (size_t i = 0; st == SL_OK && i < n; i++) {
+        m->n = (int)i + 1; /* so that what was made is freed */
+        if ((st = decode_list_image(j, row, r, m, i)) != SL_OK) {
+            char why[768];
+            snprintf(why, sizeof why, "%s", sl_last_error());
+            st = sl_fail(st, "%s: image %zu of %zu: %s", r->rel, i + 1, n, why);
+        }
+    }
+    size_t read_bytes = job_row_list_bytes(r);
+    job_row_free_list(r);
+    sl_row_set_bytes(row, sl_row_bytes(row) - read_bytes + media_row_bytes(m) + r->thumb_len);
     return st;
 }
 
@@ -218,6 +294,13 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
         if (job_is_batch(j->p))
             continue; /* a stage's copy without a request: the engine fails it */
         double t0 = sl_mono_s();
+        if (r->n_list) {
+            sl_status st = decode_list(j, rows[i], r);
+            if (st != SL_OK)
+                sl_row_fail_status(rows[i], st, "%s", sl_last_error());
+            r->decode_ms = (sl_mono_s() - t0) * 1e3;
+            continue;
+        }
         /* A local video is read in place, never whole (a clip may be GBs):
          * its bytes are not kept for the output, nor are a fetched one's. */
         bool video = r->path && !r->data && !is_url(r->path) && is_local_video(r->path);
@@ -252,14 +335,7 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
         r->height = sl_image_height(r->image);
         r->source_width = sl_image_source_width(r->image);
         r->source_height = sl_image_source_height(r->image);
-        /* A thumbnail for the gallery is not part of the row: if it cannot
-         * be made, the row goes on without one. */
-        if (gallery_wants_thumb(j->gallery, sl_row_seq(rows[i]))) {
-            const gallery_params *gp = gallery_params_of(j->gallery);
-            if (sl_image_encode_jpeg(r->image, gp->thumb_edge, gp->thumb_quality, &r->thumb,
-                                     &r->thumb_len) != SL_OK)
-                sl_log(SL_LOG_DEBUG, "no thumbnail for %s: %s", r->rel, sl_last_error());
-        }
+        make_thumb(j, rows[i], r, r->image);
         if (job_uses_openai(j->p)) {
             /* HTTP engines get a JPEG (or the original bytes): keep it, not
              * the pixels. */

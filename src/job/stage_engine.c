@@ -93,26 +93,31 @@ static sl_status fill(const caption_row *r, const char *task, const char *tmpl, 
     return SL_OK;
 }
 
-/* The text before each of a video's frames: frame_text with {time} and
- * {index} filled in (texts[i] NULL: none; sl_free each). */
-static sl_status frame_texts(const sl_caption_params *p, const caption_row *r,
-                             char *texts[SL_VIDEO_MAX_FRAMES])
+/* The text before each of the row's images: a video's frames after
+ * frame_text with {time} and {index} filled in, a list's images after
+ * image_text with {index} (texts[i] NULL: none; sl_free each). */
+static sl_status media_texts(const sl_caption_params *p, const caption_row *r,
+                             char *texts[SL_MAX_IMAGES])
 {
-    memset(texts, 0, SL_VIDEO_MAX_FRAMES * sizeof *texts);
-    if (!p->frame_text || !*p->frame_text)
+    memset(texts, 0, SL_MAX_IMAGES * sizeof *texts);
+    const media_row *m = r->media;
+    const char *tmpl = m->is_video ? p->frame_text : p->image_text;
+    if (!tmpl || !*tmpl)
         return SL_OK;
     sl_status st = SL_OK;
-    for (int i = 0; st == SL_OK && i < r->video->n_frames; i++) {
+    for (int i = 0; st == SL_OK && i < m->n; i++) {
         char time[32];
-        snprintf(time, sizeof time, "%.1f", r->video->times[i]);
-        json_t *fields = json_pack("{s:s, s:i}", "time", time, "index", i + 1);
-        st = fields ? template_fill(p->frame_text, fields, &texts[i])
+        snprintf(time, sizeof time, "%.1f", m->times[i]);
+        json_t *fields = m->is_video ? json_pack("{s:s, s:i}", "time", time, "index", i + 1)
+                                     : json_pack("{s:i}", "index", i + 1);
+        st = fields ? template_fill(tmpl, fields, &texts[i])
                     : sl_fail(SL_ERR_NOMEM, "out of memory");
         json_decref(fields);
         if (st != SL_OK) {
             char why[512];
             snprintf(why, sizeof why, "%s", sl_last_error());
-            st = sl_fail(st, "%s: --frame-text: %s", r->rel, why);
+            st = sl_fail(st, "%s: %s: %s", r->rel, m->is_video ? "--frame-text" : "--image-text",
+                         why);
         }
     }
     return st;
@@ -150,13 +155,13 @@ static sl_status engine_submit(void *state, sl_row *row)
             *f)
             tasks[i].system_prompt = *f;
     }
-    char *texts[SL_VIDEO_MAX_FRAMES] = {0};
-    if (st == SL_OK && r->video)
-        st = frame_texts(p, r, texts);
+    char *texts[SL_MAX_IMAGES] = {0};
+    if (st == SL_OK && r->media)
+        st = media_texts(p, r, texts);
     if (st != SL_OK) {
         for (int i = 0; i < n_filled; i++)
             sl_free(filled[i]);
-        for (int i = 0; i < SL_VIDEO_MAX_FRAMES; i++)
+        for (int i = 0; i < SL_MAX_IMAGES; i++)
             sl_free(texts[i]);
         sl_row_fail_status(row, st, "%s", sl_last_error());
         return SL_OK;
@@ -178,17 +183,17 @@ static sl_status engine_submit(void *state, sl_row *row)
         .grammar = p->grammar,
     };
     req.sampling.seed = r->seed;
-    if (r->video) { /* the frames go before the prompt, each after its text */
-        req.images = (const sl_image *const *)r->video->frames;
-        req.images_encoded = (const uint8_t *const *)r->video->jpeg;
-        req.images_encoded_len = r->video->jpeg_len;
+    if (r->media) { /* the images go before the prompt, each after its text */
+        req.images = (const sl_image *const *)r->media->images;
+        req.images_encoded = (const uint8_t *const *)r->media->jpeg;
+        req.images_encoded_len = r->media->jpeg_len;
         req.image_texts = (const char *const *)texts;
-        req.n_images = r->video->n_frames;
+        req.n_images = r->media->n;
     }
     st = sl_engine_submit(rep->engine, &req, row);
     for (int i = 0; i < n_filled; i++)
         sl_free(filled[i]);
-    for (int i = 0; i < SL_VIDEO_MAX_FRAMES; i++)
+    for (int i = 0; i < SL_MAX_IMAGES; i++)
         sl_free(texts[i]);
     if (st == SL_OK || st == SL_ERR_IO)
         return st; /* SL_ERR_IO: the engine is broken, a worker failure */
@@ -295,8 +300,8 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
             r->batch->bytes = 0;
         }
         /* The pixels are not needed past the engine: give their bytes back. */
-        if (r->video)
-            sl_row_set_bytes(row, sl_row_bytes(row) - video_row_drop_media(r->video));
+        if (r->media)
+            sl_row_set_bytes(row, sl_row_bytes(row) - media_row_drop_media(r->media));
         if (r->image) {
             size_t image_bytes = sl_image_bytes(r->image);
             sl_image_free(r->image);

@@ -33,8 +33,52 @@ void job_row_free(void *data)
     sl_free(r->results);
     sl_image_buffer_free(r->thumb);
     batch_row_free(r->batch);
-    video_row_free(r->video);
+    media_row_free(r->media);
+    job_row_free_list(r);
     sl_free(r);
+}
+
+void job_row_free_list(caption_row *r)
+{
+    for (size_t i = 0; i < r->n_list; i++) {
+        sl_free(r->list[i].path);
+        sl_free(r->list[i].data);
+    }
+    sl_free(r->list);
+    r->list = NULL;
+    r->n_list = 0;
+}
+
+size_t job_row_list_bytes(const caption_row *r)
+{
+    size_t n = r->n_list * sizeof *r->list;
+    for (size_t i = 0; i < r->n_list; i++)
+        n += (r->list[i].path ? strlen(r->list[i].path) + 1 : 0) + r->list[i].len;
+    return n;
+}
+
+/* A copy of the list of images as read into c (the copy's own strings and
+ * bytes); false when out of memory. */
+static bool copy_list(caption_row *c, const caption_row *r)
+{
+    c->list = NULL;
+    c->n_list = 0;
+    if (!r->n_list)
+        return true;
+    if (!(c->list = sl_calloc(r->n_list, sizeof *c->list)))
+        return false;
+    c->n_list = r->n_list;
+    for (size_t i = 0; i < r->n_list; i++) {
+        const sl_source_image *s = &r->list[i];
+        sl_source_image *d = &c->list[i];
+        if ((s->path && !(d->path = sl_strdup(s->path))) ||
+            (s->data && !(d->data = sl_malloc(s->len ? s->len : 1))))
+            return false;
+        if (s->data)
+            memcpy(d->data, s->data, s->len);
+        d->len = s->len;
+    }
+    return true;
 }
 
 static bool copy_bytes(uint8_t **dst, const uint8_t *src, size_t len, bool with_malloc)
@@ -89,7 +133,9 @@ caption_row *job_row_copy(const caption_row *r, size_t *bytes)
     c->results = NULL;
     c->n_results = 0;
     c->batch = NULL; /* a batch request is the input's row's alone */
-    c->video = NULL;
+    c->media = NULL;
+    c->list = NULL;
+    c->n_list = 0;
     size_t root = r->root_len ? r->root_len : strlen(r->rel);
     if ((c->rel = sl_malloc(root + COPY_DIGITS + 1)) != NULL) {
         memcpy(c->rel, r->rel, root);
@@ -105,7 +151,8 @@ caption_row *job_row_copy(const caption_row *r, size_t *bytes)
     ok = ok && (!r->image || sl_image_from_rgb(sl_image_width(r->image),
                                                sl_image_height(r->image),
                                                sl_image_pixels(r->image), &c->image) == SL_OK);
-    ok = ok && (!r->video || (c->video = video_row_copy(r->video)));
+    ok = ok && (!r->media || (c->media = media_row_copy(r->media)));
+    ok = ok && copy_list(c, r);
     ok = ok && copy_result(&c->result, &r->result);
     if (ok && r->n_results > 0) {
         ok = (c->results = sl_calloc((size_t)r->n_results, sizeof *c->results)) != NULL;
@@ -117,7 +164,7 @@ caption_row *job_row_copy(const caption_row *r, size_t *bytes)
         return NULL;
     }
     *bytes = sizeof *c + strlen(c->rel) + (c->data ? c->len : 0) + c->jpeg_len +
-             (c->image ? sl_image_bytes(c->image) : 0) + (c->video ? video_row_bytes(c->video) : 0) +
+             (c->image ? sl_image_bytes(c->image) : 0) + (c->media ? media_row_bytes(c->media) : 0) + job_row_list_bytes(c) +
              (c->result.text ? strlen(c->result.text) : 0) +
              (c->extra ? 256 * json_object_size(c->extra) : 0);
     return c;
@@ -267,6 +314,8 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
     r->len = it.len;
     r->extra = it.extra;
     r->prompt = it.prompt;
+    r->list = it.images;
+    r->n_list = it.n_images;
     r->shard = it.shard;
     r->started = sl_mono_s();
     r->seed = sl_sampling_row_seed(j->p->sampling.seed, r->rel);
@@ -284,7 +333,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
      * next to the image bytes, which are counted exactly. */
     sl_row_set_bytes(row, sizeof *r + strlen(r->rel) + (r->path ? strlen(r->path) : 0) + r->len +
                               (r->extra ? 256 * json_object_size(r->extra) : 0) +
-                              (r->prompt ? strlen(r->prompt) : 0) + 2 +
+                              (r->prompt ? strlen(r->prompt) : 0) + 2 + job_row_list_bytes(r) +
                               (r->batch ? r->batch->line_bytes : 0));
     if (it.error) /* a batch file's line breaks its rules; other inputs could not be read */
         sl_row_fail_status(row, r->batch ? SL_ERR_INVALID_ARG : SL_ERR_IO, "%s", it.error);

@@ -51,8 +51,13 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
     int dims[4] = {r->width, r->height, r->source_width, r->source_height};
     for (int k = 0; k < 4; k++)
         v[CF_WIDTH + k] = (sl_pq_value){.is_null = r->width == 0, .i64 = dims[k]};
-    v[CF_VIDEO_FRAMES] = (sl_pq_value){.is_null = !r->video, .i64 = r->video ? r->video->n_frames : 0};
-    v[CF_VIDEO_SECONDS] = (sl_pq_value){.is_null = !r->video, .f64 = r->video ? r->video->seconds : 0};
+    const media_row *m = r->media;
+    bool video = m && m->is_video;
+    /* A failed row's list as read: its length (no media yet). */
+    int list = m && !video ? m->n : (int)r->n_list;
+    v[CF_IMAGE_COUNT] = (sl_pq_value){.is_null = list == 0, .i64 = list};
+    v[CF_VIDEO_FRAMES] = (sl_pq_value){.is_null = !video, .i64 = video ? m->n : 0};
+    v[CF_VIDEO_SECONDS] = (sl_pq_value){.is_null = !video, .f64 = video ? m->seconds : 0};
     v[CF_MODEL] = cell_text(j->model_name);
     /* An answer's own seed: the one that reproduces it. */
     uint64_t seed = task >= 0 && samples ? sl_sampling_answer_seed(r->seed, task) : r->seed;

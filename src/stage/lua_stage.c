@@ -617,9 +617,12 @@ static int image_index(lua_State *L)
             lua_pushinteger(L, frames);
         else
             lua_pushnumber(L, seconds);
+    } else if (strcmp(k, "count") == 0) {
+        int count = sl_pipeline_row_image_count(row);
+        lua_pushinteger(L, count > 0 ? count : 1);
     } else {
         return luaL_error(L, "row.image has no field '%s' (width, height, format, bytes, "
-                             "frames, seconds)", k);
+                             "frames, seconds, count)", k);
     }
     return 1;
 }

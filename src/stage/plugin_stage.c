@@ -106,6 +106,7 @@ static const sl_plugin_host host = {
     .row_answer_at = sl_pipeline_row_answer_at,
     .row_logprobs = sl_pipeline_row_logprobs,
     .row_video = sl_pipeline_row_video,
+    .row_image_count = sl_pipeline_row_image_count,
 };
 
 /* --- loading ------------------------------------------------------------------------ */

@@ -1,0 +1,225 @@
+"""Several images a row (docs/inputs.md "Several images a row"): a manifest's
+image column may hold a list; the row's images go to the model together,
+in order, before the prompt. Fixture images are solid colours, so which
+image went where shows in what a server receives. Checked: the parts an HTTP
+server receives (order, colours, --image-text), the llama engine's positions
+growing with the images, failures naming the row and the image, lists of
+URLs, tasks, Parquet output, resume refusing another --image-text, a Lua
+stage reading row.image.count, and llama-server answering a list row."""
+import base64
+import functools
+import http.server
+import io
+import json
+import pathlib
+
+import pytest
+from PIL import Image
+
+from conftest import read_rows
+from localserver import LocalServer
+from openai_helpers import FakeServer, LlamaServer, completion
+
+RGB = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "white": (255, 255, 255)}
+QUIET = ("--show", 0, "--metrics-addr", "off")
+
+
+def colour_of(jpeg: bytes) -> str:
+    im = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    px = im.getpixel((im.width // 2, im.height // 2))
+    return min(RGB, key=lambda c: sum((a - b) ** 2 for a, b in zip(px, RGB[c])))
+
+
+@pytest.fixture
+def colours(tmp_path) -> pathlib.Path:
+    d = tmp_path / "img"
+    d.mkdir()
+    for name, rgb in RGB.items():
+        Image.new("RGB", (64, 48), rgb).save(d / f"{name}.png")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return d
+
+
+def manifest(path: pathlib.Path, rows: list[dict]) -> pathlib.Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def sent_parts(req: dict) -> list:
+    user = [m for m in req["messages"] if m["role"] == "user"]
+    assert len(user) == 1
+    return user[0]["content"]
+
+
+def image_colours(parts: list) -> list[str]:
+    return [colour_of(base64.b64decode(p["image_url"]["url"].split(",", 1)[1]))
+            for p in parts if p["type"] == "image_url"]
+
+
+def test_a_list_goes_to_the_server_in_order(sluice, colours, tmp_path):
+    m = manifest(colours / "m.jsonl", [
+        {"id": "rgb", "images": ["red.png", "green.png", "blue.png"], "prompt": "Which differ?"},
+        {"id": "wr", "images": ["white.png", "red.png"], "prompt": "Compare."},
+    ])
+    bodies = {}
+
+    def answer(handler, n, body):
+        bodies[sent_parts(body)[-1]["text"]] = body
+        completion(handler, "an answer")
+
+    with FakeServer(answer) as server:
+        out = tmp_path / "out"
+        r = sluice.run("caption", m, "-o", out, "--engine", "openai", "--endpoint", server.url,
+                       *QUIET)
+        assert r.returncode == 0, r.stderr
+        parts = sent_parts(bodies["Which differ?"])
+        assert [p["type"] for p in parts] == ["image_url"] * 3 + ["text"]
+        assert image_colours(parts) == ["red", "green", "blue"]
+        assert image_colours(sent_parts(bodies["Compare."])) == ["white", "red"]
+        rows = {row["id"]: row for row in read_rows(out)}
+        assert rows["rgb"]["image_count"] == 3 and rows["wr"]["image_count"] == 2
+        # The list passes through (the output's only record of the paths).
+        assert rows["rgb"]["images"] == ["red.png", "green.png", "blue.png"]
+        assert rows["rgb"].get("path") is None
+        assert (rows["rgb"]["width"], rows["rgb"]["height"]) == (64, 48)
+
+        # --image-text: a text before each image, {index} its number.
+        bodies.clear()
+        out2 = tmp_path / "out2"
+        r = sluice.run("caption", m, "-o", out2, "--engine", "openai", "--endpoint", server.url,
+                       "--image-text", "Image {index}:", *QUIET)
+        assert r.returncode == 0, r.stderr
+        parts = sent_parts(bodies["Which differ?"])
+        assert [p["type"] for p in parts] == ["text", "image_url"] * 3 + ["text"]
+        assert [p["text"] for p in parts[0:6:2]] == ["Image 1:", "Image 2:", "Image 3:"]
+        assert image_colours(parts) == ["red", "green", "blue"]
+
+
+def test_lists_with_the_llama_engine_and_their_failures(sluice, colours, tmp_path):
+    (colours / "clip.mp4").write_bytes((pathlib.Path(__file__).parent / "conftest.py").read_bytes())
+    rows_in = [
+        {"id": "one", "image": "red.png", "prompt": "Describe."},
+        {"id": "list1", "images": ["red.png"], "prompt": "Describe."},
+        {"id": "list2", "images": ["red.png", "green.png"], "prompt": "Describe."},
+        {"id": "list4", "images": ["red.png", "green.png", "blue.png", "white.png"],
+         "prompt": "Describe.", "label": "four"},
+        {"id": "broken", "images": ["red.png", "broken.jpg"]},
+        {"id": "missing", "images": ["red.png", "green.png", "nope.png"]},
+        {"id": "empty", "images": []},
+        {"id": "long", "images": ["red.png"] * 17},
+        {"id": "number", "images": ["red.png", 7]},
+    ]
+    m = manifest(colours / "m.jsonl", rows_in)
+    out = tmp_path / "out"
+    r = sluice.caption(m, out, "--max-tokens", 4, "--parallel", 2, *QUIET)
+    assert r.returncode == 3, r.stderr
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert sorted(rows) == sorted(x["id"] for x in rows_in)
+    for ok in ("one", "list1", "list2", "list4"):
+        assert rows[ok].get("error") is None, rows[ok]
+        assert rows[ok]["generated_tokens"] > 0
+    assert "image_count" not in rows["one"]
+    assert [rows[k]["image_count"] for k in ("list1", "list2", "list4")] == [1, 2, 4]
+    assert rows["list4"]["label"] == "four"
+    # A list of one is the same request as the row of one image.
+    assert rows["list1"]["prompt_tokens"] == rows["one"]["prompt_tokens"]
+    assert rows["list1"]["caption"] == rows["one"]["caption"]
+    # Each further image adds the same positions: an image's, not a line's.
+    per_image = rows["list2"]["prompt_tokens"] - rows["list1"]["prompt_tokens"]
+    assert per_image > 10
+    assert rows["list4"]["prompt_tokens"] == rows["list1"]["prompt_tokens"] + 3 * per_image
+
+    broken = rows["broken"]
+    assert broken["error_stage"] == "decode"
+    assert "image 2 of 2" in broken["error"] and "broken.jpg" in broken["error"]
+    assert broken["image_count"] == 2
+    assert "image 3 of 3" in rows["missing"]["error"] and "nope.png" in rows["missing"]["error"]
+    assert "empty" in rows["empty"]["error"] and rows["empty"]["error_stage"] == "read"
+    assert "17 images" in rows["long"]["error"] and "16" in rows["long"]["error"]
+    assert "image 2 of 2 is not a string" in rows["number"]["error"]
+
+    # --image-text adds its text's positions per image; another text over the
+    # same output is another job: refused.
+    out2 = tmp_path / "out2"
+    r = sluice.caption(m, out2, "--max-tokens", 4, "--image-text", "Picture number {index}:",
+                       *QUIET)
+    assert r.returncode == 3, r.stderr
+    labelled = {row["id"]: row for row in read_rows(out2)}
+    assert labelled["list2"]["prompt_tokens"] > rows["list2"]["prompt_tokens"]
+    assert labelled["one"]["prompt_tokens"] == rows["one"]["prompt_tokens"]
+    r = sluice.caption(m, out2, "--max-tokens", 4, "--image-text", "Image {index}:", *QUIET)
+    assert r.returncode == 2
+    assert "image_text" in r.stderr
+
+
+def test_a_video_in_a_list_fails_its_row(sluice, colours, tmp_path):
+    # Bytes that say MP4 (an ftyp box) under a name that says PNG.
+    (colours / "clip.png").write_bytes(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" +
+                                       b"\x00" * 64)
+    m = manifest(colours / "m.jsonl", [{"id": "v", "images": ["red.png", "clip.png"]}])
+    out = tmp_path / "out"
+    r = sluice.caption(m, out, "--max-tokens", 2, *QUIET)
+    assert r.returncode == 3, r.stderr
+    row = read_rows(out)[0]
+    assert "image 2 of 2" in row["error"] and "video" in row["error"]
+
+
+def test_lists_of_urls_tasks_and_parquet(sluice, colours, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(colours))
+    with LocalServer(handler) as server:
+        m = manifest(tmp_path / "urls.jsonl", [
+            {"id": "u", "images": [f"{server.url}/red.png", str(colours / "green.png")]},
+            {"id": "gone", "images": [f"{server.url}/red.png", f"{server.url}/gone.png"]},
+        ])
+        out = tmp_path / "out"
+        r = sluice.caption(m, out, "--max-tokens", 3, "--format", "parquet",
+                           "--task", "a=Describe.", "--task", "b=Count them.", *QUIET)
+        assert r.returncode == 3, r.stderr
+    table = {row["id"]: row for row in pq.read_table(out / "part-00000.parquet").to_pylist()}
+    assert table["u"]["image_count"] == 2 and table["u"]["error"] is None
+    assert table["u"]["a_generated_tokens"] > 0 and table["u"]["b_generated_tokens"] > 0
+    assert table["gone"]["image_count"] == 2
+    assert "image 2 of 2" in table["gone"]["error"] and "404" in table["gone"]["error"]
+
+    # A folder's rows (one image each) have a null count.
+    out2 = tmp_path / "folder"
+    r = sluice.caption(colours, out2, "--max-tokens", 2, "--format", "parquet",
+                       "--exclude", "broken.jpg", "--exclude", "*.jsonl", *QUIET)
+    assert r.returncode == 0, r.stderr
+    counts = pq.read_table(out2 / "part-00000.parquet").column("image_count").to_pylist()
+    assert counts == [None] * 4
+
+
+def test_a_lua_stage_reads_the_count(sluice, colours, tmp_path):
+    script = tmp_path / "count.lua"
+    script.write_text("function process(row)\n"
+                      "  row.columns.n_images = row.image.count\n"
+                      "  return row\n"
+                      "end\n")
+    m = manifest(colours / "m.jsonl", [
+        {"id": "three", "images": ["red.png", "green.png", "blue.png"]},
+        {"id": "single", "image": "white.png"},
+    ])
+    out = tmp_path / "out"
+    r = sluice.caption(m, out, "--max-tokens", 2, "--stage", f"{script}@decode", *QUIET)
+    assert r.returncode == 0, r.stderr
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert rows["three"]["n_images"] == 3 and rows["single"]["n_images"] == 1
+
+
+def test_a_list_through_llama_server(sluice, colours, llama_prefix, tmp_path):
+    m = manifest(colours / "m.jsonl", [
+        {"id": "two", "images": ["red.png", "green.png"], "prompt": "Describe."},
+        {"id": "one", "image": "red.png", "prompt": "Describe."},
+    ])
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 1) as server:
+        server.wait_ready()
+        out = tmp_path / "out"
+        r = sluice.run("caption", m, "-o", out, "--engine", "openai", "--endpoint", server.url,
+                       "--max-tokens", 4, *QUIET)
+        assert r.returncode == 0, r.stderr
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert rows["two"].get("error") is None and rows["two"]["image_count"] == 2
+    # The server counted a second image's positions.
+    assert rows["two"]["prompt_tokens"] > rows["one"]["prompt_tokens"] + 10
