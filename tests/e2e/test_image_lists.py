@@ -5,7 +5,8 @@ image went where shows in what a server receives. Checked: the parts an HTTP
 server receives (order, colours, --image-text), the llama engine's positions
 growing with the images, failures naming the row and the image, lists of
 URLs, tasks, Parquet output, resume refusing another --image-text, a Lua
-stage reading row.image.count, and llama-server answering a list row."""
+stage and a plugin reading the count, and llama-server answering a list
+row."""
 import base64
 import functools
 import http.server
@@ -206,6 +207,24 @@ def test_a_lua_stage_reads_the_count(sluice, colours, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = {row["id"]: row for row in read_rows(out)}
     assert rows["three"]["n_images"] == 3 and rows["single"]["n_images"] == 1
+
+
+def test_a_plugin_reads_the_count(sluice, colours, tmp_path):
+    """The host table's row_image_count (tests/plugins/answers.c sets
+    images_seen from it): a list's length, nothing for a single image."""
+    plugin = pathlib.Path(sluice.binary).resolve().parent / "tests" / "unit" / \
+        "libtest_plugin_answers.so"
+    assert plugin.exists(), f"{plugin} not built"
+    m = manifest(colours / "m.jsonl", [
+        {"id": "two", "images": ["red.png", "green.png"]},
+        {"id": "single", "image": "white.png"},
+    ])
+    out = tmp_path / "out"
+    r = sluice.caption(m, out, "--max-tokens", 2, "--stage", f"{plugin}@engine", *QUIET)
+    assert r.returncode == 0, r.stderr
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert rows["two"]["images_seen"] == rows["two"]["image_count"] == 2
+    assert "images_seen" not in rows["single"]
 
 
 def test_a_list_through_llama_server(sluice, colours, llama_prefix, tmp_path):

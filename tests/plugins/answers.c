@@ -4,8 +4,10 @@
  * answer (row_answer_count, row_answer_at), `task_answer` to the answer
  * of the task named in its config's "task" (row_task_answer; null without
  * one), and `logprobs_copy` to the answer's log-probabilities
- * (row_logprobs, the task's with "task"), and for a video `frames_seen` to
- * its frames taken (row_video). A host without those functions fails init. */
+ * (row_logprobs, the task's with "task"), for a video `frames_seen` to its
+ * frames taken (row_video), and for a row with a list of images
+ * `images_seen` to their number (row_image_count). A host without those
+ * functions fails init. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +23,8 @@ static sl_status answers_init(const sl_plugin_host *host, const char *config, in
                               void **state)
 {
     (void)worker;
-    if (!SL_PLUGIN_HOST_HAS(host, row_video))
-        return host->fail(SL_ERR_INVALID_ARG, "answers: the host has no row_video");
+    if (!SL_PLUGIN_HOST_HAS(host, row_image_count))
+        return host->fail(SL_ERR_INVALID_ARG, "answers: the host has no row_image_count");
     answers *a = calloc(1, sizeof *a);
     if (!a)
         return host->fail(SL_ERR_NOMEM, "answers: out of memory");
@@ -80,6 +82,11 @@ static sl_status answers_process(void *state, sl_row *const *rows, size_t n)
         if (st == SL_OK && h->row_video(rows[i], &frames, &seconds)) {
             snprintf(count, sizeof count, "%d", frames);
             st = h->row_set_column_json(rows[i], "frames_seen", count);
+        }
+        int images = h->row_image_count(rows[i]);
+        if (st == SL_OK && images > 0) {
+            snprintf(count, sizeof count, "%d", images);
+            st = h->row_set_column_json(rows[i], "images_seen", count);
         }
         if (st != SL_OK)
             return st;
