@@ -9,6 +9,7 @@ once, WebDataset and manifest videos, Parquet columns, resume refusing other
 video settings, and llama-server answering a video row."""
 import base64
 import io
+import os
 import json
 import pathlib
 import shutil
@@ -290,3 +291,27 @@ def test_a_plugin_reads_a_rows_video(sluice, mixed, tmp_path):
     for vid in ("a.mp4", "b.webm"):
         assert rows[vid]["frames_seen"] == rows[vid]["video_frames"] == 3
     assert "frames_seen" not in rows["c" + sample_images()[0].suffix]
+
+
+def test_a_build_without_ffmpeg_fails_video_rows_alone(mixed, tmp_path):
+    """The CLI built with -DSLUICE_VIDEO=OFF (`make build-novideo`, as the GPU
+    payload is): videos are still recognised, each fails its row saying
+    why, and the image beside them is captioned. `make test` builds it; a
+    build configured without SLUICE_NOVIDEO_BIN skips this test."""
+    binary = os.environ.get("SLUICE_NOVIDEO_BIN")
+    if not binary:
+        pytest.skip("no build without FFmpeg (make build-novideo, then configure with "
+                    "-DSLUICE_NOVIDEO_BIN)")
+    assert pathlib.Path(binary).exists(), f"{binary} not built: make build-novideo"
+    out = tmp_path / "out"
+    r = subprocess.run([binary, "caption", str(mixed), "-o", str(out), "--model",
+                        str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+                        "--max-tokens", "2", "--show", "0", "--metrics-addr", "off"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3, r.stderr
+    rows = {row["id"]: row for row in read_rows(out)}
+    image = rows["c" + sample_images()[0].suffix]
+    assert image.get("error") is None and image["generated_tokens"] > 0
+    for vid in ("a.mp4", "b.webm", "d-broken.mp4"):
+        assert rows[vid]["error_stage"] == "decode"
+        assert "without FFmpeg" in rows[vid]["error"] and vid in rows[vid]["error"]
