@@ -16,8 +16,6 @@
 #include "io/thrift_compact.h"
 #include "test_util.h"
 
-#include <jansson.h>
-
 #define BYTES(...) ((const uint8_t[]){__VA_ARGS__}), sizeof((const uint8_t[]){__VA_ARGS__})
 
 static void assert_bytes(const uint8_t *got, size_t got_len, const uint8_t *want, size_t want_len)
@@ -881,18 +879,8 @@ static json_t *list_expected; /* what the generator wrote, per file */
 /* Runs the generator once; the files stay until the process ends. */
 static void need_list_files(void)
 {
-    if (list_expected)
-        return;
-    const char *py = getenv("SLUICE_PYTHON"), *gen = getenv("SLUICE_GEN_PARQUET_LISTS");
-    const char *tmp = tu_tmpdir();
-    assert_non_null(tmp);
-    snprintf(list_dir, sizeof list_dir, "%s", tmp);
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s' '%s' '%s'", py ? py : ".venv/bin/python",
-             gen ? gen : "tests/unit/gen_parquet_lists.py", list_dir);
-    assert_int_equal(system(cmd), 0);
-    snprintf(cmd, sizeof cmd, "%s/expected.json", list_dir);
-    list_expected = json_load_file(cmd, 0, NULL);
+    if (!list_expected)
+        list_expected = tu_parquet_lists(list_dir, sizeof list_dir);
     assert_non_null(list_expected);
 }
 
