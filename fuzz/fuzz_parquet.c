@@ -2,10 +2,10 @@
  * are written to a temporary file, which is opened, its columns and footer
  * listed, every readable column selected and every batch read, with the
  * reader's limits small so that what it promises can be checked: batches
- * keep to their limits and their vectors are consistent, and however the
- * file lies, the most bytes allocated at once stay a small multiple of the
- * file plus the memory limit. At most 1 << 20 rows are read: a few bytes of
- * RLE may honestly hold billions of null rows. */
+ * keep to their limits and their vectors (list offsets too) are consistent,
+ * and however the file lies, the most bytes allocated at once stay a small
+ * multiple of the file plus the memory limit. At most 1 << 20 rows are
+ * read: a few bytes of RLE may honestly hold billions of null rows. */
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,7 +45,23 @@ static uint64_t touch(const sl_pq_batch *b, const sl_pq_reader_params *p)
         fail("batch rows out of range");
     for (size_t c = 0; c < b->num_columns; c++) {
         const sl_pq_vector *v = &b->columns[c];
-        for (int64_t i = 0; i < b->num_rows; i++) {
+        int64_t n = b->num_rows; /* values: a list column's elements */
+        if ((v->list_offsets != NULL) != (v->info->list_len > 0) || (v->list_offsets && !v->list_valid))
+            fail("list vectors do not match the column's info");
+        if (v->list_offsets) {
+            if (v->list_offsets[0] != 0)
+                fail("list offsets do not start at 0");
+            for (int64_t i = 0; i < b->num_rows; i++) {
+                if (v->list_offsets[i] > v->list_offsets[i + 1] || v->list_valid[i] > 1 ||
+                    (!v->list_valid[i] && v->list_offsets[i] != v->list_offsets[i + 1]))
+                    fail("list offsets out of order, or a null list with elements");
+                sum += v->list_valid[i];
+            }
+            n = v->list_offsets[b->num_rows];
+            if ((size_t)n > p->batch_rows)
+                fail("a batch's elements past batch_rows");
+        }
+        for (int64_t i = 0; i < n; i++) {
             if (v->valid[i] > 1)
                 fail("valid is not 0 or 1");
             sum += v->valid[i];
@@ -68,7 +84,7 @@ static uint64_t touch(const sl_pq_batch *b, const sl_pq_reader_params *p)
         }
         if (is_bytes(v) && v->offsets[0] != 0)
             fail("byte-array offsets do not start at 0");
-        if (is_bytes(v) && b->num_rows > 1 && v->offsets[b->num_rows] > (int64_t)p->batch_bytes)
+        if (is_bytes(v) && b->num_rows > 1 && v->offsets[n] > (int64_t)p->batch_bytes)
             fail("a batch of several rows past batch_bytes");
     }
     return sum;

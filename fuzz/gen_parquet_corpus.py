@@ -1,9 +1,9 @@
 """Writes the seed corpora of the `parquet` and `thrift` fuzz targets:
 small Parquet files from sluice's own writer (tests/tools/parquet_tool) and
 from pyarrow (several types, codecs none/snappy/gzip/zstd, dictionary and
-plain, data pages v1 and v2, nulls, the Hugging Face image struct), a few
-forged files whose footer lies about sizes, and for `thrift` the footers
-(FileMetaData) and first page headers cut out of them.
+plain, data pages v1 and v2, nulls, the Hugging Face image struct, list
+columns), a few forged files whose footer lies about sizes, and for
+`thrift` the footers (FileMetaData) and first page headers cut out of them.
 
     .venv/bin/python fuzz/gen_parquet_corpus.py build/tests/tools/parquet_tool
 """
@@ -59,6 +59,30 @@ def arrow_files():
                 yield f"arrow-{codec}-{'dict' if dictionary else 'plain'}-v{version[0]}.parquet", buf.getvalue()
 
 
+def list_files():
+    """List columns (lists of strings, of ints, of image structs; null and
+    empty lists, null elements), from pyarrow and from the hand writer of
+    tests/unit/gen_parquet_lists.py (rows across pages, 2-level forms)."""
+    sys.path.insert(0, str(HERE.parent / "tests" / "unit"))
+    import gen_parquet_lists as gl
+    tags, nums, images, flat = gl.arrow_rows(12)
+    table = pa.table({"tags": pa.array(tags, pa.list_(pa.string())), "nums": pa.array(nums, pa.list_(pa.int64())),
+                      "images": pa.array(images, pa.list_(gl.IMG)), "n": pa.array(flat, pa.int32())})
+    for codec, dictionary, version in [("none", True, "1.0"), ("snappy", False, "2.0"), ("zstd", True, "2.0")]:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression=codec, use_dictionary=dictionary, data_page_version=version,
+                       row_group_size=5, data_page_size=64)
+        yield f"list-{codec}-{'dict' if dictionary else 'plain'}-v{version[0]}.parquet", buf.getvalue()
+    tmp = HERE / "corpus" / "parquet" / "tmp-lists"
+    tmp.mkdir(parents=True, exist_ok=True)
+    gl.hand_files(tmp, {})
+    for f in sorted(tmp.glob("*.parquet")):
+        if f.name.startswith("hand-"):
+            yield "list-" + f.name, f.read_bytes()
+        f.unlink()
+    tmp.rmdir()
+
+
 def forged_files():
     yield "lie-rows.parquet", lying_parquet(100_000_000, 100_000_000, 4, b"\0\0\0\0")
     yield "lie-page.parquet", lying_parquet(1, 1, 200 << 20, bytes([0x28, 0xB5, 0x2F, 0xFD, 0x20, 0x04, 0x21,
@@ -70,7 +94,7 @@ def main():
     pdir, tdir = HERE / "corpus" / "parquet", HERE / "corpus" / "thrift"
     pdir.mkdir(parents=True, exist_ok=True)
     tdir.mkdir(parents=True, exist_ok=True)
-    files = list(sluice_files(tool)) + list(arrow_files()) + list(forged_files())
+    files = list(sluice_files(tool)) + list(arrow_files()) + list(list_files()) + list(forged_files())
     for name, data in files:
         (pdir / name).write_bytes(data)
         footer_len = struct.unpack("<I", data[-8:-4])[0]

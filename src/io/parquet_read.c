@@ -40,6 +40,9 @@ typedef struct leaf {
     sl_pq_column_info info;
     int physical;
     int max_def, max_rep;
+    int rep_def;             /* in a list: the definition level of its repeated node (an element
+                                is there at rep_def, the list is empty at rep_def - 1, null below) */
+    size_t list_node;        /* in a list: its repeated node's place in the schema */
     const char *unsupported; /* why, when info.type == SL_PQ_UNSUPPORTED */
 } leaf;
 
@@ -68,13 +71,19 @@ typedef struct dict {
     size_t max_len;   /* the longest byte-array entry */
 } dict;
 
-/* Rows decoded and not handed out yet: rows [0, n). */
+/* Rows decoded and not handed out yet: values [0, n), which for a list
+ * column are elements, of rows [0, nrows): row j's elements start at
+ * lofs[j], and lofs[nrows] == n. Its last row stays open (more elements may
+ * come) until the next row starts or the chunk ends. */
 typedef struct pending {
     uint8_t *valid;
     uint8_t *fixed;   /* n * width bytes */
     int64_t *offsets; /* byte arrays: n + 1, offsets[0] == 0 */
     sl_buf data;
     size_t n, cap;
+    int64_t *lofs;    /* lists: nrows + 1 */
+    uint8_t *lvalid;  /* lists: nrows, 0 for a null list */
+    size_t nrows, rcap;
 } pending;
 
 /* One selected column: where its chunk is, its current page, its rows. */
@@ -85,6 +94,9 @@ typedef struct column {
     int width;              /* fixed-width bytes per value; 0: byte arrays */
     int64_t next, end;      /* file offsets: the next page header, the chunk's end */
     int64_t values;         /* values of the data pages met so far in this chunk */
+    int64_t total;          /* values the chunk holds: its rows, or a list's levels */
+    int64_t rows_seen;      /* lists: rows started in this chunk */
+    bool chunk_done;        /* lists: every level read, so the last row is complete */
     sl_buf raw, plain;      /* the current page as stored, and decompressed */
     sl_buf ahead;           /* remote: the chunk's bytes from ahead_off, read ahead */
     int64_t ahead_off;
@@ -94,6 +106,7 @@ typedef struct column {
     int64_t page_left;      /* its rows not decoded yet */
     int encoding;
     sl_rle_stream levels;   /* definition levels */
+    sl_rle_stream reps;     /* repetition levels (lists) */
     sl_rle_stream ix;       /* dictionary indices, or RLE booleans */
     const uint8_t *vp, *vend; /* PLAIN values */
     uint64_t bit;           /* PLAIN booleans: the next bit at vp */
@@ -171,7 +184,7 @@ static uint32_t le32(const uint8_t *p)
 
 typedef struct schema_el {
     int type, repetition, num_children, converted;
-    bool has_type, is_string;
+    bool has_type, is_string, is_map;
     char *name;
 } schema_el;
 
@@ -195,6 +208,8 @@ static void parse_logical_type(sl_tc_reader *t, schema_el *el)
     while (sl_tc_read_field(t, &ft, &id)) {
         if (ft == SL_TC_STRUCT && (id == 1 || id == 4 || id == 12)) /* STRING, ENUM, JSON */
             el->is_string = true;
+        else if (ft == SL_TC_STRUCT && id == 2) /* MAP */
+            el->is_map = true;
         sl_tc_skip(t, ft);
     }
     sl_tc_read_struct_end(t);
@@ -222,6 +237,8 @@ static void parse_schema_el(sl_tc_reader *t, void *item)
             el->converted = sl_tc_read_i32(t);
             if (el->converted == 0 || el->converted == 4 || el->converted == 19) /* UTF8, ENUM, JSON */
                 el->is_string = true;
+            else if (el->converted == 1 || el->converted == 2) /* MAP, MAP_KEY_VALUE */
+                el->is_map = true;
         } else if (id == 10 && ft == SL_TC_STRUCT) {
             parse_logical_type(t, el);
         } else {
@@ -367,17 +384,33 @@ static void parse_kv(sl_tc_reader *t, void *item)
         t->err = true;
 }
 
-/* Walks the depth-first schema list, adding a leaf for each primitive. */
+/* What a node's leaves inherit from the groups above it. */
+typedef struct walk_ctx {
+    int def, rep, rep_def;
+    size_t list_node, list_len, element_len;
+    bool in_map;
+    bool element_child; /* this node is its list's element (the 3-level form) */
+} walk_ctx;
+
+/* Walks the depth-first schema list, adding a leaf for each primitive. A
+ * repeated node starts a list: the list is its parent (or the node itself
+ * at the top level), and its element follows the LIST spec's backward
+ * compatibility rules: a repeated primitive, a repeated group of several
+ * fields or one named `array` or `<list>_tuple` is the element itself
+ * (2-level forms); otherwise the group's one child is (3-level). */
 static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, const char *prefix,
-                        int def, int rep, int depth)
+                        walk_ctx ctx, int depth)
 {
     if (*pos >= n || depth > MAX_SCHEMA_DEPTH)
         return false;
-    schema_el *el = &els[(*pos)++];
+    size_t at = (*pos)++;
+    schema_el *el = &els[at];
+    bool repeated = el->repetition == SL_PQR_REPEATED;
     if (el->repetition == SL_PQR_OPTIONAL)
-        def++;
-    else if (el->repetition == SL_PQR_REPEATED)
-        def++, rep++;
+        ctx.def++;
+    else if (repeated)
+        ctx.def++, ctx.rep++;
+    ctx.in_map |= el->is_map;
     /* A leaf is named by its whole path, so names could cost far more than
      * the footer (a long group name over many short leaves): bounded. */
     size_t name_len = (prefix ? strlen(prefix) + 1 : 0) + strlen(el->name) + 1;
@@ -391,19 +424,37 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
         r->names_nomem = true;
         return false;
     }
+    if (ctx.element_child) {
+        ctx.element_len = strlen(name);
+        ctx.element_child = false;
+    }
+    if (repeated && ctx.rep == 1) {
+        ctx.rep_def = ctx.def;
+        ctx.list_node = at;
+        ctx.list_len = prefix ? strlen(prefix) : strlen(name);
+        const char *parent = prefix ? strrchr(prefix, '.') : NULL;
+        parent = parent ? parent + 1 : prefix;
+        size_t plen = parent ? strlen(parent) : 0;
+        bool self = el->num_children != 1 || strcmp(el->name, "array") == 0 ||
+                    (parent && strncmp(el->name, parent, plen) == 0 && strcmp(el->name + plen, "_tuple") == 0);
+        ctx.element_len = strlen(name);
+        ctx.element_child = !self;
+    }
     if (el->num_children > 0) {
         bool ok = true;
         for (int k = 0; ok && k < el->num_children; k++)
-            ok = walk_schema(r, els, n, pos, name, def, rep, depth + 1);
+            ok = walk_schema(r, els, n, pos, name, ctx, depth + 1);
         sl_free(name);
         return ok;
     }
     leaf *l = &r->leaves[r->nleaves++];
     l->info.name = name;
-    l->info.nullable = def > 0;
+    l->info.nullable = ctx.def > 0;
     l->physical = el->type;
-    l->max_def = def;
-    l->max_rep = rep;
+    l->max_def = ctx.def;
+    l->max_rep = ctx.rep;
+    l->rep_def = ctx.rep_def;
+    l->list_node = ctx.list_node;
     static const sl_pq_type map[] = {
         [SL_PQT_BOOLEAN] = SL_PQ_BOOL, [SL_PQT_INT32] = SL_PQ_INT32, [SL_PQT_INT64] = SL_PQ_INT64,
         [SL_PQT_INT96] = SL_PQ_UNSUPPORTED, [SL_PQT_FLOAT] = SL_PQ_FLOAT, [SL_PQT_DOUBLE] = SL_PQ_DOUBLE,
@@ -418,9 +469,15 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
         l->unsupported = "INT96 columns are not supported";
     else if (el->type == SL_PQT_FIXED)
         l->unsupported = "FIXED_LEN_BYTE_ARRAY columns are not supported";
-    if (rep > 0) {
+    if (ctx.in_map) {
         l->info.type = SL_PQ_UNSUPPORTED;
-        l->unsupported = "repeated (list or map) columns are not supported";
+        l->unsupported = "map columns (repeated key/value groups) are not supported";
+    } else if (ctx.rep > 1) {
+        l->info.type = SL_PQ_UNSUPPORTED;
+        l->unsupported = "lists of lists (repeated fields nested in repeated fields) are not supported";
+    } else if (ctx.rep == 1) {
+        l->info.list_len = ctx.list_len;
+        l->info.element_len = ctx.element_len;
     }
     return true;
 }
@@ -461,7 +518,7 @@ static sl_status parse_footer(sl_pq_reader *r, const uint8_t *data, size_t len)
         size_t pos = 1;
         bool ok = r->leaves != NULL;
         for (int k = 0; ok && k < els[0].num_children; k++)
-            ok = walk_schema(r, els, nels, &pos, NULL, 0, 0, 0);
+            ok = walk_schema(r, els, nels, &pos, NULL, (walk_ctx){0}, 0);
         if (!r->leaves || r->names_nomem)
             st = nomem(r);
         else if (r->names_over)
@@ -640,6 +697,8 @@ static void column_free(column *c)
     sl_free(c->rows.fixed);
     sl_free(c->rows.offsets);
     sl_buf_free(&c->rows.data);
+    sl_free(c->rows.lofs);
+    sl_free(c->rows.lvalid);
 }
 
 /* check: an unsupported column is an error now; otherwise (the selection
@@ -710,7 +769,8 @@ static size_t column_bytes(const column *c)
 {
     size_t per_row = 1 + (c->width ? (size_t)c->width : sizeof(int64_t));
     return c->raw.cap + c->ahead.cap + c->plain.cap + c->dict.values.cap + c->dict.offsets_cap * sizeof(int64_t) +
-           c->rows.cap * per_row + (c->width ? 0 : sizeof(int64_t)) + c->rows.data.cap;
+           c->rows.cap * per_row + (c->width ? 0 : sizeof(int64_t)) + c->rows.data.cap +
+           (c->rows.rcap ? (c->rows.rcap + 1) * sizeof(int64_t) + c->rows.rcap : 0);
 }
 
 /* Counts what c holds now against the memory limit. */
@@ -741,7 +801,7 @@ static sl_status room_for(column *c, size_t have, size_t want, const char *what)
 typedef struct page_header {
     int type;
     int32_t usize, csize;
-    int32_t num_values, encoding, def_encoding; /* v1 data page / dictionary page */
+    int32_t num_values, encoding, def_encoding, rep_encoding; /* v1 data page / dictionary page */
     int32_t v2_nulls, v2_def_len, v2_rep_len;
     bool v2_compressed, has_data, has_dict, has_v2;
 } page_header;
@@ -758,6 +818,8 @@ static void parse_data_header(sl_tc_reader *t, page_header *h, bool v2)
             h->encoding = sl_tc_read_i32(t);
         else if (ft == SL_TC_I32 && id == 3 && !v2)
             h->def_encoding = sl_tc_read_i32(t);
+        else if (ft == SL_TC_I32 && id == 4 && !v2)
+            h->rep_encoding = sl_tc_read_i32(t);
         else if (ft == SL_TC_I32 && id == 2 && v2)
             h->v2_nulls = sl_tc_read_i32(t);
         else if (ft == SL_TC_I32 && id == 4 && v2)
@@ -1047,32 +1109,57 @@ static sl_status start_levels(column *c, const uint8_t *p, size_t len)
     return SL_OK;
 }
 
-static sl_status check_count(column *c, int64_t n, int64_t num_rows)
+static void start_reps(column *c, const uint8_t *p, size_t len)
 {
-    if (n < 0 || n > num_rows - c->values)
-        return corrupt(c, "page holds %lld values, more than the %lld left in the column chunk", (long long)n,
-                       (long long)(num_rows - c->values));
+    if (c->lf->max_rep > 0)
+        sl_rle_stream_init(&c->reps, p, len, sl_pq_bit_width((uint32_t)c->lf->max_rep));
+}
+
+/* A v1 page's levels: a 4-byte length, then the RLE hybrid. */
+static sl_status v1_levels(column *c, int encoding, const char *what, const uint8_t **p, size_t *len,
+                           size_t *n)
+{
+    if (encoding != SL_PQE_RLE)
+        return corrupt(c, "unsupported %s level encoding %s", what, sl_pq_encoding_name(encoding));
+    if (*len < 4 || le32(*p) > *len - 4)
+        return corrupt(c, "%s levels run past their page", what);
+    *n = le32(*p);
+    *p += 4;
     return SL_OK;
 }
 
-static sl_status data_page_v1(column *c, const page_header *h, const uint8_t *body, int64_t num_rows)
+/* n values in a page: within what the chunk has left (c->total: its rows,
+ * or for a list its levels). */
+static sl_status check_count(column *c, int64_t n)
 {
-    sl_status st = check_count(c, h->num_values, num_rows);
+    if (n < 0 || n > c->total - c->values)
+        return corrupt(c, "page holds %lld values, more than the %lld left in the column chunk", (long long)n,
+                       (long long)(c->total - c->values));
+    return SL_OK;
+}
+
+static sl_status data_page_v1(column *c, const page_header *h, const uint8_t *body)
+{
+    sl_status st = check_count(c, h->num_values);
     if (st != SL_OK)
         return st;
     const uint8_t *p;
     if ((st = page_bytes(c, body, (size_t)h->csize, (size_t)h->usize, true, &p)) != SL_OK)
         return st;
-    size_t len = (size_t)h->usize;
+    size_t len = (size_t)h->usize, n;
+    if (c->lf->max_rep > 0) {
+        if ((st = v1_levels(c, h->rep_encoding, "repetition", &p, &len, &n)) != SL_OK)
+            return st;
+        start_reps(c, p, n);
+        p += n;
+        len -= 4 + n;
+    }
     if (c->lf->max_def > 0) {
-        if (h->def_encoding != SL_PQE_RLE)
-            return corrupt(c, "unsupported definition level encoding %s", sl_pq_encoding_name(h->def_encoding));
-        if (len < 4 || le32(p) > len - 4)
-            return corrupt(c, "definition levels run past their page");
-        size_t dl = le32(p);
-        start_levels(c, p + 4, dl);
-        p += 4 + dl;
-        len -= 4 + dl;
+        if ((st = v1_levels(c, h->def_encoding, "definition", &p, &len, &n)) != SL_OK)
+            return st;
+        start_levels(c, p, n);
+        p += n;
+        len -= 4 + n;
     }
     if ((st = start_values(c, h->encoding, p, len, h->num_values)) != SL_OK)
         return st;
@@ -1081,14 +1168,15 @@ static sl_status data_page_v1(column *c, const page_header *h, const uint8_t *bo
     return SL_OK;
 }
 
-static sl_status data_page_v2(column *c, const page_header *h, const uint8_t *body, int64_t num_rows)
+static sl_status data_page_v2(column *c, const page_header *h, const uint8_t *body)
 {
-    sl_status st = check_count(c, h->num_values, num_rows);
+    sl_status st = check_count(c, h->num_values);
     if (st != SL_OK)
         return st;
     int64_t levels = (int64_t)h->v2_def_len + h->v2_rep_len;
     if (h->v2_def_len < 0 || h->v2_rep_len < 0 || levels > h->csize || levels > h->usize)
         return corrupt(c, "level lengths out of range in a v2 data page");
+    start_reps(c, body, (size_t)h->v2_rep_len);
     start_levels(c, body + h->v2_rep_len, (size_t)h->v2_def_len);
     const uint8_t *p;
     st = page_bytes(c, body + levels, (size_t)(h->csize - levels), (size_t)(h->usize - levels), h->v2_compressed,
@@ -1104,12 +1192,12 @@ static sl_status data_page_v2(column *c, const page_header *h, const uint8_t *bo
 
 /* Reads pages until a data page with rows is current (dictionary pages are
  * decoded on the way, index and unknown pages skipped). */
-static sl_status next_data_page(column *c, int64_t num_rows)
+static sl_status next_data_page(column *c)
 {
     while (c->page_left == 0) {
         if (c->next >= c->end)
             return corrupt(c, "column chunk ends after %lld of its %lld values", (long long)c->values,
-                           (long long)num_rows);
+                           (long long)c->total);
         page_header h;
         const uint8_t *body = NULL;
         sl_status st = load_page(c, &h, &body);
@@ -1127,9 +1215,9 @@ static sl_status next_data_page(column *c, int64_t num_rows)
             if (st == SL_OK)
                 st = decode_dictionary_page(c, p, (size_t)h.usize, h.num_values);
         } else if (h.type == SL_PQP_DATA) {
-            st = h.has_data ? data_page_v1(c, &h, body, num_rows) : corrupt(c, "data page without its header");
+            st = h.has_data ? data_page_v1(c, &h, body) : corrupt(c, "data page without its header");
         } else if (h.type == SL_PQP_DATA_V2) {
-            st = h.has_v2 ? data_page_v2(c, &h, body, num_rows) : corrupt(c, "v2 data page without its header");
+            st = h.has_v2 ? data_page_v2(c, &h, body) : corrupt(c, "v2 data page without its header");
         } /* index pages and unknown page types are skipped */
         if (st != SL_OK)
             return st;
@@ -1139,35 +1227,116 @@ static sl_status next_data_page(column *c, int64_t num_rows)
 
 /* ---- rows -------------------------------------------------------------- */
 
-/* Room in c's pending rows for `more` rows; grows with what is decoded. */
+/* Grows a valid-byte array to cap and, when offs is set, an offsets array
+ * to cap + 1 (its first 0). */
+static bool grow_arrays(uint8_t **valid, int64_t **offs, size_t cap)
+{
+    uint8_t *v = sl_realloc(*valid, cap);
+    if (!v)
+        return false;
+    *valid = v;
+    if (!offs)
+        return true;
+    int64_t *o = sl_realloc(*offs, (cap + 1) * sizeof *o);
+    if (!o)
+        return false;
+    if (!*offs)
+        o[0] = 0;
+    *offs = o;
+    return true;
+}
+
+static size_t grown_cap(size_t cap, size_t need)
+{
+    cap = cap ? cap : 256;
+    while (cap < need)
+        cap *= 2;
+    return cap;
+}
+
+/* Room in c's pending rows for `more` values (and for a list column `more`
+ * rows); grows with what is decoded. */
 static sl_status reserve_rows(column *c, size_t more)
 {
     pending *pr = &c->rows;
-    size_t need = pr->n + more;
-    if (need <= pr->cap)
-        return SL_OK;
-    size_t cap = pr->cap ? pr->cap : 256;
-    while (cap < need)
-        cap *= 2;
-    uint8_t *valid = sl_realloc(pr->valid, cap);
-    if (!valid)
-        return nomem(c->r);
-    pr->valid = valid;
-    if (c->width) {
-        uint8_t *fixed = sl_realloc(pr->fixed, cap * (size_t)c->width);
-        if (!fixed)
+    bool grown = false;
+    if (pr->n + more > pr->cap) {
+        size_t cap = grown_cap(pr->cap, pr->n + more);
+        if (!grow_arrays(&pr->valid, c->width ? NULL : &pr->offsets, cap))
             return nomem(c->r);
-        pr->fixed = fixed;
-    } else {
-        int64_t *offsets = sl_realloc(pr->offsets, (cap + 1) * sizeof *offsets);
-        if (!offsets)
-            return nomem(c->r);
-        if (!pr->offsets)
-            offsets[0] = 0;
-        pr->offsets = offsets;
+        if (c->width) {
+            uint8_t *fixed = sl_realloc(pr->fixed, cap * (size_t)c->width);
+            if (!fixed)
+                return nomem(c->r);
+            pr->fixed = fixed;
+        }
+        pr->cap = cap;
+        grown = true;
     }
-    pr->cap = cap;
-    return recount(c);
+    if (c->lf->max_rep && (pr->nrows + more > pr->rcap || !pr->lofs)) {
+        size_t cap = grown_cap(pr->rcap, pr->nrows + more);
+        if (!grow_arrays(&pr->lvalid, &pr->lofs, cap))
+            return nomem(c->r);
+        pr->rcap = cap;
+        grown = true;
+    }
+    return grown ? recount(c) : SL_OK;
+}
+
+/* Rows of a list column that no later level can add to. */
+static size_t complete_rows(const column *c)
+{
+    const pending *pr = &c->rows;
+    return c->chunk_done || pr->nrows == 0 ? pr->nrows : pr->nrows - 1;
+}
+
+/* A list column's next m levels (repetition and definition): rows begun,
+ * and a valid byte for each element at `valid`; *slots elements, *nn of
+ * them not null. def receives the definition levels. */
+static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint32_t *def, size_t *slots, size_t *nn)
+{
+    pending *pr = &c->rows;
+    uint32_t rep[STEP_ROWS];
+    if (!sl_rle_stream_read(&c->reps, rep, m))
+        return corrupt(c, "corrupt repetition levels");
+    if (!sl_rle_stream_read(&c->levels, def, m))
+        return corrupt(c, "corrupt definition levels");
+    const uint32_t max_def = (uint32_t)c->lf->max_def, rep_def = (uint32_t)c->lf->rep_def;
+    const int64_t num_rows = c->r->rgs[c->r->rg].num_rows, limit = (int64_t)c->r->p.batch_rows;
+    size_t s = 0, k = 0;
+    for (size_t i = 0; i < m; i++) {
+        int64_t at = (int64_t)(pr->n + s); /* the next element's place */
+        if (def[i] > max_def)
+            return corrupt(c, "definition level %u above the column's maximum %d", def[i], c->lf->max_def);
+        if (rep[i] > 1)
+            return corrupt(c, "repetition level %u above the column's maximum 1", rep[i]);
+        if (rep[i] == 0) {
+            if (c->rows_seen == num_rows)
+                return corrupt(c, "levels hold more rows than the row group's %lld", (long long)num_rows);
+            pr->lofs[pr->nrows] = at;
+            pr->lvalid[pr->nrows] = def[i] + 1 >= rep_def;
+            pr->nrows++;
+            c->rows_seen++;
+        } else if (pr->nrows == 0 || pr->lofs[pr->nrows - 1] == at) {
+            return corrupt(c, "repetition level 1 continues no list (the chunk's first level, or one after "
+                           "an empty or null list)");
+        }
+        if (def[i] < rep_def) {
+            if (rep[i] != 0)
+                return corrupt(c, "an empty or null list inside a list");
+            continue;
+        }
+        valid[s] = def[i] == max_def;
+        k += valid[s];
+        s++;
+        if (at + 1 - pr->lofs[pr->nrows - 1] > limit)
+            return corrupt(c, "a row's list holds more than %lld elements, the reader's batch_rows",
+                           (long long)limit);
+    }
+    pr->lofs[pr->nrows] = (int64_t)(pr->n + s);
+    *slots = s;
+    *nn = k;
+    return SL_OK;
 }
 
 static bool take_bytes(column *c, size_t row, const uint8_t *s, size_t len)
@@ -1181,16 +1350,19 @@ static bool take_bytes(column *c, size_t row, const uint8_t *s, size_t len)
 
 /* Decodes the next m rows of the current page (m <= STEP_ROWS) into c's
  * pending rows. */
-static sl_status decode_rows(column *c, size_t m)
+static sl_status decode_rows(column *c, size_t levels)
 {
-    sl_status st = reserve_rows(c, m);
+    sl_status st = reserve_rows(c, levels);
     if (st != SL_OK)
         return st;
     pending *pr = &c->rows;
-    size_t base = pr->n, nn = m;
+    size_t base = pr->n, m = levels, nn = m;
     uint8_t *valid = pr->valid + base;
     uint32_t buf[STEP_ROWS];
-    if (c->lf->max_def > 0) {
+    if (c->lf->max_rep > 0) { /* m: the elements among the levels */
+        if ((st = list_levels(c, levels, valid, buf, &m, &nn)) != SL_OK)
+            return st;
+    } else if (c->lf->max_def > 0) {
         if (!sl_rle_stream_read(&c->levels, buf, m))
             return corrupt(c, "corrupt definition levels");
         nn = 0;
@@ -1280,47 +1452,115 @@ static sl_status decode_rows(column *c, size_t m)
         }
     }
     pr->n += m;
-    c->page_left -= (int64_t)m;
+    c->page_left -= (int64_t)levels;
     return w ? SL_OK : recount(c);
+}
+
+/* How many of the next m levels (m >= 1) to decode in one step: within the
+ * page and STEP_ROWS, and (byte arrays) sized so the step cannot add much
+ * past the batch's bytes, even when every value repeats the longest
+ * dictionary entry; at least one. */
+static size_t step_size(const column *c, size_t m)
+{
+    if ((int64_t)m > c->page_left)
+        m = (size_t)c->page_left;
+    if (m > STEP_ROWS)
+        m = STEP_ROWS;
+    if (!c->width) {
+        size_t budget = c->r->p.batch_bytes;
+        size_t worst = c->encoding == SL_PQE_PLAIN ? (size_t)(c->vend - c->vp) : c->dict.max_len;
+        size_t left = c->rows.data.len < budget ? budget - c->rows.data.len : 0;
+        if (worst && m > left / worst)
+            m = left / worst ? left / worst : 1;
+    }
+    return m;
 }
 
 /* Decodes rows until c holds `want`, or (byte arrays) its bytes reach the
  * batch's: a step of rows is sized so it cannot add much past that, even
  * when every row repeats the longest dictionary entry. */
-static sl_status fill(column *c, size_t want, int64_t num_rows)
+static sl_status fill(column *c, size_t want)
 {
     size_t budget = c->r->p.batch_bytes;
     while (c->rows.n < want) {
         if (!c->width && c->rows.data.len >= budget)
             break;
         if (c->page_left == 0) {
-            sl_status st = next_data_page(c, num_rows);
+            sl_status st = next_data_page(c);
             if (st != SL_OK)
                 return st;
             continue;
         }
-        size_t m = want - c->rows.n;
-        if ((int64_t)m > c->page_left)
-            m = (size_t)c->page_left;
-        if (m > STEP_ROWS)
-            m = STEP_ROWS;
-        if (!c->width) {
-            size_t worst = c->encoding == SL_PQE_PLAIN ? (size_t)(c->vend - c->vp) : c->dict.max_len;
-            size_t left = budget - c->rows.data.len;
-            if (worst && m > left / worst)
-                m = left / worst ? left / worst : 1;
-        }
-        sl_status st = decode_rows(c, m);
+        sl_status st = decode_rows(c, step_size(c, want - c->rows.n));
         if (st != SL_OK)
             return st;
     }
     return SL_OK;
 }
 
+/* fill() for a list column: levels are decoded until `want` rows are
+ * complete, or (with one complete at least) the elements reach batch_rows
+ * or their bytes the batch's. A step never adds more levels than rows
+ * wanted or elements allowed, so pending rows stay within want + 1 and
+ * elements within batch_rows + 1, and a row's list past batch_rows fails. */
+static sl_status fill_list(column *c, size_t want)
+{
+    pending *pr = &c->rows;
+    size_t budget = c->r->p.batch_bytes, cap = c->r->p.batch_rows;
+    for (;;) {
+        size_t done = complete_rows(c);
+        if (done >= want || c->chunk_done)
+            break;
+        if (done && (pr->n >= cap || (!c->width && pr->data.len >= budget)))
+            break;
+        if (c->page_left == 0) {
+            sl_status st = SL_OK;
+            if (c->values < c->total) {
+                st = next_data_page(c);
+            } else if (c->rows_seen != c->r->rgs[c->r->rg].num_rows) {
+                st = corrupt(c, "column chunk holds %lld rows, its row group %lld", (long long)c->rows_seen,
+                             (long long)c->r->rgs[c->r->rg].num_rows);
+            } else {
+                c->chunk_done = true;
+            }
+            if (st != SL_OK)
+                return st;
+            continue;
+        }
+        size_t m = want - done;
+        sl_status st = decode_rows(c, step_size(c, m < cap + 1 - pr->n ? m : cap + 1 - pr->n));
+        if (st != SL_OK)
+            return st;
+    }
+    return SL_OK;
+}
+
+/* Whether the first j pending rows of a list column fit in a batch. */
+static bool list_rows_fit(const column *c, size_t j)
+{
+    const pending *pr = &c->rows;
+    int64_t e = pr->lofs[j];
+    return e <= (int64_t)c->r->p.batch_rows && (c->width || pr->offsets[e] <= (int64_t)c->r->p.batch_bytes);
+}
+
 /* Rows of c that fit in a batch: all of them, or (byte arrays) those within
- * the batch's bytes, at least one. */
+ * the batch's bytes, at least one. A list column's: its complete rows
+ * within the batch's elements and bytes, at least one. */
 static size_t rows_that_fit(const column *c)
 {
+    if (c->lf->max_rep) {
+        size_t lo = 1, hi = complete_rows(c);
+        if (hi == 0 || list_rows_fit(c, hi))
+            return hi;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo + 1) / 2;
+            if (list_rows_fit(c, mid))
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        return lo;
+    }
     const pending *pr = &c->rows;
     if (c->width || pr->offsets[pr->n] <= (int64_t)c->r->p.batch_bytes)
         return pr->n;
@@ -1335,8 +1575,8 @@ static size_t rows_that_fit(const column *c)
     return lo;
 }
 
-/* Drops the first k pending rows (handed out in the last batch). */
-static void drop_rows(column *c, size_t k)
+/* Drops the first k pending values. */
+static void drop_values(column *c, size_t k)
 {
     pending *pr = &c->rows;
     if (k == 0)
@@ -1357,6 +1597,23 @@ static void drop_rows(column *c, size_t k)
     pr->n = rest;
 }
 
+/* Drops the first k pending rows (handed out in the last batch). */
+static void drop_rows(column *c, size_t k)
+{
+    pending *pr = &c->rows;
+    if (!c->lf->max_rep || k == 0) {
+        drop_values(c, k);
+        return;
+    }
+    int64_t cut = pr->lofs[k];
+    drop_values(c, (size_t)cut);
+    size_t rest = pr->nrows - k;
+    for (size_t i = 0; i <= rest; i++)
+        pr->lofs[i] = pr->lofs[k + i] - cut;
+    memmove(pr->lvalid, pr->lvalid + k, rest);
+    pr->nrows = rest;
+}
+
 /* ---- row groups and batches -------------------------------------------- */
 
 /* Checks the selected chunks of row group r->rg and points each column at
@@ -1372,6 +1629,10 @@ static sl_status open_row_group(sl_pq_reader *r)
         c->has_dict = false;
         c->rows.n = 0;
         c->rows.data.len = 0;
+        c->rows.nrows = 0;
+        c->rows_seen = 0;
+        c->chunk_done = false;
+        c->total = c->lf->max_rep ? ch->num_values : rg->num_rows;
         if (c->lf->info.type == SL_PQ_UNSUPPORTED)
             return sl_fail(SL_ERR_DECODE, "Parquet file '%s', column '%s': %s", r->path, c->lf->info.name,
                            c->lf->unsupported);
@@ -1384,7 +1645,7 @@ static sl_status open_row_group(sl_pq_reader *r)
         if (ch->codec != SL_PQ_UNCOMPRESSED && ch->codec != SL_PQ_SNAPPY && ch->codec != SL_PQ_GZIP &&
             ch->codec != SL_PQ_ZSTD)
             return corrupt(c, "unsupported compression codec %s (%d)", sl_pq_codec_name(ch->codec), ch->codec);
-        if (ch->num_values != rg->num_rows)
+        if (c->lf->max_rep ? ch->num_values < rg->num_rows : ch->num_values != rg->num_rows)
             return corrupt(c, "column chunk holds %lld values for %lld rows", (long long)ch->num_values,
                            (long long)rg->num_rows);
         int64_t start = ch->data_page_offset;
@@ -1419,6 +1680,33 @@ static void publish(sl_pq_reader *r, size_t i)
         pv->offsets = c->rows.offsets;
         pv->data = c->rows.data.data ? c->rows.data.data : (const uint8_t *)"";
     }
+    if (c->lf->max_rep) {
+        pv->list_offsets = c->rows.lofs;
+        pv->list_valid = c->rows.lvalid;
+    }
+}
+
+/* Columns of one list must agree on each row's list: the same nulls and
+ * lengths, or the file is corrupt. */
+static sl_status check_lists_agree(sl_pq_reader *r, size_t k)
+{
+    for (size_t i = 0; i < r->nsel; i++) {
+        const column *a = &r->cols[i];
+        if (!a->lf->max_rep)
+            continue;
+        for (size_t j = 0; j < i; j++) {
+            const column *b = &r->cols[j];
+            if (!b->lf->max_rep || b->lf->list_node != a->lf->list_node)
+                continue;
+            if (memcmp(a->rows.lofs, b->rows.lofs, (k + 1) * sizeof *a->rows.lofs) != 0 ||
+                memcmp(a->rows.lvalid, b->rows.lvalid, k) != 0)
+                return corrupt(a, "its lists differ from those of column '%s' in the same list (rows %lld to "
+                               "%lld)", b->lf->info.name, (long long)r->rg_done,
+                               (long long)(r->rg_done + (int64_t)k - 1));
+            break; /* the first column of the list was compared with the others before it */
+        }
+    }
+    return SL_OK;
 }
 
 sl_status sl_pq_reader_next(sl_pq_reader *r, const sl_pq_batch **out)
@@ -1451,15 +1739,22 @@ sl_status sl_pq_reader_next(sl_pq_reader *r, const sl_pq_batch **out)
     int64_t num_rows = r->rgs[r->rg].num_rows, left = num_rows - r->rg_done;
     size_t want = left < (int64_t)r->p.batch_rows ? (size_t)left : r->p.batch_rows, k = want;
     for (size_t i = 0; i < r->nsel; i++) {
-        sl_status st = fill(&r->cols[i], want, num_rows);
+        column *c = &r->cols[i];
+        sl_status st = c->lf->max_rep ? fill_list(c, want) : fill(c, want);
         if (st != SL_OK) {
             r->rg_open = false;
             r->rg++;
             return st;
         }
-        size_t fit = rows_that_fit(&r->cols[i]);
+        size_t fit = rows_that_fit(c);
         if (fit < k)
             k = fit;
+    }
+    sl_status st = check_lists_agree(r, k);
+    if (st != SL_OK) {
+        r->rg_open = false;
+        r->rg++;
+        return st;
     }
     for (size_t i = 0; i < r->nsel; i++)
         publish(r, i);

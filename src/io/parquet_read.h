@@ -1,7 +1,9 @@
 /* io/parquet_read.h — reads Parquet files in batches of rows: leaf columns
  * BOOLEAN, INT32, INT64, FLOAT, DOUBLE, BYTE_ARRAY (string when annotated
- * UTF8/STRING), flat or inside optional/required groups without repetition
- * (e.g. the Hugging Face image struct: `image.bytes`, `image.path`); PLAIN,
+ * UTF8/STRING), flat or inside optional/required groups (e.g. the Hugging
+ * Face image struct: `image.bytes`, `image.path`), and inside one list (one
+ * level of repetition: `images.list.element.bytes`, `tags.list.element`,
+ * the legacy 2-level forms too; not lists of lists, not maps); PLAIN,
  * PLAIN_DICTIONARY, RLE_DICTIONARY (and RLE for booleans); data pages v1 and v2;
  * codecs none, snappy, gzip, zstd. Only selected columns are read, page by
  * page, so memory is bounded by the limits below, never by what a file
@@ -30,7 +32,8 @@ typedef struct sl_pq_reader sl_pq_reader;
  * decoded, and a claim past a limit is SL_ERR_DECODE naming it. */
 typedef struct sl_pq_reader_params {
     size_t max_page_bytes; /* a page stored or decompressed, and a dictionary page (256 MiB) */
-    size_t batch_rows;     /* rows in one batch at most (65536) */
+    size_t batch_rows;     /* rows in one batch at most, and elements of a list column
+                              (65536): a row whose list holds more fails */
     size_t batch_bytes;    /* a byte-array column's bytes in one batch: the batch ends before
                               they pass this, but holds at least one row (64 MiB) */
     size_t memory_limit;   /* pages, dictionaries and batches of all selected columns (1 GiB) */
@@ -42,10 +45,24 @@ typedef struct sl_pq_column_info {
     const char *name; /* dotted path of the leaf, e.g. "image.bytes" */
     sl_pq_type type;  /* SL_PQ_UNSUPPORTED: listed, but reading it fails */
     bool nullable;    /* max definition level > 0 */
+    /* A leaf inside a list (one level of repetition); 0 otherwise. The
+     * list is named by the first list_len bytes of name ("images" of
+     * "images.list.element.bytes"), its elements by the first element_len
+     * ("images.list.element"; all of name for a list of primitives, e.g.
+     * "tags.list.element", or "tags" for a bare `repeated binary tags`).
+     * Its vectors then have list_offsets and list_valid. */
+    size_t list_len, element_len;
 } sl_pq_column_info;
 
 /* One column of one batch. Row i is null when valid[i] == 0; null rows
- * hold 0 (or an empty byte range). Exactly one value array is set, by type. */
+ * hold 0 (or an empty byte range). Exactly one value array is set, by type.
+ * A column in a list (info->list_len > 0) has list_offsets: row i holds the
+ * elements [list_offsets[i], list_offsets[i + 1]) of valid and the value
+ * arrays, which then count elements (valid[k] == 0: a null element, or one
+ * inside a null struct element); list_valid[i] == 0 when row i's list is
+ * null (no elements), 1 when it is a list, empty when its range is. Columns
+ * of one list in a batch agree on both (checked: a file where they do not
+ * is corrupt). */
 typedef struct sl_pq_vector {
     const sl_pq_column_info *info;
     const uint8_t *valid;
@@ -56,6 +73,8 @@ typedef struct sl_pq_vector {
     const double *f64;       /* SL_PQ_DOUBLE */
     const int64_t *offsets;  /* SL_PQ_STRING/BINARY: row i is data[offsets[i] .. offsets[i+1]) */
     const uint8_t *data;
+    const int64_t *list_offsets; /* num_rows + 1, list_offsets[0] == 0; NULL when not a list */
+    const uint8_t *list_valid;   /* num_rows; NULL when not a list */
 } sl_pq_vector;
 
 /* Consecutive rows of one row group (a row group gives one batch or more). */

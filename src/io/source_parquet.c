@@ -1,8 +1,12 @@
 /* io/source_parquet.c — Parquet files as inputs (io/parquet_read.h), one
- * batch of rows at a time (a row group gives one or more). The image is the Hugging Face struct (`C.bytes`, optional
- * `C.path`) or a string column of paths/URLs; every other readable column
- * except binary ones passes through. An unreadable file or row group is an
- * error item naming it; the rest of that file is skipped. */
+ * batch of rows at a time (a row group gives one or more). The image is the
+ * Hugging Face struct (`C.bytes`, optional `C.path`) or a string column of
+ * paths/URLs, or a list of either (`Sequence(Image())`: `C.list.element.bytes`,
+ * or a list of strings `C.list.element`; legacy list names too), which gives
+ * the row's item->images. Every other readable column except binary ones
+ * passes through, a list of primitives as a JSON array under the list's
+ * name. An unreadable file or row group is an error item naming it; the
+ * rest of that file is skipped. */
 #include <stdio.h>
 #include <string.h>
 
@@ -18,8 +22,10 @@ struct source_reader {
     const char *name; /* the file's name in ids */
     const sl_source_params *p;
     int bytes_col, path_col, prompt_col; /* indexes into the selection; -1: none */
+    bool list;          /* the image column is a list: rows give item->images */
     const char *image_name;
     size_t n_sel;
+    char **keys;        /* per selected column: its name in item->extra (a list's name), or NULL */
     const sl_pq_batch *batch;
     int64_t row, base; /* row within the batch; rows in earlier batches */
     bool failed;
@@ -30,6 +36,9 @@ static void pq_close(source_reader *r)
     if (!r)
         return;
     sl_pq_reader_free(r->pq);
+    for (size_t i = 0; r->keys && i < r->n_sel; i++)
+        sl_free(r->keys[i]);
+    sl_free(r->keys);
     sl_free(r->file);
     sl_free(r->base_dir);
     sl_free(r);
@@ -56,19 +65,45 @@ static int find_column(const sl_pq_reader *pq, const char *name)
     return -1;
 }
 
+/* A list named `c` holding images: its elements' `bytes` (and `path`)
+ * fields, or its elements when they are strings. */
+static bool find_list(const sl_pq_reader *pq, const char *c, int *bytes, int *path)
+{
+    size_t len = strlen(c);
+    int strings = -1;
+    *bytes = *path = -1;
+    for (size_t i = 0; i < sl_pq_reader_num_columns(pq); i++) {
+        const sl_pq_column_info *ci = sl_pq_reader_column(pq, i);
+        if (ci->list_len != len || strncmp(ci->name, c, len) != 0)
+            continue;
+        const char *field = ci->name + ci->element_len;
+        if (strcmp(field, ".bytes") == 0 && ci->type == SL_PQ_BINARY)
+            *bytes = (int)i;
+        else if (strcmp(field, ".path") == 0 && ci->type == SL_PQ_STRING)
+            *path = (int)i;
+        else if (!*field && ci->type == SL_PQ_STRING)
+            strings = (int)i;
+    }
+    if (*bytes < 0) /* a struct without bytes is no image struct */
+        *path = strings;
+    return *bytes >= 0 || *path >= 0;
+}
+
 /* Chooses the image columns and the pass-through ones; selects them. */
 static sl_status choose_columns(source_reader *r, char **why)
 {
     const sl_pq_reader *pq = r->pq;
     size_t nc = sl_pq_reader_num_columns(pq);
-    const char *cands[] = {"image", "path", "url"};
+    const char *cands[] = {"image", "path", "url", "images"};
     const char *explicit = r->p->image_column;
     int bytes = -1, path = -1;
     char name[512];
-    for (size_t k = 0; k < (explicit ? 1 : 3) && bytes < 0 && path < 0; k++) {
+    for (size_t k = 0; k < (explicit ? 1 : 4) && bytes < 0 && path < 0; k++) {
         const char *c = explicit ? explicit : cands[k];
         snprintf(name, sizeof name, "%s.bytes", c);
-        if ((bytes = find_column(pq, name)) >= 0) {
+        if (find_list(pq, c, &bytes, &path)) {
+            r->list = true;
+        } else if ((bytes = find_column(pq, name)) >= 0) {
             snprintf(name, sizeof name, "%s.path", c);
             path = find_column(pq, name);
         } else if ((path = find_column(pq, c)) >= 0 &&
@@ -80,14 +115,17 @@ static sl_status choose_columns(source_reader *r, char **why)
     }
     if (bytes < 0 && path < 0) {
         *why = sl_asprintf("%s: no image column: expected '%s.bytes' (an image struct) or a string "
-                           "column '%s'%s",
+                           "column '%s', or a list of either%s",
                            r->file, explicit ? explicit : "image", explicit ? explicit : "image",
-                           explicit ? "" : " (or path/url; name it with --image-column)");
+                           explicit ? "" : " (or path/url/images; name it with --image-column)");
         return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
-    const char **sel = sl_calloc(nc, sizeof *sel);
-    if (!sel)
+    const char **sel = sl_calloc(nc ? nc : 1, sizeof *sel);
+    r->keys = sl_calloc(nc ? nc : 1, sizeof *r->keys);
+    if (!sel || !r->keys) {
+        sl_free(sel);
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    }
     size_t n = 0;
     r->bytes_col = r->path_col = r->prompt_col = -1;
     const char *pkey = r->p->prompt_column ? r->p->prompt_column : "prompt";
@@ -99,9 +137,16 @@ static sl_status choose_columns(source_reader *r, char **why)
             r->path_col = (int)n;
         else if (ci->type == SL_PQ_UNSUPPORTED || ci->type == SL_PQ_BINARY)
             continue;
-        if (ci->type == SL_PQ_STRING && strcmp(ci->name, pkey) == 0)
+        else if (ci->list_len && ci->element_len != strlen(ci->name))
+            continue; /* a field of a list of structs: not passed through */
+        else if (ci->list_len && !(r->keys[n] = sl_strndup(ci->name, ci->list_len))) {
+            sl_free(sel);
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+        }
+        if (ci->type == SL_PQ_STRING && !ci->list_len && strcmp(ci->name, pkey) == 0)
             r->prompt_col = (int)n;
         sel[n++] = ci->name;
+        r->n_sel = n; /* the keys to free */
     }
     sl_status st = sl_pq_reader_select(r->pq, sel, n);
     sl_free(sel);
@@ -143,7 +188,7 @@ static sl_status pq_open(const char *file, const char *name, const sl_source_par
     return SL_OK;
 }
 
-static json_t *cell_json(const sl_pq_vector *v, int64_t i)
+static json_t *value_json(const sl_pq_vector *v, int64_t i)
 {
     if (v->valid && !v->valid[i])
         return json_null();
@@ -158,6 +203,91 @@ static json_t *cell_json(const sl_pq_vector *v, int64_t i)
                             (size_t)(v->offsets[i + 1] - v->offsets[i]));
     default: return json_null();
     }
+}
+
+/* Row i of a column: its value, or a list's elements as an array. */
+static json_t *cell_json(const sl_pq_vector *v, int64_t i)
+{
+    if (!v->list_offsets)
+        return value_json(v, i);
+    if (!v->list_valid[i])
+        return json_null();
+    json_t *a = json_array();
+    for (int64_t k = v->list_offsets[i]; a && k < v->list_offsets[i + 1]; k++)
+        if (json_array_append_new(a, value_json(v, k)) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    return a;
+}
+
+/* Row i's images from a list column: each element's bytes (copied), or its
+ * path located relative to the file's folder; a list of strings through
+ * sl_source_locate_list. */
+static sl_status list_images(source_reader *r, const sl_pq_batch *b, int64_t i, sl_source_item *item)
+{
+    const sl_pq_vector *bv = r->bytes_col >= 0 ? &b->columns[r->bytes_col] : NULL;
+    const sl_pq_vector *pv = r->path_col >= 0 ? &b->columns[r->path_col] : NULL;
+    const sl_pq_vector *lv = bv ? bv : pv;
+    long long row = (long long)(r->base + i);
+    char where[1024];
+    snprintf(where, sizeof where, "%s row %lld, column '%s'", r->file, row, r->image_name);
+    if (!lv->list_valid[i])
+        return sl_source_item_fail(item, "%s: a null list, no images", where);
+    int64_t lo = lv->list_offsets[i];
+    size_t n = (size_t)(lv->list_offsets[i + 1] - lo);
+    if (n == 0 || n > SL_SOURCE_MAX_IMAGES) /* said as for every list */
+        return sl_source_locate_list(NULL, n, r->base_dir, r->p, where, item);
+    if (!bv) {
+        char *values[SL_SOURCE_MAX_IMAGES] = {0};
+        sl_status st = SL_OK;
+        for (size_t k = 0; k < n && st == SL_OK && !item->error; k++) {
+            int64_t e = lo + (int64_t)k;
+            if (!pv->valid[e])
+                st = sl_source_item_fail(item, "%s: image %zu of %zu is null", where, k + 1, n);
+            else if (!(values[k] = sl_strndup((const char *)pv->data + pv->offsets[e],
+                                              (size_t)(pv->offsets[e + 1] - pv->offsets[e]))))
+                st = sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
+        }
+        if (st == SL_OK && !item->error)
+            st = sl_source_locate_list((const char *const *)values, n, r->base_dir, r->p, where, item);
+        for (size_t k = 0; k < n; k++)
+            sl_free(values[k]);
+        return st;
+    }
+    if (!(item->images = sl_calloc(n, sizeof *item->images)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
+    item->n_images = n;
+    for (size_t k = 0; k < n; k++) {
+        int64_t e = lo + (int64_t)k;
+        size_t len = bv->valid[e] ? (size_t)(bv->offsets[e + 1] - bv->offsets[e]) : 0;
+        if (len > r->p->max_item_bytes)
+            return sl_source_item_fail(item, "%s: image %zu of %zu is %zu bytes, over the limit of %zu", where,
+                                       k + 1, n, len, r->p->max_item_bytes);
+        if (len) {
+            if (!(item->images[k].data = sl_malloc(len)))
+                return sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
+            memcpy(item->images[k].data, bv->data + bv->offsets[e], len);
+            item->images[k].len = len;
+            continue;
+        }
+        if (!pv || !pv->valid[e] || pv->offsets[e + 1] == pv->offsets[e])
+            return sl_source_item_fail(item, "%s: image %zu of %zu holds neither bytes nor a path", where, k + 1,
+                                       n);
+        char *value = sl_strndup((const char *)pv->data + pv->offsets[e],
+                                 (size_t)(pv->offsets[e + 1] - pv->offsets[e]));
+        sl_source_item one = {0};
+        sl_status st = value ? sl_source_locate(value, r->base_dir, r->p, &one)
+                             : sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
+        sl_free(value);
+        item->images[k].path = one.path;
+        if (st == SL_OK && one.error)
+            st = sl_source_item_fail(item, "%s: image %zu of %zu: %s", where, k + 1, n, one.error);
+        sl_free(one.error);
+        if (st != SL_OK || item->error)
+            return st;
+    }
+    return SL_OK;
 }
 
 static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
@@ -195,7 +325,9 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
     for (size_t c = 0; c < r->n_sel; c++) {
         if ((int)c == r->bytes_col || (int)c == r->path_col)
             continue;
-        json_object_set_new(item->extra, b->columns[c].info->name, cell_json(&b->columns[c], i));
+        json_t *cell = cell_json(&b->columns[c], i);
+        if (!cell || json_object_set_new(item->extra, r->keys[c] ? r->keys[c] : b->columns[c].info->name, cell))
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
     if (r->prompt_col >= 0) {
         json_t *pr = json_object_get(item->extra, b->columns[r->prompt_col].info->name);
@@ -203,6 +335,8 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
             !(item->prompt = sl_strdup(json_string_value(pr))))
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
+    if (r->list)
+        return list_images(r, b, i, item);
     const sl_pq_vector *bv = r->bytes_col >= 0 ? &b->columns[r->bytes_col] : NULL;
     if (bv && bv->valid[i] && bv->offsets[i + 1] > bv->offsets[i]) {
         size_t len = (size_t)(bv->offsets[i + 1] - bv->offsets[i]);

@@ -282,7 +282,7 @@ static json_t *double_json(double d)
     return json_real(d);
 }
 
-static json_t *cell(const sl_pq_vector *v, int64_t i)
+static json_t *value(const sl_pq_vector *v, int64_t i)
 {
     if (!v->valid[i])
         return json_null();
@@ -303,6 +303,20 @@ static json_t *cell(const sl_pq_vector *v, int64_t i)
         return j;
     }
     }
+}
+
+/* Row i: its value, or for a list column an array of its elements (null
+ * for a null list). */
+static json_t *cell(const sl_pq_vector *v, int64_t i)
+{
+    if (!v->list_offsets)
+        return value(v, i);
+    if (!v->list_valid[i])
+        return json_null();
+    json_t *a = json_array();
+    for (int64_t k = v->list_offsets[i]; a && k < v->list_offsets[i + 1]; k++)
+        json_array_append_new(a, value(v, k));
+    return a;
 }
 
 static int dump_file(const char *path, const char *columns, const sl_pq_reader_params *p)
@@ -385,8 +399,13 @@ static int cmd_info(int argc, char **argv)
     json_t *cols = json_array();
     for (size_t i = 0; i < sl_pq_reader_num_columns(r); i++) {
         const sl_pq_column_info *c = sl_pq_reader_column(r, i);
-        json_array_append_new(cols, json_pack("{s:s, s:s, s:b}", "name", c->name, "type", sl_pq_type_name(c->type),
-                                              "nullable", c->nullable));
+        json_t *col = json_pack("{s:s, s:s, s:b}", "name", c->name, "type", sl_pq_type_name(c->type), "nullable",
+                                c->nullable);
+        if (col && c->list_len) { /* a column in a list: the list's and its elements' names */
+            json_object_set_new(col, "list", json_stringn(c->name, c->list_len));
+            json_object_set_new(col, "element", json_stringn(c->name, c->element_len));
+        }
+        json_array_append_new(cols, col);
     }
     const char *ver = sl_pq_reader_metadata(r, "sluice.version");
     json_t *info = json_pack("{s:I, s:I, s:s, s:o, s:s?}", "num_rows", (json_int_t)sl_pq_reader_num_rows(r),

@@ -871,6 +871,309 @@ static void allocation_failures_are_clean(void **state)
     tu_rmtree(dir);
 }
 
+/* ---- lists: files from tests/unit/gen_parquet_lists.py ----------------- */
+
+static char list_dir[256];
+static json_t *list_expected; /* what the generator wrote, per file */
+
+/* Runs the generator once; the files stay until the process ends. */
+static void need_list_files(void)
+{
+    if (!list_expected)
+        list_expected = tu_parquet_lists(list_dir, sizeof list_dir);
+    assert_non_null(list_expected);
+}
+
+static void list_path(char *out, size_t size, const char *name)
+{
+    snprintf(out, size, "%s/%s", list_dir, name);
+}
+
+/* A value as the generator prints it: bytes as 0x + hex. */
+static json_t *pq_value(const sl_pq_vector *v, int64_t k)
+{
+    if (!v->valid[k])
+        return json_null();
+    switch (v->info->type) {
+    case SL_PQ_INT32: return json_integer(v->i32[k]);
+    case SL_PQ_INT64: return json_integer(v->i64[k]);
+    case SL_PQ_STRING: return json_stringn((const char *)v->data + v->offsets[k], (size_t)(v->offsets[k + 1] - v->offsets[k]));
+    case SL_PQ_BINARY: {
+        size_t n = (size_t)(v->offsets[k + 1] - v->offsets[k]);
+        char *hex = malloc(2 * n + 3);
+        strcpy(hex, "0x");
+        for (size_t i = 0; i < n; i++)
+            snprintf(hex + 2 + 2 * i, 3, "%02x", v->data[v->offsets[k] + (int64_t)i]);
+        json_t *j = json_string(hex);
+        free(hex);
+        return j;
+    }
+    default: fail_msg("unexpected type %d", v->info->type); return NULL;
+    }
+}
+
+static json_t *pq_cell(const sl_pq_vector *v, int64_t i)
+{
+    if (!v->list_offsets)
+        return pq_value(v, i);
+    if (!v->list_valid[i]) {
+        assert_int_equal(v->list_offsets[i], v->list_offsets[i + 1]); /* a null list has no elements */
+        return json_null();
+    }
+    json_t *a = json_array();
+    for (int64_t k = v->list_offsets[i]; k < v->list_offsets[i + 1]; k++)
+        json_array_append_new(a, pq_value(v, k));
+    return a;
+}
+
+/* Every row of `path` as objects of column -> cell, checking each batch
+ * keeps to p's limits; NULL with *st set at the first error. */
+static json_t *read_rows(const char *path, const sl_pq_reader_params *p, sl_status *st)
+{
+    sl_pq_reader *r;
+    json_t *rows = json_array();
+    *st = sl_pq_reader_open(path, p, &r);
+    assert_int_equal(*st, SL_OK);
+    const sl_pq_batch *b;
+    while ((*st = sl_pq_reader_next(r, &b)) == SL_OK && b) {
+        assert_true(b->num_rows >= 1 && (size_t)b->num_rows <= p->batch_rows);
+        for (size_t c = 0; c < b->num_columns; c++) {
+            const sl_pq_vector *v = &b->columns[c];
+            assert_int_equal(v->list_offsets != NULL, v->info->list_len > 0);
+            if (!v->list_offsets)
+                continue;
+            assert_int_equal(v->list_offsets[0], 0);
+            assert_true(v->list_offsets[b->num_rows] <= (int64_t)p->batch_rows);
+            if (v->offsets && b->num_rows > 1)
+                assert_true(v->offsets[v->list_offsets[b->num_rows]] <= (int64_t)p->batch_bytes);
+        }
+        for (int64_t i = 0; i < b->num_rows; i++) {
+            json_t *row = json_object();
+            for (size_t c = 0; c < b->num_columns; c++)
+                json_object_set_new(row, b->columns[c].info->name, pq_cell(&b->columns[c], i));
+            json_array_append_new(rows, row);
+        }
+    }
+    sl_pq_reader_free(r);
+    if (*st != SL_OK) {
+        json_decref(rows);
+        return NULL;
+    }
+    return rows;
+}
+
+static void assert_json_equal(json_t *got, json_t *want, const char *what)
+{
+    if (!json_equal(got, want)) {
+        char *g = json_dumps(got, JSON_COMPACT), *w = json_dumps(want, JSON_COMPACT);
+        fail_msg("%s:\n got  %s\n want %s", what, g, w);
+    }
+}
+
+/* pyarrow's lists (every codec, dictionary and plain, pages v1 and v2,
+ * several row groups, null and empty lists, null elements and structs) and
+ * the hand-written ones (rows across pages, the 2-level legacy forms) read
+ * as the generator wrote them, whole and in small batches. */
+static void lists_read_as_written(void **state)
+{
+    (void)state;
+    need_list_files();
+    const char *name;
+    json_t *want;
+    int files = 0;
+    json_object_foreach(list_expected, name, want) {
+        json_t *rows = json_object_get(want, "rows");
+        if (!rows || json_object_get(want, "images"))
+            continue;
+        char path[512];
+        list_path(path, sizeof path, name);
+        sl_pq_reader *r;
+        assert_int_equal(sl_pq_reader_open(path, NULL, &r), SL_OK);
+        assert_int_equal(sl_pq_reader_num_row_groups(r), json_integer_value(json_object_get(want, "row_groups")));
+        json_t *lists = json_object_get(want, "lists");
+        assert_int_equal(sl_pq_reader_num_columns(r), json_object_size(lists));
+        for (size_t i = 0; i < sl_pq_reader_num_columns(r); i++) {
+            const sl_pq_column_info *ci = sl_pq_reader_column(r, i);
+            json_t *l = json_object_get(lists, ci->name);
+            assert_non_null(json_object_get(lists, ci->name));
+            if (json_is_null(l)) {
+                assert_int_equal(ci->list_len, 0);
+                continue;
+            }
+            assert_int_equal(ci->list_len, strlen(json_string_value(json_array_get(l, 0))));
+            assert_int_equal(ci->element_len, strlen(json_string_value(json_array_get(l, 1))));
+            assert_memory_equal(ci->name, json_string_value(json_array_get(l, 1)), ci->element_len);
+        }
+        sl_pq_reader_free(r);
+        /* The longest list sets the smallest batch_rows that can read it. */
+        size_t longest = 1, k;
+        json_t *row;
+        json_array_foreach(rows, k, row) {
+            const char *col;
+            json_t *cell;
+            json_object_foreach(row, col, cell) if (json_array_size(cell) > longest) longest = json_array_size(cell);
+        }
+        sl_pq_reader_params small = sl_pq_reader_default_params();
+        small.batch_rows = longest > 3 ? longest : 3;
+        small.batch_bytes = 24;
+        sl_pq_reader_params one = small;
+        one.batch_rows = longest;
+        one.batch_bytes = 1;
+        sl_pq_reader_params d = sl_pq_reader_default_params();
+        const sl_pq_reader_params *ps[] = {&d, &small, &one};
+        for (size_t i = 0; i < 3; i++) {
+            sl_status st;
+            json_t *got = read_rows(path, ps[i], &st);
+            if (!got)
+                fail_msg("%s: %s", name, sl_last_error());
+            char what[600];
+            snprintf(what, sizeof what, "%s, batch_rows %zu", name, ps[i]->batch_rows);
+            assert_json_equal(got, rows, what);
+            json_decref(got);
+        }
+        files++;
+    }
+    assert_int_equal(files, 12);
+}
+
+/* Corrupt lists, lists of lists and maps: SL_ERR_DECODE naming the file,
+ * the column and the cause; a file's other columns still read. */
+static void list_errors_name_the_cause(void **state)
+{
+    (void)state;
+    need_list_files();
+    const char *name;
+    json_t *want;
+    int files = 0;
+    json_object_foreach(list_expected, name, want) {
+        const char *why = json_string_value(json_object_get(want, "error"));
+        if (!why)
+            continue;
+        char path[512];
+        list_path(path, sizeof path, name);
+        sl_pq_reader_params d = sl_pq_reader_default_params();
+        sl_status st;
+        assert_null(read_rows(path, &d, &st));
+        assert_int_equal(st, SL_ERR_DECODE);
+        const char *msg = sl_last_error();
+        if (!strstr(msg, why) || !strstr(msg, path))
+            fail_msg("%s: '%s' does not say '%s'", name, msg, why);
+        const char *col = json_string_value(json_object_get(want, "unsupported"));
+        if (col) { /* the column is listed as unsupported, refused when chosen, and the others read */
+            sl_pq_reader *r;
+            assert_int_equal(sl_pq_reader_open(path, NULL, &r), SL_OK);
+            assert_int_equal(sl_pq_reader_column(r, 0)->type, SL_PQ_UNSUPPORTED);
+            assert_string_equal(sl_pq_reader_column(r, 0)->name, col);
+            const char *names[] = {col};
+            assert_int_equal(sl_pq_reader_select(r, names, 1), SL_ERR_DECODE);
+            assert_non_null(strstr(sl_last_error(), why));
+            names[0] = "n";
+            assert_int_equal(sl_pq_reader_select(r, names, 1), SL_OK);
+            const sl_pq_batch *b;
+            assert_int_equal(sl_pq_reader_next(r, &b), SL_OK);
+            assert_int_equal(b->num_rows, 3);
+            assert_int_equal(b->columns[0].i64[2], 3);
+            sl_pq_reader_free(r);
+        }
+        files++;
+    }
+    assert_int_equal(files, 7);
+}
+
+/* A row's list is held whole in a batch: one longer than batch_rows fails,
+ * naming the limit. */
+static void a_list_longer_than_batch_rows_fails(void **state)
+{
+    (void)state;
+    need_list_files();
+    char path[512];
+    list_path(path, sizeof path, "ten.parquet");
+    sl_pq_reader_params p = sl_pq_reader_default_params();
+    p.batch_rows = 9;
+    sl_status st;
+    assert_null(read_rows(path, &p, &st));
+    assert_int_equal(st, SL_ERR_DECODE);
+    assert_non_null(strstr(sl_last_error(), "more than 9 elements, the reader's batch_rows"));
+    p.batch_rows = 10;
+    json_t *rows = read_rows(path, &p, &st);
+    assert_non_null(rows);
+    assert_json_equal(rows, json_object_get(json_object_get(list_expected, "ten.parquet"), "rows"), "ten.parquet");
+    json_decref(rows);
+}
+
+/* 300,000 rows of null and empty lists in a few KB of RLE are handed out
+ * batch by batch: the most allocated at once stays far below what holding
+ * them all would take (9 bytes a row). */
+static void null_lists_read_in_bounded_memory(void **state)
+{
+    (void)state;
+    need_list_files();
+    char path[512];
+    list_path(path, sizeof path, "many-null-lists.parquet");
+    int64_t base = sl_alloc_live_bytes();
+    sl_alloc_peak_reset();
+    sl_pq_reader_params p = sl_pq_reader_default_params();
+    p.batch_rows = 1000;
+    sl_pq_reader *r;
+    assert_int_equal(sl_pq_reader_open(path, &p, &r), SL_OK);
+    const sl_pq_batch *b;
+    int64_t rows = 0;
+    sl_status st;
+    while ((st = sl_pq_reader_next(r, &b)) == SL_OK && b) {
+        const sl_pq_vector *v = &b->columns[0];
+        assert_int_equal(v->list_offsets[b->num_rows], 0);
+        for (int64_t i = 0; i < b->num_rows; i++)
+            assert_int_equal(v->list_valid[i], (rows + i) % 2 == 0); /* odd rows are null, even ones empty */
+        rows += b->num_rows;
+    }
+    assert_int_equal(st, SL_OK);
+    sl_pq_reader_free(r);
+    int64_t peak = sl_alloc_peak_bytes() - base;
+    assert_int_equal(rows, 300000);
+    assert_true(peak < (1 << 20));
+    assert_int_equal(sl_alloc_live_bytes(), base);
+}
+
+/* Each allocation failing in turn while reading list files (pyarrow's, with
+ * dictionaries and image structs, and one whose rows span pages): reading
+ * batches fails with SL_ERR_NOMEM or reads every row, and nothing leaks. */
+static void list_allocation_failures_are_clean(void **state)
+{
+    (void)state;
+    need_list_files();
+    const char *files[] = {"arrow-zstd-dict-v1.parquet", "hand-3level.parquet", "hand-2level-struct.parquet"};
+    for (size_t f = 0; f < 3; f++) {
+        char path[512];
+        list_path(path, sizeof path, files[f]);
+        size_t want = json_array_size(json_object_get(json_object_get(list_expected, files[f]), "rows"));
+        int64_t base = sl_alloc_live_bytes();
+        bool ok = false;
+        sl_pq_reader_params p = sl_pq_reader_default_params();
+        p.batch_rows = 64;
+        p.batch_bytes = 100;
+        for (long n = 0; n < 5000 && !ok; n++) {
+            sl_alloc_fail_after(n);
+            sl_pq_reader *r;
+            sl_status st = sl_pq_reader_open(path, &p, &r); /* a footer's failure may read as corrupt */
+            size_t rows = 0;
+            if (st == SL_OK) {
+                const sl_pq_batch *b;
+                while ((st = sl_pq_reader_next(r, &b)) == SL_OK && b)
+                    rows += (size_t)b->num_rows;
+                sl_pq_reader_free(r);
+                if (st != SL_OK && st != SL_ERR_NOMEM)
+                    fail_msg("%s, allocation %ld failing: %s", files[f], n, sl_last_error());
+            }
+            sl_alloc_fail_after(-1);
+            assert_int_equal(sl_alloc_live_bytes(), base);
+            ok = st == SL_OK;
+            if (ok)
+                assert_int_equal(rows, want);
+        }
+        assert_true(ok);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -889,6 +1192,11 @@ int main(void)
         cmocka_unit_test(lying_sizes_are_refused_without_allocating),
         cmocka_unit_test(long_names_over_many_leaves_are_refused),
         cmocka_unit_test(allocation_failures_are_clean),
+        cmocka_unit_test(lists_read_as_written),
+        cmocka_unit_test(list_errors_name_the_cause),
+        cmocka_unit_test(a_list_longer_than_batch_rows_fails),
+        cmocka_unit_test(null_lists_read_in_bounded_memory),
+        cmocka_unit_test(list_allocation_failures_are_clean),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

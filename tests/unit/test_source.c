@@ -408,6 +408,96 @@ static void manifest_lines_past_the_limit_fail_alone(void **state)
     tu_rmtree(dir);
 }
 
+/* Parquet rows whose image column is a list (tests/unit/gen_parquet_lists.py
+ * wrote the files and what they hold): a list of image structs gives each
+ * element's bytes, or its path beside the file when it has no bytes; a list
+ * of strings gives paths and URLs; a null or empty list, a null element,
+ * one with neither bytes nor path, a list past SL_SOURCE_MAX_IMAGES or an
+ * image past max_item_bytes fails the row naming the file, row, column and
+ * element; a list of strings beside it passes through as an array. */
+static void parquet_list_columns_give_images(void **state)
+{
+    (void)state;
+    char dir[256];
+    json_t *expected = tu_parquet_lists(dir, sizeof dir);
+    assert_non_null(expected);
+    sl_source_params p = sl_source_default_params();
+    p.max_item_bytes = 4096;
+    const char *files[] = {"src-structs.parquet", "src-paths.parquet"};
+    for (size_t f = 0; f < 2; f++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, files[f]);
+        json_t *want = json_object_get(expected, files[f]), *imgs = json_object_get(want, "images");
+        sl_source_item items[16];
+        size_t n = read_all(path, &p, items, 16);
+        assert_int_equal(n, json_array_size(imgs));
+        for (size_t i = 0; i < n; i++) {
+            sl_source_item *it = &items[i];
+            json_t *list = json_array_get(imgs, i);
+            char where[600];
+            snprintf(where, sizeof where, "%s row %zu, column 'images'", path, i);
+            assert_null(it->path);
+            assert_null(it->data);
+            size_t len = json_array_size(list);
+            const char *why = !json_is_array(list) ? "a null list" : len == 0 ? "the list of images is empty"
+                              : len > SL_SOURCE_MAX_IMAGES ? "more than the 16 a row may have" : NULL;
+            char msg[200];
+            for (size_t k = 0; !why && k < len; k++) {
+                json_t *e = json_array_get(list, k);
+                const char *b = json_string_value(json_object_get(e, "bytes"));
+                const char *s = json_is_string(e) ? json_string_value(e) : json_string_value(json_object_get(e, "path"));
+                int at = snprintf(msg, sizeof msg, "image %zu of %zu ", k + 1, len);
+                if (json_is_null(e))
+                    why = strcat(msg, "is null");
+                else if (!b && !s)
+                    why = strcat(msg, "holds neither bytes nor a path");
+                else if (b && strlen(b) - 2 > 2 * p.max_item_bytes)
+                    snprintf(msg + at, sizeof msg - (size_t)at, "is %zu bytes, over the limit of %zu",
+                             (strlen(b) - 2) / 2, p.max_item_bytes), why = msg;
+            }
+            if (why) {
+                if (!it->error || !strstr(it->error, where) || !strstr(it->error, why))
+                    fail_msg("row %zu: error '%s', not '%s: ... %s'", i, it->error ? it->error : "(none)", where,
+                             why);
+                sl_source_item_clear(it);
+                continue;
+            }
+            if (it->error)
+                fail_msg("row %zu: %s", i, it->error);
+            assert_int_equal(it->n_images, len);
+            for (size_t k = 0; k < len; k++) {
+                json_t *e = json_array_get(list, k);
+                const char *b = json_string_value(json_object_get(e, "bytes"));
+                const char *s = json_is_string(e) ? json_string_value(e) : json_string_value(json_object_get(e, "path"));
+                if (b) { /* "0x" + hex: bytes win over a path */
+                    assert_null(it->images[k].path);
+                    assert_int_equal(it->images[k].len, (strlen(b) - 2) / 2);
+                    for (size_t j = 0; j < it->images[k].len; j++) {
+                        unsigned byte;
+                        sscanf(b + 2 + 2 * j, "%2x", &byte);
+                        assert_int_equal(it->images[k].data[j], byte);
+                    }
+                } else {
+                    char located[600];
+                    snprintf(located, sizeof located, strstr(s, "://") ? "%.0s%s" : "%s/%s", dir, s);
+                    assert_string_equal(it->images[k].path, located);
+                    assert_null(it->images[k].data);
+                }
+            }
+            json_t *tags = json_object_get(want, "tags");
+            if (tags) { /* passed through under the list's name; the image list is not */
+                assert_true(json_equal(json_object_get(it->extra, "tags"), json_array_get(tags, i)));
+                assert_null(json_object_get(it->extra, "images"));
+                assert_null(json_object_get(it->extra, "images.list.element.path"));
+            }
+            assert_int_equal(json_integer_value(json_object_get(it->extra, "k")), (json_int_t)i);
+            sl_source_item_clear(it);
+        }
+    }
+    json_decref(expected);
+    tu_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -418,6 +508,7 @@ int main(void)
         cmocka_unit_test(ids_name_the_folders_that_tell_inputs_apart),
         cmocka_unit_test(one_file_read_twice_is_refused),
         cmocka_unit_test(manifest_lines_past_the_limit_fail_alone),
+        cmocka_unit_test(parquet_list_columns_give_images),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "sluice/caption.h"
 #include "sluice/engine.h"
 #include "sluice/status.h"
@@ -57,6 +59,26 @@ static inline void tu_run_threads(int n, void *(*fn)(void *), void *arg)
 }
 
 static inline int tu_exists(const char *path) { return access(path, F_OK) == 0; }
+
+/* Writes the Parquet files with list columns of
+ * tests/unit/gen_parquet_lists.py (run with SLUICE_PYTHON, the script from
+ * SLUICE_GEN_PARQUET_LISTS) into a new temporary folder, its path into dir,
+ * and returns its expected.json (json_decref); NULL when that fails. */
+static inline json_t *tu_parquet_lists(char *dir, size_t size)
+{
+    const char *py = getenv("SLUICE_PYTHON"), *gen = getenv("SLUICE_GEN_PARQUET_LISTS");
+    const char *tmp = tu_tmpdir();
+    if (!tmp)
+        return NULL;
+    snprintf(dir, size, "%s", tmp);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' '%s' '%s'", py ? py : ".venv/bin/python",
+             gen ? gen : "tests/unit/gen_parquet_lists.py", dir);
+    if (system(cmd) != 0)
+        return NULL;
+    snprintf(cmd, sizeof cmd, "%s/expected.json", dir);
+    return json_load_file(cmd, 0, NULL);
+}
 
 /* The entries of dir but . and .. (-1 when it cannot be read). */
 static inline int tu_count_entries(const char *dir)
