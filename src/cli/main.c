@@ -98,7 +98,7 @@ static const char usage_head[] =
     "      --include GLOB        folders: only relative paths matching GLOB (repeatable)\n"
     "      --exclude GLOB        folders: skip relative paths matching GLOB (repeatable)\n"
     "      --image-column NAME   manifest/Parquet column with the image path, URL or\n"
-    "                            struct (default: image, path or url)\n"
+    "                            struct (default: image, path, url or images)\n"
     "      --prompt-column NAME  a row's value in this column replaces --prompt (default: prompt)\n"
     "      --allow-file-urls     read file:// URLs found in data (refused by default)\n"
     "      --max-download-bytes SIZE  largest http(s) image fetched (default: 64M)\n"

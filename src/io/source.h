@@ -30,7 +30,8 @@ typedef struct sl_source_params {
     size_t n_include;
     const char *const *exclude;
     size_t n_exclude;
-    const char *image_column;    /* NULL: image, path or url (Parquet: also image.bytes) */
+    const char *image_column;    /* NULL: image, path, url or images (Parquet:
+                                    also image.bytes, lists) */
     const char *prompt_column;   /* NULL: "prompt" when present */
     bool allow_file_urls;        /* file:// values in data read local files */
     size_t max_item_bytes;       /* tar members and Parquet cells larger than this fail */

@@ -192,6 +192,60 @@ def test_lists_of_urls_tasks_and_parquet(sluice, colours, tmp_path):
     assert counts == [None] * 4
 
 
+def test_parquet_lists_of_image_structs_and_of_paths(sluice, colours, tmp_path):
+    """A Hugging Face Sequence(Image()) column (list<struct<bytes, path>>, as
+    pyarrow writes it) and a list<string> of paths: each row's images reach
+    the server in order; other lists pass through; bad lists fail alone."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    png = {c: (colours / f"{c}.png").read_bytes() for c in RGB}
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    structs = tmp_path / "structs.parquet"
+    pq.write_table(pa.table({
+        "images": pa.array([
+            [{"bytes": png["blue"], "path": None}, {"bytes": png["red"], "path": None}],
+            # no bytes: the path beside the file is read
+            [{"bytes": None, "path": str(colours / "green.png")}],
+            [],
+            None,
+            [{"bytes": png["white"], "path": None}, {"bytes": b"not an image", "path": None}],
+        ], type=pa.list_(image)),
+        "tags": pa.array([["b", "r"], ["g"], [], None, ["w", "x"]]),
+        "prompt": ["First?", "Second?", "Third?", "Fourth?", "Fifth?"],
+    }), structs, row_group_size=2)
+    paths = tmp_path / "paths.parquet"
+    pq.write_table(pa.table({
+        "images": pa.array([[str(colours / "white.png"), str(colours / "green.png"),
+                             str(colours / "red.png")]]),
+        "prompt": ["Sixth?"],
+    }), paths)
+    bodies = {}
+
+    def answer(handler, n, body):
+        bodies[sent_parts(body)[-1]["text"]] = body
+        completion(handler, "an answer")
+
+    with FakeServer(answer) as server:
+        for src, name in ((structs, "s"), (paths, "p")):
+            out = tmp_path / name
+            r = sluice.run("caption", src, "-o", out, "--engine", "openai", "--endpoint",
+                           server.url, *QUIET)
+            assert r.returncode == (3 if name == "s" else 0), r.stderr
+    assert image_colours(sent_parts(bodies["First?"])) == ["blue", "red"]
+    assert image_colours(sent_parts(bodies["Second?"])) == ["green"]
+    assert image_colours(sent_parts(bodies["Sixth?"])) == ["white", "green", "red"]
+    assert set(bodies) == {"First?", "Second?", "Sixth?"}
+    rows = {row["id"]: row for row in read_rows(tmp_path / "s")}
+    assert rows["structs.parquet:0"]["image_count"] == 2
+    assert rows["structs.parquet:0"]["tags"] == ["b", "r"]
+    assert rows["structs.parquet:1"]["image_count"] == 1
+    for bad in ("structs.parquet:2", "structs.parquet:3"):
+        assert rows[bad]["error_stage"] == "read" and "structs.parquet" in rows[bad]["error"]
+    fifth = rows["structs.parquet:4"]
+    assert fifth["error_stage"] == "decode" and "image 2 of 2" in fifth["error"]
+    assert read_rows(tmp_path / "p")[0]["image_count"] == 3
+
+
 def test_a_lua_stage_reads_the_count(sluice, colours, tmp_path):
     script = tmp_path / "count.lua"
     script.write_text("function process(row)\n"
