@@ -133,9 +133,15 @@ static sl_status choose_columns(source_reader *r, char **why)
         const sl_pq_column_info *ci = sl_pq_reader_column(pq, i);
         if ((int)i == bytes)
             r->bytes_col = (int)n;
-        else if ((int)i == path)
+        else if ((int)i == path) {
             r->path_col = (int)n;
-        else if (ci->type == SL_PQ_UNSUPPORTED || ci->type == SL_PQ_BINARY)
+            /* A list of paths passes through (as a manifest's list does): the
+             * output's only record of them. */
+            if (bytes < 0 && ci->list_len && !(r->keys[n] = sl_strndup(ci->name, ci->list_len))) {
+                sl_free(sel);
+                return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+            }
+        } else if (ci->type == SL_PQ_UNSUPPORTED || ci->type == SL_PQ_BINARY)
             continue;
         else if (ci->list_len && ci->element_len != strlen(ci->name))
             continue; /* a field of a list of structs: not passed through */
@@ -323,7 +329,7 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
         !(item->extra = json_object()))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     for (size_t c = 0; c < r->n_sel; c++) {
-        if ((int)c == r->bytes_col || (int)c == r->path_col)
+        if ((int)c == r->bytes_col || ((int)c == r->path_col && !r->keys[c]))
             continue;
         json_t *cell = cell_json(&b->columns[c], i);
         if (!cell || json_object_set_new(item->extra, r->keys[c] ? r->keys[c] : b->columns[c].info->name, cell))

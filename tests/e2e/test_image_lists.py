@@ -243,7 +243,11 @@ def test_parquet_lists_of_image_structs_and_of_paths(sluice, colours, tmp_path):
         assert rows[bad]["error_stage"] == "read" and "structs.parquet" in rows[bad]["error"]
     fifth = rows["structs.parquet:4"]
     assert fifth["error_stage"] == "decode" and "image 2 of 2" in fifth["error"]
-    assert read_rows(tmp_path / "p")[0]["image_count"] == 3
+    sixth = read_rows(tmp_path / "p")[0]
+    assert sixth["image_count"] == 3
+    # A list of paths passes through (as a manifest's does); image structs do not.
+    assert sixth["images"] == [str(colours / f"{c}.png") for c in ("white", "green", "red")]
+    assert "images" not in rows["structs.parquet:0"]
 
 
 def test_a_lua_stage_reads_the_count(sluice, colours, tmp_path):
