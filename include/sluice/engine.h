@@ -176,6 +176,11 @@ typedef struct sl_llama_params {
     int n_lora;
     sl_kv_type cache_type_k;  /* KV cache types (default SL_KV_F16); a quantized V */
     sl_kv_type cache_type_v;  /* turns flash attention on (llama.cpp needs it there) */
+    /* The chat template prompts are rendered with (docs/engine.md): NULL
+     * the model's own; "plain" (User: ... Assistant:); a name llama.cpp
+     * knows (chatml, llama3, gemma, smolvlm, ...: llama_chat_builtin_templates);
+     * or a file holding a template llama.cpp recognises (read at open). */
+    const char *chat_template;
 } sl_llama_params;
 
 sl_llama_params sl_llama_default_params(void);

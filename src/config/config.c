@@ -166,6 +166,9 @@ static const opt opts[] = {
     {"llama.lora", "lora", 0, K_LIST, 0, .list = L_LORA, .max_items = SL_LLAMA_MAX_LORA,
      .arg = "FILE[:SCALE]",
      .help = "a LoRA adapter GGUF made for the model, at SCALE (default 1); up to 8"},
+    {"llama.chat_template", "chat-template", 0, K_STR, AT(p.llama.chat_template),
+     .arg = "NAME|FILE", .help = "render prompts with this chat template: plain, a name llama.cpp "
+                                 "knows (chatml, llama3, smolvlm, ...) or a file (~: the model's)"},
     {"llama.replicas", "replicas", 0, K_INT, AT(p.replicas), .lo = 1, .hi = 64, .arg = "N",
      .help = "engine instances, each with its own model (gpus: one per GPU)"},
     {"llama.gpus", "gpus", 0, K_GPUS, 0, .arg = "LIST", .f = SPLIT,

@@ -218,6 +218,10 @@ sl_status job_check_params(const sl_caption_params *p)
                            "--lora is for the llama engine: an OpenAI-compatible server loads "
                            "its adapters itself (vLLM: --enable-lora --lora-modules NAME=PATH), "
                            "and the served model name selects one (--served-model NAME)");
+        if (p->llama.chat_template)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "--chat-template is for the llama engine: an OpenAI-compatible server "
+                           "renders with its own (vLLM: --chat-template at the server)");
         if (p->llama.cache_type_k != SL_KV_F16 || p->llama.cache_type_v != SL_KV_F16)
             return sl_fail(SL_ERR_INVALID_ARG,
                            "--cache-type-k and --cache-type-v are for the llama engine: an "

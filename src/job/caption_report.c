@@ -89,6 +89,10 @@ static json_t *summary_json(const caption_report *r)
         columns ? columns : json_array());
     if (o)
         json_object_set_new(o, "lora", llama ? job_lora_json(&p->llama) : json_array());
+    if (o)
+        json_object_set_new(o, "chat_template", llama && p->llama.chat_template
+                                                    ? text(p->llama.chat_template)
+                                                    : json_null());
     return o;
 }
 

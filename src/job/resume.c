@@ -91,6 +91,8 @@ static char *fingerprint(const job *j)
         /* Only when there are some: a job without keeps its fingerprint. */
         if (p->llama.n_lora > 0)
             fp_add(&t, "lora", job_lora_json(&p->llama));
+        if (p->llama.chat_template)
+            fp_add(&t, "chat_template", job_json_text(p->llama.chat_template));
     }
     fp_add(&t, "prompt", job_json_text(p->prompt));
     fp_add(&t, "system_prompt", job_json_text(p->system_prompt));

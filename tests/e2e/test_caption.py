@@ -480,3 +480,26 @@ def test_samples_through_the_openai_engine(sluice, llama_prefix, four, tmp_path)
         if r["sample"] == 0:
             assert r["caption"] == single[r["id"]]["caption"]
     assert any(r["caption"] != single[r["id"]]["caption"] for r in rows if r["sample"] == 1)
+
+
+def test_a_chosen_chat_template_changes_the_prompt_and_the_job(sluice, tmp_path):
+    """--chat-template: another rendering of the same prompt (other
+    positions), recorded in summary.json and the resume fingerprint; an
+    unknown name stops the command naming it; the OpenAI engine refuses it."""
+    quiet = ("--max-tokens", 2, "--show", 0, "--metrics-addr", "off")
+    own, chatml = tmp_path / "own", tmp_path / "chatml"
+    assert sluice.caption(SAMPLES, own, *quiet).returncode == 0
+    r = sluice.caption(SAMPLES, chatml, *quiet, "--chat-template", "chatml")
+    assert r.returncode == 0, r.stderr
+    tokens = {row["id"]: row["prompt_tokens"] for row in read_rows(own)}
+    for row in read_rows(chatml):
+        assert row["prompt_tokens"] != tokens[row["id"]]
+    assert json.loads((chatml / "summary.json").read_text())["chat_template"] == "chatml"
+    assert json.loads((own / "summary.json").read_text())["chat_template"] is None
+    r = sluice.caption(SAMPLES, chatml, *quiet, "--chat-template", "llama3")
+    assert r.returncode == 2 and "chat_template" in r.stderr
+    r = sluice.caption(SAMPLES, tmp_path / "bad", *quiet, "--chat-template", "chatmI")
+    assert r.returncode == 2 and "'chatmI'" in r.stderr and "chatml" in r.stderr
+    r = sluice.run("caption", SAMPLES, "-o", tmp_path / "http", "--engine", "openai",
+                   "--endpoint", "http://127.0.0.1:9", "--chat-template", "chatml")
+    assert r.returncode == 2 and "llama engine" in r.stderr

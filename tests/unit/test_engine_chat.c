@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -83,24 +84,107 @@ static sl_request conversation(const char *id, const sl_message *msgs, int n,
     return r;
 }
 
-/* The rendering llama.cpp gives these messages with the model's own
- * template, as tokens: what a text-only conversation must feed the model. */
-static int template_tokens(const llama_chat_message *msgs, size_t n)
+/* `text` as the tiny model's tokens (with its BOS, special tokens parsed). */
+static int text_tokens(const char *text)
 {
     struct llama_model_params mp = llama_model_default_params();
     mp.vocab_only = true;
     struct llama_model *m = llama_model_load_from_file(tiny.model, mp);
     assert_non_null(m);
-    const char *tmpl = llama_model_chat_template(m, NULL);
+    llama_token toks[4096];
+    int32_t nt = llama_tokenize(llama_model_get_vocab(m), text, (int32_t)strlen(text), toks, 4096,
+                                true, true);
+    assert_true(nt > 0);
+    llama_model_free(m);
+    return nt;
+}
+
+/* The rendering llama.cpp gives these messages with template `tmpl` (NULL:
+ * the model's own), as tokens: what a text-only conversation must feed the
+ * model. */
+static int template_tokens_with(const char *tmpl, const llama_chat_message *msgs, size_t n)
+{
+    struct llama_model_params mp = llama_model_default_params();
+    mp.vocab_only = true;
+    struct llama_model *m = llama_model_load_from_file(tiny.model, mp);
+    assert_non_null(m);
+    if (!tmpl)
+        tmpl = llama_model_chat_template(m, NULL);
     assert_non_null(tmpl);
     char buf[8192];
     int32_t len = llama_chat_apply_template(tmpl, msgs, n, true, buf, sizeof buf);
     assert_true(len > 0 && len < (int32_t)sizeof buf);
-    llama_token toks[4096];
-    int32_t nt = llama_tokenize(llama_model_get_vocab(m), buf, len, toks, 4096, true, true);
-    assert_true(nt > 0);
+    buf[len] = '\0';
     llama_model_free(m);
-    return nt;
+    return text_tokens(buf);
+}
+
+static int template_tokens(const llama_chat_message *msgs, size_t n)
+{
+    return template_tokens_with(NULL, msgs, n);
+}
+
+/* The prompt tokens of a one-turn text request on an engine opened with
+ * chat template `tmpl`; SL_ERR_* when the engine refuses the template. */
+static sl_status tokens_with_template(const char *tmpl, int *tokens)
+{
+    sl_llama_params p = tu_tiny_llama(&tiny, 1);
+    p.mmproj_path = NULL;
+    p.chat_template = tmpl;
+    sl_engine *e = NULL;
+    sl_status st = sl_engine_open_llama(&p, &e);
+    if (st != SL_OK)
+        return st;
+    sl_content_part u[] = {{"Name a colour."}};
+    sl_message msgs[] = {{"user", u, 1}};
+    sl_request q = conversation("t", msgs, 1, NULL, 0, 2);
+    sl_result r;
+    assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+    *tokens = r.prompt_tokens;
+    sl_result_clear(&r);
+    sl_engine_free(e);
+    return SL_OK;
+}
+
+/* --chat-template: a name llama.cpp knows renders with that format, a file
+ * holding a template it recognises likewise, "plain" the User:/Assistant:
+ * prompt; an unknown name or an unrecognised file is refused, named. */
+static void a_chosen_chat_template_renders_the_prompts(void **state)
+{
+    llama_chat_message want = {"user", "Name a colour."};
+    int own, chatml, llama3, plain, from_file;
+    assert_int_equal(tokens_with_template(NULL, &own), SL_OK);
+    assert_int_equal(own, template_tokens(&want, 1));
+    assert_int_equal(tokens_with_template("chatml", &chatml), SL_OK);
+    assert_int_equal(chatml, template_tokens_with("chatml", &want, 1));
+    assert_int_equal(tokens_with_template("llama3", &llama3), SL_OK);
+    assert_int_equal(llama3, template_tokens_with("llama3", &want, 1));
+    assert_true(chatml != llama3 && chatml != own); /* the choices render differently */
+    assert_int_equal(tokens_with_template("plain", &plain), SL_OK);
+    assert_int_equal(plain, text_tokens("User: Name a colour.\nAssistant:"));
+
+    char path[] = "/tmp/sluice-template-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *fp = fdopen(fd, "w");
+    fputs("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+          "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt "
+          "%}{{ '<|im_start|>assistant\n' }}{% endif %}", fp);
+    fclose(fp);
+    assert_int_equal(tokens_with_template(path, &from_file), SL_OK);
+    assert_int_equal(from_file, chatml);
+
+    fp = fopen(path, "w");
+    fputs("{{ messages[0]['content'] }} -- a template in no format llama.cpp knows", fp);
+    fclose(fp);
+    int unused;
+    assert_int_equal(tokens_with_template(path, &unused), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), path));
+    assert_non_null(strstr(sl_last_error(), "does not recognise"));
+    unlink(path);
+    assert_int_equal(tokens_with_template("chatmlx", &unused), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "'chatmlx'"));
+    assert_non_null(strstr(sl_last_error(), "llama3")); /* the names it could be */
 }
 
 /* A text-only conversation answers and the vision encoder never runs; with
@@ -830,6 +914,7 @@ int main(void)
         cmocka_unit_test(requests_with_many_images_are_sized_by_themselves),
         cmocka_unit_test(a_request_that_never_fits_fails_alone_saying_why),
         cmocka_unit_test(a_context_that_cannot_grow_fails_only_the_long_request),
+        cmocka_unit_test(a_chosen_chat_template_renders_the_prompts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -2651,6 +2651,103 @@ static sl_status check_adapters(const sl_llama_params *p)
  * general.type adapter, adapter.type lora, the model's architecture, each
  * lora_a/lora_b pair the shape of a tensor the model has) and says which
  * check failed only in its log: that line is the message's cause. */
+/* The names llama.cpp knows a template by, comma-separated, into buf. */
+static void builtin_template_names(char *buf, size_t cap)
+{
+    const char *names[256];
+    int32_t n = llama_chat_builtin_templates(names, sizeof names / sizeof *names);
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int32_t i = 0; i < n && i < (int32_t)(sizeof names / sizeof *names) && used + 2 < cap;
+         i++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%s", i ? ", " : "", names[i]);
+}
+
+static bool is_builtin_template(const char *name)
+{
+    const char *names[256];
+    int32_t n = llama_chat_builtin_templates(names, sizeof names / sizeof *names);
+    for (int32_t i = 0; i < n && i < (int32_t)(sizeof names / sizeof *names); i++)
+        if (strcmp(names[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* Whether llama.cpp renders with `tmpl` (it matches a Jinja template to
+ * the formats it implements; it runs no Jinja). */
+static bool template_renders(const char *tmpl)
+{
+    llama_chat_message probe = {"user", "x"};
+    char buf[512];
+    return llama_chat_apply_template(tmpl, &probe, 1, true, buf, sizeof buf) >= 0;
+}
+
+/* Largest --chat-template file read (Jinja templates are a few KB). */
+enum { MAX_TEMPLATE_FILE = 1 << 20 };
+
+/* Sets e->chat_template (NULL: the plain User:/Assistant: prompt) from
+ * params->chat_template: NULL for the model's own, "plain", a name
+ * llama.cpp knows (chatml, llama3, ...), or a file holding a template. A
+ * template llama.cpp cannot render is a configuration error, named. */
+static sl_status choose_template(llama_engine *e, const sl_llama_params *params)
+{
+    const char *want = params->chat_template;
+    if (!want || !*want) {
+        const char *tmpl = llama_model_chat_template(e->model, NULL);
+        if (!tmpl)
+            sl_log(SL_LOG_WARN, "'%s' has no chat template; using a plain 'User: ... "
+                                "Assistant:' prompt (--chat-template NAME chooses one)",
+                   params->model_path);
+        else if (!template_renders(tmpl))
+            sl_log(SL_LOG_WARN, "'%s': llama.cpp does not know this chat template; using a "
+                                "plain 'User: ... Assistant:' prompt (--chat-template NAME "
+                                "chooses one)", params->model_path);
+        else if (!(e->chat_template = sl_strdup(tmpl)))
+            return sl_fail(SL_ERR_NOMEM, "out of memory loading '%s'", params->model_path);
+        return SL_OK;
+    }
+    if (strcmp(want, "plain") == 0)
+        return SL_OK;
+    char names[4096];
+    if (is_builtin_template(want)) {
+        e->chat_template = sl_strdup(want);
+        return e->chat_template ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory");
+    }
+    /* Read up to one byte past the limit: a model file named by mistake
+     * is not read whole. */
+    FILE *fp = fopen(want, "rb");
+    if (!fp) {
+        int err = errno;
+        builtin_template_names(names, sizeof names);
+        return sl_fail(SL_ERR_INVALID_ARG, "--chat-template '%s' is neither a template llama.cpp "
+                                           "knows by name (plain, %s) nor a file: %s",
+                       want, names, strerror(err));
+    }
+    char *text = sl_malloc(MAX_TEMPLATE_FILE + 2);
+    size_t len = text ? fread(text, 1, MAX_TEMPLATE_FILE + 1, fp) : 0;
+    bool read_error = ferror(fp);
+    fclose(fp);
+    if (!text)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", want);
+    if (read_error || len > MAX_TEMPLATE_FILE) {
+        sl_free(text);
+        return sl_fail(SL_ERR_INVALID_ARG, read_error ? "--chat-template '%s': cannot be read"
+                                                      : "--chat-template '%s': more than a "
+                                                        "template file may hold (1 MiB)", want);
+    }
+    text[len] = '\0';
+    if (strlen(text) != len || !template_renders(text)) {
+        sl_free(text);
+        builtin_template_names(names, sizeof names);
+        return sl_fail(SL_ERR_INVALID_ARG, "--chat-template '%s': llama.cpp does not recognise "
+                                           "this template (it runs no Jinja: it matches a "
+                                           "template to the formats it implements); name one "
+                                           "of those instead: plain, %s", want, names);
+    }
+    e->chat_template = text;
+    return SL_OK;
+}
+
 static sl_status load_adapters(llama_engine *e, const sl_llama_params *p)
 {
     for (int i = 0; i < p->n_lora; i++) {
@@ -2735,24 +2832,9 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         return st;
     }
 
-    const char *tmpl = llama_model_chat_template(e->model, NULL);
-    if (tmpl) {
-        llama_chat_message probe = {"user", "x"};
-        char buf[512];
-        if (llama_chat_apply_template(tmpl, &probe, 1, true, buf, sizeof buf) >= 0) {
-            if (!(e->chat_template = sl_strdup(tmpl))) {
-                llama_engine_free(e);
-                return sl_fail(SL_ERR_NOMEM, "out of memory loading '%s'", params->model_path);
-            }
-        } else {
-            sl_log(SL_LOG_WARN,
-                   "'%s': llama.cpp does not know this chat template; using a plain "
-                   "'User: ... Assistant:' prompt",
-                   params->model_path);
-        }
-    } else {
-        sl_log(SL_LOG_WARN, "'%s' has no chat template; using a plain 'User: ... Assistant:' prompt",
-               params->model_path);
+    if ((st = choose_template(e, params)) != SL_OK) {
+        llama_engine_free(e);
+        return st;
     }
 
     long threads = params->n_threads > 0 ? params->n_threads : sysconf(_SC_NPROCESSORS_ONLN);
