@@ -1,7 +1,8 @@
 /* fuzz/fuzz_source.h — what the input-source fuzz targets share: a private
  * temporary folder (made once, removed at exit) to hold the input as a file,
  * and a walk over every item of a source that checks what io/source.h
- * promises of each (an id; a path, bytes or an error; a place). */
+ * promises of each (an id; a path, bytes, a list of images or an error; a
+ * place). */
 #ifndef SL_FUZZ_SOURCE_H
 #define SL_FUZZ_SOURCE_H
 
@@ -61,8 +62,14 @@ static inline long fuzz_walk(const char *input, const sl_source_params *p, int c
         bool done = false;
         if (sl_source_next(src, &it, &done) != SL_OK || done)
             break;
-        if (!it.id || (!it.path && !it.data && !it.error) || (it.data && it.path))
+        bool list = it.n_images > 0;
+        if (!it.id || (!it.path && !it.data && !list && !it.error) || (it.data && it.path) ||
+            (list && (it.path || it.data || !it.images)) ||
+            (list && !it.error && it.n_images > SL_SOURCE_MAX_IMAGES))
             abort();
+        for (size_t k = 0; !it.error && k < it.n_images; k++)
+            if (!it.images[k].path == !it.images[k].data) /* exactly one of them */
+                abort();
         char *where = sl_source_origin(src, it.input, it.at);
         if (!where || strncmp(where, input, strlen(input)) != 0)
             abort();
