@@ -347,6 +347,9 @@ def range_server(clips, long_clip, tmp_path):
     www = tmp_path / "www"
     www.mkdir()
     shutil.copy(long_clip, www / "long.mp4")
+    # its first 4 s (~0.85 MB): more than a first ranged read, less than the bound below
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(long_clip), "-t", "4",
+                    "-c", "copy", str(www / "mid.mp4")], check=True, timeout=120)
     shutil.copy(clips / "colours.mp4", www / "colours.mp4")
     shutil.copy(clips / "colours.mp4", www / "clip")  # a name that says nothing
     shutil.copy(clips / "colours.webm", www / "colours.webm")
@@ -406,6 +409,7 @@ def test_video_urls_sniffed_refused_ranges_and_missing(sluice, range_server, tmp
         {"id": "sniffed", "url": f"{base}/clip"},
         {"id": "query", "url": f"{base}/colours.webm?sig=abc"},
         {"id": "plain", "url": f"{base}/plain/colours.mp4"},
+        {"id": "plain-mid", "url": f"{base}/plain/mid.mp4"},
         {"id": "plain-long", "url": f"{base}/plain/long.mp4"},
         {"id": "gone", "url": f"{base}/gone.mp4"},
         {"id": "image", "url": f"{base}/plain/none.jpg"},
@@ -419,6 +423,8 @@ def test_video_urls_sniffed_refused_ranges_and_missing(sluice, range_server, tmp
     rows = {row["id"]: row for row in read_rows(out)}
     for ok in ("sniffed", "query", "plain"):
         assert rows[ok].get("error") is None and rows[ok]["video_frames"] == 4, rows[ok]
+    # (-t 4 with -c copy ends at a keyframe past 4 s: 4 or 5 frames)
+    assert rows["plain-mid"].get("error") is None and rows["plain-mid"]["video_frames"] >= 4
     assert "limit" in rows["plain-long"]["error"], rows["plain-long"]
     assert "HTTP 404" in rows["gone"]["error"] and f"{base}/gone.mp4" in rows["gone"]["error"]
     log = RangeHandler.log
@@ -431,6 +437,10 @@ def test_video_urls_sniffed_refused_ranges_and_missing(sluice, range_server, tmp
     plain_long = [e for e in log if e[0] == "/plain/long.mp4"]
     assert [e[1] for e in plain_long] == ["bytes=0-262143", None], plain_long
     assert all(n < (www / "long.mp4").stat().st_size for *_, n in plain_long), plain_long
+    # ... and under the bound the whole GET is decoded from memory.
+    plain_mid = [e for e in log if e[0] == "/plain/mid.mp4"]
+    assert [e[1] for e in plain_mid] == ["bytes=0-262143", None], plain_mid
+    assert (www / "mid.mp4").stat().st_size > 262144
     # An image name is not asked for by range.
     assert all(e[1] is None for e in log if e[0] == "/plain/none.jpg")
 
