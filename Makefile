@@ -7,7 +7,7 @@ NOVIDEO_BUILD ?= build-novideo
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-http bench-coord bench-s3 clean
+.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-video-remote bench-http bench-coord bench-s3 clean
 
 all: build
 
@@ -120,6 +120,11 @@ bench-decode: build
 # One video's 8 frames on one core: 10 s 640x360 H.264 at 30 fps (docs/images.md).
 bench-video: build
 	$(BUILD)/bench/video 5
+
+# What 8 frames of a 10 s and a 60 s 640x360 clip read over HTTP (ranged
+# GETs) against the whole file (bench/video_remote.py; ~1 minute).
+bench-video-remote: build
+	BUILD=$(BUILD) .venv/bin/python bench/video_remote.py
 
 # The openai engine: client cost per request against nginx, and images/s
 # through llama-server vs the embedded engine and the server alone

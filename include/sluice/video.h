@@ -74,6 +74,28 @@ sl_status sl_video_decode(const void *data, size_t len, const char *name,
  * read (a folder, a read error). Messages name `path`. */
 sl_status sl_video_load_file(const char *path, const sl_video_params *params, sl_video **out);
 
+/* Where a video's bytes come from when they are neither in memory nor a
+ * local file (a URL read by ranged requests, say): `read` puts up to len
+ * bytes of the video at offset into dst and sets *got, fewer than len only
+ * at its end; on failure it returns another status than SL_OK, and the
+ * message it left in sl_last_error() (sluice's own readers leave one; else
+ * the status's name is used) becomes the video's error after `name`, with
+ * that status. `size` is the video's length in bytes. FFmpeg reads through
+ * it in pieces of at most 32 KiB, seeking as the container needs, so a
+ * read-ahead is the reader's business. */
+typedef struct sl_video_io {
+    sl_status (*read)(void *user, void *dst, size_t len, uint64_t offset, size_t *got);
+    void *user;
+    uint64_t size;
+} sl_video_io;
+
+/* The same read through io (not kept: io and what it reads are used only
+ * during this call, on the calling thread, and may be freed after it).
+ * Messages name `name`. A failed read fails the video even when FFmpeg
+ * could go on without it. */
+sl_status sl_video_load_io(const sl_video_io *io, const char *name, const sl_video_params *params,
+                           sl_video **out);
+
 /* Do these first bytes (16 are enough) start a container this module
  * reads? MP4/MOV ('ftyp' at 4 with a video brand; not AVIF/HEIF, which are
  * images; or an old QuickTime file's first atom: moov, mdat, wide, free,

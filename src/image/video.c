@@ -74,14 +74,35 @@ static pthread_once_t ffmpeg_once = PTHREAD_ONCE_INIT;
 
 static void init_ffmpeg(void) { av_log_set_callback(ffmpeg_log); }
 
-/* --- input: memory or a file descriptor ------------------------------------- */
+/* --- input: memory, a file descriptor or the caller's reader ---------------- */
 
 typedef struct input {
-    const uint8_t *data; /* the bytes in memory; NULL: read fd */
+    const uint8_t *data;     /* the bytes in memory; NULL: read io, else fd */
+    const sl_video_io *io;   /* the caller's reader (sl_video_load_io) */
     int fd;
     int64_t size, pos;
     int read_errno; /* a failed read of the file, 0 if none */
+    sl_status io_status;     /* a failed read of io (SL_OK if none), and its message */
+    char io_error[512];
 } input;
+
+/* n bytes at in->pos from the caller's reader; its failure is kept (FFmpeg
+ * sees only EIO) so the video's error is the reader's own. */
+static int io_read(input *in, uint8_t *buf, int n)
+{
+    size_t got = 0;
+    sl_clear_error();
+    sl_status st = in->io->read(in->io->user, buf, (size_t)n, (uint64_t)in->pos, &got);
+    if (st != SL_OK) {
+        const char *why = sl_last_error();
+        in->io_status = st;
+        snprintf(in->io_error, sizeof in->io_error, "%s", why[0] ? why : sl_status_name(st));
+        return AVERROR(EIO);
+    }
+    if (got == 0) /* shorter than its size said */
+        return AVERROR_EOF;
+    return got < (size_t)n ? (int)got : n;
+}
 
 static int input_read(void *opaque, uint8_t *buf, int size)
 {
@@ -92,6 +113,9 @@ static int input_read(void *opaque, uint8_t *buf, int size)
     int n = left < size ? (int)left : size;
     if (in->data) {
         memcpy(buf, in->data + in->pos, (size_t)n);
+    } else if (in->io) {
+        if ((n = io_read(in, buf, n)) < 0)
+            return n;
     } else {
         ssize_t got;
         do
@@ -189,6 +213,8 @@ static sl_status fail_av(reader *r, const char *what, int err)
         return sl_fail(SL_ERR_NOMEM, "%s: out of memory (%s)", r->name, what);
     if (r->in.read_errno)
         return sl_fail(SL_ERR_IO, "%s: read error: %s", r->name, strerror(r->in.read_errno));
+    if (r->in.io_status != SL_OK)
+        return sl_fail(r->in.io_status, "%s: %s", r->name, r->in.io_error);
     return sl_fail(SL_ERR_DECODE, "%s: %s: %s", r->name, what, av_err(err, cause, sizeof cause));
 }
 
@@ -377,7 +403,7 @@ static sl_status next_frame(reader *r, bool *got)
             return SL_OK;
         rc = av_read_frame(r->fmt, r->pkt);
         if (rc < 0) {
-            if (r->in.read_errno || rc == AVERROR(ENOMEM))
+            if (r->in.read_errno || r->in.io_status != SL_OK || rc == AVERROR(ENOMEM))
                 return fail_av(r, "reading", rc);
             if (rc != AVERROR_EOF)
                 r->decode_error = rc; /* damaged past here: decode what came */
@@ -707,6 +733,16 @@ static sl_status check_params(const sl_video_params *p, const char *name)
     return SL_OK;
 }
 
+/* *params, or the defaults (into *defaults) when it is NULL; checked. */
+static sl_status use_params(const sl_video_params **params, sl_video_params *defaults,
+                            const char *name)
+{
+    *defaults = sl_video_default_params();
+    if (!*params)
+        *params = defaults;
+    return check_params(*params, name);
+}
+
 /* Reads what `r->in` holds; `head` is its first bytes (up to 1 KiB). */
 static sl_status run(reader *r, const uint8_t *head, size_t head_len, sl_video **out)
 {
@@ -729,6 +765,10 @@ static sl_status run(reader *r, const uint8_t *head, size_t head_len, sl_video *
         v->source_height = r->rotation % 180 ? w : h;
         st = sample(r, v);
     }
+    /* A failed read FFmpeg got past (a seek it gave up on) still fails the
+     * video: its frames might not be the ones asked for. */
+    if (st == SL_OK && r->in.io_status != SL_OK)
+        st = sl_fail(r->in.io_status, "%s: %s", r->name, r->in.io_error);
     log_input = NULL;
     reader_close(r);
     if (st != SL_OK) {
@@ -743,11 +783,9 @@ sl_status sl_video_decode(const void *data, size_t len, const char *name,
                           const sl_video_params *params, sl_video **out)
 {
     *out = NULL;
-    sl_video_params defaults = sl_video_default_params();
-    if (!params)
-        params = &defaults;
     name = name ? name : "video";
-    sl_status st = check_params(params, name);
+    sl_video_params defaults;
+    sl_status st = use_params(&params, &defaults, name);
     if (st != SL_OK)
         return st;
     if (!data && len)
@@ -760,10 +798,8 @@ sl_status sl_video_decode(const void *data, size_t len, const char *name,
 sl_status sl_video_load_file(const char *path, const sl_video_params *params, sl_video **out)
 {
     *out = NULL;
-    sl_video_params defaults = sl_video_default_params();
-    if (!params)
-        params = &defaults;
-    sl_status st = check_params(params, path);
+    sl_video_params defaults;
+    sl_status st = use_params(&params, &defaults, path);
     if (st != SL_OK)
         return st;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -796,6 +832,26 @@ sl_status sl_video_load_file(const char *path, const sl_video_params *params, sl
     st = run(&r, head, (size_t)got, out);
     close(fd);
     return st;
+}
+
+sl_status sl_video_load_io(const sl_video_io *io, const char *name, const sl_video_params *params,
+                           sl_video **out)
+{
+    *out = NULL;
+    name = name ? name : "video";
+    sl_video_params defaults;
+    sl_status st = use_params(&params, &defaults, name);
+    if (st != SL_OK)
+        return st;
+    if (!io || !io->read || io->size > INT64_MAX)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: no reader, or a size past 2^63", name);
+    reader r = {.name = name, .params = params};
+    r.in = (input){.io = io, .fd = -1, .size = (int64_t)io->size};
+    uint8_t head[1024];
+    int got = io->size ? io_read(&r.in, head, io->size < sizeof head ? (int)io->size : 1024) : 0;
+    if (got < 0)
+        return sl_fail(r.in.io_status, "%s: %s", name, r.in.io_error);
+    return run(&r, head, (size_t)got, out);
 }
 
 int sl_video_n_frames(const sl_video *video) { return video->n; }

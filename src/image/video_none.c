@@ -30,6 +30,13 @@ sl_status sl_video_load_file(const char *path, const sl_video_params *params, sl
     return no_ffmpeg(path);
 }
 
+sl_status sl_video_load_io(const sl_video_io *io, const char *name, const sl_video_params *params,
+                           sl_video **out)
+{
+    *out = NULL;
+    return no_ffmpeg(name);
+}
+
 int sl_video_n_frames(const sl_video *video) { return video->n; }
 const sl_image *sl_video_frame(const sl_video *video, int i) { return NULL; }
 sl_image *sl_video_take_frame(sl_video *video, int i) { return NULL; }

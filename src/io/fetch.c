@@ -1,7 +1,10 @@
 /* io/fetch.c — see fetch.h. */
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -23,6 +26,55 @@ static void curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 void sl_fetch_init_curl(void) { pthread_once(&curl_once, curl_init); }
 
+/* --- the policy every HTTP(S) request of fetch.c follows ---------------------- */
+
+/* The pause before try `attempt` (1, 2, ...): 200 ms, doubling, 5 s at most. */
+static void pause_before(int attempt)
+{
+    long ms = attempt < 6 ? 200L << (attempt - 1) : 5000L;
+    struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&pause, NULL);
+}
+
+/* One try's options (after curl_easy_reset): only http and https, also
+ * across redirects (5 at most); the whole transfer within timeout_ms. */
+static void set_policy(CURL *h, const char *url, const sl_fetch_params *p, char *cerr)
+{
+    cerr[0] = '\0';
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, p->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "sluice");
+}
+
+/* Performs the request set on h, counts it; the answer's HTTP status. */
+static long perform(CURL *h, CURLcode *rc)
+{
+    *rc = curl_easy_perform(h);
+    sl_curl_count(h);
+    long code = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    return code;
+}
+
+/* A failed try's cause into why; true when another try may succeed:
+ * transport errors (not a refused scheme or a malformed URL), 5xx, 429. */
+static bool failed_try(CURLcode rc, long code, const char *cerr, char *why, size_t size)
+{
+    if (rc != CURLE_OK) {
+        snprintf(why, size, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
+        return rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_URL_MALFORMAT;
+    }
+    snprintf(why, size, "HTTP %ld", code);
+    return code >= 500 || code == 429;
+}
+
 sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, size_t *len)
 {
     *data = NULL;
@@ -42,30 +94,15 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
     sl_status st = SL_ERR_IO;
     char why[CURL_ERROR_SIZE + 64] = "";
     for (int attempt = 0; attempt <= p->retries; attempt++) {
-        if (attempt) {
-            long ms = attempt < 6 ? 200L << (attempt - 1) : 5000L;
-            struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
-            nanosleep(&pause, NULL);
-        }
+        if (attempt)
+            pause_before(attempt);
         sl_capped b = {.max = p->max_bytes};
-        cerr[0] = '\0';
-        curl_easy_reset(h);
-        curl_easy_setopt(h, CURLOPT_URL, url);
-        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-        curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, p->timeout_ms);
-        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        set_policy(h, url, p, cerr);
         curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)p->max_bytes);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sl_capped_write);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-        curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
-        curl_easy_setopt(h, CURLOPT_USERAGENT, "sluice");
-        CURLcode rc = curl_easy_perform(h);
-        sl_curl_count(h);
-        long code = 0;
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+        CURLcode rc;
+        long code = perform(h, &rc);
         bool retry = false;
         if (b.nomem) {
             st = SL_ERR_NOMEM;
@@ -74,12 +111,8 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
             st = SL_ERR_TOO_LARGE;
             snprintf(why, sizeof why, "larger than the %zu-byte limit (--max-download-bytes)",
                      p->max_bytes);
-        } else if (rc != CURLE_OK) {
-            snprintf(why, sizeof why, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
-            retry = rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_URL_MALFORMAT;
-        } else if (code >= 400) {
-            snprintf(why, sizeof why, "HTTP %ld", code);
-            retry = code >= 500 || code == 429;
+        } else if (rc != CURLE_OK || code >= 400) {
+            retry = failed_try(rc, code, cerr, why, sizeof why);
         } else {
             *data = b.buf.data;
             *len = b.buf.len;
@@ -92,4 +125,162 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
     }
     sl_curl_give(h, false);
     return sl_fail(st, "cannot download '%s': %s", url, why);
+}
+
+/* --- ranged GETs ---------------------------------------------------------------- */
+
+/* One try of a ranged GET: the answer's status and Content-Range (of the
+ * last answer, after redirects), and the body written into dst. */
+typedef struct range_try {
+    uint8_t *dst;
+    size_t cap, got;
+    bool whole;            /* a 200: the server sent the whole body */
+    bool overflow;         /* more body than cap: the transfer was stopped */
+    long status;           /* from the status line */
+    bool have_range;       /* a Content-Range header came */
+    uint64_t first, last;  /* its byte range (inclusive) */
+    int64_t total;         /* its total; -1 when "*" or absent */
+} range_try;
+
+static size_t range_header(char *line, size_t size, size_t n, void *user)
+{
+    range_try *t = user;
+    size_t len = size * n;
+    char h[256];
+    size_t k = len < sizeof h - 1 ? len : sizeof h - 1;
+    memcpy(h, line, k);
+    h[k] = '\0';
+    if (strncmp(h, "HTTP/", 5) == 0) { /* a new answer (a redirect's, then the last) */
+        const char *sp = strchr(h, ' ');
+        t->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+        t->have_range = false;
+        t->total = -1;
+    } else if (strncasecmp(h, "content-range:", 14) == 0) {
+        const char *v = h + 14;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        unsigned long long a, b;
+        char tot[32] = "";
+        if (strncasecmp(v, "bytes ", 6) == 0) {
+            v += 6;
+            if (sscanf(v, "%llu-%llu/%31[0-9*]", &a, &b, tot) == 3 && a <= b) {
+                t->have_range = true;
+                t->first = a;
+                t->last = b;
+            } else if (sscanf(v, "*/%31[0-9]", tot) != 1) {
+                tot[0] = '\0';
+            }
+            t->total = tot[0] && tot[0] != '*' ? (int64_t)strtoull(tot, NULL, 10) : -1;
+        }
+    }
+    return len;
+}
+
+static size_t range_body(char *ptr, size_t size, size_t n, void *user)
+{
+    range_try *t = user;
+    size_t len = size * n;
+    if (t->status == 200)
+        t->whole = true;
+    if (t->status != 200 && t->status != 206)
+        return len; /* an error page: not kept */
+    size_t room = t->cap - t->got, k = len < room ? len : room;
+    memcpy(t->dst + t->got, ptr, k);
+    t->got += k;
+    if (k < len) {
+        t->overflow = true;
+        return 0; /* stop: the bytes asked for are here, the rest is not wanted */
+    }
+    return len;
+}
+
+void sl_fetch_range_spec(char spec[64], uint64_t offset, size_t len, bool from_end)
+{
+    if (from_end)
+        snprintf(spec, 64, "-%zu", len);
+    else
+        snprintf(spec, 64, "%llu-%llu", (unsigned long long)offset,
+                 (unsigned long long)(offset + len - 1));
+}
+
+sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t offset, size_t len,
+                         bool from_end, void *dst, size_t *got, int64_t *size, bool *no_ranges)
+{
+    *got = 0;
+    *size = -1;
+    if (no_ranges)
+        *no_ranges = false;
+    if (len == 0)
+        return SL_OK;
+    CURL *h = sl_curl_take(false);
+    if (!h)
+        return sl_fail(SL_ERR_NOMEM, "cannot start a download of '%s'", url);
+    char range[64];
+    sl_fetch_range_spec(range, offset, len, from_end);
+    char cerr[CURL_ERROR_SIZE];
+    char why[CURL_ERROR_SIZE + 128] = "";
+    sl_status st = SL_ERR_IO;
+    for (int attempt = 0; attempt <= p->retries; attempt++) {
+        if (attempt)
+            pause_before(attempt);
+        range_try t = {.dst = dst, .cap = len, .total = -1};
+        set_policy(h, url, p, cerr);
+        curl_easy_setopt(h, CURLOPT_RANGE, range);
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, range_header);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, &t);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, range_body);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
+        CURLcode rc;
+        long code = perform(h, &rc);
+        bool retry = false;
+        if (t.whole && (t.overflow || (offset > 0 && !from_end))) {
+            /* A server that ignores Range answers 200 with the file from its
+             * start: the transfer stops once past what was asked, so a
+             * large file is never read whole. */
+            st = SL_ERR_IO;
+            snprintf(why, sizeof why, "the server ignores Range requests (it answered 200 with "
+                                      "the whole file; the transfer was stopped)");
+            if (no_ranges)
+                *no_ranges = true;
+        } else if (rc == CURLE_WRITE_ERROR && t.overflow) {
+            st = SL_ERR_IO;
+            snprintf(why, sizeof why, "the server sent more than the %zu bytes asked for", len);
+        } else if (code == 416) { /* from past the end: nothing, and the size */
+            if (t.total >= 0) {
+                *size = t.total;
+                sl_curl_give(h, false);
+                return SL_OK;
+            }
+            snprintf(why, sizeof why, "HTTP 416 without the file's size");
+        } else if (rc != CURLE_OK || code >= 400) {
+            retry = failed_try(rc, code, cerr, why, sizeof why);
+        } else if (code == 200) {
+            /* The whole file, within what was asked from its start or end:
+             * that is the answer (a small file, or a server without Range). */
+            *got = t.got;
+            *size = (int64_t)t.got;
+            sl_curl_give(h, false);
+            return SL_OK;
+        } else if (code != 206 || !t.have_range || t.total < 0) {
+            snprintf(why, sizeof why, "HTTP %ld without a Content-Range giving the file's size",
+                     code);
+        } else if ((!from_end && t.first != offset) || t.last - t.first + 1 > len ||
+                   (from_end && t.last + 1 != (uint64_t)t.total)) {
+            snprintf(why, sizeof why, "the server sent bytes %llu-%llu for the range %s",
+                     (unsigned long long)t.first, (unsigned long long)t.last, range);
+        } else if (t.got != t.last - t.first + 1) {
+            snprintf(why, sizeof why, "the answer was cut short: %zu of %llu bytes", t.got,
+                     (unsigned long long)(t.last - t.first + 1));
+            retry = true;
+        } else {
+            *got = t.got;
+            *size = t.total;
+            sl_curl_give(h, false);
+            return SL_OK;
+        }
+        if (!retry)
+            break;
+    }
+    sl_curl_give(h, false);
+    return sl_fail(st, "cannot read '%s' (bytes %s): %s", url, range, why);
 }

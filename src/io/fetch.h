@@ -1,13 +1,17 @@
 /* io/fetch.h — downloading an image named by an http(s) URL (libcurl's
- * easy interface), or an s3:// URL (io/s3.h, its own retries). Only http and https are followed, also
- * across redirects; the body is capped at max_bytes (refused early when the
- * server announces more); transport errors, 5xx and 429 are retried with a
- * growing pause, other HTTP errors are not. Thread-safe: each thread's
+ * easy interface), or an s3:// URL (io/s3.h, its own retries); and ranged
+ * GETs of an http(s) URL (io/ranged.h reads videos by them). Every request
+ * follows one policy: only http and https are followed, also across
+ * redirects (5 at most); each try within timeout_ms; transport errors, 5xx
+ * and 429 are retried with a growing pause, other HTTP errors are not. A
+ * download's body is capped at max_bytes (refused early when the server
+ * announces more). Thread-safe: each thread's
  * calls go over its own curl handle and the connections it keeps open
  * (io/curl_conn.h). The caller frees *data with sl_free(). */
 #ifndef SL_IO_FETCH_H
 #define SL_IO_FETCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,5 +32,23 @@ void sl_fetch_init_curl(void);
 /* SL_ERR_IO with a message naming the URL and the cause ("HTTP 404",
  * "larger than N bytes", "timed out"). */
 sl_status sl_fetch(const char *url, const sl_fetch_params *params, uint8_t **data, size_t *len);
+
+/* The byte range of a Range header (and CURLOPT_RANGE): "first-last" for
+ * len bytes from offset (len > 0), or "-len", the last len, when from_end. */
+void sl_fetch_range_spec(char spec[64], uint64_t offset, size_t len, bool from_end);
+
+/* One ranged GET of an http(s) URL (max_bytes unused: len bounds it): up
+ * to len bytes from offset into dst (the caller's, len bytes), or the last
+ * len bytes when from_end. *got is what came (0 from past the end: a 416),
+ * *size the file's size from the answer's Content-Range. A 200 (the server
+ * ignores Range) is the answer only when the whole file fits in len and
+ * was asked from its start or end; else the transfer is stopped once past
+ * len bytes, never read whole, and it is SL_ERR_IO saying so with
+ * *no_ranges set (may be NULL). An answer shorter than its Content-Range
+ * says is retried as a transport error is. Errors are SL_ERR_IO naming
+ * the URL, the range and the cause ("HTTP 404"). */
+sl_status sl_fetch_range(const char *url, const sl_fetch_params *params, uint64_t offset,
+                         size_t len, bool from_end, void *dst, size_t *got, int64_t *size,
+                         bool *no_ranges);
 
 #endif

@@ -511,11 +511,7 @@ sl_status sl_s3_read(const sl_s3 *s3, const char *url, uint64_t offset, size_t l
     if (len == 0)
         return sl_fail(SL_ERR_INVALID_ARG, "reading %s: an empty range", url);
     char range[64];
-    if (from_end)
-        snprintf(range, sizeof range, "-%zu", len);
-    else
-        snprintf(range, sizeof range, "%llu-%llu", (unsigned long long)offset,
-                 (unsigned long long)(offset + len - 1));
+    sl_fetch_range_spec(range, offset, len, from_end);
     answer a;
     sl_status st = at_url(s3, url, (request){.method = "GET", .range = range, .into = dst,
                                              .into_cap = len},

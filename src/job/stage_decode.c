@@ -12,6 +12,9 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
+#include "io/dir_source.h"
+#include "io/ranged.h"
+#include "io/s3.h"
 #include "io/sniff.h"
 #include "io/source_parse.h"
 #include "job/batch.h"
@@ -161,15 +164,16 @@ static bool is_local_video(const char *path)
 /* Samples the row's video into r->media: frames for the llama engine (taken
  * from the video, not copied), their JPEGs for an HTTP one; the dimensions
  * are the frames' (and the video's as stored), the format the container's. */
-static sl_status decode_video(job *j, sl_row *row, caption_row *r)
+static sl_status decode_video(job *j, sl_row *row, caption_row *r, const sl_video_io *io)
 {
     const sl_caption_params *p = j->p;
     sl_video_params vp = p->video;
     vp.image = p->image;
     sl_video *v = NULL;
     const char *name = r->path ? r->path : r->rel;
-    sl_status st = r->data ? sl_video_decode(r->data, r->len, name, &vp, &v)
-                           : sl_video_load_file(r->path, &vp, &v);
+    sl_status st = io        ? sl_video_load_io(io, name, &vp, &v)
+                   : r->data ? sl_video_decode(r->data, r->len, name, &vp, &v)
+                             : sl_video_load_file(r->path, &vp, &v);
     if (st != SL_OK)
         return st;
     media_row *vr = sl_calloc(1, sizeof *vr);
@@ -273,6 +277,82 @@ static sl_status decode_list(job *j, sl_row *row, caption_row *r)
     return st;
 }
 
+/* --- remote videos ----------------------------------------------------------- */
+
+/* A remote video is read by ranged requests in blocks (io/ranged.h's
+ * read-ahead): FFmpeg reads 32 KiB at a time, and a sampled frame needs the
+ * GOP from the keyframe before it (a few hundred KiB at ordinary bitrates),
+ * read sequentially: a block of 256 KiB after each seek, doubling up to
+ * 1 MiB while the reads go on, so a frame costs a request or two and not
+ * much more than its GOP. The 4 blocks kept (4 MiB at most) are all a
+ * decode worker holds of the video. */
+enum {
+    REMOTE_FIRST = 256 << 10,
+    REMOTE_MOST = 1 << 20,
+    REMOTE_BLOCKS = 4,
+    REMOTE_SNIFF = 512
+};
+
+static sl_status ranged_read(void *in, void *dst, size_t len, uint64_t offset, size_t *got)
+{
+    return sl_ranged_read(in, dst, len, offset, got);
+}
+
+/* Samples the video at the row's URL read in place by ranged requests,
+ * never held whole (--max-download-bytes bounds the bytes read, not the
+ * size): a URL whose name (before any ?query) says video, or, when it says
+ * neither image nor video, whose first bytes do (one small ranged read).
+ * True when the row was taken (its video decoded, or the row failed);
+ * false for an image, and for a video whose server ignores Range requests:
+ * the caller fetches those whole, as before. */
+static bool remote_video(job *j, sl_row *row, caption_row *r)
+{
+    char name[1024];
+    size_t n = sl_s3_is_url(r->path) ? strlen(r->path) : strcspn(r->path, "?#");
+    snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1), r->path);
+    bool named = sl_video_path_is_video(name);
+    if (!named && sl_is_media_name(name))
+        return false;
+    sl_ranged_params rp = sl_ranged_default_params();
+    rp.timeout_ms = j->fetch.timeout_ms;
+    rp.retries = j->fetch.retries;
+    rp.max_bytes = j->fetch.max_bytes;
+    sl_ranged *in = NULL;
+    sl_status st = sl_ranged_open_with(r->path, &rp, &in);
+    uint8_t head[REMOTE_SNIFF];
+    size_t got = 0;
+    if (st == SL_OK && !named) {
+        st = sl_ranged_read(in, head, sizeof head, 0, &got);
+        if (st == SL_OK && !sl_video_sniff(head, got)) {
+            sl_ranged_free(in);
+            return false; /* an image (or nothing known): fetched whole */
+        }
+    }
+    uint64_t size = 0;
+    if (st == SL_OK)
+        st = sl_ranged_set_readahead(in, REMOTE_FIRST, REMOTE_MOST, REMOTE_BLOCKS);
+    if (st == SL_OK) /* the first block, and with it the size */
+        st = sl_ranged_read(in, head, 1, 0, &got);
+    if (st == SL_OK)
+        st = sl_ranged_size(in, &size);
+    if (st != SL_OK && in && sl_ranged_ignores_ranges(in)) {
+        sl_log(SL_LOG_DEBUG, "%s: %s; fetching it whole", r->rel, sl_last_error());
+        sl_ranged_free(in);
+        return false;
+    }
+    if (st == SL_OK) {
+        sl_video_io io = {.read = ranged_read, .user = in, .size = size};
+        st = decode_video(j, row, r, &io);
+        sl_log(SL_LOG_DEBUG, "%s: %llu of %llu bytes read in %llu requests", r->path,
+               (unsigned long long)sl_ranged_bytes_read(in), (unsigned long long)size,
+               (unsigned long long)sl_ranged_requests(in));
+    }
+    sl_ranged_free(in);
+    if (st != SL_OK)
+        sl_row_fail_status(row, st, "%s", sl_last_error());
+    return true;
+}
+
 /* Gives the row's encoded bytes back (they are not needed past decoding). */
 static void drop_data(sl_row *row, caption_row *r)
 {
@@ -301,6 +381,10 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
             r->decode_ms = (sl_mono_s() - t0) * 1e3;
             continue;
         }
+        if (r->path && !r->data && is_url(r->path) && remote_video(j, rows[i], r)) {
+            r->decode_ms = (sl_mono_s() - t0) * 1e3;
+            continue;
+        }
         /* A local video is read in place, never whole (a clip may be GBs):
          * its bytes are not kept for the output, nor are a fetched one's. */
         bool video = r->path && !r->data && !is_url(r->path) && is_local_video(r->path);
@@ -308,7 +392,7 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
         if (st == SL_OK && !video && r->data)
             video = sl_video_sniff(r->data, r->len);
         if (st == SL_OK && video) {
-            st = decode_video(j, rows[i], r);
+            st = decode_video(j, rows[i], r, NULL);
             if (r->data)
                 drop_data(rows[i], r);
             if (st != SL_OK)

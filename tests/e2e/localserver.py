@@ -1,6 +1,7 @@
 """An http.server on a free local port, serving from a thread for the span
 of a `with` block: the base of the test servers (hub, proxy, URL images)."""
 import http.server
+import re
 import threading
 
 
@@ -19,3 +20,61 @@ class LocalServer:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files as object stores and most web servers do: a GET with a
+    Range header (bytes=A-B, A-, -N) gets a 206 with that slice and its
+    Content-Range, or a 416 past the end. Paths under /plain/ ignore Range
+    (a 200 with the whole file, as http.server itself answers). Each GET
+    is logged in the class's `log` as (path, Range, status, body bytes
+    written before the client hung up). Use functools.partial(RangeHandler,
+    directory=...) and reset `log` per test."""
+    protocol_version = "HTTP/1.1"
+    log: list = []
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        plain = path.startswith("/plain/")
+        fs = self.translate_path(path[len("/plain"):] if plain else path)
+        rng = self.headers.get("Range")
+        try:
+            with open(fs, "rb") as f:
+                data = f.read()
+        except OSError:
+            self.log.append((path, rng, 404, 0))
+            self.send_error(404)
+            return
+        status, first, last = 200, 0, len(data) - 1
+        m = re.fullmatch(r"bytes=(\d*)-(\d*)", rng or "") if not plain else None
+        if m and (m.group(1) or m.group(2)):
+            if m.group(1):
+                first = int(m.group(1))
+                last = min(int(m.group(2)), len(data) - 1) if m.group(2) else len(data) - 1
+            else:
+                first = max(0, len(data) - int(m.group(2)))
+            if first >= len(data):
+                self.log.append((path, rng, 416, 0))
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            status = 206
+        body = data[first:last + 1]
+        self.send_response(status)
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        sent = 0
+        try:
+            for i in range(0, len(body), 65536):
+                self.wfile.write(body[i:i + 65536])
+                sent += len(body[i:i + 65536])
+        except OSError:
+            self.close_connection = True
+        self.log.append((path, rng, status, sent))
+
+    def log_message(self, *args):
+        pass

@@ -6,8 +6,13 @@ frames an HTTP server receives (their order, colour and times), a folder of
 videos and images through the llama engine (columns, a broken video failing
 its row alone, --video-frames changing the prompt), tasks encoding a video
 once, WebDataset and manifest videos, Parquet columns, resume refusing other
-video settings, and llama-server answering a video row."""
+video settings, and llama-server answering a video row. Videos named by
+http(s) URLs and in a bucket are read in place by ranged GETs (servers that
+log what they sent): --max-download-bytes below the file's size and above
+what sampling reads, a URL sniffed as a video, a server that ignores
+Range, a 404, rows from an s3:// folder of videos."""
 import base64
+import functools
 import io
 import os
 import json
@@ -20,7 +25,9 @@ import pytest
 from PIL import Image
 
 from conftest import TINY, encodes, read_rows, sample_images
+from localserver import LocalServer, RangeHandler
 from openai_helpers import FakeServer, LlamaServer, completion
+from s3_store import CountingProxy, moto_store
 
 COLOURS = ["red", "green", "blue", "white"]
 RGB = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "white": (255, 255, 255)}
@@ -315,3 +322,154 @@ def test_a_build_without_ffmpeg_fails_video_rows_alone(mixed, tmp_path):
     for vid in ("a.mp4", "b.webm", "d-broken.mp4"):
         assert rows[vid]["error_stage"] == "decode"
         assert "without FFmpeg" in rows[vid]["error"] and vid in rows[vid]["error"]
+
+
+# ---- remote videos: read in place by ranged GETs ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> pathlib.Path:
+    """40 s at 320x240, 10 s of each colour, noise so the frames (not the
+    index) are the file: ~8 MB, a keyframe every second."""
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    inputs = []
+    for c in COLOURS:
+        inputs += ["-f", "lavfi", "-i", f"color=c={c}:s=320x240:r=10:d=10"]
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *inputs, "-filter_complex",
+                    "[0][1][2][3]concat=n=4:v=1:a=0,noise=alls=20:allf=t+u", "-pix_fmt", "yuv420p",
+                    "-c:v", "libx264", "-g", "10", "-sc_threshold", "0", str(path)],
+                   check=True, timeout=120)
+    return path
+
+
+@pytest.fixture
+def range_server(clips, long_clip, tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    shutil.copy(long_clip, www / "long.mp4")
+    # its first 4 s (~0.85 MB): more than a first ranged read, less than the bound below
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(long_clip), "-t", "4",
+                    "-c", "copy", str(www / "mid.mp4")], check=True, timeout=120)
+    shutil.copy(clips / "colours.mp4", www / "colours.mp4")
+    shutil.copy(clips / "colours.mp4", www / "clip")  # a name that says nothing
+    shutil.copy(clips / "colours.webm", www / "colours.webm")
+    RangeHandler.log = []
+    with LocalServer(functools.partial(RangeHandler, directory=str(www))) as server:
+        yield www, server.url
+
+
+def test_a_video_url_is_read_in_place_under_the_download_bound(sluice, range_server, tmp_path):
+    """4 frames of an 8 MB video with --max-download-bytes 4M: captioned
+    from the right frames, by ranged GETs only, reading under the bound."""
+    www, base = range_server
+    size = (www / "long.mp4").stat().st_size
+    bound = 4 << 20
+    assert size > bound
+    bodies = []
+
+    def answer(handler, n, body):
+        bodies.append(body)
+        completion(handler, "a video")
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "long", "url": f"{base}/long.mp4"}) + "\n")
+    with FakeServer(answer) as server:
+        out = tmp_path / "out"
+        r = sluice.run("caption", manifest, "-o", out, "--engine", "openai", "--endpoint",
+                       server.url, "--video-frames", 4, "--frame-text", "", "--show", 0,
+                       "--metrics-addr", "off", "--max-download-bytes", bound)
+        assert r.returncode == 0, r.stderr
+        first_run = list(RangeHandler.log)
+        # With a bound below what sampling reads, the row fails saying so.
+        small = tmp_path / "small"
+        r = sluice.run("caption", manifest, "-o", small, "--engine", "openai", "--endpoint",
+                       server.url, "--video-frames", 4, "--show", 0, "--metrics-addr", "off",
+                       "--max-download-bytes", "1M")
+        assert r.returncode == 3, r.stderr
+    row = read_rows(out)[0]
+    assert row.get("error") is None and row["video_frames"] == 4, row
+    assert abs(row["video_seconds"] - 40.0) < 0.5
+    frames = [base64.b64decode(p["image_url"]["url"].split(",", 1)[1])
+              for p in sent_parts(bodies[-1])[:4]]
+    assert [colour_of(f) for f in frames] == COLOURS
+    gets = [e for e in first_run if e[0] == "/long.mp4"]
+    assert gets and all(rng and status == 206 for _, rng, status, _ in gets), gets
+    read = sum(n for *_, n in gets)
+    assert read <= bound and read < size / 2, (read, size)
+    err = read_rows(small)[0]["error"]
+    assert "--max-download-bytes" in err and f"{base}/long.mp4" in err, err
+
+
+def test_video_urls_sniffed_refused_ranges_and_missing(sluice, range_server, tmp_path):
+    """A URL whose name says nothing is sniffed as a video; a ?query does not
+    hide the extension; a server that ignores Range gets the video fetched
+    whole (under the bound, as an image is); a 404 fails its row alone."""
+    www, base = range_server
+    rows_in = [
+        {"id": "sniffed", "url": f"{base}/clip"},
+        {"id": "query", "url": f"{base}/colours.webm?sig=abc"},
+        {"id": "plain", "url": f"{base}/plain/colours.mp4"},
+        {"id": "plain-mid", "url": f"{base}/plain/mid.mp4"},
+        {"id": "plain-long", "url": f"{base}/plain/long.mp4"},
+        {"id": "gone", "url": f"{base}/gone.mp4"},
+        {"id": "image", "url": f"{base}/plain/none.jpg"},
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows_in))
+    out = tmp_path / "out"
+    r = sluice.caption(manifest, out, "--max-tokens", 2, "--show", 0, "--metrics-addr", "off",
+                       "--max-download-bytes", "2M")
+    assert r.returncode == 3, r.stderr
+    rows = {row["id"]: row for row in read_rows(out)}
+    for ok in ("sniffed", "query", "plain"):
+        assert rows[ok].get("error") is None and rows[ok]["video_frames"] == 4, rows[ok]
+    # (-t 4 with -c copy ends at a keyframe past 4 s: 4 or 5 frames)
+    assert rows["plain-mid"].get("error") is None and rows["plain-mid"]["video_frames"] >= 4
+    assert "limit" in rows["plain-long"]["error"], rows["plain-long"]
+    assert "HTTP 404" in rows["gone"]["error"] and f"{base}/gone.mp4" in rows["gone"]["error"]
+    log = RangeHandler.log
+    # The sniffed one: a small read, then ranged reads of the rest.
+    clip = [e for e in log if e[0] == "/clip"]
+    assert clip[0][1] == "bytes=0-511" and all(e[2] == 206 for e in clip), clip
+    # Range ignored: the ranged try stopped early, then the whole GET stopped at the
+    # bound. (What the server wrote includes what the sockets buffered when the
+    # client hung up: MBs on loopback, less than the file.)
+    plain_long = [e for e in log if e[0] == "/plain/long.mp4"]
+    assert [e[1] for e in plain_long] == ["bytes=0-262143", None], plain_long
+    assert all(n < (www / "long.mp4").stat().st_size for *_, n in plain_long), plain_long
+    # ... and under the bound the whole GET is decoded from memory.
+    plain_mid = [e for e in log if e[0] == "/plain/mid.mp4"]
+    assert [e[1] for e in plain_mid] == ["bytes=0-262143", None], plain_mid
+    assert (www / "mid.mp4").stat().st_size > 262144
+    # An image name is not asked for by range.
+    assert all(e[1] is None for e in log if e[0] == "/plain/none.jpg")
+
+
+def test_rows_from_a_folder_of_videos_in_a_bucket(sluice, clips, tmp_path):
+    with moto_store() as (env, client):
+        client.create_bucket(Bucket="vids")
+        client.put_object(Bucket="vids", Key="set/a.mp4", Body=(clips / "colours.mp4").read_bytes())
+        client.put_object(Bucket="vids", Key="set/b.webm",
+                          Body=(clips / "colours.webm").read_bytes())
+        img = sample_images()[0]
+        client.put_object(Bucket="vids", Key="set/c" + img.suffix, Body=img.read_bytes())
+        proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+        try:
+            out = tmp_path / "out"
+            r = subprocess.run([str(sluice.binary), "caption", "s3://vids/set", "-o", str(out),
+                                "--model", str(TINY / "model.gguf"), "--mmproj",
+                                str(TINY / "mmproj.gguf"), "--max-tokens", "2", "--show", "0",
+                                "--metrics-addr", "off"],
+                               env=dict(env, AWS_ENDPOINT_URL=proxy.url), capture_output=True,
+                               text=True, timeout=600)
+            assert r.returncode == 0, r.stderr[-3000:]
+            rows = {row["id"]: row for row in read_rows(out)}
+            assert sorted(rows) == ["a.mp4", "b.webm", "c" + img.suffix]
+            for v in ("a.mp4", "b.webm"):
+                assert rows[v].get("error") is None and rows[v]["video_frames"] == 4, rows[v]
+                assert rows[v]["path"] == f"s3://vids/set/{v}"
+                gets = proxy.gets(f"/vids/set/{v}")
+                assert gets and all(rng for _, _, rng, _, _ in gets), gets
+            assert "video_frames" not in rows["c" + img.suffix]
+        finally:
+            proxy.close()
