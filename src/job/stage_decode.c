@@ -87,7 +87,7 @@ static void make_thumb(job *j, sl_row *row, caption_row *r, const sl_image *img)
         sl_log(SL_LOG_DEBUG, "no thumbnail for %s: %s", r->rel, sl_last_error());
 }
 
-/* --- videos ------------------------------------------------------------------ */
+/* --- a row's several images: a video's frames, a list's images ------------ */
 
 void media_row_free(media_row *v)
 {
