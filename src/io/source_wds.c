@@ -76,12 +76,14 @@ static void remote_free(remote *s)
     sl_free(s);
 }
 
-/* Opens `file` (a path, or an s3:// URL read through *rem) in a; the
- * libarchive status. */
+/* Opens `file` (a path, or an s3:// or http(s) URL read through *rem: a
+ * dataset's shard on the hub, io/hf.h) in a; the libarchive status. */
 static int open_in(struct archive *a, const char *file, remote **rem)
 {
     *rem = NULL;
-    if (!sl_s3_is_url(file))
+    char scheme[16];
+    sl_url_scheme(file, scheme);
+    if (!sl_s3_is_url(file) && strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
         return archive_read_open_filename(a, file, 1 << 16);
     remote *s = sl_calloc(1, sizeof *s);
     if (!s || !(s->buf = sl_malloc(REMOTE_MAX_BLOCK)) || sl_ranged_open(file, &s->io) != SL_OK) {
