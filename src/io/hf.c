@@ -155,7 +155,9 @@ static bool path_ok(const char *p, size_t len)
 bool hf_tree_parse(const char *body, size_t len, hf_listing *out, char *why, size_t cap)
 {
     json_error_t jerr;
-    json_t *root = json_loadb(body ? body : "", body ? len : 0, 0, &jerr);
+    /* JSON_ALLOW_NUL: an entry whose name holds a NUL is dropped alone
+     * (path_ok), not the page. */
+    json_t *root = json_loadb(body ? body : "", body ? len : 0, JSON_ALLOW_NUL, &jerr);
     if (!json_is_array(root)) {
         snprintf(why, cap, "not a tree listing (%s)", root ? "not a JSON array" : jerr.text);
         json_decref(root);
