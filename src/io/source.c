@@ -31,8 +31,18 @@
 
 sl_source_params sl_source_default_params(void)
 {
+    sl_fetch_params f = sl_fetch_default_params();
     return (sl_source_params){.max_item_bytes = 256u << 20, .shard_size = 1000,
-                              .max_line_bytes = 1u << 20, .max_columns = 10000};
+                              .max_line_bytes = 1u << 20, .max_columns = 10000,
+                              .fetch_timeout_ms = f.timeout_ms, .fetch_retries = f.retries};
+}
+
+sl_ranged_params sl_source_ranged_params(const sl_source_params *p)
+{
+    sl_ranged_params r = sl_ranged_default_params();
+    r.timeout_ms = p->fetch_timeout_ms;
+    r.retries = p->fetch_retries;
+    return r;
 }
 
 void sl_source_item_clear(sl_source_item *item)
@@ -901,10 +911,10 @@ static sl_status add_file(char ***out, char ***hf, size_t *nout, size_t *cap, ch
 }
 
 /* A dataset on the hub: its files' URLs, named by their repository paths. */
-static sl_status expand_hf(const char *ref, char ***out, char ***hf, size_t *nout, size_t *cap)
+static sl_status expand_hf(const char *ref, const sl_source_params *p, char ***out, char ***hf,
+                           size_t *nout, size_t *cap)
 {
-    sl_fetch_params fp = sl_fetch_default_params();
-    hf_fetch f = {.timeout_ms = fp.timeout_ms, .retries = fp.retries};
+    hf_fetch f = {.timeout_ms = p->fetch_timeout_ms, .retries = p->fetch_retries};
     char **urls, **names;
     size_t n;
     sl_status st = hf_expand(ref, &f, &urls, &names, &n);
@@ -925,8 +935,8 @@ static sl_status expand_hf(const char *ref, char ***out, char ***hf, size_t *nou
 /* Expands every input (braces, then globs; hf://datasets/ references
  * through the hub's listing) into files; *hf_names is NULL unless some
  * input is such a reference. */
-static sl_status expand_inputs(const char *const *inputs, size_t n, char ***files, size_t *count,
-                               char ***hf_names)
+static sl_status expand_inputs(const char *const *inputs, size_t n, const sl_source_params *p,
+                               char ***files, size_t *count, char ***hf_names)
 {
     char **out = NULL, **hf = NULL;
     size_t nout = 0, cap = 0;
@@ -947,7 +957,7 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, char ***file
             char *single[1] = {names[k]};
             if (hf_is_dataset_ref(names[k])) {
                 any_hf = true;
-                st = expand_hf(names[k], &out, &hf, &nout, &cap);
+                st = expand_hf(names[k], p, &out, &hf, &nout, &cap);
                 continue;
             }
             if (has_glob(names[k]) && !sl_s3_is_url(names[k])) {
@@ -1261,7 +1271,7 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
     if (!src)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening the inputs");
     src->p = *params;
-    sl_status st = expand_inputs(inputs, n, &src->files, &src->n_files, &src->hf_names);
+    sl_status st = expand_inputs(inputs, n, params, &src->files, &src->n_files, &src->hf_names);
     for (size_t i = 0; st == SL_OK && i < src->n_files; i++) {
         const char *f = src->files[i];
         const char *k = forced ? forced : kind_of(f);

@@ -24,7 +24,8 @@ HfFileSystem ask for them:
   GET  /lfs/datasets/ORG/NAME/COMMIT/PATH     the bytes, with Range (A-B, A-, -N: 206; past the
                                               end: 416)
 A private dataset answers 401 to the API and resolve routes unless the
-request carries `Authorization: Bearer <token>` (Hub.token).
+request carries `Authorization: Bearer <token>` (Hub.token); `fail_lfs = n`
+answers the next n GETs of the CDN with 503.
 
 Faults for tests: `drop_once[file] = n` sends only n bytes of the first full
 GET of `file` then closes; `lie_size[file] = n` makes the hub list size n;
@@ -53,6 +54,7 @@ class Hub(LocalServer):
         self.private = set()
         self.token = None
         self.tree_page = 1000
+        self.fail_lfs = 0
         hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -129,6 +131,9 @@ class Hub(LocalServer):
                 parts = url.path.split("/")
                 api = parts[1] == "api"
                 if parts[1] == "lfs":  # the CDN: no token asked, as a signed URL
+                    if hub.fail_lfs > 0 and not head:
+                        hub.fail_lfs -= 1
+                        return self.send_json(503, {"error": "try again"})
                     repo, sha, file = "/".join(parts[3:5]), parts[5], "/".join(parts[6:])
                     data = hub.datasets.get(repo, {}).get("commits", {}).get(sha, {}).get(unquote(file))
                     if data is None:

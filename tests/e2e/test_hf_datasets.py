@@ -49,7 +49,8 @@ def lists_parquet(images):
 
 def caption(sluice, hub, *args, token=True, extra_env=None, timeout=600):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_ENDPOINT=hub.endpoint, **(extra_env or {}))
+    env["HF_ENDPOINT"] = hub.endpoint
+    env.update(extra_env or {})
     if token:
         env["HF_TOKEN"] = TOKEN
     return subprocess.run([str(sluice.binary), "caption", *map(str, args),
@@ -189,6 +190,26 @@ def test_errors_stop_before_the_model_loads(sluice, hub, tmp_path, ref, env, tok
         assert w in r.stderr, (w, r.stderr[-2000:])
     assert not list((tmp_path / "o").glob("part-*"))
     assert not data_requests(hub)  # nothing read
+
+
+def test_retries_follow_download_retries_and_an_unreachable_hub(sluice, hub, tmp_path):
+    """A 503 from the CDN: retried by default (every row there), failing the
+    file's rows with --download-retries 0 (the flag reaches the ranged
+    reads); a hub that cannot be reached stops the command (exit 1)."""
+    hub.fail_lfs = 1
+    r = caption(sluice, hub, "hf://datasets/org/pics@v1", "-o", tmp_path / "a")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert hub.fail_lfs == 0 and all(row["error"] is None for row in read_rows(tmp_path / "a"))
+    hub.fail_lfs = 1
+    r = caption(sluice, hub, "hf://datasets/org/pics@v1", "-o", tmp_path / "b",
+                "--download-retries", "0")
+    rows = read_rows(tmp_path / "b")
+    assert rows and all("HTTP 503" in row["error"] and "train-00000-of-00001.parquet" in row["error"]
+                        for row in rows), rows
+    r = caption(sluice, hub, "hf://datasets/org/pics", "-o", tmp_path / "c",
+                "--download-retries", "0", extra_env={"HF_ENDPOINT": "http://127.0.0.1:1"})
+    assert r.returncode == 1 and "cannot reach the hub" in r.stderr, r.stderr[-2000:]
+    assert "hf://datasets/org/pics" in r.stderr
 
 
 def test_the_private_dataset_with_its_token(sluice, hub, tmp_path):
