@@ -212,10 +212,23 @@ def test_retries_follow_download_retries_and_an_unreachable_hub(sluice, hub, tmp
     assert "hf://datasets/org/pics" in r.stderr
 
 
-def test_the_private_dataset_with_its_token(sluice, hub, tmp_path):
+def test_the_private_dataset_with_its_token_and_several_datasets(sluice, hub, tmp_path):
+    """With HF_TOKEN the private dataset reads; two datasets in one job name
+    their files ORG/NAME/PATH; one dataset given twice is refused."""
     r = caption(sluice, hub, "hf://datasets/org/secret", "-o", tmp_path / "o")
     assert r.returncode == 0, r.stderr[-3000:]
     assert [row["id"] for row in read_rows(tmp_path / "o")] == ["data/x.parquet:0"]
+    r = caption(sluice, hub, "hf://datasets/org/secret", "hf://datasets/org/pics@v1",
+                "-o", tmp_path / "two")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(row["id"] for row in read_rows(tmp_path / "two")) == [
+        "org/pics/data/train-00000-of-00001.parquet:0",
+        "org/pics/data/train-00000-of-00001.parquet:1", "org/secret/data/x.parquet:0"]
+    r = caption(sluice, hub, "hf://datasets/org/secret", "hf://datasets/org/secret/data",
+                "-o", tmp_path / "twice")
+    assert r.returncode == 2 and "selected twice" in r.stderr and "data/x.parquet" in r.stderr
+    r = caption(sluice, hub, "hf://datasets/org/secret", str(tmp_path), "-o", tmp_path / "mix")
+    assert r.returncode == 2 and "inputs mix hf://datasets/" in r.stderr, r.stderr[-2000:]
 
 
 def test_kill_9_then_resume_reads_the_rest(sluice, hub, tmp_path):
