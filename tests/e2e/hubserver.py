@@ -24,8 +24,9 @@ HfFileSystem ask for them:
   GET  /lfs/datasets/ORG/NAME/COMMIT/PATH     the bytes, with Range (A-B, A-, -N: 206; past the
                                               end: 416)
 A private dataset answers 401 to the API and resolve routes unless the
-request carries `Authorization: Bearer <token>` (Hub.token); `fail_lfs = n`
-answers the next n GETs of the CDN with 503.
+request carries `Authorization: Bearer <token>` (Hub.token); with
+`fail_lfs` set, the CDN answers the first GET of each (path, Range) with 503
+(the run's and the count's reads alike, whichever comes first).
 
 Faults for tests: `drop_once[file] = n` sends only n bytes of the first full
 GET of `file` then closes; `lie_size[file] = n` makes the hub list size n;
@@ -54,7 +55,8 @@ class Hub(LocalServer):
         self.private = set()
         self.token = None
         self.tree_page = 1000
-        self.fail_lfs = 0
+        self.fail_lfs = False
+        self.failed_lfs = set()
         hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -131,8 +133,9 @@ class Hub(LocalServer):
                 parts = url.path.split("/")
                 api = parts[1] == "api"
                 if parts[1] == "lfs":  # the CDN: no token asked, as a signed URL
-                    if hub.fail_lfs > 0 and not head:
-                        hub.fail_lfs -= 1
+                    key = (url.path, self.headers.get("Range"))
+                    if hub.fail_lfs and not head and key not in hub.failed_lfs:
+                        hub.failed_lfs.add(key)
                         return self.send_json(503, {"error": "try again"})
                     repo, sha, file = "/".join(parts[3:5]), parts[5], "/".join(parts[6:])
                     data = hub.datasets.get(repo, {}).get("commits", {}).get(sha, {}).get(unquote(file))
