@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "io/curl_conn.h"
 #include "io/fetch.h"
+#include "io/hf.h"
 #include "io/s3.h"
 
 sl_fetch_params sl_fetch_default_params(void)
@@ -28,17 +29,14 @@ void sl_fetch_init_curl(void) { pthread_once(&curl_once, curl_init); }
 
 /* --- the policy every HTTP(S) request of fetch.c follows ---------------------- */
 
-/* The pause before try `attempt` (1, 2, ...): 200 ms, doubling, 5 s at most. */
-static void pause_before(int attempt)
+void sl_fetch_pause(int attempt)
 {
     long ms = attempt < 6 ? 200L << (attempt - 1) : 5000L;
     struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&pause, NULL);
 }
 
-/* One try's options (after curl_easy_reset): only http and https, also
- * across redirects (5 at most); the whole transfer within timeout_ms. */
-static void set_policy(CURL *h, const char *url, const sl_fetch_params *p, char *cerr)
+void sl_fetch_policy(CURL *h, const char *url, long timeout_ms, char *cerr)
 {
     cerr[0] = '\0';
     curl_easy_reset(h);
@@ -47,10 +45,17 @@ static void set_policy(CURL *h, const char *url, const sl_fetch_params *p, char 
     curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, p->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "sluice");
+    /* $HF_TOKEN for the hub's own host (io/hf.h); libcurl sends it to no
+     * other host a redirect leads to (an LFS file's CDN). */
+    char token[4096];
+    if (hf_bearer(url, token, sizeof token)) {
+        curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
+        curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, token);
+    }
 }
 
 /* Performs the request set on h, counts it; the answer's HTTP status. */
@@ -95,9 +100,9 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
     char why[CURL_ERROR_SIZE + 64] = "";
     for (int attempt = 0; attempt <= p->retries; attempt++) {
         if (attempt)
-            pause_before(attempt);
+            sl_fetch_pause(attempt);
         sl_capped b = {.max = p->max_bytes};
-        set_policy(h, url, p, cerr);
+        sl_fetch_policy(h, url, p->timeout_ms, cerr);
         curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)p->max_bytes);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sl_capped_write);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
@@ -222,9 +227,9 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
     sl_status st = SL_ERR_IO;
     for (int attempt = 0; attempt <= p->retries; attempt++) {
         if (attempt)
-            pause_before(attempt);
+            sl_fetch_pause(attempt);
         range_try t = {.dst = dst, .cap = len, .total = -1};
-        set_policy(h, url, p, cerr);
+        sl_fetch_policy(h, url, p->timeout_ms, cerr);
         curl_easy_setopt(h, CURLOPT_RANGE, range);
         curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, range_header);
         curl_easy_setopt(h, CURLOPT_HEADERDATA, &t);

@@ -5,7 +5,9 @@
  * redirects (5 at most); each try within timeout_ms; transport errors, 5xx
  * and 429 are retried with a growing pause, other HTTP errors are not. A
  * download's body is capped at max_bytes (refused early when the server
- * announces more). Thread-safe: each thread's
+ * announces more). A URL on the Hugging Face hub's own host carries
+ * $HF_TOKEN as a bearer token (io/hf.h: hf_bearer), which libcurl drops
+ * on a redirect to another host. Thread-safe: each thread's
  * calls go over its own curl handle and the connections it keeps open
  * (io/curl_conn.h). The caller frees *data with sl_free(). */
 #ifndef SL_IO_FETCH_H
@@ -14,6 +16,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <curl/curl.h>
 
 #include "sluice/status.h"
 
@@ -28,6 +32,15 @@ sl_fetch_params sl_fetch_default_params(void);
 /* libcurl's global start-up, once for the process (every user of libcurl
  * in io/ calls it before its first handle). */
 void sl_fetch_init_curl(void);
+
+/* One try's options on h (after curl_easy_reset): the policy above, the
+ * whole transfer within timeout_ms, libcurl's message into cerr
+ * (CURL_ERROR_SIZE bytes), and the hub's token where hf_bearer says.
+ * For requests made elsewhere in io/ (io/hf.c's listing). */
+void sl_fetch_policy(CURL *h, const char *url, long timeout_ms, char *cerr);
+
+/* The pause before try `attempt` (1, 2, ...): 200 ms, doubling, 5 s at most. */
+void sl_fetch_pause(int attempt);
 
 /* SL_ERR_IO with a message naming the URL and the cause ("HTTP 404",
  * "larger than N bytes", "timed out"). */

@@ -571,7 +571,7 @@ static sl_status read_at(sl_pq_reader *r, void *dst, size_t len, int64_t offset)
 
 static sl_status open_file(sl_pq_reader *r)
 {
-    sl_status st = sl_ranged_open(r->path, &r->io);
+    sl_status st = sl_ranged_open_with(r->path, &r->p.io, &r->io);
     if (st == SL_OK) {
         uint64_t size;
         r->remote = sl_ranged_is_remote(r->io);
@@ -623,7 +623,7 @@ static sl_status open_file(sl_pq_reader *r)
 sl_pq_reader_params sl_pq_reader_default_params(void)
 {
     return (sl_pq_reader_params){.max_page_bytes = 256u << 20, .batch_rows = 65536, .batch_bytes = 64u << 20,
-                                 .memory_limit = (size_t)1 << 30};
+                                 .memory_limit = (size_t)1 << 30, .io = sl_ranged_default_params()};
 }
 
 static sl_status select_columns(sl_pq_reader *r, const char *const *names, size_t count, bool check);

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "io/parquet_format.h"
+#include "io/ranged.h"
 #include "sluice/status.h"
 
 typedef struct sl_pq_reader sl_pq_reader;
@@ -37,6 +38,7 @@ typedef struct sl_pq_reader_params {
     size_t batch_bytes;    /* a byte-array column's bytes in one batch: the batch ends before
                               they pass this, but holds at least one row (64 MiB) */
     size_t memory_limit;   /* pages, dictionaries and batches of all selected columns (1 GiB) */
+    sl_ranged_params io;   /* how a remote file is read (io/ranged.h's defaults) */
 } sl_pq_reader_params;
 
 sl_pq_reader_params sl_pq_reader_default_params(void);

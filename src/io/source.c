@@ -22,6 +22,8 @@
 #include "core/json.h"
 #include "io/batch_line.h"
 #include "io/dir_source.h"
+#include "io/fetch.h"
+#include "io/hf.h"
 #include "io/ranged.h"
 #include "io/s3.h"
 #include "io/source_impl.h"
@@ -29,8 +31,18 @@
 
 sl_source_params sl_source_default_params(void)
 {
+    sl_fetch_params f = sl_fetch_default_params();
     return (sl_source_params){.max_item_bytes = 256u << 20, .shard_size = 1000,
-                              .max_line_bytes = 1u << 20, .max_columns = 10000};
+                              .max_line_bytes = 1u << 20, .max_columns = 10000,
+                              .fetch_timeout_ms = f.timeout_ms, .fetch_retries = f.retries};
+}
+
+sl_ranged_params sl_source_ranged_params(const sl_source_params *p)
+{
+    sl_ranged_params r = sl_ranged_default_params();
+    r.timeout_ms = p->fetch_timeout_ms;
+    r.retries = p->fetch_retries;
+    return r;
 }
 
 void sl_source_item_clear(sl_source_item *item)
@@ -810,6 +822,8 @@ struct sl_source {
     const char *kind_name;
     char **files;
     char **lexical;          /* each file as an absolute path, lexically (names point here) */
+    char **hf_names;         /* hf://datasets/ inputs: each file's repository path (all or
+                                none of the files are such) */
     const char **names;      /* each file's name in ids */
     bool ids_have_folders;
     size_t n_files, next_file;
@@ -870,11 +884,63 @@ static const source_kind *kind_named(const char *name)
 
 static bool has_glob(const char *s) { return strpbrk(s, "*?[") != NULL; }
 
-/* Expands every input (braces, then globs) into files. */
-static sl_status expand_inputs(const char *const *inputs, size_t n, char ***files, size_t *count)
+/* Appends one expanded name to *out (and, for the files of a dataset on
+ * the hub, its repository path to *hf); both take the strings. */
+static sl_status add_file(char ***out, char ***hf, size_t *nout, size_t *cap, char *file,
+                          char *hf_name)
 {
-    char **out = NULL;
+    if (*nout == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        char **grown = sl_realloc(*out, ncap * sizeof *grown);
+        if (grown)
+            *out = grown;
+        char **hgrown = grown ? sl_realloc(*hf, ncap * sizeof *hgrown) : NULL;
+        if (hgrown)
+            *hf = hgrown;
+        if (!hgrown) {
+            sl_free(file);
+            sl_free(hf_name);
+            return sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs");
+        }
+        *cap = ncap;
+    }
+    (*out)[*nout] = file;
+    (*hf)[*nout] = hf_name;
+    ++*nout;
+    return SL_OK;
+}
+
+/* A dataset on the hub: its files' URLs, named by their repository paths. */
+static sl_status expand_hf(const char *ref, const sl_source_params *p, char ***out, char ***hf,
+                           size_t *nout, size_t *cap)
+{
+    hf_fetch f = {.timeout_ms = p->fetch_timeout_ms, .retries = p->fetch_retries};
+    char **urls, **names;
+    size_t n;
+    sl_status st = hf_expand(ref, &f, &urls, &names, &n);
+    if (st != SL_OK)
+        return st;
+    size_t i = 0;
+    for (; i < n && st == SL_OK; i++)
+        st = add_file(out, hf, nout, cap, urls[i], names[i]);
+    for (; i < n; i++) {
+        sl_free(urls[i]);
+        sl_free(names[i]);
+    }
+    sl_free(urls);
+    sl_free(names);
+    return st;
+}
+
+/* Expands every input (braces, then globs; hf://datasets/ references
+ * through the hub's listing) into files; *hf_names is NULL unless some
+ * input is such a reference. */
+static sl_status expand_inputs(const char *const *inputs, size_t n, const sl_source_params *p,
+                               char ***files, size_t *count, char ***hf_names)
+{
+    char **out = NULL, **hf = NULL;
     size_t nout = 0, cap = 0;
+    bool any_hf = false;
     sl_status st = SL_OK;
     for (size_t i = 0; i < n && st == SL_OK; i++) {
         char **names;
@@ -889,6 +955,11 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, char ***file
             char **found = NULL;
             size_t nfound = 0;
             char *single[1] = {names[k]};
+            if (hf_is_dataset_ref(names[k])) {
+                any_hf = true;
+                st = expand_hf(names[k], p, &out, &hf, &nout, &cap);
+                continue;
+            }
             if (has_glob(names[k]) && !sl_s3_is_url(names[k])) {
                 int rc = glob(names[k], 0, NULL, &g);
                 if (rc == GLOB_NOMATCH) {
@@ -908,32 +979,33 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, char ***file
                 nfound = 1;
             }
             for (size_t f = 0; f < nfound && st == SL_OK; f++) {
-                if (nout == cap) {
-                    size_t ncap = cap ? cap * 2 : 16;
-                    char **grown = sl_realloc(out, ncap * sizeof *grown);
-                    if (!grown) {
-                        st = sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs");
-                        break;
-                    }
-                    out = grown;
-                    cap = ncap;
-                }
-                if (!(out[nout] = sl_strdup(found[f])))
-                    st = sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs");
-                else
-                    nout++;
+                char *copy = sl_strdup(found[f]);
+                st = copy ? add_file(&out, &hf, &nout, &cap, copy, NULL)
+                          : sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs");
             }
             if (found != single)
                 globfree(&g);
         }
         sl_strings_free(names, nn);
     }
+    if (st == SL_OK && any_hf)
+        for (size_t i = 0; i < nout && st == SL_OK; i++)
+            if (!hf[i])
+                st = sl_fail(SL_ERR_INVALID_ARG, "inputs mix hf://datasets/ references and other "
+                                                 "files ('%s'): run them as two jobs", out[i]);
     if (st != SL_OK) {
+        if (hf)
+            sl_strings_free(hf, nout); /* NULL for the files not on the hub */
         sl_strings_free(out, nout);
         return st;
     }
+    if (!any_hf) {
+        sl_free(hf);
+        hf = NULL;
+    }
     *files = out;
     *count = nout;
+    *hf_names = hf;
     return SL_OK;
 }
 
@@ -944,6 +1016,8 @@ void sl_source_free(sl_source *src)
     if (src->reader)
         src->kind->close(src->reader);
     sl_strings_free(src->files, src->n_files);
+    if (src->hf_names)
+        sl_strings_free(src->hf_names, src->n_files);
     if (src->lexical)
         sl_strings_free(src->lexical, src->n_files);
     sl_free(src->names);
@@ -1015,11 +1089,38 @@ static sl_status s3_check_once(const sl_source *src)
     return SL_OK;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The same for files of datasets on the hub: one URL listed twice (a
+ * reference given twice, two patterns matching one file). */
+static sl_status hf_check_once(const sl_source *src)
+{
+    size_t n = src->n_files;
+    char **sorted = sl_malloc(n * sizeof *sorted);
+    if (!sorted)
+        return sl_fail(SL_ERR_NOMEM, "out of memory checking the inputs");
+    memcpy(sorted, src->files, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, cmp_str);
+    sl_status st = SL_OK;
+    for (size_t k = 1; k < n && st == SL_OK; k++)
+        if (strcmp(sorted[k - 1], sorted[k]) == 0)
+            st = sl_fail(SL_ERR_INVALID_ARG, "input file '%s' is selected twice (by two "
+                                             "references or patterns): each input must be read "
+                                             "once; name it once", sorted[k]);
+    sl_free(sorted);
+    return st;
+}
+
 static sl_status check_once(sl_source *src, bool folders)
 {
     size_t n = src->n_files;
     if (n < 2)
         return SL_OK;
+    if (src->hf_names)
+        return hf_check_once(src);
     if (sl_s3_is_url(src->files[0]) || sl_s3_is_url(src->files[n - 1]))
         return s3_check_once(src);
     input_ref *refs = sl_calloc(n, sizeof *refs);
@@ -1082,8 +1183,49 @@ static sl_status check_once(sl_source *src, bool folders)
 /* Names every input file in ids: its path from the common folder of all
  * (io/source_parse.h: sl_input_names), so files with one base name in two
  * folders give distinct ids. */
+/* ORG/NAME of a dataset file's URL ({endpoint}/datasets/ORG/NAME/resolve/...). */
+static size_t hf_repo_of(const char *url, const char **repo)
+{
+    const char *end = strstr(url, "/resolve/"), *p = end;
+    for (int slashes = 0; p && p > url && slashes < 2;)
+        slashes += *--p == '/';
+    *repo = p ? p + 1 : url;
+    return end ? (size_t)(end - *repo) : 0;
+}
+
+/* Files of datasets on the hub are named by their repository paths, and
+ * when they come from several datasets, by ORG/NAME/PATH: ids that stay
+ * the same whatever the hub's address. */
+static sl_status name_hf_inputs(sl_source *src)
+{
+    const char *first;
+    size_t first_n = hf_repo_of(src->files[0], &first);
+    bool several = false;
+    for (size_t i = 1; i < src->n_files && !several; i++) {
+        const char *r;
+        size_t rn = hf_repo_of(src->files[i], &r);
+        several = rn != first_n || strncmp(r, first, rn) != 0;
+    }
+    src->lexical = sl_calloc(src->n_files, sizeof *src->lexical);
+    src->names = sl_calloc(src->n_files, sizeof *src->names);
+    if (!src->lexical || !src->names)
+        return sl_fail(SL_ERR_NOMEM, "out of memory naming the inputs");
+    for (size_t i = 0; i < src->n_files; i++) {
+        const char *r;
+        size_t rn = hf_repo_of(src->files[i], &r);
+        src->lexical[i] = several ? sl_asprintf("%.*s/%s", (int)rn, r, src->hf_names[i])
+                                  : sl_strdup(src->hf_names[i]);
+        if (!src->lexical[i])
+            return sl_fail(SL_ERR_NOMEM, "out of memory naming the inputs");
+        src->names[i] = src->lexical[i];
+    }
+    return SL_OK;
+}
+
 static sl_status name_inputs(sl_source *src, bool folders)
 {
+    if (src->hf_names)
+        return name_hf_inputs(src);
     char *cwd = getcwd(NULL, 0); /* relative inputs are named from here; glibc allocates */
     src->lexical = sl_calloc(src->n_files ? src->n_files : 1, sizeof *src->lexical);
     sl_status st = src->lexical ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory naming the inputs");
@@ -1129,12 +1271,12 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
     if (!src)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening the inputs");
     src->p = *params;
-    sl_status st = expand_inputs(inputs, n, &src->files, &src->n_files);
+    sl_status st = expand_inputs(inputs, n, params, &src->files, &src->n_files, &src->hf_names);
     for (size_t i = 0; st == SL_OK && i < src->n_files; i++) {
         const char *f = src->files[i];
         const char *k = forced ? forced : kind_of(f);
         struct stat sb;
-        if (!sl_s3_is_url(f) && stat(f, &sb) != 0)
+        if (!sl_s3_is_url(f) && !src->hf_names && stat(f, &sb) != 0)
             st = sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "input '%s': %s", f,
                          strerror(errno));
         else if (!k)

@@ -57,6 +57,11 @@ typedef struct sl_source_params {
     unsigned shard_peers;
     size_t max_line_bytes;       /* a longer JSONL line or CSV record is a failed row (1 MiB) */
     size_t max_columns;          /* a manifest row with more columns is a failed row (10000) */
+    /* An input file read over http(s) (a dataset on the hub, io/hf.h): its
+     * requests' time per try and tries after the first (30000 ms and 2, as
+     * io/fetch.h; --download-timeout, --download-retries). */
+    long fetch_timeout_ms;
+    int fetch_retries;
 } sl_source_params;
 
 enum { SL_SHARD_SKIP, SL_SHARD_TAKE, SL_SHARD_NONE };

@@ -4,6 +4,7 @@
 #define SL_IO_SOURCE_IMPL_H
 
 #include "core/error.h"
+#include "io/ranged.h"
 #include "io/source.h"
 
 typedef struct source_reader source_reader;
@@ -36,6 +37,10 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
 sl_status sl_source_locate_list(const char *const *values, size_t n, const char *base_dir,
                                 const sl_source_params *p, const char *where,
                                 sl_source_item *item);
+
+/* How an input file read over http(s) is read (fetch_timeout_ms,
+ * fetch_retries): for the kinds that read through io/ranged.h. */
+sl_ranged_params sl_source_ranged_params(const sl_source_params *p);
 
 /* The expanded input files of an open source, in reading order, and each
  * one's name in ids (for tests and fuzz targets). */

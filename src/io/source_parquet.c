@@ -49,6 +49,7 @@ static void pq_close(source_reader *r)
 static sl_pq_reader_params reader_params(const sl_source_params *p)
 {
     sl_pq_reader_params rp = sl_pq_reader_default_params();
+    rp.io = sl_source_ranged_params(p);
     if (p->max_item_bytes > rp.max_page_bytes - (16u << 20) && p->max_item_bytes < SIZE_MAX / 4) {
         rp.max_page_bytes = p->max_item_bytes + (16u << 20);
         if (rp.memory_limit < 4 * rp.max_page_bytes)

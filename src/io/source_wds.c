@@ -76,15 +76,19 @@ static void remote_free(remote *s)
     sl_free(s);
 }
 
-/* Opens `file` (a path, or an s3:// URL read through *rem) in a; the
- * libarchive status. */
-static int open_in(struct archive *a, const char *file, remote **rem)
+/* Opens `file` (a path, or an s3:// or http(s) URL read through *rem: a
+ * dataset's shard on the hub, io/hf.h) in a; the libarchive status. */
+static int open_in(struct archive *a, const char *file, const sl_source_params *p, remote **rem)
 {
     *rem = NULL;
-    if (!sl_s3_is_url(file))
+    char scheme[16];
+    sl_url_scheme(file, scheme);
+    if (!sl_s3_is_url(file) && strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
         return archive_read_open_filename(a, file, 1 << 16);
     remote *s = sl_calloc(1, sizeof *s);
-    if (!s || !(s->buf = sl_malloc(REMOTE_MAX_BLOCK)) || sl_ranged_open(file, &s->io) != SL_OK) {
+    sl_ranged_params rp = sl_source_ranged_params(p);
+    if (!s || !(s->buf = sl_malloc(REMOTE_MAX_BLOCK)) ||
+        sl_ranged_open_with(file, &rp, &s->io) != SL_OK) {
         archive_set_error(a, ENOMEM, "%s", s && s->buf ? sl_last_error() : "out of memory");
         remote_free(s);
         return ARCHIVE_FATAL;
@@ -142,14 +146,14 @@ static void support_tar(struct archive *a)
     archive_read_support_format_tar(a);
 }
 
-static struct archive *open_archive(const char *file, remote **rem)
+static struct archive *open_archive(const char *file, const sl_source_params *p, remote **rem)
 {
     *rem = NULL;
     struct archive *a = archive_read_new();
     if (!a)
         return NULL;
     support_tar(a);
-    if (open_in(a, file, rem) != ARCHIVE_OK) {
+    if (open_in(a, file, p, rem) != ARCHIVE_OK) {
         archive_read_free(a);
         remote_free(*rem);
         *rem = NULL;
@@ -173,7 +177,7 @@ static sl_status wds_open(const char *file, const char *name, const sl_source_pa
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
     support_tar(r->a);
-    if (open_in(r->a, file, &r->rem) != ARCHIVE_OK) {
+    if (open_in(r->a, file, p, &r->rem) != ARCHIVE_OK) {
         *open_error = sl_asprintf("cannot open shard '%s': %s", file, archive_error_string(r->a));
         wds_close(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
@@ -379,7 +383,7 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
 static int64_t wds_count(const char *file, const sl_source_params *p, const atomic_bool *stop)
 {
     remote *rem;
-    struct archive *a = open_archive(file, &rem);
+    struct archive *a = open_archive(file, p, &rem);
     if (!a)
         return 1; /* the shard gives one error item */
     int64_t n = 0;

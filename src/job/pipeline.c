@@ -594,6 +594,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         j.fetch.timeout_ms = (long)(p->download_timeout_s * 1000);
     if (p->download_retries >= 0)
         j.fetch.retries = p->download_retries;
+    j.src_params.fetch_timeout_ms = j.fetch.timeout_ms;
+    j.src_params.fetch_retries = j.fetch.retries;
     /* Cheap checks first: a wrong input or output fails before any model
      * loads. */
     j.rows_per_shard = p->shard_rows > 0 ? p->shard_rows : SL_CAPTION_DEFAULT_SHARD_ROWS;

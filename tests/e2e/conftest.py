@@ -40,6 +40,19 @@ def sample_images() -> list[pathlib.Path]:
     return sorted(p for p in SAMPLES.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
 
 
+def wds_shard(samples) -> bytes:
+    """A WebDataset tar shard (USTAR) of (member name, bytes) pairs, in order."""
+    import io
+    import tarfile
+    shard = io.BytesIO()
+    with tarfile.open(fileobj=shard, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in samples:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return shard.getvalue()
+
+
 def sha256(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -22,6 +22,29 @@ class LocalServer:
         self.server.server_close()
 
 
+def byte_range(header, size):
+    """(status, first, last) for a Range header (bytes=A-B, A-, -N) on a body
+    of `size` bytes: 206 and the slice, 416 past the end, 200 and all of it
+    for no (or another kind of) Range."""
+    m = re.fullmatch(r"bytes=(\d*)-(\d*)", header or "")
+    if not m or not (m.group(1) or m.group(2)):
+        return 200, 0, size - 1
+    if m.group(1):
+        first = int(m.group(1))
+        last = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    else:
+        first = max(0, size - int(m.group(2)))
+        last = size - 1
+    return (416, first, last) if first >= size else (206, first, last)
+
+
+def send_416(handler, size):
+    handler.send_response(416)
+    handler.send_header("Content-Range", f"bytes */{size}")
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+
+
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Serves files as object stores and most web servers do: a GET with a
     Range header (bytes=A-B, A-, -N) gets a 206 with that slice and its
@@ -45,22 +68,11 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.log.append((path, rng, 404, 0))
             self.send_error(404)
             return
-        status, first, last = 200, 0, len(data) - 1
-        m = re.fullmatch(r"bytes=(\d*)-(\d*)", rng or "") if not plain else None
-        if m and (m.group(1) or m.group(2)):
-            if m.group(1):
-                first = int(m.group(1))
-                last = min(int(m.group(2)), len(data) - 1) if m.group(2) else len(data) - 1
-            else:
-                first = max(0, len(data) - int(m.group(2)))
-            if first >= len(data):
-                self.log.append((path, rng, 416, 0))
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            status = 206
+        status, first, last = byte_range(None if plain else rng, len(data))
+        if status == 416:
+            self.log.append((path, rng, 416, 0))
+            send_416(self, len(data))
+            return
         body = data[first:last + 1]
         self.send_response(status)
         if status == 206:

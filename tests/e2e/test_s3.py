@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import REPO, read_rows, sample_images
+from conftest import REPO, read_rows, sample_images, wds_shard
 from s3_store import SECRET, CountingProxy, moto_store
 
 @pytest.fixture(scope="module")
@@ -431,18 +431,6 @@ def test_parquet_in_a_bucket_is_read_by_ranges(store, sluice, tmp_path):
         assert sum(n for *_, n in gets) < 2 * size
     finally:
         proxy.close()
-
-
-def wds_shard(samples):
-    import io
-    import tarfile
-    shard = io.BytesIO()
-    with tarfile.open(fileobj=shard, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in samples:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return shard.getvalue()
 
 
 def test_tar_shards_in_a_bucket_are_streamed(store, sluice, tmp_path):
