@@ -671,3 +671,12 @@ sl_status hf_expand(const char *ref, const hf_fetch *fetch, char ***urls, char *
     hf_listing_clear(&l);
     return st;
 }
+
+char *hf_ref_unpinned(const char *ref)
+{
+    hf_spec spec;
+    if (hf_spec_parse(ref, &spec) != SL_OK)
+        return NULL;
+    return sl_asprintf("hf://datasets/%s/%s%s%s", spec.org, spec.name, spec.pattern[0] ? "/" : "",
+                       spec.pattern);
+}

@@ -83,6 +83,11 @@ size_t hf_select(hf_listing *l, const char *pattern);
  * credentials when the host changes. */
 bool hf_bearer(const char *url, char *token, size_t cap);
 
+/* The reference without its @REVISION (hf://datasets/ORG/NAME[/PATTERN]),
+ * for what stays the same when a run names the commit a branch had: a
+ * copy (sl_free); NULL when ref is not a valid reference or out of memory. */
+char *hf_ref_unpinned(const char *ref);
+
 /* How the listing requests are made. */
 typedef struct hf_fetch {
     long timeout_ms; /* per try */

@@ -1180,9 +1180,6 @@ static sl_status check_once(sl_source *src, bool folders)
     return st;
 }
 
-/* Names every input file in ids: its path from the common folder of all
- * (io/source_parse.h: sl_input_names), so files with one base name in two
- * folders give distinct ids. */
 /* ORG/NAME of a dataset file's URL ({endpoint}/datasets/ORG/NAME/resolve/...). */
 static size_t hf_repo_of(const char *url, const char **repo)
 {
@@ -1222,6 +1219,33 @@ static sl_status name_hf_inputs(sl_source *src)
     return SL_OK;
 }
 
+json_t *sl_source_dataset_commits(const sl_source *src)
+{
+    if (!src->hf_names)
+        return NULL;
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < src->n_files; i++) {
+        const char *repo, *at = strstr(src->files[i], "/resolve/");
+        size_t rn = hf_repo_of(src->files[i], &repo);
+        if (!at)
+            continue;
+        at += strlen("/resolve/");
+        char *pin = sl_asprintf("%.*s@%.*s", (int)rn, repo, (int)strcspn(at, "/"), at);
+        bool seen = false;
+        for (size_t k = 0; pin && !seen && k < json_array_size(list); k++)
+            seen = strcmp(json_string_value(json_array_get(list, k)), pin) == 0;
+        if (!pin || (!seen && json_array_append_new(list, json_string(pin)) != 0)) {
+            json_decref(list);
+            list = NULL;
+        }
+        sl_free(pin);
+    }
+    return list;
+}
+
+/* Names every input file in ids: its path from the common folder of all
+ * (io/source_parse.h: sl_input_names), so files with one base name in two
+ * folders give distinct ids. */
 static sl_status name_inputs(sl_source *src, bool folders)
 {
     if (src->hf_names)

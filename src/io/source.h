@@ -138,6 +138,12 @@ int64_t sl_source_count(const char *const *inputs, size_t n, const sl_source_par
  * NULL when out of memory. */
 char *sl_source_origin(const sl_source *src, size_t input, int64_t at);
 
+/* The hub datasets the inputs were read from, each pinned to the commit its
+ * revision named when the source opened: a JSON array of "ORG/NAME@COMMIT"
+ * (distinct, in input order; the caller's); NULL when the inputs hold no
+ * hf://datasets/ reference, or out of memory. */
+json_t *sl_source_dataset_commits(const sl_source *src);
+
 void sl_source_item_clear(sl_source_item *item);
 void sl_source_free(sl_source *src);
 

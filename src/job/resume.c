@@ -11,6 +11,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "io/hf.h"
 #include "io/s3.h"
 #include "io/shard.h"
 #include "job/batch.h"
@@ -57,7 +58,23 @@ static char *fingerprint(const job *j)
 {
     const sl_caption_params *p = j->p;
     char *t = sl_strdup("");
-    fp_add(&t, "inputs", fp_strings(j->inputs, (int)j->n_inputs));
+    /* A dataset on the hub counts by the commit it was read at, not the
+     * revision named: a branch that moved since is refused (dataset_commits
+     * differ), and naming the first run's commit (@COMMIT) goes on with it. */
+    char **unpinned = sl_calloc(j->n_inputs ? j->n_inputs : 1, sizeof *unpinned);
+    for (size_t i = 0; unpinned && i < j->n_inputs; i++)
+        unpinned[i] = hf_is_dataset_ref(j->inputs[i]) ? hf_ref_unpinned(j->inputs[i]) : NULL;
+    const char **names = sl_calloc(j->n_inputs ? j->n_inputs : 1, sizeof *names);
+    for (size_t i = 0; names && i < j->n_inputs; i++)
+        names[i] = unpinned && unpinned[i] ? unpinned[i] : j->inputs[i];
+    fp_add(&t, "inputs", names ? fp_strings(names, (int)j->n_inputs) : NULL);
+    for (size_t i = 0; unpinned && i < j->n_inputs; i++)
+        sl_free(unpinned[i]);
+    sl_free(unpinned);
+    sl_free(names);
+    json_t *commits = sl_source_dataset_commits(j->src);
+    if (commits)
+        fp_add(&t, "dataset_commits", commits);
     fp_add(&t, "input_format", job_json_text(p->input_format));
     fp_add(&t, "include", fp_strings(p->include, p->n_include));
     fp_add(&t, "exclude", fp_strings(p->exclude, p->n_exclude));

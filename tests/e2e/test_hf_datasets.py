@@ -268,3 +268,27 @@ def test_kill_9_then_resume_reads_the_rest(sluice, hub, tmp_path):
     assert sorted(after) == want
     new = after[len(before):]
     assert sorted(new) == sorted(set(want) - set(before))
+
+
+def test_a_branch_that_moved_is_refused_and_its_first_commit_goes_on(sluice, hub, tmp_path):
+    """A job read at @main's commit C1; main then moves to C2: the same
+    command is refused (dataset_commits differ) rather than mixing rows of
+    two commits; naming @C1 goes on with the first run's files, each row
+    once."""
+    imgs = sample_images()
+    first = hub.add_dataset("org/moving", {"data/a.parquet": parquet(imgs[:4], 0)})
+    out = tmp_path / "out"
+    r = caption(sluice, hub, "hf://datasets/org/moving", "-o", out, "--limit", 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(read_rows(out)) == 2
+    second = hub.add_dataset("org/moving", {"data/a.parquet": parquet(imgs[:4], 500)})
+    assert second != first
+    r = caption(sluice, hub, "hf://datasets/org/moving", "-o", out)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "dataset_commits" in r.stderr
+    r = caption(sluice, hub, f"hf://datasets/org/moving@{first}", "-o", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for part in sorted(out.glob("part-*.jsonl"))
+            for line in part.read_text().splitlines()]
+    assert sorted(row["id"] for row in rows) == [f"data/a.parquet:{i}" for i in range(4)]
+    assert sorted(row["label"] for row in rows) == [0, 1, 2, 3]  # all from the first commit
