@@ -1,8 +1,9 @@
 /* job/stage_decode.c — the decode stage: fetch a URL's bytes (or read a file
  * whose bytes go on as they are), decode and shrink the image (image/) or
  * sample a video's frames (sluice/video.h), make the gallery's thumbnail,
- * and for HTTP engines encode the JPEGs to send in place of the pixels. Each
- * row's bytes in flight are kept exact. */
+ * and for HTTP engines encode the JPEGs to send in place of the pixels; in a
+ * dry run, note each input's encoded bytes and format (its output columns).
+ * Each row's bytes in flight are kept exact. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

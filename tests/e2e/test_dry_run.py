@@ -76,6 +76,7 @@ def test_every_input_is_a_row_and_every_failure_is_named(sluice, http_root, tmp_
         json.dumps({"id": "web", "url": f"{base}/web.jpg"}),
         json.dumps({"id": "web404", "url": f"{base}/nope.jpg"}),
         '{"id": "broken", this is not json',
+        json.dumps({"id": "pair", "images": [str(JPEGS[0]), str(JPEGS[2])]}),
     ]) + "\n")
     rows, runs = {}, []
     for name, inputs in (("folder", folder), ("manifest", manifest)):
@@ -86,6 +87,9 @@ def test_every_input_is_a_row_and_every_failure_is_named(sluice, http_root, tmp_
     want_ok = {p.name: p for p in JPEGS[:3]}
     want_ok.update({"here": JPEGS[1], "web": JPEGS[3]})
     failed = {"truncated.jpg", "corrupt.jpg", "empty.png", "missing", "web404", "list.jsonl:5"}
+    pair = rows.pop("pair")  # a list of images: their bytes summed
+    assert pair["error"] is None and pair["image_count"] == 2 and pair["format"] == "jpeg"
+    assert pair["input_bytes"] == JPEGS[0].stat().st_size + JPEGS[2].stat().st_size
     assert set(rows) == set(want_ok) | failed, sorted(rows)
 
     for rid, src in want_ok.items():
