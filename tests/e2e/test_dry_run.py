@@ -264,3 +264,17 @@ def test_a_videos_row_has_its_frames_size_and_container(sluice, tmp_path):
             assert v["jpeg_bytes"] > 0
         else:
             assert "jpeg_bytes" not in v
+
+
+def test_a_job_file_runs_dry_without_fetching_its_model(sluice, four, tmp_path):
+    # examples/caption.yaml names an hf:// model: a dry run fetches nothing
+    # (offline, a fetch would fail) and the flag overrides the file.
+    r = subprocess.run([str(sluice.binary), "run", str(SAMPLES.parent / "examples" / "caption.yaml"),
+                        str(four), "-o", str(tmp_path / "o"), "--dry-run", *QUIET],
+                       capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf")))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "fetching" not in r.stderr and not (tmp_path / "hf").exists()
+    got = duckdb.sql(f"SELECT count(*), count(caption), min(format) FROM "
+                     f"'{tmp_path}/o/*.parquet'").fetchall()
+    assert got == [(4, 0, "jpeg")]
