@@ -251,7 +251,7 @@ typedef struct sl_caption_summary {
     long inputs_done_before;  /* inputs earlier runs finished (their inputs_done summed) */
     bool dry_run;             /* params.dry_run: no model, no answers */
     uint64_t input_bytes;     /* the encoded bytes of the inputs whose rows this run
-                                 committed (dry runs only; this process's under MPI) */
+                                 committed (dry runs only; under MPI every rank's) */
     uint64_t jpeg_bytes;      /* dry run, engine "openai": the JPEGs that would be sent */
     /* This run's failed rows by stage and cause (summary.json's "failures";
      * a cause is sl_status_class()'s word: not_found, decode, io, ...). */

@@ -575,6 +575,8 @@ static sl_status job_totals(job *j, sl_caption_summary *sum)
     sum->rows_dropped = (long)all.dropped;
     sum->inputs_done = (long)all.inputs;
     sum->rows_skipped = (long)all.skipped; /* every rank skips in its own shards */
+    sum->input_bytes = (uint64_t)all.input_bytes;
+    sum->jpeg_bytes = (uint64_t)all.jpeg_bytes;
     return st;
 }
 

@@ -278,3 +278,26 @@ def test_a_job_file_runs_dry_without_fetching_its_model(sluice, four, tmp_path):
     got = duckdb.sql(f"SELECT count(*), count(caption), min(format) FROM "
                      f"'{tmp_path}/o/*.parquet'").fetchall()
     assert got == [(4, 0, "jpeg")]
+
+
+def test_a_dry_run_over_mpi_ranks_sums_every_ranks_bytes(sluice_bin, tmp_path):
+    from test_mpi import MPIRUN, mpi_built, mpi_env, mpirun_args
+    if not MPIRUN or not mpi_built(sluice_bin):
+        pytest.skip("sluice built without MPI, or no mpirun")
+    src = tmp_path / "in"
+    n = sample_copies(src, 8)
+    out = tmp_path / "out"
+    r = subprocess.run(mpirun_args(2) + [str(sluice_bin), "caption", str(src), "-o", str(out),
+                                         "--dry-run", "--input-shard-size", "3", "--shard-rows",
+                                         "5", "--decode-workers", "1", *QUIET],
+                       capture_output=True, text=True, timeout=600, env=mpi_env())
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows, parts = [], set()
+    for part in sorted(out.glob("part-*.jsonl")):
+        lines = part.read_text().splitlines()
+        rows += [json.loads(line) for line in lines]
+        parts.add(int(part.name[5:10]) % 2)
+    assert len(by_id(rows)) == n and parts == {0, 1}  # both ranks wrote
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["total"] == n
+    assert summary["input_bytes"] == sum(row["input_bytes"] for row in rows)
