@@ -202,6 +202,15 @@ typedef struct sl_caption_params {
     bool allow_local_images;   /* image_url parts may name local files (else the line fails) */
     bool ignore_model;         /* run requests whose body.model is another model's */
     const char *errors_file;   /* failed requests go to this file, not the output parts */
+    /* A dry run (docs/inputs.md, "Checking inputs first"): read and decode
+     * every input with no model (llama's model files and openai's
+     * endpoints are not needed, nor checked); every input is a row as usual
+     * with no answer (caption null, tokens 0), its error if it failed, and
+     * the columns format, input_bytes and, with engine "openai", jpeg_bytes
+     * (the JPEGs that would be sent, encoded). Stages after "engine" are
+     * refused (they need answers), so is an OpenAI batch file. Part of the
+     * resume fingerprint: a dry run's output folder is not a real run's. */
+    bool dry_run;
 } sl_caption_params;
 
 /* Rows per part when shard_rows is 0: a crash loses at most this many. */
@@ -240,6 +249,18 @@ typedef struct sl_caption_summary {
     long inputs_done;         /* inputs (images, batch requests) this run finished: their
                                  rows committed, or dropped (under MPI: every rank's) */
     long inputs_done_before;  /* inputs earlier runs finished (their inputs_done summed) */
+    bool dry_run;             /* params.dry_run: no model, no answers */
+    uint64_t input_bytes;     /* the encoded bytes of the inputs whose rows this run
+                                 committed (dry runs only; under MPI every rank's) */
+    uint64_t jpeg_bytes;      /* dry run, engine "openai": the JPEGs that would be sent */
+    /* This run's failed rows by stage and cause (summary.json's "failures";
+     * a cause is sl_status_class()'s word: not_found, decode, io, ...). */
+    struct sl_caption_failures {
+        char stage[32];
+        char cause[32];
+        long rows;
+    } failures[16];
+    int n_failures;           /* failures[] used; further kinds are left out */
 } sl_caption_summary;
 
 /* Runs the whole job. SL_OK when it ran to the end, even if rows failed

@@ -76,7 +76,9 @@ sl_status sl_pipeline_add_builtin(sl_pipeline *pl, sl_pipeline_builtin which);
 sl_status sl_pipeline_add_stage(sl_pipeline *pl, const sl_pipeline_stage_params *stage);
 
 /* Runs the job once (as sl_caption_run() does: returns and summary are
- * its). SL_ERR_INVALID_ARG when a built-in stage is missing or it ran. */
+ * its). SL_ERR_INVALID_ARG when a built-in stage is missing or it ran, and
+ * for a dry run (params->dry_run) with a stage of the caller's after the
+ * engine: the engine stage is left out, so it would get no answers. */
 sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *summary);
 
 /* Accepts NULL. */

@@ -193,6 +193,9 @@ static const char usage_rest_text[] =
     "                            stop; the same command without it goes on from there\n"
     "      --sample F            only the rows whose id hashes below F (0.01 or 1%): the same\n"
     "                            rows every time; without it, a rerun does the others\n"
+    "      --dry-run             no model: read and decode every input, a row each with its\n"
+    "                            format, size or error (no answer); counts, failures and\n"
+    "                            read/decode speed at the end (docs/inputs.md)\n"
     "      --stage STAGE         a stage of yours (docs/stages.md): FILE.lua or FILE.so, after\n"
     "                            decode, or FILE@read, FILE@engine; or a JSON object {\"lua\":\n"
     "                            FILE, \"after\": ..., \"workers\": N, \"config\": {...}, ...};\n"
@@ -397,6 +400,8 @@ static int check_ready(const sl_config *cfg, const command *cmd)
             return usage_error("caption needs an output folder: -o DIR", NULL);
         snprintf(msg, sizeof msg, "%s sets no output folder: add output.dir, or pass -o DIR",
                  job);
+    } else if (p->dry_run) {
+        return 0; /* no model is opened, no server asked */
     } else if (openai && p->openai.n_endpoints == 0) {
         if (!job)
             return usage_error("--engine openai needs a server: --endpoint URL or "
@@ -615,6 +620,33 @@ static int fetch_from_hub(const char **model, const char **mmproj, sl_hub_files 
     return st == SL_ERR_IO || st == SL_ERR_NOMEM ? EXIT_RUN : EXIT_USAGE;
 }
 
+/* A dry run's last lines: the counts, the failures by stage and cause, how
+ * fast the inputs were read and decoded, and whether decoding would keep
+ * up (its capacity from its busy time). */
+static void print_dry_run(const sl_caption_summary *s, const sl_caption_params *p)
+{
+    double secs = s->seconds > 0 ? s->seconds : 0;
+    if (s->rows_skipped)
+        printf("\nresumed: %ld inputs skipped, done by an earlier run", s->rows_skipped);
+    printf("\ndry run (no model): %ld rows: %ld read and decoded, %ld failed", s->rows,
+           s->rows_ok, s->rows_failed);
+    for (int i = 0; i < s->n_failures; i++)
+        printf("%s%ld %s at %s", i ? ", " : " (", s->failures[i].rows, s->failures[i].cause,
+               s->failures[i].stage);
+    printf("%s in %.2f s\n", s->n_failures ? ")" : "", s->seconds);
+    printf("read %.1f MB: %.2f rows/s, %.2f MB/s", s->input_bytes / 1e6,
+           secs > 0 ? s->rows / secs : 0.0, secs > 0 ? s->input_bytes / 1e6 / secs : 0.0);
+    if (p->engine && strcmp(p->engine, "openai") == 0)
+        printf("; JPEGs to send %.1f MB", s->jpeg_bytes / 1e6);
+    int workers = p->decode_workers > 0 ? p->decode_workers : 1;
+    printf("\nbusy: decode %.2f s over %d worker%s (%.1f rows/s if never waiting), write "
+           "%.2f s; peak memory in flight %.1f MB of %.0f MB\noutput: %s%s\nreport: "
+           "%s/report.html\n", s->decode_busy_s, workers, workers == 1 ? "" : "s",
+           s->decode_busy_s > 0 ? s->rows / s->decode_busy_s * workers : 0.0, s->write_busy_s,
+           s->peak_bytes_in_flight / 1e6, s->memory_budget / 1e6, s->output_file,
+           s->shards > 1 ? " (the last of the shards)" : "", p->output_dir);
+}
+
 static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
 {
     sl_caption_params p = *sl_config_params(cfg);
@@ -628,14 +660,14 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
 
     sl_log_set_level(pr.quiet ? SL_LOG_ERROR : console.verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
     static sl_hub_files model_files, projector_files;
-    if (!openai) {
+    if (!openai && !p.dry_run) {
         int hub_exit = fetch_from_hub(&p.llama.model_path, &p.llama.mmproj_path, &model_files,
                                       &projector_files, pr.quiet);
         if (hub_exit)
             return hub_exit;
     }
     bool batch = p.input_format && strcmp(p.input_format, "openai-batch") == 0;
-    if (!openai && !batch && !p.llama.mmproj_path) {
+    if (!openai && !batch && !p.dry_run && !p.llama.mmproj_path) {
         if (!cmd->job_file)
             return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
         fprintf(stderr, "sluice: %s sets no vision projector and model %s has none: add "
@@ -683,7 +715,9 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
                    sum.rows_done_before, sum.rows_skipped);
         return 0;
     }
-    if (!pr.quiet) {
+    if (!pr.quiet && sum.dry_run)
+        print_dry_run(&sum, &p);
+    else if (!pr.quiet) {
         double rate = sum.seconds > 0 ? sum.rows / sum.seconds : 0;
         double tps = sum.seconds > 0 ? sum.generated_tokens / sum.seconds : 0;
         /* With --rows-per-task an image is a row per task, with --samples

@@ -25,7 +25,7 @@ void printer_row(const sl_row_view *row, void *user)
     clear_progress(pr);
     if (row->error) {
         fprintf(stderr, "sluice: %s failed (%s): %s\n", row->id, row->error_stage, row->error);
-    } else if (pr->shown < pr->show) {
+    } else if (pr->shown < pr->show && row->caption) { /* a dry run's rows have none */
         printf("%-28s %s\n", row->id, row->caption);
         fflush(stdout);
         pr->shown++;

@@ -300,6 +300,9 @@ static const opt opts[] = {
     {"pipeline.sample", "sample", 0, K_FRACTION, AT(p.sample), .f = POSITIVE, .arg = "F",
      .help = "only the rows whose id hashes below F (0.01 or 1%): the same rows every time "
              "(1: all); without it, a rerun does the others"},
+    {"pipeline.dry_run", "dry-run", 0, K_BOOL, AT(p.dry_run),
+     .help = "read and decode every input with no model: each a row with its format, size "
+             "or error, no answer (stages after engine are refused)"},
     {"pipeline.stages", "stage", 0, K_STAGES, 0, .list = L_STAGES, .max_items = MAX_STAGES,
      .arg = "STAGE", .help = "your stages: FILE.lua or FILE.so [@read|@decode|@engine], or "
                              "{lua|plugin, after, workers, batch_size, config, columns, name}"},

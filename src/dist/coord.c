@@ -40,6 +40,8 @@ void coord_counts_add(coord_counts *into, const coord_counts *c)
     into->dropped += c->dropped;
     into->inputs += c->inputs;
     into->skipped += c->skipped;
+    into->input_bytes += c->input_bytes;
+    into->jpeg_bytes += c->jpeg_bytes;
 }
 
 void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c)
@@ -47,8 +49,8 @@ void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c)
     wire_reset(w);
     wire_put_u8(w, COORD_COMMIT);
     wire_put_i64(w, number);
-    int64_t v[] = {c->rows, c->ok, c->failed, c->prompt_tokens, c->generated_tokens, c->dropped,
-                   c->inputs};
+    int64_t v[] = {c->rows,    c->ok,     c->failed,      c->prompt_tokens, c->generated_tokens,
+                   c->dropped, c->inputs, c->input_bytes, c->jpeg_bytes};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
         wire_put_i64(w, v[i]);
 }
@@ -252,6 +254,8 @@ static sl_status commit(coord *c, int rank, wire_reader *r, wire_buf *reply)
     part.generated_tokens = wire_get_i64(r);
     part.dropped = wire_get_i64(r);
     part.inputs = wire_get_i64(r);
+    part.input_bytes = wire_get_i64(r);
+    part.jpeg_bytes = wire_get_i64(r);
     if (r->bad)
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed part commit", rank);
     sl_status st = c->ledger ? sl_ledger_part_commit_number(c->ledger, (long)number) : SL_OK;

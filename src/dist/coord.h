@@ -39,6 +39,7 @@ typedef struct coord coord;
 typedef struct coord_counts {
     int64_t parts, rows, ok, failed, prompt_tokens, generated_tokens, dropped;
     int64_t inputs, skipped;
+    int64_t input_bytes, jpeg_bytes; /* a dry run's (sl_caption_summary) */
 } coord_counts;
 
 void coord_counts_add(coord_counts *into, const coord_counts *c);

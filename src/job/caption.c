@@ -194,6 +194,12 @@ sl_status job_check_params(const sl_caption_params *p)
         return sl_fail(SL_ERR_INVALID_ARG,
                        "--gpus runs one replica per GPU (%d), but --replicas is %d: drop one",
                        p->n_gpus, p->replicas);
+    if (p->dry_run && job_is_batch(p))
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "--dry-run checks the images of caption's inputs; an OpenAI batch file's "
+                       "output is its requests' answers, which a dry run has none of: drop "
+                       "--dry-run (or check the images with sluice caption --dry-run on a "
+                       "manifest of them)");
     if (job_is_batch(p) && (st0 = batch_check_params(p)) != SL_OK)
         return st0;
     if (p->output_format && strcmp(p->output_format, "jsonl") != 0 &&
@@ -227,7 +233,7 @@ sl_status job_check_params(const sl_caption_params *p)
                            "--cache-type-k and --cache-type-v are for the llama engine: an "
                            "OpenAI-compatible server sets its own KV cache (vLLM: "
                            "--kv-cache-dtype)");
-        if (p->openai.n_endpoints < 1)
+        if (p->openai.n_endpoints < 1 && !p->dry_run)
             return sl_fail(SL_ERR_INVALID_ARG,
                            "--engine openai needs at least one --endpoint URL (or --endpoints-file)");
         if (p->jpeg_edge < 0 || p->jpeg_quality < 1 || p->jpeg_quality > 100)
@@ -236,7 +242,10 @@ sl_status job_check_params(const sl_caption_params *p)
                            p->jpeg_edge, p->jpeg_quality);
         return SL_OK;
     }
-    /* Missing model files fail here, before any thread starts. */
+    /* Missing model files fail here, before any thread starts; a dry run
+     * opens none. */
+    if (p->dry_run)
+        return SL_OK;
     const char *files[2][2] = {{"--model", p->llama.model_path}, {"--mmproj", p->llama.mmproj_path}};
     for (int i = 0; i < 2; i++) {
         /* A batch of text-only requests runs on a text model alone. */

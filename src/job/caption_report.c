@@ -15,6 +15,42 @@
 
 static json_t *text(const char *s) { return sl_json_text(s, s ? strlen(s) : 0); }
 
+/* The decode stage's rows per second had it never waited: its rows over
+ * its busy seconds (summed over workers), times the workers. Beside the
+ * run's rows/s it says whether decoding is the bottleneck. 0: unknown. */
+static double decode_capacity(const sl_exec *exec)
+{
+    for (size_t i = 0; i < sl_exec_stage_count(exec); i++) {
+        sl_stage_stats ss;
+        sl_exec_stage_stats(exec, i, &ss);
+        if (strcmp(ss.name, "decode") == 0 && ss.busy_s > 0)
+            return (double)ss.rows_in / ss.busy_s * ss.workers;
+    }
+    return 0.0;
+}
+
+/* "dry_run", and what a dry run measures: the inputs' bytes read (and the
+ * JPEGs an HTTP engine would have been sent), their rate; the decode
+ * stage's capacity (any run). */
+static void add_dry_run(json_t *o, const caption_report *r)
+{
+    const sl_caption_summary *s = r->summary;
+    bool dry = s->dry_run, jpeg = dry && job_uses_openai(r->params);
+    json_object_set_new(o, "dry_run", json_boolean(dry));
+    json_object_set_new(o, "input_bytes", dry ? json_integer((json_int_t)s->input_bytes)
+                                              : json_null());
+    json_object_set_new(o, "jpeg_bytes", jpeg ? json_integer((json_int_t)s->jpeg_bytes)
+                                              : json_null());
+    json_t *tp = json_object_get(o, "throughput");
+    if (!tp)
+        return;
+    json_object_set_new(tp, "input_mb_per_s",
+                        dry && s->seconds > 0 ? json_real((double)s->input_bytes / 1e6 /
+                                                          s->seconds)
+                                              : json_null());
+    json_object_set_new(tp, "decode_capacity_rows_per_s", json_real(decode_capacity(r->exec)));
+}
+
 static json_t *summary_json(const caption_report *r)
 {
     const sl_caption_summary *s = r->summary;
@@ -88,6 +124,8 @@ static json_t *summary_json(const caption_report *r)
         "report.html", "sample_rows", (json_int_t)n_sample, "columns",
         columns ? columns : json_array());
     if (o)
+        add_dry_run(o, r);
+    if (o)
         json_object_set_new(o, "lora", llama ? job_lora_json(&p->llama) : json_array());
     if (o)
         json_object_set_new(o, "chat_template", llama && p->llama.chat_template
@@ -143,12 +181,22 @@ static void put_html(FILE *fp, const caption_report *r)
           ".caption{white-space:pre-line}\n"
           ".error{color:#b91c1c}\n</style>\n</head>\n<body>\n<h1>sluice report</h1>\n<p>",
           fp);
-    fputs("Model <b>", fp);
-    put_escaped(fp, s->model_name);
-    fprintf(fp, "</b>: %ld rows, <span id=\"rows-ok\">%ld</span> captioned, "
-                "<span id=\"rows-failed\">%ld</span> failed in %.1f s (%.2f rows/s). ",
-            s->rows, s->rows_ok, s->rows_failed, s->seconds,
-            s->seconds > 0 ? (double)s->rows / s->seconds : 0.0);
+    if (s->dry_run) {
+        fprintf(fp, "<b id=\"dry-run\">Dry run</b> (no model: inputs read and decoded, no "
+                    "answers): %ld rows, <span id=\"rows-ok\">%ld</span> read, "
+                    "<span id=\"rows-failed\">%ld</span> failed in %.1f s (%.2f rows/s, "
+                    "%.1f MB/s). ",
+                s->rows, s->rows_ok, s->rows_failed, s->seconds,
+                s->seconds > 0 ? (double)s->rows / s->seconds : 0.0,
+                s->seconds > 0 ? (double)s->input_bytes / 1e6 / s->seconds : 0.0);
+    } else {
+        fputs("Model <b>", fp);
+        put_escaped(fp, s->model_name);
+        fprintf(fp, "</b>: %ld rows, <span id=\"rows-ok\">%ld</span> captioned, "
+                    "<span id=\"rows-failed\">%ld</span> failed in %.1f s (%.2f rows/s). ",
+                s->rows, s->rows_ok, s->rows_failed, s->seconds,
+                s->seconds > 0 ? (double)s->rows / s->seconds : 0.0);
+    }
     fputs("Output: <code>", fp);
     put_escaped(fp, s->output_file);
     fprintf(fp, "</code>; figures in <a href=\"summary.json\">summary.json</a>.</p>\n"

@@ -81,6 +81,9 @@ typedef struct caption_row {
                                  `image`, or NULL */
     sl_source_image *list;    /* a list of images as read (io/source.h), until decoded */
     size_t n_list;
+    uint64_t input_bytes;     /* a dry run: the input's encoded bytes (a list's summed, a
+                                 video's file), once known (input_sized) */
+    bool input_sized;
 } caption_row;
 
 
@@ -136,6 +139,7 @@ typedef struct job {
     struct {                  /* the open part's rows, added to *sum when it commits */
         long rows, ok, failed, prompt_tokens, generated_tokens, dropped; /* output rows */
         long inputs;          /* inputs finished: their last row is in the part */
+        uint64_t input_bytes, jpeg_bytes; /* a dry run's rows' (caption_row) */
     } part;
     sl_caption_summary *sum;  /* written by the writer thread only */
     caption_metrics *metrics;
@@ -185,6 +189,10 @@ bool job_in_sample(const char *id, double fraction);
 /* The format of an image file from its first bytes: "jpeg", "png", ...,
  * "unknown" (static strings). */
 const char *job_image_format(const uint8_t *d, size_t n);
+/* A dry run's jpeg_bytes column: the encoded bytes the row would send to
+ * an HTTP engine (its JPEGs, or the original with send_original); false
+ * when it sends none (another engine, or nothing decoded). */
+bool job_row_sent_bytes(const job *j, const caption_row *r, uint64_t *bytes);
 /* decode: fetch URLs, decode and shrink (and, for HTTP engines, encode the
  * JPEG to send); p->decode_workers workers. */
 sl_stage_def stage_decode(job *j);

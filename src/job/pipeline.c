@@ -496,6 +496,26 @@ static sl_status start_metrics(job *j, sl_exec *exec)
     return caption_metrics_attach_exec(j->metrics, exec, &j->input_total);
 }
 
+/* A dry run has no engine: a stage of the caller's after it would wait
+ * for answers that never come. */
+static sl_status dry_run_check(const sl_pipeline *pl)
+{
+    bool after_engine = false;
+    for (size_t i = 0; i < pl->n; i++) {
+        const slot *s = &pl->slots[i];
+        if (s->builtin && s->which == SL_PIPELINE_ENGINE)
+            after_engine = true;
+        else if (s->builtin && s->which == SL_PIPELINE_WRITE)
+            break;
+        else if (!s->builtin && after_engine)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "stage '%s' comes after the engine, and a dry run has no answers "
+                           "for it: drop --dry-run, or the stage (or move it after decode)",
+                           s->def.name);
+    }
+    return SL_OK;
+}
+
 /* The busy seconds of the stage named `name`. */
 static double busy_of(const sl_exec *exec, const char *name)
 {
@@ -506,6 +526,25 @@ static double busy_of(const sl_exec *exec, const char *name)
             return ss.busy_s;
     }
     return 0;
+}
+
+/* The run's failed rows by stage and cause, as the gallery counted them
+ * (summary.json's "failures"), into the summary. */
+static void summary_failures(gallery *g, sl_caption_summary *sum)
+{
+    json_t *a = gallery_failures_json(g), *f;
+    size_t i;
+    json_array_foreach(a, i, f) {
+        if (sum->n_failures == (int)(sizeof sum->failures / sizeof *sum->failures))
+            break;
+        struct sl_caption_failures *k = &sum->failures[sum->n_failures++];
+        const char *stage = json_string_value(json_object_get(f, "stage")),
+                   *cause = json_string_value(json_object_get(f, "class"));
+        snprintf(k->stage, sizeof k->stage, "%s", stage ? stage : "");
+        snprintf(k->cause, sizeof k->cause, "%s", cause ? cause : "");
+        k->rows = (long)json_integer_value(json_object_get(f, "rows"));
+    }
+    json_decref(a);
 }
 
 /* A rank other than 0: tells rank 0 how its part ended. */
@@ -536,6 +575,8 @@ static sl_status job_totals(job *j, sl_caption_summary *sum)
     sum->rows_dropped = (long)all.dropped;
     sum->inputs_done = (long)all.inputs;
     sum->rows_skipped = (long)all.skipped; /* every rank skips in its own shards */
+    sum->input_bytes = (uint64_t)all.input_bytes;
+    sum->jpeg_bytes = (uint64_t)all.jpeg_bytes;
     return st;
 }
 
@@ -553,6 +594,9 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sl_status st = job_check_params(p);
     if (st != SL_OK)
         return st;
+    if (p->dry_run && (st = dry_run_check(pl)) != SL_OK)
+        return st;
+    sum->dry_run = p->dry_run;
 
     if (p->dist && p->input_shard_count > 1)
         return sl_fail(SL_ERR_INVALID_ARG, "--input-shard splits the input between separate "
@@ -614,8 +658,13 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         st = sl_fail(SL_ERR_NOMEM, "out of memory assembling the pipeline");
         goto done;
     }
-    for (size_t i = 0; i < pl->n; i++)
-        stages[i] = pl->slots[i].builtin ? builtin_def(pl->slots[i].which, &j) : pl->slots[i].def;
+    size_t n_stages = 0;
+    for (size_t i = 0; i < pl->n; i++) {
+        const slot *sl = &pl->slots[i];
+        if (p->dry_run && sl->builtin && sl->which == SL_PIPELINE_ENGINE)
+            continue; /* a dry run: decoded rows go straight to the writer */
+        stages[n_stages++] = sl->builtin ? builtin_def(sl->which, &j) : sl->def;
+    }
     sl_exec_params ep = sl_exec_default_params();
     ep.memory_budget = p->memory_budget;
     ep.ordered = p->ordered;
@@ -625,7 +674,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     ep.max_restarts = 0; /* a replica that fails reloads nothing: fail its rows */
     if (p->image.max_edge > 0)
         ep.row_bytes_hint = (uint64_t)p->image.max_edge * (uint64_t)p->image.max_edge * 3 + 4096;
-    if ((st = sl_exec_create(&ep, stages, pl->n, &exec)) != SL_OK)
+    if ((st = sl_exec_create(&ep, stages, n_stages, &exec)) != SL_OK)
         goto done;
     gallery_params gp = gallery_default_params();
     gp.seed = p->sampling.seed;
@@ -676,6 +725,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sum->engine_busy_s = busy_of(exec, "engine");
     sum->write_busy_s = busy_of(exec, "write");
     snprintf(sum->model_name, sizeof sum->model_name, "%s", j.model_name);
+    summary_failures(j.gallery, sum);
     const char *shard = j.last_shard[0] ? j.last_shard : p->output_dir;
     if (j.sink_status == SL_OK)
         snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);

@@ -56,7 +56,9 @@ sl_status job_part_commit(job *j)
     coord_counts c = {.rows = j->part.rows, .ok = j->part.ok,
                       .failed = j->part.failed, .prompt_tokens = j->part.prompt_tokens,
                       .generated_tokens = j->part.generated_tokens,
-                      .dropped = j->part.dropped, .inputs = j->part.inputs};
+                      .dropped = j->part.dropped, .inputs = j->part.inputs,
+                      .input_bytes = (int64_t)j->part.input_bytes,
+                      .jpeg_bytes = (int64_t)j->part.jpeg_bytes};
     return dist_part_commit(j->dist, j->dpart.number, &c);
 }
 

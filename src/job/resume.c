@@ -97,11 +97,19 @@ static char *fingerprint(const job *j)
         fp_add(&t, "mpi_shards", job_json_text(sl_source_shards_by_file(j->src) ? "by file"
                                                                                 : "by item"));
     fp_add(&t, "engine", job_json_text(job_uses_openai(p) ? "openai" : "llama"));
+    /* A dry run's rows have no answers: its folder is not a real run's,
+     * nor the reverse. It opens no model, so the model is not its
+     * setting; the JPEG settings are (its column jpeg_bytes). Only when
+     * set: a real job keeps its fingerprint. */
+    if (p->dry_run)
+        fp_add(&t, "dry_run", json_true());
     if (job_uses_openai(p)) { /* not the endpoints: a fleet may change between runs */
-        fp_add(&t, "served_model", job_json_text(p->openai.served_model));
-        fp_add(&t, "response_format", job_json_text(p->openai.response_format));
+        if (!p->dry_run) {
+            fp_add(&t, "served_model", job_json_text(p->openai.served_model));
+            fp_add(&t, "response_format", job_json_text(p->openai.response_format));
+        }
         fp_add(&t, "jpeg", json_pack("[i,i,b]", p->jpeg_edge, p->jpeg_quality, p->send_original));
-    } else {
+    } else if (!p->dry_run) {
         fp_add(&t, "model", job_json_text(p->llama.model_path));
         fp_add(&t, "mmproj", job_json_text(p->llama.mmproj_path));
         fp_add(&t, "ctx", json_integer(p->llama.n_ctx_per_seq));

@@ -5,6 +5,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "job/batch.h"
+#include "job/job.h"
 #include "job/schema.h"
 
 /* JSONL nests these in "timings"; Parquet has a column for each. Width to
@@ -50,6 +51,13 @@ static const sl_pq_type answer_type[TC_COUNT] = {SL_PQ_STRING, SL_PQ_STRING, SL_
                                                  SL_PQ_INT64, SL_PQ_INT64, SL_PQ_STRING};
 static const sl_schema_column task_column = {"task", SL_PQ_STRING, false, NULL, false, false};
 static const sl_schema_column sample_column = {"sample", SL_PQ_INT64, false, NULL, false, false};
+
+/* A dry run's columns (null when not known: a file that cannot be read). */
+static const sl_schema_column dry_run_columns[3] = {
+    {"format", SL_PQ_STRING, true, NULL, false, false},
+    {"input_bytes", SL_PQ_INT64, true, NULL, false, false},
+    {"jpeg_bytes", SL_PQ_INT64, true, NULL, false, false},
+};
 
 static const sl_schema_column image_bytes_column = {"image_bytes", SL_PQ_BINARY, true, NULL,
                                                     false, false};
@@ -163,7 +171,7 @@ static bool logprobs_column(const sl_caption_params *p)
 static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
 {
     int n_tasks = p->n_tasks > 0 && !p->rows_per_task ? p->n_tasks : 0;
-    size_t cap = CF_COUNT + 2 + (size_t)n_tasks * TC_COUNT, names_len = 0;
+    size_t cap = CF_COUNT + 5 + (size_t)n_tasks * TC_COUNT, names_len = 0;
     for (int t = 0; t < n_tasks; t++)
         names_len += TC_COUNT * (strlen(p->tasks[t].name) + 20);
     out->head = sl_calloc(cap, sizeof *out->head);
@@ -184,6 +192,13 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
         if (f == CF_CAPTION)
             out->head[n].json = all_structured(p);
         n++;
+        if (f == CF_SOURCE_HEIGHT && p->dry_run) {
+            int k = job_uses_openai(p) ? 3 : 2;
+            for (int c = 0; c < k; c++) {
+                out->head_cell[n] = CELL_FORMAT + c;
+                out->head[n++] = dry_run_columns[c];
+            }
+        }
         if (f != CF_PATH)
             continue;
         if (p->n_tasks > 0 && p->rows_per_task) {

@@ -3,7 +3,8 @@
  * several tasks, five columns each after `path` in place of `caption` and
  * `finish_reason`, and `logprobs` when the task asks for them; with
  * rows_per_task, a column `task`; with several answers to each image,
- * sampling.n, a row per answer with a column `sample`), then the input's
+ * sampling.n, a row per answer with a column `sample`; a dry run's format,
+ * input_bytes and jpeg_bytes after source_height), then the input's
  * pass-through columns, then image_bytes when asked for. Every sink
  * (io/sink.h), the run report and the live page read it from here. Planning
  * chooses the pass-through columns: declared (--columns) or seen in the
@@ -40,7 +41,12 @@ enum {
 #define CELL_ANSWER(t, k) (CF_COUNT + 1 + (t) * TC_COUNT + (k))
 #define CELL_IMAGE_BYTES CELL_ANSWER(SL_MAX_TASKS, 0)
 #define CELL_SAMPLE (CELL_IMAGE_BYTES + 1) /* with sampling.n > 1: the answer's number */
-#define CELL_COUNT (CELL_SAMPLE + 1)
+/* A dry run's (after source_height): the input's format, its encoded bytes,
+ * and with engine openai the bytes of the JPEGs it would send. */
+#define CELL_FORMAT (CELL_SAMPLE + 1)
+#define CELL_INPUT_BYTES (CELL_SAMPLE + 2)
+#define CELL_JPEG_BYTES (CELL_SAMPLE + 3)
+#define CELL_COUNT (CELL_SAMPLE + 4)
 
 /* The index of our own field `name` in caption_fields (CF_COUNT for
  * "timings" and "image_bytes", names of ours too), or -1: a name a stage

@@ -1,11 +1,13 @@
 /* job/stage_decode.c — the decode stage: fetch a URL's bytes (or read a file
  * whose bytes go on as they are), decode and shrink the image (image/) or
  * sample a video's frames (sluice/video.h), make the gallery's thumbnail,
- * and for HTTP engines encode the JPEGs to send in place of the pixels. Each
- * row's bytes in flight are kept exact. */
+ * and for HTTP engines encode the JPEGs to send in place of the pixels; in a
+ * dry run, note each input's encoded bytes and format (its output columns).
+ * Each row's bytes in flight are kept exact. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -24,6 +26,38 @@ const char *job_image_format(const uint8_t *d, size_t n)
 {
     const char *f = sl_sniff_image_format(d, n);
     return f ? f : sl_video_sniff(d, n) ? "video" : "unknown";
+}
+
+bool job_row_sent_bytes(const job *j, const caption_row *r, uint64_t *bytes)
+{
+    *bytes = 0;
+    if (!job_uses_openai(j->p))
+        return false;
+    *bytes = r->jpeg ? r->jpeg_len : r->original_mime ? r->len : 0;
+    for (int i = 0; r->media && i < r->media->n; i++)
+        *bytes += r->media->jpeg_len[i];
+    return r->jpeg || r->original_mime || (r->media && r->media->n > 0);
+}
+
+/* A dry run's record of a local file read by its path (libvips or FFmpeg
+ * read it in place): its size, and its format from its first bytes when
+ * not known yet. A file that cannot be opened is left unsized (its decode
+ * says why). */
+static void size_local_file(const char *path, uint64_t *bytes, bool *sized, const char **format)
+{
+    FILE *fp = fopen(path, "rb");
+    struct stat sb;
+    if (!fp)
+        return;
+    if (fstat(fileno(fp), &sb) == 0) {
+        *bytes += (uint64_t)sb.st_size;
+        *sized = true;
+    }
+    uint8_t head[64];
+    size_t got = fread(head, 1, sizeof head, fp);
+    if (format && !*format)
+        *format = job_image_format(head, got);
+    fclose(fp);
 }
 
 static sl_status decode_init(void *cfg, int worker, void **state)
@@ -226,6 +260,12 @@ static sl_status decode_list_image(job *j, sl_row *row, caption_row *r, media_ro
     const uint8_t *d = s->data ? s->data : fetched;
     size_t len = s->data ? s->len : fetched_len;
     const char *name = s->path ? s->path : r->rel;
+    if (st == SL_OK && p->dry_run && d) {
+        r->input_bytes += len;
+        r->input_sized = true;
+    } else if (st == SL_OK && p->dry_run) {
+        size_local_file(s->path, &r->input_bytes, &r->input_sized, i == 0 ? &r->format : NULL);
+    }
     if (st == SL_OK && (d ? sl_video_sniff(d, len) : is_local_video(s->path)))
         st = sl_fail(SL_ERR_DECODE, "%s is a video: a list holds images (give a video a row of "
                                     "its own)", name);
@@ -234,7 +274,7 @@ static sl_status decode_list_image(job *j, sl_row *row, caption_row *r, media_ro
         st = d ? sl_image_decode(d, len, name, &p->image, &img)
                : sl_image_load_file(s->path, &p->image, &img);
     if (st == SL_OK && i == 0) {
-        r->format = d ? job_image_format(d, len) : NULL;
+        r->format = d ? job_image_format(d, len) : r->format;
         r->width = sl_image_width(img);
         r->height = sl_image_height(img);
         r->source_width = sl_image_source_width(img);
@@ -341,6 +381,8 @@ static bool remote_video(job *j, sl_row *row, caption_row *r)
         return false;
     }
     if (st == SL_OK) {
+        r->input_bytes = size;
+        r->input_sized = true;
         sl_video_io io = {.read = ranged_read, .user = in, .size = size};
         st = decode_video(j, row, r, &io);
         sl_log(SL_LOG_DEBUG, "%s: %llu of %llu bytes read in %llu requests", r->path,
@@ -391,6 +433,12 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
         sl_status st = video ? SL_OK : fetch_bytes(j, rows[i], r);
         if (st == SL_OK && !video && r->data)
             video = sl_video_sniff(r->data, r->len);
+        if (st == SL_OK && j->p->dry_run && r->data) {
+            r->input_bytes = r->len;
+            r->input_sized = true;
+        } else if (st == SL_OK && j->p->dry_run && r->path) {
+            size_local_file(r->path, &r->input_bytes, &r->input_sized, video ? NULL : &r->format);
+        }
         if (st == SL_OK && video) {
             st = decode_video(j, rows[i], r, NULL);
             if (r->data)

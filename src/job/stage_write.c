@@ -71,6 +71,11 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
                     (sl_mono_s() - r->started) * 1e3};
     for (int k = 0; k < 7; k++)
         v[CF_DECODE_MS + k] = (sl_pq_value){.f64 = ms[k]};
+    uint64_t sent = 0;
+    bool sends = job_row_sent_bytes(j, r, &sent);
+    v[CELL_FORMAT] = cell_text(r->format);
+    v[CELL_INPUT_BYTES] = (sl_pq_value){.is_null = !r->input_sized, .i64 = (int64_t)r->input_bytes};
+    v[CELL_JPEG_BYTES] = (sl_pq_value){.is_null = !sends, .i64 = (int64_t)sent};
     v[CF_ERROR_STAGE] = cell_text(sl_row_error_stage(row));
     v[CF_ERROR] = cell_text(sl_row_error(row));
     /* A WebDataset sample with an image is one to train on: a failed row
@@ -206,6 +211,8 @@ static sl_status commit_shard(job *j)
         j->sum->generated_tokens += j->part.generated_tokens;
         j->sum->rows_dropped += j->part.dropped;
         j->sum->inputs_done += j->part.inputs;
+        j->sum->input_bytes += j->part.input_bytes;
+        j->sum->jpeg_bytes += j->part.jpeg_bytes;
     }
     memset(&j->part, 0, sizeof j->part);
     return st;
@@ -307,6 +314,10 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
                 j->part.prompt_tokens += r->result.prompt_tokens;
                 j->part.generated_tokens += r->result.generated_tokens;
             }
+            uint64_t sent = 0;
+            j->part.input_bytes += r->input_bytes;
+            if (j->p->dry_run && job_row_sent_bytes(j, r, &sent))
+                j->part.jpeg_bytes += sent;
         }
         /* A part holds whole inputs, cut once it has --shard-rows rows. */
         if (st == SL_OK && (j->shard_rows += written ? written : 1) >= j->rows_per_shard)

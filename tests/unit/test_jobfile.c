@@ -282,6 +282,7 @@ static const struct {
     {"sampling.json_schema", NULL}, {"sampling.grammar", NULL},
     {"pipeline.ordered", "true"}, {"pipeline.memory_budget", "1.5G"},
     {"pipeline.max_failed", "12.5%"}, {"pipeline.limit", "12"}, {"pipeline.sample", "0.25"},
+    {"pipeline.dry_run", "true"},
     {"pipeline.stages", "{\"lua\": \"s t.lua\", \"after\": \"engine\", \"workers\": 2, "
                         "\"config\": {\"k\": [1, \"x\\\"y\"], \"e\": {}}, \"columns\": [\"tags\"]}"},
     {"output.dir", "-o"}, {"output.state_dir", "st"}, {"output.format", "parquet"},

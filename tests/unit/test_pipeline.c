@@ -126,6 +126,20 @@ static void on_progress(const sl_caption_progress *pg, void *user)
         final_progress = *pg;
 }
 
+/* Adds place `at`'s stage to the pipeline, where it stands now. */
+static void add_place(sl_pipeline *pl, place *at)
+{
+    sl_pipeline_stage_params sp = sl_pipeline_stage_default_params();
+    sp.name = at->name;
+    sp.workers = at->workers;
+    sp.batch_size = at->batch_size;
+    sp.config = at;
+    sp.init = stage_init;
+    sp.process = stage_process;
+    sp.close = stage_close;
+    assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_OK);
+}
+
 static sl_status run_with_places(const sl_caption_params *p, place *pre, place *mid, place *post,
                                  sl_caption_summary *sum)
 {
@@ -136,15 +150,7 @@ static sl_status run_with_places(const sl_caption_params *p, place *pre, place *
         assert_int_equal(sl_pipeline_add_builtin(pl, (sl_pipeline_builtin)b), SL_OK);
         if (b == SL_PIPELINE_WRITE)
             break;
-        sl_pipeline_stage_params sp = sl_pipeline_stage_default_params();
-        sp.name = at[b]->name;
-        sp.workers = at[b]->workers;
-        sp.batch_size = at[b]->batch_size;
-        sp.config = at[b];
-        sp.init = stage_init;
-        sp.process = stage_process;
-        sp.close = stage_close;
-        assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_OK);
+        add_place(pl, at[b]);
     }
     sl_status st = sl_pipeline_run(pl, sum);
     sl_pipeline_free(pl);
@@ -568,6 +574,77 @@ static void copies_are_written_once_across_a_failed_run(void **state)
     tu_rmtree(base);
 }
 
+/* A dry run (params.dry_run): no model is given and none is opened; the
+ * caller's stages after decode see decoded rows with no answer, a stage
+ * after the engine is refused by name before anything runs, and every
+ * input is a row without an answer whose format and input_bytes are the
+ * file's, summed in the summary. */
+static void a_dry_run_has_no_engine(void **state)
+{
+    (void)state;
+    static tu_job t;
+    sl_caption_params p = tu_tiny_job(&t, N);
+    p.llama.model_path = p.llama.mmproj_path = NULL;
+    p.dry_run = true;
+    static place pre, mid, post;
+    pre = (place){.name = "pre", .workers = 1, .batch_size = 4, .drop_mod = -1};
+    mid = (place){.name = "mid", .workers = 2, .batch_size = 3, .before = &pre, .drop_mod = -1};
+    post = (place){.name = "post", .workers = 1, .batch_size = 5, .before = &mid, .drop_mod = -1};
+    sl_caption_summary sum;
+    assert_int_equal(run_with_places(&p, &pre, &mid, &post, &sum), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "'post'"));
+    assert_int_equal(atomic_load(&pre.rows), 0);
+    assert_false(tu_exists(t.out)); /* refused before the output was made */
+
+    sl_pipeline *pl;
+    assert_int_equal(sl_pipeline_new(&p, &pl), SL_OK);
+    place *at[2] = {&pre, &mid};
+    for (int b = SL_PIPELINE_READ; b <= SL_PIPELINE_WRITE; b++) {
+        assert_int_equal(sl_pipeline_add_builtin(pl, (sl_pipeline_builtin)b), SL_OK);
+        if (b <= SL_PIPELINE_DECODE)
+            add_place(pl, at[b]);
+    }
+    assert_int_equal(sl_pipeline_run(pl, &sum), SL_OK);
+    sl_pipeline_free(pl);
+    check_workers(&pre);
+    check_workers(&mid);
+    for (int seq = 0; seq < N; seq++)
+        assert_int_equal(atomic_load(&mid.seen[seq]), 1);
+    assert_true(sum.dry_run);
+    assert_int_equal(sum.rows, N);
+    assert_int_equal(sum.rows_ok, N);
+    assert_int_equal(sum.generated_tokens, 0);
+    assert_string_equal(sum.model_name, "");
+    assert_true(sum.engine_busy_s == 0.0);
+
+    /* The rows: each file's size, from the file system. */
+    char path[700], line[8192];
+    uint64_t total = 0;
+    snprintf(path, sizeof path, "%s/part-00000.jsonl", t.out);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    int rows = 0;
+    while (fgets(line, sizeof line, fp)) {
+        json_t *o = json_loads(line, 0, NULL);
+        assert_non_null(o);
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", t.in, json_string_value(json_object_get(o, "id")));
+        assert_int_equal(stat(path, &sb), 0);
+        assert_true(json_is_null(json_object_get(o, "caption")));
+        assert_string_equal(json_string_value(json_object_get(o, "format")), "jpeg");
+        assert_int_equal(json_integer_value(json_object_get(o, "input_bytes")), sb.st_size);
+        assert_null(json_object_get(o, "jpeg_bytes")); /* not an HTTP engine */
+        assert_true(json_integer_value(json_object_get(o, "width")) > 0);
+        total += (uint64_t)sb.st_size;
+        json_decref(o);
+        rows++;
+    }
+    fclose(fp);
+    assert_int_equal(rows, N);
+    assert_int_equal(sum.input_bytes, total);
+    tu_rmtree(t.base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -576,6 +653,7 @@ int main(void)
         cmocka_unit_test(what_a_stage_sees_of_a_row),
         cmocka_unit_test(a_stage_cannot_declare_our_fields),
         cmocka_unit_test(copies_are_written_once_across_a_failed_run),
+        cmocka_unit_test(a_dry_run_has_no_engine),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
