@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from conftest import SAMPLES, TINY, read_rows, sample_copies, sample_images, sanitized
+from conftest import (SAMPLES, TINY, BackgroundRun, read_rows, sample_copies, sample_images,
+                      sanitized)
+from openai_helpers import metric_sum, scrape
 
 BROKEN = {"broken/zero-bytes.jpg", "broken/truncated.jpg", "broken/text.png"}
 
@@ -210,21 +212,30 @@ def test_too_many_failures_stop_the_job_and_keep_what_finished(sluice, tmp_path)
 
 
 def interrupted_run(sluice, tmp_path, signals, timeout, sig=signal.SIGINT):
-    """Captions 40 copies of the samples, sends `sig` `signals` times after 2 s;
-    returns the exit status, stderr and the rows written (None: no file)."""
+    """Captions 40 copies of the samples, sends `sig` `signals` times once a
+    row is done (the run's metrics say so: a fixed delay is outrun on a
+    loaded machine, leaving nothing in flight); returns the exit status,
+    stderr and the rows written (None: no file)."""
     src = big_input(tmp_path, 40)
-    cmd = [str(sluice.binary), "caption", str(src), "-o", str(tmp_path / "out"),
-           "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
-           "--max-tokens", "48", "--show", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
-    for i in range(signals):
-        if i:
-            time.sleep(0.05)
-        proc.send_signal(sig)
-    _, err = proc.communicate(timeout=timeout)
+    with BackgroundRun(sluice, src, tmp_path / "out", "--max-tokens", "48", "--show", "0",
+                       log_dir=tmp_path) as run:
+        port = run.port()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.proc.poll() is None:
+            try:
+                if metric_sum(scrape(port), "sluice_rows_done_total") >= 1:
+                    break
+            except OSError:
+                pass  # not serving yet
+            time.sleep(0.1)
+        for i in range(signals):
+            if i:
+                time.sleep(0.05)
+            run.proc.send_signal(sig)
+        rc = run.proc.wait(timeout=timeout)
+        err = run.log(10**7)
     committed = (tmp_path / "out" / "part-00000.jsonl").exists()
-    return proc.returncode, err, read_rows(tmp_path / "out") if committed else None
+    return rc, err, read_rows(tmp_path / "out") if committed else None
 
 
 def test_sigint_finishes_rows_in_flight_and_keeps_them(sluice, tmp_path):
