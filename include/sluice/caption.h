@@ -123,6 +123,12 @@ typedef struct sl_caption_params {
      * they go before the prompt in order, each after image_text with
      * {index} (from 1) filled in; NULL or "" (default): no text. */
     const char *image_text;
+    /* NULL or "" (default): a row's images go before the prompt. Else this
+     * marker in a row's prompt (`<image>`) is where its images go: a list's
+     * image k at marker k, a single image or a video's frames at the one
+     * marker; a prompt without any keeps them before it, one with another
+     * count fails its row. Not with tasks. */
+    const char *image_placeholder;
     sl_llama_params llama;
     int decode_workers;        /* decode threads (default 2) */
     int replicas;              /* engine instances, each with its own model (default 1) */

@@ -47,7 +47,7 @@ typedef struct cfg_list {
     int layer; /* the layer that last set it */
 } cfg_list;
 
-enum { MAX_OPTS = 96, MAX_GPUS = 64, MAX_URL_FILES = 64, MAX_STAGES = 64 };
+enum { MAX_OPTS = 128, MAX_GPUS = 64, MAX_URL_FILES = 64, MAX_STAGES = 64 };
 
 struct sl_config {
     sl_caption_params p;
@@ -152,6 +152,9 @@ static const opt opts[] = {
      .help = "colour transparent pixels are flattened onto"},
     {"image.text", "image-text", 0, K_STR, AT(p.image_text), .arg = "TEXT",
      .help = "text before each image of a row's list, {index} its number (~: none)"},
+    {"image.placeholder", "image-placeholder", 0, K_STR, AT(p.image_placeholder),
+     .arg = "MARK", .help = "where a prompt holds MARK (e.g. <image>), the row's images go "
+                            "there, in order (~: before the prompt)"},
 
     {"video.frames", "video-frames", 0, K_INT, AT(p.video.max_frames), .lo = 1,
      .hi = SL_VIDEO_MAX_FRAMES, .arg = "N", .help = "frames taken from each video, at most"},

@@ -188,6 +188,15 @@ sl_status job_check_params(const sl_caption_params *p)
         return sl_fail(SL_ERR_INVALID_ARG, "--frame-text is not valid UTF-8");
     if (p->image_text && !sl_utf8_valid(p->image_text, strlen(p->image_text)))
         return sl_fail(SL_ERR_INVALID_ARG, "--image-text is not valid UTF-8");
+    if (p->image_placeholder && *p->image_placeholder) {
+        if (!sl_utf8_valid(p->image_placeholder, strlen(p->image_placeholder)))
+            return sl_fail(SL_ERR_INVALID_ARG, "--image-placeholder is not valid UTF-8");
+        if (p->n_tasks > 0)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "--image-placeholder places the images in one prompt: it cannot be "
+                           "used with tasks (--task, --tasks), which share the images before "
+                           "their prompts");
+    }
     if (p->decode_workers < 1 || p->replicas < 1)
         return sl_fail(SL_ERR_INVALID_ARG, "--decode-workers and --replicas must be >= 1");
     if (p->n_gpus > 0 && p->replicas != p->n_gpus)

@@ -89,6 +89,8 @@ static json_t *summary_json(const caption_report *r)
     if (params)
         json_object_set_new(params, "image_text", text(p->image_text));
     if (params)
+        json_object_set_new(params, "image_placeholder", text(p->image_placeholder));
+    if (params)
         json_object_set_new(params, "logprobs", p->sampling.logprobs
                                                     ? json_integer(p->sampling.top_logprobs)
                                                     : json_null());

@@ -146,6 +146,8 @@ static char *fingerprint(const job *j)
                                       job_json_text(p->frame_text)));
     if (p->image_text && *p->image_text)
         fp_add(&t, "image_text", job_json_text(p->image_text));
+    if (p->image_placeholder && *p->image_placeholder)
+        fp_add(&t, "image_placeholder", job_json_text(p->image_placeholder));
     fp_add(&t, "max_image_edge", json_integer(p->image.max_edge));
     fp_add(&t, "max_image_pixels", json_integer((json_int_t)p->image.max_input_pixels));
     fp_add(&t, "background", json_pack("[i,i,i]", p->image.background[0], p->image.background[1],

@@ -123,6 +123,102 @@ static sl_status media_texts(const sl_caption_params *p, const caption_row *r,
     return st;
 }
 
+/* A request whose images sit where --image-placeholder marks them in the
+ * prompt: one user message of the prompt's pieces with the images between
+ * them (a list's image k at marker k; a single image, or a video's frames
+ * with their texts, at the one marker), after the system prompt. Storage
+ * for the message lives here, for the request's submit. */
+typedef struct placed {
+    char *pieces[SL_MAX_IMAGES + 1];  /* the prompt's text between markers */
+    sl_content_part parts[3 * SL_MAX_IMAGES + 1];
+    sl_message messages[2];
+    sl_content_part system;
+    const sl_image *images[SL_MAX_IMAGES];
+    const uint8_t *encoded[SL_MAX_IMAGES];
+    size_t encoded_len[SL_MAX_IMAGES];
+    const char *mime[SL_MAX_IMAGES];
+} placed;
+
+static void placed_clear(placed *pl)
+{
+    for (int i = 0; i <= SL_MAX_IMAGES; i++)
+        sl_free(pl->pieces[i]);
+}
+
+/* Markers of `mark` in `text`. */
+static int count_markers(const char *text, const char *mark)
+{
+    int n = 0;
+    for (const char *s = strstr(text, mark); s; s = strstr(s + strlen(mark), mark))
+        n++;
+    return n;
+}
+
+/* Turns *req (prompt, system prompt, the row's images) into the
+ * conversation `pl` holds, when the prompt has markers; a prompt without
+ * any keeps its images before it. A count that does not match the row's
+ * images fails the row, naming both. */
+static sl_status place_images(const sl_caption_params *p, const caption_row *r,
+                              char *const texts[SL_MAX_IMAGES], sl_request *req, placed *pl)
+{
+    const char *mark = p->image_placeholder;
+    const char *prompt = req->prompt ? req->prompt : "";
+    int markers = count_markers(prompt, mark);
+    if (markers == 0)
+        return SL_OK;
+    const media_row *m = r->media;
+    bool list = m && !m->is_video;
+    int images = list ? m->n : 1;
+    if (markers != images)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: the prompt has %d '%s' markers for %d image%s%s",
+                       r->rel, markers, mark, images, images == 1 ? "" : "s",
+                       m && m->is_video ? " (a video's frames go at one marker)" : "");
+    int n_parts = 0, n_images = 0;
+    const char *at = prompt;
+    for (int k = 0; k <= markers; k++) {
+        const char *end = k < markers ? strstr(at, mark) : at + strlen(at);
+        if (!(pl->pieces[k] = sl_strndup(at, (size_t)(end - at))))
+            return sl_fail(SL_ERR_NOMEM, "%s: out of memory", r->rel);
+        if (*pl->pieces[k])
+            pl->parts[n_parts++].text = pl->pieces[k];
+        if (k == markers)
+            break;
+        at = end + strlen(mark);
+        /* Marker k: image k of a list, or all the frames of a video. */
+        int first = list ? k : 0, last = m ? (list ? k + 1 : m->n) : 1;
+        for (int i = first; i < last; i++) {
+            if (m && texts[i])
+                pl->parts[n_parts++].text = texts[i];
+            pl->parts[n_parts++].text = NULL;
+            pl->images[n_images] = m ? m->images[i] : r->image;
+            pl->encoded[n_images] = m ? m->jpeg[i] : req->image_encoded;
+            pl->encoded_len[n_images] = m ? m->jpeg_len[i] : req->image_encoded_len;
+            pl->mime[n_images] = m ? NULL : req->image_mime;
+            n_images++;
+        }
+    }
+    int n_messages = 0;
+    if (req->system_prompt && *req->system_prompt) {
+        pl->system.text = req->system_prompt;
+        pl->messages[n_messages++] = (sl_message){"system", &pl->system, 1};
+    }
+    pl->messages[n_messages++] = (sl_message){"user", pl->parts, n_parts};
+    req->messages = pl->messages;
+    req->n_messages = n_messages;
+    req->images = pl->images;
+    req->images_encoded = pl->encoded;
+    req->images_encoded_len = pl->encoded_len;
+    req->images_mime = pl->mime;
+    req->n_images = n_images;
+    req->image_texts = NULL;
+    req->prompt = req->system_prompt = NULL;
+    req->image = NULL;
+    req->image_encoded = NULL;
+    req->image_encoded_len = 0;
+    req->image_mime = NULL;
+    return SL_OK;
+}
+
 static sl_status engine_submit(void *state, sl_row *row)
 {
     replica *rep = state;
@@ -190,7 +286,18 @@ static sl_status engine_submit(void *state, sl_row *row)
         req.image_texts = (const char *const *)texts;
         req.n_images = r->media->n;
     }
+    placed pl = {0};
+    if (p->image_placeholder && *p->image_placeholder) {
+        st = place_images(p, r, texts, &req, &pl);
+        if (st != SL_OK) {
+            sl_row_fail_status(row, st, "%s", sl_last_error());
+            st = SL_OK;
+            goto done;
+        }
+    }
     st = sl_engine_submit(rep->engine, &req, row);
+done:
+    placed_clear(&pl);
     for (int i = 0; i < n_filled; i++)
         sl_free(filled[i]);
     for (int i = 0; i < SL_MAX_IMAGES; i++)

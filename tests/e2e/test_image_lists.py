@@ -96,6 +96,63 @@ def test_a_list_goes_to_the_server_in_order(sluice, colours, tmp_path):
         assert image_colours(parts) == ["red", "green", "blue"]
 
 
+def test_a_placeholder_puts_the_images_inside_the_prompt(sluice, colours, tmp_path):
+    m = manifest(colours / "m.jsonl", [
+        {"id": "pair", "images": ["red.png", "green.png"], "prompt": "Is <image> darker than <image>?"},
+        {"id": "one", "image": "blue.png", "prompt": "What colour is <image> here?"},
+        {"id": "before", "images": ["white.png", "red.png"], "prompt": "No markers."},
+        {"id": "short", "images": ["white.png", "red.png"], "prompt": "Only <image>."},
+    ])
+    bodies = {}
+
+    def answer(handler, n, body):
+        texts = [p["text"] for p in sent_parts(body) if p["type"] == "text"]
+        bodies[texts[0]] = body
+        completion(handler, "an answer")
+
+    with FakeServer(answer) as server:
+        out = tmp_path / "out"
+        r = sluice.run("caption", m, "-o", out, "--engine", "openai", "--endpoint", server.url,
+                       "--image-placeholder", "<image>", "--system", "Be brief.", *QUIET)
+        assert r.returncode == 3, r.stderr
+        parts = sent_parts(bodies["Is "])
+        assert [p.get("text", p["type"]) for p in parts] == \
+            ["Is ", "image_url", " darker than ", "image_url", "?"]
+        assert image_colours(parts) == ["red", "green"]
+        assert bodies["Is "]["messages"][0] == {"role": "system", "content": "Be brief."}
+        parts = sent_parts(bodies["What colour is "])
+        assert [p.get("text", p["type"]) for p in parts] == \
+            ["What colour is ", "image_url", " here?"]
+        assert image_colours(parts) == ["blue"]
+        # No marker: the images before the prompt, as without the option.
+        parts = sent_parts(bodies["No markers."])
+        assert [p["type"] for p in parts] == ["image_url", "image_url", "text"]
+        rows = {row["id"]: row for row in read_rows(out)}
+        assert "2 images" in rows["short"]["error"] and "1 '<image>' markers" in rows["short"]["error"]
+        assert "short" not in {k for k in bodies}  # never sent
+
+    # Tasks share their images before each prompt: refused with a placeholder.
+    r = sluice.run("caption", m, "-o", tmp_path / "t", "--engine", "openai", "--endpoint",
+                   "http://127.0.0.1:9", "--image-placeholder", "<image>", "--task", "a=<image>?")
+    assert r.returncode == 2 and "--image-placeholder" in r.stderr
+
+    # The llama engine: the same images and text in another order, the same positions.
+    m2 = manifest(colours / "m2.jsonl", [
+        {"id": "inside", "images": ["red.png", "green.png"], "prompt": "Is <image> darker than <image>?"},
+    ])
+    m3 = manifest(colours / "m3.jsonl", [
+        {"id": "before", "images": ["red.png", "green.png"], "prompt": "Is  darker than ?"},
+    ])
+    r = sluice.caption(m2, tmp_path / "l2", "--max-tokens", 2, "--image-placeholder", "<image>",
+                       *QUIET)
+    assert r.returncode == 0, r.stderr
+    r = sluice.caption(m3, tmp_path / "l3", "--max-tokens", 2, *QUIET)
+    assert r.returncode == 0, r.stderr
+    inside, before = read_rows(tmp_path / "l2")[0], read_rows(tmp_path / "l3")[0]
+    assert inside["error"] is None and inside["image_count"] == 2
+    assert abs(inside["prompt_tokens"] - before["prompt_tokens"]) <= 4  # tokenizer seams
+
+
 def test_lists_with_the_llama_engine_and_their_failures(sluice, colours, tmp_path):
     (colours / "clip.mp4").write_bytes((pathlib.Path(__file__).parent / "conftest.py").read_bytes())
     rows_in = [

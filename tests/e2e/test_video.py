@@ -473,3 +473,20 @@ def test_rows_from_a_folder_of_videos_in_a_bucket(sluice, clips, tmp_path):
             assert "video_frames" not in rows["c" + img.suffix]
         finally:
             proxy.close()
+
+
+def test_a_placeholder_puts_a_videos_frames_at_its_marker(sluice, clips, tmp_path):
+    sent = []
+    with FakeServer(lambda handler, n, body: (sent.append(body), completion(handler, "a video"))) \
+            as server:
+        r = sluice.run("caption", clips / "mp4", "-o", tmp_path / "out", "--engine", "openai",
+                       "--endpoint", server.url, "--prompt", "Watch <image> then answer.",
+                       "--image-placeholder", "<image>", "--video-frames", 2, "--show", 0,
+                       "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+    parts = sent_parts(sent[-1])
+    assert [p.get("text", p["type"]) for p in parts] == \
+        ["Watch ", "Frame at 1.0 s:", "image_url", "Frame at 3.0 s:", "image_url", " then answer."]
+    frames = [base64.b64decode(p["image_url"]["url"].split(",", 1)[1])
+              for p in parts if p["type"] == "image_url"]
+    assert [colour_of(f) for f in frames] == ["green", "white"]
