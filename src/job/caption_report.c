@@ -129,6 +129,13 @@ static json_t *summary_json(const caption_report *r)
         add_dry_run(o, r);
     if (o)
         json_object_set_new(o, "lora", llama ? job_lora_json(&p->llama) : json_array());
+    /* The commit each hub dataset was read at: what to name (@COMMIT) to
+     * go on after its branch moved (docs/inputs.md). */
+    json_t *commits = r->src ? sl_source_dataset_commits(r->src) : NULL;
+    if (o && commits)
+        json_object_set_new(o, "dataset_commits", commits);
+    else
+        json_decref(commits);
     if (o)
         json_object_set_new(o, "chat_template", llama && p->llama.chat_template
                                                     ? text(p->llama.chat_template)

@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "io/source.h"
 #include "job/gallery.h"
 #include "job/schema.h"
 #include "sluice/caption.h"
@@ -25,6 +26,7 @@ typedef struct caption_report {
     const caption_schema *schema; /* the output's columns */
     const char *dir;          /* the folder written to (the output's, or its state folder
                                  when the output is in object storage) */
+    const sl_source *src;     /* the inputs (hub datasets' commits); NULL: none named */
 } caption_report;
 
 /* SL_ERR_IO (message names the file and the cause) or SL_ERR_NOMEM. */

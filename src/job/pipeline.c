@@ -746,7 +746,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     }
     if (lead) {
         caption_report report = {p,        sum,       exec, run_st, atomic_load(&j.input_total),
-                                 j.gallery, &j.schema, j.dir};
+                                 j.gallery, &j.schema, j.dir, j.src};
         if (caption_report_write(&report) != SL_OK)
             sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
         job_upload_reports(&j);

@@ -281,6 +281,9 @@ def test_a_branch_that_moved_is_refused_and_its_first_commit_goes_on(sluice, hub
     r = caption(sluice, hub, "hf://datasets/org/moving", "-o", out, "--limit", 2)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(read_rows(out)) == 2
+    # The commit read, where the user finds it to name it later.
+    assert json.loads((out / "summary.json").read_text())["dataset_commits"] == \
+        [f"org/moving@{first}"]
     second = hub.add_dataset("org/moving", {"data/a.parquet": parquet(imgs[:4], 500)})
     assert second != first
     r = caption(sluice, hub, "hf://datasets/org/moving", "-o", out)
