@@ -15,6 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     p.max_line_bytes = 256;
     p.max_columns = 8;
     p.allow_file_urls = size % 2;
+    p.image_column = size % 3 == 0 ? "a,b" : NULL; /* several columns: a list */
     fuzz_walk(fuzz_file("m.jsonl", data, size), &p, 1);
     return 0;
 }

@@ -110,6 +110,39 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
     return item->path ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", value);
 }
 
+sl_status sl_split_image_columns(const char *spec, char *names[SL_SOURCE_MAX_IMAGES], size_t *n)
+{
+    *n = 0;
+    const char *at = spec;
+    sl_status st = SL_OK;
+    for (;;) {
+        size_t len = strcspn(at, ",");
+        if (len == 0)
+            st = sl_fail(SL_ERR_INVALID_ARG, "--image-column '%s': an empty column name", spec);
+        else if (*n == SL_SOURCE_MAX_IMAGES)
+            st = sl_fail(SL_ERR_INVALID_ARG, "--image-column '%s': more than %d columns", spec,
+                         SL_SOURCE_MAX_IMAGES);
+        else if (!(names[*n] = sl_strndup(at, len)))
+            st = sl_fail(SL_ERR_NOMEM, "out of memory");
+        for (size_t k = 0; st == SL_OK && k < *n; k++)
+            if (strcmp(names[k], names[*n]) == 0)
+                st = sl_fail(SL_ERR_INVALID_ARG, "--image-column '%s': '%s' is named twice", spec,
+                             names[k]);
+        if (st != SL_OK) {
+            if (*n < SL_SOURCE_MAX_IMAGES && len)
+                sl_free(names[*n]);
+            for (size_t k = 0; k < *n; k++)
+                sl_free(names[k]);
+            *n = 0;
+            return st;
+        }
+        (*n)++;
+        if (!at[len])
+            return SL_OK;
+        at += len + 1;
+    }
+}
+
 sl_status sl_source_locate_list(const char *const *values, size_t n, const char *base_dir,
                                 const sl_source_params *p, const char *where,
                                 sl_source_item *item)
@@ -150,6 +183,8 @@ struct source_reader {
     char *s3_prefix;          /* ... the URL with a trailing '/' */
     char *s3_id, *s3_url;     /* the entry returned last */
     const sl_source_params *p;
+    char *image_columns[SL_SOURCE_MAX_IMAGES]; /* manifest: several image columns (A,B) */
+    size_t n_image_columns;
     const char *name; /* the input's name in ids: a folder's prefix ("" for none), a
                          manifest's FILE in FILE:LINE */
     /* manifest */
@@ -345,6 +380,8 @@ static void manifest_close(source_reader *r)
     sl_free(r->file);
     sl_free(r->base_dir);
     sl_csv_fields_free(r->header, r->n_header);
+    for (size_t k = 0; k < r->n_image_columns; k++)
+        sl_free(r->image_columns[k]);
     sl_free(r->chunk);
     sl_buf_free(&r->text);
     sl_free(r);
@@ -524,6 +561,9 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
     r->chunk_cap = cap;
     r->p = p;
     r->name = name;
+    if (p->image_column && strchr(p->image_column, ',') &&
+        sl_split_image_columns(p->image_column, r->image_columns, &r->n_image_columns) != SL_OK)
+        goto nomem; /* the names were checked before the run: only memory fails */
     const char *slash = strrchr(file, '/');
     r->base_dir = slash ? sl_strndup(file, (size_t)(slash - file)) : sl_strdup("");
     if (!r->base_dir)
@@ -577,6 +617,8 @@ nomem:
 /* The CSV column holding the image, or -1. */
 static int csv_image_column(const source_reader *r)
 {
+    if (r->n_image_columns)
+        return -1; /* several: read from the row's columns, which keep them */
     for (size_t k = 0; k < (r->p->image_column ? 1 : N_AUTO_IMAGE_COLUMNS); k++)
         for (size_t i = 0; i < r->n_header; i++)
             if (strcmp(r->header[i], r->p->image_column ? r->p->image_column
@@ -602,6 +644,30 @@ static sl_status manifest_image_list(source_reader *r, json_t *list, const char 
     if (!where)
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     sl_status st = sl_source_locate_list(values, n, r->base_dir, r->p, where, item);
+    sl_free(where);
+    return st;
+}
+
+/* A row's images from several columns (--image-column A,B), each a path or
+ * URL string, in the order named; the columns pass through (the output's
+ * record of the paths). */
+static sl_status manifest_image_columns(source_reader *r, json_t *row, long line,
+                                        sl_source_item *item)
+{
+    const char *values[SL_SOURCE_MAX_IMAGES];
+    for (size_t k = 0; k < r->n_image_columns; k++) {
+        json_t *v = json_object_get(row, r->image_columns[k]);
+        if (!json_is_string(v) || !json_string_length(v))
+            return sl_source_item_fail(item, "%s:%ld: column '%s' (of --image-column %s) holds "
+                                             "no image path or URL", r->file, line,
+                                       r->image_columns[k], r->p->image_column);
+        values[k] = json_string_value(v);
+    }
+    char *where = sl_asprintf("%s:%ld", r->file, line);
+    if (!where)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    sl_status st = sl_source_locate_list(values, r->n_image_columns, r->base_dir, r->p, where,
+                                         item);
     sl_free(where);
     return st;
 }
@@ -635,6 +701,11 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
         !(item->prompt = sl_strdup(json_string_value(prompt))))
         goto nomem;
     sl_status st = SL_OK;
+    if (r->n_image_columns) {
+        st = manifest_image_columns(r, row, line, item);
+        item->extra = row;
+        return st;
+    }
     json_t *image = image_key && !raw_image ? json_object_get(row, image_key) : NULL;
     if (raw_image)
         st = sl_source_locate(raw_image, r->base_dir, p, item);

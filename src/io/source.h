@@ -31,7 +31,9 @@ typedef struct sl_source_params {
     const char *const *exclude;
     size_t n_exclude;
     const char *image_column;    /* NULL: image, path, url or images (Parquet:
-                                    also image.bytes, lists) */
+                                    also image.bytes, lists); "A,B": several
+                                    columns, a row's images in that order
+                                    (sl_split_image_columns) */
     const char *prompt_column;   /* NULL: "prompt" when present */
     bool allow_file_urls;        /* file:// values in data read local files */
     size_t max_item_bytes;       /* tar members and Parquet cells larger than this fail */
@@ -79,6 +81,11 @@ typedef struct sl_source_image {
 } sl_source_image;
 
 sl_source_params sl_source_default_params(void);
+
+/* Splits an image_column of several comma-separated names into names
+ * (copies, sl_free each; *n of them). SL_ERR_INVALID_ARG naming spec: an
+ * empty name, one named twice, or more than SL_SOURCE_MAX_IMAGES. */
+sl_status sl_split_image_columns(const char *spec, char *names[SL_SOURCE_MAX_IMAGES], size_t *n);
 
 typedef struct sl_source_item {
     char *id;        /* the row id (and seed key) */

@@ -23,6 +23,11 @@ struct source_reader {
     const sl_source_params *p;
     int bytes_col, path_col, prompt_col; /* indexes into the selection; -1: none */
     bool list;          /* the image column is a list: rows give item->images */
+    /* Several image columns (--image-column A,B): each a struct or a string
+     * column, a row's images in that order; n_multi 0: one column. */
+    size_t n_multi;
+    char *multi_names[SL_SOURCE_MAX_IMAGES];
+    int multi_bytes[SL_SOURCE_MAX_IMAGES], multi_path[SL_SOURCE_MAX_IMAGES]; /* selection; -1 */
     const char *image_name;
     size_t n_sel;
     char **keys;        /* per selected column: its name in item->extra (a list's name), or NULL */
@@ -36,6 +41,8 @@ static void pq_close(source_reader *r)
     if (!r)
         return;
     sl_pq_reader_free(r->pq);
+    for (size_t k = 0; k < r->n_multi; k++)
+        sl_free(r->multi_names[k]);
     for (size_t i = 0; r->keys && i < r->n_sel; i++)
         sl_free(r->keys[i]);
     sl_free(r->keys);
@@ -90,6 +97,16 @@ static bool find_list(const sl_pq_reader *pq, const char *c, int *bytes, int *pa
     return *bytes >= 0 || *path >= 0;
 }
 
+/* Whether selected column c is a field of one of several image structs
+ * (not passed through: bytes, and the path beside them). */
+static bool multi_struct_column(const source_reader *r, int c)
+{
+    for (size_t k = 0; k < r->n_multi; k++)
+        if (c == r->multi_bytes[k] || (c == r->multi_path[k] && r->multi_bytes[k] >= 0))
+            return true;
+    return false;
+}
+
 /* Chooses the image columns and the pass-through ones; selects them. */
 static sl_status choose_columns(source_reader *r, char **why)
 {
@@ -99,6 +116,31 @@ static sl_status choose_columns(source_reader *r, char **why)
     const char *explicit = r->p->image_column;
     int bytes = -1, path = -1;
     char name[512];
+    int multi_bytes[SL_SOURCE_MAX_IMAGES], multi_path[SL_SOURCE_MAX_IMAGES];
+    if (explicit && strchr(explicit, ',')) {
+        sl_status st = sl_split_image_columns(explicit, r->multi_names, &r->n_multi);
+        if (st != SL_OK)
+            return st;
+        for (size_t k = 0; k < r->n_multi; k++) {
+            const char *c = r->multi_names[k];
+            snprintf(name, sizeof name, "%s.bytes", c);
+            multi_bytes[k] = find_column(pq, name);
+            snprintf(name, sizeof name, "%s.path", c);
+            multi_path[k] = multi_bytes[k] >= 0 ? find_column(pq, name) : find_column(pq, c);
+            if (multi_bytes[k] < 0 && multi_path[k] >= 0 &&
+                sl_pq_reader_column(pq, (size_t)multi_path[k])->type != SL_PQ_STRING)
+                multi_path[k] = -1;
+            if (multi_bytes[k] < 0 && multi_path[k] < 0) {
+                *why = sl_asprintf("%s: no image column '%s' (of --image-column %s): expected "
+                                   "'%s.bytes' (an image struct) or a string column '%s'",
+                                   r->file, c, explicit, c, c);
+                return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+            }
+        }
+        r->image_name = explicit;
+        bytes = multi_bytes[0]; /* found: the search below is skipped */
+        path = multi_path[0];
+    }
     for (size_t k = 0; k < (explicit ? 1 : 4) && bytes < 0 && path < 0; k++) {
         const char *c = explicit ? explicit : cands[k];
         snprintf(name, sizeof name, "%s.bytes", c);
@@ -129,12 +171,26 @@ static sl_status choose_columns(source_reader *r, char **why)
     }
     size_t n = 0;
     r->bytes_col = r->path_col = r->prompt_col = -1;
+    for (size_t k = 0; k < r->n_multi; k++)
+        r->multi_bytes[k] = r->multi_path[k] = -1;
     const char *pkey = r->p->prompt_column ? r->p->prompt_column : "prompt";
     for (size_t i = 0; i < nc; i++) {
         const sl_pq_column_info *ci = sl_pq_reader_column(pq, i);
-        if ((int)i == bytes)
+        bool image = false;
+        for (size_t k = 0; k < r->n_multi; k++) {
+            if ((int)i == multi_bytes[k])
+                r->multi_bytes[k] = (int)n, image = true;
+            else if ((int)i == multi_path[k])
+                r->multi_path[k] = (int)n, image = true;
+        }
+        if (image) { /* a string column passes through as any string does */
+            sel[n++] = ci->name;
+            r->n_sel = n;
+            continue;
+        }
+        if (!r->n_multi && (int)i == bytes)
             r->bytes_col = (int)n;
-        else if ((int)i == path) {
+        else if (!r->n_multi && (int)i == path) {
             r->path_col = (int)n;
             /* A list of paths passes through (as a manifest's list does): the
              * output's only record of them. */
@@ -297,6 +353,11 @@ static sl_status list_images(source_reader *r, const sl_pq_batch *b, int64_t i, 
     return SL_OK;
 }
 
+static sl_status one_image(source_reader *r, const sl_pq_batch *b, int64_t i, int bytes_col,
+                           int path_col, const char *image_name, sl_source_item *item);
+static sl_status column_images(source_reader *r, const sl_pq_batch *b, int64_t i,
+                               sl_source_item *item);
+
 static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
 {
     while (!r->batch || r->row >= r->batch->num_rows) {
@@ -330,7 +391,8 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
         !(item->extra = json_object()))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     for (size_t c = 0; c < r->n_sel; c++) {
-        if ((int)c == r->bytes_col || ((int)c == r->path_col && !r->keys[c]))
+        if ((int)c == r->bytes_col || ((int)c == r->path_col && !r->keys[c]) ||
+            multi_struct_column(r, (int)c))
             continue;
         json_t *cell = cell_json(&b->columns[c], i);
         if (!cell || json_object_set_new(item->extra, r->keys[c] ? r->keys[c] : b->columns[c].info->name, cell))
@@ -344,7 +406,17 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
     }
     if (r->list)
         return list_images(r, b, i, item);
-    const sl_pq_vector *bv = r->bytes_col >= 0 ? &b->columns[r->bytes_col] : NULL;
+    if (r->n_multi)
+        return column_images(r, b, i, item);
+    return one_image(r, b, i, r->bytes_col, r->path_col, r->image_name, item);
+}
+
+/* Row i's image from a struct's bytes (or path) column or a string column
+ * (selection indexes; -1: none) into item's data or path, or its error. */
+static sl_status one_image(source_reader *r, const sl_pq_batch *b, int64_t i, int bytes_col,
+                           int path_col, const char *image_name, sl_source_item *item)
+{
+    const sl_pq_vector *bv = bytes_col >= 0 ? &b->columns[bytes_col] : NULL;
     if (bv && bv->valid[i] && bv->offsets[i + 1] > bv->offsets[i]) {
         size_t len = (size_t)(bv->offsets[i + 1] - bv->offsets[i]);
         if (len > r->p->max_item_bytes)
@@ -357,7 +429,7 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
         item->len = len;
         return SL_OK;
     }
-    const sl_pq_vector *pv = r->path_col >= 0 ? &b->columns[r->path_col] : NULL;
+    const sl_pq_vector *pv = path_col >= 0 ? &b->columns[path_col] : NULL;
     if (pv && pv->valid[i] && pv->offsets[i + 1] > pv->offsets[i]) {
         char *value = sl_strndup((const char *)pv->data + pv->offsets[i],
                                  (size_t)(pv->offsets[i + 1] - pv->offsets[i]));
@@ -368,7 +440,30 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
         return st;
     }
     return sl_source_item_fail(item, "%s row %lld: column '%s' holds no image bytes or path",
-                               r->file, (long long)(r->base + i), r->image_name);
+                               r->file, (long long)(r->base + i), image_name);
+}
+
+/* Row i's images from several columns (--image-column A,B): each read as a
+ * single image column is, in the order named; one that holds none fails
+ * the row, naming it. */
+static sl_status column_images(source_reader *r, const sl_pq_batch *b, int64_t i,
+                               sl_source_item *item)
+{
+    if (!(item->images = sl_calloc(r->n_multi, sizeof *item->images)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    item->n_images = r->n_multi;
+    for (size_t k = 0; k < r->n_multi; k++) {
+        sl_source_item one = {0};
+        sl_status st = one_image(r, b, i, r->multi_bytes[k], r->multi_path[k], r->multi_names[k],
+                                 &one);
+        item->images[k] = (sl_source_image){one.path, one.data, one.len};
+        if (st == SL_OK && one.error)
+            st = sl_source_item_fail(item, "image %zu of %zu: %s", k + 1, r->n_multi, one.error);
+        sl_free(one.error);
+        if (st != SL_OK || item->error)
+            return st;
+    }
+    return SL_OK;
 }
 
 static int64_t pq_count(const char *file, const sl_source_params *p, const atomic_bool *stop)

@@ -186,6 +186,15 @@ sl_status job_check_params(const sl_caption_params *p)
         return sl_fail(SL_ERR_INVALID_ARG, "--video-fps must be >= 0, got %g", p->video.fps);
     if (p->frame_text && !sl_utf8_valid(p->frame_text, strlen(p->frame_text)))
         return sl_fail(SL_ERR_INVALID_ARG, "--frame-text is not valid UTF-8");
+    if (p->image_column && strchr(p->image_column, ',')) { /* several: a list per row */
+        char *names[SL_SOURCE_MAX_IMAGES];
+        size_t n;
+        sl_status st = sl_split_image_columns(p->image_column, names, &n);
+        for (size_t k = 0; k < n; k++)
+            sl_free(names[k]);
+        if (st != SL_OK)
+            return st;
+    }
     if (p->image_text && !sl_utf8_valid(p->image_text, strlen(p->image_text)))
         return sl_fail(SL_ERR_INVALID_ARG, "--image-text is not valid UTF-8");
     if (p->image_placeholder && *p->image_placeholder) {

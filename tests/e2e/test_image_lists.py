@@ -307,6 +307,52 @@ def test_parquet_lists_of_image_structs_and_of_paths(sluice, colours, tmp_path):
     assert "images" not in rows["structs.parquet:0"]
 
 
+def test_several_image_columns_make_a_list(sluice, colours, tmp_path):
+    """--image-column before,after: an image-editing dataset's two columns,
+    from JSONL, CSV and Parquet (image structs), are one row's images in the
+    order named; a row missing one fails naming the column."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    jl = manifest(colours / "m.jsonl", [
+        {"id": "j", "before": "red.png", "after": "green.png", "prompt": "J?"},
+        {"id": "j-missing", "before": "red.png", "prompt": "never sent"},
+    ])
+    (colours / "m.csv").write_text("id,before,after,prompt\nc,blue.png,white.png,C?\n"
+                                   "c-empty,blue.png,,never sent\n")
+    png = {c: (colours / f"{c}.png").read_bytes() for c in RGB}
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    pq.write_table(pa.table({
+        "before": pa.array([{"bytes": png["white"], "path": None}], image),
+        "after": pa.array([{"bytes": png["blue"], "path": None}], image),
+        "prompt": ["P?"]}), colours / "m.parquet")
+    bodies = {}
+
+    def answer(handler, n, body):
+        bodies[sent_parts(body)[-1]["text"]] = body
+        completion(handler, "an answer")
+
+    with FakeServer(answer) as server:
+        for src, code in ((jl, 3), (colours / "m.csv", 3), (colours / "m.parquet", 0)):
+            out = tmp_path / src.suffix[1:]
+            r = sluice.run("caption", src, "-o", out, "--engine", "openai", "--endpoint",
+                           server.url, "--image-column", "before,after", *QUIET)
+            assert r.returncode == code, r.stderr
+    assert image_colours(sent_parts(bodies["J?"])) == ["red", "green"]
+    assert image_colours(sent_parts(bodies["C?"])) == ["blue", "white"]
+    assert image_colours(sent_parts(bodies["P?"])) == ["white", "blue"]
+    assert "never sent" not in bodies
+    rows = {row["id"]: row for row in read_rows(tmp_path / "jsonl")}
+    assert rows["j"]["image_count"] == 2
+    assert (rows["j"]["before"], rows["j"]["after"]) == ("red.png", "green.png")  # kept
+    assert "column 'after'" in rows["j-missing"]["error"]
+    assert rows["j-missing"]["error_stage"] == "read"
+    rows = {row["id"]: row for row in read_rows(tmp_path / "csv")}
+    assert "column 'after'" in rows["c-empty"]["error"]
+    r = sluice.run("caption", jl, "-o", tmp_path / "bad", "--engine", "openai", "--endpoint",
+                   "http://127.0.0.1:9", "--image-column", "before,,after")
+    assert r.returncode == 2 and "empty column name" in r.stderr
+
+
 def test_a_lua_stage_reads_the_count(sluice, colours, tmp_path):
     script = tmp_path / "count.lua"
     script.write_text("function process(row)\n"
