@@ -111,7 +111,22 @@ struct source_reader {
     bool has_pending, ended;
     char *end_error;        /* the shard broke: one last error item */
     int64_t end_offset;
+    /* --image-column: the members (by extension: "png", "0.jpg") that are a
+     * sample's images, in order (gathered in its item's images); 0: its
+     * first image member. */
+    char *columns[SL_SOURCE_MAX_IMAGES];
+    size_t n_columns;
 };
+
+/* Which of the named image members `ext` is; -1: none (or none named). */
+static int named_column(const source_reader *r, const char *ext)
+{
+    for (size_t k = 0; k < r->n_columns; k++)
+        if (strcasecmp(r->columns[k], ext) == 0)
+            return (int)k;
+    return -1;
+}
+
 
 /* An image member or a video's: the extensions a folder's files take
  * (io/dir_source.h), so the shards sluice writes (io/wds_sink.c: .gif,
@@ -133,6 +148,8 @@ static void wds_close(source_reader *r)
         archive_read_free(r->a);
     remote_free(r->rem);
     sl_source_item_clear(&r->pending);
+    for (size_t k = 0; k < r->n_columns; k++)
+        sl_free(r->columns[k]);
     sl_free(r->end_error);
     sl_free(r->file);
     sl_free(r);
@@ -172,6 +189,16 @@ static sl_status wds_open(const char *file, const char *name, const sl_source_pa
     }
     r->p = p;
     r->name = name;
+    if (p->image_column) {
+        sl_status st = strchr(p->image_column, ',')
+                           ? sl_split_image_columns(p->image_column, r->columns, &r->n_columns)
+                           : (r->columns[0] = sl_strdup(p->image_column)) ? SL_OK : SL_ERR_NOMEM;
+        if (st != SL_OK) { /* the names were checked before the run: only memory fails */
+            wds_close(r);
+            return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+        }
+        r->n_columns += !strchr(p->image_column, ',');
+    }
     if (!(r->a = archive_read_new())) {
         wds_close(r);
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
@@ -209,12 +236,19 @@ static int read_member(struct archive *a, int64_t size, uint8_t **out)
 /* Whether a member of this extension adds to its sample: its first image,
  * .json, .txt, .cls. The others' data is skipped, not read (in S3, a jump
  * past it: a shard's .npy or .mp4 members are never fetched). */
-static bool member_used(const sl_source_item *s, const char *ext)
+static bool member_used(const source_reader *r, const sl_source_item *s, const char *ext)
 {
     const char *last = strrchr(ext, '.');
     last = last ? last + 1 : ext;
-    if (is_image_ext(ext))
+    if (r->n_columns) { /* the named members are the images; other images are skipped */
+        int k = named_column(r, ext);
+        if (k >= 0)
+            return !s->images || !s->images[k].data;
+        if (is_image_ext(ext))
+            return false;
+    } else if (is_image_ext(ext)) {
         return !s->data;
+    }
     return strcasecmp(last, "json") == 0 || strcasecmp(last, "txt") == 0 ||
            strcasecmp(last, "cls") == 0;
 }
@@ -228,7 +262,15 @@ static sl_status add_member(source_reader *r, const char *name, const char *ext,
     last = last ? last + 1 : ext;
     if (!s->extra && !(s->extra = json_object()))
         goto nomem;
-    if (is_image_ext(ext)) {
+    int k = named_column(r, ext);
+    if (k >= 0) {
+        if (!s->images && !(s->images = sl_calloc(r->n_columns, sizeof *s->images)))
+            goto nomem;
+        s->n_images = r->n_columns;
+        s->images[k] = (sl_source_image){NULL, data, len};
+        return SL_OK;
+    }
+    if (!r->n_columns && is_image_ext(ext)) {
         if (!s->data) { /* the first image of a sample is its image */
             s->data = data;
             s->len = len;
@@ -262,18 +304,40 @@ nomem:
     return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
 }
 
+/* The named image members gathered in *item: its image (one named)
+ * or its list (several, in the order named); a member missing fails it,
+ * naming the member. */
+static sl_status take_columns(source_reader *r, sl_source_item *item)
+{
+    for (size_t k = 0; k < r->n_columns && !item->error; k++)
+        if (!item->images || !item->images[k].data)
+            sl_source_item_fail(item, "%s: sample '%s' has no member '%s' (--image-column %s)",
+                                r->file, item->id, r->columns[k], r->p->image_column);
+    if (!item->error && r->n_columns == 1) { /* one named: the sample's image */
+        item->data = item->images[0].data;
+        item->len = item->images[0].len;
+        sl_free(item->images);
+        item->images = NULL;
+        item->n_images = 0;
+    }
+    return SL_OK;
+}
+
 /* Moves the pending sample (its first member at byte `offset`) into *item. */
 static sl_status finish_sample(source_reader *r, int64_t offset, sl_source_item *item)
 {
     *item = r->pending;
     r->pending = (sl_source_item){0};
     r->has_pending = false;
+    sl_status st = r->n_columns ? take_columns(r, item) : SL_OK;
+    if (st != SL_OK)
+        return st;
     /* Member names are only ever ids: "../x" or "/etc/x" names no file here. */
     char *id = sl_asprintf("%s/%s", r->name, item->id);
     if (!id)
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     item->at = offset;
-    if (!item->data && !item->error)
+    if (!item->data && !item->n_images && !item->error)
         sl_source_item_fail(item, "%s: sample '%s' has no image (.jpg, .png, .webp, .gif, "
                             "...) or video (.mp4, .webm, ...)",
                             r->file, item->id);
@@ -324,7 +388,7 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
         }
         int64_t size = archive_entry_size(e);
         sl_status st = SL_OK;
-        if (!member_used(&r->pending, ext)) {
+        if (!member_used(r, &r->pending, ext)) {
             archive_read_data_skip(r->a);
         } else if (size < 0 || (uint64_t)size > r->p->max_item_bytes) {
             if (!r->pending.error)

@@ -17,7 +17,7 @@ import pathlib
 import pytest
 from PIL import Image
 
-from conftest import read_rows
+from conftest import read_rows, wds_shard
 from localserver import LocalServer
 from openai_helpers import FakeServer, LlamaServer, completion
 
@@ -351,6 +351,44 @@ def test_several_image_columns_make_a_list(sluice, colours, tmp_path):
     r = sluice.run("caption", jl, "-o", tmp_path / "bad", "--engine", "openai", "--endpoint",
                    "http://127.0.0.1:9", "--image-column", "before,,after")
     assert r.returncode == 2 and "empty column name" in r.stderr
+
+
+def test_webdataset_members_named_as_image_columns(sluice, colours, tmp_path):
+    """A shard's samples with several image members: --image-column
+    0.png,1.png makes them a list in that order; --image-column 1.png picks
+    that member over the sample's first image; a sample missing a named
+    member fails naming it."""
+    png = {c: (colours / f"{c}.png").read_bytes() for c in RGB}
+    shard = tmp_path / "pairs.tar"
+    shard.write_bytes(wds_shard([
+        ("a.0.png", png["green"]), ("a.1.png", png["red"]),
+        ("b.jpg", (colours / "broken.jpg").read_bytes()), ("b.0.png", png["white"]),
+        ("b.1.png", png["blue"]),
+        ("c.0.png", png["red"]),
+    ]))
+    sent = []
+
+    def answer(handler, n, body):
+        sent.append(tuple(image_colours(sent_parts(body))))
+        completion(handler, "an answer")
+
+    with FakeServer(answer) as server:
+        out = tmp_path / "list"
+        r = sluice.run("caption", shard, "-o", out, "--engine", "openai", "--endpoint",
+                       server.url, "--image-column", "0.png,1.png", *QUIET)
+        assert r.returncode == 3, r.stderr
+        # b's first image (a broken .jpg) is not one of the named: not read
+        assert sorted(sent) == [("green", "red"), ("white", "blue")]
+        rows = {row["id"]: row for row in read_rows(out)}
+        assert rows["pairs.tar/a"]["image_count"] == 2
+        assert "no member '1.png'" in rows["pairs.tar/c"]["error"]
+
+        sent.clear()
+        out = tmp_path / "one"
+        r = sluice.run("caption", shard, "-o", out, "--engine", "openai", "--endpoint",
+                       server.url, "--image-column", "1.png", *QUIET)
+        assert r.returncode == 3, r.stderr
+        assert sorted(sent) == [("blue",), ("red",)]
 
 
 def test_a_lua_stage_reads_the_count(sluice, colours, tmp_path):
