@@ -127,8 +127,8 @@ static const opt opts[] = {
     {"input.exclude", "exclude", 0, K_LIST, 0, .list = L_EXCLUDE, .max_items = 64, .arg = "GLOB",
      .help = "folders: skip relative paths matching one of these"},
     {"input.image_column", "image-column", 0, K_STR, AT(p.image_column), .arg = "NAME",
-     .help = "manifest/Parquet image column (~: image, path, url or images); A,B: several "
-             "columns, a row's images in that order"},
+     .help = "manifest/Parquet image column (~: image, path, url or images) or WebDataset "
+             "member extension; A,B: several, a row's images in that order"},
     {"input.allow_file_urls", "allow-file-urls", 0, K_BOOL, AT(p.allow_file_urls),
      .help = "read file:// URLs found in data"},
     {"input.max_download_bytes", "max-download-bytes", 0, K_SIZE, AT(p.max_download_bytes),
