@@ -17,7 +17,7 @@ import pathlib
 import pytest
 from PIL import Image
 
-from conftest import read_rows, wds_shard
+from conftest import TINY, read_rows, wds_shard
 from localserver import LocalServer
 from openai_helpers import FakeServer, LlamaServer, completion
 
@@ -389,6 +389,30 @@ def test_webdataset_members_named_as_image_columns(sluice, colours, tmp_path):
                        server.url, "--image-column", "1.png", *QUIET)
         assert r.returncode == 3, r.stderr
         assert sorted(sent) == [("blue",), ("red",)]
+
+
+def test_the_edits_example_runs_on_the_tiny_model(sluice, colours, tmp_path):
+    """examples/edits.yaml on a local Parquet with the dataset's two image
+    columns: each row's pair placed at the prompt's markers."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    png = {c: (colours / f"{c}.png").read_bytes() for c in RGB}
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    pairs = tmp_path / "pairs.parquet"
+    pq.write_table(pa.table({
+        "original_image": pa.array([{"bytes": png["red"], "path": None},
+                                    {"bytes": png["blue"], "path": None}], image),
+        "edited_image": pa.array([{"bytes": png["green"], "path": None},
+                                  {"bytes": png["white"], "path": None}], image),
+        "edit_prompt": ["make it green", "make it white"]}), pairs)
+    example = pathlib.Path(__file__).resolve().parents[2] / "examples" / "edits.yaml"
+    out = tmp_path / "out"
+    r = sluice.run("run", example, pairs, "-o", out, "--model", TINY / "model.gguf",
+                   "--mmproj", TINY / "mmproj.gguf", "--max-tokens", 2, *QUIET)
+    assert r.returncode == 0, r.stderr
+    rows = pq.read_table(out / "part-00000.parquet").to_pylist()
+    assert sorted(row["edit_prompt"] for row in rows) == ["make it green", "make it white"]
+    assert all(row["image_count"] == 2 and row["error"] is None for row in rows)
 
 
 def test_a_lua_stage_reads_the_count(sluice, colours, tmp_path):
