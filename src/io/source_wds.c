@@ -307,7 +307,7 @@ nomem:
 /* The named image members gathered in *item: its image (one named)
  * or its list (several, in the order named); a member missing fails it,
  * naming the member. */
-static sl_status take_columns(source_reader *r, sl_source_item *item)
+static void take_columns(source_reader *r, sl_source_item *item)
 {
     for (size_t k = 0; k < r->n_columns && !item->error; k++)
         if (!item->images || !item->images[k].data)
@@ -320,7 +320,6 @@ static sl_status take_columns(source_reader *r, sl_source_item *item)
         item->images = NULL;
         item->n_images = 0;
     }
-    return SL_OK;
 }
 
 /* Moves the pending sample (its first member at byte `offset`) into *item. */
@@ -329,9 +328,8 @@ static sl_status finish_sample(source_reader *r, int64_t offset, sl_source_item 
     *item = r->pending;
     r->pending = (sl_source_item){0};
     r->has_pending = false;
-    sl_status st = r->n_columns ? take_columns(r, item) : SL_OK;
-    if (st != SL_OK)
-        return st;
+    if (r->n_columns)
+        take_columns(r, item);
     /* Member names are only ever ids: "../x" or "/etc/x" names no file here. */
     char *id = sl_asprintf("%s/%s", r->name, item->id);
     if (!id)
