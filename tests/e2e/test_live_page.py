@@ -95,7 +95,7 @@ def test_live_page_in_headless_chromium(sluice, tmp_path):
         assert proc.poll() is None, "the run ended before the page could be loaded; raise the copies"
 
         common = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
-                  "--virtual-time-budget=4000", "--window-size=1280,1600"]
+                  "--virtual-time-budget=10000", "--window-size=1280,1600"]
         dom = subprocess.run(common + ["--dump-dom", base + "/"], capture_output=True, text=True,
                              timeout=120).stdout
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
