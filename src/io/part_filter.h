@@ -1,0 +1,44 @@
+/* io/part_filter.h — one committed output part read back and rewritten, for
+ * --retry-failed (job/retry.c): which of its rows failed, and the same part
+ * without the rows of some ids. The formats are the sinks' (io/sink.h):
+ * part-N.jsonl (a JSON object a line), part-N.parquet (flat columns, as
+ * parquet_sink.c writes them), part-N.tar (WebDataset: KEY.json holding the
+ * row, then KEY.EXT members of the same sample), told apart by the name's
+ * extension; errors-N.jsonl files are JSONL. A row failed when its "error"
+ * is a non-null value; its id is its "id" string. Files are read as a
+ * stream: memory does not grow with a part's rows. Thread rules: none
+ * shared; one call at a time per file. Errors name the file and the cause
+ * (SL_ERR_DECODE: a row that is not the output's, e.g. no "id"). */
+#ifndef SL_IO_PART_FILTER_H
+#define SL_IO_PART_FILTER_H
+
+#include <stdbool.h>
+
+#include "ledger/idset.h"
+#include "sluice/status.h"
+
+/* Called with each failed row's id (borrowed for the call); an error it
+ * returns ends the walk and is returned. */
+typedef sl_status (*sl_part_id_fn)(void *user, const char *id);
+
+/* Calls each(user, id) for every row of `path` whose error is set, in file
+ * order; an id comes once per such row (with --rows-per-task a failed
+ * input's tasks are rows of one id). */
+sl_status sl_part_failed_ids(const char *path, sl_part_id_fn each, void *user);
+
+/* Writes `tmp_path` (created, or replaced) as `path` without the rows whose
+ * id `drop` holds (every row of that id: all its tasks), in the same format
+ * and order, and fsyncs it; *removed = the rows left out, *kept = the rows
+ * written. With nothing to drop the copy is still made (the caller skips
+ * the call when it knows). On error tmp_path is removed. The caller renames
+ * tmp_path over path (io/shard.h's way: rename, then sync the folder). */
+sl_status sl_part_filter(const char *path, const char *tmp_path, sl_idset *drop, long *removed,
+                         long *kept);
+
+/* The tar format's halves (io/part_filter_tar.c), called by the two above
+ * for a name ending in ".tar". */
+sl_status sl_part_failed_ids_tar(const char *path, sl_part_id_fn each, void *user);
+sl_status sl_part_filter_tar(const char *path, const char *tmp_path, sl_idset *drop,
+                             long *removed, long *kept);
+
+#endif
