@@ -64,6 +64,10 @@ typedef struct sl_caption_progress {
     int ranks, ranks_finished;
     int64_t job_rows;
     int64_t inputs_done_before; /* the inputs whose rows those are */
+    /* --retry-failed (retry_failed): failed rows (ids) taken out of the
+     * output at the start and the parts rewritten. */
+    bool retry_failed;
+    int64_t rows_retried, parts_retried;
 } sl_caption_progress;
 
 typedef void (*sl_progress_fn)(const sl_caption_progress *progress, void *user);
@@ -104,6 +108,11 @@ typedef struct sl_caption_params {
     bool overwrite;            /* start over: remove the folder's part files and its
                                   resume ledger (default: resume a run of the same
                                   settings; refuse one of other settings) */
+    bool retry_failed;         /* before the run, take the failed rows out of the output's
+                                  committed parts (each part rewritten without them) and
+                                  caption those inputs again, as a resume does the inputs
+                                  not done (docs/output.md "Retrying failed rows"); a
+                                  local output folder's, not an s3:// output's */
     const char *system_prompt; /* NULL: none; like prompt, a template: {column} is the
                                   row's pass-through column (docs/output.md) */
     const char *prompt;
@@ -256,6 +265,9 @@ typedef struct sl_caption_summary {
                                  rows committed, or dropped (under MPI: every rank's) */
     long inputs_done_before;  /* inputs earlier runs finished (their inputs_done summed) */
     bool dry_run;             /* params.dry_run: no model, no answers */
+    long rows_retried;        /* --retry-failed: failed rows (ids) taken out of the output's
+                                 parts at the start, their inputs captioned again */
+    long parts_retried;       /* ... the parts rewritten without them */
     uint64_t input_bytes;     /* the encoded bytes of the inputs whose rows this run
                                  committed (dry runs only; under MPI every rank's) */
     uint64_t jpeg_bytes;      /* dry run, engine "openai": the JPEGs that would be sent */

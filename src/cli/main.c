@@ -241,6 +241,8 @@ static const char usage_tail[] =
     "      --overwrite           start over: remove OUTPUT_DIR's part files and resume\n"
     "                            ledger (default: the same command resumes; other\n"
     "                            settings in a used folder are refused)\n"
+    "      --retry-failed        take the failed rows out of OUTPUT_DIR's parts (each part\n"
+    "                            rewritten without them) and caption those inputs again\n"
     "      --columns A,B,...     pass only these input columns through (default: all;\n"
     "                            Parquet types come from the first 100 rows)\n"
     "      --include-image-bytes the original image bytes: Parquet's column image_bytes,\n"

@@ -74,6 +74,14 @@ static void print_progress_locked(printer *pr, const sl_caption_progress *g)
         snprintf(skipped + strlen(skipped), sizeof skipped - strlen(skipped),
                  " [job: %lld rows committed, %d of %d ranks done]", (long long)g->job_rows,
                  g->ranks_finished, g->ranks);
+    if (g->retry_failed && !pr->retry_said) {
+        clear_progress(pr);
+        fprintf(stderr, "sluice: retrying: %lld failed row%s taken out of %lld part%s to be "
+                        "captioned again\n", (long long)g->rows_retried,
+                g->rows_retried == 1 ? "" : "s", (long long)g->parts_retried,
+                g->parts_retried == 1 ? "" : "s");
+        pr->retry_said = true;
+    }
     if (g->inputs_done_before > 0 && !pr->resume_said) {
         /* Inputs, as the skipped count; the rows they made as the output
          * holds them (with --rows-per-task one per input and task). */

@@ -22,6 +22,7 @@ typedef struct printer {
     double last_line;  /* non-TTY: when the last progress line went out */
     double line_every; /* non-TTY: seconds between progress lines */
     bool resume_said;  /* the "resuming" line went out */
+    bool retry_said;   /* the "retrying" line went out */
     pthread_mutex_t mu;
 } printer;
 

@@ -321,6 +321,8 @@ static const opt opts[] = {
      .help = "failed rows (a batch file's failed requests) go here, not in the output"},
     {"output.overwrite", "overwrite", 0, K_BOOL, AT(p.overwrite),
      .help = "start over (false: the same job resumes)"},
+    {"output.retry_failed", "retry-failed", 0, K_BOOL, AT(p.retry_failed),
+     .help = "take the failed rows out of the output and caption those inputs again"},
     {"output.columns", "columns", 0, K_LIST, 0, .list = L_COLUMNS, .max_items = 256, .f = SPLIT,
      .arg = "A,B,...", .help = "pass only these input columns through ([]: all)"},
     {"output.include_image_bytes", "include-image-bytes", 0, K_BOOL, AT(p.include_image_bytes),

@@ -37,6 +37,8 @@ struct job_progress {
     const atomic_int_fast64_t *input_total;
     const atomic_int_fast64_t *rows_skipped;
     int64_t inputs_before, rows_before; /* what earlier runs committed */
+    bool retry_failed;
+    int64_t rows_retried, parts_retried;
     sl_dist *dist;             /* rank 0 of an MPI job: the job's figures too */
     double load_seconds;
     pthread_mutex_t mu;
@@ -62,6 +64,9 @@ static void progress_report(job_progress *pg, bool final)
     snap.rows_skipped = (uint64_t)atomic_load(pg->rows_skipped);
     snap.rows_done_before = pg->rows_before;
     snap.inputs_done_before = pg->inputs_before;
+    snap.retry_failed = pg->retry_failed;
+    snap.rows_retried = pg->rows_retried;
+    snap.parts_retried = pg->parts_retried;
     snap.n_stages = sl_exec_stage_count(pg->exec);
     if (snap.n_stages > sizeof snap.stages / sizeof *snap.stages)
         snap.n_stages = sizeof snap.stages / sizeof *snap.stages;
@@ -104,7 +109,9 @@ sl_status job_progress_start(const job *j, sl_exec *exec, job_progress **out)
         return sl_fail(SL_ERR_NOMEM, "out of memory starting the progress monitor");
     *pg = (job_progress){.p = p, .exec = exec, .input_total = &j->input_total,
                          .rows_skipped = &j->rows_skipped, .inputs_before = j->done_before,
-                         .rows_before = j->sum->rows_done_before, .dist = j->dist};
+                         .rows_before = j->sum->rows_done_before, .dist = j->dist,
+                         .retry_failed = p->retry_failed, .rows_retried = j->sum->rows_retried,
+                         .parts_retried = j->sum->parts_retried};
     pthread_mutex_init(&pg->mu, NULL);
     pthread_cond_init(&pg->cv, NULL);
     if (p->on_progress)

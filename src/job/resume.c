@@ -472,6 +472,27 @@ sl_status job_open_ledger(job *j)
         sl_log(SL_LOG_INFO, "%s: removed %ld temporary file%s; %ld pending part%s committed, "
                             "%ld dropped", dir, temps, temps == 1 ? "" : "s", info.parts_promoted,
                info.parts_promoted == 1 ? "" : "s", info.parts_dropped);
+    /* A retry an earlier run began is finished whatever this run's flags
+     * (ledger/ledger.h); then this run's own. Both change the counts. */
+    long settled = 0, retried = 0, retried_parts = 0;
+    if (!j->remote && (st = job_retry_settle(j, &settled)) != SL_OK)
+        return st;
+    if (p->retry_failed && (st = job_retry_failed(j, &retried, &retried_parts)) != SL_OK)
+        return st;
+    if (settled || retried_parts) {
+        sl_ledger_info now;
+        if ((st = sl_ledger_reconcile(j->ledger, &now)) != SL_OK)
+            return st;
+        info.parts = now.parts;
+        info.rows = now.rows;
+        info.inputs = now.inputs;
+        info.written = now.written;
+    }
+    if (settled)
+        sl_log(SL_LOG_INFO, "%s: finished taking failed rows out of %ld part%s (a retry an "
+                            "earlier run began)", dir, settled, settled == 1 ? "" : "s");
+    j->sum->rows_retried = retried;
+    j->sum->parts_retried = retried_parts;
     /* Never reuse a number: parts continue after the highest one seen. */
     j->shard = (info.max_part > scan.max_number ? info.max_part : scan.max_number) + 1;
     j->first_shard = j->shard;

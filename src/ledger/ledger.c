@@ -6,6 +6,9 @@
  *   parts(number PRIMARY KEY, name UNIQUE, state 0 pending | 1 committed, rows,
  *         inputs, written)   the last two NULL in parts of a sluice that lacked them
  *   rows(id PRIMARY KEY, part) WITHOUT ROWID, indexed by part
+ *   retry_parts(part PRIMARY KEY, removed), retry_ids(part, id)   --retry-failed's
+ *         parts begun and not finished (empty between runs; an older sluice that
+ *         ignores them leaves them for a newer one to finish)
  * The file is opened in WAL mode with synchronous=FULL (a commit is durable
  * when it returns) and locking_mode=EXCLUSIVE (one run per output folder). */
 #include <errno.h>
@@ -122,6 +125,9 @@ static const char schema[] =
     " state INTEGER NOT NULL, rows INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS rows(id TEXT PRIMARY KEY, part INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS rows_by_part ON rows(part);"
+    "CREATE TABLE IF NOT EXISTS retry_parts(part INTEGER PRIMARY KEY, removed INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS retry_ids(part INTEGER NOT NULL, id TEXT NOT NULL,"
+    " PRIMARY KEY(part, id)) WITHOUT ROWID;"
     "INSERT OR IGNORE INTO meta(key, value) VALUES('format_version', '1');"
     "PRAGMA user_version = 1;";
 
@@ -356,6 +362,51 @@ typedef struct part_ref {
     char *name;
 } part_ref;
 
+static void free_parts(part_ref *parts, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sl_free(parts[i].name);
+    sl_free(parts);
+}
+
+/* The parts a query (number, state, name) gives, into *out (the caller
+ * frees it with free_parts). The caller holds the mutex. */
+static sl_status list_parts(sl_ledger *l, const char *sql, part_ref **out, size_t *count)
+{
+    part_ref *parts = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *s = NULL;
+    sl_status st = prepare(l, sql, &s);
+    int rc = SQLITE_DONE;
+    while (st == SL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap ? 2 * cap : 64;
+            part_ref *grown = sl_realloc(parts, ncap * sizeof *parts);
+            if (!grown) {
+                st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
+                break;
+            }
+            parts = grown;
+            cap = ncap;
+        }
+        parts[n] = (part_ref){sqlite3_column_int64(s, 0), sqlite3_column_int(s, 1),
+                              sl_strdup((const char *)sqlite3_column_text(s, 2))};
+        if (!parts[n++].name)
+            st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
+    }
+    if (st == SL_OK && rc != SQLITE_DONE)
+        st = db_fail(l, SL_ERR_IO, "read its parts");
+    sqlite3_finalize(s);
+    if (st != SL_OK) {
+        free_parts(parts, n);
+        parts = NULL;
+        n = 0;
+    }
+    *out = parts;
+    *count = n;
+    return st;
+}
+
 static sl_status drop_part(sl_ledger *l, long number)
 {
     sqlite3_stmt *s = NULL;
@@ -366,6 +417,11 @@ static sl_status drop_part(sl_ledger *l, long number)
     }
     sqlite3_finalize(s);
     s = NULL;
+    char sql[160];
+    snprintf(sql, sizeof sql, "DELETE FROM retry_ids WHERE part = %ld;"
+                              "DELETE FROM retry_parts WHERE part = %ld", number, number);
+    if (st == SL_OK)
+        st = exec_sql(l, sql, "forget a part");
     if (st == SL_OK && (st = prepare(l, "DELETE FROM parts WHERE number = ?1", &s)) == SL_OK) {
         sqlite3_bind_int64(s, 1, number);
         st = step_done(l, s, "forget a part");
@@ -385,39 +441,15 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
 {
     sl_ledger_info got = {.max_part = -1};
     part_ref *parts = NULL;
-    size_t n = 0, cap = 0;
+    size_t n = 0;
     sqlite3_stmt *s = NULL;
     pthread_mutex_lock(&l->mu);
     sl_status st = exec_sql(l, "BEGIN IMMEDIATE", "reconcile");
     if (st != SL_OK)
         goto out;
-    if ((st = prepare(l, "SELECT number, state, name FROM parts ORDER BY number", &s)) != SL_OK)
+    if ((st = list_parts(l, "SELECT number, state, name FROM parts ORDER BY number", &parts,
+                         &n)) != SL_OK)
         goto out;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (n == cap) {
-            size_t ncap = cap ? 2 * cap : 64;
-            part_ref *grown = sl_realloc(parts, ncap * sizeof *parts);
-            if (!grown) {
-                st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
-                goto out;
-            }
-            parts = grown;
-            cap = ncap;
-        }
-        parts[n] = (part_ref){sqlite3_column_int64(s, 0), sqlite3_column_int(s, 1),
-                              sl_strdup((const char *)sqlite3_column_text(s, 2))};
-        if (!parts[n++].name) {
-            st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
-            goto out;
-        }
-    }
-    sqlite3_finalize(s);
-    s = NULL;
-    if (rc != SQLITE_DONE) {
-        st = db_fail(l, SL_ERR_IO, "read its parts");
-        goto out;
-    }
     for (size_t i = 0; i < n && st == SL_OK; i++) {
         char *file = sl_asprintf("%s/%s", l->dir, parts[i].name);
         if (!file) {
@@ -471,9 +503,7 @@ out:
     if (st != SL_OK)
         rollback(l);
     sqlite3_finalize(s);
-    for (size_t i = 0; i < n; i++)
-        sl_free(parts[i].name);
-    sl_free(parts);
+    free_parts(parts, n);
     pthread_mutex_unlock(&l->mu);
     if (st == SL_OK && info)
         *info = got;
@@ -710,6 +740,236 @@ sl_status sl_ledger_shard_done(sl_ledger *l, int64_t shard,
     if (st == SL_OK && rc != SQLITE_DONE)
         st = db_fail(l, SL_ERR_IO, "list a shard's rows");
     sqlite3_finalize(s);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+/* --- retrying failed rows --------------------------------------------------------- */
+
+sl_status sl_ledger_each_part(sl_ledger *l,
+                              sl_status (*each)(void *user, long number, const char *name),
+                              void *user)
+{
+    /* Collected first: `each` may call back into the ledger. */
+    part_ref *parts = NULL;
+    size_t n = 0;
+    pthread_mutex_lock(&l->mu);
+    sl_status st = list_parts(l, "SELECT number, state, name FROM parts WHERE state = 1 "
+                                 "ORDER BY number", &parts, &n);
+    pthread_mutex_unlock(&l->mu);
+    for (size_t i = 0; i < n && st == SL_OK; i++)
+        st = each(user, parts[i].number, parts[i].name);
+    free_parts(parts, n);
+    return st;
+}
+
+sl_status sl_ledger_each_retry(sl_ledger *l,
+                               sl_status (*each)(void *user, long number, const char *name),
+                               void *user)
+{
+    part_ref *parts = NULL;
+    size_t n = 0;
+    pthread_mutex_lock(&l->mu);
+    sl_status st = list_parts(l, "SELECT p.number, p.state, p.name FROM parts p JOIN "
+                                 "retry_parts r ON r.part = p.number ORDER BY p.number",
+                              &parts, &n);
+    pthread_mutex_unlock(&l->mu);
+    for (size_t i = 0; i < n && st == SL_OK; i++)
+        st = each(user, parts[i].number, parts[i].name);
+    free_parts(parts, n);
+    return st;
+}
+
+sl_status sl_ledger_retry_begin(sl_ledger *l, long number, const char *ids, size_t n,
+                                long removed)
+{
+    pthread_mutex_lock(&l->mu);
+    sqlite3_stmt *add = NULL, *part = NULL;
+    sl_status st = SL_OK;
+    if (l->in_part) {
+        st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': a retry begun while part '%s' is "
+                                         "open", l->path, l->part_name);
+        goto out;
+    }
+    if ((st = prepare(l, "INSERT OR IGNORE INTO retry_ids(part, id) VALUES(?1, ?2)", &add)) !=
+            SL_OK ||
+        (st = prepare(l, "INSERT INTO retry_parts(part, removed) SELECT number, ?2 FROM parts "
+                         "WHERE number = ?1 AND state = 1", &part)) != SL_OK ||
+        (st = exec_sql(l, "BEGIN IMMEDIATE", "begin a retry")) != SL_OK)
+        goto out;
+    const char *id = ids;
+    for (size_t i = 0; st == SL_OK && i < n; i++, id += strlen(id) + 1) {
+        sqlite3_bind_int64(add, 1, number);
+        sqlite3_bind_text(add, 2, id, -1, SQLITE_STATIC);
+        st = step_done(l, add, "record a row to retry");
+    }
+    if (st == SL_OK) {
+        sqlite3_bind_int64(part, 1, number);
+        sqlite3_bind_int64(part, 2, removed);
+        st = step_done(l, part, "begin a retry");
+    }
+    if (st == SL_OK && sqlite3_changes(l->db) != 1)
+        st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': no committed part %ld to retry "
+                                         "rows of", l->path, number);
+    int err = st == SL_OK ? sl_fault("retry.begin", l->path) : 0; /* before it is durable */
+    if (err)
+        st = sl_fail(SL_ERR_IO, "resume ledger '%s': cannot begin a retry: %s", l->path,
+                     strerror(err));
+    if (st == SL_OK)
+        st = exec_sql(l, "COMMIT", "begin a retry");
+    if (st != SL_OK)
+        rollback(l);
+out:
+    sqlite3_finalize(add);
+    sqlite3_finalize(part);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+sl_status sl_ledger_retry_ids(sl_ledger *l, long number,
+                              sl_status (*each)(void *user, const char *id), void *user)
+{
+    pthread_mutex_lock(&l->mu);
+    sqlite3_stmt *s = NULL;
+    sl_status st = prepare(l, "SELECT id FROM retry_ids WHERE part = ?1", &s);
+    if (st == SL_OK)
+        sqlite3_bind_int64(s, 1, number);
+    int rc = SQLITE_DONE;
+    while (st == SL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
+        st = each(user, (const char *)sqlite3_column_text(s, 0));
+    if (st == SL_OK && rc != SQLITE_DONE)
+        st = db_fail(l, SL_ERR_IO, "list the rows to retry");
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+/* Statements of one retry's finish. */
+typedef struct forget_ctx {
+    sqlite3_stmt *del;   /* a ledger id: the part it was in */
+    sqlite3_stmt *count; /* that part's counts lowered */
+    sqlite3_stmt *has;   /* whether a ledger id is recorded */
+} forget_ctx;
+
+/* Forgets ledger id `id` (len bytes) wherever it is recorded, lowering its
+ * part's counts (an input's id counts among the part's inputs); *gone says
+ * whether it was recorded. */
+static sl_status forget_id(sl_ledger *l, forget_ctx *f, const char *id, size_t len,
+                           bool is_input, bool *gone)
+{
+    *gone = false;
+    sqlite3_bind_text(f->del, 1, id, (int)len, SQLITE_STATIC);
+    int rc = sqlite3_step(f->del);
+    sqlite3_int64 part = rc == SQLITE_ROW ? sqlite3_column_int64(f->del, 0) : -1;
+    if (rc == SQLITE_ROW)
+        rc = sqlite3_step(f->del);
+    sqlite3_reset(f->del);
+    sqlite3_clear_bindings(f->del);
+    if (rc != SQLITE_DONE)
+        return db_fail(l, SL_ERR_IO, "forget a row");
+    if (part < 0)
+        return SL_OK;
+    *gone = true;
+    sqlite3_bind_int64(f->count, 1, part);
+    sqlite3_bind_int(f->count, 2, is_input);
+    return step_done(l, f->count, "count a part's rows");
+}
+
+static sl_status is_recorded(sl_ledger *l, forget_ctx *f, const char *id, size_t len, bool *yes)
+{
+    sqlite3_bind_text(f->has, 1, id, (int)len, SQLITE_STATIC);
+    int rc = sqlite3_step(f->has);
+    *yes = rc == SQLITE_ROW;
+    sqlite3_reset(f->has);
+    sqlite3_clear_bindings(f->has);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SL_OK : db_fail(l, SL_ERR_IO, "look up a row");
+}
+
+/* The length of X when id is "X#k" (k decimal digits), else 0. */
+static size_t copy_root_len(const char *id)
+{
+    const char *hash = strrchr(id, '#');
+    if (!hash || hash == id || !hash[1])
+        return 0;
+    for (const char *c = hash + 1; *c; c++)
+        if (*c < '0' || *c > '9')
+            return 0;
+    return (size_t)(hash - id);
+}
+
+/* A failed row's id Y, as the part file names it, to ledger ids (as
+ * stage_write.c records them): a plain input is Y; an input X with copies
+ * (a stage's fan-out) has members "X#0" (its own row, whose file id is X)
+ * and "X#k" (copy k, file id "X#k"), and X itself recorded with the last.
+ * The member that failed and its input are forgotten, the other members
+ * kept: the rerun reads the input again and writes that member alone
+ * (stage_write.c skips members already committed). */
+static sl_status forget_row(sl_ledger *l, forget_ctx *f, const char *y)
+{
+    size_t len = strlen(y), root = copy_root_len(y);
+    char *member = sl_asprintf("%s#0", y);
+    if (!member)
+        return sl_fail(SL_ERR_NOMEM, "out of memory retrying rows of '%s'", l->path);
+    bool gone, copy = false;
+    sl_status st = forget_id(l, f, member, len + 2, false, &gone);
+    if (st == SL_OK && !gone && root) {
+        /* "X#k": copy k of X when X has members, else an input named so */
+        memcpy(member + root, "#0", 3);
+        st = is_recorded(l, f, member, root + 2, &copy);
+    }
+    sl_free(member);
+    if (st == SL_OK)
+        st = forget_id(l, f, y, len, !copy, &gone);
+    if (st == SL_OK && copy)
+        st = forget_id(l, f, y, root, true, &gone);
+    return st;
+}
+
+sl_status sl_ledger_retry_finish(sl_ledger *l, long number)
+{
+    pthread_mutex_lock(&l->mu);
+    sqlite3_stmt *ids = NULL, *written = NULL;
+    forget_ctx f = {0};
+    sl_status st = SL_OK;
+    if ((st = prepare(l, "SELECT id FROM retry_ids WHERE part = ?1", &ids)) != SL_OK ||
+        (st = prepare(l, "DELETE FROM rows WHERE id = ?1 RETURNING part", &f.del)) != SL_OK ||
+        (st = prepare(l, "UPDATE parts SET rows = rows - 1, "
+                         "inputs = coalesce(inputs, rows) - ?2 WHERE number = ?1", &f.count)) !=
+            SL_OK ||
+        (st = prepare(l, "SELECT 1 FROM rows WHERE id = ?1", &f.has)) != SL_OK ||
+        (st = prepare(l, "UPDATE parts SET written = coalesce(written, rows) - (SELECT removed "
+                         "FROM retry_parts WHERE part = ?1) WHERE number = ?1", &written)) !=
+            SL_OK ||
+        (st = exec_sql(l, "BEGIN IMMEDIATE", "finish a retry")) != SL_OK)
+        goto out;
+    /* The rows the file lost first: an older ledger's part counts its ids. */
+    sqlite3_bind_int64(written, 1, number);
+    st = step_done(l, written, "count a part's rows");
+    sqlite3_bind_int64(ids, 1, number);
+    int rc = SQLITE_DONE;
+    while (st == SL_OK && (rc = sqlite3_step(ids)) == SQLITE_ROW)
+        st = forget_row(l, &f, (const char *)sqlite3_column_text(ids, 0));
+    if (st == SL_OK && rc != SQLITE_DONE)
+        st = db_fail(l, SL_ERR_IO, "list the rows to retry");
+    char sql[128];
+    snprintf(sql, sizeof sql, "DELETE FROM retry_ids WHERE part = %ld;"
+                              "DELETE FROM retry_parts WHERE part = %ld", number, number);
+    if (st == SL_OK)
+        st = exec_sql(l, sql, "finish a retry");
+    int err = st == SL_OK ? sl_fault("retry.finish", l->path) : 0; /* before it is durable */
+    if (err)
+        st = sl_fail(SL_ERR_IO, "resume ledger '%s': cannot finish a retry: %s", l->path,
+                     strerror(err));
+    if (st == SL_OK)
+        st = exec_sql(l, "COMMIT", "finish a retry");
+    if (st != SL_OK)
+        rollback(l);
+out:
+    sqlite3_finalize(ids);
+    sqlite3_finalize(written);
+    sqlite3_finalize(f.del);
+    sqlite3_finalize(f.count);
+    sqlite3_finalize(f.has);
     pthread_mutex_unlock(&l->mu);
     return st;
 }

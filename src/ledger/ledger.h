@@ -32,7 +32,23 @@
  * caller stops and gives the part up, and the next reconcile settles it.
  * A part listed COMMITTED whose file has since gone (deleted by hand) is
  * dropped too, with a warning, so its rows are captioned again.
- * Part numbers are never reused: part_begin refuses a name the ledger holds. */
+ * Part numbers are never reused: part_begin refuses a name the ledger holds.
+ *
+ * Retrying failed rows (--retry-failed) takes rows out of a committed part
+ * P (the caller's order; job/retry.c):
+ *   1. The caller finds P's failed rows' ids and writes P's replacement
+ *      without them to a temporary file, synced.
+ *   2. sl_ledger_retry_begin() records durably those ids and how many rows
+ *      the file loses.
+ *   3. The caller renames the temporary over P, fsyncs the folder, removes
+ *      what else held those rows (P's errors file).
+ *   4. sl_ledger_retry_finish() forgets the ids (they are no longer done:
+ *      the run captions them again) and lowers P's counts.
+ * A crash before 2 is durable leaves P as it was (its temporary is removed
+ * as any part's). After 2, the retry is unfinished (sl_ledger_each_retry)
+ * and the next run, whatever its flags, does 1, 3 and 4 again from the ids
+ * recorded in 2: 1 and 3 give the same file whether they ran before or not,
+ * so no row is both in P and forgotten, and none is lost. */
 #ifndef SL_LEDGER_LEDGER_H
 #define SL_LEDGER_LEDGER_H
 
@@ -121,6 +137,30 @@ sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, con
 sl_status sl_ledger_part_commit_number(sl_ledger *l, long number);
 sl_status sl_ledger_shard_done(sl_ledger *l, int64_t shard,
                                sl_status (*each)(void *user, const char *id), void *user);
+
+/* --retry-failed (above). sl_ledger_each_part() calls each(user, number,
+ * name) for every committed part in number order; sl_ledger_each_retry()
+ * for every part whose retry is begun and not finished. The list is read
+ * first, so `each` may call the ledger; an error it returns ends the walk.
+ * sl_ledger_retry_begin(): part `number`'s failed rows, their n ids (NUL-
+ * terminated one after another; an id may repeat) and the rows its file
+ * loses (`removed`), recorded durably; SL_ERR_INVALID_ARG when the part is
+ * not committed or a retry of it is begun. sl_ledger_retry_ids() calls
+ * each(user, id) for the ids begun for part `number`.
+ * sl_ledger_retry_finish(): forgets them, as ledger ids: a file's id Y is
+ * the ledger's Y, or for an input with copies (stage_write.c) the member
+ * that row was and the input's own id; lowers the parts' counts. */
+sl_status sl_ledger_each_part(sl_ledger *l,
+                              sl_status (*each)(void *user, long number, const char *name),
+                              void *user);
+sl_status sl_ledger_each_retry(sl_ledger *l,
+                               sl_status (*each)(void *user, long number, const char *name),
+                               void *user);
+sl_status sl_ledger_retry_begin(sl_ledger *l, long number, const char *ids, size_t n,
+                                long removed);
+sl_status sl_ledger_retry_ids(sl_ledger *l, long number,
+                              sl_status (*each)(void *user, const char *id), void *user);
+sl_status sl_ledger_retry_finish(sl_ledger *l, long number);
 
 /* The ledger file's path (valid for the handle's life). */
 const char *sl_ledger_path(const sl_ledger *l);

@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include <sqlite3.h>
@@ -312,6 +313,111 @@ static void a_ledger_without_counts_counts_its_ids(void **state)
     tu_rmtree(dir);
 }
 
+/* A part of several ids (NUL-separated in ids), committed with the counts
+ * given. */
+static void commit_ids(sl_ledger *l, const char *dir, const char *name, long number,
+                       const char *const *ids, size_t n, long inputs, long written)
+{
+    assert_int_equal(sl_ledger_part_begin(l, name, number), SL_OK);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(sl_ledger_part_add(l, ids[i]), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l, inputs, written), SL_OK);
+    tu_write(dir, name, "x\n", 2);
+    assert_int_equal(sl_ledger_part_commit(l), SL_OK);
+}
+
+static sl_status count_part(void *user, long number, const char *name)
+{
+    (void)number;
+    (void)name;
+    (*(int *)user)++;
+    return SL_OK;
+}
+
+static sl_status collect_id(void *user, const char *id)
+{
+    char *all = user;
+    strcat(all, id);
+    strcat(all, ";");
+    return SL_OK;
+}
+
+/* --retry-failed's steps: a begun retry outlives a crash (the handle freed
+ * between begin and finish) and is listed until finished; finishing
+ * forgets the ids and lowers the counts; an input with copies (a stage's
+ * fan-out: members X#0, X#k and X) loses the failed member and its input,
+ * not the other members; "a#1" with no "a#0" is an input of its own. */
+static void a_retry_forgets_failed_rows_and_survives_a_crash(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    sl_ledger_info info;
+    sl_ledger *l = open_bound(dir, &info);
+    const char *p0[] = {"a.jpg", "b.jpg", "c.jpg"};
+    commit_ids(l, dir, "part-00000.jsonl", 0, p0, 3, 3, 3);
+    /* x has copies x#1, x#2 (members x#0.. and the input x); y#1 is an
+     * input named so (no y#0), and so is plain input y */
+    const char *p1[] = {"x#0", "x#1", "x#2", "x", "y#1", "y"};
+    commit_ids(l, dir, "part-00001.jsonl", 1, p1, 6, 3, 5);
+    int n = 0;
+    assert_int_equal(sl_ledger_each_part(l, count_part, &n), SL_OK);
+    assert_int_equal(n, 2);
+    /* part 0: b failed (twice: two tasks' rows) */
+    assert_int_equal(sl_ledger_retry_begin(l, 0, "b.jpg\0b.jpg", 2, 2), SL_OK);
+    assert_int_not_equal(sl_ledger_retry_begin(l, 0, "b.jpg", 1, 1), SL_OK); /* begun */
+    assert_int_not_equal(sl_ledger_retry_begin(l, 7, "q", 1, 1), SL_OK);     /* no part 7 */
+    sl_ledger_free(l); /* a crash between begin and finish */
+    l = open_bound(dir, &info);
+    assert_true(done(l, "b.jpg"));
+    n = 0;
+    assert_int_equal(sl_ledger_each_retry(l, count_part, &n), SL_OK);
+    assert_int_equal(n, 1);
+    char ids[256] = "";
+    assert_int_equal(sl_ledger_retry_ids(l, 0, collect_id, ids), SL_OK);
+    assert_string_equal(ids, "b.jpg;");
+    assert_int_equal(sl_ledger_retry_finish(l, 0), SL_OK);
+    assert_false(done(l, "b.jpg"));
+    assert_true(done(l, "a.jpg") && done(l, "c.jpg"));
+    n = 0;
+    assert_int_equal(sl_ledger_each_retry(l, count_part, &n), SL_OK);
+    assert_int_equal(n, 0);
+    /* part 1: copy x#2 failed (its file id "x#2"), y#1 (an input) and y */
+    assert_int_equal(sl_ledger_retry_begin(l, 1, "x#2\0y#1\0y", 3, 3), SL_OK);
+    assert_int_equal(sl_ledger_retry_finish(l, 1), SL_OK);
+    assert_false(done(l, "x#2"));
+    assert_false(done(l, "x")); /* its input read again ... */
+    assert_true(done(l, "x#0") && done(l, "x#1")); /* ... its other members kept */
+    assert_false(done(l, "y#1"));
+    assert_false(done(l, "y"));
+    sl_ledger_free(l);
+    l = open_bound(dir, &info);
+    assert_int_equal(info.parts, 2);
+    assert_int_equal(info.rows, 2 + 2);       /* ids: a, c; x#0, x#1 */
+    assert_int_equal(info.inputs, 2 + 0);     /* a, c; part 1 lost x, y#1, y */
+    assert_int_equal(info.written, 1 + 2);    /* 3 - 2 rows; 5 - 3 */
+    /* the own row of an input with copies: file id x, ledger x#0 and x */
+    sl_ledger_free(l);
+    l = open_bound(dir, &info);
+    const char *p2[] = {"z#0", "z#1", "z"};
+    commit_ids(l, dir, "part-00002.jsonl", 2, p2, 3, 1, 2);
+    assert_int_equal(sl_ledger_retry_begin(l, 2, "z", 1, 1), SL_OK);
+    assert_int_equal(sl_ledger_retry_finish(l, 2), SL_OK);
+    assert_false(done(l, "z#0") || done(l, "z"));
+    assert_true(done(l, "z#1"));
+    /* a part dropped (its file gone) takes its begun retry with it */
+    assert_int_equal(sl_ledger_retry_begin(l, 0, "a.jpg", 1, 1), SL_OK);
+    sl_ledger_free(l);
+    char path[600];
+    snprintf(path, sizeof path, "%s/part-00000.jsonl", dir);
+    assert_int_equal(unlink(path), 0);
+    l = open_bound(dir, &info);
+    n = 0;
+    assert_int_equal(sl_ledger_each_retry(l, count_part, &n), SL_OK);
+    assert_int_equal(n, 0);
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
 static void shard_helpers_find_parts_and_remove_temps(void **state)
 {
     char *dir = tu_tmpdir();
@@ -354,6 +460,7 @@ int main(void)
         cmocka_unit_test(one_run_per_folder_and_damaged_files),
         cmocka_unit_test(misuse_is_an_error_not_a_crash),
         cmocka_unit_test(a_ledger_without_counts_counts_its_ids),
+        cmocka_unit_test(a_retry_forgets_failed_rows_and_survives_a_crash),
         cmocka_unit_test(shard_helpers_find_parts_and_remove_temps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

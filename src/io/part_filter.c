@@ -1,0 +1,327 @@
+/* io/part_filter.c — see part_filter.h: the JSONL and Parquet formats, and
+ * the choice by extension (the tar format is part_filter_tar.c). */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/file.h"
+#include "io/parquet_read.h"
+#include "io/parquet_write.h"
+#include "io/part_filter.h"
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* --- JSONL -------------------------------------------------------------------------- */
+
+/* A line's id (borrowed from *root, which the caller frees) and whether its
+ * error is set. */
+static sl_status jsonl_row(const char *path, long line, const char *text, size_t len,
+                           json_t **root, const char **id, bool *failed)
+{
+    json_error_t err;
+    *root = json_loadb(text, len, JSON_ALLOW_NUL, &err);
+    if (!*root || !json_is_object(*root))
+        return sl_fail(SL_ERR_DECODE, "%s:%ld: not a row of sluice's output (%s)", path, line,
+                       *root ? "not a JSON object" : err.text);
+    json_t *v = json_object_get(*root, "id");
+    if (!json_is_string(v))
+        return sl_fail(SL_ERR_DECODE, "%s:%ld: the row has no string \"id\"", path, line);
+    *id = json_string_value(v);
+    json_t *e = json_object_get(*root, "error");
+    *failed = e && !json_is_null(e);
+    return SL_OK;
+}
+
+/* Walks the lines of a JSONL file; `line_fn` sees each (text without its
+ * line break). */
+typedef sl_status (*line_fn)(void *ctx, long line, const char *text, size_t len);
+
+static sl_status jsonl_walk(const char *path, line_fn fn, void *ctx)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "cannot read '%s': %s",
+                       path, strerror(errno));
+    char *text = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long line = 0;
+    sl_status st = SL_OK;
+    errno = 0;
+    while (st == SL_OK && (n = getline(&text, &cap, f)) >= 0) {
+        line++;
+        size_t len = (size_t)n;
+        if (len && text[len - 1] == '\n')
+            len--;
+        if (len)
+            st = fn(ctx, line, text, len);
+    }
+    if (st == SL_OK && ferror(f))
+        st = sl_fail(SL_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
+    free(text); /* getline's, from malloc */
+    fclose(f);
+    return st;
+}
+
+typedef struct failed_walk {
+    const char *path;
+    sl_part_id_fn each;
+    void *user;
+} failed_walk;
+
+static sl_status failed_line(void *ctx, long line, const char *text, size_t len)
+{
+    failed_walk *w = ctx;
+    json_t *root;
+    const char *id;
+    bool failed;
+    sl_status st = jsonl_row(w->path, line, text, len, &root, &id, &failed);
+    if (st == SL_OK && failed)
+        st = w->each(w->user, id);
+    json_decref(root);
+    return st;
+}
+
+typedef struct filter_walk {
+    const char *path, *tmp_path;
+    int fd;
+    sl_idset *drop;
+    long removed, kept;
+} filter_walk;
+
+static sl_status filter_line(void *ctx, long line, const char *text, size_t len)
+{
+    filter_walk *w = ctx;
+    json_t *root;
+    const char *id;
+    bool failed, drop = false;
+    sl_status st = jsonl_row(w->path, line, text, len, &root, &id, &failed);
+    if (st == SL_OK)
+        st = sl_idset_has(w->drop, id, &drop);
+    json_decref(root);
+    if (st != SL_OK)
+        return st;
+    if (drop) {
+        w->removed++;
+        return SL_OK;
+    }
+    w->kept++;
+    if ((st = sl_file_write_all(w->fd, text, len, w->tmp_path)) == SL_OK)
+        st = sl_file_write_all(w->fd, "\n", 1, w->tmp_path);
+    return st;
+}
+
+static sl_status filter_jsonl(const char *path, const char *tmp_path, sl_idset *drop,
+                              long *removed, long *kept)
+{
+    filter_walk w = {.path = path, .tmp_path = tmp_path, .drop = drop};
+    w.fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (w.fd < 0)
+        return sl_fail(SL_ERR_IO, "cannot create '%s': %s", tmp_path, strerror(errno));
+    sl_status st = jsonl_walk(path, filter_line, &w);
+    if (st == SL_OK)
+        st = sl_file_sync(w.fd, tmp_path);
+    if (close(w.fd) != 0 && st == SL_OK)
+        st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", tmp_path, strerror(errno));
+    *removed = w.removed;
+    *kept = w.kept;
+    return st;
+}
+
+/* --- Parquet ------------------------------------------------------------------------ */
+
+/* The index of column `name` among the reader's, or -1. */
+static long pq_column(const sl_pq_reader *r, const char *name)
+{
+    for (size_t i = 0; i < sl_pq_reader_num_columns(r); i++)
+        if (strcmp(sl_pq_reader_column(r, i)->name, name) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* Row i's id (not NUL-terminated: *len bytes) of a string column. */
+static const char *pq_string(const sl_pq_vector *v, int64_t i, size_t *len)
+{
+    if (!v->valid[i])
+        return NULL;
+    *len = (size_t)(v->offsets[i + 1] - v->offsets[i]);
+    return (const char *)v->data + v->offsets[i];
+}
+
+static sl_status pq_open(const char *path, sl_pq_reader **r, long *id_col, long *err_col)
+{
+    sl_status st = sl_pq_reader_open(path, NULL, r);
+    if (st != SL_OK)
+        return st;
+    *id_col = pq_column(*r, "id");
+    *err_col = pq_column(*r, "error");
+    if (*id_col < 0 || sl_pq_reader_column(*r, (size_t)*id_col)->type != SL_PQ_STRING) {
+        sl_pq_reader_free(*r);
+        *r = NULL;
+        return sl_fail(SL_ERR_DECODE, "'%s' is not a part of sluice's output: no string "
+                                      "column \"id\"", path);
+    }
+    return SL_OK;
+}
+
+/* An id as a C string, in *buf (grown as needed). */
+static const char *pq_id(const char *path, const sl_pq_vector *ids, int64_t i, char **buf,
+                         size_t *cap, sl_status *st)
+{
+    size_t len = 0;
+    const char *id = pq_string(ids, i, &len);
+    if (!id) {
+        *st = sl_fail(SL_ERR_DECODE, "'%s': a row with a null id", path);
+        return NULL;
+    }
+    if (len + 1 > *cap) {
+        char *grown = sl_realloc(*buf, len + 1);
+        if (!grown) {
+            *st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
+            return NULL;
+        }
+        *buf = grown;
+        *cap = len + 1;
+    }
+    memcpy(*buf, id, len);
+    (*buf)[len] = '\0';
+    return *buf;
+}
+
+static sl_status failed_parquet(const char *path, sl_part_id_fn each, void *user)
+{
+    sl_pq_reader *r;
+    long id_col, err_col;
+    sl_status st = pq_open(path, &r, &id_col, &err_col);
+    if (st != SL_OK || err_col < 0) { /* no error column: no row failed */
+        sl_pq_reader_free(r);
+        return st;
+    }
+    const char *names[2] = {"id", "error"};
+    st = sl_pq_reader_select(r, names, 2);
+    char *buf = NULL;
+    size_t cap = 0;
+    const sl_pq_batch *b;
+    while (st == SL_OK && (st = sl_pq_reader_next(r, &b)) == SL_OK && b) {
+        for (int64_t i = 0; st == SL_OK && i < b->num_rows; i++) {
+            if (!b->columns[1].valid[i])
+                continue;
+            const char *id = pq_id(path, &b->columns[0], i, &buf, &cap, &st);
+            if (id)
+                st = each(user, id);
+        }
+    }
+    sl_free(buf);
+    sl_pq_reader_free(r);
+    return st;
+}
+
+/* Row i of column v as the writer takes it. */
+static sl_pq_value pq_cell(const sl_pq_vector *v, int64_t i)
+{
+    sl_pq_value out = {.is_null = !v->valid[i]};
+    if (out.is_null)
+        return out;
+    switch (v->info->type) {
+    case SL_PQ_STRING:
+    case SL_PQ_BINARY:
+        out.ptr = v->data + v->offsets[i];
+        out.len = (size_t)(v->offsets[i + 1] - v->offsets[i]);
+        break;
+    case SL_PQ_INT64: out.i64 = v->i64[i]; break;
+    case SL_PQ_DOUBLE: out.f64 = v->f64[i]; break;
+    case SL_PQ_BOOL: out.b = v->b[i]; break;
+    default: break; /* refused before: the writer takes the five above */
+    }
+    return out;
+}
+
+static sl_status filter_parquet(const char *path, const char *tmp_path, sl_idset *drop,
+                                long *removed, long *kept)
+{
+    sl_pq_reader *r;
+    long id_col, err_col;
+    sl_status st = pq_open(path, &r, &id_col, &err_col);
+    if (st != SL_OK)
+        return st;
+    size_t n = sl_pq_reader_num_columns(r);
+    sl_pq_column_def *defs = sl_calloc(n, sizeof *defs);
+    sl_pq_value *row = sl_calloc(n, sizeof *row);
+    if (!defs || !row)
+        st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
+    for (size_t c = 0; st == SL_OK && c < n; c++) {
+        const sl_pq_column_info *info = sl_pq_reader_column(r, c);
+        if (info->type > SL_PQ_BOOL || info->list_len)
+            st = sl_fail(SL_ERR_DECODE, "'%s': column '%s' is not one sluice writes", path,
+                         info->name);
+        defs[c] = (sl_pq_column_def){info->name, info->type, info->nullable};
+    }
+    sl_pq_writer *w = NULL;
+    if (st == SL_OK)
+        st = sl_pq_writer_open(tmp_path, defs, n, NULL, &w);
+    char *buf = NULL;
+    size_t cap = 0;
+    const sl_pq_batch *b;
+    while (st == SL_OK && (st = sl_pq_reader_next(r, &b)) == SL_OK && b) {
+        for (int64_t i = 0; st == SL_OK && i < b->num_rows; i++) {
+            bool gone = false;
+            const char *id = pq_id(path, &b->columns[id_col], i, &buf, &cap, &st);
+            if (id)
+                st = sl_idset_has(drop, id, &gone);
+            if (st != SL_OK || gone) {
+                *removed += gone;
+                continue;
+            }
+            for (size_t c = 0; c < n; c++)
+                row[c] = pq_cell(&b->columns[c], i);
+            if ((st = sl_pq_writer_append(w, row)) == SL_OK)
+                (*kept)++;
+        }
+    }
+    if (st == SL_OK)
+        st = sl_pq_writer_close(w); /* synced */
+    sl_pq_writer_free(w);
+    sl_free(buf);
+    sl_free(row);
+    sl_free(defs);
+    sl_pq_reader_free(r);
+    return st;
+}
+
+/* --- by extension ------------------------------------------------------------------- */
+
+sl_status sl_part_failed_ids(const char *path, sl_part_id_fn each, void *user)
+{
+    if (ends_with(path, ".tar"))
+        return sl_part_failed_ids_tar(path, each, user);
+    if (ends_with(path, ".parquet"))
+        return failed_parquet(path, each, user);
+    failed_walk w = {.path = path, .each = each, .user = user};
+    return jsonl_walk(path, failed_line, &w);
+}
+
+sl_status sl_part_filter(const char *path, const char *tmp_path, sl_idset *drop, long *removed,
+                         long *kept)
+{
+    *removed = *kept = 0;
+    sl_status st;
+    if (ends_with(path, ".tar"))
+        st = sl_part_filter_tar(path, tmp_path, drop, removed, kept);
+    else if (ends_with(path, ".parquet"))
+        st = filter_parquet(path, tmp_path, drop, removed, kept);
+    else
+        st = filter_jsonl(path, tmp_path, drop, removed, kept);
+    if (st != SL_OK)
+        unlink(tmp_path);
+    return st;
+}

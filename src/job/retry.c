@@ -1,0 +1,184 @@
+/* job/retry.c — --retry-failed: the failed rows of a local output's
+ * committed parts taken out, so the run captions those inputs again (the
+ * ledger's steps and their crash argument: ledger/ledger.h, "Retrying
+ * failed rows"). A part's failed rows are in its file (their "error" set)
+ * or, with --errors-file, in errors-N.jsonl beside it; both are read back
+ * (io/part_filter.h). Run at the start by the process that holds the
+ * ledger (rank 0 under MPI), before any row is read. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/error.h"
+#include "core/fault.h"
+#include "core/file.h"
+#include "core/log.h"
+#include "io/part_filter.h"
+#include "job/job.h"
+
+/* One part's failed rows: their ids once each (drop, for the filter) and
+ * in order (ids, NUL-separated, for the ledger); `rows`: failed rows seen,
+ * an id once per row. */
+typedef struct failed_set {
+    sl_idset *drop;
+    sl_buf ids;
+    size_t n;
+    long rows;
+} failed_set;
+
+static sl_status add_failed(void *user, const char *id)
+{
+    failed_set *f = user;
+    bool seen;
+    int64_t a, b;
+    f->rows++;
+    sl_status st = sl_idset_add(f->drop, id, 0, 0, &seen, &a, &b);
+    if (st != SL_OK || seen)
+        return st;
+    f->n++;
+    return sl_buf_append(&f->ids, id, strlen(id) + 1) ? SL_OK
+           : sl_fail(SL_ERR_NOMEM, "out of memory listing failed rows");
+}
+
+static sl_status add_begun(void *user, const char *id)
+{
+    failed_set *f = user;
+    bool seen;
+    int64_t a, b;
+    return sl_idset_add(f->drop, id, 0, 0, &seen, &a, &b);
+}
+
+/* The part's file, its errors file and their temporary. */
+typedef struct part_files {
+    char *part, *errors, *tmp;
+} part_files;
+
+static sl_status name_files(const job *j, long number, const char *name, part_files *f)
+{
+    f->part = sl_asprintf("%s/%s", j->dir, name);
+    f->errors = sl_asprintf("%s/errors-%05ld.jsonl", j->dir, number);
+    f->tmp = sl_asprintf("%s/.%s.tmp-%ld", j->dir, name, (long)getpid()); /* io/shard.h's */
+    if (f->part && f->errors && f->tmp)
+        return SL_OK;
+    return sl_fail(SL_ERR_NOMEM, "out of memory retrying '%s'", name);
+}
+
+static void free_files(part_files *f)
+{
+    sl_free(f->part);
+    sl_free(f->errors);
+    sl_free(f->tmp);
+}
+
+/* Step 3: the filtered copy over the part, the errors file gone, both
+ * durable. Doing it again gives the same files. */
+static sl_status replace_part(const job *j, const part_files *f)
+{
+    sl_status st = sl_file_rename(f->tmp, f->part);
+    if (st == SL_OK)
+        st = sl_file_sync_dir(j->dir);
+    int err = st == SL_OK ? sl_fault("retry.after_rename", f->part) : 0;
+    if (err)
+        return sl_fail(SL_ERR_IO, "cannot retry the failed rows of '%s': %s", f->part,
+                       strerror(err));
+    if (st == SL_OK && unlink(f->errors) == 0)
+        st = sl_file_sync_dir(j->dir);
+    else if (st == SL_OK && errno != ENOENT)
+        st = sl_fail(SL_ERR_IO, "cannot remove '%s': %s", f->errors, strerror(errno));
+    return st;
+}
+
+typedef struct retry_walk {
+    job *j;
+    long rows, parts;
+} retry_walk;
+
+/* A retry an earlier run began: the ids it recorded are taken out again. */
+static sl_status settle_part(void *user, long number, const char *name)
+{
+    retry_walk *w = user;
+    failed_set f = {0};
+    part_files files = {0};
+    long removed, kept;
+    sl_status st = name_files(w->j, number, name, &files);
+    if (st == SL_OK)
+        st = sl_idset_open(&f.drop);
+    if (st == SL_OK)
+        st = sl_ledger_retry_ids(w->j->ledger, number, add_begun, &f);
+    if (st == SL_OK)
+        st = sl_part_filter(files.part, files.tmp, f.drop, &removed, &kept);
+    if (st == SL_OK)
+        st = replace_part(w->j, &files);
+    if (st == SL_OK)
+        st = sl_ledger_retry_finish(w->j->ledger, number);
+    if (st == SL_OK)
+        w->parts++;
+    sl_idset_free(f.drop);
+    free_files(&files);
+    return st;
+}
+
+static sl_status retry_part(void *user, long number, const char *name)
+{
+    retry_walk *w = user;
+    failed_set f = {0};
+    part_files files = {0};
+    long removed = 0, kept = 0;
+    sl_status st = name_files(w->j, number, name, &files);
+    if (st == SL_OK)
+        st = sl_idset_open(&f.drop);
+    if (st == SL_OK)
+        st = sl_part_failed_ids(files.part, add_failed, &f);
+    long in_part = f.rows;
+    if (st == SL_OK && access(files.errors, F_OK) == 0)
+        st = sl_part_failed_ids(files.errors, add_failed, &f);
+    if (st != SL_OK || f.n == 0)
+        goto out;
+    /* 1: the part without them, synced; 2: durably begun; 3; 4. */
+    if ((st = sl_part_filter(files.part, files.tmp, f.drop, &removed, &kept)) != SL_OK)
+        goto out;
+    /* The rows the part counts as written that go: those in its file and
+     * those in its errors file (written there instead). */
+    st = sl_ledger_retry_begin(w->j->ledger, number, (const char *)f.ids.data, f.n,
+                               removed + (f.rows - in_part));
+    if (st != SL_OK) {
+        unlink(files.tmp);
+        goto out;
+    }
+    int err = sl_fault("retry.after_begin", files.part);
+    if (err)
+        st = sl_fail(SL_ERR_IO, "cannot retry the failed rows of '%s': %s", files.part,
+                     strerror(err));
+    if (st == SL_OK)
+        st = replace_part(w->j, &files);
+    if (st == SL_OK)
+        st = sl_ledger_retry_finish(w->j->ledger, number);
+    if (st == SL_OK) {
+        w->rows += (long)f.n;
+        w->parts++;
+    }
+out:
+    sl_idset_free(f.drop);
+    sl_buf_free(&f.ids);
+    free_files(&files);
+    return st;
+}
+
+sl_status job_retry_settle(job *j, long *parts)
+{
+    retry_walk w = {.j = j};
+    sl_status st = sl_ledger_each_retry(j->ledger, settle_part, &w);
+    *parts = w.parts;
+    return st;
+}
+
+sl_status job_retry_failed(job *j, long *rows, long *parts)
+{
+    retry_walk w = {.j = j};
+    sl_status st = sl_ledger_each_part(j->ledger, retry_part, &w);
+    *rows = w.rows;
+    *parts = w.parts;
+    return st;
+}

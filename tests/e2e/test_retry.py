@@ -1,0 +1,270 @@
+"""--retry-failed (docs/output.md "Retrying failed rows", src/job/retry.c):
+the failed rows of an output's committed parts are taken out (each part
+rewritten without them) and their inputs captioned again, so that after a
+fix the output holds every input exactly once, now answered; the good rows
+stay where they were, byte for byte. JSONL, Parquet (pyarrow and DuckDB),
+WebDataset, --errors-file, --rows-per-task, MPI's rank 0, a crash at each
+step of the retry (finished by the next run whatever its flags), and the
+refusals."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tarfile
+from collections import Counter
+
+import pytest
+
+from conftest import SAMPLES, TINY, sanitized
+
+ARGS = ("--max-tokens", "4", "--shard-rows", "3", "--metrics-addr", "off", "--show", "0",
+        "--parallel", "1")
+N_GOOD, MISSING = 6, ("m1.jpg", "m2.png", "m3.jpg")
+
+
+def command(sluice, src, out, *extra) -> list[str]:
+    return [str(sluice.binary), "caption", str(src), "-o", str(out), "--model",
+            str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"), *ARGS,
+            *map(str, extra)]
+
+
+def run(sluice, src, out, *extra, env=None):
+    return subprocess.run(command(sluice, src, out, *extra), capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+@pytest.fixture
+def broken(tmp_path) -> pathlib.Path:
+    """A manifest of good images with three that are missing, spread over
+    the parts (3 rows a part)."""
+    root = tmp_path / "in"
+    root.mkdir()
+    images = sorted(p for p in SAMPLES.glob("*.jpg"))[:N_GOOD]
+    assert len(images) == N_GOOD
+    names = []
+    for i, p in enumerate(images):
+        (root / f"g{i}{p.suffix}").symlink_to(p)
+        names.append(f"g{i}{p.suffix}")
+    names[1:1] = [MISSING[0]]
+    names[5:5] = [MISSING[1]]
+    names.append(MISSING[2])
+    (root / "m.jsonl").write_text("".join(json.dumps({"image": n, "n": k}) + "\n"
+                                          for k, n in enumerate(names)))
+    return root
+
+
+def fix(root: pathlib.Path, names=MISSING):
+    """Makes the missing images exist (copies of a sample)."""
+    for n in names:
+        shutil.copy(SAMPLES / ("variants/astronaut.png" if n.endswith(".png") else "coffee.jpg"),
+                    root / n)
+
+
+def jsonl_rows(out: pathlib.Path) -> dict[str, list[dict]]:
+    """Every row of the committed parts by id, as often as it occurs."""
+    rows = {}
+    for part in sorted(out.glob("part-*.jsonl")):
+        for line in part.read_text().splitlines():
+            row = json.loads(line)
+            rows.setdefault(row["id"], []).append(dict(row, _part=part.name))
+    return rows
+
+
+def by_path(rows):
+    return {v[0]["path"]: v for v in rows.values()}
+
+
+def test_failed_rows_are_captioned_again_and_good_rows_stay(sluice, broken, tmp_path):
+    out = tmp_path / "out"
+    m = broken / "m.jsonl"
+    r = run(sluice, m, out)
+    assert r.returncode == 3, r.stderr
+    first = jsonl_rows(out)
+    assert len(first) == N_GOOD + 3
+    failed = sorted(k for k, v in first.items() if v[0]["error"])
+    assert len(failed) == 3 and all("No such file" in first[k][0]["error"] or
+                                    "not found" in first[k][0]["error"] for k in failed)
+    before = {p.name: p.read_bytes() for p in out.glob("part-*.jsonl")}
+    # Without the flag a rerun does nothing: failed rows count as done.
+    fix(broken)
+    r = run(sluice, m, out)
+    assert r.returncode == 0 and "nothing new written" in r.stdout, r.stdout + r.stderr
+    assert {p.name: p.read_bytes() for p in out.glob("part-*.jsonl")} == before
+
+    r = run(sluice, m, out, "--retry-failed")
+    assert r.returncode == 0, r.stderr
+    assert "retrying: 3 failed rows taken out of 3 parts to be captioned again" in r.stderr, r.stderr
+    after = jsonl_rows(out)
+    assert sorted(after) == sorted(first)
+    assert all(len(v) == 1 for v in after.values()), after
+    assert all(v[0]["error"] is None and v[0]["generated_tokens"] > 0 for v in after.values())
+    for k in failed:  # in a new part, not the old one
+        assert after[k][0]["_part"] not in before
+    for k, v in first.items():  # good rows: the same line in the same part
+        if k not in failed:
+            assert after[k][0]["_part"] == v[0]["_part"]
+            assert {x: y for x, y in after[k][0].items()} == v[0]
+    # Old parts keep their good lines in order, byte for byte.
+    for name, data in before.items():
+        kept = [line for line in data.decode().splitlines()
+                if json.loads(line)["id"] not in failed]
+        assert (out / name).read_text().splitlines() == kept
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["retried"] == 3
+    assert summary["rows"]["total"] == 3 and summary["rows"]["failed"] == 0
+    assert summary["rows"]["skipped"] == N_GOOD
+    # Again: nothing failed, nothing to take out, nothing written.
+    snapshot = {p.name: p.read_bytes() for p in out.glob("part-*.jsonl")}
+    r = run(sluice, m, out, "--retry-failed")
+    assert r.returncode == 0 and "retrying: 0 failed rows taken out of 0 parts" in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in out.glob("part-*.jsonl")} == snapshot
+
+
+def test_a_row_that_fails_again_is_written_once(sluice, broken, tmp_path):
+    out = tmp_path / "out"
+    m = broken / "m.jsonl"
+    assert run(sluice, m, out).returncode == 3
+    fix(broken, MISSING[:2])
+    r = run(sluice, m, out, "--retry-failed")
+    assert r.returncode == 3, r.stderr  # m3 still missing
+    rows = jsonl_rows(out)
+    assert all(len(v) == 1 for v in rows.values())
+    assert [pathlib.Path(p).name for p, v in by_path(rows).items() if v[0]["error"]] == \
+        [MISSING[2]]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["retried"] == 3 and summary["rows"]["failed"] == 1
+
+
+def test_parquet_parts_are_rewritten_with_their_schema(sluice, broken, tmp_path):
+    import duckdb
+    import pyarrow.parquet as pq
+    out = tmp_path / "out"
+    m = broken / "m.jsonl"
+    assert run(sluice, m, out, "--format", "parquet").returncode == 3
+    schemas = {p.name: pq.read_schema(p) for p in out.glob("part-*.parquet")}
+    good = {}
+    for p in out.glob("part-*.parquet"):
+        for row in pq.read_table(p).to_pylist():
+            if row["error"] is None:
+                good[row["id"]] = (p.name, row)
+    fix(broken)
+    r = run(sluice, m, out, "--format", "parquet", "--retry-failed")
+    assert r.returncode == 0, r.stderr
+    for name, schema in schemas.items():  # the rewritten parts: same columns and types
+        assert pq.read_schema(out / name).equals(schema), name
+        for row in pq.read_table(out / name).to_pylist():
+            assert good[row["id"]] == (name, row)
+    con = duckdb.connect()
+    ids = con.execute(f"SELECT id, count(*), max(error) FROM read_parquet('{out}/part-*.parquet') "
+                      "GROUP BY id").fetchall()
+    assert len(ids) == N_GOOD + 3
+    assert all(n == 1 and err is None for _, n, err in ids), ids
+    # The pass-through column survived the copy.
+    ns = sorted(con.execute(f"SELECT n FROM read_parquet('{out}/part-*.parquet')").fetchall())
+    assert ns == [(k,) for k in range(N_GOOD + 3)]
+
+
+def test_webdataset_parts_lose_the_failed_samples(sluice, broken, tmp_path):
+    out = tmp_path / "out"
+    m = broken / "m.jsonl"
+    extra = ("--format", "webdataset", "--include-image-bytes")
+    assert run(sluice, m, out, *extra).returncode == 3
+    fix(broken)
+    r = run(sluice, m, out, *extra, "--retry-failed")
+    assert r.returncode == 0, r.stderr
+    ids = Counter()
+    for part in sorted(out.glob("part-*.tar")):
+        with tarfile.open(part) as t:
+            members = t.getmembers()
+            keys = [x.name.split(".", 1)[0] for x in members]
+            for x in members:
+                if x.name.endswith(".json"):
+                    row = json.loads(t.extractfile(x).read())
+                    ids[row["id"]] += 1
+                    assert row["error"] is None
+                    # every good sample keeps its image member
+                    assert keys.count(x.name.split(".", 1)[0]) == 2, [y.name for y in members]
+    assert len(ids) == N_GOOD + 3 and set(ids.values()) == {1}, ids
+
+
+def test_errors_file_keeps_only_what_still_fails(sluice, broken, tmp_path):
+    out = tmp_path / "out"
+    errors = tmp_path / "errors.jsonl"
+    m = broken / "m.jsonl"
+    assert run(sluice, m, out, "--errors-file", errors).returncode == 3
+    assert len(errors.read_text().splitlines()) == 3
+    assert len(list(out.glob("errors-*.jsonl"))) == 3
+    fix(broken, MISSING[1:])
+    r = run(sluice, m, out, "--errors-file", errors, "--retry-failed")
+    assert r.returncode == 3, r.stderr
+    lines = [json.loads(x) for x in errors.read_text().splitlines()]
+    assert [pathlib.Path(x["path"]).name for x in lines] == [MISSING[0]]  # once, not twice
+    rows = jsonl_rows(out)  # the output holds the rows that succeeded
+    assert str(broken / MISSING[0]) not in by_path(rows)
+    assert len(rows) == N_GOOD + 2 and all(len(v) == 1 for v in rows.values())
+    assert all(v[0]["error"] is None for v in rows.values())
+
+
+def test_rows_per_task_retry_every_task_of_the_input(sluice, broken, tmp_path):
+    out = tmp_path / "out"
+    m = broken / "m.jsonl"
+    tasks = ("--task", "a=Describe.", "--task", "b=Colours?", "--rows-per-task")
+    assert run(sluice, m, out, *tasks).returncode == 3
+    fix(broken)
+    r = run(sluice, m, out, *tasks, "--retry-failed")
+    assert r.returncode == 0, r.stderr
+    rows = jsonl_rows(out)
+    assert len(rows) == N_GOOD + 3
+    for k, v in rows.items():
+        assert sorted(x["task"] for x in v) == ["a", "b"], (k, v)
+        assert all(x["error"] is None for x in v)
+
+
+@pytest.mark.parametrize("point", ["retry.after_begin", "retry.after_rename", "retry.finish"])
+def test_a_crash_inside_a_retry_is_finished_by_the_next_run(sluice, broken, tmp_path, point):
+    """The run fails at a step of the retry (as a crash there would leave
+    it); the next run, without --retry-failed, finishes that part's retry
+    from what the ledger recorded and captions its rows again."""
+    out = tmp_path / "out"
+    m = broken / "m.jsonl"
+    assert run(sluice, m, out).returncode == 3
+    fix(broken)
+    env = dict(os.environ, SLUICE_TEST_FAULTS=f"{point}=eio@1")
+    r = run(sluice, m, out, "--retry-failed", env=env)
+    assert r.returncode == 1, r.stderr
+    assert "Input/output error" in r.stderr, r.stderr
+    r = run(sluice, m, out)
+    assert r.returncode == 0, r.stderr
+    rows = jsonl_rows(out)
+    assert len(rows) == N_GOOD + 3 and all(len(v) == 1 for v in rows.values()), rows
+    # the one part whose retry was begun: its row answered; the other two
+    # parts' failed rows are still failed (their retry never began)
+    answered = [p for p in MISSING if by_path(rows)[str(broken / p)][0]["error"] is None]
+    assert len(answered) == 1, by_path(rows)
+
+
+def test_a_retry_that_never_became_durable_changes_nothing(sluice, broken, tmp_path):
+    out = tmp_path / "out"
+    m = broken / "m.jsonl"
+    assert run(sluice, m, out).returncode == 3
+    before = {p.name: p.read_bytes() for p in out.glob("part-*.jsonl")}
+    fix(broken)
+    env = dict(os.environ, SLUICE_TEST_FAULTS="retry.begin=eio@1")
+    r = run(sluice, m, out, "--retry-failed", env=env)
+    assert r.returncode == 1, r.stderr
+    r = run(sluice, m, out)
+    assert r.returncode == 0 and "nothing new written" in r.stdout, r.stdout + r.stderr
+    assert {p.name: p.read_bytes() for p in out.glob("part-*.jsonl")} == before
+    assert not list(out.glob(".part-*"))  # the temporary is gone
+
+
+def test_refusals(sluice, broken, tmp_path):
+    m = broken / "m.jsonl"
+    r = run(sluice, m, tmp_path / "o", "--retry-failed", "--overwrite")
+    assert r.returncode == 2 and "drop one" in r.stderr, r.stderr
+    r = run(sluice, m, "s3://bucket/out", "--retry-failed")
+    assert r.returncode == 2 and "not an s3:// output" in r.stderr, r.stderr
+    # A fresh folder: nothing to retry, the job runs.
+    r = run(sluice, m, tmp_path / "fresh", "--retry-failed")
+    assert r.returncode == 3 and "retrying: 0 failed rows taken out of 0 parts" in r.stderr, r.stderr
