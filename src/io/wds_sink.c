@@ -28,9 +28,7 @@
 #include "io/jsonl_sink.h"
 #include "io/sink.h"
 #include "io/sniff.h"
-
-/* libarchive writes whole blocks of this size (the last one cut short). */
-enum { TAR_BLOCK = 64 << 10 };
+#include "io/wds_tar.h"
 
 typedef struct wds_shared {
     const sl_schema *schema;
@@ -48,6 +46,29 @@ typedef struct wds_part {
     bool broken;      /* a write failed: the temporary file's content is unknown */
     bool discard;     /* being freed: what libarchive still flushes goes nowhere */
 } wds_part;
+
+/* --- the tar, as io/wds_tar.h says --------------------------------------------------- */
+
+int sl_wds_tar_format(struct archive *a)
+{
+    int rc;
+    if ((rc = archive_write_set_format_pax_restricted(a)) != ARCHIVE_OK ||
+        (rc = archive_write_add_filter_none(a)) != ARCHIVE_OK ||
+        (rc = archive_write_set_bytes_per_block(a, SL_WDS_TAR_BLOCK)) != ARCHIVE_OK)
+        return rc;
+    return archive_write_set_bytes_in_last_block(a, 1);
+}
+
+int sl_wds_tar_header(struct archive *a, struct archive_entry *e, const char *name, int64_t size)
+{
+    archive_entry_clear(e);
+    archive_entry_set_pathname(e, name);
+    archive_entry_set_filetype(e, AE_IFREG);
+    archive_entry_set_perm(e, 0644);
+    archive_entry_set_size(e, (la_int64_t)size);
+    archive_entry_set_mtime(e, 0, 0);
+    return archive_write_header(a, e);
+}
 
 /* --- the format --------------------------------------------------------------------- */
 
@@ -127,10 +148,7 @@ static sl_status wds_open(void *shared, const char *dir, const char *name, bool 
     if (st == SL_OK && (!(w->a = archive_write_new()) || !(w->entry = archive_entry_new())))
         st = sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", w->shard.tmp_path);
     if (st == SL_OK &&
-        (archive_write_set_format_pax_restricted(w->a) != ARCHIVE_OK ||
-         archive_write_add_filter_none(w->a) != ARCHIVE_OK ||
-         archive_write_set_bytes_per_block(w->a, TAR_BLOCK) != ARCHIVE_OK ||
-         archive_write_set_bytes_in_last_block(w->a, 1) != ARCHIVE_OK ||
+        (sl_wds_tar_format(w->a) != ARCHIVE_OK ||
          archive_write_open2(w->a, w, NULL, tar_write, NULL, NULL) != ARCHIVE_OK))
         st = sl_fail(SL_ERR_IO, "cannot start tar shard '%s': %s", w->shard.tmp_path,
                      archive_error_string(w->a) ? archive_error_string(w->a) : "libarchive");
@@ -153,14 +171,8 @@ static sl_status put_member(wds_part *w, const char *ext, const void *data, size
 {
     char name[128];
     snprintf(name, sizeof name, "%s_%06ld.%s", w->prefix, w->rows, ext);
-    struct archive_entry *e = archive_entry_clear(w->entry);
-    archive_entry_set_pathname(e, name);
-    archive_entry_set_filetype(e, AE_IFREG);
-    archive_entry_set_perm(e, 0644);
-    archive_entry_set_size(e, (la_int64_t)len);
-    archive_entry_set_mtime(e, 0, 0);
     la_ssize_t n = 0;
-    if (archive_write_header(w->a, e) < ARCHIVE_WARN ||
+    if (sl_wds_tar_header(w->a, w->entry, name, (int64_t)len) < ARCHIVE_WARN ||
         (len > 0 && (n = archive_write_data(w->a, data, len)) != (la_ssize_t)len)) {
         w->broken = true;
         const char *why = archive_error_string(w->a);
@@ -191,7 +203,7 @@ static sl_status wds_write(void *shared, void *part, const sl_schema_row *row)
     if (st == SL_OK)
         w->rows++;
     /* One row's text is kept for the next; a large one is given back. */
-    if (w->json.cap > TAR_BLOCK)
+    if (w->json.cap > SL_WDS_TAR_BLOCK)
         sl_buf_free(&w->json);
     return st;
 }

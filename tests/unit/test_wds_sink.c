@@ -10,8 +10,6 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
-#include <archive.h>
-#include <archive_entry.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -19,6 +17,7 @@
 #include "io/sink.h"
 #include "io/sniff.h"
 #include "test_util.h"
+#include "test_tar.h"
 
 static const sl_schema_column head[] = {
     {"id", SL_PQ_STRING, false, NULL, false, false},
@@ -30,61 +29,6 @@ static const sl_schema_column head[] = {
 };
 enum { N_HEAD = sizeof head / sizeof *head };
 static const sl_schema_column tail[] = {{"image_bytes", SL_PQ_BINARY, true, NULL, false, false}};
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-    buf[n] = '\0';
-    fclose(fp);
-    if (len)
-        *len = (size_t)n;
-    return buf;
-}
-
-/* A tar shard's members, read with libarchive. */
-typedef struct member {
-    char name[128];
-    char *data;
-    size_t len;
-    int perm;
-    long long mtime;
-} member;
-
-static int read_tar(const char *path, member *out, int max)
-{
-    struct archive *a = archive_read_new();
-    archive_read_support_format_tar(a);
-    assert_int_equal(archive_read_open_filename(a, path, 10240), ARCHIVE_OK);
-    struct archive_entry *e;
-    int n = 0, rc;
-    while ((rc = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
-        assert_true(n < max);
-        assert_int_equal(archive_entry_filetype(e), AE_IFREG);
-        member *m = &out[n++];
-        snprintf(m->name, sizeof m->name, "%s", archive_entry_pathname(e));
-        m->len = (size_t)archive_entry_size(e);
-        m->perm = (int)archive_entry_perm(e);
-        m->mtime = (long long)archive_entry_mtime(e);
-        m->data = malloc(m->len + 1);
-        assert_int_equal(archive_read_data(a, m->data, m->len), (la_ssize_t)m->len);
-        m->data[m->len] = '\0';
-    }
-    assert_int_equal(rc, ARCHIVE_EOF);
-    archive_read_free(a);
-    return n;
-}
-
-static void free_members(member *m, int n)
-{
-    for (int i = 0; i < n; i++)
-        free(m[i].data);
-}
 
 /* Four rows: a JPEG, a PNG with w null (omitted), a failed row without
  * bytes, bytes of no known kind; pass-through columns on the first. */
@@ -202,10 +146,10 @@ static void rows_become_samples(void **state)
     assert_int_equal(sl_sink_commit(jsonl, NULL, NULL), SL_OK);
     char jsonl_path[600];
     snprintf(jsonl_path, sizeof jsonl_path, "%s/part-00000.jsonl", dir);
-    char *text = slurp(jsonl_path, NULL);
+    char *text = tt_slurp(jsonl_path, NULL);
 
-    member m[16];
-    int n = read_tar(final_path, m, 16);
+    tt_member m[16];
+    int n = tt_read_tar(final_path, m, 16);
     static const char *const names[] = {"00003_000000.json", "00003_000000.jpg",
                                         "00003_000001.json", "00003_000001.png",
                                         "00003_000002.json", "00003_000003.json",
@@ -234,7 +178,7 @@ static void rows_become_samples(void **state)
                                    "\"t\":{\"a_ms\":0.0,\"b_ms\":2.0},\"answer\":{\"k\":[1,2]},\"err\":null,\"tag\":\"t0\","
                                    "\"input_w\":7,\"meta\":{\"ok\":true}}");
     assert_null(strstr(m[2].data, "image_bytes"));
-    free_members(m, n);
+    tt_free_members(m, n);
     free(text);
 
     /* The same rows, the same bytes (another folder, the same part name). */
@@ -246,7 +190,7 @@ static void rows_become_samples(void **state)
     write_rows(again);
     assert_int_equal(sl_sink_commit(again, NULL, NULL), SL_OK);
     size_t len1, len2;
-    char *t1 = slurp(final_path, &len1), *t2 = slurp(sl_sink_part_path(again), &len2);
+    char *t1 = tt_slurp(final_path, &len1), *t2 = tt_slurp(sl_sink_part_path(again), &len2);
     assert_int_equal(len1, len2);
     assert_int_equal(len1 % 512, 0);
     assert_memory_equal(t1, t2, len1);
@@ -280,13 +224,13 @@ static void members_are_streamed(void **state)
     assert_int_equal(sl_sink_commit(sink, NULL, NULL), SL_OK);
     char final_path[600];
     snprintf(final_path, sizeof final_path, "%s/part-00000.tar", dir);
-    member m[4];
-    int n = read_tar(final_path, m, 4);
+    tt_member m[4];
+    int n = tt_read_tar(final_path, m, 4);
     assert_int_equal(n, 2);
     assert_string_equal(m[1].name, "00000_000000.png");
     assert_int_equal(m[1].len, big);
     assert_memory_equal(m[1].data, image, big);
-    free_members(m, n);
+    tt_free_members(m, n);
     free(image);
     sl_sink_free(sink);
     tu_rmtree(dir);
