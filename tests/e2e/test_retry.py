@@ -268,3 +268,25 @@ def test_refusals(sluice, broken, tmp_path):
     # A fresh folder: nothing to retry, the job runs.
     r = run(sluice, m, tmp_path / "fresh", "--retry-failed")
     assert r.returncode == 3 and "retrying: 0 failed rows taken out of 0 parts" in r.stderr, r.stderr
+
+
+def test_mpi_rank_zero_takes_the_failed_rows_out(sluice, broken, tmp_path):
+    """Under mpirun, rank 0 holds the ledger and rewrites the parts before
+    handing out shards; the other rank then captions retried inputs too."""
+    from test_mpi import MPIRUN, mpi_built, mpi_env, mpirun_args
+    if not MPIRUN or not mpi_built(sluice.binary):
+        pytest.skip("sluice built without MPI, or no mpirun")
+    out = tmp_path / "out"
+    m = broken / "m.jsonl"
+    args = ("--input-shard-size", "2", "--threads", "1", "--decode-workers", "1")
+    r = subprocess.run(mpirun_args(2) + command(sluice, m, out, *args), capture_output=True,
+                       text=True, timeout=600, env=mpi_env())
+    assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-3000:]
+    fix(broken)
+    r = subprocess.run(mpirun_args(2) + command(sluice, m, out, *args, "--retry-failed"),
+                       capture_output=True, text=True, timeout=600, env=mpi_env())
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = jsonl_rows(out)
+    assert len(rows) == N_GOOD + 3 and all(len(v) == 1 for v in rows.values()), rows
+    assert all(v[0]["error"] is None for v in rows.values())
+    assert json.loads((out / "summary.json").read_text())["rows"]["retried"] == 3
