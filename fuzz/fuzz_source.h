@@ -54,8 +54,11 @@ static inline const char *fuzz_file(const char *name, const uint8_t *data, size_
 static inline long fuzz_walk(const char *input, const sl_source_params *p, int count_exact)
 {
     sl_source *src;
+    sl_source_counter *counter;
     if (sl_source_open(&input, 1, p, &src) != SL_OK)
         return -1;
+    if (sl_source_counter_new(src, &counter) != SL_OK)
+        abort();
     long n = 0;
     sl_source_item it = {0};
     for (;;) {
@@ -79,7 +82,8 @@ static inline long fuzz_walk(const char *input, const sl_source_params *p, int c
     sl_source_item_clear(&it);
     sl_source_free(src);
     atomic_bool stop = false;
-    int64_t counted = sl_source_count(&input, 1, p, &stop);
+    int64_t counted = sl_source_counter_run(counter, &stop);
+    sl_source_counter_free(counter);
     if (count_exact && counted != n)
         abort();
     return n;

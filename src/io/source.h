@@ -7,8 +7,11 @@
  * its limit) becomes an item with `error` set and the stream goes on. Ids are
  * unique across the inputs unless their data repeats one (a manifest's id
  * column, a tar key that comes back): sl_source_open() refuses inputs that
- * name one file twice. One thread per source. The caller owns each item it
- * receives and clears it with sl_source_item_clear(). */
+ * name one file twice. One thread per source; a source reopened from it
+ * (sl_source_reopen, sl_source_counter_new) is another source, for another
+ * thread, sharing only what is safe to share (an s3:// folder's listing).
+ * The caller owns each item it receives and clears it with
+ * sl_source_item_clear(). */
 #ifndef SL_IO_SOURCE_H
 #define SL_IO_SOURCE_H
 
@@ -133,11 +136,29 @@ const char *sl_source_kind(const sl_source *src);
  * written then holds other ids. */
 bool sl_source_ids_have_folders(const sl_source *src);
 
-/* How many items a fresh walk of the same inputs yields, as cheaply as the
- * kind allows (Parquet footers, manifest lines, tar headers); stops early
- * with -1 when *stop becomes true. -1 when unknown. */
-int64_t sl_source_count(const char *const *inputs, size_t n, const sl_source_params *params,
-                        const atomic_bool *stop);
+/* A fresh source over the files src expanded when it opened, read from
+ * the start with src's params: globs, folders of inputs and hf://datasets/
+ * references are not expanded, listed or resolved again, and an s3://
+ * folder's listing is src's (listed once for both). Call it on src's
+ * thread before src is read; the copy is the caller's (sl_source_free) and
+ * may outlive src. SL_ERR_NOMEM only. */
+sl_status sl_source_reopen(const sl_source *src, sl_source **out);
+
+/* The count of an open source's items, for "N of T" progress: made by the
+ * thread that owns src, before src is read (a copy of its expanded files,
+ * as sl_source_reopen, so the count lists nothing again and counts the
+ * files the run reads); then run and freed on another thread, which src's
+ * thread never touches meanwhile. It counts what a run of the same params
+ * without take_shard reads: this run's static shards (shard_index of
+ * shard_count), or, with take_shard (MPI), the whole input. The caller
+ * owns it (sl_source_counter_free); it may outlive src. SL_ERR_NOMEM only. */
+typedef struct sl_source_counter sl_source_counter;
+sl_status sl_source_counter_new(const sl_source *src, sl_source_counter **out);
+/* How many items, as cheaply as the kind allows (Parquet footers, batch
+ * lines, tar headers; a folder's or manifest's items walked); stops early
+ * with -1 when *stop becomes true. -1 when unknown, or run before. */
+int64_t sl_source_counter_run(sl_source_counter *c, const atomic_bool *stop);
+void sl_source_counter_free(sl_source_counter *c);
 
 /* Where an item was read, for messages: FILE:LINE (manifests), FILE at byte
  * N (WebDataset), FILE row N (Parquet), the input (folders, files that fail

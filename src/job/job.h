@@ -145,6 +145,8 @@ typedef struct job {
     caption_metrics *metrics;
     gallery *gallery;
     caption_live *live;
+    sl_source_counter *counter; /* the counting walk's (job_count_prepare), freed after
+                                   its thread is joined; NULL when not counted */
     atomic_int_fast64_t input_total; /* -1 until the counting walk ends */
     atomic_bool stop_counting;
     sl_ledger *ledger;        /* what earlier runs committed; the open part's rows */

@@ -647,8 +647,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     size_t n_columns = 0;
     if ((st = stage_columns(pl, &columns, &n_columns)) != SL_OK ||
         (st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
-        (st = caption_schema_plan(p, j.inputs, j.n_inputs, &j.src_params, j.src, columns,
-                                  n_columns, &j.schema)) != SL_OK ||
+        (st = caption_schema_plan(p, j.src, columns, n_columns, &j.schema)) != SL_OK ||
         (st = job_open_ledger(&j)) != SL_OK || (st = job_open_output(&j)) != SL_OK)
         goto done;
 
@@ -694,8 +693,10 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sum->metrics_port = caption_metrics_port(j.metrics);
     if (sum->metrics_port && p->on_metrics_port)
         p->on_metrics_port(sum->metrics_port, p->on_row_user);
+    if ((st = job_count_prepare(&j)) != SL_OK)
+        goto done;
     pthread_t counter;
-    bool counting = pthread_create(&counter, NULL, job_count_inputs, &j) == 0;
+    bool counting = j.counter && pthread_create(&counter, NULL, job_count_inputs, &j) == 0;
     job_progress *pg;
     if ((st = job_progress_start(&j, exec, &pg)) != SL_OK) {
         atomic_store(&j.stop_counting, true);
@@ -782,6 +783,7 @@ done:
     sl_sink_free(j.errors_sink);
     dist_stop(j.dist); /* rank 0's coordinator records in the ledger: stop it first */
     sl_ledger_free(j.ledger); /* after the sink: an open part's rows roll back */
+    sl_source_counter_free(j.counter);
     sl_source_free(j.src);
     caption_schema_clear(&j.schema);
     job_output_clear(&j);

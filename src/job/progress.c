@@ -7,19 +7,27 @@
 #include "core/error.h"
 #include "job/progress.h"
 
-/* A second pass over the inputs that only counts (footers, lines, tar
- * headers), so progress and metrics can say "of N" and give an ETA. It is
- * cheap next to captioning; it stops early when the run does. */
+sl_status job_count_prepare(job *j)
+{
+    if (j->p->sample < 1.0)
+        return SL_OK; /* a sample's size is known only once it is read */
+    if (j->dist && sl_dist_rank(j->dist) != 0)
+        return SL_OK; /* rank 0 counts for the job */
+    /* MPI: rank 0 counts the whole input (the counter drops take_shard). */
+    return sl_source_counter_new(j->src, &j->counter);
+}
+
+/* A second pass over the files the run's source expanded (nothing listed
+ * or resolved again: an s3:// folder's listing is the run's own), that
+ * only counts (footers, lines, tar headers), so progress and metrics can
+ * say "of N" and give an ETA. It is cheap next to captioning; it stops
+ * early when the run does. */
 void *job_count_inputs(void *arg)
 {
     job *j = arg;
-    if (j->p->sample < 1.0)
-        return NULL; /* a sample's size is known only once it is read */
-    if (j->dist && sl_dist_rank(j->dist) != 0)
-        return NULL; /* rank 0 counts for the job */
-    sl_source_params all = j->src_params;
-    all.take_shard = NULL; /* MPI: rank 0 counts the whole input (not from this thread) */
-    int64_t n = sl_source_count(j->inputs, j->n_inputs, &all, &j->stop_counting);
+    if (!j->counter)
+        return NULL;
+    int64_t n = sl_source_counter_run(j->counter, &j->stop_counting);
     if (n < 0 || atomic_load(&j->stop_counting))
         return NULL;
     /* A resumed run counts what is left: the inputs less those done;

@@ -231,10 +231,9 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
     return SL_OK;
 }
 
-sl_status caption_schema_plan(const sl_caption_params *p, const char *const *inputs,
-                              size_t n_inputs, const sl_source_params *src_params,
-                              const sl_source *src, const char *const *stage_columns,
-                              size_t n_stage_columns, caption_schema *out)
+sl_status caption_schema_plan(const sl_caption_params *p, const sl_source *src,
+                              const char *const *stage_columns, size_t n_stage_columns,
+                              caption_schema *out)
 {
     memset(out, 0, sizeof *out);
     if (job_is_batch(p))
@@ -262,7 +261,7 @@ sl_status caption_schema_plan(const sl_caption_params *p, const char *const *inp
      * column before the first row: the first rows of the inputs say. */
     if (parquet_output(p) && strcmp(sl_source_kind(src), "folder") != 0) {
         sl_source *peek;
-        if ((st = sl_source_open(inputs, n_inputs, src_params, &peek)) != SL_OK)
+        if ((st = sl_source_reopen(src, &peek)) != SL_OK)
             return st;
         sl_source_item it = {0};
         bool done = false;

@@ -67,14 +67,15 @@ typedef struct caption_schema {
  * of the job's own. SL_ERR_INVALID_ARG says why not. */
 sl_status caption_task_name_check(const char *name, bool rows_per_task);
 
-/* Plans the schema of job p reading src's inputs (they are read again, from
- * the start, to sample the first rows' pass-through columns when the output
- * is Parquet), with the columns the user's stages set (stage_columns) after
- * the input's. On failure, clear it all the same. */
-sl_status caption_schema_plan(const sl_caption_params *p, const char *const *inputs,
-                              size_t n_inputs, const sl_source_params *src_params,
-                              const sl_source *src, const char *const *stage_columns,
-                              size_t n_stage_columns, caption_schema *out);
+/* Plans the schema of job p reading src's inputs (the files src expanded
+ * are read again, from the start, through sl_source_reopen, to sample the
+ * first rows' pass-through columns when the output is Parquet; src itself
+ * is not read, nor anything listed again), with the columns the user's
+ * stages set (stage_columns) after the input's. On failure, clear it all
+ * the same. */
+sl_status caption_schema_plan(const sl_caption_params *p, const sl_source *src,
+                              const char *const *stage_columns, size_t n_stage_columns,
+                              caption_schema *out);
 
 /* The columns as [{"name", "type"}] in output order (JSONL's nested
  * timings as "timings.decode_ms"); NULL when out of memory. */

@@ -129,6 +129,30 @@ def test_a_dataset_is_captioned_in_place(sluice, hub, tmp_path):
     assert TOKEN not in r.stderr
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_the_hub_is_asked_once_for_the_run_and_its_count(sluice, hub, tmp_path, fmt):
+    """The progress total comes from the files the run's source listed: the
+    revision is resolved once and each page of the tree fetched once (the
+    count and, for a Parquet output, the schema's first rows read the same
+    list; before, each listed the dataset again), and the total still
+    equals the rows read."""
+    hub.requests.clear()
+    r = caption(sluice, hub, "hf://datasets/org/pics", "-o", tmp_path / "o", "--format", fmt)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = (read_rows(tmp_path / "o") if fmt == "jsonl" else
+            pq.read_table(tmp_path / "o" / "part-00000.parquet").to_pylist())
+    assert len(rows) == 8 and all(row["error"] is None for row in rows)
+    revisions = [q["path"] for q in hub.requests if "/revision/" in q["path"]]
+    assert revisions == ["/api/datasets/org/pics/revision/main"]
+    trees = [q["path"] for q in hub.requests if "/tree/" in q["path"]]
+    assert len(trees) >= 2 and any("cursor=" in t for t in trees)  # several pages ...
+    assert sorted(Counter(trees).values()) == [1] * len(trees), trees  # ... each once
+    progress = [l for l in r.stderr.splitlines() if l.startswith("progress:")][-1]
+    assert f"{len(rows)} of {len(rows)} (100%)" in progress
+    metrics = (tmp_path / "o" / "metrics.prom").read_text().splitlines()
+    assert f"sluice_input_rows {len(rows)}" in metrics
+
+
 def test_a_pattern_a_revision_and_a_folder(sluice, hub, tmp_path):
     """A glob on the repository path; @v1 (its own files, URLs pinned to its
     commit); @refs%2Fconvert%2Fparquet (a revision with '/', as HfFileSystem

@@ -100,8 +100,7 @@ def test_caption_a_folder_in_a_bucket(store, sluice, tmp_path):
                         "--max-tokens", "4", "--metrics-addr", "off", "--progress-every", "0.05"],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 3, r.stderr[-3000:]  # 3: done, some rows failed
-    # The count pass lists the prefix a second time, beside the run: each
-    # image is counted once all the same.
+    # The count reads the run's listing: each image is counted once.
     assert "5 of 5 (100%)" in final_progress(r.stderr)
     rows = {row["id"]: row for row in read_rows(out)}
     want = {f"{'sub/' if i % 2 else ''}{p.name}" for i, p in enumerate(images)} | {"broken.jpg"}
@@ -387,6 +386,34 @@ def run_watching_tmp(sluice, env, tmp_path, *args):
 
 def final_progress(stderr):
     return [line for line in stderr.splitlines() if line.startswith("progress:")][-1]
+
+
+def test_a_folder_in_a_bucket_is_listed_once(store, sluice, tmp_path):
+    """The count of an s3:// folder reads the run's own listing: each page
+    of ListObjectsV2 is asked for once (before, the count listed the prefix
+    again beside the run), across pages (1,200 keys that are not images
+    fill the first), and the total is still the images under the prefix."""
+    env, client = store
+    client.create_bucket(Bucket="once")
+    images = sample_images()[:3]
+    keys = [f"set/n/{i:05d}.txt" for i in range(1200)]
+    for k in keys:
+        client.put_object(Bucket="once", Key=k, Body=b"x")
+    for p in images:  # after the .txt keys: on the second page
+        keys.append(f"set/z/{p.name}")
+        client.put_object(Bucket="once", Key=keys[-1], Body=p.read_bytes())
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    try:
+        r = caption_env(sluice, dict(env, AWS_ENDPOINT_URL=proxy.url), "s3://once/set",
+                        "-o", tmp_path / "o")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert sorted(row["id"] for row in read_rows(tmp_path / "o")) == \
+            sorted(f"z/{p.name}" for p in images)
+        assert f"{len(images)} of {len(images)} (100%)" in final_progress(r.stderr)
+        lists = [e for e in proxy.log if e[0] == "GET" and e[1].rstrip("/") == "/once"]
+        assert len(lists) == -(-len(keys) // 1000), lists  # 2 pages, each once
+    finally:
+        proxy.close()
 
 
 def test_parquet_in_a_bucket_is_read_by_ranges(store, sluice, tmp_path):

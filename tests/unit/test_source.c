@@ -53,6 +53,10 @@ static size_t read_many(const char *const *inputs, size_t n_in, const sl_source_
 {
     sl_source *src;
     assert_int_equal(sl_source_open(inputs, n_in, p, &src), SL_OK);
+    /* Made before the source is read, run after it is freed (as the job's
+     * counting thread may). */
+    sl_source_counter *counter;
+    assert_int_equal(sl_source_counter_new(src, &counter), SL_OK);
     size_t n = 0;
     for (;;) {
         sl_source_item it = {0};
@@ -67,7 +71,9 @@ static size_t read_many(const char *const *inputs, size_t n_in, const sl_source_
     }
     sl_source_free(src);
     atomic_bool stop = false;
-    assert_int_equal(sl_source_count(inputs, n_in, p, &stop), (int64_t)n);
+    assert_int_equal(sl_source_counter_run(counter, &stop), (int64_t)n);
+    assert_int_equal(sl_source_counter_run(counter, &stop), -1); /* once */
+    sl_source_counter_free(counter);
     return n;
 }
 
