@@ -173,13 +173,15 @@ sl_status sl_source_locate_list(const char *const *values, size_t n, const char 
 
 /* --- folder ------------------------------------------------------------------------ */
 
-/* An s3:// folder's listing, made once for the run and its count
- * (sl_source_counter): the keys are kept as they come, a page at a time,
- * and each reader walks them by index, so the count's pass lists nothing.
- * Whichever thread needs a key not yet listed fetches the next page (one
- * fetch at a time, outside the lock); the other waits for it. Keys read by
- * every reader are dropped once one holder is left (the count has ended),
- * so memory holds at most the keys the count listed ahead of the run. */
+/* An s3:// folder's listing, shared by a source and the sources reopened
+ * from it to read a few rows (sl_source_reopen: the schema's look at the
+ * first rows), so those list nothing: the keys are kept as they come, a
+ * page at a time, and each reader walks them by index. Whichever thread
+ * needs a key not yet listed fetches the next page (one fetch at a time,
+ * outside the lock); the other waits for it. Keys read are dropped once one
+ * holder is left. The count (sl_source_counter), which runs ahead of the
+ * run, makes a listing of its own: sharing would keep every key it listed
+ * until the run read it. */
 typedef struct s3_listing {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -1593,7 +1595,8 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
             st = name_inputs(src, folders);
     }
     if (st == SL_OK && strcmp(src->kind_name, "folder") == 0 && sl_s3_is_url(src->files[0])) {
-        /* Listed once, as read: the count reads the same listing. */
+        /* Listed as read; a reopened source (the schema's look at the
+         * first rows) shares the listing, the count makes its own. */
         if (!(src->listings = sl_calloc(src->n_files, sizeof *src->listings)))
             st = sl_fail(SL_ERR_NOMEM, "out of memory opening the inputs");
         for (size_t i = 0; st == SL_OK && i < src->n_files; i++) {
@@ -1782,8 +1785,14 @@ static char **strings_copy(char *const *from, size_t n)
 }
 
 /* A fresh source over the files src expanded, read from the start with
- * params p: nothing is listed or resolved again. */
-static sl_status source_reopen(const sl_source *src, const sl_source_params *p, sl_source **out)
+ * params p: nothing is resolved again. An s3:// folder's listing is src's
+ * (shared: its keys are kept until every holder has read them, so only a
+ * holder that reads a few rows may share it), or with `own_listing` a
+ * listing of its own, made again as it is read: the count, which runs
+ * ahead of the run, would otherwise keep every key it listed in memory
+ * until the run read it. */
+static sl_status source_reopen(const sl_source *src, const sl_source_params *p,
+                               bool own_listing, sl_source **out)
 {
     *out = NULL;
     sl_source *c = sl_calloc(1, sizeof *c);
@@ -1804,8 +1813,13 @@ static sl_status source_reopen(const sl_source *src, const sl_source_params *p, 
     for (size_t i = 0; ok && i < n; i++) {
         /* Each name points into its lexical path (sl_input_names). */
         c->names[i] = c->lexical[i] + (src->names[i] - src->lexical[i]);
-        if (c->listings)
+        if (c->listings && !own_listing) {
             c->listings[i] = listing_ref(src->listings[i]);
+        } else if (c->listings) {
+            char *prefix = s3_prefix_of(src->files[i]);
+            ok = prefix && (c->listings[i] = listing_new(prefix));
+            sl_free(prefix);
+        }
     }
     if (!ok) {
         if (c && !c->files)
@@ -1822,7 +1836,7 @@ static sl_status source_reopen(const sl_source *src, const sl_source_params *p, 
 
 sl_status sl_source_reopen(const sl_source *src, sl_source **out)
 {
-    return source_reopen(src, &src->p, out);
+    return source_reopen(src, &src->p, false, out);
 }
 
 sl_status sl_source_counter_new(const sl_source *src, sl_source_counter **out)
@@ -1834,7 +1848,7 @@ sl_status sl_source_counter_new(const sl_source *src, sl_source_counter **out)
     sl_source_params p = src->p;
     p.take_shard = NULL; /* static shards are counted as read; handed-out ones, all */
     p.take_shard_user = NULL;
-    sl_status st = source_reopen(src, &p, &c->src);
+    sl_status st = source_reopen(src, &p, true, &c->src);
     if (st != SL_OK) {
         sl_free(c);
         return st;

@@ -139,15 +139,17 @@ bool sl_source_ids_have_folders(const sl_source *src);
 /* A fresh source over the files src expanded when it opened, read from
  * the start with src's params: globs, folders of inputs and hf://datasets/
  * references are not expanded, listed or resolved again, and an s3://
- * folder's listing is src's (listed once for both). Call it on src's
- * thread before src is read; the copy is the caller's (sl_source_free) and
+ * folder's listing is src's (listed once for both; its keys kept until
+ * both have read them, so the copy is for reading a few rows). Call it on
+ * src's thread before src is read; the copy is the caller's (sl_source_free) and
  * may outlive src. SL_ERR_NOMEM only. */
 sl_status sl_source_reopen(const sl_source *src, sl_source **out);
 
 /* The count of an open source's items, for "N of T" progress: made by the
  * thread that owns src, before src is read (a copy of its expanded files,
- * as sl_source_reopen, so the count lists nothing again and counts the
- * files the run reads); then run and freed on another thread, which src's
+ * as sl_source_reopen, so the count resolves nothing again and counts the
+ * files the run reads; an s3:// folder it lists anew, keeping no key);
+ * then run and freed on another thread, which src's
  * thread never touches meanwhile. It counts what a run of the same params
  * without take_shard reads: this run's static shards (shard_index of
  * shard_count), or, with take_shard (MPI), the whole input. The caller

@@ -100,7 +100,8 @@ def test_caption_a_folder_in_a_bucket(store, sluice, tmp_path):
                         "--max-tokens", "4", "--metrics-addr", "off", "--progress-every", "0.05"],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 3, r.stderr[-3000:]  # 3: done, some rows failed
-    # The count reads the run's listing: each image is counted once.
+    # The count pass lists the prefix a second time, beside the run: each
+    # image is counted once all the same.
     assert "5 of 5 (100%)" in final_progress(r.stderr)
     rows = {row["id"]: row for row in read_rows(out)}
     want = {f"{'sub/' if i % 2 else ''}{p.name}" for i, p in enumerate(images)} | {"broken.jpg"}
@@ -388,11 +389,11 @@ def final_progress(stderr):
     return [line for line in stderr.splitlines() if line.startswith("progress:")][-1]
 
 
-def test_a_folder_in_a_bucket_is_listed_once(store, sluice, tmp_path):
-    """The count of an s3:// folder reads the run's own listing: each page
-    of ListObjectsV2 is asked for once (before, the count listed the prefix
-    again beside the run), across pages (1,200 keys that are not images
-    fill the first), and the total is still the images under the prefix."""
+def test_a_folder_in_a_bucket_is_listed_by_the_run_and_by_the_count(store, sluice, tmp_path):
+    """An s3:// folder across pages (1,200 keys that are not images fill
+    the first): the run lists each page of ListObjectsV2 once and the count
+    lists its own (sharing the run's would keep the keys listed ahead in
+    memory), and the total is still the images under the prefix."""
     env, client = store
     client.create_bucket(Bucket="once")
     images = sample_images()[:3]
@@ -411,7 +412,7 @@ def test_a_folder_in_a_bucket_is_listed_once(store, sluice, tmp_path):
             sorted(f"z/{p.name}" for p in images)
         assert f"{len(images)} of {len(images)} (100%)" in final_progress(r.stderr)
         lists = [e for e in proxy.log if e[0] == "GET" and e[1].rstrip("/") == "/once"]
-        assert len(lists) == -(-len(keys) // 1000), lists  # 2 pages, each once
+        assert len(lists) == 2 * -(-len(keys) // 1000), lists  # 2 pages, the run's and the count's
     finally:
         proxy.close()
 
