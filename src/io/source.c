@@ -8,7 +8,6 @@
 #include <limits.h>
 #include <errno.h>
 #include <glob.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,181 +172,6 @@ sl_status sl_source_locate_list(const char *const *values, size_t n, const char 
 
 /* --- folder ------------------------------------------------------------------------ */
 
-/* An s3:// folder's listing, shared by a source and the sources reopened
- * from it to read a few rows (sl_source_reopen: the schema's look at the
- * first rows), so those list nothing: the keys are kept as they come, a
- * page at a time, and each reader walks them by index. Whichever thread
- * needs a key not yet listed fetches the next page (one fetch at a time,
- * outside the lock); the other waits for it. Keys read are dropped once one
- * holder is left. The count (sl_source_counter), which runs ahead of the
- * run, makes a listing of its own: sharing would keep every key it listed
- * until the run read it. */
-typedef struct s3_listing {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int refs;                 /* the sources that share it */
-    sl_s3_list *list;         /* the store's pages; NULL once done or failed */
-    char *open_error;         /* it could not be opened (no store, a bad URL) */
-    char *error;              /* a page failed: the listing ends there, with why */
-    bool fetching, done;
-    char **keys;              /* keys[k] is key number base + k */
-    uint64_t *sizes;
-    size_t base, n, cap;
-} s3_listing;
-
-enum { LISTING_PAGE = 1000, LISTING_TRIM = 4096 };
-
-static s3_listing *listing_new(const char *prefix)
-{
-    s3_listing *ls = sl_calloc(1, sizeof *ls);
-    if (!ls)
-        return NULL;
-    pthread_mutex_init(&ls->mu, NULL);
-    pthread_cond_init(&ls->cv, NULL);
-    ls->refs = 1;
-    const sl_s3 *s3 = sl_s3_shared();
-    if (!s3 || sl_s3_list_open(s3, prefix, &ls->list) != SL_OK) {
-        ls->done = true; /* nothing to list: a reader says open_error */
-        if (!(ls->open_error = sl_strdup(sl_last_error()))) {
-            pthread_mutex_destroy(&ls->mu);
-            pthread_cond_destroy(&ls->cv);
-            sl_free(ls);
-            return NULL;
-        }
-    }
-    return ls;
-}
-
-static void listing_unref(s3_listing *ls)
-{
-    if (!ls)
-        return;
-    pthread_mutex_lock(&ls->mu);
-    bool last = --ls->refs == 0;
-    pthread_mutex_unlock(&ls->mu);
-    if (!last)
-        return;
-    sl_s3_list_free(ls->list);
-    for (size_t k = 0; k < ls->n; k++)
-        sl_free(ls->keys[k]);
-    sl_free(ls->keys);
-    sl_free(ls->sizes);
-    sl_free(ls->open_error);
-    sl_free(ls->error);
-    pthread_mutex_destroy(&ls->mu);
-    pthread_cond_destroy(&ls->cv);
-    sl_free(ls);
-}
-
-static s3_listing *listing_ref(s3_listing *ls)
-{
-    pthread_mutex_lock(&ls->mu);
-    ls->refs++;
-    pthread_mutex_unlock(&ls->mu);
-    return ls;
-}
-
-/* Lists the next page into ls (ls->fetching is set: only this thread
- * touches ls->list). Called without the lock. */
-static void listing_fetch(s3_listing *ls)
-{
-    char **keys = sl_calloc(LISTING_PAGE, sizeof *keys);
-    uint64_t *sizes = sl_calloc(LISTING_PAGE, sizeof *sizes);
-    size_t got = 0;
-    bool done = false;
-    char *error = NULL;
-    if (!keys || !sizes)
-        error = sl_strdup("out of memory listing the folder");
-    while (!error && !done && got < LISTING_PAGE) {
-        const char *key;
-        if (sl_s3_list_next(ls->list, &key, &sizes[got], &done) != SL_OK)
-            error = sl_strdup(sl_last_error());
-        else if (!done && !(keys[got++] = sl_strdup(key)))
-            error = sl_strdup("out of memory listing the folder");
-    }
-    pthread_mutex_lock(&ls->mu);
-    if (ls->n + got > ls->cap) {
-        size_t cap = ls->cap ? ls->cap * 2 : LISTING_PAGE;
-        while (cap < ls->n + got)
-            cap *= 2;
-        char **k2 = sl_realloc(ls->keys, cap * sizeof *k2);
-        if (k2)
-            ls->keys = k2;
-        uint64_t *s2 = k2 ? sl_realloc(ls->sizes, cap * sizeof *s2) : NULL;
-        if (s2) {
-            ls->sizes = s2;
-            ls->cap = cap;
-        } else if (!error) {
-            error = sl_strdup("out of memory listing the folder");
-        }
-    }
-    for (size_t k = 0; k < got; k++) {
-        if (ls->n < ls->cap) {
-            ls->keys[ls->n] = keys[k];
-            ls->sizes[ls->n++] = sizes[k];
-        } else {
-            sl_free(keys[k]);
-        }
-    }
-    if (error || done) {
-        sl_s3_list_free(ls->list);
-        ls->list = NULL;
-        ls->error = error;
-        ls->done = !error;
-    }
-    ls->fetching = false;
-    pthread_cond_broadcast(&ls->cv);
-    pthread_mutex_unlock(&ls->mu);
-    sl_free(keys);
-    sl_free(sizes);
-}
-
-/* Key number i of the listing (a copy for the caller, sl_free) and its
- * size; *done past the last one; SL_ERR_IO with the listing's error (the
- * caller's copy in *why) when it failed before key i. */
-static sl_status listing_get(s3_listing *ls, size_t i, char **key, uint64_t *size, bool *done,
-                             char **why)
-{
-    *key = *why = NULL;
-    *done = false;
-    pthread_mutex_lock(&ls->mu);
-    while (i >= ls->base + ls->n && !ls->done && !ls->error) {
-        if (ls->fetching) {
-            pthread_cond_wait(&ls->cv, &ls->mu);
-            continue;
-        }
-        ls->fetching = true;
-        pthread_mutex_unlock(&ls->mu);
-        listing_fetch(ls);
-        pthread_mutex_lock(&ls->mu);
-    }
-    sl_status st = SL_OK;
-    if (i < ls->base) {
-        st = sl_fail(SL_ERR_INVALID_ARG, "listing read again after its keys were dropped");
-    } else if (i < ls->base + ls->n) {
-        if (!(*key = sl_strdup(ls->keys[i - ls->base])))
-            st = sl_fail(SL_ERR_NOMEM, "out of memory listing the folder");
-        *size = ls->sizes[i - ls->base];
-        /* One reader left: what it has read goes. */
-        size_t drop = i - ls->base;
-        if (ls->refs == 1 && drop >= LISTING_TRIM && drop >= ls->n / 4) {
-            for (size_t k = 0; k < drop; k++)
-                sl_free(ls->keys[k]);
-            memmove(ls->keys, ls->keys + drop, (ls->n - drop) * sizeof *ls->keys);
-            memmove(ls->sizes, ls->sizes + drop, (ls->n - drop) * sizeof *ls->sizes);
-            ls->n -= drop;
-            ls->base += drop;
-        }
-    } else if (ls->error) {
-        st = (*why = sl_strdup(ls->error)) ? SL_ERR_IO
-                                           : sl_fail(SL_ERR_NOMEM, "out of memory listing");
-    } else {
-        *done = true;
-    }
-    pthread_mutex_unlock(&ls->mu);
-    return st;
-}
-
 /* A manifest's read size: a local file's, and an object's (each a GET:
  * larger, so a long manifest costs few requests). */
 enum { CHUNK_BYTES = 1 << 16, REMOTE_CHUNK_BYTES = 1 << 20 };
@@ -355,10 +179,9 @@ enum { CHUNK_BYTES = 1 << 16, REMOTE_CHUNK_BYTES = 1 << 20 };
 struct source_reader {
     /* folder */
     sl_dir_source *dir;
-    s3_listing *s3;           /* an s3:// folder: its listing (the source's); NULL once
-                                 it failed */
-    size_t s3_at;             /* ... the next key's number in it */
+    sl_s3_list *s3;           /* an s3:// folder: its listing */
     char *s3_prefix;          /* ... the URL with a trailing '/' */
+    char *s3_id, *s3_url;     /* the entry returned last */
     const sl_source_params *p;
     char *image_columns[SL_SOURCE_MAX_IMAGES]; /* manifest: several image columns (A,B) */
     size_t n_image_columns;
@@ -385,41 +208,17 @@ struct source_reader {
     int csv_state;            /* sl_csv_scan over the record read so far */
 };
 
-/* A reader of params p, named `name` in ids; NULL when out of memory. */
-static source_reader *reader_new(const sl_source_params *p, const char *name)
-{
-    source_reader *r = sl_calloc(1, sizeof *r);
-    if (r) {
-        r->p = p;
-        r->name = name;
-    }
-    return r;
-}
-
-/* An s3:// folder as a prefix with a trailing '/' ("s3://b/imgs" lists
- * imgs/..., not imgs2/...). */
-static char *s3_prefix_of(const char *url)
+/* An s3:// folder: the objects under the prefix (as a folder: "s3://b/imgs"
+ * lists imgs/..., not imgs2/...), read a page at a time. */
+static sl_status s3_folder_open(const char *url, source_reader *r, char **open_error)
 {
     size_t n = strlen(url);
-    return n && url[n - 1] == '/' ? sl_strdup(url) : sl_asprintf("%s/", url);
-}
-
-/* An s3:// folder: the objects under the prefix, read from the listing
- * the source made for it (shared with its count), a page at a time. */
-static sl_status s3_folder_open(const char *file, const char *name, const sl_source_params *p,
-                                s3_listing *ls, source_reader **out, char **open_error)
-{
-    if (ls->open_error)
-        return (*open_error = sl_strdup(ls->open_error))
-                   ? SL_OK
-                   : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
-    source_reader *r = reader_new(p, name);
-    if (!r || !(r->s3_prefix = s3_prefix_of(file))) {
-        sl_free(r);
-        return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
-    }
-    r->s3 = ls;
-    *out = r;
+    bool slash = n && url[n - 1] == '/';
+    const sl_s3 *s3 = sl_s3_shared();
+    if (!(r->s3_prefix = slash ? sl_strdup(url) : sl_asprintf("%s/", url)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", url);
+    if (!s3 || sl_s3_list_open(s3, r->s3_prefix, &r->s3) != SL_OK)
+        *open_error = sl_strdup(sl_last_error());
     return SL_OK;
 }
 
@@ -431,6 +230,19 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     r->p = p;
     r->name = name;
+    if (sl_s3_is_url(file)) {
+        sl_status st = s3_folder_open(file, r, open_error);
+        if (st != SL_OK || *open_error) {
+            sl_s3_list_free(r->s3);
+            sl_free(r->s3_prefix);
+            sl_free(r);
+            return *open_error || st != SL_OK ? st
+                                              : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'",
+                                                        file);
+        }
+        *out = r;
+        return SL_OK;
+    }
     if (sl_dir_source_open(file, &r->dir) != SL_OK) {
         *open_error = sl_strdup(sl_last_error());
         sl_free(r);
@@ -445,31 +257,29 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
     const char *bucket_end = strchr(r->s3_prefix + 5, '/');
     size_t key_prefix = strlen(bucket_end + 1);
     for (;;) {
-        char *key, *why;
+        const char *key;
         uint64_t size;
-        sl_status st = listing_get(r->s3, r->s3_at++, &key, &size, done, &why);
-        if (st == SL_ERR_IO) {
+        if (sl_s3_list_next(r->s3, &key, &size, done) != SL_OK) {
             /* A listing that fails midway ends this input with an error row;
              * the other inputs go on. */
             *done = false;
             item->id = sl_asprintf("%s%s", r->name, *r->name ? "/" : "");
-            item->error = why;
+            item->error = sl_strdup(sl_last_error());
+            sl_s3_list_free(r->s3);
             r->s3 = NULL;
-            return item->id ? SL_OK
-                            : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", r->s3_prefix);
+            return item->id && item->error ? SL_OK
+                                           : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'",
+                                                     r->s3_prefix);
         }
-        if (st != SL_OK || *done)
-            return st;
+        if (*done)
+            return SL_OK;
         const char *rel = key + key_prefix;
         if (!*rel || rel[strlen(rel) - 1] == '/' || !sl_is_media_name(rel) ||
             !sl_glob_filter(rel, r->p->include, r->p->n_include, r->p->exclude,
-                            r->p->n_exclude)) {
-            sl_free(key);
+                            r->p->n_exclude))
             continue;
-        }
         item->id = *r->name ? sl_asprintf("%s/%s", r->name, rel) : sl_strdup(rel);
         item->path = sl_asprintf("%.*s/%s", (int)(bucket_end - r->s3_prefix), r->s3_prefix, key);
-        sl_free(key);
         if (!item->id || !item->path)
             return sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", r->s3_prefix);
         return SL_OK;
@@ -508,6 +318,7 @@ static sl_status folder_next(source_reader *r, sl_source_item *item, bool *done)
 static void folder_close(source_reader *r)
 {
     sl_dir_source_free(r->dir);
+    sl_s3_list_free(r->s3);
     sl_free(r->s3_prefix);
     sl_free(r);
 }
@@ -521,11 +332,13 @@ static const source_kind folder_kind = {"folder", folder_open, folder_next, fold
 static sl_status file_open(const char *file, const char *name, const sl_source_params *p,
                            source_reader **out, char **open_error)
 {
-    source_reader *r = reader_new(p, name);
+    source_reader *r = sl_calloc(1, sizeof *r);
     if (!r || !(r->file = sl_strdup(file))) {
         sl_free(r);
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
+    r->p = p;
+    r->name = name;
     *out = r;
     return SL_OK;
 }
@@ -1083,8 +896,6 @@ struct sl_source {
     char **hf_names;         /* hf://datasets/ inputs: each file's repository path (all or
                                 none of the files are such) */
     const char **names;      /* each file's name in ids */
-    s3_listing **listings;   /* s3:// folders: each one's listing (shared with the
-                                sources reopened from this one); else NULL */
     bool ids_have_folders;
     size_t n_files, next_file;
     source_reader *reader;
@@ -1280,9 +1091,6 @@ void sl_source_free(sl_source *src)
         sl_strings_free(src->hf_names, src->n_files);
     if (src->lexical)
         sl_strings_free(src->lexical, src->n_files);
-    for (size_t i = 0; src->listings && i < src->n_files; i++)
-        listing_unref(src->listings[i]);
-    sl_free(src->listings);
     sl_free(src->names);
     sl_free(src);
 }
@@ -1594,18 +1402,6 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
         if (st == SL_OK)
             st = name_inputs(src, folders);
     }
-    if (st == SL_OK && strcmp(src->kind_name, "folder") == 0 && sl_s3_is_url(src->files[0])) {
-        /* Listed as read; a reopened source (the schema's look at the
-         * first rows) shares the listing, the count makes its own. */
-        if (!(src->listings = sl_calloc(src->n_files, sizeof *src->listings)))
-            st = sl_fail(SL_ERR_NOMEM, "out of memory opening the inputs");
-        for (size_t i = 0; st == SL_OK && i < src->n_files; i++) {
-            char *prefix = s3_prefix_of(src->files[i]);
-            if (!prefix || !(src->listings[i] = listing_new(prefix)))
-                st = sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", src->files[i]);
-            sl_free(prefix);
-        }
-    }
     if (st == SL_OK) {
         src->kind = kind_named(src->kind_name);
         unsigned runs = params->take_shard ? params->shard_peers : params->shard_count;
@@ -1704,11 +1500,7 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
             char *open_error = NULL;
             /* Every kind reads a file in a bucket in place, by ranged GETs
              * (io/ranged.h): nothing is copied to disk. */
-            sl_status st =
-                src->listings
-                    ? s3_folder_open(f, name, &src->p, src->listings[item->input], &src->reader,
-                                     &open_error)
-                    : src->kind->open(f, name, &src->p, &src->reader, &open_error);
+            sl_status st = src->kind->open(f, name, &src->p, &src->reader, &open_error);
             if (st != SL_OK)
                 return st;
             if (open_error) {
@@ -1767,8 +1559,6 @@ static int64_t selected_of(int64_t total, const sl_source_params *p)
     return n;
 }
 
-/* --- the count ------------------------------------------------------------------------ */
-
 struct sl_source_counter {
     sl_source *src; /* a fresh source over the files of the one it was made from */
 };
@@ -1785,14 +1575,10 @@ static char **strings_copy(char *const *from, size_t n)
 }
 
 /* A fresh source over the files src expanded, read from the start with
- * params p: nothing is resolved again. An s3:// folder's listing is src's
- * (shared: its keys are kept until every holder has read them, so only a
- * holder that reads a few rows may share it), or with `own_listing` a
- * listing of its own, made again as it is read: the count, which runs
- * ahead of the run, would otherwise keep every key it listed in memory
- * until the run read it. */
-static sl_status source_reopen(const sl_source *src, const sl_source_params *p,
-                               bool own_listing, sl_source **out)
+ * params p: nothing is expanded or resolved again (an s3:// folder is
+ * listed again as it is read: keeping the run's listing for another reader
+ * would keep every key one listed ahead of the other in memory). */
+static sl_status source_reopen(const sl_source *src, const sl_source_params *p, sl_source **out)
 {
     *out = NULL;
     sl_source *c = sl_calloc(1, sizeof *c);
@@ -1807,19 +1593,11 @@ static sl_status source_reopen(const sl_source *src, const sl_source_params *p,
         ok = (c->files = strings_copy(src->files, n)) &&
              (c->lexical = strings_copy(src->lexical, n)) &&
              (!src->hf_names || (c->hf_names = strings_copy(src->hf_names, n))) &&
-             (c->names = sl_calloc(n ? n : 1, sizeof *c->names)) &&
-             (!src->listings || (c->listings = sl_calloc(n, sizeof *c->listings)));
+             (c->names = sl_calloc(n ? n : 1, sizeof *c->names));
     }
     for (size_t i = 0; ok && i < n; i++) {
         /* Each name points into its lexical path (sl_input_names). */
         c->names[i] = c->lexical[i] + (src->names[i] - src->lexical[i]);
-        if (c->listings && !own_listing) {
-            c->listings[i] = listing_ref(src->listings[i]);
-        } else if (c->listings) {
-            char *prefix = s3_prefix_of(src->files[i]);
-            ok = prefix && (c->listings[i] = listing_new(prefix));
-            sl_free(prefix);
-        }
     }
     if (!ok) {
         if (c && !c->files)
@@ -1836,7 +1614,11 @@ static sl_status source_reopen(const sl_source *src, const sl_source_params *p,
 
 sl_status sl_source_reopen(const sl_source *src, sl_source **out)
 {
-    return source_reopen(src, &src->p, false, out);
+    sl_source_params p = src->p;
+    p.take_shard = NULL; /* the whole input: no shard handed out or skipped */
+    p.take_shard_user = NULL;
+    p.shard_index = p.shard_count = 0;
+    return source_reopen(src, &p, out);
 }
 
 sl_status sl_source_counter_new(const sl_source *src, sl_source_counter **out)
@@ -1848,7 +1630,7 @@ sl_status sl_source_counter_new(const sl_source *src, sl_source_counter **out)
     sl_source_params p = src->p;
     p.take_shard = NULL; /* static shards are counted as read; handed-out ones, all */
     p.take_shard_user = NULL;
-    sl_status st = source_reopen(src, &p, true, &c->src);
+    sl_status st = source_reopen(src, &p, &c->src);
     if (st != SL_OK) {
         sl_free(c);
         return st;
@@ -1884,7 +1666,7 @@ int64_t sl_source_counter_run(sl_source_counter *c, const atomic_bool *stop)
         }
         sl_source_item_clear(&item);
     }
-    /* What it held goes now: an s3:// folder's listing is left to the run. */
+    /* What it held goes now. */
     sl_source_free(src);
     c->src = NULL;
     return total;

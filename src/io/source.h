@@ -9,7 +9,7 @@
  * column, a tar key that comes back): sl_source_open() refuses inputs that
  * name one file twice. One thread per source; a source reopened from it
  * (sl_source_reopen, sl_source_counter_new) is another source, for another
- * thread, sharing only what is safe to share (an s3:// folder's listing).
+ * thread, sharing nothing with it.
  * The caller owns each item it receives and clears it with
  * sl_source_item_clear(). */
 #ifndef SL_IO_SOURCE_H
@@ -136,19 +136,20 @@ const char *sl_source_kind(const sl_source *src);
  * written then holds other ids. */
 bool sl_source_ids_have_folders(const sl_source *src);
 
-/* A fresh source over the files src expanded when it opened, read from
- * the start with src's params: globs, folders of inputs and hf://datasets/
- * references are not expanded, listed or resolved again, and an s3://
- * folder's listing is src's (listed once for both; its keys kept until
- * both have read them, so the copy is for reading a few rows). Call it on
- * src's thread before src is read; the copy is the caller's (sl_source_free) and
- * may outlive src. SL_ERR_NOMEM only. */
+/* A fresh source over the files src expanded when it opened, reading the
+ * whole input from the start (no shards: under MPI no shard is asked of
+ * rank 0, which would take it from this rank's run, and every rank and
+ * every --input-shard run sees the same first rows): globs, folders of
+ * inputs and hf://datasets/ references are not expanded or resolved again
+ * (an s3:// folder is listed again as read). Call it on src's thread before
+ * src is read; the copy is the caller's (sl_source_free) and may outlive
+ * src. SL_ERR_NOMEM only. */
 sl_status sl_source_reopen(const sl_source *src, sl_source **out);
 
 /* The count of an open source's items, for "N of T" progress: made by the
  * thread that owns src, before src is read (a copy of its expanded files,
- * as sl_source_reopen, so the count resolves nothing again and counts the
- * files the run reads; an s3:// folder it lists anew, keeping no key);
+ * so the count resolves nothing again and counts the files the run reads;
+ * an s3:// folder it lists anew, keeping no key);
  * then run and freed on another thread, which src's
  * thread never touches meanwhile. It counts what a run of the same params
  * without take_shard reads: this run's static shards (shard_index of

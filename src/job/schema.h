@@ -68,9 +68,11 @@ typedef struct caption_schema {
 sl_status caption_task_name_check(const char *name, bool rows_per_task);
 
 /* Plans the schema of job p reading src's inputs (the files src expanded
- * are read again, from the start, through sl_source_reopen, to sample the
- * first rows' pass-through columns when the output is Parquet; src itself
- * is not read, nor anything listed again), with the columns the user's
+ * are read again, from the start of the whole input, through
+ * sl_source_reopen, to sample the first rows' pass-through columns when
+ * the output is Parquet: the same rows for every MPI rank and --input-shard
+ * run, so their parts agree on the types, and no shard taken from the
+ * run; src itself is not read, nor anything resolved again), with the columns the user's
  * stages set (stage_columns) after the input's. On failure, clear it all
  * the same. */
 sl_status caption_schema_plan(const sl_caption_params *p, const sl_source *src,

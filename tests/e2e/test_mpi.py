@@ -92,6 +92,32 @@ def one_process(tmp_path_factory, inputs, sluice_bin):
     return {k: v[0]["caption"] for k, v in rows_by_id(out).items()}
 
 
+def test_parquet_output_of_a_manifest_loses_no_shard(mpi, inputs, tmp_path):
+    """A Parquet output samples the first rows for its column types before
+    the run: that look must read the whole input, not ask rank 0 for shards
+    (a shard it was handed would then be skipped by the rank's run: rows
+    lost), and every rank must see the same rows (one type per column)."""
+    import pyarrow.parquet as pq
+    files = sorted(expected_ids(inputs))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"image": str(inputs / f), "k": i, "tag": f[:4]}) + "\n"
+                                for i, f in enumerate(files)))
+    out = tmp_path / "out"
+    r = subprocess.run(mpirun_args(3) + caption_args(mpi, manifest, out, "--input-shard-size", "2",
+                                                     "--shard-rows", "7", "--format", "parquet",
+                                                     "--max-tokens", "2"),
+                       capture_output=True, text=True, timeout=900, env=mpi_env())
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    ks = []
+    schemas = set()
+    for part in sorted(out.glob("part-*.parquet")):
+        t = pq.read_table(part)
+        ks += t.column("k").to_pylist()
+        schemas.add(str(t.schema.remove_metadata()))
+    assert sorted(ks) == list(range(len(files)))
+    assert len(schemas) == 1, schemas
+
+
 def test_four_ranks_read_every_input_once(mpi, inputs, one_process, tmp_path):
     out = tmp_path / "out"
     r = subprocess.run(mpirun_args(4) + caption_args(mpi, inputs, out, "--input-shard-size", "3",
