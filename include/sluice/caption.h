@@ -64,6 +64,7 @@ typedef struct sl_caption_progress {
     int ranks, ranks_finished;
     int64_t job_rows;
     int64_t inputs_done_before; /* the inputs whose rows those are */
+    int64_t rows_failed_before; /* of rows_done_before, those with an error */
     /* --retry-failed (retry_failed): failed rows (ids) taken out of the
      * output at the start and the parts rewritten. */
     bool retry_failed;
@@ -265,6 +266,8 @@ typedef struct sl_caption_summary {
                                  rows committed, or dropped (under MPI: every rank's) */
     long inputs_done_before;  /* inputs earlier runs finished (their inputs_done summed) */
     bool dry_run;             /* params.dry_run: no model, no answers */
+    long rows_failed_before;  /* of rows_done_before, those with an error (parts of a sluice
+                                 that kept no count add none) */
     long rows_retried;        /* --retry-failed: failed rows (ids) taken out of the output's
                                  parts at the start, their inputs captioned again */
     long parts_retried;       /* ... the parts rewritten without them */

@@ -720,6 +720,9 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
             printf("all inputs were already done: %s holds their %ld rows from an earlier run "
                    "(%ld inputs skipped now); nothing new written\n", p.output_dir,
                    sum.rows_done_before, sum.rows_skipped);
+        if (!pr.quiet && sum.rows_failed_before > 0)
+            printf("%ld of those rows failed: --retry-failed captions their inputs again\n",
+                   sum.rows_failed_before);
         return 0;
     }
     if (!pr.quiet && sum.dry_run)

@@ -86,10 +86,14 @@ static void print_progress_locked(printer *pr, const sl_caption_progress *g)
         /* Inputs, as the skipped count; the rows they made as the output
          * holds them (with --rows-per-task one per input and task). */
         clear_progress(pr);
+        char failed[96] = "";
+        if (g->rows_failed_before > 0)
+            snprintf(failed, sizeof failed, ", %lld failed: --retry-failed tries those again",
+                     (long long)g->rows_failed_before);
         fprintf(stderr, "sluice: resuming: %lld input%s already done by an earlier run (%lld "
-                        "row%s in the output); they are skipped\n",
+                        "row%s in the output%s); they are skipped\n",
                 (long long)g->inputs_done_before, g->inputs_done_before == 1 ? " was" : "s were",
-                (long long)g->rows_done_before, g->rows_done_before == 1 ? "" : "s");
+                (long long)g->rows_done_before, g->rows_done_before == 1 ? "" : "s", failed);
         pr->resume_said = true;
     }
     if (pr->tty) {

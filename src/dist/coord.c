@@ -216,8 +216,8 @@ static sl_status record(coord *c, int rank, wire_reader *r, wire_buf *reply)
 {
     const char *name = wire_get_str(r);
     int64_t number = wire_get_i64(r), n = wire_get_i64(r), inputs = wire_get_i64(r),
-            written = wire_get_i64(r);
-    if (r->bad || n < 0 || n > MAX_PART_ROWS || inputs < 0 || written < 0)
+            written = wire_get_i64(r), failed = wire_get_i64(r);
+    if (r->bad || n < 0 || n > MAX_PART_ROWS || inputs < 0 || written < 0 || failed < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed part record", rank);
     /* The ids stay in the message; the ledger takes them packed. */
     wire_buf ids = {0};
@@ -235,7 +235,8 @@ static sl_status record(coord *c, int rank, wire_reader *r, wire_buf *reply)
         st = sl_fail(SL_ERR_NOMEM, "out of memory recording part '%s' of rank %d", name, rank);
     else if (c->ledger)
         st = sl_ledger_part_record(c->ledger, name, (long)number, ids.buf.data ? (char *)ids.buf.data : "",
-                                   shards, (size_t)n, (long)inputs, (long)written);
+                                   shards, (size_t)n, (long)inputs, (long)written,
+                                   (long)failed);
     wire_free(&ids);
     sl_free(shards);
     if (st == SL_OK)

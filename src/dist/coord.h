@@ -72,7 +72,7 @@ enum {
     COORD_NEXT,       /* i64 position -> i64 shard (-1: none; COORD_WAIT: not yet),
                          i64 n, n ids (str) */
     COORD_END,        /* i64 shards in the input -> */
-    COORD_RECORD,     /* str name, i64 number, i64 n, i64 inputs, i64 written,
+    COORD_RECORD,     /* str name, i64 number, i64 n, i64 inputs, i64 written, i64 failed,
                          n x (str id, i64 shard) -> */
     COORD_COMMIT,     /* i64 number, the part's coord_counts (coord_put_commit) -> */
     COORD_FINISH,     /* i64 status, i64 inputs skipped as done, str message -> */

@@ -357,10 +357,11 @@ void dist_part_start(dist_part *p, const char *name, long number)
     wire_put_str(&p->msg, name);
     wire_put_i64(&p->msg, number);
     p->count_at = p->msg.buf.len;
-    wire_put_i64(&p->msg, 0); /* n, inputs, written: sealed once known */
+    wire_put_i64(&p->msg, 0); /* n, inputs, written, failed: sealed once known */
     wire_put_i64(&p->msg, 0);
     wire_put_i64(&p->msg, 0);
-    p->n = p->inputs = p->written = 0;
+    wire_put_i64(&p->msg, 0);
+    p->n = p->inputs = p->written = p->failed = 0;
     p->number = number;
 }
 
@@ -376,6 +377,7 @@ void dist_part_seal(dist_part *p)
     wire_set_i64(&p->msg, p->count_at, p->n);
     wire_set_i64(&p->msg, p->count_at + 8, p->inputs);
     wire_set_i64(&p->msg, p->count_at + 16, p->written);
+    wire_set_i64(&p->msg, p->count_at + 24, p->failed);
 }
 
 sl_status dist_part_record(sl_dist *d, dist_part *p)

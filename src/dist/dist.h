@@ -43,12 +43,13 @@ typedef struct dist_part {
     size_t count_at;
     int64_t n;
     long number;
-    int64_t inputs, written; /* the caller's, before the record: what the part holds */
+    int64_t inputs, written, failed; /* the caller's, before the record: what the part
+                                        holds */
 } dist_part;
 
 void dist_part_start(dist_part *p, const char *name, long number);
 void dist_part_row(dist_part *p, const char *id, int64_t shard);
-/* The message as sent: its row count, inputs and written filled in
+/* The message as sent: its row count, inputs, written and failed filled in
  * (dist_part_record does it;
  * for a caller that hands p->msg to coord_handle itself). */
 void dist_part_seal(dist_part *p);

@@ -46,7 +46,7 @@ struct job_progress {
     const atomic_int_fast64_t *rows_skipped;
     int64_t inputs_before, rows_before; /* what earlier runs committed */
     bool retry_failed;
-    int64_t rows_retried, parts_retried;
+    int64_t rows_retried, parts_retried, failed_before;
     sl_dist *dist;             /* rank 0 of an MPI job: the job's figures too */
     double load_seconds;
     pthread_mutex_t mu;
@@ -73,6 +73,7 @@ static void progress_report(job_progress *pg, bool final)
     snap.rows_done_before = pg->rows_before;
     snap.inputs_done_before = pg->inputs_before;
     snap.retry_failed = pg->retry_failed;
+    snap.rows_failed_before = pg->failed_before;
     snap.rows_retried = pg->rows_retried;
     snap.parts_retried = pg->parts_retried;
     snap.n_stages = sl_exec_stage_count(pg->exec);
@@ -119,7 +120,8 @@ sl_status job_progress_start(const job *j, sl_exec *exec, job_progress **out)
                          .rows_skipped = &j->rows_skipped, .inputs_before = j->done_before,
                          .rows_before = j->sum->rows_done_before, .dist = j->dist,
                          .retry_failed = p->retry_failed, .rows_retried = j->sum->rows_retried,
-                         .parts_retried = j->sum->parts_retried};
+                         .parts_retried = j->sum->parts_retried,
+                         .failed_before = j->sum->rows_failed_before};
     pthread_mutex_init(&pg->mu, NULL);
     pthread_cond_init(&pg->cv, NULL);
     if (p->on_progress)

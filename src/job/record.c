@@ -42,10 +42,12 @@ sl_status job_part_add(job *j, const char *id, int64_t shard)
 sl_status job_part_prepare(job *j)
 {
     if (!j->dist)
-        return j->ledger ? sl_ledger_part_prepare(j->ledger, j->part.inputs, j->part.rows)
+        return j->ledger ? sl_ledger_part_prepare(j->ledger, j->part.inputs, j->part.rows,
+                                                  j->part.failed)
                          : SL_OK;
     j->dpart.inputs = j->part.inputs;
     j->dpart.written = j->part.rows;
+    j->dpart.failed = j->part.failed;
     return dist_part_record(j->dist, &j->dpart);
 }
 

@@ -4,7 +4,8 @@
  * Schema (format 1, PRAGMA user_version):
  *   meta(key PRIMARY KEY, value)            format_version, fingerprint
  *   parts(number PRIMARY KEY, name UNIQUE, state 0 pending | 1 committed, rows,
- *         inputs, written)   the last two NULL in parts of a sluice that lacked them
+ *         inputs, written, failed)   the last three NULL in parts of a sluice that
+ *         lacked them
  *   rows(id PRIMARY KEY, part) WITHOUT ROWID, indexed by part
  *   retry_parts(part PRIMARY KEY, removed), retry_ids(part, id)   --retry-failed's
  *         parts begun and not finished (empty between runs; an older sluice that
@@ -190,6 +191,13 @@ static sl_status open_db(sl_ledger *l, bool *unreadable)
         sqlite3_finalize(s);
     else if ((st = exec_sql(l, "ALTER TABLE parts ADD COLUMN inputs INTEGER;"
                                "ALTER TABLE parts ADD COLUMN written INTEGER", "add a column")) !=
+             SL_OK)
+        return st;
+    /* The failed rows each part holds (--retry-failed reads only those
+     * with some, and a rerun says how many): added the same way. */
+    if (sqlite3_prepare_v2(l->db, "SELECT failed FROM parts LIMIT 0", -1, &s, NULL) == SQLITE_OK)
+        sqlite3_finalize(s);
+    else if ((st = exec_sql(l, "ALTER TABLE parts ADD COLUMN failed INTEGER", "add a column")) !=
              SL_OK)
         return st;
     if ((st = exec_sql(l, "CREATE INDEX IF NOT EXISTS rows_by_shard ON rows(shard) "
@@ -487,7 +495,8 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
     sl_fault("ledger.reconciled", l->path); /* a trace: past the reconcile */
     if ((st = prepare(l, "SELECT count(*), coalesce(sum(rows), 0), coalesce(max(number), -1), "
                          "coalesce(sum(coalesce(inputs, rows)), 0), "
-                         "coalesce(sum(coalesce(written, rows)), 0) FROM parts WHERE state = 1",
+                         "coalesce(sum(coalesce(written, rows)), 0), coalesce(sum(failed), 0), "
+                         "count(*) - count(failed) FROM parts WHERE state = 1",
                       &s)) != SL_OK)
         goto out;
     if (sqlite3_step(s) != SQLITE_ROW) {
@@ -499,6 +508,8 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
     got.max_part = (long)sqlite3_column_int64(s, 2);
     got.inputs = (long)sqlite3_column_int64(s, 3);
     got.written = (long)sqlite3_column_int64(s, 4);
+    got.failed = (long)sqlite3_column_int64(s, 5);
+    got.parts_failed_unknown = (long)sqlite3_column_int64(s, 6);
 out:
     if (st != SL_OK)
         rollback(l);
@@ -512,9 +523,10 @@ out:
 
 /* --- lookups and parts --------------------------------------------------------------- */
 
-/* A pending part: number, name, its ids, inputs and rows written. */
+/* A pending part: number, name, its ids, inputs, rows written, failed rows. */
 #define INSERT_PART                                                                            \
-    "INSERT INTO parts(number, name, state, rows, inputs, written) VALUES(?1, ?2, 0, ?3, ?4, ?5)"
+    "INSERT INTO parts(number, name, state, rows, inputs, written, failed) "                   \
+    "VALUES(?1, ?2, 0, ?3, ?4, ?5, ?6)"
 
 sl_status sl_ledger_is_done(sl_ledger *l, const char *id, bool *done)
 {
@@ -597,7 +609,7 @@ sl_status sl_ledger_part_add(sl_ledger *l, const char *id)
     return st;
 }
 
-sl_status sl_ledger_part_prepare(sl_ledger *l, long inputs, long written)
+sl_status sl_ledger_part_prepare(sl_ledger *l, long inputs, long written, long failed)
 {
     pthread_mutex_lock(&l->mu);
     sl_status st = SL_OK;
@@ -612,6 +624,7 @@ sl_status sl_ledger_part_prepare(sl_ledger *l, long inputs, long written)
         sqlite3_bind_int64(s, 3, l->part_rows);
         sqlite3_bind_int64(s, 4, inputs);
         sqlite3_bind_int64(s, 5, written);
+        sqlite3_bind_int64(s, 6, failed);
         st = step_done(l, s, "record a pending part");
     }
     if (st == SL_OK)
@@ -647,7 +660,8 @@ out:
 }
 
 sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, const char *ids,
-                               const int64_t *shards, size_t n, long inputs, long written)
+                               const int64_t *shards, size_t n, long inputs, long written,
+                               long failed)
 {
     pthread_mutex_lock(&l->mu);
     sl_status st = SL_OK;
@@ -694,6 +708,7 @@ sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, con
         sqlite3_bind_int64(part, 3, (sqlite3_int64)n);
         sqlite3_bind_int64(part, 4, inputs);
         sqlite3_bind_int64(part, 5, written);
+        sqlite3_bind_int64(part, 6, failed);
         st = step_done(l, part, "record a pending part");
     }
     if (st == SL_OK)
@@ -754,8 +769,8 @@ sl_status sl_ledger_each_part(sl_ledger *l,
     part_ref *parts = NULL;
     size_t n = 0;
     pthread_mutex_lock(&l->mu);
-    sl_status st = list_parts(l, "SELECT number, state, name FROM parts WHERE state = 1 "
-                                 "ORDER BY number", &parts, &n);
+    sl_status st = list_parts(l, "SELECT number, state, name FROM parts WHERE state = 1 AND "
+                                 "(failed IS NULL OR failed > 0) ORDER BY number", &parts, &n);
     pthread_mutex_unlock(&l->mu);
     for (size_t i = 0; i < n && st == SL_OK; i++)
         st = each(user, parts[i].number, parts[i].name);
@@ -938,8 +953,8 @@ sl_status sl_ledger_retry_finish(sl_ledger *l, long number)
             SL_OK ||
         (st = prepare(l, "SELECT 1 FROM rows WHERE id = ?1", &f.has)) != SL_OK ||
         (st = prepare(l, "UPDATE parts SET written = coalesce(written, rows) - (SELECT removed "
-                         "FROM retry_parts WHERE part = ?1) WHERE number = ?1", &written)) !=
-            SL_OK ||
+                         "FROM retry_parts WHERE part = ?1), failed = 0 WHERE number = ?1",
+                      &written)) != SL_OK ||
         (st = exec_sql(l, "BEGIN IMMEDIATE", "finish a retry")) != SL_OK)
         goto out;
     /* The rows the file lost first: an older ledger's part counts its ids. */

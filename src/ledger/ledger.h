@@ -71,6 +71,9 @@ typedef struct sl_ledger_info {
     long written;        /* rows they hold as written (with --rows-per-task one per input
                             and task; a dropped row none); a part recorded by a sluice
                             that kept neither count counts its ids for both */
+    long failed;         /* failed rows they hold (as written; parts that kept no count
+                            add none) */
+    long parts_failed_unknown; /* parts of a sluice that kept no count of failed rows */
     long parts_promoted; /* pending parts whose file existed: now committed */
     long parts_dropped;  /* parts whose file was missing: forgotten */
     long max_part;       /* the highest part number known; -1 when none */
@@ -111,10 +114,10 @@ sl_status sl_ledger_is_done(sl_ledger *l, const char *id, bool *done);
 sl_status sl_ledger_part_begin(sl_ledger *l, const char *name, long number);
 sl_status sl_ledger_part_add(sl_ledger *l, const char *id);
 /* Records the open part as PENDING with its rows, durably, and what it
- * holds: the inputs it finished and the rows written to it (summed by
- * sl_ledger_reconcile for a rerun). Call after the part's temporary file
- * is synced and before it is renamed. */
-sl_status sl_ledger_part_prepare(sl_ledger *l, long inputs, long written);
+ * holds: the inputs it finished, the rows written to it and of those the
+ * failed ones (summed by sl_ledger_reconcile for a rerun). Call after the
+ * part's temporary file is synced and before it is renamed. */
+sl_status sl_ledger_part_prepare(sl_ledger *l, long inputs, long written, long failed);
 /* Phase 2: marks the prepared part COMMITTED; call after the rename. */
 sl_status sl_ledger_part_commit(sl_ledger *l);
 /* Forgets the open (unprepared) part and its rows: it will not be published. */
@@ -125,21 +128,23 @@ sl_status sl_ledger_part_abandon(sl_ledger *l);
  * once. sl_ledger_part_record() is phases 1 and 3 in one call: part `name`
  * (number `number`) and its n rows (ids: n NUL-terminated ids one after
  * another; shards[i]: the input shard row i was read from, -1 for none)
- * recorded PENDING, durably, with its inputs and rows written (as
- * sl_ledger_part_prepare's). SL_ERR_EXISTS if the name or number is known;
+ * recorded PENDING, durably, with its inputs, rows written and failed rows
+ * (as sl_ledger_part_prepare's). SL_ERR_EXISTS if the name or number is known;
  * SL_ERR_INVALID_ARG while a part is open on this handle.
  * sl_ledger_part_commit_number() is phase 5 for a pending part named by
  * number. sl_ledger_shard_done() calls each(user, id) for every row of a
  * committed part that was read from input shard `shard`; an error from
  * `each` ends the walk and is returned. */
 sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, const char *ids,
-                               const int64_t *shards, size_t n, long inputs, long written);
+                               const int64_t *shards, size_t n, long inputs, long written,
+                               long failed);
 sl_status sl_ledger_part_commit_number(sl_ledger *l, long number);
 sl_status sl_ledger_shard_done(sl_ledger *l, int64_t shard,
                                sl_status (*each)(void *user, const char *id), void *user);
 
 /* --retry-failed (above). sl_ledger_each_part() calls each(user, number,
- * name) for every committed part in number order; sl_ledger_each_retry()
+ * name) for every committed part that may hold failed rows (some counted,
+ * or no count kept: an older sluice's part), in number order; sl_ledger_each_retry()
  * for every part whose retry is begun and not finished. The list is read
  * first, so `each` may call the ledger; an error it returns ends the walk.
  * sl_ledger_retry_begin(): part `number`'s failed rows, their n ids (NUL-
@@ -149,7 +154,8 @@ sl_status sl_ledger_shard_done(sl_ledger *l, int64_t shard,
  * each(user, id) for the ids begun for part `number`.
  * sl_ledger_retry_finish(): forgets them, as ledger ids: a file's id Y is
  * the ledger's Y, or for an input with copies (stage_write.c) the member
- * that row was and the input's own id; lowers the parts' counts. */
+ * that row was and the input's own id; lowers the parts' counts (part
+ * `number` then holds no failed row). */
 sl_status sl_ledger_each_part(sl_ledger *l,
                               sl_status (*each)(void *user, long number, const char *name),
                               void *user);

@@ -40,7 +40,7 @@ static void commit_part(sl_ledger *l, const char *dir, const char *name, long nu
 {
     assert_int_equal(sl_ledger_part_begin(l, name, number), SL_OK);
     assert_int_equal(sl_ledger_part_add(l, id), SL_OK);
-    assert_int_equal(sl_ledger_part_prepare(l, 1, 1), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l, 1, 1, 0), SL_OK);
     tu_write(dir, name, "x\n", 2);
     assert_int_equal(sl_ledger_part_commit(l), SL_OK);
 }
@@ -59,7 +59,7 @@ static void full_commit_marks_rows_done(void **state)
     assert_int_equal(sl_ledger_part_add(l, "a.jpg"), SL_OK);
     assert_int_equal(sl_ledger_part_add(l, "b.jpg"), SL_OK);
     assert_false(done(l, "a.jpg")); /* written, not committed */
-    assert_int_equal(sl_ledger_part_prepare(l, 2, 6), SL_OK); /* 2 inputs, 3 tasks each */
+    assert_int_equal(sl_ledger_part_prepare(l, 2, 6, 4), SL_OK); /* 2 inputs, 3 tasks each */
     assert_false(done(l, "a.jpg")); /* pending is not done */
     tu_write(dir, "part-00000.jsonl", "x\n", 2);
     assert_int_equal(sl_ledger_part_commit(l), SL_OK);
@@ -76,6 +76,8 @@ static void full_commit_marks_rows_done(void **state)
     assert_int_equal(info.rows, 2);
     assert_int_equal(info.inputs, 2);
     assert_int_equal(info.written, 6);
+    assert_int_equal(info.failed, 4);
+    assert_int_equal(info.parts_failed_unknown, 0);
     assert_int_equal(info.max_part, 0);
     assert_int_equal(info.parts_promoted + info.parts_dropped, 0);
     assert_true(done(l, "b.jpg"));
@@ -115,7 +117,7 @@ static void pending_without_file_is_dropped(void **state)
     sl_ledger *l = open_bound(dir, &info);
     assert_int_equal(sl_ledger_part_begin(l, "part-00000.jsonl", 0), SL_OK);
     assert_int_equal(sl_ledger_part_add(l, "a.jpg"), SL_OK);
-    assert_int_equal(sl_ledger_part_prepare(l, 1, 1), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l, 1, 1, 0), SL_OK);
     sl_ledger_free(l); /* crash: no rename */
 
     l = open_bound(dir, &info);
@@ -141,7 +143,7 @@ static void pending_with_file_is_committed(void **state)
     assert_int_equal(sl_ledger_part_begin(l, "part-00003.parquet", 3), SL_OK);
     assert_int_equal(sl_ledger_part_add(l, "x.tar/k1"), SL_OK);
     assert_int_equal(sl_ledger_part_add(l, "x.tar/k2"), SL_OK);
-    assert_int_equal(sl_ledger_part_prepare(l, 1, 3), SL_OK); /* k1 is k2's copy, say */
+    assert_int_equal(sl_ledger_part_prepare(l, 1, 3, 0), SL_OK); /* k1 is k2's copy, say */
     tu_write(dir, "part-00003.parquet", "PAR1", 4); /* the rename happened */
     sl_ledger_free(l);                               /* crash before commit */
 
@@ -257,7 +259,7 @@ static void misuse_is_an_error_not_a_crash(void **state)
     sl_ledger_info info;
     sl_ledger *l = open_bound(dir, &info);
     assert_int_equal(sl_ledger_part_add(l, "a"), SL_ERR_INVALID_ARG);
-    assert_int_equal(sl_ledger_part_prepare(l, 0, 0), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_ledger_part_prepare(l, 0, 0, 0), SL_ERR_INVALID_ARG);
     assert_int_equal(sl_ledger_part_commit(l), SL_ERR_INVALID_ARG);
     assert_int_equal(sl_ledger_part_begin(l, "part-00000.jsonl", 0), SL_OK);
     assert_int_equal(sl_ledger_part_begin(l, "part-00001.jsonl", 1), SL_ERR_INVALID_ARG);
@@ -298,10 +300,12 @@ static void a_ledger_without_counts_counts_its_ids(void **state)
     assert_int_equal(info.parts, 1);
     assert_int_equal(info.inputs, 2);
     assert_int_equal(info.written, 2);
+    assert_int_equal(info.failed, 0);
+    assert_int_equal(info.parts_failed_unknown, 1); /* --retry-failed reads it back */
     assert_true(done(l, "b.jpg"));
     assert_int_equal(sl_ledger_part_begin(l, "part-00001.jsonl", 1), SL_OK);
     assert_int_equal(sl_ledger_part_add(l, "c.jpg"), SL_OK);
-    assert_int_equal(sl_ledger_part_prepare(l, 1, 4), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l, 1, 4, 0), SL_OK);
     tu_write(dir, "part-00001.jsonl", "x\n", 2);
     assert_int_equal(sl_ledger_part_commit(l), SL_OK);
     sl_ledger_free(l);
@@ -316,12 +320,12 @@ static void a_ledger_without_counts_counts_its_ids(void **state)
 /* A part of several ids (NUL-separated in ids), committed with the counts
  * given. */
 static void commit_ids(sl_ledger *l, const char *dir, const char *name, long number,
-                       const char *const *ids, size_t n, long inputs, long written)
+                       const char *const *ids, size_t n, long inputs, long written, long failed)
 {
     assert_int_equal(sl_ledger_part_begin(l, name, number), SL_OK);
     for (size_t i = 0; i < n; i++)
         assert_int_equal(sl_ledger_part_add(l, ids[i]), SL_OK);
-    assert_int_equal(sl_ledger_part_prepare(l, inputs, written), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l, inputs, written, failed), SL_OK);
     tu_write(dir, name, "x\n", 2);
     assert_int_equal(sl_ledger_part_commit(l), SL_OK);
 }
@@ -354,11 +358,14 @@ static void a_retry_forgets_failed_rows_and_survives_a_crash(void **state)
     sl_ledger_info info;
     sl_ledger *l = open_bound(dir, &info);
     const char *p0[] = {"a.jpg", "b.jpg", "c.jpg"};
-    commit_ids(l, dir, "part-00000.jsonl", 0, p0, 3, 3, 3);
+    commit_ids(l, dir, "part-00000.jsonl", 0, p0, 3, 3, 3, 2);
+    /* a part without failed rows is not read back */
+    const char *clean[] = {"k.jpg"};
+    commit_ids(l, dir, "part-00003.jsonl", 3, clean, 1, 1, 1, 0);
     /* x has copies x#1, x#2 (members x#0.. and the input x); y#1 is an
      * input named so (no y#0), and so is plain input y */
     const char *p1[] = {"x#0", "x#1", "x#2", "x", "y#1", "y"};
-    commit_ids(l, dir, "part-00001.jsonl", 1, p1, 6, 3, 5);
+    commit_ids(l, dir, "part-00001.jsonl", 1, p1, 6, 3, 5, 3);
     int n = 0;
     assert_int_equal(sl_ledger_each_part(l, count_part, &n), SL_OK);
     assert_int_equal(n, 2);
@@ -391,15 +398,19 @@ static void a_retry_forgets_failed_rows_and_survives_a_crash(void **state)
     assert_false(done(l, "y"));
     sl_ledger_free(l);
     l = open_bound(dir, &info);
-    assert_int_equal(info.parts, 2);
-    assert_int_equal(info.rows, 2 + 2);       /* ids: a, c; x#0, x#1 */
-    assert_int_equal(info.inputs, 2 + 0);     /* a, c; part 1 lost x, y#1, y */
-    assert_int_equal(info.written, 1 + 2);    /* 3 - 2 rows; 5 - 3 */
+    assert_int_equal(info.parts, 3);
+    assert_int_equal(info.rows, 2 + 2 + 1);    /* ids: a, c; x#0, x#1; k */
+    assert_int_equal(info.inputs, 2 + 0 + 1);  /* a, c; part 1 lost x, y#1, y; k */
+    assert_int_equal(info.written, 1 + 2 + 1); /* 3 - 2 rows; 5 - 3; 1 */
+    assert_int_equal(info.failed, 0);          /* the retried parts hold none now */
+    n = 0;
+    assert_int_equal(sl_ledger_each_part(l, count_part, &n), SL_OK);
+    assert_int_equal(n, 0);
     /* the own row of an input with copies: file id x, ledger x#0 and x */
     sl_ledger_free(l);
     l = open_bound(dir, &info);
     const char *p2[] = {"z#0", "z#1", "z"};
-    commit_ids(l, dir, "part-00002.jsonl", 2, p2, 3, 1, 2);
+    commit_ids(l, dir, "part-00002.jsonl", 2, p2, 3, 1, 2, 1);
     assert_int_equal(sl_ledger_retry_begin(l, 2, "z", 1, 1), SL_OK);
     assert_int_equal(sl_ledger_retry_finish(l, 2), SL_OK);
     assert_false(done(l, "z#0") || done(l, "z"));
