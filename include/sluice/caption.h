@@ -112,8 +112,7 @@ typedef struct sl_caption_params {
     bool retry_failed;         /* before the run, take the failed rows out of the output's
                                   committed parts (each part rewritten without them) and
                                   caption those inputs again, as a resume does the inputs
-                                  not done (docs/output.md "Retrying failed rows"); a
-                                  local output folder's, not an s3:// output's */
+                                  not done (docs/output.md "Retrying failed rows") */
     const char *system_prompt; /* NULL: none; like prompt, a template: {column} is the
                                   row's pass-through column (docs/output.md) */
     const char *prompt;

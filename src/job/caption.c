@@ -176,17 +176,13 @@ sl_status job_check_params(const sl_caption_params *p)
         return sl_fail(SL_ERR_INVALID_ARG, "--%s applies to a batch file's requests (sluice "
                                            "batch); drop it",
                        p->allow_local_images ? "allow-local-images" : "ignore-model");
-    if (p->retry_failed && (p->overwrite || job_is_batch(p) ||
-                            (p->output_dir && sl_s3_is_url(p->output_dir))))
+    if (p->retry_failed && (p->overwrite || job_is_batch(p)))
         return sl_fail(SL_ERR_INVALID_ARG, "--retry-failed %s",
                        p->overwrite ? "keeps the output's good rows and --overwrite removes "
                                       "them all: drop one"
-                       : job_is_batch(p) ? "retries caption's failed rows; a batch file's "
-                                           "failed requests are in its errors file: make a "
-                                           "batch file of them"
-                                         : "works on a local output folder, not an s3:// "
-                                           "output, yet: caption the failed ids into another "
-                                           "output");
+                                    : "retries caption's failed rows; a batch file's failed "
+                                      "requests are in its errors file: make a batch file of "
+                                      "them");
     if (p->errors_file && sl_s3_is_url(p->errors_file))
         return sl_fail(SL_ERR_INVALID_ARG, "--errors-file is a local file, not '%s' (the output "
                                            "may be in a bucket)", p->errors_file);

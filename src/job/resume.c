@@ -475,7 +475,7 @@ sl_status job_open_ledger(job *j)
     /* A retry an earlier run began is finished whatever this run's flags
      * (ledger/ledger.h); then this run's own. Both change the counts. */
     long settled = 0, retried = 0, retried_parts = 0;
-    if (!j->remote && (st = job_retry_settle(j, &settled)) != SL_OK)
+    if ((st = job_retry_settle(j, &settled)) != SL_OK)
         return st;
     if (p->retry_failed && (st = job_retry_failed(j, &retried, &retried_parts)) != SL_OK)
         return st;

@@ -1,10 +1,13 @@
-/* job/retry.c — --retry-failed: the failed rows of a local output's
- * committed parts taken out, so the run captions those inputs again (the
- * ledger's steps and their crash argument: ledger/ledger.h, "Retrying
- * failed rows"). A part's failed rows are in its file (their "error" set)
- * or, with --errors-file, in errors-N.jsonl beside it; both are read back
- * (io/part_filter.h). Run at the start by the process that holds the
- * ledger (rank 0 under MPI), before any row is read. */
+/* job/retry.c — --retry-failed: the failed rows of an output's committed
+ * parts taken out, so the run captions those inputs again (the ledger's
+ * steps and their crash argument: ledger/ledger.h, "Retrying failed rows").
+ * A part's failed rows are in its file (their "error" set) or, with
+ * --errors-file, in errors-N.jsonl beside it; both are read back
+ * (io/part_filter.h): from the output folder, or for an s3:// output from
+ * copies downloaded into the state folder, the part then replaced by an
+ * upload (a PUT replaces an object whole, as the rename does a file). Run
+ * at the start by the process that holds the ledger (rank 0 under MPI),
+ * before any row is read. */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,6 +19,7 @@
 #include "core/file.h"
 #include "core/log.h"
 #include "io/part_filter.h"
+#include "io/s3.h"
 #include "job/job.h"
 
 /* One part's failed rows: their ids once each (drop, for the filter) and
@@ -50,32 +54,101 @@ static sl_status add_begun(void *user, const char *id)
     return sl_idset_add(f->drop, id, 0, 0, &seen, &a, &b);
 }
 
-/* The part's file, its errors file and their temporary. */
+/* The part's file, its errors file and the filtered copy's temporary. An
+ * s3:// output's part and errors objects (url, errors_url) are read from
+ * copies downloaded into the state folder (part, errors); the copies and
+ * the temporary are named as io/shard.h's temporaries, so a killed run's
+ * are removed by the next. */
 typedef struct part_files {
     char *part, *errors, *tmp;
+    char *url, *errors_url; /* s3:// output; else NULL */
 } part_files;
 
 static sl_status name_files(const job *j, long number, const char *name, part_files *f)
 {
-    f->part = sl_asprintf("%s/%s", j->dir, name);
-    f->errors = sl_asprintf("%s/errors-%05ld.jsonl", j->dir, number);
-    f->tmp = sl_asprintf("%s/.%s.tmp-%ld", j->dir, name, (long)getpid()); /* io/shard.h's */
-    if (f->part && f->errors && f->tmp)
+    long pid = (long)getpid();
+    f->tmp = sl_asprintf("%s/.%s.tmp-%ld", j->dir, name, pid);
+    if (j->remote) {
+        f->part = sl_asprintf("%s/.%s.tmp-get-%ld", j->dir, name, pid);
+        f->errors = sl_asprintf("%s/.%s.tmp-errors-%ld", j->dir, name, pid);
+        f->url = sl_asprintf("%s/%s", j->remote, name);
+        f->errors_url = sl_asprintf("%s/errors-%05ld.jsonl", j->remote, number);
+    } else {
+        f->part = sl_asprintf("%s/%s", j->dir, name);
+        f->errors = sl_asprintf("%s/errors-%05ld.jsonl", j->dir, number);
+    }
+    if (f->part && f->errors && f->tmp && (!j->remote || (f->url && f->errors_url)))
         return SL_OK;
     return sl_fail(SL_ERR_NOMEM, "out of memory retrying '%s'", name);
 }
 
 static void free_files(part_files *f)
 {
+    if (f->url) { /* the downloaded copies */
+        unlink(f->part);
+        unlink(f->errors);
+    }
     sl_free(f->part);
     sl_free(f->errors);
     sl_free(f->tmp);
+    sl_free(f->url);
+    sl_free(f->errors_url);
+}
+
+/* An object of an s3:// output into a local copy; *found is false when
+ * there is none (no errors object for a part without failed rows). */
+static sl_status download(const char *url, const char *path, bool *found)
+{
+    *found = false;
+    FILE *fp = fopen(path, "w+b");
+    if (!fp)
+        return sl_fail(SL_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+    const sl_s3 *s3 = sl_s3_shared();
+    sl_status st = s3 ? sl_s3_download(s3, url, fp)
+                      : sl_fail(SL_ERR_INVALID_ARG, "no S3 client for '%s'", url);
+    if (fclose(fp) != 0 && st == SL_OK)
+        st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    *found = st == SL_OK;
+    if (st == SL_ERR_NOT_FOUND) {
+        unlink(path);
+        return SL_OK;
+    }
+    return st;
+}
+
+/* An s3:// output's part and errors objects, into their local copies. */
+static sl_status fetch_part(const part_files *f)
+{
+    bool found;
+    sl_status st = download(f->url, f->part, &found);
+    if (st == SL_OK && !found)
+        st = sl_fail(SL_ERR_NOT_FOUND, "'%s' is gone from the output", f->url);
+    if (st == SL_OK)
+        st = download(f->errors_url, f->errors, &found);
+    return st;
+}
+
+/* Step 3 for an s3:// output: the filtered copy uploaded as the part (a PUT
+ * replaces an object whole), the errors object deleted. */
+static sl_status replace_remote(const part_files *f)
+{
+    const sl_s3 *s3 = sl_s3_shared();
+    sl_status st = s3 ? sl_s3_upload_file(s3, f->tmp, f->url, 0)
+                      : sl_fail(SL_ERR_INVALID_ARG, "no S3 client for '%s'", f->url);
+    unlink(f->tmp);
+    int err = st == SL_OK ? sl_fault("retry.after_rename", f->url) : 0;
+    if (err)
+        return sl_fail(SL_ERR_IO, "cannot retry the failed rows of '%s': %s", f->url,
+                       strerror(err));
+    return st == SL_OK ? sl_s3_delete(s3, f->errors_url) : st;
 }
 
 /* Step 3: the filtered copy over the part, the errors file gone, both
  * durable. Doing it again gives the same files. */
 static sl_status replace_part(const job *j, const part_files *f)
 {
+    if (f->url)
+        return replace_remote(f);
     sl_status st = sl_file_rename(f->tmp, f->part);
     if (st == SL_OK)
         st = sl_file_sync_dir(j->dir);
@@ -107,6 +180,8 @@ static sl_status settle_part(void *user, long number, const char *name)
         st = sl_idset_open(&f.drop);
     if (st == SL_OK)
         st = sl_ledger_retry_ids(w->j->ledger, number, add_begun, &f);
+    if (st == SL_OK && files.url)
+        st = fetch_part(&files);
     if (st == SL_OK)
         st = sl_part_filter(files.part, files.tmp, f.drop, &removed, &kept);
     if (st == SL_OK)
@@ -129,6 +204,8 @@ static sl_status retry_part(void *user, long number, const char *name)
     sl_status st = name_files(w->j, number, name, &files);
     if (st == SL_OK)
         st = sl_idset_open(&f.drop);
+    if (st == SL_OK && files.url)
+        st = fetch_part(&files);
     if (st == SL_OK)
         st = sl_part_failed_ids(files.part, add_failed, &f);
     long in_part = f.rows;

@@ -3,7 +3,8 @@ the failed rows of an output's committed parts are taken out (each part
 rewritten without them) and their inputs captioned again, so that after a
 fix the output holds every input exactly once, now answered; the good rows
 stay where they were, byte for byte. JSONL, Parquet (pyarrow and DuckDB),
-WebDataset, --errors-file, --rows-per-task, MPI's rank 0, a crash at each
+WebDataset, --errors-file, --rows-per-task, MPI's rank 0 (an s3:// output:
+tests/e2e/test_s3.py), a crash at each
 step of the retry (finished by the next run whatever its flags), and the
 refusals."""
 import json
@@ -277,8 +278,11 @@ def test_refusals(sluice, broken, tmp_path):
     m = broken / "m.jsonl"
     r = run(sluice, m, tmp_path / "o", "--retry-failed", "--overwrite")
     assert r.returncode == 2 and "drop one" in r.stderr, r.stderr
-    r = run(sluice, m, "s3://bucket/out", "--retry-failed")
-    assert r.returncode == 2 and "not an s3:// output" in r.stderr, r.stderr
+    r = subprocess.run([str(sluice.binary), "batch", str(m), "-o", str(tmp_path / "b"),
+                        "--engine", "openai", "--endpoint", "http://127.0.0.1:9",
+                        "--retry-failed"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "make a batch file of them" in r.stderr, r.stderr
     # A fresh folder: nothing to retry, the job runs.
     r = run(sluice, m, tmp_path / "fresh", "--retry-failed")
     assert r.returncode == 3 and "retrying: 0 failed rows taken out of 0 parts" in r.stderr, r.stderr

@@ -12,13 +12,14 @@ moto checks no signature, so what these prove about signing is that
 libcurl's SigV4 requests are accepted by an S3 implementation; AWS itself
 was not reachable from this machine."""
 import json
+import shutil
 import os
 import subprocess
 import time
 
 import pytest
 
-from conftest import REPO, read_rows, sample_images, wds_shard
+from conftest import REPO, SAMPLES, read_rows, sample_images, wds_shard
 from s3_store import SECRET, CountingProxy, moto_store
 
 @pytest.fixture(scope="module")
@@ -316,6 +317,55 @@ def test_output_to_a_bucket_and_resume_after_a_failed_upload(store, sluice, tmp_
     body = client.get_object(Bucket="outs", Key="pq/part-00000.parquet")["Body"].read()
     table = pq.read_table(io.BytesIO(body))
     assert sorted(table.column("id").to_pylist()) == want
+
+
+def test_retry_failed_rows_of_an_output_in_a_bucket(store, sluice, tmp_path):
+    """--retry-failed on an s3:// output: the parts holding failed rows are
+    downloaded, filtered and uploaded over themselves, errors objects
+    deleted; a crash after the upload is finished by the next run. Every
+    input once, answered, and nothing left in the state folder."""
+    from collections import Counter
+    env, client = store
+    client.create_bucket(Bucket="retry")
+    good = sorted(SAMPLES.glob("*.jpg"))
+    d = tmp_path / "in"
+    d.mkdir()
+    names = []
+    for i, p in enumerate(good):
+        (d / f"g{i}.jpg").symlink_to(p)
+        names += [f"g{i}.jpg", f"m{i}.jpg"] if i % 2 else [f"g{i}.jpg"]
+    (d / "m.jsonl").write_text("".join(json.dumps({"image": n}) + "\n" for n in names))
+    state = tmp_path / "state"
+    errors = tmp_path / "errors.jsonl"
+    args = (d / "m.jsonl", "-o", "s3://retry/run/", "--state-dir", state, "--shard-rows", "3",
+            "--ordered", "--errors-file", errors)
+    r = caption_env(sluice, env, *args)
+    assert r.returncode == 3, r.stderr[-2000:]
+    missing = [n for n in names if n.startswith("m")]
+    assert len(errors.read_text().splitlines()) == len(missing)
+    errs_before = [k for k in objects(client, "retry", "run/errors-")
+                   if client.get_object(Bucket="retry", Key=k)["ContentLength"]]
+    assert errs_before
+    for n in missing:
+        shutil.copy(SAMPLES / "coffee.jpg", d / n)
+    # The first part's upload lands, then the run fails before the ledger
+    # forgets its ids: the next run (without the flag) finishes it.
+    r = caption_env(sluice, dict(env, SLUICE_TEST_FAULTS="retry.after_rename=eio@1"), *args,
+                    "--retry-failed")
+    assert r.returncode == 1, r.stderr[-2000:]
+    r = caption_env(sluice, env, *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = caption_env(sluice, env, *args, "--retry-failed")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"retrying: {len(missing) - 1} failed rows" in r.stderr, r.stderr[-2000:]
+    ids = Counter(remote_ids(client, "retry", "run/"))
+    assert sorted(ids) == sorted(f"m.jsonl:{k + 1}" for k in range(len(names)))
+    assert set(ids.values()) == {1}
+    assert errors.read_text() == ""  # none fails now
+    for k in errs_before:  # deleted, or empty for a part that never failed
+        assert k not in objects(client, "retry", "run/errors-") or \
+            not client.get_object(Bucket="retry", Key=k)["ContentLength"]
+    assert not [p.name for p in state.iterdir() if p.name.startswith(".")]
 
 
 def test_a_kill_between_upload_and_commit_loses_and_repeats_nothing(store, sluice, tmp_path):
