@@ -68,7 +68,8 @@ typedef struct sl_caption_progress {
     /* --retry-failed (retry_failed): failed rows (ids) taken out of the
      * output at the start and the parts rewritten. */
     bool retry_failed;
-    int64_t rows_retried, parts_retried;
+    int64_t rows_retried, parts_retried, rows_retry_kept;
+    double retry_seconds;
 } sl_caption_progress;
 
 typedef void (*sl_progress_fn)(const sl_caption_progress *progress, void *user);
@@ -270,6 +271,8 @@ typedef struct sl_caption_summary {
     long rows_retried;        /* --retry-failed: failed rows (ids) taken out of the output's
                                  parts at the start, their inputs captioned again */
     long parts_retried;       /* ... the parts rewritten without them */
+    long rows_retry_kept;     /* ... the rows those parts kept (read back and written) */
+    double retry_seconds;     /* ... the time it took (reading back included) */
     uint64_t input_bytes;     /* the encoded bytes of the inputs whose rows this run
                                  committed (dry runs only; under MPI every rank's) */
     uint64_t jpeg_bytes;      /* dry run, engine "openai": the JPEGs that would be sent */

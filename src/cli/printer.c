@@ -77,9 +77,11 @@ static void print_progress_locked(printer *pr, const sl_caption_progress *g)
     if (g->retry_failed && !pr->retry_said) {
         clear_progress(pr);
         fprintf(stderr, "sluice: retrying: %lld failed row%s taken out of %lld part%s to be "
-                        "captioned again\n", (long long)g->rows_retried,
-                g->rows_retried == 1 ? "" : "s", (long long)g->parts_retried,
-                g->parts_retried == 1 ? "" : "s");
+                        "captioned again (%lld other row%s rewritten, %.2f s)\n",
+                (long long)g->rows_retried, g->rows_retried == 1 ? "" : "s",
+                (long long)g->parts_retried, g->parts_retried == 1 ? "" : "s",
+                (long long)g->rows_retry_kept, g->rows_retry_kept == 1 ? "" : "s",
+                g->retry_seconds);
         pr->retry_said = true;
     }
     if (g->inputs_done_before > 0 && !pr->resume_said) {

@@ -106,7 +106,7 @@ static json_t *summary_json(const caption_report *r)
     }
     json_t *columns = caption_schema_json(r->schema);
     json_t *o = json_pack(
-        "{s:i, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I}, s:{s:f, s:f},"
+        "{s:i, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I}, s:{s:f, s:f, s:f},"
         " s:{s:f, s:f},"
         " s:{s:I, s:I}, s:o, s:o, s:{s:I, s:I}, s:o, s:s, s:I, s:o}",
         "format_version", 1, "status", sl_status_name(r->run_status), "model",
@@ -116,7 +116,7 @@ static json_t *summary_json(const caption_report *r)
         r->input_rows < 0 ? json_null() : json_integer(r->input_rows), "skipped",
         (json_int_t)s->rows_skipped, "dropped", (json_int_t)s->rows_dropped, "inputs_done",
         (json_int_t)s->inputs_done, "retried", (json_int_t)s->rows_retried, "seconds", "run",
-        s->seconds, "model_load", s->load_seconds, "throughput", "rows_per_s",
+        s->seconds, "model_load", s->load_seconds, "retry", s->retry_seconds, "throughput", "rows_per_s",
         secs > 0 ? (double)s->rows / secs : 0.0, "generated_tokens_per_s",
         secs > 0 ? (double)s->generated_tokens / secs : 0.0, "tokens", "prompt",
         (json_int_t)s->prompt_tokens, "generated", (json_int_t)s->generated_tokens, "stages",

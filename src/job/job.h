@@ -211,12 +211,12 @@ sl_status job_open_output(job *j);
  * output, first sets j->dir to the state folder and lists the parts in the
  * bucket. */
 sl_status job_open_ledger(job *j);
-/* job/retry.c: --retry-failed at the start, by the ledger's holder (a local
- * output): retries an earlier run began are finished (*parts: how many);
- * this run's failed rows taken out of every committed part (*rows: ids
- * taken out, *parts: parts rewritten). */
+/* job/retry.c: --retry-failed at the start, by the ledger's holder:
+ * retries an earlier run began are finished (*parts: how many); this run's
+ * failed rows taken out of every committed part (*rows: ids taken out,
+ * *parts: parts rewritten, *kept: the rows those parts kept). */
 sl_status job_retry_settle(job *j, long *parts);
-sl_status job_retry_failed(job *j, long *rows, long *parts);
+sl_status job_retry_failed(job *j, long *rows, long *parts, long *kept);
 /* s3:// output: summary.json, report.html and metrics.prom copied up from
  * the state folder (a warning when one cannot be). */
 void job_upload_reports(job *j);

@@ -46,7 +46,8 @@ struct job_progress {
     const atomic_int_fast64_t *rows_skipped;
     int64_t inputs_before, rows_before; /* what earlier runs committed */
     bool retry_failed;
-    int64_t rows_retried, parts_retried, failed_before;
+    int64_t rows_retried, parts_retried, failed_before, retry_kept;
+    double retry_seconds;
     sl_dist *dist;             /* rank 0 of an MPI job: the job's figures too */
     double load_seconds;
     pthread_mutex_t mu;
@@ -75,6 +76,8 @@ static void progress_report(job_progress *pg, bool final)
     snap.retry_failed = pg->retry_failed;
     snap.rows_failed_before = pg->failed_before;
     snap.rows_retried = pg->rows_retried;
+    snap.rows_retry_kept = pg->retry_kept;
+    snap.retry_seconds = pg->retry_seconds;
     snap.parts_retried = pg->parts_retried;
     snap.n_stages = sl_exec_stage_count(pg->exec);
     if (snap.n_stages > sizeof snap.stages / sizeof *snap.stages)
@@ -121,7 +124,9 @@ sl_status job_progress_start(const job *j, sl_exec *exec, job_progress **out)
                          .rows_before = j->sum->rows_done_before, .dist = j->dist,
                          .retry_failed = p->retry_failed, .rows_retried = j->sum->rows_retried,
                          .parts_retried = j->sum->parts_retried,
-                         .failed_before = j->sum->rows_failed_before};
+                         .failed_before = j->sum->rows_failed_before,
+                         .retry_kept = j->sum->rows_retry_kept,
+                         .retry_seconds = j->sum->retry_seconds};
     pthread_mutex_init(&pg->mu, NULL);
     pthread_cond_init(&pg->cv, NULL);
     if (p->on_progress)

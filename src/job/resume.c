@@ -14,6 +14,7 @@
 #include "io/hf.h"
 #include "io/s3.h"
 #include "io/shard.h"
+#include "core/clock.h"
 #include "job/batch.h"
 #include "job/job.h"
 
@@ -474,11 +475,14 @@ sl_status job_open_ledger(job *j)
                info.parts_promoted == 1 ? "" : "s", info.parts_dropped);
     /* A retry an earlier run began is finished whatever this run's flags
      * (ledger/ledger.h); then this run's own. Both change the counts. */
-    long settled = 0, retried = 0, retried_parts = 0;
+    long settled = 0, retried = 0, retried_parts = 0, kept = 0;
     if ((st = job_retry_settle(j, &settled)) != SL_OK)
         return st;
-    if (p->retry_failed && (st = job_retry_failed(j, &retried, &retried_parts)) != SL_OK)
+    double t0 = sl_mono_s();
+    if (p->retry_failed && (st = job_retry_failed(j, &retried, &retried_parts, &kept)) != SL_OK)
         return st;
+    j->sum->retry_seconds = sl_mono_s() - t0;
+    j->sum->rows_retry_kept = kept;
     if (settled || retried_parts) {
         sl_ledger_info now;
         if ((st = sl_ledger_reconcile(j->ledger, &now)) != SL_OK)

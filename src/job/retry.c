@@ -165,7 +165,7 @@ static sl_status replace_part(const job *j, const part_files *f)
 
 typedef struct retry_walk {
     job *j;
-    long rows, parts;
+    long rows, parts, kept; /* ids taken out, parts rewritten, rows those kept */
 } retry_walk;
 
 /* A retry an earlier run began: the ids it recorded are taken out again. */
@@ -235,6 +235,7 @@ static sl_status retry_part(void *user, long number, const char *name)
     if (st == SL_OK) {
         w->rows += (long)f.n;
         w->parts++;
+        w->kept += kept;
     }
 out:
     sl_idset_free(f.drop);
@@ -251,11 +252,12 @@ sl_status job_retry_settle(job *j, long *parts)
     return st;
 }
 
-sl_status job_retry_failed(job *j, long *rows, long *parts)
+sl_status job_retry_failed(job *j, long *rows, long *parts, long *kept)
 {
     retry_walk w = {.j = j};
     sl_status st = sl_ledger_each_part(j->ledger, retry_part, &w);
     *rows = w.rows;
     *parts = w.parts;
+    *kept = w.kept;
     return st;
 }

@@ -237,13 +237,16 @@ def test_summary_counts_the_rows_the_output_holds(sluice, four, tmp_path, per_ta
     per = len(TASKS) if per_task else 1
     args = [*task_args(), "--format", fmt, "--shard-rows", "4", "--metrics-addr", "off",
             "--show", "0"] + (["--rows-per-task"] if per_task else [])
-    seen = 0
+    seen = seen_failed = 0
     for limit in (["--limit", "2"], []):
         r = sluice.caption(src, out, *args, *limit)
         assert r.returncode in (0, 3), r.stderr
-        if not limit:  # the 2 images of the first run, a row per task each
+        if not limit:  # the 2 images of the first run, a row per task each; broken.jpg's
+            # rows failed (it sorts first), which the line counts as rows
+            assert seen_failed == per
             assert f"resuming: 2 inputs were already done by an earlier run ({seen} rows in " \
-                "the output); they are skipped" in r.stderr, r.stderr[-3000:]
+                f"the output, {seen_failed} failed: --retry-failed tries those again); they " \
+                "are skipped" in r.stderr, r.stderr[-3000:]
             assert seen == 2 * per
         rows = part_rows(out)
         new = len(rows) - seen
@@ -252,6 +255,7 @@ def test_summary_counts_the_rows_the_output_holds(sluice, four, tmp_path, per_ta
         counts = summary["rows"]
         assert counts["total"] == new, (counts, new)
         failed = sum(1 for row in rows if row["error"] is not None)
+        seen_failed = failed
         assert counts["failed"] + counts["ok"] == counts["total"]
         assert sum(f["rows"] for f in summary["failures"]) == counts["failed"]
         assert counts["inputs_done"] * per == counts["total"]
