@@ -491,6 +491,7 @@ sl_status job_open_ledger(job *j)
         info.rows = now.rows;
         info.inputs = now.inputs;
         info.written = now.written;
+        info.failed = now.failed;
     }
     if (settled)
         sl_log(SL_LOG_INFO, "%s: finished taking failed rows out of %ld part%s (a retry an "

@@ -106,6 +106,8 @@ def test_failed_rows_are_captioned_again_and_good_rows_stay(sluice, broken, tmp_
     r = run(sluice, m, out, "--retry-failed")
     assert r.returncode == 0, r.stderr
     assert "retrying: 3 failed rows taken out of 3 parts to be captioned again" in r.stderr, r.stderr
+    assert f"resuming: {N_GOOD} inputs were already done by an earlier run ({N_GOOD} rows in " \
+        "the output);" in r.stderr, r.stderr  # counted after the failed rows went
     garbled = (out / clean[0]).read_bytes()
     assert garbled == before[clean[0]]  # never read back, never rewritten
     before[clean[0]] = garbled[:-len(b"not a row\n")]
