@@ -17,8 +17,8 @@ sl_status job_count_prepare(job *j)
     return sl_source_counter_new(j->src, &j->counter);
 }
 
-/* A second pass over the files the run's source expanded (nothing listed
- * or resolved again: an s3:// folder's listing is the run's own), that
+/* A second pass over the files the run's source expanded (nothing expanded
+ * or resolved again; an s3:// folder is listed again, keeping no key), that
  * only counts (footers, lines, tar headers), so progress and metrics can
  * say "of N" and give an ETA. It is cheap next to captioning; it stops
  * early when the run does. */
