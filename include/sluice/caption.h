@@ -175,6 +175,9 @@ typedef struct sl_caption_params {
     bool include_image_bytes;  /* Parquet: the original image bytes in column image_bytes */
     long shard_rows;           /* a new part-NNNNN file every shard_rows rows, each a
                                   resume point; 0: SL_CAPTION_DEFAULT_SHARD_ROWS */
+    uint64_t shard_bytes;      /* ... or once the part holds this many bytes (the row that
+                                  passes it is the last; Parquet counts its open row group
+                                  before compression); 0: no limit */
     unsigned input_shard_index; /* read only input shards k with k % count == index: */
     unsigned input_shard_count; /*   0 or 1 reads everything (docs/inputs.md, "Shards") */
     unsigned input_shard_size;  /* items per input shard when not whole files; 0: 1000 */

@@ -225,7 +225,9 @@ static const char usage_tail[] =
     "                            port 0 picks a free one; 'off' disables). The final values\n"
     "                            are written to OUTPUT_DIR/metrics.prom either way. The\n"
     "                            same address serves a live page at / (progress, engine\n"
-    "                            figures, the latest images with their captions).\n"
+    "                            figures, the latest images with their captions).\n";
+
+static const char usage_output_text[] =
     "Output:\n"
     "  -o, --output DIR          output folder (created if missing); beside the rows go\n"
     "                            summary.json (counts, time per stage,\n"
@@ -249,6 +251,8 @@ static const char usage_tail[] =
     "                            a WebDataset sample's image member\n"
     "      --shard-rows N        start a new part-NNNNN file every N rows (default: 10000);\n"
     "                            each part is a resume point: a crash loses at most N rows\n"
+    "      --shard-bytes SIZE    also start a new part once one holds SIZE bytes (e.g. 500M;\n"
+    "                            with image bytes kept, parts the size datasets like)\n"
     "      --show N              print the first N captions (default: 5)\n"
     "  -q, --quiet               print only errors\n"
     "      --progress-every S    seconds between progress lines when stderr is not a\n"
@@ -294,6 +298,7 @@ static void print_usage(FILE *fp)
     fputs(usage_batch_text, fp);
     fputs(usage_rest_text, fp);
     fputs(usage_tail, fp);
+    fputs(usage_output_text, fp);
 }
 
 static int usage_error(const char *what, const char *detail)

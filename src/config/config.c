@@ -329,6 +329,8 @@ static const opt opts[] = {
      .help = "Parquet: the original image bytes in image_bytes; webdataset: a member"},
     {"output.shard_rows", "shard-rows", 0, K_LONG, AT(p.shard_rows), .lo = 1, .hi = LONG_MAX,
      .arg = "N", .help = "rows per part file (each a resume point)"},
+    {"output.shard_bytes", "shard-bytes", 0, K_SIZE, AT(p.shard_bytes), .f = NULL_ZERO,
+     .arg = "SIZE", .help = "also cut a part once it holds SIZE bytes, e.g. 500M (~: no limit)"},
     {"output.state_dir", "state-dir", 0, K_STR, AT(p.state_dir), .arg = "DIR",
      .help = "s3:// output: the local folder of its ledger and of parts being written "
              "(~: under ~/.local/state/sluice/s3/)"},

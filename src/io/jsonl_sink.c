@@ -25,6 +25,7 @@ struct sl_jsonl_sink {
     sl_shard shard;
     int fd;
     sl_buf buf;   /* rows not written yet */
+    int64_t written; /* bytes in the file */
     bool broken;  /* a write failed: the temporary file's content is unknown */
 };
 
@@ -79,6 +80,7 @@ static sl_status flush(sl_jsonl_sink *sink)
     if (sink->buf.len == 0)
         return SL_OK;
     sl_status st = sl_file_write_all(sink->fd, sink->buf.data, sink->buf.len, sink->shard.tmp_path);
+    sink->written += (int64_t)sink->buf.len;
     sink->buf.len = 0;
     if (st != SL_OK)
         sink->broken = true;
@@ -269,6 +271,11 @@ static const char *jsonl_temp_path(const void *part)
     return ((const sl_jsonl_sink *)part)->shard.tmp_path;
 }
 static void jsonl_free(void *part) { sl_jsonl_sink_free(part); }
+static int64_t jsonl_bytes(const void *part)
+{
+    const sl_jsonl_sink *sink = part;
+    return sink->written + (int64_t)sink->buf.len;
+}
 
 const sl_sink_ops sl_sink_jsonl = {
     .format = "jsonl",
@@ -281,5 +288,6 @@ const sl_sink_ops sl_sink_jsonl = {
     .path = jsonl_path,
     .temp_path = jsonl_temp_path,
     .free = jsonl_free,
+    .bytes = jsonl_bytes,
     .extension = "jsonl",
 };

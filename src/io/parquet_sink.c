@@ -156,6 +156,10 @@ static const char *pq_temp_path(const void *part)
     return ((const sl_parquet_sink *)part)->shard.tmp_path;
 }
 static void pq_free(void *part) { sl_parquet_sink_free(part); }
+static int64_t pq_bytes(const void *part)
+{
+    return sl_pq_writer_bytes(((const sl_parquet_sink *)part)->writer);
+}
 
 const sl_sink_ops sl_sink_parquet = {
     .format = "parquet",
@@ -168,5 +172,6 @@ const sl_sink_ops sl_sink_parquet = {
     .path = pq_path,
     .temp_path = pq_temp_path,
     .free = pq_free,
+    .bytes = pq_bytes,
     .extension = "parquet",
 };

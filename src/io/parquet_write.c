@@ -643,6 +643,8 @@ int64_t sl_pq_writer_num_rows(const sl_pq_writer *w)
     return w->total_rows + w->rg_rows;
 }
 
+int64_t sl_pq_writer_bytes(const sl_pq_writer *w) { return w->file_pos + w->rg_bytes; }
+
 int64_t sl_pq_writer_num_row_groups(const sl_pq_writer *w)
 {
     return (int64_t)w->nrgs;

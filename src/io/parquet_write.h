@@ -61,6 +61,9 @@ sl_status sl_pq_writer_append(sl_pq_writer *w, const sl_pq_value *values);
 sl_status sl_pq_writer_close(sl_pq_writer *w);
 
 int64_t sl_pq_writer_num_rows(const sl_pq_writer *w);
+/* The file's bytes so far: written, plus the open row group's values
+ * before compression (an upper bound of what they will take). */
+int64_t sl_pq_writer_bytes(const sl_pq_writer *w);
 int64_t sl_pq_writer_num_row_groups(const sl_pq_writer *w);
 
 void sl_pq_writer_free(sl_pq_writer *w);

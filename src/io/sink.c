@@ -98,6 +98,11 @@ static sl_status upload(sl_sink *s)
 
 bool sl_sink_part_is_open(const sl_sink *s) { return s->part && !s->committed; }
 
+int64_t sl_sink_part_bytes(const sl_sink *s)
+{
+    return sl_sink_part_is_open(s) ? s->ops->bytes(s->part) : 0;
+}
+
 sl_status sl_sink_write(sl_sink *s, const sl_schema_row *row)
 {
     if (!sl_sink_part_is_open(s))

@@ -35,6 +35,8 @@ typedef struct sl_sink_ops {
     const char *(*path)(const void *part);
     const char *(*temp_path)(const void *part); /* the file being written */
     void (*free)(void *part);         /* an unpublished part's file is removed */
+    int64_t (*bytes)(const void *part); /* the part's size so far (a format that buffers
+                                           counts what it holds as it will write it) */
     const char *extension; /* the parts' file extension, no dot ("tar") */
 } sl_sink_ops;
 
@@ -72,6 +74,9 @@ sl_status sl_sink_write(sl_sink *sink, const sl_schema_row *row);
  * sl_sink_part_path() still names it until the next part opens. On failure
  * the part stays open and broken: abandon it. */
 sl_status sl_sink_commit(sl_sink *sink, sl_status (*durable)(void *user), void *user);
+
+/* The open part's bytes so far (--shard-bytes); 0 without one. */
+int64_t sl_sink_part_bytes(const sl_sink *sink);
 
 /* Gives the open part up (its temporary file is removed); no-op without one. */
 void sl_sink_abandon(sl_sink *sink);

@@ -242,6 +242,12 @@ static const char *wds_temp_path(const void *part)
 {
     return ((const wds_part *)part)->shard.tmp_path;
 }
+/* What libarchive wrote (it holds one block back: up to 64 KiB more). */
+static int64_t wds_bytes(const void *part)
+{
+    const wds_part *w = part;
+    return w->a ? (int64_t)archive_filter_bytes(w->a, -1) : 0;
+}
 
 const sl_sink_ops sl_sink_webdataset = {
     .format = "webdataset",
@@ -254,5 +260,6 @@ const sl_sink_ops sl_sink_webdataset = {
     .path = wds_path,
     .temp_path = wds_temp_path,
     .free = wds_free,
+    .bytes = wds_bytes,
     .extension = "tar",
 };

@@ -319,8 +319,12 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
             if (j->p->dry_run && job_row_sent_bytes(j, r, &sent))
                 j->part.jpeg_bytes += sent;
         }
-        /* A part holds whole inputs, cut once it has --shard-rows rows. */
-        if (st == SL_OK && (j->shard_rows += written ? written : 1) >= j->rows_per_shard)
+        /* A part holds whole inputs, cut once it has --shard-rows rows or
+         * --shard-bytes bytes. */
+        j->shard_rows += written ? written : 1;
+        if (st == SL_OK && (j->shard_rows >= j->rows_per_shard ||
+                            (j->p->shard_bytes &&
+                             sl_sink_part_bytes(j->sink) >= (int64_t)j->p->shard_bytes)))
             st = next_shard(j);
         if (st != SL_OK) {
             /* The writer cannot go on: the executor ends the run, and
