@@ -107,6 +107,8 @@ typedef struct sl_caption_params {
                                   the parts being written; NULL: under
                                   $XDG_STATE_HOME/sluice/s3/ (~/.local/state) */
     const char *output_format; /* "jsonl" (default) or "parquet" (zstd) */
+    const char *output_compression; /* Parquet: zstd (NULL: the default), snappy, gzip or
+                                       none; the parts --retry-failed rewrites too */
     bool overwrite;            /* start over: remove the folder's part files and its
                                   resume ledger (default: resume a run of the same
                                   settings; refuse one of other settings) */

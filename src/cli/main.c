@@ -239,6 +239,7 @@ static const char usage_output_text[] =
     "      --format F            jsonl (default), parquet (zstd; pyarrow, DuckDB, HF datasets)\n"
     "                            or webdataset (tar shards: KEY.json, the row, beside\n"
     "                            KEY.jpg/.png/..., the image with --include-image-bytes)\n"
+    "      --compression C       Parquet: zstd (default), snappy (Spark's), gzip or none\n"
     "      --errors-file FILE    failed rows go to FILE (JSONL), not the output parts\n"
     "      --overwrite           start over: remove OUTPUT_DIR's part files and resume\n"
     "                            ledger (default: the same command resumes; other\n"

@@ -317,6 +317,9 @@ static const opt opts[] = {
      .choices = "jsonl|parquet|webdataset|openai-batch", .arg = "F",
      .help = "jsonl (~), parquet or webdataset (tar shards); openai-batch: jsonl of a "
              "batch file"},
+    {"output.compression", "compression", 0, K_CHOICE, AT(p.output_compression),
+     .choices = "zstd|snappy|gzip|none", .arg = "C",
+     .help = "Parquet: zstd (~), snappy, gzip or none"},
     {"output.errors_file", "errors-file", 0, K_STR, AT(p.errors_file), .arg = "FILE",
      .help = "failed rows (a batch file's failed requests) go here, not in the output"},
     {"output.overwrite", "overwrite", 0, K_BOOL, AT(p.overwrite),

@@ -65,6 +65,7 @@ void sl_parquet_sink_free(sl_parquet_sink *sink)
  * the repaired strings they point into. */
 typedef struct pq_shared {
     const sl_schema *schema;
+    sl_pq_codec codec;      /* the parts' compression */
     sl_pq_column_def *defs; /* head, pass-through, tail */
     size_t n_defs, n_pass;
     sl_pq_value *values;
@@ -88,6 +89,7 @@ static sl_status pq_prepare(const sl_schema *schema, void **shared)
     if (!ps)
         return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
     ps->schema = schema;
+    ps->codec = sl_pq_writer_default_params().codec;
     ps->n_pass = schema->passthrough ? sl_columns_count(schema->passthrough) : 0;
     ps->n_defs = schema->n_head + ps->n_pass + schema->n_tail;
     ps->defs = sl_calloc(ps->n_defs, sizeof *ps->defs);
@@ -144,6 +146,7 @@ static sl_status pq_open(void *shared, const char *dir, const char *name, bool o
 {
     pq_shared *ps = shared;
     sl_pq_writer_params wp = sl_pq_writer_default_params();
+    wp.codec = ps->codec;
     return sl_parquet_sink_open(dir, name, overwrite, ps->defs, ps->n_defs, &wp,
                                 (sl_parquet_sink **)part);
 }
@@ -156,6 +159,14 @@ static const char *pq_temp_path(const void *part)
     return ((const sl_parquet_sink *)part)->shard.tmp_path;
 }
 static void pq_free(void *part) { sl_parquet_sink_free(part); }
+static sl_status pq_set_codec(void *shared, const char *name)
+{
+    pq_shared *ps = shared;
+    if (!sl_pq_codec_parse(name, &ps->codec))
+        return sl_fail(SL_ERR_INVALID_ARG, "Parquet compression must be zstd, snappy, gzip or "
+                                           "none, got '%s'", name);
+    return SL_OK;
+}
 static int64_t pq_bytes(const void *part)
 {
     return sl_pq_writer_bytes(((const sl_parquet_sink *)part)->writer);
@@ -173,5 +184,6 @@ const sl_sink_ops sl_sink_parquet = {
     .temp_path = pq_temp_path,
     .free = pq_free,
     .bytes = pq_bytes,
+    .set_codec = pq_set_codec,
     .extension = "parquet",
 };

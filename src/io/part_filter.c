@@ -281,7 +281,7 @@ static sl_pq_value pq_cell(const sl_pq_vector *v, int64_t i)
 }
 
 static sl_status filter_parquet(const char *path, const char *tmp_path, sl_idset *drop,
-                                long *removed, long *kept)
+                                const char *codec, long *removed, long *kept)
 {
     sl_pq_reader *r;
     long id_col, err_col;
@@ -301,8 +301,11 @@ static sl_status filter_parquet(const char *path, const char *tmp_path, sl_idset
         defs[c] = (sl_pq_column_def){info->name, info->type, info->nullable};
     }
     sl_pq_writer *w = NULL;
+    sl_pq_writer_params wp = sl_pq_writer_default_params();
+    if (st == SL_OK && codec && !sl_pq_codec_parse(codec, &wp.codec))
+        st = sl_fail(SL_ERR_INVALID_ARG, "no Parquet compression '%s'", codec);
     if (st == SL_OK)
-        st = sl_pq_writer_open(tmp_path, defs, n, NULL, &w);
+        st = sl_pq_writer_open(tmp_path, defs, n, &wp, &w);
     char *buf = NULL;
     size_t cap = 0;
     const sl_pq_batch *b;
@@ -344,15 +347,15 @@ sl_status sl_part_failed_ids(const char *path, sl_part_id_fn each, void *user)
     return jsonl_walk(path, failed_line, &w);
 }
 
-sl_status sl_part_filter(const char *path, const char *tmp_path, sl_idset *drop, long *removed,
-                         long *kept)
+sl_status sl_part_filter(const char *path, const char *tmp_path, sl_idset *drop,
+                         const char *parquet_codec, long *removed, long *kept)
 {
     *removed = *kept = 0;
     sl_status st;
     if (ends_with(path, ".tar"))
         st = sl_part_filter_tar(path, tmp_path, drop, removed, kept);
     else if (ends_with(path, ".parquet"))
-        st = filter_parquet(path, tmp_path, drop, removed, kept);
+        st = filter_parquet(path, tmp_path, drop, parquet_codec, removed, kept);
     else
         st = filter_jsonl(path, tmp_path, drop, removed, kept);
     if (st != SL_OK)

@@ -28,12 +28,14 @@ sl_status sl_part_failed_ids(const char *path, sl_part_id_fn each, void *user);
 
 /* Writes `tmp_path` (created, or replaced) as `path` without the rows whose
  * id `drop` holds (every row of that id: all its tasks), in the same format
- * and order, and fsyncs it; *removed = the rows left out, *kept = the rows
- * written. With nothing to drop the copy is still made (the caller skips
- * the call when it knows). On error tmp_path is removed. The caller renames
- * tmp_path over path (io/shard.h's way: rename, then sync the folder). */
-sl_status sl_part_filter(const char *path, const char *tmp_path, sl_idset *drop, long *removed,
-                         long *kept);
+ * and order (a Parquet copy compressed with `parquet_codec`, a name as
+ * --compression takes; NULL: the writer's default), and fsyncs it;
+ * *removed = the rows left out, *kept = the rows written. With nothing to
+ * drop the copy is still made (the caller skips the call when it knows).
+ * On error tmp_path is removed. The caller renames tmp_path over path
+ * (io/shard.h's way: rename, then sync the folder). */
+sl_status sl_part_filter(const char *path, const char *tmp_path, sl_idset *drop,
+                         const char *parquet_codec, long *removed, long *kept);
 
 /* The tar format's halves (io/part_filter_tar.c), called by the two above
  * for a name ending in ".tar". */

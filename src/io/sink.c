@@ -98,6 +98,14 @@ static sl_status upload(sl_sink *s)
 
 bool sl_sink_part_is_open(const sl_sink *s) { return s->part && !s->committed; }
 
+sl_status sl_sink_set_codec(sl_sink *s, const char *name)
+{
+    if (!s->ops->set_codec)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s output has no compression to choose (Parquet "
+                                           "has)", s->ops->format);
+    return s->ops->set_codec(s->shared, name);
+}
+
 int64_t sl_sink_part_bytes(const sl_sink *s)
 {
     return sl_sink_part_is_open(s) ? s->ops->bytes(s->part) : 0;

@@ -37,6 +37,8 @@ typedef struct sl_sink_ops {
     void (*free)(void *part);         /* an unpublished part's file is removed */
     int64_t (*bytes)(const void *part); /* the part's size so far (a format that buffers
                                            counts what it holds as it will write it) */
+    /* The parts' compression by name (NULL: the format has no choice). */
+    sl_status (*set_codec)(void *shared, const char *name);
     const char *extension; /* the parts' file extension, no dot ("tar") */
 } sl_sink_ops;
 
@@ -53,6 +55,11 @@ sl_status sl_sink_open(const char *format, const char *dir, bool overwrite,
 const char *sl_sink_format(const sl_sink *sink);
 /* The extension its parts' names take: "jsonl", "parquet", "tar". */
 const char *sl_sink_extension(const sl_sink *sink);
+
+/* The compression of the parts opened from now on (Parquet: zstd, snappy,
+ * gzip or none). SL_ERR_INVALID_ARG for another name, or a format that has
+ * no choice. */
+sl_status sl_sink_set_codec(sl_sink *sink, const char *name);
 
 /* Publishes parts to object storage (io/s3.h) instead of the folder: a
  * committed part is uploaded from its temporary file as URL/NAME (a

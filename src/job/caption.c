@@ -176,6 +176,10 @@ sl_status job_check_params(const sl_caption_params *p)
         return sl_fail(SL_ERR_INVALID_ARG, "--%s applies to a batch file's requests (sluice "
                                            "batch); drop it",
                        p->allow_local_images ? "allow-local-images" : "ignore-model");
+    if (p->output_compression && (!p->output_format || strcmp(p->output_format, "parquet") != 0))
+        return sl_fail(SL_ERR_INVALID_ARG, "--compression chooses Parquet's; %s output has none "
+                                           "to choose: drop it, or add --format parquet",
+                       p->output_format ? p->output_format : "jsonl");
     if (p->retry_failed && (p->overwrite || job_is_batch(p)))
         return sl_fail(SL_ERR_INVALID_ARG, "--retry-failed %s",
                        p->overwrite ? "keeps the output's good rows and --overwrite removes "

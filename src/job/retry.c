@@ -183,7 +183,8 @@ static sl_status settle_part(void *user, long number, const char *name)
     if (st == SL_OK && files.url)
         st = fetch_part(&files);
     if (st == SL_OK)
-        st = sl_part_filter(files.part, files.tmp, f.drop, &removed, &kept);
+        st = sl_part_filter(files.part, files.tmp, f.drop, w->j->p->output_compression,
+                            &removed, &kept);
     if (st == SL_OK)
         st = replace_part(w->j, &files);
     if (st == SL_OK)
@@ -214,7 +215,8 @@ static sl_status retry_part(void *user, long number, const char *name)
     if (st != SL_OK || f.n == 0)
         goto out;
     /* 1: the part without them, synced; 2: durably begun; 3; 4. */
-    if ((st = sl_part_filter(files.part, files.tmp, f.drop, &removed, &kept)) != SL_OK)
+    if ((st = sl_part_filter(files.part, files.tmp, f.drop, w->j->p->output_compression,
+                             &removed, &kept)) != SL_OK)
         goto out;
     /* The rows the part counts as written that go: those in its file and
      * those in its errors file (written there instead). */

@@ -399,7 +399,9 @@ sl_status job_open_output(job *j)
                                 : p->output_format,
                             j->dir, p->overwrite, &j->schema.schema,
                             &j->sink)) != SL_OK ||
-         (j->remote && (st = sl_sink_set_remote(j->sink, j->remote)) != SL_OK)))
+         (j->remote && (st = sl_sink_set_remote(j->sink, j->remote)) != SL_OK) ||
+         (p->output_compression &&
+          (st = sl_sink_set_codec(j->sink, p->output_compression)) != SL_OK)))
         return st;
     char name[64];
     snprintf(name, sizeof name, "part-%05ld.%s", j->shard, sl_sink_extension(j->sink));

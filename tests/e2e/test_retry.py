@@ -310,3 +310,29 @@ def test_mpi_rank_zero_takes_the_failed_rows_out(sluice, broken, tmp_path):
     assert len(rows) == N_GOOD + 3 and all(len(v) == 1 for v in rows.values()), rows
     assert all(v[0]["error"] is None for v in rows.values())
     assert json.loads((out / "summary.json").read_text())["rows"]["retried"] == 3
+
+
+@pytest.mark.parametrize("codec", ["snappy", "gzip", "none"])
+def test_parquet_compression_is_chosen_and_kept_by_a_retry(sluice, broken, tmp_path, codec):
+    """--compression picks the Parquet parts' codec (pyarrow reads it from
+    each column chunk); the parts --retry-failed rewrites keep it."""
+    import pyarrow.parquet as pq
+    out = tmp_path / "out"
+    m = broken / "m.jsonl"
+    args = ("--format", "parquet", "--compression", codec)
+    assert run(sluice, m, out, *args).returncode == 3
+    want = {"snappy": "SNAPPY", "gzip": "GZIP", "none": "UNCOMPRESSED"}[codec]
+
+    def codecs():
+        return {pq.ParquetFile(p).metadata.row_group(0).column(c).compression
+                for p in out.glob("part-*.parquet") if pq.ParquetFile(p).metadata.num_rows
+                for c in range(pq.ParquetFile(p).metadata.num_columns)}
+    assert codecs() == {want}
+    fix(broken)
+    r = run(sluice, m, out, *args, "--retry-failed")
+    assert r.returncode == 0, r.stderr
+    assert codecs() == {want}
+    rows = [row for p in out.glob("part-*.parquet") for row in pq.read_table(p).to_pylist()]
+    assert len(rows) == N_GOOD + 3 and all(row["error"] is None for row in rows)
+    r = run(sluice, m, tmp_path / "j", "--compression", codec)
+    assert r.returncode == 2 and "add --format parquet" in r.stderr, r.stderr

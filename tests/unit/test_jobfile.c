@@ -286,7 +286,8 @@ static const struct {
     {"pipeline.stages", "{\"lua\": \"s t.lua\", \"after\": \"engine\", \"workers\": 2, "
                         "\"config\": {\"k\": [1, \"x\\\"y\"], \"e\": {}}, \"columns\": [\"tags\"]}"},
     {"output.dir", "-o"}, {"output.state_dir", "st"}, {"output.format", "parquet"},
-    {"output.overwrite", "true"}, {"output.retry_failed", "true"}, {"output.shard_bytes", "500M"}, {"output.columns", "a,b c"},
+    {"output.overwrite", "true"}, {"output.retry_failed", "true"}, {"output.shard_bytes", "500M"},
+    {"output.compression", "snappy"}, {"output.columns", "a,b c"},
     {"output.include_image_bytes", "true"}, {"output.shard_rows", "1"},
     {"batch.allow_local_images", "true"}, {"batch.ignore_model", "true"},
     {"output.errors_file", "errs.jsonl"},

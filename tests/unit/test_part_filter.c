@@ -73,7 +73,7 @@ static void jsonl_failed_rows_go_and_the_others_stay(void **state)
     const char *gone[] = {"b", "c\"q", "d"};
     sl_idset *drop = drop_set(gone, 3);
     long removed = -1, kept = -1;
-    assert_int_equal(sl_part_filter(path, tmp, drop, &removed, &kept), SL_OK);
+    assert_int_equal(sl_part_filter(path, tmp, drop, NULL, &removed, &kept), SL_OK);
     assert_int_equal(removed, 4); /* b, c"q and both of d's rows */
     assert_int_equal(kept, 2);
     assert_string_equal(slurp(tmp), "{\"id\":\"a\",\"caption\":\"x\",\"error\":null}\n"
@@ -81,7 +81,7 @@ static void jsonl_failed_rows_go_and_the_others_stay(void **state)
     /* the copy filtered again drops nothing and is the same bytes */
     char again[600];
     snprintf(again, sizeof again, "%s/.again", dir);
-    assert_int_equal(sl_part_filter(tmp, again, drop, &removed, &kept), SL_OK);
+    assert_int_equal(sl_part_filter(tmp, again, drop, NULL, &removed, &kept), SL_OK);
     assert_int_equal(removed, 0);
     assert_int_equal(kept, 2);
     assert_string_equal(slurp(again), "{\"id\":\"a\",\"caption\":\"x\",\"error\":null}\n"
@@ -89,7 +89,7 @@ static void jsonl_failed_rows_go_and_the_others_stay(void **state)
     /* a line that is not a row: the file and line named, no temporary left */
     tu_write(dir, "part-00001.jsonl", "{\"id\":\"a\"}\nnot json\n", 21);
     snprintf(path, sizeof path, "%s/part-00001.jsonl", dir);
-    assert_int_equal(sl_part_filter(path, tmp, drop, &removed, &kept), SL_ERR_DECODE);
+    assert_int_equal(sl_part_filter(path, tmp, drop, NULL, &removed, &kept), SL_ERR_DECODE);
     assert_non_null(strstr(sl_last_error(), "part-00001.jsonl:2"));
     assert_int_not_equal(access(tmp, F_OK), 0);
     tu_write(dir, "part-00002.jsonl", "{\"name\":\"a\",\"error\":\"x\"}\n", 26);
@@ -132,7 +132,7 @@ static void parquet_copy_keeps_columns_types_and_values(void **state)
     const char *gone[] = {"b", "d"};
     sl_idset *drop = drop_set(gone, 2);
     long removed, kept;
-    assert_int_equal(sl_part_filter(path, tmp, drop, &removed, &kept), SL_OK);
+    assert_int_equal(sl_part_filter(path, tmp, drop, NULL, &removed, &kept), SL_OK);
     assert_int_equal(removed, 2);
     assert_int_equal(kept, 2);
     sl_pq_reader *r;
