@@ -39,25 +39,43 @@ bool job_row_sent_bytes(const job *j, const caption_row *r, uint64_t *bytes)
     return r->jpeg || r->original_mime || (r->media && r->media->n > 0);
 }
 
-/* A dry run's record of a local file read by its path (libvips or FFmpeg
- * read it in place): its size, and its format from its first bytes when
- * not known yet. A file that cannot be opened is left unsized (its decode
+/* A local file read by its path (libvips or FFmpeg read it in place):
+ * its first bytes (is it a video under another name?) and, for a dry run,
+ * its size, in one open. A file that cannot be opened has none (its decode
  * says why). */
-static void size_local_file(const char *path, uint64_t *bytes, bool *sized, const char **format)
+typedef struct local_peek {
+    uint8_t head[512];
+    size_t got;
+    uint64_t size;
+    bool sized;
+} local_peek;
+
+static void peek_local_file(const char *path, local_peek *pk)
 {
+    memset(pk, 0, sizeof *pk);
     FILE *fp = fopen(path, "rb");
     struct stat sb;
     if (!fp)
         return;
     if (fstat(fileno(fp), &sb) == 0) {
-        *bytes += (uint64_t)sb.st_size;
+        pk->size = (uint64_t)sb.st_size;
+        pk->sized = true;
+    }
+    pk->got = fread(pk->head, 1, sizeof pk->head, fp);
+    fclose(fp);
+}
+
+/* A dry run's record of a peeked file: its size, and its format from its
+ * first bytes when not known yet (format NULL: not wanted). */
+static void size_local_file(const local_peek *pk, uint64_t *bytes, bool *sized,
+                            const char **format)
+{
+    if (pk->sized) {
+        *bytes += pk->size;
         *sized = true;
     }
-    uint8_t head[64];
-    size_t got = fread(head, 1, sizeof head, fp);
-    if (format && !*format)
-        *format = job_image_format(head, got);
-    fclose(fp);
+    if (format && !*format && pk->got)
+        *format = job_image_format(pk->head, pk->got);
 }
 
 static sl_status decode_init(void *cfg, int worker, void **state)
@@ -182,17 +200,9 @@ media_row *media_row_copy(const media_row *v)
 
 /* Is the local file at `path` a video? By its name, or else its first
  * bytes (a manifest may name a video anything). */
-static bool is_local_video(const char *path)
+static bool is_local_video(const char *path, const local_peek *pk)
 {
-    if (sl_video_path_is_video(path))
-        return true;
-    uint8_t head[512];
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return false; /* the image decoder says why */
-    size_t got = fread(head, 1, sizeof head, fp);
-    fclose(fp);
-    return sl_video_sniff(head, got);
+    return sl_video_path_is_video(path) || sl_video_sniff(pk->head, pk->got);
 }
 
 /* Samples the row's video into r->media: frames for the llama engine (taken
@@ -260,13 +270,16 @@ static sl_status decode_list_image(job *j, sl_row *row, caption_row *r, media_ro
     const uint8_t *d = s->data ? s->data : fetched;
     size_t len = s->data ? s->len : fetched_len;
     const char *name = s->path ? s->path : r->rel;
+    local_peek pk = {0};
+    if (st == SL_OK && !d)
+        peek_local_file(s->path, &pk);
     if (st == SL_OK && p->dry_run && d) {
         r->input_bytes += len;
         r->input_sized = true;
     } else if (st == SL_OK && p->dry_run) {
-        size_local_file(s->path, &r->input_bytes, &r->input_sized, i == 0 ? &r->format : NULL);
+        size_local_file(&pk, &r->input_bytes, &r->input_sized, i == 0 ? &r->format : NULL);
     }
-    if (st == SL_OK && (d ? sl_video_sniff(d, len) : is_local_video(s->path)))
+    if (st == SL_OK && (d ? sl_video_sniff(d, len) : is_local_video(s->path, &pk)))
         st = sl_fail(SL_ERR_DECODE, "%s is a video: a list holds images (give a video a row of "
                                     "its own)", name);
     sl_image *img = NULL;
@@ -429,15 +442,19 @@ static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
         }
         /* A local video is read in place, never whole (a clip may be GBs):
          * its bytes are not kept for the output, nor are a fetched one's. */
-        bool video = r->path && !r->data && !is_url(r->path) && is_local_video(r->path);
+        local_peek pk = {0};
+        bool local = r->path && !r->data && !is_url(r->path);
+        if (local && (j->p->dry_run || !sl_video_path_is_video(r->path)))
+            peek_local_file(r->path, &pk); /* a video by its name needs no look */
+        bool video = local && is_local_video(r->path, &pk);
         sl_status st = video ? SL_OK : fetch_bytes(j, rows[i], r);
         if (st == SL_OK && !video && r->data)
             video = sl_video_sniff(r->data, r->len);
         if (st == SL_OK && j->p->dry_run && r->data) {
             r->input_bytes = r->len;
             r->input_sized = true;
-        } else if (st == SL_OK && j->p->dry_run && r->path) {
-            size_local_file(r->path, &r->input_bytes, &r->input_sized, video ? NULL : &r->format);
+        } else if (st == SL_OK && j->p->dry_run && local) {
+            size_local_file(&pk, &r->input_bytes, &r->input_sized, video ? NULL : &r->format);
         }
         if (st == SL_OK && video) {
             st = decode_video(j, rows[i], r, NULL);
