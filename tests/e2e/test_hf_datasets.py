@@ -84,6 +84,8 @@ def hub():
             "shards/001.tar": wds_shard([("t0.jpg", imgs[3].read_bytes())]),
             "meta.json": b"{}"})
         h.add_dataset("org/secret", {"data/x.parquet": parquet(imgs[:1], 0)}, private=True)
+        h.add_dataset("org/odd", {"data/train 00.parquet": parquet(imgs[:1], 80),
+                                  "data/50%#1?.parquet": parquet(imgs[1:2], 90)})
         yield h
 
 
@@ -178,6 +180,19 @@ def test_a_pattern_a_revision_and_a_folder(sluice, hub, tmp_path):
                 "-o", tmp_path / "c")
     assert r.returncode == 0, r.stderr[-3000:]
     assert [row["label"] for row in read_rows(tmp_path / "c")] == [70]
+
+
+def test_file_names_a_url_must_quote(sluice, hub, tmp_path):
+    """Space, '%', '#' and '?' in a repository path: quoted in the URL (the
+    stand-in hub unquotes them as the hub does), the path as is in ids."""
+    r = caption(sluice, hub, "hf://datasets/org/odd", "-o", tmp_path / "o")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {row["id"]: row for row in read_rows(tmp_path / "o")}
+    assert rows.keys() == {"data/train 00.parquet:0", "data/50%#1?.parquet:0"}
+    assert sorted(row["label"] for row in rows.values()) == [80, 90]
+    paths = [q["path"] for q in hub.requests if "/resolve/" in q["path"]]
+    assert any("/data/train%2000.parquet" in p for p in paths), paths
+    assert any("/data/50%25%231%3F.parquet" in p for p in paths), paths
 
 
 def test_a_dataset_of_tar_shards(sluice, hub, tmp_path):

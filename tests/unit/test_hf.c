@@ -88,12 +88,22 @@ static void tree_pages_parse(void **state)
         "{\"type\":\"file\",\"size\":5,\"path\":\"nul\\u0000.parquet\"},"
         "{\"type\":\"file\",\"size\":5,\"path\":7},"
         "{\"type\":\"file\",\"size\":-3,\"path\":\"neg.tar\"},"
+        "{\"type\":\"file\",\"size\":5,\"path\":\"a/./b.parquet\"},"
+        "{\"type\":\"file\",\"size\":5,\"path\":\"del\\u007f.parquet\"},"
         "\"junk\",null]";
     hf_listing l = {0};
     char why[256];
     assert_true(hf_tree_parse(page, strlen(page), &l, why, sizeof why));
     assert_int_equal(l.n, 3);
     assert_true(has(&l, "data/a.parquet") && has(&l, "README.md") && has(&l, "neg.tar"));
+    /* Names a URL quotes are files like any other. */
+    hf_listing q = {0};
+    const char *odd = "[{\"type\":\"file\",\"size\":1,\"path\":\"data/train 00.parquet\"},"
+                      "{\"type\":\"file\",\"size\":1,\"path\":\"50%/a#b?.tar\"}]";
+    assert_true(hf_tree_parse(odd, strlen(odd), &q, why, sizeof why));
+    assert_int_equal(q.n, 2);
+    assert_true(has(&q, "data/train 00.parquet") && has(&q, "50%/a#b?.tar"));
+    hf_listing_clear(&q);
     assert_int_equal(l.bytes, 1024);
     /* A second page adds to the first. */
     const char *more = "[{\"type\":\"file\",\"size\":1,\"path\":\"data/b.parquet\"}]";
