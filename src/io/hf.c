@@ -296,9 +296,44 @@ static size_t keep_if(hf_listing *l, bool (*keep)(const hf_file *, const void *)
     return m;
 }
 
+/* pattern against path, '/'-separated segment by segment with fnmatch: a
+ * segment "**" matches any number of whole segments, none included
+ * (data then ** is every file under data; ** then x.parquet, every x.parquet),
+ * as HfFileSystem's and git's globs do; '*' and the others stay within
+ * their segment. */
+static bool glob_path(const char *pattern, const char *path)
+{
+    if (pattern[0] == '*' && pattern[1] == '*' && (pattern[2] == '/' || !pattern[2])) {
+        const char *rest = pattern[2] ? pattern + 3 : pattern + 2;
+        if (!*rest)
+            return true;
+        for (const char *p = path;;) {
+            if (glob_path(rest, p))
+                return true;
+            const char *slash = strchr(p, '/');
+            if (!slash)
+                return false;
+            p = slash + 1;
+        }
+    }
+    size_t pn = strcspn(pattern, "/"), sn = strcspn(path, "/");
+    char seg_pattern[HF_MAX_PATH], seg[HF_MAX_PATH];
+    if (pn >= sizeof seg_pattern || sn >= sizeof seg)
+        return false;
+    memcpy(seg_pattern, pattern, pn);
+    seg_pattern[pn] = '\0';
+    memcpy(seg, path, sn);
+    seg[sn] = '\0';
+    if (fnmatch(seg_pattern, seg, 0) != 0)
+        return false;
+    if (!pattern[pn] || !path[sn])
+        return !pattern[pn] && !path[sn];
+    return glob_path(pattern + pn + 1, path + sn + 1);
+}
+
 static bool glob_match(const hf_file *f, const void *pattern)
 {
-    return fnmatch(pattern, f->path, FNM_PATHNAME) == 0;
+    return glob_path(pattern, f->path);
 }
 
 static bool under(const hf_file *f, const void *folder)

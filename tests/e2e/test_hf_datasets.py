@@ -165,6 +165,12 @@ def test_a_pattern_a_revision_and_a_folder(sluice, hub, tmp_path):
     assert sorted(row["id"] for row in read_rows(tmp_path / "p")) == \
         [f"data/train-00001-of-00002.parquet:{i}" for i in range(3)]
 
+    r = caption(sluice, hub, "hf://datasets/org/pics/**/train-*.parquet", "-o", tmp_path / "s")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {row["id"].split(":")[0] for row in read_rows(tmp_path / "s")} == \
+        {"data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet",
+         "lists/train-00000-of-00001.parquet"}
+
     hub.requests.clear()
     r = caption(sluice, hub, "hf://datasets/org/pics@v1", "-o", tmp_path / "v")
     assert r.returncode == 0, r.stderr[-3000:]

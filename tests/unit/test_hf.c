@@ -203,6 +203,13 @@ static void choosing_files(void **state)
         {"data/*.parquet", 3, "data/test-00000.parquet", "data/sub/deep.parquet"},
         {"*.parquet", 1, "top.parquet", "data/test-00000.parquet"},
         {"*/*.md", 0, NULL, NULL},
+        /* "**": any number of whole folders, none included. */
+        {"**/*.parquet", 5, "data/sub/deep.parquet", "old/a.tar"},
+        {"data/**/*.parquet", 4, "data/sub/deep.parquet", "top.parquet"},
+        {"data/**", 4, "data/sub/deep.parquet", "top.parquet"},
+        {"**/deep.parquet", 1, "data/sub/deep.parquet", NULL},
+        {"**/*.tar", 2, "old/a.tar", "shards/x.TAR"},
+        {"d**/*.parquet", 3, "data/test-00000.parquet", "data/sub/deep.parquet"},
         /* A folder: the default rule inside it; its tar shards when it has no Parquet. */
         {"old", 2, "old/a.tar", "shards/x.TAR"},
         {"data", 4, "data/sub/deep.parquet", "top.parquet"},
