@@ -136,6 +136,8 @@ typedef struct job {
     sl_status sink_status;    /* the commit's outcome, read after the run */
     char sink_error[1024];
     bool write_failed;        /* a row could not be written: the open part is abandoned */
+    bool dry_run_drops_pixels; /* a dry run without a stage after decode: decode frees the
+                                  pixels (nothing reads them again) */
     struct {                  /* the open part's rows, added to *sum when it commits */
         long rows, ok, failed, prompt_tokens, generated_tokens, dropped; /* output rows */
         long inputs;          /* inputs finished: their last row is in the part */

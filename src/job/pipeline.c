@@ -498,6 +498,23 @@ static sl_status start_metrics(job *j, sl_exec *exec)
 
 /* A dry run has no engine: a stage of the caller's after it would wait
  * for answers that never come. */
+/* Whether a stage of the caller's comes after decode (and so may read
+ * the pixels). */
+static bool stage_after_decode(const sl_pipeline *pl)
+{
+    bool decoded = false;
+    for (size_t i = 0; i < pl->n; i++) {
+        const slot *s = &pl->slots[i];
+        if (s->builtin && s->which == SL_PIPELINE_DECODE)
+            decoded = true;
+        else if (s->builtin && s->which == SL_PIPELINE_WRITE)
+            break;
+        else if (!s->builtin && decoded)
+            return true;
+    }
+    return false;
+}
+
 static sl_status dry_run_check(const sl_pipeline *pl)
 {
     bool after_engine = false;
@@ -643,6 +660,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     /* Cheap checks first: a wrong input or output fails before any model
      * loads. */
     j.rows_per_shard = p->shard_rows > 0 ? p->shard_rows : SL_CAPTION_DEFAULT_SHARD_ROWS;
+    j.dry_run_drops_pixels = p->dry_run && !stage_after_decode(pl);
     const char **columns = NULL;
     size_t n_columns = 0;
     if ((st = stage_columns(pl, &columns, &n_columns)) != SL_OK ||

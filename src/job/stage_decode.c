@@ -417,92 +417,124 @@ static void drop_data(sl_row *row, caption_row *r)
     r->len = 0;
 }
 
+/* One row's decode: a batch request's images, a list's, a video's frames
+ * or an image; a failure fails the row. */
+static void decode_row(job *j, sl_row *row)
+{
+    caption_row *r = sl_row_data(row);
+    if (r->batch) {
+        batch_decode(j, row, r);
+        return;
+    }
+    if (job_is_batch(j->p))
+        return; /* a stage's copy without a request: the engine fails it */
+    double t0 = sl_mono_s();
+    if (r->n_list) {
+        sl_status st = decode_list(j, row, r);
+        if (st != SL_OK)
+            sl_row_fail_status(row, st, "%s", sl_last_error());
+        r->decode_ms = (sl_mono_s() - t0) * 1e3;
+        return;
+    }
+    if (r->path && !r->data && is_url(r->path) && remote_video(j, row, r)) {
+        r->decode_ms = (sl_mono_s() - t0) * 1e3;
+        return;
+    }
+    /* A local video is read in place, never whole (a clip may be GBs):
+     * its bytes are not kept for the output, nor are a fetched one's. */
+    local_peek pk = {0};
+    bool local = r->path && !r->data && !is_url(r->path);
+    if (local && (j->p->dry_run || !sl_video_path_is_video(r->path)))
+        peek_local_file(r->path, &pk); /* a video by its name needs no look */
+    bool video = local && is_local_video(r->path, &pk);
+    sl_status st = video ? SL_OK : fetch_bytes(j, row, r);
+    if (st == SL_OK && !video && r->data)
+        video = sl_video_sniff(r->data, r->len);
+    if (st == SL_OK && j->p->dry_run && r->data) {
+        r->input_bytes = r->len;
+        r->input_sized = true;
+    } else if (st == SL_OK && j->p->dry_run && local) {
+        size_local_file(&pk, &r->input_bytes, &r->input_sized, video ? NULL : &r->format);
+    }
+    if (st == SL_OK && video) {
+        st = decode_video(j, row, r, NULL);
+        if (r->data)
+            drop_data(row, r);
+        if (st != SL_OK)
+            sl_row_fail_status(row, st, "%s", sl_last_error());
+        r->decode_ms = (sl_mono_s() - t0) * 1e3;
+        return;
+    }
+    if (st == SL_OK)
+        st = r->data ? sl_image_decode(r->data, r->len, r->path ? r->path : r->rel,
+                                       &j->p->image, &r->image)
+                     : sl_image_load_file(r->path, &j->p->image, &r->image);
+    if (r->data)
+        r->format = job_image_format(r->data, r->len);
+    if (st == SL_OK && r->data && sending_originals(j->p))
+        r->original_mime = sendable_mime(r->data, r->len);
+    if (r->data && !j->p->include_image_bytes && !r->original_mime)
+        drop_data(row, r);
+    if (st != SL_OK) {
+        sl_row_fail_status(row, st, "%s", sl_last_error());
+        return;
+    }
+    r->decode_ms = (sl_mono_s() - t0) * 1e3;
+    r->width = sl_image_width(r->image);
+    r->height = sl_image_height(r->image);
+    r->source_width = sl_image_source_width(r->image);
+    r->source_height = sl_image_source_height(r->image);
+    make_thumb(j, row, r, r->image);
+    if (job_uses_openai(j->p)) {
+        /* HTTP engines get a JPEG (or the original bytes): keep it, not
+         * the pixels. */
+        st = r->original_mime ? SL_OK
+                              : sl_image_encode_jpeg(r->image, j->p->jpeg_edge,
+                                                     j->p->jpeg_quality, &r->jpeg, &r->jpeg_len);
+        sl_image_free(r->image);
+        r->image = NULL;
+        if (st != SL_OK) {
+            sl_row_fail_status(row, st, "%s: %s", r->rel, sl_last_error());
+            return;
+        }
+        r->decode_ms = (sl_mono_s() - t0) * 1e3;
+        sl_row_set_bytes(row, sl_row_bytes(row) + r->jpeg_len + r->thumb_len);
+        return;
+    }
+    /* Decoded pixels are the large item in flight: count them. */
+    sl_row_set_bytes(row, sl_row_bytes(row) + sl_image_bytes(r->image) + r->thumb_len);
+}
+
+/* A dry run whose rows meet no stage of the caller's after decode: nothing
+ * reads the pixels again (the thumbnail is made), so their bytes go now
+ * rather than ride to the writer inside the memory budget. An HTTP
+ * engine's JPEGs stay: the writer counts what would be sent. */
+static void release_pixels(sl_row *row)
+{
+    caption_row *r = sl_row_data(row);
+    size_t freed = 0;
+    if (r->image) {
+        freed += sl_image_bytes(r->image);
+        sl_image_free(r->image);
+        r->image = NULL;
+    }
+    for (int k = 0; r->media && k < r->media->n; k++) {
+        if (r->media->images[k])
+            freed += sl_image_bytes(r->media->images[k]);
+        sl_image_free(r->media->images[k]);
+        r->media->images[k] = NULL;
+    }
+    if (freed)
+        sl_row_set_bytes(row, sl_row_bytes(row) - freed);
+}
+
 static sl_status decode_process(void *state, sl_row *const *rows, size_t n)
 {
     job *j = state;
     for (size_t i = 0; i < n; i++) {
-        caption_row *r = sl_row_data(rows[i]);
-        if (r->batch) {
-            batch_decode(j, rows[i], r);
-            continue;
-        }
-        if (job_is_batch(j->p))
-            continue; /* a stage's copy without a request: the engine fails it */
-        double t0 = sl_mono_s();
-        if (r->n_list) {
-            sl_status st = decode_list(j, rows[i], r);
-            if (st != SL_OK)
-                sl_row_fail_status(rows[i], st, "%s", sl_last_error());
-            r->decode_ms = (sl_mono_s() - t0) * 1e3;
-            continue;
-        }
-        if (r->path && !r->data && is_url(r->path) && remote_video(j, rows[i], r)) {
-            r->decode_ms = (sl_mono_s() - t0) * 1e3;
-            continue;
-        }
-        /* A local video is read in place, never whole (a clip may be GBs):
-         * its bytes are not kept for the output, nor are a fetched one's. */
-        local_peek pk = {0};
-        bool local = r->path && !r->data && !is_url(r->path);
-        if (local && (j->p->dry_run || !sl_video_path_is_video(r->path)))
-            peek_local_file(r->path, &pk); /* a video by its name needs no look */
-        bool video = local && is_local_video(r->path, &pk);
-        sl_status st = video ? SL_OK : fetch_bytes(j, rows[i], r);
-        if (st == SL_OK && !video && r->data)
-            video = sl_video_sniff(r->data, r->len);
-        if (st == SL_OK && j->p->dry_run && r->data) {
-            r->input_bytes = r->len;
-            r->input_sized = true;
-        } else if (st == SL_OK && j->p->dry_run && local) {
-            size_local_file(&pk, &r->input_bytes, &r->input_sized, video ? NULL : &r->format);
-        }
-        if (st == SL_OK && video) {
-            st = decode_video(j, rows[i], r, NULL);
-            if (r->data)
-                drop_data(rows[i], r);
-            if (st != SL_OK)
-                sl_row_fail_status(rows[i], st, "%s", sl_last_error());
-            r->decode_ms = (sl_mono_s() - t0) * 1e3;
-            continue;
-        }
-        if (st == SL_OK)
-            st = r->data ? sl_image_decode(r->data, r->len, r->path ? r->path : r->rel,
-                                           &j->p->image, &r->image)
-                         : sl_image_load_file(r->path, &j->p->image, &r->image);
-        if (r->data)
-            r->format = job_image_format(r->data, r->len);
-        if (st == SL_OK && r->data && sending_originals(j->p))
-            r->original_mime = sendable_mime(r->data, r->len);
-        if (r->data && !j->p->include_image_bytes && !r->original_mime)
-            drop_data(rows[i], r);
-        if (st != SL_OK) {
-            sl_row_fail_status(rows[i], st, "%s", sl_last_error());
-            continue;
-        }
-        r->decode_ms = (sl_mono_s() - t0) * 1e3;
-        r->width = sl_image_width(r->image);
-        r->height = sl_image_height(r->image);
-        r->source_width = sl_image_source_width(r->image);
-        r->source_height = sl_image_source_height(r->image);
-        make_thumb(j, rows[i], r, r->image);
-        if (job_uses_openai(j->p)) {
-            /* HTTP engines get a JPEG (or the original bytes): keep it, not
-             * the pixels. */
-            st = r->original_mime ? SL_OK
-                                  : sl_image_encode_jpeg(r->image, j->p->jpeg_edge,
-                                                         j->p->jpeg_quality, &r->jpeg, &r->jpeg_len);
-            sl_image_free(r->image);
-            r->image = NULL;
-            if (st != SL_OK) {
-                sl_row_fail_status(rows[i], st, "%s: %s", r->rel, sl_last_error());
-                continue;
-            }
-            r->decode_ms = (sl_mono_s() - t0) * 1e3;
-            sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) + r->jpeg_len + r->thumb_len);
-            continue;
-        }
-        /* Decoded pixels are the large item in flight: count them. */
-        sl_row_set_bytes(rows[i], sl_row_bytes(rows[i]) + sl_image_bytes(r->image) + r->thumb_len);
+        decode_row(j, rows[i]);
+        if (j->dry_run_drops_pixels)
+            release_pixels(rows[i]);
     }
     return SL_OK;
 }

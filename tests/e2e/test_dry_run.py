@@ -301,3 +301,21 @@ def test_a_dry_run_over_mpi_ranks_sums_every_ranks_bytes(sluice_bin, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows"]["total"] == n
     assert summary["input_bytes"] == sum(row["input_bytes"] for row in rows)
+
+
+def test_pixels_do_not_ride_to_the_writer(sluice, tmp_path):
+    """Without a stage after decode, a dry run frees each image's pixels at
+    decode's end (the memory in flight is the rows, not 512x512x3 images);
+    a stage after decode may read them, so then they stay."""
+    src = tmp_path / "in"
+    sample_copies(src, 8)
+    noop = tmp_path / "noop.lua"
+    noop.write_text("function process(row) return row end\n")
+    peaks = {}
+    for kind, extra in (("plain", ()), ("stage", ("--stage", f"{noop}@decode"))):
+        r = dry(sluice, src, tmp_path / kind, "--decode-workers", "1", *extra)
+        assert r.returncode == 0, r.stderr
+        peaks[kind] = json.loads((tmp_path / kind / "summary.json").read_text())[
+            "memory"]["peak_bytes_in_flight"]
+    assert peaks["stage"] > 512 * 512 * 3  # at least an image's pixels in flight
+    assert peaks["plain"] * 2 < peaks["stage"], peaks
