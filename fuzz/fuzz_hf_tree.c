@@ -3,10 +3,13 @@
  * tail (hf://datasets/o/ + it), the rest a tree page (GET
  * /api/datasets/ORG/NAME/tree/REV?recursive=true). What must hold: every
  * path kept is relative with only plain segments (no "..", ".", empty,
- * control character, backslash, space, '?', '#' or '%'), so it can neither
- * leave the repository's URL nor change it; at most HF_MAX_FILES; a page
- * refused keeps nothing; the selection is a sorted subset; a next page is
- * the text between '<' and '>'; a reference parsed has safe parts. */
+ * control character or DEL, backslash; space, '?', '#' and '%' are quoted
+ * in URLs), so it cannot leave the repository; a revision also has none of
+ * space, '?', '#', '%'; at most HF_MAX_FILES; a page refused keeps nothing;
+ * the selection is a sorted subset, and for a glob without "**" or a
+ * bracket every kept path matches it as fnmatch(FNM_PATHNAME) does; a
+ * next page is the text between '<' and '>'; a reference parsed has safe
+ * parts. */
 #include <fnmatch.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,7 +19,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check_path(const char *p, bool allow_glob)
+/* allow: space, '?', '#', '%' (a repository path, a pattern) or not (a
+ * revision). */
+static void check_path(const char *p, bool allow)
 {
     if (!*p || p[0] == '/' || strlen(p) >= HF_MAX_PATH)
         abort();
@@ -26,7 +31,7 @@ static void check_path(const char *p, bool allow_glob)
             abort();
         for (size_t i = 0; i < n; i++) {
             unsigned char c = (unsigned char)seg[i];
-            if (c < 0x20 || c == '\\' || (!allow_glob && strchr(" ?#%", c)))
+            if (c < 0x20 || c == 0x7f || c == '\\' || (!allow && strchr(" ?#%", c)))
                 abort();
         }
         if (!seg[n])
@@ -83,7 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (l.n > HF_MAX_FILES)
             abort();
         for (size_t i = 0; i < l.n; i++)
-            check_path(l.files[i].path, false);
+            check_path(l.files[i].path, true);
         /* The selection: sorted, each kept file one of the listing. */
         size_t before = l.n;
         const char *pattern = parsed ? spec.pattern : "";
@@ -91,10 +96,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (kept != l.n || kept > before)
             abort();
         for (size_t i = 0; i < l.n; i++) {
-            check_path(l.files[i].path, false);
+            check_path(l.files[i].path, true);
             if (i && strcmp(l.files[i - 1].path, l.files[i].path) > 0)
                 abort();
-            if (strpbrk(pattern, "*?[") && fnmatch(pattern, l.files[i].path, FNM_PATHNAME) != 0)
+            if (strpbrk(pattern, "*?") && !strstr(pattern, "**") && !strchr(pattern, '[') &&
+                fnmatch(pattern, l.files[i].path, FNM_PATHNAME) != 0)
                 abort();
         }
     }

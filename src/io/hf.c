@@ -69,8 +69,9 @@ static bool segments_ok(const char *p)
     }
 }
 
-/* A pattern's segments: not empty, not "." or "..", no control character
- * or backslash; glob characters are its business. */
+/* A pattern's segments (and a listed path's: path_ok): not empty, not "."
+ * or "..", no control character, DEL or backslash; glob characters are its
+ * business. */
 static bool pattern_ok(const char *p)
 {
     for (const char *seg = p;;) {
@@ -146,26 +147,14 @@ void hf_listing_clear(hf_listing *l)
     *l = (hf_listing){0};
 }
 
-/* A repository path from the listing: every segment a name (not empty,
+/* A repository path from the listing: segments as a pattern's (not empty,
  * "." or "..", no backslash or control character). Space, '%', '?' and '#'
  * are a file's own business (train 00.parquet, 50%.tar): the URL quotes
  * them. */
 static bool path_ok(const char *p, size_t len)
 {
     /* strlen: a NUL inside the JSON string */
-    if (len == 0 || len >= HF_MAX_PATH || strlen(p) != len)
-        return false;
-    for (const char *seg = p;;) {
-        size_t n = strcspn(seg, "/");
-        if (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
-            return false;
-        for (size_t i = 0; i < n; i++)
-            if (seg[i] == '\\' || (unsigned char)seg[i] < 0x20 || seg[i] == 0x7f)
-                return false;
-        if (!seg[n])
-            return true;
-        seg += n + 1;
-    }
+    return len > 0 && len < HF_MAX_PATH && strlen(p) == len && pattern_ok(p);
 }
 
 bool hf_tree_parse(const char *body, size_t len, hf_listing *out, char *why, size_t cap)
