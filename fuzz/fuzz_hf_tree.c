@@ -4,8 +4,8 @@
  * /api/datasets/ORG/NAME/tree/REV?recursive=true). What must hold: every
  * path kept is relative with only plain segments (no "..", ".", empty,
  * control character or DEL, backslash; space, '?', '#' and '%' are quoted
- * in URLs), so it cannot leave the repository; a revision also has none of
- * space, '?', '#', '%'; at most HF_MAX_FILES; a page refused keeps nothing;
+ * in URLs), so it cannot leave the repository; a revision has no control
+ * character, backslash, space, '?', '#' or '%' (DEL is quoted); at most HF_MAX_FILES; a page refused keeps nothing;
  * the selection is a sorted subset, and for a glob without "**" or a
  * bracket every kept path matches it as fnmatch(FNM_PATHNAME) does; a
  * next page is the text between '<' and '>'; a reference parsed has safe
@@ -31,7 +31,7 @@ static void check_path(const char *p, bool allow)
             abort();
         for (size_t i = 0; i < n; i++) {
             unsigned char c = (unsigned char)seg[i];
-            if (c < 0x20 || c == 0x7f || c == '\\' || (!allow && strchr(" ?#%", c)))
+            if (c < 0x20 || c == '\\' || (allow ? c == 0x7f : strchr(" ?#%", c) != NULL))
                 abort();
         }
         if (!seg[n])
