@@ -9,6 +9,7 @@
  * only (PLAIN fixed-width values are copied as they are). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -673,6 +674,13 @@ size_t sl_pq_reader_num_columns(const sl_pq_reader *r) { return r->nleaves; }
 const sl_pq_column_info *sl_pq_reader_column(const sl_pq_reader *r, size_t i)
 {
     return i < r->nleaves ? &r->leaves[i].info : NULL;
+}
+int sl_pq_reader_find_column(const sl_pq_reader *r, const char *name)
+{
+    for (size_t i = 0; i < r->nleaves && i < INT_MAX; i++)
+        if (strcmp(r->leaves[i].info.name, name) == 0)
+            return (int)i;
+    return -1;
 }
 int64_t sl_pq_reader_num_rows(const sl_pq_reader *r) { return r->num_rows; }
 size_t sl_pq_reader_num_row_groups(const sl_pq_reader *r) { return r->nrgs; }

@@ -99,6 +99,8 @@ sl_status sl_pq_reader_open(const char *path, const sl_pq_reader_params *params,
 
 size_t sl_pq_reader_num_columns(const sl_pq_reader *r);
 const sl_pq_column_info *sl_pq_reader_column(const sl_pq_reader *r, size_t i);
+/* The index of the column named `name` (its dotted path), or -1. */
+int sl_pq_reader_find_column(const sl_pq_reader *r, const char *name);
 int64_t sl_pq_reader_num_rows(const sl_pq_reader *r);
 size_t sl_pq_reader_num_row_groups(const sl_pq_reader *r);
 /* The footer's key-value metadata for `key`; NULL when absent. */

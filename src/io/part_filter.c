@@ -174,15 +174,6 @@ static sl_status filter_jsonl(const char *path, const char *tmp_path, sl_idset *
 
 /* --- Parquet ------------------------------------------------------------------------ */
 
-/* The index of column `name` among the reader's, or -1. */
-static long pq_column(const sl_pq_reader *r, const char *name)
-{
-    for (size_t i = 0; i < sl_pq_reader_num_columns(r); i++)
-        if (strcmp(sl_pq_reader_column(r, i)->name, name) == 0)
-            return (long)i;
-    return -1;
-}
-
 /* Row i's id (not NUL-terminated: *len bytes) of a string column. */
 static const char *pq_string(const sl_pq_vector *v, int64_t i, size_t *len)
 {
@@ -197,8 +188,8 @@ static sl_status pq_open(const char *path, sl_pq_reader **r, long *id_col, long 
     sl_status st = sl_pq_reader_open(path, NULL, r);
     if (st != SL_OK)
         return st;
-    *id_col = pq_column(*r, "id");
-    *err_col = pq_column(*r, "error");
+    *id_col = sl_pq_reader_find_column(*r, "id");
+    *err_col = sl_pq_reader_find_column(*r, "error");
     if (*id_col < 0 || sl_pq_reader_column(*r, (size_t)*id_col)->type != SL_PQ_STRING) {
         sl_pq_reader_free(*r);
         *r = NULL;

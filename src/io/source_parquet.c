@@ -65,14 +65,6 @@ static sl_pq_reader_params reader_params(const sl_source_params *p)
     return rp;
 }
 
-static int find_column(const sl_pq_reader *pq, const char *name)
-{
-    for (size_t i = 0; i < sl_pq_reader_num_columns(pq); i++)
-        if (strcmp(sl_pq_reader_column(pq, i)->name, name) == 0)
-            return (int)i;
-    return -1;
-}
-
 /* A list named `c` holding images: its elements' `bytes` (and `path`)
  * fields, or its elements when they are strings. */
 static bool find_list(const sl_pq_reader *pq, const char *c, int *bytes, int *path)
@@ -124,9 +116,9 @@ static sl_status choose_columns(source_reader *r, char **why)
         for (size_t k = 0; k < r->n_multi; k++) {
             const char *c = r->multi_names[k];
             snprintf(name, sizeof name, "%s.bytes", c);
-            multi_bytes[k] = find_column(pq, name);
+            multi_bytes[k] = sl_pq_reader_find_column(pq, name);
             snprintf(name, sizeof name, "%s.path", c);
-            multi_path[k] = multi_bytes[k] >= 0 ? find_column(pq, name) : find_column(pq, c);
+            multi_path[k] = sl_pq_reader_find_column(pq, multi_bytes[k] >= 0 ? name : c);
             if (multi_bytes[k] < 0 && multi_path[k] >= 0 &&
                 sl_pq_reader_column(pq, (size_t)multi_path[k])->type != SL_PQ_STRING)
                 multi_path[k] = -1;
@@ -146,10 +138,10 @@ static sl_status choose_columns(source_reader *r, char **why)
         snprintf(name, sizeof name, "%s.bytes", c);
         if (find_list(pq, c, &bytes, &path)) {
             r->list = true;
-        } else if ((bytes = find_column(pq, name)) >= 0) {
+        } else if ((bytes = sl_pq_reader_find_column(pq, name)) >= 0) {
             snprintf(name, sizeof name, "%s.path", c);
-            path = find_column(pq, name);
-        } else if ((path = find_column(pq, c)) >= 0 &&
+            path = sl_pq_reader_find_column(pq, name);
+        } else if ((path = sl_pq_reader_find_column(pq, c)) >= 0 &&
                    sl_pq_reader_column(pq, (size_t)path)->type != SL_PQ_STRING) {
             path = -1;
         }
