@@ -496,40 +496,33 @@ static sl_status start_metrics(job *j, sl_exec *exec)
     return caption_metrics_attach_exec(j->metrics, exec, &j->input_total);
 }
 
-/* A dry run has no engine: a stage of the caller's after it would wait
- * for answers that never come. */
-/* Whether a stage of the caller's comes after decode (and so may read
- * the pixels). */
-static bool stage_after_decode(const sl_pipeline *pl)
+/* The first stage of the caller's that comes after built-in stage `which`
+ * (and before write), or NULL. */
+static const slot *own_stage_after(const sl_pipeline *pl, sl_pipeline_builtin which)
 {
-    bool decoded = false;
+    bool past = false;
     for (size_t i = 0; i < pl->n; i++) {
         const slot *s = &pl->slots[i];
-        if (s->builtin && s->which == SL_PIPELINE_DECODE)
-            decoded = true;
+        if (s->builtin && s->which == which)
+            past = true;
         else if (s->builtin && s->which == SL_PIPELINE_WRITE)
             break;
-        else if (!s->builtin && decoded)
-            return true;
+        else if (!s->builtin && past)
+            return s;
     }
-    return false;
+    return NULL;
 }
 
+/* A dry run has no engine: a stage of the caller's after it would wait
+ * for answers that never come. */
 static sl_status dry_run_check(const sl_pipeline *pl)
 {
-    bool after_engine = false;
-    for (size_t i = 0; i < pl->n; i++) {
-        const slot *s = &pl->slots[i];
-        if (s->builtin && s->which == SL_PIPELINE_ENGINE)
-            after_engine = true;
-        else if (s->builtin && s->which == SL_PIPELINE_WRITE)
-            break;
-        else if (!s->builtin && after_engine)
-            return sl_fail(SL_ERR_INVALID_ARG,
-                           "stage '%s' comes after the engine, and a dry run has no answers "
-                           "for it: drop --dry-run, or the stage (or move it after decode)",
-                           s->def.name);
-    }
+    const slot *s = own_stage_after(pl, SL_PIPELINE_ENGINE);
+    if (s)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "stage '%s' comes after the engine, and a dry run has no answers "
+                       "for it: drop --dry-run, or the stage (or move it after decode)",
+                       s->def.name);
     return SL_OK;
 }
 
@@ -660,7 +653,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     /* Cheap checks first: a wrong input or output fails before any model
      * loads. */
     j.rows_per_shard = p->shard_rows > 0 ? p->shard_rows : SL_CAPTION_DEFAULT_SHARD_ROWS;
-    j.dry_run_drops_pixels = p->dry_run && !stage_after_decode(pl);
+    /* A stage of the caller's after decode may read the pixels. */
+    j.dry_run_drops_pixels = p->dry_run && !own_stage_after(pl, SL_PIPELINE_DECODE);
     const char **columns = NULL;
     size_t n_columns = 0;
     if ((st = stage_columns(pl, &columns, &n_columns)) != SL_OK ||
