@@ -485,7 +485,7 @@ sl_status job_open_ledger(job *j)
     j->sum->rows_retry_kept = kept;
     if (settled || retried_parts) {
         sl_ledger_info now;
-        if ((st = sl_ledger_reconcile(j->ledger, &now)) != SL_OK)
+        if ((st = sl_ledger_counts(j->ledger, &now)) != SL_OK)
             return st;
         info.parts = now.parts;
         info.rows = now.rows;

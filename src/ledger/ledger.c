@@ -438,6 +438,43 @@ static sl_status drop_part(sl_ledger *l, long number)
     return st;
 }
 
+/* What the committed parts hold, into *got (its promoted/dropped counts
+ * untouched). The caller holds the mutex. */
+static sl_status committed_totals(sl_ledger *l, sl_ledger_info *got)
+{
+    sqlite3_stmt *s = NULL;
+    sl_status st = prepare(l,
+                           "SELECT count(*), coalesce(sum(rows), 0), coalesce(max(number), -1), "
+                           "coalesce(sum(coalesce(inputs, rows)), 0), "
+                           "coalesce(sum(coalesce(written, rows)), 0), coalesce(sum(failed), 0), "
+                           "count(*) - count(failed) FROM parts WHERE state = 1",
+                           &s);
+    if (st == SL_OK && sqlite3_step(s) != SQLITE_ROW)
+        st = db_fail(l, SL_ERR_IO, "count its parts");
+    if (st == SL_OK) {
+        got->parts = (long)sqlite3_column_int64(s, 0);
+        got->rows = (long)sqlite3_column_int64(s, 1);
+        got->max_part = (long)sqlite3_column_int64(s, 2);
+        got->inputs = (long)sqlite3_column_int64(s, 3);
+        got->written = (long)sqlite3_column_int64(s, 4);
+        got->failed = (long)sqlite3_column_int64(s, 5);
+        got->parts_failed_unknown = (long)sqlite3_column_int64(s, 6);
+    }
+    sqlite3_finalize(s);
+    return st;
+}
+
+sl_status sl_ledger_counts(sl_ledger *l, sl_ledger_info *info)
+{
+    sl_ledger_info got = {.max_part = -1};
+    pthread_mutex_lock(&l->mu);
+    sl_status st = committed_totals(l, &got);
+    pthread_mutex_unlock(&l->mu);
+    if (st == SL_OK)
+        *info = got;
+    return st;
+}
+
 void sl_ledger_set_presence(sl_ledger *l, bool (*published)(void *user, const char *name),
                             void *user)
 {
@@ -493,23 +530,7 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
     if (st != SL_OK)
         goto out;
     sl_fault("ledger.reconciled", l->path); /* a trace: past the reconcile */
-    if ((st = prepare(l, "SELECT count(*), coalesce(sum(rows), 0), coalesce(max(number), -1), "
-                         "coalesce(sum(coalesce(inputs, rows)), 0), "
-                         "coalesce(sum(coalesce(written, rows)), 0), coalesce(sum(failed), 0), "
-                         "count(*) - count(failed) FROM parts WHERE state = 1",
-                      &s)) != SL_OK)
-        goto out;
-    if (sqlite3_step(s) != SQLITE_ROW) {
-        st = db_fail(l, SL_ERR_IO, "count its parts");
-        goto out;
-    }
-    got.parts = (long)sqlite3_column_int64(s, 0);
-    got.rows = (long)sqlite3_column_int64(s, 1);
-    got.max_part = (long)sqlite3_column_int64(s, 2);
-    got.inputs = (long)sqlite3_column_int64(s, 3);
-    got.written = (long)sqlite3_column_int64(s, 4);
-    got.failed = (long)sqlite3_column_int64(s, 5);
-    got.parts_failed_unknown = (long)sqlite3_column_int64(s, 6);
+    st = committed_totals(l, &got);
 out:
     if (st != SL_OK)
         rollback(l);

@@ -106,6 +106,11 @@ void sl_ledger_set_presence(sl_ledger *l, bool (*published)(void *user, const ch
 /* Settles what an interrupted run left (see above); fills *info (optional). */
 sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info);
 
+/* What the committed parts hold now (*info as sl_ledger_reconcile fills it,
+ * its promoted and dropped counts 0): after parts changed (--retry-failed),
+ * without settling anything again. */
+sl_status sl_ledger_counts(sl_ledger *l, sl_ledger_info *info);
+
 /* *done = whether `id` is in a committed part. One indexed lookup. */
 sl_status sl_ledger_is_done(sl_ledger *l, const char *id, bool *done);
 

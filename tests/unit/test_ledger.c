@@ -396,6 +396,14 @@ static void a_retry_forgets_failed_rows_and_survives_a_crash(void **state)
     assert_true(done(l, "x#0") && done(l, "x#1")); /* ... its other members kept */
     assert_false(done(l, "y#1"));
     assert_false(done(l, "y"));
+    sl_ledger_info now;
+    assert_int_equal(sl_ledger_counts(l, &now), SL_OK); /* the same as a reopen's below */
+    assert_int_equal(now.parts, 3);
+    assert_int_equal(now.rows, 5);
+    assert_int_equal(now.inputs, 3);
+    assert_int_equal(now.written, 4);
+    assert_int_equal(now.failed, 0);
+    assert_int_equal(now.parts_promoted + now.parts_dropped, 0);
     sl_ledger_free(l);
     l = open_bound(dir, &info);
     assert_int_equal(info.parts, 3);
