@@ -29,18 +29,6 @@ static sl_status collect(void *user, const char *id)
     return SL_OK;
 }
 
-static sl_idset *drop_set(const char *const *ids, size_t n)
-{
-    sl_idset *set;
-    assert_int_equal(sl_idset_open(&set), SL_OK);
-    for (size_t i = 0; i < n; i++) {
-        bool seen;
-        int64_t a, b;
-        assert_int_equal(sl_idset_add(set, ids[i], 0, 0, &seen, &a, &b), SL_OK);
-    }
-    return set;
-}
-
 static char *slurp(const char *path)
 {
     FILE *f = fopen(path, "rb");
@@ -71,7 +59,7 @@ static void jsonl_failed_rows_go_and_the_others_stay(void **state)
     assert_int_equal(sl_part_failed_ids(path, collect, &seen), SL_OK);
     assert_string_equal(seen.all, "b;c\"q;d;");
     const char *gone[] = {"b", "c\"q", "d"};
-    sl_idset *drop = drop_set(gone, 3);
+    sl_idset *drop = tu_idset_of(gone, 3);
     long removed = -1, kept = -1;
     assert_int_equal(sl_part_filter(path, tmp, drop, NULL, &removed, &kept), SL_OK);
     assert_int_equal(removed, 4); /* b, c"q and both of d's rows */
@@ -130,7 +118,7 @@ static void parquet_copy_keeps_columns_types_and_values(void **state)
     assert_int_equal(sl_part_failed_ids(path, collect, &seen), SL_OK);
     assert_string_equal(seen.all, "b;d;");
     const char *gone[] = {"b", "d"};
-    sl_idset *drop = drop_set(gone, 2);
+    sl_idset *drop = tu_idset_of(gone, 2);
     long removed, kept;
     assert_int_equal(sl_part_filter(path, tmp, drop, NULL, &removed, &kept), SL_OK);
     assert_int_equal(removed, 2);

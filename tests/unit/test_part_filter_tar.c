@@ -79,18 +79,6 @@ static char *write_part(const char *dir)
     return path;
 }
 
-static sl_idset *idset_of(const char *const *list, int n)
-{
-    sl_idset *s;
-    assert_int_equal(sl_idset_open(&s), SL_OK);
-    for (int i = 0; i < n; i++) {
-        bool seen;
-        int64_t fi, fa;
-        assert_int_equal(sl_idset_add(s, list[i], 0, i, &seen, &fi, &fa), SL_OK);
-    }
-    return s;
-}
-
 /* The ids failed_ids gives, joined by spaces; it stops with `stop_at`'s
  * status at that call (0: never). */
 typedef struct collected {
@@ -135,7 +123,7 @@ static void filter_drops_whole_samples(void **state)
     char *part = write_part(dir);
     char tmp[600];
     snprintf(tmp, sizeof tmp, "%s/.part-00000.tar.tmp", dir);
-    sl_idset *drop = idset_of((const char *[]){"r3", "r1", "not-here"}, 3);
+    sl_idset *drop = tu_idset_of((const char *[]){"r3", "r1", "not-here"}, 3);
     long removed = -1, kept = -1;
     sl_alloc_peak_reset();
     int64_t before = sl_alloc_live_bytes();
@@ -181,7 +169,7 @@ static void filter_drops_whole_samples(void **state)
 
     /* Every row dropped: an empty tar, still a tar. */
     sl_idset_free(drop);
-    drop = idset_of(ids, N_ROWS);
+    drop = tu_idset_of(ids, N_ROWS);
     assert_int_equal(sl_part_filter_tar(part, tmp, drop, &removed, &kept), SL_OK);
     assert_int_equal(removed, N_ROWS);
     assert_int_equal(kept, 0);
@@ -200,7 +188,7 @@ static void filter_dropping_nothing_copies(void **state)
     char tmp[600];
     snprintf(tmp, sizeof tmp, "%s/copy.tar", dir);
     tu_write(dir, "copy.tar", "stale", 5); /* replaced */
-    sl_idset *drop = idset_of((const char *[]){"r", "r10", "00000_000001"}, 3);
+    sl_idset *drop = tu_idset_of((const char *[]){"r", "r10", "00000_000001"}, 3);
     long removed = -1, kept = -1;
     assert_int_equal(sl_part_filter_tar(part, tmp, drop, &removed, &kept), SL_OK);
     assert_int_equal(removed, 0);
@@ -229,7 +217,7 @@ static void refused(const char *path, sl_status status, const char *cause)
     assert_non_null(strstr(sl_last_error(), path));
     if (!strstr(sl_last_error(), cause))
         fail_msg("'%s' lacks '%s'", sl_last_error(), cause);
-    sl_idset *drop = idset_of((const char *[]){"r1"}, 1);
+    sl_idset *drop = tu_idset_of((const char *[]){"r1"}, 1);
     long removed, kept;
     if ((st = sl_part_filter_tar(path, tmp, drop, &removed, &kept)) != status)
         fail_msg("'%s': %s", path, sl_last_error());
@@ -375,7 +363,7 @@ static void odd_samples_kept(void **state)
     collected c = {0};
     assert_int_equal(sl_part_failed_ids_tar(path, collect, &c), SL_OK);
     assert_string_equal(c.text, "r2"); /* r3 has no "error": not failed */
-    sl_idset *drop = idset_of((const char *[]){"r1", "r2"}, 2);
+    sl_idset *drop = tu_idset_of((const char *[]){"r1", "r2"}, 2);
     long removed, kept;
     assert_int_equal(sl_part_filter_tar(path, tmp, drop, &removed, &kept), SL_OK);
     assert_int_equal(removed, 1);
@@ -404,7 +392,7 @@ static void failed_write_leaves_nothing(void **state)
     char *part = write_part(dir);
     char tmp[600];
     snprintf(tmp, sizeof tmp, "%s/.part-00000.tar.tmp", dir);
-    sl_idset *drop = idset_of((const char *[]){"r1"}, 1);
+    sl_idset *drop = tu_idset_of((const char *[]){"r1"}, 1);
     long removed, kept;
     for (int k = 1; k <= 2; k++) { /* a write in the middle; the sync */
         assert_int_equal(sl_fault_configure(k == 1 ? "write=enospc@2" : "fsync=eio@1"), 0);

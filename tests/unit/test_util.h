@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "ledger/idset.h"
 #include "sluice/caption.h"
 #include "sluice/engine.h"
 #include "sluice/status.h"
@@ -96,6 +97,21 @@ static inline int tu_count_entries(const char *dir)
 static inline int tu_rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
     return remove(p);
+}
+
+/* A set of the n ids (ledger/idset.h), freed by the caller with
+ * sl_idset_free(). */
+static inline sl_idset *tu_idset_of(const char *const *ids, size_t n)
+{
+    sl_idset *set;
+    assert_int_equal(sl_idset_open(&set), SL_OK);
+    for (size_t i = 0; i < n; i++) {
+        bool seen;
+        int64_t first_input, first_at;
+        assert_int_equal(sl_idset_add(set, ids[i], 0, (int64_t)i, &seen, &first_input, &first_at),
+                         SL_OK);
+    }
+    return set;
 }
 
 static inline void tu_rmtree(const char *dir)
