@@ -51,10 +51,18 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
     Content-Range, or a 416 past the end. Paths under /plain/ ignore Range
     (a 200 with the whole file, as http.server itself answers). Each GET
     is logged in the class's `log` as (path, Range, status, body bytes
-    written before the client hung up). Use functools.partial(RangeHandler,
-    directory=...) and reset `log` per test."""
+    written before the client hung up), in the order the requests arrived
+    (a GET that is still writing when the next arrives keeps its place).
+    Use functools.partial(RangeHandler, directory=...) and reset `log` per
+    test."""
     protocol_version = "HTTP/1.1"
     log: list = []
+    log_lock = threading.Lock()
+
+    def _log_slot(self, entry):
+        with self.log_lock:
+            self.log.append(entry)
+            return len(self.log) - 1
 
     def do_GET(self):
         path = self.path.split("?", 1)[0]
@@ -65,14 +73,15 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             with open(fs, "rb") as f:
                 data = f.read()
         except OSError:
-            self.log.append((path, rng, 404, 0))
+            self._log_slot((path, rng, 404, 0))
             self.send_error(404)
             return
         status, first, last = byte_range(None if plain else rng, len(data))
         if status == 416:
-            self.log.append((path, rng, 416, 0))
+            self._log_slot((path, rng, 416, 0))
             send_416(self, len(data))
             return
+        slot = self._log_slot((path, rng, status, 0))
         body = data[first:last + 1]
         self.send_response(status)
         if status == 206:
@@ -86,7 +95,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
                 sent += len(body[i:i + 65536])
         except OSError:
             self.close_connection = True
-        self.log.append((path, rng, status, sent))
+        with self.log_lock:
+            self.log[slot] = (path, rng, status, sent)
 
     def log_message(self, *args):
         pass
