@@ -7,7 +7,7 @@ NOVIDEO_BUILD ?= build-novideo
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-video-remote bench-retry bench-http bench-coord bench-s3 clean
+.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-video-remote bench-retry bench-choices bench-http bench-coord bench-s3 clean
 
 all: build
 
@@ -131,6 +131,14 @@ bench-video-remote: build
 # resume (bench/retry.py; a dry run makes the output: no model; ~3 minutes).
 bench-retry: build
 	BUILD=$(BUILD) .venv/bin/python bench/retry.py
+
+# --choices yes,no against a generated 2-token answer and a 1-token answer
+# with --logprobs 10, on the sample images (twice over) and the Qwen2.5-VL-3B
+# vocabulary's 2-layer model (bench/choices.py; docs/output.md "Choices").
+bench-choices: build
+	test -f models/qwen3b-like-2l/model.gguf || .venv/bin/python tools/gen_model.py \
+	    --shape qwen3b-like-2l --out models/qwen3b-like-2l
+	BUILD=$(BUILD) .venv/bin/python bench/choices.py
 
 # The openai engine: client cost per request against nginx, and images/s
 # through llama-server vs the embedded engine and the server alone

@@ -1,7 +1,8 @@
 /* fuzz/fuzz_tasks.c — the tasks file reader (config/config_tasks.c). The
  * input is a tasks file. The promises checked: any text ends in tasks or
  * in an error whose message names the file; tasks read have a valid name,
- * a non-empty UTF-8 prompt and sampling in range; nothing leaks (ASan). */
+ * a non-empty UTF-8 prompt, sampling in range and 0 or 2..64 choices;
+ * nothing leaks (ASan). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         for (int k = 0; k < i; k++)
             if (!strcmp(t[k].name, t[i].name))
+                abort();
+        if (t[i].n_choices != 0 && (t[i].n_choices < 2 || t[i].n_choices > SL_MAX_CHOICES)) {
+            fprintf(stderr, "task %d read with %d choices\n", i, t[i].n_choices);
+            abort();
+        }
+        for (int k = 0; k < t[i].n_choices; k++)
+            if (!t[i].choices[k])
                 abort();
     }
     sl_task_specs_free(t, n);

@@ -84,6 +84,8 @@ typedef struct sl_caption_task {
                                   seed is mixed with each row's id as the job's is */
     const char *json_schema;   /* NULL: the job's json_schema; the task's answer is
                                   constrained to it and checked (structured output) */
+    const char *const *choices; /* n_choices 0: the job's choices (below) */
+    int n_choices;
 } sl_caption_task;
 /* A stage of the user's (docs/stages.md): a Lua script or a C plugin
  * (sluice/plugin.h) run on the rows after one of the built-in stages. */
@@ -216,6 +218,11 @@ typedef struct sl_caption_params {
      * NULL: none. */
     const char *json_schema;
     const char *grammar;
+    /* Choices (llama engine; sl_request's field of the same name): each
+     * answer is one of these, scored by the model's probabilities (column
+     * `scores`, docs/output.md "Choices"); 0: none. */
+    const char *const *choices;
+    int n_choices;
     /* An OpenAI batch file (input_format "openai-batch"; `sluice batch`,
      * docs/batch.md): each line a chat request, answered in OpenAI's batch
      * output format (output_format "openai-batch" or "jsonl"; "parquet"

@@ -60,6 +60,7 @@ typedef struct sl_sampling {
 
 #define SL_MAX_TOP_LOGPROBS 20
 #define SL_MAX_ANSWERS 16
+#define SL_MAX_CHOICES 64
 
 sl_sampling sl_sampling_default(void);
 
@@ -266,6 +267,8 @@ typedef struct sl_task {
     const char *prompt;        /* user text; the image goes before it */
     sl_sampling sampling;
     const char *json_schema;   /* NULL: the request's (structured output, below) */
+    const char *const *choices; /* n_choices 0: the request's (choices, below) */
+    int n_choices;
 } sl_task;
 
 /* Tasks per request at most. */
@@ -317,6 +320,24 @@ typedef struct sl_request {
      * docs/output.md, "Structured output". */
     const char *json_schema;
     const char *grammar;
+    /* Choices (llama engine; n_choices 2..SL_MAX_CHOICES, distinct
+     * non-empty UTF-8 strings, copied at submit; 0: none): the answer is
+     * one of them, read from the model's next-token probabilities after
+     * the prompt, with no tokens generated (sl_result.scores holds each
+     * choice's probability). A choice stands for the first token the model
+     * would begin it with, the prompt's text before it: the choice's own,
+     * and for one that does not begin with white space the token of " " +
+     * choice too (a template often ends before the space an answer begins
+     * with); its score is their probability, normalized over the choices.
+     * Greedy (temperature 0) takes the highest; otherwise the answer is
+     * drawn with the row's seed from the scores sharpened by the
+     * temperature (top-k/p, min-p and the repeat penalty do not apply).
+     * Two choices whose tokens meet (they begin with the same token, e.g.
+     * "dog" and "dogs") fail the request at admission, naming them. Not
+     * with json_schema, grammar or logprobs (SL_ERR_INVALID_ARG at
+     * submit). The openai engine refuses them (SL_ERR_INVALID_ARG). */
+    const char *const *choices;
+    int n_choices;
     /* n_tasks > 0: several answers about the one image, each task with its
      * own prompt, system prompt and sampling (prompt and sampling above are
      * then unused; image, stop and trace are shared). The completion holds
@@ -401,6 +422,11 @@ typedef struct sl_result {
      * text up to its first incomplete UTF-8 sequence, "bytes" all of it.
      * NULL otherwise. Freed by sl_result_clear. */
     char *logprobs;
+    /* request.choices: each choice's probability, normalized over the
+     * choices, as JSON text of an object in the choices' order
+     * ({"yes":0.93,"no":0.07}); text is the choice taken. NULL otherwise.
+     * Freed by sl_result_clear. */
+    char *scores;
 } sl_result;
 
 typedef struct sl_completion {
@@ -433,6 +459,15 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
  * sets *n. Each completion is cleared with sl_completion_clear(). */
 sl_status sl_engine_poll(sl_engine *engine, sl_completion *out, size_t max, int timeout_ms,
                          size_t *n);
+
+/* Checks a prompt's choices (sl_request.choices) before any row is
+ * submitted: the prompt rendered as a request without images would be
+ * (its end is what an answer follows), each choice's first tokens found
+ * as for a request. SL_ERR_INVALID_ARG naming `who` (e.g. "--choices")
+ * when two choices begin with the same token or one has no tokens, and on
+ * the openai engine, which cannot score choices. */
+sl_status sl_engine_check_choices(sl_engine *engine, const char *who, const char *system_prompt,
+                                  const char *prompt, const char *const *choices, int n_choices);
 
 /* Requests submitted and not yet returned by poll. */
 size_t sl_engine_in_flight(const sl_engine *engine);

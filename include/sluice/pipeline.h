@@ -126,6 +126,10 @@ const char *sl_pipeline_row_answer_at(const sl_row *row, int k);
  * when they were not asked for, or for a name that is not a task. */
 const char *sl_pipeline_row_logprobs(const sl_row *row, const char *task);
 
+/* The answer's choice scores (--choices; JSON text as in sl_result.scores),
+ * or with `task` that task's; NULL as for sl_pipeline_row_logprobs. */
+const char *sl_pipeline_row_scores(const sl_row *row, const char *task);
+
 /* The image file's format, sniffed from its first bytes: "jpeg", "png",
  * "webp", "gif", "tiff", "bmp", "heif", "avif", "jxl", "video" (after
  * decode, a video's container: "mp4", "mov", "webm", "matroska", "avi",

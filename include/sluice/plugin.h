@@ -93,6 +93,8 @@ typedef struct sl_plugin_host {
     bool (*row_video)(const sl_row *row, int *frames, double *seconds);
     /* A row's listed images (sl_pipeline_row_image_count). */
     int (*row_image_count)(const sl_row *row);
+    /* Choice scores (sl_pipeline_row_scores). */
+    const char *(*row_scores)(const sl_row *row, const char *task);
 } sl_plugin_host;
 
 /* Whether the host's table has `field` (a host older than the header the

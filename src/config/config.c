@@ -39,7 +39,7 @@
 #include "llm/json_schema.h"
 
 enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_STAGES, L_TASKS,
-       L_TASK_MAXT, L_TASK_TEMP, L_LORA, L_COUNT };
+       L_TASK_MAXT, L_TASK_TEMP, L_LORA, L_CHOICES, L_COUNT };
 
 typedef struct cfg_list {
     const char **items;
@@ -54,6 +54,7 @@ struct sl_config {
     sl_config_console console;
     const char *tasks_file;                /* tasks.file, read by sl_config_resolve */
     sl_caption_task tasks[SL_MAX_TASKS];   /* built by sl_config_resolve */
+    const char *task_choices[SL_MAX_TASKS][SL_MAX_CHOICES]; /* theirs (kept strings) */
     const char *file_path[MAX_OPTS];       /* K_TEXTFILE: the file its text came from */
     int gpus[MAX_GPUS];
     cfg_list lists[L_COUNT];
@@ -281,6 +282,10 @@ static const opt opts[] = {
              "openai: response_format); others fail as invalid_output"},
     {"sampling.grammar", "grammar", 0, K_TEXTFILE, AT(p.grammar), .arg = "F",
      .check = check_grammar, .help = "llama engine: sample under this GBNF grammar (root rule)"},
+    {"sampling.choices", "choices", 0, K_LIST, 0, .list = L_CHOICES, .max_items = SL_MAX_CHOICES,
+     .f = SPLIT, .arg = "A,B,...",
+     .help = "llama engine: the answer is one of these, scored by the model's probabilities "
+             "(column scores)"},
     {"sampling.samples", "samples", 0, K_INT, AT(p.sampling.n), .lo = 1, .hi = SL_MAX_ANSWERS,
      .f = NULL_ZERO, .arg = "N",
      .help = "N answers per image, each with its own seed: a row per answer with a column "
@@ -551,6 +556,8 @@ static void sync_lists(sl_config *c)
     c->p.n_exclude = l[L_EXCLUDE].n;
     c->p.stop = l[L_STOP].items;
     c->p.n_stop = l[L_STOP].n;
+    c->p.choices = l[L_CHOICES].n ? l[L_CHOICES].items : NULL;
+    c->p.n_choices = l[L_CHOICES].n;
     c->p.columns = l[L_COLUMNS].n ? l[L_COLUMNS].items : NULL;
     c->p.n_columns = l[L_COLUMNS].n;
     c->p.openai.endpoints = l[L_ENDPOINTS].items;
@@ -1220,11 +1227,16 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
             return st;
         if (split && (o->f & SPLIT)) {
             size_t before = (size_t)c->lists[o->list].n;
+            /* "yes, no": the spaces after the commas are not the names'. */
             for (const char *s = value; st == SL_OK && *s;) {
-                size_t len = strcspn(s, ",");
+                size_t len = strcspn(s, ","), skip = len + (s[len] == ',');
+                while (len && (*s == ' ' || *s == '\t'))
+                    s++, len--, skip--;
+                while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+                    len--;
                 if (len)
                     st = list_add(c, i, s, len, where, name);
-                s += len + (s[len] == ',');
+                s += skip;
             }
             if (st == SL_OK && (size_t)c->lists[o->list].n == before)
                 return sl_fail(SL_ERR_INVALID_ARG, "%s%s needs at least one name", where, name);
@@ -1385,8 +1397,15 @@ static sl_status build_tasks(sl_config *c)
                 (specs[i].json_schema &&
                  !(t->json_schema = keep(c, specs[i].json_schema, strlen(specs[i].json_schema)))))
                 st = SL_ERR_NOMEM;
-            else
+            for (int k = 0; st == SL_OK && k < specs[i].n_choices; k++)
+                if (!(c->task_choices[i][k] =
+                          keep(c, specs[i].choices[k], strlen(specs[i].choices[k]))))
+                    st = SL_ERR_NOMEM;
+            if (st == SL_OK) {
+                t->choices = specs[i].n_choices ? c->task_choices[i] : NULL;
+                t->n_choices = specs[i].n_choices;
                 c->p.n_tasks++;
+            }
         }
         sl_task_specs_free(specs, n);
         if (st != SL_OK)

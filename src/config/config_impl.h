@@ -45,11 +45,14 @@ bool sl_config_task_name_ok(const char *name, size_t len);
 /* One task of a tasks file; strings sl_malloc'd. */
 typedef struct sl_task_spec {
     char *name, *prompt, *system, *json_schema;
+    char **choices;
+    int n_choices;
     sl_sampling sampling;
 } sl_task_spec;
 
 /* Parses a tasks file's text (`file` names it in messages): an object
- * {"NAME": {"prompt", "system", "sampling": {...}, "json_schema"}, ...} or
+ * {"NAME": {"prompt", "system", "sampling": {...}, "json_schema",
+ * "choices": [...]}, ...} or
  * a list of such objects with a "name" each, at most `max` tasks, in
  * order; each task's sampling is `base` with its own keys over it.
  * SL_ERR_INVALID_ARG naming the file, task and key; nothing is left in

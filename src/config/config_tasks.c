@@ -34,6 +34,9 @@ void sl_task_specs_free(sl_task_spec *t, int n)
         sl_free(t[i].prompt);
         sl_free(t[i].system);
         sl_free(t[i].json_schema);
+        for (int k = 0; k < t[i].n_choices; k++)
+            sl_free(t[i].choices[k]);
+        sl_free(t[i].choices);
         t[i] = (sl_task_spec){0};
     }
 }
@@ -131,13 +134,35 @@ static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_s
     return SL_OK;
 }
 
+/* "choices": [2 to SL_MAX_CHOICES strings] into t (their checks beyond
+ * the shape are the job's, job/caption.c). */
+static sl_status choices_of(const char *file, const char *task, json_t *v, sl_task_spec *t)
+{
+    size_t n = json_is_array(v) ? json_array_size(v) : 0;
+    if (n < 2 || n > SL_MAX_CHOICES) {
+        char what[120];
+        snprintf(what, sizeof what, "choices must be a list of 2 to %d strings", SL_MAX_CHOICES);
+        return bad(file, task, what);
+    }
+    if (!(t->choices = sl_calloc(n, sizeof *t->choices)))
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", file);
+    for (size_t i = 0; i < n; i++, t->n_choices++) {
+        sl_status st = text_of(file, task, "each of choices", json_array_get(v, i),
+                               &t->choices[i]);
+        if (st != SL_OK)
+            return st;
+    }
+    return SL_OK;
+}
+
 /* One task object into *t (its name already set). */
 static sl_status task_of(const char *file, json_t *o, const sl_sampling *base, sl_task_spec *t)
 {
     const char *task = t->name;
     if (!json_is_object(o))
         return bad(file, task, "a task is an object: {\"prompt\": ..., \"system\": ..., "
-                               "\"sampling\": {...}, \"json_schema\": {...}}");
+                               "\"sampling\": {...}, \"json_schema\": {...}, \"choices\": "
+                               "[...]}");
     t->sampling = *base;
     const char *key;
     json_t *v;
@@ -157,10 +182,12 @@ static sl_status task_of(const char *file, json_t *o, const sl_sampling *base, s
             free(dumped);
             if (!t->json_schema)
                 return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", file);
+        } else if (!strcmp(key, "choices")) {
+            st = choices_of(file, task, v, t);
         } else if (strcmp(key, "name") != 0) {
             char what[200];
             snprintf(what, sizeof what, "unknown key '%.60s'; allowed: prompt, system, sampling, "
-                     "json_schema%s", key, "");
+                     "json_schema, choices", key);
             return bad(file, task, what);
         }
         if (st != SL_OK)

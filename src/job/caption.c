@@ -10,6 +10,7 @@
  * the row's columns are in job/schema.c, the resume fingerprint and ledger
  * in job/resume.c, the progress and counting threads in job/progress.c. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -106,6 +107,42 @@ static sl_status check_structured(const sl_caption_params *p)
     return SL_OK;
 }
 
+
+/* A job's or task's choices (`who` names them in messages): 2 to
+ * SL_MAX_CHOICES distinct non-empty UTF-8 strings, with the llama engine,
+ * without what would constrain the answer otherwise. */
+static sl_status choices_check(const sl_caption_params *p, const char *who,
+                               const char *const *choices, int n, const sl_sampling *sampling,
+                               const char *json_schema)
+{
+    if (n == 0)
+        return SL_OK;
+    if (n < 2 || n > SL_MAX_CHOICES)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: %d given; the answer is one of 2 to %d", who, n,
+                       SL_MAX_CHOICES);
+    for (int i = 0; i < n; i++) {
+        if (!choices[i] || !*choices[i] || !sl_utf8_valid(choices[i], strlen(choices[i])))
+            return sl_fail(SL_ERR_INVALID_ARG, "%s: choice %d is empty or not valid UTF-8", who,
+                           i + 1);
+        for (int k = 0; k < i; k++)
+            if (strcmp(choices[k], choices[i]) == 0)
+                return sl_fail(SL_ERR_INVALID_ARG, "%s: '%s' is given twice", who, choices[i]);
+    }
+    if (job_is_batch(p))
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: a batch file's requests say what they ask; "
+                                           "choices are for sluice caption", who);
+    if (job_uses_openai(p) && !p->dry_run)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s: the openai engine cannot score choices (they are read from the "
+                       "model's probabilities): use the llama engine, or --json-schema with an "
+                       "enum", who);
+    if (json_schema || p->grammar || sampling->logprobs)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: not with %s: the answer is one of the choices, "
+                                           "with each one's score (column scores)",
+                       who, json_schema ? "--json-schema" : p->grammar ? "--grammar" : "--logprobs");
+    return SL_OK;
+}
+
 sl_status job_check_params(const sl_caption_params *p)
 {
     sl_status st0;
@@ -153,6 +190,18 @@ sl_status job_check_params(const sl_caption_params *p)
             return sl_fail(SL_ERR_INVALID_ARG, "task '%s': max_tokens must be positive and "
                            "temperature >= 0", t->name);
     }
+    sl_status cst = choices_check(p, "--choices", p->choices, p->n_choices, &p->sampling,
+                                  p->json_schema);
+    for (int i = 0; cst == SL_OK && i < p->n_tasks; i++) {
+        const sl_caption_task *t = &p->tasks[i];
+        char who[96];
+        snprintf(who, sizeof who, "task '%s': choices", t->name);
+        cst = choices_check(p, who, t->n_choices ? t->choices : p->choices,
+                            t->n_choices ? t->n_choices : p->n_choices, &t->sampling,
+                            t->json_schema ? t->json_schema : p->json_schema);
+    }
+    if (cst != SL_OK)
+        return cst;
     if (p->n_tasks == 0 && (!p->prompt || !*p->prompt))
         return sl_fail(SL_ERR_INVALID_ARG, "the prompt is empty (--prompt)");
     /* Every row would be refused: say so once, before anything starts. */

@@ -90,6 +90,12 @@ static json_t *summary_json(const caption_report *r)
         json_object_set_new(params, "image_text", text(p->image_text));
     if (params)
         json_object_set_new(params, "image_placeholder", text(p->image_placeholder));
+    if (params) {
+        json_t *choices = p->n_choices > 0 ? json_array() : json_null();
+        for (int i = 0; i < p->n_choices; i++)
+            json_array_append_new(choices, json_string(p->choices[i]));
+        json_object_set_new(params, "choices", choices);
+    }
     if (params)
         json_object_set_new(params, "logprobs", p->sampling.logprobs
                                                     ? json_integer(p->sampling.top_logprobs)

@@ -269,15 +269,29 @@ const char *sl_pipeline_row_answer_at(const sl_row *row, int k)
     return r->n_results > 0 ? r->results[k].text : r->result.text;
 }
 
-const char *sl_pipeline_row_logprobs(const sl_row *row, const char *task)
+/* The row's answer (task NULL) or that task's; NULL before the engine or
+ * for a name that is not a task. */
+static const sl_result *row_result(const sl_row *row, const char *task)
 {
     const caption_row *r = sl_row_data(row);
     if (!r->has_result)
         return NULL;
     if (!task)
-        return r->result.logprobs;
+        return &r->result;
     int i = task_index(r, task);
-    return i >= 0 ? r->results[i].logprobs : NULL;
+    return i >= 0 ? &r->results[i] : NULL;
+}
+
+const char *sl_pipeline_row_logprobs(const sl_row *row, const char *task)
+{
+    const sl_result *res = row_result(row, task);
+    return res ? res->logprobs : NULL;
+}
+
+const char *sl_pipeline_row_scores(const sl_row *row, const char *task)
+{
+    const sl_result *res = row_result(row, task);
+    return res ? res->scores : NULL;
 }
 
 sl_status sl_pipeline_row_set_task_answer(sl_row *row, const char *task, const char *text)

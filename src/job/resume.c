@@ -132,6 +132,8 @@ static char *fingerprint(const job *j)
         fp_add(&t, "logprobs", json_integer(p->sampling.top_logprobs));
     if (p->sampling.n > 1) /* rows per image */
         fp_add(&t, "samples", json_integer(p->sampling.n));
+    if (p->n_choices > 0)
+        fp_add(&t, "choices", fp_strings(p->choices, p->n_choices));
     fp_add(&t, "max_tokens", json_integer(p->sampling.max_tokens));
     fp_add(&t, "temperature", fp_real(p->sampling.temperature));
     fp_add(&t, "top_p", fp_real(p->sampling.top_p));
@@ -182,6 +184,8 @@ static char *fingerprint(const job *j)
             /* Only when asked for: other tasks keep the fingerprint they had. */
             if (task && s->logprobs)
                 json_object_set_new(task, "logprobs", json_integer(s->top_logprobs));
+            if (task && k->n_choices > 0)
+                json_object_set_new(task, "choices", fp_strings(k->choices, k->n_choices));
             json_array_append_new(tasks, task);
         }
         fp_add(&t, "tasks", tasks);

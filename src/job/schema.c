@@ -20,6 +20,8 @@ const sl_schema_column caption_fields[CF_COUNT] = {
     [CF_CACHED_TOKENS] = {"cached_tokens", SL_PQ_INT64, false, NULL, false, false},
     /* Only with sampling.logprobs: JSON (JSONL the value, Parquet its text). */
     [CF_LOGPROBS] = {"logprobs", SL_PQ_STRING, true, NULL, false, true},
+    /* Only with choices: each one's probability, a JSON object. */
+    [CF_SCORES] = {"scores", SL_PQ_STRING, true, NULL, false, true},
     [CF_WIDTH] = {"width", SL_PQ_INT64, true, NULL, true, false},
     [CF_HEIGHT] = {"height", SL_PQ_INT64, true, NULL, true, false},
     [CF_SOURCE_WIDTH] = {"source_width", SL_PQ_INT64, true, NULL, true, false},
@@ -46,9 +48,10 @@ const sl_schema_column caption_fields[CF_COUNT] = {
 static const char *const answer_suffix[TC_COUNT] = {
     [TC_TEXT] = "", [TC_FINISH] = "_finish_reason", [TC_PROMPT_TOKENS] = "_prompt_tokens",
     [TC_GENERATED_TOKENS] = "_generated_tokens", [TC_CACHED_TOKENS] = "_cached_tokens",
-    [TC_LOGPROBS] = "_logprobs"};
+    [TC_LOGPROBS] = "_logprobs", [TC_SCORES] = "_scores"};
 static const sl_pq_type answer_type[TC_COUNT] = {SL_PQ_STRING, SL_PQ_STRING, SL_PQ_INT64,
-                                                 SL_PQ_INT64, SL_PQ_INT64, SL_PQ_STRING};
+                                                 SL_PQ_INT64, SL_PQ_INT64, SL_PQ_STRING,
+                                                 SL_PQ_STRING};
 static const sl_schema_column task_column = {"task", SL_PQ_STRING, false, NULL, false, false};
 static const sl_schema_column sample_column = {"sample", SL_PQ_INT64, false, NULL, false, false};
 
@@ -165,8 +168,20 @@ static bool logprobs_column(const sl_caption_params *p)
     return false;
 }
 
+/* Whether the column `scores` is written: the job has choices, or with
+ * one row per task, any task. */
+static bool scores_column(const sl_caption_params *p)
+{
+    if (p->n_tasks == 0 || p->n_choices > 0)
+        return p->n_choices > 0;
+    for (int t = 0; p->rows_per_task && t < p->n_tasks; t++)
+        if (p->tasks[t].n_choices > 0)
+            return true;
+    return false;
+}
+
 /* The job's columns in output order: with several tasks, each task's five
- * (six with logprobs) after `path` in place of caption and finish_reason;
+ * (six with logprobs, one more with choices) after `path` in place of caption and finish_reason;
  * with one row per task, `task` after `path`. */
 static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
 {
@@ -182,7 +197,7 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
     size_t n = 0, used = 0;
     for (int f = 0; f < CF_COUNT; f++) {
         if ((n_tasks > 0 && (f == CF_CAPTION || f == CF_FINISH)) ||
-            (f == CF_LOGPROBS && !logprobs_column(p)))
+            (f == CF_LOGPROBS && !logprobs_column(p)) || (f == CF_SCORES && !scores_column(p)))
             continue;
         out->head_cell[n] = f;
         out->head[n] = caption_fields[f];
@@ -211,7 +226,8 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
         }
         for (int t = 0; t < n_tasks; t++)
             for (int k = 0; k < TC_COUNT; k++) {
-                if (k == TC_LOGPROBS && !p->tasks[t].sampling.logprobs)
+                if ((k == TC_LOGPROBS && !p->tasks[t].sampling.logprobs) ||
+                    (k == TC_SCORES && !p->tasks[t].n_choices && !p->n_choices))
                     continue;
                 char *name = out->names + used;
                 used += (size_t)snprintf(name, names_len + 1 - used, "%s%s", p->tasks[t].name,
@@ -219,8 +235,8 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
                 out->head_cell[n] = CELL_ANSWER(t, k);
                 /* A failed row has no answers; token counts are then 0. */
                 out->head[n] = (sl_schema_column){name, answer_type[k],
-                                                  k <= TC_FINISH || k == TC_LOGPROBS, NULL,
-                                                  false, k == TC_LOGPROBS};
+                                                  k <= TC_FINISH || k >= TC_LOGPROBS, NULL,
+                                                  false, k >= TC_LOGPROBS};
                 if (k == TC_TEXT)
                     out->head[n].json = p->tasks[t].json_schema || p->json_schema;
                 n++;

@@ -1,7 +1,8 @@
 /* job/schema.h — the caption job's output row, defined once: its own fields
  * (the table caption_fields, in output order) with the tasks' answers (with
  * several tasks, five columns each after `path` in place of `caption` and
- * `finish_reason`, and `logprobs` when the task asks for them; with
+ * `finish_reason`, `logprobs` when the task asks for them and `scores`
+ * when it has choices; with
  * rows_per_task, a column `task`; with several answers to each image,
  * sampling.n, a row per answer with a column `sample`; a dry run's format,
  * input_bytes and jpeg_bytes after source_height), then the input's
@@ -22,7 +23,7 @@
 /* Indices into caption_fields and into a row's cells. */
 enum {
     CF_ID, CF_PATH, CF_CAPTION, CF_FINISH, CF_PROMPT_TOKENS, CF_GENERATED_TOKENS,
-    CF_CACHED_TOKENS, CF_LOGPROBS, CF_WIDTH, CF_HEIGHT, CF_SOURCE_WIDTH, CF_SOURCE_HEIGHT,
+    CF_CACHED_TOKENS, CF_LOGPROBS, CF_SCORES, CF_WIDTH, CF_HEIGHT, CF_SOURCE_WIDTH, CF_SOURCE_HEIGHT,
     CF_IMAGE_COUNT, CF_VIDEO_FRAMES, CF_VIDEO_SECONDS, CF_MODEL, CF_SEED,
     CF_DECODE_MS, CF_QUEUE_MS, CF_PREFILL_MS, CF_ENCODE_MS, CF_TTFT_MS, CF_GENERATE_MS,
     CF_TOTAL_MS, CF_ERROR_STAGE, CF_ERROR, CF_COUNT
@@ -35,7 +36,7 @@ extern const sl_schema_column caption_fields[CF_COUNT];
  * image_bytes. */
 enum {
     TC_TEXT, TC_FINISH, TC_PROMPT_TOKENS, TC_GENERATED_TOKENS, TC_CACHED_TOKENS, TC_LOGPROBS,
-    TC_COUNT
+    TC_SCORES, TC_COUNT
 };
 #define CELL_TASK CF_COUNT
 #define CELL_ANSWER(t, k) (CF_COUNT + 1 + (t) * TC_COUNT + (k))

@@ -52,6 +52,25 @@ static sl_status engine_init(void *cfg, int worker, void **state)
         return st;
     }
     double took = sl_mono_s() - t0;
+    /* Choices that cannot be told apart would fail every row: say so once. */
+    const sl_caption_params *p = j->p;
+    if (p->n_tasks == 0)
+        st = sl_engine_check_choices(rep->engine, "--choices", p->system_prompt, p->prompt,
+                                     p->choices, p->n_choices);
+    for (int i = 0; st == SL_OK && i < p->n_tasks; i++) {
+        const sl_caption_task *t = &p->tasks[i];
+        char who[96];
+        snprintf(who, sizeof who, "task '%s': choices", t->name);
+        st = sl_engine_check_choices(rep->engine, who,
+                                     t->system_prompt ? t->system_prompt : p->system_prompt,
+                                     t->prompt, t->n_choices ? t->choices : p->choices,
+                                     t->n_choices ? t->n_choices : p->n_choices);
+    }
+    if (st != SL_OK) {
+        sl_engine_free(rep->engine);
+        sl_free(rep);
+        return st;
+    }
     if (j->metrics &&
         (st = caption_metrics_add_replica(j->metrics, worker, sl_engine_model_name(rep->engine),
                                           rep->engine, &rep->metrics)) != SL_OK) {
@@ -241,7 +260,8 @@ static sl_status engine_submit(void *state, sl_row *row)
         const sl_caption_task *t = &p->tasks[i];
         tasks[i] = (sl_task){.name = t->name, .prompt = t->prompt,
                              .system_prompt = t->system_prompt ? t->system_prompt : system,
-                             .sampling = t->sampling, .json_schema = t->json_schema};
+                             .sampling = t->sampling, .json_schema = t->json_schema,
+                             .choices = t->choices, .n_choices = t->n_choices};
         tasks[i].sampling.seed = sl_sampling_row_seed(t->sampling.seed, r->rel);
         char **f = &filled[n_filled++];
         if ((st = fill(r, t->name, t->prompt, f)) == SL_OK && *f)
@@ -277,6 +297,8 @@ static sl_status engine_submit(void *state, sl_row *row)
         .n_stop = p->n_stop,
         .json_schema = p->json_schema,
         .grammar = p->grammar,
+        .choices = p->choices,
+        .n_choices = p->n_choices,
     };
     req.sampling.seed = r->seed;
     if (r->media) { /* the images go before the prompt, each after its text */
@@ -344,6 +366,7 @@ static void take_results(job *j, caption_row *r, sl_completion *c)
 static size_t result_bytes(const sl_result *a)
 {
     return (a->text ? strlen(a->text) : 0) + (a->logprobs ? strlen(a->logprobs) : 0) +
+           (a->scores ? strlen(a->scores) : 0) +
            (a->response_json ? strlen(a->response_json) : 0);
 }
 

@@ -110,9 +110,11 @@ static bool copy_result(sl_result *dst, const sl_result *src)
     dst->text = NULL;
     dst->response_json = NULL;
     dst->logprobs = NULL;
+    dst->scores = NULL;
     return (!src->text || (dst->text = sl_strdup(src->text))) &&
            (!src->response_json || (dst->response_json = sl_strdup(src->response_json))) &&
-           (!src->logprobs || (dst->logprobs = sl_strdup(src->logprobs)));
+           (!src->logprobs || (dst->logprobs = sl_strdup(src->logprobs))) &&
+           (!src->scores || (dst->scores = sl_strdup(src->scores)));
 }
 
 caption_row *job_row_copy(const caption_row *r, size_t *bytes)

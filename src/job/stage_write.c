@@ -35,6 +35,7 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
     v[CF_GENERATED_TOKENS] = (sl_pq_value){.i64 = answer ? answer->generated_tokens : 0};
     v[CF_CACHED_TOKENS] = (sl_pq_value){.i64 = answer ? answer->cached_tokens : 0};
     v[CF_LOGPROBS] = cell_text(answer ? answer->logprobs : NULL);
+    v[CF_SCORES] = cell_text(answer ? answer->scores : NULL);
     bool samples = j->p->n_tasks == 0;
     v[CELL_TASK] = cell_text(task >= 0 && !samples ? j->p->tasks[task].name : NULL);
     v[CELL_SAMPLE] = (sl_pq_value){.i64 = task >= 0 && samples ? task : 0};
@@ -47,6 +48,7 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
             (sl_pq_value){.i64 = a ? a->generated_tokens : 0};
         v[CELL_ANSWER(t, TC_CACHED_TOKENS)] = (sl_pq_value){.i64 = a ? a->cached_tokens : 0};
         v[CELL_ANSWER(t, TC_LOGPROBS)] = cell_text(a ? a->logprobs : NULL);
+        v[CELL_ANSWER(t, TC_SCORES)] = cell_text(a ? a->scores : NULL);
     }
     int dims[4] = {r->width, r->height, r->source_width, r->source_height};
     for (int k = 0; k < 4; k++)

@@ -80,6 +80,34 @@ static sl_status check_stops(const char *id, const sl_request *request)
     return SL_OK;
 }
 
+/* The checks of a prompt's choices (request or task; `who` as for
+ * check_sampling). */
+static sl_status check_choices(const char *id, const char *who, const char *const *choices,
+                               int n, const sl_sampling *sampling, const char *json_schema,
+                               const char *grammar)
+{
+    if (n == 0)
+        return SL_OK;
+    if (n < 2 || n > SL_MAX_CHOICES || !choices)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s:%s %d choices; a prompt takes 2 to %d", id, who, n,
+                       SL_MAX_CHOICES);
+    if (json_schema || grammar || sampling->logprobs)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s:%s choices take no %s: the answer is one of the choices, with its "
+                       "scores",
+                       id, who, json_schema ? "JSON schema" : grammar ? "grammar" : "logprobs");
+    for (int i = 0; i < n; i++) {
+        if (!choices[i] || !*choices[i] || !sl_utf8_valid(choices[i], strlen(choices[i])))
+            return sl_fail(SL_ERR_INVALID_ARG, "%s:%s choice %d is empty or not valid UTF-8", id,
+                           who, i + 1);
+        for (int k = 0; k < i; k++)
+            if (strcmp(choices[k], choices[i]) == 0)
+                return sl_fail(SL_ERR_INVALID_ARG, "%s:%s choice '%.60s' is given twice", id, who,
+                               choices[i]);
+    }
+    return SL_OK;
+}
+
 /* Messages in a conversation at most: a bound on what one request may ask
  * the engine to copy and render, far above any chat a batch file holds. */
 #define MAX_MESSAGES 256
@@ -199,6 +227,9 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
                      strcmp(engine->ops->kind, "openai") == 0;
     if (request->n_messages > 0 || body_only) {
         sl_status st = SL_OK;
+        if (request->n_choices != 0)
+            return sl_fail(SL_ERR_INVALID_ARG, "%s: choices go with a prompt, not messages or "
+                                               "a request body", id);
         if (request->n_messages > 0)
             st = check_conversation(id, request);
         else if (request->n_tasks != 0)
@@ -214,9 +245,12 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
         return sl_fail(SL_ERR_INVALID_ARG, "%s: %d tasks; a request takes 1 to %d", id,
                        request->n_tasks, SL_MAX_TASKS);
     sl_status st = SL_OK;
-    if (request->n_tasks == 0)
+    if (request->n_tasks == 0) {
         st = check_prompt(id, NULL, request->prompt, request->system_prompt, &request->sampling);
-    else if (request->sampling.n > 1)
+        if (st == SL_OK)
+            st = check_choices(id, "", request->choices, request->n_choices, &request->sampling,
+                               request->json_schema, request->grammar);
+    } else if (request->sampling.n > 1)
         st = sl_fail(SL_ERR_INVALID_ARG, "%s: a request with tasks takes one answer per task (n "
                      "is %d)", id, request->sampling.n);
     for (int i = 0; st == SL_OK && i < request->n_tasks; i++) {
@@ -227,6 +261,15 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
         if (st == SL_OK && t->sampling.n > 1)
             st = sl_fail(SL_ERR_INVALID_ARG, "%s: task %.40s: a task takes one answer (n is %d)",
                          id, t->name ? t->name : "(unnamed)", t->sampling.n);
+        if (st == SL_OK) {
+            char who[64];
+            snprintf(who, sizeof who, " task %.40s", t->name ? t->name : "(unnamed)");
+            bool own = t->n_choices > 0;
+            st = check_choices(id, who, own ? t->choices : request->choices,
+                               own ? t->n_choices : request->n_choices, &t->sampling,
+                               t->json_schema ? t->json_schema : request->json_schema,
+                               request->grammar);
+        }
     }
     if (st == SL_OK)
         st = check_stops(id, request);
@@ -276,6 +319,18 @@ sl_status sl_engine_generate(sl_engine *engine, const sl_request *request, sl_re
     return SL_OK;
 }
 
+sl_status sl_engine_check_choices(sl_engine *engine, const char *who, const char *system_prompt,
+                                  const char *prompt, const char *const *choices, int n_choices)
+{
+    if (n_choices == 0)
+        return SL_OK;
+    if (!engine->ops->check_choices)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: the %s engine cannot score choices", who,
+                       engine->ops->kind);
+    return engine->ops->check_choices(engine->impl, who, system_prompt, prompt ? prompt : "",
+                                      choices, n_choices);
+}
+
 void sl_result_clear(sl_result *result)
 {
     if (!result)
@@ -285,6 +340,7 @@ void sl_result_clear(sl_result *result)
     sl_free(result->trace_margins);
     sl_free(result->response_json);
     sl_free(result->logprobs);
+    sl_free(result->scores);
     *result = (sl_result){0};
 }
 
@@ -337,6 +393,10 @@ void sl_task_request(const sl_request *q, int i, sl_request *out, char **id_out)
     out->sampling = t->sampling;
     if (t->json_schema)
         out->json_schema = t->json_schema;
+    if (t->n_choices > 0) {
+        out->choices = t->choices;
+        out->n_choices = t->n_choices;
+    }
     out->tasks = NULL;
     out->n_tasks = 0;
     *id_out = sl_asprintf("%s, task %s", q->id ? q->id : "(request)", t->name ? t->name : "?");

@@ -17,6 +17,9 @@ typedef struct sl_engine_ops {
     void (*stats)(const void *impl, sl_engine_stats *out);
     const char *(*model_name)(const void *impl);
     void (*free)(void *impl);
+    /* Optional (llama): sl_engine_check_choices; NULL: choices refused. */
+    sl_status (*check_choices)(void *impl, const char *who, const char *system_prompt,
+                               const char *prompt, const char *const *choices, int n);
     /* Optional (HTTP engines): per-endpoint state. */
     size_t (*endpoint_count)(const void *impl);
     void (*endpoint_stats)(const void *impl, size_t i, sl_endpoint_stats *out);
@@ -32,8 +35,8 @@ typedef struct sl_task_group sl_task_group;
 /* NULL when out of memory. */
 sl_task_group *sl_task_group_new(void *tag, int n_tasks);
 
-/* Task i of q as a request of its own: its prompt, system prompt and
- * sampling, no tasks, and the id "ID, task NAME" (*id_out, sl_free; NULL
+/* Task i of q as a request of its own: its prompt, system prompt,
+ * sampling, JSON schema and choices (those it has), no tasks, and the id "ID, task NAME" (*id_out, sl_free; NULL
  * when out of memory). */
 void sl_task_request(const sl_request *q, int i, sl_request *out, char **id_out);
 

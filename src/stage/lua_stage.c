@@ -387,6 +387,15 @@ static int row_task_logprobs(lua_State *L)
     return 1;
 }
 
+/* row:task_scores(name): that task's choice scores (nil without choices,
+ * before the engine, or for another name). */
+static int row_task_scores(lua_State *L)
+{
+    lrow *h = check_row(L, 1);
+    push_json_text(L, sl_pipeline_row_scores(h->row, luaL_checkstring(L, 2)));
+    return 1;
+}
+
 /* row:answers(): every answer of the row in order (its tasks' or its
  * samples', else the one), a list of strings; {} before the engine. */
 static int row_answers(lua_State *L)
@@ -464,6 +473,10 @@ static int row_index(lua_State *L)
             lua_pushcfunction(L, row_set_task_answer);
             return 1;
         }
+        if (strcmp(k, "scores") == 0) {
+            push_json_text(L, sl_pipeline_row_scores(h->row, NULL));
+            return 1;
+        }
         break;
     case 't':
         if (strcmp(k, "task_answer") == 0) {
@@ -472,6 +485,10 @@ static int row_index(lua_State *L)
         }
         if (strcmp(k, "task_logprobs") == 0) {
             lua_pushcfunction(L, row_task_logprobs);
+            return 1;
+        }
+        if (strcmp(k, "task_scores") == 0) {
+            lua_pushcfunction(L, row_task_scores);
             return 1;
         }
         break;
@@ -488,7 +505,8 @@ static int row_index(lua_State *L)
     default: break;
     }
     return luaL_error(L, "a row has no field '%s' (id, path, prompt, answer, answers, logprobs, "
-                         "columns, image, gray, task_answer, set_task_answer, task_logprobs)", k);
+                         "scores, columns, image, gray, task_answer, set_task_answer, "
+                         "task_logprobs, task_scores)", k);
 }
 
 static int row_newindex(lua_State *L)

@@ -107,6 +107,7 @@ static const sl_plugin_host host = {
     .row_logprobs = sl_pipeline_row_logprobs,
     .row_video = sl_pipeline_row_video,
     .row_image_count = sl_pipeline_row_image_count,
+    .row_scores = sl_pipeline_row_scores,
 };
 
 /* --- loading ------------------------------------------------------------------------ */

@@ -1187,6 +1187,225 @@ static void n_answers_share_the_prompt_and_differ_by_seed(void **state)
     sl_engine_free(e);
 }
 
+/* One request through e to its completion (asserts the submit). */
+static sl_completion run_one(sl_engine *e, const sl_request *q)
+{
+    assert_int_equal(sl_engine_submit(e, q, NULL), SL_OK);
+    return wait_one(e);
+}
+
+/* A result's scores (asserts the shape: an object of the choices in
+ * order, each in [0, 1], summing to 1). */
+static json_t *scores_of(const sl_result *r, const char *const *choices, int n)
+{
+    assert_non_null(r->scores);
+    json_t *o = json_loads(r->scores, 0, NULL);
+    assert_non_null(o);
+    assert_int_equal(json_object_size(o), (size_t)n);
+    double sum = 0;
+    const char *key;
+    json_t *v;
+    int i = 0;
+    json_object_foreach(o, key, v) {
+        assert_string_equal(key, choices[i++]);
+        assert_true(json_real_value(v) >= 0 && json_real_value(v) <= 1);
+        sum += json_real_value(v);
+    }
+    assert_true(fabs(sum - 1.0) < 1e-5);
+    return o;
+}
+
+/* Choices are scored by the model's probabilities of their first tokens:
+ * checked against the log-probabilities the same prompt's first token
+ * gets (top 20). Three words the model ranks (" w0" > " w1" > " w2"),
+ * given in another order: the answer is the most likely, the scores their
+ * softmax, no token generated after it. "w0" without its space counts
+ * " w0" too (its score at least " w0"'s share). Two choices beginning with
+ * the same token fail the row, naming both; a drawn choice is the seed's.
+ * Refused at submit: one choice, a choice twice, choices with logprobs. */
+static void choices_are_scored_by_their_first_tokens(void **state)
+{
+    sl_engine *e = open_tiny(2, 0);
+    sl_request q = request("choices", 1);
+    q.sampling.logprobs = true;
+    q.sampling.top_logprobs = SL_MAX_TOP_LOGPROBS;
+    sl_completion c = run_one(e, &q);
+    assert_int_equal(c.status, SL_OK);
+    json_t *content = logprob_content(&c.result, SL_MAX_TOP_LOGPROBS);
+    json_t *top = json_object_get(json_array_get(content, 0), "top_logprobs");
+    char words[3][64];
+    double lp[3], lp_last = json_real_value(json_object_get(json_array_get(top, 19), "logprob"));
+    int n_words = 0;
+    size_t k;
+    json_t *t;
+    json_array_foreach(top, k, t) {
+        const char *tok = json_string_value(json_object_get(t, "token"));
+        size_t len = strlen(tok);
+        bool word = len >= 3 && len < 64 && tok[0] == ' ';
+        for (size_t i = 1; word && i < len; i++)
+            word = (tok[i] >= 'a' && tok[i] <= 'z') || (tok[i] >= 'A' && tok[i] <= 'Z');
+        if (word && n_words < 3) {
+            strcpy(words[n_words], tok);
+            lp[n_words++] = json_real_value(json_object_get(t, "logprob"));
+        }
+    }
+    json_decref(content);
+    sl_completion_clear(&c);
+    assert_int_equal(n_words, 3); /* the tiny model's vocabulary has words */
+
+    const char *three[3] = {words[1], words[2], words[0]};
+    q = request("choices", 8);
+    q.choices = three;
+    q.n_choices = 3;
+    c = run_one(e, &q);
+    assert_int_equal(c.status, SL_OK);
+    assert_string_equal(c.result.text, words[0]);
+    assert_string_equal(c.result.finish_reason, "stop");
+    assert_int_equal(c.result.generated_tokens, 1);
+    json_t *o = scores_of(&c.result, three, 3);
+    double z = exp(lp[0]) + exp(lp[1]) + exp(lp[2]);
+    for (int i = 0; i < 3; i++)
+        assert_true(fabs(json_real_value(json_object_get(o, words[i])) - exp(lp[i]) / z) < 1e-4);
+    json_decref(o);
+    sl_completion_clear(&c);
+
+    const char *bare[2] = {words[0] + 1, words[1]};
+    q.choices = bare;
+    q.n_choices = 2;
+    c = run_one(e, &q);
+    assert_int_equal(c.status, SL_OK);
+    assert_string_equal(c.result.text, bare[0]);
+    o = scores_of(&c.result, bare, 2);
+    double p0 = exp(lp[0]), p1 = exp(lp[1]), p_last = exp(lp_last);
+    double got = json_real_value(json_object_get(o, bare[0]));
+    /* " w0" counted, and "w0" (not in the top 20: below the 20th) at most. */
+    assert_true(got >= p0 / (p0 + p1) - 1e-5);
+    assert_true(got <= (p0 + p_last) / (p0 + p_last + p1) + 1e-5);
+    json_decref(o);
+    sl_completion_clear(&c);
+
+    char cat[80], dog[80];
+    snprintf(cat, sizeof cat, "%s cat", words[0]);
+    snprintf(dog, sizeof dog, "%s dog", words[0]);
+    const char *alike[2] = {cat, dog};
+    q.choices = alike;
+    c = run_one(e, &q);
+    assert_int_equal(c.status, SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(c.error, "choices"));
+    assert_non_null(strstr(c.error, cat));
+    assert_non_null(strstr(c.error, "both begin with the token"));
+    sl_completion_clear(&c);
+
+    /* Drawn: the seed decides, and at a high temperature both come up. */
+    q.choices = three;
+    q.n_choices = 2;
+    q.sampling.temperature = 8.0f;
+    int seen[2] = {0, 0};
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        q.sampling.seed = seed;
+        char *texts[2];
+        for (int rep = 0; rep < 2; rep++) {
+            c = run_one(e, &q);
+            assert_int_equal(c.status, SL_OK);
+            texts[rep] = sl_strdup(c.result.text);
+            sl_completion_clear(&c);
+        }
+        assert_string_equal(texts[0], texts[1]);
+        seen[strcmp(texts[0], three[0]) == 0 ? 0 : 1]++;
+        assert_true(strcmp(texts[0], three[0]) == 0 || strcmp(texts[0], three[1]) == 0);
+        sl_free(texts[0]);
+        sl_free(texts[1]);
+    }
+    assert_true(seen[0] > 0 && seen[1] > 0);
+
+    /* Tasks: one with choices, one without. */
+    sl_task tasks[2] = {{.name = "pick", .prompt = "Which?", .sampling = sl_sampling_default(),
+                         .choices = three, .n_choices = 3},
+                        {.name = "free", .prompt = "Describe.", .sampling = sl_sampling_default()}};
+    tasks[1].sampling.max_tokens = 4;
+    sl_request with_tasks = request("tasks", 4);
+    with_tasks.tasks = tasks;
+    with_tasks.n_tasks = 2;
+    c = run_one(e, &with_tasks);
+    assert_int_equal(c.status, SL_OK);
+    assert_int_equal(c.n_results, 2);
+    assert_true(strcmp(c.results[0].text, words[0]) == 0 || strcmp(c.results[0].text, words[1]) == 0 ||
+                strcmp(c.results[0].text, words[2]) == 0);
+    json_decref(scores_of(&c.results[0], three, 3));
+    assert_null(c.results[1].scores);
+    sl_completion_clear(&c);
+
+    sl_request bad = request("bad choices", 4);
+    const char *one[1] = {"yes"}, *twice[2] = {"yes", "yes"};
+    bad.choices = one;
+    bad.n_choices = 1;
+    assert_int_equal(sl_engine_submit(e, &bad, NULL), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "bad choices"));
+    bad.choices = twice;
+    bad.n_choices = 2;
+    assert_int_equal(sl_engine_submit(e, &bad, NULL), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "given twice"));
+    bad.choices = three;
+    bad.sampling.logprobs = true;
+    assert_int_equal(sl_engine_submit(e, &bad, NULL), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "logprobs"));
+    sl_engine_free(e);
+}
+
+/* n answers share the whole prompt but its last token: the copies decode
+ * one prompt token each (the engine's prompt-token count says so, and
+ * their cached_tokens), for text-only requests and after an image alike;
+ * greedy copies answer as a lone request does, sampled ones differ and the
+ * first is the lone request's with the same seed. */
+static void n_answers_share_the_whole_prompt(void **state)
+{
+    sl_engine *e = open_tiny(4, 0);
+    sl_request text = {.id = "text answers", .prompt = "Write one line about the sea, the "
+                       "wind and the boats that sail on it at night.",
+                       .sampling = sl_sampling_default()};
+    text.sampling.max_tokens = 8;
+    sl_request with_image = request("image answers", 8);
+    sl_request *kinds[2] = {&text, &with_image};
+    for (int k = 0; k < 2; k++) {
+        sl_request one = *kinds[k];
+        sl_engine_stats s0, s1, s2;
+        settled_stats(e, &s0);
+        sl_completion alone = run_one(e, &one);
+        assert_int_equal(alone.status, SL_OK);
+        settled_stats(e, &s1);
+        sl_request three = one;
+        three.sampling.n = 3;
+        sl_completion c = run_one(e, &three);
+        settled_stats(e, &s2);
+        assert_int_equal(c.status, SL_OK);
+        assert_int_equal(c.n_results, 3);
+        int n_pos = c.results[0].prompt_tokens;
+        for (int i = 0; i < 3; i++)
+            assert_string_equal(c.results[i].text, alone.result.text);
+        for (int i = 1; i < 3; i++)
+            assert_int_equal(c.results[i].cached_tokens, n_pos - 1);
+        /* The first computes the prompt text a lone request does, each copy
+         * its last token. */
+        assert_int_equal(s2.prompt_tokens - s1.prompt_tokens, s1.prompt_tokens - s0.prompt_tokens + 2);
+        sl_completion_clear(&c);
+
+        three.sampling.temperature = 0.9f;
+        three.sampling.seed = 77;
+        one.sampling.temperature = 0.9f;
+        one.sampling.seed = 77;
+        sl_completion_clear(&alone);
+        alone = run_one(e, &one);
+        c = run_one(e, &three);
+        assert_int_equal(c.status, SL_OK);
+        assert_string_equal(c.results[0].text, alone.result.text);
+        assert_true(strcmp(c.results[1].text, c.results[0].text) != 0 ||
+                    strcmp(c.results[2].text, c.results[0].text) != 0);
+        sl_completion_clear(&c);
+        sl_completion_clear(&alone);
+    }
+    sl_engine_free(e);
+}
+
 /* Running out of memory inside the engine fails requests; it never loses
  * one (a lost completion hangs a run: the executor waits for it forever). */
 static void out_of_memory_fails_requests_but_returns_each(void **state)
@@ -1585,6 +1804,8 @@ int main(void)
         cmocka_unit_test(logprobs_agree_on_every_sampler),
         cmocka_unit_test(too_many_top_logprobs_are_refused),
         cmocka_unit_test(n_answers_share_the_prompt_and_differ_by_seed),
+        cmocka_unit_test(choices_are_scored_by_their_first_tokens),
+        cmocka_unit_test(n_answers_share_the_whole_prompt),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

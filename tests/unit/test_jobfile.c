@@ -280,6 +280,7 @@ static const struct {
     {"sampling.samples", "3"}, {"sampling.logprobs", "5"},
     {"sampling.seed", "9223372036854775807"}, {"sampling.stop", "~"},
     {"sampling.json_schema", NULL}, {"sampling.grammar", NULL},
+    {"sampling.choices", " yes, maybe so ,no"},
     {"pipeline.ordered", "true"}, {"pipeline.memory_budget", "1.5G"},
     {"pipeline.max_failed", "12.5%"}, {"pipeline.limit", "12"}, {"pipeline.sample", "0.25"},
     {"pipeline.dry_run", "true"},

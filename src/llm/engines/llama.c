@@ -184,12 +184,17 @@ typedef struct req {
     int n_pos;                 /* positions of the whole prompt */
     double t_submit;
     bool trace;
-    /* One task of a request with several (NULL: a request of its own). The
-     * image's positions are shared: chunks [0, n_shared) hold the text
-     * before the image and the image, shared_pos positions in all. */
+    /* One task of a request with several, or one of its n answers (NULL:
+     * a request of its own). The image's positions are shared: chunks [0,
+     * n_shared) hold the text before the image and the image, and for
+     * answers (same_prompt: the whole prompt is the same) the first
+     * shared_tok tokens of chunk n_shared too (all but the last token,
+     * which each decodes for its own logits); shared_pos positions in all. */
     sl_task_group *grp;
     int task;
+    bool same_prompt;
     size_t n_shared;
+    size_t shared_tok;
     int shared_pos;
     char *grammar;             /* GBNF the row samples under (given, or from its schema) */
     sl_json_schema *schema;    /* the answer is checked against it */
@@ -203,6 +208,16 @@ typedef struct req {
     const sl_image *images[SL_MAX_IMAGES];
     int n_images;
     bool want_json;            /* answer as a chat.completion object too */
+    /* Choices (sl_request.choices): the answer is one of them. choice_tok
+     * holds two tokens per choice, found at tokenize(): the one the model
+     * would begin the choice with, and the one it would begin " " + choice
+     * with (LLAMA_TOKEN_NULL: the same, or none); choice_p each choice's
+     * probability once its step is sampled, and `choice` the one taken. */
+    char **choices;
+    int n_choices;
+    llama_token *choice_tok;
+    float *choice_p;
+    int choice;
 } req;
 
 typedef struct slot {
@@ -523,6 +538,11 @@ static void req_free(req *r)
     sl_task_group_drop(r->grp); /* a task that never came back: the engine is going away */
     req_drop_tokens(r);
     sl_free(r->prep_error);
+    for (int i = 0; r->choices && i < r->n_choices; i++)
+        sl_free(r->choices[i]);
+    sl_free(r->choices);
+    sl_free(r->choice_tok);
+    sl_free(r->choice_p);
     sl_free(r->grammar);
     sl_json_schema_free(r->schema);
     for (int i = 0; i < r->n_stop; i++)
@@ -656,6 +676,21 @@ static char *logprobs_json(const llama_engine *e, const slot *s)
     return text;
 }
 
+/* A row's choices with their probabilities as JSON text (sl_result.scores);
+ * NULL when out of memory. */
+static char *scores_json(const req *r)
+{
+    json_t *o = json_object();
+    for (int i = 0; o && i < r->n_choices; i++)
+        if (json_object_set_new(o, r->choices[i], json_real((double)r->choice_p[i])) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+    char *text = o ? sl_json_dump(o, JSON_COMPACT | JSON_REAL_PRECISION(6), NULL) : NULL;
+    json_decref(o);
+    return text;
+}
+
 static void finish_slot(llama_engine *e, slot *s, const char *reason)
 {
     double t = now_ms();
@@ -677,7 +712,8 @@ static void finish_slot(llama_engine *e, slot *s, const char *reason)
     res.n_trace = s->n_trace;
     s->trace_tokens = NULL;
     s->trace_margins = NULL;
-    bool lp_ok = !s->lp_ids || (res.logprobs = logprobs_json(e, s)) != NULL;
+    bool lp_ok = (!s->lp_ids || (res.logprobs = logprobs_json(e, s)) != NULL) &&
+                 (!r->n_choices || (res.scores = scores_json(r)) != NULL);
     s->r = NULL;
     release_slot(e, s);
     if (!lp_ok)
@@ -707,45 +743,160 @@ static void fail_slot(llama_engine *e, slot *s, sl_status status, const char *ms
     complete(e, r, status, msg, NULL);
 }
 
+/* The tokens of text[0, len) into *out (sl_free) and *n, special tokens
+ * parsed, BOS/EOS added when add_special; *n may be 0. */
+static sl_status tokens_of(const llama_engine *e, const char *id, const char *text, size_t len,
+                           bool add_special, llama_token **out, int32_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (len > INT32_MAX / 2)
+        return sl_fail(SL_ERR_TOO_LONG, "%s: the prompt is too long (%zu bytes)", id, len);
+    /* A token is at least one byte, plus the added BOS/EOS. */
+    int32_t cap = (int32_t)len + 8;
+    llama_token *toks = sl_malloc((size_t)cap * sizeof *toks);
+    int32_t got = toks ? llama_tokenize(e->vocab, text, (int32_t)len, toks, cap, add_special, true)
+                       : 0;
+    if (toks && got < 0 && got != INT32_MIN) { /* -got: the count it needs */
+        llama_token *grown = sl_realloc(toks, (size_t)-got * sizeof *grown);
+        if (grown) {
+            toks = grown;
+            got = llama_tokenize(e->vocab, text, (int32_t)len, toks, -got, add_special, true);
+        }
+    }
+    if (!toks)
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory for the prompt's tokens", id);
+    if (got < 0) {
+        sl_free(toks);
+        return sl_fail(SL_ERR_ENGINE, "%s: llama_tokenize failed (code %d)", id, (int)got);
+    }
+    *out = toks;
+    *n = got;
+    return SL_OK;
+}
+
+/* The answers of one request (same_prompt) share their prompt but its
+ * last token: the chunks before the last whole, and the last (text) but its
+ * last token. Tasks share only up to their last image (set by tokenize). */
+static void share_whole_prompt(req *r)
+{
+    size_t n_chunks = req_n_chunks(r), n = 0;
+    if (!r->same_prompt || n_chunks == 0)
+        return;
+    req_chunk_tokens(r, n_chunks - 1, &n);
+    if (n < 2)
+        return;
+    r->n_shared = n_chunks - 1;
+    r->shared_tok = n - 1;
+    r->shared_pos = r->n_pos - 1;
+}
+
 /* Without a vision projector: the rendered prompt into r->tokens, as
  * mtmd_tokenize tokenizes text (special tokens added and parsed), so a
  * text-only request gets the same tokens with or without a projector.
  * Takes prompt (freed). */
 static sl_status tokenize_text(llama_engine *e, req *r, char *prompt)
 {
-    size_t len = strlen(prompt);
-    if (len > INT32_MAX / 2) {
-        sl_free(prompt);
-        return sl_fail(SL_ERR_TOO_LONG, "%s: the prompt is too long (%zu bytes)", r->id, len);
-    }
-    /* A token is at least one byte, plus the added BOS/EOS. */
-    int32_t cap = (int32_t)len + 8;
-    r->tokens = sl_malloc((size_t)cap * sizeof *r->tokens);
-    int32_t n = r->tokens ? llama_tokenize(e->vocab, prompt, (int32_t)len, r->tokens, cap, true,
-                                           true)
-                          : 0;
-    if (r->tokens && n < 0 && n != INT32_MIN) { /* -n: the count it needs */
-        llama_token *grown = sl_realloc(r->tokens, (size_t)-n * sizeof *grown);
-        if (grown) {
-            r->tokens = grown;
-            n = llama_tokenize(e->vocab, prompt, (int32_t)len, r->tokens, -n, true, true);
-        }
-    }
+    int32_t n;
+    sl_status st = tokens_of(e, r->id, prompt, strlen(prompt), true, &r->tokens, &n);
     sl_free(prompt);
-    if (!r->tokens)
-        return sl_fail(SL_ERR_NOMEM, "%s: out of memory for the prompt's tokens", r->id);
-    if (n <= 0) {
+    if (st != SL_OK)
+        return st;
+    if (n == 0) {
         sl_free(r->tokens);
         r->tokens = NULL;
-        return n == 0 ? sl_fail(SL_ERR_INVALID_ARG, "%s: the prompt has no tokens", r->id)
-                      : sl_fail(SL_ERR_ENGINE, "%s: llama_tokenize failed (code %d)", r->id,
-                                (int)n);
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: the prompt has no tokens", r->id);
     }
     r->n_tokens = n;
     r->n_pos = n;
     r->n_shared = 0;
+    r->shared_tok = 0;
     r->shared_pos = 0;
+    share_whole_prompt(r);
     return SL_OK;
+}
+
+/* The token the model would begin `text` with right after `tail` (the
+ * prompt's text before the answer): the first past tail's own tokens in
+ * tail + text, or (the two merged at the seam) text's own first token;
+ * LLAMA_TOKEN_NULL when text has none. */
+static sl_status first_token_after(const llama_engine *e, const req *r, const char *tail,
+                                   const llama_token *base, int32_t n_base, const char *text,
+                                   llama_token *out)
+{
+    *out = LLAMA_TOKEN_NULL;
+    char *joined = sl_asprintf("%s%s", tail, text);
+    if (!joined)
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory for the choices' tokens", r->id);
+    llama_token *toks;
+    int32_t n;
+    sl_status st = tokens_of(e, r->id, joined, strlen(joined), false, &toks, &n);
+    sl_free(joined);
+    if (st != SL_OK)
+        return st;
+    if (n > n_base && memcmp(toks, base, (size_t)n_base * sizeof *base) == 0) {
+        *out = toks[n_base];
+    } else {
+        sl_free(toks);
+        if ((st = tokens_of(e, r->id, text, strlen(text), false, &toks, &n)) != SL_OK)
+            return st;
+        if (n > 0)
+            *out = toks[0];
+    }
+    sl_free(toks);
+    return SL_OK;
+}
+
+/* r's choices as tokens (req.choice_tok), from the rendered prompt: the
+ * text after its last image is what the answer follows. Two choices that
+ * share a token cannot be told apart: the request fails naming them. */
+static sl_status choice_tokens(const llama_engine *e, req *r, const char *prompt)
+{
+    const char *marker = e->mtmd ? mtmd_get_marker(e->mtmd) : NULL;
+    const char *tail = prompt, *m;
+    while (marker && *marker && (m = strstr(tail, marker)))
+        tail = m + strlen(marker);
+    sl_free(r->choice_tok);
+    sl_free(r->choice_p);
+    r->choice_tok = sl_malloc(2 * (size_t)r->n_choices * sizeof *r->choice_tok);
+    r->choice_p = sl_calloc((size_t)r->n_choices, sizeof *r->choice_p);
+    if (!r->choice_tok || !r->choice_p)
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory for the choices' tokens", r->id);
+    llama_token *base;
+    int32_t n_base;
+    sl_status st = tokens_of(e, r->id, tail, strlen(tail), false, &base, &n_base);
+    for (int i = 0; st == SL_OK && i < r->n_choices; i++) {
+        const char *c = r->choices[i];
+        llama_token *tok = &r->choice_tok[2 * i];
+        st = first_token_after(e, r, tail, base, n_base, c, &tok[0]);
+        tok[1] = LLAMA_TOKEN_NULL;
+        if (st == SL_OK && !strchr(" \t\r\n", c[0])) {
+            char *spaced = sl_asprintf(" %s", c);
+            st = spaced ? first_token_after(e, r, tail, base, n_base, spaced, &tok[1])
+                        : sl_fail(SL_ERR_NOMEM, "%s: out of memory for the choices' tokens", r->id);
+            sl_free(spaced);
+            if (tok[1] == tok[0])
+                tok[1] = LLAMA_TOKEN_NULL;
+        }
+        if (st == SL_OK && tok[0] == LLAMA_TOKEN_NULL)
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s: choice '%.60s' has no tokens", r->id, c);
+    }
+    sl_free(base);
+    for (int a = 0; st == SL_OK && a < 2 * r->n_choices; a++)
+        for (int b = a + 1; st == SL_OK && b < 2 * r->n_choices; b++)
+            if (a / 2 != b / 2 && r->choice_tok[a] != LLAMA_TOKEN_NULL &&
+                r->choice_tok[a] == r->choice_tok[b]) {
+                char piece[64];
+                int32_t n = llama_token_to_piece(e->vocab, r->choice_tok[a], piece,
+                                                 sizeof piece - 1, 0, false);
+                piece[n > 0 ? n : 0] = '\0';
+                st = sl_fail(SL_ERR_INVALID_ARG,
+                             "%s: choices '%.60s' and '%.60s' both begin with the token '%s': a "
+                             "choice is told by the first token the model answers with; make "
+                             "them begin differently",
+                             r->id, r->choices[a / 2], r->choices[b / 2], piece);
+            }
+    return st;
 }
 
 static sl_status no_projector(const char *id)
@@ -763,12 +914,16 @@ static sl_status tokenize(llama_engine *e, req *r)
     int n_images = r->n_msgs > 0 ? r->n_images : r->image != NULL;
     if (!e->mtmd && n_images > 0)
         return no_projector(r->id); /* submit refuses these: never reached */
-    char *prompt;
+    char *prompt = NULL;
     sl_status st = r->n_msgs > 0 ? render_conversation(e, r, &prompt)
                                  : render_prompt(e, r->id, r->system_prompt, r->prompt,
                                                  r->image != NULL, &prompt);
-    if (st != SL_OK)
+    if (st == SL_OK && r->n_choices > 0)
+        st = choice_tokens(e, r, prompt);
+    if (st != SL_OK) {
+        sl_free(prompt);
         return st;
+    }
     if (!e->mtmd)
         return tokenize_text(e, r, prompt);
     if (r->n_msgs > 0)
@@ -806,6 +961,7 @@ static sl_status tokenize(llama_engine *e, req *r)
         return sl_fail(SL_ERR_ENGINE, "%s: the prompt must end with text after the image", r->id);
     r->n_pos = (int)mtmd_helper_get_n_pos(r->chunks);
     r->n_shared = 0;
+    r->shared_tok = 0;
     r->shared_pos = 0;
     for (size_t i = 0; i < n; i++)
         if (mtmd_input_chunk_get_type(mtmd_input_chunks_get(r->chunks, i)) !=
@@ -813,6 +969,7 @@ static sl_status tokenize(llama_engine *e, req *r)
             r->n_shared = i + 1;
     for (size_t i = 0; i < r->n_shared; i++)
         r->shared_pos += (int)mtmd_input_chunk_get_n_pos(mtmd_input_chunks_get(r->chunks, i));
+    share_whole_prompt(r);
     return SL_OK;
 }
 
@@ -928,7 +1085,7 @@ static void attach_device_sampler(llama_engine *e, slot *s)
         s->on_device = true;
         return;
     }
-    if (s->grammar || s->lp_stride || (!s->fast_greedy && !e->device_all)) {
+    if (s->grammar || s->lp_stride || s->r->n_choices || (!s->fast_greedy && !e->device_all)) {
         /* auto: rows with their own settings stay on the host (llama.cpp's
          * backend top-p sorts the whole vocabulary in the graph: 30 s a
          * step for 128 sequences of 152k on a CPU, unmeasured on a GPU).
@@ -1013,22 +1170,23 @@ static bool admit(llama_engine *e, slot *s, req *r)
     s->reserved = r->n_pos + r->sampling.max_tokens;
     e->kv_reserved += s->reserved;
     bool greedy = r->sampling.temperature <= 0.0f && r->sampling.repeat_penalty == 1.0f;
-    s->fast_greedy = e->sampler != SL_SAMPLER_REFERENCE && greedy && !grammar;
+    s->fast_greedy = e->sampler != SL_SAMPLER_REFERENCE && greedy && !grammar && !r->n_choices;
     /* A row that stays on the host runs its own top-p there (see
      * llama_sample.h); the reference path and the device keep llama.cpp's. */
     s->own_top_p = e->sampler != SL_SAMPLER_REFERENCE && !grammar &&
                    !(e->sampler == SL_SAMPLER_DEVICE && e->device_all) &&
                    sl_llama_host_top_p(&r->sampling);
     /* A greedy grammar row needs no chain: the argmax, checked by the grammar. */
-    s->smpl = s->fast_greedy || (grammar && greedy) ? NULL
-                                                     : make_sampler(e, &r->sampling, s->own_top_p);
+    s->smpl = s->fast_greedy || (grammar && greedy) || r->n_choices
+                  ? NULL
+                  : make_sampler(e, &r->sampling, s->own_top_p);
     if (e->sampler == SL_SAMPLER_DEVICE)
         attach_device_sampler(e, s);
     e->work.prefix_queries++;
     e->work.prefix_query_tokens += (uint64_t)r->n_pos;
-    /* A task whose sibling holds (or is computing) the same image positions
-     * waits for them: resolve_tasks() copies them over. */
-    if (r->grp && r->n_shared > 0 && find_donor(e, s, NULL)) {
+    /* A task (an answer) whose sibling holds or is computing the same
+     * image (prompt) positions waits for them: resolve_tasks() copies them. */
+    if (r->grp && r->shared_pos > 0 && find_donor(e, s, NULL)) {
         s->await = true;
         return true;
     }
@@ -1042,8 +1200,16 @@ static bool same_head(const slot *s, const slot *d)
 {
     const req *a = s->r, *b = d->r;
     if (d == s || !b || b->grp != a->grp || b->n_shared != a->n_shared ||
-        b->shared_pos != a->shared_pos)
+        b->shared_tok != a->shared_tok || b->shared_pos != a->shared_pos)
         return false;
+    if (a->shared_tok > 0) {
+        size_t na = 0, nb = 0;
+        const llama_token *ta = req_chunk_tokens(a, a->n_shared, &na);
+        const llama_token *tb = req_chunk_tokens(b, b->n_shared, &nb);
+        if (na < a->shared_tok || nb < a->shared_tok ||
+            memcmp(ta, tb, a->shared_tok * sizeof *ta) != 0)
+            return false;
+    }
     for (size_t i = 0; i < a->n_shared; i++) {
         const mtmd_input_chunk *ca = mtmd_input_chunks_get(a->chunks, i);
         const mtmd_input_chunk *cb = mtmd_input_chunks_get(b->chunks, i);
@@ -1061,6 +1227,14 @@ static bool same_head(const slot *s, const slot *d)
     return true;
 }
 
+/* Has slot d decoded r's shared positions? (A step's tokens are decoded
+ * before the next admission looks.) */
+static bool past_shared(const slot *d, const req *r)
+{
+    return d->generating || d->chunk > r->n_shared ||
+           (d->chunk == r->n_shared && d->tok >= r->shared_tok);
+}
+
 /* A sibling of s's computing the shared positions itself (not waiting);
  * *ready: it is past them. NULL: none. */
 static slot *find_donor(llama_engine *e, const slot *s, bool *ready)
@@ -1070,14 +1244,14 @@ static slot *find_donor(llama_engine *e, const slot *s, bool *ready)
         slot *d = &e->slots[i];
         if (d->await || !same_head(s, d))
             continue;
-        bool past = d->generating || d->chunk >= s->r->n_shared;
+        bool past = past_shared(d, s->r);
         if (!found || past)
             found = d;
         if (past)
             break;
     }
     if (ready)
-        *ready = found && (found->generating || found->chunk >= s->r->n_shared);
+        *ready = found && past_shared(found, s->r);
     return found;
 }
 
@@ -1106,7 +1280,7 @@ static void resolve_tasks(llama_engine *e)
         s->await = false;
         s->n_past = (llama_pos)s->r->shared_pos;
         s->chunk = s->r->n_shared;
-        s->tok = 0;
+        s->tok = s->r->shared_tok;
         s->cached = s->r->shared_pos;
         e->work.prefix_hits++;
         e->work.prefix_cached_tokens += (uint64_t)s->r->shared_pos;
@@ -1694,11 +1868,70 @@ static void record_logprobs(slot *s, const float *logits, int n)
                                        s->lp_vals + at + 1);
 }
 
+/* A uniform draw in [0, 1) from a seed (splitmix64's finalizer). */
+static double seeded_uniform(uint64_t seed)
+{
+    uint64_t z = seed + 0x9e3779b97f4a7c15u;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1.0p-53;
+}
+
+/* A row with choices: each choice's probability (its tokens' share of the
+ * choices' together: the softmax's denominator cancels) into r->choice_p,
+ * the one taken into r->choice; returns its token. Any sampling thread. */
+static llama_token choose_choice(slot *s, const float *logits)
+{
+    req *r = s->r;
+    float top = -INFINITY;
+    for (int k = 0; k < 2 * r->n_choices; k++)
+        if (r->choice_tok[k] != LLAMA_TOKEN_NULL && logits[r->choice_tok[k]] > top)
+            top = logits[r->choice_tok[k]];
+    double p[SL_MAX_CHOICES], sum = 0;
+    for (int i = 0; i < r->n_choices; i++) {
+        p[i] = 0;
+        for (int v = 0; v < 2; v++) {
+            llama_token t = r->choice_tok[2 * i + v];
+            if (t != LLAMA_TOKEN_NULL && isfinite(top))
+                p[i] += exp((double)logits[t] - (double)top);
+        }
+        sum += p[i];
+    }
+    int pick = 0;
+    for (int i = 0; i < r->n_choices; i++) {
+        r->choice_p[i] = sum > 0 ? (float)(p[i] / sum) : 1.0f / (float)r->n_choices;
+        if (r->choice_p[i] > r->choice_p[pick])
+            pick = i;
+    }
+    float temp = r->sampling.temperature;
+    if (temp > 0 && sum > 0) {
+        /* Drawn from the scores sharpened (or flattened) by the temperature. */
+        double w[SL_MAX_CHOICES], total = 0, lp_top = log(r->choice_p[pick]);
+        for (int i = 0; i < r->n_choices; i++)
+            total += w[i] = r->choice_p[i] > 0
+                                ? exp((log(r->choice_p[i]) - lp_top) / (double)temp)
+                                : 0;
+        double u = seeded_uniform(r->sampling.seed) * total;
+        for (pick = 0; pick < r->n_choices - 1 && (u -= w[pick]) >= 0; pick++)
+            ;
+        while (pick > 0 && w[pick] == 0) /* u landed past the last with weight */
+            pick--;
+    }
+    r->choice = pick;
+    return r->choice_tok[2 * pick];
+}
+
 /* Chooses s's next token from s->logits; any sampling thread. */
 static void choose_token(llama_engine *e, slot *s, llama_token_data *cand)
 {
     const float *logits = s->logits;
     int n = e->n_vocab;
+    if (s->r->n_choices) {
+        s->next_margin = s->trace_margins ? sl_llama_top2_margin(logits, n) : 0.0f;
+        s->next = choose_choice(s, logits);
+        return;
+    }
     s->next_margin = s->trace_margins ? sl_llama_top2_margin(logits, n) : 0.0f;
     if (s->grammar)
         s->next = sl_llama_sample_grammar(s->grammar, s->smpl, logits, n, &s->r->sampling, cand,
@@ -1785,7 +2018,20 @@ static void advance_slot(llama_engine *e, slot *s, double *detok_ms, double *boo
     if (!s->t_first)
         s->t_first = t;
     const char *end = NULL;
-    if (tok < 0 || llama_vocab_is_eog(e->vocab, tok)) {
+    if (s->r->n_choices) {
+        /* The answer is the choice whole, though only its first token was
+         * looked at: it counts as one generated token. */
+        const char *c = s->r->choices[s->r->choice];
+        if (text_append(&s->text, c, strlen(c)) != 0) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "%s: out of memory for the text", s->r->id);
+            fail_slot(e, s, SL_ERR_NOMEM, msg);
+            return;
+        }
+        s->n_gen = 1;
+        e->work.generation_tokens++;
+        end = "stop";
+    } else if (tok < 0 || llama_vocab_is_eog(e->vocab, tok)) {
         end = "stop"; /* tok < 0: the row's grammar allows no token */
         s->lp_end = tok >= 0;
     } else {
@@ -1827,6 +2073,10 @@ static void sample_reference(llama_engine *e, slot *s)
 {
     const float *logits = llama_get_logits_ith(e->ctx, s->logits_idx);
     s->next_margin = s->trace_margins ? sl_llama_top2_margin(logits, e->n_vocab) : 0.0f;
+    if (s->r->n_choices) {
+        s->next = choose_choice(s, logits);
+        return;
+    }
     if (s->grammar) /* the host's grammar path: llama.cpp's throws on a dead end */
         s->next = sl_llama_sample_grammar(s->grammar, s->smpl, logits, e->n_vocab,
                                           &s->r->sampling, e->cand[0], NULL);
@@ -2147,6 +2397,11 @@ static req *req_new(llama_engine *e, const sl_request *rq, void *tag, sl_status 
         for (int i = 0; ok && i < rq->n_stop; i++, r->n_stop++)
             ok = (r->stop[i] = sl_strdup(rq->stop[i])) != NULL;
     }
+    if (ok && rq->n_choices > 0) {
+        ok = (r->choices = sl_calloc((size_t)rq->n_choices, sizeof *r->choices)) != NULL;
+        for (int i = 0; ok && i < rq->n_choices; i++, r->n_choices++)
+            ok = (r->choices[i] = sl_strdup(rq->choices[i])) != NULL;
+    }
     if (!ok) {
         req_free(r);
         *st = sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
@@ -2197,8 +2452,8 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
         return no_projector(rq->id ? rq->id : "(request)");
     /* A request with tasks (or n answers): one req per task (answer),
      * queued together so that the later ones find the first in a sequence
-     * (admit) and copy its positions up to the last image (the answers'
-     * text after it too is the same, and is computed again: a few tokens);
+     * (admit) and copy its positions: a task's up to its last image, an
+     * answer's all but the last token (the answers' prompt is the same);
      * one completion when all are back. */
     req *r = NULL, *last = NULL;
     int n_reqs = rq->n_tasks > 0 ? rq->n_tasks : rq->sampling.n > 1 ? rq->sampling.n : 1;
@@ -2229,6 +2484,7 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
             break;
         t->grp = grp;
         t->task = i;
+        t->same_prompt = rq->n_tasks == 0 && n_reqs > 1;
         if (last)
             last->next = t;
         else
@@ -2277,6 +2533,22 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
     }
     pthread_mutex_unlock(&e->mu);
     return SL_OK;
+}
+
+static sl_status llama_engine_check_choices(void *impl, const char *who,
+                                            const char *system_prompt, const char *prompt,
+                                            const char *const *choices, int n)
+{
+    llama_engine *e = impl;
+    req r = {.id = (char *)who, .choices = (char **)choices, .n_choices = n};
+    char *text = NULL;
+    sl_status st = render_prompt(e, who, system_prompt, prompt, false, &text);
+    if (st == SL_OK)
+        st = choice_tokens(e, &r, text);
+    sl_free(text);
+    sl_free(r.choice_tok);
+    sl_free(r.choice_p);
+    return st;
 }
 
 static sl_status llama_engine_poll(void *impl, sl_completion *out, size_t max, int timeout_ms,
@@ -2402,6 +2674,7 @@ static const sl_engine_ops llama_ops = {
     .stats = llama_engine_stats,
     .model_name = llama_engine_model_name,
     .free = llama_engine_free,
+    .check_choices = llama_engine_check_choices,
 };
 
 sl_llama_params sl_llama_default_params(void)

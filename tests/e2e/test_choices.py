@@ -1,0 +1,217 @@
+"""Choices (--choices, a task's "choices"; docs/output.md "Choices"): the
+answer is one of the given strings, read from the model's next-token
+probabilities, with each choice's score in column `scores` (JSONL an
+object, Parquet its JSON text, read by pyarrow and queried by DuckDB);
+greedy takes the highest score, a temperature draws with the row's seed
+(a rerun draws the same); tasks mix choices with free answers; a job file
+sets them; choices that cannot be told apart, or settings that cannot go
+with them, stop the job before any row with exit 2; other choices are
+another job (a rerun is refused)."""
+import json
+import pathlib
+import subprocess
+
+import duckdb
+import pyarrow.parquet as pq
+
+from conftest import SAMPLES, TINY, read_rows, sample_images
+
+CHOICES = ["yes", "no", "maybe"]
+
+
+def assert_scored(row, choices, answer="caption", scores="scores"):
+    assert row.get("error") is None, row
+    got = row[scores]
+    if isinstance(got, str):  # Parquet: the object's JSON text
+        got = json.loads(got)
+    assert list(got) == choices, got
+    assert abs(sum(got.values()) - 1.0) < 1e-4, got
+    assert all(0.0 <= v <= 1.0 for v in got.values()), got
+    assert row[answer] in choices, row
+    return got
+
+
+def test_greedy_takes_the_highest_score(sluice, tmp_path):
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, "--choices", "yes, no,maybe", "--prompt", "Is this a photo?",
+                       "--show", 0, "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert len(rows) == len(sample_images())
+    for row in rows:
+        scores = assert_scored(row, CHOICES)
+        assert row["caption"] == max(scores, key=scores.get), row
+        assert row["finish_reason"] == "stop" and row["generated_tokens"] == 1, row
+    # The model does not rank every image alike: the scores come from each one.
+    assert len({json.dumps(row["scores"]) for row in rows}) > 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["params"]["choices"] == CHOICES
+
+
+def test_a_temperature_draws_by_the_row_seed(sluice, tmp_path):
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"out{k}"
+        r = sluice.caption(SAMPLES, out, "--choices", ",".join(CHOICES), "--temperature", 5,
+                           "--seed", 7, "--show", 0, "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        runs.append({row["id"]: row for row in read_rows(out)})
+    assert {i: row["caption"] for i, row in runs[0].items()} == \
+        {i: row["caption"] for i, row in runs[1].items()}
+    # At temperature 5 the scores are nearly flat: some draw is not the highest.
+    drawn_lower = 0
+    for row in runs[0].values():
+        scores = assert_scored(row, CHOICES)
+        drawn_lower += row["caption"] != max(scores, key=scores.get)
+    assert drawn_lower > 0
+
+
+def test_parquet_scores_are_read_by_pyarrow_and_duckdb(sluice, tmp_path):
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, "--choices", "yes,no", "--format", "parquet", "--show", 0,
+                       "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    table = pq.read_table(out / "part-00000.parquet")
+    assert "scores" in table.column_names
+    rows = table.to_pylist()
+    yes = []
+    for row in rows:
+        scores = assert_scored(row, ["yes", "no"])
+        yes.append(scores["yes"])
+        assert (row["caption"] == "yes") == (scores["yes"] > scores["no"]), row
+    # A threshold that splits the rows: DuckDB reads each value as pyarrow did.
+    cut = sorted(yes)[len(yes) // 2]
+    above = sum(v >= cut for v in yes)
+    assert 0 < above < len(yes)
+    got = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{out}/part-*.parquet') "
+        f"WHERE CAST(json_extract(scores, '$.yes') AS DOUBLE) >= {cut!r}").fetchall()[0][0]
+    assert got == above
+
+
+def test_tasks_mix_choices_with_free_answers(sluice, four, tmp_path):
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({
+        "photo": {"prompt": "Is this a photo?", "choices": ["yes", "no"]},
+        "style": {"prompt": "Which style?", "choices": ["photo", "drawing", "render"]},
+        "short": {"prompt": "Describe this image.", "sampling": {"max_tokens": 4}},
+    }))
+    out = tmp_path / "out"
+    r = sluice.caption(four, out, "--tasks", tasks, "--show", 0, "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert len(rows) == 4
+    for row in rows:
+        assert_scored(row, ["yes", "no"], "photo", "photo_scores")
+        assert_scored(row, ["photo", "drawing", "render"], "style", "style_scores")
+        assert "short_scores" not in row and row["short_generated_tokens"] > 0, row
+        assert "scores" not in row
+    out = tmp_path / "per-task"
+    r = sluice.caption(four, out, "--tasks", tasks, "--rows-per-task", "--format", "parquet",
+                       "--show", 0, "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = pq.read_table(out / "part-00000.parquet").to_pylist()
+    assert len(rows) == 12
+    for row in rows:
+        if row["task"] == "short":
+            assert row["scores"] is None, row
+        else:
+            assert_scored(row, ["yes", "no"] if row["task"] == "photo"
+                          else ["photo", "drawing", "render"])
+
+
+def test_a_job_file_sets_choices(sluice, four, tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(f"""
+input: {{paths: [{json.dumps(str(four))}]}}
+output: {{dir: {json.dumps(str(tmp_path / 'out'))}}}
+llama: {{model: {json.dumps(str(TINY / 'model.gguf'))}, mmproj: {json.dumps(str(TINY / 'mmproj.gguf'))}}}
+prompt: {{text: "Indoors or outdoors?"}}
+sampling: {{choices: [indoors, outdoors]}}
+metrics: {{addr: "off"}}
+""")
+    r = sluice.run("run", job, "--show", 0)
+    assert r.returncode == 0, r.stderr
+    for row in read_rows(tmp_path / "out"):
+        assert_scored(row, ["indoors", "outdoors"])
+
+
+def test_choices_that_cannot_be_told_apart_stop_the_job(sluice, four, tmp_path):
+    out = tmp_path / "out"
+    # Two choices that begin alike begin with the same token.
+    r = sluice.caption(four, out, "--choices", "the red one,the blue one", "--metrics-addr",
+                       "off")
+    assert r.returncode == 2, r.stderr
+    assert "'the red one' and 'the blue one' both begin with the token" in r.stderr, r.stderr
+    assert not list(out.glob("part-*"))
+
+
+def test_settings_that_cannot_go_with_choices_are_refused(sluice, four, tmp_path):
+    out = tmp_path / "out"
+    schema = tmp_path / "s.json"
+    schema.write_text('{"type": "string"}')
+    cases = [
+        (["--choices", "yes"], "1 given"),
+        (["--choices", "yes,no,yes"], "'yes' is given twice"),
+        (["--choices", "yes,no", "--logprobs", 2], "not with --logprobs"),
+        (["--choices", "yes,no", "--json-schema", schema], "not with --json-schema"),
+    ]
+    for args, says in cases:
+        r = sluice.caption(four, out, *args, "--metrics-addr", "off")
+        assert r.returncode == 2 and says in r.stderr, (args, r.stderr)
+    r = sluice.run("caption", four, "-o", out, "--engine", "openai", "--endpoint",
+                   "http://127.0.0.1:9", "--choices", "yes,no")
+    assert r.returncode == 2 and "openai engine cannot score choices" in r.stderr, r.stderr
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"a": {"prompt": "Which?", "choices": "yes,no"}}))
+    r = sluice.caption(four, out, "--tasks", tasks, "--metrics-addr", "off")
+    assert r.returncode == 2 and "task 'a': choices must be a list" in r.stderr, r.stderr
+
+
+def test_other_choices_are_another_job(sluice, four, tmp_path):
+    out = tmp_path / "out"
+    r = sluice.caption(four, out, "--choices", "yes,no", "--metrics-addr", "off", "--show", 0)
+    assert r.returncode == 0, r.stderr
+    r = sluice.caption(four, out, "--choices", "no,yes", "--metrics-addr", "off", "--show", 0)
+    assert r.returncode == 2 and "--overwrite" in r.stderr, r.stderr
+    r = sluice.caption(four, out, "--choices", "yes,no", "--metrics-addr", "off", "--show", 0)
+    assert r.returncode == 0 and "all inputs were already done" in r.stdout, r.stdout + r.stderr
+
+
+def test_the_filter_example_keeps_rows_by_score(sluice, four, tmp_path):
+    """examples/filter.yaml (choices, examples/keep_if.lua after the engine)
+    on the tiny model: the stage reads row.scores, writes the choice's score
+    (equal to the row's scores column) and drops the rows under its
+    threshold; with tasks it reads row:task_scores(name)."""
+    example = pathlib.Path(__file__).resolve().parents[2] / "examples" / "filter.yaml"
+
+    def run(out, *extra, **config):
+        stage = json.dumps({"lua": str(example.parent / "keep_if.lua"), "after": "engine",
+                            "columns": ["p"], "config": {"column": "p", **config}})
+        res = sluice.run("run", example, four, "-o", out, "--model", TINY / "model.gguf",
+                         "--mmproj", TINY / "mmproj.gguf", "--format", "jsonl", "--show", 0,
+                         "--metrics-addr", "off", "--stage", stage, *extra)
+        assert res.returncode == 0, res.stderr
+        return read_rows(out)
+
+    rows = run(tmp_path / "all", threshold=0)
+    assert len(rows) == 4
+    p = {r["id"]: r["p"] for r in rows}
+    for r in rows:
+        assert r["p"] == assert_scored(r, ["yes", "no"])["yes"], r
+    cut = sorted(p.values())[2]
+    kept = run(tmp_path / "kept", threshold=cut)
+    assert sorted(r["id"] for r in kept) == sorted(i for i, v in p.items() if v >= cut)
+    assert 0 < len(kept) < 4
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"style": {"prompt": "Which?", "choices": ["photo", "drawing"]}}))
+    stage = json.dumps({"lua": str(example.parent / "keep_if.lua"), "after": "engine",
+                        "columns": ["p"], "config": {"column": "p", "threshold": 0,
+                                                     "task": "style", "choice": "drawing"}})
+    res = sluice.caption(four, tmp_path / "task", "--tasks", tasks, "--stage", stage, "--show", 0,
+                         "--metrics-addr", "off")
+    assert res.returncode == 0, res.stderr
+    rows = read_rows(tmp_path / "task")
+    assert len(rows) == 4
+    for r in rows:
+        assert r["p"] == assert_scored(r, ["photo", "drawing"], "style", "style_scores")["drawing"]
