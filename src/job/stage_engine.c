@@ -33,7 +33,12 @@ static sl_status engine_init(void *cfg, int worker, void **state)
     }
     if (j->p->n_gpus > 0)
         lp.gpu = j->p->gpus[worker];
-    lp.max_tokens_hint = j->p->sampling.max_tokens;
+    /* Answers that are all choices take one position each (the context is
+     * sized for the prompts alone: on a GPU, more sequences). */
+    bool all_choices = j->p->n_choices > 0 || j->p->n_tasks > 0;
+    for (int i = 0; j->p->n_choices == 0 && i < j->p->n_tasks; i++)
+        all_choices = all_choices && j->p->tasks[i].n_choices > 0;
+    lp.max_tokens_hint = all_choices ? 1 : j->p->sampling.max_tokens;
     lp.image_edge_hint = j->p->image.max_edge > 0 ? j->p->image.max_edge : 2048;
     lp.prefix_system_prompt = j->p->system_prompt;
     if (j->metrics) {

@@ -328,7 +328,18 @@ sl_status sl_engine_check_choices(sl_engine *engine, const char *who, const char
         return sl_fail(SL_ERR_INVALID_ARG, "%s: the %s engine cannot score choices", who,
                        engine->ops->kind);
     return engine->ops->check_choices(engine->impl, who, system_prompt, prompt ? prompt : "",
-                                      choices, n_choices);
+                                      choices, n_choices, NULL);
+}
+
+sl_status sl_engine_choice_tokens(sl_engine *engine, const char *system_prompt,
+                                  const char *prompt, const char *const *choices, int n,
+                                  int32_t *tokens)
+{
+    if (!engine->ops->check_choices)
+        return sl_fail(SL_ERR_INVALID_ARG, "the %s engine cannot score choices",
+                       engine->ops->kind);
+    return engine->ops->check_choices(engine->impl, "choices", system_prompt,
+                                      prompt ? prompt : "", choices, n, tokens);
 }
 
 void sl_result_clear(sl_result *result)

@@ -17,13 +17,26 @@ typedef struct sl_engine_ops {
     void (*stats)(const void *impl, sl_engine_stats *out);
     const char *(*model_name)(const void *impl);
     void (*free)(void *impl);
-    /* Optional (llama): sl_engine_check_choices; NULL: choices refused. */
+    /* Optional (llama): sl_engine_check_choices; NULL: choices refused.
+     * tokens (NULL: not wanted): SL_CHOICE_VARIANTS token ids per choice,
+     * -1 where a variant does not apply or repeats one. */
     sl_status (*check_choices)(void *impl, const char *who, const char *system_prompt,
-                               const char *prompt, const char *const *choices, int n);
+                               const char *prompt, const char *const *choices, int n,
+                               int32_t *tokens);
     /* Optional (HTTP engines): per-endpoint state. */
     size_t (*endpoint_count)(const void *impl);
     void (*endpoint_stats)(const void *impl, size_t i, sl_endpoint_stats *out);
 } sl_engine_ops;
+
+/* The tokens each choice stands for, as sl_engine_check_choices finds them
+ * (for tests and diagnostics): SL_CHOICE_VARIANTS per choice into tokens
+ * (n * SL_CHOICE_VARIANTS entries): as written, after a space, with the
+ * first letter's case swapped, both; -1 where a variant does not apply or
+ * gives a token already counted. */
+#define SL_CHOICE_VARIANTS 4
+sl_status sl_engine_choice_tokens(sl_engine *engine, const char *system_prompt,
+                                  const char *prompt, const char *const *choices, int n,
+                                  int32_t *tokens);
 
 /* A request's tasks (or answers, sampling.n > 1) on their way back. A
  * backend turns a request with tasks into one piece of work per task

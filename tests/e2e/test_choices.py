@@ -215,3 +215,16 @@ def test_the_filter_example_keeps_rows_by_score(sluice, four, tmp_path):
     assert len(rows) == 4
     for r in rows:
         assert r["p"] == assert_scored(r, ["photo", "drawing"], "style", "style_scores")["drawing"]
+
+
+def test_a_choice_takes_one_position_whatever_max_tokens_says(sluice, four, tmp_path):
+    """A job whose answers are all choices sizes its context for the prompts
+    alone: --max-tokens past the model's context (2048) does not stop it, as
+    it does a job that generates."""
+    r = sluice.caption(four, tmp_path / "gen", "--max-tokens", 100000, "--metrics-addr", "off")
+    assert r.returncode == 2 and "context" in r.stderr, r.stderr
+    r = sluice.caption(four, tmp_path / "out", "--choices", "yes,no", "--max-tokens", 100000,
+                       "--show", 0, "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    for row in read_rows(tmp_path / "out"):
+        assert_scored(row, ["yes", "no"])

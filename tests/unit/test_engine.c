@@ -17,6 +17,7 @@
 #include "core/alloc.h"
 #include <jansson.h>
 #include "llama.h"
+#include "llm/engine_impl.h"
 #include "llm/engines/llama_sample.h"
 #include "sluice/sluice.h"
 #include "test_util.h"
@@ -1215,14 +1216,65 @@ static json_t *scores_of(const sl_result *r, const char *const *choices, int n)
     return o;
 }
 
+/* The scores a result must have for `choices`, from the first token's top
+ * 20 log-probabilities (ids, lps) and the tokens the engine says each
+ * choice stands for: exact when every such token is among the 20, else
+ * within what the others (each below the 20th) can add. */
+static void assert_scores_match(sl_engine *e, const sl_result *r, const char *const *choices,
+                                int n, const int32_t *ids, const double *lps)
+{
+    int32_t toks[SL_MAX_CHOICES * SL_CHOICE_VARIANTS];
+    assert_int_equal(sl_engine_choice_tokens(e, NULL, "Describe this image in one sentence.",
+                                             choices, n, toks), SL_OK);
+    double known[SL_MAX_CHOICES], total = 0, p_last = exp(lps[19]);
+    int unknown[SL_MAX_CHOICES];
+    for (int i = 0; i < n; i++) {
+        known[i] = 0;
+        unknown[i] = 0;
+        for (int v = 0; v < SL_CHOICE_VARIANTS; v++) {
+            int32_t t = toks[i * SL_CHOICE_VARIANTS + v];
+            if (t < 0)
+                continue;
+            int k = 0;
+            while (k < 20 && ids[k] != t)
+                k++;
+            if (k < 20)
+                known[i] += exp(lps[k]);
+            else
+                unknown[i]++;
+        }
+        total += known[i];
+    }
+    int all_unknown = 0;
+    for (int i = 0; i < n; i++)
+        all_unknown += unknown[i];
+    json_t *o = scores_of(r, choices, n);
+    const char *best = NULL;
+    double best_score = -1;
+    for (int i = 0; i < n; i++) {
+        double got = json_real_value(json_object_get(o, choices[i]));
+        double lo = known[i] / (total + all_unknown * p_last);
+        double hi = (known[i] + unknown[i] * p_last) / (total + unknown[i] * p_last);
+        assert_true(got >= lo - 1e-4 && got <= hi + 1e-4);
+        if (got > best_score) {
+            best_score = got;
+            best = choices[i];
+        }
+    }
+    assert_string_equal(r->text, best);
+    json_decref(o);
+}
+
 /* Choices are scored by the model's probabilities of their first tokens:
  * checked against the log-probabilities the same prompt's first token
  * gets (top 20). Three words the model ranks (" w0" > " w1" > " w2"),
- * given in another order: the answer is the most likely, the scores their
- * softmax, no token generated after it. "w0" without its space counts
- * " w0" too (its score at least " w0"'s share). Two choices beginning with
- * the same token fail the row, naming both; a drawn choice is the seed's.
- * Refused at submit: one choice, a choice twice, choices with logprobs. */
+ * given in another order: the answer is the best scored, no token
+ * generated after it; each choice stands for the token it is among the 20.
+ * "w0" without its space stands for " w0" too, and a word for its other
+ * case ("Yes" for "yes"), unless another choice begins so. Two choices
+ * beginning with the same token fail the row, naming both; a drawn choice
+ * is the seed's. Refused at submit: one choice, a choice twice, choices
+ * with logprobs. */
 static void choices_are_scored_by_their_first_tokens(void **state)
 {
     sl_engine *e = open_tiny(2, 0);
@@ -1234,19 +1286,22 @@ static void choices_are_scored_by_their_first_tokens(void **state)
     json_t *content = logprob_content(&c.result, SL_MAX_TOP_LOGPROBS);
     json_t *top = json_object_get(json_array_get(content, 0), "top_logprobs");
     char words[3][64];
-    double lp[3], lp_last = json_real_value(json_object_get(json_array_get(top, 19), "logprob"));
+    int32_t ids[20], word_ids[3];
+    double lps[20];
     int n_words = 0;
     size_t k;
     json_t *t;
     json_array_foreach(top, k, t) {
         const char *tok = json_string_value(json_object_get(t, "token"));
+        ids[k] = (int32_t)json_integer_value(json_object_get(t, "id"));
+        lps[k] = json_real_value(json_object_get(t, "logprob"));
         size_t len = strlen(tok);
         bool word = len >= 3 && len < 64 && tok[0] == ' ';
         for (size_t i = 1; word && i < len; i++)
-            word = (tok[i] >= 'a' && tok[i] <= 'z') || (tok[i] >= 'A' && tok[i] <= 'Z');
+            word = tok[i] >= 'a' && tok[i] <= 'z';
         if (word && n_words < 3) {
             strcpy(words[n_words], tok);
-            lp[n_words++] = json_real_value(json_object_get(t, "logprob"));
+            word_ids[n_words++] = ids[k];
         }
     }
     json_decref(content);
@@ -1254,35 +1309,52 @@ static void choices_are_scored_by_their_first_tokens(void **state)
     assert_int_equal(n_words, 3); /* the tiny model's vocabulary has words */
 
     const char *three[3] = {words[1], words[2], words[0]};
-    q = request("choices", 8);
+    int32_t toks[3 * SL_CHOICE_VARIANTS];
+    assert_int_equal(sl_engine_choice_tokens(e, NULL, "Describe this image in one sentence.",
+                                             three, 3, toks), SL_OK);
+    for (int i = 0; i < 3; i++) /* as written: the token it was among the 20 */
+        assert_int_equal(toks[i * SL_CHOICE_VARIANTS], word_ids[(i + 1) % 3]);
+    /* One position is all a choice takes: max_tokens past the context is no matter. */
+    q = request("choices", 1 << 30);
     q.choices = three;
     q.n_choices = 3;
     c = run_one(e, &q);
     assert_int_equal(c.status, SL_OK);
-    assert_string_equal(c.result.text, words[0]);
     assert_string_equal(c.result.finish_reason, "stop");
     assert_int_equal(c.result.generated_tokens, 1);
-    json_t *o = scores_of(&c.result, three, 3);
-    double z = exp(lp[0]) + exp(lp[1]) + exp(lp[2]);
-    for (int i = 0; i < 3; i++)
-        assert_true(fabs(json_real_value(json_object_get(o, words[i])) - exp(lp[i]) / z) < 1e-4);
-    json_decref(o);
+    assert_scores_match(e, &c.result, three, 3, ids, lps);
     sl_completion_clear(&c);
 
     const char *bare[2] = {words[0] + 1, words[1]};
+    assert_int_equal(sl_engine_choice_tokens(e, NULL, "Describe this image in one sentence.",
+                                             bare, 2, toks), SL_OK);
+    assert_int_equal(toks[1], word_ids[0]); /* "w0" after a space: " w0" */
     q.choices = bare;
     q.n_choices = 2;
     c = run_one(e, &q);
     assert_int_equal(c.status, SL_OK);
-    assert_string_equal(c.result.text, bare[0]);
-    o = scores_of(&c.result, bare, 2);
-    double p0 = exp(lp[0]), p1 = exp(lp[1]), p_last = exp(lp_last);
-    double got = json_real_value(json_object_get(o, bare[0]));
-    /* " w0" counted, and "w0" (not in the top 20: below the 20th) at most. */
-    assert_true(got >= p0 / (p0 + p1) - 1e-5);
-    assert_true(got <= (p0 + p_last) / (p0 + p_last + p1) + 1e-5);
-    json_decref(o);
+    assert_scores_match(e, &c.result, bare, 2, ids, lps);
     sl_completion_clear(&c);
+
+    /* "yes" stands for what "Yes" begins with too (and "no" for "No"). */
+    const char *lower[2] = {"yes", "no"}, *upper[2] = {"Yes", "No"};
+    int32_t lo_toks[2 * SL_CHOICE_VARIANTS], up_toks[2 * SL_CHOICE_VARIANTS];
+    assert_int_equal(sl_engine_choice_tokens(e, NULL, "Is it?", lower, 2, lo_toks), SL_OK);
+    assert_int_equal(sl_engine_choice_tokens(e, NULL, "Is it?", upper, 2, up_toks), SL_OK);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(lo_toks[i * SL_CHOICE_VARIANTS + 2], up_toks[i * SL_CHOICE_VARIANTS]);
+        assert_int_equal(up_toks[i * SL_CHOICE_VARIANTS + 2], lo_toks[i * SL_CHOICE_VARIANTS]);
+    }
+    /* A variant that begins two choices counts for neither: "yes" and
+     * "Yes" may both be choices, each its own token. */
+    const char *both[2] = {"yes", "Yes"};
+    int32_t both_toks[2 * SL_CHOICE_VARIANTS];
+    assert_int_equal(sl_engine_choice_tokens(e, NULL, "Is it?", both, 2, both_toks), SL_OK);
+    assert_int_equal(both_toks[0], lo_toks[0]);
+    assert_int_equal(both_toks[SL_CHOICE_VARIANTS], up_toks[0]);
+    for (int a = 0; a < 2 * SL_CHOICE_VARIANTS; a++)
+        for (int b = a + 1; b < 2 * SL_CHOICE_VARIANTS; b++)
+            assert_true(both_toks[a] < 0 || both_toks[a] != both_toks[b]);
 
     char cat[80], dog[80];
     snprintf(cat, sizeof cat, "%s cat", words[0]);

@@ -72,6 +72,7 @@
 #define LLAMA_MAX_DUE 64
 #define SAMPLE_THREADS_MAX 8
 #define GRAMMAR_CACHE 8
+#define CHOICE_VARIANTS SL_CHOICE_VARIANTS /* engine_impl.h */
 
 static double now_ms(void)
 {
@@ -209,10 +210,10 @@ typedef struct req {
     int n_images;
     bool want_json;            /* answer as a chat.completion object too */
     /* Choices (sl_request.choices): the answer is one of them. choice_tok
-     * holds two tokens per choice, found at tokenize(): the one the model
-     * would begin the choice with, and the one it would begin " " + choice
-     * with (LLAMA_TOKEN_NULL: the same, or none); choice_p each choice's
-     * probability once its step is sampled, and `choice` the one taken. */
+     * holds CHOICE_VARIANTS tokens per choice, found at tokenize(): those
+     * the model would begin the choice with (choice_tokens; LLAMA_TOKEN_NULL:
+     * a variant that does not apply or repeats one); choice_p each
+     * choice's probability once its step is sampled, `choice` the one taken. */
     char **choices;
     int n_choices;
     llama_token *choice_tok;
@@ -607,6 +608,13 @@ static void fail_req(llama_engine *e, req *r, sl_status status, const char *fmt,
     complete(e, r, status, msg, NULL);
 }
 
+/* The positions a request may generate into: max_tokens, or one for a
+ * choice (the step after the prompt decides it). */
+static int gen_room(const req *r)
+{
+    return r->n_choices > 0 ? 1 : r->sampling.max_tokens;
+}
+
 static void release_slot(llama_engine *e, slot *s)
 {
     llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, -1, -1);
@@ -847,9 +855,27 @@ static sl_status first_token_after(const llama_engine *e, const req *r, const ch
     return SL_OK;
 }
 
+/* Does token t's text hold more than white space? */
+static bool carries_text(const llama_engine *e, llama_token t)
+{
+    char piece[64];
+    int32_t n = t == LLAMA_TOKEN_NULL ? 0
+                                      : llama_token_to_piece(e->vocab, t, piece, sizeof piece, 0,
+                                                             false);
+    for (int32_t i = 0; i < n; i++)
+        if (!strchr(" \t\r\n", piece[i]))
+            return true;
+    return n < 0; /* longer than the buffer: text */
+}
+
 /* r's choices as tokens (req.choice_tok), from the rendered prompt: the
- * text after its last image is what the answer follows. Two choices that
- * share a token cannot be told apart: the request fails naming them. */
+ * text after its last image is what the answer follows. Each choice counts
+ * as written, after a space (unless it begins with white space) and, when
+ * it begins with an ASCII letter, with that letter's case swapped, after a
+ * space or not: how the model begins the same word ("Yes", " yes", ...).
+ * A variant counts only if its token holds text (not " " alone) that no
+ * other choice begins with. Two choices that begin with the same token as
+ * written cannot be told apart: the request fails naming them. */
 static sl_status choice_tokens(const llama_engine *e, req *r, const char *prompt)
 {
     const char *marker = e->mtmd ? mtmd_get_marker(e->mtmd) : NULL;
@@ -858,34 +884,63 @@ static sl_status choice_tokens(const llama_engine *e, req *r, const char *prompt
         tail = m + strlen(marker);
     sl_free(r->choice_tok);
     sl_free(r->choice_p);
-    r->choice_tok = sl_malloc(2 * (size_t)r->n_choices * sizeof *r->choice_tok);
+    size_t slots = CHOICE_VARIANTS * (size_t)r->n_choices;
+    r->choice_tok = sl_malloc(slots * sizeof *r->choice_tok);
     r->choice_p = sl_calloc((size_t)r->n_choices, sizeof *r->choice_p);
     if (!r->choice_tok || !r->choice_p)
         return sl_fail(SL_ERR_NOMEM, "%s: out of memory for the choices' tokens", r->id);
+    for (size_t k = 0; k < slots; k++)
+        r->choice_tok[k] = LLAMA_TOKEN_NULL;
     llama_token *base;
     int32_t n_base;
     sl_status st = tokens_of(e, r->id, tail, strlen(tail), false, &base, &n_base);
     for (int i = 0; st == SL_OK && i < r->n_choices; i++) {
         const char *c = r->choices[i];
-        llama_token *tok = &r->choice_tok[2 * i];
-        st = first_token_after(e, r, tail, base, n_base, c, &tok[0]);
-        tok[1] = LLAMA_TOKEN_NULL;
-        if (st == SL_OK && !strchr(" \t\r\n", c[0])) {
-            char *spaced = sl_asprintf(" %s", c);
-            st = spaced ? first_token_after(e, r, tail, base, n_base, spaced, &tok[1])
-                        : sl_fail(SL_ERR_NOMEM, "%s: out of memory for the choices' tokens", r->id);
-            sl_free(spaced);
-            if (tok[1] == tok[0])
-                tok[1] = LLAMA_TOKEN_NULL;
+        llama_token *tok = &r->choice_tok[CHOICE_VARIANTS * i];
+        char first = c[0];
+        bool letter = (first >= 'a' && first <= 'z') || (first >= 'A' && first <= 'Z');
+        bool spaced = !strchr(" \t\r\n", first);
+        for (int v = 0; st == SL_OK && v < CHOICE_VARIANTS; v++) {
+            if (((v & 1) && !spaced) || ((v & 2) && !letter))
+                continue;
+            char *text = sl_asprintf("%s%s", (v & 1) ? " " : "", c);
+            if (!text) {
+                st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the choices' tokens", r->id);
+                break;
+            }
+            if (v & 2) { /* the first letter's other case */
+                char *at = text + (v & 1);
+                *at = (char)(*at ^ 0x20);
+            }
+            st = first_token_after(e, r, tail, base, n_base, text, &tok[v]);
+            sl_free(text);
+            for (int k = 0; k < v && st == SL_OK; k++)
+                if (tok[k] == tok[v])
+                    tok[v] = LLAMA_TOKEN_NULL; /* the same token counts once */
+            if (st == SL_OK && v > 0 && !carries_text(e, tok[v]))
+                tok[v] = LLAMA_TOKEN_NULL; /* " " alone begins any word */
         }
         if (st == SL_OK && tok[0] == LLAMA_TOKEN_NULL)
             st = sl_fail(SL_ERR_INVALID_ARG, "%s: choice '%.60s' has no tokens", r->id, c);
     }
     sl_free(base);
-    for (int a = 0; st == SL_OK && a < 2 * r->n_choices; a++)
-        for (int b = a + 1; st == SL_OK && b < 2 * r->n_choices; b++)
-            if (a / 2 != b / 2 && r->choice_tok[a] != LLAMA_TOKEN_NULL &&
-                r->choice_tok[a] == r->choice_tok[b]) {
+    /* A variant another choice begins with too tells neither apart: it
+     * counts for none. Two choices as written that begin alike cannot be
+     * told apart at all. */
+    for (size_t a = 0; st == SL_OK && a < slots; a++)
+        for (size_t b = a + 1; st == SL_OK && b < slots; b++) {
+            llama_token *ta = &r->choice_tok[a], *tb = &r->choice_tok[b];
+            if (a / CHOICE_VARIANTS == b / CHOICE_VARIANTS || *ta == LLAMA_TOKEN_NULL ||
+                *ta != *tb || (a % CHOICE_VARIANTS == 0 && b % CHOICE_VARIANTS == 0))
+                continue;
+            llama_token same = *ta;
+            for (size_t k = 0; k < slots; k++)
+                if (k % CHOICE_VARIANTS != 0 && r->choice_tok[k] == same)
+                    r->choice_tok[k] = LLAMA_TOKEN_NULL;
+        }
+    for (size_t a = 0; st == SL_OK && a < slots; a += CHOICE_VARIANTS)
+        for (size_t b = a + CHOICE_VARIANTS; st == SL_OK && b < slots; b += CHOICE_VARIANTS)
+            if (r->choice_tok[a] == r->choice_tok[b]) {
                 char piece[64];
                 int32_t n = llama_token_to_piece(e->vocab, r->choice_tok[a], piece,
                                                  sizeof piece - 1, 0, false);
@@ -894,7 +949,8 @@ static sl_status choice_tokens(const llama_engine *e, req *r, const char *prompt
                              "%s: choices '%.60s' and '%.60s' both begin with the token '%s': a "
                              "choice is told by the first token the model answers with; make "
                              "them begin differently",
-                             r->id, r->choices[a / 2], r->choices[b / 2], piece);
+                             r->id, r->choices[a / CHOICE_VARIANTS],
+                             r->choices[b / CHOICE_VARIANTS], piece);
             }
     return st;
 }
@@ -1128,8 +1184,8 @@ static bool admit(llama_engine *e, slot *s, req *r)
     int32_t *trace_tokens = NULL;
     float *trace_margins = NULL;
     if (r->trace) {
-        trace_tokens = sl_calloc((size_t)r->sampling.max_tokens + 1, sizeof *trace_tokens);
-        trace_margins = sl_calloc((size_t)r->sampling.max_tokens + 1, sizeof *trace_margins);
+        trace_tokens = sl_calloc((size_t)gen_room(r) + 1, sizeof *trace_tokens);
+        trace_margins = sl_calloc((size_t)gen_room(r) + 1, sizeof *trace_margins);
         if (!trace_tokens || !trace_margins) {
             sl_free(trace_tokens);
             sl_free(trace_margins);
@@ -1167,7 +1223,7 @@ static bool admit(llama_engine *e, slot *s, req *r)
                 .encode_ms = r->prep_encode_ms, .grammar = grammar, .trace_tokens = trace_tokens,
                 .trace_margins = trace_margins, .lp_ids = lp_ids, .lp_vals = lp_vals,
                 .lp_stride = lp_stride};
-    s->reserved = r->n_pos + r->sampling.max_tokens;
+    s->reserved = r->n_pos + gen_room(r);
     e->kv_reserved += s->reserved;
     bool greedy = r->sampling.temperature <= 0.0f && r->sampling.repeat_penalty == 1.0f;
     s->fast_greedy = e->sampler != SL_SAMPLER_REFERENCE && greedy && !grammar && !r->n_choices;
@@ -1515,7 +1571,7 @@ static int active_slots(const llama_engine *e);
 static size_verdict size_for(llama_engine *e, req *r)
 {
     /* In 64 bits: max_tokens may be anything up to INT_MAX. */
-    int64_t need = (int64_t)r->n_pos + r->sampling.max_tokens;
+    int64_t need = (int64_t)r->n_pos + gen_room(r);
     if (!e->ctx) {
         fail_req(e, r, SL_ERR_ENGINE, "%s: the engine lost its context (see the log)", r->id);
         return SIZE_FAILED;
@@ -1530,7 +1586,7 @@ static size_verdict size_for(llama_engine *e, req *r)
                      "max_tokens is %d), more than the %d positions of a sequence (--ctx): give "
                      "--ctx %lld or more, or lower its max_tokens",
                      r->id, (long long)need, n_images, n_images == 1 ? "" : "s", r->n_pos,
-                     r->sampling.max_tokens, e->n_ctx_seq, (long long)need);
+                     gen_room(r), e->n_ctx_seq, (long long)need);
         else
             fail_req(e, r, SL_ERR_TOO_LONG,
                      "%s: the request takes %lld positions (its prompt with %d image%s: %d; "
@@ -1538,7 +1594,7 @@ static size_verdict size_for(llama_engine *e, req *r)
                      "max_tokens, send fewer or smaller images (--max-image-edge) or a shorter "
                      "conversation",
                      r->id, (long long)need, n_images, n_images == 1 ? "" : "s", r->n_pos,
-                     r->sampling.max_tokens, e->max_ctx_seq);
+                     gen_room(r), e->max_ctx_seq);
         return SIZE_FAILED;
     }
     if (active_slots(e) > 0)
@@ -1606,7 +1662,7 @@ static void admit_waiting(llama_engine *e)
             i--;
             continue;
         }
-        int need = r->n_pos + r->sampling.max_tokens;
+        int need = r->n_pos + gen_room(r);
         if (e->kv_reserved + need > e->n_ctx) {
             requeue(e, r); /* until a sequence ends */
             return;
@@ -1885,14 +1941,14 @@ static llama_token choose_choice(slot *s, const float *logits)
 {
     req *r = s->r;
     float top = -INFINITY;
-    for (int k = 0; k < 2 * r->n_choices; k++)
+    for (int k = 0; k < CHOICE_VARIANTS * r->n_choices; k++)
         if (r->choice_tok[k] != LLAMA_TOKEN_NULL && logits[r->choice_tok[k]] > top)
             top = logits[r->choice_tok[k]];
     double p[SL_MAX_CHOICES], sum = 0;
     for (int i = 0; i < r->n_choices; i++) {
         p[i] = 0;
-        for (int v = 0; v < 2; v++) {
-            llama_token t = r->choice_tok[2 * i + v];
+        for (int v = 0; v < CHOICE_VARIANTS; v++) {
+            llama_token t = r->choice_tok[CHOICE_VARIANTS * i + v];
             if (t != LLAMA_TOKEN_NULL && isfinite(top))
                 p[i] += exp((double)logits[t] - (double)top);
         }
@@ -1919,7 +1975,7 @@ static llama_token choose_choice(slot *s, const float *logits)
             pick--;
     }
     r->choice = pick;
-    return r->choice_tok[2 * pick];
+    return r->choice_tok[CHOICE_VARIANTS * pick];
 }
 
 /* Chooses s's next token from s->logits; any sampling thread. */
@@ -2004,7 +2060,7 @@ static void advance_slot(llama_engine *e, slot *s, double *detok_ms, double *boo
 {
     double t = now_ms();
     llama_token tok = s->next;
-    if (s->trace_tokens && s->n_trace <= s->r->sampling.max_tokens) {
+    if (s->trace_tokens && s->n_trace <= gen_room(s->r)) {
         s->trace_tokens[s->n_trace] = tok;
         s->trace_margins[s->n_trace++] = s->next_margin;
     }
@@ -2537,7 +2593,7 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
 
 static sl_status llama_engine_check_choices(void *impl, const char *who,
                                             const char *system_prompt, const char *prompt,
-                                            const char *const *choices, int n)
+                                            const char *const *choices, int n, int32_t *tokens)
 {
     llama_engine *e = impl;
     req r = {.id = (char *)who, .choices = (char **)choices, .n_choices = n};
@@ -2545,6 +2601,8 @@ static sl_status llama_engine_check_choices(void *impl, const char *who,
     sl_status st = render_prompt(e, who, system_prompt, prompt, false, &text);
     if (st == SL_OK)
         st = choice_tokens(e, &r, text);
+    for (int k = 0; st == SL_OK && tokens && k < CHOICE_VARIANTS * n; k++)
+        tokens[k] = r.choice_tok[k];
     sl_free(text);
     sl_free(r.choice_tok);
     sl_free(r.choice_p);
