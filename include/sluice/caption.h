@@ -296,6 +296,10 @@ typedef struct sl_caption_summary {
         long rows;
     } failures[16];
     int n_failures;           /* failures[] used; further kinds are left out */
+    /* With choices: how many committed rows took each, "yes 12 (75%), no 4
+     * (25%)" (with tasks "NAME: ...; NAME: ..."); "" otherwise and under
+     * MPI (summary.json's "answers" has the counts). */
+    char answers[1024];
 } sl_caption_summary;
 
 /* Runs the whole job. SL_OK when it ran to the end, even if rows failed

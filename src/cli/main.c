@@ -764,6 +764,8 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
                sum.load_seconds, sum.decode_busy_s, sum.engine_busy_s, sum.write_busy_s,
                sum.peak_bytes_in_flight / 1e6, sum.memory_budget / 1e6, sum.output_file,
                sum.shards > 1 ? " (the last of the shards)" : "", p.output_dir);
+        if (sum.answers[0])
+            printf("answers: %s\n", sum.answers);
     }
     return sum.rows_failed ? EXIT_ROWS_FAILED : 0;
 }

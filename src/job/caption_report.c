@@ -133,6 +133,8 @@ static json_t *summary_json(const caption_report *r)
         columns ? columns : json_array());
     if (o)
         add_dry_run(o, r);
+    if (o && r->answers)
+        json_object_set(o, "answers", r->answers);
     if (o)
         json_object_set_new(o, "lora", llama ? job_lora_json(&p->llama) : json_array());
     /* The commit each hub dataset was read at: what to name (@COMMIT) to

@@ -27,6 +27,7 @@ typedef struct caption_report {
     const char *dir;          /* the folder written to (the output's, or its state folder
                                  when the output is in object storage) */
     const sl_source *src;     /* the inputs (hub datasets' commits); NULL: none named */
+    json_t *answers;          /* the choices taken (borrowed); NULL: not counted */
 } caption_report;
 
 /* SL_ERR_IO (message names the file and the cause) or SL_ERR_NOMEM. */

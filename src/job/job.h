@@ -142,7 +142,11 @@ typedef struct job {
         long rows, ok, failed, prompt_tokens, generated_tokens, dropped; /* output rows */
         long inputs;          /* inputs finished: their last row is in the part */
         uint64_t input_bytes, jpeg_bytes; /* a dry run's rows' (caption_row) */
+        long answers[SL_MAX_TASKS][SL_MAX_CHOICES]; /* choices taken (job_answers) */
     } part;
+    /* Choices taken by the rows of the committed parts: [task][choice]
+     * ([0] without tasks), in the choices' order; this process's rows. */
+    long answers[SL_MAX_TASKS][SL_MAX_CHOICES];
     sl_caption_summary *sum;  /* written by the writer thread only */
     caption_metrics *metrics;
     gallery *gallery;

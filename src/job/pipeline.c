@@ -571,6 +571,49 @@ static void summary_failures(gallery *g, sl_caption_summary *sum)
     json_decref(a);
 }
 
+/* The choices the committed rows took (j->answers), as summary.json's
+ * "answers" ({"caption" or a task's name: {choice: rows}}; NULL: no
+ * choices, or an MPI job, whose other ranks' rows are not counted here)
+ * and as the console's line in sum->answers. */
+static json_t *summary_answers(const job *j, sl_caption_summary *sum)
+{
+    const sl_caption_params *p = j->p;
+    if (j->dist || job_is_batch(p))
+        return NULL;
+    json_t *all = json_object();
+    size_t used = 0;
+    int n = p->n_tasks ? p->n_tasks : 1;
+    for (int t = 0; all && t < n; t++) {
+        const sl_caption_task *k = p->n_tasks ? &p->tasks[t] : NULL;
+        const char *const *choices = k && k->n_choices ? k->choices : p->choices;
+        int n_choices = k && k->n_choices ? k->n_choices : p->n_choices;
+        if (!n_choices)
+            continue;
+        long total = 0;
+        for (int c = 0; c < n_choices; c++)
+            total += j->answers[t][c];
+        json_t *counts = json_object();
+        if (k && used < sizeof sum->answers)
+            used += (size_t)snprintf(sum->answers + used, sizeof sum->answers - used, "%s%s: ",
+                                     used ? "; " : "", k->name);
+        for (int c = 0; counts && c < n_choices; c++) {
+            json_object_set_new(counts, choices[c], json_integer(j->answers[t][c]));
+            if (used < sizeof sum->answers)
+                used += (size_t)snprintf(sum->answers + used, sizeof sum->answers - used,
+                                         "%s%s %ld (%.0f%%)", c ? ", " : "", choices[c],
+                                         j->answers[t][c],
+                                         total ? 100.0 * (double)j->answers[t][c] / (double)total
+                                               : 0.0);
+        }
+        json_object_set_new(all, k ? k->name : "caption", counts ? counts : json_object());
+    }
+    if (all && json_object_size(all) == 0) {
+        json_decref(all);
+        all = NULL;
+    }
+    return all;
+}
+
 /* A rank other than 0: tells rank 0 how its part ended. */
 static sl_status finish_rank(job *j, sl_status run_st, const char *run_msg)
 {
@@ -753,6 +796,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sum->write_busy_s = busy_of(exec, "write");
     snprintf(sum->model_name, sizeof sum->model_name, "%s", j.model_name);
     summary_failures(j.gallery, sum);
+    json_t *answers = summary_answers(&j, sum);
     const char *shard = j.last_shard[0] ? j.last_shard : p->output_dir;
     if (j.sink_status == SL_OK)
         snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);
@@ -772,12 +816,13 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         sl_free(prom);
     }
     if (lead) {
-        caption_report report = {p,        sum,       exec, run_st, atomic_load(&j.input_total),
-                                 j.gallery, &j.schema, j.dir, j.src};
+        caption_report report = {p,        sum,       exec,  run_st, atomic_load(&j.input_total),
+                                 j.gallery, &j.schema, j.dir, j.src,  answers};
         if (caption_report_write(&report) != SL_OK)
             sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
         job_upload_reports(&j);
     }
+    json_decref(answers);
 
     /* A part that could not be committed outranks why the run ended (a stop,
      * --max-failed): its rows are not in the output, and the cause (a full

@@ -107,6 +107,36 @@ static int output_rows(const job *j)
     return n ? n : 1;
 }
 
+/* Adds the choice `text` is among `choices` to counts (an answer that is
+ * none of them, from a stage that set it, is not counted). */
+static void tally(long *counts, const char *const *choices, int n, const char *text)
+{
+    for (int i = 0; text && i < n; i++)
+        if (strcmp(choices[i], text) == 0) {
+            counts[i]++;
+            return;
+        }
+}
+
+/* The choices a written row's answers took, into the open part's counts. */
+static void count_answers(job *j, const caption_row *r, const sl_row *row)
+{
+    const sl_caption_params *p = j->p;
+    if (!r->has_result || sl_row_failed(row))
+        return;
+    if (p->n_tasks == 0) {
+        for (int k = 0; p->n_choices && k < (r->n_results ? r->n_results : 1); k++)
+            tally(j->part.answers[0], p->choices, p->n_choices,
+                  r->n_results ? r->results[k].text : r->result.text);
+        return;
+    }
+    for (int t = 0; t < p->n_tasks && t < r->n_results; t++) {
+        const sl_caption_task *k = &p->tasks[t];
+        tally(j->part.answers[t], k->n_choices ? k->choices : p->choices,
+              k->n_choices ? k->n_choices : p->n_choices, r->results[t].text);
+    }
+}
+
 /* Writes the row (or its row for each task or answer): its cells laid out
  * in the schema's order. */
 static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
@@ -138,6 +168,8 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
         sl_sink *sink = j->errors_sink && sl_row_failed(row) ? j->errors_sink : j->sink;
         st = sl_sink_write(sink, &(sl_schema_row){cells, r->extra});
     }
+    if (st == SL_OK)
+        count_answers(j, r, row);
     return st;
 }
 
@@ -215,6 +247,9 @@ static sl_status commit_shard(job *j)
         j->sum->inputs_done += j->part.inputs;
         j->sum->input_bytes += j->part.input_bytes;
         j->sum->jpeg_bytes += j->part.jpeg_bytes;
+        for (int t = 0; t < SL_MAX_TASKS; t++)
+            for (int c = 0; c < SL_MAX_CHOICES; c++)
+                j->answers[t][c] += j->part.answers[t][c];
     }
     memset(&j->part, 0, sizeof j->part);
     return st;

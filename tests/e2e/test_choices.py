@@ -46,6 +46,11 @@ def test_greedy_takes_the_highest_score(sluice, tmp_path):
     assert len({json.dumps(row["scores"]) for row in rows}) > 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["params"]["choices"] == CHOICES
+    # How many rows took each choice: summary.json and the console's line.
+    taken = {c: sum(row["caption"] == c for row in rows) for c in CHOICES}
+    assert summary["answers"] == {"caption": taken}
+    line = ", ".join(f"{c} {n} ({100 * n / len(rows):.0f}%)" for c, n in taken.items())
+    assert f"answers: {line}\n" in r.stdout, r.stdout
 
 
 def test_a_temperature_draws_by_the_row_seed(sluice, tmp_path):
@@ -101,6 +106,11 @@ def test_tasks_mix_choices_with_free_answers(sluice, four, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = read_rows(out)
     assert len(rows) == 4
+    answers = json.loads((out / "summary.json").read_text())["answers"]
+    assert answers == {
+        "photo": {c: sum(row["photo"] == c for row in rows) for c in ["yes", "no"]},
+        "style": {c: sum(row["style"] == c for row in rows)
+                  for c in ["photo", "drawing", "render"]}}
     for row in rows:
         assert_scored(row, ["yes", "no"], "photo", "photo_scores")
         assert_scored(row, ["photo", "drawing", "render"], "style", "style_scores")
