@@ -460,6 +460,11 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
 sl_status sl_engine_poll(sl_engine *engine, sl_completion *out, size_t max, int timeout_ms,
                          size_t *n);
 
+/* The shape of a prompt's choices (sl_request.choices): none, or 2 to
+ * SL_MAX_CHOICES distinct non-empty UTF-8 strings; SL_ERR_INVALID_ARG with
+ * a message that begins with `who` (e.g. "--choices") otherwise. */
+sl_status sl_choices_check(const char *who, const char *const *choices, int n);
+
 /* Checks a prompt's choices (sl_request.choices) before any row is
  * submitted: the prompt rendered as a request without images would be
  * (its end is what an answer follows), each choice's first tokens found

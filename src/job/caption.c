@@ -107,27 +107,26 @@ static sl_status check_structured(const sl_caption_params *p)
     return SL_OK;
 }
 
+int job_choices(const sl_caption_params *p, int t, const char *const **choices)
+{
+    const sl_caption_task *k = t < p->n_tasks ? &p->tasks[t] : NULL;
+    bool own = k && k->n_choices > 0;
+    *choices = own ? k->choices : p->n_choices > 0 ? p->choices : NULL;
+    return own ? k->n_choices : p->n_choices;
+}
 
-/* A job's or task's choices (`who` names them in messages): 2 to
- * SL_MAX_CHOICES distinct non-empty UTF-8 strings, with the llama engine,
- * without what would constrain the answer otherwise. */
+/* A job's or task's choices (`who` names them in messages): their shape
+ * (sl_choices_check), with the llama engine, without what would constrain
+ * the answer otherwise. */
 static sl_status choices_check(const sl_caption_params *p, const char *who,
                                const char *const *choices, int n, const sl_sampling *sampling,
                                const char *json_schema)
 {
     if (n == 0)
         return SL_OK;
-    if (n < 2 || n > SL_MAX_CHOICES)
-        return sl_fail(SL_ERR_INVALID_ARG, "%s: %d given; the answer is one of 2 to %d", who, n,
-                       SL_MAX_CHOICES);
-    for (int i = 0; i < n; i++) {
-        if (!choices[i] || !*choices[i] || !sl_utf8_valid(choices[i], strlen(choices[i])))
-            return sl_fail(SL_ERR_INVALID_ARG, "%s: choice %d is empty or not valid UTF-8", who,
-                           i + 1);
-        for (int k = 0; k < i; k++)
-            if (strcmp(choices[k], choices[i]) == 0)
-                return sl_fail(SL_ERR_INVALID_ARG, "%s: '%s' is given twice", who, choices[i]);
-    }
+    sl_status st = sl_choices_check(who, choices, n);
+    if (st != SL_OK)
+        return st;
     if (job_is_batch(p))
         return sl_fail(SL_ERR_INVALID_ARG, "%s: a batch file's requests say what they ask; "
                                            "choices are for sluice caption", who);
@@ -196,8 +195,9 @@ sl_status job_check_params(const sl_caption_params *p)
         const sl_caption_task *t = &p->tasks[i];
         char who[96];
         snprintf(who, sizeof who, "task '%s': choices", t->name);
-        cst = choices_check(p, who, t->n_choices ? t->choices : p->choices,
-                            t->n_choices ? t->n_choices : p->n_choices, &t->sampling,
+        const char *const *choices;
+        int n = job_choices(p, i, &choices);
+        cst = choices_check(p, who, choices, n, &t->sampling,
                             t->json_schema ? t->json_schema : p->json_schema);
     }
     if (cst != SL_OK)

@@ -176,6 +176,11 @@ typedef struct job {
 
 
 bool job_uses_openai(const sl_caption_params *p);
+
+/* The choices the answers of task t take (t 0 for a job without tasks):
+ * the task's own, else the job's. Returns how many (0: none; *choices is
+ * then NULL). */
+int job_choices(const sl_caption_params *p, int t, const char *const **choices);
 /* A wrong parameter, named, before anything starts (caption.c). */
 sl_status job_check_params(const sl_caption_params *p);
 

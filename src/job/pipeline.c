@@ -585,8 +585,8 @@ static json_t *summary_answers(const job *j, sl_caption_summary *sum)
     int n = p->n_tasks ? p->n_tasks : 1;
     for (int t = 0; all && t < n; t++) {
         const sl_caption_task *k = p->n_tasks ? &p->tasks[t] : NULL;
-        const char *const *choices = k && k->n_choices ? k->choices : p->choices;
-        int n_choices = k && k->n_choices ? k->n_choices : p->n_choices;
+        const char *const *choices;
+        int n_choices = job_choices(p, t, &choices);
         if (!n_choices)
             continue;
         long total = 0;

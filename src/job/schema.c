@@ -172,10 +172,11 @@ static bool logprobs_column(const sl_caption_params *p)
  * one row per task, any task. */
 static bool scores_column(const sl_caption_params *p)
 {
+    const char *const *choices;
     if (p->n_tasks == 0 || p->n_choices > 0)
         return p->n_choices > 0;
     for (int t = 0; p->rows_per_task && t < p->n_tasks; t++)
-        if (p->tasks[t].n_choices > 0)
+        if (job_choices(p, t, &choices) > 0)
             return true;
     return false;
 }
@@ -226,8 +227,9 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
         }
         for (int t = 0; t < n_tasks; t++)
             for (int k = 0; k < TC_COUNT; k++) {
+                const char *const *choices;
                 if ((k == TC_LOGPROBS && !p->tasks[t].sampling.logprobs) ||
-                    (k == TC_SCORES && !p->tasks[t].n_choices && !p->n_choices))
+                    (k == TC_SCORES && !job_choices(p, t, &choices)))
                     continue;
                 char *name = out->names + used;
                 used += (size_t)snprintf(name, names_len + 1 - used, "%s%s", p->tasks[t].name,

@@ -35,9 +35,10 @@ static sl_status engine_init(void *cfg, int worker, void **state)
         lp.gpu = j->p->gpus[worker];
     /* Answers that are all choices take one position each (the context is
      * sized for the prompts alone: on a GPU, more sequences). */
-    bool all_choices = j->p->n_choices > 0 || j->p->n_tasks > 0;
-    for (int i = 0; j->p->n_choices == 0 && i < j->p->n_tasks; i++)
-        all_choices = all_choices && j->p->tasks[i].n_choices > 0;
+    const char *const *choices;
+    bool all_choices = true;
+    for (int i = 0; i < (j->p->n_tasks ? j->p->n_tasks : 1); i++)
+        all_choices = all_choices && job_choices(j->p, i, &choices) > 0;
     lp.max_tokens_hint = all_choices ? 1 : j->p->sampling.max_tokens;
     lp.image_edge_hint = j->p->image.max_edge > 0 ? j->p->image.max_edge : 2048;
     lp.prefix_system_prompt = j->p->system_prompt;
@@ -66,10 +67,10 @@ static sl_status engine_init(void *cfg, int worker, void **state)
         const sl_caption_task *t = &p->tasks[i];
         char who[96];
         snprintf(who, sizeof who, "task '%s': choices", t->name);
+        int n = job_choices(p, i, &choices);
         st = sl_engine_check_choices(rep->engine, who,
                                      t->system_prompt ? t->system_prompt : p->system_prompt,
-                                     t->prompt, t->n_choices ? t->choices : p->choices,
-                                     t->n_choices ? t->n_choices : p->n_choices);
+                                     t->prompt, choices, n);
     }
     if (st != SL_OK) {
         sl_engine_free(rep->engine);

@@ -124,16 +124,17 @@ static void count_answers(job *j, const caption_row *r, const sl_row *row)
     const sl_caption_params *p = j->p;
     if (!r->has_result || sl_row_failed(row))
         return;
+    const char *const *choices;
     if (p->n_tasks == 0) {
-        for (int k = 0; p->n_choices && k < (r->n_results ? r->n_results : 1); k++)
-            tally(j->part.answers[0], p->choices, p->n_choices,
+        int n = job_choices(p, 0, &choices);
+        for (int k = 0; n && k < (r->n_results ? r->n_results : 1); k++)
+            tally(j->part.answers[0], choices, n,
                   r->n_results ? r->results[k].text : r->result.text);
         return;
     }
     for (int t = 0; t < p->n_tasks && t < r->n_results; t++) {
-        const sl_caption_task *k = &p->tasks[t];
-        tally(j->part.answers[t], k->n_choices ? k->choices : p->choices,
-              k->n_choices ? k->n_choices : p->n_choices, r->results[t].text);
+        int n = job_choices(p, t, &choices);
+        tally(j->part.answers[t], choices, n, r->results[t].text);
     }
 }
 

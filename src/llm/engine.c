@@ -80,31 +80,48 @@ static sl_status check_stops(const char *id, const sl_request *request)
     return SL_OK;
 }
 
-/* The checks of a prompt's choices (request or task; `who` as for
- * check_sampling). */
-static sl_status check_choices(const char *id, const char *who, const char *const *choices,
-                               int n, const sl_sampling *sampling, const char *json_schema,
-                               const char *grammar)
+sl_status sl_choices_check(const char *who, const char *const *choices, int n)
 {
     if (n == 0)
         return SL_OK;
     if (n < 2 || n > SL_MAX_CHOICES || !choices)
-        return sl_fail(SL_ERR_INVALID_ARG, "%s:%s %d choices; a prompt takes 2 to %d", id, who, n,
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: %d given; the answer is one of 2 to %d", who, n,
                        SL_MAX_CHOICES);
-    if (json_schema || grammar || sampling->logprobs)
-        return sl_fail(SL_ERR_INVALID_ARG,
-                       "%s:%s choices take no %s: the answer is one of the choices, with its "
-                       "scores",
-                       id, who, json_schema ? "JSON schema" : grammar ? "grammar" : "logprobs");
     for (int i = 0; i < n; i++) {
         if (!choices[i] || !*choices[i] || !sl_utf8_valid(choices[i], strlen(choices[i])))
-            return sl_fail(SL_ERR_INVALID_ARG, "%s:%s choice %d is empty or not valid UTF-8", id,
-                           who, i + 1);
+            return sl_fail(SL_ERR_INVALID_ARG, "%s: choice %d is empty or not valid UTF-8", who,
+                           i + 1);
         for (int k = 0; k < i; k++)
             if (strcmp(choices[k], choices[i]) == 0)
-                return sl_fail(SL_ERR_INVALID_ARG, "%s:%s choice '%.60s' is given twice", id, who,
-                               choices[i]);
+                return sl_fail(SL_ERR_INVALID_ARG, "%s: '%.60s' is given twice", who, choices[i]);
     }
+    return SL_OK;
+}
+
+/* The checks of a prompt's choices (request or task; `who` as for
+ * check_sampling): their shape, an engine that scores them, and nothing
+ * else constraining the answer. */
+static sl_status check_choices(const sl_engine *engine, const char *id, const char *who,
+                               const char *const *choices, int n, const sl_sampling *sampling,
+                               const char *json_schema, const char *grammar)
+{
+    if (n == 0)
+        return SL_OK;
+    char named[160];
+    snprintf(named, sizeof named, "%s:%s choices", id, who);
+    sl_status st = sl_choices_check(named, choices, n);
+    if (st != SL_OK)
+        return st;
+    if (!engine->ops->check_choices)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s: the %s engine cannot score choices (it needs the model's "
+                       "probabilities of each one's first token): use the llama engine, or a JSON "
+                       "schema with an enum",
+                       named, engine->ops->kind);
+    if (json_schema || grammar || sampling->logprobs)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s take no %s: the answer is one of the choices, with its scores", named,
+                       json_schema ? "JSON schema" : grammar ? "grammar" : "logprobs");
     return SL_OK;
 }
 
@@ -248,8 +265,8 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
     if (request->n_tasks == 0) {
         st = check_prompt(id, NULL, request->prompt, request->system_prompt, &request->sampling);
         if (st == SL_OK)
-            st = check_choices(id, "", request->choices, request->n_choices, &request->sampling,
-                               request->json_schema, request->grammar);
+            st = check_choices(engine, id, "", request->choices, request->n_choices,
+                               &request->sampling, request->json_schema, request->grammar);
     } else if (request->sampling.n > 1)
         st = sl_fail(SL_ERR_INVALID_ARG, "%s: a request with tasks takes one answer per task (n "
                      "is %d)", id, request->sampling.n);
@@ -265,7 +282,7 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
             char who[64];
             snprintf(who, sizeof who, " task %.40s", t->name ? t->name : "(unnamed)");
             bool own = t->n_choices > 0;
-            st = check_choices(id, who, own ? t->choices : request->choices,
+            st = check_choices(engine, id, who, own ? t->choices : request->choices,
                                own ? t->n_choices : request->n_choices, &t->sampling,
                                t->json_schema ? t->json_schema : request->json_schema,
                                request->grammar);
@@ -319,27 +336,30 @@ sl_status sl_engine_generate(sl_engine *engine, const sl_request *request, sl_re
     return SL_OK;
 }
 
-sl_status sl_engine_check_choices(sl_engine *engine, const char *who, const char *system_prompt,
-                                  const char *prompt, const char *const *choices, int n_choices)
+/* The engine's tokens for choices (its op), or its refusal. */
+static sl_status choice_op(sl_engine *engine, const char *who, const char *system_prompt,
+                           const char *prompt, const char *const *choices, int n, int32_t *tokens)
 {
-    if (n_choices == 0)
-        return SL_OK;
     if (!engine->ops->check_choices)
         return sl_fail(SL_ERR_INVALID_ARG, "%s: the %s engine cannot score choices", who,
                        engine->ops->kind);
     return engine->ops->check_choices(engine->impl, who, system_prompt, prompt ? prompt : "",
-                                      choices, n_choices, NULL);
+                                      choices, n, tokens);
+}
+
+sl_status sl_engine_check_choices(sl_engine *engine, const char *who, const char *system_prompt,
+                                  const char *prompt, const char *const *choices, int n_choices)
+{
+    return n_choices == 0 ? SL_OK
+                          : choice_op(engine, who, system_prompt, prompt, choices, n_choices,
+                                      NULL);
 }
 
 sl_status sl_engine_choice_tokens(sl_engine *engine, const char *system_prompt,
                                   const char *prompt, const char *const *choices, int n,
                                   int32_t *tokens)
 {
-    if (!engine->ops->check_choices)
-        return sl_fail(SL_ERR_INVALID_ARG, "the %s engine cannot score choices",
-                       engine->ops->kind);
-    return engine->ops->check_choices(engine->impl, "choices", system_prompt,
-                                      prompt ? prompt : "", choices, n, tokens);
+    return choice_op(engine, "choices", system_prompt, prompt, choices, n, tokens);
 }
 
 void sl_result_clear(sl_result *result)

@@ -456,6 +456,27 @@ static void a_body_is_forwarded_as_given_but_model_and_stream(void **state)
 
 /* --- against llama-server ------------------------------------------------------------ */
 
+/* An engine that cannot score choices refuses them at submit (a task's
+ * too), naming the request: nothing is sent. */
+static void choices_are_refused_at_submit(void **state)
+{
+    sl_engine *e = open_at(fake.url, false);
+    const char *choices[2] = {"yes", "no"};
+    sl_request q = {.id = "pick", .prompt = "Which?", .sampling = sl_sampling_default(),
+                    .choices = choices, .n_choices = 2};
+    assert_int_equal(sl_engine_submit(e, &q, NULL), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "pick"));
+    assert_non_null(strstr(sl_last_error(), "the openai engine cannot score choices"));
+    sl_task task = {.name = "t", .prompt = "Which?", .sampling = sl_sampling_default(),
+                    .choices = choices, .n_choices = 2};
+    sl_request with_task = {.id = "task pick", .tasks = &task, .n_tasks = 1,
+                            .sampling = sl_sampling_default()};
+    assert_int_equal(sl_engine_submit(e, &with_task, NULL), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "the openai engine cannot score choices"));
+    assert_int_equal(sl_engine_in_flight(e), 0);
+    sl_engine_free(e);
+}
+
 static void run_llama_server_conversations(bool stream)
 {
     if (server.pid <= 0)
@@ -539,6 +560,7 @@ int main(void)
         cmocka_unit_test(a_conversation_goes_out_as_openai_messages),
         cmocka_unit_test(a_prompt_with_images_goes_out_as_one_user_message),
         cmocka_unit_test(a_body_is_forwarded_as_given_but_model_and_stream),
+        cmocka_unit_test(choices_are_refused_at_submit),
         cmocka_unit_test(conversations_through_llama_server),
         cmocka_unit_test(conversations_through_llama_server_streamed),
     };

@@ -506,15 +506,6 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
         return sl_fail(SL_ERR_INVALID_ARG,
                        "%s: the openai engine sends no GBNF grammar (servers differ in what they "
                        "take): give a JSON schema instead, or use the llama engine", id);
-    bool choices = q->n_choices > 0;
-    for (int i = 0; i < q->n_tasks; i++)
-        choices = choices || q->tasks[i].n_choices > 0;
-    if (choices)
-        return sl_fail(SL_ERR_INVALID_ARG,
-                       "%s: the openai engine cannot score choices (it needs the model's "
-                       "probabilities of each one's first token): use the llama engine, or a JSON "
-                       "schema with an enum",
-                       id);
     uint8_t *encoded = NULL;
     const uint8_t *image = q->image_encoded;
     size_t image_len = q->image_encoded_len;
