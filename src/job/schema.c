@@ -168,13 +168,14 @@ static bool logprobs_column(const sl_caption_params *p)
     return false;
 }
 
-/* Whether the column `scores` is written: the job has choices, or with
- * one row per task, any task. */
+/* Whether the column `scores` is written: the job has choices and no
+ * tasks, or with one row per task, any task has some (the job's count);
+ * one row per image holds a task's in NAME_scores. */
 static bool scores_column(const sl_caption_params *p)
 {
     const char *const *choices;
-    if (p->n_tasks == 0 || p->n_choices > 0)
-        return p->n_choices > 0;
+    if (p->n_tasks == 0)
+        return job_choices(p, 0, &choices) > 0;
     for (int t = 0; p->rows_per_task && t < p->n_tasks; t++)
         if (job_choices(p, t, &choices) > 0)
             return true;

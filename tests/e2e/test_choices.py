@@ -130,6 +130,29 @@ def test_tasks_mix_choices_with_free_answers(sluice, four, tmp_path):
                           else ["photo", "drawing", "render"])
 
 
+def test_the_jobs_choices_go_to_every_task(sluice, four, tmp_path):
+    """--choices with tasks: each task answers among them, in its own
+    NAME_scores (no `scores` column beside them); with --rows-per-task in
+    `scores`."""
+    out = tmp_path / "out"
+    tasks = ["--task", "a=Is this a photo?", "--task", "b=Is it a drawing?"]
+    r = sluice.caption(four, out, "--choices", "yes,no", *tasks, "--show", 0,
+                       "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    for row in read_rows(out):
+        assert "scores" not in row, row
+        for t in ("a", "b"):
+            assert_scored(row, ["yes", "no"], t, f"{t}_scores")
+    out = tmp_path / "per-task"
+    r = sluice.caption(four, out, "--choices", "yes,no", *tasks, "--rows-per-task",
+                       "--format", "parquet", "--show", 0, "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = pq.read_table(out / "part-00000.parquet").to_pylist()
+    assert len(rows) == 8
+    for row in rows:
+        assert_scored(row, ["yes", "no"])
+
+
 def test_a_job_file_sets_choices(sluice, four, tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text(f"""
