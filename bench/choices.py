@@ -8,8 +8,11 @@ on the same model, RUNS times each way: with `--choices yes,no` (the answer
 and both scores from the logits after the prompt), as a generated answer of
 2 tokens (a word and its end: what a model that obeys writes) and of 1
 token with `--logprobs 10` (the way to a P(yes) before choices: the first
-token's alternatives). Figures: images/s, medians of RUNS; ratios of
-choices against each. The last line is JSON."""
+token's alternatives); and a rating, `--choices 1,2,...,10`, whose "1"
+and "10" begin alike on Qwen's vocabulary (a digit a token): each row
+decodes one probe after its prompt to read the model after "1". Figures:
+images/s, medians of RUNS; ratios of choices against each, and of the
+rating against yes/no. The last line is JSON."""
 import argparse
 import json
 import os
@@ -47,7 +50,8 @@ def main():
     model_dir = pathlib.Path(a.model_dir)
     ways = {"choices": ["--choices", "yes,no"],
             "generate_2_tokens": ["--max-tokens", "2"],
-            "logprobs_1_token": ["--max-tokens", "1", "--logprobs", "10"]}
+            "logprobs_1_token": ["--max-tokens", "1", "--logprobs", "10"],
+            "rating_1_to_10": ["--choices", ",".join(str(k) for k in range(1, 11))]}
     with tempfile.TemporaryDirectory(prefix="sluice-bench-choices-") as tmp:
         tmp = pathlib.Path(tmp)
         inputs = tmp / "in"
@@ -72,6 +76,9 @@ def main():
             result[f"choices_vs_{w}"] = round(result["choices_images_per_s"] /
                                               result[f"{w}_images_per_s"], 3)
             print(f"choices vs {w}: {result[f'choices_vs_{w}']:.3f}x")
+        result["rating_vs_choices"] = round(result["rating_1_to_10_images_per_s"] /
+                                            result["choices_images_per_s"], 3)
+        print(f"rating (a probe a row) vs yes/no choices: {result['rating_vs_choices']:.3f}x")
     print(json.dumps(result))
 
 

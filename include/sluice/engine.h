@@ -322,20 +322,24 @@ typedef struct sl_request {
     const char *grammar;
     /* Choices (llama engine; n_choices 2..SL_MAX_CHOICES, distinct
      * non-empty UTF-8 strings, copied at submit; 0: none): the answer is
-     * one of them, read from the model's next-token probabilities after
-     * the prompt, with no tokens generated (sl_result.scores holds each
-     * choice's probability). A choice stands for the first token the model
-     * would begin it with, the prompt's text before it: the choice's own,
-     * and for one that does not begin with white space the token of " " +
-     * choice too (a template often ends before the space an answer begins
-     * with); its score is their probability, normalized over the choices.
+     * one of them, read from the model's probabilities after the prompt,
+     * with no tokens generated (sl_result.scores holds each choice's
+     * probability). A choice stands for the tokens the model would answer
+     * it with, the prompt's text before it: the choice's own, and the same
+     * word after a space and with its first letter's case swapped (a
+     * template often ends before the space an answer begins with). Where
+     * all begin differently the first tokens decide, their probabilities
+     * normalized over the choices; choices that begin alike ("the cat",
+     * "the dog"; "1", "10") share that and are read again where they part
+     * (a probe: their common beginning decoded after the prompt, one step
+     * each), a choice that ends there taking what does not go on.
      * Greedy (temperature 0) takes the highest; otherwise the answer is
      * drawn with the row's seed from the scores sharpened by the
      * temperature (top-k/p, min-p and the repeat penalty do not apply).
-     * Two choices whose tokens meet (they begin with the same token, e.g.
-     * "dog" and "dogs") fail the request at admission, naming them. Not
-     * with json_schema, grammar or logprobs (SL_ERR_INVALID_ARG at
-     * submit). The openai engine refuses them (SL_ERR_INVALID_ARG). */
+     * Two choices alike in their first 32 tokens fail the request at
+     * admission, naming them. Not with json_schema, grammar or logprobs
+     * (SL_ERR_INVALID_ARG at submit). The openai engine refuses them
+     * (SL_ERR_INVALID_ARG). */
     const char *const *choices;
     int n_choices;
     /* n_tasks > 0: several answers about the one image, each task with its
@@ -467,9 +471,9 @@ sl_status sl_choices_check(const char *who, const char *const *choices, int n);
 
 /* Checks a prompt's choices (sl_request.choices) before any row is
  * submitted: the prompt rendered as a request without images would be
- * (its end is what an answer follows), each choice's first tokens found
- * as for a request. SL_ERR_INVALID_ARG naming `who` (e.g. "--choices")
- * when two choices begin with the same token or one has no tokens, and on
+ * (its end is what an answer follows), each choice's tokens found as for
+ * a request. SL_ERR_INVALID_ARG naming `who` (e.g. "--choices") when two
+ * choices are alike in their first 32 tokens or one has no tokens, and on
  * the openai engine, which cannot score choices. */
 sl_status sl_engine_check_choices(sl_engine *engine, const char *who, const char *system_prompt,
                                   const char *prompt, const char *const *choices, int n_choices);

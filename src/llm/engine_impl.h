@@ -18,8 +18,8 @@ typedef struct sl_engine_ops {
     const char *(*model_name)(const void *impl);
     void (*free)(void *impl);
     /* Optional (llama): sl_engine_check_choices; NULL: choices refused.
-     * tokens (NULL: not wanted): SL_CHOICE_VARIANTS token ids per choice,
-     * -1 where a variant does not apply or repeats one. */
+     * tokens (NULL: not wanted): each form's first token, as
+     * sl_engine_choice_tokens gives them. */
     sl_status (*check_choices)(void *impl, const char *who, const char *system_prompt,
                                const char *prompt, const char *const *choices, int n,
                                int32_t *tokens);
@@ -28,11 +28,12 @@ typedef struct sl_engine_ops {
     void (*endpoint_stats)(const void *impl, size_t i, sl_endpoint_stats *out);
 } sl_engine_ops;
 
-/* The tokens each choice stands for, as sl_engine_check_choices finds them
- * (for tests and diagnostics): SL_CHOICE_VARIANTS per choice into tokens
- * (n * SL_CHOICE_VARIANTS entries): as written, after a space, with the
- * first letter's case swapped, both; -1 where a variant does not apply or
- * gives a token already counted. */
+/* The first tokens of the forms each choice is answered in, as
+ * sl_engine_check_choices finds them (for tests and diagnostics):
+ * SL_CHOICE_VARIANTS per choice into tokens (n * SL_CHOICE_VARIANTS
+ * entries): as written, after a space, with the first letter's case
+ * swapped, both; -1 where a form does not apply, begins with white space
+ * alone, or is tokens already counted (llama_choice.h). */
 #define SL_CHOICE_VARIANTS 4
 sl_status sl_engine_choice_tokens(sl_engine *engine, const char *system_prompt,
                                   const char *prompt, const char *const *choices, int n,

@@ -4,8 +4,9 @@ probabilities, with each choice's score in column `scores` (JSONL an
 object, Parquet its JSON text, read by pyarrow and queried by DuckDB);
 greedy takes the highest score, a temperature draws with the row's seed
 (a rerun draws the same); tasks mix choices with free answers; a job file
-sets them; choices that cannot be told apart, or settings that cannot go
-with them, stop the job before any row with exit 2; other choices are
+sets them; choices that begin alike are told apart where they part;
+choices alike for 32 tokens, or settings that cannot go with them, stop
+the job before any row with exit 2; other choices are
 another job (a rerun is refused)."""
 import json
 import pathlib
@@ -169,13 +170,35 @@ metrics: {{addr: "off"}}
         assert_scored(row, ["indoors", "outdoors"])
 
 
+def test_choices_that_begin_alike_are_told_apart_where_they_part(sluice, four, tmp_path):
+    # "the red one" and "the blue one" begin with the same tokens; "1" is
+    # inside "10": the model is read where they part (one probe a row).
+    ratings = [str(k) for k in range(1, 11)]
+    for choices in (["the red one", "the blue one", "neither"], ratings):
+        out = tmp_path / f"out{len(choices)}"
+        r = sluice.caption(four, out, "--choices", ",".join(choices), "--show", 0,
+                           "--metrics-addr", "off", "--parallel", 2)
+        assert r.returncode == 0, r.stderr
+        rows = read_rows(out)
+        assert len(rows) == 4
+        for row in rows:
+            scores = assert_scored(row, choices)
+            assert row["caption"] == max(scores, key=scores.get), row
+            assert row["generated_tokens"] == 1, row
+        # The parted choices are not an even split of their first token's share.
+        red, blue = (rows[0]["scores"][c] for c in choices[:2]) if choices[0] == "the red one" \
+            else (rows[0]["scores"]["1"], rows[0]["scores"]["10"])
+        assert abs(red - blue) > 1e-4, rows[0]
+
+
 def test_choices_that_cannot_be_told_apart_stop_the_job(sluice, four, tmp_path):
     out = tmp_path / "out"
-    # Two choices that begin alike begin with the same token.
-    r = sluice.caption(four, out, "--choices", "the red one,the blue one", "--metrics-addr",
+    # Two choices alike for their first 32 tokens.
+    same = " ".join(["very"] * 40)
+    r = sluice.caption(four, out, "--choices", f"{same} red,{same} blue", "--metrics-addr",
                        "off")
     assert r.returncode == 2, r.stderr
-    assert "'the red one' and 'the blue one' both begin with the token" in r.stderr, r.stderr
+    assert f"'{same[:60]}' and '{same[:60]}' begin with the same 32 tokens" in r.stderr, r.stderr
     assert not list(out.glob("part-*"))
 
 

@@ -1265,6 +1265,36 @@ static void assert_scores_match(sl_engine *e, const sl_result *r, const char *co
     json_decref(o);
 }
 
+/* Up to 3 words (a space, then a-z) among a position's 20 most likely
+ * tokens: their ids and log-probabilities; how many. */
+static int top_words(const json_t *position, char words[][64], int32_t *ids, double *lps)
+{
+    int n = 0;
+    size_t k;
+    json_t *t;
+    json_array_foreach(json_object_get(position, "top_logprobs"), k, t) {
+        const char *tok = json_string_value(json_object_get(t, "token"));
+        size_t len = strlen(tok);
+        bool word = len >= 3 && len < 64 && tok[0] == ' ';
+        for (size_t i = 1; word && i < len; i++)
+            word = tok[i] >= 'a' && tok[i] <= 'z';
+        if (word && n < 3) {
+            strcpy(words[n], tok);
+            ids[n] = (int32_t)json_integer_value(json_object_get(t, "id"));
+            lps[n++] = json_real_value(json_object_get(t, "logprob"));
+        }
+    }
+    return n;
+}
+
+static double score_of(const sl_result *r, const char *const *choices, int n, int i)
+{
+    json_t *o = scores_of(r, choices, n);
+    double v = json_real_value(json_object_get(o, choices[i]));
+    json_decref(o);
+    return v;
+}
+
 /* Choices are scored by the model's probabilities of their first tokens:
  * checked against the log-probabilities the same prompt's first token
  * gets (top 20). Three words the model ranks (" w0" > " w1" > " w2"),
@@ -1284,29 +1314,20 @@ static void choices_are_scored_by_their_first_tokens(void **state)
     sl_completion c = run_one(e, &q);
     assert_int_equal(c.status, SL_OK);
     json_t *content = logprob_content(&c.result, SL_MAX_TOP_LOGPROBS);
-    json_t *top = json_object_get(json_array_get(content, 0), "top_logprobs");
+    json_t *first = json_array_get(content, 0);
     char words[3][64];
     int32_t ids[20], word_ids[3];
-    double lps[20];
-    int n_words = 0;
+    double lps[20], word_lps[3];
     size_t k;
     json_t *t;
-    json_array_foreach(top, k, t) {
-        const char *tok = json_string_value(json_object_get(t, "token"));
+    json_array_foreach(json_object_get(first, "top_logprobs"), k, t) {
         ids[k] = (int32_t)json_integer_value(json_object_get(t, "id"));
         lps[k] = json_real_value(json_object_get(t, "logprob"));
-        size_t len = strlen(tok);
-        bool word = len >= 3 && len < 64 && tok[0] == ' ';
-        for (size_t i = 1; word && i < len; i++)
-            word = tok[i] >= 'a' && tok[i] <= 'z';
-        if (word && n_words < 3) {
-            strcpy(words[n_words], tok);
-            word_ids[n_words++] = ids[k];
-        }
     }
+    /* the tiny model's vocabulary has words */
+    assert_int_equal(top_words(first, words, word_ids, word_lps), 3);
     json_decref(content);
     sl_completion_clear(&c);
-    assert_int_equal(n_words, 3); /* the tiny model's vocabulary has words */
 
     const char *three[3] = {words[1], words[2], words[0]};
     int32_t toks[3 * SL_CHOICE_VARIANTS];
@@ -1355,18 +1376,6 @@ static void choices_are_scored_by_their_first_tokens(void **state)
     for (int a = 0; a < 2 * SL_CHOICE_VARIANTS; a++)
         for (int b = a + 1; b < 2 * SL_CHOICE_VARIANTS; b++)
             assert_true(both_toks[a] < 0 || both_toks[a] != both_toks[b]);
-
-    char cat[80], dog[80];
-    snprintf(cat, sizeof cat, "%s cat", words[0]);
-    snprintf(dog, sizeof dog, "%s dog", words[0]);
-    const char *alike[2] = {cat, dog};
-    q.choices = alike;
-    c = run_one(e, &q);
-    assert_int_equal(c.status, SL_ERR_INVALID_ARG);
-    assert_non_null(strstr(c.error, "choices"));
-    assert_non_null(strstr(c.error, cat));
-    assert_non_null(strstr(c.error, "both begin with the token"));
-    sl_completion_clear(&c);
 
     /* Drawn: the seed decides, and at a high temperature both come up. */
     q.choices = three;
@@ -1421,6 +1430,106 @@ static void choices_are_scored_by_their_first_tokens(void **state)
     bad.sampling.logprobs = true;
     assert_int_equal(sl_engine_submit(e, &bad, NULL), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "logprobs"));
+    sl_engine_free(e);
+}
+
+/* Choices that begin with the same token are read where they part (the
+ * word after it), and a choice inside another ("w0" in "w0 u0") takes what
+ * does not go on: the scores against the log-probabilities of the first
+ * answer token and, for the token after w0, of an answer made to begin
+ * with w0 (a grammar of its id). Rows that probe, beside rows that
+ * generate, answer as they do alone. */
+static void choices_that_begin_alike_are_read_where_they_part(void **state)
+{
+    sl_engine *e = open_tiny(2, 0);
+    sl_request q = request("root", 1);
+    q.sampling.logprobs = true;
+    q.sampling.top_logprobs = SL_MAX_TOP_LOGPROBS;
+    sl_completion c = run_one(e, &q);
+    assert_int_equal(c.status, SL_OK);
+    json_t *content = logprob_content(&c.result, SL_MAX_TOP_LOGPROBS);
+    char w[3][64];
+    int32_t w_ids[3];
+    double w_lps[3];
+    assert_int_equal(top_words(json_array_get(content, 0), w, w_ids, w_lps), 3);
+    json_decref(content);
+    sl_completion_clear(&c);
+
+    char gbnf[64];
+    snprintf(gbnf, sizeof gbnf, "root ::= <[%d]> .*", (int)w_ids[0]);
+    sl_request after = request("after w0", 2);
+    after.grammar = gbnf;
+    after.sampling.logprobs = true;
+    after.sampling.top_logprobs = SL_MAX_TOP_LOGPROBS;
+    c = run_one(e, &after);
+    assert_int_equal(c.status, SL_OK);
+    content = logprob_content(&c.result, SL_MAX_TOP_LOGPROBS);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(content, 0), "id")),
+                     w_ids[0]);
+    char u[3][64];
+    int32_t u_ids[3];
+    double u_lps[3];
+    assert_true(top_words(json_array_get(content, 1), u, u_ids, u_lps) >= 2);
+    json_decref(content);
+    sl_completion_clear(&c);
+
+    char wu0[160], wu1[160];
+    snprintf(wu0, sizeof wu0, "%s%s", w[0], u[0]);
+    snprintf(wu1, sizeof wu1, "%s%s", w[0], u[1]);
+    const char *alike[3] = {wu0, wu1, w[1]};
+    int32_t toks[3 * SL_CHOICE_VARIANTS];
+    assert_int_equal(sl_engine_choice_tokens(e, NULL, "Describe this image in one sentence.",
+                                             alike, 3, toks), SL_OK);
+    assert_int_equal(toks[0], w_ids[0]);
+    assert_int_equal(toks[SL_CHOICE_VARIANTS], w_ids[0]);
+    q = request("alike", 4);
+    q.choices = alike;
+    q.n_choices = 3;
+    sl_completion parted = run_one(e, &q);
+    assert_int_equal(parted.status, SL_OK);
+    assert_int_equal(parted.result.generated_tokens, 1);
+    double p_w0 = exp(w_lps[0]), p_w1 = exp(w_lps[1]);
+    double first = p_w0 / (p_w0 + p_w1), pu0 = exp(u_lps[0]), pu1 = exp(u_lps[1]);
+    double want[3] = {first * pu0 / (pu0 + pu1), first * pu1 / (pu0 + pu1), 1 - first};
+    int best = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_float_equal(score_of(&parted.result, alike, 3, i), want[i], 2e-4);
+        best = want[i] > want[best] ? i : best;
+    }
+    assert_string_equal(parted.result.text, alike[best]);
+
+    const char *inside[3] = {w[0], wu0, w[1]};
+    q.choices = inside;
+    sl_completion ends = run_one(e, &q);
+    assert_int_equal(ends.status, SL_OK);
+    assert_float_equal(score_of(&ends.result, inside, 3, 0), first * (1 - pu0), 2e-4);
+    assert_float_equal(score_of(&ends.result, inside, 3, 1), first * pu0, 2e-4);
+    assert_float_equal(score_of(&ends.result, inside, 3, 2), 1 - first, 2e-4);
+
+    /* Together, with captions beside them: the same answers and scores. */
+    sl_request caption = request("caption", 6);
+    sl_completion alone = run_one(e, &caption);
+    assert_int_equal(alone.status, SL_OK);
+    sl_request rows[4] = {q, caption, q, caption};
+    rows[0].choices = alike;
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(sl_engine_submit(e, &rows[i], &rows[i]), SL_OK);
+    for (int got = 0; got < 4; got++) {
+        c = wait_one(e);
+        assert_int_equal(c.status, SL_OK);
+        const sl_request *row = c.tag;
+        const sl_completion *ref = row == &rows[1] || row == &rows[3] ? &alone
+                                   : row == &rows[0]                  ? &parted
+                                                                      : &ends;
+        assert_string_equal(c.result.text, ref->result.text);
+        for (int i = 0; row->choices && i < 3; i++)
+            assert_float_equal(score_of(&c.result, row->choices, 3, i),
+                               score_of(&ref->result, row->choices, 3, i), 1e-4);
+        sl_completion_clear(&c);
+    }
+    sl_completion_clear(&alone);
+    sl_completion_clear(&parted);
+    sl_completion_clear(&ends);
     sl_engine_free(e);
 }
 
@@ -1877,6 +1986,7 @@ int main(void)
         cmocka_unit_test(too_many_top_logprobs_are_refused),
         cmocka_unit_test(n_answers_share_the_prompt_and_differ_by_seed),
         cmocka_unit_test(choices_are_scored_by_their_first_tokens),
+        cmocka_unit_test(choices_that_begin_alike_are_read_where_they_part),
         cmocka_unit_test(n_answers_share_the_whole_prompt),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -65,6 +65,7 @@
 #include "core/log.h"
 #include "core/utf8.h"
 #include "llm/engine_impl.h"
+#include "llm/engines/llama_choice.h"
 #include "llm/engines/llama_grammar.h"
 #include "llm/engines/llama_sample.h"
 #include "llm/json_schema.h"
@@ -209,14 +210,13 @@ typedef struct req {
     const sl_image *images[SL_MAX_IMAGES];
     int n_images;
     bool want_json;            /* answer as a chat.completion object too */
-    /* Choices (sl_request.choices): the answer is one of them. choice_tok
-     * holds CHOICE_VARIANTS tokens per choice, found at tokenize(): those
-     * the model would begin the choice with (choice_tokens; LLAMA_TOKEN_NULL:
-     * a variant that does not apply or repeats one); choice_p each
-     * choice's probability once its step is sampled, `choice` the one taken. */
+    /* Choices (sl_request.choices): the answer is one of them. choice_tree
+     * holds the forms the model may answer each in, as tokens (made at
+     * tokenize(): choice_tokens), and what is read of the model to score
+     * them; choice_p each choice's score once read, `choice` the one taken. */
     char **choices;
     int n_choices;
-    llama_token *choice_tok;
+    sl_choice_tree *choice_tree;
     float *choice_p;
     int choice;
 } req;
@@ -251,6 +251,10 @@ typedef struct slot {
     const float *logits;       /* this step's row, set before sampling */
     llama_token next;          /* chosen by a sampling thread ... */
     float next_margin;         /* ... with its logit margin (trace) */
+    /* Choices whose forms begin alike: the next probe of r->choice_tree to
+     * decode (-1: none is due), and where this step's batch holds it (-1:
+     * not in it). */
+    int probe, probe_at;
     double t_admit, t_prefilled, t_first, encode_ms;
 } slot;
 
@@ -542,7 +546,7 @@ static void req_free(req *r)
     for (int i = 0; r->choices && i < r->n_choices; i++)
         sl_free(r->choices[i]);
     sl_free(r->choices);
-    sl_free(r->choice_tok);
+    sl_choice_tree_free(r->choice_tree);
     sl_free(r->choice_p);
     sl_free(r->grammar);
     sl_json_schema_free(r->schema);
@@ -608,11 +612,13 @@ static void fail_req(llama_engine *e, req *r, sl_status status, const char *fmt,
     complete(e, r, status, msg, NULL);
 }
 
-/* The positions a request may generate into: max_tokens, or one for a
- * choice (the step after the prompt decides it). */
+/* The positions a request may generate into: max_tokens, or for choices
+ * what their probes take (one when the step after the prompt decides). */
 static int gen_room(const req *r)
 {
-    return r->n_choices > 0 ? 1 : r->sampling.max_tokens;
+    if (r->n_choices > 0)
+        return r->choice_tree ? sl_choice_tree_room(r->choice_tree) : 1;
+    return r->sampling.max_tokens;
 }
 
 static void release_slot(llama_engine *e, slot *s)
@@ -824,15 +830,15 @@ static sl_status tokenize_text(llama_engine *e, req *r, char *prompt)
     return SL_OK;
 }
 
-/* The token the model would begin `text` with right after `tail` (the
- * prompt's text before the answer): the first past tail's own tokens in
- * tail + text, or (the two merged at the seam) text's own first token;
- * LLAMA_TOKEN_NULL when text has none. */
-static sl_status first_token_after(const llama_engine *e, const req *r, const char *tail,
-                                   const llama_token *base, int32_t n_base, const char *text,
-                                   llama_token *out)
+/* The tokens the model would answer `text` with right after `tail` (the
+ * prompt's text before the answer): those past tail's own tokens in tail +
+ * text, or (the two merged at the seam) text's own. *out: sl_free. */
+static sl_status tokens_after(const llama_engine *e, const req *r, const char *tail,
+                              const llama_token *base, int32_t n_base, const char *text,
+                              llama_token **out, int32_t *n_out)
 {
-    *out = LLAMA_TOKEN_NULL;
+    *out = NULL;
+    *n_out = 0;
     char *joined = sl_asprintf("%s%s", tail, text);
     if (!joined)
         return sl_fail(SL_ERR_NOMEM, "%s: out of memory for the choices' tokens", r->id);
@@ -843,60 +849,51 @@ static sl_status first_token_after(const llama_engine *e, const req *r, const ch
     if (st != SL_OK)
         return st;
     if (n > n_base && memcmp(toks, base, (size_t)n_base * sizeof *base) == 0) {
-        *out = toks[n_base];
-    } else {
-        sl_free(toks);
-        if ((st = tokens_of(e, r->id, text, strlen(text), false, &toks, &n)) != SL_OK)
-            return st;
-        if (n > 0)
-            *out = toks[0];
+        memmove(toks, toks + n_base, (size_t)(n - n_base) * sizeof *toks);
+        *out = toks;
+        *n_out = n - n_base;
+        return SL_OK;
     }
     sl_free(toks);
-    return SL_OK;
+    return tokens_of(e, r->id, text, strlen(text), false, out, n_out);
 }
 
 /* Does token t's text hold more than white space? */
 static bool carries_text(const llama_engine *e, llama_token t)
 {
     char piece[64];
-    int32_t n = t == LLAMA_TOKEN_NULL ? 0
-                                      : llama_token_to_piece(e->vocab, t, piece, sizeof piece, 0,
-                                                             false);
+    int32_t n = llama_token_to_piece(e->vocab, t, piece, sizeof piece, 0, false);
     for (int32_t i = 0; i < n; i++)
         if (!strchr(" \t\r\n", piece[i]))
             return true;
     return n < 0; /* longer than the buffer: text */
 }
 
-/* r's choices as tokens (req.choice_tok), from the rendered prompt: the
- * text after its last image is what the answer follows. Each choice counts
- * as written, after a space (unless it begins with white space) and, when
- * it begins with an ASCII letter, with that letter's case swapped, after a
- * space or not: how the model begins the same word ("Yes", " yes", ...).
- * A variant counts only if its token holds text (not " " alone) that no
- * other choice begins with. Two choices that begin with the same token as
- * written cannot be told apart: the request fails naming them. */
+/* r's choices as a tree of tokens (req.choice_tree; llama_choice.h), from
+ * the rendered prompt: the text after its last image is what the answer
+ * follows. Each choice is answered as written, after a space (unless it
+ * begins with white space) and, when it begins with an ASCII letter, with
+ * that letter's case swapped, after a space or not: how the model may
+ * begin the same word ("Yes", " yes", ...). A form other than the one as
+ * written counts only if its first token holds text (not " " alone: that
+ * begins any word). */
 static sl_status choice_tokens(const llama_engine *e, req *r, const char *prompt)
 {
     const char *marker = e->mtmd ? mtmd_get_marker(e->mtmd) : NULL;
     const char *tail = prompt, *m;
     while (marker && *marker && (m = strstr(tail, marker)))
         tail = m + strlen(marker);
-    sl_free(r->choice_tok);
+    sl_choice_tree_free(r->choice_tree);
     sl_free(r->choice_p);
-    size_t slots = CHOICE_VARIANTS * (size_t)r->n_choices;
-    r->choice_tok = sl_malloc(slots * sizeof *r->choice_tok);
+    r->choice_tree = sl_choice_tree_new(r->n_choices, CHOICE_VARIANTS);
     r->choice_p = sl_calloc((size_t)r->n_choices, sizeof *r->choice_p);
-    if (!r->choice_tok || !r->choice_p)
+    if (!r->choice_tree || !r->choice_p)
         return sl_fail(SL_ERR_NOMEM, "%s: out of memory for the choices' tokens", r->id);
-    for (size_t k = 0; k < slots; k++)
-        r->choice_tok[k] = LLAMA_TOKEN_NULL;
     llama_token *base;
     int32_t n_base;
     sl_status st = tokens_of(e, r->id, tail, strlen(tail), false, &base, &n_base);
     for (int i = 0; st == SL_OK && i < r->n_choices; i++) {
         const char *c = r->choices[i];
-        llama_token *tok = &r->choice_tok[CHOICE_VARIANTS * i];
         char first = c[0];
         bool letter = (first >= 'a' && first <= 'z') || (first >= 'A' && first <= 'Z');
         bool spaced = !strchr(" \t\r\n", first);
@@ -912,46 +909,20 @@ static sl_status choice_tokens(const llama_engine *e, req *r, const char *prompt
                 char *at = text + (v & 1);
                 *at = (char)(*at ^ 0x20);
             }
-            st = first_token_after(e, r, tail, base, n_base, text, &tok[v]);
+            llama_token *toks;
+            int32_t n;
+            st = tokens_after(e, r, tail, base, n_base, text, &toks, &n);
             sl_free(text);
-            for (int k = 0; k < v && st == SL_OK; k++)
-                if (tok[k] == tok[v])
-                    tok[v] = LLAMA_TOKEN_NULL; /* the same token counts once */
-            if (st == SL_OK && v > 0 && !carries_text(e, tok[v]))
-                tok[v] = LLAMA_TOKEN_NULL; /* " " alone begins any word */
+            if (st == SL_OK && v == 0 && n == 0)
+                st = sl_fail(SL_ERR_INVALID_ARG, "%s: choice '%.60s' has no tokens", r->id, c);
+            if (st == SL_OK && n > 0 && (v == 0 || carries_text(e, toks[0])))
+                st = sl_choice_tree_set(r->choice_tree, i, v, toks, n);
+            sl_free(toks);
         }
-        if (st == SL_OK && tok[0] == LLAMA_TOKEN_NULL)
-            st = sl_fail(SL_ERR_INVALID_ARG, "%s: choice '%.60s' has no tokens", r->id, c);
     }
     sl_free(base);
-    /* A variant another choice begins with too tells neither apart: it
-     * counts for none. Two choices as written that begin alike cannot be
-     * told apart at all. */
-    for (size_t a = 0; st == SL_OK && a < slots; a++)
-        for (size_t b = a + 1; st == SL_OK && b < slots; b++) {
-            llama_token *ta = &r->choice_tok[a], *tb = &r->choice_tok[b];
-            if (a / CHOICE_VARIANTS == b / CHOICE_VARIANTS || *ta == LLAMA_TOKEN_NULL ||
-                *ta != *tb || (a % CHOICE_VARIANTS == 0 && b % CHOICE_VARIANTS == 0))
-                continue;
-            llama_token same = *ta;
-            for (size_t k = 0; k < slots; k++)
-                if (k % CHOICE_VARIANTS != 0 && r->choice_tok[k] == same)
-                    r->choice_tok[k] = LLAMA_TOKEN_NULL;
-        }
-    for (size_t a = 0; st == SL_OK && a < slots; a += CHOICE_VARIANTS)
-        for (size_t b = a + CHOICE_VARIANTS; st == SL_OK && b < slots; b += CHOICE_VARIANTS)
-            if (r->choice_tok[a] == r->choice_tok[b]) {
-                char piece[64];
-                int32_t n = llama_token_to_piece(e->vocab, r->choice_tok[a], piece,
-                                                 sizeof piece - 1, 0, false);
-                piece[n > 0 ? n : 0] = '\0';
-                st = sl_fail(SL_ERR_INVALID_ARG,
-                             "%s: choices '%.60s' and '%.60s' both begin with the token '%s': a "
-                             "choice is told by the first token the model answers with; make "
-                             "them begin differently",
-                             r->id, r->choices[a / CHOICE_VARIANTS],
-                             r->choices[b / CHOICE_VARIANTS], piece);
-            }
+    if (st == SL_OK)
+        st = sl_choice_tree_plan(r->choice_tree, r->id, (const char *const *)r->choices);
     return st;
 }
 
@@ -1219,7 +1190,8 @@ static bool admit(llama_engine *e, slot *s, req *r)
                  "%s: llama.cpp cannot parse the grammar (see its message in the log)", r->id);
         return false;
     }
-    *s = (slot){.seq = s->seq, .r = r, .logits_idx = -1, .t_admit = now_ms(),
+    *s = (slot){.seq = s->seq, .r = r, .logits_idx = -1, .probe = -1, .probe_at = -1,
+                .t_admit = now_ms(),
                 .encode_ms = r->prep_encode_ms, .grammar = grammar, .trace_tokens = trace_tokens,
                 .trace_margins = trace_margins, .lp_ids = lp_ids, .lp_vals = lp_vals,
                 .lp_stride = lp_stride};
@@ -1934,40 +1906,25 @@ static double seeded_uniform(uint64_t seed)
     return (double)(z >> 11) * 0x1.0p-53;
 }
 
-/* A row with choices: each choice's probability (its tokens' share of the
- * choices' together: the softmax's denominator cancels) into r->choice_p,
- * the one taken into r->choice; returns its token. Any sampling thread. */
-static llama_token choose_choice(slot *s, const float *logits)
+/* A row's choices once read (llama_choice.h): each one's score into
+ * r->choice_p, the one taken into r->choice (the best; at a temperature,
+ * drawn with the row's seed); returns its first token. */
+static llama_token settle_choice(req *r)
 {
-    req *r = s->r;
-    float top = -INFINITY;
-    for (int k = 0; k < CHOICE_VARIANTS * r->n_choices; k++)
-        if (r->choice_tok[k] != LLAMA_TOKEN_NULL && logits[r->choice_tok[k]] > top)
-            top = logits[r->choice_tok[k]];
-    double p[SL_MAX_CHOICES], sum = 0;
-    for (int i = 0; i < r->n_choices; i++) {
-        p[i] = 0;
-        for (int v = 0; v < CHOICE_VARIANTS; v++) {
-            llama_token t = r->choice_tok[CHOICE_VARIANTS * i + v];
-            if (t != LLAMA_TOKEN_NULL && isfinite(top))
-                p[i] += exp((double)logits[t] - (double)top);
-        }
-        sum += p[i];
-    }
+    double p[SL_MAX_CHOICES];
+    sl_choice_tree_scores(r->choice_tree, p);
     int pick = 0;
     for (int i = 0; i < r->n_choices; i++) {
-        r->choice_p[i] = sum > 0 ? (float)(p[i] / sum) : 1.0f / (float)r->n_choices;
-        if (r->choice_p[i] > r->choice_p[pick])
+        r->choice_p[i] = (float)p[i];
+        if (p[i] > p[pick])
             pick = i;
     }
     float temp = r->sampling.temperature;
-    if (temp > 0 && sum > 0) {
+    if (temp > 0 && p[pick] > 0) {
         /* Drawn from the scores sharpened (or flattened) by the temperature. */
-        double w[SL_MAX_CHOICES], total = 0, lp_top = log(r->choice_p[pick]);
+        double w[SL_MAX_CHOICES], total = 0, lp_top = log(p[pick]);
         for (int i = 0; i < r->n_choices; i++)
-            total += w[i] = r->choice_p[i] > 0
-                                ? exp((log(r->choice_p[i]) - lp_top) / (double)temp)
-                                : 0;
+            total += w[i] = p[i] > 0 ? exp((log(p[i]) - lp_top) / (double)temp) : 0;
         double u = seeded_uniform(r->sampling.seed) * total;
         for (pick = 0; pick < r->n_choices - 1 && (u -= w[pick]) >= 0; pick++)
             ;
@@ -1975,7 +1932,21 @@ static llama_token choose_choice(slot *s, const float *logits)
             pick--;
     }
     r->choice = pick;
-    return r->choice_tok[CHOICE_VARIANTS * pick];
+    return sl_choice_tree_first(r->choice_tree, pick, 0);
+}
+
+/* A row with choices, at the step after its prompt: the model read there;
+ * settled at once unless forms of different choices begin alike (then
+ * s->probe = 0: the probes read on, and LLAMA_TOKEN_NULL for now). Any
+ * sampling thread. */
+static llama_token choose_choice(slot *s, const float *logits)
+{
+    sl_choice_tree_read_root(s->r->choice_tree, logits);
+    if (sl_choice_tree_probes(s->r->choice_tree) > 0) {
+        s->probe = 0;
+        return LLAMA_TOKEN_NULL;
+    }
+    return settle_choice(s->r);
 }
 
 /* Chooses s's next token from s->logits; any sampling thread. */
@@ -2060,6 +2031,15 @@ static void advance_slot(llama_engine *e, slot *s, double *detok_ms, double *boo
 {
     double t = now_ms();
     llama_token tok = s->next;
+    if (s->probe >= 0) { /* the choice is read on in probes first */
+        s->logits_idx = -1;
+        s->logits = NULL;
+        if (!s->generating) {
+            s->generating = true;
+            s->t_prefilled = t;
+        }
+        return;
+    }
     if (s->trace_tokens && s->n_trace <= gen_room(s->r)) {
         s->trace_tokens[s->n_trace] = tok;
         s->trace_margins[s->n_trace++] = s->next_margin;
@@ -2141,6 +2121,40 @@ static void sample_reference(llama_engine *e, slot *s)
     record_logprobs(s, logits, e->n_vocab);
 }
 
+/* A probe of s's choices decoded: the model read where its forms part,
+ * the probe's positions dropped again; after the last, the choice. */
+static void read_probe(llama_engine *e, slot *s, double *detok_ms, double *book_ms)
+{
+    const int32_t *toks;
+    uint32_t reads;
+    int n = sl_choice_tree_probe(s->r->choice_tree, s->probe, &toks, &reads);
+    for (int j = 0; j < n; j++) {
+        if (!((reads >> j) & 1u))
+            continue;
+        const float *logits = llama_get_logits_ith(e->ctx, s->probe_at + j);
+        if (!logits) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "%s: llama.cpp gave no logits for the sequence", s->r->id);
+            fail_slot(e, s, SL_ERR_ENGINE, msg);
+            return;
+        }
+        sl_choice_tree_read(s->r->choice_tree, s->probe, j, logits, e->n_vocab);
+    }
+    s->probe_at = -1;
+    if (!llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, s->n_past, -1)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s: llama.cpp cannot drop a choice's probe from the sequence",
+                 s->r->id);
+        fail_slot(e, s, SL_ERR_ENGINE, msg);
+        return;
+    }
+    if (++s->probe < sl_choice_tree_probes(s->r->choice_tree))
+        return;
+    s->probe = -1;
+    s->next = settle_choice(s->r); /* next_margin: the root's, from its step */
+    advance_slot(e, s, detok_ms, book_ms);
+}
+
 /* One llama_decode: the next token of every generating sequence, then
  * newcomer prompt text up to n_batch. Returns false when nothing was
  * decoded. */
@@ -2151,10 +2165,24 @@ static bool decode_step(llama_engine *e)
     b->n_tokens = 0;
     for (int i = 0; i < e->n_parallel; i++) {
         slot *s = &e->slots[i];
-        if (s->r && s->generating) {
+        if (s->r && s->generating && s->probe < 0) {
             s->logits_idx = b->n_tokens;
             batch_add(b, s->last, s->n_past++, s->seq, true);
         }
+    }
+    for (int i = 0; i < e->n_parallel; i++) {
+        slot *s = &e->slots[i];
+        s->probe_at = -1;
+        if (!s->r || s->probe < 0)
+            continue;
+        const int32_t *toks;
+        uint32_t reads;
+        int n = sl_choice_tree_probe(s->r->choice_tree, s->probe, &toks, &reads);
+        if (b->n_tokens + n > e->n_batch)
+            continue; /* the next step's */
+        s->probe_at = b->n_tokens;
+        for (int j = 0; j < n; j++)
+            batch_add(b, toks[j], s->n_past + j, s->seq, (reads >> j) & 1u);
     }
     for (int i = 0; i < e->n_parallel && b->n_tokens < e->n_batch; i++) {
         slot *s = &e->slots[i];
@@ -2198,7 +2226,7 @@ static bool decode_step(llama_engine *e)
          * rather than guess at the context's state. */
         for (int i = 0; i < e->n_parallel; i++) {
             slot *s = &e->slots[i];
-            if (s->r && (s->logits_idx >= 0 || !s->generating)) {
+            if (s->r && (s->logits_idx >= 0 || s->probe_at >= 0 || !s->generating)) {
                 char msg[256];
                 snprintf(msg, sizeof msg, "%s: llama_decode failed (code %d)", s->r->id, (int)rc);
                 fail_slot(e, s, SL_ERR_ENGINE, msg);
@@ -2255,10 +2283,14 @@ static bool decode_step(llama_engine *e)
         t3 = now_ms();
         sample_all(e);
     }
-    double t4 = now_ms();
-    phase_add(e, SL_PHASE_LOGITS, t3 - t2);
-    phase_add(e, SL_PHASE_SAMPLE, t4 - t3);
     double detok = 0, book = 0;
+    /* Probes: the model read where choices part (sampling's share). */
+    for (int i = 0; i < e->n_parallel; i++)
+        if (e->slots[i].r && e->slots[i].probe_at >= 0)
+            read_probe(e, &e->slots[i], &detok, &book);
+    double t5 = now_ms() - detok - book;
+    phase_add(e, SL_PHASE_LOGITS, t3 - t2);
+    phase_add(e, SL_PHASE_SAMPLE, t5 - t3);
     for (int i = 0; i < e->n_to_sample; i++)
         advance_slot(e, e->to_sample[i], &detok, &book);
     phase_add(e, SL_PHASE_DETOKENIZE, detok);
@@ -2602,9 +2634,9 @@ static sl_status llama_engine_check_choices(void *impl, const char *who,
     if (st == SL_OK)
         st = choice_tokens(e, &r, text);
     for (int k = 0; st == SL_OK && tokens && k < CHOICE_VARIANTS * n; k++)
-        tokens[k] = r.choice_tok[k];
+        tokens[k] = sl_choice_tree_first(r.choice_tree, k / CHOICE_VARIANTS, k % CHOICE_VARIANTS);
     sl_free(text);
-    sl_free(r.choice_tok);
+    sl_choice_tree_free(r.choice_tree);
     sl_free(r.choice_p);
     return st;
 }
