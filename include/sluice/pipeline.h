@@ -54,8 +54,10 @@ typedef struct sl_pipeline_stage_params {
     /* Optional: once per worker that init() started, whatever ended the run. */
     void (*close)(void *state, sl_exec_end end);
     /* Columns the stage sets (sl_pipeline_row_set_column_*), for outputs
-     * whose columns are planned before the run (Parquet: a string column
-     * each, JSON text for values that are not strings). Copied. */
+     * whose columns are planned before the run: "NAME" (Parquet: a string
+     * column, JSON text for values that are not strings) or "NAME:TYPE",
+     * TYPE string, int64, double or bool (a value of another type is
+     * written as null). Copied. */
     const char *const *columns;
     size_t n_columns;
 } sl_pipeline_stage_params;

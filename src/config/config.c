@@ -35,6 +35,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/utf8.h"
+#include "io/columns.h"
 #include "llm/engines/llama_grammar.h"
 #include "llm/json_schema.h"
 
@@ -996,9 +997,19 @@ static sl_status add_stage(sl_config *c, int i, const char *where, const char *n
             st = SL_ERR_NOMEM;
         for (size_t k = 0; st == SL_OK && k < n; k++) {
             const json_t *col = json_array_get(cols, k);
+            size_t name_len;
+            bool typed;
+            sl_pq_type type;
             if (!json_is_string(col) || !json_string_length(col))
                 st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's columns are names (text)",
                              where, name);
+            else if (sl_columns_stage_spec(json_string_value(col), &name_len, &typed, &type) !=
+                     SL_OK) {
+                char why[256]; /* the message is rewritten in the same buffer */
+                snprintf(why, sizeof why, "%s", sl_last_error());
+                st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: %s (a stage's columns are NAME or "
+                             "NAME:TYPE)", where, name, why);
+            }
             else if (!(names[k] = keep(c, json_string_value(col), json_string_length(col))))
                 st = SL_ERR_NOMEM;
         }

@@ -81,12 +81,54 @@ static sl_status add_column(sl_columns *c, const char *name, const json_t *row)
     return SL_OK;
 }
 
-sl_status sl_columns_add(sl_columns *c, const char *name)
+sl_status sl_columns_stage_spec(const char *spec, size_t *name_len, bool *typed,
+                                sl_pq_type *type)
 {
-    for (size_t i = 0; i < c->n; i++)
-        if (strcmp(c->cols[i].in, name) == 0)
+    static const struct {
+        const char *name;
+        sl_pq_type type;
+    } types[] = {{"string", SL_PQ_STRING}, {"int64", SL_PQ_INT64}, {"double", SL_PQ_DOUBLE},
+                 {"bool", SL_PQ_BOOL}};
+    const char *colon = strchr(spec, ':');
+    *name_len = colon ? (size_t)(colon - spec) : strlen(spec);
+    *typed = colon != NULL;
+    *type = SL_PQ_STRING;
+    if (*name_len == 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "column '%s' has no name before its type", spec);
+    if (!colon)
+        return SL_OK;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (strcmp(colon + 1, types[i].name) == 0) {
+            *type = types[i].type;
             return SL_OK;
-    return add_column(c, name, NULL);
+        }
+    return sl_fail(SL_ERR_INVALID_ARG,
+                   "column '%s': the type after ':' is string, int64, double or bool", spec);
+}
+
+sl_status sl_columns_add(sl_columns *c, const char *spec)
+{
+    size_t len;
+    bool typed;
+    sl_pq_type type;
+    sl_status st = sl_columns_stage_spec(spec, &len, &typed, &type);
+    if (st != SL_OK)
+        return st;
+    char *name = sl_strndup(spec, len);
+    if (!name)
+        return sl_fail(SL_ERR_NOMEM, "out of memory adding column '%s'", spec);
+    size_t i = 0;
+    while (i < c->n && strcmp(c->cols[i].in, name) != 0)
+        i++;
+    if (i == c->n)
+        st = add_column(c, name, NULL);
+    sl_free(name);
+    if (st == SL_OK && typed)
+        c->cols[i].t = type == SL_PQ_INT64    ? T_INT
+                       : type == SL_PQ_DOUBLE ? T_DOUBLE
+                       : type == SL_PQ_BOOL   ? T_BOOL
+                                              : T_STRING;
+    return st;
 }
 
 void sl_columns_free(sl_columns *c)

@@ -47,10 +47,19 @@ const char *sl_columns_rename(const sl_columns *c, const char *input_name, const
  * *owned is what the cell points into (free with sl_free) or NULL. */
 sl_pq_value sl_columns_cell(const sl_columns *c, size_t i, const json_t *extra, char **owned);
 
-/* Adds column `name` (a stage's: its values are set during the run, so no
- * sample saw them) when it is not there yet, declared columns or not; its
- * Parquet type is string unless samples widened it. */
-sl_status sl_columns_add(sl_columns *c, const char *name);
+/* A stage's column as it declares it: "NAME", or "NAME:TYPE" with TYPE
+ * one of string, int64, double, bool. *name_len: NAME's length; *typed: a
+ * type was given (in *type). SL_ERR_INVALID_ARG naming the column when NAME
+ * is empty or TYPE is none of those. */
+sl_status sl_columns_stage_spec(const char *spec, size_t *name_len, bool *typed,
+                                sl_pq_type *type);
+
+/* Adds a stage's column (spec as for sl_columns_stage_spec: its values are
+ * set during the run, so no sample saw them) when it is not there yet,
+ * declared columns or not. Its Parquet type is the one the spec gives (an
+ * input column of that name takes it too), else string unless samples
+ * widened it. */
+sl_status sl_columns_add(sl_columns *c, const char *spec);
 
 void sl_columns_free(sl_columns *c);
 

@@ -284,3 +284,38 @@ def test_a_choice_takes_one_position_whatever_max_tokens_says(sluice, four, tmp_
     assert r.returncode == 0, r.stderr
     for row in read_rows(tmp_path / "out"):
         assert_scored(row, ["yes", "no"])
+
+
+def test_the_rate_example_writes_the_expected_rating(sluice, four, tmp_path):
+    """examples/rate.yaml (choices 1..10, examples/mean_score.lua) on the
+    tiny model, read back from Parquet with DuckDB: `rating` (a DOUBLE
+    column: the stage declares "rating:double") is each choice's number
+    weighted by its score; a choice that is not a number fails its row
+    naming it; a column type that is none of the four stops the job."""
+    example = pathlib.Path(__file__).resolve().parents[2] / "examples" / "rate.yaml"
+    out = tmp_path / "out"
+    r = sluice.run("run", example, four, "-o", out, "--model", TINY / "model.gguf", "--mmproj",
+                   TINY / "mmproj.gguf", "--show", 0, "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = duckdb.sql(f"SELECT caption, scores, rating FROM '{out}/*.parquet'").fetchall()
+    assert len(rows) == 4
+    ratings = [str(k) for k in range(1, 11)]
+    for caption, scores, rating in rows:
+        scores = json.loads(scores)
+        assert list(scores) == ratings and caption in ratings
+        assert abs(rating - sum(int(k) * p for k, p in scores.items())) < 1e-4, (rating, scores)
+        assert 1 <= rating <= 10
+    r = sluice.run("run", example, four, "-o", tmp_path / "words", "--model",
+                   TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf", "--show", 0,
+                   "--metrics-addr", "off", "--choices", "low,high", "--format", "jsonl")
+    assert r.returncode == 3, r.stderr  # rows failed
+    for row in read_rows(tmp_path / "words"):
+        assert "choice 'low' is not a number" in row["error"] or \
+            "choice 'high' is not a number" in row["error"], row
+    stage = json.dumps({"lua": str(example.parent / "mean_score.lua"), "after": "engine",
+                        "columns": ["rating:float"]})
+    r = sluice.run("run", example, four, "-o", tmp_path / "bad", "--model", TINY / "model.gguf",
+                   "--mmproj", TINY / "mmproj.gguf", "--stage", stage)
+    assert r.returncode == 2, r.stderr
+    assert "column 'rating:float': the type after ':' is string, int64, double or bool" \
+        in r.stderr, r.stderr

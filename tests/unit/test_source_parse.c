@@ -312,6 +312,52 @@ static void columns_types_and_names(void **state)
     sl_columns_free(c);
 }
 
+/* A stage's columns: "NAME" a string column (unless samples widen it),
+ * "NAME:TYPE" that type whatever samples said; other types refused. */
+static void stage_columns_take_their_declared_types(void **state)
+{
+    const char *ours[] = {"id"};
+    sl_columns *c;
+    assert_int_equal(sl_columns_new(ours, 1, NULL, 0, &c), SL_OK);
+    json_t *r = json_pack("{s:s, s:i}", "score", "high", "n", 4);
+    assert_int_equal(sl_columns_sample(c, r), SL_OK);
+    assert_int_equal(sl_columns_add(c, "tags"), SL_OK);
+    assert_int_equal(sl_columns_add(c, "rating:double"), SL_OK);
+    assert_int_equal(sl_columns_add(c, "kept:bool"), SL_OK);
+    assert_int_equal(sl_columns_add(c, "count:int64"), SL_OK);
+    assert_int_equal(sl_columns_add(c, "score:double"), SL_OK); /* an input column's name */
+    assert_int_equal(sl_columns_add(c, "n:string"), SL_OK);
+    const struct { const char *name; sl_pq_type t; } want[] = {
+        {"score", SL_PQ_DOUBLE}, {"n", SL_PQ_STRING},  {"tags", SL_PQ_STRING},
+        {"rating", SL_PQ_DOUBLE}, {"kept", SL_PQ_BOOL}, {"count", SL_PQ_INT64},
+    };
+    assert_int_equal(sl_columns_count(c), 6);
+    for (size_t i = 0; i < 6; i++) {
+        assert_string_equal(sl_columns_input_name(c, i), want[i].name);
+        assert_int_equal(sl_columns_type(c, i), want[i].t);
+    }
+    json_t *row = json_pack("{s:f, s:i, s:s}", "rating", 7.5, "count", 3, "kept", "yes");
+    char *owned;
+    sl_pq_value v = sl_columns_cell(c, 3, row, &owned);
+    assert_false(v.is_null);
+    assert_true(v.f64 == 7.5);
+    v = sl_columns_cell(c, 5, row, &owned);
+    assert_false(v.is_null);
+    assert_int_equal(v.i64, 3);
+    v = sl_columns_cell(c, 4, row, &owned); /* text in a bool column: null */
+    assert_true(v.is_null);
+    json_decref(row);
+    json_decref(r);
+
+    assert_int_equal(sl_columns_add(c, "x:float"), SL_ERR_INVALID_ARG);
+    assert_string_equal(sl_last_error(),
+                        "column 'x:float': the type after ':' is string, int64, double or bool");
+    assert_int_equal(sl_columns_add(c, ":double"), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "no name"));
+    assert_int_equal(sl_columns_count(c), 6);
+    sl_columns_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +369,7 @@ int main(void)
         cmocka_unit_test(brace_expansion_is_bounded),
         cmocka_unit_test(wds_keys),       cmocka_unit_test(url_schemes),
         cmocka_unit_test(glob_filters),   cmocka_unit_test(columns_types_and_names),
+        cmocka_unit_test(stage_columns_take_their_declared_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
