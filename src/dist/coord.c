@@ -19,6 +19,7 @@ struct coord {
     int64_t next_shard;   /* the lowest shard not handed out */
     int64_t n_shards;     /* -1 until a rank saw the input end */
     coord_counts committed;
+    long tally[COORD_TALLY_SIZE]; /* the committed parts' tallies */
     coord_rank *ranks;    /* n_ranks: each rank's share */
     int finished;         /* ranks other than 0 that sent COORD_FINISH */
     int hellos;           /* ranks that said hello */
@@ -44,7 +45,7 @@ void coord_counts_add(coord_counts *into, const coord_counts *c)
     into->jpeg_bytes += c->jpeg_bytes;
 }
 
-void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c)
+void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c, const long *tally)
 {
     wire_reset(w);
     wire_put_u8(w, COORD_COMMIT);
@@ -53,6 +54,16 @@ void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c)
                    c->dropped, c->inputs, c->input_bytes, c->jpeg_bytes};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
         wire_put_i64(w, v[i]);
+    int64_t k = 0;
+    for (int i = 0; tally && i < COORD_TALLY_SIZE; i++)
+        k += tally[i] != 0;
+    wire_put_i64(w, k);
+    for (int i = 0; tally && i < COORD_TALLY_SIZE; i++)
+        if (tally[i] != 0) {
+            wire_put_i64(w, i / COORD_TALLY_KEYS);
+            wire_put_i64(w, i % COORD_TALLY_KEYS);
+            wire_put_i64(w, tally[i]);
+        }
 }
 
 coord *coord_new(sl_ledger *ledger, const char *fingerprint, long first_part, int n_ranks)
@@ -257,12 +268,24 @@ static sl_status commit(coord *c, int rank, wire_reader *r, wire_buf *reply)
     part.inputs = wire_get_i64(r);
     part.input_bytes = wire_get_i64(r);
     part.jpeg_bytes = wire_get_i64(r);
-    if (r->bad)
+    int64_t k = wire_get_i64(r);
+    long tally[COORD_TALLY_SIZE] = {0};
+    for (int64_t i = 0; !r->bad && i >= 0 && i < k && i < COORD_TALLY_SIZE; i++) {
+        int64_t group = wire_get_i64(r), key = wire_get_i64(r), count = wire_get_i64(r);
+        if (group < 0 || group >= COORD_TALLY_GROUPS || key < 0 || key >= COORD_TALLY_KEYS ||
+            count < 0)
+            r->bad = true;
+        else
+            tally[group * COORD_TALLY_KEYS + key] += (long)count;
+    }
+    if (r->bad || k < 0 || k > COORD_TALLY_SIZE)
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed part commit", rank);
     sl_status st = c->ledger ? sl_ledger_part_commit_number(c->ledger, (long)number) : SL_OK;
     if (st != SL_OK)
         return st;
     coord_counts_add(&c->committed, &part);
+    for (int i = 0; i < COORD_TALLY_SIZE; i++)
+        c->tally[i] += tally[i];
     if (rank_of(c, rank))
         coord_counts_add(&rank_of(c, rank)->committed, &part);
     reply_status(reply, SL_OK);
@@ -327,6 +350,13 @@ void coord_progress(coord *c, coord_counts *committed, int64_t *shards_handed,
                                                                           : c->next_shard;
     if (shards_total)
         *shards_total = c->n_shards;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void coord_tally(coord *c, long *out)
+{
+    pthread_mutex_lock(&c->mu);
+    memcpy(out, c->tally, sizeof c->tally);
     pthread_mutex_unlock(&c->mu);
 }
 

@@ -44,10 +44,18 @@ typedef struct coord_counts {
 
 void coord_counts_add(coord_counts *into, const coord_counts *c);
 
+/* A tally the parts carry besides their counts: COORD_TALLY_GROUPS x
+ * COORD_TALLY_KEYS counts, flat (group * COORD_TALLY_KEYS + key): the
+ * choices a part's rows took, by task (a job's answers). Summed over the
+ * committed parts; sent as its non-zero entries. */
+#define COORD_TALLY_GROUPS 32
+#define COORD_TALLY_KEYS 64
+#define COORD_TALLY_SIZE (COORD_TALLY_GROUPS * COORD_TALLY_KEYS)
+
 /* The COMMIT request of part `number` with its counts (all but parts and
- * skipped), into w (reset first): how a rank, and a test or bench acting
- * as one, says a part is committed. */
-void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c);
+ * skipped) and its tally (NULL: none), into w (reset first): how a rank,
+ * and a test or bench acting as one, says a part is committed. */
+void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c, const long *tally);
 
 /* One rank's share of the job: its committed parts, the shards it took,
  * whether it finished and how. */
@@ -74,7 +82,8 @@ enum {
     COORD_END,        /* i64 shards in the input -> */
     COORD_RECORD,     /* str name, i64 number, i64 n, i64 inputs, i64 written, i64 failed,
                          n x (str id, i64 shard) -> */
-    COORD_COMMIT,     /* i64 number, the part's coord_counts (coord_put_commit) -> */
+    COORD_COMMIT,     /* i64 number, the part's coord_counts, i64 k, k x (i64 group,
+                         i64 key, i64 count) (coord_put_commit) -> */
     COORD_FINISH,     /* i64 status, i64 inputs skipped as done, str message -> */
 };
 
@@ -98,6 +107,8 @@ void coord_progress(coord *c, coord_counts *committed, int64_t *shards_handed,
 /* Rank `rank`'s share (false for a rank outside the job), and how many
  * ranks the job has. */
 bool coord_rank_progress(coord *c, int rank, coord_rank *out);
+/* The committed parts' tallies summed, into out (COORD_TALLY_SIZE). */
+void coord_tally(coord *c, long *out);
 int coord_ranks(const coord *c);
 /* No shard is handed out until every rank has said hello or `seconds` have
  * passed since coord_new (default 10): a fair start. */

@@ -399,10 +399,10 @@ sl_status dist_part_record(sl_dist *d, dist_part *p)
     return st;
 }
 
-sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *c)
+sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *c, const long *tally)
 {
     pthread_mutex_lock(&d->mu);
-    coord_put_commit(&d->request, number, c);
+    coord_put_commit(&d->request, number, c, tally);
     return ask_locked(d);
 }
 
@@ -464,6 +464,14 @@ sl_status dist_wait_all(sl_dist *d, coord_counts *totals)
     if (failed_rank >= 0)
         return sl_fail(status, "rank %d: %s", failed_rank, msg);
     return SL_OK;
+}
+
+void dist_tally(sl_dist *d, long *out)
+{
+    if (d->rank == 0 && d->coord)
+        coord_tally(d->coord, out);
+    else
+        memset(out, 0, COORD_TALLY_SIZE * sizeof *out);
 }
 
 bool dist_progress(sl_dist *d, coord_counts *committed, int64_t *shards_handed,

@@ -54,7 +54,9 @@ void dist_part_row(dist_part *p, const char *id, int64_t shard);
  * for a caller that hands p->msg to coord_handle itself). */
 void dist_part_seal(dist_part *p);
 sl_status dist_part_record(sl_dist *d, dist_part *p);
-sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *counts);
+/* tally: the part's (coord_put_commit), NULL: none. */
+sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *counts,
+                           const long *tally);
 void dist_part_free(dist_part *p);
 
 /* This rank's part of the job ended with `status` (and message), having
@@ -66,6 +68,9 @@ sl_status dist_finish(sl_dist *d, sl_status status, const char *message, int64_t
  * serving, and gives the job's totals; SL_OK, or the first failed rank's
  * status with a message naming it. */
 sl_status dist_wait_all(sl_dist *d, coord_counts *totals);
+/* Rank 0, after dist_wait_all: the committed parts' tallies summed, into
+ * out (COORD_TALLY_SIZE). */
+void dist_tally(sl_dist *d, long *out);
 
 /* Rank 0: stops serving (idempotent) — before the ledger it records in is
  * freed, on every way out of the job. The other ranks' requests then go

@@ -571,14 +571,14 @@ static void summary_failures(gallery *g, sl_caption_summary *sum)
     json_decref(a);
 }
 
-/* The choices the committed rows took (j->answers), as summary.json's
- * "answers" ({"caption" or a task's name: {choice: rows}}; NULL: no
- * choices, or an MPI job, whose other ranks' rows are not counted here)
- * and as the console's line in sum->answers. */
+/* The choices the committed rows took (j->answers: an MPI job's rank 0
+ * has every rank's, job_totals), as summary.json's "answers" ({"caption"
+ * or a task's name: {choice: rows}}; NULL: no choices, or another rank
+ * than 0) and as the console's line in sum->answers. */
 static json_t *summary_answers(const job *j, sl_caption_summary *sum)
 {
     const sl_caption_params *p = j->p;
-    if (j->dist || job_is_batch(p))
+    if ((j->dist && sl_dist_rank(j->dist) != 0) || job_is_batch(p))
         return NULL;
     json_t *all = json_object();
     size_t used = 0;
@@ -644,6 +644,7 @@ static sl_status job_totals(job *j, sl_caption_summary *sum)
     sum->rows_skipped = (long)all.skipped; /* every rank skips in its own shards */
     sum->input_bytes = (uint64_t)all.input_bytes;
     sum->jpeg_bytes = (uint64_t)all.jpeg_bytes;
+    dist_tally(j->dist, &j->answers[0][0]);
     return st;
 }
 
@@ -796,13 +797,13 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sum->write_busy_s = busy_of(exec, "write");
     snprintf(sum->model_name, sizeof sum->model_name, "%s", j.model_name);
     summary_failures(j.gallery, sum);
-    json_t *answers = summary_answers(&j, sum);
     const char *shard = j.last_shard[0] ? j.last_shard : p->output_dir;
     if (j.sink_status == SL_OK)
         snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);
     sl_status job_st = lead ? SL_OK : finish_rank(&j, run_st, run_msg);
     if (lead && j.dist)
         job_st = job_totals(&j, sum);
+    json_t *answers = summary_answers(&j, sum);
     char job_msg[1024]; /* kept: the report and metrics below may log over it */
     snprintf(job_msg, sizeof job_msg, "%s", job_st == SL_OK ? "" : sl_last_error());
     if (lead && j.sink_status == SL_OK && batch_errors_collect(&j) != SL_OK && run_st == SL_OK) {

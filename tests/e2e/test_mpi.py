@@ -118,6 +118,25 @@ def test_parquet_output_of_a_manifest_loses_no_shard(mpi, inputs, tmp_path):
     assert len(schemas) == 1, schemas
 
 
+def test_the_answers_of_every_rank_are_counted(mpi, inputs, tmp_path):
+    """With --choices, summary.json's answers (and the console's line) count
+    the rows of every rank: rank 0 sums what each part's commit carried."""
+    out = tmp_path / "out"
+    r = subprocess.run(mpirun_args(3) + caption_args(mpi, inputs, out, "--input-shard-size", "4",
+                                                     "--shard-rows", "6", "--choices",
+                                                     "yes,no,maybe"),
+                       capture_output=True, text=True, timeout=900, env=mpi_env())
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = [v[0] for v in rows_by_id(out).values()]
+    assert len(rows) == len(expected_ids(inputs))
+    assert len({row["_part"] for row in rows}) > 3  # parts of several ranks
+    taken = {c: sum(row["caption"] == c for row in rows) for c in ("yes", "no", "maybe")}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["answers"] == {"caption": taken}, (summary["answers"], taken)
+    line = ", ".join(f"{c} {n} ({100 * n / len(rows):.0f}%)" for c, n in taken.items())
+    assert f"answers: {line}\n" in r.stdout, r.stdout[-2000:]
+
+
 def test_four_ranks_read_every_input_once(mpi, inputs, one_process, tmp_path):
     out = tmp_path / "out"
     r = subprocess.run(mpirun_args(4) + caption_args(mpi, inputs, out, "--input-shard-size", "3",

@@ -181,12 +181,18 @@ static void record(coord *c, int rank, const char *name, long number, const char
     dist_part_free(&p);
 }
 
+/* A part's commit; its tally: `rows` answers of choice 1 (group 0) and
+ * one of choice 63 of the last group. */
 static sl_status commit(coord *c, int rank, long number, int64_t rows)
 {
     wire_buf req = {0}, out = {0};
+    long tally[COORD_TALLY_SIZE] = {0};
+    tally[1] = (long)rows;
+    tally[COORD_TALLY_SIZE - 1] = 1;
     coord_put_commit(&req, number,
                      &(coord_counts){.rows = rows, .ok = rows, .prompt_tokens = 10 * rows,
-                                     .generated_tokens = 5 * rows, .inputs = rows - 1});
+                                     .generated_tokens = 5 * rows, .inputs = rows - 1},
+                     tally);
     sl_status st = ask(c, rank, &req, &out).status;
     wire_free(&req);
     wire_free(&out);
@@ -221,6 +227,12 @@ static void test_parts_recorded_and_resumed_by_shard(void **state)
     assert_int_equal(sum.rows, 4);
     assert_int_equal(sum.generated_tokens, 20);
     assert_int_equal(sum.inputs, 2); /* (1 - 1) + (3 - 1): each part's own count */
+    long tally[COORD_TALLY_SIZE];
+    coord_tally(c, tally); /* the two committed parts' alone */
+    assert_int_equal(tally[1], 4);
+    assert_int_equal(tally[COORD_TALLY_SIZE - 1], 2);
+    for (int i = 0; i < COORD_TALLY_SIZE; i++)
+        assert_true(i == 1 || i == COORD_TALLY_SIZE - 1 || tally[i] == 0);
     assert_int_equal(sl_ledger_is_done(l, "d.jpg", &done), SL_OK);
     assert_true(done);
     coord_free(c);
@@ -268,6 +280,20 @@ static void test_malformed_messages_get_errors(void **state)
         assert_true(out.buf.len >= 1);
         assert_int_not_equal(out.buf.data[0], SL_OK);
     }
+    /* A tally entry outside the table: refused, and nothing counted. */
+    wire_buf req = {0};
+    long tally[COORD_TALLY_SIZE] = {0};
+    tally[5] = 3;
+    coord_put_commit(&req, 7, &(coord_counts){.rows = 1}, tally);
+    wire_set_i64(&req, req.buf.len - 16, COORD_TALLY_KEYS); /* its key */
+    coord_handle(c, 1, req.buf.data, req.buf.len, &out);
+    assert_int_not_equal(out.buf.data[0], SL_OK);
+    coord_tally(c, tally);
+    assert_int_equal(tally[5], 0);
+    coord_counts sum;
+    coord_progress(c, &sum, NULL, NULL);
+    assert_int_equal(sum.parts, 0);
+    wire_free(&req);
     wire_free(&out);
     coord_free(c);
 }
@@ -302,7 +328,7 @@ static void *race(void *arg)
         r->taken[r->n++] = shard;
         position = shard + 1;
         /* and a part for it, as a rank commits */
-        coord_put_commit(&req, shard, &(coord_counts){.rows = 2});
+        coord_put_commit(&req, shard, &(coord_counts){.rows = 2}, NULL);
         coord_handle(r->c, r->rank, req.buf.data, req.buf.len, &out);
     }
     wire_free(&req);
