@@ -267,6 +267,10 @@ else # by importance: what is skipped at the deadline is the end of the list
         run_one q3b-p255 "$mbig" qwen3b-like --gpus 0 --parallel 255
         run_one q3b-r2 "$mbig" qwen3b-like --replicas 2 --parallel 128
         run_one q3b-p64 "$mbig" qwen3b-like --gpus 0 --parallel 64
+        # choices: host-scored rows (one decode step, a probe a row for
+        # "1"/"10" on Qwen's digits) among the device-sampled path's
+        run_one q3b-rate "$mbig" qwen3b-like --gpus 0 --parallel 128 \
+            --choices 1,2,3,4,5,6,7,8,9,10
     fi
 fi
 log "sluice runs done"
