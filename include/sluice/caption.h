@@ -218,9 +218,9 @@ typedef struct sl_caption_params {
      * NULL: none. */
     const char *json_schema;
     const char *grammar;
-    /* Choices (llama engine; sl_request's field of the same name): each
-     * answer is one of these, scored by the model's probabilities (column
-     * `scores`, docs/output.md "Choices"); 0: none. */
+    /* Choices (sl_request's field of the same name): each answer is one
+     * of these, scored by the model's probabilities (column `scores`,
+     * docs/output.md "Choices"); 0: none. */
     const char *const *choices;
     int n_choices;
     /* An OpenAI batch file (input_format "openai-batch"; `sluice batch`,

@@ -338,8 +338,9 @@ typedef struct sl_request {
      * temperature (top-k/p, min-p and the repeat penalty do not apply).
      * Two choices alike in their first 32 tokens fail the request at
      * admission, naming them. Not with json_schema, grammar or logprobs
-     * (SL_ERR_INVALID_ARG at submit). The openai engine refuses them
-     * (SL_ERR_INVALID_ARG). */
+     * (SL_ERR_INVALID_ARG at submit). The openai engine asks the server for
+     * one token with its 20 most likely alternatives and scores the
+     * choices from those (first token only; docs/output.md "Choices"). */
     const char *const *choices;
     int n_choices;
     /* n_tasks > 0: several answers about the one image, each task with its
@@ -473,8 +474,8 @@ sl_status sl_choices_check(const char *who, const char *const *choices, int n);
  * submitted: the prompt rendered as a request without images would be
  * (its end is what an answer follows), each choice's tokens found as for
  * a request. SL_ERR_INVALID_ARG naming `who` (e.g. "--choices") when two
- * choices are alike in their first 32 tokens or one has no tokens, and on
- * the openai engine, which cannot score choices. */
+ * choices are alike in their first 32 tokens or one has no tokens (the
+ * openai engine checks their shape alone: the tokens are the server's). */
 sl_status sl_engine_check_choices(sl_engine *engine, const char *who, const char *system_prompt,
                                   const char *prompt, const char *const *choices, int n_choices);
 

@@ -174,7 +174,7 @@ static const char usage_rest_text[] =
     "                            under a grammar made from it; openai: response_format); an\n"
     "                            answer that does not parse or match fails (invalid_output)\n"
     "      --grammar F           llama engine: sample under this GBNF grammar (rule root)\n"
-    "      --choices A,B,...     llama engine: the answer is one of these (classify, filter),\n"
+    "      --choices A,B,...     the answer is one of these (classify, filter, rate),\n"
     "                            each scored by the model's probability, column scores:\n"
     "                            {\"yes\":0.93,\"no\":0.07}; no tokens generated (docs/output.md)\n"
     "      --samples N           N answers per image (up to 16), each with its own seed: a\n"

@@ -116,7 +116,7 @@ int job_choices(const sl_caption_params *p, int t, const char *const **choices)
 }
 
 /* A job's or task's choices (`who` names them in messages): their shape
- * (sl_choices_check), with the llama engine, without what would constrain
+ * (sl_choices_check), not in a batch job, without what would constrain
  * the answer otherwise. */
 static sl_status choices_check(const sl_caption_params *p, const char *who,
                                const char *const *choices, int n, const sl_sampling *sampling,
@@ -130,11 +130,6 @@ static sl_status choices_check(const sl_caption_params *p, const char *who,
     if (job_is_batch(p))
         return sl_fail(SL_ERR_INVALID_ARG, "%s: a batch file's requests say what they ask; "
                                            "choices are for sluice caption", who);
-    if (job_uses_openai(p) && !p->dry_run)
-        return sl_fail(SL_ERR_INVALID_ARG,
-                       "%s: the openai engine cannot score choices (they are read from the "
-                       "model's probabilities): use the llama engine, or --json-schema with an "
-                       "enum", who);
     if (json_schema || p->grammar || sampling->logprobs)
         return sl_fail(SL_ERR_INVALID_ARG, "%s: not with %s: the answer is one of the choices, "
                                            "with each one's score (column scores)",

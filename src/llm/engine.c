@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <math.h>
 #include <jansson.h>
 
 #include "core/alloc.h"
@@ -98,10 +99,46 @@ sl_status sl_choices_check(const char *who, const char *const *choices, int n)
     return SL_OK;
 }
 
+int sl_choice_pick(const double *p, int n, float temperature, uint64_t seed)
+{
+    int pick = 0;
+    for (int i = 0; i < n; i++)
+        if (p[i] > p[pick])
+            pick = i;
+    if (!(temperature > 0) || !(p[pick] > 0))
+        return pick;
+    /* Drawn from the scores sharpened (or flattened) by the temperature. */
+    double w[SL_MAX_CHOICES], total = 0, lp_top = log(p[pick]);
+    for (int i = 0; i < n; i++)
+        total += w[i] = p[i] > 0 ? exp((log(p[i]) - lp_top) / (double)temperature) : 0;
+    uint64_t z = seed + 0x9e3779b97f4a7c15u; /* splitmix64's finalizer */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    z ^= z >> 31;
+    double u = (double)(z >> 11) * 0x1.0p-53 * total;
+    for (pick = 0; pick < n - 1 && (u -= w[pick]) >= 0; pick++)
+        ;
+    while (pick > 0 && w[pick] == 0) /* u landed past the last with weight */
+        pick--;
+    return pick;
+}
+
+char *sl_choice_scores_json(const char *const *choices, const double *p, int n)
+{
+    json_t *o = json_object();
+    for (int i = 0; o && i < n; i++)
+        if (json_object_set_new(o, choices[i], json_real(p[i])) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+    char *text = o ? sl_json_dump(o, JSON_COMPACT | JSON_REAL_PRECISION(6), NULL) : NULL;
+    json_decref(o);
+    return text;
+}
+
 /* The checks of a prompt's choices (request or task; `who` as for
- * check_sampling): their shape, an engine that scores them, and nothing
- * else constraining the answer. */
-static sl_status check_choices(const sl_engine *engine, const char *id, const char *who,
+ * check_sampling): their shape, and nothing else constraining the answer. */
+static sl_status check_choices(const char *id, const char *who,
                                const char *const *choices, int n, const sl_sampling *sampling,
                                const char *json_schema, const char *grammar)
 {
@@ -112,12 +149,6 @@ static sl_status check_choices(const sl_engine *engine, const char *id, const ch
     sl_status st = sl_choices_check(named, choices, n);
     if (st != SL_OK)
         return st;
-    if (!engine->ops->check_choices)
-        return sl_fail(SL_ERR_INVALID_ARG,
-                       "%s: the %s engine cannot score choices (it needs the model's "
-                       "probabilities of each one's first token): use the llama engine, or a JSON "
-                       "schema with an enum",
-                       named, engine->ops->kind);
     if (json_schema || grammar || sampling->logprobs)
         return sl_fail(SL_ERR_INVALID_ARG,
                        "%s take no %s: the answer is one of the choices, with its scores", named,
@@ -265,7 +296,7 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
     if (request->n_tasks == 0) {
         st = check_prompt(id, NULL, request->prompt, request->system_prompt, &request->sampling);
         if (st == SL_OK)
-            st = check_choices(engine, id, "", request->choices, request->n_choices,
+            st = check_choices(id, "", request->choices, request->n_choices,
                                &request->sampling, request->json_schema, request->grammar);
     } else if (request->sampling.n > 1)
         st = sl_fail(SL_ERR_INVALID_ARG, "%s: a request with tasks takes one answer per task (n "
@@ -282,7 +313,7 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
             char who[64];
             snprintf(who, sizeof who, " task %.40s", t->name ? t->name : "(unnamed)");
             bool own = t->n_choices > 0;
-            st = check_choices(engine, id, who, own ? t->choices : request->choices,
+            st = check_choices(id, who, own ? t->choices : request->choices,
                                own ? t->n_choices : request->n_choices, &t->sampling,
                                t->json_schema ? t->json_schema : request->json_schema,
                                request->grammar);
@@ -340,9 +371,6 @@ sl_status sl_engine_generate(sl_engine *engine, const sl_request *request, sl_re
 static sl_status choice_op(sl_engine *engine, const char *who, const char *system_prompt,
                            const char *prompt, const char *const *choices, int n, int32_t *tokens)
 {
-    if (!engine->ops->check_choices)
-        return sl_fail(SL_ERR_INVALID_ARG, "%s: the %s engine cannot score choices", who,
-                       engine->ops->kind);
     return engine->ops->check_choices(engine->impl, who, system_prompt, prompt ? prompt : "",
                                       choices, n, tokens);
 }

@@ -6,6 +6,7 @@
 #define SL_LLM_ENGINE_IMPL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "sluice/engine.h"
 
@@ -17,9 +18,10 @@ typedef struct sl_engine_ops {
     void (*stats)(const void *impl, sl_engine_stats *out);
     const char *(*model_name)(const void *impl);
     void (*free)(void *impl);
-    /* Optional (llama): sl_engine_check_choices; NULL: choices refused.
-     * tokens (NULL: not wanted): each form's first token, as
-     * sl_engine_choice_tokens gives them. */
+    /* sl_engine_check_choices. tokens (NULL: not wanted): each form's
+     * first token, as sl_engine_choice_tokens gives them (-1 each where
+     * the engine does not know them: the openai engine's are the
+     * server's). */
     sl_status (*check_choices)(void *impl, const char *who, const char *system_prompt,
                                const char *prompt, const char *const *choices, int n,
                                int32_t *tokens);
@@ -38,6 +40,16 @@ typedef struct sl_engine_ops {
 sl_status sl_engine_choice_tokens(sl_engine *engine, const char *system_prompt,
                                   const char *prompt, const char *const *choices, int n,
                                   int32_t *tokens);
+
+/* The choice a row takes from its scores p (n, summing to 1): the
+ * highest (the first of equals) at temperature 0, else a draw from the
+ * scores raised to 1/temperature with a uniform from `seed` (splitmix64:
+ * the same seed draws the same). */
+int sl_choice_pick(const double *p, int n, float temperature, uint64_t seed);
+
+/* Each choice's score as the JSON text of sl_result.scores ({"choice":
+ * score, ...} in order); NULL when out of memory. */
+char *sl_choice_scores_json(const char *const *choices, const double *p, int n);
 
 /* A request's tasks (or answers, sampling.n > 1) on their way back. A
  * backend turns a request with tasks into one piece of work per task

@@ -9,6 +9,7 @@ choices alike for 32 tokens, or settings that cannot go with them, stop
 the job before any row with exit 2; other choices are
 another job (a rerun is refused)."""
 import json
+import math
 import pathlib
 import subprocess
 
@@ -16,6 +17,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from conftest import SAMPLES, TINY, read_rows, sample_images
+from openai_helpers import LlamaServer
 
 CHOICES = ["yes", "no", "maybe"]
 
@@ -215,9 +217,6 @@ def test_settings_that_cannot_go_with_choices_are_refused(sluice, four, tmp_path
     for args, says in cases:
         r = sluice.caption(four, out, *args, "--metrics-addr", "off")
         assert r.returncode == 2 and says in r.stderr, (args, r.stderr)
-    r = sluice.run("caption", four, "-o", out, "--engine", "openai", "--endpoint",
-                   "http://127.0.0.1:9", "--choices", "yes,no")
-    assert r.returncode == 2 and "openai engine cannot score choices" in r.stderr, r.stderr
     tasks = tmp_path / "tasks.json"
     tasks.write_text(json.dumps({"a": {"prompt": "Which?", "choices": "yes,no"}}))
     r = sluice.caption(four, out, "--tasks", tasks, "--metrics-addr", "off")
@@ -319,3 +318,39 @@ def test_the_rate_example_writes_the_expected_rating(sluice, four, tmp_path):
     assert r.returncode == 2, r.stderr
     assert "column 'rating:float': the type after ':' is string, int64, double or bool" \
         in r.stderr, r.stderr
+
+
+def test_the_openai_engine_scores_choices_from_the_servers_alternatives(sluice, llama_prefix,
+                                                                        tmp_path):
+    """--engine openai against llama-server: one token asked for with its 20
+    alternatives; each choice's score is its alternative's probability over
+    the choices' (here words the model ranks in its top 20 for the image,
+    read first with --logprobs 20 from the same server)."""
+    one = tmp_path / "in"
+    one.mkdir()
+    (one / sample_images()[0].name).symlink_to(sample_images()[0])
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 2) as server:
+        common = ("--engine", "openai", "--endpoint", server.url, "--metrics-addr", "off",
+                  "--show", 0)
+        r = sluice.run("caption", one, "-o", tmp_path / "lp", *common, "--max-tokens", 1,
+                       "--logprobs", 20)
+        assert r.returncode == 0, r.stderr
+        alts = read_rows(tmp_path / "lp")[0]["logprobs"]["content"][0]["top_logprobs"]
+        texts = [bytes(a["bytes"]).decode("utf-8", "replace").strip() for a in alts]
+
+        def alone(w):  # no other alternative reads as w or begins it
+            return sum(t.lower() == w.lower() or (t and w.lower().startswith(t.lower()))
+                       for t in texts) == 1
+
+        words = [t for t in texts if t.isalpha() and t.islower() and alone(t)][:3]
+        assert len(words) == 3, texts
+        r = sluice.run("caption", one, "-o", tmp_path / "out", *common, "--choices",
+                       ",".join(words))
+        assert r.returncode == 0, r.stderr
+    row = read_rows(tmp_path / "out")[0]
+    scores = assert_scored(row, words)
+    p = {t: math.exp(a["logprob"]) for t, a in zip(texts, alts) if t in words}
+    for w in words:
+        assert abs(scores[w] - p[w] / sum(p.values())) < 2e-3, (scores, p)
+    assert row["caption"] == max(words, key=p.get)
+    assert row["generated_tokens"] == 1 and row["finish_reason"] == "stop", row

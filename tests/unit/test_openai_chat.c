@@ -7,6 +7,7 @@
  * it): text-only, one-image, two-image and multi-turn conversations and a
  * forwarded body with its own seed and max_tokens answer, streamed or not,
  * with a chat.completion object the OpenAI SDK accepts. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -58,6 +59,16 @@ static const char canned_stream[] =
     "\"model\":\"fake-model\",\"choices\":[],\"usage\":{\"prompt_tokens\":42,"
     "\"completion_tokens\":4,\"total_tokens\":46}}\n\ndata: [DONE]\n\n";
 
+/* What it answers a request for logprobs: one token and its alternatives. */
+static const char canned_choice[] =
+    "{\"id\":\"chatcmpl-fake2\",\"object\":\"chat.completion\",\"created\":1700000002,"
+    "\"model\":\"fake-model\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+    "\"content\":\" Yes\"},\"finish_reason\":\"length\",\"logprobs\":{\"content\":[{\"token\":"
+    "\" Yes\",\"logprob\":-0.25,\"top_logprobs\":[{\"token\":\" Yes\",\"logprob\":-0.25},"
+    "{\"token\":\" No\",\"logprob\":-1.75},{\"token\":\" maybe\",\"logprob\":-3.5},"
+    "{\"token\":\"no\",\"logprob\":-4.0}]}]}}],\"usage\":{\"prompt_tokens\":42,"
+    "\"completion_tokens\":1,\"total_tokens\":43}}";
+
 static struct {
     struct MHD_Daemon *d;
     char url[64];
@@ -101,13 +112,15 @@ static enum MHD_Result fake_handler(void *cls, struct MHD_Connection *c, const c
     }
     json_t *root = json_loads(u->data ? u->data : "", 0, NULL);
     bool stream = json_is_true(json_object_get(root, "stream"));
+    bool logprobs = json_is_true(json_object_get(root, "logprobs"));
     json_decref(root);
     pthread_mutex_lock(&fake.mu);
     free(fake.last_body);
     fake.last_body = strdup(u->data ? u->data : "");
     pthread_mutex_unlock(&fake.mu);
-    return stream ? fake_reply(c, canned_stream, "text/event-stream")
-                  : fake_reply(c, canned, "application/json");
+    return stream     ? fake_reply(c, canned_stream, "text/event-stream")
+           : logprobs ? fake_reply(c, canned_choice, "application/json")
+                      : fake_reply(c, canned, "application/json");
 }
 
 static void fake_done(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -456,25 +469,56 @@ static void a_body_is_forwarded_as_given_but_model_and_stream(void **state)
 
 /* --- against llama-server ------------------------------------------------------------ */
 
-/* An engine that cannot score choices refuses them at submit (a task's
- * too), naming the request: nothing is sent. */
-static void choices_are_refused_at_submit(void **state)
+/* Choices through a server: one token asked for, greedy, not streamed
+ * (even on a streaming engine), with its 20 alternatives; the choices
+ * scored from those (" Yes" and " No" are yes and no: space and first
+ * letter's case aside), the best taken, the scores the result's. */
+static void choices_ask_for_one_token_and_its_alternatives(void **state)
 {
-    sl_engine *e = open_at(fake.url, false);
-    const char *choices[2] = {"yes", "no"};
-    sl_request q = {.id = "pick", .prompt = "Which?", .sampling = sl_sampling_default(),
-                    .choices = choices, .n_choices = 2};
-    assert_int_equal(sl_engine_submit(e, &q, NULL), SL_ERR_INVALID_ARG);
-    assert_non_null(strstr(sl_last_error(), "pick"));
-    assert_non_null(strstr(sl_last_error(), "the openai engine cannot score choices"));
-    sl_task task = {.name = "t", .prompt = "Which?", .sampling = sl_sampling_default(),
-                    .choices = choices, .n_choices = 2};
-    sl_request with_task = {.id = "task pick", .tasks = &task, .n_tasks = 1,
-                            .sampling = sl_sampling_default()};
-    assert_int_equal(sl_engine_submit(e, &with_task, NULL), SL_ERR_INVALID_ARG);
-    assert_non_null(strstr(sl_last_error(), "the openai engine cannot score choices"));
-    assert_int_equal(sl_engine_in_flight(e), 0);
-    sl_engine_free(e);
+    const char *choices[3] = {"yes", "no", "maybe"};
+    double yes = exp(-0.25), no = exp(-1.75) + exp(-4.0), maybe = exp(-3.5),
+           total = yes + no + maybe;
+    for (int stream = 0; stream < 2; stream++) {
+        sl_engine *e = open_at(fake.url, stream);
+        sl_request q = {.id = "pick", .prompt = "Is it?", .sampling = sl_sampling_default(),
+                        .choices = choices, .n_choices = 3};
+        q.sampling.max_tokens = 64;
+        q.sampling.temperature = 0.7f;
+        sl_result r;
+        assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+        char *body = last_body();
+        json_t *sent = json_loads(body, 0, NULL);
+        assert_int_equal(json_integer_value(json_object_get(sent, "max_tokens")), 1);
+        assert_true(json_is_true(json_object_get(sent, "logprobs")));
+        assert_int_equal(json_integer_value(json_object_get(sent, "top_logprobs")), 20);
+        assert_true(json_number_value(json_object_get(sent, "temperature")) == 0.0);
+        assert_true(json_is_false(json_object_get(sent, "stream")));
+        json_decref(sent);
+        free(body);
+        json_t *scores = json_loads(r.scores, 0, NULL);
+        assert_non_null(scores);
+        assert_float_equal(json_real_value(json_object_get(scores, "yes")), yes / total, 1e-5);
+        assert_float_equal(json_real_value(json_object_get(scores, "no")), no / total, 1e-5);
+        assert_float_equal(json_real_value(json_object_get(scores, "maybe")), maybe / total, 1e-5);
+        json_decref(scores);
+        /* The row's temperature draws among the scores with its seed:
+         * the same seed, the same choice. */
+        assert_true(strcmp(r.text, "yes") == 0 || strcmp(r.text, "no") == 0 ||
+                    strcmp(r.text, "maybe") == 0);
+        char *first = strdup(r.text);
+        sl_result_clear(&r);
+        assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+        assert_string_equal(r.text, first);
+        free(first);
+        assert_null(r.logprobs); /* not asked for */
+        assert_string_equal(r.finish_reason, "stop");
+        sl_result_clear(&r);
+        q.sampling.temperature = 0.0f;
+        assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
+        assert_string_equal(r.text, "yes");
+        sl_result_clear(&r);
+        sl_engine_free(e);
+    }
 }
 
 static void run_llama_server_conversations(bool stream)
@@ -560,7 +604,7 @@ int main(void)
         cmocka_unit_test(a_conversation_goes_out_as_openai_messages),
         cmocka_unit_test(a_prompt_with_images_goes_out_as_one_user_message),
         cmocka_unit_test(a_body_is_forwarded_as_given_but_model_and_stream),
-        cmocka_unit_test(choices_are_refused_at_submit),
+        cmocka_unit_test(choices_ask_for_one_token_and_its_alternatives),
         cmocka_unit_test(conversations_through_llama_server),
         cmocka_unit_test(conversations_through_llama_server_streamed),
     };

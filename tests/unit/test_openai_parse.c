@@ -1,12 +1,16 @@
 /* Unit tests: llm/engines/openai_parse.c — the bounds on an answer, a
  * completion and a stream past them, a stream read the same in any pieces,
  * and a server's message. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include <jansson.h>
 
 #include "core/alloc.h"
 #include "llm/engines/openai_parse.h"
@@ -219,9 +223,64 @@ static void server_messages(void **state)
     assert_int_equal(strlen(m), sizeof m - 1);
 }
 
+/* A logprobs object whose first token has these alternatives (texts as
+ * "token", log-probabilities). */
+static char *alternatives(const char *const *tokens, const double *lps, int n)
+{
+    json_t *alts = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(alts, json_pack("{s:s, s:f}", "token", tokens[i], "logprob", lps[i]));
+    json_t *root = json_pack("{s:[{s:s, s:f, s:o}]}", "content", "token", tokens[0], "logprob",
+                             lps[0], "top_logprobs", alts);
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return text;
+}
+
+/* Choices from the first token's alternatives: an alternative counts for
+ * the choice it is (space and first-letter case aside), else for the one
+ * it begins; one that begins several counts for none; none at all fails. */
+static void choices_are_scored_from_the_alternatives(void **state)
+{
+    const char *choices[3] = {"yes", "no", "maybe"};
+    const char *toks[] = {" Yes", "no", " ma", "\n", " yes", "Maybe", " m", "NO"};
+    const double lps[] = {-0.5, -1.0, -2.0, -2.5, -3.0, -3.5, -4.0, -4.5};
+    char *lp = alternatives(toks, lps, 8);
+    double p[3];
+    char why[256];
+    assert_true(openai_choice_scores(lp, choices, 3, p, why, sizeof why));
+    /* " m" begins only "maybe"; "NO" is neither "no" nor "No". */
+    double yes = exp(-0.5) + exp(-3.0), no = exp(-1.0),
+           maybe = exp(-2.0) + exp(-3.5) + exp(-4.0), total = yes + no + maybe;
+    assert_float_equal(p[0], yes / total, 1e-9);
+    assert_float_equal(p[1], no / total, 1e-9);
+    assert_float_equal(p[2], maybe / total, 1e-9);
+    free(lp);
+
+    /* "1" is the choice "1" (not the beginning of "10"); " 1" of "10" and
+     * "12" alone begins both: it counts for none. */
+    const char *ratings[2] = {"10", "12"}, *digits[3] = {"1", "10", "12"};
+    const char *one[] = {"1", "x"};
+    const double one_lps[] = {-0.1, -0.2};
+    lp = alternatives(one, one_lps, 2);
+    assert_true(openai_choice_scores(lp, digits, 3, p, why, sizeof why));
+    assert_float_equal(p[0], 1.0, 1e-12);
+    assert_false(openai_choice_scores(lp, ratings, 2, p, why, sizeof why));
+    assert_string_equal(why, "none of the choices is among the 2 most likely first tokens (the "
+                             "most likely: '1')");
+    free(lp);
+
+    /* No alternatives: the server gave none. */
+    assert_false(openai_choice_scores("{\"content\":[{\"token\":\"a\"}]}", choices, 3, p, why,
+                                      sizeof why));
+    assert_non_null(strstr(why, "no top_logprobs"));
+    assert_false(openai_choice_scores(NULL, choices, 3, p, why, sizeof why));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(choices_are_scored_from_the_alternatives),
         cmocka_unit_test(bounds_follow_max_tokens),
         cmocka_unit_test(completion_past_its_bound_fails),
         cmocka_unit_test(nul_in_the_text),

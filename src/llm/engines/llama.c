@@ -217,7 +217,7 @@ typedef struct req {
     char **choices;
     int n_choices;
     sl_choice_tree *choice_tree;
-    float *choice_p;
+    double *choice_p;
     int choice;
 } req;
 
@@ -690,21 +690,6 @@ static char *logprobs_json(const llama_engine *e, const slot *s)
     return text;
 }
 
-/* A row's choices with their probabilities as JSON text (sl_result.scores);
- * NULL when out of memory. */
-static char *scores_json(const req *r)
-{
-    json_t *o = json_object();
-    for (int i = 0; o && i < r->n_choices; i++)
-        if (json_object_set_new(o, r->choices[i], json_real((double)r->choice_p[i])) != 0) {
-            json_decref(o);
-            o = NULL;
-        }
-    char *text = o ? sl_json_dump(o, JSON_COMPACT | JSON_REAL_PRECISION(6), NULL) : NULL;
-    json_decref(o);
-    return text;
-}
-
 static void finish_slot(llama_engine *e, slot *s, const char *reason)
 {
     double t = now_ms();
@@ -726,8 +711,10 @@ static void finish_slot(llama_engine *e, slot *s, const char *reason)
     res.n_trace = s->n_trace;
     s->trace_tokens = NULL;
     s->trace_margins = NULL;
+    const char *const *choices = (const char *const *)r->choices;
     bool lp_ok = (!s->lp_ids || (res.logprobs = logprobs_json(e, s)) != NULL) &&
-                 (!r->n_choices || (res.scores = scores_json(r)) != NULL);
+                 (!r->n_choices ||
+                  (res.scores = sl_choice_scores_json(choices, r->choice_p, r->n_choices)));
     s->r = NULL;
     release_slot(e, s);
     if (!lp_ok)
@@ -1896,43 +1883,15 @@ static void record_logprobs(slot *s, const float *logits, int n)
                                        s->lp_vals + at + 1);
 }
 
-/* A uniform draw in [0, 1) from a seed (splitmix64's finalizer). */
-static double seeded_uniform(uint64_t seed)
-{
-    uint64_t z = seed + 0x9e3779b97f4a7c15u;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53;
-}
-
 /* A row's choices once read (llama_choice.h): each one's score into
  * r->choice_p, the one taken into r->choice (the best; at a temperature,
  * drawn with the row's seed); returns its first token. */
 static llama_token settle_choice(req *r)
 {
-    double p[SL_MAX_CHOICES];
-    sl_choice_tree_scores(r->choice_tree, p);
-    int pick = 0;
-    for (int i = 0; i < r->n_choices; i++) {
-        r->choice_p[i] = (float)p[i];
-        if (p[i] > p[pick])
-            pick = i;
-    }
-    float temp = r->sampling.temperature;
-    if (temp > 0 && p[pick] > 0) {
-        /* Drawn from the scores sharpened (or flattened) by the temperature. */
-        double w[SL_MAX_CHOICES], total = 0, lp_top = log(p[pick]);
-        for (int i = 0; i < r->n_choices; i++)
-            total += w[i] = p[i] > 0 ? exp((log(p[i]) - lp_top) / (double)temp) : 0;
-        double u = seeded_uniform(r->sampling.seed) * total;
-        for (pick = 0; pick < r->n_choices - 1 && (u -= w[pick]) >= 0; pick++)
-            ;
-        while (pick > 0 && w[pick] == 0) /* u landed past the last with weight */
-            pick--;
-    }
-    r->choice = pick;
-    return sl_choice_tree_first(r->choice_tree, pick, 0);
+    sl_choice_tree_scores(r->choice_tree, r->choice_p);
+    r->choice = sl_choice_pick(r->choice_p, r->n_choices, r->sampling.temperature,
+                               r->sampling.seed);
+    return sl_choice_tree_first(r->choice_tree, r->choice, 0);
 }
 
 /* A row with choices, at the step after its prompt: the model read there;

@@ -83,6 +83,13 @@ typedef struct oa_req {
     sl_task_group *grp;         /* one task of a request with several; NULL: none */
     int task;
     bool want_json;             /* the answer as a chat.completion object too */
+    /* Choices (sl_request.choices, copied): one token is asked for with its
+     * top alternatives, which score them (openai_choice_scores); the row's
+     * temperature and seed pick one. */
+    char **choices;
+    int n_choices;
+    float choice_temperature;
+    uint64_t choice_seed;
 } oa_req;
 
 typedef struct req_list {
@@ -126,6 +133,9 @@ static void req_free(oa_req *r)
     sl_buf_free(&r->resp);
     openai_stream_free(&r->st);
     sl_json_schema_free(r->schema);
+    for (int i = 0; i < r->n_choices; i++)
+        sl_free(r->choices[i]);
+    sl_free(r->choices);
     sl_free(r);
 }
 
@@ -374,13 +384,25 @@ static json_t *conversation_messages(const sl_request *q, const oa_images *im)
 }
 
 /* The JSON body of one chat completion around `messages` (taken; NULL: out
- * of memory); NULL (with sl_fail) on failure. */
+ * of memory); NULL (with sl_fail) on failure. A request with choices asks
+ * for one token, greedy, with its OPENAI_CHOICE_TOP alternatives, not
+ * streamed: those score the choices. */
 static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_schema *schema,
                         json_t *messages, size_t *len)
 {
     json_t *root = json_object();
     int bad = !root || !messages;
+    sl_sampling choosing;
     const sl_sampling *s = &q->sampling;
+    bool stream = e->p.stream && q->n_choices == 0;
+    if (q->n_choices > 0) {
+        choosing = q->sampling;
+        choosing.max_tokens = 1;
+        choosing.temperature = 0.0f;
+        choosing.logprobs = true;
+        choosing.top_logprobs = OPENAI_CHOICE_TOP;
+        s = &choosing;
+    }
     if (!bad) {
         bad |= set_new(root, "model", json_string(e->model)) ||
                json_object_set(root, "messages", messages) ||
@@ -390,8 +412,8 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
                set_new(root, "min_p", json_real(s->min_p)) ||
                /* 31 bits: every server takes it (llama-server reads a uint32). */
                set_new(root, "seed", json_integer((json_int_t)(s->seed & 0x7fffffff))) ||
-               set_new(root, "stream", json_boolean(e->p.stream));
-        if (e->p.stream) { /* the token counts come in a last chunk (vLLM needs asking) */
+               set_new(root, "stream", json_boolean(stream));
+        if (stream) { /* the token counts come in a last chunk (vLLM needs asking) */
             json_t *opts = json_object();
             bad |= !opts || set_new(opts, "include_usage", json_true()) ||
                    set_new(root, "stream_options", opts);
@@ -463,10 +485,17 @@ static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *i
         return NULL;
     }
     r->tag = tag;
-    r->stream = e->p.stream;
+    r->stream = e->p.stream && q->n_choices == 0;
     r->id = sl_strdup(id);
-    r->text_max = openai_text_max(q->sampling.max_tokens);
-    r->body_max = openai_body_max(q->sampling.max_tokens);
+    int max_tokens = q->n_choices > 0 ? 1 : q->sampling.max_tokens;
+    r->text_max = openai_text_max(max_tokens);
+    r->body_max = openai_body_max(max_tokens);
+    r->choice_temperature = q->sampling.temperature;
+    r->choice_seed = q->sampling.seed;
+    bool choices_ok = q->n_choices == 0 ||
+                      (r->choices = sl_calloc((size_t)q->n_choices, sizeof *r->choices));
+    for (int i = 0; choices_ok && i < q->n_choices; i++, r->n_choices++)
+        choices_ok = (r->choices[i] = sl_strdup(q->choices[i])) != NULL;
     r->want_json = q->want_response_json;
     sl_status body_st = SL_ERR_NOMEM; /* build_body fails only for want of memory */
     if (q->openai_body) {
@@ -489,9 +518,9 @@ static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *i
     r->schema = schema;
     r->submitted = sl_mono_s();
     r->retry_after = -1.0;
-    if (!r->id || !r->body) {
+    if (!r->id || !r->body || !choices_ok) {
         /* The body's builder said why; a missing id is memory. */
-        *st = r->id ? body_st : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
+        *st = r->id && !r->body ? body_st : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
         req_free(r);
         return NULL;
     }
@@ -834,6 +863,33 @@ static void retry_or_fail(oa_engine *e, oa_req *r, oa_endpoint *ep, long code, c
     list_push(&e->delayed, r);
 }
 
+/* A choices request's answer: the choices scored from the first token's
+ * alternatives, one taken; it becomes the text, the scores the result's
+ * (the alternatives themselves are not kept: they were not asked for). */
+static bool settle_choice(oa_req *r, sl_result *out, char *why, size_t cap)
+{
+    double p[SL_MAX_CHOICES];
+    const char *const *choices = (const char *const *)r->choices;
+    if (!openai_choice_scores(out->logprobs, choices, r->n_choices, p, why, cap))
+        return false;
+    int pick = sl_choice_pick(p, r->n_choices, r->choice_temperature, r->choice_seed);
+    char *text = sl_strdup(r->choices[pick]);
+    char *scores = sl_choice_scores_json(choices, p, r->n_choices);
+    if (!text || !scores) {
+        sl_free(text);
+        sl_free(scores);
+        snprintf(why, cap, "out of memory for its scores");
+        return false;
+    }
+    sl_free(out->text);
+    sl_free(out->logprobs);
+    out->logprobs = NULL;
+    out->text = text;
+    out->scores = scores;
+    out->finish_reason = "stop";
+    return true;
+}
+
 static void finish(oa_engine *e, CURL *h, CURLcode res)
 {
     oa_req *r = NULL;
@@ -874,6 +930,11 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
         if (!(r->stream ? openai_stream_result(&r->st, r->submitted, now, &out, why, sizeof why)
                         : openai_parse_completion(body, r->resp.len, r->text_max, &out, why,
                                                   sizeof why))) {
+            fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, ep->url, code, why);
+            return;
+        }
+        if (r->n_choices > 0 && !settle_choice(r, &out, why, sizeof why)) {
+            sl_result_clear(&out);
             fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, ep->url, code, why);
             return;
         }
@@ -1173,6 +1234,19 @@ static void oa_free(void *impl)
     sl_free(e);
 }
 
+/* Choices are scored from the first token's alternatives the server
+ * gives: nothing to check before a row but their shape (sl_engine_submit
+ * did); the tokens are the server's, unknown here. */
+static sl_status oa_check_choices(void *impl, const char *who, const char *system_prompt,
+                                  const char *prompt, const char *const *choices, int n,
+                                  int32_t *tokens)
+{
+    (void)impl, (void)system_prompt, (void)prompt;
+    for (int k = 0; tokens && k < SL_CHOICE_VARIANTS * n; k++)
+        tokens[k] = -1;
+    return sl_choices_check(who, choices, n);
+}
+
 static const sl_engine_ops openai_ops = {
     .kind = "openai",
     .submit = oa_submit,
@@ -1181,6 +1255,7 @@ static const sl_engine_ops openai_ops = {
     .stats = oa_stats,
     .model_name = oa_model_name,
     .free = oa_free,
+    .check_choices = oa_check_choices,
     .endpoint_count = oa_endpoint_count,
     .endpoint_stats = oa_endpoint_stats,
 };

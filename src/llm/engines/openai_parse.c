@@ -1,4 +1,5 @@
 /* llm/engines/openai_parse.c — see openai_parse.h. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +96,117 @@ bool openai_parse_completion(const char *body, size_t len, size_t text_max, sl_r
         snprintf(why, cap, "out of memory");
         return false;
     }
+    return true;
+}
+
+/* Does `key` read as choice c: 2 as written, 1 with c's first letter's
+ * case swapped, 0 not? Leading white space of c is not compared. */
+static int same_as(const char *key, size_t len, const char *c)
+{
+    c += strspn(c, " \t\r\n");
+    if (strlen(c) != len)
+        return 0;
+    if (memcmp(key, c, len) == 0)
+        return 2;
+    char first = c[0];
+    bool letter = (first >= 'a' && first <= 'z') || (first >= 'A' && first <= 'Z');
+    return letter && key[0] == (char)(first ^ 0x20) && memcmp(key + 1, c + 1, len - 1) == 0;
+}
+
+/* Does choice c begin with `key` (first letter in either case), and go on? */
+static bool begins(const char *key, size_t len, const char *c)
+{
+    c += strspn(c, " \t\r\n");
+    if (strlen(c) <= len)
+        return false;
+    char first = c[0];
+    bool letter = (first >= 'a' && first <= 'z') || (first >= 'A' && first <= 'Z');
+    return (key[0] == first || (letter && key[0] == (char)(first ^ 0x20))) &&
+           memcmp(key + 1, c + 1, len - 1) == 0;
+}
+
+/* The choice an alternative's text counts for (-1: none). */
+static int choice_of(const char *text, size_t len, const char *const *choices, int n)
+{
+    size_t skip = 0;
+    while (skip < len && text[skip] && strchr(" \t\r\n", text[skip]))
+        skip++;
+    const char *key = text + skip;
+    len -= skip;
+    if (len == 0)
+        return -1;
+    int best = -1, best_how = 0, ties = 0, begun = -1, n_begun = 0;
+    for (int i = 0; i < n; i++) {
+        int how = same_as(key, len, choices[i]);
+        if (how > best_how) {
+            best = i;
+            best_how = how;
+            ties = 1;
+        } else if (how && how == best_how) {
+            ties++;
+        }
+        if (begins(key, len, choices[i])) {
+            begun = i;
+            n_begun++;
+        }
+    }
+    if (best >= 0)
+        return ties == 1 ? best : -1;
+    return n_begun == 1 ? begun : -1;
+}
+
+bool openai_choice_scores(const char *logprobs_json, const char *const *choices, int n, double *p,
+                          char *why, size_t cap)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = 0;
+    json_t *root = logprobs_json ? json_loads(logprobs_json, 0, NULL) : NULL;
+    json_t *first = json_array_get(json_object_get(root, "content"), 0);
+    json_t *alts = json_object_get(first, "top_logprobs");
+    if (!json_is_array(alts) || json_array_size(alts) == 0) {
+        snprintf(why, cap, "its answer has no top_logprobs for the first token (does the server "
+                 "give logprobs?)");
+        json_decref(root);
+        return false;
+    }
+    double total = 0;
+    char best_seen[64] = "";
+    size_t k;
+    json_t *alt;
+    json_array_foreach(alts, k, alt) {
+        json_t *bytes = json_object_get(alt, "bytes"), *lp = json_object_get(alt, "logprob");
+        char text[256];
+        size_t len = 0;
+        if (json_is_array(bytes) && json_array_size(bytes) < sizeof text) {
+            size_t b;
+            json_t *v;
+            json_array_foreach(bytes, b, v) text[len++] = (char)json_integer_value(v);
+        } else if (json_is_string(json_object_get(alt, "token"))) {
+            len = json_string_length(json_object_get(alt, "token"));
+            len = len < sizeof text ? len : sizeof text - 1;
+            memcpy(text, json_string_value(json_object_get(alt, "token")), len);
+        }
+        text[len] = '\0';
+        if (k == 0)
+            snprintf(best_seen, sizeof best_seen, "%.60s", text);
+        int c = json_is_number(lp) && memchr(text, '\0', len) == NULL
+                    ? choice_of(text, len, choices, n)
+                    : -1;
+        if (c >= 0) {
+            p[c] += exp(json_number_value(lp));
+            total += exp(json_number_value(lp));
+        }
+    }
+    size_t n_alts = json_array_size(alts);
+    json_decref(root);
+    if (!(total > 0)) {
+        snprintf(why, cap, "none of the choices is among the %zu most likely first tokens (the "
+                 "most likely: '%s')",
+                 n_alts, best_seen);
+        return false;
+    }
+    for (int i = 0; i < n; i++)
+        p[i] /= total;
     return true;
 }
 

@@ -87,6 +87,22 @@ void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now
 bool openai_stream_result(openai_stream *s, double submitted, double now, sl_result *out,
                           char *why, size_t cap);
 
+/* The alternatives a choices request asks for: the most servers give
+ * (vLLM's default --max-logprobs, OpenAI's and llama-server's bound). */
+enum { OPENAI_CHOICE_TOP = 20 };
+
+/* A choices request's answer (max_tokens 1, top_logprobs
+ * OPENAI_CHOICE_TOP): each choice's score from its first token's
+ * alternatives (choices[0].logprobs as JSON text, sl_result.logprobs) into
+ * p (n values summing to 1). An alternative's text (its bytes), without
+ * leading white space, counts for the choice it is (as written, else with
+ * the first letter's case swapped), else for the one choice it begins
+ * ("Ye" for "yes"); one that begins several and is none (" 1" when the
+ * choices are "10" and "12") counts for none. false with *why when no
+ * alternative counts for any choice. */
+bool openai_choice_scores(const char *logprobs_json, const char *const *choices, int n, double *p,
+                          char *why, size_t cap);
+
 /* A caller's chat-completions body (sl_request.openai_body, len bytes) as
  * it goes out: the same JSON object but for "model" (set to `model` when
  * absent; kept when present) and "stream" (set to `stream`; when
