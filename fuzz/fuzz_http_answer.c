@@ -1,9 +1,11 @@
 /* fuzz/fuzz_http_answer.c — the openai engine's readers of a server's answer
  * (llm/engines/openai_parse.c) on arbitrary bytes: the input as a
  * chat.completion body, as an error body, and as a server-sent-event stream
- * fed whole, a byte at a time and in pieces of pseudo-random sizes. What
- * must hold: a stream reads the same however it is cut into pieces, the text
- * never passes its bound, and a server's message is one NUL-terminated line. */
+ * fed whole, a byte at a time and in pieces of pseudo-random sizes, and a
+ * completion's alternatives as choices' scores. What must hold: a stream
+ * reads the same however it is cut into pieces, the text never passes its
+ * bound, a server's message is one NUL-terminated line, and scores read
+ * are a distribution. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +91,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (openai_parse_completion(body, size, TEXT_MAX, &res, why, sizeof why)) {
         if (!res.text || !res.finish_reason)
             abort();
+        /* A choices row's scores from the answer's alternatives: a
+         * distribution whenever they are read. */
+        static const char *const choices[] = {"yes", "no", "1", "10", "Maybe so"};
+        double p[5], sum = 0;
+        if (openai_choice_scores(res.logprobs, choices, 5, p, why, sizeof why)) {
+            for (int i = 0; i < 5; i++) {
+                if (!(p[i] >= 0 && p[i] <= 1))
+                    abort();
+                sum += p[i];
+            }
+            if (sum < 1 - 1e-9 || sum > 1 + 1e-9)
+                abort();
+        }
         sl_result_clear(&res);
     }
 

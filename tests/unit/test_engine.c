@@ -1506,26 +1506,36 @@ static void choices_that_begin_alike_are_read_where_they_part(void **state)
     assert_float_equal(score_of(&ends.result, inside, 3, 1), first * pu0, 2e-4);
     assert_float_equal(score_of(&ends.result, inside, 3, 2), 1 - first, 2e-4);
 
-    /* Together, with captions beside them: the same answers and scores. */
+    /* Together, with captions beside them: the same answers and scores, on
+     * every sampler (device: the captions sampled in the graph, the probes'
+     * logits read beside them). */
     sl_request caption = request("caption", 6);
     sl_completion alone = run_one(e, &caption);
     assert_int_equal(alone.status, SL_OK);
     sl_request rows[4] = {q, caption, q, caption};
     rows[0].choices = alike;
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(sl_engine_submit(e, &rows[i], &rows[i]), SL_OK);
-    for (int got = 0; got < 4; got++) {
-        c = wait_one(e);
-        assert_int_equal(c.status, SL_OK);
-        const sl_request *row = c.tag;
-        const sl_completion *ref = row == &rows[1] || row == &rows[3] ? &alone
-                                   : row == &rows[0]                  ? &parted
-                                                                      : &ends;
-        assert_string_equal(c.result.text, ref->result.text);
-        for (int i = 0; row->choices && i < 3; i++)
-            assert_float_equal(score_of(&c.result, row->choices, 3, i),
-                               score_of(&ref->result, row->choices, 3, i), 1e-4);
-        sl_completion_clear(&c);
+    static const sl_llama_sampler samplers[] = {SL_SAMPLER_HOST, SL_SAMPLER_DEVICE,
+                                                SL_SAMPLER_REFERENCE};
+    for (size_t m = 0; m < sizeof samplers / sizeof *samplers; m++) {
+        sl_llama_params p = tu_tiny_llama(&tiny, 4);
+        p.sampler = samplers[m];
+        sl_engine *each = tu_open_llama(&p);
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(sl_engine_submit(each, &rows[i], &rows[i]), SL_OK);
+        for (int got = 0; got < 4; got++) {
+            c = wait_one(each);
+            assert_int_equal(c.status, SL_OK);
+            const sl_request *row = c.tag;
+            const sl_completion *ref = row == &rows[1] || row == &rows[3] ? &alone
+                                       : row == &rows[0]                  ? &parted
+                                                                          : &ends;
+            assert_string_equal(c.result.text, ref->result.text);
+            for (int i = 0; row->choices && i < 3; i++)
+                assert_float_equal(score_of(&c.result, row->choices, 3, i),
+                                   score_of(&ref->result, row->choices, 3, i), 1e-4);
+            sl_completion_clear(&c);
+        }
+        sl_engine_free(each);
     }
     sl_completion_clear(&alone);
     sl_completion_clear(&parted);
