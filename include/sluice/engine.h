@@ -511,6 +511,7 @@ typedef struct sl_engine_stats {
     uint64_t image_decode_calls;           /* llama_decode calls of image embeddings (several
                                               images packed in one where the model allows) */
     uint64_t sampled_tokens;               /* tokens chosen (all sequences, all steps) */
+    uint64_t choice_probes;                /* probes decoded for choices that begin alike */
 } sl_engine_stats;
 
 /* A consistent snapshot; any thread. */

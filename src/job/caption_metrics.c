@@ -24,7 +24,7 @@ enum { STAGES_MAX = 8, REPLICAS_MAX = 64 };
 
 typedef enum engine_value {
     EV_RUNNING, EV_WAITING, EV_KV_USAGE, EV_PROMPT_TOKENS, EV_GENERATION_TOKENS,
-    EV_PREFIX_QUERIES, EV_PREFIX_HITS, EV_COUNT
+    EV_PREFIX_QUERIES, EV_PREFIX_HITS, EV_CHOICE_PROBES, EV_COUNT
 } engine_value;
 
 static const struct {
@@ -39,6 +39,9 @@ static const struct {
     {"vllm:prefix_cache_queries_total",
      "Prefix cache queries, in terms of number of queried tokens.", SL_METRICS_COUNTER},
     {"vllm:prefix_cache_hits_total", "Prefix cache hits, in terms of number of cached tokens.",
+     SL_METRICS_COUNTER},
+    {"sluice_engine_choice_probes_total",
+     "Probes decoded for choices that begin alike: their common beginning read after a prompt.",
      SL_METRICS_COUNTER},
 };
 
@@ -111,6 +114,7 @@ static double engine_value_of(const sl_engine_stats *s, engine_value which)
     case EV_GENERATION_TOKENS: return (double)s->generation_tokens;
     case EV_PREFIX_QUERIES: return (double)s->prefix_query_tokens;
     case EV_PREFIX_HITS: return (double)s->prefix_cached_tokens;
+    case EV_CHOICE_PROBES: return (double)s->choice_probes;
     case EV_COUNT: break;
     }
     return 0.0;

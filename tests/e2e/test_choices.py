@@ -22,6 +22,13 @@ from openai_helpers import LlamaServer
 CHOICES = ["yes", "no", "maybe"]
 
 
+def probes(out):
+    """Choice probes a finished run decoded (its metrics.prom)."""
+    text = (out / "metrics.prom").read_text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("sluice_engine_choice_probes_total{"))
+
+
 def assert_scored(row, choices, answer="caption", scores="scores"):
     assert row.get("error") is None, row
     got = row[scores]
@@ -47,6 +54,7 @@ def test_greedy_takes_the_highest_score(sluice, tmp_path):
         assert row["finish_reason"] == "stop" and row["generated_tokens"] == 1, row
     # The model does not rank every image alike: the scores come from each one.
     assert len({json.dumps(row["scores"]) for row in rows}) > 1
+    assert probes(out) == 0  # yes, no and maybe begin differently
     summary = json.loads((out / "summary.json").read_text())
     assert summary["params"]["choices"] == CHOICES
     # How many rows took each choice: summary.json and the console's line.
@@ -187,6 +195,8 @@ def test_choices_that_begin_alike_are_told_apart_where_they_part(sluice, four, t
             scores = assert_scored(row, choices)
             assert row["caption"] == max(scores, key=scores.get), row
             assert row["generated_tokens"] == 1, row
+        if choices[0] == "the red one":  # a probe a row at least: "the" parts them
+            assert probes(out) >= len(rows)
         # The parted choices are not an even split of their first token's share.
         red, blue = (rows[0]["scores"][c] for c in choices[:2]) if choices[0] == "the red one" \
             else (rows[0]["scores"]["1"], rows[0]["scores"]["10"])

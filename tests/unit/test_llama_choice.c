@@ -82,6 +82,7 @@ static void choices_that_begin_alike_are_read_where_they_part(void **state)
     logits_of(root, (int[]){5, 9}, (double[]){0.6, 0.2}, 2);
     logits_of(after_the, (int[]){7, 8}, (double[]){0.3, 0.1}, 2);
     sl_choice_tree_read_root(t, root);
+    assert_true(sl_choice_tree_probe_needed(t, 0));
     sl_choice_tree_read(t, 0, 0, after_the, VOCAB);
     double p[3];
     sl_choice_tree_scores(t, p);
@@ -89,6 +90,20 @@ static void choices_that_begin_alike_are_read_where_they_part(void **state)
     assert_float_equal(p[0], 0.75 * 0.75, 1e-6);
     assert_float_equal(p[1], 0.75 * 0.25, 1e-6);
     assert_float_equal(p[2], 0.25, 1e-6);
+    sl_choice_tree_free(t);
+
+    /* "the" all but never begins the answer: its probe is not needed, and
+     * its sliver is split evenly without it. */
+    t = tree_of(3, forms, lens);
+    assert_int_equal(sl_choice_tree_plan(t, "row", names), SL_OK);
+    logits_of(root, (int[]){5, 9}, (double[]){1e-9, 0.5}, 2);
+    sl_choice_tree_read_root(t, root);
+    assert_false(sl_choice_tree_probe_needed(t, 0));
+    sl_choice_tree_scores(t, p);
+    double sliver = 1e-9 / (1e-9 + 0.5);
+    assert_float_equal(p[0], sliver / 2, 1e-15);
+    assert_float_equal(p[1], sliver / 2, 1e-15);
+    assert_float_equal(p[2], 1 - sliver, 1e-12);
     sl_choice_tree_free(t);
 }
 

@@ -1894,18 +1894,24 @@ static llama_token settle_choice(req *r)
     return sl_choice_tree_first(r->choice_tree, r->choice, 0);
 }
 
+/* The first probe from k on that the row's choices need (-1: none). */
+static int next_probe(const req *r, int k)
+{
+    int n = sl_choice_tree_probes(r->choice_tree);
+    while (k < n && !sl_choice_tree_probe_needed(r->choice_tree, k))
+        k++;
+    return k < n ? k : -1;
+}
+
 /* A row with choices, at the step after its prompt: the model read there;
- * settled at once unless forms of different choices begin alike (then
- * s->probe = 0: the probes read on, and LLAMA_TOKEN_NULL for now). Any
- * sampling thread. */
+ * settled at once unless forms of different choices begin alike with a
+ * share that matters (then s->probe: the first probe to read on, and
+ * LLAMA_TOKEN_NULL for now). Any sampling thread. */
 static llama_token choose_choice(slot *s, const float *logits)
 {
     sl_choice_tree_read_root(s->r->choice_tree, logits);
-    if (sl_choice_tree_probes(s->r->choice_tree) > 0) {
-        s->probe = 0;
-        return LLAMA_TOKEN_NULL;
-    }
-    return settle_choice(s->r);
+    s->probe = next_probe(s->r, 0);
+    return s->probe >= 0 ? LLAMA_TOKEN_NULL : settle_choice(s->r);
 }
 
 /* Chooses s's next token from s->logits; any sampling thread. */
@@ -2107,9 +2113,9 @@ static void read_probe(llama_engine *e, slot *s, double *detok_ms, double *book_
         fail_slot(e, s, SL_ERR_ENGINE, msg);
         return;
     }
-    if (++s->probe < sl_choice_tree_probes(s->r->choice_tree))
+    e->work.choice_probes++;
+    if ((s->probe = next_probe(s->r, s->probe + 1)) >= 0)
         return;
-    s->probe = -1;
     s->next = settle_choice(s->r); /* next_margin: the root's, from its step */
     advance_slot(e, s, detok_ms, book_ms);
 }

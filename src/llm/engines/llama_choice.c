@@ -244,6 +244,27 @@ static bool through(const form *x, const form *y, int d)
     return x->len >= d && memcmp(x->tok, y->tok, (size_t)d * sizeof *x->tok) == 0;
 }
 
+bool sl_choice_tree_probe_needed(const sl_choice_tree *t, int k)
+{
+    const form *pf = &t->forms[t->probes[k].form];
+    double mine = 0, all = 0;
+    for (int f = 0; f < t->n_choices * t->n_forms; f++) {
+        const form *x = &t->forms[f];
+        if (x->len == 0)
+            continue;
+        /* Each first token's weight once: the first form that has it. */
+        bool first = true;
+        for (int g = 0; g < f && first; g++)
+            first = !(t->forms[g].len > 0 && t->forms[g].tok[0] == x->tok[0]);
+        if (!first)
+            continue;
+        all += x->p[0];
+        if (x->tok[0] == pf->tok[0])
+            mine += x->p[0];
+    }
+    return all > 0 && mine >= SL_CHOICE_NEGLIGIBLE * all;
+}
+
 void sl_choice_tree_read(sl_choice_tree *t, int k, int j, const float *logits, int n_vocab)
 {
     const form *pf = &t->forms[t->probes[k].form];

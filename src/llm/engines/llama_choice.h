@@ -21,6 +21,7 @@
 #ifndef SL_LLM_LLAMA_CHOICE_H
 #define SL_LLM_LLAMA_CHOICE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/error.h"
@@ -64,6 +65,12 @@ int sl_choice_tree_room(const sl_choice_tree *t);
 
 /* The model read after the prompt, and after token j of probe k. */
 void sl_choice_tree_read_root(sl_choice_tree *t, const float *logits);
+/* After the root's read: does probe k matter? Not when the answers that
+ * begin with its first token are under SL_CHOICE_NEGLIGIBLE of the
+ * choices' (their share is then split evenly among its choices: a score
+ * off by less than that, below the 6 digits written). */
+#define SL_CHOICE_NEGLIGIBLE 1e-7
+bool sl_choice_tree_probe_needed(const sl_choice_tree *t, int k);
 void sl_choice_tree_read(sl_choice_tree *t, int k, int j, const float *logits, int n_vocab);
 
 /* Each choice's score from the reads (after the root's and every probe's):
