@@ -41,6 +41,14 @@ sl_status sl_engine_choice_tokens(sl_engine *engine, const char *system_prompt,
                                   const char *prompt, const char *const *choices, int n,
                                   int32_t *tokens);
 
+/* The other case of an ASCII letter, as a model may begin a choice ("Yes"
+ * for "yes"); '\0' for any other byte. */
+static inline char sl_choice_other_case(char c)
+{
+    bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    return letter ? (char)(c ^ 0x20) : '\0';
+}
+
 /* The choice a row takes from its scores p (n, summing to 1): the
  * highest (the first of equals) at temperature 0, else a draw from the
  * scores raised to 1/temperature with a uniform from `seed` (splitmix64:

@@ -1290,6 +1290,22 @@ static void assert_scores_match(sl_engine *e, const sl_result *r, const char *co
     json_decref(o);
 }
 
+/* The first answer token of the usual request (its logprobs entry, with
+ * the 20 most likely; json_decref). */
+static json_t *first_answer_token(sl_engine *e)
+{
+    sl_request q = request("first token", 1);
+    q.sampling.logprobs = true;
+    q.sampling.top_logprobs = SL_MAX_TOP_LOGPROBS;
+    sl_completion c = run_one(e, &q);
+    assert_int_equal(c.status, SL_OK);
+    json_t *content = logprob_content(&c.result, SL_MAX_TOP_LOGPROBS);
+    json_t *first = json_incref(json_array_get(content, 0));
+    json_decref(content);
+    sl_completion_clear(&c);
+    return first;
+}
+
 /* Up to 3 words (a space, then a-z) among a position's 20 most likely
  * tokens: their ids and log-probabilities; how many. */
 static int top_words(const json_t *position, char words[][64], int32_t *ids, double *lps)
@@ -1333,13 +1349,7 @@ static double score_of(const sl_result *r, const char *const *choices, int n, in
 static void choices_are_scored_by_their_first_tokens(void **state)
 {
     sl_engine *e = open_tiny(2, 0);
-    sl_request q = request("choices", 1);
-    q.sampling.logprobs = true;
-    q.sampling.top_logprobs = SL_MAX_TOP_LOGPROBS;
-    sl_completion c = run_one(e, &q);
-    assert_int_equal(c.status, SL_OK);
-    json_t *content = logprob_content(&c.result, SL_MAX_TOP_LOGPROBS);
-    json_t *first = json_array_get(content, 0);
+    json_t *first = first_answer_token(e);
     char words[3][64];
     int32_t ids[20], word_ids[3];
     double lps[20], word_lps[3];
@@ -1351,8 +1361,7 @@ static void choices_are_scored_by_their_first_tokens(void **state)
     }
     /* the tiny model's vocabulary has words */
     assert_int_equal(top_words(first, words, word_ids, word_lps), 3);
-    json_decref(content);
-    sl_completion_clear(&c);
+    json_decref(first);
 
     const char *three[3] = {words[1], words[2], words[0]};
     int32_t toks[3 * SL_CHOICE_VARIANTS];
@@ -1361,10 +1370,10 @@ static void choices_are_scored_by_their_first_tokens(void **state)
     for (int i = 0; i < 3; i++) /* as written: the token it was among the 20 */
         assert_int_equal(toks[i * SL_CHOICE_VARIANTS], word_ids[(i + 1) % 3]);
     /* One position is all a choice takes: max_tokens past the context is no matter. */
-    q = request("choices", 1 << 30);
+    sl_request q = request("choices", 1 << 30);
     q.choices = three;
     q.n_choices = 3;
-    c = run_one(e, &q);
+    sl_completion c = run_one(e, &q);
     assert_int_equal(c.status, SL_OK);
     assert_string_equal(c.result.finish_reason, "stop");
     assert_int_equal(c.result.generated_tokens, 1);
@@ -1467,18 +1476,12 @@ static void choices_are_scored_by_their_first_tokens(void **state)
 static void choices_that_begin_alike_are_read_where_they_part(void **state)
 {
     sl_engine *e = open_tiny(2, 0);
-    sl_request q = request("root", 1);
-    q.sampling.logprobs = true;
-    q.sampling.top_logprobs = SL_MAX_TOP_LOGPROBS;
-    sl_completion c = run_one(e, &q);
-    assert_int_equal(c.status, SL_OK);
-    json_t *content = logprob_content(&c.result, SL_MAX_TOP_LOGPROBS);
+    json_t *root = first_answer_token(e);
     char w[3][64];
     int32_t w_ids[3];
     double w_lps[3];
-    assert_int_equal(top_words(json_array_get(content, 0), w, w_ids, w_lps), 3);
-    json_decref(content);
-    sl_completion_clear(&c);
+    assert_int_equal(top_words(root, w, w_ids, w_lps), 3);
+    json_decref(root);
 
     char gbnf[64];
     snprintf(gbnf, sizeof gbnf, "root ::= <[%d]> .*", (int)w_ids[0]);
@@ -1486,9 +1489,9 @@ static void choices_that_begin_alike_are_read_where_they_part(void **state)
     after.grammar = gbnf;
     after.sampling.logprobs = true;
     after.sampling.top_logprobs = SL_MAX_TOP_LOGPROBS;
-    c = run_one(e, &after);
+    sl_completion c = run_one(e, &after);
     assert_int_equal(c.status, SL_OK);
-    content = logprob_content(&c.result, SL_MAX_TOP_LOGPROBS);
+    json_t *content = logprob_content(&c.result, SL_MAX_TOP_LOGPROBS);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(content, 0), "id")),
                      w_ids[0]);
     char u[3][64];
@@ -1507,7 +1510,7 @@ static void choices_that_begin_alike_are_read_where_they_part(void **state)
                                              alike, 3, toks), SL_OK);
     assert_int_equal(toks[0], w_ids[0]);
     assert_int_equal(toks[SL_CHOICE_VARIANTS], w_ids[0]);
-    q = request("alike", 4);
+    sl_request q = request("alike", 4);
     q.choices = alike;
     q.n_choices = 3;
     sl_completion parted = run_one(e, &q);

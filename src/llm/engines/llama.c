@@ -881,21 +881,18 @@ static sl_status choice_tokens(const llama_engine *e, req *r, const char *prompt
     sl_status st = tokens_of(e, r->id, tail, strlen(tail), false, &base, &n_base);
     for (int i = 0; st == SL_OK && i < r->n_choices; i++) {
         const char *c = r->choices[i];
-        char first = c[0];
-        bool letter = (first >= 'a' && first <= 'z') || (first >= 'A' && first <= 'Z');
-        bool spaced = !strchr(" \t\r\n", first);
+        char other = sl_choice_other_case(c[0]);
+        bool spaced = !strchr(" \t\r\n", c[0]);
         for (int v = 0; st == SL_OK && v < CHOICE_VARIANTS; v++) {
-            if (((v & 1) && !spaced) || ((v & 2) && !letter))
+            if (((v & 1) && !spaced) || ((v & 2) && !other))
                 continue;
             char *text = sl_asprintf("%s%s", (v & 1) ? " " : "", c);
             if (!text) {
                 st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the choices' tokens", r->id);
                 break;
             }
-            if (v & 2) { /* the first letter's other case */
-                char *at = text + (v & 1);
-                *at = (char)(*at ^ 0x20);
-            }
+            if (v & 2) /* the first letter's other case */
+                text[v & 1] = other;
             llama_token *toks;
             int32_t n;
             st = tokens_after(e, r, tail, base, n_base, text, &toks, &n);
@@ -903,7 +900,7 @@ static sl_status choice_tokens(const llama_engine *e, req *r, const char *prompt
             if (st == SL_OK && v == 0 && n == 0)
                 st = sl_fail(SL_ERR_INVALID_ARG, "%s: choice '%.60s' has no tokens", r->id, c);
             if (st == SL_OK && n > 0 && (v == 0 || carries_text(e, toks[0])))
-                st = sl_choice_tree_set(r->choice_tree, i, v, toks, n);
+                sl_choice_tree_set(r->choice_tree, i, v, toks, n);
             sl_free(toks);
         }
     }

@@ -31,6 +31,7 @@ struct sl_choice_tree {
     int *scratch;           /* forms' indexes, sorted in place by the walks */
     int n_probes;
     int room;
+    double root_sum;        /* the first tokens' weights together (each token once) */
 };
 
 sl_choice_tree *sl_choice_tree_new(int n_choices, int n_forms)
@@ -61,14 +62,13 @@ void sl_choice_tree_free(sl_choice_tree *t)
     sl_free(t);
 }
 
-sl_status sl_choice_tree_set(sl_choice_tree *t, int choice, int form_index, const int32_t *tokens,
-                             int n)
+void sl_choice_tree_set(sl_choice_tree *t, int choice, int form_index, const int32_t *tokens,
+                        int n)
 {
     form *f = &t->forms[choice * t->n_forms + form_index];
     f->len = n < SL_CHOICE_DEPTH ? n : SL_CHOICE_DEPTH;
     f->truncated = n > SL_CHOICE_DEPTH;
     memcpy(f->tok, tokens, (size_t)f->len * sizeof *tokens);
-    return SL_OK;
 }
 
 static bool same_tokens(const form *a, const form *b)
@@ -102,6 +102,25 @@ static void sort_at(const sl_choice_tree *t, int *idx, int n, int d)
     }
 }
 
+/* The end of the group that starts at idx[lo] (sorted at depth d): the
+ * first form after it with another key. */
+static int group_end(const sl_choice_tree *t, const int *idx, int n, int lo, int d)
+{
+    int32_t key = key_at(&t->forms[idx[lo]], d);
+    int hi = lo + 1;
+    while (hi < n && key_at(&t->forms[idx[hi]], d) == key)
+        hi++;
+    return hi;
+}
+
+static sl_status alike_too_long(const char *who, const char *a, const char *b)
+{
+    return sl_fail(SL_ERR_INVALID_ARG,
+                   "%s: choices '%.60s' and '%.60s' begin with the same %d tokens: make them "
+                   "differ sooner",
+                   who, a, b, SL_CHOICE_DEPTH);
+}
+
 /* The other choice among idx[0, n) than idx[0]'s, or -1: one choice alone. */
 static int other_choice(const sl_choice_tree *t, const int *idx, int n)
 {
@@ -122,22 +141,18 @@ static sl_status plan_at(sl_choice_tree *t, int *idx, int n, int d, uint32_t rea
     if (other < 0)
         return SL_OK;
     if (d >= SL_CHOICE_DEPTH)
-        return sl_fail(SL_ERR_INVALID_ARG,
-                       "%s: choices '%.60s' and '%.60s' begin with the same %d tokens: make them "
-                       "differ sooner",
-                       who, names[idx[0] / t->n_forms], names[other], SL_CHOICE_DEPTH);
+        return alike_too_long(who, names[idx[0] / t->n_forms], names[other]);
     if (d > 0)
         reads |= 1u << (d - 1);
     sort_at(t, idx, n, d);
     bool below = false;
     for (int lo = 0, hi; lo < n; lo = hi) {
-        int32_t key = key_at(&t->forms[idx[lo]], d);
-        for (hi = lo + 1; hi < n && key_at(&t->forms[idx[hi]], d) == key; hi++)
-            ;
+        hi = group_end(t, idx, n, lo, d);
         /* Forms ending here are alike whole: settled, one choice. */
         bool sub = false;
-        sl_status st = key < 0 ? SL_OK
-                               : plan_at(t, idx + lo, hi - lo, d + 1, reads, &sub, who, names);
+        sl_status st = key_at(&t->forms[idx[lo]], d) < 0
+                           ? SL_OK
+                           : plan_at(t, idx + lo, hi - lo, d + 1, reads, &sub, who, names);
         if (st != SL_OK)
             return st;
         below |= sub;
@@ -176,10 +191,7 @@ sl_status sl_choice_tree_plan(sl_choice_tree *t, const char *who, const char *co
                 t->forms[b].dropped = true;
             } else if (written_a && written_b) {
                 st = fa->truncated || fb->truncated
-                         ? sl_fail(SL_ERR_INVALID_ARG,
-                                   "%s: choices '%.60s' and '%.60s' begin with the same %d "
-                                   "tokens: make them differ sooner",
-                                   who, names[ca], names[cb], SL_CHOICE_DEPTH)
+                         ? alike_too_long(who, names[ca], names[cb])
                          : sl_fail(SL_ERR_INVALID_ARG,
                                    "%s: choices '%.60s' and '%.60s' are the same tokens to the "
                                    "model: make them differ",
@@ -231,11 +243,19 @@ void sl_choice_tree_read_root(sl_choice_tree *t, const float *logits)
     for (int k = 0; k < total; k++)
         if (t->forms[k].len > 0 && logits[t->forms[k].tok[0]] > top)
             top = logits[t->forms[k].tok[0]];
-    for (int k = 0; k < total; k++)
-        if (t->forms[k].len > 0)
-            t->forms[k].p[0] = isfinite(top)
-                                   ? (float)exp((double)logits[t->forms[k].tok[0]] - (double)top)
-                                   : 0.0f;
+    t->root_sum = 0;
+    for (int k = 0; k < total; k++) {
+        form *f = &t->forms[k];
+        if (f->len == 0)
+            continue;
+        f->p[0] = isfinite(top) ? (float)exp((double)logits[f->tok[0]] - (double)top) : 0.0f;
+        /* Each first token once: the first form that has it. */
+        bool first = true;
+        for (int g = 0; g < k && first; g++)
+            first = !(t->forms[g].len > 0 && t->forms[g].tok[0] == f->tok[0]);
+        if (first)
+            t->root_sum += f->p[0];
+    }
 }
 
 /* Does form x go through the first d tokens of form y? */
@@ -246,23 +266,9 @@ static bool through(const form *x, const form *y, int d)
 
 bool sl_choice_tree_probe_needed(const sl_choice_tree *t, int k)
 {
-    const form *pf = &t->forms[t->probes[k].form];
-    double mine = 0, all = 0;
-    for (int f = 0; f < t->n_choices * t->n_forms; f++) {
-        const form *x = &t->forms[f];
-        if (x->len == 0)
-            continue;
-        /* Each first token's weight once: the first form that has it. */
-        bool first = true;
-        for (int g = 0; g < f && first; g++)
-            first = !(t->forms[g].len > 0 && t->forms[g].tok[0] == x->tok[0]);
-        if (!first)
-            continue;
-        all += x->p[0];
-        if (x->tok[0] == pf->tok[0])
-            mine += x->p[0];
-    }
-    return all > 0 && mine >= SL_CHOICE_NEGLIGIBLE * all;
+    /* Every form with the probe's first token has that token's weight. */
+    double mine = t->forms[t->probes[k].form].p[0];
+    return t->root_sum > 0 && mine >= SL_CHOICE_NEGLIGIBLE * t->root_sum;
 }
 
 void sl_choice_tree_read(sl_choice_tree *t, int k, int j, const float *logits, int n_vocab)
@@ -312,11 +318,9 @@ static void score_at(const sl_choice_tree *t, int *idx, int n, int d, double mas
     sort_at(t, idx, n, d);
     double next = 0; /* the next tokens' weight together */
     bool ends = false;
-    for (int lo = 0, hi; lo < n; lo = hi) {
-        int32_t key = key_at(&t->forms[idx[lo]], d);
-        for (hi = lo + 1; hi < n && key_at(&t->forms[idx[hi]], d) == key; hi++)
-            ;
-        if (key < 0)
+    int groups = 0;
+    for (int lo = 0; lo < n; lo = group_end(t, idx, n, lo, d), groups++) {
+        if (key_at(&t->forms[idx[lo]], d) < 0)
             ends = true;
         else
             next += t->forms[idx[lo]].p[d];
@@ -325,15 +329,9 @@ static void score_at(const sl_choice_tree *t, int *idx, int n, int d, double mas
      * tokens share the mass; with one, it takes the rest. */
     double scale = !ends || next > 1 ? (next > 0 ? 1 / next : 0) : 1;
     double rest = ends && next < 1 ? 1 - next : 0;
-    int groups = 0;
-    for (int lo = 0, hi; lo < n; lo = hi, groups++)
-        for (hi = lo + 1; hi < n && key_at(&t->forms[idx[hi]], d) == key_at(&t->forms[idx[lo]], d);
-             hi++)
-            ;
     for (int lo = 0, hi; lo < n; lo = hi) {
+        hi = group_end(t, idx, n, lo, d);
         int32_t key = key_at(&t->forms[idx[lo]], d);
-        for (hi = lo + 1; hi < n && key_at(&t->forms[idx[hi]], d) == key; hi++)
-            ;
         double share = key < 0 ? rest
                        : next > 0 ? t->forms[idx[lo]].p[d] * scale
                                   : (ends ? 0 : 1.0 / groups);

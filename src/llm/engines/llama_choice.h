@@ -38,10 +38,8 @@ sl_choice_tree *sl_choice_tree_new(int n_choices, int n_forms);
 void sl_choice_tree_free(sl_choice_tree *t);
 
 /* Form `form` (0: as written) of choice `choice`: its tokens after the
- * prompt (the first SL_CHOICE_DEPTH kept). A form not set does not count.
- * SL_ERR_NOMEM, or SL_OK. */
-sl_status sl_choice_tree_set(sl_choice_tree *t, int choice, int form, const int32_t *tokens,
-                             int n);
+ * prompt (the first SL_CHOICE_DEPTH kept). A form not set does not count. */
+void sl_choice_tree_set(sl_choice_tree *t, int choice, int form, const int32_t *tokens, int n);
 
 /* Settles the forms once all are set: a form with the same tokens as one
  * of the same choice before it counts once; a form other than the one as

@@ -384,17 +384,16 @@ static json_t *conversation_messages(const sl_request *q, const oa_images *im)
 }
 
 /* The JSON body of one chat completion around `messages` (taken; NULL: out
- * of memory); NULL (with sl_fail) on failure. A request with choices asks
- * for one token, greedy, with its OPENAI_CHOICE_TOP alternatives, not
- * streamed: those score the choices. */
+ * of memory), streamed or not (the request's oa_req.stream); NULL (with
+ * sl_fail) on failure. A request with choices asks for one token, greedy,
+ * with its OPENAI_CHOICE_TOP alternatives: those score the choices. */
 static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_schema *schema,
-                        json_t *messages, size_t *len)
+                        json_t *messages, bool stream, size_t *len)
 {
     json_t *root = json_object();
     int bad = !root || !messages;
     sl_sampling choosing;
     const sl_sampling *s = &q->sampling;
-    bool stream = e->p.stream && q->n_choices == 0;
     if (q->n_choices > 0) {
         choosing = q->sampling;
         choosing.max_tokens = 1;
@@ -501,7 +500,7 @@ static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *i
     if (q->openai_body) {
         char why[512];
         r->body = openai_forward_body(q->openai_body, strlen(q->openai_body), e->model,
-                                      e->p.stream, &r->body_len, why, sizeof why);
+                                      r->stream, &r->body_len, why, sizeof why);
         if (!r->body)
             body_st = strcmp(why, "out of memory") == 0
                           ? sl_fail(SL_ERR_NOMEM, "%s: out of memory building the request", id)
@@ -513,7 +512,7 @@ static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *i
         r->body = build_body(e, q, schema,
                              conv->n_messages > 0 ? conversation_messages(conv, images)
                                                   : prompt_messages(q, image, image_len, mime),
-                             &r->body_len);
+                             r->stream, &r->body_len);
     }
     r->schema = schema;
     r->submitted = sl_mono_s();

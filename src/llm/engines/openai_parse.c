@@ -10,6 +10,7 @@
 #include "core/alloc.h"
 #include "core/json.h"
 #include "core/utf8.h"
+#include "llm/engine_impl.h"
 #include "llm/engines/openai_parse.h"
 
 enum {
@@ -108,9 +109,8 @@ static int same_as(const char *key, size_t len, const char *c)
         return 0;
     if (memcmp(key, c, len) == 0)
         return 2;
-    char first = c[0];
-    bool letter = (first >= 'a' && first <= 'z') || (first >= 'A' && first <= 'Z');
-    return letter && key[0] == (char)(first ^ 0x20) && memcmp(key + 1, c + 1, len - 1) == 0;
+    char other = sl_choice_other_case(c[0]);
+    return other && key[0] == other && memcmp(key + 1, c + 1, len - 1) == 0;
 }
 
 /* Does choice c begin with `key` (first letter in either case), and go on? */
@@ -119,10 +119,8 @@ static bool begins(const char *key, size_t len, const char *c)
     c += strspn(c, " \t\r\n");
     if (strlen(c) <= len)
         return false;
-    char first = c[0];
-    bool letter = (first >= 'a' && first <= 'z') || (first >= 'A' && first <= 'Z');
-    return (key[0] == first || (letter && key[0] == (char)(first ^ 0x20))) &&
-           memcmp(key + 1, c + 1, len - 1) == 0;
+    char other = sl_choice_other_case(c[0]);
+    return (key[0] == c[0] || (other && key[0] == other)) && memcmp(key + 1, c + 1, len - 1) == 0;
 }
 
 /* The choice an alternative's text counts for (-1: none). */
