@@ -7,7 +7,7 @@ NOVIDEO_BUILD ?= build-novideo
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-video-remote bench-retry bench-choices bench-answers bench-http bench-coord bench-s3 clean
+.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-video-remote bench-retry bench-choices bench-answers bench-samples bench-http bench-coord bench-s3 clean
 
 all: build
 
@@ -144,6 +144,12 @@ bench-answers: build
 	test -f models/qwen3b-like-2l/model.gguf || .venv/bin/python tools/gen_model.py \
 	    --shape qwen3b-like-2l --out models/qwen3b-like-2l
 	BUILD=$(BUILD) .venv/bin/python bench/answers.py
+
+# --samples 4 on the openai engine: one request with "n" vs a request per
+# answer (--split-samples), through llama-server on the tiny model
+# (bench/samples.py; docs/openai.md "Several answers per image").
+bench-samples: build
+	BUILD=$(BUILD) .venv/bin/python bench/samples.py
 
 # The openai engine: client cost per request against nginx, and images/s
 # through llama-server vs the embedded engine and the server alone

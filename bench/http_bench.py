@@ -172,6 +172,27 @@ def server_capacity(port, bodies, concurrency):
     return len(bodies) / (time.monotonic() - t0)
 
 
+def llama_server(tmp, parallel, threads):
+    """llama-server on the tiny model, ready: (the process, its port)."""
+    prefix = pathlib.Path((REPO / "build" / "llama-prefix").read_text().strip())
+    port = free_port()
+    log = (tmp / "server.log").open("wb")
+    server = subprocess.Popen([str(prefix / "bin" / "llama-server"), "-m", str(TINY / "model.gguf"),
+                               "--mmproj", str(TINY / "mmproj.gguf"), "--parallel", str(parallel),
+                               "--port", str(port), "--host", "127.0.0.1", "-t", str(threads),
+                               # No RAM prompt cache: later runs send the same images, and
+                               # a restored prompt would skip their encoding (the embedded
+                               # engine encodes every image every run).
+                               "--cache-ram", "0"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health")
+    except BaseException:
+        server.kill()
+        raise
+    return server, port
+
+
 def caption_figures(tmp, copies, parallel, threads, max_tokens, runs, openai_extra=(),
                     kind="jpeg"):
     images = tmp / "images"
@@ -186,19 +207,8 @@ def caption_figures(tmp, copies, parallel, threads, max_tokens, runs, openai_ext
                             "--parallel", str(parallel), "--threads", str(threads), *common],
                            capture_output=True, text=True, timeout=1200)
         return images_per_s(r.stdout + r.stderr)
-    prefix = pathlib.Path((REPO / "build" / "llama-prefix").read_text().strip())
-    port = free_port()
-    log = (tmp / "server.log").open("wb")
-    server = subprocess.Popen([str(prefix / "bin" / "llama-server"), "-m", str(TINY / "model.gguf"),
-                               "--mmproj", str(TINY / "mmproj.gguf"), "--parallel", str(parallel),
-                               "--port", str(port), "--host", "127.0.0.1", "-t", str(threads),
-                               # No RAM prompt cache: later runs send the same images, and
-                               # a restored prompt would skip their encoding (the embedded
-                               # engine encodes every image every run).
-                               "--cache-ram", "0"],
-                              stdout=log, stderr=subprocess.STDOUT)
+    server, port = llama_server(tmp, parallel, threads)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health")
 
         def run_openai():
             r = subprocess.run([sluice, "caption", str(images), "-o", str(tmp / "openai"),

@@ -88,7 +88,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     sl_result res;
     char why[512];
-    if (openai_parse_completion(body, size, TEXT_MAX, &res, why, sizeof why)) {
+    /* n answers in one body: each a text, or none at all. */
+    sl_result three[3];
+    if (openai_parse_completion(body, size, TEXT_MAX, 3, three, why, sizeof why)) {
+        for (int k = 0; k < 3; k++) {
+            if (!three[k].text || !three[k].finish_reason)
+                abort();
+            sl_result_clear(&three[k]);
+        }
+    } else if (three[0].text) {
+        abort();
+    }
+    if (openai_parse_completion(body, size, TEXT_MAX, 1, &res, why, sizeof why)) {
         if (!res.text || !res.finish_reason)
             abort();
         /* A choices row's scores from the answer's alternatives: a

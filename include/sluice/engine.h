@@ -52,9 +52,13 @@ typedef struct sl_sampling {
      * (the first with seed itself: it is the answer N = 1 gives), back in
      * sl_completion.results in order; greedy answers are all the same.
      * The llama engine computes the prompt and its images once and copies
-     * them into the other answers' sequences (as for tasks); the openai
-     * engine sends N requests (a whole request body, openai_body, sends its
-     * own "n" instead). Not with tasks. */
+     * them into the other answers' sequences (as for tasks). The openai
+     * engine sends one request with "n": N and the row's seed (the server
+     * draws the answers from it: llama-server with seed + k, so its answer
+     * 0 is N = 1's), not streamed; or, with split_samples, N
+     * requests, each with its answer's seed. With choices it asks once and
+     * draws each answer with its seed. A whole request body (openai_body)
+     * sends its own "n". Not with tasks. */
     int n;
 } sl_sampling;
 
@@ -250,6 +254,9 @@ typedef struct sl_openai_params {
                                   between tokens become measurable (default false) */
     double retry_after_max_s;  /* a Retry-After up to this is obeyed; a longer one is
                                   not (the backoff alone) (default 60) */
+    bool split_samples;        /* sampling.n > 1: one request per answer, each with its
+                                  answer's seed, for servers that ignore "n" (default
+                                  false: one request with "n"; see oa_submit) */
 } sl_openai_params;
 
 sl_openai_params sl_openai_default_params(void);

@@ -292,7 +292,9 @@ static const char usage_openai_text[] =
     "                            server sees the original file; other formats: the JPEG)\n"
     "      --response-format F   a JSON file sent as response_format (e.g. a JSON schema)\n"
     "      --stream              stream answers (server-sent events): TTFT and inter-token\n"
-    "                            latency per endpoint in the vllm:* metrics\n";
+    "                            latency per endpoint in the vllm:* metrics\n"
+    "      --split-samples       --samples N as N requests, each with its answer's seed\n"
+    "                            (default: one request with \"n\": N; for servers without n)\n";
 
 static void print_usage(FILE *fp)
 {

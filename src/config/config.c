@@ -241,6 +241,8 @@ static const opt opts[] = {
      .arg = "F", .help = "a JSON file sent as response_format"},
     {"openai.stream", "stream", 0, K_BOOL, AT(p.openai.stream),
      .help = "stream answers: TTFT and inter-token latency"},
+    {"openai.split_samples", "split-samples", 0, K_BOOL, AT(p.openai.split_samples),
+     .help = "--samples N as N requests (for a server without \"n\")"},
 
     {"prompt.text", "prompt", 'p', K_STR, AT(p.prompt), .f = NO_TASKS, .arg = "TEXT",
      .help = "user prompt (not with tasks: each brings its own)"},

@@ -54,6 +54,12 @@ bool job_uses_openai(const sl_caption_params *p)
     return p->engine && strcmp(p->engine, "openai") == 0;
 }
 
+bool job_answers_share_seed(const sl_caption_params *p)
+{
+    return job_uses_openai(p) && p->sampling.n > 1 && !p->openai.split_samples &&
+           p->n_choices == 0;
+}
+
 json_t *job_json_text(const char *s)
 {
     return sl_json_text(s, s ? strlen(s) : 0);

@@ -176,6 +176,10 @@ typedef struct job {
 
 
 bool job_uses_openai(const sl_caption_params *p);
+/* Whether --samples' answers are drawn by the server from the row's seed
+ * (the openai engine's one request with "n"): their seed is the row's, not
+ * their own (sl_sampling_answer_seed). */
+bool job_answers_share_seed(const sl_caption_params *p);
 
 /* The choices the answers of task t take (t 0 for a job without tasks):
  * the task's own, else the job's. Returns how many (0: none; *choices is

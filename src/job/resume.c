@@ -110,6 +110,11 @@ static char *fingerprint(const job *j)
             fp_add(&t, "response_format", job_json_text(p->openai.response_format));
         }
         fp_add(&t, "jpeg", json_pack("[i,i,b]", p->jpeg_edge, p->jpeg_quality, p->send_original));
+        /* Answers drawn by the server (one request with "n") are others
+         * than those of a request each; only then: the other way keeps the
+         * fingerprint it had. */
+        if (job_answers_share_seed(p))
+            fp_add(&t, "samples_drawn_by", job_json_text("the server, one request with n"));
     } else if (!p->dry_run) {
         fp_add(&t, "model", job_json_text(p->llama.model_path));
         fp_add(&t, "mmproj", job_json_text(p->llama.mmproj_path));

@@ -61,8 +61,11 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
     v[CF_VIDEO_FRAMES] = (sl_pq_value){.is_null = !video, .i64 = video ? m->n : 0};
     v[CF_VIDEO_SECONDS] = (sl_pq_value){.is_null = !video, .f64 = video ? m->seconds : 0};
     v[CF_MODEL] = cell_text(j->model_name);
-    /* An answer's own seed: the one that reproduces it. */
-    uint64_t seed = task >= 0 && samples ? sl_sampling_answer_seed(r->seed, task) : r->seed;
+    /* An answer's own seed: the one that reproduces it (the row's when the
+     * server drew all of them from it). */
+    uint64_t seed = task >= 0 && samples && !job_answers_share_seed(j->p)
+                        ? sl_sampling_answer_seed(r->seed, task)
+                        : r->seed;
     v[CF_SEED] = (sl_pq_value){.i64 = (int64_t)(seed & INT64_MAX)};
     double ms[7] = {r->decode_ms,
                     res ? res->queue_ms : 0.0,

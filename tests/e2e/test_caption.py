@@ -471,26 +471,55 @@ def test_samples_give_a_row_per_answer(sluice, four, tmp_path):
 
 
 def test_samples_through_the_openai_engine(sluice, llama_prefix, four, tmp_path):
-    """--samples with --engine openai: one request per answer, each with
-    its answer's seed (llama-server samples with it): two rows per image,
-    the first the caption of the same job without --samples."""
-    from openai_helpers import LlamaServer
+    """--samples with --engine openai: one request per image with "n": 2
+    and the row's seed (llama-server computes the prompt once and samples
+    the second answer with seed + 1): two rows per image, the first the
+    caption of the same job without --samples, both with the row's seed.
+    --split-samples: a request per answer, each with its answer's seed (its
+    seed column). Another way of drawing them is another job."""
+    from openai_helpers import FakeServer, LlamaServer, Proxy, completion
     common = ("--engine", "openai", "--max-tokens", "6", "--temperature", "0.9",
               "--metrics-addr", "off", "--show", "0")
-    with LlamaServer(llama_prefix, tmp_path / "server.log", 2) as server:
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 2) as server, \
+            Proxy(server.url) as proxy:
         res = sluice.run("caption", four, "-o", tmp_path / "one", "--endpoint", server.url, *common)
         assert res.returncode == 0, res.stderr
-        res = sluice.run("caption", four, "-o", tmp_path / "two", "--endpoint", server.url, *common,
+        res = sluice.run("caption", four, "-o", tmp_path / "two", "--endpoint", proxy.url, *common,
                          "--samples", "2")
         assert res.returncode == 0, res.stderr
+        sent = [json.loads(e["body"]) for e in proxy.log]
+        assert len(sent) == 4 and all(b["n"] == 2 and not b["stream"] for b in sent)
+        del proxy.log[:]
+        res = sluice.run("caption", four, "-o", tmp_path / "split", "--endpoint", proxy.url,
+                         *common, "--samples", "2", "--split-samples")
+        assert res.returncode == 0, res.stderr
+        sent = [json.loads(e["body"]) for e in proxy.log]
+        assert len(sent) == 8 and not any("n" in b for b in sent)
+        res = sluice.run("caption", four, "-o", tmp_path / "two", "--endpoint", server.url,
+                         *common, "--samples", "2", "--split-samples")
+        assert res.returncode == 2 and "samples_drawn_by" in res.stderr
     single = {r["id"]: r for r in read_rows(tmp_path / "one")}
     rows = read_rows(tmp_path / "two")
     assert sorted((r["id"], r["sample"]) for r in rows) == sorted(
         (k, s) for k in single for s in (0, 1))
     for r in rows:
+        assert r["seed"] == single[r["id"]]["seed"]
         if r["sample"] == 0:
             assert r["caption"] == single[r["id"]]["caption"]
     assert any(r["caption"] != single[r["id"]]["caption"] for r in rows if r["sample"] == 1)
+    split = read_rows(tmp_path / "split")
+    assert sorted((r["id"], r["sample"]) for r in split) == sorted((r["id"], r["sample"]) for r in rows)
+    for r in split:
+        assert (r["seed"] == single[r["id"]]["seed"]) == (r["sample"] == 0)
+        if r["sample"] == 0:
+            assert r["caption"] == single[r["id"]]["caption"]
+    # A server that ignores "n" answers once: each row fails naming the
+    # way out, and the run goes on.
+    with FakeServer(lambda h, attempt, body: completion(h)) as fake:
+        res = sluice.run("caption", four, "-o", tmp_path / "fake", "--endpoint", fake.url,
+                         *common, "--samples", "2", "--max-attempts", "1")
+    failed = read_rows(tmp_path / "fake")
+    assert len(failed) == 8 and all("--split-samples" in (r["error"] or "") for r in failed)
 
 
 def test_a_chosen_chat_template_changes_the_prompt_and_the_job(sluice, tmp_path):

@@ -74,6 +74,7 @@ static struct {
     char url[64];
     pthread_mutex_t mu;
     char *last_body; /* the last POST's body */
+    int posts;
 } fake = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 typedef struct upload {
@@ -84,7 +85,7 @@ typedef struct upload {
 static enum MHD_Result fake_reply(struct MHD_Connection *c, const char *body, const char *type)
 {
     struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(r, "Content-Type", type);
     enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
@@ -113,11 +114,27 @@ static enum MHD_Result fake_handler(void *cls, struct MHD_Connection *c, const c
     json_t *root = json_loads(u->data ? u->data : "", 0, NULL);
     bool stream = json_is_true(json_object_get(root, "stream"));
     bool logprobs = json_is_true(json_object_get(root, "logprobs"));
+    json_int_t n = json_integer_value(json_object_get(root, "n"));
     json_decref(root);
     pthread_mutex_lock(&fake.mu);
     free(fake.last_body);
     fake.last_body = strdup(u->data ? u->data : "");
+    fake.posts++;
     pthread_mutex_unlock(&fake.mu);
+    if (n > 1 && n < 10 && !stream && !logprobs) {
+        /* n answers "answer K", last first (the index puts them in order). */
+        char body[2048];
+        int at = snprintf(body, sizeof body, "{\"id\":\"chatcmpl-n\",\"object\":"
+                          "\"chat.completion\",\"model\":\"fake-model\",\"choices\":[");
+        for (json_int_t k = n - 1; k >= 0; k--)
+            at += snprintf(body + at, sizeof body - (size_t)at,
+                           "%s{\"index\":%d,\"message\":{\"role\":\"assistant\",\"content\":"
+                           "\"answer %d\"},\"finish_reason\":\"stop\"}",
+                           k == n - 1 ? "" : ",", (int)k, (int)k);
+        snprintf(body + at, sizeof body - (size_t)at, "],\"usage\":{\"prompt_tokens\":42,"
+                 "\"completion_tokens\":%d}}", (int)(2 * n));
+        return fake_reply(c, body, "application/json");
+    }
     return stream     ? fake_reply(c, canned_stream, "text/event-stream")
            : logprobs ? fake_reply(c, canned_choice, "application/json")
                       : fake_reply(c, canned, "application/json");
@@ -144,6 +161,14 @@ static int free_port(void)
         abort();
     close(fd);
     return ntohs(a.sin_port);
+}
+
+static int posts(void)
+{
+    pthread_mutex_lock(&fake.mu);
+    int n = fake.posts;
+    pthread_mutex_unlock(&fake.mu);
+    return n;
 }
 
 static char *last_body(void)
@@ -248,18 +273,39 @@ static int teardown(void **state)
     return 0;
 }
 
-static sl_engine *open_at(const char *url, bool stream)
+static sl_engine *open_split(const char *url, bool stream, bool split_samples)
 {
     sl_openai_params p = sl_openai_default_params();
     const char *eps[] = {url};
     p.endpoints = eps;
     p.n_endpoints = 1;
     p.stream = stream;
+    p.split_samples = split_samples;
     p.max_attempts = 2;
     sl_engine *e = NULL;
     if (sl_engine_open_openai(&p, &e) != SL_OK)
         fail_msg("cannot open the openai engine at %s: %s", url, sl_last_error());
     return e;
+}
+
+static sl_engine *open_at(const char *url, bool stream)
+{
+    return open_split(url, stream, false);
+}
+
+/* q's completion (all its answers), or the test fails. */
+static sl_completion complete_one(sl_engine *e, const sl_request *q)
+{
+    if (sl_engine_submit(e, q, NULL) != SL_OK)
+        fail_msg("%s: %s", q->id, sl_last_error());
+    sl_completion c;
+    size_t n = 0;
+    while (n == 0)
+        if (sl_engine_poll(e, &c, 1, 1000, &n) != SL_OK)
+            fail_msg("%s: poll: %s", q->id, sl_last_error());
+    if (c.status != SL_OK)
+        fail_msg("%s: %s", q->id, c.error ? c.error : "failed");
+    return c;
 }
 
 static sl_request conversation(const char *id, const sl_message *msgs, int n, int max_tokens)
@@ -521,6 +567,119 @@ static void choices_ask_for_one_token_and_its_alternatives(void **state)
     }
 }
 
+/* --samples 3: one request with "n": 3 and the row's seed, not streamed
+ * even by a streaming engine, its answers in index order; split_samples: a
+ * request per answer with its answer's seed. A choices row asks once and
+ * draws each answer with its answer's seed: the same picks as a request
+ * each. */
+static void samples_go_out_as_one_request_with_n(void **state)
+{
+    sl_engine *e = open_at(fake.url, true);
+    sl_request q = {.id = "many", .prompt = "Say something.", .sampling = sl_sampling_default()};
+    q.sampling.n = 3;
+    q.sampling.seed = 1234;
+    q.sampling.temperature = 0.8f;
+    int before = posts();
+    sl_completion c = complete_one(e, &q);
+    assert_int_equal(posts(), before + 1);
+    assert_int_equal(c.n_results, 3);
+    int generated = 0;
+    for (int k = 0; k < 3; k++) {
+        char want[16];
+        snprintf(want, sizeof want, "answer %d", k);
+        assert_string_equal(c.results[k].text, want);
+        assert_int_equal(c.results[k].prompt_tokens, 42);
+        generated += c.results[k].generated_tokens;
+    }
+    assert_int_equal(generated, 6);
+    sl_completion_clear(&c);
+    char *body = last_body();
+    json_t *sent = json_loads(body, 0, NULL);
+    assert_int_equal(json_integer_value(json_object_get(sent, "n")), 3);
+    assert_int_equal(json_integer_value(json_object_get(sent, "seed")), 1234);
+    assert_true(json_is_false(json_object_get(sent, "stream")));
+    json_decref(sent);
+    free(body);
+    /* A server that ignores "n" (this one, from 10) fails the row,
+     * naming the way out. */
+    q.sampling.n = 12;
+    assert_int_equal(sl_engine_submit(e, &q, NULL), SL_OK);
+    size_t got = 0;
+    while (got == 0)
+        assert_int_equal(sl_engine_poll(e, &c, 1, 1000, &got), SL_OK);
+    assert_int_equal(c.status, SL_ERR_ENGINE);
+    assert_non_null(strstr(c.error, "1 of the 12 answers"));
+    assert_non_null(strstr(c.error, "--split-samples"));
+    sl_completion_clear(&c);
+    q.sampling.n = 3;
+    sl_engine_free(e);
+
+    e = open_split(fake.url, false, true);
+    before = posts();
+    c = complete_one(e, &q);
+    assert_int_equal(posts(), before + 3);
+    assert_int_equal(c.n_results, 3);
+    body = last_body();
+    sent = json_loads(body, 0, NULL);
+    assert_null(json_object_get(sent, "n"));
+    assert_int_equal(json_integer_value(json_object_get(sent, "seed")),
+                     (json_int_t)(sl_sampling_answer_seed(1234, 2) & 0x7fffffff));
+    json_decref(sent);
+    free(body);
+    sl_completion_clear(&c);
+
+    const char *choices[3] = {"yes", "no", "maybe"};
+    q.choices = choices;
+    q.n_choices = 3;
+    q.sampling.temperature = 1.0f;
+    /* Each answer alone, with its answer's seed, ... */
+    char *split_picks[8];
+    for (int k = 0; k < 8; k++) {
+        sl_request alone = q;
+        alone.sampling.n = 1;
+        alone.sampling.seed = sl_sampling_answer_seed(1234, k);
+        sl_result r;
+        assert_int_equal(sl_engine_generate(e, &alone, &r), SL_OK);
+        split_picks[k] = strdup(r.text);
+        sl_result_clear(&r);
+    }
+    /* ... as the 8 of one request (split or not: choices are scored once). */
+    q.sampling.n = 8;
+    before = posts();
+    c = complete_one(e, &q);
+    assert_int_equal(posts(), before + 1);
+    assert_int_equal(c.n_results, 8);
+    for (int k = 0; k < 8; k++)
+        assert_string_equal(c.results[k].text, split_picks[k]);
+    sl_completion_clear(&c);
+    sl_engine_free(e);
+    e = open_at(fake.url, false);
+    before = posts();
+    c = complete_one(e, &q);
+    assert_int_equal(posts(), before + 1);
+    body = last_body();
+    sent = json_loads(body, 0, NULL);
+    assert_null(json_object_get(sent, "n"));
+    assert_int_equal(json_integer_value(json_object_get(sent, "max_tokens")), 1);
+    json_decref(sent);
+    free(body);
+    assert_int_equal(c.n_results, 8);
+    int distinct = 0;
+    for (int k = 0; k < 8; k++) {
+        assert_string_equal(c.results[k].text, split_picks[k]);
+        assert_non_null(c.results[k].scores);
+        distinct += strcmp(split_picks[k], split_picks[0]) != 0;
+    }
+    for (int k = 0; k < 8; k++)
+        free(split_picks[k]);
+    /* Drawn with each answer's seed, not the row's: at temperature 1 over
+     * 0.67/0.26/0.07, eight draws alike would be a 4% chance for these
+     * fixed seeds, and they are not. */
+    assert_true(distinct > 0);
+    sl_completion_clear(&c);
+    sl_engine_free(e);
+}
+
 static void run_llama_server_conversations(bool stream)
 {
     if (server.pid <= 0)
@@ -586,6 +745,38 @@ static void run_llama_server_conversations(bool stream)
     sl_engine_free(e);
 }
 
+/* llama-server takes "n" (its n_cmpl, up to its --parallel): one request,
+ * the prompt and image computed once, the first answer the one a request
+ * of its own with the row's seed gives, the other answers drawn with other
+ * seeds. */
+static void samples_through_llama_server(void **state)
+{
+    if (server.pid <= 0)
+        skip();
+    sl_engine *e = open_at(server.url, false);
+    const sl_image *pixels[] = {img_a};
+    sl_content_part one[] = {{NULL}, {"Describe this image."}};
+    sl_message conv[] = {{"user", one, 2}};
+    sl_request q = conversation("n", conv, 1, 8);
+    q.images = pixels;
+    q.n_images = 1;
+    q.sampling.temperature = 1.0f;
+    q.sampling.seed = 99;
+    sl_result single;
+    if (sl_engine_generate(e, &q, &single) != SL_OK)
+        fail_msg("one answer: %s", sl_last_error());
+    q.sampling.n = 2;
+    sl_completion c = complete_one(e, &q);
+    assert_int_equal(c.n_results, 2);
+    assert_string_equal(c.results[0].text, single.text);
+    assert_string_not_equal(c.results[1].text, single.text);
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(c.results[k].prompt_tokens, single.prompt_tokens);
+    sl_completion_clear(&c);
+    sl_result_clear(&single);
+    sl_engine_free(e);
+}
+
 static void conversations_through_llama_server(void **state)
 {
     run_llama_server_conversations(false);
@@ -605,6 +796,8 @@ int main(void)
         cmocka_unit_test(a_prompt_with_images_goes_out_as_one_user_message),
         cmocka_unit_test(a_body_is_forwarded_as_given_but_model_and_stream),
         cmocka_unit_test(choices_ask_for_one_token_and_its_alternatives),
+        cmocka_unit_test(samples_go_out_as_one_request_with_n),
+        cmocka_unit_test(samples_through_llama_server),
         cmocka_unit_test(conversations_through_llama_server),
         cmocka_unit_test(conversations_through_llama_server_streamed),
     };

@@ -18,13 +18,75 @@
 static void bounds_follow_max_tokens(void **state)
 {
     assert_int_equal(openai_text_max(64), 64 * 1024 + 256 * 64);
-    assert_int_equal(openai_body_max(64), 6 * (64 * 1024 + 256 * 64) + (1 << 20));
+    assert_int_equal(openai_body_max(64, 1), 6 * (64 * 1024 + 256 * 64) + (1 << 20));
     assert_int_equal(openai_text_max(0), 64 * 1024);
     assert_int_equal(openai_text_max(-5), 64 * 1024);
     /* Ceilings, whatever max_tokens asks. */
     assert_int_equal(openai_text_max(1 << 20), 16 << 20);
     assert_int_equal(openai_text_max(2147483647), 16 << 20);
-    assert_int_equal(openai_body_max(2147483647), 64 << 20);
+    assert_int_equal(openai_body_max(2147483647, 1), 64 << 20);
+    /* n answers in one body: n times one's, 256 MiB at most. */
+    assert_int_equal(openai_body_max(64, 3), 3 * openai_body_max(64, 1));
+    assert_int_equal(openai_body_max(64, 0), openai_body_max(64, 1));
+    assert_int_equal(openai_body_max(2147483647, 16), 256 << 20);
+}
+
+/* "n": 3 — the answers by their index, whatever order they come in; by
+ * position when the indexes are not 0..n-1 once each; the usage shared;
+ * a body with another number of answers refused naming the way out. */
+static void n_answers_come_back_in_index_order(void **state)
+{
+    const char *body =
+        "{\"choices\":[{\"index\":2,\"message\":{\"content\":\"two\"},\"finish_reason\":"
+        "\"length\"},{\"index\":0,\"message\":{\"content\":\"zero\"},\"finish_reason\":"
+        "\"stop\",\"logprobs\":{\"content\":[]}},{\"index\":1,\"message\":{\"content\":"
+        "null}}],\"usage\":{\"prompt_tokens\":40,\"completion_tokens\":11,"
+        "\"prompt_tokens_details\":{\"cached_tokens\":8}}}";
+    sl_result r[3];
+    char why[256];
+    assert_true(openai_parse_completion(body, strlen(body), 100, 3, r, why, sizeof why));
+    assert_string_equal(r[0].text, "zero");
+    assert_string_equal(r[0].finish_reason, "stop");
+    assert_string_equal(r[0].logprobs, "{\"content\":[]}");
+    assert_string_equal(r[1].text, "");
+    assert_string_equal(r[2].text, "two");
+    assert_string_equal(r[2].finish_reason, "length");
+    assert_null(r[2].logprobs);
+    int generated = 0;
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(r[k].prompt_tokens, 40);
+        assert_int_equal(r[k].cached_tokens, 8);
+        assert_in_range(r[k].generated_tokens, 3, 4);
+        generated += r[k].generated_tokens;
+        sl_result_clear(&r[k]);
+    }
+    assert_int_equal(generated, 11);
+
+    /* Indexes all 0 (or missing): by position. */
+    const char *zeros = "{\"choices\":[{\"index\":0,\"message\":{\"content\":\"a\"}},"
+                        "{\"index\":0,\"message\":{\"content\":\"b\"}}]}";
+    assert_true(openai_parse_completion(zeros, strlen(zeros), 100, 2, r, why, sizeof why));
+    assert_string_equal(r[0].text, "a");
+    assert_string_equal(r[1].text, "b");
+    sl_result_clear(&r[0]);
+    sl_result_clear(&r[1]);
+
+    /* A server that ignores "n" answers once. */
+    const char *one = "{\"choices\":[{\"index\":0,\"message\":{\"content\":\"a\"}}]}";
+    assert_false(openai_parse_completion(one, strlen(one), 100, 2, r, why, sizeof why));
+    assert_non_null(strstr(why, "1 of the 2 answers"));
+    assert_non_null(strstr(why, "--split-samples"));
+    /* n 1 reads choices[0] whatever follows. */
+    assert_true(openai_parse_completion(zeros, strlen(zeros), 100, 1, r, why, sizeof why));
+    assert_string_equal(r[0].text, "a");
+    sl_result_clear(&r[0]);
+    /* One answer past its bound fails them all, nothing left behind. */
+    const char *long_one = "{\"choices\":[{\"message\":{\"content\":\"ok\"}},"
+                           "{\"message\":{\"content\":\"far too long\"}}]}";
+    assert_false(openai_parse_completion(long_one, strlen(long_one), 5, 2, r, why, sizeof why));
+    assert_non_null(strstr(why, "passed 5 bytes"));
+    assert_null(r[0].text);
+    assert_false(openai_parse_completion(one, strlen(one), 100, 17, r, why, sizeof why));
 }
 
 static void completion_past_its_bound_fails(void **state)
@@ -34,13 +96,13 @@ static void completion_past_its_bound_fails(void **state)
                        "\"completion_tokens\":-3}}";
     sl_result r;
     char why[256];
-    assert_true(openai_parse_completion(body, strlen(body), 10, &r, why, sizeof why));
+    assert_true(openai_parse_completion(body, strlen(body), 10, 1, &r, why, sizeof why));
     assert_string_equal(r.text, "0123456789");
     assert_string_equal(r.finish_reason, "length");
     assert_int_equal(r.prompt_tokens, 5);
     assert_int_equal(r.generated_tokens, 0); /* a count below 0 is no count */
     sl_free(r.text);
-    assert_false(openai_parse_completion(body, strlen(body), 9, &r, why, sizeof why));
+    assert_false(openai_parse_completion(body, strlen(body), 9, 1, &r, why, sizeof why));
     assert_non_null(strstr(why, "its text passed 9 bytes"));
 }
 
@@ -52,7 +114,7 @@ static void nul_in_the_text(void **state)
     const char *body = "{\"choices\":[{\"message\":{\"content\":\"a\\u0000b\"}}]}";
     sl_result r;
     char why[256];
-    assert_true(openai_parse_completion(body, strlen(body), 100, &r, why, sizeof why));
+    assert_true(openai_parse_completion(body, strlen(body), 100, 1, &r, why, sizeof why));
     assert_string_equal(r.text, "a\xEF\xBF\xBD" "b");
     sl_free(r.text);
     openai_stream s = {0};
@@ -122,12 +184,12 @@ static void logprobs_are_kept_whole_and_joined_from_a_stream(void **state)
                        "\"top_logprobs\":[]}]}}]}";
     sl_result r;
     char why[256];
-    assert_true(openai_parse_completion(body, strlen(body), 100, &r, why, sizeof why));
+    assert_true(openai_parse_completion(body, strlen(body), 100, 1, &r, why, sizeof why));
     assert_string_equal(r.logprobs, "{\"content\":[{\"token\":\"Hi\",\"logprob\":-0.5,\"bytes\":"
                                     "[72,105],\"top_logprobs\":[]}]}");
     sl_result_clear(&r);
     const char *plain = "{\"choices\":[{\"message\":{\"content\":\"Hi\"},\"logprobs\":null}]}";
-    assert_true(openai_parse_completion(plain, strlen(plain), 100, &r, why, sizeof why));
+    assert_true(openai_parse_completion(plain, strlen(plain), 100, 1, &r, why, sizeof why));
     assert_null(r.logprobs);
     sl_result_clear(&r);
 
@@ -282,6 +344,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(choices_are_scored_from_the_alternatives),
         cmocka_unit_test(bounds_follow_max_tokens),
+        cmocka_unit_test(n_answers_come_back_in_index_order),
         cmocka_unit_test(completion_past_its_bound_fails),
         cmocka_unit_test(nul_in_the_text),
         cmocka_unit_test(stream_reads_the_same_in_any_pieces),

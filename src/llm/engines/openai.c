@@ -81,7 +81,10 @@ typedef struct oa_req {
     openai_stream st;
     sl_json_schema *schema;     /* the request's: sent, and the answer checked against it */
     sl_task_group *grp;         /* one task of a request with several; NULL: none */
-    int task;
+    int task;                   /* its first task (answer) in grp ... */
+    int n_answers;              /* ... and how many it brings back: "n" sent (or a choices
+                                   request's picks: one scoring, a draw each); a share of
+                                   grp each */
     bool want_json;             /* the answer as a chat.completion object too */
     /* Choices (sl_request.choices, copied): one token is asked for with its
      * top alternatives, which score them (openai_choice_scores); the row's
@@ -127,7 +130,8 @@ static void req_free(oa_req *r)
 {
     if (!r)
         return;
-    sl_task_group_drop(r->grp); /* a task that never came back: the engine is going away */
+    for (int k = 0; r->grp && k < r->n_answers; k++)
+        sl_task_group_drop(r->grp); /* a task that never came back: the engine is going away */
     sl_free(r->id);
     sl_free(r->body);
     sl_buf_free(&r->resp);
@@ -208,8 +212,9 @@ static void set_waiting(oa_engine *e)
     pthread_mutex_unlock(&e->smu);
 }
 
-/* Hands a finished request to poll(). `error` NULL: res holds the result,
- * checked against the request's schema (SL_ERR_INVALID_OUTPUT keeps it). */
+/* Hands a finished request to poll(). `error` NULL: res holds its
+ * r->n_answers results, each checked against the request's schema
+ * (SL_ERR_INVALID_OUTPUT keeps it). */
 static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
 {
     sl_completion c = {.tag = r->tag, .status = SL_OK};
@@ -217,16 +222,20 @@ static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
     if (r->grp) {
         /* The request's completion once its last task is back; an answer
          * its schema refuses fails the task. */
-        char *invalid = NULL;
-        sl_status st = error ? SL_ERR_ENGINE : SL_OK;
-        if (!error && r->schema &&
-            sl_json_schema_check_answer(r->schema, r->id, res->text ? res->text : "",
-                                        &invalid) != SL_OK)
-            st = SL_ERR_INVALID_OUTPUT;
-        last = sl_task_group_record(r->grp, r->task, st, error ? error : invalid, res, &c);
-        if (st != SL_OK && res)
-            sl_result_clear(res); /* not taken by a failed task */
-        sl_free(invalid);
+        for (int k = 0; k < r->n_answers; k++) {
+            sl_result *one = res ? &res[k] : NULL;
+            char *invalid = NULL;
+            sl_status st = error ? SL_ERR_ENGINE : SL_OK;
+            if (!error && r->schema &&
+                sl_json_schema_check_answer(r->schema, r->id, one->text ? one->text : "",
+                                            &invalid) != SL_OK)
+                st = SL_ERR_INVALID_OUTPUT;
+            last = sl_task_group_record(r->grp, r->task + k, st, error ? error : invalid, one,
+                                        &c);
+            if (st != SL_OK && one)
+                sl_result_clear(one); /* not taken by a failed task */
+            sl_free(invalid);
+        }
         r->grp = NULL;
     } else if (error) {
         c.status = SL_ERR_ENGINE;
@@ -388,7 +397,7 @@ static json_t *conversation_messages(const sl_request *q, const oa_images *im)
  * sl_fail) on failure. A request with choices asks for one token, greedy,
  * with its OPENAI_CHOICE_TOP alternatives: those score the choices. */
 static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_schema *schema,
-                        json_t *messages, bool stream, size_t *len)
+                        json_t *messages, bool stream, int n, size_t *len)
 {
     json_t *root = json_object();
     int bad = !root || !messages;
@@ -417,6 +426,8 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
             bad |= !opts || set_new(opts, "include_usage", json_true()) ||
                    set_new(root, "stream_options", opts);
         }
+        if (n > 1)
+            bad |= set_new(root, "n", json_integer(n));
         if (s->top_k > 0)
             bad |= set_new(root, "top_k", json_integer(s->top_k));
         if (s->logprobs)
@@ -458,14 +469,12 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
     return text;
 }
 
-/* The engine's copy of request q (one without tasks); NULL when out of
- * memory. */
-/* The engine's copy of request q (one without tasks), its JSON schema
- * parsed; NULL with the message set when the schema is refused or memory
- * runs out. */
-static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *image,
-                       size_t image_len, const char *mime, const oa_images *images, void *tag,
-                       sl_status *st)
+/* The engine's copy of request q (one without tasks), bringing back
+ * n_answers answers (q's sampling.n, or 1), its JSON schema parsed; NULL
+ * with the message set when the schema is refused or memory runs out. */
+static oa_req *req_new(const oa_engine *e, const sl_request *q, int n_answers,
+                       const uint8_t *image, size_t image_len, const char *mime,
+                       const oa_images *images, void *tag, sl_status *st)
 {
     const char *id = q->id ? q->id : "(request)";
     sl_json_schema *schema = NULL;
@@ -484,11 +493,15 @@ static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *i
         return NULL;
     }
     r->tag = tag;
-    r->stream = e->p.stream && q->n_choices == 0;
+    r->n_answers = n_answers;
+    /* A choices request is scored once whatever the answers; n answers
+     * come in one body, not streamed (a stream interleaves them). */
+    int n_sent = q->n_choices > 0 ? 1 : n_answers;
+    r->stream = e->p.stream && q->n_choices == 0 && n_sent == 1;
     r->id = sl_strdup(id);
     int max_tokens = q->n_choices > 0 ? 1 : q->sampling.max_tokens;
     r->text_max = openai_text_max(max_tokens);
-    r->body_max = openai_body_max(max_tokens);
+    r->body_max = openai_body_max(max_tokens, n_sent);
     r->choice_temperature = q->sampling.temperature;
     r->choice_seed = q->sampling.seed;
     bool choices_ok = q->n_choices == 0 ||
@@ -512,7 +525,7 @@ static oa_req *req_new(const oa_engine *e, const sl_request *q, const uint8_t *i
         r->body = build_body(e, q, schema,
                              conv->n_messages > 0 ? conversation_messages(conv, images)
                                                   : prompt_messages(q, image, image_len, mime),
-                             r->stream, &r->body_len);
+                             r->stream, n_sent, &r->body_len);
     }
     r->schema = schema;
     r->submitted = sl_mono_s();
@@ -569,20 +582,24 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
     }
     /* A request with tasks: one HTTP request per task, each with the same
      * image and message prefix (a server's prefix cache can reuse the
-     * image's encoding), all built before any is queued. */
-    /* n answers (no whole body: it sends its own "n"): one request per
-     * answer, each with its answer's seed. */
-    int n = q->n_tasks > 0                             ? q->n_tasks
-            : q->sampling.n > 1 && !q->openai_body ? q->sampling.n
-                                                     : 1;
+     * image's encoding), all built before any is queued. N answers: one
+     * request with "n" (the server computes the prompt once and draws the
+     * answers from the request's seed), a choices request scored once and
+     * drawn from N times, or (split_samples, for a server without "n") one
+     * request per answer with its answer's seed. A caller's whole body
+     * sends its own "n". */
+    int answers = q->n_tasks == 0 && !q->openai_body && q->sampling.n > 1 ? q->sampling.n : 1;
+    bool split = answers > 1 && e->p.split_samples && q->n_choices == 0;
+    int n = q->n_tasks > 0 ? q->n_tasks : split ? answers : 1;
+    int per_request = split ? 1 : answers;
     oa_req *reqs[SL_MAX_TASKS > SL_MAX_ANSWERS ? SL_MAX_TASKS : SL_MAX_ANSWERS] = {0};
-    bool grouped = q->n_tasks > 0 || n > 1;
-    sl_task_group *grp = grouped ? sl_task_group_new(tag, n) : NULL;
+    bool grouped = q->n_tasks > 0 || answers > 1;
+    sl_task_group *grp = grouped ? sl_task_group_new(tag, n * per_request) : NULL;
     sl_status st = ist != SL_OK        ? ist
                    : !grouped || grp ? SL_OK
                                      : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
     for (int i = 0; st == SL_OK && i < n; i++) {
-        if (grp) {
+        if (q->n_tasks > 0 || split) {
             sl_request one;
             char *task_id;
             if (q->n_tasks > 0)
@@ -590,12 +607,12 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
             else
                 sl_answer_request(q, i, &one, &task_id);
             if (task_id)
-                reqs[i] = req_new(e, &one, image, image_len, mime, &images, tag, &st);
+                reqs[i] = req_new(e, &one, 1, image, image_len, mime, &images, tag, &st);
             else
                 st = sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
             sl_free(task_id);
         } else {
-            reqs[i] = req_new(e, q, image, image_len, mime, &images, tag, &st);
+            reqs[i] = req_new(e, q, per_request, image, image_len, mime, &images, tag, &st);
         }
     }
     sl_image_buffer_free(encoded);
@@ -604,13 +621,13 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
     if (st != SL_OK) {
         for (int i = 0; i < n; i++)
             req_free(reqs[i]);
-        for (int i = 0; grp && i < n; i++)
+        for (int i = 0; grp && i < n * per_request; i++)
             sl_task_group_drop(grp); /* the reqs did not hold it yet */
         return st;
     }
     for (int i = 0; grp && i < n; i++) {
         reqs[i]->grp = grp;
-        reqs[i]->task = i;
+        reqs[i]->task = i * per_request;
     }
     pthread_mutex_lock(&e->mu);
     if (e->fatal) {
@@ -862,31 +879,38 @@ static void retry_or_fail(oa_engine *e, oa_req *r, oa_endpoint *ep, long code, c
     list_push(&e->delayed, r);
 }
 
-/* A choices request's answer: the choices scored from the first token's
- * alternatives, one taken; it becomes the text, the scores the result's
- * (the alternatives themselves are not kept: they were not asked for). */
-static bool settle_choice(oa_req *r, sl_result *out, char *why, size_t cap)
+/* A choices request's answer (out[0]): the choices scored from the first
+ * token's alternatives, and answer k drawn with its answer's seed into
+ * out[k] (k < r->n_answers); its choice becomes the text, the scores the
+ * result's (the alternatives themselves are not kept: they were not asked
+ * for). false (out[0] still the server's) when none of the choices is
+ * among the alternatives, or memory runs out. */
+static bool settle_choices(oa_req *r, sl_result *out, char *why, size_t cap)
 {
     double p[SL_MAX_CHOICES];
     const char *const *choices = (const char *const *)r->choices;
-    if (!openai_choice_scores(out->logprobs, choices, r->n_choices, p, why, cap))
+    if (!openai_choice_scores(out[0].logprobs, choices, r->n_choices, p, why, cap))
         return false;
-    int pick = sl_choice_pick(p, r->n_choices, r->choice_temperature, r->choice_seed);
-    char *text = sl_strdup(r->choices[pick]);
-    char *scores = sl_choice_scores_json(choices, p, r->n_choices);
-    if (!text || !scores) {
-        sl_free(text);
-        sl_free(scores);
-        snprintf(why, cap, "out of memory for its scores");
-        return false;
+    sl_result first = out[0];
+    sl_free(first.text);
+    sl_free(first.logprobs);
+    first.text = first.logprobs = NULL;
+    first.finish_reason = "stop";
+    bool ok = true;
+    for (int k = 0; k < r->n_answers; k++) {
+        uint64_t seed = sl_sampling_answer_seed(r->choice_seed, k);
+        int pick = sl_choice_pick(p, r->n_choices, r->choice_temperature, seed);
+        out[k] = first;
+        out[k].text = sl_strdup(r->choices[pick]);
+        out[k].scores = sl_choice_scores_json(choices, p, r->n_choices);
+        ok &= out[k].text && out[k].scores;
     }
-    sl_free(out->text);
-    sl_free(out->logprobs);
-    out->logprobs = NULL;
-    out->text = text;
-    out->scores = scores;
-    out->finish_reason = "stop";
-    return true;
+    if (!ok) {
+        for (int k = 0; k < r->n_answers; k++)
+            sl_result_clear(&out[k]);
+        snprintf(why, cap, "out of memory for its scores");
+    }
+    return ok;
 }
 
 static void finish(oa_engine *e, CURL *h, CURLcode res)
@@ -915,7 +939,9 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
     }
     if (code >= 200 && code < 300) {
         answered(e);
-        sl_result out;
+        sl_result out[SL_MAX_ANSWERS];
+        int n = r->n_answers;
+        int n_sent = r->n_choices > 0 ? 1 : n;
         if (r->too_large && !r->st.too_large) {
             /* The same request would be answered the same way: not retried. */
             fail_request(e, r, "%s: %s answered HTTP %ld but its %s passed %zu bytes, the bound "
@@ -926,42 +952,52 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
         if (r->stream)
             openai_stream_feed(&r->st, &r->resp, true, now);
         const char *body = r->resp.data ? (const char *)r->resp.data : "";
-        if (!(r->stream ? openai_stream_result(&r->st, r->submitted, now, &out, why, sizeof why)
-                        : openai_parse_completion(body, r->resp.len, r->text_max, &out, why,
-                                                  sizeof why))) {
+        if (!(r->stream ? openai_stream_result(&r->st, r->submitted, now, &out[0], why, sizeof why)
+                        : openai_parse_completion(body, r->resp.len, r->text_max, n_sent, out,
+                                                  why, sizeof why))) {
             fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, ep->url, code, why);
             return;
         }
-        if (r->n_choices > 0 && !settle_choice(r, &out, why, sizeof why)) {
-            sl_result_clear(&out);
+        if (r->n_choices > 0 && !settle_choices(r, out, why, sizeof why)) {
+            sl_result_clear(&out[0]);
             fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, ep->url, code, why);
             return;
         }
-        if (r->want_json) {
-            /* The server's own object; from a stream, one assembled as the
-             * llama engine makes it, with the stream's id and model. */
-            out.response_json =
-                r->stream ? sl_chat_completion_json(r->st.id[0] ? r->st.id : NULL,
-                                                    r->st.model[0] ? r->st.model : e->model,
-                                                    r->st.created, &out)
-                          : sl_strndup(body, r->resp.len);
-            if (!out.response_json) {
-                sl_result_clear(&out);
-                fail_request(e, r, "%s: out of memory for the answer's JSON", r->id);
-                return;
+        /* The request's tokens, counted once: a choices request's prompt
+         * and token were the server's once, its answers' copies. */
+        uint64_t prompt = (uint64_t)out[0].prompt_tokens, generated = 0;
+        for (int k = 0; k < n_sent; k++)
+            generated += (uint64_t)out[k].generated_tokens;
+        for (int k = 0; k < n; k++) {
+            if (r->want_json) {
+                /* The server's own object when it holds this answer alone;
+                 * else (a stream, n answers, a choice drawn) one assembled
+                 * as the llama engine makes it, with the stream's id. */
+                bool own = !r->stream && n_sent == 1 && r->n_choices == 0;
+                out[k].response_json =
+                    own ? sl_strndup(body, r->resp.len)
+                        : sl_chat_completion_json(r->st.id[0] ? r->st.id : NULL,
+                                                  r->st.model[0] ? r->st.model : e->model,
+                                                  r->st.created, &out[k]);
+                if (!out[k].response_json) {
+                    for (int j = 0; j < n; j++)
+                        sl_result_clear(&out[j]);
+                    fail_request(e, r, "%s: out of memory for the answer's JSON", r->id);
+                    return;
+                }
             }
+            out[k].endpoint = ep->url;
+            out[k].attempts = r->attempts;
+            out[k].queue_ms = (r->sent_at - r->submitted) * 1e3;
+            if (!r->stream)
+                out[k].generate_ms = (now - r->sent_at) * 1e3;
         }
         endpoint_ok(e, ep, now - r->sent_at);
-        out.endpoint = ep->url;
-        out.attempts = r->attempts;
-        out.queue_ms = (r->sent_at - r->submitted) * 1e3;
-        if (!r->stream)
-            out.generate_ms = (now - r->sent_at) * 1e3;
         pthread_mutex_lock(&e->smu);
-        e->prompt_tokens += (uint64_t)out.prompt_tokens;
-        e->generation_tokens += (uint64_t)out.generated_tokens;
+        e->prompt_tokens += prompt;
+        e->generation_tokens += generated;
         pthread_mutex_unlock(&e->smu);
-        complete(e, r, &out, NULL);
+        complete(e, r, out, NULL);
         return;
     }
     char msg[768];

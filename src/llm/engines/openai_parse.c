@@ -19,6 +19,7 @@ enum {
     TEXT_CEILING = 16 << 20,
     BODY_SLACK = 1 << 20,
     BODY_CEILING = 64 << 20,
+    BODIES_CEILING = 256 << 20,
 };
 
 size_t openai_text_max(int max_tokens)
@@ -29,10 +30,12 @@ size_t openai_text_max(int max_tokens)
     return TEXT_BASE + TEXT_PER_TOKEN * tokens;
 }
 
-size_t openai_body_max(int max_tokens)
+size_t openai_body_max(int max_tokens, int n)
 {
     size_t text = openai_text_max(max_tokens);
-    return text > (BODY_CEILING - BODY_SLACK) / 6 ? BODY_CEILING : 6 * text + BODY_SLACK;
+    size_t one = text > (BODY_CEILING - BODY_SLACK) / 6 ? BODY_CEILING : 6 * text + BODY_SLACK;
+    size_t answers = n > 1 ? (size_t)n : 1;
+    return one > BODIES_CEILING / answers ? BODIES_CEILING : one * answers;
 }
 
 const char *openai_finish_reason(const char *s)
@@ -51,9 +54,66 @@ static int count_of(json_t *v)
     return n >= 0 && n <= INT32_MAX ? (int)n : 0;
 }
 
-bool openai_parse_completion(const char *body, size_t len, size_t text_max, sl_result *out,
-                             char *why, size_t cap)
+/* choices[] element `choice` into *out; false with *why (`at` names it). */
+static bool parse_choice(json_t *choice, const char *at, size_t text_max, sl_result *out,
+                         char *why, size_t cap)
 {
+    json_t *message = json_object_get(choice, "message");
+    json_t *content = json_object_get(message, "content");
+    if (!json_is_object(message) || !(json_is_string(content) || json_is_null(content))) {
+        snprintf(why, cap, "the answer has no %s.message.content", at);
+        return false;
+    }
+    if (json_is_string(content) && json_string_length(content) > text_max) {
+        snprintf(why, cap, "its text passed %zu bytes, the bound for max_tokens (does the server "
+                 "ignore max_tokens?)",
+                 text_max);
+        return false;
+    }
+    /* As the embedded engine keeps a caption: a NUL becomes U+FFFD. */
+    out->text = json_is_string(content)
+                    ? sl_utf8_sanitize(json_string_value(content), json_string_length(content))
+                    : sl_strdup("");
+    out->finish_reason =
+        openai_finish_reason(json_string_value(json_object_get(choice, "finish_reason")));
+    json_t *logprobs = json_object_get(choice, "logprobs");
+    bool lp_ok = !json_is_object(logprobs) ||
+                 (out->logprobs = sl_json_dump(logprobs, JSON_COMPACT, NULL)) != NULL;
+    if (!out->text || !lp_ok) {
+        snprintf(why, cap, "out of memory");
+        return false;
+    }
+    return true;
+}
+
+/* Where choices[pos] goes among n: its "index" when that is 0..n-1, else
+ * its position (a server that leaves "index" out, or numbers them all 0). */
+static void place_choices(json_t *choices, int n, int *slot_of)
+{
+    bool by_index = true, seen[SL_MAX_ANSWERS] = {false};
+    for (int pos = 0; pos < n; pos++) {
+        json_t *index = json_object_get(json_array_get(choices, (size_t)pos), "index");
+        json_int_t k = json_is_integer(index) ? json_integer_value(index) : -1;
+        if (k < 0 || k >= n || seen[k]) {
+            by_index = false;
+            break;
+        }
+        seen[k] = true;
+        slot_of[pos] = (int)k;
+    }
+    for (int pos = 0; !by_index && pos < n; pos++)
+        slot_of[pos] = pos;
+}
+
+bool openai_parse_completion(const char *body, size_t len, size_t text_max, int n,
+                             sl_result *out, char *why, size_t cap)
+{
+    if (n < 1 || n > SL_MAX_ANSWERS) {
+        snprintf(why, cap, "%d answers were asked for (1 to %d)", n, SL_MAX_ANSWERS);
+        return false;
+    }
+    for (int k = 0; k < n; k++)
+        out[k] = (sl_result){0};
     json_error_t jerr;
     /* A model may well generate a NUL byte (a byte token): "\u0000". */
     json_t *root = json_loadb(body ? body : "", body ? len : 0, JSON_ALLOW_NUL, &jerr);
@@ -61,43 +121,42 @@ bool openai_parse_completion(const char *body, size_t len, size_t text_max, sl_r
         snprintf(why, cap, "the answer is not JSON (%s)", jerr.text);
         return false;
     }
-    json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
-    json_t *message = json_object_get(choice, "message");
-    json_t *content = json_object_get(message, "content");
-    if (!json_is_object(message) || !(json_is_string(content) || json_is_null(content))) {
-        snprintf(why, cap, "the answer has no choices[0].message.content");
+    json_t *choices = json_object_get(root, "choices");
+    size_t got = json_array_size(choices);
+    if (n > 1 && got != (size_t)n) {
+        snprintf(why, cap, "it has %zu of the %d answers asked for with \"n\" (a server that "
+                 "does not take \"n\" needs --split-samples)",
+                 got, n);
         json_decref(root);
         return false;
     }
-    if (json_is_string(content) && json_string_length(content) > text_max) {
-        snprintf(why, cap, "its text passed %zu bytes, the bound for max_tokens (does the server "
-                 "ignore max_tokens?)",
-                 text_max);
-        json_decref(root);
-        return false;
+    int slot_of[SL_MAX_ANSWERS];
+    place_choices(choices, n, slot_of);
+    bool ok = true;
+    for (int pos = 0; ok && pos < n; pos++) {
+        char at[32];
+        snprintf(at, sizeof at, "choices[%d]", pos);
+        ok = parse_choice(json_array_get(choices, (size_t)pos), at, text_max, &out[slot_of[pos]],
+                          why, cap);
     }
-    *out = (sl_result){0};
-    /* As the embedded engine keeps a caption: a NUL becomes U+FFFD. */
-    out->text = json_is_string(content)
-                    ? sl_utf8_sanitize(json_string_value(content), json_string_length(content))
-                    : sl_strdup("");
-    out->finish_reason =
-        openai_finish_reason(json_string_value(json_object_get(choice, "finish_reason")));
+    /* Usage is the request's: each answer's prompt is the same, and the
+     * completion tokens are shared out (a server counts them per request;
+     * llama-server 0.3.36 counts the first answer's only). */
     json_t *usage = json_object_get(root, "usage");
-    out->prompt_tokens = count_of(json_object_get(usage, "prompt_tokens"));
-    out->generated_tokens = count_of(json_object_get(usage, "completion_tokens"));
-    json_t *details = json_object_get(usage, "prompt_tokens_details");
-    out->cached_tokens = count_of(json_object_get(details, "cached_tokens"));
-    json_t *logprobs = json_object_get(choice, "logprobs");
-    bool lp_ok = !json_is_object(logprobs) ||
-                 (out->logprobs = sl_json_dump(logprobs, JSON_COMPACT, NULL)) != NULL;
-    json_decref(root);
-    if (!out->text || !lp_ok) {
-        sl_result_clear(out);
-        snprintf(why, cap, "out of memory");
-        return false;
+    int prompt = count_of(json_object_get(usage, "prompt_tokens"));
+    int generated = count_of(json_object_get(usage, "completion_tokens"));
+    int cached = count_of(json_object_get(json_object_get(usage, "prompt_tokens_details"),
+                                          "cached_tokens"));
+    for (int k = 0; ok && k < n; k++) {
+        out[k].prompt_tokens = prompt;
+        out[k].cached_tokens = cached;
+        out[k].generated_tokens = generated / n + (k < generated % n);
     }
-    return true;
+    json_decref(root);
+    if (!ok)
+        for (int k = 0; k < n; k++)
+            sl_result_clear(&out[k]);
+    return ok;
 }
 
 /* Does `key` read as choice c: 2 as written, 1 with c's first letter's

@@ -19,10 +19,11 @@
 /* Bounds on an answer, from the request's max_tokens: the text (content) at
  * most 64 KiB + 256 bytes a token (no vocabulary has longer tokens), 16 MiB
  * at most; its JSON (a 2xx body, or one event of a stream) at most 6 times
- * that (escapes such as \u0000) + 1 MiB, 64 MiB at most. An error answer is
- * kept only for its message: 64 KiB. */
+ * that (escapes such as \u0000) + 1 MiB, 64 MiB at most, n times that for a
+ * request of n answers (256 MiB at most). An error answer is kept only for
+ * its message: 64 KiB. */
 size_t openai_text_max(int max_tokens);
-size_t openai_body_max(int max_tokens);
+size_t openai_body_max(int max_tokens, int n);
 enum { OPENAI_ERROR_BODY_MAX = 64 << 10 };
 /* A streamed answer's log-probabilities at most (20 alternatives a token
  * take about 2 KiB of JSON). */
@@ -32,12 +33,17 @@ enum { OPENAI_LOGPROBS_MAX = 64 << 20 };
  * other value, or NULL, is "stop". */
 const char *openai_finish_reason(const char *s);
 
-/* A 2xx body (a chat.completion) into *out (the caller's, cleared with
- * sl_result_clear: text, and choices[0].logprobs as JSON text when it is an
- * object); false with *why when it is not one, or its content is longer
- * than text_max. */
-bool openai_parse_completion(const char *body, size_t len, size_t text_max, sl_result *out,
-                             char *why, size_t cap);
+/* A 2xx body (a chat.completion) of n answers (1 to SL_MAX_ANSWERS: the
+ * request's "n") into out[0..n-1] (the caller's, each cleared with
+ * sl_result_clear: text, and the choice's logprobs as JSON text when it is
+ * an object), in the order of the choices' "index" (their positions when
+ * those are not 0..n-1 once each); the usage's prompt and cached tokens are
+ * each answer's, its completion tokens shared out evenly. With n 1 only
+ * choices[0] is read. false with *why when it is not one, has another
+ * number of choices than n > 1, or a content is longer than text_max
+ * (then nothing is left in out). */
+bool openai_parse_completion(const char *body, size_t len, size_t text_max, int n,
+                             sl_result *out, char *why, size_t cap);
 
 /* The server's own words from an error body into out (one line, at most
  * cap - 1 bytes): OpenAI's {"error":{"message"}}, vLLM's {"message"},
