@@ -100,6 +100,10 @@ typedef struct sl_stage_spec {
     const char *config;      /* a JSON object's text handed to init(); NULL: {} */
     const char *const *columns; /* the columns the stage sets (Parquet plans them) */
     int n_columns;
+    double time_limit_s;     /* Lua: a call (the script's top level, init, process, close)
+                                still running after this long is stopped with an error (a
+                                process() call's: its rows fail, class stage); 0: 60 s.
+                                Not for plugins (C code cannot be stopped safely) */
 } sl_stage_spec;
 
 typedef struct sl_caption_params {

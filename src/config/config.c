@@ -932,8 +932,8 @@ static json_t *stage_short_form(const char *text)
 static sl_status add_stage(sl_config *c, int i, const char *where, const char *name,
                            const char *text)
 {
-    static const char *const keys[] = {"name",       "lua",    "plugin",  "after",
-                                       "workers",    "batch_size", "config", "columns"};
+    static const char *const keys[] = {"name",    "lua",        "plugin", "after",  "workers",
+                                       "batch_size", "config", "columns", "time_limit"};
     json_error_t err;
     json_t *stage = text[0] == '{' ? json_loads(text, JSON_REJECT_DUPLICATES, &err)
                                    : stage_short_form(text);
@@ -955,7 +955,7 @@ static sl_status add_stage(sl_config *c, int i, const char *where, const char *n
         if (k == sizeof keys / sizeof *keys) {
             st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage has no key '%s'; its keys are name, "
                                              "lua, plugin, after, workers, batch_size, config, "
-                                             "columns", where, name, key);
+                                             "columns, time_limit", where, name, key);
             break;
         }
     }
@@ -975,6 +975,17 @@ static sl_status add_stage(sl_config *c, int i, const char *where, const char *n
         st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage is a Lua script (lua: FILE.lua) or a C "
                                          "plugin (plugin: FILE.so): give one of the two", where,
                      name);
+    json_t *limit = json_object_get(stage, "time_limit");
+    if (st == SL_OK && limit) {
+        double s = json_number_value(limit);
+        if (!json_is_number(limit) || !(s > 0 && s <= 86400))
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's time_limit is seconds, more than 0 "
+                                             "and at most 86400", where, name);
+        else if (spec.plugin)
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: time_limit is for Lua stages (a plugin's C "
+                                             "code cannot be stopped safely)", where, name);
+        spec.time_limit_s = s;
+    }
     if (st == SL_OK && spec.after && choice_index("read|decode|engine", spec.after) < 0)
         st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage comes after read, decode or engine, not "
                                          "'%s'", where, name, spec.after);

@@ -51,6 +51,10 @@ sl_status user_stage_open(const sl_stage_spec *spec, user_stage **out,
     if (spec->workers < 0 || spec->batch_size < 0 || spec->n_columns < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "stage '%s': workers and batch_size must be >= 1",
                        spec->name ? spec->name : (lua ? spec->lua : spec->plugin));
+    if (plugin && spec->time_limit_s != 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "stage '%s': time_limit is for Lua stages (a plugin's "
+                       "C code cannot be stopped safely)",
+                       spec->name ? spec->name : spec->plugin);
     user_stage *us = sl_calloc(1, sizeof *us);
     if (!us || !(us->name = spec->name && *spec->name ? sl_strdup(spec->name)
                                                       : name_of_file(lua ? spec->lua : spec->plugin))) {

@@ -254,6 +254,37 @@ pipeline:
                      f"{len(failed)}", prom), prom
 
 
+def test_a_call_past_its_time_limit_fails_its_row_and_the_run_goes_on(sluice, tmp_path):
+    """A job file's time_limit: the rows whose call loops fail naming the
+    line and the limit; the same worker goes on with the other rows."""
+    script = tmp_path / "stuck.lua"
+    script.write_text("function process(row)\n"
+                      "  if row.id:find('camera') then while true do end end\n"
+                      "  return row\n"
+                      "end\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"""\
+pipeline:
+  stages:
+    - lua: {json.dumps(str(script))}
+      name: stuck
+      after: read
+      time_limit: 0.3
+""")
+    out = tmp_path / "out"
+    r = sluice.run("run", job, SAMPLES, *MODEL, "-o", out, "--metrics-addr", "off",
+                   "--max-tokens", "2")
+    assert r.returncode == 3, r.stderr
+    rows = {row["id"]: row for row in read_rows(out)}
+    failed = {i: row for i, row in rows.items() if row["error"]}
+    assert failed and sorted(failed) == sorted(i for i in rows if "camera" in i)
+    assert len(rows) > len(failed)
+    for row in failed.values():
+        assert row["error_stage"] == "stuck"
+        assert row["error"].startswith(
+            f"{script}:2: still running after 0.3 s, the stage's time_limit"), row["error"]
+
+
 def test_a_stage_reads_and_changes_task_answers_and_copies_keep_them(sluice, tmp_path):
     """With tasks, a stage after the engine reads each task's answer by name
     (row.answer is nil: there is no single answer), replaces one, and a copy

@@ -269,7 +269,7 @@ static const struct {
     {"openai.endpoint_failures", "5"}, {"openai.endpoint_cooldown", "1e-3"},
     {"openai.give_up_after", "33.3"}, {"openai.jpeg_edge", "640"},
     {"openai.jpeg_quality", "75"}, {"openai.send_original", "true"},
-    {"openai.response_format", NULL}, {"openai.stream", "true"},
+    {"openai.response_format", NULL}, {"openai.stream", "true"}, {"openai.split_samples", "true"},
     {"prompt.text", "\"Quotes\", \\backslash\\, tab\t, line\nbreak, \xc3\xa9t\xc3\xa9, \x01, "
                     "\xe2\x80\xa8 ~ # : - [x] {y}"},
     {"prompt.system", "null"}, {"prompt.column", "q"},
@@ -285,7 +285,8 @@ static const struct {
     {"pipeline.max_failed", "12.5%"}, {"pipeline.limit", "12"}, {"pipeline.sample", "0.25"},
     {"pipeline.dry_run", "true"},
     {"pipeline.stages", "{\"lua\": \"s t.lua\", \"after\": \"engine\", \"workers\": 2, "
-                        "\"config\": {\"k\": [1, \"x\\\"y\"], \"e\": {}}, \"columns\": [\"tags\"]}"},
+                        "\"config\": {\"k\": [1, \"x\\\"y\"], \"e\": {}}, \"columns\": [\"tags\"], "
+                        "\"time_limit\": 1.5}"},
     {"output.dir", "-o"}, {"output.state_dir", "st"}, {"output.format", "parquet"},
     {"output.overwrite", "true"}, {"output.retry_failed", "true"}, {"output.shard_bytes", "500M"},
     {"output.compression", "snappy"}, {"output.columns", "a,b c"},
@@ -394,6 +395,7 @@ static void round_trip(const char *dir, bool tasks)
     assert_string_equal(q->stages[0].lua, "s t.lua");
     assert_string_equal(q->stages[0].config, "{\"k\":[1,\"x\\\"y\"],\"e\":{}}");
     assert_string_equal(q->stages[0].columns[0], "tags");
+    assert_true(q->stages[0].time_limit_s == 1.5);
     assert_int_equal(memcmp(&p->sampling, &q->sampling, sizeof p->sampling), 0);
     assert_int_equal(p->image.max_edge, q->image.max_edge);
     assert_int_equal(p->image.max_input_pixels, q->image.max_input_pixels);
@@ -623,6 +625,7 @@ static void stages_in_a_job_file(void **state)
                         "  stages:\n"
                         "    - lua: dedup.lua\n"
                         "      workers: 1\n"
+                        "      time_limit: 2.5\n"
                         "      batch_size: 8\n"
                         "      config: {max_distance: 4, words: [a, 'b'], f: 1.5, on: true,\n"
                         "               text: '12', none: ~}\n"
@@ -635,6 +638,8 @@ static void stages_in_a_job_file(void **state)
     assert_null(p->stages[0].after); /* the default place: after decode */
     assert_int_equal(p->stages[0].workers, 1);
     assert_int_equal(p->stages[0].batch_size, 8);
+    assert_true(p->stages[0].time_limit_s == 2.5);
+    assert_true(p->stages[1].time_limit_s == 0); /* the default */
     assert_string_equal(p->stages[0].config, "{\"max_distance\":4,\"words\":[\"a\",\"b\"],"
                                              "\"f\":1.5,\"on\":true,\"text\":\"12\",\"none\":null}");
     assert_string_equal(p->stages[1].plugin, "tags.so");
@@ -674,6 +679,12 @@ static void stages_in_a_job_file(void **state)
         {"pipeline:\n  stages:\n    - {lua: a.lua, lua: b.lua}\n", "'lua' is given twice"},
         {"pipeline:\n  stages:\n    - {lua: a.lua, config: {a: &x 1}}\n", "anchors"},
         {"pipeline:\n  stages: {lua: a.lua}\n", "pipeline.stages takes a list"},
+        {"pipeline:\n  stages:\n    - {lua: a.lua, time_limit: 0}\n",
+         "time_limit is seconds, more than 0"},
+        {"pipeline:\n  stages:\n    - {lua: a.lua, time_limit: '5'}\n",
+         "time_limit is seconds"},
+        {"pipeline:\n  stages:\n    - {plugin: a.so, time_limit: 5}\n",
+         "time_limit is for Lua stages"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_int_equal(sl_config_new(&c), SL_OK);

@@ -9,13 +9,16 @@
  * JSON) and that a row kept past its call is an error, not a crash; fan-out
  * with sluice.copy() (copies written as rows of their own, "<id>#k", only
  * those returned; the rerun writes nothing); scripts that cannot work refused before the run
- * (file:line). And the cost of a no-op script per row (printed). */
+ * (file:line); calls past the stage's time_limit stopped. And the cost of
+ * a no-op script per row (printed). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "core/row.h"
@@ -495,14 +498,94 @@ static void scripts_refused(void **state)
     tu_rmtree(base);
 }
 
-/* --- the cost of a no-op script ------------------------------------------------------------ */
-
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+/* --- calls past their time limit ------------------------------------------------------------ */
+
+static const char endless_lua[] =
+    "local n = 0\n"
+    "function process(row)\n"
+    "  n = n + 1\n"
+    "  if n == 2 then while true do end end\n"
+    "  if n == 3 then while true do pcall(function() while true do end end) end end\n"
+    "  if n == 4 then coroutine.wrap(function() while true do end end)() end\n"
+    "  if n == 5 then local t = {} while true do t[#t % 64 + 1] = tostring(n) end end\n"
+    "  return row\n"
+    "end\n";
+
+/* A process() call still running after the stage's time_limit fails its
+ * row naming where it was stopped, whatever the script does to go on
+ * (a pcall() around the loop, a loop inside a coroutine, C calls in the
+ * loop); the worker's state goes on with the next row. The script's top
+ * level and init() are timed too (the stage is refused); a plugin takes
+ * no time_limit. */
+static void calls_past_their_time_limit_are_stopped(void **state)
+{
+    (void)state;
+    setup_dirs();
+    sl_stage_spec spec = {.name = "slow", .lua = script("endless.lua", endless_lua),
+                          .time_limit_s = 0.2};
+    user_stage *us;
+    sl_pipeline_stage_params sp;
+    sl_pipeline_builtin after;
+    assert_int_equal(user_stage_open(&spec, &us, &sp, &after), SL_OK);
+    void *ws;
+    assert_int_equal(sp.init(sp.config, 0, &ws), SL_OK);
+    enum { ROWS = 6 };
+    static struct sl_row rows[ROWS];
+    sl_row *batch[ROWS];
+    for (int i = 0; i < ROWS; i++)
+        batch[i] = &rows[i];
+    double t0 = now_s();
+    assert_int_equal(sp.process(ws, batch, ROWS), SL_OK);
+    double took = now_s() - t0;
+    static const char *const where[ROWS] = {NULL, "endless.lua:4:", "endless.lua:5:",
+                                            "endless.lua:6:", "endless.lua:7:", NULL};
+    for (int i = 0; i < ROWS; i++) {
+        if (!where[i]) {
+            assert_false(sl_row_failed(batch[i]));
+            continue;
+        }
+        assert_true(sl_row_failed(batch[i]));
+        const char *err = batch[i]->error;
+        if (!strstr(err, where[i]) || !strstr(err, "still running after 0.2 s, the stage's "
+                                                   "time_limit"))
+            fail_msg("row %d: %s", i, err);
+    }
+    /* Four calls stopped, each soon after its 0.2 s (the clock is read
+     * every 1000 instructions). */
+    assert_true(took >= 0.8);
+    if (!getenv("SLUICE_SANITIZED"))
+        assert_true(took < 3.0);
+    sp.close(ws, SL_END_COMPLETE);
+    user_stage_free(us);
+
+    spec = (sl_stage_spec){.lua = script("top.lua", "while true do end\n"), .time_limit_s = 0.2};
+    assert_int_equal(user_stage_open(&spec, &us, &sp, &after), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "the script failed as it loaded: "));
+    assert_non_null(strstr(sl_last_error(), "top.lua:1: still running after 0.2 s"));
+    spec.lua = script("init.lua", "function init() while true do end end\n"
+                                  "function process(row) return row end\n");
+    assert_int_equal(user_stage_open(&spec, &us, &sp, &after), SL_OK);
+    assert_int_equal(sp.init(sp.config, 3, &ws), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "init() failed on worker 3: "));
+    assert_non_null(strstr(sl_last_error(), "init.lua:1: still running after 0.2 s"));
+    user_stage_free(us);
+    spec.time_limit_s = -1;
+    assert_int_equal(user_stage_open(&spec, &us, &sp, &after), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "time_limit is seconds"));
+    spec = (sl_stage_spec){.plugin = "/nonexistent/x.so", .time_limit_s = 5};
+    assert_int_equal(user_stage_open(&spec, &us, &sp, &after), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "time_limit is for Lua stages"));
+    tu_rmtree(base);
+}
+
+/* --- the cost of a no-op script ------------------------------------------------------------ */
 
 static void noop_cost(void **state)
 {
@@ -540,6 +623,7 @@ int main(void)
         cmocka_unit_test(filter_drops),
         cmocka_unit_test(errors_fail_rows),  cmocka_unit_test(row_seen_by_script),
         cmocka_unit_test(fan_out),           cmocka_unit_test(scripts_refused),
+        cmocka_unit_test(calls_past_their_time_limit_are_stopped),
         cmocka_unit_test(noop_cost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
