@@ -223,10 +223,14 @@ def test_a_script_that_does_not_compile_is_exit_2_naming_file_and_line(sluice, t
     assert not (tmp_path / "o2").exists()
 
 
-def test_a_script_error_fails_its_row_with_the_traceback(sluice, tmp_path):
-    script = tmp_path / "picky.lua"
+def camera_rows_fail(sluice, tmp_path, name, camera_line, more_yaml=""):
+    """A stage `name` after read whose process() runs `camera_line` for the
+    rows with "camera" in their id, on the samples: (the script, the rows
+    that failed, the output folder); only those rows failed and the run went
+    on (exit 3)."""
+    script = tmp_path / f"{name}.lua"
     script.write_text("function process(row)\n"
-                      "  if row.id:find('camera') then error('cameras are shy') end\n"
+                      f"  if row.id:find('camera') then {camera_line} end\n"
                       "  return row\n"
                       "end\n")
     job = tmp_path / "job.yaml"
@@ -234,18 +238,26 @@ def test_a_script_error_fails_its_row_with_the_traceback(sluice, tmp_path):
 pipeline:
   stages:
     - lua: {json.dumps(str(script))}
-      name: picky
+      name: {name}
       after: read
-""")
+{more_yaml}""")
     out = tmp_path / "out"
     r = sluice.run("run", job, SAMPLES, *MODEL, "-o", out, "--metrics-addr", "127.0.0.1:0",
                    "--max-tokens", "2")
     assert r.returncode == 3, r.stderr  # the run went on; rows failed
     rows = {row["id"]: row for row in read_rows(out)}
     failed = {i: row for i, row in rows.items() if row["error"]}
-    assert sorted(failed) == sorted(i for i in rows if "camera" in i)
+    assert failed and sorted(failed) == sorted(i for i in rows if "camera" in i)
+    assert len(rows) > len(failed)
     for row in failed.values():
-        assert row["error_stage"] == "picky"
+        assert row["error_stage"] == name
+    return script, failed, out
+
+
+def test_a_script_error_fails_its_row_with_the_traceback(sluice, tmp_path):
+    script, failed, out = camera_rows_fail(sluice, tmp_path, "picky",
+                                           "error('cameras are shy')")
+    for row in failed.values():
         assert row["error"].startswith(f"{script}:2: cameras are shy"), row["error"]
         assert f"{script}:2: in function 'process'" in row["error"]
         assert "stack traceback:" in row["error"]
@@ -257,30 +269,9 @@ pipeline:
 def test_a_call_past_its_time_limit_fails_its_row_and_the_run_goes_on(sluice, tmp_path):
     """A job file's time_limit: the rows whose call loops fail naming the
     line and the limit; the same worker goes on with the other rows."""
-    script = tmp_path / "stuck.lua"
-    script.write_text("function process(row)\n"
-                      "  if row.id:find('camera') then while true do end end\n"
-                      "  return row\n"
-                      "end\n")
-    job = tmp_path / "job.yaml"
-    job.write_text(f"""\
-pipeline:
-  stages:
-    - lua: {json.dumps(str(script))}
-      name: stuck
-      after: read
-      time_limit: 0.3
-""")
-    out = tmp_path / "out"
-    r = sluice.run("run", job, SAMPLES, *MODEL, "-o", out, "--metrics-addr", "off",
-                   "--max-tokens", "2")
-    assert r.returncode == 3, r.stderr
-    rows = {row["id"]: row for row in read_rows(out)}
-    failed = {i: row for i, row in rows.items() if row["error"]}
-    assert failed and sorted(failed) == sorted(i for i in rows if "camera" in i)
-    assert len(rows) > len(failed)
+    script, failed, _ = camera_rows_fail(sluice, tmp_path, "stuck", "while true do end",
+                                         "      time_limit: 0.3\n")
     for row in failed.values():
-        assert row["error_stage"] == "stuck"
         assert row["error"].startswith(
             f"{script}:2: still running after 0.3 s, the stage's time_limit"), row["error"]
 
