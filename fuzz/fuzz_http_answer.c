@@ -102,12 +102,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (openai_parse_completion(body, size, TEXT_MAX, 1, &res, why, sizeof why)) {
         if (!res.text || !res.finish_reason)
             abort();
-        /* A choices row's scores from the answer's alternatives: a
-         * distribution whenever they are read. */
-        static const char *const choices[] = {"yes", "no", "1", "10", "Maybe so"};
-        double p[5], sum = 0;
-        if (openai_choice_scores(res.logprobs, choices, 5, p, why, sizeof why)) {
-            for (int i = 0; i < 5; i++) {
+        /* A choices row's scores from the answer's alternatives, each
+         * probe answered with the same alternatives: a distribution
+         * whenever they are read, the probes bounded. */
+        static const char *const choices[] = {"yes", "no", "1", "10", "Maybe so", "the cat",
+                                              "the dog"};
+        enum { N_CHOICES = 7 };
+        static openai_choice_walk w;
+        openai_choice_walk_init(&w, choices, N_CHOICES);
+        bool read = openai_choice_walk_read(&w, "", 0, 1.0, res.logprobs, why, sizeof why);
+        int answered = 0;
+        while (read && w.n_probes > 0) {
+            openai_choice_probe q = w.probes[--w.n_probes];
+            if (q.len != strlen(q.prefix) || !(q.mass > 0) || ++answered > OPENAI_CHOICE_PROBES)
+                abort();
+            read = openai_choice_walk_read(&w, q.prefix, q.len, q.mass, res.logprobs, why,
+                                           sizeof why);
+        }
+        double p[N_CHOICES], sum = 0;
+        if (read && openai_choice_walk_end(&w, p, why, sizeof why)) {
+            for (int i = 0; i < N_CHOICES; i++) {
                 if (!(p[i] >= 0 && p[i] <= 1))
                     abort();
                 sum += p[i];

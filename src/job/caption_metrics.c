@@ -41,7 +41,8 @@ static const struct {
     {"vllm:prefix_cache_hits_total", "Prefix cache hits, in terms of number of cached tokens.",
      SL_METRICS_COUNTER},
     {"sluice_engine_choice_probes_total",
-     "Probes decoded for choices that begin alike: their common beginning read after a prompt.",
+     "Probes for choices that begin alike: their common beginning read after a prompt "
+     "(llama: a decode step, openai: a request).",
      SL_METRICS_COUNTER},
 };
 
@@ -486,7 +487,7 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
     for (int i = 0; i < EV_COUNT; i++) {
         /* HTTP engines count tokens per endpoint as answers come (below);
          * they have no KV cache or prefix cache to read. */
-        if (rm->n_eps && i != EV_RUNNING && i != EV_WAITING)
+        if (rm->n_eps && i != EV_RUNNING && i != EV_WAITING && i != EV_CHOICE_PROBES)
             continue;
         rm->values[i] = sl_metrics_with(sl_metrics_find(cm->reg, engine_families[i].name),
                                         model_name, engine_label, "");

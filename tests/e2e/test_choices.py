@@ -364,3 +364,72 @@ def test_the_openai_engine_scores_choices_from_the_servers_alternatives(sluice, 
         assert abs(scores[w] - p[w] / sum(p.values())) < 2e-3, (scores, p)
     assert row["caption"] == max(words, key=p.get)
     assert row["generated_tokens"] == 1 and row["finish_reason"] == "stop", row
+
+
+def test_the_openai_engine_probes_where_choices_begin_alike(sluice, llama_prefix, tmp_path):
+    """Choices w, "w x" and v on llama-server, where w is a first token the
+    model ranks in its top 20 for the image and x one it ranks after w: the
+    row's request, then a probe (the same body continuing the answer from
+    w). Expected, from the server's own answers to those two bodies sent by
+    this test: w takes P(w) (1 - P(x | w)), "w x" P(w) P(x | w), v P(v),
+    over their sum."""
+    from openai_helpers import Proxy, chat
+    one = tmp_path / "in"
+    one.mkdir()
+    (one / sample_images()[0].name).symlink_to(sample_images()[0])
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 2) as server, \
+            Proxy(server.url) as proxy:
+        common = ("--engine", "openai", "--endpoint", proxy.url, "--show", 0,
+                  "--max-attempts", 1)
+        # A choices request's body is the same whatever the choices: read
+        # it from a run whose choices the model never says.
+        sluice.run("caption", one, "-o", tmp_path / "body", *common, "--choices", "qzqz,zqzq")
+        body = json.loads(proxy.log[0]["body"])
+
+        def alternatives(prefix=None):
+            b = json.loads(json.dumps(body))
+            if prefix is not None:
+                b["messages"].append({"role": "assistant", "content": prefix})
+                b["continue_final_message"] = True
+                b["add_generation_prompt"] = False
+            status, answer = chat(server.url, json.dumps(b).encode())
+            assert status == 200, answer
+            alts = answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+            return [(bytes(a["bytes"]).decode("utf-8", "replace"), math.exp(a["logprob"]))
+                    for a in alts]
+
+        first = alternatives()
+        stripped = [t.strip() for t, _ in first]
+
+        def alone(w):  # no other alternative reads as w, begins it or is begun by it
+            return sum(t.lower() == w.lower() or (t and (w.lower().startswith(t.lower()) or
+                                                        t.lower().startswith(w.lower())))
+                       for t in stripped) == 1
+
+        words = [(raw, p) for (raw, p), t in zip(first, stripped)
+                 if t.isalpha() and t.islower() and alone(t)]
+        assert len(words) >= 2, first
+        (w_raw, p_w), (v_raw, p_v) = words[0], words[1]
+        w, v = w_raw.strip(), v_raw.strip()
+        after = alternatives(w_raw)
+        # x: a word after w that no other alternative begins (no deeper probe).
+        xs = [(t, q) for t, q in after if t.startswith(" ") and t[1:].isalpha() and
+              not any(u != t and len(u.strip()) and t.startswith(u) for u, _ in after)]
+        assert xs, after
+        x_raw, q_x = xs[0]
+        wx = w + x_raw
+        del proxy.log[:]
+        r = sluice.run("caption", one, "-o", tmp_path / "out", *common, "--choices",
+                       ",".join([w, wx, v]))
+        assert r.returncode == 0, r.stderr
+        sent = [json.loads(e["body"]) for e in proxy.log]
+    assert len(sent) == 2, [s["messages"][-1] for s in sent]
+    assert sent[1]["messages"][-1] == {"role": "assistant", "content": w_raw}
+    assert sent[1]["continue_final_message"] is True
+    assert probes(tmp_path / "out") == 1
+    row = read_rows(tmp_path / "out")[0]
+    scores = assert_scored(row, [w, wx, v])
+    want = {w: p_w * (1 - q_x), wx: p_w * q_x, v: p_v}
+    total = sum(want.values())
+    for c in want:
+        assert abs(scores[c] - want[c] / total) < 2e-3, (scores, want)

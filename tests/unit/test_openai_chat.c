@@ -69,6 +69,20 @@ static const char canned_choice[] =
     "{\"token\":\"no\",\"logprob\":-4.0}]}]}}],\"usage\":{\"prompt_tokens\":42,"
     "\"completion_tokens\":1,\"total_tokens\":43}}";
 
+/* Its answers for the choices 1, 10, 2: the first token "1" or "2"; after
+ * "1" (a probe continuing the answer), "0" or the end. */
+static const char canned_digit[] =
+    "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"1\"},"
+    "\"finish_reason\":\"length\",\"logprobs\":{\"content\":[{\"token\":\"1\",\"logprob\":"
+    "-0.5108,\"top_logprobs\":[{\"token\":\"1\",\"logprob\":-0.5108256},{\"token\":\"2\","
+    "\"logprob\":-1.2039728},{\"token\":\"x\",\"logprob\":-2.3025851}]}]}}],\"usage\":"
+    "{\"prompt_tokens\":40,\"completion_tokens\":1}}";
+static const char canned_after_1[] =
+    "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"\"},"
+    "\"finish_reason\":\"stop\",\"logprobs\":{\"content\":[{\"token\":\"\",\"logprob\":"
+    "-0.69,\"top_logprobs\":[{\"token\":\"\",\"logprob\":-0.6931472},{\"token\":\"0\","
+    "\"logprob\":-1.3862944}]}]}}],\"usage\":{\"prompt_tokens\":41,\"completion_tokens\":1}}";
+
 static struct {
     struct MHD_Daemon *d;
     char url[64];
@@ -115,12 +129,31 @@ static enum MHD_Result fake_handler(void *cls, struct MHD_Connection *c, const c
     bool stream = json_is_true(json_object_get(root, "stream"));
     bool logprobs = json_is_true(json_object_get(root, "logprobs"));
     json_int_t n = json_integer_value(json_object_get(root, "n"));
+    json_t *msgs = json_object_get(root, "messages");
+    json_t *content = json_object_get(json_array_get(msgs, 0), "content");
+    const char *prompt = json_is_string(content)
+                             ? json_string_value(content)
+                             : json_string_value(json_object_get(json_array_get(content, 0), "text"));
+    bool digits = prompt && strncmp(prompt, "Rate", 4) == 0;
+    bool probe = json_is_true(json_object_get(root, "continue_final_message")) &&
+                 json_is_false(json_object_get(root, "add_generation_prompt"));
+    bool failing = prompt && strcmp(prompt, "Rate, failing probes.") == 0;
     json_decref(root);
     pthread_mutex_lock(&fake.mu);
     free(fake.last_body);
     fake.last_body = strdup(u->data ? u->data : "");
     fake.posts++;
     pthread_mutex_unlock(&fake.mu);
+    if (digits && probe && failing) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(
+            strlen("{\"error\":{\"message\":\"no prefill here\"}}"),
+            (void *)"{\"error\":{\"message\":\"no prefill here\"}}", MHD_RESPMEM_PERSISTENT);
+        enum MHD_Result ret = MHD_queue_response(c, 400, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+    if (digits)
+        return fake_reply(c, probe ? canned_after_1 : canned_digit, "application/json");
     if (n > 1 && n < 10 && !stream && !logprobs) {
         /* n answers "answer K", last first (the index puts them in order). */
         char body[2048];
@@ -680,6 +713,48 @@ static void samples_go_out_as_one_request_with_n(void **state)
     sl_engine_free(e);
 }
 
+/* Choices 1, 10 and 2: "1" is a choice and begins 10, so a probe asks for
+ * what comes after "1" (the same body with an assistant message "1" to
+ * continue); 1 takes what is not "0". A probe the server refuses fails the
+ * row naming it. */
+static void choices_that_begin_alike_send_a_probe(void **state)
+{
+    sl_engine *e = open_at(fake.url, false);
+    const char *choices[3] = {"1", "10", "2"};
+    sl_request q = {.id = "rate", .prompt = "Rate it.", .sampling = sl_sampling_default(),
+                    .choices = choices, .n_choices = 3};
+    int before = posts();
+    sl_result r;
+    if (sl_engine_generate(e, &q, &r) != SL_OK)
+        fail_msg("%s", sl_last_error());
+    assert_int_equal(posts(), before + 2);
+    char *body = last_body(); /* the probe's */
+    json_t *sent = json_loads(body, 0, NULL);
+    json_t *msgs = json_object_get(sent, "messages");
+    json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
+    assert_string_equal(json_string_value(json_object_get(last, "role")), "assistant");
+    assert_string_equal(json_string_value(json_object_get(last, "content")), "1");
+    assert_true(json_is_true(json_object_get(sent, "continue_final_message")));
+    assert_int_equal(json_integer_value(json_object_get(sent, "max_tokens")), 1);
+    json_decref(sent);
+    free(body);
+    /* 1: 0.6 * (1 - 0.25); 10: 0.6 * 0.25; 2: 0.3 ("x" is none): of 0.9. */
+    json_t *scores = json_loads(r.scores, 0, NULL);
+    assert_float_equal(json_real_value(json_object_get(scores, "1")), 0.45 / 0.9, 1e-6);
+    assert_float_equal(json_real_value(json_object_get(scores, "10")), 0.15 / 0.9, 1e-6);
+    assert_float_equal(json_real_value(json_object_get(scores, "2")), 0.3 / 0.9, 1e-6);
+    json_decref(scores);
+    assert_string_equal(r.text, "1");
+    assert_int_equal(r.prompt_tokens, 40); /* the row's first answer's */
+    sl_result_clear(&r);
+
+    q.prompt = "Rate, failing probes.";
+    assert_int_equal(sl_engine_generate(e, &q, &r), SL_ERR_ENGINE);
+    assert_non_null(strstr(sl_last_error(), "rate, probe '1'"));
+    assert_non_null(strstr(sl_last_error(), "HTTP 400: no prefill here"));
+    sl_engine_free(e);
+}
+
 static void run_llama_server_conversations(bool stream)
 {
     if (server.pid <= 0)
@@ -797,6 +872,7 @@ int main(void)
         cmocka_unit_test(a_body_is_forwarded_as_given_but_model_and_stream),
         cmocka_unit_test(choices_ask_for_one_token_and_its_alternatives),
         cmocka_unit_test(samples_go_out_as_one_request_with_n),
+        cmocka_unit_test(choices_that_begin_alike_send_a_probe),
         cmocka_unit_test(samples_through_llama_server),
         cmocka_unit_test(conversations_through_llama_server),
         cmocka_unit_test(conversations_through_llama_server_streamed),

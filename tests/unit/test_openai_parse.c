@@ -299,9 +299,34 @@ static char *alternatives(const char *const *tokens, const double *lps, int n)
     return text;
 }
 
+/* The walk over alternatives with no probe to make: the first answer's
+ * alternatives scored, or why not. */
+static bool scores_at_once(const char *lp, const char *const *choices, int n, double *p,
+                           char *why, size_t cap)
+{
+    openai_choice_walk w;
+    openai_choice_walk_init(&w, choices, n);
+    if (!openai_choice_walk_read(&w, "", 0, 1.0, lp, why, cap))
+        return false;
+    assert_int_equal(w.n_probes, 0);
+    return openai_choice_walk_end(&w, p, why, cap);
+}
+
+/* Probe k of w is `prefix` with `mass`; answered with alternatives lp. */
+static void answer_probe(openai_choice_walk *w, int k, const char *prefix, double mass,
+                         const char *lp)
+{
+    char why[256];
+    openai_choice_probe q = w->probes[k];
+    assert_string_equal(q.prefix, prefix);
+    assert_int_equal(q.len, strlen(prefix));
+    assert_float_equal(q.mass, mass, 1e-12);
+    assert_true(openai_choice_walk_read(w, q.prefix, q.len, q.mass, lp, why, sizeof why));
+}
+
 /* Choices from the first token's alternatives: an alternative counts for
- * the choice it is (space and first-letter case aside), else for the one
- * it begins; one that begins several counts for none; none at all fails. */
+ * the choice it is (space and first-letter case aside) when it begins no
+ * other, else for the one it begins; none at all fails. */
 static void choices_are_scored_from_the_alternatives(void **state)
 {
     const char *choices[3] = {"yes", "no", "maybe"};
@@ -310,7 +335,7 @@ static void choices_are_scored_from_the_alternatives(void **state)
     char *lp = alternatives(toks, lps, 8);
     double p[3];
     char why[256];
-    assert_true(openai_choice_scores(lp, choices, 3, p, why, sizeof why));
+    assert_true(scores_at_once(lp, choices, 3, p, why, sizeof why));
     /* " m" begins only "maybe"; "NO" is neither "no" nor "No". */
     double yes = exp(-0.5) + exp(-3.0), no = exp(-1.0),
            maybe = exp(-2.0) + exp(-3.5) + exp(-4.0), total = yes + no + maybe;
@@ -319,30 +344,154 @@ static void choices_are_scored_from_the_alternatives(void **state)
     assert_float_equal(p[2], maybe / total, 1e-9);
     free(lp);
 
-    /* "1" is the choice "1" (not the beginning of "10"); " 1" of "10" and
-     * "12" alone begins both: it counts for none. */
-    const char *ratings[2] = {"10", "12"}, *digits[3] = {"1", "10", "12"};
-    const char *one[] = {"1", "x"};
-    const double one_lps[] = {-0.1, -0.2};
-    lp = alternatives(one, one_lps, 2);
-    assert_true(openai_choice_scores(lp, digits, 3, p, why, sizeof why));
-    assert_float_equal(p[0], 1.0, 1e-12);
-    assert_false(openai_choice_scores(lp, ratings, 2, p, why, sizeof why));
+    /* None of them among the alternatives; no alternatives at all. */
+    const char *ratings[2] = {"10", "12"};
+    const char *other[] = {"7", "x"};
+    const double other_lps[] = {-0.1, -0.2};
+    lp = alternatives(other, other_lps, 2);
+    assert_false(scores_at_once(lp, ratings, 2, p, why, sizeof why));
     assert_string_equal(why, "none of the choices is among the 2 most likely first tokens (the "
-                             "most likely: '1')");
+                             "most likely: '7')");
     free(lp);
+    assert_false(scores_at_once("{\"content\":[{\"token\":\"a\"}]}", choices, 3, p, why,
+                                sizeof why));
+    assert_non_null(strstr(why, "no top_logprobs for the first token"));
+    assert_false(scores_at_once(NULL, choices, 3, p, why, sizeof why));
+}
 
-    /* No alternatives: the server gave none. */
-    assert_false(openai_choice_scores("{\"content\":[{\"token\":\"a\"}]}", choices, 3, p, why,
-                                      sizeof why));
-    assert_non_null(strstr(why, "no top_logprobs"));
-    assert_false(openai_choice_scores(NULL, choices, 3, p, why, sizeof why));
+/* Where choices begin alike the walk asks for probes and reads them:
+ * worked out by hand. Ratings: "1" is a choice and begins "10" and "12";
+ * after "1", "0" is 10, "2" is 12, "5" (15) none, and the rest is 1's. */
+static void probes_tell_choices_apart_where_they_part(void **state)
+{
+    const char *digits[3] = {"1", "10", "12"};
+    openai_choice_walk w;
+    openai_choice_walk_init(&w, digits, 3);
+    const char *first[] = {"1", "2", " 1"};
+    const double first_lps[] = {log(0.5), log(0.1), log(0.2)};
+    char *lp = alternatives(first, first_lps, 3);
+    char why[256];
+    assert_true(openai_choice_walk_read(&w, "", 0, 1.0, lp, why, sizeof why));
+    free(lp);
+    assert_int_equal(w.n_probes, 2);
+    const char *next[] = {"0", "2", "5", ""};
+    const double next_lps[] = {log(0.3), log(0.1), log(0.2), log(0.4)};
+    lp = alternatives(next, next_lps, 4);
+    answer_probe(&w, 0, "1", 0.5, lp);
+    answer_probe(&w, 1, " 1", 0.2, lp);
+    free(lp);
+    assert_int_equal(w.n_probes, 2); /* the caller takes them */
+    w.n_probes = 0;
+    double p[3];
+    assert_true(openai_choice_walk_end(&w, p, why, sizeof why));
+    /* 1: 0.7 * (1 - 0.3 - 0.1); 10: 0.7 * 0.3; 12: 0.7 * 0.1; of 0.7. */
+    assert_float_equal(p[0], 0.6, 1e-9);
+    assert_float_equal(p[1], 0.3, 1e-9);
+    assert_float_equal(p[2], 0.1, 1e-9);
+
+    /* "the cat", "the dog", "a bird": " the" and "The" begin two each;
+     * after " the", " bird" is none of them (and " the" no choice: no rest). */
+    const char *pets[3] = {"the cat", "the dog", "a bird"};
+    openai_choice_walk_init(&w, pets, 3);
+    const char *t1[] = {" the", "a", "The"};
+    const double t1_lps[] = {log(0.6), log(0.1), log(0.05)};
+    lp = alternatives(t1, t1_lps, 3);
+    assert_true(openai_choice_walk_read(&w, "", 0, 1.0, lp, why, sizeof why));
+    free(lp);
+    assert_int_equal(w.n_probes, 2);
+    const char *t2[] = {" cat", " dog", " bird"};
+    const double t2_lps[] = {log(0.5), log(0.25), log(0.1)};
+    lp = alternatives(t2, t2_lps, 3);
+    answer_probe(&w, 0, " the", 0.6, lp);
+    free(lp);
+    const char *t3[] = {" dog"};
+    const double t3_lps[] = {0.0};
+    lp = alternatives(t3, t3_lps, 1);
+    answer_probe(&w, 1, "The", 0.05, lp);
+    free(lp);
+    assert_true(openai_choice_walk_end(&w, p, why, sizeof why));
+    assert_float_equal(p[0], 0.3 / 0.6, 1e-9);
+    assert_float_equal(p[1], 0.2 / 0.6, 1e-9);
+    assert_float_equal(p[2], 0.1 / 0.6, 1e-9);
+
+    /* Two partings deep: a probe's answer asks for another probe. */
+    const char *big[2] = {"the big cat", "the big dog"};
+    openai_choice_walk_init(&w, big, 2);
+    const char *b1[] = {"the"};
+    const double b1_lps[] = {0.0};
+    lp = alternatives(b1, b1_lps, 1);
+    assert_true(openai_choice_walk_read(&w, "", 0, 1.0, lp, why, sizeof why));
+    free(lp);
+    assert_int_equal(w.n_probes, 1);
+    w.n_probes = 0;
+    const char *b2[] = {" big", " small"};
+    const double b2_lps[] = {log(0.8), log(0.2)};
+    lp = alternatives(b2, b2_lps, 2);
+    answer_probe(&w, 0, "the", 1.0, lp);
+    free(lp);
+    assert_int_equal(w.n_probes, 1);
+    w.n_probes = 0;
+    const char *b3[] = {" cat", " dog"};
+    const double b3_lps[] = {log(0.5), log(0.25)};
+    lp = alternatives(b3, b3_lps, 2);
+    answer_probe(&w, 0, "the big", 0.8, lp);
+    free(lp);
+    assert_int_equal(w.made, 2);
+    assert_true(openai_choice_walk_end(&w, p, why, sizeof why));
+    assert_float_equal(p[0], 2.0 / 3, 1e-9);
+    assert_float_equal(p[1], 1.0 / 3, 1e-9);
+
+    /* A probe under 1e-7 of the first token's share is not made: its
+     * sliver split evenly between the choices it could be. */
+    const char *few[3] = {"1", "10", "2"};
+    openai_choice_walk_init(&w, few, 3);
+    const char *f1[] = {"2", "1"};
+    const double f1_lps[] = {log(0.9), log(1e-9)};
+    lp = alternatives(f1, f1_lps, 2);
+    assert_true(openai_choice_walk_read(&w, "", 0, 1.0, lp, why, sizeof why));
+    free(lp);
+    assert_int_equal(w.n_probes, 0);
+    assert_true(openai_choice_walk_end(&w, p, why, sizeof why));
+    assert_float_equal(p[0], 0.5e-9 / (0.9 + 1e-9), 1e-15);
+    assert_float_equal(p[1], 0.5e-9 / (0.9 + 1e-9), 1e-15);
+
+    /* At most OPENAI_CHOICE_PROBES a row: 20 ambiguous first tokens (each
+     * "kN" begins "kN", "kNx"), the rest split evenly. */
+    const char *many[40];
+    char names[40][8];
+    for (int i = 0; i < 20; i++) {
+        snprintf(names[2 * i], 8, "k%02d", i);
+        snprintf(names[2 * i + 1], 8, "k%02dx", i);
+        many[2 * i] = names[2 * i];
+        many[2 * i + 1] = names[2 * i + 1];
+    }
+    openai_choice_walk_init(&w, many, 40);
+    const char *m1[20];
+    double m1_lps[20];
+    for (int i = 0; i < 20; i++) {
+        m1[i] = many[2 * i];
+        m1_lps[i] = log(0.05);
+    }
+    lp = alternatives(m1, m1_lps, 20);
+    assert_true(openai_choice_walk_read(&w, "", 0, 1.0, lp, why, sizeof why));
+    free(lp);
+    assert_int_equal(w.n_probes, OPENAI_CHOICE_PROBES);
+    assert_float_equal(w.p[2 * 19], 0.025, 1e-12);
+    assert_float_equal(w.p[2 * 19 + 1], 0.025, 1e-12);
+    assert_float_equal(w.p[0], 0.0, 0);
+
+    /* A probe's answer without alternatives: why names continuing. */
+    openai_choice_walk_init(&w, digits, 3);
+    assert_false(openai_choice_walk_read(&w, "1", 1, 0.5, "{\"content\":[]}", why, sizeof why));
+    assert_non_null(strstr(why, "no top_logprobs for the next token"));
+    assert_non_null(strstr(why, "continue_final_message"));
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(choices_are_scored_from_the_alternatives),
+        cmocka_unit_test(probes_tell_choices_apart_where_they_part),
         cmocka_unit_test(bounds_follow_max_tokens),
         cmocka_unit_test(n_answers_come_back_in_index_order),
         cmocka_unit_test(completion_past_its_bound_fails),

@@ -93,6 +93,20 @@ typedef struct oa_req {
     int n_choices;
     float choice_temperature;
     uint64_t choice_seed;
+    /* ... and, where choices begin alike, probes: requests of its own
+     * continuing the answer from a prefix (openai_parse.h). The request
+     * waits in the engine's `probing` list while probes_out > 0; held is
+     * its first answer (counts and timings, no text), probe_error the first
+     * probe failure, which fails it. */
+    openai_choice_walk *walk;
+    int probes_out;
+    sl_result held;
+    long held_code;
+    char *probe_error;
+    /* A probe: the choices request it reads for (alive until its last
+     * probe is back) and what it continues. */
+    struct oa_req *parent;
+    openai_choice_probe probe;
 } oa_req;
 
 typedef struct req_list {
@@ -140,6 +154,9 @@ static void req_free(oa_req *r)
     for (int i = 0; i < r->n_choices; i++)
         sl_free(r->choices[i]);
     sl_free(r->choices);
+    sl_free(r->walk);
+    sl_result_clear(&r->held);
+    sl_free(r->probe_error);
     sl_free(r);
 }
 
@@ -187,8 +204,12 @@ typedef struct oa_engine {
     bool fatal;
     char fatal_msg[1024];
 
+    /* Loop-owned: choices requests waiting for their probes. */
+    req_list probing;
+
     pthread_mutex_t smu;        /* the figures stats callers read */
     uint64_t prompt_tokens, generation_tokens;
+    uint64_t choice_probes;     /* probes answered */
     size_t waiting, running;
 
     /* Loop-owned. */
@@ -212,11 +233,17 @@ static void set_waiting(oa_engine *e)
     pthread_mutex_unlock(&e->smu);
 }
 
-/* Hands a finished request to poll(). `error` NULL: res holds its
- * r->n_answers results, each checked against the request's schema
- * (SL_ERR_INVALID_OUTPUT keeps it). */
+static void probe_done(oa_engine *e, oa_req *probe, sl_result *res, const char *error);
+
+/* Hands a finished request to poll(), or a probe to its choices request.
+ * `error` NULL: res holds its r->n_answers results, each checked against
+ * the request's schema (SL_ERR_INVALID_OUTPUT keeps it). */
 static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
 {
+    if (r->parent) {
+        probe_done(e, r, res, error);
+        return;
+    }
     sl_completion c = {.tag = r->tag, .status = SL_OK};
     bool last = true;
     if (r->grp) {
@@ -879,28 +906,99 @@ static void retry_or_fail(oa_engine *e, oa_req *r, oa_endpoint *ep, long code, c
     list_push(&e->delayed, r);
 }
 
-/* A choices request's answer (out[0]): the choices scored from the first
- * token's alternatives, and answer k drawn with its answer's seed into
- * out[k] (k < r->n_answers); its choice becomes the text, the scores the
- * result's (the alternatives themselves are not kept: they were not asked
- * for). false (out[0] still the server's) when none of the choices is
- * among the alternatives, or memory runs out. */
-static bool settle_choices(oa_req *r, sl_result *out, char *why, size_t cap)
+/* n answers of r done: each with its chat.completion object when asked
+ * for (the server's own when `body` is it, else one assembled as the llama
+ * engine makes it, with a stream's id), then handed over. */
+static void answers_done(oa_engine *e, oa_req *r, sl_result *out, const char *body,
+                         size_t body_len)
 {
+    for (int k = 0; r->want_json && k < r->n_answers; k++) {
+        out[k].response_json =
+            body ? sl_strndup(body, body_len)
+                 : sl_chat_completion_json(r->st.id[0] ? r->st.id : NULL,
+                                           r->st.model[0] ? r->st.model : e->model,
+                                           r->st.created, &out[k]);
+        if (!out[k].response_json) {
+            for (int j = 0; j < r->n_answers; j++)
+                sl_result_clear(&out[j]);
+            fail_request(e, r, "%s: out of memory for the answer's JSON", r->id);
+            return;
+        }
+    }
+    complete(e, r, out, NULL);
+}
+
+/* A probe of choices request r: the same body continuing the answer from
+ * the probe's prefix (an assistant message, continue_final_message: vLLM's
+ * and llama-server's way); NULL when out of memory. */
+static oa_req *probe_new(const oa_req *r, const openai_choice_probe *q)
+{
+    oa_req *p = sl_calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->parent = (oa_req *)r;
+    p->probe = *q;
+    p->tag = r->tag;
+    p->n_answers = 1;
+    p->text_max = r->text_max;
+    p->body_max = r->body_max;
+    p->submitted = sl_mono_s();
+    p->retry_after = -1.0;
+    p->id = sl_asprintf("%s, probe '%.60s'", r->id, q->prefix);
+    json_t *root = json_loadb(r->body, r->body_len, 0, NULL);
+    json_t *msg = json_pack("{s:s, s:s%}", "role", "assistant", "content", q->prefix, q->len);
+    if (p->id && root && msg && json_array_append(json_object_get(root, "messages"), msg) == 0 &&
+        json_object_set_new(root, "continue_final_message", json_true()) == 0 &&
+        json_object_set_new(root, "add_generation_prompt", json_false()) == 0)
+        p->body = sl_json_dump(root, JSON_COMPACT, &p->body_len);
+    json_decref(msg);
+    json_decref(root);
+    if (!p->body) {
+        req_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* The probes r's walk queued, sent (ready for dispatch). */
+static void send_probes(oa_engine *e, oa_req *r)
+{
+    for (int i = 0; i < r->walk->n_probes && !r->probe_error; i++) {
+        oa_req *p = probe_new(r, &r->walk->probes[i]);
+        if (!p) {
+            r->probe_error = sl_asprintf("%s: out of memory for a probe of its choices", r->id);
+            break;
+        }
+        list_push(&e->ready, p);
+        r->probes_out++;
+    }
+    r->walk->n_probes = 0;
+}
+
+/* Choices request r with its walk read through: each answer drawn from the
+ * scores with its answer's seed (the choice its text, the scores the
+ * result's; the alternatives themselves were not asked for). */
+static void settle_choices(oa_engine *e, oa_req *r)
+{
+    char why[512];
     double p[SL_MAX_CHOICES];
+    if (r->probe_error) {
+        snprintf(why, sizeof why, "%s", r->probe_error);
+        fail_request(e, r, "%s", why);
+        return;
+    }
+    if (!openai_choice_walk_end(r->walk, p, why, sizeof why)) {
+        fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, r->held.endpoint,
+                     r->held_code, why);
+        return;
+    }
     const char *const *choices = (const char *const *)r->choices;
-    if (!openai_choice_scores(out[0].logprobs, choices, r->n_choices, p, why, cap))
-        return false;
-    sl_result first = out[0];
-    sl_free(first.text);
-    sl_free(first.logprobs);
-    first.text = first.logprobs = NULL;
-    first.finish_reason = "stop";
+    sl_result out[SL_MAX_ANSWERS];
     bool ok = true;
     for (int k = 0; k < r->n_answers; k++) {
         uint64_t seed = sl_sampling_answer_seed(r->choice_seed, k);
         int pick = sl_choice_pick(p, r->n_choices, r->choice_temperature, seed);
-        out[k] = first;
+        out[k] = r->held;
         out[k].text = sl_strdup(r->choices[pick]);
         out[k].scores = sl_choice_scores_json(choices, p, r->n_choices);
         ok &= out[k].text && out[k].scores;
@@ -908,9 +1006,69 @@ static bool settle_choices(oa_req *r, sl_result *out, char *why, size_t cap)
     if (!ok) {
         for (int k = 0; k < r->n_answers; k++)
             sl_result_clear(&out[k]);
-        snprintf(why, cap, "out of memory for its scores");
+        fail_request(e, r, "%s: out of memory for its scores", r->id);
+        return;
     }
-    return ok;
+    answers_done(e, r, out, NULL, 0);
+}
+
+/* A choices request's first answer (out, its text and logprobs taken):
+ * the first token's alternatives read, then probes sent where choices
+ * begin alike, or the row settled now. */
+static void start_choices(oa_engine *e, oa_req *r, sl_result *out, long code)
+{
+    char why[512];
+    r->walk = sl_malloc(sizeof *r->walk);
+    if (r->walk) {
+        openai_choice_walk_init(r->walk, (const char *const *)r->choices, r->n_choices);
+        if (!openai_choice_walk_read(r->walk, "", 0, 1.0, out->logprobs, why, sizeof why)) {
+            const char *url = out->endpoint;
+            sl_result_clear(out);
+            fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, url, code, why);
+            return;
+        }
+    }
+    sl_free(out->text);
+    sl_free(out->logprobs);
+    out->text = out->logprobs = NULL;
+    out->finish_reason = "stop";
+    r->held = *out;
+    r->held_code = code;
+    if (!r->walk) {
+        fail_request(e, r, "%s: out of memory for its choices", r->id);
+        return;
+    }
+    send_probes(e, r);
+    if (r->probes_out > 0)
+        list_push(&e->probing, r);
+    else
+        settle_choices(e, r);
+}
+
+/* A probe back (res its answer, or error): read into its request's walk,
+ * which may send more; the request settles with its last probe. */
+static void probe_done(oa_engine *e, oa_req *probe, sl_result *res, const char *error)
+{
+    oa_req *r = probe->parent;
+    char why[512];
+    if (!r->probe_error && error) {
+        r->probe_error = sl_strdup(error);
+    } else if (!r->probe_error &&
+               !openai_choice_walk_read(r->walk, probe->probe.prefix, probe->probe.len,
+                                        probe->probe.mass, res[0].logprobs, why, sizeof why)) {
+        r->probe_error = sl_asprintf("%s: %s answered but %s", probe->id,
+                                     res[0].endpoint ? res[0].endpoint : "the server", why);
+    } else if (!r->probe_error) {
+        send_probes(e, r);
+    }
+    if (res)
+        sl_result_clear(&res[0]);
+    r->probes_out--;
+    req_free(probe);
+    if (r->probes_out == 0) {
+        list_remove(&e->probing, r);
+        settle_choices(e, r);
+    }
 }
 
 static void finish(oa_engine *e, CURL *h, CURLcode res)
@@ -958,34 +1116,7 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
             fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, ep->url, code, why);
             return;
         }
-        if (r->n_choices > 0 && !settle_choices(r, out, why, sizeof why)) {
-            sl_result_clear(&out[0]);
-            fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, ep->url, code, why);
-            return;
-        }
-        /* The request's tokens, counted once: a choices request's prompt
-         * and token were the server's once, its answers' copies. */
-        uint64_t prompt = (uint64_t)out[0].prompt_tokens, generated = 0;
-        for (int k = 0; k < n_sent; k++)
-            generated += (uint64_t)out[k].generated_tokens;
-        for (int k = 0; k < n; k++) {
-            if (r->want_json) {
-                /* The server's own object when it holds this answer alone;
-                 * else (a stream, n answers, a choice drawn) one assembled
-                 * as the llama engine makes it, with the stream's id. */
-                bool own = !r->stream && n_sent == 1 && r->n_choices == 0;
-                out[k].response_json =
-                    own ? sl_strndup(body, r->resp.len)
-                        : sl_chat_completion_json(r->st.id[0] ? r->st.id : NULL,
-                                                  r->st.model[0] ? r->st.model : e->model,
-                                                  r->st.created, &out[k]);
-                if (!out[k].response_json) {
-                    for (int j = 0; j < n; j++)
-                        sl_result_clear(&out[j]);
-                    fail_request(e, r, "%s: out of memory for the answer's JSON", r->id);
-                    return;
-                }
-            }
+        for (int k = 0; k < n_sent; k++) {
             out[k].endpoint = ep->url;
             out[k].attempts = r->attempts;
             out[k].queue_ms = (r->sent_at - r->submitted) * 1e3;
@@ -993,11 +1124,24 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
                 out[k].generate_ms = (now - r->sent_at) * 1e3;
         }
         endpoint_ok(e, ep, now - r->sent_at);
+        /* The tokens the server computed, once: a choices request's answers
+         * are drawn from one scoring. */
+        uint64_t generated = 0;
+        for (int k = 0; k < n_sent; k++)
+            generated += (uint64_t)out[k].generated_tokens;
         pthread_mutex_lock(&e->smu);
-        e->prompt_tokens += prompt;
+        e->prompt_tokens += (uint64_t)out[0].prompt_tokens;
         e->generation_tokens += generated;
+        e->choice_probes += r->parent != NULL;
         pthread_mutex_unlock(&e->smu);
-        complete(e, r, out, NULL);
+        if (r->parent) /* a probe: read by its choices request */
+            complete(e, r, out, NULL);
+        else if (r->n_choices > 0)
+            start_choices(e, r, &out[0], code);
+        else if (r->stream || n_sent > 1)
+            answers_done(e, r, out, NULL, 0);
+        else
+            answers_done(e, r, out, body, r->resp.len);
         return;
     }
     char msg[768];
@@ -1194,6 +1338,7 @@ static void oa_stats(const void *impl, sl_engine_stats *out)
     out->requests_waiting = e->waiting;
     out->prompt_tokens = e->prompt_tokens;
     out->generation_tokens = e->generation_tokens;
+    out->choice_probes = e->choice_probes;
     pthread_mutex_unlock(&e->smu);
 }
 
@@ -1247,6 +1392,7 @@ static void oa_free(void *impl)
     free_list(&e->ready);
     free_list(&e->delayed);
     free_list(&e->incoming);
+    free_list(&e->probing);
     for (size_t i = 0; i < e->n_pool; i++)
         curl_easy_cleanup(e->pool[i]);
     sl_free(e->pool);

@@ -182,88 +182,205 @@ static bool begins(const char *key, size_t len, const char *c)
     return (key[0] == c[0] || (other && key[0] == other)) && memcmp(key + 1, c + 1, len - 1) == 0;
 }
 
-/* The choice an alternative's text counts for (-1: none). */
-static int choice_of(const char *text, size_t len, const char *const *choices, int n)
+/* How text (leading white space dropped) reads among the choices: *exact
+ * the one choice it is (as written, else first letter's case swapped;
+ * -1: none), *begun how many it begins and goes on in, *one the last of
+ * those. */
+static void classify(const char *text, size_t len, const char *const *choices, int n,
+                     int *exact, int *begun, int *one)
 {
     size_t skip = 0;
-    while (skip < len && text[skip] && strchr(" \t\r\n", text[skip]))
+    while (skip < len && strchr(" \t\r\n", text[skip]))
         skip++;
     const char *key = text + skip;
     len -= skip;
+    *exact = -1;
+    *begun = 0;
+    *one = -1;
     if (len == 0)
-        return -1;
-    int best = -1, best_how = 0, ties = 0, begun = -1, n_begun = 0;
+        return;
+    int best_how = 0, ties = 0;
     for (int i = 0; i < n; i++) {
         int how = same_as(key, len, choices[i]);
         if (how > best_how) {
-            best = i;
+            *exact = i;
             best_how = how;
             ties = 1;
         } else if (how && how == best_how) {
             ties++;
         }
         if (begins(key, len, choices[i])) {
-            begun = i;
-            n_begun++;
+            *one = i;
+            ++*begun;
         }
     }
-    if (best >= 0)
-        return ties == 1 ? best : -1;
-    return n_begun == 1 ? begun : -1;
+    if (ties > 1)
+        *exact = -1;
 }
 
-bool openai_choice_scores(const char *logprobs_json, const char *const *choices, int n, double *p,
-                          char *why, size_t cap)
+/* A token's alternatives: its text (bytes) and probability. */
+typedef struct alternative {
+    char text[OPENAI_CHOICE_PREFIX];
+    size_t len;
+    double p;
+} alternative;
+
+/* The first token's alternatives of choices[0].logprobs (JSON text) into
+ * alts (at most max; NUL bytes and texts too long are left out); -1 when
+ * there are none. */
+static int read_alternatives(const char *logprobs_json, alternative *alts, int max)
 {
-    for (int i = 0; i < n; i++)
-        p[i] = 0;
     json_t *root = logprobs_json ? json_loads(logprobs_json, 0, NULL) : NULL;
     json_t *first = json_array_get(json_object_get(root, "content"), 0);
-    json_t *alts = json_object_get(first, "top_logprobs");
-    if (!json_is_array(alts) || json_array_size(alts) == 0) {
-        snprintf(why, cap, "its answer has no top_logprobs for the first token (does the server "
-                 "give logprobs?)");
+    json_t *list = json_object_get(first, "top_logprobs");
+    if (!json_is_array(list) || json_array_size(list) == 0) {
         json_decref(root);
-        return false;
+        return -1;
     }
-    double total = 0;
-    char best_seen[64] = "";
+    int n = 0;
     size_t k;
     json_t *alt;
-    json_array_foreach(alts, k, alt) {
+    json_array_foreach(list, k, alt) {
+        if (n == max)
+            break;
         json_t *bytes = json_object_get(alt, "bytes"), *lp = json_object_get(alt, "logprob");
-        char text[256];
-        size_t len = 0;
-        if (json_is_array(bytes) && json_array_size(bytes) < sizeof text) {
+        json_t *token = json_object_get(alt, "token");
+        alternative *a = &alts[n];
+        a->len = 0;
+        bool fits = true;
+        if (json_is_array(bytes)) {
+            fits = json_array_size(bytes) < sizeof a->text;
             size_t b;
             json_t *v;
-            json_array_foreach(bytes, b, v) text[len++] = (char)json_integer_value(v);
-        } else if (json_is_string(json_object_get(alt, "token"))) {
-            len = json_string_length(json_object_get(alt, "token"));
-            len = len < sizeof text ? len : sizeof text - 1;
-            memcpy(text, json_string_value(json_object_get(alt, "token")), len);
+            json_array_foreach(bytes, b, v) if (fits) a->text[a->len++] =
+                (char)json_integer_value(v);
+        } else if (json_is_string(token)) {
+            a->len = json_string_length(token);
+            fits = a->len < sizeof a->text;
+            if (fits)
+                memcpy(a->text, json_string_value(token), a->len);
         }
-        text[len] = '\0';
-        if (k == 0)
-            snprintf(best_seen, sizeof best_seen, "%.60s", text);
-        int c = json_is_number(lp) && memchr(text, '\0', len) == NULL
-                    ? choice_of(text, len, choices, n)
-                    : -1;
-        if (c >= 0) {
-            p[c] += exp(json_number_value(lp));
-            total += exp(json_number_value(lp));
-        }
+        /* A log-probability above 0 is no probability (a little above:
+         * rounding, taken as 0). */
+        if (!fits || !json_is_number(lp) || json_number_value(lp) > 1e-3 ||
+            memchr(a->text, '\0', a->len))
+            continue;
+        a->text[a->len] = '\0';
+        a->p = fmin(1.0, exp(json_number_value(lp)));
+        n++;
     }
-    size_t n_alts = json_array_size(alts);
     json_decref(root);
-    if (!(total > 0)) {
-        snprintf(why, cap, "none of the choices is among the %zu most likely first tokens (the "
-                 "most likely: '%s')",
-                 n_alts, best_seen);
+    return n;
+}
+
+void openai_choice_walk_init(openai_choice_walk *w, const char *const *choices, int n)
+{
+    memset(w, 0, sizeof *w);
+    w->choices = choices;
+    w->n = n;
+}
+
+/* Mass m for text t's candidates (the one it is and those it begins)
+ * shared evenly: a probe not made. */
+static void split_evenly(openai_choice_walk *w, int exact, const char *t, size_t len, double m)
+{
+    int who[SL_MAX_CHOICES], k = 0;
+    for (int i = 0; i < w->n; i++) {
+        int e, b, one;
+        classify(t, len, &w->choices[i], 1, &e, &b, &one);
+        if (i == exact || b)
+            who[k++] = i;
+    }
+    for (int i = 0; i < k; i++)
+        w->p[who[i]] += m / k;
+}
+
+bool openai_choice_walk_read(openai_choice_walk *w, const char *prefix, size_t prefix_len,
+                             double mass, const char *logprobs_json, char *why, size_t cap)
+{
+    alternative alts[OPENAI_CHOICE_TOP];
+    int n_alts = read_alternatives(logprobs_json, alts, OPENAI_CHOICE_TOP);
+    if (n_alts < 0) {
+        snprintf(why, cap, "its answer has no top_logprobs for the %s token (does the server "
+                 "give logprobs%s?)",
+                 prefix_len ? "next" : "first",
+                 prefix_len ? " and continue an assistant message (continue_final_message)" : "");
         return false;
     }
-    for (int i = 0; i < n; i++)
-        p[i] /= total;
+    bool first = prefix_len == 0;
+    if (first) {
+        w->n_alts = n_alts;
+        snprintf(w->best_seen, sizeof w->best_seen, "%.60s", n_alts ? alts[0].text : "");
+    }
+    /* The choice the prefix itself is (a probe of "1" among 1 and 10):
+     * it takes what does not go on into another. */
+    int stop = -1, b0, o0;
+    if (!first)
+        classify(prefix, prefix_len, w->choices, w->n, &stop, &b0, &o0);
+    size_t skip = 0;
+    while (skip < prefix_len && strchr(" \t\r\n", prefix[skip]))
+        skip++;
+    double goes_on = 0;
+    char t[OPENAI_CHOICE_PREFIX];
+    for (int pass = 0; pass < 2; pass++) { /* the first pass finds the root's mass */
+        for (int k = 0; k < n_alts; k++) {
+            size_t len = prefix_len + alts[k].len;
+            if (len >= sizeof t)
+                continue;
+            memcpy(t, prefix, prefix_len);
+            memcpy(t + prefix_len, alts[k].text, alts[k].len);
+            t[len] = '\0';
+            int exact, begun, one;
+            classify(t, len, w->choices, w->n, &exact, &begun, &one);
+            /* After a prefix, only what lengthens it towards a choice. */
+            size_t tskip = 0;
+            while (tskip < len && strchr(" \t\r\n", t[tskip]))
+                tskip++;
+            bool counts = (exact >= 0 || begun > 0) && (first || len - tskip > prefix_len - skip);
+            if (!counts)
+                continue;
+            double m = mass * alts[k].p;
+            if (pass == 0) {
+                if (first)
+                    w->root += m;
+                else
+                    goes_on += alts[k].p;
+                continue;
+            }
+            if (begun == 0) {
+                w->p[exact] += m;
+            } else if (exact < 0 && begun == 1) {
+                w->p[one] += m; /* "Ye" for "yes": nothing else goes on from it */
+            } else if (m >= OPENAI_CHOICE_NEGLIGIBLE * w->root && w->made < OPENAI_CHOICE_PROBES &&
+                       sl_utf8_valid(t, len)) { /* a prefix is sent as JSON text */
+                openai_choice_probe *q = &w->probes[w->n_probes++];
+                memcpy(q->prefix, t, len + 1);
+                q->len = len;
+                q->mass = m;
+                w->made++;
+            } else {
+                split_evenly(w, exact, t, len, m);
+            }
+        }
+    }
+    if (stop >= 0)
+        w->p[stop] += mass * fmax(0.0, 1.0 - goes_on);
+    return true;
+}
+
+bool openai_choice_walk_end(openai_choice_walk *w, double *p, char *why, size_t cap)
+{
+    double total = 0;
+    for (int i = 0; i < w->n; i++)
+        total += w->p[i];
+    if (!(total > 0)) {
+        snprintf(why, cap, "none of the choices is among the %d most likely first tokens (the "
+                 "most likely: '%s')",
+                 w->n_alts, w->best_seen);
+        return false;
+    }
+    for (int i = 0; i < w->n; i++)
+        p[i] = w->p[i] / total;
     return true;
 }
 

@@ -97,17 +97,56 @@ bool openai_stream_result(openai_stream *s, double submitted, double now, sl_res
  * (vLLM's default --max-logprobs, OpenAI's and llama-server's bound). */
 enum { OPENAI_CHOICE_TOP = 20 };
 
-/* A choices request's answer (max_tokens 1, top_logprobs
- * OPENAI_CHOICE_TOP): each choice's score from its first token's
- * alternatives (choices[0].logprobs as JSON text, sl_result.logprobs) into
- * p (n values summing to 1). An alternative's text (its bytes), without
- * leading white space, counts for the choice it is (as written, else with
- * the first letter's case swapped), else for the one choice it begins
- * ("Ye" for "yes"); one that begins several and is none (" 1" when the
- * choices are "10" and "12") counts for none. false with *why when no
- * alternative counts for any choice. */
-bool openai_choice_scores(const char *logprobs_json, const char *const *choices, int n, double *p,
-                          char *why, size_t cap);
+/* A choices row's scores, read over one request or more. The first asks
+ * for one token (max_tokens 1, top_logprobs OPENAI_CHOICE_TOP); each
+ * alternative's text, without leading white space, counts for the choice
+ * it is (as written, else with the first letter's case swapped) when it
+ * begins no other, for the one choice it begins when it is none ("Ye" for
+ * "yes"). One that begins several, or is one and begins others ("1" among
+ * 1..10, "the" of "the cat" and "the dog"), is a probe: the same request
+ * with that text as the start of the answer (an assistant message to
+ * continue) for the next token's alternatives; its probability is shared
+ * out the same way at the text they lengthen it to, and a choice the probe's
+ * text is takes the rest (what the model says after "1", if not "0", is 1).
+ * Probes are made under OPENAI_CHOICE_PROBES a row, above
+ * OPENAI_CHOICE_NEGLIGIBLE of the first token's share and for texts of
+ * whole UTF-8 characters; else their share is split evenly among the
+ * choices they could be. Texts at most
+ * OPENAI_CHOICE_PREFIX - 1 bytes. Pure: the caller sends the probes. */
+enum { OPENAI_CHOICE_PROBES = 16, OPENAI_CHOICE_PREFIX = 256 };
+#define OPENAI_CHOICE_NEGLIGIBLE 1e-7
+
+typedef struct openai_choice_probe {
+    char prefix[OPENAI_CHOICE_PREFIX]; /* the answer's start, as the model wrote it */
+    size_t len;
+    double mass;                       /* its probability */
+} openai_choice_probe;
+
+typedef struct openai_choice_walk {
+    const char *const *choices;        /* borrowed: alive while the walk is */
+    int n;
+    double p[SL_MAX_CHOICES];          /* each choice's probability read so far */
+    openai_choice_probe probes[OPENAI_CHOICE_PROBES];
+    int n_probes;                      /* queued by the last read; the caller takes them and
+                                          sets it to 0 */
+    int made;                          /* probes queued in all */
+    double root;                       /* the first token's share on the choices */
+    int n_alts;
+    char best_seen[64];                /* the first token's most likely alternative */
+} openai_choice_walk;
+
+void openai_choice_walk_init(openai_choice_walk *w, const char *const *choices, int n);
+
+/* Reads an answer's alternatives (choices[0].logprobs as JSON text): the
+ * first request's with prefix "" and mass 1, a probe's with its prefix and
+ * mass; queues the probes they call for. false with *why when it has no
+ * alternatives. */
+bool openai_choice_walk_read(openai_choice_walk *w, const char *prefix, size_t prefix_len,
+                             double mass, const char *logprobs_json, char *why, size_t cap);
+
+/* When no probe is left: each choice's score into p (n values summing to
+ * 1); false with *why when nothing counted for any choice. */
+bool openai_choice_walk_end(openai_choice_walk *w, double *p, char *why, size_t cap);
 
 /* A caller's chat-completions body (sl_request.openai_body, len bytes) as
  * it goes out: the same JSON object but for "model" (set to `model` when
