@@ -58,7 +58,8 @@ typedef struct sl_sampling {
      * 0 is N = 1's), not streamed; or, with split_samples, N
      * requests, each with its answer's seed. With choices it asks once and
      * draws each answer with its seed. A whole request body (openai_body)
-     * sends its own "n". Not with tasks. */
+     * sends its own "n". With tasks: every task answered N times (a
+     * task's own n stays 0 or 1). */
     int n;
 } sl_sampling;
 
@@ -353,7 +354,8 @@ typedef struct sl_request {
     /* n_tasks > 0: several answers about the one image, each task with its
      * own prompt, system prompt and sampling (prompt and sampling above are
      * then unused; image, stop and trace are shared). The completion holds
-     * one result per task, in order. The llama engine encodes the image
+     * one result per task, in order (with sampling.n = N > 1, N per task:
+     * task t's answer k at t * N + k). The llama engine encodes the image
      * once and prefills it once: the tasks' sequences copy its positions
      * (llama_memory_seq_cp; counted as prefix-cache hits and cached_tokens).
      * The openai engine sends one request per task with the same image and
@@ -448,8 +450,8 @@ typedef struct sl_completion {
                                   left no room for the message) */
     sl_result result;          /* filled when status is SL_OK or SL_ERR_INVALID_OUTPUT */
     /* request.n_tasks > 0 (or sampling.n > 1) and status SL_OK: one result
-     * per task (per answer), in the request's order (result above is then
-     * empty). */
+     * per task (per answer; with both, task t's answer k at t * n + k), in
+     * the request's order (result above is then empty). */
     sl_result *results;
     int n_results;
 } sl_completion;

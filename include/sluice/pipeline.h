@@ -110,16 +110,18 @@ int sl_pipeline_row_image_count(const sl_row *row);
 const char *sl_pipeline_row_answer(const sl_row *row);
 sl_status sl_pipeline_row_set_answer(sl_row *row, const char *text);
 
-/* With tasks (sl_caption_params.tasks): task `task`'s answer, NULL before
- * the engine or for a name that is not one of the job's tasks (the plain
- * answer above is then NULL). Replace it after the engine (copied):
- * SL_ERR_INVALID_ARG before it or for another name, SL_ERR_NOMEM. */
+/* With tasks (sl_caption_params.tasks): task `task`'s answer (with
+ * --samples, its first), NULL before the engine or for a name that is not
+ * one of the job's tasks (the plain answer above is then NULL). Replace it
+ * after the engine (copied): SL_ERR_INVALID_ARG before it or for another
+ * name, SL_ERR_NOMEM. */
 const char *sl_pipeline_row_task_answer(const sl_row *row, const char *task);
 sl_status sl_pipeline_row_set_task_answer(sl_row *row, const char *task, const char *text);
 
 /* Every answer of the row, in order: its tasks' (sl_caption_params.tasks)
- * or its samples' (sampling.n > 1), else the one answer; 0 before the
- * engine. sl_pipeline_row_answer_at(row, k): answer k (NULL past them). */
+ * or its samples' (sampling.n > 1; with both, task t's answer k at t * N
+ * + k), else the one answer; 0 before the engine.
+ * sl_pipeline_row_answer_at(row, k): answer k (NULL past them). */
 int sl_pipeline_row_answer_count(const sl_row *row);
 const char *sl_pipeline_row_answer_at(const sl_row *row, int k);
 

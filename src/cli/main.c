@@ -178,7 +178,7 @@ static const char usage_rest_text[] =
     "                            each scored by the model's probability, column scores:\n"
     "                            {\"yes\":0.93,\"no\":0.07}; no tokens generated (docs/output.md)\n"
     "      --samples N           N answers per image (up to 16), each with its own seed: a\n"
-    "                            row per answer, column sample (not with tasks)\n"
+    "                            row per answer, column sample (with tasks: each task's)\n"
     "      --logprobs N          write each answer's tokens with their log-probabilities and\n"
     "                            the N (1-20) most likely at each place (column logprobs)\n"
     "      Prompts may name the row's columns: {label}, {meta.author}; {{ is a brace.\n"
@@ -742,17 +742,20 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         double rate = sum.seconds > 0 ? sum.rows / sum.seconds : 0;
         double tps = sum.seconds > 0 ? sum.generated_tokens / sum.seconds : 0;
         /* With --rows-per-task an image is a row per task, with --samples
-         * a row per answer; the console showed each image once, its
-         * answers together. */
+         * a row per answer (with both, per task and answer); the console
+         * showed each image once, its answers together. */
         bool per_task = p.rows_per_task && p.n_tasks > 0 && !batch;
-        bool per_answer = p.sampling.n > 1 && p.n_tasks == 0 && !batch;
-        long per = per_task ? p.n_tasks : per_answer ? p.sampling.n : 1;
+        bool per_answer = p.sampling.n > 1 && !batch;
+        long per = (per_task ? p.n_tasks : 1) * (per_answer ? p.sampling.n : 1);
         if (sum.rows_ok / per > pr.shown)
             printf("... and %ld more %s\n", sum.rows_ok / per - pr.shown,
                    per_task || per_answer ? "images answered" : "captions");
         if (sum.rows_skipped)
             printf("\nresumed: %ld inputs skipped, done by an earlier run", sum.rows_skipped);
         printf(batch ? "\n%ld requests: %ld answered, %ld failed in %.2f s (%.2f requests/s, "
+                     : per_task && per_answer
+                         ? "\n%ld rows, one per image, task and answer: %ld answered, %ld "
+                           "failed in %.2f s (%.2f rows/s, "
                      : per_task ? "\n%ld rows, one per image and task: %ld answered, %ld failed "
                                   "in %.2f s (%.2f rows/s, "
                      : per_answer ? "\n%ld rows, one per image and answer: %ld answered, %ld "

@@ -292,7 +292,7 @@ static const opt opts[] = {
     {"sampling.samples", "samples", 0, K_INT, AT(p.sampling.n), .lo = 1, .hi = SL_MAX_ANSWERS,
      .f = NULL_ZERO, .arg = "N",
      .help = "N answers per image, each with its own seed: a row per answer with a column "
-             "sample (~: one; not with tasks)"},
+             "sample (~: one; with tasks, N of each)"},
     {"sampling.logprobs", "logprobs", 0, K_INT, AT(p.sampling.top_logprobs), .lo = 1,
      .hi = SL_MAX_TOP_LOGPROBS, .f = NULL_ZERO, .arg = "N",
      .help = "write each answer's tokens with their log-probabilities and the N most likely "

@@ -170,10 +170,6 @@ sl_status job_check_params(const sl_caption_params *p)
     if (p->sampling.n < 0 || p->sampling.n > SL_MAX_ANSWERS)
         return sl_fail(SL_ERR_INVALID_ARG, "--samples takes 1 to %d answers per image, got %d",
                        SL_MAX_ANSWERS, p->sampling.n);
-    if (p->sampling.n > 1 && p->n_tasks > 0)
-        return sl_fail(SL_ERR_INVALID_ARG, "--samples %d with tasks (--task, --tasks): a task "
-                       "takes one answer; ask several answers of a job without tasks",
-                       p->sampling.n);
     for (int i = 0; i < p->n_tasks; i++) {
         const sl_caption_task *t = &p->tasks[i];
         sl_status st = caption_task_name_check(t->name ? t->name : "", p->rows_per_task);

@@ -64,8 +64,10 @@ typedef struct caption_row {
     sl_result result;          /* with tasks: their token counts summed, the slowest
                                   one's timings, no text */
     bool has_result;
-    sl_result *results;        /* with tasks: each one's answer, in the job's order */
+    sl_result *results;        /* with tasks: each one's answer, in the job's order (with
+                                  --samples N: N each, task t's answer k at t * N + k) */
     int n_results;
+    int samples;               /* with results: answers per task (--samples), else 1 */
     const sl_caption_task *tasks; /* with results: the job's tasks (borrowed from its
                                      parameters, which outlive every row) */
     double decode_ms, started;

@@ -239,12 +239,13 @@ sl_status sl_pipeline_row_set_answer(sl_row *row, const char *text)
     return SL_OK;
 }
 
-/* The index of task `task` in the row's results, or -1. */
+/* The index of task `task`'s (first) answer in the row's results, or -1. */
 static int task_index(const caption_row *r, const char *task)
 {
-    for (int i = 0; task && r->tasks && i < r->n_results; i++)
-        if (strcmp(r->tasks[i].name, task) == 0)
-            return i;
+    int per = r->samples > 1 ? r->samples : 1;
+    for (int t = 0; task && r->tasks && t * per < r->n_results; t++)
+        if (strcmp(r->tasks[t].name, task) == 0)
+            return t * per;
     return -1;
 }
 

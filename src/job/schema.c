@@ -222,7 +222,7 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
             out->head_cell[n] = CELL_TASK;
             out->head[n++] = task_column;
         }
-        if (p->n_tasks == 0 && p->sampling.n > 1) {
+        if (p->sampling.n > 1) {
             out->head_cell[n] = CELL_SAMPLE;
             out->head[n++] = sample_column;
         }

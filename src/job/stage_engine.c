@@ -269,6 +269,7 @@ static sl_status engine_submit(void *state, sl_row *row)
                              .sampling = t->sampling, .json_schema = t->json_schema,
                              .choices = t->choices, .n_choices = t->n_choices};
         tasks[i].sampling.seed = sl_sampling_row_seed(t->sampling.seed, r->rel);
+        tasks[i].sampling.n = 1; /* the request's n (--samples) answers every task */
         char **f = &filled[n_filled++];
         if ((st = fill(r, t->name, t->prompt, f)) == SL_OK && *f)
             tasks[i].prompt = *f;
@@ -344,6 +345,7 @@ static void take_results(job *j, caption_row *r, sl_completion *c)
 {
     sl_result sum = {0};
     double end = -1.0;
+    int per = j->p->sampling.n > 1 ? j->p->sampling.n : 1;
     for (int i = 0; i < c->n_results; i++) {
         const sl_result *t = &c->results[i];
         sum.prompt_tokens += t->prompt_tokens;
@@ -357,12 +359,13 @@ static void take_results(job *j, caption_row *r, sl_completion *c)
             sum.ttft_ms = t->ttft_ms;
             sum.generate_ms = t->generate_ms;
         }
-        caption_metrics_task_answer(j->metrics, i < j->p->n_tasks ? j->p->tasks[i].name
+        caption_metrics_task_answer(j->metrics, j->p->n_tasks > 0 ? j->p->tasks[i / per].name
                                                                   : "caption", t);
     }
     r->result = sum;
     r->results = c->results;
     r->n_results = c->n_results;
+    r->samples = per;
     r->tasks = j->p->tasks;
     c->results = NULL;
     c->n_results = 0;

@@ -18,15 +18,29 @@ static sl_pq_value cell_text(const char *s)
     return s ? (sl_pq_value){.ptr = s, .len = strlen(s)} : (sl_pq_value){.is_null = true};
 }
 
-/* All of the row's cells (job/schema.h, CELL_*); `task` >= 0: the row of
- * that task alone (rows_per_task), or of that answer (sampling.n > 1). */
-static void row_cells(const job *j, const caption_row *r, const sl_row *row, int task,
+/* The answers per task (or per input without tasks): --samples. */
+static int samples_of(const sl_caption_params *p)
+{
+    return p->sampling.n > 1 ? p->sampling.n : 1;
+}
+
+/* All of the cells (job/schema.h, CELL_*) of output row i of a row (of
+ * output_rows()): with rows_per_task, task i / N's answer i % N (N
+ * samples); else with tasks, sample i's answer of each task in its
+ * columns; else answer i (with samples) or the one. The results are task
+ * t's answer k at t * N + k. */
+static void row_cells(const job *j, const caption_row *r, const sl_row *row, int i,
                       sl_pq_value *v)
 {
+    const sl_caption_params *p = j->p;
+    int n = samples_of(p);
+    bool per_task = p->n_tasks > 0 && p->rows_per_task;
+    int sample = per_task ? i % n : i;
+    int piece = per_task || (p->n_tasks == 0 && n > 1) ? i : -1; /* the caption's result */
     const sl_result *res = r->has_result ? &r->result : NULL;
     const sl_result *answer = res; /* what caption, finish_reason and the tokens say */
-    if (task >= 0)
-        answer = res && task < r->n_results ? &r->results[task] : NULL;
+    if (piece >= 0)
+        answer = res && piece < r->n_results ? &r->results[piece] : NULL;
     v[CF_ID] = cell_text(r->rel);
     v[CF_PATH] = cell_text(r->path);
     v[CF_CAPTION] = cell_text(answer ? answer->text : NULL);
@@ -36,11 +50,11 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
     v[CF_CACHED_TOKENS] = (sl_pq_value){.i64 = answer ? answer->cached_tokens : 0};
     v[CF_LOGPROBS] = cell_text(answer ? answer->logprobs : NULL);
     v[CF_SCORES] = cell_text(answer ? answer->scores : NULL);
-    bool samples = j->p->n_tasks == 0;
-    v[CELL_TASK] = cell_text(task >= 0 && !samples ? j->p->tasks[task].name : NULL);
-    v[CELL_SAMPLE] = (sl_pq_value){.i64 = task >= 0 && samples ? task : 0};
-    for (int t = 0; t < j->p->n_tasks && task < 0; t++) {
-        const sl_result *a = res && t < r->n_results ? &r->results[t] : NULL;
+    v[CELL_TASK] = cell_text(per_task ? p->tasks[i / n].name : NULL);
+    v[CELL_SAMPLE] = (sl_pq_value){.i64 = sample};
+    for (int t = 0; t < p->n_tasks && !per_task; t++) {
+        int at = t * n + sample;
+        const sl_result *a = res && at < r->n_results ? &r->results[at] : NULL;
         v[CELL_ANSWER(t, TC_TEXT)] = cell_text(a ? a->text : NULL);
         v[CELL_ANSWER(t, TC_FINISH)] = cell_text(a ? a->finish_reason : NULL);
         v[CELL_ANSWER(t, TC_PROMPT_TOKENS)] = (sl_pq_value){.i64 = a ? a->prompt_tokens : 0};
@@ -63,9 +77,8 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
     v[CF_MODEL] = cell_text(j->model_name);
     /* An answer's own seed: the one that reproduces it (the row's when the
      * server drew all of them from it). */
-    uint64_t seed = task >= 0 && samples && !job_answers_share_seed(j->p)
-                        ? sl_sampling_answer_seed(r->seed, task)
-                        : r->seed;
+    uint64_t seed = n > 1 && !job_answers_share_seed(p) ? sl_sampling_answer_seed(r->seed, sample)
+                                                         : r->seed;
     v[CF_SEED] = (sl_pq_value){.i64 = (int64_t)(seed & INT64_MAX)};
     double ms[7] = {r->decode_ms,
                     res ? res->queue_ms : 0.0,
@@ -91,23 +104,14 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
                                 : (sl_pq_value){.is_null = true};
 }
 
-/* The rows an input's answers become: with rows_per_task one per task,
- * with several answers (sampling.n) one per answer; 0: one row of all. */
-static int answer_rows(const job *j)
+/* The output rows a row becomes: with rows_per_task one per task and
+ * answer, else one per answer (--samples N: N), else one. */
+static int output_rows(const job *j)
 {
     const sl_caption_params *p = j->p;
     if (job_is_batch(p))
-        return 0;
-    if (p->n_tasks > 0)
-        return p->rows_per_task ? p->n_tasks : 0;
-    return p->sampling.n > 1 ? p->sampling.n : 0;
-}
-
-/* The output rows a row becomes. */
-static int output_rows(const job *j)
-{
-    int n = answer_rows(j);
-    return n ? n : 1;
+        return 1;
+    return (p->n_tasks > 0 && p->rows_per_task ? p->n_tasks : 1) * samples_of(p);
 }
 
 /* Adds the choice `text` is among `choices` to counts (an answer that is
@@ -121,23 +125,24 @@ static void tally(long *counts, const char *const *choices, int n, const char *t
         }
 }
 
-/* The choices a written row's answers took, into the open part's counts. */
+/* The choices a written row's answers took, into the open part's counts
+ * (task t's answer k is result t * N + k). */
 static void count_answers(job *j, const caption_row *r, const sl_row *row)
 {
     const sl_caption_params *p = j->p;
     if (!r->has_result || sl_row_failed(row))
         return;
-    const char *const *choices;
-    if (p->n_tasks == 0) {
-        int n = job_choices(p, 0, &choices);
-        for (int k = 0; n && k < (r->n_results ? r->n_results : 1); k++)
-            tally(j->part.answers[0], choices, n,
-                  r->n_results ? r->results[k].text : r->result.text);
-        return;
-    }
-    for (int t = 0; t < p->n_tasks && t < r->n_results; t++) {
-        int n = job_choices(p, t, &choices);
-        tally(j->part.answers[t], choices, n, r->results[t].text);
+    int n = samples_of(p);
+    for (int t = 0; t < (p->n_tasks > 0 ? p->n_tasks : 1); t++) {
+        const char *const *choices;
+        int n_choices = job_choices(p, t, &choices);
+        for (int k = 0; n_choices && k < n; k++) {
+            int at = t * n + k;
+            if (r->n_results == 0 && at == 0)
+                tally(j->part.answers[t], choices, n_choices, r->result.text);
+            else if (at < r->n_results)
+                tally(j->part.answers[t], choices, n_choices, r->results[at].text);
+        }
     }
 }
 
@@ -163,7 +168,7 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
     sl_status st = SL_OK;
     for (int t = 0; st == SL_OK && t < n_rows; t++) {
         sl_pq_value all[CELL_COUNT], cells[CELL_COUNT];
-        row_cells(j, r, row, answer_rows(j) ? t : -1, all);
+        row_cells(j, r, row, t, all);
         for (size_t h = 0; h < s->schema.n_head; h++)
             cells[h] = all[s->head_cell[h]];
         if (s->schema.n_tail)
@@ -178,25 +183,30 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
 }
 
 /* What the gallery, the live page and on_row show of a row with tasks
- * (or answers): each answer under its task's name (its number). NULL: the
- * caption alone (or OOM). */
+ * (or answers): each answer under its task's name (and its number, with
+ * --samples), or its number. NULL: the caption alone (or OOM). */
 static char *answers_text(const job *j, const caption_row *r)
 {
     if (!r->has_result || r->n_results == 0)
         return NULL;
-    int n = j->p->n_tasks > 0 ? (r->n_results < j->p->n_tasks ? r->n_results : j->p->n_tasks)
-                              : r->n_results;
-    char label[16];
+    const sl_caption_params *p = j->p;
+    int per = samples_of(p), n = r->n_results;
+    if (p->n_tasks > 0 && n > p->n_tasks * per)
+        n = p->n_tasks * per;
+    char label[128];
     size_t len = 1;
-    for (int t = 0; t < n; t++)
-        len += (j->p->n_tasks ? strlen(j->p->tasks[t].name) : sizeof label) + 3 +
-               (r->results[t].text ? strlen(r->results[t].text) : 0);
+    for (int i = 0; i < n; i++)
+        len += sizeof label + 3 + (r->results[i].text ? strlen(r->results[i].text) : 0);
     char *out = sl_malloc(len), *at = out;
-    for (int t = 0; out && t < n; t++) {
-        snprintf(label, sizeof label, "%d", t + 1);
-        at += snprintf(at, len - (size_t)(at - out), "%s%s: %s", t ? "\n" : "",
-                       j->p->n_tasks ? j->p->tasks[t].name : label,
-                       r->results[t].text ? r->results[t].text : "");
+    for (int i = 0; out && i < n; i++) {
+        if (p->n_tasks == 0)
+            snprintf(label, sizeof label, "%d", i + 1);
+        else if (per > 1)
+            snprintf(label, sizeof label, "%.100s %d", p->tasks[i / per].name, i % per + 1);
+        else
+            snprintf(label, sizeof label, "%.100s", p->tasks[i].name);
+        at += snprintf(at, len - (size_t)(at - out), "%s%s: %s", i ? "\n" : "", label,
+                       r->results[i].text ? r->results[i].text : "");
     }
     return out;
 }

@@ -298,9 +298,7 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
         if (st == SL_OK)
             st = check_choices(id, "", request->choices, request->n_choices,
                                &request->sampling, request->json_schema, request->grammar);
-    } else if (request->sampling.n > 1)
-        st = sl_fail(SL_ERR_INVALID_ARG, "%s: a request with tasks takes one answer per task (n "
-                     "is %d)", id, request->sampling.n);
+    }
     for (int i = 0; st == SL_OK && i < request->n_tasks; i++) {
         const sl_task *t = &request->tasks[i];
         st = check_prompt(id, t->name ? t->name : "(unnamed)", t->prompt,
@@ -450,6 +448,7 @@ void sl_task_request(const sl_request *q, int i, sl_request *out, char **id_out)
     if (t->system_prompt)
         out->system_prompt = t->system_prompt;
     out->sampling = t->sampling;
+    out->sampling.n = q->sampling.n; /* every task answered as many times */
     if (t->json_schema)
         out->json_schema = t->json_schema;
     if (t->n_choices > 0) {
@@ -460,6 +459,25 @@ void sl_task_request(const sl_request *q, int i, sl_request *out, char **id_out)
     out->n_tasks = 0;
     *id_out = sl_asprintf("%s, task %s", q->id ? q->id : "(request)", t->name ? t->name : "?");
     out->id = *id_out;
+}
+
+void sl_piece_request(const sl_request *q, int i, sl_request *out, char **id_out)
+{
+    int n = q->sampling.n > 1 ? q->sampling.n : 1;
+    if (q->n_tasks == 0) {
+        sl_answer_request(q, i, out, id_out);
+        return;
+    }
+    sl_request task;
+    char *task_id;
+    sl_task_request(q, i / n, &task, &task_id);
+    if (n == 1 || !task_id) {
+        *out = task;
+        *id_out = task_id;
+        return;
+    }
+    sl_answer_request(&task, i % n, out, id_out);
+    sl_free(task_id);
 }
 
 static void group_free(sl_task_group *g)

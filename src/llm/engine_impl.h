@@ -70,9 +70,15 @@ typedef struct sl_task_group sl_task_group;
 sl_task_group *sl_task_group_new(void *tag, int n_tasks);
 
 /* Task i of q as a request of its own: its prompt, system prompt,
- * sampling, JSON schema and choices (those it has), no tasks, and the id "ID, task NAME" (*id_out, sl_free; NULL
- * when out of memory). */
+ * sampling (with q's n: every task answered as many times), JSON schema
+ * and choices (those it has), no tasks, and the id "ID, task NAME"
+ * (*id_out, sl_free; NULL when out of memory). */
 void sl_task_request(const sl_request *q, int i, sl_request *out, char **id_out);
+
+/* Piece i of a request with tasks or n > 1 answers, as a request of its
+ * own: with tasks, task i / n's answer i % n (sl_task_request, then
+ * sl_answer_request when n > 1), else answer i. */
+void sl_piece_request(const sl_request *q, int i, sl_request *out, char **id_out);
 
 /* Answer k of q (sampling.n > 1) as a request of its own: q with the
  * answer's seed (sl_sampling_answer_seed), n 1, and the id "ID, answer

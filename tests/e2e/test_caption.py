@@ -466,8 +466,56 @@ def test_samples_give_a_row_per_answer(sluice, four, tmp_path):
         assert r["n_answers"] == 3 and r["last"] == by_image[r["id"]][2]["caption"]
     res = sluice.caption(four, tmp_path / "three", *common, "--samples", "2")
     assert res.returncode == 2 and "samples" in res.stderr
-    res = sluice.caption(four, tmp_path / "t", *common, "--samples", "2", "--task", "a=Hi")
-    assert res.returncode == 2 and "--samples 2 with tasks" in res.stderr
+
+
+def test_samples_of_each_task(sluice, four, tmp_path):
+    """--samples 2 with two tasks: a row per image and answer, each task's
+    answer k in its columns (answer 0 the one a run without --samples
+    gives, answer k with its answer's seed); --rows-per-task: a row per
+    image, task and answer (columns task and sample; Parquet read by
+    pyarrow); a task's choices counted for every answer."""
+    import pyarrow.parquet as pq
+    common = ("--max-tokens", "5", "--temperature", "0.9", "--metrics-addr", "off", "--show", "0",
+              "--parallel", "1", "--task", "short=Describe briefly.", "--task",
+              "tag=One word.")
+    res = sluice.caption(four, tmp_path / "one", *common)
+    assert res.returncode == 0, res.stderr
+    single = {r["id"]: r for r in read_rows(tmp_path / "one")}
+    res = sluice.caption(four, tmp_path / "two", *common, "--samples", "2")
+    assert res.returncode == 0, res.stderr
+    assert "8 rows, one per image and answer" in res.stdout
+    rows = read_rows(tmp_path / "two")
+    assert sorted((r["id"], r["sample"]) for r in rows) == sorted(
+        (i, k) for i in single for k in (0, 1))
+    for r in rows:
+        if r["sample"] == 0:
+            assert (r["short"], r["tag"]) == (single[r["id"]]["short"], single[r["id"]]["tag"])
+            assert r["seed"] == single[r["id"]]["seed"]
+        else:
+            assert r["seed"] != single[r["id"]]["seed"]
+    assert any(r["short"] != single[r["id"]]["short"] for r in rows if r["sample"] == 1)
+    res = sluice.caption(four, tmp_path / "per", *common, "--samples", "2", "--rows-per-task",
+                         "--format", "parquet")
+    assert res.returncode == 0, res.stderr
+    assert "16 rows, one per image, task and answer" in res.stdout
+    table = pq.read_table(tmp_path / "per" / "part-00000.parquet").to_pylist()
+    by = {(r["id"], r["task"], r["sample"]): r for r in table}
+    assert len(by) == 16
+    for (image, task, k), r in by.items():
+        if k == 0:
+            assert r["caption"] == single[image][task]
+    # A task's choices, every answer counted.
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"short": {"prompt": "Describe."},
+                                 "ok": {"prompt": "Is it fine?", "choices": ["yes", "no"]}}))
+    res = sluice.caption(four, tmp_path / "yn", "--max-tokens", "5", "--temperature", "0.9",
+                         "--metrics-addr", "off", "--show", "0", "--tasks", tasks,
+                         "--samples", "3")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "yn" / "summary.json").read_text())
+    assert sum(summary["answers"]["ok"].values()) == 12, summary["answers"]
+    rows = read_rows(tmp_path / "yn")
+    assert all(r["ok"] in ("yes", "no") and set(r["ok_scores"]) == {"yes", "no"} for r in rows)
 
 
 def test_samples_through_the_openai_engine(sluice, llama_prefix, four, tmp_path):

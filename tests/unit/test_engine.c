@@ -1159,7 +1159,7 @@ static void too_many_top_logprobs_are_refused(void **state)
  * gives (the same seed), the others with seeds of their own (they differ
  * at temperature 0.9), a greedy request's all the same; the image is
  * encoded once for all of them (the others copy its positions); n past 16
- * and n beside tasks are refused. */
+ * is refused. */
 static void n_answers_share_the_prompt_and_differ_by_seed(void **state)
 {
     sl_engine *e = open_tiny(4, 0);
@@ -1202,14 +1202,6 @@ static void n_answers_share_the_prompt_and_differ_by_seed(void **state)
     greedy.sampling.n = SL_MAX_ANSWERS + 1;
     assert_int_equal(sl_engine_submit(e, &greedy, NULL), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "greedy answers"));
-    sl_task tasks[2] = {{.name = "a", .prompt = "Describe.", .sampling = sl_sampling_default()},
-                        {.name = "b", .prompt = "Tags.", .sampling = sl_sampling_default()}};
-    sl_request with_tasks = request("tasks", 4);
-    with_tasks.tasks = tasks;
-    with_tasks.n_tasks = 2;
-    with_tasks.sampling.n = 2;
-    assert_int_equal(sl_engine_submit(e, &with_tasks, NULL), SL_ERR_INVALID_ARG);
-    assert_non_null(strstr(sl_last_error(), "one answer per task"));
     sl_engine_free(e);
 }
 
@@ -1218,6 +1210,50 @@ static sl_completion run_one(sl_engine *e, const sl_request *q)
 {
     assert_int_equal(sl_engine_submit(e, q, NULL), SL_OK);
     return wait_one(e);
+}
+
+/* n answers of each task: task t's answer k at t * n + k, each the answer
+ * its task gives alone with that answer's seed; the image encoded once for
+ * all of them. A task's own n stays 1. */
+static void n_answers_of_each_task(void **state)
+{
+    sl_engine *e = open_tiny(4, 0);
+    sl_sampling hot = sl_sampling_default();
+    hot.temperature = 0.9f;
+    hot.seed = 99;
+    hot.max_tokens = 8;
+    sl_task tasks[2] = {{.name = "a", .prompt = "Describe.", .sampling = hot},
+                        {.name = "b", .prompt = "Tags.", .sampling = hot}};
+    sl_request with_tasks = request("tasks", 8);
+    with_tasks.tasks = tasks;
+    with_tasks.n_tasks = 2;
+    with_tasks.sampling.n = 2;
+    sl_engine_stats s0, s1, s2;
+    settled_stats(e, &s0);
+    sl_request alone = request("alone", 8);
+    alone.sampling = hot;
+    alone.prompt = "Tags.";
+    alone.sampling.seed = sl_sampling_answer_seed(99, 1);
+    sl_completion b1 = run_one(e, &alone);
+    assert_int_equal(b1.status, SL_OK);
+    settled_stats(e, &s1);
+    sl_completion c = run_one(e, &with_tasks);
+    assert_int_equal(c.status, SL_OK);
+    settled_stats(e, &s2);
+    assert_int_equal(c.n_results, 4);
+    assert_string_equal(c.results[3].text, b1.result.text); /* task b, answer 1 */
+    alone.prompt = "Describe.";
+    alone.sampling.seed = 99;
+    sl_completion a0 = run_one(e, &alone);
+    assert_string_equal(c.results[0].text, a0.result.text); /* task a, answer 0 */
+    assert_int_equal(s2.images_encoded - s1.images_encoded, s1.images_encoded - s0.images_encoded);
+    sl_completion_clear(&a0);
+    sl_completion_clear(&b1);
+    sl_completion_clear(&c);
+    tasks[1].sampling.n = 2;
+    assert_int_equal(sl_engine_submit(e, &with_tasks, NULL), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "task b: a task takes one answer"));
+    sl_engine_free(e);
 }
 
 /* A result's scores (asserts the shape: an object of the choices in
@@ -2023,6 +2059,7 @@ int main(void)
         cmocka_unit_test(logprobs_agree_on_every_sampler),
         cmocka_unit_test(too_many_top_logprobs_are_refused),
         cmocka_unit_test(n_answers_share_the_prompt_and_differ_by_seed),
+        cmocka_unit_test(n_answers_of_each_task),
         cmocka_unit_test(choices_are_scored_by_their_first_tokens),
         cmocka_unit_test(choices_that_begin_alike_are_read_where_they_part),
         cmocka_unit_test(n_answers_share_the_whole_prompt),

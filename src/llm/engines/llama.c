@@ -2500,13 +2500,15 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
     llama_engine *e = impl;
     if (!e->mtmd && has_image(rq))
         return no_projector(rq->id ? rq->id : "(request)");
-    /* A request with tasks (or n answers): one req per task (answer),
-     * queued together so that the later ones find the first in a sequence
-     * (admit) and copy its positions: a task's up to its last image, an
-     * answer's all but the last token (the answers' prompt is the same);
-     * one completion when all are back. */
+    /* A request with tasks (or n answers, or both): one req per task
+     * (answer; task t's answer k at t * n + k), queued together so that
+     * the later ones find the first in a sequence (admit) and copy its
+     * positions: a task's (and its answers') up to its last image, an
+     * answer's all but the last token when there are no tasks (the
+     * answers' prompt is then the same); one completion when all are back. */
     req *r = NULL, *last = NULL;
-    int n_reqs = rq->n_tasks > 0 ? rq->n_tasks : rq->sampling.n > 1 ? rq->sampling.n : 1;
+    int answers = rq->sampling.n > 1 ? rq->sampling.n : 1;
+    int n_reqs = (rq->n_tasks > 0 ? rq->n_tasks : 1) * answers;
     sl_task_group *grp = n_reqs > 1 || rq->n_tasks > 0 ? sl_task_group_new(tag, n_reqs) : NULL;
     sl_status st = !(n_reqs > 1 || rq->n_tasks > 0) || grp
                        ? SL_OK
@@ -2517,10 +2519,7 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
         if (grp) {
             sl_request one;
             char *id;
-            if (rq->n_tasks > 0)
-                sl_task_request(rq, i, &one, &id);
-            else
-                sl_answer_request(rq, i, &one, &id);
+            sl_piece_request(rq, i, &one, &id);
             if (id)
                 t = req_new(e, &one, tag, &st);
             else

@@ -609,38 +609,49 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
     }
     /* A request with tasks: one HTTP request per task, each with the same
      * image and message prefix (a server's prefix cache can reuse the
-     * image's encoding), all built before any is queued. N answers: one
-     * request with "n" (the server computes the prompt once and draws the
-     * answers from the request's seed), a choices request scored once and
-     * drawn from N times, or (split_samples, for a server without "n") one
-     * request per answer with its answer's seed. A caller's whole body
-     * sends its own "n". */
-    int answers = q->n_tasks == 0 && !q->openai_body && q->sampling.n > 1 ? q->sampling.n : 1;
-    bool split = answers > 1 && e->p.split_samples && q->n_choices == 0;
-    int n = q->n_tasks > 0 ? q->n_tasks : split ? answers : 1;
-    int per_request = split ? 1 : answers;
-    oa_req *reqs[SL_MAX_TASKS > SL_MAX_ANSWERS ? SL_MAX_TASKS : SL_MAX_ANSWERS] = {0};
+     * image's encoding), all built before any is queued. N answers (of the
+     * request, or of each task): one request with "n" (the server computes
+     * the prompt once and draws the answers from the request's seed), a
+     * choices request scored once and drawn from N times, or
+     * (split_samples, for a server without "n") one request per answer with
+     * its answer's seed. A caller's whole body sends its own "n". The
+     * group's results: task t's answer k at t * N + k. */
+    int answers = !q->openai_body && q->sampling.n > 1 ? q->sampling.n : 1;
+    int n_parts = q->n_tasks > 0 ? q->n_tasks : 1;
+    oa_req *reqs[SL_MAX_TASKS * SL_MAX_ANSWERS] = {0};
+    int first[SL_MAX_TASKS * SL_MAX_ANSWERS];
+    int n = 0;
     bool grouped = q->n_tasks > 0 || answers > 1;
-    sl_task_group *grp = grouped ? sl_task_group_new(tag, n * per_request) : NULL;
+    sl_task_group *grp = grouped ? sl_task_group_new(tag, n_parts * answers) : NULL;
     sl_status st = ist != SL_OK        ? ist
                    : !grouped || grp ? SL_OK
                                      : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
-    for (int i = 0; st == SL_OK && i < n; i++) {
-        if (q->n_tasks > 0 || split) {
-            sl_request one;
-            char *task_id;
-            if (q->n_tasks > 0)
-                sl_task_request(q, i, &one, &task_id);
-            else
-                sl_answer_request(q, i, &one, &task_id);
-            if (task_id)
-                reqs[i] = req_new(e, &one, 1, image, image_len, mime, &images, tag, &st);
-            else
+    for (int t = 0; st == SL_OK && t < n_parts; t++) {
+        sl_request task = *q;
+        char *task_id = NULL;
+        if (q->n_tasks > 0) {
+            sl_task_request(q, t, &task, &task_id);
+            if (!task_id)
                 st = sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
-            sl_free(task_id);
-        } else {
-            reqs[i] = req_new(e, q, per_request, image, image_len, mime, &images, tag, &st);
         }
+        bool split = answers > 1 && e->p.split_samples && task.n_choices == 0;
+        for (int k = 0; st == SL_OK && k < (split ? answers : 1); k++) {
+            sl_request one = task;
+            char *answer_id = NULL;
+            if (split) {
+                sl_answer_request(&task, k, &one, &answer_id);
+                if (!answer_id)
+                    st = sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
+            }
+            if (st == SL_OK &&
+                (reqs[n] = req_new(e, &one, split ? 1 : answers, image, image_len, mime, &images,
+                                   tag, &st))) {
+                first[n] = t * answers + k;
+                n++;
+            }
+            sl_free(answer_id);
+        }
+        sl_free(task_id);
     }
     sl_image_buffer_free(encoded);
     for (int i = 0; i < SL_MAX_IMAGES; i++)
@@ -648,13 +659,13 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
     if (st != SL_OK) {
         for (int i = 0; i < n; i++)
             req_free(reqs[i]);
-        for (int i = 0; grp && i < n * per_request; i++)
+        for (int i = 0; grp && i < n_parts * answers; i++)
             sl_task_group_drop(grp); /* the reqs did not hold it yet */
         return st;
     }
     for (int i = 0; grp && i < n; i++) {
         reqs[i]->grp = grp;
-        reqs[i]->task = i * per_request;
+        reqs[i]->task = first[i];
     }
     pthread_mutex_lock(&e->mu);
     if (e->fatal) {
