@@ -752,6 +752,7 @@ static void choices_that_begin_alike_send_a_probe(void **state)
     assert_int_equal(sl_engine_generate(e, &q, &r), SL_ERR_ENGINE);
     assert_non_null(strstr(sl_last_error(), "rate, probe '1'"));
     assert_non_null(strstr(sl_last_error(), "HTTP 400: no prefill here"));
+    assert_non_null(strstr(sl_last_error(), "continue_final_message"));
     sl_engine_free(e);
 }
 

@@ -1063,7 +1063,10 @@ static void probe_done(oa_engine *e, oa_req *probe, sl_result *res, const char *
     oa_req *r = probe->parent;
     char why[512];
     if (!r->probe_error && error) {
-        r->probe_error = sl_strdup(error);
+        r->probe_error = sl_asprintf("%s (a probe continues the answer from '%.60s' to tell "
+                                     "choices that begin alike apart: the server must take an "
+                                     "assistant message to continue, continue_final_message)",
+                                     error, probe->probe.prefix);
     } else if (!r->probe_error &&
                !openai_choice_walk_read(r->walk, probe->probe.prefix, probe->probe.len,
                                         probe->probe.mass, res[0].logprobs, why, sizeof why)) {
