@@ -15,7 +15,12 @@
  * lua_pending: true while this sluice has no Lua stages (lua_ns_per_row null).
  * tags_*: the tags example as a C plugin (examples/plugins/tags.c) and as
  *   Lua (examples/tags.lua), 200,000 rows with a 40-word answer, batch 64:
- *   time inside process() a row (busy), and the difference a row. */
+ *   time inside process() a row (busy), and the difference a row; the Lua
+ *   one untimed too (time_limit below 0).
+ * arith_*: a Lua stage of plain arithmetic (2,000 loop steps a row), with
+ *   its calls timed (the default time_limit: a count hook reads the clock)
+ *   and untimed (time_limit below 0): busy ns a row each, and
+ *   time_limit_cost = timed / untimed. */
 #define _GNU_SOURCE
 #include <sched.h>
 #include <stdio.h>
@@ -261,21 +266,27 @@ int main(int argc, char **argv)
     char tags_config[1024];
     snprintf(tags_config, sizeof tags_config, "{\"stopwords\": \"%s\", \"min_length\": 10}",
              STOPWORDS);
-    sl_stage_spec tag_specs[2] = {
+    sl_stage_spec tag_specs[3] = {
         {.name = "tags_plugin", .plugin = TAGS_PLUGIN, .config = tags_config},
-        {.name = "tags_lua", .lua = TAGS_LUA, .config = tags_config}};
-    user_stage *tus[2] = {NULL, NULL};
-    variant tv[2] = {{.what = "tags, C plugin"}, {.what = "tags, Lua"}};
+        {.name = "tags_lua", .lua = TAGS_LUA, .config = tags_config},
+        {.name = "tags_lua_untimed", .lua = TAGS_LUA, .config = tags_config,
+         .time_limit_s = -1}};
+    user_stage *tus[3] = {NULL, NULL, NULL};
+    variant tv[3];
+    static const char *const tag_what[3] = {"tags, C plugin", "tags, Lua",
+                                            "tags, Lua untimed"};
     size_t n_tags = 0;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         sl_pipeline_builtin after;
+        tv[n_tags] = (variant){0};
         if (user_stage_open(&tag_specs[k], &tus[k], &tv[n_tags].params, &after) == SL_OK) {
-            tv[n_tags++].what = k ? "tags, Lua" : "tags, C plugin";
+            tv[n_tags++].what = tag_what[k];
         } else if (k == 0) {
             fprintf(stderr, "bench: %s\n", sl_last_error());
             return 1;
         } else {
             printf("tags in Lua: pending (%s)\n", sl_last_error());
+            break;
         }
     }
     long all_rows = g_rows;
@@ -285,11 +296,46 @@ int main(int argc, char **argv)
     double tags_base = measure(tv, n_tags, 64);
     print_variants(tv, n_tags, 64, tags_base);
     g_rows = all_rows;
-    char tags_lua[32] = "null", tags_lua_busy[32] = "null";
-    if (n_tags == 2) {
+    char tags_lua[32] = "null", tags_lua_busy[32] = "null", tags_untimed[32] = "null";
+    if (n_tags == 3) {
         snprintf(tags_lua, sizeof tags_lua, "%.1f", tv[1].ns);
         snprintf(tags_lua_busy, sizeof tags_lua_busy, "%.1f", tv[1].busy_ns);
+        snprintf(tags_untimed, sizeof tags_untimed, "%.1f", tv[2].busy_ns);
     }
+
+    /* The time limit's cost on plain Lua: the same script timed and not. */
+    char arith[] = "/tmp/sluice-bench-arith-XXXXXX.lua";
+    int afd = mkstemps(arith, 4);
+    static const char arith_lua[] = "function process(row)\n"
+                                    "  local s = 0\n"
+                                    "  for i = 1, 2000 do s = s + i % 7 end\n"
+                                    "  if s < 0 then return nil end\n"
+                                    "  return row\n"
+                                    "end\n";
+    if (afd < 0 ||
+        write(afd, arith_lua, sizeof arith_lua - 1) != (ssize_t)(sizeof arith_lua - 1)) {
+        fprintf(stderr, "bench: cannot write %s\n", arith);
+        return 1;
+    }
+    close(afd);
+    sl_stage_spec arith_specs[2] = {{.name = "arith_timed", .lua = arith},
+                                    {.name = "arith_untimed", .lua = arith, .time_limit_s = -1}};
+    user_stage *aus[2] = {NULL, NULL};
+    variant av[2] = {{.what = "arithmetic, timed"}, {.what = "arithmetic, untimed"}};
+    for (int k = 0; k < 2; k++) {
+        sl_pipeline_builtin after;
+        if (user_stage_open(&arith_specs[k], &aus[k], &av[k].params, &after) != SL_OK) {
+            fprintf(stderr, "bench: %s\n", sl_last_error());
+            return 1;
+        }
+    }
+    g_rows = quick ? 4000 : 40000;
+    g_answer = NULL;
+    printf("%ld rows, 2,000 steps of Lua arithmetic each:\n", g_rows);
+    double arith_base = measure(av, 2, 16);
+    print_variants(av, 2, 16, arith_base);
+    printf("the time limit's clock costs %.3fx of plain Lua\n", av[0].busy_ns / av[1].busy_ns);
+    g_rows = all_rows;
 
     char lua_ns[32] = "null", lua_big[32] = "null", lua_busy[32] = "null";
     if (lua) {
@@ -304,13 +350,18 @@ int main(int argc, char **argv)
            "\"plugin_ns_per_row_batch_%d\": %.1f, \"builtin_ns_per_row_batch_%d\": %.1f, "
            "\"lua_ns_per_row_batch_%d\": %s, \"lua_pending\": %s, "
            "\"tags_plugin_ns_per_row\": %.1f, \"tags_plugin_busy_ns_per_row\": %.1f, "
-           "\"tags_lua_ns_per_row\": %s, \"tags_lua_busy_ns_per_row\": %s, \"quick\": %s}\n",
+           "\"tags_lua_ns_per_row\": %s, \"tags_lua_busy_ns_per_row\": %s, "
+           "\"tags_lua_untimed_busy_ns_per_row\": %s, \"arith_timed_busy_ns_per_row\": %.1f, \"arith_untimed_busy_ns_per_row\": %.1f, "
+           "\"time_limit_cost\": %.3f, \"quick\": %s}\n",
            rows, batch, g_queue_rows, (double)rows / base, v[1].ns, v[1].busy_ns, v[0].ns,
            lua_ns, lua_busy, big_batch, big[1].ns, big_batch, big[0].ns, big_batch, lua_big,
            lua ? "false" : "true", tv[0].ns, tv[0].busy_ns, tags_lua, tags_lua_busy,
-           quick ? "true" : "false");
-    user_stage_free(tus[0]);
-    user_stage_free(tus[1]);
+           tags_untimed, av[0].busy_ns, av[1].busy_ns, av[0].busy_ns / av[1].busy_ns, quick ? "true" : "false");
+    user_stage_free(aus[0]);
+    user_stage_free(aus[1]);
+    unlink(arith);
+    for (int k = 0; k < 3; k++)
+        user_stage_free(tus[k]);
     user_stage_free(us[0]);
     user_stage_free(us[1]);
     unlink(script);

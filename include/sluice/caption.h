@@ -102,7 +102,9 @@ typedef struct sl_stage_spec {
     int n_columns;
     double time_limit_s;     /* Lua: a call (the script's top level, init, process, close)
                                 still running after this long is stopped with an error (a
-                                process() call's: its rows fail, class stage); 0: 60 s.
+                                process() call's: its rows fail, class stage); 0: 60 s;
+                                below 0: none (no clock read: bench/stages, 1.06x faster
+                                on the tags example, 1.42x on plain Lua arithmetic).
                                 Not for plugins (C code cannot be stopped safely) */
 } sl_stage_spec;
 

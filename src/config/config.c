@@ -978,13 +978,13 @@ static sl_status add_stage(sl_config *c, int i, const char *where, const char *n
     json_t *limit = json_object_get(stage, "time_limit");
     if (st == SL_OK && limit) {
         double s = json_number_value(limit);
-        if (!json_is_number(limit) || !(s > 0 && s <= 86400))
-            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's time_limit is seconds, more than 0 "
-                                             "and at most 86400", where, name);
+        if (!json_is_number(limit) || !(s >= 0 && s <= 86400))
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's time_limit is seconds, 0 (none) "
+                                             "to 86400", where, name);
         else if (spec.plugin)
             st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: time_limit is for Lua stages (a plugin's C "
                                              "code cannot be stopped safely)", where, name);
-        spec.time_limit_s = s;
+        spec.time_limit_s = s > 0 ? s : -1.0; /* the C field's 0 is the default */
     }
     if (st == SL_OK && spec.after && choice_index("read|decode|engine", spec.after) < 0)
         st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage comes after read, decode or engine, not "

@@ -661,6 +661,9 @@ static void stages_in_a_job_file(void **state)
     assert_string_equal(p->stages[1].lua, "b.lua");
     assert_string_equal(p->stages[1].after, "read");
     sl_config_free(c);
+    c = load("pipeline:\n  stages:\n    - {lua: a.lua, time_limit: 0}\n");
+    assert_true(sl_config_params(c)->stages[0].time_limit_s < 0); /* none */
+    sl_config_free(c);
 
     static const struct {
         const char *yaml, *message;
@@ -679,8 +682,8 @@ static void stages_in_a_job_file(void **state)
         {"pipeline:\n  stages:\n    - {lua: a.lua, lua: b.lua}\n", "'lua' is given twice"},
         {"pipeline:\n  stages:\n    - {lua: a.lua, config: {a: &x 1}}\n", "anchors"},
         {"pipeline:\n  stages: {lua: a.lua}\n", "pipeline.stages takes a list"},
-        {"pipeline:\n  stages:\n    - {lua: a.lua, time_limit: 0}\n",
-         "time_limit is seconds, more than 0"},
+        {"pipeline:\n  stages:\n    - {lua: a.lua, time_limit: -1}\n",
+         "time_limit is seconds, 0 (none) to 86400"},
         {"pipeline:\n  stages:\n    - {lua: a.lua, time_limit: '5'}\n",
          "time_limit is seconds"},
         {"pipeline:\n  stages:\n    - {plugin: a.so, time_limit: 5}\n",

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/alloc.h"
 #include "core/row.h"
 #include "sluice/pipeline.h"
 #include "stage/stage.h"
@@ -576,9 +577,30 @@ static void calls_past_their_time_limit_are_stopped(void **state)
     assert_non_null(strstr(sl_last_error(), "init() failed on worker 3: "));
     assert_non_null(strstr(sl_last_error(), "init.lua:1: still running after 0.2 s"));
     user_stage_free(us);
-    spec.time_limit_s = -1;
+    spec.time_limit_s = 1e9;
     assert_int_equal(user_stage_open(&spec, &us, &sp, &after), SL_ERR_INVALID_ARG);
-    assert_non_null(strstr(sl_last_error(), "time_limit is seconds"));
+    assert_non_null(strstr(sl_last_error(), "time_limit is seconds, at most 86400"));
+    /* The clock's hook is there with a limit (the default's too), not
+     * without one (below 0). */
+    const double limits[3] = {0, 5, -1};
+    const char *const hooked[3] = {"hooked: true", "hooked: true", "hooked: false"};
+    for (int k = 0; k < 3; k++) {
+        spec = (sl_stage_spec){.lua = script("hook.lua", "function process(row)\n"
+                                                         "  error('hooked: ' .. "
+                                                         "tostring(debug.gethook() ~= nil))\n"
+                                                         "end\n"),
+                               .time_limit_s = limits[k]};
+        assert_int_equal(user_stage_open(&spec, &us, &sp, &after), SL_OK);
+        assert_int_equal(sp.init(sp.config, 0, &ws), SL_OK);
+        struct sl_row one = {0};
+        sl_row *p_one = &one;
+        assert_int_equal(sp.process(ws, &p_one, 1), SL_OK);
+        if (!one.error || !strstr(one.error, hooked[k]))
+            fail_msg("limit %g: %s", limits[k], one.error ? one.error : "(no error)");
+        sl_free(one.error);
+        sp.close(ws, SL_END_COMPLETE);
+        user_stage_free(us);
+    }
     spec = (sl_stage_spec){.plugin = "/nonexistent/x.so", .time_limit_s = 5};
     assert_int_equal(user_stage_open(&spec, &us, &sp, &after), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "time_limit is for Lua stages"));
