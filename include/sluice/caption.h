@@ -183,6 +183,8 @@ typedef struct sl_caption_params {
     const char *const *columns; /* pass-through columns to keep, in order; NULL: all */
     int n_columns;
     bool include_image_bytes;  /* Parquet: the original image bytes in column image_bytes */
+    bool answer_columns;       /* the top-level properties of JSON-schema answers as columns
+                                  of their own (docs/output.md "Structured output") */
     long shard_rows;           /* a new part-NNNNN file every shard_rows rows, each a
                                   resume point; 0: SL_CAPTION_DEFAULT_SHARD_ROWS */
     uint64_t shard_bytes;      /* ... or once the part holds this many bytes (the row that

@@ -251,6 +251,8 @@ static const char usage_output_text[] =
     "                            rewritten without them) and caption those inputs again\n"
     "      --columns A,B,...     pass only these input columns through (default: all;\n"
     "                            Parquet types come from the first 100 rows)\n"
+    "      --answer-columns      each property of a --json-schema answer in a column of its\n"
+    "                            own, typed from the schema (with tasks: NAME_PROPERTY)\n"
     "      --include-image-bytes the original image bytes: Parquet's column image_bytes,\n"
     "                            a WebDataset sample's image member\n"
     "      --shard-rows N        start a new part-NNNNN file every N rows (default: 10000);\n"

@@ -336,6 +336,8 @@ static const opt opts[] = {
      .help = "take the failed rows out of the output and caption those inputs again"},
     {"output.columns", "columns", 0, K_LIST, 0, .list = L_COLUMNS, .max_items = 256, .f = SPLIT,
      .arg = "A,B,...", .help = "pass only these input columns through ([]: all)"},
+    {"output.answer_columns", "answer-columns", 0, K_BOOL, AT(p.answer_columns),
+     .help = "each property of a --json-schema answer as a typed column of its own"},
     {"output.include_image_bytes", "include-image-bytes", 0, K_BOOL, AT(p.include_image_bytes),
      .help = "Parquet: the original image bytes in image_bytes; webdataset: a member"},
     {"output.shard_rows", "shard-rows", 0, K_LONG, AT(p.shard_rows), .lo = 1, .hi = LONG_MAX,

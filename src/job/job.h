@@ -19,6 +19,7 @@
 #include "job/caption_live.h"
 #include "job/caption_metrics.h"
 #include "job/gallery.h"
+#include "job/answer_columns.h"
 #include "job/schema.h"
 #include "dist/dist.h"
 #include "ledger/idset.h"
@@ -120,6 +121,7 @@ typedef struct job {
     size_t n_inputs;
     sl_fetch_params fetch;
     caption_schema schema;     /* the output row's columns */
+    answer_columns answer_cols; /* --answer-columns: planned with the schema */
     sl_sink *sink;             /* the output; its open part is the open shard */
     sl_sink *errors_sink;      /* errors_file: failed rows (a batch file's failed
                                   requests), in errors-NNNNN.jsonl parts opened and

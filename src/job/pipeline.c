@@ -143,10 +143,11 @@ sl_status sl_pipeline_add_stage(sl_pipeline *pl, const sl_pipeline_stage_params 
 }
 
 /* The columns every stage of the caller's sets, in stage order (borrowed
- * from the slots); *out NULL when there are none. */
-static sl_status stage_columns(const sl_pipeline *pl, const char ***out, size_t *n)
+ * from the slots), with room for `more` after them; *out NULL when there
+ * are none. */
+static sl_status stage_columns(const sl_pipeline *pl, int more, const char ***out, size_t *n)
 {
-    size_t total = 0;
+    size_t total = (size_t)more;
     for (size_t i = 0; i < pl->n; i++)
         total += pl->slots[i].n_columns;
     *out = NULL;
@@ -716,9 +717,14 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     j.dry_run_drops_pixels = p->dry_run && !own_stage_after(pl, SL_PIPELINE_DECODE);
     const char **columns = NULL;
     size_t n_columns = 0;
-    if ((st = stage_columns(pl, &columns, &n_columns)) != SL_OK ||
-        (st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
+    if ((st = answer_columns_plan(p, &j.answer_cols)) != SL_OK ||
+        (st = stage_columns(pl, j.answer_cols.n, &columns, &n_columns)) != SL_OK)
+        goto done;
+    for (int i = 0; i < j.answer_cols.n; i++) /* after the stages': theirs win a name */
+        columns[n_columns++] = j.answer_cols.cols[i].spec;
+    if ((st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
         (st = caption_schema_plan(p, j.src, columns, n_columns, &j.schema)) != SL_OK ||
+        (st = answer_columns_free_of(&j.answer_cols, &j.schema)) != SL_OK ||
         (st = job_open_ledger(&j)) != SL_OK || (st = job_open_output(&j)) != SL_OK)
         goto done;
 
@@ -859,6 +865,7 @@ done:
     sl_source_counter_free(j.counter);
     sl_source_free(j.src);
     caption_schema_clear(&j.schema);
+    answer_columns_clear(&j.answer_cols);
     job_output_clear(&j);
     dist_part_free(&j.dpart);
     sl_idset_free(j.done);

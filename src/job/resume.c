@@ -163,6 +163,8 @@ static char *fingerprint(const job *j)
     fp_add(&t, "format", job_json_text(output_format(p)));
     fp_add(&t, "columns", p->columns ? fp_strings(p->columns, p->n_columns) : json_null());
     fp_add(&t, "include_image_bytes", json_boolean(p->include_image_bytes));
+    if (p->answer_columns) /* only when set: a job without keeps its fingerprint */
+        fp_add(&t, "answer_columns", json_true());
     /* A batch file's settings that change answers; only for batch jobs. */
     if (job_is_batch(p))
         fp_add(&t, "batch", json_pack("{s:b, s:b, s:b}", "allow_local_images",

@@ -372,6 +372,18 @@ static void take_results(job *j, caption_row *r, sl_completion *c)
     r->has_result = true;
 }
 
+/* --answer-columns: each answer's properties into the row's columns. */
+static void fill_answer_columns(const job *j, sl_row *row, caption_row *r)
+{
+    sl_status st = SL_OK;
+    if (r->n_results == 0)
+        st = answer_columns_fill(&j->answer_cols, 0, r->result.text, &r->extra);
+    for (int t = 0; st == SL_OK && t < r->n_results; t++)
+        st = answer_columns_fill(&j->answer_cols, t, r->results[t].text, &r->extra);
+    if (st != SL_OK)
+        sl_row_fail_status(row, st, "%s: %s", r->rel, sl_last_error());
+}
+
 static size_t result_bytes(const sl_result *a)
 {
     return (a->text ? strlen(a->text) : 0) + (a->logprobs ? strlen(a->logprobs) : 0) +
@@ -404,12 +416,14 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
         caption_row *r = sl_row_data(row);
         if (c->status == SL_OK && c->n_results > 0) {
             take_results(rep->j, r, c);
+            fill_answer_columns(rep->j, row, r);
         } else if (c->status == SL_OK) {
             r->result = c->result;
             c->result = (sl_result){0};
             r->has_result = true;
             /* The one-task case: its answer is the column `caption`. */
             caption_metrics_task_answer(rep->j->metrics, "caption", &r->result);
+            fill_answer_columns(rep->j, row, r);
         } else if (c->status == SL_ERR_INVALID_OUTPUT) {
             /* Its tokens and timings are written and counted; its text is
              * in the error, and the caption stays null as on any failure. */

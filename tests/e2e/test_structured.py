@@ -181,3 +181,72 @@ def test_a_long_invalid_answer_is_kept_whole_in_the_error(sluice, tmp_path):
     [row] = read_rows(out)
     assert row["error"].endswith("; the answer was: " + "x" * 1500), row["error"][-80:]
     assert row["caption"] is None and row["finish_reason"] == "stop"
+
+
+# Every kind of column --answer-columns types.
+FIELDS = {
+    "type": "object",
+    "properties": {
+        "label": {"enum": ["cat", "dog", "bird"]},
+        "count": {"type": "integer", "minimum": 0, "maximum": 9},
+        "ok": {"type": "boolean"},
+        "weight": {"enum": [0.25, 1.5]},
+        "tags": {"type": "array", "items": {"enum": ["red", "blue"]}, "maxItems": 3},
+    },
+    "required": ["label", "count", "ok", "weight", "tags"],
+    "additionalProperties": False,
+}
+
+
+def test_answer_columns_hold_each_property_typed(sluice, tmp_path):
+    """--answer-columns: each property of the schema's answers in a column
+    of its own, typed from the schema in Parquet (DuckDB reads VARCHAR,
+    BIGINT, BOOLEAN, DOUBLE, and an array as its JSON text), a JSON value
+    in JSONL, equal to the answer's; with tasks, NAME_PROPERTY for the task
+    with a schema; a property named like one of the output's columns, no
+    schema, or --samples stop the job at start (exit 2)."""
+    import duckdb
+    schema = schema_file(tmp_path, FIELDS)
+    common = ("--json-schema", schema, "--answer-columns", "--max-tokens", 120,
+              "--show", 0, "--metrics-addr", "off")
+    r = sluice.caption(SAMPLES, tmp_path / "pq", *common, "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    part = str(tmp_path / "pq" / "part-00000.parquet")
+    types = {row[0]: row[1] for row in duckdb.sql(f"describe select * from '{part}'").fetchall()}
+    assert [types[c] for c in ("label", "count", "ok", "weight", "tags")] == [
+        "VARCHAR", "BIGINT", "BOOLEAN", "DOUBLE", "VARCHAR"], types
+    rows = duckdb.sql(f"select caption, label, count, ok, weight, tags from '{part}' "
+                      "where error is null").fetchall()
+    assert len(rows) == N_SAMPLES
+    for caption, label, count, ok, weight, tags in rows:
+        want = json.loads(caption)
+        assert (label, count, ok, weight, json.loads(tags)) == (
+            want["label"], want["count"], want["ok"], want["weight"], want["tags"])
+    assert duckdb.sql(f"select count(*) from '{part}' where count between 0 and 9"
+                      ).fetchall()[0][0] == N_SAMPLES
+
+    r = sluice.caption(SAMPLES, tmp_path / "jsonl", *common)
+    assert r.returncode == 0, r.stderr
+    for row in read_rows(tmp_path / "jsonl"):
+        for k in FIELDS["properties"]:
+            assert row[k] == row["caption"][k], row
+
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"short": {"prompt": "Describe.", "sampling": {"max_tokens": 4}},
+                                 "fields": {"prompt": "Fill in.", "json_schema": FIELDS,
+                                            "sampling": {"max_tokens": 120}}}))
+    r = sluice.caption(SAMPLES, tmp_path / "tasks", "--tasks", tasks, "--answer-columns",
+                       "--show", 0, "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    for row in read_rows(tmp_path / "tasks"):
+        assert "label" not in row and "short_label" not in row
+        for k in FIELDS["properties"]:
+            assert row[f"fields_{k}"] == row["fields"][k], row
+
+    clash = schema_file(tmp_path, SCHEMA, "clash.json")  # has a property "caption"
+    r = sluice.caption(SAMPLES, tmp_path / "clash", "--json-schema", clash, "--answer-columns")
+    assert r.returncode == 2 and "property 'caption'" in r.stderr, r.stderr
+    r = sluice.caption(SAMPLES, tmp_path / "none", "--answer-columns")
+    assert r.returncode == 2 and "needs --json-schema" in r.stderr, r.stderr
+    r = sluice.caption(SAMPLES, tmp_path / "n", *common, "--samples", "2", "--temperature", "1")
+    assert r.returncode == 2 and "--samples" in r.stderr, r.stderr

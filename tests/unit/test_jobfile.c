@@ -290,7 +290,7 @@ static const struct {
     {"output.dir", "-o"}, {"output.state_dir", "st"}, {"output.format", "parquet"},
     {"output.overwrite", "true"}, {"output.retry_failed", "true"}, {"output.shard_bytes", "500M"},
     {"output.compression", "snappy"}, {"output.columns", "a,b c"},
-    {"output.include_image_bytes", "true"}, {"output.shard_rows", "1"},
+    {"output.include_image_bytes", "true"}, {"output.answer_columns", "true"}, {"output.shard_rows", "1"},
     {"batch.allow_local_images", "true"}, {"batch.ignore_model", "true"},
     {"output.errors_file", "errs.jsonl"},
     {"metrics.addr", "off"}, {"metrics.optional", "false"}, {"console.show", "100"},

@@ -1,0 +1,54 @@
+/* job/answer_columns.h — --answer-columns: the top-level properties of the
+ * answers a JSON schema asks for, as columns of their own (typed in
+ * Parquet, JSON values in JSONL), set on each row when its answer comes
+ * back, so a stage after the engine reads them too (row.columns).
+ *
+ * The job's schema (--json-schema) names the columns after its
+ * properties; with tasks, each task answering under a schema (its own or
+ * the job's) gives NAME_PROPERTY. A property's type: "string" string,
+ * "integer" int64, "number" double, "boolean" bool, an enum the type all
+ * its values share, anything else a string of its JSON text; a type list
+ * with "null" is its other type. A row whose answer failed, or lacks the property, has null
+ * there. Planned once by the job's thread; read-only after (the engine
+ * stage's workers fill rows with it). The plan owns its strings. */
+#ifndef SL_JOB_ANSWER_COLUMNS_H
+#define SL_JOB_ANSWER_COLUMNS_H
+
+#include <jansson.h>
+
+#include "job/schema.h"
+#include "sluice/caption.h"
+
+typedef struct answer_column {
+    char *name;      /* the output column */
+    char *spec;      /* "NAME:TYPE", as a stage declares a column (io/columns.h) */
+    char *property;  /* in the answer's object */
+    int task;        /* the task whose answer it reads (0 without tasks) */
+} answer_column;
+
+typedef struct answer_columns {
+    answer_column *cols;
+    int n;
+} answer_columns;
+
+/* The columns p asks for (none without answer_columns). SL_ERR_INVALID_ARG
+ * naming what to change: no schema, a schema whose root is not an object
+ * with properties, --samples or --rows-per-task beside it (a row holds one
+ * answer of each task), a dry run. */
+sl_status answer_columns_plan(const sl_caption_params *p, answer_columns *out);
+
+/* SL_ERR_INVALID_ARG naming the property when a column's name is one of
+ * the output's own (caption, error, a task's NAME_finish_reason, ...) in
+ * the planned schema s. */
+sl_status answer_columns_free_of(const answer_columns *ac, const caption_schema *s);
+
+/* Sets the columns of one answer (JSON text, that of task `task`) into
+ * *extra (an object, made when NULL): each property the answer has, as
+ * its JSON value. An answer that is not a JSON object sets nothing.
+ * SL_ERR_NOMEM. */
+sl_status answer_columns_fill(const answer_columns *ac, int task, const char *answer,
+                              json_t **extra);
+
+void answer_columns_clear(answer_columns *ac);
+
+#endif
