@@ -5,6 +5,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "job/answer_columns.h"
+#include "job/batch.h"
 
 /* The Parquet type a property's schema promises, as a column spec's TYPE. */
 static const char *type_of(const json_t *prop)
@@ -100,6 +101,7 @@ sl_status answer_columns_plan(const sl_caption_params *p, answer_columns *out)
     const char *why = p->sampling.n > 1   ? "--samples (a row would hold one of its answers)"
                       : p->rows_per_task ? "--rows-per-task (use the task columns instead)"
                       : p->dry_run       ? "--dry-run (no answers)"
+                      : job_is_batch(p)  ? "a batch file (its output lines are OpenAI's)"
                                          : NULL;
     if (why)
         return sl_fail(SL_ERR_INVALID_ARG, "--answer-columns cannot go with %s", why);

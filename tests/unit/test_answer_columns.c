@@ -102,6 +102,10 @@ static void what_cannot_be_columns_is_refused(void **state)
     p.rows_per_task = true;
     assert_int_equal(answer_columns_plan(&p, &ac), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "--rows-per-task"));
+    p.rows_per_task = false;
+    p.input_format = "openai-batch";
+    assert_int_equal(answer_columns_plan(&p, &ac), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "a batch file"));
     /* Not asked for: nothing planned, nothing checked. */
     p = (sl_caption_params){.sampling = {.n = 4}};
     assert_int_equal(answer_columns_plan(&p, &ac), SL_OK);
