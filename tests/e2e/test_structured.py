@@ -5,10 +5,11 @@ failed row of class invalid_output keeping its raw text, the openai engine
 sends the schema as response_format to a real llama-server, and bad files
 or combinations stop at start with exit 2 naming the file and the cause."""
 import json
+import pathlib
 
 import pyarrow.parquet as pq
 
-from conftest import SAMPLES, read_rows, sample_images
+from conftest import SAMPLES, TINY, read_rows, sample_images
 from openai_helpers import LlamaServer, Proxy, metric_sum
 
 # Bounded everywhere, so the random model under its grammar closes the JSON
@@ -250,3 +251,26 @@ def test_answer_columns_hold_each_property_typed(sluice, tmp_path):
     assert r.returncode == 2 and "needs --json-schema" in r.stderr, r.stderr
     r = sluice.caption(SAMPLES, tmp_path / "n", *common, "--samples", "2", "--temperature", "1")
     assert r.returncode == 2 and "--samples" in r.stderr, r.stderr
+
+
+def test_the_fields_example_writes_typed_columns(sluice, four, tmp_path, monkeypatch):
+    """examples/fields.yaml (its schema file, output.answer_columns) on the
+    tiny model: DuckDB groups and filters on the typed columns directly."""
+    import duckdb
+    example = pathlib.Path(__file__).resolve().parents[2] / "examples" / "fields.yaml"
+    monkeypatch.chdir(example.parents[1])  # its schema's path is the repository's
+    out = tmp_path / "out"
+    r = sluice.run("run", example, four, "-o", out, "--model", TINY / "model.gguf", "--mmproj",
+                   TINY / "mmproj.gguf", "--show", 0, "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = duckdb.sql(f"SELECT caption, subject, people, outdoor, style, colors "
+                      f"FROM '{out}/*.parquet'").fetchall()
+    assert len(rows) == 4
+    for caption, subject, people, outdoor, style, colors in rows:
+        want = json.loads(caption)
+        assert (subject, people, outdoor, style, json.loads(colors)) == (
+            want["subject"], want["people"], want["outdoor"], want["style"], want["colors"])
+    by_style = duckdb.sql(f"SELECT style, count(*), sum(people) FROM '{out}/*.parquet' "
+                          "WHERE people >= 0 GROUP BY style").fetchall()
+    assert sum(n for _, n, _ in by_style) == 4
+    assert sum(total for _, _, total in by_style) == sum(r[2] for r in rows)
