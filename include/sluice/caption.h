@@ -256,8 +256,10 @@ sl_caption_params sl_caption_default_params(void);
 
 /* Opens and closes each of p's stages without running anything (the Lua
  * scripts compile, the plugins load and speak this sluice's ABI, the
- * configs are objects): what sl_caption_run() would refuse at its start,
- * for `sluice config check`. SL_ERR_INVALID_ARG naming the file and why. */
+ * configs are objects) and plans answer_columns (a schema with
+ * properties, no --samples beside it...): what sl_caption_run() would
+ * refuse at its start, for `sluice config check`. SL_ERR_INVALID_ARG
+ * naming the file and why. */
 sl_status sl_caption_check_stages(const sl_caption_params *p);
 
 typedef struct sl_caption_summary {

@@ -349,6 +349,9 @@ sl_status sl_caption_check_stages(const sl_caption_params *p)
         if ((st = user_stage_open(&p->stages[i], &us, &sp, &after)) == SL_OK)
             user_stage_free(us);
     }
+    answer_columns ac;
+    if (st == SL_OK && (st = answer_columns_plan(p, &ac)) == SL_OK)
+        answer_columns_clear(&ac);
     return st;
 }
 
