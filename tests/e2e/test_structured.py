@@ -250,7 +250,8 @@ def test_answer_columns_hold_each_property_typed(sluice, tmp_path):
     r = sluice.caption(SAMPLES, tmp_path / "none", "--answer-columns")
     assert r.returncode == 2 and "needs --json-schema" in r.stderr, r.stderr
     job = tmp_path / "job.yaml"  # config check refuses it as the run would
-    job.write_text(f"input: {{paths: [{SAMPLES}]}}\nllama: {{model: {TINY / 'model.gguf'}}}\n"
+    job.write_text(f"input: {{paths: [{SAMPLES}]}}\nllama: {{model: {TINY / 'model.gguf'}, "
+                   f"mmproj: {TINY / 'mmproj.gguf'}}}\n"
                    f"output: {{dir: {tmp_path / 'c'}, answer_columns: true}}\n")
     r = sluice.run("config", "check", job)
     assert r.returncode == 2 and "needs --json-schema" in r.stderr, r.stderr
