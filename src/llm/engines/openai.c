@@ -818,9 +818,15 @@ static void easy_put(oa_engine *e, CURL *h)
     e->pool[e->n_pool++] = h;
 }
 
+static bool probe_body(oa_req *p);
+
 static bool start_attempt(oa_engine *e, oa_req *r, int epi, double now)
 {
     oa_endpoint *ep = &e->eps[epi];
+    if (!r->body && r->parent && !probe_body(r)) {
+        fail_request(e, r, "%s: out of memory for its body", r->id);
+        return false;
+    }
     CURL *h = easy_get(e);
     if (!h) {
         fail_request(e, r, "%s: cannot create an HTTP handle", r->id);
@@ -939,9 +945,26 @@ static void answers_done(oa_engine *e, oa_req *r, sl_result *out, const char *bo
     complete(e, r, out, NULL);
 }
 
-/* A probe of choices request r: the same body continuing the answer from
- * the probe's prefix (an assistant message, continue_final_message: vLLM's
- * and llama-server's way); NULL when out of memory. */
+/* A probe's body, made when it is first sent (a queued probe holds no
+ * copy of its row's image): its row's body continuing the answer from the
+ * probe's prefix (an assistant message, continue_final_message: vLLM's
+ * and llama-server's way). false when out of memory. */
+static bool probe_body(oa_req *p)
+{
+    json_t *root = json_loadb(p->parent->body, p->parent->body_len, 0, NULL);
+    json_t *msg = json_pack("{s:s, s:s%}", "role", "assistant", "content", p->probe.prefix,
+                            p->probe.len);
+    if (root && msg && json_array_append(json_object_get(root, "messages"), msg) == 0 &&
+        json_object_set_new(root, "continue_final_message", json_true()) == 0 &&
+        json_object_set_new(root, "add_generation_prompt", json_false()) == 0)
+        p->body = sl_json_dump(root, JSON_COMPACT, &p->body_len);
+    json_decref(msg);
+    json_decref(root);
+    return p->body != NULL;
+}
+
+/* A probe of choices request r, its body not made yet (probe_body); NULL
+ * when out of memory. */
 static oa_req *probe_new(const oa_req *r, const openai_choice_probe *q)
 {
     oa_req *p = sl_calloc(1, sizeof *p);
@@ -956,15 +979,7 @@ static oa_req *probe_new(const oa_req *r, const openai_choice_probe *q)
     p->submitted = sl_mono_s();
     p->retry_after = -1.0;
     p->id = sl_asprintf("%s, probe '%.60s'", r->id, q->prefix);
-    json_t *root = json_loadb(r->body, r->body_len, 0, NULL);
-    json_t *msg = json_pack("{s:s, s:s%}", "role", "assistant", "content", q->prefix, q->len);
-    if (p->id && root && msg && json_array_append(json_object_get(root, "messages"), msg) == 0 &&
-        json_object_set_new(root, "continue_final_message", json_true()) == 0 &&
-        json_object_set_new(root, "add_generation_prompt", json_false()) == 0)
-        p->body = sl_json_dump(root, JSON_COMPACT, &p->body_len);
-    json_decref(msg);
-    json_decref(root);
-    if (!p->body) {
+    if (!p->id) {
         req_free(p);
         return NULL;
     }
