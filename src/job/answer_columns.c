@@ -98,11 +98,9 @@ sl_status answer_columns_plan(const sl_caption_params *p, answer_columns *out)
     *out = (answer_columns){0};
     if (!p->answer_columns)
         return SL_OK;
-    const char *why = p->sampling.n > 1   ? "--samples (a row would hold one of its answers)"
-                      : p->rows_per_task ? "--rows-per-task (use the task columns instead)"
-                      : p->dry_run       ? "--dry-run (no answers)"
-                      : job_is_batch(p)  ? "a batch file (its output lines are OpenAI's)"
-                                         : NULL;
+    const char *why = p->dry_run        ? "--dry-run (no answers)"
+                      : job_is_batch(p) ? "a batch file (its output lines are OpenAI's)"
+                                        : NULL;
     if (why)
         return sl_fail(SL_ERR_INVALID_ARG, "--answer-columns cannot go with %s", why);
     sl_status st = SL_OK;
@@ -166,6 +164,12 @@ sl_status answer_columns_fill(const answer_columns *ac, int task, const char *an
     }
     json_decref(obj);
     return st;
+}
+
+void answer_columns_drop(const answer_columns *ac, json_t *extra)
+{
+    for (int i = 0; i < ac->n; i++)
+        json_object_del(extra, ac->cols[i].name);
 }
 
 void answer_columns_clear(answer_columns *ac)

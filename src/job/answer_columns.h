@@ -33,8 +33,9 @@ typedef struct answer_columns {
 
 /* The columns p asks for (none without answer_columns). SL_ERR_INVALID_ARG
  * naming what to change: no schema, a schema whose root is not an object
- * with properties, --samples or --rows-per-task beside it (a row holds one
- * answer of each task), a dry run. */
+ * with properties, a dry run, a batch file. (With --samples or
+ * --rows-per-task an output row's columns are those of the answers it
+ * holds: job/stage_write.c.) */
 sl_status answer_columns_plan(const sl_caption_params *p, answer_columns *out);
 
 /* SL_ERR_INVALID_ARG naming the property when a column's name is one of
@@ -48,6 +49,9 @@ sl_status answer_columns_free_of(const answer_columns *ac, const caption_schema 
  * SL_ERR_NOMEM. */
 sl_status answer_columns_fill(const answer_columns *ac, int task, const char *answer,
                               json_t **extra);
+
+/* Removes every planned column from extra (an object). */
+void answer_columns_drop(const answer_columns *ac, json_t *extra);
 
 void answer_columns_clear(answer_columns *ac);
 

@@ -372,14 +372,17 @@ static void take_results(job *j, caption_row *r, sl_completion *c)
     r->has_result = true;
 }
 
-/* --answer-columns: each answer's properties into the row's columns. */
+/* --answer-columns: each task's (first) answer's properties into the
+ * row's columns (with --samples or --rows-per-task the writer gives each
+ * output row its own answers'). */
 static void fill_answer_columns(const job *j, sl_row *row, caption_row *r)
 {
     sl_status st = SL_OK;
+    int per = r->samples > 1 ? r->samples : 1;
     if (r->n_results == 0)
         st = answer_columns_fill(&j->answer_cols, 0, r->result.text, &r->extra);
-    for (int t = 0; st == SL_OK && t < r->n_results; t++)
-        st = answer_columns_fill(&j->answer_cols, t, r->results[t].text, &r->extra);
+    for (int i = 0; st == SL_OK && i < r->n_results; i += per)
+        st = answer_columns_fill(&j->answer_cols, i / per, r->results[i].text, &r->extra);
     if (st != SL_OK)
         sl_row_fail_status(row, st, "%s: %s", r->rel, sl_last_error());
 }

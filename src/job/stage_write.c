@@ -146,6 +146,35 @@ static void count_answers(job *j, const caption_row *r, const sl_row *row)
     }
 }
 
+/* --answer-columns where an input is several output rows (--samples,
+ * --rows-per-task): output row i's own columns, from the answers it holds
+ * (task i / N's answer i % N, or each task's answer i), into *own (a copy
+ * of the row's columns). The row's columns (set with each task's first
+ * answer, for the stages) serve one row an input. */
+static sl_status answer_columns_of_row(const job *j, const caption_row *r, const sl_row *row,
+                                       int i, json_t **own)
+{
+    const sl_caption_params *p = j->p;
+    int n = samples_of(p);
+    bool per_task = p->n_tasks > 0 && p->rows_per_task;
+    *own = NULL;
+    if (j->answer_cols.n == 0 || (n == 1 && !per_task) || !r->has_result ||
+        sl_row_failed(row))
+        return SL_OK;
+    if (!(*own = r->extra ? json_copy(r->extra) : json_object()))
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory writing its answer columns", r->rel);
+    answer_columns_drop(&j->answer_cols, *own);
+    sl_status st = SL_OK;
+    for (int t = 0; st == SL_OK && t < (p->n_tasks > 0 ? p->n_tasks : 1); t++) {
+        if (per_task && t != i / n)
+            continue;
+        int at = per_task ? i : t * n + i;
+        if (at < r->n_results)
+            st = answer_columns_fill(&j->answer_cols, t, r->results[at].text, own);
+    }
+    return st;
+}
+
 /* Writes the row (or its row for each task or answer): its cells laid out
  * in the schema's order. */
 static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
@@ -175,7 +204,11 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
             cells[s->schema.n_head] = all[CELL_IMAGE_BYTES];
         /* With errors_file, a failed row goes to the errors part. */
         sl_sink *sink = j->errors_sink && sl_row_failed(row) ? j->errors_sink : j->sink;
-        st = sl_sink_write(sink, &(sl_schema_row){cells, r->extra});
+        json_t *own = NULL;
+        st = answer_columns_of_row(j, r, row, t, &own);
+        if (st == SL_OK)
+            st = sl_sink_write(sink, &(sl_schema_row){cells, own ? own : r->extra});
+        json_decref(own);
     }
     if (st == SL_OK)
         count_answers(j, r, row);

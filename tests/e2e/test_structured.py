@@ -255,8 +255,31 @@ def test_answer_columns_hold_each_property_typed(sluice, tmp_path):
                    f"output: {{dir: {tmp_path / 'c'}, answer_columns: true}}\n")
     r = sluice.run("config", "check", job)
     assert r.returncode == 2 and "needs --json-schema" in r.stderr, r.stderr
+
+    # Several output rows an input: each row's columns are its answers'.
     r = sluice.caption(SAMPLES, tmp_path / "n", *common, "--samples", "2", "--temperature", "1")
-    assert r.returncode == 2 and "--samples" in r.stderr, r.stderr
+    assert r.returncode == 0, r.stderr
+    rows = [row for row in read_rows(tmp_path / "n") if row["error"] is None]
+    assert len(rows) >= N_SAMPLES
+    assert any(row["sample"] == 1 for row in rows)
+    for row in rows:
+        for k in FIELDS["properties"]:
+            assert row[k] == row["caption"][k], row
+    r = sluice.run("caption", SAMPLES, "-o", tmp_path / "per", "--model", TINY / "model.gguf",
+                   "--mmproj", TINY / "mmproj.gguf", "--tasks", tasks, "--answer-columns",
+                   "--rows-per-task", "--samples", "2", "--temperature", "1", "--show", 0,
+                   "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    per = read_rows(tmp_path / "per")
+    assert len(per) == 4 * N_SAMPLES
+    for row in per:
+        if row["task"] == "fields" and row["error"] is None:
+            fields = json.loads(row["caption"]) if isinstance(row["caption"], str) \
+                else row["caption"]
+            for k in FIELDS["properties"]:
+                assert row[f"fields_{k}"] == fields[k], row
+        else:
+            assert all(row.get(f"fields_{k}") is None for k in FIELDS["properties"]), row
 
 
 def test_the_fields_example_writes_typed_columns(sluice, four, tmp_path, monkeypatch):

@@ -48,6 +48,11 @@ static void properties_become_typed_columns(void **state)
     assert_int_equal(answer_columns_fill(&ac, 0, "[1]", &extra), SL_OK);
     assert_int_equal(answer_columns_fill(&ac, 0, "not json", &extra), SL_OK);
     assert_int_equal(json_object_size(extra), 3);
+    answer_columns_drop(&ac, extra); /* the planned ones go, nothing else */
+    assert_int_equal(json_object_size(extra), 0);
+    json_object_set_new(extra, "mine", json_true());
+    answer_columns_drop(&ac, extra);
+    assert_int_equal(json_object_size(extra), 1);
     json_decref(extra);
     answer_columns_clear(&ac);
     answer_columns_clear(&ac); /* twice: nothing left */
@@ -95,14 +100,10 @@ static void what_cannot_be_columns_is_refused(void **state)
     assert_int_equal(answer_columns_plan(&p, &ac), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "not an object with properties"));
     p.json_schema = "{\"type\": \"object\", \"properties\": {\"a\": {}}}";
-    p.sampling.n = 2;
+    p.dry_run = true;
     assert_int_equal(answer_columns_plan(&p, &ac), SL_ERR_INVALID_ARG);
-    assert_non_null(strstr(sl_last_error(), "--samples"));
-    p.sampling.n = 1;
-    p.rows_per_task = true;
-    assert_int_equal(answer_columns_plan(&p, &ac), SL_ERR_INVALID_ARG);
-    assert_non_null(strstr(sl_last_error(), "--rows-per-task"));
-    p.rows_per_task = false;
+    assert_non_null(strstr(sl_last_error(), "--dry-run"));
+    p.dry_run = false;
     p.input_format = "openai-batch";
     assert_int_equal(answer_columns_plan(&p, &ac), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "a batch file"));
