@@ -8,9 +8,13 @@
  * outstanding (llm/http_policy.c decides), keeps connections alive in the
  * multi handle's cache, parses answers, schedules retries, takes failing
  * endpoints out of rotation and, when all of them have failed too long,
- * gives up. Completions go to a list poll() drains. libcurl's multi
- * interface is used only here (http_policy.c holds the pure decisions,
- * openai_parse.c reads the answers and bounds their size). */
+ * gives up. Completions go to a list poll() drains. A request may bring
+ * back several answers ("n") and a choices request may send probes of its
+ * own (requests continuing its answer) before it completes: the loop makes
+ * them, and their row waits meanwhile in the `probing` list. libcurl's
+ * multi interface is used only here (http_policy.c holds the pure
+ * decisions, openai_parse.c reads the answers, bounds their size and walks
+ * the choices). */
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
