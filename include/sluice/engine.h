@@ -348,7 +348,8 @@ typedef struct sl_request {
      * admission, naming them. Not with json_schema, grammar or logprobs
      * (SL_ERR_INVALID_ARG at submit). The openai engine asks the server for
      * one token with its 20 most likely alternatives and scores the
-     * choices from those (first token only; docs/output.md "Choices"). */
+     * choices from those, with probe requests continuing the answer where
+     * choices begin alike (docs/output.md "Choices"). */
     const char *const *choices;
     int n_choices;
     /* n_tasks > 0: several answers about the one image, each task with its

@@ -1448,9 +1448,10 @@ static void oa_free(void *impl)
     sl_free(e);
 }
 
-/* Choices are scored from the first token's alternatives the server
- * gives: nothing to check before a row but their shape (sl_engine_submit
- * did); the tokens are the server's, unknown here. */
+/* Choices are scored from the alternatives the server gives (the first
+ * token's, then probes' where choices begin alike): nothing to check
+ * before a row but their shape (sl_engine_submit did); the tokens are the
+ * server's, unknown here. */
 static sl_status oa_check_choices(void *impl, const char *who, const char *system_prompt,
                                   const char *prompt, const char *const *choices, int n,
                                   int32_t *tokens)
