@@ -153,10 +153,14 @@ sl_status answer_columns_fill(const answer_columns *ac, int task, const char *an
     if (!any || !answer)
         return SL_OK;
     json_t *obj = json_loads(answer, JSON_DECODE_ANY, NULL);
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        return SL_OK;
+    }
     sl_status st = SL_OK;
-    if (json_is_object(obj) && !*extra && !(*extra = json_object()))
+    if (!*extra && !(*extra = json_object()))
         st = sl_fail(SL_ERR_NOMEM, "out of memory setting the answer columns");
-    for (int i = 0; st == SL_OK && json_is_object(obj) && i < ac->n; i++) {
+    for (int i = 0; st == SL_OK && i < ac->n; i++) {
         const answer_column *c = &ac->cols[i];
         json_t *v = c->task == task ? json_object_get(obj, c->property) : NULL;
         if (v && json_object_set(*extra, c->name, v) != 0)

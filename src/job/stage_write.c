@@ -164,14 +164,14 @@ static sl_status answer_columns_of_row(const job *j, const caption_row *r, const
     if (!(*own = r->extra ? json_copy(r->extra) : json_object()))
         return sl_fail(SL_ERR_NOMEM, "%s: out of memory writing its answer columns", r->rel);
     answer_columns_drop(&j->answer_cols, *own);
+    if (per_task)
+        return i < r->n_results
+                   ? answer_columns_fill(&j->answer_cols, i / n, r->results[i].text, own)
+                   : SL_OK;
     sl_status st = SL_OK;
-    for (int t = 0; st == SL_OK && t < (p->n_tasks > 0 ? p->n_tasks : 1); t++) {
-        if (per_task && t != i / n)
-            continue;
-        int at = per_task ? i : t * n + i;
-        if (at < r->n_results)
-            st = answer_columns_fill(&j->answer_cols, t, r->results[at].text, own);
-    }
+    for (int t = 0; st == SL_OK && t < (p->n_tasks > 0 ? p->n_tasks : 1); t++)
+        if (t * n + i < r->n_results)
+            st = answer_columns_fill(&j->answer_cols, t, r->results[t * n + i].text, own);
     return st;
 }
 

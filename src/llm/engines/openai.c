@@ -1022,15 +1022,16 @@ static void settle_choices(oa_engine *e, oa_req *r)
                      r->held_code, why);
         return;
     }
-    const char *const *choices = (const char *const *)r->choices;
+    /* One scoring: every answer's scores are the same text. */
+    char *scores = sl_choice_scores_json((const char *const *)r->choices, p, r->n_choices);
     sl_result out[SL_MAX_ANSWERS];
-    bool ok = true;
+    bool ok = scores != NULL;
     for (int k = 0; k < r->n_answers; k++) {
         uint64_t seed = sl_sampling_answer_seed(r->choice_seed, k);
         int pick = sl_choice_pick(p, r->n_choices, r->choice_temperature, seed);
         out[k] = r->held;
         out[k].text = sl_strdup(r->choices[pick]);
-        out[k].scores = sl_choice_scores_json(choices, p, r->n_choices);
+        out[k].scores = k == 0 ? scores : scores ? sl_strdup(scores) : NULL;
         ok &= out[k].text && out[k].scores;
     }
     if (!ok) {

@@ -182,6 +182,16 @@ static bool begins(const char *key, size_t len, const char *c)
     return (key[0] == c[0] || (other && key[0] == other)) && memcmp(key + 1, c + 1, len - 1) == 0;
 }
 
+/* The white space text (len bytes) begins with: not compared with the
+ * choices. */
+static size_t space_len(const char *text, size_t len)
+{
+    size_t skip = 0;
+    while (skip < len && strchr(" \t\r\n", text[skip]))
+        skip++;
+    return skip;
+}
+
 /* How text (leading white space dropped) reads among the choices: *exact
  * the one choice it is (as written, else first letter's case swapped;
  * -1: none), *begun how many it begins and goes on in, *one the last of
@@ -189,9 +199,7 @@ static bool begins(const char *key, size_t len, const char *c)
 static void classify(const char *text, size_t len, const char *const *choices, int n,
                      int *exact, int *begun, int *one)
 {
-    size_t skip = 0;
-    while (skip < len && strchr(" \t\r\n", text[skip]))
-        skip++;
+    size_t skip = space_len(text, len);
     const char *key = text + skip;
     len -= skip;
     *exact = -1;
@@ -280,17 +288,16 @@ void openai_choice_walk_init(openai_choice_walk *w, const char *const *choices, 
     w->n = n;
 }
 
-/* Mass m for text t's candidates (the one it is and those it begins)
- * shared evenly: a probe not made. */
+/* Mass m for text t's candidates (the one it is and those it begins: t
+ * has something to compare once its white space is dropped) shared
+ * evenly: a probe not made. */
 static void split_evenly(openai_choice_walk *w, int exact, const char *t, size_t len, double m)
 {
+    size_t skip = space_len(t, len);
     int who[SL_MAX_CHOICES], k = 0;
-    for (int i = 0; i < w->n; i++) {
-        int e, b, one;
-        classify(t, len, &w->choices[i], 1, &e, &b, &one);
-        if (i == exact || b)
+    for (int i = 0; i < w->n; i++)
+        if (i == exact || begins(t + skip, len - skip, w->choices[i]))
             who[k++] = i;
-    }
     for (int i = 0; i < k; i++)
         w->p[who[i]] += m / k;
 }
@@ -317,50 +324,57 @@ bool openai_choice_walk_read(openai_choice_walk *w, const char *prefix, size_t p
     int stop = -1, b0, o0;
     if (!first)
         classify(prefix, prefix_len, w->choices, w->n, &stop, &b0, &o0);
-    size_t skip = 0;
-    while (skip < prefix_len && strchr(" \t\r\n", prefix[skip]))
-        skip++;
+    size_t kept = prefix_len - space_len(prefix, prefix_len);
+    /* Each alternative read as the prefix and it (t): how it reads among
+     * the choices, and whether it counts (after a prefix, only what
+     * lengthens it towards a choice). The first token's that count make
+     * the root's mass, a probe's its share going on. */
+    struct {
+        size_t len;
+        int exact, begun, one;
+    } seen[OPENAI_CHOICE_TOP];
     double goes_on = 0;
     char t[OPENAI_CHOICE_PREFIX];
-    for (int pass = 0; pass < 2; pass++) { /* the first pass finds the root's mass */
-        for (int k = 0; k < n_alts; k++) {
-            size_t len = prefix_len + alts[k].len;
-            if (len >= sizeof t)
-                continue;
-            memcpy(t, prefix, prefix_len);
-            memcpy(t + prefix_len, alts[k].text, alts[k].len);
-            t[len] = '\0';
-            int exact, begun, one;
-            classify(t, len, w->choices, w->n, &exact, &begun, &one);
-            /* After a prefix, only what lengthens it towards a choice. */
-            size_t tskip = 0;
-            while (tskip < len && strchr(" \t\r\n", t[tskip]))
-                tskip++;
-            bool counts = (exact >= 0 || begun > 0) && (first || len - tskip > prefix_len - skip);
-            if (!counts)
-                continue;
-            double m = mass * alts[k].p;
-            if (pass == 0) {
-                if (first)
-                    w->root += m;
-                else
-                    goes_on += alts[k].p;
-                continue;
-            }
-            if (begun == 0) {
-                w->p[exact] += m;
-            } else if (exact < 0 && begun == 1) {
-                w->p[one] += m; /* "Ye" for "yes": nothing else goes on from it */
-            } else if (m >= OPENAI_CHOICE_NEGLIGIBLE * w->root && w->made < OPENAI_CHOICE_PROBES &&
-                       sl_utf8_valid(t, len)) { /* a prefix is sent as JSON text */
-                openai_choice_probe *q = &w->probes[w->n_probes++];
-                memcpy(q->prefix, t, len + 1);
-                q->len = len;
-                q->mass = m;
-                w->made++;
-            } else {
-                split_evenly(w, exact, t, len, m);
-            }
+    for (int k = 0; k < n_alts; k++) {
+        seen[k].len = prefix_len + alts[k].len;
+        seen[k].exact = -1;
+        seen[k].begun = 0;
+        if (seen[k].len >= sizeof t)
+            continue;
+        memcpy(t, prefix, prefix_len);
+        memcpy(t + prefix_len, alts[k].text, alts[k].len);
+        classify(t, seen[k].len, w->choices, w->n, &seen[k].exact, &seen[k].begun, &seen[k].one);
+        bool counts = (seen[k].exact >= 0 || seen[k].begun > 0) &&
+                      (first || seen[k].len - space_len(t, seen[k].len) > kept);
+        if (!counts)
+            seen[k].exact = -1, seen[k].begun = 0;
+        else if (first)
+            w->root += mass * alts[k].p;
+        else
+            goes_on += alts[k].p;
+    }
+    for (int k = 0; k < n_alts; k++) {
+        int exact = seen[k].exact, begun = seen[k].begun;
+        if (exact < 0 && begun == 0)
+            continue;
+        size_t len = seen[k].len;
+        double m = mass * alts[k].p;
+        memcpy(t, prefix, prefix_len);
+        memcpy(t + prefix_len, alts[k].text, alts[k].len);
+        t[len] = '\0';
+        if (begun == 0) {
+            w->p[exact] += m;
+        } else if (exact < 0 && begun == 1) {
+            w->p[seen[k].one] += m; /* "Ye" for "yes": nothing else goes on from it */
+        } else if (m >= OPENAI_CHOICE_NEGLIGIBLE * w->root && w->made < OPENAI_CHOICE_PROBES &&
+                   sl_utf8_valid(t, len)) { /* a prefix is sent as JSON text */
+            openai_choice_probe *q = &w->probes[w->n_probes++];
+            memcpy(q->prefix, t, len + 1);
+            q->len = len;
+            q->mass = m;
+            w->made++;
+        } else {
+            split_evenly(w, exact, t, len, m);
         }
     }
     if (stop >= 0)
