@@ -2,7 +2,7 @@
 small Parquet files from sluice's own writer (tests/tools/parquet_tool) and
 from pyarrow (several types, codecs none/snappy/gzip/zstd, dictionary and
 plain, data pages v1 and v2, nulls, the Hugging Face image struct, list
-columns), a few forged files whose footer lies about sizes, and for
+columns; the DELTA_* and BYTE_STREAM_SPLIT encodings with lz4 and brotli), a few forged files whose footer lies about sizes, and for
 `thrift` the footers (FileMetaData) and first page headers cut out of them.
 
     .venv/bin/python fuzz/gen_parquet_corpus.py build/tests/tools/parquet_tool
@@ -59,6 +59,30 @@ def arrow_files():
                 yield f"arrow-{codec}-{'dict' if dictionary else 'plain'}-v{version[0]}.parquet", buf.getvalue()
 
 
+def v2_files():
+    """The encodings of format 2.x writers, on flat and list columns, with
+    the codecs sluice only reads (lz4_raw, brotli) and none."""
+    n = 40
+    table = pa.table({
+        "i32": pa.array([None if k % 4 == 0 else k * 7919 - 2**20 for k in range(n)], pa.int32()),
+        "i64": pa.array([(2**63 - 1 - k) if k % 2 else (-2**63 + k) for k in range(n)], pa.int64()),
+        "f32": pa.array([k / 3 for k in range(n)], pa.float32()),
+        "f64": pa.array([None if k % 3 == 0 else k / 7 for k in range(n)], pa.float64()),
+        "label": pa.array([None if k % 5 == 2 else f"label-{k % 6}-" + "x" * (k % 9) for k in range(n)]),
+        "blob": pa.array([bytes([k % 256]) * (k % 11) for k in range(n)], pa.binary()),
+        "tags": pa.array([None if k % 7 == 1 else [f"t{k % 3}{j}" for j in range(k % 4)] for k in range(n)],
+                         pa.list_(pa.string())),
+    })
+    enc = {"i32": "DELTA_BINARY_PACKED", "i64": "DELTA_BINARY_PACKED", "f32": "BYTE_STREAM_SPLIT",
+           "f64": "BYTE_STREAM_SPLIT", "label": "DELTA_BYTE_ARRAY", "blob": "DELTA_LENGTH_BYTE_ARRAY",
+           "tags.list.element": "DELTA_BYTE_ARRAY"}
+    for codec, version in [("none", "1.0"), ("lz4", "2.0"), ("brotli", "1.0")]:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression=codec, use_dictionary=False, column_encoding=enc,
+                       data_page_version=version, row_group_size=25, data_page_size=128)
+        yield f"v2enc-{codec}-v{version[0]}.parquet", buf.getvalue()
+
+
 def list_files():
     """List columns (lists of strings, of ints, of image structs; null and
     empty lists, null elements), from pyarrow and from the hand writer of
@@ -94,7 +118,7 @@ def main():
     pdir, tdir = HERE / "corpus" / "parquet", HERE / "corpus" / "thrift"
     pdir.mkdir(parents=True, exist_ok=True)
     tdir.mkdir(parents=True, exist_ok=True)
-    files = list(sluice_files(tool)) + list(arrow_files()) + list(list_files()) + list(forged_files())
+    files = list(sluice_files(tool)) + list(arrow_files()) + list(v2_files()) + list(list_files()) + list(forged_files())
     for name, data in files:
         (pdir / name).write_bytes(data)
         footer_len = struct.unpack("<I", data[-8:-4])[0]

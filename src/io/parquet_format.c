@@ -1,6 +1,8 @@
 /* io/parquet_format.c — Parquet constants, byte buffers, the RLE/bit-packed
  * hybrid and page compression shared by parquet_write.c and parquet_read.c. */
+#include <brotli/decode.h>
 #include <limits.h>
+#include <lz4.h>
 #include <snappy-c.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,10 +43,10 @@ const char *sl_pq_codec_name(int codec)
     case SL_PQ_SNAPPY: return "snappy";
     case SL_PQ_GZIP: return "gzip";
     case 3: return "lzo";
-    case 4: return "brotli";
-    case 5: return "lz4";
+    case SL_PQ_BROTLI: return "brotli";
+    case SL_PQ_LZ4: return "lz4";
     case SL_PQ_ZSTD: return "zstd";
-    case 7: return "lz4_raw";
+    case SL_PQ_LZ4_RAW: return "lz4_raw";
     default: return "unknown";
     }
 }
@@ -67,11 +69,11 @@ const char *sl_pq_encoding_name(int encoding)
     case SL_PQE_PLAIN_DICTIONARY: return "PLAIN_DICTIONARY";
     case SL_PQE_RLE: return "RLE";
     case SL_PQE_BIT_PACKED: return "BIT_PACKED";
-    case 5: return "DELTA_BINARY_PACKED";
-    case 6: return "DELTA_LENGTH_BYTE_ARRAY";
-    case 7: return "DELTA_BYTE_ARRAY";
+    case SL_PQE_DELTA_BINARY_PACKED: return "DELTA_BINARY_PACKED";
+    case SL_PQE_DELTA_LENGTH_BYTE_ARRAY: return "DELTA_LENGTH_BYTE_ARRAY";
+    case SL_PQE_DELTA_BYTE_ARRAY: return "DELTA_BYTE_ARRAY";
     case SL_PQE_RLE_DICTIONARY: return "RLE_DICTIONARY";
-    case 9: return "BYTE_STREAM_SPLIT";
+    case SL_PQE_BYTE_STREAM_SPLIT: return "BYTE_STREAM_SPLIT";
     default: return "unknown";
     }
 }
@@ -144,7 +146,7 @@ bool sl_rle_encode(sl_buf *out, const uint32_t *values, size_t n, int bit_width)
     return true;
 }
 
-static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+bool sl_pq_read_uleb(const uint8_t **p, const uint8_t *end, uint64_t *out)
 {
     uint64_t v = 0;
     for (int shift = 0; shift < 64; shift += 7) {
@@ -163,7 +165,7 @@ static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
 static bool next_run(sl_rle_stream *s)
 {
     uint64_t header;
-    if (!get_varint(&s->p, s->end, &header))
+    if (!sl_pq_read_uleb(&s->p, s->end, &header))
         return false;
     if (header & 1) { /* bit-packed: (header >> 1) groups of 8 values */
         uint64_t groups = header >> 1;
@@ -338,9 +340,14 @@ static size_t first_cap(size_t n, size_t expect)
     return guess < expect ? guess : expect;
 }
 
-static size_t next_cap(size_t cap, size_t expect)
+/* A streamed decompressor's output, grown (doubling, never past expect)
+ * once what it produced fills it. False when out of memory. */
+static bool grow_when_full(sl_buf *out, size_t *cap, size_t produced, size_t expect)
 {
-    return cap < expect / 2 ? 2 * cap : expect;
+    if (produced < *cap || *cap >= expect)
+        return true;
+    *cap = *cap < expect / 2 ? 2 * *cap : expect;
+    return reserve_exact(out, *cap);
 }
 
 static const char *unzstd(const uint8_t *src, size_t n, size_t expect, sl_buf *out, ZSTD_DCtx *d)
@@ -351,11 +358,8 @@ static const char *unzstd(const uint8_t *src, size_t n, size_t expect, sl_buf *o
     ZSTD_DCtx_reset(d, ZSTD_reset_session_only);
     ZSTD_inBuffer in = {src, n, 0};
     for (;;) {
-        if (produced == cap && cap < expect) {
-            cap = next_cap(cap, expect);
-            if (!reserve_exact(out, cap))
-                return "out of memory";
-        }
+        if (!grow_when_full(out, &cap, produced, expect))
+            return "out of memory";
         ZSTD_outBuffer o = {out->data, cap, produced};
         size_t in_before = in.pos;
         size_t rc = ZSTD_decompressStream(d, &o, &in);
@@ -388,12 +392,9 @@ static const char *ungzip(const uint8_t *src, size_t n, size_t expect, sl_buf *o
     zs.avail_in = (uInt)n;
     const char *err = NULL;
     for (;;) {
-        if (produced == cap && cap < expect) {
-            cap = next_cap(cap, expect);
-            if (!reserve_exact(out, cap)) {
-                err = "out of memory";
-                break;
-            }
+        if (!grow_when_full(out, &cap, produced, expect)) {
+            err = "out of memory";
+            break;
         }
         zs.next_out = out->data + produced;
         zs.avail_out = (uInt)(cap - produced);
@@ -414,6 +415,107 @@ static const char *ungzip(const uint8_t *src, size_t n, size_t expect, sl_buf *o
     if (!err && produced != expect)
         err = "gzip data shorter than the page header says";
     return err;
+}
+
+static const char *unbrotli(const uint8_t *src, size_t n, size_t expect, sl_buf *out)
+{
+    size_t cap = first_cap(n, expect);
+    if (!reserve_exact(out, cap))
+        return "out of memory";
+    BrotliDecoderState *d = BrotliDecoderCreateInstance(NULL, NULL, NULL);
+    if (!d)
+        return "out of memory";
+    const uint8_t *in = src;
+    size_t in_left = n, produced = 0;
+    const char *err = NULL;
+    for (;;) {
+        if (!grow_when_full(out, &cap, produced, expect)) {
+            err = "out of memory";
+            break;
+        }
+        uint8_t *next_out = out->data + produced;
+        size_t out_left = cap - produced;
+        BrotliDecoderResult rc = BrotliDecoderDecompressStream(d, &in_left, &in, &out_left, &next_out, NULL);
+        produced = (size_t)(next_out - out->data);
+        if (rc == BROTLI_DECODER_RESULT_SUCCESS) {
+            if (in_left)
+                err = "corrupt brotli data (bytes after its end)";
+            break;
+        }
+        if (rc == BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT && produced < expect)
+            continue;
+        err = rc == BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT ? "brotli data longer than the page header says"
+              : rc == BROTLI_DECODER_RESULT_NEEDS_MORE_INPUT ? "corrupt brotli data (truncated)"
+                                                              : "corrupt brotli data";
+        break;
+    }
+    BrotliDecoderDestroyInstance(d);
+    out->len = produced;
+    if (!err && produced != expect)
+        err = "brotli data shorter than the page header says";
+    return err;
+}
+
+/* An LZ4 block of n bytes, `expect` bytes decompressed, appended to out at
+ * `at` (out reserved to at + expect). */
+static const char *lz4_into(const uint8_t *src, size_t n, size_t expect, sl_buf *out, size_t at)
+{
+    if (n > INT_MAX || expect > INT_MAX)
+        return "page too large for lz4";
+    int got = LZ4_decompress_safe((const char *)src, (char *)out->data + at, (int)n, (int)expect);
+    if (got < 0 || (size_t)got != expect)
+        return "corrupt lz4 data";
+    return NULL;
+}
+
+/* LZ4_RAW (codec 7): one block, no framing. */
+static const char *unlz4_block(const uint8_t *src, size_t n, size_t expect, sl_buf *out)
+{
+    if (expect / SL_LZ4_MAX_RATIO > n)
+        return "corrupt lz4 data (claims more than its bytes can hold)";
+    if (!reserve_exact(out, expect))
+        return "out of memory";
+    const char *err = lz4_into(src, n, expect, out, 0);
+    out->len = err ? 0 : expect;
+    return err;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* LZ4 (codec 5, deprecated): parquet-java wrote Hadoop's framing (blocks
+ * of a big-endian decompressed then compressed length, then the data);
+ * older parquet-cpp wrote a bare block. The framing is tried first, as
+ * Arrow does. */
+static const char *unlz4_hadoop(const uint8_t *src, size_t n, size_t expect, sl_buf *out)
+{
+    if (expect / SL_LZ4_MAX_RATIO > n)
+        return "corrupt lz4 data (claims more than its bytes can hold)";
+    if (!reserve_exact(out, expect))
+        return "out of memory";
+    size_t at = 0, produced = 0;
+    bool framed = n >= 8;
+    while (framed && at < n) {
+        if (n - at < 8) {
+            framed = false;
+            break;
+        }
+        size_t usize = be32(src + at), csize = be32(src + at + 4);
+        at += 8;
+        if (csize > n - at || usize > expect - produced || lz4_into(src + at, csize, usize, out, produced)) {
+            framed = false;
+            break;
+        }
+        at += csize;
+        produced += usize;
+    }
+    if (framed && produced == expect) {
+        out->len = expect;
+        return NULL;
+    }
+    return unlz4_block(src, n, expect, out);
 }
 
 const char *sl_pq_decompress(int codec, const uint8_t *src, size_t n, size_t expect, sl_buf *out,
@@ -450,6 +552,12 @@ const char *sl_pq_decompress(int codec, const uint8_t *src, size_t n, size_t exp
     }
     case SL_PQ_GZIP:
         return ungzip(src, n, expect, out);
+    case SL_PQ_BROTLI:
+        return unbrotli(src, n, expect, out);
+    case SL_PQ_LZ4_RAW:
+        return unlz4_block(src, n, expect, out);
+    case SL_PQ_LZ4:
+        return unlz4_hadoop(src, n, expect, out);
     default:
         return "unsupported codec";
     }

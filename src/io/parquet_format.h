@@ -1,7 +1,8 @@
 /* io/parquet_format.h — what the Parquet writer and reader share: the format's
  * numbers (physical types, encodings, codecs, page types), our column types,
  * a growable byte buffer, the RLE/bit-packed hybrid codec (bit widths 0..32,
- * whole or streamed) and page (de)compression with zstd, snappy and gzip.
+ * whole or streamed) and page (de)compression: zstd, snappy and gzip both
+ * ways; brotli, LZ4_RAW and LZ4 (Hadoop's framing, or a bare block) read only.
  * Stateless and thread-safe, except that a zstd context passed in and an
  * sl_rle_stream each belong to one thread. Buffers are sl_malloc'd and released with sl_buf_free(). */
 #ifndef SL_IO_PARQUET_FORMAT_H
@@ -17,14 +18,16 @@
 enum { SL_PQT_BOOLEAN = 0, SL_PQT_INT32 = 1, SL_PQT_INT64 = 2, SL_PQT_INT96 = 3,
        SL_PQT_FLOAT = 4, SL_PQT_DOUBLE = 5, SL_PQT_BYTE_ARRAY = 6, SL_PQT_FIXED = 7 };
 enum { SL_PQE_PLAIN = 0, SL_PQE_PLAIN_DICTIONARY = 2, SL_PQE_RLE = 3, SL_PQE_BIT_PACKED = 4,
-       SL_PQE_RLE_DICTIONARY = 8 };
+       SL_PQE_DELTA_BINARY_PACKED = 5, SL_PQE_DELTA_LENGTH_BYTE_ARRAY = 6, SL_PQE_DELTA_BYTE_ARRAY = 7,
+       SL_PQE_RLE_DICTIONARY = 8, SL_PQE_BYTE_STREAM_SPLIT = 9 };
 enum { SL_PQP_DATA = 0, SL_PQP_INDEX = 1, SL_PQP_DICTIONARY = 2, SL_PQP_DATA_V2 = 3 };
 enum { SL_PQR_REQUIRED = 0, SL_PQR_OPTIONAL = 1, SL_PQR_REPEATED = 2 };
 #define SL_PQ_CONVERTED_UTF8 0
 
 /* Compression codecs, by their wire values. */
 typedef enum sl_pq_codec {
-    SL_PQ_UNCOMPRESSED = 0, SL_PQ_SNAPPY = 1, SL_PQ_GZIP = 2, SL_PQ_ZSTD = 6,
+    SL_PQ_UNCOMPRESSED = 0, SL_PQ_SNAPPY = 1, SL_PQ_GZIP = 2, SL_PQ_BROTLI = 4, SL_PQ_LZ4 = 5,
+    SL_PQ_ZSTD = 6, SL_PQ_LZ4_RAW = 7,
 } sl_pq_codec;
 
 /* Column types as sluice sees them. The writer takes the first five. */
@@ -40,6 +43,10 @@ const char *sl_pq_codec_name(int codec);           /* "zstd", ...; "codec N" unk
 bool sl_pq_codec_parse(const char *name, sl_pq_codec *out);
 const char *sl_pq_encoding_name(int encoding);
 
+
+/* An unsigned LEB128 varint at *p (before end), *p moved past it. False
+ * when it runs past end or past 10 bytes. */
+bool sl_pq_read_uleb(const uint8_t **p, const uint8_t *end, uint64_t *out);
 
 /* Bits needed for values 0..max. */
 int sl_pq_bit_width(uint32_t max);
@@ -73,6 +80,9 @@ bool sl_rle_stream_read(sl_rle_stream *s, uint32_t *out, size_t n);
 /* snappy cannot expand data more than this (a 3-byte copy makes 64 bytes):
  * a claimed length past it is a lie, refused before allocating. */
 #define SL_SNAPPY_MAX_RATIO 22
+/* Nor LZ4 more than this (a match adds at most 255 bytes for each byte of
+ * its length). */
+#define SL_LZ4_MAX_RATIO 256
 
 /* Appends the compressed form of src[0..n) to out. NULL on success, else a
  * static message. zstd_cctx: a ZSTD_CCtx* or NULL. */
@@ -80,9 +90,9 @@ const char *sl_pq_compress(int codec, const uint8_t *src, size_t n, sl_buf *out,
 
 /* Decompresses src[0..n) into out (its contents replaced): exactly `expect`
  * bytes, or a static message. out grows with what the codec really produces
- * (zstd and gzip are streamed; snappy's claimed length is checked against
- * SL_SNAPPY_MAX_RATIO first), never past expect, so a size that lies costs
- * no memory. zstd_dctx: a ZSTD_DCtx* or NULL. */
+ * (zstd, gzip and brotli are streamed; snappy's and lz4's claimed lengths are
+ * checked against their ratios first), never past expect, so a size that
+ * lies costs little memory. zstd_dctx: a ZSTD_DCtx* or NULL. */
 const char *sl_pq_decompress(int codec, const uint8_t *src, size_t n, size_t expect, sl_buf *out,
                              void *zstd_dctx);
 

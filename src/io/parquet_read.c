@@ -19,6 +19,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "io/parquet_delta.h"
 #include "io/parquet_read.h"
 #include "io/ranged.h"
 #include "io/thrift_compact.h"
@@ -109,8 +110,12 @@ typedef struct column {
     sl_rle_stream levels;   /* definition levels */
     sl_rle_stream reps;     /* repetition levels (lists) */
     sl_rle_stream ix;       /* dictionary indices, or RLE booleans */
-    const uint8_t *vp, *vend; /* PLAIN values */
+    const uint8_t *vp, *vend; /* PLAIN values; the bytes of DELTA_*_BYTE_ARRAY; BYTE_STREAM_SPLIT's */
     uint64_t bit;           /* PLAIN booleans: the next bit at vp */
+    sl_delta_stream delta;  /* DELTA_BINARY_PACKED values, or the (suffix) lengths of byte arrays */
+    sl_delta_stream prefixes; /* DELTA_BYTE_ARRAY: how much of the value before each one begins */
+    sl_buf prev;            /* DELTA_BYTE_ARRAY: the value before (kept across the chunk's pages) */
+    size_t split_count, split_next; /* BYTE_STREAM_SPLIT: the page's values, the next one */
     pending rows;
     size_t held;            /* bytes of buffers counted against the memory limit */
 } column;
@@ -699,6 +704,7 @@ static void column_free(column *c)
     sl_buf_free(&c->ahead);
     sl_buf_free(&c->raw);
     sl_buf_free(&c->plain);
+    sl_buf_free(&c->prev);
     sl_buf_free(&c->dict.values);
     sl_free(c->dict.offsets);
     sl_free(c->rows.valid);
@@ -776,7 +782,7 @@ sl_status sl_pq_reader_select(sl_pq_reader *r, const char *const *names, size_t 
 static size_t column_bytes(const column *c)
 {
     size_t per_row = 1 + (c->width ? (size_t)c->width : sizeof(int64_t));
-    return c->raw.cap + c->ahead.cap + c->plain.cap + c->dict.values.cap + c->dict.offsets_cap * sizeof(int64_t) +
+    return c->raw.cap + c->ahead.cap + c->plain.cap + c->prev.cap + c->dict.values.cap + c->dict.offsets_cap * sizeof(int64_t) +
            c->rows.cap * per_row + (c->width ? 0 : sizeof(int64_t)) + c->rows.data.cap +
            (c->rows.rcap ? (c->rows.rcap + 1) * sizeof(int64_t) + c->rows.rcap : 0);
 }
@@ -1097,6 +1103,48 @@ static sl_status start_values(column *c, int encoding, const uint8_t *p, size_t 
         if (!sl_rle_stream_init(&c->ix, p + (len > 0), len ? len - 1 : 0, len ? p[0] : 0))
             return corrupt(c, "corrupt dictionary indices (RLE/bit-packed, bit width %d)", p[0]);
         return SL_OK;
+    case SL_PQE_DELTA_BINARY_PACKED:
+        if (c->lf->physical != SL_PQT_INT32 && c->lf->physical != SL_PQT_INT64)
+            return corrupt(c, "DELTA_BINARY_PACKED values in a %s column", sl_pq_type_name(c->lf->info.type));
+        if (!sl_delta_init(&c->delta, p, len))
+            return corrupt(c, "corrupt DELTA_BINARY_PACKED header");
+        if (required && sl_delta_left(&c->delta) < (uint64_t)n)
+            return corrupt(c, "DELTA_BINARY_PACKED holds %llu values for %lld rows",
+                           (unsigned long long)sl_delta_left(&c->delta), (long long)n);
+        return SL_OK;
+    case SL_PQE_DELTA_LENGTH_BYTE_ARRAY:
+    case SL_PQE_DELTA_BYTE_ARRAY: {
+        if (c->width)
+            return corrupt(c, "%s values in a %s column", sl_pq_encoding_name(encoding),
+                           sl_pq_type_name(c->lf->info.type));
+        const uint8_t *at = p, *end = p + len;
+        if (encoding == SL_PQE_DELTA_BYTE_ARRAY &&
+            (!sl_delta_init(&c->prefixes, p, len) || !sl_delta_end(&c->prefixes, &at)))
+            return corrupt(c, "corrupt DELTA_BYTE_ARRAY prefix lengths");
+        if (!sl_delta_init(&c->delta, at, (size_t)(end - at)) || !sl_delta_end(&c->delta, &at))
+            return corrupt(c, "corrupt %s lengths", sl_pq_encoding_name(encoding));
+        if (encoding == SL_PQE_DELTA_BYTE_ARRAY && sl_delta_left(&c->prefixes) != sl_delta_left(&c->delta))
+            return corrupt(c, "DELTA_BYTE_ARRAY holds %llu prefix lengths for %llu suffixes",
+                           (unsigned long long)sl_delta_left(&c->prefixes),
+                           (unsigned long long)sl_delta_left(&c->delta));
+        if (required && sl_delta_left(&c->delta) < (uint64_t)n)
+            return corrupt(c, "%s holds %llu values for %lld rows", sl_pq_encoding_name(encoding),
+                           (unsigned long long)sl_delta_left(&c->delta), (long long)n);
+        c->vp = at;
+        c->vend = end;
+        return SL_OK;
+    }
+    case SL_PQE_BYTE_STREAM_SPLIT:
+        if (!c->width || c->lf->info.type == SL_PQ_BOOL)
+            return corrupt(c, "BYTE_STREAM_SPLIT values in a %s column", sl_pq_type_name(c->lf->info.type));
+        if (len % (size_t)c->width)
+            return corrupt(c, "BYTE_STREAM_SPLIT values of %zu bytes are not whole %d-byte values", len, c->width);
+        c->vp = p;
+        c->split_count = len / (size_t)c->width;
+        c->split_next = 0;
+        if (required && (uint64_t)n > c->split_count)
+            return corrupt(c, "BYTE_STREAM_SPLIT holds %zu values for %lld rows", c->split_count, (long long)n);
+        return SL_OK;
     case SL_PQE_RLE:
         if (c->lf->info.type == SL_PQ_BOOL) { /* 4-byte length, then the hybrid at width 1 */
             if (len < 4 || le32(p) > len - 4)
@@ -1356,6 +1404,81 @@ static bool take_bytes(column *c, size_t row, const uint8_t *s, size_t len)
     return true;
 }
 
+/* nn DELTA_BINARY_PACKED or BYTE_STREAM_SPLIT values placed at the valid
+ * ones of m slots of `width` bytes at dst (nulls zeroed). */
+static sl_status fixed_values(column *c, const uint8_t *valid, size_t m, size_t nn, uint8_t *dst)
+{
+    size_t w = (size_t)c->width;
+    union {
+        int64_t i64[STEP_ROWS];
+        uint8_t bytes[STEP_ROWS * 8];
+    } got;
+    const uint8_t *src = got.bytes;
+    if (c->encoding == SL_PQE_BYTE_STREAM_SPLIT) {
+        if (c->split_count - c->split_next < nn)
+            return corrupt(c, "BYTE_STREAM_SPLIT values end early (%zu left for %zu values)",
+                           c->split_count - c->split_next, nn);
+        sl_byte_stream_split_read(c->vp, c->split_count, w, c->split_next, nn, got.bytes);
+        c->split_next += nn;
+    } else {
+        if (!sl_delta_read(&c->delta, got.i64, nn))
+            return corrupt(c, "corrupt DELTA_BINARY_PACKED values (or fewer than the page's rows)");
+        if (w == 4) /* an INT32 column: each value's low 32 bits */
+            for (size_t k = 0; k < nn; k++) {
+                uint32_t v = (uint32_t)got.i64[k];
+                memcpy(got.bytes + k * 4, &v, 4);
+            }
+    }
+    for (size_t i = 0, k = 0; i < m; i++, dst += w) {
+        if (valid[i])
+            memcpy(dst, src + w * k++, w);
+        else
+            memset(dst, 0, w);
+    }
+    return SL_OK;
+}
+
+/* nn DELTA_LENGTH_BYTE_ARRAY or DELTA_BYTE_ARRAY values at the valid ones of
+ * m rows from `base`. A DELTA_BYTE_ARRAY value is the first `prefix` bytes
+ * of the value before it, then its suffix. */
+static sl_status delta_byte_arrays(column *c, const uint8_t *valid, size_t m, size_t nn, size_t base)
+{
+    int64_t lens[STEP_ROWS], prefix[STEP_ROWS];
+    bool front = c->encoding == SL_PQE_DELTA_BYTE_ARRAY;
+    const char *name = sl_pq_encoding_name(c->encoding);
+    if (!sl_delta_read(&c->delta, lens, nn))
+        return corrupt(c, "corrupt %s lengths (or fewer than the page's rows)", name);
+    if (front && !sl_delta_read(&c->prefixes, prefix, nn))
+        return corrupt(c, "corrupt DELTA_BYTE_ARRAY prefix lengths (or fewer than the page's rows)");
+    int64_t *offsets = c->rows.offsets;
+    for (size_t i = 0, k = 0; i < m; i++) {
+        if (!valid[i]) {
+            offsets[base + i + 1] = offsets[base + i];
+            continue;
+        }
+        int64_t n = lens[k];
+        if (n < 0 || n > c->vend - c->vp)
+            return corrupt(c, "%s value of %lld bytes runs past its page", name, (long long)n);
+        const uint8_t *v = c->vp;
+        size_t vlen = (size_t)n;
+        if (front) {
+            if (prefix[k] < 0 || (uint64_t)prefix[k] > c->prev.len)
+                return corrupt(c, "DELTA_BYTE_ARRAY prefix of %lld bytes is longer than the value before it (%zu)",
+                               (long long)prefix[k], c->prev.len);
+            c->prev.len = (size_t)prefix[k];
+            if (!sl_buf_append(&c->prev, c->vp, vlen))
+                return nomem(c->r);
+            v = c->prev.data;
+            vlen = c->prev.len;
+        }
+        if (!take_bytes(c, base + i, v, vlen))
+            return nomem(c->r);
+        c->vp += n;
+        k++;
+    }
+    return SL_OK;
+}
+
 /* Decodes the next m rows of the current page (m <= STEP_ROWS) into c's
  * pending rows. */
 static sl_status decode_rows(column *c, size_t levels)
@@ -1429,6 +1552,12 @@ static sl_status decode_rows(column *c, size_t levels)
                 return nomem(c->r);
             c->vp += n;
         }
+    } else if (c->encoding == SL_PQE_DELTA_BINARY_PACKED || c->encoding == SL_PQE_BYTE_STREAM_SPLIT) {
+        if ((st = fixed_values(c, valid, m, nn, pr->fixed + base * w)) != SL_OK)
+            return st;
+    } else if (c->encoding == SL_PQE_DELTA_LENGTH_BYTE_ARRAY || c->encoding == SL_PQE_DELTA_BYTE_ARRAY) {
+        if ((st = delta_byte_arrays(c, valid, m, nn, base)) != SL_OK)
+            return st;
     } else { /* dictionary indices, or RLE booleans */
         bool dict_enc = c->encoding != SL_PQE_RLE;
         if (nn && !sl_rle_stream_read(&c->ix, buf, nn))
@@ -1476,7 +1605,10 @@ static size_t step_size(const column *c, size_t m)
         m = STEP_ROWS;
     if (!c->width) {
         size_t budget = c->r->p.batch_bytes;
-        size_t worst = c->encoding == SL_PQE_PLAIN ? (size_t)(c->vend - c->vp) : c->dict.max_len;
+        size_t worst = c->encoding == SL_PQE_PLAIN || c->encoding == SL_PQE_DELTA_LENGTH_BYTE_ARRAY
+                           ? (size_t)(c->vend - c->vp)
+                       : c->encoding == SL_PQE_DELTA_BYTE_ARRAY ? c->prev.len + (size_t)(c->vend - c->vp)
+                                                                : c->dict.max_len;
         size_t left = c->rows.data.len < budget ? budget - c->rows.data.len : 0;
         if (worst && m > left / worst)
             m = left / worst ? left / worst : 1;
@@ -1638,6 +1770,7 @@ static sl_status open_row_group(sl_pq_reader *r)
         c->rows.n = 0;
         c->rows.data.len = 0;
         c->rows.nrows = 0;
+        c->prev.len = 0;
         c->rows_seen = 0;
         c->chunk_done = false;
         c->total = c->lf->max_rep ? ch->num_values : rg->num_rows;
@@ -1651,7 +1784,8 @@ static sl_status open_row_group(sl_pq_reader *r)
         if (ch->type != c->lf->physical)
             return corrupt(c, "column chunk type %d differs from the schema's %d", ch->type, c->lf->physical);
         if (ch->codec != SL_PQ_UNCOMPRESSED && ch->codec != SL_PQ_SNAPPY && ch->codec != SL_PQ_GZIP &&
-            ch->codec != SL_PQ_ZSTD)
+            ch->codec != SL_PQ_ZSTD && ch->codec != SL_PQ_BROTLI && ch->codec != SL_PQ_LZ4 &&
+            ch->codec != SL_PQ_LZ4_RAW)
             return corrupt(c, "unsupported compression codec %s (%d)", sl_pq_codec_name(ch->codec), ch->codec);
         if (c->lf->max_rep ? ch->num_values < rg->num_rows : ch->num_values != rg->num_rows)
             return corrupt(c, "column chunk holds %lld values for %lld rows", (long long)ch->num_values,

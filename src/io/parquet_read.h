@@ -4,8 +4,9 @@
  * Face image struct: `image.bytes`, `image.path`), and inside one list (one
  * level of repetition: `images.list.element.bytes`, `tags.list.element`,
  * the legacy 2-level forms too; not lists of lists, not maps); PLAIN,
- * PLAIN_DICTIONARY, RLE_DICTIONARY (and RLE for booleans); data pages v1 and v2;
- * codecs none, snappy, gzip, zstd. Only selected columns are read, page by
+ * PLAIN_DICTIONARY, RLE_DICTIONARY (and RLE for booleans), DELTA_BINARY_PACKED,
+ * DELTA_LENGTH_BYTE_ARRAY, DELTA_BYTE_ARRAY and BYTE_STREAM_SPLIT; data pages
+ * v1 and v2; codecs none, snappy, gzip, zstd, brotli, lz4 and lz4_raw. Only selected columns are read, page by
  * page, so memory is bounded by the limits below, never by what a file
  * claims. One thread per reader. The reader owns everything it returns:
  * names and infos live until sl_pq_reader_free(); a batch lives until the

@@ -1,6 +1,9 @@
 /* Unit tests: io/thrift_compact.c (known bytes, round trips, corrupt input),
  * the RLE/bit-packed hybrid in io/parquet_format.c (the spec's byte vectors),
- * and io/parquet_write.c -> io/parquet_read.c round trips and errors. */
+ * io/parquet_delta.c (the spec's examples, truncations), the read-only
+ * codecs (LZ4 framed by Hadoop or bare, brotli), and io/parquet_write.c ->
+ * io/parquet_read.c round trips and errors. Files of the 2.x encodings that
+ * pyarrow writes are read in tests/e2e/test_parquet.py. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +12,11 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <brotli/encode.h>
+#include <lz4.h>
+
 #include "core/alloc.h"
+#include "io/parquet_delta.h"
 #include "io/parquet_format.h"
 #include "io/parquet_read.h"
 #include "io/parquet_write.h"
@@ -235,6 +242,161 @@ static void rle_spec_vectors(void **state)
     for (int i = 0; i < 8; i++)
         assert_int_equal(out[i], 0x1234);
     sl_buf_free(&b);
+}
+
+/* The examples of parquet-format's Encodings.md, DELTA_BINARY_PACKED. */
+static void delta_spec_vectors(void **state)
+{
+    (void)state;
+    /* 1 2 3 4 5: block 128 of 4 miniblocks, 5 values, first 1; min delta 1,
+     * every width 0 (no miniblock bytes). */
+    const uint8_t ones[] = {0x80, 0x01, 0x04, 0x05, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00};
+    sl_delta_stream s;
+    const uint8_t *end = NULL;
+    int64_t out[16];
+    assert_true(sl_delta_init(&s, ones, sizeof ones));
+    assert_int_equal(sl_delta_left(&s), 5);
+    assert_true(sl_delta_end(&s, &end));
+    assert_ptr_equal(end, ones + sizeof ones);
+    assert_true(sl_delta_read(&s, out, 5));
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(out[i], i + 1);
+    assert_false(sl_delta_read(&s, out, 1)); /* no sixth */
+
+    /* 7 5 3 1 2 3 4 5: deltas -2 -2 -2 1 1 1 1, min -2, so 0 0 0 3 3 3 3 at
+     * width 2 in the first miniblock (32 values: 8 bytes, padded). */
+    const uint8_t ramp[] = {0x80, 0x01, 0x04, 0x08, 0x0e, 0x03, 0x02, 0x00, 0x00, 0x00,
+                            0xc0, 0x3f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    const int64_t want[] = {7, 5, 3, 1, 2, 3, 4, 5};
+    assert_true(sl_delta_init(&s, ramp, sizeof ramp));
+    assert_true(sl_delta_end(&s, &end));
+    assert_ptr_equal(end, ramp + sizeof ramp);
+    assert_true(sl_delta_read(&s, out, 3)); /* read in pieces */
+    assert_true(sl_delta_end(&s, &end));    /* the end does not move as values are read */
+    assert_ptr_equal(end, ramp + sizeof ramp);
+    assert_true(sl_delta_read(&s, out + 3, 5));
+    assert_memory_equal(out, want, sizeof want);
+
+    /* Cut short: the values need the first 12 bytes, the end all 18. */
+    for (size_t len = 0; len < sizeof ramp; len++) {
+        bool whole = sl_delta_init(&s, ramp, len) && sl_delta_end(&s, &end);
+        assert_false(whole);
+        bool values = sl_delta_init(&s, ramp, len) && sl_delta_read(&s, out, 8);
+        assert_true(values == (len >= 12));
+    }
+
+    /* One value: the header alone, no block. */
+    const uint8_t one[] = {0x80, 0x01, 0x04, 0x01, 0x07};
+    assert_true(sl_delta_init(&s, one, sizeof one));
+    assert_true(sl_delta_end(&s, &end));
+    assert_ptr_equal(end, one + sizeof one);
+    assert_true(sl_delta_read(&s, out, 1));
+    assert_int_equal(out[0], -4);
+
+    /* Deltas wrap like the writer's: INT64_MAX then INT64_MIN is a delta of
+     * 1 (min 1, width 0); -1 then INT64_MAX has min delta INT64_MIN. */
+    const uint8_t wrap[] = {0x80, 0x01, 0x04, 0x02, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+                            0x02, 0x00, 0x00, 0x00, 0x00};
+    assert_true(sl_delta_init(&s, wrap, sizeof wrap));
+    assert_true(sl_delta_read(&s, out, 2));
+    assert_true(out[0] == INT64_MAX && out[1] == INT64_MIN);
+
+    /* Headers and blocks that cannot be: a block size not a multiple of
+     * 128, miniblocks of other than multiples of 32 values, a width past 64,
+     * a varint that never ends. */
+    assert_false(sl_delta_init(&s, BYTES(0x64, 0x04, 0x01, 0x00)));
+    assert_false(sl_delta_init(&s, BYTES(0x80, 0x01, 0x03, 0x01, 0x00)));
+    assert_false(sl_delta_init(&s, BYTES(0x80, 0x01, 0x08, 0x01, 0x00)));
+    assert_false(sl_delta_init(&s, BYTES(0x80, 0x01, 0x00, 0x01, 0x00)));
+    assert_false(sl_delta_init(&s, BYTES(0x80, 0x01, 0x04, 0x01, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+                                         0x80, 0x80, 0x80, 0x80)));
+    const uint8_t wide[] = {0x80, 0x01, 0x04, 0x02, 0x00, 0x00, 0x41, 0x00, 0x00, 0x00};
+    assert_true(sl_delta_init(&s, wide, sizeof wide));
+    assert_false(sl_delta_read(&s, out, 2));
+    /* A width an unused miniblock gives may be anything (the spec says so). */
+    const uint8_t unused[] = {0x80, 0x01, 0x04, 0x02, 0x00, 0x02, 0x00, 0xff, 0xff, 0xff};
+    assert_true(sl_delta_init(&s, unused, sizeof unused));
+    assert_true(sl_delta_end(&s, &end));
+    assert_true(sl_delta_read(&s, out, 2));
+    assert_true(out[0] == 0 && out[1] == 1);
+}
+
+static void byte_stream_split_spreads_bytes(void **state)
+{
+    (void)state;
+    /* Three 4-byte values 0x04030201, 0x14131211, 0x24232221: their first
+     * bytes, then their second bytes, ... */
+    const uint8_t data[] = {0x01, 0x11, 0x21, 0x02, 0x12, 0x22, 0x03, 0x13, 0x23, 0x04, 0x14, 0x24};
+    uint32_t v[3];
+    sl_byte_stream_split_read(data, 3, 4, 0, 3, (uint8_t *)v);
+    assert_true(v[0] == 0x04030201 && v[1] == 0x14131211 && v[2] == 0x24232221);
+    sl_byte_stream_split_read(data, 3, 4, 2, 1, (uint8_t *)v);
+    assert_int_equal(v[0], 0x24232221);
+}
+
+static void lz4_and_brotli_pages(void **state)
+{
+    (void)state;
+    char text[5000];
+    for (size_t i = 0; i < sizeof text; i++)
+        text[i] = "sluice reads parquet pages "[i % 27] + (char)(i / 1000);
+    char raw[LZ4_COMPRESSBOUND(sizeof text)];
+    int n = LZ4_compress_default(text, raw, (int)sizeof text, (int)sizeof raw);
+    assert_true(n > 0 && n < (int)sizeof text);
+    sl_buf out = {0};
+    assert_null(sl_pq_decompress(SL_PQ_LZ4_RAW, (const uint8_t *)raw, (size_t)n, sizeof text, &out, NULL));
+    assert_int_equal(out.len, sizeof text);
+    assert_memory_equal(out.data, text, sizeof text);
+    /* A bare block under the old LZ4 codec (older parquet-cpp) reads too. */
+    assert_null(sl_pq_decompress(SL_PQ_LZ4, (const uint8_t *)raw, (size_t)n, sizeof text, &out, NULL));
+    assert_memory_equal(out.data, text, sizeof text);
+
+    /* Hadoop's framing, as parquet-java writes LZ4: two blocks, each a
+     * big-endian decompressed and compressed length before its data. */
+    uint8_t framed[2 * (8 + LZ4_COMPRESSBOUND(2500))];
+    size_t at = 0;
+    for (int half = 0; half < 2; half++) {
+        int c = LZ4_compress_default(text + half * 2500, (char *)framed + at + 8, 2500, LZ4_COMPRESSBOUND(2500));
+        assert_true(c > 0);
+        const uint8_t head[8] = {0, 0, 2500 >> 8, 2500 & 0xff, 0, 0, (uint8_t)(c >> 8), (uint8_t)c};
+        memcpy(framed + at, head, 8);
+        at += 8 + (size_t)c;
+    }
+    assert_null(sl_pq_decompress(SL_PQ_LZ4, framed, at, sizeof text, &out, NULL));
+    assert_int_equal(out.len, sizeof text);
+    assert_memory_equal(out.data, text, sizeof text);
+    /* Lies: a size the block cannot hold, one past what 256x can make, data
+     * cut short. */
+    assert_non_null(sl_pq_decompress(SL_PQ_LZ4_RAW, (const uint8_t *)raw, (size_t)n, sizeof text + 1, &out, NULL));
+    assert_non_null(sl_pq_decompress(SL_PQ_LZ4_RAW, (const uint8_t *)raw, 8, 1u << 30, &out, NULL));
+    assert_true(out.cap < (1u << 20)); /* refused before reserving */
+    assert_non_null(sl_pq_decompress(SL_PQ_LZ4_RAW, (const uint8_t *)raw, (size_t)n / 2, sizeof text, &out, NULL));
+    assert_non_null(sl_pq_decompress(SL_PQ_LZ4, framed, at - 9, sizeof text, &out, NULL));
+
+    uint8_t br[6000];
+    size_t bn = sizeof br;
+    assert_true(BrotliEncoderCompress(5, 22, BROTLI_MODE_TEXT, sizeof text, (const uint8_t *)text, &bn, br));
+    assert_null(sl_pq_decompress(SL_PQ_BROTLI, br, bn, sizeof text, &out, NULL));
+    assert_int_equal(out.len, sizeof text);
+    assert_memory_equal(out.data, text, sizeof text);
+    assert_non_null(sl_pq_decompress(SL_PQ_BROTLI, br, bn, sizeof text - 1, &out, NULL));
+    assert_non_null(sl_pq_decompress(SL_PQ_BROTLI, br, bn, sizeof text + 1, &out, NULL));
+    assert_non_null(sl_pq_decompress(SL_PQ_BROTLI, br, bn / 2, sizeof text, &out, NULL));
+    /* A brotli bomb costs what its header claims, not what it expands to:
+     * 64 MiB of zeros claimed as 100 bytes stops at 100. */
+    size_t big = 64u << 20, bomb_n = 1u << 20;
+    uint8_t *zeros = sl_calloc(1, big), *bomb = sl_malloc(bomb_n);
+    assert_true(BrotliEncoderCompress(5, 22, BROTLI_MODE_GENERIC, big, zeros, &bomb_n, bomb));
+    assert_true(bomb_n < 100000);
+    sl_free(zeros);
+    sl_buf small = {0};
+    const char *err = sl_pq_decompress(SL_PQ_BROTLI, bomb, bomb_n, 100, &small, NULL);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "longer than the page header says"));
+    assert_true(small.cap <= 64u << 10);
+    sl_buf_free(&small);
+    sl_free(bomb);
+    sl_buf_free(&out);
 }
 
 static void rle_round_trip_and_truncation(void **state)
@@ -1184,6 +1346,9 @@ int main(void)
         cmocka_unit_test(thrift_corrupt_input),
         cmocka_unit_test(rle_spec_vectors),
         cmocka_unit_test(rle_round_trip_and_truncation),
+        cmocka_unit_test(delta_spec_vectors),
+        cmocka_unit_test(byte_stream_split_spreads_bytes),
+        cmocka_unit_test(lz4_and_brotli_pages),
         cmocka_unit_test(round_trip_every_codec),
         cmocka_unit_test(empty_file_and_one_row_group),
         cmocka_unit_test(writer_rejects_bad_rows),
