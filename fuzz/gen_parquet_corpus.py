@@ -2,7 +2,8 @@
 small Parquet files from sluice's own writer (tests/tools/parquet_tool) and
 from pyarrow (several types, codecs none/snappy/gzip/zstd, dictionary and
 plain, data pages v1 and v2, nulls, the Hugging Face image struct, list
-columns; the DELTA_* and BYTE_STREAM_SPLIT encodings with lz4 and brotli), a few forged files whose footer lies about sizes, and for
+columns; the DELTA_* and BYTE_STREAM_SPLIT encodings with lz4 and brotli;
+decimals, INT96, FLOAT16, UUID and fixed-size binary), a few forged files whose footer lies about sizes, and for
 `thrift` the footers (FileMetaData) and first page headers cut out of them.
 
     .venv/bin/python fuzz/gen_parquet_corpus.py build/tests/tools/parquet_tool
@@ -83,6 +84,29 @@ def v2_files():
         yield f"v2enc-{codec}-v{version[0]}.parquet", buf.getvalue()
 
 
+def typed_files():
+    """The types sluice converts: DECIMAL (fixed bytes and integers), INT96,
+    FLOAT16, UUID, fixed-size binary."""
+    import datetime
+    import decimal
+    n = 20
+    table = pa.table({
+        "price": pa.array([None if k % 4 == 0 else decimal.Decimal(k * 123 - 900).scaleb(-2) for k in range(n)],
+                          pa.decimal128(9, 2)),
+        "wide": pa.array([decimal.Decimal(-k * 10**30 - 7).scaleb(-5) for k in range(n)], pa.decimal128(38, 5)),
+        "ts": pa.array([None if k % 3 == 0 else datetime.datetime(1969, 12, 31) + datetime.timedelta(hours=k)
+                        for k in range(n)], pa.timestamp("ns")),
+        "half": pa.array([k / 4 for k in range(n)], pa.float32()).cast(pa.float16()),
+        "id": pa.array([bytes(range(k, k + 16)) for k in range(n)], pa.uuid()),
+        "digest": pa.array([bytes([k, 1, 2]) for k in range(n)], pa.binary(3)),
+    })
+    for dictionary, as_int in [(False, False), (True, True)]:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, use_dictionary=dictionary, store_decimal_as_integer=as_int,
+                       use_deprecated_int96_timestamps=True, data_page_size=128, row_group_size=12)
+        yield f"typed-{'dict' if dictionary else 'plain'}.parquet", buf.getvalue()
+
+
 def list_files():
     """List columns (lists of strings, of ints, of image structs; null and
     empty lists, null elements), from pyarrow and from the hand writer of
@@ -118,7 +142,7 @@ def main():
     pdir, tdir = HERE / "corpus" / "parquet", HERE / "corpus" / "thrift"
     pdir.mkdir(parents=True, exist_ok=True)
     tdir.mkdir(parents=True, exist_ok=True)
-    files = list(sluice_files(tool)) + list(arrow_files()) + list(v2_files()) + list(list_files()) + list(forged_files())
+    files = list(sluice_files(tool)) + list(arrow_files()) + list(v2_files()) + list(typed_files()) + list(list_files()) + list(forged_files())
     for name, data in files:
         (pdir / name).write_bytes(data)
         footer_len = struct.unpack("<I", data[-8:-4])[0]

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,6 +32,8 @@
 #define MAX_SCHEMA_DEPTH 64
 /* Rows decoded in one step: levels and indices for them sit on the stack. */
 #define STEP_ROWS 1024
+/* A converting leaf's stored values of one step at most (at least one value). */
+#define SCRATCH_BYTES (1u << 20)
 /* A page header is looked for in this much of the chunk first. */
 #define HEADER_WINDOW (64u << 10)
 /* An object in S3 is read in GETs of this much of a column chunk (or the
@@ -38,9 +41,22 @@
  * so a row group costs a few requests, not one per page. */
 #define REMOTE_READ_AHEAD (8u << 20)
 
+/* How a leaf's stored values become the values a batch holds. */
+typedef enum conversion {
+    CONV_NONE,
+    CONV_INT96,   /* Impala's timestamp (nanoseconds of the day, Julian day) -> int64 ns since 1970 */
+    CONV_DECIMAL, /* an unscaled INT32, INT64 or big-endian FIXED_LEN_BYTE_ARRAY -> double */
+    CONV_FLOAT16, /* IEEE half in 2 bytes -> float */
+    CONV_UUID,    /* 16 bytes -> the 36-character text form */
+    CONV_BYTES,   /* FIXED_LEN_BYTE_ARRAY -> binary */
+} conversion;
+
 typedef struct leaf {
     sl_pq_column_info info;
     int physical;
+    int phys;                /* bytes a stored value takes (fixed-width types); 0: byte arrays */
+    conversion conv;
+    int scale;               /* CONV_DECIMAL */
     int max_def, max_rep;
     int rep_def;             /* in a list: the definition level of its repeated node (an element
                                 is there at rep_def, the list is empty at rep_def - 1, null below) */
@@ -93,7 +109,9 @@ typedef struct column {
     sl_pq_reader *r;
     const leaf *lf;
     const chunk *ch;
-    int width;              /* fixed-width bytes per value; 0: byte arrays */
+    int width;              /* fixed-width bytes per value in a batch; 0: byte arrays */
+    int phys;               /* the same in the file (another where the leaf converts) */
+    sl_buf scratch;         /* a converting leaf's stored values of one step */
     int64_t next, end;      /* file offsets: the next page header, the chunk's end */
     int64_t values;         /* values of the data pages met so far in this chunk */
     int64_t total;          /* values the chunk holds: its rows, or a list's levels */
@@ -190,7 +208,8 @@ static uint32_t le32(const uint8_t *p)
 
 typedef struct schema_el {
     int type, repetition, num_children, converted;
-    bool has_type, is_string, is_map;
+    int type_length, scale;
+    bool has_type, is_string, is_map, is_decimal, is_float16, is_uuid;
     char *name;
 } schema_el;
 
@@ -216,7 +235,25 @@ static void parse_logical_type(sl_tc_reader *t, schema_el *el)
             el->is_string = true;
         else if (ft == SL_TC_STRUCT && id == 2) /* MAP */
             el->is_map = true;
-        sl_tc_skip(t, ft);
+        else if (ft == SL_TC_STRUCT && id == 14) /* UUID */
+            el->is_uuid = true;
+        else if (ft == SL_TC_STRUCT && id == 15) /* FLOAT16 */
+            el->is_float16 = true;
+        if (ft == SL_TC_STRUCT && id == 5) { /* DECIMAL {1: scale, 2: precision} */
+            el->is_decimal = true;
+            int dft;
+            int16_t did;
+            sl_tc_read_struct_begin(t);
+            while (sl_tc_read_field(t, &dft, &did)) {
+                if (did == 1 && dft == SL_TC_I32)
+                    el->scale = sl_tc_read_i32(t);
+                else
+                    sl_tc_skip(t, dft);
+            }
+            sl_tc_read_struct_end(t);
+        } else {
+            sl_tc_skip(t, ft);
+        }
     }
     sl_tc_read_struct_end(t);
 }
@@ -233,6 +270,10 @@ static void parse_schema_el(sl_tc_reader *t, void *item)
         if (id == 1 && ft == SL_TC_I32) {
             el->type = sl_tc_read_i32(t);
             el->has_type = true;
+        } else if (id == 2 && ft == SL_TC_I32) {
+            el->type_length = sl_tc_read_i32(t);
+        } else if (id == 7 && ft == SL_TC_I32) {
+            el->scale = sl_tc_read_i32(t);
         } else if (id == 3 && ft == SL_TC_I32) {
             el->repetition = sl_tc_read_i32(t);
         } else if (id == 4 && ft == SL_TC_BINARY && !el->name) {
@@ -245,6 +286,8 @@ static void parse_schema_el(sl_tc_reader *t, void *item)
                 el->is_string = true;
             else if (el->converted == 1 || el->converted == 2) /* MAP, MAP_KEY_VALUE */
                 el->is_map = true;
+            else if (el->converted == 5) /* DECIMAL */
+                el->is_decimal = true;
         } else if (id == 10 && ft == SL_TC_STRUCT) {
             parse_logical_type(t, el);
         } else {
@@ -398,6 +441,47 @@ typedef struct walk_ctx {
     bool element_child; /* this node is its list's element (the 3-level form) */
 } walk_ctx;
 
+/* A FIXED_LEN_BYTE_ARRAY value may be at most this long. */
+#define MAX_FIXED_LEN (1 << 20)
+
+/* The types sluice has no column type of become one it has: INT96
+ * timestamps int64 nanoseconds, decimals doubles, FLOAT16 float, UUID text,
+ * other fixed-length byte arrays binary. */
+static void choose_conversion(leaf *l, const schema_el *el)
+{
+    if (el->type == SL_PQT_INT96) {
+        l->conv = CONV_INT96;
+        l->phys = 12;
+        return;
+    }
+    if (el->type == SL_PQT_FIXED) {
+        if (el->type_length <= 0 || el->type_length > MAX_FIXED_LEN) {
+            l->info.type = SL_PQ_UNSUPPORTED;
+            l->unsupported = "FIXED_LEN_BYTE_ARRAY with a length of 0 or over 1 MiB";
+            return;
+        }
+        l->phys = el->type_length;
+        l->conv = CONV_BYTES;
+        if (el->is_float16 && el->type_length == 2) {
+            l->conv = CONV_FLOAT16;
+            l->info.type = SL_PQ_FLOAT;
+        } else if (el->is_uuid && el->type_length == 16) {
+            l->conv = CONV_UUID;
+            l->info.type = SL_PQ_STRING;
+        }
+    }
+    if (el->is_decimal && (el->type == SL_PQT_INT32 || el->type == SL_PQT_INT64 || el->type == SL_PQT_FIXED)) {
+        if (el->scale < 0 || el->scale > 76) {
+            l->info.type = SL_PQ_UNSUPPORTED;
+            l->unsupported = "DECIMAL with a scale out of 0..76";
+            return;
+        }
+        l->conv = CONV_DECIMAL;
+        l->scale = el->scale;
+        l->info.type = SL_PQ_DOUBLE;
+    }
+}
+
 /* Walks the depth-first schema list, adding a leaf for each primitive. A
  * repeated node starts a list: the list is its parent (or the node itself
  * at the top level), and its element follows the LIST spec's backward
@@ -463,24 +547,25 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
     l->list_node = ctx.list_node;
     static const sl_pq_type map[] = {
         [SL_PQT_BOOLEAN] = SL_PQ_BOOL, [SL_PQT_INT32] = SL_PQ_INT32, [SL_PQT_INT64] = SL_PQ_INT64,
-        [SL_PQT_INT96] = SL_PQ_UNSUPPORTED, [SL_PQT_FLOAT] = SL_PQ_FLOAT, [SL_PQT_DOUBLE] = SL_PQ_DOUBLE,
-        [SL_PQT_BYTE_ARRAY] = SL_PQ_BINARY, [SL_PQT_FIXED] = SL_PQ_UNSUPPORTED,
+        [SL_PQT_INT96] = SL_PQ_INT64, [SL_PQT_FLOAT] = SL_PQ_FLOAT, [SL_PQT_DOUBLE] = SL_PQ_DOUBLE,
+        [SL_PQT_BYTE_ARRAY] = SL_PQ_BINARY, [SL_PQT_FIXED] = SL_PQ_BINARY,
     };
     if (!el->has_type || el->type < 0 || el->type > SL_PQT_FIXED)
         return false;
     l->info.type = map[el->type];
+    l->phys = fixed_width(l->info.type);
     if (l->info.type == SL_PQ_BINARY && el->is_string)
         l->info.type = SL_PQ_STRING;
-    if (el->type == SL_PQT_INT96)
-        l->unsupported = "INT96 columns are not supported";
-    else if (el->type == SL_PQT_FIXED)
-        l->unsupported = "FIXED_LEN_BYTE_ARRAY columns are not supported";
+    choose_conversion(l, el);
     if (ctx.in_map) {
         l->info.type = SL_PQ_UNSUPPORTED;
         l->unsupported = "map columns (repeated key/value groups) are not supported";
     } else if (ctx.rep > 1) {
         l->info.type = SL_PQ_UNSUPPORTED;
         l->unsupported = "lists of lists (repeated fields nested in repeated fields) are not supported";
+    } else if (ctx.rep == 1 && ctx.list_len == 0) { /* batches tell a list by its name's length */
+        l->info.type = SL_PQ_UNSUPPORTED;
+        l->unsupported = "a list with an empty name";
     } else if (ctx.rep == 1) {
         l->info.list_len = ctx.list_len;
         l->info.element_len = ctx.element_len;
@@ -705,6 +790,7 @@ static void column_free(column *c)
     sl_buf_free(&c->raw);
     sl_buf_free(&c->plain);
     sl_buf_free(&c->prev);
+    sl_buf_free(&c->scratch);
     sl_buf_free(&c->dict.values);
     sl_free(c->dict.offsets);
     sl_free(c->rows.valid);
@@ -747,6 +833,7 @@ static sl_status select_columns(sl_pq_reader *r, const char *const *names, size_
         cols[i].r = r;
         cols[i].lf = st == SL_OK ? &r->leaves[k] : NULL;
         cols[i].width = st == SL_OK ? fixed_width(r->leaves[k].info.type) : 0;
+        cols[i].phys = st == SL_OK ? r->leaves[k].phys : 0;
     }
     if (st != SL_OK) {
         sl_free(sel);
@@ -782,8 +869,8 @@ sl_status sl_pq_reader_select(sl_pq_reader *r, const char *const *names, size_t 
 static size_t column_bytes(const column *c)
 {
     size_t per_row = 1 + (c->width ? (size_t)c->width : sizeof(int64_t));
-    return c->raw.cap + c->ahead.cap + c->plain.cap + c->prev.cap + c->dict.values.cap + c->dict.offsets_cap * sizeof(int64_t) +
-           c->rows.cap * per_row + (c->width ? 0 : sizeof(int64_t)) + c->rows.data.cap +
+    return c->raw.cap + c->ahead.cap + c->plain.cap + c->prev.cap + c->scratch.cap + c->dict.values.cap +
+           c->dict.offsets_cap * sizeof(int64_t) + c->rows.cap * per_row + (c->width ? 0 : sizeof(int64_t)) + c->rows.data.cap +
            (c->rows.rcap ? (c->rows.rcap + 1) * sizeof(int64_t) + c->rows.rcap : 0);
 }
 
@@ -1031,7 +1118,7 @@ static sl_status decode_dictionary_page(column *c, const uint8_t *p, size_t len,
     c->has_dict = false;
     if (c->lf->info.type == SL_PQ_BOOL)
         return corrupt(c, "dictionary page for a boolean column");
-    if (!c->width) {
+    if (!c->phys) {
         /* Each entry takes at least its 4-byte length. */
         if ((size_t)n > len / 4)
             return corrupt(c, "dictionary page ends early (%lld entries in %zu bytes)", (long long)n, len);
@@ -1062,7 +1149,7 @@ static sl_status decode_dictionary_page(column *c, const uint8_t *p, size_t len,
             p += 4 + vl;
         }
     } else {
-        size_t w = (size_t)c->width;
+        size_t w = (size_t)c->phys;
         if ((size_t)n > len / w)
             return corrupt(c, "dictionary page ends early (%lld entries in %zu bytes)", (long long)n, len);
         sl_status st = room_for(c, d->values.cap, (size_t)n * w, "a dictionary");
@@ -1088,11 +1175,11 @@ static sl_status start_values(column *c, int encoding, const uint8_t *p, size_t 
         c->vp = p;
         c->vend = p + len;
         c->bit = 0;
-        if (required && c->width && c->lf->info.type != SL_PQ_BOOL && (uint64_t)n > len / (size_t)c->width)
+        if (required && c->phys && c->lf->info.type != SL_PQ_BOOL && (uint64_t)n > len / (size_t)c->phys)
             return corrupt(c, "PLAIN values end early (%zu bytes for %lld values)", len, (long long)n);
         if (required && c->lf->info.type == SL_PQ_BOOL && (uint64_t)n > (uint64_t)len * 8)
             return corrupt(c, "PLAIN boolean values end early");
-        if (required && !c->width && (uint64_t)n > len / 4)
+        if (required && !c->phys && (uint64_t)n > len / 4)
             return corrupt(c, "PLAIN byte array values end early (%zu bytes for %lld values)", len, (long long)n);
         return SL_OK;
     case SL_PQE_PLAIN_DICTIONARY:
@@ -1114,7 +1201,7 @@ static sl_status start_values(column *c, int encoding, const uint8_t *p, size_t 
         return SL_OK;
     case SL_PQE_DELTA_LENGTH_BYTE_ARRAY:
     case SL_PQE_DELTA_BYTE_ARRAY: {
-        if (c->width)
+        if (c->phys)
             return corrupt(c, "%s values in a %s column", sl_pq_encoding_name(encoding),
                            sl_pq_type_name(c->lf->info.type));
         const uint8_t *at = p, *end = p + len;
@@ -1135,12 +1222,12 @@ static sl_status start_values(column *c, int encoding, const uint8_t *p, size_t 
         return SL_OK;
     }
     case SL_PQE_BYTE_STREAM_SPLIT:
-        if (!c->width || c->lf->info.type == SL_PQ_BOOL)
+        if (!c->phys || c->lf->info.type == SL_PQ_BOOL)
             return corrupt(c, "BYTE_STREAM_SPLIT values in a %s column", sl_pq_type_name(c->lf->info.type));
-        if (len % (size_t)c->width)
-            return corrupt(c, "BYTE_STREAM_SPLIT values of %zu bytes are not whole %d-byte values", len, c->width);
+        if (len % (size_t)c->phys)
+            return corrupt(c, "BYTE_STREAM_SPLIT values of %zu bytes are not whole %d-byte values", len, c->phys);
         c->vp = p;
-        c->split_count = len / (size_t)c->width;
+        c->split_count = len / (size_t)c->phys;
         c->split_next = 0;
         if (required && (uint64_t)n > c->split_count)
             return corrupt(c, "BYTE_STREAM_SPLIT holds %zu values for %lld rows", c->split_count, (long long)n);
@@ -1408,7 +1495,7 @@ static bool take_bytes(column *c, size_t row, const uint8_t *s, size_t len)
  * ones of m slots of `width` bytes at dst (nulls zeroed). */
 static sl_status fixed_values(column *c, const uint8_t *valid, size_t m, size_t nn, uint8_t *dst)
 {
-    size_t w = (size_t)c->width;
+    size_t w = (size_t)c->phys;
     union {
         int64_t i64[STEP_ROWS];
         uint8_t bytes[STEP_ROWS * 8];
@@ -1479,6 +1566,104 @@ static sl_status delta_byte_arrays(column *c, const uint8_t *valid, size_t m, si
     return SL_OK;
 }
 
+static double pow10_of(int scale)
+{
+    double p = 1;
+    for (int i = 0; i < scale; i++)
+        p *= 10;
+    return p;
+}
+
+/* An unscaled decimal: INT32 and INT64 little-endian, FIXED_LEN_BYTE_ARRAY
+ * big-endian two's complement (a negative one's magnitude is taken from
+ * its complement, so -1 in 16 bytes stays -1 in a double). */
+static double decimal_value(const column *c, const uint8_t *v)
+{
+    double d = 0;
+    if (c->lf->physical == SL_PQT_INT32) {
+        int32_t x;
+        memcpy(&x, v, 4);
+        d = x;
+    } else if (c->lf->physical == SL_PQT_INT64) {
+        int64_t x;
+        memcpy(&x, v, 8);
+        d = (double)x;
+    } else {
+        bool negative = c->phys > 0 && v[0] & 0x80;
+        for (int k = 0; k < c->phys; k++)
+            d = d * 256 + (negative ? (uint8_t)~v[k] : v[k]);
+        if (negative)
+            d = -(d + 1);
+    }
+    return d / pow10_of(c->lf->scale);
+}
+
+static float half_to_float(uint16_t h)
+{
+    int exp = h >> 10 & 0x1f;
+    double mant = h & 0x3ff, v;
+    if (exp == 0)
+        v = ldexp(mant, -24); /* subnormal */
+    else if (exp == 31)
+        v = mant ? NAN : INFINITY;
+    else
+        v = ldexp(mant + 1024, exp - 25);
+    return (float)(h & 0x8000 ? -v : v);
+}
+
+/* The m slots of c->scratch (stored values) into the batch's slots from
+ * base, as the leaf's conversion says. */
+static sl_status convert_values(column *c, const uint8_t *valid, size_t m, size_t base)
+{
+    pending *pr = &c->rows;
+    size_t pw = (size_t)c->phys, w = (size_t)c->width;
+    for (size_t i = 0; i < m; i++) {
+        const uint8_t *v = c->scratch.data + i * pw;
+        uint8_t *out = w ? pr->fixed + (base + i) * w : NULL;
+        if (!valid[i]) {
+            if (w)
+                memset(out, 0, w);
+            else
+                pr->offsets[base + i + 1] = pr->offsets[base + i];
+            continue;
+        }
+        switch (c->lf->conv) {
+        case CONV_INT96: { /* Julian day 2440588 is 1970-01-01 */
+            uint64_t nanos;
+            int32_t day;
+            memcpy(&nanos, v, 8);
+            memcpy(&day, v + 8, 4);
+            int64_t ns = (int64_t)((uint64_t)((int64_t)day - 2440588) * 86400000000000ull + nanos);
+            memcpy(out, &ns, 8);
+            break;
+        }
+        case CONV_DECIMAL: {
+            double d = decimal_value(c, v);
+            memcpy(out, &d, 8);
+            break;
+        }
+        case CONV_FLOAT16: {
+            float f = half_to_float((uint16_t)(v[0] | v[1] << 8));
+            memcpy(out, &f, 4);
+            break;
+        }
+        case CONV_UUID: {
+            char text[37];
+            snprintf(text, sizeof text,
+                     "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", v[0], v[1], v[2],
+                     v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
+            if (!take_bytes(c, base + i, (const uint8_t *)text, 36))
+                return nomem(c->r);
+            break;
+        }
+        default:
+            if (!take_bytes(c, base + i, v, pw))
+                return nomem(c->r);
+        }
+    }
+    return SL_OK;
+}
+
 /* Decodes the next m rows of the current page (m <= STEP_ROWS) into c's
  * pending rows. */
 static sl_status decode_rows(column *c, size_t levels)
@@ -1506,7 +1691,17 @@ static sl_status decode_rows(column *c, size_t levels)
     } else {
         memset(valid, 1, m);
     }
-    size_t w = (size_t)c->width;
+    /* Stored values of w bytes go to slots from `fixed`: the batch's, or
+     * for a converting leaf the scratch the conversion reads. */
+    size_t w = (size_t)c->phys;
+    bool converts = c->lf->conv != CONV_NONE;
+    if (converts) {
+        if ((st = room_for(c, c->scratch.cap, m * w, "converted values")) != SL_OK)
+            return st;
+        if (!sl_buf_reserve(&c->scratch, m * w))
+            return nomem(c->r);
+    }
+    uint8_t *fixed = converts ? c->scratch.data : w ? pr->fixed + base * w : NULL;
     int64_t *offsets = pr->offsets;
     if (c->encoding == SL_PQE_PLAIN && c->lf->info.type == SL_PQ_BOOL) {
         if (c->bit + nn > (uint64_t)(c->vend - c->vp) * 8)
@@ -1517,12 +1712,12 @@ static sl_status decode_rows(column *c, size_t levels)
                 v = c->vp[c->bit / 8] >> (c->bit % 8) & 1;
                 c->bit++;
             }
-            pr->fixed[base + i] = v;
+            fixed[i] = v;
         }
     } else if (c->encoding == SL_PQE_PLAIN && w) {
         if ((size_t)(c->vend - c->vp) / w < nn)
             return corrupt(c, "PLAIN values end early (%zu bytes for %zu values)", (size_t)(c->vend - c->vp), nn);
-        uint8_t *dst = pr->fixed + base * w;
+        uint8_t *dst = fixed;
         if (nn == m) { /* no nulls: one copy */
             memcpy(dst, c->vp, m * w);
             c->vp += m * w;
@@ -1553,7 +1748,7 @@ static sl_status decode_rows(column *c, size_t levels)
             c->vp += n;
         }
     } else if (c->encoding == SL_PQE_DELTA_BINARY_PACKED || c->encoding == SL_PQE_BYTE_STREAM_SPLIT) {
-        if ((st = fixed_values(c, valid, m, nn, pr->fixed + base * w)) != SL_OK)
+        if ((st = fixed_values(c, valid, m, nn, fixed)) != SL_OK)
             return st;
     } else if (c->encoding == SL_PQE_DELTA_LENGTH_BYTE_ARRAY || c->encoding == SL_PQE_DELTA_BYTE_ARRAY) {
         if ((st = delta_byte_arrays(c, valid, m, nn, base)) != SL_OK)
@@ -1569,28 +1764,30 @@ static sl_status decode_rows(column *c, size_t levels)
         for (size_t i = 0; i < m; i++) {
             if (!valid[i]) {
                 if (w)
-                    memset(pr->fixed + (base + i) * w, 0, w);
+                    memset(fixed + i * w, 0, w);
                 else
                     offsets[base + i + 1] = offsets[base + i];
                 continue;
             }
             uint32_t ix = buf[k++];
             if (!dict_enc) {
-                pr->fixed[base + i] = (uint8_t)ix;
+                fixed[i] = (uint8_t)ix;
             } else if (ix >= d->n) {
                 return corrupt(c, "dictionary index %u out of range (dictionary has %lld entries)", ix,
                                (long long)d->n);
             } else if (w) {
-                memcpy(pr->fixed + (base + i) * w, d->values.data + (size_t)ix * w, w);
+                memcpy(fixed + i * w, d->values.data + (size_t)ix * w, w);
             } else if (!take_bytes(c, base + i, d->values.data + d->offsets[ix],
                                    (size_t)(d->offsets[ix + 1] - d->offsets[ix]))) {
                 return nomem(c->r);
             }
         }
     }
+    if (converts && (st = convert_values(c, valid, m, base)) != SL_OK)
+        return st;
     pr->n += m;
     c->page_left -= (int64_t)levels;
-    return w ? SL_OK : recount(c);
+    return c->width ? SL_OK : recount(c);
 }
 
 /* How many of the next m levels (m >= 1) to decode in one step: within the
@@ -1603,9 +1800,13 @@ static size_t step_size(const column *c, size_t m)
         m = (size_t)c->page_left;
     if (m > STEP_ROWS)
         m = STEP_ROWS;
+    if (c->lf->conv != CONV_NONE && m > SCRATCH_BYTES / (size_t)c->phys) /* a step's stored values */
+        m = SCRATCH_BYTES / (size_t)c->phys ? SCRATCH_BYTES / (size_t)c->phys : 1;
     if (!c->width) {
         size_t budget = c->r->p.batch_bytes;
-        size_t worst = c->encoding == SL_PQE_PLAIN || c->encoding == SL_PQE_DELTA_LENGTH_BYTE_ARRAY
+        size_t worst = c->lf->conv == CONV_UUID ? 36
+                       : c->phys ? (size_t)c->phys
+                       : c->encoding == SL_PQE_PLAIN || c->encoding == SL_PQE_DELTA_LENGTH_BYTE_ARRAY
                            ? (size_t)(c->vend - c->vp)
                        : c->encoding == SL_PQE_DELTA_BYTE_ARRAY ? c->prev.len + (size_t)(c->vend - c->vp)
                                                                 : c->dict.max_len;

@@ -6,7 +6,9 @@
  * the legacy 2-level forms too; not lists of lists, not maps); PLAIN,
  * PLAIN_DICTIONARY, RLE_DICTIONARY (and RLE for booleans), DELTA_BINARY_PACKED,
  * DELTA_LENGTH_BYTE_ARRAY, DELTA_BYTE_ARRAY and BYTE_STREAM_SPLIT; data pages
- * v1 and v2; codecs none, snappy, gzip, zstd, brotli, lz4 and lz4_raw. Only selected columns are read, page by
+ * v1 and v2; codecs none, snappy, gzip, zstd, brotli, lz4 and lz4_raw.
+ * DECIMAL reads as double, INT96 as int64 nanoseconds since 1970, FLOAT16 as
+ * float, UUID as string, other FIXED_LEN_BYTE_ARRAY as binary. Only selected columns are read, page by
  * page, so memory is bounded by the limits below, never by what a file
  * claims. One thread per reader. The reader owns everything it returns:
  * names and infos live until sl_pq_reader_free(); a batch lives until the

@@ -338,9 +338,63 @@ def test_duckdb_v2_file_reads_in_sluice(tool, tmp_path):
     md = pq.ParquetFile(path).metadata
     encodings = {md.row_group(0).column(k).path_in_schema: md.row_group(0).column(k).encodings for k in range(5)}
     assert "DELTA_BINARY_PACKED" in encodings["i"] and "BYTE_STREAM_SPLIT" in encodings["f"], encodings
-    got = dump(tool, path, "--columns", "i,big,f,s")
-    want = duckdb.sql(f"SELECT i, big, f, s FROM '{path}'").fetchall()
-    assert [(g["i"], g["big"], g["f"], g["s"]) for g in got] == [tuple(w) for w in want]
+    info = {c["name"]: c["type"] for c in json.loads(run(tool, "info", path).stdout)["columns"]}
+    assert info["d"] == "double"  # DuckDB's DECIMAL, stored as FIXED_LEN_BYTE_ARRAY
+    got = dump(tool, path)
+    want = duckdb.sql(f"SELECT i, big, f, s, d::DOUBLE FROM '{path}'").fetchall()
+    assert [(g["i"], g["big"], g["f"], g["s"], g["d"]) for g in got] == [tuple(w) for w in want]
+
+
+@pytest.mark.parametrize("decimals_as", ["fixed", "integers"])
+def test_types_without_a_sluice_type_are_converted(tool, tmp_path, decimals_as):
+    """DECIMAL (INT32, INT64 or FIXED_LEN_BYTE_ARRAY) reads as double, INT96
+    timestamps (Spark's and Impala's) as int64 nanoseconds since 1970,
+    FLOAT16 as float, UUID as its text, other fixed-length byte arrays as
+    binary; dictionary and plain pages alike."""
+    import datetime
+    import decimal
+    import uuid
+    n = 600
+    dec = decimal.Decimal
+    table = pa.table({
+        "price": pa.array([None if k % 7 == 0 else dec(k * 123 - 30000).scaleb(-2) for k in range(n)],
+                          pa.decimal128(9, 2)),
+        "amount": pa.array([dec(k * 10**13 + 7).scaleb(-3) * (-1 if k % 2 else 1) for k in range(n)],
+                           pa.decimal128(18, 3)),
+        "wide": pa.array([dec(-1) if k == 1 else dec(k * 10**30 + 7).scaleb(-5) * (-1 if k % 3 else 1)
+                          for k in range(n)], pa.decimal128(38, 5)),
+        "ts": pa.array([None if k % 5 == 0 else datetime.datetime(1969, 12, 31) +
+                        datetime.timedelta(seconds=k * 3600.123457) for k in range(n)], pa.timestamp("ns")),
+        "half": pa.array([None if k % 6 == 0 else (k % 40) / 4 - 3 for k in range(n)], pa.float32())
+                  .cast(pa.float16()),
+        "digest": pa.array([bytes([k % 256, k // 256, 7, 9]) for k in range(n)], pa.binary(4)),
+        "id": pa.array([uuid.UUID(int=k * 2**100 + k).bytes for k in range(n)], pa.uuid()),
+    })
+    for dictionary in [False, True]:
+        path = tmp_path / f"types-{dictionary}.parquet"
+        pq.write_table(table, path, use_deprecated_int96_timestamps=True, use_dictionary=dictionary,
+                       store_decimal_as_integer=decimals_as == "integers", data_page_size=1024)
+        phys = [c.physical_type for c in pq.ParquetFile(path).schema]
+        assert phys == ["INT32" if decimals_as == "integers" else "FIXED_LEN_BYTE_ARRAY",
+                        "INT64" if decimals_as == "integers" else "FIXED_LEN_BYTE_ARRAY",
+                        "FIXED_LEN_BYTE_ARRAY", "INT96", "FIXED_LEN_BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY",
+                        "FIXED_LEN_BYTE_ARRAY"]
+        info = {c["name"]: c["type"] for c in json.loads(run(tool, "info", path).stdout)["columns"]}
+        assert info == {"price": "double", "amount": "double", "wide": "double", "ts": "int64", "half": "float",
+                        "digest": "binary", "id": "string"}
+        got = dump(tool, path)
+        ns = table["ts"].cast(pa.int64()).to_pylist()
+        assert len(got) == n
+        for k, (g, r) in enumerate(zip(got, table.to_pylist())):
+            assert g["price"] == (None if r["price"] is None else float(r["price"])), k
+            assert g["amount"] == float(r["amount"]), k
+            assert math.isclose(g["wide"], float(r["wide"]), rel_tol=1e-15), (k, g["wide"], r["wide"])
+            assert g["ts"] == ns[k], k
+            assert g["half"] == r["half"], k
+            assert base64.b64decode(g["digest"]) == r["digest"], k
+            assert g["id"] == str(r["id"]), k
+        assert dump(tool, path, "--batch-rows", "7") == got
+        assert dump(tool, path, "--batch-bytes", "64") == got
 
 
 def test_projection_and_many_files(tool, tmp_path):

@@ -276,6 +276,39 @@ def test_parquet_input_with_the_hf_image_struct(sluice, tmp_path):
     assert total == sum(range(4)) + 100 + 101 + 102 + 200
 
 
+def test_parquet_input_of_a_v2_writer_with_legacy_types(sluice, tmp_path):
+    """A file as Spark's v2 writer or DuckDB's V2 leave it: DELTA_* and
+    BYTE_STREAM_SPLIT pages under lz4, a decimal and an INT96 timestamp:
+    captioned, its columns passed through as double and int64 nanoseconds."""
+    import datetime
+    import decimal
+    imgs = JPEGS[:4]
+    table = hf_table(imgs, 0).append_column(
+        "price", pa.array([decimal.Decimal(1999 + i).scaleb(-2) for i in range(4)], pa.decimal128(9, 2))
+    ).append_column(
+        "taken", pa.array([datetime.datetime(2021, 3, 4, 5, 6, 7) + datetime.timedelta(days=i) for i in range(4)],
+                          pa.timestamp("ns")))
+    src = tmp_path / "spark.parquet"
+    pq.write_table(table, src, compression="lz4", use_dictionary=False, use_deprecated_int96_timestamps=True,
+                   data_page_version="2.0",
+                   column_encoding={"image.bytes": "DELTA_LENGTH_BYTE_ARRAY", "image.path": "DELTA_BYTE_ARRAY",
+                                    "label": "DELTA_BINARY_PACKED", "text": "DELTA_BYTE_ARRAY",
+                                    "weight": "BYTE_STREAM_SPLIT"})
+    r = run(sluice, src, tmp_path / "o", "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "o" / "part-00000.parquet"
+    rows = by_id(pq.read_table(out).to_pylist())
+    assert set(rows) == {f"spark.parquet:{i}" for i in range(4)}
+    ns = table["taken"].cast(pa.int64()).to_pylist()
+    for i in range(4):
+        row = rows[f"spark.parquet:{i}"]
+        assert row["error"] is None and row["caption"]
+        assert (row["label"], row["text"], row["weight"]) == (i, f"row {i}", 0.5 * i if i % 2 else None)
+        assert row["price"] == (1999 + i) / 100 and row["taken"] == ns[i]
+    (total,) = duckdb.connect().execute(f"select sum(price) from '{out}'").fetchone()
+    assert abs(total - sum(1999 + i for i in range(4)) / 100) < 1e-9
+
+
 # ---- URLs ----------------------------------------------------------------------------------
 
 
