@@ -7,7 +7,7 @@ NOVIDEO_BUILD ?= build-novideo
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-video-remote bench-retry bench-choices bench-answers bench-samples bench-http bench-coord bench-s3 clean
+.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-video-remote bench-retry bench-choices bench-answers bench-samples bench-http bench-coord bench-s3 bench-parquet-encodings clean
 
 all: build
 
@@ -71,6 +71,12 @@ bench-coord: build
 # (docs/deploy.md "S3"; ~1 minute).
 bench-s3: build
 	BUILD=$(BUILD) .venv/bin/python bench/s3.py
+
+# sluice's Parquet reader against pyarrow on one table written with each
+# encoding (PLAIN, dictionary, the 2.x DELTA_*/BYTE_STREAM_SPLIT) and codec
+# (snappy, zstd, lz4, brotli) (docs/parquet.md "Performance"; ~2 minutes).
+bench-parquet-encodings: build
+	.venv/bin/python bench/parquet_encodings.py --bin $(BUILD)/bench/parquet
 
 # The per-row cost of a no-op user stage over 1M rows, a C plugin and a Lua
 # script (docs/stages.md; issue 13: plugin < 200 ns, Lua < 2,000 ns).

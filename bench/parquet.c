@@ -2,6 +2,8 @@
  * reader (io/parquet_write, io/parquet_read) and print the timings as JSON.
  *
  *   parquet OUT.parquet [ROWS=1000000] [CODEC=snappy]
+ *   parquet --read FILE.parquet    (times reading every column of FILE, as
+ *                                   bench/parquet_encodings.py does)
  *
  * The table: ROWS x [string of 50-70 random letters, int64, double, bool],
  * generated before the clock starts. data_bytes counts the raw values
@@ -23,8 +25,37 @@ static int die(const char *what)
     return 1;
 }
 
+/* Reads every column of a file written elsewhere; prints rows and seconds. */
+static int read_only(const char *path)
+{
+    double t0 = bench_now();
+    sl_pq_reader *rd;
+    if (sl_pq_reader_open(path, NULL, &rd) != SL_OK)
+        return die("open for reading");
+    long long got = 0;
+    double check = 0;
+    for (;;) {
+        const sl_pq_batch *b;
+        if (sl_pq_reader_next(rd, &b) != SL_OK)
+            return die("read");
+        if (!b)
+            break;
+        got += b->num_rows;
+        for (size_t c = 0; c < b->num_columns; c++) { /* a value of each column, so none is skipped */
+            const sl_pq_vector *v = &b->columns[c];
+            check += v->i64 ? (double)v->i64[0] : v->i32 ? v->i32[0] : v->f64 ? v->f64[0] : v->f32 ? v->f32[0]
+                   : v->offsets ? (double)v->offsets[b->num_rows] : 0;
+        }
+    }
+    sl_pq_reader_free(rd);
+    printf("{\"rows\": %lld, \"read_s\": %.4f, \"check\": %.0f}\n", got, bench_now() - t0, check);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "--read") == 0)
+        return read_only(argv[2]);
     if (argc < 2) {
         fprintf(stderr, "usage: parquet OUT.parquet [ROWS] [CODEC]\n");
         return 2;
