@@ -1200,8 +1200,8 @@ static sl_status start_values(column *c, int encoding, const uint8_t *p, size_t 
                            (unsigned long long)sl_delta_left(&c->delta), (long long)n);
         return SL_OK;
     case SL_PQE_DELTA_LENGTH_BYTE_ARRAY:
-    case SL_PQE_DELTA_BYTE_ARRAY: {
-        if (c->phys)
+    case SL_PQE_DELTA_BYTE_ARRAY: { /* DELTA_BYTE_ARRAY: FIXED_LEN_BYTE_ARRAY too */
+        if (c->phys && (encoding != SL_PQE_DELTA_BYTE_ARRAY || c->lf->physical != SL_PQT_FIXED))
             return corrupt(c, "%s values in a %s column", sl_pq_encoding_name(encoding),
                            sl_pq_type_name(c->lf->info.type));
         const uint8_t *at = p, *end = p + len;
@@ -1526,10 +1526,13 @@ static sl_status fixed_values(column *c, const uint8_t *valid, size_t m, size_t 
 }
 
 /* nn DELTA_LENGTH_BYTE_ARRAY or DELTA_BYTE_ARRAY values at the valid ones of
- * m rows from `base`. A DELTA_BYTE_ARRAY value is the first `prefix` bytes
- * of the value before it, then its suffix. */
-static sl_status delta_byte_arrays(column *c, const uint8_t *valid, size_t m, size_t nn, size_t base)
+ * m rows from `base` (a FIXED_LEN_BYTE_ARRAY column's into the slots from
+ * `fixed`, each exactly its length). A DELTA_BYTE_ARRAY value is the first
+ * `prefix` bytes of the value before it, then its suffix. */
+static sl_status delta_byte_arrays(column *c, const uint8_t *valid, size_t m, size_t nn, size_t base,
+                                   uint8_t *fixed)
 {
+    size_t w = (size_t)c->phys;
     int64_t lens[STEP_ROWS], prefix[STEP_ROWS];
     bool front = c->encoding == SL_PQE_DELTA_BYTE_ARRAY;
     const char *name = sl_pq_encoding_name(c->encoding);
@@ -1540,7 +1543,10 @@ static sl_status delta_byte_arrays(column *c, const uint8_t *valid, size_t m, si
     int64_t *offsets = c->rows.offsets;
     for (size_t i = 0, k = 0; i < m; i++) {
         if (!valid[i]) {
-            offsets[base + i + 1] = offsets[base + i];
+            if (w)
+                memset(fixed + i * w, 0, w);
+            else
+                offsets[base + i + 1] = offsets[base + i];
             continue;
         }
         int64_t n = lens[k];
@@ -1558,7 +1564,11 @@ static sl_status delta_byte_arrays(column *c, const uint8_t *valid, size_t m, si
             v = c->prev.data;
             vlen = c->prev.len;
         }
-        if (!take_bytes(c, base + i, v, vlen))
+        if (w && vlen != w)
+            return corrupt(c, "DELTA_BYTE_ARRAY value of %zu bytes in a column of %zu-byte values", vlen, w);
+        if (w)
+            memcpy(fixed + i * w, v, w);
+        else if (!take_bytes(c, base + i, v, vlen))
             return nomem(c->r);
         c->vp += n;
         k++;
@@ -1751,7 +1761,7 @@ static sl_status decode_rows(column *c, size_t levels)
         if ((st = fixed_values(c, valid, m, nn, fixed)) != SL_OK)
             return st;
     } else if (c->encoding == SL_PQE_DELTA_LENGTH_BYTE_ARRAY || c->encoding == SL_PQE_DELTA_BYTE_ARRAY) {
-        if ((st = delta_byte_arrays(c, valid, m, nn, base)) != SL_OK)
+        if ((st = delta_byte_arrays(c, valid, m, nn, base, fixed)) != SL_OK)
             return st;
     } else { /* dictionary indices, or RLE booleans */
         bool dict_enc = c->encoding != SL_PQE_RLE;

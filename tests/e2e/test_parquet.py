@@ -395,6 +395,16 @@ def test_types_without_a_sluice_type_are_converted(tool, tmp_path, decimals_as):
             assert g["id"] == str(r["id"]), k
         assert dump(tool, path, "--batch-rows", "7") == got
         assert dump(tool, path, "--batch-bytes", "64") == got
+    # parquet-java's v2 writer stores fixed-length values as DELTA_BYTE_ARRAY.
+    path = tmp_path / "types-delta.parquet"
+    fixed = ["price", "amount", "wide", "half", "digest", "id"] if decimals_as == "fixed" else ["wide", "digest", "id"]
+    pq.write_table(table, path, use_deprecated_int96_timestamps=True, use_dictionary=False,
+                   store_decimal_as_integer=decimals_as == "integers", data_page_size=1024,
+                   column_encoding={name: "DELTA_BYTE_ARRAY" for name in fixed})
+    md = pq.ParquetFile(path).metadata
+    assert all("DELTA_BYTE_ARRAY" in md.row_group(0).column(table.column_names.index(name)).encodings
+               for name in fixed)
+    assert dump(tool, path) == got
 
 
 def test_projection_and_many_files(tool, tmp_path):
