@@ -66,11 +66,12 @@ static sl_pq_reader_params reader_params(const sl_source_params *p)
 }
 
 /* A list named `c` holding images: its elements' `bytes` (and `path`)
- * fields, or its elements when they are strings. */
+ * fields, or its elements when they are strings (paths, URLs) or binary
+ * (image bytes). */
 static bool find_list(const sl_pq_reader *pq, const char *c, int *bytes, int *path)
 {
     size_t len = strlen(c);
-    int strings = -1;
+    int strings = -1, blobs = -1;
     *bytes = *path = -1;
     for (size_t i = 0; i < sl_pq_reader_num_columns(pq); i++) {
         const sl_pq_column_info *ci = sl_pq_reader_column(pq, i);
@@ -83,10 +84,22 @@ static bool find_list(const sl_pq_reader *pq, const char *c, int *bytes, int *pa
             *path = (int)i;
         else if (!*field && ci->type == SL_PQ_STRING)
             strings = (int)i;
+        else if (!*field && ci->type == SL_PQ_BINARY)
+            blobs = (int)i;
     }
-    if (*bytes < 0) /* a struct without bytes is no image struct */
+    if (*bytes < 0 && blobs >= 0) /* a list of image bytes */
+        *bytes = blobs, *path = -1;
+    else if (*bytes < 0) /* a struct without bytes is no image struct */
         *path = strings;
     return *bytes >= 0 || *path >= 0;
+}
+
+/* Whether file column i is a plain binary column (not in a list): image
+ * bytes stored without the Hugging Face struct around them. */
+static bool plain_bytes(const sl_pq_reader *pq, int i)
+{
+    const sl_pq_column_info *ci = sl_pq_reader_column(pq, (size_t)i);
+    return ci->type == SL_PQ_BINARY && !ci->list_len;
 }
 
 /* Whether selected column c is a field of one of several image structs
@@ -119,13 +132,17 @@ static sl_status choose_columns(source_reader *r, char **why)
             multi_bytes[k] = sl_pq_reader_find_column(pq, name);
             snprintf(name, sizeof name, "%s.path", c);
             multi_path[k] = sl_pq_reader_find_column(pq, multi_bytes[k] >= 0 ? name : c);
-            if (multi_bytes[k] < 0 && multi_path[k] >= 0 &&
-                sl_pq_reader_column(pq, (size_t)multi_path[k])->type != SL_PQ_STRING)
-                multi_path[k] = -1;
+            if (multi_bytes[k] < 0 && multi_path[k] >= 0) {
+                if (plain_bytes(pq, multi_path[k])) /* image bytes without the struct */
+                    multi_bytes[k] = multi_path[k];
+                if (sl_pq_reader_column(pq, (size_t)multi_path[k])->type != SL_PQ_STRING)
+                    multi_path[k] = -1;
+            }
             if (multi_bytes[k] < 0 && multi_path[k] < 0) {
                 *why = sl_asprintf("%s: no image column '%s' (of --image-column %s): expected "
-                                   "'%s.bytes' (an image struct) or a string column '%s'",
-                                   r->file, c, explicit, c, c);
+                                   "'%s.bytes' (an image struct), a binary column '%s' (image bytes) or a "
+                                   "string column '%s' (paths or URLs)",
+                                   r->file, c, explicit, c, c, c);
                 return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
             }
         }
@@ -141,17 +158,21 @@ static sl_status choose_columns(source_reader *r, char **why)
         } else if ((bytes = sl_pq_reader_find_column(pq, name)) >= 0) {
             snprintf(name, sizeof name, "%s.path", c);
             path = sl_pq_reader_find_column(pq, name);
-        } else if ((path = sl_pq_reader_find_column(pq, c)) >= 0 &&
-                   sl_pq_reader_column(pq, (size_t)path)->type != SL_PQ_STRING) {
+        } else if ((path = sl_pq_reader_find_column(pq, c)) >= 0 && plain_bytes(pq, path)) {
+            bytes = path; /* a binary column of image bytes */
+            path = -1;
+        } else if (path >= 0 && sl_pq_reader_column(pq, (size_t)path)->type != SL_PQ_STRING) {
             path = -1;
         }
         if (bytes >= 0 || path >= 0)
             r->image_name = explicit ? explicit : cands[k];
     }
     if (bytes < 0 && path < 0) {
-        *why = sl_asprintf("%s: no image column: expected '%s.bytes' (an image struct) or a string "
-                           "column '%s', or a list of either%s",
+        *why = sl_asprintf("%s: no image column: expected '%s.bytes' (an image struct), a binary column "
+                           "'%s' (image bytes) or a string column '%s' (paths or URLs), or a list of "
+                           "these%s",
                            r->file, explicit ? explicit : "image", explicit ? explicit : "image",
+                           explicit ? explicit : "image",
                            explicit ? "" : " (or path/url/images; name it with --image-column)");
         return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }

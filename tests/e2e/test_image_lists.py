@@ -307,6 +307,53 @@ def test_parquet_lists_of_image_structs_and_of_paths(sluice, colours, tmp_path):
     assert "images" not in rows["structs.parquet:0"]
 
 
+def test_parquet_image_bytes_without_the_struct(sluice, colours, tmp_path):
+    """Image bytes in a plain binary column (as pandas or Spark leave them,
+    no Hugging Face struct around): found as `image` by default or named
+    with --image-column, also as a list<binary> and as two columns; a null
+    cell fails its row alone, naming the column."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    png = {c: (colours / f"{c}.png").read_bytes() for c in RGB}
+    files = {
+        "plain": (pa.table({"image": pa.array([png["blue"], None, png["red"]], pa.binary()),
+                            "prompt": ["A?", "B?", "C?"]}), []),
+        "named": (pa.table({"jpg": pa.array([png["green"]], pa.binary()), "prompt": ["D?"]}),
+                  ["--image-column", "jpg"]),
+        "list": (pa.table({"frames": pa.array([[png["white"], png["red"], png["blue"]]], pa.list_(pa.binary())),
+                           "prompt": ["E?"]}), ["--image-column", "frames"]),
+        "pair": (pa.table({"before": pa.array([png["red"]], pa.binary()),
+                           "after": pa.array([png["green"]], pa.binary()), "prompt": ["F?"]}),
+                 ["--image-column", "before,after"]),
+    }
+    bodies = {}
+
+    def answer(handler, n, body):
+        bodies[sent_parts(body)[-1]["text"]] = body
+        completion(handler, "an answer")
+
+    with FakeServer(answer) as server:
+        for name, (table, extra) in files.items():
+            pq.write_table(table, tmp_path / f"{name}.parquet")
+            r = sluice.run("caption", tmp_path / f"{name}.parquet", "-o", tmp_path / f"out-{name}", "--engine",
+                           "openai", "--endpoint", server.url, *QUIET, *extra)
+            assert r.returncode == (3 if name == "plain" else 0), (name, r.stderr)
+        # A binary column that is not named and is not `image` is no image column.
+        pq.write_table(pa.table({"blob": pa.array([png["blue"]], pa.binary())}), tmp_path / "other.parquet")
+        r = sluice.run("caption", tmp_path / "other.parquet", "-o", tmp_path / "out-other", "--engine", "openai",
+                       "--endpoint", server.url, *QUIET)
+        assert r.returncode == 3 and "a binary column 'image' (image bytes)" in r.stderr, r.stderr
+    assert image_colours(sent_parts(bodies["A?"])) == ["blue"]
+    assert image_colours(sent_parts(bodies["C?"])) == ["red"]
+    assert image_colours(sent_parts(bodies["D?"])) == ["green"]
+    assert image_colours(sent_parts(bodies["E?"])) == ["white", "red", "blue"]
+    assert image_colours(sent_parts(bodies["F?"])) == ["red", "green"]
+    assert "B?" not in bodies
+    failed = {row["id"]: row for row in read_rows(tmp_path / "out-plain")}["plain.parquet:1"]
+    assert failed["error_stage"] == "read" and "plain.parquet row 1" in failed["error"], failed
+    assert "'image'" in failed["error"]
+
+
 def test_several_image_columns_make_a_list(sluice, colours, tmp_path):
     """--image-column before,after: an image-editing dataset's two columns,
     from JSONL, CSV and Parquet (image structs), are one row's images in the
