@@ -2,8 +2,11 @@
  * file once, each input's name in ids) and the two text-shaped kinds:
  * folders (io/dir_source.c plus glob filters) and manifests (.jsonl and
  * .csv, read in chunks so a line past its limit is never held whole; one
- * in a bucket by ranged GETs of a chunk each, io/ranged.h).
+ * in a bucket by ranged GETs of a chunk each, io/ranged.h; a compressed one,
+ * .gz .zst .bz2 .xz, through libarchive's filters, streamed).
  * WebDataset and Parquet live in their own files behind source_kind. */
+#include <archive.h>
+#include <archive_entry.h>
 #include <ctype.h>
 #include <limits.h>
 #include <errno.h>
@@ -191,6 +194,9 @@ struct source_reader {
     FILE *fp;                 /* a local file, or */
     sl_ranged *object;        /* ... an object in a bucket, read a chunk at a time */
     uint64_t object_at;       /* ... the offset of the next chunk */
+    struct archive *z;        /* a compressed manifest: decompresses what raw_read gives */
+    char *zraw;               /* ... the compressed bytes of one read, chunk_cap of them */
+    char *zread_error;        /* ... why a read of them failed */
     char *read_error;         /* a read that failed (retried as io/s3.h retries): the
                                  input ends here, with one failed row saying so */
     bool read_error_told;
@@ -373,9 +379,13 @@ static void manifest_close(source_reader *r)
 {
     if (!r)
         return;
+    if (r->z)
+        archive_read_free(r->z);
     if (r->fp)
         fclose(r->fp);
     sl_ranged_free(r->object);
+    sl_free(r->zraw);
+    sl_free(r->zread_error);
     sl_free(r->read_error);
     sl_free(r->file);
     sl_free(r->base_dir);
@@ -407,24 +417,96 @@ static bool put(source_reader *r, const char *s, size_t n)
     return true;
 }
 
-/* The next chunk of the file into r->chunk; at its end, or when the read
- * fails (r->read_error then says why), r->eof. */
+/* Up to cap bytes of the file as stored, from where the last read ended,
+ * into buf: how many (0 at its end); -1 when the read fails, *error then
+ * saying why. */
+static ssize_t raw_read(source_reader *r, char *buf, size_t cap, char **error)
+{
+    size_t n = 0;
+    if (r->object) {
+        if (sl_ranged_read(r->object, buf, cap, r->object_at, &n) != SL_OK) {
+            *error = sl_strdup(sl_last_error());
+            return -1;
+        }
+        r->object_at += n;
+    } else {
+        n = fread(buf, 1, cap, r->fp);
+        if (n == 0 && ferror(r->fp)) {
+            *error = sl_asprintf("cannot read '%s': %s", r->file, strerror(errno));
+            return -1;
+        }
+    }
+    return (ssize_t)n;
+}
+
+static la_ssize_t zraw_read(struct archive *a, void *ctx, const void **buf)
+{
+    (void)a;
+    source_reader *r = ctx;
+    *buf = r->zraw;
+    ssize_t n = raw_read(r, r->zraw, r->chunk_cap, &r->zread_error);
+    return n < 0 ? ARCHIVE_FATAL : n;
+}
+
+/* The suffixes of the compressions a manifest may have. */
+static const char *const zip_suffixes[] = {".gz", ".zst", ".zstd", ".bz2", ".xz"};
+
+/* The length of name's compression suffix, or 0. */
+static size_t zip_suffix_len(const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof zip_suffixes / sizeof *zip_suffixes; i++) {
+        size_t k = strlen(zip_suffixes[i]);
+        if (n > k && strcasecmp(name + n - k, zip_suffixes[i]) == 0)
+            return k;
+    }
+    return 0;
+}
+
+/* Whether name, without a compression suffix, ends in suffix. */
+static bool base_ends_with(const char *name, const char *suffix)
+{
+    size_t a = strlen(name) - zip_suffix_len(name), b = strlen(suffix);
+    return a >= b && strncasecmp(name + a - b, suffix, b) == 0;
+}
+
+/* Sets r up to decompress what raw_read gives; the first bytes are read,
+ * so a file that is not what its name says fails here: NULL, or why. */
+static char *open_decompression(source_reader *r)
+{
+    struct archive_entry *entry;
+    if (!(r->zraw = sl_malloc(r->chunk_cap)) || !(r->z = archive_read_new()))
+        return sl_strdup("out of memory");
+    archive_read_support_filter_all(r->z);
+    archive_read_support_format_raw(r->z);
+    const char *kind = r->file + strlen(r->file) - zip_suffix_len(r->file) + 1;
+    if (archive_read_open(r->z, r, NULL, zraw_read, NULL) != ARCHIVE_OK ||
+        archive_read_next_header(r->z, &entry) != ARCHIVE_OK)
+        return r->zread_error ? sl_strdup(r->zread_error)
+                              : sl_asprintf("not readable as %s data: %s", kind, archive_error_string(r->z));
+    /* The raw format reads anything: a name that promises a compression
+     * its bytes lack is said, not read as text. */
+    if (archive_filter_count(r->z) < 2)
+        return sl_asprintf("named .%s, but its bytes are not compressed", kind);
+    return NULL;
+}
+
+/* The next chunk of the file (decompressed) into r->chunk; at its end, or
+ * when the read fails (r->read_error then says why), r->eof. */
 static void fill(source_reader *r)
 {
     r->chunk_pos = 0;
     r->chunk_len = 0;
-    if (r->object) {
-        sl_status st = sl_ranged_read(r->object, r->chunk, r->chunk_cap, r->object_at,
-                                      &r->chunk_len);
-        if (st != SL_OK) {
-            r->read_error = sl_strdup(sl_last_error());
-            r->chunk_len = 0;
-        }
-        r->object_at += r->chunk_len;
+    if (r->z) {
+        la_ssize_t n = archive_read_data(r->z, r->chunk, r->chunk_cap);
+        if (n < 0)
+            r->read_error = r->zread_error ? sl_strdup(r->zread_error)
+                                           : sl_asprintf("cannot decompress '%s': %s", r->file,
+                                                         archive_error_string(r->z));
+        r->chunk_len = n < 0 ? 0 : (size_t)n;
     } else {
-        r->chunk_len = fread(r->chunk, 1, r->chunk_cap, r->fp);
-        if (r->chunk_len == 0 && ferror(r->fp))
-            r->read_error = sl_asprintf("cannot read '%s': %s", r->file, strerror(errno));
+        ssize_t n = raw_read(r, r->chunk, r->chunk_cap, &r->read_error);
+        r->chunk_len = n < 0 ? 0 : (size_t)n;
     }
     r->eof = r->chunk_len == 0;
 }
@@ -568,8 +650,7 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
     r->base_dir = slash ? sl_strndup(file, (size_t)(slash - file)) : sl_strdup("");
     if (!r->base_dir)
         goto nomem;
-    size_t fl = strlen(file);
-    r->csv = fl >= 4 && strcasecmp(file + fl - 4, ".csv") == 0;
+    r->csv = base_ends_with(file, ".csv");
     if (p->format && strcmp(p->format, "csv") == 0)
         r->csv = true;
     else if (p->format && (strcmp(p->format, "jsonl") == 0 ||
@@ -577,10 +658,12 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
         r->csv = false;
     if (remote) {
         /* The first chunk now: a missing object fails the input at its open. */
-        if (sl_ranged_open(file, &r->object) == SL_OK)
-            fill(r);
-        else
+        if (sl_ranged_open(file, &r->object) != SL_OK)
             r->read_error = sl_strdup(sl_last_error());
+        else if (zip_suffix_len(file))
+            r->read_error = open_decompression(r);
+        if (!r->read_error)
+            fill(r);
         if (r->read_error) {
             *open_error = sl_asprintf("cannot read manifest '%s': %s", file, r->read_error);
             manifest_close(r);
@@ -589,6 +672,10 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
         }
     } else if (!(r->fp = fopen(file, "r"))) {
         *open_error = sl_asprintf("cannot open manifest '%s': %s", file, strerror(errno));
+        manifest_close(r);
+        return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+    } else if (zip_suffix_len(file) && (r->read_error = open_decompression(r)) != NULL) {
+        *open_error = sl_asprintf("cannot read manifest '%s': %s", file, r->read_error);
         manifest_close(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
@@ -851,6 +938,8 @@ static sl_status batch_next(source_reader *r, sl_source_item *item, bool *done)
 static int64_t batch_count(const char *file, const sl_source_params *p, const atomic_bool *stop)
 {
     (void)p;
+    if (zip_suffix_len(file))
+        return -1; /* its lines are known only decompressed: no total */
     sl_ranged *in;
     if (sl_ranged_open(file, &in) != SL_OK)
         return -1;
@@ -923,9 +1012,9 @@ static const char *kind_of(const char *name)
     } else if (stat(name, &st) == 0 && S_ISDIR(st.st_mode)) {
         return "folder";
     }
-    if (ends_with(name, ".jsonl") || ends_with(name, ".ndjson"))
+    if (base_ends_with(name, ".jsonl") || base_ends_with(name, ".ndjson"))
         return "jsonl";
-    if (ends_with(name, ".csv"))
+    if (base_ends_with(name, ".csv"))
         return "csv";
     if (ends_with(name, ".tar") || ends_with(name, ".tar.gz") || ends_with(name, ".tgz"))
         return "webdataset";

@@ -167,6 +167,14 @@ def test_manifests_tar_shards_and_parquet_in_a_bucket(store, sluice, tmp_path):
     bad = [row for row in rows if row["error"]]
     assert len(bad) == 1 and "list.jsonl:2" in bad[0]["id"] + bad[0]["error"]
     assert "sluice-input-" not in json.dumps(rows)  # the copy is never named
+    # The same manifest gzipped: decompressed as it streams from the bucket.
+    import gzip
+    client.put_object(Bucket="files", Key="data/list.jsonl.gz", Body=gzip.compress(("\n".join(lines) + "\n").encode()))
+    r = caption_env(sluice, env, "s3://files/data/list.jsonl.gz", "-o", tmp_path / "mz")
+    assert r.returncode == 3, r.stderr[-3000:]
+    zrows = {row["id"]: row for row in read_rows(tmp_path / "mz")}
+    assert sorted(row["label"] for row in zrows.values() if not row["error"]) == [0, 1, 2]
+    assert "list.jsonl.gz:2" in zrows and zrows["list.jsonl.gz:2"]["error"]
 
     shard = io.BytesIO()
     with tarfile.open(fileobj=shard, mode="w", format=tarfile.USTAR_FORMAT) as tar:

@@ -130,6 +130,52 @@ def test_jsonl_manifest_passes_columns_through_to_jsonl_and_parquet(sluice, tmp_
     assert n == 1
 
 
+def test_compressed_manifests_stream_through_libarchive(sluice, tmp_path):
+    """A .jsonl.gz, .jsonl.zst, .ndjson.bz2, .jsonl.xz and .csv.gz read as
+    their plain forms (ids FILE:LINE of the decompressed lines); a file cut
+    short gives its rows up to the cut and one failed row naming the cause;
+    a name promising a compression its bytes lack fails that input alone."""
+    import bz2
+    import gzip
+    import lzma
+    imgs = JPEGS[:3]
+    lines = [json.dumps({"image": str(p), "n": i}) for i, p in enumerate(imgs)] + ["not json"]
+    text = ("\n".join(lines) + "\n").encode()
+    packed = {"m.jsonl.gz": gzip.compress(text), "m.jsonl.zst": pa.compress(text, "zstd", asbytes=True),
+              "m.ndjson.bz2": bz2.compress(text), "m.jsonl.xz": lzma.compress(text)}
+    for name, data in packed.items():
+        (tmp_path / name).write_bytes(data)
+        r = run(sluice, tmp_path / name, tmp_path / f"out-{name}", "--dry-run")
+        assert r.returncode == 3, (name, r.stderr)
+        rows = by_id(jsonl_rows(tmp_path / f"out-{name}"))
+        assert set(rows) == {f"{name}:{k}" for k in range(1, 5)}, (name, set(rows))
+        assert [rows[f"{name}:{k}"]["n"] for k in range(1, 4)] == [0, 1, 2]
+        assert "invalid JSON" in rows[f"{name}:4"]["error"]
+    csv_text = "image,tag\n" + "".join(f"{p},t{i}\n" for i, p in enumerate(imgs))
+    (tmp_path / "c.csv.gz").write_bytes(gzip.compress(csv_text.encode()))
+    r = run(sluice, tmp_path / "c.csv.gz", tmp_path / "out-csv", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert sorted(row["tag"] for row in jsonl_rows(tmp_path / "out-csv")) == ["t0", "t1", "t2"]
+
+    # Many lines, cut in the middle of the gzip stream.
+    big = "".join(json.dumps({"image": str(imgs[i % 3]), "k": i}) + "\n" for i in range(40000)).encode()
+    whole = gzip.compress(big)
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[:len(whole) // 2])
+    r = run(sluice, tmp_path / "cut.jsonl.gz", tmp_path / "out-cut", "--dry-run")
+    assert r.returncode == 3, r.stderr
+    rows = jsonl_rows(tmp_path / "out-cut")
+    failed = [row for row in rows if row["error"]]
+    assert len(failed) == 1 and "cut.jsonl.gz" in failed[0]["error"] and "truncated" in failed[0]["error"]
+    assert 1000 < len(rows) - 1 < 40000
+    assert sorted(row["k"] for row in rows if not row["error"]) == list(range(len(rows) - 1))
+
+    (tmp_path / "plain.jsonl.gz").write_bytes(text)
+    r = run(sluice, tmp_path / "plain.jsonl.gz", tmp_path / "out-plain", "--dry-run")
+    assert r.returncode == 3, r.stderr
+    [row] = jsonl_rows(tmp_path / "out-plain")
+    assert row["id"] == "plain.jsonl.gz" and "named .gz, but its bytes are not compressed" in row["error"]
+
+
 def test_csv_manifest_quoting_and_declared_columns(sluice, tmp_path):
     manifest = tmp_path / "list.csv"
     buf = io.StringIO()
