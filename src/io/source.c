@@ -3,7 +3,7 @@
  * folders (io/dir_source.c plus glob filters) and manifests (.jsonl and
  * .csv, read in chunks so a line past its limit is never held whole; one
  * in a bucket by ranged GETs of a chunk each, io/ranged.h; a compressed one,
- * .gz .zst .bz2 .xz, through libarchive's filters, streamed).
+ * .gz .zst .bz2 .xz, through libarchive's filters for those four, streamed).
  * WebDataset and Parquet live in their own files behind source_kind. */
 #include <archive.h>
 #include <archive_entry.h>
@@ -477,7 +477,12 @@ static char *open_decompression(source_reader *r)
     struct archive_entry *entry;
     if (!(r->zraw = sl_malloc(r->chunk_cap)) || !(r->z = archive_read_new()))
         return sl_strdup("out of memory");
-    archive_read_support_filter_all(r->z);
+    /* The four named, not filter_all: that would also hand bytes that look
+     * like lrzip, lzop or grzip to an outside program of that name. */
+    archive_read_support_filter_gzip(r->z);
+    archive_read_support_filter_zstd(r->z);
+    archive_read_support_filter_bzip2(r->z);
+    archive_read_support_filter_xz(r->z);
     archive_read_support_format_raw(r->z);
     const char *kind = r->file + strlen(r->file) - zip_suffix_len(r->file) + 1;
     if (archive_read_open(r->z, r, NULL, zraw_read, NULL) != ARCHIVE_OK ||
