@@ -1021,7 +1021,7 @@ static const char *kind_of(const char *name)
         return "jsonl";
     if (base_ends_with(name, ".csv"))
         return "csv";
-    if (ends_with(name, ".tar") || ends_with(name, ".tar.gz") || ends_with(name, ".tgz"))
+    if (base_ends_with(name, ".tar") || ends_with(name, ".tgz")) /* .tar, .tar.gz, .tar.zst, ... */
         return "webdataset";
     if (ends_with(name, ".parquet") || ends_with(name, ".pq"))
         return "parquet";

@@ -155,11 +155,15 @@ static void wds_close(source_reader *r)
     sl_free(r);
 }
 
-/* Plain or gzip tar only: filter_all would also hand a shard that looks
- * like lrzip, lzop or grzip to an outside program of that name. */
+/* Plain tar, or gzip, zstd, bzip2 or xz over it, each by name: filter_all
+ * would also hand a shard that looks like lrzip, lzop or grzip to an
+ * outside program of that name. */
 static void support_tar(struct archive *a)
 {
     archive_read_support_filter_gzip(a);
+    archive_read_support_filter_zstd(a);
+    archive_read_support_filter_bzip2(a);
+    archive_read_support_filter_xz(a);
     archive_read_support_format_tar(a);
 }
 

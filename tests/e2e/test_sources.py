@@ -252,6 +252,25 @@ def test_webdataset_shards_by_brace_list(sluice, tmp_path):
     assert len(rows) == 3
 
 
+def test_compressed_webdataset_shards(sluice, tmp_path):
+    """A shard gzipped, zstd-, bzip2- or xz-compressed (.tar.gz, .tar.zst,
+    .tar.bz2, .tar.xz) reads as the plain one does, ids named by the file."""
+    import bz2
+    import gzip
+    import lzma
+    expect = make_shards(tmp_path / "wds", n_shards=1, per_shard=3)
+    raw = (tmp_path / "wds" / "data-000.tar").read_bytes()
+    packed = {".tar.gz": gzip.compress(raw), ".tar.zst": pa.compress(raw, "zstd", asbytes=True),
+              ".tar.bz2": bz2.compress(raw), ".tar.xz": lzma.compress(raw)}
+    for suffix, data in packed.items():
+        (tmp_path / f"s{suffix}").write_bytes(data)
+        r = run(sluice, tmp_path / f"s{suffix}", tmp_path / f"o{suffix}", "--dry-run")
+        assert r.returncode == 0, (suffix, r.stderr)
+        rows = by_id(jsonl_rows(tmp_path / f"o{suffix}"))
+        assert set(rows) == {rid.replace("data-000.tar", f"s{suffix}") for rid in expect}, (suffix, set(rows))
+        assert sorted(row["n"] for row in rows.values()) == [0, 1, 2]
+
+
 def test_tar_with_a_bad_header_fails_the_rest_of_that_shard_only(sluice, tmp_path):
     make_shards(tmp_path / "wds", n_shards=2, per_shard=3)
     shard = tmp_path / "wds" / "data-000.tar"
