@@ -86,7 +86,7 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
     sl_url_scheme(value, scheme);
     if (!*value)
         return sl_source_item_fail(item, "the image column is empty");
-    if (!*scheme) {
+    if (!*scheme && !sl_batch_is_data_url(value)) {
         item->path = value[0] == '/' || !base_dir || !*base_dir
                          ? sl_strdup(value)
                          : sl_asprintf("%s/%s", base_dir, value);
@@ -105,9 +105,25 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
             return sl_source_item_fail(item, "'%s': only file:///absolute/path URLs are read",
                                        value);
         item->path = sl_strdup(rest);
+    } else if (sl_batch_is_data_url(value)) { /* the image inline: its bytes, no path */
+        char err[256];
+        sl_status st = sl_batch_data_url_decode(value, &item->data, &item->len, err, sizeof err);
+        if (st == SL_ERR_NOMEM)
+            return sl_fail(SL_ERR_NOMEM, "out of memory decoding a data: URL");
+        if (st != SL_OK)
+            return sl_source_item_fail(item, "a data: URL image: %s", err);
+        if (item->len > p->max_item_bytes) {
+            size_t len = item->len;
+            sl_free(item->data);
+            item->data = NULL;
+            item->len = 0;
+            return sl_source_item_fail(item, "a data: URL image of %zu bytes, over the limit of %zu "
+                                             "(--max-item-bytes)", len, p->max_item_bytes);
+        }
+        return SL_OK;
     } else {
-        return sl_source_item_fail(item, "'%s': URL scheme '%s' is not supported (http, https, "
-                                         "s3, and file with --allow-file-urls)",
+        return sl_source_item_fail(item, "'%.200s': URL scheme '%s' is not supported (http, https, "
+                                         "s3, data, and file with --allow-file-urls)",
                                    value, scheme);
     }
     return item->path ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", value);
@@ -162,6 +178,8 @@ sl_status sl_source_locate_list(const char *const *values, size_t n, const char 
         sl_source_item one = {0};
         sl_status st = sl_source_locate(values[i], base_dir, p, &one);
         item->images[i].path = one.path;
+        item->images[i].data = one.data;
+        item->images[i].len = one.len;
         if (st != SL_OK || one.error) {
             st = st == SL_OK ? sl_source_item_fail(item, "%s: image %zu of %zu: %s", where, i + 1,
                                                    n, one.error)

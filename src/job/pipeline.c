@@ -693,6 +693,10 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     j.src_params.shard_index = p->input_shard_index;
     if (job_is_batch(p)) /* a line holds its images, base64 */
         j.src_params.max_line_bytes = SL_BATCH_MAX_LINE_BYTES;
+    if (p->max_line_bytes)
+        j.src_params.max_line_bytes = (size_t)p->max_line_bytes;
+    if (p->max_item_bytes)
+        j.src_params.max_item_bytes = (size_t)p->max_item_bytes;
     j.src_params.shard_count = p->input_shard_count;
     if (p->input_shard_size)
         j.src_params.shard_size = p->input_shard_size;

@@ -307,6 +307,50 @@ def test_parquet_lists_of_image_structs_and_of_paths(sluice, colours, tmp_path):
     assert "images" not in rows["structs.parquet:0"]
 
 
+def test_data_urls_in_a_manifest(sluice, colours, tmp_path):
+    """An image column holding data:image/...;base64 URLs (alone or in a
+    list): the bytes are the image, no path; bad base64, a data URL that is
+    not base64 and one past --max-item-bytes fail their rows alone, the
+    message never quoting the whole URL."""
+    import base64
+    url = {c: "data:image/png;base64," + base64.b64encode((colours / f"{c}.png").read_bytes()).decode()
+           for c in RGB}
+    rows = [
+        {"image": url["blue"], "prompt": "A?"},
+        {"images": [url["red"], str(colours / "green.png"), url["white"]], "prompt": "B?"},
+        {"image": "data:image/png;base64,@@@@", "prompt": "C?"},
+        {"image": "data:text/plain,hello", "prompt": "D?"},
+        {"image": "data:image/png;base64," + base64.b64encode(b"x" * 1200000).decode(), "prompt": "E?"},
+    ]
+    m = manifest(tmp_path / "m.jsonl", rows)
+    bodies = {}
+
+    def answer(handler, n, body):
+        bodies[sent_parts(body)[-1]["text"]] = body
+        completion(handler, "an answer")
+
+    with FakeServer(answer) as server:
+        r = sluice.run("caption", m, "-o", tmp_path / "out", "--engine", "openai", "--endpoint", server.url,
+                       "--max-item-bytes", "1M", "--max-line-bytes", "4M", *QUIET)
+    assert r.returncode == 3, r.stderr
+    assert image_colours(sent_parts(bodies["A?"])) == ["blue"]
+    assert image_colours(sent_parts(bodies["B?"])) == ["red", "green", "white"]
+    assert set(bodies) == {"A?", "B?"}
+    out = {row["id"]: row for row in read_rows(tmp_path / "out")}
+    assert out["m.jsonl:1"]["path"] is None and out["m.jsonl:1"]["error"] is None
+    assert "bad character" in out["m.jsonl:3"]["error"]
+    assert "must be base64" in out["m.jsonl:4"]["error"]
+    assert "1200000 bytes, over the limit of 1048576" in out["m.jsonl:5"]["error"]
+    assert all(len(row["error"] or "") < 1000 for row in out.values())
+    # Without --max-line-bytes that line (1.6 MB of base64) is past the 1 MiB default.
+    with FakeServer(answer) as server:
+        r = sluice.run("caption", m, "-o", tmp_path / "out2", "--engine", "openai", "--endpoint", server.url,
+                       *QUIET)
+    assert r.returncode == 3, r.stderr
+    out = {row["id"]: row for row in read_rows(tmp_path / "out2")}
+    assert "longer than the limit of 1048576 bytes" in out["m.jsonl:5"]["error"]
+
+
 def test_parquet_image_bytes_without_the_struct(sluice, colours, tmp_path):
     """Image bytes in a plain binary column (as pandas or Spark leave them,
     no Hugging Face struct around): found as `image` by default or named
