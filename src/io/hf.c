@@ -335,6 +335,17 @@ static bool named(const hf_file *f, const void *path) { return strcmp(f->path, p
 
 static bool has_suffix(const hf_file *f, const void *suffix) { return ends_with(f->path, suffix); }
 
+/* A WebDataset shard, plain or compressed as the tar reader takes it. */
+static bool tar_shard(const hf_file *f, const void *unused)
+{
+    (void)unused;
+    static const char *const kinds[] = {".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.bz2", ".tar.xz"};
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
+        if (ends_with(f->path, kinds[i]))
+            return true;
+    return false;
+}
+
 size_t hf_select(hf_listing *l, const char *pattern)
 {
     if (*pattern && strpbrk(pattern, "*?[")) {
@@ -352,8 +363,10 @@ size_t hf_select(hf_listing *l, const char *pattern)
         bool parquet = false;
         for (size_t i = 0; i < l->n && !parquet; i++)
             parquet = ends_with(l->files[i].path, ".parquet");
-        if (!one_file)
-            keep_if(l, has_suffix, parquet ? ".parquet" : ".tar");
+        if (!one_file && parquet)
+            keep_if(l, has_suffix, ".parquet");
+        else if (!one_file)
+            keep_if(l, tar_shard, NULL);
     }
     if (l->n > 1)
         qsort(l->files, l->n, sizeof *l->files, by_path);

@@ -234,11 +234,12 @@ static void choosing_files(void **state)
     fill(&l, repo, n);
     hf_select(&l, "");
     assert_int_equal(l.bytes, 5);
-    /* No Parquet anywhere: the tar shards (any case of .tar). */
-    const char *tars[] = {"b.tar", "a.tar", "notes.txt", "c.TAR"};
-    fill(&l, tars, 4);
-    assert_int_equal(hf_select(&l, ""), 3);
+    /* No Parquet anywhere: the tar shards (any case of .tar), compressed too. */
+    const char *tars[] = {"b.tar", "a.tar", "notes.txt", "c.TAR", "d.tar.gz", "e.tar.zst", "f.tgz", "g.gz"};
+    fill(&l, tars, 8);
+    assert_int_equal(hf_select(&l, ""), 6);
     assert_string_equal(l.files[0].path, "a.tar");
+    assert_true(has(&l, "e.tar.zst") && has(&l, "f.tgz") && !has(&l, "g.gz") && !has(&l, "notes.txt"));
     hf_listing_clear(&l);
 }
 
