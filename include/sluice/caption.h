@@ -175,6 +175,8 @@ typedef struct sl_caption_params {
     int n_include, n_exclude;
     const char *image_column;  /* NULL: image, path or url */
     const char *prompt_column; /* NULL: "prompt"; a row's value overrides `prompt` */
+    const char *image_root;    /* NULL: relative image paths are under their manifest's folder;
+                                  else under this folder (or s3:// prefix), e.g. LLaVA's images */
     bool allow_file_urls;      /* file:// URLs in data read local files */
     uint64_t max_download_bytes; /* per URL image; 0: 64 MiB */
     uint64_t max_line_bytes;   /* a manifest line or CSV record; 0: 1 MiB (a batch file's: 64 MiB) */

@@ -1,7 +1,8 @@
 /* io/source.c — input dispatch (expanding names, choosing the kind, one
  * file once, each input's name in ids) and the two text-shaped kinds:
- * folders (io/dir_source.c plus glob filters) and manifests (.jsonl and
- * .csv, read in chunks so a line past its limit is never held whole; one
+ * folders (io/dir_source.c plus glob filters) and manifests (.jsonl, .csv
+ * and .json arrays, read in chunks so a line or element past its limit is
+ * never held whole; one
  * in a bucket by ranged GETs of a chunk each, io/ranged.h; a compressed one,
  * .gz .zst .bz2 .xz, through libarchive's filters for those four, streamed).
  * WebDataset and Parquet live in their own files behind source_kind. */
@@ -86,10 +87,12 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
     sl_url_scheme(value, scheme);
     if (!*value)
         return sl_source_item_fail(item, "the image column is empty");
+    if (p->image_root)
+        base_dir = p->image_root;
     if (!*scheme && !sl_batch_is_data_url(value)) {
-        item->path = value[0] == '/' || !base_dir || !*base_dir
-                         ? sl_strdup(value)
-                         : sl_asprintf("%s/%s", base_dir, value);
+        size_t bl = base_dir ? strlen(base_dir) : 0; /* "--image-root imgs/" joins as "imgs" does */
+        item->path = value[0] == '/' || !bl ? sl_strdup(value)
+                     : sl_asprintf("%.*s/%s", (int)(base_dir[bl - 1] == '/' ? bl - 1 : bl), base_dir, value);
     } else if (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0 ||
                strcmp(scheme, "s3") == 0) {
         item->path = sl_strdup(value);
@@ -220,6 +223,8 @@ struct source_reader {
     bool read_error_told;
     char *file, *base_dir;
     bool csv;
+    bool json_array;          /* a .json manifest: one array, an element a row (r->line counts them) */
+    bool array_ended;         /* ... its closing ] was read */
     char **header;
     size_t n_header;
     long line;
@@ -600,9 +605,116 @@ static bool blank(const char *s, size_t n)
 
 /* The next line that is not blank onto r->text (a line past the limit:
  * r->too_long, its text not kept); *done at the end of the file. */
+/* The next chunk's bytes, when the current one is used up; false at the
+ * end of the file (or where a read failed). */
+static bool more(source_reader *r)
+{
+    if (r->chunk_pos == r->chunk_len && !r->eof)
+        fill(r);
+    return r->chunk_pos < r->chunk_len;
+}
+
+/* A .json manifest's opening: white space (a UTF-8 BOM first), then '['.
+ * False when the file holds something else. */
+static bool array_begin(source_reader *r)
+{
+    static const char bom[] = "\xef\xbb\xbf";
+    if (more(r) && r->chunk_len - r->chunk_pos >= 3 && memcmp(r->chunk + r->chunk_pos, bom, 3) == 0)
+        r->chunk_pos += 3;
+    while (more(r)) {
+        char c = r->chunk[r->chunk_pos++];
+        if (c == '[')
+            return true;
+        if (!isspace((unsigned char)c))
+            return false;
+    }
+    return false;
+}
+
+/* The next element of a .json manifest's array onto r->text (through put,
+ * so one past max_line_bytes is scanned to its end, never held): strings
+ * and nesting are followed to find where it ends. Returns 1 when one was
+ * read, 0 at the array's end (or the file's: then r->read_error says the
+ * array is cut short), -1 out of memory. */
+static int read_element(source_reader *r)
+{
+    for (;;) { /* white space and the commas between elements */
+        if (r->array_ended || !more(r)) {
+            if (!r->array_ended && !r->read_error &&
+                !(r->read_error = sl_asprintf("the JSON array is never closed (the file ends after "
+                                              "element %ld)", r->line)))
+                return -1;
+            return 0;
+        }
+        char c = r->chunk[r->chunk_pos];
+        if (c == ']') {
+            r->chunk_pos++;
+            r->array_ended = true;
+            return 0;
+        }
+        if (c != ',' && !isspace((unsigned char)c))
+            break;
+        r->chunk_pos++;
+    }
+    int depth = 0;
+    bool in_string = false, escaped = false, done = false;
+    while (!done) {
+        if (!more(r)) {
+            if (!r->read_error &&
+                !(r->read_error = sl_asprintf("the file ends inside element %ld of its JSON array", r->line + 1)))
+                return -1;
+            return 0;
+        }
+        size_t start = r->chunk_pos, i = start;
+        for (; i < r->chunk_len && !done; i++) {
+            char c = r->chunk[i];
+            if (in_string) {
+                if (escaped)
+                    escaped = false;
+                else if (c == '\\')
+                    escaped = true;
+                else if (c == '"')
+                    in_string = false;
+            } else if (c == '"') {
+                in_string = true;
+            } else if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (depth == 0) { /* the array's end, after a bare value */
+                    done = true;
+                    i--;
+                } else if (--depth == 0) {
+                    done = true;
+                }
+            } else if (c == ',' && depth == 0) { /* the end of a bare value */
+                done = true;
+                i--;
+            }
+        }
+        r->chunk_pos = i;
+        if (!put(r, r->chunk + start, i - start))
+            return -1;
+    }
+    r->line++;
+    if (!r->text.data) {
+        if (!sl_buf_reserve(&r->text, 1))
+            return -1;
+        r->text.data[0] = '\0';
+    }
+    return 1;
+}
+
 static sl_status next_line(source_reader *r, bool *done)
 {
     int rc;
+    if (r->json_array) {
+        restart(r);
+        if ((rc = read_element(r)) <= 0) {
+            *done = rc == 0;
+            return rc == 0 ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+        }
+        return SL_OK;
+    }
     do {
         restart(r);
         if ((rc = read_line(r)) <= 0) {
@@ -674,11 +786,14 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
     if (!r->base_dir)
         goto nomem;
     r->csv = base_ends_with(file, ".csv");
+    r->json_array = base_ends_with(file, ".json");
+    if (p->format && strcmp(p->format, "json") == 0)
+        r->csv = false, r->json_array = true;
     if (p->format && strcmp(p->format, "csv") == 0)
-        r->csv = true;
+        r->csv = true, r->json_array = false;
     else if (p->format && (strcmp(p->format, "jsonl") == 0 ||
                            strcmp(p->format, "openai-batch") == 0))
-        r->csv = false;
+        r->csv = false, r->json_array = false;
     if (remote) {
         /* The first chunk now: a missing object fails the input at its open. */
         if (sl_ranged_open(file, &r->object) != SL_OK)
@@ -716,6 +831,14 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
             manifest_close(r);
             return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
         }
+    }
+    if (r->json_array && !array_begin(r)) {
+        *open_error = r->read_error
+                          ? sl_asprintf("cannot read manifest '%s': %s", file, r->read_error)
+                          : sl_asprintf("manifest '%s': a .json manifest holds one JSON array of objects, "
+                                        "a row each (for an object a line, name it .jsonl)", file);
+        manifest_close(r);
+        return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
     *out = r;
     return SL_OK;
@@ -862,8 +985,8 @@ static sl_status read_error_item(source_reader *r, sl_source_item *item, bool *d
     item->at = r->line + 1;
     if (!(item->id = sl_strdup(r->name)) || !(item->path = sl_strdup(r->file)))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
-    return sl_source_item_fail(item, "manifest '%s': reading stopped after line %ld: %s",
-                               r->file, r->line, r->read_error);
+    return sl_source_item_fail(item, "manifest '%s': reading stopped after %s %ld: %s", r->file,
+                               r->json_array ? "element" : "line", r->line, r->read_error);
 }
 
 static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *done)
@@ -1037,6 +1160,8 @@ static const char *kind_of(const char *name)
     }
     if (base_ends_with(name, ".jsonl") || base_ends_with(name, ".ndjson"))
         return "jsonl";
+    if (base_ends_with(name, ".json"))
+        return "json";
     if (base_ends_with(name, ".csv"))
         return "csv";
     if (base_ends_with(name, ".tar") || ends_with(name, ".tgz")) /* .tar, .tar.gz, .tar.zst, ... */
@@ -1054,7 +1179,7 @@ static const source_kind *kind_named(const char *name)
         return &folder_kind;
     if (strcmp(name, "file") == 0)
         return &file_kind;
-    if (strcmp(name, "jsonl") == 0 || strcmp(name, "csv") == 0)
+    if (strcmp(name, "jsonl") == 0 || strcmp(name, "csv") == 0 || strcmp(name, "json") == 0)
         return &manifest_kind;
     if (strcmp(name, "webdataset") == 0)
         return &sl_source_webdataset;

@@ -38,6 +38,8 @@ typedef struct sl_source_params {
                                     columns, a row's images in that order
                                     (sl_split_image_columns) */
     const char *prompt_column;   /* NULL: "prompt" when present */
+    const char *image_root;      /* NULL: a relative image path is under its manifest's (or
+                                    Parquet file's) folder; else under this folder or s3:// prefix */
     bool allow_file_urls;        /* file:// values in data read local files */
     size_t max_item_bytes;       /* tar members and Parquet cells larger than this fail */
     /* Input shards: deterministic units of work. With several input files

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -254,6 +255,11 @@ sl_status job_check_params(const sl_caption_params *p)
     }
     if (p->image_text && !sl_utf8_valid(p->image_text, strlen(p->image_text)))
         return sl_fail(SL_ERR_INVALID_ARG, "--image-text is not valid UTF-8");
+    struct stat root;
+    if (p->image_root && !sl_s3_is_url(p->image_root) &&
+        (stat(p->image_root, &root) != 0 || !S_ISDIR(root.st_mode)))
+        return sl_fail(SL_ERR_INVALID_ARG, "--image-root '%s' is not a folder: name the folder that "
+                                           "relative image paths in the data are under", p->image_root);
     if (p->image_placeholder && *p->image_placeholder) {
         if (!sl_utf8_valid(p->image_placeholder, strlen(p->image_placeholder)))
             return sl_fail(SL_ERR_INVALID_ARG, "--image-placeholder is not valid UTF-8");

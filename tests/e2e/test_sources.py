@@ -130,6 +130,59 @@ def test_jsonl_manifest_passes_columns_through_to_jsonl_and_parquet(sluice, tmp_
     assert n == 1
 
 
+def test_json_array_manifest_as_llava_ships_it(sluice, tmp_path):
+    """A .json manifest holding one array of objects (LLaVA's
+    llava_v1_5_mix665k.json shape: id, image relative to an image tree,
+    conversations): a row per element, its id the element's, the other keys
+    passed through; --image-root names the image tree. Elements that are not
+    objects fail alone, naming FILE:N; a file cut inside an element gives the
+    rows before it and one failed row; a .json that is no array fails that
+    input; a missing --image-root is a usage error."""
+    import gzip
+    root = tmp_path / "images"
+    (root / "coco").mkdir(parents=True)
+    for i, p in enumerate(JPEGS[:3]):
+        (root / "coco" / f"{i}.jpg").write_bytes(p.read_bytes())
+    elements = [{"id": f"{i:06d}", "image": f"coco/{i}.jpg",
+                 "conversations": [{"from": "human", "value": f"<image>\nWhat is {i}? [a] {{b}} \"c\\\" ]"},
+                                   {"from": "gpt", "value": "It is."}]} for i in range(3)]
+    text = json.dumps(elements[:2] + ["a string", 7] + elements[2:], indent=1)
+    (tmp_path / "data").mkdir()
+    src = tmp_path / "data" / "mix.json"
+    src.write_text("\ufeff" + text)
+    r = run(sluice, src, tmp_path / "o", "--dry-run", "--image-root", str(root) + "/")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "o"))
+    assert set(rows) == {"000000", "000001", "000002", "mix.json:3", "mix.json:4"}
+    for i in range(3):
+        row = rows[f"{i:06d}"]
+        assert row["error"] is None and row["path"] == str(root / "coco" / f"{i}.jpg")
+        assert row["conversations"] == elements[i]["conversations"]
+    assert "mix.json:3" in rows["mix.json:3"]["error"] and rows["mix.json:3"]["error_stage"] == "read"
+
+    # Without --image-root, relative paths are under the manifest's folder: not found there.
+    r = run(sluice, src, tmp_path / "o2", "--dry-run")
+    assert r.returncode == 3
+    assert all(row["error"] for row in jsonl_rows(tmp_path / "o2"))
+
+    # Compressed, cut inside the last element.
+    cut = json.dumps(elements)
+    (tmp_path / "cut.json.gz").write_bytes(gzip.compress(cut[:-40].encode()))
+    r = run(sluice, tmp_path / "cut.json.gz", tmp_path / "o3", "--dry-run", "--image-root", root)
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "o3"))
+    assert set(rows) == {"000000", "000001", "cut.json.gz"}
+    assert "ends inside element 3" in rows["cut.json.gz"]["error"]
+
+    (tmp_path / "obj.json").write_text('{"image": "a.jpg"}')
+    r = run(sluice, tmp_path / "obj.json", tmp_path / "o4", "--dry-run")
+    assert r.returncode == 3
+    assert "holds one JSON array of objects" in jsonl_rows(tmp_path / "o4")[0]["error"]
+
+    r = run(sluice, src, tmp_path / "o5", "--dry-run", "--image-root", tmp_path / "nowhere")
+    assert r.returncode == 2 and "--image-root" in r.stderr and "nowhere" in r.stderr
+
+
 def test_compressed_manifests_stream_through_libarchive(sluice, tmp_path):
     """A .jsonl.gz, .jsonl.zst, .ndjson.bz2, .jsonl.xz and .csv.gz read as
     their plain forms (ids FILE:LINE of the decompressed lines); a file cut

@@ -251,7 +251,7 @@ static const struct {
     {"version", "1"}, {"engine", "openai"}, {"input.paths", "a b/*.tar"},
     {"input.format", "webdataset"}, {"input.include", "**/*.jpg"}, {"input.exclude", "tmp/*"},
     {"input.image_column", "url"}, {"input.allow_file_urls", "true"},
-    {"input.max_download_bytes", "3M"}, {"input.max_line_bytes", "2M"}, {"input.max_item_bytes", "100M"},
+    {"input.image_root", "/data/images"}, {"input.max_download_bytes", "3M"}, {"input.max_line_bytes", "2M"}, {"input.max_item_bytes", "100M"},
     {"input.download_timeout", "2.5"},
     {"input.download_retries", "7"}, {"input.shard", "2/9"}, {"input.shard_size", "77"},
     {"image.workers", "5"}, {"image.max_edge", "0"}, {"image.max_pixels", "12345"},
