@@ -679,14 +679,13 @@ static int read_element(source_reader *r)
                 in_string = true;
             } else if (c == '{' || c == '[') {
                 depth++;
-            } else if (c == '}' || c == ']') {
-                if (depth == 0) { /* the array's end, after a bare value */
-                    done = true;
-                    i--;
-                } else if (--depth == 0) {
-                    done = true;
-                }
-            } else if (c == ',' && depth == 0) { /* the end of a bare value */
+            } else if ((c == '}' || c == ']') && depth > 0) {
+                done = --depth == 0;
+            } else if ((c == ']' || c == ',') && depth == 0) {
+                /* A bare value ends before the next comma or the array's
+                 * end; never at its first byte, which the loop above takes
+                 * when it is one of them, so every element moves on. A stray
+                 * '}' is the value's (JSON then says what is wrong). */
                 done = true;
                 i--;
             }
