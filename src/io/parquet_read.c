@@ -870,8 +870,8 @@ static size_t column_bytes(const column *c)
 {
     size_t per_row = 1 + (c->width ? (size_t)c->width : sizeof(int64_t));
     return c->raw.cap + c->ahead.cap + c->plain.cap + c->prev.cap + c->scratch.cap + c->dict.values.cap +
-           c->dict.offsets_cap * sizeof(int64_t) + c->rows.cap * per_row + (c->width ? 0 : sizeof(int64_t)) + c->rows.data.cap +
-           (c->rows.rcap ? (c->rows.rcap + 1) * sizeof(int64_t) + c->rows.rcap : 0);
+           c->dict.offsets_cap * sizeof(int64_t) + c->rows.cap * per_row + (c->width ? 0 : sizeof(int64_t)) +
+           c->rows.data.cap + (c->rows.rcap ? (c->rows.rcap + 1) * sizeof(int64_t) + c->rows.rcap : 0);
 }
 
 /* Counts what c holds now against the memory limit. */
