@@ -129,8 +129,8 @@ static const opt opts[] = {
     {"input.exclude", "exclude", 0, K_LIST, 0, .list = L_EXCLUDE, .max_items = 64, .arg = "GLOB",
      .help = "folders: skip relative paths matching one of these"},
     {"input.image_column", "image-column", 0, K_STR, AT(p.image_column), .arg = "NAME",
-     .help = "manifest/Parquet image column (~: image, path, url or images) or WebDataset "
-             "member extension; A,B: several, a row's images in that order"},
+     .help = "manifest/Parquet image column (~: image, path, url, images, file_name, URL or "
+             "image_url) or WebDataset member extension; A,B: several, a row's images in that order"},
     {"input.image_root", "image-root", 0, K_STR, AT(p.image_root), .arg = "DIR",
      .help = "relative image paths in manifests and Parquet are under DIR (~: the file's folder)"},
     {"input.allow_file_urls", "allow-file-urls", 0, K_BOOL, AT(p.allow_file_urls),

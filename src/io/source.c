@@ -762,9 +762,10 @@ static int read_csv_record(source_reader *r, char ***fields, size_t *n, long *fi
     return rc == 1 ? -1 : rc;
 }
 
-/* "images": a list's usual name (Hugging Face datasets' Sequence(Image())). */
-static const char *auto_image_columns[] = {"image", "path", "url", "images"};
-enum { N_AUTO_IMAGE_COLUMNS = sizeof auto_image_columns / sizeof *auto_image_columns };
+const char *const sl_source_auto_image_columns[] = {"image",     "path", "url",      "images",
+                                                    "file_name", "URL",  "image_url"};
+const size_t sl_source_n_auto_image_columns =
+    sizeof sl_source_auto_image_columns / sizeof *sl_source_auto_image_columns;
 
 static sl_status manifest_open(const char *file, const char *name, const sl_source_params *p,
                                source_reader **out, char **open_error)
@@ -851,10 +852,10 @@ static int csv_image_column(const source_reader *r)
 {
     if (r->n_image_columns)
         return -1; /* several: read from the row's columns, which keep them */
-    for (size_t k = 0; k < (r->p->image_column ? 1 : N_AUTO_IMAGE_COLUMNS); k++)
+    for (size_t k = 0; k < (r->p->image_column ? 1 : sl_source_n_auto_image_columns); k++)
         for (size_t i = 0; i < r->n_header; i++)
             if (strcmp(r->header[i], r->p->image_column ? r->p->image_column
-                                                        : auto_image_columns[k]) == 0)
+                                                        : sl_source_auto_image_columns[k]) == 0)
                 return (int)i;
     return -1;
 }
@@ -912,9 +913,9 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
 {
     const sl_source_params *p = r->p;
     const char *image_key = raw_image ? raw_key : p->image_column;
-    for (size_t i = 0; !image_key && i < N_AUTO_IMAGE_COLUMNS; i++)
-        if (json_object_get(row, auto_image_columns[i]))
-            image_key = auto_image_columns[i];
+    for (size_t i = 0; !image_key && i < sl_source_n_auto_image_columns; i++)
+        if (json_object_get(row, sl_source_auto_image_columns[i]))
+            image_key = sl_source_auto_image_columns[i];
     json_t *id = json_object_get(row, "id");
     if (json_is_string(id) && json_string_length(id))
         item->id = sl_strdup(json_string_value(id));

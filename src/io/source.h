@@ -33,7 +33,7 @@ typedef struct sl_source_params {
     size_t n_include;
     const char *const *exclude;
     size_t n_exclude;
-    const char *image_column;    /* NULL: image, path, url or images (Parquet:
+    const char *image_column;    /* NULL: sl_source_auto_image_columns (Parquet:
                                     also image.bytes, lists); "A,B": several
                                     columns, a row's images in that order
                                     (sl_split_image_columns) */

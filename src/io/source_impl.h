@@ -25,6 +25,13 @@ typedef struct source_kind {
 extern const source_kind sl_source_webdataset;
 extern const source_kind sl_source_parquet;
 
+/* The image columns looked for, in this order, when --image-column is not
+ * given: "images" is a list's usual name (Hugging Face's Sequence(Image())),
+ * "file_name" the Hugging Face ImageFolder's metadata.jsonl/.csv column,
+ * "URL" LAION's. */
+extern const char *const sl_source_auto_image_columns[];
+extern const size_t sl_source_n_auto_image_columns;
+
 /* Sets item->path from a manifest/Parquet value: a path relative to
  * base_dir, an http(s) URL, or (allowed) a file:// URL; else item->error. */
 sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,

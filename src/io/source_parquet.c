@@ -117,7 +117,6 @@ static sl_status choose_columns(source_reader *r, char **why)
 {
     const sl_pq_reader *pq = r->pq;
     size_t nc = sl_pq_reader_num_columns(pq);
-    const char *cands[] = {"image", "path", "url", "images"};
     const char *explicit = r->p->image_column;
     int bytes = -1, path = -1;
     char name[512];
@@ -150,8 +149,9 @@ static sl_status choose_columns(source_reader *r, char **why)
         bytes = multi_bytes[0]; /* found: the search below is skipped */
         path = multi_path[0];
     }
-    for (size_t k = 0; k < (explicit ? 1 : 4) && bytes < 0 && path < 0; k++) {
-        const char *c = explicit ? explicit : cands[k];
+    size_t n_cands = explicit ? 1 : sl_source_n_auto_image_columns;
+    for (size_t k = 0; k < n_cands && bytes < 0 && path < 0; k++) {
+        const char *c = explicit ? explicit : sl_source_auto_image_columns[k];
         snprintf(name, sizeof name, "%s.bytes", c);
         if (find_list(pq, c, &bytes, &path)) {
             r->list = true;
@@ -165,7 +165,7 @@ static sl_status choose_columns(source_reader *r, char **why)
             path = -1;
         }
         if (bytes >= 0 || path >= 0)
-            r->image_name = explicit ? explicit : cands[k];
+            r->image_name = explicit ? explicit : sl_source_auto_image_columns[k];
     }
     if (bytes < 0 && path < 0) {
         *why = sl_asprintf("%s: no image column: expected '%s.bytes' (an image struct), a binary column "
@@ -173,7 +173,8 @@ static sl_status choose_columns(source_reader *r, char **why)
                            "these%s",
                            r->file, explicit ? explicit : "image", explicit ? explicit : "image",
                            explicit ? explicit : "image",
-                           explicit ? "" : " (or path/url/images; name it with --image-column)");
+                           explicit ? "" : " (or path, url, images, file_name, URL, image_url; name it with "
+                                           "--image-column)");
         return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
     const char **sel = sl_calloc(nc ? nc : 1, sizeof *sel);

@@ -183,6 +183,34 @@ def test_json_array_manifest_as_llava_ships_it(sluice, tmp_path):
     assert r.returncode == 2 and "--image-root" in r.stderr and "nowhere" in r.stderr
 
 
+def test_imagefolder_metadata_and_laion_parquet_need_no_image_column(sluice, http_root, tmp_path):
+    """A Hugging Face ImageFolder's train/metadata.jsonl (and .csv) names its
+    images in `file_name`, beside the file; LAION's Parquet in `URL`: both
+    found without --image-column."""
+    d = tmp_path / "train"
+    d.mkdir()
+    for i, p in enumerate(JPEGS[:2]):
+        (d / f"{i}.jpg").write_bytes(p.read_bytes())
+    (d / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"{i}.jpg", "text": f"t{i}"}) + "\n"
+                                              for i in range(2)))
+    (d / "metadata.csv").write_text("file_name,text\n0.jpg,t0\n1.jpg,t1\n")
+    for name in ("metadata.jsonl", "metadata.csv"):
+        r = run(sluice, d / name, tmp_path / f"o-{name}", "--dry-run")
+        assert r.returncode == 0, r.stderr
+        rows = jsonl_rows(tmp_path / f"o-{name}")
+        assert sorted((row["path"], row["text"]) for row in rows) == [(str(d / "0.jpg"), "t0"),
+                                                                       (str(d / "1.jpg"), "t1")]
+    root, base = http_root
+    (root / "a.jpg").write_bytes(JPEGS[0].read_bytes())
+    pq.write_table(pa.table({"SAMPLE_ID": [1, 2], "URL": [f"{base}/a.jpg", f"{base}/gone.jpg"],
+                             "TEXT": ["a photo", "lost"]}), tmp_path / "laion.parquet")
+    r = run(sluice, tmp_path / "laion.parquet", tmp_path / "o-laion", "--dry-run")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "o-laion"))
+    assert rows["laion.parquet:0"]["error"] is None and rows["laion.parquet:0"]["TEXT"] == "a photo"
+    assert "HTTP 404" in rows["laion.parquet:1"]["error"]
+
+
 def test_compressed_manifests_stream_through_libarchive(sluice, tmp_path):
     """A .jsonl.gz, .jsonl.zst, .ndjson.bz2, .jsonl.xz and .csv.gz read as
     their plain forms (ids FILE:LINE of the decompressed lines); a file cut
