@@ -182,6 +182,20 @@ def test_json_array_manifest_as_llava_ships_it(sluice, tmp_path):
     r = run(sluice, src, tmp_path / "o5", "--dry-run", "--image-root", tmp_path / "nowhere")
     assert r.returncode == 2 and "--image-root" in r.stderr and "nowhere" in r.stderr
 
+    # Many elements over many 64 KiB reads: strings with brackets, braces,
+    # escaped quotes and backslashes cross the read boundaries.
+    many = [{"id": f"m{k}", "image": f"coco/{k % 3}.jpg",
+             "conversations": [{"from": "human", "value": "]}[{\\\"," * (k % 50) + f"<image> {k}"}]}
+            for k in range(3000)]
+    big = tmp_path / "data" / "many.json"
+    big.write_text(json.dumps(many))
+    assert big.stat().st_size > 10 * 65536
+    r = run(sluice, big, tmp_path / "o6", "--dry-run", "--image-root", root)
+    assert r.returncode == 0, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "o6"))
+    assert len(rows) == 3000
+    assert all(rows[e["id"]]["conversations"] == e["conversations"] for e in many)
+
 
 def test_imagefolder_metadata_and_laion_parquet_need_no_image_column(sluice, http_root, tmp_path):
     """A Hugging Face ImageFolder's train/metadata.jsonl (and .csv) names its
