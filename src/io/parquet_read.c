@@ -56,7 +56,7 @@ typedef struct leaf {
     int physical;
     int phys;                /* bytes a stored value takes (fixed-width types); 0: byte arrays */
     conversion conv;
-    int scale;               /* CONV_DECIMAL */
+    double unit;             /* CONV_DECIMAL: 10^scale, what an unscaled value is divided by */
     int max_def, max_rep;
     int rep_def;             /* in a list: the definition level of its repeated node (an element
                                 is there at rep_def, the list is empty at rep_def - 1, null below) */
@@ -477,7 +477,9 @@ static void choose_conversion(leaf *l, const schema_el *el)
             return;
         }
         l->conv = CONV_DECIMAL;
-        l->scale = el->scale;
+        l->unit = 1;
+        for (int k = 0; k < el->scale; k++)
+            l->unit *= 10;
         l->info.type = SL_PQ_DOUBLE;
     }
 }
@@ -1491,6 +1493,16 @@ static bool take_bytes(column *c, size_t row, const uint8_t *s, size_t len)
     return true;
 }
 
+/* Row `row` of c's pending rows is null: its slot of w bytes at `slot`
+ * zeroed, or (byte arrays, w 0) its range left empty. */
+static void null_slot(column *c, uint8_t *slot, size_t w, size_t row)
+{
+    if (w)
+        memset(slot, 0, w);
+    else
+        c->rows.offsets[row + 1] = c->rows.offsets[row];
+}
+
 /* nn DELTA_BINARY_PACKED or BYTE_STREAM_SPLIT values placed at the valid
  * ones of m slots of `width` bytes at dst (nulls zeroed). */
 static sl_status fixed_values(column *c, const uint8_t *valid, size_t m, size_t nn, uint8_t *dst)
@@ -1540,13 +1552,9 @@ static sl_status delta_byte_arrays(column *c, const uint8_t *valid, size_t m, si
         return corrupt(c, "corrupt %s lengths (or fewer than the page's rows)", name);
     if (front && !sl_delta_read(&c->prefixes, prefix, nn))
         return corrupt(c, "corrupt DELTA_BYTE_ARRAY prefix lengths (or fewer than the page's rows)");
-    int64_t *offsets = c->rows.offsets;
     for (size_t i = 0, k = 0; i < m; i++) {
         if (!valid[i]) {
-            if (w)
-                memset(fixed + i * w, 0, w);
-            else
-                offsets[base + i + 1] = offsets[base + i];
+            null_slot(c, w ? fixed + i * w : NULL, w, base + i);
             continue;
         }
         int64_t n = lens[k];
@@ -1576,14 +1584,6 @@ static sl_status delta_byte_arrays(column *c, const uint8_t *valid, size_t m, si
     return SL_OK;
 }
 
-static double pow10_of(int scale)
-{
-    double p = 1;
-    for (int i = 0; i < scale; i++)
-        p *= 10;
-    return p;
-}
-
 /* An unscaled decimal: INT32 and INT64 little-endian, FIXED_LEN_BYTE_ARRAY
  * big-endian two's complement (a negative one's magnitude is taken from
  * its complement, so -1 in 16 bytes stays -1 in a double). */
@@ -1605,7 +1605,7 @@ static double decimal_value(const column *c, const uint8_t *v)
         if (negative)
             d = -(d + 1);
     }
-    return d / pow10_of(c->lf->scale);
+    return d / c->lf->unit;
 }
 
 static float half_to_float(uint16_t h)
@@ -1631,10 +1631,7 @@ static sl_status convert_values(column *c, const uint8_t *valid, size_t m, size_
         const uint8_t *v = c->scratch.data + i * pw;
         uint8_t *out = w ? pr->fixed + (base + i) * w : NULL;
         if (!valid[i]) {
-            if (w)
-                memset(out, 0, w);
-            else
-                pr->offsets[base + i + 1] = pr->offsets[base + i];
+            null_slot(c, out, w, base + i);
             continue;
         }
         switch (c->lf->conv) {
@@ -1773,10 +1770,7 @@ static sl_status decode_rows(column *c, size_t levels)
         size_t k = 0;
         for (size_t i = 0; i < m; i++) {
             if (!valid[i]) {
-                if (w)
-                    memset(fixed + i * w, 0, w);
-                else
-                    offsets[base + i + 1] = offsets[base + i];
+                null_slot(c, w ? fixed + i * w : NULL, w, base + i);
                 continue;
             }
             uint32_t ix = buf[k++];
