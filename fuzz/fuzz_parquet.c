@@ -4,8 +4,10 @@
  * reader's limits small so that what it promises can be checked: batches
  * keep to their limits and their vectors (list offsets too) are consistent,
  * and however the file lies, the most bytes allocated at once stay a small
- * multiple of the file plus the memory limit. At most 1 << 20 rows are
- * read: a few bytes of RLE may honestly hold billions of null rows. */
+ * multiple of the file plus the memory limit. Each batch's first rows'
+ * lists are put back together as JSON (io/parquet_json.h) from all the
+ * columns of each list. At most 1 << 20 rows are read: a few bytes of RLE
+ * may honestly hold billions of null rows. */
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "io/parquet_json.h"
 #include "io/parquet_read.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -48,18 +51,23 @@ static uint64_t touch(const sl_pq_batch *b, const sl_pq_reader_params *p)
         int64_t n = b->num_rows; /* values: a list column's elements */
         if ((v->list_offsets != NULL) != (v->info->list_len > 0) || (v->list_offsets && !v->list_valid))
             fail("list vectors do not match the column's info");
-        if (v->list_offsets) {
-            if (v->list_offsets[0] != 0)
+        if ((v->info->depth > 0) != (v->info->list_len > 0) || v->info->depth > SL_PQ_MAX_DEPTH)
+            fail("a list's depth does not match its names");
+        for (unsigned d = 0; v->list_offsets && d < v->info->depth; d++) { /* n: entries at depth d */
+            const int64_t *ofs = d ? v->nest_offsets[d - 1] : v->list_offsets;
+            const uint8_t *ok = d ? v->nest_valid[d - 1] : v->list_valid;
+            if (!ofs || !ok)
+                fail("a list of lists without its offsets");
+            if (ofs[0] != 0)
                 fail("list offsets do not start at 0");
-            for (int64_t i = 0; i < b->num_rows; i++) {
-                if (v->list_offsets[i] > v->list_offsets[i + 1] || v->list_valid[i] > 1 ||
-                    (!v->list_valid[i] && v->list_offsets[i] != v->list_offsets[i + 1]))
+            for (int64_t i = 0; i < n; i++) {
+                if (ofs[i] > ofs[i + 1] || ok[i] > 1 || (!ok[i] && ofs[i] != ofs[i + 1]))
                     fail("list offsets out of order, or a null list with elements");
-                sum += v->list_valid[i];
+                sum += ok[i];
             }
-            n = v->list_offsets[b->num_rows];
+            n = ofs[n];
             if ((size_t)n > p->batch_rows)
-                fail("a batch's elements past batch_rows");
+                fail("a batch's elements or lists past batch_rows");
         }
         for (int64_t i = 0; i < n; i++) {
             if (v->valid[i] > 1)
@@ -90,6 +98,42 @@ static uint64_t touch(const sl_pq_batch *b, const sl_pq_reader_params *p)
     return sum;
 }
 
+static json_t *json_value(const sl_pq_vector *v, int64_t k)
+{
+    if (!v->valid[k])
+        return json_null();
+    switch (v->info->type) {
+    case SL_PQ_INT32: return json_integer(v->i32[k]);
+    case SL_PQ_INT64: return json_integer(v->i64[k]);
+    case SL_PQ_STRING: return json_stringn_nocheck((const char *)v->data + v->offsets[k],
+                                                  (size_t)(v->offsets[k + 1] - v->offsets[k]));
+    default: return json_true();
+    }
+}
+
+/* The first rows' lists as JSON, each from all the columns of its list. */
+static void lists_as_json(const sl_pq_batch *b)
+{
+    const sl_pq_vector **cols = calloc(b->num_columns ? b->num_columns : 1, sizeof *cols);
+    for (size_t c = 0; cols && c < b->num_columns; c++) {
+        const sl_pq_column_info *ci = b->columns[c].info;
+        bool first = ci->depth > 0;
+        for (size_t e = 0; first && e < c; e++)
+            first = !(b->columns[e].info->list_len == ci->list_len &&
+                      strncmp(b->columns[e].info->name, ci->name, ci->list_len) == 0);
+        if (!first)
+            continue;
+        size_t n = 0;
+        for (size_t k = c; k < b->num_columns; k++)
+            if (b->columns[k].info->list_len == ci->list_len &&
+                strncmp(b->columns[k].info->name, ci->name, ci->list_len) == 0)
+                cols[n++] = &b->columns[k];
+        for (int64_t i = 0; i < b->num_rows && i < 8; i++)
+            json_decref(sl_pq_list_json(cols, n, i, json_value));
+    }
+    free(cols);
+}
+
 static void read_batches(sl_pq_reader *r, const sl_pq_reader_params *p)
 {
     int64_t rows = 0;
@@ -104,6 +148,7 @@ static void read_batches(sl_pq_reader *r, const sl_pq_reader_params *p)
         if (!b)
             break;
         sum += touch(b, p);
+        lists_as_json(b);
         rows += b->num_rows;
     }
     (void)sum;

@@ -124,8 +124,9 @@ def list_files():
     tmp = HERE / "corpus" / "parquet" / "tmp-lists"
     tmp.mkdir(parents=True, exist_ok=True)
     gl.hand_files(tmp, {})
+    gl.nested_files(tmp, {})
     for f in sorted(tmp.glob("*.parquet")):
-        if f.name.startswith("hand-"):
+        if f.name.startswith(("hand-", "nested-")):
             yield "list-" + f.name, f.read_bytes()
         f.unlink()
     tmp.rmdir()

@@ -57,10 +57,12 @@ typedef struct leaf {
     int phys;                /* bytes a stored value takes (fixed-width types); 0: byte arrays */
     conversion conv;
     double unit;             /* CONV_DECIMAL: 10^scale, what an unscaled value is divided by */
-    int max_def, max_rep;
-    int rep_def;             /* in a list: the definition level of its repeated node (an element
-                                is there at rep_def, the list is empty at rep_def - 1, null below) */
-    size_t list_node;        /* in a list: its repeated node's place in the schema */
+    int max_def, max_rep;    /* max_rep: the lists it is in (info.depth) */
+    /* Per list d < max_rep, outermost first: the definition level of its
+     * repeated node (an element is there at rep_def, the list is empty at
+     * rep_def - 1, null below), and that node's place in the schema. */
+    int rep_def[SL_PQ_MAX_DEPTH];
+    size_t list_node[SL_PQ_MAX_DEPTH];
     const char *unsupported; /* why, when info.type == SL_PQ_UNSUPPORTED */
 } leaf;
 
@@ -90,18 +92,22 @@ typedef struct dict {
 } dict;
 
 /* Rows decoded and not handed out yet: values [0, n), which for a list
- * column are elements, of rows [0, nrows): row j's elements start at
- * lofs[j], and lofs[nrows] == n. Its last row stays open (more elements may
- * come) until the next row starts or the chunk ends. */
+ * column are elements. A list column's lists at each depth d < max_rep:
+ * [0, nl[d]), depth 0's being the rows; list j of depth d holds the entries
+ * [lofs[d][j], lofs[d][j + 1]) of depth d + 1 (the lists inside its
+ * elements), or of the elements at the last depth; lofs[d][nl[d]] is the
+ * count below. The last row stays open (more may come) until the next row
+ * starts or the chunk ends. */
 typedef struct pending {
     uint8_t *valid;
     uint8_t *fixed;   /* n * width bytes */
     int64_t *offsets; /* byte arrays: n + 1, offsets[0] == 0 */
     sl_buf data;
     size_t n, cap;
-    int64_t *lofs;    /* lists: nrows + 1 */
-    uint8_t *lvalid;  /* lists: nrows, 0 for a null list */
-    size_t nrows, rcap;
+    int64_t *lofs[SL_PQ_MAX_DEPTH];  /* nl[d] + 1 */
+    uint8_t *lvalid[SL_PQ_MAX_DEPTH]; /* nl[d], 0 for a null list */
+    size_t nl[SL_PQ_MAX_DEPTH], lcap[SL_PQ_MAX_DEPTH];
+    size_t row_items; /* the open row's elements and lists inside its list */
 } pending;
 
 /* One selected column: where its chunk is, its current page, its rows. */
@@ -435,10 +441,14 @@ static void parse_kv(sl_tc_reader *t, void *item)
 
 /* What a node's leaves inherit from the groups above it. */
 typedef struct walk_ctx {
-    int def, rep, rep_def;
-    size_t list_node, list_len, element_len;
-    bool in_map;
-    bool element_child; /* this node is its list's element (the 3-level form) */
+    int def, rep;
+    int rep_def[SL_PQ_MAX_DEPTH];
+    size_t list_node[SL_PQ_MAX_DEPTH], list_len[SL_PQ_MAX_DEPTH], element_len[SL_PQ_MAX_DEPTH];
+    unsigned maps;      /* bit d: list d is a MAP's key_value */
+    bool map_next;      /* under a MAP group: the next repeated node is its key_value */
+    int element_child;  /* d + 1 when this node is list d's element (the 3-level form); 0 */
+    bool wrapped;       /* the parent is a group of this node alone, not repeated: a list's
+                           name when this node repeats */
 } walk_ctx;
 
 /* A FIXED_LEN_BYTE_ARRAY value may be at most this long. */
@@ -485,8 +495,9 @@ static void choose_conversion(leaf *l, const schema_el *el)
 }
 
 /* Walks the depth-first schema list, adding a leaf for each primitive. A
- * repeated node starts a list: the list is its parent (or the node itself
- * at the top level), and its element follows the LIST spec's backward
+ * repeated node starts a list (one more level of depth): the list is its
+ * parent when that group holds it alone and does not repeat (the LIST
+ * form), else the node itself, and its element follows the LIST spec's backward
  * compatibility rules: a repeated primitive, a repeated group of several
  * fields or one named `array` or `<list>_tuple` is the element itself
  * (2-level forms); otherwise the group's one child is (3-level). */
@@ -502,7 +513,8 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
         ctx.def++;
     else if (repeated)
         ctx.def++, ctx.rep++;
-    ctx.in_map |= el->is_map;
+    if (el->is_map)
+        ctx.map_next = true;
     /* A leaf is named by its whole path, so names could cost far more than
      * the footer (a long group name over many short leaves): bounded. */
     size_t name_len = (prefix ? strlen(prefix) + 1 : 0) + strlen(el->name) + 1;
@@ -517,23 +529,28 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
         return false;
     }
     if (ctx.element_child) {
-        ctx.element_len = strlen(name);
-        ctx.element_child = false;
+        ctx.element_len[ctx.element_child - 1] = strlen(name);
+        ctx.element_child = 0;
     }
-    if (repeated && ctx.rep == 1) {
-        ctx.rep_def = ctx.def;
-        ctx.list_node = at;
-        ctx.list_len = prefix ? strlen(prefix) : strlen(name);
+    if (repeated && ctx.rep <= SL_PQ_MAX_DEPTH) {
+        int d = ctx.rep - 1;
+        ctx.rep_def[d] = ctx.def;
+        ctx.list_node[d] = at;
+        ctx.list_len[d] = prefix && ctx.wrapped ? strlen(prefix) : strlen(name);
+        if (ctx.map_next)
+            ctx.maps |= 1u << d;
+        ctx.map_next = false;
         const char *parent = prefix ? strrchr(prefix, '.') : NULL;
         parent = parent ? parent + 1 : prefix;
         size_t plen = parent ? strlen(parent) : 0;
         bool self = el->num_children != 1 || strcmp(el->name, "array") == 0 ||
                     (parent && strncmp(el->name, parent, plen) == 0 && strcmp(el->name + plen, "_tuple") == 0);
-        ctx.element_len = strlen(name);
-        ctx.element_child = !self;
+        ctx.element_len[d] = strlen(name);
+        ctx.element_child = self ? 0 : d + 1;
     }
     if (el->num_children > 0) {
         bool ok = true;
+        ctx.wrapped = el->num_children == 1 && !repeated;
         for (int k = 0; ok && k < el->num_children; k++)
             ok = walk_schema(r, els, n, pos, name, ctx, depth + 1);
         sl_free(name);
@@ -545,8 +562,8 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
     l->physical = el->type;
     l->max_def = ctx.def;
     l->max_rep = ctx.rep;
-    l->rep_def = ctx.rep_def;
-    l->list_node = ctx.list_node;
+    memcpy(l->rep_def, ctx.rep_def, sizeof l->rep_def);
+    memcpy(l->list_node, ctx.list_node, sizeof l->list_node);
     static const sl_pq_type map[] = {
         [SL_PQT_BOOLEAN] = SL_PQ_BOOL, [SL_PQT_INT32] = SL_PQ_INT32, [SL_PQT_INT64] = SL_PQ_INT64,
         [SL_PQT_INT96] = SL_PQ_INT64, [SL_PQT_FLOAT] = SL_PQ_FLOAT, [SL_PQT_DOUBLE] = SL_PQ_DOUBLE,
@@ -559,18 +576,24 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
     if (l->info.type == SL_PQ_BINARY && el->is_string)
         l->info.type = SL_PQ_STRING;
     choose_conversion(l, el);
-    if (ctx.in_map) {
+    if (ctx.rep > SL_PQ_MAX_DEPTH) {
         l->info.type = SL_PQ_UNSUPPORTED;
-        l->unsupported = "map columns (repeated key/value groups) are not supported";
-    } else if (ctx.rep > 1) {
-        l->info.type = SL_PQ_UNSUPPORTED;
-        l->unsupported = "lists of lists (repeated fields nested in repeated fields) are not supported";
-    } else if (ctx.rep == 1 && ctx.list_len == 0) { /* batches tell a list by its name's length */
-        l->info.type = SL_PQ_UNSUPPORTED;
-        l->unsupported = "a list with an empty name";
-    } else if (ctx.rep == 1) {
-        l->info.list_len = ctx.list_len;
-        l->info.element_len = ctx.element_len;
+        l->unsupported = "lists nested more than 4 deep are not supported";
+        return true;
+    }
+    for (int d = 0; d < ctx.rep; d++)
+        if (ctx.list_len[d] == 0) { /* a list is told by its name's length */
+            l->info.type = SL_PQ_UNSUPPORTED;
+            l->unsupported = "a list with an empty name";
+            return true;
+        }
+    if (ctx.rep > 0) {
+        l->info.depth = (unsigned)ctx.rep;
+        l->info.list_len = ctx.list_len[0];
+        l->info.element_len = ctx.element_len[0];
+        memcpy(l->info.nest_list_len, ctx.list_len, sizeof ctx.list_len);
+        memcpy(l->info.nest_element_len, ctx.element_len, sizeof ctx.element_len);
+        l->info.maps = ctx.maps & ((1u << ctx.rep) - 1);
     }
     return true;
 }
@@ -799,8 +822,10 @@ static void column_free(column *c)
     sl_free(c->rows.fixed);
     sl_free(c->rows.offsets);
     sl_buf_free(&c->rows.data);
-    sl_free(c->rows.lofs);
-    sl_free(c->rows.lvalid);
+    for (int d = 0; d < SL_PQ_MAX_DEPTH; d++) {
+        sl_free(c->rows.lofs[d]);
+        sl_free(c->rows.lvalid[d]);
+    }
 }
 
 /* check: an unsupported column is an error now; otherwise (the selection
@@ -870,10 +895,12 @@ sl_status sl_pq_reader_select(sl_pq_reader *r, const char *const *names, size_t 
 
 static size_t column_bytes(const column *c)
 {
-    size_t per_row = 1 + (c->width ? (size_t)c->width : sizeof(int64_t));
+    size_t per_row = 1 + (c->width ? (size_t)c->width : sizeof(int64_t)), lists = 0;
+    for (int d = 0; d < SL_PQ_MAX_DEPTH; d++)
+        lists += c->rows.lcap[d] ? (c->rows.lcap[d] + 1) * sizeof(int64_t) + c->rows.lcap[d] : 0;
     return c->raw.cap + c->ahead.cap + c->plain.cap + c->prev.cap + c->scratch.cap + c->dict.values.cap +
            c->dict.offsets_cap * sizeof(int64_t) + c->rows.cap * per_row + (c->width ? 0 : sizeof(int64_t)) +
-           c->rows.data.cap + (c->rows.rcap ? (c->rows.rcap + 1) * sizeof(int64_t) + c->rows.rcap : 0);
+           c->rows.data.cap + lists;
 }
 
 /* Counts what c holds now against the memory limit. */
@@ -1400,7 +1427,8 @@ static size_t grown_cap(size_t cap, size_t need)
 }
 
 /* Room in c's pending rows for `more` values (and for a list column `more`
- * rows); grows with what is decoded. */
+ * lists at each depth: a level adds one at most); grows with what is
+ * decoded. */
 static sl_status reserve_rows(column *c, size_t more)
 {
     pending *pr = &c->rows;
@@ -1418,11 +1446,13 @@ static sl_status reserve_rows(column *c, size_t more)
         pr->cap = cap;
         grown = true;
     }
-    if (c->lf->max_rep && (pr->nrows + more > pr->rcap || !pr->lofs)) {
-        size_t cap = grown_cap(pr->rcap, pr->nrows + more);
-        if (!grow_arrays(&pr->lvalid, &pr->lofs, cap))
+    for (int d = 0; d < c->lf->max_rep; d++) {
+        if (pr->nl[d] + more <= pr->lcap[d] && pr->lofs[d])
+            continue;
+        size_t cap = grown_cap(pr->lcap[d], pr->nl[d] + more);
+        if (!grow_arrays(&pr->lvalid[d], &pr->lofs[d], cap))
             return nomem(c->r);
-        pr->rcap = cap;
+        pr->lcap[d] = cap;
         grown = true;
     }
     return grown ? recount(c) : SL_OK;
@@ -1432,12 +1462,16 @@ static sl_status reserve_rows(column *c, size_t more)
 static size_t complete_rows(const column *c)
 {
     const pending *pr = &c->rows;
-    return c->chunk_done || pr->nrows == 0 ? pr->nrows : pr->nrows - 1;
+    return c->chunk_done || pr->nl[0] == 0 ? pr->nl[0] : pr->nl[0] - 1;
 }
 
-/* A list column's next m levels (repetition and definition): rows begun,
- * and a valid byte for each element at `valid`; *slots elements, *nn of
- * them not null. def receives the definition levels. */
+/* A list column's next m levels (repetition and definition): rows and the
+ * lists inside their elements begun, and a valid byte for each element at
+ * `valid`; *slots elements, *nn of them not null. def receives the
+ * definition levels. A level at repetition r adds an entry to the open
+ * list of depth r - 1 (r 0: a new row), which starts a list at each depth
+ * below it that its definition level reaches, and an element when it
+ * reaches them all. */
 static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint32_t *def, size_t *slots, size_t *nn)
 {
     pending *pr = &c->rows;
@@ -1446,39 +1480,54 @@ static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint32_t *def,
         return corrupt(c, "corrupt repetition levels");
     if (!sl_rle_stream_read(&c->levels, def, m))
         return corrupt(c, "corrupt definition levels");
-    const uint32_t max_def = (uint32_t)c->lf->max_def, rep_def = (uint32_t)c->lf->rep_def;
+    const int depth = c->lf->max_rep;
+    const uint32_t max_def = (uint32_t)c->lf->max_def;
+    const int *rep_def = c->lf->rep_def;
     const int64_t num_rows = c->r->rgs[c->r->rg].num_rows, limit = (int64_t)c->r->p.batch_rows;
     size_t s = 0, k = 0;
     for (size_t i = 0; i < m; i++) {
         int64_t at = (int64_t)(pr->n + s); /* the next element's place */
+        uint32_t r = rep[i];
         if (def[i] > max_def)
             return corrupt(c, "definition level %u above the column's maximum %d", def[i], c->lf->max_def);
-        if (rep[i] > 1)
-            return corrupt(c, "repetition level %u above the column's maximum 1", rep[i]);
-        if (rep[i] == 0) {
+        if (r > (uint32_t)depth)
+            return corrupt(c, "repetition level %u above the column's maximum %d", r, depth);
+        if (r == 0) {
             if (c->rows_seen == num_rows)
                 return corrupt(c, "levels hold more rows than the row group's %lld", (long long)num_rows);
-            pr->lofs[pr->nrows] = at;
-            pr->lvalid[pr->nrows] = def[i] + 1 >= rep_def;
-            pr->nrows++;
             c->rows_seen++;
-        } else if (pr->nrows == 0 || pr->lofs[pr->nrows - 1] == at) {
-            return corrupt(c, "repetition level 1 continues no list (the chunk's first level, or one after "
-                           "an empty or null list)");
-        }
-        if (def[i] < rep_def) {
-            if (rep[i] != 0)
+            pr->row_items = 0;
+        } else {
+            size_t open = pr->nl[r - 1];
+            int64_t entries = (int)r < depth ? (int64_t)pr->nl[r] : at; /* of depth r so far */
+            if (open == 0 || pr->lofs[r - 1][open - 1] == entries)
+                return corrupt(c, "repetition level %u continues no list (the chunk's first level, or one after "
+                               "an empty or null list)", r);
+            if (def[i] < (uint32_t)rep_def[r - 1])
                 return corrupt(c, "an empty or null list inside a list");
-            continue;
         }
+        bool element = true;
+        for (int d = (int)r; d < depth && element; d++) {
+            if (d > 0 && (int64_t)++pr->row_items > limit)
+                return corrupt(c, "a row's list holds more than %lld elements, the reader's batch_rows",
+                               (long long)limit);
+            size_t j = pr->nl[d];
+            pr->lofs[d][j] = d + 1 < depth ? (int64_t)pr->nl[d + 1] : at;
+            pr->lvalid[d][j] = def[i] + 1 >= (uint32_t)rep_def[d];
+            pr->nl[d] = j + 1;
+            element = def[i] >= (uint32_t)rep_def[d];
+        }
+        if (!element)
+            continue;
         valid[s] = def[i] == max_def;
         k += valid[s];
         s++;
-        if (at + 1 - pr->lofs[pr->nrows - 1] > limit)
+        if ((int64_t)++pr->row_items > limit)
             return corrupt(c, "a row's list holds more than %lld elements, the reader's batch_rows",
                            (long long)limit);
     }
-    pr->lofs[pr->nrows] = (int64_t)(pr->n + s);
+    for (int d = 0; d < depth; d++)
+        pr->lofs[d][pr->nl[d]] = d + 1 < depth ? (int64_t)pr->nl[d + 1] : (int64_t)(pr->n + s);
     *slots = s;
     *nn = k;
     return SL_OK;
@@ -1843,20 +1892,30 @@ static sl_status fill(column *c, size_t want)
     return SL_OK;
 }
 
+/* Elements and lists inside rows' lists pending. */
+static size_t pending_items(const column *c)
+{
+    size_t items = c->rows.n;
+    for (int d = 1; d < c->lf->max_rep; d++)
+        items += c->rows.nl[d];
+    return items;
+}
+
 /* fill() for a list column: levels are decoded until `want` rows are
- * complete, or (with one complete at least) the elements reach batch_rows
- * or their bytes the batch's. A step never adds more levels than rows
- * wanted or elements allowed, so pending rows stay within want + 1 and
- * elements within batch_rows + 1, and a row's list past batch_rows fails. */
+ * complete, or (with one complete at least) the elements and inner lists
+ * reach batch_rows or the elements' bytes the batch's. A step never adds
+ * more levels than rows wanted or items allowed (a level adds an item at
+ * each depth at most), so pending rows stay within want + 1 and items
+ * within depth x (batch_rows + 1), and a row's list past batch_rows fails. */
 static sl_status fill_list(column *c, size_t want)
 {
     pending *pr = &c->rows;
     size_t budget = c->r->p.batch_bytes, cap = c->r->p.batch_rows;
     for (;;) {
-        size_t done = complete_rows(c);
+        size_t done = complete_rows(c), items = pending_items(c);
         if (done >= want || c->chunk_done)
             break;
-        if (done && (pr->n >= cap || (!c->width && pr->data.len >= budget)))
+        if (done && (items >= cap || (!c->width && pr->data.len >= budget)))
             break;
         if (c->page_left == 0) {
             sl_status st = SL_OK;
@@ -1872,20 +1931,27 @@ static sl_status fill_list(column *c, size_t want)
                 return st;
             continue;
         }
-        size_t m = want - done;
-        sl_status st = decode_rows(c, step_size(c, m < cap + 1 - pr->n ? m : cap + 1 - pr->n));
+        size_t m = want - done, room = items <= cap ? cap + 1 - items : 1;
+        sl_status st = decode_rows(c, step_size(c, m < room ? m : room));
         if (st != SL_OK)
             return st;
     }
     return SL_OK;
 }
 
-/* Whether the first j pending rows of a list column fit in a batch. */
+/* Whether the first j pending rows of a list column fit in a batch: their
+ * lists at each depth and their elements within batch_rows, the elements'
+ * bytes within the batch's. */
 static bool list_rows_fit(const column *c, size_t j)
 {
     const pending *pr = &c->rows;
-    int64_t e = pr->lofs[j];
-    return e <= (int64_t)c->r->p.batch_rows && (c->width || pr->offsets[e] <= (int64_t)c->r->p.batch_bytes);
+    int64_t e = (int64_t)j;
+    for (int d = 0; d < c->lf->max_rep; d++) {
+        e = pr->lofs[d][e];
+        if (e > (int64_t)c->r->p.batch_rows)
+            return false;
+    }
+    return c->width || pr->offsets[e] <= (int64_t)c->r->p.batch_bytes;
 }
 
 /* Rows of c that fit in a batch: all of them, or (byte arrays) those within
@@ -1950,13 +2016,16 @@ static void drop_rows(column *c, size_t k)
         drop_values(c, k);
         return;
     }
-    int64_t cut = pr->lofs[k];
-    drop_values(c, (size_t)cut);
-    size_t rest = pr->nrows - k;
-    for (size_t i = 0; i <= rest; i++)
-        pr->lofs[i] = pr->lofs[k + i] - cut;
-    memmove(pr->lvalid, pr->lvalid + k, rest);
-    pr->nrows = rest;
+    size_t cut = k; /* of depth d's lists */
+    for (int d = 0; d < c->lf->max_rep; d++) {
+        size_t below = (size_t)pr->lofs[d][cut], rest = pr->nl[d] - cut;
+        for (size_t i = 0; i <= rest; i++)
+            pr->lofs[d][i] = pr->lofs[d][cut + i] - (int64_t)below;
+        memmove(pr->lvalid[d], pr->lvalid[d] + cut, rest);
+        pr->nl[d] = rest;
+        cut = below;
+    }
+    drop_values(c, cut);
 }
 
 /* ---- row groups and batches -------------------------------------------- */
@@ -1974,7 +2043,8 @@ static sl_status open_row_group(sl_pq_reader *r)
         c->has_dict = false;
         c->rows.n = 0;
         c->rows.data.len = 0;
-        c->rows.nrows = 0;
+        memset(c->rows.nl, 0, sizeof c->rows.nl);
+        c->rows.row_items = 0;
         c->prev.len = 0;
         c->rows_seen = 0;
         c->chunk_done = false;
@@ -2028,29 +2098,42 @@ static void publish(sl_pq_reader *r, size_t i)
         pv->data = c->rows.data.data ? c->rows.data.data : (const uint8_t *)"";
     }
     if (c->lf->max_rep) {
-        pv->list_offsets = c->rows.lofs;
-        pv->list_valid = c->rows.lvalid;
+        pv->list_offsets = c->rows.lofs[0];
+        pv->list_valid = c->rows.lvalid[0];
+    }
+    for (int d = 1; d < c->lf->max_rep; d++) {
+        pv->nest_offsets[d - 1] = c->rows.lofs[d];
+        pv->nest_valid[d - 1] = c->rows.lvalid[d];
     }
 }
 
-/* Columns of one list must agree on each row's list: the same nulls and
- * lengths, or the file is corrupt. */
+/* Columns in the same list must agree on each row's list (the same nulls
+ * and lengths), and at each depth below on the lists they share, or the
+ * file is corrupt. Each column is compared, depth by depth, with the first
+ * one before it that shares its lists down to that depth. */
 static sl_status check_lists_agree(sl_pq_reader *r, size_t k)
 {
     for (size_t i = 0; i < r->nsel; i++) {
         const column *a = &r->cols[i];
-        if (!a->lf->max_rep)
-            continue;
-        for (size_t j = 0; j < i; j++) {
-            const column *b = &r->cols[j];
-            if (!b->lf->max_rep || b->lf->list_node != a->lf->list_node)
-                continue;
-            if (memcmp(a->rows.lofs, b->rows.lofs, (k + 1) * sizeof *a->rows.lofs) != 0 ||
-                memcmp(a->rows.lvalid, b->rows.lvalid, k) != 0)
+        size_t n = k; /* a's lists at depth d in the first k rows */
+        for (int d = 0; d < a->lf->max_rep; d++) {
+            const column *b = NULL;
+            for (size_t j = 0; j < i && !b; j++) {
+                const column *o = &r->cols[j];
+                bool shared = o->lf->max_rep > d;
+                for (int e = 0; shared && e <= d; e++)
+                    shared = o->lf->list_node[e] == a->lf->list_node[e];
+                if (shared)
+                    b = o;
+            }
+            if (!b)
+                break;
+            if (memcmp(a->rows.lofs[d], b->rows.lofs[d], (n + 1) * sizeof(int64_t)) != 0 ||
+                memcmp(a->rows.lvalid[d], b->rows.lvalid[d], n) != 0)
                 return corrupt(a, "its lists differ from those of column '%s' in the same list (rows %lld to "
                                "%lld)", b->lf->info.name, (long long)r->rg_done,
                                (long long)(r->rg_done + (int64_t)k - 1));
-            break; /* the first column of the list was compared with the others before it */
+            n = (size_t)a->rows.lofs[d][n];
         }
     }
     return SL_OK;

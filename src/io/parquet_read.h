@@ -1,9 +1,10 @@
 /* io/parquet_read.h — reads Parquet files in batches of rows: leaf columns
  * BOOLEAN, INT32, INT64, FLOAT, DOUBLE, BYTE_ARRAY (string when annotated
  * UTF8/STRING), flat or inside optional/required groups (e.g. the Hugging
- * Face image struct: `image.bytes`, `image.path`), and inside one list (one
- * level of repetition: `images.list.element.bytes`, `tags.list.element`,
- * the legacy 2-level forms too; not lists of lists, not maps); PLAIN,
+ * Face image struct: `image.bytes`, `image.path`), and inside lists
+ * (`images.list.element.bytes`, `tags.list.element`, the legacy 2-level
+ * forms too), lists of lists up to SL_PQ_MAX_DEPTH deep and maps (a list
+ * of key/value structs); PLAIN,
  * PLAIN_DICTIONARY, RLE_DICTIONARY (and RLE for booleans), DELTA_BINARY_PACKED,
  * DELTA_LENGTH_BYTE_ARRAY, DELTA_BYTE_ARRAY and BYTE_STREAM_SPLIT; data pages
  * v1 and v2; codecs none, snappy, gzip, zstd, brotli, lz4 and lz4_raw.
@@ -30,14 +31,16 @@ typedef struct sl_pq_reader sl_pq_reader;
 #define SL_PQ_MAX_FOOTER_BYTES (64u << 20)
 /* A page header (with its statistics) may be at most this long. */
 #define SL_PQ_MAX_PAGE_HEADER_BYTES (16u << 20)
+/* Lists nest at most this deep (a list of lists of lists of lists). */
+#define SL_PQ_MAX_DEPTH 4
 
 /* Limits on what one reader holds. A count or size in a file is believed
  * only as far as the bytes behind it: buffers grow with what is really
  * decoded, and a claim past a limit is SL_ERR_DECODE naming it. */
 typedef struct sl_pq_reader_params {
     size_t max_page_bytes; /* a page stored or decompressed, and a dictionary page (256 MiB) */
-    size_t batch_rows;     /* rows in one batch at most, and elements of a list column
-                              (65536): a row whose list holds more fails */
+    size_t batch_rows;     /* rows in one batch at most, and elements (and inner lists) of a
+                              list column (65536): a row whose list holds more fails */
     size_t batch_bytes;    /* a byte-array column's bytes in one batch: the batch ends before
                               they pass this, but holds at least one row (64 MiB) */
     size_t memory_limit;   /* pages, dictionaries and batches of all selected columns (1 GiB) */
@@ -50,13 +53,22 @@ typedef struct sl_pq_column_info {
     const char *name; /* dotted path of the leaf, e.g. "image.bytes" */
     sl_pq_type type;  /* SL_PQ_UNSUPPORTED: listed, but reading it fails */
     bool nullable;    /* max definition level > 0 */
-    /* A leaf inside a list (one level of repetition); 0 otherwise. The
-     * list is named by the first list_len bytes of name ("images" of
-     * "images.list.element.bytes"), its elements by the first element_len
-     * ("images.list.element"; all of name for a list of primitives, e.g.
-     * "tags.list.element", or "tags" for a bare `repeated binary tags`).
-     * Its vectors then have list_offsets and list_valid. */
+    /* A leaf inside a list; 0 otherwise. The list is named by the first
+     * list_len bytes of name ("images" of "images.list.element.bytes"), its
+     * elements by the first element_len ("images.list.element"; all of name
+     * for a list of primitives, e.g. "tags.list.element", or "tags" for a
+     * bare `repeated binary tags`). Its vectors then have list_offsets and
+     * list_valid. */
     size_t list_len, element_len;
+    /* The lists the leaf is in (0 none, 1 a list, 2 a list inside a list's
+     * elements, ...), outermost first: list d is named by the first
+     * nest_list_len[d] bytes of name, its elements by nest_element_len[d]
+     * ([0] are list_len and element_len; "bbox.list.element.list.element" is
+     * in "bbox" and "bbox.list.element"). Bit d of maps: list d is a MAP's
+     * key/value pairs (its elements' fields `key` and `value`). */
+    unsigned depth;
+    size_t nest_list_len[SL_PQ_MAX_DEPTH], nest_element_len[SL_PQ_MAX_DEPTH];
+    unsigned maps;
 } sl_pq_column_info;
 
 /* One column of one batch. Row i is null when valid[i] == 0; null rows
@@ -67,7 +79,11 @@ typedef struct sl_pq_column_info {
  * inside a null struct element); list_valid[i] == 0 when row i's list is
  * null (no elements), 1 when it is a list, empty when its range is. Columns
  * of one list in a batch agree on both (checked: a file where they do not
- * is corrupt). */
+ * is corrupt). In a list of lists (info->depth d > 1) list_offsets index the
+ * lists of depth 1, not elements: list j of depth t (1 <= t < d) holds the
+ * entries [nest_offsets[t - 1][j], nest_offsets[t - 1][j + 1]) of depth
+ * t + 1 (the elements at the last depth), and nest_valid[t - 1][j] == 0 when
+ * it is null; columns sharing a list agree on it too. */
 typedef struct sl_pq_vector {
     const sl_pq_column_info *info;
     const uint8_t *valid;
@@ -80,6 +96,8 @@ typedef struct sl_pq_vector {
     const uint8_t *data;
     const int64_t *list_offsets; /* num_rows + 1, list_offsets[0] == 0; NULL when not a list */
     const uint8_t *list_valid;   /* num_rows; NULL when not a list */
+    const int64_t *nest_offsets[SL_PQ_MAX_DEPTH - 1];
+    const uint8_t *nest_valid[SL_PQ_MAX_DEPTH - 1];
 } sl_pq_vector;
 
 /* Consecutive rows of one row group (a row group gives one batch or more). */

@@ -4,8 +4,8 @@
  * paths/URLs, or a list of either (`Sequence(Image())`: `C.list.element.bytes`,
  * or a list of strings `C.list.element`; legacy list names too), which gives
  * the row's item->images. Every other readable column except binary ones
- * passes through, a list of primitives as a JSON array under the list's
- * name. An unreadable file or row group is an error item naming it; the
+ * passes through, a list (of primitives, of structs, of lists, a map) as its
+ * JSON under the list's name (io/parquet_json.h). An unreadable file or row group is an error item naming it; the
  * rest of that file is skipped. */
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +13,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/json.h"
+#include "io/parquet_json.h"
 #include "io/parquet_read.h"
 #include "io/source_impl.h"
 
@@ -31,6 +32,8 @@ struct source_reader {
     const char *image_name;
     size_t n_sel;
     char **keys;        /* per selected column: its name in item->extra (a list's name), or NULL */
+    size_t *list_head;  /* per selected column in a list: the first selected column of its list */
+    const sl_pq_vector **list_cols; /* n_sel: one list's columns, gathered for a row */
     const sl_pq_batch *batch;
     int64_t row, base; /* row within the batch; rows in earlier batches */
     bool failed;
@@ -46,6 +49,8 @@ static void pq_close(source_reader *r)
     for (size_t i = 0; r->keys && i < r->n_sel; i++)
         sl_free(r->keys[i]);
     sl_free(r->keys);
+    sl_free(r->list_head);
+    sl_free(r->list_cols);
     sl_free(r->file);
     sl_free(r->base_dir);
     sl_free(r);
@@ -75,7 +80,7 @@ static bool find_list(const sl_pq_reader *pq, const char *c, int *bytes, int *pa
     *bytes = *path = -1;
     for (size_t i = 0; i < sl_pq_reader_num_columns(pq); i++) {
         const sl_pq_column_info *ci = sl_pq_reader_column(pq, i);
-        if (ci->list_len != len || strncmp(ci->name, c, len) != 0)
+        if (ci->depth != 1 || ci->list_len != len || strncmp(ci->name, c, len) != 0)
             continue;
         const char *field = ci->name + ci->element_len;
         if (strcmp(field, ".bytes") == 0 && ci->type == SL_PQ_BINARY)
@@ -214,8 +219,6 @@ static sl_status choose_columns(source_reader *r, char **why)
             }
         } else if (ci->type == SL_PQ_UNSUPPORTED || ci->type == SL_PQ_BINARY)
             continue;
-        else if (ci->list_len && ci->element_len != strlen(ci->name))
-            continue; /* a field of a list of structs: not passed through */
         else if (ci->list_len && !(r->keys[n] = sl_strndup(ci->name, ci->list_len))) {
             sl_free(sel);
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
@@ -228,6 +231,18 @@ static sl_status choose_columns(source_reader *r, char **why)
     sl_status st = sl_pq_reader_select(r->pq, sel, n);
     sl_free(sel);
     r->n_sel = n;
+    r->list_head = sl_calloc(n ? n : 1, sizeof *r->list_head);
+    r->list_cols = sl_calloc(n ? n : 1, sizeof *r->list_cols);
+    if (!r->list_head || !r->list_cols)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    for (size_t c = 0; c < n; c++) {
+        r->list_head[c] = c;
+        for (size_t e = 0; r->keys[c] && e < c; e++)
+            if (r->keys[e] && strcmp(r->keys[e], r->keys[c]) == 0) {
+                r->list_head[c] = e;
+                break;
+            }
+    }
     if (st != SL_OK)
         *why = sl_strdup(sl_last_error());
     return SL_OK;
@@ -282,20 +297,23 @@ static json_t *value_json(const sl_pq_vector *v, int64_t i)
     }
 }
 
-/* Row i of a column: its value, or a list's elements as an array. */
-static json_t *cell_json(const sl_pq_vector *v, int64_t i)
+/* Row i of selected column c: its value, or (the first column of a list)
+ * the list's value made from all its columns; NULL for the list's others. */
+static json_t *cell_json(source_reader *r, const sl_pq_batch *b, size_t c, int64_t i, bool *skip)
 {
+    const sl_pq_vector *v = &b->columns[c];
+    *skip = false;
     if (!v->list_offsets)
         return value_json(v, i);
-    if (!v->list_valid[i])
-        return json_null();
-    json_t *a = json_array();
-    for (int64_t k = v->list_offsets[i]; a && k < v->list_offsets[i + 1]; k++)
-        if (json_array_append_new(a, value_json(v, k)) != 0) {
-            json_decref(a);
-            return NULL;
-        }
-    return a;
+    if (r->list_head[c] != c) {
+        *skip = true;
+        return NULL;
+    }
+    size_t n = 0;
+    for (size_t k = c; k < r->n_sel; k++)
+        if (k == c || (r->list_head[k] == c && r->keys[k]))
+            r->list_cols[n++] = &b->columns[k];
+    return sl_pq_list_json(r->list_cols, n, i, value_json);
 }
 
 /* Row i's images from a list column: each element's bytes (copied), or its
@@ -408,7 +426,10 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
         if ((int)c == r->bytes_col || ((int)c == r->path_col && !r->keys[c]) ||
             multi_struct_column(r, (int)c))
             continue;
-        json_t *cell = cell_json(&b->columns[c], i);
+        bool skip;
+        json_t *cell = cell_json(r, b, c, i, &skip);
+        if (skip)
+            continue;
         if (!cell || json_object_set_new(item->extra, r->keys[c] ? r->keys[c] : b->columns[c].info->name, cell))
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }

@@ -510,14 +510,29 @@ def test_corrupt_format_2x_pages(tool, tmp_path):
     assert failed >= 4
 
 
-def test_unsupported_columns(tool, tmp_path):
+def test_nested_lists_and_maps(tool, tmp_path):
     path = tmp_path / "list.parquet"
-    # Lists read (one level); lists of lists do not.
-    pq.write_table(pa.table({"tags": pa.array([[["a"]], [], None]), "n": pa.array([1, 2, 3])}), path)
-    assert_clean_error(run(tool, "dump", path), path, "lists of lists")
-    # The file still opens, and its other columns read.
-    assert [c["name"] for c in json.loads(run(tool, "info", path).stdout)["columns"]] == ["tags.list.element.list.element", "n"]
-    assert dump(tool, path, "--columns", "n") == [{"n": 1}, {"n": 2}, {"n": 3}]
+    # Lists of lists (up to four deep) and maps read, each leaf in its lists' shape.
+    ll = [[["a"], None, []], [], None, [[None, "b"]]]
+    llll = [[[[[1, 2]], []]], None, [[[[None]]]], []]
+    m = [[("k", 1), ("j", None)], [], None, [("z", 3)]]
+    pq.write_table(pa.table({"ll": pa.array(ll), "llll": pa.array(llll, pa.list_(pa.list_(pa.list_(pa.list_(pa.int64()))))),
+                             "m": pa.array(m, pa.map_(pa.string(), pa.int32())), "n": pa.array([1, 2, 3, 4])}),
+                   path, data_page_size=16)
+    E = ".list.element"
+    rows = dump(tool, path)
+    assert [r["ll" + E * 2] for r in rows] == ll
+    assert [r["llll" + E * 4] for r in rows] == llll
+    assert [r["m.key_value.key"] for r in rows] == [None if x is None else [k for k, _ in x] for x in m]
+    assert [r["m.key_value.value"] for r in rows] == [None if x is None else [v for _, v in x] for x in m]
+    info = {c["name"]: c for c in json.loads(run(tool, "info", path).stdout)["columns"]}
+    assert (info["llll" + E * 4]["list"], info["llll" + E * 4]["element"]) == ("llll", "llll" + E)
+    # Five deep do not; the file still opens, and its other columns read.
+    deep = tmp_path / "deep.parquet"
+    pq.write_table(pa.table({"tags": pa.array([[[[[["a"]]]]], [], None]), "n": pa.array([1, 2, 3])}), deep)
+    assert_clean_error(run(tool, "dump", deep), deep, "lists nested more than 4 deep")
+    assert [c["name"] for c in json.loads(run(tool, "info", deep).stdout)["columns"]] == ["tags" + E * 5, "n"]
+    assert dump(tool, deep, "--columns", "n") == [{"n": 1}, {"n": 2}, {"n": 3}]
 
 
 # ---- hostile files through `sluice caption` ---------------------------------

@@ -469,6 +469,53 @@ def test_parquet_input_of_a_v2_writer_with_legacy_types(sluice, tmp_path):
     assert abs(total - sum(1999 + i for i in range(4)) / 100) < 1e-9
 
 
+def test_parquet_nested_columns_pass_through_whole(sluice, tmp_path):
+    """Lists of structs (LLaVA's conversations), a struct of lists of lists
+    (a detection dataset's objects, as Hugging Face stores a Sequence of
+    dicts), maps and lists three deep pass through as the values pyarrow
+    reads: in JSONL as JSON, in Parquet as JSON text DuckDB queries."""
+    imgs = JPEGS[:5]
+    conv = pa.struct([("from", pa.string()), ("value", pa.string())])
+    objects = pa.struct([("bbox", pa.list_(pa.list_(pa.float32(), 4))), ("category", pa.list_(pa.int64()))])
+    conversations = [[{"from": "human", "value": f"<image>\nWhat is in picture {i}?"},
+                      {"from": "gpt", "value": None if i == 2 else f"Answer {i} with \"quotes\" and [brackets]"}]
+                     for i in range(4)] + [None]
+    objs = [{"bbox": [[0.5 * j, 1.0, 2.0, 3.25] for j in range(i)], "category": list(range(i))} for i in range(4)] + \
+        [{"bbox": None, "category": []}]
+    attrs = [[("source", f"s{i}"), ("license", "cc-by")] for i in range(3)] + [[], None]
+    deep = [[[[1, 2], []], [None]], None, [], [[[3]]], [[None, [4, 5, 6]]]]
+    table = hf_table(imgs, 0).append_column("conversations", pa.array(conversations, pa.list_(conv))) \
+        .append_column("objects", pa.array(objs, objects)) \
+        .append_column("attrs", pa.array(attrs, pa.map_(pa.string(), pa.string()))) \
+        .append_column("deep", pa.array(deep, pa.list_(pa.list_(pa.list_(pa.int32())))))
+    src = tmp_path / "nested.parquet"
+    pq.write_table(table, src, row_group_size=2, data_page_size=64)
+    want = pq.read_table(src).to_pylist()
+    for row in want:  # a map with string keys is an object; a struct of lists two dotted columns
+        row["attrs"] = None if row["attrs"] is None else dict(row["attrs"])
+        row["objects.bbox"], row["objects.category"] = row["objects"]["bbox"], row["objects"]["category"]
+    r = run(sluice, src, tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "o"))
+    for i in range(5):
+        row = rows[f"nested.parquet:{i}"]
+        assert row["error"] is None, row
+        for col in ("conversations", "objects.bbox", "objects.category", "attrs", "deep", "label", "text"):
+            assert row[col] == want[i][col], (i, col, row[col])
+    r = run(sluice, src, tmp_path / "p", "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "p" / "part-00000.parquet"
+    got = by_id(pq.read_table(out).to_pylist())
+    for i in range(5):
+        row = got[f"nested.parquet:{i}"]
+        for col in ("conversations", "objects.bbox", "attrs", "deep"):
+            assert (None if row[col] is None else json.loads(row[col])) == want[i][col], (i, col)
+    firsts = duckdb.connect().execute(
+        f"select json_extract_string(conversations, '$[1].value') from '{out}' order by id").fetchall()
+    assert [f for (f,) in firsts] == ["Answer 0 with \"quotes\" and [brackets]", "Answer 1 with \"quotes\" and "
+                                      "[brackets]", None, "Answer 3 with \"quotes\" and [brackets]", None]
+
+
 # ---- URLs ----------------------------------------------------------------------------------
 
 

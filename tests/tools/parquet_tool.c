@@ -305,18 +305,27 @@ static json_t *value(const sl_pq_vector *v, int64_t i)
     }
 }
 
-/* Row i: its value, or for a list column an array of its elements (null
- * for a null list). */
-static json_t *cell(const sl_pq_vector *v, int64_t i)
+/* Entry `at` of depth d of a column: a row (d 0) or a list inside a list's
+ * elements as an array of what it holds, null for a null list; at the
+ * column's depth its value. */
+static json_t *nest(const sl_pq_vector *v, unsigned d, int64_t at)
 {
-    if (!v->list_offsets)
-        return value(v, i);
-    if (!v->list_valid[i])
+    if (d == v->info->depth)
+        return value(v, at);
+    const int64_t *ofs = d ? v->nest_offsets[d - 1] : v->list_offsets;
+    if (!(d ? v->nest_valid[d - 1] : v->list_valid)[at])
         return json_null();
     json_t *a = json_array();
-    for (int64_t k = v->list_offsets[i]; a && k < v->list_offsets[i + 1]; k++)
-        json_array_append_new(a, value(v, k));
+    for (int64_t k = ofs[at]; a && k < ofs[at + 1]; k++)
+        json_array_append_new(a, nest(v, d + 1, k));
     return a;
+}
+
+/* Row i: its value, or for a list column an array of its elements (arrays
+ * of arrays for lists of lists; null for a null list). */
+static json_t *cell(const sl_pq_vector *v, int64_t i)
+{
+    return v->list_offsets ? nest(v, 0, i) : value(v, i);
 }
 
 static int dump_file(const char *path, const char *columns, const sl_pq_reader_params *p)

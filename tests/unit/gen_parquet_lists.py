@@ -137,13 +137,14 @@ def hand_file(path, schema, leaves, num_rows, page_levels):
     into data pages of page_levels levels (a row may span pages)."""
     body = bytearray(b"PAR1")
     chunks = []
-    for parts, typ, rep, dfn, vals, max_def in leaves:
+    for parts, typ, rep, dfn, vals, max_def, *more in leaves:
+        max_rep = more[0] if more else 1
         start = len(body)
         vi = 0
         for at in range(0, len(rep), page_levels):
             r, d = rep[at:at + page_levels], dfn[at:at + page_levels]
             nv = sum(1 for x in d if x == max_def)
-            data = (rle_levels(r, 1) if rep is not dfn else b"") + \
+            data = (rle_levels(r, max_rep.bit_length()) if rep is not dfn else b"") + \
                 (rle_levels(d, max_def.bit_length()) if max_def else b"") + plain(vals[vi:vi + nv], typ)
             vi += nv
             h = Compact()
@@ -293,12 +294,119 @@ def special_files(d, out):
     pq.write_table(pa.table({"tags": pa.array([["x"], [str(j) for j in range(10)], []])}), d / "ten.parquet")
     out["ten.parquet"] = {"rows": [{"tags.list.element": r} for r in [["x"], [str(j) for j in range(10)], []]],
                           "lists": {"tags.list.element": ["tags", "tags.list.element"]}, "row_groups": 1}
-    # Lists of lists and maps stay unsupported.
-    pq.write_table(pa.table({"ll": pa.array([[["a"]], [], None]), "n": pa.array([1, 2, 3])}), d / "nested.parquet")
-    out["nested.parquet"] = {"error": "lists of lists", "unsupported": "ll.list.element.list.element"}
-    pq.write_table(pa.table({"m": pa.array([[("k", 1)], [], None], pa.map_(pa.string(), pa.int32())),
-                             "n": pa.array([1, 2, 3])}), d / "map.parquet")
-    out["map.parquet"] = {"error": "map columns", "unsupported": "m.key_value.key"}
+    # Lists nested five deep stay unsupported.
+    pq.write_table(pa.table({"ll": pa.array([[[[[[1]]]]], [], None]), "n": pa.array([1, 2, 3])}),
+                   d / "nested.parquet")
+    out["nested.parquet"] = {"error": "lists nested more than 4 deep",
+                             "unsupported": "ll" + ".list.element" * 5}
+
+
+def nested_rows(n):
+    """Lists of lists (two and three deep), a list of structs with a list
+    field, maps with string keys and with int keys and list values: nulls
+    and empty lists at every depth."""
+    ll, lll, objs, m, mi, flat = [], [], [], [], [], []
+    for k in range(n):
+        if k % 7 == 3:
+            ll.append(None)
+        elif k % 7 == 5:
+            ll.append([])
+        else:
+            ll.append([None if (k + j) % 5 == 2 else [] if (k + j) % 5 == 3 else
+                       [None if (k + j + i) % 4 == 1 else f"s{k}-{j}-{i}" for i in range((k + j) % 3 + 1)]
+                       for j in range(k % 3 + 1)])
+        lll.append(None if k % 5 == 1 else
+                   [[list(range(k, k + (j + i) % 3)) if (k + i) % 4 else None for i in range(j % 2 + 1)]
+                    for j in range(k % 3)])
+        objs.append(None if k % 6 == 2 else
+                    [None if (k + j) % 4 == 3 else
+                     {"name": None if (k + j) % 5 == 1 else f"o{k}-{j}",
+                      "box": None if (k + j) % 3 == 2 else [k, j, k + j, 2 * k][:(k + j) % 5]}
+                     for j in range(k % 4)])
+        m.append(None if k % 4 == 3 else [(f"k{j}", None if j == 1 else k * j) for j in range(k % 3)])
+        mi.append(None if k % 5 == 0 else
+                  [(j, None if (k + j) % 3 == 0 else [f"v{i}" for i in range(j)]) for j in range(k % 3)])
+        flat.append(k)
+    return ll, lll, objs, m, mi, flat
+
+
+def nested_files(d, out):
+    n = 40
+    ll, lll, objs, m, mi, flat = nested_rows(n)
+    obj = pa.struct([("name", pa.string()), ("box", pa.list_(pa.int64()))])
+    table = pa.table({"ll": pa.array(ll, pa.list_(pa.list_(pa.string()))),
+                      "lll": pa.array(lll, pa.list_(pa.list_(pa.list_(pa.int32())))),
+                      "objs": pa.array(objs, pa.list_(obj)),
+                      "m": pa.array(m, pa.map_(pa.string(), pa.int32())),
+                      "mi": pa.array(mi, pa.map_(pa.int32(), pa.list_(pa.string()))),
+                      "n": pa.array(flat, pa.int64())})
+    E = ".list.element"
+
+    def field(rows, f):
+        return [None if r is None else [None if e is None else e[f] for e in r] for r in rows]
+
+    def pairs(rows, i):
+        return [None if r is None else [kv[i] for kv in r] for r in rows]
+
+    per_leaf = {"ll" + E * 2: ll, "lll" + E * 3: lll, "objs" + E + ".name": field(objs, "name"),
+                "objs" + E + ".box" + E: field(objs, "box"), "m.key_value.key": pairs(m, 0),
+                "m.key_value.value": pairs(m, 1), "mi.key_value.key": pairs(mi, 0),
+                "mi.key_value.value" + E: pairs(mi, 1), "n": flat}
+    rows = [{c: v[k] for c, v in per_leaf.items()} for k in range(n)]
+    nest = {"ll" + E * 2: [["ll", "ll" + E], ["ll" + E, "ll" + E * 2]],
+            "lll" + E * 3: [["lll", "lll" + E], ["lll" + E, "lll" + E * 2], ["lll" + E * 2, "lll" + E * 3]],
+            "objs" + E + ".name": [["objs", "objs" + E]],
+            "objs" + E + ".box" + E: [["objs", "objs" + E], ["objs" + E + ".box", "objs" + E + ".box" + E]],
+            "m.key_value.key": [["m", "m.key_value"]], "m.key_value.value": [["m", "m.key_value"]],
+            "mi.key_value.key": [["mi", "mi.key_value"]],
+            "mi.key_value.value" + E: [["mi", "mi.key_value"], ["mi.key_value.value", "mi.key_value.value" + E]],
+            "n": []}
+    maps = {c: 1 if c.startswith("m") else 0 for c in nest}
+    # Each list whole, as sl_pq_list_json puts it back together: a map with
+    # string keys an object, with other keys an array of {key, value}.
+    whole = [{"ll": ll[k], "lll": lll[k],
+              "objs": None if objs[k] is None else
+              [{"name": None, "box": None} if e is None else e for e in objs[k]],
+              "m": None if m[k] is None else {kk: v for kk, v in m[k]},
+              "mi": None if mi[k] is None else [{"key": kk, "value": v} for kk, v in mi[k]]} for k in range(n)]
+    for codec, dictionary, version in [("snappy", True, "1.0"), ("zstd", False, "2.0"), ("none", True, "2.0")]:
+        name = f"nested-{codec}-{'dict' if dictionary else 'plain'}-v{version[0]}.parquet"
+        pq.write_table(table, d / name, compression=codec, use_dictionary=dictionary, data_page_version=version,
+                       row_group_size=9, data_page_size=64)
+        out[name] = {"rows": rows, "nest": nest, "maps": maps, "whole": whole, "row_groups": 5,
+                     "lists": {c: v[0] if v else None for c, v in nest.items()}}
+
+    # By hand: list<list<binary>> with rows across pages of 4 levels.
+    nested = [[["a", None], None, [], ["b"]], None, [], [[f"x{j}" for j in range(9)]], [None, None], [[None]]]
+    sch = [("ll", None, OPT, 1, False, True), ("list", None, REP, 1, False, False),
+           ("element", None, OPT, 1, False, False), ("list", None, REP, 1, False, False),
+           ("element", "binary", OPT, None, True, False)]
+    rep, dfn, vals = [], [], []
+    for row in nested:
+        if not row:
+            rep.append(0)
+            dfn.append(0 if row is None else 1)
+        for j, inner in enumerate(row or []):
+            r = 0 if j == 0 else 1
+            if not inner:
+                rep.append(r)
+                dfn.append(2 if inner is None else 3)
+            for i, v in enumerate(inner or []):
+                rep.append(r if i == 0 else 2)
+                dfn.append(5 if v is not None else 4)
+                vals += [v] if v is not None else []
+    leaf = (["ll", "list", "element", "list", "element"], "binary", rep, dfn, vals, 5, 2)
+    hand_file(d / "hand-nested.parquet", sch, [leaf], len(nested), 4)
+    col = "ll" + E * 2
+    out["hand-nested.parquet"] = {"rows": [{col: r} for r in nested], "row_groups": 1,
+                                  "lists": {col: ["ll", "ll" + E]}, "nest": {col: [["ll", "ll" + E], ["ll" + E, col]]}}
+    # Corrupt: a level continuing an inner list (repetition 2) after an empty
+    # one, in `repeated group a { repeated int64 b }`.
+    sch = [("a", None, REP, 1, False, True), ("b", "int64", REP, None, False, False)]
+    rep, dfn = [0, 2, 1, 2, 0, 0], [2, 2, 1, 2, 0, 2]  # row 0's empty second list (def 1), then rep 2
+    hand_file(d / "bad-nested-continue.parquet", sch, [(["a", "b"], "int64", rep, dfn, [1, 2, 9, 3], 2, 2)],
+              3, 3)
+    out["bad-nested-continue.parquet"] = {"error": "repetition level 2 continues no list"}
 
 
 def source_files(d, out):
@@ -329,6 +437,7 @@ def main():
     arrow_files(d, out)
     hand_files(d, out)
     special_files(d, out)
+    nested_files(d, out)
     source_files(d, out)
     (d / "expected.json").write_text(json.dumps(out))
 

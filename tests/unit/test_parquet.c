@@ -18,6 +18,7 @@
 #include "core/alloc.h"
 #include "io/parquet_delta.h"
 #include "io/parquet_format.h"
+#include "io/parquet_json.h"
 #include "io/parquet_read.h"
 #include "io/parquet_write.h"
 #include "io/thrift_compact.h"
@@ -1074,18 +1075,40 @@ static json_t *pq_value(const sl_pq_vector *v, int64_t k)
     }
 }
 
-static json_t *pq_cell(const sl_pq_vector *v, int64_t i)
+/* Entry `at` of depth d of a leaf: a row (d 0) or an inner list as an
+ * array (of arrays, for lists of lists) of the leaf's values, or at the
+ * leaf's depth its value. */
+static json_t *pq_nest(const sl_pq_vector *v, unsigned d, int64_t at)
 {
-    if (!v->list_offsets)
-        return pq_value(v, i);
-    if (!v->list_valid[i]) {
-        assert_int_equal(v->list_offsets[i], v->list_offsets[i + 1]); /* a null list has no elements */
+    if (d == v->info->depth)
+        return pq_value(v, at);
+    const int64_t *ofs = d ? v->nest_offsets[d - 1] : v->list_offsets;
+    const uint8_t *ok = d ? v->nest_valid[d - 1] : v->list_valid;
+    assert_non_null(ofs);
+    assert_true(ofs[at] <= ofs[at + 1]);
+    if (!ok[at]) {
+        assert_int_equal(ofs[at], ofs[at + 1]); /* a null list has no elements */
         return json_null();
     }
     json_t *a = json_array();
-    for (int64_t k = v->list_offsets[i]; k < v->list_offsets[i + 1]; k++)
-        json_array_append_new(a, pq_value(v, k));
+    for (int64_t k = ofs[at]; k < ofs[at + 1]; k++)
+        json_array_append_new(a, pq_nest(v, d + 1, k));
     return a;
+}
+
+static json_t *pq_cell(const sl_pq_vector *v, int64_t i)
+{
+    return v->list_offsets ? pq_nest(v, 0, i) : pq_value(v, i);
+}
+
+/* Elements and inner lists of a row's list as the generator wrote it: what
+ * batch_rows must hold. */
+static size_t list_items(const json_t *list)
+{
+    size_t k, n = 0;
+    json_t *e;
+    json_array_foreach(list, k, e) n += 1 + (json_is_array(e) ? list_items(e) : 0);
+    return n;
 }
 
 /* Every row of `path` as objects of column -> cell, checking each batch
@@ -1105,9 +1128,13 @@ static json_t *read_rows(const char *path, const sl_pq_reader_params *p, sl_stat
             if (!v->list_offsets)
                 continue;
             assert_int_equal(v->list_offsets[0], 0);
-            assert_true(v->list_offsets[b->num_rows] <= (int64_t)p->batch_rows);
+            int64_t e = b->num_rows; /* lists at each depth, then elements, within batch_rows */
+            for (unsigned d = 0; d < v->info->depth; d++) {
+                e = (d ? v->nest_offsets[d - 1] : v->list_offsets)[e];
+                assert_true(e <= (int64_t)p->batch_rows);
+            }
             if (v->offsets && b->num_rows > 1)
-                assert_true(v->offsets[v->list_offsets[b->num_rows]] <= (int64_t)p->batch_bytes);
+                assert_true(v->offsets[e] <= (int64_t)p->batch_bytes);
         }
         for (int64_t i = 0; i < b->num_rows; i++) {
             json_t *row = json_object();
@@ -1165,6 +1192,16 @@ static void lists_read_as_written(void **state)
             assert_int_equal(ci->list_len, strlen(json_string_value(json_array_get(l, 0))));
             assert_int_equal(ci->element_len, strlen(json_string_value(json_array_get(l, 1))));
             assert_memory_equal(ci->name, json_string_value(json_array_get(l, 1)), ci->element_len);
+            json_t *nest = json_object_get(json_object_get(want, "nest"), ci->name);
+            assert_int_equal(ci->depth, nest ? json_array_size(nest) : 1);
+            for (size_t d = 0; nest && d < ci->depth; d++) { /* each list's and its elements' names */
+                json_t *names = json_array_get(nest, d);
+                assert_int_equal(ci->nest_list_len[d], strlen(json_string_value(json_array_get(names, 0))));
+                assert_int_equal(ci->nest_element_len[d], strlen(json_string_value(json_array_get(names, 1))));
+                assert_memory_equal(ci->name, json_string_value(json_array_get(names, 1)), ci->nest_element_len[d]);
+            }
+            json_t *maps = json_object_get(json_object_get(want, "maps"), ci->name);
+            assert_int_equal(ci->maps, maps ? json_integer_value(maps) : 0);
         }
         sl_pq_reader_free(r);
         /* The longest list sets the smallest batch_rows that can read it. */
@@ -1173,7 +1210,7 @@ static void lists_read_as_written(void **state)
         json_array_foreach(rows, k, row) {
             const char *col;
             json_t *cell;
-            json_object_foreach(row, col, cell) if (json_array_size(cell) > longest) longest = json_array_size(cell);
+            json_object_foreach(row, col, cell) if (list_items(cell) > longest) longest = list_items(cell);
         }
         sl_pq_reader_params small = sl_pq_reader_default_params();
         small.batch_rows = longest > 3 ? longest : 3;
@@ -1195,10 +1232,71 @@ static void lists_read_as_written(void **state)
         }
         files++;
     }
-    assert_int_equal(files, 12);
+    assert_int_equal(files, 16);
 }
 
-/* Corrupt lists, lists of lists and maps: SL_ERR_DECODE naming the file,
+/* pyarrow's lists of lists, lists of structs with list fields and maps put
+ * back together whole by sl_pq_list_json from all the leaves of each list,
+ * as the generator built them (a map with string keys an object), in
+ * batches of 16 and 64 rows and of one row's bytes. */
+static void whole_lists_put_back_together(void **state)
+{
+    (void)state;
+    need_list_files();
+    const char *name;
+    json_t *want;
+    int files = 0;
+    json_object_foreach(list_expected, name, want) {
+        json_t *whole = json_object_get(want, "whole");
+        if (!whole)
+            continue;
+        char path[512];
+        list_path(path, sizeof path, name);
+        for (size_t batch = 1; batch <= 64; batch *= 4) {
+            sl_pq_reader_params p = sl_pq_reader_default_params();
+            p.batch_rows = batch < 16 ? 16 : batch; /* a row's items fit */
+            if (batch == 1)
+                p.batch_bytes = 1;
+            sl_pq_reader *r;
+            assert_int_equal(sl_pq_reader_open(path, &p, &r), SL_OK);
+            json_t *got = json_array();
+            const sl_pq_batch *b;
+            sl_status st;
+            while ((st = sl_pq_reader_next(r, &b)) == SL_OK && b) {
+                for (int64_t i = 0; i < b->num_rows; i++) {
+                    json_t *row = json_object();
+                    for (size_t c = 0; c < b->num_columns; c++) {
+                        const sl_pq_column_info *ci = b->columns[c].info;
+                        if (!ci->depth)
+                            continue;
+                        char *list = sl_strndup(ci->name, ci->list_len);
+                        if (!json_object_get(row, list)) { /* its first leaf: gather the list's */
+                            const sl_pq_vector *cols[16];
+                            size_t n = 0;
+                            for (size_t k = c; k < b->num_columns; k++)
+                                if (b->columns[k].info->list_len == ci->list_len &&
+                                    strncmp(b->columns[k].info->name, list, ci->list_len) == 0)
+                                    cols[n++] = &b->columns[k];
+                            json_object_set_new(row, list, sl_pq_list_json(cols, n, i, pq_value));
+                        }
+                        sl_free(list);
+                    }
+                    json_array_append_new(got, row);
+                }
+            }
+            assert_int_equal(st, SL_OK);
+            sl_pq_reader_free(r);
+            char what[600];
+            snprintf(what, sizeof what, "%s, batch_rows %zu", name, p.batch_rows);
+            assert_json_equal(got, whole, what);
+            json_decref(got);
+        }
+        files++;
+    }
+    assert_int_equal(files, 3);
+}
+
+/* Corrupt lists and lists nested too deep: SL_ERR_DECODE naming the file,
  * the column and the cause; a file's other columns still read. */
 static void list_errors_name_the_cause(void **state)
 {
@@ -1358,6 +1456,7 @@ int main(void)
         cmocka_unit_test(long_names_over_many_leaves_are_refused),
         cmocka_unit_test(allocation_failures_are_clean),
         cmocka_unit_test(lists_read_as_written),
+        cmocka_unit_test(whole_lists_put_back_together),
         cmocka_unit_test(list_errors_name_the_cause),
         cmocka_unit_test(a_list_longer_than_batch_rows_fails),
         cmocka_unit_test(null_lists_read_in_bounded_memory),

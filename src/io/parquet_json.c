@@ -1,0 +1,167 @@
+/* io/parquet_json.c — lists put back together from their leaves: each leaf
+ * carries a cursor (the depth and index of the entry it is at: a row at
+ * depth 0, a list inside an element between, a value at its own depth),
+ * and the leaves are walked down their names' shared path together. */
+#include <string.h>
+
+#include "core/alloc.h"
+#include "io/parquet_json.h"
+
+typedef struct cursor {
+    const sl_pq_vector *v;
+    unsigned d; /* depth of entry `at` */
+    int64_t at;
+} cursor;
+
+static const int64_t *offsets_at(const sl_pq_vector *v, unsigned d)
+{
+    return d == 0 ? v->list_offsets : v->nest_offsets[d - 1];
+}
+
+static const uint8_t *valid_at(const sl_pq_vector *v, unsigned d)
+{
+    return d == 0 ? v->list_valid : v->nest_valid[d - 1];
+}
+
+static json_t *node(const cursor *cs, size_t n, size_t prefix, sl_pq_json_value_fn value);
+
+/* Whether the list the cursors reach at depth d is a MAP with string keys:
+ * its element's `key` field is a string leaf. */
+static bool string_keyed_map(const cursor *cs, size_t n, unsigned d)
+{
+    const sl_pq_column_info *ci = cs[0].v->info;
+    if (!(ci->maps >> d & 1))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        const sl_pq_column_info *k = cs[i].v->info;
+        if (k->type == SL_PQ_STRING && k->depth == d + 1 && strlen(k->name) >= k->nest_element_len[d] &&
+            strcmp(k->name + k->nest_element_len[d], ".key") == 0)
+            return true;
+    }
+    return false;
+}
+
+/* A MAP's pairs as an object when every key is a string (the first of a
+ * repeated key wins, as in most readers); otherwise the array as it is. */
+static json_t *map_object(json_t *pairs)
+{
+    size_t k;
+    json_t *p;
+    json_array_foreach(pairs, k, p) {
+        if (!json_is_string(json_object_get(p, "key")) || json_object_size(p) != 2 ||
+            !json_object_get(p, "value"))
+            return pairs;
+    }
+    json_t *o = json_object();
+    json_array_foreach(pairs, k, p) {
+        const char *key = json_string_value(json_object_get(p, "key"));
+        if (!o || (!json_object_get(o, key) && json_object_set(o, key, json_object_get(p, "value")) != 0)) {
+            json_decref(o);
+            json_decref(pairs);
+            return NULL;
+        }
+    }
+    json_decref(pairs);
+    return o;
+}
+
+/* The list the cursors' path reaches at their depth d: its elements, each
+ * from the cursors moved to depth d + 1. */
+static json_t *list_node(const cursor *cs, size_t n, sl_pq_json_value_fn value)
+{
+    const sl_pq_vector *v = cs[0].v;
+    unsigned d = cs[0].d;
+    if (!valid_at(v, d)[cs[0].at])
+        return json_null();
+    int64_t lo = offsets_at(v, d)[cs[0].at], hi = offsets_at(v, d)[cs[0].at + 1];
+    cursor *below = sl_malloc(n * sizeof *below);
+    json_t *a = json_array();
+    if (!below || !a)
+        goto nomem;
+    for (int64_t k = 0; k < hi - lo; k++) {
+        /* The reader checks that columns of one list agree; columns of two
+         * lists that a corrupt schema gives the same name may not: only
+         * those whose list is as long take part. */
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+            const sl_pq_column_info *ci = cs[i].v->info;
+            if (cs[i].d != d || ci->depth <= d || ci->nest_list_len[d] != v->info->nest_list_len[d])
+                continue;
+            const int64_t *o = offsets_at(cs[i].v, d);
+            if (o[cs[i].at + 1] - o[cs[i].at] == hi - lo)
+                below[m++] = (cursor){cs[i].v, d + 1, o[cs[i].at] + k};
+        }
+        json_t *e = node(below, m, v->info->nest_element_len[d], value);
+        if (!e || json_array_append_new(a, e) != 0)
+            goto nomem;
+    }
+    sl_free(below);
+    return string_keyed_map(cs, n, d) ? map_object(a) : a;
+nomem:
+    sl_free(below);
+    json_decref(a);
+    return NULL;
+}
+
+/* The value at the path of the first `prefix` bytes of the cursors' names. */
+static json_t *node(const cursor *cs, size_t n, size_t prefix, sl_pq_json_value_fn value)
+{
+    if (n == 0)
+        return json_null();
+    const sl_pq_column_info *ci = cs[0].v->info;
+    if (cs[0].d < ci->depth && ci->nest_list_len[cs[0].d] == prefix)
+        return list_node(cs, n, value);
+    if (n == 1 && strlen(ci->name) == prefix)
+        return cs[0].d == ci->depth ? value(cs[0].v, cs[0].at) : json_null();
+    /* A struct: a field for each next part of the names, in their order. */
+    json_t *o = json_object();
+    cursor *group = sl_malloc(n * sizeof *group);
+    if (!o || !group)
+        goto nomem;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = cs[i].v->info->name;
+        if (strlen(name) <= prefix)
+            continue; /* not below this path: a schema these names cannot come from */
+        const char *part = name + prefix + (name[prefix] == '.');
+        const char *dot = strchr(part, '.');
+        size_t len = dot ? (size_t)(dot - part) : strlen(part);
+        char *key = sl_strndup(part, len);
+        if (!key)
+            goto nomem;
+        bool seen = json_object_get(o, key) != NULL;
+        size_t m = 0;
+        for (size_t j = i; !seen && j < n; j++) {
+            const char *other = cs[j].v->info->name;
+            if (strncmp(other, name, prefix) == 0 && strlen(other) > prefix &&
+                strncmp(other + prefix + (other[prefix] == '.'), part, len) == 0 &&
+                (other[prefix + (other[prefix] == '.') + len] == '.' || !other[prefix + (other[prefix] == '.') + len]))
+                group[m++] = cs[j];
+        }
+        json_t *f = seen ? NULL : node(group, m, (size_t)(part - name) + len, value);
+        if (!seen && (!f || json_object_set_new(o, key, f) != 0)) {
+            sl_free(key);
+            goto nomem;
+        }
+        sl_free(key);
+    }
+    sl_free(group);
+    return o;
+nomem:
+    sl_free(group);
+    json_decref(o);
+    return NULL;
+}
+
+json_t *sl_pq_list_json(const sl_pq_vector *const *cols, size_t n, int64_t row, sl_pq_json_value_fn value)
+{
+    if (n == 0)
+        return json_null();
+    cursor *cs = sl_malloc(n * sizeof *cs);
+    if (!cs)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        cs[i] = (cursor){cols[i], 0, row};
+    json_t *j = node(cs, n, cols[0]->info->list_len, value);
+    sl_free(cs);
+    return j;
+}

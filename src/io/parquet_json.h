@@ -1,0 +1,29 @@
+/* io/parquet_json.h — a Parquet row's lists put back together as JSON from
+ * their leaves (io/parquet_read.h's vectors of one batch): a list is an
+ * array of its elements, an element of several fields an object of them
+ * (named by the dotted parts of the leaves' names below the element), a
+ * list inside an element an array again, a MAP an object when its keys are
+ * strings (else an array of {"key", "value"} objects). A null list is null.
+ * A null struct element reads as an object of null fields: its leaves'
+ * values cannot tell it from one whose fields are all null. The caller owns
+ * the JSON returned; nothing is kept. */
+#ifndef SL_IO_PARQUET_JSON_H
+#define SL_IO_PARQUET_JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "io/parquet_read.h"
+
+/* The JSON of element k of v's values (v->valid[k] == 0: null); NULL only
+ * when out of memory. */
+typedef json_t *(*sl_pq_json_value_fn)(const sl_pq_vector *v, int64_t k);
+
+/* Row `row` of the n leaves `cols` of one batch, all in the same outermost
+ * list (the same first info->list_len bytes of their names): that list's
+ * value. NULL when out of memory. */
+json_t *sl_pq_list_json(const sl_pq_vector *const *cols, size_t n, int64_t row, sl_pq_json_value_fn value);
+
+#endif
