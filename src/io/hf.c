@@ -339,11 +339,7 @@ static bool has_suffix(const hf_file *f, const void *suffix) { return ends_with(
 static bool tar_shard(const hf_file *f, const void *unused)
 {
     (void)unused;
-    static const char *const kinds[] = {".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.bz2", ".tar.xz"};
-    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
-        if (ends_with(f->path, kinds[i]))
-            return true;
-    return false;
+    return sl_tar_name(f->path); /* what the WebDataset source reads */
 }
 
 size_t hf_select(hf_listing *l, const char *pattern)

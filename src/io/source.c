@@ -471,27 +471,6 @@ static la_ssize_t zraw_read(struct archive *a, void *ctx, const void **buf)
     return n < 0 ? ARCHIVE_FATAL : n;
 }
 
-/* The suffixes of the compressions a manifest may have. */
-static const char *const zip_suffixes[] = {".gz", ".zst", ".zstd", ".bz2", ".xz"};
-
-/* The length of name's compression suffix, or 0. */
-static size_t zip_suffix_len(const char *name)
-{
-    size_t n = strlen(name);
-    for (size_t i = 0; i < sizeof zip_suffixes / sizeof *zip_suffixes; i++) {
-        size_t k = strlen(zip_suffixes[i]);
-        if (n > k && strcasecmp(name + n - k, zip_suffixes[i]) == 0)
-            return k;
-    }
-    return 0;
-}
-
-/* Whether name, without a compression suffix, ends in suffix. */
-static bool base_ends_with(const char *name, const char *suffix)
-{
-    size_t a = strlen(name) - zip_suffix_len(name), b = strlen(suffix);
-    return a >= b && strncasecmp(name + a - b, suffix, b) == 0;
-}
 
 /* Sets r up to decompress what raw_read gives; the first bytes are read,
  * so a file that is not what its name says fails here: NULL, or why. */
@@ -507,7 +486,7 @@ static char *open_decompression(source_reader *r)
     archive_read_support_filter_bzip2(r->z);
     archive_read_support_filter_xz(r->z);
     archive_read_support_format_raw(r->z);
-    const char *kind = r->file + strlen(r->file) - zip_suffix_len(r->file) + 1;
+    const char *kind = r->file + strlen(r->file) - sl_compression_suffix_len(r->file) + 1;
     if (archive_read_open(r->z, r, NULL, zraw_read, NULL) != ARCHIVE_OK ||
         archive_read_next_header(r->z, &entry) != ARCHIVE_OK)
         return r->zread_error ? sl_strdup(r->zread_error)
@@ -785,8 +764,8 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
     r->base_dir = slash ? sl_strndup(file, (size_t)(slash - file)) : sl_strdup("");
     if (!r->base_dir)
         goto nomem;
-    r->csv = base_ends_with(file, ".csv");
-    r->json_array = base_ends_with(file, ".json");
+    r->csv = sl_base_ends_with(file, ".csv");
+    r->json_array = sl_base_ends_with(file, ".json");
     if (p->format && strcmp(p->format, "json") == 0)
         r->csv = false, r->json_array = true;
     if (p->format && strcmp(p->format, "csv") == 0)
@@ -798,7 +777,7 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
         /* The first chunk now: a missing object fails the input at its open. */
         if (sl_ranged_open(file, &r->object) != SL_OK)
             r->read_error = sl_strdup(sl_last_error());
-        else if (zip_suffix_len(file))
+        else if (sl_compression_suffix_len(file))
             r->read_error = open_decompression(r);
         if (!r->read_error)
             fill(r);
@@ -812,7 +791,7 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
         *open_error = sl_asprintf("cannot open manifest '%s': %s", file, strerror(errno));
         manifest_close(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
-    } else if (zip_suffix_len(file) && (r->read_error = open_decompression(r)) != NULL) {
+    } else if (sl_compression_suffix_len(file) && (r->read_error = open_decompression(r)) != NULL) {
         *open_error = sl_asprintf("cannot read manifest '%s': %s", file, r->read_error);
         manifest_close(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
@@ -1084,7 +1063,7 @@ static sl_status batch_next(source_reader *r, sl_source_item *item, bool *done)
 static int64_t batch_count(const char *file, const sl_source_params *p, const atomic_bool *stop)
 {
     (void)p;
-    if (zip_suffix_len(file))
+    if (sl_compression_suffix_len(file))
         return -1; /* its lines are known only decompressed: no total */
     sl_ranged *in;
     if (sl_ranged_open(file, &in) != SL_OK)
@@ -1158,13 +1137,13 @@ static const char *kind_of(const char *name)
     } else if (stat(name, &st) == 0 && S_ISDIR(st.st_mode)) {
         return "folder";
     }
-    if (base_ends_with(name, ".jsonl") || base_ends_with(name, ".ndjson"))
+    if (sl_base_ends_with(name, ".jsonl") || sl_base_ends_with(name, ".ndjson"))
         return "jsonl";
-    if (base_ends_with(name, ".json"))
+    if (sl_base_ends_with(name, ".json"))
         return "json";
-    if (base_ends_with(name, ".csv"))
+    if (sl_base_ends_with(name, ".csv"))
         return "csv";
-    if (base_ends_with(name, ".tar") || ends_with(name, ".tgz")) /* .tar, .tar.gz, .tar.zst, ... */
+    if (sl_tar_name(name))
         return "webdataset";
     if (ends_with(name, ".parquet") || ends_with(name, ".pq"))
         return "parquet";

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/alloc.h"
 #include "io/source_parse.h"
@@ -387,6 +388,30 @@ int sl_input_names(const char *const *paths, size_t n, bool folders, const char 
 }
 
 /* --- WebDataset names ------------------------------------------------------------ */
+
+size_t sl_compression_suffix_len(const char *name)
+{
+    static const char *const suffixes[] = {".gz", ".zst", ".zstd", ".bz2", ".xz"};
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
+        size_t k = strlen(suffixes[i]);
+        if (n > k && strcasecmp(name + n - k, suffixes[i]) == 0)
+            return k;
+    }
+    return 0;
+}
+
+bool sl_base_ends_with(const char *name, const char *suffix)
+{
+    size_t a = strlen(name) - sl_compression_suffix_len(name), b = strlen(suffix);
+    return a >= b && strncasecmp(name + a - b, suffix, b) == 0;
+}
+
+bool sl_tar_name(const char *name)
+{
+    size_t n = strlen(name);
+    return sl_base_ends_with(name, ".tar") || (n >= 4 && strcasecmp(name + n - 4, ".tgz") == 0);
+}
 
 bool sl_wds_split(const char *name, size_t *key_len, const char **ext)
 {

@@ -64,6 +64,14 @@ int sl_input_names(const char *const *paths, size_t n, bool folders, const char 
  * has no dot). */
 bool sl_wds_split(const char *name, size_t *key_len, const char **ext);
 
+/* The length of name's compression suffix (.gz, .zst, .zstd, .bz2, .xz, any
+ * case; what manifests and tar shards may have), or 0. */
+size_t sl_compression_suffix_len(const char *name);
+/* Whether name, without a compression suffix, ends in suffix (any case). */
+bool sl_base_ends_with(const char *name, const char *suffix);
+/* Whether name is a tar shard: .tar, with a compression suffix or not, or .tgz. */
+bool sl_tar_name(const char *name);
+
 /* The scheme of a URL value in lower case ("http", "file"), or "" for a plain
  * path; a Windows-like "C:\x" counts as a path. scheme has room for 16. */
 void sl_url_scheme(const char *value, char scheme[16]);

@@ -358,6 +358,27 @@ static void stage_columns_take_their_declared_types(void **state)
     sl_columns_free(c);
 }
 
+/* One rule for which names are compressed and which are tar shards: the
+ * sources' kinds and the Hugging Face default listing both use it. */
+static void compression_suffixes_and_tar_names(void **state)
+{
+    (void)state;
+    assert_int_equal(sl_compression_suffix_len("a.jsonl.gz"), 3);
+    assert_int_equal(sl_compression_suffix_len("a.jsonl.ZSTD"), 5);
+    assert_int_equal(sl_compression_suffix_len("a.json.xz"), 3);
+    assert_int_equal(sl_compression_suffix_len("a.jsonl"), 0);
+    assert_int_equal(sl_compression_suffix_len(".gz"), 0); /* nothing before it */
+    assert_true(sl_base_ends_with("data/x.CSV.bz2", ".csv"));
+    assert_false(sl_base_ends_with("x.csv.lz4", ".csv"));
+    const char *tars[] = {"s/000.tar", "s/000.TAR.gz", "000.tgz", "000.tar.zst", "000.tar.zstd", "000.tar.bz2",
+                          "000.tar.xz"};
+    for (size_t i = 0; i < sizeof tars / sizeof *tars; i++)
+        assert_true(sl_tar_name(tars[i]));
+    const char *others[] = {"000.tar.lz4", "000.tarx", "tar", "000.gz", "000.tar.gz.part", "x.zst"};
+    for (size_t i = 0; i < sizeof others / sizeof *others; i++)
+        assert_false(sl_tar_name(others[i]));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -370,6 +391,7 @@ int main(void)
         cmocka_unit_test(wds_keys),       cmocka_unit_test(url_schemes),
         cmocka_unit_test(glob_filters),   cmocka_unit_test(columns_types_and_names),
         cmocka_unit_test(stage_columns_take_their_declared_types),
+        cmocka_unit_test(compression_suffixes_and_tar_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
