@@ -255,7 +255,8 @@ static const opt opts[] = {
     {"prompt.system", "system", 0, K_STR, AT(p.system_prompt), .arg = "TEXT",
      .help = "system prompt (~: none)"},
     {"prompt.column", "prompt-column", 0, K_STR, AT(p.prompt_column), .f = NO_TASKS, .arg = "NAME",
-     .help = "a row's value in this column replaces the prompt (~: prompt; not with tasks)"},
+     .help = "a row's value in this column replaces the prompt: a string, or a conversation's first "
+             "human/user turn (~: prompt; not with tasks)"},
 
     {"tasks.prompts", "task", 0, K_LIST, 0, .list = L_TASKS, .max_items = SL_MAX_TASKS,
      .f = NAMED, .arg = "NAME=PROMPT",

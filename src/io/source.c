@@ -907,10 +907,7 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
         goto nomem;
     if (json_is_string(id) || json_is_integer(id))
         json_object_del(row, "id");
-    const char *pkey = p->prompt_column ? p->prompt_column : "prompt";
-    json_t *prompt = json_object_get(row, pkey);
-    if (json_is_string(prompt) && json_string_length(prompt) &&
-        !(item->prompt = sl_strdup(json_string_value(prompt))))
+    if (sl_source_prompt_of(json_object_get(row, p->prompt_column ? p->prompt_column : "prompt"), item) != SL_OK)
         goto nomem;
     sl_status st = SL_OK;
     if (r->n_image_columns) {
@@ -1895,3 +1892,58 @@ void sl_source_counter_free(sl_source_counter *c)
     sl_source_free(c->src);
     sl_free(c);
 }
+/* A conversation turn's text into *out: a string, or the text parts of a
+ * list of content parts joined by newlines; NULL when it has none. False
+ * when out of memory. */
+static bool turn_text(const json_t *content, char **out)
+{
+    *out = NULL;
+    if (json_is_string(content))
+        return !json_string_length(content) || (*out = sl_strdup(json_string_value(content))) != NULL;
+    sl_buf text = {0};
+    size_t k;
+    json_t *part;
+    json_array_foreach(content, k, part) {
+        const json_t *t = json_object_get(part, "text"), *type = json_object_get(part, "type");
+        if (!json_is_string(t) || !json_string_length(t) ||
+            (json_is_string(type) && strcmp(json_string_value(type), "text") != 0))
+            continue;
+        if ((text.len && !sl_buf_append(&text, "\n", 1)) ||
+            !sl_buf_append(&text, json_string_value(t), json_string_length(t))) {
+            sl_buf_free(&text);
+            return false;
+        }
+    }
+    if (!text.len)
+        return true;
+    if (!sl_buf_append(&text, "", 1)) { /* its NUL */
+        sl_buf_free(&text);
+        return false;
+    }
+    *out = (char *)text.data;
+    return true;
+}
+
+sl_status sl_source_prompt_of(const json_t *value, sl_source_item *item)
+{
+    const json_t *content = value;
+    size_t k;
+    json_t *turn;
+    json_array_foreach(value, k, turn) { /* a conversation: its first human turn */
+        const char *who = json_string_value(json_object_get(turn, "from"));
+        content = json_object_get(turn, "value");
+        if (!who) {
+            who = json_string_value(json_object_get(turn, "role"));
+            content = json_object_get(turn, "content");
+        }
+        if (who && (strcmp(who, "human") == 0 || strcmp(who, "user") == 0))
+            break;
+        content = NULL;
+    }
+    if (!json_is_string(content) && (content == value || !json_is_array(content)))
+        return SL_OK;
+    if (!turn_text(content, &item->prompt))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading the prompt of '%s'", item->id ? item->id : "");
+    return SL_OK;
+}
+

@@ -37,6 +37,15 @@ extern const size_t sl_source_n_auto_image_columns;
 sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,
                            sl_source_item *item);
 
+/* Sets item->prompt from a row's prompt column value: a non-empty string,
+ * or a conversation (LLaVA's and ShareGPT's [{"from": "human", "value":
+ * ...}, {"from": "gpt", ...}], or chat messages [{"role": "user",
+ * "content": TEXT or [{"type": "text", "text": ...}, ...]}]): its first
+ * human/user turn's text, as it is (LLaVA's <image> marker stays: see
+ * --image-placeholder). Anything else leaves item->prompt NULL (the job's
+ * prompt). SL_ERR_NOMEM only. */
+sl_status sl_source_prompt_of(const json_t *value, sl_source_item *item);
+
 /* Sets item->images from a list of n values (each located as
  * sl_source_locate does, relative to base_dir); an empty or too long list,
  * or a value that cannot be located, is item->error naming the list's place

@@ -22,7 +22,7 @@ struct source_reader {
     char *file, *base_dir;
     const char *name; /* the file's name in ids */
     const sl_source_params *p;
-    int bytes_col, path_col, prompt_col; /* indexes into the selection; -1: none */
+    int bytes_col, path_col; /* indexes into the selection; -1: none */
     bool list;          /* the image column is a list: rows give item->images */
     /* Several image columns (--image-column A,B): each a struct or a string
      * column, a row's images in that order; n_multi 0: one column. */
@@ -189,10 +189,9 @@ static sl_status choose_columns(source_reader *r, char **why)
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
     size_t n = 0;
-    r->bytes_col = r->path_col = r->prompt_col = -1;
+    r->bytes_col = r->path_col = -1;
     for (size_t k = 0; k < r->n_multi; k++)
         r->multi_bytes[k] = r->multi_path[k] = -1;
-    const char *pkey = r->p->prompt_column ? r->p->prompt_column : "prompt";
     for (size_t i = 0; i < nc; i++) {
         const sl_pq_column_info *ci = sl_pq_reader_column(pq, i);
         bool image = false;
@@ -223,8 +222,6 @@ static sl_status choose_columns(source_reader *r, char **why)
             sl_free(sel);
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         }
-        if (ci->type == SL_PQ_STRING && !ci->list_len && strcmp(ci->name, pkey) == 0)
-            r->prompt_col = (int)n;
         sel[n++] = ci->name;
         r->n_sel = n; /* the keys to free */
     }
@@ -433,12 +430,9 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
         if (!cell || json_object_set_new(item->extra, r->keys[c] ? r->keys[c] : b->columns[c].info->name, cell))
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
-    if (r->prompt_col >= 0) {
-        json_t *pr = json_object_get(item->extra, b->columns[r->prompt_col].info->name);
-        if (json_is_string(pr) && json_string_length(pr) &&
-            !(item->prompt = sl_strdup(json_string_value(pr))))
-            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
-    }
+    const char *pkey = r->p->prompt_column ? r->p->prompt_column : "prompt";
+    if (sl_source_prompt_of(json_object_get(item->extra, pkey), item) != SL_OK)
+        return SL_ERR_NOMEM;
     if (r->list)
         return list_images(r, b, i, item);
     if (r->n_multi)

@@ -96,6 +96,68 @@ def test_a_list_goes_to_the_server_in_order(sluice, colours, tmp_path):
         assert image_colours(parts) == ["red", "green", "blue"]
 
 
+def test_a_conversation_column_gives_the_prompt(sluice, colours, tmp_path):
+    """--prompt-column naming a conversation (LLaVA's {from, value} turns, or
+    chat messages {role, content} with text parts) takes its first human
+    turn as the row's prompt, in a JSON array, a JSONL manifest and a
+    Parquet list of structs alike; LLaVA's <image> marker places the image
+    with --image-placeholder; a conversation without a human turn keeps
+    --prompt; the conversation passes through whole."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    llava = [{"id": f"l{i}", "image": f"{c}.png",
+              "conversations": [{"from": "system", "value": "ignored"},
+                                {"from": "human", "value": f"<image>\nWhich colour, {i}?"},
+                                {"from": "gpt", "value": "old answer"},
+                                {"from": "human", "value": "a second turn, not sent"}]}
+             for i, c in enumerate(["red", "green"])]
+    llava.append({"id": "l-none", "image": "blue.png", "conversations": [{"from": "gpt", "value": "x"}]})
+    (colours / "mix.json").write_text(json.dumps(llava))
+    chat = manifest(colours / "chat.jsonl", [
+        {"id": "c0", "image": "white.png", "messages": [
+            {"role": "system", "content": "ignored"},
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Name"},
+                                         {"type": "text", "text": "the colour."}]}]},
+        {"id": "c1", "image": "red.png", "messages": [{"role": "user", "content": "Plain <image> text?"}]}])
+    conv = pa.struct([("from", pa.string()), ("value", pa.string())])
+    pq.write_table(pa.table({"image": [str(colours / "blue.png")],
+                             "conversations": pa.array([llava[0]["conversations"]], pa.list_(conv))}),
+                   colours / "conv.parquet")
+    bodies = {}
+
+    def answer(handler, n, body):
+        bodies["".join(p["text"] for p in sent_parts(body) if p["type"] == "text")] = body
+        completion(handler, "an answer")
+
+    with FakeServer(answer) as server:
+        base = ("--engine", "openai", "--endpoint", server.url, "--image-placeholder", "<image>",
+                "--prompt", "The job's prompt.", *QUIET)
+        r = sluice.run("caption", colours / "mix.json", "-o", tmp_path / "a", "--prompt-column",
+                       "conversations", *base)
+        assert r.returncode == 0, r.stderr
+        for i, c in enumerate(["red", "green"]):
+            parts = sent_parts(bodies[f"\nWhich colour, {i}?"])
+            assert [p.get("text", p["type"]) for p in parts] == ["image_url", f"\nWhich colour, {i}?"]
+            assert image_colours(parts) == [c]
+        assert image_colours(sent_parts(bodies["The job's prompt."])) == ["blue"]
+        rows = {row["id"]: row for row in read_rows(tmp_path / "a")}
+        assert rows["l0"]["conversations"] == llava[0]["conversations"]
+
+        bodies.clear()
+        r = sluice.run("caption", chat, "-o", tmp_path / "b", "--prompt-column", "messages", *base)
+        assert r.returncode == 0, r.stderr
+        assert image_colours(sent_parts(bodies["Name\nthe colour."])) == ["white"]
+        assert [p.get("text", p["type"]) for p in sent_parts(bodies["Plain  text?"])] == \
+            ["Plain ", "image_url", " text?"]
+
+        bodies.clear()
+        r = sluice.run("caption", colours / "conv.parquet", "-o", tmp_path / "c", "--prompt-column",
+                       "conversations", *base)
+        assert r.returncode == 0, r.stderr
+        assert list(bodies) == ["\nWhich colour, 0?"]
+        assert image_colours(sent_parts(bodies["\nWhich colour, 0?"])) == ["blue"]
+
+
 def test_a_placeholder_puts_the_images_inside_the_prompt(sluice, colours, tmp_path):
     m = manifest(colours / "m.jsonl", [
         {"id": "pair", "images": ["red.png", "green.png"], "prompt": "Is <image> darker than <image>?"},
