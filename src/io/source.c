@@ -1556,7 +1556,7 @@ static sl_status name_inputs(sl_source *src, bool folders)
     return st;
 }
 
-static const char *const formats[] = {"auto", "folder",     "file",    "jsonl",
+static const char *const formats[] = {"auto", "folder",     "file",    "jsonl",       "json",
                                       "csv",  "webdataset", "parquet", "openai-batch"};
 
 sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_params *params,
@@ -1570,7 +1570,7 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
         known = known || strcmp(params->format, formats[i]) == 0;
     if (!known)
         return sl_fail(SL_ERR_INVALID_ARG, "--input-format must be one of auto, folder, file, "
-                                           "jsonl, csv, webdataset, parquet, openai-batch; got "
+                                           "jsonl, json, csv, webdataset, parquet, openai-batch; got "
                                            "'%s'",
                        params->format);
     if (n == 0)

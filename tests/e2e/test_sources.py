@@ -182,6 +182,14 @@ def test_json_array_manifest_as_llava_ships_it(sluice, tmp_path):
     r = run(sluice, src, tmp_path / "o5", "--dry-run", "--image-root", tmp_path / "nowhere")
     assert r.returncode == 2 and "--image-root" in r.stderr and "nowhere" in r.stderr
 
+    # Another name: --input-format json says what it holds.
+    other = tmp_path / "data" / "mix.txt"
+    other.write_text(text)
+    r = run(sluice, other, tmp_path / "o7", "--dry-run", "--image-root", root, "--input-format", "json")
+    assert r.returncode == 3, r.stderr
+    assert {row["id"] for row in jsonl_rows(tmp_path / "o7")} == {"000000", "000001", "000002", "mix.txt:3",
+                                                                  "mix.txt:4"}
+
     # Many elements over many 64 KiB reads: strings with brackets, braces,
     # escaped quotes and backslashes cross the read boundaries.
     many = [{"id": f"m{k}", "image": f"coco/{k % 3}.jpg",
