@@ -6,7 +6,9 @@
 #      llama-cpp-python sdist into ~/.cache/sluice — see scripts/llama-cpp.sh)
 #   3. the helper virtualenv .venv (tests, generators, benchmarks only)
 #   4. the generated tiny test model in models/tiny
-# Writes build/llama-prefix (the llama.cpp prefix CMake uses).
+#   (and nanoarrow, for Arrow IPC inputs, from the pinned nanoarrow sdist:
+#   scripts/nanoarrow.sh)
+# Writes build/llama-prefix and build/nanoarrow-prefix (the prefixes CMake uses).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -48,6 +50,9 @@ fi
 prefix=$(bash "$repo/scripts/llama-cpp.sh" | tail -n 1) || die "llama.cpp is not available (see above)"
 mkdir -p build
 echo "$prefix" >build/llama-prefix
+naprefix=$(bash "$repo/scripts/nanoarrow.sh" | tail -n 1) || die "nanoarrow is not available (see above)"
+echo "$naprefix" >build/nanoarrow-prefix
+say "nanoarrow: $naprefix"
 say "llama.cpp: $prefix"
 
 # 3. helper virtualenv ---------------------------------------------------------

@@ -120,10 +120,11 @@ static const opt opts[] = {
      .help = "llama (in-process llama.cpp, default) or openai (HTTP servers)"},
 
     {"input.paths", NULL, 0, K_LIST, 0, .list = L_INPUTS, .max_items = 100000, .arg = "INPUT",
-     .help = "folders, manifests, tar shards, Parquet files; braces and globs"},
+     .help = "folders, manifests, tar shards, Parquet or Arrow files; braces and globs"},
     {"input.format", "input-format", 0, K_CHOICE, AT(p.input_format), .arg = "F",
-     .choices = "auto|folder|file|jsonl|json|csv|webdataset|parquet|openai-batch",
-     .help = "folder, file, jsonl, json (an array), csv, webdataset, parquet (~: by name) or openai-batch"},
+     .choices = "auto|folder|file|jsonl|json|csv|webdataset|parquet|arrow|openai-batch",
+     .help = "folder, file, jsonl, json (an array), csv, webdataset, parquet, arrow (~: by name) or "
+             "openai-batch"},
     {"input.include", "include", 0, K_LIST, 0, .list = L_INCLUDE, .max_items = 64, .arg = "GLOB",
      .help = "folders: only relative paths matching one of these"},
     {"input.exclude", "exclude", 0, K_LIST, 0, .list = L_EXCLUDE, .max_items = 64, .arg = "GLOB",

@@ -1144,6 +1144,9 @@ static const char *kind_of(const char *name)
         return "webdataset";
     if (ends_with(name, ".parquet") || ends_with(name, ".pq"))
         return "parquet";
+    if (ends_with(name, ".arrow") || ends_with(name, ".feather") || ends_with(name, ".ipc") ||
+        ends_with(name, ".arrows"))
+        return "arrow";
     if (sl_is_media_name(name))
         return "file"; /* an image or a video */
     return NULL;
@@ -1161,6 +1164,8 @@ static const source_kind *kind_named(const char *name)
         return &sl_source_webdataset;
     if (strcmp(name, "parquet") == 0)
         return &sl_source_parquet;
+    if (strcmp(name, "arrow") == 0)
+        return &sl_source_arrow;
     if (strcmp(name, "openai-batch") == 0)
         return &batch_kind;
     return NULL;
@@ -1556,8 +1561,8 @@ static sl_status name_inputs(sl_source *src, bool folders)
     return st;
 }
 
-static const char *const formats[] = {"auto", "folder",     "file",    "jsonl",       "json",
-                                      "csv",  "webdataset", "parquet", "openai-batch"};
+static const char *const formats[] = {"auto", "folder",  "file",  "jsonl",       "json", "csv",
+                                      "webdataset", "parquet", "arrow", "openai-batch"};
 
 sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_params *params,
                          sl_source **out)
@@ -1570,8 +1575,8 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
         known = known || strcmp(params->format, formats[i]) == 0;
     if (!known)
         return sl_fail(SL_ERR_INVALID_ARG, "--input-format must be one of auto, folder, file, "
-                                           "jsonl, json, csv, webdataset, parquet, openai-batch; got "
-                                           "'%s'",
+                                           "jsonl, json, csv, webdataset, parquet, arrow, openai-batch; "
+                                           "got '%s'",
                        params->format);
     if (n == 0)
         return sl_fail(SL_ERR_INVALID_ARG, "no input given");
@@ -1642,7 +1647,7 @@ char *sl_source_origin(const sl_source *src, size_t input, int64_t at)
     if (at < 0 || strcmp(k, "folder") == 0 || strcmp(k, "file") == 0)
         return sl_strdup(f);
     return sl_asprintf(strcmp(k, "webdataset") == 0 ? "%s at byte %lld"
-                       : strcmp(k, "parquet") == 0  ? "%s row %lld"
+                       : strcmp(k, "parquet") == 0 || strcmp(k, "arrow") == 0 ? "%s row %lld"
                                                     : "%s:%lld",
                        f, (long long)at);
 }

@@ -24,6 +24,7 @@ typedef struct source_kind {
 
 extern const source_kind sl_source_webdataset;
 extern const source_kind sl_source_parquet;
+extern const source_kind sl_source_arrow;
 
 /* The image columns looked for, in this order, when --image-column is not
  * given: "images" is a list's usual name (Hugging Face's Sequence(Image())),

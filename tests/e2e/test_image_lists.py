@@ -157,6 +157,18 @@ def test_a_conversation_column_gives_the_prompt(sluice, colours, tmp_path):
         assert list(bodies) == ["\nWhich colour, 0?"]
         assert image_colours(sent_parts(bodies["\nWhich colour, 0?"])) == ["blue"]
 
+        # The same rows in an Arrow file (a Hugging Face dataset saved to disk).
+        import pyarrow.ipc as ipc
+        table = pq.read_table(colours / "conv.parquet")
+        with ipc.new_stream(str(colours / "conv.arrow"), table.schema) as w:
+            w.write_table(table)
+        bodies.clear()
+        r = sluice.run("caption", colours / "conv.arrow", "-o", tmp_path / "d", "--prompt-column",
+                       "conversations", *base)
+        assert r.returncode == 0, r.stderr
+        assert list(bodies) == ["\nWhich colour, 0?"]
+        assert image_colours(sent_parts(bodies["\nWhich colour, 0?"])) == ["blue"]
+
 
 def test_a_placeholder_puts_the_images_inside_the_prompt(sluice, colours, tmp_path):
     m = manifest(colours / "m.jsonl", [

@@ -1,0 +1,56 @@
+"""Writes the seeds of fuzz/corpus/arrow/: small Arrow IPC files from
+pyarrow (the stream format Hugging Face datasets writes, the file format,
+several record batches, nulls, the image struct, a list of images, nested
+lists, structs and maps).
+
+    .venv/bin/python fuzz/gen_arrow_corpus.py
+"""
+import io
+import pathlib
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+HERE = pathlib.Path(__file__).resolve().parent
+IMG = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415478"
+                    "9c63f8cfc0000003010100c9fe92ef0000000049454e44ae426082")
+
+
+def tables():
+    yield "hf", pa.table({
+        "image": pa.array([{"bytes": PNG, "path": "a.png"}, None, {"bytes": None, "path": "b.png"}], IMG),
+        "label": pa.array([1, None, 3], pa.int64()),
+        "text": pa.array(["x", "y", None]),
+        "conversations": pa.array([[{"from": "human", "value": "Q?"}], None, []],
+                                  pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))),
+    })
+    yield "nested", pa.table({
+        "images": pa.array([[{"bytes": PNG, "path": None}] * 2, [], None], pa.list_(IMG)),
+        "ll": pa.array([[[1.5, None]], None, [[], [2.0]]], pa.list_(pa.list_(pa.float32()))),
+        "m": pa.array([[("k", 1)], None, []], pa.map_(pa.string(), pa.int32())),
+        "s": pa.array([{"a": 1, "b": "x"}, None, {"a": None, "b": None}],
+                      pa.struct([("a", pa.int16()), ("b", pa.large_string())])),
+        "t": pa.array([0, None, 2], pa.timestamp("ms")),
+    })
+    yield "paths", pa.table({"url": pa.array(["https://example.com/a.jpg", "b.jpg", None]),
+                             "u": pa.array([1, 2, 2 ** 63], pa.uint64()), "f": pa.array([True, None, False])})
+
+
+def main():
+    out = HERE / "corpus" / "arrow"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in tables():
+        buf = io.BytesIO()
+        with ipc.new_stream(buf, table.schema) as w:
+            w.write_table(table, max_chunksize=2)
+        (out / f"{name}-stream.arrow").write_bytes(buf.getvalue())
+        buf = io.BytesIO()
+        with ipc.new_file(buf, table.schema) as w:
+            w.write_table(table)
+        (out / f"{name}-file.arrow").write_bytes(buf.getvalue())
+        print(name, len(buf.getvalue()))
+
+
+if __name__ == "__main__":
+    main()

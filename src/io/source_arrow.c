@@ -1,0 +1,650 @@
+/* io/source_arrow.c — Arrow IPC files as inputs (.arrow, .feather, .ipc: the
+ * stream format Hugging Face `datasets` writes with save_to_disk and keeps
+ * in its cache, and the file format pyarrow and Feather v2 write), read one
+ * record batch at a time with nanoarrow's IPC decoder. The image column is
+ * found as in Parquet files: the Hugging Face struct {bytes, path}, binary
+ * image bytes, a string of paths or URLs, or a list of those (a row's
+ * images); every other column passes through as JSON (lists as arrays,
+ * structs as objects, a map with string keys as an object; binary columns
+ * do not). Each message's sizes are checked against the file before
+ * anything is read for them, and a batch is validated in full before a
+ * value of it is used. Compressed bodies and dictionary-encoded columns are
+ * refused, naming the file (nanoarrow's decoder reads neither here). An unreadable file or batch is an error item
+ * naming it and the batch; the rest of that file is skipped. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <nanoarrow/flatcc_generated.h>
+#include <nanoarrow/nanoarrow.h>
+#include <nanoarrow/nanoarrow_ipc.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "io/source_impl.h"
+#include "io/s3.h"
+
+/* A message's flatbuffer header may be at most this long. */
+#define MAX_HEADER_BYTES (16u << 20)
+/* A record batch's body at most: a batch of images is many items. */
+#define MIN_BODY_LIMIT ((int64_t)1 << 30)
+
+struct source_reader {
+    FILE *fp;
+    char *file, *base_dir;
+    const char *name; /* the file's name in ids */
+    const sl_source_params *p;
+    int64_t size, pos;     /* the file's bytes, and where the next message starts */
+    int64_t body_limit;
+    struct ArrowIpcDecoder dec;
+    bool dec_ready;
+    struct ArrowSchema schema; /* release NULL until the schema message */
+    sl_buf header, body;
+    struct ArrowArrayView *batch; /* the decoder's, over body; NULL between batches */
+    int64_t batches, row, base;   /* batches read; row within the batch; rows before it */
+    int image_col;                /* the top-level column of the image(s) */
+    const char *image_name;
+    bool ended;
+};
+
+static void arrow_close(source_reader *r)
+{
+    if (!r)
+        return;
+    if (r->fp)
+        fclose(r->fp);
+    if (r->dec_ready)
+        ArrowIpcDecoderReset(&r->dec);
+    if (r->schema.release)
+        r->schema.release(&r->schema);
+    sl_buf_free(&r->header);
+    sl_buf_free(&r->body);
+    sl_free(r->file);
+    sl_free(r->base_dir);
+    sl_free(r);
+}
+
+static enum ArrowType type_of(const struct ArrowSchema *s)
+{
+    struct ArrowSchemaView sv;
+    struct ArrowError err;
+    return ArrowSchemaViewInit(&sv, s, &err) == NANOARROW_OK ? sv.type : NANOARROW_TYPE_UNINITIALIZED;
+}
+
+static bool is_binary(enum ArrowType t)
+{
+    return t == NANOARROW_TYPE_BINARY || t == NANOARROW_TYPE_LARGE_BINARY || t == NANOARROW_TYPE_BINARY_VIEW ||
+           t == NANOARROW_TYPE_FIXED_SIZE_BINARY;
+}
+
+static bool is_string(enum ArrowType t)
+{
+    return t == NANOARROW_TYPE_STRING || t == NANOARROW_TYPE_LARGE_STRING || t == NANOARROW_TYPE_STRING_VIEW;
+}
+
+static bool is_list(enum ArrowType t)
+{
+    return t == NANOARROW_TYPE_LIST || t == NANOARROW_TYPE_LARGE_LIST || t == NANOARROW_TYPE_FIXED_SIZE_LIST;
+}
+
+static int child_named(const struct ArrowSchema *s, const char *name)
+{
+    for (int64_t i = 0; i < s->n_children; i++)
+        if (s->children[i]->name && strcmp(s->children[i]->name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Whether s holds one image: the struct {bytes, path} (either), image
+ * bytes, or a string (a path, URL or data: URL). */
+static bool image_type(const struct ArrowSchema *s)
+{
+    enum ArrowType t = type_of(s);
+    if (t == NANOARROW_TYPE_STRUCT) {
+        int b = child_named(s, "bytes"), p = child_named(s, "path");
+        return (b >= 0 && is_binary(type_of(s->children[b]))) || (p >= 0 && is_string(type_of(s->children[p])));
+    }
+    return is_binary(t) || is_string(t);
+}
+
+static bool images_type(const struct ArrowSchema *s)
+{
+    return image_type(s) || (is_list(type_of(s)) && s->n_children == 1 && image_type(s->children[0]));
+}
+
+/* The image column from the schema: --image-column, else the first of the
+ * usual names that holds images; NULL with *why set when none does. */
+static sl_status choose_image(source_reader *r, char **why)
+{
+    const struct ArrowSchema *s = &r->schema;
+    const char *explicit = r->p->image_column;
+    if (explicit && strchr(explicit, ',')) {
+        *why = sl_asprintf("%s: several image columns (--image-column %s) are not read from Arrow files; "
+                           "put the images in one list column", r->file, explicit);
+        return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    }
+    size_t n = explicit ? 1 : sl_source_n_auto_image_columns;
+    for (size_t k = 0; k < n; k++) {
+        const char *c = explicit ? explicit : sl_source_auto_image_columns[k];
+        int i = child_named(s, c);
+        if (i >= 0 && images_type(s->children[i])) {
+            r->image_col = i;
+            r->image_name = s->children[i]->name;
+            return SL_OK;
+        }
+    }
+    *why = sl_asprintf("%s: no image column: expected '%s' as an image struct {bytes, path}, image bytes, a string "
+                       "of paths or URLs, or a list of these%s",
+                       r->file, explicit ? explicit : "image",
+                       explicit ? "" : " (or path, url, images, file_name, URL, image_url; name it with "
+                                       "--image-column)");
+    return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+}
+
+static bool read_exact(source_reader *r, void *dst, size_t len)
+{
+    if (len && fread(dst, 1, len, r->fp) != len)
+        return false;
+    r->pos += (int64_t)len;
+    return true;
+}
+
+/* ---- what nanoarrow's decoder takes on trust ------------------------------ */
+
+/* nanoarrow 0.9.0 verifies a message's flatbuffer (every offset inside it)
+ * but then follows tables a valid flatbuffer may leave out: a message's
+ * header, a field's type, a key or value of metadata (NULL dereferences), and
+ * adds a buffer's offset to its length unchecked (an overflow points outside
+ * the body), and multiplies lengths by element sizes unchecked when it
+ * validates. So these are checked here, after its verification and before
+ * it decodes: absent tables, buffers inside the body and aligned to 8 bytes
+ * (the format requires it), lengths and fixed sizes small enough that no
+ * product overflows (MAX_LENGTH rows a column, MAX_FIXED_SIZE bytes or
+ * elements a fixed-size value), and what sluice does not read
+ * (dictionaries, compressed bodies). */
+#define MAX_LENGTH ((int64_t)1 << 31)
+#define MAX_FIXED_SIZE (1 << 20)
+#define ns(x) FLATBUFFERS_WRAP_NAMESPACE(org_apache_arrow_flatbuf, x)
+
+static const char *check_metadata(ns(KeyValue_vec_t) kvs)
+{
+    for (size_t i = 0; i < ns(KeyValue_vec_len(kvs)); i++) {
+        ns(KeyValue_table_t) kv = ns(KeyValue_vec_at(kvs, i));
+        if (!kv || !ns(KeyValue_key(kv)) || !ns(KeyValue_value(kv)))
+            return "a metadata entry without its key or value";
+    }
+    return NULL;
+}
+
+static const char *check_fields(ns(Field_vec_t) fields, int depth)
+{
+    if (depth > 64)
+        return "fields nested more than 64 deep";
+    for (size_t i = 0; i < ns(Field_vec_len(fields)); i++) {
+        ns(Field_table_t) f = ns(Field_vec_at(fields, i));
+        const char *why;
+        if (!f)
+            return "a missing field";
+        int type = ns(Field_type_type(f));
+        const void *t = ns(Field_type_get(f));
+        if (type == ns(Type_NONE) || !t)
+            return "a field without its type";
+        if ((type == ns(Type_FixedSizeBinary) &&
+             (ns(FixedSizeBinary_byteWidth(t)) < 0 || ns(FixedSizeBinary_byteWidth(t)) > MAX_FIXED_SIZE)) ||
+            (type == ns(Type_FixedSizeList) &&
+             (ns(FixedSizeList_listSize(t)) < 0 || ns(FixedSizeList_listSize(t)) > MAX_FIXED_SIZE)))
+            return "a fixed-size type over 1 MiB or 1M elements a value";
+        if (ns(Field_dictionary(f)))
+            return "a dictionary-encoded column (not read: decode it with pyarrow first, "
+                   "column.dictionary_decode())";
+        if ((why = check_metadata(ns(Field_custom_metadata(f)))) || (why = check_fields(ns(Field_children(f)), depth + 1)))
+            return why;
+    }
+    return NULL;
+}
+
+/* The message's flatbuffer (fb, verified by nanoarrow) and the body size it
+ * claims: NULL when nanoarrow may decode it, else why not. */
+static const char *check_message(const void *fb)
+{
+    ns(Message_table_t) m = ns(Message_as_root(fb));
+    if (!m)
+        return "a message without its table";
+    int type = ns(Message_header_type(m));
+    const void *header = ns(Message_header_get(m));
+    if (type != ns(MessageHeader_NONE) && !header)
+        return "a message without its header";
+    const char *why = check_metadata(ns(Message_custom_metadata(m)));
+    if (why)
+        return why;
+    if (type == ns(MessageHeader_Schema)) {
+        ns(Schema_table_t) sc = header;
+        return (why = check_metadata(ns(Schema_custom_metadata(sc)))) ? why : check_fields(ns(Schema_fields(sc)), 0);
+    }
+    if (type != ns(MessageHeader_RecordBatch))
+        return NULL; /* not decoded: a dictionary batch is skipped, others carry no rows */
+    ns(RecordBatch_table_t) rb = header;
+    int64_t body = ns(Message_bodyLength(m));
+    if (ns(RecordBatch_compression(rb)))
+        return "a compressed record batch (lz4 or zstd), which sluice does not read: write the file uncompressed";
+    if (ns(RecordBatch_length(rb)) < 0 || ns(RecordBatch_length(rb)) > MAX_LENGTH)
+        return "a record batch of a negative length or over 2^31 rows";
+    ns(FieldNode_vec_t) nodes = ns(RecordBatch_nodes(rb));
+    for (size_t i = 0; i < ns(FieldNode_vec_len(nodes)); i++) {
+        ns(FieldNode_struct_t) n = ns(FieldNode_vec_at(nodes, i));
+        if (ns(FieldNode_length(n)) < 0 || ns(FieldNode_length(n)) > MAX_LENGTH || ns(FieldNode_null_count(n)) < 0)
+            return "a column of a negative length or null count, or over 2^31 values";
+    }
+    ns(Buffer_vec_t) bufs = ns(RecordBatch_buffers(rb));
+    for (size_t i = 0; i < ns(Buffer_vec_len(bufs)); i++) {
+        ns(Buffer_struct_t) b = ns(Buffer_vec_at(bufs, i));
+        int64_t off = ns(Buffer_offset(b)), len = ns(Buffer_length(b));
+        if (len == 0)
+            continue;
+        if (off < 0 || len < 0 || off > body || len > body - off)
+            return "a buffer outside its message's body";
+        if (off % 8)
+            return "a buffer not aligned to 8 bytes";
+    }
+    return NULL;
+}
+
+#undef ns
+
+#define NOMEM(r) sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", (r)->file)
+/* *why = a message naming the file (NULL: out of memory). */
+#define WHY(r, ...) ((*why = sl_asprintf(__VA_ARGS__)) != NULL ? SL_OK : NOMEM(r))
+
+/* Reads the next message's header, and its body into r->body: *eos at the
+ * end of the stream, *why when it cannot be read. */
+static sl_status read_message(source_reader *r, bool *eos, char **why)
+{
+    struct ArrowError err = {0};
+    uint8_t prefix[8];
+    *eos = false;
+    if (r->pos == r->size) { /* a stream may end without its end marker */
+        *eos = true;
+        return SL_OK;
+    }
+    if (!read_exact(r, prefix, 4))
+        return WHY(r, "%s: ends inside a message (byte %lld)", r->file, (long long)r->pos);
+    uint32_t first;
+    memcpy(&first, prefix, 4);
+    size_t prefix_len = 4;
+    if (first == 0xFFFFFFFFu) {
+        if (!read_exact(r, prefix + 4, 4))
+            return WHY(r, "%s: ends inside a message (byte %lld)", r->file, (long long)r->pos);
+        prefix_len = 8;
+    }
+    int32_t meta;
+    memcpy(&meta, prefix + prefix_len - 4, 4);
+    if (meta == 0) {
+        *eos = true;
+        return SL_OK;
+    }
+    if (meta < 0 || (uint32_t)meta > MAX_HEADER_BYTES || meta > r->size - r->pos)
+        return WHY(r, "%s: a message at byte %lld claims a %d-byte header, past the file's end or the limit of %u "
+                   "bytes (not an Arrow IPC file, or a corrupt one)",
+                   r->file, (long long)(r->pos - (int64_t)prefix_len), meta, MAX_HEADER_BYTES);
+    /* The flatbuffer 8 bytes into the (malloc-aligned) buffer, whichever
+     * prefix it had: its structs need 8-byte alignment. */
+    size_t pad = 8 - prefix_len;
+    r->header.len = 0;
+    if (!sl_buf_reserve(&r->header, 8 + (size_t)meta))
+        return NOMEM(r);
+    memcpy(r->header.data + pad, prefix, prefix_len);
+    if (!read_exact(r, r->header.data + 8, (size_t)meta))
+        return WHY(r, "%s: ends inside a message header (byte %lld)", r->file, (long long)r->pos);
+    r->header.len = 8 + (size_t)meta;
+    struct ArrowBufferView view = {.data.data = r->header.data + pad, .size_bytes = (int64_t)(r->header.len - pad)};
+    int64_t at = r->pos - (int64_t)(prefix_len + (size_t)meta);
+    if (ArrowIpcDecoderVerifyHeader(&r->dec, view, &err) != NANOARROW_OK)
+        return WHY(r, "%s: a corrupt or unsupported message at byte %lld: %s", r->file, (long long)at, err.message);
+    const char *bad = check_message(r->header.data + 8);
+    if (bad)
+        return WHY(r, "%s: the message at byte %lld holds %s", r->file, (long long)at, bad);
+    if (ArrowIpcDecoderDecodeHeader(&r->dec, view, &err) != NANOARROW_OK)
+        return WHY(r, "%s: a corrupt or unsupported message at byte %lld: %s", r->file, (long long)at, err.message);
+    int64_t body = r->dec.body_size_bytes;
+    if (body < 0 || body > r->size - r->pos)
+        return WHY(r, "%s: a message claims a %lld-byte body, past the file's end (truncated or corrupt)", r->file,
+                   (long long)body);
+    if (body > r->body_limit)
+        return WHY(r, "%s: a record batch of %lld bytes, over the limit of %lld (4 x --max-item-bytes, at least "
+                   "1 GiB): write it in smaller batches", r->file, (long long)body, (long long)r->body_limit);
+    r->body.len = 0;
+    if (!sl_buf_reserve(&r->body, body ? (size_t)body : 1))
+        return NOMEM(r);
+    if (!read_exact(r, r->body.data, (size_t)body))
+        return WHY(r, "%s: ends inside a message body (byte %lld)", r->file, (long long)r->pos);
+    r->body.len = (size_t)body;
+    return SL_OK;
+}
+
+/* Reads the schema message and chooses the columns; *why when the file
+ * cannot be read. */
+static sl_status read_schema(source_reader *r, char **why)
+{
+    struct ArrowError err = {0};
+    bool eos;
+    uint8_t magic[8];
+    if (r->size >= 8 && fread(magic, 1, 8, r->fp) == 8 && memcmp(magic, "ARROW1", 6) == 0)
+        r->pos = 8; /* the file format: its stream follows the magic */
+    else if (fseek(r->fp, 0, SEEK_SET) != 0)
+        return WHY(r, "%s: %s", r->file, strerror(errno));
+    sl_status st = read_message(r, &eos, why);
+    if (st != SL_OK || *why)
+        return st;
+    if (eos || r->dec.message_type != NANOARROW_IPC_MESSAGE_TYPE_SCHEMA)
+        return WHY(r, "%s: an Arrow IPC stream begins with its schema; this one does not (not an Arrow file, or a "
+                   "corrupt one)", r->file);
+    if (ArrowIpcDecoderDecodeSchema(&r->dec, &r->schema, &err) != NANOARROW_OK ||
+        ArrowIpcDecoderSetSchema(&r->dec, &r->schema, &err) != NANOARROW_OK)
+        return WHY(r, "%s: its schema cannot be read: %s%s", r->file, err.message,
+                   strstr(err.message, "ictionar") ? " (dictionary-encoded columns are not read: decode them with "
+                                                     "pyarrow first, column.dictionary_decode())"
+                                                   : "");
+    return choose_image(r, why);
+}
+
+static sl_status arrow_open(const char *file, const char *name, const sl_source_params *p,
+                            source_reader **out, char **open_error)
+{
+    source_reader *r = sl_calloc(1, sizeof *r);
+    const char *slash = strrchr(file, '/');
+    if (!r || !(r->file = sl_strdup(file)) ||
+        !(r->base_dir = slash ? sl_strndup(file, (size_t)(slash - file)) : sl_strdup(""))) {
+        arrow_close(r);
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+    }
+    r->p = p;
+    r->name = name;
+    r->image_col = -1;
+    r->body_limit = p->max_item_bytes < (uint64_t)MIN_BODY_LIMIT / 4 ? MIN_BODY_LIMIT : (int64_t)p->max_item_bytes * 4;
+    struct stat st;
+    sl_status s = SL_OK;
+    if (sl_s3_is_url(file) || strstr(file, "://"))
+        *open_error = sl_asprintf("%s: Arrow files are read from local disk only", file);
+    else if (!(r->fp = fopen(file, "rb")) || fstat(fileno(r->fp), &st) != 0)
+        *open_error = sl_asprintf("%s: %s", file, strerror(errno));
+    else if (ArrowIpcDecoderInit(&r->dec) != NANOARROW_OK)
+        s = sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+    else {
+        r->dec_ready = true;
+        r->size = (int64_t)st.st_size;
+        s = read_schema(r, open_error);
+    }
+    if (s != SL_OK || *open_error) {
+        arrow_close(r);
+        return s != SL_OK ? s : SL_OK;
+    }
+    *out = r;
+    return SL_OK;
+}
+
+/* ---- values -------------------------------------------------------------- */
+
+static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i, int depth);
+
+/* Row i's elements in v's child: [*lo, *hi). */
+static void list_range(const struct ArrowArrayView *v, int64_t i, int64_t *lo, int64_t *hi)
+{
+    if (v->storage_type == NANOARROW_TYPE_FIXED_SIZE_LIST) {
+        *lo = (v->offset + i) * v->layout.child_size_elements;
+        *hi = *lo + v->layout.child_size_elements;
+        return;
+    }
+    *lo = ArrowArrayViewListChildOffset(v, v->offset + i); /* the offsets, not the rows, start at 0 */
+    *hi = ArrowArrayViewListChildOffset(v, v->offset + i + 1);
+}
+
+static json_t *list_json(const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i, int depth)
+{
+    const struct ArrowArrayView *child = v->children[0];
+    int64_t lo, hi;
+    list_range(v, i, &lo, &hi);
+    json_t *a = json_array();
+    for (int64_t k = lo; a && k < hi; k++) {
+        json_t *e = value_json(s->children[0], child, k, depth + 1);
+        if (!e || json_array_append_new(a, e) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* Row i of v (of schema s) as JSON; NULL only when out of memory. Binary
+ * values are left out (null), as in Parquet's pass-through. */
+static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i, int depth)
+{
+    if (depth > 64 || ArrowArrayViewIsNull(v, i))
+        return json_null();
+    switch (v->storage_type) {
+    case NANOARROW_TYPE_BOOL: return json_boolean(ArrowArrayViewGetIntUnsafe(v, i));
+    case NANOARROW_TYPE_INT8:
+    case NANOARROW_TYPE_INT16:
+    case NANOARROW_TYPE_INT32:
+    case NANOARROW_TYPE_INT64:
+    case NANOARROW_TYPE_UINT8:
+    case NANOARROW_TYPE_UINT16:
+    case NANOARROW_TYPE_UINT32: return json_integer(ArrowArrayViewGetIntUnsafe(v, i));
+    case NANOARROW_TYPE_UINT64: {
+        uint64_t u = ArrowArrayViewGetUIntUnsafe(v, i);
+        return u <= INT64_MAX ? json_integer((json_int_t)u) : json_real((double)u);
+    }
+    case NANOARROW_TYPE_HALF_FLOAT:
+    case NANOARROW_TYPE_FLOAT:
+    case NANOARROW_TYPE_DOUBLE: return json_real(ArrowArrayViewGetDoubleUnsafe(v, i));
+    case NANOARROW_TYPE_STRING:
+    case NANOARROW_TYPE_LARGE_STRING:
+    case NANOARROW_TYPE_STRING_VIEW: {
+        if (v->storage_type != NANOARROW_TYPE_STRING_VIEW && !v->buffer_views[2].data.data)
+            return json_string(""); /* no data at all: every value empty */
+        struct ArrowStringView sv = ArrowArrayViewGetStringUnsafe(v, i);
+        return sl_json_text(sv.data, (size_t)sv.size_bytes);
+    }
+    case NANOARROW_TYPE_LIST:
+    case NANOARROW_TYPE_LARGE_LIST:
+    case NANOARROW_TYPE_FIXED_SIZE_LIST: return list_json(s, v, i, depth);
+    case NANOARROW_TYPE_MAP: {
+        json_t *pairs = list_json(s, v, i, depth); /* of {key, value} objects */
+        const struct ArrowSchema *kv = s->children[0];
+        if (!pairs || kv->n_children != 2 || !is_string(type_of(kv->children[0])))
+            return pairs;
+        json_t *o = json_object();
+        size_t k;
+        json_t *p;
+        json_array_foreach(pairs, k, p) {
+            const char *key = json_string_value(json_object_get(p, kv->children[0]->name));
+            json_t *val = json_object_get(p, kv->children[1]->name);
+            if (!o || (key && !json_object_get(o, key) && json_object_set(o, key, val ? val : json_null()) != 0)) {
+                json_decref(o);
+                o = NULL;
+                break;
+            }
+        }
+        json_decref(pairs);
+        return o;
+    }
+    case NANOARROW_TYPE_STRUCT: {
+        json_t *o = json_object();
+        for (int64_t c = 0; o && c < v->n_children; c++) {
+            json_t *f = value_json(s->children[c], v->children[c], i, depth + 1);
+            if (!f || json_object_set_new(o, s->children[c]->name ? s->children[c]->name : "", f) != 0) {
+                json_decref(o);
+                o = NULL;
+            }
+        }
+        return o;
+    }
+    default: return json_null(); /* binary, decimals, unions, intervals */
+    }
+}
+
+/* ---- images -------------------------------------------------------------- */
+
+/* Element i of an image-holding view into one's data or path, or its error. */
+static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i,
+                           const char *where, sl_source_item *one)
+{
+    const struct ArrowArrayView *bytes = NULL, *path = NULL;
+    if (!ArrowArrayViewIsNull(v, i)) {
+        if (v->storage_type == NANOARROW_TYPE_STRUCT) {
+            int b = child_named(s, "bytes"), p = child_named(s, "path");
+            bytes = b >= 0 && is_binary(type_of(s->children[b])) ? v->children[b] : NULL;
+            path = p >= 0 && is_string(type_of(s->children[p])) ? v->children[p] : NULL;
+        } else if (is_binary(type_of(s))) {
+            bytes = v;
+        } else {
+            path = v;
+        }
+    }
+    if (bytes && !ArrowArrayViewIsNull(bytes, i) &&
+        (bytes->storage_type == NANOARROW_TYPE_BINARY_VIEW || bytes->buffer_views[bytes->storage_type ==
+                                                                NANOARROW_TYPE_FIXED_SIZE_BINARY ? 1 : 2].data.data)) {
+        struct ArrowBufferView b = ArrowArrayViewGetBytesUnsafe(bytes, i);
+        if (b.size_bytes > 0) {
+            if ((uint64_t)b.size_bytes > r->p->max_item_bytes)
+                return sl_source_item_fail(one, "%s: the image is %lld bytes, over the limit of %zu", where,
+                                           (long long)b.size_bytes, r->p->max_item_bytes);
+            if (!(one->data = sl_malloc((size_t)b.size_bytes)))
+                return sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
+            memcpy(one->data, b.data.data, (size_t)b.size_bytes);
+            one->len = (size_t)b.size_bytes;
+            return SL_OK;
+        }
+    }
+    if (path && !ArrowArrayViewIsNull(path, i) &&
+        (path->storage_type == NANOARROW_TYPE_STRING_VIEW || path->buffer_views[2].data.data)) {
+        struct ArrowStringView sv = ArrowArrayViewGetStringUnsafe(path, i);
+        if (sv.size_bytes > 0) {
+            char *value = sl_strndup(sv.data, (size_t)sv.size_bytes);
+            if (!value)
+                return sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
+            sl_status st = sl_source_locate(value, r->base_dir, r->p, one);
+            sl_free(value);
+            return st;
+        }
+    }
+    return sl_source_item_fail(one, "%s holds no image bytes or path", where);
+}
+
+static sl_status row_images(source_reader *r, int64_t i, sl_source_item *item)
+{
+    const struct ArrowSchema *s = r->schema.children[r->image_col];
+    const struct ArrowArrayView *v = r->batch->children[r->image_col];
+    char where[1024];
+    snprintf(where, sizeof where, "%s row %lld, column '%s'", r->file, (long long)(r->base + i), r->image_name);
+    if (!is_list(type_of(s)))
+        return one_image(r, s, v, i, where, item);
+    if (ArrowArrayViewIsNull(v, i))
+        return sl_source_item_fail(item, "%s: a null list, no images", where);
+    int64_t lo, hi;
+    list_range(v, i, &lo, &hi);
+    size_t n = (size_t)(hi - lo);
+    if (n == 0 || n > SL_SOURCE_MAX_IMAGES) /* said as for every list */
+        return sl_source_locate_list(NULL, n, r->base_dir, r->p, where, item);
+    if (!(item->images = sl_calloc(n, sizeof *item->images)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
+    item->n_images = n;
+    for (size_t k = 0; k < n; k++) {
+        char at[1100];
+        snprintf(at, sizeof at, "%s, image %zu of %zu", where, k + 1, n);
+        sl_source_item one = {0};
+        sl_status st = one_image(r, s->children[0], v->children[0], lo + (int64_t)k, at, &one);
+        item->images[k] = (sl_source_image){one.path, one.data, one.len};
+        if (st == SL_OK && one.error)
+            st = sl_source_item_fail(item, "%s", one.error);
+        sl_free(one.error);
+        if (st != SL_OK || item->error)
+            return st;
+    }
+    return SL_OK;
+}
+
+/* ---- rows ---------------------------------------------------------------- */
+
+/* The next record batch into r->batch (NULL at the end); *why when the
+ * file cannot be read on. */
+static sl_status next_batch(source_reader *r, char **why)
+{
+    struct ArrowError err = {0};
+    r->batch = NULL;
+    for (;;) {
+        bool eos;
+        sl_status st = read_message(r, &eos, why);
+        if (st != SL_OK || *why)
+            return st;
+        if (eos) {
+            r->ended = true;
+            return SL_OK;
+        }
+        if (r->dec.message_type != NANOARROW_IPC_MESSAGE_TYPE_RECORD_BATCH)
+            continue; /* no rows in it (a schema with dictionaries is refused) */
+        r->batches++;
+        if (r->dec.codec != NANOARROW_IPC_COMPRESSION_TYPE_NONE)
+            return WHY(r, "%s: record batch %lld is compressed (lz4 or zstd), which sluice does not read: write "
+                       "the file uncompressed", r->file, (long long)r->batches);
+        struct ArrowBufferView body = {.data.data = r->body.data, .size_bytes = (int64_t)r->body.len};
+        struct ArrowArrayView *v;
+        if (ArrowIpcDecoderDecodeArrayView(&r->dec, body, -1, &v, &err) != NANOARROW_OK ||
+            ArrowArrayViewValidate(v, NANOARROW_VALIDATION_LEVEL_FULL, &err) != NANOARROW_OK)
+            return WHY(r, "%s: record batch %lld is corrupt: %s", r->file, (long long)r->batches, err.message);
+        if (v->length == 0)
+            continue;
+        r->batch = v;
+        return SL_OK;
+    }
+}
+
+static sl_status arrow_next(source_reader *r, sl_source_item *item, bool *done)
+{
+    *done = false;
+    if (!r->batch || r->row >= r->batch->length) {
+        if (r->batch)
+            r->base += r->batch->length;
+        r->row = 0;
+        char *why = NULL;
+        sl_status st = r->ended ? SL_OK : next_batch(r, &why);
+        if (st != SL_OK)
+            return st;
+        if (why) {
+            r->ended = true;
+            r->batch = NULL;
+            item->at = r->base;
+            item->id = sl_asprintf("%s:%lld", r->name, (long long)r->base);
+            st = item->id ? sl_source_item_fail(item, "%s; the rest of the file is skipped", why)
+                          : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+            sl_free(why);
+            return st;
+        }
+        if (!r->batch) {
+            *done = true;
+            return SL_OK;
+        }
+    }
+    int64_t i = r->row++;
+    item->at = r->base + i;
+    if (!(item->id = sl_asprintf("%s:%lld", r->name, (long long)(r->base + i))) || !(item->extra = json_object()))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    const struct ArrowSchema *s = &r->schema;
+    for (int64_t c = 0; c < s->n_children; c++) {
+        enum ArrowType t = type_of(s->children[c]);
+        if ((c == r->image_col && !is_string(t) && !(is_list(t) && is_string(type_of(s->children[c]->children[0])))) ||
+            is_binary(t))
+            continue; /* image bytes stay out; a path or a list of paths is the output's record of them */
+        json_t *cell = value_json(s->children[c], r->batch->children[c], i, 0);
+        if (!cell || json_object_set_new(item->extra, s->children[c]->name ? s->children[c]->name : "", cell) != 0)
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    }
+    if (sl_source_prompt_of(json_object_get(item->extra, r->p->prompt_column ? r->p->prompt_column : "prompt"),
+                            item) != SL_OK)
+        return SL_ERR_NOMEM;
+    return row_images(r, i, item);
+}
+
+const source_kind sl_source_arrow = {"arrow", arrow_open, arrow_next, arrow_close, NULL};

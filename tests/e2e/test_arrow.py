@@ -1,0 +1,181 @@
+"""End-to-end tests of Arrow IPC inputs (docs/inputs.md, io/source_arrow.c):
+a Hugging Face dataset as save_to_disk leaves it (stream-format .arrow
+shards, several record batches), pyarrow's file format, every kind of image
+column, every column passed through as pyarrow reads it, and broken files
+as failed rows naming the file and the cause, with no sanitizer report."""
+import datetime
+import io
+import json
+import pathlib
+
+import pytest
+
+from conftest import read_rows, sample_images
+
+pa = pytest.importorskip("pyarrow")
+ipc = pytest.importorskip("pyarrow.ipc")
+
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "Segmentation fault")
+JPEGS = [p for p in sample_images() if p.suffix == ".jpg"]
+IMG = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+def dry_run(sluice, inputs, out, *extra):
+    if not isinstance(inputs, (list, tuple)):
+        inputs = [inputs]
+    r = sluice.run("caption", *map(str, inputs), "-o", out, "--dry-run", "--metrics-addr", "off", "-q", *extra)
+    assert not any(m in r.stderr for m in SANITIZER_MARKS), r.stderr
+    return r
+
+
+def by_id(rows):
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), f"a row twice: {ids}"
+    return {r["id"]: r for r in rows}
+
+
+def write_stream(path, table, batch_rows):
+    with ipc.new_stream(str(path), table.schema) as w:
+        w.write_table(table, max_chunksize=batch_rows)
+
+
+def dataset_table(start, n, folder):
+    """A Hugging Face image dataset's columns, and the pass-through columns
+    of every kind pyarrow has that sluice writes as JSON."""
+    rows = range(start, start + n)
+    images = []
+    for i in rows:
+        p = JPEGS[i % len(JPEGS)]
+        if i % 5 == 3:  # the path alone, relative to the shard's folder
+            (folder / p.name).write_bytes(p.read_bytes())
+            images.append({"bytes": None, "path": p.name})
+        else:
+            images.append({"bytes": p.read_bytes(), "path": p.name})
+    conv = pa.struct([("from", pa.string()), ("value", pa.string())])
+    return pa.table({
+        "image": pa.array(images, IMG),
+        "label": pa.array([i if i % 4 else None for i in rows], pa.int64()),
+        "score": pa.array([i / 8 for i in rows], pa.float32()),
+        "ok": pa.array([i % 3 == 0 for i in rows]),
+        "text": pa.array([f"row {i} \"quoted\" \u00e9" for i in rows], pa.large_string()),
+        "tags": pa.array([[f"t{i}", None] if i % 2 else [] for i in rows], pa.list_(pa.string())),
+        "bbox": pa.array([[[i, 1.5, 2.0, 3.0]] * (i % 3) for i in rows], pa.list_(pa.list_(pa.float64(), 4))),
+        "meta": pa.array([{"w": i, "src": None if i % 2 else "web"} for i in rows],
+                         pa.struct([("w", pa.int16()), ("src", pa.string())])),
+        "attrs": pa.array([[("k", i), ("j", None)] for i in rows], pa.map_(pa.string(), pa.int32())),
+        "codes": pa.array([[(i, "a")] for i in rows], pa.map_(pa.int32(), pa.string())),
+        "taken": pa.array([datetime.datetime(2024, 1, 1) + datetime.timedelta(seconds=i) for i in rows],
+                          pa.timestamp("ms")),
+        "big": pa.array([2 ** 63 + i for i in rows], pa.uint64()),
+        "blob": pa.array([b"\x00\x01" for _ in rows], pa.binary()),
+        "conversations": pa.array([[{"from": "human", "value": f"<image>\nQ{i}?"}] for i in rows], pa.list_(conv)),
+    })
+
+
+def expected(table):
+    """Each row's pass-through columns as sluice writes them: maps with
+    string keys objects, others {key, value} pairs; timestamps integers."""
+    taken = table["taken"].cast(pa.int64()).to_pylist()
+    want = []
+    for k, row in enumerate(table.to_pylist()):
+        row.pop("image")
+        row.pop("blob")
+        row["attrs"] = dict(row["attrs"])
+        row["codes"] = [{"key": a, "value": b} for a, b in row["codes"]]
+        row["taken"] = taken[k]
+        want.append(row)
+    return want
+
+
+def test_a_dataset_saved_to_disk(sluice, tmp_path):
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    tables = [dataset_table(0, 7, ds), dataset_table(7, 5, ds)]
+    for k, t in enumerate(tables):
+        write_stream(ds / f"data-0000{k}-of-00002.arrow", t, 3)
+    (ds / "dataset_info.json").write_text("{}")
+    r = dry_run(sluice, ds / "*.arrow", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    rows = by_id(read_rows(tmp_path / "o"))
+    assert len(rows) == 12
+    for k, t in enumerate(tables):
+        for i, want in enumerate(expected(t)):
+            row = rows[f"data-0000{k}-of-00002.arrow:{i}"]
+            assert row["error"] is None, row
+            assert "blob" not in row and "image" not in row
+            for col, value in want.items():
+                got = row[col]
+                if col in ("score", "big"):  # float32; uint64 past 2^63 is a double in JSON
+                    assert got == pytest.approx(value), (col, got, value)
+                else:
+                    assert got == value, (k, i, col, got, value)
+            src = JPEGS[(7 * k + i) % len(JPEGS)]
+            assert row["input_bytes"] == src.stat().st_size
+
+
+def test_the_file_format_and_every_image_kind(sluice, tmp_path):
+    """pyarrow's file format (ARROW1 magic, footer), image bytes in a binary
+    column, paths and URLs in a string column, a list of image structs
+    (Sequence(Image())); a null image fails its row naming the column."""
+    p = JPEGS[0]
+    (tmp_path / p.name).write_bytes(p.read_bytes())
+    cases = {
+        "png.arrow": pa.table({"png": pa.array([p.read_bytes(), None], pa.binary())}),
+        "path.arrow": pa.table({"file_name": pa.array([p.name, str(tmp_path / "missing.jpg")])}),
+        "images.arrow": pa.table({"images": pa.array([[{"bytes": p.read_bytes(), "path": None},
+                                                       {"bytes": None, "path": p.name}], None], pa.list_(IMG))}),
+    }
+    for name, table in cases.items():
+        with ipc.new_file(str(tmp_path / name), table.schema) as w:
+            w.write_table(table)
+    r = dry_run(sluice, tmp_path / "png.arrow", tmp_path / "o1", "--image-column", "png")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(read_rows(tmp_path / "o1"))
+    assert rows["png.arrow:0"]["error"] is None and rows["png.arrow:0"]["input_bytes"] == p.stat().st_size
+    assert "column 'png' holds no image bytes or path" in rows["png.arrow:1"]["error"]
+    r = dry_run(sluice, tmp_path / "path.arrow", tmp_path / "o2")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(read_rows(tmp_path / "o2"))
+    assert rows["path.arrow:0"]["error"] is None and rows["path.arrow:0"]["file_name"] == p.name
+    assert "missing.jpg" in rows["path.arrow:1"]["error"]
+    r = dry_run(sluice, tmp_path / "images.arrow", tmp_path / "o3")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(read_rows(tmp_path / "o3"))
+    assert rows["images.arrow:0"]["error"] is None and rows["images.arrow:0"]["image_count"] == 2
+    assert "a null list, no images" in rows["images.arrow:1"]["error"]
+
+
+def test_broken_files_fail_alone(sluice, tmp_path):
+    """A stream cut inside a batch gives the rows before it and one failed
+    row; a file that is no Arrow, a compressed one, one with a dictionary
+    column and one without an image column each fail as one row naming the
+    file and the cause; the good file beside them is read whole."""
+    good = dataset_table(0, 6, tmp_path)
+    write_stream(tmp_path / "good.arrow", good, 2)
+    data = (tmp_path / "good.arrow").read_bytes()
+    (tmp_path / "cut.arrow").write_bytes(data[:len(data) * 2 // 3])
+    (tmp_path / "noise.arrow").write_bytes(b"not an arrow file at all " * 10)
+    buf = io.BytesIO()
+    with ipc.new_stream(buf, good.schema, options=ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(good)
+    (tmp_path / "zstd.arrow").write_bytes(buf.getvalue())
+    dict_table = pa.table({"image": good["image"], "kind": pa.array(["a", "b", "a", "b", "a", "b"]).dictionary_encode()})
+    write_stream(tmp_path / "dict.arrow", dict_table, 6)
+    write_stream(tmp_path / "noimage.arrow", pa.table({"x": [1, 2]}), 2)
+    r = dry_run(sluice, tmp_path / "*.arrow", tmp_path / "o")
+    assert r.returncode == 3, r.stderr
+    rows = read_rows(tmp_path / "o")
+    by = {}
+    for row in rows:
+        by.setdefault(row["id"].split(":")[0], []).append(row)
+    assert len(by["good.arrow"]) == 6 and all(row["error"] is None for row in by["good.arrow"])
+    cut_ok = [row for row in by["cut.arrow"] if row["error"] is None]
+    cut_bad = [row for row in by["cut.arrow"] if row["error"]]
+    assert 2 <= len(cut_ok) < 6 and len(cut_bad) == 1
+    assert "cut.arrow" in cut_bad[0]["error"] and "past the file's end (truncated" in cut_bad[0]["error"]
+    causes = {"noise.arrow": "not an Arrow IPC file", "zstd.arrow": "compressed",
+              "dict.arrow": "a dictionary-encoded column", "noimage.arrow": "no image column"}
+    for name, cause in causes.items():
+        assert len(by[name]) == 1, by[name]
+        err = by[name][0]["error"]
+        assert name in err and cause in err, err
