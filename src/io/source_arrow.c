@@ -46,6 +46,8 @@ struct source_reader {
     struct ArrowArrayView *batch; /* the decoder's, over body; NULL between batches */
     int64_t batches, row, base;   /* batches read; row within the batch; rows before it */
     int image_col;                /* the top-level column of the image(s) */
+    bool skip_bodies;             /* counting: bodies are passed over, not read */
+    int64_t batch_rows;           /* the last record batch message's rows */
     const char *image_name;
     bool ended;
 };
@@ -252,6 +254,15 @@ static const char *check_message(const void *fb)
     return NULL;
 }
 
+/* The rows a record batch message (checked by check_message) holds. */
+static int64_t batch_rows(const void *fb)
+{
+    ns(Message_table_t) m = ns(Message_as_root(fb));
+    return ns(Message_header_type(m)) == ns(MessageHeader_RecordBatch)
+               ? ns(RecordBatch_length((ns(RecordBatch_table_t))ns(Message_header_get(m))))
+               : 0;
+}
+
 #undef ns
 
 #define NOMEM(r) sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", (r)->file)
@@ -308,6 +319,7 @@ static sl_status read_message(source_reader *r, bool *eos, char **why)
         return WHY(r, "%s: the message at byte %lld holds %s", r->file, (long long)at, bad);
     if (ArrowIpcDecoderDecodeHeader(&r->dec, view, &err) != NANOARROW_OK)
         return WHY(r, "%s: a corrupt or unsupported message at byte %lld: %s", r->file, (long long)at, err.message);
+    r->batch_rows = batch_rows(r->header.data + 8);
     int64_t body = r->dec.body_size_bytes;
     if (body < 0 || body > r->size - r->pos)
         return WHY(r, "%s: a message claims a %lld-byte body, past the file's end (truncated or corrupt)", r->file,
@@ -316,6 +328,12 @@ static sl_status read_message(source_reader *r, bool *eos, char **why)
         return WHY(r, "%s: a record batch of %lld bytes, over the limit of %lld (4 x --max-item-bytes, at least "
                    "1 GiB): write it in smaller batches", r->file, (long long)body, (long long)r->body_limit);
     r->body.len = 0;
+    if (r->skip_bodies) {
+        if (fseek(r->fp, (long)body, SEEK_CUR) != 0)
+            return WHY(r, "%s: %s", r->file, strerror(errno));
+        r->pos += body;
+        return SL_OK;
+    }
     if (!sl_buf_reserve(&r->body, body ? (size_t)body : 1))
         return NOMEM(r);
     if (!read_exact(r, r->body.data, (size_t)body))
@@ -647,4 +665,37 @@ static sl_status arrow_next(source_reader *r, sl_source_item *item, bool *done)
     return row_images(r, i, item);
 }
 
-const source_kind sl_source_arrow = {"arrow", arrow_open, arrow_next, arrow_close, NULL};
+/* The rows the run will give: the record batches' lengths from their
+ * headers (bodies passed over), or one for a file that cannot be opened;
+ * a damaged file's count may differ from its rows (it only feeds
+ * progress). */
+static int64_t arrow_count(const char *file, const sl_source_params *p, const atomic_bool *stop)
+{
+    source_reader *r = NULL;
+    char *why = NULL;
+    if (arrow_open(file, file, p, &r, &why) != SL_OK)
+        return -1;
+    if (why) { /* the one failed row naming the file */
+        sl_free(why);
+        return 1;
+    }
+    r->skip_bodies = true;
+    int64_t rows = 0;
+    for (bool eos = false; !eos && !atomic_load(stop);) {
+        if (read_message(r, &eos, &why) != SL_OK) {
+            rows = -1;
+            break;
+        }
+        if (why) {
+            sl_free(why);
+            rows++; /* the failed row that ends the file */
+            break;
+        }
+        if (!eos && r->dec.message_type == NANOARROW_IPC_MESSAGE_TYPE_RECORD_BATCH)
+            rows += r->batch_rows;
+    }
+    arrow_close(r);
+    return rows;
+}
+
+const source_kind sl_source_arrow = {"arrow", arrow_open, arrow_next, arrow_close, arrow_count};

@@ -98,6 +98,12 @@ def test_a_dataset_saved_to_disk(sluice, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = by_id(read_rows(tmp_path / "o"))
     assert len(rows) == 12
+    # The progress total comes from the record batches' headers alone.
+    r = sluice.run("caption", str(ds / "*.arrow"), "-o", tmp_path / "p", "--dry-run", "--metrics-addr", "off",
+                   "--progress-every", "0.05")
+    assert r.returncode == 0, r.stderr
+    last = [l for l in r.stderr.splitlines() if l.startswith("progress:")][-1]
+    assert "12 of 12 (100%)" in last, last
     for k, t in enumerate(tables):
         for i, want in enumerate(expected(t)):
             row = rows[f"data-0000{k}-of-00002.arrow:{i}"]
