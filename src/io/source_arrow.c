@@ -6,11 +6,12 @@
  * image bytes, a string of paths or URLs, or a list of those (a row's
  * images); every other column passes through as JSON (lists as arrays,
  * structs as objects, a map with string keys as an object; binary columns
- * do not). Each message's sizes are checked against the file before
- * anything is read for them, and a batch is validated in full before a
- * value of it is used. Compressed bodies and dictionary-encoded columns are
- * refused, naming the file (nanoarrow's decoder reads neither here). An unreadable file or batch is an error item
- * naming it and the batch; the rest of that file is skipped. */
+ * do not). A message's sizes are checked against the file before anything
+ * is read for them, its flatbuffer against what nanoarrow takes on trust
+ * (check_message) before it is decoded, and a batch is validated in full
+ * before a value of it is used. Compressed bodies and dictionary-encoded
+ * columns are refused, naming the file. An unreadable file or batch is an
+ * error item naming it and the batch; the rest of that file is skipped. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
