@@ -1380,7 +1380,7 @@ static sl_status per_task(sl_config *c, int list, const char *key,
 static sl_status set_task_max_tokens(sl_caption_task *t, const char *where, const char *what,
                                      const char *v)
 {
-    long n;
+    long n = 0; /* set when st is SL_OK: said for -O3 */
     sl_status st = parse_long(where, what, v, 1, 1 << 20, &n);
     if (st == SL_OK)
         t->sampling.max_tokens = (int)n;
@@ -1390,7 +1390,7 @@ static sl_status set_task_max_tokens(sl_caption_task *t, const char *where, cons
 static sl_status set_task_temperature(sl_caption_task *t, const char *where, const char *what,
                                       const char *v)
 {
-    double d;
+    double d = 0; /* set when st is SL_OK: said for -O3 */
     sl_status st = parse_double(where, what, v, 0, 100, &d);
     if (st == SL_OK)
         t->sampling.temperature = (float)d;

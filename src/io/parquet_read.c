@@ -1318,7 +1318,7 @@ static sl_status data_page_v1(column *c, const page_header *h, const uint8_t *bo
     const uint8_t *p;
     if ((st = page_bytes(c, body, (size_t)h->csize, (size_t)h->usize, true, &p)) != SL_OK)
         return st;
-    size_t len = (size_t)h->usize, n;
+    size_t len = (size_t)h->usize, n = 0; /* set by v1_levels on success: said for -O3 */
     if (c->lf->max_rep > 0) {
         if ((st = v1_levels(c, h->rep_encoding, "repetition", &p, &len, &n)) != SL_OK)
             return st;
