@@ -103,6 +103,19 @@ nomem:
     return NULL;
 }
 
+/* The next part of name's path after its first `prefix` bytes (and the dot
+ * after them): *len bytes at the pointer returned; NULL when name ends
+ * there. */
+static const char *next_part(const char *name, size_t prefix, size_t *len)
+{
+    if (strlen(name) <= prefix)
+        return NULL;
+    const char *part = name + prefix + (name[prefix] == '.');
+    const char *dot = strchr(part, '.');
+    *len = dot ? (size_t)(dot - part) : strlen(part);
+    return part;
+}
+
 /* The value at the path of the first `prefix` bytes of the cursors' names. */
 static json_t *node(const cursor *cs, size_t n, size_t prefix, sl_pq_json_value_fn value)
 {
@@ -120,21 +133,19 @@ static json_t *node(const cursor *cs, size_t n, size_t prefix, sl_pq_json_value_
         goto nomem;
     for (size_t i = 0; i < n; i++) {
         const char *name = cs[i].v->info->name;
-        if (strlen(name) <= prefix)
+        size_t len, other_len;
+        const char *part = next_part(name, prefix, &len);
+        if (!part)
             continue; /* not below this path: a schema these names cannot come from */
-        const char *part = name + prefix + (name[prefix] == '.');
-        const char *dot = strchr(part, '.');
-        size_t len = dot ? (size_t)(dot - part) : strlen(part);
         char *key = sl_strndup(part, len);
         if (!key)
             goto nomem;
         bool seen = json_object_get(o, key) != NULL;
         size_t m = 0;
         for (size_t j = i; !seen && j < n; j++) {
-            const char *other = cs[j].v->info->name;
-            if (strncmp(other, name, prefix) == 0 && strlen(other) > prefix &&
-                strncmp(other + prefix + (other[prefix] == '.'), part, len) == 0 &&
-                (other[prefix + (other[prefix] == '.') + len] == '.' || !other[prefix + (other[prefix] == '.') + len]))
+            const char *other = cs[j].v->info->name, *other_part = next_part(other, prefix, &other_len);
+            if (other_part && strncmp(other, name, prefix) == 0 && other_len == len &&
+                memcmp(other_part, part, len) == 0)
                 group[m++] = cs[j];
         }
         json_t *f = seen ? NULL : node(group, m, (size_t)(part - name) + len, value);

@@ -471,7 +471,6 @@ static la_ssize_t zraw_read(struct archive *a, void *ctx, const void **buf)
     return n < 0 ? ARCHIVE_FATAL : n;
 }
 
-
 /* Sets r up to decompress what raw_read gives; the first bytes are read,
  * so a file that is not what its name says fails here: NULL, or why. */
 static char *open_decompression(source_reader *r)
@@ -1897,6 +1896,7 @@ void sl_source_counter_free(sl_source_counter *c)
     sl_source_free(c->src);
     sl_free(c);
 }
+
 /* A conversation turn's text into *out: a string, or the text parts of a
  * list of content parts joined by newlines; NULL when it has none. False
  * when out of memory. */
@@ -1931,24 +1931,24 @@ static bool turn_text(const json_t *content, char **out)
 
 sl_status sl_source_prompt_of(const json_t *value, sl_source_item *item)
 {
-    const json_t *content = value;
+    const json_t *content = json_is_array(value) ? NULL : value;
     size_t k;
     json_t *turn;
     json_array_foreach(value, k, turn) { /* a conversation: its first human turn */
         const char *who = json_string_value(json_object_get(turn, "from"));
-        content = json_object_get(turn, "value");
+        const json_t *said = json_object_get(turn, "value");
         if (!who) {
             who = json_string_value(json_object_get(turn, "role"));
-            content = json_object_get(turn, "content");
+            said = json_object_get(turn, "content");
         }
-        if (who && (strcmp(who, "human") == 0 || strcmp(who, "user") == 0))
+        if (who && (strcmp(who, "human") == 0 || strcmp(who, "user") == 0)) {
+            content = said;
             break;
-        content = NULL;
+        }
     }
-    if (!json_is_string(content) && (content == value || !json_is_array(content)))
+    if (!json_is_string(content) && !json_is_array(content))
         return SL_OK;
     if (!turn_text(content, &item->prompt))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading the prompt of '%s'", item->id ? item->id : "");
     return SL_OK;
 }
-

@@ -88,6 +88,19 @@ static bool is_string(enum ArrowType t)
     return t == NANOARROW_TYPE_STRING || t == NANOARROW_TYPE_LARGE_STRING || t == NANOARROW_TYPE_STRING_VIEW;
 }
 
+/* Whether a string or binary view has its data buffer: a column of empty
+ * values may have none, and nanoarrow's getters would add an offset to
+ * NULL. */
+static bool has_data(const struct ArrowArrayView *v)
+{
+    switch (v->storage_type) {
+    case NANOARROW_TYPE_STRING_VIEW:
+    case NANOARROW_TYPE_BINARY_VIEW: return true;
+    case NANOARROW_TYPE_FIXED_SIZE_BINARY: return v->buffer_views[1].data.data != NULL;
+    default: return v->buffer_views[2].data.data != NULL;
+    }
+}
+
 static bool is_list(enum ArrowType t)
 {
     return t == NANOARROW_TYPE_LIST || t == NANOARROW_TYPE_LARGE_LIST || t == NANOARROW_TYPE_FIXED_SIZE_LIST;
@@ -461,7 +474,7 @@ static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayVi
     case NANOARROW_TYPE_STRING:
     case NANOARROW_TYPE_LARGE_STRING:
     case NANOARROW_TYPE_STRING_VIEW: {
-        if (v->storage_type != NANOARROW_TYPE_STRING_VIEW && !v->buffer_views[2].data.data)
+        if (!has_data(v))
             return json_string(""); /* no data at all: every value empty */
         struct ArrowStringView sv = ArrowArrayViewGetStringUnsafe(v, i);
         return sl_json_text(sv.data, (size_t)sv.size_bytes);
@@ -522,9 +535,7 @@ static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const 
             path = v;
         }
     }
-    if (bytes && !ArrowArrayViewIsNull(bytes, i) &&
-        (bytes->storage_type == NANOARROW_TYPE_BINARY_VIEW || bytes->buffer_views[bytes->storage_type ==
-                                                                NANOARROW_TYPE_FIXED_SIZE_BINARY ? 1 : 2].data.data)) {
+    if (bytes && !ArrowArrayViewIsNull(bytes, i) && has_data(bytes)) {
         struct ArrowBufferView b = ArrowArrayViewGetBytesUnsafe(bytes, i);
         if (b.size_bytes > 0) {
             if ((uint64_t)b.size_bytes > r->p->max_item_bytes)
@@ -537,8 +548,7 @@ static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const 
             return SL_OK;
         }
     }
-    if (path && !ArrowArrayViewIsNull(path, i) &&
-        (path->storage_type == NANOARROW_TYPE_STRING_VIEW || path->buffer_views[2].data.data)) {
+    if (path && !ArrowArrayViewIsNull(path, i) && has_data(path)) {
         struct ArrowStringView sv = ArrowArrayViewGetStringUnsafe(path, i);
         if (sv.size_bytes > 0) {
             char *value = sl_strndup(sv.data, (size_t)sv.size_bytes);

@@ -5,8 +5,8 @@
  * or a list of strings `C.list.element`; legacy list names too), which gives
  * the row's item->images. Every other readable column except binary ones
  * passes through, a list (of primitives, of structs, of lists, a map) as its
- * JSON under the list's name (io/parquet_json.h). An unreadable file or row group is an error item naming it; the
- * rest of that file is skipped. */
+ * JSON under the list's name (io/parquet_json.h). An unreadable file or row
+ * group is an error item naming it; the rest of that file is skipped. */
 #include <stdio.h>
 #include <string.h>
 
@@ -308,7 +308,7 @@ static json_t *cell_json(source_reader *r, const sl_pq_batch *b, size_t c, int64
     }
     size_t n = 0;
     for (size_t k = c; k < r->n_sel; k++)
-        if (k == c || (r->list_head[k] == c && r->keys[k]))
+        if (r->list_head[k] == c)
             r->list_cols[n++] = &b->columns[k];
     return sl_pq_list_json(r->list_cols, n, i, value_json);
 }
