@@ -1,7 +1,7 @@
 """Writes the seeds of fuzz/corpus/arrow/: small Arrow IPC files from
 pyarrow (the stream format Hugging Face datasets writes, the file format,
 several record batches, nulls, the image struct, a list of images, nested
-lists, structs and maps).
+lists, structs and maps; lz4 and zstd-compressed batches).
 
     .venv/bin/python fuzz/gen_arrow_corpus.py
 """
@@ -49,6 +49,11 @@ def main():
         with ipc.new_file(buf, table.schema) as w:
             w.write_table(table)
         (out / f"{name}-file.arrow").write_bytes(buf.getvalue())
+        for codec in ("lz4", "zstd"):
+            buf = io.BytesIO()
+            with ipc.new_stream(buf, table.schema, options=ipc.IpcWriteOptions(compression=codec)) as w:
+                w.write_table(table, max_chunksize=2)
+            (out / f"{name}-{codec}.arrow").write_bytes(buf.getvalue())
         print(name, len(buf.getvalue()))
 
 

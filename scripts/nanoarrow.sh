@@ -6,7 +6,9 @@
 # $SLUICE_NANOARROW_PREFIX if set; otherwise the C library carried by the
 # pinned nanoarrow sdist (scripts/versions.sh) is built into
 #   ${SLUICE_CACHE:-~/.cache/sluice}/nanoarrow/<version>/prefix
-# A complete prefix (stamp file present) is reused as is.
+# with the zstd and lz4 codecs of compressed record batches (pyarrow's
+# Feather default is lz4), from the system's libzstd and liblz4.
+# A complete prefix (its stamp naming this build) is reused as is.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.sh"
@@ -29,7 +31,8 @@ fi
 root=${SLUICE_CACHE:-$HOME/.cache/sluice}/nanoarrow/$NANOARROW_VERSION
 prefix=$root/prefix
 stamp=$prefix/.sluice-complete
-if [ -f "$stamp" ] && has_prefix "$prefix"; then
+build_id="nanoarrow $NANOARROW_VERSION ipc zstd lz4"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$build_id" ] && has_prefix "$prefix"; then
     say "reusing cached build $prefix"
     echo "$prefix"; exit 0
 fi
@@ -62,6 +65,7 @@ ln -sfn "$flatcc" "$na/thirdparty/flatcc"
 
 say "building nanoarrow $NANOARROW_VERSION with IPC into $prefix"
 cmake -S "$na" -B "$root/build" -DCMAKE_BUILD_TYPE=Release -DNANOARROW_IPC=ON \
+    -DNANOARROW_IPC_WITH_ZSTD=ON -DNANOARROW_IPC_WITH_LZ4=ON \
     -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DNANOARROW_INSTALL_SHARED=OFF \
     -DCMAKE_INSTALL_PREFIX="$prefix" >"$root/configure.log" 2>&1 ||
     die "cmake configure failed; see $root/configure.log"
@@ -72,5 +76,5 @@ cmake --install "$root/build" >"$root/install.log" 2>&1 || die "install failed; 
 # them before nanoarrow decodes it (io/source_arrow.c).
 cp -r "$flatcc/include/flatcc" "$prefix/include/"
 has_prefix "$prefix" || die "the install in $prefix is incomplete; see $root/install.log"
-echo "nanoarrow $NANOARROW_VERSION" >"$stamp"
+echo "$build_id" >"$stamp"
 echo "$prefix"

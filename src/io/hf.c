@@ -354,13 +354,19 @@ size_t hf_select(hf_listing *l, const char *pattern)
     }
     if (!*pattern || !strpbrk(pattern, "*?[")) {
         /* The default rule (also within a folder): the Parquet files, or
-         * without any, the tar shards. A named file is kept as it is. */
+         * without any, the Arrow files (a dataset saved with save_to_disk
+         * and uploaded), or without those, the tar shards. A named file is
+         * kept as it is. */
         bool one_file = l->n == 1 && *pattern && strcmp(l->files[0].path, pattern) == 0;
-        bool parquet = false;
-        for (size_t i = 0; i < l->n && !parquet; i++)
-            parquet = ends_with(l->files[i].path, ".parquet");
+        bool parquet = false, arrow = false;
+        for (size_t i = 0; i < l->n; i++) {
+            parquet = parquet || ends_with(l->files[i].path, ".parquet");
+            arrow = arrow || ends_with(l->files[i].path, ".arrow");
+        }
         if (!one_file && parquet)
             keep_if(l, has_suffix, ".parquet");
+        else if (!one_file && arrow)
+            keep_if(l, has_suffix, ".arrow");
         else if (!one_file)
             keep_if(l, tar_shard, NULL);
     }
@@ -690,7 +696,7 @@ sl_status hf_expand(const char *ref, const hf_fetch *fetch, char ***urls, char *
         st = list(&c, sha, &l);
     if (st == SL_OK && hf_select(&l, spec.pattern) == 0)
         st = sl_fail(SL_ERR_NOT_FOUND, "input '%s' matches no file%s at %s (commit %s)", ref,
-                     *spec.pattern ? "" : ": the dataset has no .parquet or .tar file",
+                     *spec.pattern ? "" : ": the dataset has no .parquet, .arrow or .tar file",
                      spec.revision, sha);
     if (st == SL_OK && (!(*urls = sl_calloc(l.n, sizeof **urls)) ||
                         !(*names = sl_calloc(l.n, sizeof **names))))

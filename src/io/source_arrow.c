@@ -1,7 +1,9 @@
 /* io/source_arrow.c — Arrow IPC files as inputs (.arrow, .feather, .ipc: the
  * stream format Hugging Face `datasets` writes with save_to_disk and keeps
- * in its cache, and the file format pyarrow and Feather v2 write), read one
- * record batch at a time with nanoarrow's IPC decoder. The image column is
+ * in its cache, and the file format pyarrow and Feather v2 write), local or
+ * in a bucket or on a web server (io/ranged.h: ranged GETs, never a copy),
+ * read one record batch at a time with nanoarrow's IPC decoder, lz4- or
+ * zstd-compressed bodies included. The image column is
  * found as in Parquet files: the Hugging Face struct {bytes, path}, binary
  * image bytes, a string of paths or URLs, or a list of those (a row's
  * images); every other column passes through as JSON (lists as arrays,
@@ -9,13 +11,13 @@
  * do not). A message's sizes are checked against the file before anything
  * is read for them, its flatbuffer against what nanoarrow takes on trust
  * (check_message) before it is decoded, and a batch is validated in full
- * before a value of it is used. Compressed bodies and dictionary-encoded
- * columns are refused, naming the file. An unreadable file or batch is an
- * error item naming it and the batch; the rest of that file is skipped. */
-#include <errno.h>
+ * before a value of it is used; a compressed body's buffers are decompressed
+ * only when the sizes they claim add up to no more than the limit of an
+ * uncompressed one. Dictionary-encoded columns are refused, naming the file.
+ * An unreadable file or batch is an error item naming it and the batch; the
+ * rest of that file is skipped. */
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <nanoarrow/flatcc_generated.h>
 #include <nanoarrow/nanoarrow.h>
@@ -25,16 +27,22 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/json.h"
-#include "io/source_impl.h"
+#include "io/ranged.h"
 #include "io/s3.h"
+#include "io/source_impl.h"
 
 /* A message's flatbuffer header may be at most this long. */
 #define MAX_HEADER_BYTES (16u << 20)
-/* A record batch's body at most: a batch of images is many items. */
+/* A record batch's body at most (and what a compressed one's buffers may
+ * claim in all): a batch of images is many items. */
 #define MIN_BODY_LIMIT ((int64_t)1 << 30)
+/* A remote file's headers are read through blocks this long: a request per
+ * batch, not three. */
+#define REMOTE_BLOCK_BYTES (256u << 10)
 
 struct source_reader {
-    FILE *fp;
+    sl_ranged *io;
+    char io_error[512]; /* why the last read failed, when not for the file's end */
     char *file, *base_dir;
     const char *name; /* the file's name in ids */
     const sl_source_params *p;
@@ -57,8 +65,7 @@ static void arrow_close(source_reader *r)
 {
     if (!r)
         return;
-    if (r->fp)
-        fclose(r->fp);
+    sl_ranged_free(r->io);
     if (r->dec_ready)
         ArrowIpcDecoderReset(&r->dec);
     if (r->schema.release)
@@ -160,9 +167,16 @@ static sl_status choose_image(source_reader *r, char **why)
     return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
 }
 
+/* len bytes at r->pos, and r->pos past them; false when the file ends
+ * first or the read fails (r->io_error then says why). */
 static bool read_exact(source_reader *r, void *dst, size_t len)
 {
-    if (len && fread(dst, 1, len, r->fp) != len)
+    size_t got = 0;
+    if (len && sl_ranged_read(r->io, dst, len, (uint64_t)r->pos, &got) != SL_OK) {
+        snprintf(r->io_error, sizeof r->io_error, "%s", sl_last_error());
+        return false;
+    }
+    if (got < len)
         return false;
     r->pos += (int64_t)len;
     return true;
@@ -180,7 +194,7 @@ static bool read_exact(source_reader *r, void *dst, size_t len)
  * (the format requires it), lengths and fixed sizes small enough that no
  * product overflows (MAX_LENGTH rows a column, MAX_FIXED_SIZE bytes or
  * elements a fixed-size value), and what sluice does not read
- * (dictionaries, compressed bodies). */
+ * (dictionaries, compression other than lz4 or zstd buffers). */
 #define MAX_LENGTH ((int64_t)1 << 31)
 #define MAX_FIXED_SIZE (1 << 20)
 #define ns(x) FLATBUFFERS_WRAP_NAMESPACE(org_apache_arrow_flatbuf, x)
@@ -244,8 +258,11 @@ static const char *check_message(const void *fb)
         return NULL; /* not decoded: a dictionary batch is skipped, others carry no rows */
     ns(RecordBatch_table_t) rb = header;
     int64_t body = ns(Message_bodyLength(m));
-    if (ns(RecordBatch_compression(rb)))
-        return "a compressed record batch (lz4 or zstd), which sluice does not read: write the file uncompressed";
+    ns(BodyCompression_table_t) c = ns(RecordBatch_compression(rb));
+    if (c && ((ns(BodyCompression_codec(c)) != ns(CompressionType_LZ4_FRAME) &&
+               ns(BodyCompression_codec(c)) != ns(CompressionType_ZSTD)) ||
+              ns(BodyCompression_method(c)) != ns(BodyCompressionMethod_BUFFER)))
+        return "a record batch compressed other than lz4 or zstd buffer by buffer";
     if (ns(RecordBatch_length(rb)) < 0 || ns(RecordBatch_length(rb)) > MAX_LENGTH)
         return "a record batch of a negative length or over 2^31 rows";
     ns(FieldNode_vec_t) nodes = ns(RecordBatch_nodes(rb));
@@ -268,6 +285,32 @@ static const char *check_message(const void *fb)
     return NULL;
 }
 
+/* For a compressed record batch (its message fb checked by check_message,
+ * its body read): NULL when the sizes its buffers claim decompressed add up
+ * to at most limit bytes, else why not. nanoarrow allocates what a buffer
+ * claims before it decompresses it. */
+static const char *check_claims(const void *fb, const uint8_t *body, int64_t limit)
+{
+    ns(RecordBatch_table_t) rb = ns(Message_header_get(ns(Message_as_root(fb))));
+    ns(Buffer_vec_t) bufs = ns(RecordBatch_buffers(rb));
+    int64_t all = 0;
+    for (size_t i = 0; i < ns(Buffer_vec_len(bufs)); i++) {
+        ns(Buffer_struct_t) b = ns(Buffer_vec_at(bufs, i));
+        if (ns(Buffer_length(b)) == 0)
+            continue;
+        if (ns(Buffer_length(b)) < 8)
+            return "a compressed buffer shorter than its 8-byte size";
+        int64_t claim;
+        memcpy(&claim, body + ns(Buffer_offset(b)), sizeof claim); /* little-endian, as nanoarrow reads it */
+        if (claim == -1)
+            continue; /* stored uncompressed */
+        if (claim < 0 || claim > limit - all)
+            return "compressed buffers claiming more than the limit of a batch's bytes decompressed";
+        all += claim;
+    }
+    return NULL;
+}
+
 /* The rows a record batch message (checked by check_message) holds. */
 static int64_t batch_rows(const void *fb)
 {
@@ -282,6 +325,11 @@ static int64_t batch_rows(const void *fb)
 #define NOMEM(r) sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", (r)->file)
 /* *why = a message naming the file (NULL: out of memory). */
 #define WHY(r, ...) ((*why = sl_asprintf(__VA_ARGS__)) != NULL ? SL_OK : NOMEM(r))
+/* *why after a read_exact that failed inside `what`. */
+#define CUT(r, what)                                                                                             \
+    ((r)->io_error[0] ? WHY(r, "%s: reading %s at byte %lld failed: %s", (r)->file, what, (long long)(r)->pos,  \
+                            (r)->io_error)                                                                      \
+                      : WHY(r, "%s: ends inside %s (byte %lld)", (r)->file, what, (long long)(r)->pos))
 
 /* Reads the next message's header, and its body into r->body: *eos at the
  * end of the stream, *why when it cannot be read. */
@@ -295,13 +343,13 @@ static sl_status read_message(source_reader *r, bool *eos, char **why)
         return SL_OK;
     }
     if (!read_exact(r, prefix, 4))
-        return WHY(r, "%s: ends inside a message (byte %lld)", r->file, (long long)r->pos);
+        return CUT(r, "a message");
     uint32_t first;
     memcpy(&first, prefix, 4);
     size_t prefix_len = 4;
     if (first == 0xFFFFFFFFu) {
         if (!read_exact(r, prefix + 4, 4))
-            return WHY(r, "%s: ends inside a message (byte %lld)", r->file, (long long)r->pos);
+            return CUT(r, "a message");
         prefix_len = 8;
     }
     int32_t meta;
@@ -322,7 +370,7 @@ static sl_status read_message(source_reader *r, bool *eos, char **why)
         return NOMEM(r);
     memcpy(r->header.data + pad, prefix, prefix_len);
     if (!read_exact(r, r->header.data + 8, (size_t)meta))
-        return WHY(r, "%s: ends inside a message header (byte %lld)", r->file, (long long)r->pos);
+        return CUT(r, "a message header");
     r->header.len = 8 + (size_t)meta;
     struct ArrowBufferView view = {.data.data = r->header.data + pad, .size_bytes = (int64_t)(r->header.len - pad)};
     int64_t at = r->pos - (int64_t)(prefix_len + (size_t)meta);
@@ -343,15 +391,13 @@ static sl_status read_message(source_reader *r, bool *eos, char **why)
                    "1 GiB): write it in smaller batches", r->file, (long long)body, (long long)r->body_limit);
     r->body.len = 0;
     if (r->skip_bodies) {
-        if (fseek(r->fp, (long)body, SEEK_CUR) != 0)
-            return WHY(r, "%s: %s", r->file, strerror(errno));
         r->pos += body;
         return SL_OK;
     }
     if (!sl_buf_reserve(&r->body, body ? (size_t)body : 1))
         return NOMEM(r);
     if (!read_exact(r, r->body.data, (size_t)body))
-        return WHY(r, "%s: ends inside a message body (byte %lld)", r->file, (long long)r->pos);
+        return CUT(r, "a message body");
     r->body.len = (size_t)body;
     return SL_OK;
 }
@@ -363,10 +409,10 @@ static sl_status read_schema(source_reader *r, char **why)
     struct ArrowError err = {0};
     bool eos;
     uint8_t magic[8];
-    if (r->size >= 8 && fread(magic, 1, 8, r->fp) == 8 && memcmp(magic, "ARROW1", 6) == 0)
-        r->pos = 8; /* the file format: its stream follows the magic */
-    else if (fseek(r->fp, 0, SEEK_SET) != 0)
-        return WHY(r, "%s: %s", r->file, strerror(errno));
+    if (r->size >= 8 && !read_exact(r, magic, 8))
+        return CUT(r, "its first bytes");
+    if (r->size < 8 || memcmp(magic, "ARROW1", 6) != 0)
+        r->pos = 0; /* the stream format; the file format's stream follows the magic */
     sl_status st = read_message(r, &eos, why);
     if (st != SL_OK || *why)
         return st;
@@ -396,17 +442,23 @@ static sl_status arrow_open(const char *file, const char *name, const sl_source_
     r->name = name;
     r->image_col = -1;
     r->body_limit = p->max_item_bytes < (uint64_t)MIN_BODY_LIMIT / 4 ? MIN_BODY_LIMIT : (int64_t)p->max_item_bytes * 4;
-    struct stat st;
-    sl_status s = SL_OK;
-    if (sl_s3_is_url(file) || strstr(file, "://"))
-        *open_error = sl_asprintf("%s: Arrow files are read from local disk only", file);
-    else if (!(r->fp = fopen(file, "rb")) || fstat(fileno(r->fp), &st) != 0)
-        *open_error = sl_asprintf("%s: %s", file, strerror(errno));
-    else if (ArrowIpcDecoderInit(&r->dec) != NANOARROW_OK)
+    sl_ranged_params rp = sl_source_ranged_params(p);
+    uint64_t size = 0;
+    sl_status s = sl_ranged_open_with(file, &rp, &r->io);
+    if (s == SL_OK && sl_ranged_is_remote(r->io))
+        s = sl_ranged_set_readahead(r->io, REMOTE_BLOCK_BYTES, REMOTE_BLOCK_BYTES, 2);
+    if (s == SL_OK)
+        s = sl_ranged_size(r->io, &size);
+    if (s == SL_ERR_NOMEM) {
+        /* out of memory stops the run */
+    } else if (s != SL_OK) {
+        *open_error = sl_strdup(sl_last_error()); /* it names the file */
+        s = *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+    } else if (ArrowIpcDecoderInit(&r->dec) != NANOARROW_OK) {
         s = sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
-    else {
+    } else {
         r->dec_ready = true;
-        r->size = (int64_t)st.st_size;
+        r->size = (int64_t)size;
         s = read_schema(r, open_error);
     }
     if (s != SL_OK || *open_error) {
@@ -615,9 +667,11 @@ static sl_status next_batch(source_reader *r, char **why)
         if (r->dec.message_type != NANOARROW_IPC_MESSAGE_TYPE_RECORD_BATCH)
             continue; /* no rows in it (a schema with dictionaries is refused) */
         r->batches++;
-        if (r->dec.codec != NANOARROW_IPC_COMPRESSION_TYPE_NONE)
-            return WHY(r, "%s: record batch %lld is compressed (lz4 or zstd), which sluice does not read: write "
-                       "the file uncompressed", r->file, (long long)r->batches);
+        const char *bad;
+        if (r->dec.codec != NANOARROW_IPC_COMPRESSION_TYPE_NONE &&
+            (bad = check_claims(r->header.data + 8, r->body.data, r->body_limit)))
+            return WHY(r, "%s: record batch %lld holds %s (%lld bytes)", r->file, (long long)r->batches, bad,
+                       (long long)r->body_limit);
         struct ArrowBufferView body = {.data.data = r->body.data, .size_bytes = (int64_t)r->body.len};
         struct ArrowArrayView *v;
         if (ArrowIpcDecoderDecodeArrayView(&r->dec, body, -1, &v, &err) != NANOARROW_OK ||
@@ -684,6 +738,8 @@ static int64_t arrow_count(const char *file, const sl_source_params *p, const at
 {
     source_reader *r = NULL;
     char *why = NULL;
+    if (sl_s3_is_url(file) || strstr(file, "://"))
+        return -1; /* a request per batch header: not worth a progress total */
     if (arrow_open(file, file, p, &r, &why) != SL_OK)
         return -1;
     if (why) { /* the one failed row naming the file */

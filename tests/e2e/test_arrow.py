@@ -1,12 +1,13 @@
 """End-to-end tests of Arrow IPC inputs (docs/inputs.md, io/source_arrow.c):
 a Hugging Face dataset as save_to_disk leaves it (stream-format .arrow
-shards, several record batches), pyarrow's file format, every kind of image
-column, every column passed through as pyarrow reads it, and broken files
-as failed rows naming the file and the cause, with no sanitizer report."""
+shards, several record batches), pyarrow's file format, Feather's lz4 and
+zstd-compressed batches, every kind of image column, every column passed
+through as pyarrow reads it, and broken files as failed rows naming the
+file and the cause, with no sanitizer report. test_s3.py reads one from a
+bucket."""
 import datetime
 import io
-import json
-import pathlib
+import struct
 
 import pytest
 
@@ -87,6 +88,23 @@ def expected(table):
     return want
 
 
+def check_rows(rows, name, table, folder_offset=0):
+    """rows (by id) hold name's rows as expected(table) says, each with its
+    image read."""
+    for i, want in enumerate(expected(table)):
+        row = rows[f"{name}:{i}"]
+        assert row["error"] is None, row
+        assert "blob" not in row and "image" not in row
+        for col, value in want.items():
+            got = row[col]
+            if col in ("score", "big"):  # float32; uint64 past 2^63 is a double in JSON
+                assert got == pytest.approx(value), (col, got, value)
+            else:
+                assert got == value, (name, i, col, got, value)
+        src = JPEGS[(folder_offset + i) % len(JPEGS)]
+        assert row["input_bytes"] == src.stat().st_size
+
+
 def test_a_dataset_saved_to_disk(sluice, tmp_path):
     ds = tmp_path / "ds"
     ds.mkdir()
@@ -105,18 +123,32 @@ def test_a_dataset_saved_to_disk(sluice, tmp_path):
     last = [l for l in r.stderr.splitlines() if l.startswith("progress:")][-1]
     assert "12 of 12 (100%)" in last, last
     for k, t in enumerate(tables):
-        for i, want in enumerate(expected(t)):
-            row = rows[f"data-0000{k}-of-00002.arrow:{i}"]
-            assert row["error"] is None, row
-            assert "blob" not in row and "image" not in row
-            for col, value in want.items():
-                got = row[col]
-                if col in ("score", "big"):  # float32; uint64 past 2^63 is a double in JSON
-                    assert got == pytest.approx(value), (col, got, value)
-                else:
-                    assert got == value, (k, i, col, got, value)
-            src = JPEGS[(7 * k + i) % len(JPEGS)]
-            assert row["input_bytes"] == src.stat().st_size
+        check_rows(rows, f"data-0000{k}-of-00002.arrow", t, 7 * k)
+
+
+def test_compressed_batches(sluice, tmp_path):
+    """Feather as pandas and pyarrow write it by default (the file format,
+    lz4-compressed buffers) and a zstd-compressed stream: every row and
+    column as in an uncompressed file, progress totals from the headers."""
+    import pyarrow.feather as feather
+    table = dataset_table(0, 9, tmp_path)
+    feather.write_feather(table, str(tmp_path / "lz4.feather"), chunksize=4)
+    assert ipc.open_file(str(tmp_path / "lz4.feather")).num_record_batches == 3
+    with ipc.new_stream(str(tmp_path / "zstd.arrow"), table.schema,
+                        options=ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(table, max_chunksize=2)
+    # Compression took: the bytes of the images (much alike) are not stored plain.
+    assert JPEGS[0].read_bytes()[:4096] not in (tmp_path / "lz4.feather").read_bytes()
+    r = sluice.run("caption", str(tmp_path / "lz4.feather"), str(tmp_path / "zstd.arrow"), "-o", tmp_path / "o",
+                   "--dry-run", "--metrics-addr", "off", "--progress-every", "0.05")
+    assert r.returncode == 0, r.stderr
+    assert not any(m in r.stderr for m in SANITIZER_MARKS), r.stderr
+    last = [l for l in r.stderr.splitlines() if l.startswith("progress:")][-1]
+    assert "18 of 18 (100%)" in last, last
+    rows = by_id(read_rows(tmp_path / "o"))
+    assert len(rows) == 18
+    check_rows(rows, "lz4.feather", table)
+    check_rows(rows, "zstd.arrow", table)
 
 
 def test_the_file_format_and_every_image_kind(sluice, tmp_path):
@@ -153,18 +185,26 @@ def test_the_file_format_and_every_image_kind(sluice, tmp_path):
 
 def test_broken_files_fail_alone(sluice, tmp_path):
     """A stream cut inside a batch gives the rows before it and one failed
-    row; a file that is no Arrow, a compressed one, one with a dictionary
-    column and one without an image column each fail as one row naming the
-    file and the cause; the good file beside them is read whole."""
+    row; a file that is no Arrow, a compressed one whose buffer claims to
+    decompress to 2^40 bytes (refused before anything is allocated for it),
+    one with a dictionary column and one without an image column each fail
+    as one row naming the file and the cause; the good file beside them is
+    read whole."""
     good = dataset_table(0, 6, tmp_path)
     write_stream(tmp_path / "good.arrow", good, 2)
     data = (tmp_path / "good.arrow").read_bytes()
     (tmp_path / "cut.arrow").write_bytes(data[:len(data) * 2 // 3])
     (tmp_path / "noise.arrow").write_bytes(b"not an arrow file at all " * 10)
+    # One int64 column of 1000 values: its data buffer's 8-byte size prefix
+    # (8000) is the one such value in the file.
+    paths = pa.table({"path": pa.array([f"p{i}.jpg" for i in range(1000)]),
+                      "x": pa.array(range(1000), pa.int64())})
     buf = io.BytesIO()
-    with ipc.new_stream(buf, good.schema, options=ipc.IpcWriteOptions(compression="zstd")) as w:
-        w.write_table(good)
-    (tmp_path / "zstd.arrow").write_bytes(buf.getvalue())
+    with ipc.new_stream(buf, paths.schema, options=ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(paths)
+    data = buf.getvalue()
+    assert data.count(struct.pack("<q", 8000)) == 1
+    (tmp_path / "huge.arrow").write_bytes(data.replace(struct.pack("<q", 8000), struct.pack("<q", 1 << 40)))
     dict_table = pa.table({"image": good["image"], "kind": pa.array(["a", "b", "a", "b", "a", "b"]).dictionary_encode()})
     write_stream(tmp_path / "dict.arrow", dict_table, 6)
     write_stream(tmp_path / "noimage.arrow", pa.table({"x": [1, 2]}), 2)
@@ -179,7 +219,7 @@ def test_broken_files_fail_alone(sluice, tmp_path):
     cut_bad = [row for row in by["cut.arrow"] if row["error"]]
     assert 2 <= len(cut_ok) < 6 and len(cut_bad) == 1
     assert "cut.arrow" in cut_bad[0]["error"] and "past the file's end (truncated" in cut_bad[0]["error"]
-    causes = {"noise.arrow": "not an Arrow IPC file", "zstd.arrow": "compressed",
+    causes = {"noise.arrow": "not an Arrow IPC file", "huge.arrow": "claiming more than the limit",
               "dict.arrow": "a dictionary-encoded column", "noimage.arrow": "no image column"}
     for name, cause in causes.items():
         assert len(by[name]) == 1, by[name]

@@ -36,6 +36,19 @@ def parquet(images, first_label, row_group_size=2):
     return buf.getvalue()
 
 
+def arrow_stream(images, first_label):
+    """A shard as datasets' save_to_disk writes it: the Arrow stream format,
+    record batches of two rows."""
+    import pyarrow.ipc as ipc
+    buf = io.BytesIO()
+    table = pa.table({
+        "image": pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in images], IMAGE),
+        "label": pa.array(range(first_label, first_label + len(images)), pa.int64())})
+    with ipc.new_stream(buf, table.schema) as w:
+        w.write_table(table, max_chunksize=2)
+    return buf.getvalue()
+
+
 def lists_parquet(images):
     """A Sequence(Image()) column as the datasets library writes it:
     list<struct<bytes, path>>."""
@@ -83,6 +96,11 @@ def hub():
                                                    (f"s{k}.txt", f"alt {k}".encode()))]),
             "shards/001.tar": wds_shard([("t0.jpg", imgs[3].read_bytes())]),
             "meta.json": b"{}"})
+        h.add_dataset("org/saved", {
+            "train/data-00000-of-00002.arrow": arrow_stream(imgs[:3], 0),
+            "train/data-00001-of-00002.arrow": arrow_stream(imgs[3:5], 3),
+            "train/dataset_info.json": b"{}", "train/state.json": b"{}",
+            "shards/000.tar": wds_shard([("a.jpg", imgs[0].read_bytes())])})
         h.add_dataset("org/secret", {"data/x.parquet": parquet(imgs[:1], 0)}, private=True)
         h.add_dataset("org/odd", {"data/train 00.parquet": parquet(imgs[:1], 80),
                                   "data/50%#1?.parquet": parquet(imgs[1:2], 90)})
@@ -213,6 +231,22 @@ def test_a_dataset_of_tar_shards(sluice, hub, tmp_path):
     gets = [q for q in data_requests(hub) if q["method"] == "GET"]
     assert gets and all(q["range"] for q in gets)
     assert all(q["auth"] is None for q in hub.requests)  # no HF_TOKEN: none sent
+
+
+def test_a_dataset_saved_to_disk_and_uploaded(sluice, hub, tmp_path):
+    """No Parquet file but Arrow files (a save_to_disk folder uploaded):
+    those, not the tar shard beside them, read in place by ranged GETs;
+    ids from the repository path, every column there."""
+    r = caption(sluice, hub, "hf://datasets/org/saved", "-o", tmp_path / "o")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {row["id"]: row for row in read_rows(tmp_path / "o")}
+    assert set(rows) == {f"train/data-00000-of-00002.arrow:{i}" for i in range(3)} | \
+        {f"train/data-00001-of-00002.arrow:{i}" for i in range(2)}
+    assert all(row["error"] is None and row["caption"] for row in rows.values()), rows
+    assert sorted(row["label"] for row in rows.values()) == list(range(5))
+    gets = [q for q in data_requests(hub) if q["method"] == "GET"]
+    assert gets and all(q["range"] for q in gets), gets
+    assert not [q for q in gets if ".tar" in q["path"] or ".json" in q["path"]]
 
 
 @pytest.mark.parametrize("ref,env,token,words", [

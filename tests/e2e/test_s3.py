@@ -519,6 +519,60 @@ def test_parquet_in_a_bucket_is_read_by_ranges(store, sluice, tmp_path):
         proxy.close()
 
 
+def test_arrow_files_in_a_bucket_are_read_by_ranges(store, sluice, tmp_path):
+    """A Feather file (lz4-compressed batches) and a dataset's stream-format
+    shard in a bucket: read by ranged GETs, no copy in TMPDIR, each batch's
+    header and body in a request or two, every row and column there; a
+    missing object fails one row naming it."""
+    import io
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.ipc as ipc
+    env, client = store
+    client.create_bucket(Bucket="arrows")
+    from PIL import Image
+    images = sample_images()[:3] * 4
+    sizes = [Image.open(p).size for p in images]
+    table = pa.table({"image": pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in images],
+                                        pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                      "label": pa.array(range(12), pa.int64())})
+    feather_buf, stream_buf = io.BytesIO(), io.BytesIO()
+    feather.write_feather(table, feather_buf, chunksize=3)
+    with ipc.new_stream(stream_buf, table.schema) as w:
+        w.write_table(table, max_chunksize=4)
+    client.put_object(Bucket="arrows", Key="ds/a.feather", Body=feather_buf.getvalue())
+    client.put_object(Bucket="arrows", Key="ds/data-00000-of-00001.arrow", Body=stream_buf.getvalue())
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    try:
+        r, seen = run_watching_tmp(sluice, dict(env, AWS_ENDPOINT_URL=proxy.url), tmp_path,
+                                   "s3://arrows/ds/a.feather", "s3://arrows/ds/data-00000-of-00001.arrow",
+                                   "-o", tmp_path / "o")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert not seen, seen
+        rows = read_rows(tmp_path / "o")
+        for name in ("a.feather", "data-00000-of-00001.arrow"):
+            mine = {row["id"]: row for row in rows if row["id"].startswith(name + ":")}
+            assert sorted(mine) == sorted(f"{name}:{i}" for i in range(12)), sorted(mine)
+            assert all(row["error"] is None for row in mine.values()), mine
+            assert [mine[f"{name}:{i}"]["label"] for i in range(12)] == list(range(12))
+            assert [(mine[f"{name}:{i}"]["source_width"], mine[f"{name}:{i}"]["source_height"])
+                    for i in range(12)] == sizes
+            assert all(row["caption"] for row in mine.values())
+        for key, size, batches in (("a.feather", len(feather_buf.getvalue()), 4),
+                                   ("data-00000-of-00001.arrow", len(stream_buf.getvalue()), 3)):
+            gets = proxy.gets(f"/arrows/ds/{key}")
+            assert gets and all(rng is not None for _, _, rng, _, _ in gets), gets
+            # The size query, then per batch at most a header block and its body.
+            assert len(gets) <= 1 + 2 * batches + 2, gets
+            assert sum(n for *_, n in gets) < 2 * size
+    finally:
+        proxy.close()
+    r = caption_env(sluice, env, "s3://arrows/ds/none.arrow", "-o", tmp_path / "m", "--dry-run")
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = read_rows(tmp_path / "m")
+    assert len(rows) == 1 and "s3://arrows/ds/none.arrow" in rows[0]["error"], rows
+
+
 def test_tar_shards_in_a_bucket_are_streamed(store, sluice, tmp_path):
     """Tar shards in a bucket are read by ranged GETs in turn, never copied:
     samples right, the progress total from the headers right, and a large

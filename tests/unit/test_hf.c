@@ -240,6 +240,18 @@ static void choosing_files(void **state)
     assert_int_equal(hf_select(&l, ""), 6);
     assert_string_equal(l.files[0].path, "a.tar");
     assert_true(has(&l, "e.tar.zst") && has(&l, "f.tgz") && !has(&l, "g.gz") && !has(&l, "notes.txt"));
+    /* No Parquet but Arrow files (save_to_disk's folder uploaded): those, not the tars. */
+    const char *saved[] = {"train/state.json", "train/data-00001-of-00002.arrow", "train/data-00000-of-00002.arrow",
+                           "train/dataset_info.json", "old.tar", "x.arrow.bak"};
+    fill(&l, saved, 6);
+    assert_int_equal(hf_select(&l, ""), 2);
+    assert_string_equal(l.files[0].path, "train/data-00000-of-00002.arrow");
+    assert_false(has(&l, "old.tar") || has(&l, "x.arrow.bak"));
+    /* ... and Parquet beside them wins. */
+    const char *both[] = {"a.arrow", "b.parquet"};
+    fill(&l, both, 2);
+    assert_int_equal(hf_select(&l, ""), 1);
+    assert_string_equal(l.files[0].path, "b.parquet");
     hf_listing_clear(&l);
 }
 
