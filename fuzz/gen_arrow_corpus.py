@@ -1,7 +1,8 @@
 """Writes the seeds of fuzz/corpus/arrow/: small Arrow IPC files from
 pyarrow (the stream format Hugging Face datasets writes, the file format,
 several record batches, nulls, the image struct, a list of images, nested
-lists, structs and maps; lz4 and zstd-compressed batches).
+lists, structs and maps; dictionary-encoded columns; lz4 and
+zstd-compressed batches).
 
     .venv/bin/python fuzz/gen_arrow_corpus.py
 """
@@ -32,6 +33,11 @@ def tables():
         "s": pa.array([{"a": 1, "b": "x"}, None, {"a": None, "b": None}],
                       pa.struct([("a", pa.int16()), ("b", pa.large_string())])),
         "t": pa.array([0, None, 2], pa.timestamp("ms")),
+    })
+    yield "dict", pa.table({
+        "path": pa.array(["a.png", "b.png", None]),
+        "kind": pa.array(["x", None, "x"]).dictionary_encode(),
+        "tags": pa.array([["p", "q"], None, []]).cast(pa.list_(pa.dictionary(pa.int8(), pa.string()))),
     })
     yield "paths", pa.table({"url": pa.array(["https://example.com/a.jpg", "b.jpg", None]),
                              "u": pa.array([1, 2, 2 ** 63], pa.uint64()), "f": pa.array([True, None, False])})

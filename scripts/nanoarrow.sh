@@ -7,7 +7,10 @@
 # pinned nanoarrow sdist (scripts/versions.sh) is built into
 #   ${SLUICE_CACHE:-~/.cache/sluice}/nanoarrow/<version>/prefix
 # with the zstd and lz4 codecs of compressed record batches (pyarrow's
-# Feather default is lz4), from the system's libzstd and liblz4.
+# Feather default is lz4), from the system's libzstd and liblz4, and one
+# fix of ours (nanoarrow-dictionary-codec.patch: 0.9.0 decodes a compressed
+# dictionary batch as if it were not compressed; pandas' categoricals in a
+# Feather file are such batches).
 # A complete prefix (its stamp naming this build) is reused as is.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,7 +34,7 @@ fi
 root=${SLUICE_CACHE:-$HOME/.cache/sluice}/nanoarrow/$NANOARROW_VERSION
 prefix=$root/prefix
 stamp=$prefix/.sluice-complete
-build_id="nanoarrow $NANOARROW_VERSION ipc zstd lz4"
+build_id="nanoarrow $NANOARROW_VERSION ipc zstd lz4 dictionary-codec"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$build_id" ] && has_prefix "$prefix"; then
     say "reusing cached build $prefix"
     echo "$prefix"; exit 0
@@ -62,6 +65,8 @@ flatcc=$(ls -d "$src"/subprojects/flatcc-*/ 2>/dev/null | head -n 1)
 mkdir -p "$na/thirdparty" "$na/cmake"
 ln -sfn "$flatcc" "$na/thirdparty/flatcc"
 [ -f "$na/cmake/config.cmake.in" ] || echo '@PACKAGE_INIT@' >"$na/cmake/config.cmake.in"
+patch -s -d "$na" -p1 <"$here/nanoarrow-dictionary-codec.patch" ||
+    die "scripts/nanoarrow-dictionary-codec.patch does not apply to nanoarrow $NANOARROW_VERSION: see whether that version still needs it"
 
 say "building nanoarrow $NANOARROW_VERSION with IPC into $prefix"
 cmake -S "$na" -B "$root/build" -DCMAKE_BUILD_TYPE=Release -DNANOARROW_IPC=ON \

@@ -18,7 +18,7 @@ die() { echo "[setup] error: $*" >&2; exit 1; }
 
 # 1. Debian packages ---------------------------------------------------------
 packages=(
-    build-essential cmake pkg-config git ca-certificates
+    build-essential cmake pkg-config git ca-certificates patch
     python3 python3-venv python3-pip
     libvips-dev libjansson-dev libcmocka-dev libjpeg62-turbo-dev libexif-dev
     libmicrohttpd-dev prometheus

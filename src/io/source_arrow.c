@@ -13,8 +13,10 @@
  * (check_message) before it is decoded, and a batch is validated in full
  * before a value of it is used; a compressed body's buffers are decompressed
  * only when the sizes they claim add up to no more than the limit of an
- * uncompressed one. Dictionary-encoded columns are refused, naming the file.
- * An unreadable file or batch is an error item naming it and the batch; the
+ * uncompressed one. Dictionary-encoded columns (pandas categoricals) pass
+ * through as their values; a dictionary batch replaces its dictionary
+ * (deltas, which would grow one without bound, are refused). An
+ * unreadable file or batch is an error item naming it and the batch; the
  * rest of that file is skipped. */
 #include <stdio.h>
 #include <string.h>
@@ -51,9 +53,13 @@ struct source_reader {
     struct ArrowIpcDecoder dec;
     bool dec_ready;
     struct ArrowSchema schema; /* release NULL until the schema message */
+    struct ArrowIpcDictionaryEncodings encodings; /* the schema's dictionary fields */
+    struct ArrowIpcDictionaries dicts;            /* their current values */
+    bool encodings_ready, dicts_ready;
     sl_buf header, body;
     struct ArrowArrayView *batch; /* the decoder's, over body; NULL between batches */
     int64_t batches, row, base;   /* batches read; row within the batch; rows before it */
+    int64_t dict_batches;
     int image_col;                /* the top-level column of the image(s) */
     bool skip_bodies;             /* counting: bodies are passed over, not read */
     int64_t batch_rows;           /* the last record batch message's rows */
@@ -68,6 +74,10 @@ static void arrow_close(source_reader *r)
     sl_ranged_free(r->io);
     if (r->dec_ready)
         ArrowIpcDecoderReset(&r->dec);
+    if (r->dicts_ready)
+        ArrowIpcDictionariesReset(&r->dicts);
+    if (r->encodings_ready)
+        ArrowIpcDictionaryEncodingsReset(&r->encodings);
     if (r->schema.release)
         r->schema.release(&r->schema);
     sl_buf_free(&r->header);
@@ -193,8 +203,9 @@ static bool read_exact(source_reader *r, void *dst, size_t len)
  * it decodes: absent tables, buffers inside the body and aligned to 8 bytes
  * (the format requires it), lengths and fixed sizes small enough that no
  * product overflows (MAX_LENGTH rows a column, MAX_FIXED_SIZE bytes or
- * elements a fixed-size value), and what sluice does not read
- * (dictionaries, compression other than lz4 or zstd buffers). */
+ * elements a fixed-size value), a dictionary batch's record batch, and
+ * what sluice does not read (delta dictionaries, compression other than
+ * lz4 or zstd buffers). */
 #define MAX_LENGTH ((int64_t)1 << 31)
 #define MAX_FIXED_SIZE (1 << 20)
 #define ns(x) FLATBUFFERS_WRAP_NAMESPACE(org_apache_arrow_flatbuf, x)
@@ -227,37 +238,19 @@ static const char *check_fields(ns(Field_vec_t) fields, int depth)
             (type == ns(Type_FixedSizeList) &&
              (ns(FixedSizeList_listSize(t)) < 0 || ns(FixedSizeList_listSize(t)) > MAX_FIXED_SIZE)))
             return "a fixed-size type over 1 MiB or 1M elements a value";
-        if (ns(Field_dictionary(f)))
-            return "a dictionary-encoded column (not read: decode it with pyarrow first, "
-                   "column.dictionary_decode())";
+        ns(DictionaryEncoding_table_t) d = ns(Field_dictionary(f));
+        if (d && !ns(DictionaryEncoding_indexType(d)))
+            return "a dictionary-encoded field without its index type";
         if ((why = check_metadata(ns(Field_custom_metadata(f)))) || (why = check_fields(ns(Field_children(f)), depth + 1)))
             return why;
     }
     return NULL;
 }
 
-/* The message's flatbuffer (fb, verified by nanoarrow) and the body size it
- * claims: NULL when nanoarrow may decode it, else why not. */
-static const char *check_message(const void *fb)
+/* A record batch's table (of a record or dictionary batch message): NULL
+ * when nanoarrow may decode it over a body of `body` bytes. */
+static const char *check_batch(ns(RecordBatch_table_t) rb, int64_t body)
 {
-    ns(Message_table_t) m = ns(Message_as_root(fb));
-    if (!m)
-        return "a message without its table";
-    int type = ns(Message_header_type(m));
-    const void *header = ns(Message_header_get(m));
-    if (type != ns(MessageHeader_NONE) && !header)
-        return "a message without its header";
-    const char *why = check_metadata(ns(Message_custom_metadata(m)));
-    if (why)
-        return why;
-    if (type == ns(MessageHeader_Schema)) {
-        ns(Schema_table_t) sc = header;
-        return (why = check_metadata(ns(Schema_custom_metadata(sc)))) ? why : check_fields(ns(Schema_fields(sc)), 0);
-    }
-    if (type != ns(MessageHeader_RecordBatch))
-        return NULL; /* not decoded: a dictionary batch is skipped, others carry no rows */
-    ns(RecordBatch_table_t) rb = header;
-    int64_t body = ns(Message_bodyLength(m));
     ns(BodyCompression_table_t) c = ns(RecordBatch_compression(rb));
     if (c && ((ns(BodyCompression_codec(c)) != ns(CompressionType_LZ4_FRAME) &&
                ns(BodyCompression_codec(c)) != ns(CompressionType_ZSTD)) ||
@@ -285,13 +278,46 @@ static const char *check_message(const void *fb)
     return NULL;
 }
 
+/* The message's flatbuffer (fb, verified by nanoarrow) and the body size it
+ * claims: NULL when nanoarrow may decode it, else why not. */
+static const char *check_message(const void *fb)
+{
+    ns(Message_table_t) m = ns(Message_as_root(fb));
+    if (!m)
+        return "a message without its table";
+    int type = ns(Message_header_type(m));
+    const void *header = ns(Message_header_get(m));
+    if (type != ns(MessageHeader_NONE) && !header)
+        return "a message without its header";
+    const char *why = check_metadata(ns(Message_custom_metadata(m)));
+    if (why)
+        return why;
+    if (type == ns(MessageHeader_Schema)) {
+        ns(Schema_table_t) sc = header;
+        return (why = check_metadata(ns(Schema_custom_metadata(sc)))) ? why : check_fields(ns(Schema_fields(sc)), 0);
+    }
+    int64_t body = ns(Message_bodyLength(m));
+    if (type == ns(MessageHeader_DictionaryBatch)) {
+        if (ns(DictionaryBatch_isDelta((ns(DictionaryBatch_table_t))header)))
+            return "a delta dictionary batch (not read: write the file without dictionary deltas)";
+        ns(RecordBatch_table_t) data = ns(DictionaryBatch_data((ns(DictionaryBatch_table_t))header));
+        return data ? check_batch(data, body) : "a dictionary batch without its values";
+    }
+    return type == ns(MessageHeader_RecordBatch) ? check_batch(header, body)
+                                                 : NULL; /* not decoded: no rows in it */
+}
+
+
 /* For a compressed record batch (its message fb checked by check_message,
  * its body read): NULL when the sizes its buffers claim decompressed add up
  * to at most limit bytes, else why not. nanoarrow allocates what a buffer
  * claims before it decompresses it. */
 static const char *check_claims(const void *fb, const uint8_t *body, int64_t limit)
 {
-    ns(RecordBatch_table_t) rb = ns(Message_header_get(ns(Message_as_root(fb))));
+    ns(Message_table_t) m = ns(Message_as_root(fb));
+    ns(RecordBatch_table_t) rb = ns(Message_header_get(m));
+    if (ns(Message_header_type(m)) == ns(MessageHeader_DictionaryBatch))
+        rb = ns(DictionaryBatch_data((ns(DictionaryBatch_table_t))rb));
     ns(Buffer_vec_t) bufs = ns(RecordBatch_buffers(rb));
     int64_t all = 0;
     for (size_t i = 0; i < ns(Buffer_vec_len(bufs)); i++) {
@@ -419,12 +445,14 @@ static sl_status read_schema(source_reader *r, char **why)
     if (eos || r->dec.message_type != NANOARROW_IPC_MESSAGE_TYPE_SCHEMA)
         return WHY(r, "%s: an Arrow IPC stream begins with its schema; this one does not (not an Arrow file, or a "
                    "corrupt one)", r->file);
-    if (ArrowIpcDecoderDecodeSchema(&r->dec, &r->schema, &err) != NANOARROW_OK ||
-        ArrowIpcDecoderSetSchema(&r->dec, &r->schema, &err) != NANOARROW_OK)
-        return WHY(r, "%s: its schema cannot be read: %s%s", r->file, err.message,
-                   strstr(err.message, "ictionar") ? " (dictionary-encoded columns are not read: decode them with "
-                                                     "pyarrow first, column.dictionary_decode())"
-                                                   : "");
+    ArrowIpcDictionaryEncodingsInit(&r->encodings);
+    r->encodings_ready = true;
+    if (ArrowIpcDecoderDecodeSchemaWithDictionaries(&r->dec, &r->schema, &r->encodings, &err) != NANOARROW_OK ||
+        ArrowIpcDecoderSetSchemaWithDictionaries(&r->dec, &r->schema, &r->encodings, &err) != NANOARROW_OK)
+        return WHY(r, "%s: its schema cannot be read: %s", r->file, err.message);
+    if (ArrowIpcDictionariesInit(&r->dicts, &r->encodings, &err) != NANOARROW_OK)
+        return WHY(r, "%s: its dictionaries cannot be set up: %s", r->file, err.message);
+    r->dicts_ready = true;
     return choose_image(r, why);
 }
 
@@ -507,6 +535,8 @@ static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayVi
 {
     if (depth > 64 || ArrowArrayViewIsNull(v, i))
         return json_null();
+    if (v->dictionary && s->dictionary) /* the index, checked against the dictionary by validation */
+        return value_json(s->dictionary, v->dictionary, ArrowArrayViewGetIntUnsafe(v, i), depth + 1);
     switch (v->storage_type) {
     case NANOARROW_TYPE_BOOL: return json_boolean(ArrowArrayViewGetIntUnsafe(v, i));
     case NANOARROW_TYPE_INT8:
@@ -664,19 +694,28 @@ static sl_status next_batch(source_reader *r, char **why)
             r->ended = true;
             return SL_OK;
         }
-        if (r->dec.message_type != NANOARROW_IPC_MESSAGE_TYPE_RECORD_BATCH)
-            continue; /* no rows in it (a schema with dictionaries is refused) */
-        r->batches++;
+        bool dict = r->dec.message_type == NANOARROW_IPC_MESSAGE_TYPE_DICTIONARY_BATCH;
+        if (!dict && r->dec.message_type != NANOARROW_IPC_MESSAGE_TYPE_RECORD_BATCH)
+            continue; /* no rows in it */
+        const char *what = dict ? "dictionary batch" : "record batch";
+        int64_t nth = dict ? ++r->dict_batches : ++r->batches;
         const char *bad;
         if (r->dec.codec != NANOARROW_IPC_COMPRESSION_TYPE_NONE &&
             (bad = check_claims(r->header.data + 8, r->body.data, r->body_limit)))
-            return WHY(r, "%s: record batch %lld holds %s (%lld bytes)", r->file, (long long)r->batches, bad,
+            return WHY(r, "%s: %s %lld holds %s (%lld bytes)", r->file, what, (long long)nth, bad,
                        (long long)r->body_limit);
         struct ArrowBufferView body = {.data.data = r->body.data, .size_bytes = (int64_t)r->body.len};
+        if (dict) {
+            /* Its values are copied out of the body, which the next message reuses. */
+            if (ArrowIpcDecoderDecodeDictionary(&r->dec, body, NANOARROW_VALIDATION_LEVEL_FULL, &r->dicts, &err) !=
+                NANOARROW_OK)
+                return WHY(r, "%s: dictionary batch %lld is corrupt: %s", r->file, (long long)nth, err.message);
+            continue;
+        }
         struct ArrowArrayView *v;
-        if (ArrowIpcDecoderDecodeArrayView(&r->dec, body, -1, &v, &err) != NANOARROW_OK ||
+        if (ArrowIpcDecoderDecodeArrayViewWithDictionaries(&r->dec, body, -1, &r->dicts, &v, &err) != NANOARROW_OK ||
             ArrowArrayViewValidate(v, NANOARROW_VALIDATION_LEVEL_FULL, &err) != NANOARROW_OK)
-            return WHY(r, "%s: record batch %lld is corrupt: %s", r->file, (long long)r->batches, err.message);
+            return WHY(r, "%s: record batch %lld is corrupt: %s", r->file, (long long)nth, err.message);
         if (v->length == 0)
             continue;
         r->batch = v;

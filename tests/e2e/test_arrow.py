@@ -1,7 +1,8 @@
 """End-to-end tests of Arrow IPC inputs (docs/inputs.md, io/source_arrow.c):
 a Hugging Face dataset as save_to_disk leaves it (stream-format .arrow
 shards, several record batches), pyarrow's file format, Feather's lz4 and
-zstd-compressed batches, every kind of image column, every column passed
+zstd-compressed batches, dictionary-encoded columns (pandas categoricals),
+every kind of image column, every column passed
 through as pyarrow reads it, and broken files as failed rows naming the
 file and the cause, with no sanitizer report. test_s3.py reads one from a
 bucket."""
@@ -183,13 +184,66 @@ def test_the_file_format_and_every_image_kind(sluice, tmp_path):
     assert "a null list, no images" in rows["images.arrow:1"]["error"]
 
 
+def categorical_table(kinds):
+    images = [JPEGS[i % len(JPEGS)] for i in range(len(kinds))]
+    return pa.table({
+        "image": pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in images], IMG),
+        "kind": pa.array(kinds).dictionary_encode(),
+        "tags": pa.array([["x", "y"], ["y"], [], None][:len(kinds)]).cast(
+            pa.list_(pa.dictionary(pa.int8(), pa.string()))),
+    })
+
+
+def test_dictionary_encoded_columns(sluice, tmp_path):
+    """A pandas DataFrame with categorical columns as to_feather writes it
+    (dictionary batches, lz4-compressed), a stream whose second batch
+    replaces the dictionaries, and one that adds to them by a delta (refused
+    after the rows before it, naming the file): values as pyarrow reads
+    them."""
+    import pyarrow.feather as feather
+    first = categorical_table(["cat", "dog", "cat", None])
+    second = categorical_table(["emu", "emu", "fox", "cat"])
+    # What DataFrame.to_feather hands pyarrow for a pd.Categorical column.
+    df = pa.table({"path": [p.name for p in JPEGS[:3]],
+                   "split": pa.array(["train", "test", "train"]).dictionary_encode().cast(
+                       pa.dictionary(pa.int8(), pa.string())),
+                   "n": [1, 2, 3]})
+    for p in JPEGS[:3]:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    feather.write_feather(df, str(tmp_path / "pandas.feather"))
+    with ipc.new_stream(str(tmp_path / "replaced.arrow"), first.schema,
+                        options=ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(first)
+        w.write_table(second)
+    with ipc.new_stream(str(tmp_path / "delta.arrow"), first.schema,
+                        options=ipc.IpcWriteOptions(emit_dictionary_deltas=True)) as w:
+        w.write_table(first)
+        more = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2, 3], pa.int32()), pa.array(["cat", "dog", "hen", "owl"]))
+        w.write_table(pa.table({"image": first["image"], "kind": more, "tags": first["tags"]}))
+    r = dry_run(sluice, [tmp_path / "pandas.feather", tmp_path / "*.arrow"], tmp_path / "o")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(read_rows(tmp_path / "o"))
+    for i, want in enumerate(df.to_pylist()):
+        row = rows[f"pandas.feather:{i}"]
+        assert row["error"] is None and row["split"] == want["split"] and row["n"] == want["n"], row
+    for i, want in enumerate(first.to_pylist() + second.to_pylist()):
+        row = rows[f"replaced.arrow:{i}"]
+        assert row["error"] is None and row["kind"] == want["kind"] and row["tags"] == want["tags"], (i, row)
+    for i, want in enumerate(first.to_pylist()):
+        row = rows[f"delta.arrow:{i}"]
+        assert row["error"] is None and row["kind"] == want["kind"] and row["tags"] == want["tags"], (i, row)
+    bad = rows["delta.arrow:4"]["error"]
+    assert "delta.arrow" in bad and "a delta dictionary batch" in bad, bad
+    assert len(rows) == 3 + 8 + 5
+
+
 def test_broken_files_fail_alone(sluice, tmp_path):
     """A stream cut inside a batch gives the rows before it and one failed
     row; a file that is no Arrow, a compressed one whose buffer claims to
     decompress to 2^40 bytes (refused before anything is allocated for it),
-    one with a dictionary column and one without an image column each fail
-    as one row naming the file and the cause; the good file beside them is
-    read whole."""
+    one whose dictionary index points past its dictionary and one without
+    an image column each fail as one row naming the file and the cause; the
+    good file beside them is read whole."""
     good = dataset_table(0, 6, tmp_path)
     write_stream(tmp_path / "good.arrow", good, 2)
     data = (tmp_path / "good.arrow").read_bytes()
@@ -205,8 +259,14 @@ def test_broken_files_fail_alone(sluice, tmp_path):
     data = buf.getvalue()
     assert data.count(struct.pack("<q", 8000)) == 1
     (tmp_path / "huge.arrow").write_bytes(data.replace(struct.pack("<q", 8000), struct.pack("<q", 1 << 40)))
-    dict_table = pa.table({"image": good["image"], "kind": pa.array(["a", "b", "a", "b", "a", "b"]).dictionary_encode()})
-    write_stream(tmp_path / "dict.arrow", dict_table, 6)
+    # Indices 0..5 into a dictionary of two: the index buffer holds the one
+    # run of bytes 00..05 as int32s.
+    indices = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0, 1, 0, 1], pa.int32()), pa.array(["a", "b"]))
+    write_stream(tmp_path / "dict.arrow", pa.table({"image": good["image"], "kind": indices}), 6)
+    data = (tmp_path / "dict.arrow").read_bytes()
+    run = struct.pack("<6i", 0, 1, 0, 1, 0, 1)
+    assert data.count(run) == 1
+    (tmp_path / "dict.arrow").write_bytes(data.replace(run, struct.pack("<6i", 0, 1, 0, 1, 0, 5)))
     write_stream(tmp_path / "noimage.arrow", pa.table({"x": [1, 2]}), 2)
     r = dry_run(sluice, tmp_path / "*.arrow", tmp_path / "o")
     assert r.returncode == 3, r.stderr
@@ -220,7 +280,7 @@ def test_broken_files_fail_alone(sluice, tmp_path):
     assert 2 <= len(cut_ok) < 6 and len(cut_bad) == 1
     assert "cut.arrow" in cut_bad[0]["error"] and "past the file's end (truncated" in cut_bad[0]["error"]
     causes = {"noise.arrow": "not an Arrow IPC file", "huge.arrow": "claiming more than the limit",
-              "dict.arrow": "a dictionary-encoded column", "noimage.arrow": "no image column"}
+              "dict.arrow": "dictionary index", "noimage.arrow": "no image column"}
     for name, cause in causes.items():
         assert len(by[name]) == 1, by[name]
         err = by[name][0]["error"]
