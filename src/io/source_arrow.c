@@ -87,11 +87,33 @@ static void arrow_close(source_reader *r)
     sl_free(r);
 }
 
+static bool is_binary(enum ArrowType t);
+static bool is_string(enum ArrowType t);
+
+/* s's type; a dictionary-encoded string or binary column's is its values'
+ * (values_at reads them). */
 static enum ArrowType type_of(const struct ArrowSchema *s)
 {
     struct ArrowSchemaView sv;
     struct ArrowError err;
-    return ArrowSchemaViewInit(&sv, s, &err) == NANOARROW_OK ? sv.type : NANOARROW_TYPE_UNINITIALIZED;
+    if (ArrowSchemaViewInit(&sv, s, &err) != NANOARROW_OK)
+        return NANOARROW_TYPE_UNINITIALIZED;
+    if (sv.type == NANOARROW_TYPE_DICTIONARY && s->dictionary) {
+        enum ArrowType values = type_of(s->dictionary);
+        return is_string(values) || is_binary(values) ? values : sv.type;
+    }
+    return sv.type;
+}
+
+/* The view holding element *i of v: v, or for a dictionary-encoded value
+ * its dictionary, *i then the index (validated against it). */
+static const struct ArrowArrayView *values_at(const struct ArrowArrayView *v, int64_t *i)
+{
+    if (v && v->dictionary && !ArrowArrayViewIsNull(v, *i)) {
+        *i = ArrowArrayViewGetIntUnsafe(v, *i);
+        return v->dictionary;
+    }
+    return v;
 }
 
 static bool is_binary(enum ArrowType t)
@@ -617,8 +639,11 @@ static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const 
             path = v;
         }
     }
-    if (bytes && !ArrowArrayViewIsNull(bytes, i) && has_data(bytes)) {
-        struct ArrowBufferView b = ArrowArrayViewGetBytesUnsafe(bytes, i);
+    int64_t bi = i, pi = i;
+    bytes = values_at(bytes, &bi);
+    path = values_at(path, &pi);
+    if (bytes && !ArrowArrayViewIsNull(bytes, bi) && has_data(bytes)) {
+        struct ArrowBufferView b = ArrowArrayViewGetBytesUnsafe(bytes, bi);
         if (b.size_bytes > 0) {
             if ((uint64_t)b.size_bytes > r->p->max_item_bytes)
                 return sl_source_item_fail(one, "%s: the image is %lld bytes, over the limit of %zu", where,
@@ -630,8 +655,8 @@ static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const 
             return SL_OK;
         }
     }
-    if (path && !ArrowArrayViewIsNull(path, i) && has_data(path)) {
-        struct ArrowStringView sv = ArrowArrayViewGetStringUnsafe(path, i);
+    if (path && !ArrowArrayViewIsNull(path, pi) && has_data(path)) {
+        struct ArrowStringView sv = ArrowArrayViewGetStringUnsafe(path, pi);
         if (sv.size_bytes > 0) {
             char *value = sl_strndup(sv.data, (size_t)sv.size_bytes);
             if (!value)

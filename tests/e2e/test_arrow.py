@@ -8,6 +8,7 @@ file and the cause, with no sanitizer report. test_s3.py reads one from a
 bucket."""
 import datetime
 import io
+import pathlib
 import struct
 
 import pytest
@@ -199,12 +200,13 @@ def test_dictionary_encoded_columns(sluice, tmp_path):
     (dictionary batches, lz4-compressed), a stream whose second batch
     replaces the dictionaries, and one that adds to them by a delta (refused
     after the rows before it, naming the file): values as pyarrow reads
-    them."""
+    them, a categorical column of image paths read as paths."""
     import pyarrow.feather as feather
     first = categorical_table(["cat", "dog", "cat", None])
     second = categorical_table(["emu", "emu", "fox", "cat"])
-    # What DataFrame.to_feather hands pyarrow for a pd.Categorical column.
-    df = pa.table({"path": [p.name for p in JPEGS[:3]],
+    # What DataFrame.to_feather hands pyarrow for pd.Categorical columns:
+    # the image paths one of them (two rows share a file).
+    df = pa.table({"path": pa.array([JPEGS[0].name, JPEGS[1].name, JPEGS[0].name]).dictionary_encode(),
                    "split": pa.array(["train", "test", "train"]).dictionary_encode().cast(
                        pa.dictionary(pa.int8(), pa.string())),
                    "n": [1, 2, 3]})
@@ -226,6 +228,7 @@ def test_dictionary_encoded_columns(sluice, tmp_path):
     for i, want in enumerate(df.to_pylist()):
         row = rows[f"pandas.feather:{i}"]
         assert row["error"] is None and row["split"] == want["split"] and row["n"] == want["n"], row
+        assert row["path"] == str(tmp_path / want["path"]) and row["input_bytes"] == (tmp_path / want["path"]).stat().st_size
     for i, want in enumerate(first.to_pylist() + second.to_pylist()):
         row = rows[f"replaced.arrow:{i}"]
         assert row["error"] is None and row["kind"] == want["kind"] and row["tags"] == want["tags"], (i, row)
@@ -235,6 +238,49 @@ def test_dictionary_encoded_columns(sluice, tmp_path):
     bad = rows["delta.arrow:4"]["error"]
     assert "delta.arrow" in bad and "a delta dictionary batch" in bad, bad
     assert len(rows) == 3 + 8 + 5
+
+
+def test_what_datasets_and_pandas_write(sluice, tmp_path):
+    """The files themselves: a Dataset with an Image, a ClassLabel and a
+    LLaVA conversation saved by the datasets library's save_to_disk (two
+    shards), and a DataFrame with a categorical column written by pandas'
+    to_feather (lz4, dictionary batches): every row, its image and columns
+    as the libraries read them back."""
+    datasets = pytest.importorskip("datasets")
+    pd = pytest.importorskip("pandas")
+    from datasets import ClassLabel, Dataset, Features, Image, Value
+    paths = [str(p) for p in JPEGS[:6]]
+    ds = Dataset.from_dict(
+        {"image": paths, "text": [f"t{i}" for i in range(6)], "label": [i % 2 for i in range(6)],
+         "conversations": [[{"from": "human", "value": f"<image>\nQ{i}?"}, {"from": "gpt", "value": "A"}]
+                           for i in range(6)]},
+        features=Features({"image": Image(), "text": Value("string"), "label": ClassLabel(names=["a", "b"]),
+                           "conversations": [{"from": Value("string"), "value": Value("string")}]}))
+    ds.save_to_disk(str(tmp_path / "saved"), num_shards=2)
+    df = pd.DataFrame({"path": paths, "kind": pd.Categorical(["x", "y"] * 3), "n": range(6)})
+    df.to_feather(tmp_path / "pandas.feather")
+    r = sluice.run("caption", str(tmp_path / "saved" / "*.arrow"), "-o", tmp_path / "o", "--dry-run",
+                   "--metrics-addr", "off", "-q")
+    assert r.returncode == 0, r.stderr
+    rows = by_id(read_rows(tmp_path / "o"))
+    back = datasets.load_from_disk(str(tmp_path / "saved"))
+    assert len(rows) == len(back) == 6
+    shard_rows = [len(datasets.Dataset.from_file(str(f))) for f in sorted((tmp_path / "saved").glob("*.arrow"))]
+    ids = [f"data-0000{k}-of-00002.arrow:{i}" for k, n in enumerate(shard_rows) for i in range(n)]
+    for i, want in zip(ids, back.cast_column("image", Image(decode=False))):
+        row = rows[i]
+        assert row["error"] is None, row
+        assert row["input_bytes"] == len(want["image"]["bytes"])
+        assert (row["text"], row["label"], row["conversations"]) == (want["text"], want["label"],
+                                                                     want["conversations"])
+    r = dry_run(sluice, tmp_path / "pandas.feather", tmp_path / "p")
+    assert r.returncode == 0, r.stderr
+    rows = by_id(read_rows(tmp_path / "p"))
+    for i, want in enumerate(pd.read_feather(tmp_path / "pandas.feather").to_dict("records")):
+        row = rows[f"pandas.feather:{i}"]
+        assert row["error"] is None and row["path"] == want["path"], row
+        assert (row["kind"], row["n"]) == (want["kind"], want["n"])
+        assert row["input_bytes"] == pathlib.Path(want["path"]).stat().st_size
 
 
 def test_broken_files_fail_alone(sluice, tmp_path):
