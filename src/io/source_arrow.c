@@ -30,7 +30,6 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "io/ranged.h"
-#include "io/s3.h"
 #include "io/source_impl.h"
 
 /* A message's flatbuffer header may be at most this long. */
@@ -39,8 +38,9 @@
  * claim in all): a batch of images is many items. */
 #define MIN_BODY_LIMIT ((int64_t)1 << 30)
 /* A remote file's headers are read through blocks this long: a request per
- * batch, not three. */
+ * batch, not three; the count's (which skips bodies) through shorter ones. */
 #define REMOTE_BLOCK_BYTES (256u << 10)
+#define COUNT_BLOCK_BYTES (16u << 10)
 
 struct source_reader {
     sl_ranged *io;
@@ -795,15 +795,13 @@ static sl_status arrow_next(source_reader *r, sl_source_item *item, bool *done)
 }
 
 /* The rows the run will give: the record batches' lengths from their
- * headers (bodies passed over), or one for a file that cannot be opened;
- * a damaged file's count may differ from its rows (it only feeds
- * progress). */
+ * headers (bodies passed over: in a bucket, a short ranged GET a batch),
+ * or one for a file that cannot be opened; a damaged file's count may
+ * differ from its rows (it only feeds progress). */
 static int64_t arrow_count(const char *file, const sl_source_params *p, const atomic_bool *stop)
 {
     source_reader *r = NULL;
     char *why = NULL;
-    if (sl_s3_is_url(file) || strstr(file, "://"))
-        return -1; /* a request per batch header: not worth a progress total */
     if (arrow_open(file, file, p, &r, &why) != SL_OK)
         return -1;
     if (why) { /* the one failed row naming the file */
@@ -811,6 +809,10 @@ static int64_t arrow_count(const char *file, const sl_source_params *p, const at
         return 1;
     }
     r->skip_bodies = true;
+    if (sl_ranged_is_remote(r->io) && sl_ranged_set_readahead(r->io, COUNT_BLOCK_BYTES, COUNT_BLOCK_BYTES, 1) != SL_OK) {
+        arrow_close(r);
+        return -1;
+    }
     int64_t rows = 0;
     for (bool eos = false; !eos && !atomic_load(stop);) {
         if (read_message(r, &eos, &why) != SL_OK) {
