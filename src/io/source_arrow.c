@@ -14,8 +14,11 @@
  * before a value of it is used; a compressed body's buffers are decompressed
  * only when the sizes they claim add up to no more than the limit of an
  * uncompressed one. Dictionary-encoded columns (pandas categoricals) pass
- * through as their values; a dictionary batch replaces its dictionary
- * (deltas, which would grow one without bound, are refused). An
+ * through as their values: dictionaries of numbers, booleans, strings or
+ * bytes, each under its own id, a dictionary batch checked to hold just
+ * its values' node and buffers; a dictionary batch replaces its dictionary
+ * (deltas are refused) and all dictionaries together are held to the
+ * limit of one batch's bytes. An
  * unreadable file or batch is an error item naming it and the batch; the
  * rest of that file is skipped. */
 #include <stdio.h>
@@ -35,8 +38,20 @@
 /* A message's flatbuffer header may be at most this long. */
 #define MAX_HEADER_BYTES (16u << 20)
 /* A record batch's body at most (and what a compressed one's buffers may
- * claim in all): a batch of images is many items. */
+ * claim in all, and the current dictionaries take together): a batch of
+ * images is many items. */
 #define MIN_BODY_LIMIT ((int64_t)1 << 30)
+/* Dictionary-encoded fields in a schema at most. */
+#define MAX_DICTIONARIES 64
+
+/* A dictionary-encoded field: its id, the buffers a batch of its values
+ * has (nanoarrow 0.9.0 does not count a dictionary batch's), and the bytes
+ * its current values take. */
+typedef struct dict_slot {
+    int64_t id;
+    int buffers;
+    int64_t bytes;
+} dict_slot;
 /* A remote file's headers are read through blocks this long: a request per
  * batch, not three; the count's (which skips bodies) through shorter ones. */
 #define REMOTE_BLOCK_BYTES (256u << 10)
@@ -56,6 +71,9 @@ struct source_reader {
     struct ArrowIpcDictionaryEncodings encodings; /* the schema's dictionary fields */
     struct ArrowIpcDictionaries dicts;            /* their current values */
     bool encodings_ready, dicts_ready;
+    dict_slot slots[MAX_DICTIONARIES];
+    size_t n_slots;       /* from the schema message */
+    int64_t dict_bytes;   /* the slots' bytes together */
     sl_buf header, body;
     struct ArrowArrayView *batch; /* the decoder's, over body; NULL between batches */
     int64_t batches, row, base;   /* batches read; row within the batch; rows before it */
@@ -242,7 +260,38 @@ static const char *check_metadata(ns(KeyValue_vec_t) kvs)
     return NULL;
 }
 
-static const char *check_fields(ns(Field_vec_t) fields, int depth)
+/* Records a dictionary-encoded field f (of type `type`, table t): the
+ * value types sluice reads as dictionaries, each id once. */
+static const char *add_dictionary(source_reader *r, ns(Field_table_t) f, int type, int64_t id)
+{
+    int buffers = 0;
+    if (type == ns(Type_Int) || type == ns(Type_FloatingPoint) || type == ns(Type_Bool))
+        buffers = 2;
+    else if (type == ns(Type_Utf8) || type == ns(Type_LargeUtf8) || type == ns(Type_Binary) ||
+             type == ns(Type_LargeBinary))
+        buffers = 3;
+    if (!buffers || ns(Field_vec_len(ns(Field_children(f)))) != 0)
+        return "a dictionary of values other than numbers, booleans, strings or bytes";
+    for (size_t i = 0; i < r->n_slots; i++)
+        if (r->slots[i].id == id)
+            return "two dictionary-encoded fields sharing one dictionary id";
+    if (r->n_slots == MAX_DICTIONARIES)
+        return "more than 64 dictionary-encoded fields";
+    r->slots[r->n_slots++] = (dict_slot){id, buffers, 0};
+    return NULL;
+}
+
+static dict_slot *find_dictionary(source_reader *r, int64_t id)
+{
+    for (size_t i = 0; i < r->n_slots; i++)
+        if (r->slots[i].id == id)
+            return &r->slots[i];
+    return NULL;
+}
+
+/* r: where the schema's dictionary fields are recorded (NULL: a schema
+ * after the first, not decoded). */
+static const char *check_fields(source_reader *r, ns(Field_vec_t) fields, int depth)
 {
     if (depth > 64)
         return "fields nested more than 64 deep";
@@ -263,7 +312,10 @@ static const char *check_fields(ns(Field_vec_t) fields, int depth)
         ns(DictionaryEncoding_table_t) d = ns(Field_dictionary(f));
         if (d && !ns(DictionaryEncoding_indexType(d)))
             return "a dictionary-encoded field without its index type";
-        if ((why = check_metadata(ns(Field_custom_metadata(f)))) || (why = check_fields(ns(Field_children(f)), depth + 1)))
+        if (d && r && (why = add_dictionary(r, f, type, ns(DictionaryEncoding_id(d)))))
+            return why;
+        if ((why = check_metadata(ns(Field_custom_metadata(f)))) ||
+            (why = check_fields(r, ns(Field_children(f)), depth + 1)))
             return why;
     }
     return NULL;
@@ -301,8 +353,9 @@ static const char *check_batch(ns(RecordBatch_table_t) rb, int64_t body)
 }
 
 /* The message's flatbuffer (fb, verified by nanoarrow) and the body size it
- * claims: NULL when nanoarrow may decode it, else why not. */
-static const char *check_message(const void *fb)
+ * claims: NULL when nanoarrow may decode it, else why not. The first
+ * schema's dictionary fields are recorded in r. */
+static const char *check_message(source_reader *r, const void *fb)
 {
     ns(Message_table_t) m = ns(Message_as_root(fb));
     if (!m)
@@ -316,47 +369,63 @@ static const char *check_message(const void *fb)
         return why;
     if (type == ns(MessageHeader_Schema)) {
         ns(Schema_table_t) sc = header;
-        return (why = check_metadata(ns(Schema_custom_metadata(sc)))) ? why : check_fields(ns(Schema_fields(sc)), 0);
+        return (why = check_metadata(ns(Schema_custom_metadata(sc))))
+                   ? why
+                   : check_fields(r->schema.release ? NULL : r, ns(Schema_fields(sc)), 0);
     }
     int64_t body = ns(Message_bodyLength(m));
     if (type == ns(MessageHeader_DictionaryBatch)) {
         if (ns(DictionaryBatch_isDelta((ns(DictionaryBatch_table_t))header)))
             return "a delta dictionary batch (not read: write the file without dictionary deltas)";
         ns(RecordBatch_table_t) data = ns(DictionaryBatch_data((ns(DictionaryBatch_table_t))header));
-        return data ? check_batch(data, body) : "a dictionary batch without its values";
+        const dict_slot *slot = find_dictionary(r, ns(DictionaryBatch_id((ns(DictionaryBatch_table_t))header)));
+        if (!data)
+            return "a dictionary batch without its values";
+        if (!slot)
+            return "a dictionary batch of an id no field has";
+        if (ns(FieldNode_vec_len(ns(RecordBatch_nodes(data)))) != 1 ||
+            ns(Buffer_vec_len(ns(RecordBatch_buffers(data)))) != (size_t)slot->buffers)
+            return "a dictionary batch whose nodes or buffers are not its values'";
+        return check_batch(data, body);
     }
     return type == ns(MessageHeader_RecordBatch) ? check_batch(header, body)
                                                  : NULL; /* not decoded: no rows in it */
 }
 
 
-/* For a compressed record batch (its message fb checked by check_message,
- * its body read): NULL when the sizes its buffers claim decompressed add up
- * to at most limit bytes, else why not. nanoarrow allocates what a buffer
- * claims before it decompresses it. */
-static const char *check_claims(const void *fb, const uint8_t *body, int64_t limit)
+/* The bytes a record or dictionary batch's buffers take decoded (its
+ * message fb checked by check_message, its body read): a compressed one's
+ * as its buffers claim, which must add up to at most limit (nanoarrow
+ * allocates what a buffer claims before it decompresses it); -1 with *why
+ * when they do not. */
+static int64_t decoded_bytes(const void *fb, const uint8_t *body, int64_t limit, const char **why)
 {
     ns(Message_table_t) m = ns(Message_as_root(fb));
     ns(RecordBatch_table_t) rb = ns(Message_header_get(m));
     if (ns(Message_header_type(m)) == ns(MessageHeader_DictionaryBatch))
         rb = ns(DictionaryBatch_data((ns(DictionaryBatch_table_t))rb));
+    bool compressed = ns(RecordBatch_compression(rb)) != NULL;
     ns(Buffer_vec_t) bufs = ns(RecordBatch_buffers(rb));
     int64_t all = 0;
     for (size_t i = 0; i < ns(Buffer_vec_len(bufs)); i++) {
         ns(Buffer_struct_t) b = ns(Buffer_vec_at(bufs, i));
-        if (ns(Buffer_length(b)) == 0)
-            continue;
-        if (ns(Buffer_length(b)) < 8)
-            return "a compressed buffer shorter than its 8-byte size";
-        int64_t claim;
-        memcpy(&claim, body + ns(Buffer_offset(b)), sizeof claim); /* little-endian, as nanoarrow reads it */
-        if (claim == -1)
-            continue; /* stored uncompressed */
-        if (claim < 0 || claim > limit - all)
-            return "compressed buffers claiming more than the limit of a batch's bytes decompressed";
+        int64_t len = ns(Buffer_length(b)), claim = len; /* within the body: check_batch */
+        if (compressed && len > 0) {
+            if (len < 8) {
+                *why = "a compressed buffer shorter than its 8-byte size";
+                return -1;
+            }
+            memcpy(&claim, body + ns(Buffer_offset(b)), sizeof claim); /* little-endian, as nanoarrow reads it */
+            if (claim == -1)
+                claim = len - 8; /* stored uncompressed */
+            else if (claim < 0 || claim > limit - all) {
+                *why = "compressed buffers claiming more than the limit of a batch's bytes decompressed";
+                return -1;
+            }
+        }
         all += claim;
     }
-    return NULL;
+    return all;
 }
 
 /* The rows a record batch message (checked by check_message) holds. */
@@ -424,7 +493,7 @@ static sl_status read_message(source_reader *r, bool *eos, char **why)
     int64_t at = r->pos - (int64_t)(prefix_len + (size_t)meta);
     if (ArrowIpcDecoderVerifyHeader(&r->dec, view, &err) != NANOARROW_OK)
         return WHY(r, "%s: a corrupt or unsupported message at byte %lld: %s", r->file, (long long)at, err.message);
-    const char *bad = check_message(r->header.data + 8);
+    const char *bad = check_message(r, r->header.data + 8);
     if (bad)
         return WHY(r, "%s: the message at byte %lld holds %s", r->file, (long long)at, bad);
     if (ArrowIpcDecoderDecodeHeader(&r->dec, view, &err) != NANOARROW_OK)
@@ -724,17 +793,23 @@ static sl_status next_batch(source_reader *r, char **why)
             continue; /* no rows in it */
         const char *what = dict ? "dictionary batch" : "record batch";
         int64_t nth = dict ? ++r->dict_batches : ++r->batches;
-        const char *bad;
-        if (r->dec.codec != NANOARROW_IPC_COMPRESSION_TYPE_NONE &&
-            (bad = check_claims(r->header.data + 8, r->body.data, r->body_limit)))
+        const char *bad = NULL;
+        int64_t bytes = decoded_bytes(r->header.data + 8, r->body.data, r->body_limit, &bad);
+        if (bad)
             return WHY(r, "%s: %s %lld holds %s (%lld bytes)", r->file, what, (long long)nth, bad,
                        (long long)r->body_limit);
         struct ArrowBufferView body = {.data.data = r->body.data, .size_bytes = (int64_t)r->body.len};
         if (dict) {
+            dict_slot *slot = find_dictionary(r, r->dec.dictionary->id); /* there: check_message */
+            if (bytes > r->body_limit - (r->dict_bytes - slot->bytes))
+                return WHY(r, "%s: dictionary batch %lld makes the dictionaries more than %lld bytes together",
+                           r->file, (long long)nth, (long long)r->body_limit);
             /* Its values are copied out of the body, which the next message reuses. */
             if (ArrowIpcDecoderDecodeDictionary(&r->dec, body, NANOARROW_VALIDATION_LEVEL_FULL, &r->dicts, &err) !=
                 NANOARROW_OK)
                 return WHY(r, "%s: dictionary batch %lld is corrupt: %s", r->file, (long long)nth, err.message);
+            r->dict_bytes += bytes - slot->bytes;
+            slot->bytes = bytes;
             continue;
         }
         struct ArrowArrayView *v;
