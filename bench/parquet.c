@@ -88,8 +88,8 @@ int main(int argc, char **argv)
     double data_bytes = (double)off[rows] + 17.0 * (double)rows;
 
     const sl_pq_column_def cols[] = {
-        {"text", SL_PQ_STRING, false}, {"id", SL_PQ_INT64, false},
-        {"score", SL_PQ_DOUBLE, false}, {"ok", SL_PQ_BOOL, false},
+        {"text", SL_PQ_STRING, false, NULL}, {"id", SL_PQ_INT64, false, NULL},
+        {"score", SL_PQ_DOUBLE, false, NULL}, {"ok", SL_PQ_BOOL, false, NULL},
     };
     double t0 = bench_now();
     sl_pq_writer *w;

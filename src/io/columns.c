@@ -8,12 +8,30 @@
 #include "core/error.h"
 #include "core/utf8.h"
 #include "io/columns.h"
+#include "io/parquet_shape.h"
 
-typedef enum { T_NONE, T_INT, T_DOUBLE, T_BOOL, T_STRING } col_type;
+typedef enum { T_NONE, T_INT, T_DOUBLE, T_BOOL, T_STRING, T_LIST, T_STRUCT } col_type;
+
+/* What the samples showed of a value: a scalar type, or a list of elements
+ * or a struct of fields (each widened in turn). */
+typedef struct ctype {
+    col_type t;
+    struct ctype *elem;    /* T_LIST */
+    char **names;          /* T_STRUCT, n fields */
+    struct ctype **fields;
+    size_t n;
+} ctype;
+
+/* A nested column at most this big; past it, its JSON text. */
+#define MAX_FIELDS 64
+#define MAX_LEAVES 256
+#define MAX_NESTING 8
 
 typedef struct column {
     char *in, *out;
-    col_type t;
+    col_type t;        /* t T_LIST or T_STRUCT: shape says what */
+    ctype *shape;      /* while sampling */
+    sl_pq_node *node;  /* the writer's shape, made from it once asked */
 } column;
 
 struct sl_columns {
@@ -58,6 +76,168 @@ const char *sl_columns_rename(const sl_columns *c, const char *input_name, const
     return buf;
 }
 
+static void ctype_clear(ctype *t)
+{
+    if (!t)
+        return;
+    ctype_clear(t->elem);
+    sl_free(t->elem);
+    for (size_t i = 0; i < t->n; i++) {
+        sl_free(t->names[i]);
+        ctype_clear(t->fields[i]);
+        sl_free(t->fields[i]);
+    }
+    sl_free(t->names);
+    sl_free(t->fields);
+    *t = (ctype){.t = T_NONE};
+}
+
+static col_type scalar_type(const json_t *v)
+{
+    if (json_is_integer(v))
+        return T_INT;
+    if (json_is_real(v))
+        return T_DOUBLE;
+    if (json_is_boolean(v))
+        return T_BOOL;
+    return json_is_null(v) ? T_NONE : T_STRING;
+}
+
+static col_type widen(col_type a, col_type b)
+{
+    if (a == T_NONE || a == b)
+        return b;
+    if (b == T_NONE)
+        return a;
+    if ((a == T_INT && b == T_DOUBLE) || (a == T_DOUBLE && b == T_INT))
+        return T_DOUBLE;
+    return T_STRING;
+}
+
+/* Widens t with one sample value: lists and objects keep their shape while
+ * every sample agrees on it (within the limits above), else t becomes a
+ * string (their JSON text). false: out of memory. */
+static bool widen_with(ctype *t, const json_t *v, int depth, int lists)
+{
+    if (json_is_null(v) || t->t == T_STRING)
+        return true;
+    if (json_is_array(v)) {
+        if (t->t == T_NONE && depth < MAX_NESTING && lists < SL_PQ_WRITE_MAX_LISTS) {
+            if (!(t->elem = sl_calloc(1, sizeof *t->elem)))
+                return false;
+            t->t = T_LIST;
+        }
+        if (t->t != T_LIST) {
+            ctype_clear(t);
+            t->t = T_STRING;
+            return true;
+        }
+        size_t k;
+        json_t *e;
+        json_array_foreach(v, k, e)
+            if (!widen_with(t->elem, e, depth + 1, lists + 1))
+                return false;
+        return true;
+    }
+    if (json_is_object(v)) {
+        if (t->t == T_NONE && depth < MAX_NESTING)
+            t->t = T_STRUCT;
+        const char *key;
+        json_t *f;
+        json_object_foreach((json_t *)v, key, f) {
+            if (t->t != T_STRUCT)
+                break;
+            size_t i = 0;
+            while (i < t->n && strcmp(t->names[i], key) != 0)
+                i++;
+            if (i == t->n) {
+                if (!*key || strchr(key, '.') || t->n == MAX_FIELDS) {
+                    ctype_clear(t);
+                    t->t = T_STRING; /* not a name a field can have, or too many */
+                    break;
+                }
+                char **names = sl_realloc(t->names, (t->n + 1) * sizeof *names);
+                if (names)
+                    t->names = names;
+                ctype **fields = names ? sl_realloc(t->fields, (t->n + 1) * sizeof *fields) : NULL;
+                if (fields)
+                    t->fields = fields;
+                if (!fields || !(t->fields[t->n] = sl_calloc(1, sizeof **t->fields)))
+                    return false;
+                if (!(t->names[t->n] = sl_strdup(key))) {
+                    sl_free(t->fields[t->n]);
+                    return false;
+                }
+                t->n++;
+            }
+            if (!widen_with(t->fields[i], f, depth + 1, lists))
+                return false;
+        }
+        if (t->t != T_STRUCT) {
+            ctype_clear(t);
+            t->t = T_STRING;
+        }
+        return true;
+    }
+    col_type s = scalar_type(v);
+    if (t->t == T_LIST || t->t == T_STRUCT) {
+        ctype_clear(t);
+        s = T_STRING;
+    }
+    t->t = widen(t->t, s);
+    return true;
+}
+
+static size_t count_leaves(const ctype *t)
+{
+    if (t->t == T_LIST)
+        return count_leaves(t->elem);
+    if (t->t != T_STRUCT)
+        return 1;
+    size_t n = 0;
+    for (size_t i = 0; i < t->n; i++)
+        n += count_leaves(t->fields[i]);
+    return n;
+}
+
+/* The writer's shape of t; a part never seen with a value (an element of
+ * lists always empty, a struct of no fields) is a string. */
+static sl_pq_node *make_node(const ctype *t)
+{
+    sl_pq_node *n = sl_calloc(1, sizeof *n);
+    if (!n)
+        return NULL;
+    if (t->t == T_LIST) {
+        n->kind = SL_PQ_NODE_LIST;
+        if (!(n->element = make_node(t->elem))) {
+            sl_free(n);
+            return NULL;
+        }
+        return n;
+    }
+    if (t->t == T_STRUCT && t->n > 0) {
+        n->kind = SL_PQ_NODE_STRUCT;
+        n->names = sl_calloc(t->n, sizeof *n->names);
+        n->fields = sl_calloc(t->n, sizeof *n->fields);
+        for (size_t i = 0; n->names && n->fields && i < t->n; i++, n->n_fields++)
+            if (!(((const char **)n->names)[i] = sl_strdup(t->names[i])) ||
+                !(((const sl_pq_node **)n->fields)[i] = make_node(t->fields[i]))) {
+                n->n_fields++;
+                sl_pq_shape_free(n);
+                return NULL;
+            }
+        if (!n->names || !n->fields) {
+            sl_pq_shape_free(n);
+            return NULL;
+        }
+        return n;
+    }
+    n->kind = SL_PQ_NODE_LEAF;
+    n->type = t->t == T_INT ? SL_PQ_INT64 : t->t == T_DOUBLE ? SL_PQ_DOUBLE : t->t == T_BOOL ? SL_PQ_BOOL
+                                                                                             : SL_PQ_STRING;
+    return n;
+}
+
 static sl_status add_column(sl_columns *c, const char *name, const json_t *row)
 {
     if (c->n == c->cap) {
@@ -70,15 +250,56 @@ static sl_status add_column(sl_columns *c, const char *name, const json_t *row)
     }
     char buf[512];
     column *col = &c->cols[c->n];
-    *col = (column){sl_strdup(name), sl_strdup(sl_columns_rename(c, name, row, buf, sizeof buf)),
-                    T_NONE};
-    if (!col->in || !col->out) {
+    *col = (column){sl_strdup(name), sl_strdup(sl_columns_rename(c, name, row, buf, sizeof buf)), T_NONE,
+                    sl_calloc(1, sizeof(ctype)), NULL};
+    if (!col->in || !col->out || !col->shape) {
         sl_free(col->in);
         sl_free(col->out);
+        sl_free(col->shape);
         return sl_fail(SL_ERR_NOMEM, "out of memory adding column '%s'", name);
     }
     c->n++;
     return SL_OK;
+}
+
+/* The shape JSON text `text` of column spec `spec` describes. */
+static sl_status parse_shape(const char *text, const char *spec, sl_pq_node **out)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(text, 0, &jerr);
+    char why[256];
+    *out = j ? sl_pq_shape_parse(j, why, sizeof why) : NULL;
+    json_decref(j);
+    if (!*out)
+        return sl_fail(SL_ERR_INVALID_ARG, "column '%s': %s", spec, j ? why : jerr.text);
+    return SL_OK;
+}
+
+/* t as the samples of a value of shape n would have made it. */
+static bool ctype_of(ctype *t, const sl_pq_node *n)
+{
+    switch (n->kind) {
+    case SL_PQ_NODE_LIST:
+        t->t = T_LIST;
+        return (t->elem = sl_calloc(1, sizeof *t->elem)) && ctype_of(t->elem, n->element);
+    case SL_PQ_NODE_STRUCT:
+        t->t = T_STRUCT;
+        if (!(t->names = sl_calloc(n->n_fields, sizeof *t->names)) ||
+            !(t->fields = sl_calloc(n->n_fields, sizeof *t->fields)))
+            return false;
+        for (size_t i = 0; i < n->n_fields; i++, t->n++)
+            if (!(t->names[i] = sl_strdup(n->names[i])) || !(t->fields[i] = sl_calloc(1, sizeof **t->fields)) ||
+                !ctype_of(t->fields[i], n->fields[i])) {
+                t->n++;
+                return false;
+            }
+        return true;
+    case SL_PQ_NODE_LEAF:
+        t->t = n->type == SL_PQ_INT64 ? T_INT : n->type == SL_PQ_DOUBLE ? T_DOUBLE : n->type == SL_PQ_BOOL ? T_BOOL
+                                                                                                           : T_STRING;
+        return true;
+    }
+    return false;
 }
 
 sl_status sl_columns_stage_spec(const char *spec, size_t *name_len, bool *typed,
@@ -102,8 +323,15 @@ sl_status sl_columns_stage_spec(const char *spec, size_t *name_len, bool *typed,
             *type = types[i].type;
             return SL_OK;
         }
+    if (colon[1] == '{') { /* a nested column's shape */
+        sl_pq_node *shape = NULL;
+        sl_status st = parse_shape(colon + 1, spec, &shape);
+        sl_pq_shape_free(shape);
+        return st;
+    }
     return sl_fail(SL_ERR_INVALID_ARG,
-                   "column '%s': the type after ':' is string, int64, double or bool", spec);
+                   "column '%s': the type after ':' is string, int64, double, bool or a shape ({\"list\": "
+                   "...} or {\"struct\": [[NAME, ...], ...]})", spec);
 }
 
 sl_status sl_columns_add(sl_columns *c, const char *spec)
@@ -123,11 +351,24 @@ sl_status sl_columns_add(sl_columns *c, const char *spec)
     if (i == c->n)
         st = add_column(c, name, NULL);
     sl_free(name);
-    if (st == SL_OK && typed)
-        c->cols[i].t = type == SL_PQ_INT64    ? T_INT
-                       : type == SL_PQ_DOUBLE ? T_DOUBLE
-                       : type == SL_PQ_BOOL   ? T_BOOL
-                                              : T_STRING;
+    if (st == SL_OK && typed) {
+        column *col = &c->cols[i];
+        ctype_clear(col->shape);
+        sl_pq_shape_free(col->node);
+        col->node = NULL;
+        col->t = type == SL_PQ_INT64    ? T_INT
+                 : type == SL_PQ_DOUBLE ? T_DOUBLE
+                 : type == SL_PQ_BOOL   ? T_BOOL
+                                        : T_STRING;
+        col->shape->t = col->t;
+        if (spec[len + 1] == '{') { /* a shape: checked by sl_columns_stage_spec */
+            sl_pq_node *shape = NULL;
+            if ((st = parse_shape(spec + len + 1, spec, &shape)) == SL_OK && !ctype_of(col->shape, shape))
+                st = sl_fail(SL_ERR_NOMEM, "out of memory adding column '%s'", spec);
+            sl_pq_shape_free(shape);
+            col->t = col->shape->t;
+        }
+    }
     return st;
 }
 
@@ -141,6 +382,9 @@ void sl_columns_free(sl_columns *c)
     for (size_t i = 0; i < c->n; i++) {
         sl_free(c->cols[i].in);
         sl_free(c->cols[i].out);
+        ctype_clear(c->cols[i].shape);
+        sl_free(c->cols[i].shape);
+        sl_pq_shape_free(c->cols[i].node);
     }
     sl_free(c->cols);
     sl_free(c);
@@ -170,28 +414,6 @@ sl_status sl_columns_new(const char *const *reserved, size_t n_reserved,
     return SL_OK;
 }
 
-static col_type type_of(const json_t *v)
-{
-    if (json_is_integer(v))
-        return T_INT;
-    if (json_is_real(v))
-        return T_DOUBLE;
-    if (json_is_boolean(v))
-        return T_BOOL;
-    return json_is_null(v) ? T_NONE : T_STRING;
-}
-
-static col_type widen(col_type a, col_type b)
-{
-    if (a == T_NONE || a == b)
-        return b;
-    if (b == T_NONE)
-        return a;
-    if ((a == T_INT && b == T_DOUBLE) || (a == T_DOUBLE && b == T_INT))
-        return T_DOUBLE;
-    return T_STRING;
-}
-
 sl_status sl_columns_sample(sl_columns *c, const json_t *extra)
 {
     if (!json_is_object(extra))
@@ -209,9 +431,28 @@ sl_status sl_columns_sample(sl_columns *c, const json_t *extra)
             if (st != SL_OK)
                 return st;
         }
-        c->cols[i].t = widen(c->cols[i].t, type_of(v));
+        column *col = &c->cols[i];
+        if (!widen_with(col->shape, v, 0, 0))
+            return sl_fail(SL_ERR_NOMEM, "out of memory sampling column '%s'", key);
+        if ((col->shape->t == T_LIST || col->shape->t == T_STRUCT) && count_leaves(col->shape) > MAX_LEAVES) {
+            ctype_clear(col->shape);
+            col->shape->t = T_STRING;
+        }
+        col->t = col->shape->t;
+        sl_pq_shape_free(col->node); /* made again when asked */
+        col->node = NULL;
     }
     return SL_OK;
+}
+
+const sl_pq_node *sl_columns_shape(const sl_columns *c, size_t i)
+{
+    column *col = &((sl_columns *)c)->cols[i]; /* the shape is made once, when first asked */
+    if (col->t != T_LIST && (col->t != T_STRUCT || col->shape->n == 0))
+        return NULL; /* flat; a struct of no fields (only {} seen) is its JSON text */
+    if (!col->node && !(col->node = make_node(col->shape)))
+        sl_fail(SL_ERR_NOMEM, "out of memory choosing the type of column '%s'", col->in);
+    return col->node;
 }
 
 size_t sl_columns_count(const sl_columns *c) { return c->n; }
@@ -222,7 +463,7 @@ const char *sl_columns_output_name(const sl_columns *c, size_t i) { return c->co
 
 sl_pq_type sl_columns_type(const sl_columns *c, size_t i)
 {
-    switch (c->cols[i].t) {
+    switch (c->cols[i].t) { /* a nested column's cells are JSON (sl_columns_shape) */
     case T_INT: return SL_PQ_INT64;
     case T_DOUBLE: return SL_PQ_DOUBLE;
     case T_BOOL: return SL_PQ_BOOL;
@@ -237,6 +478,8 @@ sl_pq_value sl_columns_cell(const sl_columns *c, size_t i, const json_t *extra, 
     sl_pq_value null = {.is_null = true};
     if (!v || json_is_null(v))
         return null;
+    if (sl_columns_shape(c, i))
+        return (sl_pq_value){.json = v}; /* shredded by the writer: what does not fit is null there */
     switch (sl_columns_type(c, i)) {
     case SL_PQ_INT64:
         return json_is_integer(v) ? (sl_pq_value){.i64 = json_integer_value(v)} : null;

@@ -3,9 +3,13 @@
  * with which Parquet types. A name equal to one of the output's own fields is
  * written as "input_<name>" (repeated until free), so input data never
  * clobbers ours. Types come from sample rows: all integers -> int64, numbers
- * -> double, all booleans -> bool, anything else or a mix -> string (JSON
- * text for arrays and objects); a column never seen with a value -> string.
- * One thread. The columns own copies of every name. */
+ * -> double, all booleans -> bool, all arrays -> a list of what their
+ * elements widen to, all objects -> a struct of every key seen (each field
+ * widened alike), anything else or a mix -> string (JSON text for arrays
+ * and objects); a column never seen with a value -> string. A nested column
+ * past 4 lists deep, 8 levels, 64 fields a struct or 256 leaves, or with a
+ * key that is empty or holds a '.', is a string too. One thread. The
+ * columns own copies of every name and shape. */
 #ifndef SL_IO_COLUMNS_H
 #define SL_IO_COLUMNS_H
 
@@ -35,6 +39,11 @@ const char *sl_columns_input_name(const sl_columns *c, size_t i);
 /* The output name (after the collision rule). */
 const char *sl_columns_output_name(const sl_columns *c, size_t i);
 sl_pq_type sl_columns_type(const sl_columns *c, size_t i);
+/* Column i's nested shape (owned by c until the next sample or free), or
+ * NULL for a flat column (sl_columns_type says its type); NULL too when out
+ * of memory (sl_last_error() says so), the column then written flat as its
+ * JSON text. */
+const sl_pq_node *sl_columns_shape(const sl_columns *c, size_t i);
 
 /* The output name for an input column of `row` (NULL: none) when writing
  * JSONL, where every column passes (no sampling); written into buf. A renamed
@@ -43,22 +52,25 @@ const char *sl_columns_rename(const sl_columns *c, const char *input_name, const
                               char *buf, size_t len);
 
 /* The cell of column i for the Parquet row: null when absent or of another
- * type than the column's (a string column takes any value as JSON text).
+ * type than the column's (a string column takes any value as JSON text); a
+ * nested column's is the value itself (.json, borrowed from extra).
  * *owned is what the cell points into (free with sl_free) or NULL. */
 sl_pq_value sl_columns_cell(const sl_columns *c, size_t i, const json_t *extra, char **owned);
 
 /* A stage's column as it declares it: "NAME", or "NAME:TYPE" with TYPE
- * one of string, int64, double, bool. *name_len: NAME's length; *typed: a
- * type was given (in *type). SL_ERR_INVALID_ARG naming the column when NAME
- * is empty or TYPE is none of those. */
+ * one of string, int64, double, bool, or a nested column's shape as JSON
+ * (io/parquet_shape.h: `tags:{"list":"string"}`; *type is then string).
+ * *name_len: NAME's length; *typed: a type was given (in *type).
+ * SL_ERR_INVALID_ARG naming the column when NAME is empty or TYPE is none
+ * of those. */
 sl_status sl_columns_stage_spec(const char *spec, size_t *name_len, bool *typed,
                                 sl_pq_type *type);
 
 /* Adds a stage's column (spec as for sl_columns_stage_spec: its values are
  * set during the run, so no sample saw them) when it is not there yet,
- * declared columns or not. Its Parquet type is the one the spec gives (an
- * input column of that name takes it too), else string unless samples
- * widened it. */
+ * declared columns or not. Its Parquet type (or shape) is the one the spec
+ * gives (an input column of that name takes it too), else string unless
+ * samples widened it. */
 sl_status sl_columns_add(sl_columns *c, const char *spec);
 
 void sl_columns_free(sl_columns *c);

@@ -5,7 +5,9 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "core/utf8.h"
+#include "io/parquet_shape.h"
 #include "io/parquet_sink.h"
 #include "io/sink.h"
 
@@ -70,6 +72,7 @@ typedef struct pq_shared {
     size_t n_defs, n_pass;
     sl_pq_value *values;
     char **owned;
+    char *shapes; /* the nested columns' shapes (parquet_shape.h), or NULL when none */
 } pq_shared;
 
 static void pq_release(void *shared)
@@ -78,6 +81,7 @@ static void pq_release(void *shared)
     if (!ps)
         return;
     sl_free(ps->defs);
+    sl_free(ps->shapes);
     sl_free(ps->values);
     sl_free(ps->owned);
     sl_free(ps);
@@ -102,13 +106,32 @@ static sl_status pq_prepare(const sl_schema *schema, void **shared)
     size_t k = 0;
     for (size_t i = 0; i < schema->n_head; i++, k++)
         ps->defs[k] = (sl_pq_column_def){schema->head[i].name, schema->head[i].type,
-                                         schema->head[i].nullable};
-    for (size_t i = 0; i < ps->n_pass; i++, k++)
-        ps->defs[k] = (sl_pq_column_def){sl_columns_output_name(schema->passthrough, i),
-                                         sl_columns_type(schema->passthrough, i), true};
+                                         schema->head[i].nullable, NULL};
+    json_t *shapes = json_object();
+    bool nested = false;
+    for (size_t i = 0; i < ps->n_pass; i++, k++) {
+        const sl_pq_node *shape = sl_columns_shape(schema->passthrough, i);
+        const char *name = sl_columns_output_name(schema->passthrough, i);
+        ps->defs[k] = (sl_pq_column_def){name, sl_columns_type(schema->passthrough, i), true, shape};
+        if (shape && shapes) {
+            nested = true;
+            json_t *j = sl_pq_shape_json(shape);
+            if (!j || json_object_set_new(shapes, name, j) != 0) {
+                json_decref(shapes);
+                shapes = NULL;
+            }
+        }
+    }
+    /* A part read back (--retry-failed) is written again with these. */
+    if (!shapes || (nested && !(ps->shapes = sl_json_dump(shapes, JSON_COMPACT | JSON_PRESERVE_ORDER, NULL)))) {
+        json_decref(shapes);
+        pq_release(ps);
+        return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
+    }
+    json_decref(shapes);
     for (size_t i = 0; i < schema->n_tail; i++, k++)
         ps->defs[k] = (sl_pq_column_def){schema->tail[i].name, schema->tail[i].type,
-                                         schema->tail[i].nullable};
+                                         schema->tail[i].nullable, NULL};
     *shared = ps;
     return SL_OK;
 }
@@ -147,8 +170,13 @@ static sl_status pq_open(void *shared, const char *dir, const char *name, bool o
     pq_shared *ps = shared;
     sl_pq_writer_params wp = sl_pq_writer_default_params();
     wp.codec = ps->codec;
-    return sl_parquet_sink_open(dir, name, overwrite, ps->defs, ps->n_defs, &wp,
-                                (sl_parquet_sink **)part);
+    sl_status st = sl_parquet_sink_open(dir, name, overwrite, ps->defs, ps->n_defs, &wp, (sl_parquet_sink **)part);
+    if (st == SL_OK && ps->shapes &&
+        (st = sl_pq_writer_set_metadata(((sl_parquet_sink *)*part)->writer, SL_PQ_SHAPES_KEY, ps->shapes)) != SL_OK) {
+        sl_parquet_sink_free(*part);
+        *part = NULL;
+    }
+    return st;
 }
 
 static sl_status pq_finish(void *part) { return sl_parquet_sink_finish(part); }

@@ -1,7 +1,10 @@
-/* io/parquet_write.c — the flat Parquet writer: rows are buffered per column
+/* io/parquet_write.c — the Parquet writer: rows are buffered per leaf column
  * into PLAIN data pages, pages are compressed into per-column chunk buffers,
  * and a row group is written (column after column) once it passes its byte
- * target; the footer (Thrift compact FileMetaData) is written on close. */
+ * target; the footer (Thrift compact FileMetaData) is written on close. A
+ * nested column is compiled into a tree (wnode) over its leaves, and each
+ * row's JSON value is shredded into the leaves' repetition and definition
+ * levels (Dremel's striping: shred()). */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -9,9 +12,12 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <jansson.h>
+
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json.h"
 #include "core/utf8.h"
 #include "io/parquet_write.h"
 #include "io/thrift_compact.h"
@@ -31,15 +37,19 @@ typedef struct rg_meta {
     chunk_meta *cols;
 } rg_meta;
 
+/* A leaf column. A flat column is one with max_rep 0 and max_def 0 or 1. */
 typedef struct wcol {
-    char *name;
+    char *name;             /* the dotted path, for messages */
+    char **path;            /* path_in_schema */
+    size_t path_n;
     sl_pq_type type;
-    bool nullable;
+    int max_rep, max_def;
     /* the open page */
-    sl_buf values;   /* PLAIN values (bools bit-packed) */
+    sl_buf values;          /* PLAIN values (bools bit-packed) */
     size_t bool_bits;
-    uint32_t *defs;  /* definition level per row (nullable only) */
-    int64_t page_rows;
+    uint32_t *defs, *reps;  /* a level per entry (max_def, max_rep > 0 only) */
+    size_t levels_cap;
+    int64_t page_rows;      /* entries: a flat column's rows */
     /* the open column chunk */
     sl_buf chunk;    /* finished pages: header + compressed body */
     int64_t chunk_uncompressed, chunk_values, chunk_nulls;
@@ -53,11 +63,30 @@ typedef struct kv {
     char *key, *value;
 } kv;
 
+/* A nested column's shape, compiled: its leaves are cols[first, first + n). */
+typedef struct wnode {
+    sl_pq_node_kind kind;
+    char *name;
+    size_t first, n;
+    int rep;             /* LIST: the repetition level of its elements */
+    struct wnode *kids;  /* LIST: the element; STRUCT: the fields */
+    size_t n_kids;
+} wnode;
+
+/* A column as given: flat (node NULL, its leaf cols[first]) or nested. */
+typedef struct wtop {
+    char *name;
+    bool nullable;
+    size_t first;
+    wnode *node;
+} wtop;
+
 struct sl_pq_writer {
     char *path, *created_by;
     int fd;
     sl_pq_writer_params params;
-    size_t ncols;
+    size_t ntops, ncols; /* columns as given; leaves */
+    wtop *tops;
     wcol *cols;
     kv *kvs;
     size_t nkvs;
@@ -100,6 +129,124 @@ static sl_status nomem(sl_pq_writer *w)
 
 /* ---- open -------------------------------------------------------------- */
 
+#define SL_PQ_CONVERTED_LIST 3
+/* Nodes nested in a column at most (lists and structs); a path is at most
+ * twice as many names. */
+#define MAX_NODE_DEPTH 24
+
+/* The leaves under n, or 0 with *why when the shape cannot be written. */
+static size_t count_leaves(const sl_pq_node *n, int depth, int lists, const char **why)
+{
+    if (!n) {
+        *why = "a missing node";
+        return 0;
+    }
+    if (depth > MAX_NODE_DEPTH || lists > SL_PQ_WRITE_MAX_LISTS) {
+        *why = "nested too deep";
+        return 0;
+    }
+    switch (n->kind) {
+    case SL_PQ_NODE_LEAF:
+        if ((unsigned)n->type > SL_PQ_BOOL) {
+            *why = "a leaf of a type the writer does not support";
+            return 0;
+        }
+        return 1;
+    case SL_PQ_NODE_LIST: return count_leaves(n->element, depth + 1, lists + 1, why);
+    case SL_PQ_NODE_STRUCT: {
+        if (n->n_fields == 0 || !n->names || !n->fields) {
+            *why = "a struct without fields";
+            return 0;
+        }
+        size_t all = 0;
+        for (size_t i = 0; i < n->n_fields; i++) {
+            const char *name = n->names[i];
+            if (!name || !*name || strchr(name, '.') || !sl_utf8_valid(name, strlen(name))) {
+                *why = "a field without a valid UTF-8 name (or with a '.')";
+                return 0;
+            }
+            for (size_t j = 0; j < i; j++)
+                if (strcmp(n->names[j], name) == 0) {
+                    *why = "a field name twice";
+                    return 0;
+                }
+            size_t k = count_leaves(n->fields[i], depth + 1, lists, why);
+            if (k == 0)
+                return 0;
+            all += k;
+        }
+        return all;
+    }
+    }
+    *why = "a node of an unknown kind";
+    return 0;
+}
+
+static char *join_path(const char *const *path, size_t n)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(path[i]) + 1;
+    char *s = sl_malloc(len ? len : 1), *p = s;
+    for (size_t i = 0; s && i < n; i++)
+        p += sprintf(p, "%s%s", i ? "." : "", path[i]);
+    if (s && !n)
+        *s = '\0';
+    return s;
+}
+
+/* A leaf at path[0..n) with its levels. */
+static bool make_leaf(wcol *c, const char *const *path, size_t n, sl_pq_type type, int max_rep, int max_def)
+{
+    c->type = type;
+    c->max_rep = max_rep;
+    c->max_def = max_def;
+    if (!(c->path = sl_calloc(n, sizeof *c->path)))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!(c->path[c->path_n++] = sl_strdup(path[i])))
+            return false;
+    return (c->name = join_path((const char *const *)c->path, n)) != NULL;
+}
+
+/* Compiles n, named `name` below path[0..depth), into out: a present node
+ * adds one definition level (a list two: itself and its entry), a list one
+ * repetition level; its leaves take the next of w->cols. */
+static bool compile(sl_pq_writer *w, wnode *out, const sl_pq_node *n, const char *name, const char **path, size_t depth,
+                    int rep, int def, size_t *next)
+{
+    out->kind = n->kind;
+    out->first = *next;
+    if (!(out->name = sl_strdup(name)))
+        return false;
+    path[depth] = out->name;
+    bool ok = true;
+    switch (n->kind) {
+    case SL_PQ_NODE_LEAF: ok = make_leaf(&w->cols[(*next)++], path, depth + 1, n->type, rep, def + 1); break;
+    case SL_PQ_NODE_STRUCT:
+        ok = (out->kids = sl_calloc(n->n_fields, sizeof *out->kids)) != NULL;
+        for (size_t i = 0; ok && i < n->n_fields; i++, out->n_kids++)
+            ok = compile(w, &out->kids[i], n->fields[i], n->names[i], path, depth + 1, rep, def + 1, next);
+        break;
+    case SL_PQ_NODE_LIST:
+        out->rep = rep + 1;
+        path[depth + 1] = "list";
+        ok = (out->kids = sl_calloc(1, sizeof *out->kids)) != NULL &&
+             (out->n_kids = 1, compile(w, &out->kids[0], n->element, "element", path, depth + 2, rep + 1, def + 2, next));
+        break;
+    }
+    out->n = *next - out->first;
+    return ok;
+}
+
+static void wnode_clear(wnode *n)
+{
+    for (size_t i = 0; i < n->n_kids; i++)
+        wnode_clear(&n->kids[i]);
+    sl_free(n->kids);
+    sl_free(n->name);
+}
+
 sl_status sl_pq_writer_open(const char *path, const sl_pq_column_def *columns, size_t num_columns,
                             const sl_pq_writer_params *params, sl_pq_writer **out)
 {
@@ -112,13 +259,20 @@ sl_status sl_pq_writer_open(const char *path, const sl_pq_column_def *columns, s
         return sl_fail(SL_ERR_INVALID_ARG, "Parquet file '%s': unsupported codec %d", path, (int)p.codec);
     if (p.row_group_bytes <= 0 || p.page_bytes <= 0)
         return sl_fail(SL_ERR_INVALID_ARG, "Parquet file '%s': row group and page sizes must be positive", path);
+    size_t leaves = 0;
     for (size_t i = 0; i < num_columns; i++) {
         const char *name = columns[i].name;
         if (!name || !*name || !sl_utf8_valid(name, strlen(name)))
             return sl_fail(SL_ERR_INVALID_ARG, "Parquet file '%s': column %zu has no valid UTF-8 name", path, i);
-        if ((unsigned)columns[i].type > SL_PQ_BOOL)
+        if (!columns[i].nested && (unsigned)columns[i].type > SL_PQ_BOOL)
             return sl_fail(SL_ERR_INVALID_ARG, "Parquet file '%s': column '%s' has a type the writer does not support",
                            path, name);
+        const char *why = NULL;
+        size_t k = columns[i].nested ? count_leaves(columns[i].nested, 0, 0, &why) : 1;
+        if (k == 0)
+            return sl_fail(SL_ERR_INVALID_ARG, "Parquet file '%s': column '%s' cannot be written: %s", path, name,
+                           why);
+        leaves += k;
         for (size_t j = 0; j < i; j++)
             if (strcmp(columns[j].name, name) == 0)
                 return sl_fail(SL_ERR_INVALID_ARG, "Parquet file '%s': column name '%s' appears twice", path, name);
@@ -129,20 +283,28 @@ sl_status sl_pq_writer_open(const char *path, const sl_pq_column_def *columns, s
         return sl_fail(SL_ERR_NOMEM, "out of memory opening Parquet file '%s'", path);
     w->fd = -1;
     w->params = p;
-    w->ncols = num_columns;
     w->path = sl_strdup(path);
     w->created_by = p.created_by ? sl_strdup(p.created_by) : sl_strdup("sluice version " SL_VERSION);
-    w->cols = sl_calloc(num_columns, sizeof *w->cols);
+    w->tops = sl_calloc(num_columns, sizeof *w->tops);
+    w->cols = sl_calloc(leaves, sizeof *w->cols);
     if (p.codec == SL_PQ_ZSTD)
         w->zstd = ZSTD_createCCtx();
-    bool ok = w->path && w->created_by && w->cols && (p.codec != SL_PQ_ZSTD || w->zstd);
-    for (size_t i = 0; ok && i < num_columns; i++) {
-        w->cols[i].name = sl_strdup(columns[i].name);
-        w->cols[i].type = columns[i].type;
-        w->cols[i].nullable = columns[i].nullable;
-        if (columns[i].nullable)
-            w->cols[i].defs = sl_malloc(PAGE_MAX_ROWS * sizeof(uint32_t));
-        ok = w->cols[i].name && (!columns[i].nullable || w->cols[i].defs);
+    bool ok = w->path && w->created_by && w->tops && w->cols && (p.codec != SL_PQ_ZSTD || w->zstd);
+    size_t next = 0;
+    for (size_t i = 0; ok && i < num_columns; i++, w->ntops++) {
+        wtop *t = &w->tops[i];
+        t->first = next;
+        t->nullable = columns[i].nested || columns[i].nullable;
+        ok = (t->name = sl_strdup(columns[i].name)) != NULL;
+        if (ok && columns[i].nested) {
+            const char *stack[2 * MAX_NODE_DEPTH + 4];
+            ok = (t->node = sl_calloc(1, sizeof *t->node)) != NULL &&
+                 compile(w, t->node, columns[i].nested, t->name, stack, 0, 0, 0, &next);
+        } else if (ok) {
+            const char *name = t->name;
+            ok = make_leaf(&w->cols[next++], &name, 1, columns[i].type, 0, columns[i].nullable);
+        }
+        w->ncols = next;
     }
     if (!ok) {
         w->closed = true; /* nothing on disk yet */
@@ -204,19 +366,29 @@ static sl_status flush_page(sl_pq_writer *w, wcol *c)
 {
     if (c->page_rows == 0)
         return SL_OK;
-    /* The page body: definition levels (nullable columns: 4-byte length,
-     * then the RLE hybrid) and the values; a required column's values are
-     * the body as they are, with no copy. */
+    /* The page body: repetition levels, then definition levels (each when
+     * its maximum is above 0: a 4-byte length, then the RLE hybrid), then
+     * the values; a required flat column's values are the body as they
+     * are, with no copy. */
     const sl_buf *body = &c->values;
-    if (c->nullable) {
+    if (c->max_rep || c->max_def) {
         w->body.len = 0;
-        w->rle.len = 0;
-        if (!sl_rle_encode(&w->rle, c->defs, (size_t)c->page_rows, 1) || !sl_buf_reserve(&w->body, 4))
-            return nomem(w);
-        put_le(w->body.data, w->rle.len, 4);
-        w->body.len = 4;
-        if (!sl_buf_append(&w->body, w->rle.data, w->rle.len) ||
-            !sl_buf_append(&w->body, c->values.data, c->values.len))
+        for (int k = 0; k < 2; k++) {
+            int max = k == 0 ? c->max_rep : c->max_def;
+            if (max == 0)
+                continue;
+            int bits = 0;
+            while ((1 << bits) <= max)
+                bits++;
+            uint8_t len[4];
+            w->rle.len = 0;
+            if (!sl_rle_encode(&w->rle, k == 0 ? c->reps : c->defs, (size_t)c->page_rows, bits))
+                return nomem(w);
+            put_le(len, w->rle.len, 4);
+            if (!sl_buf_append(&w->body, len, 4) || !sl_buf_append(&w->body, w->rle.data, w->rle.len))
+                return nomem(w);
+        }
+        if (!sl_buf_append(&w->body, c->values.data, c->values.len))
             return nomem(w);
         body = &w->body;
     }
@@ -411,13 +583,30 @@ static bool update_stats(wcol *c, const sl_pq_value *v)
     return true;
 }
 
-static sl_status append_value(sl_pq_writer *w, wcol *c, const sl_pq_value *v)
+/* One entry of leaf c: its levels, and v (a value of c's type) when def
+ * is c's maximum (else the entry is null at that depth). */
+static sl_status emit(sl_pq_writer *w, wcol *c, int rep, int def, const sl_pq_value *v)
 {
-    if (c->nullable)
-        c->defs[c->page_rows] = !v->is_null;
+    if ((c->max_rep || c->max_def) && (size_t)c->page_rows == c->levels_cap) {
+        size_t cap = c->levels_cap ? 2 * c->levels_cap : 1024;
+        uint32_t *defs = sl_realloc(c->defs, cap * sizeof *defs);
+        if (defs)
+            c->defs = defs;
+        uint32_t *reps = defs && c->max_rep ? sl_realloc(c->reps, cap * sizeof *reps) : c->reps;
+        if (reps)
+            c->reps = reps;
+        if (!defs || (c->max_rep && !reps))
+            return nomem(w);
+        c->levels_cap = cap;
+    }
+    if (c->max_rep)
+        c->reps[c->page_rows] = (uint32_t)rep;
+    if (c->max_def)
+        c->defs[c->page_rows] = (uint32_t)def;
     c->page_rows++;
     c->chunk_values++;
-    if (v->is_null) {
+    w->rg_bytes += c->max_rep ? 2 : c->max_def ? 1 : 0; /* the levels, roughly, as they are kept */
+    if (def < c->max_def) {
         c->chunk_nulls++;
         return SL_OK;
     }
@@ -456,15 +645,100 @@ static sl_status append_value(sl_pq_writer *w, wcol *c, const sl_pq_value *v)
     return SL_OK;
 }
 
+/* Null entries at (rep, def) for every leaf under n. */
+static sl_status null_all(sl_pq_writer *w, const wnode *n, int rep, int def)
+{
+    sl_status st = SL_OK;
+    for (size_t i = n->first; st == SL_OK && i < n->first + n->n; i++)
+        st = emit(w, &w->cols[i], rep, def, NULL);
+    return st;
+}
+
+/* v into leaf c: null where it does not fit c's type; a string leaf takes
+ * any value (a non-string as its compact JSON text, invalid UTF-8 made
+ * valid). */
+static sl_status shred_leaf(sl_pq_writer *w, wcol *c, const json_t *v, int rep, int def)
+{
+    sl_pq_value x = {0};
+    char *owned = NULL;
+    bool fits = true;
+    switch (c->type) {
+    case SL_PQ_INT64:
+        fits = json_is_integer(v);
+        x.i64 = fits ? json_integer_value(v) : 0;
+        break;
+    case SL_PQ_DOUBLE:
+        fits = json_is_number(v);
+        x.f64 = fits ? json_number_value(v) : 0;
+        break;
+    case SL_PQ_BOOL:
+        fits = json_is_boolean(v);
+        x.b = json_is_true(v);
+        break;
+    default:
+        if (json_is_string(v)) {
+            x.ptr = json_string_value(v);
+            x.len = json_string_length(v);
+            if (c->type == SL_PQ_STRING && !valid_utf8(x.ptr, x.len)) {
+                if (!(owned = sl_utf8_sanitize(x.ptr, x.len)))
+                    return nomem(w);
+                x.ptr = owned;
+                x.len = strlen(owned);
+            }
+        } else if (!(owned = sl_json_dump(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER, &x.len))) {
+            return nomem(w);
+        } else {
+            x.ptr = owned;
+        }
+        fits = x.len <= INT32_MAX;
+    }
+    sl_status st = emit(w, c, rep, fits ? def + 1 : def, fits ? &x : NULL);
+    sl_free(owned);
+    return st;
+}
+
+/* v into the leaves under n (Dremel's striping): def is the definition
+ * level that says n is null, rep the repetition level of its first entry. */
+static sl_status shred(sl_pq_writer *w, const wnode *n, const json_t *v, int rep, int def)
+{
+    if (!v || json_is_null(v))
+        return null_all(w, n, rep, def);
+    switch (n->kind) {
+    case SL_PQ_NODE_LEAF: return shred_leaf(w, &w->cols[n->first], v, rep, def);
+    case SL_PQ_NODE_STRUCT: {
+        if (!json_is_object(v))
+            return null_all(w, n, rep, def);
+        sl_status st = SL_OK;
+        for (size_t i = 0; st == SL_OK && i < n->n_kids; i++)
+            st = shred(w, &n->kids[i], json_object_get(v, n->kids[i].name), rep, def + 1);
+        return st;
+    }
+    case SL_PQ_NODE_LIST: {
+        if (!json_is_array(v))
+            return null_all(w, n, rep, def);
+        size_t len = json_array_size(v);
+        if (len == 0)
+            return null_all(w, n, rep, def + 1);
+        sl_status st = SL_OK;
+        for (size_t k = 0; st == SL_OK && k < len; k++)
+            st = shred(w, &n->kids[0], json_array_get(v, k), k ? n->rep : rep, def + 2);
+        return st;
+    }
+    }
+    return SL_OK;
+}
+
 sl_status sl_pq_writer_append(sl_pq_writer *w, const sl_pq_value *values)
 {
     if (w->closed || w->broken)
         return sl_fail(SL_ERR_INVALID_ARG, "Parquet file '%s': writer is %s", w->path,
                        w->closed ? "closed" : "unusable after an earlier error");
-    for (size_t i = 0; i < w->ncols; i++) { /* check the whole row first */
-        const wcol *c = &w->cols[i];
+    for (size_t i = 0; i < w->ntops; i++) { /* check the whole row first */
+        if (w->tops[i].node)
+            continue; /* a nested value fits, or is null where it does not */
+        const wcol *c = &w->cols[w->tops[i].first];
         const sl_pq_value *v = &values[i];
-        if (v->is_null && !c->nullable)
+        if (v->is_null && !c->max_def)
             return sl_fail(SL_ERR_INVALID_ARG, "Parquet file '%s': row %lld: null in required column '%s'",
                            w->path, (long long)(w->total_rows + w->rg_rows), c->name);
         if (!v->is_null && (c->type == SL_PQ_STRING || c->type == SL_PQ_BINARY)) {
@@ -476,13 +750,21 @@ sl_status sl_pq_writer_append(sl_pq_writer *w, const sl_pq_value *values)
                                w->path, (long long)(w->total_rows + w->rg_rows), c->name);
         }
     }
-    for (size_t i = 0; i < w->ncols; i++) {
-        wcol *c = &w->cols[i];
-        sl_status st = append_value(w, c, &values[i]);
-        if (st == SL_OK && (c->values.len >= (size_t)w->params.page_bytes || c->page_rows >= PAGE_MAX_ROWS))
-            st = flush_page(w, c);
+    for (size_t i = 0; i < w->ntops; i++) {
+        const wtop *t = &w->tops[i];
+        sl_status st = t->node ? shred(w, t->node, values[i].json, 0, 0)
+                               : emit(w, &w->cols[t->first], 0, values[i].is_null ? 0 : 1, &values[i]);
         if (st != SL_OK)
             return st;
+    }
+    /* Pages end with rows: a row's entries are in one page of each leaf. */
+    for (size_t i = 0; i < w->ncols; i++) {
+        wcol *c = &w->cols[i];
+        if (c->values.len >= (size_t)w->params.page_bytes || c->page_rows >= PAGE_MAX_ROWS) {
+            sl_status st = flush_page(w, c);
+            if (st != SL_OK)
+                return st;
+        }
     }
     w->rg_rows++;
     if (w->rg_bytes >= w->params.row_group_bytes)
@@ -498,30 +780,87 @@ static const int physical_type[] = {
     [SL_PQ_BOOL] = SL_PQT_BOOLEAN,
 };
 
+/* A logical type annotation: LogicalType union member `id`, an empty struct. */
+static void write_logical(sl_tc_writer *t, int id)
+{
+    sl_tc_write_field(t, SL_TC_STRUCT, 10);
+    sl_tc_write_struct_begin(t);
+    sl_tc_write_field(t, SL_TC_STRUCT, (int16_t)id);
+    sl_tc_write_struct_begin(t);
+    sl_tc_write_struct_end(t);
+    sl_tc_write_struct_end(t);
+}
+
+static void write_leaf_element(sl_tc_writer *t, const char *name, sl_pq_type type, int repetition)
+{
+    sl_tc_write_struct_begin(t);
+    sl_tc_write_i32_field(t, 1, physical_type[type]);
+    sl_tc_write_i32_field(t, 3, repetition);
+    sl_tc_write_string_field(t, 4, name);
+    if (type == SL_PQ_STRING) {
+        sl_tc_write_i32_field(t, 6, SL_PQ_CONVERTED_UTF8);
+        write_logical(t, 1); /* STRING */
+    }
+    sl_tc_write_struct_end(t);
+}
+
+static void write_group_element(sl_tc_writer *t, const char *name, int repetition, size_t children, bool list)
+{
+    sl_tc_write_struct_begin(t);
+    sl_tc_write_i32_field(t, 3, repetition);
+    sl_tc_write_string_field(t, 4, name);
+    sl_tc_write_i32_field(t, 5, (int32_t)children);
+    if (list) {
+        sl_tc_write_i32_field(t, 6, SL_PQ_CONVERTED_LIST);
+        write_logical(t, 3); /* LIST */
+    }
+    sl_tc_write_struct_end(t);
+}
+
+/* The schema elements of n, depth first; how many when t is NULL. */
+static size_t write_node(sl_pq_writer *w, sl_tc_writer *t, const wnode *n)
+{
+    switch (n->kind) {
+    case SL_PQ_NODE_LEAF:
+        if (t)
+            write_leaf_element(t, n->name, w->cols[n->first].type, SL_PQR_OPTIONAL);
+        return 1;
+    case SL_PQ_NODE_LIST:
+        if (t) {
+            write_group_element(t, n->name, SL_PQR_OPTIONAL, 1, true);
+            write_group_element(t, "list", SL_PQR_REPEATED, 1, false);
+        }
+        return 2 + write_node(w, t, &n->kids[0]);
+    case SL_PQ_NODE_STRUCT: {
+        if (t)
+            write_group_element(t, n->name, SL_PQR_OPTIONAL, n->n_kids, false);
+        size_t all = 1;
+        for (size_t i = 0; i < n->n_kids; i++)
+            all += write_node(w, t, &n->kids[i]);
+        return all;
+    }
+    }
+    return 0;
+}
+
 static void write_schema(sl_pq_writer *w, sl_tc_writer *t)
 {
+    size_t elements = 1;
+    for (size_t i = 0; i < w->ntops; i++)
+        elements += w->tops[i].node ? write_node(w, NULL, w->tops[i].node) : 1;
     sl_tc_write_field(t, SL_TC_LIST, 2);
-    sl_tc_write_list_begin(t, SL_TC_STRUCT, w->ncols + 1);
+    sl_tc_write_list_begin(t, SL_TC_STRUCT, elements);
     sl_tc_write_struct_begin(t); /* the root */
     sl_tc_write_string_field(t, 4, "schema");
-    sl_tc_write_i32_field(t, 5, (int32_t)w->ncols);
+    sl_tc_write_i32_field(t, 5, (int32_t)w->ntops);
     sl_tc_write_struct_end(t);
-    for (size_t i = 0; i < w->ncols; i++) {
-        const wcol *c = &w->cols[i];
-        sl_tc_write_struct_begin(t);
-        sl_tc_write_i32_field(t, 1, physical_type[c->type]);
-        sl_tc_write_i32_field(t, 3, c->nullable ? SL_PQR_OPTIONAL : SL_PQR_REQUIRED);
-        sl_tc_write_string_field(t, 4, c->name);
-        if (c->type == SL_PQ_STRING) {
-            sl_tc_write_i32_field(t, 6, SL_PQ_CONVERTED_UTF8);
-            sl_tc_write_field(t, SL_TC_STRUCT, 10); /* LogicalType union */
-            sl_tc_write_struct_begin(t);
-            sl_tc_write_field(t, SL_TC_STRUCT, 1); /* STRING: StringType {} */
-            sl_tc_write_struct_begin(t);
-            sl_tc_write_struct_end(t);
-            sl_tc_write_struct_end(t);
-        }
-        sl_tc_write_struct_end(t);
+    for (size_t i = 0; i < w->ntops; i++) {
+        const wtop *top = &w->tops[i];
+        if (top->node)
+            write_node(w, t, top->node);
+        else
+            write_leaf_element(t, top->name, w->cols[top->first].type,
+                               top->nullable ? SL_PQR_OPTIONAL : SL_PQR_REQUIRED);
     }
 }
 
@@ -537,8 +876,9 @@ static void write_column_chunk(sl_pq_writer *w, sl_tc_writer *t, const wcol *c, 
     sl_tc_write_i64(t, SL_PQE_PLAIN);
     sl_tc_write_i64(t, SL_PQE_RLE);
     sl_tc_write_field(t, SL_TC_LIST, 3);
-    sl_tc_write_list_begin(t, SL_TC_BINARY, 1);
-    sl_tc_write_binary(t, c->name, strlen(c->name));
+    sl_tc_write_list_begin(t, SL_TC_BINARY, c->path_n);
+    for (size_t i = 0; i < c->path_n; i++)
+        sl_tc_write_binary(t, c->path[i], strlen(c->path[i]));
     sl_tc_write_i32_field(t, 4, w->params.codec);
     sl_tc_write_i64_field(t, 5, m->num_values);
     sl_tc_write_i64_field(t, 6, m->uncompressed);
@@ -658,10 +998,22 @@ void sl_pq_writer_free(sl_pq_writer *w)
         close(w->fd);
     if (!w->closed && w->path)
         unlink(w->path);
+    for (size_t i = 0; w->tops && i < w->ntops; i++) {
+        if (w->tops[i].node) {
+            wnode_clear(w->tops[i].node);
+            sl_free(w->tops[i].node);
+        }
+        sl_free(w->tops[i].name);
+    }
+    sl_free(w->tops);
     for (size_t i = 0; w->cols && i < w->ncols; i++) {
         wcol *c = &w->cols[i];
         sl_free(c->name);
+        for (size_t k = 0; k < c->path_n; k++)
+            sl_free(c->path[k]);
+        sl_free(c->path);
         sl_free(c->defs);
+        sl_free(c->reps);
         sl_buf_free(&c->values);
         sl_buf_free(&c->chunk);
         sl_buf_free(&c->min_s);

@@ -1,6 +1,9 @@
-/* io/parquet_write.h — writes a flat Parquet file: columns string (BYTE_ARRAY
- * + STRING/UTF8), binary, int64, double, bool, each required or optional;
- * data pages v1, PLAIN values, RLE definition levels; codec none, snappy, gzip
+/* io/parquet_write.h — writes a Parquet file: columns string (BYTE_ARRAY
+ * + STRING/UTF8), binary, int64, double, bool, each required or optional,
+ * and nested columns (lists and structs of these, any depth, every node
+ * optional: the LIST form pyarrow writes) filled from JSON values; data
+ * pages v1, PLAIN values, RLE repetition and definition levels, a page
+ * always starting a row; codec none, snappy, gzip
  * or zstd; row groups cut at a target of buffered (uncompressed) bytes, with
  * min/max (min_value/max_value) and null_count statistics, key-value metadata
  * and created_by. Writes `path` exactly as given (no temporary name): callers
@@ -19,10 +22,30 @@
 
 typedef struct sl_pq_writer sl_pq_writer;
 
+/* A nested column's shape, a tree: a leaf of a type, a list of elements
+ * (written as `optional group NAME (LIST) { repeated group list { optional
+ * ELEMENT element } }`) or a struct of named fields. The writer copies it. */
+typedef enum { SL_PQ_NODE_LEAF, SL_PQ_NODE_LIST, SL_PQ_NODE_STRUCT } sl_pq_node_kind;
+
+typedef struct sl_pq_node {
+    sl_pq_node_kind kind;
+    sl_pq_type type;                        /* LEAF: SL_PQ_STRING, INT64, DOUBLE or BOOL */
+    const struct sl_pq_node *element;       /* LIST */
+    const char *const *names;               /* STRUCT: its fields' names (UTF-8, unique, no '.') */
+    const struct sl_pq_node *const *fields; /* STRUCT: its fields, n_fields >= 1 */
+    size_t n_fields;
+} sl_pq_node;
+
+/* Lists nested in a column at most (what io/parquet_read.h reads back). */
+#define SL_PQ_WRITE_MAX_LISTS 4
+
 typedef struct sl_pq_column_def {
     const char *name; /* UTF-8, unique; copied */
     sl_pq_type type;  /* SL_PQ_STRING .. SL_PQ_BOOL */
     bool nullable;    /* optional (may hold nulls) or required */
+    /* Non-NULL: a nested column of this shape (optional; type and nullable
+     * are not used), its cells given as JSON (sl_pq_value.json). */
+    const sl_pq_node *nested;
 } sl_pq_column_def;
 
 typedef struct sl_pq_writer_params {
@@ -42,6 +65,11 @@ typedef struct sl_pq_value {
     double f64;       /* SL_PQ_DOUBLE */
     const void *ptr;  /* SL_PQ_STRING (valid UTF-8), SL_PQ_BINARY */
     size_t len;
+    /* A nested column's value (NULL: null), borrowed for the call. Where a
+     * part of it does not fit the shape it is null: a string where a list
+     * is, an object's keys the struct lacks; an integer fits a double leaf,
+     * and any value a string leaf (as its compact JSON text). */
+    const struct json_t *json;
 } sl_pq_value;
 
 /* Creates (truncates) `path`. SL_ERR_INVALID_ARG for a bad schema or params,
@@ -54,7 +82,8 @@ sl_status sl_pq_writer_set_metadata(sl_pq_writer *w, const char *key, const char
 
 /* Appends one row: values[0..num_columns). SL_ERR_INVALID_ARG for a null in a
  * required column or invalid UTF-8 in a string column (the row is not
- * written); SL_ERR_IO / SL_ERR_NOMEM leave the writer unusable. */
+ * written; a nested column's strings are made valid instead);
+ * SL_ERR_IO / SL_ERR_NOMEM leave the writer unusable. */
 sl_status sl_pq_writer_append(sl_pq_writer *w, const sl_pq_value *values);
 
 /* Writes the last row group and the footer, fsyncs and closes the file. */

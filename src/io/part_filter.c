@@ -12,7 +12,10 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json.h"
+#include "io/parquet_json.h"
 #include "io/parquet_read.h"
+#include "io/parquet_shape.h"
 #include "io/parquet_write.h"
 #include "io/part_filter.h"
 
@@ -271,6 +274,161 @@ static sl_pq_value pq_cell(const sl_pq_vector *v, int64_t i)
     return out;
 }
 
+/* --- Parquet nested columns: the shapes the sink wrote beside them ---------------- */
+
+/* A column as written: flat (the reader's column `first`) or nested (its
+ * leaves the reader's columns [first, first + leaves)). */
+typedef struct pq_top {
+    sl_pq_node *shape; /* NULL: flat */
+    char *name;
+    size_t first, leaves;
+} pq_top;
+
+static size_t shape_leaves(const sl_pq_node *n)
+{
+    if (n->kind == SL_PQ_NODE_LIST)
+        return shape_leaves(n->element);
+    if (n->kind == SL_PQ_NODE_LEAF)
+        return 1;
+    size_t all = 0;
+    for (size_t i = 0; i < n->n_fields; i++)
+        all += shape_leaves(n->fields[i]);
+    return all;
+}
+
+/* Whether the reader's columns from *c on are n's leaves under `prefix`,
+ * as the writer names them; *c moves past them. */
+static bool leaves_match(const sl_pq_reader *r, const sl_pq_node *n, const char *prefix, size_t *c)
+{
+    char name[1024];
+    switch (n->kind) {
+    case SL_PQ_NODE_LEAF:
+        if (*c >= sl_pq_reader_num_columns(r) || strcmp(sl_pq_reader_column(r, *c)->name, prefix) != 0)
+            return false;
+        (*c)++;
+        return true;
+    case SL_PQ_NODE_LIST:
+        snprintf(name, sizeof name, "%s.list.element", prefix);
+        return leaves_match(r, n->element, name, c);
+    case SL_PQ_NODE_STRUCT:
+        for (size_t i = 0; i < n->n_fields; i++) {
+            snprintf(name, sizeof name, "%s.%s", prefix, n->names[i]);
+            if (!leaves_match(r, n->fields[i], name, c))
+                return false;
+        }
+        return true;
+    }
+    return false;
+}
+
+static json_t *leaf_json(const sl_pq_vector *v, int64_t k)
+{
+    if (!v->valid[k])
+        return json_null();
+    switch (v->info->type) {
+    case SL_PQ_BOOL: return json_boolean(v->b[k]);
+    case SL_PQ_INT64: return json_integer(v->i64[k]);
+    case SL_PQ_DOUBLE: return json_real(v->f64[k]);
+    case SL_PQ_STRING:
+        return sl_json_text((const char *)v->data + v->offsets[k], (size_t)(v->offsets[k + 1] - v->offsets[k]));
+    default: return json_null();
+    }
+}
+
+/* Row i of nested node n (its leaves the batch's columns from `first`) as
+ * the JSON it was written from; a null struct comes back as an object of
+ * nulls (io/parquet_json.h). NULL when out of memory. */
+static json_t *nested_json(const sl_pq_node *n, const sl_pq_batch *b, size_t first, int64_t i)
+{
+    if (n->kind == SL_PQ_NODE_LEAF)
+        return leaf_json(&b->columns[first], i);
+    if (n->kind == SL_PQ_NODE_LIST) {
+        size_t k = shape_leaves(n);
+        const sl_pq_vector **cols = sl_calloc(k, sizeof *cols);
+        if (!cols)
+            return NULL;
+        for (size_t j = 0; j < k; j++)
+            cols[j] = &b->columns[first + j];
+        json_t *list = sl_pq_list_json(cols, k, i, leaf_json);
+        sl_free(cols);
+        return list;
+    }
+    json_t *o = json_object();
+    for (size_t f = 0; o && f < n->n_fields; f++) {
+        json_t *v = nested_json(n->fields[f], b, first, i);
+        if (!v || json_object_set_new(o, n->names[f], v) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+        first += shape_leaves(n->fields[f]);
+    }
+    return o;
+}
+
+/* The columns of `path` as the writer was given them: the nested ones from
+ * the shapes the sink wrote in its metadata (parquet_shape.h), the others
+ * flat. *n_tops set; the caller frees each shape, name and the array. */
+static sl_status pq_tops(const char *path, const sl_pq_reader *r, pq_top **out, size_t *n_tops)
+{
+    size_t n = sl_pq_reader_num_columns(r);
+    pq_top *tops = sl_calloc(n ? n : 1, sizeof *tops);
+    if (!tops)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
+    *out = tops;
+    *n_tops = 0;
+    const char *meta = sl_pq_reader_metadata(r, SL_PQ_SHAPES_KEY);
+    json_error_t jerr;
+    json_t *shapes = meta ? json_loads(meta, 0, &jerr) : NULL;
+    if (meta && !json_is_object(shapes)) {
+        json_decref(shapes);
+        return sl_fail(SL_ERR_DECODE, "'%s': its %s metadata is not a JSON object", path, SL_PQ_SHAPES_KEY);
+    }
+    sl_status st = SL_OK;
+    for (size_t c = 0; st == SL_OK && c < n;) {
+        pq_top *t = &tops[(*n_tops)++];
+        t->first = c;
+        const char *name;
+        json_t *j;
+        json_object_foreach(shapes, name, j) { /* a nested column whose leaves start here */
+            char why[256];
+            size_t end = c;
+            sl_pq_node *shape = sl_pq_shape_parse(j, why, sizeof why);
+            if (!shape) {
+                st = sl_fail(SL_ERR_DECODE, "'%s': column '%s' has a shape sluice does not write: %s", path, name,
+                             why);
+                break;
+            }
+            if (leaves_match(r, shape, name, &end)) {
+                t->shape = shape;
+                t->leaves = end - c;
+                t->name = sl_strdup(name);
+                if (!t->name)
+                    st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
+                break;
+            }
+            sl_pq_shape_free(shape);
+        }
+        if (st == SL_OK && !t->shape) {
+            const sl_pq_column_info *info = sl_pq_reader_column(r, c);
+            if (info->type > SL_PQ_BOOL || info->list_len)
+                st = sl_fail(SL_ERR_DECODE, "'%s': column '%s' is not one sluice writes", path, info->name);
+            t->leaves = 1;
+        }
+        c += t->leaves ? t->leaves : 1;
+    }
+    json_decref(shapes);
+    return st;
+}
+
+static void pq_tops_free(pq_top *tops, size_t n)
+{
+    for (size_t i = 0; tops && i < n; i++) {
+        sl_pq_shape_free(tops[i].shape);
+        sl_free(tops[i].name);
+    }
+    sl_free(tops);
+}
+
 static sl_status filter_parquet(const char *path, const char *tmp_path, sl_idset *drop,
                                 const char *codec, long *removed, long *kept)
 {
@@ -279,17 +437,18 @@ static sl_status filter_parquet(const char *path, const char *tmp_path, sl_idset
     sl_status st = pq_open(path, &r, &id_col, &err_col);
     if (st != SL_OK)
         return st;
-    size_t n = sl_pq_reader_num_columns(r);
-    sl_pq_column_def *defs = sl_calloc(n, sizeof *defs);
-    sl_pq_value *row = sl_calloc(n, sizeof *row);
-    if (!defs || !row)
+    pq_top *tops = NULL;
+    size_t n = 0;
+    st = pq_tops(path, r, &tops, &n);
+    sl_pq_column_def *defs = sl_calloc(n ? n : 1, sizeof *defs);
+    sl_pq_value *row = sl_calloc(n ? n : 1, sizeof *row);
+    json_t **cells = sl_calloc(n ? n : 1, sizeof *cells);
+    if (st == SL_OK && (!defs || !row || !cells))
         st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
     for (size_t c = 0; st == SL_OK && c < n; c++) {
-        const sl_pq_column_info *info = sl_pq_reader_column(r, c);
-        if (info->type > SL_PQ_BOOL || info->list_len)
-            st = sl_fail(SL_ERR_DECODE, "'%s': column '%s' is not one sluice writes", path,
-                         info->name);
-        defs[c] = (sl_pq_column_def){info->name, info->type, info->nullable};
+        const sl_pq_column_info *info = sl_pq_reader_column(r, tops[c].first);
+        defs[c] = tops[c].shape ? (sl_pq_column_def){tops[c].name, SL_PQ_STRING, true, tops[c].shape}
+                                : (sl_pq_column_def){info->name, info->type, info->nullable, NULL};
     }
     sl_pq_writer *w = NULL;
     sl_pq_writer_params wp = sl_pq_writer_default_params();
@@ -297,6 +456,9 @@ static sl_status filter_parquet(const char *path, const char *tmp_path, sl_idset
         st = sl_fail(SL_ERR_INVALID_ARG, "no Parquet compression '%s'", codec);
     if (st == SL_OK)
         st = sl_pq_writer_open(tmp_path, defs, n, &wp, &w);
+    const char *shapes = sl_pq_reader_metadata(r, SL_PQ_SHAPES_KEY);
+    if (st == SL_OK && shapes) /* for the next --retry-failed */
+        st = sl_pq_writer_set_metadata(w, SL_PQ_SHAPES_KEY, shapes);
     char *buf = NULL;
     size_t cap = 0;
     const sl_pq_batch *b;
@@ -310,10 +472,21 @@ static sl_status filter_parquet(const char *path, const char *tmp_path, sl_idset
                 *removed += gone;
                 continue;
             }
-            for (size_t c = 0; c < n; c++)
-                row[c] = pq_cell(&b->columns[c], i);
-            if ((st = sl_pq_writer_append(w, row)) == SL_OK)
+            for (size_t c = 0; st == SL_OK && c < n; c++) {
+                if (!tops[c].shape) {
+                    row[c] = pq_cell(&b->columns[tops[c].first], i);
+                } else if ((cells[c] = nested_json(tops[c].shape, b, tops[c].first, i))) {
+                    row[c] = (sl_pq_value){.json = cells[c]};
+                } else {
+                    st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
+                }
+            }
+            if (st == SL_OK && (st = sl_pq_writer_append(w, row)) == SL_OK)
                 (*kept)++;
+            for (size_t c = 0; c < n; c++) {
+                json_decref(cells[c]);
+                cells[c] = NULL;
+            }
         }
     }
     if (st == SL_OK)
@@ -321,7 +494,9 @@ static sl_status filter_parquet(const char *path, const char *tmp_path, sl_idset
     sl_pq_writer_free(w);
     sl_free(buf);
     sl_free(row);
+    sl_free(cells);
     sl_free(defs);
+    pq_tops_free(tops, n);
     sl_pq_reader_free(r);
     return st;
 }

@@ -1,8 +1,10 @@
 /* io/part_filter.h — one committed output part read back and rewritten, for
  * --retry-failed (job/retry.c): which of its rows failed, and the same part
  * without the rows of some ids. The formats are the sinks' (io/sink.h):
- * part-N.jsonl (a JSON object a line), part-N.parquet (flat columns, as
- * parquet_sink.c writes them), part-N.tar (WebDataset: KEY.json holding the
+ * part-N.jsonl (a JSON object a line), part-N.parquet (as parquet_sink.c
+ * writes it: flat columns, and nested ones whose shapes its metadata holds,
+ * written again from their JSON; a null struct comes back as one of null
+ * fields, as io/parquet_json.h says), part-N.tar (WebDataset: KEY.json holding the
  * row, then KEY.EXT members of the same sample), told apart by the name's
  * extension; errors-N.jsonl files are JSONL. A row failed when its "error"
  * is a non-null value; its id is its "id" string. Files are read as a

@@ -2,12 +2,16 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <stdlib.h>
+
 #include "core/alloc.h"
 #include "core/error.h"
+#include "io/parquet_write.h"
 #include "job/answer_columns.h"
 #include "job/batch.h"
 
-/* The Parquet type a property's schema promises, as a column spec's TYPE. */
+/* The Parquet type a property's schema promises, as a column spec's TYPE
+ * (a leaf type's name). */
 static const char *type_of(const json_t *prop)
 {
     const json_t *type = json_object_get(prop, "type");
@@ -47,6 +51,40 @@ static const char *type_of(const json_t *prop)
     return "string";
 }
 
+/* The shape (io/parquet_shape.h) of a property whose schema is an array of
+ * typed items or an object of typed properties, any depth (lists at most
+ * SL_PQ_WRITE_MAX_LISTS); its leaves' types as type_of says; NULL for
+ * other properties (and for shapes past the limits, written as JSON text). */
+static json_t *shape_of(const json_t *prop, int depth, int lists)
+{
+    const char *kind = json_string_value(json_object_get(prop, "type"));
+    if (depth > 8 || !kind)
+        return NULL;
+    if (strcmp(kind, "array") == 0) {
+        const json_t *items = json_object_get(prop, "items");
+        if (!json_is_object(items) || lists >= SL_PQ_WRITE_MAX_LISTS)
+            return NULL;
+        json_t *e = shape_of(items, depth + 1, lists + 1);
+        return json_pack("{s:o}", "list", e ? e : json_string(type_of(items)));
+    }
+    const json_t *props = json_object_get(prop, "properties");
+    if (strcmp(kind, "object") != 0 || !json_is_object(props) || json_object_size(props) == 0 ||
+        json_object_size(props) > 64)
+        return NULL;
+    json_t *fields = json_array();
+    const char *name;
+    json_t *p;
+    json_object_foreach((json_t *)props, name, p) {
+        if (!*name || strchr(name, '.')) {
+            json_decref(fields);
+            return NULL; /* not a name a field can have */
+        }
+        json_t *f = shape_of(p, depth + 1, lists);
+        json_array_append_new(fields, json_pack("[s,o]", name, f ? f : json_string(type_of(p))));
+    }
+    return json_pack("{s:o}", "struct", fields);
+}
+
 static sl_status add(answer_columns *ac, int task, const char *prefix, const char *property,
                      const json_t *prop)
 {
@@ -58,7 +96,11 @@ static sl_status add(answer_columns *ac, int task, const char *prefix, const cha
     *c = (answer_column){.task = task};
     c->name = prefix ? sl_asprintf("%s_%s", prefix, property) : sl_strdup(property);
     c->property = sl_strdup(property);
-    c->spec = c->name ? sl_asprintf("%s:%s", c->name, type_of(prop)) : NULL;
+    json_t *shape = shape_of(prop, 0, 0);
+    char *text = shape ? json_dumps(shape, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    c->spec = c->name ? sl_asprintf("%s:%s", c->name, text ? text : type_of(prop)) : NULL;
+    free(text);
+    json_decref(shape);
     ac->n++;
     return c->name && c->property && c->spec
                ? SL_OK

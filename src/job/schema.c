@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "job/batch.h"
 #include "job/job.h"
+#include "io/parquet_shape.h"
 #include "job/schema.h"
 
 /* JSONL nests these in "timings"; Parquet has a column for each. Width to
@@ -325,8 +326,14 @@ json_t *caption_schema_json(const caption_schema *s)
     for (size_t i = 0; !bad && i < s->schema.n_head; i++)
         bad = add_column(a, s->head[i].group, s->head[i].name, s->head[i].type);
     size_t np = s->cols ? sl_columns_count(s->cols) : 0;
-    for (size_t i = 0; !bad && i < np; i++)
-        bad = add_column(a, NULL, sl_columns_output_name(s->cols, i), sl_columns_type(s->cols, i));
+    for (size_t i = 0; !bad && i < np; i++) {
+        const sl_pq_node *shape = sl_columns_shape(s->cols, i);
+        if (shape) /* a nested column: its shape as io/parquet_shape.h writes it */
+            bad = json_array_append_new(a, json_pack("{s:s, s:o*}", "name", sl_columns_output_name(s->cols, i),
+                                                     "type", sl_pq_shape_json(shape)));
+        else
+            bad = add_column(a, NULL, sl_columns_output_name(s->cols, i), sl_columns_type(s->cols, i));
+    }
     for (size_t i = 0; !bad && i < s->schema.n_tail; i++)
         bad = add_column(a, NULL, s->tail[i].name, s->tail[i].type);
     if (bad) {

@@ -182,6 +182,49 @@ def test_parquet_parts_are_rewritten_with_their_schema(sluice, broken, tmp_path)
     assert ns == [(k,) for k in range(N_GOOD + 3)]
 
 
+def test_parquet_parts_keep_their_nested_columns(sluice, broken, tmp_path):
+    """Lists, lists of lists, lists of structs and structs holding lists
+    (typed columns, parquet_sink.c's shapes in the file's metadata) come
+    back from a part's rewrite as they were, nulls and empty lists too."""
+    import pyarrow.parquet as pq
+    m = broken / "m.jsonl"
+    rows = [json.loads(line) for line in m.read_text().splitlines()]
+    for k, row in enumerate(rows):
+        row["tags"] = [f"t{k}", None] if k % 3 else ([] if k % 2 else None)
+        row["boxes"] = [[k, 1.5], []] if k % 2 else [None]
+        row["conv"] = [{"from": "human", "value": f"q{k}"}, {"from": "gpt", "value": None}] if k % 4 else []
+        row["meta"] = {"w": k, "parts": [True, False][: k % 3]}
+    m.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out"
+    assert run(sluice, m, out, "--format", "parquet").returncode == 3
+    schemas = {p.name: pq.read_schema(p) for p in out.glob("part-*.parquet")}
+    some = next(iter(schemas.values()))
+    assert str(some.field("conv").type) == "list<element: struct<from: string, value: string>>"
+    assert str(some.field("meta").type) == "struct<w: int64, parts: list<element: bool>>"
+    good = {}
+    for p in out.glob("part-*.parquet"):
+        for row in pq.read_table(p).to_pylist():
+            if row["error"] is None:
+                good[row["id"]] = (p.name, row)
+                want = rows[row["n"]]
+                assert (row["tags"], row["boxes"], row["conv"], row["meta"]) == \
+                    (want["tags"], want["boxes"], want["conv"], want["meta"]), row
+    fix(broken)
+    r = run(sluice, m, out, "--format", "parquet", "--retry-failed")
+    assert r.returncode == 0, r.stderr
+    for name, schema in schemas.items():
+        assert pq.read_schema(out / name).equals(schema), name
+        for row in pq.read_table(out / name).to_pylist():
+            assert good[row["id"]] == (name, row)
+    again = [row for p in out.glob("part-*.parquet") for row in pq.read_table(p).to_pylist()
+             if row["id"] not in good]
+    assert len(again) == 3 and all(row["error"] is None for row in again)
+    for row in again:
+        want = rows[row["n"]]
+        assert (row["tags"], row["boxes"], row["conv"], row["meta"]) == \
+            (want["tags"], want["boxes"], want["conv"], want["meta"]), row
+
+
 def test_webdataset_parts_lose_the_failed_samples(sluice, broken, tmp_path):
     out = tmp_path / "out"
     m = broken / "m.jsonl"

@@ -193,8 +193,12 @@ FIELDS = {
         "ok": {"type": "boolean"},
         "weight": {"enum": [0.25, 1.5]},
         "tags": {"type": "array", "items": {"enum": ["red", "blue"]}, "maxItems": 3},
+        "box": {"type": "object", "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 9},
+                                                 "hits": {"type": "array", "items": {"type": "boolean"},
+                                                          "maxItems": 2}},
+                "required": ["x", "hits"], "additionalProperties": False},
     },
-    "required": ["label", "count", "ok", "weight", "tags"],
+    "required": ["label", "count", "ok", "weight", "tags", "box"],
     "additionalProperties": False,
 }
 
@@ -202,27 +206,29 @@ FIELDS = {
 def test_answer_columns_hold_each_property_typed(sluice, tmp_path):
     """--answer-columns: each property of the schema's answers in a column
     of its own, typed from the schema in Parquet (DuckDB reads VARCHAR,
-    BIGINT, BOOLEAN, DOUBLE, and an array as its JSON text), a JSON value
+    BIGINT, BOOLEAN, DOUBLE, a list and a struct holding a list), a JSON value
     in JSONL, equal to the answer's; with tasks, NAME_PROPERTY for the task
     with a schema; a property named like one of the output's columns, no
     schema, or --samples stop the job at start (exit 2)."""
     import duckdb
     schema = schema_file(tmp_path, FIELDS)
-    common = ("--json-schema", schema, "--answer-columns", "--max-tokens", 120,
+    common = ("--json-schema", schema, "--answer-columns", "--max-tokens", 240,
               "--show", 0, "--metrics-addr", "off")
     r = sluice.caption(SAMPLES, tmp_path / "pq", *common, "--format", "parquet")
     assert r.returncode == 0, r.stderr
     part = str(tmp_path / "pq" / "part-00000.parquet")
     types = {row[0]: row[1] for row in duckdb.sql(f"describe select * from '{part}'").fetchall()}
-    assert [types[c] for c in ("label", "count", "ok", "weight", "tags")] == [
-        "VARCHAR", "BIGINT", "BOOLEAN", "DOUBLE", "VARCHAR"], types
-    rows = duckdb.sql(f"select caption, label, count, ok, weight, tags from '{part}' "
+    assert [types[c] for c in ("label", "count", "ok", "weight", "tags", "box")] == [
+        "VARCHAR", "BIGINT", "BOOLEAN", "DOUBLE", "VARCHAR[]", "STRUCT(x BIGINT, hits BOOLEAN[])"], types
+    rows = duckdb.sql(f"select caption, label, count, ok, weight, tags, box from '{part}' "
                       "where error is null").fetchall()
     assert len(rows) == N_SAMPLES
-    for caption, label, count, ok, weight, tags in rows:
+    for caption, label, count, ok, weight, tags, box in rows:
         want = json.loads(caption)
-        assert (label, count, ok, weight, json.loads(tags)) == (
-            want["label"], want["count"], want["ok"], want["weight"], want["tags"])
+        assert (label, count, ok, weight, tags, box) == (
+            want["label"], want["count"], want["ok"], want["weight"], want["tags"], want["box"])
+    assert duckdb.sql(f"select count(*) from '{part}' where len(box.hits) <= 2 and box.x between 0 and 9"
+                      ).fetchall()[0][0] == N_SAMPLES
     assert duckdb.sql(f"select count(*) from '{part}' where count between 0 and 9"
                       ).fetchall()[0][0] == N_SAMPLES
 
@@ -235,7 +241,7 @@ def test_answer_columns_hold_each_property_typed(sluice, tmp_path):
     tasks = tmp_path / "tasks.json"
     tasks.write_text(json.dumps({"short": {"prompt": "Describe.", "sampling": {"max_tokens": 4}},
                                  "fields": {"prompt": "Fill in.", "json_schema": FIELDS,
-                                            "sampling": {"max_tokens": 120}}}))
+                                            "sampling": {"max_tokens": 240}}}))
     r = sluice.caption(SAMPLES, tmp_path / "tasks", "--tasks", tasks, "--answer-columns",
                        "--show", 0, "--metrics-addr", "off")
     assert r.returncode == 0, r.stderr
@@ -297,7 +303,7 @@ def test_the_fields_example_writes_typed_columns(sluice, four, tmp_path, monkeyp
     assert len(rows) == 4
     for caption, subject, people, outdoor, style, colors in rows:
         want = json.loads(caption)
-        assert (subject, people, outdoor, style, json.loads(colors)) == (
+        assert (subject, people, outdoor, style, colors) == (
             want["subject"], want["people"], want["outdoor"], want["style"], want["colors"])
     by_style = duckdb.sql(f"SELECT style, count(*), sum(people) FROM '{out}/*.parquet' "
                           "WHERE people >= 0 GROUP BY style").fetchall()

@@ -22,12 +22,15 @@
 #include "core/json.h"
 #include "core/utf8.h"
 #include "io/parquet_read.h"
+#include "io/parquet_shape.h"
 #include "io/parquet_write.h"
 
 static int usage(const char *msg)
 {
-    fprintf(stderr, "parquet_tool: %s\nusage: parquet_tool write OUT --schema NAME:TYPE[?],... [--codec C] "
+    fprintf(stderr, "parquet_tool: %s\nusage: parquet_tool write OUT [--schema NAME:TYPE[?],...] "
+                    "[--nested NAME=SHAPE]... [--codec C] "
                     "[--row-group-bytes N] [--page-bytes N] [--meta K=V]... < rows.jsonl\n"
+                    "       (SHAPE: JSON as io/parquet_shape.h says; nested columns follow --schema's)\n"
                     "       parquet_tool dump FILE... [--columns A,B] [--batch-rows N] [--batch-bytes N]\n"
                     "       parquet_tool info FILE\n", msg);
     return 2;
@@ -132,6 +135,10 @@ static int parse_schema(char *spec, sl_pq_column_def **out, size_t *n)
 static const char *to_value(const sl_pq_column_def *col, json_t *j, sl_pq_value *v, uint8_t **owned)
 {
     memset(v, 0, sizeof *v);
+    if (col->nested) {
+        v->json = j;
+        return NULL;
+    }
     if (!j || json_is_null(j)) {
         v->is_null = true;
         return NULL;
@@ -185,8 +192,8 @@ static int cmd_write(int argc, char **argv)
     const char *out = NULL;
     char *schema = NULL;
     sl_pq_writer_params params = sl_pq_writer_default_params();
-    const char *metas[64];
-    size_t nmetas = 0;
+    const char *metas[64], *nested[64];
+    size_t nmetas = 0, nnested = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         bool has_next = i + 1 < argc;
@@ -199,6 +206,8 @@ static int cmd_write(int argc, char **argv)
             params.row_group_bytes = strtoll(argv[++i], NULL, 10);
         } else if (strcmp(a, "--page-bytes") == 0 && has_next) {
             params.page_bytes = strtoll(argv[++i], NULL, 10);
+        } else if (strcmp(a, "--nested") == 0 && has_next && nnested < 64) {
+            nested[nnested++] = argv[++i];
         } else if (strcmp(a, "--meta") == 0 && has_next && nmetas < 64) {
             metas[nmetas++] = argv[++i];
         } else if (a[0] != '-' && !out) {
@@ -207,11 +216,33 @@ static int cmd_write(int argc, char **argv)
             return usage("unknown or incomplete option");
         }
     }
-    if (!out || !schema)
-        return usage("write needs OUT and --schema");
-    sl_pq_column_def *cols;
-    size_t ncols;
-    int rc = parse_schema(schema, &cols, &ncols);
+    if (!out || (!schema && !nnested))
+        return usage("write needs OUT and --schema or --nested");
+    sl_pq_column_def *cols = NULL;
+    size_t ncols = 0;
+    char empty[] = "";
+    int rc = parse_schema(schema ? schema : empty, &cols, &ncols);
+    if (rc)
+        return rc;
+    sl_pq_node *shapes[64] = {0};
+    sl_pq_column_def *all = realloc(cols, (ncols + nnested + 1) * sizeof *cols);
+    if (!all)
+        return usage("out of memory");
+    cols = all;
+    for (size_t k = 0; k < nnested && !rc; k++) {
+        const char *eq = strchr(nested[k], '=');
+        json_error_t jerr;
+        json_t *j = eq ? json_loads(eq + 1, 0, &jerr) : NULL;
+        char why[256];
+        if (!eq || !j || !(shapes[k] = sl_pq_shape_parse(j, why, sizeof why))) {
+            fprintf(stderr, "parquet_tool: --nested %s: %s\n", nested[k], !eq ? "not NAME=SHAPE" : !j ? jerr.text : why);
+            rc = 2;
+        }
+        json_decref(j);
+        if (!rc)
+            cols[ncols++] = (sl_pq_column_def){.name = strndup(nested[k], (size_t)(eq - nested[k])),
+                                               .nested = shapes[k]};
+    }
     if (rc)
         return rc;
     sl_pq_writer *w;
@@ -267,6 +298,10 @@ static int cmd_write(int argc, char **argv)
     free(line);
     free(owned);
     free(vals);
+    for (size_t k = 0; k < nnested; k++) {
+        free((char *)cols[ncols - nnested + k].name);
+        sl_pq_shape_free(shapes[k]);
+    }
     free(cols);
     return rc;
 }

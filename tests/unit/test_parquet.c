@@ -428,8 +428,8 @@ static void rle_round_trip_and_truncation(void **state)
 /* ---- writer -> reader -------------------------------------------------- */
 
 static const sl_pq_column_def COLS[] = {
-    {"s", SL_PQ_STRING, true}, {"i", SL_PQ_INT64, false}, {"d", SL_PQ_DOUBLE, true},
-    {"b", SL_PQ_BOOL, true},   {"x", SL_PQ_BINARY, false},
+    {"s", SL_PQ_STRING, true, NULL}, {"i", SL_PQ_INT64, false, NULL}, {"d", SL_PQ_DOUBLE, true, NULL},
+    {"b", SL_PQ_BOOL, true, NULL},   {"x", SL_PQ_BINARY, false, NULL},
 };
 #define NCOLS 5
 
@@ -631,10 +631,10 @@ static void writer_rejects_bad_rows(void **state)
     sl_pq_writer_free(w); /* not closed: the partial file goes */
     assert_int_not_equal(access(path, F_OK), 0);
 
-    const sl_pq_column_def dup[] = {{"a", SL_PQ_INT64, false}, {"a", SL_PQ_BOOL, false}};
+    const sl_pq_column_def dup[] = {{"a", SL_PQ_INT64, false, NULL}, {"a", SL_PQ_BOOL, false, NULL}};
     assert_int_equal(sl_pq_writer_open(path, dup, 2, NULL, &w), SL_ERR_INVALID_ARG);
     assert_null(w);
-    const sl_pq_column_def int32col[] = {{"a", SL_PQ_INT32, false}};
+    const sl_pq_column_def int32col[] = {{"a", SL_PQ_INT32, false, NULL}};
     assert_int_equal(sl_pq_writer_open(path, int32col, 1, NULL, &w), SL_ERR_INVALID_ARG);
     snprintf(path, sizeof path, "%s/no/such/dir/x.parquet", dir);
     assert_int_equal(sl_pq_writer_open(path, COLS, NCOLS, NULL, &w), SL_ERR_IO);
@@ -708,7 +708,7 @@ static void empty_byte_arrays_in_batches(void **state)
     char *dir = tu_tmpdir();
     char path[512];
     snprintf(path, sizeof path, "%s/empty.parquet", dir);
-    const sl_pq_column_def cols[] = {{"s", SL_PQ_STRING, true}, {"x", SL_PQ_BINARY, false}};
+    const sl_pq_column_def cols[] = {{"s", SL_PQ_STRING, true, NULL}, {"x", SL_PQ_BINARY, false, NULL}};
     sl_pq_writer *w;
     assert_int_equal(sl_pq_writer_open(path, cols, 2, NULL, &w), SL_OK);
     for (int i = 0; i < 100; i++) {

@@ -94,10 +94,10 @@ static void parquet_copy_keeps_columns_types_and_values(void **state)
     char *dir = tu_tmpdir(), path[600], tmp[600];
     snprintf(path, sizeof path, "%s/part-00000.parquet", dir);
     snprintf(tmp, sizeof tmp, "%s/.part-00000.parquet.tmp-1", dir);
-    const sl_pq_column_def cols[] = {{"id", SL_PQ_STRING, false}, {"n", SL_PQ_INT64, true},
-                                     {"score", SL_PQ_DOUBLE, true}, {"ok", SL_PQ_BOOL, false},
-                                     {"image_bytes", SL_PQ_BINARY, true},
-                                     {"error", SL_PQ_STRING, true}};
+    const sl_pq_column_def cols[] = {{"id", SL_PQ_STRING, false, NULL}, {"n", SL_PQ_INT64, true, NULL},
+                                     {"score", SL_PQ_DOUBLE, true, NULL}, {"ok", SL_PQ_BOOL, false, NULL},
+                                     {"image_bytes", SL_PQ_BINARY, true, NULL},
+                                     {"error", SL_PQ_STRING, true, NULL}};
     sl_pq_writer *w;
     assert_int_equal(sl_pq_writer_open(path, cols, 6, NULL, &w), SL_OK);
     const char *ids[] = {"a", "b", "c", "d"};

@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "io/columns.h"
+#include "io/parquet_shape.h"
 #include "io/source_parse.h"
 
 static void csv(const char *rec, int want_rc, size_t want_n, const char *const *want)
@@ -268,9 +269,14 @@ static void columns_types_and_names(void **state)
     assert_int_equal(v.len, 1);
     assert_memory_equal(v.ptr, "3", 1);
     sl_free(owned);
-    v = sl_columns_cell(c, 7, r1, &owned);
-    assert_memory_equal(v.ptr, "[1]", 3);
-    sl_free(owned);
+    v = sl_columns_cell(c, 7, r1, &owned); /* an array: the value itself, for a list column */
+    assert_true(owned == NULL && v.json == json_object_get(r1, "arr"));
+    const sl_pq_node *arr = sl_columns_shape(c, 7);
+    assert_non_null(arr);
+    assert_int_equal(arr->kind, SL_PQ_NODE_LIST);
+    assert_int_equal(arr->element->kind, SL_PQ_NODE_LEAF);
+    assert_int_equal(arr->element->type, SL_PQ_INT64);
+    assert_null(sl_columns_shape(c, 0));
     v = sl_columns_cell(c, 5, r1, &owned);
     assert_true(v.is_null);
     json_t *r3 = json_pack("{s:s}", "n", "not a number"); /* later rows may not fit */
@@ -312,6 +318,78 @@ static void columns_types_and_names(void **state)
     sl_columns_free(c);
 }
 
+/* Each column's shape after its samples, as io/parquet_shape.h writes it
+ * (null: a flat column). */
+static void expect_shapes(sl_columns *c, const char *want)
+{
+    json_t *got = json_object();
+    for (size_t i = 0; i < sl_columns_count(c); i++) {
+        const sl_pq_node *n = sl_columns_shape(c, i);
+        json_object_set_new(got, sl_columns_input_name(c, i), n ? sl_pq_shape_json(n) : json_null());
+    }
+    json_t *w = json_loads(want, 0, NULL);
+    assert_non_null(w);
+    if (!json_equal(got, w)) {
+        char *g = json_dumps(got, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        fail_msg("shapes %s, not %s", g, want);
+    }
+    json_decref(got);
+    json_decref(w);
+}
+
+/* Arrays and objects become lists and structs while every sample agrees:
+ * elements and fields widened alike (ints with reals doubles), every key
+ * seen a field, a part never seen with a value a string; a mix, a key a
+ * field cannot have, or past the limits, the JSON text (a flat string, or
+ * a string element: lists past 4 deep). */
+static void nested_columns_take_shapes(void **state)
+{
+    (void)state;
+    const char *ours[] = {"id"};
+    sl_columns *c;
+    assert_int_equal(sl_columns_new(ours, 1, NULL, 0, &c), SL_OK);
+    const char *rows[] = {
+        "{\"tags\": [\"a\", null], \"boxes\": [[1, 2.5]], \"conv\": [{\"from\": \"h\", \"value\": \"q\"}],"
+        " \"meta\": {\"w\": 1, \"parts\": [true]}, \"empty\": [], \"none\": {}, \"mixed\": [1],"
+        " \"dotted\": {\"a.b\": 1}, \"deep\": [[[[[1]]]]], \"four\": [[[[1]]]], \"inner\": [1, \"x\"]}",
+        "{\"tags\": [], \"boxes\": [[3], null], \"conv\": [{\"from\": \"g\", \"score\": 0.5}, null],"
+        " \"meta\": null, \"empty\": [], \"mixed\": {\"k\": 1}, \"inner\": [[2]]}",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        json_t *r = json_loads(rows[i], 0, NULL);
+        assert_non_null(r);
+        assert_int_equal(sl_columns_sample(c, r), SL_OK);
+        json_decref(r);
+    }
+    expect_shapes(c, "{\"tags\": {\"list\": \"string\"}, \"boxes\": {\"list\": {\"list\": \"double\"}},"
+                     " \"conv\": {\"list\": {\"struct\": [[\"from\", \"string\"], [\"value\", \"string\"],"
+                     " [\"score\", \"double\"]]}}, \"meta\": {\"struct\": [[\"w\", \"int64\"],"
+                     " [\"parts\", {\"list\": \"bool\"}]]}, \"empty\": {\"list\": \"string\"}, \"none\": null,"
+                     " \"mixed\": null, \"dotted\": null,"
+                     " \"deep\": {\"list\": {\"list\": {\"list\": {\"list\": \"string\"}}}},"
+                     " \"four\": {\"list\": {\"list\": {\"list\": {\"list\": \"int64\"}}}},"
+                     " \"inner\": {\"list\": \"string\"}}");
+    assert_int_equal(sl_columns_type(c, 5), SL_PQ_STRING); /* none: only {} seen */
+    /* A stage declaring a column's type makes it flat. */
+    assert_int_equal(sl_columns_add(c, "tags:string"), SL_OK);
+    assert_null(sl_columns_shape(c, 0));
+    sl_columns_free(c);
+
+    /* A struct past 64 fields is its JSON text. */
+    assert_int_equal(sl_columns_new(ours, 1, NULL, 0, &c), SL_OK);
+    json_t *wide = json_object(), *row = json_object();
+    for (int k = 0; k < 65; k++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", k);
+        json_object_set_new(wide, key, json_integer(k));
+    }
+    json_object_set_new(row, "wide", wide);
+    assert_int_equal(sl_columns_sample(c, row), SL_OK);
+    assert_null(sl_columns_shape(c, 0));
+    json_decref(row);
+    sl_columns_free(c);
+}
+
 /* A stage's columns: "NAME" a string column (unless samples widen it),
  * "NAME:TYPE" that type whatever samples said; other types refused. */
 static void stage_columns_take_their_declared_types(void **state)
@@ -350,11 +428,23 @@ static void stage_columns_take_their_declared_types(void **state)
     json_decref(r);
 
     assert_int_equal(sl_columns_add(c, "x:float"), SL_ERR_INVALID_ARG);
-    assert_string_equal(sl_last_error(),
-                        "column 'x:float': the type after ':' is string, int64, double or bool");
+    assert_string_equal(sl_last_error(), "column 'x:float': the type after ':' is string, int64, double, bool or "
+                                         "a shape ({\"list\": ...} or {\"struct\": [[NAME, ...], ...]})");
+    /* A shape: a nested column, its type checked as the writer would. */
+    assert_int_equal(sl_columns_add(c, "objs:{\"list\": {\"struct\": [[\"label\", \"string\"], [\"s\", \"double\"]]}}"),
+                     SL_OK);
+    const sl_pq_node *objs = sl_columns_shape(c, 6);
+    assert_non_null(objs);
+    assert_int_equal(objs->kind, SL_PQ_NODE_LIST);
+    assert_int_equal(objs->element->n_fields, 2);
+    assert_int_equal(objs->element->fields[1]->type, SL_PQ_DOUBLE);
+    assert_int_equal(sl_columns_add(c, "bad:{\"struct\": [[\"a.b\", \"int64\"]]}"), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "without a '.'"));
+    assert_int_equal(sl_columns_add(c, "deep:{\"list\": {\"list\": {\"list\": {\"list\": {\"list\": \"bool\"}}}}}"),
+                     SL_ERR_INVALID_ARG);
     assert_int_equal(sl_columns_add(c, ":double"), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "no name"));
-    assert_int_equal(sl_columns_count(c), 6);
+    assert_int_equal(sl_columns_count(c), 7);
     sl_columns_free(c);
 }
 
@@ -390,6 +480,7 @@ int main(void)
         cmocka_unit_test(brace_expansion_is_bounded),
         cmocka_unit_test(wds_keys),       cmocka_unit_test(url_schemes),
         cmocka_unit_test(glob_filters),   cmocka_unit_test(columns_types_and_names),
+        cmocka_unit_test(nested_columns_take_shapes),
         cmocka_unit_test(stage_columns_take_their_declared_types),
         cmocka_unit_test(compression_suffixes_and_tar_names),
     };

@@ -1,0 +1,127 @@
+/* io/parquet_shape.c — see parquet_shape.h. */
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "io/parquet_shape.h"
+
+static const struct {
+    const char *name;
+    sl_pq_type type;
+} LEAVES[] = {{"string", SL_PQ_STRING}, {"int64", SL_PQ_INT64}, {"double", SL_PQ_DOUBLE}, {"bool", SL_PQ_BOOL}};
+
+void sl_pq_shape_free(sl_pq_node *n)
+{
+    if (!n)
+        return;
+    sl_pq_shape_free((sl_pq_node *)n->element);
+    for (size_t i = 0; i < n->n_fields; i++) {
+        if (n->names)
+            sl_free((char *)n->names[i]);
+        if (n->fields)
+            sl_pq_shape_free((sl_pq_node *)n->fields[i]);
+    }
+    sl_free((void *)n->names);
+    sl_free((void *)n->fields);
+    sl_free(n);
+}
+
+static sl_pq_node *parse(const json_t *j, int depth, int lists, char *why, size_t why_len)
+{
+    if (depth > 24 || lists > SL_PQ_WRITE_MAX_LISTS) {
+        snprintf(why, why_len, "a shape nested more than 24 deep, or lists more than %d deep", SL_PQ_WRITE_MAX_LISTS);
+        return NULL;
+    }
+    sl_pq_node *n = sl_calloc(1, sizeof *n);
+    if (!n) {
+        snprintf(why, why_len, "out of memory");
+        return NULL;
+    }
+    if (json_is_string(j)) {
+        for (size_t i = 0; i < sizeof LEAVES / sizeof *LEAVES; i++)
+            if (strcmp(json_string_value(j), LEAVES[i].name) == 0) {
+                n->kind = SL_PQ_NODE_LEAF;
+                n->type = LEAVES[i].type;
+                return n;
+            }
+        snprintf(why, why_len, "no leaf type '%.64s' (string, int64, double, bool)", json_string_value(j));
+    } else if (json_is_object(j) && json_object_size(j) == 1 && json_object_get(j, "list")) {
+        n->kind = SL_PQ_NODE_LIST;
+        if ((n->element = parse(json_object_get(j, "list"), depth + 1, lists + 1, why, why_len)))
+            return n;
+    } else if (json_is_object(j) && json_object_size(j) == 1 && json_is_array(json_object_get(j, "struct")) &&
+               json_array_size(json_object_get(j, "struct")) > 0) {
+        const json_t *fields = json_object_get(j, "struct");
+        size_t count = json_array_size(fields);
+        n->kind = SL_PQ_NODE_STRUCT;
+        n->names = sl_calloc(count, sizeof *n->names);
+        n->fields = sl_calloc(count, sizeof *n->fields);
+        if (!n->names || !n->fields) {
+            snprintf(why, why_len, "out of memory");
+            sl_pq_shape_free(n);
+            return NULL;
+        }
+        for (size_t i = 0; i < count; i++, n->n_fields++) {
+            const json_t *f = json_array_get(fields, i);
+            const char *name = json_string_value(json_array_get(f, 0));
+            bool twice = false;
+            for (size_t k = 0; name && k < i; k++)
+                twice = twice || strcmp(n->names[k], name) == 0;
+            if (!json_is_array(f) || json_array_size(f) != 2 || !name || !*name || strchr(name, '.') || twice) {
+                snprintf(why, why_len, "a struct field is not [NAME, SHAPE] with a NAME of its own, not empty, "
+                                       "without a '.'");
+                sl_pq_shape_free(n);
+                return NULL;
+            }
+            ((const char **)n->names)[i] = sl_strdup(name);
+            ((const sl_pq_node **)n->fields)[i] =
+                n->names[i] ? parse(json_array_get(f, 1), depth + 1, lists, why, why_len) : NULL;
+            if (!n->fields[i]) {
+                if (!n->names[i])
+                    snprintf(why, why_len, "out of memory");
+                n->n_fields++; /* its name, freed with the rest */
+                sl_pq_shape_free(n);
+                return NULL;
+            }
+        }
+        return n;
+    } else {
+        snprintf(why, why_len, "not a shape (a type name, {\"list\": ...} or {\"struct\": [[NAME, ...], ...]})");
+    }
+    sl_pq_shape_free(n);
+    return NULL;
+}
+
+sl_pq_node *sl_pq_shape_parse(const json_t *j, char *why, size_t why_len)
+{
+    why[0] = '\0';
+    return parse(j, 0, 0, why, why_len);
+}
+
+json_t *sl_pq_shape_json(const sl_pq_node *n)
+{
+    switch (n->kind) {
+    case SL_PQ_NODE_LEAF:
+        for (size_t i = 0; i < sizeof LEAVES / sizeof *LEAVES; i++)
+            if (LEAVES[i].type == n->type)
+                return json_string(LEAVES[i].name);
+        return json_string("string");
+    case SL_PQ_NODE_LIST: {
+        json_t *e = sl_pq_shape_json(n->element);
+        return e ? json_pack("{s:o}", "list", e) : NULL;
+    }
+    case SL_PQ_NODE_STRUCT: {
+        json_t *fields = json_array();
+        for (size_t i = 0; fields && i < n->n_fields; i++) {
+            json_t *f = sl_pq_shape_json(n->fields[i]);
+            if (!f || json_array_append_new(fields, json_pack("[s,o]", n->names[i], f)) != 0) {
+                json_decref(fields);
+                return NULL;
+            }
+        }
+        return fields ? json_pack("{s:o}", "struct", fields) : NULL;
+    }
+    }
+    return NULL;
+}

@@ -1,0 +1,32 @@
+/* io/parquet_shape.h — a nested Parquet column's shape (io/parquet_write.h's
+ * sl_pq_node trees) as JSON and back: a leaf is its type's name ("string",
+ * "int64", "double", "bool"), a list {"list": ELEMENT}, a struct {"struct":
+ * [[NAME, FIELD], ...]} (its fields in order). The Parquet sink writes each
+ * nested column's shape in the file's key-value metadata
+ * (SL_PQ_SHAPES_KEY: an object of column name -> shape) so a part read back
+ * (io/part_filter.c) is written again the same way. Ownership: a tree from
+ * sl_pq_shape_parse is the caller's, freed with sl_pq_shape_free (every
+ * node, name and array in it); JSON returned is the caller's. */
+#ifndef SL_IO_PARQUET_SHAPE_H
+#define SL_IO_PARQUET_SHAPE_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "io/parquet_write.h"
+
+#define SL_PQ_SHAPES_KEY "sluice.nested_columns"
+
+/* The tree j describes; NULL with why[0..why_len) set when j is not a
+ * shape the writer takes (io/parquet_write.h's limits) or out of memory. */
+sl_pq_node *sl_pq_shape_parse(const json_t *j, char *why, size_t why_len);
+
+/* n as JSON; NULL when out of memory. */
+json_t *sl_pq_shape_json(const sl_pq_node *n);
+
+/* Frees a tree whose nodes, names and arrays are all heap-allocated, as
+ * sl_pq_shape_parse's are (NULL accepted). */
+void sl_pq_shape_free(sl_pq_node *n);
+
+#endif
