@@ -559,6 +559,7 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
     leaf *l = &r->leaves[r->nleaves++];
     l->info.name = name;
     l->info.nullable = ctx.def > 0;
+    l->info.max_def = ctx.def;
     l->physical = el->type;
     l->max_def = ctx.def;
     l->max_rep = ctx.rep;

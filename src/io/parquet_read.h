@@ -53,6 +53,7 @@ typedef struct sl_pq_column_info {
     const char *name; /* dotted path of the leaf, e.g. "image.bytes" */
     sl_pq_type type;  /* SL_PQ_UNSUPPORTED: listed, but reading it fails */
     bool nullable;    /* max definition level > 0 */
+    int max_def;      /* the leaf's maximum definition level */
     /* A leaf inside a list; 0 otherwise. The list is named by the first
      * list_len bytes of name ("images" of "images.list.element.bytes"), its
      * elements by the first element_len ("images.list.element"; all of name

@@ -296,24 +296,43 @@ static size_t shape_leaves(const sl_pq_node *n)
     return all;
 }
 
-/* Whether the reader's columns from *c on are n's leaves under `prefix`,
- * as the writer names them; *c moves past them. */
-static bool leaves_match(const sl_pq_reader *r, const sl_pq_node *n, const char *prefix, size_t *c)
+/* Whether the reader's columns from *c on are n's leaves under `prefix`
+ * as the writer makes them: their names, types, definition levels and the
+ * lists they are in (list d named by the first list_ends[d] bytes), so a
+ * flat column named like a struct's leaf ("a.b" beside struct a {b}) is not
+ * taken for it; *c moves past them. rep, def: as the writer's compile(). */
+static bool leaves_match(const sl_pq_reader *r, const sl_pq_node *n, const char *prefix, unsigned rep, int def,
+                         size_t *list_ends, size_t *c)
 {
-    char name[1024];
     switch (n->kind) {
-    case SL_PQ_NODE_LEAF:
-        if (*c >= sl_pq_reader_num_columns(r) || strcmp(sl_pq_reader_column(r, *c)->name, prefix) != 0)
+    case SL_PQ_NODE_LEAF: {
+        if (*c >= sl_pq_reader_num_columns(r))
             return false;
+        const sl_pq_column_info *info = sl_pq_reader_column(r, *c);
+        if (strcmp(info->name, prefix) != 0 || info->type != n->type || info->max_def != def + 1 ||
+            info->depth != rep)
+            return false;
+        for (unsigned d = 0; d < rep; d++)
+            if (info->nest_list_len[d] != list_ends[d])
+                return false;
         (*c)++;
         return true;
-    case SL_PQ_NODE_LIST:
-        snprintf(name, sizeof name, "%s.list.element", prefix);
-        return leaves_match(r, n->element, name, c);
+    }
+    case SL_PQ_NODE_LIST: {
+        if (rep >= SL_PQ_MAX_DEPTH)
+            return false;
+        list_ends[rep] = strlen(prefix);
+        char *name = sl_asprintf("%s.list.element", prefix);
+        bool ok = name && leaves_match(r, n->element, name, rep + 1, def + 2, list_ends, c);
+        sl_free(name);
+        return ok;
+    }
     case SL_PQ_NODE_STRUCT:
         for (size_t i = 0; i < n->n_fields; i++) {
-            snprintf(name, sizeof name, "%s.%s", prefix, n->names[i]);
-            if (!leaves_match(r, n->fields[i], name, c))
+            char *name = sl_asprintf("%s.%s", prefix, n->names[i]);
+            bool ok = name && leaves_match(r, n->fields[i], name, rep, def + 1, list_ends, c);
+            sl_free(name);
+            if (!ok)
                 return false;
         }
         return true;
@@ -384,21 +403,28 @@ static sl_status pq_tops(const char *path, const sl_pq_reader *r, pq_top **out, 
         return sl_fail(SL_ERR_DECODE, "'%s': its %s metadata is not a JSON object", path, SL_PQ_SHAPES_KEY);
     }
     sl_status st = SL_OK;
+    bool *used = sl_calloc(json_object_size(shapes) + 1, sizeof *used); /* each shape is one column's */
+    if (!used)
+        st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
     for (size_t c = 0; st == SL_OK && c < n;) {
         pq_top *t = &tops[(*n_tops)++];
         t->first = c;
         const char *name;
         json_t *j;
+        size_t k = 0;
         json_object_foreach(shapes, name, j) { /* a nested column whose leaves start here */
             char why[256];
-            size_t end = c;
+            size_t end = c, list_ends[SL_PQ_MAX_DEPTH];
+            if (used[k++])
+                continue;
             sl_pq_node *shape = sl_pq_shape_parse(j, why, sizeof why);
             if (!shape) {
                 st = sl_fail(SL_ERR_DECODE, "'%s': column '%s' has a shape sluice does not write: %s", path, name,
                              why);
                 break;
             }
-            if (leaves_match(r, shape, name, &end)) {
+            if (leaves_match(r, shape, name, 0, 0, list_ends, &end)) {
+                used[k - 1] = true;
                 t->shape = shape;
                 t->leaves = end - c;
                 t->name = sl_strdup(name);
@@ -410,12 +436,13 @@ static sl_status pq_tops(const char *path, const sl_pq_reader *r, pq_top **out, 
         }
         if (st == SL_OK && !t->shape) {
             const sl_pq_column_info *info = sl_pq_reader_column(r, c);
-            if (info->type > SL_PQ_BOOL || info->list_len)
+            if (info->type > SL_PQ_BOOL || info->list_len || info->max_def > 1) /* a leaf of no shape here */
                 st = sl_fail(SL_ERR_DECODE, "'%s': column '%s' is not one sluice writes", path, info->name);
             t->leaves = 1;
         }
         c += t->leaves ? t->leaves : 1;
     }
+    sl_free(used);
     json_decref(shapes);
     return st;
 }

@@ -185,7 +185,9 @@ def test_parquet_parts_are_rewritten_with_their_schema(sluice, broken, tmp_path)
 def test_parquet_parts_keep_their_nested_columns(sluice, broken, tmp_path):
     """Lists, lists of lists, lists of structs and structs holding lists
     (typed columns, parquet_sink.c's shapes in the file's metadata) come
-    back from a part's rewrite as they were, nulls and empty lists too."""
+    back from a part's rewrite as they were, nulls and empty lists too; a
+    flat column named like a struct's leaf ("a.b" beside a {b}) and a leaf
+    path past 1 KiB are told apart and kept."""
     import pyarrow.parquet as pq
     m = broken / "m.jsonl"
     rows = [json.loads(line) for line in m.read_text().splitlines()]
@@ -194,6 +196,9 @@ def test_parquet_parts_keep_their_nested_columns(sluice, broken, tmp_path):
         row["boxes"] = [[k, 1.5], []] if k % 2 else [None]
         row["conv"] = [{"from": "human", "value": f"q{k}"}, {"from": "gpt", "value": None}] if k % 4 else []
         row["meta"] = {"w": k, "parts": [True, False][: k % 3]}
+        row["a.b"] = f"flat {k}"  # a flat column named like struct a's leaf, before it
+        row["a"] = {"b": f"field {k}"}
+        row["long"] = [{"k" * 1100: k}]  # a leaf's path past 1 KiB
     m.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "out"
     assert run(sluice, m, out, "--format", "parquet").returncode == 3
@@ -209,6 +214,7 @@ def test_parquet_parts_keep_their_nested_columns(sluice, broken, tmp_path):
                 want = rows[row["n"]]
                 assert (row["tags"], row["boxes"], row["conv"], row["meta"]) == \
                     (want["tags"], want["boxes"], want["conv"], want["meta"]), row
+                assert (row["a.b"], row["a"], row["long"]) == (want["a.b"], want["a"], want["long"]), row
     fix(broken)
     r = run(sluice, m, out, "--format", "parquet", "--retry-failed")
     assert r.returncode == 0, r.stderr
