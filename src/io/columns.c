@@ -4,9 +4,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
-#include "core/json.h"
 #include "core/error.h"
-#include "core/utf8.h"
 #include "io/columns.h"
 #include "io/parquet_shape.h"
 
@@ -29,10 +27,19 @@ typedef struct ctype {
 
 typedef struct column {
     char *in, *out;
-    col_type t;        /* t T_LIST or T_STRUCT: shape says what */
-    ctype *shape;      /* while sampling */
+    ctype *shape;      /* what the samples (or a stage's spec) said */
     sl_pq_node *node;  /* the writer's shape, made from it once asked */
 } column;
+
+static sl_pq_type leaf_type(col_type t)
+{
+    return t == T_INT ? SL_PQ_INT64 : t == T_DOUBLE ? SL_PQ_DOUBLE : t == T_BOOL ? SL_PQ_BOOL : SL_PQ_STRING;
+}
+
+static col_type col_type_of(sl_pq_type t)
+{
+    return t == SL_PQ_INT64 ? T_INT : t == SL_PQ_DOUBLE ? T_DOUBLE : t == SL_PQ_BOOL ? T_BOOL : T_STRING;
+}
 
 struct sl_columns {
     char **reserved;
@@ -233,8 +240,7 @@ static sl_pq_node *make_node(const ctype *t)
         return n;
     }
     n->kind = SL_PQ_NODE_LEAF;
-    n->type = t->t == T_INT ? SL_PQ_INT64 : t->t == T_DOUBLE ? SL_PQ_DOUBLE : t->t == T_BOOL ? SL_PQ_BOOL
-                                                                                             : SL_PQ_STRING;
+    n->type = leaf_type(t->t);
     return n;
 }
 
@@ -250,7 +256,7 @@ static sl_status add_column(sl_columns *c, const char *name, const json_t *row)
     }
     char buf[512];
     column *col = &c->cols[c->n];
-    *col = (column){sl_strdup(name), sl_strdup(sl_columns_rename(c, name, row, buf, sizeof buf)), T_NONE,
+    *col = (column){sl_strdup(name), sl_strdup(sl_columns_rename(c, name, row, buf, sizeof buf)),
                     sl_calloc(1, sizeof(ctype)), NULL};
     if (!col->in || !col->out || !col->shape) {
         sl_free(col->in);
@@ -295,8 +301,7 @@ static bool ctype_of(ctype *t, const sl_pq_node *n)
             }
         return true;
     case SL_PQ_NODE_LEAF:
-        t->t = n->type == SL_PQ_INT64 ? T_INT : n->type == SL_PQ_DOUBLE ? T_DOUBLE : n->type == SL_PQ_BOOL ? T_BOOL
-                                                                                                           : T_STRING;
+        t->t = col_type_of(n->type);
         return true;
     }
     return false;
@@ -356,17 +361,12 @@ sl_status sl_columns_add(sl_columns *c, const char *spec)
         ctype_clear(col->shape);
         sl_pq_shape_free(col->node);
         col->node = NULL;
-        col->t = type == SL_PQ_INT64    ? T_INT
-                 : type == SL_PQ_DOUBLE ? T_DOUBLE
-                 : type == SL_PQ_BOOL   ? T_BOOL
-                                        : T_STRING;
-        col->shape->t = col->t;
+        col->shape->t = col_type_of(type);
         if (spec[len + 1] == '{') { /* a shape: checked by sl_columns_stage_spec */
             sl_pq_node *shape = NULL;
             if ((st = parse_shape(spec + len + 1, spec, &shape)) == SL_OK && !ctype_of(col->shape, shape))
                 st = sl_fail(SL_ERR_NOMEM, "out of memory adding column '%s'", spec);
             sl_pq_shape_free(shape);
-            col->t = col->shape->t;
         }
     }
     return st;
@@ -438,7 +438,6 @@ sl_status sl_columns_sample(sl_columns *c, const json_t *extra)
             ctype_clear(col->shape);
             col->shape->t = T_STRING;
         }
-        col->t = col->shape->t;
         sl_pq_shape_free(col->node); /* made again when asked */
         col->node = NULL;
     }
@@ -448,7 +447,7 @@ sl_status sl_columns_sample(sl_columns *c, const json_t *extra)
 const sl_pq_node *sl_columns_shape(const sl_columns *c, size_t i)
 {
     column *col = &((sl_columns *)c)->cols[i]; /* the shape is made once, when first asked */
-    if (col->t != T_LIST && (col->t != T_STRUCT || col->shape->n == 0))
+    if (col->shape->t != T_LIST && (col->shape->t != T_STRUCT || col->shape->n == 0))
         return NULL; /* flat; a struct of no fields (only {} seen) is its JSON text */
     if (!col->node && !(col->node = make_node(col->shape)))
         sl_fail(SL_ERR_NOMEM, "out of memory choosing the type of column '%s'", col->in);
@@ -463,45 +462,16 @@ const char *sl_columns_output_name(const sl_columns *c, size_t i) { return c->co
 
 sl_pq_type sl_columns_type(const sl_columns *c, size_t i)
 {
-    switch (c->cols[i].t) { /* a nested column's cells are JSON (sl_columns_shape) */
-    case T_INT: return SL_PQ_INT64;
-    case T_DOUBLE: return SL_PQ_DOUBLE;
-    case T_BOOL: return SL_PQ_BOOL;
-    default: return SL_PQ_STRING;
-    }
+    return leaf_type(c->cols[i].shape->t); /* a nested column's cells are JSON (sl_columns_shape) */
 }
 
 sl_pq_value sl_columns_cell(const sl_columns *c, size_t i, const json_t *extra, char **owned)
 {
     *owned = NULL;
     const json_t *v = json_object_get(extra, c->cols[i].in);
-    sl_pq_value null = {.is_null = true};
-    if (!v || json_is_null(v))
-        return null;
-    if (sl_columns_shape(c, i))
+    if (v && !json_is_null(v) && sl_columns_shape(c, i))
         return (sl_pq_value){.json = v}; /* shredded by the writer: what does not fit is null there */
-    switch (sl_columns_type(c, i)) {
-    case SL_PQ_INT64:
-        return json_is_integer(v) ? (sl_pq_value){.i64 = json_integer_value(v)} : null;
-    case SL_PQ_DOUBLE:
-        return json_is_number(v) ? (sl_pq_value){.f64 = json_number_value(v)} : null;
-    case SL_PQ_BOOL:
-        return json_is_boolean(v) ? (sl_pq_value){.b = json_is_true(v)} : null;
-    default:
-        break;
-    }
-    if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        size_t n = json_string_length(v);
-        /* jansson strings are UTF-8 but may hold NUL; the writer takes bytes. */
-        if (sl_utf8_valid(s, n))
-            return (sl_pq_value){.ptr = s, .len = n};
-        if (!(*owned = sl_utf8_sanitize(s, n)))
-            return null;
-        return (sl_pq_value){.ptr = *owned, .len = strlen(*owned)};
-    }
-    size_t len;
-    if (!(*owned = sl_json_dump(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER, &len)))
-        return null;
-    return (sl_pq_value){.ptr = *owned, .len = len};
+    sl_pq_value cell;
+    sl_pq_value_from_json(sl_columns_type(c, i), v, &cell, owned); /* out of memory: null */
+    return cell;
 }

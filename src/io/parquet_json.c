@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/json.h"
 #include "io/parquet_json.h"
 
 typedef struct cursor {
@@ -175,4 +176,20 @@ json_t *sl_pq_list_json(const sl_pq_vector *const *cols, size_t n, int64_t row, 
     json_t *j = node(cs, n, cols[0]->info->list_len, value);
     sl_free(cs);
     return j;
+}
+
+json_t *sl_pq_value_json(const sl_pq_vector *v, int64_t k)
+{
+    if (v->valid && !v->valid[k])
+        return json_null();
+    switch (v->info->type) {
+    case SL_PQ_BOOL: return json_boolean(v->b[k]);
+    case SL_PQ_INT32: return json_integer(v->i32[k]);
+    case SL_PQ_INT64: return json_integer(v->i64[k]);
+    case SL_PQ_FLOAT: return json_real(v->f32[k]);
+    case SL_PQ_DOUBLE: return json_real(v->f64[k]);
+    case SL_PQ_STRING:
+        return sl_json_text((const char *)v->data + v->offsets[k], (size_t)(v->offsets[k + 1] - v->offsets[k]));
+    default: return json_null();
+    }
 }

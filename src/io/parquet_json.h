@@ -21,6 +21,11 @@
  * when out of memory. */
 typedef json_t *(*sl_pq_json_value_fn)(const sl_pq_vector *v, int64_t k);
 
+/* The JSON of element k of v's values as sluice passes a value through: a
+ * number, bool or string (invalid UTF-8 repaired), null when v->valid says
+ * so and for binary and other types. NULL only when out of memory. */
+json_t *sl_pq_value_json(const sl_pq_vector *v, int64_t k);
+
 /* Row `row` of the n leaves `cols` of one batch, all in the same outermost
  * list (the same first info->list_len bytes of their names): that list's
  * value. NULL when out of memory. */

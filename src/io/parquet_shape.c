@@ -125,3 +125,15 @@ json_t *sl_pq_shape_json(const sl_pq_node *n)
     }
     return NULL;
 }
+
+size_t sl_pq_shape_leaves(const sl_pq_node *n)
+{
+    if (n->kind == SL_PQ_NODE_LIST)
+        return sl_pq_shape_leaves(n->element);
+    if (n->kind == SL_PQ_NODE_LEAF)
+        return 1;
+    size_t all = 0;
+    for (size_t i = 0; i < n->n_fields; i++)
+        all += sl_pq_shape_leaves(n->fields[i]);
+    return all;
+}

@@ -22,6 +22,9 @@
  * shape the writer takes (io/parquet_write.h's limits) or out of memory. */
 sl_pq_node *sl_pq_shape_parse(const json_t *j, char *why, size_t why_len);
 
+/* The leaf columns n is written as. */
+size_t sl_pq_shape_leaves(const sl_pq_node *n);
+
 /* n as JSON; NULL when out of memory. */
 json_t *sl_pq_shape_json(const sl_pq_node *n);
 

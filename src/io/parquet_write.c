@@ -654,44 +654,56 @@ static sl_status null_all(sl_pq_writer *w, const wnode *n, int rep, int def)
     return st;
 }
 
-/* v into leaf c: null where it does not fit c's type; a string leaf takes
- * any value (a non-string as its compact JSON text, invalid UTF-8 made
- * valid). */
+/* v into leaf c: null where it does not fit c's type (sl_pq_value_from_json)
+ * or is a string past 2 GiB. */
+bool sl_pq_value_from_json(sl_pq_type type, const json_t *v, sl_pq_value *out, char **owned)
+{
+    *owned = NULL;
+    *out = (sl_pq_value){.is_null = true};
+    if (!v || json_is_null(v))
+        return true;
+    switch (type) {
+    case SL_PQ_INT64:
+        if (json_is_integer(v))
+            *out = (sl_pq_value){.i64 = json_integer_value(v)};
+        return true;
+    case SL_PQ_DOUBLE:
+        if (json_is_number(v))
+            *out = (sl_pq_value){.f64 = json_number_value(v)};
+        return true;
+    case SL_PQ_BOOL:
+        if (json_is_boolean(v))
+            *out = (sl_pq_value){.b = json_is_true(v)};
+        return true;
+    default:
+        break;
+    }
+    size_t len;
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        len = json_string_length(v);
+        /* jansson strings are UTF-8 but may hold NUL; the writer takes bytes. */
+        if (type != SL_PQ_STRING || valid_utf8(s, len)) {
+            *out = (sl_pq_value){.ptr = s, .len = len};
+            return true;
+        }
+        if (!(*owned = sl_utf8_sanitize(s, len)))
+            return false;
+        len = strlen(*owned);
+    } else if (!(*owned = sl_json_dump(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER, &len))) {
+        return false;
+    }
+    *out = (sl_pq_value){.ptr = *owned, .len = len};
+    return true;
+}
+
 static sl_status shred_leaf(sl_pq_writer *w, wcol *c, const json_t *v, int rep, int def)
 {
-    sl_pq_value x = {0};
-    char *owned = NULL;
-    bool fits = true;
-    switch (c->type) {
-    case SL_PQ_INT64:
-        fits = json_is_integer(v);
-        x.i64 = fits ? json_integer_value(v) : 0;
-        break;
-    case SL_PQ_DOUBLE:
-        fits = json_is_number(v);
-        x.f64 = fits ? json_number_value(v) : 0;
-        break;
-    case SL_PQ_BOOL:
-        fits = json_is_boolean(v);
-        x.b = json_is_true(v);
-        break;
-    default:
-        if (json_is_string(v)) {
-            x.ptr = json_string_value(v);
-            x.len = json_string_length(v);
-            if (c->type == SL_PQ_STRING && !valid_utf8(x.ptr, x.len)) {
-                if (!(owned = sl_utf8_sanitize(x.ptr, x.len)))
-                    return nomem(w);
-                x.ptr = owned;
-                x.len = strlen(owned);
-            }
-        } else if (!(owned = sl_json_dump(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER, &x.len))) {
-            return nomem(w);
-        } else {
-            x.ptr = owned;
-        }
-        fits = x.len <= INT32_MAX;
-    }
+    sl_pq_value x;
+    char *owned;
+    if (!sl_pq_value_from_json(c->type, v, &x, &owned))
+        return nomem(w);
+    bool fits = !x.is_null && ((c->type != SL_PQ_STRING && c->type != SL_PQ_BINARY) || x.len <= INT32_MAX);
     sl_status st = emit(w, c, rep, fits ? def + 1 : def, fits ? &x : NULL);
     sl_free(owned);
     return st;

@@ -72,6 +72,13 @@ typedef struct sl_pq_value {
     const struct json_t *json;
 } sl_pq_value;
 
+/* *out = v (NULL or JSON null: a null cell) as a cell of a `type` column:
+ * null where it does not fit (an integer fits a double); a string or binary
+ * column takes any value, a non-string as its compact JSON text, and a
+ * string column's invalid UTF-8 is repaired. *owned: what out points into
+ * (free with sl_free), or NULL. false: out of memory (*out null). */
+bool sl_pq_value_from_json(sl_pq_type type, const struct json_t *v, sl_pq_value *out, char **owned);
+
 /* Creates (truncates) `path`. SL_ERR_INVALID_ARG for a bad schema or params,
  * SL_ERR_IO when the file cannot be created. */
 sl_status sl_pq_writer_open(const char *path, const sl_pq_column_def *columns, size_t num_columns,

@@ -12,7 +12,6 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/file.h"
-#include "core/json.h"
 #include "io/parquet_json.h"
 #include "io/parquet_read.h"
 #include "io/parquet_shape.h"
@@ -284,18 +283,6 @@ typedef struct pq_top {
     size_t first, leaves;
 } pq_top;
 
-static size_t shape_leaves(const sl_pq_node *n)
-{
-    if (n->kind == SL_PQ_NODE_LIST)
-        return shape_leaves(n->element);
-    if (n->kind == SL_PQ_NODE_LEAF)
-        return 1;
-    size_t all = 0;
-    for (size_t i = 0; i < n->n_fields; i++)
-        all += shape_leaves(n->fields[i]);
-    return all;
-}
-
 /* Whether the reader's columns from *c on are n's leaves under `prefix`
  * as the writer makes them: their names, types, definition levels and the
  * lists they are in (list d named by the first list_ends[d] bytes), so a
@@ -340,35 +327,21 @@ static bool leaves_match(const sl_pq_reader *r, const sl_pq_node *n, const char 
     return false;
 }
 
-static json_t *leaf_json(const sl_pq_vector *v, int64_t k)
-{
-    if (!v->valid[k])
-        return json_null();
-    switch (v->info->type) {
-    case SL_PQ_BOOL: return json_boolean(v->b[k]);
-    case SL_PQ_INT64: return json_integer(v->i64[k]);
-    case SL_PQ_DOUBLE: return json_real(v->f64[k]);
-    case SL_PQ_STRING:
-        return sl_json_text((const char *)v->data + v->offsets[k], (size_t)(v->offsets[k + 1] - v->offsets[k]));
-    default: return json_null();
-    }
-}
-
 /* Row i of nested node n (its leaves the batch's columns from `first`) as
  * the JSON it was written from; a null struct comes back as an object of
  * nulls (io/parquet_json.h). NULL when out of memory. */
 static json_t *nested_json(const sl_pq_node *n, const sl_pq_batch *b, size_t first, int64_t i)
 {
     if (n->kind == SL_PQ_NODE_LEAF)
-        return leaf_json(&b->columns[first], i);
+        return sl_pq_value_json(&b->columns[first], i);
     if (n->kind == SL_PQ_NODE_LIST) {
-        size_t k = shape_leaves(n);
+        size_t k = sl_pq_shape_leaves(n);
         const sl_pq_vector **cols = sl_calloc(k, sizeof *cols);
         if (!cols)
             return NULL;
         for (size_t j = 0; j < k; j++)
             cols[j] = &b->columns[first + j];
-        json_t *list = sl_pq_list_json(cols, k, i, leaf_json);
+        json_t *list = sl_pq_list_json(cols, k, i, sl_pq_value_json);
         sl_free(cols);
         return list;
     }
@@ -379,7 +352,7 @@ static json_t *nested_json(const sl_pq_node *n, const sl_pq_batch *b, size_t fir
             json_decref(o);
             return NULL;
         }
-        first += shape_leaves(n->fields[f]);
+        first += sl_pq_shape_leaves(n->fields[f]);
     }
     return o;
 }

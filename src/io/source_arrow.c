@@ -392,7 +392,6 @@ static const char *check_message(source_reader *r, const void *fb)
                                                  : NULL; /* not decoded: no rows in it */
 }
 
-
 /* The bytes a record or dictionary batch's buffers take decoded (its
  * message fb checked by check_message, its body read): a compressed one's
  * as its buffers claim, which must add up to at most limit (nanoarrow

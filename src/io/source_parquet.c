@@ -12,7 +12,6 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "core/json.h"
 #include "io/parquet_json.h"
 #include "io/parquet_read.h"
 #include "io/source_impl.h"
@@ -277,23 +276,6 @@ static sl_status pq_open(const char *file, const char *name, const sl_source_par
     return SL_OK;
 }
 
-static json_t *value_json(const sl_pq_vector *v, int64_t i)
-{
-    if (v->valid && !v->valid[i])
-        return json_null();
-    switch (v->info->type) {
-    case SL_PQ_BOOL: return json_boolean(v->b[i]);
-    case SL_PQ_INT32: return json_integer(v->i32[i]);
-    case SL_PQ_INT64: return json_integer(v->i64[i]);
-    case SL_PQ_FLOAT: return json_real(v->f32[i]);
-    case SL_PQ_DOUBLE: return json_real(v->f64[i]);
-    case SL_PQ_STRING:
-        return sl_json_text((const char *)v->data + v->offsets[i],
-                            (size_t)(v->offsets[i + 1] - v->offsets[i]));
-    default: return json_null();
-    }
-}
-
 /* Row i of selected column c: its value, or (the first column of a list)
  * the list's value made from all its columns; NULL for the list's others. */
 static json_t *cell_json(source_reader *r, const sl_pq_batch *b, size_t c, int64_t i, bool *skip)
@@ -301,7 +283,7 @@ static json_t *cell_json(source_reader *r, const sl_pq_batch *b, size_t c, int64
     const sl_pq_vector *v = &b->columns[c];
     *skip = false;
     if (!v->list_offsets)
-        return value_json(v, i);
+        return sl_pq_value_json(v, i);
     if (r->list_head[c] != c) {
         *skip = true;
         return NULL;
@@ -310,7 +292,7 @@ static json_t *cell_json(source_reader *r, const sl_pq_batch *b, size_t c, int64
     for (size_t k = c; k < r->n_sel; k++)
         if (r->list_head[k] == c)
             r->list_cols[n++] = &b->columns[k];
-    return sl_pq_list_json(r->list_cols, n, i, value_json);
+    return sl_pq_list_json(r->list_cols, n, i, sl_pq_value_json);
 }
 
 /* Row i's images from a list column: each element's bytes (copied), or its
