@@ -175,6 +175,11 @@ typedef struct sl_caption_params {
     int n_include, n_exclude;
     const char *image_column;  /* NULL: image, path or url */
     const char *prompt_column; /* NULL: "prompt"; a row's value overrides `prompt` */
+    /* A conversation in that column (docs/inputs.md, "Conversations"):
+     * SL_TURNS_FIRST (default) asks its first human turn as the prompt;
+     * SL_TURNS_LAST sends every turn up to its last human one, which the
+     * model answers. Not with tasks. */
+    enum { SL_TURNS_FIRST, SL_TURNS_LAST } turns;
     const char *image_root;    /* NULL: relative image paths are under their manifest's folder;
                                   else under this folder (or s3:// prefix), e.g. LLaVA's images */
     bool allow_file_urls;      /* file:// URLs in data read local files */

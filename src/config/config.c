@@ -258,6 +258,11 @@ static const opt opts[] = {
     {"prompt.column", "prompt-column", 0, K_STR, AT(p.prompt_column), .f = NO_TASKS, .arg = "NAME",
      .help = "a row's value in this column replaces the prompt: a string, or a conversation's first "
              "human/user turn (~: prompt; not with tasks)"},
+    /* In the order of sl_caption_params.turns. */
+    {"prompt.turns", "turns", 0, K_ENUM, AT(p.turns), .f = NO_TASKS, .arg = "WHICH",
+     .choices = "first|last",
+     .help = "a conversation in the prompt column: first (its first human turn is the prompt) or "
+             "last (every turn up to its last human one is sent; the model answers that)"},
 
     {"tasks.prompts", "task", 0, K_LIST, 0, .list = L_TASKS, .max_items = SL_MAX_TASKS,
      .f = NAMED, .arg = "NAME=PROMPT",
@@ -1513,12 +1518,14 @@ static sl_status build_tasks(sl_config *c)
         while (at_len > 0 && (at[at_len - 1] == ' ' || at[at_len - 1] == ':'))
             at_len--; /* "job.yaml:9:3: " names a place in parentheses below */
         bool column = strcmp(opts[i].key, "prompt.column") == 0;
+        bool turns = strcmp(opts[i].key, "prompt.turns") == 0;
         return sl_fail(SL_ERR_INVALID_ARG,
                        "%s%s is not used beside tasks (%s%s%.*s): each task brings its own "
                        "prompt. Drop %s, or %s", c->where[i] ? c->where[i] : "", a, b,
                        at_len ? " at " : "", (int)at_len, at, a,
                        column ? "name the row's columns in the tasks' prompts ({NAME})"
-                              : "make it a task of its own (NAME=PROMPT)");
+                       : turns ? "answer the conversations in a job without tasks"
+                               : "make it a task of its own (NAME=PROMPT)");
     }
     c->p.tasks = c->p.n_tasks ? c->tasks : NULL;
     return SL_OK;
@@ -1568,7 +1575,8 @@ sl_status sl_config_resolve(sl_config *c)
      * the job would not be used, which the user who gave it would not
      * expect. */
     if (c->p.input_format && strcmp(c->p.input_format, "openai-batch") == 0) {
-        static const char *const unused[] = {"prompt.text", "prompt.column", "prompt.system"};
+        static const char *const unused[] = {"prompt.text", "prompt.column", "prompt.system",
+                                             "prompt.turns"};
         for (size_t k = 0; k < sizeof unused / sizeof unused[0]; k++) {
             int i = sl_config_find_key(unused[k], strlen(unused[k]));
             if (!c->given[i])
@@ -1773,6 +1781,12 @@ static void put_value(out *w, const sl_config *c, int i, const char *indent)
         break;
     case K_BOOL: puts_(w, *(const bool *)field ? "true" : "false"); break;
     case K_ENUM: {
+        if ((o->f & NO_TASKS) && !c->given[i] &&
+            (c->p.n_tasks > 0 ||
+             (c->p.input_format && strcmp(c->p.input_format, "openai-batch") == 0))) {
+            puts_(w, "~"); /* as for K_STR above */
+            break;
+        }
         const char *at = o->choices;
         for (int index = *(const int *)field; index > 0 && *at; index--)
             at += strcspn(at, "|") + (at[strcspn(at, "|")] == '|');

@@ -90,6 +90,8 @@ static json_t *summary_json(const caption_report *r)
         json_object_set_new(params, "image_text", text(p->image_text));
     if (params)
         json_object_set_new(params, "image_placeholder", text(p->image_placeholder));
+    if (params)
+        json_object_set_new(params, "turns", json_string(p->turns == SL_TURNS_LAST ? "last" : "first"));
     if (params) {
         json_t *choices = p->n_choices > 0 ? json_array() : json_null();
         for (int i = 0; i < p->n_choices; i++)

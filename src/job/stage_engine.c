@@ -12,6 +12,7 @@
 #include "job/batch.h"
 #include "job/job.h"
 #include "job/template.h"
+#include "job/turns.h"
 
 /* One replica: its own model, context and batching thread (an async stage
  * worker). Rows are submitted as they come and complete out of order. */
@@ -179,6 +180,9 @@ static int count_markers(const char *text, const char *mark)
     return n;
 }
 
+static void as_conversation(sl_request *req, placed *pl, const sl_message *messages,
+                            int n_messages, int n_images);
+
 /* Turns *req (prompt, system prompt, the row's images) into the
  * conversation `pl` holds, when the prompt has markers; a prompt without
  * any keeps its images before it. A count that does not match the row's
@@ -228,7 +232,49 @@ static sl_status place_images(const sl_caption_params *p, const caption_row *r,
         pl->messages[n_messages++] = (sl_message){"system", &pl->system, 1};
     }
     pl->messages[n_messages++] = (sl_message){"user", pl->parts, n_parts};
-    req->messages = pl->messages;
+    as_conversation(req, pl, pl->messages, n_messages, n_images);
+    return SL_OK;
+}
+
+/* --turns last: the row's conversation (its prompt column) as the request,
+ * its images where the conversation marks them, else before its first
+ * user turn's text. A column without a user turn leaves *req as it is. */
+static sl_status converse(const sl_caption_params *p, const caption_row *r,
+                          char *const texts[SL_MAX_IMAGES], sl_request *req, placed *pl,
+                          turns *conv)
+{
+    const json_t *value = json_object_get(r->extra, p->prompt_column ? p->prompt_column : "prompt");
+    if (!json_is_array(value))
+        return SL_OK;
+    const media_row *m = r->media;
+    bool video = m && m->is_video;
+    int n_images = m ? m->n : 1, n_slots = 0, n_parts = 0;
+    turn_slot slots[SL_MAX_IMAGES];
+    for (int i = 0; i < n_images; i++) {
+        if (!video || i == 0) /* a video's frames share one slot */
+            slots[n_slots++] = (turn_slot){pl->parts + n_parts, 0};
+        turn_slot *slot = &slots[n_slots - 1];
+        if (m && texts[i])
+            pl->parts[n_parts++].text = texts[i];
+        pl->parts[n_parts++].text = NULL;
+        slot->n = (int)(pl->parts + n_parts - slot->parts);
+        pl->images[i] = m ? m->images[i] : r->image;
+        pl->encoded[i] = m ? m->jpeg[i] : req->image_encoded;
+        pl->encoded_len[i] = m ? m->jpeg_len[i] : req->image_encoded_len;
+        pl->mime[i] = m ? NULL : req->image_mime;
+    }
+    sl_status st = turns_build(value, req->system_prompt, p->image_placeholder, slots, n_slots,
+                               video, r->rel, conv);
+    if (st == SL_OK && conv->n_messages)
+        as_conversation(req, pl, conv->messages, conv->n_messages, n_images);
+    return st;
+}
+
+/* *req becomes the conversation `messages` with pl's images. */
+static void as_conversation(sl_request *req, placed *pl, const sl_message *messages,
+                            int n_messages, int n_images)
+{
+    req->messages = messages;
     req->n_messages = n_messages;
     req->images = pl->images;
     req->images_encoded = pl->encoded;
@@ -241,7 +287,6 @@ static sl_status place_images(const sl_caption_params *p, const caption_row *r,
     req->image_encoded = NULL;
     req->image_encoded_len = 0;
     req->image_mime = NULL;
-    return SL_OK;
 }
 
 static sl_status engine_submit(void *state, sl_row *row)
@@ -316,7 +361,13 @@ static sl_status engine_submit(void *state, sl_row *row)
         req.n_images = r->media->n;
     }
     placed pl = {0};
-    if (p->image_placeholder && *p->image_placeholder) {
+    turns conv = {0};
+    if (p->turns == SL_TURNS_LAST && (st = converse(p, r, texts, &req, &pl, &conv)) != SL_OK) {
+        sl_row_fail_status(row, st, "%s", sl_last_error());
+        st = SL_OK;
+        goto done;
+    }
+    if (!conv.n_messages && p->image_placeholder && *p->image_placeholder) {
         st = place_images(p, r, texts, &req, &pl);
         if (st != SL_OK) {
             sl_row_fail_status(row, st, "%s", sl_last_error());
@@ -326,6 +377,7 @@ static sl_status engine_submit(void *state, sl_row *row)
     }
     st = sl_engine_submit(rep->engine, &req, row);
 done:
+    turns_clear(&conv);
     placed_clear(&pl);
     for (int i = 0; i < n_filled; i++)
         sl_free(filled[i]);

@@ -273,7 +273,7 @@ static const struct {
     {"openai.response_format", NULL}, {"openai.stream", "true"}, {"openai.split_samples", "true"},
     {"prompt.text", "\"Quotes\", \\backslash\\, tab\t, line\nbreak, \xc3\xa9t\xc3\xa9, \x01, "
                     "\xe2\x80\xa8 ~ # : - [x] {y}"},
-    {"prompt.system", "null"}, {"prompt.column", "q"},
+    {"prompt.system", "null"}, {"prompt.column", "q"}, {"prompt.turns", "last"},
     {"tasks.prompts", "a=Describe {label}: \"{{x}}\""}, {"tasks.file", NULL},
     {"tasks.max_tokens", "a=7"}, {"tasks.temperature", "t=0.25"}, {"tasks.rows_per_task", "true"},
     {"sampling.max_tokens", "9"}, {"sampling.temperature", "0.7"}, {"sampling.top_p", "0.9"},
@@ -311,7 +311,8 @@ static void write_file(const char *path, const char *text)
 static bool is_task_key(const char *key) { return strncmp(key, "tasks.", 6) == 0; }
 static bool is_prompt_key(const char *key)
 {
-    return strcmp(key, "prompt.text") == 0 || strcmp(key, "prompt.column") == 0;
+    return strcmp(key, "prompt.text") == 0 || strcmp(key, "prompt.column") == 0 ||
+           strcmp(key, "prompt.turns") == 0;
 }
 
 /* Every setting set to its sample (but the prompts when `tasks`, the tasks
@@ -406,6 +407,7 @@ static void round_trip(const char *dir, bool tasks)
             if (strcmp(samples[j].key, "prompt.text") == 0)
                 assert_string_equal(q->prompt, samples[j].value);
         assert_string_equal(q->prompt_column, "q");
+        assert_int_equal(q->turns, SL_TURNS_LAST);
         assert_int_equal(q->n_tasks, 0);
         assert_false(q->rows_per_task);
     } else {
@@ -415,6 +417,8 @@ static void round_trip(const char *dir, bool tasks)
         assert_non_null(strstr(first, "\nprompt:\n  text: ~"));
         assert_string_equal(q->prompt, "Describe this image in one sentence.");
         assert_null(q->prompt_column);
+        assert_non_null(strstr(first, "\n  turns: ~"));
+        assert_int_equal(q->turns, SL_TURNS_FIRST);
         assert_int_equal(q->n_tasks, 2);
         assert_true(q->rows_per_task);
         assert_string_equal(q->tasks[0].name, "t");
@@ -591,6 +595,10 @@ static void a_prompt_beside_tasks_is_refused(void **state)
         {"prompt: {text: hi}\n", "task", "b=y",
          "job.yaml:1:16: prompt.text is not used beside tasks (--task)"},
         {"prompt: {column: q}\n", "prompt-column", "r", "--prompt-column is not used beside"},
+        {"prompt: {turns: last}\ntasks: {prompts: [a=x]}\n", NULL, NULL,
+         "job.yaml:1:17: prompt.turns is not used beside tasks (tasks.prompts at job.yaml:2:19): "
+         "each task brings its own prompt. Drop prompt.turns, or answer the conversations in a "
+         "job without tasks"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         sl_config *c;

@@ -1,0 +1,155 @@
+"""--turns last (docs/inputs.md "Conversations"): a row's conversation is sent
+whole up to its last human turn, which the model answers. Checked: the
+messages an HTTP server receives (roles, order, each image where its
+marker or image part is, the job's --system only without a system turn,
+the dataset's last answer left out), rows that cannot be sent failing
+alone by id and turn, refusals beside tasks and batch files and on resume,
+and on the llama engine the same greedy answer and prompt length as
+`sluice batch` gives the same messages."""
+import base64
+import json
+
+from conftest import SAMPLES, TINY, read_rows
+from openai_helpers import FakeServer, completion
+from test_image_lists import QUIET, colour_of, colours  # noqa: F401 (colours: a fixture)
+
+LLAMA = ("--model", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf")
+
+
+def shown(messages: list) -> list:
+    """The messages with each image part as its colour."""
+    out = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, list):
+            content = [p["text"] if p["type"] == "text" else
+                       colour_of(base64.b64decode(p["image_url"]["url"].split(",", 1)[1]))
+                       for p in content]
+        out.append((m["role"], content))
+    return out
+
+
+ROWS = [
+    {"id": "llava", "image": "red.png", "conversations": [
+        {"from": "system", "value": "Be terse."},
+        {"from": "human", "value": "<image>\nWhat is it?"},
+        {"from": "gpt", "value": "A square."},
+        {"from": "human", "value": "Which colour?"},
+        {"from": "gpt", "value": "Red, the answer to be written anew."}]},
+    {"id": "pair", "images": ["green.png", "blue.png"], "conversations": [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "First?"}]},
+        {"role": "assistant", "content": "Green."},
+        {"role": "user", "content": [{"type": "text", "text": "Second?"}, {"type": "image"}]}]},
+    {"id": "unmarked", "image": "white.png", "conversations": [
+        {"from": "human", "value": "Q1"}, {"from": "gpt", "value": "A1"},
+        {"from": "human", "value": ""}, {"from": "human", "value": "Q2"}]},
+    {"id": "no-human", "image": "blue.png", "conversations": [{"from": "gpt", "value": "x"}]},
+    {"id": "bad-marks", "image": "red.png", "conversations": [
+        {"from": "human", "value": "<image> or <image>?"}]},
+    {"id": "narrator", "image": "red.png", "conversations": [
+        {"from": "human", "value": "Q"}, {"from": "narrator", "value": "Meanwhile"},
+        {"from": "human", "value": "Q again"}]},
+]
+
+
+def test_the_turns_go_to_the_server_as_a_chat(sluice, colours, tmp_path):
+    (colours / "chats.json").write_text(json.dumps(ROWS))
+    sent = {}
+
+    def answer(handler, n, body):
+        last = body["messages"][-1]["content"]
+        key = last if isinstance(last, str) else "".join(p.get("text", "") for p in last)
+        sent[key] = body["messages"]
+        completion(handler, "an answer")
+
+    args = ("--prompt-column", "conversations", "--turns", "last", "--image-placeholder", "<image>",
+            "--image-text", "Image {index}:", "--system", "Sys.", "--prompt", "The job's prompt.",
+            *QUIET)
+    with FakeServer(answer) as server:
+        out = tmp_path / "out"
+        r = sluice.run("caption", colours / "chats.json", "-o", out, "--engine", "openai",
+                       "--endpoint", server.url, *args)
+        assert r.returncode == 3, r.stderr  # two rows fail, the others are answered
+        assert shown(sent["Which colour?"]) == [
+            ("system", "Be terse."), ("user", ["red", "\nWhat is it?"]),
+            ("assistant", "A square."), ("user", "Which colour?")]
+        assert shown(sent["Second?Image 2:"]) == [
+            ("system", "Sys."), ("user", ["Image 1:", "green", "First?"]),
+            ("assistant", "Green."), ("user", ["Second?", "Image 2:", "blue"])]
+        assert shown(sent["Q2"]) == [
+            ("system", "Sys."), ("user", ["white", "Q1"]), ("assistant", "A1"), ("user", "Q2")]
+        # No human turn: the job's prompt, as without --turns.
+        assert shown(sent["The job's prompt."]) == [
+            ("system", "Sys."), ("user", ["blue", "The job's prompt."])]
+        assert len(sent) == 4
+
+        rows = {row["id"]: row for row in read_rows(out)}
+        assert rows["llava"]["caption"] == "an answer"
+        assert rows["llava"]["conversations"] == ROWS[0]["conversations"]  # passes through whole
+        assert rows["bad-marks"]["caption"] is None
+        assert "bad-marks" in rows["bad-marks"]["error"]
+        assert "2 image markers" in rows["bad-marks"]["error"]
+        assert "turn 1 of the conversation is by 'narrator'" in rows["narrator"]["error"]
+
+        # The fingerprint holds the setting: the other one does not resume this folder.
+        r = sluice.run("caption", colours / "chats.json", "-o", out, "--engine", "openai",
+                       "--endpoint", server.url, *args[:2], "--turns", "first", *args[4:])
+        assert r.returncode == 2
+        assert "turns" in r.stderr
+
+
+def test_wrong_command_lines_say_what_to_change(sluice, colours, tmp_path):
+    (colours / "chats.json").write_text(json.dumps(ROWS[:1]))
+    r = sluice.run("caption", colours / "chats.json", "-o", tmp_path / "a", "--turns", "last",
+                   "--task", "a=Describe.", *LLAMA, *QUIET)
+    assert r.returncode == 2
+    assert "--turns" in r.stderr and "task" in r.stderr
+    r = sluice.run("caption", colours / "chats.json", "-o", tmp_path / "b", "--turns", "most",
+                   *LLAMA, *QUIET)
+    assert r.returncode == 2
+    assert "first" in r.stderr and "last" in r.stderr
+    batch = tmp_path / "r.jsonl"
+    batch.write_text(json.dumps({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [
+        {"role": "user", "content": "hi"}]}}) + "\n")
+    r = sluice.run("batch", batch, "-o", tmp_path / "c", "--turns", "last", *LLAMA, *QUIET)
+    assert r.returncode == 2
+    assert "--turns" in r.stderr and "batch" in r.stderr
+
+
+def test_llama_answers_the_conversation_as_a_batch_line_does(sluice, tmp_path):
+    image = SAMPLES / "coffee.jpg"
+    turns = [{"from": "human", "value": "<image>\nWhat is in the cup?"},
+             {"from": "gpt", "value": "Coffee, black."},
+             {"from": "human", "value": "And the saucer?"},
+             {"from": "gpt", "value": "not sent"}]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "cup", "image": str(image), "conversations": turns}) + "\n")
+    common = ("--temperature", "0", "--max-tokens", "12", "--system", "Be brief.", *LLAMA, *QUIET)
+    r = sluice.run("caption", manifest, "-o", tmp_path / "last", "--prompt-column", "conversations",
+                   "--turns", "last", "--image-placeholder", "<image>", *common)
+    assert r.returncode == 0, r.stderr
+    [last] = read_rows(tmp_path / "last")
+
+    requests = tmp_path / "r.jsonl"
+    requests.write_text(json.dumps({"custom_id": "cup", "url": "/v1/chat/completions", "body": {"messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": str(image)}},
+                                     {"type": "text", "text": "\nWhat is in the cup?"}]},
+        {"role": "assistant", "content": "Coffee, black."},
+        {"role": "user", "content": "And the saucer?"}]}}) + "\n")
+    common = tuple(a for a in common if a not in ("--system", "Be brief."))
+    r = sluice.run("batch", requests, "-o", tmp_path / "batch", "--allow-local-images", *common)
+    assert r.returncode == 0, r.stderr
+    [line] = [json.loads(s) for p in sorted((tmp_path / "batch").glob("part-*.jsonl"))
+              for s in p.read_text().splitlines()]
+    body = line["response"]["body"]
+    assert last["caption"] == body["choices"][0]["message"]["content"]
+    assert last["prompt_tokens"] == body["usage"]["prompt_tokens"]
+
+    # The first turn alone is a shorter prompt.
+    r = sluice.run("caption", manifest, "-o", tmp_path / "first", "--prompt-column",
+                   "conversations", "--image-placeholder", "<image>",
+                   *common, "--system", "Be brief.")
+    assert r.returncode == 0, r.stderr
+    [first] = read_rows(tmp_path / "first")
+    assert 0 < first["prompt_tokens"] < last["prompt_tokens"]

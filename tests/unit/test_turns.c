@@ -1,0 +1,198 @@
+/* Unit tests: job/turns.c, a row's conversation as the engine's messages
+ * (--turns last). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "job/turns.h"
+
+/* The messages as "role: part|part" lines; an image part is "#". */
+static void render(const turns *t, char *out, size_t cap)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (int i = 0; i < t->n_messages; i++) {
+        const sl_message *m = &t->messages[i];
+        len += (size_t)snprintf(out + len, cap - len, "%s%s:", i ? "\n" : "", m->role);
+        for (int k = 0; k < m->n_parts; k++)
+            len += (size_t)snprintf(out + len, cap - len, "%s%s", k ? "|" : " ",
+                                    m->parts[k].text ? m->parts[k].text : "#");
+    }
+}
+
+static json_t *parse(const char *text)
+{
+    json_error_t err;
+    json_t *v = json_loads(text, JSON_DECODE_ANY, &err);
+    assert_non_null(v);
+    return v;
+}
+
+static const sl_content_part one_image[] = {{NULL}};
+static const turn_slot single[] = {{one_image, 1}};
+
+static void expect(const char *conversation, const char *system, const char *mark,
+                   const turn_slot *slots, int n_slots, const char *want)
+{
+    json_t *c = parse(conversation);
+    turns t;
+    assert_int_equal(turns_build(c, system, mark, slots, n_slots, false, "row7", &t), SL_OK);
+    char got[2048];
+    render(&t, got, sizeof got);
+    assert_string_equal(got, want);
+    turns_clear(&t);
+    json_decref(c);
+}
+
+static void expect_failure(const char *conversation, int n_slots, bool video, const char *want)
+{
+    static const sl_content_part frames[] = {{"0.0s:"}, {NULL}, {"1.0s:"}, {NULL}};
+    static const turn_slot video_slot[] = {{frames, 4}};
+    const turn_slot *slots = video ? video_slot : single;
+    json_t *c = parse(conversation);
+    turns t;
+    assert_int_equal(turns_build(c, NULL, "<image>", slots, n_slots, video, "row7", &t),
+                     SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), want));
+    assert_non_null(strstr(sl_last_error(), "row7"));
+    assert_int_equal(t.n_messages, 0);
+    json_decref(c);
+}
+
+static void llava_turns_up_to_the_last_question(void **state)
+{
+    (void)state;
+    const char *llava = "[{\"from\": \"human\", \"value\": \"<image>\\nWhat is it?\"},"
+                        " {\"from\": \"gpt\", \"value\": \"A cat.\"},"
+                        " {\"from\": \"human\", \"value\": \"What colour?\"},"
+                        " {\"from\": \"gpt\", \"value\": \"Grey.\"}]";
+    expect(llava, NULL, "<image>", single, 1,
+           "user: #|\nWhat is it?\nassistant: A cat.\nuser: What colour?");
+    /* The job's system prompt goes first when the conversation has none. */
+    expect(llava, "Be brief.", "<image>", single, 1,
+           "system: Be brief.\nuser: #|\nWhat is it?\nassistant: A cat.\nuser: What colour?");
+    /* Without a placeholder the marker is text, and the image goes first. */
+    expect(llava, NULL, NULL, single, 1,
+           "user: #|<image>\nWhat is it?\nassistant: A cat.\nuser: What colour?");
+}
+
+static void chat_messages_with_parts_and_their_own_system(void **state)
+{
+    (void)state;
+    expect("[{\"role\": \"system\", \"content\": \"Answer in French.\"},"
+           " {\"role\": \"user\", \"content\": [{\"type\": \"image\"},"
+           "  {\"type\": \"text\", \"text\": \"What is it?\"}, {\"type\": \"audio\"},"
+           "  {\"type\": \"text\", \"text\": \"Briefly.\"}]},"
+           " {\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"Un chat.\"}]},"
+           " {\"role\": \"user\", \"content\": \"Et la couleur ?\"}]",
+           "Ignored: the conversation has a system turn.", "<image>", single, 1,
+           "system: Answer in French.\nuser: #|What is it?|Briefly.\nassistant: Un chat.\n"
+           "user: Et la couleur ?");
+}
+
+static void unmarked_images_go_before_the_first_user_text(void **state)
+{
+    (void)state;
+    static const sl_content_part first[] = {{"Image 1:"}, {NULL}};
+    static const sl_content_part second[] = {{"Image 2:"}, {NULL}};
+    static const turn_slot two[] = {{first, 2}, {second, 2}};
+    /* After a system turn: the messages after the insertion keep their parts. */
+    expect("[{\"from\": \"system\", \"value\": \"S\"}, {\"from\": \"human\", \"value\": \"Q1\"},"
+           " {\"from\": \"gpt\", \"value\": \"A1\"}, {\"from\": \"human\", \"value\": \"Q2\"}]",
+           NULL, "<image>", two, 2,
+           "system: S\nuser: Image 1:|#|Image 2:|#|Q1\nassistant: A1\nuser: Q2");
+    /* Marked, each image at its marker, in whichever turn. */
+    expect("[{\"from\": \"human\", \"value\": \"<image> and\"}, {\"from\": \"gpt\", \"value\": \"ok\"},"
+           " {\"from\": \"human\", \"value\": \"then <image>?\"}]",
+           NULL, "<image>", two, 2,
+           "user: Image 1:|#| and\nassistant: ok\nuser: then |Image 2:|#|?");
+}
+
+static void what_says_nothing_is_left_out(void **state)
+{
+    (void)state;
+    /* Empty turns are no messages; a last human turn with nothing in it is
+     * not the one answered; markers after the cut do not count. */
+    expect("[{\"from\": \"human\", \"value\": \"\"}, {\"from\": \"human\", \"value\": \"<image>Q1\"},"
+           " {\"from\": \"gpt\", \"value\": \"see <image>\"}, {\"from\": \"human\", \"value\": null},"
+           " {\"from\": \"human\", \"value\": []}]",
+           NULL, "<image>", single, 1, "user: #|Q1");
+    /* No user turn, or no conversation: the row keeps its prompt. */
+    const char *none[] = {"[{\"from\": \"gpt\", \"value\": \"A\"}]", "[]", "\"a string\"",
+                          "{\"from\": \"human\"}", "[{\"from\": \"human\", \"value\": 3}]"};
+    for (size_t i = 0; i < sizeof none / sizeof none[0]; i++) {
+        json_t *c = parse(none[i]);
+        turns t;
+        assert_int_equal(turns_build(c, "S", "<image>", single, 1, false, "r", &t), SL_OK);
+        assert_int_equal(t.n_messages, 0);
+        assert_null(t.messages);
+        json_decref(c);
+    }
+}
+
+static void conversations_that_cannot_be_sent_fail_their_row(void **state)
+{
+    (void)state;
+    expect_failure("[{\"from\": \"human\", \"value\": \"<image><image>Q\"}]", 1, false,
+                   "2 image markers ('<image>' or image parts) for 1 image");
+    expect_failure("[{\"from\": \"human\", \"value\": \"<image>Q\"},"
+                   " {\"from\": \"human\", \"value\": \"<image>Q\"}]", 1, true,
+                   "a video's frames go at one marker");
+    expect_failure("[{\"from\": \"human\", \"value\": \"Q\"}, {\"from\": \"narrator\", \"value\": \"x\"}]",
+                   1, false, "turn 1 of the conversation is by 'narrator'");
+    expect_failure("[{\"from\": \"human\", \"value\": \"Q\"}, \"loose text\"]", 1, false,
+                   "turn 1 of the conversation is not a turn");
+    /* More messages than a request may have. */
+    char *many = sl_malloc(300 * 40 + 8);
+    size_t len = 0;
+    many[len++] = '[';
+    for (int i = 0; i < 300; i++)
+        len += (size_t)sprintf(many + len, "%s{\"from\": \"%s\", \"value\": \"t%d\"}", i ? "," : "",
+                               i % 2 ? "gpt" : "human", i);
+    strcpy(many + len, "]");
+    expect_failure(many, 1, false, "more than the 256 a request may have");
+    sl_free(many);
+}
+
+static void out_of_memory_anywhere_leaks_nothing(void **state)
+{
+    (void)state;
+    json_t *c = parse("[{\"from\": \"system\", \"value\": \"S\"}, {\"from\": \"human\", \"value\": \"Q1\"},"
+                      " {\"from\": \"gpt\", \"value\": \"A1\"}, {\"from\": \"human\", \"value\": \"Q2\"},"
+                      " {\"from\": \"gpt\", \"value\": \"A2\"}, {\"from\": \"human\", \"value\": \"Q3\"}]");
+    int failed = 0;
+    for (long n = 0;; n++) {
+        sl_alloc_fail_after(n);
+        turns t;
+        sl_status st = turns_build(c, NULL, "<image>", single, 1, false, "row7", &t);
+        sl_alloc_fail_after(-1);
+        if (st == SL_OK) {
+            assert_int_equal(t.n_messages, 6);
+            turns_clear(&t);
+            break;
+        }
+        assert_int_equal(st, SL_ERR_NOMEM);
+        assert_null(t.messages);
+        failed++;
+    }
+    assert_true(failed > 5);
+    json_decref(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(llava_turns_up_to_the_last_question),
+        cmocka_unit_test(chat_messages_with_parts_and_their_own_system),
+        cmocka_unit_test(unmarked_images_go_before_the_first_user_text),
+        cmocka_unit_test(what_says_nothing_is_left_out),
+        cmocka_unit_test(conversations_that_cannot_be_sent_fail_their_row),
+        cmocka_unit_test(out_of_memory_anywhere_leaks_nothing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
