@@ -178,8 +178,11 @@ typedef struct sl_caption_params {
     /* A conversation in that column (docs/inputs.md, "Conversations"):
      * SL_TURNS_FIRST (default) asks its first human turn as the prompt;
      * SL_TURNS_LAST sends every turn up to its last human one, which the
-     * model answers. Not with tasks. */
-    enum { SL_TURNS_FIRST, SL_TURNS_LAST } turns;
+     * model answers; SL_TURNS_ALL answers each human turn in order, the
+     * model's earlier answers in place of the dataset's, and writes them
+     * into the row's conversation. Not with tasks; SL_TURNS_ALL not with
+     * samples. */
+    enum { SL_TURNS_FIRST, SL_TURNS_LAST, SL_TURNS_ALL } turns;
     const char *image_root;    /* NULL: relative image paths are under their manifest's folder;
                                   else under this folder (or s3:// prefix), e.g. LLaVA's images */
     bool allow_file_urls;      /* file:// URLs in data read local files */

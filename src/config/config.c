@@ -260,9 +260,11 @@ static const opt opts[] = {
              "human/user turn (~: prompt; not with tasks)"},
     /* In the order of sl_caption_params.turns. */
     {"prompt.turns", "turns", 0, K_ENUM, AT(p.turns), .f = NO_TASKS, .arg = "WHICH",
-     .choices = "first|last",
-     .help = "a conversation in the prompt column: first (its first human turn is the prompt) or "
-             "last (every turn up to its last human one is sent; the model answers that)"},
+     .choices = "first|last|all",
+     .help = "a conversation in the prompt column: first (its first human turn is the prompt), "
+             "last (every turn up to its last human one is sent; the model answers that) or all "
+             "(each human turn answered in order after the model's own earlier answers, "
+             "written into the conversation)"},
 
     {"tasks.prompts", "task", 0, K_LIST, 0, .list = L_TASKS, .max_items = SL_MAX_TASKS,
      .f = NAMED, .arg = "NAME=PROMPT",

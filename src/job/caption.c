@@ -269,11 +269,15 @@ sl_status job_check_params(const sl_caption_params *p)
                            "used with tasks (--task, --tasks), which share the images before "
                            "their prompts");
     }
-    if (p->turns != SL_TURNS_FIRST && p->turns != SL_TURNS_LAST)
-        return sl_fail(SL_ERR_INVALID_ARG, "--turns must be first or last");
-    if (p->turns == SL_TURNS_LAST && p->n_tasks > 0)
-        return sl_fail(SL_ERR_INVALID_ARG, "--turns last answers a row's conversation: it cannot "
-                       "be used with tasks (--task, --tasks), which ask prompts of their own");
+    if (p->turns != SL_TURNS_FIRST && p->turns != SL_TURNS_LAST && p->turns != SL_TURNS_ALL)
+        return sl_fail(SL_ERR_INVALID_ARG, "--turns must be first, last or all");
+    if (p->turns != SL_TURNS_FIRST && p->n_tasks > 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "--turns %s answers a row's conversation: it cannot "
+                       "be used with tasks (--task, --tasks), which ask prompts of their own",
+                       p->turns == SL_TURNS_LAST ? "last" : "all");
+    if (p->turns == SL_TURNS_ALL && p->sampling.n > 1)
+        return sl_fail(SL_ERR_INVALID_ARG, "--turns all goes on from one answer to each turn: "
+                       "it cannot be used with --samples %d; drop one of them", p->sampling.n);
     if (p->decode_workers < 1 || p->replicas < 1)
         return sl_fail(SL_ERR_INVALID_ARG, "--decode-workers and --replicas must be >= 1");
     if (p->n_gpus > 0 && p->replicas != p->n_gpus)

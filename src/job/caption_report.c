@@ -91,7 +91,8 @@ static json_t *summary_json(const caption_report *r)
     if (params)
         json_object_set_new(params, "image_placeholder", text(p->image_placeholder));
     if (params)
-        json_object_set_new(params, "turns", json_string(p->turns == SL_TURNS_LAST ? "last" : "first"));
+        json_object_set_new(params, "turns", json_string(p->turns == SL_TURNS_LAST ? "last"
+                                                 : p->turns == SL_TURNS_ALL ? "all" : "first"));
     if (params) {
         json_t *choices = p->n_choices > 0 ? json_array() : json_null();
         for (int i = 0; i < p->n_choices; i++)

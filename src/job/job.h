@@ -87,6 +87,10 @@ typedef struct caption_row {
     uint64_t input_bytes;     /* a dry run: the input's encoded bytes (a list's summed, a
                                  video's file), once known (input_sized) */
     bool input_sized;
+    int turn, questions;      /* --turns all: the question being answered (from 0) and how
+                                 many the conversation asks */
+    int turn_tokens[3];       /* --turns all: prompt, generated and cached tokens of the
+                                 answers before this one */
 } caption_row;
 
 

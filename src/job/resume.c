@@ -156,8 +156,8 @@ static char *fingerprint(const job *j)
         fp_add(&t, "image_text", job_json_text(p->image_text));
     if (p->image_placeholder && *p->image_placeholder)
         fp_add(&t, "image_placeholder", job_json_text(p->image_placeholder));
-    if (p->turns == SL_TURNS_LAST) /* only then: a job of first turns keeps its fingerprint */
-        fp_add(&t, "turns", job_json_text("last"));
+    if (p->turns != SL_TURNS_FIRST) /* only then: a job of first turns keeps its fingerprint */
+        fp_add(&t, "turns", job_json_text(p->turns == SL_TURNS_LAST ? "last" : "all"));
     fp_add(&t, "max_image_edge", json_integer(p->image.max_edge));
     fp_add(&t, "max_image_pixels", json_integer((json_int_t)p->image.max_input_pixels));
     fp_add(&t, "background", json_pack("[i,i,i]", p->image.background[0], p->image.background[1],

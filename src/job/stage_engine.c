@@ -239,7 +239,7 @@ static sl_status place_images(const sl_caption_params *p, const caption_row *r,
 /* --turns last: the row's conversation (its prompt column) as the request,
  * its images where the conversation marks them, else before its first
  * user turn's text. A column without a user turn leaves *req as it is. */
-static sl_status converse(const sl_caption_params *p, const caption_row *r,
+static sl_status converse(const sl_caption_params *p, caption_row *r,
                           char *const texts[SL_MAX_IMAGES], sl_request *req, placed *pl,
                           turns *conv)
 {
@@ -264,9 +264,11 @@ static sl_status converse(const sl_caption_params *p, const caption_row *r,
         pl->mime[i] = m ? NULL : req->image_mime;
     }
     sl_status st = turns_build(value, req->system_prompt, p->image_placeholder, slots, n_slots,
-                               video, r->rel, conv);
-    if (st == SL_OK && conv->n_messages)
-        as_conversation(req, pl, conv->messages, conv->n_messages, n_images);
+                               video, p->turns == SL_TURNS_ALL ? r->turn : -1, r->rel, conv);
+    if (st == SL_OK && conv->n_messages) {
+        as_conversation(req, pl, conv->messages, conv->n_messages, conv->n_images);
+        r->questions = conv->n_questions;
+    }
     return st;
 }
 
@@ -362,7 +364,7 @@ static sl_status engine_submit(void *state, sl_row *row)
     }
     placed pl = {0};
     turns conv = {0};
-    if (p->turns == SL_TURNS_LAST && (st = converse(p, r, texts, &req, &pl, &conv)) != SL_OK) {
+    if (p->turns != SL_TURNS_FIRST && (st = converse(p, r, texts, &req, &pl, &conv)) != SL_OK) {
         sl_row_fail_status(row, st, "%s", sl_last_error());
         st = SL_OK;
         goto done;
@@ -455,6 +457,50 @@ static size_t answer_bytes(const caption_row *r)
     return n;
 }
 
+/* --turns all: each answer goes into the row's conversation; one that is
+ * not its last sends the row back to the engine with the next question.
+ * True when the row is in the engine again (*broken: the engine failed
+ * taking it, a worker failure). A failure after the first question names
+ * the question. */
+static bool ask_next(replica *rep, sl_row *row, caption_row *r, sl_completion *c, sl_status *broken)
+{
+    const sl_caption_params *p = rep->j->p;
+    if (c->status != SL_OK) {
+        char *said = r->turn > 0 && c->error ? sl_asprintf("%s (question %d of %d; the answers "
+                                                           "before it are in the conversation)",
+                                                           c->error, r->turn + 1, r->questions)
+                                             : NULL;
+        if (said) {
+            sl_free(c->error);
+            c->error = said;
+        }
+        return false;
+    }
+    json_t *conversation = json_object_get(r->extra, p->prompt_column ? p->prompt_column : "prompt");
+    sl_status st = turns_answer(conversation, r->turn, c->result.text ? c->result.text : "");
+    if (st != SL_OK) {
+        sl_row_fail_status(row, st, "%s: %s", r->rel, sl_last_error());
+        return false;
+    }
+    /* The conversation holds one more answer until the row is written. */
+    sl_row_set_bytes(row, sl_row_bytes(row) + (c->result.text ? strlen(c->result.text) : 0));
+    if (r->turn + 1 >= r->questions) { /* the last: the row's counts are all its answers' */
+        c->result.prompt_tokens += r->turn_tokens[0];
+        c->result.generated_tokens += r->turn_tokens[1];
+        c->result.cached_tokens += r->turn_tokens[2];
+        return false;
+    }
+    r->turn_tokens[0] += c->result.prompt_tokens;
+    r->turn_tokens[1] += c->result.generated_tokens;
+    r->turn_tokens[2] += c->result.cached_tokens;
+    r->turn++;
+    sl_completion_clear(c);
+    st = engine_submit(rep, row);
+    if (st != SL_OK)
+        *broken = st;
+    return st != SL_OK || !sl_row_failed(row);
+}
+
 static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout_ms, size_t *n)
 {
     replica *rep = state;
@@ -464,12 +510,18 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
         max = sizeof rep->done / sizeof *rep->done;
     sl_status st = sl_engine_poll(rep->engine, rep->done, max, timeout_ms, &k);
     replica_metrics_sync(rep->metrics, false);
+    size_t n_done = 0;
     for (size_t i = 0; i < k; i++) {
         sl_completion *c = &rep->done[i];
         replica_metrics_observe(rep->metrics, c);
         sl_row *row = c->tag;
         caption_row *r = sl_row_data(row);
-        if (c->status == SL_OK && c->n_results > 0) {
+        if (p->turns == SL_TURNS_ALL && r->questions > 0 && c->n_results == 0 &&
+            ask_next(rep, row, r, c, &st))
+            continue;
+        if (sl_row_failed(row)) {
+            /* Its answer could not go into the conversation. */
+        } else if (c->status == SL_OK && c->n_results > 0) {
             take_results(rep->j, r, c);
             fill_answer_columns(rep->j, row, r);
         } else if (c->status == SL_OK) {
@@ -527,9 +579,9 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
             sl_row_set_bytes(row, sl_row_bytes(row) - r->len);
             r->len = 0;
         }
-        done[i] = row;
+        done[n_done++] = row;
     }
-    *n = k;
+    *n = n_done;
     return st;
 }
 

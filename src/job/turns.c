@@ -147,8 +147,8 @@ static bool insert_slots(builder *b, int at)
 }
 
 sl_status turns_build(const json_t *conversation, const char *system_prompt, const char *mark,
-                      const turn_slot *slots, int n_slots, bool video, const char *row,
-                      turns *t)
+                      const turn_slot *slots, int n_slots, bool video, int question,
+                      const char *row, turns *t)
 {
     memset(t, 0, sizeof *t);
     if (!json_is_array(conversation) || json_array_size(conversation) == 0)
@@ -187,7 +187,7 @@ sl_status turns_build(const json_t *conversation, const char *system_prompt, con
         t->messages[0] = (sl_message){.role = "system", .n_parts = 1};
         t->n_messages = 1;
     }
-    int last_user = -1, first_user = -1;
+    int last_user = -1, first_user = -1, final_user = -1;
     json_array_foreach(conversation, k, turn) {
         const json_t *said;
         const char *role = engine_role(speaker(turn, &said));
@@ -201,19 +201,24 @@ sl_status turns_build(const json_t *conversation, const char *system_prompt, con
         markers_after[m] = b.markers;
         t->n_messages++;
         if (strcmp(role, "user") == 0) {
-            last_user = m;
+            if (question < 0 || t->n_questions == question)
+                last_user = m;
+            final_user = m;
             if (first_user < 0)
                 first_user = m;
+            t->n_questions++;
         }
     }
     if (last_user < 0) { /* nothing to answer: the row keeps its prompt */
         turns_clear(t);
         goto out;
     }
-    /* The dataset's answer and whatever follows go. */
+    /* The dataset's answer and whatever follows go (n_questions stays). */
     t->n_messages = last_user + 1;
     t->n_parts = b.first_part[last_user] + t->messages[last_user].n_parts;
-    int markers = markers_after[last_user];
+    /* Markers count to the last question whichever is asked: a later
+     * question's image joins when that question is asked. */
+    int markers = markers_after[final_user];
     if (t->n_messages > TURNS_MAX_MESSAGES) {
         st = sl_fail(SL_ERR_INVALID_ARG, "%s: the conversation has %d messages up to its last "
                      "user turn, more than the %d a request may have", row, t->n_messages,
@@ -237,6 +242,8 @@ sl_status turns_build(const json_t *conversation, const char *system_prompt, con
     }
     for (int i = 0; i < t->n_messages; i++)
         t->messages[i].parts = t->parts + b.first_part[i];
+    for (int i = 0; i < t->n_parts; i++)
+        t->n_images += !t->parts[i].text;
     goto out;
 nomem:
     st = sl_fail(SL_ERR_NOMEM, "%s: out of memory building the conversation", row);
@@ -256,4 +263,67 @@ void turns_clear(turns *t)
     sl_free(t->parts);
     sl_free(t->messages);
     memset(t, 0, sizeof *t);
+}
+
+/* Whether a turn's content says something (as add_said would give parts). */
+static bool says_something(const json_t *said)
+{
+    if (json_is_string(said))
+        return json_string_value(said)[0] != '\0';
+    size_t k;
+    json_t *part;
+    json_array_foreach(said, k, part) {
+        const char *type = json_string_value(json_object_get(part, "type"));
+        const char *text = json_string_value(json_object_get(part, "text"));
+        if ((type && strcmp(type, "image") == 0) ||
+            ((!type || strcmp(type, "text") == 0) && text && *text))
+            return true;
+    }
+    return false;
+}
+
+static const char *role_at(const json_t *conversation, size_t i, const json_t **said)
+{
+    const json_t *turn = json_array_get(conversation, i);
+    const char *who = json_is_object(turn) ? speaker(turn, said) : NULL;
+    return who ? engine_role(who) : NULL;
+}
+
+sl_status turns_answer(json_t *conversation, int question, const char *answer)
+{
+    size_t n = json_array_size(conversation), at = n;
+    int seen = 0;
+    for (size_t i = 0; i < n && at == n; i++) {
+        const json_t *said;
+        const char *role = role_at(conversation, i, &said);
+        if (role && strcmp(role, "user") == 0 && says_something(said) && seen++ == question)
+            at = i;
+    }
+    if (at == n)
+        return sl_fail(SL_ERR_INVALID_ARG, "the conversation has no question %d", question);
+    const json_t *said = NULL, *question_said = NULL, *asked = json_array_get(conversation, at);
+    speaker(asked, &question_said);
+    const char *next = at + 1 < n ? role_at(conversation, at + 1, &said) : NULL;
+    bool replace = next && strcmp(next, "assistant") == 0;
+    bool llava = json_object_get(asked, "from") != NULL;
+    /* Content parts where the turn replaced had them (a new turn: where the
+     * question has them), so a typed column keeps its type. */
+    json_t *content = json_is_array(replace ? said : question_said)
+                          ? json_pack("[{s:s, s:s}]", "type", "text", "text", answer)
+                          : json_string(answer);
+    int bad = !content;
+    if (!bad && replace) {
+        json_t *turn = json_array_get(conversation, at + 1);
+        bad = json_object_set(turn, json_object_get(turn, "from") ? "value" : "content", content);
+        while (!bad && at + 2 < json_array_size(conversation) &&
+               (next = role_at(conversation, at + 2, &said)) && strcmp(next, "assistant") == 0)
+            bad = json_array_remove(conversation, at + 2);
+    } else if (!bad) {
+        json_t *turn = llava ? json_pack("{s:s, s:O}", "from", "gpt", "value", content)
+                             : json_pack("{s:s, s:O}", "role", "assistant", "content", content);
+        bad = !turn || json_array_insert_new(conversation, at + 1, turn);
+    }
+    json_decref(content);
+    return bad ? sl_fail(SL_ERR_NOMEM, "out of memory writing an answer into the conversation")
+               : SL_OK;
 }

@@ -10,7 +10,8 @@
  * is left out. The row's images go where the conversation marks them: the
  * placeholder in a text (`<image>`) or an image part, slot k at marker k;
  * a conversation without markers has them all before the first user
- * turn's text. A conversation without a system turn gets the job's system
+ * turn's text. Asked up to an earlier question, the messages hold the
+ * images of the turns they hold. A conversation without a system turn gets the job's system
  * prompt first.
  *
  * turns_build() makes the messages and owns them, their parts and their
@@ -37,19 +38,29 @@ typedef struct turns {
     int n_parts;
     char **texts;
     int n_texts;
+    int n_questions;    /* its user turns that say something, all of them */
+    int n_images;       /* image parts in the messages (the slots' first ones) */
 } turns;
 
-/* The messages of `conversation` into *t (zeroed by the caller). SL_OK with
- * t->n_messages 0 when it is not an array holding a user turn with
- * something in it. A failure names `row` and the turn (0-based, as in the
- * array): a role other than human/user, gpt/assistant/bot/model and
- * system, a turn that is not an object, markers that do not match n_slots
- * (video: the slots are one video's frames), more than 256 messages,
- * SL_ERR_NOMEM. `mark` NULL or "": only image parts mark. */
+/* The messages of `conversation` into *t, up to its question `question`
+ * (its user turns that say something, from 0; -1: the last). SL_OK with
+ * t->n_messages 0 when it is not an array holding such a user turn. A
+ * failure names `row` and the turn (0-based, as in the array): a role
+ * other than human/user, gpt/assistant/bot/model and system, a turn that
+ * is not an object, markers that do not match n_slots (video: the slots
+ * are one video's frames), more than 256 messages, SL_ERR_NOMEM. `mark`
+ * NULL or "": only image parts mark. */
 sl_status turns_build(const json_t *conversation, const char *system_prompt, const char *mark,
-                      const turn_slot *slots, int n_slots, bool video, const char *row,
-                      turns *t);
+                      const turn_slot *slots, int n_slots, bool video, int question,
+                      const char *row, turns *t);
 
 void turns_clear(turns *t);
+
+/* --turns all: `answer` written into `conversation` as question
+ * `question`'s answer, in the conversation's own form: in place of the
+ * assistant turn after it (the assistant turns following that one go), or
+ * a new turn there. SL_ERR_INVALID_ARG when it has no such question;
+ * SL_ERR_NOMEM. */
+sl_status turns_answer(json_t *conversation, int question, const char *answer);
 
 #endif

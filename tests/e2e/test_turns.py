@@ -9,8 +9,9 @@ and on the llama engine the same greedy answer and prompt length as
 import base64
 import json
 
+import pytest
 from conftest import SAMPLES, TINY, read_rows
-from openai_helpers import FakeServer, completion
+from openai_helpers import FakeServer, completion, reply
 from test_image_lists import QUIET, colour_of, colours  # noqa: F401 (colours: a fixture)
 
 LLAMA = ("--model", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf")
@@ -98,6 +99,67 @@ def test_the_turns_go_to_the_server_as_a_chat(sluice, colours, tmp_path):
         assert "turns" in r.stderr
 
 
+def text_of(content) -> str:
+    return content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+
+
+def test_all_turns_are_answered_in_order_into_the_conversation(sluice, colours, tmp_path):
+    """--turns all: each human turn is asked after the model's own answers to
+    the ones before (not the dataset's), each answer goes into the
+    conversation in the dataset's form, caption is the last answer and the
+    token counts are all the answers'; a question the server refuses fails
+    the row naming it. The Parquet column keeps its type."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    rows = ROWS[:2] + [{"id": "refused", "image": "white.png", "conversations": [
+        {"from": "human", "value": "Q1"}, {"from": "human", "value": "REFUSE"}]}]
+    (colours / "chats.json").write_text(json.dumps(rows))
+    asked = []
+
+    def answer(handler, n, body):
+        asked.append(shown(body["messages"]))
+        last = text_of(body["messages"][-1]["content"])
+        if last == "REFUSE":
+            reply(handler, 400, b'{"error": {"message": "no, not this one"}}')
+        else:
+            completion(handler, "re: " + last)
+
+    with FakeServer(answer) as server:
+        for fmt in ("jsonl", "parquet"):
+            asked.clear()
+            out = tmp_path / fmt
+            r = sluice.run("caption", colours / "chats.json", "-o", out, "--engine", "openai",
+                           "--endpoint", server.url, "--prompt-column", "conversations",
+                           "--turns", "all", "--image-placeholder", "<image>", "--format", fmt,
+                           "--max-in-flight", "1", *QUIET)
+            assert r.returncode == 3, r.stderr
+            assert [("system", "Be terse."), ("user", ["red", "\nWhat is it?"])] in asked
+            assert [("system", "Be terse."), ("user", ["red", "\nWhat is it?"]),
+                    ("assistant", "re: \nWhat is it?"), ("user", "Which colour?")] in asked
+            assert [("user", ["green", "First?"]), ("assistant", "re: First?"),
+                    ("user", ["Second?", "blue"])] in asked
+            assert len(asked) == 6  # 2 + 2 + 2, the last refused
+            if fmt == "jsonl":
+                got = {row["id"]: row for row in read_rows(out)}
+            else:
+                got = {row["id"]: row for row in pq.read_table(out / "part-00000.parquet").to_pylist()}
+            llava = got["llava"]
+            assert llava["caption"] == "re: Which colour?"
+            assert (llava["prompt_tokens"], llava["generated_tokens"]) == (20, 6)
+            want = [dict(t) for t in ROWS[0]["conversations"]]
+            want[2]["value"], want[4]["value"] = "re: \nWhat is it?", "re: Which colour?"
+            # Parquet: one struct of both forms' keys (a turn's others null).
+            assert [{k: v for k, v in t.items() if v is not None}
+                    for t in llava["conversations"]] == want
+            if fmt == "jsonl":  # (in Parquet, content mixes strings and parts: JSON text)
+                pair = got["pair"]["conversations"]
+                assert pair[1] == {"role": "assistant", "content": "re: First?"}
+                assert pair[3] == {"role": "assistant",
+                                   "content": [{"type": "text", "text": "re: Second?"}]}
+            refused = got["refused"]
+            assert refused["caption"] is None
+            assert "question 2 of 2" in refused["error"] and "no, not this one" in refused["error"]
+
+
 def test_wrong_command_lines_say_what_to_change(sluice, colours, tmp_path):
     (colours / "chats.json").write_text(json.dumps(ROWS[:1]))
     r = sluice.run("caption", colours / "chats.json", "-o", tmp_path / "a", "--turns", "last",
@@ -107,7 +169,11 @@ def test_wrong_command_lines_say_what_to_change(sluice, colours, tmp_path):
     r = sluice.run("caption", colours / "chats.json", "-o", tmp_path / "b", "--turns", "most",
                    *LLAMA, *QUIET)
     assert r.returncode == 2
-    assert "first" in r.stderr and "last" in r.stderr
+    assert "first" in r.stderr and "last" in r.stderr and "all" in r.stderr
+    r = sluice.run("caption", colours / "chats.json", "-o", tmp_path / "d", "--turns", "all",
+                   "--samples", "2", *LLAMA, *QUIET)
+    assert r.returncode == 2
+    assert "--turns all" in r.stderr and "--samples 2" in r.stderr
     batch = tmp_path / "r.jsonl"
     batch.write_text(json.dumps({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [
         {"role": "user", "content": "hi"}]}}) + "\n")
@@ -116,7 +182,27 @@ def test_wrong_command_lines_say_what_to_change(sluice, colours, tmp_path):
     assert "--turns" in r.stderr and "batch" in r.stderr
 
 
+def batch_answer(sluice, out, image, assistant: str, common) -> dict:
+    """What `sluice batch` answers to the cup conversation with `assistant`
+    as the first answer."""
+    requests = out.with_suffix(".jsonl")
+    requests.write_text(json.dumps({"custom_id": "cup", "url": "/v1/chat/completions", "body": {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": str(image)}},
+                                         {"type": "text", "text": "\nWhat is in the cup?"}]},
+            {"role": "assistant", "content": assistant},
+            {"role": "user", "content": "And the saucer?"}]}}) + "\n")
+    r = sluice.run("batch", requests, "-o", out, "--allow-local-images", *common)
+    assert r.returncode == 0, r.stderr
+    [line] = [json.loads(s) for p in sorted(out.glob("part-*.jsonl")) for s in p.read_text().splitlines()]
+    return line["response"]["body"]
+
+
 def test_llama_answers_the_conversation_as_a_batch_line_does(sluice, tmp_path):
+    """On the llama engine (greedy): --turns last answers as `sluice batch`
+    does the same messages; --turns all's first answer is --turns first's,
+    and its second what batch answers after that first answer."""
     image = SAMPLES / "coffee.jpg"
     turns = [{"from": "human", "value": "<image>\nWhat is in the cup?"},
              {"from": "gpt", "value": "Coffee, black."},
@@ -124,32 +210,24 @@ def test_llama_answers_the_conversation_as_a_batch_line_does(sluice, tmp_path):
              {"from": "gpt", "value": "not sent"}]
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"id": "cup", "image": str(image), "conversations": turns}) + "\n")
-    common = ("--temperature", "0", "--max-tokens", "12", "--system", "Be brief.", *LLAMA, *QUIET)
-    r = sluice.run("caption", manifest, "-o", tmp_path / "last", "--prompt-column", "conversations",
-                   "--turns", "last", "--image-placeholder", "<image>", *common)
-    assert r.returncode == 0, r.stderr
-    [last] = read_rows(tmp_path / "last")
+    common = ("--temperature", "0", "--max-tokens", "12", *LLAMA, *QUIET)
+    rows = {}
+    for which in ("first", "last", "all"):
+        r = sluice.run("caption", manifest, "-o", tmp_path / which, "--prompt-column",
+                       "conversations", "--turns", which, "--image-placeholder", "<image>",
+                       "--system", "Be brief.", *common)
+        assert r.returncode == 0, r.stderr
+        [rows[which]] = read_rows(tmp_path / which)
+    first, last, every = rows["first"], rows["last"], rows["all"]
 
-    requests = tmp_path / "r.jsonl"
-    requests.write_text(json.dumps({"custom_id": "cup", "url": "/v1/chat/completions", "body": {"messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": str(image)}},
-                                     {"type": "text", "text": "\nWhat is in the cup?"}]},
-        {"role": "assistant", "content": "Coffee, black."},
-        {"role": "user", "content": "And the saucer?"}]}}) + "\n")
-    common = tuple(a for a in common if a not in ("--system", "Be brief."))
-    r = sluice.run("batch", requests, "-o", tmp_path / "batch", "--allow-local-images", *common)
-    assert r.returncode == 0, r.stderr
-    [line] = [json.loads(s) for p in sorted((tmp_path / "batch").glob("part-*.jsonl"))
-              for s in p.read_text().splitlines()]
-    body = line["response"]["body"]
+    body = batch_answer(sluice, tmp_path / "batch-last", image, "Coffee, black.", common)
     assert last["caption"] == body["choices"][0]["message"]["content"]
     assert last["prompt_tokens"] == body["usage"]["prompt_tokens"]
+    assert 0 < first["prompt_tokens"] < last["prompt_tokens"]  # the first turn alone is shorter
 
-    # The first turn alone is a shorter prompt.
-    r = sluice.run("caption", manifest, "-o", tmp_path / "first", "--prompt-column",
-                   "conversations", "--image-placeholder", "<image>",
-                   *common, "--system", "Be brief.")
-    assert r.returncode == 0, r.stderr
-    [first] = read_rows(tmp_path / "first")
-    assert 0 < first["prompt_tokens"] < last["prompt_tokens"]
+    assert every["conversations"][1] == {"from": "gpt", "value": first["caption"]}
+    body = batch_answer(sluice, tmp_path / "batch-all", image, first["caption"], common)
+    assert every["caption"] == body["choices"][0]["message"]["content"]
+    assert every["conversations"][3] == {"from": "gpt", "value": every["caption"]}
+    assert every["prompt_tokens"] == first["prompt_tokens"] + body["usage"]["prompt_tokens"]
+    assert every["generated_tokens"] == first["generated_tokens"] + body["usage"]["completion_tokens"]

@@ -41,7 +41,7 @@ static void expect(const char *conversation, const char *system, const char *mar
 {
     json_t *c = parse(conversation);
     turns t;
-    assert_int_equal(turns_build(c, system, mark, slots, n_slots, false, "row7", &t), SL_OK);
+    assert_int_equal(turns_build(c, system, mark, slots, n_slots, false, -1, "row7", &t), SL_OK);
     char got[2048];
     render(&t, got, sizeof got);
     assert_string_equal(got, want);
@@ -56,7 +56,7 @@ static void expect_failure(const char *conversation, int n_slots, bool video, co
     const turn_slot *slots = video ? video_slot : single;
     json_t *c = parse(conversation);
     turns t;
-    assert_int_equal(turns_build(c, NULL, "<image>", slots, n_slots, video, "row7", &t),
+    assert_int_equal(turns_build(c, NULL, "<image>", slots, n_slots, video, -1, "row7", &t),
                      SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), want));
     assert_non_null(strstr(sl_last_error(), "row7"));
@@ -128,7 +128,7 @@ static void what_says_nothing_is_left_out(void **state)
     for (size_t i = 0; i < sizeof none / sizeof none[0]; i++) {
         json_t *c = parse(none[i]);
         turns t;
-        assert_int_equal(turns_build(c, "S", "<image>", single, 1, false, "r", &t), SL_OK);
+        assert_int_equal(turns_build(c, "S", "<image>", single, 1, false, -1, "r", &t), SL_OK);
         assert_int_equal(t.n_messages, 0);
         assert_null(t.messages);
         json_decref(c);
@@ -169,7 +169,7 @@ static void out_of_memory_anywhere_leaks_nothing(void **state)
     for (long n = 0;; n++) {
         sl_alloc_fail_after(n);
         turns t;
-        sl_status st = turns_build(c, NULL, "<image>", single, 1, false, "row7", &t);
+        sl_status st = turns_build(c, NULL, "<image>", single, 1, false, -1, "row7", &t);
         sl_alloc_fail_after(-1);
         if (st == SL_OK) {
             assert_int_equal(t.n_messages, 6);
@@ -184,6 +184,89 @@ static void out_of_memory_anywhere_leaks_nothing(void **state)
     json_decref(c);
 }
 
+static void each_question_in_turn(void **state)
+{
+    (void)state;
+    json_t *c = parse("[{\"from\": \"system\", \"value\": \"S\"}, {\"from\": \"human\", \"value\": \"<image>Q1\"},"
+                      " {\"from\": \"gpt\", \"value\": \"A1\"}, {\"from\": \"human\", \"value\": \"\"},"
+                      " {\"from\": \"human\", \"value\": \"Q2\"}, {\"from\": \"gpt\", \"value\": \"A2\"},"
+                      " {\"from\": \"human\", \"value\": \"Q3\"}]");
+    const char *want[] = {"system: S\nuser: #|Q1",
+                          "system: S\nuser: #|Q1\nassistant: A1\nuser: Q2",
+                          "system: S\nuser: #|Q1\nassistant: A1\nuser: Q2\nassistant: A2\nuser: Q3"};
+    for (int q = 0; q < 4; q++) {
+        turns t;
+        assert_int_equal(turns_build(c, NULL, "<image>", single, 1, false, q, "row7", &t), SL_OK);
+        if (q == 3) { /* past the last question: nothing to ask */
+            assert_int_equal(t.n_messages, 0);
+            continue;
+        }
+        assert_int_equal(t.n_questions, 3); /* the empty human turn asks nothing */
+        char got[1024];
+        render(&t, got, sizeof got);
+        assert_string_equal(got, want[q]);
+        turns_clear(&t);
+    }
+    json_decref(c);
+    /* A later question's image joins when that question is asked. */
+    static const sl_content_part first[] = {{"1:"}, {NULL}}, second[] = {{"2:"}, {NULL}};
+    static const turn_slot two[] = {{first, 2}, {second, 2}};
+    c = parse("[{\"from\": \"human\", \"value\": \"<image>Q1\"}, {\"from\": \"gpt\", \"value\": \"A1\"},"
+              " {\"from\": \"human\", \"value\": \"<image>Q2\"}]");
+    const char *with[] = {"user: 1:|#|Q1", "user: 1:|#|Q1\nassistant: A1\nuser: 2:|#|Q2"};
+    for (int q = 0; q < 2; q++) {
+        turns t;
+        assert_int_equal(turns_build(c, NULL, "<image>", two, 2, false, q, "row7", &t), SL_OK);
+        assert_int_equal(t.n_images, q + 1);
+        char got[1024];
+        render(&t, got, sizeof got);
+        assert_string_equal(got, with[q]);
+        turns_clear(&t);
+    }
+    json_decref(c);
+}
+
+static void answer_into(const char *conversation, const char *const *answers, int n,
+                        const char *want)
+{
+    json_t *c = parse(conversation), *w = parse(want);
+    for (int q = 0; q < n; q++)
+        assert_int_equal(turns_answer(c, q, answers[q]), SL_OK);
+    if (!json_equal(c, w)) {
+        char *got = json_dumps(c, 0);
+        fail_msg("got %s", got);
+    }
+    assert_int_equal(turns_answer(c, n, "x"), SL_ERR_INVALID_ARG);
+    json_decref(c);
+    json_decref(w);
+}
+
+static void answers_go_into_the_conversation(void **state)
+{
+    (void)state;
+    const char *answers[] = {"N1", "N2", "N3"};
+    /* In place of the dataset's answer (the extra ones after it go), or a
+     * new turn in the question's form. */
+    answer_into("[{\"from\": \"human\", \"value\": \"Q1\", \"id\": 1}, {\"from\": \"gpt\", \"value\": \"A1\"},"
+                " {\"from\": \"human\", \"value\": \"Q2\"}, {\"from\": \"gpt\", \"value\": \"A2a\"},"
+                " {\"from\": \"gpt\", \"value\": \"A2b\"}, {\"from\": \"human\", \"value\": \"Q3\"}]",
+                answers, 3,
+                "[{\"from\": \"human\", \"value\": \"Q1\", \"id\": 1}, {\"from\": \"gpt\", \"value\": \"N1\"},"
+                " {\"from\": \"human\", \"value\": \"Q2\"}, {\"from\": \"gpt\", \"value\": \"N2\"},"
+                " {\"from\": \"human\", \"value\": \"Q3\"}, {\"from\": \"gpt\", \"value\": \"N3\"}]");
+    /* Chat messages: parts where the question or the turn replaced has them. */
+    answer_into("[{\"role\": \"user\", \"content\": [{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"Q1\"}]},"
+                " {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"\"}]},"
+                " {\"role\": \"user\", \"content\": \"Q2\"},"
+                " {\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"A2\"}]}]",
+                answers, 2,
+                "[{\"role\": \"user\", \"content\": [{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"Q1\"}]},"
+                " {\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"N1\"}]},"
+                " {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"\"}]},"
+                " {\"role\": \"user\", \"content\": \"Q2\"},"
+                " {\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"N2\"}]}]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -193,6 +276,8 @@ int main(void)
         cmocka_unit_test(what_says_nothing_is_left_out),
         cmocka_unit_test(conversations_that_cannot_be_sent_fail_their_row),
         cmocka_unit_test(out_of_memory_anywhere_leaks_nothing),
+        cmocka_unit_test(each_question_in_turn),
+        cmocka_unit_test(answers_go_into_the_conversation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
