@@ -459,10 +459,9 @@ static size_t answer_bytes(const caption_row *r)
 
 /* --turns all: each answer goes into the row's conversation; one that is
  * not its last sends the row back to the engine with the next question.
- * True when the row is in the engine again (*broken: the engine failed
- * taking it, a worker failure). A failure after the first question names
- * the question. */
-static bool ask_next(replica *rep, sl_row *row, caption_row *r, sl_completion *c, sl_status *broken)
+ * True when the row is in the engine again. A failure after the first
+ * question names the question. */
+static bool ask_next(replica *rep, sl_row *row, caption_row *r, sl_completion *c)
 {
     const sl_caption_params *p = rep->j->p;
     if (c->status != SL_OK) {
@@ -496,9 +495,13 @@ static bool ask_next(replica *rep, sl_row *row, caption_row *r, sl_completion *c
     r->turn++;
     sl_completion_clear(c);
     st = engine_submit(rep, row);
+    /* A broken engine fails this row alone, not the poll: the rows finished
+     * beside it in this poll are kept (a failed poll would fail them all),
+     * and the engine's own poll reports it broken once they are out. */
     if (st != SL_OK)
-        *broken = st;
-    return st != SL_OK || !sl_row_failed(row);
+        sl_row_fail_status(row, st, "%s (question %d of %d; the answers before it are in the "
+                           "conversation)", sl_last_error(), r->turn + 1, r->questions);
+    return !sl_row_failed(row);
 }
 
 static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout_ms, size_t *n)
@@ -517,7 +520,7 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
         sl_row *row = c->tag;
         caption_row *r = sl_row_data(row);
         if (p->turns == SL_TURNS_ALL && r->questions > 0 && c->n_results == 0 &&
-            ask_next(rep, row, r, c, &st))
+            ask_next(rep, row, r, c))
             continue;
         if (sl_row_failed(row)) {
             /* Its answer could not go into the conversation. */

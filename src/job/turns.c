@@ -101,25 +101,32 @@ static bool add_marked_text(builder *b, const char *s)
 }
 
 /* What a turn said: a string, or content parts (text parts one each, image
- * parts as markers, others left out as the first-turn prompt leaves them). */
-static bool add_said(builder *b, const json_t *said)
+ * parts as markers, others left out as the first-turn prompt leaves them).
+ * Only a user turn marks images (as chat APIs take them): a model's answer
+ * that happens to hold the placeholder is text. */
+static bool add_said(builder *b, const json_t *said, bool marks)
 {
+    const char *mark = b->mark;
+    if (!marks)
+        b->mark = NULL;
+    bool ok = true;
     if (json_is_string(said))
-        return add_marked_text(b, json_string_value(said));
+        ok = add_marked_text(b, json_string_value(said));
     size_t k;
     json_t *part;
     json_array_foreach(said, k, part) {
         const char *type = json_string_value(json_object_get(part, "type"));
         const json_t *text = json_object_get(part, "text");
         if (type && strcmp(type, "image") == 0) {
-            if (!add_marker(b))
-                return false;
+            ok = !marks || add_marker(b);
         } else if ((!type || strcmp(type, "text") == 0) && json_is_string(text)) {
-            if (!add_marked_text(b, json_string_value(text)))
-                return false;
+            ok = add_marked_text(b, json_string_value(text));
         }
+        if (!ok)
+            break;
     }
-    return true;
+    b->mark = mark;
+    return ok;
 }
 
 /* The slots' parts moved in at `at` (the conversation had no markers). */
@@ -193,14 +200,17 @@ sl_status turns_build(const json_t *conversation, const char *system_prompt, con
         const char *role = engine_role(speaker(turn, &said));
         int m = t->n_messages, before = t->n_parts;
         b.first_part[m] = before;
-        if (!add_said(&b, said))
+        bool user = strcmp(role, "user") == 0, assistant = strcmp(role, "assistant") == 0;
+        if (!add_said(&b, said, user))
             goto nomem;
-        if (t->n_parts == before)
-            continue; /* a turn that says nothing is no message */
+        /* A turn that says nothing is no message, but for an empty answer:
+         * it keeps the turns taking their turns. */
+        if (t->n_parts == before && !assistant)
+            continue;
         t->messages[m] = (sl_message){.role = role, .n_parts = t->n_parts - before};
         markers_after[m] = b.markers;
         t->n_messages++;
-        if (strcmp(role, "user") == 0) {
+        if (user) {
             if (question < 0 || t->n_questions == question)
                 last_user = m;
             final_user = m;

@@ -7,8 +7,10 @@
  * "assistant" | "system", "content": TEXT | [{"type": "text", "text": ...},
  * {"type": "image"}]}). Every turn up to the last human/user turn that says
  * something becomes a message; what follows it (the dataset's own answer)
- * is left out. The row's images go where the conversation marks them: the
- * placeholder in a text (`<image>`) or an image part, slot k at marker k;
+ * is left out; a turn that says nothing is no message, but an empty
+ * answer is (the roles keep alternating). The row's images go where the
+ * user turns mark them: the placeholder in a text (`<image>`) or an image
+ * part, slot k at marker k;
  * a conversation without markers has them all before the first user
  * turn's text. Asked up to an earlier question, the messages hold the
  * images of the turns they hold. A conversation without a system turn gets the job's system

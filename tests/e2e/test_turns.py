@@ -8,6 +8,11 @@ and on the llama engine the same greedy answer and prompt length as
 `sluice batch` gives the same messages."""
 import base64
 import json
+import pathlib
+import signal
+import subprocess
+import threading
+from collections import Counter
 
 import pytest
 from conftest import SAMPLES, TINY, read_rows
@@ -231,3 +236,115 @@ def test_llama_answers_the_conversation_as_a_batch_line_does(sluice, tmp_path):
     assert every["conversations"][3] == {"from": "gpt", "value": every["caption"]}
     assert every["prompt_tokens"] == first["prompt_tokens"] + body["usage"]["prompt_tokens"]
     assert every["generated_tokens"] == first["generated_tokens"] + body["usage"]["completion_tokens"]
+
+
+def test_a_stopped_run_finishes_its_conversations_and_the_rerun_the_rest(sluice, colours, tmp_path):
+    """--turns all stopped by SIGINT: a row mid-way through its questions
+    (back in the engine between answers, which the executor does not see)
+    is finished, every question, before it is written (exit 130); none is
+    written half-answered or dropped. The same command again asks only the
+    rows not written: every row once, each conversation with its three
+    answers, no question asked twice over both runs."""
+    n = 200
+
+    def questions(i: int) -> list[str]:
+        return [f"r{i:03d} Q{k}" for k in (1, 2, 3)]
+
+    rows = [{"id": f"r{i:03d}", "image": "red.png", "conversations": [
+        {"from": "human", "value": "<image>\n" + questions(i)[0]}, {"from": "gpt", "value": "old 1"},
+        {"from": "human", "value": questions(i)[1]}, {"from": "gpt", "value": "old 2"},
+        {"from": "human", "value": questions(i)[2]}]} for i in range(n)]
+    (colours / "chats.json").write_text(json.dumps(rows))
+    asked = Counter()
+    lock = threading.Lock()
+    run = {}
+
+    def answer(handler, attempt, body):
+        question = text_of(body["messages"][-1]["content"]).strip()
+        with lock:
+            asked[question] += 1
+            # The stop lands while this row's second question is at the
+            # server: its third is still to be asked.
+            if ("proc" in run and "midway" not in run and question.endswith("Q2")
+                    and sum(asked.values()) >= 30):
+                run["midway"] = question.split()[0]
+                run["proc"].send_signal(signal.SIGINT)
+        completion(handler, "re: " + question, delay_s=0.02)
+
+    def written(out) -> list[dict]:
+        return [json.loads(line) for part in sorted(out.glob("part-*.jsonl"))
+                for line in part.read_text().splitlines()]
+
+    def answered_whole(row) -> bool:
+        i = int(row["id"][1:])
+        want = [dict(t) for t in rows[i]["conversations"]] + [{"from": "gpt", "value": None}]
+        for k, q in enumerate(questions(i)):
+            want[2 * k + 1]["value"] = "re: " + q
+        return (row["error"] is None and row["caption"] == "re: " + questions(i)[2]
+                and row["conversations"] == want)
+
+    out = tmp_path / "out"
+    cmd = [str(sluice.binary), "caption", str(colours / "chats.json"), "-o", str(out),
+           "--engine", "openai", "--prompt-column", "conversations", "--turns", "all",
+           "--image-placeholder", "<image>", "--max-in-flight", "4", *map(str, QUIET)]
+    with FakeServer(answer) as server:
+        cmd += ["--endpoint", server.url]
+        log = tmp_path / "stopped.log"
+        with open(log, "w") as err:
+            with lock:
+                run["proc"] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+            rc = run["proc"].wait(timeout=120)
+        text = log.read_text()
+        assert "midway" in run, f"the run ended before it was stopped (exit {rc}): {text[-2000:]}"
+        assert rc == 130, text[-2000:]
+        assert "stopped on request" in text
+        first = written(out)
+        ids = [row["id"] for row in first]
+        assert run["midway"] in ids  # finished after the stop, not dropped
+        assert 0 < len(ids) < n and len(set(ids)) == len(ids)
+        assert [row["id"] for row in first if not answered_whole(row)] == []
+        # Nothing asked for a row not written (none dropped mid-way), nothing twice.
+        assert sorted(asked) == sorted(q for row_id in ids for q in questions(int(row_id[1:])))
+        assert set(asked.values()) == {1}
+
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        every = written(out)
+        assert sorted(row["id"] for row in every) == [f"r{i:03d}" for i in range(n)]
+        assert [row["id"] for row in every if not answered_whole(row)] == []
+        assert len(asked) == 3 * n and set(asked.values()) == {1}
+
+
+def test_the_regenerate_example_answers_every_turn(sluice, tmp_path):
+    """examples/regenerate.yaml on the tiny model: each conversation of
+    examples/conversations.json comes out with one model answer after each
+    of its human turns (the dataset's replaced), the last one the row's
+    caption, in a Parquet list<struct<from, value>> column that pyarrow and
+    DuckDB read."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    duckdb = pytest.importorskip("duckdb")
+    repo = SAMPLES.parent
+    dataset = {row["id"]: row for row in json.loads((repo / "examples" / "conversations.json").read_text())}
+    # From the repository root, as the example says: its paths are relative to it.
+    r = subprocess.run([str(pathlib.Path(sluice.binary).resolve()), "run", "examples/regenerate.yaml",
+                        "-o", str(tmp_path / "out"), *map(str, LLAMA), *map(str, QUIET),
+                        "--max-tokens", "8"], cwd=repo, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    part = tmp_path / "out" / "part-00000.parquet"
+    table = pq.read_table(part)
+    assert str(table.schema.field("conversations").type) == \
+        "list<element: struct<from: string, value: string>>"
+    rows = {row["id"]: row for row in table.to_pylist()}
+    assert sorted(rows) == sorted(dataset)
+    for row_id, row in rows.items():
+        before, after = dataset[row_id]["conversations"], row["conversations"]
+        assert [t["from"] for t in after] == [t["from"] for t in before]
+        for old, new in zip(before, after):
+            if old["from"] == "gpt":
+                assert new["value"] != old["value"]  # the model's, not the dataset's
+            else:
+                assert new == old
+        assert after[-1]["value"] == row["caption"]
+    got = duckdb.sql(f"select id, len(conversations), conversations[-1]['value'] = caption "
+                     f"from '{part}' order by id").fetchall()
+    assert got == [(i, len(dataset[i]["conversations"]), True) for i in sorted(dataset)]

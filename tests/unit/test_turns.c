@@ -122,6 +122,13 @@ static void what_says_nothing_is_left_out(void **state)
            " {\"from\": \"gpt\", \"value\": \"see <image>\"}, {\"from\": \"human\", \"value\": null},"
            " {\"from\": \"human\", \"value\": []}]",
            NULL, "<image>", single, 1, "user: #|Q1");
+    /* An empty answer stays a message (the roles keep alternating); the
+     * placeholder in an answer, or an image part there, marks nothing. */
+    expect("[{\"from\": \"human\", \"value\": \"<image>Q1\"}, {\"from\": \"gpt\", \"value\": \"\"},"
+           " {\"from\": \"human\", \"value\": \"Q2\"},"
+           " {\"role\": \"assistant\", \"content\": [{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"a <image>\"}]},"
+           " {\"from\": \"human\", \"value\": \"Q3\"}]",
+           NULL, "<image>", single, 1, "user: #|Q1\nassistant:\nuser: Q2\nassistant: a <image>\nuser: Q3");
     /* No user turn, or no conversation: the row keeps its prompt. */
     const char *none[] = {"[{\"from\": \"gpt\", \"value\": \"A\"}]", "[]", "\"a string\"",
                           "{\"from\": \"human\"}", "[{\"from\": \"human\", \"value\": 3}]"};
@@ -267,6 +274,43 @@ static void answers_go_into_the_conversation(void **state)
                 " {\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"N2\"}]}]");
 }
 
+/* turns_answer must put answer K after the turn turns_build asked as
+ * question K: a turn that is an image alone asks, one of empty texts or
+ * unknown parts does not, a system turn between keeps its place. */
+static void the_question_asked_is_the_one_answered(void **state)
+{
+    (void)state;
+    json_t *c = parse("[{\"role\": \"user\", \"content\": [{\"type\": \"image\"}]},"
+                      " {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"\"},"
+                      "  {\"type\": \"audio\"}]},"
+                      " {\"role\": \"system\", \"content\": \"S\"},"
+                      " {\"role\": \"user\", \"content\": \"Q2\"},"
+                      " {\"role\": \"assistant\", \"content\": \"A2\"}]");
+    const char *want[] = {"user: #",
+                          "user: #\nassistant: N1\nsystem: S\nuser: Q2"};
+    const char *answers[] = {"N1", "N2"};
+    for (int q = 0; q < 2; q++) {
+        turns t;
+        assert_int_equal(turns_build(c, NULL, "<image>", single, 1, false, q, "row7", &t), SL_OK);
+        assert_int_equal(t.n_questions, 2);
+        char got[1024];
+        render(&t, got, sizeof got);
+        assert_string_equal(got, want[q]);
+        turns_clear(&t);
+        assert_int_equal(turns_answer(c, q, answers[q]), SL_OK);
+    }
+    json_t *w = parse("[{\"role\": \"user\", \"content\": [{\"type\": \"image\"}]},"
+                      " {\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"N1\"}]},"
+                      " {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"\"},"
+                      "  {\"type\": \"audio\"}]},"
+                      " {\"role\": \"system\", \"content\": \"S\"},"
+                      " {\"role\": \"user\", \"content\": \"Q2\"},"
+                      " {\"role\": \"assistant\", \"content\": \"N2\"}]");
+    assert_true(json_equal(c, w));
+    json_decref(c);
+    json_decref(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +322,7 @@ int main(void)
         cmocka_unit_test(out_of_memory_anywhere_leaks_nothing),
         cmocka_unit_test(each_question_in_turn),
         cmocka_unit_test(answers_go_into_the_conversation),
+        cmocka_unit_test(the_question_asked_is_the_one_answered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

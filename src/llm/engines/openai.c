@@ -388,9 +388,9 @@ typedef struct oa_images {
     const char *mime[SL_MAX_IMAGES];
 } oa_images;
 
-/* The messages of a conversation: a message of one text part keeps its
- * content a string; others are arrays of text and image_url parts. NULL
- * when out of memory. */
+/* The messages of a conversation: a message of one text part (or none)
+ * keeps its content a string; others are arrays of text and image_url
+ * parts. NULL when out of memory. */
 static json_t *conversation_messages(const sl_request *q, const oa_images *im)
 {
     json_t *messages = json_array();
@@ -400,6 +400,8 @@ static json_t *conversation_messages(const sl_request *q, const oa_images *im)
         json_t *m = json_object(), *content = NULL;
         if (msg->n_parts == 1 && msg->parts[0].text) {
             content = json_string(msg->parts[0].text);
+        } else if (msg->n_parts == 0) { /* an empty answer in a conversation's history */
+            content = json_string("");
         } else {
             content = json_array();
             for (int k = 0; content && !bad && k < msg->n_parts; k++) {
