@@ -7,7 +7,7 @@ NOVIDEO_BUILD ?= build-novideo
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-video-remote bench-retry bench-choices bench-answers bench-samples bench-http bench-coord bench-s3 bench-parquet-encodings clean
+.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-video-remote bench-retry bench-choices bench-answers bench-samples bench-image-cache bench-http bench-coord bench-s3 bench-parquet-encodings clean
 
 all: build
 
@@ -109,6 +109,15 @@ bench-batch: build
 	test -f models/smolvlm-256m-e512-bf16/model.gguf || .venv/bin/python tools/gen_model.py \
 	    --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 --out models/smolvlm-256m-e512-bf16
 	BUILD=$(BUILD) .venv/bin/python bench/batch.py
+
+# The image cache (docs/engine.md "The image cache"): the sample images asked
+# 4 questions each, as rows and as --turns all conversations, with and
+# without the cache on the SmolVLM-256M shape (one 512 px tile); questions/s
+# and the ratio.
+bench-image-cache: build
+	test -f models/smolvlm-256m-e512-bf16/model.gguf || .venv/bin/python tools/gen_model.py \
+	    --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 --out models/smolvlm-256m-e512-bf16
+	BUILD=$(BUILD) .venv/bin/python bench/image_cache.py
 
 # The host cost of one step of the engine's loop at --parallel 128 with a
 # 152k vocabulary (Qwen2.5-VL-3B's), per sampler: reference (llama.cpp's

@@ -23,7 +23,7 @@ packages=(
     libvips-dev libjansson-dev libcmocka-dev libjpeg62-turbo-dev libexif-dev
     libmicrohttpd-dev prometheus
     libzstd-dev libsnappy-dev zlib1g-dev liblz4-dev libbrotli-dev
-    libcurl4-openssl-dev libarchive-dev libsqlite3-dev libyaml-dev libxml2-dev
+    libcurl4-openssl-dev libssl-dev libarchive-dev libsqlite3-dev libyaml-dev libxml2-dev
     liblua5.4-dev
     libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg
     chromium nginx-light

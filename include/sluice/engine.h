@@ -172,6 +172,9 @@ typedef struct sl_llama_params {
                                  the engine decodes, ahead of admission: -1 auto (on a
                                  GPU min(n_parallel, 32); on a CPU 0, its cores are
                                  decoding), 0 off */
+    uint64_t image_cache_bytes; /* the vision encoder's outputs kept for images seen again
+                                 (several rows or questions of one image): default
+                                 256 MiB; 0 encodes every image */
     sl_engine_phase_fn on_phase; /* optional: each phase's time as it is measured */
     void *on_phase_user;
     /* LoRA adapters (n_lora up to SL_LLAMA_MAX_LORA; the array and its
@@ -522,6 +525,8 @@ typedef struct sl_engine_stats {
                                               images packed in one where the model allows) */
     uint64_t sampled_tokens;               /* tokens chosen (all sequences, all steps) */
     uint64_t choice_probes;                /* probes decoded for choices that begin alike */
+    uint64_t image_cache_queries;          /* llama: image chunks looked up in the cache of */
+    uint64_t image_cache_hits;             /*   encoder outputs, and found there (not encoded) */
 } sl_engine_stats;
 
 /* A consistent snapshot; any thread. */

@@ -162,7 +162,10 @@ static const char usage_text[] =
     "                            sampler chain, one sequence at a time: the slow baseline)\n"
     "      --encode-ahead N      requests tokenized and encoded by a second thread while\n"
     "                            the engine decodes (default: on a GPU min(parallel, 32),\n"
-    "                            on a CPU 0: its cores are decoding)\n";
+    "                            on a CPU 0: its cores are decoding)\n"
+    "      --image-cache SIZE    the vision encoder's outputs kept for images seen again,\n"
+    "                            by their pixels (several rows or questions of one image):\n"
+    "                            not encoded twice (default: 256M; 0: off)\n";
 
 static const char usage_batch_text[] =
     "OpenAI batch files (sluice batch; docs/batch.md): each line {custom_id, method,\n"

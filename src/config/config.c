@@ -85,6 +85,7 @@ enum {
     NAMED = 16,      /* K_LIST: each item is NAME=VALUE, NAME a task name */
     NO_TASKS = 32,   /* a prompt that tasks replace: refused beside them (a user who set it
                         would believe it used), printed ~ beside them */
+    ZERO_OFF = 64,   /* K_SIZE: 0 turns it off (other sizes are at least 1M) */
 };
 
 typedef struct opt {
@@ -208,6 +209,10 @@ static const opt opts[] = {
      .choices = "auto|host|device|reference",
      .help = "where next tokens are chosen (auto: device on a GPU, else host; reference: "
              "llama.cpp's chain one sequence at a time, the slow baseline)"},
+    {"llama.image_cache", "image-cache", 0, K_SIZE, AT(p.llama.image_cache_bytes), .f = ZERO_OFF,
+     .arg = "SIZE",
+     .help = "the vision encoder's outputs kept for images seen again (several rows or "
+             "questions of one image; 0: encode every image)"},
     {"llama.encode_ahead", "encode-ahead", 0, K_INT, AT(p.llama.encode_ahead), .lo = -1,
      .hi = 1024, .arg = "N",
      .help = "requests tokenized and encoded by a second thread while the engine decodes (-1: "
@@ -1225,7 +1230,9 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
             *(double *)field = d;
         break;
     case K_SIZE:
-        if ((st = parse_size(where, name, value, (uint64_t *)field)) != SL_OK)
+        if ((o->f & ZERO_OFF) && strcmp(value, "0") == 0)
+            *(uint64_t *)field = 0;
+        else if ((st = parse_size(where, name, value, (uint64_t *)field)) != SL_OK)
             return st;
         break;
     case K_FRACTION:
@@ -1768,7 +1775,7 @@ static void put_value(out *w, const sl_config *c, int i, const char *indent)
     }
     case K_SIZE: {
         uint64_t u = *(const uint64_t *)field;
-        if (u == 0) {
+        if (u == 0 && !(o->f & ZERO_OFF)) {
             puts_(w, "~");
         } else {
             snprintf(num, sizeof num, "%llu", (unsigned long long)u);

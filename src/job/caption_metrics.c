@@ -24,7 +24,8 @@ enum { STAGES_MAX = 8, REPLICAS_MAX = 64 };
 
 typedef enum engine_value {
     EV_RUNNING, EV_WAITING, EV_KV_USAGE, EV_PROMPT_TOKENS, EV_GENERATION_TOKENS,
-    EV_PREFIX_QUERIES, EV_PREFIX_HITS, EV_CHOICE_PROBES, EV_COUNT
+    EV_PREFIX_QUERIES, EV_PREFIX_HITS, EV_CHOICE_PROBES, EV_IMAGE_CACHE_QUERIES,
+    EV_IMAGE_CACHE_HITS, EV_COUNT
 } engine_value;
 
 static const struct {
@@ -43,6 +44,12 @@ static const struct {
     {"sluice_engine_choice_probes_total",
      "Probes for choices that begin alike: their common beginning read after a prompt "
      "(llama: a decode step, openai: a request).",
+     SL_METRICS_COUNTER},
+    {"sluice_engine_image_cache_queries_total",
+     "Image chunks looked up in the llama engine's cache of vision encoder outputs.",
+     SL_METRICS_COUNTER},
+    {"sluice_engine_image_cache_hits_total",
+     "Image chunks found in the cache of vision encoder outputs: not encoded again.",
      SL_METRICS_COUNTER},
 };
 
@@ -116,6 +123,8 @@ static double engine_value_of(const sl_engine_stats *s, engine_value which)
     case EV_PREFIX_QUERIES: return (double)s->prefix_query_tokens;
     case EV_PREFIX_HITS: return (double)s->prefix_cached_tokens;
     case EV_CHOICE_PROBES: return (double)s->choice_probes;
+    case EV_IMAGE_CACHE_QUERIES: return (double)s->image_cache_queries;
+    case EV_IMAGE_CACHE_HITS: return (double)s->image_cache_hits;
     case EV_COUNT: break;
     }
     return 0.0;

@@ -18,6 +18,7 @@ ENGINE_NAMES = {
     "vllm:request_queue_time_seconds": "histogram",
     "vllm:request_prefill_time_seconds": "histogram",
     "vllm:request_decode_time_seconds": "histogram",
+    "sluice_engine_image_cache_queries": "counter", "sluice_engine_image_cache_hits": "counter",
 }
 
 
@@ -68,7 +69,9 @@ def test_metrics_while_running_and_at_the_end(sluice, tmp_path):
     assert sum(s.value for s in ttft) == len(rows)
 
     # The engine loop's phases: one observation per step for each step phase,
-    # one per row for preprocessing, one per encoded image for encode/prefill.
+    # one per row for preprocessing, one per image chunk prefilled, and one
+    # per chunk encoded: each picture's 20 copies are encoded once, the
+    # others come from the image cache.
     phases = final["sluice_engine_step_seconds"]
     assert phases.type == "histogram"
     count = {s.labels["phase"]: s.value for s in phases.samples if s.name.endswith("_count")}
@@ -81,7 +84,10 @@ def test_metrics_while_running_and_at_the_end(sluice, tmp_path):
         sum(r["generated_tokens"] for r in rows) + len(rows)
     assert all(count[p] == steps for p in step_phases), count
     assert count["preprocess"] == len(rows)
-    assert count["encode"] == count["image_prefill"] >= len(rows)
+    hits = total(final, "sluice_engine_image_cache_hits")
+    assert count["encode"] + hits == count["image_prefill"] >= len(rows)
+    assert count["encode"] * 20 == count["image_prefill"]
+    assert total(final, "sluice_engine_image_cache_queries") >= count["image_prefill"]
     assert secs["decode"] > 0 and secs["encode"] > 0 and all(v >= 0 for v in secs.values())
 
 

@@ -2023,12 +2023,83 @@ static void the_grammar_applies_before_the_candidate_cut(void **state)
     llama_model_free(model);
 }
 
+/* An engine's answer to one request and its encodes. */
+static sl_completion answer_counting(sl_engine *e, const sl_request *r, uint64_t *encodes,
+                                     uint64_t *hits)
+{
+    sl_engine_stats before, after;
+    settled_stats(e, &before);
+    assert_int_equal(sl_engine_submit(e, r, NULL), SL_OK);
+    sl_completion c = wait_one(e);
+    assert_int_equal(c.status, SL_OK);
+    settled_stats(e, &after);
+    *encodes = after.images_encoded - before.images_encoded;
+    *hits = after.image_cache_hits - before.image_cache_hits;
+    return c;
+}
+
+/* The image cache (docs/engine.md "The image cache"): an image seen again
+ * is not encoded again — by the admission's prefill and by the encoder
+ * thread, alone or three times in one wave — and the answer is the one an
+ * engine without the cache gives. */
+static void an_image_seen_again_is_not_encoded_again(void **state)
+{
+    (void)state;
+    sl_llama_params p = tu_tiny_llama(&tiny, 4);
+    sl_engine *plain = tu_open_llama(&p);
+    sl_request a = request("a", 8), b = request("b", 8), v = request("v", 8);
+    b.prompt = "What colour is it?";
+    sl_image *other = variant(0);
+    v.image = other;
+    uint64_t k, kv, n, hits;
+    sl_completion ra = answer_counting(plain, &a, &k, &hits);
+    sl_completion rb = answer_counting(plain, &b, &n, &hits);
+    assert_true(k > 0);
+    assert_int_equal(n, k); /* without the cache the same image is encoded again */
+    assert_int_equal(hits, 0);
+    sl_completion rv = answer_counting(plain, &v, &kv, &hits);
+    for (int ahead = 0; ahead <= 2; ahead += 2) {
+        p.image_cache_bytes = 64 << 20;
+        p.encode_ahead = ahead; /* 0: encoded at admission; 2: by the encoder thread */
+        sl_engine *e = tu_open_llama(&p);
+        sl_completion ca = answer_counting(e, &a, &n, &hits);
+        assert_int_equal(n, k);
+        assert_string_equal(ca.result.text, ra.result.text);
+        sl_completion cb = answer_counting(e, &b, &n, &hits);
+        assert_int_equal(n, 0);
+        assert_int_equal(hits, k);
+        assert_string_equal(cb.result.text, rb.result.text);
+        /* Three of another image at once: encoded once. */
+        sl_engine_stats before, after;
+        settled_stats(e, &before);
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(sl_engine_submit(e, &v, NULL), SL_OK);
+        for (int i = 0; i < 3; i++) {
+            sl_completion c = wait_one(e);
+            assert_int_equal(c.status, SL_OK);
+            assert_string_equal(c.result.text, rv.result.text);
+            sl_completion_clear(&c);
+        }
+        settled_stats(e, &after);
+        assert_int_equal(after.images_encoded - before.images_encoded, kv);
+        sl_completion_clear(&ca);
+        sl_completion_clear(&cb);
+        sl_engine_free(e);
+    }
+    sl_completion_clear(&ra);
+    sl_completion_clear(&rb);
+    sl_completion_clear(&rv);
+    sl_engine_free(plain);
+    sl_image_free(other);
+}
+
 int main(void)
 {
     if (getenv("SLUICE_TEST_FILTER")) /* e.g. "stats_*": run only those */
         cmocka_set_test_filter(getenv("SLUICE_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(missing_files_fail_fast_with_the_path),
+        cmocka_unit_test(an_image_seen_again_is_not_encoded_again),
         cmocka_unit_test(a_file_that_is_not_gguf_is_a_model_error),
         cmocka_unit_test(greedy_is_deterministic_and_bounded),
         cmocka_unit_test(seeds_reproduce_when_sampling),

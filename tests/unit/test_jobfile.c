@@ -262,7 +262,7 @@ static const struct {
     {"llama.parallel", "16"}, {"llama.ctx", "4096"}, {"llama.cache_type_k", "q8_0"},
     {"llama.cache_type_v", "iq4_nl"}, {"llama.threads", "6"},
     {"llama.gpu_layers", "0"}, {"llama.cpu_poll", "0"}, {"llama.sampler", "device"},
-    {"llama.encode_ahead", "5"},
+    {"llama.encode_ahead", "5"}, {"llama.image_cache", "0"},
     {"openai.endpoints", "http://h:1"}, {"openai.endpoints_file", NULL},
     {"openai.served_model", "m"}, {"openai.api_key_env", "KEY"},
     {"openai.max_in_flight", "3"}, {"openai.adaptive", "true"}, {"openai.adaptive_max", "9"},

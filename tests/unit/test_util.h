@@ -166,6 +166,9 @@ static inline sl_llama_params tu_tiny_llama(const tu_tiny *t, int n_parallel)
     p.mmproj_path = t->mmproj;
     p.n_parallel = n_parallel;
     p.n_threads = 2;
+    /* Every image encoded: the tests count encodes (test_engine's
+     * an_image_seen_again_is_not_encoded_again turns the cache on). */
+    p.image_cache_bytes = 0;
     return p;
 }
 

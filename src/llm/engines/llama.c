@@ -66,6 +66,7 @@
 #include "core/utf8.h"
 #include "llm/engine_impl.h"
 #include "llm/engines/llama_choice.h"
+#include "llm/engines/image_cache.h"
 #include "llm/engines/llama_grammar.h"
 #include "llm/engines/llama_sample.h"
 #include "llm/json_schema.h"
@@ -262,6 +263,7 @@ typedef struct llama_engine {
     struct llama_model *model;
     struct llama_context *ctx;
     mtmd_context *mtmd;
+    sl_image_cache *image_cache; /* NULL: every image is encoded (thread-safe) */
     const struct llama_vocab *vocab;
     char *chat_template;       /* NULL: use the plain fallback prompt */
     char model_name[256];
@@ -942,13 +944,17 @@ static sl_status tokenize(llama_engine *e, req *r)
     else
         images[0] = r->image;
     mtmd_bitmap *bitmaps[SL_MAX_IMAGES] = {0};
-    for (int i = 0; i < n_images; i++)
-        if (!(bitmaps[i] = mtmd_bitmap_init((uint32_t)sl_image_width(images[i]),
-                                            (uint32_t)sl_image_height(images[i]),
-                                            sl_image_pixels(images[i])))) {
+    for (int i = 0; i < n_images; i++) {
+        uint32_t w = (uint32_t)sl_image_width(images[i]), h = (uint32_t)sl_image_height(images[i]);
+        if (!(bitmaps[i] = mtmd_bitmap_init(w, h, sl_image_pixels(images[i])))) {
             st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image bitmap", r->id);
             break;
         }
+        /* Its chunks carry the id: the image cache's key. */
+        char id[SL_IMAGE_CACHE_ID];
+        if (e->image_cache && sl_image_cache_id(sl_image_pixels(images[i]), w, h, id))
+            mtmd_bitmap_set_id(bitmaps[i], id);
+    }
     int32_t rc = 0;
     if (st == SL_OK) {
         r->chunks = mtmd_input_chunks_init();
@@ -984,6 +990,37 @@ static sl_status tokenize(llama_engine *e, req *r)
     return SL_OK;
 }
 
+/* Chunk i's place among its image's chunks (some models tile an image
+ * into several), which the image cache's key holds beside the image. */
+static int chunk_part(const req *r, size_t i)
+{
+    const char *id = mtmd_input_chunk_get_id(mtmd_input_chunks_get(r->chunks, i));
+    int part = 0;
+    for (size_t k = 0; id && *id && k < i; k++) {
+        const char *other = mtmd_input_chunk_get_id(mtmd_input_chunks_get(r->chunks, k));
+        part += other && strcmp(other, id) == 0;
+    }
+    return part;
+}
+
+/* Chunk i's embeddings from the image cache (sl_free), or NULL. */
+static float *cached_embd(llama_engine *e, const req *r, size_t i)
+{
+    const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
+    if (!e->image_cache)
+        return NULL;
+    return sl_image_cache_get(e->image_cache, mtmd_input_chunk_get_id(c), chunk_part(r, i),
+                              mtmd_input_chunk_get_n_tokens(c) * (size_t)e->n_embd_inp);
+}
+
+static void cache_embd(llama_engine *e, const req *r, size_t i, const float *embd)
+{
+    const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
+    if (e->image_cache)
+        sl_image_cache_put(e->image_cache, mtmd_input_chunk_get_id(c), chunk_part(r, i), embd,
+                           mtmd_input_chunk_get_n_tokens(c) * (size_t)e->n_embd_inp);
+}
+
 /* Tokenizes r and encodes its images into r->embd (copies: mtmd's output
  * buffer is reused by the next encode). On the encoder thread, which alone
  * touches r until it is marked prepared; its counters go to *counted. */
@@ -1002,6 +1039,8 @@ static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
         if (req_chunk_is_text(r, i) || (r->grp && r->task > 0))
             continue;
         const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
+        if ((r->embd[i] = cached_embd(e, r, i)) != NULL)
+            continue;
         double tk = now_ms();
         if (mtmd_encode_chunk(e->mtmd, c) != 0) {
             st = sl_fail(SL_ERR_ENGINE, "%s: the vision encoder failed", r->id);
@@ -1013,6 +1052,7 @@ static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
             break;
         }
         memcpy(r->embd[i], mtmd_get_output_embd(e->mtmd), bytes);
+        cache_embd(e, r, i, r->embd[i]);
         ms = now_ms() - tk;
         r->prep_encode_ms += ms;
         counted->encode_s += ms / 1e3;
@@ -1639,7 +1679,16 @@ typedef struct image_due {
     const mtmd_input_chunk *chunk;
     const float *embd;         /* NULL: encode it alone, then decode at once */
     int n_tokens;
+    bool in_batch;             /* encoded with the others in one mtmd_batch */
 } image_due;
+
+/* The same image's same chunk (an image cache is on: chunks have ids). */
+static bool same_chunk(const image_due *a, const image_due *b)
+{
+    const char *ia = mtmd_input_chunk_get_id(a->chunk), *ib = mtmd_input_chunk_get_id(b->chunk);
+    return ia && *ia && ib && strcmp(ia, ib) == 0 && a->n_tokens == b->n_tokens &&
+           chunk_part(a->s->r, a->s->chunk) == chunk_part(b->s->r, b->s->chunk);
+}
 
 /* The current chunk's embeddings, encoded ahead, are in the context now. */
 static void drop_embd(slot *s)
@@ -1754,16 +1803,32 @@ static void prefill_images(llama_engine *e)
     }
     if (n_due == 0)
         return;
+    /* Ours to free at the end: the cache's copies and the encoder's. */
+    float *copies[LLAMA_MAX_DUE];
+    int n_copies = 0;
+    for (int k = 0; k < n_due; k++) {
+        float *hit = due[k].embd ? NULL : cached_embd(e, due[k].s->r, (size_t)due[k].s->chunk);
+        if (hit)
+            due[k].embd = copies[n_copies++] = hit;
+    }
     double t0 = now_ms();
     mtmd_batch *mb = NULL;
     int n_batched = 0;
     for (int k = 0; k < n_due; k++) {
         if (due[k].embd)
             continue;
+        /* An image twice in this wave is encoded once: the second takes
+         * the first's from the cache below. */
+        bool twin = false;
+        for (int j = 0; e->image_cache && j < k && !twin; j++)
+            twin = due[j].in_batch && same_chunk(&due[j], &due[k]);
+        if (twin)
+            continue;
         if (!mb && !(mb = mtmd_batch_init(e->mtmd)))
             break;
         if (mtmd_batch_add_chunk(mb, due[k].chunk) != 0)
             break;
+        due[k].in_batch = true;
         n_batched++;
     }
     bool batched_ok = n_batched > 0 && mtmd_batch_encode(mb) == 0;
@@ -1771,9 +1836,10 @@ static void prefill_images(llama_engine *e)
     if (batched_ok) {
         e->work.encode_s += t_enc / 1e3;
         for (int k = 0, left = n_batched; k < n_due && left > 0; k++) {
-            if (due[k].embd)
+            if (!due[k].in_batch)
                 continue;
             due[k].embd = mtmd_batch_get_output_embd(mb, due[k].chunk);
+            cache_embd(e, due[k].s->r, (size_t)due[k].s->chunk, due[k].embd);
             due[k].s->encode_ms += t_enc / n_batched;
             phase_add(e, SL_PHASE_ENCODE, t_enc / n_batched);
             e->work.images_encoded++;
@@ -1783,12 +1849,15 @@ static void prefill_images(llama_engine *e)
     /* The rest one at a time: mtmd's output buffer is reused by the next
      * encode, so each is copied out to join the pack (or, when it cannot
      * be, decoded right away). */
-    float *copies[LLAMA_MAX_DUE];
-    int n_copies = 0;
     for (int k = 0; k < n_due; k++) {
         image_due *d = &due[k];
         if (d->embd)
             continue;
+        float *hit = cached_embd(e, d->s->r, d->s->chunk); /* a twin encoded just now */
+        if (hit) {
+            d->embd = copies[n_copies++] = hit;
+            continue;
+        }
         double tk = now_ms();
         if (mtmd_encode_chunk(e->mtmd, d->chunk) != 0) {
             char msg[512];
@@ -1803,6 +1872,7 @@ static void prefill_images(llama_engine *e)
         e->work.encode_s += ms / 1e3;
         e->work.images_encoded++;
         d->embd = mtmd_get_output_embd(e->mtmd);
+        cache_embd(e, d->s->r, (size_t)d->s->chunk, d->embd);
         size_t bytes = (size_t)d->n_tokens * (size_t)e->n_embd_inp * sizeof(float);
         float *copy = packable(e, d) ? sl_malloc(bytes) : NULL;
         if (copy) {
@@ -2641,6 +2711,9 @@ static void llama_engine_stats(const void *impl, sl_engine_stats *out)
     pthread_mutex_lock(&e->mu);
     *out = e->stats;
     pthread_mutex_unlock(&e->mu);
+    size_t bytes;
+    sl_image_cache_counts(e->image_cache, &out->image_cache_queries, &out->image_cache_hits,
+                          &bytes);
 }
 
 static const char *llama_engine_model_name(const void *impl)
@@ -2691,6 +2764,7 @@ static void llama_engine_free(void *impl)
         llama_batch_free(e->ebatch);
     if (e->mtmd)
         mtmd_free(e->mtmd);
+    sl_image_cache_free(e->image_cache);
     if (e->ctx)
         llama_free(e->ctx);
     for (int i = 0; i < e->n_lora; i++)
@@ -2743,6 +2817,7 @@ sl_llama_params sl_llama_default_params(void)
         .sampler = SL_SAMPLER_AUTO,
         .sample_threads = 0,
         .encode_ahead = -1,
+        .image_cache_bytes = (uint64_t)256 << 20,
     };
 }
 
@@ -3181,6 +3256,10 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     if (vision && !mtmd_support_vision(e->mtmd)) {
         llama_engine_free(e);
         return sl_fail(SL_ERR_MODEL, "--mmproj '%s' has no vision encoder", params->mmproj_path);
+    }
+    if (vision && sl_image_cache_new((size_t)params->image_cache_bytes, &e->image_cache) != SL_OK) {
+        llama_engine_free(e);
+        return SL_ERR_NOMEM;
     }
 
     /* Size the context: n_parallel sequences of prompt + image + max_tokens,
