@@ -110,10 +110,10 @@ bench-batch: build
 	    --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 --out models/smolvlm-256m-e512-bf16
 	BUILD=$(BUILD) .venv/bin/python bench/batch.py
 
-# The image cache (docs/engine.md "The image cache"): the sample images asked
-# 4 questions each, as rows and as --turns all conversations, with and
-# without the cache on the SmolVLM-256M shape (one 512 px tile); questions/s
-# and the ratio.
+# The image cache and the prefix cache (docs/engine.md): the sample images
+# asked 4 questions each, as rows and as --turns all conversations, with
+# both, the image cache alone and neither, on the SmolVLM-256M shape (one
+# 512 px tile); questions/s and the ratios.
 bench-image-cache: build
 	test -f models/smolvlm-256m-e512-bf16/model.gguf || .venv/bin/python tools/gen_model.py \
 	    --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 --out models/smolvlm-256m-e512-bf16

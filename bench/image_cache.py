@@ -1,16 +1,17 @@
-"""What the image cache saves (make bench-image-cache; docs/engine.md "The
-image cache").
+"""What the image cache and the prefix cache save (make bench-image-cache;
+docs/engine.md "The image cache", "The prefix cache").
 
     .venv/bin/python bench/image_cache.py [--model-dir models/smolvlm-256m-e512-bf16] [--questions 4] [--runs 3]
 
 A VQA-shaped dataset: three sample images, each asked QUESTIONS different
 questions, a row each (VQAv2 asks ~5 of an image, GQA more), rows in
 dataset order (an image's questions together); and the same questions as
-one --turns all conversation a row. Each run RUNS times with the cache
-(the default) and with --image-cache 0, 8 tokens an answer. Figures:
-rows/s (questions/s for the conversations), medians of RUNS; the ratios
-cache/no cache; vision encodes counted from each run's metrics.prom. The
-last line is JSON."""
+one --turns all conversation a row. Each run RUNS times with both caches
+(the defaults), with --prefix-cache off (the image cache alone) and with
+both off, 8 tokens an answer. Figures: rows/s (questions/s for the
+conversations), medians of RUNS; the ratios image cache / neither and
+both / image cache; vision encodes and prompt positions computed, from
+each run's metrics.prom. The last line is JSON."""
 import argparse
 import json
 import os
@@ -39,7 +40,13 @@ def run(model_dir, manifest, out, *extra):
     took = time.monotonic() - t
     prom = (out / "metrics.prom").read_text()
     m = re.search(r'^sluice_engine_step_seconds_count\{[^}]*phase="encode"[^}]*\} (\S+)$', prom, re.M)
-    return took, int(float(m.group(1))) if m else 0
+    # Prompt positions computed: the rows' own less what was not computed.
+    fed = 0
+    for part in out.glob("*.jsonl"):
+        for line in part.read_text().splitlines():
+            row = json.loads(line)
+            fed += (row.get("prompt_tokens") or 0) - (row.get("cached_tokens") or 0)
+    return took, int(float(m.group(1))) if m else 0, fed
 
 
 def main():
@@ -63,22 +70,27 @@ def main():
                                  for p in IMAGES))
         ways = {"rows": (rows, []), "turns_all": (convs, ["--prompt-column", "conversations",
                                                           "--turns", "all"])}
+        caches = {"both": [], "image_only": ["--prefix-cache", "off"],
+                  "neither": ["--prefix-cache", "off", "--image-cache", "0"]}
         figures = {}
         for name, (manifest, extra) in ways.items():
             n = len(IMAGES) * a.questions
-            for cache in ("256M", "0"):
-                times, encodes = [], 0
+            for cache, flags in caches.items():
+                times, encodes, fed = [], 0, 0
                 for i in range(a.runs):
-                    took, encodes = run(model_dir, manifest, tmp / "out", "--image-cache", cache, *extra)
+                    took, encodes, fed = run(model_dir, manifest, tmp / "out", *flags, *extra)
                     times.append(took)
-                key = f"{name}_{'cache' if cache != '0' else 'no_cache'}"
+                key = f"{name}_{cache}"
                 figures[key + "_per_s"] = round(n / statistics.median(times), 3)
                 figures[key + "_encodes"] = encodes
+                figures[key + "_prompt_computed"] = fed
                 print(f"{key}: {figures[key + '_per_s']} questions/s (median of {a.runs}), "
-                      f"{encodes} encodes", flush=True)
-            figures[f"{name}_cache_ratio"] = round(figures[f"{name}_cache_per_s"] /
-                                                   figures[f"{name}_no_cache_per_s"], 3)
-            print(f"{name}: cache / no cache = {figures[f'{name}_cache_ratio']}x", flush=True)
+                      f"{encodes} encodes, {fed} prompt positions computed", flush=True)
+            per_s = {c: figures[f"{name}_{c}_per_s"] for c in caches}
+            figures[f"{name}_image_cache_ratio"] = round(per_s["image_only"] / per_s["neither"], 3)
+            figures[f"{name}_prefix_cache_ratio"] = round(per_s["both"] / per_s["image_only"], 3)
+            print(f"{name}: image cache / neither = {figures[f'{name}_image_cache_ratio']}x, "
+                  f"both / image cache = {figures[f'{name}_prefix_cache_ratio']}x", flush=True)
         figures.update(images=len(IMAGES), questions=a.questions, model=model_dir.name)
         print(json.dumps(figures))
 

@@ -89,6 +89,17 @@ typedef enum sl_llama_sampler {
                              and tested against */
 } sl_llama_sampler;
 
+/* The llama engine's prefix cache (--prefix-cache). */
+typedef enum sl_prefix_cache {
+    SL_PREFIX_CACHE_ON,   /* a prompt head shared by every row is computed once, and a
+                             free sequence keeps its last request's KV: a newcomer that
+                             begins the same way (the next turn of a conversation, another
+                             question about the same picture) goes on from where they
+                             part (not with sliding-window or recurrent models) */
+    SL_PREFIX_CACHE_OFF,  /* every prompt is computed whole (a request's tasks and
+                             answers still share their image's positions) */
+} sl_prefix_cache;
+
 /* Where the llama engine's loop spends its time: the first group is timed
  * once per step of the loop, the second once per image. */
 typedef enum sl_engine_phase {
@@ -172,6 +183,7 @@ typedef struct sl_llama_params {
                                  the engine decodes, ahead of admission: -1 auto (on a
                                  GPU min(n_parallel, 32); on a CPU 0, its cores are
                                  decoding), 0 off */
+    sl_prefix_cache prefix_cache; /* default SL_PREFIX_CACHE_ON */
     uint64_t image_cache_bytes; /* the vision encoder's outputs kept for images seen again
                                  (several rows or questions of one image): default
                                  256 MiB; 0 encodes every image */
@@ -404,6 +416,13 @@ typedef struct sl_request {
      * (sl_result.response_json): the server's own (openai engine) or one
      * the engine makes (llama engine). */
     bool want_response_json;
+    /* Conversations asked turn by turn (sl_prefix_cache). follows: the
+     * next turn of one whose turn before this engine has just answered:
+     * the llama engine queues it ahead of requests it has not begun
+     * preparing. followed: a next turn will come: the sequence this one
+     * leaves is held for it a while (1 s, and only while other sequences
+     * run) instead of going to a newcomer. */
+    bool follows, followed;
 } sl_request;
 
 typedef struct sl_result {
@@ -411,7 +430,9 @@ typedef struct sl_result {
     const char *finish_reason; /* "stop", "length" (static strings) */
     int prompt_tokens;         /* text and image positions fed to the model */
     int generated_tokens;
-    int cached_tokens;         /* prompt positions copied from the shared prefix */
+    int cached_tokens;         /* prompt positions not computed: copied from the shared
+                                  prefix or a sibling task, or kept in the sequence from
+                                  the request before (sl_prefix_cache) */
     double queue_ms;           /* submitted -> admitted into a sequence */
     double prefill_ms;         /* admitted -> prompt and image in the context */
     double encode_ms;          /* of which: the vision encoder */

@@ -165,7 +165,10 @@ static const char usage_text[] =
     "                            on a CPU 0: its cores are decoding)\n"
     "      --image-cache SIZE    the vision encoder's outputs kept for images seen again,\n"
     "                            by their pixels (several rows or questions of one image):\n"
-    "                            not encoded twice (default: 256M; 0: off)\n";
+    "                            not encoded twice (default: 256M; 0: off)\n"
+    "      --prefix-cache on|off a free sequence keeps its KV: the next request that begins\n"
+    "                            alike (a conversation's next turn, another question about\n"
+    "                            one picture) goes on from where they part (default: on)\n";
 
 static const char usage_batch_text[] =
     "OpenAI batch files (sluice batch; docs/batch.md): each line {custom_id, method,\n"

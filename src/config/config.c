@@ -209,6 +209,11 @@ static const opt opts[] = {
      .choices = "auto|host|device|reference",
      .help = "where next tokens are chosen (auto: device on a GPU, else host; reference: "
              "llama.cpp's chain one sequence at a time, the slow baseline)"},
+    /* In sl_prefix_cache's order. */
+    {"llama.prefix_cache", "prefix-cache", 0, K_ENUM, AT(p.llama.prefix_cache), .arg = "on|off",
+     .choices = "on|off",
+     .help = "a free sequence keeps its KV for the next request that begins alike (the next "
+             "turn of a conversation, another question about one picture)"},
     {"llama.image_cache", "image-cache", 0, K_SIZE, AT(p.llama.image_cache_bytes), .f = ZERO_OFF,
      .arg = "SIZE",
      .help = "the vision encoder's outputs kept for images seen again (several rows or "

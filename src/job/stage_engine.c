@@ -369,6 +369,10 @@ static sl_status engine_submit(void *state, sl_row *row)
         st = SL_OK;
         goto done;
     }
+    if (p->turns == SL_TURNS_ALL) { /* its sequence kept for the next question */
+        req.follows = r->turn > 0;
+        req.followed = r->turn + 1 < r->questions;
+    }
     if (!conv.n_messages && p->image_placeholder && *p->image_placeholder) {
         st = place_images(p, r, texts, &req, &pl);
         if (st != SL_OK) {

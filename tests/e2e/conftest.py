@@ -72,6 +72,12 @@ def encodes(out: pathlib.Path) -> float:
     return float(m.group(1))
 
 
+def prom_total(out: pathlib.Path, name: str) -> float:
+    """A counter of a finished run's metrics.prom, summed over its labels."""
+    text = (out / "metrics.prom").read_text()
+    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}\{{[^}}]*\}} (\S+)$", text, re.M))
+
+
 class Sluice:
     def __init__(self, binary: pathlib.Path):
         self.binary = binary

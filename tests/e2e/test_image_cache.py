@@ -5,18 +5,12 @@ name too; the answers equal those of a run with --image-cache 0, which
 encodes every row; a --turns all conversation of three questions encodes
 its image once; the counts are in metrics.prom."""
 import json
-import re
 import shutil
 
-from conftest import SAMPLES, TINY, encodes, read_rows
+from conftest import SAMPLES, TINY, encodes, prom_total, read_rows
 
 COMMON = ("--model", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf", "--temperature", "0",
           "--max-tokens", "8", "--show", "0", "--metrics-addr", "off")
-
-
-def counter(out, name: str) -> float:
-    text = (out / "metrics.prom").read_text()
-    return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
 
 
 def test_a_picture_asked_again_is_encoded_once(sluice, tmp_path):
@@ -30,7 +24,9 @@ def test_a_picture_asked_again_is_encoded_once(sluice, tmp_path):
     got = {}
     for cache in ("256M", "0"):
         out = tmp_path / f"cache-{cache}"
-        r = sluice.run("caption", manifest, "-o", out, "--image-cache", cache, *COMMON)
+        # --prefix-cache off: a kept sequence would not even look the image up.
+        r = sluice.run("caption", manifest, "-o", out, "--image-cache", cache, "--prefix-cache",
+                       "off", *COMMON)
         assert r.returncode == 0, r.stderr
         got[cache] = ({row["id"]: row["caption"] for row in read_rows(out)}, encodes(out), out)
     (cached, on, out_on), (plain, off, out_off) = got["256M"], got["0"]
@@ -38,9 +34,9 @@ def test_a_picture_asked_again_is_encoded_once(sluice, tmp_path):
     per_image = off / 6  # each row's image encoded: its chunks (a tile and an overview)
     assert per_image >= 1 and per_image == int(per_image)
     assert on == 2 * per_image
-    assert counter(out_on, "sluice_engine_image_cache_hits_total") == 4 * per_image
-    assert counter(out_on, "sluice_engine_image_cache_queries_total") >= 6 * per_image
-    assert counter(out_off, "sluice_engine_image_cache_queries_total") == 0
+    assert prom_total(out_on, "sluice_engine_image_cache_hits_total") == 4 * per_image
+    assert prom_total(out_on, "sluice_engine_image_cache_queries_total") >= 6 * per_image
+    assert prom_total(out_off, "sluice_engine_image_cache_queries_total") == 0
 
 
 def test_a_conversation_encodes_its_picture_once(sluice, tmp_path):

@@ -263,6 +263,7 @@ static const struct {
     {"llama.cache_type_v", "iq4_nl"}, {"llama.threads", "6"},
     {"llama.gpu_layers", "0"}, {"llama.cpu_poll", "0"}, {"llama.sampler", "device"},
     {"llama.encode_ahead", "5"}, {"llama.image_cache", "0"},
+    {"llama.prefix_cache", "off"},
     {"openai.endpoints", "http://h:1"}, {"openai.endpoints_file", NULL},
     {"openai.served_model", "m"}, {"openai.api_key_env", "KEY"},
     {"openai.max_in_flight", "3"}, {"openai.adaptive", "true"}, {"openai.adaptive_max", "9"},

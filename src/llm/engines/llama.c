@@ -73,6 +73,9 @@
 
 #define LLAMA_MAX_DUE 64
 #define SAMPLE_THREADS_MAX 8
+/* How long a sequence kept for a conversation's next turn waits for it
+ * (sl_request.followed): the stage asks it as soon as it polls the answer. */
+#define HOLD_MS 1000.0
 #define GRAMMAR_CACHE 8
 #define CHOICE_VARIANTS SL_CHOICE_VARIANTS /* engine_impl.h */
 
@@ -82,7 +85,6 @@ static double now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
-
 
 /* Some llama.cpp calls say why they failed only in their log (a LoRA
  * adapter that does not load returns NULL): while a capture is set on a
@@ -211,6 +213,7 @@ typedef struct req {
     const sl_image *images[SL_MAX_IMAGES];
     int n_images;
     bool want_json;            /* answer as a chat.completion object too */
+    bool follows, followed;    /* sl_request's */
     /* Choices (sl_request.choices): the answer is one of them. choice_tree
      * holds the forms the model may answer each in, as tokens (made at
      * tokenize(): choice_tokens), and what is read of the model to score
@@ -257,6 +260,23 @@ typedef struct slot {
      * not in it). */
     int probe, probe_at;
     double t_admit, t_prefilled, t_first, encode_ms;
+    /* While running: the generated tokens that went into the cache, in
+     * order (kept for the next request; a buffer the slot keeps). */
+    llama_token *fed;
+    int n_fed, cap_fed;
+    bool fed_full;             /* out of memory for more: the notes end there */
+    /* Free: what its sequence still holds of the request before (the
+     * prefix cache, keep_kv): n_units units in position order, a token
+     * (>= 0) or -(k + 1) for chunk k of kept_chunks (an image whole), the
+     * prompt's and then the generated ones. A newcomer that begins the
+     * same way goes on from where they part: the next turn of a
+     * conversation, another question about the same picture. kept_at:
+     * when it was kept; a newcomer that matches none takes the oldest. */
+    int32_t *units;
+    size_t n_units;
+    mtmd_input_chunks *kept_chunks;
+    uint64_t kept_at;
+    double held_until;         /* for a follow-up (sl_request.followed) until then */
 } slot;
 
 typedef struct llama_engine {
@@ -289,6 +309,10 @@ typedef struct llama_engine {
     struct ggml_threadpool *threadpool; /* ours: its polling level is a parameter */
     llama_token *prefix;       /* the cached prompt head, in sequence n_parallel */
     int n_prefix;
+    bool prefix_cache;         /* the prompt head above and keep_kv: --prefix-cache on */
+    bool keep_kv;              /* a free sequence keeps its KV for a newcomer alike (not
+                                  with sliding-window or recurrent memory: those forget) */
+    uint64_t n_kept;           /* sequences kept so far: their order */
     int kv_reserved;
 
     pthread_t thread;
@@ -297,6 +321,7 @@ typedef struct llama_engine {
     pthread_cond_t work_cv, done_cv;
     req *pending, *pending_tail;
     size_t n_pending;
+    size_t n_follows;          /* of them follow-ups (sl_request.follows) */
     sl_completion *done;
     size_t n_done, cap_done;
     size_t in_flight;
@@ -623,9 +648,72 @@ static int gen_room(const req *r)
     return r->sampling.max_tokens;
 }
 
-static void release_slot(llama_engine *e, slot *s)
+/* Forgets what a free slot's sequence kept (the cells are dropped by
+ * whoever takes the slot, or with the context). */
+static void drop_kept(slot *s)
 {
-    llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, -1, -1);
+    sl_free(s->units);
+    s->units = NULL;
+    s->n_units = 0;
+    if (s->kept_chunks)
+        mtmd_input_chunks_free(s->kept_chunks);
+    s->kept_chunks = NULL;
+}
+
+/* s's sequence, r just answered in it, stays in the cache for a newcomer
+ * that begins alike: what it holds written down as units (r's chunks
+ * taken from r for their images' ids and sizes). False: nothing kept. */
+static bool keep_kv(llama_engine *e, slot *s, req *r)
+{
+    if (!e->keep_kv || !s->generating || !req_tokenized(r))
+        return false;
+    size_t nc = req_n_chunks(r), n = (size_t)s->n_fed;
+    for (size_t i = 0; i < nc; i++) {
+        size_t k = 1;
+        if (req_chunk_is_text(r, i))
+            req_chunk_tokens(r, i, &k);
+        n += k;
+    }
+    int32_t *units = n ? sl_malloc(n * sizeof *units) : NULL;
+    if (!units)
+        return false;
+    size_t u = 0;
+    for (size_t i = 0; i < nc; i++) {
+        if (!req_chunk_is_text(r, i)) {
+            units[u++] = -(int32_t)i - 1;
+            continue;
+        }
+        size_t k = 0;
+        const llama_token *toks = req_chunk_tokens(r, i, &k);
+        if (k)
+            memcpy(units + u, toks, k * sizeof *units);
+        u += k;
+    }
+    if (s->n_fed)
+        memcpy(units + u, s->fed, (size_t)s->n_fed * sizeof *units);
+    drop_kept(s);
+    s->units = units;
+    s->n_units = n;
+    if (r->chunks) {
+        for (size_t i = 0; r->embd && i < nc; i++)
+            sl_free(r->embd[i]);
+        sl_free(r->embd);
+        r->embd = NULL;
+        s->kept_chunks = r->chunks;
+        r->chunks = NULL;
+    }
+    s->kept_at = ++e->n_kept;
+    return true;
+}
+
+/* Frees the slot; `finished` (NULL: a failure, the cells are unknown) was
+ * answered in it, and its sequence is kept where it can be (keep_kv). */
+static void release_slot(llama_engine *e, slot *s, req *finished)
+{
+    if (!finished || !keep_kv(e, s, finished)) {
+        llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, -1, -1);
+        drop_kept(s);
+    }
     if (s->smpl)
         llama_sampler_free(s->smpl);
     if (s->grammar)
@@ -636,8 +724,11 @@ static void release_slot(llama_engine *e, slot *s)
     sl_free(s->lp_ids);
     sl_free(s->lp_vals);
     e->kv_reserved -= s->reserved;
-    int seq = s->seq;
-    *s = (slot){.seq = seq, .logits_idx = -1};
+    *s = (slot){.seq = s->seq, .logits_idx = -1, .fed = s->fed, .cap_fed = s->cap_fed,
+                .units = s->units, .n_units = s->n_units, .kept_chunks = s->kept_chunks,
+                .kept_at = s->kept_at,
+                .held_until = finished && finished->followed && s->units ? now_ms() + HOLD_MS
+                                                                          : 0.0};
 }
 
 /* {"id","token","logprob","bytes"} of token tok (OpenAI's shape; "id" as
@@ -718,7 +809,7 @@ static void finish_slot(llama_engine *e, slot *s, const char *reason)
                  (!r->n_choices ||
                   (res.scores = sl_choice_scores_json(choices, r->choice_p, r->n_choices)));
     s->r = NULL;
-    release_slot(e, s);
+    release_slot(e, s, r);
     if (!lp_ok)
         sl_result_clear(&res);
     if (res.text && r->want_json &&
@@ -742,7 +833,7 @@ static void fail_slot(llama_engine *e, slot *s, sl_status status, const char *ms
 {
     req *r = s->r;
     s->r = NULL;
-    release_slot(e, s);
+    release_slot(e, s, NULL);
     complete(e, r, status, msg, NULL);
 }
 
@@ -950,9 +1041,11 @@ static sl_status tokenize(llama_engine *e, req *r)
             st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image bitmap", r->id);
             break;
         }
-        /* Its chunks carry the id: the image cache's key. */
+        /* Its chunks carry the id: the image cache's key, and how a kept
+         * sequence's images are told apart (keep_kv). */
         char id[SL_IMAGE_CACHE_ID];
-        if (e->image_cache && sl_image_cache_id(sl_image_pixels(images[i]), w, h, id))
+        if ((e->image_cache || e->keep_kv) &&
+            sl_image_cache_id(sl_image_pixels(images[i]), w, h, id))
             mtmd_bitmap_set_id(bitmaps[i], id);
     }
     int32_t rc = 0;
@@ -1071,7 +1164,8 @@ static void *encoder_main(void *arg)
     llama_engine *e = arg;
     pthread_mutex_lock(&e->mu);
     for (;;) {
-        while (!e->stopping && (!e->prep_next || e->n_prepared >= e->encode_ahead))
+        while (!e->stopping && (!e->prep_next || (e->n_prepared >= e->encode_ahead &&
+                                                  !e->prep_next->follows)))
             pthread_cond_wait(&e->encoder_cv, &e->mu);
         if (e->stopping)
             break;
@@ -1169,6 +1263,128 @@ static void attach_device_sampler(llama_engine *e, slot *s)
     s->smpl = NULL; /* owned by e->attached now; the slot reads it as that */
 }
 
+/* Two image chunks alike: the same image (its id: the pixels' hash) and
+ * the same size in tokens and positions (chunk by chunk, in order). */
+static bool same_image(const mtmd_input_chunk *a, const mtmd_input_chunk *b)
+{
+    const char *ia = mtmd_input_chunk_get_id(a), *ib = mtmd_input_chunk_get_id(b);
+    return mtmd_input_chunk_get_type(a) == mtmd_input_chunk_get_type(b) && ia && *ia && ib &&
+           strcmp(ia, ib) == 0 &&
+           mtmd_input_chunk_get_n_tokens(a) == mtmd_input_chunk_get_n_tokens(b) &&
+           mtmd_input_chunk_get_n_pos(a) == mtmd_input_chunk_get_n_pos(b);
+}
+
+/* How far r's prompt begins as free slot s's kept sequence does: the
+ * positions in common (0: none), and r's chunk and token where they part.
+ * At least one token of r is left to compute (its logits begin the answer). */
+static llama_pos kept_common(const slot *s, const req *r, size_t *at_chunk, size_t *at_tok)
+{
+    size_t nr = req_n_chunks(r), i = 0, t = 0, u = 0;
+    size_t last_i = 0, last_t = 0;
+    llama_pos pos = 0, last_pos = 0;
+    while (i < nr && u < s->n_units) {
+        if (req_chunk_is_text(r, i)) {
+            size_t n = 0;
+            const llama_token *toks = req_chunk_tokens(r, i, &n);
+            if (t == n) {
+                i++;
+                t = 0;
+                continue;
+            }
+            if (s->units[u] != toks[t])
+                break;
+            last_i = i;
+            last_t = t;
+            last_pos = pos++;
+            t++;
+            u++;
+            continue;
+        }
+        const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
+        if (s->units[u] >= 0 || !s->kept_chunks ||
+            !same_image(mtmd_input_chunks_get(s->kept_chunks, (size_t)(-s->units[u] - 1)), c))
+            break;
+        last_i = i;
+        last_t = 0;
+        last_pos = pos;
+        pos += mtmd_input_chunk_get_n_pos(c);
+        i++;
+        u++;
+    }
+    while (i < nr && req_chunk_is_text(r, i)) { /* past chunks matched to their end */
+        size_t n = 0;
+        req_chunk_tokens(r, i, &n);
+        if (t < n)
+            break;
+        i++;
+        t = 0;
+    }
+    if (i == nr) { /* all of it: the last unit is computed again */
+        i = last_i;
+        t = last_t;
+        pos = last_pos;
+    }
+    *at_chunk = i;
+    *at_tok = t;
+    return pos;
+}
+
+/* The positions the cached prompt head would give r. */
+static int head_common(const llama_engine *e, const req *r)
+{
+    size_t n0 = 0;
+    const llama_token *t0 = req_chunk_is_text(r, 0) ? req_chunk_tokens(r, 0, &n0) : NULL;
+    int common = 0;
+    while (t0 && common < e->n_prefix && (size_t)common < n0 && t0[common] == e->prefix[common])
+        common++;
+    return common;
+}
+
+/* The free slot for r: the one whose kept sequence goes furthest into r's
+ * prompt; else one keeping nothing, else the one kept longest ago. Slots
+ * held for follow-ups are theirs. NULL: none is free to r. */
+static slot *choose_slot(llama_engine *e, const req *r)
+{
+    slot *best = NULL, *spare = NULL;
+    llama_pos best_pos = head_common(e, r); /* less is no gain: the head gives as much */
+    double t = now_ms();
+    for (int i = 0; i < e->n_parallel; i++) {
+        slot *s = &e->slots[i];
+        if (s->r || (!r->follows && s->held_until > t))
+            continue;
+        if (!spare || (spare->n_units && (!s->n_units || s->kept_at < spare->kept_at)))
+            spare = s;
+        size_t chunk, tok;
+        llama_pos pos = s->n_units && !r->grp ? kept_common(s, r, &chunk, &tok) : 0;
+        if (pos > best_pos) {
+            best = s;
+            best_pos = pos;
+        }
+    }
+    return best ? best : spare;
+}
+
+/* s takes r: the positions of its kept sequence that r begins with stay,
+ * unless the prompt head or a sibling (`other` positions) gives as many;
+ * the rest are dropped. Returns the positions kept, and r's chunk and
+ * token there. */
+static llama_pos take_kept(llama_engine *e, slot *s, const req *r, llama_pos other,
+                           size_t *chunk, size_t *tok)
+{
+    if (!s->n_units)
+        return 0;
+    llama_memory_t mem = llama_get_memory(e->ctx);
+    llama_pos pos = r->grp ? 0 : kept_common(s, r, chunk, tok);
+    if (pos > 0 && (pos <= head_common(e, r) || pos <= other))
+        pos = 0;
+    if (pos > 0 && !llama_memory_seq_rm(mem, s->seq, pos, -1))
+        pos = 0;
+    if (pos == 0)
+        llama_memory_seq_rm(mem, s->seq, -1, -1);
+    drop_kept(s);
+    return pos;
+}
+
 static slot *find_donor(llama_engine *e, const slot *s, bool *ready);
 static void use_prefix(llama_engine *e, slot *s, req *r);
 
@@ -1215,7 +1431,8 @@ static bool admit(llama_engine *e, slot *s, req *r)
         return false;
     }
     *s = (slot){.seq = s->seq, .r = r, .logits_idx = -1, .probe = -1, .probe_at = -1,
-                .t_admit = now_ms(),
+                .t_admit = now_ms(), .fed = s->fed, .cap_fed = s->cap_fed, .units = s->units,
+                .n_units = s->n_units, .kept_chunks = s->kept_chunks,
                 .encode_ms = r->prep_encode_ms, .grammar = grammar, .trace_tokens = trace_tokens,
                 .trace_margins = trace_margins, .lp_ids = lp_ids, .lp_vals = lp_vals,
                 .lp_stride = lp_stride};
@@ -1236,9 +1453,25 @@ static bool admit(llama_engine *e, slot *s, req *r)
         attach_device_sampler(e, s);
     e->work.prefix_queries++;
     e->work.prefix_query_tokens += (uint64_t)r->n_pos;
-    /* A task (an answer) whose sibling holds or is computing the same
-     * image (prompt) positions waits for them: resolve_tasks() copies them. */
-    if (r->grp && r->shared_pos > 0 && find_donor(e, s, NULL)) {
+    /* A request's task (answer) whose sibling holds or is computing the
+     * same image (prompt) positions waits for them, and so does a row
+     * whose image and the text before it another running row has (the
+     * prefix cache: VQA rows of one picture running together):
+     * resolve_tasks() copies them. Unless the slot's kept sequence gives
+     * more. */
+    bool sibling = r->shared_pos > 0 && (r->grp || e->prefix_cache) && find_donor(e, s, NULL);
+    size_t kept_chunk = 0, kept_tok = 0;
+    llama_pos kept = take_kept(e, s, r, sibling ? r->shared_pos : 0, &kept_chunk, &kept_tok);
+    if (kept > 0) {
+        s->n_past = kept;
+        s->chunk = kept_chunk;
+        s->tok = kept_tok;
+        s->cached = kept;
+        e->work.prefix_hits++;
+        e->work.prefix_cached_tokens += (uint64_t)kept;
+        return true;
+    }
+    if (sibling) {
         s->await = true;
         return true;
     }
@@ -1246,8 +1479,9 @@ static bool admit(llama_engine *e, slot *s, req *r)
     return true;
 }
 
-/* Is slot d a sibling task of s's with the same text before the image and
- * the same image (so the same positions)? */
+/* Is slot d a sibling task of s's (or a row like s's, neither a task) with
+ * the same text before the image and the same image (so the same
+ * positions)? */
 static bool same_head(const slot *s, const slot *d)
 {
     const req *a = s->r, *b = d->r;
@@ -1268,8 +1502,12 @@ static bool same_head(const slot *s, const slot *d)
         if (mtmd_input_chunk_get_type(ca) != mtmd_input_chunk_get_type(cb) ||
             mtmd_input_chunk_get_n_tokens(ca) != mtmd_input_chunk_get_n_tokens(cb))
             return false;
-        if (mtmd_input_chunk_get_type(ca) != MTMD_INPUT_CHUNK_TYPE_TEXT)
-            continue; /* the same image: the request has one */
+        if (mtmd_input_chunk_get_type(ca) != MTMD_INPUT_CHUNK_TYPE_TEXT) {
+            /* A request's tasks have its one image; rows their own. */
+            if (!a->grp && !same_image(ca, cb))
+                return false;
+            continue;
+        }
         size_t na = 0, nb = 0;
         const llama_token *ta = mtmd_input_chunk_get_tokens_text(ca, &na);
         const llama_token *tb = mtmd_input_chunk_get_tokens_text(cb, &nb);
@@ -1345,11 +1583,9 @@ static void use_prefix(llama_engine *e, slot *s, req *r)
 {
     size_t n0 = 0;
     const llama_token *t0 = req_chunk_is_text(r, 0) ? req_chunk_tokens(r, 0, &n0) : NULL;
-    if (t0 && !e->prefix)
+    if (t0 && !e->prefix && e->prefix_cache)
         build_prefix(e, r);
-    size_t common = 0;
-    while (t0 && common < (size_t)e->n_prefix && common < n0 && t0[common] == e->prefix[common])
-        common++;
+    size_t common = (size_t)head_common(e, r);
     if (common == n0 && req_n_chunks(r) == 1)
         common--; /* the last prompt token must be decoded for its logits */
     if (common > 0) {
@@ -1382,6 +1618,7 @@ static void requeue(llama_engine *e, req *r)
     if (!e->pending_tail)
         e->pending_tail = r;
     e->n_pending++;
+    e->n_follows += r->follows;
     if (r->prepared)
         e->n_prepared++;
     pthread_mutex_unlock(&e->mu);
@@ -1486,6 +1723,8 @@ static sl_status new_context(llama_engine *e, int per_seq)
     e->prefix = NULL;
     e->n_prefix = 0;
     e->kv_reserved = 0;
+    for (int i = 0; e->slots && i < e->n_parallel; i++)
+        drop_kept(&e->slots[i]); /* their cells went with the context */
     struct llama_context_params cp = e->cparams;
     cp.n_ctx = (uint32_t)per_seq * (uint32_t)(e->n_parallel + 1);
     struct llama_sampler_seq_config *seq_samplers = NULL;
@@ -1604,22 +1843,40 @@ static size_verdict size_for(llama_engine *e, req *r)
     return SIZE_FITS;
 }
 
-/* Moves waiting requests into free slots while their KV cells fit. */
-static void admit_waiting(llama_engine *e)
+/* Moves waiting requests into free slots while their KV cells fit. True:
+ * the next waits for slots held for follow-ups. */
+static bool admit_waiting(llama_engine *e)
 {
-    for (int i = 0; i < e->n_parallel; i++) {
-        slot *s = &e->slots[i];
-        if (s->r)
-            continue;
+    for (;;) {
+        bool any_free = false;
+        for (int i = 0; i < e->n_parallel && !any_free; i++)
+            any_free = !e->slots[i].r;
+        if (!any_free)
+            return false;
         pthread_mutex_lock(&e->mu);
-        req *r = e->pending;
+        /* Follow-ups first: a newcomer put back while the free slots wait
+         * for them may be ahead of them in line. */
+        req **at = &e->pending, *before = NULL;
+        while (e->n_follows > 0 && *at && !(*at)->follows) {
+            before = *at;
+            at = &before->next;
+        }
+        if (!*at) {
+            at = &e->pending;
+            before = NULL;
+        }
+        req *r = *at;
+        bool follow_up = r && r->follows;
         if (r && e->encode_ahead > 0 && !r->prepared)
             r = NULL; /* the encoder is not done with it */
         if (r) {
-            e->pending = r->next;
-            if (!e->pending)
-                e->pending_tail = NULL;
+            *at = r->next;
+            if (e->pending_tail == r)
+                e->pending_tail = before;
+            if (e->prep_next == r)
+                e->prep_next = r->next;
             e->n_pending--;
+            e->n_follows -= r->follows;
             r->next = NULL;
             if (r->prepared && e->n_prepared > 0) {
                 e->n_prepared--;
@@ -1628,14 +1885,13 @@ static void admit_waiting(llama_engine *e)
         }
         pthread_mutex_unlock(&e->mu);
         if (!r)
-            return;
+            return follow_up; /* one is coming: wait_held waits for it */
         if (r->grp && !tasks_fit(e, r)) {
             requeue(e, r);
-            return;
+            return false;
         }
         if (r->prepared && r->prep_status != SL_OK) {
             complete(e, r, r->prep_status, r->prep_error, NULL);
-            i--;
             continue;
         }
         if (!req_tokenized(r)) {
@@ -1645,26 +1901,27 @@ static void admit_waiting(llama_engine *e)
             phase_add(e, SL_PHASE_PREPROCESS, now_ms() - tp);
             if (st != SL_OK) {
                 complete(e, r, st, sl_last_error(), NULL);
-                i--; /* the slot is still free */
                 continue;
             }
         }
         size_verdict fit = size_for(e, r);
         if (fit == SIZE_WAIT) {
             requeue(e, r); /* until every sequence has ended */
-            return;
+            return false;
         }
-        if (fit == SIZE_FAILED) {
-            i--;
+        if (fit == SIZE_FAILED)
             continue;
-        }
         int need = r->n_pos + gen_room(r);
         if (e->kv_reserved + need > e->n_ctx) {
             requeue(e, r); /* until a sequence ends */
-            return;
+            return false;
         }
-        if (!admit(e, s, r))
-            i--; /* the slot is still free */
+        slot *s = choose_slot(e, r);
+        if (!s) {
+            requeue(e, r); /* the free ones are held for follow-ups */
+            return true;
+        }
+        admit(e, s, r); /* false: r failed, the slot is still free */
     }
 }
 
@@ -1920,6 +2177,26 @@ static void batch_add(struct llama_batch *b, llama_token tok, llama_pos pos, int
 
 /* Did the piece just appended (from text offset `from`) complete a stop
  * string? Then cut the text where the stop string starts. */
+/* Notes a generated token going into s's sequence (for keep_kv; when
+ * memory runs out the notes stop there and less is kept). */
+static void note_fed(slot *s, llama_token tok)
+{
+    if (s->fed_full)
+        return;
+    if (s->n_fed == s->cap_fed) {
+        int cap = s->cap_fed ? 2 * s->cap_fed : 64;
+        llama_token *grown =
+            s->cap_fed <= INT_MAX / 2 ? sl_realloc(s->fed, (size_t)cap * sizeof *grown) : NULL;
+        if (!grown) {
+            s->fed_full = true;
+            return;
+        }
+        s->fed = grown;
+        s->cap_fed = cap;
+    }
+    s->fed[s->n_fed++] = tok;
+}
+
 static bool hit_stop(slot *s, size_t from)
 {
     bool hit = false;
@@ -2199,6 +2476,7 @@ static bool decode_step(llama_engine *e)
         slot *s = &e->slots[i];
         if (s->r && s->generating && s->probe < 0) {
             s->logits_idx = b->n_tokens;
+            note_fed(s, s->last);
             batch_add(b, s->last, s->n_past++, s->seq, true);
         }
     }
@@ -2350,6 +2628,41 @@ static void publish_stats(llama_engine *e)
     pthread_mutex_unlock(&e->mu);
 }
 
+/* Is a follow-up in line that admission may take? Under mu. */
+static bool follow_up_ready(const llama_engine *e)
+{
+    for (const req *r = e->n_follows ? e->pending : NULL; r; r = r->next)
+        if (r->follows && (e->encode_ahead <= 0 || r->prepared))
+            return true;
+    return false;
+}
+
+/* Nothing to decode, and newcomers wait for slots held for follow-ups (or
+ * a follow-up for the encoder): until a follow-up is ready (submit and the
+ * encoder wake the engine) or the first hold ends. */
+static void wait_held(llama_engine *e)
+{
+    double t = now_ms(), until = t + HOLD_MS;
+    for (int i = 0; i < e->n_parallel; i++) {
+        const slot *s = &e->slots[i];
+        if (!s->r && s->held_until > t && s->held_until < until)
+            until = s->held_until;
+    }
+    pthread_mutex_lock(&e->mu);
+    if (follow_up_ready(e)) { /* came meanwhile */
+        pthread_mutex_unlock(&e->mu);
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* the condition variable's clock */
+    double ns = (double)ts.tv_nsec + (until - t) * 1e6;
+    ts.tv_sec += (time_t)(ns / 1e9);
+    ts.tv_nsec = (long)fmod(ns, 1e9);
+    if (!e->stopping)
+        pthread_cond_timedwait(&e->work_cv, &e->mu, &ts);
+    pthread_mutex_unlock(&e->mu);
+}
+
 static void *replica_main(void *arg)
 {
     llama_engine *e = arg;
@@ -2363,13 +2676,15 @@ static void *replica_main(void *arg)
         if (stop)
             break;
         double ta = now_ms();
-        admit_waiting(e);
+        bool held_back = admit_waiting(e);
         e->pending_admit_ms += now_ms() - ta;
         prefill_images(e);
         resolve_tasks(e);
         if (decode_step(e)) {
             phase_add(e, SL_PHASE_BOOKKEEPING, e->pending_book_ms);
             e->pending_book_ms = 0;
+        } else if (held_back) {
+            wait_held(e);
         }
         publish_stats(e);
     }
@@ -2536,6 +2851,8 @@ static req *req_new(llama_engine *e, const sl_request *rq, void *tag, sl_status 
         return NULL;
     }
     r->want_json = rq->want_response_json;
+    r->follows = rq->follows;
+    r->followed = rq->followed;
     r->tag = tag;
     r->trace = rq->trace;
     r->image = rq->image;
@@ -2563,6 +2880,32 @@ static bool has_image(const sl_request *rq)
             if (!rq->messages[i].parts[k].text)
                 return true;
     return false;
+}
+
+/* Queues follow-up r ahead of the requests the encoder has not taken (of
+ * all, without an encoder), never between a request's tasks, which go
+ * together; the encoder prepares it next, beyond its encode_ahead. (The
+ * sequence it goes on in is held for it, or likely still there.) Under mu. */
+static void queue_follow_up(llama_engine *e, req *r)
+{
+    req **at = &e->pending, *before = NULL;
+    if (e->encode_ahead > 0)
+        while (*at && *at != e->prep_next) {
+            before = *at;
+            at = &before->next;
+        }
+    bool next_to_prepare = e->encode_ahead > 0 && *at == e->prep_next;
+    while (*at && before && before->grp && (*at)->grp == before->grp) {
+        before = *at;
+        at = &before->next;
+        next_to_prepare = false;
+    }
+    r->next = *at;
+    *at = r;
+    if (!r->next)
+        e->pending_tail = r;
+    if (next_to_prepare)
+        e->prep_next = r;
 }
 
 static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag)
@@ -2636,13 +2979,20 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
         e->done = grown;
         e->cap_done = cap;
     }
+    e->n_pending += (size_t)n_reqs;
+    e->in_flight++;
+    if (r->follows && !grp) {
+        queue_follow_up(e, r);
+        e->n_follows++;
+        pthread_cond_signal(e->encode_ahead > 0 ? &e->encoder_cv : &e->work_cv);
+        pthread_mutex_unlock(&e->mu);
+        return SL_OK;
+    }
     if (e->pending_tail)
         e->pending_tail->next = r;
     else
         e->pending = r;
     e->pending_tail = last;
-    e->n_pending += (size_t)n_reqs;
-    e->in_flight++;
     if (e->encode_ahead > 0) {
         if (!e->prep_next)
             e->prep_next = r;
@@ -2748,6 +3098,10 @@ static void llama_engine_free(void *impl)
                 llama_sampler_free(e->slots[i].grammar);
             sl_free(e->slots[i].text.data);
         }
+    for (int i = 0; e->slots && i < e->n_parallel; i++) {
+        drop_kept(&e->slots[i]);
+        sl_free(e->slots[i].fed);
+    }
     while (e->pending) {
         req *r = e->pending;
         e->pending = r->next;
@@ -2817,6 +3171,7 @@ sl_llama_params sl_llama_default_params(void)
         .sampler = SL_SAMPLER_AUTO,
         .sample_threads = 0,
         .encode_ahead = -1,
+        .prefix_cache = SL_PREFIX_CACHE_ON,
         .image_cache_bytes = (uint64_t)256 << 20,
     };
 }
@@ -3413,6 +3768,11 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     if (e->mtmd && !e->mrope) /* images only */
         e->ebatch = llama_batch_init(e->n_batch, e->n_embd_inp, 1);
     e->slots = sl_calloc((size_t)e->n_parallel, sizeof *e->slots);
+    e->prefix_cache = params->prefix_cache == SL_PREFIX_CACHE_ON;
+    /* A sliding window forgets a sequence's oldest cells, a recurrent state
+     * cannot be cut back: what they keep is not a prompt's head. */
+    e->keep_kv = e->prefix_cache && llama_model_n_swa(e->model) == 0 &&
+                 !llama_model_is_recurrent(e->model) && !llama_model_is_hybrid(e->model);
     e->to_sample = sl_calloc((size_t)e->n_parallel, sizeof *e->to_sample);
     e->n_vocab = llama_vocab_n_tokens(e->vocab);
     e->on_phase = params->on_phase;
