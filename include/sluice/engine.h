@@ -420,8 +420,8 @@ typedef struct sl_request {
      * next turn of one whose turn before this engine has just answered:
      * the llama engine queues it ahead of requests it has not begun
      * preparing. followed: a next turn will come: the sequence this one
-     * leaves is held for it a while (1 s, and only while other sequences
-     * run) instead of going to a newcomer. */
+     * leaves is held for it a while (up to 1 s) instead of going to a
+     * newcomer. Ignored on a request with tasks or several answers. */
     bool follows, followed;
 } sl_request;
 

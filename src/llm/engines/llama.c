@@ -225,6 +225,14 @@ typedef struct req {
     int choice;
 } req;
 
+/* An image chunk a free sequence holds: what tells it apart (its image's
+ * id, the pixels' hash) and its size. */
+typedef struct kept_image {
+    char id[SL_IMAGE_CACHE_ID];
+    size_t n_tokens;
+    llama_pos n_pos;
+} kept_image;
+
 typedef struct slot {
     int seq;
     req *r;                    /* NULL: free */
@@ -267,14 +275,14 @@ typedef struct slot {
     bool fed_full;             /* out of memory for more: the notes end there */
     /* Free: what its sequence still holds of the request before (the
      * prefix cache, keep_kv): n_units units in position order, a token
-     * (>= 0) or -(k + 1) for chunk k of kept_chunks (an image whole), the
-     * prompt's and then the generated ones. A newcomer that begins the
-     * same way goes on from where they part: the next turn of a
-     * conversation, another question about the same picture. kept_at:
-     * when it was kept; a newcomer that matches none takes the oldest. */
+     * (>= 0) or -(k + 1) for image chunk k of kept_images, the prompt's
+     * and then the generated ones. A newcomer that begins the same way
+     * goes on from where they part: the next turn of a conversation,
+     * another question about the same picture. kept_at: when it was kept;
+     * a newcomer that matches none takes the oldest. */
     int32_t *units;
     size_t n_units;
-    mtmd_input_chunks *kept_chunks;
+    kept_image *kept_images;
     uint64_t kept_at;
     double held_until;         /* for a follow-up (sl_request.followed) until then */
 } slot;
@@ -655,32 +663,42 @@ static void drop_kept(slot *s)
     sl_free(s->units);
     s->units = NULL;
     s->n_units = 0;
-    if (s->kept_chunks)
-        mtmd_input_chunks_free(s->kept_chunks);
-    s->kept_chunks = NULL;
+    sl_free(s->kept_images);
+    s->kept_images = NULL;
 }
 
 /* s's sequence, r just answered in it, stays in the cache for a newcomer
- * that begins alike: what it holds written down as units (r's chunks
- * taken from r for their images' ids and sizes). False: nothing kept. */
+ * that begins alike: what it holds written down as units (an image chunk
+ * by its id and size, not its pixels). False: nothing kept. */
 static bool keep_kv(llama_engine *e, slot *s, req *r)
 {
     if (!e->keep_kv || !s->generating || !req_tokenized(r))
         return false;
-    size_t nc = req_n_chunks(r), n = (size_t)s->n_fed;
+    size_t nc = req_n_chunks(r), n = (size_t)s->n_fed, n_images = 0;
     for (size_t i = 0; i < nc; i++) {
         size_t k = 1;
         if (req_chunk_is_text(r, i))
             req_chunk_tokens(r, i, &k);
+        else
+            n_images++;
         n += k;
     }
     int32_t *units = n ? sl_malloc(n * sizeof *units) : NULL;
-    if (!units)
+    kept_image *images = n_images ? sl_calloc(n_images, sizeof *images) : NULL;
+    if (!units || (n_images && !images)) {
+        sl_free(units);
+        sl_free(images);
         return false;
-    size_t u = 0;
+    }
+    size_t u = 0, k_image = 0;
     for (size_t i = 0; i < nc; i++) {
         if (!req_chunk_is_text(r, i)) {
-            units[u++] = -(int32_t)i - 1;
+            const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
+            const char *id = mtmd_input_chunk_get_id(c);
+            snprintf(images[k_image].id, sizeof images[k_image].id, "%s", id ? id : "");
+            images[k_image].n_tokens = mtmd_input_chunk_get_n_tokens(c);
+            images[k_image].n_pos = mtmd_input_chunk_get_n_pos(c);
+            units[u++] = -(int32_t)k_image++ - 1;
             continue;
         }
         size_t k = 0;
@@ -694,14 +712,7 @@ static bool keep_kv(llama_engine *e, slot *s, req *r)
     drop_kept(s);
     s->units = units;
     s->n_units = n;
-    if (r->chunks) {
-        for (size_t i = 0; r->embd && i < nc; i++)
-            sl_free(r->embd[i]);
-        sl_free(r->embd);
-        r->embd = NULL;
-        s->kept_chunks = r->chunks;
-        r->chunks = NULL;
-    }
+    s->kept_images = images;
     s->kept_at = ++e->n_kept;
     return true;
 }
@@ -725,7 +736,7 @@ static void release_slot(llama_engine *e, slot *s, req *finished)
     sl_free(s->lp_vals);
     e->kv_reserved -= s->reserved;
     *s = (slot){.seq = s->seq, .logits_idx = -1, .fed = s->fed, .cap_fed = s->cap_fed,
-                .units = s->units, .n_units = s->n_units, .kept_chunks = s->kept_chunks,
+                .units = s->units, .n_units = s->n_units, .kept_images = s->kept_images,
                 .kept_at = s->kept_at,
                 .held_until = finished && finished->followed && s->units ? now_ms() + HOLD_MS
                                                                           : 0.0};
@@ -1301,8 +1312,11 @@ static llama_pos kept_common(const slot *s, const req *r, size_t *at_chunk, size
             continue;
         }
         const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
-        if (s->units[u] >= 0 || !s->kept_chunks ||
-            !same_image(mtmd_input_chunks_get(s->kept_chunks, (size_t)(-s->units[u] - 1)), c))
+        const char *id = mtmd_input_chunk_get_id(c);
+        const kept_image *k = s->units[u] < 0 ? &s->kept_images[-s->units[u] - 1] : NULL;
+        if (!k || !id || !*id || strcmp(id, k->id) != 0 ||
+            mtmd_input_chunk_get_n_tokens(c) != k->n_tokens ||
+            mtmd_input_chunk_get_n_pos(c) != k->n_pos)
             break;
         last_i = i;
         last_t = 0;
@@ -1375,7 +1389,7 @@ static llama_pos take_kept(llama_engine *e, slot *s, const req *r, llama_pos oth
         return 0;
     llama_memory_t mem = llama_get_memory(e->ctx);
     llama_pos pos = r->grp ? 0 : kept_common(s, r, chunk, tok);
-    if (pos > 0 && (pos <= head_common(e, r) || pos <= other))
+    if (pos > 0 && (pos <= head_common(e, r) || pos < other))
         pos = 0;
     if (pos > 0 && !llama_memory_seq_rm(mem, s->seq, pos, -1))
         pos = 0;
@@ -1432,7 +1446,7 @@ static bool admit(llama_engine *e, slot *s, req *r)
     }
     *s = (slot){.seq = s->seq, .r = r, .logits_idx = -1, .probe = -1, .probe_at = -1,
                 .t_admit = now_ms(), .fed = s->fed, .cap_fed = s->cap_fed, .units = s->units,
-                .n_units = s->n_units, .kept_chunks = s->kept_chunks,
+                .n_units = s->n_units, .kept_images = s->kept_images,
                 .encode_ms = r->prep_encode_ms, .grammar = grammar, .trace_tokens = trace_tokens,
                 .trace_margins = trace_margins, .lp_ids = lp_ids, .lp_vals = lp_vals,
                 .lp_stride = lp_stride};
@@ -1459,10 +1473,10 @@ static bool admit(llama_engine *e, slot *s, req *r)
      * prefix cache: VQA rows of one picture running together):
      * resolve_tasks() copies them. Unless the slot's kept sequence gives
      * more. */
-    bool sibling = r->shared_pos > 0 && (r->grp || e->prefix_cache) && find_donor(e, s, NULL);
+    bool sibling = r->shared_pos > 0 && (r->grp || e->keep_kv) && find_donor(e, s, NULL);
     size_t kept_chunk = 0, kept_tok = 0;
     llama_pos kept = take_kept(e, s, r, sibling ? r->shared_pos : 0, &kept_chunk, &kept_tok);
-    if (kept > 0) {
+    if (kept > 0) { /* as much as a sibling would give, or more */
         s->n_past = kept;
         s->chunk = kept_chunk;
         s->tok = kept_tok;
@@ -1566,8 +1580,14 @@ static void resolve_tasks(llama_engine *e)
             continue;
         llama_memory_t mem = llama_get_memory(e->ctx);
         llama_memory_seq_cp(mem, d->seq, s->seq, -1, -1);
-        llama_memory_seq_rm(mem, s->seq, (llama_pos)s->r->shared_pos, -1);
         s->await = false;
+        if (!llama_memory_seq_rm(mem, s->seq, (llama_pos)s->r->shared_pos, -1)) {
+            /* A memory that cannot be cut back (recurrent state past the
+             * image): computed here instead. */
+            llama_memory_seq_rm(mem, s->seq, -1, -1);
+            use_prefix(e, s, s->r);
+            continue;
+        }
         s->n_past = (llama_pos)s->r->shared_pos;
         s->chunk = s->r->n_shared;
         s->tok = s->r->shared_tok;
@@ -1861,12 +1881,12 @@ static bool admit_waiting(llama_engine *e)
             before = *at;
             at = &before->next;
         }
-        if (!*at) {
-            at = &e->pending;
+        bool follow_up = *at != NULL;
+        if (!*at || (e->encode_ahead > 0 && !(*at)->prepared)) {
+            at = &e->pending; /* none, or the encoder is on it: the head meanwhile */
             before = NULL;
         }
         req *r = *at;
-        bool follow_up = r && r->follows;
         if (r && e->encode_ahead > 0 && !r->prepared)
             r = NULL; /* the encoder is not done with it */
         if (r) {
@@ -1885,7 +1905,7 @@ static bool admit_waiting(llama_engine *e)
         }
         pthread_mutex_unlock(&e->mu);
         if (!r)
-            return follow_up; /* one is coming: wait_held waits for it */
+            return follow_up; /* one is being prepared: wait_held waits for it */
         if (r->grp && !tasks_fit(e, r)) {
             requeue(e, r);
             return false;
@@ -2643,13 +2663,17 @@ static bool follow_up_ready(const llama_engine *e)
 static void wait_held(llama_engine *e)
 {
     double t = now_ms(), until = t + HOLD_MS;
+    bool held = false;
     for (int i = 0; i < e->n_parallel; i++) {
         const slot *s = &e->slots[i];
-        if (!s->r && s->held_until > t && s->held_until < until)
+        if (!s->r && s->held_until > t && s->held_until <= until) {
             until = s->held_until;
+            held = true;
+        }
     }
     pthread_mutex_lock(&e->mu);
-    if (follow_up_ready(e)) { /* came meanwhile */
+    /* A follow-up came meanwhile, or the holds ended: admit again now. */
+    if (follow_up_ready(e) || (!held && e->n_follows == 0)) {
         pthread_mutex_unlock(&e->mu);
         return;
     }
@@ -2946,6 +2970,8 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
             break;
         t->grp = grp;
         t->task = i;
+        if (grp) /* a conversation's turns are requests of their own */
+            t->follows = t->followed = false;
         t->same_prompt = rq->n_tasks == 0 && n_reqs > 1;
         if (last)
             last->next = t;
