@@ -667,6 +667,25 @@ static void drop_kept(slot *s)
     s->kept_images = NULL;
 }
 
+/* What tells image chunk c apart: its image's id and its size. */
+static void describe_image(const mtmd_input_chunk *c, kept_image *out)
+{
+    const char *id = mtmd_input_chunk_get_id(c);
+    snprintf(out->id, sizeof out->id, "%s", id ? id : "");
+    out->n_tokens = mtmd_input_chunk_get_n_tokens(c);
+    out->n_pos = mtmd_input_chunk_get_n_pos(c);
+}
+
+/* Is image chunk c the one k describes? Never without an id (images are
+ * told apart by it: without one, none is like another). */
+static bool image_is(const kept_image *k, const mtmd_input_chunk *c)
+{
+    const char *id = mtmd_input_chunk_get_id(c);
+    return *k->id && id && strcmp(id, k->id) == 0 &&
+           mtmd_input_chunk_get_n_tokens(c) == k->n_tokens &&
+           mtmd_input_chunk_get_n_pos(c) == k->n_pos;
+}
+
 /* s's sequence, r just answered in it, stays in the cache for a newcomer
  * that begins alike: what it holds written down as units (an image chunk
  * by its id and size, not its pixels). False: nothing kept. */
@@ -693,11 +712,7 @@ static bool keep_kv(llama_engine *e, slot *s, req *r)
     size_t u = 0, k_image = 0;
     for (size_t i = 0; i < nc; i++) {
         if (!req_chunk_is_text(r, i)) {
-            const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
-            const char *id = mtmd_input_chunk_get_id(c);
-            snprintf(images[k_image].id, sizeof images[k_image].id, "%s", id ? id : "");
-            images[k_image].n_tokens = mtmd_input_chunk_get_n_tokens(c);
-            images[k_image].n_pos = mtmd_input_chunk_get_n_pos(c);
+            describe_image(mtmd_input_chunks_get(r->chunks, i), &images[k_image]);
             units[u++] = -(int32_t)k_image++ - 1;
             continue;
         }
@@ -1278,11 +1293,9 @@ static void attach_device_sampler(llama_engine *e, slot *s)
  * the same size in tokens and positions (chunk by chunk, in order). */
 static bool same_image(const mtmd_input_chunk *a, const mtmd_input_chunk *b)
 {
-    const char *ia = mtmd_input_chunk_get_id(a), *ib = mtmd_input_chunk_get_id(b);
-    return mtmd_input_chunk_get_type(a) == mtmd_input_chunk_get_type(b) && ia && *ia && ib &&
-           strcmp(ia, ib) == 0 &&
-           mtmd_input_chunk_get_n_tokens(a) == mtmd_input_chunk_get_n_tokens(b) &&
-           mtmd_input_chunk_get_n_pos(a) == mtmd_input_chunk_get_n_pos(b);
+    kept_image k;
+    describe_image(a, &k);
+    return mtmd_input_chunk_get_type(a) == mtmd_input_chunk_get_type(b) && image_is(&k, b);
 }
 
 /* How far r's prompt begins as free slot s's kept sequence does: the
@@ -1312,11 +1325,7 @@ static llama_pos kept_common(const slot *s, const req *r, size_t *at_chunk, size
             continue;
         }
         const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
-        const char *id = mtmd_input_chunk_get_id(c);
-        const kept_image *k = s->units[u] < 0 ? &s->kept_images[-s->units[u] - 1] : NULL;
-        if (!k || !id || !*id || strcmp(id, k->id) != 0 ||
-            mtmd_input_chunk_get_n_tokens(c) != k->n_tokens ||
-            mtmd_input_chunk_get_n_pos(c) != k->n_pos)
+        if (s->units[u] >= 0 || !image_is(&s->kept_images[-s->units[u] - 1], c))
             break;
         last_i = i;
         last_t = 0;
