@@ -738,6 +738,71 @@ static void tasks_beyond_the_sequences_and_a_failing_task(void **state)
     sl_engine_free(e);
 }
 
+/* Tasks beyond the sequences whose siblings have ended encode their image
+ * again at admission, on the engine thread, while the encoder thread
+ * prepares the next requests with the same vision context: the two must
+ * take turns (mtmd's encoder and its output buffer are one per context).
+ * Every answer is the one its task gives alone. (Without the turns, 6 runs
+ * in 10 of this test aborted in clip_encode, crashed or answered wrong.) */
+static void encodes_at_admission_take_turns_with_the_encoder(void **state)
+{
+    enum { N_IMG = 3, N_REQ = 90, N_TASK = 3, MAXT = 6 };
+    sl_image *imgs[N_IMG] = {variant(0), variant(2), variant(5)};
+    char *want[N_IMG][N_TASK];
+    for (int i = 0; i < N_IMG; i++)
+        for (int k = 0; k < N_TASK; k++) {
+            int cached;
+            want[i][k] = alone(imgs[i], k, MAXT, &cached);
+        }
+    sl_llama_params p = tu_tiny_llama(&tiny, 2);
+    p.encode_ahead = 3;
+    p.prefix_cache = SL_PREFIX_CACHE_OFF; /* a kept sequence would spare the encode */
+    sl_engine *e = tu_open_llama(&p);
+    sl_task tasks[N_TASK];
+    for (int k = 0; k < N_TASK; k++)
+        tasks[k] = task_of(k, MAXT);
+    int tags[N_REQ];
+    char ids[N_REQ][16];
+    for (int j = 0; j < N_REQ; j++) {
+        snprintf(ids[j], sizeof ids[j], "req%d", j);
+        sl_request req = request(ids[j], MAXT);
+        req.image = imgs[j % N_IMG];
+        req.prompt = NULL;
+        req.tasks = tasks;
+        req.n_tasks = N_TASK;
+        tags[j] = j;
+        assert_int_equal(sl_engine_submit(e, &req, &tags[j]), SL_OK);
+    }
+    int n_got = 0, idle = 0;
+    while (n_got < N_REQ) {
+        sl_completion c[4];
+        size_t n;
+        assert_int_equal(sl_engine_poll(e, c, 4, 1000, &n), SL_OK);
+        if (n == 0 && ++idle > 600)
+            fail_msg("no completion for 10 minutes");
+        for (size_t j = 0; j < n; j++, n_got++) {
+            if (c[j].status != SL_OK)
+                fail_msg("%s", c[j].error ? c[j].error : "failed");
+            int img = *(int *)c[j].tag % N_IMG;
+            assert_int_equal(c[j].n_results, N_TASK);
+            for (int k = 0; k < N_TASK; k++)
+                assert_string_equal(c[j].results[k].text, want[img][k]);
+            sl_completion_clear(&c[j]);
+        }
+    }
+    sl_engine_stats st;
+    sl_engine_stats_get(e, &st);
+    /* The third task of each request found no sibling running: more
+     * encodes than one per request. */
+    assert_true(st.images_encoded > (uint64_t)N_REQ * alone_encodes);
+    sl_engine_free(e);
+    for (int i = 0; i < N_IMG; i++) {
+        for (int k = 0; k < N_TASK; k++)
+            sl_free(want[i][k]);
+        sl_image_free(imgs[i]);
+    }
+}
+
 /* --- the host's token choice on synthetic logits --------------------------- */
 
 #define VOCAB 151680 /* Qwen2.5's */
@@ -2122,6 +2187,7 @@ int main(void)
         cmocka_unit_test(encoding_ahead_gives_the_same_answers),
         cmocka_unit_test(tasks_share_one_encode_and_answer_as_alone),
         cmocka_unit_test(tasks_beyond_the_sequences_and_a_failing_task),
+        cmocka_unit_test(encodes_at_admission_take_turns_with_the_encoder),
         cmocka_unit_test(argmax_is_the_first_maximum),
         cmocka_unit_test(leaving_out_the_impossible_tokens_changes_no_draw),
         cmocka_unit_test(the_host_top_p_draws_as_llama_cpp),

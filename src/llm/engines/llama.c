@@ -378,6 +378,11 @@ typedef struct llama_engine {
     pthread_cond_t encoder_cv;
     sl_engine_stats enc;       /* the encoder's counters (images, encode and preprocess
                                   time), added into stats when published */
+    /* mtmd's vision encoder (its compute buffers and output) is one per
+     * context: the encoder thread and admission (a task whose siblings
+     * have ended encodes at admission) take turns, each holding it until
+     * the output is copied out or decoded. */
+    pthread_mutex_t vision_mu;
 
     /* JSON schemas already turned into grammars (llama.cpp's converter
      * takes milliseconds, and a job has a schema or a few): submit's
@@ -1160,17 +1165,21 @@ static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
         const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
         if ((r->embd[i] = cached_embd(e, r, i)) != NULL)
             continue;
-        double tk = now_ms();
-        if (mtmd_encode_chunk(e->mtmd, c) != 0) {
-            st = sl_fail(SL_ERR_ENGINE, "%s: the vision encoder failed", r->id);
-            break;
-        }
         size_t bytes = mtmd_input_chunk_get_n_tokens(c) * (size_t)e->n_embd_inp * sizeof(float);
         if (!(r->embd[i] = sl_malloc(bytes))) {
             st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image embeddings", r->id);
             break;
         }
-        memcpy(r->embd[i], mtmd_get_output_embd(e->mtmd), bytes);
+        double tk = now_ms();
+        pthread_mutex_lock(&e->vision_mu);
+        bool encoded = mtmd_encode_chunk(e->mtmd, c) == 0;
+        if (encoded)
+            memcpy(r->embd[i], mtmd_get_output_embd(e->mtmd), bytes);
+        pthread_mutex_unlock(&e->vision_mu);
+        if (!encoded) {
+            st = sl_fail(SL_ERR_ENGINE, "%s: the vision encoder failed", r->id);
+            break;
+        }
         cache_embd(e, r, i, r->embd[i]);
         ms = now_ms() - tk;
         r->prep_encode_ms += ms;
@@ -2117,7 +2126,12 @@ static void prefill_images(llama_engine *e)
         due[k].in_batch = true;
         n_batched++;
     }
-    bool batched_ok = n_batched > 0 && mtmd_batch_encode(mb) == 0;
+    bool batched_ok = false;
+    if (n_batched > 0) {
+        pthread_mutex_lock(&e->vision_mu); /* the output stays in mb */
+        batched_ok = mtmd_batch_encode(mb) == 0;
+        pthread_mutex_unlock(&e->vision_mu);
+    }
     double t_enc = now_ms() - t0;
     if (batched_ok) {
         e->work.encode_s += t_enc / 1e3;
@@ -2145,7 +2159,9 @@ static void prefill_images(llama_engine *e)
             continue;
         }
         double tk = now_ms();
+        pthread_mutex_lock(&e->vision_mu); /* until mtmd's output is copied or decoded */
         if (mtmd_encode_chunk(e->mtmd, d->chunk) != 0) {
+            pthread_mutex_unlock(&e->vision_mu);
             char msg[512];
             snprintf(msg, sizeof msg, "%s: the vision encoder failed", d->s->r->id);
             fail_slot(e, d->s, SL_ERR_ENGINE, msg);
@@ -2168,6 +2184,7 @@ static void prefill_images(llama_engine *e)
             decode_image_alone(e, d);
             d->s = NULL;
         }
+        pthread_mutex_unlock(&e->vision_mu);
     }
     /* Pack what is ready, whole images up to n_batch tokens a decode. */
     image_due pack[LLAMA_MAX_DUE];
@@ -3172,6 +3189,7 @@ static void llama_engine_free(void *impl)
     pthread_cond_destroy(&e->work_cv);
     pthread_cond_destroy(&e->done_cv);
     pthread_cond_destroy(&e->encoder_cv);
+    pthread_mutex_destroy(&e->vision_mu);
     for (int i = 0; i < GRAMMAR_CACHE; i++) {
         sl_free(e->grammars[i].schema);
         sl_free(e->grammars[i].gbnf);
@@ -3587,6 +3605,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     pthread_cond_init(&e->work_cv, NULL);
     pthread_cond_init(&e->done_cv, NULL);
     pthread_cond_init(&e->encoder_cv, NULL);
+    pthread_mutex_init(&e->vision_mu, NULL);
     pthread_mutex_init(&e->grammar_mu, NULL);
     e->n_parallel = params->n_parallel; /* 0: chosen once the model is loaded */
 
