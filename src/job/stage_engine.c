@@ -291,6 +291,17 @@ static void as_conversation(sl_request *req, placed *pl, const sl_message *messa
     req->image_mime = NULL;
 }
 
+/* Fails the row with the last error; past a conversation's first question
+ * (--turns all) the message names the question. */
+static void fail_asking(sl_row *row, const caption_row *r, sl_status st)
+{
+    if (r->turn > 0)
+        sl_row_fail_status(row, st, "%s (question %d of %d; the answers before it are in the "
+                           "conversation)", sl_last_error(), r->turn + 1, r->questions);
+    else
+        sl_row_fail_status(row, st, "%s", sl_last_error());
+}
+
 static sl_status engine_submit(void *state, sl_row *row)
 {
     replica *rep = state;
@@ -333,7 +344,7 @@ static sl_status engine_submit(void *state, sl_row *row)
             sl_free(filled[i]);
         for (int i = 0; i < SL_MAX_IMAGES; i++)
             sl_free(texts[i]);
-        sl_row_fail_status(row, st, "%s", sl_last_error());
+        fail_asking(row, r, st);
         return SL_OK;
     }
     sl_request req = {
@@ -365,7 +376,7 @@ static sl_status engine_submit(void *state, sl_row *row)
     placed pl = {0};
     turns conv = {0};
     if (p->turns != SL_TURNS_FIRST && (st = converse(p, r, texts, &req, &pl, &conv)) != SL_OK) {
-        sl_row_fail_status(row, st, "%s", sl_last_error());
+        fail_asking(row, r, st);
         st = SL_OK;
         goto done;
     }
@@ -376,7 +387,7 @@ static sl_status engine_submit(void *state, sl_row *row)
     if (!conv.n_messages && p->image_placeholder && *p->image_placeholder) {
         st = place_images(p, r, texts, &req, &pl);
         if (st != SL_OK) {
-            sl_row_fail_status(row, st, "%s", sl_last_error());
+            fail_asking(row, r, st);
             st = SL_OK;
             goto done;
         }
@@ -392,7 +403,7 @@ done:
     if (st == SL_OK || st == SL_ERR_IO)
         return st; /* SL_ERR_IO: the engine is broken, a worker failure */
     /* A request the engine refuses fails its row alone; the rest go on. */
-    sl_row_fail_status(row, st, "%s", sl_last_error());
+    fail_asking(row, r, st);
     return SL_OK;
 }
 
@@ -461,13 +472,29 @@ static size_t answer_bytes(const caption_row *r)
     return n;
 }
 
+/* A failed conversation's row keeps the token counts of the answers it
+ * got (in its conversation): its caption stays null. */
+static void keep_spent_tokens(caption_row *r)
+{
+    if (r->turn_tokens[0] + r->turn_tokens[1] == 0)
+        return;
+    r->result = (sl_result){.prompt_tokens = r->turn_tokens[0],
+                            .generated_tokens = r->turn_tokens[1],
+                            .cached_tokens = r->turn_tokens[2]};
+    r->has_result = true;
+}
+
 /* --turns all: each answer goes into the row's conversation; one that is
  * not its last sends the row back to the engine with the next question.
  * True when the row is in the engine again. A failure after the first
- * question names the question. */
+ * question names the question, and the row's token counts are those of
+ * every answer (the failed one's too, where the engine gives them). */
 static bool ask_next(replica *rep, sl_row *row, caption_row *r, sl_completion *c)
 {
     const sl_caption_params *p = rep->j->p;
+    r->turn_tokens[0] += c->result.prompt_tokens;
+    r->turn_tokens[1] += c->result.generated_tokens;
+    r->turn_tokens[2] += c->result.cached_tokens;
     if (c->status != SL_OK) {
         char *said = r->turn > 0 && c->error ? sl_asprintf("%s (question %d of %d; the answers "
                                                            "before it are in the conversation)",
@@ -477,25 +504,26 @@ static bool ask_next(replica *rep, sl_row *row, caption_row *r, sl_completion *c
             sl_free(c->error);
             c->error = said;
         }
+        c->result.prompt_tokens = r->turn_tokens[0];
+        c->result.generated_tokens = r->turn_tokens[1];
+        c->result.cached_tokens = r->turn_tokens[2];
         return false;
     }
     json_t *conversation = json_object_get(r->extra, p->prompt_column ? p->prompt_column : "prompt");
     sl_status st = turns_answer(conversation, r->turn, c->result.text ? c->result.text : "");
     if (st != SL_OK) {
         sl_row_fail_status(row, st, "%s: %s", r->rel, sl_last_error());
+        keep_spent_tokens(r);
         return false;
     }
     /* The conversation holds one more answer until the row is written. */
     sl_row_set_bytes(row, sl_row_bytes(row) + (c->result.text ? strlen(c->result.text) : 0));
     if (r->turn + 1 >= r->questions) { /* the last: the row's counts are all its answers' */
-        c->result.prompt_tokens += r->turn_tokens[0];
-        c->result.generated_tokens += r->turn_tokens[1];
-        c->result.cached_tokens += r->turn_tokens[2];
+        c->result.prompt_tokens = r->turn_tokens[0];
+        c->result.generated_tokens = r->turn_tokens[1];
+        c->result.cached_tokens = r->turn_tokens[2];
         return false;
     }
-    r->turn_tokens[0] += c->result.prompt_tokens;
-    r->turn_tokens[1] += c->result.generated_tokens;
-    r->turn_tokens[2] += c->result.cached_tokens;
     r->turn++;
     sl_completion_clear(c);
     st = engine_submit(rep, row);
@@ -503,8 +531,9 @@ static bool ask_next(replica *rep, sl_row *row, caption_row *r, sl_completion *c
      * beside it in this poll are kept (a failed poll would fail them all),
      * and the engine's own poll reports it broken once they are out. */
     if (st != SL_OK)
-        sl_row_fail_status(row, st, "%s (question %d of %d; the answers before it are in the "
-                           "conversation)", sl_last_error(), r->turn + 1, r->questions);
+        fail_asking(row, r, st);
+    if (sl_row_failed(row))
+        keep_spent_tokens(r);
     return !sl_row_failed(row);
 }
 
@@ -549,6 +578,8 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
             sl_row_fail_status(row, c->status, "%s",
                                c->error ? c->error : "out of memory (the error was lost)");
         } else {
+            if (p->turns == SL_TURNS_ALL && r->questions > 0)
+                keep_spent_tokens(r); /* the answers before the failed question */
             sl_row_fail_status(row, c->status, "%s",
                                c->error ? c->error : "out of memory (the error was lost)");
         }

@@ -113,7 +113,8 @@ def test_all_turns_are_answered_in_order_into_the_conversation(sluice, colours, 
     the ones before (not the dataset's), each answer goes into the
     conversation in the dataset's form, caption is the last answer and the
     token counts are all the answers'; a question the server refuses fails
-    the row naming it. The Parquet column keeps its type."""
+    the row naming it, the answers before it kept with their token counts.
+    The Parquet column keeps its type."""
     pq = pytest.importorskip("pyarrow.parquet")
     rows = ROWS[:2] + [{"id": "refused", "image": "white.png", "conversations": [
         {"from": "human", "value": "Q1"}, {"from": "human", "value": "REFUSE"}]}]
@@ -163,6 +164,40 @@ def test_all_turns_are_answered_in_order_into_the_conversation(sluice, colours, 
             refused = got["refused"]
             assert refused["caption"] is None
             assert "question 2 of 2" in refused["error"] and "no, not this one" in refused["error"]
+            # Its first answer is in the conversation, and so are its tokens.
+            assert refused["conversations"][1]["value"] == "re: Q1"
+            assert (refused["prompt_tokens"], refused["generated_tokens"]) == (10, 3)
+
+
+def test_a_question_past_the_message_limit_fails_naming_it(sluice, colours, tmp_path):
+    """--turns all on a conversation of 130 questions: the 129th would make
+    257 messages, more than a request may have; the row fails naming that
+    question, with the 128 answers before it in its conversation and their
+    tokens counted."""
+    turns = []
+    for k in range(130):
+        turns += [{"from": "human", "value": f"Q{k + 1}"}, {"from": "gpt", "value": "old"}]
+    (colours / "long.json").write_text(json.dumps(
+        [{"id": "long", "image": "red.png", "conversations": turns}]))
+    asked = []
+
+    def answer(handler, n, body):
+        asked.append(len(body["messages"]))
+        completion(handler, "re: " + text_of(body["messages"][-1]["content"]))
+
+    with FakeServer(answer) as server:
+        out = tmp_path / "out"
+        r = sluice.run("caption", colours / "long.json", "-o", out, "--engine", "openai",
+                       "--endpoint", server.url, "--prompt-column", "conversations",
+                       "--turns", "all", "--max-in-flight", "1", *QUIET)
+    assert r.returncode == 3, r.stderr
+    assert asked == [2 * k + 1 for k in range(128)]
+    (row,) = read_rows(out)
+    assert "question 129 of 130" in row["error"] and "more than the 256" in row["error"]
+    assert row["caption"] is None
+    assert row["conversations"][255]["value"] == "re: Q128"
+    assert row["conversations"][257]["value"] == "old"
+    assert (row["prompt_tokens"], row["generated_tokens"]) == (128 * 10, 128 * 3)
 
 
 def test_wrong_command_lines_say_what_to_change(sluice, colours, tmp_path):
