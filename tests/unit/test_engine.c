@@ -773,25 +773,18 @@ static void encodes_at_admission_take_turns_with_the_encoder(void **state)
         tags[j] = j;
         assert_int_equal(sl_engine_submit(e, &req, &tags[j]), SL_OK);
     }
-    int n_got = 0, idle = 0;
-    while (n_got < N_REQ) {
-        sl_completion c[4];
-        size_t n;
-        assert_int_equal(sl_engine_poll(e, c, 4, 1000, &n), SL_OK);
-        if (n == 0 && ++idle > 600)
-            fail_msg("no completion for 10 minutes");
-        for (size_t j = 0; j < n; j++, n_got++) {
-            if (c[j].status != SL_OK)
-                fail_msg("%s", c[j].error ? c[j].error : "failed");
-            int img = *(int *)c[j].tag % N_IMG;
-            assert_int_equal(c[j].n_results, N_TASK);
-            for (int k = 0; k < N_TASK; k++)
-                assert_string_equal(c[j].results[k].text, want[img][k]);
-            sl_completion_clear(&c[j]);
-        }
+    for (int j = 0; j < N_REQ; j++) {
+        sl_completion c = wait_one(e);
+        if (c.status != SL_OK)
+            fail_msg("%s", c.error ? c.error : "failed");
+        int img = *(int *)c.tag % N_IMG;
+        assert_int_equal(c.n_results, N_TASK);
+        for (int k = 0; k < N_TASK; k++)
+            assert_string_equal(c.results[k].text, want[img][k]);
+        sl_completion_clear(&c);
     }
     sl_engine_stats st;
-    sl_engine_stats_get(e, &st);
+    settled_stats(e, &st);
     /* The third task of each request found no sibling running: more
      * encodes than one per request. */
     assert_true(st.images_encoded > (uint64_t)N_REQ * alone_encodes);
