@@ -121,8 +121,9 @@ typedef enum sl_engine_phase {
 /* "admit", "batch", "decode", ... (static strings; the metrics' label). */
 const char *sl_engine_phase_name(sl_engine_phase phase);
 
-/* Called on the engine thread for every phase timed; must be quick and
- * thread-safe (several replicas call it). */
+/* Called for every phase timed, on the engine thread, and for the image
+ * phases (preprocess, encode) on the encoder thread too (encode-ahead);
+ * must be quick and thread-safe (several replicas call it). */
 typedef void (*sl_engine_phase_fn)(void *user, sl_engine_phase phase, double seconds);
 
 /* The type of each KV cache cell's K or V (llama.cpp's ggml types that it

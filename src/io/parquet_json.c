@@ -25,6 +25,7 @@ static const uint8_t *valid_at(const sl_pq_vector *v, unsigned d)
 }
 
 static json_t *node(const cursor *cs, size_t n, size_t prefix, sl_pq_json_value_fn value);
+static json_t *struct_node(const cursor *cs, size_t n, size_t prefix, sl_pq_json_value_fn value);
 
 /* Whether the list the cursors reach at depth d is a MAP with string keys:
  * its element's `key` field is a string leaf. */
@@ -127,7 +128,16 @@ static json_t *node(const cursor *cs, size_t n, size_t prefix, sl_pq_json_value_
         return list_node(cs, n, value);
     if (n == 1 && strlen(ci->name) == prefix)
         return cs[0].d == ci->depth ? value(cs[0].v, cs[0].at) : json_null();
-    /* A struct: a field for each next part of the names, in their order. */
+    /* A struct: null where a leaf at a value of its own says so; else a
+     * field for each next part of the names, in their order. */
+    for (size_t i = 0; i < n; i++)
+        if (cs[i].d == cs[i].v->info->depth && cs[i].v->defs)
+            return sl_pq_in_null_group(cs[i].v, cs[i].at, prefix) ? json_null() : struct_node(cs, n, prefix, value);
+    return struct_node(cs, n, prefix, value);
+}
+
+static json_t *struct_node(const cursor *cs, size_t n, size_t prefix, sl_pq_json_value_fn value)
+{
     json_t *o = json_object();
     cursor *group = sl_malloc(n * sizeof *group);
     if (!o || !group)
@@ -176,6 +186,17 @@ json_t *sl_pq_list_json(const sl_pq_vector *const *cols, size_t n, int64_t row, 
     json_t *j = node(cs, n, cols[0]->info->list_len, value);
     sl_free(cs);
     return j;
+}
+
+bool sl_pq_in_null_group(const sl_pq_vector *v, int64_t k, size_t len)
+{
+    const sl_pq_column_info *ci = v->info;
+    if (!v->defs)
+        return false;
+    for (unsigned g = 0; g < ci->n_groups; g++)
+        if (ci->group_len[g] == len)
+            return v->defs[k] < ci->group_def[g];
+    return false;
 }
 
 json_t *sl_pq_value_json(const sl_pq_vector *v, int64_t k)

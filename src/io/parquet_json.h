@@ -3,10 +3,11 @@
  * array of its elements, an element of several fields an object of them
  * (named by the dotted parts of the leaves' names below the element), a
  * list inside an element an array again, a MAP an object when its keys are
- * strings (else an array of {"key", "value"} objects). A null list is null.
- * A null struct element reads as an object of null fields: its leaves'
- * values cannot tell it from one whose fields are all null. The caller owns
- * the JSON returned; nothing is kept. */
+ * strings (else an array of {"key", "value"} objects). A null list is null,
+ * and so is a null struct (an element, or a struct inside one) where one of
+ * its leaves is a value of its own (told by its definition level, not in a
+ * list of the struct's); a struct of lists alone reads as an object of
+ * them. The caller owns the JSON returned; nothing is kept. */
 #ifndef SL_IO_PARQUET_JSON_H
 #define SL_IO_PARQUET_JSON_H
 
@@ -30,5 +31,10 @@ json_t *sl_pq_value_json(const sl_pq_vector *v, int64_t k);
  * list (the same first info->list_len bytes of their names): that list's
  * value. NULL when out of memory. */
 json_t *sl_pq_list_json(const sl_pq_vector *const *cols, size_t n, int64_t row, sl_pq_json_value_fn value);
+
+/* Whether value k of v (an element in a list column) is inside a null
+ * group: the one named by the first `len` bytes of v's name, or one above
+ * it. False where v carries no definition levels or no such group. */
+bool sl_pq_in_null_group(const sl_pq_vector *v, int64_t k, size_t len);
 
 #endif

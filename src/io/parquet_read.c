@@ -100,6 +100,7 @@ typedef struct dict {
  * starts or the chunk ends. */
 typedef struct pending {
     uint8_t *valid;
+    uint8_t *defs;    /* each value's definition level: a leaf below a group */
     uint8_t *fixed;   /* n * width bytes */
     int64_t *offsets; /* byte arrays: n + 1, offsets[0] == 0 */
     sl_buf data;
@@ -449,6 +450,9 @@ typedef struct walk_ctx {
     int element_child;  /* d + 1 when this node is list d's element (the 3-level form); 0 */
     bool wrapped;       /* the parent is a group of this node alone, not repeated: a list's
                            name when this node repeats */
+    unsigned n_groups;  /* the groups above, as sl_pq_column_info has them */
+    size_t group_len[SL_PQ_MAX_GROUPS];
+    int group_def[SL_PQ_MAX_GROUPS];
 } walk_ctx;
 
 /* A FIXED_LEN_BYTE_ARRAY value may be at most this long. */
@@ -550,6 +554,10 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
     }
     if (el->num_children > 0) {
         bool ok = true;
+        if (ctx.n_groups < SL_PQ_MAX_GROUPS) {
+            ctx.group_len[ctx.n_groups] = strlen(name);
+            ctx.group_def[ctx.n_groups++] = ctx.def;
+        }
         ctx.wrapped = el->num_children == 1 && !repeated;
         for (int k = 0; ok && k < el->num_children; k++)
             ok = walk_schema(r, els, n, pos, name, ctx, depth + 1);
@@ -563,6 +571,9 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
     l->physical = el->type;
     l->max_def = ctx.def;
     l->max_rep = ctx.rep;
+    l->info.n_groups = ctx.n_groups;
+    memcpy(l->info.group_len, ctx.group_len, sizeof ctx.group_len);
+    memcpy(l->info.group_def, ctx.group_def, sizeof ctx.group_def);
     memcpy(l->rep_def, ctx.rep_def, sizeof l->rep_def);
     memcpy(l->list_node, ctx.list_node, sizeof l->list_node);
     static const sl_pq_type map[] = {
@@ -820,6 +831,7 @@ static void column_free(column *c)
     sl_buf_free(&c->dict.values);
     sl_free(c->dict.offsets);
     sl_free(c->rows.valid);
+    sl_free(c->rows.defs);
     sl_free(c->rows.fixed);
     sl_free(c->rows.offsets);
     sl_buf_free(&c->rows.data);
@@ -1438,6 +1450,12 @@ static sl_status reserve_rows(column *c, size_t more)
         size_t cap = grown_cap(pr->cap, pr->n + more);
         if (!grow_arrays(&pr->valid, c->width ? NULL : &pr->offsets, cap))
             return nomem(c->r);
+        if (c->lf->info.n_groups) {
+            uint8_t *defs = sl_realloc(pr->defs, cap);
+            if (!defs)
+                return nomem(c->r);
+            pr->defs = defs;
+        }
         if (c->width) {
             uint8_t *fixed = sl_realloc(pr->fixed, cap * (size_t)c->width);
             if (!fixed)
@@ -1473,7 +1491,8 @@ static size_t complete_rows(const column *c)
  * list of depth r - 1 (r 0: a new row), which starts a list at each depth
  * below it that its definition level reaches, and an element when it
  * reaches them all. */
-static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint32_t *def, size_t *slots, size_t *nn)
+static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint8_t *defs, uint32_t *def, size_t *slots,
+                             size_t *nn)
 {
     pending *pr = &c->rows;
     uint32_t rep[STEP_ROWS];
@@ -1521,6 +1540,8 @@ static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint32_t *def,
         if (!element)
             continue;
         valid[s] = def[i] == max_def;
+        if (defs)
+            defs[s] = (uint8_t)def[i];
         k += valid[s];
         s++;
         if ((int64_t)++pr->row_items > limit)
@@ -1730,10 +1751,10 @@ static sl_status decode_rows(column *c, size_t levels)
         return st;
     pending *pr = &c->rows;
     size_t base = pr->n, m = levels, nn = m;
-    uint8_t *valid = pr->valid + base;
+    uint8_t *valid = pr->valid + base, *defs = pr->defs ? pr->defs + base : NULL;
     uint32_t buf[STEP_ROWS];
     if (c->lf->max_rep > 0) { /* m: the elements among the levels */
-        if ((st = list_levels(c, levels, valid, buf, &m, &nn)) != SL_OK)
+        if ((st = list_levels(c, levels, valid, defs, buf, &m, &nn)) != SL_OK)
             return st;
     } else if (c->lf->max_def > 0) {
         if (!sl_rle_stream_read(&c->levels, buf, m))
@@ -1743,10 +1764,14 @@ static sl_status decode_rows(column *c, size_t levels)
             if (buf[i] > (uint32_t)c->lf->max_def)
                 return corrupt(c, "definition level %u above the column's maximum %d", buf[i], c->lf->max_def);
             valid[i] = buf[i] == (uint32_t)c->lf->max_def;
+            if (defs)
+                defs[i] = (uint8_t)buf[i];
             nn += valid[i];
         }
     } else {
         memset(valid, 1, m);
+        if (defs) /* required all the way: every group there */
+            memset(defs, 0, m);
     }
     /* Stored values of w bytes go to slots from `fixed`: the batch's, or
      * for a converting leaf the scratch the conversion reads. */
@@ -1995,6 +2020,8 @@ static void drop_values(column *c, size_t k)
         return;
     size_t rest = pr->n - k;
     memmove(pr->valid, pr->valid + k, rest);
+    if (pr->defs)
+        memmove(pr->defs, pr->defs + k, rest);
     if (c->width) {
         memmove(pr->fixed, pr->fixed + k * (size_t)c->width, rest * (size_t)c->width);
     } else {
@@ -2088,6 +2115,7 @@ static void publish(sl_pq_reader *r, size_t i)
     memset(pv, 0, sizeof *pv);
     pv->info = &c->lf->info;
     pv->valid = c->rows.valid;
+    pv->defs = c->rows.defs;
     switch (c->lf->info.type) {
     case SL_PQ_BOOL: pv->b = c->rows.fixed; break;
     case SL_PQ_INT32: pv->i32 = (const int32_t *)(void *)c->rows.fixed; break;

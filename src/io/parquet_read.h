@@ -33,6 +33,9 @@ typedef struct sl_pq_reader sl_pq_reader;
 #define SL_PQ_MAX_PAGE_HEADER_BYTES (16u << 20)
 /* Lists nest at most this deep (a list of lists of lists of lists). */
 #define SL_PQ_MAX_DEPTH 4
+/* Groups on a leaf's path the reader tells apart when null (deeper ones
+ * read as there: their fields null). */
+#define SL_PQ_MAX_GROUPS 16
 
 /* Limits on what one reader holds. A count or size in a file is believed
  * only as far as the bytes behind it: buffers grow with what is really
@@ -70,6 +73,14 @@ typedef struct sl_pq_column_info {
     unsigned depth;
     size_t nest_list_len[SL_PQ_MAX_DEPTH], nest_element_len[SL_PQ_MAX_DEPTH];
     unsigned maps;
+    /* The groups on the leaf's path (structs, lists, their elements),
+     * outermost first, up to SL_PQ_MAX_GROUPS: group k is named by the
+     * first group_len[k] bytes of name, and a value (element) whose
+     * definition level is below group_def[k] is inside a null group k (or
+     * one above it). */
+    unsigned n_groups;
+    size_t group_len[SL_PQ_MAX_GROUPS];
+    int group_def[SL_PQ_MAX_GROUPS];
 } sl_pq_column_info;
 
 /* One column of one batch. Row i is null when valid[i] == 0; null rows
@@ -99,6 +110,10 @@ typedef struct sl_pq_vector {
     const uint8_t *list_valid;   /* num_rows; NULL when not a list */
     const int64_t *nest_offsets[SL_PQ_MAX_DEPTH - 1];
     const uint8_t *nest_valid[SL_PQ_MAX_DEPTH - 1];
+    /* Each value's (element's) definition level, beside valid, when the
+     * leaf is below a group (info->n_groups > 0); NULL otherwise. A null
+     * struct and a struct whose fields are null differ only here. */
+    const uint8_t *defs;
 } sl_pq_vector;
 
 /* Consecutive rows of one row group (a row group gives one batch or more). */

@@ -327,10 +327,11 @@ static bool leaves_match(const sl_pq_reader *r, const sl_pq_node *n, const char 
     return false;
 }
 
-/* Row i of nested node n (its leaves the batch's columns from `first`) as
- * the JSON it was written from; a null struct comes back as an object of
- * nulls (io/parquet_json.h). NULL when out of memory. */
-static json_t *nested_json(const sl_pq_node *n, const sl_pq_batch *b, size_t first, int64_t i)
+/* Row i of nested node n (its leaves the batch's columns from `first`,
+ * named from the first `len` bytes of theirs) as the JSON it was written
+ * from; a null struct is null where one of its leaves is not in a list of
+ * its own (io/parquet_json.h). NULL when out of memory. */
+static json_t *nested_json(const sl_pq_node *n, const sl_pq_batch *b, size_t first, size_t len, int64_t i)
 {
     if (n->kind == SL_PQ_NODE_LEAF)
         return sl_pq_value_json(&b->columns[first], i);
@@ -345,9 +346,16 @@ static json_t *nested_json(const sl_pq_node *n, const sl_pq_batch *b, size_t fir
         sl_free(cols);
         return list;
     }
+    size_t leaves = sl_pq_shape_leaves(n);
+    for (size_t k = first; k < first + leaves; k++)
+        if (b->columns[k].info->depth == 0) {
+            if (sl_pq_in_null_group(&b->columns[k], i, len))
+                return json_null();
+            break;
+        }
     json_t *o = json_object();
     for (size_t f = 0; o && f < n->n_fields; f++) {
-        json_t *v = nested_json(n->fields[f], b, first, i);
+        json_t *v = nested_json(n->fields[f], b, first, len + 1 + strlen(n->names[f]), i);
         if (!v || json_object_set_new(o, n->names[f], v) != 0) {
             json_decref(o);
             return NULL;
@@ -475,7 +483,7 @@ static sl_status filter_parquet(const char *path, const char *tmp_path, sl_idset
             for (size_t c = 0; st == SL_OK && c < n; c++) {
                 if (!tops[c].shape) {
                     row[c] = pq_cell(&b->columns[tops[c].first], i);
-                } else if ((cells[c] = nested_json(tops[c].shape, b, tops[c].first, i))) {
+                } else if ((cells[c] = nested_json(tops[c].shape, b, tops[c].first, strlen(tops[c].name), i))) {
                     row[c] = (sl_pq_value){.json = cells[c]};
                 } else {
                     st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);

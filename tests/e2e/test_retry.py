@@ -185,7 +185,9 @@ def test_parquet_parts_are_rewritten_with_their_schema(sluice, broken, tmp_path)
 def test_parquet_parts_keep_their_nested_columns(sluice, broken, tmp_path):
     """Lists, lists of lists, lists of structs and structs holding lists
     (typed columns, parquet_sink.c's shapes in the file's metadata) come
-    back from a part's rewrite as they were, nulls and empty lists too; a
+    back from a part's rewrite as they were, nulls and empty lists too (a
+    null struct, and a null struct element, stay null, not structs of
+    nulls, beside a struct whose fields are null); a
     flat column named like a struct's leaf ("a.b" beside a {b}) and a leaf
     path past 1 KiB are told apart and kept."""
     import pyarrow.parquet as pq
@@ -194,8 +196,10 @@ def test_parquet_parts_keep_their_nested_columns(sluice, broken, tmp_path):
     for k, row in enumerate(rows):
         row["tags"] = [f"t{k}", None] if k % 3 else ([] if k % 2 else None)
         row["boxes"] = [[k, 1.5], []] if k % 2 else [None]
-        row["conv"] = [{"from": "human", "value": f"q{k}"}, {"from": "gpt", "value": None}] if k % 4 else []
-        row["meta"] = {"w": k, "parts": [True, False][: k % 3]}
+        row["conv"] = [{"from": "human", "value": f"q{k}"}, None,
+                       {"from": None, "value": None}] if k % 4 else []
+        row["meta"] = {"w": k, "parts": [True, False][: k % 3]} if k % 5 else None
+        row["size"] = {"w": k, "h": None} if k % 3 else (None if k % 2 else {"w": None, "h": None})
         row["a.b"] = f"flat {k}"  # a flat column named like struct a's leaf, before it
         row["a"] = {"b": f"field {k}"}
         row["long"] = [{"k" * 1100: k}]  # a leaf's path past 1 KiB
@@ -206,6 +210,7 @@ def test_parquet_parts_keep_their_nested_columns(sluice, broken, tmp_path):
     some = next(iter(schemas.values()))
     assert str(some.field("conv").type) == "list<element: struct<from: string, value: string>>"
     assert str(some.field("meta").type) == "struct<w: int64, parts: list<element: bool>>"
+    assert str(some.field("size").type) == "struct<w: int64, h: string>"
     good = {}
     for p in out.glob("part-*.parquet"):
         for row in pq.read_table(p).to_pylist():
@@ -215,6 +220,10 @@ def test_parquet_parts_keep_their_nested_columns(sluice, broken, tmp_path):
                 assert (row["tags"], row["boxes"], row["conv"], row["meta"]) == \
                     (want["tags"], want["boxes"], want["conv"], want["meta"]), row
                 assert (row["a.b"], row["a"], row["long"]) == (want["a.b"], want["a"], want["long"]), row
+                assert row["size"] == want["size"], row
+    assert any(row["meta"] is None for _, row in good.values())
+    assert any(row["size"] is None for _, row in good.values())
+    assert any(row["size"] == {"w": None, "h": None} for _, row in good.values())
     fix(broken)
     r = run(sluice, m, out, "--format", "parquet", "--retry-failed")
     assert r.returncode == 0, r.stderr

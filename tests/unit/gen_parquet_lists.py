@@ -363,10 +363,13 @@ def nested_files(d, out):
             "n": []}
     maps = {c: 1 if c.startswith("m") else 0 for c in nest}
     # Each list whole, as sl_pq_list_json puts it back together: a map with
-    # string keys an object, with other keys an array of {key, value}.
+    # string keys an object, with other keys an array of {key, value}; a
+    # null struct element null (its `name` leaf's definition level says so),
+    # not an object of nulls, which some elements are.
+    assert any(e is None for o in objs for e in o or [])
+    assert any(e == {"name": None, "box": None} for o in objs for e in o or [])
     whole = [{"ll": ll[k], "lll": lll[k],
-              "objs": None if objs[k] is None else
-              [{"name": None, "box": None} if e is None else e for e in objs[k]],
+              "objs": objs[k],
               "m": None if m[k] is None else {kk: v for kk, v in m[k]},
               "mi": None if mi[k] is None else [{"key": kk, "value": v} for kk, v in mi[k]]} for k in range(n)]
     for codec, dictionary, version in [("snappy", True, "1.0"), ("zstd", False, "2.0"), ("none", True, "2.0")]:

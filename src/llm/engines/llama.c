@@ -1812,9 +1812,21 @@ static sl_status grow_context(llama_engine *e, const req *r, int64_t need)
     want = (want + 255) / 256 * 256;
     double t0 = now_ms();
     int64_t least = (need + 255) / 256 * 256;
+    /* Not while the encoder thread allocates the vision encoder's buffers
+     * (its first encode, a larger image) on the same device: the new
+     * context would compete for the memory the old one gave back. */
+    pthread_mutex_lock(&e->vision_mu);
     sl_status st = new_context(e, (int)want);
     if (st != SL_OK && want > least) /* twice did not fit in memory: just enough may */
         st = new_context(e, (int)least);
+    char why[512] = "";
+    if (st != SL_OK) {
+        snprintf(why, sizeof why, "%s", sl_last_error());
+        if (new_context(e, old) != SL_OK)
+            sl_log(SL_LOG_ERROR, "the engine cannot make its context of %d positions a "
+                   "sequence again: every request fails from now on", old);
+    }
+    pthread_mutex_unlock(&e->vision_mu);
     if (st == SL_OK) {
         sl_log(SL_LOG_INFO, "%s needs %lld positions: each of the %d sequences now has %d (was "
                "%d; %.0f ms to make the context again; KV cache %.2f MiB)", r->id,
@@ -1822,11 +1834,6 @@ static sl_status grow_context(llama_engine *e, const req *r, int64_t need)
                (double)kv_bytes_per_pos(e->model, e->type_k, e->type_v) * e->n_ctx / 1048576.0);
         return SL_OK;
     }
-    char why[512];
-    snprintf(why, sizeof why, "%s", sl_last_error());
-    if (new_context(e, old) != SL_OK)
-        sl_log(SL_LOG_ERROR, "the engine cannot make its context of %d positions a sequence "
-               "again: every request fails from now on", old);
     return sl_fail(SL_ERR_TOO_LONG, "%s: lower --parallel, or give --ctx %lld so that every "
                    "sequence has that room from the start", why, (long long)need);
 }
