@@ -908,7 +908,7 @@ sl_status sl_pq_reader_select(sl_pq_reader *r, const char *const *names, size_t 
 
 static size_t column_bytes(const column *c)
 {
-    size_t per_row = 1 + (c->width ? (size_t)c->width : sizeof(int64_t)), lists = 0;
+    size_t per_row = 1 + (c->rows.defs ? 1 : 0) + (c->width ? (size_t)c->width : sizeof(int64_t)), lists = 0;
     for (int d = 0; d < SL_PQ_MAX_DEPTH; d++)
         lists += c->rows.lcap[d] ? (c->rows.lcap[d] + 1) * sizeof(int64_t) + c->rows.lcap[d] : 0;
     return c->raw.cap + c->ahead.cap + c->plain.cap + c->prev.cap + c->scratch.cap + c->dict.values.cap +
