@@ -200,6 +200,33 @@ def test_a_question_past_the_message_limit_fails_naming_it(sluice, colours, tmp_
     assert (row["prompt_tokens"], row["generated_tokens"]) == (128 * 10, 128 * 3)
 
 
+def test_an_invalid_answer_to_a_later_question_keeps_every_answers_tokens(sluice, colours, tmp_path):
+    """--turns all with --json-schema: the second answer is not JSON; the row
+    fails as invalid_output naming question 2 of 2, and its token counts are
+    both answers' (the first is in the conversation)."""
+    (colours / "two.json").write_text(json.dumps([{"id": "two", "image": "red.png", "conversations": [
+        {"from": "human", "value": "Q1"}, {"from": "human", "value": "Q2"}]}]))
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"label": {"type": "string"}},
+                                  "required": ["label"]}))
+
+    def answer(handler, n, body):
+        last = text_of(body["messages"][-1]["content"])
+        completion(handler, '{"label": "red"}' if last == "Q1" else "not json at all")
+
+    with FakeServer(answer) as server:
+        out = tmp_path / "out"
+        r = sluice.run("caption", colours / "two.json", "-o", out, "--engine", "openai",
+                       "--endpoint", server.url, "--prompt-column", "conversations",
+                       "--turns", "all", "--json-schema", schema, *QUIET)
+    assert r.returncode == 3, r.stderr
+    (row,) = read_rows(out)
+    assert "question 2 of 2" in row["error"] and "not json at all" in row["error"], row["error"]
+    assert row["caption"] is None
+    assert row["conversations"][1]["value"] == '{"label": "red"}'
+    assert (row["prompt_tokens"], row["generated_tokens"]) == (20, 6)
+
+
 def test_wrong_command_lines_say_what_to_change(sluice, colours, tmp_path):
     (colours / "chats.json").write_text(json.dumps(ROWS[:1]))
     r = sluice.run("caption", colours / "chats.json", "-o", tmp_path / "a", "--turns", "last",
