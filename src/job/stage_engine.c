@@ -472,15 +472,22 @@ static size_t answer_bytes(const caption_row *r)
     return n;
 }
 
+/* The token counts of a conversation's answers so far into *to. */
+static void count_turns(const caption_row *r, sl_result *to)
+{
+    to->prompt_tokens = r->turn_tokens[0];
+    to->generated_tokens = r->turn_tokens[1];
+    to->cached_tokens = r->turn_tokens[2];
+}
+
 /* A failed conversation's row keeps the token counts of the answers it
  * got (in its conversation): its caption stays null. */
 static void keep_spent_tokens(caption_row *r)
 {
     if (r->turn_tokens[0] + r->turn_tokens[1] == 0)
         return;
-    r->result = (sl_result){.prompt_tokens = r->turn_tokens[0],
-                            .generated_tokens = r->turn_tokens[1],
-                            .cached_tokens = r->turn_tokens[2]};
+    r->result = (sl_result){0};
+    count_turns(r, &r->result);
     r->has_result = true;
 }
 
@@ -504,9 +511,8 @@ static bool ask_next(replica *rep, sl_row *row, caption_row *r, sl_completion *c
             sl_free(c->error);
             c->error = said;
         }
-        c->result.prompt_tokens = r->turn_tokens[0];
-        c->result.generated_tokens = r->turn_tokens[1];
-        c->result.cached_tokens = r->turn_tokens[2];
+        count_turns(r, &c->result); /* an invalid answer's row is written with them */
+        keep_spent_tokens(r);
         return false;
     }
     json_t *conversation = json_object_get(r->extra, p->prompt_column ? p->prompt_column : "prompt");
@@ -519,9 +525,7 @@ static bool ask_next(replica *rep, sl_row *row, caption_row *r, sl_completion *c
     /* The conversation holds one more answer until the row is written. */
     sl_row_set_bytes(row, sl_row_bytes(row) + (c->result.text ? strlen(c->result.text) : 0));
     if (r->turn + 1 >= r->questions) { /* the last: the row's counts are all its answers' */
-        c->result.prompt_tokens = r->turn_tokens[0];
-        c->result.generated_tokens = r->turn_tokens[1];
-        c->result.cached_tokens = r->turn_tokens[2];
+        count_turns(r, &c->result);
         return false;
     }
     r->turn++;
@@ -578,8 +582,6 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
             sl_row_fail_status(row, c->status, "%s",
                                c->error ? c->error : "out of memory (the error was lost)");
         } else {
-            if (p->turns == SL_TURNS_ALL && r->questions > 0)
-                keep_spent_tokens(r); /* the answers before the failed question */
             sl_row_fail_status(row, c->status, "%s",
                                c->error ? c->error : "out of memory (the error was lost)");
         }
