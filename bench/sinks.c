@@ -100,7 +100,7 @@ int main(int argc, char **argv)
             v[14] = (sl_pq_value){.is_null = true};
             v[15] = (sl_pq_value){.ptr = image ? image + (size_t)(r % IMAGES) * image_len : NULL,
                                   .len = image_len};
-            if (sl_sink_write(sink, &(sl_schema_row){v, NULL}) != SL_OK)
+            if (sl_sink_write(sink, &(sl_schema_row){.cells = v}) != SL_OK)
                 return die("write");
         }
         if (sl_sink_commit(sink, NULL, NULL) != SL_OK)

@@ -605,6 +605,27 @@ static void touch(sl_config *c, cfg_list *l)
     }
 }
 
+/* The length of the list item s starts with: up to a comma outside
+ * brackets and quotes (a column's shape, `tags:{"list":"string"}`, holds
+ * commas). */
+static size_t item_length(const char *s)
+{
+    size_t n = 0;
+    int depth = 0;
+    bool quoted = false;
+    for (; s[n] && (quoted || depth > 0 || s[n] != ','); n++) {
+        if (quoted && s[n] == '\\' && s[n + 1])
+            n++;
+        else if (s[n] == '"')
+            quoted = !quoted;
+        else if (!quoted && (s[n] == '{' || s[n] == '['))
+            depth++;
+        else if (!quoted && (s[n] == '}' || s[n] == ']') && depth > 0)
+            depth--;
+    }
+    return n;
+}
+
 static sl_status list_add(sl_config *c, int i, const char *item, size_t len, const char *where,
                           const char *name)
 {
@@ -627,6 +648,16 @@ static sl_status list_add(sl_config *c, int i, const char *item, size_t len, con
     char *copy = keep(c, item, len);
     if (!copy)
         return SL_ERR_NOMEM;
+    if (o->list == L_COLUMNS) {
+        size_t name_len;
+        bool typed;
+        sl_pq_type type;
+        if (sl_columns_stage_spec(copy, &name_len, &typed, &type) != SL_OK) {
+            char why[512]; /* sl_fail writes where sl_last_error reads */
+            snprintf(why, sizeof why, "%s", sl_last_error());
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s: %s", where, name, why);
+        }
+    }
     l->items[l->n++] = copy;
     sync_lists(c);
     return SL_OK;
@@ -1282,7 +1313,7 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
             size_t before = (size_t)c->lists[o->list].n;
             /* "yes, no": the spaces after the commas are not the names'. */
             for (const char *s = value; st == SL_OK && *s;) {
-                size_t len = strcspn(s, ","), skip = len + (s[len] == ',');
+                size_t len = item_length(s), skip = len + (s[len] == ',');
                 while (len && (*s == ' ' || *s == '\t'))
                     s++, len--, skip--;
                 while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))

@@ -29,6 +29,7 @@ typedef struct column {
     char *in, *out;
     ctype *shape;      /* what the samples (or a stage's spec) said */
     sl_pq_node *node;  /* the writer's shape, made from it once asked */
+    bool typed;        /* declared with a type: samples leave it as it is */
 } column;
 
 static sl_pq_type leaf_type(col_type t)
@@ -257,7 +258,7 @@ static sl_status add_column(sl_columns *c, const char *name, const json_t *row)
     char buf[512];
     column *col = &c->cols[c->n];
     *col = (column){sl_strdup(name), sl_strdup(sl_columns_rename(c, name, row, buf, sizeof buf)),
-                    sl_calloc(1, sizeof(ctype)), NULL};
+                    sl_calloc(1, sizeof(ctype)), NULL, false};
     if (!col->in || !col->out || !col->shape) {
         sl_free(col->in);
         sl_free(col->out);
@@ -339,15 +340,34 @@ sl_status sl_columns_stage_spec(const char *spec, size_t *name_len, bool *typed,
                    "...} or {\"struct\": [[NAME, ...], ...]})", spec);
 }
 
-sl_status sl_columns_add(sl_columns *c, const char *spec)
+/* Column i takes the type spec gives (checked by sl_columns_stage_spec;
+ * the name is spec's first name_len bytes). */
+static sl_status set_type(sl_columns *c, size_t i, const char *spec, size_t name_len, sl_pq_type type)
 {
-    size_t len;
-    bool typed;
-    sl_pq_type type;
-    sl_status st = sl_columns_stage_spec(spec, &len, &typed, &type);
+    column *col = &c->cols[i];
+    ctype_clear(col->shape);
+    sl_pq_shape_free(col->node);
+    col->node = NULL;
+    col->shape->t = col_type_of(type);
+    col->typed = true;
+    if (spec[name_len + 1] != '{')
+        return SL_OK;
+    sl_pq_node *shape = NULL; /* a shape: checked by sl_columns_stage_spec */
+    sl_status st = parse_shape(spec + name_len + 1, spec, &shape);
+    if (st == SL_OK && !ctype_of(col->shape, shape))
+        st = sl_fail(SL_ERR_NOMEM, "out of memory adding column '%s'", spec);
+    sl_pq_shape_free(shape);
+    return st;
+}
+
+/* The index of the column spec names, added when it is not there yet. */
+static sl_status add_spec(sl_columns *c, const char *spec, size_t *index, size_t *name_len,
+                          bool *typed, sl_pq_type *type)
+{
+    sl_status st = sl_columns_stage_spec(spec, name_len, typed, type);
     if (st != SL_OK)
         return st;
-    char *name = sl_strndup(spec, len);
+    char *name = sl_strndup(spec, *name_len);
     if (!name)
         return sl_fail(SL_ERR_NOMEM, "out of memory adding column '%s'", spec);
     size_t i = 0;
@@ -356,20 +376,17 @@ sl_status sl_columns_add(sl_columns *c, const char *spec)
     if (i == c->n)
         st = add_column(c, name, NULL);
     sl_free(name);
-    if (st == SL_OK && typed) {
-        column *col = &c->cols[i];
-        ctype_clear(col->shape);
-        sl_pq_shape_free(col->node);
-        col->node = NULL;
-        col->shape->t = col_type_of(type);
-        if (spec[len + 1] == '{') { /* a shape: checked by sl_columns_stage_spec */
-            sl_pq_node *shape = NULL;
-            if ((st = parse_shape(spec + len + 1, spec, &shape)) == SL_OK && !ctype_of(col->shape, shape))
-                st = sl_fail(SL_ERR_NOMEM, "out of memory adding column '%s'", spec);
-            sl_pq_shape_free(shape);
-        }
-    }
+    *index = i;
     return st;
+}
+
+sl_status sl_columns_add(sl_columns *c, const char *spec)
+{
+    size_t i, len;
+    bool typed;
+    sl_pq_type type;
+    sl_status st = add_spec(c, spec, &i, &len, &typed, &type);
+    return st == SL_OK && typed ? set_type(c, i, spec, len, type) : st;
 }
 
 void sl_columns_free(sl_columns *c)
@@ -403,8 +420,13 @@ sl_status sl_columns_new(const char *const *reserved, size_t n_reserved,
     for (size_t i = 0; i < n_reserved && st == SL_OK; i++, c->n_reserved++)
         if (!(c->reserved[i] = sl_strdup(reserved[i])))
             st = sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
-    for (size_t i = 0; declared && i < n_declared && st == SL_OK; i++)
-        st = add_column(c, declared[i], NULL);
+    for (size_t i = 0; declared && i < n_declared && st == SL_OK; i++) {
+        size_t k, len;
+        bool typed;
+        sl_pq_type type;
+        if ((st = add_spec(c, declared[i], &k, &len, &typed, &type)) == SL_OK && typed)
+            st = set_type(c, k, declared[i], len, type);
+    }
     c->fixed = declared != NULL;
     if (st != SL_OK) {
         sl_columns_free(c);
@@ -432,6 +454,8 @@ sl_status sl_columns_sample(sl_columns *c, const json_t *extra)
                 return st;
         }
         column *col = &c->cols[i];
+        if (col->typed)
+            continue;
         if (!widen_with(col->shape, v, 0, 0))
             return sl_fail(SL_ERR_NOMEM, "out of memory sampling column '%s'", key);
         if ((col->shape->t == T_LIST || col->shape->t == T_STRUCT) && count_leaves(col->shape) > MAX_LEAVES) {
@@ -463,6 +487,87 @@ const char *sl_columns_output_name(const sl_columns *c, size_t i) { return c->co
 sl_pq_type sl_columns_type(const sl_columns *c, size_t i)
 {
     return leaf_type(c->cols[i].shape->t); /* a nested column's cells are JSON (sl_columns_shape) */
+}
+
+static const char *kind_of(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "a list";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a real number";
+    default: return "a bool";
+    }
+}
+
+static const char *type_of(col_type t)
+{
+    return t == T_INT ? "int64" : t == T_DOUBLE ? "double" : "bool";
+}
+
+/* Whether v is written whole as t (make_node's shape of it); else why says
+ * where and why not, path[0..at) naming where v is. */
+static bool fits(const ctype *t, const json_t *v, char *path, size_t at, size_t cap, char *why,
+                 size_t why_len)
+{
+    if (json_is_null(v))
+        return true;
+    const char *holds = NULL;
+    if (t->t == T_LIST) {
+        if (json_is_array(v)) {
+            size_t k;
+            json_t *e;
+            json_array_foreach(v, k, e) {
+                int n = snprintf(path + at, cap - at, "[%zu]", k);
+                if (!fits(t->elem, e, path, n > 0 && (size_t)n < cap - at ? at + (size_t)n : at, cap,
+                          why, why_len))
+                    return false;
+            }
+            return true;
+        }
+        holds = "a list";
+    } else if (t->t == T_STRUCT && t->n > 0) {
+        if (json_is_object(v)) {
+            const char *key;
+            json_t *f;
+            json_object_foreach((json_t *)v, key, f) {
+                size_t i = 0;
+                while (i < t->n && strcmp(t->names[i], key) != 0)
+                    i++;
+                path[at] = '\0';
+                if (i == t->n) {
+                    snprintf(why, why_len, "%s%skey '%s' is not one of its struct's %zu fields", path,
+                             at ? ": " : "", key, t->n);
+                    return false;
+                }
+                int n = snprintf(path + at, cap - at, ".%s", key);
+                if (!fits(t->fields[i], f, path, n > 0 && (size_t)n < cap - at ? at + (size_t)n : at,
+                          cap, why, why_len))
+                    return false;
+            }
+            return true;
+        }
+        holds = "a struct";
+    } else if (t->t == T_INT || t->t == T_DOUBLE || t->t == T_BOOL) {
+        if ((t->t == T_INT && json_is_integer(v)) || (t->t == T_DOUBLE && json_is_number(v)) ||
+            (t->t == T_BOOL && json_is_boolean(v)))
+            return true;
+        holds = type_of(t->t);
+    } else {
+        return true; /* a string column holds any value as its JSON text */
+    }
+    path[at] = '\0';
+    snprintf(why, why_len, "%s%s%s where it holds %s", path, at ? ": " : "", kind_of(v), holds);
+    return false;
+}
+
+bool sl_columns_fits(const sl_columns *c, size_t i, const json_t *v, char *why, size_t why_len)
+{
+    char path[256] = "";
+    if (why_len)
+        why[0] = '\0';
+    return !v || fits(c->cols[i].shape, v, path, 0, sizeof path, why, why_len);
 }
 
 sl_pq_value sl_columns_cell(const sl_columns *c, size_t i, const json_t *extra, char **owned)

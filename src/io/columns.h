@@ -24,8 +24,11 @@
 typedef struct sl_columns sl_columns;
 
 /* reserved: the output's own field names (n). declared: NULL to take every
- * column seen in samples (in order of first sight), or the names to keep
- * (n_declared), in that order. */
+ * column seen in samples (in order of first sight), or the columns to keep
+ * (n_declared), in that order, each "NAME" (typed from samples) or
+ * "NAME:TYPE" as sl_columns_stage_spec takes (samples leave it as it is:
+ * "meta:string" keeps every value, as its JSON text where not a string).
+ * SL_ERR_INVALID_ARG naming a declared column whose type is none. */
 sl_status sl_columns_new(const char *const *reserved, size_t n_reserved,
                          const char *const *declared, size_t n_declared, sl_columns **out);
 
@@ -56,6 +59,13 @@ const char *sl_columns_rename(const sl_columns *c, const char *input_name, const
  * nested column's is the value itself (.json, borrowed from extra).
  * *owned is what the cell points into (free with sl_free) or NULL. */
 sl_pq_value sl_columns_cell(const sl_columns *c, size_t i, const json_t *extra, char **owned);
+
+/* Whether the Parquet writer writes v (column i's value in a row; NULL or
+ * null: yes) whole: false when a part of it is not of the column's type
+ * (written as null there) or an object has a key its struct lacks (not
+ * written), and then why[0..why_len) says where and what, e.g.
+ * "[2].score: a string where it holds double". */
+bool sl_columns_fits(const sl_columns *c, size_t i, const json_t *v, char *why, size_t why_len);
 
 /* A stage's column as it declares it: "NAME", or "NAME:TYPE" with TYPE
  * one of string, int64, double, bool, or a nested column's shape as JSON

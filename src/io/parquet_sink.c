@@ -6,6 +6,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/json.h"
+#include "core/log.h"
 #include "core/utf8.h"
 #include "io/parquet_shape.h"
 #include "io/parquet_sink.h"
@@ -63,6 +64,17 @@ void sl_parquet_sink_free(sl_parquet_sink *sink)
 
 /* --- behind io/sink.h --------------------------------------------------------- */
 
+/* Values of one column the parts could not hold, and the first row's. */
+typedef struct unfit_count {
+    char *name; /* an unplanned column's (a planned one's is the column's) */
+    uint64_t rows;
+    char *first_id, *why;
+} unfit_count;
+
+/* Columns first seen after the planning, counted by name up to this many;
+ * the rest together. */
+#define MAX_UNPLANNED 64
+
 /* What every part of one sink shares: the columns, and one row's cells with
  * the repaired strings they point into. */
 typedef struct pq_shared {
@@ -73,13 +85,30 @@ typedef struct pq_shared {
     sl_pq_value *values;
     char **owned;
     char *shapes; /* the nested columns' shapes (parquet_shape.h), or NULL when none */
+    unfit_count *unfit; /* n_pass: values not of their column's type */
+    unfit_count unplanned[MAX_UNPLANNED];
+    size_t n_unplanned;
+    unfit_count unplanned_other; /* past MAX_UNPLANNED names */
 } pq_shared;
+
+static void unfit_clear(unfit_count *u)
+{
+    sl_free(u->name);
+    sl_free(u->first_id);
+    sl_free(u->why);
+}
 
 static void pq_release(void *shared)
 {
     pq_shared *ps = shared;
     if (!ps)
         return;
+    for (size_t i = 0; ps->unfit && i < ps->n_pass; i++)
+        unfit_clear(&ps->unfit[i]);
+    sl_free(ps->unfit);
+    for (size_t i = 0; i < ps->n_unplanned; i++)
+        unfit_clear(&ps->unplanned[i]);
+    unfit_clear(&ps->unplanned_other);
     sl_free(ps->defs);
     sl_free(ps->shapes);
     sl_free(ps->values);
@@ -99,7 +128,8 @@ static sl_status pq_prepare(const sl_schema *schema, void **shared)
     ps->defs = sl_calloc(ps->n_defs, sizeof *ps->defs);
     ps->values = sl_calloc(ps->n_defs, sizeof *ps->values);
     ps->owned = sl_calloc(ps->n_defs, sizeof *ps->owned);
-    if (!ps->defs || !ps->values || !ps->owned) {
+    ps->unfit = sl_calloc(ps->n_pass ? ps->n_pass : 1, sizeof *ps->unfit);
+    if (!ps->defs || !ps->values || !ps->owned || !ps->unfit) {
         pq_release(ps);
         return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
     }
@@ -146,6 +176,53 @@ static sl_pq_value pq_cell(sl_pq_type type, sl_pq_value v, char **owned)
     return v;
 }
 
+/* Counts a row whose value of `column` the parts do not hold; the first
+ * one of each column is logged, naming the row and why. */
+static void count_unfit(unfit_count *u, const char *column, const char *id, const char *why)
+{
+    if (u->rows++ > 0)
+        return;
+    u->first_id = sl_strdup(id ? id : "");
+    u->why = sl_strdup(why);
+    sl_log(SL_LOG_WARN,
+           "Parquet output: row '%s', column '%s': %s, so it is not written there (summary.json's "
+           "unfit_values counts each column's rows like it). To keep such values, list the input "
+           "columns to keep with --columns, this one typed: %s:string keeps any value as its JSON "
+           "text",
+           id ? id : "?", column, why, column);
+}
+
+/* The row's columns that no part has: seen first after the columns were
+ * planned from the first rows. */
+static void count_unplanned(pq_shared *ps, const sl_schema_row *row)
+{
+    const sl_columns *cols = ps->schema->passthrough;
+    if (!json_is_object(row->extra) || !cols || sl_columns_declared(cols))
+        return;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)row->extra, key, v) {
+        size_t i = 0;
+        while (i < ps->n_pass && strcmp(sl_columns_input_name(cols, i), key) != 0)
+            i++;
+        if (i < ps->n_pass || json_is_null(v))
+            continue;
+        size_t k = 0;
+        while (k < ps->n_unplanned && strcmp(ps->unplanned[k].name, key) != 0)
+            k++;
+        unfit_count *u = &ps->unplanned_other;
+        if (k < ps->n_unplanned) {
+            u = &ps->unplanned[k];
+        } else if (k < MAX_UNPLANNED && (ps->unplanned[k].name = sl_strdup(key))) {
+            u = &ps->unplanned[k];
+            ps->n_unplanned++;
+        }
+        count_unfit(u, key, row->id,
+                    "a column first seen after the rows the Parquet columns were planned from "
+                    "(the first 100 input rows)");
+    }
+}
+
 static sl_status pq_write_row(void *shared, void *part, const sl_schema_row *row)
 {
     pq_shared *ps = shared;
@@ -154,8 +231,14 @@ static sl_status pq_write_row(void *shared, void *part, const sl_schema_row *row
     size_t k = 0;
     for (size_t i = 0; i < s->n_head; i++, k++)
         ps->values[k] = pq_cell(ps->defs[k].type, row->cells[i], &ps->owned[k]);
-    for (size_t i = 0; i < ps->n_pass; i++, k++)
+    for (size_t i = 0; i < ps->n_pass; i++, k++) {
         ps->values[k] = sl_columns_cell(s->passthrough, i, row->extra, &ps->owned[k]);
+        char why[512];
+        if (!sl_columns_fits(s->passthrough, i, json_object_get(row->extra, sl_columns_input_name(s->passthrough, i)),
+                             why, sizeof why))
+            count_unfit(&ps->unfit[i], ps->defs[k].name, row->id, why);
+    }
+    count_unplanned(ps, row);
     for (size_t i = 0; i < s->n_tail; i++, k++)
         ps->values[k] = pq_cell(ps->defs[k].type, row->cells[s->n_head + i], &ps->owned[k]);
     sl_status st = sl_parquet_sink_append(part, ps->values);
@@ -200,6 +283,30 @@ static int64_t pq_bytes(const void *part)
     return sl_pq_writer_bytes(((const sl_parquet_sink *)part)->writer);
 }
 
+static json_t *unfit_json(const unfit_count *u)
+{
+    return json_pack("{s:I, s:s, s:s}", "rows", (json_int_t)u->rows, "first_id",
+                     u->first_id ? u->first_id : "", "why", u->why ? u->why : "");
+}
+
+static json_t *pq_unfit(const void *shared)
+{
+    const pq_shared *ps = shared;
+    json_t *o = json_object();
+    for (size_t i = 0; o && i < ps->n_pass; i++)
+        if (ps->unfit[i].rows)
+            json_object_set_new(o, ps->defs[ps->schema->n_head + i].name, unfit_json(&ps->unfit[i]));
+    for (size_t i = 0; o && i < ps->n_unplanned; i++)
+        json_object_set_new(o, ps->unplanned[i].name, unfit_json(&ps->unplanned[i]));
+    if (o && ps->unplanned_other.rows)
+        json_object_set_new(o, "...", unfit_json(&ps->unplanned_other));
+    if (o && json_object_size(o) == 0) {
+        json_decref(o);
+        o = NULL;
+    }
+    return o;
+}
+
 const sl_sink_ops sl_sink_parquet = {
     .format = "parquet",
     .prepare = pq_prepare,
@@ -214,4 +321,5 @@ const sl_sink_ops sl_sink_parquet = {
     .bytes = pq_bytes,
     .set_codec = pq_set_codec,
     .extension = "parquet",
+    .unfit = pq_unfit,
 };

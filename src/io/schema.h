@@ -38,11 +38,12 @@ typedef struct sl_schema {
 } sl_schema;
 
 /* One row: cells[0..n_head) for head, then cells[n_head..n_head+n_tail) for
- * tail; `extra` the input's pass-through object (NULL: none). Borrowed for
- * the call that receives it. */
+ * tail; `extra` the input's pass-through object (NULL: none); `id` what
+ * a message names it by. Borrowed for the call that receives it. */
 typedef struct sl_schema_row {
     const sl_pq_value *cells;
     const json_t *extra;
+    const char *id; /* the row's input, for messages (NULL: none) */
 } sl_schema_row;
 
 #endif

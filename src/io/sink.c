@@ -118,6 +118,11 @@ sl_status sl_sink_write(sl_sink *s, const sl_schema_row *row)
     return s->ops->write(s->shared, s->part, row);
 }
 
+json_t *sl_sink_unfit(const sl_sink *s)
+{
+    return s && s->ops->unfit ? s->ops->unfit(s->shared) : NULL;
+}
+
 sl_status sl_sink_commit(sl_sink *s, sl_status (*durable)(void *user), void *user)
 {
     if (!sl_sink_part_is_open(s))

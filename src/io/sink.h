@@ -40,6 +40,9 @@ typedef struct sl_sink_ops {
     /* The parts' compression by name (NULL: the format has no choice). */
     sl_status (*set_codec)(void *shared, const char *name);
     const char *extension; /* the parts' file extension, no dot ("tar") */
+    /* What rows held that the parts could not (sl_sink_unfit); NULL: a
+     * format that writes every value as it came. */
+    json_t *(*unfit)(const void *shared);
 } sl_sink_ops;
 
 extern const sl_sink_ops sl_sink_jsonl;
@@ -84,6 +87,14 @@ sl_status sl_sink_commit(sl_sink *sink, sl_status (*durable)(void *user), void *
 
 /* The open part's bytes so far (--shard-bytes); 0 without one. */
 int64_t sl_sink_part_bytes(const sl_sink *sink);
+
+/* What the rows written so far held that the format could not write (a
+ * Parquet pass-through value not of its column's type, a column first
+ * seen after the columns were planned): a new object of column name ->
+ * {"rows": N, "first_id": ID, "why": WHY}, the caller's; NULL when
+ * nothing was left out (or out of memory). The first such row of each
+ * column is also logged as a warning. */
+json_t *sl_sink_unfit(const sl_sink *sink);
 
 /* Gives the open part up (its temporary file is removed); no-op without one. */
 void sl_sink_abandon(sl_sink *sink);

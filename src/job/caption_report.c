@@ -138,6 +138,8 @@ static json_t *summary_json(const caption_report *r)
         add_dry_run(o, r);
     if (o && r->answers)
         json_object_set(o, "answers", r->answers);
+    if (o) /* what the Parquet parts could not hold of the input's columns */
+        json_object_set_new(o, "unfit_values", r->unfit ? json_copy(r->unfit) : json_object());
     if (o)
         json_object_set_new(o, "lora", llama ? job_lora_json(&p->llama) : json_array());
     /* The commit each hub dataset was read at: what to name (@COMMIT) to

@@ -28,6 +28,7 @@ typedef struct caption_report {
                                  when the output is in object storage) */
     const sl_source *src;     /* the inputs (hub datasets' commits); NULL: none named */
     json_t *answers;          /* the choices taken (borrowed); NULL: not counted */
+    json_t *unfit;            /* the sinks' sl_sink_unfit (borrowed); NULL: none */
 } caption_report;
 
 /* SL_ERR_IO (message names the file and the cause) or SL_ERR_NOMEM. */

@@ -188,7 +188,7 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
         bool to_errors = j->errors_sink && sl_row_failed(row);
         batch_cells(j, r, row, to_errors, cells, &owned);
         sl_sink *sink = to_errors ? j->errors_sink : j->sink;
-        sl_status st = sl_sink_write(sink, &(sl_schema_row){cells, NULL});
+        sl_status st = sl_sink_write(sink, &(sl_schema_row){.cells = cells, .id = r->rel});
         batch_cells_free(&owned);
         return st;
     }
@@ -207,7 +207,7 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
         json_t *own = NULL;
         st = answer_columns_of_row(j, r, row, t, &own);
         if (st == SL_OK)
-            st = sl_sink_write(sink, &(sl_schema_row){cells, own ? own : r->extra});
+            st = sl_sink_write(sink, &(sl_schema_row){.cells = cells, .extra = own ? own : r->extra, .id = r->rel});
         json_decref(own);
     }
     if (st == SL_OK)

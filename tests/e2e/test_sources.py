@@ -303,6 +303,50 @@ def test_csv_manifest_quoting_and_declared_columns(sluice, tmp_path):
     assert "url" not in rows["list.csv:7"]
 
 
+def test_parquet_values_its_columns_cannot_hold_are_counted_and_typed_columns_keep_them(sluice, tmp_path):
+    """Parquet's pass-through columns are typed from the first 100 rows; a
+    later value of another type, a key the struct lacks and a column first
+    seen later are not written: each column's are counted in summary.json
+    (the first row named, and logged once), not lost in silence. Declared
+    with --columns NAME:TYPE (a shape's commas inside it), the columns hold
+    them, and nothing is counted."""
+    lines = [{"image": str(JPEGS[i % 4]), "n": i, "meta": {"a": i}} for i in range(100)]
+    lines += [{"image": str(JPEGS[0]), "n": "x", "meta": {"a": 1}},
+              {"image": str(JPEGS[1]), "n": 5, "meta": {"a": 2, "b": 3}},
+              {"image": str(JPEGS[2]), "n": 6, "meta": None, "late": "new"},
+              {"image": str(JPEGS[3]), "n": 7, "meta": {"a": "s", "b": 4}}]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    r = run(sluice, manifest, tmp_path / "p", "--format", "parquet", "--ordered")
+    assert r.returncode == 0, r.stderr
+    unfit = json.loads((tmp_path / "p" / "summary.json").read_text())["unfit_values"]
+    assert unfit == {
+        "n": {"rows": 1, "first_id": "m.jsonl:101", "why": "a string where it holds int64"},
+        "meta": {"rows": 2, "first_id": "m.jsonl:102", "why": "key 'b' is not one of its struct's 1 fields"},
+        "late": {"rows": 1, "first_id": "m.jsonl:103", "why": unfit["late"]["why"]},
+    }, unfit
+    assert "first seen after" in unfit["late"]["why"]
+    assert r.stderr.count("column 'meta'") == 1 and "meta:string keeps any value" in r.stderr
+    rows = by_id(pq.read_table(tmp_path / "p" / "part-00000.parquet").to_pylist())
+    assert rows["m.jsonl:101"]["n"] is None and rows["m.jsonl:102"]["meta"] == {"a": 2}
+    assert rows["m.jsonl:104"]["meta"] == {"a": None} and "late" not in rows["m.jsonl:103"]
+
+    shape = '{"struct": [["a", "string"], ["b", "int64"]]}'
+    r = run(sluice, manifest, tmp_path / "t", "--format", "parquet", "--columns", f"n:string, meta:{shape},late:string")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["unfit_values"] == {}
+    table = pq.read_table(tmp_path / "t" / "part-00000.parquet")
+    types = {f.name: str(f.type) for f in table.schema}
+    assert (types["n"], types["meta"], types["late"]) == ("string", "struct<a: string, b: int64>", "string")
+    rows = by_id(table.to_pylist())
+    assert rows["m.jsonl:1"]["n"] == "0" and rows["m.jsonl:101"]["n"] == "x"
+    assert rows["m.jsonl:102"]["meta"] == {"a": "2", "b": 3} and rows["m.jsonl:104"]["meta"] == {"a": "s", "b": 4}
+    assert rows["m.jsonl:103"]["late"] == "new" and rows["m.jsonl:1"]["late"] is None
+
+    r = run(sluice, manifest, tmp_path / "bad", "--columns", "n:int32")
+    assert r.returncode == 2 and "'n:int32'" in r.stderr and "string, int64, double, bool" in r.stderr, r.stderr
+
+
 # ---- WebDataset ----------------------------------------------------------------------
 
 

@@ -71,7 +71,7 @@ static char *write_part(const char *dir)
     for (int i = 0; i < N_ROWS; i++) {
         sl_pq_value cells[N_HEAD + 1] = {text_cell(ids[i]), text_cell("a caption"),
                                          text_cell(errors[i]), image_cell(i)};
-        assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, NULL}), SL_OK);
+        assert_int_equal(sl_sink_write(sink, &(sl_schema_row){.cells = cells}), SL_OK);
     }
     assert_int_equal(sl_sink_commit(sink, NULL, NULL), SL_OK);
     char *path = strdup(sl_sink_part_path(sink));

@@ -2,7 +2,9 @@
  * schema (JSONL groups and omitted nulls, pass-through after the head, the
  * tail last), a part that appears only when committed with the durable step
  * between sync and rename, a failed durable step that publishes nothing, an
- * abandoned part removed, and a schema a format cannot hold refused. */
+ * abandoned part removed, a schema a format cannot hold refused, and the
+ * pass-through values a Parquet column cannot hold named and counted (and
+ * declared types that hold them). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -69,11 +71,11 @@ static void jsonl_row_follows_the_schema(void **state)
     json_t *extra = json_pack("{s:i, s:s}", "w", 7, "tag", "x");
     sl_pq_value cells[5] = {{.ptr = "r1", .len = 2}, {.i64 = 640}, {.f64 = 1.5}, {.f64 = 2},
                             {.is_null = true}};
-    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, extra}), SL_OK);
+    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){.cells = cells, .extra = extra}), SL_OK);
     cells[0] = (sl_pq_value){.ptr = "r\xff", .len = 2}; /* repaired */
     cells[1] = (sl_pq_value){.is_null = true};         /* omitted */
     cells[4] = (sl_pq_value){.ptr = "bad", .len = 3};
-    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, NULL}), SL_OK);
+    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){.cells = cells}), SL_OK);
     json_decref(extra);
     assert_false(tu_exists(final_path));
     durable_calls = 0;
@@ -88,7 +90,7 @@ static void jsonl_row_follows_the_schema(void **state)
                         "{\"id\":\"r\xef\xbf\xbd\",\"t\":{\"a_ms\":1.5,\"b_ms\":2.0},"
                         "\"err\":\"bad\"}\n");
     /* A committed part takes no more rows; a new one opens. */
-    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, NULL}), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){.cells = cells}), SL_ERR_INVALID_ARG);
     assert_int_equal(sl_sink_commit(sink, NULL, NULL), SL_ERR_INVALID_ARG);
     assert_int_equal(sl_sink_part_open(sink, "part-00001.jsonl"), SL_OK);
     assert_int_equal(sl_sink_part_open(sink, "part-00002.jsonl"), SL_ERR_INVALID_ARG);
@@ -116,7 +118,7 @@ static void a_json_column_is_written_as_its_value(void **state)
                                 answers[i] ? (sl_pq_value){.ptr = answers[i],
                                                            .len = strlen(answers[i])}
                                            : (sl_pq_value){.is_null = true}};
-        assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, NULL}), SL_OK);
+        assert_int_equal(sl_sink_write(sink, &(sl_schema_row){.cells = cells}), SL_OK);
     }
     assert_int_equal(sl_sink_commit(sink, NULL, NULL), SL_OK);
     char path[600];
@@ -144,7 +146,7 @@ static void failed_durable_step_publishes_nothing(void **state)
         assert_int_equal(sl_sink_part_open(sink, name), SL_OK);
         sl_pq_value cells[5] = {{.ptr = "r1", .len = 2}, {.is_null = true}, {.f64 = 1},
                                 {.f64 = 2}, {.is_null = true}};
-        assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, NULL}), SL_OK);
+        assert_int_equal(sl_sink_write(sink, &(sl_schema_row){.cells = cells}), SL_OK);
         assert_int_equal(sl_sink_commit(sink, durable_fails, NULL), SL_ERR_IO);
         assert_string_equal(sl_last_error(), "ledger full");
         assert_true(sl_sink_part_is_open(sink));
@@ -175,6 +177,65 @@ static void formats_refused(void **state)
     tu_rmtree(dir);
 }
 
+static bool fits(const sl_columns *c, size_t i, const char *value, char *why, size_t len)
+{
+    json_t *v = json_loads(value, JSON_DECODE_ANY, NULL);
+    assert_non_null(v);
+    bool ok = sl_columns_fits(c, i, v, why, len);
+    json_decref(v);
+    return ok;
+}
+
+static void sample(sl_columns *c, const char *row)
+{
+    json_t *j = json_loads(row, 0, NULL);
+    assert_non_null(j);
+    assert_int_equal(sl_columns_sample(c, j), SL_OK);
+    json_decref(j);
+}
+
+/* What the samples typed, later values are checked against, each misfit
+ * named by where it is; a declared type is kept whatever samples say. */
+static void fits_names_what_a_column_cannot_hold(void **state)
+{
+    (void)state;
+    sl_columns *c;
+    assert_int_equal(sl_columns_new(NULL, 0, NULL, 0, &c), SL_OK);
+    sample(c, "{\"n\": 1, \"boxes\": [{\"s\": 0.5, \"xy\": [1, 2]}], \"t\": \"a\"}");
+    char why[256];
+    assert_true(fits(c, 0, "7", why, sizeof why));
+    assert_true(fits(c, 0, "null", why, sizeof why));
+    assert_false(fits(c, 0, "2.5", why, sizeof why));
+    assert_string_equal(why, "a real number where it holds int64");
+    assert_true(fits(c, 1, "[{\"s\": 1, \"xy\": []}, {}]", why, sizeof why)); /* an int in double */
+    assert_false(fits(c, 1, "[{\"s\": 1}, {\"xy\": [3, \"4\"]}]", why, sizeof why));
+    assert_string_equal(why, "[1].xy[1]: a string where it holds int64");
+    assert_false(fits(c, 1, "[{\"s\": 1, \"label\": \"cat\"}]", why, sizeof why));
+    assert_string_equal(why, "[0]: key 'label' is not one of its struct's 2 fields");
+    assert_false(fits(c, 1, "{\"s\": 1}", why, sizeof why));
+    assert_string_equal(why, "an object where it holds a list");
+    assert_true(fits(c, 2, "{\"any\": [1]}", why, sizeof why)); /* a string column: JSON text */
+    sl_columns_free(c);
+
+    const char *declared[] = {"n:string", "boxes:{\"list\": {\"struct\": [[\"s\", \"double\"]]}}"};
+    assert_int_equal(sl_columns_new(NULL, 0, declared, 2, &c), SL_OK);
+    sample(c, "{\"n\": 1, \"boxes\": [{\"s\": 0.5, \"xy\": [1, 2]}], \"t\": \"a\"}");
+    assert_int_equal(sl_columns_count(c), 2); /* declared: t does not pass */
+    assert_int_equal(sl_columns_type(c, 0), SL_PQ_STRING);
+    assert_string_equal(sl_columns_input_name(c, 1), "boxes");
+    const sl_pq_node *boxes = sl_columns_shape(c, 1);
+    assert_non_null(boxes);
+    assert_int_equal(boxes->element->n_fields, 1); /* xy, sampled, is not added */
+    assert_true(fits(c, 0, "{\"n\": [1]}", why, sizeof why));
+    assert_false(fits(c, 1, "[{\"s\": 1, \"xy\": []}]", why, sizeof why));
+    assert_string_equal(why, "[0]: key 'xy' is not one of its struct's 1 fields");
+    sl_columns_free(c);
+
+    const char *bad[] = {"n:int32"};
+    assert_int_equal(sl_columns_new(NULL, 0, bad, 1, &c), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "'n:int32'"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -182,6 +243,7 @@ int main(void)
         cmocka_unit_test(a_json_column_is_written_as_its_value),
         cmocka_unit_test(failed_durable_step_publishes_nothing),
         cmocka_unit_test(formats_refused),
+        cmocka_unit_test(fits_names_what_a_column_cannot_hold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

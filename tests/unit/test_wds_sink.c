@@ -74,7 +74,7 @@ static void write_rows(sl_sink *sink)
         sl_pq_value cells[N_HEAD + 1];
         row_cells(i, cells);
         json_t *extra = row_extra(i);
-        assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, extra}), SL_OK);
+        assert_int_equal(sl_sink_write(sink, &(sl_schema_row){.cells = cells, .extra = extra}), SL_OK);
         json_decref(extra);
     }
 }
@@ -214,7 +214,7 @@ static void members_are_streamed(void **state)
     uint8_t *image = big_image_row(big, cells);
     sl_alloc_peak_reset();
     int64_t before = sl_alloc_live_bytes();
-    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, NULL}), SL_OK);
+    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){.cells = cells}), SL_OK);
     assert_true(sl_alloc_peak_bytes() - before < (int64_t)(big / 8));
     char temp_path[700];
     snprintf(temp_path, sizeof temp_path, "%s/.part-00000.tar.tmp-%ld", dir, (long)getpid());
@@ -263,11 +263,11 @@ static void failed_write_never_commits(void **state)
     assert_int_equal(sl_fault_configure("write=enospc@1"), 0);
     sl_pq_value cells[N_HEAD + 1];
     uint8_t *image = big_image_row(256u << 10, cells); /* past libarchive's block */
-    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, NULL}), SL_ERR_IO);
+    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){.cells = cells}), SL_ERR_IO);
     assert_non_null(strstr(sl_last_error(), "No space left on device"));
     assert_non_null(strstr(sl_last_error(), ".part-00000.tar.tmp-"));
     /* The disk has room again, yet nothing more goes in. */
-    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){cells, NULL}), SL_ERR_IO);
+    assert_int_equal(sl_sink_write(sink, &(sl_schema_row){.cells = cells}), SL_ERR_IO);
     assert_int_equal(sl_sink_commit(sink, NULL, NULL), SL_ERR_IO);
     assert_non_null(strstr(sl_last_error(), "incomplete"));
     sl_fault_configure(NULL);
