@@ -411,9 +411,12 @@ static void run_rows(sl_llama_sampler sampler, int parallel, int sample_threads,
     sl_engine *e = tu_open_llama(&p);
     sl_image *imgs[N_SAMPLED];
     char ids[N_SAMPLED][16];
+    /* Made before the first submit, so the rows arrive together (an image
+     * read between submits could let the engine admit each alone). */
+    for (int k = 0; k < N_SAMPLED; k++)
+        imgs[k] = variant(k);
     for (int i = 0; i < N_SAMPLED; i++) {
         int k = reversed ? N_SAMPLED - 1 - i : i;
-        imgs[k] = variant(k);
         snprintf(ids[k], sizeof ids[k], "row%d", k);
         sl_request req = request(ids[k], 24);
         req.image = imgs[k];
