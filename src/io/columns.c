@@ -8,13 +8,13 @@
 #include "io/columns.h"
 #include "io/parquet_shape.h"
 
-typedef enum { T_NONE, T_INT, T_DOUBLE, T_BOOL, T_STRING, T_LIST, T_STRUCT } col_type;
+typedef enum { T_NONE, T_INT, T_DOUBLE, T_BOOL, T_STRING, T_LIST, T_STRUCT, T_MAP } col_type;
 
-/* What the samples showed of a value: a scalar type, or a list of elements
- * or a struct of fields (each widened in turn). */
+/* What the samples showed of a value: a scalar type, or a list of elements,
+ * a struct of fields or a map of values (each widened in turn). */
 typedef struct ctype {
     col_type t;
-    struct ctype *elem;    /* T_LIST */
+    struct ctype *elem;    /* T_LIST, T_MAP (its values) */
     char **names;          /* T_STRUCT, n fields */
     struct ctype **fields;
     size_t n;
@@ -58,11 +58,12 @@ static bool is_reserved(const sl_columns *c, const char *name)
     return false;
 }
 
-/* A name a renamed column may not take: ours, another input column of the
- * row, or a column already planned. */
+/* A name a renamed column may not take: none (Parquet's columns have
+ * names), ours, another input column of the row, or a column already
+ * planned. */
 static bool taken(const sl_columns *c, const char *input_name, const char *name, const json_t *row)
 {
-    if (is_reserved(c, name))
+    if (!*name || is_reserved(c, name))
         return true;
     for (size_t i = 0; i < c->n; i++)
         if (strcmp(c->cols[i].in, input_name) != 0 &&
@@ -122,9 +123,121 @@ static col_type widen(col_type a, col_type b)
     return T_STRING;
 }
 
+static bool is_nested(col_type t) { return t == T_LIST || t == T_STRUCT || t == T_MAP; }
+
+static void to_string(ctype *t)
+{
+    ctype_clear(t);
+    t->t = T_STRING;
+}
+
+/* The index of struct t's field `name`, added (a T_NONE) when it has none;
+ * -1 when out of memory. */
+static long field_of(ctype *t, const char *name)
+{
+    size_t i = 0;
+    while (i < t->n && strcmp(t->names[i], name) != 0)
+        i++;
+    if (i < t->n)
+        return (long)i;
+    char **names = sl_realloc(t->names, (t->n + 1) * sizeof *names);
+    if (names)
+        t->names = names;
+    ctype **fields = names ? sl_realloc(t->fields, (t->n + 1) * sizeof *fields) : NULL;
+    if (fields)
+        t->fields = fields;
+    if (!fields || !(t->fields[t->n] = sl_calloc(1, sizeof **t->fields)))
+        return -1;
+    if (!(t->names[t->n] = sl_strdup(name))) {
+        sl_free(t->fields[t->n]);
+        return -1;
+    }
+    return (long)t->n++;
+}
+
+static bool to_map(ctype *t);
+
+/* Widens t with what u says (u's samples as if t had seen them too).
+ * false: out of memory. */
+static bool absorb(ctype *t, const ctype *u)
+{
+    if (u->t == T_NONE || t->t == T_STRING)
+        return true;
+    if (!is_nested(u->t) && !is_nested(t->t)) {
+        t->t = widen(t->t, u->t);
+        return true;
+    }
+    if (t->t == T_NONE) {
+        t->t = u->t;
+        if (u->t == T_LIST || u->t == T_MAP)
+            return (t->elem = sl_calloc(1, sizeof *t->elem)) && absorb(t->elem, u->elem);
+    }
+    if (t->t == T_STRUCT && u->t == T_STRUCT) {
+        for (size_t i = 0; i < u->n; i++) {
+            long k = t->n == MAX_FIELDS ? -2 : field_of(t, u->names[i]);
+            if (k == -2) {
+                to_string(t);
+                return true;
+            }
+            if (k < 0 || !absorb(t->fields[k], u->fields[i]))
+                return false;
+        }
+        return true;
+    }
+    if (t->t == T_STRUCT && u->t == T_MAP && !to_map(t))
+        return false;
+    if (t->t == T_MAP && u->t == T_STRUCT) {
+        for (size_t i = 0; i < u->n; i++)
+            if (!absorb(t->elem, u->fields[i]))
+                return false;
+        return true;
+    }
+    if (t->t == u->t) /* two lists or two maps */
+        return absorb(t->elem, u->elem);
+    to_string(t);
+    return true;
+}
+
+/* Struct t as a map whose values are what its fields were. */
+static bool to_map(ctype *t)
+{
+    ctype *value = sl_calloc(1, sizeof *value);
+    if (!value)
+        return false;
+    for (size_t i = 0; i < t->n; i++)
+        if (!absorb(value, t->fields[i])) {
+            ctype_clear(value);
+            sl_free(value);
+            return false;
+        }
+    ctype_clear(t);
+    t->t = T_MAP;
+    t->elem = value;
+    return true;
+}
+
+/* Whether struct t can take every key of object v as a field: a name
+ * (not empty, no '.'), and no more than MAX_FIELDS in all. */
+static bool takes_keys(const ctype *t, const json_t *v)
+{
+    size_t more = 0;
+    const char *key;
+    json_t *f;
+    json_object_foreach((json_t *)v, key, f) {
+        if (!*key || strchr(key, '.'))
+            return false;
+        size_t i = 0;
+        while (i < t->n && strcmp(t->names[i], key) != 0)
+            i++;
+        more += i == t->n;
+    }
+    return t->n + more <= MAX_FIELDS;
+}
+
 /* Widens t with one sample value: lists and objects keep their shape while
  * every sample agrees on it (within the limits above), else t becomes a
- * string (their JSON text). false: out of memory. */
+ * string (their JSON text); objects with more keys in all than a struct
+ * takes, or keys no field can be named, make a map. false: out of memory. */
 static bool widen_with(ctype *t, const json_t *v, int depth, int lists)
 {
     if (json_is_null(v) || t->t == T_STRING)
@@ -136,8 +249,7 @@ static bool widen_with(ctype *t, const json_t *v, int depth, int lists)
             t->t = T_LIST;
         }
         if (t->t != T_LIST) {
-            ctype_clear(t);
-            t->t = T_STRING;
+            to_string(t);
             return true;
         }
         size_t k;
@@ -150,45 +262,32 @@ static bool widen_with(ctype *t, const json_t *v, int depth, int lists)
     if (json_is_object(v)) {
         if (t->t == T_NONE && depth < MAX_NESTING)
             t->t = T_STRUCT;
+        if (t->t == T_STRUCT && !takes_keys(t, v)) {
+            if (lists >= SL_PQ_WRITE_MAX_LISTS) {
+                to_string(t);
+                return true;
+            }
+            if (!to_map(t))
+                return false;
+        }
+        if (t->t == T_MAP && !t->elem && !(t->elem = sl_calloc(1, sizeof *t->elem)))
+            return false;
         const char *key;
         json_t *f;
         json_object_foreach((json_t *)v, key, f) {
-            if (t->t != T_STRUCT)
-                break;
-            size_t i = 0;
-            while (i < t->n && strcmp(t->names[i], key) != 0)
-                i++;
-            if (i == t->n) {
-                if (!*key || strchr(key, '.') || t->n == MAX_FIELDS) {
-                    ctype_clear(t);
-                    t->t = T_STRING; /* not a name a field can have, or too many */
-                    break;
-                }
-                char **names = sl_realloc(t->names, (t->n + 1) * sizeof *names);
-                if (names)
-                    t->names = names;
-                ctype **fields = names ? sl_realloc(t->fields, (t->n + 1) * sizeof *fields) : NULL;
-                if (fields)
-                    t->fields = fields;
-                if (!fields || !(t->fields[t->n] = sl_calloc(1, sizeof **t->fields)))
-                    return false;
-                if (!(t->names[t->n] = sl_strdup(key))) {
-                    sl_free(t->fields[t->n]);
-                    return false;
-                }
-                t->n++;
-            }
-            if (!widen_with(t->fields[i], f, depth + 1, lists))
+            long i = 0;
+            if (t->t == T_STRUCT && (i = field_of(t, key)) < 0)
+                return false;
+            if (t->t == T_STRUCT ? !widen_with(t->fields[i], f, depth + 1, lists)
+                                 : t->t == T_MAP && !widen_with(t->elem, f, depth + 1, lists + 1))
                 return false;
         }
-        if (t->t != T_STRUCT) {
-            ctype_clear(t);
-            t->t = T_STRING;
-        }
+        if (t->t != T_STRUCT && t->t != T_MAP)
+            to_string(t);
         return true;
     }
     col_type s = scalar_type(v);
-    if (t->t == T_LIST || t->t == T_STRUCT) {
+    if (is_nested(t->t)) {
         ctype_clear(t);
         s = T_STRING;
     }
@@ -196,10 +295,23 @@ static bool widen_with(ctype *t, const json_t *v, int depth, int lists)
     return true;
 }
 
+/* The lists (and maps) nested in t at most. */
+static int list_depth(const ctype *t)
+{
+    int most = 0;
+    for (size_t i = 0; t->t == T_STRUCT && i < t->n; i++) {
+        int d = list_depth(t->fields[i]);
+        most = d > most ? d : most;
+    }
+    return t->t == T_LIST || t->t == T_MAP ? 1 + list_depth(t->elem) : most;
+}
+
 static size_t count_leaves(const ctype *t)
 {
     if (t->t == T_LIST)
         return count_leaves(t->elem);
+    if (t->t == T_MAP)
+        return 1 + count_leaves(t->elem); /* and its keys */
     if (t->t != T_STRUCT)
         return 1;
     size_t n = 0;
@@ -215,8 +327,8 @@ static sl_pq_node *make_node(const ctype *t)
     sl_pq_node *n = sl_calloc(1, sizeof *n);
     if (!n)
         return NULL;
-    if (t->t == T_LIST) {
-        n->kind = SL_PQ_NODE_LIST;
+    if (t->t == T_LIST || t->t == T_MAP) {
+        n->kind = t->t == T_MAP ? SL_PQ_NODE_MAP : SL_PQ_NODE_LIST;
         if (!(n->element = make_node(t->elem))) {
             sl_free(n);
             return NULL;
@@ -287,7 +399,8 @@ static bool ctype_of(ctype *t, const sl_pq_node *n)
 {
     switch (n->kind) {
     case SL_PQ_NODE_LIST:
-        t->t = T_LIST;
+    case SL_PQ_NODE_MAP:
+        t->t = n->kind == SL_PQ_NODE_MAP ? T_MAP : T_LIST;
         return (t->elem = sl_calloc(1, sizeof *t->elem)) && ctype_of(t->elem, n->element);
     case SL_PQ_NODE_STRUCT:
         t->t = T_STRUCT;
@@ -337,7 +450,7 @@ sl_status sl_columns_stage_spec(const char *spec, size_t *name_len, bool *typed,
     }
     return sl_fail(SL_ERR_INVALID_ARG,
                    "column '%s': the type after ':' is string, int64, double, bool or a shape ({\"list\": "
-                   "...} or {\"struct\": [[NAME, ...], ...]})", spec);
+                   "...}, {\"map\": ...} or {\"struct\": [[NAME, ...], ...]})", spec);
 }
 
 /* Column i takes the type spec gives (checked by sl_columns_stage_spec;
@@ -458,10 +571,9 @@ sl_status sl_columns_sample(sl_columns *c, const json_t *extra)
             continue;
         if (!widen_with(col->shape, v, 0, 0))
             return sl_fail(SL_ERR_NOMEM, "out of memory sampling column '%s'", key);
-        if ((col->shape->t == T_LIST || col->shape->t == T_STRUCT) && count_leaves(col->shape) > MAX_LEAVES) {
-            ctype_clear(col->shape);
-            col->shape->t = T_STRING;
-        }
+        if (is_nested(col->shape->t) &&
+            (count_leaves(col->shape) > MAX_LEAVES || list_depth(col->shape) > SL_PQ_WRITE_MAX_LISTS))
+            to_string(col->shape); /* a struct made a map may hold lists too deep */
         sl_pq_shape_free(col->node); /* made again when asked */
         col->node = NULL;
     }
@@ -471,7 +583,7 @@ sl_status sl_columns_sample(sl_columns *c, const json_t *extra)
 const sl_pq_node *sl_columns_shape(const sl_columns *c, size_t i)
 {
     column *col = &((sl_columns *)c)->cols[i]; /* the shape is made once, when first asked */
-    if (col->shape->t != T_LIST && (col->shape->t != T_STRUCT || col->shape->n == 0))
+    if (col->shape->t != T_LIST && col->shape->t != T_MAP && (col->shape->t != T_STRUCT || col->shape->n == 0))
         return NULL; /* flat; a struct of no fields (only {} seen) is its JSON text */
     if (!col->node && !(col->node = make_node(col->shape)))
         sl_fail(SL_ERR_NOMEM, "out of memory choosing the type of column '%s'", col->in);
@@ -541,7 +653,7 @@ static bool fits(const ctype *t, const json_t *v, char *path, size_t at, size_t 
                              at ? ": " : "", key, t->n);
                     return false;
                 }
-                int n = snprintf(path + at, cap - at, ".%s", key);
+                int n = snprintf(path + at, cap - at, "%s%s", at ? "." : "", key);
                 if (!fits(t->fields[i], f, path, n > 0 && (size_t)n < cap - at ? at + (size_t)n : at,
                           cap, why, why_len))
                     return false;
@@ -549,6 +661,19 @@ static bool fits(const ctype *t, const json_t *v, char *path, size_t at, size_t 
             return true;
         }
         holds = "a struct";
+    } else if (t->t == T_MAP) {
+        if (json_is_object(v)) {
+            const char *key;
+            json_t *f;
+            json_object_foreach((json_t *)v, key, f) {
+                int n = snprintf(path + at, cap - at, "%s%s", at ? "." : "", key);
+                if (!fits(t->elem, f, path, n > 0 && (size_t)n < cap - at ? at + (size_t)n : at, cap, why,
+                          why_len))
+                    return false;
+            }
+            return true;
+        }
+        holds = "a map";
     } else if (t->t == T_INT || t->t == T_DOUBLE || t->t == T_BOOL) {
         if ((t->t == T_INT && json_is_integer(v)) || (t->t == T_DOUBLE && json_is_number(v)) ||
             (t->t == T_BOOL && json_is_boolean(v)))

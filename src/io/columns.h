@@ -5,10 +5,11 @@
  * clobbers ours. Types come from sample rows: all integers -> int64, numbers
  * -> double, all booleans -> bool, all arrays -> a list of what their
  * elements widen to, all objects -> a struct of every key seen (each field
- * widened alike), anything else or a mix -> string (JSON text for arrays
- * and objects); a column never seen with a value -> string. A nested column
- * past 4 lists deep, 8 levels, 64 fields a struct or 256 leaves, or with a
- * key that is empty or holds a '.', is a string too. One thread. The
+ * widened alike), or a map of string keys to what their values widen to
+ * when the keys are more than 64 in all or one is empty or holds a '.';
+ * anything else or a mix -> string (JSON text for arrays and objects); a
+ * column never seen with a value -> string. A nested column past 4 lists
+ * (or maps) deep, 8 levels or 256 leaves is a string too. One thread. The
  * columns own copies of every name and shape. */
 #ifndef SL_IO_COLUMNS_H
 #define SL_IO_COLUMNS_H

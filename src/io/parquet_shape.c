@@ -46,9 +46,11 @@ static sl_pq_node *parse(const json_t *j, int depth, int lists, char *why, size_
                 return n;
             }
         snprintf(why, why_len, "no leaf type '%.64s' (string, int64, double, bool)", json_string_value(j));
-    } else if (json_is_object(j) && json_object_size(j) == 1 && json_object_get(j, "list")) {
-        n->kind = SL_PQ_NODE_LIST;
-        if ((n->element = parse(json_object_get(j, "list"), depth + 1, lists + 1, why, why_len)))
+    } else if (json_is_object(j) && json_object_size(j) == 1 &&
+               (json_object_get(j, "list") || json_object_get(j, "map"))) {
+        bool map = json_object_get(j, "map") != NULL;
+        n->kind = map ? SL_PQ_NODE_MAP : SL_PQ_NODE_LIST;
+        if ((n->element = parse(json_object_get(j, map ? "map" : "list"), depth + 1, lists + 1, why, why_len)))
             return n;
     } else if (json_is_object(j) && json_object_size(j) == 1 && json_is_array(json_object_get(j, "struct")) &&
                json_array_size(json_object_get(j, "struct")) > 0) {
@@ -87,7 +89,8 @@ static sl_pq_node *parse(const json_t *j, int depth, int lists, char *why, size_
         }
         return n;
     } else {
-        snprintf(why, why_len, "not a shape (a type name, {\"list\": ...} or {\"struct\": [[NAME, ...], ...]})");
+        snprintf(why, why_len, "not a shape (a type name, {\"list\": ...}, {\"map\": ...} or {\"struct\": "
+                               "[[NAME, ...], ...]})");
     }
     sl_pq_shape_free(n);
     return NULL;
@@ -107,9 +110,10 @@ json_t *sl_pq_shape_json(const sl_pq_node *n)
             if (LEAVES[i].type == n->type)
                 return json_string(LEAVES[i].name);
         return json_string("string");
-    case SL_PQ_NODE_LIST: {
+    case SL_PQ_NODE_LIST:
+    case SL_PQ_NODE_MAP: {
         json_t *e = sl_pq_shape_json(n->element);
-        return e ? json_pack("{s:o}", "list", e) : NULL;
+        return e ? json_pack("{s:o}", n->kind == SL_PQ_NODE_MAP ? "map" : "list", e) : NULL;
     }
     case SL_PQ_NODE_STRUCT: {
         json_t *fields = json_array();
@@ -130,6 +134,8 @@ size_t sl_pq_shape_leaves(const sl_pq_node *n)
 {
     if (n->kind == SL_PQ_NODE_LIST)
         return sl_pq_shape_leaves(n->element);
+    if (n->kind == SL_PQ_NODE_MAP)
+        return 1 + sl_pq_shape_leaves(n->element); /* its keys first */
     if (n->kind == SL_PQ_NODE_LEAF)
         return 1;
     size_t all = 0;

@@ -1,7 +1,8 @@
 /* io/parquet_shape.h — a nested Parquet column's shape (io/parquet_write.h's
  * sl_pq_node trees) as JSON and back: a leaf is its type's name ("string",
  * "int64", "double", "bool"), a list {"list": ELEMENT}, a struct {"struct":
- * [[NAME, FIELD], ...]} (its fields in order). The Parquet sink writes each
+ * [[NAME, FIELD], ...]} (its fields in order), a map of string keys {"map":
+ * VALUE}. The Parquet sink writes each
  * nested column's shape in the file's key-value metadata
  * (SL_PQ_SHAPES_KEY: an object of column name -> shape) so a part read back
  * (io/part_filter.c) is written again the same way. Ownership: a tree from

@@ -68,9 +68,10 @@ typedef struct wnode {
     sl_pq_node_kind kind;
     char *name;
     size_t first, n;
-    int rep;             /* LIST: the repetition level of its elements */
-    struct wnode *kids;  /* LIST: the element; STRUCT: the fields */
+    int rep;             /* LIST, MAP: the repetition level of its entries */
+    struct wnode *kids;  /* LIST: the element; STRUCT: the fields; MAP: key, value */
     size_t n_kids;
+    bool required;       /* a MAP's key: never null */
 } wnode;
 
 /* A column as given: flat (node NULL, its leaf cols[first]) or nested. */
@@ -129,6 +130,7 @@ static sl_status nomem(sl_pq_writer *w)
 
 /* ---- open -------------------------------------------------------------- */
 
+#define SL_PQ_CONVERTED_MAP 1
 #define SL_PQ_CONVERTED_LIST 3
 /* Nodes nested in a column at most (lists and structs); a path is at most
  * twice as many names. */
@@ -153,6 +155,10 @@ static size_t count_leaves(const sl_pq_node *n, int depth, int lists, const char
         }
         return 1;
     case SL_PQ_NODE_LIST: return count_leaves(n->element, depth + 1, lists + 1, why);
+    case SL_PQ_NODE_MAP: {
+        size_t k = count_leaves(n->element, depth + 1, lists + 1, why);
+        return k ? 1 + k : 0; /* and its keys */
+    }
     case SL_PQ_NODE_STRUCT: {
         if (n->n_fields == 0 || !n->names || !n->fields) {
             *why = "a struct without fields";
@@ -234,6 +240,21 @@ static bool compile(sl_pq_writer *w, wnode *out, const sl_pq_node *n, const char
         ok = (out->kids = sl_calloc(1, sizeof *out->kids)) != NULL &&
              (out->n_kids = 1, compile(w, &out->kids[0], n->element, "element", path, depth + 2, rep + 1, def + 2, next));
         break;
+    case SL_PQ_NODE_MAP: {
+        out->rep = rep + 1;
+        path[depth + 1] = "key_value";
+        /* The key: a required leaf, defined wherever its entry is. */
+        wnode *key = (out->kids = sl_calloc(2, sizeof *out->kids));
+        ok = key && (key->name = sl_strdup("key"));
+        if (ok) {
+            out->n_kids = 1;
+            *key = (wnode){.kind = SL_PQ_NODE_LEAF, .name = key->name, .first = *next, .n = 1, .required = true};
+            path[depth + 2] = key->name;
+            ok = make_leaf(&w->cols[(*next)++], path, depth + 3, SL_PQ_STRING, rep + 1, def + 2);
+        }
+        ok = ok && (out->n_kids = 2, compile(w, &out->kids[1], n->element, "value", path, depth + 2, rep + 1, def + 2, next));
+        break;
+    }
     }
     out->n = *next - out->first;
     return ok;
@@ -725,6 +746,24 @@ static sl_status shred(sl_pq_writer *w, const wnode *n, const json_t *v, int rep
             st = shred(w, &n->kids[i], json_object_get(v, n->kids[i].name), rep, def + 1);
         return st;
     }
+    case SL_PQ_NODE_MAP: {
+        if (!json_is_object(v))
+            return null_all(w, n, rep, def);
+        if (json_object_size(v) == 0)
+            return null_all(w, n, rep, def + 1);
+        sl_status st = SL_OK;
+        size_t k = 0;
+        const char *key;
+        json_t *value;
+        json_object_foreach((json_t *)v, key, value) {
+            int r = k++ ? n->rep : rep;
+            sl_pq_value pair_key = {.ptr = key, .len = strlen(key)}; /* jansson's keys are UTF-8 */
+            if ((st = emit(w, &w->cols[n->kids[0].first], r, def + 2, &pair_key)) != SL_OK ||
+                (st = shred(w, &n->kids[1], value, r, def + 2)) != SL_OK)
+                break;
+        }
+        return st;
+    }
     case SL_PQ_NODE_LIST: {
         if (!json_is_array(v))
             return null_all(w, n, rep, def);
@@ -816,15 +855,21 @@ static void write_leaf_element(sl_tc_writer *t, const char *name, sl_pq_type typ
     sl_tc_write_struct_end(t);
 }
 
-static void write_group_element(sl_tc_writer *t, const char *name, int repetition, size_t children, bool list)
+/* A group: annotated LIST or MAP (the ConvertedType and LogicalType
+ * of each), or neither (0). */
+static void write_group_element(sl_tc_writer *t, const char *name, int repetition, size_t children,
+                                sl_pq_node_kind annotated)
 {
     sl_tc_write_struct_begin(t);
     sl_tc_write_i32_field(t, 3, repetition);
     sl_tc_write_string_field(t, 4, name);
     sl_tc_write_i32_field(t, 5, (int32_t)children);
-    if (list) {
+    if (annotated == SL_PQ_NODE_LIST) {
         sl_tc_write_i32_field(t, 6, SL_PQ_CONVERTED_LIST);
         write_logical(t, 3); /* LIST */
+    } else if (annotated == SL_PQ_NODE_MAP) {
+        sl_tc_write_i32_field(t, 6, SL_PQ_CONVERTED_MAP);
+        write_logical(t, 2); /* MAP */
     }
     sl_tc_write_struct_end(t);
 }
@@ -835,17 +880,24 @@ static size_t write_node(sl_pq_writer *w, sl_tc_writer *t, const wnode *n)
     switch (n->kind) {
     case SL_PQ_NODE_LEAF:
         if (t)
-            write_leaf_element(t, n->name, w->cols[n->first].type, SL_PQR_OPTIONAL);
+            write_leaf_element(t, n->name, w->cols[n->first].type,
+                               n->required ? SL_PQR_REQUIRED : SL_PQR_OPTIONAL);
         return 1;
     case SL_PQ_NODE_LIST:
         if (t) {
-            write_group_element(t, n->name, SL_PQR_OPTIONAL, 1, true);
-            write_group_element(t, "list", SL_PQR_REPEATED, 1, false);
+            write_group_element(t, n->name, SL_PQR_OPTIONAL, 1, SL_PQ_NODE_LIST);
+            write_group_element(t, "list", SL_PQR_REPEATED, 1, SL_PQ_NODE_LEAF);
         }
         return 2 + write_node(w, t, &n->kids[0]);
+    case SL_PQ_NODE_MAP:
+        if (t) {
+            write_group_element(t, n->name, SL_PQR_OPTIONAL, 1, SL_PQ_NODE_MAP);
+            write_group_element(t, "key_value", SL_PQR_REPEATED, 2, SL_PQ_NODE_LEAF);
+        }
+        return 2 + write_node(w, t, &n->kids[0]) + write_node(w, t, &n->kids[1]);
     case SL_PQ_NODE_STRUCT: {
         if (t)
-            write_group_element(t, n->name, SL_PQR_OPTIONAL, n->n_kids, false);
+            write_group_element(t, n->name, SL_PQR_OPTIONAL, n->n_kids, SL_PQ_NODE_LEAF);
         size_t all = 1;
         for (size_t i = 0; i < n->n_kids; i++)
             all += write_node(w, t, &n->kids[i]);

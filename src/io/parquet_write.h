@@ -24,19 +24,23 @@ typedef struct sl_pq_writer sl_pq_writer;
 
 /* A nested column's shape, a tree: a leaf of a type, a list of elements
  * (written as `optional group NAME (LIST) { repeated group list { optional
- * ELEMENT element } }`) or a struct of named fields. The writer copies it. */
-typedef enum { SL_PQ_NODE_LEAF, SL_PQ_NODE_LIST, SL_PQ_NODE_STRUCT } sl_pq_node_kind;
+ * ELEMENT element } }`), a struct of named fields, or a map of string keys
+ * (a JSON object whatever its keys: `optional group NAME (MAP) { repeated
+ * group key_value { required binary key (STRING); optional VALUE value }
+ * }`, as pyarrow writes map<string, V>). The writer copies it. */
+typedef enum { SL_PQ_NODE_LEAF, SL_PQ_NODE_LIST, SL_PQ_NODE_STRUCT, SL_PQ_NODE_MAP } sl_pq_node_kind;
 
 typedef struct sl_pq_node {
     sl_pq_node_kind kind;
     sl_pq_type type;                        /* LEAF: SL_PQ_STRING, INT64, DOUBLE or BOOL */
-    const struct sl_pq_node *element;       /* LIST */
+    const struct sl_pq_node *element;       /* LIST: the elements; MAP: the values */
     const char *const *names;               /* STRUCT: its fields' names (UTF-8, unique, no '.') */
     const struct sl_pq_node *const *fields; /* STRUCT: its fields, n_fields >= 1 */
     size_t n_fields;
 } sl_pq_node;
 
-/* Lists nested in a column at most (what io/parquet_read.h reads back). */
+/* Lists (and maps) nested in a column at most (what io/parquet_read.h
+ * reads back). */
 #define SL_PQ_WRITE_MAX_LISTS 4
 
 typedef struct sl_pq_column_def {

@@ -283,6 +283,23 @@ typedef struct pq_top {
     size_t first, leaves;
 } pq_top;
 
+/* Whether column *c is the leaf `name` of `type` at these levels (then
+ * *c moves past it). */
+static bool leaf_matches(const sl_pq_reader *r, const char *name, sl_pq_type type, int max_def, unsigned rep,
+                         const size_t *list_ends, size_t *c)
+{
+    if (*c >= sl_pq_reader_num_columns(r))
+        return false;
+    const sl_pq_column_info *info = sl_pq_reader_column(r, *c);
+    if (strcmp(info->name, name) != 0 || info->type != type || info->max_def != max_def || info->depth != rep)
+        return false;
+    for (unsigned d = 0; d < rep; d++)
+        if (info->nest_list_len[d] != list_ends[d])
+            return false;
+    (*c)++;
+    return true;
+}
+
 /* Whether the reader's columns from *c on are n's leaves under `prefix`
  * as the writer makes them: their names, types, definition levels and the
  * lists they are in (list d named by the first list_ends[d] bytes), so a
@@ -292,19 +309,7 @@ static bool leaves_match(const sl_pq_reader *r, const sl_pq_node *n, const char 
                          size_t *list_ends, size_t *c)
 {
     switch (n->kind) {
-    case SL_PQ_NODE_LEAF: {
-        if (*c >= sl_pq_reader_num_columns(r))
-            return false;
-        const sl_pq_column_info *info = sl_pq_reader_column(r, *c);
-        if (strcmp(info->name, prefix) != 0 || info->type != n->type || info->max_def != def + 1 ||
-            info->depth != rep)
-            return false;
-        for (unsigned d = 0; d < rep; d++)
-            if (info->nest_list_len[d] != list_ends[d])
-                return false;
-        (*c)++;
-        return true;
-    }
+    case SL_PQ_NODE_LEAF: return leaf_matches(r, prefix, n->type, def + 1, rep, list_ends, c);
     case SL_PQ_NODE_LIST: {
         if (rep >= SL_PQ_MAX_DEPTH)
             return false;
@@ -312,6 +317,17 @@ static bool leaves_match(const sl_pq_reader *r, const sl_pq_node *n, const char 
         char *name = sl_asprintf("%s.list.element", prefix);
         bool ok = name && leaves_match(r, n->element, name, rep + 1, def + 2, list_ends, c);
         sl_free(name);
+        return ok;
+    }
+    case SL_PQ_NODE_MAP: {
+        if (rep >= SL_PQ_MAX_DEPTH)
+            return false;
+        list_ends[rep] = strlen(prefix);
+        char *key = sl_asprintf("%s.key_value.key", prefix), *value = sl_asprintf("%s.key_value.value", prefix);
+        bool ok = key && value && leaf_matches(r, key, SL_PQ_STRING, def + 2, rep + 1, list_ends, c) &&
+                  leaves_match(r, n->element, value, rep + 1, def + 2, list_ends, c);
+        sl_free(key);
+        sl_free(value);
         return ok;
     }
     case SL_PQ_NODE_STRUCT:
@@ -335,7 +351,7 @@ static json_t *nested_json(const sl_pq_node *n, const sl_pq_batch *b, size_t fir
 {
     if (n->kind == SL_PQ_NODE_LEAF)
         return sl_pq_value_json(&b->columns[first], i);
-    if (n->kind == SL_PQ_NODE_LIST) {
+    if (n->kind == SL_PQ_NODE_LIST || n->kind == SL_PQ_NODE_MAP) { /* a map reads as an object */
         size_t k = sl_pq_shape_leaves(n);
         const sl_pq_vector **cols = sl_calloc(k, sizeof *cols);
         if (!cols)

@@ -203,7 +203,10 @@ SHAPES = {
     "objs": {"list": {"struct": [["a", "int64"], ["b", {"list": "bool"}]]}},
     "meta": {"struct": [["x", "string"], ["y", {"struct": [["z", {"list": "int64"}]]}]]},
     "deep": {"list": {"list": {"list": {"list": "int64"}}}},
+    "attrs": {"map": "double"},
+    "maps": {"list": {"map": {"struct": [["n", "int64"], ["v", {"list": "string"}]]}}},
 }
+MAP_KEYS = ["", "a", "a.b", "h\u00e9llo", "k" * 30, "0"]
 
 
 def random_value(rng, shape, depth=0):
@@ -220,6 +223,8 @@ def random_value(rng, shape, depth=0):
                 "bool": lambda: rng.random() < 0.5}[shape]()
     if "list" in shape:
         return [random_value(rng, shape["list"], depth + 1) for _ in range(rng.choice([0, 1, 2, 3, 7]))]
+    if "map" in shape:
+        return {k: random_value(rng, shape["map"], depth + 1) for k in rng.sample(MAP_KEYS, rng.choice([0, 1, 2, 5]))}
     return {name: random_value(rng, field, depth + 1) for name, field in shape["struct"] if rng.random() < 0.9}
 
 
@@ -241,13 +246,27 @@ def conform(shape, v):
         return [conform(shape["list"], e) for e in v] if isinstance(v, list) else None
     if not isinstance(v, dict):
         return None
+    if "map" in shape:
+        return {k: conform(shape["map"], e) for k, e in v.items()}
     return {name: conform(field, v.get(name)) for name, field in shape["struct"]}
+
+
+def from_arrow(shape, v):
+    """A value as pyarrow reads it, its maps (lists of key, value pairs) as dicts."""
+    if v is None or isinstance(shape, str):
+        return v
+    if "list" in shape:
+        return [from_arrow(shape["list"], e) for e in v]
+    if "map" in shape:
+        return {k: from_arrow(shape["map"], e) for k, e in v}
+    return {name: from_arrow(field, v[name]) for name, field in shape["struct"]}
 
 
 @pytest.mark.parametrize("codec", ["none", "zstd", "snappy"])
 def test_nested_columns_read_in_pyarrow_and_duckdb(tool, tmp_path, codec):
-    """Lists, lists of lists (four deep), lists of structs and structs of
-    structs of lists, every node nullable, values that do not fit their
+    """Lists, lists of lists (four deep), lists of structs, structs of
+    structs of lists, maps of string keys (and lists of maps of structs),
+    every node nullable, values that do not fit their
     shape: 600 rows over many small pages and row groups, read back by
     pyarrow and DuckDB as the values were, and by sluice's own reader."""
     import random
@@ -264,11 +283,16 @@ def test_nested_columns_read_in_pyarrow_and_duckdb(tool, tmp_path, codec):
     f = pq.ParquetFile(out)
     assert f.metadata.num_row_groups > 3
     assert str(f.schema_arrow.field("objs").type) == "list<element: struct<a: int64, b: list<element: bool>>>"
+    attrs_type, maps_type = f.schema_arrow.field("attrs").type, f.schema_arrow.field("maps").type
+    assert pa.types.is_map(attrs_type) and (attrs_type.key_type, attrs_type.item_type) == (pa.string(), pa.float64())
+    assert pa.types.is_map(maps_type.value_type) and str(maps_type.value_type.item_type) == \
+        "struct<n: int64, v: list<element: string>>"
     got = f.read().to_pylist()
     assert len(got) == 600
     for row, want in zip(got, rows):
         for name, shape in SHAPES.items():
-            assert row[name] == conform(shape, want.get(name)), (row["id"], name, row[name], want.get(name))
+            got_value = from_arrow(shape, row[name])
+            assert got_value == conform(shape, want.get(name)), (row["id"], name, got_value, want.get(name))
     con = duckdb.connect()
     n_tags = con.execute(f"select sum(len(tags)) from '{out}'").fetchone()[0]
     assert n_tags == sum(len(conform(SHAPES["tags"], r["tags"]) or []) for r in rows)
@@ -277,6 +301,8 @@ def test_nested_columns_read_in_pyarrow_and_duckdb(tool, tmp_path, codec):
         return meta["y"]["z"] if meta and meta["y"] else None
     zs = con.execute(f"select meta.y.z from '{out}' order by id").fetchall()
     assert [z for (z,) in zs] == [meta_z(r) for r in rows]
+    got = con.execute(f"select attrs['a.b'] from '{out}' order by id").fetchall()
+    assert [a for (a,) in got] == [(conform(SHAPES["attrs"], r["attrs"]) or {}).get("a.b") for r in rows]
     # sluice's reader: each leaf a column of the row's values (dump), lists as arrays.
     mine = dump(tool, out)
     assert [m["tags.list.element"] for m in mine] == [conform(SHAPES["tags"], r["tags"]) for r in rows]

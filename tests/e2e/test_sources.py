@@ -347,6 +347,66 @@ def test_parquet_values_its_columns_cannot_hold_are_counted_and_typed_columns_ke
     assert r.returncode == 2 and "'n:int32'" in r.stderr and "string, int64, double, bool" in r.stderr, r.stderr
 
 
+def test_parquet_objects_of_many_keys_are_maps_read_back_by_retry(sluice, tmp_path):
+    """An object column whose rows have more keys in all than a struct takes
+    (64), or a key no field can be named ("" or with a '.'), is a
+    map<string, V> (V its values widened as a list's elements), as pyarrow
+    and DuckDB read and query it: an empty object an empty map, null null.
+    --retry-failed rewrites a part's maps as they were. A column declared
+    {"map": ...} is one whatever its keys. A column named "" is input_."""
+    exif = [{f"k{i * 20 + j}": j * (i + 1) for j in range(20)} for i in range(5)] + [{}, None]
+    attrs = [{"a.b": i, "c": [i]} for i in range(5)] + [{"": "empty key"}, {}]
+    lines = [{"image": str(JPEGS[i % 4]) if i < 6 else "missing.jpg", "exif": exif[i], "attrs": attrs[i],
+              "boxes": [{"x.y": i}, {}], "scores": {"cat": 0.5, "dog": i}} for i in range(7)]
+    lines.append({"image": str(JPEGS[0]), "exif": {"k1": 2}, "attrs": None, "boxes": [], "scores": {"bird": 1.5},
+                  "": "a column without a name"})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    r = run(sluice, manifest, tmp_path / "p", "--format", "parquet")
+    assert r.returncode == 3, r.stderr
+    part = tmp_path / "p" / "part-00000.parquet"
+
+    def check(table, ids):
+        types = {f.name: str(f.type) for f in table.schema}
+        assert types["exif"].startswith("map<string, int64")
+        assert types["attrs"].startswith("map<string, string")  # ints and lists: their JSON text
+        assert types["boxes"].startswith("list<element: map<string, int64")
+        assert types["scores"] == "struct<cat: double, dog: int64, bird: double>"  # few keys: a struct
+        rows = by_id(table.to_pylist())
+        assert set(rows) == ids
+        for i in range(8):
+            row = rows.get(f"m.jsonl:{i + 1}")
+            if row is None:
+                continue
+            want = lines[i]
+            assert (None if row["exif"] is None else dict(row["exif"])) == want["exif"], i
+            attrs = None if want["attrs"] is None else {k: v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+                                                        for k, v in want["attrs"].items()}
+            assert (None if row["attrs"] is None else dict(row["attrs"])) == attrs, i
+            assert [dict(b) for b in row["boxes"] or []] == want["boxes"], i
+
+    check(pq.read_table(part), {f"m.jsonl:{i}" for i in range(1, 9)})
+    # A Parquet column needs a name: "" is written as input_ (in JSONL too).
+    assert by_id(pq.read_table(part).to_pylist())["m.jsonl:8"]["input_"] == "a column without a name"
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert {"name": "exif", "type": {"map": "int64"}} in summary["columns"]
+    assert summary["unfit_values"] == {}
+    got = duckdb.connect().execute(f"select id, exif['k21'], cardinality(exif) from '{part}' order by id").fetchall()
+    assert got[1] == ("m.jsonl:2", 2, 20) and got[5] == ("m.jsonl:6", None, 0) and got[6][2] is None
+
+    r = run(sluice, manifest, tmp_path / "p", "--format", "parquet", "--retry-failed")
+    assert r.returncode == 3, r.stderr  # missing.jpg fails again
+    check(pq.read_table(part), {f"m.jsonl:{i}" for i in range(1, 9)} - {"m.jsonl:7"})
+    check(pq.read_table(tmp_path / "p" / "part-00001.parquet"), {"m.jsonl:7"})
+
+    r = run(sluice, manifest, tmp_path / "d", "--format", "parquet", "--columns", 'scores:{"map": "double"}')
+    assert r.returncode == 3, r.stderr
+    table = pq.read_table(tmp_path / "d" / "part-00000.parquet")
+    assert str(table.schema.field("scores").type).startswith("map<string, double")
+    assert dict(by_id(table.to_pylist())["m.jsonl:8"]["scores"]) == {"bird": 1.5}
+    assert json.loads((tmp_path / "d" / "summary.json").read_text())["unfit_values"] == {}
+
+
 # ---- WebDataset ----------------------------------------------------------------------
 
 

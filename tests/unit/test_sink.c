@@ -215,6 +215,26 @@ static void fits_names_what_a_column_cannot_hold(void **state)
     assert_false(fits(c, 1, "{\"s\": 1}", why, sizeof why));
     assert_string_equal(why, "an object where it holds a list");
     assert_true(fits(c, 2, "{\"any\": [1]}", why, sizeof why)); /* a string column: JSON text */
+    assert_false(fits(c, 1, "[{\"s\": true}]", why, sizeof why));
+    assert_string_equal(why, "[0].s: a bool where it holds double");
+    /* Keys no field can be named, or more than a struct takes: a map. */
+    sample(c, "{\"m\": {\"a.b\": 1}, \"wide\": {\"k0\": [1]}}");
+    char many[4096] = "{\"wide\": {";
+    for (int k = 1; k <= 64; k++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "%s\"k%d\": [0.5]", k > 1 ? ", " : "", k);
+    strcat(many, "}}");
+    sample(c, many);
+    assert_int_equal(sl_columns_shape(c, 3)->kind, SL_PQ_NODE_MAP);
+    assert_int_equal(sl_columns_shape(c, 3)->element->type, SL_PQ_INT64);
+    const sl_pq_node *wide = sl_columns_shape(c, 4);
+    assert_int_equal(wide->kind, SL_PQ_NODE_MAP); /* 65 keys: the struct's fields' types merged */
+    assert_int_equal(wide->element->kind, SL_PQ_NODE_LIST);
+    assert_int_equal(wide->element->element->type, SL_PQ_DOUBLE);
+    assert_true(fits(c, 3, "{\"\": 2, \"new key\": null}", why, sizeof why));
+    assert_false(fits(c, 3, "{\"x\": \"s\"}", why, sizeof why));
+    assert_string_equal(why, "x: a string where it holds int64");
+    assert_false(fits(c, 3, "[1]", why, sizeof why));
+    assert_string_equal(why, "a list where it holds a map");
     sl_columns_free(c);
 
     const char *declared[] = {"n:string", "boxes:{\"list\": {\"struct\": [[\"s\", \"double\"]]}}"};

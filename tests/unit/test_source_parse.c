@@ -339,9 +339,9 @@ static void expect_shapes(sl_columns *c, const char *want)
 
 /* Arrays and objects become lists and structs while every sample agrees:
  * elements and fields widened alike (ints with reals doubles), every key
- * seen a field, a part never seen with a value a string; a mix, a key a
- * field cannot have, or past the limits, the JSON text (a flat string, or
- * a string element: lists past 4 deep). */
+ * seen a field, a part never seen with a value a string; a key a field
+ * cannot have, a map; a mix, or past the limits, the JSON text (a flat
+ * string, or a string element: lists past 4 deep). */
 static void nested_columns_take_shapes(void **state)
 {
     (void)state;
@@ -365,7 +365,7 @@ static void nested_columns_take_shapes(void **state)
                      " \"conv\": {\"list\": {\"struct\": [[\"from\", \"string\"], [\"value\", \"string\"],"
                      " [\"score\", \"double\"]]}}, \"meta\": {\"struct\": [[\"w\", \"int64\"],"
                      " [\"parts\", {\"list\": \"bool\"}]]}, \"empty\": {\"list\": \"string\"}, \"none\": null,"
-                     " \"mixed\": null, \"dotted\": null,"
+                     " \"mixed\": null, \"dotted\": {\"map\": \"int64\"},"
                      " \"deep\": {\"list\": {\"list\": {\"list\": {\"list\": \"string\"}}}},"
                      " \"four\": {\"list\": {\"list\": {\"list\": {\"list\": \"int64\"}}}},"
                      " \"inner\": {\"list\": \"string\"}}");
@@ -375,7 +375,7 @@ static void nested_columns_take_shapes(void **state)
     assert_null(sl_columns_shape(c, 0));
     sl_columns_free(c);
 
-    /* A struct past 64 fields is its JSON text. */
+    /* Objects of more than 64 keys in all are a map. */
     assert_int_equal(sl_columns_new(ours, 1, NULL, 0, &c), SL_OK);
     json_t *wide = json_object(), *row = json_object();
     for (int k = 0; k < 65; k++) {
@@ -385,7 +385,10 @@ static void nested_columns_take_shapes(void **state)
     }
     json_object_set_new(row, "wide", wide);
     assert_int_equal(sl_columns_sample(c, row), SL_OK);
-    assert_null(sl_columns_shape(c, 0));
+    const sl_pq_node *map = sl_columns_shape(c, 0);
+    assert_non_null(map);
+    assert_int_equal(map->kind, SL_PQ_NODE_MAP);
+    assert_int_equal(map->element->type, SL_PQ_INT64);
     json_decref(row);
     sl_columns_free(c);
 }
@@ -429,7 +432,7 @@ static void stage_columns_take_their_declared_types(void **state)
 
     assert_int_equal(sl_columns_add(c, "x:float"), SL_ERR_INVALID_ARG);
     assert_string_equal(sl_last_error(), "column 'x:float': the type after ':' is string, int64, double, bool or "
-                                         "a shape ({\"list\": ...} or {\"struct\": [[NAME, ...], ...]})");
+                                         "a shape ({\"list\": ...}, {\"map\": ...} or {\"struct\": [[NAME, ...], ...]})");
     /* A shape: a nested column, its type checked as the writer would. */
     assert_int_equal(sl_columns_add(c, "objs:{\"list\": {\"struct\": [[\"label\", \"string\"], [\"s\", \"double\"]]}}"),
                      SL_OK);
