@@ -2,20 +2,27 @@
  * io/sink.h (JSONL, Parquet, WebDataset), one part each, timed from the
  * first row to the published part (sync included); one JSON line.
  *
- *   sinks DIR [ROWS=20000] [IMAGE_BYTES=0]
+ *   sinks DIR [ROWS=20000] [IMAGE_BYTES=0] [PASS_THROUGH=0]
  *
  * A row: id, path, a caption of 50-70 random letters, three token counts,
  * seed, seven timings (JSONL's "timings" object) and error null, the
  * pass-through columns none. IMAGE_BYTES > 0 adds an image_bytes cell of
  * that many random bytes to the Parquet and WebDataset rows;
- * JSONL cannot hold bytes and writes the rows without. Single-threaded; the
- * rows are generated before the clock starts. */
+ * JSONL cannot hold bytes and writes the rows without. PASS_THROUGH 1
+ * gives each row input columns as a LLaVA manifest's (a conversation of two
+ * turns, a list of tags, a source), typed from the first 100 rows as the
+ * job does, and times apart the Parquet sink's check that each value fits
+ * its column (`fits_s`, `fits_cpu_s`: sl_columns_fits over every row's
+ * columns, the figures to set against the Parquet part's `s`, `cpu_s`,
+ * which include it). Single-threaded; the rows are
+ * generated before the clock starts. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "bench.h"
+#include "io/columns.h"
 #include "io/sink.h"
 
 static const sl_schema_column head[] = {
@@ -69,11 +76,46 @@ int main(int argc, char **argv)
         image[k] = (unsigned char)(seed >> 56);
     }
 
+    bool pass = argc > 4 && atoi(argv[4]) != 0;
+    json_t **extra = pass ? calloc((size_t)rows, sizeof *extra) : NULL;
+    sl_columns *cols = NULL;
+    if (pass) {
+        const char *reserved[N_HEAD + 1];
+        for (size_t k = 0; k < N_HEAD; k++)
+            reserved[k] = head[k].name;
+        reserved[N_HEAD] = tail[0].name;
+        if (!extra || sl_columns_new(reserved, N_HEAD + 1, NULL, 0, &cols) != SL_OK)
+            return die("columns");
+        for (long r = 0; r < rows; r++) {
+            extra[r] = json_pack("{s:[{s:s, s:s}, {s:s, s:s#}], s:[s, s, s], s:s, s:i}", "conversations", "from",
+                                 "human", "value", "<image>\nWhat is shown here?", "from", "gpt", "value",
+                                 text + off[r], (int)(off[r + 1] - off[r]), "tags", "photo", r % 2 ? "outdoor" : "indoor",
+                                 "color", "source", "laion", "width", (int)(r % 1000));
+            if (!extra[r] || (r < 100 && sl_columns_sample(cols, extra[r]) != SL_OK))
+                return die("rows");
+        }
+    }
+    double fits_s = 0, fits_cpu_s = 0;
+    if (pass) {
+        double t0 = bench_now(), c0 = bench_cpu_s();
+        char why[256];
+        long misfits = 0;
+        for (long r = 0; r < rows; r++)
+            for (size_t k = 0; k < sl_columns_count(cols); k++)
+                misfits += !sl_columns_fits(cols, k, json_object_get(extra[r], sl_columns_input_name(cols, k)), why,
+                                            sizeof why);
+        fits_s = bench_now() - t0;
+        fits_cpu_s = bench_cpu_s() - c0;
+        if (misfits)
+            return die("a value that does not fit");
+    }
+
     static const char *const formats[] = {"jsonl", "parquet", "webdataset"};
-    printf("{\"rows\": %ld, \"image_bytes\": %zu", rows, image_len);
+    printf("{\"rows\": %ld, \"image_bytes\": %zu, \"pass_through\": %s, \"fits_s\": %.4f, \"fits_cpu_s\": %.4f",
+           rows, image_len, pass ? "true" : "false", fits_s, fits_cpu_s);
     for (size_t f = 0; f < 3; f++) {
         bool bytes = image_len > 0 && strcmp(formats[f], "jsonl") != 0;
-        sl_schema schema = {head, N_HEAD, NULL, bytes ? tail : NULL, bytes ? 1 : 0};
+        sl_schema schema = {head, N_HEAD, cols, bytes ? tail : NULL, bytes ? 1 : 0};
         sl_sink *sink;
         char name[64];
         double t0 = bench_now(), c0 = bench_cpu_s();
@@ -100,7 +142,7 @@ int main(int argc, char **argv)
             v[14] = (sl_pq_value){.is_null = true};
             v[15] = (sl_pq_value){.ptr = image ? image + (size_t)(r % IMAGES) * image_len : NULL,
                                   .len = image_len};
-            if (sl_sink_write(sink, &(sl_schema_row){.cells = v}) != SL_OK)
+            if (sl_sink_write(sink, &(sl_schema_row){.cells = v, .extra = pass ? extra[r] : NULL}) != SL_OK)
                 return die("write");
         }
         if (sl_sink_commit(sink, NULL, NULL) != SL_OK)
@@ -114,6 +156,10 @@ int main(int argc, char **argv)
                formats[f], size, s, cpu, (double)rows / s, (double)size / 1e6 / s);
     }
     printf("}\n");
+    for (long r = 0; pass && r < rows; r++)
+        json_decref(extra[r]);
+    free(extra);
+    sl_columns_free(cols);
     free(text);
     free(off);
     free(image);

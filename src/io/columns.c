@@ -618,8 +618,9 @@ static const char *type_of(col_type t)
     return t == T_INT ? "int64" : t == T_DOUBLE ? "double" : "bool";
 }
 
-/* Whether v is written whole as t (make_node's shape of it); else why says
- * where and why not, path[0..at) naming where v is. */
+/* Whether v is written whole as t (make_node's shape of it). With path
+ * (cap bytes, path[0..at) naming where v is), why says where and why not;
+ * without, nothing is named (the quick check: most values fit). */
 static bool fits(const ctype *t, const json_t *v, char *path, size_t at, size_t cap, char *why,
                  size_t why_len)
 {
@@ -631,49 +632,48 @@ static bool fits(const ctype *t, const json_t *v, char *path, size_t at, size_t 
             size_t k;
             json_t *e;
             json_array_foreach(v, k, e) {
-                int n = snprintf(path + at, cap - at, "[%zu]", k);
-                if (!fits(t->elem, e, path, n > 0 && (size_t)n < cap - at ? at + (size_t)n : at, cap,
-                          why, why_len))
+                size_t end = at;
+                if (path) {
+                    int n = snprintf(path + at, cap - at, "[%zu]", k);
+                    end = n > 0 && (size_t)n < cap - at ? at + (size_t)n : at;
+                }
+                if (!fits(t->elem, e, path, end, cap, why, why_len))
                     return false;
             }
             return true;
         }
         holds = "a list";
-    } else if (t->t == T_STRUCT && t->n > 0) {
+    } else if ((t->t == T_STRUCT && t->n > 0) || t->t == T_MAP) {
         if (json_is_object(v)) {
             const char *key;
             json_t *f;
             json_object_foreach((json_t *)v, key, f) {
-                size_t i = 0;
-                while (i < t->n && strcmp(t->names[i], key) != 0)
-                    i++;
-                path[at] = '\0';
-                if (i == t->n) {
-                    snprintf(why, why_len, "%s%skey '%s' is not one of its struct's %zu fields", path,
-                             at ? ": " : "", key, t->n);
-                    return false;
+                const ctype *field = t->elem;
+                if (t->t == T_STRUCT) {
+                    size_t i = 0;
+                    while (i < t->n && strcmp(t->names[i], key) != 0)
+                        i++;
+                    if (i == t->n) {
+                        if (path) {
+                            path[at] = '\0';
+                            snprintf(why, why_len, "%s%skey '%s' is not one of its struct's %zu fields", path,
+                                     at ? ": " : "", key, t->n);
+                        }
+                        return false;
+                    }
+                    field = t->fields[i];
                 }
-                int n = snprintf(path + at, cap - at, "%s%s", at ? "." : "", key);
-                if (!fits(t->fields[i], f, path, n > 0 && (size_t)n < cap - at ? at + (size_t)n : at,
-                          cap, why, why_len))
+                size_t end = at;
+                if (path) {
+                    int n = snprintf(path + at, cap - at, "%s%s", at ? "." : "", key);
+                    end = n > 0 && (size_t)n < cap - at ? at + (size_t)n : at;
+                }
+                if (!fits(field, f, path, end, cap, why, why_len))
                     return false;
             }
             return true;
         }
-        holds = "a struct";
-    } else if (t->t == T_MAP) {
-        if (json_is_object(v)) {
-            const char *key;
-            json_t *f;
-            json_object_foreach((json_t *)v, key, f) {
-                int n = snprintf(path + at, cap - at, "%s%s", at ? "." : "", key);
-                if (!fits(t->elem, f, path, n > 0 && (size_t)n < cap - at ? at + (size_t)n : at, cap, why,
-                          why_len))
-                    return false;
-            }
-            return true;
-        }
-        holds = "a map";
+        holds = t->t == T_MAP ? "a map" : "a struct";
     } else if (t->t == T_INT || t->t == T_DOUBLE || t->t == T_BOOL) {
         if ((t->t == T_INT && json_is_integer(v)) || (t->t == T_DOUBLE && json_is_number(v)) ||
             (t->t == T_BOOL && json_is_boolean(v)))
@@ -682,17 +682,22 @@ static bool fits(const ctype *t, const json_t *v, char *path, size_t at, size_t 
     } else {
         return true; /* a string column holds any value as its JSON text */
     }
-    path[at] = '\0';
-    snprintf(why, why_len, "%s%s%s where it holds %s", path, at ? ": " : "", kind_of(v), holds);
+    if (path) {
+        path[at] = '\0';
+        snprintf(why, why_len, "%s%s%s where it holds %s", path, at ? ": " : "", kind_of(v), holds);
+    }
     return false;
 }
 
 bool sl_columns_fits(const sl_columns *c, size_t i, const json_t *v, char *why, size_t why_len)
 {
-    char path[256] = "";
     if (why_len)
         why[0] = '\0';
-    return !v || fits(c->cols[i].shape, v, path, 0, sizeof path, why, why_len);
+    if (!v || fits(c->cols[i].shape, v, NULL, 0, 0, NULL, 0))
+        return true;
+    char path[256] = "";
+    fits(c->cols[i].shape, v, path, 0, sizeof path, why, why_len); /* again, naming where */
+    return false;
 }
 
 sl_pq_value sl_columns_cell(const sl_columns *c, size_t i, const json_t *extra, char **owned)
