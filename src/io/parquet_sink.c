@@ -89,6 +89,8 @@ typedef struct pq_shared {
     unfit_count unplanned[MAX_UNPLANNED];
     size_t n_unplanned;
     unfit_count unplanned_other; /* past MAX_UNPLANNED names */
+    void (*on_unfit)(void *user, const char *column);
+    void *on_unfit_user;
 } pq_shared;
 
 static void unfit_clear(unfit_count *u)
@@ -178,8 +180,11 @@ static sl_pq_value pq_cell(sl_pq_type type, sl_pq_value v, char **owned)
 
 /* Counts a row whose value of `column` the parts do not hold; the first
  * one of each column is logged, naming the row and why. */
-static void count_unfit(unfit_count *u, const char *column, const char *id, const char *why)
+static void count_unfit(const pq_shared *ps, unfit_count *u, const char *column, const char *id,
+                        const char *why)
 {
+    if (ps->on_unfit) /* the names past MAX_UNPLANNED together, as counted */
+        ps->on_unfit(ps->on_unfit_user, u == &ps->unplanned_other ? "..." : column);
     if (u->rows++ > 0)
         return;
     u->first_id = sl_strdup(id ? id : "");
@@ -217,7 +222,7 @@ static void count_unplanned(pq_shared *ps, const sl_schema_row *row)
             u = &ps->unplanned[k];
             ps->n_unplanned++;
         }
-        count_unfit(u, key, row->id,
+        count_unfit(ps, u, key, row->id,
                     "a column first seen after the rows the Parquet columns were planned from "
                     "(the first 100 input rows)");
     }
@@ -236,7 +241,7 @@ static sl_status pq_write_row(void *shared, void *part, const sl_schema_row *row
         char why[512];
         if (!sl_columns_fits(s->passthrough, i, json_object_get(row->extra, sl_columns_input_name(s->passthrough, i)),
                              why, sizeof why))
-            count_unfit(&ps->unfit[i], ps->defs[k].name, row->id, why);
+            count_unfit(ps, &ps->unfit[i], ps->defs[k].name, row->id, why);
     }
     count_unplanned(ps, row);
     for (size_t i = 0; i < s->n_tail; i++, k++)
@@ -307,6 +312,13 @@ static json_t *pq_unfit(const void *shared)
     return o;
 }
 
+static void pq_on_unfit(void *shared, void (*fn)(void *user, const char *column), void *user)
+{
+    pq_shared *ps = shared;
+    ps->on_unfit = fn;
+    ps->on_unfit_user = user;
+}
+
 const sl_sink_ops sl_sink_parquet = {
     .format = "parquet",
     .prepare = pq_prepare,
@@ -322,4 +334,5 @@ const sl_sink_ops sl_sink_parquet = {
     .set_codec = pq_set_codec,
     .extension = "parquet",
     .unfit = pq_unfit,
+    .on_unfit = pq_on_unfit,
 };

@@ -123,6 +123,12 @@ json_t *sl_sink_unfit(const sl_sink *s)
     return s && s->ops->unfit ? s->ops->unfit(s->shared) : NULL;
 }
 
+void sl_sink_on_unfit(sl_sink *s, void (*fn)(void *user, const char *column), void *user)
+{
+    if (s && s->ops->on_unfit)
+        s->ops->on_unfit(s->shared, fn, user);
+}
+
 sl_status sl_sink_commit(sl_sink *s, sl_status (*durable)(void *user), void *user)
 {
     if (!sl_sink_part_is_open(s))

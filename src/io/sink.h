@@ -40,9 +40,11 @@ typedef struct sl_sink_ops {
     /* The parts' compression by name (NULL: the format has no choice). */
     sl_status (*set_codec)(void *shared, const char *name);
     const char *extension; /* the parts' file extension, no dot ("tar") */
-    /* What rows held that the parts could not (sl_sink_unfit); NULL: a
-     * format that writes every value as it came. */
+    /* What rows held that the parts could not (sl_sink_unfit), and who
+     * hears of each such value (sl_sink_on_unfit); NULL: a format that
+     * writes every value as it came. */
     json_t *(*unfit)(const void *shared);
+    void (*on_unfit)(void *shared, void (*fn)(void *user, const char *column), void *user);
 } sl_sink_ops;
 
 extern const sl_sink_ops sl_sink_jsonl;
@@ -95,6 +97,12 @@ int64_t sl_sink_part_bytes(const sl_sink *sink);
  * nothing was left out (or out of memory). The first such row of each
  * column is also logged as a warning. */
 json_t *sl_sink_unfit(const sl_sink *sink);
+
+/* fn(user, column) is called, on the writing thread, for each row whose
+ * value of `column` the format cannot write (as sl_sink_unfit counts it);
+ * a format that writes every value never calls it. Set before the first
+ * row is written (NULL sink: no-op). */
+void sl_sink_on_unfit(sl_sink *sink, void (*fn)(void *user, const char *column), void *user);
 
 /* Gives the open part up (its temporary file is removed); no-op without one. */
 void sl_sink_abandon(sl_sink *sink);

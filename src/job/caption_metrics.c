@@ -207,6 +207,7 @@ struct caption_metrics {
     char stage_names[STAGES_MAX][32];
     sl_metrics_family *failed_by_class;
     sl_metrics_family *task_tokens;
+    sl_metrics_family *unfit;
     sl_metrics_child *phase_children[SL_PHASE_COUNT];
     replica_metrics replicas[REPLICAS_MAX];
     int n_replicas;
@@ -355,6 +356,14 @@ sl_status caption_metrics_start(const char *address, caption_metrics **out)
                                     "Rows written with an error, by the stage that failed them "
                                     "and the class of the error.",
                                     failed_labels, &cm->failed_by_class);
+    static const char *const unfit_labels[] = {"column", NULL};
+    if (st == SL_OK)
+        st = sl_metrics_add_counter(cm->reg, "sluice_output_unfit_values_total",
+                                    "Rows whose value of an input column the Parquet output could "
+                                    "not hold (another type than the column's, a key its struct "
+                                    "lacks, a column first seen after the planned rows; summary.json's "
+                                    "unfit_values), by column.",
+                                    unfit_labels, &cm->unfit);
     static const char *const task_labels[] = {"task", "kind", NULL};
     if (st == SL_OK)
         st = sl_metrics_add_counter(cm->reg, "sluice_task_tokens_total",
@@ -711,6 +720,14 @@ void caption_metrics_row_failed(caption_metrics *cm, const char *stage, const ch
     if (!cm)
         return;
     sl_metrics_child *c = sl_metrics_with(cm->failed_by_class, stage ? stage : "unknown", cls);
+    if (c)
+        sl_metrics_counter_inc(c);
+}
+
+void caption_metrics_unfit(void *cm, const char *column)
+{
+    caption_metrics *m = cm;
+    sl_metrics_child *c = m ? sl_metrics_with(m->unfit, column) : NULL;
     if (c)
         sl_metrics_counter_inc(c);
 }

@@ -57,6 +57,10 @@ void caption_metrics_task_answer(caption_metrics *cm, const char *task, const sl
 /* Counts one failed row in sluice_rows_failed_by_class_total{stage,class}
  * (class: sl_status_class() of the row's status). Any thread. */
 void caption_metrics_row_failed(caption_metrics *cm, const char *stage, const char *cls);
+/* Counts a row whose value of `column` the output could not hold in
+ * sluice_output_unfit_values_total{column} (an sl_sink_on_unfit hook; cm:
+ * the caption_metrics). Any thread. */
+void caption_metrics_unfit(void *cm, const char *column);
 /* The live page's figures, read from the same children /metrics shows:
  * rows (read, done, failed, total, eta_s), per-stage counters and queues,
  * engine totals over replicas. Any thread; a new reference, NULL on OOM. */

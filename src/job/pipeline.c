@@ -573,28 +573,6 @@ static void summary_failures(gallery *g, sl_caption_summary *sum)
     json_decref(a);
 }
 
-/* Adds the errors part's unfit values to the output's (io/sink.h): counts
- * summed, the output's first row kept. */
-static void merge_unfit(json_t *into, json_t *more)
-{
-    const char *name;
-    json_t *v;
-    json_object_foreach(more, name, v) {
-        json_t *have = json_object_get(into, name);
-        if (!have) {
-            json_object_set(into, name, v);
-            continue;
-        }
-        json_int_t rows = json_integer_value(json_object_get(have, "rows")) +
-                          json_integer_value(json_object_get(v, "rows"));
-        json_object_set_new(have, "rows", json_integer(rows));
-    }
-}
-
-/* The choices the committed rows took (j->answers: an MPI job's rank 0
- * has every rank's, job_totals), as summary.json's "answers" ({"caption"
- * or a task's name: {choice: rows}}; NULL: no choices, or another rank
- * than 0) and as the console's line in sum->answers. */
 static json_t *summary_answers(const job *j, sl_caption_summary *sum)
 {
     const sl_caption_params *p = j->p;
@@ -784,6 +762,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     if ((st = start_metrics(&j, exec)) != SL_OK ||
         (st = caption_live_start(j.metrics, j.gallery, &j.live)) != SL_OK)
         goto done;
+    sl_sink_on_unfit(j.sink, caption_metrics_unfit, j.metrics); /* before the first row is written */
     if (j.dist && sl_dist_rank(j.dist) == 0) {
         caption_live_set_dist(j.live, j.dist);
         if ((st = rank_metrics_attach(caption_metrics_registry(j.metrics), j.dist,
@@ -847,12 +826,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         sl_free(prom);
     }
     if (lead) {
-        json_t *unfit = sl_sink_unfit(j.sink), *unfit_errors = sl_sink_unfit(j.errors_sink);
-        if (unfit_errors && !unfit)
-            unfit = json_incref(unfit_errors);
-        else if (unfit_errors) /* a column in both: the errors part's rows too */
-            merge_unfit(unfit, unfit_errors);
-        json_decref(unfit_errors);
+        json_t *unfit = sl_sink_unfit(j.sink); /* the errors parts are JSONL: they hold all */
         caption_report report = {p,        sum,       exec,  run_st, atomic_load(&j.input_total),
                                  j.gallery, &j.schema, j.dir, j.src,  answers, unfit};
         if (caption_report_write(&report) != SL_OK)

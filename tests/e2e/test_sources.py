@@ -327,6 +327,9 @@ def test_parquet_values_its_columns_cannot_hold_are_counted_and_typed_columns_ke
     }, unfit
     assert "first seen after" in unfit["late"]["why"]
     assert r.stderr.count("column 'meta'") == 1 and "meta:string keeps any value" in r.stderr
+    prom = (tmp_path / "p" / "metrics.prom").read_text()  # the same counts, live in /metrics
+    assert 'sluice_output_unfit_values_total{column="meta"} 2' in prom
+    assert 'sluice_output_unfit_values_total{column="late"} 1' in prom
     rows = by_id(pq.read_table(tmp_path / "p" / "part-00000.parquet").to_pylist())
     assert rows["m.jsonl:101"]["n"] is None and rows["m.jsonl:102"]["meta"] == {"a": 2}
     assert rows["m.jsonl:104"]["meta"] == {"a": None} and "late" not in rows["m.jsonl:103"]
