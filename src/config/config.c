@@ -360,7 +360,7 @@ static const opt opts[] = {
     {"output.retry_failed", "retry-failed", 0, K_BOOL, AT(p.retry_failed),
      .help = "take the failed rows out of the output and caption those inputs again"},
     {"output.columns", "columns", 0, K_LIST, 0, .list = L_COLUMNS, .max_items = 256, .f = SPLIT,
-     .arg = "A,B,...", .help = "pass only these input columns through ([]: all)"},
+     .arg = "A,B,...", .help = "pass only these input columns through ([]: all); NAME:TYPE types one in Parquet"},
     {"output.answer_columns", "answer-columns", 0, K_BOOL, AT(p.answer_columns),
      .help = "each property of a --json-schema answer as a typed column of its own"},
     {"output.include_image_bytes", "include-image-bytes", 0, K_BOOL, AT(p.include_image_bytes),
@@ -605,15 +605,19 @@ static void touch(sl_config *c, cfg_list *l)
     }
 }
 
-/* The length of the list item s starts with: up to a comma outside
- * brackets and quotes (a column's shape, `tags:{"list":"string"}`, holds
- * commas). */
+/* The length of the column item s starts with: up to a comma outside the
+ * brackets and quotes of a shape after its ':' (`tags:{"list":"string"}`
+ * holds commas; a name's own quotes do not count). */
 static size_t item_length(const char *s)
 {
     size_t n = 0;
     int depth = 0;
-    bool quoted = false;
+    bool quoted = false, typed = false;
     for (; s[n] && (quoted || depth > 0 || s[n] != ','); n++) {
+        if (!typed) {
+            typed = s[n] == ':';
+            continue;
+        }
         if (quoted && s[n] == '\\' && s[n + 1])
             n++;
         else if (s[n] == '"')
@@ -652,7 +656,7 @@ static sl_status list_add(sl_config *c, int i, const char *item, size_t len, con
         size_t name_len;
         bool typed;
         sl_pq_type type;
-        if (sl_columns_stage_spec(copy, &name_len, &typed, &type) != SL_OK) {
+        if (sl_columns_input_spec(copy, &name_len, &typed, &type) != SL_OK) {
             char why[512]; /* sl_fail writes where sl_last_error reads */
             snprintf(why, sizeof why, "%s", sl_last_error());
             return sl_fail(SL_ERR_INVALID_ARG, "%s%s: %s", where, name, why);
@@ -1313,7 +1317,10 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
             size_t before = (size_t)c->lists[o->list].n;
             /* "yes, no": the spaces after the commas are not the names'. */
             for (const char *s = value; st == SL_OK && *s;) {
-                size_t len = item_length(s), skip = len + (s[len] == ',');
+                /* A column's shape holds commas; other lists' items may hold
+                 * quotes and brackets (choices: 12", 24"). */
+                size_t len = o->list == L_COLUMNS ? item_length(s) : strcspn(s, ","),
+                       skip = len + (s[len] == ',');
                 while (len && (*s == ' ' || *s == '\t'))
                     s++, len--, skip--;
                 while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))

@@ -167,18 +167,29 @@ static bool absorb(ctype *t, const ctype *u)
         t->t = widen(t->t, u->t);
         return true;
     }
-    if (t->t == T_NONE) {
+    if (t->t == T_NONE && (u->t == T_LIST || u->t == T_MAP)) {
+        if (!(t->elem = sl_calloc(1, sizeof *t->elem)))
+            return false; /* typed once it has its element */
         t->t = u->t;
-        if (u->t == T_LIST || u->t == T_MAP)
-            return (t->elem = sl_calloc(1, sizeof *t->elem)) && absorb(t->elem, u->elem);
+        return absorb(t->elem, u->elem);
     }
+    if (t->t == T_NONE)
+        t->t = u->t; /* a struct: its fields below */
     if (t->t == T_STRUCT && u->t == T_STRUCT) {
+        size_t more = 0;
         for (size_t i = 0; i < u->n; i++) {
-            long k = t->n == MAX_FIELDS ? -2 : field_of(t, u->names[i]);
-            if (k == -2) {
-                to_string(t);
-                return true;
-            }
+            size_t k = 0;
+            while (k < t->n && strcmp(t->names[k], u->names[i]) != 0)
+                k++;
+            more += k == t->n;
+        }
+        if (t->n + more > MAX_FIELDS) { /* as sampling does: a map of them all */
+            if (!to_map(t))
+                return false;
+            return absorb(t, u);
+        }
+        for (size_t i = 0; i < u->n; i++) {
+            long k = field_of(t, u->names[i]);
             if (k < 0 || !absorb(t->fields[k], u->fields[i]))
                 return false;
         }
@@ -270,8 +281,6 @@ static bool widen_with(ctype *t, const json_t *v, int depth, int lists)
             if (!to_map(t))
                 return false;
         }
-        if (t->t == T_MAP && !t->elem && !(t->elem = sl_calloc(1, sizeof *t->elem)))
-            return false;
         const char *key;
         json_t *f;
         json_object_foreach((json_t *)v, key, f) {
@@ -400,8 +409,10 @@ static bool ctype_of(ctype *t, const sl_pq_node *n)
     switch (n->kind) {
     case SL_PQ_NODE_LIST:
     case SL_PQ_NODE_MAP:
+        if (!(t->elem = sl_calloc(1, sizeof *t->elem)))
+            return false;
         t->t = n->kind == SL_PQ_NODE_MAP ? T_MAP : T_LIST;
-        return (t->elem = sl_calloc(1, sizeof *t->elem)) && ctype_of(t->elem, n->element);
+        return ctype_of(t->elem, n->element);
     case SL_PQ_NODE_STRUCT:
         t->t = T_STRUCT;
         if (!(t->names = sl_calloc(n->n_fields, sizeof *t->names)) ||
@@ -421,40 +432,83 @@ static bool ctype_of(ctype *t, const sl_pq_node *n)
     return false;
 }
 
+static const struct {
+    const char *name;
+    sl_pq_type type;
+} TYPES[] = {{"string", SL_PQ_STRING}, {"int64", SL_PQ_INT64}, {"double", SL_PQ_DOUBLE}, {"bool", SL_PQ_BOOL}};
+
+/* The type text (after a NAME's ':') names: true with *type for a type name
+ * or a shape ('{'; *type string), false for neither. */
+static bool type_named(const char *text, sl_pq_type *type)
+{
+    *type = SL_PQ_STRING;
+    if (*text == '{')
+        return true;
+    for (size_t i = 0; i < sizeof TYPES / sizeof *TYPES; i++)
+        if (strcmp(text, TYPES[i].name) == 0) {
+            *type = TYPES[i].type;
+            return true;
+        }
+    return false;
+}
+
+static const char *skip_spaces(const char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    return s;
+}
+
+/* Checks spec's type (at type_text; a shape parsed as the writer would). */
+static sl_status check_type(const char *spec, const char *type_text, sl_pq_type *type)
+{
+    if (!type_named(type_text, type))
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "column '%s': the type after ':' is string, int64, double, bool or a shape ({\"list\": "
+                       "...}, {\"map\": ...} or {\"struct\": [[NAME, ...], ...]})", spec);
+    if (*type_text != '{')
+        return SL_OK;
+    sl_pq_node *shape = NULL;
+    sl_status st = parse_shape(type_text, spec, &shape);
+    sl_pq_shape_free(shape);
+    return st;
+}
+
 sl_status sl_columns_stage_spec(const char *spec, size_t *name_len, bool *typed,
                                 sl_pq_type *type)
 {
-    static const struct {
-        const char *name;
-        sl_pq_type type;
-    } types[] = {{"string", SL_PQ_STRING}, {"int64", SL_PQ_INT64}, {"double", SL_PQ_DOUBLE},
-                 {"bool", SL_PQ_BOOL}};
     const char *colon = strchr(spec, ':');
     *name_len = colon ? (size_t)(colon - spec) : strlen(spec);
     *typed = colon != NULL;
     *type = SL_PQ_STRING;
     if (*name_len == 0)
         return sl_fail(SL_ERR_INVALID_ARG, "column '%s' has no name before its type", spec);
-    if (!colon)
-        return SL_OK;
-    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
-        if (strcmp(colon + 1, types[i].name) == 0) {
-            *type = types[i].type;
-            return SL_OK;
-        }
-    if (colon[1] == '{') { /* a nested column's shape */
-        sl_pq_node *shape = NULL;
-        sl_status st = parse_shape(colon + 1, spec, &shape);
-        sl_pq_shape_free(shape);
-        return st;
-    }
-    return sl_fail(SL_ERR_INVALID_ARG,
-                   "column '%s': the type after ':' is string, int64, double, bool or a shape ({\"list\": "
-                   "...}, {\"map\": ...} or {\"struct\": [[NAME, ...], ...]})", spec);
+    return colon ? check_type(spec, skip_spaces(colon + 1), type) : SL_OK;
 }
 
-/* Column i takes the type spec gives (checked by sl_columns_stage_spec;
- * the name is spec's first name_len bytes). */
+sl_status sl_columns_input_spec(const char *spec, size_t *name_len, bool *typed, sl_pq_type *type)
+{
+    *name_len = strlen(spec);
+    *typed = false;
+    *type = SL_PQ_STRING;
+    const char *at = NULL;
+    for (const char *c = strchr(spec, ':'); c && !at; c = strchr(c + 1, ':'))
+        if (*skip_spaces(c + 1) == '{')
+            at = c; /* a shape: from the first ":{" */
+    const char *last = strrchr(spec, ':');
+    if (!at && last && type_named(skip_spaces(last + 1), type))
+        at = last;
+    if (!at)
+        return SL_OK; /* "exif:Model": a name that holds a ':' */
+    *name_len = (size_t)(at - spec);
+    *typed = true;
+    if (*name_len == 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "column '%s' has no name before its type", spec);
+    return check_type(spec, skip_spaces(at + 1), type);
+}
+
+/* Column i takes the type spec gives (checked; the name is spec's first
+ * name_len bytes, the type after the ':' there). */
 static sl_status set_type(sl_columns *c, size_t i, const char *spec, size_t name_len, sl_pq_type type)
 {
     column *col = &c->cols[i];
@@ -463,21 +517,24 @@ static sl_status set_type(sl_columns *c, size_t i, const char *spec, size_t name
     col->node = NULL;
     col->shape->t = col_type_of(type);
     col->typed = true;
-    if (spec[name_len + 1] != '{')
+    const char *text = skip_spaces(spec + name_len + 1);
+    if (*text != '{')
         return SL_OK;
-    sl_pq_node *shape = NULL; /* a shape: checked by sl_columns_stage_spec */
-    sl_status st = parse_shape(spec + name_len + 1, spec, &shape);
+    sl_pq_node *shape = NULL;
+    sl_status st = parse_shape(text, spec, &shape);
     if (st == SL_OK && !ctype_of(col->shape, shape))
         st = sl_fail(SL_ERR_NOMEM, "out of memory adding column '%s'", spec);
     sl_pq_shape_free(shape);
     return st;
 }
 
-/* The index of the column spec names, added when it is not there yet. */
-static sl_status add_spec(sl_columns *c, const char *spec, size_t *index, size_t *name_len,
+/* The index of the column spec names (read as a stage's spec or, input,
+ * as an input column's), added when it is not there yet. */
+static sl_status add_spec(sl_columns *c, const char *spec, bool input, size_t *index, size_t *name_len,
                           bool *typed, sl_pq_type *type)
 {
-    sl_status st = sl_columns_stage_spec(spec, name_len, typed, type);
+    sl_status st = input ? sl_columns_input_spec(spec, name_len, typed, type)
+                         : sl_columns_stage_spec(spec, name_len, typed, type);
     if (st != SL_OK)
         return st;
     char *name = sl_strndup(spec, *name_len);
@@ -498,7 +555,7 @@ sl_status sl_columns_add(sl_columns *c, const char *spec)
     size_t i, len;
     bool typed;
     sl_pq_type type;
-    sl_status st = add_spec(c, spec, &i, &len, &typed, &type);
+    sl_status st = add_spec(c, spec, false, &i, &len, &typed, &type);
     return st == SL_OK && typed ? set_type(c, i, spec, len, type) : st;
 }
 
@@ -537,7 +594,7 @@ sl_status sl_columns_new(const char *const *reserved, size_t n_reserved,
         size_t k, len;
         bool typed;
         sl_pq_type type;
-        if ((st = add_spec(c, declared[i], &k, &len, &typed, &type)) == SL_OK && typed)
+        if ((st = add_spec(c, declared[i], true, &k, &len, &typed, &type)) == SL_OK && typed)
             st = set_type(c, k, declared[i], len, type);
     }
     c->fixed = declared != NULL;
@@ -653,6 +710,8 @@ static bool fits(const ctype *t, const json_t *v, char *path, size_t at, size_t 
                     size_t i = 0;
                     while (i < t->n && strcmp(t->names[i], key) != 0)
                         i++;
+                    if (i == t->n && json_is_null(f))
+                        continue; /* nothing to write: nothing lost */
                     if (i == t->n) {
                         if (path) {
                             path[at] = '\0';

@@ -27,9 +27,10 @@ typedef struct sl_columns sl_columns;
 /* reserved: the output's own field names (n). declared: NULL to take every
  * column seen in samples (in order of first sight), or the columns to keep
  * (n_declared), in that order, each "NAME" (typed from samples) or
- * "NAME:TYPE" as sl_columns_stage_spec takes (samples leave it as it is:
- * "meta:string" keeps every value, as its JSON text where not a string).
- * SL_ERR_INVALID_ARG naming a declared column whose type is none. */
+ * "NAME:TYPE" as sl_columns_input_spec reads it (samples leave the type as
+ * it is: "meta:string" keeps every value, as its JSON text where not a
+ * string). SL_ERR_INVALID_ARG naming a declared column whose shape is not
+ * one. */
 sl_status sl_columns_new(const char *const *reserved, size_t n_reserved,
                          const char *const *declared, size_t n_declared, sl_columns **out);
 
@@ -76,6 +77,14 @@ bool sl_columns_fits(const sl_columns *c, size_t i, const json_t *v, char *why, 
  * of those. */
 sl_status sl_columns_stage_spec(const char *spec, size_t *name_len, bool *typed,
                                 sl_pq_type *type);
+
+/* A declared input column (--columns): as sl_columns_stage_spec, but a
+ * name may hold ':' (EXIF's "exif:Model"): the type is what follows the
+ * first ':' that a shape ('{') follows, else the last ':' when a type name
+ * follows it (spaces after the ':' skipped), else there is none and the
+ * whole spec is the name. SL_ERR_INVALID_ARG for a shape that is not one
+ * or an empty name before a type. */
+sl_status sl_columns_input_spec(const char *spec, size_t *name_len, bool *typed, sl_pq_type *type);
 
 /* Adds a stage's column (spec as for sl_columns_stage_spec: its values are
  * set during the run, so no sample saw them) when it is not there yet,

@@ -178,8 +178,9 @@ static sl_pq_value pq_cell(sl_pq_type type, sl_pq_value v, char **owned)
     return v;
 }
 
-/* Counts a row whose value of `column` the parts do not hold; the first
- * one of each column is logged, naming the row and why. */
+/* Counts a row whose value of `column` (the input's name, the one
+ * --columns takes) the parts do not hold; the first one of each column is
+ * logged, naming the row and why. */
 static void count_unfit(const pq_shared *ps, unfit_count *u, const char *column, const char *id,
                         const char *why)
 {
@@ -241,7 +242,7 @@ static sl_status pq_write_row(void *shared, void *part, const sl_schema_row *row
         char why[512];
         if (!sl_columns_fits(s->passthrough, i, json_object_get(row->extra, sl_columns_input_name(s->passthrough, i)),
                              why, sizeof why))
-            count_unfit(ps, &ps->unfit[i], ps->defs[k].name, row->id, why);
+            count_unfit(ps, &ps->unfit[i], sl_columns_input_name(s->passthrough, i), row->id, why);
     }
     count_unplanned(ps, row);
     for (size_t i = 0; i < s->n_tail; i++, k++)
@@ -300,7 +301,7 @@ static json_t *pq_unfit(const void *shared)
     json_t *o = json_object();
     for (size_t i = 0; o && i < ps->n_pass; i++)
         if (ps->unfit[i].rows)
-            json_object_set_new(o, ps->defs[ps->schema->n_head + i].name, unfit_json(&ps->unfit[i]));
+            json_object_set_new(o, sl_columns_input_name(ps->schema->passthrough, i), unfit_json(&ps->unfit[i]));
     for (size_t i = 0; o && i < ps->n_unplanned; i++)
         json_object_set_new(o, ps->unplanned[i].name, unfit_json(&ps->unplanned[i]));
     if (o && ps->unplanned_other.rows)

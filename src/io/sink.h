@@ -92,7 +92,7 @@ int64_t sl_sink_part_bytes(const sl_sink *sink);
 
 /* What the rows written so far held that the format could not write (a
  * Parquet pass-through value not of its column's type, a column first
- * seen after the columns were planned): a new object of column name ->
+ * seen after the columns were planned): a new object of input column name ->
  * {"rows": N, "first_id": ID, "why": WHY}, the caller's; NULL when
  * nothing was left out (or out of memory). The first such row of each
  * column is also logged as a warning. */

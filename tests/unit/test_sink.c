@@ -210,6 +210,7 @@ static void fits_names_what_a_column_cannot_hold(void **state)
     assert_true(fits(c, 1, "[{\"s\": 1, \"xy\": []}, {}]", why, sizeof why)); /* an int in double */
     assert_false(fits(c, 1, "[{\"s\": 1}, {\"xy\": [3, \"4\"]}]", why, sizeof why));
     assert_string_equal(why, "[1].xy[1]: a string where it holds int64");
+    assert_true(fits(c, 1, "[{\"s\": 1, \"label\": null}]", why, sizeof why)); /* nothing lost */
     assert_false(fits(c, 1, "[{\"s\": 1, \"label\": \"cat\"}]", why, sizeof why));
     assert_string_equal(why, "[0]: key 'label' is not one of its struct's 2 fields");
     assert_false(fits(c, 1, "{\"s\": 1}", why, sizeof why));
@@ -251,9 +252,22 @@ static void fits_names_what_a_column_cannot_hold(void **state)
     assert_string_equal(why, "[0]: key 'xy' is not one of its struct's 1 fields");
     sl_columns_free(c);
 
-    const char *bad[] = {"n:int32"};
+    /* A name may hold ':' (EXIF's keys); the type is what a type name or
+     * a shape follows. */
+    const char *colons[] = {"exif:Model", "dc:title: int64", "x:y:{\"list\": \"bool\"}"};
+    assert_int_equal(sl_columns_new(NULL, 0, colons, 3, &c), SL_OK);
+    assert_string_equal(sl_columns_input_name(c, 0), "exif:Model");
+    assert_int_equal(sl_columns_type(c, 0), SL_PQ_STRING);
+    assert_string_equal(sl_columns_input_name(c, 1), "dc:title");
+    assert_int_equal(sl_columns_type(c, 1), SL_PQ_INT64);
+    assert_string_equal(sl_columns_input_name(c, 2), "x:y");
+    assert_int_equal(sl_columns_shape(c, 2)->kind, SL_PQ_NODE_LIST);
+    assert_true(fits(c, 0, "{\"any\": 1}", why, sizeof why));
+    sl_columns_free(c);
+
+    const char *bad[] = {"n:{\"list\": \"int32\"}"};
     assert_int_equal(sl_columns_new(NULL, 0, bad, 1, &c), SL_ERR_INVALID_ARG);
-    assert_non_null(strstr(sl_last_error(), "'n:int32'"));
+    assert_non_null(strstr(sl_last_error(), "'n:{\"list\": \"int32\"}'"));
 }
 
 int main(void)
