@@ -131,13 +131,20 @@ static void to_string(ctype *t)
     t->t = T_STRING;
 }
 
-/* The index of struct t's field `name`, added (a T_NONE) when it has none;
- * -1 when out of memory. */
-static long field_of(ctype *t, const char *name)
+/* The index of struct t's field `name`; t->n when it has none. */
+static size_t field_index(const ctype *t, const char *name)
 {
     size_t i = 0;
     while (i < t->n && strcmp(t->names[i], name) != 0)
         i++;
+    return i;
+}
+
+/* The index of struct t's field `name`, added (a T_NONE) when it has none;
+ * -1 when out of memory. */
+static long field_of(ctype *t, const char *name)
+{
+    size_t i = field_index(t, name);
     if (i < t->n)
         return (long)i;
     char **names = sl_realloc(t->names, (t->n + 1) * sizeof *names);
@@ -177,12 +184,8 @@ static bool absorb(ctype *t, const ctype *u)
         t->t = u->t; /* a struct: its fields below */
     if (t->t == T_STRUCT && u->t == T_STRUCT) {
         size_t more = 0;
-        for (size_t i = 0; i < u->n; i++) {
-            size_t k = 0;
-            while (k < t->n && strcmp(t->names[k], u->names[i]) != 0)
-                k++;
-            more += k == t->n;
-        }
+        for (size_t i = 0; i < u->n; i++)
+            more += field_index(t, u->names[i]) == t->n;
         if (t->n + more > MAX_FIELDS) { /* as sampling does: a map of them all */
             if (!to_map(t))
                 return false;
@@ -237,10 +240,7 @@ static bool takes_keys(const ctype *t, const json_t *v)
     json_object_foreach((json_t *)v, key, f) {
         if (!*key || strchr(key, '.'))
             return false;
-        size_t i = 0;
-        while (i < t->n && strcmp(t->names[i], key) != 0)
-            i++;
-        more += i == t->n;
+        more += field_index(t, key) == t->n;
     }
     return t->n + more <= MAX_FIELDS;
 }
@@ -281,18 +281,18 @@ static bool widen_with(ctype *t, const json_t *v, int depth, int lists)
             if (!to_map(t))
                 return false;
         }
+        if (t->t != T_STRUCT && t->t != T_MAP) {
+            to_string(t); /* an object where a list or a scalar was, or nested too deep */
+            return true;
+        }
         const char *key;
         json_t *f;
         json_object_foreach((json_t *)v, key, f) {
-            long i = 0;
-            if (t->t == T_STRUCT && (i = field_of(t, key)) < 0)
-                return false;
-            if (t->t == T_STRUCT ? !widen_with(t->fields[i], f, depth + 1, lists)
-                                 : t->t == T_MAP && !widen_with(t->elem, f, depth + 1, lists + 1))
+            long i = t->t == T_STRUCT ? field_of(t, key) : 0;
+            if (i < 0 || !(t->t == T_MAP ? widen_with(t->elem, f, depth + 1, lists + 1)
+                                         : widen_with(t->fields[i], f, depth + 1, lists)))
                 return false;
         }
-        if (t->t != T_STRUCT && t->t != T_MAP)
-            to_string(t);
         return true;
     }
     col_type s = scalar_type(v);
@@ -707,9 +707,7 @@ static bool fits(const ctype *t, const json_t *v, char *path, size_t at, size_t 
             json_object_foreach((json_t *)v, key, f) {
                 const ctype *field = t->elem;
                 if (t->t == T_STRUCT) {
-                    size_t i = 0;
-                    while (i < t->n && strcmp(t->names[i], key) != 0)
-                        i++;
+                    size_t i = field_index(t, key);
                     if (i == t->n && json_is_null(f))
                         continue; /* nothing to write: nothing lost */
                     if (i == t->n) {
@@ -734,9 +732,10 @@ static bool fits(const ctype *t, const json_t *v, char *path, size_t at, size_t 
         }
         holds = t->t == T_MAP ? "a map" : "a struct";
     } else if (t->t == T_INT || t->t == T_DOUBLE || t->t == T_BOOL) {
-        if ((t->t == T_INT && json_is_integer(v)) || (t->t == T_DOUBLE && json_is_number(v)) ||
-            (t->t == T_BOOL && json_is_boolean(v)))
-            return true;
+        sl_pq_value x;
+        char *owned; /* never set for these types: only a string leaf dumps */
+        if (sl_pq_value_from_json(leaf_type(t->t), v, &x, &owned) && !x.is_null)
+            return true; /* what the writer takes there */
         holds = type_of(t->t);
     } else {
         return true; /* a string column holds any value as its JSON text */

@@ -573,6 +573,10 @@ static void summary_failures(gallery *g, sl_caption_summary *sum)
     json_decref(a);
 }
 
+/* The choices the committed rows took (j->answers: an MPI job's rank 0
+ * has every rank's, job_totals), as summary.json's "answers" ({"caption"
+ * or a task's name: {choice: rows}}; NULL: no choices, or another rank
+ * than 0) and as the console's line in sum->answers. */
 static json_t *summary_answers(const job *j, sl_caption_summary *sum)
 {
     const sl_caption_params *p = j->p;

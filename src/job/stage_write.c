@@ -476,15 +476,17 @@ sl_status job_open_output(job *j)
 {
     const sl_caption_params *p = j->p;
     sl_status st = SL_OK;
-    if (!j->sink) {
-        const char *format = job_is_batch(p) && !(p->output_format && strcmp(p->output_format, "parquet") == 0)
-                                 ? "jsonl"
-                                 : p->output_format;
-        if ((st = sl_sink_open(format, j->dir, p->overwrite, &j->schema.schema, &j->sink)) != SL_OK ||
-            (j->remote && (st = sl_sink_set_remote(j->sink, j->remote)) != SL_OK) ||
-            (p->output_compression && (st = sl_sink_set_codec(j->sink, p->output_compression)) != SL_OK))
-            return st;
-    }
+    if (!j->sink &&
+        ((st = sl_sink_open(job_is_batch(p) && !(p->output_format &&
+                                                 strcmp(p->output_format, "parquet") == 0)
+                                ? "jsonl"
+                                : p->output_format,
+                            j->dir, p->overwrite, &j->schema.schema,
+                            &j->sink)) != SL_OK ||
+         (j->remote && (st = sl_sink_set_remote(j->sink, j->remote)) != SL_OK) ||
+         (p->output_compression &&
+          (st = sl_sink_set_codec(j->sink, p->output_compression)) != SL_OK)))
+        return st;
     char name[64];
     snprintf(name, sizeof name, "part-%05ld.%s", j->shard, sl_sink_extension(j->sink));
     st = sl_sink_part_open(j->sink, name);
