@@ -499,6 +499,34 @@ static void lora_items_split_on_the_last_colon_before_a_number(void **state)
     sl_config_free(c);
 }
 
+/* --columns splits on the commas outside a shape's brackets and quotes
+ * after an item's ':' (a name may hold ':' and quotes); --choices splits
+ * on every comma (a choice may hold a quote). A shape that is none is
+ * refused naming the flag and the item. */
+static void column_items_keep_their_shapes_whole(void **state)
+{
+    (void)state;
+    sl_config *c;
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    assert_int_equal(sl_config_set_flag(c, "columns",
+                                        "exif:Model, m:{\"struct\": [[\"a,b\", \"int64\"], [\"c\", \"bool\"]]},a\"b,n"),
+                     SL_OK);
+    assert_int_equal(sl_config_set_flag(c, "choices", "12\",24\",27\""), SL_OK);
+    const sl_caption_params *p = sl_config_params(c);
+    assert_int_equal(p->n_columns, 4);
+    assert_string_equal(p->columns[0], "exif:Model");
+    assert_string_equal(p->columns[1], "m:{\"struct\": [[\"a,b\", \"int64\"], [\"c\", \"bool\"]]}");
+    assert_string_equal(p->columns[2], "a\"b");
+    assert_string_equal(p->columns[3], "n");
+    assert_int_equal(p->n_choices, 3);
+    assert_string_equal(p->choices[2], "27\"");
+    sl_config_free(c);
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    assert_int_equal(sl_config_set_flag(c, "columns", "n:{\"list\": \"int32\"}"), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "--columns: column 'n:{\"list\": \"int32\"}'"));
+    sl_config_free(c);
+}
+
 /* The cache types' names are sl_kv_type's, in its order. */
 static void cache_types_are_the_engines_names(void **state)
 {
@@ -777,6 +805,7 @@ int main(void)
         cmocka_unit_test(flags_override_the_file),
         cmocka_unit_test(every_setting_round_trips),
         cmocka_unit_test(lora_items_split_on_the_last_colon_before_a_number),
+        cmocka_unit_test(column_items_keep_their_shapes_whole),
         cmocka_unit_test(cache_types_are_the_engines_names),
         cmocka_unit_test(a_prompt_beside_tasks_is_refused),
         cmocka_unit_test(stages_in_a_job_file),
