@@ -6,7 +6,9 @@
  * choose; the file reads back with every row; and a value the columns say
  * fits (sl_columns_fits) reads back as it went in — flat columns and whole
  * lists and maps (io/parquet_json.h), a string column's non-strings as
- * their JSON text, an integer in a double column as that number. */
+ * their JSON text, an integer in a double column as that number; and a
+ * list's (or map's) leaves read back give the shape it was written with
+ * (sl_pq_list_shape: how a Parquet input's schema types its columns). */
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -150,6 +152,22 @@ static void read_back(const sl_columns *c, const sl_pq_column_def *defs, size_t 
                 sl_pq_reader_free(r);
                 return;
             }
+    }
+    /* A list's (or map's) leaves give back the shape it was written with. */
+    for (size_t col = 0, first = 0; col < n_cols; col++) {
+        const sl_pq_node *shape = defs[col].nested;
+        size_t leaves = shape ? sl_pq_shape_leaves(shape) : 1;
+        if (shape && shape->kind != SL_PQ_NODE_STRUCT && first + leaves <= n_leaves) {
+            const sl_pq_column_info *infos[256];
+            for (size_t k = 0; k < leaves; k++)
+                infos[k] = sl_pq_reader_column(r, first + k);
+            json_t *want = sl_pq_shape_json(shape), *got = sl_pq_list_shape(infos, leaves);
+            if (!want || !got || !json_equal(want, got))
+                fail("a list's leaves give another shape", want, got);
+            json_decref(want);
+            json_decref(got);
+        }
+        first += leaves;
     }
     const sl_pq_batch *b;
     if (sl_pq_reader_select(r, names, n_leaves) != SL_OK)

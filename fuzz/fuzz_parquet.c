@@ -6,8 +6,9 @@
  * and however the file lies, the most bytes allocated at once stay a small
  * multiple of the file plus the memory limit. Each batch's first rows'
  * lists are put back together as JSON (io/parquet_json.h) from all the
- * columns of each list. At most 1 << 20 rows are read: a few bytes of RLE
- * may honestly hold billions of null rows. */
+ * columns of each list, and its shape from their infos. At most 1 << 20
+ * rows are read: a few bytes of RLE may honestly hold billions of null
+ * rows. */
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -130,6 +131,12 @@ static void lists_as_json(const sl_pq_batch *b)
                 cols[n++] = &b->columns[k];
         for (int64_t i = 0; i < b->num_rows && i < 8; i++)
             json_decref(sl_pq_list_json(cols, n, i, json_value));
+        const sl_pq_column_info **infos = calloc(n, sizeof *infos);
+        for (size_t k = 0; infos && k < n; k++)
+            infos[k] = cols[k]->info;
+        if (infos) /* the schema's shape of the list, as a Parquet input's columns are typed */
+            json_decref(sl_pq_list_shape(infos, n));
+        free(infos);
     }
     free(cols);
 }

@@ -85,20 +85,26 @@ const char *sl_columns_rename(const sl_columns *c, const char *input_name, const
     return buf;
 }
 
+static void ctype_free(ctype *t);
+
 static void ctype_clear(ctype *t)
 {
     if (!t)
         return;
-    ctype_clear(t->elem);
-    sl_free(t->elem);
+    ctype_free(t->elem);
     for (size_t i = 0; i < t->n; i++) {
         sl_free(t->names[i]);
-        ctype_clear(t->fields[i]);
-        sl_free(t->fields[i]);
+        ctype_free(t->fields[i]);
     }
     sl_free(t->names);
     sl_free(t->fields);
     *t = (ctype){.t = T_NONE};
+}
+
+static void ctype_free(ctype *t)
+{
+    ctype_clear(t);
+    sl_free(t);
 }
 
 static col_type scalar_type(const json_t *v)
@@ -220,8 +226,7 @@ static bool to_map(ctype *t)
         return false;
     for (size_t i = 0; i < t->n; i++)
         if (!absorb(value, t->fields[i])) {
-            ctype_clear(value);
-            sl_free(value);
+            ctype_free(value);
             return false;
         }
     ctype_clear(t);
@@ -364,6 +369,15 @@ static sl_pq_node *make_node(const ctype *t)
     n->kind = SL_PQ_NODE_LEAF;
     n->type = leaf_type(t->t);
     return n;
+}
+
+/* The index of input column `name`; c->n when there is none. */
+static size_t column_index(const sl_columns *c, const char *name)
+{
+    size_t i = 0;
+    while (i < c->n && strcmp(c->cols[i].in, name) != 0)
+        i++;
+    return i;
 }
 
 static sl_status add_column(sl_columns *c, const char *name, const json_t *row)
@@ -540,9 +554,7 @@ static sl_status add_spec(sl_columns *c, const char *spec, bool input, size_t *i
     char *name = sl_strndup(spec, *name_len);
     if (!name)
         return sl_fail(SL_ERR_NOMEM, "out of memory adding column '%s'", spec);
-    size_t i = 0;
-    while (i < c->n && strcmp(c->cols[i].in, name) != 0)
-        i++;
+    size_t i = column_index(c, name);
     if (i == c->n)
         st = add_column(c, name, NULL);
     sl_free(name);
@@ -559,6 +571,49 @@ sl_status sl_columns_add(sl_columns *c, const char *spec)
     return st == SL_OK && typed ? set_type(c, i, spec, len, type) : st;
 }
 
+/* The levels of nodes from t down to its deepest leaf. */
+static int levels(const ctype *t)
+{
+    int most = 0;
+    for (size_t i = 0; t->t == T_STRUCT && i < t->n; i++) {
+        int d = levels(t->fields[i]);
+        most = d > most ? d : most;
+    }
+    return 1 + (t->t == T_LIST || t->t == T_MAP ? levels(t->elem) : most);
+}
+
+sl_status sl_columns_input_type(sl_columns *c, const char *name, const sl_pq_node *shape)
+{
+    size_t i = column_index(c, name);
+    if (i < c->n && c->cols[i].typed)
+        return SL_OK; /* the user's type */
+    if (i == c->n && c->fixed)
+        return SL_OK;
+    ctype *t = sl_calloc(1, sizeof *t);
+    if (!t || !ctype_of(t, shape)) {
+        ctype_free(t);
+        return sl_fail(SL_ERR_NOMEM, "out of memory typing column '%s'", name);
+    }
+    /* As samples are held: past the limits the samples' type stays. */
+    if (is_nested(t->t) && (count_leaves(t) > MAX_LEAVES || list_depth(t) > SL_PQ_WRITE_MAX_LISTS ||
+                            levels(t) > MAX_NESTING + 1)) {
+        ctype_free(t);
+        return SL_OK;
+    }
+    sl_status st = i == c->n ? add_column(c, name, NULL) : SL_OK;
+    if (st != SL_OK) {
+        ctype_free(t);
+        return st;
+    }
+    column *col = &c->cols[i];
+    ctype_free(col->shape);
+    sl_pq_shape_free(col->node);
+    col->node = NULL;
+    col->shape = t;
+    col->typed = true;
+    return SL_OK;
+}
+
 void sl_columns_free(sl_columns *c)
 {
     if (!c)
@@ -569,8 +624,7 @@ void sl_columns_free(sl_columns *c)
     for (size_t i = 0; i < c->n; i++) {
         sl_free(c->cols[i].in);
         sl_free(c->cols[i].out);
-        ctype_clear(c->cols[i].shape);
-        sl_free(c->cols[i].shape);
+        ctype_free(c->cols[i].shape);
         sl_pq_shape_free(c->cols[i].node);
     }
     sl_free(c->cols);
@@ -613,9 +667,7 @@ sl_status sl_columns_sample(sl_columns *c, const json_t *extra)
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)extra, key, v) {
-        size_t i = 0;
-        while (i < c->n && strcmp(c->cols[i].in, key) != 0)
-            i++;
+        size_t i = column_index(c, key);
         if (i == c->n) {
             if (c->fixed)
                 continue;

@@ -2,7 +2,8 @@
  * (JSON values from the source) become output fields, under which names, and
  * with which Parquet types. A name equal to one of the output's own fields is
  * written as "input_<name>" (repeated until free), so input data never
- * clobbers ours. Types come from sample rows: all integers -> int64, numbers
+ * clobbers ours. Types come from an input's schema where it has one
+ * (sl_columns_input_type), else from sample rows: all integers -> int64, numbers
  * -> double, all booleans -> bool, all arrays -> a list of what their
  * elements widen to, all objects -> a struct of every key seen (each field
  * widened alike), or a map of string keys to what their values widen to
@@ -92,6 +93,15 @@ sl_status sl_columns_input_spec(const char *spec, size_t *name_len, bool *typed,
  * gives (an input column of that name takes it too), else string unless
  * samples widened it. */
 sl_status sl_columns_add(sl_columns *c, const char *spec);
+
+/* Column `name` (an input column) holds values of `shape` as its input's
+ * schema declares it (a Parquet or Arrow file's: sl_source_column_types):
+ * it takes that type whatever the samples say, unless it was declared with
+ * a type of its own (--columns NAME:TYPE). It is added when not there yet
+ * and the columns are not declared; when they are and it is not one of
+ * them, nothing changes. A shape past the limits above leaves the
+ * column's type to its samples. shape is copied. SL_ERR_NOMEM only. */
+sl_status sl_columns_input_type(sl_columns *c, const char *name, const sl_pq_node *shape);
 
 void sl_columns_free(sl_columns *c);
 

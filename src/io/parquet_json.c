@@ -214,3 +214,107 @@ json_t *sl_pq_value_json(const sl_pq_vector *v, int64_t k)
     default: return json_null();
     }
 }
+
+/* ---- shapes: the same walk over the leaves' infos, no values ------------- */
+
+const char *sl_pq_leaf_shape(sl_pq_type type)
+{
+    switch (type) {
+    case SL_PQ_BOOL: return "bool";
+    case SL_PQ_INT32:
+    case SL_PQ_INT64: return "int64";
+    case SL_PQ_FLOAT:
+    case SL_PQ_DOUBLE: return "double";
+    case SL_PQ_STRING: return "string";
+    default: return NULL;
+    }
+}
+
+static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t prefix, unsigned d);
+
+/* As list_node: the leaves of the list at depth d, taken below it; a MAP
+ * whose pairs are exactly {key: string, value} reads as an object, so its
+ * shape is a map of the value's. */
+static json_t *list_shape(const sl_pq_column_info *const *cs, size_t n, unsigned d)
+{
+    const sl_pq_column_info *head = cs[0];
+    const sl_pq_column_info **below = sl_malloc(n * sizeof *below);
+    if (!below)
+        return NULL;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (cs[i]->depth > d && cs[i]->nest_list_len[d] == head->nest_list_len[d])
+            below[m++] = cs[i];
+    json_t *e = node_shape(below, m, head->nest_element_len[d], d + 1);
+    bool string_keys = false;
+    for (size_t i = 0; (head->maps >> d & 1) && i < m; i++)
+        string_keys |= below[i]->type == SL_PQ_STRING && below[i]->depth == d + 1 &&
+                       strlen(below[i]->name) >= below[i]->nest_element_len[d] &&
+                       strcmp(below[i]->name + below[i]->nest_element_len[d], ".key") == 0;
+    sl_free(below);
+    json_t *fields = json_object_get(e, "struct");
+    if (string_keys && json_array_size(fields) == 2 &&
+        strcmp(json_string_value(json_array_get(json_array_get(fields, 0), 0)), "key") == 0 &&
+        strcmp(json_string_value(json_array_get(json_array_get(fields, 1), 0)), "value") == 0) {
+        json_t *map = json_pack("{s:O}", "map", json_array_get(json_array_get(fields, 1), 1));
+        json_decref(e);
+        return map;
+    }
+    return json_pack("{s:o}", "list", e ? e : json_string("string"));
+}
+
+/* As node: the shape at the path of the first `prefix` bytes of the
+ * leaves' names, they at depth d; NULL where no leaf gives a value. */
+static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t prefix, unsigned d)
+{
+    if (n == 0)
+        return NULL;
+    const sl_pq_column_info *ci = cs[0];
+    if (d < ci->depth && ci->nest_list_len[d] == prefix)
+        return list_shape(cs, n, d);
+    if (n == 1 && strlen(ci->name) == prefix) {
+        const char *leaf = d == ci->depth ? sl_pq_leaf_shape(ci->type) : NULL;
+        return leaf ? json_string(leaf) : NULL;
+    }
+    json_t *fields = json_array();
+    const sl_pq_column_info **group = sl_malloc(n * sizeof *group);
+    if (!fields || !group) {
+        sl_free(group);
+        json_decref(fields);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *name = cs[i]->name;
+        size_t len, other_len;
+        const char *part = next_part(name, prefix, &len);
+        bool seen = false;
+        for (size_t j = 0; part && j < i && !seen; j++) {
+            const char *other = cs[j]->name, *other_part = next_part(other, prefix, &other_len);
+            seen = other_part && strncmp(other, name, prefix) == 0 && other_len == len &&
+                   memcmp(other_part, part, len) == 0;
+        }
+        if (!part || seen)
+            continue;
+        size_t m = 0;
+        for (size_t j = i; j < n; j++) {
+            const char *other = cs[j]->name, *other_part = next_part(other, prefix, &other_len);
+            if (other_part && strncmp(other, name, prefix) == 0 && other_len == len &&
+                memcmp(other_part, part, len) == 0)
+                group[m++] = cs[j];
+        }
+        json_t *f = node_shape(group, m, (size_t)(part - name) + len, d);
+        if (f && json_array_append_new(fields, json_pack("[s#o]", part, (int)len, f)) != 0)
+            break;
+    }
+    sl_free(group);
+    if (json_array_size(fields) == 0) {
+        json_decref(fields);
+        return NULL;
+    }
+    return json_pack("{s:o}", "struct", fields);
+}
+
+json_t *sl_pq_list_shape(const sl_pq_column_info *const *cols, size_t n)
+{
+    return n ? node_shape(cols, n, cols[0]->list_len, 0) : NULL;
+}

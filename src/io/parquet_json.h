@@ -32,6 +32,20 @@ json_t *sl_pq_value_json(const sl_pq_vector *v, int64_t k);
  * value. NULL when out of memory. */
 json_t *sl_pq_list_json(const sl_pq_vector *const *cols, size_t n, int64_t row, sl_pq_json_value_fn value);
 
+/* The shape (io/parquet_shape.h's JSON) of what sl_pq_list_json makes of
+ * the n leaves `cols` (all in the same outermost list): {"list": ...} or
+ * {"map": ...} around a leaf type, a struct (its fields in the leaves'
+ * order) or another list, walked as sl_pq_list_json walks the values; a
+ * part that is always null there (no leaf reaches it) is left out of its
+ * struct, or is "string" as a list's element. NULL when no leaf reaches
+ * the list, or out of memory. */
+json_t *sl_pq_list_shape(const sl_pq_column_info *const *cols, size_t n);
+
+/* The leaf type name (io/parquet_shape.h) sl_pq_value_json's values of a
+ * `type` column take: "int64" for INT32 and INT64, "double" for FLOAT and
+ * DOUBLE, "bool", "string"; NULL for a type whose values are always null. */
+const char *sl_pq_leaf_shape(sl_pq_type type);
+
 /* Whether value k of v (an element in a list column) is inside a null
  * group: the one named by the first `len` bytes of v's name, or one above
  * it. False where v carries no definition levels or no such group. */

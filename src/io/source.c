@@ -352,7 +352,7 @@ static void folder_close(source_reader *r)
     sl_free(r);
 }
 
-static const source_kind folder_kind = {"folder", folder_open, folder_next, folder_close, NULL};
+static const source_kind folder_kind = {"folder", folder_open, folder_next, folder_close, NULL, NULL};
 
 /* --- single files -------------------------------------------------------------------- */
 
@@ -394,7 +394,7 @@ static int64_t file_count(const char *file, const sl_source_params *p, const ato
     return 1;
 }
 
-static const source_kind file_kind = {"file", file_open, file_next, file_close, file_count};
+static const source_kind file_kind = {"file", file_open, file_next, file_close, file_count, NULL};
 
 /* --- manifests ----------------------------------------------------------------------- */
 
@@ -1021,7 +1021,7 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
 }
 
 static const source_kind manifest_kind = {"manifest", manifest_open, manifest_next,
-                                          manifest_close, NULL};
+                                          manifest_close, NULL, NULL};
 
 /* --- OpenAI batch files ---------------------------------------------------------------- */
 
@@ -1093,7 +1093,7 @@ static int64_t batch_count(const char *file, const sl_source_params *p, const at
 }
 
 static const source_kind batch_kind = {"openai-batch", manifest_open, batch_next, manifest_close,
-                                       batch_count};
+                                       batch_count, NULL};
 
 /* --- dispatch ------------------------------------------------------------------------- */
 
@@ -1114,6 +1114,7 @@ struct sl_source {
     uint64_t shard;          /* take_shard: the shard asked about last, */
     int take;                /* and the answer (SL_SHARD_*) */
     bool asked, ended;       /* whether it was asked yet / told the end */
+    json_t *types;           /* the column shapes of the files opened (source_kind.types) */
 };
 
 static bool ends_with(const char *s, const char *suffix)
@@ -1309,6 +1310,7 @@ void sl_source_free(sl_source *src)
     if (src->lexical)
         sl_strings_free(src->lexical, src->n_files);
     sl_free(src->names);
+    json_decref(src->types);
     sl_free(src);
 }
 
@@ -1720,6 +1722,12 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
             sl_status st = src->kind->open(f, name, &src->p, &src->reader, &open_error);
             if (st != SL_OK)
                 return st;
+            if (!open_error && src->kind->types) {
+                if (!src->types && !(src->types = json_object()))
+                    return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", f);
+                if ((st = src->kind->types(src->reader, src->types)) != SL_OK)
+                    return st;
+            }
             if (open_error) {
                 item->error = open_error;
                 if (!(item->id = sl_strdup(*name ? name : base_name(f))) ||
@@ -1738,6 +1746,8 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
         src->reader = NULL;
     }
 }
+
+const json_t *sl_source_column_types(const sl_source *src) { return src->types; }
 
 sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done)
 {

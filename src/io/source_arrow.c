@@ -591,6 +591,14 @@ static sl_status arrow_open(const char *file, const char *name, const sl_source_
 
 static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i, int depth);
 
+/* An integer type every value of which an int64 holds. */
+static bool fits_int64(enum ArrowType t)
+{
+    return t == NANOARROW_TYPE_INT8 || t == NANOARROW_TYPE_INT16 || t == NANOARROW_TYPE_INT32 ||
+           t == NANOARROW_TYPE_INT64 || t == NANOARROW_TYPE_UINT8 || t == NANOARROW_TYPE_UINT16 ||
+           t == NANOARROW_TYPE_UINT32;
+}
+
 /* Row i's elements in v's child: [*lo, *hi). */
 static void list_range(const struct ArrowArrayView *v, int64_t i, int64_t *lo, int64_t *hi)
 {
@@ -627,15 +635,10 @@ static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayVi
         return json_null();
     if (v->dictionary && s->dictionary) /* the index, checked against the dictionary by validation */
         return value_json(s->dictionary, v->dictionary, ArrowArrayViewGetIntUnsafe(v, i), depth + 1);
+    if (fits_int64(v->storage_type))
+        return json_integer(ArrowArrayViewGetIntUnsafe(v, i));
     switch (v->storage_type) {
     case NANOARROW_TYPE_BOOL: return json_boolean(ArrowArrayViewGetIntUnsafe(v, i));
-    case NANOARROW_TYPE_INT8:
-    case NANOARROW_TYPE_INT16:
-    case NANOARROW_TYPE_INT32:
-    case NANOARROW_TYPE_INT64:
-    case NANOARROW_TYPE_UINT8:
-    case NANOARROW_TYPE_UINT16:
-    case NANOARROW_TYPE_UINT32: return json_integer(ArrowArrayViewGetIntUnsafe(v, i));
     case NANOARROW_TYPE_UINT64: {
         uint64_t u = ArrowArrayViewGetUIntUnsafe(v, i);
         return u <= INT64_MAX ? json_integer((json_int_t)u) : json_real((double)u);
@@ -687,6 +690,92 @@ static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayVi
     }
     default: return json_null(); /* binary, decimals, unions, intervals */
     }
+}
+
+/* Whether top-level column c passes through: not binary, and not the
+ * image column unless it holds paths (a string, a list of strings: the
+ * output's record of them); image bytes stay out. */
+static bool passes_through(const source_reader *r, int64_t c)
+{
+    const struct ArrowSchema *col = r->schema.children[c];
+    enum ArrowType t = type_of(col);
+    if (c == r->image_col)
+        return is_string(t) || (is_list(t) && is_string(type_of(col->children[0])));
+    return !is_binary(t);
+}
+
+/* The shape (io/parquet_shape.h's JSON) of what value_json makes of s's
+ * values; NULL for a type whose values are always null (or out of memory). */
+static json_t *shape_json(const struct ArrowSchema *s, int depth, bool top)
+{
+    struct ArrowSchemaView sv;
+    struct ArrowError err;
+    if (depth > 64 || ArrowSchemaViewInit(&sv, s, &err) != NANOARROW_OK)
+        return NULL;
+    if (s->dictionary)
+        return shape_json(s->dictionary, depth + 1, top);
+    if (fits_int64(sv.storage_type))
+        return json_string("int64");
+    switch (sv.storage_type) {
+    case NANOARROW_TYPE_BOOL: return json_string("bool");
+    /* Past INT64_MAX a value is a double in JSON: at the top the samples
+     * say which (a hash column: double), inside a value a double holds all. */
+    case NANOARROW_TYPE_UINT64: return top ? NULL : json_string("double");
+    case NANOARROW_TYPE_HALF_FLOAT:
+    case NANOARROW_TYPE_FLOAT:
+    case NANOARROW_TYPE_DOUBLE: return json_string("double");
+    case NANOARROW_TYPE_STRING:
+    case NANOARROW_TYPE_LARGE_STRING:
+    case NANOARROW_TYPE_STRING_VIEW: return json_string("string");
+    case NANOARROW_TYPE_LIST:
+    case NANOARROW_TYPE_LARGE_LIST:
+    case NANOARROW_TYPE_FIXED_SIZE_LIST: {
+        json_t *e = s->n_children == 1 ? shape_json(s->children[0], depth + 1, false) : NULL;
+        return json_pack("{s:o}", "list", e ? e : json_string("string"));
+    }
+    case NANOARROW_TYPE_MAP: {
+        const struct ArrowSchema *kv = s->n_children == 1 ? s->children[0] : NULL;
+        if (kv && kv->n_children == 2 && is_string(type_of(kv->children[0]))) {
+            json_t *value = shape_json(kv->children[1], depth + 1, false);
+            return json_pack("{s:o}", "map", value ? value : json_string("string"));
+        }
+        json_t *e = kv ? shape_json(kv, depth + 1, false) : NULL;
+        return json_pack("{s:o}", "list", e ? e : json_string("string"));
+    }
+    case NANOARROW_TYPE_STRUCT: {
+        json_t *fields = json_array();
+        for (int64_t c = 0; fields && c < s->n_children; c++) {
+            json_t *f = shape_json(s->children[c], depth + 1, false);
+            if (f && json_array_append_new(fields, json_pack("[so]", s->children[c]->name ? s->children[c]->name : "",
+                                                             f)) != 0) {
+                json_decref(fields);
+                fields = NULL;
+            }
+        }
+        if (json_array_size(fields) == 0) {
+            json_decref(fields);
+            return NULL;
+        }
+        return json_pack("{s:o}", "struct", fields);
+    }
+    default: return NULL; /* binary, decimals, unions, intervals: null, as value_json */
+    }
+}
+
+/* The pass-through columns' shapes from the file's schema, the columns
+ * arrow_next leaves out left out. */
+static sl_status arrow_types(const source_reader *r, json_t *into)
+{
+    const struct ArrowSchema *s = &r->schema;
+    for (int64_t c = 0; c < s->n_children; c++) {
+        const char *name = s->children[c]->name ? s->children[c]->name : "";
+        if (!passes_through(r, c) || json_object_get(into, name))
+            continue;
+        json_t *shape = shape_json(s->children[c], 0, true);
+        if (shape && json_object_set_new(into, name, shape) != 0)
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    }
+    return SL_OK;
 }
 
 /* ---- images -------------------------------------------------------------- */
@@ -854,10 +943,8 @@ static sl_status arrow_next(source_reader *r, sl_source_item *item, bool *done)
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     const struct ArrowSchema *s = &r->schema;
     for (int64_t c = 0; c < s->n_children; c++) {
-        enum ArrowType t = type_of(s->children[c]);
-        if ((c == r->image_col && !is_string(t) && !(is_list(t) && is_string(type_of(s->children[c]->children[0])))) ||
-            is_binary(t))
-            continue; /* image bytes stay out; a path or a list of paths is the output's record of them */
+        if (!passes_through(r, c))
+            continue;
         json_t *cell = value_json(s->children[c], r->batch->children[c], i, 0);
         if (!cell || json_object_set_new(item->extra, s->children[c]->name ? s->children[c]->name : "", cell) != 0)
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
@@ -905,4 +992,4 @@ static int64_t arrow_count(const char *file, const sl_source_params *p, const at
     return rows;
 }
 
-const source_kind sl_source_arrow = {"arrow", arrow_open, arrow_next, arrow_close, arrow_count};
+const source_kind sl_source_arrow = {"arrow", arrow_open, arrow_next, arrow_close, arrow_count, arrow_types};

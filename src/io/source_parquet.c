@@ -5,7 +5,8 @@
  * or a list of strings `C.list.element`; legacy list names too), which gives
  * the row's item->images. Every other readable column except binary ones
  * passes through, a list (of primitives, of structs, of lists, a map) as its
- * JSON under the list's name (io/parquet_json.h). An unreadable file or row
+ * JSON under the list's name (io/parquet_json.h), each column's type the
+ * schema's (pq_types). An unreadable file or row
  * group is an error item naming it; the rest of that file is skipped. */
 #include <stdio.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct source_reader {
     const char *image_name;
     size_t n_sel;
     char **keys;        /* per selected column: its name in item->extra (a list's name), or NULL */
+    const sl_pq_column_info **infos; /* per selected column (the reader's) */
     size_t *list_head;  /* per selected column in a list: the first selected column of its list */
     const sl_pq_vector **list_cols; /* n_sel: one list's columns, gathered for a row */
     const sl_pq_batch *batch;
@@ -48,6 +50,7 @@ static void pq_close(source_reader *r)
     for (size_t i = 0; r->keys && i < r->n_sel; i++)
         sl_free(r->keys[i]);
     sl_free(r->keys);
+    sl_free(r->infos);
     sl_free(r->list_head);
     sl_free(r->list_cols);
     sl_free(r->file);
@@ -183,7 +186,8 @@ static sl_status choose_columns(source_reader *r, char **why)
     }
     const char **sel = sl_calloc(nc ? nc : 1, sizeof *sel);
     r->keys = sl_calloc(nc ? nc : 1, sizeof *r->keys);
-    if (!sel || !r->keys) {
+    r->infos = sl_calloc(nc ? nc : 1, sizeof *r->infos);
+    if (!sel || !r->keys || !r->infos) {
         sl_free(sel);
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
@@ -200,6 +204,7 @@ static sl_status choose_columns(source_reader *r, char **why)
             else if ((int)i == multi_path[k])
                 r->multi_path[k] = (int)n, image = true;
         }
+        r->infos[n] = ci;
         if (image) { /* a string column passes through as any string does */
             sel[n++] = ci->name;
             r->n_sel = n;
@@ -477,6 +482,39 @@ static sl_status column_images(source_reader *r, const sl_pq_batch *b, int64_t i
     return SL_OK;
 }
 
+/* The pass-through columns' shapes from the file's schema: a flat column's
+ * leaf type, a list's (or map's) as io/parquet_json.c puts its value
+ * together; the columns pq_next leaves out are left out here. */
+static sl_status pq_types(const source_reader *r, json_t *into)
+{
+    for (size_t c = 0; c < r->n_sel; c++) {
+        if ((int)c == r->bytes_col || ((int)c == r->path_col && !r->keys[c]) ||
+            multi_struct_column(r, (int)c) || r->list_head[c] != c)
+            continue;
+        const char *key = r->keys[c] ? r->keys[c] : r->infos[c]->name;
+        if (json_object_get(into, key))
+            continue; /* an earlier file's */
+        json_t *shape;
+        if (r->keys[c]) {
+            const sl_pq_column_info **leaves = sl_malloc(r->n_sel * sizeof *leaves);
+            if (!leaves)
+                return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+            size_t n = 0;
+            for (size_t k = c; k < r->n_sel; k++)
+                if (r->list_head[k] == c)
+                    leaves[n++] = r->infos[k];
+            shape = sl_pq_list_shape(leaves, n);
+            sl_free(leaves);
+        } else {
+            const char *leaf = sl_pq_leaf_shape(r->infos[c]->type);
+            shape = leaf ? json_string(leaf) : NULL;
+        }
+        if (shape && json_object_set_new(into, key, shape) != 0)
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    }
+    return SL_OK;
+}
+
 static int64_t pq_count(const char *file, const sl_source_params *p, const atomic_bool *stop)
 {
     sl_pq_reader *pq;
@@ -488,4 +526,4 @@ static int64_t pq_count(const char *file, const sl_source_params *p, const atomi
     return n;
 }
 
-const source_kind sl_source_parquet = {"parquet", pq_open, pq_next, pq_close, pq_count};
+const source_kind sl_source_parquet = {"parquet", pq_open, pq_next, pq_close, pq_count, pq_types};

@@ -251,6 +251,27 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
     return SL_OK;
 }
 
+/* The columns' types as the sampled input files declare them (Parquet,
+ * Arrow): what the schema says beats what 100 rows' values suggest (a map
+ * with few keys is no struct, a column null so far has a type). A shape the
+ * writer cannot take leaves its column to the samples. */
+static sl_status schema_types(sl_columns *cols, const json_t *types)
+{
+    const char *name;
+    json_t *j;
+    json_object_foreach((json_t *)types, name, j) {
+        char why[256];
+        sl_pq_node *shape = sl_pq_shape_parse(j, why, sizeof why);
+        if (!shape)
+            continue;
+        sl_status st = sl_columns_input_type(cols, name, shape);
+        sl_pq_shape_free(shape);
+        if (st != SL_OK)
+            return st;
+    }
+    return SL_OK;
+}
+
 sl_status caption_schema_plan(const sl_caption_params *p, const sl_source *src,
                               const char *const *stage_columns, size_t n_stage_columns,
                               caption_schema *out)
@@ -291,6 +312,8 @@ sl_status caption_schema_plan(const sl_caption_params *p, const sl_source *src,
             st = sl_columns_sample(out->cols, it.extra);
         }
         sl_source_item_clear(&it);
+        if (st == SL_OK)
+            st = schema_types(out->cols, sl_source_column_types(peek));
         sl_source_free(peek);
     }
     for (size_t i = 0; i < n_stage_columns && st == SL_OK; i++)

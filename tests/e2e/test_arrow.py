@@ -8,6 +8,7 @@ file and the cause, with no sanitizer report. test_s3.py reads one from a
 bucket."""
 import datetime
 import io
+import json
 import pathlib
 import struct
 
@@ -281,6 +282,42 @@ def test_what_datasets_and_pandas_write(sluice, tmp_path):
         assert row["error"] is None and row["path"] == want["path"], row
         assert (row["kind"], row["n"]) == (want["kind"], want["n"])
         assert row["input_bytes"] == pathlib.Path(want["path"]).stat().st_size
+
+
+def test_parquet_output_keeps_the_arrow_types(sluice, tmp_path):
+    """Written as Parquet, an Arrow input's pass-through columns take the
+    types its schema gives, not what its first rows' values suggest: a map
+    with two keys is a map (a struct of the keys seen from samples), a
+    column null in every row keeps its float type, a dictionary of strings
+    is a string, a map of integer keys a list of key/value structs; a
+    uint64 column past 2^63 is a double as its values are; nothing is left
+    out."""
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    table = dataset_table(0, 6, ds)
+    table = table.append_column("never", pa.array([None] * 6, pa.float32())) \
+        .append_column("kind", pa.array(["x", "y"] * 3).dictionary_encode())
+    write_stream(ds / "data.arrow", table, 4)
+    r = dry_run(sluice, ds / "data.arrow", tmp_path / "o", "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = pq.read_table(tmp_path / "o" / "part-00000.parquet")
+    types = {f.name: str(f.type) for f in out.schema}
+    assert types["attrs"].startswith("map<string, int64"), types
+    assert types["never"] == "double" and types["kind"] == "string", types
+    assert types["codes"] == "list<element: struct<key: int64, value: string>>", types
+    assert types["meta"] == "struct<w: int64, src: string>" and types["big"] == "double", types
+    assert types["bbox"] == "list<element: list<element: double>>", types
+    assert types["conversations"] == "list<element: struct<from: string, value: string>>", types
+    assert types["label"] == "int64" and types["taken"] == "int64" and types["ok"] == "bool", types
+    assert "blob" not in types
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["unfit_values"] == {}, summary["unfit_values"]
+    rows = by_id(out.to_pylist())
+    for i, want in enumerate(expected(table)):
+        row = rows[f"data.arrow:{i}"]
+        assert dict(row["attrs"]) == want["attrs"] and row["codes"] == want["codes"], row
+        assert row["never"] is None and row["kind"] == want["kind"] and row["meta"] == want["meta"]
 
 
 def test_broken_files_fail_alone(sluice, tmp_path):

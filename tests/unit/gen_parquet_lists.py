@@ -372,11 +372,17 @@ def nested_files(d, out):
               "objs": objs[k],
               "m": None if m[k] is None else {kk: v for kk, v in m[k]},
               "mi": None if mi[k] is None else [{"key": kk, "value": v} for kk, v in mi[k]]} for k in range(n)]
+    # Each list's shape (io/parquet_shape.h) as the table above declares it:
+    # int32 is int64, a map with string keys a map, with other keys a list
+    # of {key, value} structs.
+    shapes = {"ll": {"list": {"list": "string"}}, "lll": {"list": {"list": {"list": "int64"}}},
+              "objs": {"list": {"struct": [["name", "string"], ["box", {"list": "int64"}]]}},
+              "m": {"map": "int64"}, "mi": {"list": {"struct": [["key", "int64"], ["value", {"list": "string"}]]}}}
     for codec, dictionary, version in [("snappy", True, "1.0"), ("zstd", False, "2.0"), ("none", True, "2.0")]:
         name = f"nested-{codec}-{'dict' if dictionary else 'plain'}-v{version[0]}.parquet"
         pq.write_table(table, d / name, compression=codec, use_dictionary=dictionary, data_page_version=version,
                        row_group_size=9, data_page_size=64)
-        out[name] = {"rows": rows, "nest": nest, "maps": maps, "whole": whole, "row_groups": 5,
+        out[name] = {"rows": rows, "nest": nest, "maps": maps, "whole": whole, "shapes": shapes, "row_groups": 5,
                      "lists": {c: v[0] if v else None for c, v in nest.items()}}
 
     # By hand: list<list<binary>> with rows across pages of 4 levels.

@@ -16,10 +16,12 @@
 #include <lz4.h>
 
 #include "core/alloc.h"
+#include "io/columns.h"
 #include "io/parquet_delta.h"
 #include "io/parquet_format.h"
 #include "io/parquet_json.h"
 #include "io/parquet_read.h"
+#include "io/parquet_shape.h"
 #include "io/parquet_write.h"
 #include "io/thrift_compact.h"
 #include "test_util.h"
@@ -1235,6 +1237,36 @@ static void lists_read_as_written(void **state)
     assert_int_equal(files, 16);
 }
 
+/* The shape sl_pq_list_shape gives list `list` of file `name` is the one the
+ * generator declared, and every row's value of the list fits it. */
+static void check_list_shape(const sl_pq_vector *const *cols, size_t n, const char *list, json_t *want,
+                             const char *name)
+{
+    const sl_pq_column_info *infos[16];
+    for (size_t k = 0; k < n; k++)
+        infos[k] = cols[k]->info;
+    json_t *shape = sl_pq_list_shape(infos, n);
+    char what[600];
+    snprintf(what, sizeof what, "%s: the shape of %s", name, list);
+    assert_json_equal(shape, json_object_get(json_object_get(want, "shapes"), list), what);
+    char why[256];
+    sl_pq_node *node = sl_pq_shape_parse(shape, why, sizeof why);
+    assert_non_null(node);
+    sl_columns *c;
+    assert_int_equal(sl_columns_new(NULL, 0, NULL, 0, &c), SL_OK);
+    assert_int_equal(sl_columns_input_type(c, list, node), SL_OK);
+    assert_int_equal(sl_columns_count(c), 1);
+    json_t *row;
+    size_t k;
+    json_array_foreach(json_object_get(want, "whole"), k, row) {
+        if (!sl_columns_fits(c, 0, json_object_get(row, list), why, sizeof why))
+            fail_msg("%s: row %zu does not fit: %s", what, k, why);
+    }
+    sl_columns_free(c);
+    sl_pq_shape_free(node);
+    json_decref(shape);
+}
+
 /* pyarrow's lists of lists, lists of structs with list fields and maps put
  * back together whole by sl_pq_list_json from all the leaves of each list,
  * as the generator built them (a map with string keys an object), in
@@ -1278,6 +1310,8 @@ static void whole_lists_put_back_together(void **state)
                                     strncmp(b->columns[k].info->name, list, ci->list_len) == 0)
                                     cols[n++] = &b->columns[k];
                             json_object_set_new(row, list, sl_pq_list_json(cols, n, i, pq_value));
+                            if (i == 0)
+                                check_list_shape(cols, n, list, want, name);
                         }
                         sl_free(list);
                     }

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "core/error.h"
+#include "io/parquet_shape.h"
 #include "io/sink.h"
 #include "test_util.h"
 
@@ -270,6 +271,69 @@ static void fits_names_what_a_column_cannot_hold(void **state)
     assert_non_null(strstr(sl_last_error(), "'n:{\"list\": \"int32\"}'"));
 }
 
+static sl_pq_node *shape_of(const char *text)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(text, JSON_DECODE_ANY, &jerr);
+    char why[256];
+    sl_pq_node *n = j ? sl_pq_shape_parse(j, why, sizeof why) : NULL;
+    json_decref(j);
+    if (!n)
+        fail_msg("%.40s: %s", text, j ? why : jerr.text);
+    return n;
+}
+
+/* An input's schema types a column whatever the samples said (a map with
+ * one key so far is a map; a column null so far its type), except one
+ * declared with a type; a column not among the declared ones is left out;
+ * a shape past the limits leaves the samples' type. */
+static void a_schema_type_beats_the_samples(void **state)
+{
+    (void)state;
+    sl_pq_node *map = shape_of("{\"map\": \"double\"}"), *dbl = shape_of("\"double\"");
+    char wide[8192] = "{\"struct\": [";
+    for (int k = 0; k < 300; k++)
+        snprintf(wide + strlen(wide), sizeof wide - strlen(wide), "%s[\"f%d\", \"int64\"]", k ? ", " : "", k);
+    strcat(wide, "]}");
+    sl_pq_node *too_wide = shape_of(wide);
+    sl_columns *c;
+    assert_int_equal(sl_columns_new(NULL, 0, NULL, 0, &c), SL_OK);
+    sample(c, "{\"scores\": {\"cat\": 0.5}, \"later\": null, \"n\": 1, \"w\": {\"a\": 1}}");
+    assert_int_equal(sl_columns_shape(c, 0)->kind, SL_PQ_NODE_STRUCT);
+    char why[256];
+    assert_false(fits(c, 0, "{\"dog\": 1}", why, sizeof why));
+    assert_int_equal(sl_columns_input_type(c, "scores", map), SL_OK);
+    assert_int_equal(sl_columns_input_type(c, "later", dbl), SL_OK);
+    assert_int_equal(sl_columns_input_type(c, "w", too_wide), SL_OK);
+    assert_int_equal(sl_columns_input_type(c, "unseen", dbl), SL_OK);
+    assert_int_equal(sl_columns_count(c), 5);
+    assert_int_equal(sl_columns_shape(c, 0)->kind, SL_PQ_NODE_MAP);
+    assert_true(fits(c, 0, "{\"dog\": 1, \"cat\": 2.5}", why, sizeof why));
+    assert_int_equal(sl_columns_type(c, 1), SL_PQ_DOUBLE);
+    assert_int_equal(sl_columns_shape(c, 3)->kind, SL_PQ_NODE_STRUCT); /* the samples' struct<a> */
+    assert_int_equal(sl_columns_shape(c, 3)->n_fields, 1);
+    assert_string_equal(sl_columns_input_name(c, 4), "unseen");
+    assert_int_equal(sl_columns_type(c, 4), SL_PQ_DOUBLE);
+    sample(c, "{\"scores\": {\"x\": \"text\"}, \"later\": \"s\"}"); /* typed: samples leave it */
+    assert_int_equal(sl_columns_shape(c, 0)->element->type, SL_PQ_DOUBLE);
+    assert_int_equal(sl_columns_type(c, 1), SL_PQ_DOUBLE);
+    sl_columns_free(c);
+
+    const char *declared[] = {"scores:string", "later"};
+    assert_int_equal(sl_columns_new(NULL, 0, declared, 2, &c), SL_OK);
+    assert_int_equal(sl_columns_input_type(c, "scores", map), SL_OK);
+    assert_int_equal(sl_columns_input_type(c, "later", dbl), SL_OK);
+    assert_int_equal(sl_columns_input_type(c, "n", dbl), SL_OK);
+    assert_int_equal(sl_columns_count(c), 2);
+    assert_null(sl_columns_shape(c, 0));
+    assert_int_equal(sl_columns_type(c, 0), SL_PQ_STRING); /* the user's type */
+    assert_int_equal(sl_columns_type(c, 1), SL_PQ_DOUBLE);
+    sl_columns_free(c);
+    sl_pq_shape_free(map);
+    sl_pq_shape_free(dbl);
+    sl_pq_shape_free(too_wide);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +342,7 @@ int main(void)
         cmocka_unit_test(failed_durable_step_publishes_nothing),
         cmocka_unit_test(formats_refused),
         cmocka_unit_test(fits_names_what_a_column_cannot_hold),
+        cmocka_unit_test(a_schema_type_beats_the_samples),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
