@@ -7,6 +7,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "dist/coord.h"
 
 struct coord {
@@ -28,6 +29,8 @@ struct coord {
     int failed_rank;
     sl_status failed_status;
     char failed_msg[1024];
+    json_t *unfit;        /* the ranks' unfit values merged (coord_unfit) */
+    json_t *unfit_rank;   /* per column: the rank its first_id is from */
 };
 
 void coord_counts_add(coord_counts *into, const coord_counts *c)
@@ -94,6 +97,8 @@ void coord_free(coord *c)
         return;
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->finished_cv);
+    json_decref(c->unfit);
+    json_decref(c->unfit_rank);
     sl_free(c->fingerprint);
     sl_free(c->ranks);
     sl_free(c);
@@ -292,19 +297,75 @@ static sl_status commit(coord *c, int rank, wire_reader *r, wire_buf *reply)
     return SL_OK;
 }
 
+/* Whether v is what a sink's unfit values are: an object of {"rows",
+ * "first_id", "why"} objects. */
+static bool unfit_shaped(const json_t *v)
+{
+    const char *column;
+    json_t *e;
+    if (!json_is_object(v))
+        return false;
+    json_object_foreach((json_t *)v, column, e) {
+        json_t *rows = json_object_get(e, "rows");
+        if (!json_is_integer(rows) || json_integer_value(rows) < 0 ||
+            !json_is_string(json_object_get(e, "first_id")) || !json_is_string(json_object_get(e, "why")))
+            return false;
+    }
+    return true;
+}
+
+/* Merges rank `rank`'s unfit values (unfit_shaped) into c's; false when
+ * out of memory. */
+static bool merge_unfit(coord *c, int rank, const json_t *theirs)
+{
+    if ((!c->unfit && !(c->unfit = json_object())) || (!c->unfit_rank && !(c->unfit_rank = json_object())))
+        return false;
+    const char *column;
+    json_t *v;
+    json_object_foreach((json_t *)theirs, column, v) {
+        json_t *mine = json_object_get(c->unfit, column);
+        json_int_t before = mine ? json_integer_value(json_object_get(mine, "rows")) : 0;
+        bool lower = !mine || rank < json_integer_value(json_object_get(c->unfit_rank, column));
+        json_t *merged = lower ? json_deep_copy(v) : json_incref(mine);
+        if (!merged ||
+            json_object_set_new(merged, "rows", json_integer(before + json_integer_value(json_object_get(v, "rows")))) != 0 ||
+            json_object_set_new(c->unfit, column, merged) != 0 ||
+            (lower && json_object_set_new(c->unfit_rank, column, json_integer(rank)) != 0))
+            return false;
+    }
+    return true;
+}
+
+json_t *coord_unfit(coord *c)
+{
+    pthread_mutex_lock(&c->mu);
+    json_t *copy = c->unfit ? json_deep_copy(c->unfit) : json_object();
+    pthread_mutex_unlock(&c->mu);
+    return copy;
+}
+
 static sl_status finish(coord *c, int rank, wire_reader *r, wire_buf *reply)
 {
     sl_status status = (sl_status)wire_get_i64(r);
     int64_t skipped = wire_get_i64(r);
     const char *msg = wire_get_str(r);
+    const char *unfit_text = wire_get_str(r);
     if (r->bad || skipped < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed finish", rank);
+    coord_rank *who = rank_of(c, rank);
+    if (*unfit_text && who && !who->finished) {
+        /* Counts for the summary only: the rank is finished whatever they say. */
+        json_t *unfit = json_loads(unfit_text, 0, NULL);
+        if (!unfit_shaped(unfit) || !merge_unfit(c, rank, unfit))
+            sl_log(SL_LOG_WARN, "rank %d's count of values its Parquet parts could not hold is left out of "
+                                "summary.json: %s", rank, unfit_shaped(unfit) ? "out of memory" : "malformed");
+        json_decref(unfit);
+    }
     if (status != SL_OK && c->failed_rank < 0) {
         c->failed_rank = rank;
         c->failed_status = status;
         snprintf(c->failed_msg, sizeof c->failed_msg, "%s", msg);
     }
-    coord_rank *who = rank_of(c, rank);
     if (who && !who->finished) {
         who->finished = true;
         who->status = status;

@@ -26,6 +26,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "dist/wire.h"
 #include "ledger/ledger.h"
 #include "sluice/status.h"
@@ -84,7 +86,9 @@ enum {
                          n x (str id, i64 shard) -> */
     COORD_COMMIT,     /* i64 number, the part's coord_counts, i64 k, k x (i64 group,
                          i64 key, i64 count) (coord_put_commit) -> */
-    COORD_FINISH,     /* i64 status, i64 inputs skipped as done, str message -> */
+    COORD_FINISH,     /* i64 status, i64 inputs skipped as done, str message, str the
+                         values its Parquet parts could not hold (the sink's unfit JSON
+                         object; "" none) -> */
 };
 
 /* ledger: NULL for a coordinator without one (bench/coord.c: parts are
@@ -109,6 +113,11 @@ void coord_progress(coord *c, coord_counts *committed, int64_t *shards_handed,
 bool coord_rank_progress(coord *c, int rank, coord_rank *out);
 /* The committed parts' tallies summed, into out (COORD_TALLY_SIZE). */
 void coord_tally(coord *c, long *out);
+/* The unfit values every finished rank told of (io/sink.h's
+ * sl_sink_unfit: {COLUMN: {"rows", "first_id", "why"}}), merged: rows
+ * summed per column, first_id and why the lowest rank's. A new object
+ * (the caller's; {} when none), NULL when out of memory. */
+json_t *coord_unfit(coord *c);
 int coord_ranks(const coord *c);
 /* No shard is handed out until every rank has said hello or `seconds` have
  * passed since coord_new (default 10): a fair start. */

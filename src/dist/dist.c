@@ -408,10 +408,19 @@ sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *c, const
 
 void dist_part_free(dist_part *p) { wire_free(&p->msg); }
 
-sl_status dist_finish(sl_dist *d, sl_status status, const char *message, int64_t skipped)
+sl_status dist_finish(sl_dist *d, sl_status status, const char *message, int64_t skipped,
+                      const json_t *unfit)
 {
-    int64_t v[2] = {status, skipped};
-    sl_status st = simple(d, COORD_FINISH, v, 2, message ? message : "");
+    char *unfit_text = json_object_size(unfit) ? json_dumps(unfit, JSON_COMPACT) : NULL;
+    pthread_mutex_lock(&d->mu);
+    wire_reset(&d->request);
+    wire_put_u8(&d->request, COORD_FINISH);
+    wire_put_i64(&d->request, status);
+    wire_put_i64(&d->request, skipped);
+    wire_put_str(&d->request, message ? message : "");
+    wire_put_str(&d->request, unfit_text); /* NULL (none, or out of memory): "" */
+    free(unfit_text);
+    sl_status st = ask_locked(d);
     d->reported = st == SL_OK;
     return st;
 }
@@ -472,6 +481,11 @@ void dist_tally(sl_dist *d, long *out)
         coord_tally(d->coord, out);
     else
         memset(out, 0, COORD_TALLY_SIZE * sizeof *out);
+}
+
+json_t *dist_unfit(sl_dist *d)
+{
+    return d->rank == 0 && d->coord ? coord_unfit(d->coord) : NULL;
 }
 
 bool dist_progress(sl_dist *d, coord_counts *committed, int64_t *shards_handed,

@@ -61,8 +61,10 @@ void dist_part_free(dist_part *p);
 
 /* This rank's part of the job ended with `status` (and message), having
  * skipped `skipped` inputs as done by an earlier run (the job's summary
- * sums them). */
-sl_status dist_finish(sl_dist *d, sl_status status, const char *message, int64_t skipped);
+ * sums them), its Parquet parts leaving out the values `unfit` counts
+ * (sl_sink_unfit's object, borrowed; NULL: none). */
+sl_status dist_finish(sl_dist *d, sl_status status, const char *message, int64_t skipped,
+                      const json_t *unfit);
 
 /* Rank 0, after its own part: waits until every rank finished, stops
  * serving, and gives the job's totals; SL_OK, or the first failed rank's
@@ -71,6 +73,9 @@ sl_status dist_wait_all(sl_dist *d, coord_counts *totals);
 /* Rank 0, after dist_wait_all: the committed parts' tallies summed, into
  * out (COORD_TALLY_SIZE). */
 void dist_tally(sl_dist *d, long *out);
+/* Rank 0, after dist_wait_all: every rank's unfit values merged
+ * (coord_unfit; the caller's); NULL on the other ranks or out of memory. */
+json_t *dist_unfit(sl_dist *d);
 
 /* Rank 0: stops serving (idempotent) — before the ledger it records in is
  * freed, on every way out of the job. The other ranks' requests then go

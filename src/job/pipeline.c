@@ -619,9 +619,11 @@ static json_t *summary_answers(const job *j, sl_caption_summary *sum)
 /* A rank other than 0: tells rank 0 how its part ended. */
 static sl_status finish_rank(job *j, sl_status run_st, const char *run_msg)
 {
+    json_t *unfit = sl_sink_unfit(j->sink);
     sl_status st = dist_finish(j->dist, j->sink_status != SL_OK ? j->sink_status : run_st,
                                j->sink_status != SL_OK ? j->sink_error : run_msg,
-                               (int64_t)atomic_load(&j->rows_skipped));
+                               (int64_t)atomic_load(&j->rows_skipped), unfit);
+    json_decref(unfit);
     if (st != SL_OK)
         sl_log(SL_LOG_ERROR, "cannot tell rank 0 how this rank ended: %s", sl_last_error());
     return st;
@@ -633,7 +635,9 @@ static sl_status finish_rank(job *j, sl_status run_st, const char *run_msg)
 static sl_status job_totals(job *j, sl_caption_summary *sum)
 {
     coord_counts all;
-    dist_finish(j->dist, SL_OK, "", (int64_t)atomic_load(&j->rows_skipped));
+    json_t *unfit = sl_sink_unfit(j->sink);
+    dist_finish(j->dist, SL_OK, "", (int64_t)atomic_load(&j->rows_skipped), unfit);
+    json_decref(unfit);
     sl_status st = dist_wait_all(j->dist, &all);
     sum->shards = (long)all.parts;
     sum->rows = (long)all.rows;
@@ -830,7 +834,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         sl_free(prom);
     }
     if (lead) {
-        json_t *unfit = sl_sink_unfit(j.sink); /* the errors parts are JSONL: they hold all */
+        /* Every rank's (the errors parts are JSONL: they hold all). */
+        json_t *unfit = j.dist ? dist_unfit(j.dist) : sl_sink_unfit(j.sink);
         caption_report report = {p,        sum,       exec,  run_st, atomic_load(&j.input_total),
                                  j.gallery, &j.schema, j.dir, j.src,  answers, unfit};
         if (caption_report_write(&report) != SL_OK)

@@ -96,11 +96,14 @@ def test_parquet_output_of_a_manifest_loses_no_shard(mpi, inputs, tmp_path):
     """A Parquet output samples the first rows for its column types before
     the run: that look must read the whole input, not ask rank 0 for shards
     (a shard it was handed would then be skipped by the rank's run: rows
-    lost), and every rank must see the same rows (one type per column)."""
+    lost), and every rank must see the same rows (one type per column).
+    A column first seen after the sampled rows is counted in summary.json's
+    unfit_values over every rank's parts, not rank 0's alone."""
     import pyarrow.parquet as pq
     files = sorted(expected_ids(inputs))
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text("".join(json.dumps({"image": str(inputs / f), "k": i, "tag": f[:4]}) + "\n"
+    manifest.write_text("".join(json.dumps({"image": str(inputs / f), "k": i, "tag": f[:4],
+                                            **({"late": "x"} if i >= 100 else {})}) + "\n"
                                 for i, f in enumerate(files)))
     out = tmp_path / "out"
     r = subprocess.run(mpirun_args(3) + caption_args(mpi, manifest, out, "--input-shard-size", "2",
@@ -116,6 +119,10 @@ def test_parquet_output_of_a_manifest_loses_no_shard(mpi, inputs, tmp_path):
         schemas.add(str(t.schema.remove_metadata()))
     assert sorted(ks) == list(range(len(files)))
     assert len(schemas) == 1, schemas
+    late = json.loads((out / "summary.json").read_text())["unfit_values"]["late"]
+    assert late["rows"] == len(files) - 100, late
+    assert late["first_id"] in {f"m.jsonl:{i + 1}" for i in range(100, len(files))}, late
+    assert "first seen after" in late["why"], late
 
 
 def test_the_answers_of_every_rank_are_counted(mpi, inputs, tmp_path):

@@ -338,16 +338,63 @@ static void *race(void *arg)
 
 /* Ranks on threads of their own (rank 0 serves on one thread, its own
  * pipeline asks on others): every shard handed out once, the counts whole. */
-static reply finish_from(coord *c, int rank, sl_status status, int64_t skipped, wire_buf *out)
+static reply finish_unfit(coord *c, int rank, sl_status status, int64_t skipped, const char *unfit,
+                          wire_buf *out)
 {
     wire_buf req = {0};
     wire_put_u8(&req, COORD_FINISH);
     wire_put_i64(&req, status);
     wire_put_i64(&req, skipped);
     wire_put_str(&req, status == SL_OK ? "" : "disk full");
+    wire_put_str(&req, unfit);
     reply rep = ask(c, rank, &req, out);
     wire_free(&req);
     return rep;
+}
+
+static reply finish_from(coord *c, int rank, sl_status status, int64_t skipped, wire_buf *out)
+{
+    return finish_unfit(c, rank, status, skipped, "", out);
+}
+
+/* summary.json's unfit_values under MPI: each rank's FINISH carries its
+ * parts' counts; rank 0 sums the rows per column (once per rank), keeps
+ * the lowest rank's first row and why, and a rank whose counts are
+ * malformed still finishes (the counts are left out). */
+static void test_finish_merges_the_ranks_unfit_values(void **state)
+{
+    (void)state;
+    coord *c = started(NULL, 0, 4);
+    wire_buf out = {0};
+    json_t *none = coord_unfit(c);
+    assert_int_equal(json_object_size(none), 0);
+    json_decref(none);
+    const char *r2 = "{\"meta\": {\"rows\": 3, \"first_id\": \"m:20\", \"why\": \"w2\"}}";
+    const char *r1 = "{\"meta\": {\"rows\": 2, \"first_id\": \"m:10\", \"why\": \"w1\"},"
+                     " \"n\": {\"rows\": 1, \"first_id\": \"m:11\", \"why\": \"wn\"}}";
+    assert_int_equal(finish_unfit(c, 2, SL_OK, 0, r2, &out).status, SL_OK);
+    assert_int_equal(finish_unfit(c, 2, SL_OK, 0, r2, &out).status, SL_OK); /* a repeat: once */
+    assert_int_equal(finish_unfit(c, 1, SL_OK, 0, r1, &out).status, SL_OK);
+    assert_int_equal(finish_unfit(c, 3, SL_OK, 0, "[1, 2]", &out).status, SL_OK);
+    assert_int_equal(finish_unfit(c, 0, SL_OK, 0, "", &out).status, SL_OK);
+    json_t *got = coord_unfit(c);
+    json_t *want = json_loads("{\"meta\": {\"rows\": 5, \"first_id\": \"m:10\", \"why\": \"w1\"},"
+                              " \"n\": {\"rows\": 1, \"first_id\": \"m:11\", \"why\": \"wn\"}}", 0, NULL);
+    if (!json_equal(got, want)) {
+        char *text = json_dumps(got, 0);
+        fail_msg("merged: %s", text);
+    }
+    json_decref(got);
+    json_decref(want);
+    coord_rank r;
+    assert_true(coord_rank_progress(c, 3, &r));
+    assert_true(r.finished); /* its malformed counts did not keep it from finishing */
+    int failed = -1;
+    sl_status st = SL_OK;
+    char msg[64];
+    assert_true(coord_wait_finished(c, 0, &failed, &st, msg, sizeof msg));
+    wire_free(&out);
+    coord_free(c);
 }
 
 /* A resumed job's summary counts what every rank skipped, not rank 0's
@@ -509,6 +556,7 @@ int main(void)
         cmocka_unit_test(test_parts_recorded_and_resumed_by_shard),
         cmocka_unit_test(test_malformed_messages_get_errors),
         cmocka_unit_test(test_finish_sums_what_each_rank_skipped),
+        cmocka_unit_test(test_finish_merges_the_ranks_unfit_values),
         cmocka_unit_test(test_concurrent_ranks_take_each_shard_once),
         cmocka_unit_test(test_source_reads_the_shards_it_is_given),
     };
