@@ -44,40 +44,14 @@ static void fail(const char *what, const json_t *a, const json_t *b)
     abort();
 }
 
-/* Whether every leaf under struct n is in a list (or map) of its own. */
-static bool leaves_all_in_lists(const sl_pq_node *n)
-{
-    for (size_t f = 0; f < n->n_fields; f++)
-        if (n->fields[f]->kind == SL_PQ_NODE_LEAF ||
-            (n->fields[f]->kind == SL_PQ_NODE_STRUCT && !leaves_all_in_lists(n->fields[f])))
-            return false;
-    return true;
-}
-
-/* Whether v is null, or an object of such values. */
-static bool all_null(const json_t *v)
-{
-    if (!v || json_is_null(v))
-        return true;
-    if (!json_is_object(v))
-        return false;
-    const char *key;
-    json_t *e;
-    json_object_foreach((json_t *)v, key, e)
-        if (!all_null(e))
-            return false;
-    return true;
-}
-
 static bool same(const sl_pq_node *n, sl_pq_type t, const json_t *in, const json_t *got);
 
-/* A struct (in a list or map): field by field. The reader's one known
- * limit (docs/parquet.md): a null struct whose leaves are all in lists of
- * their own has no leaf to say so and reads as a struct of nulls. */
+/* A struct (in a list or map): null as null (a struct whose leaves are
+ * all in lists too), else field by field. */
 static bool same_struct(const sl_pq_node *n, sl_pq_type t, const json_t *in, const json_t *got)
 {
     if (!in || json_is_null(in))
-        return !got || json_is_null(got) || (leaves_all_in_lists(n) && json_is_object(got) && all_null(got));
+        return !got || json_is_null(got);
     if (!json_is_object(got))
         return false;
     for (size_t f = 0; f < n->n_fields; f++)
@@ -161,8 +135,8 @@ static void read_back(const sl_columns *c, const sl_pq_column_def *defs, size_t 
             const sl_pq_column_info *infos[256];
             for (size_t k = 0; k < leaves; k++)
                 infos[k] = sl_pq_reader_column(r, first + k);
-            json_t *want = sl_pq_shape_json(shape), *got = sl_pq_list_shape(infos, leaves);
-            if (!want || !got || !json_equal(want, got))
+            json_t *want = sl_pq_shape_json(shape), *got = NULL;
+            if (!want || sl_pq_list_shape(infos, leaves, &got) != SL_OK || !got || !json_equal(want, got))
                 fail("a list's leaves give another shape", want, got);
             json_decref(want);
             json_decref(got);

@@ -134,8 +134,9 @@ static void lists_as_json(const sl_pq_batch *b)
         const sl_pq_column_info **infos = calloc(n, sizeof *infos);
         for (size_t k = 0; infos && k < n; k++)
             infos[k] = cols[k]->info;
-        if (infos) /* the schema's shape of the list, as a Parquet input's columns are typed */
-            json_decref(sl_pq_list_shape(infos, n));
+        json_t *shape = NULL; /* the schema's shape of the list, as a Parquet input's columns are typed */
+        if (infos && sl_pq_list_shape(infos, n, &shape) == SL_OK)
+            json_decref(shape);
         free(infos);
     }
     free(cols);

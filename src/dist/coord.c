@@ -1,5 +1,6 @@
 /* dist/coord.c — see coord.h. */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -314,25 +315,39 @@ static bool unfit_shaped(const json_t *v)
     return true;
 }
 
-/* Merges rank `rank`'s unfit values (unfit_shaped) into c's; false when
- * out of memory. */
+/* Merges rank `rank`'s unfit values (unfit_shaped) into c's: the rows
+ * summed (at most INT64_MAX), first_id and why the lowest rank's, nothing
+ * else of theirs kept. All or nothing: false when out of memory. */
 static bool merge_unfit(coord *c, int rank, const json_t *theirs)
 {
-    if ((!c->unfit && !(c->unfit = json_object())) || (!c->unfit_rank && !(c->unfit_rank = json_object())))
-        return false;
+    json_t *unfit = c->unfit ? json_deep_copy(c->unfit) : json_object();
+    json_t *ranks = c->unfit_rank ? json_deep_copy(c->unfit_rank) : json_object();
+    bool ok = unfit && ranks;
     const char *column;
     json_t *v;
     json_object_foreach((json_t *)theirs, column, v) {
-        json_t *mine = json_object_get(c->unfit, column);
+        if (!ok)
+            break;
+        json_t *mine = json_object_get(unfit, column);
         json_int_t before = mine ? json_integer_value(json_object_get(mine, "rows")) : 0;
-        bool lower = !mine || rank < json_integer_value(json_object_get(c->unfit_rank, column));
-        json_t *merged = lower ? json_deep_copy(v) : json_incref(mine);
-        if (!merged ||
-            json_object_set_new(merged, "rows", json_integer(before + json_integer_value(json_object_get(v, "rows")))) != 0 ||
-            json_object_set_new(c->unfit, column, merged) != 0 ||
-            (lower && json_object_set_new(c->unfit_rank, column, json_integer(rank)) != 0))
-            return false;
+        json_int_t add = json_integer_value(json_object_get(v, "rows"));
+        json_int_t rows = add > INT64_MAX - before ? INT64_MAX : before + add;
+        bool lower = !mine || rank < json_integer_value(json_object_get(ranks, column));
+        const json_t *from = lower ? v : mine;
+        json_t *merged = json_pack("{s:I, s:O, s:O}", "rows", (json_int_t)rows, "first_id",
+                                   json_object_get(from, "first_id"), "why", json_object_get(from, "why"));
+        ok = merged && json_object_set_new(unfit, column, merged) == 0 &&
+             (!lower || json_object_set_new(ranks, column, json_integer(rank)) == 0);
     }
+    if (!ok) {
+        json_decref(unfit);
+        json_decref(ranks);
+        return false;
+    }
+    json_decref(c->unfit);
+    json_decref(c->unfit_rank);
+    c->unfit = unfit;
+    c->unfit_rank = ranks;
     return true;
 }
 
@@ -349,13 +364,14 @@ static sl_status finish(coord *c, int rank, wire_reader *r, wire_buf *reply)
     sl_status status = (sl_status)wire_get_i64(r);
     int64_t skipped = wire_get_i64(r);
     const char *msg = wire_get_str(r);
-    const char *unfit_text = wire_get_str(r);
     if (r->bad || skipped < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed finish", rank);
+    /* Counts for the summary only: the rank is finished whatever they say
+     * (a rank that sends none, or a broken field, included). */
+    const char *unfit_text = r->at < r->end ? wire_get_str(r) : "";
     coord_rank *who = rank_of(c, rank);
-    if (*unfit_text && who && !who->finished) {
-        /* Counts for the summary only: the rank is finished whatever they say. */
-        json_t *unfit = json_loads(unfit_text, 0, NULL);
+    if ((*unfit_text || r->bad) && who && !who->finished) {
+        json_t *unfit = r->bad ? NULL : json_loads(unfit_text, 0, NULL);
         if (!unfit_shaped(unfit) || !merge_unfit(c, rank, unfit))
             sl_log(SL_LOG_WARN, "rank %d's count of values its Parquet parts could not hold is left out of "
                                 "summary.json: %s", rank, unfit_shaped(unfit) ? "out of memory" : "malformed");

@@ -418,8 +418,15 @@ sl_status dist_finish(sl_dist *d, sl_status status, const char *message, int64_t
     wire_put_i64(&d->request, status);
     wire_put_i64(&d->request, skipped);
     wire_put_str(&d->request, message ? message : "");
+    size_t at = d->request.buf.len;
+    bool whole = !d->request.oom;
     wire_put_str(&d->request, unfit_text); /* NULL (none, or out of memory): "" */
     free(unfit_text);
+    if (whole && d->request.oom) { /* rank 0 must hear of the end, without them if need be */
+        d->request.oom = false;
+        d->request.buf.len = at;
+        wire_put_str(&d->request, "");
+    }
     sl_status st = ask_locked(d);
     d->reported = st == SL_OK;
     return st;

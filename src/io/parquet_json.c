@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/error.h"
 #include "core/json.h"
 #include "io/parquet_json.h"
 
@@ -24,23 +25,51 @@ static const uint8_t *valid_at(const sl_pq_vector *v, unsigned d)
     return d == 0 ? v->list_valid : v->nest_valid[d - 1];
 }
 
+/* The definition levels of the cursor's entries: its values' at its own
+ * depth, else its lists' (NULL: none kept). */
+static const uint8_t *defs_at(const cursor *c)
+{
+    if (c->d == c->v->info->depth)
+        return c->v->defs;
+    return c->d == 0 ? c->v->list_defs : c->v->nest_defs[c->d - 1];
+}
+
+/* Whether an entry of definition level `def` of a leaf of info ci is inside
+ * a null group: the one named by the first `len` bytes of its name, or one
+ * above it. */
+static bool in_null_group(const sl_pq_column_info *ci, uint8_t def, size_t len)
+{
+    for (unsigned g = 0; g < ci->n_groups; g++)
+        if (ci->group_len[g] == len)
+            return def < ci->group_def[g];
+    return false;
+}
+
 static json_t *node(const cursor *cs, size_t n, size_t prefix, sl_pq_json_value_fn value);
 static json_t *struct_node(const cursor *cs, size_t n, size_t prefix, sl_pq_json_value_fn value);
 
-/* Whether the list the cursors reach at depth d is a MAP with string keys:
- * its element's `key` field is a string leaf. */
+/* What leaf ci is of a MAP's pairs at depth d: 1 a string key, 2 (a part
+ * of) the value, 0 neither. */
+static int map_part(const sl_pq_column_info *ci, unsigned d)
+{
+    if (ci->depth <= d || strlen(ci->name) < ci->nest_element_len[d])
+        return 0;
+    const char *field = ci->name + ci->nest_element_len[d];
+    if (ci->type == SL_PQ_STRING && ci->depth == d + 1 && strcmp(field, ".key") == 0)
+        return 1;
+    return strncmp(field, ".value", 6) == 0 && (field[6] == '\0' || field[6] == '.') ? 2 : 0;
+}
+
+/* Whether the list the cursors reach at depth d is a MAP with string keys
+ * and values (a value column not read, e.g. binary, leaves it pairs). */
 static bool string_keyed_map(const cursor *cs, size_t n, unsigned d)
 {
-    const sl_pq_column_info *ci = cs[0].v->info;
-    if (!(ci->maps >> d & 1))
+    if (!(cs[0].v->info->maps >> d & 1))
         return false;
-    for (size_t i = 0; i < n; i++) {
-        const sl_pq_column_info *k = cs[i].v->info;
-        if (k->type == SL_PQ_STRING && k->depth == d + 1 && strlen(k->name) >= k->nest_element_len[d] &&
-            strcmp(k->name + k->nest_element_len[d], ".key") == 0)
-            return true;
-    }
-    return false;
+    unsigned parts = 0;
+    for (size_t i = 0; i < n; i++)
+        parts |= 1u << map_part(cs[i].v->info, d);
+    return (parts & 6) == 6;
 }
 
 /* A MAP's pairs as an object when every key is a string (the first of a
@@ -128,11 +157,15 @@ static json_t *node(const cursor *cs, size_t n, size_t prefix, sl_pq_json_value_
         return list_node(cs, n, value);
     if (n == 1 && strlen(ci->name) == prefix)
         return cs[0].d == ci->depth ? value(cs[0].v, cs[0].at) : json_null();
-    /* A struct: null where a leaf at a value of its own says so; else a
-     * field for each next part of the names, in their order. */
-    for (size_t i = 0; i < n; i++)
-        if (cs[i].d == cs[i].v->info->depth && cs[i].v->defs)
-            return sl_pq_in_null_group(cs[i].v, cs[i].at, prefix) ? json_null() : struct_node(cs, n, prefix, value);
+    /* A struct: null where a leaf's definition level says so (at a value
+     * of its own, or at a list it is in); else a field for each next part
+     * of the names, in their order. */
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *defs = defs_at(&cs[i]);
+        if (defs)
+            return in_null_group(cs[i].v->info, defs[cs[i].at], prefix) ? json_null()
+                                                                        : struct_node(cs, n, prefix, value);
+    }
     return struct_node(cs, n, prefix, value);
 }
 
@@ -188,15 +221,10 @@ json_t *sl_pq_list_json(const sl_pq_vector *const *cols, size_t n, int64_t row, 
     return j;
 }
 
-bool sl_pq_in_null_group(const sl_pq_vector *v, int64_t k, size_t len)
+bool sl_pq_in_null_group(const sl_pq_vector *v, int64_t row, size_t len)
 {
-    const sl_pq_column_info *ci = v->info;
-    if (!v->defs)
-        return false;
-    for (unsigned g = 0; g < ci->n_groups; g++)
-        if (ci->group_len[g] == len)
-            return v->defs[k] < ci->group_def[g];
-    return false;
+    const uint8_t *defs = v->info->depth ? v->list_defs : v->defs;
+    return defs && in_null_group(v->info, defs[row], len);
 }
 
 json_t *sl_pq_value_json(const sl_pq_vector *v, int64_t k)
@@ -230,60 +258,60 @@ const char *sl_pq_leaf_shape(sl_pq_type type)
     }
 }
 
-static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t prefix, unsigned d);
+static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t prefix, unsigned d, bool *oom);
 
 /* As list_node: the leaves of the list at depth d, taken below it; a MAP
  * whose pairs are exactly {key: string, value} reads as an object, so its
  * shape is a map of the value's. */
-static json_t *list_shape(const sl_pq_column_info *const *cs, size_t n, unsigned d)
+static json_t *list_shape(const sl_pq_column_info *const *cs, size_t n, unsigned d, bool *oom)
 {
     const sl_pq_column_info *head = cs[0];
     const sl_pq_column_info **below = sl_malloc(n * sizeof *below);
-    if (!below)
+    if (!below) {
+        *oom = true;
         return NULL;
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (cs[i]->depth > d && cs[i]->nest_list_len[d] == head->nest_list_len[d])
-            below[m++] = cs[i];
-    json_t *e = node_shape(below, m, head->nest_element_len[d], d + 1);
-    bool string_keys = false;
-    for (size_t i = 0; (head->maps >> d & 1) && i < m; i++)
-        string_keys |= below[i]->type == SL_PQ_STRING && below[i]->depth == d + 1 &&
-                       strlen(below[i]->name) >= below[i]->nest_element_len[d] &&
-                       strcmp(below[i]->name + below[i]->nest_element_len[d], ".key") == 0;
-    sl_free(below);
-    json_t *fields = json_object_get(e, "struct");
-    if (string_keys && json_array_size(fields) == 2 &&
-        strcmp(json_string_value(json_array_get(json_array_get(fields, 0), 0)), "key") == 0 &&
-        strcmp(json_string_value(json_array_get(json_array_get(fields, 1), 0)), "value") == 0) {
-        json_t *map = json_pack("{s:O}", "map", json_array_get(json_array_get(fields, 1), 1));
-        json_decref(e);
-        return map;
     }
-    return json_pack("{s:o}", "list", e ? e : json_string("string"));
+    size_t m = 0;
+    unsigned parts = 0;
+    for (size_t i = 0; i < n; i++)
+        if (cs[i]->depth > d && cs[i]->nest_list_len[d] == head->nest_list_len[d]) {
+            below[m++] = cs[i];
+            parts |= 1u << map_part(cs[i], d);
+        }
+    json_t *e = node_shape(below, m, head->nest_element_len[d], d + 1, oom);
+    sl_free(below);
+    /* As map_object: pairs of exactly a key and a value read as an object. */
+    json_t *fields = json_object_get(e, "struct"), *value = NULL;
+    for (size_t f = 0; (head->maps >> d & 1) && (parts & 6) == 6 && json_array_size(fields) == 2 && f < 2; f++)
+        if (strcmp(json_string_value(json_array_get(json_array_get(fields, f), 0)), "value") == 0)
+            value = json_array_get(json_array_get(fields, f), 1);
+    json_t *shape = value ? json_pack("{s:O}", "map", value)
+                          : json_pack("{s:o}", "list", e ? json_incref(e) : json_string("string"));
+    json_decref(e);
+    if (!shape)
+        *oom = true;
+    return shape;
 }
 
 /* As node: the shape at the path of the first `prefix` bytes of the
- * leaves' names, they at depth d; NULL where no leaf gives a value. */
-static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t prefix, unsigned d)
+ * leaves' names, they at depth d; NULL where no leaf gives a value (or out
+ * of memory: *oom set). */
+static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t prefix, unsigned d, bool *oom)
 {
     if (n == 0)
         return NULL;
     const sl_pq_column_info *ci = cs[0];
     if (d < ci->depth && ci->nest_list_len[d] == prefix)
-        return list_shape(cs, n, d);
+        return list_shape(cs, n, d, oom);
     if (n == 1 && strlen(ci->name) == prefix) {
         const char *leaf = d == ci->depth ? sl_pq_leaf_shape(ci->type) : NULL;
-        return leaf ? json_string(leaf) : NULL;
+        json_t *shape = leaf ? json_string(leaf) : NULL;
+        *oom |= leaf && !shape;
+        return shape;
     }
     json_t *fields = json_array();
     const sl_pq_column_info **group = sl_malloc(n * sizeof *group);
-    if (!fields || !group) {
-        sl_free(group);
-        json_decref(fields);
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; fields && group && !*oom && i < n; i++) {
         const char *name = cs[i]->name;
         size_t len, other_len;
         const char *part = next_part(name, prefix, &len);
@@ -302,19 +330,29 @@ static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t p
                 memcmp(other_part, part, len) == 0)
                 group[m++] = cs[j];
         }
-        json_t *f = node_shape(group, m, (size_t)(part - name) + len, d);
+        json_t *f = node_shape(group, m, (size_t)(part - name) + len, d, oom);
         if (f && json_array_append_new(fields, json_pack("[s#o]", part, (int)len, f)) != 0)
-            break;
+            *oom = true;
     }
+    *oom |= !fields || !group;
     sl_free(group);
-    if (json_array_size(fields) == 0) {
+    if (*oom || json_array_size(fields) == 0) {
         json_decref(fields);
         return NULL;
     }
-    return json_pack("{s:o}", "struct", fields);
+    json_t *shape = json_pack("{s:o}", "struct", fields);
+    *oom |= !shape;
+    return shape;
 }
 
-json_t *sl_pq_list_shape(const sl_pq_column_info *const *cols, size_t n)
+sl_status sl_pq_list_shape(const sl_pq_column_info *const *cols, size_t n, json_t **out)
 {
-    return n ? node_shape(cols, n, cols[0]->list_len, 0) : NULL;
+    bool oom = false;
+    *out = n ? node_shape(cols, n, cols[0]->list_len, 0, &oom) : NULL;
+    if (oom) {
+        json_decref(*out);
+        *out = NULL;
+        return sl_fail(SL_ERR_NOMEM, "out of memory typing list '%.*s'", (int)cols[0]->list_len, cols[0]->name);
+    }
+    return SL_OK;
 }

@@ -4,10 +4,10 @@
  * (named by the dotted parts of the leaves' names below the element), a
  * list inside an element an array again, a MAP an object when its keys are
  * strings (else an array of {"key", "value"} objects). A null list is null,
- * and so is a null struct (an element, or a struct inside one) where one of
- * its leaves is a value of its own (told by its definition level, not in a
- * list of the struct's); a struct of lists alone reads as an object of
- * them. The caller owns the JSON returned; nothing is kept. */
+ * and so is a null struct (an element, or a struct inside one), told by the
+ * definition level of one of its leaves' values or, for a struct of lists
+ * alone, of their lists. The caller owns the JSON returned; nothing is
+ * kept. */
 #ifndef SL_IO_PARQUET_JSON_H
 #define SL_IO_PARQUET_JSON_H
 
@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "io/parquet_read.h"
+#include "sluice/status.h"
 
 /* The JSON of element k of v's values (v->valid[k] == 0: null); NULL only
  * when out of memory. */
@@ -32,23 +33,25 @@ json_t *sl_pq_value_json(const sl_pq_vector *v, int64_t k);
  * value. NULL when out of memory. */
 json_t *sl_pq_list_json(const sl_pq_vector *const *cols, size_t n, int64_t row, sl_pq_json_value_fn value);
 
-/* The shape (io/parquet_shape.h's JSON) of what sl_pq_list_json makes of
- * the n leaves `cols` (all in the same outermost list): {"list": ...} or
- * {"map": ...} around a leaf type, a struct (its fields in the leaves'
- * order) or another list, walked as sl_pq_list_json walks the values; a
- * part that is always null there (no leaf reaches it) is left out of its
- * struct, or is "string" as a list's element. NULL when no leaf reaches
- * the list, or out of memory. */
-json_t *sl_pq_list_shape(const sl_pq_column_info *const *cols, size_t n);
+/* *out = the shape (io/parquet_shape.h's JSON, the caller's) of what
+ * sl_pq_list_json makes of the n leaves `cols` (all in the same outermost
+ * list): {"list": ...} or {"map": ...} around a leaf type, a struct (its
+ * fields in the leaves' order) or another list, walked as sl_pq_list_json
+ * walks the values; a part that is always null there (no leaf reaches it)
+ * is left out of its struct, or is "string" as a list's element. *out NULL
+ * when no leaf reaches the list. SL_ERR_NOMEM only. */
+sl_status sl_pq_list_shape(const sl_pq_column_info *const *cols, size_t n, json_t **out);
 
 /* The leaf type name (io/parquet_shape.h) sl_pq_value_json's values of a
  * `type` column take: "int64" for INT32 and INT64, "double" for FLOAT and
  * DOUBLE, "bool", "string"; NULL for a type whose values are always null. */
 const char *sl_pq_leaf_shape(sl_pq_type type);
 
-/* Whether value k of v (an element in a list column) is inside a null
- * group: the one named by the first `len` bytes of v's name, or one above
- * it. False where v carries no definition levels or no such group. */
-bool sl_pq_in_null_group(const sl_pq_vector *v, int64_t k, size_t len);
+/* Whether row `row` of v is inside a null group: the one named by the
+ * first `len` bytes of v's name, or one above it; told by the row's value
+ * (a leaf in no list) or by the row's list (a leaf in one: a struct that
+ * holds the list). False where v carries no definition levels or has no
+ * such group. */
+bool sl_pq_in_null_group(const sl_pq_vector *v, int64_t row, size_t len);
 
 #endif

@@ -107,6 +107,8 @@ typedef struct pending {
     size_t n, cap;
     int64_t *lofs[SL_PQ_MAX_DEPTH];  /* nl[d] + 1 */
     uint8_t *lvalid[SL_PQ_MAX_DEPTH]; /* nl[d], 0 for a null list */
+    uint8_t *ldefs[SL_PQ_MAX_DEPTH];  /* nl[d]: the definition level that began each (a leaf
+                                         below a group; else NULL) */
     size_t nl[SL_PQ_MAX_DEPTH], lcap[SL_PQ_MAX_DEPTH];
     size_t row_items; /* the open row's elements and lists inside its list */
 } pending;
@@ -838,6 +840,7 @@ static void column_free(column *c)
     for (int d = 0; d < SL_PQ_MAX_DEPTH; d++) {
         sl_free(c->rows.lofs[d]);
         sl_free(c->rows.lvalid[d]);
+        sl_free(c->rows.ldefs[d]);
     }
 }
 
@@ -1469,7 +1472,8 @@ static sl_status reserve_rows(column *c, size_t more)
         if (pr->nl[d] + more <= pr->lcap[d] && pr->lofs[d])
             continue;
         size_t cap = grown_cap(pr->lcap[d], pr->nl[d] + more);
-        if (!grow_arrays(&pr->lvalid[d], &pr->lofs[d], cap))
+        if (!grow_arrays(&pr->lvalid[d], &pr->lofs[d], cap) ||
+            (c->lf->info.n_groups && !grow_arrays(&pr->ldefs[d], NULL, cap)))
             return nomem(c->r);
         pr->lcap[d] = cap;
         grown = true;
@@ -1534,6 +1538,8 @@ static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint8_t *defs,
             size_t j = pr->nl[d];
             pr->lofs[d][j] = d + 1 < depth ? (int64_t)pr->nl[d + 1] : at;
             pr->lvalid[d][j] = def[i] + 1 >= (uint32_t)rep_def[d];
+            if (pr->ldefs[d])
+                pr->ldefs[d][j] = (uint8_t)def[i];
             pr->nl[d] = j + 1;
             element = def[i] >= (uint32_t)rep_def[d];
         }
@@ -2050,6 +2056,8 @@ static void drop_rows(column *c, size_t k)
         for (size_t i = 0; i <= rest; i++)
             pr->lofs[d][i] = pr->lofs[d][cut + i] - (int64_t)below;
         memmove(pr->lvalid[d], pr->lvalid[d] + cut, rest);
+        if (pr->ldefs[d])
+            memmove(pr->ldefs[d], pr->ldefs[d] + cut, rest);
         pr->nl[d] = rest;
         cut = below;
     }
@@ -2129,10 +2137,12 @@ static void publish(sl_pq_reader *r, size_t i)
     if (c->lf->max_rep) {
         pv->list_offsets = c->rows.lofs[0];
         pv->list_valid = c->rows.lvalid[0];
+        pv->list_defs = c->rows.ldefs[0];
     }
     for (int d = 1; d < c->lf->max_rep; d++) {
         pv->nest_offsets[d - 1] = c->rows.lofs[d];
         pv->nest_valid[d - 1] = c->rows.lvalid[d];
+        pv->nest_defs[d - 1] = c->rows.ldefs[d];
     }
 }
 

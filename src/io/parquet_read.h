@@ -114,6 +114,11 @@ typedef struct sl_pq_vector {
      * leaf is below a group (info->n_groups > 0); NULL otherwise. A null
      * struct and a struct whose fields are null differ only here. */
     const uint8_t *defs;
+    /* Likewise each list's (beside list_valid and nest_valid): the
+     * definition level of the level that began it, which tells a null list
+     * from a list inside a null struct. */
+    const uint8_t *list_defs;
+    const uint8_t *nest_defs[SL_PQ_MAX_DEPTH - 1];
 } sl_pq_vector;
 
 /* Consecutive rows of one row group (a row group gives one batch or more). */

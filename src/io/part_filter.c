@@ -345,8 +345,7 @@ static bool leaves_match(const sl_pq_reader *r, const sl_pq_node *n, const char 
 
 /* Row i of nested node n (its leaves the batch's columns from `first`,
  * named from the first `len` bytes of theirs) as the JSON it was written
- * from; a null struct is null where one of its leaves is not in a list of
- * its own (io/parquet_json.h). NULL when out of memory. */
+ * from, a null struct null (io/parquet_json.h). NULL when out of memory. */
 static json_t *nested_json(const sl_pq_node *n, const sl_pq_batch *b, size_t first, size_t len, int64_t i)
 {
     if (n->kind == SL_PQ_NODE_LEAF)
@@ -364,11 +363,8 @@ static json_t *nested_json(const sl_pq_node *n, const sl_pq_batch *b, size_t fir
     }
     size_t leaves = sl_pq_shape_leaves(n);
     for (size_t k = first; k < first + leaves; k++)
-        if (b->columns[k].info->depth == 0) {
-            if (sl_pq_in_null_group(&b->columns[k], i, len))
-                return json_null();
-            break;
-        }
+        if (sl_pq_in_null_group(&b->columns[k], i, len))
+            return json_null();
     json_t *o = json_object();
     for (size_t f = 0; o && f < n->n_fields; f++) {
         json_t *v = nested_json(n->fields[f], b, first, len + 1 + strlen(n->names[f]), i);

@@ -1117,6 +1117,8 @@ struct sl_source {
     json_t *types;           /* the column shapes of the files opened (source_kind.types) */
 };
 
+static sl_status add_types(sl_source *src, const char *file);
+
 static bool ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
@@ -1722,12 +1724,8 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
             sl_status st = src->kind->open(f, name, &src->p, &src->reader, &open_error);
             if (st != SL_OK)
                 return st;
-            if (!open_error && src->kind->types) {
-                if (!src->types && !(src->types = json_object()))
-                    return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", f);
-                if ((st = src->kind->types(src->reader, src->types)) != SL_OK)
-                    return st;
-            }
+            if (!open_error && src->kind->types && (st = add_types(src, f)) != SL_OK)
+                return st;
             if (open_error) {
                 item->error = open_error;
                 if (!(item->id = sl_strdup(*name ? name : base_name(f))) ||
@@ -1745,6 +1743,28 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
         src->kind->close(src->reader);
         src->reader = NULL;
     }
+}
+
+/* The column shapes the reader's file declares, merged into src's: a
+ * column two files give different shapes is left to the values (null). */
+static sl_status add_types(sl_source *src, const char *file)
+{
+    json_t *mine = json_object();
+    if (!mine || (!src->types && !(src->types = json_object()))) {
+        json_decref(mine);
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", file);
+    }
+    sl_status st = src->kind->types(src->reader, mine);
+    const char *name;
+    json_t *shape;
+    json_object_foreach(mine, name, shape) {
+        json_t *had = json_object_get(src->types, name);
+        if (st == SL_OK && (!had || (!json_is_null(had) && !json_equal(had, shape))) &&
+            json_object_set(src->types, name, had ? json_null() : shape) != 0)
+            st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", file);
+    }
+    json_decref(mine);
+    return st;
 }
 
 const json_t *sl_source_column_types(const sl_source *src) { return src->types; }

@@ -130,9 +130,9 @@ sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done);
 /* What the input files opened so far declare of their pass-through columns
  * (Parquet and Arrow files: their schemas): an object of column name (as in
  * item->extra) -> shape (io/parquet_shape.h's JSON: "int64", {"list":
- * "string"}, ...), the first file's where two differ; a column of a type
- * that passes as null, or out of memory, has none. NULL when none was
- * opened or the kind declares nothing. Owned by src, until it is freed. */
+ * "string"}, ...), or null where two files differ (the values say); a
+ * column of a type that passes as null has none. NULL when none was opened
+ * or the kind declares nothing. Owned by src, until it is freed. */
 const json_t *sl_source_column_types(const sl_source *src);
 
 /* True when shards are whole input files (see sl_source_params). */

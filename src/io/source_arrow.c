@@ -769,7 +769,7 @@ static sl_status arrow_types(const source_reader *r, json_t *into)
     const struct ArrowSchema *s = &r->schema;
     for (int64_t c = 0; c < s->n_children; c++) {
         const char *name = s->children[c]->name ? s->children[c]->name : "";
-        if (!passes_through(r, c) || json_object_get(into, name))
+        if (!passes_through(r, c))
             continue;
         json_t *shape = shape_json(s->children[c], 0, true);
         if (shape && json_object_set_new(into, name, shape) != 0)

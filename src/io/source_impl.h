@@ -21,9 +21,10 @@ typedef struct source_kind {
     /* Optional: a cheap count for one input; -1 unknown. */
     int64_t (*count)(const char *file, const sl_source_params *p, const atomic_bool *stop);
     /* Optional: the shapes (io/parquet_shape.h's JSON) of the pass-through
-     * columns an open reader's file declares, set in `into` under their
-     * names in item->extra where not set yet; a column whose shape is
-     * unknown is left out. SL_ERR_NOMEM only. */
+     * columns an open reader's file declares, set in `into` (an object of
+     * this file's) under their names in item->extra (a name twice: the
+     * last, as in item->extra); a column whose shape is unknown is left
+     * out. SL_ERR_NOMEM only. */
     sl_status (*types)(const source_reader *r, json_t *into);
 } source_kind;
 

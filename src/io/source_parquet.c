@@ -492,9 +492,7 @@ static sl_status pq_types(const source_reader *r, json_t *into)
             multi_struct_column(r, (int)c) || r->list_head[c] != c)
             continue;
         const char *key = r->keys[c] ? r->keys[c] : r->infos[c]->name;
-        if (json_object_get(into, key))
-            continue; /* an earlier file's */
-        json_t *shape;
+        json_t *shape = NULL;
         if (r->keys[c]) {
             const sl_pq_column_info **leaves = sl_malloc(r->n_sel * sizeof *leaves);
             if (!leaves)
@@ -503,11 +501,14 @@ static sl_status pq_types(const source_reader *r, json_t *into)
             for (size_t k = c; k < r->n_sel; k++)
                 if (r->list_head[k] == c)
                     leaves[n++] = r->infos[k];
-            shape = sl_pq_list_shape(leaves, n);
+            sl_status st = sl_pq_list_shape(leaves, n, &shape);
             sl_free(leaves);
+            if (st != SL_OK)
+                return st;
         } else {
             const char *leaf = sl_pq_leaf_shape(r->infos[c]->type);
-            shape = leaf ? json_string(leaf) : NULL;
+            if (leaf && !(shape = json_string(leaf)))
+                return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         }
         if (shape && json_object_set_new(into, key, shape) != 0)
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);

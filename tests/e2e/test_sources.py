@@ -537,6 +537,8 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
                                                                                       ("y", pa.int16())])))])),
         "pairs": pa.array([[(i, f"v{i}")] for i in range(n)], pa.map_(pa.int32(), pa.string())),
         "blob": pa.array([b"\x00"] * n, pa.binary()),
+        # Its values are binary, so not read: its pairs are keys alone, an empty map no pairs.
+        "bmap": pa.array([[] if i % 2 else [("a", b"\x01")] for i in range(n)], pa.map_(pa.string(), pa.binary())),
     })
     src = tmp_path / "typed.parquet"
     pq.write_table(table, src, row_group_size=40)
@@ -552,12 +554,14 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
     assert types["meta.boxes"] == "list<element: struct<x: double, y: int64>>", types
     assert types["pairs"] == "list<element: struct<key: int64, value: string>>", types
     assert "blob" not in types  # binary columns do not pass through
+    assert types["bmap"] == "list<element: struct<key: string>>", types
     assert {"name": "scores", "type": {"map": "double"}} in summary["columns"]
     rows = by_id(out.to_pylist())
     last = rows[f"typed.parquet:{n - 1}"]
     assert dict(last["scores"]) == {"dog": 1.5, "cat": 2.0} and last["later"] == 0.25 * (n - 101)
     assert last["tags"] == [n - 1, n] and last["meta.boxes"] == [{"x": 0.5, "y": n - 1}]
     assert last["pairs"] == [{"key": n - 1, "value": f"v{n - 1}"}]
+    assert last["bmap"] == [{"key": "a"}] and rows[f"typed.parquet:{n - 2}"]["bmap"] == []
     assert dict(rows["typed.parquet:3"]["scores"]) == {"cat": 1.5} and rows["typed.parquet:3"]["later"] is None
     got = duckdb.connect().execute(f"select sum(later), sum(scores['dog']) from '{tmp_path / 'p' / 'part-00000.parquet'}'")
     assert got.fetchone() == (sum(later[100:]), 1.5 * (n - 100))
@@ -569,6 +573,18 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
     assert str(out.schema.field("scores").type) == "string" and str(out.schema.field("later").type) == "double"
     assert "tags" not in out.schema.names
     assert json.loads(by_id(out.to_pylist())[f"typed.parquet:{n - 1}"]["scores"]) == {"dog": 1.5, "cat": 2.0}
+
+    # Files whose schemas differ on a column leave it to the values (int32
+    # and double: double), the others keep their type.
+    for k, typ in enumerate((pa.int32(), pa.float64())):
+        pq.write_table(pa.table({"image": pa.array([str(JPEGS[k])], pa.string()), "x": pa.array([k + 1], typ),
+                                 "y": pa.array([None], pa.float32())}), tmp_path / f"two-{k}.parquet")
+    r = run(sluice, [tmp_path / "two-0.parquet", tmp_path / "two-1.parquet"], tmp_path / "two", "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    out = pq.read_table(tmp_path / "two" / "part-00000.parquet")
+    assert str(out.schema.field("x").type) == "double" and str(out.schema.field("y").type) == "double"
+    assert sorted(out.column("x").to_pylist()) == [1.0, 2.0]
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["unfit_values"] == {}
 
 
 def test_parquet_input_with_the_hf_image_struct(sluice, tmp_path):

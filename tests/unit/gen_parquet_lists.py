@@ -418,6 +418,32 @@ def nested_files(d, out):
     out["bad-nested-continue.parquet"] = {"error": "repetition level 2 continues no list"}
 
 
+def null_struct_files(d, out):
+    """Structs inside lists whose leaves are all in lists (or maps) of their
+    own, null and not: no leaf value tells a null struct from a struct of
+    null lists, only the lists' definition levels do."""
+    sl = [[{"tags": ["a"]}, None, {"tags": None}, {"tags": []}], None, [], [None], [{"tags": ["b", "c"]}, None]]
+    deep = [[{"inner": None, "m": [("k", 1)]}, None, {"inner": {"l": None}, "m": None},
+             {"inner": {"l": [1, 2]}, "m": []}], None, [None, None], [{"inner": {"l": []}, "m": [("x", None)]}], []]
+    inner = pa.struct([("l", pa.list_(pa.int64()))])
+    table = pa.table({"sl": pa.array(sl, pa.list_(pa.struct([("tags", pa.list_(pa.string()))]))),
+                      "deep": pa.array(deep, pa.list_(pa.struct([("inner", inner),
+                                                                 ("m", pa.map_(pa.string(), pa.int64()))])))})
+
+    def as_json(e):
+        if e is None or e["m"] is None:
+            return e
+        return {"inner": e["inner"], "m": dict(e["m"])}
+    whole = [{"sl": sl[k], "deep": None if deep[k] is None else [as_json(e) for e in deep[k]]} for k in range(len(sl))]
+    assert any(e is None for r in sl if r for e in r) and any(e == {"tags": None} for r in sl if r for e in r)
+    shapes = {"sl": {"list": {"struct": [["tags", {"list": "string"}]]}},
+              "deep": {"list": {"struct": [["inner", {"struct": [["l", {"list": "int64"}]]}], ["m", {"map": "int64"}]]}}}
+    for version in ("1.0", "2.0"):
+        name = f"null-structs-v{version[0]}.parquet"
+        pq.write_table(table, d / name, data_page_version=version, row_group_size=2, data_page_size=32)
+        out[name] = {"whole": whole, "shapes": shapes}
+
+
 def source_files(d, out):
     """For test_source.c: an image dataset with a list column of structs,
     one of path strings, and a pass-through list of tags."""
@@ -447,6 +473,7 @@ def main():
     hand_files(d, out)
     special_files(d, out)
     nested_files(d, out)
+    null_struct_files(d, out)
     source_files(d, out)
     (d / "expected.json").write_text(json.dumps(out))
 

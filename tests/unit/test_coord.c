@@ -364,22 +364,32 @@ static reply finish_from(coord *c, int rank, sl_status status, int64_t skipped, 
 static void test_finish_merges_the_ranks_unfit_values(void **state)
 {
     (void)state;
-    coord *c = started(NULL, 0, 4);
+    coord *c = started(NULL, 0, 5);
     wire_buf out = {0};
     json_t *none = coord_unfit(c);
     assert_int_equal(json_object_size(none), 0);
     json_decref(none);
     const char *r2 = "{\"meta\": {\"rows\": 3, \"first_id\": \"m:20\", \"why\": \"w2\"}}";
-    const char *r1 = "{\"meta\": {\"rows\": 2, \"first_id\": \"m:10\", \"why\": \"w1\"},"
-                     " \"n\": {\"rows\": 1, \"first_id\": \"m:11\", \"why\": \"wn\"}}";
+    const char *r1 = "{\"meta\": {\"rows\": 2, \"first_id\": \"m:10\", \"why\": \"w1\", \"x\": 1},"
+                     " \"n\": {\"rows\": 9223372036854775807, \"first_id\": \"m:11\", \"why\": \"wn\"}}";
     assert_int_equal(finish_unfit(c, 2, SL_OK, 0, r2, &out).status, SL_OK);
     assert_int_equal(finish_unfit(c, 2, SL_OK, 0, r2, &out).status, SL_OK); /* a repeat: once */
     assert_int_equal(finish_unfit(c, 1, SL_OK, 0, r1, &out).status, SL_OK);
     assert_int_equal(finish_unfit(c, 3, SL_OK, 0, "[1, 2]", &out).status, SL_OK);
-    assert_int_equal(finish_unfit(c, 0, SL_OK, 0, "", &out).status, SL_OK);
+    assert_int_equal(finish_unfit(c, 0, SL_OK, 0, "{\"n\": {\"rows\": 4, \"first_id\": \"m:1\", \"why\": \"w0\"}}",
+                                  &out).status, SL_OK);
+    wire_buf req = {0}; /* a FINISH without the field: none */
+    wire_put_u8(&req, COORD_FINISH);
+    wire_put_i64(&req, SL_OK);
+    wire_put_i64(&req, 0);
+    wire_put_str(&req, "");
+    assert_int_equal(ask(c, 4, &req, &out).status, SL_OK);
+    wire_free(&req);
     json_t *got = coord_unfit(c);
+    /* Rows summed (held at INT64_MAX), the lowest rank's row and why, no other key. */
     json_t *want = json_loads("{\"meta\": {\"rows\": 5, \"first_id\": \"m:10\", \"why\": \"w1\"},"
-                              " \"n\": {\"rows\": 1, \"first_id\": \"m:11\", \"why\": \"wn\"}}", 0, NULL);
+                              " \"n\": {\"rows\": 9223372036854775807, \"first_id\": \"m:1\", \"why\": \"w0\"}}",
+                              0, NULL);
     if (!json_equal(got, want)) {
         char *text = json_dumps(got, 0);
         fail_msg("merged: %s", text);
@@ -389,6 +399,8 @@ static void test_finish_merges_the_ranks_unfit_values(void **state)
     coord_rank r;
     assert_true(coord_rank_progress(c, 3, &r));
     assert_true(r.finished); /* its malformed counts did not keep it from finishing */
+    assert_true(coord_rank_progress(c, 4, &r));
+    assert_true(r.finished);
     int failed = -1;
     sl_status st = SL_OK;
     char msg[64];
