@@ -10,12 +10,15 @@
  * that many random bytes to the Parquet and WebDataset rows;
  * JSONL cannot hold bytes and writes the rows without. PASS_THROUGH 1
  * gives each row input columns as a LLaVA manifest's (a conversation of two
- * turns, a list of tags, a source), typed from the first 100 rows as the
- * job does, and times apart the Parquet sink's check that each value fits
+ * turns, a list of tags, a source), typed from the first 100 rows for
+ * Parquet as the job does (JSONL and WebDataset write each row's columns as
+ * they come, unplanned), and times apart the Parquet sink's check that each value fits
  * its column (`fits_s`, `fits_cpu_s`: sl_columns_fits over every row's
  * columns, the figures to set against the Parquet part's `s`, `cpu_s`,
- * which include it). Single-threaded; the rows are
- * generated before the clock starts. */
+ * which include it). PASS_THROUGH 2 gives each row 200 scalar input
+ * columns instead (a wide table's: ints, reals and short strings), where
+ * the sink's per-row work over the columns shows. Single-threaded; the rows
+ * are generated before the clock starts. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +57,7 @@ static int die(const char *what)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: sinks DIR [ROWS] [IMAGE_BYTES]\n");
+        fprintf(stderr, "usage: sinks DIR [ROWS] [IMAGE_BYTES] [PASS_THROUGH: 0, 1 or 2]\n");
         return 2;
     }
     const char *dir = argv[1];
@@ -76,21 +79,34 @@ int main(int argc, char **argv)
         image[k] = (unsigned char)(seed >> 56);
     }
 
-    bool pass = argc > 4 && atoi(argv[4]) != 0;
+    int pass = argc > 4 ? atoi(argv[4]) : 0;
+    enum { WIDE = 200 };
     json_t **extra = pass ? calloc((size_t)rows, sizeof *extra) : NULL;
-    sl_columns *cols = NULL;
+    sl_columns *cols = NULL, *unsampled = NULL; /* Parquet's columns, and the others' (as the job) */
     if (pass) {
         const char *reserved[N_HEAD + 1];
         for (size_t k = 0; k < N_HEAD; k++)
             reserved[k] = head[k].name;
         reserved[N_HEAD] = tail[0].name;
-        if (!extra || sl_columns_new(reserved, N_HEAD + 1, NULL, 0, &cols) != SL_OK)
+        if (!extra || sl_columns_new(reserved, N_HEAD + 1, NULL, 0, &cols) != SL_OK ||
+            sl_columns_new(reserved, N_HEAD + 1, NULL, 0, &unsampled) != SL_OK)
             return die("columns");
         for (long r = 0; r < rows; r++) {
-            extra[r] = json_pack("{s:[{s:s, s:s}, {s:s, s:s#}], s:[s, s, s], s:s, s:i}", "conversations", "from",
-                                 "human", "value", "<image>\nWhat is shown here?", "from", "gpt", "value",
-                                 text + off[r], (int)(off[r + 1] - off[r]), "tags", "photo", r % 2 ? "outdoor" : "indoor",
-                                 "color", "source", "laion", "width", (int)(r % 1000));
+            if (pass == 2) {
+                extra[r] = json_object();
+                for (int k = 0; extra[r] && k < WIDE; k++) {
+                    char key[16];
+                    snprintf(key, sizeof key, "c%03d", k);
+                    json_object_set_new(extra[r], key, k % 3 == 0   ? json_integer(r + k)
+                                                       : k % 3 == 1 ? json_real((double)r / (k + 1))
+                                                                    : json_string(r % 2 ? "yes" : "no"));
+                }
+            } else {
+                extra[r] = json_pack("{s:[{s:s, s:s}, {s:s, s:s#}], s:[s, s, s], s:s, s:i}", "conversations",
+                                     "from", "human", "value", "<image>\nWhat is shown here?", "from", "gpt", "value",
+                                     text + off[r], (int)(off[r + 1] - off[r]), "tags", "photo",
+                                     r % 2 ? "outdoor" : "indoor", "color", "source", "laion", "width", (int)(r % 1000));
+            }
             if (!extra[r] || (r < 100 && sl_columns_sample(cols, extra[r]) != SL_OK))
                 return die("rows");
         }
@@ -112,10 +128,11 @@ int main(int argc, char **argv)
 
     static const char *const formats[] = {"jsonl", "parquet", "webdataset"};
     printf("{\"rows\": %ld, \"image_bytes\": %zu, \"pass_through\": %s, \"fits_s\": %.4f, \"fits_cpu_s\": %.4f",
-           rows, image_len, pass ? "true" : "false", fits_s, fits_cpu_s);
+           rows, image_len, pass == 2 ? "\"wide\"" : pass ? "true" : "false", fits_s, fits_cpu_s);
     for (size_t f = 0; f < 3; f++) {
         bool bytes = image_len > 0 && strcmp(formats[f], "jsonl") != 0;
-        sl_schema schema = {head, N_HEAD, cols, bytes ? tail : NULL, bytes ? 1 : 0};
+        sl_schema schema = {head, N_HEAD, strcmp(formats[f], "parquet") == 0 ? cols : unsampled,
+                            bytes ? tail : NULL, bytes ? 1 : 0};
         sl_sink *sink;
         char name[64];
         double t0 = bench_now(), c0 = bench_cpu_s();
@@ -160,6 +177,7 @@ int main(int argc, char **argv)
         json_decref(extra[r]);
     free(extra);
     sl_columns_free(cols);
+    sl_columns_free(unsampled);
     free(text);
     free(off);
     free(image);

@@ -1,4 +1,5 @@
 /* io/columns.c — see columns.h. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,35 +43,35 @@ static col_type col_type_of(sl_pq_type t)
     return t == SL_PQ_INT64 ? T_INT : t == SL_PQ_DOUBLE ? T_DOUBLE : t == SL_PQ_BOOL ? T_BOOL : T_STRING;
 }
 
+/* Names are looked up by hash (JSON objects as sets and maps), not by
+ * walking them: a row of a wide table renames each of its columns. */
 struct sl_columns {
-    char **reserved;
-    size_t n_reserved;
+    json_t *reserved;      /* the output's own names -> true */
+    json_t *by_in, *by_out; /* each column's input and output name -> its index */
     column *cols;
     size_t n, cap;
     bool fixed; /* declared: no columns are added by samples */
 };
 
-static bool is_reserved(const sl_columns *c, const char *name)
+/* The index of the column json name map `by` gives for name; SIZE_MAX for none. */
+static size_t index_in(const json_t *by, const char *name)
 {
-    for (size_t i = 0; i < c->n_reserved; i++)
-        if (strcmp(c->reserved[i], name) == 0)
-            return true;
-    return false;
+    json_t *i = json_object_get(by, name);
+    return i ? (size_t)json_integer_value(i) : SIZE_MAX;
 }
 
 /* A name a renamed column may not take: none (Parquet's columns have
  * names), ours, another input column of the row, or a column already
- * planned. */
+ * planned (another's output name, or another's input name). */
 static bool taken(const sl_columns *c, const char *input_name, const char *name, const json_t *row)
 {
-    if (!*name || is_reserved(c, name))
+    if (!*name || json_object_get(c->reserved, name))
         return true;
-    for (size_t i = 0; i < c->n; i++)
-        if (strcmp(c->cols[i].in, input_name) != 0 &&
-            (strcmp(c->cols[i].out, name) == 0 ||
-             (strcmp(name, input_name) != 0 && strcmp(c->cols[i].in, name) == 0)))
-            return true;
-    return strcmp(name, input_name) != 0 && row && json_object_get(row, name);
+    size_t out = index_in(c->by_out, name);
+    if (out != SIZE_MAX && strcmp(c->cols[out].in, input_name) != 0)
+        return true;
+    return strcmp(name, input_name) != 0 &&
+           (index_in(c->by_in, name) != SIZE_MAX || (row && json_object_get(row, name)));
 }
 
 const char *sl_columns_rename(const sl_columns *c, const char *input_name, const json_t *row,
@@ -374,10 +375,8 @@ static sl_pq_node *make_node(const ctype *t)
 /* The index of input column `name`; c->n when there is none. */
 static size_t column_index(const sl_columns *c, const char *name)
 {
-    size_t i = 0;
-    while (i < c->n && strcmp(c->cols[i].in, name) != 0)
-        i++;
-    return i;
+    size_t i = index_in(c->by_in, name);
+    return i == SIZE_MAX ? c->n : i;
 }
 
 static sl_status add_column(sl_columns *c, const char *name, const json_t *row)
@@ -394,7 +393,11 @@ static sl_status add_column(sl_columns *c, const char *name, const json_t *row)
     column *col = &c->cols[c->n];
     *col = (column){sl_strdup(name), sl_strdup(sl_columns_rename(c, name, row, buf, sizeof buf)),
                     sl_calloc(1, sizeof(ctype)), NULL, false};
-    if (!col->in || !col->out || !col->shape) {
+    if (!col->in || !col->out || !col->shape ||
+        json_object_set_new_nocheck(c->by_in, col->in, json_integer((json_int_t)c->n)) != 0 ||
+        json_object_set_new_nocheck(c->by_out, col->out, json_integer((json_int_t)c->n)) != 0) {
+        if (col->in)
+            json_object_del(c->by_in, col->in);
         sl_free(col->in);
         sl_free(col->out);
         sl_free(col->shape);
@@ -618,9 +621,9 @@ void sl_columns_free(sl_columns *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->n_reserved; i++)
-        sl_free(c->reserved[i]);
-    sl_free(c->reserved);
+    json_decref(c->reserved);
+    json_decref(c->by_in);
+    json_decref(c->by_out);
     for (size_t i = 0; i < c->n; i++) {
         sl_free(c->cols[i].in);
         sl_free(c->cols[i].out);
@@ -636,13 +639,13 @@ sl_status sl_columns_new(const char *const *reserved, size_t n_reserved,
 {
     *out = NULL;
     sl_columns *c = sl_calloc(1, sizeof *c);
-    if (!c || !(c->reserved = sl_calloc(n_reserved ? n_reserved : 1, sizeof *c->reserved))) {
-        sl_free(c);
+    if (!c || !(c->reserved = json_object()) || !(c->by_in = json_object()) || !(c->by_out = json_object())) {
+        sl_columns_free(c);
         return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
     }
     sl_status st = SL_OK;
-    for (size_t i = 0; i < n_reserved && st == SL_OK; i++, c->n_reserved++)
-        if (!(c->reserved[i] = sl_strdup(reserved[i])))
+    for (size_t i = 0; i < n_reserved && st == SL_OK; i++)
+        if (json_object_set_new_nocheck(c->reserved, reserved[i], json_true()) != 0)
             st = sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
     for (size_t i = 0; declared && i < n_declared && st == SL_OK; i++) {
         size_t k, len;

@@ -199,11 +199,13 @@ static void count_unfit(const pq_shared *ps, unfit_count *u, const char *column,
 }
 
 /* The row's columns that no part has: seen first after the columns were
- * planned from the first rows. */
-static void count_unplanned(pq_shared *ps, const sl_schema_row *row)
+ * planned from the first rows. `planned`: how many of the row's columns
+ * are planned ones (all of them, as a row mostly has: nothing to look up). */
+static void count_unplanned(pq_shared *ps, const sl_schema_row *row, size_t planned)
 {
     const sl_columns *cols = ps->schema->passthrough;
-    if (!json_is_object(row->extra) || !cols || sl_columns_declared(cols))
+    if (!json_is_object(row->extra) || !cols || sl_columns_declared(cols) ||
+        planned == json_object_size(row->extra))
         return;
     const char *key;
     json_t *v;
@@ -237,14 +239,16 @@ static sl_status pq_write_row(void *shared, void *part, const sl_schema_row *row
     size_t k = 0;
     for (size_t i = 0; i < s->n_head; i++, k++)
         ps->values[k] = pq_cell(ps->defs[k].type, row->cells[i], &ps->owned[k]);
+    size_t planned = 0;
     for (size_t i = 0; i < ps->n_pass; i++, k++) {
         ps->values[k] = sl_columns_cell(s->passthrough, i, row->extra, &ps->owned[k]);
+        const json_t *v = json_object_get(row->extra, sl_columns_input_name(s->passthrough, i));
         char why[512];
-        if (!sl_columns_fits(s->passthrough, i, json_object_get(row->extra, sl_columns_input_name(s->passthrough, i)),
-                             why, sizeof why))
+        planned += v != NULL;
+        if (!sl_columns_fits(s->passthrough, i, v, why, sizeof why))
             count_unfit(ps, &ps->unfit[i], sl_columns_input_name(s->passthrough, i), row->id, why);
     }
-    count_unplanned(ps, row);
+    count_unplanned(ps, row, planned);
     for (size_t i = 0; i < s->n_tail; i++, k++)
         ps->values[k] = pq_cell(ps->defs[k].type, row->cells[s->n_head + i], &ps->owned[k]);
     sl_status st = sl_parquet_sink_append(part, ps->values);
