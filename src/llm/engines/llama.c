@@ -1193,7 +1193,7 @@ static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
 }
 
 /* The encoder thread: prepares pending requests in order, at most
- * encode_ahead of them ahead of admission. */
+ * encode_ahead of them ahead of admission (a request's tasks together). */
 static void *encoder_main(void *arg)
 {
     llama_engine *e = arg;
@@ -1204,17 +1204,31 @@ static void *encoder_main(void *arg)
             pthread_cond_wait(&e->encoder_cv, &e->mu);
         if (e->stopping)
             break;
-        req *r = e->prep_next;
-        e->prep_next = r->next;
-        e->n_prepared++;
-        r->preparing = true;
+        /* A request's tasks (and answers) are prepared in one turn and
+         * marked prepared together: admission then takes them in one pass,
+         * so the later ones find the first running and copy its image
+         * positions however late this thread runs (only the first encodes;
+         * one prepared alone could start and end before its siblings were
+         * ready, and each of them encode the image again). */
+        req *r = e->prep_next, *group[SL_MAX_TASKS * SL_MAX_ANSWERS];
+        int n = 0;
+        do {
+            group[n++] = r;
+            r->preparing = true;
+            r = r->next;
+        } while (r && group[0]->grp && r->grp == group[0]->grp && n < (int)(sizeof group / sizeof *group));
+        e->prep_next = r;
+        e->n_prepared += n;
         pthread_mutex_unlock(&e->mu);
         sl_engine_stats counted = {0};
-        prepare(e, r, &counted);
+        for (int i = 0; i < n; i++)
+            prepare(e, group[i], &counted);
         pthread_mutex_lock(&e->mu);
         add_encoder_counters(&e->enc, &counted);
-        r->preparing = false;
-        r->prepared = true;
+        for (int i = 0; i < n; i++) {
+            group[i]->preparing = false;
+            group[i]->prepared = true;
+        }
         pthread_cond_signal(&e->work_cv);
     }
     pthread_mutex_unlock(&e->mu);
