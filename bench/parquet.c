@@ -45,8 +45,16 @@ static int read_all(const char *path, long long *rows, double *check)
         *rows += b->num_rows;
         for (size_t c = 0; c < b->num_columns; c++) {
             const sl_pq_vector *v = &b->columns[c];
+            int64_t n = b->num_rows; /* values: a list column's are its elements, below its lists */
+            if (v->list_offsets) {
+                n = v->list_offsets[n];
+                for (unsigned d = 1; d < v->info->depth; d++)
+                    n = v->nest_offsets[d - 1][n];
+            }
+            if (n == 0)
+                continue;
             *check += v->i64 ? (double)v->i64[0] : v->i32 ? v->i32[0] : v->f64 ? v->f64[0] : v->f32 ? v->f32[0]
-                    : v->offsets ? (double)v->offsets[b->num_rows] : v->b ? v->b[0] : 0;
+                    : v->offsets ? (double)v->offsets[n] : v->b ? v->b[0] : 0;
         }
     }
     sl_pq_reader_free(rd);
