@@ -47,6 +47,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -1194,9 +1197,16 @@ static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
 
 /* The encoder thread: prepares pending requests in order, at most
  * encode_ahead of them ahead of admission (a request's tasks together). */
+/* The encoder thread's name (top, gdb, perf; and the test that holds this
+ * thread back, tests/unit/late_encoder.c). */
+#define ENCODER_THREAD_NAME "sl-encoder"
+
 static void *encoder_main(void *arg)
 {
     llama_engine *e = arg;
+#ifdef __linux__
+    prctl(PR_SET_NAME, ENCODER_THREAD_NAME, 0, 0, 0);
+#endif
     pthread_mutex_lock(&e->mu);
     for (;;) {
         while (!e->stopping && (!e->prep_next || (e->n_prepared >= e->encode_ahead &&
