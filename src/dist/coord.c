@@ -372,9 +372,10 @@ static sl_status finish(coord *c, int rank, wire_reader *r, wire_buf *reply)
     coord_rank *who = rank_of(c, rank);
     if ((*unfit_text || r->bad) && who && !who->finished) {
         json_t *unfit = r->bad ? NULL : json_loads(unfit_text, 0, NULL);
-        if (!unfit_shaped(unfit) || !merge_unfit(c, rank, unfit))
+        bool shaped = unfit_shaped(unfit);
+        if (!shaped || !merge_unfit(c, rank, unfit))
             sl_log(SL_LOG_WARN, "rank %d's count of values its Parquet parts could not hold is left out of "
-                                "summary.json: %s", rank, unfit_shaped(unfit) ? "out of memory" : "malformed");
+                                "summary.json: %s", rank, shaped ? "out of memory" : "malformed");
         json_decref(unfit);
     }
     if (status != SL_OK && c->failed_rank < 0) {

@@ -585,6 +585,15 @@ static int levels(const ctype *t)
     return 1 + (t->t == T_LIST || t->t == T_MAP ? levels(t->elem) : most);
 }
 
+/* Whether nested t passes the limits (columns.h) a column's shape is held
+ * to: its JSON text instead. Sampling never nests past MAX_NESTING; a
+ * schema's shape may. */
+static bool too_big(const ctype *t)
+{
+    return is_nested(t->t) && (count_leaves(t) > MAX_LEAVES || list_depth(t) > SL_PQ_WRITE_MAX_LISTS ||
+                               levels(t) > MAX_NESTING + 1);
+}
+
 sl_status sl_columns_input_type(sl_columns *c, const char *name, const sl_pq_node *shape)
 {
     size_t i = column_index(c, name);
@@ -597,9 +606,7 @@ sl_status sl_columns_input_type(sl_columns *c, const char *name, const sl_pq_nod
         ctype_free(t);
         return sl_fail(SL_ERR_NOMEM, "out of memory typing column '%s'", name);
     }
-    /* As samples are held: past the limits the samples' type stays. */
-    if (is_nested(t->t) && (count_leaves(t) > MAX_LEAVES || list_depth(t) > SL_PQ_WRITE_MAX_LISTS ||
-                            levels(t) > MAX_NESTING + 1)) {
+    if (too_big(t)) { /* the samples' type stays */
         ctype_free(t);
         return SL_OK;
     }
@@ -683,8 +690,7 @@ sl_status sl_columns_sample(sl_columns *c, const json_t *extra)
             continue;
         if (!widen_with(col->shape, v, 0, 0))
             return sl_fail(SL_ERR_NOMEM, "out of memory sampling column '%s'", key);
-        if (is_nested(col->shape->t) &&
-            (count_leaves(col->shape) > MAX_LEAVES || list_depth(col->shape) > SL_PQ_WRITE_MAX_LISTS))
+        if (too_big(col->shape))
             to_string(col->shape); /* a struct made a map may hold lists too deep */
         sl_pq_shape_free(col->node); /* made again when asked */
         col->node = NULL;

@@ -147,6 +147,15 @@ static const char *next_part(const char *name, size_t prefix, size_t *len)
     return part;
 }
 
+/* Whether leaf name `other` (under the same first `prefix` bytes as
+ * `name`) goes on to `part` (len bytes of name): a leaf of the same field. */
+static bool same_part(const char *other, const char *name, size_t prefix, const char *part, size_t len)
+{
+    size_t other_len;
+    const char *other_part = next_part(other, prefix, &other_len);
+    return other_part && strncmp(other, name, prefix) == 0 && other_len == len && memcmp(other_part, part, len) == 0;
+}
+
 /* The value at the path of the first `prefix` bytes of the cursors' names. */
 static json_t *node(const cursor *cs, size_t n, size_t prefix, sl_pq_json_value_fn value)
 {
@@ -177,7 +186,7 @@ static json_t *struct_node(const cursor *cs, size_t n, size_t prefix, sl_pq_json
         goto nomem;
     for (size_t i = 0; i < n; i++) {
         const char *name = cs[i].v->info->name;
-        size_t len, other_len;
+        size_t len;
         const char *part = next_part(name, prefix, &len);
         if (!part)
             continue; /* not below this path: a schema these names cannot come from */
@@ -186,12 +195,9 @@ static json_t *struct_node(const cursor *cs, size_t n, size_t prefix, sl_pq_json
             goto nomem;
         bool seen = json_object_get(o, key) != NULL;
         size_t m = 0;
-        for (size_t j = i; !seen && j < n; j++) {
-            const char *other = cs[j].v->info->name, *other_part = next_part(other, prefix, &other_len);
-            if (other_part && strncmp(other, name, prefix) == 0 && other_len == len &&
-                memcmp(other_part, part, len) == 0)
+        for (size_t j = i; !seen && j < n; j++)
+            if (same_part(cs[j].v->info->name, name, prefix, part, len))
                 group[m++] = cs[j];
-        }
         json_t *f = seen ? NULL : node(group, m, (size_t)(part - name) + len, value);
         if (!seen && (!f || json_object_set_new(o, key, f) != 0)) {
             sl_free(key);
@@ -313,23 +319,17 @@ static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t p
     const sl_pq_column_info **group = sl_malloc(n * sizeof *group);
     for (size_t i = 0; fields && group && !*oom && i < n; i++) {
         const char *name = cs[i]->name;
-        size_t len, other_len;
+        size_t len;
         const char *part = next_part(name, prefix, &len);
         bool seen = false;
-        for (size_t j = 0; part && j < i && !seen; j++) {
-            const char *other = cs[j]->name, *other_part = next_part(other, prefix, &other_len);
-            seen = other_part && strncmp(other, name, prefix) == 0 && other_len == len &&
-                   memcmp(other_part, part, len) == 0;
-        }
+        for (size_t j = 0; part && j < i && !seen; j++)
+            seen = same_part(cs[j]->name, name, prefix, part, len);
         if (!part || seen)
             continue;
         size_t m = 0;
-        for (size_t j = i; j < n; j++) {
-            const char *other = cs[j]->name, *other_part = next_part(other, prefix, &other_len);
-            if (other_part && strncmp(other, name, prefix) == 0 && other_len == len &&
-                memcmp(other_part, part, len) == 0)
+        for (size_t j = i; j < n; j++)
+            if (same_part(cs[j]->name, name, prefix, part, len))
                 group[m++] = cs[j];
-        }
         json_t *f = node_shape(group, m, (size_t)(part - name) + len, d, oom);
         if (f && json_array_append_new(fields, json_pack("[s#o]", part, (int)len, f)) != 0)
             *oom = true;

@@ -119,6 +119,14 @@ static bool multi_struct_column(const source_reader *r, int c)
     return false;
 }
 
+/* Whether selected column c passes through: not the image's bytes, nor its
+ * path beside them (a list of paths alone does: the output's record of
+ * them). */
+static bool passes_through(const source_reader *r, size_t c)
+{
+    return (int)c != r->bytes_col && ((int)c != r->path_col || r->keys[c]) && !multi_struct_column(r, (int)c);
+}
+
 /* Chooses the image columns and the pass-through ones; selects them. */
 static sl_status choose_columns(source_reader *r, char **why)
 {
@@ -407,8 +415,7 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
         !(item->extra = json_object()))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     for (size_t c = 0; c < r->n_sel; c++) {
-        if ((int)c == r->bytes_col || ((int)c == r->path_col && !r->keys[c]) ||
-            multi_struct_column(r, (int)c))
+        if (!passes_through(r, c))
             continue;
         bool skip;
         json_t *cell = cell_json(r, b, c, i, &skip);
@@ -488,8 +495,7 @@ static sl_status column_images(source_reader *r, const sl_pq_batch *b, int64_t i
 static sl_status pq_types(const source_reader *r, json_t *into)
 {
     for (size_t c = 0; c < r->n_sel; c++) {
-        if ((int)c == r->bytes_col || ((int)c == r->path_col && !r->keys[c]) ||
-            multi_struct_column(r, (int)c) || r->list_head[c] != c)
+        if (!passes_through(r, c) || r->list_head[c] != c)
             continue;
         const char *key = r->keys[c] ? r->keys[c] : r->infos[c]->name;
         json_t *shape = NULL;

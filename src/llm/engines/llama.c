@@ -1195,12 +1195,12 @@ static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
         r->prep_error = sl_strdup(sl_last_error()); /* NULL: complete() says "failed" */
 }
 
-/* The encoder thread: prepares pending requests in order, at most
- * encode_ahead of them ahead of admission (a request's tasks together). */
 /* The encoder thread's name (top, gdb, perf; and the test that holds this
  * thread back, tests/unit/late_encoder.c). */
 #define ENCODER_THREAD_NAME "sl-encoder"
 
+/* The encoder thread: prepares pending requests in order, at most
+ * encode_ahead of them ahead of admission (a request's tasks together). */
 static void *encoder_main(void *arg)
 {
     llama_engine *e = arg;
