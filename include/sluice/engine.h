@@ -207,6 +207,14 @@ typedef struct sl_llama_params {
 
 sl_llama_params sl_llama_default_params(void);
 
+/* Start llama.cpp's backends, once per process; every function below that
+ * needs them does it too. ggml's CPU backend writes KMP_BLOCKTIME into the
+ * environment as it starts (when unset), and setenv may free the array a
+ * getenv on another thread is reading: a program that opens engines on
+ * threads while others read the environment calls this before starting
+ * them. sl_pipeline_run does. */
+void sl_llama_init(void);
+
 /* The sequences a replica opened with these params will decode together
  * at most (n_parallel, or what 0 becomes: 4 on a CPU, up to 128 on a GPU),
  * without loading anything: for sizing the rows kept in flight for it. */

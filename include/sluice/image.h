@@ -32,6 +32,14 @@ typedef struct sl_image_params {
 
 sl_image_params sl_image_default_params(void);
 
+/* Start libvips, once per process; the first decode does it too. libvips
+ * writes VIPSHOME into the environment as it starts, and setenv may free
+ * the array a getenv on another thread is reading: a program that decodes
+ * on threads while others read the environment (curl does, each transfer)
+ * calls this before starting them. sl_pipeline_run does. SL_ERR_DECODE
+ * with libvips' message when it cannot start. */
+sl_status sl_image_init(void);
+
 /* Decode `len` bytes. `name` names the input in error messages. On failure
  * *out is NULL and the message names `name` and the cause. */
 sl_status sl_image_decode(const void *data, size_t len, const char *name,

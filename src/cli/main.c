@@ -806,6 +806,15 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
  * wait for it. */
 static int run_job(const sl_config *cfg, const command *cmd)
 {
+    /* Before MPI's threads start: libvips and ggml write the environment
+     * as they start (sluice/image.h, sluice/engine.h). */
+    const sl_caption_params *p = sl_config_params(cfg);
+    if (sl_image_init() != SL_OK) {
+        fprintf(stderr, "sluice: %s\n", sl_last_error());
+        return EXIT_RUN;
+    }
+    if (!p->dry_run && !(p->engine && strcmp(p->engine, "openai") == 0))
+        sl_llama_init();
     sl_dist *dist = NULL;
     if (sl_dist_open(&dist) != SL_OK) {
         fprintf(stderr, "sluice: %s\n", sl_last_error());

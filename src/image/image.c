@@ -403,6 +403,12 @@ static sl_status decode_vips(const void *data, size_t len, const char *name,
     return finish_vips(img, name, src_w, src_h, out);
 }
 
+sl_status sl_image_init(void)
+{
+    pthread_once(&vips_once, init_vips);
+    return vips_ready ? SL_OK : sl_fail(SL_ERR_DECODE, "libvips is not available");
+}
+
 sl_status sl_image_decode(const void *data, size_t len, const char *name,
                           const sl_image_params *params, sl_image **out)
 {

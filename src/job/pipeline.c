@@ -18,6 +18,8 @@
 #include "job/job.h"
 #include "job/progress.h"
 #include "job/rank_metrics.h"
+#include "sluice/engine.h"
+#include "sluice/image.h"
 #include "sluice/pipeline.h"
 
 /* A stage of the pipeline: a built-in one, made at run time (its config is
@@ -671,6 +673,13 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     if (p->dry_run && (st = dry_run_check(pl)) != SL_OK)
         return st;
     sum->dry_run = p->dry_run;
+    /* Before the run's first thread: these write the environment as they
+     * start, and a getenv elsewhere (curl's, fetching an input) could read
+     * the array setenv freed. */
+    if ((st = sl_image_init()) != SL_OK)
+        return st;
+    if (!p->dry_run && !job_uses_openai(p))
+        sl_llama_init();
 
     if (p->dist && p->input_shard_count > 1)
         return sl_fail(SL_ERR_INVALID_ARG, "--input-shard splits the input between separate "

@@ -3290,6 +3290,11 @@ static void init_backend(void)
     pthread_once(&once, init_backend_once);
 }
 
+void sl_llama_init(void)
+{
+    init_backend();
+}
+
 
 /* Positions one request of the expected shape takes: the template, a
  * prompt, and an image of image_edge_hint pixels square. */
