@@ -5,10 +5,11 @@
  * by the reader. What must hold: the writer takes every shape the columns
  * choose; the file reads back with every row; and a value the columns say
  * fits (sl_columns_fits) reads back as it went in — flat columns and whole
- * lists and maps (io/parquet_json.h), a string column's non-strings as
- * their JSON text, an integer in a double column as that number; and a
- * list's (or map's) leaves read back give the shape it was written with
- * (sl_pq_list_shape: how a Parquet input's schema types its columns). */
+ * lists, maps and structs (io/parquet_json.h), a string column's
+ * non-strings as their JSON text, an integer in a double column as that
+ * number; and a nested column's leaves read back give the shape it was
+ * written with (sl_pq_column_shape: how a Parquet input's schema types its
+ * columns). */
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -105,8 +106,7 @@ static bool same(const sl_pq_node *n, sl_pq_type t, const json_t *in, const json
     return false;
 }
 
-/* Reads the file back and checks each fitting value of a flat, list or map
- * column against rows[]. */
+/* Reads the file back and checks each fitting value against rows[]. */
 static void read_back(const sl_columns *c, const sl_pq_column_def *defs, size_t n_cols, json_t *const *rows,
                       size_t n_rows)
 {
@@ -127,17 +127,18 @@ static void read_back(const sl_columns *c, const sl_pq_column_def *defs, size_t 
                 return;
             }
     }
-    /* A list's (or map's) leaves give back the shape it was written with. */
+    /* A nested column's leaves give back the shape it was written with. */
     for (size_t col = 0, first = 0; col < n_cols; col++) {
         const sl_pq_node *shape = defs[col].nested;
         size_t leaves = shape ? sl_pq_shape_leaves(shape) : 1;
-        if (shape && shape->kind != SL_PQ_NODE_STRUCT && first + leaves <= n_leaves) {
+        if (shape && first + leaves <= n_leaves) {
             const sl_pq_column_info *infos[256];
             for (size_t k = 0; k < leaves; k++)
                 infos[k] = sl_pq_reader_column(r, first + k);
             json_t *want = sl_pq_shape_json(shape), *got = NULL;
-            if (!want || sl_pq_list_shape(infos, leaves, &got) != SL_OK || !got || !json_equal(want, got))
-                fail("a list's leaves give another shape", want, got);
+            if (!want || sl_pq_column_shape(infos, leaves, strlen(sl_columns_output_name(c, col)), &got) != SL_OK ||
+                !got || !json_equal(want, got))
+                fail("a column's leaves give another shape", want, got);
             json_decref(want);
             json_decref(got);
         }
@@ -157,14 +158,15 @@ static void read_back(const sl_columns *c, const sl_pq_column_def *defs, size_t 
                 const json_t *in = json_object_get(row, sl_columns_input_name(c, col));
                 char why[256];
                 json_t *got = NULL;
-                if (sl_columns_fits(c, col, in, why, sizeof why) && (!shape || shape->kind != SL_PQ_NODE_STRUCT)) {
+                if (sl_columns_fits(c, col, in, why, sizeof why)) {
                     if (!shape) {
                         got = sl_pq_value_json(&b->columns[first], i);
                     } else {
                         const sl_pq_vector *cols[256];
                         for (size_t k = 0; k < leaves; k++)
                             cols[k] = &b->columns[first + k];
-                        got = sl_pq_list_json(cols, leaves, i, sl_pq_value_json);
+                        got = sl_pq_column_json(cols, leaves, strlen(sl_columns_output_name(c, col)), i,
+                                                sl_pq_value_json);
                     }
                     if (!got)
                         fail("out of memory reading back", in, NULL);

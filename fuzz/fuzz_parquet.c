@@ -112,30 +112,36 @@ static json_t *json_value(const sl_pq_vector *v, int64_t k)
     }
 }
 
-/* The first rows' lists as JSON, each from all the columns of its list. */
+/* The length of the name of the nested column (a list, a struct) a leaf
+ * is in, as the Parquet source groups leaves; 0: a flat column. */
+static size_t column_len(const sl_pq_column_info *ci)
+{
+    return ci->n_groups ? ci->group_len[0] : ci->list_len;
+}
+
+/* The first rows' nested columns as JSON, each from all its leaves. */
 static void lists_as_json(const sl_pq_batch *b)
 {
     const sl_pq_vector **cols = calloc(b->num_columns ? b->num_columns : 1, sizeof *cols);
     for (size_t c = 0; cols && c < b->num_columns; c++) {
         const sl_pq_column_info *ci = b->columns[c].info;
-        bool first = ci->depth > 0;
+        size_t len = column_len(ci);
+        bool first = len > 0;
         for (size_t e = 0; first && e < c; e++)
-            first = !(b->columns[e].info->list_len == ci->list_len &&
-                      strncmp(b->columns[e].info->name, ci->name, ci->list_len) == 0);
+            first = !(column_len(b->columns[e].info) == len && strncmp(b->columns[e].info->name, ci->name, len) == 0);
         if (!first)
             continue;
         size_t n = 0;
         for (size_t k = c; k < b->num_columns; k++)
-            if (b->columns[k].info->list_len == ci->list_len &&
-                strncmp(b->columns[k].info->name, ci->name, ci->list_len) == 0)
+            if (column_len(b->columns[k].info) == len && strncmp(b->columns[k].info->name, ci->name, len) == 0)
                 cols[n++] = &b->columns[k];
         for (int64_t i = 0; i < b->num_rows && i < 8; i++)
-            json_decref(sl_pq_list_json(cols, n, i, json_value));
+            json_decref(sl_pq_column_json(cols, n, len, i, json_value));
         const sl_pq_column_info **infos = calloc(n, sizeof *infos);
         for (size_t k = 0; infos && k < n; k++)
             infos[k] = cols[k]->info;
-        json_t *shape = NULL; /* the schema's shape of the list, as a Parquet input's columns are typed */
-        if (infos && sl_pq_list_shape(infos, n, &shape) == SL_OK)
+        json_t *shape = NULL; /* the schema's shape of the column, as a Parquet input's columns are typed */
+        if (infos && sl_pq_column_shape(infos, n, len, &shape) == SL_OK)
             json_decref(shape);
         free(infos);
     }

@@ -28,3 +28,19 @@ json_t *sl_json_text(const char *s, size_t n)
     sl_free(fixed);
     return j;
 }
+
+json_t *sl_json_column(const json_t *row, const char *name, size_t n)
+{
+    char key[512];
+    if (n >= sizeof key)
+        return NULL;
+    memcpy(key, name, n);
+    key[n] = '\0';
+    json_t *v = json_object_get(row, key);
+    if (v || !memchr(key, '.', n))
+        return v;
+    v = (json_t *)row;
+    for (char *save = NULL, *part = strtok_r(key, ".", &save); v && part; part = strtok_r(NULL, ".", &save))
+        v = json_is_object(v) ? json_object_get(v, part) : NULL;
+    return v == row ? NULL : v;
+}

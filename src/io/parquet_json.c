@@ -213,7 +213,8 @@ nomem:
     return NULL;
 }
 
-json_t *sl_pq_list_json(const sl_pq_vector *const *cols, size_t n, int64_t row, sl_pq_json_value_fn value)
+json_t *sl_pq_column_json(const sl_pq_vector *const *cols, size_t n, size_t prefix, int64_t row,
+                          sl_pq_json_value_fn value)
 {
     if (n == 0)
         return json_null();
@@ -222,7 +223,7 @@ json_t *sl_pq_list_json(const sl_pq_vector *const *cols, size_t n, int64_t row, 
         return NULL;
     for (size_t i = 0; i < n; i++)
         cs[i] = (cursor){cols[i], 0, row};
-    json_t *j = node(cs, n, cols[0]->info->list_len, value);
+    json_t *j = node(cs, n, prefix, value);
     sl_free(cs);
     return j;
 }
@@ -345,14 +346,14 @@ static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t p
     return shape;
 }
 
-sl_status sl_pq_list_shape(const sl_pq_column_info *const *cols, size_t n, json_t **out)
+sl_status sl_pq_column_shape(const sl_pq_column_info *const *cols, size_t n, size_t prefix, json_t **out)
 {
     bool oom = false;
-    *out = n ? node_shape(cols, n, cols[0]->list_len, 0, &oom) : NULL;
+    *out = n ? node_shape(cols, n, prefix, 0, &oom) : NULL;
     if (oom) {
         json_decref(*out);
         *out = NULL;
-        return sl_fail(SL_ERR_NOMEM, "out of memory typing list '%.*s'", (int)cols[0]->list_len, cols[0]->name);
+        return sl_fail(SL_ERR_NOMEM, "out of memory typing column '%.*s'", (int)prefix, cols[0]->name);
     }
     return SL_OK;
 }

@@ -357,7 +357,7 @@ static json_t *nested_json(const sl_pq_node *n, const sl_pq_batch *b, size_t fir
             return NULL;
         for (size_t j = 0; j < k; j++)
             cols[j] = &b->columns[first + j];
-        json_t *list = sl_pq_list_json(cols, k, i, sl_pq_value_json);
+        json_t *list = sl_pq_column_json(cols, k, len, i, sl_pq_value_json);
         sl_free(cols);
         return list;
     }

@@ -906,7 +906,7 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
         goto nomem;
     if (json_is_string(id) || json_is_integer(id))
         json_object_del(row, "id");
-    if (sl_source_prompt_of(json_object_get(row, p->prompt_column ? p->prompt_column : "prompt"), item) != SL_OK)
+    if (sl_source_prompt_of(sl_source_prompt_value(row, p), item) != SL_OK)
         goto nomem;
     sl_status st = SL_OK;
     if (r->n_image_columns) {
@@ -1957,6 +1957,12 @@ static bool turn_text(const json_t *content, char **out)
     }
     *out = (char *)text.data;
     return true;
+}
+
+const json_t *sl_source_prompt_value(const json_t *extra, const sl_source_params *p)
+{
+    const char *name = p->prompt_column ? p->prompt_column : "prompt";
+    return sl_json_column(extra, name, strlen(name));
 }
 
 sl_status sl_source_prompt_of(const json_t *value, sl_source_item *item)

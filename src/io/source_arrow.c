@@ -949,7 +949,7 @@ static sl_status arrow_next(source_reader *r, sl_source_item *item, bool *done)
         if (!cell || json_object_set_new(item->extra, s->children[c]->name ? s->children[c]->name : "", cell) != 0)
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
-    if (sl_source_prompt_of(json_object_get(item->extra, r->p->prompt_column ? r->p->prompt_column : "prompt"),
+    if (sl_source_prompt_of(sl_source_prompt_value(item->extra, r->p),
                             item) != SL_OK)
         return SL_ERR_NOMEM;
     return row_images(r, i, item);

@@ -53,6 +53,11 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
  * prompt). SL_ERR_NOMEM only. */
 sl_status sl_source_prompt_of(const json_t *value, sl_source_item *item);
 
+/* The prompt column's value in a row's columns (p->prompt_column, or
+ * "prompt"; a dotted name may reach into a struct: core/json.h's
+ * sl_json_column); NULL when absent. */
+const json_t *sl_source_prompt_value(const json_t *extra, const sl_source_params *p);
+
 /* Sets item->images from a list of n values (each located as
  * sl_source_locate does, relative to base_dir); an empty or too long list,
  * or a value that cannot be located, is item->error naming the list's place

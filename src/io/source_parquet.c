@@ -4,9 +4,10 @@
  * paths/URLs, or a list of either (`Sequence(Image())`: `C.list.element.bytes`,
  * or a list of strings `C.list.element`; legacy list names too), which gives
  * the row's item->images. Every other readable column except binary ones
- * passes through, a list (of primitives, of structs, of lists, a map) as its
- * JSON under the list's name (io/parquet_json.h), each column's type the
- * schema's (pq_types). An unreadable file or row
+ * passes through, a nested one (a list of primitives, of structs, of lists,
+ * a map, a struct) as its JSON under its name (io/parquet_json.h), each
+ * column's type the schema's (pq_types); the other fields of an image
+ * struct keep their dotted names. An unreadable file or row
  * group is an error item naming it; the rest of that file is skipped. */
 #include <stdio.h>
 #include <string.h>
@@ -31,10 +32,10 @@ struct source_reader {
     int multi_bytes[SL_SOURCE_MAX_IMAGES], multi_path[SL_SOURCE_MAX_IMAGES]; /* selection; -1 */
     const char *image_name;
     size_t n_sel;
-    char **keys;        /* per selected column: its name in item->extra (a list's name), or NULL */
+    char **keys;        /* per selected column: its nested column's name in item->extra, or NULL */
     const sl_pq_column_info **infos; /* per selected column (the reader's) */
-    size_t *list_head;  /* per selected column in a list: the first selected column of its list */
-    const sl_pq_vector **list_cols; /* n_sel: one list's columns, gathered for a row */
+    size_t *list_head;  /* per selected column with a key: the first selected column of that key */
+    const sl_pq_vector **list_cols; /* n_sel: one nested column's leaves, gathered for a row */
     const sl_pq_batch *batch;
     int64_t row, base; /* row within the batch; rows in earlier batches */
     bool failed;
@@ -127,6 +128,34 @@ static bool passes_through(const source_reader *r, size_t c)
     return (int)c != r->bytes_col && ((int)c != r->path_col || r->keys[c]) && !multi_struct_column(r, (int)c);
 }
 
+/* The length of the name of the nested column leaf ci is in: its outermost
+ * group's (a struct's or a list's), or its own list's (a bare repeated
+ * leaf); 0 for a flat column. */
+static size_t column_len(const sl_pq_column_info *ci)
+{
+    return ci->n_groups ? ci->group_len[0] : ci->list_len;
+}
+
+/* The length of the key file column i passes through under (0: its own
+ * name, flat): its nested column's name, but within a struct that holds an
+ * image (images: the file columns, -1 none) only its list's, as before
+ * structs passed whole: the struct's other fields keep their dotted names
+ * (`image.width`), and the image is not written twice. */
+static size_t key_len(const sl_pq_reader *pq, size_t i, const int *images, size_t n_images)
+{
+    const sl_pq_column_info *ci = sl_pq_reader_column(pq, i);
+    size_t len = column_len(ci);
+    for (size_t k = 0; len && k < n_images; k++) {
+        if (images[k] < 0)
+            continue;
+        const sl_pq_column_info *img = sl_pq_reader_column(pq, (size_t)images[k]);
+        size_t img_len = column_len(img);
+        if (img_len && img_len != img->list_len && img_len == len && strncmp(img->name, ci->name, len) == 0)
+            return ci->list_len;
+    }
+    return len;
+}
+
 /* Chooses the image columns and the pass-through ones; selects them. */
 static sl_status choose_columns(source_reader *r, char **why)
 {
@@ -199,12 +228,19 @@ static sl_status choose_columns(source_reader *r, char **why)
         sl_free(sel);
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
-    size_t n = 0;
+    size_t n = 0, n_images = 0;
+    int images[2 * SL_SOURCE_MAX_IMAGES];
+    if (r->n_multi)
+        for (size_t k = 0; k < r->n_multi; k++)
+            images[n_images++] = multi_bytes[k], images[n_images++] = multi_path[k];
+    else
+        images[n_images++] = bytes, images[n_images++] = path;
     r->bytes_col = r->path_col = -1;
     for (size_t k = 0; k < r->n_multi; k++)
         r->multi_bytes[k] = r->multi_path[k] = -1;
     for (size_t i = 0; i < nc; i++) {
         const sl_pq_column_info *ci = sl_pq_reader_column(pq, i);
+        size_t klen;
         bool image = false;
         for (size_t k = 0; k < r->n_multi; k++) {
             if ((int)i == multi_bytes[k])
@@ -230,7 +266,7 @@ static sl_status choose_columns(source_reader *r, char **why)
             }
         } else if (ci->type == SL_PQ_UNSUPPORTED || ci->type == SL_PQ_BINARY)
             continue;
-        else if (ci->list_len && !(r->keys[n] = sl_strndup(ci->name, ci->list_len))) {
+        else if ((klen = key_len(pq, i, images, n_images)) && !(r->keys[n] = sl_strndup(ci->name, klen))) {
             sl_free(sel);
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         }
@@ -289,13 +325,14 @@ static sl_status pq_open(const char *file, const char *name, const sl_source_par
     return SL_OK;
 }
 
-/* Row i of selected column c: its value, or (the first column of a list)
- * the list's value made from all its columns; NULL for the list's others. */
+/* Row i of selected column c: its value, or (the first leaf of a nested
+ * column) the column's value made from all its leaves; NULL for the
+ * others. */
 static json_t *cell_json(source_reader *r, const sl_pq_batch *b, size_t c, int64_t i, bool *skip)
 {
     const sl_pq_vector *v = &b->columns[c];
     *skip = false;
-    if (!v->list_offsets)
+    if (!r->keys[c])
         return sl_pq_value_json(v, i);
     if (r->list_head[c] != c) {
         *skip = true;
@@ -305,7 +342,7 @@ static json_t *cell_json(source_reader *r, const sl_pq_batch *b, size_t c, int64
     for (size_t k = c; k < r->n_sel; k++)
         if (r->list_head[k] == c)
             r->list_cols[n++] = &b->columns[k];
-    return sl_pq_list_json(r->list_cols, n, i, sl_pq_value_json);
+    return sl_pq_column_json(r->list_cols, n, strlen(r->keys[c]), i, sl_pq_value_json);
 }
 
 /* Row i's images from a list column: each element's bytes (copied), or its
@@ -424,8 +461,7 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
         if (!cell || json_object_set_new(item->extra, r->keys[c] ? r->keys[c] : b->columns[c].info->name, cell))
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
-    const char *pkey = r->p->prompt_column ? r->p->prompt_column : "prompt";
-    if (sl_source_prompt_of(json_object_get(item->extra, pkey), item) != SL_OK)
+    if (sl_source_prompt_of(sl_source_prompt_value(item->extra, r->p), item) != SL_OK)
         return SL_ERR_NOMEM;
     if (r->list)
         return list_images(r, b, i, item);
@@ -490,8 +526,8 @@ static sl_status column_images(source_reader *r, const sl_pq_batch *b, int64_t i
 }
 
 /* The pass-through columns' shapes from the file's schema: a flat column's
- * leaf type, a list's (or map's) as io/parquet_json.c puts its value
- * together; the columns pq_next leaves out are left out here. */
+ * leaf type, a nested one's as io/parquet_json.c puts its value together;
+ * the columns pq_next leaves out are left out here. */
 static sl_status pq_types(const source_reader *r, json_t *into)
 {
     for (size_t c = 0; c < r->n_sel; c++) {
@@ -507,7 +543,7 @@ static sl_status pq_types(const source_reader *r, json_t *into)
             for (size_t k = c; k < r->n_sel; k++)
                 if (r->list_head[k] == c)
                     leaves[n++] = r->infos[k];
-            sl_status st = sl_pq_list_shape(leaves, n, &shape);
+            sl_status st = sl_pq_column_shape(leaves, n, strlen(r->keys[c]), &shape);
             sl_free(leaves);
             if (st != SL_OK)
                 return st;

@@ -55,6 +55,12 @@ bool job_uses_openai(const sl_caption_params *p)
     return p->engine && strcmp(p->engine, "openai") == 0;
 }
 
+json_t *job_prompt_value(const sl_caption_params *p, const json_t *extra)
+{
+    const char *name = p->prompt_column ? p->prompt_column : "prompt";
+    return sl_json_column(extra, name, strlen(name));
+}
+
 bool job_answers_share_seed(const sl_caption_params *p)
 {
     return job_uses_openai(p) && p->sampling.n > 1 && !p->openai.split_samples &&

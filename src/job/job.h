@@ -184,6 +184,9 @@ typedef struct job {
 
 
 bool job_uses_openai(const sl_caption_params *p);
+/* The row's prompt column (--prompt-column, else "prompt"; a dotted name
+ * may reach into a struct), borrowed from extra; NULL when absent. */
+json_t *job_prompt_value(const sl_caption_params *p, const json_t *extra);
 /* Whether --samples' answers are drawn by the server from the row's seed
  * (the openai engine's one request with "n"): their seed is the row's, not
  * their own (sl_sampling_answer_seed). */

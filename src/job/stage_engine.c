@@ -243,7 +243,7 @@ static sl_status converse(const sl_caption_params *p, caption_row *r,
                           char *const texts[SL_MAX_IMAGES], sl_request *req, placed *pl,
                           turns *conv)
 {
-    const json_t *value = json_object_get(r->extra, p->prompt_column ? p->prompt_column : "prompt");
+    const json_t *value = job_prompt_value(p, r->extra);
     if (!json_is_array(value))
         return SL_OK;
     const media_row *m = r->media;
@@ -515,7 +515,7 @@ static bool ask_next(replica *rep, sl_row *row, caption_row *r, sl_completion *c
         keep_spent_tokens(r);
         return false;
     }
-    json_t *conversation = json_object_get(r->extra, p->prompt_column ? p->prompt_column : "prompt");
+    json_t *conversation = job_prompt_value(p, r->extra);
     sl_status st = turns_answer(conversation, r->turn, c->result.text ? c->result.text : "");
     if (st != SL_OK) {
         sl_row_fail_status(row, st, "%s: %s", r->rel, sl_last_error());

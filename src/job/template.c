@@ -4,6 +4,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "job/template.h"
 
 enum { FIELD_MAX = 256 }; /* a longer run is no column name: kept as text */
@@ -28,23 +29,6 @@ bool template_has_fields(const char *tmpl)
     return false;
 }
 
-/* The value named by `name` (n bytes): the column of that name, else a
- * path through nested objects. */
-static const json_t *lookup(const json_t *columns, const char *name, size_t n)
-{
-    char key[FIELD_MAX + 1];
-    memcpy(key, name, n);
-    key[n] = '\0';
-    const json_t *v = json_object_get(columns, key);
-    if (v)
-        return v;
-    v = columns;
-    for (char *save = NULL, *part = strtok_r(key, ".", &save); v && part;
-         part = strtok_r(NULL, ".", &save))
-        v = json_is_object(v) ? json_object_get(v, part) : NULL;
-    return v == columns ? NULL : v;
-}
-
 sl_status template_fill(const char *tmpl, const json_t *columns, char **out)
 {
     *out = NULL;
@@ -56,7 +40,7 @@ sl_status template_fill(const char *tmpl, const json_t *columns, char **out)
             ok = sl_buf_append(&b, s, 1);
             s += 2;
         } else if (s[0] == '{' && (n = field_len(s + 1)) > 0) {
-            const json_t *v = json_is_object(columns) ? lookup(columns, s + 1, n) : NULL;
+            const json_t *v = json_is_object(columns) ? sl_json_column(columns, s + 1, n) : NULL;
             if (!v || json_is_null(v)) {
                 sl_buf_free(&b);
                 return sl_fail(SL_ERR_INVALID_ARG, "no column '%.*s' for {%.*s} in the prompt%s",

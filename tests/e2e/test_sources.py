@@ -522,8 +522,9 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
     (a later key is kept), a column null in every sampled row keeps its
     double, a list empty so far its int64 elements, a struct field inside a
     list null so far its double, a map of integer keys is a list of
-    key/value structs; nothing is left out (unfit_values is empty). A type
-    given with --columns still wins; a name without one takes the schema's."""
+    key/value structs, a struct (a null one too) is a struct of the schema's
+    fields; nothing is left out (unfit_values is empty). A type given with
+    --columns still wins; a name without one takes the schema's."""
     n = 105
     later = [None] * 100 + [0.25 * i for i in range(n - 100)]
     table = pa.table({
@@ -532,7 +533,8 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
                            pa.map_(pa.string(), pa.float64())),
         "later": pa.array(later, pa.float64()),
         "tags": pa.array([[] if i < 100 else [i, i + 1] for i in range(n)], pa.list_(pa.int32())),
-        "meta": pa.array([{"a": i, "boxes": [{"x": None if i < 100 else 0.5, "y": i}]} for i in range(n)],
+        "meta": pa.array([None if i == 7 else {"a": i, "boxes": [{"x": None if i < 100 else 0.5, "y": i}]}
+                          for i in range(n)],
                          pa.struct([("a", pa.int32()), ("boxes", pa.list_(pa.struct([("x", pa.float32()),
                                                                                       ("y", pa.int16())])))])),
         "pairs": pa.array([[(i, f"v{i}")] for i in range(n)], pa.map_(pa.int32(), pa.string())),
@@ -550,8 +552,7 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
     types = {f.name: str(f.type) for f in out.schema}
     assert types["scores"].startswith("map<string, double"), types
     assert types["later"] == "double" and types["tags"] == "list<element: int64>", types
-    assert types["meta.a"] == "int64", types
-    assert types["meta.boxes"] == "list<element: struct<x: double, y: int64>>", types
+    assert types["meta"] == "struct<a: int64, boxes: list<element: struct<x: double, y: int64>>>", types
     assert types["pairs"] == "list<element: struct<key: int64, value: string>>", types
     assert "blob" not in types  # binary columns do not pass through
     assert types["bmap"] == "list<element: struct<key: string>>", types
@@ -559,7 +560,8 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
     rows = by_id(out.to_pylist())
     last = rows[f"typed.parquet:{n - 1}"]
     assert dict(last["scores"]) == {"dog": 1.5, "cat": 2.0} and last["later"] == 0.25 * (n - 101)
-    assert last["tags"] == [n - 1, n] and last["meta.boxes"] == [{"x": 0.5, "y": n - 1}]
+    assert last["tags"] == [n - 1, n] and last["meta"] == {"a": n - 1, "boxes": [{"x": 0.5, "y": n - 1}]}
+    assert rows["typed.parquet:7"]["meta"] is None
     assert last["pairs"] == [{"key": n - 1, "value": f"v{n - 1}"}]
     assert last["bmap"] == [{"key": "a"}] and rows[f"typed.parquet:{n - 2}"]["bmap"] == []
     assert dict(rows["typed.parquet:3"]["scores"]) == {"cat": 1.5} and rows["typed.parquet:3"]["later"] is None
@@ -594,11 +596,13 @@ def test_parquet_input_with_the_hf_image_struct(sluice, tmp_path):
     pq.write_table(hf_table(imgs, 0), d / "train-0.parquet", compression="snappy", row_group_size=2)
     pq.write_table(hf_table(imgs[:3], 100), d / "train-1.parquet", compression="zstd",
                    row_group_size=1, use_dictionary=False)
-    # A row with no bytes but a path relative to the file's folder.
+    # A row with no bytes but a path relative to the file's folder; the
+    # image struct's other field keeps its dotted name (the struct is not
+    # passed through whole: its image would be written again).
     (d / "rel.jpg").write_bytes(imgs[0].read_bytes())
     pq.write_table(pa.table({
-        "image": pa.array([{"bytes": None, "path": "rel.jpg"}, {"bytes": None, "path": None}],
-                          pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        "image": pa.array([{"bytes": None, "path": "rel.jpg", "width": 64}, {"bytes": None, "path": None, "width": None}],
+                          pa.struct([("bytes", pa.binary()), ("path", pa.string()), ("width", pa.int32())])),
         "label": pa.array([200, 201], pa.int64())}), d / "train-2.parquet")
     truncated = (d / "train-0.parquet").read_bytes()
     (d / "train-3.parquet").write_bytes(truncated[: len(truncated) // 2])
@@ -614,6 +618,7 @@ def test_parquet_input_with_the_hf_image_struct(sluice, tmp_path):
     assert rows["train-0.parquet:3"]["weight"] == 1.5 and rows["train-0.parquet:2"]["weight"] is None
     assert rows["train-1.parquet:2"]["label"] == 102
     assert rows["train-2.parquet:0"]["path"] == str(d / "rel.jpg")
+    assert rows["train-2.parquet:0"]["image.width"] == 64 and "image" not in rows["train-2.parquet:0"]
     assert "no image bytes or path" in rows["train-2.parquet:1"]["error"]
     assert "train-3.parquet" in rows["train-3.parquet"]["error"]
     con = duckdb.connect()
@@ -658,9 +663,11 @@ def test_parquet_input_of_a_v2_writer_with_legacy_types(sluice, tmp_path):
 def test_parquet_nested_columns_pass_through_whole(sluice, tmp_path):
     """Lists of structs (LLaVA's conversations), a struct of lists of lists
     (a detection dataset's objects, as Hugging Face stores a Sequence of
-    dicts), maps and lists three deep pass through as the values pyarrow
-    reads: in JSONL as JSON, in Parquet as typed columns (lists, structs,
-    maps: the input's types) that DuckDB queries."""
+    dicts), a struct of flat fields (null in a row, and with a null field),
+    maps and lists three deep pass through as the values pyarrow reads: in
+    JSONL as JSON, in Parquet as typed columns (lists, structs, maps: the
+    input's types) that DuckDB queries. A template and --prompt-column
+    reach a struct's field by its dotted path."""
     imgs = JPEGS[:5]
     conv = pa.struct([("from", pa.string()), ("value", pa.string())])
     objects = pa.struct([("bbox", pa.list_(pa.list_(pa.float32(), 4))), ("category", pa.list_(pa.int64()))])
@@ -671,44 +678,65 @@ def test_parquet_nested_columns_pass_through_whole(sluice, tmp_path):
         [{"bbox": None, "category": []}]
     attrs = [[("source", f"s{i}"), ("license", "cc-by")] for i in range(3)] + [[], None]
     deep = [[[[1, 2], []], [None]], None, [], [[[3]]], [[None, [4, 5, 6]]]]
+    source = pa.struct([("site", pa.string()), ("license", pa.string()), ("rank", pa.int16())])
+    sources = [{"site": f"site{i}", "license": None if i == 1 else "cc-by", "rank": i} for i in range(5)]
+    sources[3] = None
     table = hf_table(imgs, 0).append_column("conversations", pa.array(conversations, pa.list_(conv))) \
         .append_column("objects", pa.array(objs, objects)) \
+        .append_column("source", pa.array(sources, source)) \
         .append_column("attrs", pa.array(attrs, pa.map_(pa.string(), pa.string()))) \
         .append_column("deep", pa.array(deep, pa.list_(pa.list_(pa.list_(pa.int32())))))
     src = tmp_path / "nested.parquet"
     pq.write_table(table, src, row_group_size=2, data_page_size=64)
     want = pq.read_table(src).to_pylist()
-    for row in want:  # a map with string keys is an object; a struct of lists two dotted columns
+    for row in want:  # a map with string keys is an object
         row["attrs"] = None if row["attrs"] is None else dict(row["attrs"])
-        row["objects.bbox"], row["objects.category"] = row["objects"]["bbox"], row["objects"]["category"]
     r = run(sluice, src, tmp_path / "o")
     assert r.returncode == 0, r.stderr
     rows = by_id(jsonl_rows(tmp_path / "o"))
     for i in range(5):
         row = rows[f"nested.parquet:{i}"]
         assert row["error"] is None, row
-        for col in ("conversations", "objects.bbox", "objects.category", "attrs", "deep", "label", "text"):
+        for col in ("conversations", "objects", "source", "attrs", "deep", "label", "text"):
             assert row[col] == want[i][col], (i, col, row[col])
+        assert not [k for k in row if "." in k], row  # no dotted leaves beside the structs
     r = run(sluice, src, tmp_path / "p", "--format", "parquet")
     assert r.returncode == 0, r.stderr
     out = tmp_path / "p" / "part-00000.parquet"
     written = pq.read_table(out)
     types = {f.name: str(f.type) for f in written.schema}
     assert types["conversations"] == "list<element: struct<from: string, value: string>>"
-    assert types["objects.bbox"] == "list<element: list<element: double>>"
-    assert types["objects.category"] == "list<element: int64>"
+    assert types["objects"] == "struct<bbox: list<element: list<element: double>>, category: list<element: int64>>"
+    assert types["source"] == "struct<site: string, license: string, rank: int64>"
     assert types["attrs"].startswith("map<string, string")  # the input's map, not a struct of the keys seen
     assert types["deep"] == "list<element: list<element: list<element: int64>>>"
     got = by_id(written.to_pylist())
     for i in range(5):
         row = got[f"nested.parquet:{i}"]
-        for col in ("conversations", "objects.bbox", "objects.category", "deep"):
+        for col in ("conversations", "objects", "source", "deep"):
             assert row[col] == want[i][col], (i, col, row[col])
         assert (None if row["attrs"] is None else dict(row["attrs"])) == want[i]["attrs"], i
     firsts = duckdb.connect().execute(
         f"select conversations[2].value from '{out}' order by id").fetchall()
     assert [f for (f,) in firsts] == ["Answer 0 with \"quotes\" and [brackets]", "Answer 1 with \"quotes\" and "
                                       "[brackets]", None, "Answer 3 with \"quotes\" and [brackets]", None]
+    sites = duckdb.connect().execute(f"select source.site, source.rank from '{out}' order by id").fetchall()
+    assert sites == [("site0", 0), ("site1", 1), ("site2", 2), (None, None), ("site4", 4)]
+
+    # A template's field and the prompt column name a struct's field by its
+    # path: the row whose struct is null fails naming it (template), or
+    # takes the job's prompt (prompt column: a prompt of its own is shorter).
+    r = run(sluice, src, tmp_path / "t", "--prompt", "Site {source.site}")
+    assert r.returncode == 3, r.stderr  # rows failed
+    rows = by_id(jsonl_rows(tmp_path / "t"))
+    assert [i for i in range(5) if rows[f"nested.parquet:{i}"]["error"]] == [3], rows
+    assert "source.site" in rows["nested.parquet:3"]["error"]
+    r = run(sluice, src, tmp_path / "c", "--prompt-column", "source.site", "--prompt",
+            "Describe this picture in one long and careful sentence, please.")
+    assert r.returncode == 0, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "c"))
+    tokens = [rows[f"nested.parquet:{i}"]["prompt_tokens"] for i in range(5)]
+    assert len({tokens[i] for i in (0, 1, 2, 4)}) == 1 and tokens[3] > tokens[0], tokens
 
 
 # ---- URLs ----------------------------------------------------------------------------------

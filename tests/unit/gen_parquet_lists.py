@@ -362,7 +362,7 @@ def nested_files(d, out):
             "mi.key_value.value" + E: [["mi", "mi.key_value"], ["mi.key_value.value", "mi.key_value.value" + E]],
             "n": []}
     maps = {c: 1 if c.startswith("m") else 0 for c in nest}
-    # Each list whole, as sl_pq_list_json puts it back together: a map with
+    # Each list whole, as sl_pq_column_json puts it back together: a map with
     # string keys an object, with other keys an array of {key, value}; a
     # null struct element null (its `name` leaf's definition level says so),
     # not an object of nulls, which some elements are.

@@ -1237,7 +1237,7 @@ static void lists_read_as_written(void **state)
     assert_int_equal(files, 16);
 }
 
-/* The shape sl_pq_list_shape gives list `list` of file `name` is the one the
+/* The shape sl_pq_column_shape gives list `list` of file `name` is the one the
  * generator declared, and every row's value of the list fits it. */
 static void check_list_shape(const sl_pq_vector *const *cols, size_t n, const char *list, json_t *want,
                              const char *name)
@@ -1246,7 +1246,7 @@ static void check_list_shape(const sl_pq_vector *const *cols, size_t n, const ch
     for (size_t k = 0; k < n; k++)
         infos[k] = cols[k]->info;
     json_t *shape;
-    assert_int_equal(sl_pq_list_shape(infos, n, &shape), SL_OK);
+    assert_int_equal(sl_pq_column_shape(infos, n, infos[0]->list_len, &shape), SL_OK);
     char what[600];
     snprintf(what, sizeof what, "%s: the shape of %s", name, list);
     assert_json_equal(shape, json_object_get(json_object_get(want, "shapes"), list), what);
@@ -1269,7 +1269,7 @@ static void check_list_shape(const sl_pq_vector *const *cols, size_t n, const ch
 }
 
 /* pyarrow's lists of lists, lists of structs with list fields and maps put
- * back together whole by sl_pq_list_json from all the leaves of each list,
+ * back together whole by sl_pq_column_json from all the leaves of each list,
  * as the generator built them (a map with string keys an object), in
  * batches of 16 and 64 rows and of one row's bytes. */
 static void whole_lists_put_back_together(void **state)
@@ -1310,7 +1310,7 @@ static void whole_lists_put_back_together(void **state)
                                 if (b->columns[k].info->list_len == ci->list_len &&
                                     strncmp(b->columns[k].info->name, list, ci->list_len) == 0)
                                     cols[n++] = &b->columns[k];
-                            json_object_set_new(row, list, sl_pq_list_json(cols, n, i, pq_value));
+                            json_object_set_new(row, list, sl_pq_column_json(cols, n, ci->list_len, i, pq_value));
                             if (i == 0)
                                 check_list_shape(cols, n, list, want, name);
                         }
