@@ -6,6 +6,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "io/columns.h"
 #include "io/parquet_shape.h"
 
@@ -670,30 +671,49 @@ sl_status sl_columns_new(const char *const *reserved, size_t n_reserved,
     return SL_OK;
 }
 
+const json_t *sl_columns_value(const sl_columns *c, size_t i, const json_t *extra)
+{
+    const char *in = c->cols[i].in;
+    const json_t *v = json_object_get(extra, in);
+    return v || !c->fixed ? v : sl_json_column(extra, in, strlen(in));
+}
+
+/* Widens column i's type with a value of it. */
+static sl_status widen_column(sl_columns *c, size_t i, const json_t *v)
+{
+    column *col = &c->cols[i];
+    if (col->typed)
+        return SL_OK;
+    if (!widen_with(col->shape, v, 0, 0))
+        return sl_fail(SL_ERR_NOMEM, "out of memory sampling column '%s'", col->in);
+    if (too_big(col->shape))
+        to_string(col->shape); /* a struct made a map may hold lists too deep */
+    sl_pq_shape_free(col->node); /* made again when asked */
+    col->node = NULL;
+    return SL_OK;
+}
+
 sl_status sl_columns_sample(sl_columns *c, const json_t *extra)
 {
     if (!json_is_object(extra))
         return SL_OK;
+    sl_status st = SL_OK;
+    if (c->fixed) { /* the declared columns, a dotted one maybe inside a struct */
+        for (size_t i = 0; i < c->n && st == SL_OK; i++) {
+            const json_t *v = sl_columns_value(c, i, extra);
+            if (v)
+                st = widen_column(c, i, v);
+        }
+        return st;
+    }
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)extra, key, v) {
         size_t i = column_index(c, key);
-        if (i == c->n) {
-            if (c->fixed)
-                continue;
-            sl_status st = add_column(c, key, extra);
-            if (st != SL_OK)
-                return st;
-        }
-        column *col = &c->cols[i];
-        if (col->typed)
-            continue;
-        if (!widen_with(col->shape, v, 0, 0))
-            return sl_fail(SL_ERR_NOMEM, "out of memory sampling column '%s'", key);
-        if (too_big(col->shape))
-            to_string(col->shape); /* a struct made a map may hold lists too deep */
-        sl_pq_shape_free(col->node); /* made again when asked */
-        col->node = NULL;
+        if (i == c->n && (st = add_column(c, key, extra)) != SL_OK)
+            return st;
+        if ((st = widen_column(c, i, v)) != SL_OK)
+            return st;
     }
     return SL_OK;
 }
@@ -822,7 +842,7 @@ bool sl_columns_fits(const sl_columns *c, size_t i, const json_t *v, char *why, 
 sl_pq_value sl_columns_cell(const sl_columns *c, size_t i, const json_t *extra, char **owned)
 {
     *owned = NULL;
-    const json_t *v = json_object_get(extra, c->cols[i].in);
+    const json_t *v = sl_columns_value(c, i, extra);
     if (v && !json_is_null(v) && sl_columns_shape(c, i))
         return (sl_pq_value){.json = v}; /* shredded by the writer: what does not fit is null there */
     sl_pq_value cell;

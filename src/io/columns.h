@@ -57,6 +57,12 @@ const sl_pq_node *sl_columns_shape(const sl_columns *c, size_t i);
 const char *sl_columns_rename(const sl_columns *c, const char *input_name, const json_t *row,
                               char *buf, size_t len);
 
+/* Column i's value in a row's columns (extra), borrowed; NULL when absent.
+ * A declared column whose name is no column of the row but a dotted path
+ * into a struct's fields (--columns objects.category) takes the value
+ * there (core/json.h's sl_json_column). */
+const json_t *sl_columns_value(const sl_columns *c, size_t i, const json_t *extra);
+
 /* The cell of column i for the Parquet row: null when absent or of another
  * type than the column's (a string column takes any value as JSON text); a
  * nested column's is the value itself (.json, borrowed from extra).

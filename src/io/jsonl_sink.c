@@ -216,8 +216,8 @@ static bool add_passthrough(json_t *o, const sl_columns *cols, const json_t *ext
         return true;
     if (sl_columns_declared(cols)) {
         for (size_t i = 0; i < sl_columns_count(cols); i++) {
-            json_t *v = json_object_get(extra, sl_columns_input_name(cols, i));
-            if (v && json_object_set(o, sl_columns_output_name(cols, i), v) != 0)
+            const json_t *v = sl_columns_value(cols, i, extra);
+            if (v && json_object_set(o, sl_columns_output_name(cols, i), (json_t *)v) != 0)
                 return false;
         }
         return true;

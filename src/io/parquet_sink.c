@@ -242,7 +242,7 @@ static sl_status pq_write_row(void *shared, void *part, const sl_schema_row *row
     size_t planned = 0;
     for (size_t i = 0; i < ps->n_pass; i++, k++) {
         ps->values[k] = sl_columns_cell(s->passthrough, i, row->extra, &ps->owned[k]);
-        const json_t *v = json_object_get(row->extra, sl_columns_input_name(s->passthrough, i));
+        const json_t *v = sl_columns_value(s->passthrough, i, row->extra);
         char why[512];
         planned += v != NULL;
         if (!sl_columns_fits(s->passthrough, i, v, why, sizeof why))

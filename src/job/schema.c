@@ -255,21 +255,60 @@ static sl_status plan_head(const sl_caption_params *p, caption_schema *out)
  * Arrow): what the schema says beats what 100 rows' values suggest (a map
  * with few keys is no struct, a column null so far has a type). A shape the
  * writer cannot take leaves its column to the samples. */
+/* The shape (io/parquet_shape.h's JSON) of a struct's field at a dotted
+ * path (as core/json.h's sl_json_column walks values), or NULL. */
+static const json_t *field_shape(const json_t *types, const char *path)
+{
+    char key[512];
+    if (strlen(path) >= sizeof key)
+        return NULL;
+    snprintf(key, sizeof key, "%s", path);
+    const json_t *shape = NULL;
+    for (char *save = NULL, *part = strtok_r(key, ".", &save); part; part = strtok_r(NULL, ".", &save)) {
+        const json_t *fields = shape ? json_object_get(shape, "struct") : NULL, *found = NULL;
+        if (!shape) {
+            found = json_object_get(types, part);
+        } else {
+            size_t k;
+            json_t *f;
+            json_array_foreach(fields, k, f)
+                if (json_is_string(json_array_get(f, 0)) && strcmp(json_string_value(json_array_get(f, 0)), part) == 0)
+                    found = json_array_get(f, 1);
+        }
+        if (!(shape = found))
+            return NULL;
+    }
+    return shape;
+}
+
+static sl_status apply_type(sl_columns *cols, const char *name, const json_t *j)
+{
+    char why[256];
+    sl_pq_node *shape = sl_pq_shape_parse(j, why, sizeof why);
+    if (!shape)
+        return SL_OK;
+    sl_status st = sl_columns_input_type(cols, name, shape);
+    sl_pq_shape_free(shape);
+    return st;
+}
+
+/* The input's schema types applied: to each column it types, and to a
+ * declared dotted column that names a struct's field, the field's. */
 static sl_status schema_types(sl_columns *cols, const json_t *types)
 {
     const char *name;
     json_t *j;
-    json_object_foreach((json_t *)types, name, j) {
-        char why[256];
-        sl_pq_node *shape = sl_pq_shape_parse(j, why, sizeof why);
-        if (!shape)
-            continue;
-        sl_status st = sl_columns_input_type(cols, name, shape);
-        sl_pq_shape_free(shape);
-        if (st != SL_OK)
+    sl_status st = SL_OK;
+    json_object_foreach((json_t *)types, name, j)
+        if ((st = apply_type(cols, name, j)) != SL_OK)
             return st;
+    for (size_t i = 0; sl_columns_declared(cols) && i < sl_columns_count(cols) && st == SL_OK; i++) {
+        const char *in = sl_columns_input_name(cols, i);
+        const json_t *field = strchr(in, '.') && !json_object_get(types, in) ? field_shape(types, in) : NULL;
+        if (field)
+            st = apply_type(cols, in, field);
     }
-    return SL_OK;
+    return st;
 }
 
 sl_status caption_schema_plan(const sl_caption_params *p, const sl_source *src,

@@ -576,6 +576,14 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
     assert "tags" not in out.schema.names
     assert json.loads(by_id(out.to_pylist())[f"typed.parquet:{n - 1}"]["scores"]) == {"dog": 1.5, "cat": 2.0}
 
+    # A declared struct field takes the schema's type of that field (x is
+    # null in the first 100 rows: the samples alone would make it a string).
+    r = run(sluice, src, tmp_path / "f", "--format", "parquet", "--columns", "meta.boxes")
+    assert r.returncode == 0, r.stderr
+    out = pq.read_table(tmp_path / "f" / "part-00000.parquet")
+    assert str(out.schema.field("meta.boxes").type) == "list<element: struct<x: double, y: int64>>"
+    assert by_id(out.to_pylist())[f"typed.parquet:{n - 1}"]["meta.boxes"] == [{"x": 0.5, "y": n - 1}]
+
     # Files whose schemas differ on a column leave it to the values (int32
     # and double: double), the others keep their type.
     for k, typ in enumerate((pa.int32(), pa.float64())):
@@ -737,6 +745,26 @@ def test_parquet_nested_columns_pass_through_whole(sluice, tmp_path):
     rows = by_id(jsonl_rows(tmp_path / "c"))
     tokens = [rows[f"nested.parquet:{i}"]["prompt_tokens"] for i in range(5)]
     assert len({tokens[i] for i in (0, 1, 2, 4)}) == 1 and tokens[3] > tokens[0], tokens
+
+    # --columns picks a struct's field by its path: its own column, typed
+    # by the schema's field (a list of int64 empty in the first rows too).
+    for fmt in ("parquet", "jsonl"):
+        r = run(sluice, src, tmp_path / f"f-{fmt}", "--columns", "objects.category,source.rank,label",
+                "--format", fmt)
+        assert r.returncode == 0, r.stderr
+        if fmt == "parquet":
+            picked = pq.read_table(tmp_path / "f-parquet" / "part-00000.parquet")
+            types = {f.name: str(f.type) for f in picked.schema}
+            assert types["objects.category"] == "list<element: int64>" and types["source.rank"] == "int64", types
+            assert "objects" not in types and "source" not in types and "source.site" not in types, types
+            got = by_id(picked.to_pylist())
+        else:
+            got = by_id(jsonl_rows(tmp_path / "f-jsonl"))
+        for i in range(5):
+            row, src_row = got[f"nested.parquet:{i}"], want[i]
+            assert row.get("objects.category") == src_row["objects"]["category"], (fmt, i, row)
+            assert row.get("source.rank") == (src_row["source"] or {}).get("rank"), (fmt, i, row)
+            assert row["label"] == src_row["label"] and "source" not in row, (fmt, i, row)
 
 
 # ---- URLs ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "io/parquet_shape.h"
 #include "io/sink.h"
@@ -271,6 +272,42 @@ static void fits_names_what_a_column_cannot_hold(void **state)
     assert_non_null(strstr(sl_last_error(), "'n:{\"list\": \"int32\"}'"));
 }
 
+/* A declared column named by a dotted path takes a struct's field: typed
+ * from it, its value the field's; a column of that very name comes first;
+ * a path through a non-object is absent. Undeclared columns never look
+ * inside. */
+static void a_declared_path_takes_a_struct_field(void **state)
+{
+    (void)state;
+    const char *declared[] = {"src.rank", "a.b", "src.none", "tags.0"};
+    sl_columns *c;
+    assert_int_equal(sl_columns_new(NULL, 0, declared, 4, &c), SL_OK);
+    sample(c, "{\"src\": {\"rank\": 3, \"site\": \"x\"}, \"a.b\": \"flat\", \"a\": {\"b\": 7}, \"tags\": [\"t\"]}");
+    assert_int_equal(sl_columns_count(c), 4);
+    assert_int_equal(sl_columns_type(c, 0), SL_PQ_INT64);
+    assert_int_equal(sl_columns_type(c, 1), SL_PQ_STRING); /* the flat "a.b", not a.b's 7 */
+    json_t *row = json_loads("{\"src\": {\"rank\": 9}, \"a.b\": \"flat\", \"a\": {\"b\": 7}, \"tags\": [\"t\"]}", 0, NULL);
+    assert_int_equal(json_integer_value(sl_columns_value(c, 0, row)), 9);
+    assert_string_equal(json_string_value(sl_columns_value(c, 1, row)), "flat");
+    assert_null(sl_columns_value(c, 2, row));
+    assert_null(sl_columns_value(c, 3, row)); /* no index into a list */
+    char *owned;
+    sl_pq_value cell = sl_columns_cell(c, 0, row, &owned);
+    assert_int_equal(cell.i64, 9);
+    sl_free(owned);
+    json_decref(row);
+    sl_columns_free(c);
+
+    assert_int_equal(sl_columns_new(NULL, 0, NULL, 0, &c), SL_OK);
+    sample(c, "{\"src\": {\"rank\": 3}}");
+    sample(c, "{\"src.rank\": null}"); /* a column of its own name, never seen with a value */
+    assert_int_equal(sl_columns_count(c), 2);
+    row = json_loads("{\"src\": {\"rank\": 9}}", 0, NULL);
+    assert_null(sl_columns_value(c, 1, row));
+    json_decref(row);
+    sl_columns_free(c);
+}
+
 static sl_pq_node *shape_of(const char *text)
 {
     json_error_t jerr;
@@ -343,6 +380,7 @@ int main(void)
         cmocka_unit_test(formats_refused),
         cmocka_unit_test(fits_names_what_a_column_cannot_hold),
         cmocka_unit_test(a_schema_type_beats_the_samples),
+        cmocka_unit_test(a_declared_path_takes_a_struct_field),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
