@@ -31,16 +31,26 @@ json_t *sl_json_text(const char *s, size_t n)
 
 json_t *sl_json_column(const json_t *row, const char *name, size_t n)
 {
-    char key[512];
-    if (n >= sizeof key)
+    char small[256];
+    char *key = n < sizeof small ? small : sl_malloc(n + 1);
+    if (!key)
         return NULL;
     memcpy(key, name, n);
     key[n] = '\0';
     json_t *v = json_object_get(row, key);
-    if (v || !memchr(key, '.', n))
-        return v;
-    v = (json_t *)row;
-    for (char *save = NULL, *part = strtok_r(key, ".", &save); v && part; part = strtok_r(NULL, ".", &save))
-        v = json_is_object(v) ? json_object_get(v, part) : NULL;
-    return v == row ? NULL : v;
+    if (!v && n && memchr(key, '.', n)) { /* a path: every part named */
+        v = (json_t *)row;
+        for (char *part = key; v;) {
+            char *dot = strchr(part, '.');
+            if (dot)
+                *dot = '\0';
+            v = *part && json_is_object(v) ? json_object_get(v, part) : NULL;
+            if (!dot)
+                break;
+            part = dot + 1;
+        }
+    }
+    if (key != small)
+        sl_free(key);
+    return v;
 }

@@ -17,8 +17,9 @@ char *sl_json_dump(const json_t *v, size_t flags, size_t *len);
 
 /* The column of `row` (an object) named by name[0..n): its key of that
  * name, else the dotted path through nested objects ("source.site" is key
- * "site" of object "source"). NULL when there is none (or n is over 511).
- * The value is row's: borrowed, as json_object_get's. */
+ * "site" of object "source"; a path with an empty part names nothing).
+ * NULL when there is none (or out of memory). The value is row's:
+ * borrowed, as json_object_get's. */
 json_t *sl_json_column(const json_t *row, const char *name, size_t n);
 
 #endif

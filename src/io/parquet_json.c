@@ -134,26 +134,44 @@ nomem:
     return NULL;
 }
 
-/* The next part of name's path after its first `prefix` bytes (and the dot
- * after them): *len bytes at the pointer returned; NULL when name ends
- * there. */
-static const char *next_part(const char *name, size_t prefix, size_t *len)
+/* The next part of leaf ci's path after the first `prefix` bytes of its
+ * name (and the dot after them): *len bytes at the pointer returned; NULL
+ * when the name ends there. A part ends where the next group on the path
+ * does (a field's name may hold dots: `s.x.y` is field "x.y" of struct s
+ * when no group is named `s.x`), at a dot only past the groups recorded. */
+static const char *next_part(const sl_pq_column_info *ci, size_t prefix, size_t *len)
 {
-    if (strlen(name) <= prefix)
+    const char *name = ci->name;
+    size_t n = strlen(name);
+    if (n <= prefix)
         return NULL;
     const char *part = name + prefix + (name[prefix] == '.');
-    const char *dot = strchr(part, '.');
-    *len = dot ? (size_t)(dot - part) : strlen(part);
+    size_t end = n;
+    bool known = ci->n_groups < SL_PQ_MAX_GROUPS; /* every group on the path is listed */
+    for (unsigned g = 0; g < ci->n_groups; g++)
+        if (ci->group_len[g] > (size_t)(part - name)) { /* outermost first: the nearest */
+            end = ci->group_len[g];
+            known = true;
+            break;
+        }
+    if (!known) {
+        const char *dot = strchr(part, '.');
+        end = dot ? (size_t)(dot - name) : n;
+    }
+    *len = end - (size_t)(part - name);
     return part;
 }
 
-/* Whether leaf name `other` (under the same first `prefix` bytes as
- * `name`) goes on to `part` (len bytes of name): a leaf of the same field. */
-static bool same_part(const char *other, const char *name, size_t prefix, const char *part, size_t len)
+/* Whether leaf `other` (under the same first `prefix` bytes as leaf
+ * `ci`) goes on to `part` (len bytes of ci's name): a leaf of the same
+ * field. */
+static bool same_part(const sl_pq_column_info *other, const sl_pq_column_info *ci, size_t prefix, const char *part,
+                      size_t len)
 {
     size_t other_len;
     const char *other_part = next_part(other, prefix, &other_len);
-    return other_part && strncmp(other, name, prefix) == 0 && other_len == len && memcmp(other_part, part, len) == 0;
+    return other_part && strncmp(other->name, ci->name, prefix) == 0 && other_len == len &&
+           memcmp(other_part, part, len) == 0;
 }
 
 /* The value at the path of the first `prefix` bytes of the cursors' names. */
@@ -185,9 +203,10 @@ static json_t *struct_node(const cursor *cs, size_t n, size_t prefix, sl_pq_json
     if (!o || !group)
         goto nomem;
     for (size_t i = 0; i < n; i++) {
-        const char *name = cs[i].v->info->name;
+        const sl_pq_column_info *ci = cs[i].v->info;
+        const char *name = ci->name;
         size_t len;
-        const char *part = next_part(name, prefix, &len);
+        const char *part = next_part(ci, prefix, &len);
         if (!part)
             continue; /* not below this path: a schema these names cannot come from */
         char *key = sl_strndup(part, len);
@@ -196,7 +215,7 @@ static json_t *struct_node(const cursor *cs, size_t n, size_t prefix, sl_pq_json
         bool seen = json_object_get(o, key) != NULL;
         size_t m = 0;
         for (size_t j = i; !seen && j < n; j++)
-            if (same_part(cs[j].v->info->name, name, prefix, part, len))
+            if (same_part(cs[j].v->info, ci, prefix, part, len))
                 group[m++] = cs[j];
         json_t *f = seen ? NULL : node(group, m, (size_t)(part - name) + len, value);
         if (!seen && (!f || json_object_set_new(o, key, f) != 0)) {
@@ -321,15 +340,15 @@ static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t p
     for (size_t i = 0; fields && group && !*oom && i < n; i++) {
         const char *name = cs[i]->name;
         size_t len;
-        const char *part = next_part(name, prefix, &len);
+        const char *part = next_part(cs[i], prefix, &len);
         bool seen = false;
         for (size_t j = 0; part && j < i && !seen; j++)
-            seen = same_part(cs[j]->name, name, prefix, part, len);
+            seen = same_part(cs[j], cs[i], prefix, part, len);
         if (!part || seen)
             continue;
         size_t m = 0;
         for (size_t j = i; j < n; j++)
-            if (same_part(cs[j]->name, name, prefix, part, len))
+            if (same_part(cs[j], cs[i], prefix, part, len))
                 group[m++] = cs[j];
         json_t *f = node_shape(group, m, (size_t)(part - name) + len, d, oom);
         if (f && json_array_append_new(fields, json_pack("[s#o]", part, (int)len, f)) != 0)

@@ -853,21 +853,31 @@ static sl_status select_columns(sl_pq_reader *r, const char *const *names, size_
     size_t *sel = sl_calloc(n ? n : 1, sizeof *sel);
     column *cols = sl_calloc(n ? n : 1, sizeof *cols);
     sl_pq_vector *pubs = sl_calloc(n ? n : 1, sizeof *pubs);
-    if (!sel || !cols || !pubs) {
+    bool *taken = sl_calloc(r->nleaves ? r->nleaves : 1, sizeof *taken);
+    if (!sel || !cols || !pubs || !taken) {
         sl_free(sel);
         sl_free(cols);
         sl_free(pubs);
+        sl_free(taken);
         return nomem(r);
     }
     sl_status st = SL_OK;
     for (size_t i = 0; i < n && st == SL_OK; i++) {
         size_t k = i;
         if (names) {
+            size_t first = r->nleaves;
             for (k = 0; k < r->nleaves; k++)
-                if (strcmp(r->leaves[k].info.name, names[i]) == 0)
-                    break;
+                if (strcmp(r->leaves[k].info.name, names[i]) == 0) {
+                    if (!taken[k])
+                        break;
+                    first = first < r->nleaves ? first : k;
+                }
+            if (k == r->nleaves)
+                k = first; /* every leaf of the name taken: the first again */
             if (k == r->nleaves)
                 st = sl_fail(SL_ERR_NOT_FOUND, "Parquet file '%s' has no column '%s'", r->path, names[i]);
+            else
+                taken[k] = true;
         }
         if (st == SL_OK && check && r->leaves[k].info.type == SL_PQ_UNSUPPORTED)
             st = sl_fail(SL_ERR_DECODE, "Parquet file '%s', column '%s': %s", r->path, r->leaves[k].info.name,
@@ -878,6 +888,7 @@ static sl_status select_columns(sl_pq_reader *r, const char *const *names, size_
         cols[i].width = st == SL_OK ? fixed_width(r->leaves[k].info.type) : 0;
         cols[i].phys = st == SL_OK ? r->leaves[k].phys : 0;
     }
+    sl_free(taken);
     if (st != SL_OK) {
         sl_free(sel);
         sl_free(cols);

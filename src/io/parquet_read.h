@@ -151,6 +151,9 @@ const char *sl_pq_reader_created_by(const sl_pq_reader *r); /* "" when absent */
 
 /* Chooses the columns later batches hold (names as in sl_pq_column_info),
  * and restarts at the first row group. names == NULL selects every column.
+ * Two leaves may share a name (struct s with a field "x.y" and a struct
+ * field x holding y): a name given again takes the next leaf of that name
+ * not yet taken, in the file's order.
  * SL_ERR_NOT_FOUND names an unknown column; SL_ERR_DECODE an unreadable one. */
 sl_status sl_pq_reader_select(sl_pq_reader *r, const char *const *names, size_t count);
 

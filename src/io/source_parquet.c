@@ -221,6 +221,23 @@ static sl_status choose_columns(source_reader *r, char **why)
                                            "--image-column)");
         return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
+    size_t n_images = 0;
+    int images[2 * SL_SOURCE_MAX_IMAGES];
+    if (r->n_multi)
+        for (size_t k = 0; k < r->n_multi; k++)
+            images[n_images++] = multi_bytes[k], images[n_images++] = multi_path[k];
+    else
+        images[n_images++] = bytes, images[n_images++] = path;
+    /* A leaf inside a list holds its elements, not a row's image: the list
+     * itself is named for a list of images (not one of several columns). */
+    for (size_t k = 0; k < n_images && (r->n_multi || !r->list); k++) {
+        const sl_pq_column_info *ci = images[k] >= 0 ? sl_pq_reader_column(pq, (size_t)images[k]) : NULL;
+        if (ci && ci->list_len) {
+            *why = sl_asprintf("%s: image column '%s' is inside list '%.*s': name the list%s", r->file, ci->name,
+                               (int)ci->list_len, ci->name, r->n_multi ? " alone, as the only --image-column" : "");
+            return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+        }
+    }
     const char **sel = sl_calloc(nc ? nc : 1, sizeof *sel);
     r->keys = sl_calloc(nc ? nc : 1, sizeof *r->keys);
     r->infos = sl_calloc(nc ? nc : 1, sizeof *r->infos);
@@ -228,13 +245,7 @@ static sl_status choose_columns(source_reader *r, char **why)
         sl_free(sel);
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
-    size_t n = 0, n_images = 0;
-    int images[2 * SL_SOURCE_MAX_IMAGES];
-    if (r->n_multi)
-        for (size_t k = 0; k < r->n_multi; k++)
-            images[n_images++] = multi_bytes[k], images[n_images++] = multi_path[k];
-    else
-        images[n_images++] = bytes, images[n_images++] = path;
+    size_t n = 0;
     r->bytes_col = r->path_col = -1;
     for (size_t k = 0; k < r->n_multi; k++)
         r->multi_bytes[k] = r->multi_path[k] = -1;

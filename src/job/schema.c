@@ -264,7 +264,11 @@ static const json_t *field_shape(const json_t *types, const char *path)
         return NULL;
     snprintf(key, sizeof key, "%s", path);
     const json_t *shape = NULL;
-    for (char *save = NULL, *part = strtok_r(key, ".", &save); part; part = strtok_r(NULL, ".", &save)) {
+    for (char *part = key, *dot; part; part = dot ? dot + 1 : NULL) {
+        if ((dot = strchr(part, '.')))
+            *dot = '\0';
+        if (!*part)
+            return NULL;
         const json_t *fields = shape ? json_object_get(shape, "struct") : NULL, *found = NULL;
         if (!shape) {
             found = json_object_get(types, part);

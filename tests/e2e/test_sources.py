@@ -689,9 +689,13 @@ def test_parquet_nested_columns_pass_through_whole(sluice, tmp_path):
     source = pa.struct([("site", pa.string()), ("license", pa.string()), ("rank", pa.int16())])
     sources = [{"site": f"site{i}", "license": None if i == 1 else "cc-by", "rank": i} for i in range(5)]
     sources[3] = None
+    # A field's name may hold a dot; "x" beside "x.y" is a struct of its own.
+    dotted = pa.struct([("x.y", pa.int32()), ("x", pa.struct([("y", pa.string())]))])
+    dots = [{"x.y": i, "x": {"y": f"y{i}"}} for i in range(5)]
     table = hf_table(imgs, 0).append_column("conversations", pa.array(conversations, pa.list_(conv))) \
         .append_column("objects", pa.array(objs, objects)) \
         .append_column("source", pa.array(sources, source)) \
+        .append_column("dots", pa.array(dots, dotted)) \
         .append_column("attrs", pa.array(attrs, pa.map_(pa.string(), pa.string()))) \
         .append_column("deep", pa.array(deep, pa.list_(pa.list_(pa.list_(pa.int32())))))
     src = tmp_path / "nested.parquet"
@@ -705,7 +709,7 @@ def test_parquet_nested_columns_pass_through_whole(sluice, tmp_path):
     for i in range(5):
         row = rows[f"nested.parquet:{i}"]
         assert row["error"] is None, row
-        for col in ("conversations", "objects", "source", "attrs", "deep", "label", "text"):
+        for col in ("conversations", "objects", "source", "dots", "attrs", "deep", "label", "text"):
             assert row[col] == want[i][col], (i, col, row[col])
         assert not [k for k in row if "." in k], row  # no dotted leaves beside the structs
     r = run(sluice, src, tmp_path / "p", "--format", "parquet")
@@ -723,6 +727,9 @@ def test_parquet_nested_columns_pass_through_whole(sluice, tmp_path):
         row = got[f"nested.parquet:{i}"]
         for col in ("conversations", "objects", "source", "deep"):
             assert row[col] == want[i][col], (i, col, row[col])
+        # sluice's writer names no struct field with a '.': such a struct
+        # is a map of strings (the values' JSON text), nothing lost.
+        assert {k: json.loads(v) for k, v in row["dots"]} == want[i]["dots"], row["dots"]
         assert (None if row["attrs"] is None else dict(row["attrs"])) == want[i]["attrs"], i
     firsts = duckdb.connect().execute(
         f"select conversations[2].value from '{out}' order by id").fetchall()
@@ -765,6 +772,27 @@ def test_parquet_nested_columns_pass_through_whole(sluice, tmp_path):
             assert row.get("objects.category") == src_row["objects"]["category"], (fmt, i, row)
             assert row.get("source.rank") == (src_row["source"] or {}).get("rank"), (fmt, i, row)
             assert row["label"] == src_row["label"] and "source" not in row, (fmt, i, row)
+
+
+def test_an_image_column_inside_a_list_is_refused_naming_the_list(sluice, tmp_path):
+    """A leaf inside a list holds the list's elements, not a row's image:
+    named as an image column (alone, or as one of several) it fails the
+    file with a message naming the list, rather than reading the elements
+    as rows (which read past them)."""
+    n = 40
+    table = hf_table(JPEGS[:1] * n, 0).append_column(
+        "tags", pa.array([[] if i % 3 else [str(JPEGS[0])] for i in range(n)], pa.list_(pa.string())))
+    src = tmp_path / "tags.parquet"
+    pq.write_table(table, src)
+    for cols, alone in (("image,tags.list.element", True), ("tags.list.element", False)):
+        r = run(sluice, src, tmp_path / f"o{int(alone)}", "--image-column", cols)
+        assert r.returncode == 3, r.stderr
+        (row,) = jsonl_rows(tmp_path / f"o{int(alone)}")
+        assert "image column 'tags.list.element' is inside list 'tags'" in row["error"], row
+        assert ("as the only --image-column" in row["error"]) == alone, row
+    r = run(sluice, src, tmp_path / "list", "--image-column", "tags")  # the list itself: a list of images
+    rows = jsonl_rows(tmp_path / "list")
+    assert len(rows) == n and sum(1 for row in rows if row["error"] is None) == len(range(0, n, 3)), r.stderr
 
 
 # ---- URLs ----------------------------------------------------------------------------------

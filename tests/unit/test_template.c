@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "core/alloc.h"
+#include "core/json.h"
 #include "job/template.h"
 
 static json_t *columns(void)
@@ -64,6 +65,10 @@ static void a_missing_or_null_column_names_itself(void **state)
     assert_non_null(strstr(sl_last_error(), "'none'"));
     assert_non_null(strstr(sl_last_error(), "null"));
     assert_int_equal(template_fill("{meta.deep.k.z}", c, &out), SL_ERR_INVALID_ARG);
+    /* A path with an empty part names nothing, not the parts around it. */
+    assert_int_equal(template_fill("{meta..author}", c, &out), SL_ERR_INVALID_ARG);
+    assert_int_equal(template_fill("{.label}", c, &out), SL_ERR_INVALID_ARG);
+    assert_int_equal(template_fill("{label.}", c, &out), SL_ERR_INVALID_ARG);
     assert_int_equal(template_fill("{label}", NULL, &out), SL_ERR_INVALID_ARG);
     /* A field name past 256 bytes is text, not a column. */
     char longf[300];
@@ -77,12 +82,32 @@ static void a_missing_or_null_column_names_itself(void **state)
     json_decref(c);
 }
 
+/* sl_json_column, which templates, --prompt-column and --columns share:
+ * a long name is still a column's; an empty one is no path. */
+static void columns_by_name_and_path(void **state)
+{
+    (void)state;
+    char name[700];
+    memset(name, 'k', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    name[300] = '.';
+    json_t *row = json_pack("{s:i, s:i, s:{s:i}}", name, 1, "", 2, "a", "b", 3);
+    assert_non_null(row);
+    assert_int_equal(json_integer_value(sl_json_column(row, name, strlen(name))), 1);
+    assert_int_equal(json_integer_value(sl_json_column(row, "", 0)), 2); /* a key, not a path */
+    assert_int_equal(json_integer_value(sl_json_column(row, "a.bc", 3)), 3); /* the first n bytes */
+    assert_null(sl_json_column(row, "a.", 2));
+    assert_null(sl_json_column(row, "a.b.c", 5));
+    json_decref(row);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fields_are_filled_from_the_columns),
         cmocka_unit_test(braces_that_are_not_fields_stay),
         cmocka_unit_test(a_missing_or_null_column_names_itself),
+        cmocka_unit_test(columns_by_name_and_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
