@@ -138,7 +138,7 @@ nomem:
  * name (and the dot after them): *len bytes at the pointer returned; NULL
  * when the name ends there. A part ends where the next group on the path
  * does (a field's name may hold dots: `s.x.y` is field "x.y" of struct s
- * when no group is named `s.x`), at a dot only past the groups recorded. */
+ * when no group is named `s.x`), at a dot only past the groups listed. */
 static const char *next_part(const sl_pq_column_info *ci, size_t prefix, size_t *len)
 {
     const char *name = ci->name;
@@ -147,7 +147,7 @@ static const char *next_part(const sl_pq_column_info *ci, size_t prefix, size_t 
         return NULL;
     const char *part = name + prefix + (name[prefix] == '.');
     size_t end = n;
-    bool known = ci->n_groups < SL_PQ_MAX_GROUPS; /* every group on the path is listed */
+    bool known = !ci->groups_over; /* every group on the path is listed */
     for (unsigned g = 0; g < ci->n_groups; g++)
         if (ci->group_len[g] > (size_t)(part - name)) { /* outermost first: the nearest */
             end = ci->group_len[g];
@@ -359,6 +359,18 @@ static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t p
     if (*oom || json_array_size(fields) == 0) {
         json_decref(fields);
         return NULL;
+    }
+    /* No written field is named with a '.' (io/parquet_shape.h): such a
+     * struct is a map of its fields' JSON text, as sampling makes one. */
+    size_t f;
+    json_t *field;
+    json_array_foreach(fields, f, field) {
+        if (strchr(json_string_value(json_array_get(field, 0)), '.')) {
+            json_decref(fields);
+            json_t *map = json_pack("{s:s}", "map", "string");
+            *oom |= !map;
+            return map;
+        }
     }
     json_t *shape = json_pack("{s:o}", "struct", fields);
     *oom |= !shape;

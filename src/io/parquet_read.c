@@ -453,6 +453,7 @@ typedef struct walk_ctx {
     bool wrapped;       /* the parent is a group of this node alone, not repeated: a list's
                            name when this node repeats */
     unsigned n_groups;  /* the groups above, as sl_pq_column_info has them */
+    bool groups_over;
     size_t group_len[SL_PQ_MAX_GROUPS];
     int group_def[SL_PQ_MAX_GROUPS];
 } walk_ctx;
@@ -559,6 +560,8 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
         if (ctx.n_groups < SL_PQ_MAX_GROUPS) {
             ctx.group_len[ctx.n_groups] = strlen(name);
             ctx.group_def[ctx.n_groups++] = ctx.def;
+        } else {
+            ctx.groups_over = true;
         }
         ctx.wrapped = el->num_children == 1 && !repeated;
         for (int k = 0; ok && k < el->num_children; k++)
@@ -574,6 +577,7 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
     l->max_def = ctx.def;
     l->max_rep = ctx.rep;
     l->info.n_groups = ctx.n_groups;
+    l->info.groups_over = ctx.groups_over;
     memcpy(l->info.group_len, ctx.group_len, sizeof ctx.group_len);
     memcpy(l->info.group_def, ctx.group_def, sizeof ctx.group_def);
     memcpy(l->rep_def, ctx.rep_def, sizeof l->rep_def);
@@ -756,7 +760,8 @@ sl_pq_reader_params sl_pq_reader_default_params(void)
                                  .memory_limit = (size_t)1 << 30, .io = sl_ranged_default_params()};
 }
 
-static sl_status select_columns(sl_pq_reader *r, const char *const *names, size_t count, bool check);
+static sl_status select_columns(sl_pq_reader *r, const char *const *names, const size_t *indexes, size_t count,
+                                bool check);
 
 static sl_pq_reader *reader_new(const char *path, const sl_pq_reader_params *params)
 {
@@ -790,7 +795,7 @@ sl_status sl_pq_reader_open(const char *path, const sl_pq_reader_params *params,
         return sl_fail(SL_ERR_NOMEM, "out of memory opening Parquet file '%s'", path);
     sl_status st = open_file(r);
     if (st == SL_OK)
-        st = select_columns(r, NULL, 0, false);
+        st = select_columns(r, NULL, NULL, 0, false);
     if (st != SL_OK) {
         sl_pq_reader_free(r);
         return st;
@@ -847,37 +852,31 @@ static void column_free(column *c)
 /* check: an unsupported column is an error now; otherwise (the selection
  * open makes) only when a batch is read, so a file with such a column opens
  * and its other columns can be chosen. */
-static sl_status select_columns(sl_pq_reader *r, const char *const *names, size_t count, bool check)
+static sl_status select_columns(sl_pq_reader *r, const char *const *names, const size_t *indexes, size_t count,
+                                bool check)
 {
-    size_t n = names ? count : r->nleaves;
+    size_t n = names || indexes ? count : r->nleaves;
     size_t *sel = sl_calloc(n ? n : 1, sizeof *sel);
     column *cols = sl_calloc(n ? n : 1, sizeof *cols);
     sl_pq_vector *pubs = sl_calloc(n ? n : 1, sizeof *pubs);
-    bool *taken = sl_calloc(r->nleaves ? r->nleaves : 1, sizeof *taken);
-    if (!sel || !cols || !pubs || !taken) {
+    if (!sel || !cols || !pubs) {
         sl_free(sel);
         sl_free(cols);
         sl_free(pubs);
-        sl_free(taken);
         return nomem(r);
     }
     sl_status st = SL_OK;
     for (size_t i = 0; i < n && st == SL_OK; i++) {
         size_t k = i;
         if (names) {
-            size_t first = r->nleaves;
             for (k = 0; k < r->nleaves; k++)
-                if (strcmp(r->leaves[k].info.name, names[i]) == 0) {
-                    if (!taken[k])
-                        break;
-                    first = first < r->nleaves ? first : k;
-                }
-            if (k == r->nleaves)
-                k = first; /* every leaf of the name taken: the first again */
+                if (strcmp(r->leaves[k].info.name, names[i]) == 0)
+                    break;
             if (k == r->nleaves)
                 st = sl_fail(SL_ERR_NOT_FOUND, "Parquet file '%s' has no column '%s'", r->path, names[i]);
-            else
-                taken[k] = true;
+        } else if (indexes && (k = indexes[i]) >= r->nleaves) {
+            st = sl_fail(SL_ERR_INVALID_ARG, "Parquet file '%s' has no column %zu (of %zu)", r->path, k,
+                         r->nleaves);
         }
         if (st == SL_OK && check && r->leaves[k].info.type == SL_PQ_UNSUPPORTED)
             st = sl_fail(SL_ERR_DECODE, "Parquet file '%s', column '%s': %s", r->path, r->leaves[k].info.name,
@@ -888,7 +887,6 @@ static sl_status select_columns(sl_pq_reader *r, const char *const *names, size_
         cols[i].width = st == SL_OK ? fixed_width(r->leaves[k].info.type) : 0;
         cols[i].phys = st == SL_OK ? r->leaves[k].phys : 0;
     }
-    sl_free(taken);
     if (st != SL_OK) {
         sl_free(sel);
         sl_free(cols);
@@ -915,7 +913,12 @@ static sl_status select_columns(sl_pq_reader *r, const char *const *names, size_
 
 sl_status sl_pq_reader_select(sl_pq_reader *r, const char *const *names, size_t count)
 {
-    return select_columns(r, names, count, true);
+    return select_columns(r, names, NULL, count, true);
+}
+
+sl_status sl_pq_reader_select_indexes(sl_pq_reader *r, const size_t *indexes, size_t count)
+{
+    return select_columns(r, NULL, indexes, count, true);
 }
 
 /* ---- memory ------------------------------------------------------------ */

@@ -81,6 +81,7 @@ typedef struct sl_pq_column_info {
     unsigned n_groups;
     size_t group_len[SL_PQ_MAX_GROUPS];
     int group_def[SL_PQ_MAX_GROUPS];
+    bool groups_over; /* more groups than SL_PQ_MAX_GROUPS: the deepest are not listed */
 } sl_pq_column_info;
 
 /* One column of one batch. Row i is null when valid[i] == 0; null rows
@@ -141,7 +142,7 @@ sl_status sl_pq_reader_open(const char *path, const sl_pq_reader_params *params,
 
 size_t sl_pq_reader_num_columns(const sl_pq_reader *r);
 const sl_pq_column_info *sl_pq_reader_column(const sl_pq_reader *r, size_t i);
-/* The index of the column named `name` (its dotted path), or -1. */
+/* The index of the (first) column named `name` (its dotted path), or -1. */
 int sl_pq_reader_find_column(const sl_pq_reader *r, const char *name);
 int64_t sl_pq_reader_num_rows(const sl_pq_reader *r);
 size_t sl_pq_reader_num_row_groups(const sl_pq_reader *r);
@@ -151,11 +152,13 @@ const char *sl_pq_reader_created_by(const sl_pq_reader *r); /* "" when absent */
 
 /* Chooses the columns later batches hold (names as in sl_pq_column_info),
  * and restarts at the first row group. names == NULL selects every column.
- * Two leaves may share a name (struct s with a field "x.y" and a struct
- * field x holding y): a name given again takes the next leaf of that name
- * not yet taken, in the file's order.
  * SL_ERR_NOT_FOUND names an unknown column; SL_ERR_DECODE an unreadable one. */
 sl_status sl_pq_reader_select(sl_pq_reader *r, const char *const *names, size_t count);
+/* The same by the columns' indexes (0 .. sl_pq_reader_num_columns - 1):
+ * two leaves may share a name (struct s holding a field "x.y" and a struct
+ * x with a field y are both "s.x.y"), an index names one.
+ * SL_ERR_INVALID_ARG for an index past the columns. */
+sl_status sl_pq_reader_select_indexes(sl_pq_reader *r, const size_t *indexes, size_t count);
 
 /* Reads the next batch of the selected columns: *out is NULL after the last
  * (row groups without rows give none). SL_ERR_DECODE names the file, row

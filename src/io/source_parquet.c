@@ -238,7 +238,7 @@ static sl_status choose_columns(source_reader *r, char **why)
             return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         }
     }
-    const char **sel = sl_calloc(nc ? nc : 1, sizeof *sel);
+    size_t *sel = sl_calloc(nc ? nc : 1, sizeof *sel);
     r->keys = sl_calloc(nc ? nc : 1, sizeof *r->keys);
     r->infos = sl_calloc(nc ? nc : 1, sizeof *r->infos);
     if (!sel || !r->keys || !r->infos) {
@@ -261,7 +261,7 @@ static sl_status choose_columns(source_reader *r, char **why)
         }
         r->infos[n] = ci;
         if (image) { /* a string column passes through as any string does */
-            sel[n++] = ci->name;
+            sel[n++] = i;
             r->n_sel = n;
             continue;
         }
@@ -281,10 +281,10 @@ static sl_status choose_columns(source_reader *r, char **why)
             sl_free(sel);
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         }
-        sel[n++] = ci->name;
+        sel[n++] = i;
         r->n_sel = n; /* the keys to free */
     }
-    sl_status st = sl_pq_reader_select(r->pq, sel, n);
+    sl_status st = sl_pq_reader_select_indexes(r->pq, sel, n);
     sl_free(sel);
     r->n_sel = n;
     r->list_head = sl_calloc(n ? n : 1, sizeof *r->list_head);

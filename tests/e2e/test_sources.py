@@ -541,6 +541,10 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
         "blob": pa.array([b"\x00"] * n, pa.binary()),
         # Its values are binary, so not read: its pairs are keys alone, an empty map no pairs.
         "bmap": pa.array([[] if i % 2 else [("a", b"\x01")] for i in range(n)], pa.map_(pa.string(), pa.binary())),
+        # A field named with a '.' makes its struct a map of strings, the
+        # column still typed from the schema: a key first seen late is kept.
+        "dmap": pa.array([[("early", {"p.q": i})] if i < 100 else [("late", {"p.q": i})] for i in range(n)],
+                         pa.map_(pa.string(), pa.struct([("p.q", pa.int32())]))),
     })
     src = tmp_path / "typed.parquet"
     pq.write_table(table, src, row_group_size=40)
@@ -556,6 +560,7 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
     assert types["pairs"] == "list<element: struct<key: int64, value: string>>", types
     assert "blob" not in types  # binary columns do not pass through
     assert types["bmap"] == "list<element: struct<key: string>>", types
+    assert types["dmap"].startswith("map<string, map<string, string"), types
     assert {"name": "scores", "type": {"map": "double"}} in summary["columns"]
     rows = by_id(out.to_pylist())
     last = rows[f"typed.parquet:{n - 1}"]
@@ -564,6 +569,7 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
     assert rows["typed.parquet:7"]["meta"] is None
     assert last["pairs"] == [{"key": n - 1, "value": f"v{n - 1}"}]
     assert last["bmap"] == [{"key": "a"}] and rows[f"typed.parquet:{n - 2}"]["bmap"] == []
+    assert [(k, dict(v)) for k, v in last["dmap"]] == [("late", {"p.q": str(n - 1)})]
     assert dict(rows["typed.parquet:3"]["scores"]) == {"cat": 1.5} and rows["typed.parquet:3"]["later"] is None
     got = duckdb.connect().execute(f"select sum(later), sum(scores['dog']) from '{tmp_path / 'p' / 'part-00000.parquet'}'")
     assert got.fetchone() == (sum(later[100:]), 1.5 * (n - 100))
@@ -692,10 +698,20 @@ def test_parquet_nested_columns_pass_through_whole(sluice, tmp_path):
     # A field's name may hold a dot; "x" beside "x.y" is a struct of its own.
     dotted = pa.struct([("x.y", pa.int32()), ("x", pa.struct([("y", pa.string())]))])
     dots = [{"x.y": i, "x": {"y": f"y{i}"}} for i in range(5)]
+    # The same, the "x.y" leaf binary (not read): its name's other leaf is.
+    bdotted = pa.struct([("x.y", pa.binary()), ("x", pa.struct([("y", pa.string())]))])
+    bdots = [{"x.y": b"\x00", "x": {"y": f"b{i}"}} for i in range(5)]
+    # 16 groups deep, all a leaf lists: a part still ends at a group.
+    deep_type, deep_values = pa.struct([("x.y", pa.int32())]), [{"x.y": i} for i in range(5)]
+    for level in range(15):
+        deep_type = pa.struct([(f"l{level}", deep_type)])
+        deep_values = [{f"l{level}": v} for v in deep_values]
     table = hf_table(imgs, 0).append_column("conversations", pa.array(conversations, pa.list_(conv))) \
         .append_column("objects", pa.array(objs, objects)) \
         .append_column("source", pa.array(sources, source)) \
         .append_column("dots", pa.array(dots, dotted)) \
+        .append_column("bdots", pa.array(bdots, bdotted)) \
+        .append_column("nest", pa.array(deep_values, deep_type)) \
         .append_column("attrs", pa.array(attrs, pa.map_(pa.string(), pa.string()))) \
         .append_column("deep", pa.array(deep, pa.list_(pa.list_(pa.list_(pa.int32())))))
     src = tmp_path / "nested.parquet"
@@ -709,8 +725,9 @@ def test_parquet_nested_columns_pass_through_whole(sluice, tmp_path):
     for i in range(5):
         row = rows[f"nested.parquet:{i}"]
         assert row["error"] is None, row
-        for col in ("conversations", "objects", "source", "dots", "attrs", "deep", "label", "text"):
+        for col in ("conversations", "objects", "source", "dots", "nest", "attrs", "deep", "label", "text"):
             assert row[col] == want[i][col], (i, col, row[col])
+        assert row["bdots"] == {"x": {"y": f"b{i}"}}, row["bdots"]  # binary leaves do not pass
         assert not [k for k in row if "." in k], row  # no dotted leaves beside the structs
     r = run(sluice, src, tmp_path / "p", "--format", "parquet")
     assert r.returncode == 0, r.stderr
