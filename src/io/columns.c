@@ -841,8 +841,12 @@ bool sl_columns_fits(const sl_columns *c, size_t i, const json_t *v, char *why, 
 
 sl_pq_value sl_columns_cell(const sl_columns *c, size_t i, const json_t *extra, char **owned)
 {
+    return sl_columns_value_cell(c, i, sl_columns_value(c, i, extra), owned);
+}
+
+sl_pq_value sl_columns_value_cell(const sl_columns *c, size_t i, const json_t *v, char **owned)
+{
     *owned = NULL;
-    const json_t *v = sl_columns_value(c, i, extra);
     if (v && !json_is_null(v) && sl_columns_shape(c, i))
         return (sl_pq_value){.json = v}; /* shredded by the writer: what does not fit is null there */
     sl_pq_value cell;

@@ -68,6 +68,8 @@ const json_t *sl_columns_value(const sl_columns *c, size_t i, const json_t *extr
  * nested column's is the value itself (.json, borrowed from extra).
  * *owned is what the cell points into (free with sl_free) or NULL. */
 sl_pq_value sl_columns_cell(const sl_columns *c, size_t i, const json_t *extra, char **owned);
+/* The same for column i's value v, looked up already (sl_columns_value). */
+sl_pq_value sl_columns_value_cell(const sl_columns *c, size_t i, const json_t *v, char **owned);
 
 /* Whether the Parquet writer writes v (column i's value in a row; NULL or
  * null: yes) whole: false when a part of it is not of the column's type

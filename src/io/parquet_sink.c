@@ -241,8 +241,8 @@ static sl_status pq_write_row(void *shared, void *part, const sl_schema_row *row
         ps->values[k] = pq_cell(ps->defs[k].type, row->cells[i], &ps->owned[k]);
     size_t planned = 0;
     for (size_t i = 0; i < ps->n_pass; i++, k++) {
-        ps->values[k] = sl_columns_cell(s->passthrough, i, row->extra, &ps->owned[k]);
         const json_t *v = sl_columns_value(s->passthrough, i, row->extra);
+        ps->values[k] = sl_columns_value_cell(s->passthrough, i, v, &ps->owned[k]);
         char why[512];
         planned += v != NULL;
         if (!sl_columns_fits(s->passthrough, i, v, why, sizeof why))
