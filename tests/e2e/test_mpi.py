@@ -255,7 +255,7 @@ def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
     import re
     import urllib.request
 
-    from prom import Prometheus, free_port
+    from prom import Prometheus, free_ports
     dash_path = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "grafana" / \
         "sluice-dashboard.json"
     from test_dashboard import JOB_PREFIX, dashboard_targets, substitute
@@ -263,7 +263,7 @@ def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
     inputs = tmp_path / "in"
     sample_copies(inputs, 120)  # with --parallel 1: long enough for 20 scrapes
     out = tmp_path / "out"
-    port = free_port()
+    port = free_ports(2)
     log = open(tmp_path / "run.log", "w")
     args = caption_args(mpi, inputs, out, "--input-shard-size", "4", "--shard-rows", "8",
                         "--parallel", "1", "--metrics-addr", f"127.0.0.1:{port}")
