@@ -7,7 +7,7 @@ NOVIDEO_BUILD ?= build-novideo
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-video-remote bench-retry bench-choices bench-answers bench-samples bench-image-cache bench-http bench-coord bench-s3 bench-parquet-encodings clean
+.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-video-remote bench-retry bench-choices bench-answers bench-samples bench-image-cache bench-http bench-coord bench-s3 bench-parquet-encodings bench-parquet-dictionary clean
 
 all: build
 
@@ -77,6 +77,12 @@ bench-s3: build
 # (snappy, zstd, lz4, brotli) (docs/parquet.md "Performance"; ~2 minutes).
 bench-parquet-encodings: build
 	.venv/bin/python bench/parquet_encodings.py --bin $(BUILD)/bench/parquet
+
+# The writer's dictionary encoding against --no-dictionary on a caption
+# run's output table: file size, write time, pyarrow and DuckDB read time
+# (docs/parquet.md "Dictionary encoding"; ~2 minutes).
+bench-parquet-dictionary: build
+	.venv/bin/python bench/parquet_dictionary.py --tool $(BUILD)/tests/tools/parquet_tool
 
 # The per-row cost of a no-op user stage over 1M rows, a C plugin and a Lua
 # script (docs/stages.md; issue 13: plugin < 200 ns, Lua < 2,000 ns).

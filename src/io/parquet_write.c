@@ -1,5 +1,8 @@
 /* io/parquet_write.c — the Parquet writer: rows are buffered per leaf column
- * into PLAIN data pages, pages are compressed into per-column chunk buffers,
+ * into data pages (dictionary indices while the column chunk's dictionary
+ * pays, PLAIN values otherwise; PLAIN_DICTIONARY, as format 1.0 files name
+ * it, which every reader takes), pages are compressed into per-column chunk
+ * buffers (the dictionary page is written ahead of them with the chunk),
  * and a row group is written (column after column) once it passes its byte
  * target; the footer (Thrift compact FileMetaData) is written on close. A
  * nested column is compiled into a tree (wnode) over its leaves, and each
@@ -17,6 +20,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/hash.h"
 #include "core/json.h"
 #include "core/utf8.h"
 #include "io/parquet_write.h"
@@ -28,7 +32,8 @@
 
 typedef struct chunk_meta {
     int64_t offset, num_values, uncompressed, compressed, null_count;
-    bool has_minmax;
+    int64_t data_offset; /* the first data page: after the dictionary page, if any */
+    bool has_dict, has_minmax;
     sl_buf min, max; /* encoded statistics values */
 } chunk_meta;
 
@@ -45,11 +50,26 @@ typedef struct wcol {
     sl_pq_type type;
     int max_rep, max_def;
     /* the open page */
-    sl_buf values;          /* PLAIN values (bools bit-packed) */
+    sl_buf values;          /* PLAIN values (bools bit-packed); empty while dict_on */
     size_t bool_bits;
     uint32_t *defs, *reps;  /* a level per entry (max_def, max_rep > 0 only) */
     size_t levels_cap;
     int64_t page_rows;      /* entries: a flat column's rows */
+    int64_t page_plain;     /* the page's values' bytes as PLAIN (where pages are cut) */
+    /* The open chunk's dictionary. While dict_on, the open page holds
+     * indices (idx) into it; when it would pass SL_PQ_DICT_MAX_BYTES, or the
+     * chunk's first page would not be smaller with it, the open page turns
+     * PLAIN (page_to_plain) and so does the rest of the chunk. Its entries
+     * are kept for the dictionary page while dict_pages > 0. */
+    bool dict_on;
+    uint32_t *idx;
+    size_t idx_n, idx_cap;
+    sl_buf dict;            /* the entries, PLAIN encoded: the dictionary page's body */
+    uint32_t *dict_at;      /* where entry k starts in dict */
+    uint32_t dict_n, dict_cap;
+    uint32_t *slots;        /* open addressing over the entries: index + 1, 0 empty */
+    size_t slots_cap;
+    int64_t dict_pages;     /* data pages of the open chunk written as indices */
     /* the open column chunk */
     sl_buf chunk;    /* finished pages: header + compressed body */
     int64_t chunk_uncompressed, chunk_values, chunk_nulls;
@@ -105,6 +125,7 @@ sl_pq_writer_params sl_pq_writer_default_params(void)
         .codec = SL_PQ_ZSTD,
         .row_group_bytes = 64 << 20,
         .page_bytes = 1 << 20,
+        .dictionary = true,
         .created_by = NULL,
     };
 }
@@ -126,6 +147,193 @@ static sl_status nomem(sl_pq_writer *w)
 {
     w->broken = true;
     return sl_fail(SL_ERR_NOMEM, "out of memory writing Parquet file '%s'", w->path);
+}
+
+/* ---- dictionaries ------------------------------------------------------ */
+
+static void put_le(uint8_t *dst, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        dst[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A column chunk's dictionary starts empty and on, where the type has one. */
+static void dict_restart(const sl_pq_writer *w, wcol *c)
+{
+    c->dict_on = w->params.dictionary &&
+                 (c->type == SL_PQ_STRING || c->type == SL_PQ_INT64 || c->type == SL_PQ_DOUBLE);
+    c->dict.len = 0;
+    c->dict_n = 0;
+    c->dict_pages = 0;
+    c->idx_n = 0;
+    if (c->slots)
+        memset(c->slots, 0, c->slots_cap * sizeof *c->slots);
+}
+
+static bool fixed_width(const wcol *c) { return c->type != SL_PQ_STRING && c->type != SL_PQ_BINARY; }
+
+/* Entry k of c's dictionary, as PLAIN bytes (a byte array's with its length). */
+static const uint8_t *dict_entry(const wcol *c, uint32_t k, size_t *len)
+{
+    size_t end = k + 1 < c->dict_n ? c->dict_at[k + 1] : c->dict.len;
+    *len = end - c->dict_at[k];
+    return c->dict.data + c->dict_at[k];
+}
+
+#define FNV_BASIS 0xcbf29ce484222325ULL
+
+/* FNV-1a, continued from h; slot() mixes its low bits, which alone follow
+ * the last bytes (numbers counting up). */
+static uint64_t hash_bytes(uint64_t h, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+static size_t slot(uint64_t h, size_t cap) { return (size_t)sl_hash_mix64(h) & (cap - 1); }
+
+/* v as PLAIN bytes: head (the 8 bytes of a number, or a byte array's 4-byte
+ * length) then tail (the array's bytes). */
+static void plain_parts(const wcol *c, const sl_pq_value *v, uint8_t head[8], size_t *head_len, const void **tail,
+                        size_t *tail_len)
+{
+    if (fixed_width(c)) {
+        uint64_t bits;
+        if (c->type == SL_PQ_INT64)
+            bits = (uint64_t)v->i64;
+        else
+            memcpy(&bits, &v->f64, 8);
+        put_le(head, bits, 8);
+        *head_len = 8;
+        *tail = NULL;
+        *tail_len = 0;
+    } else {
+        put_le(head, v->len, 4);
+        *head_len = 4;
+        *tail = v->ptr;
+        *tail_len = v->len;
+    }
+}
+
+static bool slots_grow(wcol *c)
+{
+    size_t cap = c->slots_cap ? 2 * c->slots_cap : 1024;
+    uint32_t *slots = sl_calloc(cap, sizeof *slots);
+    if (!slots)
+        return false;
+    for (uint32_t k = 0; k < c->dict_n; k++) {
+        size_t len;
+        const uint8_t *e = dict_entry(c, k, &len);
+        size_t at = slot(hash_bytes(FNV_BASIS, e, len), cap);
+        while (slots[at])
+            at = (at + 1) & (cap - 1);
+        slots[at] = k + 1;
+    }
+    sl_free(c->slots);
+    c->slots = slots;
+    c->slots_cap = cap;
+    return true;
+}
+
+/* The open page's indices as PLAIN values: the page, and the rest of the
+ * chunk, go on without the dictionary. */
+static bool page_to_plain(wcol *c)
+{
+    c->values.len = 0;
+    for (size_t i = 0; i < c->idx_n; i++) {
+        size_t len;
+        const uint8_t *e = dict_entry(c, c->idx[i], &len);
+        if (!sl_buf_append(&c->values, e, len))
+            return false;
+    }
+    c->idx_n = 0;
+    c->dict_on = false;
+    if (c->dict_pages == 0) { /* no page refers to it: no dictionary page */
+        c->dict.len = 0;
+        c->dict_n = 0;
+    }
+    return true;
+}
+
+/* Bits of an index into c's dictionary (at least 1: some readers take 0
+ * for corrupt). */
+static int index_bits(const wcol *c)
+{
+    int bits = 1;
+    while (bits < 32 && (c->dict_n - 1) >> bits)
+        bits++;
+    return bits;
+}
+
+/* Whether the chunk's first page is smaller as indices plus the dictionary
+ * than as PLAIN values (unique captions are not; a model name is). */
+static bool dict_pays(const wcol *c)
+{
+    uint64_t indices = ((uint64_t)c->idx_n * (uint64_t)index_bits(c) + 7) / 8;
+    return c->dict.len + indices < (uint64_t)c->page_plain;
+}
+
+/* v into the open page as its dictionary index (a new entry when it has
+ * none), or, when the dictionary would pass its limit, the page turned
+ * PLAIN with v after it. */
+static bool dict_put(wcol *c, const sl_pq_value *v)
+{
+    uint8_t head[8];
+    size_t head_len, tail_len;
+    const void *tail;
+    plain_parts(c, v, head, &head_len, &tail, &tail_len);
+    if (c->slots_cap == 0 && !slots_grow(c))
+        return false;
+    size_t at = slot(hash_bytes(hash_bytes(FNV_BASIS, head, head_len), tail, tail_len), c->slots_cap);
+    for (; c->slots[at]; at = (at + 1) & (c->slots_cap - 1)) {
+        size_t len;
+        const uint8_t *e = dict_entry(c, c->slots[at] - 1, &len);
+        if (len == head_len + tail_len && memcmp(e, head, head_len) == 0 &&
+            (tail_len == 0 || memcmp(e + head_len, tail, tail_len) == 0))
+            break;
+    }
+    uint32_t k;
+    if (c->slots[at]) {
+        k = c->slots[at] - 1;
+    } else {
+        if (c->dict.len + head_len + tail_len > SL_PQ_DICT_MAX_BYTES) {
+            if (!page_to_plain(c))
+                return false;
+            return sl_buf_append(&c->values, head, head_len) && sl_buf_append(&c->values, tail, tail_len);
+        }
+        if (c->dict_n == c->dict_cap) {
+            uint32_t cap = c->dict_cap ? 2 * c->dict_cap : 256;
+            uint32_t *at_ = sl_realloc(c->dict_at, cap * sizeof *at_);
+            if (!at_)
+                return false;
+            c->dict_at = at_;
+            c->dict_cap = cap;
+        }
+        if (!sl_buf_append(&c->dict, head, head_len) || !sl_buf_append(&c->dict, tail, tail_len))
+            return false;
+        k = c->dict_n;
+        c->dict_at[c->dict_n++] = (uint32_t)(c->dict.len - head_len - tail_len);
+        c->slots[at] = k + 1;
+        if (2 * (size_t)c->dict_n > c->slots_cap && !slots_grow(c))
+            return false;
+    }
+    if (c->idx_n == c->idx_cap) {
+        size_t cap = c->idx_cap ? 2 * c->idx_cap : 1024;
+        uint32_t *idx = sl_realloc(c->idx, cap * sizeof *idx);
+        if (!idx)
+            return false;
+        c->idx = idx;
+        c->idx_cap = cap;
+    }
+    c->idx[c->idx_n++] = k;
+    /* A chunk's first page is weighed as it fills, at 1,024 values and each
+     * doubling: a column of unique values stops paying for the hash table
+     * after 1,024, not after the page's 131,072. */
+    if (c->dict_pages == 0 && c->idx_n >= 1024 && (c->idx_n & (c->idx_n - 1)) == 0 && !dict_pays(c))
+        return page_to_plain(c);
+    return true;
 }
 
 /* ---- open -------------------------------------------------------------- */
@@ -332,6 +540,8 @@ sl_status sl_pq_writer_open(const char *path, const sl_pq_column_def *columns, s
         sl_pq_writer_free(w);
         return sl_fail(SL_ERR_NOMEM, "out of memory opening Parquet file '%s'", path);
     }
+    for (size_t i = 0; i < w->ncols; i++)
+        dict_restart(w, &w->cols[i]);
     w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (w->fd < 0) {
         sl_status st = sl_fail(SL_ERR_IO, "cannot create Parquet file '%s': %s", path, strerror(errno));
@@ -376,10 +586,20 @@ sl_status sl_pq_writer_set_metadata(sl_pq_writer *w, const char *key, const char
 
 /* ---- pages and chunks -------------------------------------------------- */
 
-static void put_le(uint8_t *dst, uint64_t v, int n)
+/* *payload: body under the file's codec (body itself, or w->comp). */
+static sl_status compress_page(sl_pq_writer *w, const wcol *c, const sl_buf *body, const sl_buf **payload)
 {
-    for (int i = 0; i < n; i++)
-        dst[i] = (uint8_t)(v >> (8 * i));
+    *payload = body;
+    if (w->params.codec == SL_PQ_UNCOMPRESSED)
+        return SL_OK;
+    w->comp.len = 0;
+    const char *err = sl_pq_compress(w->params.codec, body->data, body->len, &w->comp, w->zstd);
+    if (err) {
+        w->broken = true;
+        return sl_fail(SL_ERR_IO, "Parquet file '%s': column '%s': %s", w->path, c->name, err);
+    }
+    *payload = &w->comp;
+    return SL_OK;
 }
 
 /* Closes the open page of column c into its chunk buffer. */
@@ -387,12 +607,16 @@ static sl_status flush_page(sl_pq_writer *w, wcol *c)
 {
     if (c->page_rows == 0)
         return SL_OK;
+    if (c->dict_on && c->idx_n && c->dict_pages == 0 && !dict_pays(c) && !page_to_plain(c))
+        return nomem(w);
+    bool as_dict = c->dict_on && c->idx_n; /* a page of nulls only is PLAIN, its chunk still may not be */
     /* The page body: repetition levels, then definition levels (each when
      * its maximum is above 0: a 4-byte length, then the RLE hybrid), then
-     * the values; a required flat column's values are the body as they
-     * are, with no copy. */
+     * the values (or the indices' bit width and their RLE hybrid); a
+     * required flat column's PLAIN values are the body as they are, with
+     * no copy. */
     const sl_buf *body = &c->values;
-    if (c->max_rep || c->max_def) {
+    if (c->max_rep || c->max_def || as_dict) {
         w->body.len = 0;
         for (int k = 0; k < 2; k++) {
             int max = k == 0 ? c->max_rep : c->max_def;
@@ -409,24 +633,25 @@ static sl_status flush_page(sl_pq_writer *w, wcol *c)
             if (!sl_buf_append(&w->body, len, 4) || !sl_buf_append(&w->body, w->rle.data, w->rle.len))
                 return nomem(w);
         }
-        if (!sl_buf_append(&w->body, c->values.data, c->values.len))
+        if (as_dict) {
+            uint8_t bits = (uint8_t)index_bits(c);
+            if (!sl_buf_append(&w->body, &bits, 1) || !sl_rle_encode(&w->body, c->idx, c->idx_n, bits))
+                return nomem(w);
+        } else if (!sl_buf_append(&w->body, c->values.data, c->values.len)) {
             return nomem(w);
+        }
         body = &w->body;
     }
-    if (body->len > INT32_MAX)
+    if (body->len > INT32_MAX) {
+        w->broken = true; /* the row is in the page, not in rg_rows */
         return sl_fail(SL_ERR_INVALID_ARG, "Parquet file '%s': a page of column '%s' exceeds 2 GiB",
                        w->path, c->name);
-
-    const sl_buf *payload = body;
-    if (w->params.codec != SL_PQ_UNCOMPRESSED) {
-        w->comp.len = 0;
-        const char *err = sl_pq_compress(w->params.codec, body->data, body->len, &w->comp, w->zstd);
-        if (err) {
-            w->broken = true;
-            return sl_fail(SL_ERR_IO, "Parquet file '%s': column '%s': %s", w->path, c->name, err);
-        }
-        payload = &w->comp;
     }
+
+    const sl_buf *payload;
+    sl_status st = compress_page(w, c, body, &payload);
+    if (st != SL_OK)
+        return st;
 
     sl_tc_writer h;
     sl_tc_writer_init(&h);
@@ -437,7 +662,7 @@ static sl_status flush_page(sl_pq_writer *w, wcol *c)
     sl_tc_write_field(&h, SL_TC_STRUCT, 5); /* DataPageHeader */
     sl_tc_write_struct_begin(&h);
     sl_tc_write_i32_field(&h, 1, (int32_t)c->page_rows);
-    sl_tc_write_i32_field(&h, 2, SL_PQE_PLAIN);
+    sl_tc_write_i32_field(&h, 2, as_dict ? SL_PQE_PLAIN_DICTIONARY : SL_PQE_PLAIN);
     sl_tc_write_i32_field(&h, 3, SL_PQE_RLE);
     sl_tc_write_i32_field(&h, 4, SL_PQE_RLE);
     sl_tc_write_struct_end(&h);
@@ -451,7 +676,41 @@ static sl_status flush_page(sl_pq_writer *w, wcol *c)
     c->values.len = 0;
     c->bool_bits = 0;
     c->page_rows = 0;
+    c->page_plain = 0;
+    if (as_dict) {
+        c->dict_pages++;
+        c->idx_n = 0;
+    }
     return SL_OK;
+}
+
+/* The chunk's dictionary page (when a data page refers to it), written
+ * ahead of the chunk's data pages: its uncompressed bytes in *usize. */
+static sl_status write_dict_page(sl_pq_writer *w, wcol *c, int64_t *usize, int64_t *csize)
+{
+    const sl_buf *payload;
+    sl_status st = compress_page(w, c, &c->dict, &payload);
+    if (st != SL_OK)
+        return st;
+    sl_tc_writer h;
+    sl_tc_writer_init(&h);
+    sl_tc_write_struct_begin(&h);
+    sl_tc_write_i32_field(&h, 1, SL_PQP_DICTIONARY);
+    sl_tc_write_i32_field(&h, 2, (int32_t)c->dict.len);
+    sl_tc_write_i32_field(&h, 3, (int32_t)payload->len);
+    sl_tc_write_field(&h, SL_TC_STRUCT, 7); /* DictionaryPageHeader */
+    sl_tc_write_struct_begin(&h);
+    sl_tc_write_i32_field(&h, 1, (int32_t)c->dict_n);
+    sl_tc_write_i32_field(&h, 2, SL_PQE_PLAIN_DICTIONARY);
+    sl_tc_write_struct_end(&h);
+    sl_tc_write_struct_end(&h);
+    st = h.err ? nomem(w) : write_all(w, h.buf, h.len);
+    if (st == SL_OK)
+        st = write_all(w, payload->data, payload->len);
+    *usize = (int64_t)(h.len + c->dict.len);
+    *csize = (int64_t)(h.len + payload->len);
+    sl_tc_writer_free(&h);
+    return st;
 }
 
 static bool set_bytes(sl_buf *b, const void *data, size_t len)
@@ -525,6 +784,15 @@ static sl_status flush_row_group(sl_pq_writer *w)
         m->compressed = (int64_t)c->chunk.len;
         if (!chunk_stats(c, m))
             return nomem(w);
+        if (c->dict_pages > 0) {
+            int64_t usize = 0, csize = 0;
+            if ((st = write_dict_page(w, c, &usize, &csize)) != SL_OK)
+                return st;
+            m->has_dict = true;
+            m->uncompressed += usize;
+            m->compressed += csize;
+        }
+        m->data_offset = w->file_pos;
         st = write_all(w, c->chunk.data, c->chunk.len);
         if (st != SL_OK)
             return st;
@@ -533,6 +801,7 @@ static sl_status flush_row_group(sl_pq_writer *w)
         c->chunk.len = 0;
         c->chunk_uncompressed = c->chunk_values = c->chunk_nulls = 0;
         c->has_minmax = c->minmax_too_long = false;
+        dict_restart(w, c);
     }
     w->total_rows += w->rg_rows;
     w->rg_rows = 0;
@@ -632,6 +901,14 @@ static sl_status emit(sl_pq_writer *w, wcol *c, int rep, int def, const sl_pq_va
         return SL_OK;
     }
     bool ok = true;
+    if (c->dict_on) {
+        int64_t plain = fixed_width(c) ? 8 : 4 + (int64_t)v->len;
+        c->page_plain += plain;
+        w->rg_bytes += plain;
+        if (!dict_put(c, v) || !update_stats(c, v))
+            return nomem(w);
+        return SL_OK;
+    }
     switch (c->type) {
     case SL_PQ_INT64:
     case SL_PQ_DOUBLE: {
@@ -661,6 +938,7 @@ static sl_status emit(sl_pq_writer *w, wcol *c, int rep, int def, const sl_pq_va
         w->rg_bytes += 4 + (int64_t)v->len;
     }
     }
+    c->page_plain = (int64_t)c->values.len;
     if (!ok || !update_stats(c, v))
         return nomem(w);
     return SL_OK;
@@ -811,7 +1089,7 @@ sl_status sl_pq_writer_append(sl_pq_writer *w, const sl_pq_value *values)
     /* Pages end with rows: a row's entries are in one page of each leaf. */
     for (size_t i = 0; i < w->ncols; i++) {
         wcol *c = &w->cols[i];
-        if (c->values.len >= (size_t)w->params.page_bytes || c->page_rows >= PAGE_MAX_ROWS) {
+        if (c->page_plain >= w->params.page_bytes || c->page_rows >= PAGE_MAX_ROWS) {
             sl_status st = flush_page(w, c);
             if (st != SL_OK)
                 return st;
@@ -936,9 +1214,11 @@ static void write_column_chunk(sl_pq_writer *w, sl_tc_writer *t, const wcol *c, 
     sl_tc_write_struct_begin(t);
     sl_tc_write_i32_field(t, 1, physical_type[c->type]);
     sl_tc_write_field(t, SL_TC_LIST, 2);
-    sl_tc_write_list_begin(t, SL_TC_I32, 2);
+    sl_tc_write_list_begin(t, SL_TC_I32, m->has_dict ? 3 : 2);
     sl_tc_write_i64(t, SL_PQE_PLAIN);
     sl_tc_write_i64(t, SL_PQE_RLE);
+    if (m->has_dict)
+        sl_tc_write_i64(t, SL_PQE_PLAIN_DICTIONARY);
     sl_tc_write_field(t, SL_TC_LIST, 3);
     sl_tc_write_list_begin(t, SL_TC_BINARY, c->path_n);
     for (size_t i = 0; i < c->path_n; i++)
@@ -947,7 +1227,9 @@ static void write_column_chunk(sl_pq_writer *w, sl_tc_writer *t, const wcol *c, 
     sl_tc_write_i64_field(t, 5, m->num_values);
     sl_tc_write_i64_field(t, 6, m->uncompressed);
     sl_tc_write_i64_field(t, 7, m->compressed);
-    sl_tc_write_i64_field(t, 9, m->offset);
+    sl_tc_write_i64_field(t, 9, m->data_offset);
+    if (m->has_dict)
+        sl_tc_write_i64_field(t, 11, m->offset);
     sl_tc_write_field(t, SL_TC_STRUCT, 12); /* Statistics */
     sl_tc_write_struct_begin(t);
     sl_tc_write_i64_field(t, 3, m->null_count);
@@ -1078,6 +1360,10 @@ void sl_pq_writer_free(sl_pq_writer *w)
         sl_free(c->path);
         sl_free(c->defs);
         sl_free(c->reps);
+        sl_free(c->idx);
+        sl_free(c->dict_at);
+        sl_free(c->slots);
+        sl_buf_free(&c->dict);
         sl_buf_free(&c->values);
         sl_buf_free(&c->chunk);
         sl_buf_free(&c->min_s);

@@ -2,14 +2,18 @@
  * + STRING/UTF8), binary, int64, double, bool, each required or optional,
  * and nested columns (lists and structs of these, any depth, every node
  * optional: the LIST form pyarrow writes) filled from JSON values; data
- * pages v1, PLAIN values, RLE repetition and definition levels, a page
- * always starting a row; codec none, snappy, gzip
+ * pages v1, values dictionary-encoded (PLAIN_DICTIONARY, as format 1.0
+ * names it: a dictionary page per column chunk) where that is smaller,
+ * else PLAIN, RLE repetition and
+ * definition levels, a page always starting a row; codec none, snappy, gzip
  * or zstd; row groups cut at a target of buffered (uncompressed) bytes, with
  * min/max (min_value/max_value) and null_count statistics, key-value metadata
  * and created_by. Writes `path` exactly as given (no temporary name): callers
  * wanting atomic output write elsewhere and rename after close. Memory holds
- * one row group. One thread per writer. sl_pq_writer_free() accepts NULL and,
- * on an unclosed writer, removes the partial file. */
+ * one row group, and per leaf column its open page and dictionary (at most
+ * SL_PQ_DICT_MAX_BYTES of entries and their hash index). One thread per
+ * writer. sl_pq_writer_free() accepts NULL and, on an unclosed writer,
+ * removes the partial file. */
 #ifndef SL_IO_PARQUET_WRITE_H
 #define SL_IO_PARQUET_WRITE_H
 
@@ -52,10 +56,20 @@ typedef struct sl_pq_column_def {
     const sl_pq_node *nested;
 } sl_pq_column_def;
 
+/* A column chunk's dictionary at most (its PLAIN entries), as Arrow's
+ * dictionary_pagesize_limit. */
+#define SL_PQ_DICT_MAX_BYTES (1 << 20)
+
 typedef struct sl_pq_writer_params {
     sl_pq_codec codec;        /* default SL_PQ_ZSTD */
     int64_t row_group_bytes;  /* cut a row group past this many buffered bytes; default 64 MiB */
-    int64_t page_bytes;       /* cut a data page past this many value bytes; default 1 MiB */
+    int64_t page_bytes;       /* cut a data page past this many value bytes (as PLAIN); default 1 MiB */
+    /* Dictionary-encode string, int64 and double columns (not binary: image
+     * bytes never repeat) while a column chunk's dictionary stays under
+     * SL_PQ_DICT_MAX_BYTES and its first page holding values comes out
+     * smaller so (that page decides for the chunk); the rest of a chunk
+     * whose dictionary fills up is PLAIN. Default true. */
+    bool dictionary;
     const char *created_by;   /* default "sluice version <v>"; copied */
 } sl_pq_writer_params;
 

@@ -310,6 +310,73 @@ def test_nested_columns_read_in_pyarrow_and_duckdb(tool, tmp_path, codec):
         [conform(SHAPES["deep"], r["deep"]) for r in rows]
 
 
+def dictionary_rows(n: int) -> list[dict]:
+    rows = []
+    for k in range(n):
+        rows.append({
+            "model": "SmolVLM 256M Instruct",
+            "label": None if k % 7 == 3 else k % 5 - 2,
+            "score": None if k % 11 == 4 else (k % 3) * 0.5 - 0.25,
+            "caption": f"caption {k}: a tabby cat {k * 2654435761 % 2**32:x} on a sofa",
+            # four values, then unique ones: the dictionary fills up mid-chunk
+            "grows": None if k % 13 == 0 else (f"w{k % 4}" if k < 1500 else f"{k:0300d}"),
+            "tags": None if k % 17 == 5 else [f"t{k % 3}", f"t{k % 5}"][: k % 3],
+        })
+    return rows
+
+
+def test_dictionary_pages_read_in_pyarrow_and_duckdb(tool, tmp_path):
+    """The writer dictionary-encodes a column chunk where that is smaller (a
+    constant, labels, scores, a list's strings) and keeps unique captions
+    PLAIN; a dictionary that fills up mid-chunk (`grows`) stops at 1 MiB and
+    leaves the rest of the chunk PLAIN; each row group starts its own.
+    pyarrow and DuckDB read every value back, and the file without
+    dictionaries holds the same."""
+    rows = dictionary_rows(6000)
+    variants = {"one": ["--codec", "none"], "groups": ["--codec", "none", "--row-group-bytes", "200000"],
+                "zstd": [], "off": ["--no-dictionary"]}
+    paths = {}
+    for name, extra in variants.items():
+        out = tmp_path / f"dict-{name}.parquet"
+        res = run(tool, "write", out, "--schema", "model:string,label:int64?,score:double?,caption:string?,grows:string?",
+                  "--nested", 'tags={"list": "string"}', "--page-bytes", "65536", *extra,
+                  stdin="".join(json.dumps(r) + "\n" for r in rows))
+        assert res.returncode == 0, res.stderr
+        paths[name] = out
+    for name, out in paths.items():
+        f = pq.ParquetFile(out)
+        md = f.metadata
+        assert md.num_row_groups == (1 if name != "groups" else md.num_row_groups) and \
+            (name != "groups" or md.num_row_groups >= 4), (name, md.num_row_groups)
+        first_row = 0
+        for g in range(md.num_row_groups):
+            chunks = {md.row_group(g).column(i).path_in_schema: md.row_group(g).column(i)
+                      for i in range(md.num_columns)}
+            first_row += md.row_group(g - 1).num_rows if g else 0
+            with_dict = {col for col, c in chunks.items() if c.has_dictionary_page}
+            for col, c in chunks.items():
+                assert ("PLAIN_DICTIONARY" in c.encodings) == (col in with_dict), (name, col, c.encodings)
+            if name == "off":
+                assert with_dict == set()
+                continue
+            # captions are unique in every row group: no dictionary, whichever
+            # check decides (a row group of 'groups' holds fewer than 1,024)
+            assert {"model", "label", "score", "tags.list.element"} <= with_dict and "caption" not in with_dict, \
+                (name, g, with_dict)
+            if name == "zstd":
+                continue
+            dict_bytes = {col: chunks[col].data_page_offset - chunks[col].dictionary_page_offset for col in with_dict}
+            assert dict_bytes["model"] < 100 and dict_bytes["label"] < 100, dict_bytes  # one and five entries
+            if name == "groups" and first_row >= 1500:  # a new dictionary, and unique values do not pay
+                assert "grows" not in with_dict, (g, first_row, dict_bytes)
+            if name == "one":  # the 1 MiB limit (plus the page header)
+                assert "grows" in with_dict and (1 << 20) - 400 < dict_bytes["grows"] <= (1 << 20) + 64, dict_bytes
+        assert f.read().to_pylist() == rows, name
+        con = duckdb.connect()
+        got = con.execute(f"select model, label, score, caption, grows, tags from '{out}'").fetchall()
+        assert [dict(zip(rows[0], g)) for g in got] == rows, name
+    assert paths["zstd"].stat().st_size < paths["off"].stat().st_size
+
 # ---- pyarrow writes, sluice reads ------------------------------------------
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])

@@ -2,7 +2,8 @@
  * io/parquet_read (built, not installed):
  *
  *   parquet_tool write OUT --schema NAME:TYPE[?],... [--codec none|snappy|gzip|zstd]
- *                [--row-group-bytes N] [--page-bytes N] [--meta KEY=VALUE]... < rows.jsonl
+ *                [--row-group-bytes N] [--page-bytes N] [--no-dictionary]
+ *                [--meta KEY=VALUE]... < rows.jsonl
  *   parquet_tool dump FILE... [--columns A,B,...] [--batch-rows N] [--batch-bytes N]
  *                                                      -> one JSON object per row
  *   parquet_tool info FILE                             -> one JSON object
@@ -29,7 +30,7 @@ static int usage(const char *msg)
 {
     fprintf(stderr, "parquet_tool: %s\nusage: parquet_tool write OUT [--schema NAME:TYPE[?],...] "
                     "[--nested NAME=SHAPE]... [--codec C] "
-                    "[--row-group-bytes N] [--page-bytes N] [--meta K=V]... < rows.jsonl\n"
+                    "[--row-group-bytes N] [--page-bytes N] [--no-dictionary] [--meta K=V]... < rows.jsonl\n"
                     "       (SHAPE: JSON as io/parquet_shape.h says; nested columns follow --schema's)\n"
                     "       parquet_tool dump FILE... [--columns A,B] [--batch-rows N] [--batch-bytes N]\n"
                     "       parquet_tool info FILE\n", msg);
@@ -206,6 +207,8 @@ static int cmd_write(int argc, char **argv)
             params.row_group_bytes = strtoll(argv[++i], NULL, 10);
         } else if (strcmp(a, "--page-bytes") == 0 && has_next) {
             params.page_bytes = strtoll(argv[++i], NULL, 10);
+        } else if (strcmp(a, "--no-dictionary") == 0) {
+            params.dictionary = false;
         } else if (strcmp(a, "--nested") == 0 && has_next && nnested < 64) {
             nested[nnested++] = argv[++i];
         } else if (strcmp(a, "--meta") == 0 && has_next && nmetas < 64) {

@@ -1062,6 +1062,8 @@ static json_t *pq_value(const sl_pq_vector *v, int64_t k)
     switch (v->info->type) {
     case SL_PQ_INT32: return json_integer(v->i32[k]);
     case SL_PQ_INT64: return json_integer(v->i64[k]);
+    case SL_PQ_DOUBLE: return json_real(v->f64[k]);
+    case SL_PQ_BOOL: return json_boolean(v->b[k]);
     case SL_PQ_STRING: return json_stringn((const char *)v->data + v->offsets[k], (size_t)(v->offsets[k + 1] - v->offsets[k]));
     case SL_PQ_BINARY: {
         size_t n = (size_t)(v->offsets[k + 1] - v->offsets[k]);
@@ -1159,6 +1161,101 @@ static void assert_json_equal(json_t *got, json_t *want, const char *what)
         char *g = json_dumps(got, JSON_COMPACT), *w = json_dumps(want, JSON_COMPACT);
         fail_msg("%s:\n got  %s\n want %s", what, g, w);
     }
+}
+
+/* ---- dictionary encoding ------------------------------------------------ */
+
+/* Row n of the dictionary test: a constant, a few labels and scores with
+ * nulls, a unique caption, and `grows`, four values for 1,500 rows and then
+ * unique 300-byte ones, so its dictionary passes SL_PQ_DICT_MAX_BYTES within
+ * a page and the chunk goes on PLAIN. */
+#define DICT_ROWS 6000
+static const sl_pq_column_def DICT_COLS[] = {
+    {"model", SL_PQ_STRING, false, NULL}, {"label", SL_PQ_INT64, true, NULL}, {"score", SL_PQ_DOUBLE, true, NULL},
+    {"caption", SL_PQ_STRING, true, NULL}, {"grows", SL_PQ_STRING, true, NULL}, {"ok", SL_PQ_BOOL, false, NULL},
+};
+#define DICT_NCOLS (sizeof DICT_COLS / sizeof DICT_COLS[0])
+
+static json_t *dict_row(int n)
+{
+    char caption[128], grows[320];
+    snprintf(caption, sizeof caption, "caption %d: a tabby cat %x on a sofa", n, (unsigned)(n * 2654435761u));
+    if (n < 1500)
+        snprintf(grows, sizeof grows, "w%d", n % 4);
+    else
+        snprintf(grows, sizeof grows, "%0300d", n);
+    return json_pack("{s:s, s:o, s:o, s:s, s:o, s:b}", "model", "SmolVLM 256M Instruct",
+                     "label", n % 7 == 3 ? json_null() : json_integer(n % 5 - 2),
+                     "score", n % 11 == 4 ? json_null() : json_real((n % 3) * 0.5 - 0.25),
+                     "caption", caption, "grows", n % 13 == 0 ? json_null() : json_string(grows),
+                     "ok", n % 2);
+}
+
+static int64_t write_dict_file(const char *path, bool dictionary, int64_t rg_bytes, sl_pq_codec codec)
+{
+    sl_pq_writer_params p = sl_pq_writer_default_params();
+    p.dictionary = dictionary;
+    p.row_group_bytes = rg_bytes;
+    p.page_bytes = 64 << 10;
+    p.codec = codec;
+    sl_pq_writer *w;
+    assert_int_equal(sl_pq_writer_open(path, DICT_COLS, DICT_NCOLS, &p, &w), SL_OK);
+    for (int n = 0; n < DICT_ROWS; n++) {
+        json_t *row = dict_row(n);
+        sl_pq_value v[DICT_NCOLS];
+        for (size_t c = 0; c < DICT_NCOLS; c++) {
+            json_t *j = json_object_get(row, DICT_COLS[c].name);
+            char *owned = NULL;
+            assert_true(sl_pq_value_from_json(DICT_COLS[c].type, j, &v[c], &owned));
+            assert_null(owned);
+        }
+        assert_int_equal(sl_pq_writer_append(w, v), SL_OK);
+        json_decref(row);
+    }
+    assert_int_equal(sl_pq_writer_close(w), SL_OK);
+    int64_t bytes = sl_pq_writer_bytes(w);
+    sl_pq_writer_free(w);
+    return bytes;
+}
+
+static void dictionary_encodes_where_it_pays(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    json_t *want = json_array();
+    for (int n = 0; n < DICT_ROWS; n++)
+        json_array_append_new(want, dict_row(n));
+    char on[512], off[512];
+    snprintf(on, sizeof on, "%s/on.parquet", dir);
+    snprintf(off, sizeof off, "%s/off.parquet", dir);
+    sl_pq_reader_params rp = sl_pq_reader_default_params();
+    /* One row group, then many (the dictionary starts again in each). */
+    const int64_t rgs[] = {64 << 20, 200 << 10};
+    for (size_t g = 0; g < 2; g++) {
+        int64_t with = write_dict_file(on, true, rgs[g], SL_PQ_UNCOMPRESSED);
+        int64_t without = write_dict_file(off, false, rgs[g], SL_PQ_UNCOMPRESSED);
+        const char *paths[] = {on, off};
+        for (size_t k = 0; k < 2; k++) {
+            sl_status st;
+            json_t *got = read_rows(paths[k], &rp, &st);
+            assert_non_null(got);
+            assert_json_equal(got, want, paths[k]);
+            json_decref(got);
+        }
+        /* model's 6,000 PLAIN copies (150 KB) are a few bytes of indices;
+         * the unique captions are PLAIN in both. */
+        assert_true(without - with > 130000);
+        assert_true(with > 6000 * 40); /* the captions are all there */
+    }
+    /* Under zstd: the dictionary page compressed too. */
+    write_dict_file(on, true, 64 << 20, SL_PQ_ZSTD);
+    sl_status st;
+    json_t *got = read_rows(on, &rp, &st);
+    assert_non_null(got);
+    assert_json_equal(got, want, on);
+    json_decref(got);
+    json_decref(want);
+    tu_rmtree(dir);
 }
 
 /* pyarrow's lists (every codec, dictionary and plain, pages v1 and v2,
@@ -1496,6 +1593,7 @@ int main(void)
         cmocka_unit_test(a_list_longer_than_batch_rows_fails),
         cmocka_unit_test(null_lists_read_in_bounded_memory),
         cmocka_unit_test(list_allocation_failures_are_clean),
+        cmocka_unit_test(dictionary_encodes_where_it_pays),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
