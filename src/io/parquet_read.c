@@ -110,7 +110,6 @@ typedef struct pending {
     uint8_t *ldefs[SL_PQ_MAX_DEPTH];  /* nl[d]: the definition level that began each (a leaf
                                          below a group; else NULL) */
     size_t nl[SL_PQ_MAX_DEPTH], lcap[SL_PQ_MAX_DEPTH];
-    size_t row_items; /* the open row's elements and lists inside its list */
 } pending;
 
 /* One selected column: where its chunk is, its current page, its rows. */
@@ -1458,13 +1457,18 @@ static size_t grown_cap(size_t cap, size_t need)
 
 /* Room in c's pending rows for `more` values (and for a list column `more`
  * lists at each depth: a level adds one at most); grows with what is
- * decoded. */
+ * decoded, each growth first checked against the memory limit (a row's
+ * list may be longer than a batch: only the limit holds it). */
 static sl_status reserve_rows(column *c, size_t more)
 {
     pending *pr = &c->rows;
     bool grown = false;
     if (pr->n + more > pr->cap) {
         size_t cap = grown_cap(pr->cap, pr->n + more);
+        size_t per = 1 + (c->lf->info.n_groups ? 1 : 0) + (c->width ? (size_t)c->width : sizeof(int64_t));
+        sl_status st = room_for(c, pr->cap * per, cap * per, "a column's pending values");
+        if (st != SL_OK)
+            return st;
         if (!grow_arrays(&pr->valid, c->width ? NULL : &pr->offsets, cap))
             return nomem(c->r);
         if (c->lf->info.n_groups) {
@@ -1486,6 +1490,10 @@ static sl_status reserve_rows(column *c, size_t more)
         if (pr->nl[d] + more <= pr->lcap[d] && pr->lofs[d])
             continue;
         size_t cap = grown_cap(pr->lcap[d], pr->nl[d] + more);
+        size_t per = sizeof(int64_t) + 1 + (c->lf->info.n_groups ? 1 : 0);
+        sl_status st = room_for(c, pr->lcap[d] * per, cap * per, "a column's pending lists");
+        if (st != SL_OK)
+            return st;
         if (!grow_arrays(&pr->lvalid[d], &pr->lofs[d], cap) ||
             (c->lf->info.n_groups && !grow_arrays(&pr->ldefs[d], NULL, cap)))
             return nomem(c->r);
@@ -1521,7 +1529,7 @@ static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint8_t *defs,
     const int depth = c->lf->max_rep;
     const uint32_t max_def = (uint32_t)c->lf->max_def;
     const int *rep_def = c->lf->rep_def;
-    const int64_t num_rows = c->r->rgs[c->r->rg].num_rows, limit = (int64_t)c->r->p.batch_rows;
+    const int64_t num_rows = c->r->rgs[c->r->rg].num_rows;
     size_t s = 0, k = 0;
     for (size_t i = 0; i < m; i++) {
         int64_t at = (int64_t)(pr->n + s); /* the next element's place */
@@ -1534,7 +1542,6 @@ static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint8_t *defs,
             if (c->rows_seen == num_rows)
                 return corrupt(c, "levels hold more rows than the row group's %lld", (long long)num_rows);
             c->rows_seen++;
-            pr->row_items = 0;
         } else {
             size_t open = pr->nl[r - 1];
             int64_t entries = (int)r < depth ? (int64_t)pr->nl[r] : at; /* of depth r so far */
@@ -1546,9 +1553,6 @@ static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint8_t *defs,
         }
         bool element = true;
         for (int d = (int)r; d < depth && element; d++) {
-            if (d > 0 && (int64_t)++pr->row_items > limit)
-                return corrupt(c, "a row's list holds more than %lld elements, the reader's batch_rows",
-                               (long long)limit);
             size_t j = pr->nl[d];
             pr->lofs[d][j] = d + 1 < depth ? (int64_t)pr->nl[d + 1] : at;
             pr->lvalid[d][j] = def[i] + 1 >= (uint32_t)rep_def[d];
@@ -1564,9 +1568,6 @@ static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint8_t *defs,
             defs[s] = (uint8_t)def[i];
         k += valid[s];
         s++;
-        if ((int64_t)++pr->row_items > limit)
-            return corrupt(c, "a row's list holds more than %lld elements, the reader's batch_rows",
-                           (long long)limit);
     }
     for (int d = 0; d < depth; d++)
         pr->lofs[d][pr->nl[d]] = d + 1 < depth ? (int64_t)pr->nl[d + 1] : (int64_t)(pr->n + s);
@@ -1952,7 +1953,10 @@ static size_t pending_items(const column *c)
  * reach batch_rows or the elements' bytes the batch's. A step never adds
  * more levels than rows wanted or items allowed (a level adds an item at
  * each depth at most), so pending rows stay within want + 1 and items
- * within depth x (batch_rows + 1), and a row's list past batch_rows fails. */
+ * within depth x (batch_rows + 1) — but for a row whose list alone holds
+ * more: it is read whole (steps of batch_rows levels while no row is
+ * complete), a batch of its own, held to the memory limit like all the
+ * pending rows (recount). */
 static sl_status fill_list(column *c, size_t want)
 {
     pending *pr = &c->rows;
@@ -1977,7 +1981,7 @@ static sl_status fill_list(column *c, size_t want)
                 return st;
             continue;
         }
-        size_t m = want - done, room = items <= cap ? cap + 1 - items : 1;
+        size_t m = want - done, room = !done ? cap : items <= cap ? cap + 1 - items : 1;
         sl_status st = decode_rows(c, step_size(c, m < room ? m : room));
         if (st != SL_OK)
             return st;
@@ -2094,7 +2098,6 @@ static sl_status open_row_group(sl_pq_reader *r)
         c->rows.n = 0;
         c->rows.data.len = 0;
         memset(c->rows.nl, 0, sizeof c->rows.nl);
-        c->rows.row_items = 0;
         c->prev.len = 0;
         c->rows_seen = 0;
         c->chunk_done = false;

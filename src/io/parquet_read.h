@@ -43,7 +43,8 @@ typedef struct sl_pq_reader sl_pq_reader;
 typedef struct sl_pq_reader_params {
     size_t max_page_bytes; /* a page stored or decompressed, and a dictionary page (256 MiB) */
     size_t batch_rows;     /* rows in one batch at most, and elements (and inner lists) of a
-                              list column (65536): a row whose list holds more fails */
+                              list column (65536): a row whose list holds more is a batch
+                              of its own (within memory_limit) */
     size_t batch_bytes;    /* a byte-array column's bytes in one batch: the batch ends before
                               they pass this, but holds at least one row (64 MiB) */
     size_t memory_limit;   /* pages, dictionaries and batches of all selected columns (1 GiB) */

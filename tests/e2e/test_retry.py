@@ -189,7 +189,8 @@ def test_parquet_parts_keep_their_nested_columns(sluice, broken, tmp_path):
     null struct, and a null struct element, stay null, not structs of
     nulls, beside a struct whose fields are null); a
     flat column named like a struct's leaf ("a.b" beside a {b}) and a leaf
-    path past 1 KiB are told apart and kept."""
+    path past 1 KiB are told apart and kept; a list longer than the
+    reader's batch is read back whole."""
     import pyarrow.parquet as pq
     m = broken / "m.jsonl"
     rows = [json.loads(line) for line in m.read_text().splitlines()]
@@ -203,6 +204,9 @@ def test_parquet_parts_keep_their_nested_columns(sluice, broken, tmp_path):
         row["a.b"] = f"flat {k}"  # a flat column named like struct a's leaf, before it
         row["a"] = {"b": f"field {k}"}
         row["long"] = [{"k" * 1100: k}]  # a leaf's path past 1 KiB
+        # a list longer than the reader's batch (65,536), in every part: the
+        # rewrite reads it back whole
+        row["counts"] = list(range(70_000 + k)) if k % 3 == 0 else [k]
     m.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "out"
     assert run(sluice, m, out, "--format", "parquet").returncode == 3
@@ -220,6 +224,7 @@ def test_parquet_parts_keep_their_nested_columns(sluice, broken, tmp_path):
                 assert (row["tags"], row["boxes"], row["conv"], row["meta"]) == \
                     (want["tags"], want["boxes"], want["conv"], want["meta"]), row
                 assert (row["a.b"], row["a"], row["long"]) == (want["a.b"], want["a"], want["long"]), row
+                assert row["counts"] == want["counts"], row["id"]
                 assert row["size"] == want["size"], row
     # Null structs and structs of nulls in parts the retry rewrites.
     rewritten = {name for name, row in good.values()} & {

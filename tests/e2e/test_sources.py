@@ -674,6 +674,32 @@ def test_parquet_input_of_a_v2_writer_with_legacy_types(sluice, tmp_path):
     assert abs(total - sum(1999 + i for i in range(4)) / 100) < 1e-9
 
 
+def test_a_list_longer_than_a_batch_passes_through(sluice, tmp_path):
+    """A row whose list holds more elements than the Parquet reader's batch
+    (65,536: a mask's RLE counts, a long list of token ids) is read whole,
+    a batch of its own, and passes through to JSONL and to Parquet; the
+    rows after it are read too (the file used to fail there, the rest of
+    it skipped)."""
+    imgs = JPEGS[:4]
+    counts = [list(range(100_000)), [1, 2], None, list(range(70_000, 0, -1))]
+    nested = [[[k] * 3 for k in range(30_000)], [], [[1], None], None]  # 90,000 elements in 30,000 lists
+    table = hf_table(imgs, 0).append_column("counts", pa.array(counts, pa.list_(pa.int64()))) \
+        .append_column("nested", pa.array(nested, pa.list_(pa.list_(pa.int32()))))
+    src = tmp_path / "long.parquet"
+    pq.write_table(table, src)
+    for fmt in ("jsonl", "parquet"):
+        r = run(sluice, src, tmp_path / fmt, "--format", fmt)
+        assert r.returncode == 0, r.stderr
+        got = jsonl_rows(tmp_path / fmt) if fmt == "jsonl" else \
+            [row for p in sorted((tmp_path / fmt).glob("part-*.parquet")) for row in pq.read_table(p).to_pylist()]
+        rows = by_id(got)
+        assert len(rows) == 4, sorted(rows)
+        for i in range(4):
+            row = rows[f"long.parquet:{i}"]
+            assert row["error"] is None, row["error"]
+            assert row["counts"] == counts[i] and row["nested"] == nested[i], (fmt, i)
+
+
 def test_parquet_nested_columns_pass_through_whole(sluice, tmp_path):
     """Lists of structs (LLaVA's conversations), a struct of lists of lists
     (a detection dataset's objects, as Hugging Face stores a Sequence of
