@@ -1455,52 +1455,96 @@ static size_t grown_cap(size_t cap, size_t need)
     return cap;
 }
 
+static size_t value_bytes(const column *c)
+{
+    return 1 + (c->lf->info.n_groups ? 1 : 0) + (c->width ? (size_t)c->width : sizeof(int64_t));
+}
+
+static size_t list_bytes(const column *c) { return sizeof(int64_t) + 1 + (c->lf->info.n_groups ? 1 : 0); }
+
+/* Resizes c's pending values to cap (the caller has checked the room). */
+static bool resize_values(column *c, size_t cap)
+{
+    pending *pr = &c->rows;
+    if (!grow_arrays(&pr->valid, c->width ? NULL : &pr->offsets, cap))
+        return false;
+    if (c->lf->info.n_groups) {
+        uint8_t *defs = sl_realloc(pr->defs, cap);
+        if (!defs)
+            return false;
+        pr->defs = defs;
+    }
+    if (c->width) {
+        uint8_t *fixed = sl_realloc(pr->fixed, cap * (size_t)c->width);
+        if (!fixed)
+            return false;
+        pr->fixed = fixed;
+    }
+    pr->cap = cap;
+    return true;
+}
+
+static bool resize_lists(column *c, int d, size_t cap)
+{
+    pending *pr = &c->rows;
+    if (!grow_arrays(&pr->lvalid[d], &pr->lofs[d], cap) ||
+        (c->lf->info.n_groups && !grow_arrays(&pr->ldefs[d], NULL, cap)))
+        return false;
+    pr->lcap[d] = cap;
+    return true;
+}
+
 /* Room in c's pending rows for `more` values (and for a list column `more`
  * lists at each depth: a level adds one at most); grows with what is
- * decoded, each growth first checked against the memory limit (a row's
- * list may be longer than a batch: only the limit holds it). */
+ * decoded, all of a call's growth first checked against the memory limit
+ * together (a row's list may be longer than a batch: only the limit holds
+ * it). */
 static sl_status reserve_rows(column *c, size_t more)
 {
     pending *pr = &c->rows;
-    bool grown = false;
+    size_t cap = pr->cap, lcap[SL_PQ_MAX_DEPTH], grow = 0;
     if (pr->n + more > pr->cap) {
-        size_t cap = grown_cap(pr->cap, pr->n + more);
-        size_t per = 1 + (c->lf->info.n_groups ? 1 : 0) + (c->width ? (size_t)c->width : sizeof(int64_t));
-        sl_status st = room_for(c, pr->cap * per, cap * per, "a column's pending values");
-        if (st != SL_OK)
-            return st;
-        if (!grow_arrays(&pr->valid, c->width ? NULL : &pr->offsets, cap))
-            return nomem(c->r);
-        if (c->lf->info.n_groups) {
-            uint8_t *defs = sl_realloc(pr->defs, cap);
-            if (!defs)
-                return nomem(c->r);
-            pr->defs = defs;
-        }
-        if (c->width) {
-            uint8_t *fixed = sl_realloc(pr->fixed, cap * (size_t)c->width);
-            if (!fixed)
-                return nomem(c->r);
-            pr->fixed = fixed;
-        }
-        pr->cap = cap;
-        grown = true;
+        cap = grown_cap(pr->cap, pr->n + more);
+        grow += (cap - pr->cap) * value_bytes(c);
     }
     for (int d = 0; d < c->lf->max_rep; d++) {
-        if (pr->nl[d] + more <= pr->lcap[d] && pr->lofs[d])
-            continue;
-        size_t cap = grown_cap(pr->lcap[d], pr->nl[d] + more);
-        size_t per = sizeof(int64_t) + 1 + (c->lf->info.n_groups ? 1 : 0);
-        sl_status st = room_for(c, pr->lcap[d] * per, cap * per, "a column's pending lists");
-        if (st != SL_OK)
-            return st;
-        if (!grow_arrays(&pr->lvalid[d], &pr->lofs[d], cap) ||
-            (c->lf->info.n_groups && !grow_arrays(&pr->ldefs[d], NULL, cap)))
-            return nomem(c->r);
-        pr->lcap[d] = cap;
-        grown = true;
+        lcap[d] = pr->lcap[d];
+        if (pr->nl[d] + more > pr->lcap[d] || !pr->lofs[d]) {
+            lcap[d] = grown_cap(pr->lcap[d], pr->nl[d] + more);
+            grow += (lcap[d] - pr->lcap[d]) * list_bytes(c);
+        }
     }
-    return grown ? recount(c) : SL_OK;
+    if (grow == 0)
+        return SL_OK;
+    sl_pq_reader *r = c->r;
+    if (grow > r->p.memory_limit - (r->held < r->p.memory_limit ? r->held : r->p.memory_limit))
+        return corrupt(c, "its pending rows would take %zu bytes more, past the reader's memory limit of %zu bytes "
+                          "(%zu held; a row's list may be too long)", grow, r->p.memory_limit, r->held);
+    if (cap != pr->cap && !resize_values(c, cap))
+        return nomem(r);
+    for (int d = 0; d < c->lf->max_rep; d++)
+        if (lcap[d] != pr->lcap[d] && !resize_lists(c, d, lcap[d]))
+            return nomem(r);
+    return recount(c);
+}
+
+/* After a batch: pending arrays a row's long list grew far past what a
+ * batch needs are given back, so that the memory is there for the next
+ * long row, page or dictionary (of any column). */
+static void shrink_rows(column *c)
+{
+    pending *pr = &c->rows;
+    size_t batch = c->r->p.batch_rows + 1, cap = grown_cap(0, pr->n > batch ? pr->n : batch);
+    bool shrunk = false;
+    if (pr->cap > 2 * cap && resize_values(c, cap))
+        shrunk = true;
+    for (int d = 0; d < c->lf->max_rep; d++) {
+        size_t lcap = grown_cap(0, pr->nl[d] > batch ? pr->nl[d] : batch);
+        if (pr->lcap[d] > 2 * lcap && resize_lists(c, d, lcap))
+            shrunk = true;
+    }
+    if (shrunk)
+        (void)recount(c); /* less than before: within the limit */
 }
 
 /* Rows of a list column that no later level can add to. */
@@ -1954,9 +1998,9 @@ static size_t pending_items(const column *c)
  * more levels than rows wanted or items allowed (a level adds an item at
  * each depth at most), so pending rows stay within want + 1 and items
  * within depth x (batch_rows + 1) — but for a row whose list alone holds
- * more: it is read whole (steps of batch_rows levels while no row is
- * complete), a batch of its own, held to the memory limit like all the
- * pending rows (recount). */
+ * more: it is read whole (steps of up to batch_rows levels while no row
+ * is complete), a batch of its own, held to the memory limit like all the
+ * pending rows (reserve_rows), and its arrays are shrunk after it. */
 static sl_status fill_list(column *c, size_t want)
 {
     pending *pr = &c->rows;
@@ -2098,6 +2142,7 @@ static sl_status open_row_group(sl_pq_reader *r)
         c->rows.n = 0;
         c->rows.data.len = 0;
         memset(c->rows.nl, 0, sizeof c->rows.nl);
+        shrink_rows(c);
         c->prev.len = 0;
         c->rows_seen = 0;
         c->chunk_done = false;
@@ -2198,8 +2243,10 @@ static sl_status check_lists_agree(sl_pq_reader *r, size_t k)
 sl_status sl_pq_reader_next(sl_pq_reader *r, const sl_pq_batch **out)
 {
     *out = NULL;
-    for (size_t i = 0; i < r->nsel && r->rg_open; i++)
+    for (size_t i = 0; i < r->nsel && r->rg_open; i++) {
         drop_rows(&r->cols[i], r->taken);
+        shrink_rows(&r->cols[i]);
+    }
     r->taken = 0;
     for (;;) {
         if (r->rg >= r->nrgs)
