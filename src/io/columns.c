@@ -238,14 +238,15 @@ static bool to_map(ctype *t)
 }
 
 /* Whether struct t can take every key of object v as a field: a name
- * (not empty, no '.'), and no more than MAX_FIELDS in all. */
+ * (not empty; a '.' in it is kept, the Parquet schema's path being a list
+ * of names), and no more than MAX_FIELDS in all. */
 static bool takes_keys(const ctype *t, const json_t *v)
 {
     size_t more = 0;
     const char *key;
     json_t *f;
     json_object_foreach((json_t *)v, key, f) {
-        if (!*key || strchr(key, '.'))
+        if (!*key)
             return false;
         more += field_index(t, key) == t->n;
     }

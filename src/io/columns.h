@@ -7,7 +7,7 @@
  * -> double, all booleans -> bool, all arrays -> a list of what their
  * elements widen to, all objects -> a struct of every key seen (each field
  * widened alike), or a map of string keys to what their values widen to
- * when the keys are more than 64 in all or one is empty or holds a '.';
+ * when the keys are more than 64 in all or one is empty;
  * anything else or a mix -> string (JSON text for arrays and objects); a
  * column never seen with a value -> string. A nested column past 4 lists
  * (or maps) deep, 8 levels or 256 leaves is a string too. One thread. The

@@ -360,18 +360,6 @@ static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t p
         json_decref(fields);
         return NULL;
     }
-    /* No written field is named with a '.' (io/parquet_shape.h): such a
-     * struct is a map of its fields' JSON text, as sampling makes one. */
-    size_t f;
-    json_t *field;
-    json_array_foreach(fields, f, field) {
-        if (strchr(json_string_value(json_array_get(field, 0)), '.')) {
-            json_decref(fields);
-            json_t *map = json_pack("{s:s}", "map", "string");
-            *oom |= !map;
-            return map;
-        }
-    }
     json_t *shape = json_pack("{s:o}", "struct", fields);
     *oom |= !shape;
     return shape;

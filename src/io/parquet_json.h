@@ -40,8 +40,7 @@ json_t *sl_pq_column_json(const sl_pq_vector *const *cols, size_t n, size_t pref
  * fields in the leaves' order) or another list, walked as
  * sl_pq_column_json walks the values; a part that is always null there (no
  * leaf reaches it) is left out of its struct, or is "string" as a list's
- * element; a struct with a field named with a '.' is {"map": "string"}
- * (no written field is). *out NULL when no leaf reaches the column.
+ * element (a field's name may hold a '.'). *out NULL when no leaf reaches the column.
  * SL_ERR_NOMEM only. */
 sl_status sl_pq_column_shape(const sl_pq_column_info *const *cols, size_t n, size_t prefix, json_t **out);
 

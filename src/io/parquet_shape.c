@@ -70,9 +70,8 @@ static sl_pq_node *parse(const json_t *j, int depth, int lists, char *why, size_
             bool twice = false;
             for (size_t k = 0; name && k < i; k++)
                 twice = twice || strcmp(n->names[k], name) == 0;
-            if (!json_is_array(f) || json_array_size(f) != 2 || !name || !*name || strchr(name, '.') || twice) {
-                snprintf(why, why_len, "a struct field is not [NAME, SHAPE] with a NAME of its own, not empty, "
-                                       "without a '.'");
+            if (!json_is_array(f) || json_array_size(f) != 2 || !name || !*name || twice) {
+                snprintf(why, why_len, "a struct field is not [NAME, SHAPE] with a NAME of its own, not empty");
                 sl_pq_shape_free(n);
                 return NULL;
             }

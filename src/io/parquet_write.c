@@ -375,8 +375,8 @@ static size_t count_leaves(const sl_pq_node *n, int depth, int lists, const char
         size_t all = 0;
         for (size_t i = 0; i < n->n_fields; i++) {
             const char *name = n->names[i];
-            if (!name || !*name || strchr(name, '.') || !sl_utf8_valid(name, strlen(name))) {
-                *why = "a field without a valid UTF-8 name (or with a '.')";
+            if (!name || !*name || !sl_utf8_valid(name, strlen(name))) {
+                *why = "a field without a valid UTF-8 name";
                 return 0;
             }
             for (size_t j = 0; j < i; j++)

@@ -38,7 +38,7 @@ typedef struct sl_pq_node {
     sl_pq_node_kind kind;
     sl_pq_type type;                        /* LEAF: SL_PQ_STRING, INT64, DOUBLE or BOOL */
     const struct sl_pq_node *element;       /* LIST: the elements; MAP: the values */
-    const char *const *names;               /* STRUCT: its fields' names (UTF-8, unique, no '.') */
+    const char *const *names;               /* STRUCT: its fields' names (UTF-8, unique; a '.' is fine) */
     const struct sl_pq_node *const *fields; /* STRUCT: its fields, n_fields >= 1 */
     size_t n_fields;
 } sl_pq_node;

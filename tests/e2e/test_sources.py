@@ -352,10 +352,11 @@ def test_parquet_values_its_columns_cannot_hold_are_counted_and_typed_columns_ke
 
 def test_parquet_objects_of_many_keys_are_maps_read_back_by_retry(sluice, tmp_path):
     """An object column whose rows have more keys in all than a struct takes
-    (64), or a key no field can be named ("" or with a '.'), is a
+    (64), or a key no field can be named (""), is a
     map<string, V> (V its values widened as a list's elements), as pyarrow
-    and DuckDB read and query it: an empty object an empty map, null null.
-    --retry-failed rewrites a part's maps as they were. A column declared
+    and DuckDB read and query it: an empty object an empty map, null null;
+    a key with a '.' names a struct's field like any other (boxes).
+    --retry-failed rewrites a part's maps and structs as they were. A column declared
     {"map": ...} is one whatever its keys. A column named "" is input_."""
     exif = [{f"k{i * 20 + j}": j * (i + 1) for j in range(20)} for i in range(5)] + [{}, None]
     attrs = [{"a.b": i, "c": [i]} for i in range(5)] + [{"": "empty key"}, {}]
@@ -373,7 +374,7 @@ def test_parquet_objects_of_many_keys_are_maps_read_back_by_retry(sluice, tmp_pa
         types = {f.name: str(f.type) for f in table.schema}
         assert types["exif"].startswith("map<string, int64")
         assert types["attrs"].startswith("map<string, string")  # ints and lists: their JSON text
-        assert types["boxes"].startswith("list<element: map<string, int64")
+        assert types["boxes"] == "list<element: struct<x.y: int64>>"
         assert types["scores"] == "struct<cat: double, dog: int64, bird: double>"  # few keys: a struct
         rows = by_id(table.to_pylist())
         assert set(rows) == ids
@@ -386,7 +387,7 @@ def test_parquet_objects_of_many_keys_are_maps_read_back_by_retry(sluice, tmp_pa
             attrs = None if want["attrs"] is None else {k: v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
                                                         for k, v in want["attrs"].items()}
             assert (None if row["attrs"] is None else dict(row["attrs"])) == attrs, i
-            assert [dict(b) for b in row["boxes"] or []] == want["boxes"], i
+            assert row["boxes"] == [{"x.y": b.get("x.y")} for b in want["boxes"]], i
 
     check(pq.read_table(part), {f"m.jsonl:{i}" for i in range(1, 9)})
     # A Parquet column needs a name: "" is written as input_ (in JSONL too).
@@ -541,8 +542,8 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
         "blob": pa.array([b"\x00"] * n, pa.binary()),
         # Its values are binary, so not read: its pairs are keys alone, an empty map no pairs.
         "bmap": pa.array([[] if i % 2 else [("a", b"\x01")] for i in range(n)], pa.map_(pa.string(), pa.binary())),
-        # A field named with a '.' makes its struct a map of strings, the
-        # column still typed from the schema: a key first seen late is kept.
+        # A field named with a '.' is a struct's field like any other, the
+        # column typed from the schema: a key first seen late is kept.
         "dmap": pa.array([[("early", {"p.q": i})] if i < 100 else [("late", {"p.q": i})] for i in range(n)],
                          pa.map_(pa.string(), pa.struct([("p.q", pa.int32())]))),
     })
@@ -560,7 +561,7 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
     assert types["pairs"] == "list<element: struct<key: int64, value: string>>", types
     assert "blob" not in types  # binary columns do not pass through
     assert types["bmap"] == "list<element: struct<key: string>>", types
-    assert types["dmap"].startswith("map<string, map<string, string"), types
+    assert types["dmap"].startswith("map<string, struct<p.q: int64>"), types
     assert {"name": "scores", "type": {"map": "double"}} in summary["columns"]
     rows = by_id(out.to_pylist())
     last = rows[f"typed.parquet:{n - 1}"]
@@ -569,7 +570,7 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
     assert rows["typed.parquet:7"]["meta"] is None
     assert last["pairs"] == [{"key": n - 1, "value": f"v{n - 1}"}]
     assert last["bmap"] == [{"key": "a"}] and rows[f"typed.parquet:{n - 2}"]["bmap"] == []
-    assert [(k, dict(v)) for k, v in last["dmap"]] == [("late", {"p.q": str(n - 1)})]
+    assert last["dmap"] == [("late", {"p.q": n - 1})]
     assert dict(rows["typed.parquet:3"]["scores"]) == {"cat": 1.5} and rows["typed.parquet:3"]["later"] is None
     got = duckdb.connect().execute(f"select sum(later), sum(scores['dog']) from '{tmp_path / 'p' / 'part-00000.parquet'}'")
     assert got.fetchone() == (sum(later[100:]), 1.5 * (n - 100))
@@ -765,14 +766,12 @@ def test_parquet_nested_columns_pass_through_whole(sluice, tmp_path):
     assert types["source"] == "struct<site: string, license: string, rank: int64>"
     assert types["attrs"].startswith("map<string, string")  # the input's map, not a struct of the keys seen
     assert types["deep"] == "list<element: list<element: list<element: int64>>>"
+    assert types["dots"] == "struct<x.y: int64, x: struct<y: string>>"  # a field named with a '.'
     got = by_id(written.to_pylist())
     for i in range(5):
         row = got[f"nested.parquet:{i}"]
-        for col in ("conversations", "objects", "source", "deep"):
+        for col in ("conversations", "objects", "source", "deep", "dots"):
             assert row[col] == want[i][col], (i, col, row[col])
-        # sluice's writer names no struct field with a '.': such a struct
-        # is a map of strings (the values' JSON text), nothing lost.
-        assert {k: json.loads(v) for k, v in row["dots"]} == want[i]["dots"], row["dots"]
         assert (None if row["attrs"] is None else dict(row["attrs"])) == want[i]["attrs"], i
     firsts = duckdb.connect().execute(
         f"select conversations[2].value from '{out}' order by id").fetchall()
@@ -780,6 +779,8 @@ def test_parquet_nested_columns_pass_through_whole(sluice, tmp_path):
                                       "[brackets]", None, "Answer 3 with \"quotes\" and [brackets]", None]
     sites = duckdb.connect().execute(f"select source.site, source.rank from '{out}' order by id").fetchall()
     assert sites == [("site0", 0), ("site1", 1), ("site2", 2), (None, None), ("site4", 4)]
+    xy = duckdb.connect().execute(f"select dots.\"x.y\", dots.x.y from '{out}' order by id").fetchall()
+    assert xy == [(i, f"y{i}") for i in range(5)]
 
     # A template's field and the prompt column name a struct's field by its
     # path: the row whose struct is null fails naming it (template), or
