@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "io/parquet_read.h"
 #include "io/parquet_shape.h"
 
 static const struct {
@@ -72,6 +73,14 @@ static sl_pq_node *parse(const json_t *j, int depth, int lists, char *why, size_
                 twice = twice || strcmp(n->names[k], name) == 0;
             if (!json_is_array(f) || json_array_size(f) != 2 || !name || !*name || twice) {
                 snprintf(why, why_len, "a struct field is not [NAME, SHAPE] with a NAME of its own, not empty");
+                sl_pq_shape_free(n);
+                return NULL;
+            }
+            /* as io/parquet_write.c's count_leaves: past the groups a
+             * leaf's path lists, the reader splits names at dots */
+            if (strchr(name, '.') && depth + 1 + lists >= SL_PQ_MAX_GROUPS) {
+                snprintf(why, why_len, "field '%.64s' is named with a '.' under %d or more groups (it would not read "
+                                       "back)", name, SL_PQ_MAX_GROUPS);
                 sl_pq_shape_free(n);
                 return NULL;
             }

@@ -23,6 +23,7 @@
 #include "core/hash.h"
 #include "core/json.h"
 #include "core/utf8.h"
+#include "io/parquet_read.h"
 #include "io/parquet_write.h"
 #include "io/thrift_compact.h"
 #include "sluice/sluice.h"
@@ -384,6 +385,13 @@ static size_t count_leaves(const sl_pq_node *n, int depth, int lists, const char
                     *why = "a field name twice";
                     return 0;
                 }
+            /* A leaf's path lists its groups (one per node, and one more
+             * per list or map) only so deep; past them the reader splits a
+             * name at its dots. */
+            if (strchr(name, '.') && depth + 1 + lists >= SL_PQ_MAX_GROUPS) {
+                *why = "a field named with a '.' under 16 or more groups (it would not read back)";
+                return 0;
+            }
             size_t k = count_leaves(n->fields[i], depth + 1, lists, why);
             if (k == 0)
                 return 0;

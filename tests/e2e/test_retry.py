@@ -250,6 +250,38 @@ def test_parquet_parts_keep_their_nested_columns(sluice, broken, tmp_path):
             (want["tags"], want["boxes"], want["conv"], want["meta"], want["size"]), row
 
 
+def test_a_dotted_field_deep_in_a_declared_shape_survives_a_retry(sluice, broken, tmp_path):
+    """A struct field named with a '.' 15 groups deep (a declared shape: a
+    list of 12 nested structs) is written as the field, and a retry's
+    rewrite reads it back as the field, not split at its dot; one deeper
+    than the reader lists groups is refused at the command line, naming it
+    (it would come back split)."""
+    import pyarrow.parquet as pq
+
+    def shape(k):
+        return {"struct": [["x.y", "int64"], ["z", "string"]]} if k == 0 else {"struct": [[f"s{k}", shape(k - 1)]]}
+
+    def val(k, i):
+        return {"x.y": i, "z": f"z{i}"} if k == 0 else {f"s{k}": val(k - 1, i)}
+
+    m = broken / "m.jsonl"
+    rows = [json.loads(line) for line in m.read_text().splitlines()]
+    for k, row in enumerate(rows):
+        row["deep"] = [val(12, k)]
+    m.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out"
+    cols = "n,deep:" + json.dumps({"list": shape(12)}, separators=(",", ":"))
+    assert run(sluice, m, out, "--format", "parquet", "--columns", cols).returncode == 3
+    fix(broken)
+    r = run(sluice, m, out, "--format", "parquet", "--columns", cols, "--retry-failed")
+    assert r.returncode == 0, r.stderr
+    got = {row["n"]: row["deep"] for p in out.glob("part-*.parquet") for row in pq.read_table(p).to_pylist()}
+    assert got == {k: [val(12, k)] for k in range(len(rows))}
+    deeper = "n,deep:" + json.dumps({"list": shape(13)}, separators=(",", ":"))
+    r = run(sluice, m, tmp_path / "deeper", "--format", "parquet", "--columns", deeper)
+    assert r.returncode == 2 and "'x.y'" in r.stderr and "under 16 or more groups" in r.stderr, r.stderr
+
+
 def test_webdataset_parts_lose_the_failed_samples(sluice, broken, tmp_path):
     out = tmp_path / "out"
     m = broken / "m.jsonl"
