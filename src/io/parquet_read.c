@@ -1507,7 +1507,7 @@ static sl_status reserve_rows(column *c, size_t more)
         cap = grown_cap(pr->cap, pr->n + more);
         grow += (cap - pr->cap) * value_bytes(c);
     }
-    for (int d = 0; d < c->lf->max_rep; d++) {
+    for (int d = 0; d < c->lf->max_rep && d < SL_PQ_MAX_DEPTH; d++) {
         lcap[d] = pr->lcap[d];
         if (pr->nl[d] + more > pr->lcap[d] || !pr->lofs[d]) {
             lcap[d] = grown_cap(pr->lcap[d], pr->nl[d] + more);
@@ -1522,7 +1522,7 @@ static sl_status reserve_rows(column *c, size_t more)
                           "(%zu held; a row's list may be too long)", grow, r->p.memory_limit, r->held);
     if (cap != pr->cap && !resize_values(c, cap))
         return nomem(r);
-    for (int d = 0; d < c->lf->max_rep; d++)
+    for (int d = 0; d < c->lf->max_rep && d < SL_PQ_MAX_DEPTH; d++)
         if (lcap[d] != pr->lcap[d] && !resize_lists(c, d, lcap[d]))
             return nomem(r);
     return recount(c);
@@ -1533,12 +1533,14 @@ static sl_status reserve_rows(column *c, size_t more)
  * long row, page or dictionary (of any column). */
 static void shrink_rows(column *c)
 {
+    if (c->lf->info.type == SL_PQ_UNSUPPORTED) /* lists past SL_PQ_MAX_DEPTH among them */
+        return;
     pending *pr = &c->rows;
     size_t batch = c->r->p.batch_rows + 1, cap = grown_cap(0, pr->n > batch ? pr->n : batch);
     bool shrunk = false;
     if (pr->cap > 2 * cap && resize_values(c, cap))
         shrunk = true;
-    for (int d = 0; d < c->lf->max_rep; d++) {
+    for (int d = 0; d < c->lf->max_rep && d < SL_PQ_MAX_DEPTH; d++) {
         size_t lcap = grown_cap(0, pr->nl[d] > batch ? pr->nl[d] : batch);
         if (pr->lcap[d] > 2 * lcap && resize_lists(c, d, lcap))
             shrunk = true;
@@ -2142,7 +2144,6 @@ static sl_status open_row_group(sl_pq_reader *r)
         c->rows.n = 0;
         c->rows.data.len = 0;
         memset(c->rows.nl, 0, sizeof c->rows.nl);
-        shrink_rows(c);
         c->prev.len = 0;
         c->rows_seen = 0;
         c->chunk_done = false;
@@ -2163,6 +2164,7 @@ static sl_status open_row_group(sl_pq_reader *r)
         if (c->lf->max_rep ? ch->num_values < rg->num_rows : ch->num_values != rg->num_rows)
             return corrupt(c, "column chunk holds %lld values for %lld rows", (long long)ch->num_values,
                            (long long)rg->num_rows);
+        shrink_rows(c); /* what the row group before left after a long row */
         int64_t start = ch->data_page_offset;
         if (ch->dict_page_offset > 0 && ch->dict_page_offset < start)
             start = ch->dict_page_offset;
