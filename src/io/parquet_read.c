@@ -922,13 +922,23 @@ sl_status sl_pq_reader_select_indexes(sl_pq_reader *r, const size_t *indexes, si
 
 /* ---- memory ------------------------------------------------------------ */
 
+/* Bytes a pending value takes (valid, its definition level below a group,
+ * the value or its offset), and a pending list at one depth (offset,
+ * valid, definition level): what reserve_rows checks and recount counts. */
+static size_t value_bytes(const column *c)
+{
+    return 1 + (c->lf->info.n_groups ? 1 : 0) + (c->width ? (size_t)c->width : sizeof(int64_t));
+}
+
+static size_t list_bytes(const column *c) { return sizeof(int64_t) + 1 + (c->lf->info.n_groups ? 1 : 0); }
+
 static size_t column_bytes(const column *c)
 {
-    size_t per_row = 1 + (c->rows.defs ? 1 : 0) + (c->width ? (size_t)c->width : sizeof(int64_t)), lists = 0;
+    size_t lists = 0;
     for (int d = 0; d < SL_PQ_MAX_DEPTH; d++)
-        lists += c->rows.lcap[d] ? (c->rows.lcap[d] + 1) * sizeof(int64_t) + c->rows.lcap[d] : 0;
+        lists += c->rows.lcap[d] ? c->rows.lcap[d] * list_bytes(c) + sizeof(int64_t) : 0;
     return c->raw.cap + c->ahead.cap + c->plain.cap + c->prev.cap + c->scratch.cap + c->dict.values.cap +
-           c->dict.offsets_cap * sizeof(int64_t) + c->rows.cap * per_row + (c->width ? 0 : sizeof(int64_t)) +
+           c->dict.offsets_cap * sizeof(int64_t) + c->rows.cap * value_bytes(c) + (c->width ? 0 : sizeof(int64_t)) +
            c->rows.data.cap + lists;
 }
 
@@ -944,12 +954,18 @@ static sl_status recount(column *c)
     return SL_OK;
 }
 
+/* What the memory limit leaves beside what the reader holds. */
+static size_t room_left(const sl_pq_reader *r)
+{
+    return r->p.memory_limit - (r->held < r->p.memory_limit ? r->held : r->p.memory_limit);
+}
+
 /* Before growing a buffer of c from `have` to `want` bytes on a claim the
  * file makes: refused when it would pass the memory limit. */
 static sl_status room_for(column *c, size_t have, size_t want, const char *what)
 {
     sl_pq_reader *r = c->r;
-    if (want > have && want - have > r->p.memory_limit - (r->held < r->p.memory_limit ? r->held : r->p.memory_limit))
+    if (want > have && want - have > room_left(r))
         return corrupt(c, "%s of %zu bytes would pass the reader's memory limit of %zu bytes", what, want,
                        r->p.memory_limit);
     return SL_OK;
@@ -1084,7 +1100,7 @@ static sl_status read_span(sl_pq_reader *r)
     }
     if (hi - lo > (int64_t)REMOTE_READ_AHEAD || used * 2 < hi - lo)
         return SL_OK;
-    if ((size_t)(hi - lo) > r->p.memory_limit - (r->held < r->p.memory_limit ? r->held : r->p.memory_limit))
+    if ((size_t)(hi - lo) > room_left(r))
         return SL_OK; /* no room: the columns read on their own */
     if (!sl_buf_reserve(&r->span, (size_t)(hi - lo)))
         return nomem(r);
@@ -1455,13 +1471,6 @@ static size_t grown_cap(size_t cap, size_t need)
     return cap;
 }
 
-static size_t value_bytes(const column *c)
-{
-    return 1 + (c->lf->info.n_groups ? 1 : 0) + (c->width ? (size_t)c->width : sizeof(int64_t));
-}
-
-static size_t list_bytes(const column *c) { return sizeof(int64_t) + 1 + (c->lf->info.n_groups ? 1 : 0); }
-
 /* Resizes c's pending values to cap (the caller has checked the room). */
 static bool resize_values(column *c, size_t cap)
 {
@@ -1517,7 +1526,7 @@ static sl_status reserve_rows(column *c, size_t more)
     if (grow == 0)
         return SL_OK;
     sl_pq_reader *r = c->r;
-    if (grow > r->p.memory_limit - (r->held < r->p.memory_limit ? r->held : r->p.memory_limit))
+    if (grow > room_left(r))
         return corrupt(c, "its pending rows would take %zu bytes more, past the reader's memory limit of %zu bytes "
                           "(%zu held; a row's list may be too long)", grow, r->p.memory_limit, r->held);
     if (cap != pr->cap && !resize_values(c, cap))

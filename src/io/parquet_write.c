@@ -171,8 +171,6 @@ static void dict_restart(const sl_pq_writer *w, wcol *c)
         memset(c->slots, 0, c->slots_cap * sizeof *c->slots);
 }
 
-static bool fixed_width(const wcol *c) { return c->type != SL_PQ_STRING && c->type != SL_PQ_BINARY; }
-
 /* Entry k of c's dictionary, as PLAIN bytes (a byte array's with its length). */
 static const uint8_t *dict_entry(const wcol *c, uint32_t k, size_t *len)
 {
@@ -195,12 +193,12 @@ static uint64_t hash_bytes(uint64_t h, const void *data, size_t len)
 
 static size_t slot(uint64_t h, size_t cap) { return (size_t)sl_hash_mix64(h) & (cap - 1); }
 
-/* v as PLAIN bytes: head (the 8 bytes of a number, or a byte array's 4-byte
- * length) then tail (the array's bytes). */
+/* v (not a bool) as PLAIN bytes: head (the 8 bytes of a number, or a byte
+ * array's 4-byte length) then tail (the array's bytes). */
 static void plain_parts(const wcol *c, const sl_pq_value *v, uint8_t head[8], size_t *head_len, const void **tail,
                         size_t *tail_len)
 {
-    if (fixed_width(c)) {
+    if (c->type == SL_PQ_INT64 || c->type == SL_PQ_DOUBLE) {
         uint64_t bits;
         if (c->type == SL_PQ_INT64)
             bits = (uint64_t)v->i64;
@@ -258,6 +256,11 @@ static bool page_to_plain(wcol *c)
     return true;
 }
 
+static bool put_plain(wcol *c, const uint8_t *head, size_t head_len, const void *tail, size_t tail_len)
+{
+    return sl_buf_append(&c->values, head, head_len) && sl_buf_append(&c->values, tail, tail_len);
+}
+
 /* Bits of an index into c's dictionary (at least 1: some readers take 0
  * for corrupt). */
 static int index_bits(const wcol *c)
@@ -276,15 +279,11 @@ static bool dict_pays(const wcol *c)
     return c->dict.len + indices < (uint64_t)c->page_plain;
 }
 
-/* v into the open page as its dictionary index (a new entry when it has
- * none), or, when the dictionary would pass its limit, the page turned
- * PLAIN with v after it. */
-static bool dict_put(wcol *c, const sl_pq_value *v)
+/* A value (its PLAIN bytes, plain_parts) into the open page as its
+ * dictionary index (a new entry when it has none), or, when the dictionary
+ * would pass its limit, the page turned PLAIN with the value after it. */
+static bool dict_put(wcol *c, const uint8_t *head, size_t head_len, const void *tail, size_t tail_len)
 {
-    uint8_t head[8];
-    size_t head_len, tail_len;
-    const void *tail;
-    plain_parts(c, v, head, &head_len, &tail, &tail_len);
     if (c->slots_cap == 0 && !slots_grow(c))
         return false;
     size_t at = slot(hash_bytes(hash_bytes(FNV_BASIS, head, head_len), tail, tail_len), c->slots_cap);
@@ -302,7 +301,7 @@ static bool dict_put(wcol *c, const sl_pq_value *v)
         if (c->dict.len + head_len + tail_len > SL_PQ_DICT_MAX_BYTES) {
             if (!page_to_plain(c))
                 return false;
-            return sl_buf_append(&c->values, head, head_len) && sl_buf_append(&c->values, tail, tail_len);
+            return put_plain(c, head, head_len, tail, tail_len);
         }
         if (c->dict_n == c->dict_cap) {
             uint32_t cap = c->dict_cap ? 2 * c->dict_cap : 256;
@@ -909,44 +908,24 @@ static sl_status emit(sl_pq_writer *w, wcol *c, int rep, int def, const sl_pq_va
         return SL_OK;
     }
     bool ok = true;
-    if (c->dict_on) {
-        int64_t plain = fixed_width(c) ? 8 : 4 + (int64_t)v->len;
-        c->page_plain += plain;
-        w->rg_bytes += plain;
-        if (!dict_put(c, v) || !update_stats(c, v))
-            return nomem(w);
-        return SL_OK;
-    }
-    switch (c->type) {
-    case SL_PQ_INT64:
-    case SL_PQ_DOUBLE: {
-        uint8_t le[8];
-        uint64_t bits;
-        if (c->type == SL_PQ_INT64)
-            bits = (uint64_t)v->i64;
-        else
-            memcpy(&bits, &v->f64, 8);
-        put_le(le, bits, 8);
-        ok = sl_buf_append(&c->values, le, 8);
-        w->rg_bytes += 8;
-        break;
-    }
-    case SL_PQ_BOOL:
+    if (c->type == SL_PQ_BOOL) {
         if (c->bool_bits % 8 == 0)
             ok = sl_buf_append(&c->values, "\0", 1);
         if (ok && v->b)
             c->values.data[c->bool_bits / 8] |= (uint8_t)(1u << (c->bool_bits % 8));
         c->bool_bits++;
         w->rg_bytes += 1;
-        break;
-    default: {
-        uint8_t le[4];
-        put_le(le, v->len, 4);
-        ok = sl_buf_append(&c->values, le, 4) && sl_buf_append(&c->values, v->ptr, v->len);
-        w->rg_bytes += 4 + (int64_t)v->len;
+        c->page_plain = (int64_t)c->values.len;
+    } else {
+        uint8_t head[8];
+        size_t head_len, tail_len;
+        const void *tail;
+        plain_parts(c, v, head, &head_len, &tail, &tail_len);
+        w->rg_bytes += (int64_t)(head_len + tail_len);
+        c->page_plain += (int64_t)(head_len + tail_len);
+        ok = c->dict_on ? dict_put(c, head, head_len, tail, tail_len)
+                        : put_plain(c, head, head_len, tail, tail_len);
     }
-    }
-    c->page_plain = (int64_t)c->values.len;
     if (!ok || !update_stats(c, v))
         return nomem(w);
     return SL_OK;
