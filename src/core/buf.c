@@ -4,15 +4,19 @@
 
 #include "core/alloc.h"
 
-bool sl_buf_reserve(sl_buf *b, size_t extra)
+bool sl_buf_reserve(sl_buf *b, size_t extra) { return sl_buf_reserve_within(b, extra, SIZE_MAX); }
+
+bool sl_buf_reserve_within(sl_buf *b, size_t extra, size_t most)
 {
     if (b->cap - b->len >= extra)
         return true;
-    if (extra > SIZE_MAX / 2 - b->len)
+    if (extra > SIZE_MAX / 2 - b->len || b->len + extra - b->cap > most)
         return false;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->len + extra)
+    size_t need = b->len + extra, cap = b->cap ? b->cap : 64;
+    while (cap < need)
         cap *= 2;
+    if (cap - b->cap > most)
+        cap = need;
     uint8_t *data = sl_realloc(b->data, cap);
     if (!data)
         return false;

@@ -16,6 +16,11 @@ typedef struct sl_buf {
 
 /* Room for `extra` more bytes past len; false when out of memory. */
 bool sl_buf_reserve(sl_buf *b, size_t extra);
+/* sl_buf_reserve() growing cap by `most` bytes at most: doubling while that
+ * stays within it, else to exactly len + extra; false when even that is
+ * more, or out of memory (the buffer then unchanged). For an owner that
+ * counts cap against a limit before it grows. */
+bool sl_buf_reserve_within(sl_buf *b, size_t extra, size_t most);
 /* false when out of memory; the buffer is then unchanged. */
 bool sl_buf_append(sl_buf *b, const void *data, size_t len);
 void sl_buf_free(sl_buf *b);

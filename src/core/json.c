@@ -1,5 +1,6 @@
 /* core/json.c — see json.h. */
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -53,4 +54,9 @@ json_t *sl_json_column(const json_t *row, const char *name, size_t n)
     if (key != small)
         sl_free(key);
     return v;
+}
+
+json_t *sl_json_real(double d)
+{
+    return isfinite(d) ? json_real(d) : json_null();
 }

@@ -10,6 +10,11 @@
  * null when s is NULL; NULL when out of memory. The caller owns the value. */
 json_t *sl_json_text(const char *s, size_t n);
 
+/* A data value's JSON number: NaN and the infinities, which JSON has no
+ * form for (and jansson's json_real() refuses, returning NULL as if out of
+ * memory), are null; NULL only when out of memory. */
+json_t *sl_json_real(double d);
+
 /* v as JSON text (json_dumps with `flags`) in sluice's allocator: the caller
  * frees it with sl_free(). *len (optional) is its length. NULL when out of
  * memory or when v cannot be encoded. */

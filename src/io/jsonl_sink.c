@@ -178,7 +178,7 @@ static json_t *cell_json(const sl_schema_column *c, const sl_pq_value *v)
     switch (c->type) {
     case SL_PQ_STRING: return sl_json_text(v->ptr, v->len);
     case SL_PQ_INT64: return json_integer(v->i64);
-    case SL_PQ_DOUBLE: return json_real(v->f64);
+    case SL_PQ_DOUBLE: return sl_json_real(v->f64);
     case SL_PQ_BOOL: return json_boolean(v->b);
     default: return NULL; /* bytes: left out by add_columns */
     }

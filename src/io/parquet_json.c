@@ -260,9 +260,10 @@ json_t *sl_pq_value_json(const sl_pq_vector *v, int64_t k)
     switch (v->info->type) {
     case SL_PQ_BOOL: return json_boolean(v->b[k]);
     case SL_PQ_INT32: return json_integer(v->i32[k]);
-    case SL_PQ_INT64: return json_integer(v->i64[k]);
-    case SL_PQ_FLOAT: return json_real(v->f32[k]);
-    case SL_PQ_DOUBLE: return json_real(v->f64[k]);
+    case SL_PQ_INT64: /* a UINT_64 past INT64_MAX: a double, as an Arrow input's uint64 */
+        return v->info->is_unsigned && v->i64[k] < 0 ? json_real((double)(uint64_t)v->i64[k]) : json_integer(v->i64[k]);
+    case SL_PQ_FLOAT: return sl_json_real(v->f32[k]);
+    case SL_PQ_DOUBLE: return sl_json_real(v->f64[k]);
     case SL_PQ_STRING:
         return sl_json_text((const char *)v->data + v->offsets[k], (size_t)(v->offsets[k + 1] - v->offsets[k]));
     default: return json_null();
@@ -330,7 +331,8 @@ static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t p
     if (d < ci->depth && ci->nest_list_len[d] == prefix)
         return list_shape(cs, n, d, oom);
     if (n == 1 && strlen(ci->name) == prefix) {
-        const char *leaf = d == ci->depth ? sl_pq_leaf_shape(ci->type) : NULL;
+        /* Inside a value a double holds all of a UINT_64's values. */
+        const char *leaf = d != ci->depth ? NULL : ci->is_unsigned ? "double" : sl_pq_leaf_shape(ci->type);
         json_t *shape = leaf ? json_string(leaf) : NULL;
         *oom |= leaf && !shape;
         return shape;

@@ -49,6 +49,7 @@ typedef enum conversion {
     CONV_FLOAT16, /* IEEE half in 2 bytes -> float */
     CONV_UUID,    /* 16 bytes -> the 36-character text form */
     CONV_BYTES,   /* FIXED_LEN_BYTE_ARRAY -> binary */
+    CONV_UINT32,  /* an unsigned INT32 -> int64 (UINT_32 past 2^31 is negative as int32) */
 } conversion;
 
 typedef struct leaf {
@@ -217,7 +218,7 @@ static uint32_t le32(const uint8_t *p)
 typedef struct schema_el {
     int type, repetition, num_children, converted;
     int type_length, scale;
-    bool has_type, is_string, is_map, is_decimal, is_float16, is_uuid;
+    bool has_type, is_string, is_map, is_decimal, is_float16, is_uuid, is_unsigned;
     char *name;
 } schema_el;
 
@@ -247,7 +248,18 @@ static void parse_logical_type(sl_tc_reader *t, schema_el *el)
             el->is_uuid = true;
         else if (ft == SL_TC_STRUCT && id == 15) /* FLOAT16 */
             el->is_float16 = true;
-        if (ft == SL_TC_STRUCT && id == 5) { /* DECIMAL {1: scale, 2: precision} */
+        if (ft == SL_TC_STRUCT && id == 10) { /* INTEGER {1: bitWidth, 2: isSigned} */
+            int ift;
+            int16_t iid;
+            sl_tc_read_struct_begin(t);
+            while (sl_tc_read_field(t, &ift, &iid)) {
+                if (iid == 2 && (ift == SL_TC_TRUE || ift == SL_TC_FALSE))
+                    el->is_unsigned = ift == SL_TC_FALSE;
+                else
+                    sl_tc_skip(t, ift);
+            }
+            sl_tc_read_struct_end(t);
+        } else if (ft == SL_TC_STRUCT && id == 5) { /* DECIMAL {1: scale, 2: precision} */
             el->is_decimal = true;
             int dft;
             int16_t did;
@@ -296,6 +308,8 @@ static void parse_schema_el(sl_tc_reader *t, void *item)
                 el->is_map = true;
             else if (el->converted == 5) /* DECIMAL */
                 el->is_decimal = true;
+            else if (el->converted >= 11 && el->converted <= 14) /* UINT_8 .. UINT_64 */
+                el->is_unsigned = true;
         } else if (id == 10 && ft == SL_TC_STRUCT) {
             parse_logical_type(t, el);
         } else {
@@ -462,9 +476,17 @@ typedef struct walk_ctx {
 
 /* The types sluice has no column type of become one it has: INT96
  * timestamps int64 nanoseconds, decimals doubles, FLOAT16 float, UUID text,
- * other fixed-length byte arrays binary. */
+ * other fixed-length byte arrays binary, unsigned INT32 int64 (an unsigned
+ * INT64 stays, its info saying is_unsigned). */
 static void choose_conversion(leaf *l, const schema_el *el)
 {
+    if (el->is_unsigned && !el->is_decimal && el->type == SL_PQT_INT32) {
+        l->conv = CONV_UINT32;
+        l->phys = 4;
+        l->info.type = SL_PQ_INT64;
+        return;
+    }
+    l->info.is_unsigned = el->is_unsigned && !el->is_decimal && el->type == SL_PQT_INT64;
     if (el->type == SL_PQT_INT96) {
         l->conv = CONV_INT96;
         l->phys = 12;
@@ -969,6 +991,23 @@ static sl_status room_for(column *c, size_t have, size_t want, const char *what)
         return corrupt(c, "%s of %zu bytes would pass the reader's memory limit of %zu bytes", what, want,
                        r->p.memory_limit);
     return SL_OK;
+}
+
+/* Room in c's buffer b for `extra` more bytes, the growth checked against
+ * the memory limit before it is made (a value's bytes, which a step adds
+ * one by one, would otherwise be counted only after). */
+static sl_status reserve_within(column *c, sl_buf *b, size_t extra, const char *what)
+{
+    if (b->cap - b->len >= extra)
+        return SL_OK;
+    sl_pq_reader *r = c->r;
+    size_t room = room_left(r);
+    if (extra - (b->cap - b->len) > room)
+        return corrupt(c, "%s of %zu bytes would pass the reader's memory limit of %zu bytes (%zu held)", what,
+                       extra, r->p.memory_limit, r->held);
+    if (!sl_buf_reserve_within(b, extra, room))
+        return nomem(r);
+    return recount(c);
 }
 
 /* ---- pages ------------------------------------------------------------- */
@@ -1631,13 +1670,15 @@ static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint8_t *defs,
     return SL_OK;
 }
 
-static bool take_bytes(column *c, size_t row, const uint8_t *s, size_t len)
+static sl_status take_bytes(column *c, size_t row, const uint8_t *s, size_t len)
 {
     pending *pr = &c->rows;
-    if (!sl_buf_append(&pr->data, s, len))
-        return false;
+    sl_status st = reserve_within(c, &pr->data, len, "a value");
+    if (st != SL_OK)
+        return st;
+    sl_buf_append(&pr->data, s, len); /* reserved */
     pr->offsets[row + 1] = (int64_t)pr->data.len;
-    return true;
+    return SL_OK;
 }
 
 /* Row `row` of c's pending rows is null: its slot of w bytes at `slot`
@@ -1695,6 +1736,7 @@ static sl_status delta_byte_arrays(column *c, const uint8_t *valid, size_t m, si
     int64_t lens[STEP_ROWS], prefix[STEP_ROWS];
     bool front = c->encoding == SL_PQE_DELTA_BYTE_ARRAY;
     const char *name = sl_pq_encoding_name(c->encoding);
+    sl_status st;
     if (!sl_delta_read(&c->delta, lens, nn))
         return corrupt(c, "corrupt %s lengths (or fewer than the page's rows)", name);
     if (front && !sl_delta_read(&c->prefixes, prefix, nn))
@@ -1714,8 +1756,9 @@ static sl_status delta_byte_arrays(column *c, const uint8_t *valid, size_t m, si
                 return corrupt(c, "DELTA_BYTE_ARRAY prefix of %lld bytes is longer than the value before it (%zu)",
                                (long long)prefix[k], c->prev.len);
             c->prev.len = (size_t)prefix[k];
-            if (!sl_buf_append(&c->prev, c->vp, vlen))
-                return nomem(c->r);
+            if ((st = reserve_within(c, &c->prev, vlen, "a DELTA_BYTE_ARRAY value")) != SL_OK)
+                return st;
+            sl_buf_append(&c->prev, c->vp, vlen); /* reserved */
             v = c->prev.data;
             vlen = c->prev.len;
         }
@@ -1723,8 +1766,8 @@ static sl_status delta_byte_arrays(column *c, const uint8_t *valid, size_t m, si
             return corrupt(c, "DELTA_BYTE_ARRAY value of %zu bytes in a column of %zu-byte values", vlen, w);
         if (w)
             memcpy(fixed + i * w, v, w);
-        else if (!take_bytes(c, base + i, v, vlen))
-            return nomem(c->r);
+        else if ((st = take_bytes(c, base + i, v, vlen)) != SL_OK)
+            return st;
         c->vp += n;
         k++;
     }
@@ -1796,6 +1839,13 @@ static sl_status convert_values(column *c, const uint8_t *valid, size_t m, size_
             memcpy(out, &d, 8);
             break;
         }
+        case CONV_UINT32: {
+            uint32_t u;
+            memcpy(&u, v, 4);
+            int64_t wide = u;
+            memcpy(out, &wide, 8);
+            break;
+        }
         case CONV_FLOAT16: {
             float f = half_to_float((uint16_t)(v[0] | v[1] << 8));
             memcpy(out, &f, 4);
@@ -1806,13 +1856,16 @@ static sl_status convert_values(column *c, const uint8_t *valid, size_t m, size_
             snprintf(text, sizeof text,
                      "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", v[0], v[1], v[2],
                      v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
-            if (!take_bytes(c, base + i, (const uint8_t *)text, 36))
-                return nomem(c->r);
+            sl_status st = take_bytes(c, base + i, (const uint8_t *)text, 36);
+            if (st != SL_OK)
+                return st;
             break;
         }
-        default:
-            if (!take_bytes(c, base + i, v, pw))
-                return nomem(c->r);
+        default: {
+            sl_status st = take_bytes(c, base + i, v, pw);
+            if (st != SL_OK)
+                return st;
+        }
         }
     }
     return SL_OK;
@@ -1901,8 +1954,8 @@ static sl_status decode_rows(column *c, size_t levels)
             c->vp += 4;
             if ((size_t)(c->vend - c->vp) < n)
                 return corrupt(c, "PLAIN byte array value runs past its page");
-            if (!take_bytes(c, base + i, c->vp, n))
-                return nomem(c->r);
+            if ((st = take_bytes(c, base + i, c->vp, n)) != SL_OK)
+                return st;
             c->vp += n;
         }
     } else if (c->encoding == SL_PQE_DELTA_BINARY_PACKED || c->encoding == SL_PQE_BYTE_STREAM_SPLIT) {
@@ -1932,9 +1985,9 @@ static sl_status decode_rows(column *c, size_t levels)
                                (long long)d->n);
             } else if (w) {
                 memcpy(fixed + i * w, d->values.data + (size_t)ix * w, w);
-            } else if (!take_bytes(c, base + i, d->values.data + d->offsets[ix],
-                                   (size_t)(d->offsets[ix + 1] - d->offsets[ix]))) {
-                return nomem(c->r);
+            } else if ((st = take_bytes(c, base + i, d->values.data + d->offsets[ix],
+                                        (size_t)(d->offsets[ix + 1] - d->offsets[ix]))) != SL_OK) {
+                return st;
             }
         }
     }
@@ -1948,7 +2001,9 @@ static sl_status decode_rows(column *c, size_t levels)
 /* How many of the next m levels (m >= 1) to decode in one step: within the
  * page and STEP_ROWS, and (byte arrays) sized so the step cannot add much
  * past the batch's bytes, even when every value repeats the longest
- * dictionary entry; at least one. */
+ * dictionary entry, nor more than half the memory the limit leaves (the
+ * rest is for the other columns); at least one, but 0 when not even one
+ * such value has room there (the caller ends the batch where it can). */
 static size_t step_size(const column *c, size_t m)
 {
     if ((int64_t)m > c->page_left)
@@ -1965,7 +2020,12 @@ static size_t step_size(const column *c, size_t m)
                            ? (size_t)(c->vend - c->vp)
                        : c->encoding == SL_PQE_DELTA_BYTE_ARRAY ? c->prev.len + (size_t)(c->vend - c->vp)
                                                                 : c->dict.max_len;
-        size_t left = c->rows.data.len < budget ? budget - c->rows.data.len : 0;
+        const sl_buf *data = &c->rows.data;
+        size_t left = data->len < budget ? budget - data->len : 0, room = data->cap - data->len + room_left(c->r) / 2;
+        if (worst > room)
+            return 0;
+        if (left > room)
+            left = room;
         if (worst && m > left / worst)
             m = left / worst ? left / worst : 1;
     }
@@ -1987,7 +2047,10 @@ static sl_status fill(column *c, size_t want)
                 return st;
             continue;
         }
-        sl_status st = decode_rows(c, step_size(c, want - c->rows.n));
+        size_t m = step_size(c, want - c->rows.n);
+        if (m == 0 && c->rows.n)
+            break;
+        sl_status st = decode_rows(c, m ? m : 1);
         if (st != SL_OK)
             return st;
     }
@@ -2037,7 +2100,10 @@ static sl_status fill_list(column *c, size_t want)
             continue;
         }
         size_t m = want - done, room = !done ? cap : items <= cap ? cap + 1 - items : 1;
-        sl_status st = decode_rows(c, step_size(c, m < room ? m : room));
+        size_t step = step_size(c, m < room ? m : room);
+        if (step == 0 && done)
+            break;
+        sl_status st = decode_rows(c, step ? step : 1);
         if (st != SL_OK)
             return st;
     }

@@ -645,7 +645,7 @@ static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayVi
     }
     case NANOARROW_TYPE_HALF_FLOAT:
     case NANOARROW_TYPE_FLOAT:
-    case NANOARROW_TYPE_DOUBLE: return json_real(ArrowArrayViewGetDoubleUnsafe(v, i));
+    case NANOARROW_TYPE_DOUBLE: return sl_json_real(ArrowArrayViewGetDoubleUnsafe(v, i));
     case NANOARROW_TYPE_STRING:
     case NANOARROW_TYPE_LARGE_STRING:
     case NANOARROW_TYPE_STRING_VIEW: {

@@ -559,7 +559,8 @@ static sl_status pq_types(const source_reader *r, json_t *into)
             if (st != SL_OK)
                 return st;
         } else {
-            const char *leaf = sl_pq_leaf_shape(r->infos[c]->type);
+            /* A UINT_64 column: int64, or double when its values pass INT64_MAX (a hash), as the samples say */
+            const char *leaf = r->infos[c]->is_unsigned ? NULL : sl_pq_leaf_shape(r->infos[c]->type);
             if (leaf && !(shape = json_string(leaf)))
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         }

@@ -675,6 +675,57 @@ def test_parquet_input_of_a_v2_writer_with_legacy_types(sluice, tmp_path):
     assert abs(total - sum(1999 + i for i in range(4)) / 100) < 1e-9
 
 
+def test_nan_infinities_and_unsigned_integers_pass_through(sluice, tmp_path):
+    """Floats NaN and +-inf (numpy-built data holds them) and unsigned
+    integers, at the top and inside a struct and a list, from Parquet and
+    from Arrow alike: NaN and the infinities, which JSON has no form for,
+    are null (a NaN used to stop the job as 'out of memory', the rows after
+    it never read); a uint32 past 2^31 and a uint64 past 2^63 keep their
+    values (the Parquet reader wrapped them to -1: a UINT_32 or UINT_64
+    annotation was ignored), a uint64 column whose values pass INT64_MAX
+    is a double column, as an Arrow input's is."""
+    import pyarrow.feather as feather
+    imgs = JPEGS[:3]
+    nan, inf = float("nan"), float("inf")
+    table = hf_table(imgs, 0).append_column("score", pa.array([1.5, nan, inf])) \
+        .append_column("f32", pa.array([-inf, 2.5, None], pa.float32())) \
+        .append_column("u32", pa.array([2**32 - 1, 2**31, 7], pa.uint32())) \
+        .append_column("u64", pa.array([2**64 - 1, 2**63, 1], pa.uint64())) \
+        .append_column("small_u64", pa.array([5, 6, 2**63 - 1], pa.uint64())) \
+        .append_column("nested", pa.array(
+            [{"h": 2**64 - 1, "v": [nan, 1.0]}, {"h": 3, "v": []}, None],
+            pa.struct([("h", pa.uint64()), ("v", pa.list_(pa.float64()))]))) \
+        .append_column("lu", pa.array([[2**32 - 1, 0], [1], None], pa.list_(pa.uint32())))
+    want = [
+        {"score": 1.5, "f32": None, "u32": 2**32 - 1, "u64": float(2**64 - 1), "small_u64": 5,
+         "nested": {"h": float(2**64 - 1), "v": [None, 1.0]}, "lu": [2**32 - 1, 0]},
+        {"score": None, "f32": 2.5, "u32": 2**31, "u64": float(2**63), "small_u64": 6,
+         "nested": {"h": 3.0, "v": []}, "lu": [1]},
+        {"score": None, "f32": None, "u32": 7, "u64": 1.0, "small_u64": 2**63 - 1, "nested": None, "lu": None},
+    ]
+    pq.write_table(table, tmp_path / "nums.parquet")
+    feather.write_feather(table, tmp_path / "nums.arrow")
+    for name in ("nums.parquet", "nums.arrow"):
+        for fmt in ("jsonl", "parquet"):
+            out = tmp_path / f"{name}-{fmt}"
+            r = run(sluice, tmp_path / name, out, "--format", fmt)
+            assert r.returncode == 0, r.stderr
+            if fmt == "jsonl":
+                rows = by_id(jsonl_rows(out))
+            else:
+                t = pq.read_table(out / "part-00000.parquet")
+                types = {f: str(t.schema.field(f).type) for f in ("u32", "u64", "small_u64", "nested", "lu")}
+                assert types == {"u32": "int64", "u64": "double", "small_u64": "int64",
+                                 "nested": "struct<h: double, v: list<element: double>>",
+                                 "lu": "list<element: int64>"}, (name, types)
+                rows = by_id(t.to_pylist())
+            assert len(rows) == 3, (name, fmt, sorted(rows))
+            for i in range(3):
+                row = rows[f"{name}:{i}"]
+                assert row["error"] is None and row["caption"], (name, fmt, row)
+                assert {k: row[k] for k in want[i]} == want[i], (name, fmt, i)
+
+
 def test_a_list_longer_than_a_batch_passes_through(sluice, tmp_path):
     """A row whose list holds more elements than the Parquet reader's batch
     (65,536: a mask's RLE counts, a long list of token ids) is read whole,

@@ -1260,6 +1260,69 @@ static void dictionary_encodes_where_it_pays(void **state)
     tu_rmtree(dir);
 }
 
+/* 40 rows each holding one 500 KB value, dictionary-encoded (one entry)
+ * and PLAIN, read under a 4 MiB memory limit with the default 64 MiB
+ * batch: the reader ends each batch where the limit leaves no room for
+ * another value, every row read back, and never holds more than the limit
+ * (it copied a step's values into the batch first and counted them after:
+ * 20 MB and "needs more than the reader's memory limit"). */
+static void repeated_large_values_stay_within_the_memory_limit(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    enum { ROWS = 40, LEN = 500000 };
+    char *big = malloc(LEN);
+    assert_non_null(big);
+    for (size_t i = 0; i < LEN; i++)
+        big[i] = (char)('a' + i % 26);
+    const sl_pq_column_def cols[] = {{"text", SL_PQ_STRING, true, NULL}, {"n", SL_PQ_INT64, false, NULL}};
+    for (int dictionary = 0; dictionary < 2; dictionary++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/big-%d.parquet", dir, dictionary);
+        sl_pq_writer_params wp = sl_pq_writer_default_params();
+        wp.dictionary = dictionary;
+        sl_pq_writer *w;
+        assert_int_equal(sl_pq_writer_open(path, cols, 2, &wp, &w), SL_OK);
+        for (int n = 0; n < ROWS; n++) {
+            sl_pq_value v[2] = {{.ptr = big, .len = LEN}, {.i64 = n}};
+            assert_int_equal(sl_pq_writer_append(w, v), SL_OK);
+        }
+        assert_int_equal(sl_pq_writer_close(w), SL_OK);
+        sl_pq_writer_free(w);
+
+        sl_pq_reader_params p = sl_pq_reader_default_params();
+        p.memory_limit = 4 << 20;
+        int64_t base = sl_alloc_live_bytes();
+        sl_alloc_peak_reset();
+        sl_pq_reader *r;
+        assert_int_equal(sl_pq_reader_open(path, &p, &r), SL_OK);
+        const sl_pq_batch *b;
+        sl_status st;
+        int64_t rows = 0, batches = 0;
+        while ((st = sl_pq_reader_next(r, &b)) == SL_OK && b) {
+            const sl_pq_vector *text = &b->columns[0], *n = &b->columns[1];
+            for (int64_t i = 0; i < b->num_rows; i++) {
+                assert_int_equal(n->i64[i], rows + i);
+                assert_int_equal(text->offsets[i + 1] - text->offsets[i], LEN);
+                assert_memory_equal(text->data + text->offsets[i], big, LEN);
+            }
+            rows += b->num_rows;
+            batches++;
+        }
+        print_message("dictionary %d: status %d (%s), %lld rows in %lld batches, peak %lld bytes\n", dictionary, st,
+                      st == SL_OK ? "" : sl_last_error(), (long long)rows, (long long)batches,
+                      (long long)(sl_alloc_peak_bytes() - base));
+        assert_int_equal(st, SL_OK);
+        assert_int_equal(rows, ROWS);
+        assert_true(batches > 1);
+        sl_pq_reader_free(r);
+        assert_true(sl_alloc_peak_bytes() - base <= (int64_t)p.memory_limit + (256 << 10)); /* + the footer's own */
+        assert_int_equal(sl_alloc_live_bytes(), base);
+    }
+    free(big);
+    tu_rmtree(dir);
+}
+
 /* pyarrow's lists (every codec, dictionary and plain, pages v1 and v2,
  * several row groups, null and empty lists, null elements and structs) and
  * the hand-written ones (rows across pages, the 2-level legacy forms) read
@@ -1647,6 +1710,7 @@ int main(void)
         cmocka_unit_test(null_lists_read_in_bounded_memory),
         cmocka_unit_test(list_allocation_failures_are_clean),
         cmocka_unit_test(dictionary_encodes_where_it_pays),
+        cmocka_unit_test(repeated_large_values_stay_within_the_memory_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
