@@ -86,7 +86,7 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
     char scheme[16];
     sl_url_scheme(value, scheme);
     if (!*value)
-        return sl_source_item_fail(item, "the image column is empty");
+        return sl_source_item_fail(item, "an empty string, no image path or URL");
     if (p->image_root)
         base_dir = p->image_root;
     if (!*scheme && !sl_batch_is_data_url(value)) {
@@ -234,6 +234,7 @@ struct source_reader {
     sl_buf text;              /* the line or record read, up to max_line_bytes;
                                  NUL-terminated once a line was read */
     bool too_long;            /* the line or record passed max_line_bytes: not kept */
+    size_t end_crs;           /* the CRs before the last line's LF, left out of text */
     int csv_state;            /* sl_csv_scan over the record read so far */
 };
 
@@ -497,30 +498,56 @@ static char *open_decompression(source_reader *r)
     return NULL;
 }
 
-/* The next chunk of the file (decompressed) into r->chunk; at its end, or
- * when the read fails (r->read_error then says why), r->eof. */
-static void fill(source_reader *r)
+/* Up to cap bytes of the file's text (decompressed) into buf: how many, 0
+ * at its end or when the read fails (r->read_error then says why). */
+static size_t text_read(source_reader *r, char *buf, size_t cap)
 {
-    r->chunk_pos = 0;
-    r->chunk_len = 0;
     if (r->z) {
-        la_ssize_t n = archive_read_data(r->z, r->chunk, r->chunk_cap);
+        la_ssize_t n = archive_read_data(r->z, buf, cap);
         if (n < 0)
             r->read_error = r->zread_error ? sl_strdup(r->zread_error)
                                            : sl_asprintf("cannot decompress '%s': %s", r->file,
                                                          archive_error_string(r->z));
-        r->chunk_len = n < 0 ? 0 : (size_t)n;
-    } else {
-        ssize_t n = raw_read(r, r->chunk, r->chunk_cap, &r->read_error);
-        r->chunk_len = n < 0 ? 0 : (size_t)n;
+        return n < 0 ? 0 : (size_t)n;
     }
+    ssize_t n = raw_read(r, buf, cap, &r->read_error);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+/* The next chunk of the file's text into r->chunk; at its end, or when the
+ * read fails (r->read_error then says why), r->eof. */
+static void fill(source_reader *r)
+{
+    r->chunk_pos = 0;
+    r->chunk_len = text_read(r, r->chunk, r->chunk_cap);
     r->eof = r->chunk_len == 0;
 }
 
-/* Reads the next line, without its line end (LF, CRLF), onto r->text; a line
- * past the limit is read to its end in chunks, never held whole. Returns 1
- * when a line was read, 0 at the end of the file (or where a read failed:
- * r->read_error), -1 out of memory. */
+/* Steps over a UTF-8 byte order mark at the start of the file's text (as
+ * Python's utf-8-sig, pandas and DuckDB do): Windows tools write one, and
+ * kept it would be part of the first column's name or the first line's
+ * JSON. Called once, before anything is read; a first chunk shorter than
+ * the mark (a stream's first piece) is topped up so it can be told. */
+static void skip_bom(source_reader *r)
+{
+    static const char bom[] = "\xef\xbb\xbf";
+    if (r->chunk_pos == r->chunk_len && !r->eof)
+        fill(r);
+    while (!r->eof && !r->read_error && r->chunk_len < 3 &&
+           memcmp(r->chunk, bom, r->chunk_len) == 0) {
+        size_t n = text_read(r, r->chunk + r->chunk_len, r->chunk_cap - r->chunk_len);
+        if (n == 0)
+            break;
+        r->chunk_len += n;
+    }
+    if (r->chunk_len >= 3 && memcmp(r->chunk, bom, 3) == 0)
+        r->chunk_pos = 3;
+}
+
+/* Reads the next line, without its line end (LF, CRLF; r->end_crs counts
+ * its CRs), onto r->text; a line past the limit is read to its end in
+ * chunks, never held whole. Returns 1 when a line was read, 0 at the end of
+ * the file (or where a read failed: r->read_error), -1 out of memory. */
 static int read_line(source_reader *r)
 {
     bool any = false;
@@ -554,6 +581,7 @@ static int read_line(source_reader *r)
     }
     if (!any || r->read_error) /* a line cut short by a failed read is not one */
         return 0;
+    r->end_crs = crs;
     r->line++;
     if (!r->text.data) { /* an empty first line: still a string */
         if (!sl_buf_reserve(&r->text, 1))
@@ -592,13 +620,10 @@ static bool more(source_reader *r)
     return r->chunk_pos < r->chunk_len;
 }
 
-/* A .json manifest's opening: white space (a UTF-8 BOM first), then '['.
- * False when the file holds something else. */
+/* A .json manifest's opening: white space, then '['. False when the file
+ * holds something else. */
 static bool array_begin(source_reader *r)
 {
-    static const char bom[] = "\xef\xbb\xbf";
-    if (more(r) && r->chunk_len - r->chunk_pos >= 3 && memcmp(r->chunk + r->chunk_pos, bom, 3) == 0)
-        r->chunk_pos += 3;
     while (more(r)) {
         char c = r->chunk[r->chunk_pos++];
         if (c == '[')
@@ -716,6 +741,11 @@ static int read_csv_record(source_reader *r, char ***fields, size_t *n, long *fi
     } while (!r->too_long && blank((const char *)r->text.data, r->text.len));
     *first_line = r->line;
     while (r->csv_state == SL_CSV_QUOTED) {
+        /* A line end inside quotes is the field's, its bytes as they were
+         * (RFC 4180): only a record's own end may be CRLF or LF. */
+        for (size_t k = 0; k < r->end_crs; k++)
+            if (!put(r, "\r", 1))
+                return -2;
         if (!put(r, "\n", 1) || (rc = read_line(r)) < 0)
             return -2;
         if (rc == 0 && r->read_error)
@@ -795,11 +825,12 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
         manifest_close(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
+    skip_bom(r);
     if (r->csv) {
         char err[256];
         long line;
         int rc = read_csv_record(r, &r->header, &r->n_header, &line, err, sizeof err);
-        if (rc == -2)
+        if (rc == -2 || (rc == 0 && sl_csv_unique_names(r->header, r->n_header) != 0))
             goto nomem;
         if (rc != 0) {
             *open_error = r->read_error
@@ -915,19 +946,21 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
         return st;
     }
     json_t *image = image_key && !raw_image ? json_object_get(row, image_key) : NULL;
-    if (raw_image)
-        st = sl_source_locate(raw_image, r->base_dir, p, item);
-    else if (!image)
+    const char *value = raw_image ? raw_image : json_string_value(image);
+    if (!raw_image && !image)
         st = sl_source_item_fail(item, "%s:%ld: no '%s' column with the image path or URL%s",
                                  r->file, line, image_key ? image_key : "image",
                                  p->image_column ? "" : " (name it with --image-column)");
     else if (json_is_array(image))
         st = manifest_image_list(r, image, image_key, line, item);
-    else if (!json_is_string(image))
+    else if (!value)
         st = sl_source_item_fail(item, "%s:%ld: column '%s' is not a string or a list of them",
                                  r->file, line, image_key);
+    else if (!*value)
+        st = sl_source_item_fail(item, "%s:%ld: column '%s' is empty: no image path or URL",
+                                 r->file, line, image_key);
     else
-        st = sl_source_locate(json_string_value(image), r->base_dir, p, item);
+        st = sl_source_locate(value, r->base_dir, p, item);
     /* A single image is the output's `path`; a list passes through, as the
      * output has no other place for its paths. */
     if (image && !json_is_array(image))
@@ -1076,9 +1109,11 @@ static int64_t batch_count(const char *file, const sl_source_params *p, const at
         }
         if (n == 0)
             break;
+        /* Non-blank lines: blank ones are skipped by the reader, and so is
+         * a byte order mark (skip_bom), which alone on a line leaves it blank. */
+        size_t i = at == 0 && n >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
         at += n;
-        /* Non-blank lines: blank ones are skipped by the reader. */
-        for (size_t i = 0; i < n; i++) {
+        for (; i < n; i++) {
             if (buf[i] == '\n') {
                 lines += open_line;
                 open_line = false;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <jansson.h>
 
 #include "core/alloc.h"
 #include "io/source_parse.h"
@@ -123,6 +124,33 @@ bad:
     sl_free(buf);
     sl_strings_free(out.v, out.n);
     return -1;
+}
+
+int sl_csv_unique_names(char **names, size_t n)
+{
+    /* Each name given so far, with how many NAME_k were made from it (a
+     * hashed object: a header may have max_columns names). */
+    json_t *taken = json_object();
+    int rc = taken ? 0 : -1;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        json_t *count;
+        while (rc == 0 && (count = json_object_get(taken, names[i])) != NULL) {
+            json_int_t k = json_integer_value(count) + 1;
+            char *renamed = sl_asprintf("%s_%lld", names[i], (long long)k);
+            if (!renamed) {
+                rc = -1;
+                break;
+            }
+            json_integer_set(count, k);
+            sl_free(names[i]);
+            names[i] = renamed;
+        }
+        /* nocheck: a name need not be UTF-8 to be told apart */
+        if (rc == 0 && json_object_set_new_nocheck(taken, names[i], json_integer(0)) != 0)
+            rc = -1;
+    }
+    json_decref(taken);
+    return rc;
 }
 
 int sl_csv_scan(int state, const char *s, size_t len)

@@ -1,10 +1,11 @@
 /* io/source_parse.h — the pure text rules behind the input sources, kept
  * apart so they are tested (and fuzzed) without files: CSV records (RFC 4180
- * quoting), brace lists in shard names, the names of inputs in row ids (paths
- * from the inputs' common folder), WebDataset key/extension splitting, the URL
- * scheme of a manifest value, and include/exclude glob filtering. No I/O, no
- * global state; every returned array and string is the caller's, freed with
- * sl_free() or the matching *_free() below. */
+ * quoting) and header names, brace lists in shard names, the names of inputs
+ * in row ids (paths from the inputs' common folder), WebDataset
+ * key/extension splitting, the URL scheme of a manifest value, and
+ * include/exclude glob filtering. No I/O, no global state; every returned
+ * array and string is the caller's, freed with sl_free() or the matching
+ * *_free() below. */
 #ifndef SL_IO_SOURCE_PARSE_H
 #define SL_IO_SOURCE_PARSE_H
 
@@ -14,18 +15,27 @@
 /* Splits one CSV record s[0..len) (no trailing newline; quoted fields may
  * hold newlines, commas and "" for a quote) into *fields / *n (each field a
  * NUL-terminated copy). Returns 0 on success; 1 when a quoted field is still
- * open at the end (the record continues on the next line: append "\n" and
- * the next line, then call again); -1 on malformed input (a quote inside an
- * unquoted field, text after a closing quote) or more than max_fields fields,
- * with the cause in err. */
+ * open at the end (the record continues on the next line: append the line
+ * end, CRLF or LF as it was, and the next line, then call again); -1 on
+ * malformed input (a quote inside an unquoted field, text after a closing
+ * quote) or more than max_fields fields, with the cause in err. */
 int sl_csv_split(const char *s, size_t len, size_t max_fields, char ***fields, size_t *n,
                  char *err, size_t errlen);
 void sl_csv_fields_free(char **fields, size_t n);
 
+/* Makes a CSV header's names[0..n) distinct as DuckDB does, so no column's
+ * values are lost under another's name: a name already taken by an earlier
+ * column becomes NAME_1 (NAME_2 when its NAME_1 was made already, and so
+ * on), and is itself made distinct again when that too was taken
+ * ("a,a_1,a" is a, a_1, a_1_1). Names are compared byte for byte; a renamed
+ * one is freed and replaced. Returns 0, or -1 out of memory (the names
+ * then still each the caller's, some perhaps renamed). */
+int sl_csv_unique_names(char **names, size_t n);
+
 /* Where a CSV record stands after some of its bytes, so a reader can find
  * where a record ends without keeping it (a record too long to keep is
  * skipped to its end). Start each record at SL_CSV_FIELD_START, feed its
- * lines through sl_csv_scan() with the line ends between them as "\n"; the
+ * lines through sl_csv_scan() with the line ends between them; the
  * record goes on past a line end only in SL_CSV_QUOTED, as sl_csv_split's 1.
  * SL_CSV_BAD (a stray quote) lasts to the record's end. */
 enum { SL_CSV_FIELD_START, SL_CSV_UNQUOTED, SL_CSV_QUOTED, SL_CSV_QUOTE_IN_QUOTED, SL_CSV_BAD };

@@ -507,6 +507,29 @@ def test_wrong_command_lines_say_what_to_change(sluice, mixed, tmp_path):
         assert not (tmp_path / "o").exists()
 
 
+def test_a_byte_order_mark_opening_the_file_is_skipped(sluice, tmp_path):
+    """A requests file saved with a UTF-8 byte order mark (Windows tools) is
+    read from its first line on, plain or compressed; a mark anywhere else
+    is the line's (invalid JSON)."""
+    import gzip
+    text = "\ufeff" + GOOD[0][1] + "\n\ufeff" + line("again", [{"role": "user", "content": "x"}]) + "\n"
+    requests = tmp_path / "bom.jsonl"
+    requests.write_text(text, encoding="utf-8")
+    packed = tmp_path / "bom.jsonl.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    for path in (requests, packed):
+        out = tmp_path / f"out-{path.name}"
+        res = batch(sluice, path, out, "--model", TINY / "model.gguf")
+        assert res.returncode == 3, res.stderr
+        rows = output_lines(out)
+        assert len(rows) == 2, rows
+        [ok] = [r for r in rows if r["error"] is None]
+        assert ok["custom_id"] == "text"
+        check_answer(ok)
+        [bad] = [r for r in rows if r["error"] is not None]
+        assert f"{path}:2: invalid JSON" in bad["error"]["message"]
+
+
 def test_a_batch_job_file_refuses_a_prompt_and_prints_back(sluice, mixed, tmp_path):
     job = tmp_path / "job.yaml"
     body = f"""version: 1

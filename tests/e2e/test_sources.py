@@ -303,6 +303,53 @@ def test_csv_manifest_quoting_and_declared_columns(sluice, tmp_path):
     assert "url" not in rows["list.csv:7"]
 
 
+def test_manifests_from_windows_tools_and_spreadsheets(sluice, tmp_path):
+    """A UTF-8 byte order mark opening a CSV, JSONL or JSON manifest, plain
+    or compressed, is skipped (as utf-8-sig, pandas and DuckDB skip it); a
+    line end inside a quoted CSV field keeps its bytes (CRLF stays CRLF, as
+    Python's csv reads it); a repeated header name gets DuckDB's suffixes
+    (its read_csv names the same columns); an empty image cell fails its row
+    naming FILE:LINE and the column."""
+    import gzip
+    bom = b"\xef\xbb\xbf"
+    img = JPEGS[0]
+    text = (f"image,label,note,label,label_1,label\r\n"
+            f'{img},first,"crlf\r\ninside",second,third,fourth\r\n'
+            f",empty,x,a,b,c\r\n").encode()
+    (tmp_path / "m.csv").write_bytes(bom + text)
+    (tmp_path / "m.csv.gz").write_bytes(gzip.compress(bom + text))
+    jsonl = (json.dumps({"image": str(img), "n": 1}) + "\n" + json.dumps({"image": "", "n": 2})
+             + "\n").encode()
+    (tmp_path / "m.jsonl").write_bytes(bom + jsonl)
+    (tmp_path / "m.jsonl.zst").write_bytes(pa.compress(bom + jsonl, "zstd", asbytes=True))
+    (tmp_path / "m.json").write_bytes(bom + json.dumps([{"image": str(img), "n": 1}]).encode())
+    columns = duckdb.sql(f"select * from read_csv('{tmp_path / 'm.csv'}', header=true)").columns
+    assert columns == ["image", "label", "note", "label_1", "label_1_1", "label_2"]
+    with open(tmp_path / "m.csv", newline="", encoding="utf-8-sig") as f:
+        assert list(csv.reader(f))[1][2] == "crlf\r\ninside"
+
+    for name in ("m.csv", "m.csv.gz"):
+        r = run(sluice, tmp_path / name, tmp_path / f"o-{name}", "--dry-run")
+        assert r.returncode == 3, (name, r.stderr)
+        rows = by_id(jsonl_rows(tmp_path / f"o-{name}"))
+        ok, empty = rows[f"{name}:2"], rows[f"{name}:4"]
+        assert ok["error"] is None and ok["path"] == str(img), (name, ok)
+        assert [ok[c] for c in columns[1:]] == ["first", "crlf\r\ninside", "second", "third",
+                                                "fourth"]
+        assert empty["error"] == f"{tmp_path / name}:4: column 'image' is empty: no image path or URL"
+        assert empty["label"] == "empty"
+    for name in ("m.jsonl", "m.jsonl.zst"):
+        r = run(sluice, tmp_path / name, tmp_path / f"o-{name}", "--dry-run")
+        assert r.returncode == 3, (name, r.stderr)
+        rows = by_id(jsonl_rows(tmp_path / f"o-{name}"))
+        assert rows[f"{name}:1"]["error"] is None and rows[f"{name}:1"]["n"] == 1, (name, rows)
+        assert rows[f"{name}:2"]["error"] == (f"{tmp_path / name}:2: column 'image' is empty: "
+                                              "no image path or URL")
+    r = run(sluice, tmp_path / "m.json", tmp_path / "o-json", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert [row["n"] for row in jsonl_rows(tmp_path / "o-json")] == [1]
+
+
 def test_parquet_values_its_columns_cannot_hold_are_counted_and_typed_columns_keep_them(sluice, tmp_path):
     """Parquet's pass-through columns are typed from the first 100 rows; a
     later value of another type, a key the struct lacks and a column first

@@ -1,6 +1,6 @@
 /* Unit tests: io/source.c and source_wds.c — WebDataset key grouping on a tar
  * written with libarchive, manifest rows (CSV records over several lines,
- * relative paths, ids), folder globs, counts that match the items, ids from
+ * relative paths, ids, a byte order mark, an empty image cell), folder globs, counts that match the items, ids from
  * the inputs' common folder, one file read twice refused, and manifest lines
  * past their limits failing alone. */
 #include <setjmp.h>
@@ -158,6 +158,94 @@ static void manifest_rows(void **state)
     assert_string_equal(it[2].path, "https://example.com/c.jpg");
     for (size_t i = 0; i < n; i++)
         sl_source_item_clear(&it[i]);
+}
+
+/* A UTF-8 byte order mark opening a manifest is not text: the first CSV
+ * column is still 'image', the first JSONL or batch line still JSON (as a
+ * .json array's); one anywhere else is the line's (line 2 fails). A CSV
+ * field's line ends inside quotes keep their bytes, CRLF or LF. */
+static void manifest_text_after_a_byte_order_mark(void **state)
+{
+    char *dir = tu_tmpdir();
+    const char csv[] = "\xef\xbb\xbfimage,note\r\n"
+                       "a.jpg,\"crlf\r\nthen lf\nend\"\r\n";
+    const char jsonl[] = "\xef\xbb\xbf{\"image\": \"a.jpg\"}\n\xef\xbb\xbf{\"image\": \"b.jpg\"}\n";
+    const char json[] = "\xef\xbb\xbf [{\"image\": \"a.jpg\"}]";
+    const char batch[] = "\xef\xbb\xbf{\"custom_id\": \"r1\", \"method\": \"POST\", "
+                         "\"url\": \"/v1/chat/completions\", \"body\": {\"messages\": "
+                         "[{\"role\": \"user\", \"content\": \"hi\"}]}}\n";
+    tu_write(dir, "m.csv", csv, sizeof csv - 1);
+    tu_write(dir, "m.jsonl", jsonl, sizeof jsonl - 1);
+    tu_write(dir, "m.json", json, sizeof json - 1);
+    tu_write(dir, "b.jsonl", batch, sizeof batch - 1);
+    tu_write(dir, "only.jsonl", "\xef\xbb\xbf", 3);
+    char path[512];
+    sl_source_params p = sl_source_default_params();
+    sl_source_item it[4];
+
+    snprintf(path, sizeof path, "%s/m.csv", dir);
+    assert_int_equal(read_all(path, &p, it, 4), 1);
+    assert_null(it[0].error);
+    assert_non_null(strstr(it[0].path, "/a.jpg"));
+    assert_string_equal(json_string_value(json_object_get(it[0].extra, "note")),
+                        "crlf\r\nthen lf\nend");
+    sl_source_item_clear(&it[0]);
+
+    snprintf(path, sizeof path, "%s/m.jsonl", dir);
+    assert_int_equal(read_all(path, &p, it, 4), 2);
+    assert_null(it[0].error);
+    assert_non_null(strstr(it[1].error, "m.jsonl:2: invalid JSON"));
+    sl_source_item_clear(&it[0]);
+    sl_source_item_clear(&it[1]);
+
+    snprintf(path, sizeof path, "%s/m.json", dir);
+    assert_int_equal(read_all(path, &p, it, 4), 1);
+    assert_null(it[0].error);
+    sl_source_item_clear(&it[0]);
+
+    snprintf(path, sizeof path, "%s/only.jsonl", dir);
+    assert_int_equal(read_all(path, &p, it, 4), 0);
+
+    p.format = "openai-batch";
+    snprintf(path, sizeof path, "%s/b.jsonl", dir);
+    assert_int_equal(read_all(path, &p, it, 4), 1);
+    assert_null(it[0].error);
+    assert_string_equal(it[0].id, "r1");
+    sl_source_item_clear(&it[0]);
+    tu_rmtree(dir);
+}
+
+/* An empty image cell fails its row naming the file, line and column, as
+ * the manifest's other read errors do. */
+static void an_empty_image_cell_names_its_place(void **state)
+{
+    char *dir = tu_tmpdir();
+    const char csv[] = "id,url,note\nr1,,x\n";
+    const char jsonl[] = "{\"image\": \"a.jpg\"}\n{\"image\": \"\"}\n"
+                         "{\"images\": [\"a.jpg\", \"\"]}\n";
+    tu_write(dir, "m.csv", csv, sizeof csv - 1);
+    tu_write(dir, "m.jsonl", jsonl, sizeof jsonl - 1);
+    char path[512], want[600];
+    sl_source_params p = sl_source_default_params();
+    sl_source_item it[4];
+
+    snprintf(path, sizeof path, "%s/m.csv", dir);
+    assert_int_equal(read_all(path, &p, it, 4), 1);
+    snprintf(want, sizeof want, "%s:2: column 'url' is empty: no image path or URL", path);
+    assert_string_equal(it[0].error, want);
+    sl_source_item_clear(&it[0]);
+
+    snprintf(path, sizeof path, "%s/m.jsonl", dir);
+    assert_int_equal(read_all(path, &p, it, 4), 3);
+    assert_null(it[0].error);
+    snprintf(want, sizeof want, "%s:2: column 'image' is empty: no image path or URL", path);
+    assert_string_equal(it[1].error, want);
+    snprintf(want, sizeof want, "%s:3: column 'images': image 2 of 2: an empty string, no image "
+             "path or URL", path);
+    assert_string_equal(it[2].error, want);
+    for (size_t i = 0; i < 3; i++)
+        sl_source_item_clear(&it[i]);
+    tu_rmtree(dir);
 }
 
 static void folder_globs(void **state)
@@ -391,7 +479,7 @@ static void manifest_lines_past_the_limit_fail_alone(void **state)
     n = read_all(path, &p, it, 8);
     assert_int_equal(n, 6);
     assert_null(it[0].error);
-    assert_string_equal(json_string_value(json_object_get(it[0].extra, "note")), "short\nnote");
+    assert_string_equal(json_string_value(json_object_get(it[0].extra, "note")), "short\r\nnote");
     assert_string_equal(it[1].id, "m.csv:4");
     assert_non_null(strstr(it[1].error, "m.csv:4: the record (lines 4-7) is longer than the "
                                         "limit of 100 bytes"));
@@ -509,6 +597,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(webdataset_groups_members_by_key),
         cmocka_unit_test(manifest_rows),
+        cmocka_unit_test(manifest_text_after_a_byte_order_mark),
+        cmocka_unit_test(an_empty_image_cell_names_its_place),
         cmocka_unit_test(folder_globs),
         cmocka_unit_test(open_errors_name_the_input),
         cmocka_unit_test(ids_name_the_folders_that_tell_inputs_apart),

@@ -1,6 +1,6 @@
-/* Unit tests: io/source_parse.c (CSV quoting and record scanning, brace
- * lists, input names in ids, WebDataset keys, URL schemes, glob filters) and
- * io/columns.c (pass-through names and types). */
+/* Unit tests: io/source_parse.c (CSV quoting, record scanning and header
+ * names, brace lists, input names in ids, WebDataset keys, URL schemes, glob
+ * filters) and io/columns.c (pass-through names and types). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -48,6 +48,33 @@ static void csv_quoting(void **state)
     csv("1,2,3,4,5,6,7,8", 0, 8, (const char *[]){"1", "2", "3", "4", "5", "6", "7", "8"});
     csv("1,2,3,4,5,6,7,8,9", -1, 0, NULL);
     csv("1,2,3,4,5,6,7,8,", -1, 0, NULL);
+}
+
+static void unique(const char *const *given, size_t n, const char *const *want)
+{
+    char *names[8];
+    for (size_t i = 0; i < n; i++)
+        names[i] = sl_strdup(given[i]);
+    assert_int_equal(sl_csv_unique_names(names, n), 0);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(names[i], want[i]);
+    for (size_t i = 0; i < n; i++)
+        sl_free(names[i]);
+}
+
+/* A repeated header name gets DuckDB's suffixes (read_csv's column names
+ * for the same headers, DuckDB 2.0), so no column's values are lost. */
+static void csv_header_names_are_made_distinct(void **state)
+{
+    unique((const char *[]){"image", "label", "label"}, 3,
+           (const char *[]){"image", "label", "label_1"});
+    unique((const char *[]){"image", "label", "label", "label_1", "label"}, 5,
+           (const char *[]){"image", "label", "label_1", "label_1_1", "label_2"});
+    unique((const char *[]){"a", "a_1", "a", "a"}, 4, (const char *[]){"a", "a_1", "a_1_1", "a_2"});
+    unique((const char *[]){"", "", "x"}, 3, (const char *[]){"", "_1", "x"});
+    /* Byte for byte: a key of a row differs from another by case. */
+    unique((const char *[]){"a", "A", "b"}, 3, (const char *[]){"a", "A", "b"});
+    unique((const char *[]){"\xff", "\xff"}, 2, (const char *[]){"\xff", "\xff_1"});
 }
 
 /* The scan ends a record exactly where the split does, from bytes alone. */
@@ -477,6 +504,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(csv_quoting),
         cmocka_unit_test(csv_scan_follows_the_split),
+        cmocka_unit_test(csv_header_names_are_made_distinct),
         cmocka_unit_test(lexical_paths),
         cmocka_unit_test(input_names_from_the_common_folder),
         cmocka_unit_test(brace_expansion),
