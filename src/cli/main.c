@@ -333,10 +333,11 @@ static void print_usage(FILE *fp)
     fputs(usage_output_text, fp);
 }
 
-static int usage_error(const char *what, const char *detail)
+/* A wrong command line of `sluice NAME` (caption, batch): what, and where
+ * the options are told. */
+static int usage_error(const char *name, const char *what)
 {
-    fprintf(stderr, "sluice: %s%s\nRun 'sluice caption --help' for the options.\n", what,
-            detail ? detail : "");
+    fprintf(stderr, "sluice: %s\nRun 'sluice %s --help' for the options.\n", what, name);
     return EXIT_USAGE;
 }
 
@@ -433,35 +434,46 @@ static int check_ready(const sl_config *cfg, const command *cmd)
     char msg[512];
     bool openai = p->engine && strcmp(p->engine, "openai") == 0;
     bool batch = p->input_format && strcmp(p->input_format, "openai-batch") == 0;
+    bool batch_cmd = strcmp(cmd->name, "batch") == 0;
     if (p->n_inputs == 0) {
+        if (batch_cmd)
+            return usage_error("batch", "batch needs a requests file: sluice batch "
+                                        "REQUESTS.jsonl -o OUTPUT_DIR");
         if (!job)
-            return usage_error("caption needs an input: a folder, manifest, tar shards or "
-                               "Parquet files", NULL);
+            return usage_error("caption", "caption needs an input: a folder, manifest, tar "
+                                          "shards or Parquet files");
         snprintf(msg, sizeof msg, "%s sets no inputs: add input.paths (folders, manifests, tar "
                  "shards, Parquet files), or give INPUT arguments after it", job);
     } else if (!p->output_dir) {
+        if (batch_cmd)
+            return usage_error("batch", "batch needs an output folder: sluice batch "
+                                        "REQUESTS.jsonl -o OUTPUT_DIR");
         if (!job)
-            return usage_error("caption needs an output folder: -o DIR", NULL);
+            return usage_error("caption", "caption needs an output folder: -o DIR");
         snprintf(msg, sizeof msg, "%s sets no output folder: add output.dir, or pass -o DIR",
                  job);
     } else if (p->dry_run) {
         return 0; /* no model is opened, no server asked */
     } else if (openai && p->openai.n_endpoints == 0) {
         if (!job)
-            return usage_error("--engine openai needs a server: --endpoint URL or "
-                               "--endpoints-file F", NULL);
+            return usage_error(cmd->name, "--engine openai needs a server: --endpoint URL or "
+                                          "--endpoints-file F");
         snprintf(msg, sizeof msg, "%s: engine openai needs a server: add openai.endpoints (or "
                  "openai.endpoints_file), or pass --endpoint URL", job);
     } else if (!openai && !p->llama.model_path) {
-        if (!job)
-            return usage_error("caption needs a model: --model PATH.gguf or hf://ORG/REPO", NULL);
+        if (!job) {
+            snprintf(msg, sizeof msg, "%s needs a model: --model PATH.gguf or hf://ORG/REPO",
+                     cmd->name);
+            return usage_error(cmd->name, msg);
+        }
         snprintf(msg, sizeof msg, "%s sets no model: add llama.model (PATH.gguf or "
                  "hf://ORG/REPO), or pass --model", job);
     } else if (!openai && !batch && !p->llama.mmproj_path &&
                !sl_hub_is_ref(p->llama.model_path)) {
         /* a hub model brings its projector: known after the fetch */
         if (!job)
-            return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
+            return usage_error(cmd->name, "caption needs a vision projector: --mmproj "
+                                          "PATH.gguf");
         snprintf(msg, sizeof msg, "%s sets no vision projector: add llama.mmproj (PATH.gguf), "
                  "or pass --mmproj", job);
     } else {
@@ -713,7 +725,8 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
     bool batch = p.input_format && strcmp(p.input_format, "openai-batch") == 0;
     if (!openai && !batch && !p.dry_run && !p.llama.mmproj_path) {
         if (!cmd->job_file)
-            return usage_error("caption needs a vision projector: --mmproj PATH.gguf", NULL);
+            return usage_error(cmd->name, "caption needs a vision projector: --mmproj "
+                                          "PATH.gguf");
         fprintf(stderr, "sluice: %s sets no vision projector and model %s has none: add "
                         "llama.mmproj (PATH.gguf), or pass --mmproj\n", cmd->job_file,
                 sl_config_params(cfg)->llama.model_path);

@@ -507,6 +507,26 @@ def test_wrong_command_lines_say_what_to_change(sluice, mixed, tmp_path):
         assert not (tmp_path / "o").exists()
 
 
+def test_missing_arguments_are_told_in_batch_terms(sluice, mixed, tmp_path):
+    """`sluice batch` without its requests file or output folder says what
+    batch needs, and points at batch's help, not caption's."""
+    res = sluice.run("batch")
+    assert res.returncode == 2
+    assert res.stderr == ("sluice: batch needs a requests file: sluice batch REQUESTS.jsonl "
+                          "-o OUTPUT_DIR\nRun 'sluice batch --help' for the options.\n")
+    res = sluice.run("batch", mixed)
+    assert res.returncode == 2
+    assert res.stderr == ("sluice: batch needs an output folder: sluice batch REQUESTS.jsonl "
+                          "-o OUTPUT_DIR\nRun 'sluice batch --help' for the options.\n")
+    res = sluice.run("batch", mixed, "-o", tmp_path / "o", *COMMON)
+    assert res.returncode == 2 and res.stderr.startswith("sluice: batch needs a model: --model")
+    res = sluice.run("batch", "--help")
+    assert res.returncode == 0 and "sluice batch REQUESTS.jsonl -o OUTPUT_DIR" in res.stdout
+    res = sluice.run("caption")
+    assert res.returncode == 2 and "caption needs an input" in res.stderr
+    assert "Run 'sluice caption --help'" in res.stderr
+
+
 def test_a_byte_order_mark_opening_the_file_is_skipped(sluice, tmp_path):
     """A requests file saved with a UTF-8 byte order mark (Windows tools) is
     read from its first line on, plain or compressed; a mark anywhere else
