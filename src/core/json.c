@@ -1,6 +1,7 @@
 /* core/json.c — see json.h. */
-#include <stdlib.h>
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -59,4 +60,83 @@ json_t *sl_json_column(const json_t *row, const char *name, size_t n)
 json_t *sl_json_real(double d)
 {
     return isfinite(d) ? json_real(d) : json_null();
+}
+
+/* text with its out-of-range numbers rewritten (see sl_json_load_data),
+ * NUL-terminated in *out (sl_free); false when out of memory. */
+static bool widen_numbers(const char *text, size_t len, char **out, size_t *out_len)
+{
+    char *w = sl_malloc(len * 2 + 1), *o = w; /* "null" for "1e999", ".0" after a digit: at most twice */
+    if (!w)
+        return false;
+    bool in_string = false;
+    for (size_t i = 0; i < len;) {
+        char ch = text[i];
+        if (in_string) {
+            *o++ = ch;
+            i++;
+            if (ch == '\\' && i < len)
+                *o++ = text[i++];
+            else if (ch == '"')
+                in_string = false;
+            continue;
+        }
+        if (ch != '-' && (ch < '0' || ch > '9')) {
+            in_string = ch == '"';
+            *o++ = ch;
+            i++;
+            continue;
+        }
+        size_t end = i;
+        bool real = false;
+        while (end < len && text[end] && strchr("+-0123456789.eE", text[end])) {
+            real |= text[end] == '.' || text[end] == 'e' || text[end] == 'E';
+            end++;
+        }
+        size_t n = end - i;
+        char *token = sl_strndup(text + i, n);
+        if (!token) {
+            sl_free(w);
+            return false;
+        }
+        errno = 0;
+        if (!real)
+            (void)strtoll(token, NULL, 10);
+        bool huge = !real && errno == ERANGE;
+        bool inf = (real || huge) && isinf(strtod(token, NULL));
+        sl_free(token);
+        if (inf) {
+            memcpy(o, "null", 4);
+            o += 4;
+        } else {
+            memcpy(o, text + i, n);
+            o += n;
+            if (huge) {
+                memcpy(o, ".0", 2);
+                o += 2;
+            }
+        }
+        i = end;
+    }
+    *o = '\0';
+    *out = w;
+    *out_len = (size_t)(o - w);
+    return true;
+}
+
+json_t *sl_json_load_data(const char *text, size_t len, size_t flags, json_error_t *err)
+{
+    json_t *v = json_loadb(text, len, flags, err);
+    if (v || json_error_code(err) != json_error_numeric_overflow)
+        return v;
+    char *wide;
+    size_t wide_len;
+    if (!widen_numbers(text, len, &wide, &wide_len))
+        return NULL;
+    json_error_t again;
+    v = json_loadb(wide, wide_len, flags, &again);
+    sl_free(wide);
+    if (!v && json_error_code(&again) != json_error_numeric_overflow)
+        *err = again;
+    return v;
 }

@@ -1038,7 +1038,7 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
         return line_fail(r, r->line, item, err);
     }
     json_error_t jerr;
-    json_t *row = json_loadb((const char *)r->text.data, r->text.len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *row = sl_json_load_data((const char *)r->text.data, r->text.len, JSON_REJECT_DUPLICATES, &jerr);
     if (!row || !json_is_object(row) || json_object_size(row) > r->p->max_columns) {
         if (!row)
             snprintf(err, sizeof err, "invalid JSON: %s", jerr.text);

@@ -282,7 +282,7 @@ static sl_status add_member(source_reader *r, const char *name, const char *ext,
         }
     } else if (strcasecmp(last, "json") == 0) {
         json_error_t jerr;
-        json_t *o = json_loadb((const char *)data, len, 0, &jerr);
+        json_t *o = sl_json_load_data((const char *)data, len, 0, &jerr);
         if (!json_is_object(o)) {
             if (!s->error)
                 sl_source_item_fail(s, "%s: member '%s': %s", r->file, name,

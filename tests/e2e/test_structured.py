@@ -71,6 +71,26 @@ def test_a_schema_makes_the_random_model_write_its_json(sluice, tmp_path):
         assert not matches(value)
 
 
+def test_a_number_sampled_under_the_schema_is_a_finite_double(sluice, tmp_path):
+    """An unbounded "number": llama.cpp's grammar lets its exponent take 16
+    digits, and the random model writes {"confidence": 2940e6316}, which no
+    double holds, so the row failed "the answer is not JSON: real number
+    overflow" though sampled under the schema. The exponent is held to two
+    digits: every answer parses, a finite number."""
+    import math
+    schema = {"type": "object", "properties": {"confidence": {"type": "number"}}, "required": ["confidence"]}
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, "--json-schema", schema_file(tmp_path, schema), "-n", "120",
+                       "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert len(rows) == N_SAMPLES
+    for row in rows:
+        assert row["error"] is None, row["error"]
+        value = row["caption"]["confidence"]
+        assert isinstance(value, (int, float)) and math.isfinite(value), row["caption"]
+
+
 def test_an_answer_cut_short_is_an_invalid_output_row(sluice, tmp_path):
     out = tmp_path / "out"
     r = sluice.caption(SAMPLES, out, "--json-schema", schema_file(tmp_path), "-n", "3",

@@ -26,6 +26,13 @@ extern "C" sl_status sl_llama_schema_to_grammar(const char *schema_json, const c
         common_json schema = common_json::parse(schema_json);
         // force_gbnf: GBNF even where llama.cpp was built with llguidance.
         grammar = json_schema_to_grammar(schema, true);
+        // Its number's exponent takes up to 16 digits ("2e6316"), which
+        // no double holds: the answer, though sampled under the schema,
+        // then fails to parse as JSON. Two digits keep every such number a
+        // finite double (16 digits before the point: below 1e116).
+        const std::string wide = "[eE] [-+]? integral-part", narrow = "[eE] [-+]? [0-9]{1,2}";
+        for (size_t at = grammar.find(wide); at != std::string::npos; at = grammar.find(wide, at + narrow.size()))
+            grammar.replace(at, wide.size(), narrow);
     } catch (const std::bad_alloc &) {
         return sl_fail(SL_ERR_NOMEM, "out of memory turning %s into a grammar", name);
     } catch (const std::exception &e) {
