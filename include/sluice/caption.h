@@ -300,6 +300,9 @@ typedef struct sl_caption_summary {
     long inputs_done;         /* inputs (images, batch requests) this run finished: their
                                  rows committed, or dropped (under MPI: every rank's) */
     long inputs_done_before;  /* inputs earlier runs finished (their inputs_done summed) */
+    bool inputs_all_done;     /* one process: the inputs ended and every one read is in
+                                 inputs_done, so a run that ended early (--max-failed) left
+                                 nothing for the next; false under MPI */
     bool dry_run;             /* params.dry_run: no model, no answers */
     long rows_failed_before;  /* of rows_done_before, those with an error (parts of a sluice
                                  that kept no count add none) */

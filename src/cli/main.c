@@ -756,10 +756,15 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         return EXIT_USAGE;
     case SL_ERR_STOPPED: case SL_ERR_TOO_MANY_FAILED: case SL_ERR_STAGE:
         /* The run ended early; what finished is committed. */
-        fprintf(stderr, "sluice: %s\nsluice: %ld rows written (%ld failed) to %s\n"
-                        "sluice: run the same command again to go on from there\n",
-                sl_last_error(), sum.rows, sum.rows_failed,
-                sum.output_file[0] ? sum.output_file : "(nothing committed)");
+        fprintf(stderr, "sluice: %s\nsluice: %ld rows written (%ld failed) to %s\n", sl_last_error(), sum.rows,
+                sum.rows_failed, sum.output_file[0] ? sum.output_file : "(nothing committed)");
+        /* The rows in flight at the stop are finished and written: they may
+         * have been the last, and then a rerun has nothing to do. */
+        if (sum.inputs_all_done)
+            fprintf(stderr, "sluice: every input is done (the last were in flight at the stop); "
+                            "--retry-failed captions the failed ones again\n");
+        else
+            fprintf(stderr, "sluice: run the same command again to go on from there\n");
         return st == SL_ERR_STOPPED ? EXIT_STOPPED : EXIT_RUN;
     default:
         fprintf(stderr, "sluice: %s\n", sl_last_error());

@@ -535,7 +535,7 @@ static void run_map(worker *w, void **state, bool is_sink)
             (double)all_failed > exec->p.max_failed * (double)done) {
             char msg[512];
             snprintf(msg, sizeof msg,
-                     "%llu of %llu rows failed (%.1f%%), more than the allowed %.1f%% (--max-failed)",
+                     "stopped when %llu of %llu rows had failed (%.1f%%), more than the allowed %.1f%% (--max-failed)",
                      (unsigned long long)all_failed, (unsigned long long)done,
                      100.0 * (double)all_failed / (double)done, 100.0 * exec->p.max_failed);
             set_result(exec, SL_ERR_TOO_MANY_FAILED, msg);

@@ -168,6 +168,8 @@ typedef struct job {
     long first_shard;         /* this run's first part number */
     long done_before;         /* inputs committed before this run */
     atomic_int_fast64_t rows_skipped; /* inputs skipped as done, by the read stage */
+    atomic_int_fast64_t inputs_read;  /* inputs the read stage made rows of */
+    atomic_bool read_to_end;          /* ... and the inputs ended (no --limit cut them) */
     /* One job over MPI ranks (sluice/dist.h; NULL: one process). The
      * ledger is rank 0's (j->ledger there, recorded in by the coordinator);
      * this rank's parts go to it through `dpart`, and the rows an earlier run

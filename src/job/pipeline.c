@@ -814,6 +814,9 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sl_exec_stats es;
     sl_exec_stats_get(exec, &es);
     sum->rows_skipped = (long)atomic_load(&j.rows_skipped);
+    /* (under MPI a rank knows only its own shards: never said there) */
+    sum->inputs_all_done = !j.dist && j.sink_status == SL_OK && atomic_load(&j.read_to_end) &&
+                           sum->inputs_done == (long)atomic_load(&j.inputs_read);
     sum->load_seconds = j.load_seconds;
     sum->seconds = es.seconds > j.load_seconds ? es.seconds - j.load_seconds : es.seconds;
     sum->peak_bytes_in_flight = es.peak_bytes_in_flight;

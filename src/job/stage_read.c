@@ -274,6 +274,8 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
      * answers a stop request. */
     for (unsigned long skipped = 0;; skipped++) {
         st = sl_source_next(j->src, &it, done);
+        if (st == SL_OK && *done)
+            atomic_store(&j->read_to_end, true);
         if (st == SL_OK && !*done && it.id)
             st = check_new_id(rd, &it);
         if (st != SL_OK || *done) {
@@ -309,6 +311,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
         return st;
     }
     rd->rows++;
+    atomic_fetch_add(&j->inputs_read, 1);
     /* The item's strings and bytes move into the row. */
     r->rel = it.id;
     r->path = it.path;

@@ -204,11 +204,37 @@ def test_too_many_failures_stop_the_job_and_keep_what_finished(sluice, tmp_path)
         (src / f"bad{i:02d}.jpg").write_bytes(b"not a jpeg")
     r = sluice.caption(src, tmp_path / "out", "--max-failed", "10%")
     assert r.returncode == 1, r.stderr
-    assert "rows failed" in r.stderr and "--max-failed" in r.stderr
+    assert "rows had failed" in r.stderr and "--max-failed" in r.stderr
     assert str(tmp_path / "out" / "part-00000.jsonl") in r.stderr  # where to look
     rows = read_rows(tmp_path / "out")
     assert rows and all(row["error_stage"] == "decode" for row in rows)
     assert len({row["id"] for row in rows}) == len(rows)
+
+
+def test_a_stop_past_max_failed_says_whether_a_rerun_has_work(sluice, tmp_path):
+    """The rows in flight at a --max-failed stop are finished and written;
+    when they were the last, sluice said "run the same command again to go
+    on from there" and the rerun found every input done. What the stop says
+    now agrees with what the rerun finds, with few inputs (all in flight)
+    and with many (the stop leaves most unread)."""
+    for n_bad, n_ok in ((30, 10), (400, 0)):
+        src = tmp_path / f"in-{n_bad}"
+        src.mkdir()
+        for i in range(n_bad):
+            (src / f"bad{i:03d}.jpg").write_bytes(b"not a jpeg")
+        for i, img in zip(range(n_ok), sample_images() * n_ok):
+            (src / f"ok{i:02d}{img.suffix}").write_bytes(img.read_bytes())
+        out = tmp_path / f"out-{n_bad}"
+        args = ("--max-failed", "10%", "--max-tokens", "2")  # judged from the 20th row on
+        r = sluice.caption(src, out, *args)
+        assert r.returncode == 1 and "--max-failed" in r.stderr, r.stderr
+        said_done = "every input is done" in r.stderr
+        assert said_done != ("run the same command again" in r.stderr), r.stderr
+        again = sluice.caption(src, out, *args)
+        rerun_had_nothing = "all inputs were already done" in again.stdout
+        assert said_done == rerun_had_nothing, (n_bad, r.stderr, again.stdout, again.stderr)
+        if n_bad == 400:
+            assert not said_done  # the stop left inputs unread
 
 
 def interrupted_run(sluice, tmp_path, signals, timeout, sig=signal.SIGINT):

@@ -738,7 +738,7 @@ static void too_many_failures_stop_the_job(void **state)
     p.max_failed_min_rows = 50;
     sl_exec *e;
     assert_int_equal(run(c, defs, 3, &p, &e), SL_ERR_TOO_MANY_FAILED);
-    assert_non_null(strstr(sl_last_error(), "rows failed"));
+    assert_non_null(strstr(sl_last_error(), "rows had failed"));
     assert_non_null(strstr(sl_last_error(), "--max-failed"));
     sl_exec_stats es;
     sl_exec_stats_get(e, &es);
