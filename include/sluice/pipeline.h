@@ -91,8 +91,9 @@ void sl_pipeline_free(sl_pipeline *pl);
 /* The row id and the file or URL read (NULL when the bytes came with it). */
 const char *sl_pipeline_row_id(const sl_row *row);
 const char *sl_pipeline_row_path(const sl_row *row);
-/* The row's own prompt (NULL: the job's). Set it before the engine;
- * copied. SL_ERR_NOMEM. */
+/* The row's own prompt (NULL: the job's). Set it before the engine, in a
+ * job without tasks; copied. SL_ERR_INVALID_ARG after the engine or with
+ * tasks (the write would change nothing), SL_ERR_NOMEM. */
 const char *sl_pipeline_row_prompt(const sl_row *row);
 sl_status sl_pipeline_row_set_prompt(sl_row *row, const char *prompt);
 /* The image as decoded; 0 before decode. */

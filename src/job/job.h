@@ -57,6 +57,7 @@ typedef struct caption_row {
     size_t len;
     json_t *extra;            /* pass-through columns, or NULL */
     char *prompt;             /* this row's prompt, or NULL */
+    bool task_prompts;        /* the job's tasks ask their own prompts: a row's is not used */
     sl_image *image;          /* from decode until the engine is done with it */
     uint8_t *jpeg;            /* openai engine: the image as sent, in place of the pixels */
     size_t jpeg_len;

@@ -192,6 +192,13 @@ const char *sl_pipeline_row_prompt(const sl_row *row)
 sl_status sl_pipeline_row_set_prompt(sl_row *row, const char *prompt)
 {
     caption_row *r = sl_row_data(row);
+    /* A write that would change nothing is refused, not ignored. */
+    if (r->has_result)
+        return sl_fail(SL_ERR_INVALID_ARG, "'%s' has its answer: a prompt is set before the engine "
+                                           "(after it, row.answer)", r->rel);
+    if (r->task_prompts)
+        return sl_fail(SL_ERR_INVALID_ARG, "'%s': a row's prompt is not used with tasks (each task "
+                                           "asks its own)", r->rel);
     char *copy = prompt ? sl_strdup(prompt) : NULL;
     if (prompt && !copy)
         return sl_fail(SL_ERR_NOMEM, "out of memory setting the prompt of '%s'", r->rel);

@@ -312,6 +312,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
     }
     rd->rows++;
     atomic_fetch_add(&j->inputs_read, 1);
+    r->task_prompts = j->p->n_tasks > 0;
     /* The item's strings and bytes move into the row. */
     r->rel = it.id;
     r->path = it.path;

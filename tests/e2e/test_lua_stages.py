@@ -306,3 +306,28 @@ def test_a_stage_reads_and_changes_task_answers_and_copies_keep_them(sluice, tmp
         assert row["tags"] == row["tags"].upper() and copy["tags"] == row["tags"]
         assert copy["short"] == row["short"] and row["short"] is not None
         assert row["lens"] == f"{len(row['short'].encode())},{len(row['tags'].encode())}"
+
+
+@pytest.mark.parametrize("where, tasks, said", [
+    ("engine", (), "has its answer: a prompt is set before the engine"),
+    ("read", ("--task", "a=Describe it.", "--task", "b=List tags."), "a row's prompt is not used with tasks"),
+])
+def test_a_prompt_set_where_nothing_reads_it_fails_the_row(sluice, tmp_path, where, tasks, said):
+    """row.prompt written after the engine, or in a job of tasks (each asks
+    its own prompt), changed nothing and said nothing: the answers were as
+    without it. The write now fails its row naming why; rows the script
+    leaves alone go on."""
+    script = tmp_path / "prompt.lua"
+    script.write_text("function process(row)\n"
+                      "  if row.id:find('camera') then row.prompt = 'say yes' end\n"
+                      "  return row\n"
+                      "end\n")
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, "--max-tokens", "2", "--stage", f"{script}@{where}", *tasks)
+    assert r.returncode == 3, r.stderr[-2000:]
+    rows = {row["id"]: row for row in read_rows(out)}
+    failed = {i for i, row in rows.items() if row["error"]}
+    assert failed and failed == {i for i in rows if "camera" in i}
+    for i in failed:
+        assert said in rows[i]["error"] and i in rows[i]["error"], rows[i]["error"]
+    assert len(rows) > len(failed)

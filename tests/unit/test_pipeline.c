@@ -106,9 +106,10 @@ static sl_status stage_process(void *state, sl_row *const *rows, size_t n)
                 atomic_fetch_add(&pl->wrong, 1);
         }
         if (pl->drop_mod >= 0 && (int)(seq % 6) == pl->drop_mod) {
-            /* A prompt the engine refuses: were the row sent on, it would
-             * fail there (and count in the run's failures). */
-            if (sl_pipeline_row_set_prompt(rows[i], "\xff") != SL_OK)
+            /* Before the engine, a prompt the engine refuses: were the row
+             * sent on, it would fail there (and count in the run's
+             * failures). After it a prompt changes nothing: refused. */
+            if (sl_pipeline_row_set_prompt(rows[i], "\xff") != (answer ? SL_ERR_INVALID_ARG : SL_OK))
                 atomic_fetch_add(&pl->wrong, 1);
             sl_row_drop(rows[i]);
             atomic_fetch_add(&pl->dropped, 1);
