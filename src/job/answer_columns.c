@@ -212,6 +212,42 @@ sl_status answer_columns_fill(const answer_columns *ac, int task, const char *an
     return st;
 }
 
+static bool planned(const answer_columns *ac, const char *name)
+{
+    for (int i = 0; i < ac->n; i++)
+        if (strcmp(ac->cols[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+char *answer_columns_input_name(const answer_columns *ac, const char *name, const json_t *row)
+{
+    char *out = sl_strdup(name);
+    while (out && (planned(ac, out) || (strcmp(out, name) != 0 && json_object_get(row, out)))) {
+        char *longer = sl_asprintf("input_%s", out);
+        sl_free(out);
+        out = longer;
+    }
+    return out;
+}
+
+sl_status answer_columns_make_room(const answer_columns *ac, json_t *extra)
+{
+    for (int i = 0; extra && i < ac->n; i++) {
+        json_t *v = json_object_get(extra, ac->cols[i].name);
+        if (!v)
+            continue;
+        char *to = answer_columns_input_name(ac, ac->cols[i].name, extra);
+        bool moved = to && json_object_set(extra, to, v) == 0;
+        sl_free(to);
+        if (!moved)
+            return sl_fail(SL_ERR_NOMEM, "out of memory renaming the input column '%s'",
+                           ac->cols[i].name);
+        json_object_del(extra, ac->cols[i].name);
+    }
+    return SL_OK;
+}
+
 void answer_columns_drop(const answer_columns *ac, json_t *extra)
 {
     for (int i = 0; i < ac->n; i++)

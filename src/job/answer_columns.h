@@ -9,7 +9,9 @@
  * "integer" int64, "number" double, "boolean" bool, an enum the type all
  * its values share, anything else a string of its JSON text; a type list
  * with "null" is its other type. A row whose answer failed, or lacks the property, has null
- * there. Planned once by the job's thread; read-only after (the engine
+ * there. An input column of a planned column's name passes as
+ * "input_<name>", as one of an output's own fields does (io/columns.h), so
+ * an answer never replaces input data. Planned once by the job's thread; read-only after (the engine
  * stage's workers fill rows with it). The plan owns its strings. */
 #ifndef SL_JOB_ANSWER_COLUMNS_H
 #define SL_JOB_ANSWER_COLUMNS_H
@@ -49,6 +51,17 @@ sl_status answer_columns_free_of(const answer_columns *ac, const caption_schema 
  * SL_ERR_NOMEM. */
 sl_status answer_columns_fill(const answer_columns *ac, int task, const char *answer,
                               json_t **extra);
+
+/* The name input column `name` of a row whose columns are row (NULL when
+ * not known) passes under (sl_free): name, or where a planned column has
+ * it "input_" prefixed while a planned column or another of row's columns
+ * has it. NULL when out of memory. */
+char *answer_columns_input_name(const answer_columns *ac, const char *name, const json_t *row);
+
+/* Moves each of extra's columns (an object, or NULL) that a planned column
+ * has to its answer_columns_input_name, before any answer is set (once a
+ * row: after, the names hold answers). SL_ERR_NOMEM. */
+sl_status answer_columns_make_room(const answer_columns *ac, json_t *extra);
 
 /* Removes every planned column from extra (an object). */
 void answer_columns_drop(const answer_columns *ac, json_t *extra);

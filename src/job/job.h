@@ -66,6 +66,8 @@ typedef struct caption_row {
     sl_result result;          /* with tasks: their token counts summed, the slowest
                                   one's timings, no text */
     bool has_result;
+    bool answer_room;          /* --answer-columns: input columns of their names moved
+                                  aside (job_answer_room) */
     sl_result *results;        /* with tasks: each one's answer, in the job's order (with
                                   --samples N: N each, task t's answer k at t * N + k) */
     int n_results;
@@ -199,6 +201,11 @@ bool job_answers_share_seed(const sl_caption_params *p);
  * the task's own, else the job's. Returns how many (0: none; *choices is
  * then NULL). */
 int job_choices(const sl_caption_params *p, int t, const char *const **choices);
+/* --answer-columns: once a row, before its answers are set or it is
+ * written, moves its input columns that a planned column has aside
+ * (answer_columns_make_room); fails the row when out of memory. */
+void job_answer_room(const job *j, sl_row *row);
+
 /* A wrong parameter, named, before anything starts (caption.c). */
 sl_status job_check_params(const sl_caption_params *p);
 

@@ -748,7 +748,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     for (int i = 0; i < j.answer_cols.n; i++) /* after the stages': theirs win a name */
         columns[n_columns++] = j.answer_cols.cols[i].spec;
     if ((st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
-        (st = caption_schema_plan(p, j.src, columns, n_columns, &j.schema)) != SL_OK ||
+        (st = caption_schema_plan(p, j.src, columns, n_columns, &j.answer_cols, &j.schema)) != SL_OK ||
         (st = answer_columns_free_of(&j.answer_cols, &j.schema)) != SL_OK ||
         (st = job_open_ledger(&j)) != SL_OK || (st = job_open_output(&j)) != SL_OK)
         goto done;

@@ -315,9 +315,67 @@ static sl_status schema_types(sl_columns *cols, const json_t *types)
     return st;
 }
 
+/* The declared columns (--columns) with each one an answer column has
+ * under its other name (answer_columns_input_name), in *out (free with
+ * free_declared, n of them); a spec that is not one stays as it is, for
+ * sl_columns_new to name. */
+static sl_status declared_columns(const sl_caption_params *p, const answer_columns *ac,
+                                  char ***out)
+{
+    size_t n = (size_t)p->n_columns;
+    *out = p->columns ? sl_calloc(n ? n : 1, sizeof **out) : NULL;
+    if (p->columns && !*out)
+        return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
+    for (size_t i = 0; p->columns && i < n; i++) {
+        const char *spec = p->columns[i];
+        size_t len;
+        bool typed;
+        sl_pq_type type;
+        char *name = sl_columns_input_spec(spec, &len, &typed, &type) == SL_OK
+                         ? sl_strndup(spec, len) : NULL;
+        char *to = name ? answer_columns_input_name(ac, name, NULL) : NULL;
+        (*out)[i] = !name ? sl_strdup(spec) : to ? sl_asprintf("%s%s", to, spec + len) : NULL;
+        sl_free(name);
+        sl_free(to);
+        if (!(*out)[i])
+            return sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
+    }
+    return SL_OK;
+}
+
+static void free_declared(char **specs, int n)
+{
+    for (int i = 0; specs && i < n; i++)
+        sl_free(specs[i]);
+    sl_free(specs);
+}
+
+/* The input schema's column types (an object, or NULL) with each one an
+ * answer column has under its other name; NULL and *nomem when out of
+ * memory. */
+static json_t *renamed_types(const answer_columns *ac, const json_t *types, bool *nomem)
+{
+    json_t *out = types ? json_object() : NULL;
+    *nomem = types && !out;
+    const char *name;
+    json_t *t;
+    json_object_foreach((json_t *)types, name, t) {
+        char *to = out ? answer_columns_input_name(ac, name, types) : NULL;
+        *nomem = *nomem || !to || json_object_set(out, to, t) != 0;
+        sl_free(to);
+        if (*nomem)
+            break;
+    }
+    if (*nomem) {
+        json_decref(out);
+        out = NULL;
+    }
+    return out;
+}
+
 sl_status caption_schema_plan(const sl_caption_params *p, const sl_source *src,
                               const char *const *stage_columns, size_t n_stage_columns,
-                              caption_schema *out)
+                              const answer_columns *ac, caption_schema *out)
 {
     memset(out, 0, sizeof *out);
     if (job_is_batch(p))
@@ -335,8 +393,11 @@ sl_status caption_schema_plan(const sl_caption_params *p, const sl_source *src,
     sl_status st = reserved_names(out, &reserved, &n_reserved);
     if (st != SL_OK)
         return st;
-    st = sl_columns_new(reserved, n_reserved, p->columns, p->columns ? (size_t)p->n_columns : 0,
-                        &out->cols);
+    char **declared = NULL;
+    if ((st = declared_columns(p, ac, &declared)) == SL_OK)
+        st = sl_columns_new(reserved, n_reserved, (const char *const *)declared,
+                            declared ? (size_t)p->n_columns : 0, &out->cols);
+    free_declared(declared, p->n_columns);
     sl_free(reserved);
     if (st != SL_OK)
         return st;
@@ -352,11 +413,17 @@ sl_status caption_schema_plan(const sl_caption_params *p, const sl_source *src,
         for (int k = 0; k < SCHEMA_SAMPLE_ROWS && st == SL_OK; k++) {
             if ((st = sl_source_next(peek, &it, &done)) != SL_OK || done)
                 break;
-            st = sl_columns_sample(out->cols, it.extra);
+            if ((st = answer_columns_make_room(ac, it.extra)) == SL_OK)
+                st = sl_columns_sample(out->cols, it.extra);
         }
         sl_source_item_clear(&it);
-        if (st == SL_OK)
-            st = schema_types(out->cols, sl_source_column_types(peek));
+        bool nomem = false;
+        json_t *types = st == SL_OK ? renamed_types(ac, sl_source_column_types(peek), &nomem) : NULL;
+        if (nomem)
+            st = sl_fail(SL_ERR_NOMEM, "out of memory typing the input's columns");
+        else if (st == SL_OK)
+            st = schema_types(out->cols, types);
+        json_decref(types);
         sl_source_free(peek);
     }
     for (size_t i = 0; i < n_stage_columns && st == SL_OK; i++)

@@ -74,11 +74,13 @@ sl_status caption_task_name_check(const char *name, bool rows_per_task);
  * the output is Parquet: the same rows for every MPI rank and --input-shard
  * run, so their parts agree on the types, and no shard taken from the
  * run; src itself is not read, nor anything resolved again), with the columns the user's
- * stages set (stage_columns) after the input's. On failure, clear it all
- * the same. */
+ * stages set (stage_columns) after the input's. An input column that one
+ * of the answer columns ac has is planned under its other name
+ * (answer_columns_input_name). On failure, clear it all the same. */
+struct answer_columns;
 sl_status caption_schema_plan(const sl_caption_params *p, const sl_source *src,
                               const char *const *stage_columns, size_t n_stage_columns,
-                              caption_schema *out);
+                              const struct answer_columns *ac, caption_schema *out);
 
 /* The columns as [{"name", "type"}] in output order (JSONL's nested
  * timings as "timings.decode_ms"); NULL when out of memory. */

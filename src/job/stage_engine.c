@@ -441,6 +441,16 @@ static void take_results(job *j, caption_row *r, sl_completion *c)
     r->has_result = true;
 }
 
+void job_answer_room(const job *j, sl_row *row)
+{
+    caption_row *r = sl_row_data(row);
+    if (j->answer_cols.n == 0 || r->answer_room)
+        return;
+    r->answer_room = true;
+    if (answer_columns_make_room(&j->answer_cols, r->extra) != SL_OK)
+        sl_row_fail_status(row, SL_ERR_NOMEM, "%s: %s", r->rel, sl_last_error());
+}
+
 /* --answer-columns: each task's (first) answer's properties into the
  * row's columns (with --samples or --rows-per-task the writer gives each
  * output row its own answers'). */
@@ -559,6 +569,7 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
         if (p->turns == SL_TURNS_ALL && r->questions > 0 && c->n_results == 0 &&
             ask_next(rep, row, r, c))
             continue;
+        job_answer_room(rep->j, row);
         if (sl_row_failed(row)) {
             /* Its answer could not go into the conversation. */
         } else if (c->status == SL_OK && c->n_results > 0) {

@@ -372,8 +372,10 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
          * part, so a rerun skips it as done; so is a row of an input with
          * copies that an earlier run committed. */
         bool dropped = sl_row_dropped(rows[i]) || committed;
-        if (st == SL_OK && !dropped)
+        if (st == SL_OK && !dropped) {
+            job_answer_room(j, rows[i]); /* a row that never reached the engine */
             st = write_row(j, r, rows[i]);
+        }
         if (st == SL_OK && !committed)
             st = job_part_add(j, member ? member : r->rel, r->shard);
         sl_free(member);

@@ -329,3 +329,52 @@ def test_the_fields_example_writes_typed_columns(sluice, four, tmp_path, monkeyp
                           "WHERE people >= 0 GROUP BY style").fetchall()
     assert sum(n for _, n, _ in by_style) == 4
     assert sum(total for _, _, total in by_style) == sum(r[2] for r in rows)
+
+
+def test_answer_columns_leave_an_input_column_of_their_name(sluice, tmp_path):
+    """An input column named like an answer column passes as input_<name>
+    (input_ again while the input has that too), as one named like a
+    sluice field does: in JSONL and Parquet (typed as the input's), for a
+    row that failed before the engine, and when --columns declares it."""
+    import duckdb
+    schema = schema_file(tmp_path, {"type": "object",
+                                    "properties": {"label": {"type": "integer", "minimum": 0,
+                                                             "maximum": 99}},
+                                    "required": ["label"], "additionalProperties": False})
+    images = sample_images()
+    manifest = tmp_path / "m.jsonl"
+    rows = [{"image": str(p), "label": f"L_{p.stem}", "input_label": 7} for p in images]
+    rows.append({"image": str(tmp_path / "missing.jpg"), "label": "L_missing", "input_label": 7})
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ("--json-schema", schema, "--answer-columns", "--max-tokens", 40, "--show", 0,
+              "--metrics-addr", "off")
+
+    def check(out, got):
+        assert len(got) == len(rows)
+        for row in got:
+            stem = pathlib.Path(row["path"]).stem
+            assert row["input_input_label"] == f"L_{stem}", row
+            assert row["input_label"] == 7, row
+            want = json.loads(row["caption"]) if isinstance(row["caption"], str) else row["caption"]
+            assert row.get("label") == (want["label"] if row["error"] is None else None), row
+        assert sum(row["error"] is None for row in got) == len(images)
+
+    r = sluice.caption(manifest, tmp_path / "jsonl", *common)
+    assert r.returncode == 3, r.stderr  # the missing image
+    check(tmp_path / "jsonl", read_rows(tmp_path / "jsonl"))
+
+    r = sluice.caption(manifest, tmp_path / "pq", *common, "--format", "parquet")
+    assert r.returncode == 3, r.stderr  # the missing image
+    part = str(tmp_path / "pq" / "part-00000.parquet")
+    types = {row[0]: row[1] for row in duckdb.sql(f"describe select * from '{part}'").fetchall()}
+    assert (types["label"], types["input_input_label"], types["input_label"]) == (
+        "BIGINT", "VARCHAR", "BIGINT"), types
+    check(tmp_path / "pq", pq.read_table(part).to_pylist())
+
+    manifest.write_text("".join(json.dumps({"image": r["image"], "label": r["label"]}) + "\n"
+                                for r in rows))
+    r = sluice.caption(manifest, tmp_path / "declared", *common, "--columns", "label")
+    assert r.returncode == 3, r.stderr  # the missing image
+    for row in read_rows(tmp_path / "declared"):
+        assert row["input_label"] == f"L_{pathlib.Path(row['path']).stem}", row
+        assert ("label" in row) == (row["error"] is None) and "input_input_label" not in row, row

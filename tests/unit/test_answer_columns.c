@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "job/answer_columns.h"
 
@@ -113,12 +114,45 @@ static void what_cannot_be_columns_is_refused(void **state)
     assert_int_equal(ac.n, 0);
 }
 
+/* An input column a planned column has moves to input_<name>, input_
+ * again while the row (or a planned column) has that name; the answer then
+ * takes the name. */
+static void input_columns_of_their_names_move_aside(void **state)
+{
+    (void)state;
+    sl_caption_params p = {.answer_columns = true, .sampling = {.n = 1},
+                           .json_schema = "{\"type\": \"object\", \"properties\": {"
+                                          "\"label\": {\"type\": \"integer\"}, "
+                                          "\"input_n\": {}, \"n\": {}}}"};
+    answer_columns ac;
+    assert_int_equal(answer_columns_plan(&p, &ac), SL_OK);
+    json_t *extra = json_pack("{s:s, s:i, s:i, s:b}", "label", "L", "input_label", 7, "n", 1,
+                              "other", 1);
+    assert_int_equal(answer_columns_make_room(&ac, extra), SL_OK);
+    json_t *want = json_pack("{s:s, s:i, s:i, s:b}", "input_input_label", "L", "input_label", 7,
+                             "input_input_n", 1, "other", 1);
+    assert_true(json_equal(extra, want));
+    assert_int_equal(answer_columns_fill(&ac, 0, "{\"label\": 3}", &extra), SL_OK);
+    assert_int_equal(json_integer_value(json_object_get(extra, "label")), 3);
+    assert_string_equal(json_string_value(json_object_get(extra, "input_input_label")), "L");
+    char *name = answer_columns_input_name(&ac, "label", NULL);
+    assert_string_equal(name, "input_label");
+    sl_free(name);
+    name = answer_columns_input_name(&ac, "other", NULL);
+    assert_string_equal(name, "other");
+    sl_free(name);
+    json_decref(want);
+    json_decref(extra);
+    answer_columns_clear(&ac);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(properties_become_typed_columns),
         cmocka_unit_test(tasks_prefix_their_columns),
         cmocka_unit_test(what_cannot_be_columns_is_refused),
+        cmocka_unit_test(input_columns_of_their_names_move_aside),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
