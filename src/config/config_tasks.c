@@ -13,6 +13,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/utf8.h"
+#include "llm/json_schema.h"
 
 bool sl_config_task_name_ok(const char *name, size_t len)
 {
@@ -182,6 +183,13 @@ static sl_status task_of(const char *file, json_t *o, const sl_sampling *base, s
             free(dumped);
             if (!t->json_schema)
                 return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", file);
+            /* Checked now, as --json-schema is when read: every row would
+             * fail on it. */
+            char name[320];
+            snprintf(name, sizeof name, "%s: task '%s': json_schema", file, task);
+            sl_json_schema *schema;
+            st = sl_json_schema_parse(t->json_schema, strlen(t->json_schema), name, &schema);
+            sl_json_schema_free(schema);
         } else if (!strcmp(key, "choices")) {
             st = choices_of(file, task, v, t);
         } else if (strcmp(key, "name") != 0) {

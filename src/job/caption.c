@@ -82,15 +82,28 @@ json_t *job_lora_json(const sl_llama_params *llama)
     return a;
 }
 
+/* How messages name the job's schema (i -1) or task i's. */
+static void task_schema_name(const sl_caption_params *p, int i, char *who, size_t len)
+{
+    if (i < 0)
+        snprintf(who, len, "--json-schema");
+    else
+        snprintf(who, len, "task '%.64s': json_schema", p->tasks[i].name);
+}
+
 /* --json-schema and --grammar, each with the engine that runs them: every
  * row would fail on what is found here, so it stops the job before any
  * row does (the files themselves were checked when read, naming them). */
 static sl_status check_structured(const sl_caption_params *p)
 {
-    if (p->json_schema) {
+    for (int i = -1; i < p->n_tasks; i++) {
+        const char *text = i < 0 ? p->json_schema : p->tasks[i].json_schema;
+        if (!text)
+            continue;
+        char who[96];
+        task_schema_name(p, i, who, sizeof who);
         sl_json_schema *schema;
-        sl_status st = sl_json_schema_parse(p->json_schema, strlen(p->json_schema),
-                                            "--json-schema", &schema);
+        sl_status st = sl_json_schema_parse(text, strlen(text), who, &schema);
         sl_json_schema_free(schema);
         if (st != SL_OK)
             return st;
@@ -109,13 +122,18 @@ static sl_status check_structured(const sl_caption_params *p)
     }
     if (p->grammar)
         return sl_llama_grammar_check(p->grammar, "--grammar");
-    if (p->json_schema) {
-        /* What the engine will do with it on every request: converted here
-         * once to say now when llama.cpp cannot. */
-        char *gbnf = NULL;
-        sl_status st = sl_llama_schema_to_grammar(p->json_schema, "--json-schema", &gbnf);
+    /* What the engine will do with each schema on every request: converted
+     * here once to say now when llama.cpp cannot. */
+    for (int i = -1; i < p->n_tasks; i++) {
+        const char *text = i < 0 ? p->json_schema : p->tasks[i].json_schema;
+        if (!text)
+            continue;
+        char who[96], *gbnf = NULL;
+        task_schema_name(p, i, who, sizeof who);
+        sl_status st = sl_llama_schema_to_grammar(text, who, &gbnf);
         sl_free(gbnf);
-        return st;
+        if (st != SL_OK)
+            return st;
     }
     return SL_OK;
 }

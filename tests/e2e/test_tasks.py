@@ -204,6 +204,17 @@ metrics:
     refused("--tasks", bad, says=["unknown key 'colour'"])
     bad.write_text('[1, 2')
     refused("--tasks", bad, says=[str(bad), "not JSON"])
+    # A task's json_schema is checked at start, as --json-schema is, not
+    # by each row's request; config check says so too.
+    bad.write_text(json.dumps({"a": {"prompt": "x", "json_schema": {
+        "type": "object", "properties": {"n": {"type": "integr"}}, "required": ["n"]}}}))
+    says = f"{bad}: task 'a': json_schema: $.properties.n.type: unknown type name"
+    refused("--tasks", bad, says=[says])
+    job.write_text(f"input: {{paths: [{four}]}}\nllama: {{model: {TINY / 'model.gguf'}, "
+                   f"mmproj: {TINY / 'mmproj.gguf'}}}\noutput: {{dir: {tmp_path / 'never'}}}\n"
+                   f"tasks: {{file: {bad}}}\n")
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2 and says in r.stderr, r.stderr
 
 
 def part_rows(out: pathlib.Path) -> list[dict]:
