@@ -142,7 +142,19 @@ def test_bad_files_and_combinations_stop_at_start(sluice, tmp_path):
     bad_gbnf.write_text("root ::= (\"yes\" \n")
     good_gbnf = tmp_path / "good.gbnf"
     good_gbnf.write_text('root ::= "x"\n')
+    # llama.cpp's converter makes a wrong grammar of a property named ""
+    # (the answer was the property's bare value): refused, naming where.
+    empty = schema_file(tmp_path, {"type": "object", "properties": {
+        "": {"type": "integer"}, "b": {"type": "string"}}, "required": ["b"]}, "empty.json")
+    nested = schema_file(tmp_path, {"type": "object", "properties": {"box": {
+        "type": "object", "properties": {"": {"type": "integer"}}}}}, "nested.json")
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"a": {"prompt": "x", "json_schema": json.loads(empty.read_text())}}))
     cases = [
+        (("--json-schema", empty), ['--json-schema: $.properties has a property named ""']),
+        (("--json-schema", nested),
+         ['--json-schema: $.properties.box.properties has a property named ""']),
+        (("--tasks", tasks), ["task 'a': json_schema: $.properties has a property named \"\""]),
         (("--json-schema", bad_json), [f"--json-schema '{bad_json}' is not JSON"]),
         (("--json-schema", bad_type),
          [f"--json-schema '{bad_type}': $.properties.a.type: unknown type name"]),

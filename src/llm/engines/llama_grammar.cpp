@@ -17,6 +17,33 @@ extern "C" {
 
 extern "C" bool sl_llama_schema_converter_available(void) { return true; }
 
+// Where (a path, "$.properties.box.properties") an object of properties
+// holds one named "": llama.cpp names a property's rule after its object's
+// and the property's name, so an empty one's rule takes the object's place
+// and the grammar asks for the property's value instead (a bare integer
+// for {"properties": {"": {"type": "integer"}}}). False when none does.
+static bool empty_property(const common_json &j, const std::string &at, std::string &where)
+{
+    if (j.is_array()) {
+        for (size_t i = 0; i < j.size(); i++)
+            if (empty_property(j[i], at + "[" + std::to_string(i) + "]", where))
+                return true;
+        return false;
+    }
+    if (!j.is_object())
+        return false;
+    for (const auto &kv : j.items()) {
+        std::string here = at + "." + kv.key();
+        if (kv.key() == "properties" && kv.value().is_object() && kv.value().contains("")) {
+            where = here;
+            return true;
+        }
+        if (empty_property(kv.value(), here, where))
+            return true;
+    }
+    return false;
+}
+
 extern "C" sl_status sl_llama_schema_to_grammar(const char *schema_json, const char *name,
                                                  char **gbnf)
 {
@@ -24,6 +51,10 @@ extern "C" sl_status sl_llama_schema_to_grammar(const char *schema_json, const c
     std::string grammar;
     try {
         common_json schema = common_json::parse(schema_json);
+        std::string where;
+        if (empty_property(schema, "$", where))
+            return sl_fail(SL_ERR_INVALID_ARG, "%s: %s has a property named \"\", of which "
+                           "llama.cpp makes a wrong grammar: rename it", name, where.c_str());
         // force_gbnf: GBNF even where llama.cpp was built with llguidance.
         grammar = json_schema_to_grammar(schema, true);
         // Its number's exponent takes up to 16 digits ("2e6316"), which
