@@ -32,6 +32,8 @@ typedef struct loader {
     yaml_parser_t parser;
     yaml_event_t ev;
     bool have_ev;
+    size_t *line_of; /* each setting's line in the file, 0 while not given: a
+                        dotted key at the top and its nested form are one key */
 } loader;
 
 static void at(const loader *ld, yaml_mark_t m, char *buf, size_t size)
@@ -323,7 +325,14 @@ static sl_status mapping(loader *ld, const char *prefix)
             seen[n_seen++].line = ld->ev.start_mark.line + 1;
         }
         int i = sl_config_find_key(full, strlen(full));
+        if (i >= 0 && ld->line_of[i]) {
+            char msg[300];
+            snprintf(msg, sizeof msg, " is given twice (first on line %zu); keep one",
+                     ld->line_of[i]);
+            return fail_here(ld, msg, full, NULL);
+        }
         if (i >= 0) {
+            ld->line_of[i] = ld->ev.start_mark.line + 1;
             if ((st = value(ld, i, full)) != SL_OK)
                 return st;
             continue;
@@ -380,14 +389,19 @@ sl_status sl_config_load_text(sl_config *cfg, const char *text, size_t len, cons
                        "%s is larger than %d bytes: a job file holds settings, not data (a long "
                        "list of inputs goes in a manifest)", name, SL_CONFIG_MAX_FILE_BYTES);
     loader ld = {.cfg = cfg, .name = name};
-    if (!yaml_parser_initialize(&ld.parser))
+    if (!(ld.line_of = sl_calloc(sl_config_option_count(), sizeof *ld.line_of)))
         return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", name);
+    if (!yaml_parser_initialize(&ld.parser)) {
+        sl_free(ld.line_of);
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", name);
+    }
     yaml_parser_set_input_string(&ld.parser, (const unsigned char *)text, len);
     sl_config_begin_layer(cfg);
     sl_status st = load(&ld);
     if (ld.have_ev)
         yaml_event_delete(&ld.ev);
     yaml_parser_delete(&ld.parser);
+    sl_free(ld.line_of);
     return st;
 }
 

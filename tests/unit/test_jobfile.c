@@ -157,6 +157,13 @@ static void errors_name_the_line_and_what_is_allowed(void **state)
          "RRGGBB", NULL},
         {"llama:\n  parallel: 2\n  model: a\n  parallel: 3\n", "job.yaml:4:3: llama.parallel is "
          "given twice (first on line 2)", NULL},
+        /* A dotted key is its nested form: one key, either way round. */
+        {"llama.parallel: 4\nllama:\n  parallel: 5\n", "job.yaml:3:3: llama.parallel is given "
+         "twice (first on line 1)", NULL},
+        {"llama:\n  parallel: 5\nllama.parallel: 4\n", "job.yaml:3:1: llama.parallel is given "
+         "twice (first on line 2)", NULL},
+        {"output: {dir: a}\noutput.dir: b\n", "job.yaml:2:1: output.dir is given twice (first "
+         "on line 1)", NULL},
         {"sampling:\n  stop: [a, b\n", "job.yaml:3:1: YAML syntax: did not find expected ',' "
          "or ']'", NULL},
         {"llama:\n model: a\n  mmproj: b\n", "job.yaml:3:9: YAML syntax: mapping values are not "
