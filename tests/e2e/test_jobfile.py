@@ -182,6 +182,29 @@ def test_every_caption_flag_has_a_key(sluice):
         assert f"`{line.split()[0]}`" in doc, f"docs/jobs.md does not list {line.split()[0]}"
 
 
+def test_the_job_files_in_jobs_md_are_read(sluice, tmp_path, monkeypatch):
+    """Every YAML block of docs/jobs.md is a job file config print reads,
+    and one that names its inputs passes config check (its batch job once
+    had output: twice, which sluice refuses). They run from the repository
+    root; the files a block names are made here."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("models", "samples"):
+        (tmp_path / name).symlink_to(REPO / name)
+    (tmp_path / "tasks.json").write_text('{"t": {"prompt": "Describe."}}')
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "tags.txt").write_text("Tags?\n")
+    blocks = re.findall(r"```yaml\n(.*?)```", (REPO / "docs" / "jobs.md").read_text(), re.S)
+    assert any("format: openai-batch" in b for b in blocks)
+    for i, block in enumerate(blocks):
+        job = tmp_path / f"block{i}.yaml"
+        job.write_text(block)
+        r = sluice.run("config", "print", job)
+        assert r.returncode == 0, (block, r.stderr)
+        if re.search(r"^input:", block, re.M):
+            r = sluice.run("config", "check", job)
+            assert r.returncode == 0, (block, r.stderr)
+
+
 def test_the_example_job_runs_on_the_tiny_model(sluice, tmp_path, monkeypatch):
     """examples/caption.yaml, with the model paths and the output folder
     overridden (it names a hub model and out/ in the repository); its input
