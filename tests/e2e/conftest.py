@@ -25,7 +25,7 @@ def sanitized() -> bool:
 
 @pytest.fixture(scope="session")
 def sluice_bin() -> pathlib.Path:
-    path = pathlib.Path(os.environ.get("SLUICE_BIN", REPO / "build" / "sluice"))
+    path = pathlib.Path(os.environ.get("SLUICE_BIN", REPO / "build" / "sluice")).absolute()  # tests may chdir
     assert path.exists(), f"{path} not built: run make build"
     return path
 
