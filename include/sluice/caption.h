@@ -267,13 +267,18 @@ typedef struct sl_caption_params {
 
 sl_caption_params sl_caption_default_params(void);
 
-/* Opens and closes each of p's stages without running anything (the Lua
- * scripts compile, the plugins load and speak this sluice's ABI, the
- * configs are objects) and plans answer_columns (a schema with
- * properties, no --samples beside it...): what sl_caption_run() would
- * refuse at its start, for `sluice config check`. SL_ERR_INVALID_ARG
- * naming the file and why. */
-sl_status sl_caption_check_stages(const sl_caption_params *p);
+/* What sl_caption_run() would refuse at its start, without reading an
+ * input or loading a model, for `sluice config check`: the parameters
+ * (choices, structured output, tasks, LoRA files, the output format...),
+ * each stage opened and closed (the Lua scripts compile, the plugins load
+ * and speak this sluice's ABI, the configs are objects, the names are
+ * distinct), the pipeline against them (a stage after the engine in a dry
+ * run) and the answer columns planned. Not the model, projector and LoRA
+ * files (a job is often checked where it is written, and run where the
+ * models are) nor the output folder's contents (an earlier run's
+ * settings), which the run checks as it opens them. SL_ERR_INVALID_ARG
+ * naming what and why. */
+sl_status sl_caption_check(const sl_caption_params *p);
 
 typedef struct sl_caption_summary {
     long rows;                /* rows written in the parts this run committed: the output's

@@ -635,7 +635,7 @@ static int cmd_config(int argc, char **argv)
             rc = EXIT_USAGE;
         }
     } else if ((rc = check_ready(cfg, &cmd)) == 0) {
-        if (sl_caption_check_stages(sl_config_params(cfg)) != SL_OK) {
+        if (sl_caption_check(sl_config_params(cfg)) != SL_OK) {
             fprintf(stderr, "sluice: %s\n", sl_last_error());
             rc = EXIT_USAGE;
         } else {

@@ -168,7 +168,7 @@ static sl_status choices_check(const sl_caption_params *p, const char *who,
     return SL_OK;
 }
 
-sl_status job_check_params(const sl_caption_params *p)
+sl_status job_check_params(const sl_caption_params *p, bool model_files)
 {
     sl_status st0;
     if ((!p->input_dir || !*p->input_dir) && p->n_inputs <= 0)
@@ -187,6 +187,10 @@ sl_status job_check_params(const sl_caption_params *p)
                        "--include-image-bytes needs --format parquet or webdataset");
     if (!p->output_dir || !*p->output_dir)
         return sl_fail(SL_ERR_INVALID_ARG, "no output folder given (-o)");
+    struct stat out_st;
+    if (!sl_s3_is_url(p->output_dir) && stat(p->output_dir, &out_st) == 0 && !S_ISDIR(out_st.st_mode))
+        return sl_fail(SL_ERR_INVALID_ARG, "-o '%s' is a file, not a folder: name a folder (made if it is "
+                                           "missing)", p->output_dir);
     if (p->n_tasks < 0 || p->n_tasks > SL_MAX_TASKS || (p->n_tasks > 0 && !p->tasks))
         return sl_fail(SL_ERR_INVALID_ARG, "%d tasks: a job takes 0 to %d", p->n_tasks,
                        SL_MAX_TASKS);
@@ -358,7 +362,7 @@ sl_status job_check_params(const sl_caption_params *p)
     }
     /* Missing model files fail here, before any thread starts; a dry run
      * opens none. */
-    if (p->dry_run)
+    if (p->dry_run || !model_files)
         return SL_OK;
     const char *files[2][2] = {{"--model", p->llama.model_path}, {"--mmproj", p->llama.mmproj_path}};
     for (int i = 0; i < 2; i++) {
@@ -378,56 +382,71 @@ sl_status job_check_params(const sl_caption_params *p)
     return SL_OK;
 }
 
-sl_status sl_caption_check_stages(const sl_caption_params *p)
+/* The caption pipeline of p: the built-in stages with the caller's
+ * between them, each stage opened (the script compiles, the plugin loads)
+ * before anything is read or loaded. The stages are in *user (n_stages;
+ * the caller frees each, then the array), *pl the caller's to free. */
+static sl_status assemble(const sl_caption_params *p, sl_pipeline **pl, user_stage ***user)
 {
-    sl_status st = SL_OK;
-    for (int i = 0; st == SL_OK && i < p->n_stages; i++) {
-        user_stage *us;
-        sl_pipeline_stage_params sp;
-        sl_pipeline_builtin after;
-        if ((st = user_stage_open(&p->stages[i], &us, &sp, &after)) == SL_OK)
-            user_stage_free(us);
+    *pl = NULL;
+    *user = NULL;
+    if (p->n_stages < 0 || (p->n_stages > 0 && !p->stages))
+        return sl_fail(SL_ERR_INVALID_ARG, "n_stages is %d but no stages are given", p->n_stages);
+    size_t n_user = (size_t)p->n_stages;
+    user_stage **us = n_user ? sl_calloc(n_user, sizeof *us) : NULL;
+    sl_pipeline_stage_params *defs = n_user ? sl_calloc(n_user, sizeof *defs) : NULL;
+    sl_pipeline_builtin *after = n_user ? sl_calloc(n_user, sizeof *after) : NULL;
+    *user = us;
+    sl_status st = n_user && (!us || !defs || !after)
+                       ? sl_fail(SL_ERR_NOMEM, "out of memory opening the stages")
+                       : SL_OK;
+    for (size_t i = 0; st == SL_OK && i < n_user; i++)
+        st = user_stage_open(&p->stages[i], &us[i], &defs[i], &after[i]);
+    if (st == SL_OK)
+        st = sl_pipeline_new(p, pl);
+    static const sl_pipeline_builtin builtins[] = {SL_PIPELINE_READ, SL_PIPELINE_DECODE,
+                                                   SL_PIPELINE_ENGINE, SL_PIPELINE_WRITE};
+    for (size_t b = 0; st == SL_OK && b < sizeof builtins / sizeof *builtins; b++) {
+        st = sl_pipeline_add_builtin(*pl, builtins[b]);
+        for (size_t i = 0; st == SL_OK && i < n_user; i++)
+            if (after[i] == builtins[b])
+                st = sl_pipeline_add_stage(*pl, &defs[i]);
     }
+    sl_free(defs);
+    sl_free(after);
+    return st;
+}
+
+static void disassemble(const sl_caption_params *p, sl_pipeline *pl, user_stage **user)
+{
+    sl_pipeline_free(pl);
+    for (int i = 0; user && i < p->n_stages; i++)
+        user_stage_free(user[i]);
+    sl_free(user);
+}
+
+sl_status sl_caption_check(const sl_caption_params *p)
+{
+    sl_pipeline *pl;
+    user_stage **user;
+    sl_status st = assemble(p, &pl, &user);
+    if (st == SL_OK)
+        st = job_check_pipeline(pl, false);
     answer_columns ac;
     if (st == SL_OK && (st = answer_columns_plan(p, &ac)) == SL_OK)
         answer_columns_clear(&ac);
+    disassemble(p, pl, user);
     return st;
 }
 
 sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
 {
     memset(sum, 0, sizeof *sum);
-    if (p->n_stages < 0 || (p->n_stages > 0 && !p->stages))
-        return sl_fail(SL_ERR_INVALID_ARG, "n_stages is %d but no stages are given", p->n_stages);
-    size_t n_user = (size_t)p->n_stages;
-    user_stage **user = n_user ? sl_calloc(n_user, sizeof *user) : NULL;
-    sl_pipeline_stage_params *defs = n_user ? sl_calloc(n_user, sizeof *defs) : NULL;
-    sl_pipeline_builtin *after = n_user ? sl_calloc(n_user, sizeof *after) : NULL;
-    sl_pipeline *pl = NULL;
-    sl_status st = n_user && (!user || !defs || !after)
-                       ? sl_fail(SL_ERR_NOMEM, "out of memory opening the stages")
-                       : SL_OK;
-    /* Every stage is checked (the script compiles, the plugin loads) before
-     * anything is read or loaded. */
-    for (size_t i = 0; st == SL_OK && i < n_user; i++)
-        st = user_stage_open(&p->stages[i], &user[i], &defs[i], &after[i]);
-    if (st == SL_OK)
-        st = sl_pipeline_new(p, &pl);
-    static const sl_pipeline_builtin builtins[] = {SL_PIPELINE_READ, SL_PIPELINE_DECODE,
-                                                   SL_PIPELINE_ENGINE, SL_PIPELINE_WRITE};
-    for (size_t b = 0; st == SL_OK && b < sizeof builtins / sizeof *builtins; b++) {
-        st = sl_pipeline_add_builtin(pl, builtins[b]);
-        for (size_t i = 0; st == SL_OK && i < n_user; i++)
-            if (after[i] == builtins[b])
-                st = sl_pipeline_add_stage(pl, &defs[i]);
-    }
+    sl_pipeline *pl;
+    user_stage **user;
+    sl_status st = assemble(p, &pl, &user);
     if (st == SL_OK)
         st = sl_pipeline_run(pl, sum);
-    sl_pipeline_free(pl);
-    for (size_t i = 0; user && i < n_user; i++)
-        user_stage_free(user[i]);
-    sl_free(user);
-    sl_free(defs);
-    sl_free(after);
+    disassemble(p, pl, user);
     return st;
 }

@@ -26,6 +26,7 @@
 #include "ledger/ledger.h"
 #include "sluice/caption.h"
 #include "sluice/executor.h"
+#include "sluice/pipeline.h"
 
 /* --- the row ---------------------------------------------------------------- */
 
@@ -206,8 +207,14 @@ int job_choices(const sl_caption_params *p, int t, const char *const **choices);
  * (answer_columns_make_room); fails the row when out of memory. */
 void job_answer_room(const job *j, sl_row *row);
 
-/* A wrong parameter, named, before anything starts (caption.c). */
-sl_status job_check_params(const sl_caption_params *p);
+/* A wrong parameter, named, before anything starts (caption.c); with
+ * model_files, the model, projector and LoRA files are there to read. */
+sl_status job_check_params(const sl_caption_params *p, bool model_files);
+/* What sl_pipeline_run() refuses before it reads or loads anything: the
+ * parameters, and the assembled pipeline against them (a stage after the
+ * engine in a dry run). For sl_caption_check() too, without model_files
+ * (pipeline.c). */
+sl_status job_check_pipeline(const sl_pipeline *pl, bool model_files);
 
 /* File names and generated text are bytes; JSON strings must be UTF-8. */
 json_t *job_json_text(const char *s);

@@ -551,6 +551,12 @@ static sl_status dry_run_check(const sl_pipeline *pl)
     return SL_OK;
 }
 
+sl_status job_check_pipeline(const sl_pipeline *pl, bool model_files)
+{
+    sl_status st = job_check_params(pl->p, model_files);
+    return st == SL_OK && pl->p->dry_run ? dry_run_check(pl) : st;
+}
+
 /* The busy seconds of the stage named `name`. */
 static double busy_of(const sl_exec *exec, const char *name)
 {
@@ -674,10 +680,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
                        builtin_names[pl->next_builtin]);
     pl->ran = true;
     const sl_caption_params *p = pl->p;
-    sl_status st = job_check_params(p);
+    sl_status st = job_check_pipeline(pl, true);
     if (st != SL_OK)
-        return st;
-    if (p->dry_run && (st = dry_run_check(pl)) != SL_OK)
         return st;
     sum->dry_run = p->dry_run;
     /* Before the run's first thread: these write the environment as they

@@ -163,6 +163,37 @@ def test_config_check_and_bad_files_exit_2_naming_the_line(sluice, tmp_path):
     assert r.returncode == 2 and "--parallel expects an integer from 0 to 255" in r.stderr
 
 
+@pytest.mark.parametrize("flags, said", [
+    (("--choices", "yes,no", "--json-schema", "SCHEMA"), "--choices: not with --json-schema"),
+    (("--choices", "no"), "--choices"),
+    (("--include-image-bytes",), "--include-image-bytes needs --format parquet or webdataset"),
+    (("--dry-run", "--stage", "LUA@engine"), "a dry run has no answers"),
+    (("--task", "a=x", "--image-placeholder", "<image>"), "--image-placeholder"),
+    (("--stage", "LUA@engine", "--stage", "LUA@engine"), "a name of its own"),
+    (("-o", "AFILE"), "is a file, not a folder"),
+])
+def test_config_check_refuses_what_the_run_refuses_at_its_start(sluice, tmp_path, flags, said):
+    """config check said ok (exit 0) to settings the run then refused at
+    its start with exit 2 (only the stages and answer columns were
+    checked): now it checks what the run does before it reads or loads
+    anything, the same message, the same exit status. An output path that
+    is a file was an I/O failure of the run (exit 1): now a wrong
+    command line, exit 2, from both."""
+    job = tmp_path / "job.yaml"
+    job.write_text(job_text(tmp_path / "out"))
+    (tmp_path / "schema.json").write_text('{"type": "object", "properties": {"a": {"type": "string"}}}')
+    (tmp_path / "s.lua").write_text("function process(row) return row end\n")
+    (tmp_path / "afile").write_text("not a folder")
+    subst = {"SCHEMA": str(tmp_path / "schema.json"), "LUA@engine": f"{tmp_path / 's.lua'}@engine",
+             "AFILE": str(tmp_path / "afile")}
+    flags = [subst.get(f, f) for f in flags]
+    check = sluice.run("config", "check", job, *flags)
+    run = sluice.run("run", job, *flags)
+    assert run.returncode == 2 and said in run.stderr, run.stderr
+    assert check.returncode == 2 and said in check.stderr, (check.stdout, check.stderr)
+    assert not (tmp_path / "out").exists()
+
+
 def test_every_caption_flag_has_a_key(sluice):
     help_text = sluice.run("caption", "--help").stdout
     flags = set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]+)", help_text)) - {"help", "version"}
