@@ -62,13 +62,25 @@ json_t *sl_json_real(double d)
     return isfinite(d) ? json_real(d) : json_null();
 }
 
-/* text with its out-of-range numbers rewritten (see sl_json_load_data),
- * NUL-terminated in *out (sl_free); false when out of memory. */
-static bool widen_numbers(const char *text, size_t len, char **out, size_t *out_len)
+/* Whether text[i..len) starts with the bare word w (not part of a longer one). */
+static bool word_at(const char *text, size_t len, size_t i, const char *w)
 {
-    char *w = sl_malloc(len * 2 + 1), *o = w; /* "null" for "1e999", ".0" after a digit: at most twice */
+    size_t n = strlen(w);
+    if (len - i < n || memcmp(text + i, w, n) != 0)
+        return false;
+    char next = i + n < len ? text[i + n] : ' ';
+    return !((next >= 'a' && next <= 'z') || (next >= 'A' && next <= 'Z') || (next >= '0' && next <= '9'));
+}
+
+/* text with what jansson cannot read of a data row rewritten (see
+ * sl_json_load_data), NUL-terminated in *out (sl_free); false when out of
+ * memory. *changed counts the rewrites. */
+static bool widen_numbers(const char *text, size_t len, char **out, size_t *out_len, size_t *changed)
+{
+    char *w = sl_malloc(len * 2 + 1), *o = w; /* "null" for "NaN" or "1e999", ".0" after a digit: at most twice */
     if (!w)
         return false;
+    *changed = 0;
     bool in_string = false;
     for (size_t i = 0; i < len;) {
         char ch = text[i];
@@ -79,6 +91,17 @@ static bool widen_numbers(const char *text, size_t len, char **out, size_t *out_
                 *o++ = text[i++];
             else if (ch == '"')
                 in_string = false;
+            continue;
+        }
+        const char *word = word_at(text, len, i, "NaN")         ? "NaN"
+                           : word_at(text, len, i, "Infinity")  ? "Infinity"
+                           : word_at(text, len, i, "-Infinity") ? "-Infinity"
+                                                                : NULL;
+        if (word) { /* Python's json.dumps writes these for floats JSON has no form of */
+            memcpy(o, "null", 4);
+            o += 4;
+            i += strlen(word);
+            ++*changed;
             continue;
         }
         if (ch != '-' && (ch < '0' || ch > '9')) {
@@ -105,6 +128,7 @@ static bool widen_numbers(const char *text, size_t len, char **out, size_t *out_
         bool huge = !real && errno == ERANGE;
         bool inf = (real || huge) && isinf(strtod(token, NULL));
         sl_free(token);
+        *changed += inf || huge;
         if (inf) {
             memcpy(o, "null", 4);
             o += 4;
@@ -127,16 +151,14 @@ static bool widen_numbers(const char *text, size_t len, char **out, size_t *out_
 json_t *sl_json_load_data(const char *text, size_t len, size_t flags, json_error_t *err)
 {
     json_t *v = json_loadb(text, len, flags, err);
-    if (v || json_error_code(err) != json_error_numeric_overflow)
+    if (v)
         return v;
     char *wide;
-    size_t wide_len;
-    if (!widen_numbers(text, len, &wide, &wide_len))
+    size_t wide_len, changed;
+    if (!widen_numbers(text, len, &wide, &wide_len, &changed))
         return NULL;
     json_error_t again;
-    v = json_loadb(wide, wide_len, flags, &again);
+    v = changed ? json_loadb(wide, wide_len, flags, &again) : NULL;
     sl_free(wide);
-    if (!v && json_error_code(&again) != json_error_numeric_overflow)
-        *err = again;
-    return v;
+    return v; /* else the first error stands: the line as written */
 }

@@ -15,12 +15,14 @@ json_t *sl_json_text(const char *s, size_t n);
  * memory), are null; NULL only when out of memory. */
 json_t *sl_json_real(double d);
 
-/* json_loadb() of a data row (a manifest line, a sidecar): a number no
- * jansson value holds (an integer past int64, a 64-bit hash; a real past
- * double, 1e400) is valid JSON, so such a row is read again with each
- * integer so large a double (as an Arrow uint64 past 2^63 is) and each real
- * so large null, instead of failing. The caller owns the value; NULL with
- * *err as json_loadb's. */
+/* json_loadb() of a data row (a manifest line, a sidecar), lenient where
+ * valid data would otherwise be lost: a number no jansson value holds (an
+ * integer past int64, a 64-bit hash; a real past double, 1e400) is valid
+ * JSON, and NaN, Infinity and -Infinity are what Python's json.dumps writes
+ * for such floats; a row that fails for these is read again with each
+ * integer so large a double (as an Arrow uint64 past 2^63 is) and each
+ * huge real, NaN and infinity null. Strings are untouched. The caller
+ * owns the value; NULL with *err as json_loadb's first try. */
 json_t *sl_json_load_data(const char *text, size_t len, size_t flags, json_error_t *err);
 
 /* v as JSON text (json_dumps with `flags`) in sluice's allocator: the caller

@@ -352,23 +352,26 @@ def test_manifests_from_windows_tools_and_spreadsheets(sluice, tmp_path):
 
 def test_manifest_numbers_past_int64_and_double_are_read(sluice, tmp_path):
     """Valid JSON numbers no int64 or double holds (a 64-bit perceptual
-    hash, 1e400) used to fail the row as invalid JSON, its image never
-    captioned: an integer past int64 is a double (as an Arrow uint64 past
-    2^63 is), a real past double is null; a string of the same digits and
+    hash, 1e400) and the NaN and Infinity Python's json.dumps writes used
+    to fail the row as invalid JSON, its image never captioned: an integer
+    past int64 is a double (as an Arrow uint64 past 2^63 is), a real past
+    double, NaN and the infinities are null; a string of the same text and
     the row's other numbers are untouched. In a manifest and a WebDataset
     sample's .json sidecar."""
     img = JPEGS[0]
     path = json.dumps(str(img))
     phashes = ["18446744073709551615", "9223372036854775807", "-9223372036854775809",
-               '"text 18446744073709551615"', '[1e400, -1e400, 2.5e-400, "1e400"]']
+               '"text 18446744073709551615"', '[1e400, -1e400, 2.5e-400, "1e400"]',
+               '{"s": NaN, "t": [Infinity, -Infinity, 1.5], "u": "NaN Infinity"}']
     text = "\n".join(f'{{"image": {path}, "phash": {p}, "n": {7 + k}}}' for k, p in enumerate(phashes))
     (tmp_path / "m.jsonl").write_text(text + "\n")
     want = {1: 18446744073709551615.0, 2: 9223372036854775807, 3: -9223372036854775809.0,
-            4: "text 18446744073709551615", 5: [None, None, 0.0, "1e400"]}
+            4: "text 18446744073709551615", 5: [None, None, 0.0, "1e400"],
+            6: {"s": None, "t": [None, None, 1.5], "u": "NaN Infinity"}}
     r = run(sluice, tmp_path / "m.jsonl", tmp_path / "o", "--format", "jsonl")
     assert r.returncode == 0, r.stderr
     rows = by_id(jsonl_rows(tmp_path / "o"))
-    assert len(rows) == 5
+    assert len(rows) == 6
     for line, value in want.items():
         row = rows[f"m.jsonl:{line}"]
         assert row["error"] is None and row["caption"], row
@@ -376,11 +379,12 @@ def test_manifest_numbers_past_int64_and_double_are_read(sluice, tmp_path):
     shard = tmp_path / "s.tar"
     with tarfile.open(shard, "w") as tar:
         add(tar, "a.jpg", img.read_bytes())
-        add(tar, "a.json", b'{"phash": 18446744073709551615, "ok": true}')
+        add(tar, "a.json", b'{"phash": 18446744073709551615, "ok": true, "score": NaN}')
     r = run(sluice, shard, tmp_path / "w", "--format", "jsonl")
     assert r.returncode == 0, r.stderr
     (row,) = jsonl_rows(tmp_path / "w")
     assert row["error"] is None and row["phash"] == 18446744073709551615.0 and row["ok"] is True, row
+    assert row["score"] is None, row
 
 
 def test_parquet_values_its_columns_cannot_hold_are_counted_and_typed_columns_keep_them(sluice, tmp_path):
