@@ -921,10 +921,19 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
                                const char *raw_key, long line, sl_source_item *item)
 {
     const sl_source_params *p = r->p;
-    const char *image_key = raw_image ? raw_key : p->image_column;
-    for (size_t i = 0; !image_key && i < sl_source_n_auto_image_columns; i++)
-        if (json_object_get(row, sl_source_auto_image_columns[i]))
+    const char *image_key = raw_image ? raw_key : p->image_column, *null_key = NULL;
+    /* The first column of the list a row has a value in: a null one (an
+     * `image` beside a `file_name`) names the column only when no other
+     * has a value. */
+    for (size_t i = 0; !image_key && i < sl_source_n_auto_image_columns; i++) {
+        json_t *v = json_object_get(row, sl_source_auto_image_columns[i]);
+        if (v && !json_is_null(v))
             image_key = sl_source_auto_image_columns[i];
+        else if (v && !null_key)
+            null_key = sl_source_auto_image_columns[i];
+    }
+    if (!image_key)
+        image_key = null_key;
     json_t *id = json_object_get(row, "id");
     if (json_is_string(id) && json_string_length(id))
         item->id = sl_strdup(json_string_value(id));
@@ -953,6 +962,9 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
                                  p->image_column ? "" : " (name it with --image-column)");
     else if (json_is_array(image))
         st = manifest_image_list(r, image, image_key, line, item);
+    else if (json_is_null(image))
+        st = sl_source_item_fail(item, "%s:%ld: column '%s' is null: no image path or URL", r->file, line,
+                                 image_key);
     else if (!value)
         st = sl_source_item_fail(item, "%s:%ld: column '%s' is not a string or a list of them",
                                  r->file, line, image_key);

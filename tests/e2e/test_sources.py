@@ -387,6 +387,23 @@ def test_manifest_numbers_past_int64_and_double_are_read(sluice, tmp_path):
     assert row["score"] is None, row
 
 
+def test_a_null_image_column_gives_way_to_the_next_with_a_value(sluice, tmp_path):
+    """A JSONL row whose `image` is null beside a `file_name` (a merged
+    metadata file) failed "column 'image' is not a string": the default
+    image column is the first of the list with a value; a row where all
+    are null fails saying so, naming FILE:LINE and the column."""
+    img = JPEGS[0]
+    lines = [{"image": None, "file_name": str(img)}, {"image": str(img), "file_name": None},
+             {"image": None, "url": None}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+    r = run(sluice, tmp_path / "m.jsonl", tmp_path / "o")
+    assert r.returncode == 3, r.stderr  # the third row fails
+    rows = by_id(jsonl_rows(tmp_path / "o"))
+    assert rows["m.jsonl:1"]["error"] is None and rows["m.jsonl:1"]["caption"], rows["m.jsonl:1"]
+    assert rows["m.jsonl:2"]["error"] is None and rows["m.jsonl:2"]["caption"], rows["m.jsonl:2"]
+    assert rows["m.jsonl:3"]["error"] == f"{tmp_path / 'm.jsonl'}:3: column 'image' is null: no image path or URL"
+
+
 def test_parquet_values_its_columns_cannot_hold_are_counted_and_typed_columns_keep_them(sluice, tmp_path):
     """Parquet's pass-through columns are typed from the first 100 rows; a
     later value of another type, a key the struct lacks and a column first
