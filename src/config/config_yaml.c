@@ -295,6 +295,14 @@ static sl_status unknown_key(loader *ld, const char *prefix, const char *key)
     return fail_here(ld, msg, "", NULL);
 }
 
+/* `full` given again here, first on line `first`. */
+static sl_status given_twice(const loader *ld, const char *full, size_t first)
+{
+    char msg[300];
+    snprintf(msg, sizeof msg, " is given twice (first on line %zu); keep one", first);
+    return fail_here(ld, msg, full, NULL);
+}
+
 static sl_status mapping(loader *ld, const char *prefix)
 {
     struct { char name[MAX_KEY]; size_t line; } seen[MAX_SEEN];
@@ -314,23 +322,15 @@ static sl_status mapping(loader *ld, const char *prefix)
             return unknown_key(ld, prefix, "(a long or odd name)");
         snprintf(full, sizeof full, "%s%s%s", prefix, *prefix ? "." : "", k);
         for (int s = 0; s < n_seen; s++)
-            if (strcmp(seen[s].name, k) == 0) {
-                char msg[300];
-                snprintf(msg, sizeof msg, " is given twice (first on line %zu); keep one",
-                         seen[s].line);
-                return fail_here(ld, msg, full, NULL);
-            }
+            if (strcmp(seen[s].name, k) == 0)
+                return given_twice(ld, full, seen[s].line);
         if (n_seen < MAX_SEEN) {
             snprintf(seen[n_seen].name, MAX_KEY, "%s", k);
             seen[n_seen++].line = ld->ev.start_mark.line + 1;
         }
         int i = sl_config_find_key(full, strlen(full));
-        if (i >= 0 && ld->line_of[i]) {
-            char msg[300];
-            snprintf(msg, sizeof msg, " is given twice (first on line %zu); keep one",
-                     ld->line_of[i]);
-            return fail_here(ld, msg, full, NULL);
-        }
+        if (i >= 0 && ld->line_of[i])
+            return given_twice(ld, full, ld->line_of[i]);
         if (i >= 0) {
             ld->line_of[i] = ld->ev.start_mark.line + 1;
             if ((st = value(ld, i, full)) != SL_OK)

@@ -1000,13 +1000,11 @@ static sl_status reserve_within(column *c, sl_buf *b, size_t extra, const char *
 {
     if (b->cap - b->len >= extra)
         return SL_OK;
-    sl_pq_reader *r = c->r;
-    size_t room = room_left(r);
-    if (extra - (b->cap - b->len) > room)
-        return corrupt(c, "%s of %zu bytes would pass the reader's memory limit of %zu bytes (%zu held)", what,
-                       extra, r->p.memory_limit, r->held);
-    if (!sl_buf_reserve_within(b, extra, room))
-        return nomem(r);
+    sl_status st = room_for(c, b->cap, b->len + extra, what);
+    if (st != SL_OK)
+        return st;
+    if (!sl_buf_reserve_within(b, extra, room_left(c->r)))
+        return nomem(c->r);
     return recount(c);
 }
 
@@ -1673,7 +1671,7 @@ static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint8_t *defs,
 static sl_status take_bytes(column *c, size_t row, const uint8_t *s, size_t len)
 {
     pending *pr = &c->rows;
-    sl_status st = reserve_within(c, &pr->data, len, "a value");
+    sl_status st = reserve_within(c, &pr->data, len, "the batch's values");
     if (st != SL_OK)
         return st;
     sl_buf_append(&pr->data, s, len); /* reserved */

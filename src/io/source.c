@@ -528,9 +528,11 @@ static void fill(source_reader *r)
  * kept it would be part of the first column's name or the first line's
  * JSON. Called once, before anything is read; a first chunk shorter than
  * the mark (a stream's first piece) is topped up so it can be told. */
+#define UTF8_BOM "\xef\xbb\xbf"
+
 static void skip_bom(source_reader *r)
 {
-    static const char bom[] = "\xef\xbb\xbf";
+    static const char bom[] = UTF8_BOM;
     if (r->chunk_pos == r->chunk_len && !r->eof)
         fill(r);
     while (!r->eof && !r->read_error && r->chunk_len < 3 &&
@@ -1123,7 +1125,7 @@ static int64_t batch_count(const char *file, const sl_source_params *p, const at
             break;
         /* Non-blank lines: blank ones are skipped by the reader, and so is
          * a byte order mark (skip_bom), which alone on a line leaves it blank. */
-        size_t i = at == 0 && n >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+        size_t i = at == 0 && n >= 3 && memcmp(buf, UTF8_BOM, 3) == 0 ? 3 : 0;
         at += n;
         for (; i < n; i++) {
             if (buf[i] == '\n') {

@@ -172,7 +172,8 @@ typedef struct job {
     long first_shard;         /* this run's first part number */
     long done_before;         /* inputs committed before this run */
     atomic_int_fast64_t rows_skipped; /* inputs skipped as done, by the read stage */
-    atomic_int_fast64_t inputs_read;  /* inputs the read stage made rows of */
+    atomic_int_fast64_t inputs_read;  /* rows the read stage made (inputs not done before,
+                                         in the sample): what --limit counts */
     atomic_bool read_to_end;          /* ... and the inputs ended (no --limit cut them) */
     /* One job over MPI ranks (sluice/dist.h; NULL: one process). The
      * ledger is rank 0's (j->ledger there, recorded in by the coordinator);

@@ -182,7 +182,6 @@ char *job_row_input_id(const caption_row *r)
 typedef struct reader {
     job *j;
     sl_idset *ids;
-    long rows;       /* rows made (inputs not done before and in the sample) */
 } reader;
 
 static sl_status read_init(void *cfg, int worker, void **state)
@@ -265,7 +264,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
     sl_status st;
     /* --limit: a slice of the job; the same command without it goes on
      * from there (the slice's rows are in the ledger). */
-    if (j->p->limit > 0 && rd->rows >= j->p->limit) {
+    if (j->p->limit > 0 && atomic_load(&j->inputs_read) >= j->p->limit) {
         *done = true;
         return SL_OK;
     }
@@ -310,7 +309,6 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
         sl_source_item_clear(&it);
         return st;
     }
-    rd->rows++;
     atomic_fetch_add(&j->inputs_read, 1);
     r->task_prompts = j->p->n_tasks > 0;
     /* The item's strings and bytes move into the row. */
