@@ -1,8 +1,11 @@
 """Writes the seeds of fuzz/corpus/arrow/: small Arrow IPC files from
 pyarrow (the stream format Hugging Face datasets writes, the file format,
 several record batches, nulls, the image struct, a list of images, nested
-lists, structs and maps; dictionary-encoded columns; lz4 and
-zstd-compressed batches).
+lists, structs and maps; dictionary-encoded columns; string and binary
+views, inline and in several data buffers; lz4 and zstd-compressed
+batches), and with polars when it is installed, what its write_ipc and
+write_ipc_stream write (views, categoricals of views, the file format with
+its schema message unprefixed).
 
     .venv/bin/python fuzz/gen_arrow_corpus.py
 """
@@ -39,6 +42,13 @@ def tables():
         "kind": pa.array(["x", None, "x"]).dictionary_encode(),
         "tags": pa.array([["p", "q"], None, []]).cast(pa.list_(pa.dictionary(pa.int8(), pa.string()))),
     })
+    long = [f"{'z' * 20}{i}" for i in range(3)]
+    yield "views", pa.table({
+        "image": pa.array(["a.png", "b-a-longer-name-than-twelve.png", None], pa.string_view()),
+        "text": pa.array([long[0], None, "short"], pa.string_view()),
+        "raw": pa.array([PNG, b"x", None], pa.binary_view()),
+        "kinds": pa.array([[long[1], "k"], None, [long[2]]], pa.list_(pa.string_view())),
+    })
     yield "paths", pa.table({"url": pa.array(["https://example.com/a.jpg", "b.jpg", None]),
                              "u": pa.array([1, 2, 2 ** 63], pa.uint64()), "f": pa.array([True, None, False])})
 
@@ -61,6 +71,16 @@ def main():
                 w.write_table(table, max_chunksize=2)
             (out / f"{name}-{codec}.arrow").write_bytes(buf.getvalue())
         print(name, len(buf.getvalue()))
+    try:
+        import polars as pl
+    except ImportError:
+        return
+    df = pl.DataFrame({"image": ["a.png", "b-a-longer-name-than-twelve.png"], "text": ["t" * 30, None],
+                       "kind": pl.Series(["x", "y"], dtype=pl.Categorical),
+                       "tags": [["p" * 13, "q"], []], "s": [{"k": "v" * 20}, {"k": None}]})
+    df.write_ipc(out / "polars-file.arrow")
+    df.write_ipc(out / "polars-zstd.arrow", compression="zstd")
+    df.write_ipc_stream(out / "polars-stream.arrow")
 
 
 if __name__ == "__main__":

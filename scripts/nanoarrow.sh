@@ -7,10 +7,13 @@
 # pinned nanoarrow sdist (scripts/versions.sh) is built into
 #   ${SLUICE_CACHE:-~/.cache/sluice}/nanoarrow/<version>/prefix
 # with the zstd and lz4 codecs of compressed record batches (pyarrow's
-# Feather default is lz4), from the system's libzstd and liblz4, and one
-# fix of ours (nanoarrow-dictionary-codec.patch: 0.9.0 decodes a compressed
-# dictionary batch as if it were not compressed; pandas' categoricals in a
-# Feather file are such batches).
+# Feather default is lz4), from the system's libzstd and liblz4, and two
+# changes of ours: nanoarrow-dictionary-codec.patch (0.9.0 decodes a
+# compressed dictionary batch as if it were not compressed; pandas'
+# categoricals in a Feather file are such batches) and
+# nanoarrow-view-types.patch (0.9.0's IPC reader refuses Utf8View and
+# BinaryView, which polars writes by default; the patch reads their variadic
+# buffers, leaving the check of each view's buffer and bounds to sluice).
 # A complete prefix (its stamp naming this build) is reused as is.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,7 +37,7 @@ fi
 root=${SLUICE_CACHE:-$HOME/.cache/sluice}/nanoarrow/$NANOARROW_VERSION
 prefix=$root/prefix
 stamp=$prefix/.sluice-complete
-build_id="nanoarrow $NANOARROW_VERSION ipc zstd lz4 dictionary-codec"
+build_id="nanoarrow $NANOARROW_VERSION ipc zstd lz4 dictionary-codec view-types"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$build_id" ] && has_prefix "$prefix"; then
     say "reusing cached build $prefix"
     echo "$prefix"; exit 0
@@ -67,6 +70,8 @@ ln -sfn "$flatcc" "$na/thirdparty/flatcc"
 [ -f "$na/cmake/config.cmake.in" ] || echo '@PACKAGE_INIT@' >"$na/cmake/config.cmake.in"
 patch -s -d "$na" -p1 <"$here/nanoarrow-dictionary-codec.patch" ||
     die "scripts/nanoarrow-dictionary-codec.patch does not apply to nanoarrow $NANOARROW_VERSION: see whether that version still needs it"
+patch -s -d "$na" -p1 <"$here/nanoarrow-view-types.patch" ||
+    die "scripts/nanoarrow-view-types.patch does not apply to nanoarrow $NANOARROW_VERSION: see whether that version reads view types itself"
 
 say "building nanoarrow $NANOARROW_VERSION with IPC into $prefix"
 cmake -S "$na" -B "$root/build" -DCMAKE_BUILD_TYPE=Release -DNANOARROW_IPC=ON \

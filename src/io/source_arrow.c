@@ -3,7 +3,12 @@
  * in its cache, and the file format pyarrow and Feather v2 write), local or
  * in a bucket or on a web server (io/ranged.h: ranged GETs, never a copy),
  * read one record batch at a time with nanoarrow's IPC decoder, lz4- or
- * zstd-compressed bodies included. The image column is
+ * zstd-compressed bodies included. The file format is read through its
+ * footer's blocks (polars writes the schema message after the magic
+ * without its prefix); one without a footer as the stream after the magic.
+ * String and binary views (polars' default) are read with the view-types
+ * patch of nanoarrow (scripts/nanoarrow.sh), each view checked here to
+ * lie inside its buffers. The image column is
  * found as in Parquet files: the Hugging Face struct {bytes, path}, binary
  * image bytes, a string of paths or URLs, or a list of those (a row's
  * images); every other column passes through as JSON (lists as arrays,
@@ -49,7 +54,8 @@
  * its current values take. */
 typedef struct dict_slot {
     int64_t id;
-    int buffers;
+    int buffers; /* a view type's: its fixed two, its variadic ones besides */
+    bool views;
     int64_t bytes;
 } dict_slot;
 /* A remote file's headers are read through blocks this long: a request per
@@ -83,6 +89,11 @@ struct source_reader {
     int64_t batch_rows;           /* the last record batch message's rows */
     const char *image_name;
     bool ended;
+    /* The file format read through its footer: the dictionary batches'
+     * blocks, then the record batches', and the next to read (NULL: read
+     * as a stream, message after message). */
+    struct ArrowIpcFileBlock *blocks;
+    int64_t n_blocks, next_block;
 };
 
 static void arrow_close(source_reader *r)
@@ -100,6 +111,7 @@ static void arrow_close(source_reader *r)
         r->schema.release(&r->schema);
     sl_buf_free(&r->header);
     sl_buf_free(&r->body);
+    sl_free(r->blocks);
     sl_free(r->file);
     sl_free(r->base_dir);
     sl_free(r);
@@ -265,7 +277,8 @@ static const char *check_metadata(ns(KeyValue_vec_t) kvs)
 static const char *add_dictionary(source_reader *r, ns(Field_table_t) f, int type, int64_t id)
 {
     int buffers = 0;
-    if (type == ns(Type_Int) || type == ns(Type_FloatingPoint) || type == ns(Type_Bool))
+    bool views = type == ns(Type_Utf8View) || type == ns(Type_BinaryView);
+    if (type == ns(Type_Int) || type == ns(Type_FloatingPoint) || type == ns(Type_Bool) || views)
         buffers = 2;
     else if (type == ns(Type_Utf8) || type == ns(Type_LargeUtf8) || type == ns(Type_Binary) ||
              type == ns(Type_LargeBinary))
@@ -277,7 +290,7 @@ static const char *add_dictionary(source_reader *r, ns(Field_table_t) f, int typ
             return "two dictionary-encoded fields sharing one dictionary id";
     if (r->n_slots == MAX_DICTIONARIES)
         return "more than 64 dictionary-encoded fields";
-    r->slots[r->n_slots++] = (dict_slot){id, buffers, 0};
+    r->slots[r->n_slots++] = (dict_slot){id, buffers, views, 0};
     return NULL;
 }
 
@@ -383,13 +396,38 @@ static const char *check_message(source_reader *r, const void *fb)
             return "a dictionary batch without its values";
         if (!slot)
             return "a dictionary batch of an id no field has";
+        flatbuffers_int64_vec_t variadic = ns(RecordBatch_variadicBufferCounts(data));
+        int64_t buffers = slot->buffers;
+        if (flatbuffers_int64_vec_len(variadic) != (slot->views ? 1u : 0u))
+            return "a dictionary batch whose variadic buffer counts are not its values'";
+        if (slot->views) {
+            int64_t more = flatbuffers_int64_vec_at(variadic, 0);
+            if (more < 0 || more > (int64_t)ns(Buffer_vec_len(ns(RecordBatch_buffers(data)))))
+                return "a dictionary batch whose variadic buffer counts are not its values'";
+            buffers += more;
+        }
         if (ns(FieldNode_vec_len(ns(RecordBatch_nodes(data)))) != 1 ||
-            ns(Buffer_vec_len(ns(RecordBatch_buffers(data)))) != (size_t)slot->buffers)
+            ns(Buffer_vec_len(ns(RecordBatch_buffers(data)))) != (size_t)buffers)
             return "a dictionary batch whose nodes or buffers are not its values'";
         return check_batch(data, body);
     }
     return type == ns(MessageHeader_RecordBatch) ? check_batch(header, body)
                                                  : NULL; /* not decoded: no rows in it */
+}
+
+/* The file footer's flatbuffer (verified by nanoarrow): NULL when nanoarrow
+ * may decode it, else why not; its schema's dictionary fields are recorded
+ * in r. */
+static const char *check_footer(source_reader *r, const void *fb)
+{
+    ns(Footer_table_t) f = ns(Footer_as_root(fb));
+    if (!f)
+        return "a footer without its table";
+    ns(Schema_table_t) sc = ns(Footer_schema(f));
+    if (!sc)
+        return "a footer without its schema";
+    const char *why = check_metadata(ns(Footer_custom_metadata(f)));
+    return why ? why : (why = check_metadata(ns(Schema_custom_metadata(sc)))) ? why : check_fields(r, ns(Schema_fields(sc)), 0);
 }
 
 /* The bytes a record or dictionary batch's buffers take decoded (its
@@ -518,27 +556,108 @@ static sl_status read_message(source_reader *r, bool *eos, char **why)
     return SL_OK;
 }
 
-/* Reads the schema message and chooses the columns; *why when the file
- * cannot be read. */
+/* The next message: the stream's next, or the file's next block. */
+static sl_status next_message(source_reader *r, bool *eos, char **why)
+{
+    if (r->blocks) {
+        if (r->next_block == r->n_blocks) {
+            *eos = true;
+            return SL_OK;
+        }
+        r->pos = r->blocks[r->next_block++].offset; /* inside the file: read_footer */
+    }
+    return read_message(r, eos, why);
+}
+
+/* The schema and the batches' blocks from the footer of a file in the file
+ * format (r->blocks): *found false when it has none that nanoarrow
+ * verifies (a stream, or a file cut short: read as a stream then). The footer is what
+ * readers of the file format go by: polars writes the schema message after
+ * the leading magic without its length prefix, a stream reader's error. */
+static sl_status read_footer(source_reader *r, bool *found, char **why)
+{
+    struct ArrowError err = {0};
+    uint8_t tail[10];
+    int32_t len;
+    *found = false;
+    if (r->size < 8 + 10)
+        return SL_OK;
+    r->pos = r->size - 10;
+    if (!read_exact(r, tail, sizeof tail))
+        return CUT(r, "its footer");
+    memcpy(&len, tail, 4);
+    if (memcmp(tail + 4, "ARROW1", 6) != 0 || len <= 0 || (uint32_t)len > MAX_HEADER_BYTES ||
+        len > r->size - 8 - 10)
+        return SL_OK;
+    int64_t start = r->size - 10 - len;
+    r->header.len = 0;
+    if (!sl_buf_reserve(&r->header, 8 + (size_t)len + 10))
+        return NOMEM(r);
+    r->pos = start;
+    if (!read_exact(r, r->header.data + 8, (size_t)len + 10)) /* 8 bytes in: aligned as its structs need */
+        return CUT(r, "its footer");
+    struct ArrowBufferView view = {.data.data = r->header.data + 8, .size_bytes = (int64_t)len + 10};
+    if (ArrowIpcDecoderVerifyFooter(&r->dec, view, &err) != NANOARROW_OK)
+        return SL_OK;
+    const char *bad = check_footer(r, r->header.data + 8);
+    if (bad)
+        return WHY(r, "%s: its footer holds %s", r->file, bad);
+    if (ArrowIpcDecoderDecodeFooter(&r->dec, view, &err) != NANOARROW_OK)
+        return WHY(r, "%s: its schema cannot be read: %s", r->file, err.message);
+    struct ArrowIpcFooter *f = r->dec.footer;
+    int64_t n_dicts = f->dictionary_blocks.size_bytes / (int64_t)sizeof(struct ArrowIpcFileBlock);
+    int64_t n_batches = f->record_batch_blocks.size_bytes / (int64_t)sizeof(struct ArrowIpcFileBlock);
+    if (!(r->blocks = sl_malloc((size_t)(n_dicts + n_batches + 1) * sizeof *r->blocks)))
+        return NOMEM(r);
+    if (n_dicts)
+        memcpy(r->blocks, f->dictionary_blocks.data, (size_t)n_dicts * sizeof *r->blocks);
+    if (n_batches)
+        memcpy(r->blocks + n_dicts, f->record_batch_blocks.data, (size_t)n_batches * sizeof *r->blocks);
+    r->n_blocks = n_dicts + n_batches;
+    for (int64_t i = 0; i < r->n_blocks; i++)
+        if (r->blocks[i].offset < 8 || r->blocks[i].offset >= start)
+            return WHY(r, "%s: its footer places a batch at byte %lld, outside the file's batches (corrupt)",
+                       r->file, (long long)r->blocks[i].offset);
+    /* The schema moves to r; the encodings point at its children, which
+     * stay where they are. */
+    ArrowSchemaMove(&f->schema, &r->schema);
+    ArrowIpcDictionaryEncodingsInit(&r->encodings);
+    r->encodings_ready = true;
+    ArrowBufferMove(&f->dictionaries.encodings, &r->encodings.encodings);
+    *found = true;
+    return SL_OK;
+}
+
+/* Reads the schema (the footer's, else the stream's first message) and
+ * chooses the columns; *why when the file cannot be read. */
 static sl_status read_schema(source_reader *r, char **why)
 {
     struct ArrowError err = {0};
-    bool eos;
+    bool eos, by_footer = false;
     uint8_t magic[8];
-    if (r->size >= 8 && !read_exact(r, magic, 8))
-        return CUT(r, "its first bytes");
-    if (r->size < 8 || memcmp(magic, "ARROW1", 6) != 0)
-        r->pos = 0; /* the stream format; the file format's stream follows the magic */
-    sl_status st = read_message(r, &eos, why);
+    /* The footer first: its reads come from a remote file's kept tail, and
+     * the first block fetched then is the one the batches begin in. */
+    sl_status st = read_footer(r, &by_footer, why);
     if (st != SL_OK || *why)
         return st;
-    if (eos || r->dec.message_type != NANOARROW_IPC_MESSAGE_TYPE_SCHEMA)
-        return WHY(r, "%s: an Arrow IPC stream begins with its schema; this one does not (not an Arrow file, or a "
-                   "corrupt one)", r->file);
-    ArrowIpcDictionaryEncodingsInit(&r->encodings);
-    r->encodings_ready = true;
-    if (ArrowIpcDecoderDecodeSchemaWithDictionaries(&r->dec, &r->schema, &r->encodings, &err) != NANOARROW_OK ||
-        ArrowIpcDecoderSetSchemaWithDictionaries(&r->dec, &r->schema, &r->encodings, &err) != NANOARROW_OK)
+    if (!by_footer) {
+        r->pos = 0;
+        if (r->size >= 8 && !read_exact(r, magic, 8))
+            return CUT(r, "its first bytes");
+        if (r->size < 8 || memcmp(magic, "ARROW1", 6) != 0)
+            r->pos = 0; /* the stream format; the file format's stream follows the magic */
+        st = read_message(r, &eos, why);
+        if (st != SL_OK || *why)
+            return st;
+        if (eos || r->dec.message_type != NANOARROW_IPC_MESSAGE_TYPE_SCHEMA)
+            return WHY(r, "%s: an Arrow IPC stream begins with its schema; this one does not (not an Arrow file, or "
+                       "a corrupt one)", r->file);
+        ArrowIpcDictionaryEncodingsInit(&r->encodings);
+        r->encodings_ready = true;
+        if (ArrowIpcDecoderDecodeSchemaWithDictionaries(&r->dec, &r->schema, &r->encodings, &err) != NANOARROW_OK)
+            return WHY(r, "%s: its schema cannot be read: %s", r->file, err.message);
+    }
+    if (ArrowIpcDecoderSetSchemaWithDictionaries(&r->dec, &r->schema, &r->encodings, &err) != NANOARROW_OK)
         return WHY(r, "%s: its schema cannot be read: %s", r->file, err.message);
     if (ArrowIpcDictionariesInit(&r->dicts, &r->encodings, &err) != NANOARROW_OK)
         return WHY(r, "%s: its dictionaries cannot be set up: %s", r->file, err.message);
@@ -861,6 +980,33 @@ static sl_status row_images(source_reader *r, int64_t i, sl_source_item *item)
 
 /* ---- rows ---------------------------------------------------------------- */
 
+/* NULL when every value of v's string and binary views (children and
+ * dictionaries too) lies inside its variadic buffers, else why not:
+ * nanoarrow's validation does not look, and its getters add a view's
+ * offset to its buffer unchecked. */
+static const char *check_views(const struct ArrowArrayView *v)
+{
+    if (v->storage_type == NANOARROW_TYPE_STRING_VIEW || v->storage_type == NANOARROW_TYPE_BINARY_VIEW) {
+        const union ArrowBinaryView *views = v->buffer_views[1].data.as_binary_view;
+        for (int64_t i = 0; i < v->length; i++) {
+            if (ArrowArrayViewIsNull(v, i))
+                continue;
+            const union ArrowBinaryView *bv = &views[v->offset + i];
+            if (bv->inlined.size < 0)
+                return "a string or binary view of a negative size";
+            if (bv->inlined.size <= NANOARROW_BINARY_VIEW_INLINE_SIZE)
+                continue;
+            if (bv->ref.buffer_index < 0 || bv->ref.buffer_index >= v->n_variadic_buffers || bv->ref.offset < 0 ||
+                (int64_t)bv->ref.offset + bv->inlined.size > v->variadic_buffer_sizes[bv->ref.buffer_index])
+                return "a string or binary view outside its data buffers";
+        }
+    }
+    const char *why = NULL;
+    for (int64_t c = 0; c < v->n_children && !why; c++)
+        why = check_views(v->children[c]);
+    return why ? why : v->dictionary ? check_views(v->dictionary) : NULL;
+}
+
 /* The next record batch into r->batch (NULL at the end); *why when the
  * file cannot be read on. */
 static sl_status next_batch(source_reader *r, char **why)
@@ -869,7 +1015,7 @@ static sl_status next_batch(source_reader *r, char **why)
     r->batch = NULL;
     for (;;) {
         bool eos;
-        sl_status st = read_message(r, &eos, why);
+        sl_status st = next_message(r, &eos, why);
         if (st != SL_OK || *why)
             return st;
         if (eos) {
@@ -904,6 +1050,8 @@ static sl_status next_batch(source_reader *r, char **why)
         if (ArrowIpcDecoderDecodeArrayViewWithDictionaries(&r->dec, body, -1, &r->dicts, &v, &err) != NANOARROW_OK ||
             ArrowArrayViewValidate(v, NANOARROW_VALIDATION_LEVEL_FULL, &err) != NANOARROW_OK)
             return WHY(r, "%s: record batch %lld is corrupt: %s", r->file, (long long)nth, err.message);
+        if ((bad = check_views(v)))
+            return WHY(r, "%s: record batch %lld is corrupt: it holds %s", r->file, (long long)nth, bad);
         if (v->length == 0)
             continue;
         r->batch = v;
@@ -976,7 +1124,7 @@ static int64_t arrow_count(const char *file, const sl_source_params *p, const at
     }
     int64_t rows = 0;
     for (bool eos = false; !eos && !atomic_load(stop);) {
-        if (read_message(r, &eos, &why) != SL_OK) {
+        if (next_message(r, &eos, &why) != SL_OK) {
             rows = -1;
             break;
         }

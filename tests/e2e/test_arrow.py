@@ -2,6 +2,7 @@
 a Hugging Face dataset as save_to_disk leaves it (stream-format .arrow
 shards, several record batches), pyarrow's file format, Feather's lz4 and
 zstd-compressed batches, dictionary-encoded columns (pandas categoricals),
+what polars writes (string views, its file format read by the footer),
 every kind of image column, every column passed
 through as pyarrow reads it, and broken files as failed rows naming the
 file and the cause, with no sanitizer report. test_s3.py reads one from a
@@ -282,6 +283,97 @@ def test_what_datasets_and_pandas_write(sluice, tmp_path):
         assert row["error"] is None and row["path"] == want["path"], row
         assert (row["kind"], row["n"]) == (want["kind"], want["n"])
         assert row["input_bytes"] == pathlib.Path(want["path"]).stat().st_size
+
+
+def test_what_polars_writes(sluice, tmp_path):
+    """polars' write_ipc and write_ipc_stream as they are by default: string
+    and binary views (their data in several buffers: a batch's strings past
+    polars' buffer size), categoricals and enums as dictionaries of views,
+    lists and structs of views, the file format read through its footer
+    (polars writes the schema message after the magic without its length
+    prefix), uncompressed, lz4 and zstd: every row as polars reads it back,
+    progress totals from the headers. Parquet output keeps the view columns
+    as strings (DuckDB reads them)."""
+    pl = pytest.importorskip("polars")
+    n = 40
+    paths = [str(JPEGS[i % len(JPEGS)]) for i in range(n)]
+    df = pl.DataFrame({
+        "image": paths,
+        # 40 strings of 3000 bytes: more than one of polars' data buffers
+        "long": [f"{i:04d}" + "x" * 2996 for i in range(n)],
+        "short": [f"s{i}" if i % 3 else None for i in range(n)],
+        "raw": [bytes([i]) * 20 for i in range(n)],
+        "kind": pl.Series(["cat", "dog-with-a-long-name"] * (n // 2), dtype=pl.Categorical),
+        "split": pl.Series(["train", "test"] * (n // 2), dtype=pl.Enum(["train", "test"])),
+        "tags": [[f"tag-number-{i}", "t"] if i % 2 else [] for i in range(n)],
+        "meta": [{"src": f"source-{i}-long-enough", "w": i} for i in range(n)],
+    })
+    df.write_ipc(tmp_path / "plain.arrow")
+    df.write_ipc(tmp_path / "zstd.arrow", compression="zstd")
+    df.write_ipc(tmp_path / "lz4.ipc", compression="lz4")
+    df.write_ipc_stream(tmp_path / "stream.arrows")
+    schema = ipc.open_file(str(tmp_path / "plain.arrow")).schema
+    assert schema.field("image").type == pa.string_view()
+    assert schema.field("kind").type.value_type == pa.string_view()
+    blob = (tmp_path / "plain.arrow").read_bytes()
+    assert blob[8:12] != b"\xff\xff\xff\xff"  # no stream after the magic: only the footer reads it
+    stream = ipc.open_stream(str(tmp_path / "stream.arrows")).read_all()
+    views = stream.column("long").chunks[0]
+    assert len(views.buffers()) > 3  # validity, views and more than one data buffer
+    files = ["plain.arrow", "zstd.arrow", "lz4.ipc", "stream.arrows"]
+    r = sluice.run("caption", *[str(tmp_path / f) for f in files], "-o", tmp_path / "o", "--dry-run",
+                   "--metrics-addr", "off", "--progress-every", "0.05")
+    assert r.returncode == 0, r.stderr
+    assert not any(m in r.stderr for m in SANITIZER_MARKS), r.stderr
+    last = [l for l in r.stderr.splitlines() if l.startswith("progress:")][-1]
+    assert f"{4 * n} of {4 * n} (100%)" in last, last
+    rows = by_id(read_rows(tmp_path / "o"))
+    assert len(rows) == 4 * n
+    for f in files:
+        back = (pl.read_ipc_stream if f.endswith(".arrows") else pl.read_ipc)(tmp_path / f)
+        for i, want in enumerate(back.to_dicts()):
+            row = rows[f"{f}:{i}"]
+            assert row["error"] is None, row
+            assert row["path"] == want["image"] and row["input_bytes"] == pathlib.Path(want["image"]).stat().st_size
+            for col in ("long", "short", "kind", "split", "tags", "meta"):
+                assert row[col] == want[col], (f, i, col, row[col], want[col])
+            assert "raw" not in row
+    r = dry_run(sluice, tmp_path / "zstd.arrow", tmp_path / "pq", "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    duckdb = pytest.importorskip("duckdb")
+    got = duckdb.sql(f"SELECT long, kind, tags, meta.src FROM '{tmp_path / 'pq'}/*.parquet' ORDER BY id").fetchall()
+    want = df.select("long", "kind", "tags", "meta").to_dicts()
+    assert len(got) == n
+    assert sorted(got) == sorted((w["long"], w["kind"], w["tags"], w["meta"]["src"]) for w in want)
+
+
+def test_views_outside_their_buffers_fail_the_file(sluice, tmp_path):
+    """A string view whose offset or buffer index points outside the data
+    buffers (nanoarrow's validation does not look) fails the rest of its
+    file naming it and the cause, with no sanitizer report; the batch
+    before it is read."""
+    long = "Z" * 40
+    table = pa.table({"image": pa.array([str(JPEGS[0])] * 4, pa.string_view()),
+                      "text": pa.array(["a", "b", "c", long], pa.string_view())})
+    first = pa.table({"image": pa.array([str(JPEGS[1])] * 2, pa.string_view()),
+                      "text": pa.array(["ok", "fine"], pa.string_view())})
+    head = struct.pack("<i", 40) + b"ZZZZ"
+    for name, index, offset in (("offset.arrow", 0, 1 << 30), ("index.arrow", 7, 0), ("negative.arrow", -1, 0)):
+        with ipc.new_stream(str(tmp_path / name), table.schema) as w:
+            w.write_table(first)
+            w.write_table(table)
+        data = (tmp_path / name).read_bytes()
+        assert data.count(head) == 1
+        at = data.index(head) + len(head)
+        (tmp_path / name).write_bytes(data[:at] + struct.pack("<ii", index, offset) + data[at + 8:])
+    r = dry_run(sluice, tmp_path / "*.arrow", tmp_path / "o")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(read_rows(tmp_path / "o"))
+    for name in ("offset.arrow", "index.arrow", "negative.arrow"):
+        assert rows[f"{name}:0"]["error"] is None and rows[f"{name}:1"]["text"] == "fine"
+        err = rows[f"{name}:2"]["error"]
+        assert name in err and "record batch 2 is corrupt" in err and "outside its data buffers" in err, err
+        assert f"{name}:3" not in rows
 
 
 def test_parquet_output_keeps_the_arrow_types(sluice, tmp_path):
