@@ -37,7 +37,9 @@ fi
 root=${SLUICE_CACHE:-$HOME/.cache/sluice}/nanoarrow/$NANOARROW_VERSION
 prefix=$root/prefix
 stamp=$prefix/.sluice-complete
-build_id="nanoarrow $NANOARROW_VERSION ipc zstd lz4 dictionary-codec view-types"
+# The patches' own hash: a changed patch rebuilds the prefix.
+patches=$(cat "$here"/nanoarrow-dictionary-codec.patch "$here"/nanoarrow-view-types.patch | sha256sum | cut -c1-16)
+build_id="nanoarrow $NANOARROW_VERSION ipc zstd lz4 patches $patches"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$build_id" ] && has_prefix "$prefix"; then
     say "reusing cached build $prefix"
     echo "$prefix"; exit 0

@@ -365,6 +365,14 @@ static const char *check_batch(ns(RecordBatch_table_t) rb, int64_t body)
     return NULL;
 }
 
+/* A schema's table (a schema message's or the footer's); r: as for
+ * check_fields. */
+static const char *check_schema(source_reader *r, ns(Schema_table_t) sc)
+{
+    const char *why = check_metadata(ns(Schema_custom_metadata(sc)));
+    return why ? why : check_fields(r, ns(Schema_fields(sc)), 0);
+}
+
 /* The message's flatbuffer (fb, verified by nanoarrow) and the body size it
  * claims: NULL when nanoarrow may decode it, else why not. The first
  * schema's dictionary fields are recorded in r. */
@@ -380,12 +388,8 @@ static const char *check_message(source_reader *r, const void *fb)
     const char *why = check_metadata(ns(Message_custom_metadata(m)));
     if (why)
         return why;
-    if (type == ns(MessageHeader_Schema)) {
-        ns(Schema_table_t) sc = header;
-        return (why = check_metadata(ns(Schema_custom_metadata(sc))))
-                   ? why
-                   : check_fields(r->schema.release ? NULL : r, ns(Schema_fields(sc)), 0);
-    }
+    if (type == ns(MessageHeader_Schema))
+        return check_schema(r->schema.release ? NULL : r, header);
     int64_t body = ns(Message_bodyLength(m));
     if (type == ns(MessageHeader_DictionaryBatch)) {
         if (ns(DictionaryBatch_isDelta((ns(DictionaryBatch_table_t))header)))
@@ -427,7 +431,7 @@ static const char *check_footer(source_reader *r, const void *fb)
     if (!sc)
         return "a footer without its schema";
     const char *why = check_metadata(ns(Footer_custom_metadata(f)));
-    return why ? why : (why = check_metadata(ns(Schema_custom_metadata(sc)))) ? why : check_fields(r, ns(Schema_fields(sc)), 0);
+    return why ? why : check_schema(r, sc);
 }
 
 /* The bytes a record or dictionary batch's buffers take decoded (its
