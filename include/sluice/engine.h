@@ -436,7 +436,9 @@ typedef struct sl_request {
 
 typedef struct sl_result {
     char *text;                /* generated text, NUL-terminated */
-    const char *finish_reason; /* "stop", "length" (static strings) */
+    const char *finish_reason; /* "stop", "length"; the openai engine: the server's
+                                  word, NULL when it gave none (strings that live
+                                  as long as the process) */
     int prompt_tokens;         /* text and image positions fed to the model */
     int generated_tokens;
     int cached_tokens;         /* prompt positions not computed: copied from the shared

@@ -374,11 +374,11 @@ static json_t *completion_of(const job *j, const caption_row *r, const char *id)
 {
     const sl_result *res = &r->result;
     int total = res->prompt_tokens + res->generated_tokens;
-    return json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:{s:s, s:o}, s:s}], s:{s:i, s:i, s:i}}",
+    return json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:{s:s, s:o}, s:s?}], s:{s:i, s:i, s:i}}",
                      "id", id, "object", "chat.completion", "created", (json_int_t)time(NULL),
                      "model", j->model_name, "choices", "index", 0, "message", "role",
                      "assistant", "content", job_json_text(res->text ? res->text : ""),
-                     "finish_reason", res->finish_reason ? res->finish_reason : "stop", "usage",
+                     "finish_reason", res->finish_reason, "usage",
                      "prompt_tokens", res->prompt_tokens, "completion_tokens",
                      res->generated_tokens, "total_tokens", total);
 }
@@ -404,9 +404,9 @@ static char *answers_body(const job *j, const caption_row *r, const char *id)
         json_t *one = a->response_json ? json_loads(a->response_json, 0, NULL) : NULL;
         json_t *choice = json_array_get(json_object_get(one, "choices"), 0);
         if (!choice)
-            choice = json_pack("{s:{s:s, s:o}, s:s, s:n}", "message", "role", "assistant",
+            choice = json_pack("{s:{s:s, s:o}, s:s?, s:n}", "message", "role", "assistant",
                                "content", job_json_text(a->text ? a->text : ""),
-                               "finish_reason", a->finish_reason ? a->finish_reason : "stop",
+                               "finish_reason", a->finish_reason,
                                "logprobs");
         else
             json_incref(choice);

@@ -567,8 +567,9 @@ static void observe_http(replica_metrics *rm, const sl_result *r)
         sl_metrics_counter_add_u64(c, (uint64_t)(r->prompt_tokens > 0 ? r->prompt_tokens : 0));
     if ((c = sl_metrics_with(sl_metrics_find(reg, "vllm:generation_tokens_total"), m, e, ep)))
         sl_metrics_counter_add_u64(c, (uint64_t)(r->generated_tokens > 0 ? r->generated_tokens : 0));
+    /* A server's null finish_reason still counts the request. */
     if ((c = sl_metrics_with(sl_metrics_find(reg, "vllm:request_success_total"), m, e, ep,
-                             r->finish_reason)))
+                             r->finish_reason ? r->finish_reason : "none")))
         sl_metrics_counter_inc(c);
 }
 

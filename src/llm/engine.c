@@ -580,8 +580,10 @@ char *sl_chat_completion_json(const char *id, const char *model, long long creat
               json_object_set_new(message, "content", json_stringn_nocheck(text, strlen(text))) ||
               json_object_set_new(choice, "index", json_integer(0)) ||
               json_object_set(choice, "message", message) ||
+              /* none given (a server's null): null, as OpenAI writes it */
               json_object_set_new(choice, "finish_reason",
-                                  json_string(res->finish_reason ? res->finish_reason : "stop")) ||
+                                  res->finish_reason ? json_string(res->finish_reason)
+                                                     : json_null()) ||
               json_object_set_new(choice, "logprobs",
                                   logprobs ? json_incref(logprobs) : json_null()) ||
               json_array_append(choices, choice) ||

@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import SAMPLES, read_rows, sample_copies, sample_images, sanitized
 from openai_helpers import (FakeServer, LlamaServer, Proxy, chat, completion, endless,
-                            free_port, metric_sum, scrape, too_many_requests)
+                            free_port, metric_sum, reply, scrape, too_many_requests)
 
 EXPECTED_IDS = {str(p.relative_to(SAMPLES)) for p in sample_images()}
 
@@ -543,3 +543,143 @@ def test_an_answer_without_end_fails_the_row_at_its_bound(sluice, tmp_path, kind
     for _, sha, _ in log:
         attempts[sha] = attempts.get(sha, 0) + 1
     assert sorted(attempts.values()) == [1 if kind != "error" else 2] * 4
+
+
+def event(delta, finish=None, **extra):
+    return b"data: " + json.dumps({"object": "chat.completion.chunk", "choices": [
+        {"index": 0, "delta": delta, "finish_reason": finish}], **extra}).encode() + b"\n\n"
+
+
+def cut_answer(h, kind):
+    """An answer that breaks off mid-way, each as a server or gateway does it."""
+    if kind in ("stream-chunked", "stream-closed"):
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        events = event({"content": "a cut"}) + event({"content": " capt"})
+        if kind == "stream-chunked":  # a clean end of the transfer, no [DONE]
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            h.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(events), events))
+        else:  # the connection closed after the last event
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.wfile.write(events)
+            h.close_connection = True
+    elif kind == "body-closed":  # close-delimited, closed mid-JSON
+        body = json.dumps({"choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": "a cut caption"}}]}).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(body[:len(body) // 2])
+        h.close_connection = True
+    else:  # finish_reason "error" (OpenRouter's provider failed) or "abort" (vLLM)
+        reply(h, 200, json.dumps({
+            "choices": [{"index": 0, "finish_reason": kind, "message": {
+                "role": "assistant", "content": "a cut capt"}}],
+            **({"error": {"code": 502, "message": "Provider disconnected"}}
+               if kind == "error" else {})}).encode())
+
+
+@pytest.mark.parametrize("kind", ["stream-chunked", "stream-closed", "body-closed", "error",
+                                  "abort"])
+@pytest.mark.parametrize("recovers", [True, False])
+def test_an_answer_cut_off_is_asked_again_never_kept(sluice, tmp_path, kind, recovers):
+    # Half an answer used to be the row's caption (a stream's clean end
+    # without finish_reason or [DONE]; finish_reason "error"/"abort" read
+    # as "stop"), or failed the row at once (a body closed mid-JSON). Now
+    # it is an attempt that failed: asked again, then the row fails
+    # naming why.
+    stream = kind.startswith("stream")
+
+    def answer(h, n, body):
+        if n == 0 or not recovers:
+            return cut_answer(h, kind)
+        if stream:
+            return reply(h, 200, event({"content": "a whole caption"}) +
+                         event({}, "stop") + b"data: [DONE]\n\n", content_type="text/event-stream")
+        completion(h, "a whole caption")
+
+    inp = few_inputs(tmp_path)
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--max-attempts", "2",
+                    "--metrics-addr", "off", *(["--stream"] if stream else []), timeout=120)
+        log = list(fake.log)
+    rows = ok_rows(out)
+    assert len(rows) == 4
+    assert sorted(n for _, _, n in log) == [0] * 4 + [1] * 4  # each row asked twice
+    if recovers:
+        assert r.returncode == 0, r.stderr
+        assert all(row["caption"] == "a whole caption" and row["finish_reason"] == "stop"
+                   for row in rows), rows
+        return
+    assert r.returncode == 3, r.stderr
+    why = {"stream-chunked": "the stream ended without a finish_reason or data: [DONE], "
+                             "after 2 content chunks (cut off)",
+           "stream-closed": "the stream ended without a finish_reason or data: [DONE]",
+           "body-closed": "the body ends inside its JSON",
+           "error": 'finish_reason "error": Provider disconnected (cut off)',
+           "abort": 'finish_reason "abort" (cut off)'}[kind]
+    for row in rows:
+        assert row["caption"] is None and row["id"] in row["error"], row
+        assert "gave up after 2 attempts" in row["error"] and why in row["error"], row["error"]
+        assert fake.url in row["error"] and "HTTP 200 but" in row["error"], row["error"]
+
+
+def test_finish_reasons_are_written_as_the_server_gave_them(sluice, tmp_path):
+    # A finish_reason sluice does not know is kept as the server wrote it,
+    # and none (null) is none: both were written "stop" before.
+    def answer(h, n, body):
+        text = body["messages"][-1]["content"][-1]["text"]
+        reply(h, 200, json.dumps({"choices": [{"index": 0, "message": {
+            "role": "assistant", "content": "a caption"},
+            "finish_reason": None if "null" in text else "eos_token"}]}).encode())
+
+    inp = few_inputs(tmp_path, 1)
+    for word, want in (("null", None), ("word", "eos_token")):
+        with FakeServer(answer) as fake:
+            r = caption(sluice, inp, tmp_path / word, "--endpoint", fake.url, "--prompt",
+                        f"say {word}", "--metrics-addr", "off", timeout=60)
+        assert r.returncode == 0, r.stderr
+        rows = ok_rows(tmp_path / word)
+        assert [(row["caption"], row["finish_reason"]) for row in rows] == [("a caption", want)]
+
+
+@pytest.mark.parametrize("kind, why", [
+    ("refusal", "the model refused: I can't help with that."),
+    ("content_filter", "the server's content filter stopped the answer"),
+    ("tool_call", "the server answered with a tool call, not text"),
+    ("reasoning", "the answer was all reasoning (650 bytes of reasoning_content, no content): "
+                  "it reached max_tokens while thinking; raise --max-tokens"),
+])
+def test_an_answer_that_is_no_caption_fails_its_row(sluice, tmp_path, kind, why):
+    # Each was written as a caption '' with no error before.
+    message = {"role": "assistant", "content": None}
+    finish = {"refusal": "stop", "content_filter": "content_filter", "tool_call": "tool_calls",
+              "reasoning": "length"}[kind]
+    if kind == "refusal":
+        message["refusal"] = "I can't help with that."
+    elif kind == "tool_call":
+        message["tool_calls"] = [{"id": "c", "type": "function",
+                                  "function": {"name": "f", "arguments": "{}"}}]
+    elif kind == "reasoning":
+        message["reasoning_content"] = "let me think " * 50
+
+    def answer(h, n, body):
+        reply(h, 200, json.dumps({"choices": [{"index": 0, "message": message,
+                                               "finish_reason": finish}]}).encode())
+
+    inp = few_inputs(tmp_path, 2)
+    with FakeServer(answer) as fake:
+        r = caption(sluice, inp, tmp_path / "out", "--endpoint", fake.url, "--metrics-addr",
+                    "off", timeout=60)
+        log = list(fake.log)
+    assert r.returncode == 3, r.stderr
+    rows = ok_rows(tmp_path / "out")
+    assert len(rows) == 2 and len(log) == 2  # not asked again: the answer would be the same
+    for row in rows:
+        assert row["caption"] is None and row["error_stage"] == "engine", row
+        assert row["id"] in row["error"] and fake.url in row["error"], row["error"]
+        assert why in row["error"], row["error"]

@@ -44,7 +44,7 @@ static void n_answers_come_back_in_index_order(void **state)
         "\"prompt_tokens_details\":{\"cached_tokens\":8}}}";
     sl_result r[3];
     char why[256];
-    assert_true(openai_parse_completion(body, strlen(body), 100, 3, r, why, sizeof why));
+    assert_int_equal(openai_parse_completion(body, strlen(body), 100, 3, r, why, sizeof why), OPENAI_ANSWER_OK);
     assert_string_equal(r[0].text, "zero");
     assert_string_equal(r[0].finish_reason, "stop");
     assert_string_equal(r[0].logprobs, "{\"content\":[]}");
@@ -65,7 +65,7 @@ static void n_answers_come_back_in_index_order(void **state)
     /* Indexes all 0 (or missing): by position. */
     const char *zeros = "{\"choices\":[{\"index\":0,\"message\":{\"content\":\"a\"}},"
                         "{\"index\":0,\"message\":{\"content\":\"b\"}}]}";
-    assert_true(openai_parse_completion(zeros, strlen(zeros), 100, 2, r, why, sizeof why));
+    assert_int_equal(openai_parse_completion(zeros, strlen(zeros), 100, 2, r, why, sizeof why), OPENAI_ANSWER_OK);
     assert_string_equal(r[0].text, "a");
     assert_string_equal(r[1].text, "b");
     sl_result_clear(&r[0]);
@@ -73,20 +73,20 @@ static void n_answers_come_back_in_index_order(void **state)
 
     /* A server that ignores "n" answers once. */
     const char *one = "{\"choices\":[{\"index\":0,\"message\":{\"content\":\"a\"}}]}";
-    assert_false(openai_parse_completion(one, strlen(one), 100, 2, r, why, sizeof why));
+    assert_int_equal(openai_parse_completion(one, strlen(one), 100, 2, r, why, sizeof why), OPENAI_ANSWER_BAD);
     assert_non_null(strstr(why, "1 of the 2 answers"));
     assert_non_null(strstr(why, "--split-samples"));
     /* n 1 reads choices[0] whatever follows. */
-    assert_true(openai_parse_completion(zeros, strlen(zeros), 100, 1, r, why, sizeof why));
+    assert_int_equal(openai_parse_completion(zeros, strlen(zeros), 100, 1, r, why, sizeof why), OPENAI_ANSWER_OK);
     assert_string_equal(r[0].text, "a");
     sl_result_clear(&r[0]);
     /* One answer past its bound fails them all, nothing left behind. */
     const char *long_one = "{\"choices\":[{\"message\":{\"content\":\"ok\"}},"
                            "{\"message\":{\"content\":\"far too long\"}}]}";
-    assert_false(openai_parse_completion(long_one, strlen(long_one), 5, 2, r, why, sizeof why));
+    assert_int_equal(openai_parse_completion(long_one, strlen(long_one), 5, 2, r, why, sizeof why), OPENAI_ANSWER_BAD);
     assert_non_null(strstr(why, "passed 5 bytes"));
     assert_null(r[0].text);
-    assert_false(openai_parse_completion(one, strlen(one), 100, 17, r, why, sizeof why));
+    assert_int_equal(openai_parse_completion(one, strlen(one), 100, 17, r, why, sizeof why), OPENAI_ANSWER_BAD);
 }
 
 static void completion_past_its_bound_fails(void **state)
@@ -96,13 +96,13 @@ static void completion_past_its_bound_fails(void **state)
                        "\"completion_tokens\":-3}}";
     sl_result r;
     char why[256];
-    assert_true(openai_parse_completion(body, strlen(body), 10, 1, &r, why, sizeof why));
+    assert_int_equal(openai_parse_completion(body, strlen(body), 10, 1, &r, why, sizeof why), OPENAI_ANSWER_OK);
     assert_string_equal(r.text, "0123456789");
     assert_string_equal(r.finish_reason, "length");
     assert_int_equal(r.prompt_tokens, 5);
     assert_int_equal(r.generated_tokens, 0); /* a count below 0 is no count */
     sl_free(r.text);
-    assert_false(openai_parse_completion(body, strlen(body), 9, 1, &r, why, sizeof why));
+    assert_int_equal(openai_parse_completion(body, strlen(body), 9, 1, &r, why, sizeof why), OPENAI_ANSWER_BAD);
     assert_non_null(strstr(why, "its text passed 9 bytes"));
 }
 
@@ -114,16 +114,17 @@ static void nul_in_the_text(void **state)
     const char *body = "{\"choices\":[{\"message\":{\"content\":\"a\\u0000b\"}}]}";
     sl_result r;
     char why[256];
-    assert_true(openai_parse_completion(body, strlen(body), 100, 1, &r, why, sizeof why));
+    assert_int_equal(openai_parse_completion(body, strlen(body), 100, 1, &r, why, sizeof why), OPENAI_ANSWER_OK);
     assert_string_equal(r.text, "a\xEF\xBF\xBD" "b");
     sl_free(r.text);
     openai_stream s = {0};
     openai_stream_reset(&s, 100);
     sl_buf pending = {0};
-    const char *ev = "data: {\"choices\":[{\"delta\":{\"content\":\"x\\u0000\"}}]}\n\n";
+    const char *ev = "data: {\"choices\":[{\"delta\":{\"content\":\"x\\u0000\"}}]}\n\n"
+                     "data: [DONE]\n\n";
     assert_true(sl_buf_append(&pending, ev, strlen(ev)));
     openai_stream_feed(&s, &pending, true, 1.0);
-    assert_true(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why));
+    assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_OK);
     assert_string_equal(r.text, "x\xEF\xBF\xBD");
     sl_free(r.text);
     sl_buf_free(&pending);
@@ -162,7 +163,7 @@ static void stream_reads_the_same_in_any_pieces(void **state)
         feed(&s, stream, pieces[i]);
         sl_result r;
         char why[256];
-        assert_true(openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why));
+        assert_int_equal(openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why), OPENAI_ANSWER_OK);
         assert_string_equal(r.text, "A cat sleeps.");
         assert_string_equal(r.finish_reason, "stop");
         assert_int_equal(r.prompt_tokens, 87);
@@ -184,12 +185,12 @@ static void logprobs_are_kept_whole_and_joined_from_a_stream(void **state)
                        "\"top_logprobs\":[]}]}}]}";
     sl_result r;
     char why[256];
-    assert_true(openai_parse_completion(body, strlen(body), 100, 1, &r, why, sizeof why));
+    assert_int_equal(openai_parse_completion(body, strlen(body), 100, 1, &r, why, sizeof why), OPENAI_ANSWER_OK);
     assert_string_equal(r.logprobs, "{\"content\":[{\"token\":\"Hi\",\"logprob\":-0.5,\"bytes\":"
                                     "[72,105],\"top_logprobs\":[]}]}");
     sl_result_clear(&r);
     const char *plain = "{\"choices\":[{\"message\":{\"content\":\"Hi\"},\"logprobs\":null}]}";
-    assert_true(openai_parse_completion(plain, strlen(plain), 100, 1, &r, why, sizeof why));
+    assert_int_equal(openai_parse_completion(plain, strlen(plain), 100, 1, &r, why, sizeof why), OPENAI_ANSWER_OK);
     assert_null(r.logprobs);
     sl_result_clear(&r);
 
@@ -205,7 +206,7 @@ static void logprobs_are_kept_whole_and_joined_from_a_stream(void **state)
         openai_stream s = {0};
         openai_stream_reset(&s, 1000);
         feed(&s, events, pieces[i]);
-        assert_true(openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why));
+        assert_int_equal(openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why), OPENAI_ANSWER_OK);
         assert_string_equal(r.text, "A cat");
         assert_string_equal(r.logprobs, "{\"content\":[{\"token\":\"A\",\"logprob\":-1},"
                                         "{\"token\":\" c\",\"logprob\":-2},"
@@ -214,7 +215,7 @@ static void logprobs_are_kept_whole_and_joined_from_a_stream(void **state)
         /* The same stream object, reset, keeps nothing of the last answer. */
         openai_stream_reset(&s, 1000);
         feed(&s, stream, sizeof stream);
-        assert_true(openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why));
+        assert_int_equal(openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why), OPENAI_ANSWER_OK);
         assert_null(r.logprobs);
         sl_result_clear(&r);
         openai_stream_free(&s);
@@ -240,7 +241,7 @@ static void stream_past_its_bound_fails(void **state)
     sl_result r;
     char why[256];
     openai_stream_feed(&s, &pending, true, 2.0);
-    assert_false(openai_stream_result(&s, 0.0, 3.0, &r, why, sizeof why));
+    assert_int_equal(openai_stream_result(&s, 0.0, 3.0, &r, why, sizeof why), OPENAI_ANSWER_BAD);
     assert_non_null(strstr(why, "its text passed 100 bytes"));
     sl_buf_free(&pending);
     openai_stream_free(&s);
@@ -253,12 +254,167 @@ static void stream_errors(void **state)
     feed(&s, "data: {\"error\":{\"message\":\"boom\\nagain\",\"code\":500}}\n\n", 5);
     sl_result r;
     char why[256];
-    assert_false(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why));
+    assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_BAD);
     assert_string_equal(why, "the stream carried an error: boom again");
     openai_stream_reset(&s, 1000);
-    feed(&s, ": nothing but keep-alives\n\n", 4);
-    assert_false(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why));
+    feed(&s, ": nothing but keep-alives\n\ndata: [DONE]\n\n", 4);
+    assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_BAD);
     assert_non_null(strstr(why, "no chat.completion.chunk"));
+    openai_stream_free(&s);
+}
+
+/* finish_reason as the server said it: none is none (not "stop"), a word
+ * sluice does not know is kept (one string per word, so it can be a metric
+ * label), and "error" (OpenRouter: its provider failed mid-answer) or
+ * "abort" (vLLM) is a cut answer, to be asked again, never a caption. */
+static void finish_reasons_are_kept_as_the_server_said(void **state)
+{
+    sl_result r;
+    char why[256];
+    const char *none = "{\"choices\":[{\"message\":{\"content\":\"a cat\"},"
+                       "\"finish_reason\":null}]}";
+    assert_int_equal(openai_parse_completion(none, strlen(none), 100, 1, &r, why, sizeof why),
+                     OPENAI_ANSWER_OK);
+    assert_null(r.finish_reason);
+    sl_result_clear(&r);
+    const char *eos = "{\"choices\":[{\"message\":{\"content\":\"a cat\"},"
+                      "\"finish_reason\":\"eos_token\"}]}";
+    assert_int_equal(openai_parse_completion(eos, strlen(eos), 100, 1, &r, why, sizeof why),
+                     OPENAI_ANSWER_OK);
+    assert_string_equal(r.finish_reason, "eos_token");
+    assert_ptr_equal(r.finish_reason, openai_finish_reason("eos_token"));
+    sl_result_clear(&r);
+    assert_string_equal(openai_finish_reason("two words\n"), "two?words?");
+
+    const char *error = "{\"choices\":[{\"message\":{\"content\":\"a ca\"},"
+                        "\"finish_reason\":\"error\"}],\"error\":{\"message\":\"Provider "
+                        "disconnected\",\"code\":502}}";
+    assert_int_equal(openai_parse_completion(error, strlen(error), 100, 1, &r, why, sizeof why),
+                     OPENAI_ANSWER_CUT);
+    assert_non_null(strstr(why, "finish_reason \"error\": Provider disconnected"));
+    assert_null(r.text);
+    const char *aborted = "{\"choices\":[{\"message\":{\"content\":\"a\"},"
+                          "\"finish_reason\":\"abort\"}]}";
+    assert_int_equal(openai_parse_completion(aborted, strlen(aborted), 100, 1, &r, why,
+                                             sizeof why),
+                     OPENAI_ANSWER_CUT);
+    assert_non_null(strstr(why, "\"abort\""));
+
+    /* A body cut inside its JSON (a close-delimited answer whose
+     * connection broke) is cut; one that is no JSON at all is not. */
+    const char *whole = "{\"choices\":[{\"message\":{\"content\":\"a cat\"}}]}";
+    assert_int_equal(openai_parse_completion(whole, strlen(whole) / 2, 100, 1, &r, why,
+                                             sizeof why),
+                     OPENAI_ANSWER_CUT);
+    assert_non_null(strstr(why, "ends inside its JSON"));
+    const char *html = "<html>a proxy's login page</html>";
+    assert_int_equal(openai_parse_completion(html, strlen(html), 100, 1, &r, why, sizeof why),
+                     OPENAI_ANSWER_BAD);
+    assert_non_null(strstr(why, "not JSON"));
+}
+
+/* Answers that are no caption fail the row saying what they are: they
+ * were kept as '' before. */
+static void answers_that_are_no_caption_fail(void **state)
+{
+    static const struct {
+        const char *body, *why;
+    } cases[] = {
+        {"{\"choices\":[{\"message\":{\"content\":null,\"refusal\":\"I can't help with that.\"},"
+         "\"finish_reason\":\"stop\"}]}",
+         "the model refused: I can't help with that."},
+        {"{\"choices\":[{\"message\":{\"content\":null},\"finish_reason\":\"content_filter\"}]}",
+         "content filter stopped the answer"},
+        {"{\"choices\":[{\"message\":{\"content\":\"a c\"},\"finish_reason\":\"content_filter\"}]}",
+         "content filter stopped the answer"},
+        {"{\"choices\":[{\"message\":{\"content\":null,\"tool_calls\":[{\"id\":\"c\",\"type\":"
+         "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+         "\"finish_reason\":\"tool_calls\"}]}",
+         "answered with a tool call"},
+        {"{\"choices\":[{\"message\":{\"tool_calls\":[{\"id\":\"c\"}]}}]}",
+         "answered with a tool call"},
+        {"{\"choices\":[{\"message\":{\"content\":null,\"reasoning_content\":\"let me think\"},"
+         "\"finish_reason\":\"length\"}]}",
+         "all reasoning (12 bytes of reasoning_content, no content): it reached max_tokens "
+         "while thinking; raise --max-tokens"},
+        {"{\"choices\":[{\"message\":{\"content\":\"\",\"reasoning\":\"hmm\"},"
+         "\"finish_reason\":\"stop\"}]}",
+         "all reasoning (3 bytes of reasoning_content, no content)"},
+    };
+    sl_result r;
+    char why[256];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const char *b = cases[i].body;
+        assert_int_equal(openai_parse_completion(b, strlen(b), 100, 1, &r, why, sizeof why),
+                         OPENAI_ANSWER_BAD);
+        assert_non_null(strstr(why, cases[i].why));
+        assert_null(r.text);
+    }
+    assert_null(strstr(why, "max_tokens")); /* only when it ended there */
+    /* Reasoning beside an answer: the answer. */
+    const char *both = "{\"choices\":[{\"message\":{\"content\":\"a cat\",\"reasoning_content\":"
+                       "\"let me think\"},\"finish_reason\":\"stop\"}]}";
+    assert_int_equal(openai_parse_completion(both, strlen(both), 100, 1, &r, why, sizeof why),
+                     OPENAI_ANSWER_OK);
+    assert_string_equal(r.text, "a cat");
+    sl_result_clear(&r);
+}
+
+/* A stream is whole when it says so: a finish_reason or [DONE]. Content
+ * chunks and then a clean end of the transfer (a server that died, a
+ * proxy's timeout) were kept as the caption before. */
+static void streams_without_their_end_are_cut(void **state)
+{
+    static const char chunk[] = "data: {\"choices\":[{\"delta\":{\"content\":\"hel\"},"
+                                "\"finish_reason\":null}]}\n\n";
+    static const char stop[] = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+    openai_stream s = {0};
+    sl_result r;
+    char why[256], text[1024];
+    openai_stream_reset(&s, 1000);
+    feed(&s, chunk, 7);
+    assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_CUT);
+    assert_non_null(strstr(why, "without a finish_reason or data: [DONE], after 1 content chunk"));
+
+    snprintf(text, sizeof text, "%sdata: [DONE]\n\n", chunk); /* no finish_reason: null */
+    openai_stream_reset(&s, 1000);
+    feed(&s, text, 5);
+    assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_OK);
+    assert_string_equal(r.text, "hel");
+    assert_null(r.finish_reason);
+    sl_result_clear(&r);
+
+    snprintf(text, sizeof text, "%s%s", chunk, stop); /* no [DONE]: the finish says it */
+    openai_stream_reset(&s, 1000);
+    feed(&s, text, 9);
+    assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_OK);
+    assert_string_equal(r.finish_reason, "stop");
+    sl_result_clear(&r);
+
+    /* OpenRouter's failure mid-stream: an error event with finish "error". */
+    snprintf(text, sizeof text,
+             "%sdata: {\"error\":{\"code\":502,\"message\":\"Provider disconnected\"},"
+             "\"choices\":[{\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}\n\n"
+             "data: [DONE]\n\n",
+             chunk);
+    openai_stream_reset(&s, 1000);
+    feed(&s, text, 11);
+    assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_CUT);
+    assert_non_null(strstr(why, "finish_reason \"error\": Provider disconnected"));
+
+    /* What is no caption, streamed. */
+    openai_stream_reset(&s, 1000);
+    feed(&s, "data: {\"choices\":[{\"delta\":{\"refusal\":\"I can't\"}}]}\n\n"
+             "data: {\"choices\":[{\"delta\":{\"refusal\":\" help.\"},\"finish_reason\":\"stop\"}]}"
+             "\n\ndata: [DONE]\n\n", 6);
+    assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_BAD);
+    assert_string_equal(why, "the model refused: I can't help.");
+    openai_stream_reset(&s, 1000);
+    feed(&s, "data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"think\"}}]}\n\n"
+             "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}\n\ndata: [DONE]\n\n",
+         6);
+    assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_BAD);
+    assert_non_null(strstr(why, "all reasoning (5 bytes"));
     openai_stream_free(&s);
 }
 
@@ -500,6 +656,9 @@ int main(void)
         cmocka_unit_test(stream_past_its_bound_fails),
         cmocka_unit_test(logprobs_are_kept_whole_and_joined_from_a_stream),
         cmocka_unit_test(stream_errors),
+        cmocka_unit_test(finish_reasons_are_kept_as_the_server_said),
+        cmocka_unit_test(answers_that_are_no_caption_fail),
+        cmocka_unit_test(streams_without_their_end_are_cut),
         cmocka_unit_test(server_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

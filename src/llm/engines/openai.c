@@ -914,8 +914,8 @@ static void retry_or_fail(oa_engine *e, oa_req *r, oa_endpoint *ep, long code, c
         e->failing_since = now;
     snprintf(e->last_failure, sizeof e->last_failure, "%s: %s", ep->url, why);
     if (r->attempts >= e->p.max_attempts) {
-        fail_request(e, r, "%s: gave up after %d attempts; the last, to %s: %s", r->id,
-                     r->attempts, ep->url, why);
+        fail_request(e, r, "%s: gave up after %d attempt%s; the last, to %s: %s", r->id,
+                     r->attempts, r->attempts == 1 ? "" : "s", ep->url, why);
         return;
     }
     pthread_mutex_lock(&e->smu);
@@ -1132,12 +1132,12 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
         return;
     }
     if (code >= 200 && code < 300) {
-        answered(e);
         sl_result out[SL_MAX_ANSWERS];
         int n = r->n_answers;
         int n_sent = r->n_choices > 0 ? 1 : n;
         if (r->too_large && !r->st.too_large) {
             /* The same request would be answered the same way: not retried. */
+            answered(e);
             fail_request(e, r, "%s: %s answered HTTP %ld but its %s passed %zu bytes, the bound "
                          "for max_tokens (does the server ignore max_tokens?)",
                          r->id, ep->url, code, r->stream ? "event" : "body", r->body_max);
@@ -1146,10 +1146,24 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
         if (r->stream)
             openai_stream_feed(&r->st, &r->resp, true, now);
         const char *body = r->resp.data ? (const char *)r->resp.data : "";
-        if (!(r->stream ? openai_stream_result(&r->st, r->submitted, now, &out[0], why, sizeof why)
-                        : openai_parse_completion(body, r->resp.len, r->text_max, n_sent, out,
-                                                  why, sizeof why))) {
-            fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, ep->url, code, why);
+        char cause[768];
+        openai_verdict v =
+            r->stream ? openai_stream_result(&r->st, r->submitted, now, &out[0], cause,
+                                             sizeof cause)
+                      : openai_parse_completion(body, r->resp.len, r->text_max, n_sent, out,
+                                                cause, sizeof cause);
+        if (v == OPENAI_ANSWER_CUT) {
+            /* Half an answer is never kept: the row is asked again from
+             * the start, as when the connection breaks with an error. The
+             * server did answer, so the endpoint stays in rotation (a
+             * gateway's "error" is its upstream's). */
+            snprintf(why, sizeof why, "HTTP %ld but %s", code, cause);
+            retry_or_fail(e, r, ep, code, why, now);
+            return;
+        }
+        answered(e);
+        if (v != OPENAI_ANSWER_OK) {
+            fail_request(e, r, "%s: %s answered HTTP %ld but %s", r->id, ep->url, code, cause);
             return;
         }
         for (int k = 0; k < n_sent; k++) {

@@ -1,5 +1,6 @@
 /* llm/engines/openai_parse.c — see openai_parse.h. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,13 +39,98 @@ size_t openai_body_max(int max_tokens, int n)
     return one > BODIES_CEILING / answers ? BODIES_CEILING : one * answers;
 }
 
+/* A finish_reason none of the known ones is kept as the server wrote it
+ * (a gateway's own word says what happened better than "stop" would), so
+ * it needs a home that outlives the result: this table. Bounded, since a
+ * server could invent a word per answer. */
+enum { FINISH_WORDS = 64, FINISH_WORD_MAX = 32 };
+static pthread_mutex_t finish_mu = PTHREAD_MUTEX_INITIALIZER;
+static char finish_words[FINISH_WORDS][FINISH_WORD_MAX];
+static int n_finish_words;
+
 const char *openai_finish_reason(const char *s)
 {
-    static const char *const known[] = {"stop", "length", "content_filter", "tool_calls"};
-    for (size_t i = 0; s && i < sizeof known / sizeof *known; i++)
+    static const char *const known[] = {"stop",       "length",        "content_filter",
+                                        "tool_calls", "function_call", "error",
+                                        "abort",      "other"};
+    if (!s)
+        return NULL;
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         if (strcmp(s, known[i]) == 0)
             return known[i];
-    return "stop";
+    char word[FINISH_WORD_MAX];
+    size_t n = 0;
+    for (; s[n] && n < sizeof word - 1; n++)
+        word[n] = s[n] > ' ' && s[n] < 0x7f ? s[n] : '?'; /* a metric label, a cell */
+    word[n] = '\0';
+    const char *found = known[sizeof known / sizeof *known - 1];
+    pthread_mutex_lock(&finish_mu);
+    int i = 0;
+    while (i < n_finish_words && strcmp(finish_words[i], word) != 0)
+        i++;
+    if (i == n_finish_words && i < FINISH_WORDS)
+        memcpy(finish_words[n_finish_words++], word, n + 1);
+    if (i < n_finish_words)
+        found = finish_words[i];
+    pthread_mutex_unlock(&finish_mu);
+    return found;
+}
+
+static bool is_cut(const char *finish)
+{
+    /* OpenRouter's "error" (its provider failed mid-answer) and vLLM's
+     * "abort" (the request was dropped): the answer is not whole, and
+     * another try may well be. */
+    return finish && (strcmp(finish, "error") == 0 || strcmp(finish, "abort") == 0);
+}
+
+/* What an answer's parts say beyond its text: a text of text_len bytes
+ * that ended with `finish` (NULL: none), a refusal (NULL or ""), tool
+ * calls, reasoning_len bytes of reasoning, an error's message (NULL:
+ * none). A caption, or why it is none. */
+static openai_verdict judge(size_t text_len, const char *finish, const char *refusal,
+                            bool tool_calls, size_t reasoning_len, const char *error, char *why,
+                            size_t cap)
+{
+    if (is_cut(finish)) {
+        snprintf(why, cap, "the answer ended with finish_reason \"%s\"%s%s (cut off)", finish,
+                 error ? ": " : "", error ? error : "");
+        return OPENAI_ANSWER_CUT;
+    }
+    if (refusal && *refusal) {
+        snprintf(why, cap, "the model refused: %s", refusal);
+        return OPENAI_ANSWER_BAD;
+    }
+    if (finish && strcmp(finish, "content_filter") == 0) {
+        snprintf(why, cap, "the server's content filter stopped the answer (finish_reason "
+                 "\"content_filter\")");
+        return OPENAI_ANSWER_BAD;
+    }
+    if (text_len > 0)
+        return OPENAI_ANSWER_OK;
+    if (tool_calls || (finish && (strcmp(finish, "tool_calls") == 0 ||
+                                  strcmp(finish, "function_call") == 0))) {
+        snprintf(why, cap, "the server answered with a tool call, not text (does the request "
+                 "or the server's chat template offer tools?)");
+        return OPENAI_ANSWER_BAD;
+    }
+    if (reasoning_len > 0) {
+        bool length = finish && strcmp(finish, "length") == 0;
+        snprintf(why, cap, "the answer was all reasoning (%zu bytes of reasoning_content, no "
+                 "content)%s",
+                 reasoning_len,
+                 length ? ": it reached max_tokens while thinking; raise --max-tokens" : "");
+        return OPENAI_ANSWER_BAD;
+    }
+    return OPENAI_ANSWER_OK;
+}
+
+/* A message's or delta's reasoning: reasoning_content (vLLM, SGLang,
+ * llama-server, DeepSeek) or reasoning (vLLM's newer name, OpenRouter). */
+static size_t reasoning_len(json_t *message)
+{
+    size_t n = json_string_length(json_object_get(message, "reasoning_content"));
+    return n ? n : json_string_length(json_object_get(message, "reasoning"));
 }
 
 /* A count from the answer: a JSON integer within int, else 0. */
@@ -54,36 +140,55 @@ static int count_of(json_t *v)
     return n >= 0 && n <= INT32_MAX ? (int)n : 0;
 }
 
-/* choices[] element `choice` into *out; false with *why (`at` names it). */
-static bool parse_choice(json_t *choice, const char *at, size_t text_max, sl_result *out,
-                         char *why, size_t cap)
+/* choices[] element `choice` into *out; else *why (`at` names it), `error`
+ * the body's error message (NULL: none). */
+static openai_verdict parse_choice(json_t *choice, const char *at, const char *error,
+                                   size_t text_max, sl_result *out, char *why, size_t cap)
 {
     json_t *message = json_object_get(choice, "message");
     json_t *content = json_object_get(message, "content");
+    /* A refusal or a tool call may come without any content. */
+    if (json_is_object(message) && !content)
+        content = json_null();
     if (!json_is_object(message) || !(json_is_string(content) || json_is_null(content))) {
         snprintf(why, cap, "the answer has no %s.message.content", at);
-        return false;
+        return OPENAI_ANSWER_BAD;
     }
     if (json_is_string(content) && json_string_length(content) > text_max) {
         snprintf(why, cap, "its text passed %zu bytes, the bound for max_tokens (does the server "
                  "ignore max_tokens?)",
                  text_max);
-        return false;
+        return OPENAI_ANSWER_BAD;
     }
+    const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
+    json_t *calls = json_object_get(message, "tool_calls");
+    openai_verdict v =
+        judge(json_string_length(content), finish,
+              json_string_value(json_object_get(message, "refusal")),
+              json_array_size(calls) > 0 || json_is_object(json_object_get(message, "function_call")),
+              reasoning_len(message), error, why, cap);
+    if (v != OPENAI_ANSWER_OK)
+        return v;
     /* As the embedded engine keeps a caption: a NUL becomes U+FFFD. */
     out->text = json_is_string(content)
                     ? sl_utf8_sanitize(json_string_value(content), json_string_length(content))
                     : sl_strdup("");
-    out->finish_reason =
-        openai_finish_reason(json_string_value(json_object_get(choice, "finish_reason")));
+    out->finish_reason = openai_finish_reason(finish);
     json_t *logprobs = json_object_get(choice, "logprobs");
     bool lp_ok = !json_is_object(logprobs) ||
                  (out->logprobs = sl_json_dump(logprobs, JSON_COMPACT, NULL)) != NULL;
     if (!out->text || !lp_ok) {
         snprintf(why, cap, "out of memory");
-        return false;
+        return OPENAI_ANSWER_BAD;
     }
-    return true;
+    return OPENAI_ANSWER_OK;
+}
+
+/* An error object's (or string's) message beside an answer; NULL: none. */
+static const char *error_message(json_t *err)
+{
+    return json_is_string(err) ? json_string_value(err)
+                               : json_string_value(json_object_get(err, "message"));
 }
 
 /* Where choices[pos] goes among n: its "index" when that is 0..n-1, else
@@ -105,12 +210,12 @@ static void place_choices(json_t *choices, int n, int *slot_of)
         slot_of[pos] = pos;
 }
 
-bool openai_parse_completion(const char *body, size_t len, size_t text_max, int n,
-                             sl_result *out, char *why, size_t cap)
+openai_verdict openai_parse_completion(const char *body, size_t len, size_t text_max, int n,
+                                       sl_result *out, char *why, size_t cap)
 {
     if (n < 1 || n > SL_MAX_ANSWERS) {
         snprintf(why, cap, "%d answers were asked for (1 to %d)", n, SL_MAX_ANSWERS);
-        return false;
+        return OPENAI_ANSWER_BAD;
     }
     for (int k = 0; k < n; k++)
         out[k] = (sl_result){0};
@@ -118,8 +223,14 @@ bool openai_parse_completion(const char *body, size_t len, size_t text_max, int 
     /* A model may well generate a NUL byte (a byte token): "\u0000". */
     json_t *root = json_loadb(body ? body : "", body ? len : 0, JSON_ALLOW_NUL, &jerr);
     if (!root) {
+        /* A connection closed mid-answer (no Content-Length to tell) ends
+         * the body inside its JSON: cut, not the server's word. */
+        if (json_error_code(&jerr) == json_error_premature_end_of_input) {
+            snprintf(why, cap, "the body ends inside its JSON, at byte %zu (cut off)", len);
+            return OPENAI_ANSWER_CUT;
+        }
         snprintf(why, cap, "the answer is not JSON (%s)", jerr.text);
-        return false;
+        return OPENAI_ANSWER_BAD;
     }
     json_t *choices = json_object_get(root, "choices");
     size_t got = json_array_size(choices);
@@ -128,17 +239,19 @@ bool openai_parse_completion(const char *body, size_t len, size_t text_max, int 
                  "does not take \"n\" needs --split-samples)",
                  got, n);
         json_decref(root);
-        return false;
+        return OPENAI_ANSWER_BAD;
     }
     int slot_of[SL_MAX_ANSWERS];
     place_choices(choices, n, slot_of);
-    bool ok = true;
-    for (int pos = 0; ok && pos < n; pos++) {
+    const char *error = error_message(json_object_get(root, "error"));
+    openai_verdict v = OPENAI_ANSWER_OK;
+    for (int pos = 0; v == OPENAI_ANSWER_OK && pos < n; pos++) {
         char at[32];
         snprintf(at, sizeof at, "choices[%d]", pos);
-        ok = parse_choice(json_array_get(choices, (size_t)pos), at, text_max, &out[slot_of[pos]],
-                          why, cap);
+        v = parse_choice(json_array_get(choices, (size_t)pos), at, error, text_max,
+                         &out[slot_of[pos]], why, cap);
     }
+    bool ok = v == OPENAI_ANSWER_OK;
     /* Usage is the request's: each answer's prompt is the same, and the
      * completion tokens are shared out (a server counts them per request;
      * llama-server 0.3.36 counts the first answer's only). */
@@ -156,7 +269,7 @@ bool openai_parse_completion(const char *body, size_t len, size_t text_max, int 
     if (!ok)
         for (int k = 0; k < n; k++)
             sl_result_clear(&out[k]);
-    return ok;
+    return v;
 }
 
 /* Does `key` read as choice c: 2 as written, 1 with c's first letter's
@@ -478,8 +591,7 @@ static void stream_chunk(openai_stream *s, const char *json, size_t len, double 
         return; /* not JSON: the end checks that some chunk came */
     json_t *err = json_object_get(root, "error");
     if (err && !s->error[0]) {
-        const char *msg = json_is_string(err) ? json_string_value(err)
-                                              : json_string_value(json_object_get(err, "message"));
+        const char *msg = error_message(err);
         snprintf(s->error, sizeof s->error, "%s", msg ? msg : "an error event");
         for (char *c = s->error; *c; c++)
             if (*c == '\n' || *c == '\r')
@@ -497,7 +609,15 @@ static void stream_chunk(openai_stream *s, const char *json, size_t len, double 
     if (!s->created && json_is_integer(created) && json_integer_value(created) > 0)
         s->created = (long long)json_integer_value(created);
     json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
-    json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
+    json_t *delta = json_object_get(choice, "delta");
+    json_t *content = json_object_get(delta, "content");
+    const char *refusal = json_string_value(json_object_get(delta, "refusal"));
+    size_t had = strlen(s->refusal);
+    if (refusal && had < sizeof s->refusal - 1)
+        snprintf(s->refusal + had, sizeof s->refusal - had, "%s", refusal);
+    s->tool_calls |= json_array_size(json_object_get(delta, "tool_calls")) > 0 ||
+                     json_is_object(json_object_get(delta, "function_call"));
+    s->reasoning += reasoning_len(delta);
     size_t n = json_string_length(content);
     if (json_is_string(content) && n > 0) {
         if (n > s->text_max - s->text.len)
@@ -543,7 +663,9 @@ void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now
             size_t at = pos + 5;
             if (at < stop && buf[at] == ' ')
                 at++;
-            if (!(stop - at == 6 && memcmp(buf + at, "[DONE]", 6) == 0))
+            if (stop - at == 6 && memcmp(buf + at, "[DONE]", 6) == 0)
+                s->done = true;
+            else
                 stream_chunk(s, buf + at, stop - at, now);
         }
         pos = nl ? end + 1 : end;
@@ -557,27 +679,40 @@ void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now
     }
 }
 
-bool openai_stream_result(openai_stream *s, double submitted, double now, sl_result *out,
-                          char *why, size_t cap)
+openai_verdict openai_stream_result(openai_stream *s, double submitted, double now,
+                                    sl_result *out, char *why, size_t cap)
 {
     if (s->too_large) {
         snprintf(why, cap, "its text passed %zu bytes, the bound for max_tokens (does the server "
                  "ignore max_tokens?)",
                  s->text_max);
-        return false;
+        return OPENAI_ANSWER_BAD;
     }
     if (s->logprobs_too_large) {
         snprintf(why, cap, "its log-probabilities passed %d bytes", OPENAI_LOGPROBS_MAX);
-        return false;
+        return OPENAI_ANSWER_BAD;
     }
-    if (s->error[0]) {
+    if (s->error[0] && !is_cut(s->finish)) {
         snprintf(why, cap, "the stream carried an error: %s", s->error);
-        return false;
+        return OPENAI_ANSWER_BAD;
+    }
+    /* A server ends every answer with a finish_reason, then [DONE]: a
+     * stream with neither was cut (a connection closed cleanly mid-answer
+     * reads as a whole transfer), whatever text came. */
+    if (!s->finish[0] && !s->done) {
+        snprintf(why, cap, "the stream ended without a finish_reason or data: [DONE], after %d "
+                 "content chunk%s (cut off)",
+                 s->content_chunks, s->content_chunks == 1 ? "" : "s");
+        return OPENAI_ANSWER_CUT;
     }
     if (!s->finish[0] && !s->content_chunks) {
         snprintf(why, cap, "the stream held no chat.completion.chunk");
-        return false;
+        return OPENAI_ANSWER_BAD;
     }
+    openai_verdict v = judge(s->text.len, s->finish[0] ? s->finish : NULL, s->refusal,
+                             s->tool_calls, s->reasoning, s->error[0] ? s->error : NULL, why, cap);
+    if (v != OPENAI_ANSWER_OK)
+        return v;
     *out = (sl_result){0};
     out->text = sl_utf8_sanitize(s->text.data ? (const char *)s->text.data : "", s->text.len);
     if (out->text && s->has_logprobs) {
@@ -589,7 +724,7 @@ bool openai_stream_result(openai_stream *s, double submitted, double now, sl_res
     if (!out->text || (s->has_logprobs && !out->logprobs)) {
         sl_result_clear(out);
         snprintf(why, cap, "out of memory");
-        return false;
+        return OPENAI_ANSWER_BAD;
     }
     out->finish_reason = openai_finish_reason(s->finish[0] ? s->finish : NULL);
     /* Without usage (a server that ignores stream_options), one token per
@@ -600,7 +735,7 @@ bool openai_stream_result(openai_stream *s, double submitted, double now, sl_res
     double first = s->first_token_at ? s->first_token_at : now;
     out->ttft_ms = (first - submitted) * 1e3;
     out->generate_ms = ((s->last_token_at ? s->last_token_at : now) - first) * 1e3;
-    return true;
+    return OPENAI_ANSWER_OK;
 }
 
 /* --- forwarded bodies ----------------------------------------------------------------- */

@@ -3,7 +3,8 @@
  * message, a stream of server-sent events fed in pieces of any size, and the
  * bounds put on each (a server that never stops must not exhaust memory);
  * and the one reader of what a caller sends, a whole request body to
- * forward. Pure: no globals, no locks, no I/O; one openai_stream per
+ * forward. Pure but for the table of finish reasons (openai_finish_reason:
+ * process-wide, locked); no I/O; one openai_stream per
  * request, used by one thread at a time; the caller owns every struct and
  * buffer. Used by openai.c and by the fuzz targets fuzz/fuzz_http_answer.c
  * and fuzz/fuzz_openai_body.c. */
@@ -29,8 +30,20 @@ enum { OPENAI_ERROR_BODY_MAX = 64 << 10 };
  * take about 2 KiB of JSON). */
 enum { OPENAI_LOGPROBS_MAX = 64 << 20 };
 
-/* "stop", "length", "content_filter", "tool_calls" (static strings); any
- * other value, or NULL, is "stop". */
+/* What an answer read is worth. */
+typedef enum openai_verdict {
+    OPENAI_ANSWER_OK,  /* an answer: keep it */
+    OPENAI_ANSWER_BAD, /* none, and the same request would get the same: fail the row */
+    OPENAI_ANSWER_CUT, /* cut or aborted mid-answer (a body ending inside its JSON, a
+                          stream without its end, finish_reason "error" or "abort"):
+                          worth sending again */
+} openai_verdict;
+
+/* An answer's finish_reason as sl_result keeps it: NULL for none; the
+ * server's word otherwise, as a string that lives as long as the process
+ * (the known ones, and up to 64 others kept as written: printable ASCII,
+ * at most 31 bytes; past those 64, "other": the words are metric labels
+ * too). Thread-safe. */
 const char *openai_finish_reason(const char *s);
 
 /* A 2xx body (a chat.completion) of n answers (1 to SL_MAX_ANSWERS: the
@@ -39,11 +52,14 @@ const char *openai_finish_reason(const char *s);
  * an object), in the order of the choices' "index" (their positions when
  * those are not 0..n-1 once each); the usage's prompt and cached tokens are
  * each answer's, its completion tokens shared out evenly. With n 1 only
- * choices[0] is read. false with *why when it is not one, has another
- * number of choices than n > 1, or a content is longer than text_max
- * (then nothing is left in out). */
-bool openai_parse_completion(const char *body, size_t len, size_t text_max, int n,
-                             sl_result *out, char *why, size_t cap);
+ * choices[0] is read. OPENAI_ANSWER_OK, else (nothing left in out) with
+ * *why: BAD when it is not one, has another number of choices than n > 1,
+ * a content longer than text_max, or an answer that is no caption (a
+ * refusal, the content filter's stop, a tool call, reasoning without
+ * content); CUT when the body ends inside its JSON or an answer ended with
+ * finish_reason "error" or "abort". */
+openai_verdict openai_parse_completion(const char *body, size_t len, size_t text_max, int n,
+                                       sl_result *out, char *why, size_t cap);
 
 /* The server's own words from an error body into out (one line, at most
  * cap - 1 bytes): OpenAI's {"error":{"message"}}, vLLM's {"message"},
@@ -61,12 +77,16 @@ typedef struct openai_stream {
     int prompt_tokens, completion_tokens, cached_tokens;
     bool has_usage;
     bool too_large;          /* the content passed text_max (the rest was dropped) */
+    bool done;               /* "data: [DONE]" came */
+    bool tool_calls;         /* a delta held tool_calls */
+    size_t reasoning;        /* bytes of reasoning_content (or reasoning) in the deltas */
+    char refusal[512];       /* the deltas' refusal text (its start) */
     /* choices[0].logprobs.content entries of the chunks so far (their JSON,
      * comma-separated), at most OPENAI_LOGPROBS_MAX bytes */
     sl_buf logprobs;
     bool has_logprobs;
     bool logprobs_too_large;
-    char finish[16];
+    char finish[32];
     char error[512];         /* an error event in the stream, or "out of memory" */
     /* The first chunk's id, model and created, for a chat.completion object
      * assembled from the stream ("" and 0 when none came or did not fit). */
@@ -88,10 +108,14 @@ void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now
  * sl_result_clear): the text, the chunks' logprobs entries (as one
  * {"content":[...]} object), finish reason,
  * token counts (one per content chunk without usage), ttft_ms from
- * `submitted` and generate_ms from the first content to the last. false
- * with *why when it carried an error, no chunk, or too much text. */
-bool openai_stream_result(openai_stream *s, double submitted, double now, sl_result *out,
-                          char *why, size_t cap);
+ * `submitted` and generate_ms from the first content to the last.
+ * OPENAI_ANSWER_OK, else with *why: CUT when it ended without a
+ * finish_reason and without "data: [DONE]" (a connection closed
+ * mid-answer), or with finish_reason "error" or "abort"; BAD when it
+ * carried an error event, no chunk, too much text, or an answer that is no
+ * caption (as openai_parse_completion). */
+openai_verdict openai_stream_result(openai_stream *s, double submitted, double now,
+                                    sl_result *out, char *why, size_t cap);
 
 /* The alternatives a choices request asks for: the most servers give
  * (vLLM's default --max-logprobs, OpenAI's and llama-server's bound). */
