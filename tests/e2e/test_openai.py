@@ -683,3 +683,38 @@ def test_an_answer_that_is_no_caption_fails_its_row(sluice, tmp_path, kind, why)
         assert row["caption"] is None and row["error_stage"] == "engine", row
         assert row["id"] in row["error"] and fake.url in row["error"], row["error"]
         assert why in row["error"], row["error"]
+
+
+def test_an_api_key_read_from_a_file_keeps_working(sluice, tmp_path):
+    # A key with the newline of the file it came from (a Kubernetes secret)
+    # put a bare newline in the Authorization header: every request was a
+    # 400 with an empty body. Surrounding white space is dropped; a control
+    # character inside the key is a wrong setting, refused naming the
+    # variable, the key never printed.
+    seen = []
+
+    def answer(h, n, body):
+        seen.append(h.headers.get("Authorization"))
+        completion(h)
+
+    inp = few_inputs(tmp_path, 2)
+    with FakeServer(answer) as fake:
+        def run(key, out):
+            return subprocess.run(
+                [str(sluice.binary), "caption", str(inp), "-o", str(tmp_path / out), "--engine",
+                 "openai", "--endpoint", fake.url, "--api-key-env", "SLUICE_TEST_KEY",
+                 "--metrics-addr", "off"], capture_output=True, text=True, timeout=60,
+                env={**__import__("os").environ, "SLUICE_TEST_KEY": key})
+
+        r = run("  sk-abc123\r\n", "ok")
+        assert r.returncode == 0, r.stderr
+        assert seen == ["Bearer sk-abc123"] * 2
+        assert all(row["caption"] for row in ok_rows(tmp_path / "ok"))
+        for key in ("sk-abc\n123", "sk-abc\t123"):
+            r = run(key, "bad")
+            assert r.returncode == 2, r.stderr
+            assert "--api-key-env SLUICE_TEST_KEY: the key holds a control character" in r.stderr
+            assert "sk-abc" not in r.stderr + r.stdout
+        r = run(" \n", "empty")
+        assert r.returncode == 2 and "not set or empty" in r.stderr, r.stderr
+    assert len(seen) == 2

@@ -1696,13 +1696,28 @@ sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
         goto nomem;
     if (params->api_key_env && *params->api_key_env) {
         const char *key = getenv(params->api_key_env);
-        if (!key || !*key) {
+        /* A key read from a file (a Kubernetes secret, $(cat key.txt))
+         * ends with a newline, which would end the header early. */
+        size_t from = 0, to = key ? strlen(key) : 0;
+        while (from < to && strchr(" \t\r\n", key[from]))
+            from++;
+        while (to > from && strchr(" \t\r\n", key[to - 1]))
+            to--;
+        if (from == to) {
             st = sl_fail(SL_ERR_INVALID_ARG,
                          "--api-key-env %s: that environment variable is not set or empty",
                          params->api_key_env);
             goto fail;
         }
-        char *auth = sl_asprintf("Authorization: Bearer %s", key);
+        for (size_t i = from; i < to; i++)
+            if ((unsigned char)key[i] < 0x20 || key[i] == 0x7f) {
+                st = sl_fail(SL_ERR_INVALID_ARG,
+                             "--api-key-env %s: the key holds a control character (a line break "
+                             "or tab inside it); set the variable to the key alone",
+                             params->api_key_env);
+                goto fail;
+            }
+        char *auth = sl_asprintf("Authorization: Bearer %.*s", (int)(to - from), key + from);
         if (!auth || !curl_slist_append(e->headers, auth)) {
             sl_free(auth);
             goto nomem;
