@@ -718,3 +718,31 @@ def test_an_api_key_read_from_a_file_keeps_working(sluice, tmp_path):
         r = run(" \n", "empty")
         assert r.returncode == 2 and "not set or empty" in r.stderr, r.stderr
     assert len(seen) == 2
+
+
+def test_sampling_left_at_its_default_is_not_sent(sluice, tmp_path):
+    # min_p 0.0 (and top_p 1.0) went into every request, which OpenAI's
+    # API and strict gateways refuse; a temperature of 0.7 went out as
+    # 0.699999988 (a float widened to double).
+    bodies = []
+
+    def answer(h, n, body):
+        bodies.append(body)
+        completion(h)
+
+    inp = few_inputs(tmp_path, 1)
+    with FakeServer(answer) as fake:
+        r = caption(sluice, inp, tmp_path / "plain", "--endpoint", fake.url, "--metrics-addr",
+                    "off", timeout=60)
+        assert r.returncode == 0, r.stderr
+        r = caption(sluice, inp, tmp_path / "set", "--endpoint", fake.url, "--metrics-addr",
+                    "off", "--temperature", "0.7", "--top-p", "0.9", "--min-p", "0.05",
+                    "--top-k", "40", "--repeat-penalty", "1.1", timeout=60)
+        assert r.returncode == 0, r.stderr
+    plain, chosen = bodies
+    assert plain["temperature"] == 0.0
+    for key in ("top_p", "min_p", "top_k", "repeat_penalty", "repetition_penalty"):
+        assert key not in plain, plain
+    assert (chosen["temperature"], chosen["top_p"], chosen["min_p"], chosen["top_k"],
+            chosen["repeat_penalty"], chosen["repetition_penalty"]) == (0.7, 0.9, 0.05, 40, 1.1,
+                                                                        1.1)

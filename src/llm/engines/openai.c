@@ -425,6 +425,15 @@ static json_t *conversation_messages(const sl_request *q, const oa_images *im)
     return messages;
 }
 
+/* A sampling value as the user wrote it: the float it is held in,
+ * widened to double, would go out as 0.699999988 for 0.7. */
+static json_t *param_real(float v)
+{
+    char text[32];
+    snprintf(text, sizeof text, "%.6g", (double)v);
+    return json_real(strtod(text, NULL));
+}
+
 /* The JSON body of one chat completion around `messages` (taken; NULL: out
  * of memory), streamed or not (the request's oa_req.stream); NULL (with
  * sl_fail) on failure. A request with choices asks for one token, greedy,
@@ -448,9 +457,7 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
         bad |= set_new(root, "model", json_string(e->model)) ||
                json_object_set(root, "messages", messages) ||
                set_new(root, "max_tokens", json_integer(s->max_tokens)) ||
-               set_new(root, "temperature", json_real(s->temperature)) ||
-               set_new(root, "top_p", json_real(s->top_p)) ||
-               set_new(root, "min_p", json_real(s->min_p)) ||
+               set_new(root, "temperature", param_real(s->temperature)) ||
                /* 31 bits: every server takes it (llama-server reads a uint32). */
                set_new(root, "seed", json_integer((json_int_t)(s->seed & 0x7fffffff))) ||
                set_new(root, "stream", json_boolean(stream));
@@ -461,14 +468,20 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
         }
         if (n > 1)
             bad |= set_new(root, "n", json_integer(n));
+        /* What is off is left out: OpenAI's API and strict gateways refuse
+         * the fields they do not know (min_p, top_k, repeat_penalty). */
+        if (s->top_p < 1.0f)
+            bad |= set_new(root, "top_p", param_real(s->top_p));
+        if (s->min_p > 0.0f)
+            bad |= set_new(root, "min_p", param_real(s->min_p));
         if (s->top_k > 0)
             bad |= set_new(root, "top_k", json_integer(s->top_k));
         if (s->logprobs)
             bad |= set_new(root, "logprobs", json_true()) ||
                    set_new(root, "top_logprobs", json_integer(s->top_logprobs));
         if (s->repeat_penalty != 1.0f) /* llama-server's name and vLLM's */
-            bad |= set_new(root, "repeat_penalty", json_real(s->repeat_penalty)) ||
-                   set_new(root, "repetition_penalty", json_real(s->repeat_penalty));
+            bad |= set_new(root, "repeat_penalty", param_real(s->repeat_penalty)) ||
+                   set_new(root, "repetition_penalty", param_real(s->repeat_penalty));
     }
     if (!bad && q->n_stop > 0) {
         json_t *stop = json_array();
