@@ -287,9 +287,12 @@ typedef struct sl_openai_params {
 sl_openai_params sl_openai_default_params(void);
 
 /* Checks the endpoints (unless check_endpoints is false): those that do not
- * answer start out of rotation; SL_ERR_INVALID_ARG naming each endpoint and
- * its error when none answers, or a bad parameter, or the key's variable is
- * unset. */
+ * answer, or answer 5xx (a model loading), start out of rotation; while
+ * every one is loading, it waits (asking each second) up to all_down_s,
+ * then SL_ERR_IO. SL_ERR_INVALID_ARG naming each endpoint and its error
+ * when none answers, when each that answers has no model listing (404:
+ * not a base URL), when served_model is not in a listing, or a bad
+ * parameter, or the key's variable is unset or holds a control character. */
 sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out);
 
 /* One of several tasks asked of the same image (sl_request.tasks). */

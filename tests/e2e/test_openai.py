@@ -746,3 +746,48 @@ def test_sampling_left_at_its_default_is_not_sent(sluice, tmp_path):
     assert (chosen["temperature"], chosen["top_p"], chosen["min_p"], chosen["top_k"],
             chosen["repeat_penalty"], chosen["repetition_penalty"]) == (0.7, 0.9, 0.05, 40, 1.1,
                                                                         1.1)
+
+
+def test_the_endpoint_check_at_start(sluice, tmp_path):
+    # GET /v1/models: a 503 (llama-server loading its model) counted as up
+    # and the run began against it; a 404 (a base URL that is the chat
+    # completions URL) too, the model silently "default"; a --served-model
+    # the listing does not hold was not noticed.
+    inp = few_inputs(tmp_path, 1)
+    with FakeServer(lambda h, n, body: completion(h)) as fake:
+        base = fake.url
+        t0 = time.monotonic()
+        models = {"get": 0, "ready_at": t0 + 2.5}
+        handler = fake.server.RequestHandlerClass
+        plain_get = handler.do_GET
+
+        def loading(h):
+            models["get"] += 1
+            if time.monotonic() < models["ready_at"]:
+                return reply(h, 503, b'{"error":{"code":503,"message":"Loading model"}}')
+            plain_get(h)
+
+        handler.do_GET = loading
+        r = caption(sluice, inp, tmp_path / "loading", "--endpoint", base, "--metrics-addr",
+                    "off", timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert time.monotonic() - t0 >= 2.5 and models["get"] >= 3
+        assert "waiting for an endpoint to be ready" in r.stderr and "Loading model" in r.stderr
+        assert [row["caption"] for row in ok_rows(tmp_path / "loading")] == ["a fake caption"]
+
+        models["ready_at"] = float("inf")  # loading forever: --give-up-after ends the wait
+        r = caption(sluice, inp, tmp_path / "never", "--endpoint", base, "--give-up-after", "2",
+                    "--metrics-addr", "off", timeout=60)
+        assert r.returncode != 0 and "no endpoint was ready after 2 s" in r.stderr, r.stderr
+
+        handler.do_GET = lambda h: reply(h, 404, b'{"detail":"Not Found"}')
+        r = caption(sluice, inp, tmp_path / "404", "--endpoint", base + "/v1/chat/completions",
+                    "--metrics-addr", "off", timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert "answered HTTP 404 for" in r.stderr and "give each server's base URL" in r.stderr
+
+        handler.do_GET = plain_get
+        r = caption(sluice, inp, tmp_path / "model", "--endpoint", base, "--served-model",
+                    "gpt-5", "--metrics-addr", "off", timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert "--served-model 'gpt-5'" in r.stderr and "lists 'fake'" in r.stderr, r.stderr

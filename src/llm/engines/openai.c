@@ -1523,9 +1523,33 @@ static char *base_url(const char *url)
     return sl_strndup(url, n);
 }
 
-/* GET /v1/models on every endpoint at once. An endpoint that does not
- * answer starts out of rotation; one that answers 401/403 is a wrong key. */
-static sl_status check_endpoints(oa_engine *e)
+/* Does a GET /v1/models listing (a 200's body) name `model`? Its ids
+ * are written into `names` (for the message when not). */
+static bool lists_model(json_t *root, const char *model, char *names, size_t cap)
+{
+    size_t i, used = 0;
+    json_t *m;
+    bool found = false;
+    names[0] = '\0';
+    json_array_foreach(json_object_get(root, "data"), i, m) {
+        const char *id = json_string_value(json_object_get(m, "id"));
+        if (!id)
+            continue;
+        found |= strcmp(id, model) == 0;
+        if (used < cap)
+            used += (size_t)snprintf(names + used, cap - used, "%s'%s'", used ? ", " : "", id);
+    }
+    return found;
+}
+
+/* One round of GET /v1/models on every endpoint at once. An endpoint that
+ * does not answer, or answers 5xx (llama-server's 503 "Loading model"),
+ * starts out of rotation; when none answers and some said 5xx, SL_OK with
+ * what they said in `waiting` (else ""): ask again. One that answers
+ * 401/403 is a wrong key; 404 or a body that is no listing on every one
+ * that answered, a wrong base URL; a listing without --served-model, a
+ * wrong model. */
+static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waiting_cap)
 {
     CURLM *m = curl_multi_init();
     int n = e->n_eps;
@@ -1572,8 +1596,10 @@ static sl_status check_endpoints(oa_engine *e)
             if (msg->msg == CURLMSG_DONE && msg->easy_handle == hs[i])
                 res[i] = msg->data.result;
     sl_status st = SL_OK;
-    int answered = 0;
-    char errors[2048] = "";
+    int answered = 0, listings = 0;
+    char errors[2048] = "", wrong_base[512] = "";
+    int not_ready = 0;
+    waiting[0] = '\0';
     size_t used = 0;
     double now = sl_mono_s();
     for (int i = 0; i < n && st == SL_OK; i++) {
@@ -1589,19 +1615,42 @@ static sl_status check_endpoints(oa_engine *e)
                          "endpoint %s refused the API key (HTTP %ld: %s); set the key's "
                          "environment variable and name it with --api-key-env",
                          ep->url, code, sm);
-        } else if (code > 0) {
+        } else if (code > 0 && code < 500) {
             answered++;
-            if (!e->model && code == 200) {
-                const sl_buf *b = &probes[i].resp;
-                json_t *root = json_loadb(b->data ? (const char *)b->data : "", b->len, 0, NULL);
+            const sl_buf *b = &probes[i].resp;
+            json_t *root = code == 200 ? json_loadb(b->data ? (const char *)b->data : "",
+                                                    b->len, 0, NULL)
+                                       : NULL;
+            char names[1024];
+            if (!json_is_array(json_object_get(root, "data"))) {
+                if (!wrong_base[0])
+                    snprintf(wrong_base, sizeof wrong_base, "%s answered HTTP %ld%s for %s",
+                             ep->url, code, code == 200 ? " but no model listing" : "",
+                             urls[i]);
+            } else if (listings++, e->model &&
+                       !lists_model(root, e->model, names, sizeof names)) {
+                st = sl_fail(SL_ERR_INVALID_ARG,
+                             "--served-model '%s': endpoint %s does not serve it (GET /v1/models "
+                             "lists %s); give one of those",
+                             e->model, ep->url, names[0] ? names : "no model");
+            } else if (!e->model) {
                 const char *id = json_string_value(
                     json_object_get(json_array_get(json_object_get(root, "data"), 0), "id"));
                 if (id)
                     e->model = sl_strdup(id);
-                json_decref(root);
             }
+            json_decref(root);
         } else {
-            const char *why = probes[i].errbuf[0] ? probes[i].errbuf
+            char http[128];
+            if (code > 0) {
+                char sm[96];
+                openai_server_message((const char *)probes[i].resp.data, probes[i].resp.len, sm,
+                                      sizeof sm);
+                snprintf(http, sizeof http, "HTTP %ld: %s", code, sm);
+                not_ready++;
+            }
+            const char *why = code > 0 ? http
+                              : probes[i].errbuf[0] ? probes[i].errbuf
                               : res[i] == CURLE_FAILED_INIT ? "cannot start the request"
                                                             : curl_easy_strerror(res[i]);
             if (used < sizeof errors)
@@ -1611,7 +1660,14 @@ static sl_status check_endpoints(oa_engine *e)
             ep->down_until = now + e->p.cooldown_s;
         }
     }
-    if (st == SL_OK && answered == 0)
+    if (st == SL_OK && answered > 0 && listings == 0)
+        st = sl_fail(SL_ERR_INVALID_ARG,
+                     "%s: no endpoint lists its models there; give each server's base URL "
+                     "(http://host:8000 or http://host:8000/v1), not the chat completions URL",
+                     wrong_base);
+    else if (st == SL_OK && answered == 0 && not_ready > 0)
+        snprintf(waiting, waiting_cap, "%s", errors);
+    else if (st == SL_OK && answered == 0)
         st = sl_fail(SL_ERR_INVALID_ARG,
                      "no endpoint answers GET /v1/models (%s); check --endpoint and that the "
                      "servers are up", errors);
@@ -1630,6 +1686,32 @@ static sl_status check_endpoints(oa_engine *e)
     sl_free(hs);
     curl_multi_cleanup(m);
     return st;
+}
+
+/* The endpoints checked; while every one that answers is not ready yet
+ * (5xx: a server loading its model), asked again each second up to
+ * --give-up-after. */
+static sl_status check_endpoints(oa_engine *e)
+{
+    double start = sl_mono_s(), said = -1e9;
+    for (;;) {
+        char waiting[2048];
+        sl_status st = check_endpoints_once(e, waiting, sizeof waiting);
+        if (st != SL_OK || !waiting[0])
+            return st;
+        double now = sl_mono_s();
+        if (now - start >= e->p.all_down_s)
+            return sl_fail(SL_ERR_IO,
+                           "no endpoint was ready after %.0f s (--give-up-after): GET /v1/models "
+                           "answered %s; is the model still loading?",
+                           now - start, waiting);
+        if (now - said >= 10) {
+            sl_log(SL_LOG_WARN, "waiting for an endpoint to be ready: %s", waiting);
+            said = now;
+        }
+        struct timespec pause = {1, 0};
+        nanosleep(&pause, NULL);
+    }
 }
 
 static sl_status check_openai_params(const sl_openai_params *p)
