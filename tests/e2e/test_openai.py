@@ -1,7 +1,7 @@
 """The openai engine against real llama-server processes (the tiny model):
 captions equal to what the server gives each request alone, failover when a
 server dies, retries through a fault-injecting proxy without losing or
-duplicating a row, and fast, clear failures for 401, 400 and an endpoint
+duplicating a row, and fast, clear failures for 401 (at start and mid-run), 400 and an endpoint
 that does not answer; against a fake server, that no server can hang a run
 (a Retry-After of a day, 429 forever, an answer without end)."""
 import base64
@@ -791,3 +791,63 @@ def test_the_endpoint_check_at_start(sluice, tmp_path):
                     "gpt-5", "--metrics-addr", "off", timeout=60)
         assert r.returncode == 2, r.stderr
         assert "--served-model 'gpt-5'" in r.stderr and "lists 'fake'" in r.stderr, r.stderr
+
+
+def key_refused(handler):
+    reply(handler, 401, json.dumps({"error": {"message": "Incorrect API key provided",
+                                              "type": "invalid_request_error"}}).encode())
+
+
+def test_a_key_refused_mid_run_stops_the_job_at_once(sluice, tmp_path):
+    # The check at start passed (GET /v1/models is open, as on some
+    # gateways, or the key was revoked later), then every completion is a
+    # 401: each remaining row was sent and failed with the same refusal,
+    # thousands of requests for a job that could not go on.
+    served = []
+
+    def answer(h, n, body):
+        if len(served) < 3:
+            served.append(body)
+            return completion(h)
+        key_refused(h)
+
+    inp = many_inputs(tmp_path, 2)
+    n_inputs = 2 * len(sample_images())
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--max-in-flight", "1",
+                    "--metrics-addr", "off", timeout=60)
+        posts = len(fake.log)
+    assert r.returncode == 1, r.stderr
+    assert "every endpoint refused the API key" in r.stderr, r.stderr
+    assert "HTTP 401: Incorrect API key provided" in r.stderr and "--api-key-env" in r.stderr
+    assert posts == 4, "one request refused, then no other sent"
+    rows = ok_rows(out)
+    assert sum(1 for row in rows if row["caption"]) == 3
+    assert all("refused the API key" in row["error"] or "HTTP 401" in row["error"]
+               for row in rows if not row["caption"])
+    # Once the key is right, the same command goes on from there.
+    with FakeServer(lambda h, n, body: completion(h)) as fake:
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--retry-failed",
+                    "--metrics-addr", "off", timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for part in sorted(out.glob("part-*.jsonl"))
+            for line in part.read_text().splitlines()]
+    assert len(rows) == len({row["id"] for row in rows}) == n_inputs
+    assert all(row["caption"] for row in rows)
+
+
+def test_an_endpoint_refusing_the_key_leaves_rotation_its_rows_go_to_the_others(sluice,
+                                                                               tmp_path):
+    inp = few_inputs(tmp_path, 4)
+    out = tmp_path / "out"
+    with FakeServer(lambda h, n, body: key_refused(h)) as refusing, \
+            FakeServer(lambda h, n, body: completion(h)) as good:
+        r = caption(sluice, inp, out, "--endpoint", refusing.url, "--endpoint", good.url,
+                    "--max-in-flight", "1", "--metrics-addr", "off", timeout=60)
+        refused, answered = len(refusing.log), len(good.log)
+    assert r.returncode == 0, r.stderr
+    assert f"endpoint {refusing.url} refused the API key" in r.stderr, r.stderr
+    assert refused == 1 and answered == 4
+    rows = ok_rows(out)
+    assert len(rows) == 4 and all(row["caption"] for row in rows)

@@ -15,6 +15,7 @@
  * multi interface is used only here (http_policy.c holds the pure
  * decisions, openai_parse.c reads the answers, bounds their size and walks
  * the choices). */
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -176,6 +177,7 @@ typedef struct oa_endpoint {
     bool unhealthy;      /* fails_in_row has reached the threshold; under smu */
     double down_until;   /* 0: in rotation */
     bool probing;
+    bool refused;        /* answered 401/403 mid-run: out of rotation for good */
     uint64_t last_pick;
     uint64_t requests, retries;
     int n_codes;
@@ -1120,6 +1122,8 @@ static void probe_done(oa_engine *e, oa_req *probe, sl_result *res, const char *
     }
 }
 
+static void key_refused(oa_engine *e, oa_req *r, oa_endpoint *ep, const char *why);
+
 static void finish(oa_engine *e, CURL *h, CURLcode res)
 {
     oa_req *r = NULL;
@@ -1210,7 +1214,9 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
     char msg[768];
     openai_server_message((const char *)r->resp.data, r->resp.len, msg, sizeof msg);
     snprintf(why, sizeof why, "HTTP %ld: %s", code, msg);
-    if (http_policy_retriable(code)) {
+    if (code == 401 || code == 403) {
+        key_refused(e, r, ep, why);
+    } else if (http_policy_retriable(code)) {
         retry_or_fail(e, r, ep, code, why, now);
     } else {
         answered(e);
@@ -1228,6 +1234,34 @@ static void give_up(oa_engine *e, const char *msg)
     }
     pthread_cond_broadcast(&e->done_cv);
     pthread_mutex_unlock(&e->mu);
+}
+
+/* A 401/403 after the check at start (a key revoked or rotated, a gateway
+ * that lets GET /v1/models through unauthenticated): every row sent there
+ * would fail the same way, so the endpoint leaves rotation for the rest of
+ * the run and its row goes to the others; with none left the engine gives up
+ * at once rather than fail each remaining row with the same refusal. */
+static void key_refused(oa_engine *e, oa_req *r, oa_endpoint *ep, const char *why)
+{
+    if (!ep->refused) {
+        ep->refused = true;
+        ep->down_until = INFINITY;
+        sl_log(SL_LOG_ERROR, "endpoint %s refused the API key (%s): out of rotation for the rest "
+               "of the run", ep->url, why);
+    }
+    for (int i = 0; i < e->n_eps; i++)
+        if (!e->eps[i].refused) {
+            list_push(&e->ready, r);
+            return;
+        }
+    char msg[1024];
+    snprintf(msg, sizeof msg,
+             "every endpoint refused the API key (the last, %.200s: %.600s); stopping: rows finished so "
+             "far are kept; check --api-key-env (the key, its access to the model) and run the "
+             "same command again",
+             ep->url, why);
+    fail_request(e, r, "%s: %s answered %s", r->id, ep->url, why);
+    give_up(e, msg);
 }
 
 /* Every endpoint failing past the deadline: nothing will finish, so the
@@ -1251,7 +1285,7 @@ static void check_all_down(oa_engine *e, double now)
         return;
     }
     for (int i = 0; i < e->n_eps; i++)
-        if (healthy(e, &e->eps[i])) {
+        if (!e->eps[i].refused && healthy(e, &e->eps[i])) {
             e->all_failing_since = -1.0;
             return;
         }
