@@ -569,7 +569,7 @@ static sl_status add_spec(sl_columns *c, const char *spec, bool input, size_t *i
 
 sl_status sl_columns_add(sl_columns *c, const char *spec)
 {
-    size_t i, len;
+    size_t i = 0, len = 0;
     bool typed;
     sl_pq_type type;
     sl_status st = add_spec(c, spec, false, &i, &len, &typed, &type);
@@ -657,7 +657,7 @@ sl_status sl_columns_new(const char *const *reserved, size_t n_reserved,
         if (json_object_set_new_nocheck(c->reserved, reserved[i], json_true()) != 0)
             st = sl_fail(SL_ERR_NOMEM, "out of memory choosing the output columns");
     for (size_t i = 0; declared && i < n_declared && st == SL_OK; i++) {
-        size_t k, len;
+        size_t k = 0, len = 0;
         bool typed;
         sl_pq_type type;
         if ((st = add_spec(c, declared[i], true, &k, &len, &typed, &type)) == SL_OK && typed)
