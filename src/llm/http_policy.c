@@ -93,3 +93,23 @@ int http_policy_adapt(int limit, int max_limit, bool saturated, double prev_rps,
         limit = max_limit;
     return limit < 1 ? 1 : limit;
 }
+
+int http_policy_busy_cut(int limit, uint64_t sent_seq, uint64_t last_seq, uint64_t *cut_seq)
+{
+    if (sent_seq <= *cut_seq)
+        return limit;
+    *cut_seq = last_seq;
+    return limit / 2 > 1 ? limit / 2 : 1;
+}
+
+int http_policy_busy_recover(int limit, int ceiling, int *answered)
+{
+    if (limit >= ceiling) {
+        *answered = 0;
+        return limit;
+    }
+    if (++*answered < limit)
+        return limit;
+    *answered = 0;
+    return limit + 1;
+}

@@ -63,4 +63,17 @@ int http_policy_pick(const http_endpoint_view *eps, size_t n, double now);
 int http_policy_adapt(int limit, int max_limit, bool saturated, double prev_rps, double rps,
                       double prev_latency_s, double latency_s);
 
+/* An endpoint answered 429 (busy) to a request it was sent as number
+ * sent_seq: the in-flight limit halves (at least 1) when that request went
+ * out after the last cut (*cut_seq), which then moves to last_seq, the
+ * latest request sent; else the limit is kept. The requests of one burst
+ * are refused together: one cut answers them all, not one each. */
+int http_policy_busy_cut(int limit, uint64_t sent_seq, uint64_t last_seq, uint64_t *cut_seq);
+
+/* An endpoint answered a request while its limit sat below ceiling (cut by
+ * 429s): one more in flight after `limit` answers since the last change
+ * (*answered counts them), up to ceiling: additive increase, so a limit
+ * found too high is approached again slowly. */
+int http_policy_busy_recover(int limit, int ceiling, int *answered);
+
 #endif

@@ -226,6 +226,7 @@ class FakeServer(LocalServer):
                     n = fake.attempts.get(sha, 0)
                     fake.attempts[sha] = n + 1
                     fake.log.append((time.monotonic(), sha, n))
+                self.sha = sha  # the body's, as in `log`
                 fake.answer(self, n, json.loads(body))
 
         super().__init__(Handler)

@@ -429,9 +429,14 @@ def few_inputs(tmp_path, n=4):
 def test_a_retry_after_past_the_bound_is_not_obeyed(sluice, tmp_path):
     # Each request's first answer is a 429: half ask for a day (past the
     # 60 s bound: the client's own backoff instead), half for 2 s (obeyed).
+    # The second attempt may also wait for a slot (each 429 burst halves
+    # the in-flight limit), so a day's gap is bounded, not exact.
+    asked = {}
+
     def answer(h, n, body):
-        day = int(hashlib.sha256(json.dumps(body).encode()).hexdigest(), 16) % 2
+        day = int(h.sha, 16) % 2
         if n == 0:
+            asked[h.sha] = 86400 if day else 2
             return too_many_requests(h, 86400 if day else 2)
         completion(h)
 
@@ -445,13 +450,12 @@ def test_a_retry_after_past_the_bound_is_not_obeyed(sluice, tmp_path):
     assert len(rows) == len(sample_images()) and all(row["caption"] for row in rows)
     first = {sha: t for t, sha, n in log if n == 0}
     second = {sha: t for t, sha, n in log if n == 1}
-    assert first.keys() == second.keys() and len(first) == len(rows)
-    gaps = sorted(second[sha] - first[sha] for sha in first)
-    short = [g for g in gaps if g < 1.9]
-    long = [g for g in gaps if g >= 1.9]
-    assert short and long, gaps  # both kinds were met
-    assert all(g <= 0.6 for g in short), gaps  # a day: the first backoff, 0.5 s at most
-    assert all(g < 3.0 for g in long), gaps    # 2 s: obeyed
+    assert first.keys() == second.keys() == asked.keys() and len(first) == len(rows)
+    day = [second[sha] - first[sha] for sha in first if asked[sha] == 86400]
+    two = [second[sha] - first[sha] for sha in first if asked[sha] == 2]
+    assert day and two  # both kinds were met
+    assert all(g < 10.0 for g in day), day  # a day: not obeyed
+    assert all(1.9 <= g < 10.0 for g in two), two  # 2 s: obeyed
 
 
 def test_endless_429s_stop_the_job_after_give_up_after(sluice, tmp_path):
@@ -851,3 +855,42 @@ def test_an_endpoint_refusing_the_key_leaves_rotation_its_rows_go_to_the_others(
     assert refused == 1 and answered == 4
     rows = ok_rows(out)
     assert len(rows) == 4 and all(row["caption"] for row in rows)
+
+
+def test_a_rate_limit_slows_the_pace_and_loses_no_row(sluice, tmp_path):
+    # A server that takes two requests at a time and answers 429 to any
+    # more: each refusal counted against --max-attempts, so rows were lost
+    # to a limit a slower pace meets, and the pace never slowed.
+    import threading
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0, "refused": 0}
+
+    def answer(h, n, body):
+        with lock:
+            busy = state["now"] >= 2
+            if busy:
+                state["refused"] += 1
+            else:
+                state["now"] += 1
+                state["most"] = max(state["most"], state["now"])
+        if busy:
+            return too_many_requests(h)
+        try:
+            completion(h, delay_s=0.1)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    inp = many_inputs(tmp_path, 1)
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--max-in-flight", "8",
+                    "--max-attempts", "2", "--metrics-addr", "off", timeout=120)
+        posts = len(fake.log)
+    assert r.returncode == 0, r.stderr
+    rows = ok_rows(out)
+    assert len(rows) == len(sample_images()) and all(row["caption"] for row in rows), r.stderr
+    assert state["most"] == 2
+    # Eight sent at once, six refused; the limit then halves to 4 and 2
+    # and climbs back one at a time: far fewer refusals than rows.
+    assert state["refused"] < len(rows), (state, posts)

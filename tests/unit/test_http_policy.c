@@ -180,6 +180,31 @@ static void adaptive_limit(void **state)
     assert_int_equal(http_policy_adapt(1, 64, true, 10.0, 9.0, 0.8, 2.0), 1);
 }
 
+static void busy_cuts_once_a_burst_and_recovers_slowly(void **state)
+{
+    (void)state;
+    uint64_t cut = 0;
+    /* Requests 1..8 in flight, three of them refused: one halving. */
+    assert_int_equal(http_policy_busy_cut(8, 3, 8, &cut), 4);
+    assert_int_equal(cut, 8u);
+    assert_int_equal(http_policy_busy_cut(4, 5, 8, &cut), 4);
+    assert_int_equal(http_policy_busy_cut(4, 8, 8, &cut), 4);
+    /* A request sent after the cut refused too: the slower pace is still
+     * too fast. */
+    assert_int_equal(http_policy_busy_cut(4, 9, 12, &cut), 2);
+    assert_int_equal(http_policy_busy_cut(2, 13, 13, &cut), 1);
+    assert_int_equal(http_policy_busy_cut(1, 14, 14, &cut), 1);
+    /* Back up one at a time, after `limit` answers each, to the ceiling. */
+    int answered = 0, limit = 2, steps = 0;
+    while (limit < 4) {
+        limit = http_policy_busy_recover(limit, 4, &answered);
+        steps++;
+    }
+    assert_int_equal(steps, 2 + 3);
+    assert_int_equal(http_policy_busy_recover(4, 4, &answered), 4);
+    assert_int_equal(answered, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -192,6 +217,7 @@ int main(void)
         cmocka_unit_test(pick_fewest_outstanding_in_rotation),
         cmocka_unit_test(pick_spreads_ties),
         cmocka_unit_test(adaptive_limit),
+        cmocka_unit_test(busy_cuts_once_a_burst_and_recovers_slowly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -69,6 +69,8 @@ typedef struct oa_req {
     char *body;
     size_t body_len;
     int attempts;
+    int busy;                   /* of them answered 429: not counted against max_attempts */
+    uint64_t sent_seq;          /* the attempt's number among all sent (pick_seq) */
     int ep;                     /* the endpoint of the attempt in progress */
     double submitted, sent_at, next_at, first_sent;
     double retry_after;         /* from the last answer; -1: none */
@@ -178,6 +180,10 @@ typedef struct oa_endpoint {
     double down_until;   /* 0: in rotation */
     bool probing;
     bool refused;        /* answered 401/403 mid-run: out of rotation for good */
+    /* 429s cut the limit (http_policy_busy_cut), answers raise it back
+     * towards max_in_flight (the adaptive mode's own rule raises it there). */
+    uint64_t cut_seq;
+    int answered_since_cut;
     uint64_t last_pick;
     uint64_t requests, retries;
     int n_codes;
@@ -804,6 +810,15 @@ static void endpoint_ok(oa_engine *e, oa_endpoint *ep, double latency)
         set_fails(e, ep, 0);
     ep->probing = false;
     e->all_failing_since = -1.0;
+    if (!e->p.adaptive) {
+        int limit = http_policy_busy_recover(ep->limit, e->p.max_in_flight,
+                                             &ep->answered_since_cut);
+        if (limit != ep->limit) {
+            pthread_mutex_lock(&e->smu);
+            ep->limit = limit;
+            pthread_mutex_unlock(&e->smu);
+        }
+    }
     ep->win_done++;
     ep->win_latency += latency;
 }
@@ -884,7 +899,7 @@ static bool start_attempt(oa_engine *e, oa_req *r, int epi, double now)
         return false;
     }
     list_push(&e->active, r);
-    ep->last_pick = ++e->pick_seq;
+    ep->last_pick = r->sent_seq = ++e->pick_seq;
     set_in_flight(e, ep, +1);
     if (ep->in_flight >= ep->limit)
         ep->win_saturated = true;
@@ -920,15 +935,36 @@ static void dispatch(oa_engine *e, double now)
  * retrying): the fleet is doing its work, whatever else fails. */
 static void answered(oa_engine *e) { e->failing_since = -1.0; }
 
+/* A 429: the server is busy, the request was not worked on. Refused
+ * attempts do not count against max_attempts (rows were lost to a rate
+ * limit that a slower pace meets); the endpoint's in-flight limit halves
+ * once per burst, so the pace does slow. A fleet that only ever says busy
+ * is still given up after all_down_s (check_all_down). */
+static void busy(oa_engine *e, oa_req *r, oa_endpoint *ep)
+{
+    r->busy++;
+    int limit = http_policy_busy_cut(ep->limit, r->sent_seq, e->pick_seq, &ep->cut_seq);
+    if (limit == ep->limit)
+        return;
+    sl_log(SL_LOG_DEBUG, "endpoint %s answered 429: in-flight limit %d -> %d", ep->url, ep->limit,
+           limit);
+    pthread_mutex_lock(&e->smu);
+    ep->limit = limit;
+    pthread_mutex_unlock(&e->smu);
+    ep->answered_since_cut = 0;
+}
+
 static void retry_or_fail(oa_engine *e, oa_req *r, oa_endpoint *ep, long code, const char *why,
                           double now)
 {
     if (http_policy_endpoint_fault(code))
         endpoint_fault(e, ep, now, why);
+    if (code == 429)
+        busy(e, r, ep);
     if (e->failing_since < 0)
         e->failing_since = now;
     snprintf(e->last_failure, sizeof e->last_failure, "%s: %s", ep->url, why);
-    if (r->attempts >= e->p.max_attempts) {
+    if (r->attempts - r->busy >= e->p.max_attempts) {
         fail_request(e, r, "%s: gave up after %d attempt%s; the last, to %s: %s", r->id,
                      r->attempts, r->attempts == 1 ? "" : "s", ep->url, why);
         return;
