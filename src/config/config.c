@@ -847,7 +847,9 @@ static sl_status read_small_file(const char *where, const char *name, const char
     return SL_OK;
 }
 
-/* --endpoints-file: one URL a line; blank lines and # comments skipped. */
+/* --endpoints-file: one URL a line; blank lines and # comments skipped, a
+ * comment also after the URL ("http://gpu1:8000  # rack 3": a URL holds no
+ * white space, so white space then '#' begins one). */
 static sl_status add_url_file(sl_config *c, const char *where, const char *name,
                               const char *path)
 {
@@ -858,14 +860,28 @@ static sl_status add_url_file(sl_config *c, const char *where, const char *name,
         return st;
     int ep = sl_config_find_key("openai.endpoints", strlen("openai.endpoints"));
     touch(c, &c->lists[L_ENDPOINTS]);
-    for (char *save = NULL, *line = strtok_r(text, "\r\n", &save); st == SL_OK && line;
-         line = strtok_r(NULL, "\r\n", &save)) {
+    int line_no = 0;
+    for (char *line = text, *next; st == SL_OK && line; line = next) {
+        line_no++;
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        line[strcspn(line, "\r")] = '\0';
         while (*line == ' ' || *line == '\t')
             line++;
-        char *end = line + strlen(line);
-        while (end > line && (end[-1] == ' ' || end[-1] == '\t'))
-            *--end = '\0';
-        if (*line && *line != '#')
+        if (*line == '#')
+            continue;
+        char *end = line + strcspn(line, " \t");
+        char *rest = end + strspn(end, " \t");
+        if (*rest && *rest != '#') {
+            st = sl_fail(SL_ERR_INVALID_ARG,
+                         "%s%s '%s', line %d: '%s' is not one URL (a line holds one URL, "
+                         "then at most a # comment)",
+                         where, name, path, line_no, line);
+            break;
+        }
+        *end = '\0';
+        if (*line)
             st = list_add(c, ep, line, strlen(line), where, name);
     }
     sl_free(text);

@@ -894,3 +894,31 @@ def test_a_rate_limit_slows_the_pace_and_loses_no_row(sluice, tmp_path):
     # Eight sent at once, six refused; the limit then halves to 4 and 2
     # and climbs back one at a time: far fewer refusals than rows.
     assert state["refused"] < len(rows), (state, posts)
+
+
+def test_an_endpoints_file_takes_comments_after_a_url_and_no_endpoint_twice(sluice, tmp_path):
+    # "http://gpu1:8000  # rack 3" was taken whole as the URL (its requests
+    # went to "8000  # rack 3"), and a server named twice got twice its
+    # share, its failures counted as two endpoints'.
+    inp = few_inputs(tmp_path, 2)
+    with FakeServer(lambda h, n, body: completion(h)) as a, \
+            FakeServer(lambda h, n, body: completion(h)) as b:
+        fleet = tmp_path / "fleet.txt"
+        fleet.write_text(f"# the fleet\n{a.url}  # rack 3\n\n   {b.url}/v1\t# rack 4\r\n")
+        r = caption(sluice, inp, tmp_path / "out", "--endpoints-file", fleet,
+                    "--max-in-flight", "1", "--metrics-addr", "off", timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert len(a.log) + len(b.log) == 2 and len(a.log) and len(b.log)
+        assert "rack" not in r.stderr
+        two = tmp_path / "two.txt"
+        two.write_text(f"{a.url} {b.url}\n")
+        r = caption(sluice, inp, tmp_path / "two", "--endpoints-file", two,
+                    "--metrics-addr", "off", timeout=60)
+        assert r.returncode == 2
+        assert f"'{two}', line 1: '{a.url} {b.url}' is not one URL" in r.stderr, r.stderr
+        r = caption(sluice, inp, tmp_path / "twice", "--endpoint", a.url, "--endpoint", b.url,
+                    "--endpoint", a.url + "/v1/", "--metrics-addr", "off", timeout=60)
+        assert r.returncode == 2
+        assert (f"endpoint {a.url} is given twice ('{a.url}' and '{a.url}/v1/'): name each "
+                "server once") in r.stderr, r.stderr
+        assert len(a.log) + len(b.log) == 2, "nothing sent"

@@ -1841,6 +1841,16 @@ sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
         if (!(ep->url = base_url(params->endpoints[i])) ||
             !(ep->chat_url = sl_asprintf("%s/v1/chat/completions", ep->url)))
             goto nomem;
+        /* Twice the same server would get twice its share, and its
+         * failures would count as two endpoints'. */
+        for (int k = 0; k < i; k++)
+            if (strcmp(e->eps[k].url, ep->url) == 0) {
+                st = sl_fail(SL_ERR_INVALID_ARG,
+                             "endpoint %s is given twice ('%s' and '%s'): name each server once "
+                             "(--max-in-flight sets how many requests it takes)",
+                             ep->url, params->endpoints[k], params->endpoints[i]);
+                goto fail;
+            }
         ep->limit = params->max_in_flight;
         ep->win_start = now;
     }
