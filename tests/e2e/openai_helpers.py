@@ -195,14 +195,15 @@ def metric_sum(text: str, name: str, **labels) -> float:
 
 class FakeServer(LocalServer):
     """An OpenAI-compatible server without a model, for the answers a real one
-    gives only when it misbehaves: GET /v1/models lists "fake", and each POST
+    gives only when it misbehaves: GET /v1/models lists `models` ("fake"), and each POST
     /v1/chat/completions is answered by `answer(handler, n, body)`, n counting
     the attempts of that body (0 the first); the functions below write the
     usual kinds. `log` holds (time, body sha, attempt) per POST. Anything
     endless stops after `limit_s` per connection, so every wait is bounded."""
 
-    def __init__(self, answer, limit_s: float = 20.0):
+    def __init__(self, answer, limit_s: float = 20.0, models=("fake",)):
         self.answer = answer
+        self.models = models
         self.limit_s = limit_s
         self.lock = threading.Lock()
         self.attempts = {}
@@ -217,7 +218,7 @@ class FakeServer(LocalServer):
 
             def do_GET(self):
                 reply(self, 200, json.dumps({"object": "list", "data": [
-                    {"id": "fake", "object": "model"}]}).encode())
+                    {"id": m, "object": "model"} for m in fake.models]}).encode())
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))

@@ -922,3 +922,23 @@ def test_an_endpoints_file_takes_comments_after_a_url_and_no_endpoint_twice(slui
         assert (f"endpoint {a.url} is given twice ('{a.url}' and '{a.url}/v1/'): name each "
                 "server once") in r.stderr, r.stderr
         assert len(a.log) + len(b.log) == 2, "nothing sent"
+
+
+def test_a_fleet_serving_different_models_is_refused_at_start(sluice, tmp_path):
+    # Without --served-model the first listing's first id is the model; an
+    # endpoint that does not serve it was refused with a message about a
+    # --served-model that was never given.
+    inp = few_inputs(tmp_path, 1)
+    with FakeServer(lambda h, n, body: completion(h), models=("qwen-3b", "qwen-7b")) as a, \
+            FakeServer(lambda h, n, body: completion(h), models=("llava-7b",)) as b:
+        r = caption(sluice, inp, tmp_path / "out", "--endpoint", a.url, "--endpoint", b.url,
+                    "--metrics-addr", "off", timeout=60)
+        assert r.returncode == 2
+        assert (f"endpoint {b.url} does not serve 'qwen-3b', the model endpoint {a.url} lists "
+                "first (GET /v1/models lists 'llava-7b' there)") in r.stderr, r.stderr
+        assert "--served-model" in r.stderr and "--served-model 'qwen-3b'" not in r.stderr
+        r = caption(sluice, inp, tmp_path / "named", "--endpoint", a.url, "--endpoint", b.url,
+                    "--served-model", "qwen-7b", "--metrics-addr", "off", timeout=60)
+        assert r.returncode == 2
+        assert (f"--served-model 'qwen-7b': endpoint {b.url} does not serve it") in r.stderr
+        assert not a.log and not b.log

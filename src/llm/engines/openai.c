@@ -198,6 +198,7 @@ typedef struct oa_endpoint {
 typedef struct oa_engine {
     sl_openai_params p;
     char *model;
+    int model_from;             /* the endpoint whose listing named it; -1: --served-model */
     json_t *response_format;    /* read-only once open: deep-copied per request */
     struct curl_slist *headers; /* may hold the API key: never logged */
     CURLM *multi;
@@ -1699,15 +1700,26 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
                              urls[i]);
             } else if (listings++, e->model &&
                        !lists_model(root, e->model, names, sizeof names)) {
-                st = sl_fail(SL_ERR_INVALID_ARG,
-                             "--served-model '%s': endpoint %s does not serve it (GET /v1/models "
-                             "lists %s); give one of those",
-                             e->model, ep->url, names[0] ? names : "no model");
+                if (e->model_from < 0)
+                    st = sl_fail(SL_ERR_INVALID_ARG,
+                                 "--served-model '%s': endpoint %s does not serve it (GET "
+                                 "/v1/models lists %s); give one of those",
+                                 e->model, ep->url, names[0] ? names : "no model");
+                else
+                    st = sl_fail(SL_ERR_INVALID_ARG,
+                                 "endpoint %s does not serve '%s', the model endpoint %s lists "
+                                 "first (GET /v1/models lists %s there): the fleet serves "
+                                 "different models; name the one to use with --served-model "
+                                 "and give only endpoints serving it",
+                                 ep->url, e->model, e->eps[e->model_from].url,
+                                 names[0] ? names : "no model");
             } else if (!e->model) {
                 const char *id = json_string_value(
                     json_object_get(json_array_get(json_object_get(root, "data"), 0), "id"));
-                if (id)
+                if (id) {
                     e->model = sl_strdup(id);
+                    e->model_from = i;
+                }
             }
             json_decref(root);
         } else {
@@ -1854,6 +1866,7 @@ sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
         ep->limit = params->max_in_flight;
         ep->win_start = now;
     }
+    e->model_from = -1;
     if (params->served_model && *params->served_model && !(e->model = sl_strdup(params->served_model)))
         goto nomem;
     if (params->response_format) {
