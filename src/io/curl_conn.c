@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdlib.h>
 
 #include <curl/curl.h>
 
@@ -57,14 +58,31 @@ static void conn_init(void)
     }
 }
 
+void sl_curl_trust(CURL *h)
+{
+    const char *file = getenv("CURL_CA_BUNDLE");
+    if (!file || !*file)
+        file = getenv("SSL_CERT_FILE");
+    const char *dir = getenv("SSL_CERT_DIR");
+    if (file && *file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, file);
+    if (dir && *dir)
+        curl_easy_setopt(h, CURLOPT_CAPATH, dir);
+}
+
 CURL *sl_curl_take(bool fresh)
 {
     pthread_once(&conn_once, conn_init);
-    if (fresh || !conn_key_ok)
-        return curl_easy_init();
-    CURL *h = pthread_getspecific(conn_key);
-    if (h)
+    CURL *h;
+    if (fresh || !conn_key_ok) {
+        if ((h = curl_easy_init()))
+            sl_curl_trust(h);
         return h;
+    }
+    if ((h = pthread_getspecific(conn_key))) {
+        sl_curl_trust(h); /* curl_easy_reset dropped it with the last request's options */
+        return h;
+    }
     if (!(h = curl_easy_init()))
         return NULL;
     if (conn_share)
@@ -73,6 +91,7 @@ CURL *sl_curl_take(bool fresh)
         curl_easy_cleanup(h);
         return NULL;
     }
+    sl_curl_trust(h);
     return h;
 }
 

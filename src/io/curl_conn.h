@@ -21,6 +21,14 @@ CURL *sl_curl_take(bool fresh);
  * go, CURLOPT_SHARE stays); a fresh one is cleaned up. NULL: nothing. */
 void sl_curl_give(CURL *h, bool fresh);
 
+/* Sets h to trust the CA certificates the environment names, as curl,
+ * OpenSSL and Python's requests read them: CURL_CA_BUNDLE, else
+ * SSL_CERT_FILE (a PEM file), and SSL_CERT_DIR (a hashed folder). With
+ * none set, libcurl's built-in bundle. Every HTTPS request sluice makes
+ * goes through it (an internal gateway, an S3 store or an image server
+ * with a private CA). */
+void sl_curl_trust(CURL *h);
+
 /* Counts a performed transfer on h: one request, and the connections it
  * opened (CURLINFO_NUM_CONNECTS). */
 void sl_curl_count(CURL *h);

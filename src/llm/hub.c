@@ -19,6 +19,7 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "io/curl_conn.h"
 #include "io/shard.h"
 #include "llm/hub_impl.h"
 #include "sluice/hub.h"
@@ -229,6 +230,7 @@ static CURLcode http(const hub_ctx *c, const char *url, bool head, response *r, 
         return CURLE_FAILED_INIT;
     }
     r->curl = curl;
+    sl_curl_trust(curl);
     struct curl_slist *headers = NULL;
     if (c->auth[0])
         headers = curl_slist_append(headers, c->auth);

@@ -942,3 +942,37 @@ def test_a_fleet_serving_different_models_is_refused_at_start(sluice, tmp_path):
         assert r.returncode == 2
         assert (f"--served-model 'qwen-7b': endpoint {b.url} does not serve it") in r.stderr
         assert not a.log and not b.log
+
+
+def test_a_private_ca_is_trusted_through_ssl_cert_file(sluice, tmp_path):
+    # An internal gateway behind a private CA: SSL_CERT_FILE (what curl,
+    # OpenSSL and Python's requests read) was ignored, so there was no way
+    # to reach it but none.
+    import os
+    import ssl
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    inp = few_inputs(tmp_path, 2)
+    with FakeServer(lambda h, n, body: completion(h)) as fake:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        fake.server.socket = ctx.wrap_socket(fake.server.socket, server_side=True)
+        url = fake.url.replace("http://", "https://")
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE")}
+
+        def run(out, **extra):
+            return subprocess.run(
+                [str(sluice.binary), "caption", str(inp), "-o", str(tmp_path / out), "--engine",
+                 "openai", "--endpoint", url, "--metrics-addr", "off"],
+                capture_output=True, text=True, timeout=60, env={**env, **extra})
+
+        r = run("untrusted")
+        assert r.returncode == 2 and "certificate" in r.stderr, r.stderr
+        for var in ("SSL_CERT_FILE", "CURL_CA_BUNDLE"):
+            r = run(var, **{var: str(cert)})
+            assert r.returncode == 0, r.stderr
+            assert all(row["caption"] for row in ok_rows(tmp_path / var))
+        assert len(fake.log) == 4

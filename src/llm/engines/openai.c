@@ -34,6 +34,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "io/curl_conn.h"
 #include "llm/engine_impl.h"
 #include "llm/engines/openai_parse.h"
 #include "llm/http_policy.h"
@@ -880,6 +881,7 @@ static bool start_attempt(oa_engine *e, oa_req *r, int epi, double now)
     openai_stream_reset(&r->st, r->text_max);
     r->retry_after = -1.0;
     r->errbuf[0] = '\0';
+    sl_curl_trust(h);
     curl_easy_setopt(h, CURLOPT_URL, ep->chat_url);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
@@ -1639,6 +1641,7 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
         if (!urls[i] || !hs[i])
             continue;
         double t = e->p.connect_timeout_s < 10 ? e->p.connect_timeout_s : 10;
+        sl_curl_trust(hs[i]);
         curl_easy_setopt(hs[i], CURLOPT_URL, urls[i]);
         curl_easy_setopt(hs[i], CURLOPT_HTTPHEADER, e->headers);
         curl_easy_setopt(hs[i], CURLOPT_WRITEFUNCTION, on_body);
