@@ -96,7 +96,11 @@ if [ "$flavor" = cuda ]; then
     command -v nvcc >/dev/null || die "SLUICE_LLAMA_CUDA=1 but nvcc is not on PATH (e.g. PATH=/usr/local/cuda/bin:\$PATH)"
     # No NCCL: it would tie libggml-cuda to the build machine's libnccl, and
     # sluice runs one replica per GPU (no tensor split across cards).
-    cuda_flags=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$archs" -DGGML_NATIVE=OFF -DGGML_CUDA_NCCL=OFF)
+    # libggml-cuda needs libcuda.so.1 (the driver API: cuMemCreate, ...),
+    # which only a host with a GPU driver has: the tools linked here
+    # (llama-server) leave it to be resolved there.
+    cuda_flags=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$archs" -DGGML_NATIVE=OFF -DGGML_CUDA_NCCL=OFF
+                -DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined)
     minutes="about 45 per architecture"
 fi
 
