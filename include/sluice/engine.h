@@ -262,6 +262,11 @@ typedef struct sl_openai_params {
     const char *served_model;  /* the request's "model"; NULL: the first of GET /v1/models */
     const char *api_key_env;   /* NAME of the environment variable holding the key (sent as
                                   a Bearer token, never logged); NULL: no key */
+    const char *api_key_header; /* the header that carries the key bare (Azure's "api-key");
+                                   NULL: "Authorization: Bearer KEY" */
+    const char *const *headers; /* "Name: value" sent with every request (borrowed until
+                                   open returns: the engine copies them) */
+    int n_headers;
     int max_in_flight;         /* per endpoint (default 8); adaptive: the starting value */
     bool adaptive;             /* move each limit with measured throughput and latency */
     int adaptive_max_in_flight; /* adaptive: the ceiling per endpoint (default 64) */

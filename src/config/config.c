@@ -39,8 +39,8 @@
 #include "llm/engines/llama_grammar.h"
 #include "llm/json_schema.h"
 
-enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_STAGES, L_TASKS,
-       L_TASK_MAXT, L_TASK_TEMP, L_LORA, L_CHOICES, L_COUNT };
+enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_HEADERS, L_STAGES,
+       L_TASKS, L_TASK_MAXT, L_TASK_TEMP, L_LORA, L_CHOICES, L_COUNT };
 
 typedef struct cfg_list {
     const char **items;
@@ -231,6 +231,14 @@ static const opt opts[] = {
      .help = "the request's model (~: the first of GET /v1/models)"},
     {"openai.api_key_env", "api-key-env", 0, K_STR, AT(p.openai.api_key_env), .arg = "VAR",
      .help = "send the key held in this environment variable"},
+    {"openai.api_key_header", "api-key-header", 0, K_STR, AT(p.openai.api_key_header),
+     .arg = "NAME",
+     .help = "the header that carries the key, bare (~: Authorization, as 'Bearer KEY'; "
+             "Azure: api-key)"},
+    {"openai.headers", "header", 0, K_LIST, 0, .list = L_HEADERS, .max_items = 64,
+     .arg = "'NAME: VALUE'",
+     .help = "a header sent with every request (not for secrets: the key goes by "
+             "api_key_env)"},
     {"openai.max_in_flight", "max-in-flight", 0, K_INT, AT(p.openai.max_in_flight), .lo = 1,
      .hi = 4096, .arg = "N", .help = "requests outstanding per endpoint"},
     {"openai.adaptive", "adaptive", 0, K_BOOL, AT(p.openai.adaptive),
@@ -592,6 +600,8 @@ static void sync_lists(sl_config *c)
     c->p.n_columns = l[L_COLUMNS].n;
     c->p.openai.endpoints = l[L_ENDPOINTS].items;
     c->p.openai.n_endpoints = l[L_ENDPOINTS].n;
+    c->p.openai.headers = l[L_HEADERS].n ? l[L_HEADERS].items : NULL;
+    c->p.openai.n_headers = l[L_HEADERS].n;
     c->p.stages = l[L_STAGES].n ? c->stages : NULL;
     c->p.n_stages = l[L_STAGES].n;
     c->p.gpus = c->p.n_gpus ? c->gpus : NULL;

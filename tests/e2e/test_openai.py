@@ -976,3 +976,39 @@ def test_a_private_ca_is_trusted_through_ssl_cert_file(sluice, tmp_path):
             assert r.returncode == 0, r.stderr
             assert all(row["caption"] for row in ok_rows(tmp_path / var))
         assert len(fake.log) == 4
+
+
+def test_headers_a_named_key_header_and_a_query_in_the_endpoint(sluice, tmp_path):
+    # Azure OpenAI takes its key as "api-key: KEY" and its version as a
+    # query ("?api-version=..."); OpenRouter wants HTTP-Referer and X-Title.
+    # The key went only as "Authorization: Bearer", no header could be
+    # added, and a query in --endpoint was cut into the path.
+    import os
+    seen = []
+
+    def answer(h, n, body):
+        seen.append((h.path, h.headers.get("api-key"), h.headers.get("Authorization"),
+                     h.headers.get("X-Title"), h.headers.get("HTTP-Referer")))
+        completion(h)
+
+    inp = few_inputs(tmp_path, 2)
+    with FakeServer(answer) as fake:
+        r = subprocess.run(
+            [str(sluice.binary), "caption", str(inp), "-o", str(tmp_path / "out"), "--engine",
+             "openai", "--endpoint", fake.url + "/openai/v1?api-version=2024-10-21",
+             "--api-key-env", "SLUICE_TEST_KEY", "--api-key-header", "api-key",
+             "--header", "X-Title: sluice, the test", "--header", "HTTP-Referer:https://x.org",
+             "--metrics-addr", "off"],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "SLUICE_TEST_KEY": "azure-key-1"})
+        assert r.returncode == 0, r.stderr
+        assert seen == [("/openai/v1/chat/completions?api-version=2024-10-21", "azure-key-1",
+                         None, "sluice, the test", "https://x.org")] * 2
+        for bad, why in ((["--header", "X-Title sluice"], "expected 'NAME: VALUE'"),
+                         (["--header", "X Title: a"], "expected 'NAME: VALUE'"),
+                         (["--header", "X-Title: a\nb"], "holds a control character"),
+                         (["--api-key-header", "api-key:"], "not a header name")):
+            r = caption(sluice, inp, tmp_path / "bad", "--endpoint", fake.url, *bad,
+                        "--metrics-addr", "off", timeout=60)
+            assert r.returncode == 2 and why in r.stderr, (bad, r.stderr)
+    assert len(seen) == 2

@@ -273,6 +273,7 @@ static const struct {
     {"llama.prefix_cache", "off"},
     {"openai.endpoints", "http://h:1"}, {"openai.endpoints_file", NULL},
     {"openai.served_model", "m"}, {"openai.api_key_env", "KEY"},
+    {"openai.api_key_header", "api-key"}, {"openai.headers", "X-Title: a, b"},
     {"openai.max_in_flight", "3"}, {"openai.adaptive", "true"}, {"openai.adaptive_max", "9"},
     {"openai.request_timeout", "0.25"}, {"openai.max_attempts", "2"},
     {"openai.endpoint_failures", "5"}, {"openai.endpoint_cooldown", "1e-3"},

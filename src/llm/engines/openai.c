@@ -173,6 +173,7 @@ static void req_free(oa_req *r)
 typedef struct oa_endpoint {
     char *url;       /* base, without a trailing slash or /v1 */
     char *chat_url;
+    char *query;     /* the --endpoint's "?..." or "", appended to each URL */
     /* Loop-owned; in_flight, limit and the counters are also read by
      * stats callers, so they change under the engine's smu. */
     int in_flight, limit;
@@ -1542,6 +1543,7 @@ static void oa_free(void *impl)
     for (int i = 0; i < e->n_eps; i++) {
         sl_free(e->eps[i].url);
         sl_free(e->eps[i].chat_url);
+        sl_free(e->eps[i].query);
     }
     sl_free(e->eps);
     sl_free(e->model);
@@ -1586,9 +1588,14 @@ static CURLcode curl_init_result;
 static void init_curl(void) { curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 /* "http://h:8000/", "http://h:8000/v1" -> "http://h:8000". */
-static char *base_url(const char *url)
+/* The base of an --endpoint URL: without its query (a gateway's
+ * "?api-version=...", which *query gets, '?' included, to be appended to
+ * each URL made from the base), trailing slashes and "/v1". */
+static char *base_url(const char *url, char **query)
 {
-    size_t n = strlen(url);
+    size_t n = strcspn(url, "?");
+    if (!(*query = sl_strdup(url + n)))
+        return NULL;
     while (n > 0 && url[n - 1] == '/')
         n--;
     if (n >= 3 && strncmp(url + n - 3, "/v1", 3) == 0)
@@ -1636,7 +1643,7 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
     }
     char *urls[n];
     for (int i = 0; i < n; i++) {
-        urls[i] = sl_asprintf("%s/v1/models", e->eps[i].url);
+        urls[i] = sl_asprintf("%s/v1/models%s", e->eps[i].url, e->eps[i].query);
         hs[i] = curl_easy_init();
         if (!urls[i] || !hs[i])
             continue;
@@ -1799,6 +1806,44 @@ static sl_status check_endpoints(oa_engine *e)
     }
 }
 
+/* An HTTP header's name: RFC 9110's token. */
+static bool header_name_ok(const char *name, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              strchr("!#$%&'*+-.^_`|~", c)))
+            return false;
+    }
+    return true;
+}
+
+static sl_status check_headers(const sl_openai_params *p)
+{
+    if (p->api_key_header && *p->api_key_header &&
+        !header_name_ok(p->api_key_header, strlen(p->api_key_header)))
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "--api-key-header '%s': not a header name (letters, digits and "
+                       "!#$%%&'*+-.^_`|~, no ':')",
+                       p->api_key_header);
+    for (int i = 0; i < p->n_headers; i++) {
+        const char *h = p->headers[i];
+        size_t name = strcspn(h, ":");
+        if (!h[name] || !header_name_ok(h, name))
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "--header '%s': expected 'NAME: VALUE', NAME a header name", h);
+        for (const char *c = h + name; *c; c++)
+            if (((unsigned char)*c < 0x20 && *c != '\t') || *c == 0x7f)
+                return sl_fail(SL_ERR_INVALID_ARG,
+                               "--header '%.*s: ...': the value holds a control character "
+                               "(a line break?)",
+                               (int)name, h);
+    }
+    return SL_OK;
+}
+
 static sl_status check_openai_params(const sl_openai_params *p)
 {
     if (p->n_endpoints < 1 || !p->endpoints)
@@ -1810,6 +1855,9 @@ static sl_status check_openai_params(const sl_openai_params *p)
                            "--endpoint '%s': expected a URL such as http://127.0.0.1:8000",
                            u ? u : "(null)");
     }
+    sl_status st = check_headers(p);
+    if (st != SL_OK)
+        return st;
     if (p->max_in_flight < 1 || p->max_attempts < 1 || p->endpoint_failures < 1)
         return sl_fail(SL_ERR_INVALID_ARG,
                        "--max-in-flight and --max-attempts must be >= 1 (got %d and %d)",
@@ -1853,13 +1901,13 @@ sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
     double now = sl_mono_s();
     for (int i = 0; i < e->n_eps; i++) {
         oa_endpoint *ep = &e->eps[i];
-        if (!(ep->url = base_url(params->endpoints[i])) ||
-            !(ep->chat_url = sl_asprintf("%s/v1/chat/completions", ep->url)))
+        if (!(ep->url = base_url(params->endpoints[i], &ep->query)) ||
+            !(ep->chat_url = sl_asprintf("%s/v1/chat/completions%s", ep->url, ep->query)))
             goto nomem;
         /* Twice the same server would get twice its share, and its
          * failures would count as two endpoints'. */
         for (int k = 0; k < i; k++)
-            if (strcmp(e->eps[k].url, ep->url) == 0) {
+            if (strcmp(e->eps[k].chat_url, ep->chat_url) == 0) {
                 st = sl_fail(SL_ERR_INVALID_ARG,
                              "endpoint %s is given twice ('%s' and '%s'): name each server once "
                              "(--max-in-flight sets how many requests it takes)",
@@ -1908,13 +1956,19 @@ sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
                              params->api_key_env);
                 goto fail;
             }
-        char *auth = sl_asprintf("Authorization: Bearer %.*s", (int)(to - from), key + from);
+        const char *named = params->api_key_header;
+        char *auth = named && *named
+                         ? sl_asprintf("%s: %.*s", named, (int)(to - from), key + from)
+                         : sl_asprintf("Authorization: Bearer %.*s", (int)(to - from), key + from);
         if (!auth || !curl_slist_append(e->headers, auth)) {
             sl_free(auth);
             goto nomem;
         }
         sl_free(auth);
     }
+    for (int i = 0; i < params->n_headers; i++)
+        if (!curl_slist_append(e->headers, params->headers[i]))
+            goto nomem;
     if (params->check_endpoints && (st = check_endpoints(e)) != SL_OK)
         goto fail;
     if (!e->model && !(e->model = sl_strdup("default")))
