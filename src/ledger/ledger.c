@@ -564,6 +564,24 @@ sl_status sl_ledger_is_done(sl_ledger *l, const char *id, bool *done)
     return st;
 }
 
+sl_status sl_ledger_has_part(sl_ledger *l, const char *name, bool *known)
+{
+    pthread_mutex_lock(&l->mu);
+    sqlite3_stmt *s = NULL;
+    sl_status st = prepare(l, "SELECT 1 FROM parts WHERE name = ?1", &s);
+    *known = false;
+    if (st == SL_OK) {
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(s);
+        *known = rc == SQLITE_ROW;
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            st = db_fail(l, SL_ERR_IO, "look up a part");
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
 sl_status sl_ledger_part_begin(sl_ledger *l, const char *name, long number)
 {
     pthread_mutex_lock(&l->mu);

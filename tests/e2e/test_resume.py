@@ -193,3 +193,80 @@ def test_a_run_whose_engine_did_not_load_leaves_no_part(sluice, tmp_path):
     r = run(sluice, src, out)
     assert r.returncode == 0, r.stderr[-2000:]
     assert_exactly_once(out, expected_ids(1))
+
+
+def assert_no_row_twice(out: pathlib.Path):
+    ids = part_ids(out)
+    assert len(ids) == len(set(ids)), "a row written twice"
+
+
+def assert_refused_unknown(r, out, names, kept):
+    """Exit 2, naming the folder, the parts the ledger does not know and
+    what to do; the parts untouched and none added."""
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert str(out) in r.stderr
+    for name in names[:3]:
+        assert name in r.stderr
+    assert "--overwrite" in r.stderr and "move th" in r.stderr.lower()
+    assert {p.name: p.read_bytes() for p in parts(out)} == kept
+
+
+def test_parts_the_ledger_does_not_record_are_refused_not_written_twice(sluice, tmp_path):
+    """A ledger emptied, deleted or swapped for a fresh one knows none of
+    the folder's parts: a rerun used to caption their rows again into new
+    parts, so the output held them twice. It is refused (exit 2) naming the
+    parts; moved out of the way, the rest resumes exactly once."""
+    src = tmp_path / "in"
+    sample_copies(src, 2)
+    want = expected_ids(2)
+    out = tmp_path / "out"
+    r = run(sluice, src, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    kept = {p.name: p.read_bytes() for p in parts(out)}
+    assert len(kept) >= 2
+    ledger = out / "_sluice_ledger.sqlite"
+
+    # Emptied (a truncated file): SQLite opens it as a new ledger.
+    ledger.write_bytes(b"")
+    r = run(sluice, src, out)
+    assert_refused_unknown(r, out, sorted(kept), kept)
+    assert "does not record" in r.stderr
+    # ... and refused again: the refusal recorded nothing.
+    r = run(sluice, src, out)
+    assert_refused_unknown(r, out, sorted(kept), kept)
+
+    # Deleted: the parts are named too.
+    for f in out.glob("_sluice_ledger.sqlite*"):
+        f.unlink()
+    r = run(sluice, src, out)
+    assert_refused_unknown(r, out, sorted(kept), kept)
+    assert "no resume ledger" in r.stderr
+    assert_no_row_twice(out)
+
+    # Moving the parts it does not know away lets the run go on: their
+    # rows are captioned again, once.
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for name in kept:
+        (out / name).rename(aside / name)
+    r = run(sluice, src, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(out, want)
+
+
+def test_a_ledger_that_lost_its_wal_after_a_kill_is_refused(sluice, big, tmp_path):
+    """kill -9 leaves the ledger's last commits in its -wal file (SQLite
+    folds them into the main file only at a clean close or a checkpoint).
+    Without it the ledger misses the parts those commits recorded; a rerun
+    is refused rather than writing their rows a second time."""
+    out = tmp_path / "out"
+    rc = interrupt(sluice, big, out, signal.SIGKILL, log=tmp_path / "killed.log")
+    assert rc == -signal.SIGKILL
+    wal = out / "_sluice_ledger.sqlite-wal"
+    assert wal.exists(), "a killed run leaves its -wal file"
+    kept = {p.name: p.read_bytes() for p in parts(out)}
+    wal.unlink()
+    r = run(sluice, big, out)
+    assert_refused_unknown(r, out, sorted(kept), kept)
+    assert_no_row_twice(out)
+
