@@ -270,3 +270,59 @@ def test_a_ledger_that_lost_its_wal_after_a_kill_is_refused(sluice, big, tmp_pat
     assert_refused_unknown(r, out, sorted(kept), kept)
     assert_no_row_twice(out)
 
+
+def test_sighup_stops_like_sigterm_and_the_rerun_goes_on(sluice, tmp_path):
+    """A hangup (the terminal or ssh session of a long run closed) used to
+    kill sluice with the rows in flight; it now stops as SIGINT/SIGTERM do:
+    the rows in flight are finished and committed, the summary written, exit
+    130, and the same command goes on exactly once."""
+    src = tmp_path / "in"
+    sample_copies(src, 6)
+    want = expected_ids(6)
+    out = tmp_path / "out"
+    log = tmp_path / "hup.log"
+    rc = interrupt(sluice, src, out, signal.SIGHUP, log=log)
+    assert rc == 130, log.read_text()[-2000:]
+    assert "run the same command again" in log.read_text()
+    assert (out / "summary.json").exists()
+    before = part_ids(out)
+    assert 0 < len(before) < len(want) and len(set(before)) == len(before)
+    r = run(sluice, src, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(out, want)
+
+
+def test_under_nohup_a_hangup_does_not_stop_the_run(sluice, tmp_path):
+    """nohup ignores SIGHUP for the run: sluice keeps it ignored."""
+    src = tmp_path / "in"
+    sample_copies(src, 2)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(command(sluice, src, out), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    deadline = time.monotonic() + 300
+    while not parts(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before the hangup"
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    assert_exactly_once(out, expected_ids(2))
+
+
+def test_a_console_whose_reader_ended_does_not_kill_the_run(sluice, tmp_path):
+    """`sluice ... | tee log` with tee gone: SIGPIPE used to kill the run at
+    its next line of output, losing the rows in flight. It is ignored: the
+    run goes on to the end, its rows and summary written once."""
+    src = tmp_path / "in"
+    sample_copies(src, 2)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(command(sluice, src, out, "--progress-every", "0.5"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the readers end before sluice prints anything
+    proc.stderr.close()
+    rc = proc.wait(timeout=600)
+    assert rc == 0, f"exit {rc} (-13: killed by SIGPIPE)"
+    assert_exactly_once(out, expected_ids(2))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["total"] == len(expected_ids(2))
