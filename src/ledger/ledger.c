@@ -52,6 +52,17 @@ static sl_status db_fail(sl_ledger *l, sl_status st, const char *doing)
                   ? sqlite3_system_errno(l->db) : 0;
     if (rc == SQLITE_FULL && !sys)
         sys = ENOSPC; /* SQLite's unix VFS keeps no errno for a short write */
+    /* Refused a read-write open, SQLite tries read-only and keeps that
+     * attempt's errno: ENOENT for a ledger not made yet, on a read-only
+     * file system or in a folder without write permission; for one that
+     * exists, it opens it read-only and fails later (EBADF at the lock).
+     * What it needed tells the real cause (EROFS, EACCES). */
+    if (rc == SQLITE_CANTOPEN || rc == SQLITE_READONLY ||
+        (rc == SQLITE_IOERR && l->db && sqlite3_db_readonly(l->db, "main") == 1)) {
+        bool exists = access(l->path, F_OK) == 0;
+        if (access(exists ? l->path : l->dir, W_OK) != 0 && errno != ENOENT)
+            sys = errno;
+    }
     return sl_fail(st, "resume ledger '%s': cannot %s: %s%s%s%s", l->path, doing,
                    l->db ? sqlite3_errmsg(l->db) : "out of memory", sys ? " (" : "",
                    sys ? strerror(sys) : "", sys ? ")" : "");

@@ -326,3 +326,31 @@ def test_a_console_whose_reader_ended_does_not_kill_the_run(sluice, tmp_path):
     assert_exactly_once(out, expected_ids(2))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows"]["total"] == len(expected_ids(2))
+
+
+def test_an_output_on_a_read_only_file_system_says_so(sluice, tmp_path):
+    """The ledger's open on a read-only file system was reported as "No such
+    file or directory" (a new ledger: SQLite's read-only retry's errno) or
+    "Bad file descriptor" (an existing one, opened read-only and failing at
+    the lock). Both now name the cause. Needs root to mount a tmpfs."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {r.stderr.strip()}")
+    try:
+        src = tmp_path / "in"
+        sample_copies(src, 1)
+        done = disk / "done"
+        r = run(sluice, src, done, "--dry-run")
+        assert r.returncode == 0, r.stderr[-2000:]
+        (disk / "empty").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        for out in (disk / "empty", done):
+            r = run(sluice, src, out, "--dry-run")
+            assert r.returncode == 1, r.stderr[-2000:]
+            assert "Read-only file system" in r.stderr and str(out) in r.stderr, r.stderr[-2000:]
+            assert "No such file" not in r.stderr and "Bad file descriptor" not in r.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
