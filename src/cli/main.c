@@ -8,7 +8,8 @@
  * Exit status: 0 every row succeeded; 3 the run finished but some rows
  * failed (they are in the output with their error); 2 a wrong command line
  * or configuration; 1 the run could not finish; 130 stopped by a signal
- * (the rows finished before it are in the output). */
+ * (SIGINT, SIGTERM, SIGHUP; the rows finished before it are in the
+ * output). SIGPIPE is ignored: a closed console does not end a run. */
 #include <errno.h>
 #include <execinfo.h>
 #include <signal.h>
@@ -27,8 +28,10 @@ enum { EXIT_ROWS_FAILED = 3, EXIT_USAGE = 2, EXIT_RUN = 1, EXIT_STOPPED = 130 };
 /* Internal: --help was printed, exit 0. */
 enum { EXIT_HELP = -1 };
 
-/* SIGINT/SIGTERM: the first stops reading and finishes the rows in flight,
- * the second stops at once. The executor polls this counter. */
+/* SIGINT/SIGTERM/SIGHUP: the first stops reading and finishes the rows in
+ * flight, the second stops at once. The executor polls this counter. A
+ * hangup (the terminal or ssh session of a long run closed) is a stop like
+ * the others, not a death that loses the rows in flight. */
 static atomic_int stop_requests;
 
 static void on_signal(int sig)
@@ -293,7 +296,8 @@ static const char usage_output_text[] =
     "\n"
     "Exit status: 0 all rows ok, 3 some rows failed (see their \"error\" field),\n"
     "2 wrong command line or configuration, 1 the run could not finish, 130 stopped\n"
-    "by SIGINT/SIGTERM (a first signal finishes the rows in flight, a second stops at once).\n";
+    "by SIGINT/SIGTERM/SIGHUP (a first signal finishes the rows in flight, a second stops\n"
+    "at once). A closed stdout or stderr (a pipe whose reader ended) does not stop a run.\n";
 
 static const char usage_openai_text[] =
     "OpenAI-compatible servers (vLLM, SGLang, llama-server; see docs/openai.md):\n"
@@ -747,6 +751,11 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* Under nohup SIGHUP is ignored, and stays so: a hangup must not stop
+     * a run its user meant to outlive the session. */
+    struct sigaction hup;
+    if (sigaction(SIGHUP, NULL, &hup) == 0 && hup.sa_handler != SIG_IGN)
+        sigaction(SIGHUP, &sa, NULL);
 
     sl_caption_summary sum;
     printer_init(&pr);
@@ -828,6 +837,10 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
  * wait for it. */
 static int run_job(const sl_config *cfg, const command *cmd)
 {
+    /* The console is a log: when its reader goes away (`sluice ... | tee
+     * log` and tee ends) what cannot be printed is lost, and the run goes
+     * on; SIGPIPE would end it on the spot, losing the rows in flight. */
+    signal(SIGPIPE, SIG_IGN);
     /* Before MPI's threads start: libvips and ggml write the environment
      * as they start (sluice/image.h, sluice/engine.h). */
     const sl_caption_params *p = sl_config_params(cfg);

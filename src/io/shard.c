@@ -132,6 +132,22 @@ sl_status sl_shard_scan_parts(const char *dir, sl_part_scan *out)
     return SL_OK;
 }
 
+sl_status sl_shard_each_part(const char *dir, sl_status (*each)(void *user, const char *name),
+                             void *user)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? SL_OK
+                               : sl_fail(SL_ERR_IO, "cannot list output folder '%s': %s", dir,
+                                         strerror(errno));
+    sl_status st = SL_OK;
+    for (struct dirent *e; st == SL_OK && (e = readdir(d));)
+        if (sl_shard_part_number(e->d_name) >= 0)
+            st = each(user, e->d_name);
+    closedir(d);
+    return st;
+}
+
 /* Removes the entries of dir that `match` accepts; -1 when dir is unreadable. */
 static long remove_matching(const char *dir, bool (*match)(const char *name), sl_status *st)
 {

@@ -38,6 +38,11 @@ long sl_shard_part_number(const char *name);
 /* Lists dir's part files (a missing dir has none). */
 sl_status sl_shard_scan_parts(const char *dir, sl_part_scan *out);
 
+/* Calls each(user, name) for every part file of dir, in no order (a missing
+ * dir has none); an error `each` returns ends the walk and is returned. */
+sl_status sl_shard_each_part(const char *dir, sl_status (*each)(void *user, const char *name),
+                             void *user);
+
 /* Removes dir's part files (--overwrite). */
 sl_status sl_shard_remove_parts(const char *dir);
 

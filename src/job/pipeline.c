@@ -494,8 +494,11 @@ sl_status sl_pipeline_row_emit(sl_row *parent, sl_row **child)
 /* --- the run ----------------------------------------------------------------------- */
 
 /* Metrics for the run; served when an address is given. A busy default
- * address (metrics_optional) is a warning, not a failure. */
-static sl_status start_metrics(job *j, sl_exec *exec)
+ * address (metrics_optional) is a warning, not a failure. Started before
+ * the output folder is opened, so that a busy address given on purpose
+ * ends the run before it creates anything; the executor is attached once
+ * it exists. */
+static sl_status start_metrics(job *j)
 {
     const char *addr = j->p->metrics_addr;
     /* Ranks on one node each serve their own: port + rank. */
@@ -516,9 +519,7 @@ static sl_status start_metrics(job *j, sl_exec *exec)
         st = sl_fail(SL_ERR_INVALID_ARG, "--metrics-addr %s: %s; choose a free port or 'off'",
                      addr, why);
     }
-    if (st != SL_OK)
-        return st;
-    return caption_metrics_attach_exec(j->metrics, exec, &j->input_total);
+    return st;
 }
 
 /* The first stage of the caller's that comes after built-in stage `which`
@@ -754,7 +755,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     if ((st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
         (st = caption_schema_plan(p, j.src, columns, n_columns, &j.answer_cols, &j.schema)) != SL_OK ||
         (st = answer_columns_free_of(&j.answer_cols, &j.schema)) != SL_OK ||
-        (st = job_open_ledger(&j)) != SL_OK || (st = job_open_output(&j)) != SL_OK)
+        (st = start_metrics(&j)) != SL_OK || (st = job_open_ledger(&j)) != SL_OK ||
+        (st = job_open_output(&j)) != SL_OK)
         goto done;
 
     /* The pipeline as assembled: the built-in stages (job/job.h) and the
@@ -787,7 +789,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         st = sl_fail(SL_ERR_NOMEM, "out of memory for the image gallery");
         goto done;
     }
-    if ((st = start_metrics(&j, exec)) != SL_OK ||
+    if ((st = caption_metrics_attach_exec(j.metrics, exec, &j.input_total)) != SL_OK ||
         (st = caption_live_start(j.metrics, j.gallery, &j.live)) != SL_OK)
         goto done;
     sl_sink_on_unfit(j.sink, caption_metrics_unfit, j.metrics); /* before the first row is written */

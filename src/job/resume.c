@@ -432,6 +432,86 @@ static sl_status lead_job(job *j)
     return st;
 }
 
+/* --- part files the ledger does not record ------------------------------------------ */
+
+/* The part files of the output that the ledger does not know: how many,
+ * and the first few by name (for the message). */
+enum { UNKNOWN_SHOWN = 3 };
+typedef struct unknown_parts {
+    sl_ledger *ledger;
+    long count;
+    char first[UNKNOWN_SHOWN][64];
+} unknown_parts;
+
+static sl_status note_unknown(void *user, const char *name)
+{
+    unknown_parts *u = user;
+    bool known = false; /* without a ledger, none is */
+    sl_status st = u->ledger ? sl_ledger_has_part(u->ledger, name, &known) : SL_OK;
+    if (st != SL_OK || known)
+        return st;
+    /* Keep the lowest names: readdir's order is none. */
+    long shown = u->count < UNKNOWN_SHOWN ? u->count : UNKNOWN_SHOWN;
+    long at = shown;
+    while (at > 0 && strcmp(name, u->first[at - 1]) < 0)
+        at--;
+    if (at < UNKNOWN_SHOWN) {
+        for (long k = (shown < UNKNOWN_SHOWN ? shown : UNKNOWN_SHOWN - 1); k > at; k--)
+            memcpy(u->first[k], u->first[k - 1], sizeof u->first[k]);
+        snprintf(u->first[at], sizeof u->first[at], "%s", name);
+    }
+    u->count++;
+    return SL_OK;
+}
+
+/* Every part file is recorded in the ledger before it gets its name
+ * (ledger/ledger.h), so one it does not know was written under another
+ * ledger: this one was emptied, replaced, or lost the -wal file that held
+ * its last commits. Its rows are not done as far as the ledger knows, and
+ * a run would write them a second time: refused, naming the files. */
+/* The output's part files that `ledger` (NULL: none) does not know, into
+ * *u, their names as "a, b, c, ..." into names[cap]. */
+static sl_status find_unknown_parts(job *j, sl_ledger *ledger, unknown_parts *u, char *names,
+                                    size_t cap)
+{
+    *u = (unknown_parts){.ledger = ledger};
+    sl_status st = SL_OK;
+    if (j->remote)
+        for (size_t i = 0; st == SL_OK && i < j->n_remote_parts; i++)
+            st = note_unknown(u, j->remote_parts[i]);
+    else
+        st = sl_shard_each_part(j->dir, note_unknown, u);
+    names[0] = '\0';
+    for (long k = 0; k < u->count && k < UNKNOWN_SHOWN; k++) {
+        size_t used = strlen(names);
+        snprintf(names + used, cap - used, "%s%s", k ? ", " : "", u->first[k]);
+    }
+    if (u->count > UNKNOWN_SHOWN) {
+        size_t used = strlen(names);
+        snprintf(names + used, cap - used, ", ...");
+    }
+    return st;
+}
+
+static sl_status refuse_unknown_parts(job *j)
+{
+    unknown_parts u;
+    char names[UNKNOWN_SHOWN * 66 + 16];
+    sl_status st = find_unknown_parts(j, j->ledger, &u, names, sizeof names);
+    if (st != SL_OK || u.count == 0)
+        return st;
+    return sl_fail(SL_ERR_EXISTS,
+                   "%s '%s' holds %ld part %s that its resume ledger '%s' does not record (%s): "
+                   "the ledger was emptied, replaced or lost its -wal file, and going on would "
+                   "write their rows a second time. Move those parts out of the output to "
+                   "resume without them (their rows are captioned again), choose another "
+                   "output, or pass --overwrite to start over",
+                   j->remote ? "output" : "output folder", j->remote ? j->remote : j->dir,
+                   u.count, j->remote ? (u.count == 1 ? "object" : "objects")
+                                      : (u.count == 1 ? "file" : "files"),
+                   j->remote ? sl_ledger_path(j->ledger) : SL_LEDGER_FILE, names);
+}
+
 sl_status job_open_ledger(job *j)
 {
     const sl_caption_params *p = j->p;
@@ -443,22 +523,24 @@ sl_status job_open_ledger(job *j)
         return st;
     const char *dir = j->dir;
     if (!sl_ledger_exists(dir) && !p->overwrite) {
-        /* Parts without a ledger: another tool's, or an older sluice's. */
-        if (j->remote)
-            remote_scan(j, &scan);
-        else if ((st = sl_shard_scan_parts(dir, &scan)) != SL_OK)
+        /* Parts without a ledger: another tool's, an older sluice's, or
+         * their ledger was deleted. */
+        unknown_parts u;
+        char names[UNKNOWN_SHOWN * 66 + 16];
+        if ((st = find_unknown_parts(j, NULL, &u, names, sizeof names)) != SL_OK)
             return st;
-        if (scan.count > 0 && j->remote)
+        if (u.count > 0 && j->remote)
             return sl_fail(SL_ERR_EXISTS,
-                           "output '%s' already holds %ld part object%s and its resume ledger "
-                           "is not in %s: give the --state-dir of the run that wrote them, pass "
-                           "--overwrite to replace them, or choose another output", j->remote,
-                           scan.count, scan.count == 1 ? "" : "s", dir);
-        if (scan.count > 0)
+                           "output '%s' already holds %ld part object%s (%s) and its resume "
+                           "ledger is not in %s: give the --state-dir of the run that wrote "
+                           "them, pass --overwrite to replace them, or choose another output",
+                           j->remote, u.count, u.count == 1 ? "" : "s", names, dir);
+        if (u.count > 0)
             return sl_fail(SL_ERR_EXISTS,
-                           "output folder '%s' already holds %ld part file%s and no resume "
-                           "ledger: pass --overwrite to replace them or choose another output "
-                           "folder", dir, scan.count, scan.count == 1 ? "" : "s");
+                           "output folder '%s' already holds %ld part file%s (%s) and no resume "
+                           "ledger: move them out of the folder, pass --overwrite to replace "
+                           "them, or choose another output folder", dir, u.count,
+                           u.count == 1 ? "" : "s", names);
     }
     char *fp = fingerprint(j);
     if (!fp)
@@ -466,6 +548,9 @@ sl_status job_open_ledger(job *j)
     if ((st = sl_ledger_open(dir, p->overwrite, &j->ledger)) == SL_OK && p->overwrite)
         /* under the ledger's lock, before it forgets them */
         st = j->remote ? remove_remote_parts(j) : sl_shard_remove_parts(dir);
+    else if (st == SL_OK)
+        /* before anything is written to the ledger */
+        st = refuse_unknown_parts(j);
     if (st == SL_OK && j->remote)
         sl_ledger_set_presence(j->ledger, remote_part_published, j);
     if (st == SL_OK)

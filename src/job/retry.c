@@ -199,6 +199,14 @@ static sl_status settle_part(void *user, long number, const char *name)
 static sl_status retry_part(void *user, long number, const char *name)
 {
     retry_walk *w = user;
+    /* A stop (Ctrl-C) between parts: each part is taken out whole or not
+     * at all, so the output is whole either way; the same command goes on
+     * with the parts left (those done hold no failed row any more). */
+    const sl_atomic_int *stop = w->j->p->stop_requests;
+    if (stop && atomic_load(stop))
+        return sl_fail(SL_ERR_STOPPED, "stopped while taking the failed rows out of '%s' (%ld "
+                       "part%s done, the others as they were)", w->j->p->output_dir, w->parts,
+                       w->parts == 1 ? "" : "s");
     failed_set f = {0};
     part_files files = {0};
     long removed = 0, kept = 0;

@@ -52,6 +52,17 @@ static sl_status db_fail(sl_ledger *l, sl_status st, const char *doing)
                   ? sqlite3_system_errno(l->db) : 0;
     if (rc == SQLITE_FULL && !sys)
         sys = ENOSPC; /* SQLite's unix VFS keeps no errno for a short write */
+    /* Refused a read-write open, SQLite tries read-only and keeps that
+     * attempt's errno: ENOENT for a ledger not made yet, on a read-only
+     * file system or in a folder without write permission; for one that
+     * exists, it opens it read-only and fails later (EBADF at the lock).
+     * What it needed tells the real cause (EROFS, EACCES). */
+    if (rc == SQLITE_CANTOPEN || rc == SQLITE_READONLY ||
+        (rc == SQLITE_IOERR && l->db && sqlite3_db_readonly(l->db, "main") == 1)) {
+        bool exists = access(l->path, F_OK) == 0;
+        if (access(exists ? l->path : l->dir, W_OK) != 0 && errno != ENOENT)
+            sys = errno;
+    }
     return sl_fail(st, "resume ledger '%s': cannot %s: %s%s%s%s", l->path, doing,
                    l->db ? sqlite3_errmsg(l->db) : "out of memory", sys ? " (" : "",
                    sys ? strerror(sys) : "", sys ? ")" : "");
@@ -560,6 +571,24 @@ sl_status sl_ledger_is_done(sl_ledger *l, const char *id, bool *done)
     *done = rc == SQLITE_ROW;
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         st = db_fail(l, SL_ERR_IO, "look up a row");
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+sl_status sl_ledger_has_part(sl_ledger *l, const char *name, bool *known)
+{
+    pthread_mutex_lock(&l->mu);
+    sqlite3_stmt *s = NULL;
+    sl_status st = prepare(l, "SELECT 1 FROM parts WHERE name = ?1", &s);
+    *known = false;
+    if (st == SL_OK) {
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(s);
+        *known = rc == SQLITE_ROW;
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            st = db_fail(l, SL_ERR_IO, "look up a part");
+    }
+    sqlite3_finalize(s);
     pthread_mutex_unlock(&l->mu);
     return st;
 }

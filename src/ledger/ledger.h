@@ -114,6 +114,12 @@ sl_status sl_ledger_counts(sl_ledger *l, sl_ledger_info *info);
 /* *done = whether `id` is in a committed part. One indexed lookup. */
 sl_status sl_ledger_is_done(sl_ledger *l, const char *id, bool *done);
 
+/* *known = whether part file `name` is recorded, pending or committed. A
+ * part file the ledger does not know was not written under it (a ledger
+ * replaced, emptied or missing its -wal file): its rows are not done here,
+ * and a run would write them again (job/resume.c refuses such a folder). */
+sl_status sl_ledger_has_part(sl_ledger *l, const char *name, bool *known);
+
 /* Phase 1: a new part `name` (number `number`) starts; its rows are added
  * with part_add. One part at a time. SL_ERR_EXISTS if the name is known. */
 sl_status sl_ledger_part_begin(sl_ledger *l, const char *name, long number);

@@ -107,3 +107,6 @@ def test_metrics_can_be_turned_off_and_a_taken_port_is_an_error(sluice, tmp_path
         r = sluice.caption(SAMPLES, tmp_path / "b", "--max-tokens", "2",
                            "--metrics-addr", f"127.0.0.1:{taken}")
     assert r.returncode == 2 and str(taken) in r.stderr and "--metrics-addr" in r.stderr
+    # Refused before the output folder is made: nothing is left to clean up
+    # (it used to be created, with an empty ledger, before the address was tried).
+    assert not (tmp_path / "b").exists()

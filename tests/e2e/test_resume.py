@@ -193,3 +193,164 @@ def test_a_run_whose_engine_did_not_load_leaves_no_part(sluice, tmp_path):
     r = run(sluice, src, out)
     assert r.returncode == 0, r.stderr[-2000:]
     assert_exactly_once(out, expected_ids(1))
+
+
+def assert_no_row_twice(out: pathlib.Path):
+    ids = part_ids(out)
+    assert len(ids) == len(set(ids)), "a row written twice"
+
+
+def assert_refused_unknown(r, out, names, kept):
+    """Exit 2, naming the folder, the parts the ledger does not know and
+    what to do; the parts untouched and none added."""
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert str(out) in r.stderr
+    for name in names[:3]:
+        assert name in r.stderr
+    assert "--overwrite" in r.stderr and "move th" in r.stderr.lower()
+    assert {p.name: p.read_bytes() for p in parts(out)} == kept
+
+
+def test_parts_the_ledger_does_not_record_are_refused_not_written_twice(sluice, tmp_path):
+    """A ledger emptied, deleted or swapped for a fresh one knows none of
+    the folder's parts: a rerun used to caption their rows again into new
+    parts, so the output held them twice. It is refused (exit 2) naming the
+    parts; moved out of the way, the rest resumes exactly once."""
+    src = tmp_path / "in"
+    sample_copies(src, 2)
+    want = expected_ids(2)
+    out = tmp_path / "out"
+    r = run(sluice, src, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    kept = {p.name: p.read_bytes() for p in parts(out)}
+    assert len(kept) >= 2
+    ledger = out / "_sluice_ledger.sqlite"
+
+    # Emptied (a truncated file): SQLite opens it as a new ledger.
+    ledger.write_bytes(b"")
+    r = run(sluice, src, out)
+    assert_refused_unknown(r, out, sorted(kept), kept)
+    assert "does not record" in r.stderr
+    # ... and refused again: the refusal recorded nothing.
+    r = run(sluice, src, out)
+    assert_refused_unknown(r, out, sorted(kept), kept)
+
+    # Deleted: the parts are named too.
+    for f in out.glob("_sluice_ledger.sqlite*"):
+        f.unlink()
+    r = run(sluice, src, out)
+    assert_refused_unknown(r, out, sorted(kept), kept)
+    assert "no resume ledger" in r.stderr
+    assert_no_row_twice(out)
+
+    # Moving the parts it does not know away lets the run go on: their
+    # rows are captioned again, once.
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for name in kept:
+        (out / name).rename(aside / name)
+    r = run(sluice, src, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(out, want)
+
+
+def test_a_ledger_that_lost_its_wal_after_a_kill_is_refused(sluice, big, tmp_path):
+    """kill -9 leaves the ledger's last commits in its -wal file (SQLite
+    folds them into the main file only at a clean close or a checkpoint).
+    Without it the ledger misses the parts those commits recorded; a rerun
+    is refused rather than writing their rows a second time."""
+    out = tmp_path / "out"
+    rc = interrupt(sluice, big, out, signal.SIGKILL, log=tmp_path / "killed.log")
+    assert rc == -signal.SIGKILL
+    wal = out / "_sluice_ledger.sqlite-wal"
+    assert wal.exists(), "a killed run leaves its -wal file"
+    kept = {p.name: p.read_bytes() for p in parts(out)}
+    wal.unlink()
+    r = run(sluice, big, out)
+    assert_refused_unknown(r, out, sorted(kept), kept)
+    assert_no_row_twice(out)
+
+
+def test_sighup_stops_like_sigterm_and_the_rerun_goes_on(sluice, tmp_path):
+    """A hangup (the terminal or ssh session of a long run closed) used to
+    kill sluice with the rows in flight; it now stops as SIGINT/SIGTERM do:
+    the rows in flight are finished and committed, the summary written, exit
+    130, and the same command goes on exactly once."""
+    src = tmp_path / "in"
+    sample_copies(src, 6)
+    want = expected_ids(6)
+    out = tmp_path / "out"
+    log = tmp_path / "hup.log"
+    rc = interrupt(sluice, src, out, signal.SIGHUP, log=log)
+    assert rc == 130, log.read_text()[-2000:]
+    assert "run the same command again" in log.read_text()
+    assert (out / "summary.json").exists()
+    before = part_ids(out)
+    assert 0 < len(before) < len(want) and len(set(before)) == len(before)
+    r = run(sluice, src, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(out, want)
+
+
+def test_under_nohup_a_hangup_does_not_stop_the_run(sluice, tmp_path):
+    """nohup ignores SIGHUP for the run: sluice keeps it ignored."""
+    src = tmp_path / "in"
+    sample_copies(src, 2)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(command(sluice, src, out), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    deadline = time.monotonic() + 300
+    while not parts(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before the hangup"
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    assert_exactly_once(out, expected_ids(2))
+
+
+def test_a_console_whose_reader_ended_does_not_kill_the_run(sluice, tmp_path):
+    """`sluice ... | tee log` with tee gone: SIGPIPE used to kill the run at
+    its next line of output, losing the rows in flight. It is ignored: the
+    run goes on to the end, its rows and summary written once."""
+    src = tmp_path / "in"
+    sample_copies(src, 2)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(command(sluice, src, out, "--progress-every", "0.5"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the readers end before sluice prints anything
+    proc.stderr.close()
+    rc = proc.wait(timeout=600)
+    assert rc == 0, f"exit {rc} (-13: killed by SIGPIPE)"
+    assert_exactly_once(out, expected_ids(2))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["total"] == len(expected_ids(2))
+
+
+def test_an_output_on_a_read_only_file_system_says_so(sluice, tmp_path):
+    """The ledger's open on a read-only file system was reported as "No such
+    file or directory" (a new ledger: SQLite's read-only retry's errno) or
+    "Bad file descriptor" (an existing one, opened read-only and failing at
+    the lock). Both now name the cause. Needs root to mount a tmpfs."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {r.stderr.strip()}")
+    try:
+        src = tmp_path / "in"
+        sample_copies(src, 1)
+        done = disk / "done"
+        r = run(sluice, src, done, "--dry-run")
+        assert r.returncode == 0, r.stderr[-2000:]
+        (disk / "empty").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        for out in (disk / "empty", done):
+            r = run(sluice, src, out, "--dry-run")
+            assert r.returncode == 1, r.stderr[-2000:]
+            assert "Read-only file system" in r.stderr and str(out) in r.stderr, r.stderr[-2000:]
+            assert "No such file" not in r.stderr and "Bad file descriptor" not in r.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

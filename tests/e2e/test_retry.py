@@ -436,3 +436,51 @@ def test_parquet_compression_is_chosen_and_kept_by_a_retry(sluice, broken, tmp_p
     assert len(rows) == N_GOOD + 3 and all(row["error"] is None for row in rows)
     r = run(sluice, m, tmp_path / "j", "--compression", codec)
     assert r.returncode == 2 and "add --format parquet" in r.stderr, r.stderr
+
+
+def test_ctrl_c_during_the_retry_stops_between_parts(sluice, tmp_path):
+    """Ctrl-C while --retry-failed rewrites the parts used to be ignored
+    until every part was done (minutes over a large output). It now stops
+    between two parts (exit 130): each part taken out whole or not at all,
+    no retry left begun in the ledger, and the same command goes on to
+    every input exactly once. A dry run over 1000 missing images, a part
+    each, so that the rewrite takes seconds."""
+    import signal
+    import sqlite3
+    import time
+    src = tmp_path / "m.jsonl"
+    n = 1000
+    src.write_text("".join(json.dumps({"image": f"x{k}.jpg"}) + "\n" for k in range(n)))
+    out = tmp_path / "out"
+    args = [str(sluice.binary), "caption", str(src), "-o", str(out), "--dry-run",
+            "--shard-rows", "1", "--metrics-addr", "off", "--show", "0", "-q"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 3, r.stderr[-2000:]
+    first = out / "part-00000.jsonl"
+    inodes = {p.name: p.stat().st_ino for p in out.glob("part-*.jsonl")}
+    assert len(inodes) == n
+    proc = subprocess.Popen(args + ["--retry-failed"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while first.stat().st_ino == inodes[first.name] and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the retry ended before it could be stopped"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopped while taking the failed rows out" in err
+    untouched = [k for k, ino in inodes.items() if (out / k).stat().st_ino == ino]
+    assert 0 < len(untouched) < n, "the stop should land mid-retry"
+    assert not list(out.glob(".part-*.tmp-*"))
+    db = sqlite3.connect(f"file:{out / '_sluice_ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        assert db.execute("SELECT count(*) FROM retry_parts").fetchone()[0] == 0
+    finally:
+        db.close()
+    # Every row is still in the output once, before and after going on.
+    assert all(len(v) == 1 for v in jsonl_rows(out).values())
+    r = subprocess.run(args + ["--retry-failed"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 3, r.stderr[-2000:]
+    rows = jsonl_rows(out)
+    assert len(rows) == n and all(len(v) == 1 for v in rows.values())

@@ -467,6 +467,55 @@ static void shard_helpers_find_parts_and_remove_temps(void **state)
     tu_rmtree(dir);
 }
 
+static sl_status count_file(void *user, const char *name)
+{
+    (void)name;
+    ++*(int *)user;
+    return SL_OK;
+}
+
+/* The parts a ledger knows, pending or committed, by name; not an
+ * abandoned one, nor any after the ledger is emptied (job/resume.c refuses
+ * the part files it does not know). */
+static void a_ledger_knows_its_parts_by_name(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_ledger_info info;
+    sl_ledger *l = open_bound(dir, &info);
+    bool known = true;
+    assert_int_equal(sl_ledger_has_part(l, "part-00000.jsonl", &known), SL_OK);
+    assert_false(known);
+    commit_part(l, dir, "part-00000.jsonl", 0, "a.jpg");
+    assert_int_equal(sl_ledger_part_begin(l, "part-00001.jsonl", 1), SL_OK);
+    assert_int_equal(sl_ledger_part_add(l, "b.jpg"), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l, 1, 1, 0), SL_OK); /* pending */
+    assert_int_equal(sl_ledger_part_commit(l), SL_OK);
+    assert_int_equal(sl_ledger_part_begin(l, "part-00002.jsonl", 2), SL_OK);
+    assert_int_equal(sl_ledger_part_abandon(l), SL_OK);
+    assert_int_equal(sl_ledger_has_part(l, "part-00000.jsonl", &known), SL_OK);
+    assert_true(known);
+    assert_int_equal(sl_ledger_has_part(l, "part-00001.jsonl", &known), SL_OK);
+    assert_true(known);
+    assert_int_equal(sl_ledger_has_part(l, "part-00002.jsonl", &known), SL_OK);
+    assert_false(known);
+    sl_ledger_free(l);
+    tu_write(dir, "summary.json", "{}", 2);
+    int n = 0;
+    assert_int_equal(sl_shard_each_part(dir, count_file, &n), SL_OK);
+    assert_int_equal(n, 1); /* part-00000.jsonl; part 1 has no file */
+    /* Emptied: a new ledger, which knows none. */
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, SL_LEDGER_FILE);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(sl_ledger_open(dir, false, &l), SL_OK);
+    assert_int_equal(sl_ledger_has_part(l, "part-00000.jsonl", &known), SL_OK);
+    assert_false(known);
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -481,6 +530,7 @@ int main(void)
         cmocka_unit_test(a_ledger_without_counts_counts_its_ids),
         cmocka_unit_test(a_retry_forgets_failed_rows_and_survives_a_crash),
         cmocka_unit_test(shard_helpers_find_parts_and_remove_temps),
+        cmocka_unit_test(a_ledger_knows_its_parts_by_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
