@@ -109,6 +109,32 @@ static const char *sendable_mime(const uint8_t *d, size_t n)
     return NULL;
 }
 
+/* core/file.c names the size and the limit; the setting behind the limit
+ * is the job's, named as the sources name it for a tar member or a cell. */
+sl_status job_read_local(const char *path, uint64_t max, uint8_t **data, size_t *len)
+{
+    sl_status st = sl_read_file(path, max, data, len);
+    if (st == SL_ERR_TOO_LARGE) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", sl_last_error());
+        st = sl_fail(st, "%s (--max-item-bytes)", why);
+    }
+    return st;
+}
+
+/* A local image file read (at most `max` bytes) and decoded. */
+static sl_status load_local_image(const char *path, uint64_t max, const sl_image_params *ip,
+                                  sl_image **out)
+{
+    uint8_t *buf;
+    size_t len;
+    sl_status st = job_read_local(path, max, &buf, &len);
+    if (st == SL_OK)
+        st = sl_image_decode(buf, len, path, ip, out);
+    sl_free(buf);
+    return st;
+}
+
 /* Gets the row's encoded bytes when they are not in memory yet and must be:
  * a URL, or a file whose bytes go to the output or to the server as is. */
 static sl_status fetch_bytes(job *j, sl_row *row, caption_row *r)
@@ -119,7 +145,7 @@ static sl_status fetch_bytes(job *j, sl_row *row, caption_row *r)
     if (is_url(r->path))
         st = sl_fetch(r->path, &j->fetch, &r->data, &r->len);
     else if (j->p->include_image_bytes || sending_originals(j->p))
-        st = sl_read_file(r->path, &r->data, &r->len);
+        st = job_read_local(r->path, r->max_file_bytes, &r->data, &r->len);
     else
         return SL_OK;
     if (st == SL_OK)
@@ -285,7 +311,7 @@ static sl_status decode_list_image(job *j, sl_row *row, caption_row *r, media_ro
     sl_image *img = NULL;
     if (st == SL_OK)
         st = d ? sl_image_decode(d, len, name, &p->image, &img)
-               : sl_image_load_file(s->path, &p->image, &img);
+               : load_local_image(s->path, r->max_file_bytes, &p->image, &img);
     if (st == SL_OK && i == 0) {
         r->format = d ? job_image_format(d, len) : r->format;
         r->width = sl_image_width(img);
@@ -468,7 +494,7 @@ static void decode_row(job *j, sl_row *row)
     if (st == SL_OK)
         st = r->data ? sl_image_decode(r->data, r->len, r->path ? r->path : r->rel,
                                        &j->p->image, &r->image)
-                     : sl_image_load_file(r->path, &j->p->image, &r->image);
+                     : load_local_image(r->path, r->max_file_bytes, &j->p->image, &r->image);
     if (r->data)
         r->format = job_image_format(r->data, r->len);
     if (st == SL_OK && r->data && sending_originals(j->p))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SAMPLES, TINY, sanitized
+from conftest import SAMPLES, TINY, read_rows, sanitized
 
 BOMB_SIDE = 30000
 
@@ -149,3 +149,28 @@ def test_background_flag_is_checked(sluice, tmp_path):
     r = sluice.caption(SAMPLES, tmp_path / "out", "--background", "red")
     assert r.returncode == 2
     assert "--background" in r.stderr and "RRGGBB" in r.stderr
+
+
+def test_local_file_over_max_item_bytes_fails_before_it_is_read(sluice, tmp_path):
+    """A local image larger than --max-item-bytes fails its row from its size
+    (fstat) alone: a sparse 1 GiB file costs no memory and no time, and the
+    good image beside it is captioned."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "good.jpg").write_bytes((SAMPLES / "rocket.jpg").read_bytes())
+    big = root / "huge.jpg"
+    with open(big, "wb") as f:
+        f.truncate(1 << 30)  # sparse: no disk blocks
+    out = tmp_path / "out"
+    r = caption_measured(sluice, root, out, "--max-tokens", "4", "--max-item-bytes", "1M")
+    assert r["rc"] == 3, r["stderr"]
+    by_id = {row["id"]: row for row in read_rows(out)}
+    assert by_id["good.jpg"]["error"] is None and by_id["good.jpg"]["caption"], by_id
+    err = by_id["huge.jpg"]["error"]
+    assert str(big) in err and "1073741824 bytes" in err and "1048576" in err \
+        and "--max-item-bytes" in err, err
+    assert by_id["huge.jpg"]["error_stage"] == "decode"
+    # Read whole, the file alone would be 1 GiB resident.
+    limit_mb = 600 if sanitized() else 400
+    assert r["maxrss_kb"] < limit_mb * 1024, f"peak RSS {r['maxrss_kb'] // 1024} MB"
+
