@@ -28,13 +28,34 @@ enum { EXIT_ROWS_FAILED = 3, EXIT_USAGE = 2, EXIT_RUN = 1, EXIT_STOPPED = 130 };
 enum { EXIT_HELP = -1 };
 
 /* SIGINT/SIGTERM: the first stops reading and finishes the rows in flight,
- * the second stops at once. The executor polls this counter. */
+ * the second stops at once. The executor polls this counter. Stopping at
+ * once still waits for each worker to return, and one stuck in a call that
+ * never does (a read from a hung network mount) would hold the run
+ * forever; the library cannot leave a thread behind and free what it uses,
+ * so the process does: the second signal arms a timer, and the run not
+ * ended STUCK_EXIT_S later (or a third signal) exits without it. Committed
+ * parts and the ledger are safe at any instant (a kill -9 is too). */
+enum { STUCK_EXIT_S = 10 };
 static atomic_int stop_requests;
+
+static void exit_stuck(int sig)
+{
+    static const char msg[] =
+        "sluice: the run did not end after the stop request (a worker is stuck, e.g. in a read "
+        "from a hung mount); exiting without it: rows in flight are lost, committed parts are "
+        "kept\n";
+    (void)sig;
+    (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
+    _exit(EXIT_STOPPED);
+}
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    atomic_fetch_add(&stop_requests, 1);
+    int n = atomic_fetch_add(&stop_requests, 1) + 1;
+    if (n == 2)
+        alarm(STUCK_EXIT_S);
+    else if (n > 2)
+        exit_stuck(sig);
 }
 
 /* A crash (a bug in sluice or a library it calls) says so on stderr with a
@@ -293,7 +314,8 @@ static const char usage_output_text[] =
     "\n"
     "Exit status: 0 all rows ok, 3 some rows failed (see their \"error\" field),\n"
     "2 wrong command line or configuration, 1 the run could not finish, 130 stopped\n"
-    "by SIGINT/SIGTERM (a first signal finishes the rows in flight, a second stops at once).\n";
+    "by SIGINT/SIGTERM (a first signal finishes the rows in flight, a second stops at once;\n"
+    "a third, or 10 s after the second with a worker stuck, exits without waiting).\n";
 
 static const char usage_openai_text[] =
     "OpenAI-compatible servers (vLLM, SGLang, llama-server; see docs/openai.md):\n"
@@ -743,10 +765,14 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    struct sigaction stuck = {.sa_handler = exit_stuck};
+    sigemptyset(&stuck.sa_mask);
+    sigaction(SIGALRM, &stuck, NULL);
 
     sl_caption_summary sum;
     printer_init(&pr);
     sl_status st = sl_caption_run(&p, &sum);
+    alarm(0); /* the run ended: nothing is stuck */
     printer_finish(&pr);
     switch (st) {
     case SL_OK:

@@ -77,6 +77,11 @@ sl_status sl_read_file(const char *path, uint64_t max_bytes, uint8_t **data, siz
     sl_status st = sl_file_open_regular(path, &fd, &size);
     if (st != SL_OK)
         return st;
+    int err = sl_fault("read", path);
+    if (err) {
+        close(fd);
+        return sl_fail(SL_ERR_IO, "%s: read error: %s", path, strerror(err));
+    }
     /* The size from fstat refuses a file too large before any memory is
      * taken for it; the reads still stop at the limit, for a file that
      * grows while it is read (or a file system that reports 0). */

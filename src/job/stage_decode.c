@@ -4,10 +4,12 @@
  * and for HTTP engines encode the JPEGs to send in place of the pixels; in a
  * dry run, note each input's encoded bytes and format (its output columns).
  * Each row's bytes in flight are kept exact. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -53,16 +55,18 @@ typedef struct local_peek {
 static void peek_local_file(const char *path, local_peek *pk)
 {
     memset(pk, 0, sizeof *pk);
-    FILE *fp = fopen(path, "rb");
-    struct stat sb;
-    if (!fp)
+    /* Only a regular file (a FIFO would block the worker): any other
+     * fails its row when it is read. */
+    int fd;
+    if (sl_file_open_regular(path, &fd, &pk->size) != SL_OK)
         return;
-    if (fstat(fileno(fp), &sb) == 0) {
-        pk->size = (uint64_t)sb.st_size;
-        pk->sized = true;
-    }
-    pk->got = fread(pk->head, 1, sizeof pk->head, fp);
-    fclose(fp);
+    pk->sized = true;
+    ssize_t got;
+    do
+        got = pread(fd, pk->head, sizeof pk->head, 0);
+    while (got < 0 && errno == EINTR);
+    pk->got = got > 0 ? (size_t)got : 0;
+    close(fd);
 }
 
 /* A dry run's record of a peeked file: its size, and its format from its

@@ -174,3 +174,62 @@ def test_local_file_over_max_item_bytes_fails_before_it_is_read(sluice, tmp_path
     limit_mb = 600 if sanitized() else 400
     assert r["maxrss_kb"] < limit_mb * 1024, f"peak RSS {r['maxrss_kb'] // 1024} MB"
 
+
+def test_fifo_in_the_input_folder_fails_its_row_and_never_blocks(sluice, tmp_path):
+    """A FIFO with an image name (nothing ever writes to it) is no image:
+    opening it for reading would wait for a writer forever, with no way to
+    stop the worker. Its row fails at once saying what it is; the good image
+    is captioned."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "good.jpg").write_bytes((SAMPLES / "rocket.jpg").read_bytes())
+    os.mkfifo(root / "pipe.jpg")
+    os.mkfifo(root / "pipe.mp4")  # the video path opens its file on its own
+    out = tmp_path / "out"
+    r = sluice.caption(root, out, "--max-tokens", "4", timeout=60)
+    assert r.returncode == 3, r.stderr
+    by_id = {row["id"]: row for row in read_rows(out)}
+    assert by_id["good.jpg"]["error"] is None and by_id["good.jpg"]["caption"], by_id
+    for name in ("pipe.jpg", "pipe.mp4"):
+        err = by_id[name]["error"]
+        assert "not a regular file" in err and str(root / name) in err, (name, err)
+
+
+@pytest.mark.parametrize("signals", [2, 3])
+def test_a_worker_stuck_in_a_read_does_not_hold_a_stopped_run(sluice, tmp_path, signals):
+    """A read that never returns (a hung network mount; here the test fault
+    point "read" sleeping 10 minutes) keeps its worker from ever joining.
+    The second SIGINT still ends the process, within 10 s, saying why; a
+    third ends it at once."""
+    import signal
+    import time
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "good.jpg").write_bytes((SAMPLES / "rocket.jpg").read_bytes())
+    log = tmp_path / "stderr.txt"
+    env = dict(os.environ, SLUICE_TEST_FAULTS="read=sleep:600000")
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [str(sluice.binary), "caption", str(root), "-o", str(tmp_path / "out"), "--model",
+             str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+             "--max-tokens", "4", "--metrics-addr", "off"],
+            stdout=subprocess.DEVNULL, stderr=err, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while "sleeping 600000 ms" not in log.read_text(errors="replace"):
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            t0 = time.monotonic()
+            for _ in range(signals):
+                proc.send_signal(signal.SIGINT)
+                time.sleep(0.3)
+            rc = proc.wait(timeout=30)
+            took = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text(errors="replace")
+    assert rc == 130, text
+    assert "a worker is stuck" in text and "exiting without it" in text, text
+    assert took < (15 if signals == 2 else 5), took
