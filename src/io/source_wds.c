@@ -525,8 +525,8 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
         const char *name = archive_entry_pathname(e);
         size_t key_len;
         const char *ext;
-        if (!name || !sl_wds_split(name, &key_len, &ext))
-            continue;
+        if (!name || !sl_wds_split(name, &key_len, &ext) || sl_is_mac_metadata(name))
+            continue; /* a Mac's metadata (__MACOSX/...) is no sample */
         bool same = r->has_pending && strlen(r->pending.id) == key_len &&
                     strncmp(r->pending.id, name, key_len) == 0;
         bool emit = r->has_pending && !same;
@@ -619,7 +619,8 @@ static int64_t wds_count(const char *file, const sl_source_params *p, const atom
         const char *name = archive_entry_pathname(e);
         size_t key_len;
         const char *ext;
-        if (archive_entry_filetype(e) != AE_IFREG || !name || !sl_wds_split(name, &key_len, &ext))
+        if (archive_entry_filetype(e) != AE_IFREG || !name ||
+            !sl_wds_split(name, &key_len, &ext) || sl_is_mac_metadata(name))
             continue;
         if (!key || strlen(key) != key_len || strncmp(key, name, key_len) != 0) {
             sl_free(key);

@@ -233,3 +233,26 @@ def test_a_worker_stuck_in_a_read_does_not_hold_a_stopped_run(sluice, tmp_path, 
     assert rc == 130, text
     assert "a worker is stuck" in text and "exiting without it" in text, text
     assert took < (15 if signals == 2 else 5), took
+
+
+def test_mac_metadata_is_skipped_jfif_is_read_and_a_symlinked_folder_is_said(sluice, tmp_path):
+    """A folder copied from a Mac: the AppleDouble "._x.jpg" files and the
+    __MACOSX folder are no inputs (they were failed rows); a .jfif is a
+    JPEG; a symlinked folder is not walked, and a warning says so."""
+    root = tmp_path / "in"
+    (root / "__MACOSX").mkdir(parents=True)
+    photo = (SAMPLES / "rocket.jpg").read_bytes()
+    (root / "good.jpg").write_bytes(photo)
+    (root / "._good.jpg").write_bytes(b"\0\5\26\7" + b"\0" * 80)  # an AppleDouble header
+    (root / "__MACOSX" / "._good.jpg").write_bytes(b"\0\5\26\7" + b"\0" * 80)
+    (root / "photo.jfif").write_bytes(photo)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "more.jpg").write_bytes(photo)
+    os.symlink(tmp_path / "elsewhere", root / "linked")
+    out = tmp_path / "out"
+    r = sluice.caption(root, out, "--max-tokens", "4")
+    assert r.returncode == 0, r.stderr
+    by_id = {row["id"]: row for row in read_rows(out)}
+    assert set(by_id) == {"good.jpg", "photo.jfif"}, sorted(by_id)
+    assert all(row["caption"] for row in by_id.values())
+    assert f"'{root / 'linked'}' is a symlink to a folder: not followed" in r.stderr, r.stderr
