@@ -189,7 +189,7 @@ typedef struct sl_caption_params {
     uint64_t max_download_bytes; /* per URL image; 0: 64 MiB */
     uint64_t max_line_bytes;   /* a manifest line or CSV record; 0: 1 MiB (a batch file's: 64 MiB) */
     uint64_t max_item_bytes;   /* an image held in the data (tar member, Parquet cell, data:
-                                  URL); 0: 256 MiB */
+                                  URL) or a local image file; 0: 256 MiB */
     double download_timeout_s; /* per URL try, the whole transfer (default 30) */
     int download_retries;      /* URL tries after the first on a transport error, 5xx or
                                   429 (default 2) */

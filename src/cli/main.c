@@ -31,13 +31,34 @@ enum { EXIT_HELP = -1 };
 /* SIGINT/SIGTERM/SIGHUP: the first stops reading and finishes the rows in
  * flight, the second stops at once. The executor polls this counter. A
  * hangup (the terminal or ssh session of a long run closed) is a stop like
- * the others, not a death that loses the rows in flight. */
+ * the others, not a death that loses the rows in flight. Stopping at once
+ * still waits for each worker to return, and one stuck in a call that
+ * never does (a read from a hung network mount) would hold the run
+ * forever; the library cannot leave a thread behind and free what it uses,
+ * so the process does: the second signal arms a timer, and the run not
+ * ended STUCK_EXIT_S later (or a third signal) exits without it. Committed
+ * parts and the ledger are safe at any instant (a kill -9 is too). */
+enum { STUCK_EXIT_S = 10 };
 static atomic_int stop_requests;
+
+static void exit_stuck(int sig)
+{
+    static const char msg[] =
+        "sluice: the run did not end after the stop request (a worker is stuck, e.g. in a read "
+        "from a hung mount); exiting without it: rows in flight are lost, committed parts are "
+        "kept\n";
+    (void)sig;
+    (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
+    _exit(EXIT_STOPPED);
+}
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    atomic_fetch_add(&stop_requests, 1);
+    int n = atomic_fetch_add(&stop_requests, 1) + 1;
+    if (n == 2)
+        alarm(STUCK_EXIT_S);
+    else if (n > 2)
+        exit_stuck(sig);
 }
 
 /* A crash (a bug in sluice or a library it calls) says so on stderr with a
@@ -124,8 +145,8 @@ static const char usage_head[] =
     "                            remote video (default: 64M)\n"
     "      --max-line-bytes SIZE  a manifest line or CSV record at most; longer: a failed\n"
     "                            row (default: 1M; a batch file's: 64M)\n"
-    "      --max-item-bytes SIZE  an image held in the data: tar member, Parquet cell or\n"
-    "                            data: URL (default: 256M)\n"
+    "      --max-item-bytes SIZE  an image held in the data (tar member, Parquet cell,\n"
+    "                            data: URL) or a local image file (default: 256M)\n"
     "      --download-timeout S  seconds per http(s) image try, whole transfer (default: 30)\n"
     "      --download-retries N  tries after the first on a network error, 5xx or 429 (default: 2)\n"
     "      --input-shard I/N     read only input shards I, I+N, I+2N, ... so that N runs\n"
@@ -297,7 +318,8 @@ static const char usage_output_text[] =
     "Exit status: 0 all rows ok, 3 some rows failed (see their \"error\" field),\n"
     "2 wrong command line or configuration, 1 the run could not finish, 130 stopped\n"
     "by SIGINT/SIGTERM/SIGHUP (a first signal finishes the rows in flight, a second stops\n"
-    "at once). A closed stdout or stderr (a pipe whose reader ended) does not stop a run.\n";
+    "at once; a third, or 10 s after the second with a worker stuck, exits without\n"
+    "waiting). A closed stdout or stderr (a pipe whose reader ended) does not stop a run.\n";
 
 static const char usage_openai_text[] =
     "OpenAI-compatible servers (vLLM, SGLang, llama-server; see docs/openai.md):\n"
@@ -756,10 +778,14 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
     struct sigaction hup;
     if (sigaction(SIGHUP, NULL, &hup) == 0 && hup.sa_handler != SIG_IGN)
         sigaction(SIGHUP, &sa, NULL);
+    struct sigaction stuck = {.sa_handler = exit_stuck};
+    sigemptyset(&stuck.sa_mask);
+    sigaction(SIGALRM, &stuck, NULL);
 
     sl_caption_summary sum;
     printer_init(&pr);
     sl_status st = sl_caption_run(&p, &sum);
+    alarm(0); /* the run ended: nothing is stuck */
     printer_finish(&pr);
     switch (st) {
     case SL_OK:

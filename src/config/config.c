@@ -143,7 +143,8 @@ static const opt opts[] = {
     {"input.max_line_bytes", "max-line-bytes", 0, K_SIZE, AT(p.max_line_bytes), .f = NULL_ZERO,
      .arg = "SIZE", .help = "a manifest line or CSV record at most, longer: a failed row (~: 1M)"},
     {"input.max_item_bytes", "max-item-bytes", 0, K_SIZE, AT(p.max_item_bytes), .f = NULL_ZERO,
-     .arg = "SIZE", .help = "an image held in the data (tar member, Parquet cell, data: URL) (~: 256M)"},
+     .arg = "SIZE", .help = "an image held in the data (tar member, Parquet cell, data: URL) or a local "
+             "image file (~: 256M)"},
     {"input.download_timeout", "download-timeout", 0, K_DOUBLE, AT(p.download_timeout_s),
      .dlo = 0.001, .dhi = 86400, .arg = "S", .help = "seconds per http(s) image try"},
     {"input.download_retries", "download-retries", 0, K_INT, AT(p.download_retries), .lo = 0,

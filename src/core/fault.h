@@ -18,7 +18,9 @@
  * between the ledger's prepare and the rename.
  *
  * Points: write, fsync (files and folders), rename: every write, sync and
- * rename of output parts and their folder (core/file.h); ledger.add (a row
+ * rename of output parts and their folder (core/file.h); read: a local
+ * input file read whole (core/file.h sl_read_file), before its first byte
+ * (a sleep there is a read stuck on a hung mount); ledger.add (a row
  * recorded in the resume ledger); ledger.reconcile (a run's start, before
  * the ledger's reconcile is durable), ledger.reconciled (after; a trace
  * only); commit.begin, commit.after_sync,

@@ -1,5 +1,6 @@
-/* core/file.h — files: reading a whole file into memory (image files, kept
- * image bytes), and the checked write, sync and rename that every output
+/* core/file.h — files: opening an input that must be a regular file,
+ * reading a whole file into memory (image files, kept image bytes) up to a
+ * limit, and the checked write, sync and rename that every output
  * part and its folder go through (io/shard.h, io/jsonl_sink.h,
  * io/parquet_write.h), so an error is never lost and the test faults of
  * core/fault.h ("write", "fsync", "rename") reach each of them. Any thread.
@@ -12,9 +13,21 @@
 
 #include "sluice/status.h"
 
-/* SL_ERR_NOT_FOUND / SL_ERR_IO / SL_ERR_NOMEM with a message that names
- * `path` and the cause. On failure *data is NULL. */
-sl_status sl_read_file(const char *path, uint8_t **data, size_t *len);
+/* Opens `path` for reading as an input file: never blocks on a FIFO or a
+ * device (they are opened non-blocking, then refused), and refuses all but a
+ * regular file. *fd (close() it) is blocking again; *size is its size from
+ * fstat. SL_ERR_NOT_FOUND / SL_ERR_IO with a message that names `path` and
+ * the cause; SL_ERR_INVALID_ARG "not a regular file" naming what it is (a
+ * FIFO, a folder, ...). On failure *fd is -1. */
+sl_status sl_file_open_regular(const char *path, int *fd, uint64_t *size);
+
+/* Reads the regular file `path` whole (sl_file_open_regular). A file of more
+ * than `max_bytes` (from fstat, before a byte is read, or as read when it
+ * grows meanwhile) is SL_ERR_TOO_LARGE "'path' is N bytes, over the limit of
+ * M bytes" (the caller may add the setting that sets M). Else
+ * SL_ERR_NOT_FOUND / SL_ERR_IO / SL_ERR_INVALID_ARG / SL_ERR_NOMEM with a
+ * message that names `path` and the cause. On failure *data is NULL. */
+sl_status sl_read_file(const char *path, uint64_t max_bytes, uint8_t **data, size_t *len);
 
 /* Writes all `len` bytes to `fd` (the file `path`), retrying short writes
  * and EINTR. SL_ERR_IO naming `path` and the cause ("No space left on

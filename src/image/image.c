@@ -436,7 +436,7 @@ sl_status sl_image_load_file(const char *path, const sl_image_params *params, sl
     *out = NULL;
     uint8_t *buf;
     size_t len;
-    sl_status st = sl_read_file(path, &buf, &len);
+    sl_status st = sl_read_file(path, UINT64_MAX, &buf, &len);
     if (st == SL_OK)
         st = sl_image_decode(buf, len, path, params, out);
     sl_free(buf);

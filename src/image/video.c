@@ -802,7 +802,9 @@ sl_status sl_video_load_file(const char *path, const sl_video_params *params, sl
     sl_status st = use_params(&params, &defaults, path);
     if (st != SL_OK)
         return st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* Non-blocking, so a FIFO named as a video is refused below rather
+     * than waiting for a writer forever; cleared for the reads. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "%s: cannot open: %s",
                        path, strerror(errno));
@@ -817,6 +819,9 @@ sl_status sl_video_load_file(const char *path, const sl_video_params *params, sl
         return sl_fail(SL_ERR_IO, "%s: %s", path,
                        S_ISDIR(sb.st_mode) ? "is a folder, not a video" : "not a regular file");
     }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0)
+        (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
     uint8_t head[1024];
     ssize_t got;
     do

@@ -10,6 +10,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "io/dir_source.h"
 #include "sluice/video.h"
 
@@ -29,7 +30,7 @@ struct sl_dir_source {
 
 /* Images the image decoder takes; videos are sluice/video.h's. */
 static const char *const image_exts[] = {
-    "jpg", "jpeg", "jpe", "png", "webp", "gif", "tif", "tiff", "heic", "heif", "avif",
+    "jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "tif", "tiff", "heic", "heif", "avif",
 };
 
 bool sl_is_media_name(const char *name)
@@ -41,6 +42,18 @@ bool sl_is_media_name(const char *name)
         if (strcasecmp(dot + 1, image_exts[i]) == 0)
             return true;
     return sl_video_path_is_video(name);
+}
+
+bool sl_is_mac_metadata(const char *rel)
+{
+    for (const char *c = rel; *c;) {
+        size_t n = strcspn(c, "/");
+        if ((n == 8 && strncmp(c, "__MACOSX", 8) == 0) || (n > 2 && strncmp(c, "._", 2) == 0))
+            return true;
+        c += n;
+        c += *c == '/';
+    }
+    return false;
 }
 
 static int cmp_names(const void *a, const void *b)
@@ -181,7 +194,22 @@ sl_status sl_dir_source_next(sl_dir_source *src, const sl_dir_entry **entry)
             return sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", src->root);
         }
         struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        bool listed = lstat(path, &st) == 0;
+        if (sl_is_mac_metadata(name)) { /* a Mac's copy left these beside the images */
+            sl_free(rel);
+            sl_free(path);
+            continue;
+        }
+        if (listed && S_ISLNK(st.st_mode) && stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+            /* Not followed (a loop could never end), but said: a folder
+             * of images left out without a word looks like lost data. */
+            sl_log(SL_LOG_WARN, "'%s' is a symlink to a folder: not followed; give its target "
+                                "as an input of its own to read it", path);
+            sl_free(rel);
+            sl_free(path);
+            continue;
+        }
+        if (listed && S_ISDIR(st.st_mode)) {
             int read_errno = 0;
             sl_status s = push_level(src, rel, &read_errno);
             if (s == SL_OK && read_errno) {

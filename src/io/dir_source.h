@@ -1,8 +1,9 @@
 /* io/dir_source.h — the images under a folder, recursively, in a stable
  * order (byte-wise sorted names, depth first), streamed: memory grows with
  * the depth and the largest single directory, never with the whole tree.
- * Files are chosen by image or video extension (case-insensitive). Symlinked files
- * are followed; symlinked directories are not (no cycles). A subdirectory
+ * Files are chosen by image or video extension (case-insensitive); a Mac's
+ * metadata (sl_is_mac_metadata) is skipped. Symlinked files are followed;
+ * symlinked directories are not (no cycles), with a warning. A subdirectory
  * that cannot be read is returned as an entry with `error` set, so the job
  * records it instead of silently skipping it. One thread at a time. */
 #ifndef SL_IO_DIR_SOURCE_H
@@ -32,5 +33,11 @@ void sl_dir_source_free(sl_dir_source *src);
 /* True when the name ends in an extension of an image the image decoder
  * takes or of a video (sluice/video.h). */
 bool sl_is_media_name(const char *name);
+
+/* True for the metadata a Mac leaves beside files, never images: an
+ * AppleDouble file ("._x.jpg", a resource fork) or anything in a
+ * "__MACOSX" folder (zip archives made on a Mac). `rel`: a '/'-separated
+ * path or a single name. */
+bool sl_is_mac_metadata(const char *rel);
 
 #endif

@@ -80,7 +80,9 @@ sl_status sl_ranged_open_with(const char *path, const sl_ranged_params *params, 
         *out = r;
         return SL_OK;
     }
-    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* Non-blocking so a FIFO is refused rather than waited on (pread on a
+     * regular file ignores the flag). */
+    r->fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     struct stat sb;
     sl_status st = SL_OK;
     if (r->fd < 0)

@@ -305,6 +305,7 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
             return SL_OK;
         const char *rel = key + key_prefix;
         if (!*rel || rel[strlen(rel) - 1] == '/' || !sl_is_media_name(rel) ||
+            sl_is_mac_metadata(rel) ||
             !sl_glob_filter(rel, r->p->include, r->p->n_include, r->p->exclude,
                             r->p->n_exclude))
             continue;

@@ -4,7 +4,8 @@
  * one sample. A damaged header or truncated member ends the shard with an
  * error item naming the shard and byte offset. Member names are ids only:
  * nothing is ever extracted. A shard in S3 is streamed by ranged GETs
- * (remote_* below), never copied to disk. */
+ * (remote_* below), never copied to disk; a gzipped one is inflated here
+ * (gz_read), so a truncated one keeps every sample before the cut. */
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
@@ -12,9 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
+#include <zlib.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "core/json.h"
 #include "io/dir_source.h"
 #include "io/ranged.h"
@@ -22,38 +26,75 @@
 #include "io/source_impl.h"
 #include "io/source_parse.h"
 
-/* --- a shard in S3 --------------------------------------------------------------------- */
+/* --- a shard's bytes: in S3, or gzipped --------------------------------------------------- */
 
 /* The first GET of a shard, and of each run of reads after a jump. */
 #define REMOTE_FIRST_BLOCK (64u << 10)
 /* GETs double while reading runs on, up to this (the one buffer's size). */
 #define REMOTE_MAX_BLOCK (8u << 20)
+/* A local gzipped shard is read, and inflated, this much at a time. */
+#define GZ_BLOCK (64u << 10)
 
-/* libarchive reads the object through these callbacks: ranged GETs in turn
- * into one buffer (a GET that fails is retried by io/s3.h, and only that
- * block is asked for again). A skip over a member's data at least as long
- * as the next GET would be is a jump instead, so a walk over the headers
- * (the count) fetches the ranges around them, not the members. */
+/* libarchive reads a shard in S3 through these callbacks: ranged GETs in
+ * turn into one buffer (a GET that fails is retried by io/s3.h, and only
+ * that block is asked for again). A skip over a member's data at least as
+ * long as the next GET would be is a jump instead, so a walk over the
+ * headers (the count) fetches the ranges around them, not the members.
+ *
+ * A gzipped shard (.tar.gz, .tgz, local or remote) is inflated here, not by
+ * libarchive: its gzip filter hands on nothing of a 64 KiB block it was
+ * filling when the input is cut short, so the complete samples in the last
+ * block before a truncation were lost with the broken tail. Here every
+ * byte inflated reaches the tar reader before the error does. */
 typedef struct remote {
-    sl_ranged *io;
+    sl_ranged *io;   /* a shard in S3 or on the hub; NULL: a local one, in fd */
+    int fd;
     uint8_t *buf;
-    size_t block;  /* the next GET's size */
-    uint64_t pos;  /* the next byte to ask for */
+    size_t block;    /* the next GET's size */
+    uint64_t pos;    /* the next byte to ask for */
+    bool gz;         /* inflated here (below); false: the bytes as they are */
+    bool gz_started; /* the first bytes seen: a gzip stream, or passed on as they are */
+    bool gz_plain;   /* named .gz but no gzip inside: passed on as they are */
+    bool gz_between; /* at the end of a gzip member: the input may end here */
+    bool raw_eof;
+    z_stream z;
+    bool z_ready;
+    uint8_t *out;
+    char gz_error[160]; /* set: the next read fails with it */
 } remote;
+
+/* The next run of the shard's bytes as stored: *got 0 at its end. */
+static int raw_read(struct archive *a, remote *s, const void **out, size_t *got)
+{
+    *out = s->buf;
+    if (s->io) {
+        if (sl_ranged_read(s->io, s->buf, s->block, s->pos, got) != SL_OK) {
+            archive_set_error(a, EIO, "%s", sl_last_error());
+            return ARCHIVE_FATAL;
+        }
+        s->pos += *got;
+        if (s->block < REMOTE_MAX_BLOCK)
+            s->block *= 2;
+        return ARCHIVE_OK;
+    }
+    ssize_t n;
+    do
+        n = read(s->fd, s->buf, s->block);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        archive_set_error(a, errno, "read error: %s", strerror(errno));
+        return ARCHIVE_FATAL;
+    }
+    *got = (size_t)n;
+    s->pos += *got;
+    return ARCHIVE_OK;
+}
 
 static la_ssize_t remote_read(struct archive *a, void *user, const void **out)
 {
-    remote *s = user;
     size_t got;
-    if (sl_ranged_read(s->io, s->buf, s->block, s->pos, &got) != SL_OK) {
-        archive_set_error(a, EIO, "%s", sl_last_error());
-        return ARCHIVE_FATAL;
-    }
-    s->pos += got;
-    if (s->block < REMOTE_MAX_BLOCK)
-        s->block *= 2;
-    *out = s->buf;
-    return (la_ssize_t)got;
+    int rc = raw_read(a, user, out, &got);
+    return rc == ARCHIVE_OK ? (la_ssize_t)got : rc;
 }
 
 static la_int64_t remote_skip(struct archive *a, void *user, la_int64_t request)
@@ -67,34 +108,141 @@ static la_int64_t remote_skip(struct archive *a, void *user, la_int64_t request)
     return request;
 }
 
+/* Inflates what comes next: as soon as some bytes are out, they go to the
+ * tar reader; an input cut short, or damaged, fails the read after them. */
+static la_ssize_t gz_read(struct archive *a, void *user, const void **out)
+{
+    remote *s = user;
+    if (s->gz_error[0]) {
+        archive_set_error(a, EIO, "%s", s->gz_error);
+        return ARCHIVE_FATAL;
+    }
+    if (!s->gz_started || s->gz_plain) {
+        /* The first bytes say whether it is gzip at all (a plain tar named
+         * .tar.gz is read as libarchive would have read it). */
+        size_t got;
+        int rc = raw_read(a, s, out, &got);
+        if (rc != ARCHIVE_OK || s->gz_started)
+            return rc == ARCHIVE_OK ? (la_ssize_t)got : rc;
+        s->gz_started = true;
+        if (got < 2 || s->buf[0] != 0x1f || s->buf[1] != 0x8b) {
+            s->gz_plain = true; /* libarchive's own filters bid on it */
+            return (la_ssize_t)got;
+        }
+        s->z.next_in = s->buf;
+        s->z.avail_in = (uInt)got;
+    }
+    s->z.next_out = s->out;
+    s->z.avail_out = GZ_BLOCK;
+    while (s->z.avail_out == GZ_BLOCK) {
+        if (s->z.avail_in == 0) {
+            if (s->raw_eof) {
+                if (!s->gz_between)
+                    snprintf(s->gz_error, sizeof s->gz_error, "truncated gzip input (the "
+                             "compressed shard ends at byte %llu)", (unsigned long long)s->pos);
+                break;
+            }
+            const void *in;
+            size_t got;
+            if (raw_read(a, s, &in, &got) != ARCHIVE_OK)
+                return ARCHIVE_FATAL;
+            s->raw_eof = got == 0;
+            s->z.next_in = (Bytef *)(uintptr_t)in;
+            s->z.avail_in = (uInt)got;
+            continue;
+        }
+        if (s->gz_between) { /* another gzip member follows (pigz, cat a.gz b.gz) */
+            if (s->z.next_in[0] != 0x1f) { /* trailing bytes (zero padding) are no data */
+                s->z.avail_in = 0;
+                s->raw_eof = true;
+                continue;
+            }
+            inflateReset(&s->z);
+        }
+        int rc = inflate(&s->z, Z_NO_FLUSH);
+        s->gz_between = rc == Z_STREAM_END;
+        if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
+            snprintf(s->gz_error, sizeof s->gz_error, "gzip data damaged near byte %llu: %s",
+                     (unsigned long long)(s->pos - s->z.avail_in),
+                     s->z.msg ? s->z.msg : "inflate failed");
+            break;
+        }
+    }
+    size_t n = GZ_BLOCK - s->z.avail_out;
+    if (n == 0 && s->gz_error[0]) {
+        archive_set_error(a, EIO, "%s", s->gz_error);
+        return ARCHIVE_FATAL;
+    }
+    *out = s->out;
+    return (la_ssize_t)n;
+}
+
 static void remote_free(remote *s)
 {
     if (!s)
         return;
     sl_ranged_free(s->io);
+    if (!s->io && s->fd >= 0)
+        close(s->fd);
+    if (s->z_ready)
+        inflateEnd(&s->z);
+    sl_free(s->out);
     sl_free(s->buf);
     sl_free(s);
 }
 
+static bool gz_name(const char *file)
+{
+    size_t n = strlen(file);
+    return (n >= 3 && strcasecmp(file + n - 3, ".gz") == 0) ||
+           (n >= 4 && strcasecmp(file + n - 4, ".tgz") == 0);
+}
+
 /* Opens `file` (a path, or an s3:// or http(s) URL read through *rem: a
- * dataset's shard on the hub, io/hf.h) in a; the libarchive status. */
+ * dataset's shard on the hub, io/hf.h) in a; the libarchive status. A
+ * gzipped one goes through *rem (gz_read) too. */
 static int open_in(struct archive *a, const char *file, const sl_source_params *p, remote **rem)
 {
     *rem = NULL;
     char scheme[16];
     sl_url_scheme(file, scheme);
-    if (!sl_s3_is_url(file) && strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
+    bool local = !sl_s3_is_url(file) && strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0;
+    bool gz = gz_name(file);
+    if (local && !gz)
         return archive_read_open_filename(a, file, 1 << 16);
     remote *s = sl_calloc(1, sizeof *s);
-    sl_ranged_params rp = sl_source_ranged_params(p);
-    if (!s || !(s->buf = sl_malloc(REMOTE_MAX_BLOCK)) ||
-        sl_ranged_open_with(file, &rp, &s->io) != SL_OK) {
-        archive_set_error(a, ENOMEM, "%s", s && s->buf ? sl_last_error() : "out of memory");
+    if (s)
+        s->fd = -1;
+    size_t cap = local ? GZ_BLOCK : REMOTE_MAX_BLOCK;
+    if (!s || !(s->buf = sl_malloc(cap)) || (gz && !(s->out = sl_malloc(GZ_BLOCK)))) {
+        archive_set_error(a, ENOMEM, "out of memory");
         remote_free(s);
         return ARCHIVE_FATAL;
     }
-    s->block = REMOTE_FIRST_BLOCK;
+    sl_status st;
+    if (local) {
+        uint64_t size;
+        st = sl_file_open_regular(file, &s->fd, &size);
+        s->block = GZ_BLOCK;
+    } else {
+        sl_ranged_params rp = sl_source_ranged_params(p);
+        st = sl_ranged_open_with(file, &rp, &s->io);
+        s->block = REMOTE_FIRST_BLOCK;
+    }
+    if (st == SL_OK && gz) {
+        if (inflateInit2(&s->z, 15 + 16) != Z_OK) /* gzip wrapping only */
+            st = sl_fail(SL_ERR_NOMEM, "out of memory");
+        s->z_ready = st == SL_OK;
+        s->gz = true;
+    }
+    if (st != SL_OK) {
+        archive_set_error(a, st == SL_ERR_NOMEM ? ENOMEM : EIO, "%s", sl_last_error());
+        remote_free(s);
+        return ARCHIVE_FATAL;
+    }
     *rem = s;
+    if (gz) /* no skip: inflating is reading */
+        return archive_read_open2(a, s, NULL, gz_read, NULL, NULL);
     return archive_read_open2(a, s, NULL, remote_read, remote_skip, NULL);
 }
 
@@ -102,7 +250,7 @@ static int open_in(struct archive *a, const char *file, const sl_source_params *
 
 struct source_reader {
     struct archive *a;
-    remote *rem;            /* a shard in S3 */
+    remote *rem;            /* a shard in S3, or gzipped */
     char *file;
     const char *name;       /* the shard's name in ids */
     const sl_source_params *p;
@@ -359,7 +507,11 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
         }
         if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) {
             r->ended = true;
+            /* After a fatal read libarchive reports no header position (a
+             * negative status): the tar bytes read so far say where. */
             r->end_offset = archive_read_header_position(r->a);
+            if (r->end_offset < 0)
+                r->end_offset = archive_filter_bytes(r->a, 0);
             r->end_error = sl_asprintf("%s: bad tar header at byte %lld: %s; the rest of the "
                                        "shard is skipped",
                                        r->file, (long long)r->end_offset,
@@ -373,8 +525,8 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
         const char *name = archive_entry_pathname(e);
         size_t key_len;
         const char *ext;
-        if (!name || !sl_wds_split(name, &key_len, &ext))
-            continue;
+        if (!name || !sl_wds_split(name, &key_len, &ext) || sl_is_mac_metadata(name))
+            continue; /* a Mac's metadata (__MACOSX/...) is no sample */
         bool same = r->has_pending && strlen(r->pending.id) == key_len &&
                     strncmp(r->pending.id, name, key_len) == 0;
         bool emit = r->has_pending && !same;
@@ -403,9 +555,12 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
             int64_t offset = archive_read_header_position(r->a);
             if (read_member(r->a, size, &data) != ARCHIVE_OK) {
                 r->ended = true;
-                r->end_error = sl_asprintf("%s: member '%s' at byte %lld is truncated or "
-                                           "damaged: %s; the rest of the shard is skipped",
-                                           r->file, name, (long long)offset,
+                /* Its id (SHARD@offset) tells this break from another. */
+                r->end_offset = offset;
+                r->end_error = sl_asprintf("%s: member '%s' (%lld bytes) at byte %lld is "
+                                           "truncated or damaged: %s; the rest of the shard is "
+                                           "skipped",
+                                           r->file, name, (long long)size, (long long)offset,
                                            archive_error_string(r->a)
                                                ? archive_error_string(r->a)
                                                : "short read");
@@ -464,7 +619,8 @@ static int64_t wds_count(const char *file, const sl_source_params *p, const atom
         const char *name = archive_entry_pathname(e);
         size_t key_len;
         const char *ext;
-        if (archive_entry_filetype(e) != AE_IFREG || !name || !sl_wds_split(name, &key_len, &ext))
+        if (archive_entry_filetype(e) != AE_IFREG || !name ||
+            !sl_wds_split(name, &key_len, &ext) || sl_is_mac_metadata(name))
             continue;
         if (!key || strlen(key) != key_len || strncmp(key, name, key_len) != 0) {
             sl_free(key);

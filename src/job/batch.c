@@ -117,7 +117,7 @@ static sl_status image_bytes(job *j, const char *url, int i, uint8_t **data, siz
         if (!j->p->allow_local_images)
             return sl_fail(SL_ERR_INVALID_ARG, "image %d is a local path ('%.200s'): give "
                            "--allow-local-images to let requests read local files", i + 1, url);
-        return sl_read_file(local_path(url), data, len);
+        return job_read_local(local_path(url), j->src_params.max_item_bytes, data, len);
     }
     return SL_OK;
 }

@@ -91,6 +91,7 @@ typedef struct caption_row {
     uint64_t input_bytes;     /* a dry run: the input's encoded bytes (a list's summed, a
                                  video's file), once known (input_sized) */
     bool input_sized;
+    uint64_t max_file_bytes;  /* a local image file is read up to this (max_item_bytes) */
     int turn, questions;      /* --turns all: the question being answered (from 0) and how
                                  many the conversation asks */
     int turn_tokens[3];       /* --turns all: prompt, generated and cached tokens of the
@@ -232,6 +233,10 @@ sl_stage_def stage_read(job *j);
 /* Whether row `id` is in a sample of `fraction` (0 < fraction <= 1): the
  * same answer on every run (a hash of the id). */
 bool job_in_sample(const char *id, double fraction);
+/* Reads a row's local image file whole (core/file.h sl_read_file), at most
+ * `max` bytes: a larger one is SL_ERR_TOO_LARGE naming the file, its size,
+ * the limit and --max-item-bytes, before any of it is read. */
+sl_status job_read_local(const char *path, uint64_t max, uint8_t **data, size_t *len);
 /* The format of an image file from its first bytes: "jpeg", "png", ...,
  * "unknown" (static strings). */
 const char *job_image_format(const uint8_t *d, size_t n);

@@ -334,7 +334,7 @@ sl_status sl_pipeline_row_image_bytes(sl_row *row, const uint8_t **bytes, size_t
     *bytes = NULL;
     *len = 0;
     if (!r->data && r->path && !r->width && !strstr(r->path, "://")) {
-        sl_status st = sl_read_file(r->path, &r->data, &r->len);
+        sl_status st = job_read_local(r->path, r->max_file_bytes, &r->data, &r->len);
         if (st != SL_OK)
             return st;
         sl_row_set_bytes(row, sl_row_bytes(row) + r->len);

@@ -4,10 +4,12 @@
  * and for HTTP engines encode the JPEGs to send in place of the pixels; in a
  * dry run, note each input's encoded bytes and format (its output columns).
  * Each row's bytes in flight are kept exact. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -53,16 +55,18 @@ typedef struct local_peek {
 static void peek_local_file(const char *path, local_peek *pk)
 {
     memset(pk, 0, sizeof *pk);
-    FILE *fp = fopen(path, "rb");
-    struct stat sb;
-    if (!fp)
+    /* Only a regular file (a FIFO would block the worker): any other
+     * fails its row when it is read. */
+    int fd;
+    if (sl_file_open_regular(path, &fd, &pk->size) != SL_OK)
         return;
-    if (fstat(fileno(fp), &sb) == 0) {
-        pk->size = (uint64_t)sb.st_size;
-        pk->sized = true;
-    }
-    pk->got = fread(pk->head, 1, sizeof pk->head, fp);
-    fclose(fp);
+    pk->sized = true;
+    ssize_t got;
+    do
+        got = pread(fd, pk->head, sizeof pk->head, 0);
+    while (got < 0 && errno == EINTR);
+    pk->got = got > 0 ? (size_t)got : 0;
+    close(fd);
 }
 
 /* A dry run's record of a peeked file: its size, and its format from its
@@ -109,6 +113,32 @@ static const char *sendable_mime(const uint8_t *d, size_t n)
     return NULL;
 }
 
+/* core/file.c names the size and the limit; the setting behind the limit
+ * is the job's, named as the sources name it for a tar member or a cell. */
+sl_status job_read_local(const char *path, uint64_t max, uint8_t **data, size_t *len)
+{
+    sl_status st = sl_read_file(path, max, data, len);
+    if (st == SL_ERR_TOO_LARGE) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", sl_last_error());
+        st = sl_fail(st, "%s (--max-item-bytes)", why);
+    }
+    return st;
+}
+
+/* A local image file read (at most `max` bytes) and decoded. */
+static sl_status load_local_image(const char *path, uint64_t max, const sl_image_params *ip,
+                                  sl_image **out)
+{
+    uint8_t *buf;
+    size_t len;
+    sl_status st = job_read_local(path, max, &buf, &len);
+    if (st == SL_OK)
+        st = sl_image_decode(buf, len, path, ip, out);
+    sl_free(buf);
+    return st;
+}
+
 /* Gets the row's encoded bytes when they are not in memory yet and must be:
  * a URL, or a file whose bytes go to the output or to the server as is. */
 static sl_status fetch_bytes(job *j, sl_row *row, caption_row *r)
@@ -119,7 +149,7 @@ static sl_status fetch_bytes(job *j, sl_row *row, caption_row *r)
     if (is_url(r->path))
         st = sl_fetch(r->path, &j->fetch, &r->data, &r->len);
     else if (j->p->include_image_bytes || sending_originals(j->p))
-        st = sl_read_file(r->path, &r->data, &r->len);
+        st = job_read_local(r->path, r->max_file_bytes, &r->data, &r->len);
     else
         return SL_OK;
     if (st == SL_OK)
@@ -285,7 +315,7 @@ static sl_status decode_list_image(job *j, sl_row *row, caption_row *r, media_ro
     sl_image *img = NULL;
     if (st == SL_OK)
         st = d ? sl_image_decode(d, len, name, &p->image, &img)
-               : sl_image_load_file(s->path, &p->image, &img);
+               : load_local_image(s->path, r->max_file_bytes, &p->image, &img);
     if (st == SL_OK && i == 0) {
         r->format = d ? job_image_format(d, len) : r->format;
         r->width = sl_image_width(img);
@@ -468,7 +498,7 @@ static void decode_row(job *j, sl_row *row)
     if (st == SL_OK)
         st = r->data ? sl_image_decode(r->data, r->len, r->path ? r->path : r->rel,
                                        &j->p->image, &r->image)
-                     : sl_image_load_file(r->path, &j->p->image, &r->image);
+                     : load_local_image(r->path, r->max_file_bytes, &j->p->image, &r->image);
     if (r->data)
         r->format = job_image_format(r->data, r->len);
     if (st == SL_OK && r->data && sending_originals(j->p))

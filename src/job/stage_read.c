@@ -321,6 +321,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
     r->list = it.images;
     r->n_list = it.n_images;
     r->shard = it.shard;
+    r->max_file_bytes = j->src_params.max_item_bytes;
     r->started = sl_mono_s();
     r->seed = sl_sampling_row_seed(j->p->sampling.seed, r->rel);
     /* The request moves into the row too (its struct is freed here). */

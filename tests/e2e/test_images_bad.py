@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SAMPLES, TINY, sanitized
+from conftest import SAMPLES, TINY, read_rows, sanitized
 
 BOMB_SIDE = 30000
 
@@ -149,3 +149,110 @@ def test_background_flag_is_checked(sluice, tmp_path):
     r = sluice.caption(SAMPLES, tmp_path / "out", "--background", "red")
     assert r.returncode == 2
     assert "--background" in r.stderr and "RRGGBB" in r.stderr
+
+
+def test_local_file_over_max_item_bytes_fails_before_it_is_read(sluice, tmp_path):
+    """A local image larger than --max-item-bytes fails its row from its size
+    (fstat) alone: a sparse 1 GiB file costs no memory and no time, and the
+    good image beside it is captioned."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "good.jpg").write_bytes((SAMPLES / "rocket.jpg").read_bytes())
+    big = root / "huge.jpg"
+    with open(big, "wb") as f:
+        f.truncate(1 << 30)  # sparse: no disk blocks
+    out = tmp_path / "out"
+    r = caption_measured(sluice, root, out, "--max-tokens", "4", "--max-item-bytes", "1M")
+    assert r["rc"] == 3, r["stderr"]
+    by_id = {row["id"]: row for row in read_rows(out)}
+    assert by_id["good.jpg"]["error"] is None and by_id["good.jpg"]["caption"], by_id
+    err = by_id["huge.jpg"]["error"]
+    assert str(big) in err and "1073741824 bytes" in err and "1048576" in err \
+        and "--max-item-bytes" in err, err
+    assert by_id["huge.jpg"]["error_stage"] == "decode"
+    # Read whole, the file alone would be 1 GiB resident.
+    limit_mb = 600 if sanitized() else 400
+    assert r["maxrss_kb"] < limit_mb * 1024, f"peak RSS {r['maxrss_kb'] // 1024} MB"
+
+
+def test_fifo_in_the_input_folder_fails_its_row_and_never_blocks(sluice, tmp_path):
+    """A FIFO with an image name (nothing ever writes to it) is no image:
+    opening it for reading would wait for a writer forever, with no way to
+    stop the worker. Its row fails at once saying what it is; the good image
+    is captioned."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "good.jpg").write_bytes((SAMPLES / "rocket.jpg").read_bytes())
+    os.mkfifo(root / "pipe.jpg")
+    os.mkfifo(root / "pipe.mp4")  # the video path opens its file on its own
+    out = tmp_path / "out"
+    r = sluice.caption(root, out, "--max-tokens", "4", timeout=60)
+    assert r.returncode == 3, r.stderr
+    by_id = {row["id"]: row for row in read_rows(out)}
+    assert by_id["good.jpg"]["error"] is None and by_id["good.jpg"]["caption"], by_id
+    for name in ("pipe.jpg", "pipe.mp4"):
+        err = by_id[name]["error"]
+        assert "not a regular file" in err and str(root / name) in err, (name, err)
+
+
+@pytest.mark.parametrize("signals", [2, 3])
+def test_a_worker_stuck_in_a_read_does_not_hold_a_stopped_run(sluice, tmp_path, signals):
+    """A read that never returns (a hung network mount; here the test fault
+    point "read" sleeping 10 minutes) keeps its worker from ever joining.
+    The second SIGINT still ends the process, within 10 s, saying why; a
+    third ends it at once."""
+    import signal
+    import time
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "good.jpg").write_bytes((SAMPLES / "rocket.jpg").read_bytes())
+    log = tmp_path / "stderr.txt"
+    env = dict(os.environ, SLUICE_TEST_FAULTS="read=sleep:600000")
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [str(sluice.binary), "caption", str(root), "-o", str(tmp_path / "out"), "--model",
+             str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+             "--max-tokens", "4", "--metrics-addr", "off"],
+            stdout=subprocess.DEVNULL, stderr=err, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while "sleeping 600000 ms" not in log.read_text(errors="replace"):
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            t0 = time.monotonic()
+            for _ in range(signals):
+                proc.send_signal(signal.SIGINT)
+                time.sleep(0.3)
+            rc = proc.wait(timeout=30)
+            took = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text(errors="replace")
+    assert rc == 130, text
+    assert "a worker is stuck" in text and "exiting without it" in text, text
+    assert took < (15 if signals == 2 else 5), took
+
+
+def test_mac_metadata_is_skipped_jfif_is_read_and_a_symlinked_folder_is_said(sluice, tmp_path):
+    """A folder copied from a Mac: the AppleDouble "._x.jpg" files and the
+    __MACOSX folder are no inputs (they were failed rows); a .jfif is a
+    JPEG; a symlinked folder is not walked, and a warning says so."""
+    root = tmp_path / "in"
+    (root / "__MACOSX").mkdir(parents=True)
+    photo = (SAMPLES / "rocket.jpg").read_bytes()
+    (root / "good.jpg").write_bytes(photo)
+    (root / "._good.jpg").write_bytes(b"\0\5\26\7" + b"\0" * 80)  # an AppleDouble header
+    (root / "__MACOSX" / "._good.jpg").write_bytes(b"\0\5\26\7" + b"\0" * 80)
+    (root / "photo.jfif").write_bytes(photo)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "more.jpg").write_bytes(photo)
+    os.symlink(tmp_path / "elsewhere", root / "linked")
+    out = tmp_path / "out"
+    r = sluice.caption(root, out, "--max-tokens", "4")
+    assert r.returncode == 0, r.stderr
+    by_id = {row["id"]: row for row in read_rows(out)}
+    assert set(by_id) == {"good.jpg", "photo.jfif"}, sorted(by_id)
+    assert all(row["caption"] for row in by_id.values())
+    assert f"'{root / 'linked'}' is a symlink to a folder: not followed" in r.stderr, r.stderr

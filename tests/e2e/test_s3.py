@@ -193,6 +193,21 @@ def test_manifests_tar_shards_and_parquet_in_a_bucket(store, sluice, tmp_path):
     broken = [row for row in rows.values() if row["error"]]
     assert broken and all("s3://files/wds/data-001.tar" in row["error"] for row in broken)
     assert "sluice-input-" not in json.dumps(list(rows.values()))
+    # Gzipped in the bucket: inflated as it streams; cut short, the samples
+    # before the cut are kept and the break is one row.
+    packed = gzip.compress(shard.getvalue(), mtime=0)
+    client.put_object(Bucket="files", Key="wds/z-000.tar.gz", Body=packed)
+    client.put_object(Bucket="files", Key="wds/z-001.tar.gz", Body=packed[: len(packed) * 3 // 4])
+    out = tmp_path / "wz"
+    r = caption_env(sluice, env, "s3://files/wds/z-{000..001}.tar.gz", "-o", out)
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert {i for i in rows if i.startswith("z-000") and not rows[i]["error"]} == \
+        {f"z-000.tar.gz/s{k}" for k in range(3)}
+    assert "z-001.tar.gz/s0" in rows and not rows["z-001.tar.gz/s0"]["error"]
+    cut = [row for row in rows.values() if row["error"]]
+    assert len(cut) == 1 and cut[0]["id"].startswith("z-001.tar.gz@") and \
+        "truncated gzip input" in cut[0]["error"], cut
 
     table = pa.table({"image": pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in images],
                                         pa.struct([("bytes", pa.binary()), ("path", pa.string())])),

@@ -583,6 +583,66 @@ def test_compressed_webdataset_shards(sluice, tmp_path):
         assert sorted(row["n"] for row in rows.values()) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("where", ["data", "header"])
+def test_a_truncated_tar_gz_keeps_every_complete_sample_before_the_cut(sluice, tmp_path, where):
+    """A .tar.gz cut short (a copy that did not finish), inside a member's
+    data or inside a header: every sample whose members all inflate from
+    what is there is captioned with all its columns, those in the last 64
+    KiB before the cut too (libarchive's gzip filter dropped that block), and
+    one failed row, id SHARD@OFFSET of the member cut, names the shard, that
+    offset and the truncation."""
+    import gzip
+    import zlib
+    make_shards(tmp_path / "wds", n_shards=1, per_shard=10)
+    raw = (tmp_path / "wds" / "data-000.tar").read_bytes()
+    packed = gzip.compress(raw, mtime=0)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        members = tar.getmembers()
+    # (compressed prefix, tar bytes it inflates to), every 16 bytes
+    d, reach, prefixes = zlib.decompressobj(16 + 15), 0, []
+    for i in range(0, len(packed), 16):
+        reach += len(d.decompress(packed[i:i + 16]))
+        prefixes.append((i + 16, reach))
+    first = {}
+    for m in members:
+        first.setdefault(m.name.split(".")[0], m.offset)
+    if where == "data":
+        # inside a member's data, with a whole sample in the 64 KiB before
+        def fits(reach):
+            m = next(m for m in members if m.offset_data + m.size > reach)
+            return m.offset_data < reach and any(reach - (64 << 10) < off < m.offset
+                                                 for off in first.values())
+    else:
+        def fits(reach):
+            return any(m.offset < reach < m.offset + 512 and not m.name.endswith(".jpg")
+                       for m in members)
+    cut, reached = next((c, r) for c, r in prefixes if r > len(raw) // 2 and fits(r))
+    broken = next(m for m in members if m.offset_data + m.size > reached)
+    shard = tmp_path / "cut.tar.gz"
+    shard.write_bytes(packed[:cut])
+    r = run(sluice, shard, tmp_path / "o")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "o"))
+    ok = {k: v for k, v in rows.items() if v["error"] is None}
+    # A cut in a header cannot tell whether the sample before it had more
+    # members: it is kept with those it has.
+    expect = {key for key, off in first.items()
+              if off < broken.offset and (where == "header" or key != broken.name.split(".")[0])}
+    assert set(ok) == {f"cut.tar.gz/{key}" for key in expect}, (sorted(ok), sorted(expect))
+    for key in expect:
+        row = ok[f"cut.tar.gz/{key}"]
+        assert row["caption"], row
+        if key != broken.name.split(".")[0]:
+            assert row["n"] == int(key[-4:]) and row["txt"] and row["cls"] is not None, row
+    failed = [v for v in rows.values() if v["error"]]
+    assert len(failed) == 1, failed
+    assert failed[0]["id"] == f"cut.tar.gz@{broken.offset}", failed[0]["id"]
+    err = failed[0]["error"]
+    assert str(shard) in err and f"byte {broken.offset}" in err and "truncated gzip input" in err, err
+    if where == "data":
+        assert broken.name in err, err
+
+
 def test_tar_with_a_bad_header_fails_the_rest_of_that_shard_only(sluice, tmp_path):
     make_shards(tmp_path / "wds", n_shards=2, per_shard=3)
     shard = tmp_path / "wds" / "data-000.tar"

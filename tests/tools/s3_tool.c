@@ -83,7 +83,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "put") == 0 && argc == 4) {
         uint8_t *data;
         size_t len;
-        if ((st = sl_read_file(argv[2], &data, &len)) == SL_OK) {
+        if ((st = sl_read_file(argv[2], UINT64_MAX, &data, &len)) == SL_OK) {
             st = sl_s3_put(s3, argv[3], data, len);
             sl_free(data);
         }

@@ -7,6 +7,32 @@
 #include "io/dir_source.h"
 #include "test_util.h"
 
+/* Lists `dir` whole: exactly `expect`, in order, without errors; past the
+ * end stays at the end. */
+static void expect_listing(const char *dir, const char *const *expect, size_t n_expect)
+{
+    sl_dir_source *src;
+    assert_int_equal(sl_dir_source_open(dir, &src), SL_OK);
+    const sl_dir_entry *e;
+    size_t n = 0;
+    for (;;) {
+        assert_int_equal(sl_dir_source_next(src, &e), SL_OK);
+        if (!e)
+            break;
+        assert_true(n < n_expect);
+        assert_string_equal(e->rel, expect[n]);
+        assert_null(e->error);
+        char full[1024];
+        snprintf(full, sizeof full, "%s/%s", dir, expect[n]);
+        assert_string_equal(e->path, full);
+        n++;
+    }
+    assert_int_equal(n, n_expect);
+    assert_int_equal(sl_dir_source_next(src, &e), SL_OK);
+    assert_null(e);
+    sl_dir_source_free(src);
+}
+
 static void walks_sorted_depth_first_images_only(void **state)
 {
     char *dir = tu_tmpdir();
@@ -18,27 +44,7 @@ static void walks_sorted_depth_first_images_only(void **state)
 
     const char *expect[] = {".hidden.png", "A.gif", "a.png", "b.jpg", "sub/c.JPG",
                             "sub/deeper/d.webp", "sub2/e.jpeg"};
-    sl_dir_source *src;
-    assert_int_equal(sl_dir_source_open(dir, &src), SL_OK);
-    const sl_dir_entry *e;
-    size_t n = 0;
-    for (;;) {
-        assert_int_equal(sl_dir_source_next(src, &e), SL_OK);
-        if (!e)
-            break;
-        assert_true(n < sizeof expect / sizeof *expect);
-        assert_string_equal(e->rel, expect[n]);
-        assert_null(e->error);
-        char full[1024];
-        snprintf(full, sizeof full, "%s/%s", dir, expect[n]);
-        assert_string_equal(e->path, full);
-        n++;
-    }
-    assert_int_equal(n, sizeof expect / sizeof *expect);
-    /* Past the end stays at the end. */
-    assert_int_equal(sl_dir_source_next(src, &e), SL_OK);
-    assert_null(e);
-    sl_dir_source_free(src);
+    expect_listing(dir, expect, sizeof expect / sizeof *expect);
     tu_rmtree(dir);
 }
 
@@ -70,12 +76,39 @@ static void image_names(void **state)
     assert_false(sl_is_media_name(".jpg"));
 }
 
+/* A Mac's metadata is skipped, a .jfif is an image, and a symlinked
+ * folder is skipped with a warning rather than walked. */
+static void mac_metadata_jfif_and_symlinked_folders(void **state)
+{
+    char *dir = tu_tmpdir();
+    const char *files[] = {"a.jpg", "._a.jpg", "__MACOSX/b.jpg", "__MACOSX/._b.jpg",
+                           "sub/._c.png", "sub/c.png", "d.JFIF", "real/e.jpg"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++)
+        tu_write(dir, files[i], "x", 1);
+    char link[512];
+    snprintf(link, sizeof link, "%s/linked", dir);
+    assert_int_equal(symlink("real", link), 0);
+    snprintf(link, sizeof link, "%s/loop", dir);
+    assert_int_equal(symlink(".", link), 0);
+
+    const char *expect[] = {"a.jpg", "d.JFIF", "real/e.jpg", "sub/c.png"};
+    expect_listing(dir, expect, sizeof expect / sizeof *expect);
+    tu_rmtree(dir);
+
+    assert_true(sl_is_mac_metadata("__MACOSX/x/y.jpg"));
+    assert_true(sl_is_mac_metadata("x/._y.jpg"));
+    assert_false(sl_is_mac_metadata("x/.y.jpg"));
+    assert_false(sl_is_mac_metadata("__MACOSX2/y.jpg"));
+    assert_true(sl_is_media_name("photo.jfif"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(walks_sorted_depth_first_images_only),
         cmocka_unit_test(missing_or_file_root_is_an_error),
         cmocka_unit_test(image_names),
+        cmocka_unit_test(mac_metadata_jfif_and_symlinked_folders),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
