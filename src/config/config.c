@@ -204,7 +204,8 @@ static const opt opts[] = {
     {"llama.gpu_layers", "gpu-layers", 0, K_INT, AT(p.llama.n_gpu_layers), .lo = -1,
      .hi = 100000, .arg = "N", .help = "layers offloaded to a GPU build (-1: all)"},
     {"llama.cpu_poll", "cpu-poll", 0, K_INT, AT(p.llama.cpu_poll), .lo = 0, .hi = 100,
-     .arg = "N", .help = "0..100: how hard CPU threads spin between ops"},
+     .arg = "N", .help = "0..100: how hard ggml's own thread pool spins between ops (an OpenMP "
+             "build spins in libgomp whatever it says: give fewer threads)"},
     /* In sl_llama_sampler's order. */
     {"llama.sampler", "sampler", 0, K_ENUM, AT(p.llama.sampler), .arg = "WHERE",
      .choices = "auto|host|device|reference",
