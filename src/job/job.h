@@ -39,7 +39,8 @@ typedef struct media_row {
     uint8_t *jpeg[SL_MAX_IMAGES];    /* openai engine: each one as sent */
     size_t jpeg_len[SL_MAX_IMAGES];
     double times[SL_MAX_IMAGES];     /* a video's: each frame's second */
-    int n;
+    int n;                           /* made so far (a failed list: up to the one that failed) */
+    int listed;                      /* a list's length as read (its image_count) */
     double seconds;                  /* a video's duration */
     bool is_video;                   /* false: a list of images */
 } media_row;

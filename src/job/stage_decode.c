@@ -346,6 +346,7 @@ static sl_status decode_list(job *j, sl_row *row, caption_row *r)
     r->media = m;
     sl_status st = SL_OK;
     size_t n = r->n_list;
+    m->listed = (int)n;
     for (size_t i = 0; st == SL_OK && i < n; i++) {
         m->n = (int)i + 1; /* so that what was made is freed */
         if ((st = decode_list_image(j, row, r, m, i)) != SL_OK) {

@@ -69,8 +69,9 @@ static void row_cells(const job *j, const caption_row *r, const sl_row *row, int
         v[CF_WIDTH + k] = (sl_pq_value){.is_null = r->width == 0, .i64 = dims[k]};
     const media_row *m = r->media;
     bool video = m && m->is_video;
-    /* A failed row's list as read: its length (no media yet). */
-    int list = m && !video ? m->n : (int)r->n_list;
+    /* The list's length as read, also when an image of it failed (m->n
+     * then counts those made) or before any was decoded (no media yet). */
+    int list = m && !video ? (m->listed ? m->listed : m->n) : (int)r->n_list;
     v[CF_IMAGE_COUNT] = (sl_pq_value){.is_null = list == 0, .i64 = list};
     v[CF_VIDEO_FRAMES] = (sl_pq_value){.is_null = !video, .i64 = video ? m->n : 0};
     v[CF_VIDEO_SECONDS] = (sl_pq_value){.is_null = !video, .f64 = video ? m->seconds : 0};

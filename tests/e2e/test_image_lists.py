@@ -236,6 +236,7 @@ def test_lists_with_the_llama_engine_and_their_failures(sluice, colours, tmp_pat
         {"id": "list4", "images": ["red.png", "green.png", "blue.png", "white.png"],
          "prompt": "Describe.", "label": "four"},
         {"id": "broken", "images": ["red.png", "broken.jpg"]},
+        {"id": "middle", "images": ["red.png", "broken.jpg", "green.png", "blue.png"]},
         {"id": "missing", "images": ["red.png", "green.png", "nope.png"]},
         {"id": "empty", "images": []},
         {"id": "long", "images": ["red.png"] * 17},
@@ -265,6 +266,8 @@ def test_lists_with_the_llama_engine_and_their_failures(sluice, colours, tmp_pat
     assert broken["error_stage"] == "decode"
     assert "image 2 of 2" in broken["error"] and "broken.jpg" in broken["error"]
     assert broken["image_count"] == 2
+    # The list's length, not the image it failed at.
+    assert "image 2 of 4" in rows["middle"]["error"] and rows["middle"]["image_count"] == 4
     assert "image 3 of 3" in rows["missing"]["error"] and "nope.png" in rows["missing"]["error"]
     assert "empty" in rows["empty"]["error"] and rows["empty"]["error_stage"] == "read"
     assert "17 images" in rows["long"]["error"] and "16" in rows["long"]["error"]
