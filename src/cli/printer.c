@@ -24,7 +24,14 @@ void printer_row(const sl_row_view *row, void *user)
     pthread_mutex_lock(&pr->mu);
     clear_progress(pr);
     if (row->error) {
-        fprintf(stderr, "sluice: %s failed (%s): %s\n", row->id, row->error_stage, row->error);
+        if (pr->failed_shown < PRINTER_FAILED_MAX)
+            fprintf(stderr, "sluice: %s failed (%s): %s\n", row->id, row->error_stage,
+                    row->error);
+        else if (pr->failed_shown == PRINTER_FAILED_MAX)
+            fprintf(stderr, "sluice: more than %d rows failed: the rest are not printed one by "
+                    "one (each row's error is in the output's error column; the progress "
+                    "line counts them)\n", PRINTER_FAILED_MAX);
+        pr->failed_shown++;
     } else if (pr->shown < pr->show && row->caption) { /* a dry run's rows have none */
         printf("%-28s %s\n", row->id, row->caption);
         fflush(stdout);

@@ -13,9 +13,15 @@
 
 #include "sluice/sluice.h"
 
+/* Failed rows printed one by one at most: a run where every row fails (a
+ * wrong prompt column, a server refusing them all) would otherwise write a
+ * line for each of millions; their errors are in the output. */
+#define PRINTER_FAILED_MAX 100
+
 typedef struct printer {
     long show;         /* captions to print at most */
     long shown;
+    long failed_shown; /* failed rows printed, up to PRINTER_FAILED_MAX */
     int quiet;
     bool tty;          /* stderr is a terminal: redraw the progress block in place */
     int drawn;         /* lines of the progress block on screen */

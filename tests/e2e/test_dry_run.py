@@ -319,3 +319,19 @@ def test_pixels_do_not_ride_to_the_writer(sluice, tmp_path):
             "memory"]["peak_bytes_in_flight"]
     assert peaks["stage"] > 512 * 512 * 3  # at least an image's pixels in flight
     assert peaks["plain"] * 2 < peaks["stage"], peaks
+
+
+def test_failed_rows_are_printed_one_by_one_up_to_a_hundred(sluice, tmp_path):
+    # Every row failing (a manifest whose files are elsewhere) wrote a
+    # stderr line each: millions of lines for a big job.
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"r{i:03d}", "image": f"gone/{i}.jpg"}) + "\n"
+                                for i in range(130)))
+    out = tmp_path / "out"
+    r = dry(sluice, manifest, out)
+    assert r.returncode == 3, r.stderr
+    lines = [line for line in r.stderr.splitlines() if " failed (" in line]
+    assert len(lines) == 100, len(lines)
+    assert r.stderr.count("more than 100 rows failed: the rest are not printed one by one") == 1
+    rows = [json.loads(line) for line in (out / "part-00000.jsonl").read_text().splitlines()]
+    assert len(rows) == 130 and all(row["error"] for row in rows)
