@@ -311,8 +311,12 @@ static bool restart_worker(worker *w, void **state, const char *why)
     stage *st = w->st;
     close_instance(w, state, SL_END_RESTART);
     uint64_t n = atomic_fetch_add(&st->restarts, 1) + 1;
-    sl_log(SL_LOG_WARN, "stage '%s' worker %d failed (%s); restart %llu of %d", st->name, w->index,
-           why, (unsigned long long)n, w->exec->p.max_restarts);
+    if ((int)n <= w->exec->p.max_restarts)
+        sl_log(SL_LOG_WARN, "stage '%s' worker %d failed (%s); restart %llu of %d", st->name,
+               w->index, why, (unsigned long long)n, w->exec->p.max_restarts);
+    else /* "restart 1 of 0" read as if one were made */
+        sl_log(SL_LOG_WARN, "stage '%s' worker %d failed (%s); %s", st->name, w->index, why,
+               w->exec->p.max_restarts ? "no restart left" : "not restarted");
     if ((int)n <= w->exec->p.max_restarts &&
         (!st->def.init || st->def.init(st->def.config, w->index, state) == SL_OK)) {
         w->live = true;

@@ -517,6 +517,49 @@ static void restarts_are_limited_and_nothing_is_lost(void **state)
     free_ctx(c);
 }
 
+typedef struct restart_log {
+    pthread_mutex_t mu;
+    int restarting, last, not_restarted;
+} restart_log;
+
+static void count_restart_lines(sl_log_level level, const char *message, void *user)
+{
+    restart_log *l = user;
+    (void)level;
+    pthread_mutex_lock(&l->mu);
+    l->restarting += strstr(message, "; restart ") != NULL;
+    l->last += strstr(message, "; no restart left") != NULL;
+    l->not_restarted += strstr(message, "; not restarted") != NULL;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* The worker that fails past max_restarts said "restart 3 of 2" (or, with
+ * none allowed, "restart 1 of 0"), as if one were made. */
+static void the_log_says_when_no_restart_is_made(void **state)
+{
+    (void)state;
+    for (int allowed = 0; allowed <= 2; allowed += 2) {
+        restart_log l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+        sl_log_level quiet = sl_log_get_level(); /* main() keeps the other tests quiet */
+        sl_log_set_level(SL_LOG_WARN);
+        sl_log_set_callback(count_restart_lines, &l);
+        tctx *c = new_ctx(-1);
+        c->crash_always = true;
+        sl_stage_def defs[] = {SOURCE(c), MAP(c, 1, 4), SINK(c)};
+        sl_exec_params p = sl_exec_default_params();
+        p.max_restarts = allowed;
+        sl_exec *e;
+        assert_int_equal(run(c, defs, 3, &p, &e), SL_ERR_STAGE);
+        sl_log_set_callback(NULL, NULL);
+        sl_log_set_level(quiet);
+        assert_int_equal(l.restarting, allowed);
+        assert_int_equal(l.last + l.not_restarted, 1);
+        assert_int_equal(l.not_restarted, allowed == 0);
+        sl_exec_free(e);
+        free_ctx(c);
+    }
+}
+
 static void init_failure_stops_before_reading(void **state)
 {
     tctx *c = new_ctx(100);
@@ -968,6 +1011,7 @@ int main(void)
         cmocka_unit_test(failed_rows_skip_later_stages_and_reach_the_sink),
         cmocka_unit_test(a_failing_worker_is_restarted),
         cmocka_unit_test(restarts_are_limited_and_nothing_is_lost),
+        cmocka_unit_test(the_log_says_when_no_restart_is_made),
         cmocka_unit_test(init_failure_stops_before_reading),
         cmocka_unit_test(async_stage_completes_out_of_order_within_limit),
         cmocka_unit_test(stop_drains_rows_in_flight),
