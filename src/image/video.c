@@ -32,6 +32,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "core/log.h"
 #include "image/video_impl.h"
 #include "sluice/video.h"
@@ -802,26 +803,13 @@ sl_status sl_video_load_file(const char *path, const sl_video_params *params, sl
     sl_status st = use_params(&params, &defaults, path);
     if (st != SL_OK)
         return st;
-    /* Non-blocking, so a FIFO named as a video is refused below rather
-     * than waiting for a writer forever; cleared for the reads. */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0)
-        return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "%s: cannot open: %s",
-                       path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int err = errno;
-        close(fd);
-        return sl_fail(SL_ERR_IO, "%s: %s", path, strerror(err));
+    int fd;
+    uint64_t size;
+    if ((st = sl_file_open_regular(path, &fd, &size)) != SL_OK) {
+        char why[768]; /* sl_fail writes where sl_last_error reads */
+        snprintf(why, sizeof why, "%s", sl_last_error());
+        return sl_fail(st == SL_ERR_INVALID_ARG ? SL_ERR_IO : st, "%s", why);
     }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return sl_fail(SL_ERR_IO, "%s: %s", path,
-                       S_ISDIR(sb.st_mode) ? "is a folder, not a video" : "not a regular file");
-    }
-    int flags = fcntl(fd, F_GETFL);
-    if (flags >= 0)
-        (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
     uint8_t head[1024];
     ssize_t got;
     do
@@ -833,7 +821,7 @@ sl_status sl_video_load_file(const char *path, const sl_video_params *params, sl
         return sl_fail(SL_ERR_IO, "%s: read error: %s", path, strerror(err));
     }
     reader r = {.name = path, .params = params};
-    r.in = (input){.data = NULL, .fd = fd, .size = (int64_t)sb.st_size};
+    r.in = (input){.data = NULL, .fd = fd, .size = (int64_t)size};
     st = run(&r, head, (size_t)got, out);
     close(fd);
     return st;

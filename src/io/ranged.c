@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "io/fetch.h"
 #include "io/ranged.h"
 #include "io/s3.h"
@@ -80,18 +81,14 @@ sl_status sl_ranged_open_with(const char *path, const sl_ranged_params *params, 
         *out = r;
         return SL_OK;
     }
-    /* Non-blocking so a FIFO is refused rather than waited on (pread on a
-     * regular file ignores the flag). */
-    r->fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    struct stat sb;
-    sl_status st = SL_OK;
-    if (r->fd < 0)
-        st = sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "cannot open '%s': %s", path,
-                     strerror(errno));
-    else if (fstat(r->fd, &sb) != 0 || !S_ISREG(sb.st_mode))
-        st = sl_fail(SL_ERR_IO, "'%s' is not a regular file", path);
-    else
-        r->size = sb.st_size;
+    uint64_t size = 0;
+    sl_status st = sl_file_open_regular(path, &r->fd, &size);
+    if (st == SL_ERR_INVALID_ARG) { /* not a regular file: the input's fault, not the call's */
+        char why[768]; /* sl_fail writes where sl_last_error reads */
+        snprintf(why, sizeof why, "%s", sl_last_error());
+        st = sl_fail(SL_ERR_IO, "%s", why);
+    }
+    r->size = (int64_t)size;
     if (st != SL_OK) {
         sl_ranged_free(r);
         return st;
