@@ -87,5 +87,15 @@ else
         die "tools/gen_model.py --shape tiny failed"
     echo "$gen_stamp" >models/tiny/.sluice-stamp
 fi
+# The same at Qwen2.5-VL's architecture (M-RoPE, its own vision tower): tests/e2e/test_qwen.py
+if [ -f models/tiny-qwen/model.gguf ] && [ -f models/tiny-qwen/mmproj.gguf ] &&
+   [ "$(cat models/tiny-qwen/.sluice-stamp 2>/dev/null)" = "$gen_stamp" ]; then
+    say "models/tiny-qwen: up to date"
+else
+    say "models/tiny-qwen: generating (random weights)"
+    "$venv/bin/python" tools/gen_model.py --shape tiny-qwen --out models/tiny-qwen >/dev/null ||
+        die "tools/gen_model.py --shape tiny-qwen failed"
+    echo "$gen_stamp" >models/tiny-qwen/.sluice-stamp
+fi
 
 say "done in $(( $(date +%s) - t0 )) s"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write a random-weight SmolVLM-style vision-language model as two GGUF files.
+"""Write a random-weight SmolVLM- or Qwen2.5-VL-style vision-language model as two GGUF files.
 
     .venv/bin/python tools/gen_model.py --shape tiny --out models/tiny [--seed 0] [--fast-weights]
     .venv/bin/python tools/gen_model.py --shape tiny --lora-out A.gguf [--lora-init random|zero]
@@ -48,6 +48,21 @@ Shapes (and what each is for)
                 patches, scale_factor 2 -> 256 tokens per image (Qwen2.5-VL
                 also gives 256 tokens for 448 x 448 after its 2 x 2 merge).
                 longest_edge 448: one tile per image, no slicing.
+  tiny-qwen     ~5 MB, F32: Qwen2.5-VL's own architecture for the tests
+                (models/tiny-qwen, made by scripts/setup.sh; tests/e2e/test_qwen.py):
+                a "qwen2vl" text model (M-RoPE sections, q/k/v biases, the
+                Qwen chat template, <|im_end|> ends an answer) 4 layers x 128,
+                and the "qwen2.5vl_merger" projector: patch 14 (Conv3D split in
+                two Conv2Ds), 4 blocks x 64 with window attention (full in
+                every 2nd), 2D RoPE, SwiGLU, RMSNorm, 2x2 merge -> an MLP.
+                Images are resized to multiples of 28 px: 512 x 512 gives
+                324 tokens in 18 positions.  Source: conversion/qwenvl.py,
+                tools/mtmd/models/qwen2vl.cpp, src/models/qwen2vl.cpp.
+  qwen25vl-3b   ~7.5 GB, F16: Qwen2.5-VL-3B-Instruct's dimensions on that
+                architecture (text as qwen3b-like; vision 32 blocks x 1280,
+                16 heads, ffn 3420, full attention in blocks 7/15/23/31,
+                merger 5120 -> 2048): the GPU check, with --image-max-tokens
+                256 (448 x 448).  qwen25vl-3b-2l: 2 + 2 layers (CPU smoke).
   qwen3b-like-2l  ~1 GB: the same widths and the same 152k vocabulary with 2
                 text and 2 vision layers (make models-qwen3b-2l): the CPU
                 benchmark of a step's host cost (sampling over 152k logits
@@ -164,6 +179,11 @@ class Shape:
     vision_f16: bool
     eos_bias: float
     resid_scale: float = 1.0   # extra factor on attn_output/ffn_down (deep stacks collapse otherwise)
+    # "smolvlm": llama text model + SigLIP/idefics3 projector.  "qwen25vl":
+    # qwen2vl text model (M-RoPE) + Qwen2.5-VL's own vision tower (window
+    # attention, 2D RoPE, SwiGLU, RMSNorm, 2x2 patch merger).
+    family: str = "smolvlm"
+    v_wa_pattern: int = 0      # qwen25vl: every n-th vision block attends fully (fullatt_block_indexes + 1)
 
     @property
     def n_vocab(self) -> int:
@@ -197,11 +217,36 @@ SHAPES = {
         v_eps=1e-6, scale_factor=2, longest_edge=448, vision_f16=True,
         eos_bias=-40.0, resid_scale=0.1,
     ),
+    # Qwen2.5-VL's real architecture (tests): qwen2vl text with M-RoPE
+    # sections, the Qwen2.5-VL vision tower, patch 14, 2x2 merge.
+    "tiny-qwen": Shape(
+        name="tiny-qwen",
+        n_layer=4, n_embd=128, n_head=4, n_head_kv=2, n_ff=256, n_ctx=4096,
+        rope_theta=1000000.0, rms_eps=1e-6, vocab_base=1024, tied=False, text_dtype="f32",
+        image_size=560, patch_size=14, v_embd=64, v_layer=4, v_head=4, v_ff=128,
+        v_eps=1e-6, scale_factor=2, longest_edge=0, vision_f16=False,
+        eos_bias=2.5, family="qwen25vl", v_wa_pattern=2,
+    ),
+    # Qwen2.5-VL-3B-Instruct's dimensions on its own architecture (the GPU
+    # check): text 36 x 2048 as qwen3b-like; vision 32 blocks x 1280, 16
+    # heads, SwiGLU ffn 3420, full attention in blocks 7, 15, 23, 31, merger
+    # 5120 -> 5120 -> 2048.  448 x 448 is 1024 patches, 256 image tokens.
+    "qwen25vl-3b": Shape(
+        name="qwen25vl-3b",
+        n_layer=36, n_embd=2048, n_head=16, n_head_kv=2, n_ff=11008, n_ctx=32768,
+        rope_theta=1000000.0, rms_eps=1e-6, vocab_base=151552, tied=True, text_dtype="f16",
+        image_size=560, patch_size=14, v_embd=1280, v_layer=32, v_head=16, v_ff=3420,
+        v_eps=1e-6, scale_factor=2, longest_edge=0, vision_f16=True,
+        eos_bias=-40.0, resid_scale=0.1, family="qwen25vl", v_wa_pattern=8,
+    ),
 }
 # The same widths and vocabulary with 2 text and 2 vision layers: on a CPU the
 # host-side cost of a step (sampling over 152k logits) is what it measures.
 SHAPES["qwen3b-like-2l"] = Shape(**{**SHAPES["qwen3b-like"].__dict__,
                                     "name": "qwen3b-like-2l", "n_layer": 2, "v_layer": 2})
+SHAPES["qwen25vl-3b-2l"] = Shape(**{**SHAPES["qwen25vl-3b"].__dict__,
+                                    "name": "qwen25vl-3b-2l", "n_layer": 2, "v_layer": 2,
+                                    "v_wa_pattern": 2})
 
 # --------------------------------------------------------------------------
 # tokenizer
@@ -231,6 +276,29 @@ N_ADDED = len(ADDED)
 assert N_ADDED == 128
 # added tokens that are plain added words in the HF tokenizer (not "special"):
 USER_DEFINED = {"<global-img>"} | {f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)}
+
+# Qwen2.5-VL's added tokens (tokenizer_config.json's added_tokens_decoder past
+# <|im_end|>), then reserved ones up to 128.  libmtmd looks up
+# <|vision_start|> and <|vision_end|> by text around every image.
+QWEN_ADDED = ["<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>",
+              "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+              "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>",
+              "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+              "<|repo_name|>", "<|file_sep|>"]
+QWEN_ADDED += [f"<|reserved_special_token_{i}|>" for i in range(N_ADDED - len(QWEN_ADDED))]
+assert len(QWEN_ADDED) == N_ADDED
+
+# Qwen2.5-VL's chat template, without video and tool calls.  llama.cpp
+# renders it as ChatML (it holds <|im_start|> and no <end_of_utterance>).
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 # Training text for the byte-level BPE: caption-like English plus chat/prompt words.
 CORPUS = """
@@ -377,7 +445,8 @@ def build_vocab(shape: Shape, eos_bias: float) -> Vocab:
         tokens.append(f"<|unused_{i}|>")
         types.append(T.UNUSED)
         i += 1
-    for t in ADDED:
+    qwen = shape.family == "qwen25vl"
+    for t in QWEN_ADDED if qwen else ADDED:
         tokens.append(t)
         types.append(T.USER_DEFINED if t in USER_DEFINED else T.CONTROL)
     assert len(tokens) == shape.n_vocab == len(set(tokens))
@@ -395,11 +464,13 @@ def build_vocab(shape: Shape, eos_bias: float) -> Vocab:
     for tid, t in enumerate(tokens):
         if types[tid] == T.NORMAL and t.startswith("\u0120") and len(t) > 1:
             bias[tid] = 1.0
-    eos = tokens.index("<end_of_utterance>")
+    eos = tokens.index("<|im_end|>" if qwen else "<end_of_utterance>")
     bias[eos] = eos_bias
+    # Qwen's GGUFs: bos = pad = <|endoftext|> (never added), eos = <|im_end|>
     return Vocab(tokens=tokens, types=[int(t) for t in types],
                  merges=[f"{a} {b}" for a, b in merges], bias=bias,
-                 bos=tokens.index("<|im_start|>"), eos=eos, pad=tokens.index("<|im_end|>"))
+                 bos=tokens.index("<|endoftext|>" if qwen else "<|im_start|>"), eos=eos,
+                 pad=tokens.index("<|endoftext|>" if qwen else "<|im_end|>"))
 
 
 # --------------------------------------------------------------------------
@@ -449,7 +520,8 @@ def store(w: gguf.GGUFWriter, name: str, a: np.ndarray, dtype) -> None:
 
 
 def describe(shape: Shape, seed: int, what: str) -> str:
-    return (f"RANDOM WEIGHTS - not a trained model. {what} of a SmolVLM-shaped test model "
+    kind = "Qwen2.5-VL" if shape.family == "qwen25vl" else "SmolVLM"
+    return (f"RANDOM WEIGHTS - not a trained model. {what} of a {kind}-shaped test model "
             f"(shape '{shape.name}', seed {seed}) written by sluice tools/gen_model.py; "
             "its output is meaningless and exists only to exercise the llama.cpp / libmtmd code paths.")
 
@@ -457,7 +529,8 @@ def describe(shape: Shape, seed: int, what: str) -> str:
 def write_text_model(path: Path, shape: Shape, vocab: Vocab, W: Weights) -> None:
     s = shape
     d, hd = s.n_embd, s.n_embd // s.n_head
-    w = gguf.GGUFWriter(str(path), "llama")
+    qwen = s.family == "qwen25vl"
+    w = gguf.GGUFWriter(str(path), "qwen2vl" if qwen else "llama")
     w.add_type("model")
     w.add_name(f"sluice-{s.name}-random")
     w.add_description(describe(s, W.seed, "Language model"))
@@ -475,9 +548,14 @@ def write_text_model(path: Path, shape: Shape, vocab: Vocab, W: Weights) -> None
     w.add_rope_dimension_count(hd)
     w.add_rope_freq_base(s.rope_theta)
     w.add_layer_norm_rms_eps(s.rms_eps)
+    if qwen:
+        # M-RoPE: temporal, height, width sections of the hd/2 rotary pairs
+        # (Qwen2.5-VL's mrope_section [16, 24, 24] at hd 128)
+        t = hd // 8
+        w.add_rope_dimension_sections([t, (hd // 2 - t) // 2, (hd // 2 - t) // 2, 0])
 
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
+    w.add_tokenizer_pre("qwen2" if qwen else "smollm")
     w.add_token_list(vocab.tokens)
     w.add_token_types(vocab.types)
     w.add_token_merges(vocab.merges)
@@ -487,7 +565,7 @@ def write_text_model(path: Path, shape: Shape, vocab: Vocab, W: Weights) -> None
     w.add_pad_token_id(vocab.pad)
     w.add_add_bos_token(False)   # the chat template already starts with <|im_start|>
     w.add_add_eos_token(False)
-    w.add_chat_template(CHAT_TEMPLATE)
+    w.add_chat_template(QWEN_CHAT_TEMPLATE if qwen else CHAT_TEMPLATE)
 
     # --- bias channel (see module docstring) ---
     g_logit = 1.5                       # std of the random part of the logits
@@ -528,6 +606,9 @@ def write_text_model(path: Path, shape: Shape, vocab: Vocab, W: Weights) -> None
         store(w, p + "attn_q.weight", W.normal(p + "attn_q.weight", (s.n_head * hd, d), d ** -0.5), s.text_dtype)
         store(w, p + "attn_k.weight", W.normal(p + "attn_k.weight", (s.n_head_kv * hd, d), d ** -0.5), s.text_dtype)
         store(w, p + "attn_v.weight", W.normal(p + "attn_v.weight", (s.n_head_kv * hd, d), d ** -0.5), s.text_dtype)
+        if qwen:  # Qwen2 has q/k/v biases
+            for t, n in (("attn_q", s.n_head * hd), ("attn_k", s.n_head_kv * hd), ("attn_v", s.n_head_kv * hd)):
+                store(w, p + t + ".bias", W.normal(p + t + ".bias", (n,), 0.02), False)
         wo = W.normal(p + "attn_output.weight", (d, s.n_head * hd), s.resid_scale * (s.n_head * hd) ** -0.5)
         wo[0, :] = 0.0                  # ... and never write it
         store(w, p + "attn_output.weight", wo, s.text_dtype)
@@ -541,28 +622,43 @@ def write_text_model(path: Path, shape: Shape, vocab: Vocab, W: Weights) -> None
     finish(w)
 
 
-def write_mmproj(path: Path, shape: Shape, W: Weights) -> None:
-    s = shape
-    H, P = s.v_embd, s.patch_size
-    n_pos = (s.image_size // P) ** 2
-    f16 = s.vision_f16
+def vision_writer(path: Path, s: Shape, W: Weights, what: str, projector: str) -> gguf.GGUFWriter:
+    """An mmproj GGUF's writer with the keys every projector has."""
     w = gguf.GGUFWriter(str(path), "clip")
     w.add_type("mmproj")
     w.add_name(f"sluice-{s.name}-random-mmproj")
-    w.add_description(describe(s, W.seed, "Vision projector (SigLIP + idefics3)"))
+    w.add_description(describe(s, W.seed, what))
     w.add_license("mit")
-    w.add_file_type(int(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32))
+    w.add_file_type(int(gguf.LlamaFileType.MOSTLY_F16 if s.vision_f16 else gguf.LlamaFileType.ALL_F32))
 
     w.add_clip_has_vision_encoder(True)
-    w.add_clip_projector_type("idefics3")
+    w.add_clip_projector_type(projector)
     w.add_vision_projection_dim(s.n_embd)
     w.add_vision_image_size(s.image_size)
-    w.add_vision_patch_size(P)
-    w.add_vision_embedding_length(H)
+    w.add_vision_patch_size(s.patch_size)
+    w.add_vision_embedding_length(s.v_embd)
     w.add_vision_feed_forward_length(s.v_ff)
     w.add_vision_block_count(s.v_layer)
     w.add_vision_head_count(s.v_head)
     w.add_vision_attention_layernorm_eps(s.v_eps)
+    return w
+
+
+def store_vision_attention(w: gguf.GGUFWriter, p: str, H: int, W: Weights, f16: bool) -> None:
+    for t in ("attn_q", "attn_k", "attn_v", "attn_out"):
+        store(w, p + t + ".weight", W.normal(p + t + ".weight", (H, H), H ** -0.5), f16)
+        store(w, p + t + ".bias", W.normal(p + t + ".bias", (H,), 0.02), False)
+
+
+def write_mmproj(path: Path, shape: Shape, W: Weights) -> None:
+    if shape.family == "qwen25vl":
+        write_mmproj_qwen25vl(path, shape, W)
+        return
+    s = shape
+    H, P = s.v_embd, s.patch_size
+    n_pos = (s.image_size // P) ** 2
+    f16 = s.vision_f16
+    w = vision_writer(path, s, W, "Vision projector (SigLIP + idefics3)", "idefics3")
     w.add_vision_image_mean([0.5, 0.5, 0.5])
     w.add_vision_image_std([0.5, 0.5, 0.5])
     w.add_vision_projector_scale_factor(s.scale_factor)
@@ -576,9 +672,7 @@ def write_mmproj(path: Path, shape: Shape, W: Weights) -> None:
     ones, zeros = np.ones(H, np.float32), np.zeros(H, np.float32)
     for i in range(s.v_layer):
         p = f"v.blk.{i}."
-        for t in ("attn_q", "attn_k", "attn_v", "attn_out"):
-            store(w, p + t + ".weight", W.normal(p + t + ".weight", (H, H), H ** -0.5), f16)
-            store(w, p + t + ".bias", W.normal(p + t + ".bias", (H,), 0.02), False)
+        store_vision_attention(w, p, H, W, f16)
         store(w, p + "ln1.weight", ones, False)
         store(w, p + "ln1.bias", zeros, False)
         store(w, p + "ln2.weight", ones, False)
@@ -593,6 +687,46 @@ def write_mmproj(path: Path, shape: Shape, W: Weights) -> None:
     store(w, "v.post_ln.bias", zeros, False)
     k = H * s.scale_factor ** 2
     store(w, "mm.model.fc.weight", W.normal("mm.model.fc.weight", (s.n_embd, k), k ** -0.5), f16)
+    finish(w)
+
+
+def write_mmproj_qwen25vl(path: Path, shape: Shape, W: Weights) -> None:
+    """Qwen2.5-VL's vision tower as conversion/qwenvl.py (Qwen2VLVisionModel)
+    writes it: the Conv3D patch embedding split into two Conv2Ds (the two
+    temporal frames; a still image feeds both), q/k/v split, RMSNorms without
+    bias, a SwiGLU ffn, merger.ln_q as post_ln and its MLP as mm.0 / mm.2."""
+    s = shape
+    H, P = s.v_embd, s.patch_size
+    f16 = s.vision_f16
+    w = vision_writer(path, s, W, "Vision projector (Qwen2.5-VL)", "qwen2.5vl_merger")
+    # Qwen2.5-VL's preprocessor_config.json (OpenAI CLIP's mean and std)
+    w.add_vision_image_mean([0.48145466, 0.4578275, 0.40821073])
+    w.add_vision_image_std([0.26862954, 0.26130258, 0.27577711])
+    w.add_vision_use_silu(True)
+    w.add_vision_n_wa_pattern(s.v_wa_pattern)
+
+    # Conv3D [H, 3, 2, P, P] split by the converter; F16 like the other matrices
+    fan = 3 * 2 * P * P
+    store(w, "v.patch_embd.weight", W.normal("v.patch_embd.weight", (H, 3, P, P), fan ** -0.5), f16)
+    store(w, "v.patch_embd.weight.1", W.normal("v.patch_embd.weight.1", (H, 3, P, P), fan ** -0.5), f16)
+    ones = np.ones(H, np.float32)
+    for i in range(s.v_layer):
+        p = f"v.blk.{i}."
+        store_vision_attention(w, p, H, W, f16)
+        store(w, p + "ln1.weight", ones, False)
+        store(w, p + "ln2.weight", ones, False)
+        store(w, p + "ffn_gate.weight", W.normal(p + "ffn_gate.weight", (s.v_ff, H), H ** -0.5), f16)
+        store(w, p + "ffn_gate.bias", W.normal(p + "ffn_gate.bias", (s.v_ff,), 0.02), False)
+        store(w, p + "ffn_up.weight", W.normal(p + "ffn_up.weight", (s.v_ff, H), H ** -0.5), f16)
+        store(w, p + "ffn_up.bias", W.normal(p + "ffn_up.bias", (s.v_ff,), 0.02), False)
+        store(w, p + "ffn_down.weight", W.normal(p + "ffn_down.weight", (H, s.v_ff), s.v_ff ** -0.5), f16)
+        store(w, p + "ffn_down.bias", W.normal(p + "ffn_down.bias", (H,), 0.02), False)
+    store(w, "v.post_ln.weight", ones, False)
+    k = H * s.scale_factor ** 2
+    store(w, "mm.0.weight", W.normal("mm.0.weight", (k, k), k ** -0.5), f16)
+    store(w, "mm.0.bias", W.normal("mm.0.bias", (k,), 0.02), False)
+    store(w, "mm.2.weight", W.normal("mm.2.weight", (s.n_embd, k), k ** -0.5), f16)
+    store(w, "mm.2.bias", W.normal("mm.2.bias", (s.n_embd,), 0.02), False)
     finish(w)
 
 

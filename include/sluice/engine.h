@@ -188,6 +188,10 @@ typedef struct sl_llama_params {
     uint64_t image_cache_bytes; /* the vision encoder's outputs kept for images seen again
                                  (several rows or questions of one image): default
                                  256 MiB; 0 encodes every image */
+    int image_min_tokens;     /* tokens an image gives, at least and at most, where the */
+    int image_max_tokens;     /* projector resizes to any size (Qwen2-VL, Qwen2.5-VL,
+                                 ...): libmtmd's image_min/max_tokens; 0: the model's
+                                 (Qwen2.5-VL: 8 and 4096) */
     sl_engine_phase_fn on_phase; /* optional: each phase's time as it is measured */
     void *on_phase_user;
     /* LoRA adapters (n_lora up to SL_LLAMA_MAX_LORA; the array and its

@@ -192,6 +192,11 @@ static const char usage_text[] =
     "      --image-cache SIZE    the vision encoder's outputs kept for images seen again,\n"
     "                            by their pixels (several rows or questions of one image):\n"
     "                            not encoded twice (default: 256M; 0: off)\n"
+    "      --image-min-tokens N, --image-max-tokens N\n"
+    "                            tokens an image gives at least and at most, for projectors\n"
+    "                            that resize images to any size (Qwen2-VL, Qwen2.5-VL): the\n"
+    "                            image is scaled to fit (default: the model's; Qwen2.5-VL's\n"
+    "                            8..4096, i.e. up to 1792x1792 px, or 256 for 448x448)\n"
     "      --prefix-cache on|off a free sequence keeps its KV: the next request that begins\n"
     "                            alike (a conversation's next turn, another question about\n"
     "                            one picture) goes on from where they part (default: on)\n";

@@ -220,6 +220,14 @@ static const opt opts[] = {
      .arg = "SIZE",
      .help = "the vision encoder's outputs kept for images seen again (several rows or "
              "questions of one image; 0: encode every image)"},
+    {"llama.image_min_tokens", "image-min-tokens", 0, K_INT, AT(p.llama.image_min_tokens),
+     .lo = 0, .hi = 1 << 20, .arg = "N",
+     .help = "tokens an image gives at least, where the projector resizes freely (Qwen2-VL, "
+             "Qwen2.5-VL; 0: the model's)"},
+    {"llama.image_max_tokens", "image-max-tokens", 0, K_INT, AT(p.llama.image_max_tokens),
+     .lo = 0, .hi = 1 << 20, .arg = "N",
+     .help = "tokens an image gives at most, where the projector resizes freely (Qwen2-VL, "
+             "Qwen2.5-VL; 0: the model's, 4096 for Qwen2.5-VL)"},
     {"llama.encode_ahead", "encode-ahead", 0, K_INT, AT(p.llama.encode_ahead), .lo = -1,
      .hi = 1024, .arg = "N",
      .help = "requests tokenized and encoded by a second thread while the engine decodes (-1: "

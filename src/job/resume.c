@@ -124,6 +124,10 @@ static char *fingerprint(const job *j)
             fp_add(&t, "lora", job_lora_json(&p->llama));
         if (p->llama.chat_template)
             fp_add(&t, "chat_template", job_json_text(p->llama.chat_template));
+        /* Another image size is another prompt (Qwen2-VL's resizing). */
+        if (p->llama.image_min_tokens > 0 || p->llama.image_max_tokens > 0)
+            fp_add(&t, "image_tokens", json_pack("[i,i]", p->llama.image_min_tokens,
+                                                 p->llama.image_max_tokens));
     }
     fp_add(&t, "prompt", job_json_text(p->prompt));
     fp_add(&t, "system_prompt", job_json_text(p->system_prompt));

@@ -78,6 +78,40 @@ def prom_total(out: pathlib.Path, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{re.escape(name)}\{{[^}}]*\}} (\S+)$", text, re.M))
 
 
+LOSSLESS = ["variants/astronaut.png", "variants/camera_gray.png"]
+
+
+def lossless_inputs(root: pathlib.Path) -> pathlib.Path:
+    """root/in holding the lossless samples (LOSSLESS, by their base names),
+    so that sluice (libvips) and llama-mtmd-cli (stb_image) see the same
+    pixels when kept at their size."""
+    src = root / "in"
+    src.mkdir()
+    for name in LOSSLESS:
+        (src / pathlib.Path(name).name).write_bytes((SAMPLES / name).read_bytes())
+    return src
+
+
+def assert_llama_mtmd_cli_agrees(prefix: pathlib.Path, model_dir: pathlib.Path, image: pathlib.Path,
+                                 ours: str, prompt: str, n: int, *extra: str) -> None:
+    """llama-mtmd-cli's greedy answer for `image` equals `ours`. Its
+    asynchronous logger can drop the tail of its output at exit on a busy
+    machine (see common/log.cpp): a cut-short answer must be a prefix of
+    ours, and is asked for again; only a full, equal answer passes."""
+    for attempt in range(6):
+        cli = subprocess.run([str(prefix / "bin" / "llama-mtmd-cli"),
+                              "-m", str(model_dir / "model.gguf"), "--mmproj", str(model_dir / "mmproj.gguf"),
+                              "--image", str(image), "-p", prompt, "-n", str(n), "--temp", "0", "-t", "2",
+                              *extra],
+                             capture_output=True, text=True, timeout=300)
+        assert cli.returncode == 0, cli.stderr[-2000:]
+        theirs = cli.stdout.strip()
+        assert theirs and ours.strip().startswith(theirs), (image.name, theirs, ours)
+        if theirs == ours.strip():
+            return
+    raise AssertionError(f"{image.name}: llama-mtmd-cli never printed its whole answer")
+
+
 class Sluice:
     def __init__(self, binary: pathlib.Path):
         self.binary = binary

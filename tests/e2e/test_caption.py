@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import (SAMPLES, TINY, BackgroundRun, read_rows, sample_copies, sample_images,
+from conftest import (LOSSLESS, SAMPLES, TINY, BackgroundRun, assert_llama_mtmd_cli_agrees,
+                      lossless_inputs, read_rows, sample_copies, sample_images,
                       sanitized)
 from openai_helpers import metric_sum, scrape
 
@@ -314,36 +315,15 @@ def test_parallel_sequences_and_replicas_write_every_row_once(sluice, tmp_path):
 
 
 def test_greedy_output_matches_llama_mtmd_cli(sluice, llama_prefix, tmp_path):
-    # Lossless inputs kept at their size, so both programs see the same pixels
-    # (llama-mtmd-cli decodes with stb_image, sluice with libvips).
-    names = ["variants/astronaut.png", "variants/camera_gray.png"]
-    src = tmp_path / "in"
-    src.mkdir()
-    for name in names:
-        (src / pathlib.Path(name).name).write_bytes((SAMPLES / name).read_bytes())
+    src = lossless_inputs(tmp_path)
     r = sluice.caption(src, tmp_path / "out", "--max-image-edge", "0", "--max-tokens", "32",
                        "--parallel", "1")
     assert r.returncode == 0, r.stderr
     ours = {row["id"]: row["caption"] for row in read_rows(tmp_path / "out")}
-    for name in names:
+    for name in LOSSLESS:
         base = pathlib.Path(name).name
-        # llama-mtmd-cli prints through llama.cpp's asynchronous logger, which
-        # can drop the tail of its output at exit on a busy machine (see
-        # common/log.cpp): a cut-short answer must be a prefix of ours, and
-        # is asked for again; only a full, equal answer passes.
-        for attempt in range(6):
-            cli = subprocess.run([str(llama_prefix / "bin" / "llama-mtmd-cli"),
-                                  "-m", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
-                                  "--image", str(src / base), "-p", "Describe this image in one sentence.",
-                                  "-n", "32", "--temp", "0", "-t", "2"],
-                                 capture_output=True, text=True, timeout=300)
-            assert cli.returncode == 0, cli.stderr[-2000:]
-            theirs = cli.stdout.strip()
-            assert ours[base].strip().startswith(theirs), (base, theirs, ours[base])
-            if theirs == ours[base].strip():
-                break
-        else:
-            raise AssertionError(f"{base}: llama-mtmd-cli never printed its whole answer")
+        assert_llama_mtmd_cli_agrees(llama_prefix, TINY, src / base, ours[base],
+                                     "Describe this image in one sentence.", 32)
 
 
 def test_stop_strings_cut_captions(sluice, tmp_path):

@@ -398,6 +398,7 @@ static void settled_stats(sl_engine *e, sl_engine_stats *out)
  * sampler, all submitted at once, in order or reversed; texts[k] is row k's
  * text (caller frees). temperature 0: greedy. */
 static int rows_encode_ahead; /* run_rows' sl_llama_params.encode_ahead */
+static int rows_image_max_tokens; /* and its image_max_tokens */
 static int rows_top_k = 40;   /* and its sampled rows' top-k */
 
 static void run_rows(sl_llama_sampler sampler, int parallel, int sample_threads, float temperature,
@@ -405,6 +406,7 @@ static void run_rows(sl_llama_sampler sampler, int parallel, int sample_threads,
 {
     sl_llama_params p = tu_tiny_llama(&tiny, parallel);
     p.encode_ahead = rows_encode_ahead;
+    p.image_max_tokens = rows_image_max_tokens;
     p.sampler = sampler;
     p.sample_threads = sample_threads;
     p.on_phase = count_phase;
@@ -555,6 +557,30 @@ static void every_phase_is_timed(void **state)
     assert_true(st.sampled_tokens >= st.generation_tokens);
     assert_string_equal(sl_engine_phase_name(SL_PHASE_IMAGE_PREFILL), "image_prefill");
     assert_string_equal(sl_engine_phase_name(SL_PHASE_DECODE), "decode");
+}
+
+/* Qwen2.5-VL's layout (models/tiny-qwen): an image's tokens share
+ * positions (M-RoPE: t, row, column), so images admitted together are
+ * packed into one decode with the positions mtmd gives each token; every
+ * row answers as it does alone. 48 tokens an image: several fit a batch. */
+static void mrope_images_prefilled_together_answer_as_alone(void **state)
+{
+    (void)state;
+    tu_tiny saved = tiny;
+    tiny = tu_tiny_qwen_files();
+    rows_image_max_tokens = 48;
+    char *alone[N_SAMPLED], *together[N_SAMPLED];
+    sl_engine_stats st;
+    run_rows(SL_SAMPLER_HOST, 1, 1, 0.0f, false, alone, NULL);
+    run_rows(SL_SAMPLER_HOST, 4, 1, 0.0f, false, together, &st);
+    rows_image_max_tokens = 0;
+    tiny = saved;
+    assert_int_equal(st.images_encoded, N_SAMPLED);
+    assert_true(st.image_decode_calls < st.images_encoded);
+    for (int k = 0; k < N_SAMPLED; k++)
+        assert_string_equal(alone[k], together[k]);
+    free_texts(alone);
+    free_texts(together);
 }
 
 /* Images encoded by the encoder thread ahead of admission give the answers
@@ -2180,6 +2206,7 @@ int main(void)
         cmocka_unit_test(seeded_rows_reproduce_on_every_sampler),
         cmocka_unit_test(top_p_rows_draw_as_the_reference),
         cmocka_unit_test(every_phase_is_timed),
+        cmocka_unit_test(mrope_images_prefilled_together_answer_as_alone),
         cmocka_unit_test(encoding_ahead_gives_the_same_answers),
         cmocka_unit_test(tasks_share_one_encode_and_answer_as_alone),
         cmocka_unit_test(tasks_beyond_the_sequences_and_a_failing_task),

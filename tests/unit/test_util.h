@@ -147,13 +147,25 @@ typedef struct tu_tiny {
     char model[1024], mmproj[1024];
 } tu_tiny;
 
+static inline tu_tiny tu_model_files(const char *env, const char *fallback)
+{
+    const char *dir = getenv(env);
+    tu_tiny t;
+    snprintf(t.model, sizeof t.model, "%s/model.gguf", dir ? dir : fallback);
+    snprintf(t.mmproj, sizeof t.mmproj, "%s/mmproj.gguf", dir ? dir : fallback);
+    return t;
+}
+
 static inline tu_tiny tu_tiny_files(void)
 {
-    const char *dir = getenv("SLUICE_TINY_MODEL");
-    tu_tiny t;
-    snprintf(t.model, sizeof t.model, "%s/model.gguf", dir ? dir : "models/tiny");
-    snprintf(t.mmproj, sizeof t.mmproj, "%s/mmproj.gguf", dir ? dir : "models/tiny");
-    return t;
+    return tu_model_files("SLUICE_TINY_MODEL", "models/tiny");
+}
+
+/* The same at Qwen2.5-VL's architecture (M-RoPE positions, its own vision
+ * tower): in SLUICE_TINY_QWEN_MODEL, else models/tiny-qwen. */
+static inline tu_tiny tu_tiny_qwen_files(void)
+{
+    return tu_model_files("SLUICE_TINY_QWEN_MODEL", "models/tiny-qwen");
 }
 
 /* The llama engine's parameters for the tiny model: t's files (borrowed:

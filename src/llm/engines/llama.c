@@ -190,6 +190,9 @@ typedef struct req {
     char *prep_error;
     double prep_encode_ms;
     int n_pos;                 /* positions of the whole prompt */
+    int n_cells;               /* its KV cells: n_pos, but an M-RoPE image
+                                  (Qwen2-VL) gives all its tokens max(rows,
+                                  cols) positions */
     double t_submit;
     bool trace;
     /* One task of a request with several, or one of its n answers (NULL:
@@ -241,7 +244,7 @@ typedef struct slot {
     req *r;                    /* NULL: free */
     size_t chunk, tok;         /* next chunk; next token inside a text chunk */
     llama_pos n_past;
-    int reserved;              /* KV cells held: n_pos + max_tokens */
+    int reserved;              /* KV cells held: n_cells + max_tokens */
     struct llama_sampler *smpl;
     struct llama_sampler *grammar; /* the row's grammar (NULL: none): host sampling only */
     text_buf text;
@@ -563,6 +566,22 @@ static const llama_token *req_chunk_tokens(const req *r, size_t chunk, size_t *n
     return mtmd_input_chunk_get_tokens_text(mtmd_input_chunks_get(r->chunks, chunk), n);
 }
 
+/* The KV cells r's prompt takes before chunk `chunk`, token `tok` (the
+ * tokens counted, not the positions: see n_cells). */
+static int req_cells_before(const req *r, size_t chunk, size_t tok)
+{
+    size_t cells = tok;
+    for (size_t i = 0; i < chunk; i++) {
+        size_t n = 0;
+        if (req_chunk_is_text(r, i))
+            req_chunk_tokens(r, i, &n);
+        else
+            n = mtmd_input_chunk_get_n_tokens(mtmd_input_chunks_get(r->chunks, i));
+        cells += n;
+    }
+    return (int)cells;
+}
+
 /* Frees what tokenize() made (and the embeddings encoded ahead). */
 static void req_drop_tokens(req *r)
 {
@@ -823,7 +842,7 @@ static void finish_slot(llama_engine *e, slot *s, const char *reason)
     req *r = s->r;
     sl_result res = {
         .finish_reason = reason,
-        .prompt_tokens = r->n_pos,
+        .prompt_tokens = r->n_cells,
         .generated_tokens = s->n_gen,
         .cached_tokens = s->cached,
         .queue_ms = s->t_admit - r->t_submit,
@@ -937,6 +956,7 @@ static sl_status tokenize_text(llama_engine *e, req *r, char *prompt)
     }
     r->n_tokens = n;
     r->n_pos = n;
+    r->n_cells = n;
     r->n_shared = 0;
     r->shared_tok = 0;
     r->shared_pos = 0;
@@ -1104,6 +1124,7 @@ static sl_status tokenize(llama_engine *e, req *r)
                       MTMD_INPUT_CHUNK_TYPE_TEXT)
         return sl_fail(SL_ERR_ENGINE, "%s: the prompt must end with text after the image", r->id);
     r->n_pos = (int)mtmd_helper_get_n_pos(r->chunks);
+    r->n_cells = (int)mtmd_helper_get_n_tokens(r->chunks);
     r->n_shared = 0;
     r->shared_tok = 0;
     r->shared_pos = 0;
@@ -1492,7 +1513,7 @@ static bool admit(llama_engine *e, slot *s, req *r)
                 .encode_ms = r->prep_encode_ms, .grammar = grammar, .trace_tokens = trace_tokens,
                 .trace_margins = trace_margins, .lp_ids = lp_ids, .lp_vals = lp_vals,
                 .lp_stride = lp_stride};
-    s->reserved = r->n_pos + gen_room(r);
+    s->reserved = r->n_cells + gen_room(r);
     e->kv_reserved += s->reserved;
     bool greedy = r->sampling.temperature <= 0.0f && r->sampling.repeat_penalty == 1.0f;
     s->fast_greedy = e->sampler != SL_SAMPLER_REFERENCE && greedy && !grammar && !r->n_choices;
@@ -1508,7 +1529,7 @@ static bool admit(llama_engine *e, slot *s, req *r)
     if (e->sampler == SL_SAMPLER_DEVICE)
         attach_device_sampler(e, s);
     e->work.prefix_queries++;
-    e->work.prefix_query_tokens += (uint64_t)r->n_pos;
+    e->work.prefix_query_tokens += (uint64_t)r->n_cells;
     /* A request's task (answer) whose sibling holds or is computing the
      * same image (prompt) positions waits for them, and so does a row
      * whose image and the text before it another running row has (the
@@ -1522,9 +1543,9 @@ static bool admit(llama_engine *e, slot *s, req *r)
         s->n_past = kept;
         s->chunk = kept_chunk;
         s->tok = kept_tok;
-        s->cached = kept;
+        s->cached = req_cells_before(r, kept_chunk, kept_tok);
         e->work.prefix_hits++;
-        e->work.prefix_cached_tokens += (uint64_t)kept;
+        e->work.prefix_cached_tokens += (uint64_t)s->cached;
         return true;
     }
     if (sibling) {
@@ -1633,9 +1654,9 @@ static void resolve_tasks(llama_engine *e)
         s->n_past = (llama_pos)s->r->shared_pos;
         s->chunk = s->r->n_shared;
         s->tok = s->r->shared_tok;
-        s->cached = s->r->shared_pos;
+        s->cached = req_cells_before(s->r, s->chunk, s->tok);
         e->work.prefix_hits++;
-        e->work.prefix_cached_tokens += (uint64_t)s->r->shared_pos;
+        e->work.prefix_cached_tokens += (uint64_t)s->cached;
     }
 }
 
@@ -1875,7 +1896,7 @@ static int active_slots(const llama_engine *e);
 static size_verdict size_for(llama_engine *e, req *r)
 {
     /* In 64 bits: max_tokens may be anything up to INT_MAX. */
-    int64_t need = (int64_t)r->n_pos + gen_room(r);
+    int64_t need = (int64_t)r->n_cells + gen_room(r);
     if (!e->ctx) {
         fail_req(e, r, SL_ERR_ENGINE, "%s: the engine lost its context (see the log)", r->id);
         return SIZE_FAILED;
@@ -1889,7 +1910,7 @@ static size_verdict size_for(llama_engine *e, req *r)
                      "%s: the request takes %lld positions (its prompt with %d image%s: %d; "
                      "max_tokens is %d), more than the %d positions of a sequence (--ctx): give "
                      "--ctx %lld or more, or lower its max_tokens",
-                     r->id, (long long)need, n_images, n_images == 1 ? "" : "s", r->n_pos,
+                     r->id, (long long)need, n_images, n_images == 1 ? "" : "s", r->n_cells,
                      gen_room(r), e->n_ctx_seq, (long long)need);
         else
             fail_req(e, r, SL_ERR_TOO_LONG,
@@ -1897,7 +1918,7 @@ static size_verdict size_for(llama_engine *e, req *r)
                      "max_tokens is %d), more than the model's context of %d: lower its "
                      "max_tokens, send fewer or smaller images (--max-image-edge) or a shorter "
                      "conversation",
-                     r->id, (long long)need, n_images, n_images == 1 ? "" : "s", r->n_pos,
+                     r->id, (long long)need, n_images, n_images == 1 ? "" : "s", r->n_cells,
                      gen_room(r), e->max_ctx_seq);
         return SIZE_FAILED;
     }
@@ -1980,7 +2001,7 @@ static bool admit_waiting(llama_engine *e)
         }
         if (fit == SIZE_FAILED)
             continue;
-        int need = r->n_pos + gen_room(r);
+        int need = r->n_cells + gen_room(r);
         if (e->kv_reserved + need > e->n_ctx) {
             requeue(e, r); /* until a sequence ends */
             return false;
@@ -2060,35 +2081,76 @@ static void decode_image_alone(llama_engine *e, image_due *d)
     s->tok = 0;
 }
 
+/* M-RoPE images (Qwen2-VL, Qwen2.5-VL) packed as decode_images_packed
+ * does: each token gets the (t, row, column) positions mtmd gives it
+ * from its sequence's n_past, which only llama.cpp's extended batch
+ * carries. NULL: out of memory (or a token refused). */
+static struct llama_batch_ext *mrope_batch(llama_engine *e, const image_due *due, int n)
+{
+    struct llama_batch_ext *bx = llama_batch_ext_init(e->ctx);
+    for (int k = 0; bx && k < n; k++) {
+        const mtmd_image_tokens *img = mtmd_input_chunk_get_tokens_image(due[k].chunk);
+        for (int t = 0; t < due[k].n_tokens; t++) {
+            struct llama_embd row = {due[k].embd + (size_t)t * (size_t)e->n_embd_inp, 1,
+                                     (size_t)e->n_embd_inp};
+            int32_t idx = llama_batch_ext_add_embd(bx, due[k].s->seq, row);
+            struct mtmd_decoder_pos dp =
+                mtmd_image_tokens_get_decoder_pos(img, due[k].s->n_past, (size_t)t);
+            /* In the order mtmd's helper gives them (section-major: t, y, x, z). */
+            llama_pos pos[4] = {(llama_pos)dp.t, (llama_pos)dp.y, (llama_pos)dp.x,
+                                (llama_pos)dp.z};
+            if (idx < 0 || !llama_batch_ext_set_pos(bx, idx, pos)) {
+                llama_batch_ext_free(bx);
+                return NULL;
+            }
+        }
+    }
+    return bx;
+}
+
 /* Decodes the images in due[0, n) together: their embeddings side by side
- * in one batch, each at its own sequence's positions (plain positions and
- * causal attention, checked by the caller). One llama_decode instead of n
- * keeps a GPU busy with work big enough to fill it. */
+ * in one batch, each at its own sequence's positions (causal attention,
+ * checked by the caller). One llama_decode instead of n keeps a GPU busy
+ * with work big enough to fill it. */
 static void decode_images_packed(llama_engine *e, image_due *due, int n)
 {
+    int n_total = 0;
+    for (int k = 0; k < n; k++)
+        n_total += due[k].n_tokens;
+    struct llama_batch_ext *bx = NULL;
     struct llama_batch *b = &e->ebatch;
-    b->n_tokens = 0;
-    int n_embd = e->n_embd_inp;
-    for (int k = 0; k < n; k++) {
-        memcpy(b->embd + (size_t)b->n_tokens * (size_t)n_embd, due[k].embd,
-               (size_t)due[k].n_tokens * (size_t)n_embd * sizeof(float));
-        for (int t = 0; t < due[k].n_tokens; t++) {
-            int i = b->n_tokens++;
-            b->pos[i] = due[k].s->n_past + t;
-            b->n_seq_id[i] = 1;
-            b->seq_id[i][0] = due[k].s->seq;
-            b->logits[i] = 0;
+    int32_t rc = -1;
+    if (e->mrope) {
+        bx = mrope_batch(e, due, n);
+    } else {
+        b->n_tokens = 0;
+        int n_embd = e->n_embd_inp;
+        for (int k = 0; k < n; k++) {
+            memcpy(b->embd + (size_t)b->n_tokens * (size_t)n_embd, due[k].embd,
+                   (size_t)due[k].n_tokens * (size_t)n_embd * sizeof(float));
+            for (int t = 0; t < due[k].n_tokens; t++) {
+                int i = b->n_tokens++;
+                b->pos[i] = due[k].s->n_past + t;
+                b->n_seq_id[i] = 1;
+                b->seq_id[i][0] = due[k].s->seq;
+                b->logits[i] = 0;
+            }
         }
     }
     double td = now_ms();
-    int32_t rc = llama_decode(e->ctx, *b);
+    if (!e->mrope)
+        rc = llama_decode(e->ctx, *b);
+    else if (bx)
+        rc = llama_process(e->ctx, LLAMA_PROCESS_TYPE_DECODE, bx);
     if (rc == 0)
         llama_synchronize(e->ctx);
     double ms = now_ms() - td;
+    if (bx)
+        llama_batch_ext_free(bx);
     count_image_decode(e, ms);
     for (int k = 0; k < n; k++) {
         slot *s = due[k].s;
-        phase_add(e, SL_PHASE_IMAGE_PREFILL, ms * due[k].n_tokens / b->n_tokens);
+        phase_add(e, SL_PHASE_IMAGE_PREFILL, ms * due[k].n_tokens / n_total);
         if (rc != 0) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s: decoding the image embeddings failed (code %d)",
@@ -2105,8 +2167,11 @@ static void decode_images_packed(llama_engine *e, image_due *due, int n)
 
 static bool packable(const llama_engine *e, const image_due *d)
 {
-    return d->embd && e->ebatch.embd && !e->mrope && d->n_tokens <= e->n_batch &&
-           (int)mtmd_input_chunk_get_n_pos(d->chunk) == d->n_tokens &&
+    /* Plain positions are the image's tokens in a row; M-RoPE ones come
+     * from mtmd (mrope_batch). */
+    return d->embd && (e->mrope || e->ebatch.embd) && d->n_tokens <= e->n_batch &&
+           (e->mrope ? mtmd_input_chunk_get_tokens_image(d->chunk) != NULL
+                     : (int)mtmd_input_chunk_get_n_pos(d->chunk) == d->n_tokens) &&
            !mtmd_decode_use_non_causal(e->mtmd, d->chunk);
 }
 
@@ -3296,9 +3361,9 @@ void sl_llama_init(void)
 }
 
 
-/* Positions one request of the expected shape takes: the template, a
+/* KV cells one request of the expected shape takes: the template, a
  * prompt, and an image of image_edge_hint pixels square. */
-static int probe_positions(llama_engine *e, const sl_llama_params *p)
+static int probe_cells(llama_engine *e, const sl_llama_params *p)
 {
     req r = {.id = "(sizing probe)", .system_prompt = (char *)p->prefix_system_prompt,
              .prompt = "Describe this image in one sentence."};
@@ -3319,11 +3384,11 @@ static int probe_positions(llama_engine *e, const sl_llama_params *p)
         }
         r.image = img;
     }
-    int n_pos = tokenize(e, &r) == SL_OK ? r.n_pos : -1;
+    int n_cells = tokenize(e, &r) == SL_OK ? r.n_cells : -1;
     req_drop_tokens(&r);
     sl_image_free(img);
     sl_free(gray);
-    return n_pos;
+    return n_cells;
 }
 
 /* The index-th GPU device llama.cpp sees (CUDA builds register one per
@@ -3690,6 +3755,10 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     vp.print_timings = false;
     vp.n_threads = (int)threads;
     vp.warmup = false;
+    if (params->image_min_tokens > 0)
+        vp.image_min_tokens = params->image_min_tokens;
+    if (params->image_max_tokens > 0)
+        vp.image_max_tokens = params->image_max_tokens;
     e->mtmd = vision ? mtmd_init_from_file(params->mmproj_path, e->model, vp) : NULL;
     if (vision && !e->mtmd) {
         llama_engine_free(e);
@@ -3712,7 +3781,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     int train = llama_model_n_ctx_train(e->model);
     int per_seq = params->n_ctx_per_seq;
     if (per_seq <= 0) {
-        int probe = probe_positions(e, params);
+        int probe = probe_cells(e, params);
         if (probe < 0) {
             llama_engine_free(e);
             return sl_fail(SL_ERR_MODEL, "--model '%s': cannot tokenize a test prompt%s",
