@@ -64,6 +64,7 @@ void sl_source_item_clear(sl_source_item *item)
     sl_free(item->error);
     sl_batch_req_clear(item->batch);
     sl_free(item->batch);
+    sl_free(item->alt_id);
     *item = (sl_source_item){.shard = -1};
 }
 
@@ -947,6 +948,9 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
     item->at = line;
     if (!item->id)
         goto nomem;
+    if ((json_is_string(id) && json_string_length(id)) || json_is_integer(id))
+        if (!(item->alt_id = sl_asprintf("%s:%ld", r->name, line)))
+            goto nomem;
     if (json_is_string(id) || json_is_integer(id))
         json_object_del(row, "id");
     if (sl_source_prompt_of(sl_source_prompt_value(row, p), item) != SL_OK)
@@ -1097,7 +1101,8 @@ static sl_status batch_next(source_reader *r, sl_source_item *item, bool *done)
     if (!item->batch->custom_id)
         return line_fail(r, r->line, item, err);
     item->at = r->line;
-    if (!(item->id = sl_strdup(item->batch->custom_id)))
+    if (!(item->id = sl_strdup(item->batch->custom_id)) ||
+        !(item->alt_id = sl_strdup(item->batch->line_id)))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     if (st != SL_OK)
         return sl_source_item_fail(item, "%s:%ld: %s", r->file, r->line, err);
