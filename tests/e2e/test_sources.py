@@ -1117,6 +1117,40 @@ def test_urls_fetched_over_http_with_named_failures(sluice, http_root, tmp_path)
     assert rows["file"]["error"] is None and rows["file"]["path"] == str(JPEGS[2])
 
 
+def test_file_urls_are_percent_decoded_and_bad_escapes_fail_the_row(sluice, tmp_path):
+    """A file:// URL names its path percent-encoded (RFC 8089, as Python's
+    pathlib.Path.as_uri() writes it): file:///d/a%20b.jpg is "/d/a b.jpg".
+    It was opened as typed, %20 and all, and failed as missing. A %00 (a
+    name cannot hold NUL) and a malformed escape fail the row naming the
+    URL."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for name in ("a b.jpg", "100%.jpg", "caf\u00e9.jpg"):
+        (d / name).write_bytes(JPEGS[0].read_bytes())
+    rows_in = [
+        {"id": "space", "url": (d / "a b.jpg").as_uri()},
+        {"id": "percent", "url": (d / "100%.jpg").as_uri()},
+        {"id": "utf8", "url": (d / "caf\u00e9.jpg").as_uri()},
+        {"id": "nul", "url": f"file://{d}/a%00b.jpg"},
+        {"id": "bad", "url": f"file://{d}/a%zzb.jpg"},
+        {"id": "short", "url": f"file://{d}/a%2"},
+    ]
+    assert "%20" in rows_in[0]["url"] and "%25" in rows_in[1]["url"]
+    manifest = tmp_path / "urls.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows_in))
+    r = run(sluice, manifest, tmp_path / "o", "--allow-file-urls")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "o"))
+    for k, name in (("space", "a b.jpg"), ("percent", "100%.jpg"), ("utf8", "caf\u00e9.jpg")):
+        assert rows[k]["error"] is None, rows[k]["error"]
+        assert rows[k]["path"] == str(d / name)
+    for k in ("nul", "bad", "short"):
+        url = next(x["url"] for x in rows_in if x["id"] == k)
+        assert url in rows[k]["error"] and rows[k]["error_stage"] == "read", rows[k]["error"]
+    assert "%00" in rows["nul"]["error"]
+    assert "%zz" in rows["bad"]["error"]
+
+
 class KeepAliveHandler(http.server.SimpleHTTPRequestHandler):
     """Serves files over HTTP/1.1 (connections stay open between
     requests) and counts the connections it accepted."""
