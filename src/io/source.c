@@ -24,6 +24,7 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/json.h"
+#include "core/utf8.h"
 #include "io/batch_line.h"
 #include "io/dir_source.h"
 #include "io/fetch.h"
@@ -1870,10 +1871,39 @@ static sl_status add_types(sl_source *src, const char *file)
 
 const json_t *sl_source_column_types(const sl_source *src) { return src->types; }
 
+/* An id that is not valid UTF-8 (a file name's bytes) goes out escaped
+ * (core/utf8.h): JSON and Parquet hold text, and replacing the bad bytes
+ * with U+FFFD made two names that differ only there one id. The raw id is
+ * the alternative: an earlier sluice recorded the row in the ledger so. */
+static sl_status escape_ids(sl_source_item *item)
+{
+    if (item->alt_id && sl_utf8_needs_escape(item->alt_id, strlen(item->alt_id))) {
+        /* A manifest line's NAME:LINE, escaped as its failed row's id was. */
+        char *alt = sl_utf8_escape(item->alt_id, strlen(item->alt_id));
+        if (!alt)
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", item->alt_id);
+        sl_free(item->alt_id);
+        item->alt_id = alt;
+    }
+    if (item->id && sl_utf8_needs_escape(item->id, strlen(item->id))) {
+        char *id = sl_utf8_escape(item->id, strlen(item->id));
+        if (!id)
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", item->id);
+        if (item->alt_id)
+            sl_free(item->id);
+        else
+            item->alt_id = item->id;
+        item->id = id;
+    }
+    return SL_OK;
+}
+
 sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done)
 {
     for (;;) {
         sl_status st = next_item(src, item, done);
+        if (st == SL_OK && !*done)
+            st = escape_ids(item);
         if (st != SL_OK || !src->sharded || src->by_file)
             return st;
         if (*done)

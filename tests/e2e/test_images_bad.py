@@ -129,10 +129,11 @@ def test_bad_images_are_error_rows_or_right_output(sluice, bad_set, tmp_path):
             assert isinstance(row["caption"], str)
             assert (row["width"], row["height"]) == expect, (name, row)
     # The Latin-1 name is a row too, decoded fine; its id is the name made
-    # valid UTF-8 (the undecodable byte replaced), so it is still found.
+    # valid UTF-8 (the undecodable byte as U+FFFD and its hex digits), so it
+    # is still found.
     others = [row for i, row in by_id.items() if i not in CASES]
     assert len(others) == 1 and others[0]["error"] is None, others
-    assert others[0]["id"].startswith("caf") and others[0]["id"].endswith("-latin1.jpg")
+    assert others[0]["id"] == "caf\ufffdE9-latin1.jpg", others[0]["id"]
     # Failures by class: the bomb passed a size limit, the others are corrupt.
     by_class = {}
     for line in (out / "metrics.prom").read_text().splitlines():
