@@ -90,6 +90,7 @@ sl_image_params sl_image_default_params(void)
         .max_edge = 512,
         .max_input_pixels = 100000000ULL,
         .background = {255, 255, 255},
+        .max_file_bytes = 256u << 20,
     };
 }
 
@@ -434,9 +435,13 @@ sl_status sl_image_decode(const void *data, size_t len, const char *name,
 sl_status sl_image_load_file(const char *path, const sl_image_params *params, sl_image **out)
 {
     *out = NULL;
+    sl_image_params defaults = sl_image_default_params();
+    if (!params)
+        params = &defaults;
     uint8_t *buf;
     size_t len;
-    sl_status st = sl_read_file(path, UINT64_MAX, &buf, &len);
+    sl_status st = sl_read_file(path, params->max_file_bytes ? params->max_file_bytes
+                                                             : UINT64_MAX, &buf, &len);
     if (st == SL_OK)
         st = sl_image_decode(buf, len, path, params, out);
     sl_free(buf);

@@ -385,17 +385,49 @@ static void decompression_bomb_is_refused_from_the_header(void **state)
     g_free(j.data);
 }
 
+/* Writes b to a new file from the template `path` (its last 4 characters a
+ * suffix), which it fills in. */
+static void write_temp(const blob *b, char *path)
+{
+    int fd = mkstemps(path, 4);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, b->data, b->len), (ssize_t)b->len);
+    close(fd);
+}
+
 static void content_decides_the_format_not_the_name(void **state)
 {
     blob b = make_image(40, 20, 3, ".png", 0);
     char path[] = "/tmp/sluice-test-image-XXXXXX.jpg";
-    int fd = mkstemps(path, 4);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, b.data, b.len), (ssize_t)b.len);
-    close(fd);
+    write_temp(&b, path);
     sl_image *im;
     assert_int_equal(sl_image_load_file(path, NULL, &im), SL_OK);
     assert_red_blue(im, 0);
+    sl_image_free(im);
+    unlink(path);
+    g_free(b.data);
+}
+
+/* The file's size is checked against max_file_bytes before a byte is read
+ * (it had no limit: a caller read any file whole); the message names the
+ * path and the limit. */
+static void load_file_refuses_a_file_over_max_file_bytes(void **state)
+{
+    blob b = make_image(40, 20, 3, ".png", 0);
+    char path[] = "/tmp/sluice-test-image-XXXXXX.png";
+    write_temp(&b, path);
+    sl_image *im = NULL;
+    sl_image_params p = sl_image_default_params();
+    assert_int_equal(p.max_file_bytes, 256u << 20);
+    p.max_file_bytes = b.len - 1;
+    assert_int_equal(sl_image_load_file(path, &p, &im), SL_ERR_TOO_LARGE);
+    assert_null(im);
+    char want[64];
+    snprintf(want, sizeof want, "over the limit of %zu bytes", b.len - 1);
+    assert_non_null(strstr(sl_last_error(), path));
+    assert_non_null(strstr(sl_last_error(), want));
+    p.max_file_bytes = b.len;
+    assert_int_equal(sl_image_load_file(path, &p, &im), SL_OK);
     sl_image_free(im);
     unlink(path);
     g_free(b.data);
@@ -594,6 +626,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(twelve_megapixel_jpeg_shrinks_to_512),
         cmocka_unit_test(truncated_png_fails),
         cmocka_unit_test(from_rgb_copies),
+        cmocka_unit_test(load_file_refuses_a_file_over_max_file_bytes),
         cmocka_unit_test(encodes_jpeg_shrunk_and_decodable),
         cmocka_unit_test(parallel_decodes_match_a_lone_decode),
     };
