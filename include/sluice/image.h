@@ -30,6 +30,9 @@ typedef struct sl_image_params {
     uint8_t background[3];   /* alpha is flattened onto this RGB colour */
     uint64_t max_file_bytes; /* sl_image_load_file: a larger file fails before it is read
                                 (256 MiB); 0: no limit */
+    int max_aspect_ratio;    /* longer side over shorter, from the header; more fails
+                                (200, Qwen2-VL's limit; a strip shrunk to max_edge has a
+                                side a preprocessor resizes to 0); 0: no limit */
 } sl_image_params;
 
 sl_image_params sl_image_default_params(void);
