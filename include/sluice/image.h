@@ -28,6 +28,11 @@ typedef struct sl_image_params {
     int max_edge;            /* longer edge after decode; 0 keeps the size */
     uint64_t max_input_pixels; /* width*height read from the header; larger fails */
     uint8_t background[3];   /* alpha is flattened onto this RGB colour */
+    uint64_t max_file_bytes; /* sl_image_load_file: a larger file fails before it is read
+                                (256 MiB); 0: no limit */
+    int max_aspect_ratio;    /* longer side over shorter, from the header; more fails
+                                (200, Qwen2-VL's limit; a strip shrunk to max_edge has a
+                                side a preprocessor resizes to 0); 0: no limit */
 } sl_image_params;
 
 sl_image_params sl_image_default_params(void);
@@ -45,7 +50,12 @@ sl_status sl_image_init(void);
 sl_status sl_image_decode(const void *data, size_t len, const char *name,
                           const sl_image_params *params, sl_image **out);
 
-/* Read the file at `path` and decode it. */
+/* Read the regular file at `path` and decode it. A file of more than
+ * params->max_file_bytes fails from its size before it is read:
+ * SL_ERR_TOO_LARGE, "'PATH' is N bytes, over the limit of M bytes" (a
+ * caller may add the setting behind M). SL_ERR_NOT_FOUND, SL_ERR_IO (not a
+ * regular file, a read error), SL_ERR_DECODE and SL_ERR_NOMEM name `path`
+ * and the cause. NULL params: sl_image_default_params(). */
 sl_status sl_image_load_file(const char *path, const sl_image_params *params,
                              sl_image **out);
 

@@ -17,4 +17,15 @@ size_t sl_utf8_valid_prefix(const char *s, size_t len);
  * U+FFFD. Free with sl_free(); NULL when out of memory. */
 char *sl_utf8_sanitize(const char *s, size_t len);
 
+/* A NUL-terminated copy of s[0..len) that is valid UTF-8 and tells apart
+ * any two inputs: each invalid byte, and each byte of a U+FFFD already
+ * there, is written as U+FFFD and the byte in two upper-case hex digits
+ * ("caf\xE9" becomes "caf\uFFFDE9"); valid text without U+FFFD stays as
+ * it is. For names that are ids (file names are bytes). Free with
+ * sl_free(); NULL when out of memory. */
+char *sl_utf8_escape(const char *s, size_t len);
+
+/* Whether sl_utf8_escape() would change s[0..len). */
+bool sl_utf8_needs_escape(const char *s, size_t len);
+
 #endif

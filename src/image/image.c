@@ -20,6 +20,7 @@
  * Formats are recognised by content, never by file name. Only the loaders
  * for the formats above are allowed, process-wide, at first use; libvips'
  * untrusted loaders (ImageMagick, PDF, SVG, ...) are among those blocked. */
+#include <ctype.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <pthread.h>
@@ -90,21 +91,66 @@ sl_image_params sl_image_default_params(void)
         .max_edge = 512,
         .max_input_pixels = 100000000ULL,
         .background = {255, 255, 255},
+        .max_file_bytes = 256u << 20,
+        .max_aspect_ratio = 200,
     };
 }
 
 /* Takes the libvips error text (one line, trimmed) for a message. */
+/* The format a libvips loader class reads, in words: "VipsForeignLoadSvgBuffer"
+ * is "SVG"; the magick loader reads whatever ImageMagick does (TGA, BMP,
+ * PSD, ...), which says nothing of the file. Into out (size n). */
+static void loader_format(const char *loader, char *out, size_t n)
+{
+    const char *f = strncmp(loader, "VipsForeignLoad", 15) == 0 ? loader + 15 : loader;
+    size_t len = strlen(f);
+    for (const char *suffix[] = {"Buffer", "Source", "File"}, **x = suffix; x < suffix + 3; x++) {
+        size_t sl = strlen(*x);
+        if (len > sl && strcmp(f + len - sl, *x) == 0) {
+            len -= sl;
+            break;
+        }
+    }
+    if (strncmp(f, "Magick", 6) == 0) {
+        snprintf(out, n, "a format only ImageMagick reads, such as TGA, BMP or PSD");
+        return;
+    }
+    size_t k = 0;
+    for (; k < len && k + 1 < n; k++)
+        out[k] = (char)toupper((unsigned char)f[k]);
+    out[k] = '\0';
+}
+
+/* A libvips error as the row says it: after the plain words, libvips' own
+ * detail, each line's loader class ("VipsForeignLoadPngBuffer: ...") put
+ * as the format it reads ("PNG: ..."), lines joined by ';'. */
 static sl_status vips_failure(sl_status status, const char *name, const char *what)
 {
-    char cause[512];
-    snprintf(cause, sizeof cause, "%s", vips_error_buffer());
+    char raw[512], cause[640];
+    snprintf(raw, sizeof raw, "%s", vips_error_buffer());
     vips_error_clear();
-    size_t n = strlen(cause);
-    while (n && (cause[n - 1] == '\n' || cause[n - 1] == ' '))
-        cause[--n] = '\0';
-    for (char *c = cause; *c; c++)
-        if (*c == '\n')
-            *c = ';';
+    size_t o = 0;
+    for (char *line = raw, *next; *line && o + 1 < sizeof cause; line = next) {
+        next = line + strcspn(line, "\n");
+        if (*next)
+            *next++ = '\0';
+        size_t cut = strcspn(line, ":");
+        char format[80] = "";
+        if (strncmp(line, "VipsForeignLoad", 15) == 0 && line[cut] == ':') {
+            line[cut] = '\0';
+            loader_format(line, format, sizeof format);
+            line += cut + 1 + (line[cut + 1] == ' ');
+        }
+        size_t end = strlen(line);
+        while (end && line[end - 1] == ' ')
+            line[--end] = '\0';
+        if (!end)
+            continue;
+        int w = snprintf(cause + o, sizeof cause - o, "%s%s%s%s", o ? "; " : "", format,
+                         *format ? ": " : "", line);
+        o = w < 0 ? o : o + (size_t)w >= sizeof cause ? sizeof cause - 1 : o + (size_t)w;
+    }
+    cause[o] = '\0';
     return sl_fail(status, "%s: %s%s%s", name, what, cause[0] ? ": " : "", cause);
 }
 
@@ -125,6 +171,16 @@ static sl_status check_pixels(const char *name, int w, int h, const sl_image_par
         return sl_fail(SL_ERR_TOO_LARGE,
                        "%s: %dx%d pixels exceeds the limit of %llu pixels (--max-image-pixels)",
                        name, w, h, (unsigned long long)params->max_input_pixels);
+    /* From the header, before a pixel is decoded: shrunk to max_edge, a
+     * 10000x1 strip is 512x1, which a vision preprocessor resizes to a
+     * side of 0 and refuses in words that do not say why. */
+    int lo = w < h ? w : h, hi = w < h ? h : w;
+    if (params->max_aspect_ratio > 0 && lo > 0 &&
+        (uint64_t)hi > (uint64_t)params->max_aspect_ratio * (uint64_t)lo)
+        return sl_fail(SL_ERR_DECODE,
+                       "%s: %dx%d px: aspect ratio over %d:1, too %s for a vision model to "
+                       "read (crop it, or pad it nearer to square)",
+                       name, w, h, params->max_aspect_ratio, w > h ? "wide" : "tall");
     return SL_OK;
 }
 
@@ -145,7 +201,8 @@ static sl_status finish_vips(VipsImage *img, const char *name, int src_w, int sr
     g_object_unref(img);
     if (!im->pixels) {
         sl_free(im);
-        return vips_failure(SL_ERR_DECODE, name, "cannot decode pixels");
+        return vips_failure(SL_ERR_DECODE, name, "damaged or cut short (its pixels cannot "
+                                                     "be decoded)");
     }
     im->source_width = src_w;
     im->source_height = src_h;
@@ -322,6 +379,9 @@ static sl_status decode_jpeg(const void *data, size_t len, const char *name,
 
 /* --- everything else: libvips ---------------------------------------------- */
 
+/* The formats decode_vips lets through (init_vips unblocks their loaders). */
+#define READS "JPEG, PNG, WebP, GIF, TIFF and HEIF/AVIF"
+
 static bool loader_blocked(const char *loader)
 {
     GType type = g_type_from_name(loader);
@@ -339,20 +399,22 @@ static sl_status decode_vips(const void *data, size_t len, const char *name,
     const char *loader = vips_foreign_find_load_buffer(data, len);
     if (!loader) {
         vips_error_clear();
-        return sl_fail(SL_ERR_DECODE, "%s: not an image in a supported format (%zu bytes)",
-                       name, len);
+        return sl_fail(SL_ERR_DECODE, "%s: not an image sluice can read (format not "
+                                      "recognised, %zu bytes); sluice reads " READS, name, len);
     }
     /* find_load_buffer also names blocked loaders; say which format it was. */
-    if (loader_blocked(loader))
-        return sl_fail(SL_ERR_DECODE,
-                       "%s: format not accepted (libvips loader %s is blocked); sluice reads "
-                       "JPEG, PNG, WebP, GIF, TIFF and HEIF/AVIF",
-                       name, loader);
+    if (loader_blocked(loader)) {
+        char format[80];
+        loader_format(loader, format, sizeof format);
+        return sl_fail(SL_ERR_DECODE, "%s: not an image sluice can read (%s); sluice reads "
+                                      READS, name, format);
+    }
 
     VipsImage *header = vips_image_new_from_buffer(data, len, "", "access",
                                                    VIPS_ACCESS_SEQUENTIAL, NULL);
     if (!header)
-        return vips_failure(SL_ERR_DECODE, name, "cannot read the image header");
+        return vips_failure(SL_ERR_DECODE, name, "not an image sluice can read (its header "
+                                                 "cannot be read)");
     int src_w = header->Xsize, src_h = header->Ysize;
     bool has_icc = vips_image_get_typeof(header, VIPS_META_ICC_NAME) != 0;
     g_object_unref(header);
@@ -374,7 +436,7 @@ static sl_status decode_vips(const void *data, size_t len, const char *name,
                                              "size", VIPS_SIZE_DOWN, "option_string",
                                              "fail_on=truncated", NULL);
     if (failed)
-        return vips_failure(SL_ERR_DECODE, name, "cannot decode");
+        return vips_failure(SL_ERR_DECODE, name, "damaged or cut short (it cannot be decoded)");
 
     VipsImage *next = NULL;
     if (vips_image_hasalpha(img)) {
@@ -434,9 +496,13 @@ sl_status sl_image_decode(const void *data, size_t len, const char *name,
 sl_status sl_image_load_file(const char *path, const sl_image_params *params, sl_image **out)
 {
     *out = NULL;
+    sl_image_params defaults = sl_image_default_params();
+    if (!params)
+        params = &defaults;
     uint8_t *buf;
     size_t len;
-    sl_status st = sl_read_file(path, UINT64_MAX, &buf, &len);
+    sl_status st = sl_read_file(path, params->max_file_bytes ? params->max_file_bytes
+                                                             : UINT64_MAX, &buf, &len);
     if (st == SL_OK)
         st = sl_image_decode(buf, len, path, params, out);
     sl_free(buf);

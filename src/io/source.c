@@ -24,6 +24,7 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/json.h"
+#include "core/utf8.h"
 #include "io/batch_line.h"
 #include "io/dir_source.h"
 #include "io/fetch.h"
@@ -64,6 +65,7 @@ void sl_source_item_clear(sl_source_item *item)
     sl_free(item->error);
     sl_batch_req_clear(item->batch);
     sl_free(item->batch);
+    sl_free(item->alt_id);
     *item = (sl_source_item){.shard = -1};
 }
 
@@ -78,6 +80,46 @@ sl_status sl_source_item_fail(sl_source_item *item, const char *fmt, ...)
     if (!(item->error = sl_strdup(buf)))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading the input");
     return SL_OK;
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* A file:// URL's path, its %XX escapes decoded (RFC 8089, RFC 3986: what
+ * Python's Path.as_uri() and browsers write for a space or a non-ASCII
+ * name). Any other character stays as it is, '+' too (a query's space, not
+ * a path's). 0: *out set (sl_free); 1: a malformed escape or %00 (a name
+ * cannot hold a NUL), err saying which; -1: out of memory. */
+static int file_url_path(const char *url_path, char **out, char *err, size_t errlen)
+{
+    size_t n = strlen(url_path);
+    char *path = sl_malloc(n + 1), *o = path;
+    if (!path)
+        return -1;
+    for (const char *c = url_path; *c; c++) {
+        if (*c != '%') {
+            *o++ = *c;
+            continue;
+        }
+        int hi = hex_digit(c[1]), lo = hi < 0 ? -1 : hex_digit(c[2]);
+        if (hi < 0 || lo < 0 || (hi | lo) == 0) {
+            if (hi >= 0 && lo >= 0)
+                snprintf(err, errlen, "%%00 (a NUL byte) cannot be in a file name");
+            else
+                snprintf(err, errlen, "'%.3s' is not a %%XX escape", c);
+            sl_free(path);
+            return 1;
+        }
+        *o++ = (char)(hi << 4 | lo);
+        c += 2;
+    }
+    *o = '\0';
+    *out = path;
+    return 0;
 }
 
 sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,
@@ -107,7 +149,13 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
         if (*rest != '/')
             return sl_source_item_fail(item, "'%s': only file:///absolute/path URLs are read",
                                        value);
-        item->path = sl_strdup(rest);
+        char err[64];
+        int rc = file_url_path(rest, &item->path, err, sizeof err);
+        if (rc < 0)
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", value);
+        if (rc > 0)
+            return sl_source_item_fail(item, "'%s': %s; a file:// URL spells a byte as %%XX "
+                                             "(two hex digits) and a '%%' as %%25", value, err);
     } else if (sl_batch_is_data_url(value)) { /* the image inline: its bytes, no path */
         char err[256];
         sl_status st = sl_batch_data_url_decode(value, &item->data, &item->len, err, sizeof err);
@@ -947,6 +995,9 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
     item->at = line;
     if (!item->id)
         goto nomem;
+    if ((json_is_string(id) && json_string_length(id)) || json_is_integer(id))
+        if (!(item->alt_id = sl_asprintf("%s:%ld", r->name, line)))
+            goto nomem;
     if (json_is_string(id) || json_is_integer(id))
         json_object_del(row, "id");
     if (sl_source_prompt_of(sl_source_prompt_value(row, p), item) != SL_OK)
@@ -1097,7 +1148,8 @@ static sl_status batch_next(source_reader *r, sl_source_item *item, bool *done)
     if (!item->batch->custom_id)
         return line_fail(r, r->line, item, err);
     item->at = r->line;
-    if (!(item->id = sl_strdup(item->batch->custom_id)))
+    if (!(item->id = sl_strdup(item->batch->custom_id)) ||
+        !(item->alt_id = sl_strdup(item->batch->line_id)))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     if (st != SL_OK)
         return sl_source_item_fail(item, "%s:%ld: %s", r->file, r->line, err);
@@ -1819,10 +1871,39 @@ static sl_status add_types(sl_source *src, const char *file)
 
 const json_t *sl_source_column_types(const sl_source *src) { return src->types; }
 
+/* An id that is not valid UTF-8 (a file name's bytes) goes out escaped
+ * (core/utf8.h): JSON and Parquet hold text, and replacing the bad bytes
+ * with U+FFFD made two names that differ only there one id. The raw id is
+ * the alternative: an earlier sluice recorded the row in the ledger so. */
+static sl_status escape_ids(sl_source_item *item)
+{
+    if (item->alt_id && sl_utf8_needs_escape(item->alt_id, strlen(item->alt_id))) {
+        /* A manifest line's NAME:LINE, escaped as its failed row's id was. */
+        char *alt = sl_utf8_escape(item->alt_id, strlen(item->alt_id));
+        if (!alt)
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", item->alt_id);
+        sl_free(item->alt_id);
+        item->alt_id = alt;
+    }
+    if (item->id && sl_utf8_needs_escape(item->id, strlen(item->id))) {
+        char *id = sl_utf8_escape(item->id, strlen(item->id));
+        if (!id)
+            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", item->id);
+        if (item->alt_id)
+            sl_free(item->id);
+        else
+            item->alt_id = item->id;
+        item->id = id;
+    }
+    return SL_OK;
+}
+
 sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done)
 {
     for (;;) {
         sl_status st = next_item(src, item, done);
+        if (st == SL_OK && !*done)
+            st = escape_ids(item);
         if (st != SL_OK || !src->sharded || src->by_file)
             return st;
         if (*done)

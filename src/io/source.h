@@ -110,6 +110,11 @@ typedef struct sl_source_item {
     int64_t shard;   /* the input shard it is in; -1 when the input is not sharded */
     struct sl_batch_req *batch; /* openai-batch: the line's request (io/batch_line.h), set
                                    on every item of that kind, failed ones too */
+    char *alt_id;    /* another id an earlier run may have recorded the row under, or
+                        NULL; the read stage counts the row done under either. A
+                        manifest or batch line whose id came from its data (an `id`
+                        column, a custom_id): "NAME:LINE", the id the line has when it
+                        fails before its id is read (past max_line_bytes, not JSON) */
 } sl_source_item;
 
 /* Opens inputs[0..n): each is brace-expanded, then globbed when it holds

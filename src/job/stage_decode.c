@@ -115,9 +115,8 @@ static const char *sendable_mime(const uint8_t *d, size_t n)
 
 /* core/file.c names the size and the limit; the setting behind the limit
  * is the job's, named as the sources name it for a tar member or a cell. */
-sl_status job_read_local(const char *path, uint64_t max, uint8_t **data, size_t *len)
+static sl_status name_item_limit(sl_status st)
 {
-    sl_status st = sl_read_file(path, max, data, len);
     if (st == SL_ERR_TOO_LARGE) {
         char why[1024];
         snprintf(why, sizeof why, "%s", sl_last_error());
@@ -126,17 +125,18 @@ sl_status job_read_local(const char *path, uint64_t max, uint8_t **data, size_t 
     return st;
 }
 
-/* A local image file read (at most `max` bytes) and decoded. */
-static sl_status load_local_image(const char *path, uint64_t max, const sl_image_params *ip,
-                                  sl_image **out)
+sl_status job_read_local(const char *path, uint64_t max, uint8_t **data, size_t *len)
 {
-    uint8_t *buf;
-    size_t len;
-    sl_status st = job_read_local(path, max, &buf, &len);
-    if (st == SL_OK)
-        st = sl_image_decode(buf, len, path, ip, out);
-    sl_free(buf);
-    return st;
+    return name_item_limit(sl_read_file(path, max, data, len));
+}
+
+/* A local image file decoded, read up to the row's limit (max_item_bytes). */
+static sl_status load_local_image(const caption_row *r, const char *path,
+                                  const sl_image_params *ip, sl_image **out)
+{
+    sl_image_params p = *ip;
+    p.max_file_bytes = r->max_file_bytes;
+    return name_item_limit(sl_image_load_file(path, &p, out));
 }
 
 /* Gets the row's encoded bytes when they are not in memory yet and must be:
@@ -315,7 +315,7 @@ static sl_status decode_list_image(job *j, sl_row *row, caption_row *r, media_ro
     sl_image *img = NULL;
     if (st == SL_OK)
         st = d ? sl_image_decode(d, len, name, &p->image, &img)
-               : load_local_image(s->path, r->max_file_bytes, &p->image, &img);
+               : load_local_image(r, s->path, &p->image, &img);
     if (st == SL_OK && i == 0) {
         r->format = d ? job_image_format(d, len) : r->format;
         r->width = sl_image_width(img);
@@ -499,7 +499,7 @@ static void decode_row(job *j, sl_row *row)
     if (st == SL_OK)
         st = r->data ? sl_image_decode(r->data, r->len, r->path ? r->path : r->rel,
                                        &j->p->image, &r->image)
-                     : load_local_image(r->path, r->max_file_bytes, &j->p->image, &r->image);
+                     : load_local_image(r, r->path, &j->p->image, &r->image);
     if (r->data)
         r->format = job_image_format(r->data, r->len);
     if (st == SL_OK && r->data && sending_originals(j->p))

@@ -294,6 +294,14 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
             sl_source_item_clear(&it);
             return st;
         }
+        /* A line an earlier run failed before it read the line's own id
+         * (past max_line_bytes, say) is in the ledger as NAME:LINE: done
+         * like any failed row, so a larger limit does not write it twice;
+         * --retry-failed took that row out before this run read a line. */
+        if (!already && it.alt_id && (st = job_is_done(j, it.alt_id, &already)) != SL_OK) {
+            sl_source_item_clear(&it);
+            return st;
+        }
         if (!already)
             break;
         atomic_fetch_add(&j->rows_skipped, 1);
@@ -328,6 +336,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
     st = it.batch ? batch_row_take(r, &it) : SL_OK;
     sl_batch_req_clear(it.batch);
     sl_free(it.batch);
+    sl_free(it.alt_id);
     if (st != SL_OK) {
         sl_free(it.error);
         job_row_free(r);

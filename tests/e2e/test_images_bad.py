@@ -129,10 +129,11 @@ def test_bad_images_are_error_rows_or_right_output(sluice, bad_set, tmp_path):
             assert isinstance(row["caption"], str)
             assert (row["width"], row["height"]) == expect, (name, row)
     # The Latin-1 name is a row too, decoded fine; its id is the name made
-    # valid UTF-8 (the undecodable byte replaced), so it is still found.
+    # valid UTF-8 (the undecodable byte as U+FFFD and its hex digits), so it
+    # is still found.
     others = [row for i, row in by_id.items() if i not in CASES]
     assert len(others) == 1 and others[0]["error"] is None, others
-    assert others[0]["id"].startswith("caf") and others[0]["id"].endswith("-latin1.jpg")
+    assert others[0]["id"] == "caf\ufffdE9-latin1.jpg", others[0]["id"]
     # Failures by class: the bomb passed a size limit, the others are corrupt.
     by_class = {}
     for line in (out / "metrics.prom").read_text().splitlines():
@@ -143,6 +144,43 @@ def test_bad_images_are_error_rows_or_right_output(sluice, bad_set, tmp_path):
     # whole run stays far below that.
     limit_mb = 600 if sanitized() else 400
     assert r["maxrss_kb"] < limit_mb * 1024, f"peak RSS {r['maxrss_kb'] // 1024} MB"
+
+
+def test_unreadable_formats_and_strips_say_what_is_wrong_in_plain_words(sluice, tmp_path):
+    """A file libvips knows but sluice does not read said "libvips loader
+    VipsForeignLoadMagickBuffer is blocked", and a 10000x1 strip, shrunk to
+    512x1, failed in the engine with "the vision preprocessor rejected the
+    image". Now the row says what is wrong with the input: the format in
+    words, or the size and the aspect ratio (from the header, in the decode
+    stage)."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "tga.jpg").write_bytes(encode(Image.new("RGB", (64, 48), (1, 2, 3)), "TGA"))
+    (root / "svg.png").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="10" '
+                                  'height="10"><rect width="10" height="10"/></svg>')
+    (root / "text.jpg").write_text("hello, not an image\n" * 10)
+    (root / "wide.png").write_bytes(encode(Image.new("RGB", (10000, 1), (1, 2, 3)), "PNG"))
+    (root / "tall.png").write_bytes(encode(Image.new("RGB", (1, 10000), (1, 2, 3)), "PNG"))
+    (root / "ok.png").write_bytes(encode(Image.new("RGB", (400, 2), (1, 2, 3)), "PNG"))
+    noise = encode(Image.effect_noise((300, 200), 50).convert("RGB"), "PNG")
+    (root / "cut.png").write_bytes(noise[: len(noise) // 2])
+    out = tmp_path / "out"
+    r = sluice.run("caption", root, "-o", out, "--model", TINY / "model.gguf", "--mmproj",
+                   TINY / "mmproj.gguf", "--max-tokens", "2", "--metrics-addr", "off", "--quiet")
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = {row["id"]: row for row in read_rows(out)}
+    for name in ("tga.jpg", "svg.png", "text.jpg", "wide.png", "tall.png", "cut.png"):
+        err = rows[name]["error"]
+        assert rows[name]["error_stage"] == "decode" and err.startswith(str(root / name)), err
+        assert "VipsForeign" not in err, err
+    not_read = "not an image sluice can read"
+    assert not_read in rows["tga.jpg"]["error"]  # ImageMagick's, or not recognised without it
+    assert f"{not_read} (SVG)" in rows["svg.png"]["error"]
+    assert f"{not_read} (format not recognised" in rows["text.jpg"]["error"]
+    assert "10000x1 px: aspect ratio over 200:1, too wide" in rows["wide.png"]["error"]
+    assert "1x10000 px: aspect ratio over 200:1, too tall" in rows["tall.png"]["error"]
+    assert "damaged or cut short" in rows["cut.png"]["error"]  # libvips' detail after it
+    assert rows["ok.png"]["error_stage"] != "decode", rows["ok.png"]  # 200:1 is read
 
 
 def test_background_flag_is_checked(sluice, tmp_path):

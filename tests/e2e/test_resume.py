@@ -354,3 +354,32 @@ def test_an_output_on_a_read_only_file_system_says_so(sluice, tmp_path):
             assert "No such file" not in r.stderr and "Bad file descriptor" not in r.stderr
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_line_over_max_line_bytes_is_one_row_after_the_limit_is_raised(sluice, tmp_path):
+    """A manifest line past --max-line-bytes fails under its line's id
+    (m.jsonl:2): its own `id` was never read. Run again with a larger
+    limit, the line parses and names itself `b`; it was written twice (the
+    failed m.jsonl:2 and a new b) before the source told the ledger which
+    line a row came from. Now the plain rerun counts it as done (a failed
+    row is done), and --retry-failed replaces the failed row with the
+    answered one: one row for the line either way."""
+    src = tmp_path / "in"
+    src.mkdir()
+    img = sorted(SAMPLES.glob("*.jpg"))[0]
+    rows = [{"id": "a", "image": str(img)}, {"id": "b", "image": str(img), "pad": "x" * (1 << 20)},
+            {"id": "c", "image": str(img)}]
+    (src / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    r = run(sluice, src / "m.jsonl", out, "--max-line-bytes", "1M")
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert sorted(part_ids(out)) == ["a", "c", "m.jsonl:2"]
+    r = run(sluice, src / "m.jsonl", out, "--max-line-bytes", "4M")
+    assert r.returncode == 0 and "3 inputs were already done" in r.stderr, r.stderr[-3000:]
+    assert sorted(part_ids(out)) == ["a", "c", "m.jsonl:2"]
+    r = run(sluice, src / "m.jsonl", out, "--max-line-bytes", "4M", "--retry-failed")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(part_ids(out)) == ["a", "b", "c"]
+    for part in parts(out):
+        for line in part.read_text(encoding="utf-8").splitlines():
+            assert json.loads(line)["error"] is None, line

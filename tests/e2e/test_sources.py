@@ -1117,6 +1117,40 @@ def test_urls_fetched_over_http_with_named_failures(sluice, http_root, tmp_path)
     assert rows["file"]["error"] is None and rows["file"]["path"] == str(JPEGS[2])
 
 
+def test_file_urls_are_percent_decoded_and_bad_escapes_fail_the_row(sluice, tmp_path):
+    """A file:// URL names its path percent-encoded (RFC 8089, as Python's
+    pathlib.Path.as_uri() writes it): file:///d/a%20b.jpg is "/d/a b.jpg".
+    It was opened as typed, %20 and all, and failed as missing. A %00 (a
+    name cannot hold NUL) and a malformed escape fail the row naming the
+    URL."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for name in ("a b.jpg", "100%.jpg", "caf\u00e9.jpg"):
+        (d / name).write_bytes(JPEGS[0].read_bytes())
+    rows_in = [
+        {"id": "space", "url": (d / "a b.jpg").as_uri()},
+        {"id": "percent", "url": (d / "100%.jpg").as_uri()},
+        {"id": "utf8", "url": (d / "caf\u00e9.jpg").as_uri()},
+        {"id": "nul", "url": f"file://{d}/a%00b.jpg"},
+        {"id": "bad", "url": f"file://{d}/a%zzb.jpg"},
+        {"id": "short", "url": f"file://{d}/a%2"},
+    ]
+    assert "%20" in rows_in[0]["url"] and "%25" in rows_in[1]["url"]
+    manifest = tmp_path / "urls.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows_in))
+    r = run(sluice, manifest, tmp_path / "o", "--allow-file-urls")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "o"))
+    for k, name in (("space", "a b.jpg"), ("percent", "100%.jpg"), ("utf8", "caf\u00e9.jpg")):
+        assert rows[k]["error"] is None, rows[k]["error"]
+        assert rows[k]["path"] == str(d / name)
+    for k in ("nul", "bad", "short"):
+        url = next(x["url"] for x in rows_in if x["id"] == k)
+        assert url in rows[k]["error"] and rows[k]["error_stage"] == "read", rows[k]["error"]
+    assert "%00" in rows["nul"]["error"]
+    assert "%zz" in rows["bad"]["error"]
+
+
 class KeepAliveHandler(http.server.SimpleHTTPRequestHandler):
     """Serves files over HTTP/1.1 (connections stay open between
     requests) and counts the connections it accepted."""
@@ -1214,7 +1248,7 @@ def test_non_utf8_names_and_missing_inputs(sluice, tmp_path):
     r = run(sluice, d, tmp_path / "o", "--quiet")  # the CLI prints names as the bytes they are
     assert r.returncode == 0, r.stderr
     rows = jsonl_rows(tmp_path / "o")
-    assert sorted(r["id"] for r in rows) == ["caf\ufffd.jpg", "ok.jpg"]
+    assert sorted(r["id"] for r in rows) == ["caf\ufffdE9.jpg", "ok.jpg"]
     r = run(sluice, manifest, tmp_path / "o2", "--quiet")
     rows = by_id(jsonl_rows(tmp_path / "o2"))
     assert r.returncode == 3 and "invalid JSON" in rows["m.jsonl:1"]["error"]
@@ -1238,6 +1272,36 @@ def test_non_utf8_names_and_missing_inputs(sluice, tmp_path):
     assert r.returncode == 2 and "mix kinds" in r.stderr
     r = run(sluice, d, tmp_path / "o3", "--include-image-bytes")
     assert r.returncode == 2 and "--format parquet" in r.stderr
+
+
+def test_names_that_differ_only_in_invalid_utf8_bytes_keep_their_own_ids(sluice, tmp_path):
+    """Two files whose names differ only in bytes that are not UTF-8 were one
+    id in the output (each bad byte became U+FFFD), so one row hid the other
+    and --retry-failed, which reads the ids back from the parts, found
+    neither in the ledger. Now each bad byte is U+FFFD and its hex digits
+    (a U+FFFD in a name is escaped too): two rows, and a retry after a fix
+    replaces the failed one."""
+    d = tmp_path / "in"
+    d.mkdir()
+    root = os.fsencode(str(d))
+    with open(root + b"/x\xe9.jpg", "wb") as f:
+        f.write(JPEGS[0].read_bytes())
+    with open(root + b"/x\xe8.jpg", "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not a jpeg")
+    (d / "y\ufffd.jpg").write_bytes(JPEGS[1].read_bytes())
+    out = tmp_path / "o"
+    r = run(sluice, d, out, "--quiet")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(out))
+    assert set(rows) == {"x\ufffdE9.jpg", "x\ufffdE8.jpg", "y\ufffdEF\ufffdBF\ufffdBD.jpg"}
+    assert rows["x\ufffdE9.jpg"]["error"] is None
+    assert rows["x\ufffdE8.jpg"]["error"] and rows["x\ufffdE8.jpg"]["error_stage"] == "decode"
+    with open(root + b"/x\xe8.jpg", "wb") as f:
+        f.write(JPEGS[2].read_bytes())
+    r = run(sluice, d, out, "--quiet", "--retry-failed")
+    assert r.returncode == 0, r.stderr
+    rows = by_id(jsonl_rows(out))
+    assert len(rows) == 3 and all(v["error"] is None for v in rows.values()), rows
 
 
 def test_progress_knows_the_total_of_a_manifest(sluice, tmp_path):

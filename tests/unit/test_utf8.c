@@ -46,11 +46,36 @@ static void sanitize_replaces_each_bad_byte(void **state)
     sl_free(out);
 }
 
+/* Names that differ only in bad bytes stay apart, and a U+FFFD already in a
+ * name cannot pass for an escape. */
+static void escape_keeps_names_apart(void **state)
+{
+    (void)state;
+    char *e9 = sl_utf8_escape("x\xE9.jpg", 6), *e8 = sl_utf8_escape("x\xE8.jpg", 6);
+    assert_string_equal(e9, "x\xEF\xBF\xBD" "E9.jpg");
+    assert_string_equal(e8, "x\xEF\xBF\xBD" "E8.jpg");
+    assert_true(sl_utf8_valid(e9, strlen(e9)));
+    sl_free(e9);
+    sl_free(e8);
+    const char fffd[] = "y\xEF\xBF\xBD";
+    assert_true(sl_utf8_needs_escape(fffd, sizeof fffd - 1));
+    char *out = sl_utf8_escape(fffd, sizeof fffd - 1);
+    assert_string_equal(out, "y\xEF\xBF\xBD" "EF\xEF\xBF\xBD" "BF\xEF\xBF\xBD" "BD");
+    sl_free(out);
+    const char good[] = "caf\xC3\xA9 %E9";
+    assert_false(sl_utf8_needs_escape(good, sizeof good - 1));
+    out = sl_utf8_escape(good, sizeof good - 1);
+    assert_string_equal(out, good);
+    sl_free(out);
+    assert_true(sl_utf8_needs_escape("\xC3", 1)); /* cut inside a character */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(validation),
         cmocka_unit_test(sanitize_replaces_each_bad_byte),
+        cmocka_unit_test(escape_keeps_names_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1116,8 +1116,14 @@ static sl_status tokenize(llama_engine *e, req *r)
     if (st != SL_OK)
         return st;
     if (rc != 0)
-        return rc == 2 ? sl_fail(SL_ERR_DECODE, "%s: the vision preprocessor rejected the image%s",
-                                 r->id, n_images > 1 ? " (one of them)" : "")
+        return rc == 2 ? n_images > 1
+                             ? sl_fail(SL_ERR_DECODE, "%s: the vision preprocessor rejected one "
+                                       "of the %d images (llama.cpp's log says why)", r->id,
+                                       n_images)
+                             : sl_fail(SL_ERR_DECODE, "%s: the vision preprocessor rejected the "
+                                       "%dx%d px image, as shrunk (too small or too narrow for "
+                                       "it; llama.cpp's log says why)", r->id,
+                                       sl_image_width(images[0]), sl_image_height(images[0]))
                        : sl_fail(SL_ERR_ENGINE, "%s: mtmd_tokenize failed (code %d)", r->id, (int)rc);
     size_t n = mtmd_input_chunks_size(r->chunks);
     if (n == 0 || mtmd_input_chunk_get_type(mtmd_input_chunks_get(r->chunks, n - 1)) !=
