@@ -1012,3 +1012,64 @@ def test_headers_a_named_key_header_and_a_query_in_the_endpoint(sluice, tmp_path
                         "--metrics-addr", "off", timeout=60)
             assert r.returncode == 2 and why in r.stderr, (bad, r.stderr)
     assert len(seen) == 2
+
+
+def test_a_resumed_run_refuses_a_fleet_now_serving_another_model(sluice, tmp_path):
+    # Without --served-model the model is the first the fleet lists; a
+    # resumed run did not check it, so a folder's rows came from two
+    # models when the servers had been switched between the runs.
+    inp = few_inputs(tmp_path, 2)
+    out = tmp_path / "out"
+    with FakeServer(lambda h, n, body: completion(h), models=("qwen-3b",)) as fake:
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    timeout=60)
+        assert r.returncode == 0, r.stderr
+        (inp / "more.jpg").symlink_to(sample_images()[2])  # work left for a resumed run
+        fake.models = ("qwen-7b", "qwen-3b")
+        sent = len(fake.log)
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert (f"output folder '{out}' holds rows answered by model 'qwen-3b', and the "
+                "endpoints now serve (the first of GET /v1/models) 'qwen-7b'") in r.stderr
+        assert "pass --served-model 'qwen-3b'" in r.stderr and "another -o" in r.stderr
+        assert len(fake.log) == sent  # no row was asked of the other model
+        # Naming another model is refused the same way.
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    "--served-model", "qwen-7b", timeout=60)
+        assert r.returncode == 2 and "this run names (--served-model) 'qwen-7b'" in r.stderr
+        # Naming the first run's model goes on: --served-model X and a fleet
+        # found to serve X are the same job.
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    "--served-model", "qwen-3b", timeout=60)
+        assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for part in sorted(out.glob("part-*.jsonl"))
+            for line in part.read_text().splitlines()]
+    assert sorted(row["id"] for row in rows) == ["astronaut.jpg", "camera.jpg", "more.jpg"]
+    assert {row["model"] for row in rows} == {"qwen-3b"}
+
+
+def test_a_folder_of_a_sluice_that_kept_the_model_in_its_fingerprint_resumes(sluice, tmp_path):
+    # Before the model served was recorded beside the fingerprint, the
+    # fingerprint held --served-model (null when found from the fleet): such
+    # a folder is compared as it was, not refused for a key gone missing.
+    import sqlite3
+    inp = few_inputs(tmp_path, 2)
+    out = tmp_path / "out"
+    with FakeServer(lambda h, n, body: completion(h)) as fake:
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    timeout=60)
+        assert r.returncode == 0, r.stderr
+        db = sqlite3.connect(out / "_sluice_ledger.sqlite")
+        (fp,), = db.execute("SELECT value FROM meta WHERE key = 'fingerprint'")
+        assert "\nresponse_format\t" in fp and "served_model" not in fp
+        db.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'",
+                   (fp.replace("\nresponse_format\t", "\nserved_model\tnull\nresponse_format\t"),))
+        db.execute("DELETE FROM meta WHERE key = 'served_model'")
+        db.commit()
+        db.close()
+        (inp / "more.jpg").symlink_to(sample_images()[2])
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "resuming: 2 inputs were already done" in r.stderr
