@@ -216,6 +216,8 @@ static const char usage_rest_text[] =
     "  -n, --max-tokens N        tokens to generate at most (default: 64)\n"
     "      --temperature F       0 is greedy (default: 0)\n"
     "      --top-p F  --top-k N  --min-p F  --repeat-penalty F\n"
+    "                            (off: 1, 0, 0, 1; --top-p 0: the most likely token\n"
+    "                            alone, greedy)\n"
     "      --seed N              job seed; each row's seed mixes it with the row id (default: 0)\n"
     "      --stop TEXT           end generation at TEXT (not written); repeatable, up to 16\n"
     "      --json-schema F       answers are JSON matching this JSON schema (llama: sampled\n"
@@ -352,7 +354,10 @@ static const char usage_openai_text[] =
     "      --stream              stream answers (server-sent events): TTFT and inter-token\n"
     "                            latency per endpoint in the vllm:* metrics\n"
     "      --split-samples       --samples N as N requests, each with its answer's seed\n"
-    "                            (default: one request with \"n\": N; for servers without n)\n";
+    "                            (default: one request with \"n\": N; for servers without n)\n"
+    "      --max-tokens-field F  the field that carries --max-tokens: max_tokens (default),\n"
+    "                            max_completion_tokens (OpenAI's reasoning models refuse\n"
+    "                            max_tokens) or both (a fleet of old and new servers)\n";
 
 static void print_usage(FILE *fp)
 {

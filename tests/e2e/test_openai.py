@@ -1073,3 +1073,34 @@ def test_a_folder_of_a_sluice_that_kept_the_model_in_its_fingerprint_resumes(slu
                     timeout=60)
         assert r.returncode == 0, r.stderr
         assert "resuming: 2 inputs were already done" in r.stderr
+
+
+def test_top_p_0_is_sent_as_greedy_and_max_tokens_goes_in_the_field_asked(sluice, tmp_path):
+    # --top-p 0 went out as "top_p": 0, which vLLM refuses (it takes (0, 1]);
+    # in the embedded engine it keeps the most likely token alone (llama.cpp's
+    # top-p keeps one at least): greedy, whatever the temperature. And
+    # max_tokens was the only field for the cap, which OpenAI deprecates for
+    # max_completion_tokens (its reasoning models refuse max_tokens); vLLM and
+    # llama-server read max_completion_tokens first, max_tokens otherwise.
+    bodies = {}
+
+    def answer(h, n, body):
+        bodies[body["messages"][-1]["content"][-1]["text"]] = body
+        completion(h)
+
+    inp = few_inputs(tmp_path, 1)
+    runs = {"top_p_0": ("--top-p", "0", "--temperature", "0.8", "--top-k", "40"),
+            "field_new": ("--max-tokens-field", "max_completion_tokens", "--top-p", "0.5"),
+            "field_both": ("--max-tokens-field", "both")}
+    with FakeServer(answer) as fake:
+        for name, extra in runs.items():
+            r = caption(sluice, inp, tmp_path / name, "--endpoint", fake.url, "--metrics-addr",
+                        "off", "--max-tokens", "20", "--prompt", name, *extra, timeout=60)
+            assert r.returncode == 0, r.stderr
+    greedy, new, both = (bodies[name] for name in runs)
+    assert greedy["temperature"] == 0.0 and "top_p" not in greedy, greedy
+    assert greedy["top_k"] == 40 and greedy["max_tokens"] == 20
+    assert "max_completion_tokens" not in greedy  # the default field is unchanged
+    assert new["max_completion_tokens"] == 20 and "max_tokens" not in new, new
+    assert new["top_p"] == 0.5 and new["temperature"] == 0.0
+    assert both["max_completion_tokens"] == both["max_tokens"] == 20, both
