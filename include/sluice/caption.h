@@ -295,7 +295,8 @@ typedef struct sl_caption_summary {
     uint64_t peak_bytes_in_flight, memory_budget;
     int metrics_port;         /* where /metrics was served (0: not served) */
     double decode_busy_s, engine_busy_s, write_busy_s; /* summed over workers */
-    long shards;              /* output files committed (output_file is the last) */
+    long shards;              /* output files this run committed (output_file is the last,
+                                 first_output_file the first) */
     long rows_skipped;        /* inputs skipped: an earlier run committed them */
     long rows_done_before;    /* rows the output folder held at the start, as its parts
                                  hold them (earlier runs' rows.total summed) */
@@ -331,6 +332,8 @@ typedef struct sl_caption_summary {
      * (25%)" (with tasks "NAME: ...; NAME: ..."); "" otherwise and under
      * MPI (summary.json's "answers" has the counts). */
     char answers[1024];
+    char first_output_file[4096]; /* the first shard this run committed ("" when none, and
+                                     under MPI: the ranks' parts interleave) */
 } sl_caption_summary;
 
 /* Runs the whole job. SL_OK when it ran to the end, even if rows failed

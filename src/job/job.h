@@ -144,6 +144,7 @@ typedef struct job {
                                   only dropped rows is committed empty, so they count as
                                   done) */
     char last_shard[4096];     /* the last committed shard */
+    char first_shard_path[4096]; /* the first this run committed */
     char model_name[256];
     pthread_mutex_t mu;       /* model_name, load_seconds */
     double load_seconds;

@@ -1104,3 +1104,26 @@ def test_top_p_0_is_sent_as_greedy_and_max_tokens_goes_in_the_field_asked(sluice
     assert new["max_completion_tokens"] == 20 and "max_tokens" not in new, new
     assert new["top_p"] == 0.5 and new["temperature"] == 0.0
     assert both["max_completion_tokens"] == both["max_tokens"] == 20, both
+
+
+def test_the_summary_names_the_output_folder_and_its_part_files(sluice, tmp_path):
+    # The summary's output line named only the last part file ("(the last
+    # of the shards)"), so a run of 40 parts looked like a run of one.
+    inp = few_inputs(tmp_path, 3)
+    out = tmp_path / "out"
+
+    def run(*extra):
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    "--shard-rows", "1", *extra, timeout=60)
+        assert r.returncode == 0, r.stderr
+        lines = [line for line in r.stdout.splitlines() if line.startswith("output: ")]
+        assert len(lines) == 1, r.stdout
+        return lines[0]
+
+    with FakeServer(lambda h, n, body: completion(h)) as fake:
+        assert run() == f"output: {out} (3 part files: part-00000.jsonl to part-00002.jsonl)"
+        (inp / "more.jpg").symlink_to(sample_images()[3])
+        assert run() == f"output: {out} (1 part file: part-00003.jsonl)"  # this run's
+        (inp / "more2.jpg").symlink_to(sample_images()[4])
+        (inp / "more3.jpg").symlink_to(sample_images()[5])
+        assert run() == f"output: {out} (2 part files: part-00004.jsonl, part-00005.jsonl)"
