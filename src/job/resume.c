@@ -3,6 +3,7 @@
  * rather than mixed in), and opening the output folder's ledger
  * (ledger/ledger.h) to settle what an earlier run left and find where this
  * one goes on. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -340,12 +341,36 @@ static void abort_stale_uploads(job *j)
 }
 
 /* j->dir: the output folder, or the state folder of an s3:// output. */
+/* The folder the run writes, made and checked before anything runs: one
+ * it cannot write (a read-only file system, no permission, a file on the
+ * path) is the command's to change (SL_ERR_INVALID_ARG: exit status 2), not
+ * a run that failed; a disk failing (EIO, ENOSPC) stays SL_ERR_IO. */
+static sl_status writable_dir(const char *dir, const char *what, const char *flag)
+{
+    sl_status st = sl_make_dirs(dir);
+    int err = st == SL_OK ? 0 : errno;
+    if (st == SL_OK && access(dir, W_OK | X_OK) != 0)
+        err = errno;
+    else if (st != SL_OK && err != EROFS && err != EACCES && err != EPERM &&
+             err != ENOTDIR && err != ENOENT && err != ENAMETOOLONG && err != ELOOP)
+        return st;
+    if (!err)
+        return SL_OK;
+    /* access() names the folder; mkdir's message names the part of the
+     * path that failed */
+    char why[1024];
+    snprintf(why, sizeof why, "%s", st == SL_OK ? strerror(err) : sl_last_error());
+    return sl_fail(SL_ERR_INVALID_ARG,
+                   "%s '%s' cannot be written (%s): choose another %s, or make it writable",
+                   what, dir, why, flag);
+}
+
 static sl_status choose_dir(job *j)
 {
     const sl_caption_params *p = j->p;
     if (!sl_s3_is_url(p->output_dir)) {
         j->dir = p->output_dir;
-        return SL_OK;
+        return writable_dir(j->dir, "output folder", "-o");
     }
     char *bucket, *key;
     sl_status st = sl_s3_split(p->output_dir, &bucket, &key);
@@ -368,7 +393,7 @@ static sl_status choose_dir(job *j)
     sl_free(key);
     if (!j->remote || !j->dir)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", p->output_dir);
-    if ((st = sl_make_dirs(j->dir)) != SL_OK)
+    if ((st = writable_dir(j->dir, "state folder", "--state-dir")) != SL_OK)
         return st;
     return list_remote_parts(j);
 }
