@@ -49,7 +49,8 @@ typedef void (*sl_row_fn)(const sl_row_view *row, void *user);
 /* A snapshot of the running job, for progress displays. */
 typedef struct sl_caption_progress {
     double elapsed_s;           /* since the pipeline started (model load included) */
-    uint64_t rows_read, rows_done, rows_failed;
+    uint64_t rows_read, rows_done, rows_failed; /* done: written; failed: written with an
+                                   error (not rows_write_failed) */
     int64_t rows_total;         /* inputs in the folder; -1 until counted */
     double eta_s;               /* -1 while rows_total is unknown */
     uint64_t bytes_in_flight, memory_budget;
@@ -70,6 +71,10 @@ typedef struct sl_caption_progress {
     bool retry_failed;
     int64_t rows_retried, parts_retried, rows_retry_kept;
     double retry_seconds;
+    /* Rows the writer could not write (a failed write, sync or commit: the
+     * run stops, and the next run answers them again): the rows were fine,
+     * so neither done nor failed. */
+    uint64_t rows_write_failed;
 } sl_caption_progress;
 
 typedef void (*sl_progress_fn)(const sl_caption_progress *progress, void *user);
