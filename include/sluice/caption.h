@@ -49,7 +49,8 @@ typedef void (*sl_row_fn)(const sl_row_view *row, void *user);
 /* A snapshot of the running job, for progress displays. */
 typedef struct sl_caption_progress {
     double elapsed_s;           /* since the pipeline started (model load included) */
-    uint64_t rows_read, rows_done, rows_failed;
+    uint64_t rows_read, rows_done, rows_failed; /* done: written; failed: written with an
+                                   error (not rows_write_failed) */
     int64_t rows_total;         /* inputs in the folder; -1 until counted */
     double eta_s;               /* -1 while rows_total is unknown */
     uint64_t bytes_in_flight, memory_budget;
@@ -70,6 +71,10 @@ typedef struct sl_caption_progress {
     bool retry_failed;
     int64_t rows_retried, parts_retried, rows_retry_kept;
     double retry_seconds;
+    /* Rows the writer could not write (a failed write, sync or commit: the
+     * run stops, and the next run answers them again): the rows were fine,
+     * so neither done nor failed. */
+    uint64_t rows_write_failed;
 } sl_caption_progress;
 
 typedef void (*sl_progress_fn)(const sl_caption_progress *progress, void *user);
@@ -295,7 +300,8 @@ typedef struct sl_caption_summary {
     uint64_t peak_bytes_in_flight, memory_budget;
     int metrics_port;         /* where /metrics was served (0: not served) */
     double decode_busy_s, engine_busy_s, write_busy_s; /* summed over workers */
-    long shards;              /* output files committed (output_file is the last) */
+    long shards;              /* output files this run committed (output_file is the last,
+                                 first_output_file the first) */
     long rows_skipped;        /* inputs skipped: an earlier run committed them */
     long rows_done_before;    /* rows the output folder held at the start, as its parts
                                  hold them (earlier runs' rows.total summed) */
@@ -331,6 +337,8 @@ typedef struct sl_caption_summary {
      * (25%)" (with tasks "NAME: ...; NAME: ..."); "" otherwise and under
      * MPI (summary.json's "answers" has the counts). */
     char answers[1024];
+    char first_output_file[4096]; /* the first shard this run committed ("" when none, and
+                                     under MPI: the ranks' parts interleave) */
 } sl_caption_summary;
 
 /* Runs the whole job. SL_OK when it ran to the end, even if rows failed

@@ -259,6 +259,18 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out);
  * `cooldown_s`; once every endpoint has been failing for `all_down_s` (out
  * of rotation, or no request answered, only 429s, 5xx, ...), waiting
  * requests fail and poll() returns SL_ERR_IO (the job stops). */
+/* The body field that carries sl_sampling.max_tokens. OpenAI deprecates
+ * "max_tokens" for "max_completion_tokens" and its reasoning models refuse
+ * it; vLLM and llama-server read either (the new one first); an older
+ * llama-server, SGLang's older releases and strict gateways know only
+ * "max_tokens". BOTH sends the two with the same value, for a fleet of old
+ * and new servers. */
+typedef enum sl_openai_max_tokens_field {
+    SL_OPENAI_MAX_TOKENS = 0,
+    SL_OPENAI_MAX_COMPLETION_TOKENS,
+    SL_OPENAI_MAX_TOKENS_BOTH,
+} sl_openai_max_tokens_field;
+
 typedef struct sl_openai_params {
     const char *const *endpoints; /* base URLs, e.g. "http://10.0.0.7:8000" (a trailing
                                      "/v1" is accepted) */
@@ -291,6 +303,8 @@ typedef struct sl_openai_params {
     bool split_samples;        /* sampling.n > 1: one request per answer, each with its
                                   answer's seed, for servers that ignore "n" (default
                                   false: one request with "n"; see oa_submit) */
+    sl_openai_max_tokens_field max_tokens_field; /* the field that carries max_tokens
+                                  (default SL_OPENAI_MAX_TOKENS) */
 } sl_openai_params;
 
 sl_openai_params sl_openai_default_params(void);

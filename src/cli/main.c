@@ -222,6 +222,8 @@ static const char usage_rest_text[] =
     "  -n, --max-tokens N        tokens to generate at most (default: 64)\n"
     "      --temperature F       0 is greedy (default: 0)\n"
     "      --top-p F  --top-k N  --min-p F  --repeat-penalty F\n"
+    "                            (off: 1, 0, 0, 1; --top-p 0: the most likely token\n"
+    "                            alone, greedy)\n"
     "      --seed N              job seed; each row's seed mixes it with the row id (default: 0)\n"
     "      --stop TEXT           end generation at TEXT (not written); repeatable, up to 16\n"
     "      --json-schema F       answers are JSON matching this JSON schema (llama: sampled\n"
@@ -358,7 +360,10 @@ static const char usage_openai_text[] =
     "      --stream              stream answers (server-sent events): TTFT and inter-token\n"
     "                            latency per endpoint in the vllm:* metrics\n"
     "      --split-samples       --samples N as N requests, each with its answer's seed\n"
-    "                            (default: one request with \"n\": N; for servers without n)\n";
+    "                            (default: one request with \"n\": N; for servers without n)\n"
+    "      --max-tokens-field F  the field that carries --max-tokens: max_tokens (default),\n"
+    "                            max_completion_tokens (OpenAI's reasoning models refuse\n"
+    "                            max_tokens) or both (a fleet of old and new servers)\n";
 
 static void print_usage(FILE *fp)
 {
@@ -714,6 +719,29 @@ static int fetch_from_hub(const char **model, const char **mmproj, sl_hub_files 
     return st == SL_ERR_IO || st == SL_ERR_NOMEM ? EXIT_RUN : EXIT_USAGE;
 }
 
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* Where the rows went: the output folder and the part files this run
+ * committed, named when few, the first and last of many (under MPI only
+ * counted: the ranks' parts interleave). */
+static void describe_output(char *out, size_t cap, const sl_caption_summary *s, const char *dir)
+{
+    const char *first = base_name(s->first_output_file), *last = base_name(s->output_file);
+    if (s->shards <= 0)
+        snprintf(out, cap, "%s (no part file committed)", dir);
+    else if (!first[0] || !last[0])
+        snprintf(out, cap, "%s (%ld part file%s)", dir, s->shards, s->shards == 1 ? "" : "s");
+    else if (s->shards == 1)
+        snprintf(out, cap, "%s (1 part file: %s)", dir, last);
+    else
+        snprintf(out, cap, "%s (%ld part files: %s%s%s)", dir, s->shards, first,
+                 s->shards == 2 ? ", " : " to ", last);
+}
+
 /* A dry run's last lines: the counts, the failures by stage and cause, how
  * fast the inputs were read and decoded, and whether decoding would keep
  * up (its capacity from its busy time). */
@@ -733,12 +761,13 @@ static void print_dry_run(const sl_caption_summary *s, const sl_caption_params *
     if (p->engine && strcmp(p->engine, "openai") == 0)
         printf("; JPEGs to send %.1f MB", s->jpeg_bytes / 1e6);
     int workers = p->decode_workers > 0 ? p->decode_workers : 1;
+    char output[8400];
+    describe_output(output, sizeof output, s, p->output_dir);
     printf("\nbusy: decode %.2f s over %d worker%s (%.1f rows/s if never waiting), write "
-           "%.2f s; peak memory in flight %.1f MB of %.0f MB\noutput: %s%s\nreport: "
+           "%.2f s; peak memory in flight %.1f MB of %.0f MB\noutput: %s\nreport: "
            "%s/report.html\n", s->decode_busy_s, workers, workers == 1 ? "" : "s",
            s->decode_busy_s > 0 ? s->rows / s->decode_busy_s * workers : 0.0, s->write_busy_s,
-           s->peak_bytes_in_flight / 1e6, s->memory_budget / 1e6, s->output_file,
-           s->shards > 1 ? " (the last of the shards)" : "", p->output_dir);
+           s->peak_bytes_in_flight / 1e6, s->memory_budget / 1e6, output, p->output_dir);
 }
 
 static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
@@ -801,10 +830,12 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
     case SL_ERR_INVALID_ARG: case SL_ERR_NOT_FOUND: case SL_ERR_EXISTS: case SL_ERR_MODEL:
         fprintf(stderr, "sluice: %s\n", sl_last_error());
         return EXIT_USAGE;
-    case SL_ERR_STOPPED: case SL_ERR_TOO_MANY_FAILED: case SL_ERR_STAGE:
+    case SL_ERR_STOPPED: case SL_ERR_TOO_MANY_FAILED: case SL_ERR_STAGE: {
         /* The run ended early; what finished is committed. */
-        fprintf(stderr, "sluice: %s\nsluice: %ld rows written (%ld failed) to %s\n", sl_last_error(), sum.rows,
-                sum.rows_failed, sum.output_file[0] ? sum.output_file : "(nothing committed)");
+        char output[8400];
+        describe_output(output, sizeof output, &sum, p.output_dir);
+        fprintf(stderr, "sluice: %s\nsluice: %ld rows written (%ld failed) to %s\n",
+                sl_last_error(), sum.rows, sum.rows_failed, output);
         /* The rows in flight at the stop are finished and written: they may
          * have been the last, and then a rerun has nothing to do. */
         if (sum.inputs_all_done)
@@ -813,6 +844,7 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         else
             fprintf(stderr, "sluice: run the same command again to go on from there\n");
         return st == SL_ERR_STOPPED ? EXIT_STOPPED : EXIT_RUN;
+    }
     default:
         fprintf(stderr, "sluice: %s\n", sl_last_error());
         return EXIT_RUN;
@@ -853,13 +885,14 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
                                     "failed in %.2f s (%.2f rows/s, "
                      : "\n%ld images: %ld captioned, %ld failed in %.2f s (%.2f images/s, ",
                sum.rows, sum.rows_ok, sum.rows_failed, sum.seconds, rate);
+        char output[8400];
+        describe_output(output, sizeof output, &sum, p.output_dir);
         printf("%.1f tokens/s; model '%s' loaded in %.2f s)\n"
                "busy: decode %.2f s, engine %.2f s, write %.2f s; peak memory in flight %.1f MB "
-               "of %.0f MB\noutput: %s%s\nreport: %s/report.html\n",
+               "of %.0f MB\noutput: %s\nreport: %s/report.html\n",
                tps, sum.model_name,
                sum.load_seconds, sum.decode_busy_s, sum.engine_busy_s, sum.write_busy_s,
-               sum.peak_bytes_in_flight / 1e6, sum.memory_budget / 1e6, sum.output_file,
-               sum.shards > 1 ? " (the last of the shards)" : "", p.output_dir);
+               sum.peak_bytes_in_flight / 1e6, sum.memory_budget / 1e6, output, p.output_dir);
         if (sum.answers[0])
             printf("answers: %s\n", sum.answers);
     }

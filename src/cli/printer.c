@@ -73,10 +73,14 @@ static void print_progress_locked(printer *pr, const sl_caption_progress *g)
     if (g->rows_total >= 0)
         snprintf(of, sizeof of, " of %lld (%.0f%%)", (long long)g->rows_total,
                  g->rows_total ? 100.0 * (double)g->rows_done / (double)g->rows_total : 100.0);
-    char skipped[160] = "";
+    char skipped[224] = "";
+    /* Rows the writer could not write were fine rows: not failed ones. */
+    if (g->rows_write_failed)
+        snprintf(skipped, sizeof skipped, ", %llu not written (write failed)",
+                 (unsigned long long)g->rows_write_failed);
     if (g->rows_skipped)
-        snprintf(skipped, sizeof skipped, ", %llu skipped (done before)",
-                 (unsigned long long)g->rows_skipped);
+        snprintf(skipped + strlen(skipped), sizeof skipped - strlen(skipped),
+                 ", %llu skipped (done before)", (unsigned long long)g->rows_skipped);
     if (g->ranks > 1) /* rank 0 of an MPI job: the whole job as well */
         snprintf(skipped + strlen(skipped), sizeof skipped - strlen(skipped),
                  " [job: %lld rows committed, %d of %d ranks done]", (long long)g->job_rows,

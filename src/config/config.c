@@ -278,6 +278,11 @@ static const opt opts[] = {
      .help = "stream answers: TTFT and inter-token latency"},
     {"openai.split_samples", "split-samples", 0, K_BOOL, AT(p.openai.split_samples),
      .help = "--samples N as N requests (for a server without \"n\")"},
+    /* In sl_openai_max_tokens_field's order. */
+    {"openai.max_tokens_field", "max-tokens-field", 0, K_ENUM, AT(p.openai.max_tokens_field),
+     .arg = "F", .choices = "max_tokens|max_completion_tokens|both",
+     .help = "the body field that carries --max-tokens (max_completion_tokens: OpenAI's "
+             "reasoning models; both: a fleet of old and new servers)"},
 
     {"prompt.text", "prompt", 'p', K_STR, AT(p.prompt), .f = NO_TASKS, .arg = "TEXT",
      .help = "user prompt (not with tasks: each brings its own)"},
@@ -313,7 +318,7 @@ static const opt opts[] = {
     {"sampling.temperature", "temperature", 0, K_FLOAT, AT(p.sampling.temperature), .dlo = 0,
      .dhi = 100, .arg = "F", .help = "0 is greedy"},
     {"sampling.top_p", "top-p", 0, K_FLOAT, AT(p.sampling.top_p), .dlo = 0, .dhi = 1, .arg = "F",
-     .help = "1: off"},
+     .help = "1: off; 0: the most likely token alone (greedy)"},
     {"sampling.top_k", "top-k", 0, K_INT, AT(p.sampling.top_k), .lo = 0, .hi = 1 << 20,
      .arg = "N", .help = "0: off"},
     {"sampling.min_p", "min-p", 0, K_FLOAT, AT(p.sampling.min_p), .dlo = 0, .dhi = 1, .arg = "F",

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdbool.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,8 +28,10 @@ sl_status sl_make_dirs(const char *path)
         char saved = *s;
         *s = '\0';
         if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-            sl_status st = sl_fail(SL_ERR_IO, "cannot create folder '%s': %s", p, strerror(errno));
+            int err = errno;
+            sl_status st = sl_fail(SL_ERR_IO, "cannot create folder '%s': %s", p, strerror(err));
             sl_free(p);
+            errno = err;
             return st;
         }
         *s = saved;
@@ -37,8 +40,13 @@ sl_status sl_make_dirs(const char *path)
     }
     sl_free(p);
     struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return sl_fail(SL_ERR_IO, "output '%s' is not a folder", path);
+    bool there = stat(path, &st) == 0;
+    if (!there || !S_ISDIR(st.st_mode)) {
+        int err = there ? ENOTDIR : errno;
+        sl_status failed = sl_fail(SL_ERR_IO, "output '%s' is not a folder", path);
+        errno = err;
+        return failed;
+    }
     return SL_OK;
 }
 

@@ -50,7 +50,9 @@ sl_status sl_shard_remove_parts(const char *dir);
  * dir; returns how many (-1 when dir cannot be read). */
 long sl_shard_remove_temps(const char *dir);
 
-/* mkdir -p. */
+/* mkdir -p. On failure (SL_ERR_IO) errno is the failing call's (ENOTDIR
+ * when path is there but not a folder), for the caller to tell a path it
+ * cannot use (EROFS, EACCES, ...) from a failing disk. */
 sl_status sl_make_dirs(const char *path);
 
 #endif

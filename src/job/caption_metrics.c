@@ -165,7 +165,8 @@ static const struct {
 };
 
 typedef enum job_value {
-    JV_PRODUCED, JV_DONE, JV_FAILED, JV_BYTES, JV_PEAK, JV_BUDGET, JV_INPUT, JV_ETA, JV_COUNT
+    JV_PRODUCED, JV_DONE, JV_FAILED, JV_BYTES, JV_PEAK, JV_BUDGET, JV_INPUT, JV_ETA,
+    JV_WRITE_FAILED, JV_COUNT
 } job_value;
 
 static const struct {
@@ -174,7 +175,7 @@ static const struct {
 } job_families[JV_COUNT] = {
     {"sluice_rows_read_total", "Input rows read so far.", SL_METRICS_COUNTER},
     {"sluice_rows_done_total", "Rows written to the output (succeeded or failed).",
-     SL_METRICS_COUNTER},
+     SL_METRICS_COUNTER},  /* not those the writer failed: sluice_rows_write_failed_total */
     {"sluice_rows_failed_total", "Rows written with an error.", SL_METRICS_COUNTER},
     {"sluice_bytes_in_flight", "Bytes of rows between reading and writing.", SL_METRICS_GAUGE},
     {"sluice_bytes_in_flight_peak", "Highest sluice_bytes_in_flight so far.", SL_METRICS_GAUGE},
@@ -184,6 +185,9 @@ static const struct {
      SL_METRICS_GAUGE},
     {"sluice_eta_seconds", "Seconds left at the current rate; NaN while the total is unknown.",
      SL_METRICS_GAUGE},
+    {"sluice_rows_write_failed_total",
+     "Rows the writer could not write (not in the output: the next run answers them again).",
+     SL_METRICS_COUNTER},
 };
 
 struct caption_metrics {
@@ -231,6 +235,21 @@ static double stage_value_of(const sl_stage_stats *s, stage_value which)
     return 0.0;
 }
 
+void caption_exec_stats(const sl_exec *exec, sl_exec_stats *s, uint64_t *write_failed)
+{
+    sl_exec_stats_get(exec, s);
+    /* The writer is the last stage: the rows it failed are those it could
+     * not write (a row failed before arrives marked, and is written). */
+    size_t n = sl_exec_stage_count(exec);
+    sl_stage_stats w = {0};
+    if (n > 0)
+        sl_exec_stage_stats(exec, n - 1, &w);
+    uint64_t lost = w.rows_failed <= s->rows_failed ? w.rows_failed : s->rows_failed;
+    s->rows_failed -= lost;
+    s->rows_done -= lost <= s->rows_done ? lost : s->rows_done;
+    *write_failed = lost;
+}
+
 double caption_eta_seconds(const sl_exec_stats *s, int64_t total)
 {
     if (total < 0)
@@ -242,7 +261,8 @@ double caption_eta_seconds(const sl_exec_stats *s, int64_t total)
     return (double)(total - (int64_t)s->rows_done) * s->seconds / (double)s->rows_done;
 }
 
-static double job_value_of(const sl_exec_stats *s, job_value which, int64_t total)
+static double job_value_of(const sl_exec_stats *s, uint64_t write_failed, job_value which,
+                           int64_t total)
 {
     double eta;
     switch (which) {
@@ -256,6 +276,7 @@ static double job_value_of(const sl_exec_stats *s, job_value which, int64_t tota
     case JV_BYTES: return (double)s->bytes_in_flight;
     case JV_PEAK: return (double)s->peak_bytes_in_flight;
     case JV_BUDGET: return (double)s->memory_budget;
+    case JV_WRITE_FAILED: return (double)write_failed;
     case JV_COUNT: break;
     }
     return 0.0;
@@ -273,8 +294,9 @@ static double read_job_value(void *user)
 {
     struct job_ref *ref = user;
     sl_exec_stats s;
-    sl_exec_stats_get(ref->cm->exec, &s);
-    return job_value_of(&s, ref->which, atomic_load(ref->cm->input_total));
+    uint64_t write_failed;
+    caption_exec_stats(ref->cm->exec, &s, &write_failed);
+    return job_value_of(&s, write_failed, ref->which, atomic_load(ref->cm->input_total));
 }
 
 /* --- lifecycle --------------------------------------------------------------------- */
@@ -463,10 +485,11 @@ void caption_metrics_detach_exec(caption_metrics *cm)
                    stage_value_of(&ss, (stage_value)i));
     }
     sl_exec_stats es;
-    sl_exec_stats_get(cm->exec, &es);
+    uint64_t write_failed;
+    caption_exec_stats(cm->exec, &es, &write_failed);
     for (int i = 0; i < JV_COUNT; i++)
         freeze(cm->job_children[i], job_families[i].type,
-               job_value_of(&es, (job_value)i, atomic_load(cm->input_total)));
+               job_value_of(&es, write_failed, (job_value)i, atomic_load(cm->input_total)));
     cm->exec = NULL;
 }
 
@@ -758,7 +781,7 @@ json_t *caption_metrics_status_json(caption_metrics *cm)
     pthread_mutex_unlock(&cm->mu);
     static const char *const job_keys[JV_COUNT] = {
         "rows_read", "rows_done", "rows_failed", "bytes_in_flight", "bytes_in_flight_peak",
-        "memory_budget", "rows_total", "eta_s"};
+        "memory_budget", "rows_total", "eta_s", "rows_write_failed"};
     for (int i = 0; i < JV_COUNT && n_stages; i++)
         json_object_set_new(o, job_keys[i], json_number(sl_metrics_value(cm->job_children[i])));
     static const char *const stage_keys[SV_COUNT] = {

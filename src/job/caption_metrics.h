@@ -31,6 +31,10 @@ int caption_metrics_port(const caption_metrics *cm);
 sl_status caption_metrics_attach_exec(caption_metrics *cm, sl_exec *exec,
                                       const atomic_int_fast64_t *input_total);
 
+/* The executor's figures as the job counts them: the rows the writer could
+ * not write (*write_failed: not in the output, answered again by the next
+ * run) are neither done nor failed rows. */
+void caption_exec_stats(const sl_exec *exec, sl_exec_stats *stats, uint64_t *write_failed);
 /* Seconds left at the current rate, -1 when the total is unknown. */
 double caption_eta_seconds(const sl_exec_stats *stats, int64_t total);
 /* Freezes the executor-backed values (the executor is about to go). */

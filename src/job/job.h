@@ -144,6 +144,7 @@ typedef struct job {
                                   only dropped rows is committed empty, so they count as
                                   done) */
     char last_shard[4096];     /* the last committed shard */
+    char first_shard_path[4096]; /* the first this run committed */
     char model_name[256];
     pthread_mutex_t mu;       /* model_name, load_seconds */
     double load_seconds;
@@ -261,6 +262,12 @@ sl_status job_open_output(job *j);
  * output, first sets j->dir to the state folder and lists the parts in the
  * bucket. */
 sl_status job_open_ledger(job *j);
+/* The openai engine's model, `model` (named by --served-model or the first
+ * a fleet lists), against the one the folder's rows were answered by
+ * (resume.c): recorded when the ledger holds none (or no part yet), and
+ * SL_ERR_EXISTS, naming both, when it differs. The holder of the ledger
+ * checks; other ranks and jobs without a ledger pass. */
+sl_status job_check_served_model(job *j, const char *model);
 /* job/retry.c: --retry-failed at the start, by the ledger's holder:
  * retries an earlier run began are finished (*parts: how many); this run's
  * failed rows taken out of every committed part (*rows: ids taken out,

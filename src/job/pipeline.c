@@ -842,6 +842,9 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     const char *shard = j.last_shard[0] ? j.last_shard : p->output_dir;
     if (j.sink_status == SL_OK)
         snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);
+    if (j.sink_status == SL_OK && !j.dist)
+        snprintf(sum->first_output_file, sizeof sum->first_output_file, "%s",
+                 j.first_shard_path);
     sl_status job_st = lead ? SL_OK : finish_rank(&j, run_st, run_msg);
     if (lead && j.dist)
         job_st = job_totals(&j, sum);

@@ -61,7 +61,7 @@ static void progress_report(job_progress *pg, bool final)
 {
     sl_caption_progress snap = {.final = final};
     sl_exec_stats es;
-    sl_exec_stats_get(pg->exec, &es);
+    caption_exec_stats(pg->exec, &es, &snap.rows_write_failed);
     snap.elapsed_s = es.seconds;
     snap.rows_read = es.rows_produced;
     snap.rows_done = es.rows_done;

@@ -3,6 +3,7 @@
  * rather than mixed in), and opening the output folder's ledger
  * (ledger/ledger.h) to settle what an earlier run left and find where this
  * one goes on. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,8 +55,12 @@ static json_t *fp_real(double v)
 }
 
 /* What determines the rows' content, as "key\tJSON" lines; not how fast, how
- * the progress shows, or where parts are cut. NULL when out of memory. */
-static char *fingerprint(const job *j)
+ * the progress shows, or where parts are cut. With `served_model_key`, the
+ * openai engine's --served-model as a key, as sluice held it before the
+ * model served was recorded beside the fingerprint (job_check_served_model):
+ * a folder written then keeps the fingerprint it had. NULL when out of
+ * memory. */
+static char *fingerprint(const job *j, bool served_model_key)
 {
     const sl_caption_params *p = j->p;
     char *t = sl_strdup("");
@@ -106,7 +111,11 @@ static char *fingerprint(const job *j)
         fp_add(&t, "dry_run", json_true());
     if (job_uses_openai(p)) { /* not the endpoints: a fleet may change between runs */
         if (!p->dry_run) {
-            fp_add(&t, "served_model", job_json_text(p->openai.served_model));
+            /* The model is not a key: the one served is known only once
+             * the engine is up, and --served-model X and a fleet found to
+             * serve X are the same job (job_check_served_model). */
+            if (served_model_key)
+                fp_add(&t, "served_model", job_json_text(p->openai.served_model));
             fp_add(&t, "response_format", job_json_text(p->openai.response_format));
         }
         fp_add(&t, "jpeg", json_pack("[i,i,b]", p->jpeg_edge, p->jpeg_quality, p->send_original));
@@ -336,12 +345,36 @@ static void abort_stale_uploads(job *j)
 }
 
 /* j->dir: the output folder, or the state folder of an s3:// output. */
+/* The folder the run writes, made and checked before anything runs: one
+ * it cannot write (a read-only file system, no permission, a file on the
+ * path) is the command's to change (SL_ERR_INVALID_ARG: exit status 2), not
+ * a run that failed; a disk failing (EIO, ENOSPC) stays SL_ERR_IO. */
+static sl_status writable_dir(const char *dir, const char *what, const char *flag)
+{
+    sl_status st = sl_make_dirs(dir);
+    int err = st == SL_OK ? 0 : errno;
+    if (st == SL_OK && access(dir, W_OK | X_OK) != 0)
+        err = errno;
+    else if (st != SL_OK && err != EROFS && err != EACCES && err != EPERM &&
+             err != ENOTDIR && err != ENOENT && err != ENAMETOOLONG && err != ELOOP)
+        return st;
+    if (!err)
+        return SL_OK;
+    /* access() names the folder; mkdir's message names the part of the
+     * path that failed */
+    char why[1024];
+    snprintf(why, sizeof why, "%s", st == SL_OK ? strerror(err) : sl_last_error());
+    return sl_fail(SL_ERR_INVALID_ARG,
+                   "%s '%s' cannot be written (%s): choose another %s, or make it writable",
+                   what, dir, why, flag);
+}
+
 static sl_status choose_dir(job *j)
 {
     const sl_caption_params *p = j->p;
     if (!sl_s3_is_url(p->output_dir)) {
         j->dir = p->output_dir;
-        return SL_OK;
+        return writable_dir(j->dir, "output folder", "-o");
     }
     char *bucket, *key;
     sl_status st = sl_s3_split(p->output_dir, &bucket, &key);
@@ -364,7 +397,7 @@ static sl_status choose_dir(job *j)
     sl_free(key);
     if (!j->remote || !j->dir)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", p->output_dir);
-    if ((st = sl_make_dirs(j->dir)) != SL_OK)
+    if ((st = writable_dir(j->dir, "state folder", "--state-dir")) != SL_OK)
         return st;
     return list_remote_parts(j);
 }
@@ -407,7 +440,7 @@ static sl_status join_job(job *j)
     sl_status st = choose_dir(j);
     if (st != SL_OK)
         return st;
-    char *fp = fingerprint(j);
+    char *fp = fingerprint(j, false);
     if (!fp)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
     long first = 0;
@@ -424,7 +457,8 @@ static sl_status join_job(job *j)
 /* Rank 0 of an MPI job, its ledger open: coordinates the others. */
 static sl_status lead_job(job *j)
 {
-    char *fp = fingerprint(j);
+    /* the ranks compare theirs with this one, not with the ledger's */
+    char *fp = fingerprint(j, false);
     if (!fp)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
     long first = 0;
@@ -546,9 +580,6 @@ sl_status job_open_ledger(job *j)
                            "them, or choose another output folder", dir, u.count,
                            u.count == 1 ? "" : "s", names);
     }
-    char *fp = fingerprint(j);
-    if (!fp)
-        return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);
     if ((st = sl_ledger_open(dir, p->overwrite, &j->ledger)) == SL_OK && p->overwrite)
         /* under the ledger's lock, before it forgets them */
         st = j->remote ? remove_remote_parts(j) : sl_shard_remove_parts(dir);
@@ -557,6 +588,17 @@ sl_status job_open_ledger(job *j)
         st = refuse_unknown_parts(j);
     if (st == SL_OK && j->remote)
         sl_ledger_set_presence(j->ledger, remote_part_published, j);
+    char *old = NULL;
+    if (st == SL_OK && !p->overwrite)
+        st = sl_ledger_meta_get(j->ledger, "fingerprint", &old);
+    /* A folder whose fingerprint holds served_model was written before
+     * the model served was recorded apart: compared as it was. */
+    bool served_model_key = old && (strncmp(old, "served_model\t", 13) == 0 ||
+                                    strstr(old, "\nserved_model\t"));
+    sl_free(old);
+    char *fp = st == SL_OK ? fingerprint(j, served_model_key) : NULL;
+    if (st == SL_OK && !fp)
+        st = sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);
     if (st == SL_OK)
         st = sl_ledger_bind(j->ledger, fp, p->overwrite);
     sl_free(fp);
@@ -612,3 +654,29 @@ sl_status job_open_ledger(job *j)
     return j->dist ? lead_job(j) : SL_OK;
 }
 
+
+/* Recorded beside the fingerprint, not in it: the model is known only once
+ * the engine has asked the fleet, after the ledger is bound. */
+sl_status job_check_served_model(job *j, const char *model)
+{
+    if (!j->ledger || !job_uses_openai(j->p) || j->p->dry_run)
+        return SL_OK;
+    char *old = NULL;
+    sl_status st = sl_ledger_meta_get(j->ledger, "served_model", &old);
+    if (st == SL_OK && old && strcmp(old, model) != 0 && j->sum->resumed) {
+        const char *named = j->p->openai.served_model;
+        st = sl_fail(SL_ERR_EXISTS,
+                     "output folder '%s' holds rows answered by model '%s', and %s '%s': "
+                     "pass --served-model '%s' to go on with the first model (on endpoints "
+                     "that serve it), choose another -o for the new one, or pass --overwrite "
+                     "to start over",
+                     j->dir, old,
+                     named && *named ? "this run names (--served-model)"
+                                     : "the endpoints now serve (the first of GET /v1/models)",
+                     model, old);
+    } else if (st == SL_OK && (!old || strcmp(old, model) != 0)) {
+        st = sl_ledger_meta_set(j->ledger, "served_model", model);
+    }
+    sl_free(old);
+    return st;
+}

@@ -73,6 +73,9 @@ static sl_status engine_init(void *cfg, int worker, void **state)
                                      t->system_prompt ? t->system_prompt : p->system_prompt,
                                      t->prompt, choices, n);
     }
+    /* A resumed folder's rows were answered by one model: not mixed. */
+    if (st == SL_OK && job_uses_openai(p))
+        st = job_check_served_model(j, sl_engine_model_name(rep->engine));
     if (st != SL_OK) {
         sl_engine_free(rep->engine);
         sl_free(rep);

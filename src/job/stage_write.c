@@ -285,6 +285,8 @@ static sl_status commit_shard(job *j)
         st = commit_point("commit.end", part);
     if (st == SL_OK) {
         snprintf(j->last_shard, sizeof j->last_shard, "%s", part);
+        if (!j->first_shard_path[0])
+            snprintf(j->first_shard_path, sizeof j->first_shard_path, "%s", part);
         j->sum->shards++;
         j->sum->rows += j->part.rows;
         j->sum->rows_ok += j->part.ok;

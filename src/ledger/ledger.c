@@ -2,7 +2,8 @@
  * two-phase commit and the argument that it is exactly-once).
  *
  * Schema (format 1, PRAGMA user_version):
- *   meta(key PRIMARY KEY, value)            format_version, fingerprint
+ *   meta(key PRIMARY KEY, value)            format_version, fingerprint, the caller's
+ *                                           (sl_ledger_meta_set)
  *   parts(number PRIMARY KEY, name UNIQUE, state 0 pending | 1 committed, rows,
  *         inputs, written, failed)   the last three NULL in parts of a sluice that
  *         lacked them
@@ -319,7 +320,7 @@ sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset)
     sqlite3_stmt *s = NULL;
     if (reset) {
         st = exec_sql(l, "BEGIN IMMEDIATE; DELETE FROM rows; DELETE FROM parts;"
-                         "DELETE FROM meta WHERE key = 'fingerprint';",
+                         "DELETE FROM meta WHERE key <> 'format_version';",
                       "start over");
         if (st != SL_OK)
             goto out;
@@ -335,8 +336,8 @@ sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset)
                  * failed to start, say): take the new ones. */
                 sqlite3_finalize(s);
                 s = NULL;
-                st = exec_sql(l, "BEGIN IMMEDIATE; DELETE FROM meta WHERE key = 'fingerprint';",
-                              "store the settings");
+                st = exec_sql(l, "BEGIN IMMEDIATE; DELETE FROM meta WHERE key <> "
+                                 "'format_version';", "store the settings");
                 if (st != SL_OK)
                     goto out;
             } else if (differs) {
@@ -368,6 +369,48 @@ sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset)
     if (st != SL_OK)
         rollback(l);
 out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+/* --- the caller's facts ------------------------------------------------------------ */
+
+sl_status sl_ledger_meta_get(sl_ledger *l, const char *key, char **value)
+{
+    *value = NULL;
+    pthread_mutex_lock(&l->mu);
+    sqlite3_stmt *s = NULL;
+    sl_status st = prepare(l, "SELECT value FROM meta WHERE key = ?1", &s);
+    if (st == SL_OK) {
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            const char *v = (const char *)sqlite3_column_text(s, 0);
+            if (!(*value = sl_strdup(v ? v : "")))
+                st = sl_fail(SL_ERR_NOMEM, "out of memory reading resume ledger '%s'", l->path);
+        } else if (rc != SQLITE_DONE) {
+            st = db_fail(l, SL_ERR_IO, "read its settings");
+        }
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+sl_status sl_ledger_meta_set(sl_ledger *l, const char *key, const char *value)
+{
+    if (strcmp(key, "format_version") == 0 || strcmp(key, "fingerprint") == 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': '%s' is the ledger's own key",
+                       l->path, key);
+    pthread_mutex_lock(&l->mu);
+    sqlite3_stmt *s = NULL;
+    sl_status st = prepare(l, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", &s);
+    if (st == SL_OK) {
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, 2, value, -1, SQLITE_TRANSIENT);
+        st = step_done(l, s, "store the settings");
+    }
     sqlite3_finalize(s);
     pthread_mutex_unlock(&l->mu);
     return st;

@@ -97,6 +97,18 @@ sl_status sl_ledger_open(const char *dir, bool overwrite, sl_ledger **out);
  * part first (the caller has removed their files) and stores the new one. */
 sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset);
 
+/* Facts about the run the caller records beside the fingerprint and checks
+ * itself, outside it (the model an endpoint served, found only once the
+ * engine is up: job/stage_engine.c). sl_ledger_meta_get() sets *value to the
+ * text stored under `key` (sl_free) or NULL when none is; it also reads the
+ * ledger's own keys ("fingerprint"). sl_ledger_meta_set() stores it, durably,
+ * replacing what was; SL_ERR_INVALID_ARG for the ledger's own keys
+ * ("format_version", "fingerprint"). While a part is open the value commits
+ * with it. A bind that starts over, or that takes a new fingerprint, forgets
+ * every such key. */
+sl_status sl_ledger_meta_get(sl_ledger *l, const char *key, char **value);
+sl_status sl_ledger_meta_set(sl_ledger *l, const char *key, const char *value);
+
 /* Where the parts are published elsewhere (object storage): whether part
  * `name` was published, asked by sl_ledger_reconcile() in place of looking
  * for dir/name. `user` is the caller's, borrowed until the ledger is freed. */

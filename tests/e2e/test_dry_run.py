@@ -335,3 +335,35 @@ def test_failed_rows_are_printed_one_by_one_up_to_a_hundred(sluice, tmp_path):
     assert r.stderr.count("more than 100 rows failed: the rest are not printed one by one") == 1
     rows = [json.loads(line) for line in (out / "part-00000.jsonl").read_text().splitlines()]
     assert len(rows) == 130 and all(row["error"] for row in rows)
+
+
+def test_rows_the_writer_could_not_write_are_not_failed_rows(sluice, tmp_path):
+    # A part whose sync failed (an I/O error) counted its rows as failed
+    # rows in the progress line and in sluice_rows_failed_total, as if the
+    # inputs were broken; they were fine, and the next run answers them.
+    # Now a count of their own: "N not written (write failed)".
+    src = tmp_path / "in"
+    sample_copies(src, 1)
+    out = tmp_path / "out"
+    env = dict(os.environ, SLUICE_TEST_FAULTS="fsync=eio@1")
+    r = subprocess.run([str(sluice.binary), "caption", str(src), "-o", str(out), "--dry-run",
+                        "--metrics-addr", "off", "--show", "0", "--shard-rows", "2"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 1, r.stderr
+    assert "Input/output error" in r.stderr, r.stderr
+    last = [line for line in r.stderr.splitlines() if line.startswith("progress: ")][-1]
+    assert " 0 failed, " in last and " not written (write failed)" in last, last
+    lost = int(last.split(" not written")[0].rsplit(", ", 1)[1])
+    assert lost >= 2, last  # the part given up held two rows at least
+    assert "failed (write)" not in r.stderr  # no row is named as failed
+    text = (out / "metrics.prom").read_text()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith("sluice_rows_")}
+    assert values["sluice_rows_failed_total"] == 0, values
+    assert values["sluice_rows_write_failed_total"] == lost, values
+    # The next run writes them: every input once.
+    r = dry(sluice, src, out, "--shard-rows", "2")
+    assert r.returncode == 0, r.stderr
+    ids = [json.loads(line)["id"] for part in sorted(out.glob("part-*.jsonl"))
+           for line in part.read_text().splitlines()]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == len(sample_images())

@@ -1012,3 +1012,118 @@ def test_headers_a_named_key_header_and_a_query_in_the_endpoint(sluice, tmp_path
                         "--metrics-addr", "off", timeout=60)
             assert r.returncode == 2 and why in r.stderr, (bad, r.stderr)
     assert len(seen) == 2
+
+
+def test_a_resumed_run_refuses_a_fleet_now_serving_another_model(sluice, tmp_path):
+    # Without --served-model the model is the first the fleet lists; a
+    # resumed run did not check it, so a folder's rows came from two
+    # models when the servers had been switched between the runs.
+    inp = few_inputs(tmp_path, 2)
+    out = tmp_path / "out"
+    with FakeServer(lambda h, n, body: completion(h), models=("qwen-3b",)) as fake:
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    timeout=60)
+        assert r.returncode == 0, r.stderr
+        (inp / "more.jpg").symlink_to(sample_images()[2])  # work left for a resumed run
+        fake.models = ("qwen-7b", "qwen-3b")
+        sent = len(fake.log)
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert (f"output folder '{out}' holds rows answered by model 'qwen-3b', and the "
+                "endpoints now serve (the first of GET /v1/models) 'qwen-7b'") in r.stderr
+        assert "pass --served-model 'qwen-3b'" in r.stderr and "another -o" in r.stderr
+        assert len(fake.log) == sent  # no row was asked of the other model
+        # Naming another model is refused the same way.
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    "--served-model", "qwen-7b", timeout=60)
+        assert r.returncode == 2 and "this run names (--served-model) 'qwen-7b'" in r.stderr
+        # Naming the first run's model goes on: --served-model X and a fleet
+        # found to serve X are the same job.
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    "--served-model", "qwen-3b", timeout=60)
+        assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for part in sorted(out.glob("part-*.jsonl"))
+            for line in part.read_text().splitlines()]
+    assert sorted(row["id"] for row in rows) == ["astronaut.jpg", "camera.jpg", "more.jpg"]
+    assert {row["model"] for row in rows} == {"qwen-3b"}
+
+
+def test_a_folder_of_a_sluice_that_kept_the_model_in_its_fingerprint_resumes(sluice, tmp_path):
+    # Before the model served was recorded beside the fingerprint, the
+    # fingerprint held --served-model (null when found from the fleet): such
+    # a folder is compared as it was, not refused for a key gone missing.
+    import sqlite3
+    inp = few_inputs(tmp_path, 2)
+    out = tmp_path / "out"
+    with FakeServer(lambda h, n, body: completion(h)) as fake:
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    timeout=60)
+        assert r.returncode == 0, r.stderr
+        db = sqlite3.connect(out / "_sluice_ledger.sqlite")
+        (fp,), = db.execute("SELECT value FROM meta WHERE key = 'fingerprint'")
+        assert "\nresponse_format\t" in fp and "served_model" not in fp
+        db.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'",
+                   (fp.replace("\nresponse_format\t", "\nserved_model\tnull\nresponse_format\t"),))
+        db.execute("DELETE FROM meta WHERE key = 'served_model'")
+        db.commit()
+        db.close()
+        (inp / "more.jpg").symlink_to(sample_images()[2])
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "resuming: 2 inputs were already done" in r.stderr
+
+
+def test_top_p_0_is_sent_as_greedy_and_max_tokens_goes_in_the_field_asked(sluice, tmp_path):
+    # --top-p 0 went out as "top_p": 0, which vLLM refuses (it takes (0, 1]);
+    # in the embedded engine it keeps the most likely token alone (llama.cpp's
+    # top-p keeps one at least): greedy, whatever the temperature. And
+    # max_tokens was the only field for the cap, which OpenAI deprecates for
+    # max_completion_tokens (its reasoning models refuse max_tokens); vLLM and
+    # llama-server read max_completion_tokens first, max_tokens otherwise.
+    bodies = {}
+
+    def answer(h, n, body):
+        bodies[body["messages"][-1]["content"][-1]["text"]] = body
+        completion(h)
+
+    inp = few_inputs(tmp_path, 1)
+    runs = {"top_p_0": ("--top-p", "0", "--temperature", "0.8", "--top-k", "40"),
+            "field_new": ("--max-tokens-field", "max_completion_tokens", "--top-p", "0.5"),
+            "field_both": ("--max-tokens-field", "both")}
+    with FakeServer(answer) as fake:
+        for name, extra in runs.items():
+            r = caption(sluice, inp, tmp_path / name, "--endpoint", fake.url, "--metrics-addr",
+                        "off", "--max-tokens", "20", "--prompt", name, *extra, timeout=60)
+            assert r.returncode == 0, r.stderr
+    greedy, new, both = (bodies[name] for name in runs)
+    assert greedy["temperature"] == 0.0 and "top_p" not in greedy, greedy
+    assert greedy["top_k"] == 40 and greedy["max_tokens"] == 20
+    assert "max_completion_tokens" not in greedy  # the default field is unchanged
+    assert new["max_completion_tokens"] == 20 and "max_tokens" not in new, new
+    assert new["top_p"] == 0.5 and new["temperature"] == 0.0
+    assert both["max_completion_tokens"] == both["max_tokens"] == 20, both
+
+
+def test_the_summary_names_the_output_folder_and_its_part_files(sluice, tmp_path):
+    # The summary's output line named only the last part file ("(the last
+    # of the shards)"), so a run of 40 parts looked like a run of one.
+    inp = few_inputs(tmp_path, 3)
+    out = tmp_path / "out"
+
+    def run(*extra):
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--metrics-addr", "off",
+                    "--shard-rows", "1", *extra, timeout=60)
+        assert r.returncode == 0, r.stderr
+        lines = [line for line in r.stdout.splitlines() if line.startswith("output: ")]
+        assert len(lines) == 1, r.stdout
+        return lines[0]
+
+    with FakeServer(lambda h, n, body: completion(h)) as fake:
+        assert run() == f"output: {out} (3 part files: part-00000.jsonl to part-00002.jsonl)"
+        (inp / "more.jpg").symlink_to(sample_images()[3])
+        assert run() == f"output: {out} (1 part file: part-00003.jsonl)"  # this run's
+        (inp / "more2.jpg").symlink_to(sample_images()[4])
+        (inp / "more3.jpg").symlink_to(sample_images()[5])
+        assert run() == f"output: {out} (2 part files: part-00004.jsonl, part-00005.jsonl)"

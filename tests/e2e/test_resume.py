@@ -332,7 +332,10 @@ def test_an_output_on_a_read_only_file_system_says_so(sluice, tmp_path):
     """The ledger's open on a read-only file system was reported as "No such
     file or directory" (a new ledger: SQLite's read-only retry's errno) or
     "Bad file descriptor" (an existing one, opened read-only and failing at
-    the lock). Both now name the cause. Needs root to mount a tmpfs."""
+    the lock). Both now name the cause. And it exited 1, as a run that
+    failed, though the command must change before any run can: now 2, a
+    configuration error, as is a file on the path where a folder must be.
+    Needs root to mount a tmpfs (a read-only mount refuses root too)."""
     disk = tmp_path / "disk"
     disk.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
@@ -347,11 +350,18 @@ def test_an_output_on_a_read_only_file_system_says_so(sluice, tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         (disk / "empty").mkdir()
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-        for out in (disk / "empty", done):
+        for out in (disk / "empty", done, disk / "new" / "deeper"):
             r = run(sluice, src, out, "--dry-run")
-            assert r.returncode == 1, r.stderr[-2000:]
+            assert r.returncode == 2, r.stderr[-2000:]
             assert "Read-only file system" in r.stderr and str(out) in r.stderr, r.stderr[-2000:]
+            assert "choose another -o, or make it writable" in r.stderr, r.stderr[-2000:]
             assert "No such file" not in r.stderr and "Bad file descriptor" not in r.stderr
+        (tmp_path / "a-file").write_text("not a folder")
+        out = tmp_path / "a-file" / "out"
+        r = run(sluice, src, out, "--dry-run")
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert (f"output folder '{out}' cannot be written (cannot create folder "
+                f"'{out}': Not a directory)") in r.stderr, r.stderr[-2000:]
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 

@@ -281,6 +281,7 @@ static const struct {
     {"openai.give_up_after", "33.3"}, {"openai.jpeg_edge", "640"},
     {"openai.jpeg_quality", "75"}, {"openai.send_original", "true"},
     {"openai.response_format", NULL}, {"openai.stream", "true"}, {"openai.split_samples", "true"},
+    {"openai.max_tokens_field", "max_completion_tokens"},
     {"prompt.text", "\"Quotes\", \\backslash\\, tab\t, line\nbreak, \xc3\xa9t\xc3\xa9, \x01, "
                     "\xe2\x80\xa8 ~ # : - [x] {y}"},
     {"prompt.system", "null"}, {"prompt.column", "q"}, {"prompt.turns", "last"},

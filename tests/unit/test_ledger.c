@@ -11,6 +11,7 @@
 
 #include <sqlite3.h>
 
+#include "core/alloc.h"
 #include "io/shard.h"
 #include "ledger/ledger.h"
 #include "test_util.h"
@@ -225,6 +226,45 @@ static void other_settings_are_refused_unless_reset(void **state)
     assert_int_equal(sl_ledger_bind(l, "prompt\t\"Other\"\n", false), SL_OK);
     /* With no part recorded, other settings are simply taken. */
     assert_int_equal(sl_ledger_bind(l, FP, false), SL_OK);
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
+/* The caller's facts beside the fingerprint (the model an endpoint
+ * served): kept across runs, replaced when set again, forgotten with the
+ * fingerprint; the ledger's own keys are read, never written. */
+static void facts_beside_the_fingerprint(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_ledger_info info;
+    sl_ledger *l = open_bound(dir, &info);
+    char *v = (char *)"unset";
+    assert_int_equal(sl_ledger_meta_get(l, "served_model", &v), SL_OK);
+    assert_null(v);
+    assert_int_equal(sl_ledger_meta_set(l, "served_model", "qwen-3b"), SL_OK);
+    commit_part(l, dir, "part-00000.jsonl", 0, "a.jpg");
+    sl_ledger_free(l);
+
+    l = open_bound(dir, &info);
+    assert_int_equal(sl_ledger_meta_get(l, "served_model", &v), SL_OK);
+    assert_string_equal(v, "qwen-3b");
+    sl_free(v);
+    assert_int_equal(sl_ledger_meta_get(l, "fingerprint", &v), SL_OK);
+    assert_string_equal(v, FP);
+    sl_free(v);
+    assert_int_equal(sl_ledger_meta_set(l, "served_model", "qwen-7b"), SL_OK);
+    assert_int_equal(sl_ledger_meta_get(l, "served_model", &v), SL_OK);
+    assert_string_equal(v, "qwen-7b");
+    sl_free(v);
+    assert_int_equal(sl_ledger_meta_set(l, "fingerprint", "x"), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_ledger_meta_set(l, "format_version", "9"), SL_ERR_INVALID_ARG);
+    /* Starting over forgets them with the parts. */
+    assert_int_equal(sl_ledger_bind(l, FP, true), SL_OK);
+    assert_int_equal(sl_ledger_meta_get(l, "served_model", &v), SL_OK);
+    assert_null(v);
+    assert_int_equal(sl_ledger_meta_get(l, "format_version", &v), SL_OK);
+    assert_string_equal(v, "1");
+    sl_free(v);
     sl_ledger_free(l);
     tu_rmtree(dir);
 }
@@ -525,6 +565,7 @@ int main(void)
         cmocka_unit_test(pending_with_file_is_committed),
         cmocka_unit_test(committed_part_whose_file_is_gone_is_dropped),
         cmocka_unit_test(other_settings_are_refused_unless_reset),
+        cmocka_unit_test(facts_beside_the_fingerprint),
         cmocka_unit_test(one_run_per_folder_and_damaged_files),
         cmocka_unit_test(misuse_is_an_error_not_a_crash),
         cmocka_unit_test(a_ledger_without_counts_counts_its_ids),

@@ -464,14 +464,22 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
         choosing.top_logprobs = OPENAI_CHOICE_TOP;
         s = &choosing;
     }
+    /* A top-p of 0 keeps the most likely token alone, as llama.cpp's top-p
+     * does in the embedded engine: greedy, whatever the temperature. Sent
+     * as that, since vLLM refuses a top_p of 0 (it takes (0, 1]). */
+    bool greedy = s->top_p <= 0.0f;
     if (!bad) {
         bad |= set_new(root, "model", json_string(e->model)) ||
                json_object_set(root, "messages", messages) ||
-               set_new(root, "max_tokens", json_integer(s->max_tokens)) ||
-               set_new(root, "temperature", param_real(s->temperature)) ||
+               set_new(root, "temperature", param_real(greedy ? 0.0f : s->temperature)) ||
                /* 31 bits: every server takes it (llama-server reads a uint32). */
                set_new(root, "seed", json_integer((json_int_t)(s->seed & 0x7fffffff))) ||
                set_new(root, "stream", json_boolean(stream));
+        sl_openai_max_tokens_field field = e->p.max_tokens_field;
+        if (field != SL_OPENAI_MAX_COMPLETION_TOKENS)
+            bad |= set_new(root, "max_tokens", json_integer(s->max_tokens));
+        if (field != SL_OPENAI_MAX_TOKENS)
+            bad |= set_new(root, "max_completion_tokens", json_integer(s->max_tokens));
         if (stream) { /* the token counts come in a last chunk (vLLM needs asking) */
             json_t *opts = json_object();
             bad |= !opts || set_new(opts, "include_usage", json_true()) ||
@@ -481,7 +489,7 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
             bad |= set_new(root, "n", json_integer(n));
         /* What is off is left out: OpenAI's API and strict gateways refuse
          * the fields they do not know (min_p, top_k, repeat_penalty). */
-        if (s->top_p < 1.0f)
+        if (s->top_p < 1.0f && !greedy)
             bad |= set_new(root, "top_p", param_real(s->top_p));
         if (s->min_p > 0.0f)
             bad |= set_new(root, "min_p", param_real(s->min_p));
