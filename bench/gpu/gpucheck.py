@@ -222,7 +222,9 @@ def cmd_result(argv: list[str]) -> int:
 
 # ---------------------------------------------------------------- final
 
-RATIO_MODELS = ("qwen3b-like", "qwen3b-like-2l")   # the baseline's model family
+# the baseline's model family (qwen3b-like: the idefics3 stand-in of runs
+# before 2026-12-04's Qwen2.5-VL layout)
+RATIO_MODELS = ("qwen25vl-3b", "qwen25vl-3b-2l", "qwen3b-like", "qwen3b-like-2l")
 
 
 def cmd_final(out: str, meta_json: str) -> int:

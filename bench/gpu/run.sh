@@ -23,11 +23,11 @@
 #   PYTHON     default python3: numpy, Pillow, PyYAML, tqdm; torch and
 #              transformers for the baseline
 #   CPU_SMOKE=1  test the whole path on a CPU machine: the CPU payload, no
-#              nvidia-smi and no --gpus, the 2-layer qwen3b-like-2l model, a
+#              nvidia-smi and no --gpus, the 2-layer qwen25vl-3b-2l model, a
 #              handful of images, 4 tokens, 180 s a run and 900 in all; the
 #              baseline only if torch is there
-#   QUICK=1    the two main runs only (q3b-p128, s256-p128) and a shorter baseline
-#   RUNS="q3b-p128 hf"  only these (names below; hf is the baseline)
+#   QUICK=1    the two main runs only (q25-p128, s256-p128) and a shorter baseline
+#   RUNS="q25-p128 hf"  only these (names below; hf is the baseline)
 #   T_RUN T_DRAIN  a run gets SIGINT at T_RUN s (default 50; sluice then
 #              finishes the rows in flight), a second at T_RUN+T_DRAIN (25;
 #              it stops at once), SIGKILL 10 s later
@@ -181,10 +181,13 @@ gen() { # DIR gen_model.py-args...: generate unless the same arguments made it a
     echo "   ($(($(date +%s) - t)) s)"
 }
 # both at once: each is mostly one core and the disk
-big=qwen3b-like
-[ "$smoke" = 1 ] && big=qwen3b-like-2l
-mbig=$W/m3b
-[ "$smoke" = 1 ] && mbig=$W/m3b2l
+# Qwen2.5-VL-3B's own architecture (M-RoPE, its vision tower and merger),
+# 256 tokens an image as the baseline's 448 x 448
+big=qwen25vl-3b
+[ "$smoke" = 1 ] && big=qwen25vl-3b-2l
+mbig=$W/m25
+[ "$smoke" = 1 ] && mbig=$W/m252l
+Q=(--image-max-tokens 256)
 gen "$mbig" --shape "$big" >"$O/gen-big.txt" 2>&1 &
 g1=$!
 gen "$W/m256" --shape smolvlm-256m --longest-edge 512 --text-dtype bf16 >"$O/gen-256.txt" 2>&1 &
@@ -257,19 +260,19 @@ run_one() {
     rm -rf "$ro"
 }
 if [ "$smoke" = 1 ]; then
-    run_one q3b2l-p4 "$mbig" qwen3b-like-2l --parallel 4
+    run_one q252l-p4 "$mbig" "$big" "${Q[@]}" --parallel 4
     run_one s256-p4 "$W/m256" smolvlm-256m --parallel 4
-    run_one q3b2l-r2 "$mbig" qwen3b-like-2l --replicas 2 --parallel 2
+    run_one q252l-r2 "$mbig" "$big" "${Q[@]}" --replicas 2 --parallel 2
 else # by importance: what is skipped at the deadline is the end of the list
-    run_one q3b-p128 "$mbig" qwen3b-like --gpus 0 --parallel 128
+    run_one q25-p128 "$mbig" "$big" "${Q[@]}" --gpus 0 --parallel 128
     run_one s256-p128 "$W/m256" smolvlm-256m --gpus 0 --parallel 128
     if [ -z "${QUICK:-}" ]; then
-        run_one q3b-p255 "$mbig" qwen3b-like --gpus 0 --parallel 255
-        run_one q3b-r2 "$mbig" qwen3b-like --replicas 2 --parallel 128
-        run_one q3b-p64 "$mbig" qwen3b-like --gpus 0 --parallel 64
+        run_one q25-r2 "$mbig" "$big" "${Q[@]}" --replicas 2 --parallel 128
+        run_one q25-p255 "$mbig" "$big" "${Q[@]}" --gpus 0 --parallel 255
+        run_one q25-p64 "$mbig" "$big" "${Q[@]}" --gpus 0 --parallel 64
         # choices: host-scored rows (one decode step, a probe a row for
         # "1"/"10" on Qwen's digits) among the device-sampled path's
-        run_one q3b-rate "$mbig" qwen3b-like --gpus 0 --parallel 128 \
+        run_one q25-rate "$mbig" "$big" "${Q[@]}" --gpus 0 --parallel 128 \
             --choices 1,2,3,4,5,6,7,8,9,10
     fi
 fi

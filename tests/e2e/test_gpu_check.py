@@ -35,6 +35,25 @@ def test_qwen3b_shapes_have_qwen_dimensions():
         {k: v for k, v in q.__dict__.items() if k not in ("name", "n_layer", "v_layer")}
 
 
+def test_qwen25vl_shapes_have_qwen25vl_3b_dimensions():
+    import gen_model as g
+    q, q2 = g.SHAPES["qwen25vl-3b"], g.SHAPES["qwen25vl-3b-2l"]
+    assert q.family == q2.family == "qwen25vl"
+    # Qwen2.5-VL-3B-Instruct's config.json (text_config, vision_config)
+    assert (q.n_layer, q.n_embd, q.n_head, q.n_head_kv, q.n_ff, q.tied) == \
+        (36, 2048, 16, 2, 11008, True)
+    assert (q.v_layer, q.v_embd, q.v_head, q.v_ff, q.patch_size, q.scale_factor) == \
+        (32, 1280, 16, 3420, 14, 2)
+    # fullatt_block_indexes [7, 15, 23, 31]: every 8th block attends fully
+    assert q.v_wa_pattern == 8
+    assert (q2.n_layer, q2.v_layer) == (2, 2)
+    assert {k: v for k, v in q2.__dict__.items() if k not in ("name", "n_layer", "v_layer", "v_wa_pattern")} == \
+        {k: v for k, v in q.__dict__.items() if k not in ("name", "n_layer", "v_layer", "v_wa_pattern")}
+    # the run script measures this shape, at the baseline's 256 tokens an image
+    run = (REPO / "bench" / "gpu" / "run.sh").read_text()
+    assert "big=qwen25vl-3b\n" in run and "Q=(--image-max-tokens 256)" in run
+
+
 def test_fast_weights_are_deterministic_and_not_the_default(tmp_path):
     gen = [sys.executable, str(REPO / "tools" / "gen_model.py"), "--shape", "tiny"]
     for d in ("a", "b"):
