@@ -160,6 +160,10 @@ static const opt opts[] = {
      .arg = "N", .help = "shrink the longer edge to N px (0 keeps)"},
     {"image.max_pixels", "max-image-pixels", 0, K_U64, AT(p.image.max_input_pixels), .lo = 1,
      .hi = LONG_MAX, .arg = "N", .help = "refuse larger images (from the header)"},
+    {"image.max_aspect_ratio", "max-aspect-ratio", 0, K_INT, AT(p.image.max_aspect_ratio),
+     .lo = 0, .hi = 1 << 20, .arg = "N",
+     .help = "refuse images whose longer side is over N times the shorter (from the header; "
+             "0: no limit)"},
     {"image.background", "background", 0, K_RGB, AT(p.image.background), .arg = "RRGGBB",
      .help = "colour transparent pixels are flattened onto"},
     {"image.text", "image-text", 0, K_STR, AT(p.image_text), .arg = "TEXT",

@@ -82,46 +82,6 @@ sl_status sl_source_item_fail(sl_source_item *item, const char *fmt, ...)
     return SL_OK;
 }
 
-static int hex_digit(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* A file:// URL's path, its %XX escapes decoded (RFC 8089, RFC 3986: what
- * Python's Path.as_uri() and browsers write for a space or a non-ASCII
- * name). Any other character stays as it is, '+' too (a query's space, not
- * a path's). 0: *out set (sl_free); 1: a malformed escape or %00 (a name
- * cannot hold a NUL), err saying which; -1: out of memory. */
-static int file_url_path(const char *url_path, char **out, char *err, size_t errlen)
-{
-    size_t n = strlen(url_path);
-    char *path = sl_malloc(n + 1), *o = path;
-    if (!path)
-        return -1;
-    for (const char *c = url_path; *c; c++) {
-        if (*c != '%') {
-            *o++ = *c;
-            continue;
-        }
-        int hi = hex_digit(c[1]), lo = hi < 0 ? -1 : hex_digit(c[2]);
-        if (hi < 0 || lo < 0 || (hi | lo) == 0) {
-            if (hi >= 0 && lo >= 0)
-                snprintf(err, errlen, "%%00 (a NUL byte) cannot be in a file name");
-            else
-                snprintf(err, errlen, "'%.3s' is not a %%XX escape", c);
-            sl_free(path);
-            return 1;
-        }
-        *o++ = (char)(hi << 4 | lo);
-        c += 2;
-    }
-    *o = '\0';
-    *out = path;
-    return 0;
-}
-
 sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,
                            sl_source_item *item)
 {
@@ -143,19 +103,15 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
             return sl_source_item_fail(item, "'%s': file:// URLs are refused; pass "
                                              "--allow-file-urls to read local files named by URL",
                                        value);
-        const char *rest = value + 7;
-        if (strncmp(rest, "localhost/", 10) == 0)
-            rest += 9;
-        if (*rest != '/')
-            return sl_source_item_fail(item, "'%s': only file:///absolute/path URLs are read",
-                                       value);
-        char err[64];
-        int rc = file_url_path(rest, &item->path, err, sizeof err);
+        char *why = NULL;
+        int rc = sl_file_url_path(value, &item->path, &why);
         if (rc < 0)
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", value);
-        if (rc > 0)
-            return sl_source_item_fail(item, "'%s': %s; a file:// URL spells a byte as %%XX "
-                                             "(two hex digits) and a '%%' as %%25", value, err);
+        if (rc > 0) {
+            sl_source_item_fail(item, "%s", why);
+            sl_free(why);
+            return SL_OK;
+        }
     } else if (sl_batch_is_data_url(value)) { /* the image inline: its bytes, no path */
         char err[256];
         sl_status st = sl_batch_data_url_decode(value, &item->data, &item->len, err, sizeof err);

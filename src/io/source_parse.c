@@ -470,6 +470,52 @@ void sl_url_scheme(const char *value, char scheme[16])
     scheme[k] = '\0';
 }
 
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+int sl_file_url_path(const char *url, char **path, char **why)
+{
+    *path = *why = NULL;
+    const char *rest = url + 7; /* past "file://", any case (sl_url_scheme's "file") */
+    if (strncasecmp(rest, "localhost/", 10) == 0)
+        rest += 9;
+    if (*rest != '/') {
+        *why = sl_asprintf("'%s': only file:///absolute/path URLs are read", url);
+        return *why ? 1 : -1;
+    }
+    char *out = sl_malloc(strlen(rest) + 1), *o = out;
+    if (!out)
+        return -1;
+    for (const char *c = rest; *c; c++) {
+        if (*c != '%') {
+            *o++ = *c;
+            continue;
+        }
+        int hi = hex_digit(c[1]), lo = hi < 0 ? -1 : hex_digit(c[2]);
+        if (hi < 0 || lo < 0 || (hi | lo) == 0) {
+            sl_free(out);
+            /* A name cannot hold a NUL; anything else is not an escape. */
+            if (hi >= 0 && lo >= 0)
+                *why = sl_asprintf("'%s': %%00 (a NUL byte) cannot be in a file name; a file:// "
+                                   "URL spells a byte as %%XX (two hex digits) and a '%%' as %%25",
+                                   url);
+            else
+                *why = sl_asprintf("'%s': '%.3s' is not a %%XX escape; a file:// URL spells a "
+                                   "byte as %%XX (two hex digits) and a '%%' as %%25", url, c);
+            return *why ? 1 : -1;
+        }
+        *o++ = (char)(hi << 4 | lo);
+        c += 2;
+    }
+    *o = '\0';
+    *path = out;
+    return 0;
+}
+
 bool sl_glob_filter(const char *rel, const char *const *include, size_t n_include,
                     const char *const *exclude, size_t n_exclude)
 {

@@ -2,10 +2,10 @@
  * apart so they are tested (and fuzzed) without files: CSV records (RFC 4180
  * quoting) and header names, brace lists in shard names, the names of inputs
  * in row ids (paths from the inputs' common folder), WebDataset
- * key/extension splitting, the URL scheme of a manifest value, and
- * include/exclude glob filtering. No I/O, no global state; every returned
- * array and string is the caller's, freed with sl_free() or the matching
- * *_free() below. */
+ * key/extension splitting, the URL scheme of a manifest value, the path
+ * of a file:// URL, and include/exclude glob filtering. No I/O, no global
+ * state; every returned array and string is the caller's, freed with
+ * sl_free() or the matching *_free() below. */
 #ifndef SL_IO_SOURCE_PARSE_H
 #define SL_IO_SOURCE_PARSE_H
 
@@ -85,6 +85,16 @@ bool sl_tar_name(const char *name);
 /* The scheme of a URL value in lower case ("http", "file"), or "" for a plain
  * path; a Windows-like "C:\x" counts as a path. scheme has room for 16. */
 void sl_url_scheme(const char *value, char scheme[16]);
+
+/* A file:// URL's path (url begins "file://", any case; file://localhost/
+ * is file:///), its %XX escapes decoded (RFC 8089, RFC 3986: what Python's
+ * Path.as_uri() and browsers write for a space or a non-ASCII name). Any
+ * other character stays as it is, '+' too (a query's space, not a path's).
+ * Manifests and batch files share it, so both read a URL alike. 0: *path
+ * set (sl_free); 1: not file:///absolute, a malformed escape or %00 (a name
+ * cannot hold a NUL): *why says which, naming the URL (sl_free); -1: out
+ * of memory. */
+int sl_file_url_path(const char *url, char **path, char **why);
 
 /* True when rel passes the filters: it matches some include glob (or there
  * are none) and no exclude glob. fnmatch(3) without FNM_PATHNAME, so '*'

@@ -405,6 +405,14 @@ static bool member_used(const source_reader *r, const sl_source_item *s, const c
            strcasecmp(last, "cls") == 0;
 }
 
+/* Whether entry e is a member a sample may hold: a file, or a hard link
+ * (tar's type '1', a second name of an earlier member; libarchive gives it
+ * no file type of its own). */
+static bool is_member(struct archive_entry *e)
+{
+    return archive_entry_filetype(e) == AE_IFREG || archive_entry_hardlink(e);
+}
+
 /* Adds one member to the pending sample. */
 static sl_status add_member(source_reader *r, const char *name, const char *ext, uint8_t *data,
                             size_t len)
@@ -520,7 +528,7 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
             break;
         }
-        if (archive_entry_filetype(e) != AE_IFREG)
+        if (!is_member(e))
             continue;
         const char *name = archive_entry_pathname(e);
         size_t key_len;
@@ -542,7 +550,20 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
         }
         int64_t size = archive_entry_size(e);
         sl_status st = SL_OK;
+        const char *link = archive_entry_hardlink(e);
         if (!member_used(r, &r->pending, ext)) {
+            archive_read_data_skip(r->a);
+        } else if (link && size <= 0) {
+            /* Its bytes are the target's, an earlier member's: the shard
+             * is read once, front to back, keeping only this sample, so
+             * they are gone (going back would mean holding every member
+             * or reading the shard again, gzipped or remote ones too). */
+            if (!r->pending.error)
+                st = sl_source_item_fail(&r->pending, "%s: %s: a hard link to %s inside the tar: "
+                                         "sluice reads a shard once, front to back, and cannot "
+                                         "go back for the linked member's data; store the file "
+                                         "itself (GNU tar: --hard-dereference)",
+                                         r->file, name, link);
             archive_read_data_skip(r->a);
         } else if (size < 0 || (uint64_t)size > r->p->max_item_bytes) {
             if (!r->pending.error)
@@ -619,8 +640,7 @@ static int64_t wds_count(const char *file, const sl_source_params *p, const atom
         const char *name = archive_entry_pathname(e);
         size_t key_len;
         const char *ext;
-        if (archive_entry_filetype(e) != AE_IFREG || !name ||
-            !sl_wds_split(name, &key_len, &ext) || sl_is_mac_metadata(name))
+        if (!is_member(e) || !name || !sl_wds_split(name, &key_len, &ext) || sl_is_mac_metadata(name))
             continue;
         if (!key || strlen(key) != key_len || strncmp(key, name, key_len) != 0) {
             sl_free(key);

@@ -96,10 +96,26 @@ static img_kind kind_of(const char *url)
     return IMG_LOCAL;
 }
 
-/* A local image's path: file:// stripped. */
-static const char *local_path(const char *url)
+/* A local image (a path, or a file:// URL decoded as a manifest's is) read
+ * into *data. */
+static sl_status read_local(job *j, const char *url, int i, uint8_t **data, size_t *len)
 {
-    return strncmp(url, "file://", 7) == 0 ? url + 7 : url;
+    char scheme[16];
+    sl_url_scheme(url, scheme);
+    if (strcmp(scheme, "file") != 0)
+        return job_read_local(url, j->src_params.max_item_bytes, data, len);
+    char *path = NULL, *why = NULL;
+    int rc = sl_file_url_path(url, &path, &why);
+    if (rc < 0)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading image %d", i + 1);
+    if (rc > 0) {
+        sl_status st = sl_fail(SL_ERR_INVALID_ARG, "image %d: %s", i + 1, why);
+        sl_free(why);
+        return st;
+    }
+    sl_status st = job_read_local(path, j->src_params.max_item_bytes, data, len);
+    sl_free(path);
+    return st;
 }
 
 /* Image i's encoded bytes into *data (sl_free). */
@@ -117,7 +133,7 @@ static sl_status image_bytes(job *j, const char *url, int i, uint8_t **data, siz
         if (!j->p->allow_local_images)
             return sl_fail(SL_ERR_INVALID_ARG, "image %d is a local path ('%.200s'): give "
                            "--allow-local-images to let requests read local files", i + 1, url);
-        return job_read_local(local_path(url), j->src_params.max_item_bytes, data, len);
+        return read_local(j, url, i, data, len);
     }
     return SL_OK;
 }

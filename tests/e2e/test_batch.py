@@ -188,6 +188,36 @@ def test_local_images_and_other_models_need_a_flag(sluice, tmp_path):
         check_answer(row)
 
 
+def test_file_urls_are_percent_decoded_as_in_manifests(sluice, tmp_path):
+    """A request's file:// image URL is percent-decoded as a manifest's is
+    (the same decoder): file:///d/a%20b.jpg, as pathlib's as_uri() writes
+    it, reads "/d/a b.jpg". It was opened as typed and failed as missing.
+    A %00 and a malformed escape fail the request naming the URL."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for name in ("a b.jpg", "100%.jpg", "caf\u00e9.jpg"):
+        (d / name).write_bytes((SAMPLES / "chelsea.jpg").read_bytes())
+    urls = {"space": (d / "a b.jpg").as_uri(), "percent": (d / "100%.jpg").as_uri(),
+            "utf8": (d / "caf\u00e9.jpg").as_uri(), "localhost": f"file://localhost{d}/a%20b.jpg",
+            "nul": f"file://{d}/a%00b.jpg", "bad": f"file://{d}/a%zzb.jpg",
+            "short": f"file://{d}/a%2"}
+    assert "%20" in urls["space"] and "%25" in urls["percent"]
+    requests = write_batch(tmp_path / "r.jsonl", [
+        line(k, [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": u}},
+            {"type": "text", "text": "What is it?"}]}]) for k, u in urls.items()])
+    res = batch(sluice, requests, tmp_path / "o", *LLAMA, "--allow-local-images")
+    assert res.returncode == 3, res.stderr
+    rows = {r["custom_id"]: r for r in output_lines(tmp_path / "o")}
+    for k in ("space", "percent", "utf8", "localhost"):
+        check_answer(rows[k])
+    for k in ("nul", "bad", "short"):
+        message = rows[k]["error"]["message"]
+        assert urls[k] in message and "%XX" in message, message
+    assert "%00" in rows["nul"]["error"]["message"]
+    assert "'%zz'" in rows["bad"]["error"]["message"]
+
+
 def test_parquet_output_is_flattened(sluice, mixed, tmp_path):
     import pyarrow.parquet as pq
     out = tmp_path / "out"

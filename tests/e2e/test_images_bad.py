@@ -183,6 +183,38 @@ def test_unreadable_formats_and_strips_say_what_is_wrong_in_plain_words(sluice, 
     assert rows["ok.png"]["error_stage"] != "decode", rows["ok.png"]  # 200:1 is read
 
 
+def test_max_aspect_ratio_is_a_flag_and_not_in_the_fingerprint(sluice, tmp_path):
+    """The 200:1 limit had no flag: --max-aspect-ratio N (image.max_aspect_ratio;
+    0: none) sets it. It changes no answer of a row that passes, so it is
+    not in resume's fingerprint: the same output resumes with another limit,
+    and --retry-failed reads the rows the old limit refused."""
+    root = tmp_path / "in"
+    root.mkdir()
+    for name, size in (("wide.png", (1000, 4)), ("mid.png", (120, 2)), ("ok.png", (80, 2))):
+        (root / name).write_bytes(encode(Image.new("RGB", size, (1, 2, 3)), "PNG"))
+    out = tmp_path / "out"
+    common = ("--model", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf", "--max-tokens",
+              "2", "--metrics-addr", "off", "--quiet")
+    r = sluice.run("caption", root, "-o", out, *common, "--max-aspect-ratio", "50")
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert "1000x4 px: aspect ratio over 50:1, too wide" in rows["wide.png"]["error"]
+    assert "120x2 px: aspect ratio over 50:1, too wide" in rows["mid.png"]["error"]
+    assert rows["ok.png"]["error_stage"] != "decode", rows["ok.png"]  # 40:1 is read
+    # Another limit, the same job: it resumes, and the refused rows are read now.
+    r = sluice.run("caption", root, "-o", out, *common, "--max-aspect-ratio", "0",
+                   "--retry-failed")
+    assert r.returncode in (0, 3), r.stderr[-3000:]
+    rows = {row["id"]: row for part in sorted(out.glob("part-*.jsonl"))
+            for row in map(json.loads, part.read_text().splitlines())}
+    assert sorted(rows) == ["mid.png", "ok.png", "wide.png"]
+    for name in ("wide.png", "mid.png"):
+        assert rows[name]["error_stage"] != "decode", rows[name]
+        assert "aspect ratio" not in (rows[name]["error"] or ""), rows[name]
+    r = sluice.run("caption", root, "-o", tmp_path / "bad", *common, "--max-aspect-ratio", "-1")
+    assert r.returncode == 2 and "--max-aspect-ratio" in r.stderr, r.stderr
+
+
 def test_background_flag_is_checked(sluice, tmp_path):
     r = sluice.caption(SAMPLES, tmp_path / "out", "--background", "red")
     assert r.returncode == 2

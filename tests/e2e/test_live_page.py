@@ -13,6 +13,7 @@ class included), and report.html holds the sampled rows' captions as written
 and their thumbnails as data: URIs that Pillow decodes."""
 import base64
 import html.parser
+import http.server
 import io
 import json
 import os
@@ -20,6 +21,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -75,6 +77,41 @@ def get_json(url: str):
     return json.loads(urllib.request.urlopen(url, timeout=10).read())
 
 
+def tag_of(dom: str, element_id: str) -> str:
+    m = re.search(rf'<[^>]*id="{element_id}"[^>]*>', dom)
+    assert m, f"#{element_id} not in the page"
+    return m.group(0)
+
+
+def dom_with_status(chromium_args, page: bytes, status: dict) -> str:
+    """The page as sluice served it, loaded in Chromium against a stub
+    /api/status (and an empty gallery): how the page shows figures a real
+    run cannot hold still for, such as rows the writer failed (that run
+    stops)."""
+    class Stub(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = {"/": page, "/api/status": json.dumps(status).encode(),
+                    "/api/gallery": b"[]"}.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Type", "text/html" if self.path == "/" else
+                             "application/json")
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        return subprocess.run(chromium_args + ["--dump-dom", url], capture_output=True,
+                              text=True, timeout=120).stdout
+    finally:
+        server.shutdown()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh)")
 def test_live_page_in_headless_chromium(sluice, tmp_path):
     n_rows = sample_copies(tmp_path / "in", 60, corrupt=True)
@@ -98,6 +135,8 @@ def test_live_page_in_headless_chromium(sluice, tmp_path):
                   "--virtual-time-budget=10000", "--window-size=1280,1600"]
         dom = subprocess.run(common + ["--dump-dom", base + "/"], capture_output=True, text=True,
                              timeout=120).stdout
+        page = urllib.request.urlopen(base + "/", timeout=10).read()
+        status = get_json(f"{base}/api/status")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = ARTIFACTS / "live-page.png"
         shot.unlink(missing_ok=True)
@@ -112,6 +151,15 @@ def test_live_page_in_headless_chromium(sluice, tmp_path):
     done, total = int(text_of(dom, "rows-done").replace(",", "")), text_of(dom, "rows-total")
     assert 0 < done <= n_rows and int(total.replace(",", "")) == n_rows, (done, total)
     assert text_of(dom, "state").startswith("running"), text_of(dom, "state")
+    # Rows the writer could not write: their own line under "rows failed",
+    # only when there are any (this run has none).
+    assert status["rows_write_failed"] == 0, status
+    assert "hidden" in tag_of(dom, "rows-write-failed") and not text_of(dom, "rows-write-failed")
+    lost = dom_with_status(common, page, dict(status, rows_write_failed=16, rows_failed=1))
+    assert text_of(lost, "rows-failed") == "1"
+    assert text_of(lost, "rows-write-failed") == "16 not written (write failed)", \
+        tag_of(lost, "rows-write-failed")
+    assert "hidden" not in tag_of(lost, "rows-write-failed")
     stages_table = dom[dom.index('id="stages"'):]
     stages_table = stages_table[:stages_table.index("</table>")]
     stage_rows = re.findall(r"<tr><td>(\w+)</td>", stages_table)

@@ -564,6 +564,38 @@ def test_webdataset_shards_by_brace_list(sluice, tmp_path):
     assert len(rows) == 3
 
 
+def test_a_hard_link_member_fails_its_sample_naming_the_target(sluice, tmp_path):
+    """A hard link in a tar (type '1', as tar writes a second name of the
+    same file) has no data of its own: its bytes are the earlier member's.
+    It was read as an empty image ("not an image", 0 bytes) or an empty
+    .json. The reader goes front to back holding one sample, so it cannot
+    go back for the target's data: the sample fails naming the link and
+    its target. A member with data of its own, after it, still reads."""
+    img = JPEGS[0].read_bytes()
+    shard = tmp_path / "links.tar"
+    with tarfile.open(shard, "w", format=tarfile.GNU_FORMAT) as tar:
+        add(tar, "a.jpg", img)
+        add(tar, "a.json", b'{"n": 1}')
+        for name, target in (("b.jpg", "a.jpg"), ("c.json", "a.json")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.LNKTYPE, target
+            tar.addfile(info)
+        add(tar, "c.jpg", img)
+        add(tar, "d.jpg", img)
+    with tarfile.open(shard) as tar:
+        assert [m.islnk() for m in tar.getmembers()] == [False, False, True, True, False, False]
+    r = run(sluice, shard, tmp_path / "o", "--dry-run")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(tmp_path / "o"))
+    assert sorted(rows) == ["links.tar/a", "links.tar/b", "links.tar/c", "links.tar/d"]
+    assert rows["links.tar/a"]["error"] is None and rows["links.tar/a"]["n"] == 1
+    assert rows["links.tar/d"]["error"] is None
+    for key, link, target in (("b", "b.jpg", "a.jpg"), ("c", "c.json", "a.json")):
+        err = rows[f"links.tar/{key}"]["error"]
+        assert f"{link}: a hard link to {target} inside the tar" in err, err
+        assert str(shard) in err, err
+
+
 def test_compressed_webdataset_shards(sluice, tmp_path):
     """A shard gzipped, zstd-, bzip2- or xz-compressed (.tar.gz, .tar.zst,
     .tar.bz2, .tar.xz) reads as the plain one does, ids named by the file."""

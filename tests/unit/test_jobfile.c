@@ -262,6 +262,7 @@ static const struct {
     {"input.download_timeout", "2.5"},
     {"input.download_retries", "7"}, {"input.shard", "2/9"}, {"input.shard_size", "77"},
     {"image.workers", "5"}, {"image.max_edge", "0"}, {"image.max_pixels", "12345"},
+    {"image.max_aspect_ratio", "0"},
     {"image.background", "#10ab0C"}, {"image.text", "Image {index}:"}, {"image.placeholder", "<image>"}, {"video.frames", "4"}, {"video.fps", "0.5"},
     {"video.frame_text", "Frame {index} at {time}s:"}, {"llama.model", "hf://org/repo"}, {"llama.chat_template", "chatml"},
     {"llama.mmproj", "p q.gguf"}, {"llama.lora", "run:1/a b.gguf:0.25"},
