@@ -96,7 +96,6 @@ sl_image_params sl_image_default_params(void)
     };
 }
 
-/* Takes the libvips error text (one line, trimmed) for a message. */
 /* The format a libvips loader class reads, in words: "VipsForeignLoadSvgBuffer"
  * is "SVG"; the magick loader reads whatever ImageMagick does (TGA, BMP,
  * PSD, ...), which says nothing of the file. Into out (size n). */

@@ -2114,6 +2114,26 @@ static struct llama_batch_ext *mrope_batch(llama_engine *e, const image_due *due
     return bx;
 }
 
+/* Plain positions: due[0, n)'s embeddings into e->ebatch, each image's
+ * tokens in a row from its sequence's n_past. */
+static void plain_batch(llama_engine *e, const image_due *due, int n)
+{
+    struct llama_batch *b = &e->ebatch;
+    b->n_tokens = 0;
+    int n_embd = e->n_embd_inp;
+    for (int k = 0; k < n; k++) {
+        memcpy(b->embd + (size_t)b->n_tokens * (size_t)n_embd, due[k].embd,
+               (size_t)due[k].n_tokens * (size_t)n_embd * sizeof(float));
+        for (int t = 0; t < due[k].n_tokens; t++) {
+            int i = b->n_tokens++;
+            b->pos[i] = due[k].s->n_past + t;
+            b->n_seq_id[i] = 1;
+            b->seq_id[i][0] = due[k].s->seq;
+            b->logits[i] = 0;
+        }
+    }
+}
+
 /* Decodes the images in due[0, n) together: their embeddings side by side
  * in one batch, each at its own sequence's positions (causal attention,
  * checked by the caller). One llama_decode instead of n keeps a GPU busy
@@ -2124,30 +2144,14 @@ static void decode_images_packed(llama_engine *e, image_due *due, int n)
     for (int k = 0; k < n; k++)
         n_total += due[k].n_tokens;
     struct llama_batch_ext *bx = NULL;
-    struct llama_batch *b = &e->ebatch;
-    int32_t rc = -1;
-    if (e->mrope) {
+    if (e->mrope)
         bx = mrope_batch(e, due, n);
-    } else {
-        b->n_tokens = 0;
-        int n_embd = e->n_embd_inp;
-        for (int k = 0; k < n; k++) {
-            memcpy(b->embd + (size_t)b->n_tokens * (size_t)n_embd, due[k].embd,
-                   (size_t)due[k].n_tokens * (size_t)n_embd * sizeof(float));
-            for (int t = 0; t < due[k].n_tokens; t++) {
-                int i = b->n_tokens++;
-                b->pos[i] = due[k].s->n_past + t;
-                b->n_seq_id[i] = 1;
-                b->seq_id[i][0] = due[k].s->seq;
-                b->logits[i] = 0;
-            }
-        }
-    }
+    else
+        plain_batch(e, due, n);
     double td = now_ms();
-    if (!e->mrope)
-        rc = llama_decode(e->ctx, *b);
-    else if (bx)
-        rc = llama_process(e->ctx, LLAMA_PROCESS_TYPE_DECODE, bx);
+    int32_t rc = !e->mrope ? llama_decode(e->ctx, e->ebatch)
+                 : bx      ? llama_process(e->ctx, LLAMA_PROCESS_TYPE_DECODE, bx)
+                           : -1;
     if (rc == 0)
         llama_synchronize(e->ctx);
     double ms = now_ms() - td;
