@@ -26,7 +26,8 @@
 #              nvidia-smi and no --gpus, the 2-layer qwen25vl-3b-2l model, a
 #              handful of images, 4 tokens, 180 s a run and 900 in all; the
 #              baseline only if torch is there
-#   QUICK=1    the two main runs only (q25-p128, s256-p128) and a shorter baseline
+#   QUICK=1    the three main runs only (q25-p128, q25-e4, s256-p128) and a shorter
+#              baseline
 #   RUNS="q25-p128 hf"  only these (names below; hf is the baseline)
 #   T_RUN T_DRAIN  a run gets SIGINT at T_RUN s (default 50; sluice then
 #              finishes the rows in flight), a second at T_RUN+T_DRAIN (25;
@@ -263,8 +264,11 @@ if [ "$smoke" = 1 ]; then
     run_one q252l-p4 "$mbig" "$big" "${Q[@]}" --parallel 4
     run_one s256-p4 "$W/m256" smolvlm-256m --parallel 4
     run_one q252l-r2 "$mbig" "$big" "${Q[@]}" --replicas 2 --parallel 2
+    run_one q252l-e2 "$mbig" "$big" "${Q[@]}" --parallel 4 --encoders 2
 else # by importance: what is skipped at the deadline is the end of the list
     run_one q25-p128 "$mbig" "$big" "${Q[@]}" --gpus 0 --parallel 128
+    # four encoder threads, each its own vision context and stream
+    run_one q25-e4 "$mbig" "$big" "${Q[@]}" --gpus 0 --parallel 128 --encoders 4
     run_one s256-p128 "$W/m256" smolvlm-256m --gpus 0 --parallel 128
     if [ -z "${QUICK:-}" ]; then
         run_one q25-r2 "$mbig" "$big" "${Q[@]}" --replicas 2 --parallel 128
@@ -273,6 +277,9 @@ else # by importance: what is skipped at the deadline is the end of the list
         # choices: host-scored rows (one decode step, a probe a row for
         # "1"/"10" on Qwen's digits) among the device-sampled path's
         run_one q25-rate "$mbig" "$big" "${Q[@]}" --gpus 0 --parallel 128 \
+            --choices 1,2,3,4,5,6,7,8,9,10
+        # the vision side's ceiling with four encoders
+        run_one q25-rate-e4 "$mbig" "$big" "${Q[@]}" --gpus 0 --parallel 128 --encoders 4 \
             --choices 1,2,3,4,5,6,7,8,9,10
     fi
 fi

@@ -157,6 +157,7 @@ typedef struct sl_llama_lora {
 
 /* Adapters per engine at most. */
 #define SL_LLAMA_MAX_LORA 8
+#define SL_LLAMA_MAX_ENCODERS 16
 
 typedef struct sl_llama_params {
     const char *model_path;   /* language model GGUF (required) */
@@ -184,6 +185,11 @@ typedef struct sl_llama_params {
                                  the engine decodes, ahead of admission: -1 auto (on a
                                  GPU min(n_parallel, 32); on a CPU 0, its cores are
                                  decoding), 0 off */
+    int encoders;             /* encoder threads encoding ahead (up to
+                                 SL_LLAMA_MAX_ENCODERS), each but the first with
+                                 its own copy of the projector, so that encodes
+                                 overlap: 0 or 1, one; more need encode_ahead
+                                 (auto: min(n_parallel, 32) then, on a CPU too) */
     sl_prefix_cache prefix_cache; /* default SL_PREFIX_CACHE_ON */
     uint64_t image_cache_bytes; /* the vision encoder's outputs kept for images seen again
                                  (several rows or questions of one image): default

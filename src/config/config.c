@@ -236,6 +236,10 @@ static const opt opts[] = {
      .hi = 1024, .arg = "N",
      .help = "requests tokenized and encoded by a second thread while the engine decodes (-1: "
              "on a GPU min(parallel, 32), on a CPU 0)"},
+    {"llama.encoders", "encoders", 0, K_INT, AT(p.llama.encoders), .lo = 0,
+     .hi = SL_LLAMA_MAX_ENCODERS, .arg = "N",
+     .help = "encoder threads, each with its own copy of the vision projector, so that images "
+             "are encoded side by side (0 or 1: one)"},
 
     {"openai.endpoints", "endpoint", 0, K_LIST, 0, .list = L_ENDPOINTS, .max_items = 1024,
      .arg = "URL", .help = "servers, e.g. http://10.0.0.7:8000"},

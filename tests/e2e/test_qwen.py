@@ -53,6 +53,7 @@ def test_every_image_is_answered_and_counts_its_tokens(one_at_a_time):
 @pytest.mark.parametrize("args", [
     ("--parallel", 4),
     ("--parallel", 3, "--encode-ahead", 3),
+    ("--parallel", 3, "--encoders", 3),  # encodes ahead, in three vision contexts
     ("--parallel", 4, "--image-cache", 0, "--prefix-cache", "off"),
 ])
 def test_answers_do_not_depend_on_scheduling(sluice, one_at_a_time, tmp_path, args):

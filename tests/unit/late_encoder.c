@@ -18,12 +18,18 @@
 typedef int32_t (*tokenize_fn)(const mtmd_context *ctx, mtmd_input_chunks *out, const mtmd_input_text *text,
                                const mtmd_bitmap *const *bitmaps, size_t n);
 
+/* Looked up at load, before any thread (there may be several encoder
+ * threads) calls it. */
+static tokenize_fn real;
+
+__attribute__((constructor)) static void find_real(void)
+{
+    *(void **)&real = dlsym(RTLD_NEXT, "mtmd_tokenize"); /* POSIX's way past ISO C's cast rule */
+}
+
 int32_t mtmd_tokenize(const mtmd_context *ctx, mtmd_input_chunks *out, const mtmd_input_text *text,
                       const mtmd_bitmap *const *bitmaps, size_t n)
 {
-    static tokenize_fn real;
-    if (!real)
-        *(void **)&real = dlsym(RTLD_NEXT, "mtmd_tokenize"); /* POSIX's way past ISO C's cast rule */
     char name[16] = "";
     prctl(PR_GET_NAME, name, 0, 0, 0);
     if (strcmp(name, "sl-encoder") == 0) {

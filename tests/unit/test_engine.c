@@ -360,11 +360,26 @@ static void freeing_with_requests_in_flight_is_clean(void **state)
 
 static atomic_uint_fast64_t phase_calls[SL_PHASE_COUNT];
 
+/* The threads that timed an encode, each once: several encoder threads
+ * each time their own. */
+static pthread_mutex_t encode_threads_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t encode_threads[8];
+static int n_encode_threads;
+
 static void count_phase(void *user, sl_engine_phase phase, double seconds)
 {
     (void)user;
     assert_true(seconds >= 0.0);
     atomic_fetch_add(&phase_calls[phase], 1);
+    if (phase != SL_PHASE_ENCODE)
+        return;
+    pthread_mutex_lock(&encode_threads_mu);
+    bool seen = false;
+    for (int i = 0; i < n_encode_threads && !seen; i++)
+        seen = pthread_equal(encode_threads[i], pthread_self());
+    if (!seen && n_encode_threads < 8)
+        encode_threads[n_encode_threads++] = pthread_self();
+    pthread_mutex_unlock(&encode_threads_mu);
 }
 
 /* One request's completion, polled until it comes. */
@@ -398,6 +413,7 @@ static void settled_stats(sl_engine *e, sl_engine_stats *out)
  * sampler, all submitted at once, in order or reversed; texts[k] is row k's
  * text (caller frees). temperature 0: greedy. */
 static int rows_encode_ahead; /* run_rows' sl_llama_params.encode_ahead */
+static int rows_encoders;     /* and its encoders */
 static int rows_image_max_tokens; /* and its image_max_tokens */
 static int rows_top_k = 40;   /* and its sampled rows' top-k */
 
@@ -406,6 +422,7 @@ static void run_rows(sl_llama_sampler sampler, int parallel, int sample_threads,
 {
     sl_llama_params p = tu_tiny_llama(&tiny, parallel);
     p.encode_ahead = rows_encode_ahead;
+    p.encoders = rows_encoders;
     p.image_max_tokens = rows_image_max_tokens;
     p.sampler = sampler;
     p.sample_threads = sample_threads;
@@ -612,6 +629,58 @@ static void encoding_ahead_gives_the_same_answers(void **state)
     free_texts(serial);
     free_texts(ahead);
     free_texts(ahead4);
+}
+
+/* Three encoder threads, two of them with vision contexts of their own,
+ * give the answers one gives, each row once, every image encoded once.
+ * Held back in the tokenizer (unit.engine_late_encoders preloads
+ * late_encoder.c, 200 ms a request), the three must take turns side by
+ * side: more than one thread encodes. */
+static void several_encoders_give_the_same_answers(void **state)
+{
+    (void)state;
+    char *one[N_SAMPLED], *three[N_SAMPLED];
+    sl_engine_stats st_one, st_three;
+    rows_encode_ahead = 4;
+    run_rows(SL_SAMPLER_HOST, 1, 1, 0.0f, false, one, &st_one);
+    pthread_mutex_lock(&encode_threads_mu);
+    n_encode_threads = 0;
+    pthread_mutex_unlock(&encode_threads_mu);
+    rows_encoders = 3;
+    run_rows(SL_SAMPLER_HOST, 1, 1, 0.0f, false, three, &st_three);
+    rows_encoders = 0;
+    rows_encode_ahead = 0;
+    for (int k = 0; k < N_SAMPLED; k++)
+        assert_string_equal(one[k], three[k]);
+    assert_int_equal(st_three.images_encoded, st_one.images_encoded);
+    assert_true(st_three.images_encoded >= N_SAMPLED);
+    assert_int_equal(st_three.phase_n[SL_PHASE_ENCODE], st_three.images_encoded);
+    assert_int_equal(st_three.phase_n[SL_PHASE_PREPROCESS], N_SAMPLED);
+    pthread_mutex_lock(&encode_threads_mu);
+    int threads = n_encode_threads;
+    pthread_mutex_unlock(&encode_threads_mu);
+    assert_true(threads >= 1 && threads <= 3);
+    if (getenv("SLUICE_LATE_ENCODER_MS"))
+        assert_true(threads >= 2);
+    free_texts(one);
+    free_texts(three);
+}
+
+/* Encoders beyond the first need encoding ahead; too many are refused. */
+static void several_encoders_need_encoding_ahead(void **state)
+{
+    (void)state;
+    sl_llama_params p = tu_tiny_llama(&tiny, 1);
+    sl_engine *e = NULL;
+    p.encoders = 2;
+    p.encode_ahead = 0;
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
+    assert_null(e);
+    assert_non_null(strstr(sl_last_error(), "--encode-ahead 0"));
+    p.encoders = SL_LLAMA_MAX_ENCODERS + 1;
+    p.encode_ahead = -1;
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "--encoders must be"));
 }
 
 /* --- several tasks per image ------------------------------------------------ */
@@ -2208,6 +2277,8 @@ int main(void)
         cmocka_unit_test(every_phase_is_timed),
         cmocka_unit_test(mrope_images_prefilled_together_answer_as_alone),
         cmocka_unit_test(encoding_ahead_gives_the_same_answers),
+        cmocka_unit_test(several_encoders_give_the_same_answers),
+        cmocka_unit_test(several_encoders_need_encoding_ahead),
         cmocka_unit_test(tasks_share_one_encode_and_answer_as_alone),
         cmocka_unit_test(tasks_beyond_the_sequences_and_a_failing_task),
         cmocka_unit_test(encodes_at_admission_take_turns_with_the_encoder),

@@ -270,7 +270,7 @@ static const struct {
     {"llama.parallel", "16"}, {"llama.ctx", "4096"}, {"llama.cache_type_k", "q8_0"},
     {"llama.cache_type_v", "iq4_nl"}, {"llama.threads", "6"},
     {"llama.gpu_layers", "0"}, {"llama.cpu_poll", "0"}, {"llama.sampler", "device"},
-    {"llama.encode_ahead", "5"}, {"llama.image_cache", "0"}, {"llama.image_min_tokens", "64"},
+    {"llama.encode_ahead", "5"}, {"llama.encoders", "3"}, {"llama.image_cache", "0"}, {"llama.image_min_tokens", "64"},
     {"llama.image_max_tokens", "1024"},
     {"llama.prefix_cache", "off"},
     {"openai.endpoints", "http://h:1"}, {"openai.endpoints_file", NULL},

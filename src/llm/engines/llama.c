@@ -379,8 +379,9 @@ typedef struct llama_engine {
     int encode_ahead;          /* requests prepared and not admitted, at most */
     int n_prepared;            /* in pending, prepared or being prepared */
     req *prep_next;            /* the first pending request not taken by the encoder */
-    pthread_t encoder;
-    bool encoder_started;
+    struct encoder *encoders;  /* n_encoders threads (--encoders), each its own vision
+                                  context but the first, which is mtmd */
+    int n_encoders;
     pthread_cond_t encoder_cv;
     sl_engine_stats enc;       /* the encoder's counters (images, encode and preprocess
                                   time), added into stats when published */
@@ -399,6 +400,24 @@ typedef struct llama_engine {
     } grammars[GRAMMAR_CACHE];
     int grammar_next;
 } llama_engine;
+
+/* An encoder thread and the vision context it encodes with. The first
+ * uses the engine's own (e->mtmd, under e->vision_mu, which admission
+ * shares); every other one loads the projector again into a context of
+ * its own, so that their encodes run side by side (on a GPU each context
+ * has its own stream: one encode of a 3B model's vision tower keeps a few
+ * percent of an H200 busy). The engine owns the array, the other
+ * contexts and their mutexes until llama_engine_free, which joins the
+ * threads first. */
+typedef struct encoder {
+    llama_engine *e;
+    mtmd_context *mtmd;
+    pthread_mutex_t *mu;       /* held while mtmd encodes and its output is read */
+    pthread_mutex_t own_mu;    /* mu of all but the first */
+    bool own_mu_made;
+    pthread_t thread;
+    bool started;
+} encoder;
 
 /* Adds the counters the encoder thread keeps (images, encode and
  * preprocess time) from `from` into `into`. */
@@ -1065,8 +1084,10 @@ static sl_status no_projector(const char *id)
 }
 
 /* Tokenizes a request's prompt and its images (a conversation's, in order;
- * none: text chunks only, and the vision encoder never runs for it). */
-static sl_status tokenize(llama_engine *e, req *r)
+ * none: text chunks only, and the vision encoder never runs for it), the
+ * images with vision context vis (e->mtmd, or an encoder thread's own: the
+ * same projector, so the chunks are the same). */
+static sl_status tokenize(llama_engine *e, mtmd_context *vis, req *r)
 {
     const sl_image *images[SL_MAX_IMAGES];
     int n_images = r->n_msgs > 0 ? r->n_images : r->image != NULL;
@@ -1107,7 +1128,7 @@ static sl_status tokenize(llama_engine *e, req *r)
         r->chunks = mtmd_input_chunks_init();
         mtmd_input_text text = {
             .text = prompt, .text_len = strlen(prompt), .add_special = true, .parse_special = true};
-        rc = mtmd_tokenize(e->mtmd, r->chunks, &text, (const mtmd_bitmap **)bitmaps,
+        rc = mtmd_tokenize(vis, r->chunks, &text, (const mtmd_bitmap **)bitmaps,
                            (size_t)n_images);
     }
     for (int i = 0; i < n_images; i++)
@@ -1176,12 +1197,13 @@ static void cache_embd(llama_engine *e, const req *r, size_t i, const float *emb
 }
 
 /* Tokenizes r and encodes its images into r->embd (copies: mtmd's output
- * buffer is reused by the next encode). On the encoder thread, which alone
+ * buffer is reused by the next encode). On encoder thread enc, which alone
  * touches r until it is marked prepared; its counters go to *counted. */
-static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
+static void prepare(encoder *enc, req *r, sl_engine_stats *counted)
 {
+    llama_engine *e = enc->e;
     double tp = now_ms();
-    sl_status st = tokenize(e, r);
+    sl_status st = tokenize(e, enc->mtmd, r);
     double ms = now_ms() - tp;
     phase_count(e, counted, SL_PHASE_PREPROCESS, ms);
     size_t n = st == SL_OK ? req_n_chunks(r) : 0;
@@ -1201,11 +1223,11 @@ static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
             break;
         }
         double tk = now_ms();
-        pthread_mutex_lock(&e->vision_mu);
-        bool encoded = mtmd_encode_chunk(e->mtmd, c) == 0;
+        pthread_mutex_lock(enc->mu);
+        bool encoded = mtmd_encode_chunk(enc->mtmd, c) == 0;
         if (encoded)
-            memcpy(r->embd[i], mtmd_get_output_embd(e->mtmd), bytes);
-        pthread_mutex_unlock(&e->vision_mu);
+            memcpy(r->embd[i], mtmd_get_output_embd(enc->mtmd), bytes);
+        pthread_mutex_unlock(enc->mu);
         if (!encoded) {
             st = sl_fail(SL_ERR_ENGINE, "%s: the vision encoder failed", r->id);
             break;
@@ -1226,11 +1248,14 @@ static void prepare(llama_engine *e, req *r, sl_engine_stats *counted)
  * thread back, tests/unit/late_encoder.c). */
 #define ENCODER_THREAD_NAME "sl-encoder"
 
-/* The encoder thread: prepares pending requests in order, at most
- * encode_ahead of them ahead of admission (a request's tasks together). */
+/* An encoder thread: prepares pending requests in order, at most
+ * encode_ahead of them ahead of admission (a request's tasks together).
+ * With several, each takes the next request in line; they may finish out
+ * of order, and admission still takes the queue's head first. */
 static void *encoder_main(void *arg)
 {
-    llama_engine *e = arg;
+    encoder *enc = arg;
+    llama_engine *e = enc->e;
 #ifdef __linux__
     prctl(PR_SET_NAME, ENCODER_THREAD_NAME, 0, 0, 0);
 #endif
@@ -1256,10 +1281,12 @@ static void *encoder_main(void *arg)
         } while (r && group[0]->grp && r->grp == group[0]->grp && n < (int)(sizeof group / sizeof *group));
         e->prep_next = r;
         e->n_prepared += n;
+        if (r && e->n_encoders > 1)
+            pthread_cond_signal(&e->encoder_cv); /* more for the others */
         pthread_mutex_unlock(&e->mu);
         sl_engine_stats counted = {0};
         for (int i = 0; i < n; i++)
-            prepare(e, group[i], &counted);
+            prepare(enc, group[i], &counted);
         pthread_mutex_lock(&e->mu);
         add_encoder_counters(&e->enc, &counted);
         for (int i = 0; i < n; i++) {
@@ -1850,6 +1877,22 @@ static sl_status new_context(llama_engine *e, int per_seq)
     return SL_OK;
 }
 
+/* Holds every vision context's mutex (the engine's, then each other
+ * encoder's: an encoder holds only its own, so the order cannot deadlock). */
+static void lock_vision(llama_engine *e)
+{
+    pthread_mutex_lock(&e->vision_mu);
+    for (int k = 1; k < e->n_encoders; k++)
+        pthread_mutex_lock(e->encoders[k].mu);
+}
+
+static void unlock_vision(llama_engine *e)
+{
+    for (int k = e->n_encoders - 1; k >= 1; k--)
+        pthread_mutex_unlock(e->encoders[k].mu);
+    pthread_mutex_unlock(&e->vision_mu);
+}
+
 /* Gives every sequence room for `need` positions (at least twice what it
  * had, so requests that grow a little at a time do not rebuild it each
  * time, when memory allows; at most max_ctx_seq). On failure the old size
@@ -1863,10 +1906,10 @@ static sl_status grow_context(llama_engine *e, const req *r, int64_t need)
     want = (want + 255) / 256 * 256;
     double t0 = now_ms();
     int64_t least = (need + 255) / 256 * 256;
-    /* Not while the encoder thread allocates the vision encoder's buffers
+    /* Not while an encoder thread allocates the vision encoder's buffers
      * (its first encode, a larger image) on the same device: the new
      * context would compete for the memory the old one gave back. */
-    pthread_mutex_lock(&e->vision_mu);
+    lock_vision(e);
     sl_status st = new_context(e, (int)want);
     if (st != SL_OK && want > least) /* twice did not fit in memory: just enough may */
         st = new_context(e, (int)least);
@@ -1877,7 +1920,7 @@ static sl_status grow_context(llama_engine *e, const req *r, int64_t need)
             sl_log(SL_LOG_ERROR, "the engine cannot make its context of %d positions a "
                    "sequence again: every request fails from now on", old);
     }
-    pthread_mutex_unlock(&e->vision_mu);
+    unlock_vision(e);
     if (st == SL_OK) {
         sl_log(SL_LOG_INFO, "%s needs %lld positions: each of the %d sequences now has %d (was "
                "%d; %.0f ms to make the context again; KV cache %.2f MiB)", r->id,
@@ -1992,7 +2035,7 @@ static bool admit_waiting(llama_engine *e)
         }
         if (!req_tokenized(r)) {
             double tp = now_ms();
-            sl_status st = tokenize(e, r);
+            sl_status st = tokenize(e, e->mtmd, r);
             e->pending_admit_ms -= now_ms() - tp; /* counted as its own phase */
             phase_add(e, SL_PHASE_PREPROCESS, now_ms() - tp);
             if (st != SL_OK) {
@@ -3241,8 +3284,16 @@ static void llama_engine_free(void *impl)
     pthread_mutex_unlock(&e->mu);
     if (e->thread_started)
         pthread_join(e->thread, NULL);
-    if (e->encoder_started)
-        pthread_join(e->encoder, NULL);
+    for (int k = 0; k < e->n_encoders; k++)
+        if (e->encoders[k].started)
+            pthread_join(e->encoders[k].thread, NULL);
+    for (int k = 1; k < e->n_encoders; k++) {
+        if (e->encoders[k].mtmd)
+            mtmd_free(e->encoders[k].mtmd);
+        if (e->encoders[k].own_mu_made)
+            pthread_mutex_destroy(&e->encoders[k].own_mu);
+    }
+    sl_free(e->encoders);
     for (int i = 0; i < SAMPLE_THREADS_MAX; i++)
         sl_free(e->cand[i]);
     sl_free(e->to_sample);
@@ -3394,7 +3445,7 @@ static int probe_cells(llama_engine *e, const sl_llama_params *p)
         }
         r.image = img;
     }
-    int n_cells = tokenize(e, &r) == SL_OK ? r.n_cells : -1;
+    int n_cells = tokenize(e, e->mtmd, &r) == SL_OK ? r.n_cells : -1;
     req_drop_tokens(&r);
     sl_image_free(img);
     sl_free(gray);
@@ -3688,6 +3739,44 @@ static sl_status load_adapters(llama_engine *e, const sl_llama_params *p)
     return SL_OK;
 }
 
+/* Starts n encoder threads; all but the first load the projector again
+ * into their own vision context. On failure the caller frees e, which
+ * joins those started. */
+static sl_status start_encoders(llama_engine *e, const sl_llama_params *params,
+                                struct mtmd_context_params vp, int n)
+{
+    if (!(e->encoders = sl_calloc((size_t)n, sizeof *e->encoders)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory for %d encoder threads", n);
+    for (int k = 0; k < n; k++) {
+        encoder *enc = &e->encoders[k];
+        enc->e = e;
+        enc->mtmd = e->mtmd;
+        enc->mu = &e->vision_mu;
+        if (k > 0) {
+            pthread_mutex_init(&enc->own_mu, NULL);
+            enc->own_mu_made = true;
+            enc->mu = &enc->own_mu;
+            if (!(enc->mtmd = mtmd_init_from_file(params->mmproj_path, e->model, vp))) {
+                e->n_encoders = k + 1;
+                return sl_fail(SL_ERR_MODEL, "--encoders %d: libmtmd cannot load '%s' again for "
+                               "encoder %d (out of memory? see the llama.cpp messages above; give "
+                               "fewer --encoders)", n, params->mmproj_path, k + 1);
+            }
+        }
+        e->n_encoders = k + 1;
+    }
+    for (int k = 0; k < n; k++) {
+        if (pthread_create(&e->encoders[k].thread, NULL, encoder_main, &e->encoders[k]) != 0)
+            return sl_fail(SL_ERR_NOMEM, "cannot start encoder thread %d for '%s'", k + 1,
+                           params->model_path);
+        e->encoders[k].started = true;
+    }
+    if (n > 1)
+        sl_log(SL_LOG_INFO, "%d encoder threads, each its own vision context of '%s'", n,
+               params->mmproj_path);
+    return SL_OK;
+}
+
 sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
 {
     *out = NULL;
@@ -3705,6 +3794,15 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         (st = check_kv_type("--cache-type-v", params->cache_type_v)) != SL_OK ||
         (st = check_adapters(params)) != SL_OK)
         return st;
+    if (params->encoders < 0 || params->encoders > SL_LLAMA_MAX_ENCODERS)
+        return sl_fail(SL_ERR_INVALID_ARG, "--encoders must be from 1 to %d (0: one), got %d",
+                       SL_LLAMA_MAX_ENCODERS, params->encoders);
+    if (params->encoders > 1 && params->encode_ahead == 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "--encoders %d encode ahead of admission: drop "
+                       "--encode-ahead 0, or give --encoders 1", params->encoders);
+    /* Encoder threads, each with a vision context: several only when
+     * asked (each is another copy of the projector's weights). */
+    int n_encoders = !vision ? 0 : params->encoders > 1 ? params->encoders : 1;
 
     init_backend();
     bool on_gpu = uses_gpu(params);
@@ -3763,7 +3861,10 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     vp.use_gpu = params->n_gpu_layers != 0;
     vp.device = only_device[0];
     vp.print_timings = false;
-    vp.n_threads = (int)threads;
+    /* The cores the vision encoder computes on, shared by the encoders (on
+     * a GPU the CPU does little of it). */
+    long vision_threads = n_encoders > 1 ? threads / n_encoders : threads;
+    vp.n_threads = vision_threads > 1 ? (int)vision_threads : 1;
     vp.warmup = false;
     if (params->image_min_tokens > 0)
         vp.image_min_tokens = params->image_min_tokens;
@@ -3967,18 +4068,15 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         e->slots[i] = (slot){.seq = i, .logits_idx = -1};
     e->n_sample = n_sample;
     e->sample_always = params->sample_threads > 1;
-    /* Nothing to encode ahead without a projector. */
+    /* Nothing to encode ahead without a projector; several encoders
+     * encode ahead on a CPU too. */
     e->encode_ahead = !e->mtmd                  ? 0
                       : params->encode_ahead >= 0 ? params->encode_ahead
-                      : on_gpu ? (e->n_parallel < 32 ? e->n_parallel : 32)
+                      : on_gpu || n_encoders > 1 ? (e->n_parallel < 32 ? e->n_parallel : 32)
                                          : 0;
-    if (e->encode_ahead > 0) {
-        if (pthread_create(&e->encoder, NULL, encoder_main, e) != 0) {
-            llama_engine_free(e);
-            return sl_fail(SL_ERR_NOMEM, "cannot start the encoder thread for '%s'",
-                           params->model_path);
-        }
-        e->encoder_started = true;
+    if (e->encode_ahead > 0 && (st = start_encoders(e, params, vp, n_encoders)) != SL_OK) {
+        llama_engine_free(e);
+        return st;
     }
     if (pthread_create(&e->thread, NULL, replica_main, e) != 0) {
         llama_engine_free(e);
