@@ -211,7 +211,9 @@ def cmd_result(argv: list[str]) -> int:
     last = os.path.join(a.out, f"metrics-{a.name}.prom")
     for path in (final, last):
         try:
-            r["step_phases"] = step_phases(parse_prom(open(path).read()))
+            samples = parse_prom(open(path).read())
+            r["step_phases"] = step_phases(samples)
+            r["graphs_reused"] = prom_sum(samples, "sluice_engine_graphs_reused_total")
             r["metrics_from"] = "final" if path == final else "last scrape"
             break
         except OSError:
@@ -252,7 +254,7 @@ def cmd_final(out: str, meta_json: str) -> int:
                                 "generated_tok_per_s": round(r["generated_tok_per_s"] / bt, 2) if bt else None}
     keep = ("run", "model", "args", "rc", "stopped", "rows_ok", "rows_failed", "images_per_s",
             "generated_tok_per_s", "gpu_busy_pct", "gpu_busy_sluice_pct", "gpu_mem_max_mib",
-            "run_s", "load_s", "from_metrics", "step_phases")
+            "run_s", "load_s", "from_metrics", "step_phases", "graphs_reused")
     doc = dict(meta)
     doc.update(runs=[{k: r[k] for k in keep if k in r} for r in runs], skipped=skipped,
                baseline=base, ratios=ratios)

@@ -591,6 +591,8 @@ typedef struct sl_engine_stats {
     uint64_t choice_probes;                /* probes decoded for choices that begin alike */
     uint64_t image_cache_queries;          /* llama: image chunks looked up in the cache of */
     uint64_t image_cache_hits;             /*   encoder outputs, and found there (not encoded) */
+    uint64_t graphs_reused;                /* llama: llama_decode ubatches whose compute graph
+                                              was the previous one's (not built again) */
 } sl_engine_stats;
 
 /* A consistent snapshot; any thread. */

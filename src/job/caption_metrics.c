@@ -25,7 +25,7 @@ enum { STAGES_MAX = 8, REPLICAS_MAX = 64 };
 typedef enum engine_value {
     EV_RUNNING, EV_WAITING, EV_KV_USAGE, EV_PROMPT_TOKENS, EV_GENERATION_TOKENS,
     EV_PREFIX_QUERIES, EV_PREFIX_HITS, EV_CHOICE_PROBES, EV_IMAGE_CACHE_QUERIES,
-    EV_IMAGE_CACHE_HITS, EV_COUNT
+    EV_IMAGE_CACHE_HITS, EV_GRAPHS_REUSED, EV_COUNT
 } engine_value;
 
 static const struct {
@@ -50,6 +50,10 @@ static const struct {
      SL_METRICS_COUNTER},
     {"sluice_engine_image_cache_hits_total",
      "Image chunks found in the cache of vision encoder outputs: not encoded again.",
+     SL_METRICS_COUNTER},
+    {"sluice_engine_graphs_reused_total",
+     "llama_decode ubatches whose compute graph llama.cpp reused from the step before "
+     "(same shape) instead of building it again.",
      SL_METRICS_COUNTER},
 };
 
@@ -125,6 +129,7 @@ static double engine_value_of(const sl_engine_stats *s, engine_value which)
     case EV_CHOICE_PROBES: return (double)s->choice_probes;
     case EV_IMAGE_CACHE_QUERIES: return (double)s->image_cache_queries;
     case EV_IMAGE_CACHE_HITS: return (double)s->image_cache_hits;
+    case EV_GRAPHS_REUSED: return (double)s->graphs_reused;
     case EV_COUNT: break;
     }
     return 0.0;

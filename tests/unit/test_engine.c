@@ -560,6 +560,10 @@ static void every_phase_is_timed(void **state)
     assert_int_equal(st.steps + st.image_decode_calls, st.decode_calls);
     /* Images admitted together were prefilled together. */
     assert_true(st.image_decode_calls < st.images_encoded);
+    /* Steps of the same sequences generating have one shape: llama.cpp
+     * reuses their graph; the first step of a shape builds it. */
+    assert_true(st.graphs_reused > 0);
+    assert_true(st.graphs_reused < st.decode_calls);
     for (int ph = 0; ph < SL_PHASE_FIRST_IMAGE; ph++) {
         assert_int_equal(st.phase_n[ph], st.steps);
         assert_true(st.phase_s[ph] >= 0.0);

@@ -370,6 +370,7 @@ typedef struct llama_engine {
     sl_engine_phase_fn on_phase;
     void *on_phase_user;
     double pending_admit_ms;   /* admission work of loop turns that decoded nothing */
+    int32_t reused_seen;       /* llama_perf_context's n_reused of this context, counted */
     double pending_book_ms;    /* this step's completions, until published */
 
     /* Encoding ahead: a thread tokenizes and encodes the requests at the
@@ -1839,6 +1840,7 @@ static sl_status new_context(llama_engine *e, int per_seq)
     e->prefix = NULL;
     e->n_prefix = 0;
     e->kv_reserved = 0;
+    e->reused_seen = 0;
     for (int i = 0; e->slots && i < e->n_parallel; i++)
         drop_kept(&e->slots[i]); /* their cells went with the context */
     struct llama_context_params cp = e->cparams;
@@ -2722,6 +2724,13 @@ static bool decode_step(llama_engine *e)
     e->work.decode_calls++;
     e->work.batch_tokens += (uint64_t)b->n_tokens;
     e->work.steps++;
+    /* Graphs llama.cpp did not build again: a step of the same shape as
+     * the one before (tokens, outputs, KV cells in use rounded up to 256)
+     * skips building and allocating its graph, host time a GPU waits for. */
+    int32_t reused = llama_perf_context(e->ctx).n_reused;
+    if (reused > e->reused_seen)
+        e->work.graphs_reused += (uint64_t)(reused - e->reused_seen);
+    e->reused_seen = reused;
     phase_add(e, SL_PHASE_ADMIT, e->pending_admit_ms > 0 ? e->pending_admit_ms : 0.0);
     e->pending_admit_ms = 0;
     phase_add(e, SL_PHASE_BATCH, t0 - t_batch);
