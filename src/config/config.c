@@ -295,7 +295,8 @@ static const opt opts[] = {
     {"prompt.text", "prompt", 'p', K_STR, AT(p.prompt), .f = NO_TASKS, .arg = "TEXT",
      .help = "user prompt (not with tasks: each brings its own)"},
     {"prompt.system", "system", 0, K_STR, AT(p.system_prompt), .arg = "TEXT",
-     .help = "system prompt (~: none)"},
+     .help = "system prompt (~: the model's chat template's own, if it writes one where none "
+             "is given; else none)"},
     {"prompt.column", "prompt-column", 0, K_STR, AT(p.prompt_column), .f = NO_TASKS, .arg = "NAME",
      .help = "a row's value in this column replaces the prompt: a string, or a conversation's first "
              "human/user turn (~: prompt; not with tasks)"},

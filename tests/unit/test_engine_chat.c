@@ -187,6 +187,44 @@ static void a_chosen_chat_template_renders_the_prompts(void **state)
     assert_non_null(strstr(sl_last_error(), "llama3")); /* the names it could be */
 }
 
+/* A ChatML template that writes its own system message where a
+ * conversation has none (Qwen2.5's: the message in a Jinja string, beside
+ * a branch that writes the conversation's own) renders it first, as its
+ * Jinja would; written with escapes ("\\n") as well as with line breaks. */
+static void a_template_system_message_is_the_default(void **state)
+{
+    static const char *const forms[2] = {"\n", "\\n"};
+    llama_chat_message want[] = {
+        {"system", "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."},
+        {"user", "Name a colour."}};
+    int chatml, with_system = template_tokens_with("chatml", want, 2);
+    assert_int_equal(tokens_with_template("chatml", &chatml), SL_OK);
+    assert_true(with_system > chatml + 10);
+    for (int f = 0; f < 2; f++) {
+        const char *nl = forms[f];
+        char path[] = "/tmp/sluice-template-XXXXXX";
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        FILE *fp = fdopen(fd, "w");
+        fprintf(fp,
+                "{%%- if tools %%}{{- '<|im_start|>system%s' }}{%%- if messages[0]['role'] == "
+                "'system' %%}{{- messages[0]['content'] }}{%%- else %%}{{- 'You are Qwen.' }}"
+                "{%%- endif %%}{%%- else %%}{%%- if messages[0]['role'] == 'system' %%}"
+                "{{- '<|im_start|>system%s' + messages[0]['content'] + '<|im_end|>%s' }}"
+                "{%%- else %%}{{- '<|im_start|>system%sYou are Qwen, created by Alibaba Cloud. "
+                "You are a helpful assistant.<|im_end|>%s' }}{%%- endif %%}{%%- endif %%}"
+                "{%% for message in messages %%}{{'<|im_start|>' + message['role'] + '%s' + "
+                "message['content'] + '<|im_end|>' + '%s'}}{%% endfor %%}{%% if "
+                "add_generation_prompt %%}{{ '<|im_start|>assistant%s' }}{%% endif %%}",
+                nl, nl, nl, nl, nl, nl, nl, nl);
+        fclose(fp);
+        int got;
+        assert_int_equal(tokens_with_template(path, &got), SL_OK);
+        unlink(path);
+        assert_int_equal(got, with_system);
+    }
+}
+
 /* A text-only conversation answers and the vision encoder never runs; with
  * several turns (system, user, assistant, user) the prompt is exactly the
  * model's chat template over all of them with a generation prompt. */
@@ -918,6 +956,7 @@ int main(void)
         cmocka_unit_test(a_request_that_never_fits_fails_alone_saying_why),
         cmocka_unit_test(a_context_that_cannot_grow_fails_only_the_long_request),
         cmocka_unit_test(a_chosen_chat_template_renders_the_prompts),
+        cmocka_unit_test(a_template_system_message_is_the_default),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

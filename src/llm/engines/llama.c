@@ -300,6 +300,8 @@ typedef struct llama_engine {
     sl_image_cache *image_cache; /* NULL: every image is encoded (thread-safe) */
     const struct llama_vocab *vocab;
     char *chat_template;       /* NULL: use the plain fallback prompt */
+    char *template_system;     /* the system message the template writes where a prompt
+                                  has none (template_default_system), or NULL */
     char model_name[256];
     int n_ctx, n_ctx_seq, n_batch, n_parallel;
     /* Sizing by the request (grow_context): the context's settings as
@@ -456,12 +458,13 @@ static void phase_add(llama_engine *e, sl_engine_phase phase, double ms)
     phase_count(e, &e->work, phase, ms);
 }
 
-/* Renders messages with the model's chat template and a generation prompt
- * after the last, into *out (sl_free); without a template, the plain
- * "User: ... Assistant:" prompt. SL_ERR_NOMEM, SL_ERR_TOO_LONG, or
- * SL_ERR_ENGINE when llama.cpp cannot apply the template. */
-static sl_status render_chat(const llama_engine *e, const char *id, const llama_chat_message *msgs,
-                             size_t n, char **out)
+/* Renders messages as they are with the model's chat template and a
+ * generation prompt after the last, into *out (sl_free); without a
+ * template, the plain "User: ... Assistant:" prompt. SL_ERR_NOMEM,
+ * SL_ERR_TOO_LONG, or SL_ERR_ENGINE when llama.cpp cannot apply the
+ * template. */
+static sl_status render_messages(const llama_engine *e, const char *id,
+                                 const llama_chat_message *msgs, size_t n, char **out)
 {
     *out = NULL;
     size_t total = 0;
@@ -513,6 +516,25 @@ static sl_status render_chat(const llama_engine *e, const char *id, const llama_
     buf[len] = '\0';
     *out = buf;
     return SL_OK;
+}
+
+/* render_messages, with the template's own system message first where
+ * the messages have none (e->template_system), as its Jinja would. */
+static sl_status render_chat(const llama_engine *e, const char *id, const llama_chat_message *msgs,
+                             size_t n, char **out)
+{
+    if (!e->template_system || (n > 0 && strcmp(msgs[0].role, "system") == 0))
+        return render_messages(e, id, msgs, n, out);
+    *out = NULL;
+    llama_chat_message *with = sl_malloc((n + 1) * sizeof *with);
+    if (!with)
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory rendering the prompt", id);
+    with[0] = (llama_chat_message){"system", e->template_system};
+    if (n > 0)
+        memcpy(with + 1, msgs, n * sizeof *msgs);
+    sl_status st = render_messages(e, id, with, n + 1, out);
+    sl_free(with);
+    return st;
 }
 
 /* Renders the chat for one request of a prompt (and an image) into *out
@@ -3351,6 +3373,7 @@ static void llama_engine_free(void *impl)
     if (e->model)
         llama_model_free(e->model);
     sl_free(e->chat_template);
+    sl_free(e->template_system);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->work_cv);
     pthread_cond_destroy(&e->done_cv);
@@ -3663,11 +3686,46 @@ static bool template_renders(const char *tmpl)
 /* Largest --chat-template file read (Jinja templates are a few KB). */
 enum { MAX_TEMPLATE_FILE = 1 << 20 };
 
+/* The system message a ChatML template writes where a conversation has
+ * none, as a literal block with no Jinja inside it: Qwen2-VL's, Qwen2.5-VL's
+ * and Qwen2.5's "<|im_start|>system\nYou are a helpful assistant.<|im_end|>"
+ * under "if loop.first and message['role'] != 'system'". NULL: none (or out
+ * of memory: the prompt is then rendered without it). sl_free. */
+static char *template_default_system(const char *tmpl)
+{
+    static const char head[] = "<|im_start|>system";
+    for (const char *at = strstr(tmpl, head); at; at = strstr(at + 1, head)) {
+        const char *text = at + sizeof head - 1;
+        if (*text == '\n')
+            text++;
+        else if (text[0] == '\\' && text[1] == 'n') /* written as an escape in a Jinja string */
+            text += 2;
+        else
+            continue;
+        const char *end = strstr(text, "<|im_end|>");
+        if (!end || end == text)
+            continue;
+        size_t len = (size_t)(end - text);
+        bool literal = true;
+        for (size_t i = 0; i < len && literal; i++)
+            literal = !strchr("{}'\"\\", text[i]);
+        if (!literal)
+            continue; /* Jinja in it ("' + messages[0]['content'] + '"), or escapes */
+        char *copy = sl_malloc(len + 1);
+        if (copy) {
+            memcpy(copy, text, len);
+            copy[len] = '\0';
+        }
+        return copy;
+    }
+    return NULL;
+}
+
 /* Sets e->chat_template (NULL: the plain User:/Assistant: prompt) from
  * params->chat_template: NULL for the model's own, "plain", a name
  * llama.cpp knows (chatml, llama3, ...), or a file holding a template. A
  * template llama.cpp cannot render is a configuration error, named. */
-static sl_status choose_template(llama_engine *e, const sl_llama_params *params)
+static sl_status choose_template_text(llama_engine *e, const sl_llama_params *params)
 {
     const char *want = params->chat_template;
     if (!want || !*want) {
@@ -3724,6 +3782,17 @@ static sl_status choose_template(llama_engine *e, const sl_llama_params *params)
     }
     e->chat_template = text;
     return SL_OK;
+}
+
+/* choose_template_text, and the template's own system message (e->template_system). */
+static sl_status choose_template(llama_engine *e, const sl_llama_params *params)
+{
+    sl_status st = choose_template_text(e, params);
+    if (st == SL_OK && e->chat_template && (e->template_system = template_default_system(e->chat_template)) != NULL)
+        sl_log(SL_LOG_INFO, "the chat template's system message where a prompt has none: \"%s\" "
+               "(--system-prompt replaces it; --chat-template chatml renders without it)",
+               e->template_system);
+    return st;
 }
 
 static sl_status load_adapters(llama_engine *e, const sl_llama_params *p)
