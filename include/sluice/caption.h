@@ -339,6 +339,9 @@ typedef struct sl_caption_summary {
     char answers[1024];
     char first_output_file[4096]; /* the first shard this run committed ("" when none, and
                                      under MPI: the ranks' parts interleave) */
+    long rows_deferred;       /* a stop (the first SIGINT) came before these rows were sent
+                                 (the openai engine's queue): not written, not done in the
+                                 ledger; the same command again does them (this process's) */
 } sl_caption_summary;
 
 /* Runs the whole job. SL_OK when it ran to the end, even if rows failed

@@ -610,6 +610,19 @@ typedef struct sl_endpoint_stats {
     uint64_t code_counts[16];
 } sl_endpoint_stats;
 
+/* For a run that is stopping: requests not yet started are not started.
+ * The openai engine completes each request not yet sent (queued behind
+ * the in-flight limits, or waiting to be retried after a failed attempt)
+ * through poll() with SL_ERR_STOPPED, and so every request submitted from
+ * now on; requests on the wire finish as usual, and so do continuations
+ * of work already done: a choices request's probes, and a conversation's
+ * next turn (sl_request.follows). A request with tasks
+ * or several answers of which a part was not sent completes with
+ * SL_ERR_STOPPED as a whole. False, and nothing changes, where the engine
+ * does not do this (llama: what it holds runs). Any thread; once is
+ * enough. */
+bool sl_engine_cancel_queued(sl_engine *engine);
+
 size_t sl_engine_endpoint_count(const sl_engine *engine);
 void sl_engine_endpoint_stats(const sl_engine *engine, size_t i, sl_endpoint_stats *out);
 

@@ -80,6 +80,15 @@ bool sl_row_failed(const sl_row *row);
  * it). A failed row cannot be dropped: its error is still written. */
 void sl_row_drop(sl_row *row);
 bool sl_row_dropped(const sl_row *row);
+/* Leaves the row for a later run: a stop came before the stage started
+ * on it (an async stage's stop()). It skips every later map and async
+ * stage, like a failed row, and still reaches the sink, which writes
+ * nothing for it and must not record it as done (the caption job's
+ * ledger does not, so a resume does it). Its input is then not complete:
+ * no row of its group has sl_row_completes_input(). A failed or dropped
+ * row cannot be deferred. */
+void sl_row_defer(sl_row *row);
+bool sl_row_deferred(const sl_row *row);
 /* Fan-out: inside a map stage's process(), makes a new row (empty: no
  * payload, 0 bytes) that goes on after `parent` as a row of its own, from
  * the next stage on. It shares the parent's seq and is the parent's input's
@@ -150,6 +159,15 @@ typedef struct sl_stage_def {
     /* ASYNC: wait up to timeout_ms for completions; return up to `max` of
      * them in done[] and their number in *n_done. */
     sl_status (*poll)(void *state, sl_row **done, size_t max, int timeout_ms, size_t *n_done);
+    /* ASYNC, optional: the first stop request (sl_exec_request_stop or
+     * stop_requests; not --max-failed nor a broken stage). Rows the
+     * instance holds but has not started on (an engine's queue) are to
+     * come back through poll() deferred (sl_row_defer) rather than be
+     * started, and rows submitted from now on may be deferred at once
+     * (submit() defers and returns SL_OK, as a refusal fails); rows
+     * started finish as usual. Called once per instance, on its worker's
+     * thread, between its submit() and poll() calls. */
+    void (*stop)(void *state);
 } sl_stage_def;
 
 /* --- the executor ------------------------------------------------------------ */
@@ -185,8 +203,9 @@ sl_status sl_exec_create(const sl_exec_params *params, const sl_stage_def *stage
  * of a stage's init() when a worker could not start (nothing was read). */
 sl_status sl_exec_run(sl_exec *exec);
 
-/* First call: stop reading and drain. Second call (or the deadline): abort.
- * Async-signal-safe. */
+/* First call: stop reading and drain (async stages with stop() are told:
+ * what they have not started comes back deferred). Second call (or the
+ * deadline): abort. Async-signal-safe. */
 void sl_exec_request_stop(sl_exec *exec);
 
 typedef struct sl_stage_stats {
@@ -205,6 +224,7 @@ typedef struct sl_exec_stats {
     uint64_t bytes_in_flight, peak_bytes_in_flight, memory_budget;
     double seconds;
     uint64_t rows_dropped;  /* rows done that a stage dropped (in rows_done) */
+    uint64_t rows_deferred; /* rows done that a stage deferred (sl_row_defer; in rows_done) */
 } sl_exec_stats;
 
 size_t sl_exec_stage_count(const sl_exec *exec);

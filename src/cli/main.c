@@ -844,6 +844,9 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         describe_output(output, sizeof output, &sum, p.output_dir);
         fprintf(stderr, "sluice: %s\nsluice: %ld rows written (%ld failed) to %s\n",
                 sl_last_error(), sum.rows, sum.rows_failed, output);
+        if (sum.rows_deferred > 0)
+            fprintf(stderr, "sluice: stopping: %ld queued row%s not sent; resume redoes them\n",
+                    sum.rows_deferred, sum.rows_deferred == 1 ? "" : "s");
         /* The rows in flight at the stop are finished and written: they may
          * have been the last, and then a rerun has nothing to do. */
         if (sum.inputs_all_done)

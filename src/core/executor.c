@@ -67,10 +67,11 @@ struct sl_exec {
     bool init_failed;
     atomic_int stop_requests;   /* written by signal handlers */
     atomic_bool stopping;       /* the source stops reading */
+    atomic_bool stop_asked;     /* ... because of a stop request: async stages are told */
     atomic_bool aborting;
     sl_status result;           /* first failure wins */
     char result_msg[1024];
-    atomic_uint_fast64_t rows_produced, rows_done, rows_failed, rows_dropped;
+    atomic_uint_fast64_t rows_produced, rows_done, rows_failed, rows_dropped, rows_deferred;
     uint64_t t_start, t_end;
 };
 
@@ -473,7 +474,7 @@ static void run_map(worker *w, void **state, bool is_sink)
         atomic_fetch_add(&st->rows_in, n);
         size_t n_ok = 0;
         for (size_t i = 0; i < n; i++) {
-            if (is_sink || (!batch[i]->error && !batch[i]->dropped)) {
+            if (is_sink || (!batch[i]->error && !batch[i]->dropped && !batch[i]->deferred)) {
                 batch[i]->stage = st->name;
                 ok_rows[n_ok++] = batch[i];
             }
@@ -522,10 +523,11 @@ static void run_map(worker *w, void **state, bool is_sink)
                 break;
             continue;
         }
-        uint64_t failed = 0, dropped = 0;
+        uint64_t failed = 0, dropped = 0, deferred = 0;
         for (size_t i = 0; i < n; i++) {
             failed += batch[i]->error != NULL;
             dropped += batch[i]->dropped;
+            deferred += batch[i]->deferred;
             if (batch[i]->error && batch[i]->mark_stage == st->name)
                 atomic_fetch_add(&st->rows_failed, 1);
             else
@@ -533,6 +535,7 @@ static void run_map(worker *w, void **state, bool is_sink)
             free_row(batch[i], exec);
         }
         atomic_fetch_add(&exec->rows_dropped, dropped);
+        atomic_fetch_add(&exec->rows_deferred, deferred);
         uint64_t done = atomic_fetch_add(&exec->rows_done, n) + n;
         uint64_t all_failed = atomic_fetch_add(&exec->rows_failed, failed) + failed;
         if (exec->p.max_failed < 1.0 && done >= (uint64_t)exec->p.max_failed_min_rows &&
@@ -600,7 +603,12 @@ static void run_async(worker *w, void **state)
     sl_row *inflight = NULL;
     size_t n_inflight = 0;
     bool input_done = false, alive = true;
+    bool told = false; /* this instance was told of the stop */
     while (!atomic_load(&exec->aborting)) {
+        if (!told && alive && st->def.stop && atomic_load(&exec->stop_asked)) {
+            st->def.stop(*state);
+            told = true;
+        }
         if (!input_done && n_inflight < limit) {
             size_t want = limit - n_inflight < cap ? limit - n_inflight : cap;
             bool closed;
@@ -614,7 +622,7 @@ static void run_async(worker *w, void **state)
             uint64_t t0 = sl_now_ns();
             for (size_t i = 0; i < n; i++) {
                 sl_row *r = batch[i];
-                if (r->dropped) {
+                if (r->dropped || r->deferred) {
                     batch[n_fwd++] = r;
                     continue;
                 }
@@ -633,8 +641,10 @@ static void run_async(worker *w, void **state)
                 atomic_fetch_add(&st->in_flight, 1);
                 if (st->def.submit(*state, r) != SL_OK) {
                     alive = async_worker_failed(w, state, &inflight, &n_inflight);
-                } else if (r->error) {
-                    /* Refused: the stage failed this row alone and does not hold it. */
+                    told = false; /* a new instance: told again */
+                } else if (r->error || r->deferred) {
+                    /* Refused (the stage failed this row alone) or deferred
+                     * (stopping): the stage does not hold it. */
                     unlink_inflight(&inflight, r);
                     n_inflight--;
                     atomic_fetch_sub(&st->in_flight, 1);
@@ -657,6 +667,7 @@ static void run_async(worker *w, void **state)
         atomic_fetch_add(&st->busy_ns, sl_now_ns() - t0);
         if (rc != SL_OK) {
             alive = async_worker_failed(w, state, &inflight, &n_inflight);
+            told = false;
             continue;
         }
         for (size_t i = 0; i < n_done; i++) {
@@ -871,6 +882,7 @@ sl_status sl_exec_run(sl_exec *exec)
                 snprintf(exec->result_msg, sizeof exec->result_msg,
                          "stopped on request; rows in flight were finished and written");
             }
+            atomic_store(&exec->stop_asked, true);
             atomic_store(&exec->stopping, true);
             sl_log(SL_LOG_WARN, "stop requested: finishing rows in flight (again to stop at once)");
         }
@@ -929,6 +941,7 @@ void sl_exec_stats_get(const sl_exec *exec, sl_exec_stats *out)
         .memory_budget = exec->p.memory_budget,
         .seconds = exec->t_start ? (double)(end - exec->t_start) / 1e9 : 0.0,
         .rows_dropped = atomic_load(&exec->rows_dropped),
+        .rows_deferred = atomic_load(&exec->rows_deferred),
     };
 }
 

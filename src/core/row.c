@@ -18,9 +18,28 @@ void sl_row_drop(sl_row *row)
         row->mark_stage = row->stage ? row->stage : "unknown";
     }
 }
+bool sl_row_deferred(const sl_row *row) { return row->deferred; }
+
+void sl_row_defer(sl_row *row)
+{
+    if (row->error || row->dropped || row->deferred)
+        return; /* a failed row keeps its error to be written; a dropped one is done */
+    row->deferred = true;
+    row->mark_stage = row->stage ? row->stage : "unknown";
+    if (row->group) /* the input is not done while one of its rows is not */
+        atomic_store(&row->group->deferred, true);
+}
+
 unsigned sl_row_copy_index(const sl_row *row) { return row->copy; }
 bool sl_row_in_group(const sl_row *row) { return row->group != NULL; }
-bool sl_row_completes_input(const sl_row *row) { return row->completes_input; }
+/* A deferred row's input is not complete, nor is one of a group with a
+ * deferred row: a group's rows all pass the stages that may defer one
+ * before the last reaches the sink, so the flag is final by then. */
+bool sl_row_completes_input(const sl_row *row)
+{
+    return row->completes_input && !row->deferred &&
+           !(row->group && atomic_load(&row->group->deferred));
+}
 
 const char *sl_row_error(const sl_row *row) { return row->error; }
 const char *sl_row_error_stage(const sl_row *row) { return row->error ? row->mark_stage : NULL; }

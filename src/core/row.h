@@ -15,6 +15,7 @@ typedef struct sl_row_group {
     unsigned arrived;     /* of them, pushed into the sink's queue (under its lock) */
     atomic_uint copies;   /* the copies' numbers: 1, 2, ... */
     atomic_uint refs;     /* rows pointing here: the last one frees it */
+    atomic_bool deferred; /* a member was deferred (sl_row_defer): no row completes the input */
 } sl_row_group;
 
 struct sl_row {
@@ -32,6 +33,7 @@ struct sl_row {
     uint16_t copy;        /* 0: the source's row; k: the k-th copy of its input */
     bool completes_input; /* set on arrival at the sink: the group's last row */
     bool dropped;
+    bool deferred;      /* sl_row_defer: left for a later run (sits in padding: same size) */
     const char *stage;  /* the stage now working on the row */
     struct sl_exec *exec;
     sl_row_group *group;  /* NULL until the row or its input has a copy */

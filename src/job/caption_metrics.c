@@ -252,6 +252,9 @@ void caption_exec_stats(const sl_exec *exec, sl_exec_stats *s, uint64_t *write_f
     uint64_t lost = w.rows_failed <= s->rows_failed ? w.rows_failed : s->rows_failed;
     s->rows_failed -= lost;
     s->rows_done -= lost <= s->rows_done ? lost : s->rows_done;
+    /* Rows a stop left unsent reach the writer but are not done: the
+     * resume does them. */
+    s->rows_done -= s->rows_deferred <= s->rows_done ? s->rows_deferred : s->rows_done;
     *write_failed = lost;
 }
 

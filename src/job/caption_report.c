@@ -136,6 +136,9 @@ static json_t *summary_json(const caption_report *r)
         columns ? columns : json_array());
     if (o)
         add_dry_run(o, r);
+    if (o) /* left by a stop for the resume (sl_caption_summary.rows_deferred) */
+        json_object_set_new(json_object_get(o, "rows"), "deferred",
+                            json_integer((json_int_t)s->rows_deferred));
     if (o && r->answers)
         json_object_set(o, "answers", r->answers);
     if (o) /* what the Parquet parts could not hold of the input's columns */

@@ -20,6 +20,7 @@ typedef struct replica {
     job *j;
     sl_engine *engine;
     replica_metrics *metrics;
+    bool stopped;   /* the run is stopping and the engine sends nothing more */
     sl_completion done[64];
 } replica;
 
@@ -104,6 +105,18 @@ static void engine_close(void *state, sl_exec_end end)
     replica_metrics_detach(rep->metrics);
     sl_engine_free(rep->engine);
     sl_free(rep);
+}
+
+/* The first stop request: the engine sends nothing it has not started
+ * (sl_engine_cancel_queued; the llama engine runs what it holds), and
+ * rows arriving from now on are deferred before they are asked. The
+ * rows come back deferred: left for the resume, not failed. A row whose
+ * conversation has begun (--turns all) is finished: its next questions
+ * are asked (sl_request.follows), so its answers are not thrown away. */
+static void engine_stop(void *state)
+{
+    replica *rep = state;
+    rep->stopped = sl_engine_cancel_queued(rep->engine);
 }
 
 /* A prompt template filled from the row's columns into *filled (sl_free;
@@ -310,6 +323,10 @@ static sl_status engine_submit(void *state, sl_row *row)
     replica *rep = state;
     const sl_caption_params *p = rep->j->p;
     caption_row *r = sl_row_data(row);
+    if (rep->stopped && r->turn == 0) { /* a next question (--turns all) is still asked */
+        sl_row_defer(row);
+        return SL_OK;
+    }
     if (r->batch)
         return batch_submit(rep->j, rep->engine, row, r);
     if (batch_copy_without_request(rep->j, row, r))
@@ -569,11 +586,13 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
         replica_metrics_observe(rep->metrics, c);
         sl_row *row = c->tag;
         caption_row *r = sl_row_data(row);
-        if (p->turns == SL_TURNS_ALL && r->questions > 0 && c->n_results == 0 &&
-            ask_next(rep, row, r, c))
+        if (c->status == SL_ERR_STOPPED)
+            sl_row_defer(row); /* not sent: a stop (engine_stop), for the resume */
+        else if (p->turns == SL_TURNS_ALL && r->questions > 0 && c->n_results == 0 &&
+                 ask_next(rep, row, r, c))
             continue;
         job_answer_room(rep->j, row);
-        if (sl_row_failed(row)) {
+        if (sl_row_failed(row) || sl_row_deferred(row)) {
             /* Its answer could not go into the conversation. */
         } else if (c->status == SL_OK && c->n_results > 0) {
             take_results(rep->j, r, c);
@@ -655,5 +674,5 @@ sl_stage_def stage_engine(job *j)
     return (sl_stage_def){.name = "engine", .kind = SL_STAGE_ASYNC, .workers = p->replicas,
                           .batch_size = 4, .max_in_flight = 2 * slots, .config = j,
                           .init = engine_init, .close = engine_close, .submit = engine_submit,
-                          .poll = engine_poll};
+                          .poll = engine_poll, .stop = engine_stop};
 }

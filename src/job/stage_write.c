@@ -368,6 +368,13 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
     job *j = state;
     for (size_t i = 0; i < n; i++) {
         caption_row *r = sl_row_data(rows[i]);
+        if (sl_row_deferred(rows[i])) {
+            /* Not sent to the engine before a stop: neither written nor in
+             * the ledger, so the resume does it (and its input, whose
+             * other rows do not complete it: sl_row_completes_input). */
+            j->sum->rows_deferred++;
+            continue;
+        }
         char *member;
         bool committed;
         sl_status st = group_member(j, rows[i], r, &member, &committed);

@@ -494,7 +494,10 @@ bool sl_task_group_record(sl_task_group *g, int i, sl_status status, const char 
     if (status == SL_OK) {
         g->results[i] = *result;
         *result = (sl_result){0};
-    } else if (g->status == SL_OK) {
+    } else if (g->status == SL_OK || (status == SL_ERR_STOPPED && g->status != SL_ERR_STOPPED)) {
+        /* A task not run because of a stop makes the whole request one to
+         * do again (its row is left for the resume), whatever else failed. */
+        sl_free(g->error);
         g->status = status;
         g->error = sl_strdup(error ? error : "failed");
     }
@@ -619,6 +622,14 @@ char *sl_chat_completion_json(const char *id, const char *model, long long creat
 }
 
 const char *sl_engine_kind(const sl_engine *engine) { return engine->ops->kind; }
+
+bool sl_engine_cancel_queued(sl_engine *engine)
+{
+    if (!engine->ops->cancel_queued)
+        return false;
+    engine->ops->cancel_queued(engine->impl);
+    return true;
+}
 
 size_t sl_engine_endpoint_count(const sl_engine *engine)
 {

@@ -28,6 +28,9 @@ typedef struct sl_engine_ops {
     /* Optional (HTTP engines): per-endpoint state. */
     size_t (*endpoint_count)(const void *impl);
     void (*endpoint_stats)(const void *impl, size_t i, sl_endpoint_stats *out);
+    /* Optional: sl_engine_cancel_queued (absent: the engine runs what it
+     * holds). Any thread. */
+    void (*cancel_queued)(void *impl);
 } sl_engine_ops;
 
 /* The first tokens of the forms each choice is answered in, as
@@ -100,8 +103,9 @@ const sl_request *sl_prompt_as_conversation(const sl_request *q, sl_prompt_conve
 
 /* Records task i's outcome: result (its strings taken) when status is
  * SL_OK, else error. When it was the last, fills *out with the request's
- * completion (the results in task order, or the first failure, the other
- * answers freed), frees the group and returns true. */
+ * completion (the results in task order, or the first failure, one
+ * SL_ERR_STOPPED before any other: a task not sent makes the request one
+ * to do again; the other answers freed), frees the group and returns true. */
 bool sl_task_group_record(sl_task_group *g, int i, sl_status status, const char *error,
                           sl_result *result, sl_completion *out);
 

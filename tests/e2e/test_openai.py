@@ -8,6 +8,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 import subprocess
 import time
 
@@ -1127,3 +1128,72 @@ def test_the_summary_names_the_output_folder_and_its_part_files(sluice, tmp_path
         (inp / "more2.jpg").symlink_to(sample_images()[4])
         (inp / "more3.jpg").symlink_to(sample_images()[5])
         assert run() == f"output: {out} (2 part files: part-00004.jsonl, part-00005.jsonl)"
+
+
+def test_the_first_sigint_sends_no_queued_row_and_the_resume_does_them(sluice, tmp_path):
+    # The first Ctrl-C lets the requests on the wire finish; the rows queued
+    # inside the engine (twice --max-in-flight) and behind it were still
+    # POSTed one after another for the whole drain. Now they are not sent:
+    # not written, not in the ledger, and the same command again does them,
+    # each input once.
+    import signal
+    import threading
+    lock = threading.Lock()
+    state = {"posts": 0, "answered": 0, "fast": False}
+
+    def answer(h, n, body):
+        with lock:
+            k = state["posts"]
+            state["posts"] += 1
+        # The first at once (so a row is done and the engine sends the
+        # next), the rest slowly: no answer comes back while the stop is
+        # on its way, so whatever is POSTed after the signal was queued.
+        completion(h, delay_s=0.0 if k == 0 or state["fast"] else 2.0)
+        with lock:
+            state["answered"] += 1
+
+    inp = many_inputs(tmp_path, 4)
+    total = 4 * len(sample_images())
+    out = tmp_path / "out"
+    limit = 4
+    with FakeServer(answer) as fake:
+        cmd = [str(sluice.binary), "caption", str(inp), "-o", str(out), "--engine", "openai",
+               "--endpoint", fake.url, "--max-in-flight", str(limit), "--metrics-addr", "off"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                with lock:
+                    if state["answered"] >= 1 and state["posts"] >= limit + 1:
+                        break
+                time.sleep(0.01)
+            with lock:
+                sent_at_signal = state["posts"]
+                in_flight = state["posts"] - state["answered"]
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        after = state["posts"] - sent_at_signal
+        assert in_flight == limit, (state, err)
+        assert proc.returncode == 130, err
+        assert after <= in_flight, f"{after} POSTs after the signal ({in_flight} in flight): {err}"
+        rows = ok_rows(out)
+        assert all(row["error"] is None for row in rows), err  # none failed by the stop
+        assert len(rows) == state["answered"] == sent_at_signal + after, (len(rows), state)
+        m = re.search(r"sluice: stopping: (\d+) queued rows not sent; resume redoes them", err)
+        assert m and 0 < int(m.group(1)) <= total - len(rows), err
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["rows"]["deferred"] == int(m.group(1)), summary["rows"]
+        left = total - len(rows)  # deferred, and never read
+
+        # The same command again: the rows left, each sent and written once.
+        state["posts"], state["fast"] = 0, True
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert state["posts"] == left, state
+    ids = [json.loads(line)["id"] for part in sorted(out.glob("part-*.jsonl"))
+           for line in part.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == total, (len(ids), len(set(ids)))

@@ -2256,12 +2256,34 @@ static void an_image_seen_again_is_not_encoded_again(void **state)
     sl_image_free(other);
 }
 
+/* A task not sent because of a stop (the openai engine's cancel_queued)
+ * makes the whole request one to do again, whatever its other tasks did:
+ * answered, or failed before it. */
+static void a_task_not_sent_for_a_stop_makes_the_request_stopped(void **state)
+{
+    (void)state;
+    int tag;
+    sl_task_group *g = sl_task_group_new(&tag, 3);
+    assert_non_null(g);
+    sl_completion c = {0};
+    sl_result ok = {.text = sl_strdup("yes")};
+    assert_false(sl_task_group_record(g, 0, SL_OK, NULL, &ok, &c));
+    assert_false(sl_task_group_record(g, 1, SL_ERR_ENGINE, "HTTP 500", NULL, &c));
+    assert_true(sl_task_group_record(g, 2, SL_ERR_STOPPED, "not sent", NULL, &c));
+    assert_ptr_equal(c.tag, &tag);
+    assert_int_equal(c.status, SL_ERR_STOPPED);
+    assert_string_equal(c.error, "not sent");
+    assert_int_equal(c.n_results, 0);
+    sl_completion_clear(&c);
+}
+
 int main(void)
 {
     if (getenv("SLUICE_TEST_FILTER")) /* e.g. "stats_*": run only those */
         cmocka_set_test_filter(getenv("SLUICE_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(missing_files_fail_fast_with_the_path),
+        cmocka_unit_test(a_task_not_sent_for_a_stop_makes_the_request_stopped),
         cmocka_unit_test(an_image_seen_again_is_not_encoded_again),
         cmocka_unit_test(a_file_that_is_not_gguf_is_a_model_error),
         cmocka_unit_test(greedy_is_deterministic_and_bounded),

@@ -30,7 +30,7 @@ typedef struct tctx {
     int fail_poll_holding;  /* holder: poll() fails once while holding this many rows */
     int fail_submit_at;     /* holder: the Nth submit() fails (once) */
     /* observations */
-    atomic_long map_inits, map_calls, max_map_batch, second_saw_failed;
+    atomic_long map_inits, map_calls, max_map_batch, second_saw_failed, second_saw_deferred;
     atomic_long sink_rows, sink_failed, async_inflight, async_max_inflight;
     atomic_int sink_end, map_end, holder_end;
     atomic_long released_before_close, held_at_close, holder_submits;
@@ -160,13 +160,16 @@ static sl_status map_process(void *state, sl_row *const *rows, size_t n)
     }
     return SL_OK;
 }
-/* A second map stage that must never see failed rows. */
+/* A second map stage that must never see failed or deferred rows. */
 static sl_status check_process(void *state, sl_row *const *rows, size_t n)
 {
     tctx *c = state;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         if (sl_row_failed(rows[i]))
             atomic_fetch_add(&c->second_saw_failed, 1);
+        if (sl_row_deferred(rows[i]))
+            atomic_fetch_add(&c->second_saw_deferred, 1);
+    }
     return SL_OK;
 }
 static sl_status pass_init(void *cfg, int worker, void **state)
@@ -605,18 +608,29 @@ static void *stop_later(void *arg)
     return NULL;
 }
 
+/* Runs the chain while a thread sends `times` stop requests, `after_ms`
+ * apart; the run's status, the executor in *out (sl_exec_free). */
+static sl_status run_with_stops(const sl_stage_def *defs, size_t n, const sl_exec_params *p,
+                                int after_ms, int times, sl_exec **out)
+{
+    sl_exec *e;
+    assert_int_equal(sl_exec_create(p, defs, n, &e), SL_OK);
+    stopper s = {e, after_ms, times};
+    pthread_t t;
+    pthread_create(&t, NULL, stop_later, &s);
+    sl_status st = sl_exec_run(e);
+    pthread_join(t, NULL);
+    *out = e;
+    return st;
+}
+
 static void stop_drains_rows_in_flight(void **state)
 {
     tctx *c = new_ctx(-1);
     c->map_delay_us = 300;
     sl_stage_def defs[] = {SOURCE(c), MAP(c, 2, 8), ASYNC(c, 1, 8), SINK(c)};
     sl_exec *e;
-    assert_int_equal(sl_exec_create(NULL, defs, 4, &e), SL_OK);
-    stopper s = {e, 200, 1};
-    pthread_t t;
-    pthread_create(&t, NULL, stop_later, &s);
-    assert_int_equal(sl_exec_run(e), SL_ERR_STOPPED);
-    pthread_join(t, NULL);
+    assert_int_equal(run_with_stops(defs, 4, NULL, 200, 1, &e), SL_ERR_STOPPED);
     sl_exec_stats es;
     sl_exec_stats_get(e, &es);
     assert_true(es.rows_produced > 0);
@@ -635,12 +649,7 @@ static void second_stop_aborts(void **state)
     sl_exec_params p = sl_exec_default_params();
     p.queue_rows = 512;
     sl_exec *e;
-    assert_int_equal(sl_exec_create(&p, defs, 3, &e), SL_OK);
-    stopper s = {e, 100, 2};
-    pthread_t t;
-    pthread_create(&t, NULL, stop_later, &s);
-    assert_int_equal(sl_exec_run(e), SL_ERR_STOPPED);
-    pthread_join(t, NULL);
+    assert_int_equal(run_with_stops(defs, 3, &p, 100, 2, &e), SL_ERR_STOPPED);
     assert_non_null(strstr(sl_last_error(), "at once"));
     assert_int_equal(atomic_load(&c->sink_end), SL_END_ABORTED);
     sl_exec_stats es;
@@ -999,6 +1008,128 @@ static void ordered_copies_follow_their_input_in_order(void **state)
     run_fan_out(true);
 }
 
+/* --- stop(): an engine-like stage that never starts a source row (copy 0)
+ * before the stop and runs copies at once; told of the stop, it hands back
+ * what it holds deferred, and defers what comes after. ---- */
+#define LAZY_ROWS 4096
+typedef struct lazy {
+    pthread_mutex_t mu;
+    atomic_long stops;
+    bool stopped;                /* the worker's thread alone */
+    sl_row *held[64];
+    size_t n;
+    unsigned rows[LAZY_ROWS], deferred[LAZY_ROWS], completes[LAZY_ROWS];
+} lazy;
+
+static sl_status lazy_split(void *state, sl_row *const *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        sl_row *c;
+        if (sl_row_seq(rows[i]) % 2 == 0 && sl_row_emit(rows[i], &c) != SL_OK)
+            return SL_ERR_NOMEM;
+    }
+    return SL_OK;
+}
+static void lazy_stop(void *state)
+{
+    lazy *z = state;
+    atomic_fetch_add(&z->stops, 1);
+    z->stopped = true;
+}
+static sl_status lazy_submit(void *state, sl_row *row)
+{
+    lazy *z = state;
+    if (z->stopped) {
+        sl_row_defer(row);
+        return SL_OK;
+    }
+    if (z->n == 64)
+        return SL_ERR_ENGINE;
+    z->held[z->n++] = row;
+    return SL_OK;
+}
+static sl_status lazy_poll(void *state, sl_row **done, size_t max, int timeout_ms, size_t *n_done)
+{
+    lazy *z = state;
+    *n_done = 0;
+    for (size_t i = 0; i < z->n && *n_done < max;) {
+        sl_row *r = z->held[i];
+        if (sl_row_copy_index(r) == 0 && !z->stopped) {
+            i++;
+            continue;
+        }
+        if (sl_row_copy_index(r) == 0)
+            sl_row_defer(r);
+        done[(*n_done)++] = r;
+        z->held[i] = z->held[--z->n];
+    }
+    if (*n_done == 0)
+        usleep(1000);
+    return SL_OK;
+}
+static sl_status lazy_sink(void *state, sl_row *const *rows, size_t n)
+{
+    lazy *z = state;
+    pthread_mutex_lock(&z->mu);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t seq = sl_row_seq(rows[i]);
+        if (seq >= LAZY_ROWS)
+            continue;
+        z->rows[seq]++;
+        z->deferred[seq] += sl_row_deferred(rows[i]);
+        z->completes[seq] += sl_row_completes_input(rows[i]);
+    }
+    pthread_mutex_unlock(&z->mu);
+    return SL_OK;
+}
+
+/* The first stop tells the async stage once: the rows it had not started
+ * come back deferred, skip the later stage, reach the sink once, and an
+ * input with a deferred row is not complete, even when its other row ran. */
+static void a_stop_tells_async_stages_and_their_unstarted_rows_are_deferred(void **state)
+{
+    (void)state;
+    tctx *c = new_ctx(LAZY_ROWS);
+    static lazy z;
+    memset(&z, 0, sizeof z);
+    pthread_mutex_init(&z.mu, NULL);
+    sl_stage_def defs[] = {
+        SOURCE(c),
+        {.name = "split", .kind = SL_STAGE_MAP, .workers = 1, .batch_size = 8, .config = &z,
+         .init = pass_init, .process = lazy_split},
+        {.name = "engine", .kind = SL_STAGE_ASYNC, .workers = 1, .batch_size = 4,
+         .max_in_flight = 16, .config = &z, .init = pass_init, .submit = lazy_submit,
+         .poll = lazy_poll, .stop = lazy_stop},
+        CHECK(c),
+        {.name = "sink", .kind = SL_STAGE_SINK, .workers = 1, .batch_size = 16, .config = &z,
+         .init = pass_init, .process = lazy_sink},
+    };
+    sl_exec *e;
+    assert_int_equal(run_with_stops(defs, 5, NULL, 100, 1, &e), SL_ERR_STOPPED);
+    sl_exec_stats es;
+    sl_exec_stats_get(e, &es);
+    assert_int_equal(atomic_load(&z.stops), 1);
+    assert_int_equal(atomic_load(&c->second_saw_deferred), 0);
+    assert_int_equal(atomic_load(&c->second_saw_failed), 0);
+    assert_true(es.rows_produced > 0 && es.rows_produced < LAZY_ROWS);
+    unsigned long deferred = 0;
+    for (uint64_t seq = 0; seq < es.rows_produced; seq++) {
+        unsigned want = seq % 2 == 0 ? 2 : 1;
+        /* Every source row was held until the stop: each comes back deferred. */
+        if (z.rows[seq] != want || z.deferred[seq] < 1 || z.completes[seq] != 0)
+            fail_msg("input %llu: %u rows (want %u), %u deferred, completed %u times",
+                     (unsigned long long)seq, z.rows[seq], want, z.deferred[seq],
+                     z.completes[seq]);
+        deferred += z.deferred[seq];
+    }
+    assert_int_equal(es.rows_deferred, deferred);
+    assert_int_equal(es.rows_done, es.rows_produced + es.rows_produced / 2 +
+                                   es.rows_produced % 2);
+    sl_exec_free(e);
+    pthread_mutex_destroy(&z.mu);
+    free_ctx(c);
+}
+
 int main(void)
 {
     sl_log_set_level(SL_LOG_ERROR);
@@ -1016,6 +1147,7 @@ int main(void)
         cmocka_unit_test(async_stage_completes_out_of_order_within_limit),
         cmocka_unit_test(stop_drains_rows_in_flight),
         cmocka_unit_test(second_stop_aborts),
+        cmocka_unit_test(a_stop_tells_async_stages_and_their_unstarted_rows_are_deferred),
         cmocka_unit_test(abort_closes_an_async_stage_before_freeing_its_rows),
         cmocka_unit_test(failed_async_worker_is_closed_before_its_rows_move_on),
         cmocka_unit_test(a_row_the_async_stage_refuses_fails_alone),

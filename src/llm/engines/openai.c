@@ -94,6 +94,8 @@ typedef struct oa_req {
                                    request's picks: one scoring, a draw each); a share of
                                    grp each */
     bool want_json;             /* the answer as a chat.completion object too */
+    bool follows;               /* a conversation's next turn (sl_request.follows): its row
+                                   is begun, so a stop does not cancel it */
     /* Choices (sl_request.choices, copied): one token is asked for with its
      * top alternatives, which score them (openai_choice_scores); the row's
      * temperature and seed pick one. */
@@ -209,7 +211,7 @@ typedef struct oa_engine {
 
     pthread_t thread;
     bool thread_started;
-    pthread_mutex_t mu;         /* incoming, done, in_flight, stopping, fatal */
+    pthread_mutex_t mu;         /* incoming, done, in_flight, stopping, fatal, cancel_queued */
     pthread_cond_t done_cv;
     req_list incoming;
     sl_completion *done;
@@ -217,6 +219,7 @@ typedef struct oa_engine {
     size_t in_flight;           /* submitted and not yet polled */
     bool stopping;
     bool fatal;
+    bool cancel_queued;         /* sl_engine_cancel_queued: nothing more is sent */
     char fatal_msg[1024];
 
     /* Loop-owned: choices requests waiting for their probes. */
@@ -238,6 +241,7 @@ typedef struct oa_engine {
      * since, or none waits. The last such failure, for the message. */
     double failing_since;
     char last_failure[512];
+    size_t n_cancelled;         /* requests not sent since cancel_queued */
 } oa_engine;
 
 static void set_waiting(oa_engine *e)
@@ -252,8 +256,10 @@ static void probe_done(oa_engine *e, oa_req *probe, sl_result *res, const char *
 
 /* Hands a finished request to poll(), or a probe to its choices request.
  * `error` NULL: res holds its r->n_answers results, each checked against
- * the request's schema (SL_ERR_INVALID_OUTPUT keeps it). */
-static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
+ * the request's schema (SL_ERR_INVALID_OUTPUT keeps it); else the request
+ * fails with `fail` (SL_ERR_ENGINE; SL_ERR_STOPPED: not sent, a stop). */
+static void complete_as(oa_engine *e, oa_req *r, sl_result *res, sl_status fail,
+                        const char *error)
 {
     if (r->parent) {
         probe_done(e, r, res, error);
@@ -267,7 +273,7 @@ static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
         for (int k = 0; k < r->n_answers; k++) {
             sl_result *one = res ? &res[k] : NULL;
             char *invalid = NULL;
-            sl_status st = error ? SL_ERR_ENGINE : SL_OK;
+            sl_status st = error ? fail : SL_OK;
             if (!error && r->schema &&
                 sl_json_schema_check_answer(r->schema, r->id, one->text ? one->text : "",
                                             &invalid) != SL_OK)
@@ -280,7 +286,7 @@ static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
         }
         r->grp = NULL;
     } else if (error) {
-        c.status = SL_ERR_ENGINE;
+        c.status = fail;
         c.error = sl_strdup(error);
     } else {
         c.result = *res;
@@ -312,6 +318,11 @@ static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
     e->done[e->n_done++] = c;
     pthread_cond_broadcast(&e->done_cv);
     pthread_mutex_unlock(&e->mu);
+}
+
+static void complete(oa_engine *e, oa_req *r, sl_result *res, const char *error)
+{
+    complete_as(e, r, res, SL_ERR_ENGINE, error);
 }
 
 static void fail_request(oa_engine *e, oa_req *r, const char *fmt, ...) SL_PRINTF(3, 4);
@@ -705,6 +716,8 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
         reqs[i]->grp = grp;
         reqs[i]->task = first[i];
     }
+    for (int i = 0; i < n; i++)
+        reqs[i]->follows = q->follows;
     pthread_mutex_lock(&e->mu);
     if (e->fatal) {
         pthread_mutex_unlock(&e->mu);
@@ -1399,12 +1412,40 @@ static int next_wait_ms(const oa_engine *e, double now)
     return ms <= 0 ? 0 : (int)ms + 1;
 }
 
+/* The run is stopping (sl_engine_cancel_queued): each request not on the
+ * wire, queued or waiting to be retried, completes with SL_ERR_STOPPED
+ * unsent, so its row is left for the resume rather than kept sending for
+ * the stop's whole drain. Continuations stay: probes finish an answer
+ * already given (a choices request's), a conversation's next turn
+ * (follows) a row whose turns before were answered; dropping them would
+ * throw that work away. */
+static void cancel_unsent(oa_engine *e)
+{
+    size_t before = e->n_cancelled;
+    req_list *lists[2] = {&e->ready, &e->delayed};
+    for (int k = 0; k < 2; k++)
+        for (oa_req *r = lists[k]->head, *next; r; r = next) {
+            next = r->next;
+            if (r->parent || r->follows)
+                continue;
+            list_remove(lists[k], r);
+            char msg[600];
+            snprintf(msg, sizeof msg, "%.500s: not sent: the run is stopping (a resume does it)",
+                     r->id);
+            complete_as(e, r, NULL, SL_ERR_STOPPED, msg);
+            e->n_cancelled++;
+        }
+    if (before == 0 && e->n_cancelled > 0)
+        sl_log(SL_LOG_INFO, "stopping: %zu queued request%s not sent (the rows are left for the "
+               "resume); those on the wire finish", e->n_cancelled, e->n_cancelled == 1 ? "" : "s");
+}
+
 static void *oa_loop(void *arg)
 {
     oa_engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        bool stopping = e->stopping, fatal = e->fatal;
+        bool stopping = e->stopping, fatal = e->fatal, cancel = e->cancel_queued;
         while (e->incoming.head) {
             oa_req *r = e->incoming.head;
             list_remove(&e->incoming, r);
@@ -1413,6 +1454,8 @@ static void *oa_loop(void *arg)
         pthread_mutex_unlock(&e->mu);
         if (stopping)
             break;
+        if (cancel) /* before dispatch: nothing queued goes out */
+            cancel_unsent(e);
         double now = sl_mono_s();
         for (oa_req *r = e->delayed.head, *next; r; r = next) {
             next = r->next;
@@ -1508,6 +1551,15 @@ static void oa_endpoint_stats(const void *impl, size_t i, sl_endpoint_stats *out
     pthread_mutex_unlock(&e->smu);
 }
 
+static void oa_cancel_queued(void *impl)
+{
+    oa_engine *e = impl;
+    pthread_mutex_lock(&e->mu);
+    e->cancel_queued = true;
+    pthread_mutex_unlock(&e->mu);
+    curl_multi_wakeup(e->multi); /* the loop cancels before it next dispatches */
+}
+
 static void free_list(req_list *l)
 {
     while (l->head) {
@@ -1586,6 +1638,7 @@ static const sl_engine_ops openai_ops = {
     .check_choices = oa_check_choices,
     .endpoint_count = oa_endpoint_count,
     .endpoint_stats = oa_endpoint_stats,
+    .cancel_queued = oa_cancel_queued,
 };
 
 /* --- opening ------------------------------------------------------------------------ */
