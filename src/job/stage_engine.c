@@ -108,7 +108,7 @@ static void engine_close(void *state, sl_exec_end end)
 }
 
 /* The first stop request: the engine sends nothing it has not started
- * (sl_engine_cancel_queued; the llama engine runs what it holds), and
+ * (sl_engine_cancel_queued: the llama engine finishes its sequences), and
  * rows arriving from now on are deferred before they are asked. The
  * rows come back deferred: left for the resume, not failed. A row whose
  * conversation has begun (--turns all) is finished: its next questions

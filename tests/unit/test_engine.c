@@ -409,6 +409,17 @@ static void settled_stats(sl_engine *e, sl_engine_stats *out)
     }
 }
 
+/* Up to max completions, polled for a second; the test fails after ten
+ * minutes of polls that brought none (*idle counts them). */
+static size_t poll_or_fail(sl_engine *e, sl_completion *c, size_t max, int *idle)
+{
+    size_t n;
+    assert_int_equal(sl_engine_poll(e, c, max, 1000, &n), SL_OK);
+    if (n == 0 && ++*idle > 600)
+        fail_msg("no completion for 10 minutes");
+    return n;
+}
+
 /* Runs N_SAMPLED rows (sample images 0..7) through an engine with the given
  * sampler, all submitted at once, in order or reversed; texts[k] is row k's
  * text (caller frees). temperature 0: greedy. */
@@ -450,10 +461,7 @@ static void run_rows(sl_llama_sampler sampler, int parallel, int sample_threads,
     int got = 0, idle = 0;
     while (got < N_SAMPLED) {
         sl_completion c[N_SAMPLED];
-        size_t n;
-        assert_int_equal(sl_engine_poll(e, c, N_SAMPLED, 1000, &n), SL_OK);
-        if (n == 0 && ++idle > 600)
-            fail_msg("no completion for 10 minutes");
+        size_t n = poll_or_fail(e, c, N_SAMPLED, &idle);
         for (size_t i = 0; i < n; i++) {
             assert_int_equal(c[i].status, SL_OK);
             *(char **)c[i].tag = c[i].result.text;
@@ -754,10 +762,7 @@ static void tasks_share_one_encode_and_answer_as_alone(void **state)
         int n_got = 0, idle = 0;
         while (n_got < N_IMG) {
             sl_completion c[4];
-            size_t n;
-            assert_int_equal(sl_engine_poll(e, c, 4, 1000, &n), SL_OK);
-            if (n == 0 && ++idle > 600)
-                fail_msg("no completion for 10 minutes");
+            size_t n = poll_or_fail(e, c, 4, &idle);
             for (size_t j = 0; j < n; j++, n_got++) {
                 assert_int_equal(c[j].status, SL_OK);
                 got[*(int *)c[j].tag] = c[j];
@@ -2039,10 +2044,7 @@ static void a_json_schema_constrains_a_random_model(void **state)
         int got = 0, idle = 0, free_text_json = 0;
         while (got < N) {
             sl_completion c[N];
-            size_t n;
-            assert_int_equal(sl_engine_poll(e, c, N, 1000, &n), SL_OK);
-            if (n == 0 && ++idle > 600)
-                fail_msg("no completion for 10 minutes");
+            size_t n = poll_or_fail(e, c, N, &idle);
             for (size_t i = 0; i < n; i++, got++) {
                 int k = *(int *)c[i].tag;
                 if (c[i].status != SL_OK)
@@ -2277,6 +2279,54 @@ static void a_task_not_sent_for_a_stop_makes_the_request_stopped(void **state)
     sl_completion_clear(&c);
 }
 
+/* A stop (sl_engine_cancel_queued): the requests waiting for the one
+ * sequence are not started but come back SL_ERR_STOPPED, naming the row;
+ * what runs finishes. Every request comes back once. */
+static void a_stop_returns_the_waiting_requests_unstarted(void **state)
+{
+    (void)state;
+    sl_llama_params p = tu_tiny_llama(&tiny, 1);
+    p.encode_ahead = 2; /* some prepared ahead, one perhaps in the encoder's hands */
+    sl_engine *e = tu_open_llama(&p);
+    enum { N = 6 };
+    char ids[N][16];
+    int tags[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "row%d", i);
+        sl_request q = request(ids[i], 48);
+        assert_int_equal(sl_engine_submit(e, &q, &tags[i]), SL_OK);
+    }
+    assert_true(sl_engine_cancel_queued(e));
+    int ok = 0, stopped = 0, got = 0, idle = 0;
+    bool seen[N] = {false};
+    while (got < N) {
+        sl_completion c[N];
+        size_t n = poll_or_fail(e, c, N, &idle);
+        for (size_t i = 0; i < n; i++, got++) {
+            int k = (int)((int *)c[i].tag - tags);
+            assert_false(seen[k]);
+            seen[k] = true;
+            if (c[i].status == SL_OK) {
+                ok++;
+            } else {
+                assert_int_equal(c[i].status, SL_ERR_STOPPED);
+                assert_non_null(strstr(c[i].error, ids[k]));
+                assert_non_null(strstr(c[i].error, "stopping"));
+                stopped++;
+            }
+            sl_completion_clear(&c[i]);
+        }
+    }
+    /* one sequence: at most the running row and the one the encoder holds
+     * are not stopped */
+    assert_true(stopped >= N - 2);
+    assert_int_equal(ok + stopped, N);
+    sl_engine_stats st;
+    sl_engine_stats_get(e, &st);
+    assert_int_equal(st.requests_waiting, 0);
+    sl_engine_free(e);
+}
+
 int main(void)
 {
     if (getenv("SLUICE_TEST_FILTER")) /* e.g. "stats_*": run only those */
@@ -2284,6 +2334,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(missing_files_fail_fast_with_the_path),
         cmocka_unit_test(a_task_not_sent_for_a_stop_makes_the_request_stopped),
+        cmocka_unit_test(a_stop_returns_the_waiting_requests_unstarted),
         cmocka_unit_test(an_image_seen_again_is_not_encoded_again),
         cmocka_unit_test(a_file_that_is_not_gguf_is_a_model_error),
         cmocka_unit_test(greedy_is_deterministic_and_bounded),

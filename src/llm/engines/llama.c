@@ -337,6 +337,8 @@ typedef struct llama_engine {
     pthread_cond_t work_cv, done_cv;
     req *pending, *pending_tail;
     size_t n_pending;
+    req *cancelled;            /* taken out of pending by cancel_queued, for the engine
+                                  thread to complete as stopped */
     size_t n_follows;          /* of them follow-ups (sl_request.follows) */
     sl_completion *done;
     size_t n_done, cap_done;
@@ -2893,18 +2895,37 @@ static void wait_held(llama_engine *e)
     pthread_mutex_unlock(&e->mu);
 }
 
+/* Completes the requests cancel_queued took out of the queue, as not
+ * started. On the engine thread (complete() publishes its counters). */
+static void complete_cancelled(llama_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    req *r = e->cancelled;
+    e->cancelled = NULL;
+    pthread_mutex_unlock(&e->mu);
+    while (r) {
+        req *next = r->next;
+        r->next = NULL;
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s: not started: the run is stopping", r->id);
+        complete(e, r, SL_ERR_STOPPED, msg, NULL);
+        r = next;
+    }
+}
+
 static void *replica_main(void *arg)
 {
     llama_engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        while (!e->stopping && active_slots(e) == 0 &&
+        while (!e->stopping && active_slots(e) == 0 && !e->cancelled &&
                !(e->pending && (e->encode_ahead <= 0 || e->pending->prepared)))
             pthread_cond_wait(&e->work_cv, &e->mu);
         bool stop = e->stopping;
         pthread_mutex_unlock(&e->mu);
         if (stop)
             break;
+        complete_cancelled(e);
         double ta = now_ms();
         bool held_back = admit_waiting(e);
         e->pending_admit_ms += now_ms() - ta;
@@ -3347,6 +3368,11 @@ static void llama_engine_free(void *impl)
         e->pending = r->next;
         req_free(r);
     }
+    while (e->cancelled) {
+        req *r = e->cancelled;
+        e->cancelled = r->next;
+        req_free(r);
+    }
     for (size_t i = 0; i < e->n_done; i++)
         sl_completion_clear(&e->done[i]);
     sl_free(e->done);
@@ -3387,7 +3413,45 @@ static void llama_engine_free(void *impl)
     sl_free(e);
 }
 
+/* sl_engine_cancel_queued: the requests waiting for a sequence that
+ * nothing has started on are not started (the engine thread completes
+ * them SL_ERR_STOPPED). Those left run: a follow-up (a conversation's next
+ * turn), a task or answer of a request whose siblings may be running, and
+ * one in the encoder's hands. Only the queue of now: the caller submits no
+ * new request after this (the caption job defers its rows itself). */
+static void llama_engine_cancel_queued(void *impl)
+{
+    llama_engine *e = impl;
+    pthread_mutex_lock(&e->mu);
+    req **at = &e->pending, *prev = NULL, **tail = &e->cancelled;
+    while (*tail)
+        tail = &(*tail)->next;
+    while (*at) {
+        req *r = *at;
+        if (r->follows || r->grp || r->preparing) {
+            prev = r;
+            at = &r->next;
+            continue;
+        }
+        *at = r->next;
+        if (e->pending_tail == r)
+            e->pending_tail = prev;
+        if (e->prep_next == r)
+            e->prep_next = r->next;
+        e->n_pending--;
+        if (r->prepared && e->n_prepared > 0)
+            e->n_prepared--;
+        r->next = NULL;
+        *tail = r;
+        tail = &r->next;
+    }
+    pthread_cond_signal(&e->work_cv);
+    pthread_cond_broadcast(&e->encoder_cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
 static const sl_engine_ops llama_ops = {
+    .cancel_queued = llama_engine_cancel_queued,
     .kind = "llama",
     .submit = llama_engine_submit,
     .poll = llama_engine_poll,
