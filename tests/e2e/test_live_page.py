@@ -206,7 +206,8 @@ def test_summary_and_report_match_the_output(sluice, tmp_path):
     assert summary["format_version"] == 1 and summary["status"] == "ok"
     assert summary["rows"] == {"total": len(rows), "ok": len(rows) - len(failed),
                                "failed": len(failed), "input": n_rows, "skipped": 0,
-                               "dropped": 0, "inputs_done": n_rows, "retried": 0}
+                               "dropped": 0, "inputs_done": n_rows, "retried": 0,
+                               "deferred": 0}
     assert summary["tokens"]["generated"] == sum(row["generated_tokens"] for row in rows)
     assert summary["tokens"]["prompt"] == sum(row["prompt_tokens"] for row in rows)
     assert summary["model"] == rows[0]["model"]
