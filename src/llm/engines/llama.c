@@ -419,7 +419,6 @@ typedef struct encoder {
     mtmd_context *mtmd;
     pthread_mutex_t *mu;       /* held while mtmd encodes and its output is read */
     pthread_mutex_t own_mu;    /* mu of all but the first */
-    bool own_mu_made;
     pthread_t thread;
     bool started;
 } encoder;
@@ -2008,6 +2007,27 @@ static size_verdict size_for(llama_engine *e, req *r)
     return SIZE_FITS;
 }
 
+/* Takes the request at *at (before: the one ahead of it, or NULL) out of
+ * the queue, its counts with it; a prepared one leaves the encoder room
+ * for another. Under mu. */
+static req *take_pending(llama_engine *e, req **at, req *before)
+{
+    req *r = *at;
+    *at = r->next;
+    if (e->pending_tail == r)
+        e->pending_tail = before;
+    if (e->prep_next == r)
+        e->prep_next = r->next;
+    e->n_pending--;
+    e->n_follows -= r->follows;
+    r->next = NULL;
+    if (r->prepared && e->n_prepared > 0) {
+        e->n_prepared--;
+        pthread_cond_signal(&e->encoder_cv); /* room to prepare another */
+    }
+    return r;
+}
+
 /* Moves waiting requests into free slots while their KV cells fit. True:
  * the next waits for slots held for follow-ups. */
 static bool admit_waiting(llama_engine *e)
@@ -2034,20 +2054,8 @@ static bool admit_waiting(llama_engine *e)
         req *r = *at;
         if (r && e->encode_ahead > 0 && !r->prepared)
             r = NULL; /* the encoder is not done with it */
-        if (r) {
-            *at = r->next;
-            if (e->pending_tail == r)
-                e->pending_tail = before;
-            if (e->prep_next == r)
-                e->prep_next = r->next;
-            e->n_pending--;
-            e->n_follows -= r->follows;
-            r->next = NULL;
-            if (r->prepared && e->n_prepared > 0) {
-                e->n_prepared--;
-                pthread_cond_signal(&e->encoder_cv); /* room to prepare another */
-            }
-        }
+        if (r)
+            take_pending(e, at, before);
         pthread_mutex_unlock(&e->mu);
         if (!r)
             return follow_up; /* one is being prepared: wait_held waits for it */
@@ -2895,14 +2903,11 @@ static void wait_held(llama_engine *e)
     pthread_mutex_unlock(&e->mu);
 }
 
-/* Completes the requests cancel_queued took out of the queue, as not
- * started. On the engine thread (complete() publishes its counters). */
-static void complete_cancelled(llama_engine *e)
+/* Completes r and those after it, requests cancel_queued took out of
+ * the queue, as not started. On the engine thread (complete() publishes
+ * its counters). */
+static void complete_cancelled(llama_engine *e, req *r)
 {
-    pthread_mutex_lock(&e->mu);
-    req *r = e->cancelled;
-    e->cancelled = NULL;
-    pthread_mutex_unlock(&e->mu);
     while (r) {
         req *next = r->next;
         r->next = NULL;
@@ -2922,10 +2927,15 @@ static void *replica_main(void *arg)
                !(e->pending && (e->encode_ahead <= 0 || e->pending->prepared)))
             pthread_cond_wait(&e->work_cv, &e->mu);
         bool stop = e->stopping;
+        req *cancelled = NULL;
+        if (!stop) { /* (on a stop llama_engine_free frees them) */
+            cancelled = e->cancelled;
+            e->cancelled = NULL;
+        }
         pthread_mutex_unlock(&e->mu);
         if (stop)
             break;
-        complete_cancelled(e);
+        complete_cancelled(e, cancelled);
         double ta = now_ms();
         bool held_back = admit_waiting(e);
         e->pending_admit_ms += now_ms() - ta;
@@ -3342,8 +3352,7 @@ static void llama_engine_free(void *impl)
     for (int k = 1; k < e->n_encoders; k++) {
         if (e->encoders[k].mtmd)
             mtmd_free(e->encoders[k].mtmd);
-        if (e->encoders[k].own_mu_made)
-            pthread_mutex_destroy(&e->encoders[k].own_mu);
+        pthread_mutex_destroy(&e->encoders[k].own_mu); /* made with encoder k */
     }
     sl_free(e->encoders);
     for (int i = 0; i < SAMPLE_THREADS_MAX; i++)
@@ -3433,20 +3442,10 @@ static void llama_engine_cancel_queued(void *impl)
             at = &r->next;
             continue;
         }
-        *at = r->next;
-        if (e->pending_tail == r)
-            e->pending_tail = prev;
-        if (e->prep_next == r)
-            e->prep_next = r->next;
-        e->n_pending--;
-        if (r->prepared && e->n_prepared > 0)
-            e->n_prepared--;
-        r->next = NULL;
-        *tail = r;
-        tail = &r->next;
+        *tail = take_pending(e, at, prev);
+        tail = &(*tail)->next;
     }
     pthread_cond_signal(&e->work_cv);
-    pthread_cond_broadcast(&e->encoder_cv);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -3852,9 +3851,10 @@ static sl_status choose_template_text(llama_engine *e, const sl_llama_params *pa
 static sl_status choose_template(llama_engine *e, const sl_llama_params *params)
 {
     sl_status st = choose_template_text(e, params);
-    if (st == SL_OK && e->chat_template && (e->template_system = template_default_system(e->chat_template)) != NULL)
+    if (st == SL_OK && e->chat_template &&
+        (e->template_system = template_default_system(e->chat_template)) != NULL)
         sl_log(SL_LOG_INFO, "the chat template's system message where a prompt has none: \"%s\" "
-               "(--system-prompt replaces it; --chat-template chatml renders without it)",
+               "(--system replaces it; --chat-template chatml renders without it)",
                e->template_system);
     return st;
 }
@@ -3896,7 +3896,6 @@ static sl_status start_encoders(llama_engine *e, const sl_llama_params *params,
         enc->mu = &e->vision_mu;
         if (k > 0) {
             pthread_mutex_init(&enc->own_mu, NULL);
-            enc->own_mu_made = true;
             enc->mu = &enc->own_mu;
             if (!(enc->mtmd = mtmd_init_from_file(params->mmproj_path, e->model, vp))) {
                 e->n_encoders = k + 1;
