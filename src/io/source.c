@@ -169,6 +169,27 @@ sl_status sl_split_image_columns(const char *spec, char *names[SL_SOURCE_MAX_IMA
     }
 }
 
+sl_status sl_source_locate_unembedded(const char *value, const char *base_dir,
+                                      const sl_source_params *p, const char *where,
+                                      bool null_bytes, sl_source_item *item)
+{
+    sl_status st = sl_source_locate(value, base_dir, p, item);
+    char scheme[16];
+    if (st != SL_OK || item->error || !item->path)
+        return st;
+    sl_url_scheme(item->path, scheme);
+    if (*scheme || access(item->path, F_OK) == 0)
+        return SL_OK;
+    int err = errno;
+    return sl_source_item_fail(item, "%s: the image's bytes are %s, and its path '%s' cannot be "
+                                     "opened: %s (a dataset saved without its images keeps only "
+                                     "the paths they had where it was made: %s)",
+                               where, null_bytes ? "null" : "empty", item->path, strerror(err),
+                               value[0] == '/' ? "put them there, or save the dataset with its "
+                                                 "images embedded"
+                                               : "pass --image-root FOLDER where they are");
+}
+
 sl_status sl_source_locate_list(const char *const *values, size_t n, const char *base_dir,
                                 const sl_source_params *p, const char *where,
                                 sl_source_item *item)

@@ -941,7 +941,9 @@ static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const 
             char *value = sl_strndup(sv.data, (size_t)sv.size_bytes);
             if (!value)
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
-            sl_status st = sl_source_locate(value, r->base_dir, r->p, one);
+            sl_status st = bytes ? sl_source_locate_unembedded(value, r->base_dir, r->p, where,
+                                                               ArrowArrayViewIsNull(bytes, bi), one)
+                                 : sl_source_locate(value, r->base_dir, r->p, one);
             sl_free(value);
             return st;
         }

@@ -53,6 +53,15 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
  * prompt). SL_ERR_NOMEM only. */
 sl_status sl_source_prompt_of(const json_t *value, sl_source_item *item);
 
+/* sl_source_locate for the path of an image struct whose bytes are null
+ * (null_bytes) or empty: a dataset saved without embedding its images
+ * keeps only the paths they had where it was made. A local path that is
+ * not there fails item naming `where` (the row and column) and saying so,
+ * rather than as a bare "cannot open" at decode. */
+sl_status sl_source_locate_unembedded(const char *value, const char *base_dir,
+                                      const sl_source_params *p, const char *where,
+                                      bool null_bytes, sl_source_item *item);
+
 /* The prompt column's value in a row's columns (p->prompt_column, or
  * "prompt"; a dotted name may reach into a struct: core/json.h's
  * sl_json_column); NULL when absent. */

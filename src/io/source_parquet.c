@@ -505,7 +505,12 @@ static sl_status one_image(source_reader *r, const sl_pq_batch *b, int64_t i, in
                                  (size_t)(pv->offsets[i + 1] - pv->offsets[i]));
         if (!value)
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
-        sl_status st = sl_source_locate(value, r->base_dir, r->p, item);
+        char where[1024];
+        snprintf(where, sizeof where, "%s row %lld, column '%s'", r->file,
+                 (long long)(r->base + i), image_name);
+        sl_status st = bv ? sl_source_locate_unembedded(value, r->base_dir, r->p, where,
+                                                        !bv->valid[i], item)
+                          : sl_source_locate(value, r->base_dir, r->p, item);
         sl_free(value);
         return st;
     }

@@ -430,8 +430,41 @@ void job_upload_reports(job *j)
     }
 }
 
-/* Opens the output folder's ledger: starts over (--overwrite), or settles
- * what an earlier run left and finds where this one goes on. */
+/* A line or record longer than max_line_bytes fails before its id column
+ * is read, under its position's id (NAME:LINE). A resume with a lower limit
+ * than a line an earlier run answered would fail that line under NAME:LINE,
+ * not done under either id: a second row for one input. So the folder keeps
+ * the highest limit it was written with and a lower one is refused. (A
+ * higher one is safe: the line's old failed row counts it done, stage_read.c's
+ * alt_id.) Only sources read by lines or records have the limit. */
+static sl_status check_max_line_bytes(job *j, bool resumed)
+{
+    const char *kind = sl_source_kind(j->src);
+    if (strcmp(kind, "jsonl") != 0 && strcmp(kind, "json") != 0 && strcmp(kind, "csv") != 0 &&
+        strcmp(kind, "openai-batch") != 0)
+        return SL_OK;
+    unsigned long long now = (unsigned long long)j->src_params.max_line_bytes, before = 0;
+    char *old = NULL;
+    sl_status st = sl_ledger_meta_get(j->ledger, "max_line_bytes", &old);
+    if (st != SL_OK)
+        return st;
+    if (old)
+        before = strtoull(old, NULL, 10);
+    sl_free(old);
+    if (resumed && before > now)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "output folder '%s' was written with --max-line-bytes %llu, and this run's "
+                       "limit is %llu: a line between the two that an earlier run answered would "
+                       "fail now and be written twice; pass --max-line-bytes %llu or more (or "
+                       "--overwrite to start over)",
+                       j->remote ? j->remote : j->dir, before, now, before);
+    if (resumed && before == now)
+        return SL_OK;
+    char text[32];
+    snprintf(text, sizeof text, "%llu", now);
+    return sl_ledger_meta_set(j->ledger, "max_line_bytes", text);
+}
+
 /* A rank of an MPI job other than 0: its settings checked by rank 0, which
  * holds the ledger; its part numbers interleave with the other ranks'
  * (rank r writes first + r, first + r + N, ...), so no two collide. */
@@ -550,6 +583,8 @@ static sl_status refuse_unknown_parts(job *j)
                    j->remote ? sl_ledger_path(j->ledger) : SL_LEDGER_FILE, names);
 }
 
+/* Opens the output folder's ledger: starts over (--overwrite), or settles
+ * what an earlier run left and finds where this one goes on. */
 sl_status job_open_ledger(job *j)
 {
     const sl_caption_params *p = j->p;
@@ -610,6 +645,8 @@ sl_status job_open_ledger(job *j)
         abort_stale_uploads(j);
     } else if (st == SL_OK)
         st = sl_shard_scan_parts(dir, &scan);
+    if (st == SL_OK)
+        st = check_max_line_bytes(j, info.parts > 0);
     if (st != SL_OK)
         return st;
     long temps = sl_shard_remove_temps(dir);

@@ -130,6 +130,33 @@ def test_a_dataset_saved_to_disk(sluice, tmp_path):
         check_rows(rows, f"data-0000{k}-of-00002.arrow", t, 7 * k)
 
 
+def test_images_not_embedded_fail_naming_the_path_they_had(sluice, tmp_path):
+    """datasets keeps only an image's path when it did not embed it (bytes
+    null): a path that is not on this machine fails its row at read, naming
+    the row, the path and what to do, not as a bare "cannot open"."""
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "here.jpg").write_bytes(JPEGS[0].read_bytes())
+    write_stream(ds / "data-00000-of-00001.arrow", pa.table({"image": pa.array(
+        [{"bytes": None, "path": "here.jpg"}, {"bytes": None, "path": "/home/someone/.cache/a.jpg"},
+         {"bytes": b"", "path": "elsewhere/b.jpg"}], IMG)}), 3)
+    r = dry_run(sluice, ds / "*.arrow", tmp_path / "o")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(read_rows(tmp_path / "o"))
+    shard = ds / "data-00000-of-00001.arrow"
+    assert rows["data-00000-of-00001.arrow:0"]["error"] is None
+    assert rows["data-00000-of-00001.arrow:1"]["error"] == (
+        f"{shard} row 1, column 'image': the image's bytes are null, and its path "
+        "'/home/someone/.cache/a.jpg' cannot be opened: No such file or directory (a dataset "
+        "saved without its images keeps only the paths they had where it was made: put them "
+        "there, or save the dataset with its images embedded)")
+    assert rows["data-00000-of-00001.arrow:2"]["error"].startswith(
+        f"{shard} row 2, column 'image': the image's bytes are empty, and its path "
+        f"'{ds / 'elsewhere/b.jpg'}' cannot be opened")
+    assert rows["data-00000-of-00001.arrow:2"]["error"].endswith("pass --image-root FOLDER where they are)")
+    assert {row["error_stage"] for row in rows.values() if row["error"]} == {"read"}
+
+
 def test_compressed_batches(sluice, tmp_path):
     """Feather as pandas and pyarrow write it by default (the file format,
     lz4-compressed buffers) and a zstd-compressed stream: every row and

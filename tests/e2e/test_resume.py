@@ -393,3 +393,35 @@ def test_a_line_over_max_line_bytes_is_one_row_after_the_limit_is_raised(sluice,
     for part in parts(out):
         for line in part.read_text(encoding="utf-8").splitlines():
             assert json.loads(line)["error"] is None, line
+
+
+def test_a_resume_with_a_lower_max_line_bytes_is_refused(sluice, tmp_path):
+    """A line answered under a larger limit would fail under a smaller one
+    before its `id` is read, as m.jsonl:2, which is not done: a second row
+    for the line. So a rerun with a lower limit stops (exit 2, naming both
+    limits) before it writes anything, whether the limit is given or the
+    default; the same limit, or a higher one, goes on."""
+    src = tmp_path / "in"
+    src.mkdir()
+    img = sorted(SAMPLES.glob("*.jpg"))[0]
+    rows = [{"id": "a", "image": str(img)}, {"id": "b", "image": str(img), "pad": "x" * (1 << 20)}]
+    (src / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    r = run(sluice, src / "m.jsonl", out, "--max-line-bytes", "4M")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(part_ids(out)) == ["a", "b"]
+    for lower in (("--max-line-bytes", "2M"), ()):
+        r = run(sluice, src / "m.jsonl", out, *lower)
+        limit = 2 << 20 if lower else 1 << 20
+        assert r.returncode == 2, r.stderr[-3000:]
+        assert (f"output folder '{out}' was written with --max-line-bytes {4 << 20}, and this "
+                f"run's limit is {limit}") in r.stderr, r.stderr[-3000:]
+        assert f"pass --max-line-bytes {4 << 20} or more" in r.stderr, r.stderr[-3000:]
+        assert sorted(part_ids(out)) == ["a", "b"]
+    for same_or_more in ("4M", "8M"):
+        r = run(sluice, src / "m.jsonl", out, "--max-line-bytes", same_or_more)
+        assert r.returncode == 0 and "2 inputs were already done" in r.stderr, r.stderr[-3000:]
+    # the folder now keeps 8M: 4M is lower
+    r = run(sluice, src / "m.jsonl", out, "--max-line-bytes", "4M")
+    assert r.returncode == 2 and f"written with --max-line-bytes {8 << 20}" in r.stderr, r.stderr[-3000:]
+    assert sorted(part_ids(out)) == ["a", "b"]

@@ -809,9 +809,12 @@ def test_parquet_input_with_the_hf_image_struct(sluice, tmp_path):
     # passed through whole: its image would be written again).
     (d / "rel.jpg").write_bytes(imgs[0].read_bytes())
     pq.write_table(pa.table({
-        "image": pa.array([{"bytes": None, "path": "rel.jpg", "width": 64}, {"bytes": None, "path": None, "width": None}],
+        "image": pa.array([{"bytes": None, "path": "rel.jpg", "width": 64}, {"bytes": None, "path": None, "width": None},
+                           # saved without embedding: only the path it had where it was made
+                           {"bytes": b"", "path": "gone.jpg", "width": None},
+                           {"bytes": None, "path": "/nonexistent/cache/abs.jpg", "width": None}],
                           pa.struct([("bytes", pa.binary()), ("path", pa.string()), ("width", pa.int32())])),
-        "label": pa.array([200, 201], pa.int64())}), d / "train-2.parquet")
+        "label": pa.array([200, 201, 202, 203], pa.int64())}), d / "train-2.parquet")
     truncated = (d / "train-0.parquet").read_bytes()
     (d / "train-3.parquet").write_bytes(truncated[: len(truncated) // 2])
 
@@ -821,13 +824,25 @@ def test_parquet_input_with_the_hf_image_struct(sluice, tmp_path):
     want_ok = {f"train-0.parquet:{i}" for i in range(4)} | {f"train-1.parquet:{i}" for i in range(3)}
     want_ok.add("train-2.parquet:0")
     assert {k for k, v in rows.items() if v["error"] is None} == want_ok
-    assert set(rows) == want_ok | {"train-2.parquet:1", "train-3.parquet"}
+    assert set(rows) == want_ok | {f"train-2.parquet:{i}" for i in (1, 2, 3)} | {"train-3.parquet"}
     assert rows["train-0.parquet:3"]["label"] == 3 and rows["train-0.parquet:3"]["text"] == "row 3"
     assert rows["train-0.parquet:3"]["weight"] == 1.5 and rows["train-0.parquet:2"]["weight"] is None
     assert rows["train-1.parquet:2"]["label"] == 102
     assert rows["train-2.parquet:0"]["path"] == str(d / "rel.jpg")
     assert rows["train-2.parquet:0"]["image.width"] == 64 and "image" not in rows["train-2.parquet:0"]
     assert "no image bytes or path" in rows["train-2.parquet:1"]["error"]
+    assert rows["train-2.parquet:2"]["error"] == (
+        f"{d / 'train-2.parquet'} row 2, column 'image': the image's bytes are empty, and its path "
+        f"'{d / 'gone.jpg'}' cannot be opened: No such file or directory (a dataset saved without "
+        "its images keeps only the paths they had where it was made: pass --image-root FOLDER "
+        "where they are)")
+    assert rows["train-2.parquet:2"]["path"] == str(d / "gone.jpg")
+    assert rows["train-2.parquet:3"]["error"].startswith(
+        f"{d / 'train-2.parquet'} row 3, column 'image': the image's bytes are null, and its path "
+        "'/nonexistent/cache/abs.jpg' cannot be opened: No such file or directory")
+    assert rows["train-2.parquet:3"]["error"].endswith(
+        "put them there, or save the dataset with its images embedded)")
+    assert rows["train-2.parquet:3"]["error_stage"] == "read"
     assert "train-3.parquet" in rows["train-3.parquet"]["error"]
     con = duckdb.connect()
     (total,) = con.execute(f"select sum(label) from '{tmp_path / 'o' / 'part-00000.parquet'}' "
