@@ -634,6 +634,13 @@ const char *sl_engine_kind(const sl_engine *engine);
 /* The model's name (general.name, else the file name); owned by the engine. */
 const char *sl_engine_model_name(const sl_engine *engine);
 
+/* The system message the engine puts first where a prompt has none: the
+ * llama engine's, from the model's chat template (Qwen's "You are a
+ * helpful assistant."); "" for none. NULL where the engine does not know
+ * it (the openai engine: the server renders its own template). Owned by
+ * the engine. */
+const char *sl_engine_default_system(const sl_engine *engine);
+
 void sl_engine_free(sl_engine *engine);
 
 #ifdef __cplusplus

@@ -268,6 +268,13 @@ sl_status job_open_ledger(job *j);
  * SL_ERR_EXISTS, naming both, when it differs. The holder of the ledger
  * checks; other ranks and jobs without a ledger pass. */
 sl_status job_check_served_model(job *j, const char *model);
+/* The llama engine's default system message (sl_engine_default_system:
+ * the chat template's, "" for none) against the one the folder's rows were
+ * prompted with, where some row has no system prompt of the job's: recorded
+ * when the ledger holds none; SL_ERR_EXISTS, naming both, when it differs;
+ * a warning when a folder an older sluice wrote (which sent none) goes on
+ * with one. The holder of the ledger checks; others pass. */
+sl_status job_check_default_system(job *j, const char *text);
 /* job/retry.c: --retry-failed at the start, by the ledger's holder:
  * retries an earlier run began are finished (*parts: how many); this run's
  * failed rows taken out of every committed part (*rows: ids taken out,

@@ -692,6 +692,45 @@ sl_status job_open_ledger(job *j)
 }
 
 
+/* Whether some row is prompted without a system prompt of the job's: the
+ * engine then puts its default one first. */
+static bool default_system_applies(const sl_caption_params *p)
+{
+    if (p->system_prompt && *p->system_prompt) /* every task's too, where it has none */
+        return false;
+    for (int i = 0; i < p->n_tasks; i++)
+        if (!p->tasks[i].system_prompt || !*p->tasks[i].system_prompt)
+            return true;
+    return p->n_tasks == 0;
+}
+
+/* Recorded beside the fingerprint, not in it, like the served model: it
+ * is known once the model is loaded, after the ledger is bound. A folder
+ * written before sluice sent the template's message records none. */
+sl_status job_check_default_system(job *j, const char *text)
+{
+    if (!j->ledger || !text || j->p->dry_run || !default_system_applies(j->p))
+        return SL_OK;
+    char *old = NULL;
+    sl_status st = sl_ledger_meta_get(j->ledger, "default_system", &old);
+    if (st == SL_OK && old && strcmp(old, text) != 0 && j->sum->resumed)
+        st = sl_fail(SL_ERR_EXISTS,
+                     "output folder '%s' holds rows prompted with the system message \"%s\", and "
+                     "model '%s' now gives \"%s\" where a prompt has none (its chat template): "
+                     "choose another -o for the new one, or pass --overwrite to start over",
+                     j->remote ? j->remote : j->dir, old, j->p->llama.model_path, text);
+    else if (st == SL_OK && (!old || strcmp(old, text) != 0)) {
+        if (!old && j->sum->resumed && *text)
+            sl_log(SL_LOG_WARN, "output folder '%s' holds rows an earlier sluice prompted "
+                                "without the chat template's system message \"%s\"; the rows "
+                                "from now on have it (pass --overwrite to prompt every row "
+                                "alike)", j->remote ? j->remote : j->dir, text);
+        st = sl_ledger_meta_set(j->ledger, "default_system", text);
+    }
+    sl_free(old);
+    return st;
+}
+
 /* Recorded beside the fingerprint, not in it: the model is known only once
  * the engine has asked the fleet, after the ledger is bound. */
 sl_status job_check_served_model(job *j, const char *model)

@@ -77,6 +77,8 @@ static sl_status engine_init(void *cfg, int worker, void **state)
     /* A resumed folder's rows were answered by one model: not mixed. */
     if (st == SL_OK && job_uses_openai(p))
         st = job_check_served_model(j, sl_engine_model_name(rep->engine));
+    if (st == SL_OK)
+        st = job_check_default_system(j, sl_engine_default_system(rep->engine));
     if (st != SL_OK) {
         sl_engine_free(rep->engine);
         sl_free(rep);

@@ -648,6 +648,11 @@ const char *sl_engine_model_name(const sl_engine *engine)
     return engine->ops->model_name(engine->impl);
 }
 
+const char *sl_engine_default_system(const sl_engine *engine)
+{
+    return engine->ops->default_system ? engine->ops->default_system(engine->impl) : NULL;
+}
+
 void sl_engine_free(sl_engine *engine)
 {
     if (!engine)

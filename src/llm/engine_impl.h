@@ -17,6 +17,8 @@ typedef struct sl_engine_ops {
     size_t (*in_flight)(const void *impl);
     void (*stats)(const void *impl, sl_engine_stats *out);
     const char *(*model_name)(const void *impl);
+    /* Optional: sl_engine_default_system. */
+    const char *(*default_system)(const void *impl);
     void (*free)(void *impl);
     /* sl_engine_check_choices. tokens (NULL: not wanted): each form's
      * first token, as sl_engine_choice_tokens gives them (-1 each where

@@ -181,3 +181,56 @@ def test_the_template_system_message_is_the_default(sluice, llama_prefix, tmp_pa
     # and without it, what llama.cpp's template engine renders without Jinja
     assert_llama_mtmd_cli_agrees(llama_prefix, QWEN, src / base, rows["chatml"][base]["caption"],
                                  PROMPT, 24, "--image-max-tokens", "100", "--no-jinja")
+
+
+def test_a_resume_keeps_the_template_system_message_its_rows_had(sluice, tmp_path):
+    """The message the template adds is recorded beside the resume
+    fingerprint (it is known once the model loads). A folder an earlier
+    sluice wrote (no record: it sent no message) goes on with a warning;
+    a folder whose rows had another message is refused (exit 2) before a
+    row is written."""
+    import sqlite3
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in sample_images()[:3]:
+        (src / p.name).symlink_to(p)
+    out = tmp_path / "out"
+    common = ("--max-tokens", 4, "--parallel", 1)
+
+    def meta(value=None, drop=False):
+        db = sqlite3.connect(out / "_sluice_ledger.sqlite")
+        try:
+            with db:
+                if drop:
+                    db.execute("DELETE FROM meta WHERE key = 'default_system'")
+                elif value is not None:
+                    db.execute("UPDATE meta SET value = ? WHERE key = 'default_system'", (value,))
+            row = db.execute("SELECT value FROM meta WHERE key = 'default_system'").fetchone()
+        finally:
+            db.close()
+        return row[0] if row else None
+
+    def n_rows():
+        return sum(len(p.read_text().splitlines()) for p in out.glob("part-*.jsonl"))
+
+    r = caption(sluice, src, out, *common, "--limit", 1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert meta() == "You are a helpful assistant."
+    assert n_rows() == 1
+    meta(drop=True)  # as an earlier sluice left it
+    r = caption(sluice, src, out, *common, "--limit", 1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (f"output folder '{out}' holds rows an earlier sluice prompted without the chat "
+            "template's system message \"You are a helpful assistant.\"") in r.stderr, r.stderr[-3000:]
+    assert meta() == "You are a helpful assistant." and n_rows() == 2
+    meta("You are a pirate.")
+    r = caption(sluice, src, out, *common)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert (f"output folder '{out}' holds rows prompted with the system message \"You are a "
+            "pirate.\", and model") in r.stderr, r.stderr[-3000:]
+    assert "now gives \"You are a helpful assistant.\"" in r.stderr, r.stderr[-3000:]
+    assert n_rows() == 2
+    meta("You are a helpful assistant.")
+    r = caption(sluice, src, out, *common)
+    assert r.returncode == 0 and "earlier sluice prompted" not in r.stderr, r.stderr[-3000:]
+    assert n_rows() == 3

@@ -126,6 +126,8 @@ static int template_tokens(const llama_chat_message *msgs, size_t n)
 
 /* The prompt tokens of a one-turn text request on an engine opened with
  * chat template `tmpl`; SL_ERR_* when the engine refuses the template. */
+static char last_default_system[256]; /* sl_engine_default_system of tokens_with_template's engine */
+
 static sl_status tokens_with_template(const char *tmpl, int *tokens)
 {
     sl_llama_params p = tu_tiny_llama(&tiny, 1);
@@ -142,6 +144,8 @@ static sl_status tokens_with_template(const char *tmpl, int *tokens)
     assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
     *tokens = r.prompt_tokens;
     sl_result_clear(&r);
+    assert_non_null(sl_engine_default_system(e));
+    snprintf(last_default_system, sizeof last_default_system, "%s", sl_engine_default_system(e));
     sl_engine_free(e);
     return SL_OK;
 }
@@ -199,6 +203,7 @@ static void a_template_system_message_is_the_default(void **state)
         {"user", "Name a colour."}};
     int chatml, with_system = template_tokens_with("chatml", want, 2);
     assert_int_equal(tokens_with_template("chatml", &chatml), SL_OK);
+    assert_string_equal(last_default_system, ""); /* a name has no text to take one from */
     assert_true(with_system > chatml + 10);
     for (int f = 0; f < 2; f++) {
         const char *nl = forms[f];
@@ -222,6 +227,8 @@ static void a_template_system_message_is_the_default(void **state)
         assert_int_equal(tokens_with_template(path, &got), SL_OK);
         unlink(path);
         assert_int_equal(got, with_system);
+        /* what the resume ledger records (job_check_default_system) */
+        assert_string_equal(last_default_system, want[0].content);
     }
 }
 

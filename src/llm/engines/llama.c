@@ -3334,6 +3334,12 @@ static const char *llama_engine_model_name(const void *impl)
     return ((const llama_engine *)impl)->model_name;
 }
 
+static const char *llama_engine_default_system(const void *impl)
+{
+    const llama_engine *e = impl;
+    return e->template_system ? e->template_system : "";
+}
+
 static void llama_engine_free(void *impl)
 {
     llama_engine *e = impl;
@@ -3457,6 +3463,7 @@ static const sl_engine_ops llama_ops = {
     .in_flight = llama_engine_in_flight,
     .stats = llama_engine_stats,
     .model_name = llama_engine_model_name,
+    .default_system = llama_engine_default_system,
     .free = llama_engine_free,
     .check_choices = llama_engine_check_choices,
 };
