@@ -695,6 +695,47 @@ static void several_encoders_need_encoding_ahead(void **state)
     assert_non_null(strstr(sl_last_error(), "--encoders must be"));
 }
 
+/* Rows of one picture side by side, prepared by several encoders at once,
+ * encode it once: the others wait for that encode and take it from the
+ * image cache. Under unit.engine_late_encoders (tests/unit/late_encoder.c
+ * holds each encoder 200 ms in the tokenizer) the encoders reach the image
+ * together: each encoded it before they waited for one another. */
+static void several_encoders_encode_a_shared_image_once(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    sl_llama_params p = tu_tiny_llama(&tiny, 2);
+    p.encoders = 3;
+    p.encode_ahead = N;
+    p.image_cache_bytes = 64 << 20;
+    sl_engine *e = tu_open_llama(&p);
+    sl_image *im = variant(0);
+    char ids[N][16];
+    char *texts[N] = {0};
+    for (int k = 0; k < N; k++) {
+        snprintf(ids[k], sizeof ids[k], "same%d", k);
+        sl_request req = request(ids[k], 4);
+        req.image = im;
+        assert_int_equal(sl_engine_submit(e, &req, &texts[k]), SL_OK);
+    }
+    int got = 0, idle = 0;
+    while (got < N) {
+        sl_completion c[N];
+        size_t n = poll_or_fail(e, c, N, &idle);
+        for (size_t i = 0; i < n; i++, got++) {
+            assert_int_equal(c[i].status, SL_OK);
+            sl_completion_clear(&c[i]);
+        }
+    }
+    sl_engine_stats st;
+    settled_stats(e, &st);
+    /* the tiny model's image is two chunks, a tile and an overview */
+    assert_int_equal(st.images_encoded, 2);
+    assert_int_equal(st.image_cache_hits, (uint64_t)(N - 1) * 2);
+    sl_engine_free(e);
+    sl_image_free(im);
+}
+
 /* --- several tasks per image ------------------------------------------------ */
 
 static const char *const task_prompts[3] = {
@@ -2356,6 +2397,7 @@ int main(void)
         cmocka_unit_test(encoding_ahead_gives_the_same_answers),
         cmocka_unit_test(several_encoders_give_the_same_answers),
         cmocka_unit_test(several_encoders_need_encoding_ahead),
+        cmocka_unit_test(several_encoders_encode_a_shared_image_once),
         cmocka_unit_test(tasks_share_one_encode_and_answer_as_alone),
         cmocka_unit_test(tasks_beyond_the_sequences_and_a_failing_task),
         cmocka_unit_test(encodes_at_admission_take_turns_with_the_encoder),

@@ -388,6 +388,11 @@ typedef struct llama_engine {
                                   context but the first, which is mtmd */
     int n_encoders;
     pthread_cond_t encoder_cv;
+    /* The image each encoder encodes now (encoder.encoding_id): another
+     * encoder wanting the same one waits for it, then takes it from the
+     * image cache, rather than encode it again side by side. */
+    pthread_mutex_t encoding_mu;
+    pthread_cond_t encoding_cv;
     sl_engine_stats enc;       /* the encoder's counters (images, encode and preprocess
                                   time), added into stats when published */
     /* mtmd's vision encoder (its compute buffers and output) is one per
@@ -421,6 +426,9 @@ typedef struct encoder {
     pthread_mutex_t own_mu;    /* mu of all but the first */
     pthread_t thread;
     bool started;
+    const char *encoding_id;   /* the chunk id it encodes now (its request's), or NULL;
+                                  under e->encoding_mu */
+    int encoding_part;         /* and which of that image's chunks */
 } encoder;
 
 /* Adds the counters the encoder thread keeps (images, encode and
@@ -1220,6 +1228,55 @@ static void cache_embd(llama_engine *e, const req *r, size_t i, const float *emb
                            mtmd_input_chunk_get_n_tokens(c) * (size_t)e->n_embd_inp);
 }
 
+/* Chunk i of r from the image cache, or NULL with the chunk claimed for
+ * enc to encode. With several encoders, one whose image another encodes
+ * now waits for that encode and takes it from the cache: rows of one
+ * picture side by side in the queue (a VQA file's questions) are encoded
+ * once. (If that encode failed, the waiter encodes it itself.) */
+static float *cached_or_claimed(encoder *enc, const req *r, size_t i)
+{
+    llama_engine *e = enc->e;
+    const char *id = mtmd_input_chunk_get_id(mtmd_input_chunks_get(r->chunks, i));
+    if (e->n_encoders < 2 || !e->image_cache || !id || !*id)
+        return cached_embd(e, r, i);
+    int part = chunk_part(r, i);
+    float *embd = NULL;
+    pthread_mutex_lock(&e->encoding_mu);
+    for (;;) {
+        if ((embd = cached_embd(e, r, i)) != NULL)
+            break;
+        bool taken = false;
+        for (int k = 0; k < e->n_encoders && !taken; k++) {
+            const encoder *o = &e->encoders[k];
+            taken = o != enc && o->encoding_id && o->encoding_part == part &&
+                    strcmp(o->encoding_id, id) == 0;
+        }
+        if (!taken) {
+            enc->encoding_id = id;
+            enc->encoding_part = part;
+            break;
+        }
+        pthread_cond_wait(&e->encoding_cv, &e->encoding_mu);
+    }
+    pthread_mutex_unlock(&e->encoding_mu);
+    return embd;
+}
+
+/* The claim cached_or_claimed made, given up once the encode is cached (or
+ * failed). */
+static void unclaim(encoder *enc)
+{
+    llama_engine *e = enc->e;
+    if (e->n_encoders < 2)
+        return;
+    pthread_mutex_lock(&e->encoding_mu);
+    if (enc->encoding_id) {
+        enc->encoding_id = NULL;
+        pthread_cond_broadcast(&e->encoding_cv);
+    }
+    pthread_mutex_unlock(&e->encoding_mu);
+}
+
 /* Tokenizes r and encodes its images into r->embd (copies: mtmd's output
  * buffer is reused by the next encode). On encoder thread enc, which alone
  * touches r until it is marked prepared; its counters go to *counted. */
@@ -1239,10 +1296,11 @@ static void prepare(encoder *enc, req *r, sl_engine_stats *counted)
         if (req_chunk_is_text(r, i) || (r->grp && r->task > 0))
             continue;
         const mtmd_input_chunk *c = mtmd_input_chunks_get(r->chunks, i);
-        if ((r->embd[i] = cached_embd(e, r, i)) != NULL)
+        if ((r->embd[i] = cached_or_claimed(enc, r, i)) != NULL)
             continue;
         size_t bytes = mtmd_input_chunk_get_n_tokens(c) * (size_t)e->n_embd_inp * sizeof(float);
         if (!(r->embd[i] = sl_malloc(bytes))) {
+            unclaim(enc);
             st = sl_fail(SL_ERR_NOMEM, "%s: out of memory for the image embeddings", r->id);
             break;
         }
@@ -1253,10 +1311,12 @@ static void prepare(encoder *enc, req *r, sl_engine_stats *counted)
             memcpy(r->embd[i], mtmd_get_output_embd(enc->mtmd), bytes);
         pthread_mutex_unlock(enc->mu);
         if (!encoded) {
+            unclaim(enc);
             st = sl_fail(SL_ERR_ENGINE, "%s: the vision encoder failed", r->id);
             break;
         }
         cache_embd(e, r, i, r->embd[i]);
+        unclaim(enc);
         ms = now_ms() - tk;
         r->prep_encode_ms += ms;
         counted->encode_s += ms / 1e3;
@@ -3419,6 +3479,8 @@ static void llama_engine_free(void *impl)
     pthread_cond_destroy(&e->work_cv);
     pthread_cond_destroy(&e->done_cv);
     pthread_cond_destroy(&e->encoder_cv);
+    pthread_mutex_destroy(&e->encoding_mu);
+    pthread_cond_destroy(&e->encoding_cv);
     pthread_mutex_destroy(&e->vision_mu);
     for (int i = 0; i < GRAMMAR_CACHE; i++) {
         sl_free(e->grammars[i].schema);
@@ -3962,6 +4024,8 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     pthread_cond_init(&e->work_cv, NULL);
     pthread_cond_init(&e->done_cv, NULL);
     pthread_cond_init(&e->encoder_cv, NULL);
+    pthread_mutex_init(&e->encoding_mu, NULL);
+    pthread_cond_init(&e->encoding_cv, NULL);
     pthread_mutex_init(&e->vision_mu, NULL);
     pthread_mutex_init(&e->grammar_mu, NULL);
     e->n_parallel = params->n_parallel; /* 0: chosen once the model is loaded */
