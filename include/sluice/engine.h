@@ -619,10 +619,14 @@ typedef struct sl_endpoint_stats {
  * next turn (sl_request.follows). A request with tasks
  * or several answers of which a part was not sent completes with
  * SL_ERR_STOPPED as a whole. The llama engine completes so the requests
- * waiting for a sequence when it is called, but for follow-ups, tasks and
- * answers of a request (their siblings may run) and one its encoder
- * thread holds: those run. False, and nothing changes, where the engine
- * does not do this. Any thread; once is enough. */
+ * waiting for a sequence when it is called and those submitted after it,
+ * but for follow-ups, tasks and answers of a request (their siblings may
+ * run) and one its encoder thread holds: those run. Exact for both: a
+ * request not started when this returns (not on the wire; holding no
+ * sequence and not in the encoder's hands) is not started after, one the
+ * engine's thread was about to start included. False, and nothing
+ * changes, where the engine does not do this. Any thread; once is
+ * enough. */
 bool sl_engine_cancel_queued(sl_engine *engine);
 
 size_t sl_engine_endpoint_count(const sl_engine *engine);

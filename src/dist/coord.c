@@ -45,8 +45,21 @@ void coord_counts_add(coord_counts *into, const coord_counts *c)
     into->dropped += c->dropped;
     into->inputs += c->inputs;
     into->skipped += c->skipped;
+    into->deferred += c->deferred;
     into->input_bytes += c->input_bytes;
     into->jpeg_bytes += c->jpeg_bytes;
+}
+
+void coord_put_finish(wire_buf *w, sl_status status, int64_t skipped, int64_t deferred,
+                      const char *message, const char *unfit)
+{
+    wire_reset(w);
+    wire_put_u8(w, COORD_FINISH);
+    wire_put_i64(w, status);
+    wire_put_i64(w, skipped);
+    wire_put_i64(w, deferred);
+    wire_put_str(w, message ? message : "");
+    wire_put_str(w, unfit); /* NULL: "" */
 }
 
 void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c, const long *tally)
@@ -363,8 +376,9 @@ static sl_status finish(coord *c, int rank, wire_reader *r, wire_buf *reply)
 {
     sl_status status = (sl_status)wire_get_i64(r);
     int64_t skipped = wire_get_i64(r);
+    int64_t deferred = wire_get_i64(r);
     const char *msg = wire_get_str(r);
-    if (r->bad || skipped < 0)
+    if (r->bad || skipped < 0 || deferred < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed finish", rank);
     /* Counts for the summary only: the rank is finished whatever they say
      * (a rank that sends none, or a broken field, included). */
@@ -388,6 +402,8 @@ static sl_status finish(coord *c, int rank, wire_reader *r, wire_buf *reply)
         who->status = status;
         who->committed.skipped += skipped;
         c->committed.skipped += skipped;
+        who->committed.deferred += deferred;
+        c->committed.deferred += deferred;
         if (rank != 0)
             c->finished++;
     }

@@ -36,11 +36,13 @@ typedef struct coord coord;
 
 /* What committed parts held, summed (rows as written: with
  * --rows-per-task an input is a row per task; `inputs`, the inputs whose
- * last row they hold); and `skipped`, the inputs the ranks skipped as done
- * by an earlier run (each rank tells its own at FINISH). */
+ * last row they hold); `skipped`, the inputs the ranks skipped as done by
+ * an earlier run, and `deferred`, the rows a stop left unsent for the
+ * resume (sl_caption_summary.rows_deferred): each rank tells its own at
+ * FINISH (coord_put_finish). */
 typedef struct coord_counts {
     int64_t parts, rows, ok, failed, prompt_tokens, generated_tokens, dropped;
-    int64_t inputs, skipped;
+    int64_t inputs, skipped, deferred;
     int64_t input_bytes, jpeg_bytes; /* a dry run's (sl_caption_summary) */
 } coord_counts;
 
@@ -58,6 +60,13 @@ void coord_counts_add(coord_counts *into, const coord_counts *c);
  * skipped) and its tally (NULL: none), into w (reset first): how a rank,
  * and a test or bench acting as one, says a part is committed. */
 void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c, const long *tally);
+
+/* The FINISH request into w (reset first): the rank's part ended with
+ * `status` (message: why, NULL ""), having skipped `skipped` inputs as
+ * done and left `deferred` rows unsent for a stop; unfit: the sink's unfit
+ * values as JSON text (NULL: none). */
+void coord_put_finish(wire_buf *w, sl_status status, int64_t skipped, int64_t deferred,
+                      const char *message, const char *unfit);
 
 /* One rank's share of the job: its committed parts, the shards it took,
  * whether it finished and how. */
@@ -86,9 +95,10 @@ enum {
                          n x (str id, i64 shard) -> */
     COORD_COMMIT,     /* i64 number, the part's coord_counts, i64 k, k x (i64 group,
                          i64 key, i64 count) (coord_put_commit) -> */
-    COORD_FINISH,     /* i64 status, i64 inputs skipped as done, str message, str the
-                         values its Parquet parts could not hold (the sink's unfit JSON
-                         object; "" none) -> */
+    COORD_FINISH,     /* i64 status, i64 inputs skipped as done, i64 rows deferred by a
+                         stop, str message, str the values its Parquet parts could not
+                         hold (the sink's unfit JSON object; "" none) (coord_put_finish)
+                         -> */
 };
 
 /* ledger: NULL for a coordinator without one (bench/coord.c: parts are

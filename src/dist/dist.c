@@ -409,24 +409,15 @@ sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *c, const
 void dist_part_free(dist_part *p) { wire_free(&p->msg); }
 
 sl_status dist_finish(sl_dist *d, sl_status status, const char *message, int64_t skipped,
-                      const json_t *unfit)
+                      int64_t deferred, const json_t *unfit)
 {
     char *unfit_text = json_object_size(unfit) ? json_dumps(unfit, JSON_COMPACT) : NULL;
     pthread_mutex_lock(&d->mu);
-    wire_reset(&d->request);
-    wire_put_u8(&d->request, COORD_FINISH);
-    wire_put_i64(&d->request, status);
-    wire_put_i64(&d->request, skipped);
-    wire_put_str(&d->request, message ? message : "");
-    size_t at = d->request.buf.len;
-    bool whole = !d->request.oom;
-    wire_put_str(&d->request, unfit_text); /* NULL (none, or out of memory): "" */
+    /* unfit_text NULL (none, or out of memory): "" */
+    coord_put_finish(&d->request, status, skipped, deferred, message, unfit_text);
+    if (d->request.oom && unfit_text) /* rank 0 must hear of the end, without them if need be */
+        coord_put_finish(&d->request, status, skipped, deferred, message, NULL);
     free(unfit_text);
-    if (whole && d->request.oom) { /* rank 0 must hear of the end, without them if need be */
-        d->request.oom = false;
-        d->request.buf.len = at;
-        wire_put_str(&d->request, "");
-    }
     sl_status st = ask_locked(d);
     d->reported = st == SL_OK;
     return st;

@@ -60,11 +60,12 @@ sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *counts,
 void dist_part_free(dist_part *p);
 
 /* This rank's part of the job ended with `status` (and message), having
- * skipped `skipped` inputs as done by an earlier run (the job's summary
- * sums them), its Parquet parts leaving out the values `unfit` counts
- * (sl_sink_unfit's object, borrowed; NULL: none). */
+ * skipped `skipped` inputs as done by an earlier run and left `deferred`
+ * rows unsent for a stop (the job's summary sums both), its Parquet parts
+ * leaving out the values `unfit` counts (sl_sink_unfit's object, borrowed;
+ * NULL: none). */
 sl_status dist_finish(sl_dist *d, sl_status status, const char *message, int64_t skipped,
-                      const json_t *unfit);
+                      int64_t deferred, const json_t *unfit);
 
 /* Rank 0, after its own part: waits until every rank finished, stops
  * serving, and gives the job's totals; SL_OK, or the first failed rank's

@@ -638,7 +638,8 @@ static sl_status finish_rank(job *j, sl_status run_st, const char *run_msg)
     json_t *unfit = sl_sink_unfit(j->sink);
     sl_status st = dist_finish(j->dist, j->sink_status != SL_OK ? j->sink_status : run_st,
                                j->sink_status != SL_OK ? j->sink_error : run_msg,
-                               (int64_t)atomic_load(&j->rows_skipped), unfit);
+                               (int64_t)atomic_load(&j->rows_skipped),
+                               (int64_t)j->sum->rows_deferred, unfit);
     json_decref(unfit);
     if (st != SL_OK)
         sl_log(SL_LOG_ERROR, "cannot tell rank 0 how this rank ended: %s", sl_last_error());
@@ -652,7 +653,8 @@ static sl_status job_totals(job *j, sl_caption_summary *sum)
 {
     coord_counts all;
     json_t *unfit = sl_sink_unfit(j->sink);
-    dist_finish(j->dist, SL_OK, "", (int64_t)atomic_load(&j->rows_skipped), unfit);
+    dist_finish(j->dist, SL_OK, "", (int64_t)atomic_load(&j->rows_skipped),
+                (int64_t)sum->rows_deferred, unfit);
     json_decref(unfit);
     sl_status st = dist_wait_all(j->dist, &all);
     sum->shards = (long)all.parts;
@@ -664,6 +666,7 @@ static sl_status job_totals(job *j, sl_caption_summary *sum)
     sum->rows_dropped = (long)all.dropped;
     sum->inputs_done = (long)all.inputs;
     sum->rows_skipped = (long)all.skipped; /* every rank skips in its own shards */
+    sum->rows_deferred = (long)all.deferred; /* and a stop leaves its own rows unsent */
     sum->input_bytes = (uint64_t)all.input_bytes;
     sum->jpeg_bytes = (uint64_t)all.jpeg_bytes;
     dist_tally(j->dist, &j->answers[0][0]);

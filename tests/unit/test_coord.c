@@ -338,23 +338,27 @@ static void *race(void *arg)
 
 /* Ranks on threads of their own (rank 0 serves on one thread, its own
  * pipeline asks on others): every shard handed out once, the counts whole. */
-static reply finish_unfit(coord *c, int rank, sl_status status, int64_t skipped, const char *unfit,
-                          wire_buf *out)
+/* A rank's FINISH as dist_finish sends it (coord_put_finish). */
+static reply finish_with(coord *c, int rank, sl_status status, int64_t skipped, int64_t deferred,
+                         const char *unfit, wire_buf *out)
 {
     wire_buf req = {0};
-    wire_put_u8(&req, COORD_FINISH);
-    wire_put_i64(&req, status);
-    wire_put_i64(&req, skipped);
-    wire_put_str(&req, status == SL_OK ? "" : "disk full");
-    wire_put_str(&req, unfit);
+    coord_put_finish(&req, status, skipped, deferred, status == SL_OK ? "" : "disk full", unfit);
     reply rep = ask(c, rank, &req, out);
     wire_free(&req);
     return rep;
 }
 
-static reply finish_from(coord *c, int rank, sl_status status, int64_t skipped, wire_buf *out)
+static reply finish_unfit(coord *c, int rank, sl_status status, int64_t skipped, const char *unfit,
+                          wire_buf *out)
 {
-    return finish_unfit(c, rank, status, skipped, "", out);
+    return finish_with(c, rank, status, skipped, 0, unfit, out);
+}
+
+static reply finish_from(coord *c, int rank, sl_status status, int64_t skipped,
+                         int64_t deferred, wire_buf *out)
+{
+    return finish_with(c, rank, status, skipped, deferred, "", out);
 }
 
 /* summary.json's unfit_values under MPI: each rank's FINISH carries its
@@ -381,6 +385,7 @@ static void test_finish_merges_the_ranks_unfit_values(void **state)
     wire_buf req = {0}; /* a FINISH without the field: none */
     wire_put_u8(&req, COORD_FINISH);
     wire_put_i64(&req, SL_OK);
+    wire_put_i64(&req, 0);
     wire_put_i64(&req, 0);
     wire_put_str(&req, "");
     assert_int_equal(ask(c, 4, &req, &out).status, SL_OK);
@@ -409,26 +414,35 @@ static void test_finish_merges_the_ranks_unfit_values(void **state)
     coord_free(c);
 }
 
-/* A resumed job's summary counts what every rank skipped, not rank 0's
- * alone: each rank's FINISH carries its count, summed once per rank. */
-static void test_finish_sums_what_each_rank_skipped(void **state)
+/* A resumed job's summary counts what every rank skipped, and a stopped
+ * one the rows every rank's stop left unsent (summary.json's
+ * rows.deferred), not rank 0's alone: each rank's FINISH carries its
+ * counts, summed once per rank. */
+static void test_finish_sums_what_each_rank_skipped_and_deferred(void **state)
 {
     (void)state;
     coord *c = started(NULL, 0, 3);
     wire_buf out = {0};
-    assert_int_equal(finish_from(c, 1, SL_OK, 40, &out).status, SL_OK);
-    assert_int_equal(finish_from(c, 1, SL_OK, 40, &out).status, SL_OK); /* a repeat: once */
-    assert_int_equal(finish_from(c, 2, SL_ERR_IO, 7, &out).status, SL_OK);
-    assert_int_equal(finish_from(c, 0, SL_OK, 12, &out).status, SL_OK);
-    reply bad = finish_from(c, 1, SL_OK, -1, &out);
+    assert_int_equal(finish_from(c, 1, SL_OK, 40, 5, &out).status, SL_OK);
+    assert_int_equal(finish_from(c, 1, SL_OK, 40, 5, &out).status, SL_OK); /* a repeat: once */
+    assert_int_equal(finish_from(c, 2, SL_ERR_IO, 7, 0, &out).status, SL_OK);
+    assert_int_equal(finish_from(c, 0, SL_OK, 12, 3, &out).status, SL_OK);
+    reply bad = finish_from(c, 1, SL_OK, -1, 0, &out);
+    assert_int_not_equal(bad.status, SL_OK);
+    assert_non_null(strstr(bad.error, "malformed finish"));
+    bad = finish_from(c, 1, SL_OK, 0, -1, &out);
     assert_int_not_equal(bad.status, SL_OK);
     assert_non_null(strstr(bad.error, "malformed finish"));
     coord_counts sum;
     coord_progress(c, &sum, NULL, NULL);
     assert_int_equal(sum.skipped, 59);
+    assert_int_equal(sum.deferred, 8);
     coord_rank r;
     assert_true(coord_rank_progress(c, 2, &r));
     assert_int_equal(r.committed.skipped, 7);
+    assert_true(coord_rank_progress(c, 1, &r));
+    assert_int_equal(r.committed.deferred, 5);
+    assert_true(coord_rank_progress(c, 2, &r));
     assert_true(r.finished && r.status == SL_ERR_IO);
     int failed = -1;
     sl_status st = SL_OK;
@@ -567,7 +581,7 @@ int main(void)
         cmocka_unit_test(test_hello_checks_settings),
         cmocka_unit_test(test_parts_recorded_and_resumed_by_shard),
         cmocka_unit_test(test_malformed_messages_get_errors),
-        cmocka_unit_test(test_finish_sums_what_each_rank_skipped),
+        cmocka_unit_test(test_finish_sums_what_each_rank_skipped_and_deferred),
         cmocka_unit_test(test_finish_merges_the_ranks_unfit_values),
         cmocka_unit_test(test_concurrent_ranks_take_each_shard_once),
         cmocka_unit_test(test_source_reads_the_shards_it_is_given),

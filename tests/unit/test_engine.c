@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include <jansson.h>
 #include "llama.h"
 #include "llm/engine_impl.h"
@@ -2320,6 +2321,90 @@ static void a_task_not_sent_for_a_stop_makes_the_request_stopped(void **state)
     sl_completion_clear(&c);
 }
 
+/* The engine thread's admission, held: on_phase runs on that thread, and
+ * the tokenizing of a request just taken out of the queue (with
+ * encode_ahead 0) is timed as preprocessing. Once armed, the first such
+ * call says so and waits until the test releases it. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool armed, holding, released;
+} admission = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false, false};
+
+static void hold_admission(void *user, sl_engine_phase phase, double seconds)
+{
+    (void)user;
+    (void)seconds;
+    if (phase != SL_PHASE_PREPROCESS)
+        return;
+    pthread_mutex_lock(&admission.mu);
+    if (admission.armed) {
+        admission.armed = false;
+        admission.holding = true;
+        pthread_cond_broadcast(&admission.cv);
+        while (!admission.released)
+            pthread_cond_wait(&admission.cv, &admission.mu);
+    }
+    pthread_mutex_unlock(&admission.mu);
+}
+
+/* A stop that comes while the engine thread holds a request it took out of
+ * the queue for a sequence (tokenizing it): cancel_queued does not find it
+ * in the queue, and it is not started after the stop hook returned either,
+ * but comes back SL_ERR_STOPPED. The thread is held in that window, so the
+ * race is met every time (before the fix the row was answered). */
+static void a_stop_during_admission_does_not_start_the_request(void **state)
+{
+    (void)state;
+    sl_llama_params p = tu_tiny_llama(&tiny, 1);
+    p.encode_ahead = 0; /* the engine thread tokenizes at admission */
+    p.on_phase = hold_admission;
+    sl_engine *e = tu_open_llama(&p);
+    pthread_mutex_lock(&admission.mu);
+    admission.armed = true; /* after the open: its own work is not held */
+    admission.holding = admission.released = false;
+    pthread_mutex_unlock(&admission.mu);
+    int tag;
+    sl_request q = request("row0", 8);
+    assert_int_equal(sl_engine_submit(e, &q, &tag), SL_OK);
+    struct timespec until;
+    sl_deadline_after(CLOCK_REALTIME, 600000, &until);
+    pthread_mutex_lock(&admission.mu);
+    while (!admission.holding)
+        if (pthread_cond_timedwait(&admission.cv, &admission.mu, &until) != 0)
+            fail_msg("the engine thread never tokenized the request");
+    pthread_mutex_unlock(&admission.mu);
+    assert_true(sl_engine_cancel_queued(e)); /* the stop hook, returned */
+    pthread_mutex_lock(&admission.mu);
+    admission.released = true;
+    pthread_cond_broadcast(&admission.cv);
+    pthread_mutex_unlock(&admission.mu);
+    sl_completion c;
+    int idle = 0;
+    while (poll_or_fail(e, &c, 1, &idle) == 0)
+        ;
+    assert_ptr_equal(c.tag, &tag);
+    if (c.status != SL_ERR_STOPPED)
+        fail_msg("the request was started after the stop: status %d, text '%s'", (int)c.status,
+                 c.result.text ? c.result.text : "");
+    assert_non_null(strstr(c.error, "row0"));
+    sl_completion_clear(&c);
+    /* and one submitted after the stop is not started either */
+    int tag1;
+    q = request("row1", 8);
+    assert_int_equal(sl_engine_submit(e, &q, &tag1), SL_OK);
+    while (poll_or_fail(e, &c, 1, &idle) == 0)
+        ;
+    assert_ptr_equal(c.tag, &tag1);
+    assert_int_equal(c.status, SL_ERR_STOPPED);
+    assert_non_null(strstr(c.error, "row1"));
+    sl_completion_clear(&c);
+    sl_engine_stats st;
+    sl_engine_stats_get(e, &st);
+    assert_int_equal(st.requests_running, 0);
+    sl_engine_free(e);
+}
+
 /* A stop (sl_engine_cancel_queued): the requests waiting for the one
  * sequence are not started but come back SL_ERR_STOPPED, naming the row;
  * what runs finishes. Every request comes back once. */
@@ -2376,6 +2461,7 @@ int main(void)
         cmocka_unit_test(missing_files_fail_fast_with_the_path),
         cmocka_unit_test(a_task_not_sent_for_a_stop_makes_the_request_stopped),
         cmocka_unit_test(a_stop_returns_the_waiting_requests_unstarted),
+        cmocka_unit_test(a_stop_during_admission_does_not_start_the_request),
         cmocka_unit_test(an_image_seen_again_is_not_encoded_again),
         cmocka_unit_test(a_file_that_is_not_gguf_is_a_model_error),
         cmocka_unit_test(greedy_is_deterministic_and_bounded),

@@ -339,6 +339,8 @@ typedef struct llama_engine {
     size_t n_pending;
     req *cancelled;            /* taken out of pending by cancel_queued, for the engine
                                   thread to complete as stopped */
+    bool cancel_asked;         /* cancel_queued was called: admission starts no request it
+                                  would have cancelled (stopped_in_admission, requeue) */
     size_t n_follows;          /* of them follow-ups (sl_request.follows) */
     sl_completion *done;
     size_t n_done, cap_done;
@@ -1809,10 +1811,55 @@ static void use_prefix(llama_engine *e, slot *s, req *r)
     }
 }
 
+/* Completes r and those after it, requests cancel_queued took out of
+ * the queue, as not started. On the engine thread (complete() publishes
+ * its counters). */
+static void complete_cancelled(llama_engine *e, req *r)
+{
+    while (r) {
+        req *next = r->next;
+        r->next = NULL;
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s: not started: the run is stopping", r->id);
+        complete(e, r, SL_ERR_STOPPED, msg, NULL);
+        r = next;
+    }
+}
+
+/* Whether a stop (cancel_queued) leaves r unstarted: nothing runs on it
+ * yet and none of its work is undone by that. Kept running: a follow-up (a
+ * conversation's next turn), a task or answer of a request whose siblings
+ * may be running, and one in the encoder's hands. */
+static bool cancellable(const req *r) { return !r->follows && !r->grp && !r->preparing; }
+
+/* Admission's last check before r (taken out of the queue, tokenized,
+ * sized) gets a sequence: true when a stop came meanwhile, r completed
+ * stopped. cancel_queued sets its flag under mu and this reads it under
+ * mu, so a request admitted after the stop hook returned passed this
+ * check before it: none that was waiting when the hook returned starts. */
+static bool stopped_in_admission(llama_engine *e, req *r)
+{
+    pthread_mutex_lock(&e->mu);
+    bool stop = e->cancel_asked && cancellable(r);
+    pthread_mutex_unlock(&e->mu);
+    if (stop)
+        complete_cancelled(e, r);
+    return stop;
+}
+
 /* Not now: r goes back to the front of the line. */
 static void requeue(llama_engine *e, req *r)
 {
     pthread_mutex_lock(&e->mu);
+    if (e->cancel_asked && cancellable(r)) {
+        /* A stop came while admission held it out of the queue, where
+         * cancel_queued did not see it: it is not started either (the loop
+         * completes it stopped on its next pass). */
+        r->next = e->cancelled;
+        e->cancelled = r;
+        pthread_mutex_unlock(&e->mu);
+        return;
+    }
     r->next = e->pending;
     e->pending = r;
     if (!e->pending_tail)
@@ -2154,6 +2201,8 @@ static bool admit_waiting(llama_engine *e)
             requeue(e, r); /* the free ones are held for follow-ups */
             return true;
         }
+        if (stopped_in_admission(e, r))
+            continue;
         admit(e, s, r); /* false: r failed, the slot is still free */
     }
 }
@@ -2948,8 +2997,9 @@ static void wait_held(llama_engine *e)
         }
     }
     pthread_mutex_lock(&e->mu);
-    /* A follow-up came meanwhile, or the holds ended: admit again now. */
-    if (follow_up_ready(e) || (!held && e->n_follows == 0)) {
+    /* A follow-up came meanwhile, or the holds ended: admit again now (a
+     * request a stop cancelled completes now, not after the hold). */
+    if (e->cancelled || follow_up_ready(e) || (!held && e->n_follows == 0)) {
         pthread_mutex_unlock(&e->mu);
         return;
     }
@@ -2961,21 +3011,6 @@ static void wait_held(llama_engine *e)
     if (!e->stopping)
         pthread_cond_timedwait(&e->work_cv, &e->mu, &ts);
     pthread_mutex_unlock(&e->mu);
-}
-
-/* Completes r and those after it, requests cancel_queued took out of
- * the queue, as not started. On the engine thread (complete() publishes
- * its counters). */
-static void complete_cancelled(llama_engine *e, req *r)
-{
-    while (r) {
-        req *next = r->next;
-        r->next = NULL;
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s: not started: the run is stopping", r->id);
-        complete(e, r, SL_ERR_STOPPED, msg, NULL);
-        r = next;
-    }
 }
 
 static void *replica_main(void *arg)
@@ -3302,8 +3337,17 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
         e->done = grown;
         e->cap_done = cap;
     }
-    e->n_pending += (size_t)n_reqs;
     e->in_flight++;
+    if (e->cancel_asked && cancellable(r)) {
+        /* Submitted after a stop: not started either (the caption job
+         * defers such rows itself; this holds for any caller). */
+        r->next = e->cancelled;
+        e->cancelled = r;
+        pthread_cond_signal(&e->work_cv);
+        pthread_mutex_unlock(&e->mu);
+        return SL_OK;
+    }
+    e->n_pending += (size_t)n_reqs;
     if (r->follows && !grp) {
         queue_follow_up(e, r);
         e->n_follows++;
@@ -3500,12 +3544,13 @@ static void llama_engine_cancel_queued(void *impl)
 {
     llama_engine *e = impl;
     pthread_mutex_lock(&e->mu);
+    e->cancel_asked = true; /* and the one admission holds out of the queue */
     req **at = &e->pending, *prev = NULL, **tail = &e->cancelled;
     while (*tail)
         tail = &(*tail)->next;
     while (*at) {
         req *r = *at;
-        if (r->follows || r->grp || r->preparing) {
+        if (!cancellable(r)) {
             prev = r;
             at = &r->next;
             continue;

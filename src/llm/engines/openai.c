@@ -931,6 +931,23 @@ static bool start_attempt(oa_engine *e, oa_req *r, int epi, double now)
     return true;
 }
 
+static void cancel_unsent(oa_engine *e);
+
+/* Whether r may go on the wire now: a continuation always; another only
+ * while no stop came. The loop's pass read the flag at its top, and a
+ * stop between that read and this send would let a whole pass of queued
+ * requests out after the stop hook returned; so each send reads it again,
+ * under the mu that oa_cancel_queued sets it under. */
+static bool may_send(oa_engine *e, const oa_req *r)
+{
+    if (r->parent || r->follows)
+        return true;
+    pthread_mutex_lock(&e->mu);
+    bool cancel = e->cancel_queued;
+    pthread_mutex_unlock(&e->mu);
+    return !cancel;
+}
+
 static void dispatch(oa_engine *e, double now)
 {
     http_endpoint_view views[e->n_eps];
@@ -944,6 +961,10 @@ static void dispatch(oa_engine *e, double now)
                                         ep->last_pick};
     }
     while (e->ready.head) {
+        if (!may_send(e, e->ready.head)) {
+            cancel_unsent(e); /* the continuations stay in ready */
+            continue;
+        }
         int i = http_policy_pick(views, (size_t)e->n_eps, now);
         if (i < 0)
             break;
@@ -1426,7 +1447,7 @@ static void cancel_unsent(oa_engine *e)
     for (int k = 0; k < 2; k++)
         for (oa_req *r = lists[k]->head, *next; r; r = next) {
             next = r->next;
-            if (r->parent || r->follows)
+            if (r->parent || r->follows) /* continuations: may_send */
                 continue;
             list_remove(lists[k], r);
             char msg[600];
