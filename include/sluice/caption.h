@@ -180,6 +180,8 @@ typedef struct sl_caption_params {
     int n_include, n_exclude;
     const char *image_column;  /* NULL: image, path or url */
     const char *prompt_column; /* NULL: "prompt"; a row's value overrides `prompt` */
+    const char *id_column;     /* NULL: a manifest's "id", a Parquet row none (FILE:ROW);
+                                  "none": a manifest's FILE:LINE even beside an `id` */
     /* A conversation in that column (docs/inputs.md, "Conversations"):
      * SL_TURNS_FIRST (default) asks its first human turn as the prompt;
      * SL_TURNS_LAST sends every turn up to its last human one, which the

@@ -119,7 +119,9 @@ static const char usage_head[] =
     "it stopped, every input in exactly one row (a ledger in OUTPUT_DIR keeps track).\n"
     "Every option has a key in a job file ('sluice config keys'); a switch takes\n"
     "=false (--ordered=false) to turn off what a job file turned on.\n"
-    "\n"
+    "\n";
+
+static const char usage_input[] =
     "Input:\n"
     "      --input-format F      folder, file, jsonl, json (one array), csv, webdataset, arrow or\n"
     "                            parquet (default: by name)\n"
@@ -130,6 +132,9 @@ static const char usage_head[] =
     "                            URL or image_url), or a\n"
     "                            WebDataset member's extension (png); A,B: several, a row's\n"
     "                            images in that order\n"
+    "      --id-column NAME      the column whose value (a string or an integer) is a row's id:\n"
+    "                            manifests (default: id) and Parquet/Arrow (default: none,\n"
+    "                            FILE:ROW); none: FILE:LINE even beside an id column\n"
     "      --prompt-column NAME  a row's value in this column replaces --prompt (default: prompt):\n"
     "                            a string, or a conversation's first human/user turn (LLaVA's\n"
     "                            conversations, chat messages)\n"
@@ -376,6 +381,7 @@ static const char usage_openai_text[] =
 static void print_usage(FILE *fp)
 {
     fputs(usage_head, fp);
+    fputs(usage_input, fp);
     fputs(usage_text, fp);
     fputs(usage_openai_text, fp);
     fputs(usage_batch_text, fp);

@@ -133,6 +133,9 @@ static const opt opts[] = {
     {"input.image_column", "image-column", 0, K_STR, AT(p.image_column), .arg = "NAME",
      .help = "manifest/Parquet image column (~: image, path, url, images, file_name, URL or "
              "image_url) or WebDataset member extension; A,B: several, a row's images in that order"},
+    {"input.id_column", "id-column", 0, K_STR, AT(p.id_column), .arg = "NAME",
+     .help = "the column whose value (a string or an integer) is a row's id, for manifests and "
+             "Parquet (~: id for manifests, none for Parquet: FILE:ROW); none: FILE:LINE always"},
     {"input.image_root", "image-root", 0, K_STR, AT(p.image_root), .arg = "DIR",
      .help = "relative image paths in manifests and Parquet are under DIR (~: the file's folder)"},
     {"input.allow_file_urls", "allow-file-urls", 0, K_BOOL, AT(p.allow_file_urls),

@@ -942,6 +942,16 @@ static sl_status manifest_image_columns(source_reader *r, json_t *row, long line
     return st;
 }
 
+/* Whether the row's column `name` is read for the row's image(s). */
+static bool manifest_reads_image(const source_reader *r, const char *image_key,
+                                 const char *raw_image, const char *name)
+{
+    for (size_t k = 0; k < r->n_image_columns; k++)
+        if (strcmp(r->image_columns[k], name) == 0)
+            return true;
+    return !r->n_image_columns && !raw_image && image_key && strcmp(image_key, name) == 0;
+}
+
 /* Turns one manifest row (an object of its columns, consumed) into the item.
  * raw_image: a CSV row's image value as bytes (file names need not be UTF-8,
  * JSON strings must), already left out of the row. */
@@ -962,21 +972,16 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
     }
     if (!image_key)
         image_key = null_key;
-    json_t *id = json_object_get(row, "id");
-    if (json_is_string(id) && json_string_length(id))
-        item->id = sl_strdup(json_string_value(id));
-    else if (json_is_integer(id))
-        item->id = sl_asprintf("%lld", (long long)json_integer_value(id));
-    else
-        item->id = sl_asprintf("%s:%ld", r->name, line);
     item->at = line;
-    if (!item->id)
+    const char *id_key = sl_source_id_column(p, "id");
+    bool take;
+    if (sl_source_row_id(id_key ? json_object_get(row, id_key) : NULL, r->name, line, item,
+                         &take) != SL_OK)
         goto nomem;
-    if ((json_is_string(id) && json_string_length(id)) || json_is_integer(id))
-        if (!(item->alt_id = sl_asprintf("%s:%ld", r->name, line)))
-            goto nomem;
-    if (json_is_string(id) || json_is_integer(id))
-        json_object_del(row, "id");
+    /* An image column that is the id column too stays for the image (a
+     * single one is then taken out as the output's `path`). */
+    if (take && !manifest_reads_image(r, image_key, raw_image, id_key))
+        json_object_del(row, id_key);
     if (sl_source_prompt_of(sl_source_prompt_value(row, p), item) != SL_OK)
         goto nomem;
     sl_status st = SL_OK;
@@ -1062,9 +1067,12 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
             return line_fail(r, line, item, err);
         }
         int ic = csv_image_column(r);
+        const char *id_key = sl_source_id_column(r->p, "id");
         json_t *row = json_object();
+        /* The image's field is given apart, as bytes; the row keeps it too
+         * when it is the id's. */
         for (size_t i = 0; row && i < n; i++)
-            if ((int)i != ic)
+            if ((int)i != ic || (id_key && strcmp(r->header[i], id_key) == 0))
                 json_object_set_new(row, r->header[i], sl_json_text(fields[i], strlen(fields[i])));
         sl_status st = row ? manifest_item(r, row, ic >= 0 ? fields[ic] : NULL,
                                            ic >= 0 ? r->header[ic] : NULL, line, item)
@@ -2065,6 +2073,45 @@ static bool turn_text(const json_t *content, char **out)
     }
     *out = (char *)text.data;
     return true;
+}
+
+const char *sl_source_id_column(const sl_source_params *p, const char *fallback)
+{
+    if (!p->id_column)
+        return fallback;
+    return strcmp(p->id_column, "none") == 0 ? NULL : p->id_column;
+}
+
+char *sl_source_id_column_error(const char *file, const char *column, bool absent)
+{
+    return sl_asprintf("%s: %s id column '%s' (--id-column %s)%s: name %s, or drop --id-column "
+                       "for ids FILE:ROW", file, absent ? "no" : "the", column, column,
+                       absent ? "" : " is not a top-level string or integer column",
+                       absent ? "a column of the file that holds the row ids" : "one that is");
+}
+
+sl_status sl_source_row_id(const json_t *value, const char *name, int64_t at,
+                           sl_source_item *item, bool *take)
+{
+    bool text = json_is_string(value) && json_string_length(value);
+    if (text)
+        item->id = sl_strdup(json_string_value(value));
+    else if (json_is_integer(value))
+        item->id = sl_asprintf("%lld", (long long)json_integer_value(value));
+    else
+        item->id = sl_asprintf("%s:%lld", name, (long long)at);
+    if (!item->id)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", name);
+    /* The row's place is its id until the column gives one: a line that
+     * fails before its columns are read (past max_line_bytes) is recorded
+     * under it, and a resume must find that row done. */
+    if ((text || json_is_integer(value)) &&
+        !(item->alt_id = sl_asprintf("%s:%lld", name, (long long)at)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", name);
+    /* The output's `id` holds the value; an empty string goes too (as a
+     * manifest's `id` always has), a null or another type passes through. */
+    *take = json_is_string(value) || json_is_integer(value);
+    return SL_OK;
 }
 
 const json_t *sl_source_prompt_value(const json_t *extra, const sl_source_params *p)

@@ -38,6 +38,9 @@ typedef struct sl_source_params {
                                     columns, a row's images in that order
                                     (sl_split_image_columns) */
     const char *prompt_column;   /* NULL: "prompt" when present */
+    const char *id_column;       /* the row id's column (manifests, Parquet, Arrow); NULL:
+                                    "id" in a manifest, none in Parquet/Arrow (FILE:ROW);
+                                    "none": none anywhere (FILE:LINE) */
     const char *image_root;      /* NULL: a relative image path is under its manifest's (or
                                     Parquet file's) folder; else under this folder or s3:// prefix */
     bool allow_file_urls;        /* file:// values in data read local files */
@@ -112,9 +115,10 @@ typedef struct sl_source_item {
                                    on every item of that kind, failed ones too */
     char *alt_id;    /* another id an earlier run may have recorded the row under, or
                         NULL; the read stage counts the row done under either. A
-                        manifest or batch line whose id came from its data (an `id`
+                        manifest or batch line whose id came from its data (an id
                         column, a custom_id): "NAME:LINE", the id the line has when it
-                        fails before its id is read (past max_line_bytes, not JSON) */
+                        fails before its id is read (past max_line_bytes, not JSON); a
+                        Parquet or Arrow row's from id_column: "NAME:ROW" */
 } sl_source_item;
 
 /* Opens inputs[0..n): each is brace-expanded, then globbed when it holds

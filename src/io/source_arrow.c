@@ -85,6 +85,7 @@ struct source_reader {
     int64_t batches, row, base;   /* batches read; row within the batch; rows before it */
     int64_t dict_batches;
     int image_col;                /* the top-level column of the image(s) */
+    int id_col;                   /* the top-level id column (--id-column), or -1 */
     bool skip_bodies;             /* counting: bodies are passed over, not read */
     int64_t batch_rows;           /* the last record batch message's rows */
     const char *image_name;
@@ -119,6 +120,7 @@ static void arrow_close(source_reader *r)
 
 static bool is_binary(enum ArrowType t);
 static bool is_string(enum ArrowType t);
+static bool fits_int64(enum ArrowType t);
 
 /* s's type; a dictionary-encoded string or binary column's is its values'
  * (values_at reads them). */
@@ -226,6 +228,24 @@ static sl_status choose_image(source_reader *r, char **why)
                        r->file, explicit ? explicit : "image",
                        explicit ? "" : " (or path, url, images, file_name, URL, image_url; name it with "
                                        "--image-column)");
+    return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+}
+
+/* The id column named (--id-column), as a Parquet file's: a file without
+ * it, or with another kind of column there, fails whole, saying what to
+ * change. */
+static sl_status choose_id(source_reader *r, char **why)
+{
+    const char *c = sl_source_id_column(r->p, NULL);
+    if (!c)
+        return SL_OK;
+    int i = child_named(&r->schema, c);
+    enum ArrowType t = i >= 0 ? type_of(r->schema.children[i]) : NANOARROW_TYPE_NA;
+    if (i >= 0 && (is_string(t) || fits_int64(t) || t == NANOARROW_TYPE_UINT64)) {
+        r->id_col = i;
+        return SL_OK;
+    }
+    *why = sl_source_id_column_error(r->file, c, i < 0);
     return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
 }
 
@@ -666,7 +686,8 @@ static sl_status read_schema(source_reader *r, char **why)
     if (ArrowIpcDictionariesInit(&r->dicts, &r->encodings, &err) != NANOARROW_OK)
         return WHY(r, "%s: its dictionaries cannot be set up: %s", r->file, err.message);
     r->dicts_ready = true;
-    return choose_image(r, why);
+    sl_status id_st = choose_id(r, why);
+    return id_st != SL_OK || *why ? id_st : choose_image(r, why);
 }
 
 static sl_status arrow_open(const char *file, const char *name, const sl_source_params *p,
@@ -681,7 +702,7 @@ static sl_status arrow_open(const char *file, const char *name, const sl_source_
     }
     r->p = p;
     r->name = name;
-    r->image_col = -1;
+    r->image_col = r->id_col = -1;
     r->body_limit = p->max_item_bytes < (uint64_t)MIN_BODY_LIMIT / 4 ? MIN_BODY_LIMIT : (int64_t)p->max_item_bytes * 4;
     sl_ranged_params rp = sl_source_ranged_params(p);
     uint64_t size = 0;
@@ -822,6 +843,8 @@ static bool passes_through(const source_reader *r, int64_t c)
 {
     const struct ArrowSchema *col = r->schema.children[c];
     enum ArrowType t = type_of(col);
+    if (c == r->id_col) /* the output's `id` holds it, a null (FILE:ROW) too, as Parquet's */
+        return false;
     if (c == r->image_col)
         return is_string(t) || (is_list(t) && is_string(type_of(col->children[0])));
     return !is_binary(t);
@@ -1093,9 +1116,13 @@ static sl_status arrow_next(source_reader *r, sl_source_item *item, bool *done)
     }
     int64_t i = r->row++;
     item->at = r->base + i;
-    if (!(item->id = sl_asprintf("%s:%lld", r->name, (long long)(r->base + i))) || !(item->extra = json_object()))
-        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     const struct ArrowSchema *s = &r->schema;
+    json_t *id = r->id_col >= 0 ? value_json(s->children[r->id_col], r->batch->children[r->id_col], i, 0) : NULL;
+    bool take;
+    sl_status st = r->id_col >= 0 && !id ? SL_ERR_NOMEM : sl_source_row_id(id, r->name, item->at, item, &take);
+    json_decref(id);
+    if (st != SL_OK || !(item->extra = json_object()))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     for (int64_t c = 0; c < s->n_children; c++) {
         if (!passes_through(r, c))
             continue;

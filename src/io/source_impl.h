@@ -62,6 +62,24 @@ sl_status sl_source_locate_unembedded(const char *value, const char *base_dir,
                                       const sl_source_params *p, const char *where,
                                       bool null_bytes, sl_source_item *item);
 
+/* The column a row's id comes from: p->id_column, or fallback when it is
+ * not set ("id" for a manifest, NULL for a Parquet or Arrow file); NULL
+ * for "none" (or no fallback): the row's place is its id. */
+const char *sl_source_id_column(const sl_source_params *p, const char *fallback);
+
+/* The message that fails a Parquet or Arrow file for its id column: absent,
+ * or not a top-level string or integer column (sl_free it; NULL when out
+ * of memory). */
+char *sl_source_id_column_error(const char *file, const char *column, bool absent);
+
+/* Sets item->id from the id column's value in a row (NULL: none): a
+ * non-empty string or an integer, item->alt_id then NAME:AT (the row's
+ * place); else NAME:AT. *take: the value is to be taken out of the row's
+ * columns (a string or an integer: the output's `id` holds it); a null or
+ * another type passes through. SL_ERR_NOMEM only. */
+sl_status sl_source_row_id(const json_t *value, const char *name, int64_t at,
+                           sl_source_item *item, bool *take);
+
 /* The prompt column's value in a row's columns (p->prompt_column, or
  * "prompt"; a dotted name may reach into a struct: core/json.h's
  * sl_json_column); NULL when absent. */

@@ -36,6 +36,8 @@ struct source_reader {
     const sl_pq_column_info **infos; /* per selected column (the reader's) */
     size_t *list_head;  /* per selected column with a key: the first selected column of that key */
     const sl_pq_vector **list_cols; /* n_sel: one nested column's leaves, gathered for a row */
+    const char *id_name; /* the id column (--id-column; flat, string or integer), or NULL */
+    int id_col;          /* ... its index into the selection */
     const sl_pq_batch *batch;
     int64_t row, base; /* row within the batch; rows in earlier batches */
     bool failed;
@@ -156,6 +158,21 @@ static size_t key_len(const sl_pq_reader *pq, size_t i, const int *images, size_
     return len;
 }
 
+/* The id column named (--id-column): a file without it, or with another
+ * kind of column there, fails whole, saying what to change (every row
+ * would have had FILE:ROW, unasked). */
+static sl_status check_id_column(const source_reader *r, char **why)
+{
+    const char *c = r->id_name;
+    int i = sl_pq_reader_find_column(r->pq, c);
+    const sl_pq_column_info *ci = i >= 0 ? sl_pq_reader_column(r->pq, (size_t)i) : NULL;
+    if (ci && !ci->list_len && !ci->n_groups &&
+        (ci->type == SL_PQ_STRING || ci->type == SL_PQ_INT32 || ci->type == SL_PQ_INT64))
+        return SL_OK;
+    *why = sl_source_id_column_error(r->file, c, !ci);
+    return *why ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+}
+
 /* Chooses the image columns and the pass-through ones; selects them. */
 static sl_status choose_columns(source_reader *r, char **why)
 {
@@ -246,7 +263,7 @@ static sl_status choose_columns(source_reader *r, char **why)
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
     size_t n = 0;
-    r->bytes_col = r->path_col = -1;
+    r->bytes_col = r->path_col = r->id_col = -1;
     for (size_t k = 0; k < r->n_multi; k++)
         r->multi_bytes[k] = r->multi_path[k] = -1;
     for (size_t i = 0; i < nc; i++) {
@@ -260,6 +277,8 @@ static sl_status choose_columns(source_reader *r, char **why)
                 r->multi_path[k] = (int)n, image = true;
         }
         r->infos[n] = ci;
+        if (r->id_name && strcmp(ci->name, r->id_name) == 0)
+            r->id_col = (int)n; /* a string or integer column: always selected */
         if (image) { /* a string column passes through as any string does */
             sel[n++] = i;
             r->n_sel = n;
@@ -316,6 +335,7 @@ static sl_status pq_open(const char *file, const char *name, const sl_source_par
     }
     r->p = p;
     r->name = name;
+    r->id_name = sl_source_id_column(p, NULL);
     sl_pq_reader_params rp = reader_params(p);
     sl_status st = sl_pq_reader_open(file, &rp, &r->pq);
     if (st == SL_ERR_NOMEM) {
@@ -324,7 +344,8 @@ static sl_status pq_open(const char *file, const char *name, const sl_source_par
     }
     if (st != SL_OK)
         *open_error = sl_strdup(sl_last_error());
-    else if ((st = choose_columns(r, open_error)) != SL_OK) {
+    else if ((r->id_name && (st = check_id_column(r, open_error)) != SL_OK) ||
+             (!*open_error && (st = choose_columns(r, open_error)) != SL_OK)) {
         pq_close(r);
         return st;
     }
@@ -459,8 +480,12 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
     int64_t i = r->row++;
     const sl_pq_batch *b = r->batch;
     item->at = r->base + i;
-    if (!(item->id = sl_asprintf("%s:%lld", r->name, (long long)(r->base + i))) ||
-        !(item->extra = json_object()))
+    json_t *id = r->id_col >= 0 ? sl_pq_value_json(&b->columns[r->id_col], i) : NULL;
+    bool take;
+    sl_status st = r->id_col >= 0 && !id ? SL_ERR_NOMEM
+                                         : sl_source_row_id(id, r->name, item->at, item, &take);
+    json_decref(id);
+    if (st != SL_OK || !(item->extra = json_object()))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     for (size_t c = 0; c < r->n_sel; c++) {
         if (!passes_through(r, c))
@@ -469,6 +494,12 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
         json_t *cell = cell_json(r, b, c, i, &skip);
         if (skip)
             continue;
+        /* The output's `id` holds it; a null (the id FILE:ROW) goes too,
+         * so that the column is never one of the output's (pq_types). */
+        if ((int)c == r->id_col) {
+            json_decref(cell);
+            continue;
+        }
         if (!cell || json_object_set_new(item->extra, r->keys[c] ? r->keys[c] : b->columns[c].info->name, cell))
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
@@ -547,7 +578,7 @@ static sl_status column_images(source_reader *r, const sl_pq_batch *b, int64_t i
 static sl_status pq_types(const source_reader *r, json_t *into)
 {
     for (size_t c = 0; c < r->n_sel; c++) {
-        if (!passes_through(r, c) || r->list_head[c] != c)
+        if (!passes_through(r, c) || r->list_head[c] != c || (int)c == r->id_col)
             continue;
         const char *key = r->keys[c] ? r->keys[c] : r->infos[c]->name;
         json_t *shape = NULL;

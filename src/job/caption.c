@@ -281,6 +281,9 @@ sl_status job_check_params(const sl_caption_params *p, bool model_files)
         if (st != SL_OK)
             return st;
     }
+    if (p->id_column && !*p->id_column)
+        return sl_fail(SL_ERR_INVALID_ARG, "--id-column is empty: name the column that holds the "
+                                           "row ids, or none for ids FILE:LINE");
     if (p->image_text && !sl_utf8_valid(p->image_text, strlen(p->image_text)))
         return sl_fail(SL_ERR_INVALID_ARG, "--image-text is not valid UTF-8");
     struct stat root;

@@ -717,6 +717,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     j.src_params.n_exclude = p->n_exclude > 0 ? (size_t)p->n_exclude : 0;
     j.src_params.image_column = p->image_column;
     j.src_params.prompt_column = p->prompt_column;
+    j.src_params.id_column = p->id_column;
     j.src_params.image_root = p->image_root;
     j.src_params.allow_file_urls = p->allow_file_urls;
     j.src_params.shard_index = p->input_shard_index;

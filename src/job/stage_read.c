@@ -233,10 +233,16 @@ static sl_status check_new_id(reader *rd, sl_source_item *it)
         sl_free(again);
         return st;
     }
-    st = sl_fail(SL_ERR_INVALID_ARG, "the inputs repeat the row id '%s' (%s, then %s): ids must "
-                                     "be unique for each row to be written exactly once; give "
-                                     "every row its own id", it->id, first ? first : "?",
-                 again ? again : "?");
+    /* An id from a row's column (alt_id, its place, beside it) names the
+     * column: the data to fix, or the id_column to change. */
+    const char *column = it->alt_id ? (rd->j->p->id_column ? rd->j->p->id_column : "id") : NULL;
+    st = sl_fail(SL_ERR_INVALID_ARG, "the inputs repeat the row id '%s'%s%s%s (%s, then %s): ids "
+                                     "must be unique for each row to be written exactly once; "
+                                     "give every row its own id%s", it->id,
+                 column ? " of column '" : "", column ? column : "", column ? "'" : "",
+                 first ? first : "?", again ? again : "?",
+                 column ? " (or name another column with --id-column; --id-column none "
+                          "makes each row's id its place)" : "");
     sl_free(first);
     sl_free(again);
     return st;

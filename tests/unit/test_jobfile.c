@@ -257,7 +257,7 @@ static const struct {
 } samples[] = {
     {"version", "1"}, {"engine", "openai"}, {"input.paths", "a b/*.tar"},
     {"input.format", "webdataset"}, {"input.include", "**/*.jpg"}, {"input.exclude", "tmp/*"},
-    {"input.image_column", "url"}, {"input.allow_file_urls", "true"},
+    {"input.image_column", "url"}, {"input.id_column", "image_id"}, {"input.allow_file_urls", "true"},
     {"input.image_root", "/data/images"}, {"input.max_download_bytes", "3M"}, {"input.max_line_bytes", "2M"}, {"input.max_item_bytes", "100M"},
     {"input.download_timeout", "2.5"},
     {"input.download_retries", "7"}, {"input.shard", "2/9"}, {"input.shard_size", "77"},
@@ -398,6 +398,7 @@ static void round_trip(const char *dir, bool tasks)
     assert_int_equal(q->gpus[0], 4);
     assert_int_equal(q->replicas, 3); /* set: not counted from the gpus */
     assert_int_equal(q->image.background[1], 0xab);
+    assert_string_equal(q->id_column, "image_id");
     assert_int_equal(q->n_columns, 2);
     assert_string_equal(q->columns[1], "b c");
     assert_int_equal(q->llama.n_lora, 1);
