@@ -1691,6 +1691,15 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
         else
             src->kind_name = k;
     }
+    /* Ids from names, tar keys or custom_id: an option that would change
+     * nothing is a mistake to say, not to ignore. */
+    if (st == SL_OK && params->id_column &&
+        (strcmp(src->kind_name, "folder") == 0 || strcmp(src->kind_name, "file") == 0 ||
+         strcmp(src->kind_name, "webdataset") == 0 || strcmp(src->kind_name, "openai-batch") == 0))
+        st = sl_fail(SL_ERR_INVALID_ARG, "--id-column names a column of a manifest, Parquet or "
+                                         "Arrow file; '%s' is %s, whose rows have no columns to "
+                                         "take an id from: drop --id-column",
+                     src->files[0], src->kind_name);
     if (st == SL_OK && (params->n_include || params->n_exclude) &&
         strcmp(src->kind_name, "folder") != 0)
         st = sl_fail(SL_ERR_INVALID_ARG, "--include and --exclude filter folders; '%s' is %s",

@@ -199,3 +199,22 @@ def test_an_empty_name_is_refused(sluice, tmp_path):
     src = write_jsonl(tmp_path / "l.jsonl", [{"image": str(JPEGS[0])}])
     r = dry(sluice, src, tmp_path / "o", "--id-column", "")
     assert r.returncode == 2 and "--id-column is empty" in r.stderr, r.stderr[-2000:]
+
+
+def test_inputs_without_columns_refuse_it(sluice, tmp_path):
+    """A folder, an image file and WebDataset shards name their rows by
+    path and key: --id-column would change nothing, so it is refused (exit
+    2) rather than ignored."""
+    from conftest import wds_shard
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(JPEGS[0].read_bytes())
+    shard = tmp_path / "s-000.tar"
+    shard.write_bytes(wds_shard([("k1.jpg", JPEGS[0].read_bytes())]))
+    for inputs, kind in ((folder, "folder"), (folder / "a.jpg", "file"), (shard, "webdataset")):
+        r = dry(sluice, inputs, tmp_path / f"o-{kind}", "--id-column", "uid")
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert (f"--id-column names a column of a manifest, Parquet or Arrow file; '{inputs}' "
+                f"is {kind}, whose rows have no columns to take an id from: drop --id-column"
+                ) in r.stderr, r.stderr[-2000:]
+        assert not (tmp_path / f"o-{kind}" / "part-00000.jsonl").exists()
