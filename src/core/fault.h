@@ -30,7 +30,10 @@
  * after its upload (in place of the rename); s3.upload_part: before each
  * part of a multipart upload after the first (io/s3.h); engine.context:
  * the llama engine making its context again for a longer request (any
- * errno: as if llama.cpp could not allocate it); retry.begin,
+ * errno: as if llama.cpp could not allocate it); openai.send: the openai
+ * engine about to send a request (its id) that has an endpoint with room
+ * (a sleep there is a stop landing between its loop's pass and the send);
+ * retry.begin,
  * retry.after_begin, retry.after_rename, retry.finish: --retry-failed's
  * steps on a part (ledger/ledger.h), retry.begin and retry.finish before
  * the ledger's transaction is durable. */

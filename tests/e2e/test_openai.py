@@ -8,6 +8,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import re
 import subprocess
 import time
@@ -1128,6 +1129,62 @@ def test_the_summary_names_the_output_folder_and_its_part_files(sluice, tmp_path
         (inp / "more2.jpg").symlink_to(sample_images()[4])
         (inp / "more3.jpg").symlink_to(sample_images()[5])
         assert run() == f"output: {out} (2 part files: part-00004.jsonl, part-00005.jsonl)"
+
+
+def test_a_sigint_between_the_loops_pass_and_a_send_stops_that_send(sluice, tmp_path):
+    # The engine's loop read the stop flag once a pass: a stop that came
+    # after that read still let the pass send what the in-flight limit had
+    # room for. SLUICE_TEST_FAULTS holds the first send after an answer
+    # (the 5th) for 3 s, between the pass's start and the send; the signal
+    # lands there. That request must not go out: 4 POSTs, not 5.
+    import signal
+    import threading
+    lock = threading.Lock()
+    state = {"posts": 0}
+
+    def answer(h, n, body):
+        with lock:
+            k = state["posts"]
+            state["posts"] += 1
+        completion(h, delay_s=0.0 if k == 0 else 2.0)
+
+    inp = many_inputs(tmp_path, 2)
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        cmd = [str(sluice.binary), "caption", str(inp), "-o", str(out), "--engine", "openai",
+               "--endpoint", fake.url, "--max-in-flight", "4", "--metrics-addr", "off"]
+        env = dict(os.environ, SLUICE_TEST_FAULTS="openai.send=sleep:3000@5")
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        lines, held = [], threading.Event()
+
+        def read_stderr():
+            for line in proc.stderr:
+                lines.append(line)
+                if "test fault point openai.send (" in line and "sleeping 3000 ms" in line:
+                    held.set()
+
+        reader = threading.Thread(target=read_stderr)
+        reader.start()
+        try:
+            assert held.wait(120), "".join(lines[-20:])
+            with lock:
+                at_signal = state["posts"]
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            reader.join(10)
+    err = "".join(lines)
+    # the 4 sent before the hold (the server may not have counted the last
+    # yet at the signal: at_signal 3 or 4), answered; never the 5th
+    assert proc.returncode == 130, (at_signal, err[-3000:])
+    assert state["posts"] == 4, f"{state['posts']} POSTs ({at_signal} at the signal): {err[-3000:]}"
+    m = re.search(r"sluice: stopping: (\d+) queued rows not sent; resume redoes them", err)
+    assert m and int(m.group(1)) >= 1, err[-3000:]
+    assert len(ok_rows(out)) == 4, err[-3000:]
 
 
 def test_the_first_sigint_sends_no_queued_row_and_the_resume_does_them(sluice, tmp_path):

@@ -33,6 +33,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "io/curl_conn.h"
 #include "llm/engine_impl.h"
@@ -961,13 +962,15 @@ static void dispatch(oa_engine *e, double now)
                                         ep->last_pick};
     }
     while (e->ready.head) {
+        int i = http_policy_pick(views, (size_t)e->n_eps, now);
+        if (i < 0)
+            break;
+        /* tests: a stop that lands between the pass's start and a send */
+        sl_fault("openai.send", e->ready.head->id);
         if (!may_send(e, e->ready.head)) {
             cancel_unsent(e); /* the continuations stay in ready */
             continue;
         }
-        int i = http_policy_pick(views, (size_t)e->n_eps, now);
-        if (i < 0)
-            break;
         oa_req *r = e->ready.head;
         list_remove(&e->ready, r);
         if (start_attempt(e, r, i, now)) {
