@@ -1735,6 +1735,13 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
 
 const char *sl_source_kind(const sl_source *src) { return src->kind_name; }
 
+bool sl_source_reads_lines(const sl_source *src)
+{
+    const char *k = src->kind_name;
+    return strcmp(k, "jsonl") == 0 || strcmp(k, "json") == 0 || strcmp(k, "csv") == 0 ||
+           strcmp(k, "openai-batch") == 0;
+}
+
 bool sl_source_shards_by_file(const sl_source *src) { return src->by_file; }
 
 bool sl_source_ids_have_folders(const sl_source *src) { return src->ids_have_folders; }

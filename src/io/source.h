@@ -149,6 +149,9 @@ bool sl_source_shards_by_file(const sl_source *src);
 /* The kind chosen: "folder", "jsonl", "csv", "webdataset", "parquet" or
  * "openai-batch". */
 const char *sl_source_kind(const sl_source *src);
+/* True when rows are read as lines or records (JSONL, a JSON array, CSV, a
+ * batch file): the kinds max_line_bytes bounds. */
+bool sl_source_reads_lines(const sl_source *src);
 /* True when some ids name a folder above their input file, or which input
  * folder they are in (inputs in several folders): ids that sluice before
  * this rule made from base names alone, so a resume ledger of such a job

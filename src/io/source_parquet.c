@@ -124,10 +124,12 @@ static bool multi_struct_column(const source_reader *r, int c)
 
 /* Whether selected column c passes through: not the image's bytes, nor its
  * path beside them (a list of paths alone does: the output's record of
- * them). */
+ * them), nor the id column (the output's `id` holds it; a null, the id
+ * FILE:ROW, goes too, so that it is never one of the output's columns). */
 static bool passes_through(const source_reader *r, size_t c)
 {
-    return (int)c != r->bytes_col && ((int)c != r->path_col || r->keys[c]) && !multi_struct_column(r, (int)c);
+    return (int)c != r->bytes_col && ((int)c != r->path_col || r->keys[c]) &&
+           !multi_struct_column(r, (int)c) && (int)c != r->id_col;
 }
 
 /* The length of the name of the nested column leaf ci is in: its outermost
@@ -494,12 +496,6 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
         json_t *cell = cell_json(r, b, c, i, &skip);
         if (skip)
             continue;
-        /* The output's `id` holds it; a null (the id FILE:ROW) goes too,
-         * so that the column is never one of the output's (pq_types). */
-        if ((int)c == r->id_col) {
-            json_decref(cell);
-            continue;
-        }
         if (!cell || json_object_set_new(item->extra, r->keys[c] ? r->keys[c] : b->columns[c].info->name, cell))
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
@@ -578,7 +574,7 @@ static sl_status column_images(source_reader *r, const sl_pq_batch *b, int64_t i
 static sl_status pq_types(const source_reader *r, json_t *into)
 {
     for (size_t c = 0; c < r->n_sel; c++) {
-        if (!passes_through(r, c) || r->list_head[c] != c || (int)c == r->id_col)
+        if (!passes_through(r, c) || r->list_head[c] != c)
             continue;
         const char *key = r->keys[c] ? r->keys[c] : r->infos[c]->name;
         json_t *shape = NULL;

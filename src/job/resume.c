@@ -443,9 +443,7 @@ void job_upload_reports(job *j)
  * alt_id.) Only sources read by lines or records have the limit. */
 static sl_status check_max_line_bytes(job *j, bool resumed)
 {
-    const char *kind = sl_source_kind(j->src);
-    if (strcmp(kind, "jsonl") != 0 && strcmp(kind, "json") != 0 && strcmp(kind, "csv") != 0 &&
-        strcmp(kind, "openai-batch") != 0)
+    if (!sl_source_reads_lines(j->src))
         return SL_OK;
     unsigned long long now = (unsigned long long)j->src_params.max_line_bytes, before = 0;
     char *old = NULL;

@@ -1832,18 +1832,28 @@ static void complete_cancelled(llama_engine *e, req *r)
  * may be running, and one in the encoder's hands. */
 static bool cancellable(const req *r) { return !r->follows && !r->grp && !r->preparing; }
 
+/* A request out of the queue (held by admission, or just submitted) when a
+ * stop has come: true, r on the cancelled list, which the engine thread
+ * completes stopped on its next pass. Under mu, which cancel_queued sets
+ * its flag under. */
+static bool cancel_if_stopped(llama_engine *e, req *r)
+{
+    if (!e->cancel_asked || !cancellable(r))
+        return false;
+    r->next = e->cancelled;
+    e->cancelled = r;
+    return true;
+}
+
 /* Admission's last check before r (taken out of the queue, tokenized,
- * sized) gets a sequence: true when a stop came meanwhile, r completed
- * stopped. cancel_queued sets its flag under mu and this reads it under
- * mu, so a request admitted after the stop hook returned passed this
- * check before it: none that was waiting when the hook returned starts. */
+ * sized) gets a sequence: true when a stop came meanwhile. So a request
+ * admitted after the stop hook returned passed this check before it: none
+ * that was waiting when the hook returned starts. */
 static bool stopped_in_admission(llama_engine *e, req *r)
 {
     pthread_mutex_lock(&e->mu);
-    bool stop = e->cancel_asked && cancellable(r);
+    bool stop = cancel_if_stopped(e, r);
     pthread_mutex_unlock(&e->mu);
-    if (stop)
-        complete_cancelled(e, r);
     return stop;
 }
 
@@ -1851,12 +1861,9 @@ static bool stopped_in_admission(llama_engine *e, req *r)
 static void requeue(llama_engine *e, req *r)
 {
     pthread_mutex_lock(&e->mu);
-    if (e->cancel_asked && cancellable(r)) {
-        /* A stop came while admission held it out of the queue, where
-         * cancel_queued did not see it: it is not started either (the loop
-         * completes it stopped on its next pass). */
-        r->next = e->cancelled;
-        e->cancelled = r;
+    /* A stop came while admission held it out of the queue, where
+     * cancel_queued did not see it: it is not started either. */
+    if (cancel_if_stopped(e, r)) {
         pthread_mutex_unlock(&e->mu);
         return;
     }
@@ -3338,11 +3345,9 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
         e->cap_done = cap;
     }
     e->in_flight++;
-    if (e->cancel_asked && cancellable(r)) {
-        /* Submitted after a stop: not started either (the caption job
-         * defers such rows itself; this holds for any caller). */
-        r->next = e->cancelled;
-        e->cancelled = r;
+    /* Submitted after a stop: not started either (the caption job defers
+     * such rows itself; this holds for any caller). */
+    if (cancel_if_stopped(e, r)) {
         pthread_cond_signal(&e->work_cv);
         pthread_mutex_unlock(&e->mu);
         return SL_OK;

@@ -934,6 +934,10 @@ static bool start_attempt(oa_engine *e, oa_req *r, int epi, double now)
 
 static void cancel_unsent(oa_engine *e);
 
+/* A continuation of work already sent (a choices request's probe, a
+ * conversation's next turn): a stop lets it go on. */
+static bool continuation(const oa_req *r) { return r->parent || r->follows; }
+
 /* Whether r may go on the wire now: a continuation always; another only
  * while no stop came. The loop's pass read the flag at its top, and a
  * stop between that read and this send would let a whole pass of queued
@@ -941,7 +945,7 @@ static void cancel_unsent(oa_engine *e);
  * under the mu that oa_cancel_queued sets it under. */
 static bool may_send(oa_engine *e, const oa_req *r)
 {
-    if (r->parent || r->follows)
+    if (continuation(r))
         return true;
     pthread_mutex_lock(&e->mu);
     bool cancel = e->cancel_queued;
@@ -1450,7 +1454,7 @@ static void cancel_unsent(oa_engine *e)
     for (int k = 0; k < 2; k++)
         for (oa_req *r = lists[k]->head, *next; r; r = next) {
             next = r->next;
-            if (r->parent || r->follows) /* continuations: may_send */
+            if (continuation(r))
                 continue;
             list_remove(lists[k], r);
             char msg[600];
