@@ -224,6 +224,13 @@ typedef struct sl_caption_params {
     int jpeg_quality;          /* openai: its quality, 1..100 (default 90) */
     bool send_original;        /* openai: send JPEG and PNG inputs as they are (other
                                   formats: the JPEG above) */
+    /* openai: how a video's frames go to the server. IMAGE_URL (default):
+     * each frame a JPEG image_url part after its frame_text, which every
+     * server reads. VIDEO_URL: one video_url part of them all (vLLM's
+     * data:video/jpeg form; no frame_text), which vLLM gives the model as
+     * a video (Qwen2-VL's temporal patches) where image_url parts are so
+     * many separate images. */
+    enum { SL_VIDEO_PART_IMAGE_URL, SL_VIDEO_PART_VIDEO_URL } video_part;
     /* A slice of the job, to try it before running it all. Neither is part
      * of the resume fingerprint: the same job without them goes on where
      * the slice stopped, its rows done (each input exactly once in all). */

@@ -443,6 +443,14 @@ typedef struct sl_request {
      * would (tasks and n answers too: each shares the images). Texts are
      * copied at submit; the images live as for a conversation. */
     const char *const *image_texts;
+    /* The images are one video's frames, in order. The openai engine sends
+     * them as one vLLM `video_url` part (data:video/jpeg;base64,F1,F2,...:
+     * the frames' JPEGs, which vLLM's video processor reads as one clip)
+     * where the first image part is; every image must be a JPEG and no text
+     * may come between them (image_texts NULL or empty; in messages, image
+     * parts side by side), else SL_ERR_INVALID_ARG at submit. The llama
+     * engine reads them as images, as without it. */
+    bool images_are_video;
     /* openai engine: a whole chat-completions request body (JSON text, an
      * object with "messages"), sent as given but for "model" (set to the
      * served model when absent) and "stream" (the engine's). It takes the

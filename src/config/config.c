@@ -283,6 +283,11 @@ static const opt opts[] = {
      .arg = "Q", .help = "its quality"},
     {"openai.send_original", "send-original", 0, K_BOOL, AT(p.send_original),
      .help = "send JPEG and PNG inputs as they are"},
+    /* In the order of sl_caption_params.video_part. */
+    {"openai.video_part", "video-part", 0, K_ENUM, AT(p.video_part), .arg = "PART",
+     .choices = "image_url|video_url",
+     .help = "a video's frames as image_url parts, each after --frame-text (every server), or "
+             "as one video_url part (vLLM: the model's video input)"},
     {"openai.response_format", "response-format", 0, K_TEXTFILE, AT(p.openai.response_format),
      .arg = "F", .help = "a JSON file sent as response_format"},
     {"openai.stream", "stream", 0, K_BOOL, AT(p.openai.stream),

@@ -357,12 +357,26 @@ sl_status job_check_params(const sl_caption_params *p, bool model_files)
         if (p->openai.n_endpoints < 1 && !p->dry_run)
             return sl_fail(SL_ERR_INVALID_ARG,
                            "--engine openai needs at least one --endpoint URL (or --endpoints-file)");
+        /* The frames go side by side in one part: a text before each
+         * has no place there. */
+        const char *frame_text = sl_caption_default_params().frame_text;
+        if (p->video_part == SL_VIDEO_PART_VIDEO_URL && p->frame_text && *p->frame_text &&
+            strcmp(p->frame_text, frame_text) != 0)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "--frame-text puts a text before each frame of a video, and "
+                           "--video-part video_url sends the frames side by side in one part "
+                           "with none: drop one of them");
         if (p->jpeg_edge < 0 || p->jpeg_quality < 1 || p->jpeg_quality > 100)
             return sl_fail(SL_ERR_INVALID_ARG,
                            "--jpeg-edge must be >= 0 and --jpeg-quality 1..100, got %d and %d",
                            p->jpeg_edge, p->jpeg_quality);
         return SL_OK;
     }
+    if (p->video_part == SL_VIDEO_PART_VIDEO_URL)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "--video-part video_url is how the openai engine sends a video to vLLM; "
+                       "the llama engine reads a video's frames as images: drop it, or add "
+                       "--engine openai");
     /* Missing model files fail here, before any thread starts; a dry run
      * opens none. */
     if (p->dry_run || !model_files)

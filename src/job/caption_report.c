@@ -83,9 +83,12 @@ static json_t *summary_json(const caption_report *r)
     if (params)
         json_object_set_new(params, "samples", json_integer(p->sampling.n > 1 ? p->sampling.n : 1));
     if (params)
-        json_object_set_new(params, "video", json_pack("{s:i, s:f, s:o}", "frames",
+        json_object_set_new(params, "video", json_pack("{s:i, s:f, s:o, s:s}", "frames",
                                                        p->video.max_frames, "fps", p->video.fps,
-                                                       "frame_text", text(p->frame_text)));
+                                                       "frame_text", text(p->frame_text), "part",
+                                                       p->video_part == SL_VIDEO_PART_VIDEO_URL
+                                                           ? "video_url"
+                                                           : "image_url"));
     if (params)
         json_object_set_new(params, "image_text", text(p->image_text));
     if (params)

@@ -123,6 +123,8 @@ static char *fingerprint(const job *j, bool served_model_key)
             fp_add(&t, "response_format", job_json_text(p->openai.response_format));
         }
         fp_add(&t, "jpeg", json_pack("[i,i,b]", p->jpeg_edge, p->jpeg_quality, p->send_original));
+        if (p->video_part == SL_VIDEO_PART_VIDEO_URL) /* only then: the default keeps its own */
+            fp_add(&t, "video_part", job_json_text("video_url"));
         /* Answers drawn by the server (one request with "n") are others
          * than those of a request each; only then: the other way keeps the
          * fingerprint it had. */

@@ -137,16 +137,23 @@ static sl_status fill(const caption_row *r, const char *task, const char *tmpl, 
     return SL_OK;
 }
 
+/* Whether the row's images go as one video (openai.video_part). */
+static bool sent_as_video(const sl_caption_params *p, const media_row *m)
+{
+    return m && m->is_video && job_uses_openai(p) && p->video_part == SL_VIDEO_PART_VIDEO_URL;
+}
+
 /* The text before each of the row's images: a video's frames after
- * frame_text with {time} and {index} filled in, a list's images after
- * image_text with {index} (texts[i] NULL: none; sl_free each). */
+ * frame_text with {time} and {index} filled in (none when they go as one
+ * video_url part), a list's images after image_text with {index} (texts[i]
+ * NULL: none; sl_free each). */
 static sl_status media_texts(const sl_caption_params *p, const caption_row *r,
                              char *texts[SL_MAX_IMAGES])
 {
     memset(texts, 0, SL_MAX_IMAGES * sizeof *texts);
     const media_row *m = r->media;
     const char *tmpl = m->is_video ? p->frame_text : p->image_text;
-    if (!tmpl || !*tmpl)
+    if (!tmpl || !*tmpl || sent_as_video(p, m))
         return SL_OK;
     sl_status st = SL_OK;
     for (int i = 0; st == SL_OK && i < m->n; i++) {
@@ -394,6 +401,7 @@ static sl_status engine_submit(void *state, sl_row *row)
         req.images_encoded_len = r->media->jpeg_len;
         req.image_texts = (const char *const *)texts;
         req.n_images = r->media->n;
+        req.images_are_video = sent_as_video(p, r->media);
     }
     placed pl = {0};
     turns conv = {0};

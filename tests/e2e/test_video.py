@@ -490,3 +490,72 @@ def test_a_placeholder_puts_a_videos_frames_at_its_marker(sluice, clips, tmp_pat
     frames = [base64.b64decode(p["image_url"]["url"].split(",", 1)[1])
               for p in parts if p["type"] == "image_url"]
     assert [colour_of(f) for f in frames] == ["green", "white"]
+
+
+def video_url_frames(part: dict) -> list:
+    """The frames of a video_url part, read as vLLM's VideoMediaIO.load_base64
+    reads a data:video/jpeg URL: base64 JPEGs joined by commas."""
+    assert part["type"] == "video_url"
+    head, data = part["video_url"]["url"].split(",", 1)
+    assert head == "data:video/jpeg;base64"
+    return [base64.b64decode(f, validate=True) for f in data.split(",")]
+
+
+def test_video_part_video_url_sends_the_frames_as_one_video(sluice, clips, mixed, tmp_path):
+    sent = []
+    with FakeServer(lambda handler, n, body: (sent.append(body), completion(handler, "a video"))) \
+            as server:
+        common = ["--engine", "openai", "--endpoint", server.url, "--show", 0,
+                  "--metrics-addr", "off"]
+        out = tmp_path / "out"
+        r = sluice.run("caption", clips / "mp4", "-o", out, "--prompt", "What happens?",
+                       "--video-part", "video_url", *common)
+        assert r.returncode == 0, r.stderr
+        parts = sent_parts(sent[-1])
+        # One video part (no frame texts), then the prompt.
+        assert [p["type"] for p in parts] == ["video_url", "text"]
+        assert parts[1]["text"] == "What happens?"
+        assert [colour_of(f) for f in video_url_frames(parts[0])] == COLOURS
+        row = read_rows(out)[0]
+        assert row["caption"] == "a video" and row["video_frames"] == 4
+
+        # At a placeholder: the one part goes at the marker.
+        r = sluice.run("caption", clips / "webm", "-o", tmp_path / "placed", "--prompt",
+                       "Watch <image> then answer.", "--image-placeholder", "<image>",
+                       "--video-frames", 2, "--video-part", "video_url", *common)
+        assert r.returncode == 0, r.stderr
+        parts = sent_parts(sent[-1])
+        assert [p.get("text", p["type"]) for p in parts] == \
+            ["Watch ", "video_url", " then answer."]
+        assert [colour_of(f) for f in video_url_frames(parts[1])] == ["green", "white"]
+
+        # Images beside the videos still go as image_url parts; a broken
+        # video fails its row alone.
+        sent.clear()
+        out3 = tmp_path / "mixed"
+        r = sluice.run("caption", mixed, "-o", out3, "--video-part", "video_url", *common)
+        assert r.returncode == 3, r.stderr  # one failed row
+        kinds = sorted(tuple(p["type"] for p in sent_parts(b)) for b in sent)
+        assert kinds == [("image_url", "text"), ("video_url", "text"), ("video_url", "text")]
+        rows = {row["id"]: row for row in read_rows(out3)}
+        assert rows["d-broken.mp4"]["error_stage"] == "decode"
+
+        # The other way over the same output is another job: refused.
+        r = sluice.run("caption", clips / "mp4", "-o", out, "--prompt", "What happens?",
+                       *common)
+        assert r.returncode == 2 and "video_part" in r.stderr, r.stderr
+
+
+def test_video_part_video_url_refusals(sluice, clips, tmp_path):
+    # The llama engine reads frames as images: the option would change nothing.
+    r = sluice.run("caption", clips / "mp4", "-o", tmp_path / "a", "--model", TINY / "model.gguf",
+                   "--mmproj", TINY / "mmproj.gguf", "--video-part", "video_url")
+    assert r.returncode == 2 and "--engine openai" in r.stderr, r.stderr
+    # A text before each frame has no place in one part.
+    r = sluice.run("caption", clips / "mp4", "-o", tmp_path / "b", "--engine", "openai",
+                   "--endpoint", "http://127.0.0.1:9", "--video-part", "video_url",
+                   "--frame-text", "At {time}:")
+    assert r.returncode == 2 and "--frame-text" in r.stderr, r.stderr
+    r = sluice.run("caption", clips / "mp4", "-o", tmp_path / "c", "--engine", "openai",
+                   "--endpoint", "http://127.0.0.1:9", "--video-part", "video")
+    assert r.returncode == 2 and "image_url" in r.stderr, r.stderr

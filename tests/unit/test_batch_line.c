@@ -110,6 +110,31 @@ static void data_urls_round_trip(void **state)
         sl_free(back);
         sl_free(url);
     }
+    /* Several payloads: one head, each in base64, joined by commas. */
+    const uint8_t *parts[] = {bytes, bytes + 1, bytes + 3};
+    const size_t lens[] = {1, 2, 4};
+    size_t url_len;
+    char *url = sl_data_url_parts(parts, lens, 3, "video/jpeg", &url_len);
+    assert_non_null(url);
+    assert_int_equal(url_len, strlen(url));
+    assert_true(strncmp(url, "data:video/jpeg;base64,", 23) == 0);
+    char *rest = url + 23;
+    for (int k = 0; k < 3; k++) {
+        char *comma = strchr(rest, ',');
+        assert_true((comma == NULL) == (k == 2));
+        char one[64];
+        snprintf(one, sizeof one, "data:x;base64,%.*s",
+                 (int)(comma ? comma - rest : (ptrdiff_t)strlen(rest)), rest);
+        uint8_t *back;
+        size_t len;
+        char err[128];
+        assert_int_equal(sl_batch_data_url_decode(one, &back, &len, err, sizeof err), SL_OK);
+        assert_int_equal(len, lens[k]);
+        assert_memory_equal(back, parts[k], lens[k]);
+        sl_free(back);
+        rest = comma ? comma + 1 : rest;
+    }
+    sl_free(url);
     uint8_t *d;
     size_t len;
     char err[128];

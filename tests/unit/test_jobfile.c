@@ -281,6 +281,7 @@ static const struct {
     {"openai.endpoint_failures", "5"}, {"openai.endpoint_cooldown", "1e-3"},
     {"openai.give_up_after", "33.3"}, {"openai.jpeg_edge", "640"},
     {"openai.jpeg_quality", "75"}, {"openai.send_original", "true"},
+    {"openai.video_part", "video_url"},
     {"openai.response_format", NULL}, {"openai.stream", "true"}, {"openai.split_samples", "true"},
     {"openai.max_tokens_field", "max_completion_tokens"},
     {"prompt.text", "\"Quotes\", \\backslash\\, tab\t, line\nbreak, \xc3\xa9t\xc3\xa9, \x01, "

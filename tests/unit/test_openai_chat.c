@@ -426,6 +426,19 @@ static void a_conversation_goes_out_as_openai_messages(void **state)
     sl_engine_free(e);
 }
 
+/* The body q went out in (its answer dropped); json_decref it. */
+static json_t *sent_body(sl_engine *e, const sl_request *q)
+{
+    sl_result r;
+    assert_int_equal(sl_engine_generate(e, q, &r), SL_OK);
+    sl_result_clear(&r);
+    char *body = last_body();
+    json_t *root = json_loads(body, 0, NULL);
+    free(body);
+    assert_non_null(root);
+    return root;
+}
+
 /* A prompt with several images (a video's frames) goes out as a system
  * message and one user message of parts: each image after its text, the
  * prompt last; as tasks, one request per task with the same parts. */
@@ -440,12 +453,7 @@ static void a_prompt_with_images_goes_out_as_one_user_message(void **state)
                     .images_encoded = enc, .images_encoded_len = lens, .image_texts = texts,
                     .n_images = 2, .sampling = sl_sampling_default()};
     q.sampling.max_tokens = 16;
-    sl_result r;
-    assert_int_equal(sl_engine_generate(e, &q, &r), SL_OK);
-    sl_result_clear(&r);
-    char *body = last_body();
-    json_t *root = json_loads(body, 0, NULL);
-    assert_non_null(root);
+    json_t *root = sent_body(e, &q);
     json_t *m = json_object_get(root, "messages");
     assert_int_equal(json_array_size(m), 2);
     assert_string_equal(json_string_value(json_object_get(json_array_get(m, 0), "role")), "system");
@@ -468,7 +476,63 @@ static void a_prompt_with_images_goes_out_as_one_user_message(void **state)
                             json_object_get(json_array_get(parts, 2), "image_url"), "url")),
                         "data:image/jpeg;base64,/9j/Ag==");
     json_decref(root);
-    free(body);
+    sl_engine_free(e);
+}
+
+/* A video's frames (images_are_video) go out as one video_url part of
+ * vLLM's data:video/jpeg form, where the first frame's part would be, in a
+ * prompt's message or a conversation's; text between frames, or a frame
+ * that is not a JPEG, is refused at submit. */
+static void a_videos_frames_go_out_as_one_video_url_part(void **state)
+{
+    sl_engine *e = open_at(fake.url, false);
+    static const uint8_t jpg1[] = {0xff, 0xd8, 0xff, 1}, jpg2[] = {0xff, 0xd8, 0xff, 2};
+    const uint8_t *enc[] = {jpg1, jpg2};
+    const size_t lens[] = {sizeof jpg1, sizeof jpg2};
+    sl_request q = {.id = "clip", .prompt = "What happens?", .images_encoded = enc,
+                    .images_encoded_len = lens, .n_images = 2, .images_are_video = true,
+                    .sampling = sl_sampling_default()};
+    q.sampling.max_tokens = 16;
+    json_t *root = sent_body(e, &q);
+    json_t *parts = json_object_get(json_array_get(json_object_get(root, "messages"), 0),
+                                    "content");
+    assert_int_equal(json_array_size(parts), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(parts, 0), "type")),
+                        "video_url");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(parts, 0), "video_url"), "url")),
+                        "data:video/jpeg;base64,/9j/AQ==,/9j/Ag==");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(parts, 1), "text")),
+                        "What happens?");
+    json_decref(root);
+
+    /* In a conversation: at its frames' place, between the texts. */
+    sl_content_part u[] = {{"Watch"}, {NULL}, {NULL}, {"then answer."}};
+    sl_message msgs[] = {{"user", u, 4}};
+    sl_request c = conversation("clip-conv", msgs, 1, 16);
+    c.images_encoded = enc;
+    c.images_encoded_len = lens;
+    c.n_images = 2;
+    c.images_are_video = true;
+    root = sent_body(e, &c);
+    parts = json_object_get(json_array_get(json_object_get(root, "messages"), 0), "content");
+    assert_int_equal(json_array_size(parts), 3);
+    const char *types[] = {"text", "video_url", "text"};
+    for (int i = 0; i < 3; i++)
+        assert_string_equal(json_string_value(json_object_get(json_array_get(parts, i), "type")),
+                            types[i]);
+    json_decref(root);
+
+    /* Refused: a text between the frames, a frame that is not a JPEG. */
+    const char *texts[] = {NULL, "Frame 2:"};
+    q.image_texts = texts;
+    assert_int_equal(sl_engine_submit(e, &q, NULL), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "text between a video's frames"));
+    q.image_texts = NULL;
+    const char *mimes[] = {NULL, "image/png"};
+    q.images_mime = mimes;
+    assert_int_equal(sl_engine_submit(e, &q, NULL), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "frame 2 is image/png"));
     sl_engine_free(e);
 }
 
@@ -870,6 +934,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_conversation_goes_out_as_openai_messages),
         cmocka_unit_test(a_prompt_with_images_goes_out_as_one_user_message),
+        cmocka_unit_test(a_videos_frames_go_out_as_one_video_url_part),
         cmocka_unit_test(a_body_is_forwarded_as_given_but_model_and_stream),
         cmocka_unit_test(choices_ask_for_one_token_and_its_alternatives),
         cmocka_unit_test(samples_go_out_as_one_request_with_n),

@@ -344,24 +344,39 @@ static int set_new(json_t *o, const char *key, json_t *v)
     return v ? json_object_set_new(o, key, v) : -1;
 }
 
-/* An image_url part: the image as a base64 data: URL; NULL when out of
+/* A part of `type` ("image_url", "video_url") holding `url` (taken; NULL:
+ * out of memory) as {"type": type, type: {"url": url}}; NULL when out of
  * memory. */
-static json_t *image_part(const uint8_t *image, size_t image_len, const char *mime)
+static json_t *url_part(const char *type, char *url, size_t url_len)
 {
-    size_t n;
-    char *url = sl_data_url(image, image_len, mime, &n);
-    json_t *part = json_object(), *image_url = json_object();
-    int bad = !url || !part || !image_url ||
-              set_new(image_url, "url", json_stringn_nocheck(url, n)) ||
-              set_new(part, "type", json_string("image_url")) ||
-              json_object_set(part, "image_url", image_url);
-    json_decref(image_url);
+    json_t *part = json_object(), *inner = json_object();
+    int bad = !url || !part || !inner || set_new(inner, "url", json_stringn_nocheck(url, url_len)) ||
+              set_new(part, "type", json_string(type)) || json_object_set(part, type, inner);
+    json_decref(inner);
     sl_free(url);
     if (bad) {
         json_decref(part);
         return NULL;
     }
     return part;
+}
+
+/* An image_url part: the image as a base64 data: URL. */
+static json_t *image_part(const uint8_t *image, size_t image_len, const char *mime)
+{
+    size_t n = 0;
+    char *url = sl_data_url(image, image_len, mime, &n);
+    return url_part("image_url", url, n);
+}
+
+/* A video_url part of a video's frames (their JPEGs): vLLM's
+ * data:video/jpeg form, comma-separated frames that its video processor
+ * reads as one clip, where image_url parts would be so many images. */
+static json_t *video_part(const uint8_t *const *frames, const size_t *len, int n)
+{
+    size_t url_len = 0;
+    char *url = sl_data_url_parts(frames, len, n, "video/jpeg", &url_len);
+    return url_part("video_url", url, url_len);
 }
 
 static json_t *text_part(const char *text)
@@ -431,9 +446,13 @@ static json_t *conversation_messages(const sl_request *q, const oa_images *im)
                 const char *text = msg->parts[k].text;
                 int j = next_image;
                 next_image += !text;
-                bad |= json_array_append_new(content, text ? text_part(text)
-                                                           : image_part(im->data[j], im->len[j],
-                                                                        im->mime[j]));
+                if (!text && q->images_are_video && j > 0)
+                    continue; /* in the video_url part of frame 0 */
+                bad |= json_array_append_new(
+                    content, text                    ? text_part(text)
+                             : q->images_are_video ? video_part(im->data, im->len, q->n_images)
+                                                   : image_part(im->data[j], im->len[j],
+                                                                im->mime[j]));
             }
         }
         bad |= !m || !content || set_new(m, "role", json_string(msg->role)) ||
@@ -455,6 +474,34 @@ static json_t *param_real(float v)
     char text[32];
     snprintf(text, sizeof text, "%.6g", (double)v);
     return json_real(strtod(text, NULL));
+}
+
+/* A request of a video's frames (images_are_video) sends them in one
+ * video_url part: JPEGs, side by side in the conversation. */
+static sl_status check_video_frames(const sl_request *q, const oa_images *im)
+{
+    const char *id = q->id ? q->id : "(request)";
+    if (q->n_images < 1)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s: a video without frames (images_are_video with "
+                                           "no images)", id);
+    for (int i = 0; i < q->n_images; i++)
+        if (im->mime[i] && strcmp(im->mime[i], "image/jpeg") != 0)
+            return sl_fail(SL_ERR_INVALID_ARG, "%s: frame %d is %s; a video_url part holds JPEG "
+                                               "frames", id, i + 1, im->mime[i]);
+    sl_prompt_conversation pc;
+    const sl_request *c = sl_prompt_as_conversation(q, &pc);
+    enum { BEFORE, IN, AFTER } at = BEFORE;
+    for (int i = 0; i < c->n_messages; i++) {
+        for (int k = 0; k < c->messages[i].n_parts; k++) {
+            bool frame = !c->messages[i].parts[k].text;
+            if (frame && at == AFTER)
+                return sl_fail(SL_ERR_INVALID_ARG, "%s: text between a video's frames; a "
+                                                   "video_url part holds them side by side", id);
+            at = frame ? IN : at == IN ? AFTER : at;
+        }
+        at = at == IN ? AFTER : at;
+    }
+    return SL_OK;
 }
 
 /* The JSON body of one chat completion around `messages` (taken; NULL: out
@@ -657,6 +704,8 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
         if (ist == SL_OK && images.len[i] == 0)
             ist = sl_fail(SL_ERR_INVALID_ARG, "%s: image %d is empty", id, i);
     }
+    if (ist == SL_OK && q->images_are_video && !q->openai_body)
+        ist = check_video_frames(q, &images);
     /* A request with tasks: one HTTP request per task, each with the same
      * image and message prefix (a server's prefix cache can reuse the
      * image's encoding), all built before any is queued. N answers (of the
