@@ -771,6 +771,35 @@ static json_t *list_json(const struct ArrowSchema *s, const struct ArrowArrayVie
     return a;
 }
 
+static bool is_decimal(enum ArrowType t)
+{
+    return t == NANOARROW_TYPE_DECIMAL32 || t == NANOARROW_TYPE_DECIMAL64 ||
+           t == NANOARROW_TYPE_DECIMAL128 || t == NANOARROW_TYPE_DECIMAL256;
+}
+
+/* A decimal as a double, as Parquet's DECIMAL columns are read: its
+ * unscaled digits over 10^scale, rounded once (strtod of "DIGITSe-SCALE"),
+ * so 0.1 with scale 1 is the double nearest 0.1. NULL when out of memory. */
+static json_t *decimal_json(const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i)
+{
+    struct ArrowSchemaView sv;
+    if (ArrowSchemaViewInit(&sv, s, NULL) != NANOARROW_OK)
+        return json_null();
+    struct ArrowDecimal d;
+    ArrowDecimalInit(&d, sv.decimal_bitwidth, sv.decimal_precision, sv.decimal_scale);
+    ArrowArrayViewGetDecimalUnsafe(v, i, &d);
+    struct ArrowBuffer digits;
+    ArrowBufferInit(&digits);
+    char exp[16];
+    int n = snprintf(exp, sizeof exp, "e%d", -sv.decimal_scale);
+    json_t *out = NULL;
+    if (ArrowDecimalAppendDigitsToBuffer(&d, &digits) == NANOARROW_OK &&
+        ArrowBufferAppend(&digits, exp, n + 1) == NANOARROW_OK) /* with its NUL */
+        out = sl_json_real(strtod((const char *)digits.data, NULL));
+    ArrowBufferReset(&digits);
+    return out;
+}
+
 /* Row i of v (of schema s) as JSON; NULL only when out of memory. Binary
  * values are left out (null), as in Parquet's pass-through. */
 static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i, int depth)
@@ -832,7 +861,10 @@ static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayVi
         }
         return o;
     }
-    default: return json_null(); /* binary, decimals, unions, intervals */
+    default:
+        if (is_decimal(v->storage_type))
+            return decimal_json(s, v, i);
+        return json_null(); /* binary, unions, intervals */
     }
 }
 
@@ -869,7 +901,11 @@ static json_t *shape_json(const struct ArrowSchema *s, int depth, bool top)
     case NANOARROW_TYPE_UINT64: return top ? NULL : json_string("double");
     case NANOARROW_TYPE_HALF_FLOAT:
     case NANOARROW_TYPE_FLOAT:
-    case NANOARROW_TYPE_DOUBLE: return json_string("double");
+    case NANOARROW_TYPE_DOUBLE:
+    case NANOARROW_TYPE_DECIMAL32:
+    case NANOARROW_TYPE_DECIMAL64:
+    case NANOARROW_TYPE_DECIMAL128:
+    case NANOARROW_TYPE_DECIMAL256: return json_string("double");
     case NANOARROW_TYPE_STRING:
     case NANOARROW_TYPE_LARGE_STRING:
     case NANOARROW_TYPE_STRING_VIEW: return json_string("string");

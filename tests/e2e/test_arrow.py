@@ -487,3 +487,41 @@ def test_broken_files_fail_alone(sluice, tmp_path):
         assert len(by[name]) == 1, by[name]
         err = by[name][0]["error"]
         assert name in err and cause in err, err
+
+
+def test_decimals_pass_through_as_doubles(sluice, tmp_path):
+    """Decimal columns of every width pass through as doubles, as Parquet's
+    DECIMAL columns do: the unscaled value over 10^scale rounded once (0.1
+    is the double nearest 0.1), negatives and values past 2^64 unscaled
+    too, a null as null; written as Parquet, the column is a double."""
+    from decimal import Decimal
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    values = {
+        "price": (pa.decimal128(10, 2), [Decimal("19.99"), Decimal("-0.10"), None]),
+        "wide": (pa.decimal256(40, 5),
+                 [Decimal("123456789012345678901234567890.12345"), Decimal("-1.00001"),
+                  Decimal("0.00000")]),
+        "small": (pa.decimal32(5, 1), [Decimal("0.1"), Decimal("-9999.9"), Decimal("7.0")]),
+        "mid": (pa.decimal64(12, 0), [Decimal("123456789012"), Decimal("-1"), None]),
+    }
+    table = pa.table({"image": pa.array([{"bytes": p.read_bytes(), "path": p.name}
+                                         for p in JPEGS[:3]], IMG),
+                      **{k: pa.array(v, t) for k, (t, v) in values.items()}})
+    write_stream(ds / "data.arrow", table, 2)
+    for fmt in ("jsonl", "parquet"):
+        out = tmp_path / fmt
+        r = dry_run(sluice, ds / "data.arrow", out, "--format", fmt)
+        assert r.returncode == 0, r.stderr
+        if fmt == "jsonl":
+            rows = by_id(read_rows(out))
+        else:
+            pq = pytest.importorskip("pyarrow.parquet")
+            got = pq.read_table(out / "part-00000.parquet")
+            assert all(str(got.schema.field(k).type) == "double" for k in values), got.schema
+            rows = by_id(got.to_pylist())
+        for i in range(3):
+            row = rows[f"data.arrow:{i}"]
+            for k, (_, v) in values.items():
+                want = None if v[i] is None else float(v[i])
+                assert row[k] == want, (fmt, k, i, row[k], want)
