@@ -10,6 +10,7 @@ its schema message unprefixed).
     .venv/bin/python fuzz/gen_arrow_corpus.py
 """
 import io
+from decimal import Decimal
 import pathlib
 
 import pyarrow as pa
@@ -51,6 +52,14 @@ def tables():
     })
     yield "paths", pa.table({"url": pa.array(["https://example.com/a.jpg", "b.jpg", None]),
                              "u": pa.array([1, 2, 2 ** 63], pa.uint64()), "f": pa.array([True, None, False])})
+    yield "decimals", pa.table({
+        "path": pa.array(["a.png", None, "b.png"]),
+        "d128": pa.array([Decimal("19.99"), None, Decimal("-0.10")], pa.decimal128(10, 2)),
+        "d256": pa.array([Decimal("1" * 30 + ".5"), Decimal("-1.5"), None], pa.decimal256(40, 1)),
+        "d32": pa.array([Decimal("0.1"), None, Decimal("-9.9")], pa.decimal32(5, 1)),
+        "d64": pa.array([Decimal("123456789012"), Decimal("-1"), None], pa.decimal64(12, 0)),
+        "ld": pa.array([[Decimal("1.5")], None, []], pa.list_(pa.decimal128(4, 1))),
+    })
 
 
 def main():
