@@ -529,7 +529,8 @@ def test_duckdb_v2_file_reads_in_sluice(tool, tmp_path):
 
 @pytest.mark.parametrize("decimals_as", ["fixed", "integers"])
 def test_types_without_a_sluice_type_are_converted(tool, tmp_path, decimals_as):
-    """DECIMAL (INT32, INT64 or FIXED_LEN_BYTE_ARRAY) reads as double, INT96
+    """DECIMAL (INT32, INT64 or FIXED_LEN_BYTE_ARRAY) reads as the double
+    nearest its value (38 digits and a scale of 30 too, rounded once), INT96
     timestamps (Spark's and Impala's) as int64 nanoseconds since 1970,
     FLOAT16 as float, UUID as its text, other fixed-length byte arrays as
     binary; dictionary and plain pages alike."""
@@ -551,6 +552,8 @@ def test_types_without_a_sluice_type_are_converted(tool, tmp_path, decimals_as):
                   .cast(pa.float16()),
         "digest": pa.array([bytes([k % 256, k // 256, 7, 9]) for k in range(n)], pa.binary(4)),
         "id": pa.array([uuid.UUID(int=k * 2**100 + k).bytes for k in range(n)], pa.uuid()),
+        "tiny": pa.array([dec(k * 10**34 + 123456789).scaleb(-30) * (-1 if k % 2 else 1)
+                          for k in range(n)], pa.decimal128(38, 30)),
     })
     for dictionary in [False, True]:
         path = tmp_path / f"types-{dictionary}.parquet"
@@ -560,17 +563,18 @@ def test_types_without_a_sluice_type_are_converted(tool, tmp_path, decimals_as):
         assert phys == ["INT32" if decimals_as == "integers" else "FIXED_LEN_BYTE_ARRAY",
                         "INT64" if decimals_as == "integers" else "FIXED_LEN_BYTE_ARRAY",
                         "FIXED_LEN_BYTE_ARRAY", "INT96", "FIXED_LEN_BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY",
-                        "FIXED_LEN_BYTE_ARRAY"]
+                        "FIXED_LEN_BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"]
         info = {c["name"]: c["type"] for c in json.loads(run(tool, "info", path).stdout)["columns"]}
         assert info == {"price": "double", "amount": "double", "wide": "double", "ts": "int64", "half": "float",
-                        "digest": "binary", "id": "string"}
+                        "digest": "binary", "id": "string", "tiny": "double"}
         got = dump(tool, path)
         ns = table["ts"].cast(pa.int64()).to_pylist()
         assert len(got) == n
         for k, (g, r) in enumerate(zip(got, table.to_pylist())):
             assert g["price"] == (None if r["price"] is None else float(r["price"])), k
             assert g["amount"] == float(r["amount"]), k
-            assert math.isclose(g["wide"], float(r["wide"]), rel_tol=1e-15), (k, g["wide"], r["wide"])
+            assert g["wide"] == float(r["wide"]), (k, g["wide"], r["wide"])
+            assert g["tiny"] == float(r["tiny"]), (k, g["tiny"], r["tiny"])
             assert g["ts"] == ns[k], k
             assert g["half"] == r["half"], k
             assert base64.b64decode(g["digest"]) == r["digest"], k
@@ -579,7 +583,8 @@ def test_types_without_a_sluice_type_are_converted(tool, tmp_path, decimals_as):
         assert dump(tool, path, "--batch-bytes", "64") == got
     # parquet-java's v2 writer stores fixed-length values as DELTA_BYTE_ARRAY.
     path = tmp_path / "types-delta.parquet"
-    fixed = ["price", "amount", "wide", "half", "digest", "id"] if decimals_as == "fixed" else ["wide", "digest", "id"]
+    fixed = ["price", "amount", "wide", "half", "digest", "id", "tiny"] if decimals_as == "fixed" \
+        else ["wide", "digest", "id", "tiny"]
     pq.write_table(table, path, use_deprecated_int96_timestamps=True, use_dictionary=False,
                    store_decimal_as_integer=decimals_as == "integers", data_page_size=1024,
                    column_encoding={name: "DELTA_BYTE_ARRAY" for name in fixed})
