@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <errno.h>
 #include <glob.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2104,6 +2105,13 @@ char *sl_source_id_column_error(const char *file, const char *column, bool absen
                        "for ids FILE:ROW", file, absent ? "no" : "the", column, column,
                        absent ? "" : " is not a top-level string or integer column",
                        absent ? "a column of the file that holds the row ids" : "one that is");
+}
+
+json_t *sl_source_uint64_id(uint64_t u)
+{
+    char text[24]; /* 20 digits at most */
+    snprintf(text, sizeof text, "%" PRIu64, u);
+    return json_string(text);
 }
 
 sl_status sl_source_row_id(const json_t *value, const char *name, int64_t at,

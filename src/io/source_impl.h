@@ -72,6 +72,12 @@ const char *sl_source_id_column(const sl_source_params *p, const char *fallback)
  * of memory). */
 char *sl_source_id_column_error(const char *file, const char *column, bool absent);
 
+/* An unsigned 64-bit id column's value past INT64_MAX, which a JSON
+ * integer (json_int_t) cannot hold and a double would round (2^64-1 and
+ * 2^64-2 one value): its exact decimal text, a string sl_source_row_id
+ * takes as the id. NULL when out of memory. */
+json_t *sl_source_uint64_id(uint64_t u);
+
 /* Sets item->id from the id column's value in a row (NULL: none): a
  * non-empty string or an integer, item->alt_id then NAME:AT (the row's
  * place); else NAME:AT. *take: the value is to be taken out of the row's
