@@ -380,7 +380,8 @@ static void folder_close(source_reader *r)
     sl_free(r);
 }
 
-static const source_kind folder_kind = {"folder", folder_open, folder_next, folder_close, NULL, NULL};
+static const source_kind folder_kind = {"folder", folder_open, folder_next, folder_close, NULL, NULL,
+                                        false};
 
 /* --- single files -------------------------------------------------------------------- */
 
@@ -422,7 +423,8 @@ static int64_t file_count(const char *file, const sl_source_params *p, const ato
     return 1;
 }
 
-static const source_kind file_kind = {"file", file_open, file_next, file_close, file_count, NULL};
+static const source_kind file_kind = {"file", file_open, file_next, file_close, file_count, NULL,
+                                      false};
 
 /* --- manifests ----------------------------------------------------------------------- */
 
@@ -1106,7 +1108,7 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
 }
 
 static const source_kind manifest_kind = {"manifest", manifest_open, manifest_next,
-                                          manifest_close, NULL, NULL};
+                                          manifest_close, NULL, NULL, true};
 
 /* --- OpenAI batch files ---------------------------------------------------------------- */
 
@@ -1181,7 +1183,7 @@ static int64_t batch_count(const char *file, const sl_source_params *p, const at
 }
 
 static const source_kind batch_kind = {"openai-batch", manifest_open, batch_next, manifest_close,
-                                       batch_count, NULL};
+                                       batch_count, NULL, false};
 
 /* --- dispatch ------------------------------------------------------------------------- */
 
@@ -1693,10 +1695,9 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
             src->kind_name = k;
     }
     /* Ids from names, tar keys or custom_id: an option that would change
-     * nothing is a mistake to say, not to ignore. */
-    if (st == SL_OK && params->id_column &&
-        (strcmp(src->kind_name, "folder") == 0 || strcmp(src->kind_name, "file") == 0 ||
-         strcmp(src->kind_name, "webdataset") == 0 || strcmp(src->kind_name, "openai-batch") == 0))
+     * nothing is a mistake to say, not to ignore. The kind says (a new one
+     * must), not a list of names here. */
+    if (st == SL_OK && params->id_column && !kind_named(src->kind_name)->columns)
         st = sl_fail(SL_ERR_INVALID_ARG, "--id-column names a column of a manifest, Parquet or "
                                          "Arrow file; '%s' is %s, whose rows have no columns to "
                                          "take an id from: drop --id-column",

@@ -1186,4 +1186,5 @@ static int64_t arrow_count(const char *file, const sl_source_params *p, const at
     return rows;
 }
 
-const source_kind sl_source_arrow = {"arrow", arrow_open, arrow_next, arrow_close, arrow_count, arrow_types};
+const source_kind sl_source_arrow = {"arrow", arrow_open, arrow_next, arrow_close, arrow_count, arrow_types,
+                                     true};

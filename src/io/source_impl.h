@@ -26,6 +26,11 @@ typedef struct source_kind {
      * last, as in item->extra); a column whose shape is unknown is left
      * out. SL_ERR_NOMEM only. */
     sl_status (*types)(const source_reader *r, json_t *into);
+    /* Whether its rows have columns --id-column can name (a manifest's,
+     * a Parquet or Arrow file's); false where ids are paths, tar keys or
+     * custom_id, and --id-column is refused. Last and without a default:
+     * -Wmissing-field-initializers (-Wextra) makes each kind say. */
+    bool columns;
 } source_kind;
 
 extern const source_kind sl_source_webdataset;

@@ -625,4 +625,4 @@ static int64_t pq_count(const char *file, const sl_source_params *p, const atomi
     return n;
 }
 
-const source_kind sl_source_parquet = {"parquet", pq_open, pq_next, pq_close, pq_count, pq_types};
+const source_kind sl_source_parquet = {"parquet", pq_open, pq_next, pq_close, pq_count, pq_types, true};
