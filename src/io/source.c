@@ -1874,30 +1874,37 @@ static sl_status add_types(sl_source *src, const char *file)
 
 const json_t *sl_source_column_types(const sl_source *src) { return src->types; }
 
+/* *id escaped (core/utf8.h) when it needs it, the text it was in *raw
+ * (NULL when it needed none, or is NULL). */
+static sl_status escape_id(char **id, char **raw)
+{
+    *raw = NULL;
+    if (!*id || !sl_utf8_needs_escape(*id, strlen(*id)))
+        return SL_OK;
+    char *escaped = sl_utf8_escape(*id, strlen(*id));
+    if (!escaped)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", *id);
+    *raw = *id;
+    *id = escaped;
+    return SL_OK;
+}
+
 /* An id that is not valid UTF-8 (a file name's bytes) goes out escaped
  * (core/utf8.h): JSON and Parquet hold text, and replacing the bad bytes
  * with U+FFFD made two names that differ only there one id. The raw id is
  * the alternative: an earlier sluice recorded the row in the ledger so. */
 static sl_status escape_ids(sl_source_item *item)
 {
-    if (item->alt_id && sl_utf8_needs_escape(item->alt_id, strlen(item->alt_id))) {
-        /* A manifest line's NAME:LINE, escaped as its failed row's id was. */
-        char *alt = sl_utf8_escape(item->alt_id, strlen(item->alt_id));
-        if (!alt)
-            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", item->alt_id);
-        sl_free(item->alt_id);
-        item->alt_id = alt;
-    }
-    if (item->id && sl_utf8_needs_escape(item->id, strlen(item->id))) {
-        char *id = sl_utf8_escape(item->id, strlen(item->id));
-        if (!id)
-            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", item->id);
-        if (item->alt_id)
-            sl_free(item->id);
-        else
-            item->alt_id = item->id;
-        item->id = id;
-    }
+    char *raw;
+    /* A manifest line's NAME:LINE, escaped as its failed row's id was. */
+    sl_status st = escape_id(&item->alt_id, &raw);
+    sl_free(raw);
+    if (st != SL_OK || (st = escape_id(&item->id, &raw)) != SL_OK || !raw)
+        return st;
+    if (item->alt_id)
+        sl_free(raw);
+    else
+        item->alt_id = raw;
     return SL_OK;
 }
 
