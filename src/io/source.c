@@ -10,6 +10,7 @@
 #include <archive_entry.h>
 #include <ctype.h>
 #include <limits.h>
+#include <math.h>
 #include <errno.h>
 #include <glob.h>
 #include <inttypes.h>
@@ -1048,6 +1049,26 @@ static sl_status read_error_item(source_reader *r, sl_source_item *item, bool *d
                                r->json_array ? "element" : "line", r->line, r->read_error);
 }
 
+/* A JSON row's id column holding an integer past int64 (a 64-bit hash):
+ * sl_json_load_data reads it as a double, which rounds it (2^64-1 and
+ * 2^64-2 one value) and is no id (FILE:LINE); the line is read again
+ * (only such a row) for the digits as written, which become the id. */
+static sl_status exact_id(const source_reader *r, json_t *row)
+{
+    const char *key = sl_source_id_column(r->p, "id");
+    const json_t *v = key ? json_object_get(row, key) : NULL;
+    if (!json_is_real(v) || fabs(json_real_value(v)) < 0x1p63)
+        return SL_OK;
+    json_t *again = sl_json_load_digits((const char *)r->text.data, r->text.len, JSON_REJECT_DUPLICATES,
+                                        NULL); /* it was read once: NULL is out of memory */
+    json_t *digits = json_object_get(again, key);
+    sl_status st = SL_OK;
+    if (!again || (json_is_string(digits) && json_object_set(row, key, digits) != 0))
+        st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    json_decref(again);
+    return st;
+}
+
 static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *done)
 {
     char err[256];
@@ -1103,6 +1124,10 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
                      json_object_size(row), r->p->max_columns);
         json_decref(row);
         return line_fail(r, r->line, item, err);
+    }
+    if ((st = exact_id(r, row)) != SL_OK) {
+        json_decref(row);
+        return st;
     }
     return manifest_item(r, row, NULL, NULL, r->line, item);
 }

@@ -187,6 +187,38 @@ def test_an_unsigned_64_bit_column_past_int64_max_gives_its_exact_digits(sluice,
     assert all("uid" not in row and row["error"] is None for row in rows.values()), rows
 
 
+def test_a_manifest_integer_past_int64_gives_its_exact_digits(sluice, tmp_path):
+    """A JSONL (JSON) manifest's `id` (or --id-column's) integer no int64
+    holds (a 64-bit hash): the id is its digits as written, not FILE:LINE;
+    a column passing through keeps the double it is read as; a real stays
+    no id."""
+    src = write_jsonl(tmp_path / "big.jsonl", [])
+    src.write_text(
+        f'{{"id": 18446744073709551615, "h": 18446744073709551615, "image": "{JPEGS[0]}"}}\n'
+        f'{{"id": 18446744073709551614, "image": "{JPEGS[1]}"}}\n'
+        f'{{"id": -9223372036854775809, "image": "{JPEGS[2]}"}}\n'
+        f'{{"id": 1.8446744073709552e19, "image": "{JPEGS[0]}"}}\n')
+    r = dry(sluice, src, tmp_path / "o")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = by_id(jsonl_rows(tmp_path / "o"))
+    assert sorted(rows) == sorted(["18446744073709551615", "18446744073709551614",
+                                   "-9223372036854775809", "big.jsonl:4"]), rows
+    assert rows["18446744073709551615"]["h"] == 18446744073709551615.0, rows
+    assert rows["big.jsonl:4"]["input_id"] == 1.8446744073709552e19, rows
+    r = dry(sluice, src, tmp_path / "h", "--id-column", "h")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = by_id(jsonl_rows(tmp_path / "h"))
+    assert "18446744073709551615" in rows and "h" not in rows["18446744073709551615"], rows
+    # A JSON array's records alike.
+    arr = tmp_path / "big.json"
+    arr.write_text(f'[{{"id": 18446744073709551615, "image": "{JPEGS[0]}"}},\n'
+                   f' {{"id": 18446744073709551614, "image": "{JPEGS[1]}"}}]\n')
+    r = dry(sluice, arr, tmp_path / "arr")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(by_id(jsonl_rows(tmp_path / "arr"))) == ["18446744073709551614",
+                                                           "18446744073709551615"]
+
+
 def test_a_resume_with_the_column_writes_nothing_new(sluice, tmp_path):
     """The option is in the fingerprint: the same command again writes
     nothing (every row done under its column's id); a line the first run
