@@ -72,12 +72,28 @@ static bool word_at(const char *text, size_t len, size_t i, const char *w)
     return !((next >= 'a' && next <= 'z') || (next >= 'A' && next <= 'Z') || (next >= '0' && next <= '9'));
 }
 
-/* text with what jansson cannot read of a data row rewritten (see
- * sl_json_load_data), NUL-terminated in *out (sl_free); false when out of
- * memory. *changed counts the rewrites. */
-static bool widen_numbers(const char *text, size_t len, char **out, size_t *out_len, size_t *changed)
+/* Whether s[0..n) is an integer as JSON writes one: no '+', no leading
+ * zero (strtoll reads these too; quoted they would become valid text). */
+static bool json_integer_text(const char *s, size_t n)
 {
-    char *w = sl_malloc(len * 2 + 1), *o = w; /* "null" for "NaN" or "1e999", ".0" after a digit: at most twice */
+    size_t i = s[0] == '-';
+    if (i >= n || (s[i] == '0' && n - i > 1))
+        return false;
+    for (; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+/* text with what jansson cannot read of a data row rewritten (see
+ * sl_json_load_data; huge_digits: sl_json_load_digits), NUL-terminated in
+ * *out (sl_free); false when out of memory. *changed counts the rewrites. */
+static bool widen_numbers(const char *text, size_t len, bool huge_digits, char **out, size_t *out_len,
+                          size_t *changed)
+{
+    /* "null" for "NaN" or "1e999", ".0" after or quotes around 19 digits or
+     * more: at most twice */
+    char *w = sl_malloc(len * 2 + 1), *o = w;
     if (!w)
         return false;
     *changed = 0;
@@ -133,9 +149,14 @@ static bool widen_numbers(const char *text, size_t len, char **out, size_t *out_
             memcpy(o, "null", 4);
             o += 4;
         } else {
+            bool quote = huge && huge_digits && json_integer_text(text + i, n);
+            if (quote)
+                *o++ = '"';
             memcpy(o, text + i, n);
             o += n;
-            if (huge) {
+            if (quote) {
+                *o++ = '"';
+            } else if (huge) {
                 memcpy(o, ".0", 2);
                 o += 2;
             }
@@ -148,17 +169,27 @@ static bool widen_numbers(const char *text, size_t len, char **out, size_t *out_
     return true;
 }
 
-json_t *sl_json_load_data(const char *text, size_t len, size_t flags, json_error_t *err)
+static json_t *load_data(const char *text, size_t len, size_t flags, bool huge_digits, json_error_t *err)
 {
     json_t *v = json_loadb(text, len, flags, err);
     if (v)
         return v;
     char *wide;
     size_t wide_len, changed;
-    if (!widen_numbers(text, len, &wide, &wide_len, &changed))
+    if (!widen_numbers(text, len, huge_digits, &wide, &wide_len, &changed))
         return NULL;
     json_error_t again;
     v = changed ? json_loadb(wide, wide_len, flags, &again) : NULL;
     sl_free(wide);
     return v; /* else the first error stands: the line as written */
+}
+
+json_t *sl_json_load_data(const char *text, size_t len, size_t flags, json_error_t *err)
+{
+    return load_data(text, len, flags, false, err);
+}
+
+json_t *sl_json_load_digits(const char *text, size_t len, size_t flags, json_error_t *err)
+{
+    return load_data(text, len, flags, true, err);
 }

@@ -24,6 +24,10 @@ json_t *sl_json_real(double d);
  * huge real, NaN and infinity null. Strings are untouched. The caller
  * owns the value; NULL with *err as json_loadb's first try. */
 json_t *sl_json_load_data(const char *text, size_t len, size_t flags, json_error_t *err);
+/* sl_json_load_data, but an integer past int64 is a string of its digits
+ * as written: a row id's exact text (a 64-bit hash), which the double
+ * would round (2^64-1 and 2^64-2 one value). */
+json_t *sl_json_load_digits(const char *text, size_t len, size_t flags, json_error_t *err);
 
 /* v as JSON text (json_dumps with `flags`) in sluice's allocator: the caller
  * frees it with sl_free(). *len (optional) is its length. NULL when out of

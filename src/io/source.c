@@ -10,8 +10,10 @@
 #include <archive_entry.h>
 #include <ctype.h>
 #include <limits.h>
+#include <math.h>
 #include <errno.h>
 #include <glob.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -379,7 +381,8 @@ static void folder_close(source_reader *r)
     sl_free(r);
 }
 
-static const source_kind folder_kind = {"folder", folder_open, folder_next, folder_close, NULL, NULL};
+static const source_kind folder_kind = {"folder", folder_open, folder_next, folder_close, NULL, NULL,
+                                        false};
 
 /* --- single files -------------------------------------------------------------------- */
 
@@ -421,7 +424,8 @@ static int64_t file_count(const char *file, const sl_source_params *p, const ato
     return 1;
 }
 
-static const source_kind file_kind = {"file", file_open, file_next, file_close, file_count, NULL};
+static const source_kind file_kind = {"file", file_open, file_next, file_close, file_count, NULL,
+                                      false};
 
 /* --- manifests ----------------------------------------------------------------------- */
 
@@ -1045,6 +1049,26 @@ static sl_status read_error_item(source_reader *r, sl_source_item *item, bool *d
                                r->json_array ? "element" : "line", r->line, r->read_error);
 }
 
+/* A JSON row's id column holding an integer past int64 (a 64-bit hash):
+ * sl_json_load_data reads it as a double, which rounds it (2^64-1 and
+ * 2^64-2 one value) and is no id (FILE:LINE); the line is read again
+ * (only such a row) for the digits as written, which become the id. */
+static sl_status exact_id(const source_reader *r, json_t *row)
+{
+    const char *key = sl_source_id_column(r->p, "id");
+    const json_t *v = key ? json_object_get(row, key) : NULL;
+    if (!json_is_real(v) || fabs(json_real_value(v)) < 0x1p63)
+        return SL_OK;
+    json_t *again = sl_json_load_digits((const char *)r->text.data, r->text.len, JSON_REJECT_DUPLICATES,
+                                        NULL); /* it was read once: NULL is out of memory */
+    json_t *digits = json_object_get(again, key);
+    sl_status st = SL_OK;
+    if (!again || (json_is_string(digits) && json_object_set(row, key, digits) != 0))
+        st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    json_decref(again);
+    return st;
+}
+
 static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *done)
 {
     char err[256];
@@ -1101,11 +1125,15 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
         json_decref(row);
         return line_fail(r, r->line, item, err);
     }
+    if ((st = exact_id(r, row)) != SL_OK) {
+        json_decref(row);
+        return st;
+    }
     return manifest_item(r, row, NULL, NULL, r->line, item);
 }
 
 static const source_kind manifest_kind = {"manifest", manifest_open, manifest_next,
-                                          manifest_close, NULL, NULL};
+                                          manifest_close, NULL, NULL, true};
 
 /* --- OpenAI batch files ---------------------------------------------------------------- */
 
@@ -1180,7 +1208,7 @@ static int64_t batch_count(const char *file, const sl_source_params *p, const at
 }
 
 static const source_kind batch_kind = {"openai-batch", manifest_open, batch_next, manifest_close,
-                                       batch_count, NULL};
+                                       batch_count, NULL, false};
 
 /* --- dispatch ------------------------------------------------------------------------- */
 
@@ -1692,10 +1720,9 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
             src->kind_name = k;
     }
     /* Ids from names, tar keys or custom_id: an option that would change
-     * nothing is a mistake to say, not to ignore. */
-    if (st == SL_OK && params->id_column &&
-        (strcmp(src->kind_name, "folder") == 0 || strcmp(src->kind_name, "file") == 0 ||
-         strcmp(src->kind_name, "webdataset") == 0 || strcmp(src->kind_name, "openai-batch") == 0))
+     * nothing is a mistake to say, not to ignore. The kind says (a new one
+     * must), not a list of names here. */
+    if (st == SL_OK && params->id_column && !kind_named(src->kind_name)->columns)
         st = sl_fail(SL_ERR_INVALID_ARG, "--id-column names a column of a manifest, Parquet or "
                                          "Arrow file; '%s' is %s, whose rows have no columns to "
                                          "take an id from: drop --id-column",
@@ -1872,30 +1899,37 @@ static sl_status add_types(sl_source *src, const char *file)
 
 const json_t *sl_source_column_types(const sl_source *src) { return src->types; }
 
+/* *id escaped (core/utf8.h) when it needs it, the text it was in *raw
+ * (NULL when it needed none, or is NULL). */
+static sl_status escape_id(char **id, char **raw)
+{
+    *raw = NULL;
+    if (!*id || !sl_utf8_needs_escape(*id, strlen(*id)))
+        return SL_OK;
+    char *escaped = sl_utf8_escape(*id, strlen(*id));
+    if (!escaped)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", *id);
+    *raw = *id;
+    *id = escaped;
+    return SL_OK;
+}
+
 /* An id that is not valid UTF-8 (a file name's bytes) goes out escaped
  * (core/utf8.h): JSON and Parquet hold text, and replacing the bad bytes
  * with U+FFFD made two names that differ only there one id. The raw id is
  * the alternative: an earlier sluice recorded the row in the ledger so. */
 static sl_status escape_ids(sl_source_item *item)
 {
-    if (item->alt_id && sl_utf8_needs_escape(item->alt_id, strlen(item->alt_id))) {
-        /* A manifest line's NAME:LINE, escaped as its failed row's id was. */
-        char *alt = sl_utf8_escape(item->alt_id, strlen(item->alt_id));
-        if (!alt)
-            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", item->alt_id);
-        sl_free(item->alt_id);
-        item->alt_id = alt;
-    }
-    if (item->id && sl_utf8_needs_escape(item->id, strlen(item->id))) {
-        char *id = sl_utf8_escape(item->id, strlen(item->id));
-        if (!id)
-            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", item->id);
-        if (item->alt_id)
-            sl_free(item->id);
-        else
-            item->alt_id = item->id;
-        item->id = id;
-    }
+    char *raw;
+    /* A manifest line's NAME:LINE, escaped as its failed row's id was. */
+    sl_status st = escape_id(&item->alt_id, &raw);
+    sl_free(raw);
+    if (st != SL_OK || (st = escape_id(&item->id, &raw)) != SL_OK || !raw)
+        return st;
+    if (item->alt_id)
+        sl_free(raw);
+    else
+        item->alt_id = raw;
     return SL_OK;
 }
 
@@ -2104,6 +2138,13 @@ char *sl_source_id_column_error(const char *file, const char *column, bool absen
                        "for ids FILE:ROW", file, absent ? "no" : "the", column, column,
                        absent ? "" : " is not a top-level string or integer column",
                        absent ? "a column of the file that holds the row ids" : "one that is");
+}
+
+json_t *sl_source_uint64_id(uint64_t u)
+{
+    char text[24]; /* 20 digits at most */
+    snprintf(text, sizeof text, "%" PRIu64, u);
+    return json_string(text);
 }
 
 sl_status sl_source_row_id(const json_t *value, const char *name, int64_t at,

@@ -868,6 +868,19 @@ static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayVi
     }
 }
 
+/* Row i's id (sl_source_row_id's value): value_json's, but a uint64 past
+ * INT64_MAX as its exact digits; value_json's double (right for a column
+ * passing through) would round it and the row would be FILE:ROW. The
+ * dictionary test: a dictionary's uint64 indexes are not its values. */
+static json_t *id_json(const source_reader *r, int64_t i)
+{
+    const struct ArrowArrayView *v = r->batch->children[r->id_col];
+    if (v->storage_type == NANOARROW_TYPE_UINT64 && !v->dictionary && !ArrowArrayViewIsNull(v, i) &&
+        ArrowArrayViewGetUIntUnsafe(v, i) > INT64_MAX)
+        return sl_source_uint64_id(ArrowArrayViewGetUIntUnsafe(v, i));
+    return value_json(r->schema.children[r->id_col], v, i, 0);
+}
+
 /* Whether top-level column c passes through: not binary, and not the
  * image column unless it holds paths (a string, a list of strings: the
  * output's record of them); image bytes stay out. */
@@ -1153,7 +1166,7 @@ static sl_status arrow_next(source_reader *r, sl_source_item *item, bool *done)
     int64_t i = r->row++;
     item->at = r->base + i;
     const struct ArrowSchema *s = &r->schema;
-    json_t *id = r->id_col >= 0 ? value_json(s->children[r->id_col], r->batch->children[r->id_col], i, 0) : NULL;
+    json_t *id = r->id_col >= 0 ? id_json(r, i) : NULL;
     bool take;
     sl_status st = r->id_col >= 0 && !id ? SL_ERR_NOMEM : sl_source_row_id(id, r->name, item->at, item, &take);
     json_decref(id);
@@ -1209,4 +1222,5 @@ static int64_t arrow_count(const char *file, const sl_source_params *p, const at
     return rows;
 }
 
-const source_kind sl_source_arrow = {"arrow", arrow_open, arrow_next, arrow_close, arrow_count, arrow_types};
+const source_kind sl_source_arrow = {"arrow", arrow_open, arrow_next, arrow_close, arrow_count, arrow_types,
+                                     true};

@@ -26,6 +26,11 @@ typedef struct source_kind {
      * last, as in item->extra); a column whose shape is unknown is left
      * out. SL_ERR_NOMEM only. */
     sl_status (*types)(const source_reader *r, json_t *into);
+    /* Whether its rows have columns --id-column can name (a manifest's,
+     * a Parquet or Arrow file's); false where ids are paths, tar keys or
+     * custom_id, and --id-column is refused. Last and without a default:
+     * -Wmissing-field-initializers (-Wextra) makes each kind say. */
+    bool columns;
 } source_kind;
 
 extern const source_kind sl_source_webdataset;
@@ -71,6 +76,12 @@ const char *sl_source_id_column(const sl_source_params *p, const char *fallback)
  * or not a top-level string or integer column (sl_free it; NULL when out
  * of memory). */
 char *sl_source_id_column_error(const char *file, const char *column, bool absent);
+
+/* An unsigned 64-bit id column's value past INT64_MAX, which a JSON
+ * integer (json_int_t) cannot hold and a double would round (2^64-1 and
+ * 2^64-2 one value): its exact decimal text, a string sl_source_row_id
+ * takes as the id. NULL when out of memory. */
+json_t *sl_source_uint64_id(uint64_t u);
 
 /* Sets item->id from the id column's value in a row (NULL: none): a
  * non-empty string or an integer, item->alt_id then NAME:AT (the row's

@@ -132,6 +132,18 @@ static bool passes_through(const source_reader *r, size_t c)
            !multi_struct_column(r, (int)c) && (int)c != r->id_col;
 }
 
+/* Row i's id (sl_source_row_id's value): sl_pq_value_json's, but a UINT_64
+ * past INT64_MAX (read as a negative int64) as its exact digits; the
+ * double it is in a passing-through column would round it and the row
+ * would be FILE:ROW. */
+static json_t *id_json(const source_reader *r, int64_t i)
+{
+    const sl_pq_vector *v = &r->batch->columns[r->id_col];
+    if (v->info->is_unsigned && (!v->valid || v->valid[i]) && v->i64[i] < 0)
+        return sl_source_uint64_id((uint64_t)v->i64[i]);
+    return sl_pq_value_json(v, i);
+}
+
 /* The length of the name of the nested column leaf ci is in: its outermost
  * group's (a struct's or a list's), or its own list's (a bare repeated
  * leaf); 0 for a flat column. */
@@ -482,7 +494,7 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
     int64_t i = r->row++;
     const sl_pq_batch *b = r->batch;
     item->at = r->base + i;
-    json_t *id = r->id_col >= 0 ? sl_pq_value_json(&b->columns[r->id_col], i) : NULL;
+    json_t *id = r->id_col >= 0 ? id_json(r, i) : NULL;
     bool take;
     sl_status st = r->id_col >= 0 && !id ? SL_ERR_NOMEM
                                          : sl_source_row_id(id, r->name, item->at, item, &take);
@@ -613,4 +625,4 @@ static int64_t pq_count(const char *file, const sl_source_params *p, const atomi
     return n;
 }
 
-const source_kind sl_source_parquet = {"parquet", pq_open, pq_next, pq_close, pq_count, pq_types};
+const source_kind sl_source_parquet = {"parquet", pq_open, pq_next, pq_close, pq_count, pq_types, true};

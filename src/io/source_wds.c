@@ -659,4 +659,5 @@ static int64_t wds_count(const char *file, const sl_source_params *p, const atom
     return n;
 }
 
-const source_kind sl_source_webdataset = {"webdataset", wds_open, wds_next, wds_close, wds_count, NULL};
+const source_kind sl_source_webdataset = {"webdataset", wds_open, wds_next, wds_close, wds_count, NULL,
+                                          false};

@@ -160,6 +160,65 @@ def test_a_parquet_string_column_gives_the_ids(sluice, tmp_path):
     assert all("uid" not in row for row in rows.values()), rows
 
 
+def test_an_unsigned_64_bit_column_past_int64_max_gives_its_exact_digits(sluice, tmp_path):
+    """An Arrow uint64 and a Parquet UINT_64 (INTEGER(64, false)) id column:
+    a value past INT64_MAX is the id as its exact decimal text (no double,
+    which would round 2^64-1 and 2^64-2 together, and no fall back to
+    FILE:ROW); one below is its digits as any integer's."""
+    values = [2**64 - 1, 2**64 - 2, 2**63, 7, None]
+    want = sorted(["18446744073709551615", "18446744073709551614", "9223372036854775808", "7"])
+    ipc = pytest.importorskip("pyarrow.ipc")
+    arrow_table = pa.table({"path": pa.array([str(JPEGS[i % len(JPEGS)]) for i in range(len(values))]),
+                            "uid": pa.array(values, pa.uint64())})
+    with ipc.new_file(str(tmp_path / "big.arrow"), arrow_table.schema) as w:
+        w.write_table(arrow_table)
+    r = dry(sluice, tmp_path / "big.arrow", tmp_path / "arrow", "--id-column", "uid")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = by_id(jsonl_rows(tmp_path / "arrow"))
+    assert sorted(rows) == sorted(want + ["big.arrow:4"]), rows
+    assert all("uid" not in row and row["error"] is None for row in rows.values()), rows
+
+    pq.write_table(image_table(len(values), uid=pa.array(values, pa.uint64())), tmp_path / "big.parquet")
+    assert pq.read_schema(tmp_path / "big.parquet").field("uid").type == pa.uint64()
+    r = dry(sluice, tmp_path / "big.parquet", tmp_path / "pq", "--id-column", "uid")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = by_id(jsonl_rows(tmp_path / "pq"))
+    assert sorted(rows) == sorted(want + ["big.parquet:4"]), rows
+    assert all("uid" not in row and row["error"] is None for row in rows.values()), rows
+
+
+def test_a_manifest_integer_past_int64_gives_its_exact_digits(sluice, tmp_path):
+    """A JSONL (JSON) manifest's `id` (or --id-column's) integer no int64
+    holds (a 64-bit hash): the id is its digits as written, not FILE:LINE;
+    a column passing through keeps the double it is read as; a real stays
+    no id."""
+    src = write_jsonl(tmp_path / "big.jsonl", [])
+    src.write_text(
+        f'{{"id": 18446744073709551615, "h": 18446744073709551615, "image": "{JPEGS[0]}"}}\n'
+        f'{{"id": 18446744073709551614, "image": "{JPEGS[1]}"}}\n'
+        f'{{"id": -9223372036854775809, "image": "{JPEGS[2]}"}}\n'
+        f'{{"id": 1.8446744073709552e19, "image": "{JPEGS[0]}"}}\n')
+    r = dry(sluice, src, tmp_path / "o")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = by_id(jsonl_rows(tmp_path / "o"))
+    assert sorted(rows) == sorted(["18446744073709551615", "18446744073709551614",
+                                   "-9223372036854775809", "big.jsonl:4"]), rows
+    assert rows["18446744073709551615"]["h"] == 18446744073709551615.0, rows
+    assert rows["big.jsonl:4"]["input_id"] == 1.8446744073709552e19, rows
+    r = dry(sluice, src, tmp_path / "h", "--id-column", "h")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = by_id(jsonl_rows(tmp_path / "h"))
+    assert "18446744073709551615" in rows and "h" not in rows["18446744073709551615"], rows
+    # A JSON array's records alike.
+    arr = tmp_path / "big.json"
+    arr.write_text(f'[{{"id": 18446744073709551615, "image": "{JPEGS[0]}"}},\n'
+                   f' {{"id": 18446744073709551614, "image": "{JPEGS[1]}"}}]\n')
+    r = dry(sluice, arr, tmp_path / "arr")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(by_id(jsonl_rows(tmp_path / "arr"))) == ["18446744073709551614",
+                                                           "18446744073709551615"]
+
+
 def test_a_resume_with_the_column_writes_nothing_new(sluice, tmp_path):
     """The option is in the fingerprint: the same command again writes
     nothing (every row done under its column's id); a line the first run
