@@ -750,7 +750,7 @@ sl_status job_check_served_model(job *j, const char *model)
                      "pass --served-model '%s' to go on with the first model (on endpoints "
                      "that serve it), choose another -o for the new one, or pass --overwrite "
                      "to start over",
-                     j->dir, old,
+                     j->remote ? j->remote : j->dir, old,
                      named && *named ? "this run names (--served-model)"
                                      : "the endpoints now serve (the first of GET /v1/models)",
                      model, old);

@@ -342,6 +342,29 @@ def test_output_to_a_bucket_and_resume_after_a_failed_upload(store, sluice, tmp_
     assert sorted(table.column("id").to_pylist()) == want
 
 
+def test_a_resume_on_another_served_model_names_the_bucket(store, sluice, tmp_path):
+    """The refusal of a resumed run whose fleet serves another model names
+    the output as given (the bucket), not the local state folder, as every
+    other resume refusal does."""
+    from openai_helpers import FakeServer, completion
+    env, client = store
+    client.create_bucket(Bucket="served")
+    inputs, _ = image_folder(tmp_path, 1)
+    state = tmp_path / "state"
+    with FakeServer(lambda h, n, body: completion(h), models=("qwen-3b",)) as fake:
+        args = (inputs, "-o", "s3://served/run", "--state-dir", state, "--engine", "openai",
+                "--endpoint", fake.url, "--shard-rows", "3")
+        # The last part's upload fails: work is left for a resumed run.
+        r = caption_env(sluice, dict(env, SLUICE_TEST_FAULTS="commit.upload=eio@2"), *args)
+        assert r.returncode != 0, r.stderr[-2000:]
+        fake.models = ("qwen-7b",)
+        r = caption_env(sluice, env, *args)
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert "output folder 's3://served/run' holds rows answered by model 'qwen-3b'" \
+            in r.stderr, r.stderr[-2000:]
+        assert str(state) not in r.stderr
+
+
 def test_retry_failed_rows_of_an_output_in_a_bucket(store, sluice, tmp_path):
     """--retry-failed on an s3:// output: the parts holding failed rows are
     downloaded, filtered and uploaded over themselves, errors objects
