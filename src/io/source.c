@@ -1722,7 +1722,8 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
     /* Ids from names, tar keys or custom_id: an option that would change
      * nothing is a mistake to say, not to ignore. The kind says (a new one
      * must), not a list of names here. */
-    if (st == SL_OK && params->id_column && !kind_named(src->kind_name)->columns)
+    const source_kind *kind = st == SL_OK && src->kind_name ? kind_named(src->kind_name) : NULL;
+    if (kind && params->id_column && !kind->columns)
         st = sl_fail(SL_ERR_INVALID_ARG, "--id-column names a column of a manifest, Parquet or "
                                          "Arrow file; '%s' is %s, whose rows have no columns to "
                                          "take an id from: drop --id-column",
