@@ -53,8 +53,13 @@ GOOD = [
         {"role": "assistant", "content": "Hello! How can I help?"},
         {"role": "user", "content": [{"type": "text", "text": "Name a colour."}]}],
         stop=["\n\n"])),
-    ("schema", line("schema", [{"role": "user", "content": "Is the sky blue?"}], max_tokens=32,
-                    response_format={"type": "json_schema",
+    # Room for the longest answer the schema's grammar allows (its optional
+    # whitespace: up to 22 characters at each of 5 places, ~125 tokens):
+    # at 32 tokens the random model's answer was now and then cut off as
+    # invalid JSON (sampled at llama-server's default temperature; greedy,
+    # every time).
+    ("schema", line("schema", [{"role": "user", "content": "Is the sky blue?"}], max_tokens=200,
+                    temperature=0, response_format={"type": "json_schema",
                                      "json_schema": {"name": "answer", "schema": SCHEMA}})),
 ]
 BROKEN = [
