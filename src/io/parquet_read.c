@@ -20,6 +20,7 @@
 #include <zstd.h>
 
 #include "core/alloc.h"
+#include "core/decimal.h"
 #include "core/error.h"
 #include "io/parquet_delta.h"
 #include "io/parquet_read.h"
@@ -1771,88 +1772,26 @@ static sl_status delta_byte_arrays(column *c, const uint8_t *valid, size_t m, si
     return SL_OK;
 }
 
-/* The decimal digits of a big-endian magnitude (n <= 32 bytes, consumed)
- * into out (80 bytes: 78 digits at most), by division in 10^9 chunks. */
-static void magnitude_digits(uint8_t *m, int n, char *out)
-{
-    uint32_t chunks[9];
-    int n_chunks = 0;
-    bool zero = false;
-    while (!zero && n_chunks < 9) {
-        uint64_t rem = 0;
-        zero = true;
-        for (int k = 0; k < n; k++) {
-            uint64_t cur = rem * 256 + m[k];
-            m[k] = (uint8_t)(cur / 1000000000u);
-            rem = cur % 1000000000u;
-            zero &= m[k] == 0;
-        }
-        chunks[n_chunks++] = (uint32_t)rem;
-    }
-    int len = snprintf(out, 80, "%u", chunks[n_chunks - 1]);
-    for (int k = n_chunks - 2; k >= 0; k--)
-        len += snprintf(out + len, (size_t)(80 - len), "%09u", chunks[k]);
-}
-
 /* An unscaled decimal (INT32 and INT64 little-endian, FIXED_LEN_BYTE_ARRAY
  * big-endian two's complement) over 10^scale as the nearest double, as
- * Arrow's decimals are read: one division where both are exact doubles
- * (the value within 2^53, scale <= 22), else its digits through strtod,
- * so a 38-digit value is rounded once, not at each byte. */
+ * Arrow's decimals are read (core/decimal.h). */
 static double decimal_value(const column *c, const uint8_t *v)
 {
-    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-    int scale = c->lf->scale;
-    uint8_t m[32]; /* the magnitude, big-endian */
-    int n = 8;
-    bool negative;
-    if (c->lf->physical == SL_PQT_INT32 || c->lf->physical == SL_PQT_INT64) {
-        int64_t x;
-        if (c->lf->physical == SL_PQT_INT32) {
-            int32_t x32;
-            memcpy(&x32, v, 4);
-            x = x32;
-        } else {
-            memcpy(&x, v, 8);
-        }
-        negative = x < 0;
-        uint64_t u = negative ? 0 - (uint64_t)x : (uint64_t)x;
-        for (int k = 7; k >= 0; k--, u >>= 8)
-            m[k] = (uint8_t)u;
+    if (c->lf->physical != SL_PQT_INT32 && c->lf->physical != SL_PQT_INT64)
+        return sl_decimal_double(v, (size_t)c->phys, c->lf->scale);
+    int64_t x;
+    if (c->lf->physical == SL_PQT_INT32) {
+        int32_t x32;
+        memcpy(&x32, v, 4);
+        x = x32;
     } else {
-        negative = c->phys > 0 && v[0] & 0x80;
-        if (c->phys > (int)sizeof m) { /* past 76 digits: no DECIMAL is this wide */
-            double d = 0;
-            for (int k = 0; k < c->phys; k++)
-                d = d * 256 + (negative ? (uint8_t)~v[k] : v[k]);
-            return (negative ? -(d + 1) : d) / pow(10, scale);
-        }
-        n = c->phys;
-        unsigned carry = negative; /* the two's complement's magnitude: ~v + 1 */
-        for (int k = n - 1; k >= 0; k--) {
-            unsigned b = (negative ? (uint8_t)~v[k] : v[k]) + carry;
-            m[k] = (uint8_t)b;
-            carry = b >> 8;
-        }
+        memcpy(&x, v, 8);
     }
-    int lead = 0;
-    while (lead < n && m[lead] == 0)
-        lead++;
-    if (n - lead <= 6 || (n - lead == 7 && m[lead] < 0x20)) { /* within 2^53 */
-        double d = 0;
-        for (int k = lead; k < n; k++)
-            d = d * 256 + m[k];
-        if (scale <= 22)
-            return (negative ? -d : d) / pow10[scale];
-    }
-    char text[96];
-    text[0] = '-';
-    magnitude_digits(m + lead, n - lead, text + 1);
-    size_t len = strlen(text);
-    snprintf(text + len, sizeof text - len, "e-%d", scale);
-    return strtod(negative ? text : text + 1, NULL);
+    uint8_t be[8];
+    uint64_t u = (uint64_t)x;
+    for (int k = 7; k >= 0; k--, u >>= 8)
+        be[k] = (uint8_t)u;
+    return sl_decimal_double(be, sizeof be, c->lf->scale);
 }
 
 static float half_to_float(uint16_t h)

@@ -34,6 +34,7 @@
 #include <nanoarrow/nanoarrow_ipc.h>
 
 #include "core/alloc.h"
+#include "core/decimal.h"
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/json.h"
@@ -777,9 +778,8 @@ static bool is_decimal(enum ArrowType t)
            t == NANOARROW_TYPE_DECIMAL128 || t == NANOARROW_TYPE_DECIMAL256;
 }
 
-/* A decimal as a double, as Parquet's DECIMAL columns are read: its
- * unscaled digits over 10^scale, rounded once (strtod of "DIGITSe-SCALE"),
- * so 0.1 with scale 1 is the double nearest 0.1. NULL when out of memory. */
+/* A decimal as the double nearest its value, as Parquet's DECIMAL columns
+ * are read (core/decimal.h). */
 static json_t *decimal_json(const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i)
 {
     struct ArrowSchemaView sv;
@@ -788,16 +788,12 @@ static json_t *decimal_json(const struct ArrowSchema *s, const struct ArrowArray
     struct ArrowDecimal d;
     ArrowDecimalInit(&d, sv.decimal_bitwidth, sv.decimal_precision, sv.decimal_scale);
     ArrowArrayViewGetDecimalUnsafe(v, i, &d);
-    struct ArrowBuffer digits;
-    ArrowBufferInit(&digits);
-    char exp[16];
-    int n = snprintf(exp, sizeof exp, "e%d", -sv.decimal_scale);
-    json_t *out = NULL;
-    if (ArrowDecimalAppendDigitsToBuffer(&d, &digits) == NANOARROW_OK &&
-        ArrowBufferAppend(&digits, exp, n + 1) == NANOARROW_OK) /* with its NUL */
-        out = sl_json_real(strtod((const char *)digits.data, NULL));
-    ArrowBufferReset(&digits);
-    return out;
+    uint8_t le[32], be[32]; /* the host's order (Arrow's, little-endian), then big-endian */
+    size_t n = (size_t)sv.decimal_bitwidth / 8;
+    ArrowDecimalGetBytes(&d, le);
+    for (size_t k = 0; k < n; k++)
+        be[k] = le[n - 1 - k];
+    return sl_json_real(sl_decimal_double(be, n, sv.decimal_scale));
 }
 
 /* Row i of v (of schema s) as JSON; NULL only when out of memory. Binary

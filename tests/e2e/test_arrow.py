@@ -492,8 +492,8 @@ def test_broken_files_fail_alone(sluice, tmp_path):
 def test_decimals_pass_through_as_doubles(sluice, tmp_path):
     """Decimal columns of every width pass through as doubles, as Parquet's
     DECIMAL columns do: the unscaled value over 10^scale rounded once (0.1
-    is the double nearest 0.1), negatives and values past 2^64 unscaled
-    too, a null as null; written as Parquet, the column is a double."""
+    is the double nearest 0.1), negatives, values past 2^64 unscaled and a
+    negative scale too, a null as null; written as Parquet, the column is a double."""
     from decimal import Decimal
     ds = tmp_path / "ds"
     ds.mkdir()
@@ -504,6 +504,7 @@ def test_decimals_pass_through_as_doubles(sluice, tmp_path):
                   Decimal("0.00000")]),
         "small": (pa.decimal32(5, 1), [Decimal("0.1"), Decimal("-9999.9"), Decimal("7.0")]),
         "mid": (pa.decimal64(12, 0), [Decimal("123456789012"), Decimal("-1"), None]),
+        "hundreds": (pa.decimal128(5, -2), [Decimal("12300"), Decimal("-100"), None]),
     }
     table = pa.table({"image": pa.array([{"bytes": p.read_bytes(), "path": p.name}
                                          for p in JPEGS[:3]], IMG),

@@ -1,0 +1,68 @@
+/* core/decimal.c — see decimal.h. */
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/decimal.h"
+
+/* The decimal digits of a big-endian magnitude (n <= 32 bytes, consumed)
+ * into out (80 bytes: 78 digits at most), by division in 10^9 chunks. */
+static void magnitude_digits(uint8_t *m, size_t n, char *out)
+{
+    uint32_t chunks[9];
+    int n_chunks = 0;
+    bool zero = false;
+    while (!zero && n_chunks < 9) {
+        uint64_t rem = 0;
+        zero = true;
+        for (size_t k = 0; k < n; k++) {
+            uint64_t cur = rem * 256 + m[k];
+            m[k] = (uint8_t)(cur / 1000000000u);
+            rem = cur % 1000000000u;
+            zero &= m[k] == 0;
+        }
+        chunks[n_chunks++] = (uint32_t)rem;
+    }
+    int len = snprintf(out, 80, "%u", chunks[n_chunks - 1]);
+    for (int k = n_chunks - 2; k >= 0; k--)
+        len += snprintf(out + len, (size_t)(80 - len), "%09u", chunks[k]);
+}
+
+double sl_decimal_double(const uint8_t *be, size_t n, int scale)
+{
+    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    bool negative = n > 0 && be[0] & 0x80;
+    uint8_t m[32]; /* the magnitude, big-endian */
+    if (n > sizeof m) {
+        double d = 0;
+        for (size_t k = 0; k < n; k++)
+            d = d * 256 + (negative ? (uint8_t)~be[k] : be[k]);
+        return (negative ? -(d + 1) : d) / pow(10, scale);
+    }
+    unsigned carry = negative; /* the two's complement's magnitude: ~be + 1 */
+    for (size_t k = n; k-- > 0;) {
+        unsigned b = (negative ? (uint8_t)~be[k] : be[k]) + carry;
+        m[k] = (uint8_t)b;
+        carry = b >> 8;
+    }
+    size_t lead = 0;
+    while (lead < n && m[lead] == 0)
+        lead++;
+    if (n - lead <= 6 || (n - lead == 7 && m[lead] < 0x20)) { /* within 2^53 */
+        double d = 0;
+        for (size_t k = lead; k < n; k++)
+            d = d * 256 + m[k];
+        if (scale >= 0 && scale <= 22)
+            return (negative ? -d : d) / pow10[scale];
+    }
+    char text[96];
+    text[0] = '-';
+    magnitude_digits(m + lead, n - lead, text + 1);
+    size_t len = strlen(text);
+    snprintf(text + len, sizeof text - len, "e%d", -scale);
+    return strtod(negative ? text : text + 1, NULL);
+}
