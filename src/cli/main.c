@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -395,6 +396,15 @@ static void print_usage(FILE *fp)
 
 /* A wrong command line of `sluice NAME` (caption, batch): what, and where
  * the options are told. */
+/* A library error may name what the data held (a manifest's path, a
+ * server's answer): printed defanged, whole. */
+static void say_error(const char *msg)
+{
+    fputs("sluice: ", stderr);
+    printer_put_text(stderr, msg, SIZE_MAX, true);
+    fputc('\n', stderr);
+}
+
 static int usage_error(const char *name, const char *what)
 {
     fprintf(stderr, "sluice: %s\nRun 'sluice %s --help' for the options.\n", what, name);
@@ -478,7 +488,7 @@ static int apply_flags(sl_config *cfg, const flag_use *uses, int n_uses)
         sl_config_option_at((size_t)uses[i].opt, &o);
         const char *value = uses[i].value ? uses[i].value : o.is_switch ? "true" : "";
         if (sl_config_set_flag(cfg, o.flag, value) != SL_OK) {
-            fprintf(stderr, "sluice: %s\n", sl_last_error());
+            say_error(sl_last_error());
             return EXIT_USAGE;
         }
     }
@@ -600,14 +610,14 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
         first_input = optind + 1;
         sl_status st = sl_config_load_file(cfg, cmd->job_file);
         if (st != SL_OK) {
-            fprintf(stderr, "sluice: %s\n", sl_last_error());
+            say_error(sl_last_error());
             rc = st == SL_ERR_NOMEM ? EXIT_RUN : EXIT_USAGE;
             goto done;
         }
     }
     if (strcmp(cmd->name, "batch") == 0 &&
         sl_config_set(cfg, "input.format", "openai-batch") != SL_OK) {
-        fprintf(stderr, "sluice: %s\n", sl_last_error());
+        say_error(sl_last_error());
         rc = EXIT_RUN;
         goto done;
     }
@@ -615,13 +625,13 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
         goto done;
     for (int i = first_input; i < argc; i++) {
         if (sl_config_set(cfg, "input.paths", argv[i]) != SL_OK) {
-            fprintf(stderr, "sluice: %s\n", sl_last_error());
+            say_error(sl_last_error());
             rc = EXIT_USAGE;
             goto done;
         }
     }
     if (sl_config_resolve(cfg) != SL_OK) {
-        fprintf(stderr, "sluice: %s\n", sl_last_error());
+        say_error(sl_last_error());
         rc = EXIT_USAGE;
         goto done;
     }
@@ -691,12 +701,12 @@ static int cmd_config(int argc, char **argv)
         return rc == EXIT_HELP ? 0 : rc;
     if (print) {
         if (sl_config_write_yaml(cfg, stdout) != SL_OK) {
-            fprintf(stderr, "sluice: %s\n", sl_last_error());
+            say_error(sl_last_error());
             rc = EXIT_USAGE;
         }
     } else if ((rc = check_ready(cfg, &cmd)) == 0) {
         if (sl_caption_check(sl_config_params(cfg)) != SL_OK) {
-            fprintf(stderr, "sluice: %s\n", sl_last_error());
+            say_error(sl_last_error());
             rc = EXIT_USAGE;
         } else {
             printf("%s: ok\n", cmd.job_file);
@@ -732,7 +742,7 @@ static int fetch_from_hub(const char **model, const char **mmproj, sl_hub_files 
     }
     if (st == SL_OK)
         return 0;
-    fprintf(stderr, "sluice: %s\n", sl_last_error());
+    say_error(sl_last_error());
     return st == SL_ERR_IO || st == SL_ERR_NOMEM ? EXIT_RUN : EXIT_USAGE;
 }
 
@@ -845,14 +855,15 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
     case SL_OK:
         break;
     case SL_ERR_INVALID_ARG: case SL_ERR_NOT_FOUND: case SL_ERR_EXISTS: case SL_ERR_MODEL:
-        fprintf(stderr, "sluice: %s\n", sl_last_error());
+        say_error(sl_last_error());
         return EXIT_USAGE;
     case SL_ERR_STOPPED: case SL_ERR_TOO_MANY_FAILED: case SL_ERR_STAGE: {
         /* The run ended early; what finished is committed. */
         char output[8400];
         describe_output(output, sizeof output, &sum, p.output_dir);
-        fprintf(stderr, "sluice: %s\nsluice: %ld rows written (%ld failed) to %s\n",
-                sl_last_error(), sum.rows, sum.rows_failed, output);
+        say_error(sl_last_error());
+        fprintf(stderr, "sluice: %ld rows written (%ld failed) to %s\n", sum.rows,
+                sum.rows_failed, output);
         if (sum.rows_deferred > 0)
             fprintf(stderr, "sluice: stopping: %ld queued row%s not sent; resume redoes them\n",
                     sum.rows_deferred, sum.rows_deferred == 1 ? "" : "s");
@@ -866,7 +877,7 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         return st == SL_ERR_STOPPED ? EXIT_STOPPED : EXIT_RUN;
     }
     default:
-        fprintf(stderr, "sluice: %s\n", sl_last_error());
+        say_error(sl_last_error());
         return EXIT_RUN;
     }
     if (sum.rows == 0 && sum.resumed) {
@@ -907,10 +918,11 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
                sum.rows, sum.rows_ok, sum.rows_failed, sum.seconds, rate);
         char output[8400];
         describe_output(output, sizeof output, &sum, p.output_dir);
-        printf("%.1f tokens/s; model '%s' loaded in %.2f s)\n"
+        printf("%.1f tokens/s; model '", tps);
+        printer_put_text(stdout, sum.model_name, 256, false); /* the GGUF's or server's word */
+        printf("' loaded in %.2f s)\n"
                "busy: decode %.2f s, engine %.2f s, write %.2f s; peak memory in flight %.1f MB "
                "of %.0f MB\noutput: %s\nreport: %s/report.html\n",
-               tps, sum.model_name,
                sum.load_seconds, sum.decode_busy_s, sum.engine_busy_s, sum.write_busy_s,
                sum.peak_bytes_in_flight / 1e6, sum.memory_budget / 1e6, output, p.output_dir);
         if (sum.answers[0])
@@ -932,14 +944,14 @@ static int run_job(const sl_config *cfg, const command *cmd)
      * as they start (sluice/image.h, sluice/engine.h). */
     const sl_caption_params *p = sl_config_params(cfg);
     if (sl_image_init() != SL_OK) {
-        fprintf(stderr, "sluice: %s\n", sl_last_error());
+        say_error(sl_last_error());
         return EXIT_RUN;
     }
     if (!p->dry_run && !(p->engine && strcmp(p->engine, "openai") == 0))
         sl_llama_init();
     sl_dist *dist = NULL;
     if (sl_dist_open(&dist) != SL_OK) {
-        fprintf(stderr, "sluice: %s\n", sl_last_error());
+        say_error(sl_last_error());
         return EXIT_USAGE;
     }
     int code = run_job_on(cfg, cmd, dist);

@@ -1,11 +1,56 @@
 /* cli/printer.c — what the sluice command prints while a job runs: row
  * lines, the progress block, log lines. */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/printer.h"
 
+/* Longest id and caption a row line shows: the output has them whole. */
+#define SHOW_ID_MAX 96
+#define SHOW_TEXT_MAX 4096
+
+/* The length of the valid UTF-8 character at s[0..n), 0 if there is none
+ * (an invalid or cut byte). */
+static size_t utf8_char_len(const unsigned char *s, size_t n)
+{
+    size_t len = s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 ? 2 : 0;
+    if (s[0] > 0xF4 || len == 0 || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    if ((s[0] == 0xE0 && s[1] < 0xA0) || (s[0] == 0xED && s[1] >= 0xA0) ||
+        (s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] >= 0x90))
+        return 0; /* overlong, surrogate, past U+10FFFF */
+    return len;
+}
+
+size_t printer_put_text(FILE *f, const char *text, size_t max, bool keep_lines)
+{
+    const unsigned char *s = (const unsigned char *)(text ? text : "(null)");
+    size_t n = strlen((const char *)s), chars = 0;
+    for (size_t i = 0; i < n;) {
+        if (i >= max) {
+            fprintf(f, "\u2026 (%zu bytes more)", n - i);
+            return chars + 1;
+        }
+        size_t len = s[i] < 0x80 ? 1 : utf8_char_len(s + i, n - i);
+        bool plain = s[i] >= 0x20 && s[i] != 0x7F;
+        if (len == 1 && (plain || (keep_lines && (s[i] == '\n' || s[i] == '\t'))))
+            fputc(s[i], f);
+        else if (len == 2 && s[i] == 0xC2 && s[i + 1] < 0xA0) /* C1 control (U+0080-U+009F) */
+            fprintf(f, "\\u%04X", s[i + 1]);
+        else if (len > 1)
+            fwrite(s + i, 1, len, f);
+        else /* a control or an invalid byte */
+            fprintf(f, "\\x%02X", s[i]);
+        i += len ? len : 1;
+        chars++;
+    }
+    return chars;
+}
 
 /* Erases the progress block so a row's line does not land inside it. */
 static void clear_progress(printer *pr)
@@ -24,16 +69,24 @@ void printer_row(const sl_row_view *row, void *user)
     pthread_mutex_lock(&pr->mu);
     clear_progress(pr);
     if (row->error) {
-        if (pr->failed_shown < PRINTER_FAILED_MAX)
-            fprintf(stderr, "sluice: %s failed (%s): %s\n", row->id, row->error_stage,
-                    row->error);
+        if (pr->failed_shown < PRINTER_FAILED_MAX) {
+            fputs("sluice: ", stderr);
+            printer_put_text(stderr, row->id, SHOW_ID_MAX, false);
+            fprintf(stderr, " failed (%s): ", row->error_stage);
+            printer_put_text(stderr, row->error, SHOW_TEXT_MAX, false);
+            fputc('\n', stderr);
+        }
         else if (pr->failed_shown == PRINTER_FAILED_MAX)
             fprintf(stderr, "sluice: more than %d rows failed: the rest are not printed one by "
                     "one (each row's error is in the output's error column; the progress "
                     "line counts them)\n", PRINTER_FAILED_MAX);
         pr->failed_shown++;
     } else if (pr->shown < pr->show && row->caption) { /* a dry run's rows have none */
-        printf("%-28s %s\n", row->id, row->caption);
+        for (size_t w = printer_put_text(stdout, row->id, SHOW_ID_MAX, false); w < 28; w++)
+            putchar(' ');
+        putchar(' ');
+        printer_put_text(stdout, row->caption, SHOW_TEXT_MAX, true);
+        putchar('\n');
         fflush(stdout);
         pr->shown++;
     }
@@ -170,7 +223,9 @@ static void printer_log(sl_log_level level, const char *message, void *user)
     printer *pr = user;
     pthread_mutex_lock(&pr->mu);
     clear_progress(pr);
-    fprintf(stderr, "sluice: %s: %s\n", names[level], message);
+    fprintf(stderr, "sluice: %s: ", names[level]);
+    printer_put_text(stderr, message, SIZE_MAX, false);
+    fputc('\n', stderr);
     pthread_mutex_unlock(&pr->mu);
 }
 

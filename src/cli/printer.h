@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "sluice/sluice.h"
 
@@ -31,6 +32,15 @@ typedef struct printer {
     bool retry_said;   /* the "retrying" line went out */
     pthread_mutex_t mu;
 } printer;
+
+/* Writes text from the data (an id, a caption, an error naming an input)
+ * to f so that it cannot drive the terminal: ESC and the other control
+ * bytes (which can recolour, retitle or redraw the screen), DEL and the C1
+ * controls go out as \xNN / \u00NN, as does any byte that is not valid
+ * UTF-8; newlines and tabs stay when keep_lines. Past max bytes the rest is
+ * cut: "\u2026 (N bytes more)". Returns the characters written (escapes
+ * count one), for padding. NULL prints "(null)". */
+size_t printer_put_text(FILE *f, const char *text, size_t max, bool keep_lines);
 
 /* Takes the library's log sink too (sl_log_set_callback). */
 void printer_init(printer *pr);

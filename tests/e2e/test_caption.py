@@ -84,6 +84,34 @@ def test_clean_inputs_exit_zero(sluice, tmp_path):
     assert len(read_rows(tmp_path / "out")) == n
 
 
+def test_terminal_lines_defang_what_the_data_holds(sluice, tmp_path):
+    """Ids, captions and errors come from the data: printed, an ESC there
+    would recolour, retitle or redraw the user's terminal. Control bytes and
+    C1 controls go out as escapes, an id past 96 bytes is cut, and the
+    output keeps them whole."""
+    img = sorted(SAMPLES.glob("*.jpg"))[0]
+    ids = {"red": "r\x1b[31mRED\x1b[0m\x07", "title": "t\x1b]0;TITLE\x07\u009b2J",
+           "long": "L" * 500}
+    rows = [{"id": ids["red"], "image": str(img)}, {"id": ids["long"], "image": str(img)},
+            {"id": ids["title"], "image": str(tmp_path / "missing.jpg")}]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = sluice.caption(manifest, tmp_path / "out", "--max-tokens", "4", "--metrics-addr", "off",
+                       "--show", "5")
+    assert r.returncode == 3, r.stderr
+    for text in (r.stdout, r.stderr):
+        assert not any(c in text for c in "\x1b\x07\u009b"), repr(text)
+    assert "r\\x1B[31mRED\\x1B[0m\\x07 " in r.stdout, r.stdout
+    assert "t\\x1B]0;TITLE\\x07\\u009B2J failed (decode)" in r.stderr, r.stderr
+    assert "L" * 96 + "\u2026 (404 bytes more)" in r.stdout, r.stdout
+    assert "L" * 97 not in r.stdout
+    assert {row["id"] for row in read_rows(tmp_path / "out")} == set(ids.values())
+    # A fatal error naming a command-line input, defanged as well.
+    r = sluice.caption(tmp_path / "no\x1b[2Jsuch", tmp_path / "out2", "--metrics-addr", "off")
+    assert r.returncode == 2 and "\x1b" not in r.stderr, repr(r.stderr)
+    assert "no\\x1B[2Jsuch" in r.stderr, r.stderr
+
+
 def test_greedy_captions_are_identical_across_runs(sluice, tmp_path):
     # Bit-exact reruns need --parallel 1: with more sequences the batch
     # composition varies with timing, and llama.cpp's batched sums can flip
