@@ -1,6 +1,7 @@
 /* core/json.c — see json.h. */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -169,11 +170,20 @@ static bool widen_numbers(const char *text, size_t len, bool huge_digits, char *
     return true;
 }
 
+void sl_json_explain(json_error_t *err)
+{
+    /* A NUL would cut the string where sluice reads it as C text. */
+    if (strstr(err->text, "JSON_ALLOW_NUL"))
+        snprintf(err->text, sizeof err->text,
+                 "a string holds \\u0000 (NUL), which sluice does not take");
+}
+
 static json_t *load_data(const char *text, size_t len, size_t flags, bool huge_digits, json_error_t *err)
 {
     json_t *v = json_loadb(text, len, flags, err);
     if (v)
         return v;
+    sl_json_explain(err);
     char *wide;
     size_t wide_len, changed;
     if (!widen_numbers(text, len, huge_digits, &wide, &wide_len, &changed))

@@ -29,6 +29,11 @@ json_t *sl_json_load_data(const char *text, size_t len, size_t flags, json_error
  * would round (2^64-1 and 2^64-2 one value). */
 json_t *sl_json_load_digits(const char *text, size_t len, size_t flags, json_error_t *err);
 
+/* Rewrites a jansson error that names jansson's own flags (a \u0000 in a
+ * string "is not allowed without JSON_ALLOW_NUL") in words a user can act
+ * on. The load functions above do it already. */
+void sl_json_explain(json_error_t *err);
+
 /* v as JSON text (json_dumps with `flags`) in sluice's allocator: the caller
  * frees it with sl_free(). *len (optional) is its length. NULL when out of
  * memory or when v cannot be encoded. */

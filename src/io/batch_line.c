@@ -290,6 +290,7 @@ sl_status sl_batch_parse(const char *text, size_t len, sl_batch_req *req, char *
     json_t *line = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     sl_status st = SL_OK;
     if (!line) {
+        sl_json_explain(&jerr);
         st = bad(err, errlen, "invalid JSON: %s", jerr.text);
         goto out;
     }

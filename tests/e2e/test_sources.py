@@ -80,6 +80,7 @@ def test_jsonl_manifest_passes_columns_through_to_jsonl_and_parquet(sluice, tmp_
         json.dumps({"image": "img/missing.jpg", "label": 9}),
         json.dumps({"path": str(data / "img" / JPEGS[2].name), "label": "ten"}),
         json.dumps({"label": 11}),
+        json.dumps({"image": "img/a\u0000b.jpg"}),  # a NUL would cut the path
     ]
     manifest = data / "m.jsonl"
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -88,7 +89,7 @@ def test_jsonl_manifest_passes_columns_through_to_jsonl_and_parquet(sluice, tmp_
     assert r.returncode == 3, r.stderr
     rows = by_id(jsonl_rows(tmp_path / "j"))
     assert set(rows) == {"first", "m.jsonl:2", "m.jsonl:3", "m.jsonl:5", "m.jsonl:6", "m.jsonl:7",
-                         "m.jsonl:8"}
+                         "m.jsonl:8", "m.jsonl:9"}
     first = rows["first"]
     assert first["error"] is None and first["caption"]
     assert first["path"] == str(data / "img" / JPEGS[0].name)  # relative to the manifest
@@ -102,6 +103,7 @@ def test_jsonl_manifest_passes_columns_through_to_jsonl_and_parquet(sluice, tmp_
     assert rows["m.jsonl:3"]["error_stage"] == "read"
     assert "m.jsonl:3" in rows["m.jsonl:3"]["error"] and "invalid JSON" in rows["m.jsonl:3"]["error"]
     assert "not a JSON object" in rows["m.jsonl:5"]["error"]
+    assert "a string holds \\u0000 (NUL)" in rows["m.jsonl:9"]["error"]
     assert rows["m.jsonl:6"]["error_stage"] == "decode" and "missing.jpg" in rows["m.jsonl:6"]["error"]
     assert rows["m.jsonl:6"]["label"] == 9
     assert rows["m.jsonl:7"]["error"] is None and rows["m.jsonl:7"]["label"] == "ten"
