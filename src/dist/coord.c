@@ -464,8 +464,6 @@ bool coord_rank_progress(coord *c, int rank, coord_rank *out)
     return r != NULL;
 }
 
-int coord_ranks(const coord *c) { return c->n_ranks; }
-
 void coord_set_start_grace(coord *c, double seconds)
 {
     pthread_mutex_lock(&c->mu);

@@ -128,7 +128,6 @@ void coord_tally(coord *c, long *out);
  * summed per column, first_id and why the lowest rank's. A new object
  * (the caller's; {} when none), NULL when out of memory. */
 json_t *coord_unfit(coord *c);
-int coord_ranks(const coord *c);
 /* No shard is handed out until every rank has said hello or `seconds` have
  * passed since coord_new (default 10): a fair start. */
 void coord_set_start_grace(coord *c, double seconds);

@@ -15,8 +15,6 @@ extern "C" {
 }
 #include "llm/engines/llama_grammar.h"
 
-extern "C" bool sl_llama_schema_converter_available(void) { return true; }
-
 // Where (a path, "$.properties.box.properties") an object of properties
 // holds one named "": llama.cpp names a property's rule after its object's
 // and the property's name, so an empty one's rule takes the object's place

@@ -21,9 +21,6 @@ extern "C" {
  * cannot convert), or that this build has no converter; SL_ERR_NOMEM. */
 sl_status sl_llama_schema_to_grammar(const char *schema_json, const char *name, char **gbnf);
 
-/* Whether this build has llama.cpp's converter. */
-bool sl_llama_schema_converter_available(void);
-
 /* Parses a GBNF text as llama.cpp will (no model needed): SL_OK, or
  * SL_ERR_INVALID_ARG naming `name` (llama.cpp logs the parser's reason).
  * In llama.c, the file that includes llama.h. */

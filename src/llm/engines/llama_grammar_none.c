@@ -7,8 +7,6 @@
 #include "core/error.h"
 #include "llm/engines/llama_grammar.h"
 
-bool sl_llama_schema_converter_available(void) { return false; }
-
 sl_status sl_llama_schema_to_grammar(const char *schema_json, const char *name, char **gbnf)
 {
     (void)schema_json;
