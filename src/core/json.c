@@ -173,9 +173,13 @@ static bool widen_numbers(const char *text, size_t len, bool huge_digits, char *
 void sl_json_explain(json_error_t *err)
 {
     /* A NUL would cut the string where sluice reads it as C text. */
+    unsigned byte;
     if (strstr(err->text, "JSON_ALLOW_NUL"))
         snprintf(err->text, sizeof err->text,
                  "a string holds \\u0000 (NUL), which sluice does not take");
+    else if (sscanf(err->text, "unable to decode byte 0x%x", &byte) == 1) /* Latin-1 text, say */
+        snprintf(err->text, sizeof err->text, "byte 0x%02x is not UTF-8, which JSON text must be "
+                 "(re-encode the file as UTF-8)", byte);
 }
 
 static json_t *load_data(const char *text, size_t len, size_t flags, bool huge_digits, json_error_t *err)
@@ -202,4 +206,25 @@ json_t *sl_json_load_data(const char *text, size_t len, size_t flags, json_error
 json_t *sl_json_load_digits(const char *text, size_t len, size_t flags, json_error_t *err)
 {
     return load_data(text, len, flags, true, err);
+}
+
+const char *sl_json_kind(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+        return "true";
+    case JSON_FALSE:
+        return "false";
+    default:
+        return "null";
+    }
 }

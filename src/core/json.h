@@ -30,9 +30,13 @@ json_t *sl_json_load_data(const char *text, size_t len, size_t flags, json_error
 json_t *sl_json_load_digits(const char *text, size_t len, size_t flags, json_error_t *err);
 
 /* Rewrites a jansson error that names jansson's own flags (a \u0000 in a
- * string "is not allowed without JSON_ALLOW_NUL") in words a user can act
- * on. The load functions above do it already. */
+ * string "is not allowed without JSON_ALLOW_NUL"), or a byte that is not
+ * UTF-8 ("unable to decode byte 0xe9"), in words a user can act on. The load functions above do it already. */
 void sl_json_explain(json_error_t *err);
+
+/* What a JSON value is, for messages: "an array", "a string", "a number",
+ * "true", "false", "null" (an object: "an object"). */
+const char *sl_json_kind(const json_t *v);
 
 /* v as JSON text (json_dumps with `flags`) in sluice's allocator: the caller
  * frees it with sl_free(). *len (optional) is its length. NULL when out of

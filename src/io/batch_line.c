@@ -287,7 +287,7 @@ sl_status sl_batch_parse(const char *text, size_t len, sl_batch_req *req, char *
 {
     memset(req, 0, sizeof *req);
     json_error_t jerr;
-    json_t *line = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *line = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     sl_status st = SL_OK;
     if (!line) {
         sl_json_explain(&jerr);
@@ -295,7 +295,7 @@ sl_status sl_batch_parse(const char *text, size_t len, sl_batch_req *req, char *
         goto out;
     }
     if (!json_is_object(line)) {
-        st = bad(err, errlen, "not a JSON object");
+        st = bad(err, errlen, "not a JSON object but %s", sl_json_kind(line));
         goto out;
     }
     const json_t *cid = json_object_get(line, "custom_id");

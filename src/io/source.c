@@ -25,6 +25,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "core/json.h"
 #include "core/utf8.h"
 #include "io/batch_line.h"
@@ -245,6 +246,8 @@ struct source_reader {
     struct archive *z;        /* a compressed manifest: decompresses what raw_read gives */
     char *zraw;               /* ... the compressed bytes of one read, chunk_cap of them */
     char *zread_error;        /* ... why a read of them failed */
+    uint64_t zraw_total;      /* ... the compressed bytes read so far */
+    bool z_empty;             /* ... a whole compressed stream of no text: no lines */
     char *read_error;         /* a read that failed (retried as io/s3.h retries): the
                                  input ends here, with one failed row saying so */
     bool read_error_told;
@@ -499,6 +502,8 @@ static la_ssize_t zraw_read(struct archive *a, void *ctx, const void **buf)
     source_reader *r = ctx;
     *buf = r->zraw;
     ssize_t n = raw_read(r, r->zraw, r->chunk_cap, &r->zread_error);
+    if (n > 0)
+        r->zraw_total += (uint64_t)n;
     return n < 0 ? ARCHIVE_FATAL : n;
 }
 
@@ -518,9 +523,22 @@ static char *open_decompression(source_reader *r)
     archive_read_support_format_raw(r->z);
     const char *kind = r->file + strlen(r->file) - sl_compression_suffix_len(r->file) + 1;
     if (archive_read_open(r->z, r, NULL, zraw_read, NULL) != ARCHIVE_OK ||
-        archive_read_next_header(r->z, &entry) != ARCHIVE_OK)
-        return r->zread_error ? sl_strdup(r->zread_error)
-                              : sl_asprintf("not readable as %s data: %s", kind, archive_error_string(r->z));
+        archive_read_next_header(r->z, &entry) != ARCHIVE_OK) {
+        if (r->zread_error)
+            return sl_strdup(r->zread_error);
+        /* The raw format bids on nothing when there is no text at all,
+         * which libarchive calls "Unrecognized archive format": a whole
+         * stream of no text (gzip of an empty file) is a manifest of no
+         * lines, as an empty plain one is; an empty file holds no stream. */
+        if (archive_errno(r->z) == EILSEQ /* libarchive's ARCHIVE_ERRNO_FILE_FORMAT */ &&
+            archive_filter_count(r->z) >= 2) {
+            r->z_empty = true;
+            return NULL;
+        }
+        if (r->zraw_total == 0)
+            return sl_asprintf("empty file (0 bytes): no %s data in it", kind);
+        return sl_asprintf("not readable as %s data: %s", kind, archive_error_string(r->z));
+    }
     /* The raw format reads anything: a name that promises a compression
      * its bytes lack is said, not read as text. */
     if (archive_filter_count(r->z) < 2)
@@ -532,6 +550,8 @@ static char *open_decompression(source_reader *r)
  * at its end or when the read fails (r->read_error then says why). */
 static size_t text_read(source_reader *r, char *buf, size_t cap)
 {
+    if (r->z_empty)
+        return 0;
     if (r->z) {
         la_ssize_t n = archive_read_data(r->z, buf, cap);
         if (n < 0)
@@ -666,6 +686,25 @@ static bool array_begin(source_reader *r)
     return false;
 }
 
+/* After the array's ']': only white space may follow. Anything else would
+ * be rows never read and never told (two arrays one after the other, as
+ * `cat a.json b.json` makes, gave the first array's rows and dropped the
+ * second's in silence): it is the input's failed row instead. False out
+ * of memory. */
+static bool array_end(source_reader *r)
+{
+    while (more(r)) {
+        char c = r->chunk[r->chunk_pos++];
+        if (!isspace((unsigned char)c))
+            return r->read_error || (r->read_error = sl_asprintf(
+                                         "the file goes on after its JSON array ends ('%c' follows "
+                                         "the closing ']'): a .json manifest holds one array (join "
+                                         "several into one, or write one object a line as .jsonl)",
+                                         isprint((unsigned char)c) ? c : '?'));
+    }
+    return true;
+}
+
 /* The next element of a .json manifest's array onto r->text (through put,
  * so one past max_line_bytes is scanned to its end, never held): strings
  * and nesting are followed to find where it ends. Returns 1 when one was
@@ -685,7 +724,7 @@ static int read_element(source_reader *r)
         if (c == ']') {
             r->chunk_pos++;
             r->array_ended = true;
-            return 0;
+            return array_end(r) ? 0 : -1;
         }
         if (c != ',' && !isspace((unsigned char)c))
             break;
@@ -807,6 +846,24 @@ const char *const sl_source_auto_image_columns[] = {"image",     "path", "url", 
 const size_t sl_source_n_auto_image_columns =
     sizeof sl_source_auto_image_columns / sizeof *sl_source_auto_image_columns;
 
+/* A local manifest for reading, through sl_file_open_regular: fopen() of a
+ * FIFO waits for a writer forever (the run and its count pass hung on one
+ * named as an input, and SIGTERM could not end them); a device would be
+ * read without end. NULL with the cause in sl_last_error(). */
+static FILE *open_local(const char *file)
+{
+    int fd;
+    uint64_t size;
+    if (sl_file_open_regular(file, &fd, &size) != SL_OK)
+        return NULL;
+    FILE *fp = fdopen(fd, "r");
+    if (!fp) {
+        sl_fail(SL_ERR_NOMEM, "%s: %s", file, strerror(errno));
+        close(fd);
+    }
+    return fp;
+}
+
 static sl_status manifest_open(const char *file, const char *name, const sl_source_params *p,
                                source_reader **out, char **open_error)
 {
@@ -848,8 +905,8 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
             return *open_error ? SL_OK
                                : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
         }
-    } else if (!(r->fp = fopen(file, "r"))) {
-        *open_error = sl_asprintf("cannot open manifest '%s': %s", file, strerror(errno));
+    } else if (!(r->fp = open_local(file))) {
+        *open_error = sl_asprintf("cannot read manifest: %s", sl_last_error());
         manifest_close(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     } else if (sl_compression_suffix_len(file) && (r->read_error = open_decompression(r)) != NULL) {
@@ -1113,12 +1170,15 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
         return line_fail(r, r->line, item, err);
     }
     json_error_t jerr;
-    json_t *row = sl_json_load_data((const char *)r->text.data, r->text.len, JSON_REJECT_DUPLICATES, &jerr);
+    /* JSON_DECODE_ANY: a line that is valid JSON but no object ("x", 5) is
+     * said to be what it is, not "invalid JSON: '[' or '{' expected". */
+    json_t *row = sl_json_load_data((const char *)r->text.data, r->text.len,
+                                    JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!row || !json_is_object(row) || json_object_size(row) > r->p->max_columns) {
         if (!row)
             snprintf(err, sizeof err, "invalid JSON: %s", jerr.text);
         else if (!json_is_object(row))
-            snprintf(err, sizeof err, "not a JSON object");
+            snprintf(err, sizeof err, "not a JSON object but %s", sl_json_kind(row));
         else
             snprintf(err, sizeof err, "%zu columns, more than the limit of %zu",
                      json_object_size(row), r->p->max_columns);

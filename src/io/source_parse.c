@@ -97,6 +97,14 @@ int sl_csv_split(const char *s, size_t len, size_t max_fields, char ***fields, s
             snprintf(err, errlen, "more than %zu fields", max_fields);
             goto bad;
         }
+        /* A field is a C string from here on: a NUL byte would end it
+         * there, in silence ("a.jpg\0junk" read a.jpg, "b\0c" passed as
+         * "b"). Python's csv refuses such a line too. */
+        if (memchr(buf, '\0', b)) {
+            snprintf(err, errlen, "field %zu holds a NUL byte (0x00), which no path or value may "
+                                  "hold", out.n + 1);
+            goto bad;
+        }
         if (strlist_push(&out, sl_strndup(buf, b)) != 0) {
             snprintf(err, errlen, "out of memory");
             goto bad;

@@ -208,8 +208,24 @@ static int open_in(struct archive *a, const char *file, const sl_source_params *
     sl_url_scheme(file, scheme);
     bool local = !sl_s3_is_url(file) && strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0;
     bool gz = gz_name(file);
-    if (local && !gz)
-        return archive_read_open_filename(a, file, 1 << 16);
+    if (local && !gz) {
+        /* Opened as every input file is (archive_read_open_filename's
+         * open() of a FIFO waits for a writer forever; the fd, closed by
+         * remote_free, is read by libarchive as the file was). */
+        remote *s = sl_calloc(1, sizeof *s);
+        if (!s) {
+            archive_set_error(a, ENOMEM, "out of memory");
+            return ARCHIVE_FATAL;
+        }
+        uint64_t size;
+        if (sl_file_open_regular(file, &s->fd, &size) != SL_OK) {
+            archive_set_error(a, EIO, "%s", sl_last_error());
+            sl_free(s);
+            return ARCHIVE_FATAL;
+        }
+        *rem = s;
+        return archive_read_open_fd(a, s->fd, 1 << 16);
+    }
     remote *s = sl_calloc(1, sizeof *s);
     if (s)
         s->fd = -1;
@@ -438,11 +454,13 @@ static sl_status add_member(source_reader *r, const char *name, const char *ext,
         }
     } else if (strcasecmp(last, "json") == 0) {
         json_error_t jerr;
-        json_t *o = sl_json_load_data((const char *)data, len, 0, &jerr);
+        json_t *o = sl_json_load_data((const char *)data, len, JSON_DECODE_ANY, &jerr);
         if (!json_is_object(o)) {
-            if (!s->error)
-                sl_source_item_fail(s, "%s: member '%s': %s", r->file, name,
-                                    o ? "not a JSON object" : jerr.text);
+            if (!s->error && o)
+                sl_source_item_fail(s, "%s: member '%s': not a JSON object but %s", r->file, name,
+                                    sl_json_kind(o));
+            else if (!s->error)
+                sl_source_item_fail(s, "%s: member '%s': invalid JSON: %s", r->file, name, jerr.text);
         } else {
             json_object_update(s->extra, o);
         }

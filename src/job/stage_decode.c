@@ -134,9 +134,16 @@ sl_status job_read_local(const char *path, uint64_t max, uint8_t **data, size_t 
 static sl_status load_local_image(const caption_row *r, const char *path,
                                   const sl_image_params *ip, sl_image **out)
 {
-    sl_image_params p = *ip;
-    p.max_file_bytes = r->max_file_bytes;
-    return name_item_limit(sl_image_load_file(path, &p, out));
+    /* Read here, not by sl_image_load_file: its SL_ERR_TOO_LARGE is also the
+     * pixel limit's ("(--max-image-pixels)"), which must not be given the
+     * file-size flag as well. */
+    uint8_t *data;
+    size_t len;
+    sl_status st = job_read_local(path, r->max_file_bytes ? r->max_file_bytes : UINT64_MAX, &data, &len);
+    if (st == SL_OK)
+        st = sl_image_decode(data, len, path, ip, out);
+    sl_free(data);
+    return st;
 }
 
 /* Gets the row's encoded bytes when they are not in memory yet and must be:

@@ -1,0 +1,180 @@
+"""Bad inputs met from the outside (found by black-box runs of the CLI):
+each becomes one failed row naming the input and the cause, in words a
+user can act on, and the run goes on; nothing hangs, nothing is dropped
+in silence. Most run with --dry-run: the read and decode stages are the
+real run's, no model is needed."""
+import gzip
+import io
+import json
+import os
+import struct
+import tarfile
+
+from conftest import SAMPLES, read_rows
+
+JPEG = (SAMPLES / "rocket.jpg").read_bytes()
+
+
+def dry(sluice, inputs, out, *extra, timeout=120):
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    return sluice.run("caption", *inputs, "-o", out, "--dry-run", "--metrics-addr", "off", *extra,
+                      timeout=timeout)
+
+
+def rows_by_id(out):
+    rows = read_rows(out)
+    by_id = {r["id"]: r for r in rows}
+    assert len(by_id) == len(rows), [r["id"] for r in rows]  # one row per input, none twice
+    return by_id
+
+
+def test_a_fifo_named_as_a_manifest_or_a_tar_fails_its_row_and_never_blocks(sluice, tmp_path):
+    """A FIFO given as the input itself (nothing ever writes to it): opening
+    it for reading waits for a writer forever, and the run and its count
+    pass hung there (SIGTERM could not end them either). Each kind fails
+    its one row at once, saying what the file is."""
+    for name in ("list.jsonl", "list.csv", "list.json", "list.jsonl.gz", "shard.tar"):
+        d = tmp_path / name.replace(".", "_")
+        d.mkdir()
+        os.mkfifo(d / name)
+        out = tmp_path / f"out-{name}"
+        r = dry(sluice, d / name, out, timeout=60)
+        assert r.returncode == 3, (name, r.stderr)
+        rows = rows_by_id(out)
+        assert list(rows) == [name], rows
+        err = rows[name]["error"]
+        assert str(d / name) in err and "not a regular file but a FIFO" in err, err
+
+
+def test_a_json_array_followed_by_more_text_fails_instead_of_dropping_it(sluice, tmp_path):
+    """`cat a.json b.json > all.json` makes two arrays one after the other:
+    the rows of the second were dropped in silence (exit 0). The first
+    array's rows are read, then one failed row says the file goes on."""
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps([{"image": "a.jpg"}]) + "\n" + json.dumps([{"image": "a.jpg"}]) + "\n")
+    out = tmp_path / "out"
+    r = dry(sluice, two, out)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(out)
+    assert set(rows) == {"two.json:1", "two.json"}, rows
+    assert rows["two.json:1"]["error"] is None
+    err = rows["two.json"]["error"]
+    assert "two.json" in err and "goes on after its JSON array ends" in err, err
+    # White space after the array is no more data.
+    ws = tmp_path / "ws.json"
+    ws.write_text(json.dumps([{"image": "a.jpg"}]) + "\n\n  \n")
+    r = dry(sluice, ws, tmp_path / "out-ws")
+    assert r.returncode == 0, r.stderr
+    assert list(rows_by_id(tmp_path / "out-ws")) == ["ws.json:1"]
+
+
+def test_a_csv_field_with_a_nul_byte_fails_its_row(sluice, tmp_path):
+    """A field is a C string once read: a NUL byte ended it there, so
+    'a.jpg<NUL>junk' read a.jpg and 'b<NUL>c' passed on as 'b', in silence.
+    Such a record fails, naming the line and the field."""
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    m = tmp_path / "m.csv"
+    m.write_bytes(b"image,label\na.jpg\x00junk,x\na.jpg,b\x00c\na.jpg,ok\n")
+    out = tmp_path / "out"
+    r = dry(sluice, m, out)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(out)
+    assert set(rows) == {"m.csv:2", "m.csv:3", "m.csv:4"}, rows
+    assert "m.csv:2" in rows["m.csv:2"]["error"] and "field 1 holds a NUL byte" in rows["m.csv:2"]["error"]
+    assert "field 2 holds a NUL byte" in rows["m.csv:3"]["error"], rows["m.csv:3"]
+    assert rows["m.csv:4"]["error"] is None and rows["m.csv:4"]["label"] == "ok"
+
+
+def test_json_rows_that_cannot_be_read_are_said_in_words(sluice, tmp_path):
+    """jansson's own words called valid JSON that is no object invalid
+    ("'[' or '{' expected near '5'") and a Latin-1 byte "unable to decode
+    byte 0xe9": a line, an element of a .json array and a WebDataset
+    sample's .json say what the value is and what to do (a sidecar's
+    \\u0000 too, as a line's is said)."""
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    m = tmp_path / "m.jsonl"
+    m.write_bytes(b'{"image": "a.jpg", "note": "x\\u0000y"}\n"a.jpg"\n5\n'
+                  b'{"image": "caf\xe9.jpg"}\n{"image": "a.jpg"}\n')
+    out = tmp_path / "out"
+    r = dry(sluice, m, out)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(out)
+    errs = {k: (v["error"] or "") for k, v in rows.items()}
+    assert "JSON_ALLOW_NUL" not in errs["m.jsonl:1"] and "(NUL)" in errs["m.jsonl:1"], errs
+    assert errs["m.jsonl:2"].endswith("m.jsonl:2: not a JSON object but a string"), errs
+    assert errs["m.jsonl:3"].endswith("m.jsonl:3: not a JSON object but a number"), errs
+    assert "byte 0xe9 is not UTF-8" in errs["m.jsonl:4"], errs
+    assert rows["m.jsonl:5"]["error"] is None
+    arr = tmp_path / "arr.json"
+    arr.write_text('[{"image": "a.jpg"}, 7, null]')
+    r = dry(sluice, arr, tmp_path / "out-arr")
+    rows = rows_by_id(tmp_path / "out-arr")
+    assert rows["arr.json:2"]["error"].endswith("arr.json:2: not a JSON object but a number"), rows
+    assert rows["arr.json:3"]["error"].endswith("arr.json:3: not a JSON object but null"), rows
+    shard = io.BytesIO()
+    with tarfile.open(fileobj=shard, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in [("0.jpg", JPEG), ("0.json", b"[1]"), ("1.jpg", JPEG),
+                           ("1.json", b'{"a": "\\u0000"}'), ("2.jpg", JPEG)]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (tmp_path / "s.tar").write_bytes(shard.getvalue())
+    r = dry(sluice, tmp_path / "s.tar", tmp_path / "out-tar")
+    rows = rows_by_id(tmp_path / "out-tar")
+    assert "member '0.json': not a JSON object but an array" in rows["s.tar/0"]["error"], rows
+    assert "(NUL)" in rows["s.tar/1"]["error"], rows
+    assert "JSON_ALLOW_NUL" not in rows["s.tar/1"]["error"]
+    assert rows["s.tar/2"]["error"] is None
+
+
+def test_an_image_over_the_pixel_limit_names_only_that_limit(sluice, tmp_path):
+    """A local file refused by --max-image-pixels was said to be over
+    "(--max-image-pixels) (--max-item-bytes)": the file-size flag was put
+    on every SL_ERR_TOO_LARGE of the file's decode. A file over the size
+    limit still names --max-item-bytes."""
+    d = tmp_path / "in"
+    d.mkdir()
+    big = bytearray(JPEG)
+    sof = big.find(b"\xff\xc0")
+    assert sof > 0
+    big[sof + 5:sof + 9] = struct.pack(">HH", 60000, 60000)  # the header's height, width
+    (d / "big.jpg").write_bytes(bytes(big))
+    (d / "ok.jpg").write_bytes(JPEG)
+    (d / "huge.jpg").write_bytes(JPEG + bytes(2 << 20))  # over a 1 MiB --max-item-bytes
+    out = tmp_path / "out"
+    r = dry(sluice, d, out)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(out)
+    err = rows["big.jpg"]["error"]
+    assert "60000x60000 pixels" in err and "(--max-image-pixels)" in err, err
+    assert "--max-item-bytes" not in err, err
+    assert rows["ok.jpg"]["error"] is None and rows["huge.jpg"]["error"] is None
+    r = dry(sluice, d, tmp_path / "out-small", "--max-item-bytes", "1M")
+    rows = rows_by_id(tmp_path / "out-small")
+    assert "over the limit of 1048576 bytes (--max-item-bytes)" in rows["huge.jpg"]["error"], rows
+    assert "--max-item-bytes" not in rows["big.jpg"]["error"], rows
+
+
+def test_empty_compressed_manifests(sluice, tmp_path):
+    """A gzip or zstd stream of no text is a manifest of no lines, as an
+    empty .jsonl is (libarchive's raw reader bids on no bytes, and the
+    input failed with its "Unrecognized archive format"); a 0-byte .gz
+    holds no stream and fails saying so."""
+    import pyarrow as pa
+    (tmp_path / "e.jsonl.gz").write_bytes(gzip.compress(b""))
+    (tmp_path / "e.jsonl.zst").write_bytes(pa.compress(b"", "zstd", asbytes=True))
+    for name in ("e.jsonl.gz", "e.jsonl.zst"):
+        out = tmp_path / f"out-{name}"
+        r = dry(sluice, tmp_path / name, out)
+        assert r.returncode == 0, (name, r.stderr)
+        assert read_rows(out) == [], name
+    zero = tmp_path / "z" / "zero.jsonl.gz"
+    zero.parent.mkdir()
+    zero.write_bytes(b"")
+    r = dry(sluice, zero, tmp_path / "out-zero")
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(tmp_path / "out-zero")
+    err = rows["zero.jsonl.gz"]["error"]
+    assert "empty file (0 bytes)" in err and "Unrecognized" not in err, err
+
