@@ -522,6 +522,26 @@ static sl_status finish_sample(source_reader *r, int64_t offset, sl_source_item 
     return SL_OK;
 }
 
+/* The member `name` (size bytes, its header at `offset`) could not be read
+ * or skipped whole: the shard ends here, with one error item (its id
+ * SHARD@offset tells this break from another). */
+static sl_status end_at_member(source_reader *r, const char *name, int64_t size, int64_t offset)
+{
+    r->ended = true;
+    r->end_offset = offset;
+    r->end_error = sl_asprintf("%s: member '%s' (%lld bytes) at byte %lld is truncated or damaged: "
+                               "%s; the rest of the shard is skipped",
+                               r->file, name, (long long)size, (long long)offset,
+                               archive_error_string(r->a) ? archive_error_string(r->a)
+                                                          : "short read");
+    if (!r->end_error)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    /* The unfinished sample is part of the broken tail. */
+    sl_source_item_clear(&r->pending);
+    r->has_pending = false;
+    return SL_OK;
+}
+
 static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
 {
     while (!r->ended) {
@@ -567,10 +587,12 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
             r->has_pending = true;
         }
         int64_t size = archive_entry_size(e);
+        int64_t offset = archive_read_header_position(r->a);
         sl_status st = SL_OK;
         const char *link = archive_entry_hardlink(e);
+        bool skip = false;
         if (!member_used(r, &r->pending, ext)) {
-            archive_read_data_skip(r->a);
+            skip = true;
         } else if (link && size <= 0) {
             /* Its bytes are the target's, an earlier member's: the shard
              * is read once, front to back, keeping only this sample, so
@@ -582,36 +604,27 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
                                          "go back for the linked member's data; store the file "
                                          "itself (GNU tar: --hard-dereference)",
                                          r->file, name, link);
-            archive_read_data_skip(r->a);
+            skip = true;
         } else if (size < 0 || (uint64_t)size > r->p->max_item_bytes) {
             if (!r->pending.error)
                 st = sl_source_item_fail(&r->pending, "%s: member '%s' is %lld bytes, over the "
                                                       "limit of %zu",
                                          r->file, name, (long long)size, r->p->max_item_bytes);
-            archive_read_data_skip(r->a);
+            skip = true;
         } else {
             uint8_t *data = NULL;
-            int64_t offset = archive_read_header_position(r->a);
-            if (read_member(r->a, size, &data) != ARCHIVE_OK) {
-                r->ended = true;
-                /* Its id (SHARD@offset) tells this break from another. */
-                r->end_offset = offset;
-                r->end_error = sl_asprintf("%s: member '%s' (%lld bytes) at byte %lld is "
-                                           "truncated or damaged: %s; the rest of the shard is "
-                                           "skipped",
-                                           r->file, name, (long long)size, (long long)offset,
-                                           archive_error_string(r->a)
-                                               ? archive_error_string(r->a)
-                                               : "short read");
-                if (!r->end_error)
-                    return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
-                /* The unfinished sample is part of the broken tail. */
-                sl_source_item_clear(&r->pending);
-                r->has_pending = false;
-            } else {
+            if (read_member(r->a, size, &data) != ARCHIVE_OK)
+                st = end_at_member(r, name, size, offset);
+            else
                 st = add_member(r, name, ext, data, (size_t)size);
-            }
         }
+        /* A skip that runs out of shard (a member cut short, or a header
+         * claiming more bytes than follow: a pax size of 10^15) is a
+         * break as a read's is: unchecked, the next header read found the
+         * end and the shard ended as if whole, the samples after the
+         * break gone without a word. */
+        if (st == SL_OK && skip && archive_read_data_skip(r->a) != ARCHIVE_OK)
+            st = end_at_member(r, name, size, offset);
         if (st != SL_OK)
             return st;
         if (emit) {

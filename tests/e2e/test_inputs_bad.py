@@ -178,3 +178,48 @@ def test_empty_compressed_manifests(sluice, tmp_path):
     err = rows["zero.jsonl.gz"]["error"]
     assert "empty file (0 bytes)" in err and "Unrecognized" not in err, err
 
+
+def test_a_tar_member_skipped_past_the_shard_end_is_a_break_not_the_end(sluice, tmp_path):
+    """A member sluice skips (one no sample uses, or one over
+    --max-item-bytes) was skipped without looking whether its bytes were
+    there: a shard cut inside such a member, or a header claiming more than
+    follows (a pax size of 10^15), ended as if whole (exit 0 for the cut
+    one), the samples after the break gone without a row. It ends as a
+    truncated member does: one failed row SHARD@OFFSET naming the member."""
+    def shard(path, members, pax=None):
+        with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                if pax and name in pax:
+                    info.pax_headers = {"size": pax[name]}
+                tar.addfile(info, io.BytesIO(data))
+    npy = bytes(200_000)
+    whole = tmp_path / "whole.tar"
+    shard(whole, [("0.jpg", JPEG), ("0.npy", npy), ("1.jpg", JPEG), ("1.npy", npy),
+                  ("2.jpg", JPEG), ("2.npy", npy)])
+    data = whole.read_bytes()
+    cut_at = data.index(b"1.npy") + 512 + 50_000  # inside sample 1's .npy
+    d = tmp_path / "cut"
+    d.mkdir()
+    (d / "s.tar").write_bytes(data[:cut_at])
+    out = tmp_path / "out-cut"
+    r = dry(sluice, d / "s.tar", out)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(out)
+    [broken] = [k for k in rows if k.startswith("s.tar@")]
+    assert set(rows) == {"s.tar/0", broken}, rows
+    err = rows[broken]["error"]
+    assert "member '1.npy'" in err and "truncated" in err and "the rest of the shard is skipped" in err, err
+    # A header that claims 10^15 bytes: its sample is refused for its size,
+    # and the samples after it are told to be gone, not dropped in silence.
+    p = tmp_path / "pax" / "p.tar"
+    p.parent.mkdir()
+    shard(p, [("0.jpg", JPEG), ("1.jpg", JPEG), ("2.jpg", JPEG)], pax={"1.jpg": str(10**15)})
+    out = tmp_path / "out-pax"
+    r = dry(sluice, p, out)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(out)
+    [broken] = [k for k in rows if k.startswith("p.tar@")]
+    assert set(rows) == {"p.tar/0", broken}, rows
+    assert "member '1.jpg' (1000000000000000 bytes)" in rows[broken]["error"], rows
