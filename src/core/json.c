@@ -174,6 +174,8 @@ void sl_json_explain(json_error_t *err)
 {
     /* A NUL would cut the string where sluice reads it as C text. */
     unsigned byte;
+    if (!err) /* the load functions' callers may pass none (a line read once already) */
+        return;
     if (strstr(err->text, "JSON_ALLOW_NUL"))
         snprintf(err->text, sizeof err->text,
                  "a string holds \\u0000 (NUL), which sluice does not take");

@@ -31,7 +31,9 @@ json_t *sl_json_load_digits(const char *text, size_t len, size_t flags, json_err
 
 /* Rewrites a jansson error that names jansson's own flags (a \u0000 in a
  * string "is not allowed without JSON_ALLOW_NUL"), or a byte that is not
- * UTF-8 ("unable to decode byte 0xe9"), in words a user can act on. The load functions above do it already. */
+ * UTF-8 ("unable to decode byte 0xe9"), in words a user can act on. The
+ * load functions above do it already (their err may be NULL: nothing
+ * then). */
 void sl_json_explain(json_error_t *err);
 
 /* What a JSON value is, for messages: "an array", "a string", "a number",
