@@ -139,6 +139,16 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
     return item->path ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", value);
 }
 
+sl_status sl_source_cell_text(const char *s, size_t n, const char *where, sl_source_item *item,
+                              char **out)
+{
+    *out = NULL;
+    if (memchr(s, '\0', n))
+        return sl_source_item_fail(item, "%s: the path or URL holds a NUL byte after '%.200s', which "
+                                         "no path may hold", where, s);
+    return (*out = sl_strndup(s, n)) ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
+}
+
 sl_status sl_split_image_columns(const char *spec, char *names[SL_SOURCE_MAX_IMAGES], size_t *n)
 {
     *n = 0;

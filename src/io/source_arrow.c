@@ -1006,10 +1006,11 @@ static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const 
     if (path && !ArrowArrayViewIsNull(path, pi) && has_data(path)) {
         struct ArrowStringView sv = ArrowArrayViewGetStringUnsafe(path, pi);
         if (sv.size_bytes > 0) {
-            char *value = sl_strndup(sv.data, (size_t)sv.size_bytes);
-            if (!value)
-                return sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
-            sl_status st = bytes ? sl_source_locate_unembedded(value, r->base_dir, r->p, where,
+            char *value;
+            sl_status st = sl_source_cell_text(sv.data, (size_t)sv.size_bytes, where, one, &value);
+            if (st != SL_OK || !value)
+                return st;
+            st = bytes ? sl_source_locate_unembedded(value, r->base_dir, r->p, where,
                                                                ArrowArrayViewIsNull(bytes, bi), one)
                                  : sl_source_locate(value, r->base_dir, r->p, one);
             sl_free(value);

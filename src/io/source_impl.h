@@ -49,6 +49,14 @@ extern const size_t sl_source_n_auto_image_columns;
 sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,
                            sl_source_item *item);
 
+/* A Parquet or Arrow string cell s[0..n) (a path or URL) as a C string for
+ * sl_source_locate, in *out (the caller frees it). A NUL byte in it would
+ * end the path there ('a.jpg<NUL>x' read a.jpg): then *out is NULL and
+ * item fails naming `where` (the file, row and column). SL_ERR_NOMEM
+ * only. */
+sl_status sl_source_cell_text(const char *s, size_t n, const char *where, sl_source_item *item,
+                              char **out);
+
 /* Sets item->prompt from a row's prompt column value: a non-empty string,
  * or a conversation (LLaVA's and ShareGPT's [{"from": "human", "value":
  * ...}, {"from": "gpt", ...}], or chat messages [{"role": "user",

@@ -415,9 +415,10 @@ static sl_status list_images(source_reader *r, const sl_pq_batch *b, int64_t i, 
             int64_t e = lo + (int64_t)k;
             if (!pv->valid[e])
                 st = sl_source_item_fail(item, "%s: image %zu of %zu is null", where, k + 1, n);
-            else if (!(values[k] = sl_strndup((const char *)pv->data + pv->offsets[e],
-                                              (size_t)(pv->offsets[e + 1] - pv->offsets[e]))))
-                st = sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
+            else
+                st = sl_source_cell_text((const char *)pv->data + pv->offsets[e],
+                                         (size_t)(pv->offsets[e + 1] - pv->offsets[e]), where, item,
+                                         &values[k]);
         }
         if (st == SL_OK && !item->error)
             st = sl_source_locate_list((const char *const *)values, n, r->base_dir, r->p, where, item);
@@ -444,11 +445,13 @@ static sl_status list_images(source_reader *r, const sl_pq_batch *b, int64_t i, 
         if (!pv || !pv->valid[e] || pv->offsets[e + 1] == pv->offsets[e])
             return sl_source_item_fail(item, "%s: image %zu of %zu holds neither bytes nor a path", where, k + 1,
                                        n);
-        char *value = sl_strndup((const char *)pv->data + pv->offsets[e],
-                                 (size_t)(pv->offsets[e + 1] - pv->offsets[e]));
+        char *value;
         sl_source_item one = {0};
-        sl_status st = value ? sl_source_locate(value, r->base_dir, r->p, &one)
-                             : sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
+        sl_status st = sl_source_cell_text((const char *)pv->data + pv->offsets[e],
+                                           (size_t)(pv->offsets[e + 1] - pv->offsets[e]), where,
+                                           &one, &value);
+        if (st == SL_OK && value)
+            st = sl_source_locate(value, r->base_dir, r->p, &one);
         sl_free(value);
         item->images[k].path = one.path;
         if (st == SL_OK && one.error)
@@ -540,14 +543,16 @@ static sl_status one_image(source_reader *r, const sl_pq_batch *b, int64_t i, in
     }
     const sl_pq_vector *pv = path_col >= 0 ? &b->columns[path_col] : NULL;
     if (pv && pv->valid[i] && pv->offsets[i + 1] > pv->offsets[i]) {
-        char *value = sl_strndup((const char *)pv->data + pv->offsets[i],
-                                 (size_t)(pv->offsets[i + 1] - pv->offsets[i]));
-        if (!value)
-            return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         char where[1024];
         snprintf(where, sizeof where, "%s row %lld, column '%s'", r->file,
                  (long long)(r->base + i), image_name);
-        sl_status st = bv ? sl_source_locate_unembedded(value, r->base_dir, r->p, where,
+        char *value;
+        sl_status st = sl_source_cell_text((const char *)pv->data + pv->offsets[i],
+                                           (size_t)(pv->offsets[i + 1] - pv->offsets[i]), where,
+                                           item, &value);
+        if (st != SL_OK || !value)
+            return st;
+        st = bv ? sl_source_locate_unembedded(value, r->base_dir, r->p, where,
                                                         !bv->valid[i], item)
                           : sl_source_locate(value, r->base_dir, r->p, item);
         sl_free(value);

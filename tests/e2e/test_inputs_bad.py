@@ -223,3 +223,26 @@ def test_a_tar_member_skipped_past_the_shard_end_is_a_break_not_the_end(sluice, 
     [broken] = [k for k in rows if k.startswith("p.tar@")]
     assert set(rows) == {"p.tar/0", broken}, rows
     assert "member '1.jpg' (1000000000000000 bytes)" in rows[broken]["error"], rows
+
+
+def test_a_parquet_or_arrow_path_with_a_nul_byte_fails_its_row(sluice, tmp_path):
+    """A path cell is copied into a C string: a NUL byte in it ended the
+    path there, so 'a.jpg<NUL>x' read a.jpg and its row passed as that
+    image, in silence. The row fails naming the file, row and column; in a
+    list of paths, the element's row does."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    pq.write_table(pa.table({"image": ["a.jpg\x00x", "a.jpg"],
+                             "images": [["a.jpg", "a.jpg\x00y"], ["a.jpg"]]}), tmp_path / "p.parquet")
+    feather.write_feather(pa.table({"image": ["a.jpg\x00x", "a.jpg"]}), tmp_path / "f.arrow")
+    for name, extra in (("p.parquet", ()), ("p.parquet", ("--image-column", "images")), ("f.arrow", ())):
+        out = tmp_path / f"out-{name}-{len(extra)}"
+        r = dry(sluice, tmp_path / name, out, *extra)
+        assert r.returncode == 3, (name, extra, r.stderr)
+        rows = rows_by_id(out)
+        assert set(rows) == {f"{name}:0", f"{name}:1"}, rows
+        err = rows[f"{name}:0"]["error"] or ""
+        assert f"{name} row 0, column" in err and "holds a NUL byte after 'a.jpg" in err, (name, extra, err)
+        assert rows[f"{name}:1"]["error"] is None
