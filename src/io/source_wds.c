@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -373,7 +374,16 @@ static sl_status wds_open(const char *file, const char *name, const sl_source_pa
     }
     support_tar(r->a);
     if (open_in(r->a, file, p, &r->rem) != ARCHIVE_OK) {
-        *open_error = sl_asprintf("cannot open shard '%s': %s", file, archive_error_string(r->a));
+        /* libarchive says "Unrecognized archive format" (EILSEQ, its
+         * ARCHIVE_ERRNO_FILE_FORMAT) when no reader bids on the bytes: said
+         * as what it means for a shard. */
+        const char *why = archive_error_string(r->a);
+        struct stat sb;
+        if (archive_errno(r->a) == EILSEQ)
+            why = r->rem && !r->rem->io && fstat(r->rem->fd, &sb) == 0 && sb.st_size == 0
+                      ? "empty file (0 bytes), not a tar archive"
+                      : "not a tar archive (nor one compressed with gzip, zstd, bzip2 or xz)";
+        *open_error = sl_asprintf("cannot open shard '%s': %s", file, why);
         wds_close(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }

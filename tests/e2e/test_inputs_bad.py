@@ -246,3 +246,22 @@ def test_a_parquet_or_arrow_path_with_a_nul_byte_fails_its_row(sluice, tmp_path)
         err = rows[f"{name}:0"]["error"] or ""
         assert f"{name} row 0, column" in err and "holds a NUL byte after 'a.jpg" in err, (name, extra, err)
         assert rows[f"{name}:1"]["error"] is None
+
+
+def test_a_shard_that_is_no_tar_says_so(sluice, tmp_path):
+    """A 0-byte .tar or a text file named .tar failed with libarchive's own
+    "Unrecognized archive format"; it says what the file is instead. A tar
+    of nothing but its end blocks is a shard of no samples."""
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.tar").write_bytes(b"")
+    (d / "b.tar").write_bytes(b"hello\n" * 50)
+    (d / "c.tar").write_bytes(bytes(10240))
+    out = tmp_path / "out"
+    r = dry(sluice, [d / "a.tar", d / "b.tar", d / "c.tar"], out)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(out)
+    assert set(rows) == {"a.tar", "b.tar"}, rows
+    assert "empty file (0 bytes), not a tar archive" in rows["a.tar"]["error"], rows
+    assert "not a tar archive (nor one compressed" in rows["b.tar"]["error"], rows
+    assert not any("Unrecognized" in v["error"] for v in rows.values()), rows
