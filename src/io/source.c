@@ -931,6 +931,16 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
         int rc = read_csv_record(r, &r->header, &r->n_header, &line, err, sizeof err);
         if (rc == -2 || (rc == 0 && sl_csv_unique_names(r->header, r->n_header) != 0))
             goto nomem;
+        /* Lines that end in CR alone (Excel's "CSV (Macintosh)") are one
+         * line here: the whole file was its header, and the run wrote no
+         * row and exited 0. A header name never holds a CR otherwise. */
+        for (size_t i = 0; rc == 0 && i < r->n_header; i++)
+            if (strchr(r->header[i], '\r')) {
+                snprintf(err, sizeof err, "the header holds a carriage return (CR) not followed by a "
+                                          "line feed: lines that end in CR alone (an old Mac CSV) "
+                                          "are not read; convert the line ends to LF or CRLF");
+                rc = -1;
+            }
         if (rc != 0) {
             *open_error = r->read_error
                               ? sl_asprintf("cannot read manifest '%s': %s", file, r->read_error)

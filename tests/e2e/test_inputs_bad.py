@@ -265,3 +265,22 @@ def test_a_shard_that_is_no_tar_says_so(sluice, tmp_path):
     assert "empty file (0 bytes), not a tar archive" in rows["a.tar"]["error"], rows
     assert "not a tar archive (nor one compressed" in rows["b.tar"]["error"], rows
     assert not any("Unrecognized" in v["error"] for v in rows.values()), rows
+
+
+def test_a_csv_whose_lines_end_in_cr_alone_fails_instead_of_reading_nothing(sluice, tmp_path):
+    """Lines that end in CR alone (Excel's "CSV (Macintosh)") were one line:
+    the whole file its header, no row written and exit 0. The manifest
+    fails saying why; CRLF and LF files read as before."""
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    (tmp_path / "mac.csv").write_bytes(b"image,label\ra.jpg,x\ra.jpg,y\r")
+    out = tmp_path / "out"
+    r = dry(sluice, tmp_path / "mac.csv", out)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(out)
+    assert list(rows) == ["mac.csv"], rows
+    assert "lines that end in CR alone" in rows["mac.csv"]["error"], rows
+    (tmp_path / "win.csv").write_bytes(b"image,label\r\na.jpg,x\r\na.jpg,\"y\rz\"\r\n")
+    r = dry(sluice, tmp_path / "win.csv", tmp_path / "out-win")
+    assert r.returncode == 0, r.stderr
+    rows = rows_by_id(tmp_path / "out-win")
+    assert rows["win.csv:3"]["label"] == "y\rz", rows  # a quoted CR is the field's
