@@ -925,6 +925,16 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
     skip_bom(r);
+    /* UTF-16 (what Windows PowerShell's `>` and Out-File write): every
+     * other byte a NUL, so each line failed as "not UTF-8" or a NUL byte,
+     * never saying why. Its byte order mark tells it. */
+    if (r->chunk_len - r->chunk_pos >= 2 && r->chunk_pos == 0 &&
+        (memcmp(r->chunk, "\xff\xfe", 2) == 0 || memcmp(r->chunk, "\xfe\xff", 2) == 0)) {
+        *open_error = sl_asprintf("manifest '%s': the file is UTF-16 (it starts with a UTF-16 byte "
+                                  "order mark); manifests are UTF-8: save it as UTF-8", file);
+        manifest_close(r);
+        return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+    }
     if (r->csv) {
         char err[256];
         long line;

@@ -284,3 +284,19 @@ def test_a_csv_whose_lines_end_in_cr_alone_fails_instead_of_reading_nothing(slui
     assert r.returncode == 0, r.stderr
     rows = rows_by_id(tmp_path / "out-win")
     assert rows["win.csv:3"]["label"] == "y\rz", rows  # a quoted CR is the field's
+
+
+def test_a_utf16_manifest_fails_once_saying_it_is_utf16(sluice, tmp_path):
+    """A manifest written as UTF-16 (PowerShell's `>` and Out-File) failed
+    line by line as "byte 0xff is not UTF-8" or a NUL byte, never saying
+    why: its byte order mark tells it, and the input fails once saying so."""
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    (tmp_path / "m.jsonl").write_bytes('{"image": "a.jpg"}\n{"image": "a.jpg"}\n'.encode("utf-16"))
+    (tmp_path / "m.csv").write_bytes("image\na.jpg\n".encode("utf-16"))
+    for name in ("m.jsonl", "m.csv"):
+        out = tmp_path / f"out-{name}"
+        r = dry(sluice, tmp_path / name, out)
+        assert r.returncode == 3, r.stderr
+        rows = rows_by_id(out)
+        assert list(rows) == [name], rows
+        assert "the file is UTF-16" in rows[name]["error"] and "save it as UTF-8" in rows[name]["error"]
