@@ -433,10 +433,12 @@ static bool member_used(const source_reader *r, const sl_source_item *s, const c
 
 /* Whether entry e is a member a sample may hold: a file, or a hard link
  * (tar's type '1', a second name of an earlier member; libarchive gives it
- * no file type of its own). */
+ * no file type of its own), or a symbolic link (which fails its sample
+ * when the sample would read it, rather than leave the sample out). */
 static bool is_member(struct archive_entry *e)
 {
-    return archive_entry_filetype(e) == AE_IFREG || archive_entry_hardlink(e);
+    return archive_entry_filetype(e) == AE_IFREG || archive_entry_filetype(e) == AE_IFLNK ||
+           archive_entry_hardlink(e);
 }
 
 /* Adds one member to the pending sample. */
@@ -614,6 +616,17 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
                                          "go back for the linked member's data; store the file "
                                          "itself (GNU tar: --hard-dereference)",
                                          r->file, name, link);
+            skip = true;
+        } else if (archive_entry_filetype(e) == AE_IFLNK) {
+            /* A symlink has no bytes of its own, and its target is a path
+             * outside the shard that sluice never opens (member names are
+             * ids only). Left out, its sample vanished without a row. */
+            if (!r->pending.error)
+                st = sl_source_item_fail(&r->pending, "%s: %s: a symbolic link to '%s' inside the "
+                                         "tar, not a file: sluice never follows a member out of "
+                                         "the shard; store the file itself (GNU tar: --dereference)",
+                                         r->file, name, archive_entry_symlink(e)
+                                                            ? archive_entry_symlink(e) : "");
             skip = true;
         } else if (size < 0 || (uint64_t)size > r->p->max_item_bytes) {
             if (!r->pending.error)

@@ -300,3 +300,35 @@ def test_a_utf16_manifest_fails_once_saying_it_is_utf16(sluice, tmp_path):
         rows = rows_by_id(out)
         assert list(rows) == [name], rows
         assert "the file is UTF-16" in rows[name]["error"] and "save it as UTF-8" in rows[name]["error"]
+
+
+def test_a_tar_sample_whose_image_is_a_symlink_fails_instead_of_vanishing(sluice, tmp_path):
+    """`tar cf` of a folder of symlinks (a dataset linked from a cache)
+    stores the links, not the files: links were no members to sluice, so
+    such a sample said "has no image" (or, the link its only member, had no
+    row at all, exit 0). It fails naming the link and what to do; an unused
+    member that is a link (a .npy) leaves its sample alone."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        def link(name, target):
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+        def member(name, data):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link("0.jpg", "/cache/blobs/0.jpg")
+        member("0.json", b'{"k": 0}')
+        member("1.jpg", JPEG)
+        link("1.npy", "/cache/blobs/1.npy")
+    (tmp_path / "s.tar").write_bytes(buf.getvalue())
+    out = tmp_path / "out"
+    r = dry(sluice, tmp_path / "s.tar", out)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(out)
+    assert set(rows) == {"s.tar/0", "s.tar/1"}, rows
+    err = rows["s.tar/0"]["error"]
+    assert "0.jpg: a symbolic link to '/cache/blobs/0.jpg'" in err and "--dereference" in err, err
+    assert rows["s.tar/1"]["error"] is None
