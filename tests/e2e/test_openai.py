@@ -6,6 +6,7 @@ that does not answer; against a fake server, that no server can hang a run
 (a Retry-After of a day, 429 forever, an answer without end)."""
 import base64
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLES, read_rows, sample_copies, sample_images, sanitized
+from localserver import LocalServer
 from openai_helpers import (FakeServer, LlamaServer, Proxy, chat, completion, endless,
                             free_port, metric_sum, reply, scrape, too_many_requests)
 
@@ -724,6 +726,65 @@ def test_an_api_key_read_from_a_file_keeps_working(sluice, tmp_path):
         r = run(" \n", "empty")
         assert r.returncode == 2 and "not set or empty" in r.stderr, r.stderr
     assert len(seen) == 2
+
+
+def test_a_server_quoting_the_api_key_in_its_errors_does_not_leak_it(sluice, tmp_path):
+    # A gateway that quotes the request's Authorization header in its error
+    # ("invalid key: Bearer sk-...") put the key into the failed rows'
+    # error, stderr, report.html and the stopping message: each is written
+    # with the key as ***, the rest of the server's words kept.
+    key = "sk-leak-9f3a7c"
+
+    def answer(h, n, body):
+        said = "invalid key: " + h.headers.get("Authorization", "")
+        if body.get("stream"):  # an error event inside a stream
+            h.send_response(200)
+            h.send_header("Content-Type", "text/event-stream")
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.close_connection = True
+            h.wfile.write(b"data: " + json.dumps({"error": {"message": said}}).encode() +
+                          b"\n\n")
+            return
+        reply(h, 400 if int(h.sha, 16) % 2 else 500, json.dumps({"error": {"message": said}}).encode())
+
+    def run(fake, out, *extra):
+        return subprocess.run(
+            [str(sluice.binary), "caption", str(inp), "-o", str(tmp_path / out), "--engine",
+             "openai", "--endpoint", fake.url, "--api-key-env", "SLUICE_TEST_KEY",
+             "--max-attempts", "2", "--endpoint-cooldown", "0.2", "--metrics-addr", "off",
+             *extra], capture_output=True,
+            text=True, timeout=60, env={**os.environ, "SLUICE_TEST_KEY": key})
+
+    def written(out):
+        return "".join(f.read_text(errors="replace") for f in (tmp_path / out).rglob("*")
+                       if f.is_file() and f.suffix != ".sqlite")
+
+    inp = few_inputs(tmp_path, 4)
+    with FakeServer(answer) as fake:
+        for out, extra in (("plain", ()), ("stream", ("--stream",))):
+            r = run(fake, out, *extra)
+            assert r.returncode == 3, r.stderr
+            rows = ok_rows(tmp_path / out)
+            assert len(rows) == 4 and all(
+                "invalid key: Bearer ***" in row["error"] for row in rows), rows
+            assert key not in r.stderr + r.stdout + written(out), out
+            assert "invalid key: Bearer ***" in r.stderr
+
+    # The check at start: a 401 quoting the key stops with status 2.
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            reply(self, 401, json.dumps({"error": {
+                "message": "no such key " + self.headers.get("Authorization", "")}}).encode())
+
+    with LocalServer(Refusing) as refusing:
+        r = run(refusing, "start")
+    assert r.returncode == 2, r.stderr
+    assert "refused the API key (HTTP 401: no such key Bearer ***)" in r.stderr, r.stderr
+    assert key not in r.stderr + r.stdout
 
 
 def test_sampling_left_at_its_default_is_not_sent(sluice, tmp_path):

@@ -441,6 +441,28 @@ static void server_messages(void **state)
     assert_int_equal(strlen(m), sizeof m - 1);
 }
 
+/* The API key a server quotes is masked wherever it occurs, the message
+ * kept around it and cut (never overflowing) when the mask is longer. */
+static void secrets_hidden(void **state)
+{
+    (void)state;
+    char m[64] = "bad key Bearer sk-123, sk-123 again";
+    openai_hide_secret(m, sizeof m, "sk-123");
+    assert_string_equal(m, "bad key Bearer ***, *** again");
+    openai_hide_secret(m, sizeof m, NULL);
+    openai_hide_secret(m, sizeof m, "");
+    assert_string_equal(m, "bad key Bearer ***, *** again");
+    char s[8] = "a1b1c1d"; /* a key shorter than the mask grows the text: cut at cap */
+    openai_hide_secret(s, sizeof s, "1");
+    assert_string_equal(s, "a***b");
+    char t[6] = "xxxk";
+    openai_hide_secret(t, sizeof t, "k"); /* the mask does not fit: the text ends there */
+    assert_string_equal(t, "xxx");
+    char u[16] = "kkkk";
+    openai_hide_secret(u, sizeof u, "kk");
+    assert_string_equal(u, "******");
+}
+
 /* A logprobs object whose first token has these alternatives (texts as
  * "token", log-probabilities). */
 static char *alternatives(const char *const *tokens, const double *lps, int n)
@@ -660,6 +682,7 @@ int main(void)
         cmocka_unit_test(answers_that_are_no_caption_fail),
         cmocka_unit_test(streams_without_their_end_are_cut),
         cmocka_unit_test(server_messages),
+        cmocka_unit_test(secrets_hidden),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -206,6 +206,7 @@ typedef struct oa_engine {
     int model_from;             /* the endpoint whose listing named it; -1: --served-model */
     json_t *response_format;    /* read-only once open: deep-copied per request */
     struct curl_slist *headers; /* may hold the API key: never logged */
+    char *api_key;              /* the key alone, hidden in what servers answer */
     CURLM *multi;
     oa_endpoint *eps;
     int n_eps;
@@ -1307,6 +1308,7 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
                                              sizeof cause)
                       : openai_parse_completion(body, r->resp.len, r->text_max, n_sent, out,
                                                 cause, sizeof cause);
+        openai_hide_secret(cause, sizeof cause, e->api_key); /* an error event's words */
         if (v == OPENAI_ANSWER_CUT) {
             /* Half an answer is never kept: the row is asked again from
              * the start, as when the connection breaks with an error. The
@@ -1351,6 +1353,8 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
     }
     char msg[768];
     openai_server_message((const char *)r->resp.data, r->resp.len, msg, sizeof msg);
+    /* A server may quote the request's Authorization header in its error. */
+    openai_hide_secret(msg, sizeof msg, e->api_key);
     snprintf(why, sizeof why, "HTTP %ld: %s", code, msg);
     if (code == 401 || code == 403) {
         key_refused(e, r, ep, why);
@@ -1676,6 +1680,7 @@ static void oa_free(void *impl)
     if (e->multi)
         curl_multi_cleanup(e->multi);
     curl_slist_free_all(e->headers);
+    sl_free(e->api_key);
     json_decref(e->response_format);
     for (int i = 0; i < e->n_eps; i++) {
         sl_free(e->eps[i].url);
@@ -1830,6 +1835,7 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
             char sm[512];
             openai_server_message((const char *)probes[i].resp.data, probes[i].resp.len, sm,
                                   sizeof sm);
+            openai_hide_secret(sm, sizeof sm, e->api_key);
             st = sl_fail(SL_ERR_INVALID_ARG,
                          "endpoint %s refused the API key (HTTP %ld: %s); set the key's "
                          "environment variable and name it with --api-key-env",
@@ -1876,6 +1882,7 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
                 char sm[96];
                 openai_server_message((const char *)probes[i].resp.data, probes[i].resp.len, sm,
                                       sizeof sm);
+                openai_hide_secret(sm, sizeof sm, e->api_key);
                 snprintf(http, sizeof http, "HTTP %ld: %s", code, sm);
                 not_ready++;
             }
@@ -2094,6 +2101,8 @@ sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
                              params->api_key_env);
                 goto fail;
             }
+        if (!(e->api_key = sl_strndup(key + from, to - from)))
+            goto nomem;
         const char *named = params->api_key_header;
         char *auth = named && *named
                          ? sl_asprintf("%s: %.*s", named, (int)(to - from), key + from)

@@ -540,6 +540,26 @@ void openai_server_message(const char *body, size_t len, char *out, size_t cap)
     json_decref(root);
 }
 
+void openai_hide_secret(char *s, size_t cap, const char *secret)
+{
+    size_t n = secret ? strlen(secret) : 0;
+    if (n == 0 || cap == 0)
+        return;
+    static const char mask[] = "***";
+    const size_t m = sizeof mask - 1;
+    for (char *at = strstr(s, secret); at; at = strstr(at + m, secret)) {
+        size_t before = (size_t)(at - s), after = strlen(at + n);
+        if (before + m >= cap) { /* no room for the mask: the string ends here */
+            *at = '\0';
+            return;
+        }
+        size_t keep = after < cap - 1 - before - m ? after : cap - 1 - before - m;
+        memmove(at + m, at + n, keep);
+        memcpy(at, mask, m);
+        at[m + keep] = '\0';
+    }
+}
+
 /* --- streams -------------------------------------------------------------------------- */
 
 void openai_stream_reset(openai_stream *s, size_t text_max)
