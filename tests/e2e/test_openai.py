@@ -787,6 +787,34 @@ def test_a_server_quoting_the_api_key_in_its_errors_does_not_leak_it(sluice, tmp
     assert key not in r.stderr + r.stdout
 
 
+def test_an_endpoints_password_reaches_the_server_not_the_output(sluice, tmp_path):
+    # --endpoint http://user:PASSWORD@host (basic auth of a proxy in front
+    # of the server): the password was in every message naming the
+    # endpoint and in metrics.prom's endpoint label.
+    seen = []
+
+    def answer(h, n, body):
+        seen.append(h.headers.get("Authorization"))
+        if n == 0:
+            return reply(h, 500, b'{"error": {"message": "warming up"}}')
+        completion(h)
+
+    inp = few_inputs(tmp_path, 2)
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        host = fake.url.removeprefix("http://")
+        r = caption(sluice, inp, out, "--endpoint", f"http://proxyuser:pw-s3cret@{host}",
+                    "--endpoint-failures", "1", "--endpoint-cooldown", "0.2", "--metrics-addr",
+                    "off", timeout=60)
+    assert r.returncode == 0, r.stderr
+    basic = "Basic " + base64.b64encode(b"proxyuser:pw-s3cret").decode()
+    assert seen == [basic] * 4
+    assert f"endpoint http://proxyuser:***@{host} out of rotation" in r.stderr, r.stderr
+    assert f'endpoint="http://proxyuser:***@{host}"' in (out / "metrics.prom").read_text()
+    written = b"".join(f.read_bytes() for f in out.rglob("*") if f.is_file())
+    assert "pw-s3cret" not in r.stderr + r.stdout and b"pw-s3cret" not in written
+
+
 def test_sampling_left_at_its_default_is_not_sent(sluice, tmp_path):
     # min_p 0.0 (and top_p 1.0) went into every request, which OpenAI's
     # API and strict gateways refuse; a temperature of 0.7 went out as

@@ -35,6 +35,7 @@
 #include "core/error.h"
 #include "core/fault.h"
 #include "core/log.h"
+#include "core/redact.h"
 #include "io/curl_conn.h"
 #include "llm/engine_impl.h"
 #include "llm/engines/openai_parse.h"
@@ -174,8 +175,9 @@ static void req_free(oa_req *r)
 /* --- the engine ---------------------------------------------------------------- */
 
 typedef struct oa_endpoint {
-    char *url;       /* base, without a trailing slash or /v1 */
-    char *chat_url;
+    char *url;       /* base, without a trailing slash or /v1, nor a password
+                        (core/redact.h): what messages and metrics name */
+    char *chat_url, *models_url; /* what is asked, with the password if any */
     char *query;     /* the --endpoint's "?..." or "", appended to each URL */
     /* Loop-owned; in_flight, limit and the counters are also read by
      * stats callers, so they change under the engine's smu. */
@@ -1685,6 +1687,7 @@ static void oa_free(void *impl)
     for (int i = 0; i < e->n_eps; i++) {
         sl_free(e->eps[i].url);
         sl_free(e->eps[i].chat_url);
+        sl_free(e->eps[i].models_url);
         sl_free(e->eps[i].query);
     }
     sl_free(e->eps);
@@ -1786,7 +1789,7 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
     }
     char *urls[n];
     for (int i = 0; i < n; i++) {
-        urls[i] = sl_asprintf("%s/v1/models%s", e->eps[i].url, e->eps[i].query);
+        urls[i] = sl_strdup(e->eps[i].models_url);
         hs[i] = curl_easy_init();
         if (!urls[i] || !hs[i])
             continue;
@@ -2047,8 +2050,18 @@ sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
     for (int i = 0; i < e->n_eps; i++) {
         oa_endpoint *ep = &e->eps[i];
         if (!(ep->url = base_url(params->endpoints[i], &ep->query)) ||
-            !(ep->chat_url = sl_asprintf("%s/v1/chat/completions%s", ep->url, ep->query)))
+            !(ep->chat_url = sl_asprintf("%s/v1/chat/completions%s", ep->url, ep->query)) ||
+            !(ep->models_url = sl_asprintf("%s/v1/models%s", ep->url, ep->query)))
             goto nomem;
+        /* http://user:PASSWORD@host (a proxy's basic auth): the password
+         * goes to the server, not into messages, metrics' labels or rows. */
+        if (sl_redact_needed(ep->url)) {
+            char *shown = sl_redact_dup(ep->url);
+            if (!shown)
+                goto nomem;
+            sl_free(ep->url);
+            ep->url = shown;
+        }
         /* Twice the same server would get twice its share, and its
          * failures would count as two endpoints'. */
         for (int k = 0; k < i; k++)
