@@ -636,6 +636,33 @@ def test_an_answer_cut_off_is_asked_again_never_kept(sluice, tmp_path, kind, rec
         assert fake.url in row["error"] and "HTTP 200 but" in row["error"], row["error"]
 
 
+def test_a_server_that_does_not_stream_is_read_with_stream(sluice, tmp_path):
+    # With --stream, a server or gateway that does not stream answers the
+    # whole completion as one application/json body: it was taken for a
+    # stream cut before its first event, asked again --max-attempts times
+    # (each a whole generation) and the row failed as "cut off". It is the
+    # answer: kept, asked once. A stream labelled application/json is still
+    # read as a stream.
+    def answer(h, n, body):
+        assert body["stream"] is True
+        if int(h.sha, 16) % 2:
+            return completion(h, "a whole caption")
+        reply(h, 200, event({"content": "a streamed "}) + event({"content": "caption"}, "stop") +
+              b"data: [DONE]\n\n", content_type="application/json")
+
+    inp = few_inputs(tmp_path)
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--stream", "--max-attempts", "3",
+                    "--metrics-addr", "off", timeout=60)
+        log = list(fake.log)
+    assert r.returncode == 0, r.stderr
+    rows = ok_rows(out)
+    assert len(rows) == 4 and [n for _, _, n in log] == [0] * 4  # each asked once
+    assert {row["caption"] for row in rows} == {"a whole caption", "a streamed caption"}
+    assert all(row["finish_reason"] == "stop" for row in rows), rows
+
+
 def test_finish_reasons_are_written_as_the_server_gave_them(sluice, tmp_path):
     # A finish_reason sluice does not know is kept as the server wrote it,
     # and none (null) is none: both were written "stop" before.

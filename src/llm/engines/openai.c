@@ -88,6 +88,11 @@ typedef struct oa_req {
     /* Streaming: the answer's server-sent events, parsed as they arrive;
      * reset by each attempt. */
     bool stream;
+    /* A streamed request answered 2xx with Content-Type application/json:
+     * a server or gateway that does not stream sent the whole completion
+     * as one body. It is read as one (before, it was taken for a stream
+     * cut before its first event and asked again max_attempts times). */
+    bool plain;
     openai_stream st;
     sl_json_schema *schema;     /* the request's: sent, and the answer checked against it */
     sl_task_group *grp;         /* one task of a request with several; NULL: none */
@@ -814,7 +819,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *user)
     if (!sl_buf_append(&r->resp, data, len))
         return 0;
     /* A stream is parsed now, for the time of its first token. */
-    if (r->stream && ok) {
+    if (r->stream && ok && !r->plain) {
         openai_stream_feed(&r->st, &r->resp, false, sl_mono_s());
         if (r->st.too_large) {
             r->too_large = true;
@@ -828,7 +833,17 @@ static size_t on_header(char *data, size_t size, size_t n, void *user)
 {
     oa_req *r = user;
     size_t len = size * n;
-    static const char name[] = "retry-after:";
+    static const char name[] = "retry-after:", type[] = "content-type:";
+    if (len > 5 && strncmp(data, "HTTP/", 5) == 0) /* a new answer's head (after a 100) */
+        r->plain = false;
+    if (r->stream && len > sizeof type - 1 && strncasecmp(data, type, sizeof type - 1) == 0) {
+        const char *v = data + sizeof type - 1, *end = data + len;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        static const char json[] = "application/json";
+        r->plain = (size_t)(end - v) >= sizeof json - 1 &&
+                   strncasecmp(v, json, sizeof json - 1) == 0;
+    }
     if (len > sizeof name - 1 && len < 256 && strncasecmp(data, name, sizeof name - 1) == 0) {
         char value[256];
         memcpy(value, data + sizeof name - 1, len - (sizeof name - 1));
@@ -952,7 +967,7 @@ static bool start_attempt(oa_engine *e, oa_req *r, int epi, double now)
     if (r->attempts == 1)
         r->first_sent = now;
     r->resp.len = 0;
-    r->too_large = r->error_cut = false;
+    r->too_large = r->error_cut = r->plain = false;
     openai_stream_reset(&r->st, r->text_max);
     r->retry_after = -1.0;
     r->errbuf[0] = '\0';
@@ -1293,20 +1308,28 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
         sl_result out[SL_MAX_ANSWERS];
         int n = r->n_answers;
         int n_sent = r->n_choices > 0 ? 1 : n;
+        const char *body = r->resp.data ? (const char *)r->resp.data : "";
+        /* Read as a stream unless it came as one JSON object; a stream
+         * labelled application/json is still a stream. */
+        size_t lead = 0;
+        while (lead < r->resp.len && (body[lead] == ' ' || body[lead] == '\t' ||
+                                      body[lead] == '\r' || body[lead] == '\n'))
+            lead++;
+        bool streamed = r->stream && (!r->plain || lead == r->resp.len || body[lead] != '{');
         if (r->too_large && !r->st.too_large) {
             /* The same request would be answered the same way: not retried. */
             answered(e);
             fail_request(e, r, "%s: %s answered HTTP %ld but its %s passed %zu bytes, the bound "
                          "for max_tokens (does the server ignore max_tokens?)",
-                         r->id, ep->url, code, r->stream ? "event" : "body", r->body_max);
+                         r->id, ep->url, code, streamed ? "event" : "body", r->body_max);
             return;
         }
-        if (r->stream)
+        if (streamed)
             openai_stream_feed(&r->st, &r->resp, true, now);
-        const char *body = r->resp.data ? (const char *)r->resp.data : "";
+        body = r->resp.data ? (const char *)r->resp.data : "";
         char cause[768];
         openai_verdict v =
-            r->stream ? openai_stream_result(&r->st, r->submitted, now, &out[0], cause,
+            streamed ? openai_stream_result(&r->st, r->submitted, now, &out[0], cause,
                                              sizeof cause)
                       : openai_parse_completion(body, r->resp.len, r->text_max, n_sent, out,
                                                 cause, sizeof cause);
@@ -1329,7 +1352,7 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
             out[k].endpoint = ep->url;
             out[k].attempts = r->attempts;
             out[k].queue_ms = (r->sent_at - r->submitted) * 1e3;
-            if (!r->stream)
+            if (!streamed)
                 out[k].generate_ms = (now - r->sent_at) * 1e3;
         }
         endpoint_ok(e, ep, now - r->sent_at);
@@ -1347,7 +1370,7 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
             complete(e, r, out, NULL);
         else if (r->n_choices > 0)
             start_choices(e, r, &out[0], code);
-        else if (r->stream || n_sent > 1)
+        else if (streamed || n_sent > 1)
             answers_done(e, r, out, NULL, 0);
         else
             answers_done(e, r, out, body, r->resp.len);
