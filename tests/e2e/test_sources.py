@@ -1165,6 +1165,23 @@ def test_urls_fetched_over_http_with_named_failures(sluice, http_root, tmp_path)
     assert rows["file"]["error"] is None and rows["file"]["path"] == str(JPEGS[2])
 
 
+def test_a_url_with_spaces_is_fetched_as_browsers_send_it(sluice, http_root, tmp_path):
+    """A space in a URL (https://host/my photo.jpg, as manifests scraped
+    from web pages hold) failed the row with libcurl's "URL using
+    bad/illegal format"; it goes out as %20, as browsers and Python's
+    requests send it. The row's path is the URL as written."""
+    root, base = http_root
+    (root / "my photo.jpg").write_bytes(JPEGS[0].read_bytes())
+    manifest = tmp_path / "urls.jsonl"
+    manifest.write_text(json.dumps({"id": "spaced", "url": f"{base}/my photo.jpg"}) + "\n")
+    r = run(sluice, manifest, tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    row = by_id(jsonl_rows(tmp_path / "o"))["spaced"]
+    assert row["error"] is None and row["caption"], row
+    assert row["path"] == f"{base}/my photo.jpg"
+    assert FlakyHandler.hits == {"/my%20photo.jpg": 1}
+
+
 class SecretsHandler(http.server.BaseHTTPRequestHandler):
     """Serves JPEGS[0] at /private/* to basic auth alice:hunter2pw only, and
     at /signed/* to a query holding X-Amz-Signature=sigsecret0 only (as a
