@@ -720,6 +720,37 @@ def test_an_answer_that_is_no_caption_fails_its_row(sluice, tmp_path, kind, why)
         assert why in row["error"], row["error"]
 
 
+def test_a_content_of_parts_is_its_text_and_a_200_error_names_its_message(sluice, tmp_path):
+    # Mistral's reasoning models answer content as an array of parts
+    # ({"type": "thinking"}, {"type": "text"}): its rows failed with "the
+    # answer has no choices[0].message.content". Its text parts are the
+    # caption. A 200 whose body is an error object (a gateway whose
+    # upstream failed) failed with the same words, hiding the server's:
+    # now its message is named.
+    def answer(h, n, body):
+        if int(h.sha, 16) % 2:
+            return reply(h, 200, json.dumps({"error": {"message": "upstream overloaded",
+                                                       "code": 502}}).encode())
+        reply(h, 200, json.dumps({"choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": [
+                {"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]},
+                {"type": "text", "text": "a cup "}, {"type": "text", "text": "of coffee"}]}}]
+        }).encode())
+
+    inp = few_inputs(tmp_path, 4)
+    with FakeServer(answer) as fake:
+        r = caption(sluice, inp, tmp_path / "out", "--endpoint", fake.url, "--metrics-addr",
+                    "off", timeout=60)
+    assert r.returncode == 3, r.stderr
+    rows = ok_rows(tmp_path / "out")
+    good = [row for row in rows if row["error"] is None]
+    bad = [row for row in rows if row["error"]]
+    assert good and bad and len(rows) == 4
+    assert all(row["caption"] == "a cup of coffee" for row in good), good
+    assert all(row["error"].endswith("answered HTTP 200 but the answer is an error, not a "
+                                     "completion: upstream overloaded") for row in bad), bad
+
+
 def test_an_api_key_read_from_a_file_keeps_working(sluice, tmp_path):
     # A key with the newline of the file it came from (a Kubernetes secret)
     # put a bare newline in the Authorization header: every request was a
