@@ -751,6 +751,27 @@ def test_a_content_of_parts_is_its_text_and_a_200_error_names_its_message(sluice
                                      "completion: upstream overloaded") for row in bad), bad
 
 
+def test_a_redirect_is_not_followed_and_names_where_it_points(sluice, tmp_path):
+    # A gateway moved to https answers 308 with a Location: the row failed
+    # with "HTTP 308: (empty body)", not saying where. The request (and its
+    # key) is not sent on; the row fails at once naming the Location.
+    def answer(h, n, body):
+        reply(h, 308, b"", [("Location", "https://gw.example/v1/chat/completions?token=t0k")])
+
+    inp = few_inputs(tmp_path, 2)
+    with FakeServer(answer) as fake:
+        r = caption(sluice, inp, tmp_path / "out", "--endpoint", fake.url, "--metrics-addr",
+                    "off", timeout=60)
+        posts = len(fake.log)
+    assert r.returncode == 3, r.stderr
+    rows = ok_rows(tmp_path / "out")
+    assert len(rows) == 2 and posts == 2  # not asked again, not followed
+    for row in rows:
+        assert row["error"] == (f"{row['id']}: {fake.url} answered HTTP 308, a redirect to "
+                                "https://gw.example/v1/chat/completions?token=*** (not followed: "
+                                "give the endpoint's URL as it is now, --endpoint)"), row
+
+
 def test_an_api_key_read_from_a_file_keeps_working(sluice, tmp_path):
     # A key with the newline of the file it came from (a Kubernetes secret)
     # put a bare newline in the Authorization header: every request was a

@@ -77,6 +77,7 @@ typedef struct oa_req {
     int ep;                     /* the endpoint of the attempt in progress */
     double submitted, sent_at, next_at, first_sent;
     double retry_after;         /* from the last answer; -1: none */
+    char location[512];         /* a redirect's Location (its start); "": none */
     CURL *easy;
     /* The answer so far: a 2xx body up to body_max, an error body up to
      * OPENAI_ERROR_BODY_MAX; a stream's unparsed rest (one partial event). */
@@ -834,8 +835,22 @@ static size_t on_header(char *data, size_t size, size_t n, void *user)
     oa_req *r = user;
     size_t len = size * n;
     static const char name[] = "retry-after:", type[] = "content-type:";
-    if (len > 5 && strncmp(data, "HTTP/", 5) == 0) /* a new answer's head (after a 100) */
+    if (len > 5 && strncmp(data, "HTTP/", 5) == 0) { /* a new answer's head (after a 100) */
         r->plain = false;
+        r->location[0] = '\0';
+    }
+    static const char where[] = "location:";
+    if (len > sizeof where - 1 && strncasecmp(data, where, sizeof where - 1) == 0) {
+        const char *v = data + sizeof where - 1, *end = data + len;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+            end--;
+        size_t k = (size_t)(end - v) < sizeof r->location ? (size_t)(end - v)
+                                                           : sizeof r->location - 1;
+        memcpy(r->location, v, k);
+        r->location[k] = '\0';
+    }
     if (r->stream && len > sizeof type - 1 && strncasecmp(data, type, sizeof type - 1) == 0) {
         const char *v = data + sizeof type - 1, *end = data + len;
         while (v < end && (*v == ' ' || *v == '\t'))
@@ -970,6 +985,7 @@ static bool start_attempt(oa_engine *e, oa_req *r, int epi, double now)
     r->too_large = r->error_cut = r->plain = false;
     openai_stream_reset(&r->st, r->text_max);
     r->retry_after = -1.0;
+    r->location[0] = '\0';
     r->errbuf[0] = '\0';
     sl_curl_trust(h);
     curl_easy_setopt(h, CURLOPT_URL, ep->chat_url);
@@ -1380,7 +1396,13 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
     openai_server_message((const char *)r->resp.data, r->resp.len, msg, sizeof msg);
     /* A server may quote the request's Authorization header in its error. */
     openai_hide_secret(msg, sizeof msg, e->api_key);
-    snprintf(why, sizeof why, "HTTP %ld: %s", code, msg);
+    if (code >= 300 && code < 400 && r->location[0])
+        /* Not followed: a POST and its key go to the endpoint given, and
+         * nowhere a server points (http -> https, a moved gateway). */
+        snprintf(why, sizeof why, "HTTP %ld, a redirect to %.400s (not followed: give the "
+                 "endpoint's URL as it is now, --endpoint)", code, r->location);
+    else
+        snprintf(why, sizeof why, "HTTP %ld: %s", code, msg);
     if (code == 401 || code == 403) {
         key_refused(e, r, ep, why);
     } else if (http_policy_retriable(code)) {
