@@ -430,6 +430,17 @@ def few_inputs(tmp_path, n=4):
     return root
 
 
+def against_fake(sluice, tmp_path, answer, n=2):
+    """n images captioned into tmp_path/out by a FakeServer answering with
+    `answer`: the run, its rows, the server's log and its URL."""
+    inp = few_inputs(tmp_path, n)
+    with FakeServer(answer) as fake:
+        r = caption(sluice, inp, tmp_path / "out", "--endpoint", fake.url, "--metrics-addr",
+                    "off", timeout=60)
+        log = list(fake.log)
+    return r, ok_rows(tmp_path / "out"), log, fake.url
+
+
 def test_a_retry_after_past_the_bound_is_not_obeyed(sluice, tmp_path):
     # Each request's first answer is a 429: half ask for a day (past the
     # 60 s bound: the client's own backoff instead), half for 2 s (obeyed).
@@ -706,17 +717,12 @@ def test_an_answer_that_is_no_caption_fails_its_row(sluice, tmp_path, kind, why)
         reply(h, 200, json.dumps({"choices": [{"index": 0, "message": message,
                                                "finish_reason": finish}]}).encode())
 
-    inp = few_inputs(tmp_path, 2)
-    with FakeServer(answer) as fake:
-        r = caption(sluice, inp, tmp_path / "out", "--endpoint", fake.url, "--metrics-addr",
-                    "off", timeout=60)
-        log = list(fake.log)
+    r, rows, log, url = against_fake(sluice, tmp_path, answer)
     assert r.returncode == 3, r.stderr
-    rows = ok_rows(tmp_path / "out")
     assert len(rows) == 2 and len(log) == 2  # not asked again: the answer would be the same
     for row in rows:
         assert row["caption"] is None and row["error_stage"] == "engine", row
-        assert row["id"] in row["error"] and fake.url in row["error"], row["error"]
+        assert row["id"] in row["error"] and url in row["error"], row["error"]
         assert why in row["error"], row["error"]
 
 
@@ -737,12 +743,8 @@ def test_a_content_of_parts_is_its_text_and_a_200_error_names_its_message(sluice
                 {"type": "text", "text": "a cup "}, {"type": "text", "text": "of coffee"}]}}]
         }).encode())
 
-    inp = few_inputs(tmp_path, 4)
-    with FakeServer(answer) as fake:
-        r = caption(sluice, inp, tmp_path / "out", "--endpoint", fake.url, "--metrics-addr",
-                    "off", timeout=60)
+    r, rows, _, _ = against_fake(sluice, tmp_path, answer, 4)
     assert r.returncode == 3, r.stderr
-    rows = ok_rows(tmp_path / "out")
     good = [row for row in rows if row["error"] is None]
     bad = [row for row in rows if row["error"]]
     assert good and bad and len(rows) == 4
@@ -758,16 +760,11 @@ def test_a_redirect_is_not_followed_and_names_where_it_points(sluice, tmp_path):
     def answer(h, n, body):
         reply(h, 308, b"", [("Location", "https://gw.example/v1/chat/completions?token=t0k")])
 
-    inp = few_inputs(tmp_path, 2)
-    with FakeServer(answer) as fake:
-        r = caption(sluice, inp, tmp_path / "out", "--endpoint", fake.url, "--metrics-addr",
-                    "off", timeout=60)
-        posts = len(fake.log)
+    r, rows, log, url = against_fake(sluice, tmp_path, answer)
     assert r.returncode == 3, r.stderr
-    rows = ok_rows(tmp_path / "out")
-    assert len(rows) == 2 and posts == 2  # not asked again, not followed
+    assert len(rows) == 2 and len(log) == 2  # not asked again, not followed
     for row in rows:
-        assert row["error"] == (f"{row['id']}: {fake.url} answered HTTP 308, a redirect to "
+        assert row["error"] == (f"{row['id']}: {url} answered HTTP 308, a redirect to "
                                 "https://gw.example/v1/chat/completions?token=*** (not followed: "
                                 "give the endpoint's URL as it is now, --endpoint)"), row
 
