@@ -5,6 +5,7 @@
 #include <pthread.h>
 
 #include "core/log.h"
+#include "core/redact.h"
 
 static atomic_int min_level = SL_LOG_WARN;
 static pthread_mutex_t sink_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -27,11 +28,12 @@ void sl_log(sl_log_level level, const char *fmt, ...)
 {
     if ((int)level < atomic_load(&min_level))
         return;
-    char line[2048];
+    char text[2048], line[sizeof text];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    sl_redact_urls(text, line, sizeof line); /* a URL without its secrets */
 
     static const char *const names[] = {"debug", "info", "warn", "error"};
     pthread_mutex_lock(&sink_lock);

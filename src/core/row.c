@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "core/alloc.h"
+#include "core/redact.h"
 #include "core/row.h"
 
 uint64_t sl_row_seq(const sl_row *row) { return row->seq; }
@@ -76,6 +77,16 @@ static void row_vfail(sl_row *row, sl_status status, const char *fmt, va_list ap
     va_end(again);
     if (!row->error)
         row->error = sl_strdup("out of memory recording the error");
+    /* A URL's password and signature stay out of the row (core/redact.h). */
+    if (row->error && sl_redact_needed(row->error)) {
+        char *shown = sl_redact_dup(row->error);
+        if (shown) {
+            sl_free(row->error);
+            row->error = shown;
+        } else {
+            row->error[0] = '\0'; /* never the secret: the cause is lost instead */
+        }
+    }
     row->mark_stage = row->stage ? row->stage : "unknown";
     row->error_status = status;
 }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "core/error.h"
+#include "core/redact.h"
 
 static _Thread_local char last_error[1024];
 
@@ -56,9 +57,14 @@ void sl_clear_error(void) { last_error[0] = '\0'; }
 
 sl_status sl_fail(sl_status status, const char *fmt, ...)
 {
+    /* Formatted aside first: callers pass sl_last_error() as an argument.
+     * A URL in the message is shown without its secrets (core/redact.h):
+     * every error message passes here or through sl_row_fail. */
+    char text[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    sl_redact_urls(text, last_error, sizeof last_error);
     return status;
 }

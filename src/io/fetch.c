@@ -36,11 +36,38 @@ void sl_fetch_pause(int attempt)
     nanosleep(&pause, NULL);
 }
 
+/* url with each space as %20, in a new string (sl_free); NULL when out of
+ * memory. */
+static char *spaces_encoded(const char *url)
+{
+    size_t n = 0;
+    for (const char *c = url; *c; c++)
+        n += *c == ' ' ? 3 : 1;
+    char *out = sl_malloc(n + 1), *o = out;
+    for (const char *c = url; out && *c; c++) {
+        if (*c == ' ') {
+            memcpy(o, "%20", 3);
+            o += 3;
+        } else {
+            *o++ = *c;
+        }
+    }
+    if (out)
+        *o = '\0';
+    return out;
+}
+
 void sl_fetch_policy(CURL *h, const char *url, long timeout_ms, char *cerr)
 {
     cerr[0] = '\0';
     curl_easy_reset(h);
-    curl_easy_setopt(h, CURLOPT_URL, url);
+    /* A space has no place in a URL, yet manifests scraped from web pages
+     * hold some (https://host/my photo.jpg); browsers and Python's requests
+     * send it as %20, and libcurl refuses it ("URL using bad/illegal
+     * format"). libcurl copies the string. */
+    char *encoded = strchr(url, ' ') ? spaces_encoded(url) : NULL;
+    curl_easy_setopt(h, CURLOPT_URL, encoded ? encoded : url);
+    sl_free(encoded);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);

@@ -10,6 +10,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/fault.h"
+#include "core/redact.h"
 #include "job/batch.h"
 #include "job/job.h"
 
@@ -195,10 +196,17 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
     }
     const caption_schema *s = &j->schema;
     int n_rows = output_rows(j);
+    /* A URL's password and signature are not the output's (core/redact.h):
+     * the path column shows the URL without them. */
+    char *shown = NULL;
+    if (sl_redact_needed(r->path) && !(shown = sl_redact_dup(r->path)))
+        return sl_fail(SL_ERR_NOMEM, "%s: out of memory writing its row", r->rel);
     sl_status st = SL_OK;
     for (int t = 0; st == SL_OK && t < n_rows; t++) {
         sl_pq_value all[CELL_COUNT], cells[CELL_COUNT];
         row_cells(j, r, row, t, all);
+        if (shown)
+            all[CF_PATH] = cell_text(shown);
         for (size_t h = 0; h < s->schema.n_head; h++)
             cells[h] = all[s->head_cell[h]];
         if (s->schema.n_tail)
@@ -211,6 +219,7 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
             st = sl_sink_write(sink, &(sl_schema_row){.cells = cells, .extra = own ? own : r->extra, .id = r->rel});
         json_decref(own);
     }
+    sl_free(shown);
     if (st == SL_OK)
         count_answers(j, r, row);
     return st;

@@ -6,6 +6,7 @@ that does not answer; against a fake server, that no server can hang a run
 (a Retry-After of a day, 429 forever, an answer without end)."""
 import base64
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLES, read_rows, sample_copies, sample_images, sanitized
+from localserver import LocalServer
 from openai_helpers import (FakeServer, LlamaServer, Proxy, chat, completion, endless,
                             free_port, metric_sum, reply, scrape, too_many_requests)
 
@@ -428,6 +430,17 @@ def few_inputs(tmp_path, n=4):
     return root
 
 
+def against_fake(sluice, tmp_path, answer, n=2):
+    """n images captioned into tmp_path/out by a FakeServer answering with
+    `answer`: the run, its rows, the server's log and its URL."""
+    inp = few_inputs(tmp_path, n)
+    with FakeServer(answer) as fake:
+        r = caption(sluice, inp, tmp_path / "out", "--endpoint", fake.url, "--metrics-addr",
+                    "off", timeout=60)
+        log = list(fake.log)
+    return r, ok_rows(tmp_path / "out"), log, fake.url
+
+
 def test_a_retry_after_past_the_bound_is_not_obeyed(sluice, tmp_path):
     # Each request's first answer is a 429: half ask for a day (past the
     # 60 s bound: the client's own backoff instead), half for 2 s (obeyed).
@@ -634,6 +647,33 @@ def test_an_answer_cut_off_is_asked_again_never_kept(sluice, tmp_path, kind, rec
         assert fake.url in row["error"] and "HTTP 200 but" in row["error"], row["error"]
 
 
+def test_a_server_that_does_not_stream_is_read_with_stream(sluice, tmp_path):
+    # With --stream, a server or gateway that does not stream answers the
+    # whole completion as one application/json body: it was taken for a
+    # stream cut before its first event, asked again --max-attempts times
+    # (each a whole generation) and the row failed as "cut off". It is the
+    # answer: kept, asked once. A stream labelled application/json is still
+    # read as a stream.
+    def answer(h, n, body):
+        assert body["stream"] is True
+        if int(h.sha, 16) % 2:
+            return completion(h, "a whole caption")
+        reply(h, 200, event({"content": "a streamed "}) + event({"content": "caption"}, "stop") +
+              b"data: [DONE]\n\n", content_type="application/json")
+
+    inp = few_inputs(tmp_path)
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        r = caption(sluice, inp, out, "--endpoint", fake.url, "--stream", "--max-attempts", "3",
+                    "--metrics-addr", "off", timeout=60)
+        log = list(fake.log)
+    assert r.returncode == 0, r.stderr
+    rows = ok_rows(out)
+    assert len(rows) == 4 and [n for _, _, n in log] == [0] * 4  # each asked once
+    assert {row["caption"] for row in rows} == {"a whole caption", "a streamed caption"}
+    assert all(row["finish_reason"] == "stop" for row in rows), rows
+
+
 def test_finish_reasons_are_written_as_the_server_gave_them(sluice, tmp_path):
     # A finish_reason sluice does not know is kept as the server wrote it,
     # and none (null) is none: both were written "stop" before.
@@ -677,18 +717,56 @@ def test_an_answer_that_is_no_caption_fails_its_row(sluice, tmp_path, kind, why)
         reply(h, 200, json.dumps({"choices": [{"index": 0, "message": message,
                                                "finish_reason": finish}]}).encode())
 
-    inp = few_inputs(tmp_path, 2)
-    with FakeServer(answer) as fake:
-        r = caption(sluice, inp, tmp_path / "out", "--endpoint", fake.url, "--metrics-addr",
-                    "off", timeout=60)
-        log = list(fake.log)
+    r, rows, log, url = against_fake(sluice, tmp_path, answer)
     assert r.returncode == 3, r.stderr
-    rows = ok_rows(tmp_path / "out")
     assert len(rows) == 2 and len(log) == 2  # not asked again: the answer would be the same
     for row in rows:
         assert row["caption"] is None and row["error_stage"] == "engine", row
-        assert row["id"] in row["error"] and fake.url in row["error"], row["error"]
+        assert row["id"] in row["error"] and url in row["error"], row["error"]
         assert why in row["error"], row["error"]
+
+
+def test_a_content_of_parts_is_its_text_and_a_200_error_names_its_message(sluice, tmp_path):
+    # Mistral's reasoning models answer content as an array of parts
+    # ({"type": "thinking"}, {"type": "text"}): its rows failed with "the
+    # answer has no choices[0].message.content". Its text parts are the
+    # caption. A 200 whose body is an error object (a gateway whose
+    # upstream failed) failed with the same words, hiding the server's:
+    # now its message is named.
+    def answer(h, n, body):
+        if int(h.sha, 16) % 2:
+            return reply(h, 200, json.dumps({"error": {"message": "upstream overloaded",
+                                                       "code": 502}}).encode())
+        reply(h, 200, json.dumps({"choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": [
+                {"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]},
+                {"type": "text", "text": "a cup "}, {"type": "text", "text": "of coffee"}]}}]
+        }).encode())
+
+    r, rows, _, _ = against_fake(sluice, tmp_path, answer, 4)
+    assert r.returncode == 3, r.stderr
+    good = [row for row in rows if row["error"] is None]
+    bad = [row for row in rows if row["error"]]
+    assert good and bad and len(rows) == 4
+    assert all(row["caption"] == "a cup of coffee" for row in good), good
+    assert all(row["error"].endswith("answered HTTP 200 but the answer is an error, not a "
+                                     "completion: upstream overloaded") for row in bad), bad
+
+
+def test_a_redirect_is_not_followed_and_names_where_it_points(sluice, tmp_path):
+    # A gateway moved to https answers 308 with a Location: the row failed
+    # with "HTTP 308: (empty body)", not saying where. The request (and its
+    # key) is not sent on; the row fails at once naming the Location.
+    def answer(h, n, body):
+        reply(h, 308, b"", [("Location", "https://gw.example/v1/chat/completions?token=t0k")])
+
+    r, rows, log, url = against_fake(sluice, tmp_path, answer)
+    assert r.returncode == 3, r.stderr
+    assert len(rows) == 2 and len(log) == 2  # not asked again, not followed
+    for row in rows:
+        assert row["error"] == (f"{row['id']}: {url} answered HTTP 308, a redirect to "
+                                "https://gw.example/v1/chat/completions?token=*** (not followed: "
+                                "give the endpoint's URL as it is now, --endpoint)"), row
 
 
 def test_an_api_key_read_from_a_file_keeps_working(sluice, tmp_path):
@@ -724,6 +802,93 @@ def test_an_api_key_read_from_a_file_keeps_working(sluice, tmp_path):
         r = run(" \n", "empty")
         assert r.returncode == 2 and "not set or empty" in r.stderr, r.stderr
     assert len(seen) == 2
+
+
+def test_a_server_quoting_the_api_key_in_its_errors_does_not_leak_it(sluice, tmp_path):
+    # A gateway that quotes the request's Authorization header in its error
+    # ("invalid key: Bearer sk-...") put the key into the failed rows'
+    # error, stderr, report.html and the stopping message: each is written
+    # with the key as ***, the rest of the server's words kept.
+    key = "sk-leak-9f3a7c"
+
+    def answer(h, n, body):
+        said = "invalid key: " + h.headers.get("Authorization", "")
+        if body.get("stream"):  # an error event inside a stream
+            h.send_response(200)
+            h.send_header("Content-Type", "text/event-stream")
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.close_connection = True
+            h.wfile.write(b"data: " + json.dumps({"error": {"message": said}}).encode() +
+                          b"\n\n")
+            return
+        reply(h, 400 if int(h.sha, 16) % 2 else 500, json.dumps({"error": {"message": said}}).encode())
+
+    def run(fake, out, *extra):
+        return subprocess.run(
+            [str(sluice.binary), "caption", str(inp), "-o", str(tmp_path / out), "--engine",
+             "openai", "--endpoint", fake.url, "--api-key-env", "SLUICE_TEST_KEY",
+             "--max-attempts", "2", "--endpoint-cooldown", "0.2", "--metrics-addr", "off",
+             *extra], capture_output=True,
+            text=True, timeout=60, env={**os.environ, "SLUICE_TEST_KEY": key})
+
+    def written(out):
+        return "".join(f.read_text(errors="replace") for f in (tmp_path / out).rglob("*")
+                       if f.is_file() and f.suffix != ".sqlite")
+
+    inp = few_inputs(tmp_path, 4)
+    with FakeServer(answer) as fake:
+        for out, extra in (("plain", ()), ("stream", ("--stream",))):
+            r = run(fake, out, *extra)
+            assert r.returncode == 3, r.stderr
+            rows = ok_rows(tmp_path / out)
+            assert len(rows) == 4 and all(
+                "invalid key: Bearer ***" in row["error"] for row in rows), rows
+            assert key not in r.stderr + r.stdout + written(out), out
+            assert "invalid key: Bearer ***" in r.stderr
+
+    # The check at start: a 401 quoting the key stops with status 2.
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            reply(self, 401, json.dumps({"error": {
+                "message": "no such key " + self.headers.get("Authorization", "")}}).encode())
+
+    with LocalServer(Refusing) as refusing:
+        r = run(refusing, "start")
+    assert r.returncode == 2, r.stderr
+    assert "refused the API key (HTTP 401: no such key Bearer ***)" in r.stderr, r.stderr
+    assert key not in r.stderr + r.stdout
+
+
+def test_an_endpoints_password_reaches_the_server_not_the_output(sluice, tmp_path):
+    # --endpoint http://user:PASSWORD@host (basic auth of a proxy in front
+    # of the server): the password was in every message naming the
+    # endpoint and in metrics.prom's endpoint label.
+    seen = []
+
+    def answer(h, n, body):
+        seen.append(h.headers.get("Authorization"))
+        if n == 0:
+            return reply(h, 500, b'{"error": {"message": "warming up"}}')
+        completion(h)
+
+    inp = few_inputs(tmp_path, 2)
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        host = fake.url.removeprefix("http://")
+        r = caption(sluice, inp, out, "--endpoint", f"http://proxyuser:pw-s3cret@{host}",
+                    "--endpoint-failures", "1", "--endpoint-cooldown", "0.2", "--metrics-addr",
+                    "off", timeout=60)
+    assert r.returncode == 0, r.stderr
+    basic = "Basic " + base64.b64encode(b"proxyuser:pw-s3cret").decode()
+    assert seen == [basic] * 4
+    assert f"endpoint http://proxyuser:***@{host} out of rotation" in r.stderr, r.stderr
+    assert f'endpoint="http://proxyuser:***@{host}"' in (out / "metrics.prom").read_text()
+    written = b"".join(f.read_bytes() for f in out.rglob("*") if f.is_file())
+    assert "pw-s3cret" not in r.stderr + r.stdout and b"pw-s3cret" not in written
 
 
 def test_sampling_left_at_its_default_is_not_sent(sluice, tmp_path):

@@ -4,6 +4,7 @@ Parquet written by pyarrow, http(s) URLs from a local http.server, folder
 globs; pass-through columns read back by pyarrow and DuckDB; --shard-rows and
 --include-image-bytes; broken inputs as failed rows naming the input and the
 cause, every row exactly once, no sanitizer report."""
+import base64
 import csv
 import functools
 import http.server
@@ -1164,6 +1165,87 @@ def test_urls_fetched_over_http_with_named_failures(sluice, http_root, tmp_path)
     r = run(sluice, manifest, tmp_path / "o2", "--allow-file-urls", "--max-download-bytes", "2M")
     rows = by_id(jsonl_rows(tmp_path / "o2"))
     assert rows["file"]["error"] is None and rows["file"]["path"] == str(JPEGS[2])
+
+
+def test_a_url_with_spaces_is_fetched_as_browsers_send_it(sluice, http_root, tmp_path):
+    """A space in a URL (https://host/my photo.jpg, as manifests scraped
+    from web pages hold) failed the row with libcurl's "URL using
+    bad/illegal format"; it goes out as %20, as browsers and Python's
+    requests send it. The row's path is the URL as written."""
+    root, base = http_root
+    (root / "my photo.jpg").write_bytes(JPEGS[0].read_bytes())
+    manifest = tmp_path / "urls.jsonl"
+    manifest.write_text(json.dumps({"id": "spaced", "url": f"{base}/my photo.jpg"}) + "\n")
+    r = run(sluice, manifest, tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    row = by_id(jsonl_rows(tmp_path / "o"))["spaced"]
+    assert row["error"] is None and row["caption"], row
+    assert row["path"] == f"{base}/my photo.jpg"
+    assert FlakyHandler.hits == {"/my%20photo.jpg": 1}
+
+
+class SecretsHandler(http.server.BaseHTTPRequestHandler):
+    """Serves JPEGS[0] at /private/* to basic auth alice:hunter2pw only, and
+    at /signed/* to a query holding X-Amz-Signature=sigsecret0 only (as a
+    presigned URL); a name with "missing" in it is a 404 then."""
+
+    def do_GET(self):
+        path, _, query = self.path.partition("?")
+        if path.startswith("/private/"):
+            allowed = self.headers.get("Authorization") == "Basic " + \
+                base64.b64encode(b"alice:hunter2pw").decode()
+        else:
+            allowed = "X-Amz-Signature=sigsecret0" in query.split("&")
+        if not allowed:
+            self.send_error(403)
+        elif "missing" in path:
+            self.send_error(404)
+        else:
+            data = JPEGS[0].read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_urls_password_and_signature_stay_out_of_the_output(sluice, tmp_path):
+    """An image URL's password (http://user:PASSWORD@host) and a presigned
+    URL's signature went into the failed row's error, stderr, report.html
+    and every row's path column: a published caption set handed out the
+    credentials. They still reach the server; what sluice prints and
+    writes shows them as *** (docs/inputs.md, URLs)."""
+    with LocalServer(SecretsHandler) as server:
+        host = server.url.removeprefix("http://")
+        auth = f"http://alice:hunter2pw@{host}"
+        sig = "X-Amz-Credential=AKIDsecret1%2F20261205&X-Amz-Signature=sigsecret0&v=1"
+        rows_in = [
+            {"id": "private", "url": f"{auth}/private/a.jpg"},
+            {"id": "signed", "url": f"{server.url}/signed/b.jpg?{sig}"},
+            {"id": "private-404", "url": f"{auth}/private/missing.jpg"},
+            {"id": "signed-404", "url": f"{server.url}/signed/missing.jpg?{sig}"},
+        ]
+        manifest = tmp_path / "urls.jsonl"
+        manifest.write_text("".join(json.dumps(r) + "\n" for r in rows_in))
+        out = tmp_path / "o"
+        r = run(sluice, manifest, out, "--show", "4")
+    assert r.returncode == 3, r.stderr
+    rows = by_id(jsonl_rows(out))
+    shown_sig = "X-Amz-Credential=***&X-Amz-Signature=***&v=1"
+    assert rows["private"]["error"] is None and rows["private"]["caption"]
+    assert rows["signed"]["error"] is None and rows["signed"]["caption"]
+    assert rows["private"]["path"] == f"http://alice:***@{host}/private/a.jpg"
+    assert rows["signed"]["path"] == f"{server.url}/signed/b.jpg?{shown_sig}"
+    assert rows["private-404"]["error"] == \
+        f"cannot download 'http://alice:***@{host}/private/missing.jpg': HTTP 404"
+    assert rows["signed-404"]["error"] == \
+        f"cannot download '{server.url}/signed/missing.jpg?{shown_sig}': HTTP 404"
+    written = b"".join(f.read_bytes() for f in out.rglob("*") if f.is_file())
+    for secret in ("hunter2pw", "sigsecret0", "AKIDsecret1"):
+        assert secret not in r.stderr + r.stdout, secret
+        assert secret.encode() not in written, secret
 
 
 def test_file_urls_are_percent_decoded_and_bad_escapes_fail_the_row(sluice, tmp_path):

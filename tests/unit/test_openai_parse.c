@@ -441,6 +441,66 @@ static void server_messages(void **state)
     assert_int_equal(strlen(m), sizeof m - 1);
 }
 
+/* One answer of body read with a text bound of text_max: its text (the
+ * caller frees it), or NULL with the cause in why. */
+static char *text_of(const char *body, size_t text_max, char *why, size_t cap)
+{
+    sl_result out;
+    if (openai_parse_completion(body, strlen(body), text_max, 1, &out, why, cap) !=
+        OPENAI_ANSWER_OK)
+        return NULL;
+    char *text = out.text;
+    out.text = NULL;
+    sl_result_clear(&out);
+    return text;
+}
+
+/* A content of parts is its text parts joined (Mistral's reasoning
+ * models); parts with no text are an empty caption; a 2xx error object is
+ * named by its message. */
+static void content_parts_and_2xx_errors(void **state)
+{
+    (void)state;
+    char why[256];
+    const char *parts = "{\"choices\":[{\"finish_reason\":\"stop\",\"message\":{\"content\":"
+                        "[{\"type\":\"thinking\",\"thinking\":\"x\"},{\"type\":\"text\","
+                        "\"text\":\"a \"},{\"type\":\"text\",\"text\":\"b\"},7]}}]}";
+    char *text = text_of(parts, 1024, why, sizeof why);
+    assert_string_equal(text, "a b");
+    sl_free(text);
+    text = text_of("{\"choices\":[{\"message\":{\"content\":[{\"type\":\"image_url\"}]}}]}",
+                   1024, why, sizeof why);
+    assert_string_equal(text, "");
+    sl_free(text);
+    assert_null(text_of("{\"choices\":[{\"message\":{\"content\":[{\"type\":\"text\","
+                        "\"text\":\"0123456789\"}]}}]}", 4, why, sizeof why));
+    assert_non_null(strstr(why, "passed 4 bytes"));
+    assert_null(text_of("{\"error\":{\"message\":\"upstream down\"}}", 1024, why, sizeof why));
+    assert_string_equal(why, "the answer is an error, not a completion: upstream down");
+}
+
+/* The API key a server quotes is masked wherever it occurs, the message
+ * kept around it and cut (never overflowing) when the mask is longer. */
+static void secrets_hidden(void **state)
+{
+    (void)state;
+    char m[64] = "bad key Bearer sk-123, sk-123 again";
+    openai_hide_secret(m, sizeof m, "sk-123");
+    assert_string_equal(m, "bad key Bearer ***, *** again");
+    openai_hide_secret(m, sizeof m, NULL);
+    openai_hide_secret(m, sizeof m, "");
+    assert_string_equal(m, "bad key Bearer ***, *** again");
+    char s[8] = "a1b1c1d"; /* a key shorter than the mask grows the text: cut at cap */
+    openai_hide_secret(s, sizeof s, "1");
+    assert_string_equal(s, "a***b");
+    char t[6] = "xxxk";
+    openai_hide_secret(t, sizeof t, "k"); /* the mask does not fit: the text ends there */
+    assert_string_equal(t, "xxx");
+    char u[16] = "kkkk";
+    openai_hide_secret(u, sizeof u, "kk");
+    assert_string_equal(u, "******");
+}
+
 /* A logprobs object whose first token has these alternatives (texts as
  * "token", log-probabilities). */
 static char *alternatives(const char *const *tokens, const double *lps, int n)
@@ -660,6 +720,8 @@ int main(void)
         cmocka_unit_test(answers_that_are_no_caption_fail),
         cmocka_unit_test(streams_without_their_end_are_cut),
         cmocka_unit_test(server_messages),
+        cmocka_unit_test(secrets_hidden),
+        cmocka_unit_test(content_parts_and_2xx_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

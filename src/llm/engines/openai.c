@@ -35,6 +35,7 @@
 #include "core/error.h"
 #include "core/fault.h"
 #include "core/log.h"
+#include "core/redact.h"
 #include "io/curl_conn.h"
 #include "llm/engine_impl.h"
 #include "llm/engines/openai_parse.h"
@@ -76,6 +77,7 @@ typedef struct oa_req {
     int ep;                     /* the endpoint of the attempt in progress */
     double submitted, sent_at, next_at, first_sent;
     double retry_after;         /* from the last answer; -1: none */
+    char location[512];         /* a redirect's Location (its start); "": none */
     CURL *easy;
     /* The answer so far: a 2xx body up to body_max, an error body up to
      * OPENAI_ERROR_BODY_MAX; a stream's unparsed rest (one partial event). */
@@ -87,6 +89,11 @@ typedef struct oa_req {
     /* Streaming: the answer's server-sent events, parsed as they arrive;
      * reset by each attempt. */
     bool stream;
+    /* A streamed request answered 2xx with Content-Type application/json:
+     * a server or gateway that does not stream sent the whole completion
+     * as one body. It is read as one (before, it was taken for a stream
+     * cut before its first event and asked again max_attempts times). */
+    bool plain;
     openai_stream st;
     sl_json_schema *schema;     /* the request's: sent, and the answer checked against it */
     sl_task_group *grp;         /* one task of a request with several; NULL: none */
@@ -174,8 +181,9 @@ static void req_free(oa_req *r)
 /* --- the engine ---------------------------------------------------------------- */
 
 typedef struct oa_endpoint {
-    char *url;       /* base, without a trailing slash or /v1 */
-    char *chat_url;
+    char *url;       /* base, without a trailing slash or /v1, nor a password
+                        (core/redact.h): what messages and metrics name */
+    char *chat_url, *models_url; /* what is asked, with the password if any */
     char *query;     /* the --endpoint's "?..." or "", appended to each URL */
     /* Loop-owned; in_flight, limit and the counters are also read by
      * stats callers, so they change under the engine's smu. */
@@ -206,6 +214,7 @@ typedef struct oa_engine {
     int model_from;             /* the endpoint whose listing named it; -1: --served-model */
     json_t *response_format;    /* read-only once open: deep-copied per request */
     struct curl_slist *headers; /* may hold the API key: never logged */
+    char *api_key;              /* the key alone, hidden in what servers answer */
     CURLM *multi;
     oa_endpoint *eps;
     int n_eps;
@@ -811,7 +820,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *user)
     if (!sl_buf_append(&r->resp, data, len))
         return 0;
     /* A stream is parsed now, for the time of its first token. */
-    if (r->stream && ok) {
+    if (r->stream && ok && !r->plain) {
         openai_stream_feed(&r->st, &r->resp, false, sl_mono_s());
         if (r->st.too_large) {
             r->too_large = true;
@@ -825,7 +834,31 @@ static size_t on_header(char *data, size_t size, size_t n, void *user)
 {
     oa_req *r = user;
     size_t len = size * n;
-    static const char name[] = "retry-after:";
+    static const char name[] = "retry-after:", type[] = "content-type:";
+    if (len > 5 && strncmp(data, "HTTP/", 5) == 0) { /* a new answer's head (after a 100) */
+        r->plain = false;
+        r->location[0] = '\0';
+    }
+    static const char where[] = "location:";
+    if (len > sizeof where - 1 && strncasecmp(data, where, sizeof where - 1) == 0) {
+        const char *v = data + sizeof where - 1, *end = data + len;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+            end--;
+        size_t k = (size_t)(end - v) < sizeof r->location ? (size_t)(end - v)
+                                                           : sizeof r->location - 1;
+        memcpy(r->location, v, k);
+        r->location[k] = '\0';
+    }
+    if (r->stream && len > sizeof type - 1 && strncasecmp(data, type, sizeof type - 1) == 0) {
+        const char *v = data + sizeof type - 1, *end = data + len;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        static const char json[] = "application/json";
+        r->plain = (size_t)(end - v) >= sizeof json - 1 &&
+                   strncasecmp(v, json, sizeof json - 1) == 0;
+    }
     if (len > sizeof name - 1 && len < 256 && strncasecmp(data, name, sizeof name - 1) == 0) {
         char value[256];
         memcpy(value, data + sizeof name - 1, len - (sizeof name - 1));
@@ -949,9 +982,10 @@ static bool start_attempt(oa_engine *e, oa_req *r, int epi, double now)
     if (r->attempts == 1)
         r->first_sent = now;
     r->resp.len = 0;
-    r->too_large = r->error_cut = false;
+    r->too_large = r->error_cut = r->plain = false;
     openai_stream_reset(&r->st, r->text_max);
     r->retry_after = -1.0;
+    r->location[0] = '\0';
     r->errbuf[0] = '\0';
     sl_curl_trust(h);
     curl_easy_setopt(h, CURLOPT_URL, ep->chat_url);
@@ -1290,23 +1324,32 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
         sl_result out[SL_MAX_ANSWERS];
         int n = r->n_answers;
         int n_sent = r->n_choices > 0 ? 1 : n;
+        const char *body = r->resp.data ? (const char *)r->resp.data : "";
+        /* Read as a stream unless it came as one JSON object; a stream
+         * labelled application/json is still a stream. */
+        size_t lead = 0;
+        while (lead < r->resp.len && (body[lead] == ' ' || body[lead] == '\t' ||
+                                      body[lead] == '\r' || body[lead] == '\n'))
+            lead++;
+        bool streamed = r->stream && (!r->plain || lead == r->resp.len || body[lead] != '{');
         if (r->too_large && !r->st.too_large) {
             /* The same request would be answered the same way: not retried. */
             answered(e);
             fail_request(e, r, "%s: %s answered HTTP %ld but its %s passed %zu bytes, the bound "
                          "for max_tokens (does the server ignore max_tokens?)",
-                         r->id, ep->url, code, r->stream ? "event" : "body", r->body_max);
+                         r->id, ep->url, code, streamed ? "event" : "body", r->body_max);
             return;
         }
-        if (r->stream)
+        if (streamed)
             openai_stream_feed(&r->st, &r->resp, true, now);
-        const char *body = r->resp.data ? (const char *)r->resp.data : "";
+        body = r->resp.data ? (const char *)r->resp.data : "";
         char cause[768];
         openai_verdict v =
-            r->stream ? openai_stream_result(&r->st, r->submitted, now, &out[0], cause,
+            streamed ? openai_stream_result(&r->st, r->submitted, now, &out[0], cause,
                                              sizeof cause)
                       : openai_parse_completion(body, r->resp.len, r->text_max, n_sent, out,
                                                 cause, sizeof cause);
+        openai_hide_secret(cause, sizeof cause, e->api_key); /* an error event's words */
         if (v == OPENAI_ANSWER_CUT) {
             /* Half an answer is never kept: the row is asked again from
              * the start, as when the connection breaks with an error. The
@@ -1325,7 +1368,7 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
             out[k].endpoint = ep->url;
             out[k].attempts = r->attempts;
             out[k].queue_ms = (r->sent_at - r->submitted) * 1e3;
-            if (!r->stream)
+            if (!streamed)
                 out[k].generate_ms = (now - r->sent_at) * 1e3;
         }
         endpoint_ok(e, ep, now - r->sent_at);
@@ -1343,7 +1386,7 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
             complete(e, r, out, NULL);
         else if (r->n_choices > 0)
             start_choices(e, r, &out[0], code);
-        else if (r->stream || n_sent > 1)
+        else if (streamed || n_sent > 1)
             answers_done(e, r, out, NULL, 0);
         else
             answers_done(e, r, out, body, r->resp.len);
@@ -1351,7 +1394,15 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
     }
     char msg[768];
     openai_server_message((const char *)r->resp.data, r->resp.len, msg, sizeof msg);
-    snprintf(why, sizeof why, "HTTP %ld: %s", code, msg);
+    /* A server may quote the request's Authorization header in its error. */
+    openai_hide_secret(msg, sizeof msg, e->api_key);
+    if (code >= 300 && code < 400 && r->location[0])
+        /* Not followed: a POST and its key go to the endpoint given, and
+         * nowhere a server points (http -> https, a moved gateway). */
+        snprintf(why, sizeof why, "HTTP %ld, a redirect to %.400s (not followed: give the "
+                 "endpoint's URL as it is now, --endpoint)", code, r->location);
+    else
+        snprintf(why, sizeof why, "HTTP %ld: %s", code, msg);
     if (code == 401 || code == 403) {
         key_refused(e, r, ep, why);
     } else if (http_policy_retriable(code)) {
@@ -1676,10 +1727,12 @@ static void oa_free(void *impl)
     if (e->multi)
         curl_multi_cleanup(e->multi);
     curl_slist_free_all(e->headers);
+    sl_free(e->api_key);
     json_decref(e->response_format);
     for (int i = 0; i < e->n_eps; i++) {
         sl_free(e->eps[i].url);
         sl_free(e->eps[i].chat_url);
+        sl_free(e->eps[i].models_url);
         sl_free(e->eps[i].query);
     }
     sl_free(e->eps);
@@ -1781,7 +1834,7 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
     }
     char *urls[n];
     for (int i = 0; i < n; i++) {
-        urls[i] = sl_asprintf("%s/v1/models%s", e->eps[i].url, e->eps[i].query);
+        urls[i] = sl_strdup(e->eps[i].models_url);
         hs[i] = curl_easy_init();
         if (!urls[i] || !hs[i])
             continue;
@@ -1830,6 +1883,7 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
             char sm[512];
             openai_server_message((const char *)probes[i].resp.data, probes[i].resp.len, sm,
                                   sizeof sm);
+            openai_hide_secret(sm, sizeof sm, e->api_key);
             st = sl_fail(SL_ERR_INVALID_ARG,
                          "endpoint %s refused the API key (HTTP %ld: %s); set the key's "
                          "environment variable and name it with --api-key-env",
@@ -1876,6 +1930,7 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
                 char sm[96];
                 openai_server_message((const char *)probes[i].resp.data, probes[i].resp.len, sm,
                                       sizeof sm);
+                openai_hide_secret(sm, sizeof sm, e->api_key);
                 snprintf(http, sizeof http, "HTTP %ld: %s", code, sm);
                 not_ready++;
             }
@@ -2040,8 +2095,18 @@ sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
     for (int i = 0; i < e->n_eps; i++) {
         oa_endpoint *ep = &e->eps[i];
         if (!(ep->url = base_url(params->endpoints[i], &ep->query)) ||
-            !(ep->chat_url = sl_asprintf("%s/v1/chat/completions%s", ep->url, ep->query)))
+            !(ep->chat_url = sl_asprintf("%s/v1/chat/completions%s", ep->url, ep->query)) ||
+            !(ep->models_url = sl_asprintf("%s/v1/models%s", ep->url, ep->query)))
             goto nomem;
+        /* http://user:PASSWORD@host (a proxy's basic auth): the password
+         * goes to the server, not into messages, metrics' labels or rows. */
+        if (sl_redact_needed(ep->url)) {
+            char *shown = sl_redact_dup(ep->url);
+            if (!shown)
+                goto nomem;
+            sl_free(ep->url);
+            ep->url = shown;
+        }
         /* Twice the same server would get twice its share, and its
          * failures would count as two endpoints'. */
         for (int k = 0; k < i; k++)
@@ -2094,6 +2159,8 @@ sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
                              params->api_key_env);
                 goto fail;
             }
+        if (!(e->api_key = sl_strndup(key + from, to - from)))
+            goto nomem;
         const char *named = params->api_key_header;
         char *auth = named && *named
                          ? sl_asprintf("%s: %.*s", named, (int)(to - from), key + from)

@@ -142,6 +142,40 @@ static int count_of(json_t *v)
 
 /* choices[] element `choice` into *out; else *why (`at` names it), `error`
  * the body's error message (NULL: none). */
+static openai_verdict parse_message(json_t *choice, json_t *message, json_t *content,
+                                    const char *error, size_t text_max, sl_result *out,
+                                    char *why, size_t cap);
+
+/* A content given as an array of parts (Mistral's reasoning models:
+ * [{"type": "thinking", ...}, {"type": "text", "text": "..."}]) as the
+ * string of its text parts, joined; NULL when it holds none or out of
+ * memory (*nomem). The caller owns the result (json_decref). */
+static json_t *content_of_parts(json_t *parts, bool *nomem)
+{
+    sl_buf text = {0};
+    size_t i;
+    json_t *part;
+    bool any = false;
+    *nomem = false;
+    json_array_foreach(parts, i, part) {
+        json_t *t = json_object_get(part, "text");
+        const char *type = json_string_value(json_object_get(part, "type"));
+        if (!json_is_string(t) || !type || strcmp(type, "text") != 0)
+            continue;
+        any = true;
+        if (!sl_buf_append(&text, json_string_value(t), json_string_length(t))) {
+            *nomem = true;
+            break;
+        }
+    }
+    json_t *joined = any && !*nomem
+                         ? json_stringn_nocheck(text.data ? (const char *)text.data : "", text.len)
+                         : NULL;
+    *nomem |= any && !joined;
+    sl_buf_free(&text);
+    return joined;
+}
+
 static openai_verdict parse_choice(json_t *choice, const char *at, const char *error,
                                    size_t text_max, sl_result *out, char *why, size_t cap)
 {
@@ -150,10 +184,34 @@ static openai_verdict parse_choice(json_t *choice, const char *at, const char *e
     /* A refusal or a tool call may come without any content. */
     if (json_is_object(message) && !content)
         content = json_null();
+    json_t *joined = NULL;
+    if (json_is_array(content)) {
+        bool nomem;
+        joined = content_of_parts(content, &nomem);
+        if (nomem) {
+            snprintf(why, cap, "out of memory");
+            return OPENAI_ANSWER_BAD;
+        }
+        content = joined ? joined : json_null();
+    }
     if (!json_is_object(message) || !(json_is_string(content) || json_is_null(content))) {
-        snprintf(why, cap, "the answer has no %s.message.content", at);
+        /* A 2xx that is an error object (a gateway's upstream failed): its words. */
+        if (error)
+            snprintf(why, cap, "the answer is an error, not a completion: %s", error);
+        else
+            snprintf(why, cap, "the answer has no %s.message.content", at);
         return OPENAI_ANSWER_BAD;
     }
+    openai_verdict v = parse_message(choice, message, content, error, text_max, out, why, cap);
+    json_decref(joined);
+    return v;
+}
+
+/* The rest of parse_choice, once content is a string or null. */
+static openai_verdict parse_message(json_t *choice, json_t *message, json_t *content,
+                                    const char *error, size_t text_max, sl_result *out,
+                                    char *why, size_t cap)
+{
     if (json_is_string(content) && json_string_length(content) > text_max) {
         snprintf(why, cap, "its text passed %zu bytes, the bound for max_tokens (does the server "
                  "ignore max_tokens?)",
@@ -538,6 +596,26 @@ void openai_server_message(const char *body, size_t len, char *out, size_t cap)
         if (*c == '\n' || *c == '\r')
             *c = ' ';
     json_decref(root);
+}
+
+void openai_hide_secret(char *s, size_t cap, const char *secret)
+{
+    size_t n = secret ? strlen(secret) : 0;
+    if (n == 0 || cap == 0)
+        return;
+    static const char mask[] = "***";
+    const size_t m = sizeof mask - 1;
+    for (char *at = strstr(s, secret); at; at = strstr(at + m, secret)) {
+        size_t before = (size_t)(at - s), after = strlen(at + n);
+        if (before + m >= cap) { /* no room for the mask: the string ends here */
+            *at = '\0';
+            return;
+        }
+        size_t keep = after < cap - 1 - before - m ? after : cap - 1 - before - m;
+        memmove(at + m, at + n, keep);
+        memcpy(at, mask, m);
+        at[m + keep] = '\0';
+    }
 }
 
 /* --- streams -------------------------------------------------------------------------- */

@@ -66,6 +66,12 @@ openai_verdict openai_parse_completion(const char *body, size_t len, size_t text
  * FastAPI's {"detail"}; else the body's first 300 bytes. */
 void openai_server_message(const char *body, size_t len, char *out, size_t cap);
 
+/* Replaces each occurrence of `secret` in the string s (of cap bytes) by
+ * "***", in place, cutting the end if it no longer fits: what a server
+ * echoes of the API key (an error body quoting the Authorization header)
+ * never reaches a message, a row or a log. NULL or "" secret: nothing. */
+void openai_hide_secret(char *s, size_t cap, const char *secret);
+
 /* A streamed answer being read. */
 typedef struct openai_stream {
     sl_buf text;             /* the content so far, at most text_max bytes */
