@@ -394,8 +394,6 @@ static void print_usage(FILE *fp)
     fputs(usage_output_text, fp);
 }
 
-/* A wrong command line of `sluice NAME` (caption, batch): what, and where
- * the options are told. */
 /* A library error may name what the data held (a manifest's path, a
  * server's answer): printed defanged, whole. */
 static void say_error(const char *msg)
@@ -405,6 +403,8 @@ static void say_error(const char *msg)
     fputc('\n', stderr);
 }
 
+/* A wrong command line of `sluice NAME` (caption, batch): what, and where
+ * the options are told. */
 static int usage_error(const char *name, const char *what)
 {
     fprintf(stderr, "sluice: %s\nRun 'sluice %s --help' for the options.\n", what, name);

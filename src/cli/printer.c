@@ -75,11 +75,11 @@ void printer_row(const sl_row_view *row, void *user)
             fprintf(stderr, " failed (%s): ", row->error_stage);
             printer_put_text(stderr, row->error, SHOW_TEXT_MAX, false);
             fputc('\n', stderr);
-        }
-        else if (pr->failed_shown == PRINTER_FAILED_MAX)
+        } else if (pr->failed_shown == PRINTER_FAILED_MAX) {
             fprintf(stderr, "sluice: more than %d rows failed: the rest are not printed one by "
                     "one (each row's error is in the output's error column; the progress "
                     "line counts them)\n", PRINTER_FAILED_MAX);
+        }
         pr->failed_shown++;
     } else if (pr->shown < pr->show && row->caption) { /* a dry run's rows have none */
         for (size_t w = printer_put_text(stdout, row->id, SHOW_ID_MAX, false); w < 28; w++)

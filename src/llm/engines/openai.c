@@ -830,39 +830,44 @@ static size_t on_body(char *data, size_t size, size_t n, void *user)
     return len;
 }
 
+/* The value of header line data[0..len) when its name is `name` (with its
+ * ':', any case): *v to *end, without the blanks before it nor the CR LF
+ * after; NULL when the line is another header. */
+static const char *header_value(const char *data, size_t len, const char *name, const char **end)
+{
+    size_t n = strlen(name);
+    if (len <= n || strncasecmp(data, name, n) != 0)
+        return NULL;
+    const char *v = data + n, *e = data + len;
+    while (v < e && (*v == ' ' || *v == '\t'))
+        v++;
+    while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' '))
+        e--;
+    *end = e;
+    return v;
+}
+
 static size_t on_header(char *data, size_t size, size_t n, void *user)
 {
     oa_req *r = user;
     size_t len = size * n;
-    static const char name[] = "retry-after:", type[] = "content-type:";
+    const char *v, *end;
     if (len > 5 && strncmp(data, "HTTP/", 5) == 0) { /* a new answer's head (after a 100) */
         r->plain = false;
         r->location[0] = '\0';
-    }
-    static const char where[] = "location:";
-    if (len > sizeof where - 1 && strncasecmp(data, where, sizeof where - 1) == 0) {
-        const char *v = data + sizeof where - 1, *end = data + len;
-        while (v < end && (*v == ' ' || *v == '\t'))
-            v++;
-        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-            end--;
+    } else if ((v = header_value(data, len, "location:", &end))) {
         size_t k = (size_t)(end - v) < sizeof r->location ? (size_t)(end - v)
                                                            : sizeof r->location - 1;
         memcpy(r->location, v, k);
         r->location[k] = '\0';
-    }
-    if (r->stream && len > sizeof type - 1 && strncasecmp(data, type, sizeof type - 1) == 0) {
-        const char *v = data + sizeof type - 1, *end = data + len;
-        while (v < end && (*v == ' ' || *v == '\t'))
-            v++;
+    } else if ((v = header_value(data, len, "content-type:", &end))) {
         static const char json[] = "application/json";
-        r->plain = (size_t)(end - v) >= sizeof json - 1 &&
+        r->plain = r->stream && (size_t)(end - v) >= sizeof json - 1 &&
                    strncasecmp(v, json, sizeof json - 1) == 0;
-    }
-    if (len > sizeof name - 1 && len < 256 && strncasecmp(data, name, sizeof name - 1) == 0) {
+    } else if (len < 256 && (v = header_value(data, len, "retry-after:", &end))) {
         char value[256];
-        memcpy(value, data + sizeof name - 1, len - (sizeof name - 1));
-        value[len - (sizeof name - 1)] = '\0';
+        memcpy(value, v, (size_t)(end - v));
+        value[end - v] = '\0';
         r->retry_after = http_policy_retry_after(value, time(NULL));
     }
     return len;

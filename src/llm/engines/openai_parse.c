@@ -140,12 +140,6 @@ static int count_of(json_t *v)
     return n >= 0 && n <= INT32_MAX ? (int)n : 0;
 }
 
-/* choices[] element `choice` into *out; else *why (`at` names it), `error`
- * the body's error message (NULL: none). */
-static openai_verdict parse_message(json_t *choice, json_t *message, json_t *content,
-                                    const char *error, size_t text_max, sl_result *out,
-                                    char *why, size_t cap);
-
 /* A content given as an array of parts (Mistral's reasoning models:
  * [{"type": "thinking", ...}, {"type": "text", "text": "..."}]) as the
  * string of its text parts, joined; NULL when it holds none or out of
@@ -176,38 +170,7 @@ static json_t *content_of_parts(json_t *parts, bool *nomem)
     return joined;
 }
 
-static openai_verdict parse_choice(json_t *choice, const char *at, const char *error,
-                                   size_t text_max, sl_result *out, char *why, size_t cap)
-{
-    json_t *message = json_object_get(choice, "message");
-    json_t *content = json_object_get(message, "content");
-    /* A refusal or a tool call may come without any content. */
-    if (json_is_object(message) && !content)
-        content = json_null();
-    json_t *joined = NULL;
-    if (json_is_array(content)) {
-        bool nomem;
-        joined = content_of_parts(content, &nomem);
-        if (nomem) {
-            snprintf(why, cap, "out of memory");
-            return OPENAI_ANSWER_BAD;
-        }
-        content = joined ? joined : json_null();
-    }
-    if (!json_is_object(message) || !(json_is_string(content) || json_is_null(content))) {
-        /* A 2xx that is an error object (a gateway's upstream failed): its words. */
-        if (error)
-            snprintf(why, cap, "the answer is an error, not a completion: %s", error);
-        else
-            snprintf(why, cap, "the answer has no %s.message.content", at);
-        return OPENAI_ANSWER_BAD;
-    }
-    openai_verdict v = parse_message(choice, message, content, error, text_max, out, why, cap);
-    json_decref(joined);
-    return v;
-}
-
-/* The rest of parse_choice, once content is a string or null. */
+/* The rest of parse_choice, once the content is a string or null. */
 static openai_verdict parse_message(json_t *choice, json_t *message, json_t *content,
                                     const char *error, size_t text_max, sl_result *out,
                                     char *why, size_t cap)
@@ -240,6 +203,40 @@ static openai_verdict parse_message(json_t *choice, json_t *message, json_t *con
         return OPENAI_ANSWER_BAD;
     }
     return OPENAI_ANSWER_OK;
+}
+
+/* choices[] element `choice` into *out; else *why (`at` names it), `error`
+ * the body's error message (NULL: none). */
+static openai_verdict parse_choice(json_t *choice, const char *at, const char *error,
+                                   size_t text_max, sl_result *out, char *why, size_t cap)
+{
+    json_t *message = json_object_get(choice, "message");
+    json_t *content = json_object_get(message, "content");
+    /* A refusal or a tool call may come without any content. */
+    if (json_is_object(message) && !content)
+        content = json_null();
+    json_t *joined = NULL;
+    if (json_is_array(content)) {
+        bool nomem;
+        joined = content_of_parts(content, &nomem);
+        if (nomem) {
+            snprintf(why, cap, "out of memory");
+            return OPENAI_ANSWER_BAD;
+        }
+        content = joined ? joined : json_null();
+    }
+    if (!json_is_object(message) || !(json_is_string(content) || json_is_null(content))) {
+        /* A 2xx that is an error object (a gateway's upstream failed): its words. */
+        if (error)
+            snprintf(why, cap, "the answer is an error, not a completion: %s", error);
+        else
+            snprintf(why, cap, "the answer has no %s.message.content", at);
+        json_decref(joined);
+        return OPENAI_ANSWER_BAD;
+    }
+    openai_verdict v = parse_message(choice, message, content, error, text_max, out, why, cap);
+    json_decref(joined);
+    return v;
 }
 
 /* An error object's (or string's) message beside an answer; NULL: none. */
