@@ -213,7 +213,29 @@ static void a_context_that_cannot_fit_says_what_to_lower(void **state)
         if (waited > 100000)
             fail_msg("no completion");
     }
-    assert_true(most >= 1 && most <= 4);
+    /* Sampled between polls, running may read 0 every time (a fast batch starts
+     * and ends between two samples), so only the cap is checked here; that auto
+     * chose four shows in the cache: as big as an explicit --parallel 4 makes. */
+    assert_true(most <= 4);
+    sl_engine_stats st;
+    sl_engine_stats_get(e, &st);
+    sl_engine_free(e);
+    p.n_parallel = 4;
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_OK);
+    sl_request req = request("four", 2);
+    assert_int_equal(sl_engine_submit(e, &req, NULL), SL_OK);
+    sl_completion c;
+    size_t n = 0;
+    for (int waited = 0; n == 0; waited++) {
+        assert_int_equal(sl_engine_poll(e, &c, 1, 5, &n), SL_OK);
+        if (waited > 100000)
+            fail_msg("no completion");
+    }
+    sl_completion_clear(&c);
+    sl_engine_stats four;
+    sl_engine_stats_get(e, &four);
+    assert_true(st.kv_cells_total > 0);
+    assert_int_equal(st.kv_cells_total, four.kv_cells_total);
     sl_engine_free(e);
 }
 
