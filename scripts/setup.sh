@@ -24,6 +24,7 @@ packages=(
     libmicrohttpd-dev prometheus
     libzstd-dev libsnappy-dev zlib1g-dev liblz4-dev libbrotli-dev
     libcurl4-openssl-dev libssl-dev libarchive-dev libsqlite3-dev libyaml-dev libxml2-dev
+    liblzma-dev libbz2-dev
     liblua5.4-dev
     libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg
     chromium nginx-light

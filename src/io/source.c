@@ -4,10 +4,8 @@
  * and .json arrays, read in chunks so a line or element past its limit is
  * never held whole; one
  * in a bucket by ranged GETs of a chunk each, io/ranged.h; a compressed one,
- * .gz .zst .bz2 .xz, through libarchive's filters for those four, streamed).
+ * .gz .zst .bz2 .xz, inflated by io/unzip.h as it is read).
  * WebDataset and Parquet live in their own files behind source_kind. */
-#include <archive.h>
-#include <archive_entry.h>
 #include <ctype.h>
 #include <limits.h>
 #include <math.h>
@@ -36,6 +34,7 @@
 #include "io/s3.h"
 #include "io/source_impl.h"
 #include "io/source_parse.h"
+#include "io/unzip.h"
 
 sl_source_params sl_source_default_params(void)
 {
@@ -253,11 +252,10 @@ struct source_reader {
     FILE *fp;                 /* a local file, or */
     sl_ranged *object;        /* ... an object in a bucket, read a chunk at a time */
     uint64_t object_at;       /* ... the offset of the next chunk */
-    struct archive *z;        /* a compressed manifest: decompresses what raw_read gives */
-    char *zraw;               /* ... the compressed bytes of one read, chunk_cap of them */
-    char *zread_error;        /* ... why a read of them failed */
-    uint64_t zraw_total;      /* ... the compressed bytes read so far */
-    bool z_empty;             /* ... a whole compressed stream of no text: no lines */
+    sl_unzip *z;              /* a compressed manifest: inflates what raw_read gives */
+    uint8_t *zraw;            /* ... the compressed bytes of one read, chunk_cap of them */
+    size_t zraw_pos, zraw_len; /* ... where those not yet inflated begin, and how many */
+    bool zraw_end;            /* ... the file ended after them */
     char *read_error;         /* a read that failed (retried as io/s3.h retries): the
                                  input ends here, with one failed row saying so */
     bool read_error_told;
@@ -446,13 +444,11 @@ static void manifest_close(source_reader *r)
 {
     if (!r)
         return;
-    if (r->z)
-        archive_read_free(r->z);
+    sl_unzip_free(r->z);
     if (r->fp)
         fclose(r->fp);
     sl_ranged_free(r->object);
     sl_free(r->zraw);
-    sl_free(r->zread_error);
     sl_free(r->read_error);
     sl_free(r->file);
     sl_free(r->base_dir);
@@ -506,72 +502,58 @@ static ssize_t raw_read(source_reader *r, char *buf, size_t cap, char **error)
     return (ssize_t)n;
 }
 
-static la_ssize_t zraw_read(struct archive *a, void *ctx, const void **buf)
-{
-    (void)a;
-    source_reader *r = ctx;
-    *buf = r->zraw;
-    ssize_t n = raw_read(r, r->zraw, r->chunk_cap, &r->zread_error);
-    if (n > 0)
-        r->zraw_total += (uint64_t)n;
-    return n < 0 ? ARCHIVE_FATAL : n;
-}
-
-/* Sets r up to decompress what raw_read gives; the first bytes are read,
- * so a file that is not what its name says fails here: NULL, or why. */
+/* Sets r up to inflate what raw_read gives; the first bytes are read, so a
+ * file that is not what its name says fails here: NULL, or why. The bytes
+ * say the compression, not the name (a .gz that holds zstd is read). */
 static char *open_decompression(source_reader *r)
 {
-    struct archive_entry *entry;
-    if (!(r->zraw = sl_malloc(r->chunk_cap)) || !(r->z = archive_read_new()))
+    if (!(r->zraw = sl_malloc(r->chunk_cap)))
         return sl_strdup("out of memory");
-    /* The four named, not filter_all: that would also hand bytes that look
-     * like lrzip, lzop or grzip to an outside program of that name. */
-    archive_read_support_filter_gzip(r->z);
-    archive_read_support_filter_zstd(r->z);
-    archive_read_support_filter_bzip2(r->z);
-    archive_read_support_filter_xz(r->z);
-    archive_read_support_format_raw(r->z);
     const char *kind = r->file + strlen(r->file) - sl_compression_suffix_len(r->file) + 1;
-    if (archive_read_open(r->z, r, NULL, zraw_read, NULL) != ARCHIVE_OK ||
-        archive_read_next_header(r->z, &entry) != ARCHIVE_OK) {
-        if (r->zread_error)
-            return sl_strdup(r->zread_error);
-        /* The raw format bids on nothing when there is no text at all,
-         * which libarchive calls "Unrecognized archive format": a whole
-         * stream of no text (gzip of an empty file) is a manifest of no
-         * lines, as an empty plain one is; an empty file holds no stream. */
-        if (archive_errno(r->z) == EILSEQ /* libarchive's ARCHIVE_ERRNO_FILE_FORMAT */ &&
-            archive_filter_count(r->z) >= 2) {
-            r->z_empty = true;
-            return NULL;
-        }
-        if (r->zraw_total == 0)
-            return sl_asprintf("empty file (0 bytes): no %s data in it", kind);
-        return sl_asprintf("not readable as %s data: %s", kind, archive_error_string(r->z));
-    }
-    /* The raw format reads anything: a name that promises a compression
-     * its bytes lack is said, not read as text. */
-    if (archive_filter_count(r->z) < 2)
+    char *error = NULL;
+    ssize_t n = raw_read(r, (char *)r->zraw, r->chunk_cap, &error);
+    if (n < 0)
+        return error;
+    if (n == 0)
+        return sl_asprintf("empty file (0 bytes): no %s data in it", kind);
+    r->zraw_len = (size_t)n;
+    sl_unzip_kind k;
+    if (!sl_unzip_sniff(r->zraw, r->zraw_len, &k))
         return sl_asprintf("named .%s, but its bytes are not compressed", kind);
+    if (sl_unzip_new(k, &r->z) != SL_OK)
+        return sl_strdup(sl_last_error());
     return NULL;
 }
 
 /* Up to cap bytes of the file's text (decompressed) into buf: how many, 0
- * at its end or when the read fails (r->read_error then says why). */
+ * at its end or when the read fails (r->read_error then says why). Every
+ * line inflated before a damaged or missing tail comes out before the error. */
 static size_t text_read(source_reader *r, char *buf, size_t cap)
 {
-    if (r->z_empty)
-        return 0;
-    if (r->z) {
-        la_ssize_t n = archive_read_data(r->z, buf, cap);
-        if (n < 0)
-            r->read_error = r->zread_error ? sl_strdup(r->zread_error)
-                                           : sl_asprintf("cannot decompress '%s': %s", r->file,
-                                                         archive_error_string(r->z));
+    if (!r->z) {
+        ssize_t n = raw_read(r, buf, cap, &r->read_error);
         return n < 0 ? 0 : (size_t)n;
     }
-    ssize_t n = raw_read(r, buf, cap, &r->read_error);
-    return n < 0 ? 0 : (size_t)n;
+    for (;;) {
+        if (r->zraw_len == 0 && !r->zraw_end) {
+            ssize_t n = raw_read(r, (char *)r->zraw, r->chunk_cap, &r->read_error);
+            if (n < 0)
+                return 0;
+            r->zraw_pos = 0;
+            r->zraw_len = (size_t)n;
+            r->zraw_end = n == 0;
+        }
+        const uint8_t *in = r->zraw + r->zraw_pos;
+        size_t left = r->zraw_len, made;
+        if (sl_unzip_run(r->z, &in, &left, r->zraw_end, (uint8_t *)buf, cap, &made) != SL_OK) {
+            r->read_error = sl_asprintf("cannot decompress '%s': %s", r->file, sl_last_error());
+            return 0;
+        }
+        r->zraw_pos += r->zraw_len - left;
+        r->zraw_len = left;
+        if (made > 0 || r->zraw_end)
+            return made;
+    }
 }
 
 /* The next chunk of the file's text into r->chunk; at its end, or when the

@@ -4,8 +4,9 @@
  * one sample. A damaged header or truncated member ends the shard with an
  * error item naming the shard and byte offset. Member names are ids only:
  * nothing is ever extracted. A shard in S3 is streamed by ranged GETs
- * (remote_* below), never copied to disk; a gzipped one is inflated here
- * (gz_read), so a truncated one keeps every sample before the cut. */
+ * (remote_* below), never copied to disk; a compressed one is inflated here
+ * (unzip_read, io/unzip.h), so a truncated one keeps every sample before
+ * the cut. */
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
@@ -15,7 +16,6 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -26,15 +26,16 @@
 #include "io/s3.h"
 #include "io/source_impl.h"
 #include "io/source_parse.h"
+#include "io/unzip.h"
 
-/* --- a shard's bytes: in S3, or gzipped --------------------------------------------------- */
+/* --- a shard's bytes: in S3, or compressed ------------------------------------------------ */
 
 /* The first GET of a shard, and of each run of reads after a jump. */
 #define REMOTE_FIRST_BLOCK (64u << 10)
 /* GETs double while reading runs on, up to this (the one buffer's size). */
 #define REMOTE_MAX_BLOCK (8u << 20)
-/* A local gzipped shard is read, and inflated, this much at a time. */
-#define GZ_BLOCK (64u << 10)
+/* A local compressed shard is read, and inflated, this much at a time. */
+#define Z_BLOCK (64u << 10)
 
 /* libarchive reads a shard in S3 through these callbacks: ranged GETs in
  * turn into one buffer (a GET that fails is retried by io/s3.h, and only
@@ -42,26 +43,25 @@
  * long as the next GET would be is a jump instead, so a walk over the
  * headers (the count) fetches the ranges around them, not the members.
  *
- * A gzipped shard (.tar.gz, .tgz, local or remote) is inflated here, not by
- * libarchive: its gzip filter hands on nothing of a 64 KiB block it was
- * filling when the input is cut short, so the complete samples in the last
- * block before a truncation were lost with the broken tail. Here every
- * byte inflated reaches the tar reader before the error does. */
+ * A compressed shard (.tar.gz, .tgz, .tar.zst, .tar.bz2, .tar.xz; local or
+ * remote) is inflated here (io/unzip.h), not by libarchive: its filters
+ * hand on nothing of a 64 KiB block they were filling when the input is cut
+ * short, so the complete samples in the last block before a truncation were
+ * lost with the broken tail. Here every byte inflated reaches the tar reader
+ * before the error does. */
 typedef struct remote {
     sl_ranged *io;   /* a shard in S3 or on the hub; NULL: a local one, in fd */
     int fd;
     uint8_t *buf;
     size_t block;    /* the next GET's size */
     uint64_t pos;    /* the next byte to ask for */
-    bool gz;         /* inflated here (below); false: the bytes as they are */
-    bool gz_started; /* the first bytes seen: a gzip stream, or passed on as they are */
-    bool gz_plain;   /* named .gz but no gzip inside: passed on as they are */
-    bool gz_between; /* at the end of a gzip member: the input may end here */
-    bool raw_eof;
-    z_stream z;
-    bool z_ready;
+    bool z_started;  /* the first bytes seen: compressed, or passed on as they are */
+    bool z_plain;    /* named .gz (...) but not compressed: passed on as they are */
+    sl_unzip *z;
+    const uint8_t *in; /* the compressed bytes read and not yet inflated */
+    size_t in_len;
+    bool raw_eof;      /* the shard ended after them */
     uint8_t *out;
-    char gz_error[160]; /* set: the next read fails with it */
 } remote;
 
 /* The next run of the shard's bytes as stored: *got 0 at its end. */
@@ -111,71 +111,47 @@ static la_int64_t remote_skip(struct archive *a, void *user, la_int64_t request)
 
 /* Inflates what comes next: as soon as some bytes are out, they go to the
  * tar reader; an input cut short, or damaged, fails the read after them. */
-static la_ssize_t gz_read(struct archive *a, void *user, const void **out)
+static la_ssize_t unzip_read(struct archive *a, void *user, const void **out)
 {
     remote *s = user;
-    if (s->gz_error[0]) {
-        archive_set_error(a, EIO, "%s", s->gz_error);
-        return ARCHIVE_FATAL;
-    }
-    if (!s->gz_started || s->gz_plain) {
-        /* The first bytes say whether it is gzip at all (a plain tar named
-         * .tar.gz is read as libarchive would have read it). */
+    if (!s->z_started || s->z_plain) {
+        /* The first bytes say the compression (a plain tar named .tar.gz is
+         * read as libarchive would have read it). */
         size_t got;
         int rc = raw_read(a, s, out, &got);
-        if (rc != ARCHIVE_OK || s->gz_started)
+        if (rc != ARCHIVE_OK || s->z_started)
             return rc == ARCHIVE_OK ? (la_ssize_t)got : rc;
-        s->gz_started = true;
-        if (got < 2 || s->buf[0] != 0x1f || s->buf[1] != 0x8b) {
-            s->gz_plain = true; /* libarchive's own filters bid on it */
+        s->z_started = true;
+        sl_unzip_kind kind;
+        if (!sl_unzip_sniff(s->buf, got, &kind)) {
+            s->z_plain = true; /* libarchive's own filters bid on it */
             return (la_ssize_t)got;
         }
-        s->z.next_in = s->buf;
-        s->z.avail_in = (uInt)got;
+        if (sl_unzip_new(kind, &s->z) != SL_OK) {
+            archive_set_error(a, ENOMEM, "%s", sl_last_error());
+            return ARCHIVE_FATAL;
+        }
+        s->in = s->buf;
+        s->in_len = got;
     }
-    s->z.next_out = s->out;
-    s->z.avail_out = GZ_BLOCK;
-    while (s->z.avail_out == GZ_BLOCK) {
-        if (s->z.avail_in == 0) {
-            if (s->raw_eof) {
-                if (!s->gz_between)
-                    snprintf(s->gz_error, sizeof s->gz_error, "truncated gzip input (the "
-                             "compressed shard ends at byte %llu)", (unsigned long long)s->pos);
-                break;
-            }
+    for (;;) {
+        if (s->in_len == 0 && !s->raw_eof) {
             const void *in;
-            size_t got;
-            if (raw_read(a, s, &in, &got) != ARCHIVE_OK)
+            if (raw_read(a, s, &in, &s->in_len) != ARCHIVE_OK)
                 return ARCHIVE_FATAL;
-            s->raw_eof = got == 0;
-            s->z.next_in = (Bytef *)(uintptr_t)in;
-            s->z.avail_in = (uInt)got;
-            continue;
+            s->in = in;
+            s->raw_eof = s->in_len == 0;
         }
-        if (s->gz_between) { /* another gzip member follows (pigz, cat a.gz b.gz) */
-            if (s->z.next_in[0] != 0x1f) { /* trailing bytes (zero padding) are no data */
-                s->z.avail_in = 0;
-                s->raw_eof = true;
-                continue;
-            }
-            inflateReset(&s->z);
+        size_t made;
+        if (sl_unzip_run(s->z, &s->in, &s->in_len, s->raw_eof, s->out, Z_BLOCK, &made) != SL_OK) {
+            archive_set_error(a, EIO, "%s", sl_last_error());
+            return ARCHIVE_FATAL;
         }
-        int rc = inflate(&s->z, Z_NO_FLUSH);
-        s->gz_between = rc == Z_STREAM_END;
-        if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
-            snprintf(s->gz_error, sizeof s->gz_error, "gzip data damaged near byte %llu: %s",
-                     (unsigned long long)(s->pos - s->z.avail_in),
-                     s->z.msg ? s->z.msg : "inflate failed");
-            break;
+        if (made > 0 || s->raw_eof) {
+            *out = s->out;
+            return (la_ssize_t)made;
         }
     }
-    size_t n = GZ_BLOCK - s->z.avail_out;
-    if (n == 0 && s->gz_error[0]) {
-        archive_set_error(a, EIO, "%s", s->gz_error);
-        return ARCHIVE_FATAL;
-    }
-    *out = s->out;
-    return (la_ssize_t)n;
 }
 
 static void remote_free(remote *s)
@@ -185,31 +161,30 @@ static void remote_free(remote *s)
     sl_ranged_free(s->io);
     if (!s->io && s->fd >= 0)
         close(s->fd);
-    if (s->z_ready)
-        inflateEnd(&s->z);
+    sl_unzip_free(s->z);
     sl_free(s->out);
     sl_free(s->buf);
     sl_free(s);
 }
 
-static bool gz_name(const char *file)
+/* .tar.gz, .tgz, .tar.zst, .tar.bz2, .tar.xz: inflated by unzip_read. */
+static bool compressed_name(const char *file)
 {
     size_t n = strlen(file);
-    return (n >= 3 && strcasecmp(file + n - 3, ".gz") == 0) ||
-           (n >= 4 && strcasecmp(file + n - 4, ".tgz") == 0);
+    return sl_compression_suffix_len(file) > 0 || (n >= 4 && strcasecmp(file + n - 4, ".tgz") == 0);
 }
 
 /* Opens `file` (a path, or an s3:// or http(s) URL read through *rem: a
  * dataset's shard on the hub, io/hf.h) in a; the libarchive status. A
- * gzipped one goes through *rem (gz_read) too. */
+ * compressed one goes through *rem (unzip_read) too. */
 static int open_in(struct archive *a, const char *file, const sl_source_params *p, remote **rem)
 {
     *rem = NULL;
     char scheme[16];
     sl_url_scheme(file, scheme);
     bool local = !sl_s3_is_url(file) && strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0;
-    bool gz = gz_name(file);
-    if (local && !gz) {
+    bool unzip = compressed_name(file);
+    if (local && !unzip) {
         /* Opened as every input file is (archive_read_open_filename's
          * open() of a FIFO waits for a writer forever; the fd, closed by
          * remote_free, is read by libarchive as the file was). */
@@ -230,8 +205,8 @@ static int open_in(struct archive *a, const char *file, const sl_source_params *
     remote *s = sl_calloc(1, sizeof *s);
     if (s)
         s->fd = -1;
-    size_t cap = local ? GZ_BLOCK : REMOTE_MAX_BLOCK;
-    if (!s || !(s->buf = sl_malloc(cap)) || (gz && !(s->out = sl_malloc(GZ_BLOCK)))) {
+    size_t cap = local ? Z_BLOCK : REMOTE_MAX_BLOCK;
+    if (!s || !(s->buf = sl_malloc(cap)) || (unzip && !(s->out = sl_malloc(Z_BLOCK)))) {
         archive_set_error(a, ENOMEM, "out of memory");
         remote_free(s);
         return ARCHIVE_FATAL;
@@ -240,17 +215,11 @@ static int open_in(struct archive *a, const char *file, const sl_source_params *
     if (local) {
         uint64_t size;
         st = sl_file_open_regular(file, &s->fd, &size);
-        s->block = GZ_BLOCK;
+        s->block = Z_BLOCK;
     } else {
         sl_ranged_params rp = sl_source_ranged_params(p);
         st = sl_ranged_open_with(file, &rp, &s->io);
         s->block = REMOTE_FIRST_BLOCK;
-    }
-    if (st == SL_OK && gz) {
-        if (inflateInit2(&s->z, 15 + 16) != Z_OK) /* gzip wrapping only */
-            st = sl_fail(SL_ERR_NOMEM, "out of memory");
-        s->z_ready = st == SL_OK;
-        s->gz = true;
     }
     if (st != SL_OK) {
         archive_set_error(a, st == SL_ERR_NOMEM ? ENOMEM : EIO, "%s", sl_last_error());
@@ -258,8 +227,8 @@ static int open_in(struct archive *a, const char *file, const sl_source_params *
         return ARCHIVE_FATAL;
     }
     *rem = s;
-    if (gz) /* no skip: inflating is reading */
-        return archive_read_open2(a, s, NULL, gz_read, NULL, NULL);
+    if (unzip) /* no skip: inflating is reading */
+        return archive_read_open2(a, s, NULL, unzip_read, NULL, NULL);
     return archive_read_open2(a, s, NULL, remote_read, remote_skip, NULL);
 }
 
@@ -267,7 +236,7 @@ static int open_in(struct archive *a, const char *file, const sl_source_params *
 
 struct source_reader {
     struct archive *a;
-    remote *rem;            /* a shard in S3, or gzipped */
+    remote *rem;            /* a shard in S3, or compressed */
     char *file;
     const char *name;       /* the shard's name in ids */
     const sl_source_params *p;

@@ -236,7 +236,7 @@ def test_imagefolder_metadata_and_laion_parquet_need_no_image_column(sluice, htt
     assert "HTTP 404" in rows["laion.parquet:1"]["error"]
 
 
-def test_compressed_manifests_stream_through_libarchive(sluice, tmp_path):
+def test_compressed_manifests_stream(sluice, tmp_path):
     """A .jsonl.gz, .jsonl.zst, .ndjson.bz2, .jsonl.xz and .csv.gz read as
     their plain forms (ids FILE:LINE of the decompressed lines); a file cut
     short gives its rows up to the cut and one failed row naming the cause;
@@ -280,6 +280,75 @@ def test_compressed_manifests_stream_through_libarchive(sluice, tmp_path):
     assert r.returncode == 3, r.stderr
     [row] = jsonl_rows(tmp_path / "out-plain")
     assert row["id"] == "plain.jsonl.gz" and "named .gz, but its bytes are not compressed" in row["error"]
+
+
+def test_a_cut_compressed_manifest_keeps_every_line_its_decoder_has(sluice, tmp_path):
+    """A .jsonl.gz, .jsonl.xz or .jsonl.bz2 cut short gives a row for every
+    whole line its decoder (Python's, streaming) makes of the bytes there
+    are, then one failed row naming the cause: libarchive's filters held back
+    the block they were filling, ~500 lines of a gzip here. A damaged gzip
+    gives the lines before the damage; gzip members one after another (pigz)
+    read as one, zero padding after them is no data, and the bytes, not the
+    name, say the compression."""
+    import bz2
+    import gzip
+    import lzma
+    import zlib
+    img = str(SAMPLES / "variants" / "chelsea_thumb48.jpg")  # the smallest: decoding is not tested here
+    text = "".join(json.dumps({"image": img, "k": i, "pad": "x" * (i % 37)}) + "\n"
+                   for i in range(20000)).encode()
+
+    def whole_lines(partial):
+        return partial.count(b"\n")
+
+    def check(name, data, expect_lines, cause):
+        (tmp_path / name).write_bytes(data)
+        out = tmp_path / f"out-{name}"
+        r = run(sluice, tmp_path / name, out, "--dry-run")
+        assert r.returncode == 3, (name, r.stderr)
+        rows = jsonl_rows(out)
+        failed = [row for row in rows if row["error"]]
+        assert len(failed) == 1 and failed[0]["id"] == name, (name, failed)
+        assert cause in failed[0]["error"] and name in failed[0]["error"], failed[0]["error"]
+        assert sorted(row["k"] for row in rows if not row["error"]) == list(range(expect_lines)), name
+
+    gz = gzip.compress(text, compresslevel=1)
+    cut = gz[:len(gz) * 6 // 10]
+    check("cut.jsonl.gz", cut, whole_lines(zlib.decompressobj(31).decompress(cut)), "truncated gzip input")
+    xz = lzma.compress(text, preset=1)
+    cut = xz[:len(xz) * 6 // 10]
+    check("cut.jsonl.xz", cut, whole_lines(lzma.LZMADecompressor().decompress(cut)), "truncated xz input")
+    # bzip2 decodes a block only whole: two blocks (-1: 100 kB each), cut in the second.
+    bz = bz2.compress(text, compresslevel=1)
+    cut = bz[:len(bz) * 8 // 10]
+    lines = whole_lines(bz2.BZ2Decompressor().decompress(cut))
+    assert lines > 1000
+    check("cut.jsonl.bz2", cut, lines, "truncated bzip2 input")
+    # A byte changed in the middle: every line whole before it, then the damage
+    # named (what the decoder makes of the bytes after it may be garbage lines,
+    # failed as such).
+    damaged = bytearray(gz)
+    damaged[len(gz) // 2] ^= 0xFF
+    before = whole_lines(zlib.decompressobj(31).decompress(gz[:len(gz) // 2]))
+    assert before > 1000
+    (tmp_path / "bad.jsonl.gz").write_bytes(bytes(damaged))
+    r = run(sluice, tmp_path / "bad.jsonl.gz", tmp_path / "out-bad", "--dry-run")
+    assert r.returncode == 3, r.stderr
+    rows = jsonl_rows(tmp_path / "out-bad")
+    [failed] = [row for row in rows if row["id"] == "bad.jsonl.gz"]
+    assert "gzip data damaged near byte" in failed["error"], failed["error"]
+    assert set(range(before)) <= {row["k"] for row in rows if not row["error"]}
+
+    # pigz-style members, then tar-style zero padding; and zstd bytes named .gz.
+    half = len(text) // 2
+    half = text.index(b"\n", half) + 1
+    members = gzip.compress(text[:half]) + gzip.compress(text[half:]) + bytes(512)
+    for name, data in (("members.jsonl.gz", members),
+                       ("zstd.jsonl.gz", pa.compress(text, "zstd", asbytes=True))):
+        (tmp_path / name).write_bytes(data)
+        r = run(sluice, tmp_path / name, tmp_path / f"out-{name}", "--dry-run")
+        assert r.returncode == 0, (name, r.stderr)
+        assert sorted(row["k"] for row in jsonl_rows(tmp_path / f"out-{name}")) == list(range(20000))
 
 
 def test_csv_manifest_quoting_and_declared_columns(sluice, tmp_path):
@@ -618,23 +687,25 @@ def test_compressed_webdataset_shards(sluice, tmp_path):
         assert sorted(row["n"] for row in rows.values()) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("where", ["data", "header"])
-def test_a_truncated_tar_gz_keeps_every_complete_sample_before_the_cut(sluice, tmp_path, where):
-    """A .tar.gz cut short (a copy that did not finish), inside a member's
-    data or inside a header: every sample whose members all inflate from
-    what is there is captioned with all its columns, those in the last 64
-    KiB before the cut too (libarchive's gzip filter dropped that block), and
+@pytest.mark.parametrize("kind,where", [("gz", "data"), ("gz", "header"), ("xz", "data")])
+def test_a_truncated_tar_gz_keeps_every_complete_sample_before_the_cut(sluice, tmp_path, kind, where):
+    """A .tar.gz or .tar.xz cut short (a copy that did not finish), inside a
+    member's data or inside a header: every sample whose members all inflate
+    from what is there is captioned with all its columns, those in the last
+    64 KiB before the cut too (libarchive's filters dropped that block), and
     one failed row, id SHARD@OFFSET of the member cut, names the shard, that
     offset and the truncation."""
     import gzip
+    import lzma
     import zlib
     make_shards(tmp_path / "wds", n_shards=1, per_shard=10)
     raw = (tmp_path / "wds" / "data-000.tar").read_bytes()
-    packed = gzip.compress(raw, mtime=0)
+    packed = gzip.compress(raw, mtime=0) if kind == "gz" else lzma.compress(raw, preset=1)
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         members = tar.getmembers()
     # (compressed prefix, tar bytes it inflates to), every 16 bytes
-    d, reach, prefixes = zlib.decompressobj(16 + 15), 0, []
+    d = zlib.decompressobj(16 + 15) if kind == "gz" else lzma.LZMADecompressor()
+    reach, prefixes = 0, []
     for i in range(0, len(packed), 16):
         reach += len(d.decompress(packed[i:i + 16]))
         prefixes.append((i + 16, reach))
@@ -653,7 +724,7 @@ def test_a_truncated_tar_gz_keeps_every_complete_sample_before_the_cut(sluice, t
                        for m in members)
     cut, reached = next((c, r) for c, r in prefixes if r > len(raw) // 2 and fits(r))
     broken = next(m for m in members if m.offset_data + m.size > reached)
-    shard = tmp_path / "cut.tar.gz"
+    shard = tmp_path / f"cut.tar.{kind}"
     shard.write_bytes(packed[:cut])
     r = run(sluice, shard, tmp_path / "o")
     assert r.returncode == 3, r.stderr
@@ -663,17 +734,17 @@ def test_a_truncated_tar_gz_keeps_every_complete_sample_before_the_cut(sluice, t
     # members: it is kept with those it has.
     expect = {key for key, off in first.items()
               if off < broken.offset and (where == "header" or key != broken.name.split(".")[0])}
-    assert set(ok) == {f"cut.tar.gz/{key}" for key in expect}, (sorted(ok), sorted(expect))
+    assert set(ok) == {f"cut.tar.{kind}/{key}" for key in expect}, (sorted(ok), sorted(expect))
     for key in expect:
-        row = ok[f"cut.tar.gz/{key}"]
+        row = ok[f"cut.tar.{kind}/{key}"]
         assert row["caption"], row
         if key != broken.name.split(".")[0]:
             assert row["n"] == int(key[-4:]) and row["txt"] and row["cls"] is not None, row
     failed = [v for v in rows.values() if v["error"]]
     assert len(failed) == 1, failed
-    assert failed[0]["id"] == f"cut.tar.gz@{broken.offset}", failed[0]["id"]
+    assert failed[0]["id"] == f"cut.tar.{kind}@{broken.offset}", failed[0]["id"]
     err = failed[0]["error"]
-    assert str(shard) in err and f"byte {broken.offset}" in err and "truncated gzip input" in err, err
+    assert str(shard) in err and f"byte {broken.offset}" in err and f"truncated {'gzip' if kind == 'gz' else 'xz'} input" in err, err
     if where == "data":
         assert broken.name in err, err
 
