@@ -203,6 +203,26 @@ static void print_progress_locked(printer *pr, const sl_caption_progress *g)
     fprintf(stderr, "%s\n", g->final ? " | finished" : "");
 }
 
+void printer_metrics_addr(printer *pr, const char *addr)
+{
+    pr->url_host[0] = '\0';
+    if (!addr)
+        return;
+    const char *close = addr[0] == '[' ? strchr(addr, ']') : NULL;
+    const char *colon = strrchr(addr, ':');
+    if (close) {
+        int n = (int)(close - addr - 1);
+        if (n == 2 && memcmp(addr + 1, "::", 2) == 0)
+            snprintf(pr->url_host, sizeof pr->url_host, "[::1]");
+        else
+            snprintf(pr->url_host, sizeof pr->url_host, "[%.*s]", n, addr + 1);
+    } else if (colon) {
+        int n = (int)(colon - addr);
+        if (n > 0 && !(n == 7 && memcmp(addr, "0.0.0.0", 7) == 0))
+            snprintf(pr->url_host, sizeof pr->url_host, "%.*s", n, addr);
+    }
+}
+
 void printer_metrics_port(int port, void *user)
 {
     printer *pr = user;
@@ -210,8 +230,9 @@ void printer_metrics_port(int port, void *user)
         return;
     pthread_mutex_lock(&pr->mu);
     clear_progress(pr);
-    fprintf(stderr, "sluice: metrics at http://127.0.0.1:%d/metrics, live page at "
-                    "http://127.0.0.1:%d/\n", port, port);
+    const char *host = pr->url_host[0] ? pr->url_host : "127.0.0.1";
+    fprintf(stderr, "sluice: metrics at http://%s:%d/metrics, live page at http://%s:%d/\n", host,
+            port, host, port);
     pthread_mutex_unlock(&pr->mu);
 }
 

@@ -1,11 +1,13 @@
 """The caption job's metrics: served while it runs (Prometheus text that the
 Prometheus client parses, vLLM's engine names), and written at the end to
 metrics.prom with counters equal to what the output holds."""
+import time
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import SAMPLES, BackgroundRun, read_rows, sample_copies, sample_images
+from conftest import SAMPLES, TINY, BackgroundRun, read_rows, sample_copies, sample_images
 
 ENGINE_NAMES = {
     "vllm:num_requests_running": "gauge", "vllm:num_requests_waiting": "gauge",
@@ -110,3 +112,59 @@ def test_metrics_can_be_turned_off_and_a_taken_port_is_an_error(sluice, tmp_path
     # Refused before the output folder is made: nothing is left to clean up
     # (it used to be created, with an empty ledger, before the address was tried).
     assert not (tmp_path / "b").exists()
+
+
+def test_the_metrics_line_names_the_host_it_serves_on(sluice, tmp_path):
+    """--metrics-addr [::1]:0 serves on IPv6 loopback: the line printed
+    names that host (it said 127.0.0.1 whatever the address, a URL that went
+    nowhere), and the URL answers while the run waits on an image."""
+    import http.server
+    import re
+    import socket
+    import subprocess
+    import threading
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    release = threading.Event()
+    jpeg = (SAMPLES / "camera.jpg").read_bytes()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            release.wait(120)  # the run cannot end before the test fetched
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(jpeg)))
+            self.end_headers()
+            self.wfile.write(jpeg)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(f'{{"image": "http://127.0.0.1:{server.server_address[1]}/a.jpg"}}\n')
+    err_path = tmp_path / "stderr"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([str(sluice.binary), "caption", str(manifest), "-o", str(tmp_path / "o"),
+                                 "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+                                 "--max-tokens", "2", "--metrics-addr", "[::1]:0"], stderr=err)
+    try:
+        m = None
+        for _ in range(600):
+            m = re.search(r"metrics at http://(\S+?):(\d+)/metrics, live page at http://(\S+?):\d+/",
+                          err_path.read_text())
+            if m or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert m, err_path.read_text()
+        assert m.group(1) == m.group(3) == "[::1]", m.group(0)
+        with urllib.request.urlopen(f"http://[::1]:{m.group(2)}/metrics", timeout=30) as resp:
+            assert b"sluice_rows_read_total" in resp.read()
+    finally:
+        release.set()
+        proc.wait(timeout=300)
+        server.shutdown()
+    assert proc.returncode == 0, err_path.read_text()
