@@ -411,9 +411,13 @@ static sl_status decode_vips(const void *data, size_t len, const char *name,
 
     VipsImage *header = vips_image_new_from_buffer(data, len, "", "access",
                                                    VIPS_ACCESS_SEQUENTIAL, NULL);
-    if (!header)
-        return vips_failure(SL_ERR_DECODE, name, "not an image sluice can read (its header "
-                                                 "cannot be read)");
+    if (!header) {
+        /* The format was recognised: its file is broken, not unknown. */
+        char format[80], words[160];
+        loader_format(loader, format, sizeof format);
+        snprintf(words, sizeof words, "damaged or cut short (its %s header cannot be read)", format);
+        return vips_failure(SL_ERR_DECODE, name, words);
+    }
     int src_w = header->Xsize, src_h = header->Ysize;
     bool has_icc = vips_image_get_typeof(header, VIPS_META_ICC_NAME) != 0;
     g_object_unref(header);

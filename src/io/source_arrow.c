@@ -667,6 +667,8 @@ static sl_status read_schema(source_reader *r, char **why)
         return st;
     if (!by_footer) {
         r->pos = 0;
+        if (r->size == 0)
+            return WHY(r, "%s: empty file (0 bytes), not an Arrow file", r->file);
         if (r->size >= 8 && !read_exact(r, magic, 8))
             return CUT(r, "its first bytes");
         if (r->size < 8 || memcmp(magic, "ARROW1", 6) != 0)

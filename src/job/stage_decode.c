@@ -235,11 +235,14 @@ media_row *media_row_copy(const media_row *v)
     return c;
 }
 
-/* Is the local file at `path` a video? By its name, or else its first
- * bytes (a manifest may name a video anything). */
+/* Is the local file at `path` a video? By its first bytes (a manifest may
+ * name a video anything), else its name; an image's magic beats the name (a
+ * JPEG saved as .mp4 is decoded as the JPEG it is, as a PNG named .jpg is). */
 static bool is_local_video(const char *path, const local_peek *pk)
 {
-    return sl_video_path_is_video(path) || sl_video_sniff(pk->head, pk->got);
+    if (sl_video_sniff(pk->head, pk->got))
+        return true;
+    return sl_video_path_is_video(path) && !sl_sniff_image_format(pk->head, pk->got);
 }
 
 /* Samples the row's video into r->media: frames for the llama engine (taken

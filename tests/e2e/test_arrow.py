@@ -443,8 +443,9 @@ def test_broken_files_fail_alone(sluice, tmp_path):
     """A stream cut inside a batch gives the rows before it and one failed
     row; a file that is no Arrow, a compressed one whose buffer claims to
     decompress to 2^40 bytes (refused before anything is allocated for it),
-    one whose dictionary index points past its dictionary and one without
-    an image column each fail as one row naming the file and the cause; the
+    one whose dictionary index points past its dictionary, one without an
+    image column and an empty one (it said "an Arrow IPC stream begins with
+    its schema") each fail as one row naming the file and the cause; the
     good file beside them is read whole."""
     good = dataset_table(0, 6, tmp_path)
     write_stream(tmp_path / "good.arrow", good, 2)
@@ -470,6 +471,7 @@ def test_broken_files_fail_alone(sluice, tmp_path):
     assert data.count(run) == 1
     (tmp_path / "dict.arrow").write_bytes(data.replace(run, struct.pack("<6i", 0, 1, 0, 1, 0, 5)))
     write_stream(tmp_path / "noimage.arrow", pa.table({"x": [1, 2]}), 2)
+    (tmp_path / "empty.arrow").write_bytes(b"")  # a copy that never started
     r = dry_run(sluice, tmp_path / "*.arrow", tmp_path / "o")
     assert r.returncode == 3, r.stderr
     rows = read_rows(tmp_path / "o")
@@ -482,7 +484,8 @@ def test_broken_files_fail_alone(sluice, tmp_path):
     assert 2 <= len(cut_ok) < 6 and len(cut_bad) == 1
     assert "cut.arrow" in cut_bad[0]["error"] and "past the file's end (truncated" in cut_bad[0]["error"]
     causes = {"noise.arrow": "not an Arrow IPC file", "huge.arrow": "claiming more than the limit",
-              "dict.arrow": "dictionary index", "noimage.arrow": "no image column"}
+              "dict.arrow": "dictionary index", "noimage.arrow": "no image column",
+              "empty.arrow": "empty file (0 bytes), not an Arrow file"}
     for name, cause in causes.items():
         assert len(by[name]) == 1, by[name]
         err = by[name][0]["error"]

@@ -164,12 +164,15 @@ def test_unreadable_formats_and_strips_say_what_is_wrong_in_plain_words(sluice, 
     (root / "ok.png").write_bytes(encode(Image.new("RGB", (400, 2), (1, 2, 3)), "PNG"))
     noise = encode(Image.effect_noise((300, 200), 50).convert("RGB"), "PNG")
     (root / "cut.png").write_bytes(noise[: len(noise) // 2])
+    # An AVIF of its ftyp box alone: the format is known, its file is broken
+    # (it said "not an image sluice can read").
+    (root / "cut.avif").write_bytes(b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf")
     out = tmp_path / "out"
     r = sluice.run("caption", root, "-o", out, "--model", TINY / "model.gguf", "--mmproj",
                    TINY / "mmproj.gguf", "--max-tokens", "2", "--metrics-addr", "off", "--quiet")
     assert r.returncode == 3, r.stderr[-3000:]
     rows = {row["id"]: row for row in read_rows(out)}
-    for name in ("tga.jpg", "svg.png", "text.jpg", "wide.png", "tall.png", "cut.png"):
+    for name in ("tga.jpg", "svg.png", "text.jpg", "wide.png", "tall.png", "cut.png", "cut.avif"):
         err = rows[name]["error"]
         assert rows[name]["error_stage"] == "decode" and err.startswith(str(root / name)), err
         assert "VipsForeign" not in err, err
@@ -180,7 +183,28 @@ def test_unreadable_formats_and_strips_say_what_is_wrong_in_plain_words(sluice, 
     assert "10000x1 px: aspect ratio over 200:1, too wide" in rows["wide.png"]["error"]
     assert "1x10000 px: aspect ratio over 200:1, too tall" in rows["tall.png"]["error"]
     assert "damaged or cut short" in rows["cut.png"]["error"]  # libvips' detail after it
+    assert "damaged or cut short (its HEIF header cannot be read)" in rows["cut.avif"]["error"]
     assert rows["ok.png"]["error_stage"] != "decode", rows["ok.png"]  # 200:1 is read
+
+
+def test_an_image_named_as_a_video_is_read_as_the_image_it_is(sluice, tmp_path):
+    """A JPEG saved as .mp4 or a PNG as .mov (scrapers name files by URL)
+    failed "not a video in a supported container": the name beat the bytes.
+    Now an image's magic wins, as it does for a PNG named .jpg; bytes that
+    are neither stay a video's failure."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "photo.mp4").write_bytes((SAMPLES / "camera.jpg").read_bytes())
+    (root / "drawing.mov").write_bytes(encode(Image.new("RGB", (64, 48), (9, 8, 7)), "PNG"))
+    (root / "junk.mp4").write_text("not a video, not an image\n" * 20)
+    out = tmp_path / "out"
+    r = sluice.run("caption", root, "-o", out, "--dry-run", "--quiet")
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert rows["photo.mp4"]["error"] is None and rows["photo.mp4"]["format"] == "jpeg", rows["photo.mp4"]
+    assert rows["drawing.mov"]["error"] is None and rows["drawing.mov"]["format"] == "png"
+    assert (rows["drawing.mov"]["width"], rows["drawing.mov"]["height"]) == (64, 48)
+    assert "not a video in a supported container" in rows["junk.mp4"]["error"], rows["junk.mp4"]
 
 
 def test_max_aspect_ratio_is_a_flag_and_not_in_the_fingerprint(sluice, tmp_path):
