@@ -175,6 +175,29 @@ static void stream_reads_the_same_in_any_pieces(void **state)
     }
 }
 
+/* A stream whose deltas carry the content as parts (Mistral's reasoning
+ * models): the text parts are the caption, the thinking ones not. Its
+ * text was empty before, the row failed as having no caption. */
+static void stream_of_content_parts(void **state)
+{
+    (void)state;
+    static const char parts[] =
+        "data: {\"choices\":[{\"delta\":{\"content\":[{\"type\":\"thinking\",\"thinking\":"
+        "[{\"type\":\"text\",\"text\":\"hmm\"}]}]}}]}\n\n"
+        "data: {\"choices\":[{\"delta\":{\"content\":[{\"type\":\"text\",\"text\":\"A dog\"}]}}]}\n\n"
+        "data: {\"choices\":[{\"delta\":{\"content\":\" runs.\"},\"finish_reason\":\"stop\"}]}\n\n"
+        "data: [DONE]\n\n";
+    openai_stream s = {0};
+    openai_stream_reset(&s, 1000);
+    feed(&s, parts, 5);
+    sl_result r;
+    char why[256];
+    assert_int_equal(openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why), OPENAI_ANSWER_OK);
+    assert_string_equal(r.text, "A dog runs.");
+    sl_free(r.text);
+    openai_stream_free(&s);
+}
+
 /* A server's logprobs: a chat.completion's choices[0].logprobs object kept
  * as it is; a stream's entries, chunk by chunk, joined in order into one
  * {"content": [...]} (read the same in any pieces); none asked, none kept. */
@@ -722,6 +745,7 @@ int main(void)
         cmocka_unit_test(server_messages),
         cmocka_unit_test(secrets_hidden),
         cmocka_unit_test(content_parts_and_2xx_errors),
+        cmocka_unit_test(stream_of_content_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -693,6 +693,14 @@ static void stream_chunk(openai_stream *s, const char *json, size_t len, double 
     s->tool_calls |= json_array_size(json_object_get(delta, "tool_calls")) > 0 ||
                      json_is_object(json_object_get(delta, "function_call"));
     s->reasoning += reasoning_len(delta);
+    /* Mistral's reasoning models stream their parts as arrays too: the
+     * text parts are the content, the thinking ones not. */
+    bool nomem = false;
+    json_t *joined = json_is_array(content) ? content_of_parts(content, &nomem) : NULL;
+    if (nomem)
+        snprintf(s->error, sizeof s->error, "out of memory");
+    if (joined)
+        content = joined;
     size_t n = json_string_length(content);
     if (json_is_string(content) && n > 0) {
         if (n > s->text_max - s->text.len)
@@ -704,6 +712,7 @@ static void stream_chunk(openai_stream *s, const char *json, size_t len, double 
         s->last_token_at = now;
         s->content_chunks++;
     }
+    json_decref(joined);
     stream_logprobs(s, choice);
     const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
     if (finish)
