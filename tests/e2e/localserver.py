@@ -1,8 +1,41 @@
 """An http.server on a free local port, serving from a thread for the span
 of a `with` block: the base of the test servers (hub, proxy, URL images)."""
 import http.server
+import random
 import re
+import socket
 import threading
+
+
+def free_ports(count: int = 1) -> int:
+    """The first of `count` consecutive free loopback ports (rank r of an MPI
+    job serves at the port + r), for a server started later to bind. Below
+    the kernel's ephemeral range (32768-60999 here): a port that bind(0)
+    hands out is released before the server binds it, and any connect() on
+    the machine (Prometheus's scrapes, a client, another test running
+    beside) may take it as its local port meanwhile, and the server then
+    fails to start; ports down here are never handed out that way."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - count)
+        socks = []
+        try:
+            for k in range(count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + k))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free ports in 20000-32000")
+
+
+def free_port() -> int:
+    """A free loopback port for a server started later (see free_ports)."""
+    return free_ports(1)
 
 
 class LocalServer:

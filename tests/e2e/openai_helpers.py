@@ -19,16 +19,10 @@ import time
 import urllib.error
 import urllib.request
 
-from localserver import LocalServer
+from localserver import LocalServer, free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY = REPO / "models" / "tiny"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LlamaServer:

@@ -10,7 +10,6 @@ Every wait is bounded. Use it as a context manager:
 import json
 import pathlib
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,34 +18,7 @@ import urllib.request
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_ports(count: int) -> int:
-    """The first of `count` consecutive free ports (rank r of an MPI job
-    serves at the port + r), below the kernel's ephemeral range: a port
-    bind(0) hands out (Prometheus's own, a client's) never lands on one."""
-    import random
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 32000)
-        socks = []
-        try:
-            for k in range(count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", base + k))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {count} consecutive free ports in 20000-32000")
+from localserver import free_port
 
 
 class Prometheus:

@@ -20,7 +20,6 @@ import contextlib
 import http.client
 import http.server
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -28,13 +27,9 @@ import time
 import urllib.request
 from urllib.parse import urlsplit
 
+from localserver import free_port
+
 SECRET = "s3cr3t-never-printed"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

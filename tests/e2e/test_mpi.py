@@ -255,7 +255,8 @@ def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
     import re
     import urllib.request
 
-    from prom import Prometheus, free_ports
+    from localserver import free_ports
+    from prom import Prometheus
     dash_path = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "grafana" / \
         "sluice-dashboard.json"
     from test_dashboard import JOB_PREFIX, dashboard_targets, substitute

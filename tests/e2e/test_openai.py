@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLES, read_rows, sample_copies, sample_images, sanitized
-from localserver import LocalServer
+from localserver import LocalServer, free_port
 from openai_helpers import (FakeServer, LlamaServer, Proxy, chat, completion, endless,
-                            free_port, metric_sum, reply, scrape, too_many_requests)
+                            metric_sum, reply, scrape, too_many_requests)
 
 EXPECTED_IDS = {str(p.relative_to(SAMPLES)) for p in sample_images()}
 

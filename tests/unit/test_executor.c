@@ -29,9 +29,11 @@ typedef struct tctx {
     bool hold_forever;      /* holder: never completes a row */
     int fail_poll_holding;  /* holder: poll() fails once while holding this many rows */
     int fail_submit_at;     /* holder: the Nth submit() fails (once) */
+    bool source_paced;      /* source: row k waits for rows 0..k-2 to reach the sink */
     /* observations */
     atomic_long map_inits, map_calls, max_map_batch, second_saw_failed, second_saw_deferred;
-    atomic_long sink_rows, sink_failed, async_inflight, async_max_inflight;
+    atomic_long produced, sink_rows, sink_failed, async_inflight, async_max_inflight;
+    atomic_long pace_stalls; /* source_paced: waits that timed out */
     atomic_int sink_end, map_end, holder_end;
     atomic_long released_before_close, held_at_close, holder_submits;
     atomic_bool holder_failed_once;
@@ -86,6 +88,17 @@ static void tracked_free(void *p)
 /* --- source ---- */
 typedef struct src_state { tctx *c; long next; } src_state;
 
+/* Waits up to 30 s for *count to reach at_least: false if it did not. */
+static bool wait_count(const atomic_long *count, long at_least)
+{
+    for (int ms = 0; atomic_load(count) < at_least; ms++) {
+        if (ms >= 30000)
+            return false;
+        usleep(1000);
+    }
+    return true;
+}
+
 static sl_status src_init(void *cfg, int worker, void **state)
 {
     src_state *s = calloc(1, sizeof *s);
@@ -103,6 +116,13 @@ static sl_status src_produce(void *state, sl_row *row, bool *done)
     }
     if (s->c->source_delay_us)
         usleep((useconds_t)s->c->source_delay_us);
+    /* Row k-2 left the source's batch when row k-1 came (source_delay_us
+     * is past flush_ms): the executor has it, and must pass it on without
+     * waiting for more rows. After one stall the rest go unpaced. */
+    if (s->c->source_paced && !atomic_load(&s->c->pace_stalls) &&
+        !wait_count(&s->c->sink_rows, s->next - 1))
+        atomic_fetch_add(&s->c->pace_stalls, 1);
+    atomic_fetch_add(&s->c->produced, 1);
     long *v = malloc(sizeof *v);
     *v = s->next++;
     if (s->c->track_payloads) {
@@ -428,12 +448,6 @@ static void ordered_mode_keeps_input_order(void **state)
     free_ctx(c);
 }
 
-static void *run_thread(void *e)
-{
-    sl_exec_run(e);
-    return NULL;
-}
-
 static void batches_are_bounded_and_a_trickle_still_flows(void **state)
 {
     tctx *c = new_ctx(2000);
@@ -443,22 +457,21 @@ static void batches_are_bounded_and_a_trickle_still_flows(void **state)
     assert_true(atomic_load(&c->max_map_batch) >= 2); /* batching happened */
     free_ctx(c);
 
-    /* A slow source (20 ms a row): rows reach the sink long before the end. */
+    /* A slow source (20 ms a row, batches of 64): rows reach the sink long
+     * before the end. Each row waits until the rows two before it have
+     * reached the sink, so a row held back for a fuller batch stalls the
+     * source (30 s, then it counts) instead of a sample of the sink's count
+     * at a fixed time, which read 0 when the threads started late. */
     c = new_ctx(12);
     c->source_delay_us = 20000;
+    c->source_paced = true;
     sl_stage_def slow[] = {SOURCE(c), MAP(c, 1, 64), SINK(c)};
     slow[0].batch_size = 64;
-    sl_exec *e;
-    assert_int_equal(sl_exec_create(NULL, slow, 3, &e), SL_OK);
-    pthread_t t;
-    pthread_create(&t, NULL, run_thread, e);
-    usleep(150000); /* ~7 rows produced by now */
-    long early = atomic_load(&c->sink_rows);
-    pthread_join(t, NULL);
-    assert_true(early >= 1);
-    assert_true(early < 12);
+    assert_int_equal(run(c, slow, 3, NULL, NULL), SL_OK);
+    if (atomic_load(&c->pace_stalls))
+        fail_msg("a row waited 30 s for the rows two before it to reach the sink: rows were "
+                 "held back for a fuller batch");
     assert_each_once(c, 12);
-    sl_exec_free(e);
     free_ctx(c);
 }
 
@@ -596,11 +609,21 @@ static void async_stage_completes_out_of_order_within_limit(void **state)
     free_ctx(c);
 }
 
-typedef struct stopper { sl_exec *e; int after_ms, times; } stopper;
+/* `times` stop requests, `after_ms` apart, the first once *count has
+ * reached at_least (up to 30 s; count NULL: at once): a stop timed from
+ * the start alone came before the first row when the threads started late. */
+typedef struct stopper {
+    sl_exec *e;
+    int after_ms, times;
+    const atomic_long *count;
+    long at_least;
+} stopper;
 
 static void *stop_later(void *arg)
 {
     stopper *s = arg;
+    if (s->count)
+        wait_count(s->count, s->at_least); /* on a timeout the test's checks fail */
     for (int i = 0; i < s->times; i++) {
         usleep((useconds_t)s->after_ms * 1000);
         sl_exec_request_stop(s->e);
@@ -609,13 +632,14 @@ static void *stop_later(void *arg)
 }
 
 /* Runs the chain while a thread sends `times` stop requests, `after_ms`
- * apart; the run's status, the executor in *out (sl_exec_free). */
-static sl_status run_with_stops(const sl_stage_def *defs, size_t n, const sl_exec_params *p,
-                                int after_ms, int times, sl_exec **out)
+ * apart, once the source has produced `produced` rows (c->produced); the
+ * run's status, the executor in *out (sl_exec_free). */
+static sl_status run_with_stops(tctx *c, long produced, const sl_stage_def *defs, size_t n,
+                                const sl_exec_params *p, int after_ms, int times, sl_exec **out)
 {
     sl_exec *e;
     assert_int_equal(sl_exec_create(p, defs, n, &e), SL_OK);
-    stopper s = {e, after_ms, times};
+    stopper s = {e, after_ms, times, &c->produced, produced};
     pthread_t t;
     pthread_create(&t, NULL, stop_later, &s);
     sl_status st = sl_exec_run(e);
@@ -630,7 +654,7 @@ static void stop_drains_rows_in_flight(void **state)
     c->map_delay_us = 300;
     sl_stage_def defs[] = {SOURCE(c), MAP(c, 2, 8), ASYNC(c, 1, 8), SINK(c)};
     sl_exec *e;
-    assert_int_equal(run_with_stops(defs, 4, NULL, 200, 1, &e), SL_ERR_STOPPED);
+    assert_int_equal(run_with_stops(c, 1, defs, 4, NULL, 200, 1, &e), SL_ERR_STOPPED);
     sl_exec_stats es;
     sl_exec_stats_get(e, &es);
     assert_true(es.rows_produced > 0);
@@ -649,7 +673,9 @@ static void second_stop_aborts(void **state)
     sl_exec_params p = sl_exec_default_params();
     p.queue_rows = 512;
     sl_exec *e;
-    assert_int_equal(run_with_stops(defs, 3, &p, 100, 2, &e), SL_ERR_STOPPED);
+    /* 200 rows out when the first stop comes: a drain of seconds at 20 ms a
+     * row (the source fills both queues of 512 in well under that) */
+    assert_int_equal(run_with_stops(c, 200, defs, 3, &p, 100, 2, &e), SL_ERR_STOPPED);
     assert_non_null(strstr(sl_last_error(), "at once"));
     assert_int_equal(atomic_load(&c->sink_end), SL_END_ABORTED);
     sl_exec_stats es;
@@ -669,7 +695,7 @@ static void abort_closes_an_async_stage_before_freeing_its_rows(void **state)
     sl_stage_def defs[] = {SOURCE(c), HOLDER(c, 16), SINK(c)};
     sl_exec *e;
     assert_int_equal(sl_exec_create(NULL, defs, 3, &e), SL_OK);
-    stopper s = {e, 150, 2};
+    stopper s = {e, 150, 2, &c->holder_submits, 16}; /* once it holds all 16 */
     pthread_t t;
     pthread_create(&t, NULL, stop_later, &s);
     assert_int_equal(sl_exec_run(e), SL_ERR_STOPPED);
@@ -720,7 +746,7 @@ static void a_row_the_async_stage_refuses_fails_alone(void **state)
     sl_stage_def defs[] = {SOURCE(c), ASYNC(c, 2, 8), CHECK(c), SINK(c)};
     sl_exec *e;
     assert_int_equal(sl_exec_create(NULL, defs, 4, &e), SL_OK);
-    stopper s = {e, 20000, 2}; /* a watchdog: a refused row that never comes back hangs */
+    stopper s = {e, 20000, 2, NULL, 0}; /* a watchdog: a refused row that never comes back hangs */
     pthread_t t;
     pthread_create(&t, NULL, stop_later, &s);
     sl_status st = sl_exec_run(e);
@@ -1105,7 +1131,7 @@ static void a_stop_tells_async_stages_and_their_unstarted_rows_are_deferred(void
          .init = pass_init, .process = lazy_sink},
     };
     sl_exec *e;
-    assert_int_equal(run_with_stops(defs, 5, NULL, 100, 1, &e), SL_ERR_STOPPED);
+    assert_int_equal(run_with_stops(c, 1, defs, 5, NULL, 100, 1, &e), SL_ERR_STOPPED);
     sl_exec_stats es;
     sl_exec_stats_get(e, &es);
     assert_int_equal(atomic_load(&z.stops), 1);

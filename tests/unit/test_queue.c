@@ -109,7 +109,15 @@ static void abort_wakes_blocked_push_and_pop(void **state)
     pusher p = {q, in, 2, 0, 9};
     pthread_t t;
     pthread_create(&t, NULL, push_thread, &p);
-    usleep(30000);
+    /* The abort comes once the first row is in: after a fixed sleep alone it
+     * came before a late thread's push, which then took no row at all. */
+    uint64_t n_rows = 0, n_bytes;
+    for (int ms = 0; n_rows == 0 && ms < 30000; ms++) {
+        usleep(1000);
+        sl_queue_depth(q, &n_rows, &n_bytes);
+    }
+    assert_int_equal(n_rows, 1);
+    usleep(30000); /* and the pusher waits for room for the second by now, mostly */
     sl_queue_abort(q);
     pthread_join(t, NULL);
     assert_int_equal(p.result, 1); /* the first row went in, the second did not */
