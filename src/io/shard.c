@@ -114,10 +114,14 @@ long sl_shard_part_number(const char *name)
     return strtol(d, NULL, 10);
 }
 
-/* A temporary of io/shard.c: ".part-N.EXT.tmp-PID". */
+/* A temporary of io/shard.c: ".part-N.EXT.tmp-PID", or of the errors part
+ * beside it (--errors-file), ".errors-N.jsonl.tmp-PID": a killed run leaves
+ * both, and the errors one would otherwise stay for good, as large as the
+ * part's failed rows. */
 static bool is_part_temp(const char *name)
 {
-    return strncmp(name, ".part-", 6) == 0 && strstr(name, ".tmp-") != NULL;
+    return (strncmp(name, ".part-", 6) == 0 || strncmp(name, ".errors-", 8) == 0) &&
+           strstr(name, ".tmp-") != NULL;
 }
 
 sl_status sl_shard_scan_parts(const char *dir, sl_part_scan *out)
@@ -181,7 +185,22 @@ static long remove_matching(const char *dir, bool (*match)(const char *name), sl
     return removed;
 }
 
-static bool is_part(const char *name) { return sl_shard_part_number(name) >= 0; }
+long sl_shard_errors_number(const char *name)
+{
+    char as_part[64];
+    if (strncmp(name, "errors-", 7) != 0 || strlen(name) > 40)
+        return -1;
+    snprintf(as_part, sizeof as_part, "part-%s", name + 7);
+    return strcmp(name + strlen(name) - 6, ".jsonl") == 0 ? sl_shard_part_number(as_part) : -1;
+}
+
+/* A part file, or the errors part of --errors-file beside it: --overwrite
+ * removes both, or the old errors parts would stay beside the new parts,
+ * their rows failures of another run. */
+static bool is_part(const char *name)
+{
+    return sl_shard_part_number(name) >= 0 || sl_shard_errors_number(name) >= 0;
+}
 
 sl_status sl_shard_remove_parts(const char *dir)
 {

@@ -35,6 +35,10 @@ typedef struct sl_part_scan {
  * "part-N.tar" (N: five to fifteen digits), or -1 for another name. */
 long sl_shard_part_number(const char *name);
 
+/* The N of an errors part's name "errors-N.jsonl" (--errors-file: a part's
+ * failed rows, numbered as the part), or -1 for any other name. */
+long sl_shard_errors_number(const char *name);
+
 /* Lists dir's part files (a missing dir has none). */
 sl_status sl_shard_scan_parts(const char *dir, sl_part_scan *out);
 
@@ -43,10 +47,11 @@ sl_status sl_shard_scan_parts(const char *dir, sl_part_scan *out);
 sl_status sl_shard_each_part(const char *dir, sl_status (*each)(void *user, const char *name),
                              void *user);
 
-/* Removes dir's part files (--overwrite). */
+/* Removes dir's part files and the errors parts beside them,
+ * errors-N.jsonl (--overwrite). */
 sl_status sl_shard_remove_parts(const char *dir);
 
-/* Removes the temporary files (.part-*.tmp-PID) that a killed run left in
+/* Removes the temporary files (.part-*.tmp-PID, .errors-*.tmp-PID) that a killed run left in
  * dir; returns how many (-1 when dir cannot be read). */
 long sl_shard_remove_temps(const char *dir);
 

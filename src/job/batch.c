@@ -556,15 +556,6 @@ static int cmp_long(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-long batch_errors_number(const char *name)
-{
-    char as_part[64];
-    if (strncmp(name, "errors-", 7) != 0 || strlen(name) > 40)
-        return -1;
-    snprintf(as_part, sizeof as_part, "part-%s", name + 7);
-    return strcmp(name + strlen(name) - 6, ".jsonl") == 0 ? sl_shard_part_number(as_part) : -1;
-}
-
 /* Appends n to *list (grown by doubling). */
 static bool push_number(long **list, size_t *n, size_t *cap, long v)
 {
@@ -609,7 +600,7 @@ static sl_status collect_remote(const job *j, FILE *out)
         bool ok = true;
         if (k >= 0 && dot && strcmp(dot + 1, fmt) == 0)
             ok = push_number(&parts, &n_parts, &cap_parts, k);
-        else if ((k = batch_errors_number(name)) >= 0)
+        else if ((k = sl_shard_errors_number(name)) >= 0)
             ok = push_number(&errs, &n_errs, &cap_errs, k);
         if (!ok)
             st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);

@@ -83,8 +83,4 @@ char *batch_show_text(const caption_row *r, const char *answer);
  * output the objects beside the parts. */
 sl_status batch_errors_collect(const job *j);
 
-/* The N of an errors part's name "errors-N.jsonl" (N as a part's number:
- * io/shard.h), or -1 for any other name. */
-long batch_errors_number(const char *name);
-
 #endif

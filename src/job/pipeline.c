@@ -884,6 +884,16 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         st = sl_fail(j.sink_status, "%s", j.sink_error);
     else if (j.sink_status != SL_OK)
         st = sl_fail(j.sink_status, "%s (as the run ended: %s)", j.sink_error, run_msg);
+    /* Where to look: the errors file holds every failed row; else the
+     * parts this run committed do (any of them: rows go in as they finish),
+     * not only the last one. */
+    else if (run_st == SL_ERR_TOO_MANY_FAILED && p->errors_file)
+        st = sl_fail(run_st, "%s; the failed rows and their errors are in '%s' (--errors-file)",
+                     run_msg, p->errors_file);
+    else if (run_st == SL_ERR_TOO_MANY_FAILED && !j.dist && j.first_shard_path[0] &&
+             strcmp(j.first_shard_path, shard) != 0)
+        st = sl_fail(run_st, "%s; the failed rows and their errors are among the rows of %s to %s",
+                     run_msg, j.first_shard_path, shard);
     else if (run_st == SL_ERR_TOO_MANY_FAILED)
         st = sl_fail(run_st, "%s; the failed rows and their errors are in %s", run_msg, shard);
     else if (run_st != SL_OK)

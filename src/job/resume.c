@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -326,7 +327,7 @@ static bool part_number_published(void *j, long k)
  * up before its part, and over 16 MiB in parts as a part does. */
 static bool stale_upload(void *user, const char *name)
 {
-    long k = batch_errors_number(name);
+    long k = sl_shard_errors_number(name);
     if (k >= 0)
         return !part_number_published(user, k);
     return sl_shard_part_number(name) >= 0 && !remote_part_published(user, name);
@@ -373,6 +374,28 @@ static sl_status writable_dir(const char *dir, const char *what, const char *fla
     return sl_fail(SL_ERR_INVALID_ARG,
                    "%s '%s' cannot be written (%s): choose another %s, or make it writable",
                    what, dir, why, flag);
+}
+
+/* --errors-file is written at the end of the run (batch.h): a path that
+ * cannot be written is found now, as the output folder is, not after the
+ * whole run (whose rows stay in the errors parts either way). Its folder is
+ * made like -o's. */
+static sl_status writable_errors_file(const char *file)
+{
+    if (!file)
+        return SL_OK;
+    struct stat sb;
+    if (stat(file, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return sl_fail(SL_ERR_INVALID_ARG, "--errors-file '%s' is a folder: name a file (it is "
+                                           "written when the run ends)", file);
+    const char *slash = strrchr(file, '/');
+    char *dir = !slash ? sl_strdup(".")
+                : slash == file ? sl_strdup("/")
+                                : sl_asprintf("%.*s", (int)(slash - file), file);
+    sl_status st = dir ? writable_dir(dir, "--errors-file's folder", "--errors-file")
+                       : sl_fail(SL_ERR_NOMEM, "out of memory");
+    sl_free(dir);
+    return st;
 }
 
 static sl_status choose_dir(job *j)
@@ -596,6 +619,8 @@ sl_status job_open_ledger(job *j)
     if (j->dist && sl_dist_rank(j->dist) != 0)
         return join_job(j);
     sl_status st = choose_dir(j);
+    if (st == SL_OK)
+        st = writable_errors_file(p->errors_file);
     if (st != SL_OK)
         return st;
     const char *dir = j->dir;

@@ -202,6 +202,27 @@ def test_command_line_errors_say_what_to_change(sluice, tmp_path):
         assert r.returncode == 2 and f"{flag} applies to a batch file" in r.stderr, r.stderr
 
 
+def test_an_errors_file_that_cannot_be_written_stops_before_the_run(sluice, corrupt_set, tmp_path):
+    """--errors-file is written when the run ends: a path there was no
+    writing to failed only then (exit 1, after the whole run). It is checked
+    first now, as -o is: exit 2, the file named, nothing run."""
+    (tmp_path / "a-file").write_text("")
+    for errs, why in ((tmp_path, "is a folder"), (tmp_path / "a-file" / "errors.jsonl", "cannot be written")):
+        out = tmp_path / "out"
+        r = sluice.caption(corrupt_set, out, "--max-tokens", "2", "--metrics-addr", "off",
+                           "--errors-file", errs)
+        assert r.returncode == 2, r.stderr
+        assert str(errs if why == "is a folder" else errs.parent) in r.stderr and why in r.stderr, r.stderr
+        assert "--errors-file" in r.stderr
+        assert not list(out.glob("part-*")), "the run should not have started"
+    # A folder that is not there yet is made, as -o's is.
+    errs = tmp_path / "new" / "errors.jsonl"
+    r = sluice.caption(corrupt_set, tmp_path / "out", "--max-tokens", "2", "--metrics-addr", "off",
+                       "--errors-file", errs)
+    assert r.returncode == 3, r.stderr
+    assert len(errs.read_text().splitlines()) == len(BROKEN)
+
+
 def test_gpus_are_checked_and_a_cpu_build_says_so(sluice, tmp_path):
     r = sluice.caption(SAMPLES, tmp_path / "o", "--gpus", "0,0")
     assert r.returncode == 2 and "distinct device numbers" in r.stderr
@@ -238,6 +259,18 @@ def test_too_many_failures_stop_the_job_and_keep_what_finished(sluice, tmp_path)
     rows = read_rows(tmp_path / "out")
     assert rows and all(row["error_stage"] == "decode" for row in rows)
     assert len({row["id"] for row in rows}) == len(rows)
+    # With --errors-file the failed rows are in that file, not in a part:
+    # the stop named the last part (which then held none) as where to look.
+    errs = tmp_path / "errors.jsonl"
+    r = sluice.caption(src, tmp_path / "out-errors", "--max-failed", "10%", "--shard-rows", "4",
+                       "--metrics-addr", "off", "--errors-file", errs)
+    assert r.returncode == 1, r.stderr
+    stop = next(line for line in r.stderr.splitlines() if "rows had failed" in line)
+    assert f"are in '{errs}' (--errors-file)" in stop and "part-" not in stop, stop
+    failed = [json.loads(line) for line in errs.read_text().splitlines()]
+    assert failed and all(row["error_stage"] == "decode" for row in failed)
+    parts = list((tmp_path / "out-errors").glob("part-*.jsonl"))
+    assert parts and not any(p.read_text() for p in parts)  # every row failed: none in a part
 
 
 def test_a_stop_past_max_failed_says_whether_a_rerun_has_work(sluice, tmp_path):

@@ -69,6 +69,7 @@ def assert_exactly_once(out: pathlib.Path, want: list[str]):
     assert not dupes, f"written twice: {dupes[:5]}"
     assert sorted(ids) == want, f"missing: {sorted(set(want) - set(ids))[:5]}"
     assert not list(out.glob(".part-*.tmp-*")), "a temporary part file was left behind"
+    assert not list(out.glob(".errors-*.tmp-*")), "a temporary errors part was left behind"
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +129,52 @@ def test_kill_9_then_the_same_command_finishes_exactly_once(sluice, big, tmp_pat
     # ... and the new settings now resume.
     r = run(sluice, small, out, "--prompt", "Name the main object.")
     assert r.returncode == 0 and "already done" in r.stdout, r.stderr[-3000:]
+
+
+def test_a_kill_leaves_no_errors_temporary_after_the_rerun(sluice, tmp_path):
+    """--errors-file writes each part's failed rows to .errors-N.jsonl.tmp-PID
+    beside the part's temporary; a kill -9 leaves both. The rerun removed the
+    part's but kept the errors one for good (one more per kill, as large as
+    a part's failed rows); it now goes too."""
+    src = tmp_path / "in"
+    sample_copies(src, 6, corrupt=True)
+    want = sorted(expected_ids(6) + ["broken/corrupt.jpg"])
+    out, errs = tmp_path / "out", tmp_path / "errors.jsonl"
+    proc = subprocess.Popen(command(sluice, src, out, "--errors-file", errs),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(out.glob(".errors-*.jsonl.tmp-*")) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    assert proc.wait(timeout=300) == -signal.SIGKILL, "the run ended before the kill"
+    assert list(out.glob(".errors-*.jsonl.tmp-*")), "the kill should leave an errors temporary"
+    r = run(sluice, src, out, "--errors-file", errs)
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert not list(out.glob(".*.tmp-*")), sorted(p.name for p in out.iterdir())
+    failed = [json.loads(line)["id"] for line in errs.read_text().splitlines()]
+    assert failed == ["broken/corrupt.jpg"]
+    assert sorted(part_ids(out) + failed) == want
+
+
+def test_overwrite_removes_the_old_errors_parts_too(sluice, tmp_path):
+    """--overwrite removed the part files but not the errors parts beside
+    them (errors-N.jsonl): those numbered past the new run's parts stayed,
+    holding another run's failed rows."""
+    src = tmp_path / "in"
+    sample_copies(src, 2, corrupt=True)
+    out, errs = tmp_path / "out", tmp_path / "errors.jsonl"
+    r = run(sluice, src, out, "--errors-file", errs, "--shard-rows", "4")
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert len(list(out.glob("errors-*.jsonl"))) > 2
+    small = tmp_path / "small"
+    sample_copies(small, 1)
+    r = run(sluice, small, out, "--errors-file", errs, "--shard-rows", "8", "--overwrite")
+    assert r.returncode == 0, r.stderr[-3000:]
+    numbers = lambda glob: sorted(p.name.split("-")[1].split(".")[0] for p in out.glob(glob))
+    assert numbers("errors-*.jsonl") == numbers("part-*.jsonl") == ["00000", "00001"]
+    assert all(p.read_text() == "" for p in out.glob("errors-*.jsonl"))
+    assert errs.read_text() == ""
 
 
 def test_sigint_then_the_same_command_finishes_exactly_once(sluice, big, tmp_path):
