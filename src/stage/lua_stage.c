@@ -152,6 +152,125 @@ static int timed_pcall(lua_State *L, int nargs, int nresults)
     return rc;
 }
 
+/* --- what a script may not do ------------------------------------------------------ */
+
+/* os.exit() would end the process mid-run: no rows written, no message,
+ * and exit status 0 for os.exit(). */
+static int l_no_exit(lua_State *L)
+{
+    return luaL_error(L, "os.exit() would end the whole run, not this row: error() fails the "
+                         "row, return nil drops it");
+}
+
+/* debug.sethook() would take the time limit's hook away. */
+static int l_no_sethook(lua_State *L)
+{
+    return luaL_error(L, "debug.sethook() would take away the hook that keeps the stage's "
+                         "time_limit: set time_limit: 0 (none) for a stage that sets hooks");
+}
+
+/* Lua runs finalizers with hooks off, so a __gc that loops could not be
+ * stopped: a metatable with one is refused while calls are timed. */
+static void refuse_gc(lua_State *L, int mt)
+{
+    const lclock *c = *(lclock **)lua_getextraspace(L);
+    if (c->limit_s <= 0 || lua_type(L, mt) != LUA_TTABLE)
+        return;
+    if (lua_getfield(L, mt, "__gc") != LUA_TNIL) /* a placeholder marks it too */
+        luaL_error(L, "a __gc metamethod runs where the stage's time_limit cannot stop it: "
+                      "release what a worker holds in close(), or set time_limit: 0 (none)");
+    lua_pop(L, 1);
+}
+
+/* The base library's setmetatable() with refuse_gc(). */
+static int l_setmetatable(lua_State *L)
+{
+    int t = lua_type(L, 2);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+        return luaL_error(L, "cannot change a protected metatable");
+    refuse_gc(L, 2);
+    lua_settop(L, 2);
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+/* debug.setmetatable() with refuse_gc(). */
+static int l_debug_setmetatable(lua_State *L)
+{
+    int t = lua_type(L, 2);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    refuse_gc(L, 2);
+    lua_settop(L, 2);
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+/* xpcall()'s handler runs where the error is raised: for the time limit's
+ * error, inside the count hook, where Lua runs no hooks, so a handler that
+ * loops could never be stopped. The script's handler (upvalue 1) is called
+ * only while the call has time; after, the error goes up as it is. */
+static int guarded_msgh(lua_State *L)
+{
+    const lclock *c = *(lclock **)lua_getextraspace(L);
+    if (c->deadline_ns != 0 && now_ns() > c->deadline_ns)
+        return 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* The base library's xpcall() (its finishpcall), with guarded_msgh in
+ * place of the handler; yields across it as the library's does. */
+static int xpcall_done(lua_State *L, int status, lua_KContext extra)
+{
+    if (status != LUA_OK && status != LUA_YIELD) {
+        lua_pushboolean(L, 0);
+        lua_pushvalue(L, -2);
+        return 2;
+    }
+    return lua_gettop(L) - (int)extra;
+}
+
+static int l_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, guarded_msgh, 1);
+    lua_replace(L, 2);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, 1);
+    lua_rotate(L, 3, 2); /* true and f below f's arguments */
+    int status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, xpcall_done);
+    return xpcall_done(L, status, 2);
+}
+
+/* In place of the standard functions that could end the run or get past
+ * the time limit (docs/stages.md, "Limits and cost"). */
+static void guard_libs(lua_State *L)
+{
+    lua_getglobal(L, "os");
+    lua_pushcfunction(L, l_no_exit);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_setmetatable);
+    lua_setglobal(L, "setmetatable");
+    lua_pushcfunction(L, l_xpcall);
+    lua_setglobal(L, "xpcall");
+    lua_getglobal(L, "debug");
+    lua_pushcfunction(L, l_debug_setmetatable);
+    lua_setfield(L, -2, "setmetatable");
+    const lclock *c = *(lclock **)lua_getextraspace(L);
+    if (c->limit_s > 0) {
+        lua_pushcfunction(L, l_no_sethook);
+        lua_setfield(L, -2, "sethook");
+    }
+    lua_pop(L, 1);
+}
+
 /* The message handler of every call: the error with a traceback. */
 static int traceback(lua_State *L)
 {
@@ -805,6 +924,7 @@ static int open_sluice(lua_State *L)
     const lua_stage *ls = lua_touserdata(L, 1);
     lworker *w = lua_touserdata(L, 2);
     luaL_openlibs(L);
+    guard_libs(L);
     luaL_newmetatable(L, "sluice.jbox");
     lua_pushcfunction(L, jbox_gc);
     lua_setfield(L, -2, "__gc");
