@@ -197,6 +197,12 @@ metrics:
     refused("--task", "a=x", "--task-temperature", "a=hot", says=["--task-temperature", "hot"])
     refused("--rows-per-task", says=["--rows-per-task", "needs tasks"])
     refused("--task", "model=x", says=["'model'", "choose another name"])
+    # No two tasks' columns alike (task a_finish_reason's answer went in
+    # task a's finish reason, and one of them was lost), nor one the column
+    # sample of --samples (the answer's number was lost).
+    refused("--task", "a=x", "--task", "a_finish_reason=y",
+            says=["'a' and 'a_finish_reason'", "column 'a_finish_reason'", "rename one"])
+    refused("--task", "sample=x", "--samples", "2", says=["'sample'", "choose another name"])
     bad = tmp_path / "bad.json"
     bad.write_text('{"a": {"prompt": "x", "sampling": {"max_tokens": 0}}}')
     refused("--tasks", bad, says=[str(bad), "task 'a'", "max_tokens"])
