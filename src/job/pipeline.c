@@ -117,7 +117,9 @@ sl_status sl_pipeline_add_stage(sl_pipeline *pl, const sl_pipeline_stage_params 
 {
     const char *name = sp->name ? sp->name : "";
     if (!*name || name_taken(pl, name))
-        return sl_fail(SL_ERR_INVALID_ARG, "a stage needs a name of its own, got '%s'", name);
+        return sl_fail(SL_ERR_INVALID_ARG, "a stage needs a name of its own, got '%s'%s", name,
+                       *name ? " (another stage's or a built-in one's): give it a name (a job's "
+                               "stages: their name key, by default the file's name)" : "");
     if (pl->next_builtin == SL_PIPELINE_READ || pl->next_builtin > SL_PIPELINE_WRITE)
         return sl_fail(SL_ERR_INVALID_ARG, "stage '%s' must come after read and before write",
                        name);
