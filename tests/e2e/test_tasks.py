@@ -205,7 +205,7 @@ metrics:
     refused("--task", "sample=x", "--samples", "2", says=["'sample'", "choose another name"])
     bad = tmp_path / "bad.json"
     bad.write_text('{"a": {"prompt": "x", "sampling": {"max_tokens": 0}}}')
-    refused("--tasks", bad, says=[str(bad), "task 'a'", "max_tokens"])
+    refused("--tasks", bad, says=[str(bad), "task 'a'", "max_tokens expects an integer from 1 to 1048576"])
     bad.write_text('{"a": {"prompt": "x", "colour": 1}}')
     refused("--tasks", bad, says=["unknown key 'colour'"])
     bad.write_text('[1, 2')
