@@ -248,10 +248,80 @@ static int l_xpcall(lua_State *L)
     return xpcall_done(L, status, 2);
 }
 
+/* Lua does not check bytecode: a wrong binary chunk (a damaged .luac, a
+ * string.dump() changed) crashed the process (SIGSEGV). So chunks load as
+ * text only: load() and loadfile() with their mode forced to "t" (upvalue
+ * 1: the library's function; arg: the mode's place), dofile() and
+ * require()'s Lua searcher through luaL_loadfilex(..., "t"). */
+static int text_only(lua_State *L)
+{
+    int mode_arg = (int)lua_tointeger(L, lua_upvalueindex(2));
+    if (lua_gettop(L) < mode_arg)
+        lua_settop(L, mode_arg);
+    lua_pushliteral(L, "t");
+    lua_replace(L, mode_arg);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static int l_dofile(lua_State *L)
+{
+    const char *name = luaL_optstring(L, 1, NULL);
+    lua_settop(L, 1);
+    if (luaL_loadfilex(L, name, "t") != LUA_OK)
+        return lua_error(L);
+    lua_call(L, 0, LUA_MULTRET);
+    return lua_gettop(L) - 1;
+}
+
+/* package.searchers[2] as Lua's (searcher_Lua), text only. */
+static int l_search_lua(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchpath");
+    lua_pushvalue(L, 1);
+    lua_getfield(L, -3, "path");
+    lua_call(L, 2, 2);
+    if (lua_isnil(L, -2))
+        return 1; /* searchpath's message: where it looked */
+    lua_pop(L, 1);
+    const char *file = lua_tostring(L, -1);
+    if (luaL_loadfilex(L, file, "t") != LUA_OK)
+        return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, file,
+                          lua_tostring(L, -1));
+    lua_pushstring(L, file);
+    return 2;
+}
+
+static void text_chunks_only(lua_State *L)
+{
+    static const struct {
+        const char *name;
+        int mode_arg;
+    } fns[] = {{"load", 3}, {"loadfile", 2}};
+    for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) {
+        lua_getglobal(L, fns[i].name);
+        lua_pushinteger(L, fns[i].mode_arg);
+        lua_pushcclosure(L, text_only, 2);
+        lua_setglobal(L, fns[i].name);
+    }
+    lua_pushcfunction(L, l_dofile);
+    lua_setglobal(L, "dofile");
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchers");
+    lua_pushcfunction(L, l_search_lua);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 2);
+}
+
 /* In place of the standard functions that could end the run or get past
  * the time limit (docs/stages.md, "Limits and cost"). */
 static void guard_libs(lua_State *L)
 {
+    text_chunks_only(L);
     lua_getglobal(L, "os");
     lua_pushcfunction(L, l_no_exit);
     lua_setfield(L, -2, "exit");
@@ -1006,7 +1076,7 @@ static lua_State *load_script(const lua_stage *ls, lworker *w, size_t *mem, lclo
     lua_pushlightuserdata(L, w);
     if (timed_pcall(L, 2, 0) != LUA_OK) {
         *st = fail_lua(SL_ERR_NOMEM, ls, "", error_text(L));
-    } else if (luaL_loadfile(L, ls->path) != LUA_OK) {
+    } else if (luaL_loadfilex(L, ls->path, "t") != LUA_OK) { /* text_chunks_only() */
         *st = fail_lua(SL_ERR_INVALID_ARG, ls, "", error_text(L));
     } else if (timed_pcall(L, 0, 0) != LUA_OK) {
         *st = fail_lua(SL_ERR_INVALID_ARG, ls, "the script failed as it loaded: ",

@@ -519,7 +519,7 @@ static const char endless_lua[] =
     "  return row\n"
     "end\n";
 
-enum { ROWS = 6 };
+enum { ROWS = 7 };
 
 /* A worker of spec's stage, its init() done, and ROWS empty rows for it. */
 static void *worker_and_rows(const sl_stage_spec *spec, user_stage **us,
@@ -620,7 +620,8 @@ static void calls_past_their_time_limit_are_stopped(void **state)
 /* What a script could use to end the run or get past the time limit:
  * xpcall()'s handler (for the limit's error it runs inside the hook, where
  * Lua runs no hooks), debug.sethook(), a __gc (finalizers run with hooks
- * off) and os.exit(). Each fails its row; the worker goes on. */
+ * off) and os.exit(); and a binary chunk (Lua does not check bytecode:
+ * a wrong one crashed the process). Each fails its row; the worker goes on. */
 static const char escapes_lua[] =
     "local n = 0\n"
     "function process(row)\n"
@@ -630,6 +631,7 @@ static const char escapes_lua[] =
     "  if n == 3 then debug.sethook() while true do end end\n"
     "  if n == 4 then setmetatable({}, {__gc = function() while true do end end}) collectgarbage() end\n"
     "  if n == 5 then os.exit(7) end\n"
+    "  if n == 6 then assert(load(string.dump(function() end))) end\n"
     "  local ok, e = xpcall(error, function(m) return 'handled ' .. m end, 'x', 0)\n"
     "  assert(not ok and e == 'handled x', e)\n"
     "  return row\n"
@@ -650,7 +652,7 @@ static void escapes_from_the_time_limit_are_closed(void **state)
     static const char *const want[ROWS] = {
         "still running after 0.2 s", "still running after 0.2 s", /* raised again after xpcall */
         "debug.sethook() would take away the hook", "a __gc metamethod runs where",
-        "os.exit() would end the whole run", NULL};
+        "os.exit() would end the whole run", "attempt to load a binary chunk", NULL};
     for (int i = 0; i < ROWS; i++) {
         const char *err = batch[i]->error;
         if (want[i] ? !err || !strstr(err, want[i]) : err != NULL)
