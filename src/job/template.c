@@ -35,7 +35,8 @@ bool template_has_fields(const char *tmpl)
     return false;
 }
 
-sl_status template_fill(const char *tmpl, const json_t *columns, char **out)
+sl_status template_fill_in(const char *tmpl, const json_t *columns, const char *where,
+                           char **out)
 {
     *out = NULL;
     sl_buf b = {0};
@@ -49,8 +50,8 @@ sl_status template_fill(const char *tmpl, const json_t *columns, char **out)
             const json_t *v = json_is_object(columns) ? sl_json_column(columns, s + 1, n) : NULL;
             if (!v || json_is_null(v)) {
                 sl_buf_free(&b);
-                return sl_fail(SL_ERR_INVALID_ARG, "no column '%.*s' for {%.*s} in the prompt%s",
-                               (int)n, s + 1, (int)n, s + 1, v ? " (it is null)" : "");
+                return sl_fail(SL_ERR_INVALID_ARG, "no column '%.*s' for {%.*s} in %s%s",
+                               (int)n, s + 1, (int)n, s + 1, where, v ? " (it is null)" : "");
             }
             char *text = json_is_string(v) ? NULL : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
             const char *add = text ? text : json_string_value(v);
@@ -82,4 +83,9 @@ sl_status template_fill(const char *tmpl, const json_t *columns, char **out)
     }
     *out = (char *)b.data;
     return SL_OK;
+}
+
+sl_status template_fill(const char *tmpl, const json_t *columns, char **out)
+{
+    return template_fill_in(tmpl, columns, "the prompt", out);
 }

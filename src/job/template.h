@@ -23,5 +23,10 @@ bool template_has_fields(const char *tmpl);
  * for {label}"), and when the filled text would pass 16 MiB (a column
  * named many times); SL_ERR_NOMEM. */
 sl_status template_fill(const char *tmpl, const json_t *columns, char **out);
+/* template_fill naming where the template is in its message ("the system
+ * prompt": a row that lacks a column of --system said "in the prompt",
+ * where the user looked first). */
+sl_status template_fill_in(const char *tmpl, const json_t *columns, const char *where,
+                           char **out);
 
 #endif

@@ -374,7 +374,10 @@ def test_templates_fill_from_columns_and_a_missing_one_fails_its_row(sluice, tmp
                        "--task", "b=Just the picture.", "--metrics-addr", "off")
     assert r.returncode == 3, r.stderr  # some rows failed
     rows = {row["id"]: row for row in read_rows(out)}
-    assert rows["missing"]["error"] and "no column 'label'" in rows["missing"]["error"]
+    # the system prompt is filled first, and the message says it was that one
+    # (it said "in the prompt", where the task's prompt does name {label} too)
+    assert rows["missing"]["error"] and \
+        "no column 'label' for {label} in the system prompt" in rows["missing"]["error"]
     assert rows["missing"]["error_stage"] == "engine" and rows["missing"]["a"] is None
     assert rows["plain"]["error"] is None and rows["plain"]["b"].startswith("ok ")
     sent = {}
