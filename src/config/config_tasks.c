@@ -73,7 +73,7 @@ static sl_status number_of(const char *file, const char *task, const char *key, 
                                   : json_is_real(v) ? json_real_value(v) : NAN;
     if (!(d >= lo && d <= hi) || (integer && !json_is_integer(v))) {
         char what[200];
-        snprintf(what, sizeof what, "sampling.%s expects %s from %g to %g", key,
+        snprintf(what, sizeof what, "sampling.%s expects %s from %.15g to %.15g", key,
                  integer ? "an integer" : "a number", lo, hi);
         return bad(file, task, what);
     }

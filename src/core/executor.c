@@ -486,12 +486,17 @@ static void run_map(worker *w, void **state, bool is_sink)
         if (n_ok) {
             uint64_t t0 = sl_now_ns();
             emitting = is_sink ? NULL : &em;
+            sl_clear_error(); /* not an earlier call's message as this one's cause */
             sl_status rc = st->def.process(*state, ok_rows, n_ok);
             emitting = NULL;
             atomic_fetch_add(&st->busy_ns, sl_now_ns() - t0);
             if (rc != SL_OK) {
                 char why[512], msg[1024];
-                snprintf(why, sizeof why, "%s", sl_last_error());
+                if (*sl_last_error())
+                    snprintf(why, sizeof why, "%s", sl_last_error());
+                else /* a plugin that returned a status alone: the rows said "failed: " */
+                    snprintf(why, sizeof why, "process() returned status '%s' with no message",
+                             sl_status_name(rc));
                 snprintf(msg, sizeof msg, "stage '%s' worker failed: %s", st->name, why);
                 fail_rows(st, ok_rows, n_ok, msg);
                 fail_rows(st, em.rows, em.n, msg);

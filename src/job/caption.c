@@ -207,6 +207,8 @@ sl_status job_check_params(const sl_caption_params *p, bool model_files)
         for (int k = 0; k < i; k++)
             if (!strcmp(p->tasks[k].name, t->name))
                 return sl_fail(SL_ERR_INVALID_ARG, "task '%s' is given twice", t->name);
+        if (!p->rows_per_task && (st = caption_task_columns_check(p->tasks, i)) != SL_OK)
+            return st;
         if (!t->prompt || !*t->prompt || !sl_utf8_valid(t->prompt, strlen(t->prompt)) ||
             (t->system_prompt && !sl_utf8_valid(t->system_prompt, strlen(t->system_prompt))))
             return sl_fail(SL_ERR_INVALID_ARG, "task '%s': the prompt is empty or not UTF-8",

@@ -110,6 +110,10 @@ size_t job_row_list_bytes(const caption_row *r);
  * gallery thumbnail) and its bytes in *bytes; NULL when out of memory. Its
  * id is "<input id>#copy", numbered with job_row_number() (room is kept). */
 caption_row *job_row_copy(const caption_row *r, size_t *bytes);
+
+/* About the memory a JSON value holds (its strings, keys and a node's
+ * overhead each), for a row's bytes in the memory budget. */
+size_t job_json_bytes(const json_t *v);
 void job_row_number(caption_row *c, unsigned copy);
 /* The id of the input a row came from (rel up to root_len). */
 char *job_row_input_id(const caption_row *r);

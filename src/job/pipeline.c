@@ -117,7 +117,9 @@ sl_status sl_pipeline_add_stage(sl_pipeline *pl, const sl_pipeline_stage_params 
 {
     const char *name = sp->name ? sp->name : "";
     if (!*name || name_taken(pl, name))
-        return sl_fail(SL_ERR_INVALID_ARG, "a stage needs a name of its own, got '%s'", name);
+        return sl_fail(SL_ERR_INVALID_ARG, "a stage needs a name of its own, got '%s'%s", name,
+                       *name ? " (another stage's or a built-in one's): give it a name (a job's "
+                               "stages: their name key, by default the file's name)" : "");
     if (pl->next_builtin == SL_PIPELINE_READ || pl->next_builtin > SL_PIPELINE_WRITE)
         return sl_fail(SL_ERR_INVALID_ARG, "stage '%s' must come after read and before write",
                        name);
@@ -441,8 +443,16 @@ static sl_status set_column(sl_row *row, const char *name, json_t *v)
         json_decref(v);
         return sl_fail(SL_ERR_NOMEM, "out of memory setting column '%s' of '%s'", name, r->rel);
     }
+    /* The memory budget counts what a stage adds (a 200 MB column on every
+     * row went uncounted: 3.3 GB resident beside a peak in flight of 7 MB);
+     * a value that shrinks gives nothing back, as an input's column was
+     * counted at a guess. */
+    const json_t *old = json_object_get(r->extra, name);
+    size_t was = old ? job_json_bytes(old) : 0, is = job_json_bytes(v);
     if (json_object_set_new(r->extra, name, v) != 0)
         return sl_fail(SL_ERR_NOMEM, "out of memory setting column '%s' of '%s'", name, r->rel);
+    if (is > was)
+        sl_row_set_bytes(row, sl_row_bytes(row) + (is - was));
     return SL_OK;
 }
 

@@ -139,10 +139,29 @@ sl_status caption_task_name_check(const char *name, bool rows_per_task)
                 (caption_fields[f].group && !strcmp(col, caption_fields[f].group)))
                 return sl_fail(SL_ERR_INVALID_ARG, "task name '%s': its column '%s' is one of "
                                "sluice's own; choose another name", name, col);
-        if (!strcmp(col, task_column.name) || !strcmp(col, image_bytes_column.name))
+        if (!strcmp(col, task_column.name) || !strcmp(col, sample_column.name) ||
+            !strcmp(col, image_bytes_column.name))
             return sl_fail(SL_ERR_INVALID_ARG, "task name '%s': its column '%s' is one of "
                            "sluice's own; choose another name", name, col);
     }
+    return SL_OK;
+}
+
+sl_status caption_task_columns_check(const sl_caption_task *tasks, int i)
+{
+    char mine[128], theirs[128];
+    for (int k = 0; k < i; k++)
+        for (int a = 0; a < TC_COUNT; a++) {
+            snprintf(mine, sizeof mine, "%s%s", tasks[i].name, answer_suffix[a]);
+            for (int b = 0; b < TC_COUNT; b++) {
+                snprintf(theirs, sizeof theirs, "%s%s", tasks[k].name, answer_suffix[b]);
+                if (!strcmp(mine, theirs))
+                    return sl_fail(SL_ERR_INVALID_ARG, "task names '%s' and '%s' both make the "
+                                   "column '%s' (a task's answer is NAME, with NAME_finish_reason, "
+                                   "NAME_scores, ...): rename one", tasks[k].name,
+                                   tasks[i].name, mine);
+            }
+        }
     return SL_OK;
 }
 

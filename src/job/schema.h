@@ -68,6 +68,12 @@ typedef struct caption_schema {
  * of the job's own. SL_ERR_INVALID_ARG says why not. */
 sl_status caption_task_name_check(const char *name, bool rows_per_task);
 
+/* Whether task i's columns (one row per image: NAME, NAME_finish_reason,
+ * ...) are none of tasks 0..i-1's: task 'a_scores' beside a task 'a' with
+ * choices wrote one column for two values, and one of them was lost.
+ * SL_ERR_INVALID_ARG names both tasks and the column. */
+sl_status caption_task_columns_check(const sl_caption_task *tasks, int i);
+
 /* Plans the schema of job p reading src's inputs (the files src expanded
  * are read again, from the start of the whole input, through
  * sl_source_reopen, to sample the first rows' pass-through columns when

@@ -123,12 +123,14 @@ static void engine_stop(void *state)
 
 /* A prompt template filled from the row's columns into *filled (sl_free;
  * NULL: tmpl is used as it is). The row fails, naming the column. */
-static sl_status fill(const caption_row *r, const char *task, const char *tmpl, char **filled)
+static sl_status fill(const caption_row *r, const char *task, bool system, const char *tmpl,
+                      char **filled)
 {
     *filled = NULL;
     if (!tmpl || !template_has_fields(tmpl))
         return SL_OK;
-    sl_status st = template_fill(tmpl, r->extra, filled);
+    sl_status st = template_fill_in(tmpl, r->extra, system ? "the system prompt" : "the prompt",
+                                    filled);
     if (st != SL_OK) {
         char why[512];
         snprintf(why, sizeof why, "%s", sl_last_error()); /* sl_fail writes over it */
@@ -345,10 +347,10 @@ static sl_status engine_submit(void *state, sl_row *row)
     char *filled[2 * SL_MAX_TASKS + 2] = {0};
     sl_task tasks[SL_MAX_TASKS];
     int n_filled = 0;
-    sl_status st = fill(r, NULL, p->system_prompt, &filled[n_filled++]);
+    sl_status st = fill(r, NULL, true, p->system_prompt, &filled[n_filled++]);
     const char *system = filled[0] ? filled[0] : p->system_prompt;
     if (st == SL_OK && !r->prompt)
-        st = fill(r, NULL, p->n_tasks ? NULL : p->prompt, &filled[n_filled++]);
+        st = fill(r, NULL, false, p->n_tasks ? NULL : p->prompt, &filled[n_filled++]);
     for (int i = 0; st == SL_OK && i < p->n_tasks; i++) {
         const sl_caption_task *t = &p->tasks[i];
         tasks[i] = (sl_task){.name = t->name, .prompt = t->prompt,
@@ -358,10 +360,11 @@ static sl_status engine_submit(void *state, sl_row *row)
         tasks[i].sampling.seed = sl_sampling_row_seed(t->sampling.seed, r->rel);
         tasks[i].sampling.n = 1; /* the request's n (--samples) answers every task */
         char **f = &filled[n_filled++];
-        if ((st = fill(r, t->name, t->prompt, f)) == SL_OK && *f)
+        if ((st = fill(r, t->name, false, t->prompt, f)) == SL_OK && *f)
             tasks[i].prompt = *f;
         f = &filled[n_filled++];
-        if (st == SL_OK && t->system_prompt && (st = fill(r, t->name, t->system_prompt, f)) == SL_OK &&
+        if (st == SL_OK && t->system_prompt &&
+            (st = fill(r, t->name, true, t->system_prompt, f)) == SL_OK &&
             *f)
             tasks[i].system_prompt = *f;
     }

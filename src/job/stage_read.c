@@ -117,6 +117,23 @@ static bool copy_result(sl_result *dst, const sl_result *src)
            (!src->scores || (dst->scores = sl_strdup(src->scores)));
 }
 
+size_t job_json_bytes(const json_t *v)
+{
+    enum { NODE = 64 }; /* jansson's node and its allocation, about */
+    size_t n = NODE;
+    if (json_is_string(v))
+        return n + json_string_length(v);
+    if (json_is_array(v))
+        for (size_t i = 0; i < json_array_size(v); i++)
+            n += job_json_bytes(json_array_get(v, i));
+    const char *key;
+    json_t *m;
+    if (json_is_object(v))
+        json_object_foreach((json_t *)v, key, m)
+            n += strlen(key) + job_json_bytes(m);
+    return n;
+}
+
 caption_row *job_row_copy(const caption_row *r, size_t *bytes)
 {
     caption_row *c = sl_malloc(sizeof *c);
@@ -168,7 +185,7 @@ caption_row *job_row_copy(const caption_row *r, size_t *bytes)
     *bytes = sizeof *c + strlen(c->rel) + (c->data ? c->len : 0) + c->jpeg_len +
              (c->image ? sl_image_bytes(c->image) : 0) + (c->media ? media_row_bytes(c->media) : 0) + job_row_list_bytes(c) +
              (c->result.text ? strlen(c->result.text) : 0) +
-             (c->extra ? 256 * json_object_size(c->extra) : 0);
+             (c->extra ? job_json_bytes(c->extra) : 0);
     return c;
 }
 

@@ -8,6 +8,12 @@
 #include "job/template.h"
 
 enum { FIELD_MAX = 256 }; /* a longer run is no column name: kept as text */
+/* A filled prompt at most: a template naming a column many times made one
+ * of (copies x the column's size) bytes, a 1 MB manifest line and a
+ * thousand {label}s 1 GB a row in flight (3.4 GB resident for four rows of
+ * the tiny model), the memory budget not counting it; and far more text
+ * than any model's context takes. */
+#define TEMPLATE_MAX_BYTES ((size_t)16 << 20)
 
 /* The length of the field name at s (after its '{'), up to its '}'; 0 when
  * s does not start a field. */
@@ -29,7 +35,8 @@ bool template_has_fields(const char *tmpl)
     return false;
 }
 
-sl_status template_fill(const char *tmpl, const json_t *columns, char **out)
+sl_status template_fill_in(const char *tmpl, const json_t *columns, const char *where,
+                           char **out)
 {
     *out = NULL;
     sl_buf b = {0};
@@ -43,16 +50,25 @@ sl_status template_fill(const char *tmpl, const json_t *columns, char **out)
             const json_t *v = json_is_object(columns) ? sl_json_column(columns, s + 1, n) : NULL;
             if (!v || json_is_null(v)) {
                 sl_buf_free(&b);
-                return sl_fail(SL_ERR_INVALID_ARG, "no column '%.*s' for {%.*s} in the prompt%s",
-                               (int)n, s + 1, (int)n, s + 1, v ? " (it is null)" : "");
+                return sl_fail(SL_ERR_INVALID_ARG, "no column '%.*s' for {%.*s} in %s%s",
+                               (int)n, s + 1, (int)n, s + 1, where, v ? " (it is null)" : "");
             }
-            if (json_is_string(v)) {
-                ok = sl_buf_append(&b, json_string_value(v), json_string_length(v));
-            } else {
-                char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-                ok = text && sl_buf_append(&b, text, strlen(text));
+            char *text = json_is_string(v) ? NULL : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            const char *add = text ? text : json_string_value(v);
+            size_t len = text ? strlen(text) : json_string_length(v);
+            if (!json_is_string(v) && !text) {
+                ok = false;
+            } else if (b.len + len > TEMPLATE_MAX_BYTES) {
                 free(text);
+                sl_buf_free(&b);
+                return sl_fail(SL_ERR_INVALID_ARG, "the prompt filled from the row's columns "
+                               "would be over %d MiB at {%.*s} (%zu bytes a time): shorten the "
+                               "template or the column", (int)(TEMPLATE_MAX_BYTES >> 20), (int)n, s + 1,
+                               len);
+            } else {
+                ok = sl_buf_append(&b, add, len);
             }
+            free(text);
             s += n + 2;
         } else {
             ok = sl_buf_append(&b, s, 1);
@@ -67,4 +83,9 @@ sl_status template_fill(const char *tmpl, const json_t *columns, char **out)
     }
     *out = (char *)b.data;
     return SL_OK;
+}
+
+sl_status template_fill(const char *tmpl, const json_t *columns, char **out)
+{
+    return template_fill_in(tmpl, columns, "the prompt", out);
 }

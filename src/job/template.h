@@ -20,7 +20,13 @@ bool template_has_fields(const char *tmpl);
  * into *out (sl_free). A string value goes in as it is; numbers, booleans,
  * arrays and objects as compact JSON. SL_ERR_INVALID_ARG when a field's
  * column is missing or null, the message naming it ("no column 'label'
- * for {label}"); SL_ERR_NOMEM. */
+ * for {label}"), and when the filled text would pass 16 MiB (a column
+ * named many times); SL_ERR_NOMEM. */
 sl_status template_fill(const char *tmpl, const json_t *columns, char **out);
+/* template_fill naming where the template is in its message ("the system
+ * prompt": a row that lacks a column of --system said "in the prompt",
+ * where the user looked first). */
+sl_status template_fill_in(const char *tmpl, const json_t *columns, const char *where,
+                           char **out);
 
 #endif

@@ -152,6 +152,195 @@ static int timed_pcall(lua_State *L, int nargs, int nresults)
     return rc;
 }
 
+/* --- what a script may not do ------------------------------------------------------ */
+
+/* os.exit() would end the process mid-run: no rows written, no message,
+ * and exit status 0 for os.exit(). */
+static int l_no_exit(lua_State *L)
+{
+    return luaL_error(L, "os.exit() would end the whole run, not this row: error() fails the "
+                         "row, return nil drops it");
+}
+
+/* debug.sethook() would take the time limit's hook away. */
+static int l_no_sethook(lua_State *L)
+{
+    return luaL_error(L, "debug.sethook() would take away the hook that keeps the stage's "
+                         "time_limit: set time_limit: 0 (none) for a stage that sets hooks");
+}
+
+/* Lua runs finalizers with hooks off, so a __gc that loops could not be
+ * stopped: a metatable with one is refused while calls are timed. */
+static void refuse_gc(lua_State *L, int mt)
+{
+    const lclock *c = *(lclock **)lua_getextraspace(L);
+    if (c->limit_s <= 0 || lua_type(L, mt) != LUA_TTABLE)
+        return;
+    if (lua_getfield(L, mt, "__gc") != LUA_TNIL) /* a placeholder marks it too */
+        luaL_error(L, "a __gc metamethod runs where the stage's time_limit cannot stop it: "
+                      "release what a worker holds in close(), or set time_limit: 0 (none)");
+    lua_pop(L, 1);
+}
+
+/* The base library's setmetatable() with refuse_gc(). */
+static int l_setmetatable(lua_State *L)
+{
+    int t = lua_type(L, 2);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+        return luaL_error(L, "cannot change a protected metatable");
+    refuse_gc(L, 2);
+    lua_settop(L, 2);
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+/* debug.setmetatable() with refuse_gc(). */
+static int l_debug_setmetatable(lua_State *L)
+{
+    int t = lua_type(L, 2);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    refuse_gc(L, 2);
+    lua_settop(L, 2);
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+/* xpcall()'s handler runs where the error is raised: for the time limit's
+ * error, inside the count hook, where Lua runs no hooks, so a handler that
+ * loops could never be stopped. The script's handler (upvalue 1) is called
+ * only while the call has time; after, the error goes up as it is. */
+static int guarded_msgh(lua_State *L)
+{
+    const lclock *c = *(lclock **)lua_getextraspace(L);
+    if (c->deadline_ns != 0 && now_ns() > c->deadline_ns)
+        return 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* The base library's xpcall() (its finishpcall), with guarded_msgh in
+ * place of the handler; yields across it as the library's does. */
+static int xpcall_done(lua_State *L, int status, lua_KContext extra)
+{
+    if (status != LUA_OK && status != LUA_YIELD) {
+        lua_pushboolean(L, 0);
+        lua_pushvalue(L, -2);
+        return 2;
+    }
+    return lua_gettop(L) - (int)extra;
+}
+
+static int l_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, guarded_msgh, 1);
+    lua_replace(L, 2);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, 1);
+    lua_rotate(L, 3, 2); /* true and f below f's arguments */
+    int status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, xpcall_done);
+    return xpcall_done(L, status, 2);
+}
+
+/* Lua does not check bytecode: a wrong binary chunk (a damaged .luac, a
+ * string.dump() changed) crashed the process (SIGSEGV). So chunks load as
+ * text only: load() and loadfile() with their mode forced to "t" (upvalue
+ * 1: the library's function; arg: the mode's place), dofile() and
+ * require()'s Lua searcher through luaL_loadfilex(..., "t"). */
+static int text_only(lua_State *L)
+{
+    int mode_arg = (int)lua_tointeger(L, lua_upvalueindex(2));
+    if (lua_gettop(L) < mode_arg)
+        lua_settop(L, mode_arg);
+    lua_pushliteral(L, "t");
+    lua_replace(L, mode_arg);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static int l_dofile(lua_State *L)
+{
+    const char *name = luaL_optstring(L, 1, NULL);
+    lua_settop(L, 1);
+    if (luaL_loadfilex(L, name, "t") != LUA_OK)
+        return lua_error(L);
+    lua_call(L, 0, LUA_MULTRET);
+    return lua_gettop(L) - 1;
+}
+
+/* package.searchers[2] as Lua's (searcher_Lua), text only. */
+static int l_search_lua(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchpath");
+    lua_pushvalue(L, 1);
+    lua_getfield(L, -3, "path");
+    lua_call(L, 2, 2);
+    if (lua_isnil(L, -2))
+        return 1; /* searchpath's message: where it looked */
+    lua_pop(L, 1);
+    const char *file = lua_tostring(L, -1);
+    if (luaL_loadfilex(L, file, "t") != LUA_OK)
+        return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, file,
+                          lua_tostring(L, -1));
+    lua_pushstring(L, file);
+    return 2;
+}
+
+static void text_chunks_only(lua_State *L)
+{
+    static const struct {
+        const char *name;
+        int mode_arg;
+    } fns[] = {{"load", 3}, {"loadfile", 2}};
+    for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) {
+        lua_getglobal(L, fns[i].name);
+        lua_pushinteger(L, fns[i].mode_arg);
+        lua_pushcclosure(L, text_only, 2);
+        lua_setglobal(L, fns[i].name);
+    }
+    lua_pushcfunction(L, l_dofile);
+    lua_setglobal(L, "dofile");
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchers");
+    lua_pushcfunction(L, l_search_lua);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 2);
+}
+
+/* In place of the standard functions that could end the run or get past
+ * the time limit (docs/stages.md, "Limits and cost"). */
+static void guard_libs(lua_State *L)
+{
+    text_chunks_only(L);
+    lua_getglobal(L, "os");
+    lua_pushcfunction(L, l_no_exit);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_setmetatable);
+    lua_setglobal(L, "setmetatable");
+    lua_pushcfunction(L, l_xpcall);
+    lua_setglobal(L, "xpcall");
+    lua_getglobal(L, "debug");
+    lua_pushcfunction(L, l_debug_setmetatable);
+    lua_setfield(L, -2, "setmetatable");
+    const lclock *c = *(lclock **)lua_getextraspace(L);
+    if (c->limit_s > 0) {
+        lua_pushcfunction(L, l_no_sethook);
+        lua_setfield(L, -2, "sethook");
+    }
+    lua_pop(L, 1);
+}
+
 /* The message handler of every call: the error with a traceback. */
 static int traceback(lua_State *L)
 {
@@ -805,6 +994,7 @@ static int open_sluice(lua_State *L)
     const lua_stage *ls = lua_touserdata(L, 1);
     lworker *w = lua_touserdata(L, 2);
     luaL_openlibs(L);
+    guard_libs(L);
     luaL_newmetatable(L, "sluice.jbox");
     lua_pushcfunction(L, jbox_gc);
     lua_setfield(L, -2, "__gc");
@@ -886,7 +1076,7 @@ static lua_State *load_script(const lua_stage *ls, lworker *w, size_t *mem, lclo
     lua_pushlightuserdata(L, w);
     if (timed_pcall(L, 2, 0) != LUA_OK) {
         *st = fail_lua(SL_ERR_NOMEM, ls, "", error_text(L));
-    } else if (luaL_loadfile(L, ls->path) != LUA_OK) {
+    } else if (luaL_loadfilex(L, ls->path, "t") != LUA_OK) { /* text_chunks_only() */
         *st = fail_lua(SL_ERR_INVALID_ARG, ls, "", error_text(L));
     } else if (timed_pcall(L, 0, 0) != LUA_OK) {
         *st = fail_lua(SL_ERR_INVALID_ARG, ls, "the script failed as it loaded: ",

@@ -169,7 +169,9 @@ def test_config_check_and_bad_files_exit_2_naming_the_line(sluice, tmp_path):
     (("--include-image-bytes",), "--include-image-bytes needs --format parquet or webdataset"),
     (("--dry-run", "--stage", "LUA@engine"), "a dry run has no answers"),
     (("--task", "a=x", "--image-placeholder", "<image>"), "--image-placeholder"),
-    (("--stage", "LUA@engine", "--stage", "LUA@engine"), "a name of its own"),
+    (("--stage", "LUA@engine", "--stage", "LUA@engine"),
+     "a name of its own, got 's' (another stage's or a built-in one's): give it a name (a job's "
+     "stages: their name key"),
     (("-o", "AFILE"), "is a file, not a folder"),
 ])
 def test_config_check_refuses_what_the_run_refuses_at_its_start(sluice, tmp_path, flags, said):

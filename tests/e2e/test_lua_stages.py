@@ -276,6 +276,29 @@ def test_a_call_past_its_time_limit_fails_its_row_and_the_run_goes_on(sluice, tm
             f"{script}:2: still running after 0.3 s, the stage's time_limit"), row["error"]
 
 
+def test_os_exit_fails_its_row_instead_of_ending_the_run(sluice, tmp_path):
+    """os.exit() ended sluice at once, exit 0, with no row written and no
+    message; it is an error now, so the row fails and the run goes on."""
+    _, failed, _ = camera_rows_fail(sluice, tmp_path, "quitter", "os.exit(0)")
+    for row in failed.values():
+        assert "os.exit() would end the whole run" in row["error"], row["error"]
+
+
+def test_columns_a_stage_sets_count_in_the_memory_budget(sluice, tmp_path):
+    """A column a stage sets is in its row's bytes: the memory budget
+    counted none of it (200 MB on each row: a peak in flight of 7 MB beside
+    3.3 GB resident)."""
+    script = tmp_path / "big.lua"
+    script.write_text("function process(row) row.columns.big = string.rep('x', 16 << 20) "
+                      "return row end\n")
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, "--stage", f"{script}@read", "--limit", "2",
+                       "--max-tokens", "2", "--metrics-addr", "127.0.0.1:0")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["memory"]["peak_bytes_in_flight"] >= 16 << 20, summary["memory"]
+
+
 def test_a_stage_reads_and_changes_task_answers_and_copies_keep_them(sluice, tmp_path):
     """With tasks, a stage after the engine reads each task's answer by name
     (row.answer is nil: there is no single answer), replaces one, and a copy

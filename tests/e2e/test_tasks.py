@@ -197,9 +197,15 @@ metrics:
     refused("--task", "a=x", "--task-temperature", "a=hot", says=["--task-temperature", "hot"])
     refused("--rows-per-task", says=["--rows-per-task", "needs tasks"])
     refused("--task", "model=x", says=["'model'", "choose another name"])
+    # No two tasks' columns alike (task a_finish_reason's answer went in
+    # task a's finish reason, and one of them was lost), nor one the column
+    # sample of --samples (the answer's number was lost).
+    refused("--task", "a=x", "--task", "a_finish_reason=y",
+            says=["'a' and 'a_finish_reason'", "column 'a_finish_reason'", "rename one"])
+    refused("--task", "sample=x", "--samples", "2", says=["'sample'", "choose another name"])
     bad = tmp_path / "bad.json"
     bad.write_text('{"a": {"prompt": "x", "sampling": {"max_tokens": 0}}}')
-    refused("--tasks", bad, says=[str(bad), "task 'a'", "max_tokens"])
+    refused("--tasks", bad, says=[str(bad), "task 'a'", "max_tokens expects an integer from 1 to 1048576"])
     bad.write_text('{"a": {"prompt": "x", "colour": 1}}')
     refused("--tasks", bad, says=["unknown key 'colour'"])
     bad.write_text('[1, 2')
@@ -368,7 +374,10 @@ def test_templates_fill_from_columns_and_a_missing_one_fails_its_row(sluice, tmp
                        "--task", "b=Just the picture.", "--metrics-addr", "off")
     assert r.returncode == 3, r.stderr  # some rows failed
     rows = {row["id"]: row for row in read_rows(out)}
-    assert rows["missing"]["error"] and "no column 'label'" in rows["missing"]["error"]
+    # the system prompt is filled first, and the message says it was that one
+    # (it said "in the prompt", where the task's prompt does name {label} too)
+    assert rows["missing"]["error"] and \
+        "no column 'label' for {label} in the system prompt" in rows["missing"]["error"]
     assert rows["missing"]["error_stage"] == "engine" and rows["missing"]["a"] is None
     assert rows["plain"]["error"] is None and rows["plain"]["b"].startswith("ok ")
     sent = {}

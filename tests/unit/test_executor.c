@@ -507,6 +507,9 @@ static void a_failing_worker_is_restarted(void **state)
     long failed = atomic_load(&c->sink_failed);
     assert_true(failed >= 2 && failed <= 20);
     assert_non_null(strstr(c->first_error, "worker failed"));
+    /* map_process returns a status and no message: the status is the cause */
+    if (!strstr(c->first_error, "worker failed: process() returned "))
+        fail_msg("%s", c->first_error);
     sl_stage_stats s;
     sl_exec_stage_stats(e, 1, &s);
     assert_int_equal(s.restarts, 2);

@@ -519,6 +519,21 @@ static const char endless_lua[] =
     "  return row\n"
     "end\n";
 
+enum { ROWS = 7 };
+
+/* A worker of spec's stage, its init() done, and ROWS empty rows for it. */
+static void *worker_and_rows(const sl_stage_spec *spec, user_stage **us,
+                             sl_pipeline_stage_params *sp, struct sl_row *rows, sl_row **batch)
+{
+    sl_pipeline_builtin after;
+    assert_int_equal(user_stage_open(spec, us, sp, &after), SL_OK);
+    void *ws;
+    assert_int_equal(sp->init(sp->config, 0, &ws), SL_OK);
+    for (int i = 0; i < ROWS; i++)
+        batch[i] = &rows[i];
+    return ws;
+}
+
 /* A process() call still running after the stage's time_limit fails its
  * row naming where it was stopped, whatever the script does to go on
  * (a pcall() around the loop, a loop inside a coroutine, C calls in the
@@ -534,14 +549,9 @@ static void calls_past_their_time_limit_are_stopped(void **state)
     user_stage *us;
     sl_pipeline_stage_params sp;
     sl_pipeline_builtin after;
-    assert_int_equal(user_stage_open(&spec, &us, &sp, &after), SL_OK);
-    void *ws;
-    assert_int_equal(sp.init(sp.config, 0, &ws), SL_OK);
-    enum { ROWS = 6 };
     static struct sl_row rows[ROWS];
     sl_row *batch[ROWS];
-    for (int i = 0; i < ROWS; i++)
-        batch[i] = &rows[i];
+    void *ws = worker_and_rows(&spec, &us, &sp, rows, batch);
     double t0 = now_s();
     assert_int_equal(sp.process(ws, batch, ROWS), SL_OK);
     double took = now_s() - t0;
@@ -607,6 +617,52 @@ static void calls_past_their_time_limit_are_stopped(void **state)
     tu_rmtree(base);
 }
 
+/* What a script could use to end the run or get past the time limit:
+ * xpcall()'s handler (for the limit's error it runs inside the hook, where
+ * Lua runs no hooks), debug.sethook(), a __gc (finalizers run with hooks
+ * off) and os.exit(); and a binary chunk (Lua does not check bytecode:
+ * a wrong one crashed the process). Each fails its row; the worker goes on. */
+static const char escapes_lua[] =
+    "local n = 0\n"
+    "function process(row)\n"
+    "  n = n + 1\n"
+    "  if n == 1 then xpcall(function() while true do end end, function() while true do end end) end\n"
+    "  if n == 2 then xpcall(error, function() while true do end end, 'x') end\n"
+    "  if n == 3 then debug.sethook() while true do end end\n"
+    "  if n == 4 then setmetatable({}, {__gc = function() while true do end end}) collectgarbage() end\n"
+    "  if n == 5 then os.exit(7) end\n"
+    "  if n == 6 then assert(load(string.dump(function() end))) end\n"
+    "  local ok, e = xpcall(error, function(m) return 'handled ' .. m end, 'x', 0)\n"
+    "  assert(not ok and e == 'handled x', e)\n"
+    "  return row\n"
+    "end\n";
+
+static void escapes_from_the_time_limit_are_closed(void **state)
+{
+    (void)state;
+    setup_dirs();
+    sl_stage_spec spec = {.name = "escapes", .lua = script("escapes.lua", escapes_lua),
+                          .time_limit_s = 0.2};
+    user_stage *us;
+    sl_pipeline_stage_params sp;
+    static struct sl_row rows[ROWS];
+    sl_row *batch[ROWS];
+    void *ws = worker_and_rows(&spec, &us, &sp, rows, batch);
+    assert_int_equal(sp.process(ws, batch, ROWS), SL_OK);
+    static const char *const want[ROWS] = {
+        "still running after 0.2 s", "still running after 0.2 s", /* raised again after xpcall */
+        "debug.sethook() would take away the hook", "a __gc metamethod runs where",
+        "os.exit() would end the whole run", "attempt to load a binary chunk", NULL};
+    for (int i = 0; i < ROWS; i++) {
+        const char *err = batch[i]->error;
+        if (want[i] ? !err || !strstr(err, want[i]) : err != NULL)
+            fail_msg("row %d: %s", i, err ? err : "(no error)");
+    }
+    sp.close(ws, SL_END_COMPLETE);
+    user_stage_free(us);
+    tu_rmtree(base);
+}
+
 /* --- the cost of a no-op script ------------------------------------------------------------ */
 
 static void noop_cost(void **state)
@@ -646,6 +702,7 @@ int main(void)
         cmocka_unit_test(errors_fail_rows),  cmocka_unit_test(row_seen_by_script),
         cmocka_unit_test(fan_out),           cmocka_unit_test(scripts_refused),
         cmocka_unit_test(calls_past_their_time_limit_are_stopped),
+        cmocka_unit_test(escapes_from_the_time_limit_are_closed),
         cmocka_unit_test(noop_cost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -82,6 +82,36 @@ static void a_missing_or_null_column_names_itself(void **state)
     json_decref(c);
 }
 
+/* A column named many times fails the row past 16 MiB of filled text
+ * instead of holding (copies x its size) bytes: 1,000 {big} of a 1 MB
+ * column were 1 GB a row. Up to the limit it is filled. */
+static void a_fill_past_16_mib_fails(void **state)
+{
+    (void)state;
+    enum { BIG = 1 << 20 };
+    char *big = sl_malloc(BIG + 1);
+    assert_non_null(big);
+    memset(big, 'x', BIG);
+    big[BIG] = '\0';
+    json_t *c = json_pack("{s:s, s:i}", "big", big, "n", 7);
+    sl_free(big);
+    char tmpl[8 * 40 + 1] = "";
+    for (int i = 0; i < 16; i++)
+        strcat(tmpl, "{big}");
+    char *out = NULL;
+    assert_int_equal(template_fill(tmpl, c, &out), SL_OK); /* 16 MiB exactly */
+    assert_int_equal(strlen(out), (size_t)16 * BIG);
+    sl_free(out);
+    strcat(tmpl, "{n}");
+    assert_int_equal(template_fill(tmpl, c, &out), SL_ERR_INVALID_ARG);
+    assert_null(out);
+    assert_non_null(strstr(sl_last_error(), "would be over 16 MiB at {n}"));
+    for (int i = 0; i < 40; i++)
+        strcat(tmpl, "{big}");
+    assert_int_equal(template_fill(tmpl, c, &out), SL_ERR_INVALID_ARG);
+    json_decref(c);
+}
+
 /* sl_json_column, which templates, --prompt-column and --columns share:
  * a long name is still a column's; an empty one is no path. */
 static void columns_by_name_and_path(void **state)
@@ -107,6 +137,7 @@ int main(void)
         cmocka_unit_test(fields_are_filled_from_the_columns),
         cmocka_unit_test(braces_that_are_not_fields_stay),
         cmocka_unit_test(a_missing_or_null_column_names_itself),
+        cmocka_unit_test(a_fill_past_16_mib_fails),
         cmocka_unit_test(columns_by_name_and_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
