@@ -224,6 +224,17 @@ sl_status sl_unzip_run(sl_unzip *z, const uint8_t **in, size_t *in_len, bool in_
                          (unsigned long long)z->in_at);
             break;
         }
+        if (z->between && *in_len > 0 && z->kind == SL_UNZIP_XZ && !z->ignoring && (*in)[0] == 0) {
+            /* xz's Stream Padding: zero bytes between streams, which xz(1)
+             * (and libarchive, before) read on past to the next stream. */
+            size_t k = 1;
+            while (k < *in_len && (*in)[k] == 0)
+                k++;
+            z->in_at += k;
+            *in += k;
+            *in_len -= k;
+            continue;
+        }
         if (z->between && *in_len > 0) {
             z->ignoring = z->ignoring || !may_begin(z, (*in)[0]);
             if (z->ignoring) { /* zero padding after the last stream is no data */

@@ -7,8 +7,9 @@
  * error that stops it.
  *
  * Streams one after another (pigz, `cat a.gz b.gz`, zstd frames, xz's
- * concatenated streams) read as one; after a whole stream, bytes that cannot
- * begin another (tar's zero padding) are ignored, as gzip(1) does. Memory is
+ * concatenated streams, with or without the zero Stream Padding xz allows
+ * between them) read as one; after a whole stream, bytes that cannot begin
+ * another (tar's zero padding) are ignored, as gzip(1) does. Memory is
  * fixed by the format's window (xz's is capped: SL_UNZIP_XZ_MEMLIMIT).
  *
  * The caller reads the compressed bytes and owns them and the output buffer;
