@@ -2,8 +2,9 @@
  * reader's buffers may cut them (inside a gzip member's header, exactly at
  * a zstd frame's end with the output exactly full), must give what the
  * same bytes give whole; xz streams with the Stream Padding between them
- * that xz(1) reads past are read as one. The compressed inputs are made
- * here with zlib, libzstd and liblzma. */
+ * that xz(1) reads past are read as one; a window past the bound is said
+ * as a refusal, not damage. The compressed inputs are made here with zlib,
+ * libzstd and liblzma. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -179,12 +180,36 @@ static void a_zstd_frame_ending_at_a_read_and_filling_the_output(void **state)
     free(ta), free(tb), free(packed);
 }
 
+/* A zstd frame whose header asks for a 2 GiB window (zstd --long=31 writes
+ * such frames; libzstd refuses past 128 MiB unless told, as `zstd -d`
+ * does): the fault says the window, not damage. It said "zstd data damaged
+ * near byte 0: Frame requires too much memory for decoding". */
+static void a_zstd_window_past_the_bound_is_refused_not_damaged(void **state)
+{
+    (void)state;
+    /* magic; descriptor: a window byte, no size; window 2^31; one raw last
+     * block of 5 bytes */
+    static const uint8_t frame[] = {0x28, 0xb5, 0x2f, 0xfd, 0x00, (31 - 10) << 3,
+                                    (5 << 3) | 1, 0, 0, 'h', 'e', 'l', 'l', 'o'};
+    uint8_t out[16];
+    bool failed;
+    size_t got = inflate_fed(SL_UNZIP_ZSTD, frame, sizeof frame, (const size_t[]){sizeof frame},
+                             1, sizeof out, out, sizeof out, &failed);
+    assert_true(failed);
+    assert_int_equal(got, 0);
+    const char *why = sl_last_error();
+    if (!strstr(why, "cannot read the zstd data at byte") || !strstr(why, "memory") ||
+        strstr(why, "damaged"))
+        fail_msg("%s", why);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(xz_streams_with_padding_between_read_as_one),
         cmocka_unit_test(a_gzip_members_header_split_across_reads),
         cmocka_unit_test(a_zstd_frame_ending_at_a_read_and_filling_the_output),
+        cmocka_unit_test(a_zstd_window_past_the_bound_is_refused_not_damaged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
