@@ -1,5 +1,7 @@
 /* cli/printer.c — what the sluice command prints while a job runs: row
  * lines, the progress block, log lines. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -208,19 +210,26 @@ void printer_metrics_addr(printer *pr, const char *addr)
     pr->url_host[0] = '\0';
     if (!addr)
         return;
-    const char *close = addr[0] == '[' ? strchr(addr, ']') : NULL;
-    const char *colon = strrchr(addr, ':');
-    if (close) {
-        int n = (int)(close - addr - 1);
-        if (n == 2 && memcmp(addr + 1, "::", 2) == 0)
-            snprintf(pr->url_host, sizeof pr->url_host, "[::1]");
-        else
-            snprintf(pr->url_host, sizeof pr->url_host, "[%.*s]", n, addr + 1);
-    } else if (colon) {
-        int n = (int)(colon - addr);
-        if (n > 0 && !(n == 7 && memcmp(addr, "0.0.0.0", 7) == 0))
-            snprintf(pr->url_host, sizeof pr->url_host, "%.*s", n, addr);
-    }
+    /* The host as the server takes it (obs/http.c): "[HOST]:PORT" or
+     * "HOST:PORT"; brackets around any host, a v4 one or none too ("[]:0"
+     * listens on 0.0.0.0), which a URL has only around a v6 one. */
+    const char *start = addr, *end = strrchr(addr, ':');
+    if (addr[0] == '[' && (end = strchr(addr, ']')) != NULL)
+        start = addr + 1;
+    char host[sizeof pr->url_host - 2]; /* room for the brackets (the server takes < 256) */
+    if (!end || end == start || (size_t)(end - start) >= sizeof host)
+        return; /* no host, the any-address "": the default, 127.0.0.1 */
+    memcpy(host, start, (size_t)(end - start));
+    host[end - start] = '\0';
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (inet_pton(AF_INET, host, &v4) == 1 && v4.s_addr == htonl(INADDR_ANY))
+        return; /* 0.0.0.0 listens on loopback too */
+    if (strchr(host, ':')) /* v6: [::] (any) as its loopback */
+        snprintf(pr->url_host, sizeof pr->url_host, "[%s]",
+                 inet_pton(AF_INET6, host, &v6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&v6) ? "::1" : host);
+    else
+        snprintf(pr->url_host, sizeof pr->url_host, "%s", host);
 }
 
 void printer_metrics_port(int port, void *user)

@@ -48,8 +48,8 @@ void printer_init(printer *pr);
 void printer_finish(printer *pr);
 
 /* Where the metrics line points: the host of --metrics-addr ("HOST:PORT",
- * "[V6]:PORT"; NULL: the default), with an any-address one (0.0.0.0, "",
- * [::]) as its loopback. */
+ * "[HOST]:PORT"; NULL: the default), bracketed only when it is IPv6, with
+ * an any-address one (0.0.0.0, "", [::]) as its loopback. */
 void printer_metrics_addr(printer *pr, const char *addr);
 
 /* sl_caption_params callbacks; `user` is the printer. */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <zlib.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -144,13 +145,15 @@ void sl_unzip_free(sl_unzip *z)
 
 /* One step of the decoder on in[0..*used) into out[0..*made): *used and
  * *made say what it took and gave; *end: its stream is whole. NULL, or
- * what broke. */
+ * what broke; *refused: not the data but what reading it needs (memory, a
+ * window past the bound, options this decoder lacks). */
 static const char *step(sl_unzip *z, const uint8_t *in, size_t *used, uint8_t *out, size_t *made,
-                        bool *end)
+                        bool *end, bool *refused)
 {
     /* zlib and libbz2 count in unsigned int: a step takes at most that. */
     size_t in_len = *used < UINT_MAX ? *used : UINT_MAX, cap = *made < UINT_MAX ? *made : UINT_MAX;
     *end = false;
+    *refused = false;
     switch (z->kind) {
     case SL_UNZIP_GZIP: {
         z->gz.next_in = (Bytef *)(uintptr_t)in;
@@ -161,6 +164,9 @@ static const char *step(sl_unzip *z, const uint8_t *in, size_t *used, uint8_t *o
         *used = in_len - z->gz.avail_in;
         *made = cap - z->gz.avail_out;
         *end = rc == Z_STREAM_END;
+        *refused = rc == Z_MEM_ERROR;
+        if (rc == Z_MEM_ERROR)
+            return "out of memory";
         if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR)
             return z->gz.msg ? z->gz.msg : "inflate failed";
         return NULL;
@@ -171,8 +177,14 @@ static const char *step(sl_unzip *z, const uint8_t *in, size_t *used, uint8_t *o
         size_t rc = ZSTD_decompressStream(z->zs, &ob, &ib);
         *used = ib.pos;
         *made = ob.pos;
-        if (ZSTD_isError(rc))
+        if (ZSTD_isError(rc)) {
+            ZSTD_ErrorCode code = ZSTD_getErrorCode(rc);
+            *refused = code == ZSTD_error_memory_allocation ||
+                       code == ZSTD_error_frameParameter_windowTooLarge ||
+                       code == ZSTD_error_frameParameter_unsupported ||
+                       code == ZSTD_error_dictionary_wrong;
             return ZSTD_getErrorName(rc);
+        }
         *end = rc == 0;
         return NULL;
     }
@@ -187,6 +199,7 @@ static const char *step(sl_unzip *z, const uint8_t *in, size_t *used, uint8_t *o
         *end = rc == BZ_STREAM_END;
         if (rc == BZ_OK || rc == BZ_STREAM_END)
             return NULL;
+        *refused = rc == BZ_MEM_ERROR;
         return rc == BZ_MEM_ERROR ? "out of memory" : "bad bzip2 data";
     }
     case SL_UNZIP_XZ: {
@@ -198,6 +211,7 @@ static const char *step(sl_unzip *z, const uint8_t *in, size_t *used, uint8_t *o
         *used = in_len - z->xz.avail_in;
         *made = cap - z->xz.avail_out;
         *end = rc == LZMA_STREAM_END;
+        *refused = rc == LZMA_MEMLIMIT_ERROR || rc == LZMA_MEM_ERROR || rc == LZMA_OPTIONS_ERROR;
         switch (rc) {
         case LZMA_OK: case LZMA_STREAM_END: case LZMA_BUF_ERROR: return NULL;
         case LZMA_MEMLIMIT_ERROR: return "its window needs more than 256 MiB of memory";
@@ -224,6 +238,17 @@ sl_status sl_unzip_run(sl_unzip *z, const uint8_t **in, size_t *in_len, bool in_
                          (unsigned long long)z->in_at);
             break;
         }
+        if (z->between && *in_len > 0 && z->kind == SL_UNZIP_XZ && !z->ignoring && (*in)[0] == 0) {
+            /* xz's Stream Padding: zero bytes between streams, which xz(1)
+             * (and libarchive, before) read on past to the next stream. */
+            size_t k = 1;
+            while (k < *in_len && (*in)[k] == 0)
+                k++;
+            z->in_at += k;
+            *in += k;
+            *in_len -= k;
+            continue;
+        }
         if (z->between && *in_len > 0) {
             z->ignoring = z->ignoring || !may_begin(z, (*in)[0]);
             if (z->ignoring) { /* zero padding after the last stream is no data */
@@ -239,15 +264,19 @@ sl_status sl_unzip_run(sl_unzip *z, const uint8_t **in, size_t *in_len, bool in_
             z->between = false;
         }
         size_t used = *in_len, space = cap - *made, n = space;
-        bool end;
-        const char *why = step(z, *in, &used, out + *made, &n, &end);
+        bool end, refused;
+        const char *why = step(z, *in, &used, out + *made, &n, &end, &refused);
         *in += used;
         *in_len -= used;
         z->in_at += used;
         *made += n;
         if (why) {
-            snprintf(z->error, sizeof z->error, "%s data damaged near byte %llu: %s", name,
-                     (unsigned long long)z->in_at, why);
+            /* A refusal is not damage: the file may be whole (xz -dc reads
+             * an xz whose window passes SL_UNZIP_XZ_MEMLIMIT). */
+            snprintf(z->error, sizeof z->error,
+                     refused ? "cannot read the %s data at byte %llu: %s"
+                             : "%s data damaged near byte %llu: %s",
+                     name, (unsigned long long)z->in_at, why);
             break;
         }
         z->between = end;

@@ -7,8 +7,9 @@
  * error that stops it.
  *
  * Streams one after another (pigz, `cat a.gz b.gz`, zstd frames, xz's
- * concatenated streams) read as one; after a whole stream, bytes that cannot
- * begin another (tar's zero padding) are ignored, as gzip(1) does. Memory is
+ * concatenated streams, with or without the zero Stream Padding xz allows
+ * between them) read as one; after a whole stream, bytes that cannot begin
+ * another (tar's zero padding) are ignored, as gzip(1) does. Memory is
  * fixed by the format's window (xz's is capped: SL_UNZIP_XZ_MEMLIMIT).
  *
  * The caller reads the compressed bytes and owns them and the output buffer;
@@ -50,9 +51,12 @@ void sl_unzip_free(sl_unzip *z);
  * ended). Returns SL_OK with *made > 0; or SL_OK with *made 0 when it needs
  * more input (*in_len is then 0) or at the end (in_end, every stream whole);
  * or SL_ERR_DECODE once every byte made before a fault has been handed on:
- * "truncated gzip input (the compressed data ends at byte N)" or "gzip data
- * damaged near byte N: why", N counted from the first byte fed. The fault
- * stays: later calls return it again. */
+ * "truncated gzip input (the compressed data ends at byte N)", "gzip data
+ * damaged near byte N: why", or, when the data may be whole but reading it
+ * needs what is refused (memory, a zstd window past libzstd's default
+ * bound, an xz one past SL_UNZIP_XZ_MEMLIMIT), "cannot read the xz data at
+ * byte N: why"; N counted from the first byte fed. The fault stays: later
+ * calls return it again. */
 sl_status sl_unzip_run(sl_unzip *z, const uint8_t **in, size_t *in_len, bool in_end, uint8_t *out,
                        size_t cap, size_t *made);
 
