@@ -74,7 +74,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool fa, fb;
     size_t na = inflate_all(kind, in, n, n ? n : 1, OUT_CAP, a, &fa);
     size_t nb = inflate_all(kind, in, n, chunk, piece, b, &fb);
-    /* Capped runs may stop at different places; within the cap they agree. */
     /* Capped runs may stop at different places; within the cap they agree
      * on whether the bytes are whole, and whole ones on every byte. Damaged
      * ones may give more or less before the fault is seen (a decoder checks

@@ -42,6 +42,10 @@ bool sl_unzip_sniff(const uint8_t *b, size_t n, sl_unzip_kind *kind)
     };
     for (size_t i = 0; i < sizeof magics / sizeof *magics; i++)
         if (n >= magics[i].len && memcmp(b, magics[i].magic, magics[i].len) == 0) {
+            /* bzip2's block size digit too: "BZh" alone also begins a plain
+             * tar whose first member is named so. */
+            if (magics[i].kind == SL_UNZIP_BZIP2 && (n < 4 || b[3] < '1' || b[3] > '9'))
+                continue;
             *kind = magics[i].kind;
             return true;
         }

@@ -203,9 +203,26 @@ static void a_zstd_window_past_the_bound_is_refused_not_damaged(void **state)
         fail_msg("%s", why);
 }
 
+/* The magic says the kind; bzip2's needs its block size digit, since a
+ * plain tar's first bytes are its first member's name ("BZh.txt"). */
+static void the_magic_says_the_kind(void **state)
+{
+    (void)state;
+    sl_unzip_kind k;
+    assert_true(sl_unzip_sniff((const uint8_t *)"\x1f\x8b\x08", 3, &k) && k == SL_UNZIP_GZIP);
+    assert_true(sl_unzip_sniff((const uint8_t *)"\x28\xb5\x2f\xfd", 4, &k) && k == SL_UNZIP_ZSTD);
+    assert_true(sl_unzip_sniff((const uint8_t *)"\x50\x2a\x4d\x18", 4, &k) && k == SL_UNZIP_ZSTD);
+    assert_true(sl_unzip_sniff((const uint8_t *)"\xfd" "7zXZ", 6, &k) && k == SL_UNZIP_XZ);
+    assert_true(sl_unzip_sniff((const uint8_t *)"BZh9", 4, &k) && k == SL_UNZIP_BZIP2);
+    assert_false(sl_unzip_sniff((const uint8_t *)"BZh.txt", 7, &k));
+    assert_false(sl_unzip_sniff((const uint8_t *)"BZh", 3, &k));
+    assert_false(sl_unzip_sniff((const uint8_t *)"{\"image\"", 8, &k));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(the_magic_says_the_kind),
         cmocka_unit_test(xz_streams_with_padding_between_read_as_one),
         cmocka_unit_test(a_gzip_members_header_split_across_reads),
         cmocka_unit_test(a_zstd_frame_ending_at_a_read_and_filling_the_output),
