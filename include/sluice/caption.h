@@ -165,9 +165,11 @@ typedef struct sl_caption_params {
     const sl_atomic_int *stop_requests; /* optional: 1 = stop and drain, 2 = abort */
     const char *metrics_addr;  /* "HOST:PORT" to serve /metrics; NULL or "": no server */
     bool metrics_optional;     /* if the address cannot be bound: warn, run without it */
-    void (*on_metrics_port)(int port, void *user); /* optional: once serving, the bound port */
+    /* optional: once serving, "http://HOST:PORT" as sl_metrics_server_url()
+       gives it; the string is valid during the call */
+    void (*on_metrics_url)(const char *url, void *user);
     sl_row_fn on_row;          /* optional */
-    void *on_row_user;         /* handed to on_row, on_metrics_port and on_progress */
+    void *on_row_user;         /* handed to on_row, on_metrics_url and on_progress */
     sl_progress_fn on_progress; /* optional: every progress_ms from a monitor thread,
                                    and once more at the end (final) */
     int progress_ms;           /* default 1000 */
@@ -308,6 +310,7 @@ typedef struct sl_caption_summary {
     char model_name[256];
     uint64_t peak_bytes_in_flight, memory_budget;
     int metrics_port;         /* where /metrics was served (0: not served) */
+    char metrics_url[160];    /* "http://HOST:PORT" of that server ("": not served) */
     double decode_busy_s, engine_busy_s, write_busy_s; /* summed over workers */
     long shards;              /* output files this run committed (output_file is the last,
                                  first_output_file the first) */

@@ -171,6 +171,11 @@ void sl_metrics_text_free(char *text);
 sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics_server **server);
 /* The bound TCP port (the real one when 0 was asked for). */
 int sl_metrics_server_port(const sl_metrics_server *s);
+/* "http://HOST:PORT" (no trailing slash) that reaches the server: the
+ * bound numeric host, 127.0.0.1 or [::1] when it listens on every
+ * interface. Owned by the server; valid until sl_metrics_server_stop().
+ * "" for NULL. */
+const char *sl_metrics_server_url(const sl_metrics_server *s);
 /* Stops serving (waits for requests in progress) and frees. Accepts NULL. */
 void sl_metrics_server_stop(sl_metrics_server *s);
 

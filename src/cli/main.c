@@ -829,8 +829,7 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
 
     p.on_row = printer_row;
     p.on_row_user = &pr;
-    p.on_metrics_port = printer_metrics_port;
-    printer_metrics_addr(&pr, p.metrics_addr);
+    p.on_metrics_url = printer_metrics_url;
     p.on_progress = printer_progress;
     p.progress_ms = pr.tty ? 1000 : (int)(pr.line_every * 1000 < 1000 ? pr.line_every * 1000 : 1000);
     p.stop_requests = &stop_requests;

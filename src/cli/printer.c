@@ -1,7 +1,5 @@
 /* cli/printer.c — what the sluice command prints while a job runs: row
  * lines, the progress block, log lines. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,7 +12,8 @@
 #define SHOW_TEXT_MAX 4096
 
 /* The length of the valid UTF-8 character at s[0..n), 0 if there is none
- * (an invalid or cut byte). */
+ * (an invalid or cut byte). core/utf8.c has its twin, but the CLI sees only
+ * the library's public headers. */
 static size_t utf8_char_len(const unsigned char *s, size_t n)
 {
     size_t len = s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 ? 2 : 0;
@@ -205,43 +204,14 @@ static void print_progress_locked(printer *pr, const sl_caption_progress *g)
     fprintf(stderr, "%s\n", g->final ? " | finished" : "");
 }
 
-void printer_metrics_addr(printer *pr, const char *addr)
-{
-    pr->url_host[0] = '\0';
-    if (!addr)
-        return;
-    /* The host as the server takes it (obs/http.c): "[HOST]:PORT" or
-     * "HOST:PORT"; brackets around any host, a v4 one or none too ("[]:0"
-     * listens on 0.0.0.0), which a URL has only around a v6 one. */
-    const char *start = addr, *end = strrchr(addr, ':');
-    if (addr[0] == '[' && (end = strchr(addr, ']')) != NULL)
-        start = addr + 1;
-    char host[sizeof pr->url_host - 2]; /* room for the brackets (the server takes < 256) */
-    if (!end || end == start || (size_t)(end - start) >= sizeof host)
-        return; /* no host, the any-address "": the default, 127.0.0.1 */
-    memcpy(host, start, (size_t)(end - start));
-    host[end - start] = '\0';
-    struct in_addr v4;
-    struct in6_addr v6;
-    if (inet_pton(AF_INET, host, &v4) == 1 && v4.s_addr == htonl(INADDR_ANY))
-        return; /* 0.0.0.0 listens on loopback too */
-    if (strchr(host, ':')) /* v6: [::] (any) as its loopback */
-        snprintf(pr->url_host, sizeof pr->url_host, "[%s]",
-                 inet_pton(AF_INET6, host, &v6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&v6) ? "::1" : host);
-    else
-        snprintf(pr->url_host, sizeof pr->url_host, "%s", host);
-}
-
-void printer_metrics_port(int port, void *user)
+void printer_metrics_url(const char *url, void *user)
 {
     printer *pr = user;
     if (pr->quiet)
         return;
     pthread_mutex_lock(&pr->mu);
     clear_progress(pr);
-    const char *host = pr->url_host[0] ? pr->url_host : "127.0.0.1";
-    fprintf(stderr, "sluice: metrics at http://%s:%d/metrics, live page at http://%s:%d/\n", host,
-            port, host, port);
+    fprintf(stderr, "sluice: metrics at %s/metrics, live page at %s/\n", url, url);
     pthread_mutex_unlock(&pr->mu);
 }
 

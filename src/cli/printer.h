@@ -30,7 +30,6 @@ typedef struct printer {
     double line_every; /* non-TTY: seconds between progress lines */
     bool resume_said;  /* the "resuming" line went out */
     bool retry_said;   /* the "retrying" line went out */
-    char url_host[264]; /* the metrics server's host as a browser takes it */
     pthread_mutex_t mu;
 } printer;
 
@@ -47,14 +46,9 @@ size_t printer_put_text(FILE *f, const char *text, size_t max, bool keep_lines);
 void printer_init(printer *pr);
 void printer_finish(printer *pr);
 
-/* Where the metrics line points: the host of --metrics-addr ("HOST:PORT",
- * "[HOST]:PORT"; NULL: the default), bracketed only when it is IPv6, with
- * an any-address one (0.0.0.0, "", [::]) as its loopback. */
-void printer_metrics_addr(printer *pr, const char *addr);
-
 /* sl_caption_params callbacks; `user` is the printer. */
 void printer_row(const sl_row_view *row, void *user);
 void printer_progress(const sl_caption_progress *g, void *user);
-void printer_metrics_port(int port, void *user);
+void printer_metrics_url(const char *url, void *user);
 
 #endif

@@ -814,8 +814,10 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
             goto done;
     }
     sum->metrics_port = caption_metrics_port(j.metrics);
-    if (sum->metrics_port && p->on_metrics_port)
-        p->on_metrics_port(sum->metrics_port, p->on_row_user);
+    snprintf(sum->metrics_url, sizeof sum->metrics_url, "%s",
+             sl_metrics_server_url(caption_metrics_server(j.metrics)));
+    if (sum->metrics_port && p->on_metrics_url)
+        p->on_metrics_url(sum->metrics_url, p->on_row_user);
     if ((st = job_count_prepare(&j)) != SL_OK)
         goto done;
     pthread_t counter;

@@ -34,6 +34,7 @@ struct sl_metrics_server {
     sl_metrics *registry;
     struct MHD_Daemon *daemon;
     int port;
+    char url[160]; /* "http://HOST:PORT", HOST as a browser can reach it */
     pthread_mutex_t mu; /* guards routes */
     route routes[MAX_ROUTES];
     size_t n_routes;
@@ -215,8 +216,31 @@ static sl_status parse_address(const char *address, char *host, size_t host_cap,
     return SL_OK;
 }
 
+/* The URL of the bound socket: its numeric host, so it is true whatever
+ * name was asked for; the any-address is reachable on loopback, so the URL
+ * names that; a v6 host is in brackets, its zone's '%' written %25. */
+static void bound_url(const struct sockaddr_storage *ss, socklen_t len, int port, char *url,
+                      size_t cap)
+{
+    char host[64]; /* a numeric v6 host and its zone */
+    bool v6 = ss->ss_family == AF_INET6;
+    if (v6 && IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr))
+        snprintf(host, sizeof host, "::1");
+    else if (!v6 && ((const struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY))
+        snprintf(host, sizeof host, "127.0.0.1");
+    else if (getnameinfo((const struct sockaddr *)ss, len, host, sizeof host, NULL, 0,
+                         NI_NUMERICHOST) != 0)
+        snprintf(host, sizeof host, v6 ? "::1" : "127.0.0.1");
+    char *zone = strchr(host, '%');
+    if (zone)
+        *zone++ = '\0';
+    snprintf(url, cap, "http://%s%s%s%s%s:%d", v6 ? "[" : "", host, zone ? "%25" : "",
+             zone ? zone : "", v6 ? "]" : "", port);
+}
+
 /* A bound, listening socket for `address` into *fd_out. */
-static sl_status listen_on(const char *address, int *fd_out, int *bound_port)
+static sl_status listen_on(const char *address, int *fd_out, int *bound_port, char *url,
+                           size_t url_cap)
 {
     char host[256], port[8];
     sl_status st = parse_address(address, host, sizeof host, port, sizeof port);
@@ -256,6 +280,7 @@ static sl_status listen_on(const char *address, int *fd_out, int *bound_port)
     }
     *bound_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                            : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    bound_url(&ss, sl, *bound_port, url, url_cap);
     *fd_out = fd;
     return SL_OK;
 }
@@ -276,7 +301,7 @@ sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics
         return st;
     }
     int fd = -1;
-    if ((st = listen_on(address, &fd, &s->port)) != SL_OK) {
+    if ((st = listen_on(address, &fd, &s->port, s->url, sizeof s->url)) != SL_OK) {
         sl_metrics_server_stop(s);
         return st;
     }
@@ -290,12 +315,14 @@ sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics
         return sl_fail(SL_ERR_IO, "metrics address \"%s\": libmicrohttpd could not start",
                        address);
     }
-    sl_log(SL_LOG_INFO, "metrics: serving http://%s/metrics (port %d)", address, s->port);
+    sl_log(SL_LOG_INFO, "metrics: serving %s/metrics (asked for \"%s\")", s->url, address);
     *server = s;
     return SL_OK;
 }
 
 int sl_metrics_server_port(const sl_metrics_server *s) { return s ? s->port : 0; }
+
+const char *sl_metrics_server_url(const sl_metrics_server *s) { return s ? s->url : ""; }
 
 void sl_metrics_server_stop(sl_metrics_server *s)
 {

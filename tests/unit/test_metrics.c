@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -652,6 +654,83 @@ static void bad_addresses_are_named(void **state)
     sl_metrics_free(m);
 }
 
+/* GET URL/metrics through the host and port the URL names (resolved as
+ * numeric, as a browser would take them): the status line. */
+static void get_metrics_at(const char *url, char *status, size_t cap)
+{
+    char host[128];
+    int port = 0;
+    const char *h = url + strlen("http://");
+    const char *colon = h[0] == '[' ? strchr(h, ']') + 1 : strchr(h, ':');
+    assert_non_null(colon);
+    assert_int_equal(colon[0], ':');
+    snprintf(host, sizeof host, "%.*s", (int)(colon - h), h);
+    port = atoi(colon + 1);
+    const char *numeric = host;
+    if (host[0] == '[') { /* a v6 host, brackets off */
+        host[strlen(host) - 1] = '\0';
+        numeric = host + 1;
+    }
+    char service[8];
+    snprintf(service, sizeof service, "%d", port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(numeric, service, &hints, &res) != 0)
+        fail_msg("%s: the host \"%s\" is not a numeric address", url, numeric);
+    int fd = socket(res->ai_family, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    if (connect(fd, res->ai_addr, res->ai_addrlen) != 0)
+        fail_msg("%s: cannot connect: %s", url, strerror(errno));
+    freeaddrinfo(res);
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    ssize_t r = read(fd, status, cap - 1);
+    status[r > 0 ? r : 0] = '\0';
+    close(fd);
+}
+
+/* The URL the server hands (printed by the CLI's metrics line) reaches it
+ * for every way of asking: an any-address as its loopback, brackets only
+ * around a v6 host. It was the asked-for text re-parsed by the CLI, which
+ * printed http://[]:PORT or http://[0.0.0.0]:PORT, URLs that go nowhere. */
+static void the_url_reaches_the_server(void **state)
+{
+    (void)state;
+    sl_metrics *m = new_registry();
+    static const char *const asked[][2] = {
+        {":0", "http://127.0.0.1:"},          {"0.0.0.0:0", "http://127.0.0.1:"},
+        {"[]:0", "http://127.0.0.1:"},        {"[0.0.0.0]:0", "http://127.0.0.1:"},
+        {"[127.0.0.1]:0", "http://127.0.0.1:"}, {"127.0.0.1:0", "http://127.0.0.1:"},
+        {"localhost:0", "http://"},           {"[localhost]:0", "http://"},
+        {"[::1]:0", "http://[::1]:"},         {"[::]:0", "http://[::1]:"},
+        {"[::0]:0", "http://[::1]:"},
+    };
+    for (size_t i = 0; i < sizeof asked / sizeof *asked; i++) {
+        sl_metrics_server *s = NULL;
+        if (sl_metrics_server_start(m, asked[i][0], &s) != SL_OK) {
+            assert_non_null(strstr(asked[i][0], ":")); /* no IPv6 here: the v6 cases only */
+            assert_true(asked[i][0][0] == '[' && asked[i][0][1] == ':');
+            continue;
+        }
+        const char *url = sl_metrics_server_url(s);
+        char want[64];
+        snprintf(want, sizeof want, "%s%d", asked[i][1], sl_metrics_server_port(s));
+        if (strcmp(asked[i][1], "http://") == 0) {
+            if (strncmp(url, "http://", 7) != 0)
+                fail_msg("%s: the URL is %s", asked[i][0], url);
+        } else if (strcmp(url, want) != 0) {
+            fail_msg("%s: the URL is %s, not %s", asked[i][0], url, want);
+        }
+        char status[512];
+        get_metrics_at(url, status, sizeof status);
+        if (strncmp(status, "HTTP/1.1 200", 12) != 0)
+            fail_msg("%s: GET %s/metrics answered \"%.40s\"", asked[i][0], url, status);
+        sl_metrics_server_stop(s);
+    }
+    assert_string_equal(sl_metrics_server_url(NULL), "");
+    sl_metrics_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -667,6 +746,7 @@ int main(void)
         cmocka_unit_test(process_metrics_are_plausible),
         cmocka_unit_test(http_endpoint_serves_and_refuses),
         cmocka_unit_test(bad_addresses_are_named),
+        cmocka_unit_test(the_url_reaches_the_server),
         cmocka_unit_test(prefix_routes_get_the_path),
         cmocka_unit_test(gpu_metrics_absent_without_nvml),
         cmocka_unit_test(gpu_metrics_read_from_nvml),
