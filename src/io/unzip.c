@@ -14,6 +14,10 @@
 #include "core/error.h"
 #include "io/unzip.h"
 
+/* A number macro as text, so the message says the limit the code uses. */
+#define MIB_TEXT_(n) #n
+#define MIB_TEXT(n) MIB_TEXT_(n)
+
 struct sl_unzip {
     sl_unzip_kind kind;
     z_stream gz;
@@ -218,7 +222,8 @@ static const char *step(sl_unzip *z, const uint8_t *in, size_t *used, uint8_t *o
         *refused = rc == LZMA_MEMLIMIT_ERROR || rc == LZMA_MEM_ERROR || rc == LZMA_OPTIONS_ERROR;
         switch (rc) {
         case LZMA_OK: case LZMA_STREAM_END: case LZMA_BUF_ERROR: return NULL;
-        case LZMA_MEMLIMIT_ERROR: return "its window needs more than 256 MiB of memory";
+        case LZMA_MEMLIMIT_ERROR:
+            return "its window needs more than " MIB_TEXT(SL_UNZIP_XZ_MEMLIMIT_MIB) " MiB of memory";
         case LZMA_MEM_ERROR: return "out of memory";
         case LZMA_FORMAT_ERROR: return "not xz data";
         case LZMA_OPTIONS_ERROR: return "options this xz does not support";

@@ -32,7 +32,8 @@ typedef enum sl_unzip_kind {
 
 /* An xz stream whose window needs more than this is refused (xz -9 needs
  * 65 MiB to read). */
-#define SL_UNZIP_XZ_MEMLIMIT (256u << 20)
+#define SL_UNZIP_XZ_MEMLIMIT_MIB 256
+#define SL_UNZIP_XZ_MEMLIMIT ((uint64_t)SL_UNZIP_XZ_MEMLIMIT_MIB << 20)
 
 /* The compression whose magic bytes b[0..n) begin with (6 bytes tell every
  * kind; fewer tell those with shorter magic); false: none of them. */

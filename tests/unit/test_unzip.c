@@ -203,6 +203,48 @@ static void a_zstd_window_past_the_bound_is_refused_not_damaged(void **state)
         fail_msg("%s", why);
 }
 
+/* An xz stream whose LZMA2 window needs more memory than the cap (a block
+ * header asking for a 512 MiB dictionary): refused, the message saying the
+ * cap the code uses, not "damaged". */
+static void an_xz_window_past_the_cap_is_refused_not_damaged(void **state)
+{
+    (void)state;
+    static const uint8_t text[] = "hello\n";
+    lzma_options_lzma opt;
+    assert_false(lzma_lzma_preset(&opt, 1));
+    opt.dict_size = 1u << 20;
+    lzma_filter chain[] = {{LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, NULL}};
+    uint8_t xz[256];
+    size_t len = 0;
+    assert_int_equal(lzma_stream_buffer_encode(chain, LZMA_CHECK_CRC32, NULL, text,
+                                               sizeof text - 1, xz, &len, sizeof xz),
+                     LZMA_OK);
+    /* The block header follows the 12-byte stream header: its size byte,
+     * flags, sizes, then the filter flags 0x21 (LZMA2), 1 (props size) and
+     * the dictionary byte; a CRC32 of the rest ends it. */
+    uint8_t *block = xz + 12;
+    size_t header = ((size_t)block[0] + 1) * 4;
+    uint8_t *lzma2 = memchr(block + 2, 0x21, header - 2);
+    assert_non_null(lzma2);
+    assert_int_equal(lzma2[1], 1);
+    lzma2[2] = 34; /* 2 << (34 / 2 + 11): 512 MiB */
+    uint32_t crc = lzma_crc32(block, header - 4, 0);
+    for (int i = 0; i < 4; i++)
+        block[header - 4 + i] = (uint8_t)(crc >> (8 * i));
+    uint8_t out[16];
+    bool failed;
+    size_t got = inflate_fed(SL_UNZIP_XZ, xz, len, (const size_t[]){len}, 1, sizeof out, out,
+                             sizeof out, &failed);
+    assert_true(failed);
+    assert_int_equal(got, 0);
+    char want[64];
+    snprintf(want, sizeof want, "more than %d MiB of memory", (int)(SL_UNZIP_XZ_MEMLIMIT >> 20));
+    const char *why = sl_last_error();
+    if (!strstr(why, "cannot read the xz data at byte") || !strstr(why, want) ||
+        strstr(why, "damaged"))
+        fail_msg("%s", why);
+}
+
 /* The magic says the kind; bzip2's needs its block size digit, since a
  * plain tar's first bytes are its first member's name ("BZh.txt"). */
 static void the_magic_says_the_kind(void **state)
@@ -227,6 +269,7 @@ int main(void)
         cmocka_unit_test(a_gzip_members_header_split_across_reads),
         cmocka_unit_test(a_zstd_frame_ending_at_a_read_and_filling_the_output),
         cmocka_unit_test(a_zstd_window_past_the_bound_is_refused_not_damaged),
+        cmocka_unit_test(an_xz_window_past_the_cap_is_refused_not_damaged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
