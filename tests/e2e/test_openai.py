@@ -1419,3 +1419,24 @@ def test_the_first_sigint_sends_no_queued_row_and_the_resume_does_them(sluice, t
     ids = [json.loads(line)["id"] for part in sorted(out.glob("part-*.jsonl"))
            for line in part.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == total, (len(ids), len(set(ids)))
+
+
+def test_a_model_listing_past_what_is_read(sluice, tmp_path):
+    # A router listing thousands of models in over 8 MiB: the cut body read as
+    # "answered HTTP 200 but no model listing ... give each server's base
+    # URL", a wrong diagnosis. Now: without --served-model a message that asks
+    # for it; with it, the run goes on (the listing cannot show it missing).
+    inp = few_inputs(tmp_path, 2)
+    many = tuple(f"router/model-{i:06d}-" + "x" * 60 for i in range(120_000))  # ~11 MB listed
+    with FakeServer(lambda h, n, body: completion(h), models=many) as fake:
+        r = caption(sluice, inp, tmp_path / "first", "--endpoint", fake.url,
+                    "--metrics-addr", "off", timeout=120)
+        assert r.returncode == 2, r.stderr
+        assert (f"endpoint {fake.url} lists its models in over 8 MiB" in r.stderr
+                and "name the model with --served-model" in r.stderr), r.stderr
+        assert "base URL" not in r.stderr and not fake.log
+        r = caption(sluice, inp, tmp_path / "named", "--endpoint", fake.url, "--served-model",
+                    "router/model-000007-" + "x" * 60, "--metrics-addr", "off", timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "not checked that it serves" in r.stderr
+        assert [row["caption"] for row in ok_rows(tmp_path / "named")] == ["a fake caption"] * 2

@@ -1896,11 +1896,26 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
         } else if (code > 0 && code < 500) {
             answered++;
             const sl_buf *b = &probes[i].resp;
-            json_t *root = code == 200 ? json_loadb(b->data ? (const char *)b->data : "",
-                                                    b->len, 0, NULL)
-                                       : NULL;
+            json_t *root = code == 200 && !probes[i].too_large
+                               ? json_loadb(b->data ? (const char *)b->data : "", b->len, 0, NULL)
+                               : NULL;
             char names[1024];
-            if (!json_is_array(json_object_get(root, "data"))) {
+            if (code == 200 && probes[i].too_large) {
+                /* A router's listing past what is read: it cannot say the
+                 * model, nor show one missing, so a named one is trusted. */
+                listings++;
+                if (!e->model)
+                    st = sl_fail(SL_ERR_INVALID_ARG,
+                                 "endpoint %s lists its models in over %d MiB (GET "
+                                 "/v1/models), more than sluice reads to choose one; name the "
+                                 "model with --served-model",
+                                 ep->url, PROBE_BODY_MAX >> 20);
+                else
+                    sl_log(SL_LOG_WARN,
+                           "endpoint %s lists its models in over %d MiB (GET /v1/models), more "
+                           "than sluice reads: not checked that it serves '%s'",
+                           ep->url, PROBE_BODY_MAX >> 20, e->model);
+            } else if (!json_is_array(json_object_get(root, "data"))) {
                 if (!wrong_base[0])
                     snprintf(wrong_base, sizeof wrong_base, "%s answered HTTP %ld%s for %s",
                              ep->url, code, code == 200 ? " but no model listing" : "",
