@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -23,6 +24,12 @@
 #include "obs/metrics_impl.h"
 
 #define MAX_ROUTES 32
+/* Open connections the server holds at most (more wait in the listen
+ * backlog, unaccepted): each is a file descriptor of the run's, and without
+ * a bound a client that opens a thousand and leaves them idle took every
+ * descriptor of a 1024 RLIMIT_NOFILE, so the run's rows failed with "Too
+ * many open files". A scraper and a few browser tabs need a handful. */
+#define MAX_CONNECTIONS 64
 
 typedef struct route {
     char *path;
@@ -260,6 +267,18 @@ static sl_status listen_on(const char *address, int *fd_out, int *bound_port)
     return SL_OK;
 }
 
+/* MAX_CONNECTIONS, or less under a low RLIMIT_NOFILE: at most an eighth
+ * of the descriptors go to monitoring clients, the rest stay the run's. */
+static unsigned connection_limit(void)
+{
+    struct rlimit rl;
+    unsigned limit = MAX_CONNECTIONS;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur / 8 < limit)
+        limit = rl.rlim_cur / 8 > 2 ? (unsigned)(rl.rlim_cur / 8) : 2;
+    return limit;
+}
+
 sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics_server **server)
 {
     *server = NULL;
@@ -283,7 +302,8 @@ sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics
     s->daemon = MHD_start_daemon(
         MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT,
+        connection_limit(), MHD_OPTION_END);
     if (!s->daemon) {
         close(fd);
         sl_metrics_server_stop(s);

@@ -168,3 +168,62 @@ def test_the_metrics_line_names_the_host_it_serves_on(sluice, tmp_path):
         proc.wait(timeout=300)
         server.shutdown()
     assert proc.returncode == 0, err_path.read_text()
+
+
+def test_idle_clients_cannot_take_the_runs_file_descriptors(sluice_bin, tmp_path):
+    """A client that opens hundreds of connections to the metrics port and
+    leaves them idle: the server holds a bounded number (64, or an eighth of
+    RLIMIT_NOFILE), the rest wait unaccepted in the listen backlog. Under a
+    soft limit of 256 descriptors, 300 held connections used to take every
+    one the run had left, and its rows failed to decode with "cannot open:
+    Too many open files" (80 of 150 rows under the usual 1024 with 1,100
+    connections). The run must caption every row."""
+    import re
+    import resource
+    import socket
+    import subprocess
+    import threading
+
+    def low_nofile():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    src = tmp_path / "in"
+    n = sample_copies(src, 10)
+    out = tmp_path / "out"
+    err_path = tmp_path / "sluice.stderr"
+    held = []
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [str(sluice_bin), "caption", str(src), "-o", str(out), "--model", str(TINY / "model.gguf"),
+             "--mmproj", str(TINY / "mmproj.gguf"), "--metrics-addr", "127.0.0.1:0",
+             "--max-tokens", "8", "--show", "0"],
+            stdout=subprocess.DEVNULL, stderr=err, preexec_fn=low_nofile)
+    try:
+        deadline = time.monotonic() + 60
+        port = None
+        while port is None and time.monotonic() < deadline and proc.poll() is None:
+            m = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", err_path.read_text())
+            port = int(m.group(1)) if m else time.sleep(0.02)
+        assert port, err_path.read_text()[-2000:]
+        def hold():  # blocking connects: the backlog's overflow waits, then gives up
+            while len(held) < 300 and proc.poll() is None:
+                try:
+                    held.append(socket.create_connection(("127.0.0.1", port), timeout=0.5))
+                except OSError:
+                    pass
+        holder = threading.Thread(target=hold)
+        holder.start()
+        busy = proc.poll() is None
+        rc = proc.wait(timeout=600)  # held all along: the rows decode meanwhile
+        holder.join(timeout=10)
+    finally:
+        for s in held:
+            s.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    log = err_path.read_text(errors="replace")
+    assert busy, "the run ended before the connections were opened: make it longer"
+    assert rc == 0 and "Too many open files" not in log, log[-2000:]
+    rows = read_rows(out)
+    assert len(rows) == n and not [r for r in rows if r.get("error")], log[-2000:]
