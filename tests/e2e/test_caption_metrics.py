@@ -227,3 +227,42 @@ def test_idle_clients_cannot_take_the_runs_file_descriptors(sluice_bin, tmp_path
     assert rc == 0 and "Too many open files" not in log, log[-2000:]
     rows = read_rows(out)
     assert len(rows) == n and not [r for r in rows if r.get("error")], log[-2000:]
+
+
+def test_a_model_name_that_is_not_utf8_does_not_stop_the_run(sluice, tmp_path):
+    """A GGUF's general.name is bytes (and llama.cpp cuts a long one at 255
+    bytes, maybe inside a character). It is the model_name label of the
+    engine metrics, which must be UTF-8: such a name stopped the run before
+    any row ("stage 'engine' could not start: metric vllm:num_requests_running:
+    value of label model_name is not valid UTF-8", exit 1). Now the run goes
+    on, the label, the live page's model and summary.json show U+FFFD for the
+    bad byte, and the exposition's escapes (quote, backslash, newline) parse."""
+    import json
+    data = (TINY / "model.gguf").read_bytes()
+    odd = b'q"\\\n\xff</script>abcd'  # as long as the name it replaces
+    assert data.count(b"sluice-tiny-random") == 1 and len(odd) == len(b"sluice-tiny-random")
+    model = tmp_path / "odd.gguf"
+    model.write_bytes(data.replace(b"sluice-tiny-random", odd))
+    shown = 'q"\\\n\ufffd</script>abcd'
+    src = tmp_path / "in"
+    n = sample_copies(src, 4)
+    out = tmp_path / "out"
+    with BackgroundRun(sluice, src, out, "--model", model, "--max-tokens", "16", "--parallel", "1",
+                       "--show", "0", log_dir=tmp_path) as run:
+        port = run.port()
+        status = {}
+        deadline = time.monotonic() + 60
+        while not status.get("model") and time.monotonic() < deadline and run.proc.poll() is None:
+            try:
+                status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status",
+                                                          timeout=10))
+            except OSError:
+                pass
+            time.sleep(0.1)
+        rc = run.proc.wait(timeout=600)
+    assert rc == 0, run.log()
+    assert status.get("model") == shown, (status, run.log())
+    final = families((out / "metrics.prom").read_text())
+    assert {s.labels["model_name"] for s in final["vllm:generation_tokens"].samples} == {shown}
+    assert total(final, "vllm:request_success") == n
+    assert json.loads((out / "summary.json").read_text())["model"] == shown
