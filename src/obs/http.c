@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -30,6 +31,13 @@
  * descriptor of a 1024 RLIMIT_NOFILE, so the run's rows failed with "Too
  * many open files". A scraper and a few browser tabs need a handful. */
 #define MAX_CONNECTIONS 64
+/* libmicrohttpd logs each malformed request. A client that sends junk (a
+ * port scanner, a health check speaking another protocol) flooded the run's
+ * stderr: 3,000 bad requests, 3,000 warnings among the rows' own lines. The
+ * first LOG_BURST are shown, then one a LOG_EVERY_S seconds saying how many
+ * were not, and the count left at the end when the server stops. */
+#define LOG_BURST 5
+#define LOG_EVERY_S 60
 
 typedef struct route {
     char *path;
@@ -41,9 +49,12 @@ struct sl_metrics_server {
     sl_metrics *registry;
     struct MHD_Daemon *daemon;
     int port;
-    pthread_mutex_t mu; /* guards routes */
+    pthread_mutex_t mu; /* guards routes and the log's counts */
     route routes[MAX_ROUTES];
     size_t n_routes;
+    unsigned logged;      /* messages shown */
+    unsigned long hidden; /* messages not shown since the last one that was */
+    time_t last_log;      /* when the last one past the burst was shown */
 };
 
 /* --- routes ------------------------------------------------------------------------ */
@@ -167,12 +178,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    sl_metrics_server *s = cls;
+    time_t now = time(NULL);
+    unsigned long hidden = 0;
+    pthread_mutex_lock(&s->mu);
+    bool show = s->logged < LOG_BURST || now - s->last_log >= LOG_EVERY_S;
+    if (show) {
+        hidden = s->hidden;
+        s->hidden = 0;
+        s->logged++;
+        s->last_log = now;
+    } else {
+        s->hidden++;
+    }
+    bool burst_ends = show && s->logged == LOG_BURST;
+    pthread_mutex_unlock(&s->mu);
+    if (!show)
+        return;
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);
     while (n && line[n - 1] == '\n')
         line[--n] = '\0';
-    sl_log(SL_LOG_WARN, "metrics server: %s", line);
+    sl_log(SL_LOG_WARN, "metrics server: %s%s", line,
+           burst_ends ? " (further messages of the server: at most one a minute)" : "");
+    if (hidden)
+        sl_log(SL_LOG_WARN, "metrics server: %lu more messages since the last one not shown",
+               hidden);
 }
 
 /* --- start and stop ------------------------------------------------------------- */
@@ -301,7 +333,7 @@ sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics
     }
     s->daemon = MHD_start_daemon(
         MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, s,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
         MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT,
         connection_limit(), MHD_OPTION_END);
     if (!s->daemon) {
@@ -323,6 +355,8 @@ void sl_metrics_server_stop(sl_metrics_server *s)
         return;
     if (s->daemon)
         MHD_stop_daemon(s->daemon); /* closes the listening socket too */
+    if (s->hidden)
+        sl_log(SL_LOG_WARN, "metrics server: %lu more messages not shown", s->hidden);
     for (size_t i = 0; i < s->n_routes; i++)
         sl_free(s->routes[i].path);
     pthread_mutex_destroy(&s->mu);

@@ -266,3 +266,32 @@ def test_a_model_name_that_is_not_utf8_does_not_stop_the_run(sluice, tmp_path):
     assert {s.labels["model_name"] for s in final["vllm:generation_tokens"].samples} == {shown}
     assert total(final, "vllm:request_success") == n
     assert json.loads((out / "summary.json").read_text())["model"] == shown
+
+
+def test_junk_requests_do_not_flood_the_log(sluice, tmp_path):
+    """libmicrohttpd warns of each malformed request: a client sending junk
+    (a port scanner, a health check speaking another protocol) put a line on
+    the run's stderr per request (3,000 requests, 3,000 lines, and the server
+    answered 6 times slower for writing them). The first 5 are shown, then
+    at most one a minute, and the count of the rest when the run ends."""
+    import socket
+    with BackgroundRun(sluice, SAMPLES, tmp_path / "out", "--max-tokens", "8", "--parallel", "1",
+                       "--show", "0", log_dir=tmp_path) as run:
+        port = run.port()
+        sent = 0
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    s.sendall(b"GET /metrics\r\n\r\n")  # HTTP/0.9: 400
+                    assert s.recv(100).startswith(b"HTTP/1.1 400")
+                    sent += 1
+            except ConnectionRefusedError:
+                break  # the run ended
+        rc = run.proc.wait(timeout=600)
+    log = run.log(10**6)
+    assert rc == 0, log[-2000:]
+    lines = [line for line in log.splitlines() if "metrics server:" in line]
+    assert sent > 5, f"the run ended after {sent} requests: make it longer"
+    assert len(lines) == 6, lines
+    assert "at most one a minute" in lines[4]
+    assert lines[5].endswith(f"metrics server: {sent - 5} more messages not shown"), lines
