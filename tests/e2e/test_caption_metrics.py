@@ -295,3 +295,26 @@ def test_junk_requests_do_not_flood_the_log(sluice, tmp_path):
     assert len(lines) == 6, lines
     assert "at most one a minute" in lines[4]
     assert lines[5].endswith(f"metrics server: {sent - 5} more messages not shown"), lines
+
+
+def test_a_busy_default_port_is_a_warning_that_says_what_to_change(sluice, tmp_path):
+    """Without --metrics-addr, a second run on the machine meets the first
+    one's 127.0.0.1:9797: the run goes on, and the warning says what it
+    loses and what to pass (it said only "not serving metrics: ... Address
+    already in use")."""
+    import socket
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 9797))
+        holder.listen()
+    except OSError:
+        pass  # something holds it already: the same case
+    try:
+        r = sluice.run("caption", SAMPLES, "-o", tmp_path / "out", "--dry-run", "--show", "0")
+    finally:
+        holder.close()
+    assert r.returncode == 0, r.stderr
+    warn = [line for line in r.stderr.splitlines() if "not serving metrics" in line]
+    assert len(warn) == 1 and "127.0.0.1:9797" in warn[0] and "Address already in use" in warn[0]
+    assert "without /metrics and the live page" in warn[0] and "--metrics-addr 127.0.0.1:0" in warn[0]
+    assert (tmp_path / "out" / "metrics.prom").exists()
