@@ -4,6 +4,7 @@
  * with its own polling thread. Requests go through a small route table:
  * exact paths or prefixes ending in '*', each a callback that fills an sl_metrics_reply; /metrics is
  * the first route. Unknown path: 404; known path, method not GET/HEAD: 405. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -55,6 +57,7 @@ struct sl_metrics_server {
     unsigned logged;      /* messages shown */
     unsigned long hidden; /* messages not shown since the last one that was */
     time_t last_log;      /* when the last one past the burst was shown */
+    bool loopback;        /* bound to a loopback address: Host is checked */
 };
 
 /* --- routes ------------------------------------------------------------------------ */
@@ -141,6 +144,38 @@ static void static_text(sl_metrics_reply *r, int status, const char *text)
     r->free_body = NULL;
 }
 
+/* Whether a request's Host may reach a loopback-bound server: none (HTTP/1.0),
+ * an IP address (either family, with or without a port), or localhost.
+ * The page serves the run's captions and thumbnails: a web site the user
+ * opens could rebind its own name to 127.0.0.1 (DNS rebinding) and read
+ * them as same-origin; the browser then sends that name as Host, which is
+ * refused. A name is never needed to reach a loopback address. */
+static bool host_allowed(const char *host)
+{
+    if (!host)
+        return true;
+    char name[256];
+    size_t n = strlen(host);
+    if (n >= sizeof name)
+        return false;
+    memcpy(name, host, n + 1);
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (name[0] == '[') { /* [v6] or [v6]:port */
+        char *close = strchr(name, ']');
+        if (!close || (close[1] && close[1] != ':'))
+            return false;
+        *close = '\0';
+        return inet_pton(AF_INET6, name + 1, addr) == 1;
+    }
+    char *colon = strchr(name, ':');
+    if (colon)
+        *colon = '\0';
+    if (inet_pton(AF_INET, name, addr) == 1 || strcasecmp(name, "localhost") == 0)
+        return true;
+    n = strlen(name);
+    return n > 10 && strcasecmp(name + n - 10, ".localhost") == 0; /* RFC 6761: loopback */
+}
+
 /* Exact, or a prefix when the route ends in '*'. */
 static bool route_matches(const char *pattern, const char *url)
 {
@@ -167,7 +202,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     pthread_mutex_unlock(&s->mu);
 
     sl_metrics_reply r = {200, "text/plain; charset=utf-8", NULL, 0, NULL};
-    if (!fn)
+    if (s->loopback &&
+        !host_allowed(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST)))
+        static_text(&r, 403,
+                    "403: this server listens on loopback; ask it by address (127.0.0.1, [::1]) "
+                    "or as localhost, not by another host name\n");
+    else if (!fn)
         static_text(&r, 404, "404 not found\n");
     else if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         static_text(&r, 405, "405 method not allowed: use GET\n");
@@ -255,7 +295,7 @@ static sl_status parse_address(const char *address, char *host, size_t host_cap,
 }
 
 /* A bound, listening socket for `address` into *fd_out. */
-static sl_status listen_on(const char *address, int *fd_out, int *bound_port)
+static sl_status listen_on(const char *address, int *fd_out, int *bound_port, bool *loopback)
 {
     char host[256], port[8];
     sl_status st = parse_address(address, host, sizeof host, port, sizeof port);
@@ -295,6 +335,13 @@ static sl_status listen_on(const char *address, int *fd_out, int *bound_port)
     }
     *bound_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                            : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        *loopback = IN6_IS_ADDR_LOOPBACK(a) ||
+                    (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    } else {
+        *loopback = (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    }
     *fd_out = fd;
     return SL_OK;
 }
@@ -327,7 +374,7 @@ sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics
         return st;
     }
     int fd = -1;
-    if ((st = listen_on(address, &fd, &s->port)) != SL_OK) {
+    if ((st = listen_on(address, &fd, &s->port, &s->loopback)) != SL_OK) {
         sl_metrics_server_stop(s);
         return st;
     }

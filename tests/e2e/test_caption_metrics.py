@@ -318,3 +318,38 @@ def test_a_busy_default_port_is_a_warning_that_says_what_to_change(sluice, tmp_p
     assert len(warn) == 1 and "127.0.0.1:9797" in warn[0] and "Address already in use" in warn[0]
     assert "without /metrics and the live page" in warn[0] and "--metrics-addr 127.0.0.1:0" in warn[0]
     assert (tmp_path / "out" / "metrics.prom").exists()
+
+
+def test_a_loopback_server_answers_only_to_its_address_or_localhost(sluice, tmp_path):
+    """The live page serves the run's captions and thumbnails. A web site the
+    user opens can point its own name at 127.0.0.1 (DNS rebinding) and read
+    http://its-name:PORT/api/gallery as same-origin: every route answered
+    whatever the Host. On a loopback address, a Host that is a name other
+    than localhost is refused (403); addresses, localhost and a request
+    without Host (HTTP/1.0) are served."""
+    import http.client
+    import socket
+
+    def get(port, path, host):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.putrequest("GET", path, skip_host=True)
+        c.putheader("Host", host)
+        c.endheaders()
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r.status, body
+
+    with BackgroundRun(sluice, SAMPLES, tmp_path / "out", "--max-tokens", "8", "--parallel", "1",
+                       "--show", "0", log_dir=tmp_path) as run:
+        port = run.port()
+        for path in ("/", "/api/gallery", "/api/status", "/metrics", "/thumb/0.jpg"):
+            for host in (f"rebound.example:{port}", "rebound.example", f"127.0.0.1.nip.io:{port}"):
+                status, body = get(port, path, host)
+                assert status == 403 and b"loopback" in body, (path, host, status)
+        for host in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", f"[::1]:{port}"):
+            assert get(port, "/api/status", host)[0] == 200, host
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /api/status HTTP/1.0\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+        assert run.proc.poll() is None, run.log()  # it all ran against the live server
