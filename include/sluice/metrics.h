@@ -163,7 +163,11 @@ void sl_metrics_text_free(char *text);
  * paths, 405 for other methods. `address` is "HOST:PORT": an IPv4 address,
  * "[IPv6]", a host name such as "localhost", or empty for every interface
  * (":9090"); port 0 picks a free port (read it with
- * sl_metrics_server_port()). Requests are served on a background thread.
+ * sl_metrics_server_port()). Requests are served on a background thread,
+ * over at most 64 connections at once (fewer under a low RLIMIT_NOFILE: an
+ * eighth of it), so that clients cannot take the process's descriptors.
+ * Bound to a loopback address, it answers 403 to a request whose Host is a
+ * name other than localhost (DNS rebinding: docs/monitoring.md).
  * SL_ERR_INVALID_ARG: the address cannot be parsed or resolved.
  * SL_ERR_IO: it cannot be bound or listened on (the message names the
  *   address and the cause, e.g. "Address already in use").

@@ -72,7 +72,9 @@ struct sl_exec {
     sl_status result;           /* first failure wins */
     char result_msg[1024];
     atomic_uint_fast64_t rows_produced, rows_done, rows_failed, rows_dropped, rows_deferred;
-    uint64_t t_start, t_end;
+    /* Atomic: the metrics server's thread reads them (sl_exec_stats_get)
+     * while the run's thread sets them; plain fields were a data race. */
+    atomic_uint_fast64_t t_start, t_end;
 };
 
 /* --- accounting ------------------------------------------------------------------ */
@@ -853,7 +855,7 @@ sl_status sl_exec_run(sl_exec *exec)
     exec->workers = sl_calloc(exec->n_workers, sizeof *exec->workers);
     if (!exec->workers)
         return sl_fail(SL_ERR_NOMEM, "out of memory starting the executor");
-    exec->t_start = sl_now_ns();
+    atomic_store(&exec->t_start, sl_now_ns());
     size_t k = 0;
     for (size_t i = 0; i < exec->n_stages; i++)
         for (int j = 0; j < exec->stages[i].def.workers; j++, k++) {
@@ -906,7 +908,7 @@ sl_status sl_exec_run(sl_exec *exec)
     for (size_t i = 0; i < exec->n_workers; i++)
         if (exec->workers[i].started)
             pthread_join(exec->workers[i].thread, NULL);
-    exec->t_end = sl_now_ns();
+    atomic_store(&exec->t_end, sl_now_ns());
     if (exec->result != SL_OK)
         return sl_fail(exec->result, "%s", exec->result_msg);
     return SL_OK;
@@ -936,7 +938,9 @@ void sl_exec_stage_stats(const sl_exec *exec, size_t i, sl_stage_stats *out)
 
 void sl_exec_stats_get(const sl_exec *exec, sl_exec_stats *out)
 {
-    uint64_t end = exec->t_end ? exec->t_end : sl_now_ns();
+    uint64_t start = atomic_load(&exec->t_start), end = atomic_load(&exec->t_end);
+    if (!end)
+        end = sl_now_ns();
     *out = (sl_exec_stats){
         .rows_produced = atomic_load(&exec->rows_produced),
         .rows_done = atomic_load(&exec->rows_done),
@@ -944,7 +948,7 @@ void sl_exec_stats_get(const sl_exec *exec, sl_exec_stats *out)
         .bytes_in_flight = atomic_load(&exec->bytes_in_flight),
         .peak_bytes_in_flight = atomic_load(&exec->peak_bytes),
         .memory_budget = exec->p.memory_budget,
-        .seconds = exec->t_start ? (double)(end - exec->t_start) / 1e9 : 0.0,
+        .seconds = start ? (double)(end - start) / 1e9 : 0.0,
         .rows_dropped = atomic_load(&exec->rows_dropped),
         .rows_deferred = atomic_load(&exec->rows_deferred),
     };

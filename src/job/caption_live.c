@@ -8,6 +8,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "job/caption_live.h"
 #include "job/rank_metrics.h"
@@ -62,7 +63,8 @@ static void status_route(void *user, const char *path, sl_metrics_reply *reply)
     json_t *o = caption_metrics_status_json(l->cm);
     if (o) {
         pthread_mutex_lock(&l->mu);
-        json_object_set_new(o, "model", json_string(l->model));
+        /* sl_json_text: a name that is not UTF-8 (json_string's NULL) lost the key */
+        json_object_set_new(o, "model", sl_json_text(l->model, strlen(l->model)));
         pthread_mutex_unlock(&l->mu);
         json_object_set_new(o, "elapsed_s", json_real(elapsed_s(l)));
         json_object_set_new(o, "finished", json_boolean(atomic_load(&l->finished)));

@@ -16,6 +16,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/utf8.h"
 #include "job/caption_metrics.h"
 
 enum { STAGES_MAX = 8, REPLICAS_MAX = 64 };
@@ -102,6 +103,7 @@ struct replica_metrics {
     caption_metrics *cm;
     sl_engine *engine;
     const char *model_name, *engine_label;
+    char *model_fixed; /* model_name made valid UTF-8, when it was not */
     char label[32];
     endpoint_sync *eps;
     size_t n_eps;
@@ -517,6 +519,16 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
     snprintf(rm->label, sizeof rm->label, "%s-%d", sl_engine_kind(engine), index);
     const char *engine_label = rm->label;
     rm->engine_label = rm->label;
+    /* Label values must be UTF-8 (the registry refuses others, and
+     * Prometheus would drop the whole scrape): a GGUF's general.name is
+     * bytes, and llama.cpp cuts a long one at 255, maybe inside a
+     * character. Such a name stopped the run ("value of label model_name is
+     * not valid UTF-8"); the metrics show it with U+FFFD instead. */
+    if (!sl_utf8_valid(model_name, strlen(model_name))) {
+        if (!(rm->model_fixed = sl_utf8_sanitize(model_name, strlen(model_name))))
+            return sl_fail(SL_ERR_NOMEM, "out of memory naming the model in the metrics");
+        model_name = rm->model_fixed;
+    }
     rm->model_name = model_name;
     rm->n_eps = sl_engine_endpoint_count(engine);
     if (rm->n_eps && !(rm->eps = sl_calloc(rm->n_eps, sizeof *rm->eps)))
@@ -734,8 +746,10 @@ void caption_metrics_stop(caption_metrics *cm)
         return;
     sl_metrics_server_stop(cm->server);
     sl_metrics_free(cm->reg);
-    for (int i = 0; i < cm->n_replicas; i++)
+    for (int i = 0; i < cm->n_replicas; i++) {
         sl_free(cm->replicas[i].eps);
+        sl_free(cm->replicas[i].model_fixed);
+    }
     pthread_mutex_destroy(&cm->mu);
     sl_free(cm);
 }

@@ -521,7 +521,12 @@ static sl_status start_metrics(job *j)
     }
     sl_status st = caption_metrics_start(addr, &j->metrics);
     if (st != SL_OK && addr && *addr && j->p->metrics_optional) {
-        sl_log(SL_LOG_WARN, "not serving metrics: %s", sl_last_error());
+        /* Say what is lost and what to change: a second run on the same
+         * machine meets the first one's default port. */
+        sl_log(SL_LOG_WARN,
+               "not serving metrics: %s; this run goes on without /metrics and the live page "
+               "(--metrics-addr 127.0.0.1:0 picks a free port, 'off' silences this)",
+               sl_last_error());
         st = caption_metrics_start(NULL, &j->metrics);
     } else if (st == SL_ERR_IO) {
         char why[768];

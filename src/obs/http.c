@@ -4,6 +4,7 @@
  * with its own polling thread. Requests go through a small route table:
  * exact paths or prefixes ending in '*', each a callback that fills an sl_metrics_reply; /metrics is
  * the first route. Unknown path: 404; known path, method not GET/HEAD: 405. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -12,8 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -23,6 +27,19 @@
 #include "obs/metrics_impl.h"
 
 #define MAX_ROUTES 32
+/* Open connections the server holds at most (more wait in the listen
+ * backlog, unaccepted): each is a file descriptor of the run's, and without
+ * a bound a client that opens a thousand and leaves them idle took every
+ * descriptor of a 1024 RLIMIT_NOFILE, so the run's rows failed with "Too
+ * many open files". A scraper and a few browser tabs need a handful. */
+#define MAX_CONNECTIONS 64
+/* libmicrohttpd logs each malformed request. A client that sends junk (a
+ * port scanner, a health check speaking another protocol) flooded the run's
+ * stderr: 3,000 bad requests, 3,000 warnings among the rows' own lines. The
+ * first LOG_BURST are shown, then one a LOG_EVERY_S seconds saying how many
+ * were not, and the count left at the end when the server stops. */
+#define LOG_BURST 5
+#define LOG_EVERY_S 60
 
 typedef struct route {
     char *path;
@@ -35,9 +52,13 @@ struct sl_metrics_server {
     struct MHD_Daemon *daemon;
     int port;
     char url[160]; /* "http://HOST:PORT", HOST as a browser can reach it */
-    pthread_mutex_t mu; /* guards routes */
+    pthread_mutex_t mu; /* guards routes and the log's counts */
     route routes[MAX_ROUTES];
     size_t n_routes;
+    unsigned logged;      /* messages shown */
+    unsigned long hidden; /* messages not shown since the last one that was */
+    time_t last_log;      /* when the last one past the burst was shown */
+    bool loopback;        /* bound to a loopback address: Host is checked */
 };
 
 /* --- routes ------------------------------------------------------------------------ */
@@ -124,6 +145,38 @@ static void static_text(sl_metrics_reply *r, int status, const char *text)
     r->free_body = NULL;
 }
 
+/* Whether a request's Host may reach a loopback-bound server: none (HTTP/1.0),
+ * an IP address (either family, with or without a port), or localhost.
+ * The page serves the run's captions and thumbnails: a web site the user
+ * opens could rebind its own name to 127.0.0.1 (DNS rebinding) and read
+ * them as same-origin; the browser then sends that name as Host, which is
+ * refused. A name is never needed to reach a loopback address. */
+static bool host_allowed(const char *host)
+{
+    if (!host)
+        return true;
+    char name[256];
+    size_t n = strlen(host);
+    if (n >= sizeof name)
+        return false;
+    memcpy(name, host, n + 1);
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (name[0] == '[') { /* [v6] or [v6]:port */
+        char *close = strchr(name, ']');
+        if (!close || (close[1] && close[1] != ':'))
+            return false;
+        *close = '\0';
+        return inet_pton(AF_INET6, name + 1, addr) == 1;
+    }
+    char *colon = strchr(name, ':');
+    if (colon)
+        *colon = '\0';
+    if (inet_pton(AF_INET, name, addr) == 1 || strcasecmp(name, "localhost") == 0)
+        return true;
+    n = strlen(name);
+    return n > 10 && strcasecmp(name + n - 10, ".localhost") == 0; /* RFC 6761: loopback */
+}
+
 /* Exact, or a prefix when the route ends in '*'. */
 static bool route_matches(const char *pattern, const char *url)
 {
@@ -150,7 +203,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     pthread_mutex_unlock(&s->mu);
 
     sl_metrics_reply r = {200, "text/plain; charset=utf-8", NULL, 0, NULL};
-    if (!fn)
+    if (s->loopback &&
+        !host_allowed(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST)))
+        static_text(&r, 403,
+                    "403: this server listens on loopback; ask it by address (127.0.0.1, [::1]) "
+                    "or as localhost, not by another host name\n");
+    else if (!fn)
         static_text(&r, 404, "404 not found\n");
     else if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         static_text(&r, 405, "405 method not allowed: use GET\n");
@@ -161,12 +219,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    sl_metrics_server *s = cls;
+    time_t now = time(NULL);
+    unsigned long hidden = 0;
+    pthread_mutex_lock(&s->mu);
+    bool show = s->logged < LOG_BURST || now - s->last_log >= LOG_EVERY_S;
+    if (show) {
+        hidden = s->hidden;
+        s->hidden = 0;
+        s->logged++;
+        s->last_log = now;
+    } else {
+        s->hidden++;
+    }
+    bool burst_ends = show && s->logged == LOG_BURST;
+    pthread_mutex_unlock(&s->mu);
+    if (!show)
+        return;
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);
     while (n && line[n - 1] == '\n')
         line[--n] = '\0';
-    sl_log(SL_LOG_WARN, "metrics server: %s", line);
+    sl_log(SL_LOG_WARN, "metrics server: %s%s", line,
+           burst_ends ? " (further messages of the server: at most one a minute)" : "");
+    if (hidden)
+        sl_log(SL_LOG_WARN, "metrics server: %lu more messages since the last one not shown",
+               hidden);
 }
 
 /* --- start and stop ------------------------------------------------------------- */
@@ -239,8 +318,8 @@ static void bound_url(const struct sockaddr_storage *ss, socklen_t len, int port
 }
 
 /* A bound, listening socket for `address` into *fd_out. */
-static sl_status listen_on(const char *address, int *fd_out, int *bound_port, char *url,
-                           size_t url_cap)
+static sl_status listen_on(const char *address, int *fd_out, int *bound_port, bool *loopback,
+                           char *url, size_t url_cap)
 {
     char host[256], port[8];
     sl_status st = parse_address(address, host, sizeof host, port, sizeof port);
@@ -281,8 +360,27 @@ static sl_status listen_on(const char *address, int *fd_out, int *bound_port, ch
     *bound_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                            : ntohs(((struct sockaddr_in *)&ss)->sin_port);
     bound_url(&ss, sl, *bound_port, url, url_cap);
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        *loopback = IN6_IS_ADDR_LOOPBACK(a) ||
+                    (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    } else {
+        *loopback = (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    }
     *fd_out = fd;
     return SL_OK;
+}
+
+/* MAX_CONNECTIONS, or less under a low RLIMIT_NOFILE: at most an eighth
+ * of the descriptors go to monitoring clients, the rest stay the run's. */
+static unsigned connection_limit(void)
+{
+    struct rlimit rl;
+    unsigned limit = MAX_CONNECTIONS;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur / 8 < limit)
+        limit = rl.rlim_cur / 8 > 2 ? (unsigned)(rl.rlim_cur / 8) : 2;
+    return limit;
 }
 
 sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics_server **server)
@@ -301,14 +399,15 @@ sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics
         return st;
     }
     int fd = -1;
-    if ((st = listen_on(address, &fd, &s->port, s->url, sizeof s->url)) != SL_OK) {
+    if ((st = listen_on(address, &fd, &s->port, &s->loopback, s->url, sizeof s->url)) != SL_OK) {
         sl_metrics_server_stop(s);
         return st;
     }
     s->daemon = MHD_start_daemon(
         MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, s,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT,
+        connection_limit(), MHD_OPTION_END);
     if (!s->daemon) {
         close(fd);
         sl_metrics_server_stop(s);
@@ -330,6 +429,8 @@ void sl_metrics_server_stop(sl_metrics_server *s)
         return;
     if (s->daemon)
         MHD_stop_daemon(s->daemon); /* closes the listening socket too */
+    if (s->hidden)
+        sl_log(SL_LOG_WARN, "metrics server: %lu more messages not shown", s->hidden);
     for (size_t i = 0; i < s->n_routes; i++)
         sl_free(s->routes[i].path);
     pthread_mutex_destroy(&s->mu);

@@ -168,3 +168,188 @@ def test_the_metrics_line_names_the_host_it_serves_on(sluice, tmp_path):
         proc.wait(timeout=300)
         server.shutdown()
     assert proc.returncode == 0, err_path.read_text()
+
+
+def test_idle_clients_cannot_take_the_runs_file_descriptors(sluice_bin, tmp_path):
+    """A client that opens hundreds of connections to the metrics port and
+    leaves them idle: the server holds a bounded number (64, or an eighth of
+    RLIMIT_NOFILE), the rest wait unaccepted in the listen backlog. Under a
+    soft limit of 256 descriptors, 300 held connections used to take every
+    one the run had left, and its rows failed to decode with "cannot open:
+    Too many open files" (80 of 150 rows under the usual 1024 with 1,100
+    connections). The run must caption every row."""
+    import re
+    import resource
+    import socket
+    import subprocess
+    import threading
+
+    def low_nofile():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    src = tmp_path / "in"
+    n = sample_copies(src, 10)
+    out = tmp_path / "out"
+    err_path = tmp_path / "sluice.stderr"
+    held = []
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [str(sluice_bin), "caption", str(src), "-o", str(out), "--model", str(TINY / "model.gguf"),
+             "--mmproj", str(TINY / "mmproj.gguf"), "--metrics-addr", "127.0.0.1:0",
+             "--max-tokens", "8", "--show", "0"],
+            stdout=subprocess.DEVNULL, stderr=err, preexec_fn=low_nofile)
+    try:
+        deadline = time.monotonic() + 60
+        port = None
+        while port is None and time.monotonic() < deadline and proc.poll() is None:
+            m = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", err_path.read_text())
+            port = int(m.group(1)) if m else time.sleep(0.02)
+        assert port, err_path.read_text()[-2000:]
+        def hold():  # blocking connects: the backlog's overflow waits, then gives up
+            while len(held) < 300 and proc.poll() is None:
+                try:
+                    held.append(socket.create_connection(("127.0.0.1", port), timeout=0.5))
+                except OSError:
+                    pass
+        holder = threading.Thread(target=hold)
+        holder.start()
+        busy = proc.poll() is None
+        rc = proc.wait(timeout=600)  # held all along: the rows decode meanwhile
+        holder.join(timeout=10)
+    finally:
+        for s in held:
+            s.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    log = err_path.read_text(errors="replace")
+    assert busy, "the run ended before the connections were opened: make it longer"
+    assert rc == 0 and "Too many open files" not in log, log[-2000:]
+    rows = read_rows(out)
+    assert len(rows) == n and not [r for r in rows if r.get("error")], log[-2000:]
+
+
+def test_a_model_name_that_is_not_utf8_does_not_stop_the_run(sluice, tmp_path):
+    """A GGUF's general.name is bytes (and llama.cpp cuts a long one at 255
+    bytes, maybe inside a character). It is the model_name label of the
+    engine metrics, which must be UTF-8: such a name stopped the run before
+    any row ("stage 'engine' could not start: metric vllm:num_requests_running:
+    value of label model_name is not valid UTF-8", exit 1). Now the run goes
+    on, the label, the live page's model and summary.json show U+FFFD for the
+    bad byte, and the exposition's escapes (quote, backslash, newline) parse."""
+    import json
+    data = (TINY / "model.gguf").read_bytes()
+    odd = b'q"\\\n\xff</script>abcd'  # as long as the name it replaces
+    assert data.count(b"sluice-tiny-random") == 1 and len(odd) == len(b"sluice-tiny-random")
+    model = tmp_path / "odd.gguf"
+    model.write_bytes(data.replace(b"sluice-tiny-random", odd))
+    shown = 'q"\\\n\ufffd</script>abcd'
+    src = tmp_path / "in"
+    n = sample_copies(src, 4)
+    out = tmp_path / "out"
+    with BackgroundRun(sluice, src, out, "--model", model, "--max-tokens", "16", "--parallel", "1",
+                       "--show", "0", log_dir=tmp_path) as run:
+        port = run.port()
+        status = {}
+        deadline = time.monotonic() + 60
+        while not status.get("model") and time.monotonic() < deadline and run.proc.poll() is None:
+            try:
+                status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status",
+                                                          timeout=10))
+            except OSError:
+                pass
+            time.sleep(0.1)
+        rc = run.proc.wait(timeout=600)
+    assert rc == 0, run.log()
+    assert status.get("model") == shown, (status, run.log())
+    final = families((out / "metrics.prom").read_text())
+    assert {s.labels["model_name"] for s in final["vllm:generation_tokens"].samples} == {shown}
+    assert total(final, "vllm:request_success") == n
+    assert json.loads((out / "summary.json").read_text())["model"] == shown
+
+
+def test_junk_requests_do_not_flood_the_log(sluice, tmp_path):
+    """libmicrohttpd warns of each malformed request: a client sending junk
+    (a port scanner, a health check speaking another protocol) put a line on
+    the run's stderr per request (3,000 requests, 3,000 lines, and the server
+    answered 6 times slower for writing them). The first 5 are shown, then
+    at most one a minute, and the count of the rest when the run ends."""
+    import socket
+    with BackgroundRun(sluice, SAMPLES, tmp_path / "out", "--max-tokens", "8", "--parallel", "1",
+                       "--show", "0", log_dir=tmp_path) as run:
+        port = run.port()
+        sent = 0
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    s.sendall(b"GET /metrics\r\n\r\n")  # HTTP/0.9: 400
+                    assert s.recv(100).startswith(b"HTTP/1.1 400")
+                    sent += 1
+            except ConnectionRefusedError:
+                break  # the run ended
+        rc = run.proc.wait(timeout=600)
+    log = run.log(10**6)
+    assert rc == 0, log[-2000:]
+    lines = [line for line in log.splitlines() if "metrics server:" in line]
+    assert sent > 5, f"the run ended after {sent} requests: make it longer"
+    assert len(lines) == 6, lines
+    assert "at most one a minute" in lines[4]
+    assert lines[5].endswith(f"metrics server: {sent - 5} more messages not shown"), lines
+
+
+def test_a_busy_default_port_is_a_warning_that_says_what_to_change(sluice, tmp_path):
+    """Without --metrics-addr, a second run on the machine meets the first
+    one's 127.0.0.1:9797: the run goes on, and the warning says what it
+    loses and what to pass (it said only "not serving metrics: ... Address
+    already in use")."""
+    import socket
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 9797))
+        holder.listen()
+    except OSError:
+        pass  # something holds it already: the same case
+    try:
+        r = sluice.run("caption", SAMPLES, "-o", tmp_path / "out", "--dry-run", "--show", "0")
+    finally:
+        holder.close()
+    assert r.returncode == 0, r.stderr
+    warn = [line for line in r.stderr.splitlines() if "not serving metrics" in line]
+    assert len(warn) == 1 and "127.0.0.1:9797" in warn[0] and "Address already in use" in warn[0]
+    assert "without /metrics and the live page" in warn[0] and "--metrics-addr 127.0.0.1:0" in warn[0]
+    assert (tmp_path / "out" / "metrics.prom").exists()
+
+
+def test_a_loopback_server_answers_only_to_its_address_or_localhost(sluice, tmp_path):
+    """The live page serves the run's captions and thumbnails. A web site the
+    user opens can point its own name at 127.0.0.1 (DNS rebinding) and read
+    http://its-name:PORT/api/gallery as same-origin: every route answered
+    whatever the Host. On a loopback address, a Host that is a name other
+    than localhost is refused (403); addresses, localhost and a request
+    without Host (HTTP/1.0) are served."""
+    import http.client
+    import socket
+
+    def get(port, path, host):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.putrequest("GET", path, skip_host=True)
+        c.putheader("Host", host)
+        c.endheaders()
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r.status, body
+
+    with BackgroundRun(sluice, SAMPLES, tmp_path / "out", "--max-tokens", "8", "--parallel", "1",
+                       "--show", "0", log_dir=tmp_path) as run:
+        port = run.port()
+        for path in ("/", "/api/gallery", "/api/status", "/metrics", "/thumb/0.jpg"):
+            for host in (f"rebound.example:{port}", "rebound.example", f"127.0.0.1.nip.io:{port}"):
+                status, body = get(port, path, host)
+                assert status == 403 and b"loopback" in body, (path, host, status)
+        for host in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", f"[::1]:{port}"):
+            assert get(port, "/api/status", host)[0] == 200, host
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /api/status HTTP/1.0\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+        assert run.proc.poll() is None, run.log()  # it all ran against the live server

@@ -434,6 +434,49 @@ static void unordered_delivers_every_row_once(void **state)
     free_ctx(c);
 }
 
+/* The live page and /metrics read the run's figures from the server's
+ * thread while sl_exec_run goes: sl_exec_stats_get must be safe then (the
+ * run's start and end times were plain fields written by the run's thread:
+ * a data race ThreadSanitizer reported with the live page polled). */
+typedef struct poller { sl_exec *e; atomic_bool stop; atomic_long reads; } poller;
+
+static void *poll_stats(void *arg)
+{
+    poller *p = arg;
+    while (!atomic_load(&p->stop)) {
+        sl_exec_stats es;
+        sl_exec_stats_get(p->e, &es);
+        assert_true(es.seconds >= 0);
+        atomic_fetch_add(&p->reads, 1);
+        usleep(100);
+    }
+    return NULL;
+}
+
+static void stats_can_be_read_while_the_run_goes(void **state)
+{
+    tctx *c = new_ctx(2000);
+    c->map_delay_us = 100;
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 2, 8), CHECK(c), SINK(c)};
+    sl_exec *e;
+    assert_int_equal(sl_exec_create(NULL, defs, 4, &e), SL_OK);
+    poller p = {.e = e};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, poll_stats, &p), 0);
+    while (atomic_load(&p.reads) == 0) /* it reads before the run starts too */
+        usleep(100);
+    assert_int_equal(sl_exec_run(e), SL_OK);
+    usleep(2000); /* and after it ended */
+    atomic_store(&p.stop, true);
+    pthread_join(t, NULL);
+    sl_exec_stats es;
+    sl_exec_stats_get(e, &es);
+    assert_int_equal(es.rows_done, 2000);
+    assert_true(es.seconds > 0);
+    sl_exec_free(e);
+    free_ctx(c);
+}
+
 static void ordered_mode_keeps_input_order(void **state)
 {
     tctx *c = new_ctx(3000);
@@ -1164,6 +1207,7 @@ int main(void)
     sl_log_set_level(SL_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(unordered_delivers_every_row_once),
+        cmocka_unit_test(stats_can_be_read_while_the_run_goes),
         cmocka_unit_test(copies_reach_the_sink_as_one_group),
         cmocka_unit_test(ordered_copies_follow_their_input_in_order),
         cmocka_unit_test(ordered_mode_keeps_input_order),
