@@ -119,17 +119,32 @@ bool gallery_wants_thumb(gallery *g, uint64_t index)
            atomic_compare_exchange_strong(&g->last_live_ms, &last, now);
 }
 
-static char *dup_or_null(const char *s) { return s ? sl_strdup(s) : NULL; }
+/* A copy of s, cut past GALLERY_TEXT_MAX bytes at a character's start with
+ * the bytes left said: the page and the report show a few lines of each
+ * text, and a 1 MB id or caption kept whole in each of the live_n +
+ * sample_n items would make the bound a row count times any length. */
+static char *dup_cut(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    if (n <= GALLERY_TEXT_MAX)
+        return sl_strdup(s);
+    size_t cut = GALLERY_TEXT_MAX;
+    for (int back = 0; back < 3 && ((unsigned char)s[cut] & 0xC0) == 0x80; back++)
+        cut--; /* not inside a UTF-8 character */
+    return sl_asprintf("%.*s\u2026 (%zu bytes more)", (int)cut, s, n - cut);
+}
 
 /* Fills *it with copies; false on out of memory (*it is then cleared). */
 static bool item_set(gallery_item *it, const gallery_row *row, uint64_t key)
 {
     *it = (gallery_item){.index = row->index, .key = key,
                          .error_class = row->error ? sl_status_class(row->error_status) : NULL};
-    it->id = dup_or_null(row->id);
-    it->caption = dup_or_null(row->caption);
-    it->error = dup_or_null(row->error);
-    it->error_stage = dup_or_null(row->error_stage);
+    it->id = dup_cut(row->id);
+    it->caption = dup_cut(row->caption);
+    it->error = dup_cut(row->error);
+    it->error_stage = dup_cut(row->error_stage);
     if (row->thumb && row->thumb_len && (it->thumb = sl_malloc(row->thumb_len))) {
         memcpy(it->thumb, row->thumb, row->thumb_len);
         it->thumb_len = row->thumb_len;

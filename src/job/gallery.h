@@ -5,7 +5,9 @@
  * row per live_interval_ms). The sample is the sample_n rows with the
  * smallest keys, a hash of row index and seed: uniform, the same every run.
  * Thread-safe (one mutex); gallery_add is for the single writer thread.
- * Everything added is copied; memory is bounded by live_n + sample_n rows. */
+ * Everything added is copied, each text (id, caption, error) cut past
+ * GALLERY_TEXT_MAX bytes with "\u2026 (N bytes more)"; memory is bounded
+ * by live_n + sample_n rows of that. */
 #ifndef SL_JOB_GALLERY_H
 #define SL_JOB_GALLERY_H
 
@@ -18,6 +20,8 @@
 #include "sluice/status.h"
 
 typedef struct gallery gallery;
+
+enum { GALLERY_TEXT_MAX = 4096 };
 
 typedef struct gallery_params {
     int live_n;           /* latest thumbnailed rows kept (default 24) */

@@ -178,6 +178,52 @@ static void readers_while_the_writer_adds(void **state)
     gallery_free(g);
 }
 
+/* A 1 MB id and caption (and error) are kept cut, at a character's start,
+ * saying how much was left out: each of the live_n + sample_n items copied
+ * them whole, so the gallery's memory grew with the data's text. */
+static void long_texts_are_kept_cut(void **state)
+{
+    (void)state;
+    gallery *g = gallery_new(&(gallery_params){.live_n = 2, .sample_n = 2, .thumb_edge = 160});
+    assert_non_null(g);
+    size_t n = 1 << 20;
+    char *big = malloc(n + 1);
+    assert_non_null(big);
+    for (size_t i = 0; i < n; i += 2) /* "é" (two bytes) repeated, so an odd cut splits one */
+        memcpy(big + i, "\xc3\xa9", 2);
+    big[n] = '\0';
+    gallery_row ok = {0, big + 1, big, NULL, NULL, SL_OK, jpeg, sizeof jpeg, 1};
+    gallery_add(g, &ok);
+    gallery_row bad = {1, "short.jpg", NULL, big, "decode", SL_ERR_DECODE, jpeg, sizeof jpeg, 1};
+    gallery_add(g, &bad);
+    const gallery_item *items;
+    assert_int_equal(gallery_sample(g, &items), 2);
+    for (int k = 0; k < 2; k++) {
+        const gallery_item *it = &items[k];
+        const char *texts[] = {it->index == 0 ? it->id : it->error,
+                               it->index == 0 ? it->caption : NULL};
+        for (int t = 0; t < 2 && texts[t]; t++) {
+            const char *x = texts[t], *more = strstr(x, "\u2026 (");
+            assert_non_null(more);
+            size_t kept = (size_t)(more - x);
+            assert_true(kept <= GALLERY_TEXT_MAX && kept + 3 >= GALLERY_TEXT_MAX);
+            size_t from = x == it->id ? 1 : 0; /* the id is big from its second byte */
+            assert_true(((unsigned char)big[from + kept] & 0xC0) != 0x80); /* at a start */
+            assert_memory_equal(x, big + from, kept);
+            char tail[64];
+            snprintf(tail, sizeof tail, "\u2026 (%zu bytes more)", n - from - kept);
+            assert_string_equal(more, tail);
+        }
+    }
+    json_t *live = gallery_live_json(g);
+    assert_int_equal(json_array_size(live), 2);
+    assert_true(strlen(json_string_value(json_object_get(json_array_get(live, 1), "caption"))) <
+                GALLERY_TEXT_MAX + 64);
+    json_decref(live);
+    gallery_free(g);
+    free(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -185,6 +231,7 @@ int main(void)
         cmocka_unit_test(sample_is_order_free_and_thumbnailed),
         cmocka_unit_test(failures_counted_by_stage_and_class),
         cmocka_unit_test(readers_while_the_writer_adds),
+        cmocka_unit_test(long_texts_are_kept_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
