@@ -1054,6 +1054,15 @@ static sl_status add_stage(sl_config *c, int i, const char *where, const char *n
 {
     static const char *const keys[] = {"name",    "lua",        "plugin", "after",  "workers",
                                        "batch_size", "config", "columns", "time_limit"};
+    /* The short form without a file ('' or "@engine") would be taken for
+     * a plugin named "": say what is missing and what a stage looks like. */
+    if (text[0] != '{' && (!text[0] || strrchr(text, '@') == text))
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s%s: the stage %s is empty: give a script or plugin file, and where "
+                       "it goes if not after decode: FILE.lua or FILE.so[@read|@decode|@engine] "
+                       "(examples/tags.lua@engine), or a JSON object "
+                       "({\"lua\": \"examples/tags.lua\", \"after\": \"engine\"})",
+                       where, name, text[0] ? "file name" : "spec");
     json_error_t err;
     json_t *stage = text[0] == '{' ? json_loads(text, JSON_REJECT_DUPLICATES, &err)
                                    : stage_short_form(text);

@@ -533,6 +533,47 @@ sl_status sl_part_failed_ids(const char *path, sl_part_id_fn each, void *user)
     return jsonl_walk(path, failed_line, &w);
 }
 
+/* A JSONL part's rows are its whole lines: the sink ends each with a line
+ * break, so a last line without one was cut and is no row. */
+static sl_status count_jsonl(const char *path, long *rows)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "cannot read '%s': %s",
+                       path, strerror(errno));
+    char buf[1 << 16];
+    size_t n;
+    bool line_open = false; /* the current line has text */
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        for (size_t i = 0; i < n; i++) {
+            if (buf[i] != '\n')
+                line_open = true;
+            else if (line_open) { /* an empty line is no row (jsonl_walk skips it) */
+                ++*rows;
+                line_open = false;
+            }
+        }
+    sl_status st = ferror(f) ? sl_fail(SL_ERR_IO, "cannot read '%s': %s", path, strerror(errno))
+                             : SL_OK;
+    fclose(f);
+    return st;
+}
+
+sl_status sl_part_count_rows(const char *path, long *rows)
+{
+    *rows = 0;
+    if (ends_with(path, ".tar"))
+        return sl_part_count_rows_tar(path, rows);
+    if (!ends_with(path, ".parquet"))
+        return count_jsonl(path, rows);
+    sl_pq_reader *r; /* the footer's count: nothing else is read */
+    sl_status st = sl_pq_reader_open(path, NULL, &r);
+    if (st == SL_OK)
+        *rows = (long)sl_pq_reader_num_rows(r);
+    sl_pq_reader_free(r);
+    return st;
+}
+
 sl_status sl_part_filter(const char *path, const char *tmp_path, sl_idset *drop,
                          const char *parquet_codec, long *removed, long *kept)
 {

@@ -39,10 +39,17 @@ sl_status sl_part_failed_ids(const char *path, sl_part_id_fn each, void *user);
 sl_status sl_part_filter(const char *path, const char *tmp_path, sl_idset *drop,
                          const char *parquet_codec, long *removed, long *kept);
 
+/* *rows = the rows `path` holds: a JSONL part's whole lines (a last line
+ * cut before its line break is none), a Parquet part's count from its
+ * footer, a tar part's samples (a tar cut short is an error). Memory does
+ * not grow with the rows; a JSONL or tar part is read through. */
+sl_status sl_part_count_rows(const char *path, long *rows);
+
 /* The tar format's halves (io/part_filter_tar.c), called by the two above
  * for a name ending in ".tar". */
 sl_status sl_part_failed_ids_tar(const char *path, sl_part_id_fn each, void *user);
 sl_status sl_part_filter_tar(const char *path, const char *tmp_path, sl_idset *drop,
                              long *removed, long *kept);
+sl_status sl_part_count_rows_tar(const char *path, long *rows);
 
 #endif

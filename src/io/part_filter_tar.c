@@ -245,6 +245,18 @@ sl_status sl_part_failed_ids_tar(const char *path, sl_part_id_fn each, void *use
     return st;
 }
 
+sl_status sl_part_count_rows_tar(const char *path, long *rows)
+{
+    tar_in in;
+    sl_status st = in_open(&in, path); /* a tar cut short is refused here */
+    bool end = false;
+    while (st == SL_OK && (st = in_next(&in, &end)) == SL_OK && !end)
+        if (in.opens && in.is_json) /* a sample is a row; the data is skipped unread */
+            ++*rows;
+    in_close(&in);
+    return st;
+}
+
 /* --- the copy without some rows ------------------------------------------------------ */
 
 typedef struct tar_out {

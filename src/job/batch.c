@@ -1,5 +1,7 @@
 /* job/batch.c — see batch.h. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -628,19 +630,53 @@ static sl_status collect_remote(const job *j, FILE *out)
     return st;
 }
 
+/* The errors file's temporary, beside it and its own: two runs (into
+ * other folders) given the same --errors-file must not write one
+ * temporary, so its name holds the pid and a random tail, and it is
+ * created only if it does not exist (O_EXCL); another name is tried when
+ * it does. *tmp (sl_free) and *out, or NULL with errno set. */
+static FILE *open_errors_tmp(const char *file, char **tmp)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t r = sl_hash_mix64((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+                 sl_hash_mix64((uint64_t)getpid());
+    for (int attempt = 0; attempt < 64; attempt++) {
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL; /* another tail a try */
+        *tmp = sl_asprintf("%s.tmp.%ld.%08lx", file, (long)getpid(),
+                           (unsigned long)(r >> 32));
+        if (!*tmp) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        int fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        FILE *out = fd >= 0 ? fdopen(fd, "wb") : NULL;
+        if (out)
+            return out;
+        int err = errno;
+        if (fd >= 0) {
+            close(fd);
+            unlink(*tmp);
+        }
+        sl_free(*tmp);
+        *tmp = NULL;
+        errno = err;
+        if (fd >= 0 || err != EEXIST)
+            return NULL;
+    }
+    return NULL; /* errno EEXIST */
+}
+
 sl_status batch_errors_collect(const job *j)
 {
     const char *file = j->p->errors_file;
     if (!file)
         return SL_OK;
-    char *tmp = sl_asprintf("%s.tmp", file);
-    FILE *out = tmp ? fopen(tmp, "wb") : NULL;
-    if (!out) {
-        sl_status st = sl_fail(SL_ERR_IO, "--errors-file '%s': %s", file,
-                               tmp ? strerror(errno) : "out of memory");
-        sl_free(tmp);
-        return st;
-    }
+    char *tmp = NULL;
+    FILE *out = open_errors_tmp(file, &tmp);
+    if (!out)
+        return sl_fail(SL_ERR_IO, "--errors-file '%s': cannot create its temporary beside it: "
+                                  "%s", file, strerror(errno));
     if (j->remote) {
         sl_status st = collect_remote(j, out);
         bool ok = st == SL_OK && fflush(out) == 0 && fsync(fileno(out)) == 0;

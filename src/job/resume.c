@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "io/hf.h"
+#include "io/part_filter.h"
 #include "io/s3.h"
 #include "io/shard.h"
 #include "core/clock.h"
@@ -610,6 +611,50 @@ static sl_status refuse_unknown_parts(job *j)
                    j->remote ? sl_ledger_path(j->ledger) : SL_LEDGER_FILE, names);
 }
 
+/* --- parts changed by hand ------------------------------------------------------ */
+
+/* A committed part whose file's size moved since its commit (ledger.h,
+ * "Parts changed by hand"): its rows counted. Fewer than the ledger
+ * committed means rows were cut out of it by hand; the ledger counts them
+ * done, so a resume would never write them again and they would be in no
+ * file: refused, naming the part. As many (a caption edited by hand) is
+ * taken, and its new size recorded. */
+static sl_status check_resized(void *user, const sl_ledger_part *part)
+{
+    job *j = user;
+    /* With --errors-file a part's failed rows are in its errors file. */
+    bool errors_apart = j->p->errors_file != NULL;
+    if (errors_apart && part->failed < 0) /* not counted: nothing to compare with */
+        return sl_ledger_part_sized(j->ledger, part->number, part->bytes);
+    long want = part->written - (errors_apart ? part->failed : 0), rows = 0;
+    char *file = sl_asprintf("%s/%s", j->dir, part->name);
+    if (!file)
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
+    sl_status st = sl_part_count_rows(file, &rows);
+    if (st != SL_OK) {
+        char *why = sl_strdup(sl_last_error());
+        st = sl_fail(st, "%s; it changed since it was committed (resume ledger '%s'), "
+                         "and its %ld row%s cannot be counted: restore the file, or delete it "
+                         "to have its rows captioned again", why ? why : "cannot read it",
+                     sl_ledger_path(j->ledger), want, want == 1 ? "" : "s");
+        sl_free(why);
+    } else if (rows < want) {
+        st = sl_fail(SL_ERR_EXISTS,
+                     "output part '%s' holds %ld row%s, and the resume ledger '%s' committed "
+                     "%ld in it: the file was cut or edited since, and the ledger counts the "
+                     "%ld missing row%s done, so a resume would never write them again. "
+                     "Restore the file, or delete it to have all its rows captioned again "
+                     "(the ledger forgets a part whose file is gone), or pass --overwrite to "
+                     "start over",
+                     file, rows, rows == 1 ? "" : "s", sl_ledger_path(j->ledger), want,
+                     want - rows, want - rows == 1 ? "" : "s");
+    } else {
+        st = sl_ledger_part_sized(j->ledger, part->number, part->bytes);
+    }
+    sl_free(file);
+    return st;
+}
+
 /* Opens the output folder's ledger: starts over (--overwrite), or settles
  * what an earlier run left and finds where this one goes on. */
 sl_status job_open_ledger(job *j)
@@ -687,6 +732,10 @@ sl_status job_open_ledger(job *j)
      * (ledger/ledger.h); then this run's own. Both change the counts. */
     long settled = 0, retried = 0, retried_parts = 0, kept = 0;
     if ((st = job_retry_settle(j, &settled)) != SL_OK)
+        return st;
+    /* After the settle (a retry it finishes rewrote its part), before any
+     * part is read for --retry-failed or a row is skipped as done. */
+    if ((st = sl_ledger_each_resized(j->ledger, check_resized, j)) != SL_OK)
         return st;
     double t0 = sl_mono_s();
     if (p->retry_failed && (st = job_retry_failed(j, &retried, &retried_parts, &kept)) != SL_OK)

@@ -5,8 +5,9 @@
  *   meta(key PRIMARY KEY, value)            format_version, fingerprint, the caller's
  *                                           (sl_ledger_meta_set)
  *   parts(number PRIMARY KEY, name UNIQUE, state 0 pending | 1 committed, rows,
- *         inputs, written, failed)   the last three NULL in parts of a sluice that
- *         lacked them
+ *         inputs, written, failed, bytes)   the last four NULL in parts of a sluice
+ *         that lacked them; bytes is the file's size when committed (or last
+ *         found whole: sl_ledger_each_resized), NULL for a published part
  *   rows(id PRIMARY KEY, part) WITHOUT ROWID, indexed by part
  *   retry_parts(part PRIMARY KEY, removed), retry_ids(part, id)   --retry-failed's
  *         parts begun and not finished (empty between runs; an older sluice that
@@ -17,6 +18,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -210,6 +212,13 @@ static sl_status open_db(sl_ledger *l, bool *unreadable)
     if (sqlite3_prepare_v2(l->db, "SELECT failed FROM parts LIMIT 0", -1, &s, NULL) == SQLITE_OK)
         sqlite3_finalize(s);
     else if ((st = exec_sql(l, "ALTER TABLE parts ADD COLUMN failed INTEGER", "add a column")) !=
+             SL_OK)
+        return st;
+    /* Each committed part file's size (a part cut or edited by hand is
+     * found by it: sl_ledger_each_resized): added the same way. */
+    if (sqlite3_prepare_v2(l->db, "SELECT bytes FROM parts LIMIT 0", -1, &s, NULL) == SQLITE_OK)
+        sqlite3_finalize(s);
+    else if ((st = exec_sql(l, "ALTER TABLE parts ADD COLUMN bytes INTEGER", "add a column")) !=
              SL_OK)
         return st;
     if ((st = exec_sql(l, "CREATE INDEX IF NOT EXISTS rows_by_shard ON rows(shard) "
@@ -431,6 +440,20 @@ static void free_parts(part_ref *parts, size_t n)
     sl_free(parts);
 }
 
+/* Room in *arr (n of *cap elements of `size` bytes used) for one more. */
+static bool room_for_one(void *arr, size_t n, size_t *cap, size_t size)
+{
+    if (n < *cap)
+        return true;
+    size_t ncap = *cap ? 2 * *cap : 16;
+    void *grown = sl_realloc(*(void **)arr, ncap * size);
+    if (!grown)
+        return false;
+    *(void **)arr = grown;
+    *cap = ncap;
+    return true;
+}
+
 /* The parts a query (number, state, name) gives, into *out (the caller
  * frees it with free_parts). The caller holds the mutex. */
 static sl_status list_parts(sl_ledger *l, const char *sql, part_ref **out, size_t *count)
@@ -441,15 +464,9 @@ static sl_status list_parts(sl_ledger *l, const char *sql, part_ref **out, size_
     sl_status st = prepare(l, sql, &s);
     int rc = SQLITE_DONE;
     while (st == SL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (n == cap) {
-            size_t ncap = cap ? 2 * cap : 64;
-            part_ref *grown = sl_realloc(parts, ncap * sizeof *parts);
-            if (!grown) {
-                st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
-                break;
-            }
-            parts = grown;
-            cap = ncap;
+        if (!room_for_one(&parts, n, &cap, sizeof *parts)) {
+            st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
+            break;
         }
         parts[n] = (part_ref){sqlite3_column_int64(s, 0), sqlite3_column_int(s, 1),
                               sl_strdup((const char *)sqlite3_column_text(s, 2))};
@@ -536,6 +553,41 @@ void sl_ledger_set_presence(sl_ledger *l, bool (*published)(void *user, const ch
     l->published_user = user;
 }
 
+/* Binds parameter `at` of `s` to the size of part file `name` in the
+ * folder; to NULL for a part published elsewhere (its size is not looked
+ * at) or a file that cannot be stat'ed. */
+static void bind_bytes(sl_ledger *l, sqlite3_stmt *s, int at, const char *name)
+{
+    struct stat sb;
+    char *file = l->published || !name ? NULL : sl_asprintf("%s/%s", l->dir, name);
+    if (file && stat(file, &sb) == 0)
+        sqlite3_bind_int64(s, at, (sqlite3_int64)sb.st_size);
+    else
+        sqlite3_bind_null(s, at);
+    sl_free(file);
+}
+
+/* Part `number`'s name (sl_free), or NULL with *st set when none. The
+ * caller holds the mutex. */
+static char *name_of(sl_ledger *l, long number, sl_status *st)
+{
+    sqlite3_stmt *s = NULL;
+    char *name = NULL;
+    if ((*st = prepare(l, "SELECT name FROM parts WHERE number = ?1", &s)) != SL_OK)
+        return NULL;
+    sqlite3_bind_int64(s, 1, number);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW && !(name = sl_strdup((const char *)sqlite3_column_text(s, 0))))
+        *st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
+    else if (rc == SQLITE_DONE)
+        *st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s' holds no part %ld", l->path,
+                      number);
+    else if (rc != SQLITE_ROW)
+        *st = db_fail(l, SL_ERR_IO, "look up a part");
+    sqlite3_finalize(s);
+    return name;
+}
+
 sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
 {
     sl_ledger_info got = {.max_part = -1};
@@ -566,8 +618,10 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
             got.parts_dropped++;
         } else if (parts[i].state == PART_PENDING) {
             /* The crash came after the rename: the file is complete. */
-            if ((st = prepare(l, "UPDATE parts SET state = 1 WHERE number = ?1", &s)) == SL_OK) {
+            if ((st = prepare(l, "UPDATE parts SET state = 1, bytes = ?2 WHERE number = ?1",
+                              &s)) == SL_OK) {
                 sqlite3_bind_int64(s, 1, parts[i].number);
+                bind_bytes(l, s, 2, parts[i].name);
                 st = step_done(l, s, "commit a pending part");
             }
             sqlite3_finalize(s);
@@ -741,8 +795,11 @@ sl_status sl_ledger_part_commit(sl_ledger *l)
         st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': no prepared part to commit", l->path);
         goto out;
     }
-    if ((st = prepare(l, "UPDATE parts SET state = 1 WHERE number = ?1", &s)) == SL_OK) {
+    /* after the rename: the file's size as committed, in the same write */
+    if ((st = prepare(l, "UPDATE parts SET state = 1, bytes = ?2 WHERE number = ?1", &s)) ==
+        SL_OK) {
         sqlite3_bind_int64(s, 1, l->part_number);
+        bind_bytes(l, s, 2, l->part_name);
         st = step_done(l, s, "commit a part");
     }
     l->prepared = false;
@@ -820,12 +877,18 @@ sl_status sl_ledger_part_commit_number(sl_ledger *l, long number)
 {
     pthread_mutex_lock(&l->mu);
     sqlite3_stmt *s = NULL;
-    sl_status st = prepare(l, "UPDATE parts SET state = 1 WHERE number = ?1 AND state = 0", &s);
+    sl_status st = SL_OK;
+    char *name = name_of(l, number, &st);
+    if (st == SL_OK)
+        st = prepare(l, "UPDATE parts SET state = 1, bytes = ?2 WHERE number = ?1 AND state = 0",
+                     &s);
     if (st == SL_OK) {
         sqlite3_bind_int64(s, 1, number);
+        bind_bytes(l, s, 2, name); /* the rank wrote it into the same folder */
         st = step_done(l, s, "commit a part");
     }
-    if (st == SL_OK && sqlite3_changes(l->db) != 1)
+    sl_free(name);
+    if (st == SL_ERR_INVALID_ARG || (st == SL_OK && sqlite3_changes(l->db) != 1))
         st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': no pending part %ld to commit",
                      l->path, number);
     sqlite3_finalize(s);
@@ -847,6 +910,103 @@ sl_status sl_ledger_shard_done(sl_ledger *l, int64_t shard,
         st = each(user, (const char *)sqlite3_column_text(s, 0));
     if (st == SL_OK && rc != SQLITE_DONE)
         st = db_fail(l, SL_ERR_IO, "list a shard's rows");
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+/* --- parts changed by hand ------------------------------------------------------- */
+
+/* A committed part as sl_ledger_each_resized() finds it. */
+typedef struct resized_ref {
+    sl_ledger_part part;
+    bool unsized; /* no size recorded: this one is kept */
+    sqlite3_int64 bytes;
+} resized_ref;
+
+sl_status sl_ledger_each_resized(sl_ledger *l,
+                                 sl_status (*each)(void *user, const sl_ledger_part *part),
+                                 void *user)
+{
+    if (l->published) /* not files in the folder: not looked at */
+        return SL_OK;
+    resized_ref *refs = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *s = NULL, *set = NULL;
+    pthread_mutex_lock(&l->mu);
+    sl_status st = prepare(l, "SELECT number, name, bytes, coalesce(written, rows), failed "
+                              "FROM parts WHERE state = 1 ORDER BY number", &s);
+    int rc = SQLITE_DONE;
+    /* One stat a part: only those whose size moved are read (by `each`). */
+    while (st == SL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(s, 1);
+        char *file = sl_asprintf("%s/%s", l->dir, name);
+        struct stat sb;
+        bool seen = file && stat(file, &sb) == 0;
+        sl_free(file);
+        bool unsized = sqlite3_column_type(s, 2) == SQLITE_NULL;
+        if (!seen || (!unsized && sqlite3_column_int64(s, 2) == (sqlite3_int64)sb.st_size))
+            continue;
+        if (!room_for_one(&refs, n, &cap, sizeof *refs)) {
+            st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
+            break;
+        }
+        refs[n] = (resized_ref){
+            .part = {.number = (long)sqlite3_column_int64(s, 0), .name = sl_strdup(name),
+                     .written = (long)sqlite3_column_int64(s, 3),
+                     .failed = sqlite3_column_type(s, 4) == SQLITE_NULL
+                                   ? -1 : (long)sqlite3_column_int64(s, 4),
+                     .bytes = (int64_t)sb.st_size},
+            .unsized = unsized};
+        if (!refs[n++].part.name)
+            st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
+    }
+    if (st == SL_OK && rc != SQLITE_DONE)
+        st = db_fail(l, SL_ERR_IO, "read its parts");
+    /* Parts committed by a sluice that kept no size: taken as they are now,
+     * in one write (nothing to compare them with). */
+    bool any_unsized = false;
+    for (size_t i = 0; i < n; i++)
+        any_unsized |= refs[i].unsized;
+    if (st == SL_OK && any_unsized &&
+        (st = prepare(l, "UPDATE parts SET bytes = ?2 WHERE number = ?1", &set)) == SL_OK &&
+        (st = exec_sql(l, "BEGIN IMMEDIATE", "record the parts' sizes")) == SL_OK) {
+        for (size_t i = 0; st == SL_OK && i < n; i++) {
+            if (!refs[i].unsized)
+                continue;
+            sqlite3_bind_int64(set, 1, refs[i].part.number);
+            sqlite3_bind_int64(set, 2, refs[i].part.bytes);
+            st = step_done(l, set, "record a part's size");
+            sqlite3_reset(set);
+        }
+        if (st == SL_OK)
+            st = exec_sql(l, "COMMIT", "record the parts' sizes");
+        if (st != SL_OK)
+            rollback(l);
+    }
+    sqlite3_finalize(s);
+    sqlite3_finalize(set);
+    pthread_mutex_unlock(&l->mu);
+    /* Outside the mutex: `each` may call the ledger (sl_ledger_part_sized). */
+    for (size_t i = 0; st == SL_OK && i < n; i++)
+        if (!refs[i].unsized)
+            st = each(user, &refs[i].part);
+    for (size_t i = 0; i < n; i++)
+        sl_free((char *)refs[i].part.name);
+    sl_free(refs);
+    return st;
+}
+
+sl_status sl_ledger_part_sized(sl_ledger *l, long number, int64_t bytes)
+{
+    pthread_mutex_lock(&l->mu);
+    sqlite3_stmt *s = NULL;
+    sl_status st = prepare(l, "UPDATE parts SET bytes = ?2 WHERE number = ?1", &s);
+    if (st == SL_OK) {
+        sqlite3_bind_int64(s, 1, number);
+        sqlite3_bind_int64(s, 2, bytes);
+        st = step_done(l, s, "record a part's size");
+    }
     sqlite3_finalize(s);
     pthread_mutex_unlock(&l->mu);
     return st;
@@ -1039,6 +1199,9 @@ sl_status sl_ledger_retry_finish(sl_ledger *l, long number)
     sqlite3_stmt *ids = NULL, *written = NULL;
     forget_ctx f = {0};
     sl_status st = SL_OK;
+    char *name = name_of(l, number, &st);
+    if (st != SL_OK)
+        goto out;
     if ((st = prepare(l, "SELECT id FROM retry_ids WHERE part = ?1", &ids)) != SL_OK ||
         (st = prepare(l, "DELETE FROM rows WHERE id = ?1 RETURNING part", &f.del)) != SL_OK ||
         (st = prepare(l, "UPDATE parts SET rows = rows - 1, "
@@ -1046,12 +1209,14 @@ sl_status sl_ledger_retry_finish(sl_ledger *l, long number)
             SL_OK ||
         (st = prepare(l, "SELECT 1 FROM rows WHERE id = ?1", &f.has)) != SL_OK ||
         (st = prepare(l, "UPDATE parts SET written = coalesce(written, rows) - (SELECT removed "
-                         "FROM retry_parts WHERE part = ?1), failed = 0 WHERE number = ?1",
+                         "FROM retry_parts WHERE part = ?1), failed = 0, bytes = ?2 "
+                         "WHERE number = ?1",
                       &written)) != SL_OK ||
         (st = exec_sql(l, "BEGIN IMMEDIATE", "finish a retry")) != SL_OK)
         goto out;
     /* The rows the file lost first: an older ledger's part counts its ids. */
     sqlite3_bind_int64(written, 1, number);
+    bind_bytes(l, written, 2, name); /* the file rewritten without them */
     st = step_done(l, written, "count a part's rows");
     sqlite3_bind_int64(ids, 1, number);
     int rc = SQLITE_DONE;
@@ -1073,6 +1238,7 @@ sl_status sl_ledger_retry_finish(sl_ledger *l, long number)
     if (st != SL_OK)
         rollback(l);
 out:
+    sl_free(name);
     sqlite3_finalize(ids);
     sqlite3_finalize(written);
     sqlite3_finalize(f.del);

@@ -32,6 +32,8 @@
  * caller stops and gives the part up, and the next reconcile settles it.
  * A part listed COMMITTED whose file has since gone (deleted by hand) is
  * dropped too, with a warning, so its rows are captioned again.
+ * One whose file was cut short by hand is found by its size (below,
+ * "Parts changed by hand") and refused by the caller (job/resume.c).
  * Part numbers are never reused: part_begin refuses a name the ledger holds.
  *
  * Retrying failed rows (--retry-failed) takes rows out of a committed part
@@ -164,6 +166,31 @@ sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, con
 sl_status sl_ledger_part_commit_number(sl_ledger *l, long number);
 sl_status sl_ledger_shard_done(sl_ledger *l, int64_t shard,
                                sl_status (*each)(void *user, const char *id), void *user);
+
+/* Parts changed by hand. The ledger records each committed part file's
+ * size (at the commit, or after a retry rewrote it). A file cut short by
+ * hand (`head -n 3 part > tmp && mv tmp part`) keeps its name, and its cut
+ * rows would stay done and be in no file; a resize is how it shows, found
+ * by one stat per part. sl_ledger_each_resized() calls each(user, part) for
+ * every committed part whose file's size is not the one recorded, in number
+ * order (the list read first: `each` may call the ledger; an error it
+ * returns ends the walk). A part committed by a sluice that kept no size
+ * has its size recorded as it is now and is not passed. Parts published
+ * elsewhere (sl_ledger_set_presence) are not looked at. The caller counts
+ * the file's rows; when none is missing, sl_ledger_part_sized() records its
+ * size now (`bytes`), so it is not read again. */
+typedef struct sl_ledger_part {
+    long number;
+    const char *name;  /* the file's name in the folder (borrowed for the call) */
+    long written;      /* rows written to it (its errors file's included) */
+    long failed;       /* of those, failed; -1 when not counted (an older sluice) */
+    int64_t bytes;     /* the file's size now */
+} sl_ledger_part;
+
+sl_status sl_ledger_each_resized(sl_ledger *l,
+                                 sl_status (*each)(void *user, const sl_ledger_part *part),
+                                 void *user);
+sl_status sl_ledger_part_sized(sl_ledger *l, long number, int64_t bytes);
 
 /* --retry-failed (above). sl_ledger_each_part() calls each(user, number,
  * name) for every committed part that may hold failed rows (some counted,

@@ -341,17 +341,37 @@ static void guard_libs(lua_State *L)
     lua_pop(L, 1);
 }
 
+/* A Lua string may hold NUL bytes, and from here on the message is a C
+ * string: each NUL of the string on top becomes "\x00" (as the printer
+ * writes a control byte), so the row's error keeps the text after it.
+ * Returns the string on top, replaced when it held any. */
+static const char *nul_escaped(lua_State *L)
+{
+    size_t len;
+    const char *msg = lua_tolstring(L, -1, &len);
+    if (!memchr(msg, '\0', len))
+        return msg;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < len; i++) {
+        if (msg[i])
+            luaL_addchar(&b, msg[i]);
+        else
+            luaL_addstring(&b, "\\x00");
+    }
+    luaL_pushresult(&b);
+    lua_remove(L, -2);
+    return lua_tostring(L, -1);
+}
+
 /* The message handler of every call: the error with a traceback. */
 static int traceback(lua_State *L)
 {
-    const char *msg = lua_tostring(L, 1);
-    if (!msg) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-            msg = lua_tostring(L, -1);
-        else
-            msg = lua_pushfstring(L, "(an error object of type %s)", luaL_typename(L, 1));
-    }
-    luaL_traceback(L, L, msg, 1);
+    if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER)
+        lua_pushvalue(L, 1);
+    else if (!luaL_callmeta(L, 1, "__tostring") || lua_type(L, -1) != LUA_TSTRING)
+        lua_pushfstring(L, "(an error object of type %s)", luaL_typename(L, 1));
+    luaL_traceback(L, L, nul_escaped(L), 1);
     return 1;
 }
 

@@ -76,6 +76,25 @@ def test_errors_file_takes_the_failed_rows_out_of_the_output(sluice, corrupt_set
     assert r.returncode == 2 and "errors_file" in r.stderr, r.stderr
 
 
+def test_errors_file_temporary_is_the_runs_own(sluice, corrupt_set, tmp_path):
+    """Two runs (other output folders) given one --errors-file: each writes
+    FILE under a temporary name of its own, so neither truncates nor renames
+    away the other's (the name FILE.tmp, once shared, stands here for the
+    other run's temporary), and none is left behind."""
+    errs = tmp_path / "errors.jsonl"
+    other = tmp_path / "errors.jsonl.tmp"
+    other.write_text("the other run's rows, half written\n")
+    for out in (tmp_path / "a", tmp_path / "b"):
+        r = sluice.caption(corrupt_set, out, "--max-tokens", "4", "--errors-file", errs,
+                           "--metrics-addr", "off", "--show", "0")
+        assert r.returncode == 3, r.stderr
+        assert sorted(json.loads(x)["id"] for x in errs.read_text().splitlines()) == \
+            sorted(BROKEN)
+    assert other.read_text() == "the other run's rows, half written\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("errors")) == \
+        ["errors.jsonl", "errors.jsonl.tmp"]
+
+
 def test_clean_inputs_exit_zero(sluice, tmp_path):
     r = sluice.caption(SAMPLES, tmp_path / "out", "--max-tokens", "4", "--show", "2")
     assert r.returncode == 0, r.stderr

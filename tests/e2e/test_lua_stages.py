@@ -266,6 +266,17 @@ def test_a_script_error_fails_its_row_with_the_traceback(sluice, tmp_path):
                      f"{len(failed)}", prom), prom
 
 
+def test_an_error_holding_a_nul_byte_keeps_its_whole_text(sluice, tmp_path):
+    """A Lua string may hold NUL: the row's error was cut there (a C string
+    from then on). The NUL is written as \\x00, as the printer writes a
+    control byte, and the text after it and the traceback stay."""
+    script, failed, _ = camera_rows_fail(sluice, tmp_path, "nul",
+                                         "error('before\\0after the NUL')")
+    for row in failed.values():
+        assert row["error"].startswith(f"{script}:2: before\\x00after the NUL\n"), row["error"]
+        assert "stack traceback:" in row["error"]
+
+
 def test_a_call_past_its_time_limit_fails_its_row_and_the_run_goes_on(sluice, tmp_path):
     """A job file's time_limit: the rows whose call loops fail naming the
     line and the limit; the same worker goes on with the other rows."""

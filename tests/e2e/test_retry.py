@@ -7,6 +7,7 @@ WebDataset, --errors-file, --rows-per-task, MPI's rank 0 (an s3:// output:
 tests/e2e/test_s3.py), a crash at each
 step of the retry (finished by the next run whatever its flags), and the
 refusals."""
+import io
 import json
 import os
 import pathlib
@@ -484,3 +485,71 @@ def test_ctrl_c_during_the_retry_stops_between_parts(sluice, tmp_path):
     assert r.returncode == 3, r.stderr[-2000:]
     rows = jsonl_rows(out)
     assert len(rows) == n and all(len(v) == 1 for v in rows.values())
+
+
+def cut_to_first_row(part: pathlib.Path):
+    """A part cut by hand to its first row, under the same name."""
+    if part.suffix == ".jsonl":  # `head -n 1 part > tmp && mv tmp part`
+        part.write_text(part.read_text().splitlines(keepends=True)[0])
+    elif part.suffix == ".parquet":
+        import pyarrow.parquet as pq
+        pq.write_table(pq.read_table(part).slice(0, 1), part)
+    else:  # the first sample's members, as a whole tar
+        with tarfile.open(part) as t:
+            members = t.getmembers()
+            key = members[0].name.split(".", 1)[0]
+            keep = [(m, t.extractfile(m).read()) for m in members
+                    if m.name.split(".", 1)[0] == key]
+        with tarfile.open(part, "w", format=tarfile.USTAR_FORMAT) as t:
+            for m, data in keep:
+                t.addfile(m, io.BytesIO(data))
+
+
+def part_ids(out: pathlib.Path) -> Counter:
+    """How often each id is a row of the output's parts, in any format."""
+    import pyarrow.parquet as pq
+    ids = Counter(row["id"] for rows in jsonl_rows(out).values() for row in rows)
+    for p in out.glob("part-*.parquet"):
+        ids.update(pq.read_table(p, columns=["id"]).column("id").to_pylist())
+    for p in out.glob("part-*.tar"):
+        with tarfile.open(p) as t:
+            ids.update(json.loads(t.extractfile(m).read())["id"] for m in t.getmembers()
+                       if m.name.endswith(".json"))
+    return ids
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "webdataset"])
+def test_a_part_cut_by_hand_is_refused_not_lost(sluice, broken, tmp_path, fmt):
+    """A part cut short by hand keeps its name, and the ledger counted its
+    cut rows done: a resume (with or without --retry-failed) would leave
+    them in no file. It is refused, naming the part and the counts; once
+    the part is deleted its rows are captioned again, each once. Another
+    size alone is no loss: a part edited by hand that keeps its rows is
+    taken as it is."""
+    out = tmp_path / "out"
+    m = broken / "m.jsonl"
+    extra = ("--format", fmt)
+    assert run(sluice, m, out, *extra).returncode == 3
+    fix(broken)
+    ext = {"jsonl": "jsonl", "parquet": "parquet", "webdataset": "tar"}[fmt]
+    part = out / f"part-00002.{ext}"  # three good rows
+    cut_to_first_row(part)
+    if fmt == "jsonl":  # a caption edited by hand: longer, as many rows
+        edited = out / "part-00000.jsonl"
+        lines = edited.read_text().splitlines(keepends=True)
+        row = dict(json.loads(lines[0]), caption="edited by hand, and longer than it was")
+        edited.write_text(json.dumps(row) + "\n" + "".join(lines[1:]))
+    for flags in ((), ("--retry-failed",)):
+        r = run(sluice, m, out, *extra, *flags)
+        assert r.returncode == 2, r.stderr
+        assert f"output part '{part}' holds 1 row, and the resume ledger" in r.stderr, r.stderr
+        assert "committed 3 in it" in r.stderr and "2 missing rows" in r.stderr, r.stderr
+        assert "delete it to have all its rows captioned again" in r.stderr, r.stderr
+    part.unlink()
+    r = run(sluice, m, out, *extra, "--retry-failed")
+    assert r.returncode == 0, r.stderr
+    ids = part_ids(out)
+    assert len(ids) == N_GOOD + 3 and set(ids.values()) == {1}, ids
+    if fmt == "jsonl":
+        assert "edited by hand" in (out / "part-00000.jsonl").read_text()
+

@@ -751,6 +751,16 @@ static void stages_in_a_job_file(void **state)
     assert_int_equal(sl_config_new(&c), SL_OK);
     assert_int_equal(sl_config_set_flag(c, "stage", "{\"lua\": "), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "--stage: a stage given as text must be a JSON"));
+    /* No file: said so, with what a stage looks like (not "plugin"). */
+    static const char *const empty[][2] = {{"", "--stage: the stage spec is empty"},
+                                           {"@engine", "--stage: the stage file name is empty"}};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(sl_config_set_flag(c, "stage", empty[i][0]), SL_ERR_INVALID_ARG);
+        if (!strstr(sl_last_error(), empty[i][1]) ||
+            !strstr(sl_last_error(), "FILE.lua or FILE.so[@read|@decode|@engine]") ||
+            strstr(sl_last_error(), "plugin is"))
+            fail_msg("'%s': %s", empty[i][0], sl_last_error());
+    }
     sl_config_free(c);
 }
 

@@ -1,8 +1,8 @@
 /* Unit tests: ledger/ledger.c — the two-phase part commit, reconcile at each
  * crash point (a "crash" is freeing the handle mid-way: SQLite rolls back an
  * open transaction as a killed process's would be), lookups, fingerprints,
- * the lock, the counts kept with each part (an older ledger's too), and
- * parts/temps helpers of io/shard.c. */
+ * the lock, the counts and file size kept with each part (an older
+ * ledger's too), and parts/temps helpers of io/shard.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -315,25 +315,31 @@ static void misuse_is_an_error_not_a_crash(void **state)
 /* A ledger of a sluice that kept no counts with its parts (its parts table
  * without inputs and written): the columns are added, its parts count
  * their ids for both, and a part committed now adds its own counts. */
-static void a_ledger_without_counts_counts_its_ids(void **state)
+/* A ledger an older sluice wrote into dir: its parts table with the
+ * columns it had past rows (`more`, ", NAME TYPE..."), the parts `insert`
+ * puts in, rows a.jpg and b.jpg in part 0. */
+static void old_ledger(const char *dir, const char *more, const char *insert)
 {
-    char *dir = tu_tmpdir(), path[600];
+    char path[600], sql[1024];
     snprintf(path, sizeof path, "%s/%s", dir, SL_LEDGER_FILE);
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+             "CREATE TABLE parts(number INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+             " state INTEGER NOT NULL, rows INTEGER NOT NULL%s);"
+             "CREATE TABLE rows(id TEXT PRIMARY KEY, part INTEGER NOT NULL) WITHOUT ROWID;"
+             "INSERT INTO meta VALUES('format_version', '1');%s"
+             "INSERT INTO rows VALUES('a.jpg', 0), ('b.jpg', 0);"
+             "PRAGMA user_version = 1;", more, insert);
     sqlite3 *db;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db,
-                     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                     "CREATE TABLE parts(number INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
-                     " state INTEGER NOT NULL, rows INTEGER NOT NULL);"
-                     "CREATE TABLE rows(id TEXT PRIMARY KEY, part INTEGER NOT NULL) WITHOUT ROWID;"
-                     "INSERT INTO meta VALUES('format_version', '1');"
-                     "INSERT INTO parts VALUES(0, 'part-00000.jsonl', 1, 2);"
-                     "INSERT INTO rows VALUES('a.jpg', 0), ('b.jpg', 0);"
-                     "PRAGMA user_version = 1;",
-                     NULL, NULL, NULL),
-        SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
+}
+
+static void a_ledger_without_counts_counts_its_ids(void **state)
+{
+    char *dir = tu_tmpdir();
+    old_ledger(dir, "", "INSERT INTO parts VALUES(0, 'part-00000.jsonl', 1, 2);");
     tu_write(dir, "part-00000.jsonl", "x\ny\n", 4);
     sl_ledger_info info;
     sl_ledger *l = open_bound(dir, &info);
@@ -353,6 +359,58 @@ static void a_ledger_without_counts_counts_its_ids(void **state)
     assert_int_equal(info.rows, 3);
     assert_int_equal(info.inputs, 3);
     assert_int_equal(info.written, 6);
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
+/* sl_ledger_each_resized's parts, as "number:name:written:failed:bytes;"
+ * in text; with `take` their new size recorded. */
+typedef struct resized_seen {
+    char text[256];
+    bool take;
+    sl_ledger *l;
+} resized_seen;
+
+static sl_status note_resized(void *user, const sl_ledger_part *part)
+{
+    resized_seen *r = user;
+    size_t used = strlen(r->text);
+    snprintf(r->text + used, sizeof r->text - used, "%ld:%s:%ld:%ld:%lld;", part->number,
+             part->name, part->written, part->failed, (long long)part->bytes);
+    return r->take ? sl_ledger_part_sized(r->l, part->number, part->bytes) : SL_OK;
+}
+
+static const char *resized(sl_ledger *l, resized_seen *r, bool take)
+{
+    *r = (resized_seen){.take = take, .l = l};
+    assert_int_equal(sl_ledger_each_resized(l, note_resized, r), SL_OK);
+    return r->text;
+}
+
+/* A part file whose size is not the one committed (cut or edited by hand)
+ * is passed, until its new size is recorded; a part of a ledger that kept
+ * no size is taken as it is when first seen. */
+static void a_part_changed_by_hand_is_found_by_its_size(void **state)
+{
+    char *dir = tu_tmpdir(); /* a ledger of a sluice that kept no sizes, one part */
+    old_ledger(dir, ", inputs INTEGER, written INTEGER, failed INTEGER",
+               "INSERT INTO parts VALUES(0, 'part-00000.jsonl', 1, 2, 2, 2, 1);");
+    tu_write(dir, "part-00000.jsonl", "x\ny\n", 4);
+    sl_ledger_info info;
+    resized_seen r;
+    sl_ledger *l = open_bound(dir, &info);
+    commit_part(l, dir, "part-00001.jsonl", 1, "c.jpg"); /* "x\n": its size kept */
+    tu_write(dir, "part-00001.jsonl", "edited\n", 7);
+    /* part 0 is taken at the size it has now; part 1 is not what was committed */
+    assert_string_equal(resized(l, &r, false), "1:part-00001.jsonl:1:0:7;");
+    tu_write(dir, "part-00000.jsonl", "x\n", 2); /* cut to one row */
+    assert_string_equal(resized(l, &r, false),
+                        "0:part-00000.jsonl:2:1:2;1:part-00001.jsonl:1:0:7;");
+    sl_ledger_free(l); /* the sizes stay as committed until the caller takes them */
+    l = open_bound(dir, &info);
+    assert_string_equal(resized(l, &r, true),
+                        "0:part-00000.jsonl:2:1:2;1:part-00001.jsonl:1:0:7;");
+    assert_string_equal(resized(l, &r, false), "");
     sl_ledger_free(l);
     tu_rmtree(dir);
 }
@@ -572,6 +630,7 @@ int main(void)
         cmocka_unit_test(a_retry_forgets_failed_rows_and_survives_a_crash),
         cmocka_unit_test(shard_helpers_find_parts_and_remove_temps),
         cmocka_unit_test(a_ledger_knows_its_parts_by_name),
+        cmocka_unit_test(a_part_changed_by_hand_is_found_by_its_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
