@@ -877,3 +877,28 @@ def test_a_job_over_many_small_objects_keeps_its_connections(store, sluice, tmp_
         assert proxy.connections <= 12, (proxy.connections, proxy.requests)
     finally:
         proxy.close()
+
+
+def test_overwrite_removes_the_errors_objects_too(store, sluice, tmp_path):
+    """--overwrite on an s3:// output with --errors-file deletes the old
+    run's errors objects with its parts, as it removes a local folder's
+    errors files: the new run writes errors objects only for its own part
+    numbers, so the old run's failures (here in its last part) stayed."""
+    env, client = store
+    client.create_bucket(Bucket="owr")
+    inputs, want = image_folder(tmp_path, 1)
+    (inputs / "zz-broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    state = tmp_path / "state"
+    args = [inputs, "-o", "s3://owr/r", "--state-dir", state, "--ordered",
+            "--errors-file", tmp_path / "errors.jsonl"]
+    r = caption_env(sluice, env, *args, "--shard-rows", "2")
+    assert r.returncode == 3, r.stderr[-2000:]
+    last = objects(client, "owr", "r/errors-")[-1]
+    assert b"zz-broken.jpg" in client.get_object(Bucket="owr", Key=last)["Body"].read()
+    (inputs / "zz-broken.jpg").unlink()
+    r = caption_env(sluice, env, *args, "--shard-rows", "100", "--overwrite")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert objects(client, "owr", "r/part-") == ["r/part-00000.jsonl"]
+    assert objects(client, "owr", "r/errors-") == ["r/errors-00000.jsonl"]
+    assert not client.get_object(Bucket="owr", Key="r/errors-00000.jsonl")["ContentLength"]
+    assert sorted(remote_ids(client, "owr", "r/")) == want
