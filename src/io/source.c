@@ -320,6 +320,21 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
     return SL_OK;
 }
 
+/* The id of the row saying a folder's listing failed: its name among
+ * several inputs, or alone (its rows' ids are then the bare keys) its last
+ * component, never "" (an id that names nothing, and one every such
+ * folder would share); the '/' keeps it apart from every image's id (a
+ * key ending in '/' is not read). */
+static char *s3_folder_id(const source_reader *r)
+{
+    if (*r->name)
+        return sl_asprintf("%s/", r->name);
+    const char *end = r->s3_prefix + strlen(r->s3_prefix) - 1, *start = end;
+    while (start > r->s3_prefix + 5 && start[-1] != '/')
+        start--;
+    return sl_asprintf("%.*s/", (int)(end - start), start);
+}
+
 static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *done)
 {
     const char *bucket_end = strchr(r->s3_prefix + 5, '/');
@@ -331,11 +346,12 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
             /* A listing that fails midway ends this input with an error row;
              * the other inputs go on. */
             *done = false;
-            item->id = sl_asprintf("%s%s", r->name, *r->name ? "/" : "");
+            item->id = s3_folder_id(r);
+            item->path = sl_strdup(r->s3_prefix);
             item->error = sl_strdup(sl_last_error());
             sl_s3_list_free(r->s3);
             r->s3 = NULL;
-            return item->id && item->error ? SL_OK
+            return item->id && item->path && item->error ? SL_OK
                                            : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'",
                                                      r->s3_prefix);
         }

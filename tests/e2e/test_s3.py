@@ -902,3 +902,18 @@ def test_overwrite_removes_the_errors_objects_too(store, sluice, tmp_path):
     assert objects(client, "owr", "r/errors-") == ["r/errors-00000.jsonl"]
     assert not client.get_object(Bucket="owr", Key="r/errors-00000.jsonl")["ContentLength"]
     assert sorted(remote_ids(client, "owr", "r/")) == want
+
+
+def test_a_folder_that_cannot_be_listed_is_a_row_naming_it(store, sluice, tmp_path):
+    """A bucket folder whose listing fails (here: no such bucket) is one
+    failed row whose id and path name the folder; alone it had the id ""
+    and no path (the message said "sluice:  failed"), an id every such
+    folder would share."""
+    env, _ = store
+    out = tmp_path / "out"
+    r = caption_env(sluice, env, "s3://no-such-bucket/set", "-o", out)
+    assert r.returncode == 3, r.stderr[-2000:]
+    [row] = read_rows(out)
+    assert (row["id"], row["path"]) == ("set/", "s3://no-such-bucket/set/")
+    assert "NoSuchBucket" in row["error"] and "s3://no-such-bucket/set/" in row["error"]
+    assert "sluice: set/ failed (read)" in r.stderr
