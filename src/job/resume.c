@@ -644,6 +644,24 @@ static sl_status refuse_unknown_parts(job *j)
                    j->remote ? sl_ledger_path(j->ledger) : SL_LEDGER_FILE, names);
 }
 
+/* A run with one process resuming an MPI job's output, or the reverse,
+ * differs in mpi_shards: "run the earlier command" alone does not say that
+ * the number of ranks is the difference (one rank runs as one process). */
+static sl_status explain_mpi_shards(const job *j)
+{
+    const char *why = sl_last_error();
+    if (!strstr(why, "mpi_shards"))
+        return SL_ERR_EXISTS;
+    char *copy = sl_strdup(why);
+    sl_status st = sl_fail(SL_ERR_EXISTS, "%s (the earlier run %s: %s)",
+                           copy ? copy : "output holds rows of another kind of run",
+                           j->dist ? "ran as one process" : "ran under MPI",
+                           j->dist ? "resume it without mpirun, or with one rank"
+                                   : "resume it with mpirun and more than one rank, any number");
+    sl_free(copy);
+    return st;
+}
+
 /* Opens the output folder's ledger: starts over (--overwrite), or settles
  * what an earlier run left and finds where this one goes on. */
 sl_status job_open_ledger(job *j)
@@ -684,8 +702,10 @@ sl_status job_open_ledger(job *j)
     else if (st == SL_OK)
         /* before anything is written to the ledger */
         st = refuse_unknown_parts(j);
-    if (st == SL_OK && j->remote)
+    if (st == SL_OK && j->remote) {
         sl_ledger_set_presence(j->ledger, remote_part_published, j);
+        sl_ledger_set_output(j->ledger, j->remote);
+    }
     char *old = NULL;
     if (st == SL_OK && !p->overwrite)
         st = sl_ledger_meta_get(j->ledger, "fingerprint", &old);
@@ -699,6 +719,8 @@ sl_status job_open_ledger(job *j)
         st = sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);
     if (st == SL_OK)
         st = sl_ledger_bind(j->ledger, fp, p->overwrite);
+    if (st == SL_ERR_EXISTS)
+        st = explain_mpi_shards(j);
     sl_free(fp);
     sl_ledger_info info;
     if (st == SL_OK)

@@ -674,3 +674,34 @@ def test_batch_errors_file_with_an_s3_output_after_a_kill(mpi, tmp_path):
                           for f in failed) == broken
             assert all(f["response"] is None and f["custom_id"] is None for f in failed)
         assert keys("errors-00002") and not keys("part-00002")  # never used again
+
+
+def test_resuming_across_mpi_and_one_process_says_how(mpi, tmp_path):
+    """An MPI job's output resumed by one process (or the reverse) is
+    refused (mpi_shards differs): the message names the s3:// output, not
+    the state folder it called the "output folder", and says that it is
+    mpirun, not some other setting of "the earlier command", that differs."""
+    from s3_store import moto_store
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 1)
+    state = tmp_path / "state"
+    with moto_store() as (env, client):
+        env["ASAN_OPTIONS"] = mpi_env().get("ASAN_OPTIONS", "")
+        client.create_bucket(Bucket="mpi-resume")
+        args = caption_args(mpi, inputs, "s3://mpi-resume/job", "--state-dir", state,
+                            "--max-tokens", "2")
+        r = subprocess.run(mpirun_args(2) + args, capture_output=True, text=True, timeout=300,
+                           env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2
+    assert "output 's3://mpi-resume/job' holds rows made with other settings" in r.stderr
+    assert "resume it with mpirun and more than one rank" in r.stderr, r.stderr[-2000:]
+    out = tmp_path / "out"
+    args = caption_args(mpi, inputs, out, "--max-tokens", "2")
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=mpi_env())
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(mpirun_args(2) + args, capture_output=True, text=True, timeout=300,
+                       env=mpi_env())
+    assert r.returncode != 0
+    assert "resume it without mpirun, or with one rank" in r.stderr, r.stderr[-2000:]
