@@ -705,3 +705,49 @@ def test_resuming_across_mpi_and_one_process_says_how(mpi, tmp_path):
                        env=mpi_env())
     assert r.returncode != 0
     assert "resume it without mpirun, or with one rank" in r.stderr, r.stderr[-2000:]
+
+
+def test_a_stuck_rank_is_named_while_rank_0_waits(mpi, tmp_path):
+    """A rank that stops (SIGSTOP: a hung mount or GPU looks the same from
+    rank 0) holds the job: rank 0 finishes its part and waits. It said so
+    only at the info level (not shown): a job that hung said nothing of
+    which rank. Now it warns after 30 s, naming the rank; the rank
+    continued, the job ends with every input once."""
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 40)
+    out = tmp_path / "out"
+    args = mpirun_args(3) + caption_args(mpi, inputs, out, "--input-shard-size", "2",
+                                         "--shard-rows", "2", "--parallel", "1")
+    import threading
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=mpi_env())
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    stopped = None
+    try:
+        deadline = time.monotonic() + 120
+        while stopped is None and proc.poll() is None and time.monotonic() < deadline:
+            # rank 2's parts are numbered 2, 5, 8, ...: it has taken shards
+            if any(int(p.name[5:10]) % 3 == 2 for p in out.glob("part-*.jsonl")):
+                pids = rank_pids(proc)
+                if 2 in pids:
+                    os.kill(pids[2], signal.SIGSTOP)
+                    stopped = pids[2]
+            time.sleep(0.05)
+        assert stopped, "rank 2 committed no part before the job ended"
+        want = "waiting 30 s so far for 1 rank: 2 (its last shard"
+        deadline = time.monotonic() + 60
+        while not any(want in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert any(want in line and "a rank that is stuck holds the job" in line
+                   for line in lines), "".join(lines)[-3000:]
+    finally:
+        if stopped:
+            os.kill(stopped, signal.SIGCONT)
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    assert proc.returncode == 0, "".join(lines)[-3000:]
+    rows = rows_by_id(out)
+    assert set(rows) == expected_ids(inputs)
+    assert all(len(v) == 1 for v in rows.values())
