@@ -349,6 +349,7 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
             item->id = s3_folder_id(r);
             item->path = sl_strdup(r->s3_prefix);
             item->error = sl_strdup(sl_last_error());
+            item->cut_short = true;
             sl_s3_list_free(r->s3);
             r->s3 = NULL;
             return item->id && item->path && item->error ? SL_OK
@@ -2030,6 +2031,17 @@ sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done)
             st = escape_ids(item);
         if (st != SL_OK || !src->sharded || src->by_file)
             return st;
+        /* Shards by item are runs of positions in the stream every run (or
+         * rank) reads whole: one whose listing failed midway would count
+         * the items after it where the others do not, and take or skip
+         * them as the wrong shards: rows lost with no failed row, or
+         * read twice. Ending this run is the one safe answer (the next
+         * run lists again). */
+        if (*done == false && item->cut_short)
+            return sl_fail(SL_ERR_IO, "input '%s': %s; its items are shared out by their "
+                                      "place in the input (--input-shard-size) and this run would "
+                                      "miss the rest of its share: run it again (it resumes)",
+                           item->path ? item->path : item->id, item->error);
         if (*done)
             return tell_end(src, (src->ordinal + src->p.shard_size - 1) / src->p.shard_size);
         uint64_t shard = src->ordinal++ / src->p.shard_size;

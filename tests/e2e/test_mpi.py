@@ -751,3 +751,47 @@ def test_a_stuck_rank_is_named_while_rank_0_waits(mpi, tmp_path):
     rows = rows_by_id(out)
     assert set(rows) == expected_ids(inputs)
     assert all(len(v) == 1 for v in rows.values())
+
+
+def test_a_rank_whose_listing_fails_midway_ends_the_job(mpi, tmp_path):
+    """Shards by item are runs of places in the input that every rank lists
+    whole. A rank whose listing of a bucket folder failed after its first
+    page (1,000 keys) read a shorter input and said nothing: the job
+    exited 0 with no failed row, and the shards past the failure that rank
+    had taken were lost (by hand, 2,100 keys: 2,000 rows, three runs of
+    three). Now that rank ends the job naming the folder and the cause,
+    and the rerun writes every key once."""
+    import io
+    from PIL import Image
+    from s3_store import CountingProxy, moto_store
+    with moto_store() as (env, client):
+        env["ASAN_OPTIONS"] = mpi_env().get("ASAN_OPTIONS", "")
+        client.create_bucket(Bucket="pages")
+        png = io.BytesIO()
+        Image.new("RGB", (16, 16), (200, 10, 10)).save(png, "PNG")
+        keys = [f"p/{i:05d}.png" for i in range(1100)]
+        for k in keys:
+            client.put_object(Bucket="pages", Key=k, Body=png.getvalue())
+        # The second page of the listing is refused to rank 1 alone.
+        proxy = CountingProxy(env["AWS_ENDPOINT_URL"], log=False)
+        proxy.refuse = lambda method, path, rng: "continuation-token" in path
+        out = tmp_path / "out"
+        args = caption_args(mpi, "s3://pages/p", out, "--dry-run", "--input-shard-size", "100",
+                            "--shard-rows", "500")
+        base = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "--mca", "btl",
+                "self,vader,tcp"]
+        try:
+            r = subprocess.run(base + ["-n", "1", *args, ":", "-n", "1", "-x",
+                                       f"AWS_ENDPOINT_URL={proxy.url}", *args],
+                               capture_output=True, text=True, timeout=300, env=env)
+        finally:
+            proxy.close()
+        assert r.returncode != 0, r.stderr[-2000:]
+        assert "rank 1: source 'read' failed: input 's3://pages/p/'" in r.stderr, r.stderr[-2000:]
+        assert "AccessDenied" in r.stderr and "run it again" in r.stderr
+        r = subprocess.run(mpirun_args(2) + args, capture_output=True, text=True, timeout=300,
+                           env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+    rows = rows_by_id(out)
+    assert sorted(rows) == [k[2:] for k in keys]
+    assert all(len(v) == 1 for v in rows.values())
