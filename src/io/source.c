@@ -259,6 +259,8 @@ struct source_reader {
     char *read_error;         /* a read that failed (retried as io/s3.h retries): the
                                  input ends here, with one failed row saying so */
     bool read_error_told;
+    bool read_failed;         /* ... and it is a read of the file's bytes (the store, the
+                                 disk), not what they hold: another try may get further */
     char *file, *base_dir;
     bool csv;
     bool json_array;          /* a .json manifest: one array, an element a row (r->line counts them) */
@@ -549,12 +551,13 @@ static size_t text_read(source_reader *r, char *buf, size_t cap)
 {
     if (!r->z) {
         ssize_t n = raw_read(r, buf, cap, &r->read_error);
+        r->read_failed = n < 0;
         return n < 0 ? 0 : (size_t)n;
     }
     for (;;) {
         if (r->zraw_len == 0 && !r->zraw_end) {
             ssize_t n = raw_read(r, (char *)r->zraw, r->chunk_cap, &r->read_error);
-            if (n < 0)
+            if ((r->read_failed = n < 0))
                 return 0;
             r->zraw_pos = 0;
             r->zraw_len = (size_t)n;
@@ -1129,6 +1132,7 @@ static sl_status read_error_item(source_reader *r, sl_source_item *item, bool *d
     r->read_error_told = true;
     *done = false;
     item->at = r->line + 1;
+    item->cut_short = r->read_failed; /* a damaged file ends alike for every run */
     if (!(item->id = sl_strdup(r->name)) || !(item->path = sl_strdup(r->file)))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     return sl_source_item_fail(item, "manifest '%s': reading stopped after %s %ld: %s", r->file,

@@ -726,6 +726,14 @@ def test_a_manifest_in_a_bucket_is_streamed_by_ranges(store, sluice, tmp_path):
         err = rows["list.jsonl"]["error"]
         assert f"reading stopped after line {whole}" in err and "AccessDenied" in err, err
         assert "s3://lists/m/list.jsonl" in err and len(rows) == whole + 1
+        # Shared out by item (--input-shard, MPI), a run that went on
+        # would count the lines after the cut where the other runs do
+        # not: it ends instead (it exited 0, the failed row in another run's share).
+        r = caption_env(sluice, penv, "s3://lists/m/list.jsonl", "-o", tmp_path / "y",
+                        "--input-shard", "0/2", "--input-shard-size", "50")
+        assert r.returncode == 1, r.stderr[-3000:]
+        assert "input 's3://lists/m/list.jsonl': manifest" in r.stderr
+        assert "AccessDenied" in r.stderr and "run it again" in r.stderr, r.stderr[-3000:]
     finally:
         proxy.close()
 
