@@ -2041,11 +2041,14 @@ sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done)
          * them as the wrong shards: rows lost with no failed row, or
          * read twice. Ending this run is the one safe answer (the next
          * run lists again). */
-        if (*done == false && item->cut_short)
-            return sl_fail(SL_ERR_IO, "input '%s': %s; its items are shared out by their "
-                                      "place in the input (--input-shard-size) and this run would "
-                                      "miss the rest of its share: run it again (it resumes)",
-                           item->path ? item->path : item->id, item->error);
+        if (*done == false && item->cut_short) {
+            st = sl_fail(SL_ERR_IO, "input '%s': %s; its items are shared out by their place in "
+                                    "the input (--input-shard-size) and this run would miss the "
+                                    "rest of its share: run it again (it resumes)",
+                         item->path ? item->path : item->id, item->error);
+            sl_source_item_clear(item);
+            return st;
+        }
         if (*done)
             return tell_end(src, (src->ordinal + src->p.shard_size - 1) / src->p.shard_size);
         uint64_t shard = src->ordinal++ / src->p.shard_size;
