@@ -451,18 +451,49 @@ void sl_dist_free(sl_dist *d)
     sl_free(d);
 }
 
+/* "rank 0 has finished its part; waiting ... for ranks 2 (shard 57), ..." */
+static void log_waiting(sl_dist *d, sl_log_level level, int waited_s)
+{
+    char ranks[512] = "";
+    size_t len = 0;
+    int left = 0;
+    for (int r = 1; r < d->size; r++) {
+        coord_rank cr;
+        if (!coord_rank_progress(d->coord, r, &cr) || cr.finished)
+            continue;
+        if (left++ < 16 && len < sizeof ranks) {
+            int n = cr.shards > 0 && cr.last_shard >= 0
+                        ? snprintf(ranks + len, sizeof ranks - len, "%s%d (its last shard %lld)",
+                                   len ? ", " : "", r, (long long)cr.last_shard)
+                        : snprintf(ranks + len, sizeof ranks - len, "%s%d", len ? ", " : "", r);
+            len += n > 0 ? (size_t)n : 0;
+        }
+    }
+    sl_log(level,
+           "rank 0 has finished its part; waiting %d s so far for %d rank%s: %s%s (a rank that "
+           "is stuck holds the job: end the job and run the same command again to resume)",
+           waited_s, left, left == 1 ? "" : "s", ranks, left > 16 ? ", ..." : "");
+}
+
 sl_status dist_wait_all(sl_dist *d, coord_counts *totals)
 {
     memset(totals, 0, sizeof *totals);
     if (d->rank != 0 || !d->coord)
         return SL_OK;
     d->reported = true;
-    int failed_rank = -1, waited_s = 0;
+    int failed_rank = -1, waited_s = 0, warn_at_s = 30;
     sl_status status = SL_OK;
     char msg[1024];
-    while (!coord_wait_finished(d->coord, 10000, &failed_rank, &status, msg, sizeof msg))
-        sl_log(SL_LOG_INFO, "rank 0 has finished its part; waiting for the other ranks (%d s)",
-               waited_s += 10);
+    while (!coord_wait_finished(d->coord, 10000, &failed_rank, &status, msg, sizeof msg)) {
+        waited_s += 10;
+        /* A rank that is stuck (a hung mount or GPU, a stopped process)
+         * holds the job for good, and nothing else says which one: say
+         * it, at 30 s, 60, 120, ... 960 s, then every 10 minutes. */
+        bool warn = waited_s >= warn_at_s;
+        if (warn)
+            warn_at_s = waited_s < 600 ? 2 * waited_s : waited_s + 600;
+        log_waiting(d, warn ? SL_LOG_WARN : SL_LOG_INFO, waited_s);
+    }
     if (d->serving) {
         stop_serving(d);
         say_goodbye(d);

@@ -259,6 +259,8 @@ struct source_reader {
     char *read_error;         /* a read that failed (retried as io/s3.h retries): the
                                  input ends here, with one failed row saying so */
     bool read_error_told;
+    bool read_failed;         /* ... and it is a read of the file's bytes (the store, the
+                                 disk), not what they hold: another try may get further */
     char *file, *base_dir;
     bool csv;
     bool json_array;          /* a .json manifest: one array, an element a row (r->line counts them) */
@@ -320,6 +322,21 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
     return SL_OK;
 }
 
+/* The id of the row saying a folder's listing failed: its name among
+ * several inputs, or alone (its rows' ids are then the bare keys) its last
+ * component, never "" (an id that names nothing, and one every such
+ * folder would share); the '/' keeps it apart from every image's id (a
+ * key ending in '/' is not read). */
+static char *s3_folder_id(const source_reader *r)
+{
+    if (*r->name)
+        return sl_asprintf("%s/", r->name);
+    const char *end = r->s3_prefix + strlen(r->s3_prefix) - 1, *start = end;
+    while (start > r->s3_prefix + 5 && start[-1] != '/')
+        start--;
+    return sl_asprintf("%.*s/", (int)(end - start), start);
+}
+
 static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *done)
 {
     const char *bucket_end = strchr(r->s3_prefix + 5, '/');
@@ -331,11 +348,13 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
             /* A listing that fails midway ends this input with an error row;
              * the other inputs go on. */
             *done = false;
-            item->id = sl_asprintf("%s%s", r->name, *r->name ? "/" : "");
+            item->id = s3_folder_id(r);
+            item->path = sl_strdup(r->s3_prefix);
             item->error = sl_strdup(sl_last_error());
+            item->cut_short = true;
             sl_s3_list_free(r->s3);
             r->s3 = NULL;
-            return item->id && item->error ? SL_OK
+            return item->id && item->path && item->error ? SL_OK
                                            : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'",
                                                      r->s3_prefix);
         }
@@ -532,12 +551,13 @@ static size_t text_read(source_reader *r, char *buf, size_t cap)
 {
     if (!r->z) {
         ssize_t n = raw_read(r, buf, cap, &r->read_error);
+        r->read_failed = n < 0;
         return n < 0 ? 0 : (size_t)n;
     }
     for (;;) {
         if (r->zraw_len == 0 && !r->zraw_end) {
             ssize_t n = raw_read(r, (char *)r->zraw, r->chunk_cap, &r->read_error);
-            if (n < 0)
+            if ((r->read_failed = n < 0))
                 return 0;
             r->zraw_pos = 0;
             r->zraw_len = (size_t)n;
@@ -1112,6 +1132,7 @@ static sl_status read_error_item(source_reader *r, sl_source_item *item, bool *d
     r->read_error_told = true;
     *done = false;
     item->at = r->line + 1;
+    item->cut_short = r->read_failed; /* a damaged file ends alike for every run */
     if (!(item->id = sl_strdup(r->name)) || !(item->path = sl_strdup(r->file)))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     return sl_source_item_fail(item, "manifest '%s': reading stopped after %s %ld: %s", r->file,
@@ -2014,6 +2035,20 @@ sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done)
             st = escape_ids(item);
         if (st != SL_OK || !src->sharded || src->by_file)
             return st;
+        /* Shards by item are runs of positions in the stream every run (or
+         * rank) reads whole: one whose listing failed midway would count
+         * the items after it where the others do not, and take or skip
+         * them as the wrong shards: rows lost with no failed row, or
+         * read twice. Ending this run is the one safe answer (the next
+         * run lists again). */
+        if (*done == false && item->cut_short) {
+            st = sl_fail(SL_ERR_IO, "input '%s': %s; its items are shared out by their place in "
+                                    "the input (--input-shard-size) and this run would miss the "
+                                    "rest of its share: run it again (it resumes)",
+                         item->path ? item->path : item->id, item->error);
+            sl_source_item_clear(item);
+            return st;
+        }
         if (*done)
             return tell_end(src, (src->ordinal + src->p.shard_size - 1) / src->p.shard_size);
         uint64_t shard = src->ordinal++ / src->p.shard_size;

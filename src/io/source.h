@@ -113,6 +113,8 @@ typedef struct sl_source_item {
     int64_t shard;   /* the input shard it is in; -1 when the input is not sharded */
     struct sl_batch_req *batch; /* openai-batch: the line's request (io/batch_line.h), set
                                    on every item of that kind, failed ones too */
+    bool cut_short;  /* with error: the input's reading stopped here (a listing or a
+                        read of its bytes that failed midway), its later items unread */
     char *alt_id;    /* another id an earlier run may have recorded the row under, or
                         NULL; the read stage counts the row done under either. A
                         manifest or batch line whose id came from its data (an id

@@ -231,8 +231,14 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The part objects directly under the output's prefix, sorted. */
-static sl_status list_remote_parts(job *j)
+static bool is_part_name(const char *name)
+{
+    return sl_shard_part_number(name) >= 0;
+}
+
+/* The names of the objects directly under the output's prefix that want
+ * keeps, sorted, appended to *names. */
+static sl_status list_remote(const job *j, bool (*want)(const char *), char ***names, size_t *n)
 {
     const sl_s3 *s3 = sl_s3_shared();
     if (!s3)
@@ -242,34 +248,40 @@ static sl_status list_remote_parts(job *j)
     sl_status st = prefix ? sl_s3_list_open(s3, prefix, &l)
                           : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
     /* keys come whole: the part's name follows the prefix's key ("s3://b/k/" -> "k/") */
-    size_t cap = 0, skip = prefix ? strlen(strchr(prefix + 5, '/') + 1) : 0;
+    size_t cap = *n, skip = prefix ? strlen(strchr(prefix + 5, '/') + 1) : 0;
     for (bool done = false; st == SL_OK && !done;) {
         const char *key;
         uint64_t size;
         if ((st = sl_s3_list_next(l, &key, &size, &done)) != SL_OK || done)
             break;
-        if (strlen(key) < skip || sl_shard_part_number(key + skip) < 0)
+        if (strlen(key) < skip || !want(key + skip))
             continue;
-        if (j->n_remote_parts == cap) {
+        if (*n == cap) {
             size_t ncap = cap ? 2 * cap : 64;
-            char **grown = sl_realloc(j->remote_parts, ncap * sizeof *grown);
+            char **grown = sl_realloc(*names, ncap * sizeof *grown);
             if (!grown) {
                 st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
                 break;
             }
-            j->remote_parts = grown;
+            *names = grown;
             cap = ncap;
         }
-        if (!(j->remote_parts[j->n_remote_parts] = sl_strdup(key + skip)))
+        if (!((*names)[*n] = sl_strdup(key + skip)))
             st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
         else
-            j->n_remote_parts++;
+            (*n)++;
     }
     sl_s3_list_free(l);
     sl_free(prefix);
-    if (st == SL_OK && j->n_remote_parts)
-        qsort(j->remote_parts, j->n_remote_parts, sizeof *j->remote_parts, cmp_names);
+    if (st == SL_OK && *n)
+        qsort(*names, *n, sizeof **names, cmp_names);
     return st;
+}
+
+/* The part objects directly under the output's prefix, sorted. */
+static sl_status list_remote_parts(job *j)
+{
+    return list_remote(j, is_part_name, &j->remote_parts, &j->n_remote_parts);
 }
 
 static bool remote_part_published(void *user, const char *name)
@@ -291,21 +303,43 @@ static void remote_scan(const job *j, sl_part_scan *scan)
     }
 }
 
-/* --overwrite: the part objects go (the ledger forgets them next). */
-static sl_status remove_remote_parts(job *j)
+static bool is_errors_name(const char *name)
+{
+    return sl_shard_errors_number(name) >= 0;
+}
+
+/* Deletes the objects names[0..n) under the output's prefix, and frees the
+ * names. */
+static sl_status remove_remote(const job *j, char **names, size_t n)
 {
     const sl_s3 *s3 = sl_s3_shared();
     sl_status st = s3 ? SL_OK : SL_ERR_INVALID_ARG;
-    for (size_t i = 0; st == SL_OK && i < j->n_remote_parts; i++) {
-        char *url = sl_asprintf("%s/%s", j->remote, j->remote_parts[i]);
-        st = url ? sl_s3_delete(s3, url) : sl_fail(SL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        char *url = st == SL_OK ? sl_asprintf("%s/%s", j->remote, names[i]) : NULL;
+        if (st == SL_OK)
+            st = url ? sl_s3_delete(s3, url) : sl_fail(SL_ERR_NOMEM, "out of memory");
         sl_free(url);
-        sl_free(j->remote_parts[i]);
-        j->remote_parts[i] = NULL;
+        sl_free(names[i]);
     }
-    if (st == SL_OK)
-        j->n_remote_parts = 0;
     return st;
+}
+
+/* --overwrite: the part objects go (the ledger forgets them next), and
+ * the errors objects of --errors-file beside them, as in a local folder
+ * (sl_shard_remove_parts): a new run writes errors objects only for its
+ * own part numbers, so another run's would stay, their rows failures the
+ * new output never had. */
+static sl_status remove_remote_parts(job *j)
+{
+    char **errs = NULL;
+    size_t n_errs = 0;
+    sl_status st = remove_remote(j, j->remote_parts, j->n_remote_parts);
+    j->n_remote_parts = 0;
+    if (st == SL_OK)
+        st = list_remote(j, is_errors_name, &errs, &n_errs);
+    sl_status rm = remove_remote(j, errs, n_errs);
+    sl_free(errs);
+    return st != SL_OK ? st : rm;
 }
 
 /* Whether part number k was published, in any format. */
@@ -655,6 +689,24 @@ static sl_status check_resized(void *user, const sl_ledger_part *part)
     return st;
 }
 
+/* A run with one process resuming an MPI job's output, or the reverse,
+ * differs in mpi_shards: "run the earlier command" alone does not say that
+ * the number of ranks is the difference (one rank runs as one process). */
+static sl_status explain_mpi_shards(const job *j)
+{
+    const char *why = sl_last_error();
+    if (!strstr(why, "mpi_shards"))
+        return SL_ERR_EXISTS;
+    char *copy = sl_strdup(why);
+    sl_status st = sl_fail(SL_ERR_EXISTS, "%s (the earlier run %s: %s)",
+                           copy ? copy : "output holds rows of another kind of run",
+                           j->dist ? "ran as one process" : "ran under MPI",
+                           j->dist ? "resume it without mpirun, or with one rank"
+                                   : "resume it with mpirun and more than one rank, any number");
+    sl_free(copy);
+    return st;
+}
+
 /* Opens the output folder's ledger: starts over (--overwrite), or settles
  * what an earlier run left and finds where this one goes on. */
 sl_status job_open_ledger(job *j)
@@ -695,8 +747,10 @@ sl_status job_open_ledger(job *j)
     else if (st == SL_OK)
         /* before anything is written to the ledger */
         st = refuse_unknown_parts(j);
-    if (st == SL_OK && j->remote)
+    if (st == SL_OK && j->remote) {
         sl_ledger_set_presence(j->ledger, remote_part_published, j);
+        sl_ledger_set_output(j->ledger, j->remote);
+    }
     char *old = NULL;
     if (st == SL_OK && !p->overwrite)
         st = sl_ledger_meta_get(j->ledger, "fingerprint", &old);
@@ -710,6 +764,8 @@ sl_status job_open_ledger(job *j)
         st = sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);
     if (st == SL_OK)
         st = sl_ledger_bind(j->ledger, fp, p->overwrite);
+    if (st == SL_ERR_EXISTS)
+        st = explain_mpi_shards(j);
     sl_free(fp);
     sl_ledger_info info;
     if (st == SL_OK)

@@ -42,6 +42,7 @@ struct sl_ledger {
     long part_number, part_rows;
     bool (*published)(void *user, const char *name); /* NULL: the file in dir */
     void *published_user;
+    const char *output; /* the output the parts go to, when not dir (borrowed) */
 };
 
 /* --- helpers ------------------------------------------------------------------ */
@@ -354,10 +355,11 @@ sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset)
                 diff_keys(fingerprint, old, keys, sizeof keys);
                 diff_keys(old, fingerprint, keys, sizeof keys);
                 st = sl_fail(SL_ERR_EXISTS,
-                             "output folder '%s' holds rows made with other settings (%s "
+                             "output %s'%s' holds rows made with other settings (%s "
                              "changed since): run the earlier command to resume it, choose "
                              "another -o, or pass --overwrite to start over",
-                             l->dir, keys[0] ? keys : "the settings");
+                             l->output ? "" : "folder ", l->output ? l->output : l->dir,
+                             keys[0] ? keys : "the settings");
             }
             if (!differs || st != SL_OK)
                 goto out;
@@ -544,6 +546,11 @@ sl_status sl_ledger_counts(sl_ledger *l, sl_ledger_info *info)
     if (st == SL_OK)
         *info = got;
     return st;
+}
+
+void sl_ledger_set_output(sl_ledger *l, const char *output)
+{
+    l->output = output;
 }
 
 void sl_ledger_set_presence(sl_ledger *l, bool (*published)(void *user, const char *name),

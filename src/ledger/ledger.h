@@ -111,6 +111,11 @@ sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset);
 sl_status sl_ledger_meta_get(sl_ledger *l, const char *key, char **value);
 sl_status sl_ledger_meta_set(sl_ledger *l, const char *key, const char *value);
 
+/* The output the parts go to when it is not the ledger's folder (an
+ * s3:// URL): named in place of the folder in the messages that ask the
+ * user to choose another -o. Borrowed until the ledger is freed. */
+void sl_ledger_set_output(sl_ledger *l, const char *output);
+
 /* Where the parts are published elsewhere (object storage): whether part
  * `name` was published, asked by sl_ledger_reconcile() in place of looking
  * for dir/name. `user` is the caller's, borrowed until the ledger is freed. */

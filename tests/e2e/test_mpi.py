@@ -674,3 +674,124 @@ def test_batch_errors_file_with_an_s3_output_after_a_kill(mpi, tmp_path):
                           for f in failed) == broken
             assert all(f["response"] is None and f["custom_id"] is None for f in failed)
         assert keys("errors-00002") and not keys("part-00002")  # never used again
+
+
+def test_resuming_across_mpi_and_one_process_says_how(mpi, tmp_path):
+    """An MPI job's output resumed by one process (or the reverse) is
+    refused (mpi_shards differs): the message names the s3:// output, not
+    the state folder it called the "output folder", and says that it is
+    mpirun, not some other setting of "the earlier command", that differs."""
+    from s3_store import moto_store
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 1)
+    state = tmp_path / "state"
+    with moto_store() as (env, client):
+        env["ASAN_OPTIONS"] = mpi_env().get("ASAN_OPTIONS", "")
+        client.create_bucket(Bucket="mpi-resume")
+        args = caption_args(mpi, inputs, "s3://mpi-resume/job", "--state-dir", state,
+                            "--max-tokens", "2")
+        r = subprocess.run(mpirun_args(2) + args, capture_output=True, text=True, timeout=300,
+                           env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2
+    assert "output 's3://mpi-resume/job' holds rows made with other settings" in r.stderr
+    assert "resume it with mpirun and more than one rank" in r.stderr, r.stderr[-2000:]
+    out = tmp_path / "out"
+    args = caption_args(mpi, inputs, out, "--max-tokens", "2")
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=mpi_env())
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(mpirun_args(2) + args, capture_output=True, text=True, timeout=300,
+                       env=mpi_env())
+    assert r.returncode != 0
+    assert "resume it without mpirun, or with one rank" in r.stderr, r.stderr[-2000:]
+
+
+def test_a_stuck_rank_is_named_while_rank_0_waits(mpi, tmp_path):
+    """A rank that stops (SIGSTOP: a hung mount or GPU looks the same from
+    rank 0) holds the job: rank 0 finishes its part and waits. It said so
+    only at the info level (not shown): a job that hung said nothing of
+    which rank. Now it warns after 30 s, naming the rank; the rank
+    continued, the job ends with every input once."""
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 40)
+    out = tmp_path / "out"
+    args = mpirun_args(3) + caption_args(mpi, inputs, out, "--input-shard-size", "2",
+                                         "--shard-rows", "2", "--parallel", "1")
+    import threading
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=mpi_env())
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    stopped = None
+    try:
+        deadline = time.monotonic() + 120
+        while stopped is None and proc.poll() is None and time.monotonic() < deadline:
+            # rank 2's parts are numbered 2, 5, 8, ...: it has taken shards
+            if any(int(p.name[5:10]) % 3 == 2 for p in out.glob("part-*.jsonl")):
+                pids = rank_pids(proc)
+                if 2 in pids:
+                    os.kill(pids[2], signal.SIGSTOP)
+                    stopped = pids[2]
+            time.sleep(0.05)
+        assert stopped, "rank 2 committed no part before the job ended"
+        want = "waiting 30 s so far for 1 rank: 2 (its last shard"
+        deadline = time.monotonic() + 60
+        while not any(want in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert any(want in line and "a rank that is stuck holds the job" in line
+                   for line in lines), "".join(lines)[-3000:]
+    finally:
+        if stopped:
+            os.kill(stopped, signal.SIGCONT)
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    assert proc.returncode == 0, "".join(lines)[-3000:]
+    rows = rows_by_id(out)
+    assert set(rows) == expected_ids(inputs)
+    assert all(len(v) == 1 for v in rows.values())
+
+
+def test_a_rank_whose_listing_fails_midway_ends_the_job(mpi, tmp_path):
+    """Shards by item are runs of places in the input that every rank lists
+    whole. A rank whose listing of a bucket folder failed after its first
+    page (1,000 keys) read a shorter input and said nothing: the job
+    exited 0 with no failed row, and the shards past the failure that rank
+    had taken were lost (by hand, 2,100 keys: 2,000 rows, three runs of
+    three). Now that rank ends the job naming the folder and the cause,
+    and the rerun writes every key once."""
+    import io
+    from PIL import Image
+    from s3_store import CountingProxy, moto_store
+    with moto_store() as (env, client):
+        env["ASAN_OPTIONS"] = mpi_env().get("ASAN_OPTIONS", "")
+        client.create_bucket(Bucket="pages")
+        png = io.BytesIO()
+        Image.new("RGB", (16, 16), (200, 10, 10)).save(png, "PNG")
+        keys = [f"p/{i:05d}.png" for i in range(1100)]
+        for k in keys:
+            client.put_object(Bucket="pages", Key=k, Body=png.getvalue())
+        # The second page of the listing is refused to rank 1 alone.
+        proxy = CountingProxy(env["AWS_ENDPOINT_URL"], log=False)
+        proxy.refuse = lambda method, path, rng: "continuation-token" in path
+        out = tmp_path / "out"
+        args = caption_args(mpi, "s3://pages/p", out, "--dry-run", "--input-shard-size", "100",
+                            "--shard-rows", "500")
+        base = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "--mca", "btl",
+                "self,vader,tcp"]
+        try:
+            r = subprocess.run(base + ["-n", "1", *args, ":", "-n", "1", "-x",
+                                       f"AWS_ENDPOINT_URL={proxy.url}", *args],
+                               capture_output=True, text=True, timeout=300, env=env)
+        finally:
+            proxy.close()
+        assert r.returncode != 0, r.stderr[-2000:]
+        assert "rank 1: source 'read' failed: input 's3://pages/p/'" in r.stderr, r.stderr[-2000:]
+        assert "AccessDenied" in r.stderr and "run it again" in r.stderr
+        r = subprocess.run(mpirun_args(2) + args, capture_output=True, text=True, timeout=300,
+                           env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+    rows = rows_by_id(out)
+    assert sorted(rows) == [k[2:] for k in keys]
+    assert all(len(v) == 1 for v in rows.values())

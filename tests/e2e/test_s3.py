@@ -726,6 +726,14 @@ def test_a_manifest_in_a_bucket_is_streamed_by_ranges(store, sluice, tmp_path):
         err = rows["list.jsonl"]["error"]
         assert f"reading stopped after line {whole}" in err and "AccessDenied" in err, err
         assert "s3://lists/m/list.jsonl" in err and len(rows) == whole + 1
+        # Shared out by item (--input-shard, MPI), a run that went on
+        # would count the lines after the cut where the other runs do
+        # not: it ends instead (it exited 0, the failed row in another run's share).
+        r = caption_env(sluice, penv, "s3://lists/m/list.jsonl", "-o", tmp_path / "y",
+                        "--input-shard", "0/2", "--input-shard-size", "50")
+        assert r.returncode == 1, r.stderr[-3000:]
+        assert "input 's3://lists/m/list.jsonl': manifest" in r.stderr
+        assert "AccessDenied" in r.stderr and "run it again" in r.stderr, r.stderr[-3000:]
     finally:
         proxy.close()
 
@@ -877,3 +885,43 @@ def test_a_job_over_many_small_objects_keeps_its_connections(store, sluice, tmp_
         assert proxy.connections <= 12, (proxy.connections, proxy.requests)
     finally:
         proxy.close()
+
+
+def test_overwrite_removes_the_errors_objects_too(store, sluice, tmp_path):
+    """--overwrite on an s3:// output with --errors-file deletes the old
+    run's errors objects with its parts, as it removes a local folder's
+    errors files: the new run writes errors objects only for its own part
+    numbers, so the old run's failures (here in its last part) stayed."""
+    env, client = store
+    client.create_bucket(Bucket="owr")
+    inputs, want = image_folder(tmp_path, 1)
+    (inputs / "zz-broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    state = tmp_path / "state"
+    args = [inputs, "-o", "s3://owr/r", "--state-dir", state, "--ordered",
+            "--errors-file", tmp_path / "errors.jsonl"]
+    r = caption_env(sluice, env, *args, "--shard-rows", "2")
+    assert r.returncode == 3, r.stderr[-2000:]
+    last = objects(client, "owr", "r/errors-")[-1]
+    assert b"zz-broken.jpg" in client.get_object(Bucket="owr", Key=last)["Body"].read()
+    (inputs / "zz-broken.jpg").unlink()
+    r = caption_env(sluice, env, *args, "--shard-rows", "100", "--overwrite")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert objects(client, "owr", "r/part-") == ["r/part-00000.jsonl"]
+    assert objects(client, "owr", "r/errors-") == ["r/errors-00000.jsonl"]
+    assert not client.get_object(Bucket="owr", Key="r/errors-00000.jsonl")["ContentLength"]
+    assert sorted(remote_ids(client, "owr", "r/")) == want
+
+
+def test_a_folder_that_cannot_be_listed_is_a_row_naming_it(store, sluice, tmp_path):
+    """A bucket folder whose listing fails (here: no such bucket) is one
+    failed row whose id and path name the folder; alone it had the id ""
+    and no path (the message said "sluice:  failed"), an id every such
+    folder would share."""
+    env, _ = store
+    out = tmp_path / "out"
+    r = caption_env(sluice, env, "s3://no-such-bucket/set", "-o", out)
+    assert r.returncode == 3, r.stderr[-2000:]
+    [row] = read_rows(out)
+    assert (row["id"], row["path"]) == ("set/", "s3://no-such-bucket/set/")
+    assert "NoSuchBucket" in row["error"] and "s3://no-such-bucket/set/" in row["error"]
+    assert "sluice: set/ failed (read)" in r.stderr
