@@ -295,26 +295,48 @@ static sl_status parse_address(const char *address, char *host, size_t host_cap,
     return SL_OK;
 }
 
+/* What the bound address is, read once whatever its family: v4-mapped v6
+ * addresses count as the v4 ones they carry. */
+typedef struct {
+    int port;
+    bool v6, any, loopback;
+} bound_addr;
+
+static bound_addr bound_addr_of(const struct sockaddr_storage *ss)
+{
+    bound_addr b = {.v6 = ss->ss_family == AF_INET6};
+    if (b.v6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        const struct in6_addr *a = &in6->sin6_addr;
+        b.port = ntohs(in6->sin6_port);
+        b.any = IN6_IS_ADDR_UNSPECIFIED(a);
+        b.loopback = IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    } else {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        b.port = ntohs(in->sin_port);
+        b.any = in->sin_addr.s_addr == htonl(INADDR_ANY);
+        b.loopback = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    return b;
+}
+
 /* The URL of the bound socket: its numeric host, so it is true whatever
  * name was asked for; the any-address is reachable on loopback, so the URL
  * names that; a v6 host is in brackets, its zone's '%' written %25. */
-static void bound_url(const struct sockaddr_storage *ss, socklen_t len, int port, char *url,
+static void bound_url(const struct sockaddr_storage *ss, socklen_t len, bound_addr b, char *url,
                       size_t cap)
 {
     char host[64]; /* a numeric v6 host and its zone */
-    bool v6 = ss->ss_family == AF_INET6;
-    if (v6 && IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr))
-        snprintf(host, sizeof host, "::1");
-    else if (!v6 && ((const struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY))
-        snprintf(host, sizeof host, "127.0.0.1");
+    if (b.any)
+        snprintf(host, sizeof host, b.v6 ? "::1" : "127.0.0.1");
     else if (getnameinfo((const struct sockaddr *)ss, len, host, sizeof host, NULL, 0,
                          NI_NUMERICHOST) != 0)
-        snprintf(host, sizeof host, v6 ? "::1" : "127.0.0.1");
+        snprintf(host, sizeof host, b.v6 ? "::1" : "127.0.0.1");
     char *zone = strchr(host, '%');
     if (zone)
         *zone++ = '\0';
-    snprintf(url, cap, "http://%s%s%s%s%s:%d", v6 ? "[" : "", host, zone ? "%25" : "",
-             zone ? zone : "", v6 ? "]" : "", port);
+    snprintf(url, cap, "http://%s%s%s%s%s:%d", b.v6 ? "[" : "", host, zone ? "%25" : "",
+             zone ? zone : "", b.v6 ? "]" : "", b.port);
 }
 
 /* A bound, listening socket for `address` into *fd_out. */
@@ -357,16 +379,10 @@ static sl_status listen_on(const char *address, int *fd_out, int *bound_port, bo
         close(fd);
         return st;
     }
-    *bound_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                                           : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    bound_url(&ss, sl, *bound_port, url, url_cap);
-    if (ss.ss_family == AF_INET6) {
-        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-        *loopback = IN6_IS_ADDR_LOOPBACK(a) ||
-                    (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-    } else {
-        *loopback = (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
-    }
+    bound_addr b = bound_addr_of(&ss);
+    *bound_port = b.port;
+    *loopback = b.loopback;
+    bound_url(&ss, sl, b, url, url_cap);
     *fd_out = fd;
     return SL_OK;
 }
