@@ -560,18 +560,27 @@ void sl_ledger_set_presence(sl_ledger *l, bool (*published)(void *user, const ch
     l->published_user = user;
 }
 
+/* The size of part file `name` in the folder, or -1 when it cannot be
+ * stat'ed. */
+static int64_t part_file_size(const sl_ledger *l, const char *name)
+{
+    struct stat sb;
+    char *file = sl_asprintf("%s/%s", l->dir, name);
+    int64_t size = file && stat(file, &sb) == 0 ? (int64_t)sb.st_size : -1;
+    sl_free(file);
+    return size;
+}
+
 /* Binds parameter `at` of `s` to the size of part file `name` in the
  * folder; to NULL for a part published elsewhere (its size is not looked
  * at) or a file that cannot be stat'ed. */
 static void bind_bytes(sl_ledger *l, sqlite3_stmt *s, int at, const char *name)
 {
-    struct stat sb;
-    char *file = l->published || !name ? NULL : sl_asprintf("%s/%s", l->dir, name);
-    if (file && stat(file, &sb) == 0)
-        sqlite3_bind_int64(s, at, (sqlite3_int64)sb.st_size);
+    int64_t size = l->published || !name ? -1 : part_file_size(l, name);
+    if (size >= 0)
+        sqlite3_bind_int64(s, at, (sqlite3_int64)size);
     else
         sqlite3_bind_null(s, at);
-    sl_free(file);
 }
 
 /* Part `number`'s name (sl_free), or NULL with *st set when none. The
@@ -947,12 +956,9 @@ sl_status sl_ledger_each_resized(sl_ledger *l,
     /* One stat a part: only those whose size moved are read (by `each`). */
     while (st == SL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(s, 1);
-        char *file = sl_asprintf("%s/%s", l->dir, name);
-        struct stat sb;
-        bool seen = file && stat(file, &sb) == 0;
-        sl_free(file);
+        int64_t size = part_file_size(l, name);
         bool unsized = sqlite3_column_type(s, 2) == SQLITE_NULL;
-        if (!seen || (!unsized && sqlite3_column_int64(s, 2) == (sqlite3_int64)sb.st_size))
+        if (size < 0 || (!unsized && sqlite3_column_int64(s, 2) == (sqlite3_int64)size))
             continue;
         if (!room_for_one(&refs, n, &cap, sizeof *refs)) {
             st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
@@ -963,7 +969,7 @@ sl_status sl_ledger_each_resized(sl_ledger *l,
                      .written = (long)sqlite3_column_int64(s, 3),
                      .failed = sqlite3_column_type(s, 4) == SQLITE_NULL
                                    ? -1 : (long)sqlite3_column_int64(s, 4),
-                     .bytes = (int64_t)sb.st_size},
+                     .bytes = size},
             .unsized = unsized};
         if (!refs[n++].part.name)
             st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
