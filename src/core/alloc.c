@@ -75,6 +75,20 @@ void *sl_realloc(void *ptr, size_t size)
     return grown + HEADER;
 }
 
+void *sl_grow(void *arr, size_t n, size_t *cap, size_t elem)
+{
+    if (n < *cap)
+        return arr;
+    size_t ncap = *cap ? *cap : 8;
+    if (elem == 0 || ncap > SIZE_MAX / 2 / elem)
+        return NULL;
+    ncap *= 2;
+    void *grown = sl_realloc(arr, ncap * elem);
+    if (grown)
+        *cap = ncap;
+    return grown;
+}
+
 char *sl_strndup(const char *s, size_t n)
 {
     size_t len = strnlen(s, n);

@@ -16,6 +16,13 @@ void *sl_realloc(void *ptr, size_t size);
 char *sl_strdup(const char *s);
 char *sl_strndup(const char *s, size_t n);
 void sl_free(void *ptr);
+/* Room for one more element: `arr` (which may be NULL) holds n of *cap
+ * elements of `elem` bytes. Returns arr itself while n < *cap, else arr
+ * grown to twice *cap (16 at first) with *cap updated, or NULL when out of
+ * memory or past SIZE_MAX, arr then untouched and still the caller's. So
+ * each growing array is `T *g = sl_grow(a, n, &cap, sizeof *a); if (!g)
+ * fail; a = g;`. */
+void *sl_grow(void *arr, size_t n, size_t *cap, size_t elem);
 /* printf into a new string; NULL when out of memory. */
 char *sl_asprintf(const char *fmt, ...) SL_PRINTF(1, 2);
 

@@ -383,14 +383,10 @@ static size_t column_index(const sl_columns *c, const char *name)
 
 static sl_status add_column(sl_columns *c, const char *name, const json_t *row)
 {
-    if (c->n == c->cap) {
-        size_t ncap = c->cap ? c->cap * 2 : 16;
-        column *grown = sl_realloc(c->cols, ncap * sizeof *grown);
-        if (!grown)
-            return sl_fail(SL_ERR_NOMEM, "out of memory adding column '%s'", name);
-        c->cols = grown;
-        c->cap = ncap;
-    }
+    column *grown = sl_grow(c->cols, c->n, &c->cap, sizeof *grown);
+    if (!grown)
+        return sl_fail(SL_ERR_NOMEM, "out of memory adding column '%s'", name);
+    c->cols = grown;
     char buf[512];
     column *col = &c->cols[c->n];
     *col = (column){sl_strdup(name), sl_strdup(sl_columns_rename(c, name, row, buf, sizeof buf)),

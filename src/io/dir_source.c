@@ -95,13 +95,9 @@ static int read_level(const char *dir_path, level *lv)
     while ((de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        if (lv->count == cap) {
-            size_t ncap = cap ? cap * 2 : 64;
-            char **grown = sl_realloc(lv->names, ncap * sizeof *grown);
-            if (!grown) { err = ENOMEM; break; }
-            lv->names = grown;
-            cap = ncap;
-        }
+        char **grown = sl_grow(lv->names, lv->count, &cap, sizeof *grown);
+        if (!grown) { err = ENOMEM; break; }
+        lv->names = grown;
         if (!(lv->names[lv->count] = sl_strdup(de->d_name))) { err = ENOMEM; break; }
         lv->count++;
     }
@@ -113,14 +109,10 @@ static int read_level(const char *dir_path, level *lv)
 
 static sl_status push_level(sl_dir_source *src, const char *rel, int *read_errno)
 {
-    if (src->depth == src->cap) {
-        size_t ncap = src->cap ? src->cap * 2 : 8;
-        level *grown = sl_realloc(src->levels, ncap * sizeof *grown);
-        if (!grown)
-            return sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", src->root);
-        src->levels = grown;
-        src->cap = ncap;
-    }
+    level *grown = sl_grow(src->levels, src->depth, &src->cap, sizeof *grown);
+    if (!grown)
+        return sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", src->root);
+    src->levels = grown;
     level lv = {0};
     if (!(lv.rel = sl_strdup(rel)))
         return sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", src->root);

@@ -763,14 +763,10 @@ static sl_status flush_row_group(sl_pq_writer *w)
 {
     if (w->rg_rows == 0)
         return SL_OK;
-    if (w->nrgs == w->rgs_cap) {
-        size_t cap = w->rgs_cap ? w->rgs_cap * 2 : 8;
-        rg_meta *rgs = sl_realloc(w->rgs, cap * sizeof *rgs);
-        if (!rgs)
-            return nomem(w);
-        w->rgs = rgs;
-        w->rgs_cap = cap;
-    }
+    rg_meta *rgs = sl_grow(w->rgs, w->nrgs, &w->rgs_cap, sizeof *rgs);
+    if (!rgs)
+        return nomem(w);
+    w->rgs = rgs;
     rg_meta *rg = &w->rgs[w->nrgs];
     memset(rg, 0, sizeof *rg);
     rg->cols = sl_calloc(w->ncols, sizeof *rg->cols);

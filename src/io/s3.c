@@ -783,16 +783,12 @@ static sl_status fetch_page(sl_s3_list *l)
             }
             if (!e.key || !*e.key)
                 continue;
-            if (l->n == cap) {
-                size_t ncap = cap ? 2 * cap : 256;
-                entry *grown = sl_realloc(l->page, ncap * sizeof *grown);
-                if (!grown) {
-                    st = sl_fail(SL_ERR_NOMEM, "out of memory listing %s", l->url);
-                    break;
-                }
-                l->page = grown;
-                cap = ncap;
+            entry *grown = sl_grow(l->page, l->n, &cap, sizeof *grown);
+            if (!grown) {
+                st = sl_fail(SL_ERR_NOMEM, "out of memory listing %s", l->url);
+                break;
             }
+            l->page = grown;
             if (!(e.key = sl_strdup(e.key))) {
                 st = sl_fail(SL_ERR_NOMEM, "out of memory listing %s", l->url);
                 break;

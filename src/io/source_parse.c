@@ -22,16 +22,12 @@ static int strlist_push(strlist *l, char *s)
 {
     if (!s)
         return -1;
-    if (l->n == l->cap) {
-        size_t ncap = l->cap ? l->cap * 2 : 8;
-        char **grown = sl_realloc(l->v, ncap * sizeof *grown);
-        if (!grown) {
-            sl_free(s);
-            return -1;
-        }
-        l->v = grown;
-        l->cap = ncap;
+    char **grown = sl_grow(l->v, l->n, &l->cap, sizeof *grown);
+    if (!grown) {
+        sl_free(s);
+        return -1;
     }
+    l->v = grown;
     l->v[l->n++] = s;
     return 0;
 }

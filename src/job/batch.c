@@ -561,14 +561,10 @@ static int cmp_long(const void *a, const void *b)
 /* Appends n to *list (grown by doubling). */
 static bool push_number(long **list, size_t *n, size_t *cap, long v)
 {
-    if (*n == *cap) {
-        size_t ncap = *cap ? 2 * *cap : 64;
-        long *grown = sl_realloc(*list, ncap * sizeof *grown);
-        if (!grown)
-            return false;
-        *list = grown;
-        *cap = ncap;
-    }
+    long *grown = sl_grow(*list, *n, cap, sizeof *grown);
+    if (!grown)
+        return false;
+    *list = grown;
     (*list)[(*n)++] = v;
     return true;
 }

@@ -68,14 +68,10 @@ sl_status sl_pipeline_new(const sl_caption_params *params, sl_pipeline **out)
 
 static sl_status append(sl_pipeline *pl, const slot *s)
 {
-    if (pl->n == pl->cap) {
-        size_t cap = pl->cap ? 2 * pl->cap : 8;
-        slot *grown = sl_realloc(pl->slots, cap * sizeof *grown);
-        if (!grown)
-            return sl_fail(SL_ERR_NOMEM, "out of memory adding a stage");
-        pl->slots = grown;
-        pl->cap = cap;
-    }
+    slot *grown = sl_grow(pl->slots, pl->n, &pl->cap, sizeof *grown);
+    if (!grown)
+        return sl_fail(SL_ERR_NOMEM, "out of memory adding a stage");
+    pl->slots = grown;
     pl->slots[pl->n++] = *s;
     return SL_OK;
 }

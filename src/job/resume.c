@@ -256,16 +256,12 @@ static sl_status list_remote(const job *j, bool (*want)(const char *), char ***n
             break;
         if (strlen(key) < skip || !want(key + skip))
             continue;
-        if (*n == cap) {
-            size_t ncap = cap ? 2 * cap : 64;
-            char **grown = sl_realloc(*names, ncap * sizeof *grown);
-            if (!grown) {
-                st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
-                break;
-            }
-            *names = grown;
-            cap = ncap;
+        char **grown = sl_grow(*names, *n, &cap, sizeof *grown);
+        if (!grown) {
+            st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
+            break;
         }
+        *names = grown;
         if (!((*names)[*n] = sl_strdup(key + skip)))
             st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
         else

@@ -442,20 +442,6 @@ static void free_parts(part_ref *parts, size_t n)
     sl_free(parts);
 }
 
-/* Room in *arr (n of *cap elements of `size` bytes used) for one more. */
-static bool room_for_one(void *arr, size_t n, size_t *cap, size_t size)
-{
-    if (n < *cap)
-        return true;
-    size_t ncap = *cap ? 2 * *cap : 16;
-    void *grown = sl_realloc(*(void **)arr, ncap * size);
-    if (!grown)
-        return false;
-    *(void **)arr = grown;
-    *cap = ncap;
-    return true;
-}
-
 /* The parts a query (number, state, name) gives, into *out (the caller
  * frees it with free_parts). The caller holds the mutex. */
 static sl_status list_parts(sl_ledger *l, const char *sql, part_ref **out, size_t *count)
@@ -466,10 +452,12 @@ static sl_status list_parts(sl_ledger *l, const char *sql, part_ref **out, size_
     sl_status st = prepare(l, sql, &s);
     int rc = SQLITE_DONE;
     while (st == SL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (!room_for_one(&parts, n, &cap, sizeof *parts)) {
+        void *grown = sl_grow(parts, n, &cap, sizeof *parts);
+        if (!grown) {
             st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
             break;
         }
+        parts = grown;
         parts[n] = (part_ref){sqlite3_column_int64(s, 0), sqlite3_column_int(s, 1),
                               sl_strdup((const char *)sqlite3_column_text(s, 2))};
         if (!parts[n++].name)
@@ -960,10 +948,12 @@ sl_status sl_ledger_each_resized(sl_ledger *l,
         bool unsized = sqlite3_column_type(s, 2) == SQLITE_NULL;
         if (size < 0 || (!unsized && sqlite3_column_int64(s, 2) == (sqlite3_int64)size))
             continue;
-        if (!room_for_one(&refs, n, &cap, sizeof *refs)) {
+        void *grown = sl_grow(refs, n, &cap, sizeof *refs);
+        if (!grown) {
             st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
             break;
         }
+        refs = grown;
         refs[n] = (resized_ref){
             .part = {.number = (long)sqlite3_column_int64(s, 0), .name = sl_strdup(name),
                      .written = (long)sqlite3_column_int64(s, 3),

@@ -77,6 +77,43 @@ static void strings(void **state)
     sl_free(f);
 }
 
+/* sl_grow keeps the array while there is room, doubles it when full and
+ * keeps what it held, and on failure leaves the caller's array whole. */
+static void grow_makes_room_for_one_more(void **state)
+{
+    long *a = NULL;
+    size_t cap = 0, n = 0, grows = 0;
+    for (long v = 0; v < 1000; v++) {
+        size_t before = cap;
+        long *g = sl_grow(a, n, &cap, sizeof *a);
+        assert_non_null(g);
+        if (cap != before) {
+            assert_true(n == before && cap == (before ? 2 * before : 16));
+            grows++;
+        } else {
+            assert_ptr_equal(g, a);
+        }
+        a = g;
+        a[n++] = v;
+    }
+    assert_int_equal(cap, 1024);
+    assert_int_equal(grows, 7); /* 16, 32, ..., 1024 */
+    for (long v = 0; v < 1000; v++)
+        assert_int_equal(a[v], v);
+
+    n = cap;
+    sl_alloc_fail_after(0);
+    assert_null(sl_grow(a, n, &cap, sizeof *a));
+    sl_alloc_fail_after(-1);
+    assert_int_equal(cap, 1024);
+    assert_int_equal(a[999], 999); /* still the caller's, unharmed */
+
+    size_t huge = SIZE_MAX / 16;
+    assert_null(sl_grow(a, huge, &huge, 16)); /* doubling would wrap */
+    assert_int_equal(huge, SIZE_MAX / 16);
+    sl_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -85,6 +122,7 @@ int main(void)
         cmocka_unit_test(calloc_zeroes_and_rejects_overflow),
         cmocka_unit_test(fail_after_n),
         cmocka_unit_test(strings),
+        cmocka_unit_test(grow_makes_room_for_one_more),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

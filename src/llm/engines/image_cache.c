@@ -130,17 +130,13 @@ void sl_image_cache_put(sl_image_cache *c, const char *id, int part, const float
                 oldest = i;
         drop(c, oldest);
     }
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? 2 * c->cap : 64;
-        entry *grown = sl_realloc(c->entries, cap * sizeof *grown);
-        if (!grown) {
-            pthread_mutex_unlock(&c->mu);
-            sl_free(copy);
-            return;
-        }
-        c->entries = grown;
-        c->cap = cap;
+    entry *grown = sl_grow(c->entries, c->n, &c->cap, sizeof *grown);
+    if (!grown) {
+        pthread_mutex_unlock(&c->mu);
+        sl_free(copy);
+        return;
     }
+    c->entries = grown;
     entry *e = &c->entries[c->n++];
     snprintf(e->id, sizeof e->id, "%s", id);
     e->tag = tag_of(id, part);
