@@ -33,6 +33,10 @@
  * descriptor of a 1024 RLIMIT_NOFILE, so the run's rows failed with "Too
  * many open files". A scraper and a few browser tabs need a handful. */
 #define MAX_CONNECTIONS 64
+/* One client address holds at most a quarter of them (its further ones are
+ * accepted and closed at once): 80 idle connections from one address kept a
+ * Prometheus on another from /metrics until the 30 s timeout closed them. */
+#define PER_ADDRESS_SHARE 4
 /* libmicrohttpd logs each malformed request. A client that sends junk (a
  * port scanner, a health check speaking another protocol) flooded the run's
  * stderr: 3,000 bad requests, 3,000 warnings among the rows' own lines. The
@@ -419,11 +423,14 @@ sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics
         sl_metrics_server_stop(s);
         return st;
     }
+    unsigned limit = connection_limit();
+    unsigned per_address = limit / PER_ADDRESS_SHARE > 0 ? limit / PER_ADDRESS_SHARE : 1;
     s->daemon = MHD_start_daemon(
         MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT,
-        connection_limit(), MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address,
+        MHD_OPTION_END);
     if (!s->daemon) {
         close(fd);
         sl_metrics_server_stop(s);

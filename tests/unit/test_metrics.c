@@ -4,6 +4,7 @@
  * process_* metrics and the HTTP endpoint (over a real socket). */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <math.h>
 #include <pthread.h>
@@ -15,6 +16,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -733,6 +735,56 @@ static void the_url_reaches_the_server(void **state)
     sl_metrics_free(m);
 }
 
+/* A connection to 127.0.0.1:port from source address `from` (another
+ * loopback address is another client), non-blocking when asked. */
+static int connect_from(const char *from, int port, bool nonblocking)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    assert_int_equal(inet_pton(AF_INET, from, &src.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&src, sizeof src), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+    assert_true(rc == 0 || (nonblocking && errno == EINPROGRESS));
+    return fd;
+}
+
+/* 80 idle connections from one address, more than the server holds: a
+ * client on another address is still answered at once. Without a share per
+ * address they took every slot and it waited in the backlog until the 30 s
+ * timeout closed the idle ones. */
+static void one_address_cannot_take_every_connection(void **state)
+{
+    (void)state;
+    sl_metrics *m = new_registry();
+    sl_metrics_server *s = NULL;
+    assert_int_equal(sl_metrics_server_start(m, "127.0.0.1:0", &s), SL_OK);
+    int port = sl_metrics_server_port(s);
+    int idle[80];
+    for (size_t i = 0; i < sizeof idle / sizeof *idle; i++)
+        idle[i] = connect_from("127.0.0.1", port, true);
+    usleep(300 * 1000); /* the server accepts what it takes */
+
+    int fd = connect_from("127.0.0.2", port, false);
+    struct timeval five = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof five);
+    const char req[] = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    char status[64] = "";
+    ssize_t r = read(fd, status, sizeof status - 1);
+    status[r > 0 ? r : 0] = '\0';
+    if (strncmp(status, "HTTP/1.1 200", 12) != 0)
+        fail_msg("another address's GET /metrics got \"%.40s\" (%s)", status,
+                 r < 0 ? strerror(errno) : "closed");
+    close(fd);
+    for (size_t i = 0; i < sizeof idle / sizeof *idle; i++)
+        close(idle[i]);
+    sl_metrics_server_stop(s);
+    sl_metrics_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -749,6 +801,7 @@ int main(void)
         cmocka_unit_test(http_endpoint_serves_and_refuses),
         cmocka_unit_test(bad_addresses_are_named),
         cmocka_unit_test(the_url_reaches_the_server),
+        cmocka_unit_test(one_address_cannot_take_every_connection),
         cmocka_unit_test(prefix_routes_get_the_path),
         cmocka_unit_test(gpu_metrics_absent_without_nvml),
         cmocka_unit_test(gpu_metrics_read_from_nvml),
