@@ -501,7 +501,8 @@ int sl_json_schema_match(const sl_json_schema *schema, const json_t *value, char
 }
 
 sl_status sl_json_schema_check_answer(const sl_json_schema *schema, const char *id,
-                                      const char *text, char **message)
+                                      const char *text, const char *finish_reason,
+                                      char **message)
 {
     *message = NULL;
     json_error_t jerr;
@@ -515,8 +516,12 @@ sl_status sl_json_schema_check_answer(const sl_json_schema *schema, const char *
     json_decref(v);
     if (ok)
         return SL_OK;
-    *message = sl_asprintf("%s: %s%s; the answer was: %s", id ? id : "(request)",
+    bool cut = finish_reason && strcmp(finish_reason, "length") == 0;
+    *message = sl_asprintf("%s: %s%s%s; the answer was: %s", id ? id : "(request)",
                            parsed ? "the answer does not match the JSON schema: " : "", why,
+                           cut ? "; it was cut at the token limit (finish_reason \"length\"): "
+                                 "allow more tokens (--max-tokens, or max_tokens in the request)"
+                               : "",
                            text);
     return SL_ERR_INVALID_OUTPUT;
 }

@@ -37,8 +37,11 @@ int sl_json_schema_match(const sl_json_schema *schema, const json_t *value, char
 /* Checks an answer's text: SL_OK when it is one JSON value (whitespace
  * around it allowed) that matches; else SL_ERR_INVALID_OUTPUT and *message
  * (sl_free; NULL when out of memory) naming id, the cause and the raw
- * answer, which the message keeps whole. */
+ * answer, which the message keeps whole. An answer whose finish_reason
+ * (may be NULL) is "length" was cut at the token limit, not misled: the
+ * message says so and what to raise. */
 sl_status sl_json_schema_check_answer(const sl_json_schema *schema, const char *id,
-                                      const char *text, char **message);
+                                      const char *text, const char *finish_reason,
+                                      char **message);
 
 #endif

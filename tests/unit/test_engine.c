@@ -2146,6 +2146,7 @@ static void an_answer_cut_short_is_invalid_output(void **state)
     assert_int_equal(c.result.generated_tokens, 3);
     assert_true(c.result.text[0] == '{');
     assert_non_null(strstr(c.error, "short.jpg: the answer is not JSON: "));
+    assert_non_null(strstr(c.error, "it was cut at the token limit"));
     char *tail = sl_asprintf("; the answer was: %s", c.result.text);
     assert_non_null(strstr(c.error, tail));
     sl_free(tail);

@@ -926,7 +926,8 @@ static void finish_slot(llama_engine *e, slot *s, const char *reason)
         return;
     }
     char *invalid = NULL;
-    if (r->schema && sl_json_schema_check_answer(r->schema, r->id, res.text, &invalid) != SL_OK) {
+    if (r->schema && sl_json_schema_check_answer(r->schema, r->id, res.text, res.finish_reason,
+                                                 &invalid) != SL_OK) {
         complete(e, r, SL_ERR_INVALID_OUTPUT,
                  invalid ? invalid : "the answer does not match the JSON schema", &res);
         sl_free(invalid);

@@ -286,7 +286,7 @@ static void complete_as(oa_engine *e, oa_req *r, sl_result *res, sl_status fail,
             sl_status st = error ? fail : SL_OK;
             if (!error && r->schema &&
                 sl_json_schema_check_answer(r->schema, r->id, one->text ? one->text : "",
-                                            &invalid) != SL_OK)
+                                            one->finish_reason, &invalid) != SL_OK)
                 st = SL_ERR_INVALID_OUTPUT;
             last = sl_task_group_record(r->grp, r->task + k, st, error ? error : invalid, one,
                                         &c);
@@ -302,7 +302,7 @@ static void complete_as(oa_engine *e, oa_req *r, sl_result *res, sl_status fail,
         c.result = *res;
         char *invalid = NULL;
         if (r->schema && sl_json_schema_check_answer(r->schema, r->id, res->text ? res->text : "",
-                                                     &invalid) != SL_OK) {
+                                                     res->finish_reason, &invalid) != SL_OK) {
             c.status = SL_ERR_INVALID_OUTPUT;
             c.error = invalid; /* NULL when out of memory: poll()'s callers say so */
         }
