@@ -925,3 +925,92 @@ def test_a_folder_that_cannot_be_listed_is_a_row_naming_it(store, sluice, tmp_pa
     assert (row["id"], row["path"]) == ("set/", "s3://no-such-bucket/set/")
     assert "NoSuchBucket" in row["error"] and "s3://no-such-bucket/set/" in row["error"]
     assert "sluice: set/ failed (read)" in r.stderr
+
+
+def test_a_tar_or_parquet_cut_short_under_item_sharding_ends_the_run(store, sluice, tmp_path):
+    """A tar shard, a Parquet or an Arrow file whose ranged GET the store refuses
+    (after retries) during one run only, the input shared out by item
+    (--input-shard K/N with more runs than files, as MPI ranks): that run
+    ends (exit 1, naming the file, the cause and 'run it again'); run again
+    once the store answers, the three runs hold every sample exactly once.
+    Unsharded, the cut stays one failed row naming the file."""
+    import io
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    env, client = store
+    client.create_bucket(Bucket="cut")
+    images = sample_images()[:4]
+    shard = wds_shard([(f"s{k:02d}.jpg", images[k % 4].read_bytes()) for k in range(10)])
+    assert len(shard) > 4 * 65536
+    client.put_object(Bucket="cut", Key="t/a-000.tar", Body=shard)
+    client.put_object(Bucket="cut", Key="t/a-001.tar",
+                      Body=wds_shard([(f"z{k}.jpg", images[k % 4].read_bytes()) for k in range(4)]))
+    # A 1 MiB binary column nothing reads keeps the row groups' images
+    # apart, so each is a GET of its own (not one read-ahead of the file).
+    table = pa.table({"image": pa.array([{"bytes": images[k % 4].read_bytes(), "path": f"{k}.jpg"}
+                                         for k in range(10)],
+                                        pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                      "blob": pa.array([os.urandom(1 << 20) for _ in range(10)], pa.binary()),
+                      "label": pa.array(range(10), pa.int64())})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=2, compression="none")
+    client.put_object(Bucket="cut", Key="p/a-000.parquet", Body=buf.getvalue())
+    client.put_object(Bucket="cut", Key="p/a-001.parquet", Body=buf.getvalue())
+    import pyarrow.ipc as ipc
+    stream = io.BytesIO()
+    with ipc.new_stream(stream, table.schema) as w:
+        w.write_table(table, max_chunksize=2)
+    client.put_object(Bucket="cut", Key="a/a-000.arrow", Body=stream.getvalue())
+    client.put_object(Bucket="cut", Key="a/a-001.arrow", Body=stream.getvalue())
+    group = pq.ParquetFile(io.BytesIO(buf.getvalue())).metadata.row_group(1)
+    pq_second = min(group.column(c).data_page_offset for c in range(group.num_columns))
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    try:
+        penv = dict(env, AWS_ENDPOINT_URL=proxy.url)
+        for inputs, cut, total in (("s3://cut/t/a-{000..001}.tar", "/cut/t/a-000.tar", 14),
+                                   ("s3://cut/p/a-{000..001}.parquet", "/cut/p/a-000.parquet", 20),
+                                   ("s3://cut/a/a-{000..001}.arrow", "/cut/a/a-000.arrow", 20)):
+            # The tar's second block, the Parquet file's second row group
+            # on, the Arrow file's last two thirds: refused every time (so
+            # after io/s3.h's retries too).
+            first = (65536 if cut.endswith(".tar") else pq_second if cut.endswith(".parquet")
+                     else len(stream.getvalue()) // 3)
+
+            def refuse(m, p, rng, cut=cut, first=first):
+                if m != "GET" or p != cut or not rng or rng.startswith("bytes=-"):
+                    return False
+                return int(rng.split("=")[1].split("-")[0]) >= first
+            name = cut.rsplit("/", 1)[1]
+            # Runs 0 and 2 read the file whole; run 1's read is cut short.
+            # It went on before (exit 0): its stream was shorter than the
+            # others' by the rest of the file, so its shards after the cut
+            # held the wrong samples (the tar: 4 of 14 lost, 2 twice).
+            outs = [tmp_path / f"{name}-{k}" for k in range(3)]
+            for k, out in enumerate(outs):
+                proxy.refuse = refuse if k == 1 else None
+                r = caption_env(sluice, penv, inputs, "-o", out,
+                                "--input-shard", f"{k}/3", "--input-shard-size", "2")
+                if k != 1:
+                    assert r.returncode == 0, (name, k, r.stderr[-3000:])
+                    continue
+                assert r.returncode == 1, (name, k, r.returncode, r.stderr[-3000:])
+                assert f"input 's3://cut{cut[4:]}'" in r.stderr, r.stderr[-3000:]
+                assert "AccessDenied" in r.stderr and "run it again" in r.stderr, r.stderr[-3000:]
+            # Unsharded: one failed row names the file, the rows before the cut read.
+            proxy.refuse = refuse
+            r = caption_env(sluice, penv, inputs, "-o", tmp_path / f"{name}-all")
+            assert r.returncode == 3, r.stderr[-3000:]
+            failed = [row for row in read_rows(tmp_path / f"{name}-all") if row["error"]]
+            assert len(failed) == 1 and f"s3://cut{cut[4:]}" in failed[0]["error"], failed
+            # The store answers again: run 1 run again resumes; every sample once.
+            proxy.refuse = None
+            r = caption_env(sluice, penv, inputs, "-o", outs[1],
+                            "--input-shard", "1/3", "--input-shard-size", "2")
+            assert r.returncode == 0, r.stderr[-3000:]
+            rows = [json.loads(line) for out in outs for part in sorted(out.glob("part-*.jsonl"))
+                    for line in part.read_text().splitlines()]
+            assert all(row["error"] is None for row in rows), rows
+            ids = [row["id"] for row in rows]
+            assert len(ids) == total and len(set(ids)) == total, sorted(ids)
+    finally:
+        proxy.close()
