@@ -342,6 +342,37 @@ def test_output_to_a_bucket_and_resume_after_a_failed_upload(store, sluice, tmp_
     assert sorted(table.column("id").to_pylist()) == want
 
 
+def test_a_second_run_into_a_locked_output_names_the_bucket(store, sluice, tmp_path):
+    """Two runs of one s3:// output with one state folder: the second is
+    refused while the first holds the ledger's lock, and the message names
+    the output's URL and the state folder (it named the state folder alone,
+    a path the user never typed) and says what to do."""
+    env, client = store
+    client.create_bucket(Bucket="locks")
+    inputs, _ = image_folder(tmp_path, 1)
+    state = tmp_path / "state"
+    args = [str(sluice.binary), "caption", str(inputs), "-o", "s3://locks/run/", "--state-dir",
+            str(state), "--model", str(REPO / "models/tiny/model.gguf"),
+            "--mmproj", str(REPO / "models/tiny/mmproj.gguf"), "--max-tokens", "4",
+            "--metrics-addr", "off"]
+    # The first run holds the lock 20 s once its ledger is settled.
+    first = subprocess.Popen(args, env=dict(env, SLUICE_TEST_FAULTS="trace,ledger.reconciled="
+                                                                     "sleep:20000"),
+                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        for line in first.stderr:
+            if "test fault point ledger.reconciled" in line:
+                break
+        r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        first.kill()
+        first.wait()
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert (f"output 's3://locks/run' is in use by another sluice run (its resume ledger, in "
+            f"the state folder '{state}', is locked): wait for that run to end, or write to "
+            "another prefix") in r.stderr, r.stderr[-2000:]
+
+
 def test_a_resume_on_another_served_model_names_the_bucket(store, sluice, tmp_path):
     """The refusal of a resumed run whose fleet serves another model names
     the output as given (the bucket), not the local state folder, as every
