@@ -373,6 +373,47 @@ def test_a_second_run_into_a_locked_output_names_the_bucket(store, sluice, tmp_p
             "another prefix") in r.stderr, r.stderr[-2000:]
 
 
+def test_two_runs_into_one_output_with_two_state_folders_do_not_mix(store, sluice, tmp_path):
+    """Two runs of one s3:// output with different --state-dir: the ledger's
+    lock (in each state folder) keeps neither out, and both number their
+    parts from 0. The second to commit part-00000 replaced the first's
+    object (its rows lost, both exit 0); now it finds the object there and
+    stops (exit 1) naming it, its own state folder and what to do."""
+    from conftest import sample_copies
+    env, client = store
+    client.create_bucket(Bucket="twice")
+    mine, theirs = tmp_path / "a", tmp_path / "b"
+    sample_copies(mine, 1)
+    sample_copies(theirs, 1)
+    (theirs / "c000").rename(theirs / "theirs")  # other ids than mine's
+    def args(inputs, state):
+        return [str(sluice.binary), "caption", str(inputs), "-o", "s3://twice/run",
+                "--state-dir", str(state), "--model", str(REPO / "models/tiny/model.gguf"),
+                "--mmproj", str(REPO / "models/tiny/mmproj.gguf"), "--max-tokens", "4",
+                "--metrics-addr", "off"]
+    # Run A has checked the bucket (no parts yet) and waits 15 s; run B writes meanwhile.
+    a = subprocess.Popen(args(mine, tmp_path / "sa"),
+                         env=dict(env, SLUICE_TEST_FAULTS="trace,ledger.reconciled=sleep:15000"),
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        for line in a.stderr:
+            if "test fault point ledger.reconciled" in line:
+                break
+        r = subprocess.run(args(theirs, tmp_path / "sb"), env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        err = a.stderr.read()
+        assert a.wait(timeout=120) == 1, err[-2000:]
+    finally:
+        if a.poll() is None:
+            a.kill()
+    assert (f"'s3://twice/run/part-00000.jsonl' is already in the bucket, and this run (its "
+            f"state folder '{tmp_path / 'sa'}') did not write it: another run is writing the "
+            "same output with another --state-dir") in err, err[-2000:]
+    assert sorted(remote_ids(client, "twice", "run/")) == \
+        sorted(str(p.relative_to(theirs)) for p in theirs.rglob("*") if p.is_file())
+
+
 def test_a_resume_on_another_served_model_names_the_bucket(store, sluice, tmp_path):
     """The refusal of a resumed run whose fleet serves another model names
     the output as given (the bucket), not the local state folder, as every
