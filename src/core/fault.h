@@ -20,7 +20,9 @@
  * Points: write, fsync (files and folders), rename: every write, sync and
  * rename of output parts and their folder (core/file.h); read: a local
  * input file read whole (core/file.h sl_read_file), before its first byte
- * (a sleep there is a read stuck on a hung mount); ledger.add (a row
+ * (a sleep there is a read stuck on a hung mount); source.open: an input
+ * file (its path) about to be opened by the source (io/source.h; a sleep
+ * there is a time to change the file between two runs' reads); ledger.add (a row
  * recorded in the resume ledger); ledger.reconcile (a run's start, before
  * the ledger's reconcile is durable), ledger.reconciled (after; a trace
  * only); commit.begin, commit.after_sync,

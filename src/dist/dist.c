@@ -22,7 +22,11 @@
 #include <mpi.h>
 #endif
 
-enum { TAG_REQUEST = 101, TAG_REPLY = 102, TAG_BYE = 103 };
+/* TAG_ALIVE: rank 0's serving thread tells each finished rank, every
+ * ALIVE_EVERY_S, that it still runs: a rank waiting for its goodbye can
+ * tell a rank 0 that waits for the others from one that is stuck. */
+enum { TAG_REQUEST = 101, TAG_REPLY = 102, TAG_BYE = 103, TAG_ALIVE = 104 };
+#define ALIVE_EVERY_S 10
 
 struct sl_dist {
     int rank, size;
@@ -69,7 +73,48 @@ int sl_dist_rank(const sl_dist *d) { return d ? d->rank : 0; }
 int sl_dist_size(const sl_dist *d) { return d ? d->size : 1; }
 bool sl_dist_reported(const sl_dist *d) { return d && d->reported; }
 
+/* The waits that warn (rank 0 for the others, a rank for rank 0) warn at
+ * 30 s, 60, 120, ... 960 s, then every 10 minutes: the next after `now`. */
+static int next_warning_s(int now) { return now < 600 ? 2 * now : now + 600; }
+
 #ifdef SLUICE_HAVE_MPI
+
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A rank other than 0 waiting on rank 0 (for `what`) since `since`: a
+ * warning when a step of next_warning_s is passed. Nothing else says it:
+ * rank 0 stuck (a stopped process, a hung mount or GPU) holds the job, and
+ * the other ranks waited for it in silence. */
+typedef struct rank0_wait {
+    double since;
+    int warn_at_s;
+} rank0_wait;
+
+static void rank0_wait_start(rank0_wait *w)
+{
+    w->since = seconds_now();
+    w->warn_at_s = 30;
+}
+
+static void rank0_wait_check(rank0_wait *w, const sl_dist *d, const char *what)
+{
+    int waited = (int)(seconds_now() - w->since);
+    if (waited < w->warn_at_s)
+        return;
+    w->warn_at_s = next_warning_s(w->warn_at_s);
+    /* At the error level: the CLI shows the ranks other than 0 nothing
+     * less (rank 0 speaks for the job), and this only they can say. */
+    sl_log(SL_LOG_ERROR,
+           "rank %d has heard nothing from rank 0 for %d s (waiting for %s): a rank 0 that is "
+           "stuck (a stopped process, a hung mount or GPU) holds the job: end it (kill -9 rank "
+           "0's process) and run the same command again to resume",
+           d->rank, waited, what);
+}
 
 static void nap(int *us)
 {
@@ -118,8 +163,10 @@ static void say_goodbye(sl_dist *d)
         MPI_Send("", 0, MPI_BYTE, r, TAG_BYE, MPI_COMM_WORLD);
 }
 
-/* Receives the message from `source` with `tag` into *into, polling. */
-static sl_status receive(int source, int tag, wire_buf *into, int *from)
+/* Receives the message from `source` with `tag` into *into, polling; with
+ * `wait` (a rank waiting on rank 0 for `what`), warning as it goes. */
+static sl_status receive(int source, int tag, wire_buf *into, int *from, const sl_dist *d,
+                         rank0_wait *wait, const char *what)
 {
     int us = 20;
     for (;;) {
@@ -142,6 +189,8 @@ static sl_status receive(int source, int tag, wire_buf *into, int *from)
             return SL_OK;
         }
         nap(&us);
+        if (wait)
+            rank0_wait_check(wait, d, what);
     }
 }
 
@@ -150,7 +199,16 @@ static void *serve(void *arg)
     sl_dist *d = arg;
     wire_buf in = {0}, out = {0};
     int us = 20;
+    double alive_at = seconds_now();
     while (!atomic_load(&d->stop_serving)) {
+        if (seconds_now() - alive_at >= ALIVE_EVERY_S) {
+            alive_at = seconds_now();
+            for (int r = 1; r < d->size; r++) {
+                coord_rank cr;
+                if (coord_rank_progress(d->coord, r, &cr) && cr.finished)
+                    MPI_Send("", 0, MPI_BYTE, r, TAG_ALIVE, MPI_COMM_WORLD);
+            }
+        }
         int flag = 0;
         MPI_Status status;
         MPI_Iprobe(MPI_ANY_SOURCE, TAG_REQUEST, MPI_COMM_WORLD, &flag, &status);
@@ -160,7 +218,7 @@ static void *serve(void *arg)
         }
         us = 20;
         int from = 0;
-        if (receive(status.MPI_SOURCE, TAG_REQUEST, &in, &from) != SL_OK) {
+        if (receive(status.MPI_SOURCE, TAG_REQUEST, &in, &from, d, NULL, NULL) != SL_OK) {
             sl_log(SL_LOG_ERROR, "coordinator: %s", sl_last_error());
             break;
         }
@@ -177,6 +235,20 @@ static void *serve(void *arg)
     return NULL;
 }
 
+/* What a request asks rank 0 for, in a warning. */
+static const char *request_name(uint8_t type)
+{
+    switch (type) {
+    case COORD_HELLO: return "its answer to this rank's hello";
+    case COORD_NEXT: return "the next input shard";
+    case COORD_END: return "its answer to the input's end";
+    case COORD_RECORD: return "a part to be recorded in the ledger";
+    case COORD_COMMIT: return "a part to be marked committed";
+    case COORD_FINISH: return "its answer to this rank's finish";
+    default: return "an answer";
+    }
+}
+
 /* One request and its reply, left in d->reply. */
 static sl_status call(sl_dist *d)
 {
@@ -187,10 +259,24 @@ static sl_status call(sl_dist *d)
     } else {
         if (d->request.buf.len > (size_t)INT32_MAX)
             return sl_fail(SL_ERR_TOO_LARGE, "a request to rank 0 of %zu bytes", d->request.buf.len);
-        if (MPI_Send(d->request.buf.data, (int)d->request.buf.len, MPI_BYTE, 0, TAG_REQUEST,
-                     MPI_COMM_WORLD) != MPI_SUCCESS)
-            return sl_fail(SL_ERR_IO, "rank %d cannot reach rank 0 (MPI_Send failed)", d->rank);
-        sl_status st = receive(0, TAG_REPLY, &d->reply, NULL);
+        /* Not MPI_Send: a request past the eager limit (a part's row
+         * ids) waits for rank 0 to take it, and a stuck rank 0 never does. */
+        const char *what = request_name(d->request.buf.len ? d->request.buf.data[0] : 0);
+        rank0_wait wait;
+        rank0_wait_start(&wait);
+        MPI_Request sent;
+        if (MPI_Isend(d->request.buf.data, (int)d->request.buf.len, MPI_BYTE, 0, TAG_REQUEST,
+                      MPI_COMM_WORLD, &sent) != MPI_SUCCESS)
+            return sl_fail(SL_ERR_IO, "rank %d cannot reach rank 0 (MPI_Isend failed)", d->rank);
+        for (int done = 0, us = 20; !done;) {
+            if (MPI_Test(&sent, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                return sl_fail(SL_ERR_IO, "rank %d cannot reach rank 0 (MPI_Test failed)", d->rank);
+            if (!done) {
+                nap(&us);
+                rank0_wait_check(&wait, d, what);
+            }
+        }
+        sl_status st = receive(0, TAG_REPLY, &d->reply, NULL, d, &wait, what);
         if (st != SL_OK)
             return st;
     }
@@ -200,11 +286,31 @@ static sl_status call(sl_dist *d)
 }
 
 /* MPI_Finalize waits for every rank, spinning a core: a rank that is done
- * waits for rank 0's goodbye (sent once all are) napping instead. */
+ * waits for rank 0's goodbye (sent once all are) napping instead. Rank 0
+ * says it is alive meanwhile (TAG_ALIVE, each restarting the wait): the
+ * other ranks may take long, and then rank 0 names them itself. Its
+ * messages come in the order sent, so the goodbye comes after them all. */
 static void finalize(sl_dist *d)
 {
-    if (d->rank != 0 && d->reported)
-        receive(0, TAG_BYE, &d->reply, NULL);
+    rank0_wait wait;
+    rank0_wait_start(&wait);
+    for (int us = 20; d->rank != 0 && d->reported;) {
+        int flag = 0;
+        MPI_Status status;
+        if (MPI_Iprobe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &status) != MPI_SUCCESS)
+            break;
+        if (!flag) {
+            nap(&us);
+            rank0_wait_check(&wait, d, "the job's end, this rank's part finished");
+            continue;
+        }
+        char none[1];
+        MPI_Recv(none, 0, MPI_BYTE, 0, status.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        if (status.MPI_TAG == TAG_BYE)
+            break;
+        rank0_wait_start(&wait);
+        us = 20;
+    }
     MPI_Finalize();
 }
 
@@ -491,7 +597,7 @@ sl_status dist_wait_all(sl_dist *d, coord_counts *totals)
          * it, at 30 s, 60, 120, ... 960 s, then every 10 minutes. */
         bool warn = waited_s >= warn_at_s;
         if (warn)
-            warn_at_s = waited_s < 600 ? 2 * waited_s : waited_s + 600;
+            warn_at_s = next_warning_s(waited_s);
         log_waiting(d, warn ? SL_LOG_WARN : SL_LOG_INFO, waited_s);
     }
     if (d->serving) {

@@ -90,7 +90,23 @@ static sl_status upload(sl_sink *s)
     int err = sl_fault("commit.upload", s->remote_path);
     if (err)
         return sl_fail(SL_ERR_IO, "cannot upload '%s': %s", s->remote_path, strerror(err));
-    sl_status st = sl_s3_upload_file(s3, s->ops->temp_path(s->part), s->remote_path, 0);
+    /* A part's number is never used twice by the runs of one ledger (a
+     * dropped one's neither), so an object already there is another
+     * run's: one writing the output with another state folder, which the
+     * ledger's lock does not keep out. Uploading would replace its rows. */
+    uint8_t first;
+    size_t got;
+    sl_status st = sl_s3_read(s3, s->remote_path, 0, 1, false, &first, &got, NULL);
+    if (st == SL_OK)
+        return sl_fail(SL_ERR_IO, "'%s' is already in the bucket, and this run (its state "
+                                  "folder '%s') did not write it: another run is writing the "
+                                  "same output with another --state-dir. Stop one of them; run "
+                                  "this one again once the other has ended, with the other's "
+                                  "--state-dir (it resumes), or write to another prefix",
+                       s->remote_path, s->dir);
+    if (st != SL_ERR_NOT_FOUND)
+        return st;
+    st = sl_s3_upload_file(s3, s->ops->temp_path(s->part), s->remote_path, 0);
     if (st == SL_OK && (err = sl_fault("commit.after_upload", s->remote_path)) != 0)
         st = sl_fail(SL_ERR_IO, "after uploading '%s': %s", s->remote_path, strerror(err));
     return st;

@@ -23,6 +23,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/file.h"
 #include "core/json.h"
 #include "core/utf8.h"
@@ -1323,9 +1324,18 @@ struct sl_source {
     int take;                /* and the answer (SL_SHARD_*) */
     bool asked, ended;       /* whether it was asked yet / told the end */
     json_t *types;           /* the column shapes of the files opened (source_kind.types) */
+    struct file_stamp *stamps; /* shards by item: each local file as the run began, or NULL */
 };
 
+/* A local input file's size and time of change when the run began. */
+typedef struct file_stamp {
+    bool known; /* a regular file stat() could see */
+    off_t size;
+    struct timespec mtime;
+} file_stamp;
+
 static sl_status add_types(sl_source *src, const char *file);
+static sl_status stamp_files(sl_source *src);
 
 static bool ends_with(const char *s, const char *suffix)
 {
@@ -1520,6 +1530,7 @@ void sl_source_free(sl_source *src)
     if (src->lexical)
         sl_strings_free(src->lexical, src->n_files);
     sl_free(src->names);
+    sl_free(src->stamps);
     json_decref(src->types);
     sl_free(src);
 }
@@ -1845,6 +1856,8 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
         unsigned runs = params->take_shard ? params->shard_peers : params->shard_count;
         src->sharded = params->take_shard || params->shard_count > 1;
         src->by_file = src->sharded && src->n_files >= runs;
+        if (src->sharded && !src->by_file)
+            st = stamp_files(src);
     }
     if (st != SL_OK) {
         sl_source_free(src);
@@ -1915,6 +1928,49 @@ static sl_status tell_end(sl_source *src, uint64_t n_shards)
     return src->p.take_shard(src->p.take_shard_user, n_shards, true, &ignored);
 }
 
+/* Shards by item are runs of positions in the stream every run (or rank)
+ * reads whole, each at its own time: a local file cut or rewritten between
+ * two runs' reads of it gives them streams of different lengths, and the
+ * items after it fall in other shards on each (rows lost with exit 0, or
+ * written twice). Each file's size and time of change are kept as the run
+ * began (every rank starts together) and checked when it is opened and when
+ * it ends: changed, the run ends. A file in a bucket is not checked. */
+static sl_status stamp_files(sl_source *src)
+{
+    if (!(src->stamps = sl_calloc(src->n_files ? src->n_files : 1, sizeof *src->stamps)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening the inputs");
+    for (size_t i = 0; i < src->n_files; i++) {
+        struct stat sb;
+        if (sl_s3_is_url(src->files[i]) || src->hf_names || stat(src->files[i], &sb) != 0 ||
+            !S_ISREG(sb.st_mode))
+            continue;
+        src->stamps[i] = (file_stamp){true, sb.st_size, sb.st_mtim};
+    }
+    return SL_OK;
+}
+
+static sl_status check_unchanged(const sl_source *src, size_t i)
+{
+    const file_stamp *was = src->stamps ? &src->stamps[i] : NULL;
+    if (!was || !was->known)
+        return SL_OK;
+    struct stat sb;
+    char now[96];
+    if (stat(src->files[i], &sb) != 0)
+        snprintf(now, sizeof now, "%s", strerror(errno));
+    else if (sb.st_size != was->size)
+        snprintf(now, sizeof now, "%lld bytes now", (long long)sb.st_size);
+    else if (sb.st_mtim.tv_sec != was->mtime.tv_sec || sb.st_mtim.tv_nsec != was->mtime.tv_nsec)
+        snprintf(now, sizeof now, "rewritten since");
+    else
+        return SL_OK;
+    return sl_fail(SL_ERR_IO, "input '%s' changed while the job ran (%lld bytes when it began, %s); "
+                              "its items are shared out by their place in the input "
+                              "(--input-shard-size) and another run or rank may have read it as "
+                              "it was: run it again once the input stays as it is (it resumes)",
+                   src->files[i], (long long)was->size, now);
+}
+
 /* The next item of every shard, selected or not. */
 static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
 {
@@ -1945,9 +2001,14 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
             char *open_error = NULL;
             /* Every kind reads a file in a bucket in place, by ranged GETs
              * (io/ranged.h): nothing is copied to disk. */
+            sl_fault("source.open", f); /* tests: a pause to change the file in */
             sl_status st = src->kind->open(f, name, &src->p, &src->reader, &open_error);
-            if (st != SL_OK)
+            if (st == SL_OK)
+                st = check_unchanged(src, item->input);
+            if (st != SL_OK) {
+                sl_free(open_error);
                 return st;
+            }
             if (!open_error && src->kind->types && (st = add_types(src, f)) != SL_OK)
                 return st;
             if (open_error) {
@@ -1962,6 +2023,8 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
         sl_status st = src->kind->next(src->reader, item, &end);
         item->input = src->next_file - 1;
         item->shard = src->by_file ? (int64_t)item->input : -1;
+        if (st == SL_OK && end)
+            st = check_unchanged(src, item->input);
         if (st != SL_OK || !end)
             return st;
         src->kind->close(src->reader);
@@ -2045,7 +2108,9 @@ sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done)
             st = sl_fail(SL_ERR_IO, "input '%s': %s; its items are shared out by their place in "
                                     "the input (--input-shard-size) and this run would miss the "
                                     "rest of its share: run it again (it resumes)",
-                         item->path ? item->path : item->id, item->error);
+                         item->path ? item->path
+                         : item->input < src->n_files ? src->files[item->input] : item->id,
+                         item->error);
             sl_source_item_clear(item);
             return st;
         }

@@ -1152,6 +1152,9 @@ static sl_status arrow_next(source_reader *r, sl_source_item *item, bool *done)
             r->batch = NULL;
             item->at = r->base;
             item->id = sl_asprintf("%s:%lld", r->name, (long long)r->base);
+            /* A read that failed (the store, the disk) may not fail for
+             * another run; a damaged file ends alike for every run. */
+            item->cut_short = r->io_error[0] != 0;
             st = item->id ? sl_source_item_fail(item, "%s; the rest of the file is skipped", why)
                           : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
             sl_free(why);

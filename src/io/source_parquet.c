@@ -487,6 +487,10 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
             item->at = r->base;
             if (!(item->id = sl_asprintf("%s:%lld", r->name, (long long)r->base)))
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+            /* SL_ERR_IO: the bytes could not be read (the store, the disk),
+             * which may not happen to another run; a damaged file
+             * (SL_ERR_DECODE) ends alike for every run. */
+            item->cut_short = st == SL_ERR_IO;
             return sl_source_item_fail(item, "%s; the rest of the file is skipped", sl_last_error());
         }
         if (!r->batch) {

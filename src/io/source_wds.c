@@ -62,6 +62,8 @@ typedef struct remote {
     size_t in_len;
     bool raw_eof;      /* the shard ended after them */
     uint8_t *out;
+    bool failed;       /* a read of the shard's bytes failed (the store, the disk), not
+                          what they hold: another try may get further */
 } remote;
 
 /* The next run of the shard's bytes as stored: *got 0 at its end. */
@@ -70,6 +72,7 @@ static int raw_read(struct archive *a, remote *s, const void **out, size_t *got)
     *out = s->buf;
     if (s->io) {
         if (sl_ranged_read(s->io, s->buf, s->block, s->pos, got) != SL_OK) {
+            s->failed = true;
             archive_set_error(a, EIO, "%s", sl_last_error());
             return ARCHIVE_FATAL;
         }
@@ -83,6 +86,7 @@ static int raw_read(struct archive *a, remote *s, const void **out, size_t *got)
         n = read(s->fd, s->buf, s->block);
     while (n < 0 && errno == EINTR);
     if (n < 0) {
+        s->failed = true;
         archive_set_error(a, errno, "read error: %s", strerror(errno));
         return ARCHIVE_FATAL;
     }
@@ -638,6 +642,8 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
         r->end_error = NULL;
         item->id = sl_asprintf("%s@%lld", r->name, (long long)r->end_offset);
         item->at = r->end_offset;
+        /* A damaged shard ends alike for every run; a failed read may not. */
+        item->cut_short = r->rem && r->rem->failed;
         return item->id ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     }
     *done = true;

@@ -737,7 +737,15 @@ sl_status job_open_ledger(job *j)
                            "them, or choose another output folder", dir, u.count,
                            u.count == 1 ? "" : "s", names);
     }
-    if ((st = sl_ledger_open(dir, p->overwrite, &j->ledger)) == SL_OK && p->overwrite)
+    st = sl_ledger_open(dir, p->overwrite, &j->ledger);
+    if (st == SL_ERR_EXISTS && j->remote)
+        /* The lock is the state folder's; the user named the bucket. */
+        return sl_fail(SL_ERR_EXISTS,
+                       "output '%s' is in use by another sluice run (its resume ledger, in the "
+                       "state folder '%s', is locked): wait for that run to end, or write to "
+                       "another prefix (-o s3://BUCKET/OTHER)",
+                       j->remote, dir);
+    if (st == SL_OK && p->overwrite)
         /* under the ledger's lock, before it forgets them */
         st = j->remote ? remove_remote_parts(j) : sl_shard_remove_parts(dir);
     else if (st == SL_OK)

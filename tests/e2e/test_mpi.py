@@ -4,6 +4,7 @@ one summary. Run with Open MPI on this machine (--oversubscribe: more ranks
 than cores). Each check would fail if a shard were read by two ranks or by
 none, if a part were recorded without its rows, or if a rerun after a rank
 was killed wrote a row twice or lost one."""
+import contextlib
 import glob
 import json
 import os
@@ -707,18 +708,18 @@ def test_resuming_across_mpi_and_one_process_says_how(mpi, tmp_path):
     assert "resume it without mpirun, or with one rank" in r.stderr, r.stderr[-2000:]
 
 
-def test_a_stuck_rank_is_named_while_rank_0_waits(mpi, tmp_path):
-    """A rank that stops (SIGSTOP: a hung mount or GPU looks the same from
-    rank 0) holds the job: rank 0 finishes its part and waits. It said so
-    only at the info level (not shown): a job that hung said nothing of
-    which rank. Now it warns after 30 s, naming the rank; the rank
-    continued, the job ends with every input once."""
+@contextlib.contextmanager
+def a_job_with_a_stopped_rank(mpi, tmp_path, rank, ready):
+    """A 3-rank job over 240 inputs (shards and parts of 2 rows) in the
+    background, `rank` stopped (SIGSTOP) once ready(ranks that committed a
+    part) holds: yields the job's output lines as they come; then the rank
+    continued, the job must end with every input once."""
+    import threading
     inputs = tmp_path / "in"
     sample_copies(inputs, 40)
     out = tmp_path / "out"
     args = mpirun_args(3) + caption_args(mpi, inputs, out, "--input-shard-size", "2",
                                          "--shard-rows", "2", "--parallel", "1")
-    import threading
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=mpi_env())
     lines = []
@@ -728,20 +729,18 @@ def test_a_stuck_rank_is_named_while_rank_0_waits(mpi, tmp_path):
     try:
         deadline = time.monotonic() + 120
         while stopped is None and proc.poll() is None and time.monotonic() < deadline:
-            # rank 2's parts are numbered 2, 5, 8, ...: it has taken shards
-            if any(int(p.name[5:10]) % 3 == 2 for p in out.glob("part-*.jsonl")):
+            # rank r's parts are numbered r, r + 3, r + 6, ...
+            if ready({int(p.name[5:10]) % 3 for p in out.glob("part-*.jsonl")}):
                 pids = rank_pids(proc)
-                if 2 in pids:
-                    os.kill(pids[2], signal.SIGSTOP)
-                    stopped = pids[2]
+                if rank in pids:
+                    os.kill(pids[rank], signal.SIGSTOP)
+                    stopped = pids[rank]
             time.sleep(0.05)
-        assert stopped, "rank 2 committed no part before the job ended"
-        want = "waiting 30 s so far for 1 rank: 2 (its last shard"
-        deadline = time.monotonic() + 60
-        while not any(want in line for line in lines) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert any(want in line and "a rank that is stuck holds the job" in line
-                   for line in lines), "".join(lines)[-3000:]
+        assert stopped, f"rank {rank} was not stopped before the job ended"
+        yield lines
+    except BaseException:
+        proc.kill()
+        raise
     finally:
         if stopped:
             os.kill(stopped, signal.SIGCONT)
@@ -751,6 +750,45 @@ def test_a_stuck_rank_is_named_while_rank_0_waits(mpi, tmp_path):
     rows = rows_by_id(out)
     assert set(rows) == expected_ids(inputs)
     assert all(len(v) == 1 for v in rows.values())
+
+
+def wait_for_lines(lines, wants, seconds):
+    deadline = time.monotonic() + seconds
+    while not all(any(w in line for line in lines) for w in wants) and \
+            time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def test_a_stuck_rank_is_named_while_rank_0_waits(mpi, tmp_path):
+    """A rank that stops (SIGSTOP: a hung mount or GPU looks the same from
+    rank 0) holds the job: rank 0 finishes its part and waits. It said so
+    only at the info level (not shown): a job that hung said nothing of
+    which rank. Now it warns after 30 s, naming the rank; the rank
+    continued, the job ends with every input once."""
+    with a_job_with_a_stopped_rank(mpi, tmp_path, 2, lambda ranks: 2 in ranks) as lines:
+        want = "waiting 30 s so far for 1 rank: 2 (its last shard"
+        wait_for_lines(lines, [want], 60)
+        assert any(want in line and "a rank that is stuck holds the job" in line
+                   for line in lines), "".join(lines)[-3000:]
+        # Rank 1, done and waiting for the job's end (by now over 30 s),
+        # hears from rank 0 (TAG_ALIVE) and so does not take it for stuck.
+        time.sleep(12)
+        assert not any("heard nothing from rank 0" in line for line in lines), \
+            "".join(lines)[-3000:]
+
+
+def test_the_ranks_waiting_on_a_stuck_rank_0_say_so(mpi, tmp_path):
+    """Rank 0 stopped (SIGSTOP: a hung mount or GPU looks the same) holds
+    the job: the other ranks wait for its answers. They waited without a
+    word (the CLI shows them errors only); now each says after 30 s that it
+    has heard nothing from rank 0 and what it waits for. Rank 0 continued,
+    the job ends with every input once."""
+    with a_job_with_a_stopped_rank(mpi, tmp_path, 0, lambda ranks: {1, 2} <= ranks) as lines:
+        wants = [f"rank {r} has heard nothing from rank 0 for 30 s (waiting for " for r in (1, 2)]
+        wait_for_lines(lines, wants, 50)
+        for w in wants:
+            assert any(w in line and "run the same command again" in line for line in lines), \
+                "".join(lines)[-3000:]
 
 
 def test_a_rank_whose_listing_fails_midway_ends_the_job(mpi, tmp_path):

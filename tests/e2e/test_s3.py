@@ -342,6 +342,78 @@ def test_output_to_a_bucket_and_resume_after_a_failed_upload(store, sluice, tmp_
     assert sorted(table.column("id").to_pylist()) == want
 
 
+def test_a_second_run_into_a_locked_output_names_the_bucket(store, sluice, tmp_path):
+    """Two runs of one s3:// output with one state folder: the second is
+    refused while the first holds the ledger's lock, and the message names
+    the output's URL and the state folder (it named the state folder alone,
+    a path the user never typed) and says what to do."""
+    env, client = store
+    client.create_bucket(Bucket="locks")
+    inputs, _ = image_folder(tmp_path, 1)
+    state = tmp_path / "state"
+    args = [str(sluice.binary), "caption", str(inputs), "-o", "s3://locks/run/", "--state-dir",
+            str(state), "--model", str(REPO / "models/tiny/model.gguf"),
+            "--mmproj", str(REPO / "models/tiny/mmproj.gguf"), "--max-tokens", "4",
+            "--metrics-addr", "off"]
+    # The first run holds the lock 20 s once its ledger is settled.
+    first = subprocess.Popen(args, env=dict(env, SLUICE_TEST_FAULTS="trace,ledger.reconciled="
+                                                                     "sleep:20000"),
+                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        for line in first.stderr:
+            if "test fault point ledger.reconciled" in line:
+                break
+        r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        first.kill()
+        first.wait()
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert (f"output 's3://locks/run' is in use by another sluice run (its resume ledger, in "
+            f"the state folder '{state}', is locked): wait for that run to end, or write to "
+            "another prefix") in r.stderr, r.stderr[-2000:]
+
+
+def test_two_runs_into_one_output_with_two_state_folders_do_not_mix(store, sluice, tmp_path):
+    """Two runs of one s3:// output with different --state-dir: the ledger's
+    lock (in each state folder) keeps neither out, and both number their
+    parts from 0. The second to commit part-00000 replaced the first's
+    object (its rows lost, both exit 0); now it finds the object there and
+    stops (exit 1) naming it, its own state folder and what to do."""
+    from conftest import sample_copies
+    env, client = store
+    client.create_bucket(Bucket="twice")
+    mine, theirs = tmp_path / "a", tmp_path / "b"
+    sample_copies(mine, 1)
+    sample_copies(theirs, 1)
+    (theirs / "c000").rename(theirs / "theirs")  # other ids than mine's
+    def args(inputs, state):
+        return [str(sluice.binary), "caption", str(inputs), "-o", "s3://twice/run",
+                "--state-dir", str(state), "--model", str(REPO / "models/tiny/model.gguf"),
+                "--mmproj", str(REPO / "models/tiny/mmproj.gguf"), "--max-tokens", "4",
+                "--metrics-addr", "off"]
+    # Run A has checked the bucket (no parts yet) and waits 15 s; run B writes meanwhile.
+    a = subprocess.Popen(args(mine, tmp_path / "sa"),
+                         env=dict(env, SLUICE_TEST_FAULTS="trace,ledger.reconciled=sleep:15000"),
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        for line in a.stderr:
+            if "test fault point ledger.reconciled" in line:
+                break
+        r = subprocess.run(args(theirs, tmp_path / "sb"), env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        err = a.stderr.read()
+        assert a.wait(timeout=120) == 1, err[-2000:]
+    finally:
+        if a.poll() is None:
+            a.kill()
+    assert (f"'s3://twice/run/part-00000.jsonl' is already in the bucket, and this run (its "
+            f"state folder '{tmp_path / 'sa'}') did not write it: another run is writing the "
+            "same output with another --state-dir") in err, err[-2000:]
+    assert sorted(remote_ids(client, "twice", "run/")) == \
+        sorted(str(p.relative_to(theirs)) for p in theirs.rglob("*") if p.is_file())
+
+
 def test_a_resume_on_another_served_model_names_the_bucket(store, sluice, tmp_path):
     """The refusal of a resumed run whose fleet serves another model names
     the output as given (the bucket), not the local state folder, as every
@@ -925,3 +997,92 @@ def test_a_folder_that_cannot_be_listed_is_a_row_naming_it(store, sluice, tmp_pa
     assert (row["id"], row["path"]) == ("set/", "s3://no-such-bucket/set/")
     assert "NoSuchBucket" in row["error"] and "s3://no-such-bucket/set/" in row["error"]
     assert "sluice: set/ failed (read)" in r.stderr
+
+
+def test_a_tar_or_parquet_cut_short_under_item_sharding_ends_the_run(store, sluice, tmp_path):
+    """A tar shard, a Parquet or an Arrow file whose ranged GET the store refuses
+    (after retries) during one run only, the input shared out by item
+    (--input-shard K/N with more runs than files, as MPI ranks): that run
+    ends (exit 1, naming the file, the cause and 'run it again'); run again
+    once the store answers, the three runs hold every sample exactly once.
+    Unsharded, the cut stays one failed row naming the file."""
+    import io
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    env, client = store
+    client.create_bucket(Bucket="cut")
+    images = sample_images()[:4]
+    shard = wds_shard([(f"s{k:02d}.jpg", images[k % 4].read_bytes()) for k in range(10)])
+    assert len(shard) > 4 * 65536
+    client.put_object(Bucket="cut", Key="t/a-000.tar", Body=shard)
+    client.put_object(Bucket="cut", Key="t/a-001.tar",
+                      Body=wds_shard([(f"z{k}.jpg", images[k % 4].read_bytes()) for k in range(4)]))
+    # A 1 MiB binary column nothing reads keeps the row groups' images
+    # apart, so each is a GET of its own (not one read-ahead of the file).
+    table = pa.table({"image": pa.array([{"bytes": images[k % 4].read_bytes(), "path": f"{k}.jpg"}
+                                         for k in range(10)],
+                                        pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                      "blob": pa.array([os.urandom(1 << 20) for _ in range(10)], pa.binary()),
+                      "label": pa.array(range(10), pa.int64())})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=2, compression="none")
+    client.put_object(Bucket="cut", Key="p/a-000.parquet", Body=buf.getvalue())
+    client.put_object(Bucket="cut", Key="p/a-001.parquet", Body=buf.getvalue())
+    import pyarrow.ipc as ipc
+    stream = io.BytesIO()
+    with ipc.new_stream(stream, table.schema) as w:
+        w.write_table(table, max_chunksize=2)
+    client.put_object(Bucket="cut", Key="a/a-000.arrow", Body=stream.getvalue())
+    client.put_object(Bucket="cut", Key="a/a-001.arrow", Body=stream.getvalue())
+    group = pq.ParquetFile(io.BytesIO(buf.getvalue())).metadata.row_group(1)
+    pq_second = min(group.column(c).data_page_offset for c in range(group.num_columns))
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    try:
+        penv = dict(env, AWS_ENDPOINT_URL=proxy.url)
+        for inputs, cut, total in (("s3://cut/t/a-{000..001}.tar", "/cut/t/a-000.tar", 14),
+                                   ("s3://cut/p/a-{000..001}.parquet", "/cut/p/a-000.parquet", 20),
+                                   ("s3://cut/a/a-{000..001}.arrow", "/cut/a/a-000.arrow", 20)):
+            # The tar's second block, the Parquet file's second row group
+            # on, the Arrow file's last two thirds: refused every time (so
+            # after io/s3.h's retries too).
+            first = (65536 if cut.endswith(".tar") else pq_second if cut.endswith(".parquet")
+                     else len(stream.getvalue()) // 3)
+
+            def refuse(m, p, rng, cut=cut, first=first):
+                if m != "GET" or p != cut or not rng or rng.startswith("bytes=-"):
+                    return False
+                return int(rng.split("=")[1].split("-")[0]) >= first
+            name = cut.rsplit("/", 1)[1]
+            # Runs 0 and 2 read the file whole; run 1's read is cut short.
+            # It went on before (exit 0): its stream was shorter than the
+            # others' by the rest of the file, so its shards after the cut
+            # held the wrong samples (the tar: 4 of 14 lost, 2 twice).
+            outs = [tmp_path / f"{name}-{k}" for k in range(3)]
+            for k, out in enumerate(outs):
+                proxy.refuse = refuse if k == 1 else None
+                r = caption_env(sluice, penv, inputs, "-o", out,
+                                "--input-shard", f"{k}/3", "--input-shard-size", "2")
+                if k != 1:
+                    assert r.returncode == 0, (name, k, r.stderr[-3000:])
+                    continue
+                assert r.returncode == 1, (name, k, r.returncode, r.stderr[-3000:])
+                assert f"input 's3://cut{cut[4:]}'" in r.stderr, r.stderr[-3000:]
+                assert "AccessDenied" in r.stderr and "run it again" in r.stderr, r.stderr[-3000:]
+            # Unsharded: one failed row names the file, the rows before the cut read.
+            proxy.refuse = refuse
+            r = caption_env(sluice, penv, inputs, "-o", tmp_path / f"{name}-all")
+            assert r.returncode == 3, r.stderr[-3000:]
+            failed = [row for row in read_rows(tmp_path / f"{name}-all") if row["error"]]
+            assert len(failed) == 1 and f"s3://cut{cut[4:]}" in failed[0]["error"], failed
+            # The store answers again: run 1 run again resumes; every sample once.
+            proxy.refuse = None
+            r = caption_env(sluice, penv, inputs, "-o", outs[1],
+                            "--input-shard", "1/3", "--input-shard-size", "2")
+            assert r.returncode == 0, r.stderr[-3000:]
+            rows = [json.loads(line) for out in outs for part in sorted(out.glob("part-*.jsonl"))
+                    for line in part.read_text().splitlines()]
+            assert all(row["error"] is None for row in rows), rows
+            ids = [row["id"] for row in rows]
+            assert len(ids) == total and len(set(ids)) == total, sorted(ids)
+    finally:
+        proxy.close()

@@ -1539,6 +1539,46 @@ def test_input_shards_by_item_split_a_manifest_exactly(sluice, tmp_path):
     assert sorted(seen) == [f"r{i:02d}" for i in range(len(images))]
 
 
+def test_a_file_cut_between_two_runs_reads_ends_the_later_run(sluice, tmp_path):
+    """Shared out by item (more runs than files), each run counts every
+    item's place in the input: a tar cut after one run read it whole and
+    before another opened it gave the later run a shorter stream, so its
+    shards after the cut held the wrong samples (rows lost, others twice,
+    exit 0). The later run now ends (exit 1) naming the file and the
+    change. The pause before each file's open is the test fault point
+    source.open."""
+    make_shards(tmp_path / "wds", n_shards=2, per_shard=6)
+    shards = str(tmp_path / "wds" / "data-{000..001}.tar")
+    first = tmp_path / "wds" / "data-000.tar"
+    r = run(sluice, shards, tmp_path / "o0", "--input-shard", "0/3", "--input-shard-size", "2")
+    assert r.returncode == 0, r.stderr
+    args = [str(sluice.binary), "caption", shards, "-o", str(tmp_path / "o1"), "--model",
+            str(sluice_model()), "--mmproj", str(sluice_model("mmproj")), *FAST,
+            "--input-shard", "1/3", "--input-shard-size", "2"]
+    env = dict(os.environ, SLUICE_TEST_FAULTS="trace,source.open=sleep:1500")
+    p = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    err = []
+    try:
+        for line in p.stderr:
+            err.append(line)
+            if "test fault point source.open" in line and "data-000.tar" in line:
+                break
+        size = first.stat().st_size
+        with open(first, "r+b") as f:  # cut mid-member, as a copy still being written
+            f.truncate(size // 2)
+        err += p.stderr.readlines()
+        rc = p.wait(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    stderr = "".join(err)
+    assert not any(m in stderr for m in SANITIZER_MARKS), stderr
+    assert rc == 1, (rc, stderr[-3000:])
+    assert f"input '{first}' changed while the job ran ({size} bytes when it began, " \
+           f"{size // 2} bytes now)" in stderr, stderr[-3000:]
+    assert "run it again" in stderr
+
+
 def test_input_shards_by_file_skip_other_runs_files(sluice, tmp_path):
     expect = make_shards(tmp_path / "wds", n_shards=3, per_shard=2)
     shards = str(tmp_path / "wds" / "data-{000..002}.tar")
