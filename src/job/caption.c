@@ -264,6 +264,12 @@ sl_status job_check_params(const sl_caption_params *p, bool model_files)
                                     : "retries caption's failed rows; a batch file's failed "
                                       "requests are in its errors file: make a batch file of "
                                       "them");
+    /* Written when the run ends: a name that can be no file ("", or a
+     * folder's "dir/") failed only then, exit 1 after the whole run. */
+    size_t errs_len = p->errors_file ? strlen(p->errors_file) : 0;
+    if (p->errors_file && (errs_len == 0 || p->errors_file[errs_len - 1] == '/'))
+        return sl_fail(SL_ERR_INVALID_ARG, "--errors-file '%s' names no file: give a file's path "
+                                           "(e.g. out-errors.jsonl), or drop it", p->errors_file);
     if (p->errors_file && sl_s3_is_url(p->errors_file))
         return sl_fail(SL_ERR_INVALID_ARG, "--errors-file is a local file, not '%s' (the output "
                                            "may be in a bucket)", p->errors_file);
