@@ -158,7 +158,8 @@ static const char usage_input[] =
     "      --download-retries N  tries after the first on a network error, 5xx or 429 (default: 2)\n"
     "      --input-shard I/N     read only input shards I, I+N, I+2N, ... so that N runs\n"
     "                            (0/N .. N-1/N, e.g. a Slurm array) split the work exactly;\n"
-    "                            a shard is one input file, or 1000 items (--input-shard-size)\n"
+    "                            a shard is one input file, or --input-shard-size items\n"
+    "      --input-shard-size N  items per shard of an input not split by files (default: 1000)\n"
     "\n";
 
 static const char usage_text[] =
@@ -376,7 +377,7 @@ static const char usage_openai_text[] =
     "      --response-format F   a JSON file sent as response_format (e.g. a JSON schema)\n"
     "      --stream              stream answers (server-sent events): TTFT and inter-token\n"
     "                            latency per endpoint in the vllm:* metrics\n"
-    "      --split-samples       --samples N as N requests, each with its answer's seed\n"
+    "      --split-samples       send --samples N as N requests, each with its answer's seed\n"
     "                            (default: one request with \"n\": N; for servers without n)\n"
     "      --max-tokens-field F  the field that carries --max-tokens: max_tokens (default),\n"
     "                            max_completion_tokens (OpenAI's reasoning models refuse\n"
@@ -403,6 +404,11 @@ static void say_error(const char *msg)
     fputc('\n', stderr);
 }
 
+static void print_version(void)
+{
+    printf("sluice %s%s\n", SL_VERSION, sl_dist_available() ? " (MPI)" : "");
+}
+
 /* A wrong command line of `sluice NAME` (caption, batch): what, and where
  * the options are told. */
 static int usage_error(const char *name, const char *what)
@@ -420,7 +426,7 @@ typedef struct command {
     const char *job_file; /* run and config: the job file; NULL for caption */
 } command;
 
-enum { MAX_FLAG_OPTS = 128, OPT_HELP = 1000 };
+enum { MAX_FLAG_OPTS = 128, OPT_HELP = 1000, OPT_VERSION = 1001 };
 
 typedef struct flag_use {
     int opt;           /* index in the settings table */
@@ -431,10 +437,10 @@ typedef struct flag_use {
  * key, so a flag without a key cannot be added. The flags given are
  * collected in `uses` (argc at most) and applied later, after a job file
  * was read, so they override it. Positional arguments are left from
- * optind on. Returns 0, EXIT_USAGE, or -1 for --help (printed). */
+ * optind on. Returns 0, EXIT_USAGE, -1 for --help or -2 for --version (neither printed). */
 static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, int *n_uses)
 {
-    static struct option longs[MAX_FLAG_OPTS + 2];
+    static struct option longs[MAX_FLAG_OPTS + 3];
     static char shorts[2 * MAX_FLAG_OPTS + 4];
     size_t n_opts = sl_config_option_count(), n_long = 0, n_short = 0;
     for (size_t i = 0; i < n_opts && n_long < MAX_FLAG_OPTS; i++) {
@@ -451,6 +457,8 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
         }
     }
     longs[n_long++] = (struct option){"help", no_argument, 0, OPT_HELP};
+    /* --help lists --version among every command's options: each takes it */
+    longs[n_long++] = (struct option){"version", no_argument, 0, OPT_VERSION};
     longs[n_long] = (struct option){0, 0, 0, 0};
     shorts[n_short++] = 'h';
     shorts[n_short] = '\0';
@@ -460,6 +468,8 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
     while ((c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
         if (c == 'h' || c == OPT_HELP)
             return -1;
+        if (c == OPT_VERSION)
+            return -2;
         int opt = -1;
         if (c >= 256 && c < 256 + (int)n_opts) {
             opt = c - 256;
@@ -589,7 +599,10 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
         goto done;
     }
     if ((rc = parse_flags(argc, argv, cmd->name, uses, &n_uses)) != 0) {
-        if (rc == -1) {
+        if (rc == -2) {
+            print_version();
+            rc = EXIT_HELP;
+        } else if (rc == -1) {
             if (cmd->job_file)
                 print_run_usage(stdout);
             else
@@ -972,7 +985,7 @@ int main(int argc, char **argv)
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("sluice %s%s\n", SL_VERSION, sl_dist_available() ? " (MPI)" : "");
+        print_version();
         return 0;
     }
     if (strcmp(argv[1], "caption") == 0)

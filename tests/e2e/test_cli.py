@@ -1,6 +1,8 @@
 """The command line against its own --help and the docs, and the edges of
 its flags: a wrong value is exit 2 before anything runs, with a message
 naming the flag, the value and what to change."""
+import re
+
 from conftest import SAMPLES
 
 
@@ -14,3 +16,140 @@ def test_an_errors_file_that_names_no_file_stops_before_the_run(sluice, tmp_path
         assert r.returncode == 2, r.stderr
         assert f"--errors-file '{errs}' names no file" in r.stderr, r.stderr
         assert not out.exists(), "the run should not have started"
+
+
+# --- --help, `config keys` and the docs in step ----------------------------------------
+
+REPO = SAMPLES.parent
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+FLAG = re.compile(r"--[a-z][a-z0-9-]*")
+
+
+def parser_flags(sluice):
+    """{flag: key} from `config keys`: the settings table the parser is made
+    from, so exactly the flags it takes (with --help and --version)."""
+    r = sluice.run("config", "keys")
+    assert r.returncode == 0, r.stderr
+    flags = {}
+    for line in r.stdout.splitlines():
+        key, rest = line.split(None, 1)
+        m = FLAG.search(rest.split("  ")[0])  # the flag column, before the help
+        if m:
+            flags[m.group()] = key
+    assert len(flags) > 100, r.stdout
+    return flags
+
+
+def help_options(text):
+    """{flag: its help text}: each option line (indented 2 or 6, its flags
+    before the first gap then a word) with the lines under it."""
+    options, current = {}, []
+    for line in text.splitlines():
+        m = re.match(r"^(?:  -[a-zA-Z], |      )(--.*)$", line)
+        if m:
+            head = re.split(r"\s{2,}(?=[^-\s])", m.group(1), maxsplit=1)
+            current = FLAG.findall(head[0])
+            for f in current:
+                options[f] = head[1] if len(head) > 1 else ""
+        elif line.startswith(" " * 28) and current:
+            for f in current:
+                options[f] += " " + line.strip()
+        else:
+            current = []
+    return options
+
+
+def test_help_lists_every_flag_the_parser_takes_and_no_other(sluice):
+    flags = parser_flags(sluice)
+    for command in (("--help",), ("caption", "--help"), ("batch", "--help"), ("run", "--help"),
+                    ("config", "check", "--help")):
+        r = sluice.run(*command)
+        assert r.returncode == 0, (command, r.stderr)
+        listed = set(help_options(r.stdout)) - {"--help", "--version"}
+        assert listed == set(flags), (
+            command, "on an option line but not taken:", sorted(listed - set(flags)),
+            "taken but without an option line:", sorted(set(flags) - listed))
+    # Each listed flag is taken by each command that lists it, --version too.
+    for command in ("caption", "batch", "run", "config"):
+        args = (command, "--version") if command != "config" else ("config", "print", "--version")
+        r = sluice.run(*args)
+        assert r.returncode == 0 and r.stdout.startswith("sluice "), (args, r.stderr)
+
+
+SIZE = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def number(text):
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]?)", text)
+    return None if not m else float(m.group(1)) * SIZE.get(m.group(2), 1)
+
+
+def test_help_defaults_are_the_defaults(sluice):
+    """A number after 'default' in --help is what `config print` shows for
+    the flag's key when nothing is set."""
+    flags = parser_flags(sluice)
+    r = sluice.run("config", "print", "/dev/null")
+    assert r.returncode == 0, r.stderr
+    values, section = {}, ""
+    for line in r.stdout.splitlines():
+        m = re.match(r"^(\s*)([a-z_]+):\s*(.*?)\s*(?:#.*)?$", line)
+        if m:
+            section = m.group(2) if not m.group(1) else section
+            key = m.group(2) if not m.group(1) else f"{section}.{m.group(2)}"
+            values[key] = m.group(3).strip('"')
+    # A default settled at run time prints as ~; `config keys` says it: "(~: 64M)".
+    for line in sluice.run("config", "keys").stdout.splitlines():
+        m = re.search(r"\(~: ([0-9][0-9.]*[KMG]?)[;,)]", line)
+        if m and values.get(line.split()[0]) == "~":
+            values[line.split()[0]] = m.group(1)
+    checked = 0
+    for flag, text in help_options(sluice.run("caption", "--help").stdout).items():
+        m = re.search(r"\(default:? ([0-9][0-9.]*[KMG]?)[;,)]", text)
+        if not m or flag not in flags or values[flags[flag]].startswith("["):
+            continue  # a list's "default" is of its items' parts (--lora's scale)
+        if flag == "--encoders" and values[flags[flag]] == "0":
+            values[flags[flag]] = "1"  # 0 or 1: one encoder
+        assert number(values[flags[flag]]) == number(m.group(1)), (flag, m.group(1),
+                                                                   values[flags[flag]])
+        checked += 1
+    assert checked >= 20
+
+
+def test_the_job_file_key_table_is_every_key(sluice):
+    """docs/jobs.md's 'Every key' table: each key with its flag, as `config
+    keys` prints them: a flag added without a line there fails here."""
+    table = (REPO / "docs" / "jobs.md").read_text().split("## Every key", 1)[1]
+    documented = {}
+    for line in table.splitlines():
+        m = re.match(r"^\| `([a-z_.]+)` \| (.*?) \| ", line)
+        if m:
+            documented[m.group(1)] = m.group(2).replace("\\|", "|").strip("`")
+    r = sluice.run("config", "keys")
+    keys = {line[:29].strip(): line[29:60].strip() for line in r.stdout.splitlines()}
+    assert documented == keys
+
+
+def test_sluice_command_lines_in_the_docs_use_flags_it_takes(sluice):
+    """Every flag on a `sluice ...` command line in README.md and docs/ (code
+    blocks, with their continuation lines) is one the parser takes."""
+    known = set(parser_flags(sluice)) | {"--help", "--version"}
+    unknown, seen = [], 0
+    for doc in DOCS:
+        in_code, command = False, False
+        for n, line in enumerate(doc.read_text().splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                in_code, command = not in_code, False
+                continue
+            if not in_code:
+                continue
+            start = re.search(r"(^|[\s/])sluice (caption|run|batch|config)\b", line)
+            if start:  # what comes before is another program's (mpirun -n 16 ...)
+                command, line = True, line[start.end():]
+            if command:
+                code = line.split(" #")[0]
+                for flag in FLAG.findall(re.sub(r"'[^']*'|\"[^\"]*\"", "", code)):
+                    seen += 1
+                    if flag not in known:
+                        unknown.append(f"{doc.name}:{n}: {flag}")
+                command = code.rstrip().endswith("\\")
+    assert seen > 50 and not unknown, unknown
