@@ -540,6 +540,18 @@ static int check_ready(const sl_config *cfg, const command *cmd)
                                           "--endpoints-file F");
         snprintf(msg, sizeof msg, "%s: engine openai needs a server: add openai.endpoints (or "
                  "openai.endpoints_file), or pass --endpoint URL", job);
+    } else if (!p->engine && p->openai.n_endpoints > 0) {
+        /* Servers named, the engine left at its default (llama): the user
+         * forgot --engine openai, and would be told only that a model is
+         * missing, or with one the servers would go unused. An engine set
+         * to llama on purpose (over a job file's openai) leaves them be. */
+        if (!job)
+            return usage_error(cmd->name, "--endpoint and --endpoints-file name servers for "
+                                          "--engine openai, and the engine is llama (in-process, "
+                                          "the default): add --engine openai, or drop them");
+        snprintf(msg, sizeof msg, "%s sets openai.endpoints but no engine (llama, the default, "
+                 "does not use them): add engine: openai (or pass --engine openai), or drop "
+                 "them", job);
     } else if (!openai && !p->llama.model_path) {
         if (!job) {
             snprintf(msg, sizeof msg, "%s needs a model: --model PATH.gguf or hf://ORG/REPO",

@@ -153,3 +153,25 @@ def test_sluice_command_lines_in_the_docs_use_flags_it_takes(sluice):
                         unknown.append(f"{doc.name}:{n}: {flag}")
                 command = code.rstrip().endswith("\\")
     assert seen > 50 and not unknown, unknown
+
+
+def test_servers_named_without_engine_openai_are_refused(sluice, tmp_path):
+    """--endpoint without --engine openai: the llama engine (the default)
+    ran, saying only that a model was missing, or with one ignoring the
+    servers. Now exit 2 saying to add --engine openai; an engine set to
+    llama on purpose (over a job file's openai) still runs."""
+    r = sluice.run("caption", SAMPLES, "-o", tmp_path / "o", "--endpoint", "http://127.0.0.1:1")
+    assert r.returncode == 2 and "add --engine openai" in r.stderr, r.stderr
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--endpoint", "http://127.0.0.1:1")
+    assert r.returncode == 2 and "add --engine openai" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
+    job = tmp_path / "job.yaml"
+    job.write_text(f"openai:\n  endpoints: [http://127.0.0.1:1]\ninput:\n  paths: [{SAMPLES}]\n"
+                   f"output:\n  dir: {tmp_path / 'o'}\n")
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2 and "add engine: openai" in r.stderr, r.stderr
+    r = sluice.run("config", "check", job, "--engine", "openai")
+    assert r.returncode == 0, r.stderr
+    r = sluice.run("config", "check", job, "--engine", "llama", "--model", "m.gguf",
+                   "--mmproj", "p.gguf")
+    assert r.returncode == 0, r.stderr
