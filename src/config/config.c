@@ -1299,6 +1299,11 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
     case K_STR: case K_CHOICE: case K_ADDR: {
         if (o->k == K_CHOICE && choice_index(o->choices, value) < 0)
             return not_a_choice(where, name, o->choices, value);
+        /* An empty address ("$ADDR" unset) served nothing, in silence:
+         * 'off' says that on purpose. */
+        if (o->k == K_ADDR && !*value)
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects HOST:PORT (e.g. 127.0.0.1:9797; "
+                           "port 0 picks a free one) or off, got ''", where, name);
         if (o->k == K_ADDR && strcmp(value, "off") == 0) {
             *(const char **)field = NULL;
         } else {

@@ -175,3 +175,16 @@ def test_servers_named_without_engine_openai_are_refused(sluice, tmp_path):
     r = sluice.run("config", "check", job, "--engine", "llama", "--model", "m.gguf",
                    "--mmproj", "p.gguf")
     assert r.returncode == 0, r.stderr
+
+
+def test_an_empty_metrics_address_is_refused_not_taken_as_off(sluice, tmp_path):
+    """--metrics-addr '' (an unset "$ADDR") served nothing and said
+    nothing; 'off' is how to say that."""
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--metrics-addr", "")
+    assert r.returncode == 2, r.stderr
+    assert "--metrics-addr expects HOST:PORT" in r.stderr and "or off, got ''" in r.stderr
+    job = tmp_path / "job.yaml"
+    job.write_text('metrics:\n  addr: ""\n')
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2 and "metrics.addr expects HOST:PORT" in r.stderr, r.stderr
+
