@@ -648,6 +648,17 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
     }
     if ((rc = apply_flags(cfg, uses, n_uses)) != 0)
         goto done;
+    /* --input-format over batch's openai-batch ran the file as a caption
+     * job's manifest of that format: batch reads only batch files. */
+    const char *format = sl_config_params(cfg)->input_format;
+    if (strcmp(cmd->name, "batch") == 0 && (!format || strcmp(format, "openai-batch") != 0)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "--input-format %s does not apply: sluice batch reads OpenAI "
+                 "batch files (openai-batch); drop it, or use sluice caption", format ? format
+                 : "auto");
+        rc = usage_error("batch", msg);
+        goto done;
+    }
     for (int i = first_input; i < argc; i++) {
         if (sl_config_set(cfg, "input.paths", argv[i]) != SL_OK) {
             say_error(sl_last_error());

@@ -188,3 +188,17 @@ def test_an_empty_metrics_address_is_refused_not_taken_as_off(sluice, tmp_path):
     r = sluice.run("config", "check", job)
     assert r.returncode == 2 and "metrics.addr expects HOST:PORT" in r.stderr, r.stderr
 
+
+def test_batch_takes_no_other_input_format(sluice, tmp_path):
+    """sluice batch F --input-format csv ran F as a caption job's CSV
+    manifest (exit 0, no requests answered); batch reads batch files."""
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text('{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", '
+                        '"body": {"messages": [{"role": "user", "content": "hi"}]}}\n')
+    for fmt in ("csv", "jsonl", "auto"):
+        r = sluice.run("batch", requests, "-o", tmp_path / "o", "--model", "m.gguf",
+                       "--input-format", fmt, "--metrics-addr", "off")
+        assert r.returncode == 2, r.stderr
+        assert f"--input-format {fmt} does not apply" in r.stderr, r.stderr
+        assert not (tmp_path / "o").exists()
+
