@@ -462,6 +462,26 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
     longs[n_long] = (struct option){0, 0, 0, 0};
     shorts[n_short++] = 'h';
     shorts[n_short] = '\0';
+    /* "--ordered false": a switch's value goes after '=', so the word
+     * would be read as an INPUT and reported missing; say what was meant. */
+    for (int i = 1; i + 1 < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i + 1], "true") != 0 && strcmp(argv[i + 1], "false") != 0)
+            continue;
+        for (size_t k = 0; k < n_opts; k++) {
+            sl_config_option o;
+            sl_config_option_at(k, &o);
+            bool named = o.flag && argv[i][0] == '-' &&
+                         ((argv[i][1] == '-' && strcmp(argv[i] + 2, o.flag) == 0) ||
+                          (o.short_flag && argv[i][1] == o.short_flag && !argv[i][2]));
+            if (o.is_switch && named) {
+                fprintf(stderr, "sluice: %s %s: a switch takes its value after '=' "
+                                "(--%s=%s); '%s' alone would be read as an input\n",
+                        argv[i], argv[i + 1], o.flag, argv[i + 1], argv[i + 1]);
+                fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
+                return EXIT_USAGE;
+            }
+        }
+    }
     *n_uses = 0;
     optind = 1;
     int c;

@@ -202,3 +202,14 @@ def test_batch_takes_no_other_input_format(sluice, tmp_path):
         assert f"--input-format {fmt} does not apply" in r.stderr, r.stderr
         assert not (tmp_path / "o").exists()
 
+
+def test_a_switch_given_a_separate_word_says_to_use_equals(sluice, tmp_path):
+    """--ordered false: getopt leaves 'false' as an INPUT, reported as a
+    missing input 'false'; the message now names the switch and =false."""
+    for args in (("--ordered", "false"), ("-q", "true"), ("--overwrite", "false")):
+        r = sluice.caption(SAMPLES, tmp_path / "o", *args)
+        assert r.returncode == 2, r.stderr
+        assert f"{args[0]} {args[1]}: a switch takes its value after '='" in r.stderr, r.stderr
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--prompt", "false", "--metrics-addr", "off",
+                       "--max-tokens", "2", "--limit", "1")
+    assert r.returncode == 0, r.stderr  # a value that reads false is a value
