@@ -249,6 +249,13 @@ sl_status job_check_params(const sl_caption_params *p, bool model_files)
     if (p->image.max_edge < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--max-image-edge must be >= 0, got %d",
                        p->image.max_edge);
+    /* Passed to libmtmd as they are: crossed, a resizing projector failed
+     * to load, the message blaming --mmproj. */
+    if (p->llama.image_min_tokens > 0 && p->llama.image_max_tokens > 0 &&
+        p->llama.image_min_tokens > p->llama.image_max_tokens)
+        return sl_fail(SL_ERR_INVALID_ARG, "--image-min-tokens %d is above --image-max-tokens %d: "
+                                           "lower the one or raise the other",
+                       p->llama.image_min_tokens, p->llama.image_max_tokens);
     if (!job_is_batch(p) && (p->allow_local_images || p->ignore_model))
         return sl_fail(SL_ERR_INVALID_ARG, "--%s applies to a batch file's requests (sluice "
                                            "batch); drop it",

@@ -213,3 +213,14 @@ def test_a_switch_given_a_separate_word_says_to_use_equals(sluice, tmp_path):
     r = sluice.caption(SAMPLES, tmp_path / "o", "--prompt", "false", "--metrics-addr", "off",
                        "--max-tokens", "2", "--limit", "1")
     assert r.returncode == 0, r.stderr  # a value that reads false is a value
+
+
+def test_crossed_image_token_limits_name_both_flags(sluice, tmp_path):
+    """--image-min-tokens above --image-max-tokens reached libmtmd as given:
+    the projector failed to load and the message blamed --mmproj."""
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--image-min-tokens", "100",
+                       "--image-max-tokens", "10", "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert "--image-min-tokens 100 is above --image-max-tokens 10" in r.stderr, r.stderr
+    assert "--mmproj" not in r.stderr
+
