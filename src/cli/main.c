@@ -741,6 +741,11 @@ static int cmd_config(int argc, char **argv)
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (strcmp(argv[1], "keys") == 0) {
+        if (argc > 2) { /* not a filter: all keys were printed, the word ignored */
+            fprintf(stderr, "sluice: config keys takes no arguments, got '%s'; it prints every "
+                            "key (grep its output for one)\n", argv[2]);
+            return EXIT_USAGE;
+        }
         print_keys();
         return 0;
     }

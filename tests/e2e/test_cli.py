@@ -224,3 +224,10 @@ def test_crossed_image_token_limits_name_both_flags(sluice, tmp_path):
     assert "--image-min-tokens 100 is above --image-max-tokens 10" in r.stderr, r.stderr
     assert "--mmproj" not in r.stderr
 
+
+def test_config_keys_takes_no_arguments(sluice):
+    """'sluice config keys model' printed every key, the word ignored, as
+    if it had filtered them."""
+    r = sluice.run("config", "keys", "model")
+    assert r.returncode == 2 and "config keys takes no arguments, got 'model'" in r.stderr
+    assert sluice.run("config", "keys").returncode == 0
