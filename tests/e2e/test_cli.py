@@ -231,3 +231,22 @@ def test_config_keys_takes_no_arguments(sluice):
     r = sluice.run("config", "keys", "model")
     assert r.returncode == 2 and "config keys takes no arguments, got 'model'" in r.stderr
     assert sluice.run("config", "keys").returncode == 0
+
+
+def test_numbers_are_decimal(sluice, tmp_path):
+    """strtod took '0x10' (16 s) and strtol/strtod a leading blank (' 8'):
+    taken in silence as numbers nobody wrote. Each flag kind refuses them,
+    naming the flag and the value; 1e3 stays a number where one is taken."""
+    for flag, value, expects in (("--download-timeout", "0x10", "a number"),
+                                 ("--request-timeout", "inf", "a number"),
+                                 ("--max-tokens", " 8", "an integer"),
+                                 ("--memory-budget", "0x100000", "a size"),
+                                 ("--max-failed", " 0.5", "a fraction"),
+                                 ("--max-tokens", "8x", "an integer"),
+                                 ("--seed", "9223372036854775808", "an integer"),
+                                 ("--max-tokens", "1e3", "an integer")):
+        r = sluice.run("config", "print", "/dev/null", flag, value)
+        assert r.returncode == 2, (flag, value, r.stdout)
+        assert f"{flag} expects {expects}" in r.stderr and f"got '{value}'" in r.stderr, r.stderr
+    r = sluice.run("config", "print", "/dev/null", "--download-timeout", "1e3")
+    assert r.returncode == 0 and "download_timeout: 1000 " in r.stdout, r.stderr
