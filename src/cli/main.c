@@ -158,7 +158,8 @@ static const char usage_input[] =
     "      --download-retries N  tries after the first on a network error, 5xx or 429 (default: 2)\n"
     "      --input-shard I/N     read only input shards I, I+N, I+2N, ... so that N runs\n"
     "                            (0/N .. N-1/N, e.g. a Slurm array) split the work exactly;\n"
-    "                            a shard is one input file, or 1000 items (--input-shard-size)\n"
+    "                            a shard is one input file, or --input-shard-size items\n"
+    "      --input-shard-size N  items per shard of an input not split by files (default: 1000)\n"
     "\n";
 
 static const char usage_text[] =
@@ -376,7 +377,7 @@ static const char usage_openai_text[] =
     "      --response-format F   a JSON file sent as response_format (e.g. a JSON schema)\n"
     "      --stream              stream answers (server-sent events): TTFT and inter-token\n"
     "                            latency per endpoint in the vllm:* metrics\n"
-    "      --split-samples       --samples N as N requests, each with its answer's seed\n"
+    "      --split-samples       send --samples N as N requests, each with its answer's seed\n"
     "                            (default: one request with \"n\": N; for servers without n)\n"
     "      --max-tokens-field F  the field that carries --max-tokens: max_tokens (default),\n"
     "                            max_completion_tokens (OpenAI's reasoning models refuse\n"
@@ -403,6 +404,11 @@ static void say_error(const char *msg)
     fputc('\n', stderr);
 }
 
+static void print_version(void)
+{
+    printf("sluice %s%s\n", SL_VERSION, sl_dist_available() ? " (MPI)" : "");
+}
+
 /* A wrong command line of `sluice NAME` (caption, batch): what, and where
  * the options are told. */
 static int usage_error(const char *name, const char *what)
@@ -420,7 +426,7 @@ typedef struct command {
     const char *job_file; /* run and config: the job file; NULL for caption */
 } command;
 
-enum { MAX_FLAG_OPTS = 128, OPT_HELP = 1000 };
+enum { MAX_FLAG_OPTS = 128, OPT_HELP = 1000, OPT_VERSION = 1001 };
 
 typedef struct flag_use {
     int opt;           /* index in the settings table */
@@ -431,10 +437,10 @@ typedef struct flag_use {
  * key, so a flag without a key cannot be added. The flags given are
  * collected in `uses` (argc at most) and applied later, after a job file
  * was read, so they override it. Positional arguments are left from
- * optind on. Returns 0, EXIT_USAGE, or -1 for --help (printed). */
+ * optind on. Returns 0, EXIT_USAGE, -1 for --help or -2 for --version (neither printed). */
 static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, int *n_uses)
 {
-    static struct option longs[MAX_FLAG_OPTS + 2];
+    static struct option longs[MAX_FLAG_OPTS + 3];
     static char shorts[2 * MAX_FLAG_OPTS + 4];
     size_t n_opts = sl_config_option_count(), n_long = 0, n_short = 0;
     for (size_t i = 0; i < n_opts && n_long < MAX_FLAG_OPTS; i++) {
@@ -451,15 +457,39 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
         }
     }
     longs[n_long++] = (struct option){"help", no_argument, 0, OPT_HELP};
+    /* --help lists --version among every command's options: each takes it */
+    longs[n_long++] = (struct option){"version", no_argument, 0, OPT_VERSION};
     longs[n_long] = (struct option){0, 0, 0, 0};
     shorts[n_short++] = 'h';
     shorts[n_short] = '\0';
+    /* "--ordered false": a switch's value goes after '=', so the word
+     * would be read as an INPUT and reported missing; say what was meant. */
+    for (int i = 1; i + 1 < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i + 1], "true") != 0 && strcmp(argv[i + 1], "false") != 0)
+            continue;
+        for (size_t k = 0; k < n_opts; k++) {
+            sl_config_option o;
+            sl_config_option_at(k, &o);
+            bool named = o.flag && argv[i][0] == '-' &&
+                         ((argv[i][1] == '-' && strcmp(argv[i] + 2, o.flag) == 0) ||
+                          (o.short_flag && argv[i][1] == o.short_flag && !argv[i][2]));
+            if (o.is_switch && named) {
+                fprintf(stderr, "sluice: %s %s: a switch takes its value after '=' "
+                                "(--%s=%s); '%s' alone would be read as an input\n",
+                        argv[i], argv[i + 1], o.flag, argv[i + 1], argv[i + 1]);
+                fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
+                return EXIT_USAGE;
+            }
+        }
+    }
     *n_uses = 0;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
         if (c == 'h' || c == OPT_HELP)
             return -1;
+        if (c == OPT_VERSION)
+            return -2;
         int opt = -1;
         if (c >= 256 && c < 256 + (int)n_opts) {
             opt = c - 256;
@@ -530,6 +560,18 @@ static int check_ready(const sl_config *cfg, const command *cmd)
                                           "--endpoints-file F");
         snprintf(msg, sizeof msg, "%s: engine openai needs a server: add openai.endpoints (or "
                  "openai.endpoints_file), or pass --endpoint URL", job);
+    } else if (!p->engine && p->openai.n_endpoints > 0) {
+        /* Servers named, the engine left at its default (llama): the user
+         * forgot --engine openai, and would be told only that a model is
+         * missing, or with one the servers would go unused. An engine set
+         * to llama on purpose (over a job file's openai) leaves them be. */
+        if (!job)
+            return usage_error(cmd->name, "--endpoint and --endpoints-file name servers for "
+                                          "--engine openai, and the engine is llama (in-process, "
+                                          "the default): add --engine openai, or drop them");
+        snprintf(msg, sizeof msg, "%s sets openai.endpoints but no engine (llama, the default, "
+                 "does not use them): add engine: openai (or pass --engine openai), or drop "
+                 "them", job);
     } else if (!openai && !p->llama.model_path) {
         if (!job) {
             snprintf(msg, sizeof msg, "%s needs a model: --model PATH.gguf or hf://ORG/REPO",
@@ -589,7 +631,10 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
         goto done;
     }
     if ((rc = parse_flags(argc, argv, cmd->name, uses, &n_uses)) != 0) {
-        if (rc == -1) {
+        if (rc == -2) {
+            print_version();
+            rc = EXIT_HELP;
+        } else if (rc == -1) {
             if (cmd->job_file)
                 print_run_usage(stdout);
             else
@@ -623,6 +668,17 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
     }
     if ((rc = apply_flags(cfg, uses, n_uses)) != 0)
         goto done;
+    /* --input-format over batch's openai-batch ran the file as a caption
+     * job's manifest of that format: batch reads only batch files. */
+    const char *format = sl_config_params(cfg)->input_format;
+    if (strcmp(cmd->name, "batch") == 0 && (!format || strcmp(format, "openai-batch") != 0)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "--input-format %s does not apply: sluice batch reads OpenAI "
+                 "batch files (openai-batch); drop it, or use sluice caption", format ? format
+                 : "auto");
+        rc = usage_error("batch", msg);
+        goto done;
+    }
     for (int i = first_input; i < argc; i++) {
         if (sl_config_set(cfg, "input.paths", argv[i]) != SL_OK) {
             say_error(sl_last_error());
@@ -685,6 +741,11 @@ static int cmd_config(int argc, char **argv)
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (strcmp(argv[1], "keys") == 0) {
+        if (argc > 2) { /* not a filter: all keys were printed, the word ignored */
+            fprintf(stderr, "sluice: config keys takes no arguments, got '%s'; it prints every "
+                            "key (grep its output for one)\n", argv[2]);
+            return EXIT_USAGE;
+        }
         print_keys();
         return 0;
     }
@@ -972,7 +1033,7 @@ int main(int argc, char **argv)
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("sluice %s%s\n", SL_VERSION, sl_dist_available() ? " (MPI)" : "");
+        print_version();
         return 0;
     }
     if (strcmp(argv[1], "caption") == 0)

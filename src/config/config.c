@@ -725,13 +725,23 @@ sl_status sl_config_touch_list(sl_config *c, int i, const char *where, const cha
 
 /* --- parsing values --------------------------------------------------------------- */
 
+/* A number as a person writes it: strtol/strtod also take leading white
+ * space (" 8", from a quoted "$N" with a blank), and strtod hex ("0x10":
+ * 16 seconds) and "inf"/"nan" words, none of which is what was meant. */
+static bool plain_decimal(const char *text)
+{
+    const char *digits = text[0] == '-' || text[0] == '+' ? text + 1 : text;
+    return ((digits[0] >= '0' && digits[0] <= '9') || digits[0] == '.') &&
+           !strpbrk(text, "xX");
+}
+
 static sl_status parse_long(const char *where, const char *name, const char *text, long min,
                             long max, long *out)
 {
     char *end;
     errno = 0;
     long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > max)
+    if (errno || end == text || *end || v < min || v > max || !plain_decimal(text))
         return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects an integer from %ld to %ld, got '%s'",
                        where, name, min, max, text);
     *out = v;
@@ -744,7 +754,7 @@ static sl_status parse_double(const char *where, const char *name, const char *t
     char *end;
     errno = 0;
     double v = strtod(text, &end);
-    if (errno || end == text || *end || !(v >= min && v <= max))
+    if (errno || end == text || *end || !(v >= min && v <= max) || !plain_decimal(text))
         return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects a number from %g to %g, got '%s'", where,
                        name, min, max, text);
     *out = v;
@@ -768,7 +778,8 @@ static sl_status parse_size(const char *where, const char *name, const char *tex
     if (*end == 'B' || *end == 'b')
         end++;
     /* 2^63: a larger count of bytes is no budget anyone means, and would not convert */
-    if (errno || end == text || *end || !(v * mult >= 1024 * 1024) || !(v * mult < 0x1p63))
+    if (errno || end == text || *end || !(v * mult >= 1024 * 1024) || !(v * mult < 0x1p63) ||
+        !plain_decimal(text))
         return sl_fail(SL_ERR_INVALID_ARG,
                        "%s%s expects a size of at least 1M such as 512M or 4G, got '%s'", where,
                        name, text);
@@ -787,7 +798,7 @@ static sl_status parse_fraction(const char *where, const char *name, const char 
         v /= 100.0;
         end++;
     }
-    if (errno || end == text || *end || !(v >= 0.0 && v <= 1.0))
+    if (errno || end == text || *end || !(v >= 0.0 && v <= 1.0) || !plain_decimal(text))
         return sl_fail(SL_ERR_INVALID_ARG,
                        "%s%s expects a fraction from 0 to 1 or a percentage, got '%s'", where,
                        name, text);
@@ -1299,6 +1310,11 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
     case K_STR: case K_CHOICE: case K_ADDR: {
         if (o->k == K_CHOICE && choice_index(o->choices, value) < 0)
             return not_a_choice(where, name, o->choices, value);
+        /* An empty address ("$ADDR" unset) served nothing, in silence:
+         * 'off' says that on purpose. */
+        if (o->k == K_ADDR && !*value)
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects HOST:PORT (e.g. 127.0.0.1:9797; "
+                           "port 0 picks a free one) or off, got ''", where, name);
         if (o->k == K_ADDR && strcmp(value, "off") == 0) {
             *(const char **)field = NULL;
         } else {

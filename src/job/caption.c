@@ -249,6 +249,13 @@ sl_status job_check_params(const sl_caption_params *p, bool model_files)
     if (p->image.max_edge < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--max-image-edge must be >= 0, got %d",
                        p->image.max_edge);
+    /* Passed to libmtmd as they are: crossed, a resizing projector failed
+     * to load, the message blaming --mmproj. */
+    if (p->llama.image_min_tokens > 0 && p->llama.image_max_tokens > 0 &&
+        p->llama.image_min_tokens > p->llama.image_max_tokens)
+        return sl_fail(SL_ERR_INVALID_ARG, "--image-min-tokens %d is above --image-max-tokens %d: "
+                                           "lower the one or raise the other",
+                       p->llama.image_min_tokens, p->llama.image_max_tokens);
     if (!job_is_batch(p) && (p->allow_local_images || p->ignore_model))
         return sl_fail(SL_ERR_INVALID_ARG, "--%s applies to a batch file's requests (sluice "
                                            "batch); drop it",
@@ -264,6 +271,12 @@ sl_status job_check_params(const sl_caption_params *p, bool model_files)
                                     : "retries caption's failed rows; a batch file's failed "
                                       "requests are in its errors file: make a batch file of "
                                       "them");
+    /* Written when the run ends: a name that can be no file ("", or a
+     * folder's "dir/") failed only then, exit 1 after the whole run. */
+    size_t errs_len = p->errors_file ? strlen(p->errors_file) : 0;
+    if (p->errors_file && (errs_len == 0 || p->errors_file[errs_len - 1] == '/'))
+        return sl_fail(SL_ERR_INVALID_ARG, "--errors-file '%s' names no file: give a file's path "
+                                           "(e.g. out-errors.jsonl), or drop it", p->errors_file);
     if (p->errors_file && sl_s3_is_url(p->errors_file))
         return sl_fail(SL_ERR_INVALID_ARG, "--errors-file is a local file, not '%s' (the output "
                                            "may be in a bucket)", p->errors_file);

@@ -1,0 +1,252 @@
+"""The command line against its own --help and the docs, and the edges of
+its flags: a wrong value is exit 2 before anything runs, with a message
+naming the flag, the value and what to change."""
+import re
+
+from conftest import SAMPLES
+
+
+def test_an_errors_file_that_names_no_file_stops_before_the_run(sluice, tmp_path):
+    """--errors-file is written when the run ends: '' or a folder's 'dir/'
+    (no file in either) failed only then, exit 1 after every row was run."""
+    for errs in ("", f"{tmp_path}/errors/"):
+        out = tmp_path / "out"
+        r = sluice.caption(SAMPLES, out, "--max-tokens", "2", "--metrics-addr", "off",
+                           "--errors-file", errs)
+        assert r.returncode == 2, r.stderr
+        assert f"--errors-file '{errs}' names no file" in r.stderr, r.stderr
+        assert not out.exists(), "the run should not have started"
+
+
+# --- --help, `config keys` and the docs in step ----------------------------------------
+
+REPO = SAMPLES.parent
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+FLAG = re.compile(r"--[a-z][a-z0-9-]*")
+
+
+def parser_flags(sluice):
+    """{flag: key} from `config keys`: the settings table the parser is made
+    from, so exactly the flags it takes (with --help and --version)."""
+    r = sluice.run("config", "keys")
+    assert r.returncode == 0, r.stderr
+    flags = {}
+    for line in r.stdout.splitlines():
+        key, rest = line.split(None, 1)
+        m = FLAG.search(rest.split("  ")[0])  # the flag column, before the help
+        if m:
+            flags[m.group()] = key
+    assert len(flags) > 100, r.stdout
+    return flags
+
+
+def help_options(text):
+    """{flag: its help text}: each option line (indented 2 or 6, its flags
+    before the first gap then a word) with the lines under it."""
+    options, current = {}, []
+    for line in text.splitlines():
+        m = re.match(r"^(?:  -[a-zA-Z], |      )(--.*)$", line)
+        if m:
+            head = re.split(r"\s{2,}(?=[^-\s])", m.group(1), maxsplit=1)
+            current = FLAG.findall(head[0])
+            for f in current:
+                options[f] = head[1] if len(head) > 1 else ""
+        elif line.startswith(" " * 28) and current:
+            for f in current:
+                options[f] += " " + line.strip()
+        else:
+            current = []
+    return options
+
+
+def test_help_lists_every_flag_the_parser_takes_and_no_other(sluice):
+    flags = parser_flags(sluice)
+    for command in (("--help",), ("caption", "--help"), ("batch", "--help"), ("run", "--help"),
+                    ("config", "check", "--help")):
+        r = sluice.run(*command)
+        assert r.returncode == 0, (command, r.stderr)
+        listed = set(help_options(r.stdout)) - {"--help", "--version"}
+        assert listed == set(flags), (
+            command, "on an option line but not taken:", sorted(listed - set(flags)),
+            "taken but without an option line:", sorted(set(flags) - listed))
+    # Each listed flag is taken by each command that lists it, --version too.
+    for command in ("caption", "batch", "run", "config"):
+        args = (command, "--version") if command != "config" else ("config", "print", "--version")
+        r = sluice.run(*args)
+        assert r.returncode == 0 and r.stdout.startswith("sluice "), (args, r.stderr)
+
+
+SIZE = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def number(text):
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]?)", text)
+    return None if not m else float(m.group(1)) * SIZE.get(m.group(2), 1)
+
+
+def test_help_defaults_are_the_defaults(sluice):
+    """A number after 'default' in --help is what `config print` shows for
+    the flag's key when nothing is set."""
+    flags = parser_flags(sluice)
+    r = sluice.run("config", "print", "/dev/null")
+    assert r.returncode == 0, r.stderr
+    values, section = {}, ""
+    for line in r.stdout.splitlines():
+        m = re.match(r"^(\s*)([a-z_]+):\s*(.*?)\s*(?:#.*)?$", line)
+        if m:
+            section = m.group(2) if not m.group(1) else section
+            key = m.group(2) if not m.group(1) else f"{section}.{m.group(2)}"
+            values[key] = m.group(3).strip('"')
+    # A default settled at run time prints as ~; `config keys` says it: "(~: 64M)".
+    for line in sluice.run("config", "keys").stdout.splitlines():
+        m = re.search(r"\(~: ([0-9][0-9.]*[KMG]?)[;,)]", line)
+        if m and values.get(line.split()[0]) == "~":
+            values[line.split()[0]] = m.group(1)
+    checked = 0
+    for flag, text in help_options(sluice.run("caption", "--help").stdout).items():
+        m = re.search(r"\(default:? ([0-9][0-9.]*[KMG]?)[;,)]", text)
+        if not m or flag not in flags or values[flags[flag]].startswith("["):
+            continue  # a list's "default" is of its items' parts (--lora's scale)
+        if flag == "--encoders" and values[flags[flag]] == "0":
+            values[flags[flag]] = "1"  # 0 or 1: one encoder
+        assert number(values[flags[flag]]) == number(m.group(1)), (flag, m.group(1),
+                                                                   values[flags[flag]])
+        checked += 1
+    assert checked >= 20
+
+
+def test_the_job_file_key_table_is_every_key(sluice):
+    """docs/jobs.md's 'Every key' table: each key with its flag, as `config
+    keys` prints them: a flag added without a line there fails here."""
+    table = (REPO / "docs" / "jobs.md").read_text().split("## Every key", 1)[1]
+    documented = {}
+    for line in table.splitlines():
+        m = re.match(r"^\| `([a-z_.]+)` \| (.*?) \| ", line)
+        if m:
+            documented[m.group(1)] = m.group(2).replace("\\|", "|").strip("`")
+    r = sluice.run("config", "keys")
+    keys = {line[:29].strip(): line[29:60].strip() for line in r.stdout.splitlines()}
+    assert documented == keys
+
+
+def test_sluice_command_lines_in_the_docs_use_flags_it_takes(sluice):
+    """Every flag on a `sluice ...` command line in README.md and docs/ (code
+    blocks, with their continuation lines) is one the parser takes."""
+    known = set(parser_flags(sluice)) | {"--help", "--version"}
+    unknown, seen = [], 0
+    for doc in DOCS:
+        in_code, command = False, False
+        for n, line in enumerate(doc.read_text().splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                in_code, command = not in_code, False
+                continue
+            if not in_code:
+                continue
+            start = re.search(r"(^|[\s/])sluice (caption|run|batch|config)\b", line)
+            if start:  # what comes before is another program's (mpirun -n 16 ...)
+                command, line = True, line[start.end():]
+            if command:
+                code = line.split(" #")[0]
+                for flag in FLAG.findall(re.sub(r"'[^']*'|\"[^\"]*\"", "", code)):
+                    seen += 1
+                    if flag not in known:
+                        unknown.append(f"{doc.name}:{n}: {flag}")
+                command = code.rstrip().endswith("\\")
+    assert seen > 50 and not unknown, unknown
+
+
+def test_servers_named_without_engine_openai_are_refused(sluice, tmp_path):
+    """--endpoint without --engine openai: the llama engine (the default)
+    ran, saying only that a model was missing, or with one ignoring the
+    servers. Now exit 2 saying to add --engine openai; an engine set to
+    llama on purpose (over a job file's openai) still runs."""
+    r = sluice.run("caption", SAMPLES, "-o", tmp_path / "o", "--endpoint", "http://127.0.0.1:1")
+    assert r.returncode == 2 and "add --engine openai" in r.stderr, r.stderr
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--endpoint", "http://127.0.0.1:1")
+    assert r.returncode == 2 and "add --engine openai" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
+    job = tmp_path / "job.yaml"
+    job.write_text(f"openai:\n  endpoints: [http://127.0.0.1:1]\ninput:\n  paths: [{SAMPLES}]\n"
+                   f"output:\n  dir: {tmp_path / 'o'}\n")
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2 and "add engine: openai" in r.stderr, r.stderr
+    r = sluice.run("config", "check", job, "--engine", "openai")
+    assert r.returncode == 0, r.stderr
+    r = sluice.run("config", "check", job, "--engine", "llama", "--model", "m.gguf",
+                   "--mmproj", "p.gguf")
+    assert r.returncode == 0, r.stderr
+
+
+def test_an_empty_metrics_address_is_refused_not_taken_as_off(sluice, tmp_path):
+    """--metrics-addr '' (an unset "$ADDR") served nothing and said
+    nothing; 'off' is how to say that."""
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--metrics-addr", "")
+    assert r.returncode == 2, r.stderr
+    assert "--metrics-addr expects HOST:PORT" in r.stderr and "or off, got ''" in r.stderr
+    job = tmp_path / "job.yaml"
+    job.write_text('metrics:\n  addr: ""\n')
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2 and "metrics.addr expects HOST:PORT" in r.stderr, r.stderr
+
+
+def test_batch_takes_no_other_input_format(sluice, tmp_path):
+    """sluice batch F --input-format csv ran F as a caption job's CSV
+    manifest (exit 0, no requests answered); batch reads batch files."""
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text('{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", '
+                        '"body": {"messages": [{"role": "user", "content": "hi"}]}}\n')
+    for fmt in ("csv", "jsonl", "auto"):
+        r = sluice.run("batch", requests, "-o", tmp_path / "o", "--model", "m.gguf",
+                       "--input-format", fmt, "--metrics-addr", "off")
+        assert r.returncode == 2, r.stderr
+        assert f"--input-format {fmt} does not apply" in r.stderr, r.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_a_switch_given_a_separate_word_says_to_use_equals(sluice, tmp_path):
+    """--ordered false: getopt leaves 'false' as an INPUT, reported as a
+    missing input 'false'; the message now names the switch and =false."""
+    for args in (("--ordered", "false"), ("-q", "true"), ("--overwrite", "false")):
+        r = sluice.caption(SAMPLES, tmp_path / "o", *args)
+        assert r.returncode == 2, r.stderr
+        assert f"{args[0]} {args[1]}: a switch takes its value after '='" in r.stderr, r.stderr
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--prompt", "false", "--metrics-addr", "off",
+                       "--max-tokens", "2", "--limit", "1")
+    assert r.returncode == 0, r.stderr  # a value that reads false is a value
+
+
+def test_crossed_image_token_limits_name_both_flags(sluice, tmp_path):
+    """--image-min-tokens above --image-max-tokens reached libmtmd as given:
+    the projector failed to load and the message blamed --mmproj."""
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--image-min-tokens", "100",
+                       "--image-max-tokens", "10", "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert "--image-min-tokens 100 is above --image-max-tokens 10" in r.stderr, r.stderr
+    assert "--mmproj" not in r.stderr
+
+
+def test_config_keys_takes_no_arguments(sluice):
+    """'sluice config keys model' printed every key, the word ignored, as
+    if it had filtered them."""
+    r = sluice.run("config", "keys", "model")
+    assert r.returncode == 2 and "config keys takes no arguments, got 'model'" in r.stderr
+    assert sluice.run("config", "keys").returncode == 0
+
+
+def test_numbers_are_decimal(sluice, tmp_path):
+    """strtod took '0x10' (16 s) and strtol/strtod a leading blank (' 8'):
+    taken in silence as numbers nobody wrote. Each flag kind refuses them,
+    naming the flag and the value; 1e3 stays a number where one is taken."""
+    for flag, value, expects in (("--download-timeout", "0x10", "a number"),
+                                 ("--request-timeout", "inf", "a number"),
+                                 ("--max-tokens", " 8", "an integer"),
+                                 ("--memory-budget", "0x100000", "a size"),
+                                 ("--max-failed", " 0.5", "a fraction"),
+                                 ("--max-tokens", "8x", "an integer"),
+                                 ("--seed", "9223372036854775808", "an integer"),
+                                 ("--max-tokens", "1e3", "an integer")):
+        r = sluice.run("config", "print", "/dev/null", flag, value)
+        assert r.returncode == 2, (flag, value, r.stdout)
+        assert f"{flag} expects {expects}" in r.stderr and f"got '{value}'" in r.stderr, r.stderr
+    r = sluice.run("config", "print", "/dev/null", "--download-timeout", "1e3")
+    assert r.returncode == 0 and "download_timeout: 1000 " in r.stdout, r.stderr
