@@ -131,7 +131,7 @@ static sl_status read_messages(sl_batch_req *req, const json_t *messages, char *
     return SL_OK;
 }
 
-/* A positive count below 2^31, or 0 when absent. */
+/* A count from 1 to 2^30, or 0 when absent. */
 static sl_status read_count(const json_t *body, const char *key, int *out, char *err,
                             size_t errlen)
 {
@@ -139,7 +139,7 @@ static sl_status read_count(const json_t *body, const char *key, int *out, char 
     if (!v || json_is_null(v))
         return SL_OK;
     if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1 << 30)
-        return bad(err, errlen, "body.%s must be a positive integer", key);
+        return bad(err, errlen, "body.%s must be an integer from 1 to %d", key, 1 << 30);
     *out = (int)json_integer_value(v);
     return SL_OK;
 }

@@ -80,6 +80,10 @@ static void broken_lines_say_why(void **state)
          "[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":true}}", "stream", true},
         {"{\"custom_id\":\"a\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":"
          "[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":3}}", "temperature", true},
+        /* a large count is positive: the message says the range, not "positive" */
+        {"{\"custom_id\":\"a\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":"
+         "[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":1000000000000}}",
+         "body.max_tokens must be an integer from 1 to 1073741824", true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         sl_batch_req q;
