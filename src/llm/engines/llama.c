@@ -3636,11 +3636,12 @@ void sl_llama_init(void)
 }
 
 
-/* KV cells one request of the expected shape takes: the template, a
- * prompt, and an image of image_edge_hint pixels square. */
-static int probe_cells(llama_engine *e, const sl_llama_params *p)
+/* KV cells one request of the expected shape takes: the template, the
+ * system prompt (none: NULL), a prompt, and an image of image_edge_hint
+ * pixels square. */
+static int probe_cells(llama_engine *e, const sl_llama_params *p, const char *system)
 {
-    req r = {.id = "(sizing probe)", .system_prompt = (char *)p->prefix_system_prompt,
+    req r = {.id = "(sizing probe)", .system_prompt = (char *)system,
              .prompt = "Describe this image in one sentence."};
     uint8_t *gray = NULL;
     sl_image *img = NULL;
@@ -4154,7 +4155,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     int train = llama_model_n_ctx_train(e->model);
     int per_seq = params->n_ctx_per_seq;
     if (per_seq <= 0) {
-        int probe = probe_cells(e, params);
+        int probe = probe_cells(e, params, params->prefix_system_prompt);
         if (probe < 0) {
             llama_engine_free(e);
             return sl_fail(SL_ERR_MODEL, "--model '%s': cannot tokenize a test prompt%s",
@@ -4170,19 +4171,29 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         if (!vision && train > 0 && need > train && need - TEXT_ONLY_ROOM <= train)
             need = train;
         if ((train > 0 && need > train) || need > (1 << 24)) {
+            /* A long system prompt is in every request: say so, rather than
+             * pointing only at the max_tokens and image that are not the
+             * cause (a 15,000-token --system was told to lower those). */
+            const char *sys = params->prefix_system_prompt;
+            int bare = sys && sys[0] ? probe_cells(e, params, NULL) : probe;
+            char sys_part[96] = "";
+            if (bare >= 0 && probe - bare > 0)
+                snprintf(sys_part, sizeof sys_part, ", of which the system prompt takes %d",
+                         probe - bare);
+            const char *shorten = sys_part[0] ? "shorten the system prompt (--system), " : "";
             llama_engine_free(e);
             if (!vision)
                 return sl_fail(SL_ERR_INVALID_ARG,
-                               "each sequence needs %lld positions (prompt: %d, max_tokens: %d), "
-                               "more than the model's context of %d: lower --max-tokens",
-                               (long long)need - TEXT_ONLY_ROOM, probe, params->max_tokens_hint,
-                               train);
+                               "each sequence needs %lld positions (prompt: %d%s, max_tokens: "
+                               "%d), more than the model's context of %d: %slower --max-tokens",
+                               (long long)need - TEXT_ONLY_ROOM, probe, sys_part,
+                               params->max_tokens_hint, train, shorten);
             return sl_fail(SL_ERR_INVALID_ARG,
-                           "each sequence needs %lld positions (prompt and a %d px image: %d, "
-                           "max_tokens: %d), more than the model's context of %d: lower "
+                           "each sequence needs %lld positions (prompt and a %d px image: %d%s, "
+                           "max_tokens: %d), more than the model's context of %d: %slower "
                            "--max-tokens or --max-image-edge",
-                           (long long)need, params->image_edge_hint, probe,
-                           params->max_tokens_hint, train);
+                           (long long)need, params->image_edge_hint, probe, sys_part,
+                           params->max_tokens_hint, train, shorten);
         }
         per_seq = (int)need;
     }
