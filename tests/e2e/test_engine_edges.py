@@ -1,6 +1,9 @@
 """The embedded engine at its edges (docs/engine.md "Sizing"): settings
 that can never fit stop the job with exit 2 naming what to change, and
 what to change is the thing that does not fit."""
+from conftest import REPO, TINY
+
+QWEN = REPO / "models" / "tiny-qwen"
 
 def test_a_system_prompt_past_the_context_is_named(sluice, four, tmp_path):
     """A --system of 15,000 tokens is in every request: the load-time check
@@ -17,3 +20,26 @@ def test_a_system_prompt_past_the_context_is_named(sluice, four, tmp_path):
     r = sluice.caption(four, tmp_path / "n", "-n", 100000, "--metrics-addr", "off")
     assert r.returncode == 2, r.stderr
     assert "system prompt" not in r.stderr and "lower --max-tokens" in r.stderr, r.stderr
+
+
+def test_a_projector_made_for_another_model_stops_the_job(sluice, four, tmp_path):
+    """tiny's idefics3 projector with tiny-qwen's Qwen2-VL model (the same
+    width, so libmtmd loads the pair): the projector's image marker tokens
+    are not in the model's vocabulary (-1), and every row failed with
+    "llama_decode failed (code -1)" (exit 3), each taking the rows batched
+    with it down. Now the load-time probe sees it: exit 2 naming both
+    files, no row written, with --ctx (no sizing probe needed) too."""
+    for extra in ((), ("--ctx", 512)):
+        out = tmp_path / f"o{len(extra)}"
+        r = sluice.run("caption", four, "-o", out, "--model", QWEN / "model.gguf",
+                       "--mmproj", TINY / "mmproj.gguf", "-n", 4, "--metrics-addr", "off",
+                       *extra, timeout=300)
+        assert r.returncode == 2, r.stderr
+        assert f"--mmproj '{TINY / 'mmproj.gguf'}' does not go with --model " \
+            f"'{QWEN / 'model.gguf'}': token -1 of the prompt is not in the model's " \
+            "vocabulary" in r.stderr, r.stderr
+        assert not list(out.glob("part-*")), "no row may be written"
+    r = sluice.run("caption", four, "-o", tmp_path / "qwen", "--model", QWEN / "model.gguf",
+                   "--mmproj", QWEN / "mmproj.gguf", "-n", 4, "--ctx", 1024,
+                   "--metrics-addr", "off", timeout=300)
+    assert r.returncode == 0, r.stderr

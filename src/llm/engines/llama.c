@@ -1117,6 +1117,28 @@ static sl_status no_projector(const char *id)
                    id);
 }
 
+/* Does r's tokenized prompt hold a token outside the model's vocabulary
+ * (*tok: the first)? mtmd wraps each image in its projector's marker
+ * tokens, looked up in the model's vocabulary: a projector made for
+ * another model (idefics3's <fake_token_around_image> with a Qwen2-VL
+ * model of the same width) gets -1 for them, and llama_decode then
+ * refuses the whole batch, every sequence in it, saying only "failed to
+ * decode". */
+static bool foreign_token(const llama_engine *e, const req *r, llama_token *tok)
+{
+    int32_t n_vocab = llama_vocab_n_tokens(e->vocab);
+    for (size_t c = 0; c < req_n_chunks(r); c++) {
+        size_t n = 0;
+        const llama_token *toks = req_chunk_is_text(r, c) ? req_chunk_tokens(r, c, &n) : NULL;
+        for (size_t i = 0; i < n; i++)
+            if (toks[i] < 0 || toks[i] >= n_vocab) {
+                *tok = toks[i];
+                return true;
+            }
+    }
+    return false;
+}
+
 /* Tokenizes a request's prompt and its images (a conversation's, in order;
  * none: text chunks only, and the vision encoder never runs for it), the
  * images with vision context vis (e->mtmd, or an encoder thread's own: the
@@ -1184,6 +1206,12 @@ static sl_status tokenize(llama_engine *e, mtmd_context *vis, req *r)
     if (n == 0 || mtmd_input_chunk_get_type(mtmd_input_chunks_get(r->chunks, n - 1)) !=
                       MTMD_INPUT_CHUNK_TYPE_TEXT)
         return sl_fail(SL_ERR_ENGINE, "%s: the prompt must end with text after the image", r->id);
+    llama_token bad;
+    if (foreign_token(e, r, &bad))
+        return sl_fail(SL_ERR_MODEL, "%s: token %d of the prompt is not in the model's vocabulary "
+                       "of %d: the vision projector (--mmproj) marks images with tokens this "
+                       "model does not have, so it was made for another model", r->id, (int)bad,
+                       (int)llama_vocab_n_tokens(e->vocab));
     r->n_pos = (int)mtmd_helper_get_n_pos(r->chunks);
     r->n_cells = (int)mtmd_helper_get_n_tokens(r->chunks);
     r->n_shared = 0;
@@ -3639,7 +3667,8 @@ void sl_llama_init(void)
 /* KV cells one request of the expected shape takes: the template, the
  * system prompt (none: NULL), a prompt, and an image of image_edge_hint
  * pixels square. */
-static int probe_cells(llama_engine *e, const sl_llama_params *p, const char *system)
+static sl_status probe_cells(llama_engine *e, const sl_llama_params *p, const char *system,
+                             int *cells)
 {
     req r = {.id = "(sizing probe)", .system_prompt = (char *)system,
              .prompt = "Describe this image in one sentence."};
@@ -3652,19 +3681,21 @@ static int probe_cells(llama_engine *e, const sl_llama_params *p, const char *sy
         size_t n = (size_t)edge * (size_t)edge * 3;
         gray = sl_malloc(n);
         if (!gray)
-            return -1;
+            return sl_fail(SL_ERR_NOMEM, "out of memory for the sizing probe's image");
         memset(gray, 128, n);
-        if (sl_image_from_rgb(edge, edge, gray, &img) != SL_OK) {
+        sl_status st = sl_image_from_rgb(edge, edge, gray, &img);
+        if (st != SL_OK) {
             sl_free(gray);
-            return -1;
+            return st;
         }
         r.image = img;
     }
-    int n_cells = tokenize(e, e->mtmd, &r) == SL_OK ? r.n_cells : -1;
+    sl_status st = tokenize(e, e->mtmd, &r);
+    *cells = st == SL_OK ? r.n_cells : -1;
     req_drop_tokens(&r);
     sl_image_free(img);
     sl_free(gray);
-    return n_cells;
+    return st;
 }
 
 /* The index-th GPU device llama.cpp sees (CUDA builds register one per
@@ -4154,13 +4185,25 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
      * plus the shared prefix. */
     int train = llama_model_n_ctx_train(e->model);
     int per_seq = params->n_ctx_per_seq;
+    /* The probe runs with --ctx too when there is a projector: it is the
+     * check that the projector goes with the model (foreign_token), made
+     * here once rather than failing every row. */
+    int probe = 0;
+    sl_status pst = per_seq <= 0 || vision
+                        ? probe_cells(e, params, params->prefix_system_prompt, &probe)
+                        : SL_OK;
+    if (pst != SL_OK) {
+        char cause[512]; /* past "(sizing probe): " */
+        const char *last = sl_last_error();
+        snprintf(cause, sizeof cause, "%s", strncmp(last, "(sizing probe): ", 16) ? last : last + 16);
+        llama_engine_free(e);
+        if (pst == SL_ERR_MODEL) /* foreign_token: the projector is another model's */
+            return sl_fail(SL_ERR_INVALID_ARG, "--mmproj '%s' does not go with --model '%s': %s",
+                           params->mmproj_path, params->model_path, cause);
+        return sl_fail(pst, "--model '%s': cannot tokenize a test prompt%s: %s",
+                       params->model_path, vision ? " with an image" : "", cause);
+    }
     if (per_seq <= 0) {
-        int probe = probe_cells(e, params, params->prefix_system_prompt);
-        if (probe < 0) {
-            llama_engine_free(e);
-            return sl_fail(SL_ERR_MODEL, "--model '%s': cannot tokenize a test prompt%s",
-                           params->model_path, vision ? " with an image" : "");
-        }
         /* In 64 bits: the hint may be anything up to INT_MAX. */
         int64_t need = (int64_t)probe + params->max_tokens_hint + 64; /* room for longer prompts */
         /* Text only: the positions an image would take go to longer
@@ -4175,7 +4218,9 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
              * pointing only at the max_tokens and image that are not the
              * cause (a 15,000-token --system was told to lower those). */
             const char *sys = params->prefix_system_prompt;
-            int bare = sys && sys[0] ? probe_cells(e, params, NULL) : probe;
+            int bare = probe;
+            if (sys && sys[0] && probe_cells(e, params, NULL, &bare) != SL_OK)
+                bare = probe;
             char sys_part[96] = "";
             if (bare >= 0 && probe - bare > 0)
                 snprintf(sys_part, sizeof sys_part, ", of which the system prompt takes %d",
