@@ -1,7 +1,7 @@
 """The embedded engine at its edges (docs/engine.md "Sizing"): settings
 that can never fit stop the job with exit 2 naming what to change, and
 what to change is the thing that does not fit."""
-from conftest import REPO, TINY
+from conftest import REPO, TINY, read_rows
 
 QWEN = REPO / "models" / "tiny-qwen"
 
@@ -43,3 +43,26 @@ def test_a_projector_made_for_another_model_stops_the_job(sluice, four, tmp_path
                    "--mmproj", QWEN / "mmproj.gguf", "-n", 4, "--ctx", 1024,
                    "--metrics-addr", "off", timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_prompt_holding_the_image_marker_fails_saying_so(sluice, four, tmp_path):
+    """libmtmd takes '<__media__>' in the text for an image: a prompt (or a
+    task's) holding it failed each row as "the vision preprocessor rejected
+    the 512x512 px image, as shrunk (too small or too narrow ...)", and a
+    --system holding it stopped the job with exit 1 saying the model
+    "cannot tokenize a test prompt". Now a row fails naming the marker, and
+    the system prompt (in every request) stops the job with exit 2."""
+    marker = "'<__media__>', the marker the engine puts where an image goes"
+    for name, flags, head in (("p", ("--prompt", "Is <__media__> here?"), ""),
+                              ("t", ("--task", "t=And <__media__>?"), ", task t")):
+        r = sluice.caption(four, tmp_path / name, "-n", 4, *flags, "--metrics-addr", "off")
+        assert r.returncode == 3, r.stderr
+        rows = read_rows(tmp_path / name)
+        assert len(rows) == 4
+        for row in rows:
+            assert row["error"].startswith(f"{row['id']}{head}: the prompt holds {marker}"), row
+    r = sluice.caption(four, tmp_path / "s", "-n", 4, "--system", "See <__media__>.",
+                       "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert f"the system prompt holds {marker}" in r.stderr, r.stderr
+    assert not list((tmp_path / "s").glob("part-*")), "no row may be written"

@@ -555,6 +555,19 @@ static sl_status render_prompt(const llama_engine *e, const char *id, const char
                                const char *user_text, bool with_image, char **out)
 {
     *out = NULL;
+    /* mtmd takes each marker in the text for an image: one typed in a
+     * prompt (a dataset's text, a --system) made the image count wrong,
+     * and the row failed as "the vision preprocessor rejected the 512x512
+     * px image" (copy_conversation refuses it in messages the same way). */
+    const char *marker = e->mtmd ? mtmd_get_marker(e->mtmd) : NULL;
+    const char *holder = !marker || !*marker                            ? NULL
+                         : system_prompt && strstr(system_prompt, marker) ? "the system prompt"
+                         : strstr(user_text, marker)                      ? "the prompt"
+                                                                          : NULL;
+    if (holder)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s: %s holds '%s', the marker the engine puts where an image goes "
+                       "(libmtmd would take it for an image): remove it", id, holder, marker);
     /* The image goes before the text, as SmolVLM and most VLMs are trained. */
     char *user = sl_asprintf("%s%s", with_image ? mtmd_get_marker(e->mtmd) : "", user_text);
     if (!user)
@@ -4200,6 +4213,8 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         if (pst == SL_ERR_MODEL) /* foreign_token: the projector is another model's */
             return sl_fail(SL_ERR_INVALID_ARG, "--mmproj '%s' does not go with --model '%s': %s",
                            params->mmproj_path, params->model_path, cause);
+        if (pst == SL_ERR_INVALID_ARG) /* render_prompt: the system prompt's own fault */
+            return sl_fail(pst, "%s", cause);
         return sl_fail(pst, "--model '%s': cannot tokenize a test prompt%s: %s",
                        params->model_path, vision ? " with an image" : "", cause);
     }
