@@ -66,3 +66,26 @@ def test_a_prompt_holding_the_image_marker_fails_saying_so(sluice, four, tmp_pat
     assert r.returncode == 2, r.stderr
     assert f"the system prompt holds {marker}" in r.stderr, r.stderr
     assert not list((tmp_path / "s").glob("part-*")), "no row may be written"
+
+
+def test_image_token_limits_out_of_range_are_named(sluice, four, tmp_path):
+    """--image-min-tokens / --image-max-tokens the projector cannot take
+    stop the job naming the flag, not the file: a maximum under Qwen's 8
+    tokens was "--mmproj ...: libmtmd cannot load it as a vision projector",
+    a minimum over the maximum the same, and a minimum of 100000 tokens an
+    image was told to lower --max-tokens or --max-image-edge."""
+    def run(name, *flags):
+        r = sluice.run("caption", four, "-o", tmp_path / name, "--model", QWEN / "model.gguf",
+                       "--mmproj", QWEN / "mmproj.gguf", "-n", 4, "--metrics-addr", "off",
+                       *flags, timeout=300)
+        assert r.returncode == 2, r.stderr
+        assert not list((tmp_path / name).glob("part-*")), "no row may be written"
+        return r.stderr
+    err = run("max1", "--image-max-tokens", 1)
+    assert "--image-max-tokens 1: outside what --mmproj" in err, err
+    assert "(llama.cpp: image_max_pixels (784) is less than image_min_pixels (6272))" in err, err
+    err = run("minmax", "--image-min-tokens", 100, "--image-max-tokens", 10)
+    assert "--image-min-tokens 100 is more than --image-max-tokens 10" in err, err
+    err = run("huge", "--image-min-tokens", 100000, "--image-max-tokens", 200000)
+    assert "lower --max-tokens, --max-image-edge or --image-min-tokens" in err, err
+

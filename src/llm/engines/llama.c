@@ -4173,17 +4173,42 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     long vision_threads = n_encoders > 1 ? threads / n_encoders : threads;
     vp.n_threads = vision_threads > 1 ? (int)vision_threads : 1;
     vp.warmup = false;
-    if (params->image_min_tokens > 0)
-        vp.image_min_tokens = params->image_min_tokens;
-    if (params->image_max_tokens > 0)
-        vp.image_max_tokens = params->image_max_tokens;
+    int min_tok = params->image_min_tokens, max_tok = params->image_max_tokens;
+    if (min_tok > 0 && max_tok > 0 && min_tok > max_tok) {
+        llama_engine_free(e);
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "--image-min-tokens %d is more than --image-max-tokens %d: give a minimum "
+                       "at most the maximum", min_tok, max_tok);
+    }
+    if (min_tok > 0)
+        vp.image_min_tokens = min_tok;
+    if (max_tok > 0)
+        vp.image_max_tokens = max_tok;
+    log_capture vcause = {0};
+    capture = &vcause;
     e->mtmd = vision ? mtmd_init_from_file(params->mmproj_path, e->model, vp) : NULL;
+    capture = NULL;
     if (vision && !e->mtmd) {
         llama_engine_free(e);
+        /* A token limit past the projector's own range fails its load
+         * ("image_max_pixels (784) is less than image_min_pixels (6272)"
+         * for --image-max-tokens 1): the flag is the cause, not the file. */
+        const char *why = strstr(vcause.text, "image_m");
+        if ((min_tok > 0 || max_tok > 0) && why && strstr(why, "_pixels")) {
+            char flags[80];
+            snprintf(flags, sizeof flags, min_tok > 0 && max_tok > 0 ? "%s %d, %s %d" : "%s %d",
+                     min_tok > 0 ? "--image-min-tokens" : "--image-max-tokens",
+                     min_tok > 0 ? min_tok : max_tok, "--image-max-tokens", max_tok);
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "%s: outside what --mmproj '%s' takes (llama.cpp: %.*s): give limits "
+                           "within the model's own (Qwen2.5-VL's: 8 to 4096 tokens)",
+                           flags, params->mmproj_path, (int)strcspn(why, ";"), why);
+        }
         return sl_fail(SL_ERR_MODEL,
-                       "--mmproj '%s': libmtmd cannot load it as a vision projector for '%s' "
-                       "(see the llama.cpp messages above)",
-                       params->mmproj_path, params->model_path);
+                       "--mmproj '%s': libmtmd cannot load it as a vision projector for '%s'%s%s",
+                       params->mmproj_path, params->model_path,
+                       vcause.len ? "; llama.cpp: " : " (see the llama.cpp messages above)",
+                       vcause.text);
     }
     if (vision && !mtmd_support_vision(e->mtmd)) {
         llama_engine_free(e);
@@ -4248,12 +4273,17 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
                                "%d), more than the model's context of %d: %slower --max-tokens",
                                (long long)need - TEXT_ONLY_ROOM, probe, sys_part,
                                params->max_tokens_hint, train, shorten);
+            /* --image-min-tokens enlarges every image: 100000 of them was
+             * told to lower only --max-tokens or --max-image-edge. */
             return sl_fail(SL_ERR_INVALID_ARG,
                            "each sequence needs %lld positions (prompt and a %d px image: %d%s, "
                            "max_tokens: %d), more than the model's context of %d: %slower "
-                           "--max-tokens or --max-image-edge",
+                           "--max-tokens%s",
                            (long long)need, params->image_edge_hint, probe, sys_part,
-                           params->max_tokens_hint, train, shorten);
+                           params->max_tokens_hint, train, shorten,
+                           params->image_min_tokens > 0
+                               ? ", --max-image-edge or --image-min-tokens"
+                               : " or --max-image-edge");
         }
         per_seq = (int)need;
     }
