@@ -89,3 +89,17 @@ def test_image_token_limits_out_of_range_are_named(sluice, four, tmp_path):
     err = run("huge", "--image-min-tokens", 100000, "--image-max-tokens", 200000)
     assert "lower --max-tokens, --max-image-edge or --image-min-tokens" in err, err
 
+
+def test_a_row_past_the_model_context_under_ctx_is_not_told_to_raise_ctx(sluice, four,
+                                                                         tmp_path):
+    """Under --ctx a row that needs more than a sequence is told to give a
+    larger --ctx, unless it needs more than the model's context (2048):
+    max_tokens 100000 was told "give --ctx 100055 or more"."""
+    r = sluice.caption(four, tmp_path / "o", "-n", 100000, "--ctx", 512, "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr
+    for row in read_rows(tmp_path / "o"):
+        assert "more than the model's context of 2048: lower its max_tokens" in row["error"], row
+    r = sluice.caption(four, tmp_path / "p", "-n", 1000, "--ctx", 512, "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr
+    for row in read_rows(tmp_path / "p"):
+        assert "more than the 512 positions of a sequence (--ctx): give --ctx 10" in row["error"]

@@ -2134,7 +2134,13 @@ static size_verdict size_for(llama_engine *e, req *r)
         return SIZE_FITS;
     int n_images = r->n_msgs > 0 ? r->n_images : r->image != NULL;
     if (need > e->max_ctx_seq) {
-        if (e->ctx_fixed)
+        /* With --ctx, "give --ctx N" only where N is within the model's
+         * context: past it the request takes more than the model was
+         * trained for (a --ctx 512 row of max_tokens 100000 was told to
+         * give --ctx 100049 against a context of 2048). */
+        int train = llama_model_n_ctx_train(e->model);
+        int limit = e->ctx_fixed ? (train > 0 ? train : INT_MAX) : e->max_ctx_seq;
+        if (e->ctx_fixed && need <= limit)
             fail_req(e, r, SL_ERR_TOO_LONG,
                      "%s: the request takes %lld positions (its prompt with %d image%s: %d; "
                      "max_tokens is %d), more than the %d positions of a sequence (--ctx): give "
@@ -2148,7 +2154,7 @@ static size_verdict size_for(llama_engine *e, req *r)
                      "max_tokens, send fewer or smaller images (--max-image-edge) or a shorter "
                      "conversation",
                      r->id, (long long)need, n_images, n_images == 1 ? "" : "s", r->n_cells,
-                     gen_room(r), e->max_ctx_seq);
+                     gen_room(r), limit);
         return SIZE_FAILED;
     }
     if (active_slots(e) > 0)
