@@ -555,6 +555,19 @@ static sl_status render_prompt(const llama_engine *e, const char *id, const char
                                const char *user_text, bool with_image, char **out)
 {
     *out = NULL;
+    /* mtmd takes each marker in the text for an image: one typed in a
+     * prompt (a dataset's text, a --system) made the image count wrong,
+     * and the row failed as "the vision preprocessor rejected the 512x512
+     * px image" (copy_conversation refuses it in messages the same way). */
+    const char *marker = e->mtmd ? mtmd_get_marker(e->mtmd) : NULL;
+    const char *holder = !marker || !*marker                            ? NULL
+                         : system_prompt && strstr(system_prompt, marker) ? "the system prompt"
+                         : strstr(user_text, marker)                      ? "the prompt"
+                                                                          : NULL;
+    if (holder)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s: %s holds '%s', the marker the engine puts where an image goes "
+                       "(libmtmd would take it for an image): remove it", id, holder, marker);
     /* The image goes before the text, as SmolVLM and most VLMs are trained. */
     char *user = sl_asprintf("%s%s", with_image ? mtmd_get_marker(e->mtmd) : "", user_text);
     if (!user)
@@ -1118,6 +1131,28 @@ static sl_status no_projector(const char *id)
                    id);
 }
 
+/* Does r's tokenized prompt hold a token outside the model's vocabulary
+ * (*tok: the first)? mtmd wraps each image in its projector's marker
+ * tokens, looked up in the model's vocabulary: a projector made for
+ * another model (idefics3's <fake_token_around_image> with a Qwen2-VL
+ * model of the same width) gets -1 for them, and llama_decode then
+ * refuses the whole batch, every sequence in it, saying only "failed to
+ * decode". */
+static bool foreign_token(const llama_engine *e, const req *r, llama_token *tok)
+{
+    int32_t n_vocab = llama_vocab_n_tokens(e->vocab);
+    for (size_t c = 0; c < req_n_chunks(r); c++) {
+        size_t n = 0;
+        const llama_token *toks = req_chunk_is_text(r, c) ? req_chunk_tokens(r, c, &n) : NULL;
+        for (size_t i = 0; i < n; i++)
+            if (toks[i] < 0 || toks[i] >= n_vocab) {
+                *tok = toks[i];
+                return true;
+            }
+    }
+    return false;
+}
+
 /* Tokenizes a request's prompt and its images (a conversation's, in order;
  * none: text chunks only, and the vision encoder never runs for it), the
  * images with vision context vis (e->mtmd, or an encoder thread's own: the
@@ -1185,6 +1220,12 @@ static sl_status tokenize(llama_engine *e, mtmd_context *vis, req *r)
     if (n == 0 || mtmd_input_chunk_get_type(mtmd_input_chunks_get(r->chunks, n - 1)) !=
                       MTMD_INPUT_CHUNK_TYPE_TEXT)
         return sl_fail(SL_ERR_ENGINE, "%s: the prompt must end with text after the image", r->id);
+    llama_token bad;
+    if (foreign_token(e, r, &bad))
+        return sl_fail(SL_ERR_MODEL, "%s: token %d of the prompt is not in the model's vocabulary "
+                       "of %d: the vision projector (--mmproj) marks images with tokens this "
+                       "model does not have, so it was made for another model", r->id, (int)bad,
+                       (int)llama_vocab_n_tokens(e->vocab));
     r->n_pos = (int)mtmd_helper_get_n_pos(r->chunks);
     r->n_cells = (int)mtmd_helper_get_n_tokens(r->chunks);
     r->n_shared = 0;
@@ -2094,7 +2135,13 @@ static size_verdict size_for(llama_engine *e, req *r)
         return SIZE_FITS;
     int n_images = r->n_msgs > 0 ? r->n_images : r->image != NULL;
     if (need > e->max_ctx_seq) {
-        if (e->ctx_fixed)
+        /* With --ctx, "give --ctx N" only where N is within the model's
+         * context: past it the request takes more than the model was
+         * trained for (a --ctx 512 row of max_tokens 100000 was told to
+         * give --ctx 100049 against a context of 2048). */
+        int train = llama_model_n_ctx_train(e->model);
+        int limit = e->ctx_fixed ? (train > 0 ? train : INT_MAX) : e->max_ctx_seq;
+        if (e->ctx_fixed && need <= limit)
             fail_req(e, r, SL_ERR_TOO_LONG,
                      "%s: the request takes %lld positions (its prompt with %d image%s: %d; "
                      "max_tokens is %d), more than the %d positions of a sequence (--ctx): give "
@@ -2108,7 +2155,7 @@ static size_verdict size_for(llama_engine *e, req *r)
                      "max_tokens, send fewer or smaller images (--max-image-edge) or a shorter "
                      "conversation",
                      r->id, (long long)need, n_images, n_images == 1 ? "" : "s", r->n_cells,
-                     gen_room(r), e->max_ctx_seq);
+                     gen_room(r), limit);
         return SIZE_FAILED;
     }
     if (active_slots(e) > 0)
@@ -3637,11 +3684,13 @@ void sl_llama_init(void)
 }
 
 
-/* KV cells one request of the expected shape takes: the template, a
- * prompt, and an image of image_edge_hint pixels square. */
-static int probe_cells(llama_engine *e, const sl_llama_params *p)
+/* KV cells one request of the expected shape takes: the template, the
+ * system prompt (none: NULL), a prompt, and an image of image_edge_hint
+ * pixels square. */
+static sl_status probe_cells(llama_engine *e, const sl_llama_params *p, const char *system,
+                             int *cells)
 {
-    req r = {.id = "(sizing probe)", .system_prompt = (char *)p->prefix_system_prompt,
+    req r = {.id = "(sizing probe)", .system_prompt = (char *)system,
              .prompt = "Describe this image in one sentence."};
     uint8_t *gray = NULL;
     sl_image *img = NULL;
@@ -3652,19 +3701,21 @@ static int probe_cells(llama_engine *e, const sl_llama_params *p)
         size_t n = (size_t)edge * (size_t)edge * 3;
         gray = sl_malloc(n);
         if (!gray)
-            return -1;
+            return sl_fail(SL_ERR_NOMEM, "out of memory for the sizing probe's image");
         memset(gray, 128, n);
-        if (sl_image_from_rgb(edge, edge, gray, &img) != SL_OK) {
+        sl_status st = sl_image_from_rgb(edge, edge, gray, &img);
+        if (st != SL_OK) {
             sl_free(gray);
-            return -1;
+            return st;
         }
         r.image = img;
     }
-    int n_cells = tokenize(e, e->mtmd, &r) == SL_OK ? r.n_cells : -1;
+    sl_status st = tokenize(e, e->mtmd, &r);
+    *cells = st == SL_OK ? r.n_cells : -1;
     req_drop_tokens(&r);
     sl_image_free(img);
     sl_free(gray);
-    return n_cells;
+    return st;
 }
 
 /* The index-th GPU device llama.cpp sees (CUDA builds register one per
@@ -4129,17 +4180,42 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     long vision_threads = n_encoders > 1 ? threads / n_encoders : threads;
     vp.n_threads = vision_threads > 1 ? (int)vision_threads : 1;
     vp.warmup = false;
-    if (params->image_min_tokens > 0)
-        vp.image_min_tokens = params->image_min_tokens;
-    if (params->image_max_tokens > 0)
-        vp.image_max_tokens = params->image_max_tokens;
+    int min_tok = params->image_min_tokens, max_tok = params->image_max_tokens;
+    if (min_tok > 0 && max_tok > 0 && min_tok > max_tok) {
+        llama_engine_free(e);
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "--image-min-tokens %d is more than --image-max-tokens %d: give a minimum "
+                       "at most the maximum", min_tok, max_tok);
+    }
+    if (min_tok > 0)
+        vp.image_min_tokens = min_tok;
+    if (max_tok > 0)
+        vp.image_max_tokens = max_tok;
+    log_capture vcause = {0};
+    capture = &vcause;
     e->mtmd = vision ? mtmd_init_from_file(params->mmproj_path, e->model, vp) : NULL;
+    capture = NULL;
     if (vision && !e->mtmd) {
         llama_engine_free(e);
+        /* A token limit past the projector's own range fails its load
+         * ("image_max_pixels (784) is less than image_min_pixels (6272)"
+         * for --image-max-tokens 1): the flag is the cause, not the file. */
+        const char *why = strstr(vcause.text, "image_m");
+        if ((min_tok > 0 || max_tok > 0) && why && strstr(why, "_pixels")) {
+            char flags[80];
+            snprintf(flags, sizeof flags, min_tok > 0 && max_tok > 0 ? "%s %d, %s %d" : "%s %d",
+                     min_tok > 0 ? "--image-min-tokens" : "--image-max-tokens",
+                     min_tok > 0 ? min_tok : max_tok, "--image-max-tokens", max_tok);
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "%s: outside what --mmproj '%s' takes (llama.cpp: %.*s): give limits "
+                           "within the model's own (Qwen2.5-VL's: 8 to 4096 tokens)",
+                           flags, params->mmproj_path, (int)strcspn(why, ";"), why);
+        }
         return sl_fail(SL_ERR_MODEL,
-                       "--mmproj '%s': libmtmd cannot load it as a vision projector for '%s' "
-                       "(see the llama.cpp messages above)",
-                       params->mmproj_path, params->model_path);
+                       "--mmproj '%s': libmtmd cannot load it as a vision projector for '%s'%s%s",
+                       params->mmproj_path, params->model_path,
+                       vcause.len ? "; llama.cpp: " : " (see the llama.cpp messages above)",
+                       vcause.text);
     }
     if (vision && !mtmd_support_vision(e->mtmd)) {
         llama_engine_free(e);
@@ -4154,13 +4230,27 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
      * plus the shared prefix. */
     int train = llama_model_n_ctx_train(e->model);
     int per_seq = params->n_ctx_per_seq;
+    /* The probe runs with --ctx too when there is a projector: it is the
+     * check that the projector goes with the model (foreign_token), made
+     * here once rather than failing every row. */
+    int probe = 0;
+    sl_status pst = per_seq <= 0 || vision
+                        ? probe_cells(e, params, params->prefix_system_prompt, &probe)
+                        : SL_OK;
+    if (pst != SL_OK) {
+        char cause[512]; /* past "(sizing probe): " */
+        const char *last = sl_last_error();
+        snprintf(cause, sizeof cause, "%s", strncmp(last, "(sizing probe): ", 16) ? last : last + 16);
+        llama_engine_free(e);
+        if (pst == SL_ERR_MODEL) /* foreign_token: the projector is another model's */
+            return sl_fail(SL_ERR_INVALID_ARG, "--mmproj '%s' does not go with --model '%s': %s",
+                           params->mmproj_path, params->model_path, cause);
+        if (pst == SL_ERR_INVALID_ARG) /* render_prompt: the system prompt's own fault */
+            return sl_fail(pst, "%s", cause);
+        return sl_fail(pst, "--model '%s': cannot tokenize a test prompt%s: %s",
+                       params->model_path, vision ? " with an image" : "", cause);
+    }
     if (per_seq <= 0) {
-        int probe = probe_cells(e, params);
-        if (probe < 0) {
-            llama_engine_free(e);
-            return sl_fail(SL_ERR_MODEL, "--model '%s': cannot tokenize a test prompt%s",
-                           params->model_path, vision ? " with an image" : "");
-        }
         /* In 64 bits: the hint may be anything up to INT_MAX. */
         int64_t need = (int64_t)probe + params->max_tokens_hint + 64; /* room for longer prompts */
         /* Text only: the positions an image would take go to longer
@@ -4171,19 +4261,36 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         if (!vision && train > 0 && need > train && need - TEXT_ONLY_ROOM <= train)
             need = train;
         if ((train > 0 && need > train) || need > (1 << 24)) {
+            /* A long system prompt is in every request: say so, rather than
+             * pointing only at the max_tokens and image that are not the
+             * cause (a 15,000-token --system was told to lower those). */
+            const char *sys = params->prefix_system_prompt;
+            int bare = probe;
+            if (sys && sys[0] && probe_cells(e, params, NULL, &bare) != SL_OK)
+                bare = probe;
+            char sys_part[96] = "";
+            if (bare >= 0 && probe - bare > 0)
+                snprintf(sys_part, sizeof sys_part, ", of which the system prompt takes %d",
+                         probe - bare);
+            const char *shorten = sys_part[0] ? "shorten the system prompt (--system), " : "";
             llama_engine_free(e);
             if (!vision)
                 return sl_fail(SL_ERR_INVALID_ARG,
-                               "each sequence needs %lld positions (prompt: %d, max_tokens: %d), "
-                               "more than the model's context of %d: lower --max-tokens",
-                               (long long)need - TEXT_ONLY_ROOM, probe, params->max_tokens_hint,
-                               train);
+                               "each sequence needs %lld positions (prompt: %d%s, max_tokens: "
+                               "%d), more than the model's context of %d: %slower --max-tokens",
+                               (long long)need - TEXT_ONLY_ROOM, probe, sys_part,
+                               params->max_tokens_hint, train, shorten);
+            /* --image-min-tokens enlarges every image: 100000 of them was
+             * told to lower only --max-tokens or --max-image-edge. */
             return sl_fail(SL_ERR_INVALID_ARG,
-                           "each sequence needs %lld positions (prompt and a %d px image: %d, "
-                           "max_tokens: %d), more than the model's context of %d: lower "
-                           "--max-tokens or --max-image-edge",
-                           (long long)need, params->image_edge_hint, probe,
-                           params->max_tokens_hint, train);
+                           "each sequence needs %lld positions (prompt and a %d px image: %d%s, "
+                           "max_tokens: %d), more than the model's context of %d: %slower "
+                           "--max-tokens%s",
+                           (long long)need, params->image_edge_hint, probe, sys_part,
+                           params->max_tokens_hint, train, shorten,
+                           params->image_min_tokens > 0
+                               ? ", --max-image-edge or --image-min-tokens"
+                               : " or --max-image-edge");
         }
         per_seq = (int)need;
     }

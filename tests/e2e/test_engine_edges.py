@@ -1,0 +1,105 @@
+"""The embedded engine at its edges (docs/engine.md "Sizing"): settings
+that can never fit stop the job with exit 2 naming what to change, and
+what to change is the thing that does not fit."""
+from conftest import REPO, TINY, read_rows
+
+QWEN = REPO / "models" / "tiny-qwen"
+
+def test_a_system_prompt_past_the_context_is_named(sluice, four, tmp_path):
+    """A --system of 15,000 tokens is in every request: the load-time check
+    names it and says to shorten it (it used to say only to lower
+    --max-tokens or --max-image-edge, which were 4 tokens and 49 positions);
+    a --max-tokens past the context is still told to lower that alone."""
+    long = "word " * 5000
+    r = sluice.caption(four, tmp_path / "sys", "--system", long, "-n", 4,
+                       "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert "of which the system prompt takes 150" in r.stderr, r.stderr
+    assert "shorten the system prompt (--system), lower --max-tokens" in r.stderr, r.stderr
+    assert not list((tmp_path / "sys").glob("part-*")), "no row may be written"
+    r = sluice.caption(four, tmp_path / "n", "-n", 100000, "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert "system prompt" not in r.stderr and "lower --max-tokens" in r.stderr, r.stderr
+
+
+def test_a_projector_made_for_another_model_stops_the_job(sluice, four, tmp_path):
+    """tiny's idefics3 projector with tiny-qwen's Qwen2-VL model (the same
+    width, so libmtmd loads the pair): the projector's image marker tokens
+    are not in the model's vocabulary (-1), and every row failed with
+    "llama_decode failed (code -1)" (exit 3), each taking the rows batched
+    with it down. Now the load-time probe sees it: exit 2 naming both
+    files, no row written, with --ctx (no sizing probe needed) too."""
+    for extra in ((), ("--ctx", 512)):
+        out = tmp_path / f"o{len(extra)}"
+        r = sluice.run("caption", four, "-o", out, "--model", QWEN / "model.gguf",
+                       "--mmproj", TINY / "mmproj.gguf", "-n", 4, "--metrics-addr", "off",
+                       *extra, timeout=300)
+        assert r.returncode == 2, r.stderr
+        assert f"--mmproj '{TINY / 'mmproj.gguf'}' does not go with --model " \
+            f"'{QWEN / 'model.gguf'}': token -1 of the prompt is not in the model's " \
+            "vocabulary" in r.stderr, r.stderr
+        assert not list(out.glob("part-*")), "no row may be written"
+    r = sluice.run("caption", four, "-o", tmp_path / "qwen", "--model", QWEN / "model.gguf",
+                   "--mmproj", QWEN / "mmproj.gguf", "-n", 4, "--ctx", 1024,
+                   "--metrics-addr", "off", timeout=300)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_prompt_holding_the_image_marker_fails_saying_so(sluice, four, tmp_path):
+    """libmtmd takes '<__media__>' in the text for an image: a prompt (or a
+    task's) holding it failed each row as "the vision preprocessor rejected
+    the 512x512 px image, as shrunk (too small or too narrow ...)", and a
+    --system holding it stopped the job with exit 1 saying the model
+    "cannot tokenize a test prompt". Now a row fails naming the marker, and
+    the system prompt (in every request) stops the job with exit 2."""
+    marker = "'<__media__>', the marker the engine puts where an image goes"
+    for name, flags, head in (("p", ("--prompt", "Is <__media__> here?"), ""),
+                              ("t", ("--task", "t=And <__media__>?"), ", task t")):
+        r = sluice.caption(four, tmp_path / name, "-n", 4, *flags, "--metrics-addr", "off")
+        assert r.returncode == 3, r.stderr
+        rows = read_rows(tmp_path / name)
+        assert len(rows) == 4
+        for row in rows:
+            assert row["error"].startswith(f"{row['id']}{head}: the prompt holds {marker}"), row
+    r = sluice.caption(four, tmp_path / "s", "-n", 4, "--system", "See <__media__>.",
+                       "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert f"the system prompt holds {marker}" in r.stderr, r.stderr
+    assert not list((tmp_path / "s").glob("part-*")), "no row may be written"
+
+
+def test_image_token_limits_out_of_range_are_named(sluice, four, tmp_path):
+    """--image-min-tokens / --image-max-tokens the projector cannot take
+    stop the job naming the flag, not the file: a maximum under Qwen's 8
+    tokens was "--mmproj ...: libmtmd cannot load it as a vision projector",
+    a minimum over the maximum the same, and a minimum of 100000 tokens an
+    image was told to lower --max-tokens or --max-image-edge."""
+    def run(name, *flags):
+        r = sluice.run("caption", four, "-o", tmp_path / name, "--model", QWEN / "model.gguf",
+                       "--mmproj", QWEN / "mmproj.gguf", "-n", 4, "--metrics-addr", "off",
+                       *flags, timeout=300)
+        assert r.returncode == 2, r.stderr
+        assert not list((tmp_path / name).glob("part-*")), "no row may be written"
+        return r.stderr
+    err = run("max1", "--image-max-tokens", 1)
+    assert "--image-max-tokens 1: outside what --mmproj" in err, err
+    assert "(llama.cpp: image_max_pixels (784) is less than image_min_pixels (6272))" in err, err
+    err = run("minmax", "--image-min-tokens", 100, "--image-max-tokens", 10)
+    assert "--image-min-tokens 100 is more than --image-max-tokens 10" in err, err
+    err = run("huge", "--image-min-tokens", 100000, "--image-max-tokens", 200000)
+    assert "lower --max-tokens, --max-image-edge or --image-min-tokens" in err, err
+
+
+def test_a_row_past_the_model_context_under_ctx_is_not_told_to_raise_ctx(sluice, four,
+                                                                         tmp_path):
+    """Under --ctx a row that needs more than a sequence is told to give a
+    larger --ctx, unless it needs more than the model's context (2048):
+    max_tokens 100000 was told "give --ctx 100055 or more"."""
+    r = sluice.caption(four, tmp_path / "o", "-n", 100000, "--ctx", 512, "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr
+    for row in read_rows(tmp_path / "o"):
+        assert "more than the model's context of 2048: lower its max_tokens" in row["error"], row
+    r = sluice.caption(four, tmp_path / "p", "-n", 1000, "--ctx", 512, "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr
+    for row in read_rows(tmp_path / "p"):
+        assert "more than the 512 positions of a sequence (--ctx): give --ctx 10" in row["error"]
