@@ -93,10 +93,14 @@ static sl_status upload(sl_sink *s)
     /* A part's number is never used twice by the runs of one ledger (a
      * dropped one's neither), so an object already there is another
      * run's: one writing the output with another state folder, which the
-     * ledger's lock does not keep out. Uploading would replace its rows. */
+     * ledger's lock does not keep out. Uploading would replace its rows.
+     * An overwriting sink's objects are replaced on purpose: the errors
+     * part of a number a killed run uploaded before its part committed is
+     * written again by the rerun (job/stage_write.c part_durable). */
     uint8_t first;
     size_t got;
-    sl_status st = sl_s3_read(s3, s->remote_path, 0, 1, false, &first, &got, NULL);
+    sl_status st = s->overwrite ? SL_ERR_NOT_FOUND
+                                : sl_s3_read(s3, s->remote_path, 0, 1, false, &first, &got, NULL);
     if (st == SL_OK)
         return sl_fail(SL_ERR_IO, "'%s' is already in the bucket, and this run (its state "
                                   "folder '%s') did not write it: another run is writing the "

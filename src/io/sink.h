@@ -73,7 +73,8 @@ sl_status sl_sink_set_codec(sl_sink *sink, const char *name);
 sl_status sl_sink_set_remote(sl_sink *sink, const char *url);
 
 /* Opens part `name` (no part may be open). SL_ERR_EXISTS when dir/name
- * exists and the sink does not overwrite. */
+ * exists and the sink does not overwrite; in a bucket, the commit fails
+ * (SL_ERR_IO) when the object exists and the sink does not overwrite. */
 sl_status sl_sink_part_open(sl_sink *sink, const char *name);
 bool sl_sink_part_is_open(const sl_sink *sink);
 

@@ -399,6 +399,45 @@ def errors_in_a_bucket(sluice, tmp_path, env, client):
                for r in failed)
 
 
+def test_an_errors_object_left_by_a_failed_commit_is_written_again(sluice, tmp_path):
+    """The errors part of a number goes up before its part commits, so a run
+    that dies between the two leaves errors-00000 in the bucket and no
+    part-00000; the rerun writes both under that number again. The check
+    that keeps two runs with different --state-dir from replacing each
+    other's parts refused it: 'errors-00000.jsonl is already in the bucket,
+    and this run did not write it', exit 1, on every rerun (seen as a flaky
+    test_errors_file_with_an_output_in_a_bucket, when the kill landed
+    there). Made certain here with a fault after the first upload."""
+    from s3_store import moto_store
+    with moto_store() as (env, client):
+        client.create_bucket(Bucket="batch")
+        bad = {"req-1", "req-5"}
+        requests = write_batch(tmp_path / "r.jsonl", [
+            line(f"req-{i}", [{"role": "user", "content": f"Count to {i}."}],
+                 **({"n": 17} if f"req-{i}" in bad else {})) for i in range(8)])
+        errors = tmp_path / "errors.jsonl"
+        cmd = [str(sluice.binary), "batch", str(requests), "-o", "s3://batch/run", *LLAMA, *COMMON,
+               "--shard-rows", "4", "--state-dir", str(tmp_path / "state"), "--errors-file",
+               str(errors)]
+        first = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=600,
+                               env={**env, "SLUICE_TEST_FAULTS": "commit.after_upload=eio@1"})
+        assert first.returncode == 1, first.stderr[-2000:]
+        keys = lambda: sorted(o["Key"] for o in client.list_objects_v2(
+            Bucket="batch", Prefix="run/").get("Contents", []))
+        assert "run/errors-00000.jsonl" in keys() and "run/part-00000.jsonl" not in keys()
+        rerun = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=600,
+                               env=env)
+        assert rerun.returncode == 3, rerun.stderr[-2000:]  # 3: some requests failed
+        ids = []
+        for key in keys():
+            if key.startswith("run/part-"):
+                body = client.get_object(Bucket="batch", Key=key)["Body"].read().decode()
+                ids += [json.loads(t)["custom_id"] for t in body.splitlines()]
+        assert sorted(ids) == sorted(f"req-{i}" for i in range(8) if f"req-{i}" not in bad)
+        failed = [json.loads(t)["custom_id"] for t in errors.read_text().splitlines()]
+        assert sorted(failed) == sorted(bad)
+
+
 def test_a_stages_copies_answer_under_their_own_custom_id(sluice, tmp_path):
     """A Lua stage after the engine that copies each request twice: each copy
     k answers under custom_id "<custom_id>#k" (the id the ledger records it
