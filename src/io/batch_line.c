@@ -184,6 +184,8 @@ static sl_status read_stop(sl_batch_req *req, const json_t *stop, char *err, siz
     if (!stop || json_is_null(stop))
         return SL_OK;
     if (text_of(stop)) {
+        if (!*text_of(stop)) /* as in a list: an empty stop would end every answer at once */
+            return bad(err, errlen, "body.stop must be a non-empty string");
         req->stop[req->n_stop++] = text_of(stop);
         return SL_OK;
     }
@@ -292,6 +294,15 @@ sl_status sl_batch_parse(const char *text, size_t len, sl_batch_req *req, char *
     if (!line) {
         sl_json_explain(&jerr);
         st = bad(err, errlen, "invalid JSON: %s", jerr.text);
+        /* A line jansson refuses only for an integer past 64 bits (a seed
+         * of 2^70) is otherwise whole: its failed row keeps its custom_id,
+         * found by reading the numbers as reals. */
+        json_t *whole = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL,
+                                   NULL);
+        const char *id = text_of(json_object_get(whole, "custom_id"));
+        if (id && *id && !(req->custom_id = sl_strdup(id)))
+            st = SL_ERR_NOMEM;
+        json_decref(whole);
         goto out;
     }
     if (!json_is_object(line)) {

@@ -80,6 +80,14 @@ static void broken_lines_say_why(void **state)
          "[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":true}}", "stream", true},
         {"{\"custom_id\":\"a\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":"
          "[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":3}}", "temperature", true},
+        /* an empty stop string alone, as in a list */
+        {"{\"custom_id\":\"a\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":"
+         "[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":\"\"}}",
+         "body.stop must be a non-empty string", true},
+        /* past 64 bits jansson refuses the line; its custom_id is still found */
+        {"{\"custom_id\":\"big\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":"
+         "[{\"role\":\"user\",\"content\":\"x\"}],\"seed\":1180591620717411303424}}",
+         "too big integer", true},
         /* a large count is positive: the message says the range, not "positive" */
         {"{\"custom_id\":\"a\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":"
          "[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":1000000000000}}",
