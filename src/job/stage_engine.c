@@ -35,13 +35,17 @@ static sl_status engine_init(void *cfg, int worker, void **state)
     }
     if (j->p->n_gpus > 0)
         lp.gpu = j->p->gpus[worker];
-    /* Answers that are all choices take one position each (the context is
-     * sized for the prompts alone: on a GPU, more sequences). */
+    /* The longest answer asked for sizes the context: a choice takes one
+     * position (sized for the prompts alone: on a GPU, more sequences), a
+     * task its own max_tokens (a task's 100000 past the model's context
+     * passed this check and failed every row). */
     const char *const *choices;
-    bool all_choices = true;
-    for (int i = 0; i < (j->p->n_tasks ? j->p->n_tasks : 1); i++)
-        all_choices = all_choices && job_choices(j->p, i, &choices) > 0;
-    lp.max_tokens_hint = all_choices ? 1 : j->p->sampling.max_tokens;
+    lp.max_tokens_hint = 1;
+    for (int i = 0; i < (j->p->n_tasks ? j->p->n_tasks : 1); i++) {
+        int asked = j->p->n_tasks ? j->p->tasks[i].sampling.max_tokens : j->p->sampling.max_tokens;
+        if (job_choices(j->p, i, &choices) == 0 && asked > lp.max_tokens_hint)
+            lp.max_tokens_hint = asked;
+    }
     lp.image_edge_hint = j->p->image.max_edge > 0 ? j->p->image.max_edge : 2048;
     lp.prefix_system_prompt = j->p->system_prompt;
     if (j->metrics) {

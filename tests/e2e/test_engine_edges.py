@@ -103,3 +103,22 @@ def test_a_row_past_the_model_context_under_ctx_is_not_told_to_raise_ctx(sluice,
     assert r.returncode == 3, r.stderr
     for row in read_rows(tmp_path / "p"):
         assert "more than the 512 positions of a sequence (--ctx): give --ctx 10" in row["error"]
+
+
+def test_a_tasks_max_tokens_past_the_context_is_named(sluice, four, tmp_path):
+    """A task's own max_tokens sizes the context as --max-tokens does: a
+    task of 100000 tokens (the model's context is 2048) passed the
+    load-time check, sized for the job's -n, and then failed every row
+    (exit 3) where the same -n stopped the job (exit 2). A task of choices
+    still takes one position, and a short task beside it still runs."""
+    r = sluice.caption(four, tmp_path / "long", "--task", "a=What is it?", "--task",
+                       "b=Describe it.", "--task-max-tokens", "b=100000", "-n", 4,
+                       "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert "max_tokens: 100000), more than the model's context" in r.stderr, r.stderr
+    assert not list((tmp_path / "long").glob("part-*")), "no row may be written"
+    r = sluice.caption(four, tmp_path / "short", "--task", "a=What is it?",
+                       "--task-max-tokens", "a=3", "-n", 4, "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(tmp_path / "short")
+    assert len(rows) == 4 and all(row["a"] is not None for row in rows), rows
