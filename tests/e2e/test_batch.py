@@ -97,6 +97,43 @@ def output_lines(out: pathlib.Path, pattern="part-*.jsonl") -> list[dict]:
     return rows
 
 
+def counting_batch_into_bucket(sluice, tmp_path, ids, bad, shard_rows):
+    """A batch file of `ids` asking the model to count, those in `bad`
+    asking for 17 choices (refused: each fails), and the command that runs
+    it into s3://batch/run/ with an errors file: (cmd, errors file)."""
+    requests = write_batch(tmp_path / "requests.jsonl", [
+        line(cid, [{"role": "user", "content": f"Count to {i}."}], **({"n": 17} if cid in bad else {}))
+        for i, cid in enumerate(ids)])
+    errors = tmp_path / "errors.jsonl"
+    cmd = [str(sluice.binary), "batch", str(requests), "-o", "s3://batch/run/", *LLAMA, *COMMON,
+           "--shard-rows", str(shard_rows), "--state-dir", str(tmp_path / "state"), "--errors-file",
+           str(errors)]
+    return cmd, errors
+
+
+@pytest.fixture
+def batch_bucket():
+    """moto's S3 server holding an empty bucket `batch`: (env, boto3 client)."""
+    from s3_store import moto_store
+    with moto_store() as (env, client):
+        client.create_bucket(Bucket="batch")
+        yield env, client
+
+
+def bucket_keys(client, prefix: str) -> list[str]:
+    listing = client.list_objects_v2(Bucket="batch", Prefix=prefix)
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def answered_ids(client, keys) -> list[str]:
+    """The custom_ids of the answer lines in the JSONL objects `keys`."""
+    ids = []
+    for key in keys:
+        body = client.get_object(Bucket="batch", Key=key)["Body"].read().decode()
+        ids += [json.loads(t)["custom_id"] for t in body.splitlines()]
+    return ids
+
+
 def check_answer(row: dict) -> ChatCompletion:
     assert set(row) == {"id", "custom_id", "response", "error"}
     assert row["error"] is None, row
@@ -319,7 +356,7 @@ def test_parquet_output_with_an_errors_file_survives_kill_9(sluice, tmp_path):
         assert "body.n must be an integer" in r["error"]["message"]
 
 
-def test_errors_file_with_an_output_in_a_bucket(sluice, tmp_path):
+def test_errors_file_with_an_output_in_a_bucket(sluice, batch_bucket, tmp_path):
     """-o s3://... (moto) with --errors-file: the errors parts are objects
     beside the parts; killed with SIGKILL mid-run and run again, the errors
     file holds each failed custom_id once and the parts each answered one
@@ -327,26 +364,14 @@ def test_errors_file_with_an_output_in_a_bucket(sluice, tmp_path):
     unfinished multipart upload a killed run leaves of one whose part is not
     published (made here directly in the store) is aborted by the rerun, as
     a part's is (test_s3), and uploads of other objects are left alone."""
-    from s3_store import moto_store
-    with moto_store() as (env, client):
-        errors_in_a_bucket(sluice, tmp_path, env, client)
-
-
-def errors_in_a_bucket(sluice, tmp_path, env, client):
-    client.create_bucket(Bucket="batch")
+    env, client = batch_bucket
     n = 96 if not sanitized() else 40
-    bad = {f"req-{i:04d}" for i in range(n) if i % 7 == 3}
-    requests = write_batch(tmp_path / "many.jsonl", [
-        line(f"req-{i:04d}", [{"role": "user", "content": f"Count to {i}."}],
-             **({"n": 17} if f"req-{i:04d}" in bad else {})) for i in range(n)])
-    errors = tmp_path / "errors.jsonl"
-    cmd = [str(sluice.binary), "batch", str(requests), "-o", "s3://batch/run/", *LLAMA, *COMMON,
-           "--shard-rows", "8", "--state-dir", str(tmp_path / "state"), "--errors-file",
-           str(errors)]
+    ids = [f"req-{i:04d}" for i in range(n)]
+    bad = set(ids[3::7])
+    cmd, errors = counting_batch_into_bucket(sluice, tmp_path, ids, bad, shard_rows=8)
 
     def keys(start):
-        listing = client.list_objects_v2(Bucket="batch", Prefix="run/" + start)
-        return sorted(o["Key"][len("run/"):] for o in listing.get("Contents", []))
+        return [k[len("run/"):] for k in bucket_keys(client, "run/" + start)]
 
     with open(tmp_path / "killed.log", "w") as log:
         proc = subprocess.Popen(list(map(str, cmd)), env=env, stdout=subprocess.DEVNULL,
@@ -387,19 +412,16 @@ def errors_in_a_bucket(sluice, tmp_path, env, client):
     parts = keys("part-")
     # Each part's errors part beside it, committed before it.
     assert [k.replace("errors-", "part-") for k in keys("errors-")][:len(parts)] == parts
-    ids = []
-    for key in parts:
-        body = client.get_object(Bucket="batch", Key="run/" + key)["Body"].read().decode()
-        ids += [json.loads(t)["custom_id"] for t in body.splitlines()]
-    assert not [i for i, k in Counter(ids).items() if k > 1], "a custom_id written twice"
-    assert sorted(ids) == sorted(f"req-{i:04d}" for i in range(n) if f"req-{i:04d}" not in bad)
+    answered = answered_ids(client, ["run/" + key for key in parts])
+    assert not [i for i, k in Counter(answered).items() if k > 1], "a custom_id written twice"
+    assert sorted(answered) == sorted(set(ids) - bad)
     failed = [json.loads(t) for t in errors.read_text().splitlines()]
     assert sorted(r["custom_id"] for r in failed) == sorted(bad)  # each once
     assert all(r["response"] is None and "body.n must be an integer" in r["error"]["message"]
                for r in failed)
 
 
-def test_an_errors_object_left_by_a_failed_commit_is_written_again(sluice, tmp_path):
+def test_an_errors_object_left_by_a_failed_commit_is_written_again(sluice, batch_bucket, tmp_path):
     """The errors part of a number goes up before its part commits, so a run
     that dies between the two leaves errors-00000 in the bucket and no
     part-00000; the rerun writes both under that number again. The check
@@ -408,34 +430,22 @@ def test_an_errors_object_left_by_a_failed_commit_is_written_again(sluice, tmp_p
     and this run did not write it', exit 1, on every rerun (seen as a flaky
     test_errors_file_with_an_output_in_a_bucket, when the kill landed
     there). Made certain here with a fault after the first upload."""
-    from s3_store import moto_store
-    with moto_store() as (env, client):
-        client.create_bucket(Bucket="batch")
-        bad = {"req-1", "req-5"}
-        requests = write_batch(tmp_path / "r.jsonl", [
-            line(f"req-{i}", [{"role": "user", "content": f"Count to {i}."}],
-                 **({"n": 17} if f"req-{i}" in bad else {})) for i in range(8)])
-        errors = tmp_path / "errors.jsonl"
-        cmd = [str(sluice.binary), "batch", str(requests), "-o", "s3://batch/run", *LLAMA, *COMMON,
-               "--shard-rows", "4", "--state-dir", str(tmp_path / "state"), "--errors-file",
-               str(errors)]
-        first = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=600,
-                               env={**env, "SLUICE_TEST_FAULTS": "commit.after_upload=eio@1"})
-        assert first.returncode == 1, first.stderr[-2000:]
-        keys = lambda: sorted(o["Key"] for o in client.list_objects_v2(
-            Bucket="batch", Prefix="run/").get("Contents", []))
-        assert "run/errors-00000.jsonl" in keys() and "run/part-00000.jsonl" not in keys()
-        rerun = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=600,
-                               env=env)
-        assert rerun.returncode == 3, rerun.stderr[-2000:]  # 3: some requests failed
-        ids = []
-        for key in keys():
-            if key.startswith("run/part-"):
-                body = client.get_object(Bucket="batch", Key=key)["Body"].read().decode()
-                ids += [json.loads(t)["custom_id"] for t in body.splitlines()]
-        assert sorted(ids) == sorted(f"req-{i}" for i in range(8) if f"req-{i}" not in bad)
-        failed = [json.loads(t)["custom_id"] for t in errors.read_text().splitlines()]
-        assert sorted(failed) == sorted(bad)
+    env, client = batch_bucket
+    ids = [f"req-{i}" for i in range(8)]
+    bad = {"req-1", "req-5"}
+    cmd, errors = counting_batch_into_bucket(sluice, tmp_path, ids, bad, shard_rows=4)
+    first = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=600,
+                           env={**env, "SLUICE_TEST_FAULTS": "commit.after_upload=eio@1"})
+    assert first.returncode == 1, first.stderr[-2000:]
+    left = bucket_keys(client, "run/")
+    assert "run/errors-00000.jsonl" in left and "run/part-00000.jsonl" not in left
+    rerun = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=600,
+                           env=env)
+    assert rerun.returncode == 3, rerun.stderr[-2000:]  # 3: some requests failed
+    answered = answered_ids(client, bucket_keys(client, "run/part-"))
+    assert sorted(answered) == sorted(set(ids) - bad)
+    failed = [json.loads(t)["custom_id"] for t in errors.read_text().splitlines()]
+    assert sorted(failed) == sorted(bad)
 
 
 def test_a_stages_copies_answer_under_their_own_custom_id(sluice, tmp_path):
