@@ -286,6 +286,67 @@ def test_throttling_is_retried_and_refusals_are_not(tmp_path):
         server.shutdown()
 
 
+def test_a_store_that_never_answers_is_bounded_and_the_bound_can_be_set(tmp_path):
+    """A store that takes the connection and never answers held each
+    request 6 tries of 60 s (a whole-transfer deadline), and nothing could
+    shorten it. SLUICE_S3_TIMEOUT (seconds without a byte moving) and
+    AWS_MAX_ATTEMPTS (tries) set the bound: 1 s and 2 tries fail in about
+    2 s, naming the object. A slow store that keeps sending (5 s) is not
+    cut off by a 2 s bound (a stall, not a deadline). A value out of
+    range is refused naming the variable."""
+    import socket
+    import threading
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead.listen(16)  # the kernel accepts; nothing ever answers
+    held = []
+
+    class Slow(threading.Thread):
+        def run(self):
+            srv = self.srv
+            while True:
+                try:
+                    c, _ = srv.accept()
+                except OSError:
+                    return
+                held.append(c)
+                c.recv(65536)
+                body = b"0123456789"
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+                for k in range(10):  # 5 s in all, a byte each 0.5 s
+                    time.sleep(0.5)
+                    c.sendall(body[k:k + 1])
+    slow = socket.socket()
+    slow.bind(("127.0.0.1", 0))
+    slow.listen(4)
+    t = Slow(daemon=True)
+    t.srv = slow
+    t.start()
+    base = dict(os.environ, AWS_ACCESS_KEY_ID="AKIATESTKEY", AWS_SECRET_ACCESS_KEY=SECRET,
+                AWS_REGION="us-east-1")
+    try:
+        env = dict(base, AWS_ENDPOINT_URL=f"http://127.0.0.1:{dead.getsockname()[1]}",
+                   SLUICE_S3_TIMEOUT="1", AWS_MAX_ATTEMPTS="2")
+        t0 = time.monotonic()
+        r = tool(env, "get", "s3://b/k.bin")
+        took = time.monotonic() - t0
+        assert r.returncode == 1 and "s3://b/k.bin" in r.stderr, r.stderr
+        assert 1.5 < took < 10, took
+        env = dict(base, AWS_ENDPOINT_URL=f"http://127.0.0.1:{slow.getsockname()[1]}",
+                   SLUICE_S3_TIMEOUT="2", AWS_MAX_ATTEMPTS="1")
+        r = tool(env, "get", "s3://b/k.bin")
+        assert r.returncode == 0 and r.stdout == "0123456789", r.stderr
+        for var, value in (("SLUICE_S3_TIMEOUT", "soon"), ("SLUICE_S3_TIMEOUT", "0"),
+                           ("AWS_MAX_ATTEMPTS", "0"), ("AWS_MAX_ATTEMPTS", "2x")):
+            r = tool(dict(base, **{var: value}), "get", "s3://b/k.bin")
+            assert r.returncode == 1 and f"{var} must be" in r.stderr, r.stderr
+    finally:
+        dead.close()
+        slow.close()
+        for c in held:
+            c.close()
+
+
 def objects(client, bucket, prefix):
     keys = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -806,6 +867,60 @@ def test_a_manifest_in_a_bucket_is_streamed_by_ranges(store, sluice, tmp_path):
         assert r.returncode == 1, r.stderr[-3000:]
         assert "input 's3://lists/m/list.jsonl': manifest" in r.stderr
         assert "AccessDenied" in r.stderr and "run it again" in r.stderr, r.stderr[-3000:]
+    finally:
+        proxy.close()
+
+
+def test_a_manifest_replaced_while_it_is_read_is_not_mixed(store, sluice, tmp_path):
+    """A manifest read by ranged GETs is replaced in the bucket between its
+    first and second chunk (another job rewrote it). The reader went on
+    with the new object's bytes from offset 1 MiB: lines of two versions
+    put together in one run (the new version's ids among the old ones').
+    Now every later GET asks for the first answer's ETag (If-Match): the
+    store refuses it (412), and the lines read before stay, then one failed
+    row names the object and says it changed."""
+    env, client = store
+    client.create_bucket(Bucket="swaps")
+    images = sample_images()[:4]
+    for p in images:
+        client.put_object(Bucket="swaps", Key=f"m/img/{p.name}", Body=p.read_bytes())
+
+    def manifest(tag, pad):
+        lines = [json.dumps({"id": f"{tag}{i:03d}", "image": f"img/{images[i % 4].name}",
+                             "note": pad}) for i in range(130)]
+        return ("\n".join(lines) + "\n").encode(), len(lines[0]) + 1
+    old, line_len = manifest("old", "x" * 20_000)
+    new, _ = manifest("new", "y" * 19_000)  # other line ends: a mix would show
+    assert len(old) > 2 * (1 << 20)
+    client.put_object(Bucket="swaps", Key="m/list.jsonl", Body=old)
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    firsts, swapped = [], []
+
+    # The run and its count pass each read the manifest: it is replaced
+    # once both have read the first chunk, at the first GET of the second.
+    def swap(m, p, rng):
+        if m != "GET" or p != "/swaps/m/list.jsonl" or not rng:
+            return False
+        if rng.startswith("bytes=0-"):
+            firsts.append(rng)
+        elif rng.startswith(f"bytes={1 << 20}-") and len(firsts) >= 2 and not swapped:
+            client.put_object(Bucket="swaps", Key="m/list.jsonl", Body=new)
+            swapped.append(rng)
+        return False
+    proxy.refuse = swap
+    try:
+        penv = dict(env, AWS_ENDPOINT_URL=proxy.url)
+        r = caption_env(sluice, penv, "s3://swaps/m/list.jsonl", "-o", tmp_path / "x")
+        assert swapped, proxy.log
+        assert r.returncode == 3, r.stderr[-3000:]
+        rows = {row["id"]: row for row in read_rows(tmp_path / "x")}
+        assert not [k for k in rows if k.startswith("new")], sorted(rows)
+        whole = (1 << 20) // line_len
+        assert sorted(k for k in rows if rows[k]["error"] is None) == \
+            [f"old{i:03d}" for i in range(whole)]
+        err = rows["list.jsonl"]["error"]
+        assert "s3://swaps/m/list.jsonl" in err and "changed since its first read" in err, err
+        assert len(rows) == whole + 1
     finally:
         proxy.close()
 
