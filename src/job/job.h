@@ -128,7 +128,10 @@ typedef struct job {
     char *dir_owned;
     char *remote;              /* s3:// output: its URL without a trailing '/'; else NULL */
     char **remote_parts;       /* ... the part objects there at the start, sorted */
+    int64_t *remote_sizes;     /* ... and their sizes (job_note_upload keeps them) */
     size_t n_remote_parts;
+    char uploaded_part[64];    /* s3:// output, one process: the last part this run */
+    int64_t uploaded_bytes;    /* uploaded that the listing lacks, and its size */
     sl_source *src;
     sl_source_params src_params;
     const char *const *inputs;
@@ -289,6 +292,9 @@ sl_status job_retry_failed(job *j, long *rows, long *parts, long *kept);
  * the state folder (a warning when one cannot be). */
 void job_upload_reports(job *j);
 void job_output_clear(job *j);
+/* s3:// output, one process: part object `url` was uploaded, `bytes` long
+ * (-1: not known), for the resume ledger to record as its size. */
+void job_note_upload(job *j, const char *url, int64_t bytes);
 
 /* The ledger as the stages see it (record.c): rank 0's through the
  * coordinator under MPI, else the folder's own. job_records() says whether

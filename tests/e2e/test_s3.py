@@ -475,6 +475,66 @@ def test_two_runs_into_one_output_with_two_state_folders_do_not_mix(store, sluic
         sorted(str(p.relative_to(theirs)) for p in theirs.rglob("*") if p.is_file())
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_part_cut_by_hand_in_the_bucket_is_refused_not_lost(store, sluice, tmp_path, fmt):
+    """A part object cut short in the bucket (a tool that rewrote it with
+    fewer rows) keeps its name, and the ledger counted its cut rows done:
+    a resume went on (exit 0) and those rows were in no object. Now the
+    sizes in the run's listing are compared with those the ledger kept at
+    each commit: a part that holds fewer rows is refused (exit 2), naming
+    the object and the counts; once it is deleted its rows are captioned
+    again, each once. A JSONL part edited by hand that keeps its rows
+    (another size, as many rows) is taken as it is."""
+    import io
+    from collections import Counter
+    import pyarrow.parquet as pq
+    env, client = store
+    bucket = f"cut-{fmt}"
+    client.create_bucket(Bucket=bucket)
+    inputs, want = image_folder(tmp_path, 2)
+    ext = {"jsonl": "jsonl", "parquet": "parquet"}[fmt]
+    state = tmp_path / "state"
+    args = (inputs, "-o", f"s3://{bucket}/run", "--state-dir", state, "--shard-rows", "3",
+            "--format", fmt)
+    r = caption_env(sluice, env, *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    key = f"run/part-00001.{ext}"
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    if fmt == "jsonl":
+        cut = body.splitlines(keepends=True)[0]
+        lines = client.get_object(Bucket=bucket, Key="run/part-00000.jsonl")["Body"].read() \
+            .decode().splitlines(keepends=True)
+        row = dict(json.loads(lines[0]), caption="edited by hand, and longer than it was")
+        client.put_object(Bucket=bucket, Key="run/part-00000.jsonl",
+                          Body=(json.dumps(row) + "\n" + "".join(lines[1:])).encode())
+    else:
+        out = io.BytesIO()
+        pq.write_table(pq.read_table(io.BytesIO(body)).slice(0, 1), out)
+        cut = out.getvalue()
+    client.put_object(Bucket=bucket, Key=key, Body=cut)
+    for flags in ((), ("--retry-failed",)):
+        r = caption_env(sluice, env, *args, *flags)
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert (f"output part 's3://{bucket}/{key}' holds 1 row, and the resume ledger"
+                in r.stderr), r.stderr[-2000:]
+        assert "committed 3 in it" in r.stderr and "2 missing rows" in r.stderr, r.stderr
+        assert "delete it to have all its rows captioned again" in r.stderr, r.stderr
+    assert not [p.name for p in state.iterdir() if p.name.startswith(".")]  # no copy left
+    client.delete_object(Bucket=bucket, Key=key)
+    r = caption_env(sluice, env, *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    if fmt == "jsonl":
+        assert Counter(remote_ids(client, bucket, "run/")) == Counter(want)
+        assert b"edited by hand" in client.get_object(
+            Bucket=bucket, Key="run/part-00000.jsonl")["Body"].read()
+    else:
+        ids = []
+        for k in objects(client, bucket, "run/part-"):
+            t = pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()))
+            ids += t.column("id").to_pylist()
+        assert Counter(ids) == Counter(want)
+
+
 def test_a_resume_on_another_served_model_names_the_bucket(store, sluice, tmp_path):
     """The refusal of a resumed run whose fleet serves another model names
     the output as given (the bucket), not the local state folder, as every
@@ -545,6 +605,39 @@ def test_retry_failed_rows_of_an_output_in_a_bucket(store, sluice, tmp_path):
         assert k not in objects(client, "retry", "run/errors-") or \
             not client.get_object(Bucket="retry", Key=k)["ContentLength"]
     assert not [p.name for p in state.iterdir() if p.name.startswith(".")]
+
+
+def test_retry_failed_rows_of_a_parquet_output_in_a_bucket(store, sluice, tmp_path):
+    """--retry-failed on an s3:// Parquet output: the part is downloaded
+    into a copy whose name ended '.tmp-get-PID', so it was read as JSONL
+    (a part's format is known by its name) and the retry failed on its
+    bytes. Now the copy ends as the part does: the failed row is answered
+    and every input is in the bucket once."""
+    import io
+    import pyarrow.parquet as pq
+    env, client = store
+    client.create_bucket(Bucket="retry-pq")
+    d = tmp_path / "in"
+    d.mkdir()
+    names = []
+    for i, p in enumerate(sorted(SAMPLES.glob("*.jpg"))[:3]):
+        (d / f"g{i}.jpg").symlink_to(p)
+        names += [f"g{i}.jpg"]
+    names.append("m0.jpg")  # missing until the retry
+    (d / "m.jsonl").write_text("".join(json.dumps({"id": n, "image": n}) + "\n" for n in names))
+    args = (d / "m.jsonl", "-o", "s3://retry-pq/run", "--state-dir", tmp_path / "state",
+            "--format", "parquet")
+    r = caption_env(sluice, env, *args)
+    assert r.returncode == 3, r.stderr[-2000:]
+    shutil.copy(SAMPLES / "coffee.jpg", d / "m0.jpg")
+    r = caption_env(sluice, env, *args, "--retry-failed")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = []
+    for k in objects(client, "retry-pq", "run/part-"):
+        t = pq.read_table(io.BytesIO(client.get_object(Bucket="retry-pq", Key=k)["Body"].read()))
+        rows += t.to_pylist()
+    assert sorted(row["id"] for row in rows) == sorted(names)
+    assert all(row["error"] is None for row in rows), rows
 
 
 def test_a_kill_between_upload_and_commit_loses_and_repeats_nothing(store, sluice, tmp_path):
