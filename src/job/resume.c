@@ -531,6 +531,7 @@ static sl_status choose_dir(job *j)
 
 void job_output_clear(job *j)
 {
+    job_unlock_bucket(j);
     for (size_t i = 0; i < j->n_remote_parts; i++)
         sl_free(j->remote_parts[i]);
     sl_free(j->remote_parts);
@@ -843,6 +844,10 @@ sl_status job_open_ledger(job *j)
                        "state folder '%s', is locked): wait for that run to end, or write to "
                        "another prefix (-o s3://BUCKET/OTHER)",
                        j->remote, dir);
+    /* The bucket's lock, before anything is written: runs with other
+     * state folders pass the ledger's. */
+    if (st == SL_OK && j->remote)
+        st = job_lock_bucket(j);
     if (st == SL_OK && p->overwrite)
         /* under the ledger's lock, before it forgets them */
         st = j->remote ? remove_remote_parts(j) : sl_shard_remove_parts(dir);

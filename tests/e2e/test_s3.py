@@ -434,12 +434,36 @@ def test_a_second_run_into_a_locked_output_names_the_bucket(store, sluice, tmp_p
             "another prefix") in r.stderr, r.stderr[-2000:]
 
 
+def bucket_args(sluice, inputs, url, state):
+    return [str(sluice.binary), "caption", str(inputs), "-o", url, "--state-dir", str(state),
+            "--model", str(REPO / "models/tiny/model.gguf"),
+            "--mmproj", str(REPO / "models/tiny/mmproj.gguf"), "--max-tokens", "4",
+            "--metrics-addr", "off"]
+
+
+def start_held(args, env, ms):
+    """A run started and waited for until its ledger is settled (its locks
+    held), where it then waits `ms` milliseconds."""
+    run = subprocess.Popen(args, env=dict(env, SLUICE_TEST_FAULTS="trace,ledger.reconciled="
+                                                                  f"sleep:{ms}"),
+                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in run.stderr:
+        if "test fault point ledger.reconciled" in line:
+            break
+    return run
+
+
 def test_two_runs_into_one_output_with_two_state_folders_do_not_mix(store, sluice, tmp_path):
     """Two runs of one s3:// output with different --state-dir: the ledger's
-    lock (in each state folder) keeps neither out, and both number their
-    parts from 0. The second to commit part-00000 replaced the first's
-    object (its rows lost, both exit 0); now it finds the object there and
-    stops (exit 1) naming it, its own state folder and what to do."""
+    lock (in each state folder) keeps neither out. The second was let in
+    and wrote part-00000 (only the check before each upload stopped the
+    first). Now the first holds the lock object in the bucket and the
+    second is refused up front (exit 2), naming the holder's state folder
+    and how to clear a lock a killed run left; the first then ends well
+    and removes its lock. With the lock deleted by hand while the first
+    runs (or a store that ignores the condition), the check before each
+    upload is still there: the first stops (exit 1) naming the object, and
+    the second's part stays whole."""
     from conftest import sample_copies
     env, client = store
     client.create_bucket(Bucket="twice")
@@ -447,32 +471,87 @@ def test_two_runs_into_one_output_with_two_state_folders_do_not_mix(store, sluic
     sample_copies(mine, 1)
     sample_copies(theirs, 1)
     (theirs / "c000").rename(theirs / "theirs")  # other ids than mine's
-    def args(inputs, state):
-        return [str(sluice.binary), "caption", str(inputs), "-o", "s3://twice/run",
-                "--state-dir", str(state), "--model", str(REPO / "models/tiny/model.gguf"),
-                "--mmproj", str(REPO / "models/tiny/mmproj.gguf"), "--max-tokens", "4",
-                "--metrics-addr", "off"]
-    # Run A has checked the bucket (no parts yet) and waits 15 s; run B writes meanwhile.
-    a = subprocess.Popen(args(mine, tmp_path / "sa"),
-                         env=dict(env, SLUICE_TEST_FAULTS="trace,ledger.reconciled=sleep:15000"),
-                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    try:
-        for line in a.stderr:
-            if "test fault point ledger.reconciled" in line:
-                break
-        r = subprocess.run(args(theirs, tmp_path / "sb"), env=env, capture_output=True,
-                           text=True, timeout=120)
+    def args(inputs, state, prefix):
+        return bucket_args(sluice, inputs, f"s3://twice/{prefix}", state)
+    for prefix, unlock in (("run", False), ("bare", True)):
+        # Run A has checked the bucket (no parts yet) and waits 15 s; run B meanwhile.
+        a = start_held(args(mine, tmp_path / f"sa-{prefix}", prefix), env, 15000)
+        try:
+            lock = json.loads(client.get_object(Bucket="twice",
+                                                Key=f"{prefix}/_sluice.lock")["Body"].read())
+            assert lock["state_dir"] == str(tmp_path / f"sa-{prefix}"), lock
+            if unlock:
+                client.delete_object(Bucket="twice", Key=f"{prefix}/_sluice.lock")
+            r = subprocess.run(args(theirs, tmp_path / f"sb-{prefix}", prefix), env=env,
+                               capture_output=True, text=True, timeout=120)
+            err = a.stderr.read()
+            code = a.wait(timeout=120)
+        finally:
+            if a.poll() is None:
+                a.kill()
+        if not unlock:
+            assert r.returncode == 2, r.stderr[-2000:]
+            assert (f"output 's3://twice/run' is in use by another sluice run (its lock "
+                    f"'s3://twice/run/_sluice.lock' names host") in r.stderr, r.stderr[-2000:]
+            assert f"state folder '{tmp_path / 'sa-run'}'" in r.stderr, r.stderr[-2000:]
+            assert "aws s3 rm s3://twice/run/_sluice.lock" in r.stderr, r.stderr[-2000:]
+            assert code == 0, err[-2000:]
+            assert sorted(remote_ids(client, "twice", "run/")) == \
+                sorted(str(p.relative_to(mine)) for p in mine.rglob("*") if p.is_file())
+            assert "run/_sluice.lock" not in objects(client, "twice", "run/")
+            continue
         assert r.returncode == 0, r.stderr[-2000:]
-        err = a.stderr.read()
-        assert a.wait(timeout=120) == 1, err[-2000:]
-    finally:
-        if a.poll() is None:
-            a.kill()
-    assert (f"'s3://twice/run/part-00000.jsonl' is already in the bucket, and this run (its "
-            f"state folder '{tmp_path / 'sa'}') did not write it: another run is writing the "
-            "same output with another --state-dir") in err, err[-2000:]
-    assert sorted(remote_ids(client, "twice", "run/")) == \
-        sorted(str(p.relative_to(theirs)) for p in theirs.rglob("*") if p.is_file())
+        assert code == 1, err[-2000:]
+        assert (f"'s3://twice/bare/part-00000.jsonl' is already in the bucket, and this run "
+                f"(its state folder '{tmp_path / 'sa-bare'}') did not write it: another run is "
+                "writing the same output with another --state-dir") in err, err[-2000:]
+        assert sorted(remote_ids(client, "twice", "bare/")) == \
+            sorted(str(p.relative_to(theirs)) for p in theirs.rglob("*") if p.is_file())
+
+
+def test_a_killed_runs_bucket_lock_is_taken_over_when_its_lease_ends(store, sluice, tmp_path):
+    """A run killed by SIGKILL leaves its lock object in the bucket. A run
+    from another state folder (another machine) is refused while the lease
+    lasts, then takes the lock over once it has ended (a warning names the
+    old holder) and ends well; the same command as the killed run's (same
+    host, same state folder) takes it over at once: the ledger it now holds
+    says the holder is gone. A lock is renewed while its run lasts longer
+    than the lease."""
+    env, client = store
+    client.create_bucket(Bucket="lease")
+    inputs, want = image_folder(tmp_path, 1)
+    lenv = dict(env, SLUICE_S3_LOCK_LEASE="4")
+
+    def args(state):
+        return bucket_args(sluice, inputs, "s3://lease/run", state)
+
+    def killed(state):
+        a = start_held(args(state), lenv, 30000)
+        first = client.get_object(Bucket="lease", Key="run/_sluice.lock")
+        time.sleep(5)  # past one lease: renewed meanwhile
+        renewed = client.get_object(Bucket="lease", Key="run/_sluice.lock")
+        assert renewed["ETag"] != first["ETag"]
+        assert json.loads(renewed["Body"].read())["expires"] > \
+            json.loads(first["Body"].read())["expires"]
+        a.kill()
+        a.wait()
+    killed(tmp_path / "sa")
+    r = subprocess.run(args(tmp_path / "sb"), env=lenv, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "is in use by another sluice run" in r.stderr, r.stderr[-2000:]
+    time.sleep(4.5)
+    r = subprocess.run(args(tmp_path / "sb"), env=lenv, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "took over the lock of a run that did not renew it" in r.stderr, r.stderr[-2000:]
+    assert sorted(remote_ids(client, "lease", "run/")) == sorted(want)
+    assert "run/_sluice.lock" not in objects(client, "lease", "run/")
+    # The same command as a killed run's, at once: no wait for the lease.
+    killed(tmp_path / "sb")
+    r = subprocess.run(args(tmp_path / "sb"), env=lenv, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "took over" not in r.stderr, r.stderr[-2000:]
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
