@@ -591,6 +591,10 @@ sl_status sl_s3_read_same(const sl_s3 *s3, const char *url, uint64_t offset, siz
                        (unsigned long long)offset);
     if (a.code == 200)
         a.total = (int64_t)a.into_len;
+    /* A range from byte 0, or a suffix, that cannot be satisfied is an
+     * empty object (RFC 9110 14.1.2); moto's 416 says no size. */
+    if (a.code == 416 && a.total < 0 && (offset == 0 || from_end))
+        a.total = 0;
     if (a.total < 0)
         return sl_fail(SL_ERR_IO, "GET %s (%s): the answer to a range has no Content-Range "
                                   "size", url, s3->endpoint ? s3->endpoint : "AWS");

@@ -1097,6 +1097,27 @@ def test_a_manifest_replaced_while_it_is_read_is_not_mixed(store, sluice, tmp_pa
         proxy.close()
 
 
+def test_empty_objects_read_as_empty_files_do(store, sluice, tmp_path):
+    """An empty object read by ranges: the store refuses a range of it
+    (416) and moto's answer gives no size, so an empty manifest failed as
+    a row ("the answer to a range has no Content-Range size", exit 3) where
+    an empty local one is no rows (exit 0), and an empty tar shard did not
+    say it was empty. A range from byte 0 or from the end that cannot be
+    satisfied now means an empty object."""
+    env, client = store
+    client.create_bucket(Bucket="empties")
+    for key in ("e/list.jsonl", "e/shard.tar"):
+        client.put_object(Bucket="empties", Key=key, Body=b"")
+    r = caption_env(sluice, env, "s3://empties/e/list.jsonl", "-o", tmp_path / "m")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert read_rows(tmp_path / "m") == []
+    r = caption_env(sluice, env, "s3://empties/e/shard.tar", "-o", tmp_path / "t")
+    assert r.returncode == 3, r.stderr[-2000:]
+    [row] = read_rows(tmp_path / "t")
+    assert row["error"] == ("cannot open shard 's3://empties/e/shard.tar': empty file (0 bytes), "
+                            "not a tar archive"), row
+
+
 def test_a_batch_file_in_a_bucket(store, sluice, tmp_path):
     """`sluice batch s3://...` reads the requests file in place (before, it
     could not open it: only caption manifests were copied down); the count
