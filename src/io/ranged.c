@@ -27,6 +27,8 @@ struct sl_ranged {
     char *path;
     int fd;              /* a local file; -1 for a remote one */
     const sl_s3 *s3;     /* an object's store */
+    char etag[SL_S3_ETAG_MAX]; /* ... the version its first read saw: later reads ask
+                                  for it, so an object replaced meanwhile fails them */
     bool http;           /* an http(s) URL */
     sl_ranged_params p;
     int64_t size;        /* -1 until known */
@@ -129,7 +131,7 @@ static sl_status get(sl_ranged *r, uint8_t *dst, size_t len, uint64_t offset, bo
     sl_status st;
     if (r->s3) {
         uint64_t total = 0;
-        st = sl_s3_read(r->s3, r->path, offset, len, from_end, dst, got, &total);
+        st = sl_s3_read_same(r->s3, r->path, offset, len, from_end, dst, got, &total, r->etag);
         if (st == SL_OK)
             r->size = (int64_t)total;
     } else {

@@ -41,6 +41,32 @@ static const char *env(const char *a, const char *b)
     return v && *v ? v : NULL;
 }
 
+/* How long a store may keep a request waiting, from the environment:
+ * SLUICE_S3_TIMEOUT (seconds without a byte moving, a try) and
+ * AWS_MAX_ATTEMPTS (tries in all, as the AWS tools read it). A store that
+ * takes the connection and never answers costs their product. */
+static sl_status time_limits_from_env(sl_s3_params *p)
+{
+    const char *t = env("SLUICE_S3_TIMEOUT", NULL), *n = env("AWS_MAX_ATTEMPTS", NULL);
+    if (t) {
+        char *end;
+        double s = strtod(t, &end);
+        if (end == t || *end || !(s >= 0.001 && s <= 86400))
+            return sl_fail(SL_ERR_INVALID_ARG, "SLUICE_S3_TIMEOUT must be a number of seconds "
+                                               "from 0.001 to 86400, got '%s'", t);
+        p->timeout_ms = (long)(s * 1000 + 0.5);
+    }
+    if (n) {
+        char *end;
+        long k = strtol(n, &end, 10);
+        if (end == n || *end || k < 1 || k > 100)
+            return sl_fail(SL_ERR_INVALID_ARG, "AWS_MAX_ATTEMPTS must be a whole number of "
+                                               "tries from 1 to 100, got '%s'", n);
+        p->retries = (int)k - 1;
+    }
+    return SL_OK;
+}
+
 void sl_s3_free(sl_s3 *s3)
 {
     if (!s3)
@@ -76,10 +102,16 @@ sl_status sl_s3_from_env(const sl_s3_params *params, sl_s3 **out)
     if (endpoint && strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0)
         return sl_fail(SL_ERR_INVALID_ARG, "AWS_ENDPOINT_URL must be an http:// or https:// URL, "
                                            "got '%s'", endpoint);
+    sl_s3_params p = params ? *params : sl_s3_default_params();
+    if (!params) {
+        sl_status st = time_limits_from_env(&p);
+        if (st != SL_OK)
+            return st;
+    }
     sl_s3 *s = sl_calloc(1, sizeof *s);
     if (!s)
         return sl_fail(SL_ERR_NOMEM, "out of memory reading the S3 settings");
-    s->p = params ? *params : sl_s3_default_params();
+    s->p = p;
     bool ok = (s->region = sl_strdup(region ? region : "us-east-1")) != NULL;
     if (ok && endpoint) {
         size_t n = strlen(endpoint);
@@ -202,6 +234,8 @@ typedef struct request {
     uint8_t *into;             /* ... or here, into_cap bytes at most (ranged reads) */
     size_t into_cap;
     const char *what;          /* names the request in messages: "s3://b/k" */
+    const char *if_match;      /* an ETag the object must still have, or NULL */
+    bool if_none_match;        /* a PUT that only creates: If-None-Match: * */
 } request;
 
 typedef struct answer {
@@ -341,6 +375,13 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         headers = curl_slist_append(headers, s3->token_header);
     if (headers && strcmp(rq->method, "POST") == 0)
         headers = curl_slist_append(headers, "Content-Type: application/xml");
+    char cond[160];
+    if (headers && rq->if_match) {
+        snprintf(cond, sizeof cond, "If-Match: %s", rq->if_match);
+        headers = curl_slist_append(headers, cond);
+    }
+    if (headers && rq->if_none_match)
+        headers = curl_slist_append(headers, "If-None-Match: *");
     if (!url || !h || !headers) {
         sl_free(url);
         sl_curl_give(h, fresh);
@@ -363,7 +404,13 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         curl_easy_reset(h);
         curl_easy_setopt(h, CURLOPT_URL, url);
         curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, s3->p.timeout_ms);
+        /* A try ends when no byte has moved for timeout_ms (or the
+         * connection takes that long), not at a whole-transfer deadline:
+         * a part of hundreds of MB may take minutes, a dead store does not
+         * keep a request longer than that. */
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, s3->p.timeout_ms);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (s3->p.timeout_ms + 999) / 1000);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
         file_sink fs = {rq->to_file, rq->into, rq->into_cap, a, h, false, false};
@@ -441,6 +488,9 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
             st = a->code == 404 ? SL_ERR_NOT_FOUND : SL_ERR_IO;
             snprintf(why, sizeof why, "HTTP %ld%s%s%s%s", a->code, code[0] ? " " : "", code,
                      msg[0] ? ": " : "", msg);
+            /* A condition not met (409: another conditional write raced it) */
+            if ((a->code == 412 || a->code == 409) && (rq->if_match || rq->if_none_match))
+                st = SL_ERR_EXISTS;
             retry = a->code >= 500 || a->code == 429 || strcmp(code, "SlowDown") == 0 ||
                     strcmp(code, "RequestTimeout") == 0;
         } else {
@@ -507,6 +557,13 @@ sl_status sl_s3_get(const sl_s3 *s3, const char *url, uint64_t offset, uint64_t 
 sl_status sl_s3_read(const sl_s3 *s3, const char *url, uint64_t offset, size_t len, bool from_end,
                      void *dst, size_t *got, uint64_t *size)
 {
+    return sl_s3_read_same(s3, url, offset, len, from_end, dst, got, size, NULL);
+}
+
+sl_status sl_s3_read_same(const sl_s3 *s3, const char *url, uint64_t offset, size_t len,
+                          bool from_end, void *dst, size_t *got, uint64_t *size,
+                          char etag[SL_S3_ETAG_MAX])
+{
     *got = 0;
     if (len == 0)
         return sl_fail(SL_ERR_INVALID_ARG, "reading %s: an empty range", url);
@@ -514,11 +571,18 @@ sl_status sl_s3_read(const sl_s3 *s3, const char *url, uint64_t offset, size_t l
     sl_fetch_range_spec(range, offset, len, from_end);
     answer a;
     sl_status st = at_url(s3, url, (request){.method = "GET", .range = range, .into = dst,
-                                             .into_cap = len},
+                                             .into_cap = len,
+                                             .if_match = etag && etag[0] ? etag : NULL},
                           &a);
+    if (st == SL_ERR_EXISTS)
+        return sl_fail(SL_ERR_IO, "GET %s (%s): the object changed since its first read (it "
+                                  "was ETag %s): its bytes from then and from now are not one "
+                                  "file", url, s3->endpoint ? s3->endpoint : "AWS", etag);
     if (st != SL_OK)
         return st;
     sl_buf_free(&a.body.buf);
+    if (etag && !etag[0])
+        snprintf(etag, SL_S3_ETAG_MAX, "%s", a.etag);
     /* 206: the range; 200: the whole object (a store without ranges, or
      * a suffix longer than the object), right only from its start. */
     if (a.code == 200 && offset > 0 && !from_end)
@@ -527,6 +591,10 @@ sl_status sl_s3_read(const sl_s3 *s3, const char *url, uint64_t offset, size_t l
                        (unsigned long long)offset);
     if (a.code == 200)
         a.total = (int64_t)a.into_len;
+    /* A range from byte 0, or a suffix, that cannot be satisfied is an
+     * empty object (RFC 9110 14.1.2); moto's 416 says no size. */
+    if (a.code == 416 && a.total < 0 && (offset == 0 || from_end))
+        a.total = 0;
     if (a.total < 0)
         return sl_fail(SL_ERR_IO, "GET %s (%s): the answer to a range has no Content-Range "
                                   "size", url, s3->endpoint ? s3->endpoint : "AWS");
@@ -563,6 +631,45 @@ sl_status sl_s3_put(const sl_s3 *s3, const char *url, const void *data, size_t l
     if (st == SL_OK)
         sl_buf_free(&a.body.buf);
     return st;
+}
+
+sl_status sl_s3_put_if(const sl_s3 *s3, const char *url, const void *data, size_t len,
+                       const char *if_match, char etag[SL_S3_ETAG_MAX])
+{
+    answer a;
+    sl_status st = at_url(s3, url, (request){.method = "PUT", .body = data, .body_len = len,
+                                             .if_match = if_match,
+                                             .if_none_match = !if_match},
+                          &a);
+    if (st == SL_OK) {
+        sl_buf_free(&a.body.buf);
+        snprintf(etag, SL_S3_ETAG_MAX, "%s", a.etag);
+    }
+    return st;
+}
+
+sl_status sl_s3_get_tagged(const sl_s3 *s3, const char *url, size_t max_bytes, uint8_t **data,
+                           size_t *len, char etag[SL_S3_ETAG_MAX])
+{
+    *data = NULL;
+    *len = 0;
+    answer a;
+    sl_status st = at_url(s3, url, (request){.method = "GET", .max_bytes = max_bytes}, &a);
+    if (st != SL_OK)
+        return st;
+    *data = a.body.buf.data ? a.body.buf.data : sl_malloc(1);
+    *len = a.body.buf.len;
+    snprintf(etag, SL_S3_ETAG_MAX, "%s", a.etag);
+    return *data ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading %s", url);
+}
+
+sl_status sl_s3_delete_if(const sl_s3 *s3, const char *url, const char *if_match)
+{
+    answer a;
+    sl_status st = at_url(s3, url, (request){.method = "DELETE", .if_match = if_match}, &a);
+    if (st == SL_OK)
+        sl_buf_free(&a.body.buf);
+    return st == SL_ERR_NOT_FOUND ? SL_OK : st;
 }
 
 sl_status sl_s3_delete(const sl_s3 *s3, const char *url)

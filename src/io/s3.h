@@ -38,7 +38,9 @@
 typedef struct sl_s3 sl_s3;
 
 typedef struct sl_s3_params {
-    long timeout_ms;    /* per try, the whole transfer (default 60000) */
+    long timeout_ms;    /* a try fails when no byte moved for this long, or the
+                           connection took this long (default 60000; whole seconds
+                           past the first) */
     int retries;        /* tries after the first on a retryable failure (default 5) */
     long backoff_ms;    /* the first pause; doubles each try, with full jitter (default 200) */
     bool connection_per_request; /* a new connection for every request, none kept (for
@@ -47,8 +49,12 @@ typedef struct sl_s3_params {
 
 sl_s3_params sl_s3_default_params(void);
 
-/* From the environment (above). SL_ERR_INVALID_ARG for a malformed
- * AWS_ENDPOINT_URL or a key id without its secret, naming the variable. */
+/* From the environment (above). With params NULL, the defaults changed by
+ * SLUICE_S3_TIMEOUT (timeout_ms, in seconds) and AWS_MAX_ATTEMPTS (tries
+ * in all: retries + 1): a store that takes the connection and never
+ * answers holds a request timeout x tries (6 x 60 s by default) plus the
+ * pauses. SL_ERR_INVALID_ARG for a malformed AWS_ENDPOINT_URL, a key id
+ * without its secret, or a limit out of range, naming the variable. */
 sl_status sl_s3_from_env(const sl_s3_params *params, sl_s3 **out);
 /* The process's store: sl_s3_from_env() with the default parameters, made
  * at the first call and kept (thread-safe). NULL with the error set when
@@ -80,6 +86,16 @@ sl_status sl_s3_get(const sl_s3 *s3, const char *url, uint64_t offset, uint64_t 
 sl_status sl_s3_read(const sl_s3 *s3, const char *url, uint64_t offset, size_t len, bool from_end,
                      void *dst, size_t *got, uint64_t *size);
 
+/* sl_s3_read(), all of whose reads see one version of the object: etag
+ * ("" before the first read) is filled from the first answer, and later
+ * reads send it (If-Match); an object replaced in between is
+ * SL_ERR_IO naming it and saying so, never bytes of two versions put
+ * together. */
+#define SL_S3_ETAG_MAX 128
+sl_status sl_s3_read_same(const sl_s3 *s3, const char *url, uint64_t offset, size_t len,
+                          bool from_end, void *dst, size_t *got, uint64_t *size,
+                          char etag[SL_S3_ETAG_MAX]);
+
 /* The object at url written into fp (from its current position; on a retry
  * the file is cut back there and written again), for inputs too large to
  * hold in memory. */
@@ -102,6 +118,20 @@ sl_status sl_s3_upload_file(const sl_s3 *s3, const char *path, const char *url,
 sl_status sl_s3_abort_uploads(const sl_s3 *s3, const char *url,
                               bool (*stale)(void *user, const char *name), void *user,
                               long *aborted);
+
+/* Conditional writes (S3 since 2024, MinIO, moto), for a lock object:
+ * sl_s3_put_if() writes the object only if it does not exist (if_match
+ * NULL: If-None-Match: *) or still has ETag if_match; SL_ERR_EXISTS when
+ * not (412, or 409 for a write that raced another). *etag: the new
+ * object's. sl_s3_get_tagged(): the whole object (at most max_bytes) and
+ * its ETag. sl_s3_delete_if(): deletes it only if it still has ETag
+ * if_match (SL_ERR_EXISTS when not; no error when it is gone). A store
+ * that ignores the conditions writes and deletes unconditionally. */
+sl_status sl_s3_put_if(const sl_s3 *s3, const char *url, const void *data, size_t len,
+                       const char *if_match, char etag[SL_S3_ETAG_MAX]);
+sl_status sl_s3_get_tagged(const sl_s3 *s3, const char *url, size_t max_bytes, uint8_t **data,
+                           size_t *len, char etag[SL_S3_ETAG_MAX]);
+sl_status sl_s3_delete_if(const sl_s3 *s3, const char *url, const char *if_match);
 
 /* Deletes the object at url (no error when it is missing). */
 sl_status sl_s3_delete(const sl_s3 *s3, const char *url);

@@ -1,5 +1,6 @@
 /* io/sink.c — see sink.h: the part life cycle, the same for every format. */
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -16,6 +17,7 @@ struct sl_sink {
     bool committed;  /* part is published: nothing more goes into it */
     char *remote;    /* s3://bucket/prefix: parts are uploaded there */
     char *remote_path; /* the open part's object */
+    int64_t uploaded;  /* the last uploaded object's size; -1: none or not known */
 };
 
 sl_status sl_sink_open(const char *format, const char *dir, bool overwrite,
@@ -38,6 +40,7 @@ sl_status sl_sink_open(const char *format, const char *dir, bool overwrite,
     }
     s->ops = ops;
     s->overwrite = overwrite;
+    s->uploaded = -1;
     sl_status st = ops->prepare(schema, &s->shared);
     if (st != SL_OK) {
         sl_free(s->dir);
@@ -110,7 +113,12 @@ static sl_status upload(sl_sink *s)
                        s->remote_path, s->dir);
     if (st != SL_ERR_NOT_FOUND)
         return st;
-    st = sl_s3_upload_file(s3, s->ops->temp_path(s->part), s->remote_path, 0);
+    const char *temp = s->ops->temp_path(s->part);
+    struct stat sb;
+    s->uploaded = stat(temp, &sb) == 0 ? (int64_t)sb.st_size : -1;
+    st = sl_s3_upload_file(s3, temp, s->remote_path, 0);
+    if (st != SL_OK)
+        s->uploaded = -1;
     if (st == SL_OK && (err = sl_fault("commit.after_upload", s->remote_path)) != 0)
         st = sl_fail(SL_ERR_IO, "after uploading '%s': %s", s->remote_path, strerror(err));
     return st;
@@ -125,6 +133,8 @@ sl_status sl_sink_set_codec(sl_sink *s, const char *name)
                                            "has)", s->ops->format);
     return s->ops->set_codec(s->shared, name);
 }
+
+int64_t sl_sink_uploaded_bytes(const sl_sink *s) { return s->uploaded; }
 
 int64_t sl_sink_part_bytes(const sl_sink *s)
 {

@@ -88,6 +88,11 @@ sl_status sl_sink_write(sl_sink *sink, const sl_schema_row *row);
  * the part stays open and broken: abandon it. */
 sl_status sl_sink_commit(sl_sink *sink, sl_status (*durable)(void *user), void *user);
 
+/* The size of the object the last commit uploaded (sl_sink_set_remote):
+ * what the resume ledger records as the part's, to find it cut by hand
+ * later; -1 before any or when not known. */
+int64_t sl_sink_uploaded_bytes(const sl_sink *sink);
+
 /* The open part's bytes so far (--shard-bytes); 0 without one. */
 int64_t sl_sink_part_bytes(const sl_sink *sink);
 

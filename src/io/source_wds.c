@@ -352,8 +352,10 @@ static sl_status wds_open(const char *file, const char *name, const sl_source_pa
          * as what it means for a shard. */
         const char *why = archive_error_string(r->a);
         struct stat sb;
+        uint64_t size = 0;
         if (archive_errno(r->a) == EILSEQ)
-            why = r->rem && !r->rem->io && fstat(r->rem->fd, &sb) == 0 && sb.st_size == 0
+            why = r->rem && (r->rem->io ? sl_ranged_size(r->rem->io, &size) == SL_OK && !size
+                                        : fstat(r->rem->fd, &sb) == 0 && sb.st_size == 0)
                       ? "empty file (0 bytes), not a tar archive"
                       : "not a tar archive (nor one compressed with gzip, zstd, bzip2 or xz)";
         *open_error = sl_asprintf("cannot open shard '%s': %s", file, why);

@@ -128,7 +128,11 @@ typedef struct job {
     char *dir_owned;
     char *remote;              /* s3:// output: its URL without a trailing '/'; else NULL */
     char **remote_parts;       /* ... the part objects there at the start, sorted */
+    int64_t *remote_sizes;     /* ... and their sizes (job_note_upload keeps them) */
     size_t n_remote_parts;
+    struct bucket_lock *bucket_lock; /* s3:// output, the ledger's holder: its lock */
+    char uploaded_part[64];    /* s3:// output, one process: the last part this run */
+    int64_t uploaded_bytes;    /* uploaded that the listing lacks, and its size */
     sl_source *src;
     sl_source_params src_params;
     const char *const *inputs;
@@ -289,6 +293,17 @@ sl_status job_retry_failed(job *j, long *rows, long *parts, long *kept);
  * the state folder (a warning when one cannot be). */
 void job_upload_reports(job *j);
 void job_output_clear(job *j);
+/* job/bucket_lock.c: an s3:// output's lock object in the bucket, which
+ * keeps out runs with other state folders (the ledger's lock keeps out
+ * those with this one). job_lock_bucket(): SL_ERR_EXISTS naming the holder
+ * and how to clear it when another run holds it; job_unlock_bucket()
+ * releases it (no-op without one). */
+typedef struct bucket_lock bucket_lock;
+sl_status job_lock_bucket(job *j);
+void job_unlock_bucket(job *j);
+/* s3:// output, one process: part object `url` was uploaded, `bytes` long
+ * (-1: not known), for the resume ledger to record as its size. */
+void job_note_upload(job *j, const char *url, int64_t bytes);
 
 /* The ledger as the stages see it (record.c): rank 0's through the
  * coordinator under MPI, else the folder's own. job_records() says whether

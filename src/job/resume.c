@@ -236,10 +236,24 @@ static bool is_part_name(const char *name)
     return sl_shard_part_number(name) >= 0;
 }
 
-/* The names of the objects directly under the output's prefix that want
- * keeps, sorted, appended to *names. */
-static sl_status list_remote(const job *j, bool (*want)(const char *), char ***names, size_t *n)
+typedef struct listed {
+    char *name;
+    int64_t size;
+} listed;
+
+static int cmp_listed(const void *a, const void *b)
 {
+    return strcmp(((const listed *)a)->name, ((const listed *)b)->name);
+}
+
+/* The names of the objects directly under the output's prefix that want
+ * keeps, sorted, appended to *names (*names empty when sizes is given:
+ * their sizes then into *sizes, in the same order). */
+static sl_status list_remote(const job *j, bool (*want)(const char *), char ***names,
+                             int64_t **sizes, size_t *n)
+{
+    listed *got = NULL;
+    size_t n_got = 0, cap = 0;
     const sl_s3 *s3 = sl_s3_shared();
     if (!s3)
         return SL_ERR_INVALID_ARG;
@@ -248,7 +262,7 @@ static sl_status list_remote(const job *j, bool (*want)(const char *), char ***n
     sl_status st = prefix ? sl_s3_list_open(s3, prefix, &l)
                           : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
     /* keys come whole: the part's name follows the prefix's key ("s3://b/k/" -> "k/") */
-    size_t cap = *n, skip = prefix ? strlen(strchr(prefix + 5, '/') + 1) : 0;
+    size_t skip = prefix ? strlen(strchr(prefix + 5, '/') + 1) : 0;
     for (bool done = false; st == SL_OK && !done;) {
         const char *key;
         uint64_t size;
@@ -256,36 +270,89 @@ static sl_status list_remote(const job *j, bool (*want)(const char *), char ***n
             break;
         if (strlen(key) < skip || !want(key + skip))
             continue;
-        char **grown = sl_grow(*names, *n, &cap, sizeof *grown);
+        listed *grown = sl_grow(got, n_got, &cap, sizeof *grown);
         if (!grown) {
             st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
             break;
         }
-        *names = grown;
-        if (!((*names)[*n] = sl_strdup(key + skip)))
+        got = grown;
+        if (!(got[n_got].name = sl_strdup(key + skip)))
             st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
         else
-            (*n)++;
+            got[n_got++].size = (int64_t)size;
     }
     sl_s3_list_free(l);
     sl_free(prefix);
-    if (st == SL_OK && *n)
-        qsort(*names, *n, sizeof **names, cmp_names);
+    if (n_got)
+        qsort(got, n_got, sizeof *got, cmp_listed);
+    char **all = st == SL_OK && n_got ? sl_realloc(*names, (*n + n_got) * sizeof *all) : *names;
+    int64_t *all_sizes = st == SL_OK && n_got && sizes ? sl_calloc(n_got, sizeof *all_sizes)
+                                                       : NULL;
+    if (st == SL_OK && n_got && (!all || (sizes && !all_sizes)))
+        st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
+    if (all)
+        *names = all;
+    for (size_t i = 0; i < n_got; i++) {
+        if (st == SL_OK) {
+            (*names)[(*n)++] = got[i].name;
+            if (all_sizes)
+                all_sizes[i] = got[i].size;
+        } else {
+            sl_free(got[i].name);
+        }
+    }
+    if (st == SL_OK && all_sizes)
+        *sizes = all_sizes;
+    else
+        sl_free(all_sizes);
+    sl_free(got);
     return st;
 }
 
 /* The part objects directly under the output's prefix, sorted. */
 static sl_status list_remote_parts(job *j)
 {
-    return list_remote(j, is_part_name, &j->remote_parts, &j->n_remote_parts);
+    return list_remote(j, is_part_name, &j->remote_parts, &j->remote_sizes,
+                       &j->n_remote_parts);
+}
+
+/* Where part `name` is in the listing; -1 when it is not there. */
+static long listed_at(const job *j, const char *name)
+{
+    char **at = j->n_remote_parts ? bsearch(&name, j->remote_parts, j->n_remote_parts,
+                                            sizeof *j->remote_parts, cmp_names)
+                                  : NULL;
+    return at ? (long)(at - j->remote_parts) : -1;
+}
+
+/* The resume ledger's view of the bucket (sl_ledger_set_presence): the
+ * size of a part object the listing found or this run uploaded; -1 for
+ * one that is not there. */
+static int64_t remote_part_size(void *user, const char *name)
+{
+    const job *j = user;
+    if (j->uploaded_part[0] && strcmp(name, j->uploaded_part) == 0)
+        return j->uploaded_bytes;
+    long at = listed_at(j, name);
+    return at >= 0 && j->remote_sizes ? j->remote_sizes[at] : -1;
+}
+
+void job_note_upload(job *j, const char *url, int64_t bytes)
+{
+    const char *slash = strrchr(url, '/');
+    const char *name = slash ? slash + 1 : url;
+    long at = listed_at(j, name);
+    if (at >= 0 && j->remote_sizes) { /* replaced (--retry-failed) */
+        j->remote_sizes[at] = bytes;
+        return;
+    }
+    snprintf(j->uploaded_part, sizeof j->uploaded_part, "%s", name);
+    j->uploaded_bytes = bytes;
 }
 
 static bool remote_part_published(void *user, const char *name)
 {
-    const job *j = user;
-    return j->n_remote_parts &&
-           bsearch(&name, j->remote_parts, j->n_remote_parts, sizeof *j->remote_parts,
-                   cmp_names) != NULL;
+    return listed_at(user, name) >= 0;
 }
 
 static void remote_scan(const job *j, sl_part_scan *scan)
@@ -332,7 +399,7 @@ static sl_status remove_remote_parts(job *j)
     sl_status st = remove_remote(j, j->remote_parts, j->n_remote_parts);
     j->n_remote_parts = 0;
     if (st == SL_OK)
-        st = list_remote(j, is_errors_name, &errs, &n_errs);
+        st = list_remote(j, is_errors_name, &errs, NULL, &n_errs);
     sl_status rm = remove_remote(j, errs, n_errs);
     sl_free(errs);
     return st != SL_OK ? st : rm;
@@ -464,12 +531,15 @@ static sl_status choose_dir(job *j)
 
 void job_output_clear(job *j)
 {
+    job_unlock_bucket(j);
     for (size_t i = 0; i < j->n_remote_parts; i++)
         sl_free(j->remote_parts[i]);
     sl_free(j->remote_parts);
+    sl_free(j->remote_sizes);
     sl_free(j->remote);
     sl_free(j->dir_owned);
     j->remote_parts = NULL;
+    j->remote_sizes = NULL;
     j->remote = j->dir_owned = NULL;
     j->n_remote_parts = 0;
 }
@@ -643,6 +713,21 @@ static sl_status refuse_unknown_parts(job *j)
 
 /* --- parts changed by hand ------------------------------------------------------ */
 
+/* Object `url` into the local file `path`. */
+static sl_status download_copy(const char *url, const char *path)
+{
+    const sl_s3 *s3 = sl_s3_shared();
+    if (!s3)
+        return SL_ERR_INVALID_ARG;
+    FILE *fp = fopen(path, "w+b");
+    if (!fp)
+        return sl_fail(SL_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+    sl_status st = sl_s3_download(s3, url, fp);
+    if (fclose(fp) != 0 && st == SL_OK)
+        st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    return st;
+}
+
 /* A committed part whose file's size moved since its commit (ledger.h,
  * "Parts changed by hand"): its rows counted. Fewer than the ledger
  * committed means rows were cut out of it by hand; the ledger counts them
@@ -657,27 +742,41 @@ static sl_status check_resized(void *user, const sl_ledger_part *part)
     if (errors_apart && part->failed < 0) /* not counted: nothing to compare with */
         return sl_ledger_part_sized(j->ledger, part->number, part->bytes);
     long want = part->written - (errors_apart ? part->failed : 0), rows = 0;
-    char *file = sl_asprintf("%s/%s", j->dir, part->name);
-    if (!file)
+    char *file = sl_asprintf("%s/%s", j->remote ? j->remote : j->dir, part->name);
+    const char *what = j->remote ? "object" : "file";
+    /* An object is counted in a copy, named as io/shard.h's temporaries (a
+     * killed run's is removed by the next) and ending as the part does: its
+     * format is known by its name. */
+    char *copy = j->remote ? sl_asprintf("%s/.%s.tmp-check-%ld-%s", j->dir, part->name,
+                                         (long)getpid(), part->name)
+                           : NULL;
+    if (!file || (j->remote && !copy)) {
+        sl_free(file);
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
-    sl_status st = sl_part_count_rows(file, &rows);
+    }
+    sl_status st = copy ? download_copy(file, copy) : SL_OK;
+    if (st == SL_OK)
+        st = sl_part_count_rows(copy ? copy : file, &rows);
+    if (copy)
+        unlink(copy);
+    sl_free(copy);
     if (st != SL_OK) {
         char *why = sl_strdup(sl_last_error());
         st = sl_fail(st, "%s; it changed since it was committed (resume ledger '%s'), "
-                         "and its %ld row%s cannot be counted: restore the file, or delete it "
+                         "and its %ld row%s cannot be counted: restore the %s, or delete it "
                          "to have its rows captioned again", why ? why : "cannot read it",
-                     sl_ledger_path(j->ledger), want, want == 1 ? "" : "s");
+                     sl_ledger_path(j->ledger), want, want == 1 ? "" : "s", what);
         sl_free(why);
     } else if (rows < want) {
         st = sl_fail(SL_ERR_EXISTS,
                      "output part '%s' holds %ld row%s, and the resume ledger '%s' committed "
-                     "%ld in it: the file was cut or edited since, and the ledger counts the "
+                     "%ld in it: the %s was cut or edited since, and the ledger counts the "
                      "%ld missing row%s done, so a resume would never write them again. "
-                     "Restore the file, or delete it to have all its rows captioned again "
-                     "(the ledger forgets a part whose file is gone), or pass --overwrite to "
+                     "Restore the %s, or delete it to have all its rows captioned again "
+                     "(the ledger forgets a part whose %s is gone), or pass --overwrite to "
                      "start over",
-                     file, rows, rows == 1 ? "" : "s", sl_ledger_path(j->ledger), want,
-                     want - rows, want - rows == 1 ? "" : "s");
+                     file, rows, rows == 1 ? "" : "s", sl_ledger_path(j->ledger), want, what,
+                     want - rows, want - rows == 1 ? "" : "s", what, what);
     } else {
         st = sl_ledger_part_sized(j->ledger, part->number, part->bytes);
     }
@@ -745,6 +844,10 @@ sl_status job_open_ledger(job *j)
                        "state folder '%s', is locked): wait for that run to end, or write to "
                        "another prefix (-o s3://BUCKET/OTHER)",
                        j->remote, dir);
+    /* The bucket's lock, before anything is written: runs with other
+     * state folders pass the ledger's. */
+    if (st == SL_OK && j->remote)
+        st = job_lock_bucket(j);
     if (st == SL_OK && p->overwrite)
         /* under the ledger's lock, before it forgets them */
         st = j->remote ? remove_remote_parts(j) : sl_shard_remove_parts(dir);
@@ -752,7 +855,7 @@ sl_status job_open_ledger(job *j)
         /* before anything is written to the ledger */
         st = refuse_unknown_parts(j);
     if (st == SL_OK && j->remote) {
-        sl_ledger_set_presence(j->ledger, remote_part_published, j);
+        sl_ledger_set_presence(j->ledger, remote_part_size, j);
         sl_ledger_set_output(j->ledger, j->remote);
     }
     char *old = NULL;

@@ -10,6 +10,7 @@
  * before any row is read. */
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -69,8 +70,9 @@ static sl_status name_files(const job *j, long number, const char *name, part_fi
     long pid = (long)getpid();
     f->tmp = sl_asprintf("%s/.%s.tmp-%ld", j->dir, name, pid);
     if (j->remote) {
-        f->part = sl_asprintf("%s/.%s.tmp-get-%ld", j->dir, name, pid);
-        f->errors = sl_asprintf("%s/.%s.tmp-errors-%ld", j->dir, name, pid);
+        /* ending as the part does: its format is known by its name */
+        f->part = sl_asprintf("%s/.%s.tmp-get-%ld-%s", j->dir, name, pid, name);
+        f->errors = sl_asprintf("%s/.%s.tmp-errors-%ld.jsonl", j->dir, name, pid);
         f->url = sl_asprintf("%s/%s", j->remote, name);
         f->errors_url = sl_asprintf("%s/errors-%05ld.jsonl", j->remote, number);
     } else {
@@ -130,12 +132,16 @@ static sl_status fetch_part(const part_files *f)
 
 /* Step 3 for an s3:// output: the filtered copy uploaded as the part (a PUT
  * replaces an object whole), the errors object deleted. */
-static sl_status replace_remote(const part_files *f)
+static sl_status replace_remote(job *j, const part_files *f)
 {
     const sl_s3 *s3 = sl_s3_shared();
+    struct stat sb;
+    int64_t bytes = stat(f->tmp, &sb) == 0 ? (int64_t)sb.st_size : -1;
     sl_status st = s3 ? sl_s3_upload_file(s3, f->tmp, f->url, 0)
                       : sl_fail(SL_ERR_INVALID_ARG, "no S3 client for '%s'", f->url);
     unlink(f->tmp);
+    if (st == SL_OK) /* the ledger records the new object's size */
+        job_note_upload(j, f->url, bytes);
     int err = st == SL_OK ? sl_fault("retry.after_rename", f->url) : 0;
     if (err)
         return sl_fail(SL_ERR_IO, "cannot retry the failed rows of '%s': %s", f->url,
@@ -145,10 +151,10 @@ static sl_status replace_remote(const part_files *f)
 
 /* Step 3: the filtered copy over the part, the errors file gone, both
  * durable. Doing it again gives the same files. */
-static sl_status replace_part(const job *j, const part_files *f)
+static sl_status replace_part(job *j, const part_files *f)
 {
     if (f->url)
-        return replace_remote(f);
+        return replace_remote(j, f);
     sl_status st = sl_file_rename(f->tmp, f->part);
     if (st == SL_OK)
         st = sl_file_sync_dir(j->dir);

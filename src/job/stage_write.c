@@ -288,6 +288,10 @@ static sl_status commit_shard(job *j)
     sl_status st = commit_point("commit.begin", part);
     if (st == SL_OK) /* rename, folder sync: io/shard.c has their points */
         st = sl_sink_commit(j->sink, part_durable, j);
+    /* The object's size for the ledger's commit to record; under MPI
+     * rank 0 records other ranks' parts, sized when a later run lists them. */
+    if (st == SL_OK && j->remote && !j->dist)
+        job_note_upload(j, part, sl_sink_uploaded_bytes(j->sink));
     if (st == SL_OK)
         st = job_part_commit(j);
     if (st == SL_OK)

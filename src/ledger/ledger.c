@@ -7,7 +7,8 @@
  *   parts(number PRIMARY KEY, name UNIQUE, state 0 pending | 1 committed, rows,
  *         inputs, written, failed, bytes)   the last four NULL in parts of a sluice
  *         that lacked them; bytes is the file's size when committed (or last
- *         found whole: sl_ledger_each_resized), NULL for a published part
+ *         found whole: sl_ledger_each_resized; a published part's as its
+ *         sl_ledger_set_presence function gives it), NULL when not known
  *   rows(id PRIMARY KEY, part) WITHOUT ROWID, indexed by part
  *   retry_parts(part PRIMARY KEY, removed), retry_ids(part, id)   --retry-failed's
  *         parts begun and not finished (empty between runs; an older sluice that
@@ -40,7 +41,7 @@ struct sl_ledger {
     bool in_part, prepared; /* a part's transaction is open / a part awaits commit */
     char *part_name;
     long part_number, part_rows;
-    bool (*published)(void *user, const char *name); /* NULL: the file in dir */
+    int64_t (*published)(void *user, const char *name); /* size; NULL: the file in dir */
     void *published_user;
     const char *output; /* the output the parts go to, when not dir (borrowed) */
 };
@@ -541,17 +542,19 @@ void sl_ledger_set_output(sl_ledger *l, const char *output)
     l->output = output;
 }
 
-void sl_ledger_set_presence(sl_ledger *l, bool (*published)(void *user, const char *name),
+void sl_ledger_set_presence(sl_ledger *l, int64_t (*published)(void *user, const char *name),
                             void *user)
 {
     l->published = published;
     l->published_user = user;
 }
 
-/* The size of part file `name` in the folder, or -1 when it cannot be
- * stat'ed. */
+/* The size of part `name`: its file in the folder, or the object the
+ * caller published; -1 when it cannot be stat'ed (not published). */
 static int64_t part_file_size(const sl_ledger *l, const char *name)
 {
+    if (l->published)
+        return l->published(l->published_user, name);
     struct stat sb;
     char *file = sl_asprintf("%s/%s", l->dir, name);
     int64_t size = file && stat(file, &sb) == 0 ? (int64_t)sb.st_size : -1;
@@ -559,12 +562,11 @@ static int64_t part_file_size(const sl_ledger *l, const char *name)
     return size;
 }
 
-/* Binds parameter `at` of `s` to the size of part file `name` in the
- * folder; to NULL for a part published elsewhere (its size is not looked
- * at) or a file that cannot be stat'ed. */
+/* Binds parameter `at` of `s` to the size of part `name` (its file, or
+ * its published object); to NULL when that is not known. */
 static void bind_bytes(sl_ledger *l, sqlite3_stmt *s, int at, const char *name)
 {
-    int64_t size = l->published || !name ? -1 : part_file_size(l, name);
+    int64_t size = !name ? -1 : part_file_size(l, name);
     if (size >= 0)
         sqlite3_bind_int64(s, at, (sqlite3_int64)size);
     else
@@ -611,7 +613,7 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
             st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
             break;
         }
-        bool present = l->published ? l->published(l->published_user, parts[i].name)
+        bool present = l->published ? part_file_size(l, parts[i].name) >= 0
                                     : access(file, F_OK) == 0;
         if (!present) {
             /* Pending: the crash came before the rename. Committed: removed by hand. */
@@ -932,8 +934,6 @@ sl_status sl_ledger_each_resized(sl_ledger *l,
                                  sl_status (*each)(void *user, const sl_ledger_part *part),
                                  void *user)
 {
-    if (l->published) /* not files in the folder: not looked at */
-        return SL_OK;
     resized_ref *refs = NULL;
     size_t n = 0, cap = 0;
     sqlite3_stmt *s = NULL, *set = NULL;
@@ -941,7 +941,8 @@ sl_status sl_ledger_each_resized(sl_ledger *l,
     sl_status st = prepare(l, "SELECT number, name, bytes, coalesce(written, rows), failed "
                               "FROM parts WHERE state = 1 ORDER BY number", &s);
     int rc = SQLITE_DONE;
-    /* One stat a part: only those whose size moved are read (by `each`). */
+    /* One stat a part (a listing's size for published ones): only those
+     * whose size moved are read (by `each`). */
     while (st == SL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(s, 1);
         int64_t size = part_file_size(l, name);

@@ -116,10 +116,13 @@ sl_status sl_ledger_meta_set(sl_ledger *l, const char *key, const char *value);
  * user to choose another -o. Borrowed until the ledger is freed. */
 void sl_ledger_set_output(sl_ledger *l, const char *output);
 
-/* Where the parts are published elsewhere (object storage): whether part
- * `name` was published, asked by sl_ledger_reconcile() in place of looking
- * for dir/name. `user` is the caller's, borrowed until the ledger is freed. */
-void sl_ledger_set_presence(sl_ledger *l, bool (*published)(void *user, const char *name),
+/* Where the parts are published elsewhere (object storage): the size of
+ * part `name` where it was published, -1 when it was not (or its size is
+ * not known), asked in place of a stat of dir/name: by
+ * sl_ledger_reconcile() (present or not), by the commits (the size
+ * recorded) and by sl_ledger_each_resized(). `user` is the caller's,
+ * borrowed until the ledger is freed. */
+void sl_ledger_set_presence(sl_ledger *l, int64_t (*published)(void *user, const char *name),
                             void *user);
 
 /* Settles what an interrupted run left (see above); fills *info (optional). */
@@ -181,7 +184,8 @@ sl_status sl_ledger_shard_done(sl_ledger *l, int64_t shard,
  * order (the list read first: `each` may call the ledger; an error it
  * returns ends the walk). A part committed by a sluice that kept no size
  * has its size recorded as it is now and is not passed. Parts published
- * elsewhere (sl_ledger_set_presence) are not looked at. The caller counts
+ * elsewhere (sl_ledger_set_presence) are sized by the caller's function
+ * (an s3:// output: the listing), as are the commits. The caller counts
  * the file's rows; when none is missing, sl_ledger_part_sized() records its
  * size now (`bytes`), so it is not read again. */
 typedef struct sl_ledger_part {
