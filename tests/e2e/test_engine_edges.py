@@ -1,6 +1,9 @@
 """The embedded engine at its edges (docs/engine.md "Sizing"): settings
 that can never fit stop the job with exit 2 naming what to change, and
 what to change is the thing that does not fit."""
+import json
+import re
+
 from conftest import REPO, TINY, read_rows
 
 QWEN = REPO / "models" / "tiny-qwen"
@@ -50,17 +53,26 @@ def test_a_prompt_holding_the_image_marker_fails_saying_so(sluice, four, tmp_pat
     task's) holding it failed each row as "the vision preprocessor rejected
     the 512x512 px image, as shrunk (too small or too narrow ...)", and a
     --system holding it stopped the job with exit 1 saying the model
-    "cannot tokenize a test prompt". Now a row fails naming the marker, and
-    the system prompt (in every request) stops the job with exit 2."""
+    "cannot tokenize a test prompt". Now a prompt every row sends (--prompt,
+    a task's, --system) stops the job with exit 2 naming it and the marker;
+    a prompt from a row's column fails that row alone, naming the marker."""
     marker = "'<__media__>', the marker the engine puts where an image goes"
-    for name, flags, head in (("p", ("--prompt", "Is <__media__> here?"), ""),
-                              ("t", ("--task", "t=And <__media__>?"), ", task t")):
+    for name, flags, who in (("p", ("--prompt", "Is <__media__> here?"), "the prompt (--prompt)"),
+                             ("t", ("--task", "t=And <__media__>?"), "the prompt of task 't'")):
         r = sluice.caption(four, tmp_path / name, "-n", 4, *flags, "--metrics-addr", "off")
-        assert r.returncode == 3, r.stderr
-        rows = read_rows(tmp_path / name)
-        assert len(rows) == 4
-        for row in rows:
-            assert row["error"].startswith(f"{row['id']}{head}: the prompt holds {marker}"), row
+        assert r.returncode == 2, r.stderr
+        assert f"{who} holds {marker}" in r.stderr, r.stderr
+        assert not list((tmp_path / name).glob("part-*")), "no row may be written"
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"r{i}", "image": str(p.resolve()),
+                                            "prompt": "Is <__media__> here?"}) + "\n"
+                                for i, p in enumerate(sorted(four.iterdir()))))
+    r = sluice.caption(manifest, tmp_path / "col", "-n", 4, "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr
+    rows = read_rows(tmp_path / "col")
+    assert len(rows) == 4
+    for row in rows:
+        assert row["error"].startswith(f"{row['id']}: the prompt holds {marker}"), row
     r = sluice.caption(four, tmp_path / "s", "-n", 4, "--system", "See <__media__>.",
                        "--metrics-addr", "off")
     assert r.returncode == 2, r.stderr
@@ -122,3 +134,36 @@ def test_a_tasks_max_tokens_past_the_context_is_named(sluice, four, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = read_rows(tmp_path / "short")
     assert len(rows) == 4 and all(row["a"] is not None for row in rows), rows
+
+
+def test_a_prompt_past_the_context_stops_the_job_naming_it(sluice, four, tmp_path):
+    """A --prompt longer than the model's context (2048) is in every
+    request: each row failed on its own, told to lower its max_tokens (of
+    4), exit 3. The load-time check was sized with a probe prompt of its
+    own; now with the longest prompt every row sends (--prompt, a task's,
+    a job file's), so the job stops with exit 2 naming it and its tokens.
+    A max_tokens past the context is not blamed on a short prompt."""
+    long = "word " * 2500
+    def refused(name, *flags, run=None):
+        r = run() if run else sluice.caption(four, tmp_path / name, "-n", 4,
+                                             "--metrics-addr", "off", *flags)
+        assert r.returncode == 2, r.stderr
+        assert not list((tmp_path / name).glob("part-*")), "no row may be written"
+        return r.stderr
+    for name, flags, who in (("p", ("--prompt", long), "the prompt (--prompt)"),
+                             ("t", ("--task", "a=What is it?", "--task", f"b={long}"),
+                              "the prompt of task 'b'")):
+        err = refused(name, *flags)
+        m = re.search(rf"of which {re.escape(who)} takes (\d+), max_tokens: 4\), more than "
+                      rf"the model's context of 2048: shorten {re.escape(who)}, lower "
+                      "--max-tokens", err)
+        assert m and int(m.group(1)) > 2048, err
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps({"prompt": {"text": long}, "sampling": {"max_tokens": 4},
+                               "llama": {"model": str(TINY / "model.gguf"),
+                                         "mmproj": str(TINY / "mmproj.gguf")},
+                               "metrics": {"addr": "off"}}))
+    err = refused("job", run=lambda: sluice.run("run", job, four, "-o", tmp_path / "job"))
+    assert "of which the prompt (--prompt) takes" in err, err
+    err = refused("n", "-n", 100000)
+    assert "shorten" not in err and "lower --max-tokens" in err, err

@@ -3684,14 +3684,21 @@ void sl_llama_init(void)
 }
 
 
-/* KV cells one request of the expected shape takes: the template, the
- * system prompt (none: NULL), a prompt, and an image of image_edge_hint
- * pixels square. */
-static sl_status probe_cells(llama_engine *e, const sl_llama_params *p, const char *system,
-                             int *cells)
+/* The prompt of the sizing probe: the caller's longest, else a caption
+ * request's. */
+static const char *probe_prompt(const sl_llama_params *p)
 {
-    req r = {.id = "(sizing probe)", .system_prompt = (char *)system,
-             .prompt = "Describe this image in one sentence."};
+    return p->prompt_hint && *p->prompt_hint ? p->prompt_hint
+                                             : "Describe this image in one sentence.";
+}
+
+/* KV cells one request of the expected shape takes: the template, the
+ * system prompt (none: NULL), the prompt, and an image of
+ * image_edge_hint pixels square. */
+static sl_status probe_cells(llama_engine *e, const sl_llama_params *p, const char *system,
+                             const char *prompt, int *cells)
+{
+    req r = {.id = "(sizing probe)", .system_prompt = (char *)system, .prompt = (char *)prompt};
     uint8_t *gray = NULL;
     sl_image *img = NULL;
     /* The vision preprocessor shrinks anything larger than a few thousand
@@ -4235,7 +4242,8 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
      * here once rather than failing every row. */
     int probe = 0;
     sl_status pst = per_seq <= 0 || vision
-                        ? probe_cells(e, params, params->prefix_system_prompt, &probe)
+                        ? probe_cells(e, params, params->prefix_system_prompt,
+                                      probe_prompt(params), &probe)
                         : SL_OK;
     if (pst != SL_OK) {
         char cause[512]; /* past "(sizing probe): " */
@@ -4245,7 +4253,12 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         if (pst == SL_ERR_MODEL) /* foreign_token: the projector is another model's */
             return sl_fail(SL_ERR_INVALID_ARG, "--mmproj '%s' does not go with --model '%s': %s",
                            params->mmproj_path, params->model_path, cause);
-        if (pst == SL_ERR_INVALID_ARG) /* render_prompt: the system prompt's own fault */
+        /* render_prompt: the system prompt's own fault, or the prompt's
+         * (then named as the caller names it) */
+        if (pst == SL_ERR_INVALID_ARG && params->prompt_hint_name &&
+            strncmp(cause, "the prompt ", 11) == 0)
+            return sl_fail(pst, "%s%s", params->prompt_hint_name, cause + 10);
+        if (pst == SL_ERR_INVALID_ARG)
             return sl_fail(pst, "%s", cause);
         return sl_fail(pst, "--model '%s': cannot tokenize a test prompt%s: %s",
                        params->model_path, vision ? " with an image" : "", cause);
@@ -4266,19 +4279,38 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
              * cause (a 15,000-token --system was told to lower those). */
             const char *sys = params->prefix_system_prompt;
             int bare = probe;
-            if (sys && sys[0] && probe_cells(e, params, NULL, &bare) != SL_OK)
+            if (sys && sys[0] && probe_cells(e, params, NULL, probe_prompt(params), &bare) != SL_OK)
                 bare = probe;
-            char sys_part[96] = "";
-            if (bare >= 0 && probe - bare > 0)
-                snprintf(sys_part, sizeof sys_part, ", of which the system prompt takes %d",
-                         probe - bare);
-            const char *shorten = sys_part[0] ? "shorten the system prompt (--system), " : "";
+            /* The caller's prompt likewise (a --prompt of 3,000 tokens
+             * failed every row, each told to lower its max_tokens), when
+             * shortening it could make the request fit. */
+            int no_prompt = probe;
+            const char *hint = params->prompt_hint;
+            if (hint && hint[0] && probe_cells(e, params, sys, "", &no_prompt) != SL_OK)
+                no_prompt = probe;
+            int64_t asked = vision ? need : need - TEXT_ONLY_ROOM;
+            bool long_prompt = probe - no_prompt > 0 && asked - (probe - no_prompt) <= train;
+            const char *prompt_name =
+                params->prompt_hint_name ? params->prompt_hint_name : "the prompt";
+            char parts[320] = "", shorten[320] = "";
+            int np = 0, ns = 0;
+            if (bare >= 0 && probe - bare > 0) {
+                np = snprintf(parts, sizeof parts, ", of which the system prompt takes %d",
+                              probe - bare);
+                ns = snprintf(shorten, sizeof shorten, "shorten the system prompt (--system), ");
+            }
+            if (long_prompt) {
+                snprintf(parts + np, sizeof parts - (size_t)np, "%s%.160s takes %d",
+                         np ? " and " : ", of which ", prompt_name, probe - no_prompt);
+                snprintf(shorten + ns, sizeof shorten - (size_t)ns, "shorten %.160s, ",
+                         prompt_name);
+            }
             llama_engine_free(e);
             if (!vision)
                 return sl_fail(SL_ERR_INVALID_ARG,
                                "each sequence needs %lld positions (prompt: %d%s, max_tokens: "
                                "%d), more than the model's context of %d: %slower --max-tokens",
-                               (long long)need - TEXT_ONLY_ROOM, probe, sys_part,
+                               (long long)asked, probe, parts,
                                params->max_tokens_hint, train, shorten);
             /* --image-min-tokens enlarges every image: 100000 of them was
              * told to lower only --max-tokens or --max-image-edge. */
@@ -4286,7 +4318,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
                            "each sequence needs %lld positions (prompt and a %d px image: %d%s, "
                            "max_tokens: %d), more than the model's context of %d: %slower "
                            "--max-tokens%s",
-                           (long long)need, params->image_edge_hint, probe, sys_part,
+                           (long long)asked, params->image_edge_hint, probe, parts,
                            params->max_tokens_hint, train, shorten,
                            params->image_min_tokens > 0
                                ? ", --max-image-edge or --image-min-tokens"
