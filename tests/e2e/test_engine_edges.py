@@ -167,3 +167,20 @@ def test_a_prompt_past_the_context_stops_the_job_naming_it(sluice, four, tmp_pat
     assert "of which the prompt (--prompt) takes" in err, err
     err = refused("n", "-n", 100000)
     assert "shorten" not in err and "lower --max-tokens" in err, err
+
+
+def test_a_ctx_past_the_models_training_is_warned_of(sluice, four, tmp_path):
+    """--ctx 4096 with a model trained on 2048 positions was taken with only
+    llama.cpp's "n_ctx_seq (4096) > n_ctx_train (2048) -- possible training
+    context overflow", which names neither the flag nor the risk: a row
+    that needs more than 2048 is answered past the model's training. It
+    still runs (as llama.cpp does), with a warning naming both numbers and
+    the flag, llama.cpp's line kept for -v; a --ctx within the training
+    says nothing."""
+    for ctx, warned in ((4096, True), (2048, False)):
+        r = sluice.caption(four, tmp_path / f"o{ctx}", "--ctx", ctx, "-n", 2, "--limit", 1,
+                           "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        said = f"--ctx {ctx} is more than the 2048 positions" in r.stderr
+        assert said == warned and ("trained for" in r.stderr) == warned, r.stderr
+        assert "training context overflow" not in r.stderr, r.stderr

@@ -136,6 +136,11 @@ static void ggml_to_sl_log(enum ggml_log_level level, const char *text, void *us
     case GGML_LOG_LEVEL_CONT: lv = last; break;
     default: lv = SL_LOG_DEBUG; break;
     }
+    /* Said at open in sluice's terms, naming --ctx and the model
+     * (sl_engine_open_llama); llama.cpp's "n_ctx_seq (4096) > n_ctx_train
+     * (2048)" beside it is for -v. */
+    if (lv == SL_LOG_WARN && strstr(text, "possible training context overflow"))
+        lv = SL_LOG_INFO;
     last = lv;
     size_t n = strlen(text);
     while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
@@ -4237,6 +4242,17 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
      * plus the shared prefix. */
     int train = llama_model_n_ctx_train(e->model);
     int per_seq = params->n_ctx_per_seq;
+    /* Taken, as llama.cpp takes it (vLLM refuses it): a model may be used
+     * past its training with care. But a request that needs those
+     * positions is answered from positions the model never saw, and the
+     * answers degrade in silence: say so, in the flag's terms (llama.cpp
+     * says "n_ctx_seq (4096) > n_ctx_train (2048)" as each context is
+     * made; ggml_to_sl_log keeps that for -v). */
+    if (per_seq > 0 && train > 0 && per_seq > train)
+        sl_log(SL_LOG_WARN, "--ctx %d is more than the %d positions '%s' was trained for: a "
+               "request that takes more than %d positions is answered past the model's "
+               "training, and its answers may be nonsense; give --ctx %d or less to keep "
+               "within it", per_seq, train, e->model_name, train, train);
     /* The probe runs with --ctx too when there is a projector: it is the
      * check that the projector goes with the model (foreign_token), made
      * here once rather than failing every row. */
