@@ -574,7 +574,7 @@ static sl_status render_prompt(const llama_engine *e, const char *id, const char
                        "%s: %s holds '%s', the marker the engine puts where an image goes "
                        "(libmtmd would take it for an image): remove it", id, holder, marker);
     /* The image goes before the text, as SmolVLM and most VLMs are trained. */
-    char *user = sl_asprintf("%s%s", with_image ? mtmd_get_marker(e->mtmd) : "", user_text);
+    char *user = sl_asprintf("%s%s", with_image && marker ? marker : "", user_text);
     if (!user)
         return sl_fail(SL_ERR_NOMEM, "%s: out of memory rendering the prompt", id);
     llama_chat_message msgs[2];
@@ -4193,11 +4193,15 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     vp.n_threads = vision_threads > 1 ? (int)vision_threads : 1;
     vp.warmup = false;
     int min_tok = params->image_min_tokens, max_tok = params->image_max_tokens;
+    /* A job has been told so by sl_caption_check (config check too); this
+     * is for a program that opens an engine itself. libmtmd does not say
+     * it: a projector that resizes fails to load ("image_max_pixels (7840)
+     * is less than image_min_pixels (78400)", which reads as limits outside
+     * the model's range, below), one that does not ignores both. */
     if (min_tok > 0 && max_tok > 0 && min_tok > max_tok) {
         llama_engine_free(e);
-        return sl_fail(SL_ERR_INVALID_ARG,
-                       "--image-min-tokens %d is more than --image-max-tokens %d: give a minimum "
-                       "at most the maximum", min_tok, max_tok);
+        return sl_fail(SL_ERR_INVALID_ARG, "--image-min-tokens %d is above --image-max-tokens "
+                       "%d: lower the one or raise the other", min_tok, max_tok);
     }
     if (min_tok > 0)
         vp.image_min_tokens = min_tok;
