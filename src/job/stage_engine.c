@@ -51,8 +51,12 @@ static sl_status engine_init(void *cfg, int worker, void **state)
      * one, each told to lower its max_tokens. One filled from a row's
      * columns is the row's own, and fails alone. */
     char hint_name[96] = "the prompt (--prompt)";
+    const char *mark = j->p->image_placeholder;
     if (!job_is_batch(j->p) && j->p->n_tasks == 0 && j->p->prompt &&
-        !template_has_fields(j->p->prompt)) {
+        !template_has_fields(j->p->prompt) &&
+        /* the images go where it holds the mark: a conversation of
+         * parts, not this text (the mark may be mtmd's own) */
+        !(mark && *mark && strstr(j->p->prompt, mark))) {
         lp.prompt_hint = j->p->prompt;
         lp.prompt_hint_name = hint_name;
     }

@@ -55,7 +55,8 @@ def test_a_prompt_holding_the_image_marker_fails_saying_so(sluice, four, tmp_pat
     --system holding it stopped the job with exit 1 saying the model
     "cannot tokenize a test prompt". Now a prompt every row sends (--prompt,
     a task's, --system) stops the job with exit 2 naming it and the marker;
-    a prompt from a row's column fails that row alone, naming the marker."""
+    a prompt from a row's column fails that row alone, naming the marker,
+    and --image-placeholder '<__media__>' still places the images there."""
     marker = "'<__media__>', the marker the engine puts where an image goes"
     for name, flags, who in (("p", ("--prompt", "Is <__media__> here?"), "the prompt (--prompt)"),
                              ("t", ("--task", "t=And <__media__>?"), "the prompt of task 't'")):
@@ -63,6 +64,10 @@ def test_a_prompt_holding_the_image_marker_fails_saying_so(sluice, four, tmp_pat
         assert r.returncode == 2, r.stderr
         assert f"{who} holds {marker}" in r.stderr, r.stderr
         assert not list((tmp_path / name).glob("part-*")), "no row may be written"
+    # Where --image-placeholder is the marker, the prompt places the images.
+    r = sluice.caption(four, tmp_path / "ph", "-n", 4, "--prompt", "Is <__media__> here?",
+                       "--image-placeholder", "<__media__>", "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps({"id": f"r{i}", "image": str(p.resolve()),
                                             "prompt": "Is <__media__> here?"}) + "\n"
