@@ -120,7 +120,7 @@ static const char usage_head[] =
     "it stopped, every input in exactly one row (a ledger in OUTPUT_DIR keeps track).\n"
     "Every option has a key in a job file ('sluice config keys'); a switch takes\n"
     "=false (--ordered=false) to turn off what a job file turned on. Options are\n"
-    "taken by their whole name only (--temp is not --temperature).\n"
+    "taken by their whole name only: a shortened one is refused, not guessed.\n"
     "\n";
 
 static const char usage_input[] =
