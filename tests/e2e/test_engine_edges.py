@@ -3,8 +3,10 @@ that can never fit stop the job with exit 2 naming what to change, and
 what to change is the thing that does not fit."""
 import json
 import re
+import resource
+import subprocess
 
-from conftest import REPO, TINY, read_rows
+from conftest import REPO, TINY, read_rows, sanitized
 
 QWEN = REPO / "models" / "tiny-qwen"
 
@@ -189,3 +191,28 @@ def test_a_ctx_past_the_models_training_is_warned_of(sluice, four, tmp_path):
         said = f"--ctx {ctx} is more than the 2048 positions" in r.stderr
         assert said == warned and ("trained for" in r.stderr) == warned, r.stderr
         assert "training context overflow" not in r.stderr, r.stderr
+
+
+def test_a_kv_cache_larger_than_the_memory_stops_the_job(sluice, four, tmp_path):
+    """--ctx and --parallel whose KV cache the machine cannot hold (--ctx
+    100000 --parallel 200: 20 GiB of the tiny model's cache on a 23 GiB
+    machine) were made anyway: llama.cpp allocated and cleared it page by
+    page, and the run hung for minutes with the machine's memory. Now exit
+    2 naming the size and the memory before anything is allocated. The run
+    is capped at 8 GiB of address space (not under a sanitizer, which
+    reserves more), so that a regression fails here rather than taking
+    the machine."""
+    def cap():
+        if not sanitized():
+            resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+    out = tmp_path / "o"
+    r = subprocess.run([str(sluice.binary), "caption", str(four), "-o", str(out), "--model",
+                        str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+                        "--ctx", "4194304", "--parallel", "255", "-n", "2",
+                        "--metrics-addr", "off"],
+                       capture_output=True, text=True, timeout=300, preexec_fn=cap)
+    assert r.returncode == 2, r.stderr
+    assert re.search(r"the KV cache of 4194304 positions per sequence x 256 sequences would "
+                     r"take 1024\.0 GiB, more than three quarters of this machine's [0-9.]+ GiB "
+                     r"of memory: lower --ctx or --parallel", r.stderr), r.stderr
+    assert not list(out.glob("part-*")), "no row may be written"

@@ -4367,6 +4367,24 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     e->n_batch = params->n_batch > 0 ? params->n_batch : on_gpu ? 2048 : 512;
     /* n_ctx is split evenly between the n_parallel + 1 streams. */
     long n_ctx = (long)per_seq * (e->n_parallel + 1);
+    /* On a CPU the KV cache is host memory, allocated and cleared whole as
+     * the context is made: --ctx 100000 --parallel 200 (20 GiB of the tiny
+     * model's cache on a 23 GiB machine) took every page for minutes where
+     * it should have stopped. Three quarters of the memory at most, as
+     * --parallel auto takes of a GPU's (there llama.cpp's allocation fails
+     * and says so). */
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    uint64_t ram = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    uint64_t kv = kv_bytes_per_pos(e->model, e->type_k, e->type_v) * (uint64_t)n_ctx;
+    if (!on_gpu && ram > 0 && kv > ram / 4 * 3) {
+        int n_seq = e->n_parallel + 1;
+        llama_engine_free(e);
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "the KV cache of %d positions per sequence x %d sequences would take "
+                       "%.1f GiB, more than three quarters of this machine's %.1f GiB of "
+                       "memory: lower --ctx or --parallel",
+                       per_seq, n_seq, kv / 1073741824.0, ram / 1073741824.0);
+    }
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)n_ctx;
     cp.n_batch = (uint32_t)e->n_batch;
