@@ -213,6 +213,15 @@ typedef struct sl_llama_params {
      * knows (chatml, llama3, gemma, smolvlm, ...: llama_chat_builtin_templates);
      * or a file holding a template llama.cpp recognises (read at open). */
     const char *chat_template;
+    /* For sizing, as max_tokens_hint: the longest prompt sent as it is with
+     * every image (a job's own, or a task's; NULL: a one-sentence caption
+     * request), and what messages call it ("the prompt (--prompt)", "the
+     * prompt of task 'x'"; NULL: "the prompt"). Read at open only. One that cannot fit the model's
+     * context with an image and max_tokens_hint fails the open
+     * (SL_ERR_INVALID_ARG) naming it and its tokens, rather than every
+     * request that sends it. */
+    const char *prompt_hint;
+    const char *prompt_hint_name;
 } sl_llama_params;
 
 sl_llama_params sl_llama_default_params(void);

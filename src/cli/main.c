@@ -119,7 +119,8 @@ static const char usage_head[] =
     "Interrupted (crash, kill, Ctrl-C)? Run the same command again: it goes on where\n"
     "it stopped, every input in exactly one row (a ledger in OUTPUT_DIR keeps track).\n"
     "Every option has a key in a job file ('sluice config keys'); a switch takes\n"
-    "=false (--ordered=false) to turn off what a job file turned on.\n"
+    "=false (--ordered=false) to turn off what a job file turned on. Options are\n"
+    "taken by their whole name only: a shortened one is refused, not guessed.\n"
     "\n";
 
 static const char usage_input[] =
@@ -484,8 +485,27 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
     }
     *n_uses = 0;
     optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
+    int c, at;
+    while ((c = getopt_long(argc, argv, shorts, longs, &at)) != -1) {
+        /* getopt_long takes any unambiguous prefix (--temp for
+         * --temperature): a script written so would change meaning, or
+         * stop, the day a flag sharing the prefix is added. Only whole
+         * names are taken. The option's word is the last one read, or the
+         * one before its separate value. */
+        if (c >= 256 || c == OPT_HELP || c == OPT_VERSION) {
+            const char *word = argv[optind - 1];
+            if (optarg && optarg == word && optind >= 2)
+                word = argv[optind - 2];
+            if (word[0] == '-' && word[1] == '-' &&
+                strncmp(word + 2, longs[at].name, strcspn(word + 2, "=")) == 0 &&
+                strlen(longs[at].name) != strcspn(word + 2, "=")) {
+                fprintf(stderr, "sluice: unknown option '%.*s': did you mean --%s? (flags are "
+                                "taken by their whole name)\n",
+                        (int)strcspn(word, "="), word, longs[at].name);
+                fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
+                return EXIT_USAGE;
+            }
+        }
         if (c == 'h' || c == OPT_HELP)
             return -1;
         if (c == OPT_VERSION)

@@ -86,6 +86,8 @@ enum {
     NO_TASKS = 32,   /* a prompt that tasks replace: refused beside them (a user who set it
                         would believe it used), printed ~ beside them */
     ZERO_OFF = 64,   /* K_SIZE: 0 turns it off (other sizes are at least 1M) */
+    NOT_EMPTY = 128, /* K_STR: "" is refused: it can only be a mistake (an unset "$VAR"),
+                        and was taken in silence as the default */
 };
 
 typedef struct opt {
@@ -130,7 +132,8 @@ static const opt opts[] = {
      .help = "folders: only relative paths matching one of these"},
     {"input.exclude", "exclude", 0, K_LIST, 0, .list = L_EXCLUDE, .max_items = 64, .arg = "GLOB",
      .help = "folders: skip relative paths matching one of these"},
-    {"input.image_column", "image-column", 0, K_STR, AT(p.image_column), .arg = "NAME",
+    {"input.image_column", "image-column", 0, K_STR, AT(p.image_column),
+     .f = NOT_EMPTY, .arg = "NAME",
      .help = "manifest/Parquet image column (~: image, path, url, images, file_name, URL or "
              "image_url) or WebDataset member extension; A,B: several, a row's images in that order"},
     {"input.id_column", "id-column", 0, K_STR, AT(p.id_column), .arg = "NAME",
@@ -172,7 +175,8 @@ static const opt opts[] = {
     {"image.text", "image-text", 0, K_STR, AT(p.image_text), .arg = "TEXT",
      .help = "text before each image of a row's list, {index} its number (~: none)"},
     {"image.placeholder", "image-placeholder", 0, K_STR, AT(p.image_placeholder),
-     .arg = "MARK", .help = "where a prompt holds MARK (e.g. <image>), the row's images go "
+     .f = NOT_EMPTY, .arg = "MARK",
+     .help = "where a prompt holds MARK (e.g. <image>), the row's images go "
                             "there, in order (~: before the prompt)"},
 
     {"video.frames", "video-frames", 0, K_INT, AT(p.video.max_frames), .lo = 1,
@@ -190,7 +194,8 @@ static const opt opts[] = {
      .arg = "FILE[:SCALE]",
      .help = "a LoRA adapter GGUF made for the model, at SCALE (default 1); up to 8"},
     {"llama.chat_template", "chat-template", 0, K_STR, AT(p.llama.chat_template),
-     .arg = "NAME|FILE", .help = "render prompts with this chat template: plain, a name llama.cpp "
+     .f = NOT_EMPTY, .arg = "NAME|FILE",
+     .help = "render prompts with this chat template: plain, a name llama.cpp "
                                  "knows (chatml, llama3, smolvlm, ...) or a file (~: the model's)"},
     {"llama.replicas", "replicas", 0, K_INT, AT(p.replicas), .lo = 1, .hi = 64, .arg = "N",
      .help = "engine instances, each with its own model (gpus: one per GPU)"},
@@ -248,12 +253,14 @@ static const opt opts[] = {
      .arg = "URL", .help = "servers, e.g. http://10.0.0.7:8000"},
     {"openai.endpoints_file", "endpoints-file", 0, K_URLFILE, 0, .arg = "F",
      .help = "more servers, one URL a line (read into endpoints)"},
-    {"openai.served_model", "served-model", 0, K_STR, AT(p.openai.served_model), .arg = "NAME",
+    {"openai.served_model", "served-model", 0, K_STR, AT(p.openai.served_model),
+     .f = NOT_EMPTY, .arg = "NAME",
      .help = "the request's model (~: the first of GET /v1/models)"},
-    {"openai.api_key_env", "api-key-env", 0, K_STR, AT(p.openai.api_key_env), .arg = "VAR",
+    {"openai.api_key_env", "api-key-env", 0, K_STR, AT(p.openai.api_key_env),
+     .f = NOT_EMPTY, .arg = "VAR",
      .help = "send the key held in this environment variable"},
     {"openai.api_key_header", "api-key-header", 0, K_STR, AT(p.openai.api_key_header),
-     .arg = "NAME",
+     .f = NOT_EMPTY, .arg = "NAME",
      .help = "the header that carries the key, bare (~: Authorization, as 'Bearer KEY'; "
              "Azure: api-key)"},
     {"openai.headers", "header", 0, K_LIST, 0, .list = L_HEADERS, .max_items = 64,
@@ -302,10 +309,12 @@ static const opt opts[] = {
 
     {"prompt.text", "prompt", 'p', K_STR, AT(p.prompt), .f = NO_TASKS, .arg = "TEXT",
      .help = "user prompt (not with tasks: each brings its own)"},
-    {"prompt.system", "system", 0, K_STR, AT(p.system_prompt), .arg = "TEXT",
+    {"prompt.system", "system", 0, K_STR, AT(p.system_prompt),
+     .f = NOT_EMPTY, .arg = "TEXT",
      .help = "system prompt (~: the model's chat template's own, if it writes one where none "
              "is given; else none)"},
-    {"prompt.column", "prompt-column", 0, K_STR, AT(p.prompt_column), .f = NO_TASKS, .arg = "NAME",
+    {"prompt.column", "prompt-column", 0, K_STR, AT(p.prompt_column),
+     .f = NO_TASKS | NOT_EMPTY, .arg = "NAME",
      .help = "a row's value in this column replaces the prompt: a string, or a conversation's first "
              "human/user turn (~: prompt; not with tasks)"},
     /* In the order of sl_caption_params.turns. */
@@ -409,7 +418,8 @@ static const opt opts[] = {
      .arg = "N", .help = "rows per part file (each a resume point)"},
     {"output.shard_bytes", "shard-bytes", 0, K_SIZE, AT(p.shard_bytes), .f = NULL_ZERO,
      .arg = "SIZE", .help = "also cut a part once it holds SIZE bytes, e.g. 500M (~: no limit)"},
-    {"output.state_dir", "state-dir", 0, K_STR, AT(p.state_dir), .arg = "DIR",
+    {"output.state_dir", "state-dir", 0, K_STR, AT(p.state_dir),
+     .f = NOT_EMPTY, .arg = "DIR",
      .help = "s3:// output: the local folder of its ledger and of parts being written "
              "(~: under ~/.local/state/sluice/s3/)"},
 
@@ -1315,6 +1325,9 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
         if (o->k == K_ADDR && !*value)
             return sl_fail(SL_ERR_INVALID_ARG, "%s%s expects HOST:PORT (e.g. 127.0.0.1:9797; "
                            "port 0 picks a free one) or off, got ''", where, name);
+        if ((o->f & NOT_EMPTY) && !*value)
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s is empty: give %s, or leave it out for "
+                           "the default", where, name, o->arg);
         if (o->k == K_ADDR && strcmp(value, "off") == 0) {
             *(const char **)field = NULL;
         } else {

@@ -1182,6 +1182,21 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
             return line_fail(r, line, item, err);
         }
         int ic = csv_image_column(r);
+        /* The prompt column's value goes to the model: a byte that is not
+         * UTF-8 (a Latin-1 file's "caf\xe9") went as U+FFFD, the model
+         * asked something else in silence. Other values pass through so
+         * (the image's are bytes: a file name's). */
+        const char *prompt_key = r->p->prompt_column ? r->p->prompt_column : "prompt";
+        for (size_t i = 0; i < n; i++) {
+            size_t len = strlen(fields[i]), ok = sl_utf8_valid_prefix(fields[i], len);
+            if (ok < len && (int)i != ic && strcmp(r->header[i], prompt_key) == 0) {
+                snprintf(err, sizeof err, "field %zu (%.40s) holds byte 0x%02X, which is not "
+                         "UTF-8: the prompt would reach the model altered (re-encode the file "
+                         "as UTF-8)", i + 1, prompt_key, (unsigned char)fields[i][ok]);
+                sl_csv_fields_free(fields, n);
+                return line_fail(r, line, item, err);
+            }
+        }
         const char *id_key = sl_source_id_column(r->p, "id");
         json_t *row = json_object();
         /* The image's field is given apart, as bytes; the row keeps it too

@@ -46,6 +46,29 @@ static sl_status engine_init(void *cfg, int worker, void **state)
         if (job_choices(j->p, i, &choices) == 0 && asked > lp.max_tokens_hint)
             lp.max_tokens_hint = asked;
     }
+    /* The longest prompt every row sends as it is sizes it too: a
+     * --prompt longer than the model's context failed every row, one by
+     * one, each told to lower its max_tokens. One filled from a row's
+     * columns is the row's own, and fails alone. */
+    char hint_name[96] = "the prompt (--prompt)";
+    const char *mark = j->p->image_placeholder;
+    if (!job_is_batch(j->p) && j->p->n_tasks == 0 && j->p->prompt &&
+        !template_has_fields(j->p->prompt) &&
+        /* the images go where it holds the mark: a conversation of
+         * parts, not this text (the mark may be mtmd's own) */
+        !(mark && *mark && strstr(j->p->prompt, mark))) {
+        lp.prompt_hint = j->p->prompt;
+        lp.prompt_hint_name = hint_name;
+    }
+    for (int i = 0; !job_is_batch(j->p) && i < j->p->n_tasks; i++) {
+        const sl_caption_task *t = &j->p->tasks[i];
+        if (template_has_fields(t->prompt) ||
+            (lp.prompt_hint && strlen(lp.prompt_hint) >= strlen(t->prompt)))
+            continue;
+        lp.prompt_hint = t->prompt;
+        lp.prompt_hint_name = hint_name;
+        snprintf(hint_name, sizeof hint_name, "the prompt of task '%.60s'", t->name);
+    }
     lp.image_edge_hint = j->p->image.max_edge > 0 ? j->p->image.max_edge : 2048;
     lp.prefix_system_prompt = j->p->system_prompt;
     if (j->metrics) {

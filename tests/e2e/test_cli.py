@@ -250,3 +250,49 @@ def test_numbers_are_decimal(sluice, tmp_path):
         assert f"{flag} expects {expects}" in r.stderr and f"got '{value}'" in r.stderr, r.stderr
     r = sluice.run("config", "print", "/dev/null", "--download-timeout", "1e3")
     assert r.returncode == 0 and "download_timeout: 1000 " in r.stdout, r.stderr
+
+
+def test_a_flag_is_taken_by_its_whole_name_only(sluice, tmp_path):
+    """getopt_long took any unambiguous beginning of a flag: --temp 0.5
+    was --temperature 0.5, undocumented, and a script written so would change
+    meaning (or stop) the day a flag sharing that beginning is added. Now
+    exit 2 naming the whole flag, however the value is given; whole names
+    still work, beside INPUT arguments and values that look like flags."""
+    for args, full in ((("--temp", "0.5"), "--temperature"), (("--temp=0.5",), "--temperature"),
+                       (("--overwr",), "--overwrite"), (("--ordered=false", "--verb"), "--verbose"),
+                       (("--hel",), "--help"), (("--prompt", "x", "--syst=y"), "--system")):
+        r = sluice.run("config", "print", "/dev/null", *args)
+        assert r.returncode == 2, (args, r.stdout)
+        assert f"did you mean {full}?" in r.stderr, (args, r.stderr)
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--max-image-e", "5")
+    assert r.returncode == 2 and "did you mean --max-image-edge?" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
+    r = sluice.run("config", "print", "/dev/null", "in", "--max-tokens", "5", "--overwrite",
+                   "--ordered=false", "--prompt", "--max-tok", "--frame-text=")
+    assert r.returncode == 0, r.stderr
+    assert "max_tokens: 5" in r.stdout and 'text: "--max-tok"' in r.stdout, r.stdout
+
+
+def test_an_empty_value_that_can_only_be_a_mistake_is_refused(sluice, tmp_path):
+    """'' (an unset "$VAR") was taken in silence as the default by these:
+    --system '' sent the chat template's own system message (no prompt
+    was meant), --chat-template '' the model's template, --prompt-column ''
+    a column no row has, --api-key-env '' no key. Now exit 2 naming the
+    setting, on the command line and in a job file; '' where it means
+    something (--frame-text: none) is still taken."""
+    for flag in ("--system", "--chat-template", "--prompt-column", "--served-model",
+                 "--api-key-env", "--api-key-header", "--image-column", "--image-placeholder",
+                 "--state-dir"):
+        r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o",
+                       "--model", "m.gguf", "--mmproj", "p.gguf", flag, "")
+        assert r.returncode == 2, (flag, r.stdout)
+        assert f"{flag} is empty: give " in r.stderr and "leave it out for the default" \
+            in r.stderr, (flag, r.stderr)
+    job = tmp_path / "job.yaml"
+    job.write_text('prompt:\n  system: ""\n')
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2 and "prompt.system is empty" in r.stderr, r.stderr
+    for flag in ("--frame-text", "--image-text"):
+        r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o",
+                       "--model", "m.gguf", "--mmproj", "p.gguf", flag, "")
+        assert r.returncode == 0, (flag, r.stderr)

@@ -1,7 +1,12 @@
 """The embedded engine at its edges (docs/engine.md "Sizing"): settings
 that can never fit stop the job with exit 2 naming what to change, and
 what to change is the thing that does not fit."""
-from conftest import REPO, TINY, read_rows
+import json
+import re
+import resource
+import subprocess
+
+from conftest import REPO, TINY, read_rows, sanitized
 
 QWEN = REPO / "models" / "tiny-qwen"
 
@@ -50,17 +55,31 @@ def test_a_prompt_holding_the_image_marker_fails_saying_so(sluice, four, tmp_pat
     task's) holding it failed each row as "the vision preprocessor rejected
     the 512x512 px image, as shrunk (too small or too narrow ...)", and a
     --system holding it stopped the job with exit 1 saying the model
-    "cannot tokenize a test prompt". Now a row fails naming the marker, and
-    the system prompt (in every request) stops the job with exit 2."""
+    "cannot tokenize a test prompt". Now a prompt every row sends (--prompt,
+    a task's, --system) stops the job with exit 2 naming it and the marker;
+    a prompt from a row's column fails that row alone, naming the marker,
+    and --image-placeholder '<__media__>' still places the images there."""
     marker = "'<__media__>', the marker the engine puts where an image goes"
-    for name, flags, head in (("p", ("--prompt", "Is <__media__> here?"), ""),
-                              ("t", ("--task", "t=And <__media__>?"), ", task t")):
+    for name, flags, who in (("p", ("--prompt", "Is <__media__> here?"), "the prompt (--prompt)"),
+                             ("t", ("--task", "t=And <__media__>?"), "the prompt of task 't'")):
         r = sluice.caption(four, tmp_path / name, "-n", 4, *flags, "--metrics-addr", "off")
-        assert r.returncode == 3, r.stderr
-        rows = read_rows(tmp_path / name)
-        assert len(rows) == 4
-        for row in rows:
-            assert row["error"].startswith(f"{row['id']}{head}: the prompt holds {marker}"), row
+        assert r.returncode == 2, r.stderr
+        assert f"{who} holds {marker}" in r.stderr, r.stderr
+        assert not list((tmp_path / name).glob("part-*")), "no row may be written"
+    # Where --image-placeholder is the marker, the prompt places the images.
+    r = sluice.caption(four, tmp_path / "ph", "-n", 4, "--prompt", "Is <__media__> here?",
+                       "--image-placeholder", "<__media__>", "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"r{i}", "image": str(p.resolve()),
+                                            "prompt": "Is <__media__> here?"}) + "\n"
+                                for i, p in enumerate(sorted(four.iterdir()))))
+    r = sluice.caption(manifest, tmp_path / "col", "-n", 4, "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr
+    rows = read_rows(tmp_path / "col")
+    assert len(rows) == 4
+    for row in rows:
+        assert row["error"].startswith(f"{row['id']}: the prompt holds {marker}"), row
     r = sluice.caption(four, tmp_path / "s", "-n", 4, "--system", "See <__media__>.",
                        "--metrics-addr", "off")
     assert r.returncode == 2, r.stderr
@@ -122,3 +141,78 @@ def test_a_tasks_max_tokens_past_the_context_is_named(sluice, four, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = read_rows(tmp_path / "short")
     assert len(rows) == 4 and all(row["a"] is not None for row in rows), rows
+
+
+def test_a_prompt_past_the_context_stops_the_job_naming_it(sluice, four, tmp_path):
+    """A --prompt longer than the model's context (2048) is in every
+    request: each row failed on its own, told to lower its max_tokens (of
+    4), exit 3. The load-time check was sized with a probe prompt of its
+    own; now with the longest prompt every row sends (--prompt, a task's,
+    a job file's), so the job stops with exit 2 naming it and its tokens.
+    A max_tokens past the context is not blamed on a short prompt."""
+    long = "word " * 2500
+    def refused(name, *flags, run=None):
+        r = run() if run else sluice.caption(four, tmp_path / name, "-n", 4,
+                                             "--metrics-addr", "off", *flags)
+        assert r.returncode == 2, r.stderr
+        assert not list((tmp_path / name).glob("part-*")), "no row may be written"
+        return r.stderr
+    for name, flags, who in (("p", ("--prompt", long), "the prompt (--prompt)"),
+                             ("t", ("--task", "a=What is it?", "--task", f"b={long}"),
+                              "the prompt of task 'b'")):
+        err = refused(name, *flags)
+        m = re.search(rf"of which {re.escape(who)} takes (\d+), max_tokens: 4\), more than "
+                      rf"the model's context of 2048: shorten {re.escape(who)}, lower "
+                      "--max-tokens", err)
+        assert m and int(m.group(1)) > 2048, err
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps({"prompt": {"text": long}, "sampling": {"max_tokens": 4},
+                               "llama": {"model": str(TINY / "model.gguf"),
+                                         "mmproj": str(TINY / "mmproj.gguf")},
+                               "metrics": {"addr": "off"}}))
+    err = refused("job", run=lambda: sluice.run("run", job, four, "-o", tmp_path / "job"))
+    assert "of which the prompt (--prompt) takes" in err, err
+    err = refused("n", "-n", 100000)
+    assert "shorten" not in err and "lower --max-tokens" in err, err
+
+
+def test_a_ctx_past_the_models_training_is_warned_of(sluice, four, tmp_path):
+    """--ctx 4096 with a model trained on 2048 positions was taken with only
+    llama.cpp's "n_ctx_seq (4096) > n_ctx_train (2048) -- possible training
+    context overflow", which names neither the flag nor the risk: a row
+    that needs more than 2048 is answered past the model's training. It
+    still runs (as llama.cpp does), with a warning naming both numbers and
+    the flag, llama.cpp's line kept for -v; a --ctx within the training
+    says nothing."""
+    for ctx, warned in ((4096, True), (2048, False)):
+        r = sluice.caption(four, tmp_path / f"o{ctx}", "--ctx", ctx, "-n", 2, "--limit", 1,
+                           "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr
+        said = f"--ctx {ctx} is more than the 2048 positions" in r.stderr
+        assert said == warned and ("trained for" in r.stderr) == warned, r.stderr
+        assert "training context overflow" not in r.stderr, r.stderr
+
+
+def test_a_kv_cache_larger_than_the_memory_stops_the_job(sluice, four, tmp_path):
+    """--ctx and --parallel whose KV cache the machine cannot hold (--ctx
+    100000 --parallel 200: 20 GiB of the tiny model's cache on a 23 GiB
+    machine) were made anyway: llama.cpp allocated and cleared it page by
+    page, and the run hung for minutes with the machine's memory. Now exit
+    2 naming the size and the memory before anything is allocated. The run
+    is capped at 8 GiB of address space (not under a sanitizer, which
+    reserves more), so that a regression fails here rather than taking
+    the machine."""
+    def cap():
+        if not sanitized():
+            resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+    out = tmp_path / "o"
+    r = subprocess.run([str(sluice.binary), "caption", str(four), "-o", str(out), "--model",
+                        str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+                        "--ctx", "4194304", "--parallel", "255", "-n", "2",
+                        "--metrics-addr", "off"],
+                       capture_output=True, text=True, timeout=300, preexec_fn=cap)
+    assert r.returncode == 2, r.stderr
+    assert re.search(r"the KV cache of 4194304 positions per sequence x 256 sequences would "
+                     r"take 1024\.0 GiB, more than three quarters of this machine's [0-9.]+ GiB "
+                     r"of memory: lower --ctx or --parallel", r.stderr), r.stderr
+    assert not list(out.glob("part-*")), "no row may be written"

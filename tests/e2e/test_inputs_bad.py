@@ -69,7 +69,7 @@ def test_a_json_array_followed_by_more_text_fails_instead_of_dropping_it(sluice,
     assert list(rows_by_id(tmp_path / "out-ws")) == ["ws.json:1"]
 
 
-def test_a_csv_field_with_a_nul_byte_fails_its_row(sluice, tmp_path):
+def test_a_csv_field_with_a_nul_byte_or_a_prompt_not_utf8_fails_its_row(sluice, tmp_path):
     """A field is a C string once read: a NUL byte ended it there, so
     'a.jpg<NUL>junk' read a.jpg and 'b<NUL>c' passed on as 'b', in silence.
     Such a record fails, naming the line and the field."""
@@ -84,6 +84,18 @@ def test_a_csv_field_with_a_nul_byte_fails_its_row(sluice, tmp_path):
     assert "m.csv:2" in rows["m.csv:2"]["error"] and "field 1 holds a NUL byte" in rows["m.csv:2"]["error"]
     assert "field 2 holds a NUL byte" in rows["m.csv:3"]["error"], rows["m.csv:3"]
     assert rows["m.csv:4"]["error"] is None and rows["m.csv:4"]["label"] == "ok"
+    # A prompt column's bytes that are not UTF-8 (a Latin-1 file's 'caf<E9>')
+    # became U+FFFD and the model was asked 'caf\ufffd' in silence (a JSONL
+    # line fails as invalid JSON): such a row fails naming the field and the
+    # byte; another column still passes through with U+FFFD (test_sources).
+    m.write_bytes(b"image,prompt,who\na.jpg,caf\xe9?,x\na.jpg,ok?,caf\xe9\n")
+    r = dry(sluice, m, tmp_path / "latin1")
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(tmp_path / "latin1")
+    assert set(rows) == {"m.csv:2", "m.csv:3"}, rows
+    assert "m.csv:2: field 2 (prompt) holds byte 0xE9, which is not UTF-8" \
+        in rows["m.csv:2"]["error"], rows["m.csv:2"]
+    assert rows["m.csv:3"]["error"] is None and rows["m.csv:3"]["who"] == "caf\ufffd", rows
 
 
 def test_json_rows_that_cannot_be_read_are_said_in_words(sluice, tmp_path):

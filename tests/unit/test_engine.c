@@ -81,6 +81,50 @@ static void missing_files_fail_fast_with_the_path(void **state)
     assert_non_null(strstr(sl_last_error(), "--mmproj '/nonexistent/mmproj.gguf'"));
 }
 
+/* A program that opens an engine itself is told of crossed limits in the
+ * words a job is (sl_caption_check): libmtmd does not say it (a resizing
+ * projector fails to load over pixels, tiny's fixed one ignores both). */
+static void crossed_image_token_limits_fail_the_open_naming_both(void **state)
+{
+    sl_llama_params p = sl_llama_default_params();
+    p.model_path = tiny.model;
+    p.mmproj_path = tiny.mmproj;
+    p.image_min_tokens = 100;
+    p.image_max_tokens = 10;
+    sl_engine *e = (void *)1;
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
+    assert_null(e);
+    assert_string_equal(sl_last_error(), "--image-min-tokens 100 is above --image-max-tokens 10: "
+                                         "lower the one or raise the other");
+}
+
+/* prompt_hint sizes the probe: one past the model's context (2048) fails
+ * the open naming it as the caller does, not every request. */
+static void a_prompt_hint_past_the_context_fails_the_open_naming_it(void **state)
+{
+    size_t n = 3000 * 5;
+    char *long_prompt = malloc(n + 1);
+    assert_non_null(long_prompt);
+    for (size_t i = 0; i < n; i += 5)
+        memcpy(long_prompt + i, "word ", 5);
+    long_prompt[n] = '\0';
+    sl_llama_params p = sl_llama_default_params();
+    p.model_path = tiny.model;
+    p.mmproj_path = tiny.mmproj;
+    p.max_tokens_hint = 4;
+    p.prompt_hint = long_prompt;
+    p.prompt_hint_name = "the prompt of task 'x'";
+    sl_engine *e = (void *)1;
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_ERR_INVALID_ARG);
+    assert_null(e);
+    assert_non_null(strstr(sl_last_error(), "of which the prompt of task 'x' takes "));
+    assert_non_null(strstr(sl_last_error(), "shorten the prompt of task 'x', lower --max-tokens"));
+    p.prompt_hint = "A short prompt.";
+    assert_int_equal(sl_engine_open_llama(&p, &e), SL_OK);
+    sl_engine_free(e);
+    free(long_prompt);
+}
+
 static void a_file_that_is_not_gguf_is_a_model_error(void **state)
 {
     char *dir = tu_tmpdir();
@@ -2509,6 +2553,8 @@ int main(void)
         cmocka_unit_test(a_stop_during_admission_does_not_start_the_request),
         cmocka_unit_test(an_image_seen_again_is_not_encoded_again),
         cmocka_unit_test(a_file_that_is_not_gguf_is_a_model_error),
+        cmocka_unit_test(crossed_image_token_limits_fail_the_open_naming_both),
+        cmocka_unit_test(a_prompt_hint_past_the_context_fails_the_open_naming_it),
         cmocka_unit_test(greedy_is_deterministic_and_bounded),
         cmocka_unit_test(seeds_reproduce_when_sampling),
         cmocka_unit_test(too_long_fails_only_that_request),

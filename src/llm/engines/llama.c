@@ -136,6 +136,11 @@ static void ggml_to_sl_log(enum ggml_log_level level, const char *text, void *us
     case GGML_LOG_LEVEL_CONT: lv = last; break;
     default: lv = SL_LOG_DEBUG; break;
     }
+    /* Said at open in sluice's terms, naming --ctx and the model
+     * (sl_engine_open_llama); llama.cpp's "n_ctx_seq (4096) > n_ctx_train
+     * (2048)" beside it is for -v. */
+    if (lv == SL_LOG_WARN && strstr(text, "possible training context overflow"))
+        lv = SL_LOG_INFO;
     last = lv;
     size_t n = strlen(text);
     while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
@@ -569,7 +574,7 @@ static sl_status render_prompt(const llama_engine *e, const char *id, const char
                        "%s: %s holds '%s', the marker the engine puts where an image goes "
                        "(libmtmd would take it for an image): remove it", id, holder, marker);
     /* The image goes before the text, as SmolVLM and most VLMs are trained. */
-    char *user = sl_asprintf("%s%s", with_image ? mtmd_get_marker(e->mtmd) : "", user_text);
+    char *user = sl_asprintf("%s%s", with_image && marker ? marker : "", user_text);
     if (!user)
         return sl_fail(SL_ERR_NOMEM, "%s: out of memory rendering the prompt", id);
     llama_chat_message msgs[2];
@@ -3684,14 +3689,21 @@ void sl_llama_init(void)
 }
 
 
-/* KV cells one request of the expected shape takes: the template, the
- * system prompt (none: NULL), a prompt, and an image of image_edge_hint
- * pixels square. */
-static sl_status probe_cells(llama_engine *e, const sl_llama_params *p, const char *system,
-                             int *cells)
+/* The prompt of the sizing probe: the caller's longest, else a caption
+ * request's. */
+static const char *probe_prompt(const sl_llama_params *p)
 {
-    req r = {.id = "(sizing probe)", .system_prompt = (char *)system,
-             .prompt = "Describe this image in one sentence."};
+    return p->prompt_hint && *p->prompt_hint ? p->prompt_hint
+                                             : "Describe this image in one sentence.";
+}
+
+/* KV cells one request of the expected shape takes: the template, the
+ * system prompt (none: NULL), the prompt, and an image of
+ * image_edge_hint pixels square. */
+static sl_status probe_cells(llama_engine *e, const sl_llama_params *p, const char *system,
+                             const char *prompt, int *cells)
+{
+    req r = {.id = "(sizing probe)", .system_prompt = (char *)system, .prompt = (char *)prompt};
     uint8_t *gray = NULL;
     sl_image *img = NULL;
     /* The vision preprocessor shrinks anything larger than a few thousand
@@ -4181,11 +4193,15 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     vp.n_threads = vision_threads > 1 ? (int)vision_threads : 1;
     vp.warmup = false;
     int min_tok = params->image_min_tokens, max_tok = params->image_max_tokens;
+    /* A job has been told so by sl_caption_check (config check too); this
+     * is for a program that opens an engine itself. libmtmd does not say
+     * it: a projector that resizes fails to load ("image_max_pixels (7840)
+     * is less than image_min_pixels (78400)", which reads as limits outside
+     * the model's range, below), one that does not ignores both. */
     if (min_tok > 0 && max_tok > 0 && min_tok > max_tok) {
         llama_engine_free(e);
-        return sl_fail(SL_ERR_INVALID_ARG,
-                       "--image-min-tokens %d is more than --image-max-tokens %d: give a minimum "
-                       "at most the maximum", min_tok, max_tok);
+        return sl_fail(SL_ERR_INVALID_ARG, "--image-min-tokens %d is above --image-max-tokens "
+                       "%d: lower the one or raise the other", min_tok, max_tok);
     }
     if (min_tok > 0)
         vp.image_min_tokens = min_tok;
@@ -4230,12 +4246,24 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
      * plus the shared prefix. */
     int train = llama_model_n_ctx_train(e->model);
     int per_seq = params->n_ctx_per_seq;
+    /* Taken, as llama.cpp takes it (vLLM refuses it): a model may be used
+     * past its training with care. But a request that needs those
+     * positions is answered from positions the model never saw, and the
+     * answers degrade in silence: say so, in the flag's terms (llama.cpp
+     * says "n_ctx_seq (4096) > n_ctx_train (2048)" as each context is
+     * made; ggml_to_sl_log keeps that for -v). */
+    if (per_seq > 0 && train > 0 && per_seq > train)
+        sl_log(SL_LOG_WARN, "--ctx %d is more than the %d positions '%s' was trained for: a "
+               "request that takes more than %d positions is answered past the model's "
+               "training, and its answers may be nonsense; give --ctx %d or less to keep "
+               "within it", per_seq, train, e->model_name, train, train);
     /* The probe runs with --ctx too when there is a projector: it is the
      * check that the projector goes with the model (foreign_token), made
      * here once rather than failing every row. */
     int probe = 0;
     sl_status pst = per_seq <= 0 || vision
-                        ? probe_cells(e, params, params->prefix_system_prompt, &probe)
+                        ? probe_cells(e, params, params->prefix_system_prompt,
+                                      probe_prompt(params), &probe)
                         : SL_OK;
     if (pst != SL_OK) {
         char cause[512]; /* past "(sizing probe): " */
@@ -4245,7 +4273,12 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         if (pst == SL_ERR_MODEL) /* foreign_token: the projector is another model's */
             return sl_fail(SL_ERR_INVALID_ARG, "--mmproj '%s' does not go with --model '%s': %s",
                            params->mmproj_path, params->model_path, cause);
-        if (pst == SL_ERR_INVALID_ARG) /* render_prompt: the system prompt's own fault */
+        /* render_prompt: the system prompt's own fault, or the prompt's
+         * (then named as the caller names it) */
+        if (pst == SL_ERR_INVALID_ARG && params->prompt_hint_name &&
+            strncmp(cause, "the prompt ", 11) == 0)
+            return sl_fail(pst, "%s%s", params->prompt_hint_name, cause + 10);
+        if (pst == SL_ERR_INVALID_ARG)
             return sl_fail(pst, "%s", cause);
         return sl_fail(pst, "--model '%s': cannot tokenize a test prompt%s: %s",
                        params->model_path, vision ? " with an image" : "", cause);
@@ -4266,19 +4299,38 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
              * cause (a 15,000-token --system was told to lower those). */
             const char *sys = params->prefix_system_prompt;
             int bare = probe;
-            if (sys && sys[0] && probe_cells(e, params, NULL, &bare) != SL_OK)
+            if (sys && sys[0] && probe_cells(e, params, NULL, probe_prompt(params), &bare) != SL_OK)
                 bare = probe;
-            char sys_part[96] = "";
-            if (bare >= 0 && probe - bare > 0)
-                snprintf(sys_part, sizeof sys_part, ", of which the system prompt takes %d",
-                         probe - bare);
-            const char *shorten = sys_part[0] ? "shorten the system prompt (--system), " : "";
+            /* The caller's prompt likewise (a --prompt of 3,000 tokens
+             * failed every row, each told to lower its max_tokens), when
+             * shortening it could make the request fit. */
+            int no_prompt = probe;
+            const char *hint = params->prompt_hint;
+            if (hint && hint[0] && probe_cells(e, params, sys, "", &no_prompt) != SL_OK)
+                no_prompt = probe;
+            int64_t asked = vision ? need : need - TEXT_ONLY_ROOM;
+            bool long_prompt = probe - no_prompt > 0 && asked - (probe - no_prompt) <= train;
+            const char *prompt_name =
+                params->prompt_hint_name ? params->prompt_hint_name : "the prompt";
+            char parts[320] = "", shorten[320] = "";
+            int np = 0, ns = 0;
+            if (bare >= 0 && probe - bare > 0) {
+                np = snprintf(parts, sizeof parts, ", of which the system prompt takes %d",
+                              probe - bare);
+                ns = snprintf(shorten, sizeof shorten, "shorten the system prompt (--system), ");
+            }
+            if (long_prompt) {
+                snprintf(parts + np, sizeof parts - (size_t)np, "%s%.160s takes %d",
+                         np ? " and " : ", of which ", prompt_name, probe - no_prompt);
+                snprintf(shorten + ns, sizeof shorten - (size_t)ns, "shorten %.160s, ",
+                         prompt_name);
+            }
             llama_engine_free(e);
             if (!vision)
                 return sl_fail(SL_ERR_INVALID_ARG,
                                "each sequence needs %lld positions (prompt: %d%s, max_tokens: "
                                "%d), more than the model's context of %d: %slower --max-tokens",
-                               (long long)need - TEXT_ONLY_ROOM, probe, sys_part,
+                               (long long)asked, probe, parts,
                                params->max_tokens_hint, train, shorten);
             /* --image-min-tokens enlarges every image: 100000 of them was
              * told to lower only --max-tokens or --max-image-edge. */
@@ -4286,7 +4338,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
                            "each sequence needs %lld positions (prompt and a %d px image: %d%s, "
                            "max_tokens: %d), more than the model's context of %d: %slower "
                            "--max-tokens%s",
-                           (long long)need, params->image_edge_hint, probe, sys_part,
+                           (long long)asked, params->image_edge_hint, probe, parts,
                            params->max_tokens_hint, train, shorten,
                            params->image_min_tokens > 0
                                ? ", --max-image-edge or --image-min-tokens"
@@ -4315,6 +4367,24 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     e->n_batch = params->n_batch > 0 ? params->n_batch : on_gpu ? 2048 : 512;
     /* n_ctx is split evenly between the n_parallel + 1 streams. */
     long n_ctx = (long)per_seq * (e->n_parallel + 1);
+    /* On a CPU the KV cache is host memory, allocated and cleared whole as
+     * the context is made: --ctx 100000 --parallel 200 (20 GiB of the tiny
+     * model's cache on a 23 GiB machine) took every page for minutes where
+     * it should have stopped. Three quarters of the memory at most, as
+     * --parallel auto takes of a GPU's (there llama.cpp's allocation fails
+     * and says so). */
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    uint64_t ram = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    uint64_t kv = kv_bytes_per_pos(e->model, e->type_k, e->type_v) * (uint64_t)n_ctx;
+    if (!on_gpu && ram > 0 && kv > ram / 4 * 3) {
+        int n_seq = e->n_parallel + 1;
+        llama_engine_free(e);
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "the KV cache of %d positions per sequence x %d sequences would take "
+                       "%.1f GiB, more than three quarters of this machine's %.1f GiB of "
+                       "memory: lower --ctx or --parallel",
+                       per_seq, n_seq, kv / 1073741824.0, ram / 1073741824.0);
+    }
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)n_ctx;
     cp.n_batch = (uint32_t)e->n_batch;
