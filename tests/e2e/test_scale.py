@@ -4,6 +4,7 @@ parent of its own. What may grow with the input is named and priced in the
 docs; everything else stays flat. bench/scale.py measures every input
 format and side path the same way at larger sizes."""
 import json
+import os
 import subprocess
 import sys
 
@@ -27,6 +28,33 @@ def peak_rss_mb(sluice, *args):
     assert not any(m in r.stderr for m in SANITIZER_MARKS), r.stderr[-3000:]
     rc, kb = map(int, r.stdout.split())
     return rc, r.stderr, kb / 1024
+
+
+def flat_folder(path, n):
+    path.mkdir()
+    for i in range(n):
+        os.close(os.open(path / f"{i:09d}.txt", os.O_CREAT | os.O_WRONLY, 0o644))
+
+
+def test_a_folders_listing_costs_its_names_bytes_not_an_allocation_each(sluice, tmp_path):
+    """A folder is read in sorted order, so every name of one folder is held
+    at once, twice at the start (the run's listing and the progress count's).
+    Each name was a string of its own plus a pointer, about 56 bytes for a
+    13-byte name per listing (200,000 names: 22 MB more than 2,000 names);
+    the names now sit end to end, 22 bytes each. The names here are not
+    images, so no row is made: the listing alone is measured."""
+    small, large = 2_000, 200_000
+    peaks = []
+    for n in (small, large):
+        flat_folder(tmp_path / f"in{n}", n)
+        rc, err, mb = peak_rss_mb(sluice, "caption", tmp_path / f"in{n}", "-o",
+                                  tmp_path / f"out{n}", "--dry-run", *QUIET)
+        assert rc == 0, err[-3000:]
+        assert json.loads((tmp_path / f"out{n}" / "summary.json").read_text())["rows"]["total"] == 0
+        peaks.append(mb)
+    per_name = (peaks[1] - peaks[0]) * 1024 * 1024 / (large - small)
+    bound = 80 if sanitized() else 60
+    assert per_name < bound, f"{per_name:.0f} bytes a name ({peaks[0]:.1f} -> {peaks[1]:.1f} MB)"
 
 
 def manifest(path, n, image):
