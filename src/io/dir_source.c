@@ -29,9 +29,11 @@ typedef struct level {
     char *text;     /* the names, each with its NUL, end to end */
     name_ref *names;
     size_t count, next;
+    DIR *dir;       /* unsorted: read as walked, no names held */
 } level;
 
 struct sl_dir_source {
+    bool sorted;
     char *root;
     level *levels;
     size_t depth, cap;
@@ -88,6 +90,8 @@ static char *join(const char *a, const char *b)
 
 static void free_level(level *lv)
 {
+    if (lv->dir)
+        closedir(lv->dir);
     sl_free(lv->text);
     sl_free(lv->names);
     sl_free(lv->rel);
@@ -146,7 +150,10 @@ static sl_status push_level(sl_dir_source *src, const char *rel, int *read_errno
         sl_free(lv.rel);
         return sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", src->root);
     }
-    *read_errno = read_level(dir_path, &lv);
+    if (src->sorted)
+        *read_errno = read_level(dir_path, &lv);
+    else
+        *read_errno = (lv.dir = opendir(dir_path)) ? 0 : errno;
     sl_free(dir_path);
     if (*read_errno) {
         free_level(&lv);
@@ -158,7 +165,7 @@ static sl_status push_level(sl_dir_source *src, const char *rel, int *read_errno
     return SL_OK;
 }
 
-sl_status sl_dir_source_open(const char *root, sl_dir_source **out)
+sl_status sl_dir_source_open(const char *root, bool sorted, sl_dir_source **out)
 {
     *out = NULL;
     struct stat st;
@@ -172,6 +179,7 @@ sl_status sl_dir_source_open(const char *root, sl_dir_source **out)
         sl_free(src);
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", root);
     }
+    src->sorted = sorted;
     int read_errno = 0;
     sl_status st2 = push_level(src, "", &read_errno);
     if (st2 == SL_OK && read_errno)
@@ -198,12 +206,21 @@ sl_status sl_dir_source_next(sl_dir_source *src, const sl_dir_entry **entry)
     clear_entry(src);
     while (src->depth) {
         level *lv = &src->levels[src->depth - 1];
-        if (lv->next == lv->count) {
+        const char *name = NULL;
+        if (lv->dir) {
+            const struct dirent *de;
+            while ((de = readdir(lv->dir)) &&
+                   (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0))
+                ;
+            name = de ? de->d_name : NULL;
+        } else if (lv->next < lv->count) {
+            name = lv->names[lv->next++].name;
+        }
+        if (!name) {
             free_level(lv);
             src->depth--;
             continue;
         }
-        const char *name = lv->names[lv->next++].name;
         char *rel = join(lv->rel, name);
         char *path = rel ? join(src->root, rel) : NULL;
         if (!path) {
