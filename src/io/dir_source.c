@@ -2,7 +2,8 @@
  * sorted names of one directory; a level is dropped once consumed. Sorting
  * needs every name of a folder at once, so they sit end to end in one
  * block: a name costs its bytes, its NUL and a pointer (a 13-byte name 22
- * bytes), where a string allocated per name cost about 48. */
+ * bytes), where a string allocated per name cost about 48. Unsorted (a
+ * count), a level is its open directory, read as walked: no names held. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
