@@ -7,7 +7,7 @@ NOVIDEO_BUILD ?= build-novideo
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-video-remote bench-retry bench-choices bench-answers bench-samples bench-image-cache bench-http bench-coord bench-s3 bench-parquet-encodings bench-parquet-dictionary clean
+.PHONY: all setup build build-asan build-tsan build-novideo demo test test-unit chaos fuzz models-256m models-qwen3b-2l gpu-pack gpu-smoke bench bench-stages bench-engine bench-engine-host bench-tasks bench-batch bench-decode bench-video bench-video-remote bench-retry bench-scale bench-choices bench-answers bench-samples bench-image-cache bench-http bench-coord bench-s3 bench-parquet-encodings bench-parquet-dictionary clean
 
 all: build
 
@@ -155,6 +155,11 @@ bench-video-remote: build
 # resume (bench/retry.py; a dry run makes the output: no model; ~3 minutes).
 bench-retry: build
 	BUILD=$(BUILD) .venv/bin/python bench/retry.py
+
+# Peak RSS of the whole program at 20,000 and 200,000 rows, per input format
+# and side path (docs/executor.md "The whole program at 10x the rows")
+bench-scale: build
+	BUILD=$(BUILD) .venv/bin/python bench/scale.py
 
 # --choices yes,no against a generated 2-token answer and a 1-token answer
 # with --logprobs 10, on the sample images (twice over) and the Qwen2.5-VL-3B

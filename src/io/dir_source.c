@@ -1,5 +1,9 @@
 /* io/dir_source.c — depth-first sorted directory walk. Each level keeps the
- * sorted names of one directory; a level is dropped once consumed. */
+ * sorted names of one directory; a level is dropped once consumed. Sorting
+ * needs every name of a folder at once, so they sit end to end in one
+ * block: a name costs its bytes, its NUL and a pointer (a 13-byte name 22
+ * bytes), where a string allocated per name cost about 48. Unsorted (a
+ * count), a level is its open directory, read as walked: no names held. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -14,13 +18,23 @@
 #include "io/dir_source.h"
 #include "sluice/video.h"
 
+/* A name's place in its level's text while the text still grows (and may
+ * move), then its address once the text is whole. */
+typedef union name_ref {
+    size_t at;
+    const char *name;
+} name_ref;
+
 typedef struct level {
     char *rel;      /* directory relative to root ("" for root) */
-    char **names;
+    char *text;     /* the names, each with its NUL, end to end */
+    name_ref *names;
     size_t count, next;
+    DIR *dir;       /* unsorted: read as walked, no names held */
 } level;
 
 struct sl_dir_source {
+    bool sorted;
     char *root;
     level *levels;
     size_t depth, cap;
@@ -58,7 +72,7 @@ bool sl_is_mac_metadata(const char *rel)
 
 static int cmp_names(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(((const name_ref *)a)->name, ((const name_ref *)b)->name);
 }
 
 static char *join(const char *a, const char *b)
@@ -77,8 +91,9 @@ static char *join(const char *a, const char *b)
 
 static void free_level(level *lv)
 {
-    for (size_t i = 0; i < lv->count; i++)
-        sl_free(lv->names[i]);
+    if (lv->dir)
+        closedir(lv->dir);
+    sl_free(lv->text);
     sl_free(lv->names);
     sl_free(lv->rel);
 }
@@ -89,22 +104,37 @@ static int read_level(const char *dir_path, level *lv)
     DIR *d = opendir(dir_path);
     if (!d)
         return errno;
-    size_t cap = 0;
+    size_t cap = 0, len = 0, text_cap = 0;
     struct dirent *de;
     int err = 0;
     while ((de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        char **grown = sl_grow(lv->names, lv->count, &cap, sizeof *grown);
+        size_t n = strlen(de->d_name) + 1;
+        if (len + n > text_cap) {
+            size_t grown_cap = text_cap ? text_cap : 4096;
+            while (grown_cap < len + n && grown_cap <= SIZE_MAX / 2)
+                grown_cap *= 2;
+            char *grown = grown_cap >= len + n ? sl_realloc(lv->text, grown_cap) : NULL;
+            if (!grown) { err = ENOMEM; break; }
+            lv->text = grown;
+            text_cap = grown_cap;
+        }
+        name_ref *grown = sl_grow(lv->names, lv->count, &cap, sizeof *grown);
         if (!grown) { err = ENOMEM; break; }
         lv->names = grown;
-        if (!(lv->names[lv->count] = sl_strdup(de->d_name))) { err = ENOMEM; break; }
-        lv->count++;
+        memcpy(lv->text + len, de->d_name, n);
+        lv->names[lv->count++].at = len;
+        len += n;
     }
     closedir(d);
-    if (!err && lv->count)
+    if (err)
+        return err;
+    for (size_t i = 0; i < lv->count; i++)
+        lv->names[i].name = lv->text + lv->names[i].at;
+    if (lv->count)
         qsort(lv->names, lv->count, sizeof *lv->names, cmp_names);
-    return err;
+    return 0;
 }
 
 static sl_status push_level(sl_dir_source *src, const char *rel, int *read_errno)
@@ -121,7 +151,10 @@ static sl_status push_level(sl_dir_source *src, const char *rel, int *read_errno
         sl_free(lv.rel);
         return sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", src->root);
     }
-    *read_errno = read_level(dir_path, &lv);
+    if (src->sorted)
+        *read_errno = read_level(dir_path, &lv);
+    else
+        *read_errno = (lv.dir = opendir(dir_path)) ? 0 : errno;
     sl_free(dir_path);
     if (*read_errno) {
         free_level(&lv);
@@ -133,7 +166,7 @@ static sl_status push_level(sl_dir_source *src, const char *rel, int *read_errno
     return SL_OK;
 }
 
-sl_status sl_dir_source_open(const char *root, sl_dir_source **out)
+sl_status sl_dir_source_open(const char *root, bool sorted, sl_dir_source **out)
 {
     *out = NULL;
     struct stat st;
@@ -147,6 +180,7 @@ sl_status sl_dir_source_open(const char *root, sl_dir_source **out)
         sl_free(src);
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", root);
     }
+    src->sorted = sorted;
     int read_errno = 0;
     sl_status st2 = push_level(src, "", &read_errno);
     if (st2 == SL_OK && read_errno)
@@ -173,12 +207,21 @@ sl_status sl_dir_source_next(sl_dir_source *src, const sl_dir_entry **entry)
     clear_entry(src);
     while (src->depth) {
         level *lv = &src->levels[src->depth - 1];
-        if (lv->next == lv->count) {
+        const char *name = NULL;
+        if (lv->dir) {
+            const struct dirent *de;
+            while ((de = readdir(lv->dir)) &&
+                   (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0))
+                ;
+            name = de ? de->d_name : NULL;
+        } else if (lv->next < lv->count) {
+            name = lv->names[lv->next++].name;
+        }
+        if (!name) {
             free_level(lv);
             src->depth--;
             continue;
         }
-        const char *name = lv->names[lv->next++];
         char *rel = join(lv->rel, name);
         char *path = rel ? join(src->root, rel) : NULL;
         if (!path) {

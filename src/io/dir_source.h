@@ -21,8 +21,10 @@ typedef struct sl_dir_entry {
 } sl_dir_entry;
 
 /* Fails with SL_ERR_NOT_FOUND / SL_ERR_INVALID_ARG when root is missing or
- * not a directory. The source owns nothing of the caller's. */
-sl_status sl_dir_source_open(const char *root, sl_dir_source **out);
+ * not a directory. The source owns nothing of the caller's. `sorted`
+ * false gives the same entries in the order the system lists them,
+ * holding no names (an open directory per level): for a count. */
+sl_status sl_dir_source_open(const char *root, bool sorted, sl_dir_source **out);
 
 /* *entry is the next input, or NULL at the end. The entry stays valid until
  * the next call. */

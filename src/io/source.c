@@ -314,7 +314,7 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
         *out = r;
         return SL_OK;
     }
-    if (sl_dir_source_open(file, &r->dir) != SL_OK) {
+    if (sl_dir_source_open(file, !p->unsorted_folders, &r->dir) != SL_OK) {
         *open_error = sl_strdup(sl_last_error());
         sl_free(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
@@ -2231,6 +2231,7 @@ sl_status sl_source_counter_new(const sl_source *src, sl_source_counter **out)
     sl_source_params p = src->p;
     p.take_shard = NULL; /* static shards are counted as read; handed-out ones, all */
     p.take_shard_user = NULL;
+    p.unsorted_folders = true; /* a second sorted listing beside the run's doubled its memory */
     sl_status st = source_reopen(src, &p, &c->src);
     if (st != SL_OK) {
         sl_free(c);

@@ -72,6 +72,9 @@ typedef struct sl_source_params {
      * io/fetch.h; --download-timeout, --download-retries). */
     long fetch_timeout_ms;
     int fetch_retries;
+    /* Folders listed in the system's order, their names never held (the
+     * progress count's: it needs their number, not their order). */
+    bool unsorted_folders;
 } sl_source_params;
 
 enum { SL_SHARD_SKIP, SL_SHARD_TAKE, SL_SHARD_NONE };

@@ -7,23 +7,31 @@
 #include "io/dir_source.h"
 #include "test_util.h"
 
-/* Lists `dir` whole: exactly `expect`, in order, without errors; past the
- * end stays at the end. */
-static void expect_listing(const char *dir, const char *const *expect, size_t n_expect)
+/* Lists `dir` whole: exactly `expect`, in order (unsorted: in any order),
+ * without errors; past the end stays at the end. */
+static void expect_walk(const char *dir, bool sorted, const char *const *expect, size_t n_expect)
 {
     sl_dir_source *src;
-    assert_int_equal(sl_dir_source_open(dir, &src), SL_OK);
+    assert_int_equal(sl_dir_source_open(dir, sorted, &src), SL_OK);
     const sl_dir_entry *e;
+    bool seen[64] = {false};
+    assert_true(n_expect <= sizeof seen / sizeof *seen);
     size_t n = 0;
     for (;;) {
         assert_int_equal(sl_dir_source_next(src, &e), SL_OK);
         if (!e)
             break;
         assert_true(n < n_expect);
-        assert_string_equal(e->rel, expect[n]);
+        size_t at = n;
+        if (!sorted)
+            for (at = 0; at < n_expect && strcmp(e->rel, expect[at]) != 0; at++)
+                ;
+        assert_true(at < n_expect && !seen[at]);
+        seen[at] = true;
+        assert_string_equal(e->rel, expect[at]);
         assert_null(e->error);
         char full[1024];
-        snprintf(full, sizeof full, "%s/%s", dir, expect[n]);
+        snprintf(full, sizeof full, "%s/%s", dir, expect[at]);
         assert_string_equal(e->path, full);
         n++;
     }
@@ -31,6 +39,14 @@ static void expect_listing(const char *dir, const char *const *expect, size_t n_
     assert_int_equal(sl_dir_source_next(src, &e), SL_OK);
     assert_null(e);
     sl_dir_source_free(src);
+}
+
+/* The sorted walk (the run's) and the unsorted one (the progress count's)
+ * give the same entries. */
+static void expect_listing(const char *dir, const char *const *expect, size_t n_expect)
+{
+    expect_walk(dir, true, expect, n_expect);
+    expect_walk(dir, false, expect, n_expect);
 }
 
 static void walks_sorted_depth_first_images_only(void **state)
@@ -51,7 +67,7 @@ static void walks_sorted_depth_first_images_only(void **state)
 static void missing_or_file_root_is_an_error(void **state)
 {
     sl_dir_source *src = (void *)1;
-    assert_int_equal(sl_dir_source_open("/nonexistent/sluice-input", &src), SL_ERR_NOT_FOUND);
+    assert_int_equal(sl_dir_source_open("/nonexistent/sluice-input", true, &src), SL_ERR_NOT_FOUND);
     assert_null(src);
     assert_non_null(strstr(sl_last_error(), "/nonexistent/sluice-input"));
 
@@ -59,7 +75,7 @@ static void missing_or_file_root_is_an_error(void **state)
     tu_write(dir, "f.jpg", "x", 1);
     char file[512];
     snprintf(file, sizeof file, "%s/f.jpg", dir);
-    assert_int_equal(sl_dir_source_open(file, &src), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_dir_source_open(file, true, &src), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "not a folder"));
     tu_rmtree(dir);
 }
