@@ -305,6 +305,11 @@ void job_unlock_bucket(job *j);
  * (-1: not known), for the resume ledger to record as its size. */
 void job_note_upload(job *j, const char *url, int64_t bytes);
 
+/* Object `url` of the shared S3 client into the local file `path` (made
+ * or emptied); SL_ERR_NOT_FOUND, `path` removed, when there is no such
+ * object. The caller removes the copy when done with it. */
+sl_status job_download(const char *url, const char *path);
+
 /* The ledger as the stages see it (record.c): rank 0's through the
  * coordinator under MPI, else the folder's own. job_records() says whether
  * there is one (a run without an output folder's ledger records nothing). */

@@ -713,18 +713,18 @@ static sl_status refuse_unknown_parts(job *j)
 
 /* --- parts changed by hand ------------------------------------------------------ */
 
-/* Object `url` into the local file `path`. */
-static sl_status download_copy(const char *url, const char *path)
+sl_status job_download(const char *url, const char *path)
 {
-    const sl_s3 *s3 = sl_s3_shared();
-    if (!s3)
-        return SL_ERR_INVALID_ARG;
     FILE *fp = fopen(path, "w+b");
     if (!fp)
         return sl_fail(SL_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
-    sl_status st = sl_s3_download(s3, url, fp);
+    const sl_s3 *s3 = sl_s3_shared();
+    sl_status st = s3 ? sl_s3_download(s3, url, fp)
+                      : sl_fail(SL_ERR_INVALID_ARG, "no S3 client for '%s'", url);
     if (fclose(fp) != 0 && st == SL_OK)
         st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    if (st == SL_ERR_NOT_FOUND)
+        unlink(path);
     return st;
 }
 
@@ -754,7 +754,7 @@ static sl_status check_resized(void *user, const sl_ledger_part *part)
         sl_free(file);
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
     }
-    sl_status st = copy ? download_copy(file, copy) : SL_OK;
+    sl_status st = copy ? job_download(file, copy) : SL_OK;
     if (st == SL_OK)
         st = sl_part_count_rows(copy ? copy : file, &rows);
     if (copy)

@@ -101,21 +101,9 @@ static void free_files(part_files *f)
  * there is none (no errors object for a part without failed rows). */
 static sl_status download(const char *url, const char *path, bool *found)
 {
-    *found = false;
-    FILE *fp = fopen(path, "w+b");
-    if (!fp)
-        return sl_fail(SL_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
-    const sl_s3 *s3 = sl_s3_shared();
-    sl_status st = s3 ? sl_s3_download(s3, url, fp)
-                      : sl_fail(SL_ERR_INVALID_ARG, "no S3 client for '%s'", url);
-    if (fclose(fp) != 0 && st == SL_OK)
-        st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    sl_status st = job_download(url, path);
     *found = st == SL_OK;
-    if (st == SL_ERR_NOT_FOUND) {
-        unlink(path);
-        return SL_OK;
-    }
-    return st;
+    return st == SL_ERR_NOT_FOUND ? SL_OK : st;
 }
 
 /* An s3:// output's part and errors objects, into their local copies. */
