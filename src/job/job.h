@@ -127,8 +127,9 @@ typedef struct job {
                                   output folder, or the state folder of an s3:// output */
     char *dir_owned;
     char *remote;              /* s3:// output: its URL without a trailing '/'; else NULL */
-    char **remote_parts;       /* ... the part objects there at the start, sorted */
-    int64_t *remote_sizes;     /* ... and their sizes (job_note_upload keeps them) */
+    struct remote_object *remote_parts; /* ... the part objects there at the start, sorted
+                                           by name, with their sizes (job_note_upload keeps
+                                           them) */
     size_t n_remote_parts;
     struct bucket_lock *bucket_lock; /* s3:// output, the ledger's holder: its lock */
     char uploaded_part[64];    /* s3:// output, one process: the last part this run */

@@ -226,33 +226,35 @@ static char *fingerprint(const job *j, bool served_model_key)
 
 /* --- an output in object storage ----------------------------------------------- */
 
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static bool is_part_name(const char *name)
 {
     return sl_shard_part_number(name) >= 0;
 }
 
-typedef struct listed {
+/* An object directly under the output's prefix: its name after the prefix. */
+typedef struct remote_object {
     char *name;
     int64_t size;
-} listed;
+} remote_object;
 
-static int cmp_listed(const void *a, const void *b)
+static int cmp_remote(const void *a, const void *b)
 {
-    return strcmp(((const listed *)a)->name, ((const listed *)b)->name);
+    return strcmp(((const remote_object *)a)->name, ((const remote_object *)b)->name);
 }
 
-/* The names of the objects directly under the output's prefix that want
- * keeps, sorted, appended to *names (*names empty when sizes is given:
- * their sizes then into *sizes, in the same order). */
-static sl_status list_remote(const job *j, bool (*want)(const char *), char ***names,
-                             int64_t **sizes, size_t *n)
+static void free_remote(remote_object *objs, size_t n)
 {
-    listed *got = NULL;
+    for (size_t i = 0; i < n; i++)
+        sl_free(objs[i].name);
+    sl_free(objs);
+}
+
+/* The objects directly under the output's prefix that want keeps, sorted
+ * by name: *objs (the caller's, free_remote) and *n; nothing on failure. */
+static sl_status list_remote(const job *j, bool (*want)(const char *), remote_object **objs,
+                             size_t *n)
+{
+    remote_object *got = NULL;
     size_t n_got = 0, cap = 0;
     const sl_s3 *s3 = sl_s3_shared();
     if (!s3)
@@ -270,7 +272,7 @@ static sl_status list_remote(const job *j, bool (*want)(const char *), char ***n
             break;
         if (strlen(key) < skip || !want(key + skip))
             continue;
-        listed *grown = sl_grow(got, n_got, &cap, sizeof *grown);
+        remote_object *grown = sl_grow(got, n_got, &cap, sizeof *grown);
         if (!grown) {
             st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
             break;
@@ -283,46 +285,30 @@ static sl_status list_remote(const job *j, bool (*want)(const char *), char ***n
     }
     sl_s3_list_free(l);
     sl_free(prefix);
-    if (n_got)
-        qsort(got, n_got, sizeof *got, cmp_listed);
-    char **all = st == SL_OK && n_got ? sl_realloc(*names, (*n + n_got) * sizeof *all) : *names;
-    int64_t *all_sizes = st == SL_OK && n_got && sizes ? sl_calloc(n_got, sizeof *all_sizes)
-                                                       : NULL;
-    if (st == SL_OK && n_got && (!all || (sizes && !all_sizes)))
-        st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", j->remote);
-    if (all)
-        *names = all;
-    for (size_t i = 0; i < n_got; i++) {
-        if (st == SL_OK) {
-            (*names)[(*n)++] = got[i].name;
-            if (all_sizes)
-                all_sizes[i] = got[i].size;
-        } else {
-            sl_free(got[i].name);
-        }
+    if (st != SL_OK) {
+        free_remote(got, n_got);
+        return st;
     }
-    if (st == SL_OK && all_sizes)
-        *sizes = all_sizes;
-    else
-        sl_free(all_sizes);
-    sl_free(got);
-    return st;
+    if (n_got)
+        qsort(got, n_got, sizeof *got, cmp_remote);
+    *objs = got;
+    *n = n_got;
+    return SL_OK;
 }
 
 /* The part objects directly under the output's prefix, sorted. */
 static sl_status list_remote_parts(job *j)
 {
-    return list_remote(j, is_part_name, &j->remote_parts, &j->remote_sizes,
-                       &j->n_remote_parts);
+    return list_remote(j, is_part_name, &j->remote_parts, &j->n_remote_parts);
 }
 
-/* Where part `name` is in the listing; -1 when it is not there. */
-static long listed_at(const job *j, const char *name)
+/* Part `name` in the listing; NULL when it is not there. */
+static remote_object *listed_part(const job *j, const char *name)
 {
-    char **at = j->n_remote_parts ? bsearch(&name, j->remote_parts, j->n_remote_parts,
-                                            sizeof *j->remote_parts, cmp_names)
-                                  : NULL;
-    return at ? (long)(at - j->remote_parts) : -1;
+    remote_object key = {(char *)name, 0};
+    return j->n_remote_parts ? bsearch(&key, j->remote_parts, j->n_remote_parts,
+                                       sizeof *j->remote_parts, cmp_remote)
+                             : NULL;
 }
 
 /* The resume ledger's view of the bucket (sl_ledger_set_presence): the
@@ -333,17 +319,17 @@ static int64_t remote_part_size(void *user, const char *name)
     const job *j = user;
     if (j->uploaded_part[0] && strcmp(name, j->uploaded_part) == 0)
         return j->uploaded_bytes;
-    long at = listed_at(j, name);
-    return at >= 0 && j->remote_sizes ? j->remote_sizes[at] : -1;
+    const remote_object *part = listed_part(j, name);
+    return part ? part->size : -1;
 }
 
 void job_note_upload(job *j, const char *url, int64_t bytes)
 {
     const char *slash = strrchr(url, '/');
     const char *name = slash ? slash + 1 : url;
-    long at = listed_at(j, name);
-    if (at >= 0 && j->remote_sizes) { /* replaced (--retry-failed) */
-        j->remote_sizes[at] = bytes;
+    remote_object *part = listed_part(j, name);
+    if (part) { /* replaced (--retry-failed) */
+        part->size = bytes;
         return;
     }
     snprintf(j->uploaded_part, sizeof j->uploaded_part, "%s", name);
@@ -352,7 +338,7 @@ void job_note_upload(job *j, const char *url, int64_t bytes)
 
 static bool remote_part_published(void *user, const char *name)
 {
-    return listed_at(user, name) >= 0;
+    return listed_part(user, name) != NULL;
 }
 
 static void remote_scan(const job *j, sl_part_scan *scan)
@@ -360,7 +346,7 @@ static void remote_scan(const job *j, sl_part_scan *scan)
     scan->count = (long)j->n_remote_parts;
     scan->max_number = -1;
     for (size_t i = 0; i < j->n_remote_parts; i++) {
-        long n = sl_shard_part_number(j->remote_parts[i]);
+        long n = sl_shard_part_number(j->remote_parts[i].name);
         if (n > scan->max_number)
             scan->max_number = n;
     }
@@ -371,19 +357,18 @@ static bool is_errors_name(const char *name)
     return sl_shard_errors_number(name) >= 0;
 }
 
-/* Deletes the objects names[0..n) under the output's prefix, and frees the
- * names. */
-static sl_status remove_remote(const job *j, char **names, size_t n)
+/* Deletes the objects objs[0..n) under the output's prefix, and frees
+ * objs. */
+static sl_status remove_remote(const job *j, remote_object *objs, size_t n)
 {
     const sl_s3 *s3 = sl_s3_shared();
     sl_status st = s3 ? SL_OK : SL_ERR_INVALID_ARG;
-    for (size_t i = 0; i < n; i++) {
-        char *url = st == SL_OK ? sl_asprintf("%s/%s", j->remote, names[i]) : NULL;
-        if (st == SL_OK)
-            st = url ? sl_s3_delete(s3, url) : sl_fail(SL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n && st == SL_OK; i++) {
+        char *url = sl_asprintf("%s/%s", j->remote, objs[i].name);
+        st = url ? sl_s3_delete(s3, url) : sl_fail(SL_ERR_NOMEM, "out of memory");
         sl_free(url);
-        sl_free(names[i]);
     }
+    free_remote(objs, n);
     return st;
 }
 
@@ -394,15 +379,14 @@ static sl_status remove_remote(const job *j, char **names, size_t n)
  * new output never had. */
 static sl_status remove_remote_parts(job *j)
 {
-    char **errs = NULL;
+    remote_object *errs = NULL;
     size_t n_errs = 0;
     sl_status st = remove_remote(j, j->remote_parts, j->n_remote_parts);
+    j->remote_parts = NULL;
     j->n_remote_parts = 0;
-    if (st == SL_OK)
-        st = list_remote(j, is_errors_name, &errs, NULL, &n_errs);
-    sl_status rm = remove_remote(j, errs, n_errs);
-    sl_free(errs);
-    return st != SL_OK ? st : rm;
+    if (st == SL_OK && (st = list_remote(j, is_errors_name, &errs, &n_errs)) == SL_OK)
+        st = remove_remote(j, errs, n_errs);
+    return st;
 }
 
 /* Whether part number k was published, in any format. */
@@ -532,14 +516,10 @@ static sl_status choose_dir(job *j)
 void job_output_clear(job *j)
 {
     job_unlock_bucket(j);
-    for (size_t i = 0; i < j->n_remote_parts; i++)
-        sl_free(j->remote_parts[i]);
-    sl_free(j->remote_parts);
-    sl_free(j->remote_sizes);
+    free_remote(j->remote_parts, j->n_remote_parts);
     sl_free(j->remote);
     sl_free(j->dir_owned);
     j->remote_parts = NULL;
-    j->remote_sizes = NULL;
     j->remote = j->dir_owned = NULL;
     j->n_remote_parts = 0;
 }
@@ -677,7 +657,7 @@ static sl_status find_unknown_parts(job *j, sl_ledger *ledger, unknown_parts *u,
     sl_status st = SL_OK;
     if (j->remote)
         for (size_t i = 0; st == SL_OK && i < j->n_remote_parts; i++)
-            st = note_unknown(u, j->remote_parts[i]);
+            st = note_unknown(u, j->remote_parts[i].name);
     else
         st = sl_shard_each_part(j->dir, note_unknown, u);
     names[0] = '\0';
