@@ -2228,10 +2228,14 @@ static sl_status open_row_group(sl_pq_reader *r)
             return corrupt(c, "column chunk stored in another file is not supported");
         if (ch->type != c->lf->physical)
             return corrupt(c, "column chunk type %d differs from the schema's %d", ch->type, c->lf->physical);
+        /* LZO is a real codec (old Hadoop writers) no library here reads:
+         * say so and what to do, unlike a number no writer uses. */
+        if (ch->codec == SL_PQ_LZO)
+            return corrupt(c, "LZO compression is not supported: rewrite the file with zstd, snappy or gzip");
         if (ch->codec != SL_PQ_UNCOMPRESSED && ch->codec != SL_PQ_SNAPPY && ch->codec != SL_PQ_GZIP &&
             ch->codec != SL_PQ_ZSTD && ch->codec != SL_PQ_BROTLI && ch->codec != SL_PQ_LZ4 &&
             ch->codec != SL_PQ_LZ4_RAW)
-            return corrupt(c, "unsupported compression codec %s (%d)", sl_pq_codec_name(ch->codec), ch->codec);
+            return corrupt(c, "unknown compression codec %d (corrupt footer?)", ch->codec);
         if (c->lf->max_rep ? ch->num_values < rg->num_rows : ch->num_values != rg->num_rows)
             return corrupt(c, "column chunk holds %lld values for %lld rows", (long long)ch->num_values,
                            (long long)rg->num_rows);

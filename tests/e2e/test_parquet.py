@@ -697,6 +697,24 @@ def test_corrupt_format_2x_pages(tool, tmp_path):
     assert failed >= 4
 
 
+def test_lzo_and_unknown_codecs_are_named(tool, tmp_path):
+    """LZO (old Hadoop writers; pyarrow cannot write it, so the footer is
+    forged) is refused naming the file, the column and what to do; a codec
+    number no writer uses reads as a corrupt footer. The same file with
+    codec 0 reads, so it is the codec that is refused."""
+    # Levels: 4-byte length, one RLE run of one level 2 (both groups
+    # present); then one PLAIN byte array "ab".
+    body = b"\x02\x00\x00\x00\x02\x02" + b"\x02\x00\x00\x00ab"
+    path = tmp_path / "codec.parquet"
+    path.write_bytes(lying_parquet(1, 1, len(body), body, codec=0))
+    assert dump(tool, path) == [{"image.bytes": base64.b64encode(b"ab").decode(), "image.path": "ab"}]
+    path.write_bytes(lying_parquet(1, 1, len(body), body, codec=3))
+    assert_clean_error(run(tool, "dump", path), path, "row group 0", "column 'image.bytes'",
+                       "LZO compression is not supported")
+    path.write_bytes(lying_parquet(1, 1, len(body), body, codec=9))
+    assert_clean_error(run(tool, "dump", path), path, "unknown compression codec 9")
+
+
 def test_nested_lists_and_maps(tool, tmp_path):
     path = tmp_path / "list.parquet"
     # Lists of lists (up to four deep) and maps read, each leaf in its lists' shape.
