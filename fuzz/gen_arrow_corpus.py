@@ -61,6 +61,13 @@ def tables():
         "ld": pa.array([[Decimal("1.5")], None, []], pa.list_(pa.decimal128(4, 1))),
     })
 
+    # nanoarrow's IPC reader refuses these; the file is failed naming the column
+    yield "unreadable", pa.table({
+        "path": pa.array(["a.png", None, "b.png"]),
+        "run": pa.RunEndEncodedArray.from_arrays(pa.array([2, 3], pa.int32()), pa.array(["x", "y"])),
+        "s": pa.StructArray.from_arrays([pa.array([[1], [], None], pa.list_view(pa.int32()))], ["lv"]),
+    })
+
 
 def main():
     out = HERE / "corpus" / "arrow"

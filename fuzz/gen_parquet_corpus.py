@@ -3,7 +3,8 @@ small Parquet files from sluice's own writer (tests/tools/parquet_tool) and
 from pyarrow (several types, codecs none/snappy/gzip/zstd, dictionary and
 plain, data pages v1 and v2, nulls, the Hugging Face image struct, list
 columns; the DELTA_* and BYTE_STREAM_SPLIT encodings with lz4 and brotli;
-decimals, INT96, FLOAT16, UUID and fixed-size binary), a few forged files whose footer lies about sizes, and for
+decimals, INT96, FLOAT16, UUID and fixed-size binary), a few forged files (footers that lie about sizes,
+an LZO chunk, BYTE_ARRAY decimals plain and dictionary-encoded), and for
 `thrift` the footers (FileMetaData) and first page headers cut out of them.
 
     .venv/bin/python fuzz/gen_parquet_corpus.py build/tests/tools/parquet_tool
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
-from test_parquet import lying_parquet  # noqa: E402  (the forged files of the e2e test)
+from test_parquet import byte_array_decimal_parquet, lying_parquet  # noqa: E402  (the e2e test's forged files)
 
 
 def sluice_files(tool):
@@ -136,6 +137,13 @@ def forged_files():
     yield "lie-rows.parquet", lying_parquet(100_000_000, 100_000_000, 4, b"\0\0\0\0")
     yield "lie-page.parquet", lying_parquet(1, 1, 200 << 20, bytes([0x28, 0xB5, 0x2F, 0xFD, 0x20, 0x04, 0x21,
                                                                      0x00, 0x00]) + b"abcd", codec=6)
+    body = b"\x02\x00\x00\x00\x02\x02" + b"\x02\x00\x00\x00ab"
+    yield "lzo.parquet", lying_parquet(1, 1, len(body), body, codec=3)
+    import decimal
+    values = [decimal.Decimal("123.45"), None, decimal.Decimal("-99999999999999999999.99"), decimal.Decimal("0")]
+    for dictionary in (False, True):
+        yield (f"byte-array-decimal-{'dict' if dictionary else 'plain'}.parquet",
+               byte_array_decimal_parquet(["a.png", "b.png", "c.png", "d.png"], values, 2, dictionary))
 
 
 def main():

@@ -42,7 +42,7 @@ const char *sl_pq_codec_name(int codec)
     case SL_PQ_UNCOMPRESSED: return "none";
     case SL_PQ_SNAPPY: return "snappy";
     case SL_PQ_GZIP: return "gzip";
-    case 3: return "lzo";
+    case SL_PQ_LZO: return "lzo";
     case SL_PQ_BROTLI: return "brotli";
     case SL_PQ_LZ4: return "lz4";
     case SL_PQ_ZSTD: return "zstd";

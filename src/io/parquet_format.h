@@ -26,7 +26,7 @@ enum { SL_PQR_REQUIRED = 0, SL_PQR_OPTIONAL = 1, SL_PQR_REPEATED = 2 };
 
 /* Compression codecs, by their wire values. */
 typedef enum sl_pq_codec {
-    SL_PQ_UNCOMPRESSED = 0, SL_PQ_SNAPPY = 1, SL_PQ_GZIP = 2, SL_PQ_BROTLI = 4, SL_PQ_LZ4 = 5,
+    SL_PQ_UNCOMPRESSED = 0, SL_PQ_SNAPPY = 1, SL_PQ_GZIP = 2, SL_PQ_LZO = 3, SL_PQ_BROTLI = 4, SL_PQ_LZ4 = 5,
     SL_PQ_ZSTD = 6, SL_PQ_LZ4_RAW = 7,
 } sl_pq_codec;
 

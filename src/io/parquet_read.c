@@ -47,7 +47,7 @@
 typedef enum conversion {
     CONV_NONE,
     CONV_INT96,   /* Impala's timestamp (nanoseconds of the day, Julian day) -> int64 ns since 1970 */
-    CONV_DECIMAL, /* an unscaled INT32, INT64 or big-endian FIXED_LEN_BYTE_ARRAY -> double */
+    CONV_DECIMAL, /* an unscaled INT32, INT64, or big-endian (FIXED_LEN_)BYTE_ARRAY -> double */
     CONV_FLOAT16, /* IEEE half in 2 bytes -> float */
     CONV_UUID,    /* 16 bytes -> the 36-character text form */
     CONV_BYTES,   /* FIXED_LEN_BYTE_ARRAY -> binary */
@@ -510,7 +510,8 @@ static void choose_conversion(leaf *l, const schema_el *el)
             l->info.type = SL_PQ_STRING;
         }
     }
-    if (el->is_decimal && (el->type == SL_PQT_INT32 || el->type == SL_PQT_INT64 || el->type == SL_PQT_FIXED)) {
+    if (el->is_decimal && (el->type == SL_PQT_INT32 || el->type == SL_PQT_INT64 || el->type == SL_PQT_FIXED ||
+                           el->type == SL_PQT_BYTE_ARRAY)) {
         if (el->scale < 0 || el->scale > 76) {
             l->info.type = SL_PQ_UNSUPPORTED;
             l->unsupported = "DECIMAL with a scale out of 0..76";
@@ -1668,9 +1669,16 @@ static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint8_t *defs,
     return SL_OK;
 }
 
+/* A byte array value into row `row`; a BYTE_ARRAY decimal's (the one
+ * conversion of a variable-length type) as its double, in the row's slot. */
 static sl_status take_bytes(column *c, size_t row, const uint8_t *s, size_t len)
 {
     pending *pr = &c->rows;
+    if (c->lf->conv == CONV_DECIMAL) {
+        double d = sl_decimal_double(s, len, c->lf->scale);
+        memcpy(pr->fixed + row * sizeof d, &d, sizeof d);
+        return SL_OK;
+    }
     sl_status st = reserve_within(c, &pr->data, len, "the batch's values");
     if (st != SL_OK)
         return st;
@@ -1680,11 +1688,14 @@ static sl_status take_bytes(column *c, size_t row, const uint8_t *s, size_t len)
 }
 
 /* Row `row` of c's pending rows is null: its slot of w bytes at `slot`
- * zeroed, or (byte arrays, w 0) its range left empty. */
+ * zeroed, or (byte arrays, w 0) its range left empty, or its converted
+ * value's slot zeroed (a BYTE_ARRAY decimal). */
 static void null_slot(column *c, uint8_t *slot, size_t w, size_t row)
 {
     if (w)
         memset(slot, 0, w);
+    else if (c->width)
+        memset(c->rows.fixed + row * (size_t)c->width, 0, (size_t)c->width);
     else
         c->rows.offsets[row + 1] = c->rows.offsets[row];
 }
@@ -1901,7 +1912,7 @@ static sl_status decode_rows(column *c, size_t levels)
     /* Stored values of w bytes go to slots from `fixed`: the batch's, or
      * for a converting leaf the scratch the conversion reads. */
     size_t w = (size_t)c->phys;
-    bool converts = c->lf->conv != CONV_NONE;
+    bool converts = c->lf->conv != CONV_NONE && w; /* a byte array's converts in take_bytes */
     if (converts) {
         if ((st = room_for(c, c->scratch.cap, m * w, "converted values")) != SL_OK)
             return st;
@@ -1909,7 +1920,6 @@ static sl_status decode_rows(column *c, size_t levels)
             return nomem(c->r);
     }
     uint8_t *fixed = converts ? c->scratch.data : w ? pr->fixed + base * w : NULL;
-    int64_t *offsets = pr->offsets;
     if (c->encoding == SL_PQE_PLAIN && c->lf->info.type == SL_PQ_BOOL) {
         if (c->bit + nn > (uint64_t)(c->vend - c->vp) * 8)
             return corrupt(c, "PLAIN boolean values end early");
@@ -1941,7 +1951,7 @@ static sl_status decode_rows(column *c, size_t levels)
     } else if (c->encoding == SL_PQE_PLAIN) {
         for (size_t i = 0; i < m; i++) {
             if (!valid[i]) {
-                offsets[base + i + 1] = offsets[base + i];
+                null_slot(c, NULL, 0, base + i);
                 continue;
             }
             if (c->vend - c->vp < 4)
@@ -2006,7 +2016,7 @@ static size_t step_size(const column *c, size_t m)
         m = (size_t)c->page_left;
     if (m > STEP_ROWS)
         m = STEP_ROWS;
-    if (c->lf->conv != CONV_NONE && m > SCRATCH_BYTES / (size_t)c->phys) /* a step's stored values */
+    if (c->lf->conv != CONV_NONE && c->phys && m > SCRATCH_BYTES / (size_t)c->phys) /* a step's stored values */
         m = SCRATCH_BYTES / (size_t)c->phys ? SCRATCH_BYTES / (size_t)c->phys : 1;
     if (!c->width) {
         size_t budget = c->r->p.batch_bytes;
@@ -2228,10 +2238,14 @@ static sl_status open_row_group(sl_pq_reader *r)
             return corrupt(c, "column chunk stored in another file is not supported");
         if (ch->type != c->lf->physical)
             return corrupt(c, "column chunk type %d differs from the schema's %d", ch->type, c->lf->physical);
+        /* LZO is a real codec (old Hadoop writers) no library here reads:
+         * say so and what to do, unlike a number no writer uses. */
+        if (ch->codec == SL_PQ_LZO)
+            return corrupt(c, "LZO compression is not supported: rewrite the file with zstd, snappy or gzip");
         if (ch->codec != SL_PQ_UNCOMPRESSED && ch->codec != SL_PQ_SNAPPY && ch->codec != SL_PQ_GZIP &&
             ch->codec != SL_PQ_ZSTD && ch->codec != SL_PQ_BROTLI && ch->codec != SL_PQ_LZ4 &&
             ch->codec != SL_PQ_LZ4_RAW)
-            return corrupt(c, "unsupported compression codec %s (%d)", sl_pq_codec_name(ch->codec), ch->codec);
+            return corrupt(c, "unknown compression codec %d (corrupt footer?)", ch->codec);
         if (c->lf->max_rep ? ch->num_values < rg->num_rows : ch->num_values != rg->num_rows)
             return corrupt(c, "column chunk holds %lld values for %lld rows", (long long)ch->num_values,
                            (long long)rg->num_rows);

@@ -499,6 +499,39 @@ static int64_t batch_rows(const void *fb)
                : 0;
 }
 
+/* The first field under `fields` (path: the names above it, dotted) of a
+ * type nanoarrow 0.9.0's IPC reader refuses, written into path: what it is
+ * and what to do, or NULL when there is none. */
+static const char *unreadable_field(ns(Field_vec_t) fields, char *path, size_t cap, int depth)
+{
+    size_t len = strlen(path);
+    for (size_t i = 0; depth <= 64 && i < ns(Field_vec_len(fields)); i++) {
+        ns(Field_table_t) f = ns(Field_vec_at(fields, i));
+        const char *name = f && ns(Field_name(f)) ? ns(Field_name(f)) : "";
+        snprintf(path + len, cap - len, "%s%s", len ? "." : "", name);
+        int type = f ? ns(Field_type_type(f)) : ns(Type_NONE);
+        const char *what =
+            type == ns(Type_RunEndEncoded)
+                ? "run-end encoded, which sluice cannot read: write it decoded (pyarrow: cast it to its values' type)"
+            : type == ns(Type_ListView) || type == ns(Type_LargeListView)
+                ? "a list view, which sluice cannot read: write it as a list (pyarrow: cast it to pa.list_)"
+                : NULL;
+        if (what || (f && (what = unreadable_field(ns(Field_children(f)), path, cap, depth + 1))))
+            return what;
+        path[len] = '\0';
+    }
+    return NULL;
+}
+
+/* unreadable_field over the schema of fb: a footer's, or a schema
+ * message's (both verified by nanoarrow). */
+static const char *unreadable_column(const void *fb, bool footer, char *path, size_t cap)
+{
+    ns(Schema_table_t) sc = footer ? ns(Footer_schema(ns(Footer_as_root(fb))))
+                                   : (ns(Schema_table_t))ns(Message_header_get(ns(Message_as_root(fb))));
+    return sc ? unreadable_field(ns(Schema_fields(sc)), path, cap, 0) : NULL;
+}
+
 #undef ns
 
 #define NOMEM(r) sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", (r)->file)
@@ -594,6 +627,18 @@ static sl_status next_message(source_reader *r, bool *eos, char **why)
     return read_message(r, eos, why);
 }
 
+/* *why for a schema (of the footer, or of the schema message, in fb)
+ * nanoarrow could not decode (err): which column's type, when that is the
+ * cause, so the user knows what to cast. */
+static sl_status schema_why(source_reader *r, const void *fb, bool footer, const struct ArrowError *err, char **why)
+{
+    char path[256] = "";
+    const char *what = unreadable_column(fb, footer, path, sizeof path);
+    if (what)
+        return WHY(r, "%s: column '%s' is %s", r->file, path, what);
+    return WHY(r, "%s: its schema cannot be read: %s", r->file, err->message);
+}
+
 /* The schema and the batches' blocks from the footer of a file in the file
  * format (r->blocks): *found false when it has none that nanoarrow
  * verifies (a stream, or a file cut short: read as a stream then). The footer is what
@@ -628,7 +673,7 @@ static sl_status read_footer(source_reader *r, bool *found, char **why)
     if (bad)
         return WHY(r, "%s: its footer holds %s", r->file, bad);
     if (ArrowIpcDecoderDecodeFooter(&r->dec, view, &err) != NANOARROW_OK)
-        return WHY(r, "%s: its schema cannot be read: %s", r->file, err.message);
+        return schema_why(r, r->header.data + 8, true, &err, why);
     struct ArrowIpcFooter *f = r->dec.footer;
     int64_t n_dicts = f->dictionary_blocks.size_bytes / (int64_t)sizeof(struct ArrowIpcFileBlock);
     int64_t n_batches = f->record_batch_blocks.size_bytes / (int64_t)sizeof(struct ArrowIpcFileBlock);
@@ -682,7 +727,7 @@ static sl_status read_schema(source_reader *r, char **why)
         ArrowIpcDictionaryEncodingsInit(&r->encodings);
         r->encodings_ready = true;
         if (ArrowIpcDecoderDecodeSchemaWithDictionaries(&r->dec, &r->schema, &r->encodings, &err) != NANOARROW_OK)
-            return WHY(r, "%s: its schema cannot be read: %s", r->file, err.message);
+            return schema_why(r, r->header.data + 8, false, &err, why);
     }
     if (ArrowIpcDecoderSetSchemaWithDictionaries(&r->dec, &r->schema, &r->encodings, &err) != NANOARROW_OK)
         return WHY(r, "%s: its schema cannot be read: %s", r->file, err.message);

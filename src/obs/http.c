@@ -33,9 +33,17 @@
  * descriptor of a 1024 RLIMIT_NOFILE, so the run's rows failed with "Too
  * many open files". A scraper and a few browser tabs need a handful. */
 #define MAX_CONNECTIONS 64
-/* One client address holds at most a quarter of them (its further ones are
- * accepted and closed at once): 80 idle connections from one address kept a
- * Prometheus on another from /metrics until the 30 s timeout closed them. */
+/* One client address holds at most a quarter of them: 80 idle connections
+ * from one address kept a Prometheus on another from /metrics until the
+ * 30 s timeout closed them. A share alone does not do: on a loopback server
+ * every client is 127.0.0.1, so 16 connections that never finish their
+ * request (slowloris: a header byte now and then is never idle for the
+ * timeout) kept every scrape out, and 64 over four addresses held them all.
+ * So a connection that has no request under way (its headers not all in, or
+ * idle between requests) is closed, the oldest first, to make room for a
+ * new one of its address at the share, or for anyone at the limit; only
+ * requests being answered hold their place (nginx likewise reuses its idle
+ * keep-alive connections when it runs out). */
 #define PER_ADDRESS_SHARE 4
 /* libmicrohttpd logs each malformed request. A client that sends junk (a
  * port scanner, a health check speaking another protocol) flooded the run's
@@ -44,6 +52,16 @@
  * were not, and the count left at the end when the server stops. */
 #define LOG_BURST 5
 #define LOG_EVERY_S 60
+
+/* A connection the daemon holds (all touched on MHD's one thread). */
+typedef struct held {
+    bool used;
+    bool busy;    /* a request of it is being answered */
+    bool evicted; /* shut down to make room; MHD closes it soon */
+    int fd;
+    unsigned long seq; /* accept order: the oldest goes first */
+    struct sockaddr_storage addr;
+} held;
 
 typedef struct route {
     char *path;
@@ -63,6 +81,9 @@ struct sl_metrics_server {
     unsigned long hidden; /* messages not shown since the last one that was */
     time_t last_log;      /* when the last one past the burst was shown */
     bool loopback;        /* bound to a loopback address: Host is checked */
+    unsigned limit, per_address;
+    held conns[MAX_CONNECTIONS];
+    unsigned long accepted;
 };
 
 /* --- routes ------------------------------------------------------------------------ */
@@ -198,6 +219,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     sl_metrics_server *s = cls;
     sl_metrics_route_fn fn = NULL;
     void *user = NULL;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci && ci->socket_context)
+        ((held *)ci->socket_context)->busy = true;
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < s->n_routes && !fn; i++)
         if (route_matches(s->routes[i].path, url)) {
@@ -219,6 +243,92 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     else
         fn(user, url, &r);
     return send_reply(conn, &r);
+}
+
+/* --- connections ------------------------------------------------------------------- */
+
+static bool same_host(const struct sockaddr_storage *a, const struct sockaddr *b)
+{
+    if (a->ss_family != b->sa_family)
+        return false;
+    if (b->sa_family == AF_INET)
+        return memcmp(&((const struct sockaddr_in *)a)->sin_addr, &((const struct sockaddr_in *)b)->sin_addr,
+                      sizeof(struct in_addr)) == 0;
+    if (b->sa_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
+                      sizeof(struct in6_addr)) == 0;
+    return false;
+}
+
+/* Shuts down the oldest held connection without a request under way (of
+ * `addr`'s host, or any when NULL); false when every one is busy. */
+static bool evict_oldest_idle(sl_metrics_server *s, const struct sockaddr *addr)
+{
+    held *oldest = NULL;
+    for (size_t i = 0; i < MAX_CONNECTIONS; i++) {
+        held *h = &s->conns[i];
+        if (h->used && !h->busy && !h->evicted && (!addr || same_host(&h->addr, addr)) &&
+            (!oldest || h->seq < oldest->seq))
+            oldest = h;
+    }
+    if (!oldest)
+        return false;
+    shutdown(oldest->fd, SHUT_RDWR); /* MHD sees the end and closes it */
+    oldest->evicted = true;
+    return true;
+}
+
+/* A new connection from addr: room is made for it (see PER_ADDRESS_SHARE);
+ * refused only when its address's share is all busy answering. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addrlen;
+    sl_metrics_server *s = cls;
+    unsigned live = 0, mine = 0;
+    for (size_t i = 0; i < MAX_CONNECTIONS; i++)
+        if (s->conns[i].used && !s->conns[i].evicted) {
+            live++;
+            mine += same_host(&s->conns[i].addr, addr);
+        }
+    if (mine >= s->per_address && !evict_oldest_idle(s, addr))
+        return MHD_NO;
+    /* MHD refuses at the limit before it asks; one slot stays free. */
+    if (live + 1 >= s->limit)
+        evict_oldest_idle(s, NULL);
+    return MHD_YES;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    sl_metrics_server *s = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if (*socket_context)
+            ((held *)*socket_context)->used = false;
+        return;
+    }
+    const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *ad = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    for (size_t i = 0; fd && ad && i < MAX_CONNECTIONS; i++) {
+        held *h = &s->conns[i];
+        if (h->used)
+            continue;
+        *h = (held){.used = true, .fd = fd->connect_fd, .seq = s->accepted++};
+        size_t len = ad->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                             : sizeof(struct sockaddr_in);
+        memcpy(&h->addr, ad->client_addr, len);
+        *socket_context = h;
+        return;
+    }
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls, (void)con_cls, (void)toe;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci && ci->socket_context)
+        ((held *)ci->socket_context)->busy = false;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -423,13 +533,13 @@ sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics
         sl_metrics_server_stop(s);
         return st;
     }
-    unsigned limit = connection_limit();
-    unsigned per_address = limit / PER_ADDRESS_SHARE > 0 ? limit / PER_ADDRESS_SHARE : 1;
+    s->limit = connection_limit();
+    s->per_address = s->limit / PER_ADDRESS_SHARE > 0 ? s->limit / PER_ADDRESS_SHARE : 1;
     s->daemon = MHD_start_daemon(
-        MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, s,
+        MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, on_accept, s, on_request, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT, limit,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address,
+        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT, s->limit,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_END);
     if (!s->daemon) {
         close(fd);

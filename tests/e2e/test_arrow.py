@@ -492,6 +492,46 @@ def test_broken_files_fail_alone(sluice, tmp_path):
         assert name in err and cause in err, err
 
 
+def test_run_end_encoded_and_list_view_columns_are_named(sluice, tmp_path):
+    """nanoarrow 0.9.0's IPC reader refuses run-end encoded columns and list
+    views (pyarrow writes both). The file fails as one row naming the file,
+    the column (its dotted path inside a struct) and the type, and saying
+    what to write instead; it said only "its schema cannot be read:
+    RunEndEncoded not yet supported in IPC reader". File and stream format
+    alike; the good file beside them is read whole."""
+    good = dataset_table(0, 3, tmp_path)
+    write_stream(tmp_path / "good.arrow", good, 3)
+    ree = pa.RunEndEncodedArray.from_arrays(pa.array([2, 3], pa.int32()), pa.array(["x", "y"]))
+    lv = pa.array([[1, 2], [3], []], pa.list_view(pa.int32()))
+    llv = pa.array([["a"], [], ["b", "c"]], pa.large_list_view(pa.string()))
+    cases = {
+        "ree.arrow": (pa.table({"image": good["image"], "run": ree}), "run", "run-end encoded",
+                      "cast it to its values' type"),
+        "ree_image.arrow": (pa.table({"image": pa.RunEndEncodedArray.from_arrays(
+            pa.array([3], pa.int32()), pa.array([JPEGS[0].name]))}), "image", "run-end encoded", "decoded"),
+        "lv.arrow": (pa.table({"image": good["image"], "meta": pa.StructArray.from_arrays([lv], ["ids"])}),
+                     "meta.ids", "a list view", "cast it to pa.list_"),
+        "llv.arrow": (pa.table({"image": good["image"], "tags": llv}), "tags", "a list view", "as a list"),
+    }
+    for name, (table, *_rest) in cases.items():
+        if name.startswith("l"):
+            with ipc.new_file(str(tmp_path / name), table.schema) as w:
+                w.write_table(table)
+        else:
+            write_stream(tmp_path / name, table, 3)
+    r = dry_run(sluice, tmp_path / "*.arrow", tmp_path / "o")
+    assert r.returncode == 3, r.stderr
+    by = {}
+    for row in read_rows(tmp_path / "o"):
+        by.setdefault(row["id"].split(":")[0], []).append(row)
+    assert len(by["good.arrow"]) == 3 and all(row["error"] is None for row in by["good.arrow"])
+    for name, (_table, column, kind, todo) in cases.items():
+        assert len(by[name]) == 1, by[name]
+        err = by[name][0]["error"]
+        assert err.startswith(f"{tmp_path / name}: column '{column}' is {kind}, which sluice cannot read"), err
+        assert todo in err, err
+
+
 def test_decimals_pass_through_as_doubles(sluice, tmp_path):
     """Decimal columns of every width pass through as doubles, as Parquet's
     DECIMAL columns do: the unscaled value over 10^scale rounded once (0.1

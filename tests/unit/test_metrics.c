@@ -751,6 +751,23 @@ static int connect_from(const char *from, int port, bool nonblocking)
     return fd;
 }
 
+/* GET /metrics from `from` with a 5 s read timeout: the status line, or
+ * why there is none. */
+static void scrape_from(const char *from, int port, char *status, size_t cap)
+{
+    int fd = connect_from(from, port, false);
+    struct timeval five = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof five);
+    const char req[] = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    ssize_t r = write(fd, req, sizeof req - 1);
+    r = r == (ssize_t)(sizeof req - 1) ? read(fd, status, cap - 1) : -1;
+    if (r > 0)
+        status[r] = '\0';
+    else
+        snprintf(status, cap, "(%s)", r < 0 ? strerror(errno) : "closed");
+    close(fd);
+}
+
 /* 80 idle connections from one address, more than the server holds: a
  * client on another address is still answered at once. Without a share per
  * address they took every slot and it waited in the backlog until the 30 s
@@ -767,20 +784,51 @@ static void one_address_cannot_take_every_connection(void **state)
         idle[i] = connect_from("127.0.0.1", port, true);
     usleep(300 * 1000); /* the server accepts what it takes */
 
-    int fd = connect_from("127.0.0.2", port, false);
-    struct timeval five = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof five);
-    const char req[] = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
-    char status[64] = "";
-    ssize_t r = read(fd, status, sizeof status - 1);
-    status[r > 0 ? r : 0] = '\0';
+    char status[64];
+    scrape_from("127.0.0.2", port, status, sizeof status);
     if (strncmp(status, "HTTP/1.1 200", 12) != 0)
-        fail_msg("another address's GET /metrics got \"%.40s\" (%s)", status,
-                 r < 0 ? strerror(errno) : "closed");
-    close(fd);
+        fail_msg("another address's GET /metrics got \"%.40s\"", status);
     for (size_t i = 0; i < sizeof idle / sizeof *idle; i++)
         close(idle[i]);
+    sl_metrics_server_stop(s);
+    sl_metrics_free(m);
+}
+
+/* Slowloris: connections that send part of a request and never finish it,
+ * from the scraper's own address (a loopback server's every client is
+ * 127.0.0.1) and then from four more addresses, as many as the server
+ * holds. A Prometheus scrape must still be answered at once: the held
+ * connections that have no request under way make room for it. Without
+ * that, 16 from 127.0.0.1 closed the scrape at once, and 64 over four
+ * addresses left a fifth waiting in the backlog; a client that sends a
+ * header byte now and then is never idle for the 30 s timeout. */
+static void slow_clients_cannot_keep_a_scrape_out(void **state)
+{
+    (void)state;
+    sl_metrics *m = new_registry();
+    sl_metrics_server *s = NULL;
+    assert_int_equal(sl_metrics_server_start(m, "127.0.0.1:0", &s), SL_OK);
+    int port = sl_metrics_server_port(s);
+    static const char *const from[] = {"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"};
+    int slow[5][16];
+    const char part[] = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+    char status[64];
+    for (size_t a = 0; a < 5; a++) {
+        for (size_t i = 0; i < 16; i++) {
+            slow[a][i] = connect_from(from[a], port, false);
+            assert_int_equal(write(slow[a][i], part, sizeof part - 1), (ssize_t)(sizeof part - 1));
+        }
+        usleep(200 * 1000); /* the server accepts them and reads their parts */
+        if (a == 0 || a == 3) { /* 16 of the scraper's address; 64 over four */
+            scrape_from(a == 0 ? "127.0.0.1" : "127.0.0.9", port, status, sizeof status);
+            if (strncmp(status, "HTTP/1.1 200", 12) != 0)
+                fail_msg("after %zu slow connections, GET /metrics got \"%.40s\"", 16 * (a + 1), status);
+        }
+    }
+    /* The slow ones still held were not answered: they sent no request. */
+    for (size_t a = 0; a < 5; a++)
+        for (size_t i = 0; i < 16; i++)
+            close(slow[a][i]);
     sl_metrics_server_stop(s);
     sl_metrics_free(m);
 }
@@ -802,6 +850,7 @@ int main(void)
         cmocka_unit_test(bad_addresses_are_named),
         cmocka_unit_test(the_url_reaches_the_server),
         cmocka_unit_test(one_address_cannot_take_every_connection),
+        cmocka_unit_test(slow_clients_cannot_keep_a_scrape_out),
         cmocka_unit_test(prefix_routes_get_the_path),
         cmocka_unit_test(gpu_metrics_absent_without_nvml),
         cmocka_unit_test(gpu_metrics_read_from_nvml),

@@ -42,6 +42,24 @@ static void fields_are_filled_from_the_columns(void **state)
     expect("{uni}|{label}", "\xc3\xa9t\xc3\xa9\n2|cat");
 }
 
+/* A real goes in as the shortest text that reads back as it, as Python,
+ * pyarrow and DuckDB show it: jansson's 17 digits put a DECIMAL price of
+ * 19.99 (read as the nearest double) into the prompt as 19.989999999999998. */
+static void reals_are_their_shortest_text(void **state)
+{
+    (void)state;
+    json_error_t err;
+    json_t *c = json_loads("{\"price\": 19.99, \"tenth\": 0.1, \"cent\": -0.01, \"whole\": 5.0, "
+                           "\"big\": 1e21, \"third\": 0.3333333333333333, \"tiny\": 5e-324}",
+                           0, &err);
+    assert_non_null(c);
+    char *out = NULL;
+    assert_int_equal(template_fill("{price} {tenth} {cent} {whole} {big} {third} {tiny}", c, &out), SL_OK);
+    assert_string_equal(out, "19.99 0.1 -0.01 5 1e+21 0.3333333333333333 5e-324");
+    sl_free(out);
+    json_decref(c);
+}
+
 static void braces_that_are_not_fields_stay(void **state)
 {
     expect("{{label}} {{ }} }}", "{label} { } }");
@@ -135,6 +153,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fields_are_filled_from_the_columns),
+        cmocka_unit_test(reals_are_their_shortest_text),
         cmocka_unit_test(braces_that_are_not_fields_stay),
         cmocka_unit_test(a_missing_or_null_column_names_itself),
         cmocka_unit_test(a_fill_past_16_mib_fails),
