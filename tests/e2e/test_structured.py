@@ -134,6 +134,29 @@ def test_a_grammar_file_constrains_the_llama_engine(sluice, tmp_path):
     assert captions <= {"yes.", "no."} and captions, captions
 
 
+def test_a_bad_grammar_is_one_message_naming_the_file_and_the_cause(sluice, tmp_path):
+    """llama.cpp's grammar parser prints its reason and the whole grammar on
+    stderr itself ("parse: error parsing grammar: ...", then "failed to
+    parse grammar" by its log) before our message, which said only "its
+    reason is printed above". Now one line naming the file and the cause,
+    for a job file's key too (config check)."""
+    for text, cause in (('root ::= foo\n', "Undefined rule identifier 'foo'"),
+                        ('roo ::= "x"\n', "grammar does not contain a 'root' symbol"),
+                        ('root ::= ("yes" \n', "expecting ')' at the end of a line")):
+        gbnf = tmp_path / "bad.gbnf"
+        gbnf.write_text(text)
+        r = sluice.caption(SAMPLES, tmp_path / "out", "--grammar", gbnf, "--metrics-addr", "off")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.splitlines() == [
+            f"sluice: --grammar '{gbnf}': llama.cpp cannot parse it as a GBNF grammar with a "
+            f"root rule: {cause} (token references <[id]> are not accepted here)"], r.stderr
+        job = tmp_path / "job.yaml"
+        job.write_text(f"sampling:\n  grammar: {gbnf}\n")
+        r = sluice.run("config", "check", job)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert f"{cause} (token" in r.stderr, r.stderr
+
+
 def test_bad_files_and_combinations_stop_at_start(sluice, tmp_path):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text('{"type": "object",')
