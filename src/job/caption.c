@@ -240,6 +240,22 @@ sl_status job_check_params(const sl_caption_params *p, bool model_files)
     for (int i = 0; i < p->n_stop; i++)
         if (!p->stop[i] || !sl_utf8_valid(p->stop[i], strlen(p->stop[i])))
             return sl_fail(SL_ERR_INVALID_ARG, "--stop string %d is not valid UTF-8", i + 1);
+    /* A stop string can be in any JSON answer (inside a string, or as the
+     * whitespace between tokens), and the engines apply stops after the
+     * grammar (vLLM too): --stop '"' failed every row as invalid_output.
+     * The schema's grammar ends the answer where its JSON does. */
+    for (int i = -1; p->n_stop > 0 && i < (p->n_tasks ? p->n_tasks : 0); i++) {
+        const sl_caption_task *t = i >= 0 ? &p->tasks[i] : NULL;
+        bool schema = t ? t->json_schema || p->json_schema : p->n_tasks == 0 && p->json_schema;
+        char who[120];
+        snprintf(who, sizeof who, !t ? "--json-schema" : t->json_schema
+                 ? "the json_schema of task '%s'" : "--json-schema (task '%s')", t ? t->name : "");
+        if (schema)
+            return sl_fail(SL_ERR_INVALID_ARG, "--stop with %s: a stop string can end the answer "
+                           "inside its JSON, and its rows would fail as invalid_output (the "
+                           "schema's grammar ends the answer where the JSON does): drop --stop",
+                           who);
+    }
     if (p->sampling.max_tokens <= 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--max-tokens must be positive, got %d",
                        p->sampling.max_tokens);

@@ -173,6 +173,8 @@ def test_bad_files_and_combinations_stop_at_start(sluice, tmp_path):
         "type": "object", "properties": {"": {"type": "integer"}}}}}, "nested.json")
     tasks = tmp_path / "tasks.json"
     tasks.write_text(json.dumps({"a": {"prompt": "x", "json_schema": json.loads(empty.read_text())}}))
+    schema_task = tmp_path / "schema_task.json"
+    schema_task.write_text(json.dumps({"a": {"prompt": "x", "json_schema": SCHEMA}}))
     cases = [
         (("--json-schema", empty), ['--json-schema: $.properties has a property named ""']),
         (("--json-schema", nested),
@@ -183,6 +185,16 @@ def test_bad_files_and_combinations_stop_at_start(sluice, tmp_path):
          [f"--json-schema '{bad_type}': $.properties.a.type: unknown type name"]),
         (("--json-schema", tmp_path / "missing.json"), ["missing.json", "No such file"]),
         (("--grammar", bad_gbnf), [f"--grammar '{bad_gbnf}': llama.cpp cannot parse it"]),
+        # A stop string can be in any JSON answer: --stop '"' failed every
+        # row as invalid_output; a task's schema, or the job's under tasks,
+        # is named.
+        (("--json-schema", schema_file(tmp_path), "--stop", '"'),
+         ["--stop with --json-schema: a stop string can end the answer inside its JSON",
+          "drop --stop"]),
+        (("--tasks", schema_task, "--stop", "\n"),
+         ["--stop with the json_schema of task 'a': a stop string"]),
+        (("--task", "b=x", "--json-schema", schema_file(tmp_path), "--stop", "}"),
+         ["--stop with --json-schema (task 'b'): a stop string"]),
         (("--engine", "openai", "--endpoint", "http://127.0.0.1:9", "--grammar", good_gbnf),
          ["--grammar is for the llama engine"]),
         (("--engine", "openai", "--endpoint", "http://127.0.0.1:9", "--json-schema",
