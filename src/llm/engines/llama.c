@@ -4324,10 +4324,27 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
      * check that the projector goes with the model (foreign_token), made
      * here once rather than failing every row. */
     int probe = 0;
-    sl_status pst = per_seq <= 0 || vision
-                        ? probe_cells(e, params, params->prefix_system_prompt,
-                                      probe_prompt(params), &probe)
-                        : SL_OK;
+    sl_status pst = SL_OK;
+    sl_llama_params sized = *params; /* with the prompt_hints' one that needs most */
+    int64_t most = -1;
+    int n_hints = params->n_prompt_hints > 0 ? params->n_prompt_hints : 1;
+    for (int i = 0; (per_seq <= 0 || vision) && pst == SL_OK && i < n_hints; i++) {
+        sl_llama_params one = *params;
+        if (params->n_prompt_hints > 0) {
+            const sl_llama_prompt_hint *h = &params->prompt_hints[i];
+            one.prompt_hint = h->prompt;
+            one.prompt_hint_name = h->name;
+            one.max_tokens_hint = h->max_tokens;
+        }
+        int cells = -1;
+        pst = probe_cells(e, &one, one.prefix_system_prompt, probe_prompt(&one), &cells);
+        if (pst != SL_OK || (int64_t)cells + one.max_tokens_hint > most) {
+            sized = one;
+            probe = cells;
+            most = (int64_t)cells + one.max_tokens_hint;
+        }
+    }
+    params = &sized;
     if (pst != SL_OK) {
         char cause[512]; /* past "(sizing probe): " */
         const char *last = sl_last_error();
