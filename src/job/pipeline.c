@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
+#include "core/utf8.h"
 #include "job/caption_report.h"
 #include "job/batch.h"
 #include "job/job.h"
@@ -425,11 +426,15 @@ const char *sl_pipeline_row_column_string(const sl_row *row, const char *name)
 static sl_status set_column(sl_row *row, const char *name, json_t *v)
 {
     caption_row *r = sl_row_data(row);
-    if (!name || !*name || caption_field_index(name) >= 0) {
+    /* A name that is not UTF-8 (a Lua stage's "bad\xff") no JSON object
+     * takes: it was said as "out of memory setting column". */
+    bool utf8 = name && sl_utf8_valid(name, strlen(name));
+    if (!name || !*name || !utf8 || caption_field_index(name) >= 0) {
         json_decref(v);
         return sl_fail(SL_ERR_INVALID_ARG, "'%s': a stage cannot set a column named '%s' (%s)",
-                       r->rel, name ? name : "", name && *name ? "one of the row's own fields"
-                                                                 : "empty");
+                       r->rel, name ? name : "", !name || !*name ? "empty"
+                                                 : !utf8 ? "the name is not UTF-8"
+                                                         : "one of the row's own fields");
     }
     if (!v) {
         if (r->extra)
