@@ -313,6 +313,12 @@ def test_an_empty_value_that_can_only_be_a_mistake_is_refused(sluice, tmp_path):
     job.write_text('prompt:\n  system: ""\n')
     r = sluice.run("config", "check", job)
     assert r.returncode == 2 and "prompt.system is empty" in r.stderr, r.stderr
+    # A job file's prompt.text "" was told "the prompt is empty (--prompt)",
+    # a flag the file does not have, and only once a model was given.
+    job.write_text('prompt:\n  text: ""\n')
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2, r.stderr
+    assert "job.yaml:2:9: prompt.text is empty: give TEXT" in r.stderr, r.stderr
     for flag in ("--frame-text", "--image-text"):
         r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o",
                        "--model", "m.gguf", "--mmproj", "p.gguf", flag, "")
