@@ -165,6 +165,8 @@ typedef struct sl_llama_prompt_hint {
     const char *prompt;       /* NULL: a one-sentence caption request (a row's own) */
     const char *name;         /* what messages call it ("the prompt of task 'x'") */
     int max_tokens;
+    const char *system;       /* its own system prompt; NULL: prefix_system_prompt */
+    const char *system_name;  /* and what messages call that ("the system prompt of task 'x'") */
 } sl_llama_prompt_hint;
 
 typedef struct sl_llama_params {

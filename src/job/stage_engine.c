@@ -58,7 +58,7 @@ static sl_status engine_init(void *cfg, int worker, void **state)
      * its own max_tokens (the longest prompt of one task with the largest
      * max_tokens of another refused tasks that each fit). */
     sl_llama_prompt_hint hints[SL_MAX_TASKS];
-    char names[SL_MAX_TASKS][96];
+    char names[SL_MAX_TASKS][96], system_names[SL_MAX_TASKS][96];
     if (!job_is_batch(j->p) && j->p->n_tasks == 0 && sent_as_is(j->p, j->p->prompt)) {
         lp.prompt_hint = j->p->prompt;
         lp.prompt_hint_name = "the prompt (--prompt)";
@@ -66,10 +66,17 @@ static sl_status engine_init(void *cfg, int worker, void **state)
     for (int i = 0; i < j->p->n_tasks && i < SL_MAX_TASKS; i++) {
         const sl_caption_task *t = &j->p->tasks[i];
         snprintf(names[i], sizeof names[i], "the prompt of task '%.60s'", t->name);
+        snprintf(system_names[i], sizeof system_names[i], "the system prompt of task '%.60s'",
+                 t->name);
+        /* a task's own system prompt is in each of its requests: sized too
+         * (one past the context failed every row, told to lower its
+         * max_tokens) */
         hints[i] = (sl_llama_prompt_hint){
             .prompt = !job_is_batch(j->p) && sent_as_is(j->p, t->prompt) ? t->prompt : NULL,
             .name = names[i],
-            .max_tokens = job_choices(j->p, i, &choices) == 0 ? t->sampling.max_tokens : 1};
+            .max_tokens = job_choices(j->p, i, &choices) == 0 ? t->sampling.max_tokens : 1,
+            .system = sent_as_is(j->p, t->system_prompt) ? t->system_prompt : NULL,
+            .system_name = system_names[i]};
         lp.prompt_hints = hints;
         lp.n_prompt_hints = i + 1;
     }

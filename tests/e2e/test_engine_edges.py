@@ -166,6 +166,17 @@ def test_each_task_is_sized_with_its_own_prompt_and_max_tokens(sluice, four, tmp
                      r"the model's context of 2048: shorten the prompt of task 'a'", r.stderr), \
         r.stderr
     assert not list((tmp_path / "big").glob("part-*")), "no row may be written"
+    # A task's own system prompt is in each of its requests: one past the
+    # context failed every row, each told to lower its max_tokens (of 4).
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"a": {"prompt": "What is it?", "system": "word " * 900},
+                                 "b": {"prompt": "Hi"}}))
+    r = sluice.caption(four, tmp_path / "sys", "--tasks", tasks, "-n", 4, "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert re.search(r"of which the system prompt of task 'a' takes 27\d\d, max_tokens: 4\), more "
+                     r"than the model's context of 2048: shorten the system prompt of task 'a', "
+                     "lower --max-tokens", r.stderr), r.stderr
+    assert not list((tmp_path / "sys").glob("part-*")), "no row may be written"
 
 
 def test_a_prompt_past_the_context_stops_the_job_naming_it(sluice, four, tmp_path):

@@ -4328,17 +4328,24 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     sl_llama_params sized = *params; /* with the prompt_hints' one that needs most */
     int64_t most = -1;
     int n_hints = params->n_prompt_hints > 0 ? params->n_prompt_hints : 1;
+    const char *sys_name = NULL; /* the sized one's own system prompt, named */
     for (int i = 0; (per_seq <= 0 || vision) && pst == SL_OK && i < n_hints; i++) {
         sl_llama_params one = *params;
+        const char *own_sys = NULL;
         if (params->n_prompt_hints > 0) {
             const sl_llama_prompt_hint *h = &params->prompt_hints[i];
             one.prompt_hint = h->prompt;
             one.prompt_hint_name = h->name;
             one.max_tokens_hint = h->max_tokens;
+            if (h->system) {
+                one.prefix_system_prompt = h->system;
+                own_sys = h->system_name;
+            }
         }
         int cells = -1;
         pst = probe_cells(e, &one, one.prefix_system_prompt, probe_prompt(&one), &cells);
         if (pst != SL_OK || (int64_t)cells + one.max_tokens_hint > most) {
+            sys_name = own_sys;
             sized = one;
             probe = cells;
             most = (int64_t)cells + one.max_tokens_hint;
@@ -4395,9 +4402,10 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
             char parts[320] = "", shorten[320] = "";
             int np = 0, ns = 0;
             if (bare >= 0 && probe - bare > 0) {
-                np = snprintf(parts, sizeof parts, ", of which the system prompt takes %d",
-                              probe - bare);
-                ns = snprintf(shorten, sizeof shorten, "shorten the system prompt (--system), ");
+                np = snprintf(parts, sizeof parts, ", of which %.120s takes %d",
+                              sys_name ? sys_name : "the system prompt", probe - bare);
+                ns = snprintf(shorten, sizeof shorten, "shorten %.120s, ",
+                              sys_name ? sys_name : "the system prompt (--system)");
             }
             if (long_prompt) {
                 snprintf(parts + np, sizeof parts - (size_t)np, "%s%.160s takes %d",
