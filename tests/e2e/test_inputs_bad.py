@@ -10,7 +10,7 @@ import os
 import struct
 import tarfile
 
-from conftest import SAMPLES, read_rows
+from conftest import SAMPLES, read_rows, wds_shard
 
 JPEG = (SAMPLES / "rocket.jpg").read_bytes()
 
@@ -153,6 +153,30 @@ def test_parquet_and_arrow_text_that_is_not_utf8_fails_its_row_in_a_prompt(sluic
                 else:
                     assert row["error"] is None, (name, flags, row)
             assert rows[f"{name}:3"]["note"] == "n\ufffd", rows
+
+
+def test_a_webdataset_txt_that_is_not_utf8_fails_its_sample_in_a_prompt(sluice, tmp_path):
+    """A sample's .txt of Latin-1 bytes reached the model as U+FFFD when it
+    was the prompt (--prompt-column txt) or a template's field ({txt});
+    now the sample fails naming the shard, the member and the byte offset.
+    Where no prompt takes it, it still passes through as U+FFFD."""
+    shard = tmp_path / "s.tar"
+    shard.write_bytes(wds_shard([("a.jpg", JPEG), ("a.txt", b"caf\xe9?"),
+                                 ("b.jpg", JPEG), ("b.txt", b"tea?")]))
+    for flags, fails in (((), False), (("--prompt-column", "txt"), True),
+                         (("--prompt", "About {txt}"), True)):
+        out = tmp_path / f"o{len(flags)}{flags[:1]}"
+        r = dry(sluice, shard, out, *flags)
+        assert r.returncode == (3 if fails else 0), r.stderr
+        rows = rows_by_id(out)
+        assert rows["s.tar/b"]["error"] is None, rows
+        error = rows["s.tar/a"]["error"]
+        if fails:
+            assert error.endswith("s.tar: member 'a.txt': column 'txt' holds byte 0xE9 at byte 3, "
+                                  "which is not UTF-8: the prompt would reach the model altered "
+                                  "(re-encode the file as UTF-8)"), error
+        else:
+            assert error is None and rows["s.tar/a"]["txt"] == "caf\ufffd?", rows
 
 
 def test_json_rows_that_cannot_be_read_are_said_in_words(sluice, tmp_path):
