@@ -159,6 +159,16 @@ typedef struct sl_llama_lora {
 #define SL_LLAMA_MAX_LORA 8
 #define SL_LLAMA_MAX_ENCODERS 16
 
+/* One prompt sent as it is with its own max_tokens (a job's task), for
+ * sizing: sl_llama_params.prompt_hints. */
+typedef struct sl_llama_prompt_hint {
+    const char *prompt;       /* NULL: a one-sentence caption request (a row's own) */
+    const char *name;         /* what messages call it ("the prompt of task 'x'") */
+    int max_tokens;
+    const char *system;       /* its own system prompt; NULL: prefix_system_prompt */
+    const char *system_name;  /* and what messages call that ("the system prompt of task 'x'") */
+} sl_llama_prompt_hint;
+
 typedef struct sl_llama_params {
     const char *model_path;   /* language model GGUF (required) */
     const char *mmproj_path;  /* vision projector GGUF (required for images) */
@@ -222,6 +232,13 @@ typedef struct sl_llama_params {
      * request that sends it. */
     const char *prompt_hint;
     const char *prompt_hint_name;
+    /* Several prompts, each sent with its own max_tokens in a sequence of
+     * its own (a job's tasks): each is sized on its own, and the one that
+     * needs most positions takes the place of prompt_hint and
+     * max_tokens_hint (the longest prompt with the largest max_tokens of
+     * two tasks refused a job whose tasks each fit). NULL: those two. */
+    const sl_llama_prompt_hint *prompt_hints;
+    int n_prompt_hints;
 } sl_llama_params;
 
 sl_llama_params sl_llama_default_params(void);

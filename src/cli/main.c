@@ -434,6 +434,35 @@ typedef struct flag_use {
     const char *value; /* NULL: a switch given alone */
 } flag_use;
 
+/* getopt_long's error c ('?': an unknown, ambiguous or valueless-taking
+ * option; ':': one missing its value), said in the flag's terms. An
+ * ambiguous beginning ("--max-tok") names every flag it begins. */
+static void flag_error(char **argv, int c, const struct option *longs)
+{
+    const char *word = argv[optind - 1];
+    if (c == '?' && optopt > 0 && optopt < 256 && !(word[0] == '-' && word[1] == '-')) {
+        fprintf(stderr, "sluice: unknown option '-%c'\n", optopt);
+        return;
+    }
+    if (c == ':') {
+        fprintf(stderr, "sluice: option '%s' needs a value\n", word);
+        return;
+    }
+    int len = (int)strcspn(word, "=");
+    if (optopt != 0) { /* a flag that takes no value, given one */
+        fprintf(stderr, "sluice: option '%.*s' takes no value\n", len, word);
+        return;
+    }
+    fprintf(stderr, "sluice: unknown option '%.*s'", len, word);
+    int n = 0, k = 0;
+    for (const struct option *o = longs; o->name; o++)
+        n += len > 2 && strncmp(o->name, word + 2, (size_t)len - 2) == 0;
+    for (const struct option *o = longs; n && o->name; o++)
+        if (len > 2 && strncmp(o->name, word + 2, (size_t)len - 2) == 0)
+            fprintf(stderr, "%s--%s", !k++ ? ": did you mean " : k < n ? ", " : " or ", o->name);
+    fprintf(stderr, "%s\n", n ? "? (flags are taken by their whole name)" : "");
+}
+
 /* getopt over the settings table: every flag is a setting with a job-file
  * key, so a flag without a key cannot be added. The flags given are
  * collected in `uses` (argc at most) and applied later, after a job file
@@ -444,6 +473,7 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
     static struct option longs[MAX_FLAG_OPTS + 3];
     static char shorts[2 * MAX_FLAG_OPTS + 4];
     size_t n_opts = sl_config_option_count(), n_long = 0, n_short = 0;
+    shorts[n_short++] = ':'; /* a missing value is ':', told apart from an unknown flag */
     for (size_t i = 0; i < n_opts && n_long < MAX_FLAG_OPTS; i++) {
         sl_config_option o;
         sl_config_option_at(i, &o);
@@ -463,6 +493,10 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
     longs[n_long] = (struct option){0, 0, 0, 0};
     shorts[n_short++] = 'h';
     shorts[n_short] = '\0';
+    /* getopt's own messages name argv[0] ("print: option '--max-tok' is
+     * ambiguous"), the subcommand's word, and skip the "did you mean"
+     * below: its errors are told here ('?', ':' for a missing value). */
+    opterr = 0;
     /* "--ordered false": a switch's value goes after '=', so the word
      * would be read as an INPUT and reported missing; say what was meant. */
     for (int i = 1; i + 1 < argc && strcmp(argv[i], "--") != 0; i++) {
@@ -487,6 +521,11 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
     optind = 1;
     int c, at;
     while ((c = getopt_long(argc, argv, shorts, longs, &at)) != -1) {
+        if (c == '?' || c == ':') {
+            flag_error(argv, c, longs);
+            fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
+            return EXIT_USAGE;
+        }
         /* getopt_long takes any unambiguous prefix (--temp for
          * --temperature): a script written so would change meaning, or
          * stop, the day a flag sharing the prefix is added. Only whole

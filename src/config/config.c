@@ -307,7 +307,7 @@ static const opt opts[] = {
      .help = "the body field that carries --max-tokens (max_completion_tokens: OpenAI's "
              "reasoning models; both: a fleet of old and new servers)"},
 
-    {"prompt.text", "prompt", 'p', K_STR, AT(p.prompt), .f = NO_TASKS, .arg = "TEXT",
+    {"prompt.text", "prompt", 'p', K_STR, AT(p.prompt), .f = NO_TASKS | NOT_EMPTY, .arg = "TEXT",
      .help = "user prompt (not with tasks: each brings its own)"},
     {"prompt.system", "system", 0, K_STR, AT(p.system_prompt),
      .f = NOT_EMPTY, .arg = "TEXT",

@@ -203,6 +203,11 @@ static sl_status task_of(const char *file, json_t *o, const sl_sampling *base, s
     }
     if (!t->prompt || !*t->prompt)
         return bad(file, task, "no prompt (\"prompt\": \"...\")");
+    /* As --system '' is: "" can only be a mistake (an unset "$VAR"), and
+     * was sent as an empty system message in silence. */
+    if (t->system && !*t->system)
+        return bad(file, task, "system is empty: give TEXT, or leave it out for the job's "
+                               "system prompt");
     if (!sl_utf8_valid(t->prompt, strlen(t->prompt)) ||
         (t->system && !sl_utf8_valid(t->system, strlen(t->system))))
         return bad(file, task, "the prompt or system prompt is not valid UTF-8");

@@ -1186,13 +1186,12 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
          * UTF-8 (a Latin-1 file's "caf\xe9") went as U+FFFD, the model
          * asked something else in silence. Other values pass through so
          * (the image's are bytes: a file name's). */
-        const char *prompt_key = r->p->prompt_column ? r->p->prompt_column : "prompt";
         for (size_t i = 0; i < n; i++) {
-            size_t len = strlen(fields[i]), ok = sl_utf8_valid_prefix(fields[i], len);
-            if (ok < len && (int)i != ic && strcmp(r->header[i], prompt_key) == 0) {
-                snprintf(err, sizeof err, "field %zu (%.40s) holds byte 0x%02X, which is not "
-                         "UTF-8: the prompt would reach the model altered (re-encode the file "
-                         "as UTF-8)", i + 1, prompt_key, (unsigned char)fields[i][ok]);
+            size_t len = strlen(fields[i]);
+            size_t bad = (int)i == ic ? len : sl_source_prompt_text_bad(r->p, r->header[i], fields[i], len);
+            if (bad < len) {
+                int at = snprintf(err, sizeof err, "field %zu: ", i + 1);
+                sl_source_prompt_text_why(err + at, sizeof err - (size_t)at, r->header[i], fields[i], bad);
                 sl_csv_fields_free(fields, n);
                 return line_fail(r, line, item, err);
             }
@@ -2358,6 +2357,24 @@ sl_status sl_source_row_id(const json_t *value, const char *name, int64_t at,
      * manifest's `id` always has), a null or another type passes through. */
     *take = json_is_string(value) || json_is_integer(value);
     return SL_OK;
+}
+
+size_t sl_source_prompt_text_bad(const sl_source_params *p, const char *column, const char *s,
+                                 size_t len)
+{
+    const char *prompt = p->prompt_column ? p->prompt_column : "prompt";
+    bool used = column && strcmp(column, prompt) == 0;
+    for (size_t i = 0; column && !used && i < p->n_text_columns; i++)
+        used = strcmp(column, p->text_columns[i]) == 0;
+    return used ? sl_utf8_valid_prefix(s, len) : len;
+}
+
+void sl_source_prompt_text_why(char *why, size_t size, const char *column, const char *s,
+                               size_t bad)
+{
+    snprintf(why, size, "column '%.60s' holds byte 0x%02X at byte %zu, which is not UTF-8: the "
+             "prompt would reach the model altered (re-encode the file as UTF-8)", column,
+             (unsigned char)s[bad], bad);
 }
 
 const json_t *sl_source_prompt_value(const json_t *extra, const sl_source_params *p)

@@ -38,6 +38,12 @@ typedef struct sl_source_params {
                                     columns, a row's images in that order
                                     (sl_split_image_columns) */
     const char *prompt_column;   /* NULL: "prompt" when present */
+    /* Other columns whose text goes into a prompt (the fields of a prompt
+     * template: {topic}): a value there, or in the prompt column, whose
+     * bytes are not UTF-8 fails its row (CSV, Parquet, Arrow) rather than
+     * reach the model as U+FFFD. */
+    const char *const *text_columns;
+    size_t n_text_columns;
     const char *id_column;       /* the row id's column (manifests, Parquet, Arrow); NULL:
                                     "id" in a manifest, none in Parquet/Arrow (FILE:ROW);
                                     "none": none anywhere (FILE:LINE) */

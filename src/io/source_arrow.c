@@ -843,6 +843,21 @@ static json_t *decimal_json(const struct ArrowSchema *s, const struct ArrowArray
     return sl_json_real(sl_decimal_double(be, n, sv.decimal_scale));
 }
 
+/* Row i's text of a string column (dictionary-encoded too) into *text;
+ * false for a null, or a column of another type. */
+static bool prompt_text(const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i,
+                        struct ArrowStringView *text)
+{
+    if (ArrowArrayViewIsNull(v, i))
+        return false;
+    if (v->dictionary && s->dictionary)
+        return prompt_text(s->dictionary, v->dictionary, ArrowArrayViewGetIntUnsafe(v, i), text);
+    if (!is_string(v->storage_type) || !has_data(v))
+        return false;
+    *text = ArrowArrayViewGetStringUnsafe(v, i);
+    return true;
+}
+
 /* Row i of v (of schema s) as JSON; NULL only when out of memory. Binary
  * values are left out (null), as in Parquet's pass-through. */
 static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i, int depth)
@@ -1222,6 +1237,17 @@ static sl_status arrow_next(source_reader *r, sl_source_item *item, bool *done)
     for (int64_t c = 0; c < s->n_children; c++) {
         if (!passes_through(r, c))
             continue;
+        const char *name = s->children[c]->name ? s->children[c]->name : "";
+        struct ArrowStringView text;
+        if (prompt_text(s->children[c], r->batch->children[c], i, &text)) {
+            size_t len = (size_t)text.size_bytes;
+            size_t bad = sl_source_prompt_text_bad(r->p, name, text.data, len);
+            if (bad < len) {
+                char why[320];
+                sl_source_prompt_text_why(why, sizeof why, name, text.data, bad);
+                return sl_source_item_fail(item, "%s row %lld: %s", r->file, (long long)item->at, why);
+            }
+        }
         json_t *cell = value_json(s->children[c], r->batch->children[c], i, 0);
         if (!cell || json_object_set_new(item->extra, s->children[c]->name ? s->children[c]->name : "", cell) != 0)
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);

@@ -121,6 +121,16 @@ sl_ranged_params sl_source_ranged_params(const sl_source_params *p);
 size_t sl_source_num_files(const sl_source *src);
 const char *sl_source_file(const sl_source *src, size_t i, const char **name);
 
+/* Where the text s (len bytes) of `column` goes into a prompt
+ * (sl_source_params.prompt_column, text_columns) and is not UTF-8: its
+ * first byte that is not, else len. */
+size_t sl_source_prompt_text_bad(const sl_source_params *p, const char *column, const char *s,
+                                 size_t len);
+/* Why such a row fails, into why: "column 'topic' holds byte 0xE9 at byte
+ * 3, which is not UTF-8: ...". */
+void sl_source_prompt_text_why(char *why, size_t size, const char *column, const char *s,
+                               size_t bad);
+
 /* item->error = formatted message (always returns SL_OK unless out of memory). */
 sl_status sl_source_item_fail(sl_source_item *item, const char *fmt, ...)
     SL_PRINTF(2, 3);

@@ -511,6 +511,17 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
     for (size_t c = 0; c < r->n_sel; c++) {
         if (!passes_through(r, c))
             continue;
+        const sl_pq_vector *v = &b->columns[c];
+        if (!r->keys[c] && v->info->type == SL_PQ_STRING && (!v->valid || v->valid[i])) {
+            const char *text = (const char *)v->data + v->offsets[i];
+            size_t len = (size_t)(v->offsets[i + 1] - v->offsets[i]);
+            size_t bad = sl_source_prompt_text_bad(r->p, v->info->name, text, len);
+            if (bad < len) {
+                char why[320];
+                sl_source_prompt_text_why(why, sizeof why, v->info->name, text, bad);
+                return sl_source_item_fail(item, "%s row %lld: %s", r->file, (long long)(r->base + i), why);
+            }
+        }
         bool skip;
         json_t *cell = cell_json(r, b, c, i, &skip);
         if (skip)

@@ -148,10 +148,11 @@ int job_choices(const sl_caption_params *p, int t, const char *const **choices)
 
 /* A job's or task's choices (`who` names them in messages): their shape
  * (sl_choices_check), not in a batch job, without what would constrain
- * the answer otherwise. */
+ * the answer otherwise (a task's own: "its json_schema", not the
+ * --json-schema its tasks file's user never gave). */
 static sl_status choices_check(const sl_caption_params *p, const char *who,
                                const char *const *choices, int n, const sl_sampling *sampling,
-                               const char *json_schema)
+                               const char *json_schema, bool own_schema)
 {
     if (n == 0)
         return SL_OK;
@@ -164,7 +165,8 @@ static sl_status choices_check(const sl_caption_params *p, const char *who,
     if (json_schema || p->grammar || sampling->logprobs)
         return sl_fail(SL_ERR_INVALID_ARG, "%s: not with %s: the answer is one of the choices, "
                                            "with each one's score (column scores)",
-                       who, json_schema ? "--json-schema" : p->grammar ? "--grammar" : "--logprobs");
+                       who, json_schema ? (own_schema ? "its json_schema" : "--json-schema")
+                            : p->grammar ? "--grammar" : "--logprobs");
     return SL_OK;
 }
 
@@ -218,7 +220,7 @@ sl_status job_check_params(const sl_caption_params *p, bool model_files)
                            "temperature >= 0", t->name);
     }
     sl_status cst = choices_check(p, "--choices", p->choices, p->n_choices, &p->sampling,
-                                  p->json_schema);
+                                  p->json_schema, false);
     for (int i = 0; cst == SL_OK && i < p->n_tasks; i++) {
         const sl_caption_task *t = &p->tasks[i];
         char who[96];
@@ -226,7 +228,8 @@ sl_status job_check_params(const sl_caption_params *p, bool model_files)
         const char *const *choices;
         int n = job_choices(p, i, &choices);
         cst = choices_check(p, who, choices, n, &t->sampling,
-                            t->json_schema ? t->json_schema : p->json_schema);
+                            t->json_schema ? t->json_schema : p->json_schema,
+                            t->json_schema != NULL);
     }
     if (cst != SL_OK)
         return cst;
@@ -240,6 +243,22 @@ sl_status job_check_params(const sl_caption_params *p, bool model_files)
     for (int i = 0; i < p->n_stop; i++)
         if (!p->stop[i] || !sl_utf8_valid(p->stop[i], strlen(p->stop[i])))
             return sl_fail(SL_ERR_INVALID_ARG, "--stop string %d is not valid UTF-8", i + 1);
+    /* A stop string can be in any JSON answer (inside a string, or as the
+     * whitespace between tokens), and the engines apply stops after the
+     * grammar (vLLM too): --stop '"' failed every row as invalid_output.
+     * The schema's grammar ends the answer where its JSON does. */
+    for (int i = -1; p->n_stop > 0 && i < (p->n_tasks ? p->n_tasks : 0); i++) {
+        const sl_caption_task *t = i >= 0 ? &p->tasks[i] : NULL;
+        bool schema = t ? t->json_schema || p->json_schema : p->n_tasks == 0 && p->json_schema;
+        char who[120];
+        snprintf(who, sizeof who, !t ? "--json-schema" : t->json_schema
+                 ? "the json_schema of task '%s'" : "--json-schema (task '%s')", t ? t->name : "");
+        if (schema)
+            return sl_fail(SL_ERR_INVALID_ARG, "--stop with %s: a stop string can end the answer "
+                           "inside its JSON, and its rows would fail as invalid_output (the "
+                           "schema's grammar ends the answer where the JSON does): drop --stop",
+                           who);
+    }
     if (p->sampling.max_tokens <= 0)
         return sl_fail(SL_ERR_INVALID_ARG, "--max-tokens must be positive, got %d",
                        p->sampling.max_tokens);

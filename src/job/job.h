@@ -136,6 +136,8 @@ typedef struct job {
     int64_t uploaded_bytes;    /* uploaded that the listing lacks, and its size */
     sl_source *src;
     sl_source_params src_params;
+    char **text_columns;       /* src_params.text_columns: the prompt templates' columns */
+    bool text_columns_nomem;
     const char *const *inputs;
     size_t n_inputs;
     sl_fetch_params fetch;

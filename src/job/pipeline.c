@@ -13,11 +13,13 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
+#include "core/utf8.h"
 #include "job/caption_report.h"
 #include "job/batch.h"
 #include "job/job.h"
 #include "job/progress.h"
 #include "job/rank_metrics.h"
+#include "job/template.h"
 #include "sluice/engine.h"
 #include "sluice/image.h"
 #include "sluice/pipeline.h"
@@ -424,11 +426,15 @@ const char *sl_pipeline_row_column_string(const sl_row *row, const char *name)
 static sl_status set_column(sl_row *row, const char *name, json_t *v)
 {
     caption_row *r = sl_row_data(row);
-    if (!name || !*name || caption_field_index(name) >= 0) {
+    /* A name that is not UTF-8 (a Lua stage's "bad\xff") no JSON object
+     * takes: it was said as "out of memory setting column". */
+    bool utf8 = name && sl_utf8_valid(name, strlen(name));
+    if (!name || !*name || !utf8 || caption_field_index(name) >= 0) {
         json_decref(v);
         return sl_fail(SL_ERR_INVALID_ARG, "'%s': a stage cannot set a column named '%s' (%s)",
-                       r->rel, name ? name : "", name && *name ? "one of the row's own fields"
-                                                                 : "empty");
+                       r->rel, name ? name : "", !name || !*name ? "empty"
+                                                 : !utf8 ? "the name is not UTF-8"
+                                                         : "one of the row's own fields");
     }
     if (!v) {
         if (r->extra)
@@ -683,6 +689,41 @@ static sl_status job_totals(job *j, sl_caption_summary *sum)
     dist_tally(j->dist, &j->answers[0][0]);
     return st;
 }
+/* One column of a prompt template into j->text_columns, once. */
+static void add_text_column(const char *name, size_t n, void *user)
+{
+    job *j = user;
+    size_t *have = &j->src_params.n_text_columns;
+    for (size_t i = 0; i < *have; i++)
+        if (strlen(j->text_columns[i]) == n && memcmp(j->text_columns[i], name, n) == 0)
+            return;
+    char **grown = sl_realloc(j->text_columns, (*have + 1) * sizeof *grown);
+    char *copy = grown ? sl_strndup(name, n) : NULL;
+    if (grown)
+        j->text_columns = grown;
+    if (copy)
+        j->text_columns[(*have)++] = copy;
+    else
+        j->text_columns_nomem = true;
+}
+
+/* The columns the prompt templates fill in (--prompt, --system, the
+ * tasks'): a value there that is not UTF-8 fails its row at read, as the
+ * prompt column's does, rather than reach the model as U+FFFD. */
+static sl_status text_columns(job *j)
+{
+    const sl_caption_params *p = j->p;
+    template_each_column(p->prompt, add_text_column, j);
+    template_each_column(p->system_prompt, add_text_column, j);
+    for (int i = 0; i < p->n_tasks; i++) {
+        template_each_column(p->tasks[i].prompt, add_text_column, j);
+        template_each_column(p->tasks[i].system_prompt, add_text_column, j);
+    }
+    j->src_params.text_columns = (const char *const *)j->text_columns;
+    return j->text_columns_nomem ? sl_fail(SL_ERR_NOMEM, "out of memory starting the job")
+                                 : SL_OK;
+}
+
 
 sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
 {
@@ -767,7 +808,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         goto done;
     for (int i = 0; i < j.answer_cols.n; i++) /* after the stages': theirs win a name */
         columns[n_columns++] = j.answer_cols.cols[i].spec;
-    if ((st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
+    if ((st = text_columns(&j)) != SL_OK ||
+        (st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
         (st = caption_schema_plan(p, j.src, columns, n_columns, &j.answer_cols, &j.schema)) != SL_OK ||
         (st = answer_columns_free_of(&j.answer_cols, &j.schema)) != SL_OK ||
         (st = start_metrics(&j)) != SL_OK || (st = job_open_ledger(&j)) != SL_OK ||
@@ -932,6 +974,9 @@ done:
     sl_ledger_free(j.ledger); /* after the sink: an open part's rows roll back */
     sl_source_counter_free(j.counter);
     sl_source_free(j.src);
+    for (size_t i = 0; i < j.src_params.n_text_columns; i++)
+        sl_free(j.text_columns[i]);
+    sl_free(j.text_columns);
     caption_schema_clear(&j.schema);
     answer_columns_clear(&j.answer_cols);
     job_output_clear(&j);

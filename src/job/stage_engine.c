@@ -24,6 +24,16 @@ typedef struct replica {
     sl_completion done[64];
 } replica;
 
+/* Whether a prompt goes to the model as it is, every row the same: not
+ * filled from the row's columns, and not holding the --image-placeholder
+ * mark (the images go there: a conversation of parts, not this text; the
+ * mark may be mtmd's own). */
+static bool sent_as_is(const sl_caption_params *p, const char *prompt)
+{
+    const char *mark = p->image_placeholder;
+    return prompt && !template_has_fields(prompt) && !(mark && *mark && strstr(prompt, mark));
+}
+
 static sl_status engine_init(void *cfg, int worker, void **state)
 {
     job *j = cfg;
@@ -40,34 +50,35 @@ static sl_status engine_init(void *cfg, int worker, void **state)
      * task its own max_tokens (a task's 100000 past the model's context
      * passed this check and failed every row). */
     const char *const *choices;
-    lp.max_tokens_hint = 1;
-    for (int i = 0; i < (j->p->n_tasks ? j->p->n_tasks : 1); i++) {
-        int asked = j->p->n_tasks ? j->p->tasks[i].sampling.max_tokens : j->p->sampling.max_tokens;
-        if (job_choices(j->p, i, &choices) == 0 && asked > lp.max_tokens_hint)
-            lp.max_tokens_hint = asked;
-    }
-    /* The longest prompt every row sends as it is sizes it too: a
-     * --prompt longer than the model's context failed every row, one by
-     * one, each told to lower its max_tokens. One filled from a row's
-     * columns is the row's own, and fails alone. */
-    char hint_name[96] = "the prompt (--prompt)";
-    const char *mark = j->p->image_placeholder;
-    if (!job_is_batch(j->p) && j->p->n_tasks == 0 && j->p->prompt &&
-        !template_has_fields(j->p->prompt) &&
-        /* the images go where it holds the mark: a conversation of
-         * parts, not this text (the mark may be mtmd's own) */
-        !(mark && *mark && strstr(j->p->prompt, mark))) {
+    lp.max_tokens_hint = job_choices(j->p, 0, &choices) == 0 ? j->p->sampling.max_tokens : 1;
+    /* The prompt every row sends as it is sizes it too: a --prompt longer
+     * than the model's context failed every row, one by one, each told to
+     * lower its max_tokens. One filled from a row's columns is the row's
+     * own, and fails alone. Each task is its own sequence: its prompt with
+     * its own max_tokens (the longest prompt of one task with the largest
+     * max_tokens of another refused tasks that each fit). */
+    sl_llama_prompt_hint hints[SL_MAX_TASKS];
+    char names[SL_MAX_TASKS][96], system_names[SL_MAX_TASKS][96];
+    if (!job_is_batch(j->p) && j->p->n_tasks == 0 && sent_as_is(j->p, j->p->prompt)) {
         lp.prompt_hint = j->p->prompt;
-        lp.prompt_hint_name = hint_name;
+        lp.prompt_hint_name = "the prompt (--prompt)";
     }
-    for (int i = 0; !job_is_batch(j->p) && i < j->p->n_tasks; i++) {
+    for (int i = 0; i < j->p->n_tasks && i < SL_MAX_TASKS; i++) {
         const sl_caption_task *t = &j->p->tasks[i];
-        if (template_has_fields(t->prompt) ||
-            (lp.prompt_hint && strlen(lp.prompt_hint) >= strlen(t->prompt)))
-            continue;
-        lp.prompt_hint = t->prompt;
-        lp.prompt_hint_name = hint_name;
-        snprintf(hint_name, sizeof hint_name, "the prompt of task '%.60s'", t->name);
+        snprintf(names[i], sizeof names[i], "the prompt of task '%.60s'", t->name);
+        snprintf(system_names[i], sizeof system_names[i], "the system prompt of task '%.60s'",
+                 t->name);
+        /* a task's own system prompt is in each of its requests: sized too
+         * (one past the context failed every row, told to lower its
+         * max_tokens) */
+        hints[i] = (sl_llama_prompt_hint){
+            .prompt = !job_is_batch(j->p) && sent_as_is(j->p, t->prompt) ? t->prompt : NULL,
+            .name = names[i],
+            .max_tokens = job_choices(j->p, i, &choices) == 0 ? t->sampling.max_tokens : 1,
+            .system = sent_as_is(j->p, t->system_prompt) ? t->system_prompt : NULL,
+            .system_name = system_names[i]};
+        lp.prompt_hints = hints;
+        lp.n_prompt_hints = i + 1;
     }
     lp.image_edge_hint = j->p->image.max_edge > 0 ? j->p->image.max_edge : 2048;
     lp.prefix_system_prompt = j->p->system_prompt;

@@ -51,6 +51,23 @@ bool template_has_fields(const char *tmpl)
     return false;
 }
 
+void template_each_column(const char *tmpl, void (*fn)(const char *name, size_t n, void *user),
+                          void *user)
+{
+    for (const char *s = tmpl; s && *s; s++) {
+        size_t n;
+        if ((s[0] == '{' && s[1] == '{') || (s[0] == '}' && s[1] == '}')) {
+            s++;
+        } else if (s[0] == '{' && (n = field_len(s + 1)) > 0) {
+            fn(s + 1, n, user);
+            size_t head = strcspn(s + 1, ".}");
+            if (head < n)
+                fn(s + 1, head, user);
+            s += n + 1;
+        }
+    }
+}
+
 sl_status template_fill_in(const char *tmpl, const json_t *columns, const char *where,
                            char **out)
 {

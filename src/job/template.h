@@ -16,6 +16,12 @@
 /* Whether the text holds a field or a doubled brace (it must be filled). */
 bool template_has_fields(const char *tmpl);
 
+/* Calls fn with the column of each field of tmpl (n bytes, not
+ * NUL-terminated): the whole name, and for a dotted one ({meta.author})
+ * also the column before its first dot, which it may reach into. */
+void template_each_column(const char *tmpl, void (*fn)(const char *name, size_t n, void *user),
+                          void *user);
+
 /* tmpl with its fields filled from `columns` (an object, or NULL: none)
  * into *out (sl_free). A string value goes in as it is; numbers, booleans,
  * arrays and objects as compact JSON. SL_ERR_INVALID_ARG when a field's

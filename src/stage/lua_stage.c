@@ -795,7 +795,14 @@ static int row_newindex(lua_State *L)
     lrow *h = check_row(L, 1);
     const char *k = luaL_checkstring(L, 2);
     sl_status st;
-    if (strcmp(k, "prompt") == 0) {
+    bool prompt = strcmp(k, "prompt") == 0;
+    /* Said in the script's terms: Lua's own "bad argument #3 to 'newindex'
+     * (string expected, got table)" named neither the field nor the row. */
+    if ((prompt || strcmp(k, "answer") == 0) && !lua_isstring(L, 3) &&
+        !(prompt && lua_isnil(L, 3)))
+        return luaL_error(L, "row.%s takes a string%s, got %s", k,
+                          prompt ? " (nil: the job's prompt)" : "", luaL_typename(L, 3));
+    if (prompt) {
         st = sl_pipeline_row_set_prompt(h->row, luaL_optstring(L, 3, NULL));
     } else if (strcmp(k, "answer") == 0) {
         st = sl_pipeline_row_set_answer(h->row, luaL_checkstring(L, 3));

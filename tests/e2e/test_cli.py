@@ -273,6 +273,27 @@ def test_a_flag_is_taken_by_its_whole_name_only(sluice, tmp_path):
     assert "max_tokens: 5" in r.stdout and 'text: "--max-tok"' in r.stdout, r.stdout
 
 
+def test_a_flag_beginning_several_names_is_named_as_the_flag(sluice):
+    """--max-tok begins --max-tokens and --max-tokens-field: getopt said
+    "print: option '--max-tok' is ambiguous; possibilities: ..." (the
+    subcommand's word for the program) and the "did you mean" was skipped.
+    Now the flag and every whole name it begins, for a subcommand as for
+    caption; getopt's other messages are said in the same terms."""
+    for cmd in (("config", "print", "/dev/null"), ("caption", "in", "-o", "out")):
+        r = sluice.run(*cmd, "--max-tok", "5")
+        assert r.returncode == 2, r.stdout
+        assert r.stderr.startswith("sluice: unknown option '--max-tok': did you mean "
+                                   "--max-tokens-field or --max-tokens? (flags are taken by their "
+                                   "whole name)\n"), r.stderr
+        assert "ambiguous" not in r.stderr, r.stderr
+    for args, said in ((("--model",), "option '--model' needs a value"),
+                       (("--nosuch",), "unknown option '--nosuch'\n"),
+                       (("-Z",), "unknown option '-Z'"),
+                       (("--help=1",), "option '--help' takes no value")):
+        r = sluice.run("config", "print", "/dev/null", *args)
+        assert r.returncode == 2 and r.stderr.startswith(f"sluice: {said}"), (args, r.stderr)
+
+
 def test_an_empty_value_that_can_only_be_a_mistake_is_refused(sluice, tmp_path):
     """'' (an unset "$VAR") was taken in silence as the default by these:
     --system '' sent the chat template's own system message (no prompt
@@ -292,6 +313,12 @@ def test_an_empty_value_that_can_only_be_a_mistake_is_refused(sluice, tmp_path):
     job.write_text('prompt:\n  system: ""\n')
     r = sluice.run("config", "check", job)
     assert r.returncode == 2 and "prompt.system is empty" in r.stderr, r.stderr
+    # A job file's prompt.text "" was told "the prompt is empty (--prompt)",
+    # a flag the file does not have, and only once a model was given.
+    job.write_text('prompt:\n  text: ""\n')
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2, r.stderr
+    assert "job.yaml:2:9: prompt.text is empty: give TEXT" in r.stderr, r.stderr
     for flag in ("--frame-text", "--image-text"):
         r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o",
                        "--model", "m.gguf", "--mmproj", "p.gguf", flag, "")

@@ -143,6 +143,42 @@ def test_a_tasks_max_tokens_past_the_context_is_named(sluice, four, tmp_path):
     assert len(rows) == 4 and all(row["a"] is not None for row in rows), rows
 
 
+def test_each_task_is_sized_with_its_own_prompt_and_max_tokens(sluice, four, tmp_path):
+    """Each task is a sequence of its own: a task of a 1,500-token prompt
+    and 4 tokens beside one of a short prompt and 1,500 tokens each fit the
+    model's context (2048), but the load-time check sized the longest
+    prompt with the largest max_tokens (3,112 positions) and refused the
+    job (exit 2). Now each task is sized on its own: the job runs; a task
+    whose own prompt and max_tokens do not fit is still named."""
+    long = "word " * 500  # 1,501 tokens
+    r = sluice.caption(four, tmp_path / "fit", "--task", f"a={long}", "--task", "b=Hi",
+                       "--task-max-tokens", "a=4", "--task-max-tokens", "b=1500", "--limit", 1,
+                       "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(tmp_path / "fit")
+    assert len(rows) == 1 and rows[0]["error"] is None, rows
+    assert rows[0]["a_prompt_tokens"] > 1500 and rows[0]["a_finish_reason"] == "length", rows
+    r = sluice.caption(four, tmp_path / "big", "--task", f"a={long}", "--task", "b=Hi",
+                       "--task-max-tokens", "a=600", "--task-max-tokens", "b=4",
+                       "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert re.search(r"of which the prompt of task 'a' takes 15\d\d, max_tokens: 600\), more than "
+                     r"the model's context of 2048: shorten the prompt of task 'a'", r.stderr), \
+        r.stderr
+    assert not list((tmp_path / "big").glob("part-*")), "no row may be written"
+    # A task's own system prompt is in each of its requests: one past the
+    # context failed every row, each told to lower its max_tokens (of 4).
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"a": {"prompt": "What is it?", "system": "word " * 900},
+                                 "b": {"prompt": "Hi"}}))
+    r = sluice.caption(four, tmp_path / "sys", "--tasks", tasks, "-n", 4, "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert re.search(r"of which the system prompt of task 'a' takes 27\d\d, max_tokens: 4\), more "
+                     r"than the model's context of 2048: shorten the system prompt of task 'a', "
+                     "lower --max-tokens", r.stderr), r.stderr
+    assert not list((tmp_path / "sys").glob("part-*")), "no row may be written"
+
+
 def test_a_prompt_past_the_context_stops_the_job_naming_it(sluice, four, tmp_path):
     """A --prompt longer than the model's context (2048) is in every
     request: each row failed on its own, told to lower its max_tokens (of

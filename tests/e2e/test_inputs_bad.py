@@ -10,7 +10,7 @@ import os
 import struct
 import tarfile
 
-from conftest import SAMPLES, read_rows
+from conftest import SAMPLES, read_rows, wds_shard
 
 JPEG = (SAMPLES / "rocket.jpg").read_bytes()
 
@@ -93,9 +93,90 @@ def test_a_csv_field_with_a_nul_byte_or_a_prompt_not_utf8_fails_its_row(sluice, 
     assert r.returncode == 3, r.stderr
     rows = rows_by_id(tmp_path / "latin1")
     assert set(rows) == {"m.csv:2", "m.csv:3"}, rows
-    assert "m.csv:2: field 2 (prompt) holds byte 0xE9, which is not UTF-8" \
+    assert "m.csv:2: field 2: column 'prompt' holds byte 0xE9 at byte 3, which is not UTF-8" \
         in rows["m.csv:2"]["error"], rows["m.csv:2"]
     assert rows["m.csv:3"]["error"] is None and rows["m.csv:3"]["who"] == "caf\ufffd", rows
+    # A column a prompt template fills in ({who}) likewise: it reached the
+    # model as U+FFFD.
+    r = dry(sluice, m, tmp_path / "field", "--prompt", "Is it {who}?")
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(tmp_path / "field")
+    assert "m.csv:3: field 3: column 'who' holds byte 0xE9 at byte 3, which is not UTF-8" \
+        in rows["m.csv:3"]["error"], rows["m.csv:3"]
+
+
+def test_parquet_and_arrow_text_that_is_not_utf8_fails_its_row_in_a_prompt(sluice, tmp_path):
+    """Parquet and Arrow strings are meant to be UTF-8, but a writer may
+    not check: a prompt column's 'caf<E9>', or a column a template fills in
+    ({topic}, {meta.topic}'s column), reached the model as U+FFFD in
+    silence, where a CSV prompt column's failed its row. Now such a row
+    fails naming the file, the row, the column and the byte offset; a
+    column no prompt uses still passes through with U+FFFD."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    bad = pa.array([b"caf\xe9?", b"ok?", b"ok?", b"ok?"], type=pa.binary()).view(pa.string())
+    good = pa.array(["x", "x", "x", "x"])
+    topic = pa.array([b"x", b"t\xffa", b"x", b"x"], type=pa.binary()).view(pa.string())
+    note = pa.array([b"x", b"x", b"x", b"n\xe9"], type=pa.binary()).view(pa.string())
+    table = pa.table({"image": ["a.jpg"] * 4, "prompt": bad, "topic": topic, "note": note,
+                      "lang": good})
+    pq.write_table(table, tmp_path / "t.parquet")
+    with pa.OSFile(str(tmp_path / "t.arrow"), "wb") as f:
+        with pa.ipc.new_file(f, table.schema) as w:
+            w.write_table(table)
+    # dictionary-encoded strings too
+    pq.write_table(table, tmp_path / "d.parquet", use_dictionary=True)
+    coded = pa.table({k: (table[k].combine_chunks().dictionary_encode() if k != "image"
+                          else table[k]) for k in table.column_names})
+    with pa.OSFile(str(tmp_path / "d.arrow"), "wb") as f:
+        with pa.ipc.new_file(f, coded.schema) as w:
+            w.write_table(coded)
+    for name in ("t.parquet", "t.arrow", "d.parquet", "d.arrow"):
+        for flags, failed in (((), {0: ("prompt", 0xE9, 3)}),
+                              (("--prompt", "About {topic} in {lang}?"),
+                               {0: ("prompt", 0xE9, 3), 1: ("topic", 0xFF, 1)}),
+                              (("--system", "On {topic.x}.", "--prompt-column", "lang"),
+                               {1: ("topic", 0xFF, 1)})):
+            out = tmp_path / f"o-{name}-{len(flags)}"
+            r = dry(sluice, tmp_path / name, out, *flags)
+            assert r.returncode == 3, r.stderr
+            rows = rows_by_id(out)
+            assert len(rows) == 4, rows
+            for k in range(4):
+                row = rows[f"{name}:{k}"]
+                if k in failed:
+                    col, byte, at = failed[k]
+                    assert row["error"].startswith(
+                        f"{tmp_path / name} row {k}: column '{col}' holds byte "
+                        f"0x{byte:02X} at byte {at}, which is not UTF-8"), (name, flags, row)
+                else:
+                    assert row["error"] is None, (name, flags, row)
+            assert rows[f"{name}:3"]["note"] == "n\ufffd", rows
+
+
+def test_a_webdataset_txt_that_is_not_utf8_fails_its_sample_in_a_prompt(sluice, tmp_path):
+    """A sample's .txt of Latin-1 bytes reached the model as U+FFFD when it
+    was the prompt (--prompt-column txt) or a template's field ({txt});
+    now the sample fails naming the shard, the member and the byte offset.
+    Where no prompt takes it, it still passes through as U+FFFD."""
+    shard = tmp_path / "s.tar"
+    shard.write_bytes(wds_shard([("a.jpg", JPEG), ("a.txt", b"caf\xe9?"),
+                                 ("b.jpg", JPEG), ("b.txt", b"tea?")]))
+    for flags, fails in (((), False), (("--prompt-column", "txt"), True),
+                         (("--prompt", "About {txt}"), True)):
+        out = tmp_path / f"o{len(flags)}{flags[:1]}"
+        r = dry(sluice, shard, out, *flags)
+        assert r.returncode == (3 if fails else 0), r.stderr
+        rows = rows_by_id(out)
+        assert rows["s.tar/b"]["error"] is None, rows
+        error = rows["s.tar/a"]["error"]
+        if fails:
+            assert error.endswith("s.tar: member 'a.txt': column 'txt' holds byte 0xE9 at byte 3, "
+                                  "which is not UTF-8: the prompt would reach the model altered "
+                                  "(re-encode the file as UTF-8)"), error
+        else:
+            assert error is None and rows["s.tar/a"]["txt"] == "caf\ufffd?", rows
 
 
 def test_json_rows_that_cannot_be_read_are_said_in_words(sluice, tmp_path):

@@ -295,6 +295,30 @@ def test_os_exit_fails_its_row_instead_of_ending_the_run(sluice, tmp_path):
         assert "os.exit() would end the whole run" in row["error"], row["error"]
 
 
+def test_a_column_name_that_is_not_utf8_is_said_so(sluice, tmp_path):
+    """A column named "bad\\xff" fails its row, but was said as "out of
+    memory setting column" (no JSON object takes the name); now the row
+    says the name is not UTF-8, and the run goes on."""
+    script, failed, _ = camera_rows_fail(sluice, tmp_path, "badname",
+                                         "row.columns['bad\\xff'] = 'x'")
+    for row in failed.values():
+        assert "a stage cannot set a column named 'bad" in row["error"], row["error"]
+        assert "(the name is not UTF-8)" in row["error"], row["error"]
+        assert "out of memory" not in row["error"], row["error"]
+
+
+def test_a_prompt_of_another_type_is_said_in_the_scripts_terms(sluice, tmp_path):
+    """row.prompt = {1, 2} failed its row with Lua's "bad argument #3 to
+    'newindex' (string expected, got table)", naming neither the field nor
+    what it takes; now "row.prompt takes a string (nil: the job's prompt),
+    got table"."""
+    script, failed, _ = camera_rows_fail(sluice, tmp_path, "typed", "row.prompt = {1, 2}")
+    for row in failed.values():
+        assert row["error"].startswith(
+            f"{script}:2: row.prompt takes a string (nil: the job's prompt), got table"), \
+            row["error"]
+
+
 def test_columns_a_stage_sets_count_in_the_memory_budget(sluice, tmp_path):
     """A column a stage sets is in its row's bytes: the memory budget
     counted none of it (200 MB on each row: a peak in flight of 7 MB beside

@@ -134,6 +134,29 @@ def test_a_grammar_file_constrains_the_llama_engine(sluice, tmp_path):
     assert captions <= {"yes.", "no."} and captions, captions
 
 
+def test_a_bad_grammar_is_one_message_naming_the_file_and_the_cause(sluice, tmp_path):
+    """llama.cpp's grammar parser prints its reason and the whole grammar on
+    stderr itself ("parse: error parsing grammar: ...", then "failed to
+    parse grammar" by its log) before our message, which said only "its
+    reason is printed above". Now one line naming the file and the cause,
+    for a job file's key too (config check)."""
+    for text, cause in (('root ::= foo\n', "Undefined rule identifier 'foo'"),
+                        ('roo ::= "x"\n', "grammar does not contain a 'root' symbol"),
+                        ('root ::= ("yes" \n', "expecting ')' at the end of a line")):
+        gbnf = tmp_path / "bad.gbnf"
+        gbnf.write_text(text)
+        r = sluice.caption(SAMPLES, tmp_path / "out", "--grammar", gbnf, "--metrics-addr", "off")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.splitlines() == [
+            f"sluice: --grammar '{gbnf}': llama.cpp cannot parse it as a GBNF grammar with a "
+            f"root rule: {cause} (token references <[id]> are not accepted here)"], r.stderr
+        job = tmp_path / "job.yaml"
+        job.write_text(f"sampling:\n  grammar: {gbnf}\n")
+        r = sluice.run("config", "check", job)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert f"{cause} (token" in r.stderr, r.stderr
+
+
 def test_bad_files_and_combinations_stop_at_start(sluice, tmp_path):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text('{"type": "object",')
@@ -150,6 +173,8 @@ def test_bad_files_and_combinations_stop_at_start(sluice, tmp_path):
         "type": "object", "properties": {"": {"type": "integer"}}}}}, "nested.json")
     tasks = tmp_path / "tasks.json"
     tasks.write_text(json.dumps({"a": {"prompt": "x", "json_schema": json.loads(empty.read_text())}}))
+    schema_task = tmp_path / "schema_task.json"
+    schema_task.write_text(json.dumps({"a": {"prompt": "x", "json_schema": SCHEMA}}))
     cases = [
         (("--json-schema", empty), ['--json-schema: $.properties has a property named ""']),
         (("--json-schema", nested),
@@ -160,6 +185,16 @@ def test_bad_files_and_combinations_stop_at_start(sluice, tmp_path):
          [f"--json-schema '{bad_type}': $.properties.a.type: unknown type name"]),
         (("--json-schema", tmp_path / "missing.json"), ["missing.json", "No such file"]),
         (("--grammar", bad_gbnf), [f"--grammar '{bad_gbnf}': llama.cpp cannot parse it"]),
+        # A stop string can be in any JSON answer: --stop '"' failed every
+        # row as invalid_output; a task's schema, or the job's under tasks,
+        # is named.
+        (("--json-schema", schema_file(tmp_path), "--stop", '"'),
+         ["--stop with --json-schema: a stop string can end the answer inside its JSON",
+          "drop --stop"]),
+        (("--tasks", schema_task, "--stop", "\n"),
+         ["--stop with the json_schema of task 'a': a stop string"]),
+        (("--task", "b=x", "--json-schema", schema_file(tmp_path), "--stop", "}"),
+         ["--stop with --json-schema (task 'b'): a stop string"]),
         (("--engine", "openai", "--endpoint", "http://127.0.0.1:9", "--grammar", good_gbnf),
          ["--grammar is for the llama engine"]),
         (("--engine", "openai", "--endpoint", "http://127.0.0.1:9", "--json-schema",

@@ -208,6 +208,14 @@ metrics:
     refused("--tasks", bad, says=[str(bad), "task 'a'", "max_tokens expects an integer from 1 to 1048576"])
     bad.write_text('{"a": {"prompt": "x", "colour": 1}}')
     refused("--tasks", bad, says=["unknown key 'colour'"])
+    # "" can only be a mistake, as --system '' is (it went as an empty
+    # system message).
+    bad.write_text('{"a": {"prompt": "x", "system": ""}}')
+    refused("--tasks", bad, says=[f"{bad}: task 'a': system is empty: give TEXT"])
+    # A task's own json_schema beside its choices was called --json-schema,
+    # a flag the job never had.
+    bad.write_text('{"a": {"prompt": "x", "choices": ["y", "n"], "json_schema": {}}}')
+    refused("--tasks", bad, says=["task 'a': choices: not with its json_schema: the answer"])
     bad.write_text('[1, 2')
     refused("--tasks", bad, says=[str(bad), "not JSON"])
     # A task's json_schema is checked at start, as --json-schema is, not

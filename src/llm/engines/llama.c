@@ -97,6 +97,7 @@ static double now_ms(void)
 typedef struct log_capture {
     char text[512];
     size_t len;
+    bool quiet; /* the lines kept are not printed (-v prints them) */
 } log_capture;
 
 static _Thread_local log_capture *capture;
@@ -145,8 +146,11 @@ static void ggml_to_sl_log(enum ggml_log_level level, const char *text, void *us
     size_t n = strlen(text);
     while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
         n--;
-    if (n && capture && lv == SL_LOG_ERROR)
+    if (n && capture && lv == SL_LOG_ERROR) {
         capture_error(text, n);
+        if (capture->quiet)
+            lv = SL_LOG_DEBUG;
+    }
     if (n)
         sl_log(lv, "llama.cpp: %.*s", (int)n, text);
 }
@@ -3159,18 +3163,77 @@ static sl_status structured_request(llama_engine *e, const sl_request *rq, req *
     return st;
 }
 
+/* llama.cpp's grammar parser prints its reason ("error parsing grammar:
+ * Undefined rule identifier 'foo'", then the whole grammar) on stderr
+ * itself, not through its log: the parse runs with stderr in a file, so
+ * the reason goes in our message instead, and whatever else came there
+ * meanwhile (another thread's line) is printed after. */
+static pthread_mutex_t stderr_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static struct llama_sampler *parse_grammar(const char *gbnf, char *why, size_t why_size)
+{
+    static const char said[] = "parse: error parsing grammar: ";
+    why[0] = '\0';
+    llama_log_set(ggml_to_sl_log, NULL); /* before any engine opens: config check */
+    pthread_mutex_lock(&stderr_mu);
+    fflush(stderr);
+    FILE *tmp = tmpfile();
+    int saved = tmp ? dup(STDERR_FILENO) : -1;
+    bool moved = saved >= 0 && dup2(fileno(tmp), STDERR_FILENO) >= 0;
+    log_capture cause = {.quiet = true};
+    capture = &cause;
+    struct llama_sampler *g = llama_sampler_init_grammar(NULL, gbnf, "root");
+    capture = NULL;
+    fflush(stderr);
+    if (moved)
+        dup2(saved, STDERR_FILENO);
+    if (saved >= 0)
+        close(saved);
+    char text[4096];
+    size_t n = 0;
+    if (moved) {
+        rewind(tmp);
+        n = fread(text, 1, sizeof text - 1, tmp);
+    }
+    text[n] = '\0';
+    if (tmp)
+        fclose(tmp);
+    pthread_mutex_unlock(&stderr_mu);
+    char *at = strstr(text, said);
+    if (at) {
+        /* Its first line: a place is the rest of the grammar ("expecting
+         * ')' at " and the lines after the place) */
+        const char *reason = at + strlen(said);
+        size_t len = strcspn(reason, "\n");
+        bool line_end = len >= 4 && strncmp(reason + len - 4, " at ", 4) == 0;
+        snprintf(why, why_size, "%.*s%s", (int)len, reason, line_end ? "the end of a line" : "");
+        /* the reason, a blank line and the grammar: not said again */
+        size_t glen = strlen(gbnf);
+        const char *end = reason;
+        while ((end = strstr(end, "\n\n")) && strncmp(end + 2, gbnf, glen) != 0)
+            end++;
+        end = end ? end + 2 + glen + (end[2 + glen] == '\n') : reason + len;
+        memmove(at, end, strlen(end) + 1);
+    } else if (cause.len) {
+        snprintf(why, why_size, "%s", cause.text);
+    }
+    fputs(text, stderr);
+    return g;
+}
+
 sl_status sl_llama_grammar_check(const char *gbnf, const char *name)
 {
     if (!gbnf || !*gbnf)
         return sl_fail(SL_ERR_INVALID_ARG, "%s is empty: a GBNF grammar needs a root rule", name);
     /* No model: llama.cpp parses and checks the rules without one (only
      * token references, <[id]>, need a vocabulary). */
-    struct llama_sampler *g = llama_sampler_init_grammar(NULL, gbnf, "root");
+    char why[512];
+    struct llama_sampler *g = parse_grammar(gbnf, why, sizeof why);
     if (!g)
         return sl_fail(SL_ERR_INVALID_ARG,
-                       "%s: llama.cpp cannot parse it as a GBNF grammar with a root rule (its "
-                       "reason is printed above; token references <[id]> are not accepted here)",
-                       name);
+                       "%s: llama.cpp cannot parse it as a GBNF grammar with a root rule: %s "
+                       "(token references <[id]> are not accepted here)",
+                       name, why[0] ? why : "no reason given");
     llama_sampler_free(g);
     return SL_OK;
 }
@@ -4261,10 +4324,34 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
      * check that the projector goes with the model (foreign_token), made
      * here once rather than failing every row. */
     int probe = 0;
-    sl_status pst = per_seq <= 0 || vision
-                        ? probe_cells(e, params, params->prefix_system_prompt,
-                                      probe_prompt(params), &probe)
-                        : SL_OK;
+    sl_status pst = SL_OK;
+    sl_llama_params sized = *params; /* with the prompt_hints' one that needs most */
+    int64_t most = -1;
+    int n_hints = params->n_prompt_hints > 0 ? params->n_prompt_hints : 1;
+    const char *sys_name = NULL; /* the sized one's own system prompt, named */
+    for (int i = 0; (per_seq <= 0 || vision) && pst == SL_OK && i < n_hints; i++) {
+        sl_llama_params one = *params;
+        const char *own_sys = NULL;
+        if (params->n_prompt_hints > 0) {
+            const sl_llama_prompt_hint *h = &params->prompt_hints[i];
+            one.prompt_hint = h->prompt;
+            one.prompt_hint_name = h->name;
+            one.max_tokens_hint = h->max_tokens;
+            if (h->system) {
+                one.prefix_system_prompt = h->system;
+                own_sys = h->system_name;
+            }
+        }
+        int cells = -1;
+        pst = probe_cells(e, &one, one.prefix_system_prompt, probe_prompt(&one), &cells);
+        if (pst != SL_OK || (int64_t)cells + one.max_tokens_hint > most) {
+            sys_name = own_sys;
+            sized = one;
+            probe = cells;
+            most = (int64_t)cells + one.max_tokens_hint;
+        }
+    }
+    params = &sized;
     if (pst != SL_OK) {
         char cause[512]; /* past "(sizing probe): " */
         const char *last = sl_last_error();
@@ -4315,9 +4402,10 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
             char parts[320] = "", shorten[320] = "";
             int np = 0, ns = 0;
             if (bare >= 0 && probe - bare > 0) {
-                np = snprintf(parts, sizeof parts, ", of which the system prompt takes %d",
-                              probe - bare);
-                ns = snprintf(shorten, sizeof shorten, "shorten the system prompt (--system), ");
+                np = snprintf(parts, sizeof parts, ", of which %.120s takes %d",
+                              sys_name ? sys_name : "the system prompt", probe - bare);
+                ns = snprintf(shorten, sizeof shorten, "shorten %.120s, ",
+                              sys_name ? sys_name : "the system prompt (--system)");
             }
             if (long_prompt) {
                 snprintf(parts + np, sizeof parts - (size_t)np, "%s%.160s takes %d",
