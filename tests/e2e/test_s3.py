@@ -1309,7 +1309,7 @@ def test_a_folder_that_cannot_be_listed_is_a_row_naming_it(store, sluice, tmp_pa
 
 def test_a_tar_or_parquet_cut_short_under_item_sharding_ends_the_run(store, sluice, tmp_path):
     """A tar shard, a Parquet or an Arrow file whose ranged GET the store refuses
-    (after retries) during one run only, the input shared out by item
+    (after retries) during one run only, from its first read or midway, the input shared out by item
     (--input-shard K/N with more runs than files, as MPI ranks): that run
     ends (exit 1, naming the file, the cause and 'run it again'); run again
     once the store answers, the three runs hold every sample exactly once.
@@ -1376,6 +1376,16 @@ def test_a_tar_or_parquet_cut_short_under_item_sharding_ends_the_run(store, slui
                 assert r.returncode == 1, (name, k, r.returncode, r.stderr[-3000:])
                 assert f"input 's3://cut{cut[4:]}'" in r.stderr, r.stderr[-3000:]
                 assert "AccessDenied" in r.stderr and "run it again" in r.stderr, r.stderr[-3000:]
+            # Its first read refused too (run 1 again, resuming): the same
+            # end. It was one row for the file where the other runs counted
+            # its items: the shards after it shifted (this run exit 0, its
+            # share the wrong items).
+            proxy.refuse = lambda m, p, rng, cut=cut: m == "GET" and p == cut
+            r = caption_env(sluice, penv, inputs, "-o", outs[1],
+                            "--input-shard", "1/3", "--input-shard-size", "2")
+            assert r.returncode == 1, (name, r.returncode, r.stderr[-3000:])
+            assert f"input 's3://cut{cut[4:]}'" in r.stderr, r.stderr[-3000:]
+            assert "AccessDenied" in r.stderr and "run it again" in r.stderr, r.stderr[-3000:]
             # Unsharded: one failed row names the file, the rows before the cut read.
             proxy.refuse = refuse
             r = caption_env(sluice, penv, inputs, "-o", tmp_path / f"{name}-all")
