@@ -10,7 +10,10 @@
  * without that leaves it until the lease ends: then the next run takes it
  * over (a PUT If-Match the ETag it read, so of two that try, one wins).
  * One held by this host for this state folder is taken over at once: its
- * holder would hold the ledger, which this run holds, so it is gone. */
+ * holder would hold the ledger, which this run holds, so it is gone.
+ * A run whose renewals fail (or that finds the lock taken) stops committing
+ * parts once less than a quarter of its last lease is left: past it another
+ * run may take the prefix, and the two would write beside each other. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -37,6 +40,8 @@ struct bucket_lock {
     char host[256];
     long lease_s;
     char etag[SL_S3_ETAG_MAX];
+    double held_until;  /* sl_mono_s(): the lease the last PUT made ends (from before it) */
+    char lost[512];     /* why it is no longer held: the last renewal's error */
     pthread_t renewer;
     bool renewing, stop;
     pthread_mutex_t mu;
@@ -99,10 +104,14 @@ static void *renew(void *arg)
         snprintf(old, sizeof old, "%s", k->etag);
         pthread_mutex_unlock(&k->mu);
         size_t len;
+        double sent = sl_mono_s();
         char *body = lock_body(k, &len);
-        sl_status st = body ? sl_s3_put_if(k->s3, k->url, body, len, old, now) : SL_ERR_NOMEM;
+        sl_status st = body ? sl_s3_put_if(k->s3, k->url, body, len, old, now)
+                            : sl_fail(SL_ERR_NOMEM, "out of memory renewing it");
         sl_free(body);
         bool lost = st == SL_ERR_EXISTS || st == SL_ERR_NOT_FOUND;
+        char why[sizeof k->lost];
+        snprintf(why, sizeof why, "%s", st == SL_OK ? "" : sl_last_error());
         if (lost)
             sl_log(SL_LOG_ERROR, "%s was deleted or taken over by another run: nothing keeps "
                                  "other runs out of the output now", k->url);
@@ -110,10 +119,16 @@ static void *renew(void *arg)
             sl_log(SL_LOG_WARN, "cannot renew %s (tried again in %ld s): %s", k->url,
                    k->lease_s / 4 ? k->lease_s / 4 : 1, sl_last_error());
         pthread_mutex_lock(&k->mu);
-        if (st == SL_OK)
+        if (st == SL_OK) {
             snprintf(k->etag, sizeof k->etag, "%s", now);
-        else if (lost)
+            k->held_until = sent + (double)k->lease_s;
+        } else {
+            snprintf(k->lost, sizeof k->lost, "%s", why);
+        }
+        if (lost) {
+            k->held_until = 0;
             break; /* not ours any more: nothing to renew or delete */
+        }
     }
     if (!k->stop)
         k->etag[0] = '\0';
@@ -183,6 +198,7 @@ sl_status job_lock_bucket(job *j)
     /* A few rounds: the lock may go or change hands between two requests. */
     for (int round = 0; st == SL_OK && !held && round < 4; round++) {
         size_t len;
+        k->held_until = sl_mono_s() + (double)k->lease_s;
         char *body = lock_body(k, &len);
         if (!body) {
             st = sl_fail(SL_ERR_NOMEM, "out of memory locking '%s'", j->remote);
@@ -242,6 +258,24 @@ sl_status job_lock_bucket(job *j)
     }
     j->bucket_lock = k;
     return SL_OK;
+}
+
+sl_status job_check_bucket_lock(job *j)
+{
+    bucket_lock *k = j->bucket_lock;
+    if (!k)
+        return SL_OK;
+    pthread_mutex_lock(&k->mu);
+    bool held = sl_mono_s() < k->held_until - (double)k->lease_s / 4;
+    char why[sizeof k->lost];
+    snprintf(why, sizeof why, "%s", k->lost[0] ? k->lost : "its renewals did not finish");
+    pthread_mutex_unlock(&k->mu);
+    if (held)
+        return SL_OK;
+    return sl_fail(SL_ERR_IO, "lost the lock on %s (%s, renewed every %ld s for a lease of "
+                              "%ld s: %s): another run may hold the prefix now, so this run "
+                              "commits no more parts: run it again (it resumes)",
+                   j->remote, k->url, k->lease_s / 4 ? k->lease_s / 4 : 1, k->lease_s, why);
 }
 
 void job_unlock_bucket(job *j)

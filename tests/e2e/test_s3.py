@@ -554,6 +554,34 @@ def test_a_killed_runs_bucket_lock_is_taken_over_when_its_lease_ends(store, slui
     assert "took over" not in r.stderr, r.stderr[-2000:]
 
 
+def test_a_run_that_cannot_renew_its_bucket_lock_stops_committing_parts(store, sluice, tmp_path):
+    """The store refuses the lock object's renewals (its PUT) while a run
+    lasts past most of its lease: another run may take the prefix then, so
+    the run commits no part (exit 1, naming the prefix, the cause and 'run
+    it again'). It only logged a warning and went on writing parts. Run
+    again with the store answering, it ends well with every row once."""
+    env, client = store
+    client.create_bucket(Bucket="lost")
+    inputs, want = image_folder(tmp_path, 1)
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    try:
+        lenv = dict(env, AWS_ENDPOINT_URL=proxy.url, SLUICE_S3_LOCK_LEASE="2")
+        args = bucket_args(sluice, inputs, "s3://lost/run", tmp_path / "state")
+        a = start_held(args, lenv, 4000)
+        proxy.refuse = lambda m, p, rng: m == "PUT" and p == "/lost/run/_sluice.lock"
+        err = a.stderr.read()
+        assert a.wait(timeout=120) == 1, err[-2000:]
+        assert "lost the lock on s3://lost/run" in err and "AccessDenied" in err, err[-2000:]
+        assert "run it again" in err, err[-2000:]
+        assert not [k for k in objects(client, "lost", "run/") if "part-" in k]
+        proxy.refuse = None
+        r = subprocess.run(args, env=lenv, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert sorted(remote_ids(client, "lost", "run/")) == sorted(want)
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_a_part_cut_by_hand_in_the_bucket_is_refused_not_lost(store, sluice, tmp_path, fmt):
     """A part object cut short in the bucket (a tool that rewrote it with
