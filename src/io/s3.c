@@ -242,6 +242,7 @@ typedef struct answer {
     long code;
     sl_capped body;
     char etag[128];
+    time_t date, modified;     /* the Date and Last-Modified headers; -1 when absent */
     size_t into_len;           /* bytes of a 2xx body written to request.into */
     int64_t total;             /* the object's size from Content-Range; -1 when not given */
 } answer;
@@ -258,6 +259,14 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *user)
         while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
             vlen--;
         snprintf(a->etag, sizeof a->etag, "%.*s", (int)vlen, v);
+    } else if ((len > 5 && strncasecmp(ptr, "date:", 5) == 0) ||
+               (len > 14 && strncasecmp(ptr, "last-modified:", 14) == 0)) {
+        bool date = ptr[0] == 'd' || ptr[0] == 'D';
+        char v[128];
+        size_t skip = date ? 5 : 14;
+        snprintf(v, sizeof v, "%.*s", (int)(len - skip), ptr + skip);
+        v[strcspn(v, "\r\n")] = '\0';
+        *(date ? &a->date : &a->modified) = curl_getdate(v, NULL);
     } else if (len > 14 && strncasecmp(ptr, "content-range:", 14) == 0) {
         /* "bytes 0-99/1234" or, past the end, "bytes * /1234" */
         const char *slash = memchr(ptr, '/', len);
@@ -399,6 +408,7 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         memset(a, 0, sizeof *a);
         a->body.max = rq->max_bytes ? rq->max_bytes : (size_t)16 << 20;
         a->total = -1;
+        a->date = a->modified = -1;
         reader rd = {rq->body, rq->body, rq->body_len, rq->body_len};
         cerr[0] = '\0';
         curl_easy_reset(h);
@@ -649,7 +659,7 @@ sl_status sl_s3_put_if(const sl_s3 *s3, const char *url, const void *data, size_
 }
 
 sl_status sl_s3_get_tagged(const sl_s3 *s3, const char *url, size_t max_bytes, uint8_t **data,
-                           size_t *len, char etag[SL_S3_ETAG_MAX])
+                           size_t *len, char etag[SL_S3_ETAG_MAX], long long *age_s)
 {
     *data = NULL;
     *len = 0;
@@ -660,6 +670,7 @@ sl_status sl_s3_get_tagged(const sl_s3 *s3, const char *url, size_t max_bytes, u
     *data = a.body.buf.data ? a.body.buf.data : sl_malloc(1);
     *len = a.body.buf.len;
     snprintf(etag, SL_S3_ETAG_MAX, "%s", a.etag);
+    *age_s = a.date >= 0 && a.modified >= 0 ? (long long)(a.date - a.modified) : -1;
     return *data ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading %s", url);
 }
 

@@ -9,6 +9,11 @@
  * four times a lease, and the run deletes it as it ends. A run killed
  * without that leaves it until the lease ends: then the next run takes it
  * over (a PUT If-Match the ETag it read, so of two that try, one wins).
+ * The lease is judged by the store's clock (the time since its last write,
+ * from the GET's Date and Last-Modified): the holder's and the reader's
+ * clocks may differ by more than a lease. A lock of an older sluice (no
+ * "lease") or a store without those headers: by its "expires", this
+ * machine's clock against the holder's.
  * One held by this host for this state folder is taken over at once: its
  * holder would hold the ledger, which this run holds, so it is gone.
  * A run whose renewals fail (or that finds the lock taken) stops committing
@@ -54,9 +59,9 @@ static char *lock_body(const bucket_lock *k, size_t *len)
     char utc[32];
     struct tm tm;
     strftime(utc, sizeof utc, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&until, &tm));
-    json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:s}", "host", k->host, "pid",
+    json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:s, s:I}", "host", k->host, "pid",
                           (json_int_t)getpid(), "state_dir", k->state_dir, "expires",
-                          (json_int_t)until, "expires_utc", utc);
+                          (json_int_t)until, "expires_utc", utc, "lease", (json_int_t)k->lease_s);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     char *body = text ? sl_strdup(text) : NULL;
@@ -69,6 +74,7 @@ static char *lock_body(const bucket_lock *k, size_t *len)
 typedef struct holder {
     char host[256], state_dir[1024], until[32];
     long long pid, expires;
+    long long lease; /* seconds from each write; 0: not given (an older sluice) */
 } holder;
 
 static void read_holder(const uint8_t *data, size_t len, holder *h)
@@ -76,16 +82,18 @@ static void read_holder(const uint8_t *data, size_t len, holder *h)
     memset(h, 0, sizeof *h);
     json_t *o = json_loadb((const char *)data, len, 0, NULL);
     const char *host = NULL, *dir = NULL, *until = NULL;
-    json_int_t pid = 0, expires = 0;
+    json_int_t pid = 0, expires = 0, lease = 0;
     /* one the run cannot read has no end: it is not taken over */
     h->expires = (long long)1 << 62;
-    if (o && json_unpack(o, "{s:s, s:I, s:s, s:I, s?s}", "host", &host, "pid", &pid,
-                         "state_dir", &dir, "expires", &expires, "expires_utc", &until) == 0) {
+    if (o && json_unpack(o, "{s:s, s:I, s:s, s:I, s?s, s?I}", "host", &host, "pid", &pid,
+                         "state_dir", &dir, "expires", &expires, "expires_utc", &until,
+                         "lease", &lease) == 0) {
         snprintf(h->host, sizeof h->host, "%s", host);
         snprintf(h->state_dir, sizeof h->state_dir, "%s", dir);
         snprintf(h->until, sizeof h->until, "%s", until ? until : "");
         h->pid = (long long)pid;
         h->expires = (long long)expires;
+        h->lease = lease > 0 ? (long long)lease : 0;
     }
     json_decref(o);
 }
@@ -220,12 +228,15 @@ sl_status job_lock_bucket(job *j)
             uint8_t *data = NULL;
             size_t n = 0;
             char theirs[SL_S3_ETAG_MAX];
-            st = sl_s3_get_tagged(s3, k->url, 64u << 10, &data, &n, theirs);
+            long long age = -1;
+            st = sl_s3_get_tagged(s3, k->url, 64u << 10, &data, &n, theirs, &age);
             if (st == SL_OK) {
                 read_holder(data, n, &h);
                 sl_free(data);
                 bool ours = strcmp(h.host, k->host) == 0 && strcmp(h.state_dir, j->dir) == 0;
-                if (ours || (long long)time(NULL) >= h.expires) {
+                bool ended = h.lease && age >= 0 ? age >= h.lease
+                                                 : (long long)time(NULL) >= h.expires;
+                if (ours || ended) {
                     st = sl_s3_put_if(s3, k->url, body, len, theirs, k->etag);
                     held = st == SL_OK;
                     if (held && !ours)

@@ -554,6 +554,36 @@ def test_a_killed_runs_bucket_lock_is_taken_over_when_its_lease_ends(store, slui
     assert "took over" not in r.stderr, r.stderr[-2000:]
 
 
+def test_a_bucket_lock_is_judged_by_the_stores_clock_not_the_holders(store, sluice, tmp_path):
+    """A lock just written by a live run on a machine whose clock is behind
+    by more than the lease (its 'expires' already past by this machine's
+    clock) is refused, not taken over: the lease runs from the object's
+    Last-Modified by the store's Date. It was judged by 'expires' against
+    this machine's clock, and a live run's lock was taken (exit 0). A lock
+    written the same way as long ago as its lease is taken over."""
+    env, client = store
+    client.create_bucket(Bucket="skew")
+    inputs, want = image_folder(tmp_path, 1)
+    behind = int(time.time()) - 3600
+
+    def lock(lease):
+        client.put_object(Bucket="skew", Key="run/_sluice.lock", Body=json.dumps(
+            {"host": "node7", "pid": 4242, "state_dir": "/x/sa", "expires": behind + lease,
+             "expires_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(behind + lease)),
+             "lease": lease}))
+    args = bucket_args(sluice, inputs, "s3://skew/run", tmp_path / "sb")
+    lock(300)
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "is in use by another sluice run" in r.stderr, r.stderr[-2000:]
+    assert "names host 'node7'" in r.stderr, r.stderr[-2000:]
+    lock(2)
+    time.sleep(3)
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "took over the lock of a run that did not renew it" in r.stderr, r.stderr[-2000:]
+    assert sorted(remote_ids(client, "skew", "run/")) == sorted(want)
+
+
 def test_a_run_that_cannot_renew_its_bucket_lock_stops_committing_parts(store, sluice, tmp_path):
     """The store refuses the lock object's renewals (its PUT) while a run
     lasts past most of its lease: another run may take the prefix then, so
