@@ -1365,6 +1365,49 @@ def test_a_folder_that_cannot_be_listed_is_a_row_naming_it(store, sluice, tmp_pa
     assert "sluice: set/ failed (read)" in r.stderr
 
 
+def test_a_manifest_the_store_refuses_under_item_sharding_ends_the_run(store, sluice, tmp_path):
+    """A manifest in a bucket whose every GET the store refuses during one
+    run of three, items shared out by place (--input-shard-size): that run
+    ends (exit 1, naming the manifest, the cause and 'run it again') where
+    it was one failed row for the manifest while the other runs counted its
+    lines (that run exited 0 with the wrong items). Run again once the
+    store answers, the three runs hold every line exactly once."""
+    env, client = store
+    client.create_bucket(Bucket="mcut")
+    images = sample_images()[:4]
+    for k, p in enumerate(images):
+        client.put_object(Bucket="mcut", Key=f"img/{k}{p.suffix}", Body=p.read_bytes())
+    for m in range(2):
+        lines = [json.dumps({"id": f"m{m}-{i}", "image": f"../img/{i % 4}{images[i % 4].suffix}"})
+                 for i in range(6)]
+        client.put_object(Bucket="mcut", Key=f"m/a-00{m}.jsonl", Body="\n".join(lines) + "\n")
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    try:
+        penv = dict(env, AWS_ENDPOINT_URL=proxy.url)
+        outs = [tmp_path / f"o{k}" for k in range(3)]
+        for k, out in enumerate(outs):
+            proxy.refuse = ((lambda m, p, rng: m == "GET" and p == "/mcut/m/a-000.jsonl")
+                            if k == 1 else None)
+            r = caption_env(sluice, penv, "s3://mcut/m/a-{000..001}.jsonl", "-o", out,
+                            "--input-shard", f"{k}/3", "--input-shard-size", "2")
+            if k != 1:
+                assert r.returncode == 0, (k, r.stderr[-3000:])
+                continue
+            assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
+            assert "input 's3://mcut/m/a-000.jsonl'" in r.stderr, r.stderr[-3000:]
+            assert "AccessDenied" in r.stderr and "run it again" in r.stderr, r.stderr[-3000:]
+        proxy.refuse = None
+        r = caption_env(sluice, penv, "s3://mcut/m/a-{000..001}.jsonl", "-o", outs[1],
+                        "--input-shard", "1/3", "--input-shard-size", "2")
+        assert r.returncode == 0, r.stderr[-3000:]
+        rows = [row for out in outs for row in read_rows(out)]
+        assert all(row["error"] is None for row in rows), rows
+        ids = sorted(row["id"] for row in rows)
+        assert ids == sorted(f"m{m}-{i}" for m in range(2) for i in range(6)), ids
+    finally:
+        proxy.close()
+
+
 def test_a_tar_or_parquet_cut_short_under_item_sharding_ends_the_run(store, sluice, tmp_path):
     """A tar shard, a Parquet or an Arrow file whose ranged GET the store refuses
     (after retries) during one run only, from its first read or midway, the input shared out by item
