@@ -413,6 +413,10 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         cerr[0] = '\0';
         curl_easy_reset(h);
         curl_easy_setopt(h, CURLOPT_URL, url);
+        /* A key is a name, not a path: "a/./b" and "a/x/../b" are objects of
+         * their own, which curl's dot-segment squashing made "a/b" (a
+         * listed object not found, or another object read or written). */
+        curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
         curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
         /* A try ends when no byte has moved for timeout_ms (or the
          * connection takes that long), not at a whole-transfer deadline:

@@ -85,6 +85,40 @@ sl_status sl_source_item_fail(sl_source_item *item, const char *fmt, ...)
     return SL_OK;
 }
 
+/* base_dir/value for a relative value in a bucket, its "." and ".."
+ * segments resolved here (a ".." past the bucket's top dropped): the store
+ * takes a key as a name, where "m/../img/a.jpg" is no "img/a.jpg". The
+ * base's own segments stay as named. NULL when out of memory. */
+static char *join_in_bucket(const char *base_dir, size_t bl, const char *value)
+{
+    const char *bucket_end = strchr(base_dir + 5, '/');
+    size_t top = bucket_end && (size_t)(bucket_end - base_dir) < bl
+                     ? (size_t)(bucket_end - base_dir) : bl; /* s3://bucket */
+    sl_buf b = {0};
+    if (!sl_buf_append(&b, base_dir, bl))
+        return NULL;
+    for (const char *seg = value; seg;) {
+        const char *slash = strchr(seg, '/');
+        size_t n = slash ? (size_t)(slash - seg) : strlen(seg);
+        if (n == 2 && seg[0] == '.' && seg[1] == '.') {
+            while (b.len > top && b.data[b.len - 1] != '/')
+                b.len--;
+            if (b.len > top)
+                b.len--;
+        } else if (!(n == 1 && seg[0] == '.') &&
+                   (!sl_buf_append(&b, "/", 1) || !sl_buf_append(&b, seg, n))) {
+            sl_buf_free(&b);
+            return NULL;
+        }
+        seg = slash ? slash + 1 : NULL;
+    }
+    if (!sl_buf_append(&b, "", 1)) {
+        sl_buf_free(&b);
+        return NULL;
+    }
+    return (char *)b.data;
+}
+
 sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,
                            sl_source_item *item)
 {
@@ -96,8 +130,10 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
         base_dir = p->image_root;
     if (!*scheme && !sl_batch_is_data_url(value)) {
         size_t bl = base_dir ? strlen(base_dir) : 0; /* "--image-root imgs/" joins as "imgs" does */
+        size_t keep = bl && base_dir[bl - 1] == '/' ? bl - 1 : bl;
         item->path = value[0] == '/' || !bl ? sl_strdup(value)
-                     : sl_asprintf("%.*s/%s", (int)(base_dir[bl - 1] == '/' ? bl - 1 : bl), base_dir, value);
+                     : sl_s3_is_url(base_dir) ? join_in_bucket(base_dir, keep, value)
+                     : sl_asprintf("%.*s/%s", (int)keep, base_dir, value);
     } else if (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0 ||
                strcmp(scheme, "s3") == 0) {
         item->path = sl_strdup(value);

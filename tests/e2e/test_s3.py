@@ -1365,6 +1365,44 @@ def test_a_folder_that_cannot_be_listed_is_a_row_naming_it(store, sluice, tmp_pa
     assert "sluice: set/ failed (read)" in r.stderr
 
 
+def test_keys_with_dot_segments_are_names_not_paths(store, sluice, tmp_path):
+    """'in/./a.jpg' and 'in/sub/../b.jpg' are objects of their own, listed
+    under in/ and read as named; an output prefix 'o/../up' is written under
+    that key. curl squashed the dot segments: the first failed (NoSuchKey),
+    the second read the object 'in/b.jpg' (another image) with no error, and
+    the parts went to 'up/'. A manifest's relative paths resolve as paths
+    ('../in/b.jpg' from man/ is in/b.jpg), by sluice now, not by curl."""
+    from PIL import Image
+    env, client = store
+    client.create_bucket(Bucket="dots")
+    sizes = {}
+    for p in sample_images():
+        with Image.open(p) as im:
+            sizes.setdefault(im.size, p)
+    (w0, p0), (w1, p1), (w2, p2) = list(sizes.items())[:3]
+    client.put_object(Bucket="dots", Key="in/./a.jpg", Body=p0.read_bytes())
+    client.put_object(Bucket="dots", Key="in/sub/../b.jpg", Body=p1.read_bytes())
+    client.put_object(Bucket="dots", Key="in/b.jpg", Body=p2.read_bytes())
+    r = caption_env(sluice, env, "s3://dots/in/", "-o", "s3://dots/o/../up",
+                    "--state-dir", tmp_path / "state")
+    assert r.returncode == 0, r.stderr[-3000:]
+    keys = objects(client, "dots", "")
+    assert "o/../up/part-00000.jsonl" in keys and not [k for k in keys if k.startswith("up/")], keys
+    body = client.get_object(Bucket="dots", Key="o/../up/part-00000.jsonl")["Body"].read()
+    rows = {row["id"]: row for row in map(json.loads, body.decode().splitlines())}
+    assert {k: (row["source_width"], row["source_height"]) for k, row in rows.items()} == \
+        {"./a.jpg": w0, "sub/../b.jpg": w1, "b.jpg": w2}, rows
+    # A manifest's relative paths still resolve as paths in its folder.
+    client.put_object(Bucket="dots", Key="man/list.jsonl", Body="\n".join(
+        json.dumps({"id": k, "image": v}) for k, v in
+        (("up", "../in/b.jpg"), ("round", "./x/../../in/b.jpg"), ("past", "../../../in/b.jpg"))))
+    r = caption_env(sluice, env, "s3://dots/man/list.jsonl", "-o", tmp_path / "m")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_rows(tmp_path / "m")
+    assert {row["id"]: (row["path"], (row["source_width"], row["source_height"]))
+            for row in rows} == {k: ("s3://dots/in/b.jpg", w2) for k in ("up", "round", "past")}
+
+
 def test_a_manifest_the_store_refuses_under_item_sharding_ends_the_run(store, sluice, tmp_path):
     """A manifest in a bucket whose every GET the store refuses during one
     run of three, items shared out by place (--input-shard-size): that run
