@@ -130,6 +130,7 @@ static void *renew(void *arg)
         if (st == SL_OK) {
             snprintf(k->etag, sizeof k->etag, "%s", now);
             k->held_until = sent + (double)k->lease_s;
+            k->lost[0] = '\0'; /* an earlier failure is not why a later lease ends */
         } else {
             snprintf(k->lost, sizeof k->lost, "%s", why);
         }
