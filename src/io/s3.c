@@ -1,5 +1,6 @@
 /* io/s3.c — see s3.h. One function makes every request (sign, send,
  * retry, read the answer); the operations are thin around it. */
+#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -848,6 +849,23 @@ static const char *text_of(xmlNode *n)
                                                               : "";
 }
 
+/* A key as ListObjectsV2 sends it with encoding-type=url, decoded in place:
+ * %XX, and '+' for a space (S3's form; a '+' in a key comes as %2B). */
+static void url_decode(char *s)
+{
+    char *o = s;
+    for (const char *c = s; *c; c++) {
+        if (*c == '%' && isxdigit((unsigned char)c[1]) && isxdigit((unsigned char)c[2])) {
+            char hex[3] = {c[1], c[2], '\0'};
+            *o++ = (char)strtol(hex, NULL, 16);
+            c += 2;
+        } else {
+            *o++ = *c == '+' ? ' ' : *c;
+        }
+    }
+    *o = '\0';
+}
+
 /* One ListObjectsV2 page into l->page; the next token into l->token. */
 static sl_status fetch_page(sl_s3_list *l)
 {
@@ -857,8 +875,10 @@ static sl_status fetch_page(sl_s3_list *l)
     if (l->token)
         ok = sl_buf_append(&q, "continuation-token=", 19) && put_encoded(&q, l->token, false) &&
              sl_buf_append(&q, "&", 1);
-    ok = ok && sl_buf_append(&q, "list-type=2&prefix=", 19) && put_encoded(&q, l->prefix, false) &&
-         sl_buf_append(&q, "", 1);
+    /* Keys come URL-encoded: a key may hold characters XML 1.0 cannot
+     * (U+0001), and one such key made the whole page unreadable. */
+    ok = ok && sl_buf_append(&q, "encoding-type=url&list-type=2&prefix=", 37) &&
+         put_encoded(&q, l->prefix, false) && sl_buf_append(&q, "", 1);
     if (!ok) {
         sl_buf_free(&q);
         return sl_fail(SL_ERR_NOMEM, "out of memory listing %s", l->url);
@@ -883,7 +903,11 @@ static sl_status fetch_page(sl_s3_list *l)
         return sl_fail(SL_ERR_IO, "listing %s: the answer is not a ListBucketResult", l->url);
     }
     size_t cap = 0;
-    bool truncated = false;
+    bool truncated = false, encoded = false;
+    /* A store that ignores encoding-type sends the keys as they are. */
+    for (xmlNode *n = root->children; n; n = n->next)
+        if (n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, "EncodingType") == 0)
+            encoded = strcmp(text_of(n), "url") == 0;
     for (xmlNode *n = root->children; n && st == SL_OK; n = n->next) {
         if (n->type != XML_ELEMENT_NODE)
             continue;
@@ -915,6 +939,8 @@ static sl_status fetch_page(sl_s3_list *l)
                 st = sl_fail(SL_ERR_NOMEM, "out of memory listing %s", l->url);
                 break;
             }
+            if (encoded)
+                url_decode(e.key);
             l->page[l->n++] = e;
         }
     }

@@ -1405,6 +1405,25 @@ def test_keys_with_dot_segments_are_names_not_paths(store, sluice, tmp_path):
             for row in rows} == {k: ("s3://dots/in/b.jpg", w2) for k in ("up", "round", "past")}
 
 
+def test_keys_xml_cannot_hold_are_listed_and_read(store, sluice, tmp_path):
+    """A key holding U+0001 (legal in S3, not in XML 1.0) beside keys with
+    a space, a '+', a '%' and '&<>': the listing asks for URL-encoded keys
+    (encoding-type=url) and decodes them, so each object is one row read
+    as named. The one key made the listing's page unreadable, and the
+    whole folder one failed row ('the answer is not a ListBucketResult')."""
+    env, client = store
+    client.create_bucket(Bucket="xmlkeys")
+    img = sample_images()[0].read_bytes()
+    names = ["ctl\x01.jpg", "a b+c.jpg", "pct%41.jpg", "a&b<c>.jpg"]
+    for name in names:
+        client.put_object(Bucket="xmlkeys", Key=f"in/{name}", Body=img)
+    r = caption_env(sluice, env, "s3://xmlkeys/in/", "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_rows(tmp_path / "out")
+    assert sorted(row["id"] for row in rows) == sorted(names), rows
+    assert all(row["error"] is None for row in rows), rows
+
+
 def test_a_manifest_the_store_refuses_under_item_sharding_ends_the_run(store, sluice, tmp_path):
     """A manifest in a bucket whose every GET the store refuses during one
     run of three, items shared out by place (--input-shard-size): that run
