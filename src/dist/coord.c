@@ -32,6 +32,8 @@ struct coord {
     char failed_msg[1024];
     json_t *unfit;        /* the ranks' unfit values merged (coord_unfit) */
     json_t *unfit_rank;   /* per column: the rank its first_id is from */
+    sl_status (*guard)(void *user); /* coord_set_guard */
+    void *guard_user;
 };
 
 void coord_counts_add(coord_counts *into, const coord_counts *c)
@@ -263,6 +265,8 @@ static sl_status record(coord *c, int rank, wire_reader *r, wire_buf *reply)
         st = sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed part record", rank);
     else if ((n && !shards) || ids.oom)
         st = sl_fail(SL_ERR_NOMEM, "out of memory recording part '%s' of rank %d", name, rank);
+    else if (c->guard && (st = c->guard(c->guard_user)) != SL_OK)
+        ; /* the part is not recorded: its rank stops there */
     else if (c->ledger)
         st = sl_ledger_part_record(c->ledger, name, (long)number, ids.buf.data ? (char *)ids.buf.data : "",
                                    shards, (size_t)n, (long)inputs, (long)written,
@@ -468,6 +472,14 @@ void coord_set_start_grace(coord *c, double seconds)
 {
     pthread_mutex_lock(&c->mu);
     c->start_grace_s = seconds;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void coord_set_guard(coord *c, sl_status (*guard)(void *user), void *user)
+{
+    pthread_mutex_lock(&c->mu);
+    c->guard = guard;
+    c->guard_user = user;
     pthread_mutex_unlock(&c->mu);
 }
 

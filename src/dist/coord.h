@@ -131,6 +131,10 @@ json_t *coord_unfit(coord *c);
 /* No shard is handed out until every rank has said hello or `seconds` have
  * passed since coord_new (default 10): a fair start. */
 void coord_set_start_grace(coord *c, double seconds);
+/* Asked before each part a rank records (NULL: none): an error refuses the
+ * record, that rank's commit failing with its message (an s3:// output
+ * whose lock rank 0 lost: job/bucket_lock.c). Set before the ranks call. */
+void coord_set_guard(coord *c, sl_status (*guard)(void *user), void *user);
 
 /* Every rank but rank 0 has finished (COORD_FINISH), or `timeout_ms` passed:
  * returns whether all have. *failed_rank: the first rank that finished with

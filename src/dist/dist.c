@@ -348,12 +348,14 @@ static void finalize(sl_dist *d) { (void)d; }
 
 #endif
 
-sl_status dist_serve(sl_dist *d, sl_ledger *ledger, const char *fingerprint, long first_part)
+sl_status dist_serve(sl_dist *d, sl_ledger *ledger, const char *fingerprint, long first_part,
+                     sl_status (*guard)(void *user), void *guard_user)
 {
     if (d->rank != 0 || d->coord)
         return sl_fail(SL_ERR_INVALID_ARG, "only rank 0 coordinates, once");
     if (!(d->coord = coord_new(ledger, fingerprint, first_part, d->size)))
         return sl_fail(SL_ERR_NOMEM, "out of memory coordinating the job");
+    coord_set_guard(d->coord, guard, guard_user);
     if (pthread_create(&d->server, NULL, serve, d) != 0)
         return sl_fail(SL_ERR_IO, "cannot start the coordinator's thread");
     d->serving = true;

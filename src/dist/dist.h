@@ -18,8 +18,10 @@
 #include "sluice/dist.h"
 
 /* Rank 0: starts coordinating with `ledger` (already reconciled), the job's
- * fingerprint and the number its parts start at, and serves the others. */
-sl_status dist_serve(sl_dist *d, sl_ledger *ledger, const char *fingerprint, long first_part);
+ * fingerprint and the number its parts start at, and serves the others;
+ * guard (NULL: none) as coord_set_guard's. */
+sl_status dist_serve(sl_dist *d, sl_ledger *ledger, const char *fingerprint, long first_part,
+                     sl_status (*guard)(void *user), void *guard_user);
 
 /* Every rank, before it reads: checks its settings against rank 0's and
  * learns where part numbers start. */

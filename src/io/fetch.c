@@ -172,7 +172,22 @@ typedef struct range_try {
     bool have_range;       /* a Content-Range header came */
     uint64_t first, last;  /* its byte range (inclusive) */
     int64_t total;         /* its total; -1 when "*" or absent */
+    sl_fetch_version ver;  /* its ETag and Last-Modified, "" when absent */
 } range_try;
+
+/* A header's value (after "name:"), trimmed, into out; "" when too long. */
+static void header_value(const char *v, char *out, size_t size)
+{
+    while (*v == ' ' || *v == '\t')
+        v++;
+    size_t n = strcspn(v, "\r\n");
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (n >= size)
+        n = 0;
+    memcpy(out, v, n);
+    out[n] = '\0';
+}
 
 static size_t range_header(char *line, size_t size, size_t n, void *user)
 {
@@ -187,6 +202,11 @@ static size_t range_header(char *line, size_t size, size_t n, void *user)
         t->status = sp ? strtol(sp + 1, NULL, 10) : 0;
         t->have_range = false;
         t->total = -1;
+        t->ver = (sl_fetch_version){0};
+    } else if (strncasecmp(h, "etag:", 5) == 0) {
+        header_value(h + 5, t->ver.etag, sizeof t->ver.etag);
+    } else if (strncasecmp(h, "last-modified:", 14) == 0) {
+        header_value(h + 14, t->ver.modified, sizeof t->ver.modified);
     } else if (strncasecmp(h, "content-range:", 14) == 0) {
         const char *v = h + 14;
         while (*v == ' ' || *v == '\t')
@@ -235,8 +255,24 @@ void sl_fetch_range_spec(char spec[64], uint64_t offset, size_t len, bool from_e
                  (unsigned long long)(offset + len - 1));
 }
 
+/* Whether answer t is of version *ver, which it then sets when empty. */
+static bool same_version(const range_try *t, sl_fetch_version *ver)
+{
+    /* An answer without it says nothing (a 416 often has neither). */
+    if (ver->etag[0])
+        return !t->ver.etag[0] || strcmp(t->ver.etag, ver->etag) == 0;
+    if (ver->modified[0])
+        return !t->ver.modified[0] || strcmp(t->ver.modified, ver->modified) == 0;
+    if (t->ver.etag[0] && strncmp(t->ver.etag, "W/", 2) != 0)
+        snprintf(ver->etag, sizeof ver->etag, "%s", t->ver.etag);
+    else
+        snprintf(ver->modified, sizeof ver->modified, "%s", t->ver.modified);
+    return true;
+}
+
 sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t offset, size_t len,
-                         bool from_end, void *dst, size_t *got, int64_t *size, bool *no_ranges)
+                         bool from_end, void *dst, size_t *got, int64_t *size, bool *no_ranges,
+                         sl_fetch_version *ver)
 {
     *got = 0;
     *size = -1;
@@ -250,13 +286,28 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
     char range[64];
     sl_fetch_range_spec(range, offset, len, from_end);
     char cerr[CURL_ERROR_SIZE];
-    char why[CURL_ERROR_SIZE + 128] = "";
+    char why[CURL_ERROR_SIZE + 256] = "";
     sl_status st = SL_ERR_IO;
+    /* The version asked for: what a file replaced between two reads
+     * answers with 412 (the check of the answer's own version below is
+     * for a server that ignores the condition). */
+    char cond[sizeof ver->etag + 32] = "";
+    if (ver && ver->etag[0])
+        snprintf(cond, sizeof cond, "If-Match: %s", ver->etag);
+    else if (ver && ver->modified[0])
+        snprintf(cond, sizeof cond, "If-Unmodified-Since: %s", ver->modified);
+    struct curl_slist *headers = cond[0] ? curl_slist_append(NULL, cond) : NULL;
+    if (cond[0] && !headers) {
+        sl_curl_give(h, false);
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", url);
+    }
     for (int attempt = 0; attempt <= p->retries; attempt++) {
         if (attempt)
             sl_fetch_pause(attempt);
         range_try t = {.dst = dst, .cap = len, .total = -1};
         sl_fetch_policy(h, url, p->timeout_ms, cerr);
+        if (headers)
+            curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
         curl_easy_setopt(h, CURLOPT_RANGE, range);
         curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, range_header);
         curl_easy_setopt(h, CURLOPT_HEADERDATA, &t);
@@ -265,7 +316,14 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
         CURLcode rc;
         long code = perform(h, &rc);
         bool retry = false;
-        if (t.whole && (t.overflow || (offset > 0 && !from_end))) {
+        if (ver && (code == 412 || ((code == 200 || code == 206 || code == 416) &&
+                                    !same_version(&t, ver)))) {
+            snprintf(why, sizeof why, "the file changed since its first read (%s %s then%s%s): "
+                                      "its rows would mix two versions of it",
+                     ver->etag[0] ? "ETag" : "Last-Modified",
+                     ver->etag[0] ? ver->etag : ver->modified, code == 412 ? "" : ", ",
+                     code == 412 ? "" : ver->etag[0] ? t.ver.etag : t.ver.modified);
+        } else if (t.whole && (t.overflow || (offset > 0 && !from_end))) {
             /* A server that ignores Range answers 200 with the file from its
              * start: the transfer stops once past what was asked, so a
              * large file is never read whole. */
@@ -280,6 +338,7 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
         } else if (code == 416) { /* from past the end: nothing, and the size */
             if (t.total >= 0) {
                 *size = t.total;
+                curl_slist_free_all(headers);
                 sl_curl_give(h, false);
                 return SL_OK;
             }
@@ -291,6 +350,7 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
              * that is the answer (a small file, or a server without Range). */
             *got = t.got;
             *size = (int64_t)t.got;
+            curl_slist_free_all(headers);
             sl_curl_give(h, false);
             return SL_OK;
         } else if (code != 206 || !t.have_range || t.total < 0) {
@@ -307,12 +367,14 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
         } else {
             *got = t.got;
             *size = t.total;
+            curl_slist_free_all(headers);
             sl_curl_give(h, false);
             return SL_OK;
         }
         if (!retry)
             break;
     }
+    curl_slist_free_all(headers);
     sl_curl_give(h, false);
     return sl_fail(st, "cannot read '%s' (bytes %s): %s", url, range, why);
 }

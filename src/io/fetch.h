@@ -50,6 +50,14 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *params, uint8_t **dat
  * len bytes from offset (len > 0), or "-len", the last len, when from_end. */
 void sl_fetch_range_spec(char spec[64], uint64_t offset, size_t len, bool from_end);
 
+/* The version of a file its first ranged read saw: its strong ETag, else
+ * its Last-Modified (a weak ETag never matches If-Match); both empty
+ * before that read, or when the server sent neither. */
+typedef struct sl_fetch_version {
+    char etag[128];
+    char modified[64];
+} sl_fetch_version;
+
 /* One ranged GET of an http(s) URL (max_bytes unused: len bounds it): up
  * to len bytes from offset into dst (the caller's, len bytes), or the last
  * len bytes when from_end. *got is what came (0 from past the end: a 416),
@@ -59,9 +67,13 @@ void sl_fetch_range_spec(char spec[64], uint64_t offset, size_t len, bool from_e
  * len bytes, never read whole, and it is SL_ERR_IO saying so with
  * *no_ranges set (may be NULL). An answer shorter than its Content-Range
  * says is retried as a transport error is. Errors are SL_ERR_IO naming
- * the URL, the range and the cause ("HTTP 404"). */
+ * the URL, the range and the cause ("HTTP 404"). *ver (may be NULL):
+ * empty, it is set from the answer; set, the request asks for that
+ * version (If-Match, else If-Unmodified-Since), and a 412 or an answer of
+ * another version is SL_ERR_IO saying the file changed since its first
+ * read: the reads of one file never mix two versions of it. */
 sl_status sl_fetch_range(const char *url, const sl_fetch_params *params, uint64_t offset,
                          size_t len, bool from_end, void *dst, size_t *got, int64_t *size,
-                         bool *no_ranges);
+                         bool *no_ranges, sl_fetch_version *ver);
 
 #endif

@@ -30,6 +30,7 @@ struct sl_ranged {
     char etag[SL_S3_ETAG_MAX]; /* ... the version its first read saw: later reads ask
                                   for it, so an object replaced meanwhile fails them */
     bool http;           /* an http(s) URL */
+    sl_fetch_version version; /* ... the version its first read saw (io/fetch.h) */
     sl_ranged_params p;
     int64_t size;        /* -1 until known */
     uint8_t *tail;       /* a remote file's last tail_len bytes, from tail_off */
@@ -140,7 +141,8 @@ static sl_status get(sl_ranged *r, uint8_t *dst, size_t len, uint64_t offset, bo
         fp.retries = r->p.retries;
         int64_t total = -1;
         bool no_ranges = false;
-        st = sl_fetch_range(r->path, &fp, offset, len, from_end, dst, got, &total, &no_ranges);
+        st = sl_fetch_range(r->path, &fp, offset, len, from_end, dst, got, &total, &no_ranges,
+                            &r->version);
         r->no_ranges = r->no_ranges || no_ranges;
         if (st == SL_OK)
             r->size = total;

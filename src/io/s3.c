@@ -1,5 +1,6 @@
 /* io/s3.c — see s3.h. One function makes every request (sign, send,
  * retry, read the answer); the operations are thin around it. */
+#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -242,6 +243,7 @@ typedef struct answer {
     long code;
     sl_capped body;
     char etag[128];
+    time_t date, modified;     /* the Date and Last-Modified headers; -1 when absent */
     size_t into_len;           /* bytes of a 2xx body written to request.into */
     int64_t total;             /* the object's size from Content-Range; -1 when not given */
 } answer;
@@ -258,6 +260,14 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *user)
         while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
             vlen--;
         snprintf(a->etag, sizeof a->etag, "%.*s", (int)vlen, v);
+    } else if ((len > 5 && strncasecmp(ptr, "date:", 5) == 0) ||
+               (len > 14 && strncasecmp(ptr, "last-modified:", 14) == 0)) {
+        bool date = ptr[0] == 'd' || ptr[0] == 'D';
+        char v[128];
+        size_t skip = date ? 5 : 14;
+        snprintf(v, sizeof v, "%.*s", (int)(len - skip), ptr + skip);
+        v[strcspn(v, "\r\n")] = '\0';
+        *(date ? &a->date : &a->modified) = curl_getdate(v, NULL);
     } else if (len > 14 && strncasecmp(ptr, "content-range:", 14) == 0) {
         /* "bytes 0-99/1234" or, past the end, "bytes * /1234" */
         const char *slash = memchr(ptr, '/', len);
@@ -399,10 +409,15 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         memset(a, 0, sizeof *a);
         a->body.max = rq->max_bytes ? rq->max_bytes : (size_t)16 << 20;
         a->total = -1;
+        a->date = a->modified = -1;
         reader rd = {rq->body, rq->body, rq->body_len, rq->body_len};
         cerr[0] = '\0';
         curl_easy_reset(h);
         curl_easy_setopt(h, CURLOPT_URL, url);
+        /* A key is a name, not a path: "a/./b" and "a/x/../b" are objects of
+         * their own, which curl's dot-segment squashing made "a/b" (a
+         * listed object not found, or another object read or written). */
+        curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
         curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
         /* A try ends when no byte has moved for timeout_ms (or the
          * connection takes that long), not at a whole-transfer deadline:
@@ -649,7 +664,7 @@ sl_status sl_s3_put_if(const sl_s3 *s3, const char *url, const void *data, size_
 }
 
 sl_status sl_s3_get_tagged(const sl_s3 *s3, const char *url, size_t max_bytes, uint8_t **data,
-                           size_t *len, char etag[SL_S3_ETAG_MAX])
+                           size_t *len, char etag[SL_S3_ETAG_MAX], long long *age_s)
 {
     *data = NULL;
     *len = 0;
@@ -660,6 +675,7 @@ sl_status sl_s3_get_tagged(const sl_s3 *s3, const char *url, size_t max_bytes, u
     *data = a.body.buf.data ? a.body.buf.data : sl_malloc(1);
     *len = a.body.buf.len;
     snprintf(etag, SL_S3_ETAG_MAX, "%s", a.etag);
+    *age_s = a.date >= 0 && a.modified >= 0 ? (long long)(a.date - a.modified) : -1;
     return *data ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading %s", url);
 }
 
@@ -833,6 +849,23 @@ static const char *text_of(xmlNode *n)
                                                               : "";
 }
 
+/* A key as ListObjectsV2 sends it with encoding-type=url, decoded in place:
+ * %XX, and '+' for a space (S3's form; a '+' in a key comes as %2B). */
+static void url_decode(char *s)
+{
+    char *o = s;
+    for (const char *c = s; *c; c++) {
+        if (*c == '%' && isxdigit((unsigned char)c[1]) && isxdigit((unsigned char)c[2])) {
+            char hex[3] = {c[1], c[2], '\0'};
+            *o++ = (char)strtol(hex, NULL, 16);
+            c += 2;
+        } else {
+            *o++ = *c == '+' ? ' ' : *c;
+        }
+    }
+    *o = '\0';
+}
+
 /* One ListObjectsV2 page into l->page; the next token into l->token. */
 static sl_status fetch_page(sl_s3_list *l)
 {
@@ -842,8 +875,10 @@ static sl_status fetch_page(sl_s3_list *l)
     if (l->token)
         ok = sl_buf_append(&q, "continuation-token=", 19) && put_encoded(&q, l->token, false) &&
              sl_buf_append(&q, "&", 1);
-    ok = ok && sl_buf_append(&q, "list-type=2&prefix=", 19) && put_encoded(&q, l->prefix, false) &&
-         sl_buf_append(&q, "", 1);
+    /* Keys come URL-encoded: a key may hold characters XML 1.0 cannot
+     * (U+0001), and one such key made the whole page unreadable. */
+    ok = ok && sl_buf_append(&q, "encoding-type=url&list-type=2&prefix=", 37) &&
+         put_encoded(&q, l->prefix, false) && sl_buf_append(&q, "", 1);
     if (!ok) {
         sl_buf_free(&q);
         return sl_fail(SL_ERR_NOMEM, "out of memory listing %s", l->url);
@@ -868,7 +903,11 @@ static sl_status fetch_page(sl_s3_list *l)
         return sl_fail(SL_ERR_IO, "listing %s: the answer is not a ListBucketResult", l->url);
     }
     size_t cap = 0;
-    bool truncated = false;
+    bool truncated = false, encoded = false;
+    /* A store that ignores encoding-type sends the keys as they are. */
+    for (xmlNode *n = root->children; n; n = n->next)
+        if (n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, "EncodingType") == 0)
+            encoded = strcmp(text_of(n), "url") == 0;
     for (xmlNode *n = root->children; n && st == SL_OK; n = n->next) {
         if (n->type != XML_ELEMENT_NODE)
             continue;
@@ -900,6 +939,8 @@ static sl_status fetch_page(sl_s3_list *l)
                 st = sl_fail(SL_ERR_NOMEM, "out of memory listing %s", l->url);
                 break;
             }
+            if (encoded)
+                url_decode(e.key);
             l->page[l->n++] = e;
         }
     }

@@ -123,14 +123,17 @@ sl_status sl_s3_abort_uploads(const sl_s3 *s3, const char *url,
  * sl_s3_put_if() writes the object only if it does not exist (if_match
  * NULL: If-None-Match: *) or still has ETag if_match; SL_ERR_EXISTS when
  * not (412, or 409 for a write that raced another). *etag: the new
- * object's. sl_s3_get_tagged(): the whole object (at most max_bytes) and
- * its ETag. sl_s3_delete_if(): deletes it only if it still has ETag
+ * object's. sl_s3_get_tagged(): the whole object (at most max_bytes), its
+ * ETag, and *age_s: how long ago it was written by the store's own clock
+ * (the answer's Date less its Last-Modified; -1 when either is missing),
+ * which a lease is judged by whatever the clocks of the machines that
+ * wrote and read it say. sl_s3_delete_if(): deletes it only if it still has ETag
  * if_match (SL_ERR_EXISTS when not; no error when it is gone). A store
  * that ignores the conditions writes and deletes unconditionally. */
 sl_status sl_s3_put_if(const sl_s3 *s3, const char *url, const void *data, size_t len,
                        const char *if_match, char etag[SL_S3_ETAG_MAX]);
 sl_status sl_s3_get_tagged(const sl_s3 *s3, const char *url, size_t max_bytes, uint8_t **data,
-                           size_t *len, char etag[SL_S3_ETAG_MAX]);
+                           size_t *len, char etag[SL_S3_ETAG_MAX], long long *age_s);
 sl_status sl_s3_delete_if(const sl_s3 *s3, const char *url, const char *if_match);
 
 /* Deletes the object at url (no error when it is missing). */

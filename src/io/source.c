@@ -85,6 +85,40 @@ sl_status sl_source_item_fail(sl_source_item *item, const char *fmt, ...)
     return SL_OK;
 }
 
+/* base_dir/value for a relative value in a bucket, its "." and ".."
+ * segments resolved here (a ".." past the bucket's top dropped): the store
+ * takes a key as a name, where "m/../img/a.jpg" is no "img/a.jpg". The
+ * base's own segments stay as named. NULL when out of memory. */
+static char *join_in_bucket(const char *base_dir, size_t bl, const char *value)
+{
+    const char *bucket_end = strchr(base_dir + 5, '/');
+    size_t top = bucket_end && (size_t)(bucket_end - base_dir) < bl
+                     ? (size_t)(bucket_end - base_dir) : bl; /* s3://bucket */
+    sl_buf b = {0};
+    if (!sl_buf_append(&b, base_dir, bl))
+        return NULL;
+    for (const char *seg = value; seg;) {
+        const char *slash = strchr(seg, '/');
+        size_t n = slash ? (size_t)(slash - seg) : strlen(seg);
+        if (n == 2 && seg[0] == '.' && seg[1] == '.') {
+            while (b.len > top && b.data[b.len - 1] != '/')
+                b.len--;
+            if (b.len > top)
+                b.len--;
+        } else if (!(n == 1 && seg[0] == '.') &&
+                   (!sl_buf_append(&b, "/", 1) || !sl_buf_append(&b, seg, n))) {
+            sl_buf_free(&b);
+            return NULL;
+        }
+        seg = slash ? slash + 1 : NULL;
+    }
+    if (!sl_buf_append(&b, "", 1)) {
+        sl_buf_free(&b);
+        return NULL;
+    }
+    return (char *)b.data;
+}
+
 sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,
                            sl_source_item *item)
 {
@@ -96,8 +130,10 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
         base_dir = p->image_root;
     if (!*scheme && !sl_batch_is_data_url(value)) {
         size_t bl = base_dir ? strlen(base_dir) : 0; /* "--image-root imgs/" joins as "imgs" does */
+        size_t keep = bl && base_dir[bl - 1] == '/' ? bl - 1 : bl;
         item->path = value[0] == '/' || !bl ? sl_strdup(value)
-                     : sl_asprintf("%.*s/%s", (int)(base_dir[bl - 1] == '/' ? bl - 1 : bl), base_dir, value);
+                     : sl_s3_is_url(base_dir) ? join_in_bucket(base_dir, keep, value)
+                     : sl_asprintf("%.*s/%s", (int)keep, base_dir, value);
     } else if (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0 ||
                strcmp(scheme, "s3") == 0) {
         item->path = sl_strdup(value);
@@ -262,6 +298,7 @@ struct source_reader {
     bool read_error_told;
     bool read_failed;         /* ... and it is a read of the file's bytes (the store, the
                                  disk), not what they hold: another try may get further */
+    bool read_missing;        /* ... and the store said the object is not there */
     char *file, *base_dir;
     bool csv;
     bool json_array;          /* a .json manifest: one array, an element a row (r->line counts them) */
@@ -294,7 +331,7 @@ static sl_status s3_folder_open(const char *url, source_reader *r, char **open_e
 }
 
 static sl_status folder_open(const char *file, const char *name, const sl_source_params *p,
-                             source_reader **out, char **open_error)
+                             source_reader **out, char **open_error, bool *cut_short)
 {
     source_reader *r = sl_calloc(1, sizeof *r);
     if (!r)
@@ -302,6 +339,8 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
     r->p = p;
     r->name = name;
     if (sl_s3_is_url(file)) {
+        /* Its listing's first page is read at the first item (a failed
+         * one cut short there). */
         sl_status st = s3_folder_open(file, r, open_error);
         if (st != SL_OK || *open_error) {
             sl_s3_list_free(r->s3);
@@ -314,8 +353,10 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
         *out = r;
         return SL_OK;
     }
-    if (sl_dir_source_open(file, !p->unsorted_folders, &r->dir) != SL_OK) {
+    sl_status st = sl_dir_source_open(file, !p->unsorted_folders, &r->dir);
+    if (st != SL_OK) {
         *open_error = sl_strdup(sl_last_error());
+        *cut_short = st == SL_ERR_IO;
         sl_free(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
@@ -420,8 +461,9 @@ static const source_kind folder_kind = {"folder", folder_open, folder_next, fold
 /* An image or video file named as an input (a local file, or an object or
  * URL read in the decode stage): one row, its id the file's name in ids. */
 static sl_status file_open(const char *file, const char *name, const sl_source_params *p,
-                           source_reader **out, char **open_error)
+                           source_reader **out, char **open_error, bool *cut_short)
 {
+    (void)cut_short; /* nothing is read here: the decode stage reads the file */
     source_reader *r = sl_calloc(1, sizeof *r);
     if (!r || !(r->file = sl_strdup(file))) {
         sl_free(r);
@@ -507,8 +549,10 @@ static ssize_t raw_read(source_reader *r, char *buf, size_t cap, char **error)
 {
     size_t n = 0;
     if (r->object) {
-        if (sl_ranged_read(r->object, buf, cap, r->object_at, &n) != SL_OK) {
+        sl_status st = sl_ranged_read(r->object, buf, cap, r->object_at, &n);
+        if (st != SL_OK) {
             *error = sl_strdup(sl_last_error());
+            r->read_missing = st == SL_ERR_NOT_FOUND;
             return -1;
         }
         r->object_at += n;
@@ -532,7 +576,7 @@ static char *open_decompression(source_reader *r)
     const char *kind = r->file + strlen(r->file) - sl_compression_suffix_len(r->file) + 1;
     char *error = NULL;
     ssize_t n = raw_read(r, (char *)r->zraw, r->chunk_cap, &error);
-    if (n < 0)
+    if ((r->read_failed = n < 0))
         return error;
     if (n == 0)
         return sl_asprintf("empty file (0 bytes): no %s data in it", kind);
@@ -862,27 +906,28 @@ const size_t sl_source_n_auto_image_columns =
 /* A local manifest for reading, through sl_file_open_regular: fopen() of a
  * FIFO waits for a writer forever (the run and its count pass hung on one
  * named as an input, and SIGTERM could not end them); a device would be
- * read without end. NULL with the cause in sl_last_error(). */
-static FILE *open_local(const char *file)
+ * read without end. */
+static sl_status open_local(const char *file, FILE **fp)
 {
     int fd;
     uint64_t size;
-    if (sl_file_open_regular(file, &fd, &size) != SL_OK)
-        return NULL;
-    FILE *fp = fdopen(fd, "r");
-    if (!fp) {
-        sl_fail(SL_ERR_NOMEM, "%s: %s", file, strerror(errno));
+    sl_status st = sl_file_open_regular(file, &fd, &size);
+    if (st != SL_OK)
+        return st;
+    if (!(*fp = fdopen(fd, "r"))) {
+        st = sl_fail(SL_ERR_NOMEM, "%s: %s", file, strerror(errno));
         close(fd);
     }
-    return fp;
+    return st;
 }
 
 static sl_status manifest_open(const char *file, const char *name, const sl_source_params *p,
-                               source_reader **out, char **open_error)
+                               source_reader **out, char **open_error, bool *cut_short)
 {
     source_reader *r = sl_calloc(1, sizeof *r);
     bool remote = sl_s3_is_url(file);
     size_t cap = remote ? REMOTE_CHUNK_BYTES : CHUNK_BYTES;
+    sl_status st;
     if (!r || !(r->file = sl_strdup(file)) || !(r->chunk = sl_malloc(cap)))
         goto nomem;
     r->chunk_cap = cap;
@@ -914,16 +959,19 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
             fill(r);
         if (r->read_error) {
             *open_error = sl_asprintf("cannot read manifest '%s': %s", file, r->read_error);
+            *cut_short = r->read_failed && !r->read_missing;
             manifest_close(r);
             return *open_error ? SL_OK
                                : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
         }
-    } else if (!(r->fp = open_local(file))) {
+    } else if ((st = open_local(file, &r->fp)) != SL_OK) {
         *open_error = sl_asprintf("cannot read manifest: %s", sl_last_error());
+        *cut_short = st == SL_ERR_IO;
         manifest_close(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     } else if (sl_compression_suffix_len(file) && (r->read_error = open_decompression(r)) != NULL) {
         *open_error = sl_asprintf("cannot read manifest '%s': %s", file, r->read_error);
+        *cut_short = r->read_failed;
         manifest_close(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
@@ -955,6 +1003,7 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
                 rc = -1;
             }
         if (rc != 0) {
+            *cut_short = r->read_failed && !r->read_missing;
             *open_error = r->read_error
                               ? sl_asprintf("cannot read manifest '%s': %s", file, r->read_error)
                               : sl_asprintf("manifest '%s': %s", file,
@@ -964,6 +1013,7 @@ static sl_status manifest_open(const char *file, const char *name, const sl_sour
         }
     }
     if (r->json_array && !array_begin(r)) {
+        *cut_short = r->read_failed && !r->read_missing;
         *open_error = r->read_error
                           ? sl_asprintf("cannot read manifest '%s': %s", file, r->read_error)
                           : sl_asprintf("manifest '%s': a .json manifest holds one JSON array of objects, "
@@ -2016,7 +2066,8 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
             /* Every kind reads a file in a bucket in place, by ranged GETs
              * (io/ranged.h): nothing is copied to disk. */
             sl_fault("source.open", f); /* tests: a pause to change the file in */
-            sl_status st = src->kind->open(f, name, &src->p, &src->reader, &open_error);
+            bool open_cut = false;
+            sl_status st = src->kind->open(f, name, &src->p, &src->reader, &open_error, &open_cut);
             if (st == SL_OK)
                 st = check_unchanged(src, item->input);
             if (st != SL_OK) {
@@ -2027,6 +2078,7 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
                 return st;
             if (open_error) {
                 item->error = open_error;
+                item->cut_short = open_cut;
                 if (!(item->id = sl_strdup(*name ? name : base_name(f))) ||
                     !(item->path = sl_strdup(f)))
                     return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", f);

@@ -739,7 +739,7 @@ static sl_status read_schema(source_reader *r, char **why)
 }
 
 static sl_status arrow_open(const char *file, const char *name, const sl_source_params *p,
-                            source_reader **out, char **open_error)
+                            source_reader **out, char **open_error, bool *cut_short)
 {
     source_reader *r = sl_calloc(1, sizeof *r);
     const char *slash = strrchr(file, '/');
@@ -763,6 +763,7 @@ static sl_status arrow_open(const char *file, const char *name, const sl_source_
         /* out of memory stops the run */
     } else if (s != SL_OK) {
         *open_error = sl_strdup(sl_last_error()); /* it names the file */
+        *cut_short = s == SL_ERR_IO;
         s = *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     } else if (ArrowIpcDecoderInit(&r->dec) != NANOARROW_OK) {
         s = sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
@@ -770,6 +771,7 @@ static sl_status arrow_open(const char *file, const char *name, const sl_source_
         r->dec_ready = true;
         r->size = (int64_t)size;
         s = read_schema(r, open_error);
+        *cut_short = *open_error && r->io_error[0];
     }
     if (s != SL_OK || *open_error) {
         arrow_close(r);
@@ -1266,7 +1268,8 @@ static int64_t arrow_count(const char *file, const sl_source_params *p, const at
 {
     source_reader *r = NULL;
     char *why = NULL;
-    if (arrow_open(file, file, p, &r, &why) != SL_OK)
+    bool cut_short = false;
+    if (arrow_open(file, file, p, &r, &why, &cut_short) != SL_OK)
         return -1;
     if (why) { /* the one failed row naming the file */
         sl_free(why);

@@ -13,9 +13,13 @@ typedef struct source_kind {
     const char *name;
     /* Opens one input; `name` is its name in ids (sl_source_open), valid
      * while the reader is. Failing to open is an error item (*open_error
-     * set, owned by the caller), never a failed run, except out of memory. */
+     * set, owned by the caller), never a failed run, except out of memory.
+     * *cut_short (false on entry) as an item's: set when the open failed
+     * reading the file's bytes or listing (the store or the disk refused),
+     * not on what they hold nor for a file that is not there: another run
+     * may read it whole and count its items where this one counts one. */
     sl_status (*open)(const char *file, const char *name, const sl_source_params *p,
-                      source_reader **out, char **open_error);
+                      source_reader **out, char **open_error, bool *cut_short);
     sl_status (*next)(source_reader *r, sl_source_item *item, bool *done);
     void (*close)(source_reader *r);
     /* Optional: a cheap count for one input; -1 unknown. */

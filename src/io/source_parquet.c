@@ -338,7 +338,7 @@ static sl_status choose_columns(source_reader *r, char **why)
 }
 
 static sl_status pq_open(const char *file, const char *name, const sl_source_params *p,
-                         source_reader **out, char **open_error)
+                         source_reader **out, char **open_error, bool *cut_short)
 {
     source_reader *r = sl_calloc(1, sizeof *r);
     const char *slash = strrchr(file, '/');
@@ -356,9 +356,10 @@ static sl_status pq_open(const char *file, const char *name, const sl_source_par
         pq_close(r);
         return st;
     }
-    if (st != SL_OK)
+    if (st != SL_OK) {
         *open_error = sl_strdup(sl_last_error());
-    else if ((r->id_name && (st = check_id_column(r, open_error)) != SL_OK) ||
+        *cut_short = st == SL_ERR_IO;
+    } else if ((r->id_name && (st = check_id_column(r, open_error)) != SL_OK) ||
              (!*open_error && (st = choose_columns(r, open_error)) != SL_OK)) {
         pq_close(r);
         return st;

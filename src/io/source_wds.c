@@ -64,6 +64,7 @@ typedef struct remote {
     uint8_t *out;
     bool failed;       /* a read of the shard's bytes failed (the store, the disk), not
                           what they hold: another try may get further */
+    bool missing;      /* ... and the store said the object is not there */
 } remote;
 
 /* The next run of the shard's bytes as stored: *got 0 at its end. */
@@ -71,8 +72,10 @@ static int raw_read(struct archive *a, remote *s, const void **out, size_t *got)
 {
     *out = s->buf;
     if (s->io) {
-        if (sl_ranged_read(s->io, s->buf, s->block, s->pos, got) != SL_OK) {
+        sl_status st = sl_ranged_read(s->io, s->buf, s->block, s->pos, got);
+        if (st != SL_OK) {
             s->failed = true;
+            s->missing = st == SL_ERR_NOT_FOUND;
             archive_set_error(a, EIO, "%s", sl_last_error());
             return ARCHIVE_FATAL;
         }
@@ -181,6 +184,13 @@ static bool compressed_name(const char *file)
 /* Opens `file` (a path, or an s3:// or http(s) URL read through *rem: a
  * dataset's shard on the hub, io/hf.h) in a; the libarchive status. A
  * compressed one goes through *rem (unzip_read) too. */
+/* EIO only for a read the disk or the store refused (wds_open's cut_short). */
+static int open_errno(sl_status st)
+{
+    return st == SL_ERR_NOMEM ? ENOMEM : st == SL_ERR_NOT_FOUND ? ENOENT
+                                        : st == SL_ERR_IO ? EIO : EINVAL;
+}
+
 static int open_in(struct archive *a, const char *file, const sl_source_params *p, remote **rem)
 {
     *rem = NULL;
@@ -198,8 +208,9 @@ static int open_in(struct archive *a, const char *file, const sl_source_params *
             return ARCHIVE_FATAL;
         }
         uint64_t size;
-        if (sl_file_open_regular(file, &s->fd, &size) != SL_OK) {
-            archive_set_error(a, EIO, "%s", sl_last_error());
+        sl_status st = sl_file_open_regular(file, &s->fd, &size);
+        if (st != SL_OK) {
+            archive_set_error(a, open_errno(st), "%s", sl_last_error());
             sl_free(s);
             return ARCHIVE_FATAL;
         }
@@ -226,7 +237,7 @@ static int open_in(struct archive *a, const char *file, const sl_source_params *
         s->block = REMOTE_FIRST_BLOCK;
     }
     if (st != SL_OK) {
-        archive_set_error(a, st == SL_ERR_NOMEM ? ENOMEM : EIO, "%s", sl_last_error());
+        archive_set_error(a, open_errno(st), "%s", sl_last_error());
         remote_free(s);
         return ARCHIVE_FATAL;
     }
@@ -322,7 +333,7 @@ static struct archive *open_archive(const char *file, const sl_source_params *p,
 }
 
 static sl_status wds_open(const char *file, const char *name, const sl_source_params *p,
-                          source_reader **out, char **open_error)
+                          source_reader **out, char **open_error, bool *cut_short)
 {
     source_reader *r = sl_calloc(1, sizeof *r);
     if (!r || !(r->file = sl_strdup(file))) {
@@ -359,6 +370,7 @@ static sl_status wds_open(const char *file, const char *name, const sl_source_pa
                       ? "empty file (0 bytes), not a tar archive"
                       : "not a tar archive (nor one compressed with gzip, zstd, bzip2 or xz)";
         *open_error = sl_asprintf("cannot open shard '%s': %s", file, why);
+        *cut_short = r->rem ? r->rem->failed && !r->rem->missing : archive_errno(r->a) == EIO;
         wds_close(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }

@@ -9,8 +9,16 @@
  * four times a lease, and the run deletes it as it ends. A run killed
  * without that leaves it until the lease ends: then the next run takes it
  * over (a PUT If-Match the ETag it read, so of two that try, one wins).
+ * The lease is judged by the store's clock (the time since its last write,
+ * from the GET's Date and Last-Modified): the holder's and the reader's
+ * clocks may differ by more than a lease. A lock of an older sluice (no
+ * "lease") or a store without those headers: by its "expires", this
+ * machine's clock against the holder's.
  * One held by this host for this state folder is taken over at once: its
- * holder would hold the ledger, which this run holds, so it is gone. */
+ * holder would hold the ledger, which this run holds, so it is gone.
+ * A run whose renewals fail (or that finds the lock taken) stops committing
+ * parts once less than a quarter of its last lease is left: past it another
+ * run may take the prefix, and the two would write beside each other. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -37,6 +45,8 @@ struct bucket_lock {
     char host[256];
     long lease_s;
     char etag[SL_S3_ETAG_MAX];
+    double held_until;  /* sl_mono_s(): the lease the last PUT made ends (from before it) */
+    char lost[512];     /* why it is no longer held: the last renewal's error */
     pthread_t renewer;
     bool renewing, stop;
     pthread_mutex_t mu;
@@ -49,9 +59,9 @@ static char *lock_body(const bucket_lock *k, size_t *len)
     char utc[32];
     struct tm tm;
     strftime(utc, sizeof utc, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&until, &tm));
-    json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:s}", "host", k->host, "pid",
+    json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:s, s:I}", "host", k->host, "pid",
                           (json_int_t)getpid(), "state_dir", k->state_dir, "expires",
-                          (json_int_t)until, "expires_utc", utc);
+                          (json_int_t)until, "expires_utc", utc, "lease", (json_int_t)k->lease_s);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     char *body = text ? sl_strdup(text) : NULL;
@@ -64,6 +74,7 @@ static char *lock_body(const bucket_lock *k, size_t *len)
 typedef struct holder {
     char host[256], state_dir[1024], until[32];
     long long pid, expires;
+    long long lease; /* seconds from each write; 0: not given (an older sluice) */
 } holder;
 
 static void read_holder(const uint8_t *data, size_t len, holder *h)
@@ -71,16 +82,18 @@ static void read_holder(const uint8_t *data, size_t len, holder *h)
     memset(h, 0, sizeof *h);
     json_t *o = json_loadb((const char *)data, len, 0, NULL);
     const char *host = NULL, *dir = NULL, *until = NULL;
-    json_int_t pid = 0, expires = 0;
+    json_int_t pid = 0, expires = 0, lease = 0;
     /* one the run cannot read has no end: it is not taken over */
     h->expires = (long long)1 << 62;
-    if (o && json_unpack(o, "{s:s, s:I, s:s, s:I, s?s}", "host", &host, "pid", &pid,
-                         "state_dir", &dir, "expires", &expires, "expires_utc", &until) == 0) {
+    if (o && json_unpack(o, "{s:s, s:I, s:s, s:I, s?s, s?I}", "host", &host, "pid", &pid,
+                         "state_dir", &dir, "expires", &expires, "expires_utc", &until,
+                         "lease", &lease) == 0) {
         snprintf(h->host, sizeof h->host, "%s", host);
         snprintf(h->state_dir, sizeof h->state_dir, "%s", dir);
         snprintf(h->until, sizeof h->until, "%s", until ? until : "");
         h->pid = (long long)pid;
         h->expires = (long long)expires;
+        h->lease = lease > 0 ? (long long)lease : 0;
     }
     json_decref(o);
 }
@@ -99,10 +112,14 @@ static void *renew(void *arg)
         snprintf(old, sizeof old, "%s", k->etag);
         pthread_mutex_unlock(&k->mu);
         size_t len;
+        double sent = sl_mono_s();
         char *body = lock_body(k, &len);
-        sl_status st = body ? sl_s3_put_if(k->s3, k->url, body, len, old, now) : SL_ERR_NOMEM;
+        sl_status st = body ? sl_s3_put_if(k->s3, k->url, body, len, old, now)
+                            : sl_fail(SL_ERR_NOMEM, "out of memory renewing it");
         sl_free(body);
         bool lost = st == SL_ERR_EXISTS || st == SL_ERR_NOT_FOUND;
+        char why[sizeof k->lost];
+        snprintf(why, sizeof why, "%s", st == SL_OK ? "" : sl_last_error());
         if (lost)
             sl_log(SL_LOG_ERROR, "%s was deleted or taken over by another run: nothing keeps "
                                  "other runs out of the output now", k->url);
@@ -110,10 +127,17 @@ static void *renew(void *arg)
             sl_log(SL_LOG_WARN, "cannot renew %s (tried again in %ld s): %s", k->url,
                    k->lease_s / 4 ? k->lease_s / 4 : 1, sl_last_error());
         pthread_mutex_lock(&k->mu);
-        if (st == SL_OK)
+        if (st == SL_OK) {
             snprintf(k->etag, sizeof k->etag, "%s", now);
-        else if (lost)
+            k->held_until = sent + (double)k->lease_s;
+            k->lost[0] = '\0'; /* an earlier failure is not why a later lease ends */
+        } else {
+            snprintf(k->lost, sizeof k->lost, "%s", why);
+        }
+        if (lost) {
+            k->held_until = 0;
             break; /* not ours any more: nothing to renew or delete */
+        }
     }
     if (!k->stop)
         k->etag[0] = '\0';
@@ -183,6 +207,7 @@ sl_status job_lock_bucket(job *j)
     /* A few rounds: the lock may go or change hands between two requests. */
     for (int round = 0; st == SL_OK && !held && round < 4; round++) {
         size_t len;
+        k->held_until = sl_mono_s() + (double)k->lease_s;
         char *body = lock_body(k, &len);
         if (!body) {
             st = sl_fail(SL_ERR_NOMEM, "out of memory locking '%s'", j->remote);
@@ -204,12 +229,15 @@ sl_status job_lock_bucket(job *j)
             uint8_t *data = NULL;
             size_t n = 0;
             char theirs[SL_S3_ETAG_MAX];
-            st = sl_s3_get_tagged(s3, k->url, 64u << 10, &data, &n, theirs);
+            long long age = -1;
+            st = sl_s3_get_tagged(s3, k->url, 64u << 10, &data, &n, theirs, &age);
             if (st == SL_OK) {
                 read_holder(data, n, &h);
                 sl_free(data);
                 bool ours = strcmp(h.host, k->host) == 0 && strcmp(h.state_dir, j->dir) == 0;
-                if (ours || (long long)time(NULL) >= h.expires) {
+                bool ended = h.lease && age >= 0 ? age >= h.lease
+                                                 : (long long)time(NULL) >= h.expires;
+                if (ours || ended) {
                     st = sl_s3_put_if(s3, k->url, body, len, theirs, k->etag);
                     held = st == SL_OK;
                     if (held && !ours)
@@ -242,6 +270,24 @@ sl_status job_lock_bucket(job *j)
     }
     j->bucket_lock = k;
     return SL_OK;
+}
+
+sl_status job_check_bucket_lock(job *j)
+{
+    bucket_lock *k = j->bucket_lock;
+    if (!k)
+        return SL_OK;
+    pthread_mutex_lock(&k->mu);
+    bool held = sl_mono_s() < k->held_until - (double)k->lease_s / 4;
+    char why[sizeof k->lost];
+    snprintf(why, sizeof why, "%s", k->lost[0] ? k->lost : "its renewals did not finish");
+    pthread_mutex_unlock(&k->mu);
+    if (held)
+        return SL_OK;
+    return sl_fail(SL_ERR_IO, "lost the lock on %s (%s, renewed every %ld s for a lease of "
+                              "%ld s: %s): another run may hold the prefix now, so this run "
+                              "commits no more parts: run it again (it resumes)",
+                   j->remote, k->url, k->lease_s / 4 ? k->lease_s / 4 : 1, k->lease_s, why);
 }
 
 void job_unlock_bucket(job *j)

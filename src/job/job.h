@@ -299,10 +299,13 @@ void job_output_clear(job *j);
 /* job/bucket_lock.c: an s3:// output's lock object in the bucket, which
  * keeps out runs with other state folders (the ledger's lock keeps out
  * those with this one). job_lock_bucket(): SL_ERR_EXISTS naming the holder
- * and how to clear it when another run holds it; job_unlock_bucket()
- * releases it (no-op without one). */
+ * and how to clear it when another run holds it; job_check_bucket_lock()
+ * before each part's commit: SL_ERR_IO saying so when the lock was lost
+ * (taken, or not renewed while most of its lease ran out), SL_OK without
+ * one; job_unlock_bucket() releases it (no-op without one). */
 typedef struct bucket_lock bucket_lock;
 sl_status job_lock_bucket(job *j);
+sl_status job_check_bucket_lock(job *j);
 void job_unlock_bucket(job *j);
 /* s3:// output, one process: part object `url` was uploaded, `bytes` long
  * (-1: not known), for the resume ledger to record as its size. */

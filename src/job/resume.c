@@ -595,6 +595,8 @@ static sl_status join_job(job *j)
     return SL_OK;
 }
 
+static sl_status check_lock(void *j) { return job_check_bucket_lock(j); }
+
 /* Rank 0 of an MPI job, its ledger open: coordinates the others. */
 static sl_status lead_job(job *j)
 {
@@ -603,7 +605,8 @@ static sl_status lead_job(job *j)
     if (!fp)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
     long first = 0;
-    sl_status st = dist_serve(j->dist, j->ledger, fp, j->shard);
+    /* Every rank's parts are recorded here: none once rank 0 lost the lock. */
+    sl_status st = dist_serve(j->dist, j->ledger, fp, j->shard, check_lock, j);
     if (st == SL_OK)
         st = dist_hello(j->dist, fp, &first);
     sl_free(fp);

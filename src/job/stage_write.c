@@ -285,7 +285,9 @@ static sl_status part_durable(void *arg)
 static sl_status commit_shard(job *j)
 {
     const char *part = sl_sink_part_path(j->sink);
-    sl_status st = commit_point("commit.begin", part);
+    sl_status st = job_check_bucket_lock(j);
+    if (st == SL_OK)
+        st = commit_point("commit.begin", part);
     if (st == SL_OK) /* rename, folder sync: io/shard.c has their points */
         st = sl_sink_commit(j->sink, part_durable, j);
     /* The object's size for the ledger's commit to record; under MPI

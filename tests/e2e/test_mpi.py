@@ -592,6 +592,44 @@ def test_s3_output_under_mpi_exactly_once_after_a_kill(mpi, tmp_path):
         assert summary["rows"]["skipped"] == done_before
 
 
+def test_no_rank_commits_a_part_once_rank_0_lost_the_bucket_lock(mpi, tmp_path):
+    """Rank 0 holds the s3:// output's lock; the store refuses its renewals
+    (the lock object's PUT) past most of the lease: no rank commits a part
+    then (rank 0 refuses every part a rank records), and the job fails
+    saying the lock was lost. Only rank 0's own commits were checked: the
+    other ranks went on uploading parts beside whatever run took the prefix."""
+    from s3_store import CountingProxy, moto_store
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 4)
+    with moto_store() as (env, client):
+        env["ASAN_OPTIONS"] = mpi_env().get("ASAN_OPTIONS", "")
+        client.create_bucket(Bucket="mpi-lock")
+        proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+        try:
+            env = dict(env, AWS_ENDPOINT_URL=proxy.url, SLUICE_S3_LOCK_LEASE="2",
+                       SLUICE_TEST_FAULTS="trace,ledger.reconciled=sleep:4000")
+            args = caption_args(mpi, inputs, "s3://mpi-lock/job", "--state-dir",
+                                tmp_path / "state", "--input-shard-size", "2", "--shard-rows",
+                                "2", *ALONE)
+            run = subprocess.Popen(mpirun_args(2) + args, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+            err = []
+            for line in run.stderr:
+                err.append(line)
+                if "test fault point ledger.reconciled" in line:
+                    break
+            proxy.refuse = lambda m, p, rng: m == "PUT" and p == "/mpi-lock/job/_sluice.lock"
+            err.append(run.stderr.read())
+            text = "".join(err)
+            assert run.wait(timeout=300) != 0, text[-3000:]
+            assert "lost the lock on s3://mpi-lock/job" in text, text[-3000:]
+            keys = [o["Key"] for o in client.list_objects_v2(Bucket="mpi-lock",
+                                                             Prefix="job/").get("Contents", [])]
+            assert not [k for k in keys if "part-" in k], keys
+        finally:
+            proxy.close()
+
+
 def test_batch_errors_file_with_an_s3_output_after_a_kill(mpi, tmp_path):
     """`sluice batch` on 3 ranks into a bucket (moto) with --errors-file,
     one request line in 5 broken on purpose (one in each input shard).

@@ -554,6 +554,66 @@ def test_a_killed_runs_bucket_lock_is_taken_over_when_its_lease_ends(store, slui
     assert "took over" not in r.stderr, r.stderr[-2000:]
 
 
+def test_a_bucket_lock_is_judged_by_the_stores_clock_not_the_holders(store, sluice, tmp_path):
+    """A lock just written by a live run on a machine whose clock is behind
+    by more than the lease (its 'expires' already past by this machine's
+    clock) is refused, not taken over: the lease runs from the object's
+    Last-Modified by the store's Date. It was judged by 'expires' against
+    this machine's clock, and a live run's lock was taken (exit 0). A lock
+    written the same way as long ago as its lease is taken over."""
+    env, client = store
+    client.create_bucket(Bucket="skew")
+    inputs, want = image_folder(tmp_path, 1)
+    behind = int(time.time()) - 3600
+
+    def lock(lease):
+        client.put_object(Bucket="skew", Key="run/_sluice.lock", Body=json.dumps(
+            {"host": "node7", "pid": 4242, "state_dir": "/x/sa", "expires": behind + lease,
+             "expires_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(behind + lease)),
+             "lease": lease}))
+    args = bucket_args(sluice, inputs, "s3://skew/run", tmp_path / "sb")
+    lock(300)
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "is in use by another sluice run" in r.stderr, r.stderr[-2000:]
+    assert "names host 'node7'" in r.stderr, r.stderr[-2000:]
+    lock(2)
+    time.sleep(3)
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "took over the lock of a run that did not renew it" in r.stderr, r.stderr[-2000:]
+    assert sorted(remote_ids(client, "skew", "run/")) == sorted(want)
+
+
+def test_a_run_that_cannot_renew_its_bucket_lock_stops_committing_parts(store, sluice, tmp_path):
+    """The store refuses the lock object's renewals (its PUT) while a run
+    lasts past most of its lease: another run may take the prefix then, so
+    the run commits no part (exit 1, naming the prefix, the cause and 'run
+    it again'). It only logged a warning and went on writing parts. Run
+    again with the store answering, it ends well with every row once."""
+    env, client = store
+    client.create_bucket(Bucket="lost")
+    inputs, want = image_folder(tmp_path, 1)
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    try:
+        lenv = dict(env, AWS_ENDPOINT_URL=proxy.url, SLUICE_S3_LOCK_LEASE="2")
+        args = bucket_args(sluice, inputs, "s3://lost/run", tmp_path / "state")
+        a = start_held(args, lenv, 4000)
+        proxy.refuse = lambda m, p, rng: m == "PUT" and p == "/lost/run/_sluice.lock"
+        err = a.stderr.read()
+        assert a.wait(timeout=120) == 1, err[-2000:]
+        assert "lost the lock on s3://lost/run" in err and "AccessDenied" in err, err[-2000:]
+        assert "run it again" in err, err[-2000:]
+        assert not [k for k in objects(client, "lost", "run/") if "part-" in k]
+        proxy.refuse = None
+        # a lease of seconds is no margin for a loaded machine's renewals
+        r = subprocess.run(args, env=dict(lenv, SLUICE_S3_LOCK_LEASE="60"), capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert sorted(remote_ids(client, "lost", "run/")) == sorted(want)
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_a_part_cut_by_hand_in_the_bucket_is_refused_not_lost(store, sluice, tmp_path, fmt):
     """A part object cut short in the bucket (a tool that rewrote it with
@@ -1307,9 +1367,109 @@ def test_a_folder_that_cannot_be_listed_is_a_row_naming_it(store, sluice, tmp_pa
     assert "sluice: set/ failed (read)" in r.stderr
 
 
+def test_keys_with_dot_segments_are_names_not_paths(store, sluice, tmp_path):
+    """'in/./a.jpg' and 'in/sub/../b.jpg' are objects of their own, listed
+    under in/ and read as named; an output prefix 'o/../up' is written under
+    that key. curl squashed the dot segments: the first failed (NoSuchKey),
+    the second read the object 'in/b.jpg' (another image) with no error, and
+    the parts went to 'up/'. A manifest's relative paths resolve as paths
+    ('../in/b.jpg' from man/ is in/b.jpg), by sluice now, not by curl."""
+    from PIL import Image
+    env, client = store
+    client.create_bucket(Bucket="dots")
+    sizes = {}
+    for p in sample_images():
+        with Image.open(p) as im:
+            sizes.setdefault(im.size, p)
+    (w0, p0), (w1, p1), (w2, p2) = list(sizes.items())[:3]
+    client.put_object(Bucket="dots", Key="in/./a.jpg", Body=p0.read_bytes())
+    client.put_object(Bucket="dots", Key="in/sub/../b.jpg", Body=p1.read_bytes())
+    client.put_object(Bucket="dots", Key="in/b.jpg", Body=p2.read_bytes())
+    r = caption_env(sluice, env, "s3://dots/in/", "-o", "s3://dots/o/../up",
+                    "--state-dir", tmp_path / "state")
+    assert r.returncode == 0, r.stderr[-3000:]
+    keys = objects(client, "dots", "")
+    assert "o/../up/part-00000.jsonl" in keys and not [k for k in keys if k.startswith("up/")], keys
+    body = client.get_object(Bucket="dots", Key="o/../up/part-00000.jsonl")["Body"].read()
+    rows = {row["id"]: row for row in map(json.loads, body.decode().splitlines())}
+    assert {k: (row["source_width"], row["source_height"]) for k, row in rows.items()} == \
+        {"./a.jpg": w0, "sub/../b.jpg": w1, "b.jpg": w2}, rows
+    # A manifest's relative paths still resolve as paths in its folder.
+    client.put_object(Bucket="dots", Key="man/list.jsonl", Body="\n".join(
+        json.dumps({"id": k, "image": v}) for k, v in
+        (("up", "../in/b.jpg"), ("round", "./x/../../in/b.jpg"), ("past", "../../../in/b.jpg"))))
+    r = caption_env(sluice, env, "s3://dots/man/list.jsonl", "-o", tmp_path / "m")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_rows(tmp_path / "m")
+    assert {row["id"]: (row["path"], (row["source_width"], row["source_height"]))
+            for row in rows} == {k: ("s3://dots/in/b.jpg", w2) for k in ("up", "round", "past")}
+
+
+def test_keys_xml_cannot_hold_are_listed_and_read(store, sluice, tmp_path):
+    """A key holding U+0001 (legal in S3, not in XML 1.0) beside keys with
+    a space, a '+', a '%' and '&<>': the listing asks for URL-encoded keys
+    (encoding-type=url) and decodes them, so each object is one row read
+    as named. The one key made the listing's page unreadable, and the
+    whole folder one failed row ('the answer is not a ListBucketResult')."""
+    env, client = store
+    client.create_bucket(Bucket="xmlkeys")
+    img = sample_images()[0].read_bytes()
+    names = ["ctl\x01.jpg", "a b+c.jpg", "pct%41.jpg", "a&b<c>.jpg"]
+    for name in names:
+        client.put_object(Bucket="xmlkeys", Key=f"in/{name}", Body=img)
+    r = caption_env(sluice, env, "s3://xmlkeys/in/", "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_rows(tmp_path / "out")
+    assert sorted(row["id"] for row in rows) == sorted(names), rows
+    assert all(row["error"] is None for row in rows), rows
+
+
+def test_a_manifest_the_store_refuses_under_item_sharding_ends_the_run(store, sluice, tmp_path):
+    """A manifest in a bucket whose every GET the store refuses during one
+    run of three, items shared out by place (--input-shard-size): that run
+    ends (exit 1, naming the manifest, the cause and 'run it again') where
+    it was one failed row for the manifest while the other runs counted its
+    lines (that run exited 0 with the wrong items). Run again once the
+    store answers, the three runs hold every line exactly once."""
+    env, client = store
+    client.create_bucket(Bucket="mcut")
+    images = sample_images()[:4]
+    for k, p in enumerate(images):
+        client.put_object(Bucket="mcut", Key=f"img/{k}{p.suffix}", Body=p.read_bytes())
+    for m in range(2):
+        lines = [json.dumps({"id": f"m{m}-{i}", "image": f"../img/{i % 4}{images[i % 4].suffix}"})
+                 for i in range(6)]
+        client.put_object(Bucket="mcut", Key=f"m/a-00{m}.jsonl", Body="\n".join(lines) + "\n")
+    proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
+    try:
+        penv = dict(env, AWS_ENDPOINT_URL=proxy.url)
+        outs = [tmp_path / f"o{k}" for k in range(3)]
+        for k, out in enumerate(outs):
+            proxy.refuse = ((lambda m, p, rng: m == "GET" and p == "/mcut/m/a-000.jsonl")
+                            if k == 1 else None)
+            r = caption_env(sluice, penv, "s3://mcut/m/a-{000..001}.jsonl", "-o", out,
+                            "--input-shard", f"{k}/3", "--input-shard-size", "2")
+            if k != 1:
+                assert r.returncode == 0, (k, r.stderr[-3000:])
+                continue
+            assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
+            assert "input 's3://mcut/m/a-000.jsonl'" in r.stderr, r.stderr[-3000:]
+            assert "AccessDenied" in r.stderr and "run it again" in r.stderr, r.stderr[-3000:]
+        proxy.refuse = None
+        r = caption_env(sluice, penv, "s3://mcut/m/a-{000..001}.jsonl", "-o", outs[1],
+                        "--input-shard", "1/3", "--input-shard-size", "2")
+        assert r.returncode == 0, r.stderr[-3000:]
+        rows = [row for out in outs for row in read_rows(out)]
+        assert all(row["error"] is None for row in rows), rows
+        ids = sorted(row["id"] for row in rows)
+        assert ids == sorted(f"m{m}-{i}" for m in range(2) for i in range(6)), ids
+    finally:
+        proxy.close()
+
+
 def test_a_tar_or_parquet_cut_short_under_item_sharding_ends_the_run(store, sluice, tmp_path):
     """A tar shard, a Parquet or an Arrow file whose ranged GET the store refuses
-    (after retries) during one run only, the input shared out by item
+    (after retries) during one run only, from its first read or midway, the input shared out by item
     (--input-shard K/N with more runs than files, as MPI ranks): that run
     ends (exit 1, naming the file, the cause and 'run it again'); run again
     once the store answers, the three runs hold every sample exactly once.
@@ -1376,6 +1536,16 @@ def test_a_tar_or_parquet_cut_short_under_item_sharding_ends_the_run(store, slui
                 assert r.returncode == 1, (name, k, r.returncode, r.stderr[-3000:])
                 assert f"input 's3://cut{cut[4:]}'" in r.stderr, r.stderr[-3000:]
                 assert "AccessDenied" in r.stderr and "run it again" in r.stderr, r.stderr[-3000:]
+            # Its first read refused too (run 1 again, resuming): the same
+            # end. It was one row for the file where the other runs counted
+            # its items: the shards after it shifted (this run exit 0, its
+            # share the wrong items).
+            proxy.refuse = lambda m, p, rng, cut=cut: m == "GET" and p == cut
+            r = caption_env(sluice, penv, inputs, "-o", outs[1],
+                            "--input-shard", "1/3", "--input-shard-size", "2")
+            assert r.returncode == 1, (name, r.returncode, r.stderr[-3000:])
+            assert f"input 's3://cut{cut[4:]}'" in r.stderr, r.stderr[-3000:]
+            assert "AccessDenied" in r.stderr and "run it again" in r.stderr, r.stderr[-3000:]
             # Unsharded: one failed row names the file, the rows before the cut read.
             proxy.refuse = refuse
             r = caption_env(sluice, penv, inputs, "-o", tmp_path / f"{name}-all")

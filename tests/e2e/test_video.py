@@ -559,3 +559,70 @@ def test_video_part_video_url_refusals(sluice, clips, tmp_path):
     r = sluice.run("caption", clips / "mp4", "-o", tmp_path / "c", "--engine", "openai",
                    "--endpoint", "http://127.0.0.1:9", "--video-part", "video")
     assert r.returncode == 2 and "image_url" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("mode", ["etag", "modified", "ignores"])
+def test_a_video_url_replaced_between_its_ranged_reads_fails_its_row(sluice, long_clip, tmp_path,
+                                                                    mode):
+    """A video URL read by ranges from a server that replaces the file after
+    the first read (a job rewriting it): the later reads ask for the first
+    answer's ETag (If-Match), or its Last-Modified (If-Unmodified-Since)
+    when the server gives no ETag, and the server's 412 fails the row naming
+    the URL and saying the file changed; a server that ignores the condition
+    is caught by its answer's own ETag. They sent no condition: the two
+    versions were read as one file (the row failed as 'Invalid data found',
+    naming no cause)."""
+    import http.server
+    import threading
+    from localserver import byte_range
+    one = long_clip.read_bytes()
+    middle = len(one) // 2
+    versions = [one, one[:middle] + bytes(b ^ 0x5A for b in one[middle:])]
+    tags = ['"v-one"', '"v-two"']
+    stamps = ["Mon, 30 Nov 2026 10:00:00 GMT", "Mon, 30 Nov 2026 10:00:07 GMT"]
+    gets = []
+    lock = threading.Lock()
+
+    class Changing(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            with lock:
+                v = 1 if gets else 0  # replaced once its first read is answered
+                gets.append(self.headers.get("Range"))
+            data = versions[v]
+            cond = (self.headers.get("If-Match") if mode == "etag" else
+                    self.headers.get("If-Unmodified-Since") if mode == "modified" else None)
+            if cond is not None and cond != (tags if mode == "etag" else stamps)[v]:
+                self.send_response(412)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            status, first, last = byte_range(self.headers.get("Range"), len(data))
+            body = data[first:last + 1]
+            self.send_response(status)
+            if mode == "modified":
+                self.send_header("Last-Modified", stamps[v])
+            else:
+                self.send_header("ETag", tags[v])
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    manifest = tmp_path / "m.jsonl"
+    with LocalServer(Changing) as www, FakeServer(lambda h, n, body: completion(h, "a video")) \
+            as server:
+        url = f"{www.url}/long.mp4"
+        manifest.write_text(json.dumps({"id": "long", "url": url}) + "\n")
+        r = sluice.run("caption", manifest, "-o", tmp_path / "out", "--engine", "openai",
+                       "--endpoint", server.url, "--video-frames", 4, "--show", 0,
+                       "--metrics-addr", "off")
+    assert len(gets) > 1, gets
+    assert r.returncode == 3, r.stderr[-3000:]
+    err = read_rows(tmp_path / "out")[0]["error"]
+    assert err and url in err and "changed since its first read" in err, err
