@@ -126,7 +126,8 @@ static const char usage_head[] =
 static const char usage_input[] =
     "Input:\n"
     "      --input-format F      folder, file, jsonl, json (one array), csv, webdataset, arrow or\n"
-    "                            parquet (default: by name)\n"
+    "                            parquet (default: by name); a folder under a kind (or named\n"
+    "                            for one: Spark's out.parquet) is that kind's files under it\n"
     "      --include GLOB        folders: only relative paths matching GLOB (repeatable)\n"
     "      --exclude GLOB        folders: skip relative paths matching GLOB (repeatable)\n"
     "      --image-column NAME   manifest/Parquet column with the image path, URL or\n"

@@ -39,6 +39,8 @@ struct sl_dir_source {
     level *levels;
     size_t depth, cap;
     char *path, *rel, *error; /* the current entry's strings */
+    bool (*want)(const char *rel, void *user); /* NULL: image and video names */
+    void *want_user;
     sl_dir_entry entry;
 };
 
@@ -193,6 +195,13 @@ sl_status sl_dir_source_open(const char *root, bool sorted, sl_dir_source **out)
     return SL_OK;
 }
 
+void sl_dir_source_choose(sl_dir_source *src, bool (*want)(const char *rel, void *user),
+                          void *user)
+{
+    src->want = want;
+    src->want_user = user;
+}
+
 static void clear_entry(sl_dir_source *src)
 {
     sl_free(src->path);
@@ -263,7 +272,7 @@ sl_status sl_dir_source_next(sl_dir_source *src, const sl_dir_entry **entry)
                 return s;
             continue;
         }
-        if (!sl_is_media_name(name)) {
+        if (src->want ? !src->want(rel, src->want_user) : !sl_is_media_name(name)) {
             sl_free(rel);
             sl_free(path);
             continue;

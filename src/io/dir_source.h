@@ -26,6 +26,13 @@ typedef struct sl_dir_entry {
  * holding no names (an open directory per level): for a count. */
 sl_status sl_dir_source_open(const char *root, bool sorted, sl_dir_source **out);
 
+/* Files are chosen by want(rel, user) instead of by image or video
+ * extension from now on (a Mac's metadata still skipped); it sees every
+ * other file's path relative to root. user is the caller's, kept until
+ * sl_dir_source_free. */
+void sl_dir_source_choose(sl_dir_source *src, bool (*want)(const char *rel, void *user),
+                          void *user);
+
 /* *entry is the next input, or NULL at the end. The entry stays valid until
  * the next call. */
 sl_status sl_dir_source_next(sl_dir_source *src, const sl_dir_entry **entry);

@@ -280,6 +280,11 @@ struct source_reader {
     sl_s3_list *s3;           /* an s3:// folder: its listing */
     char *s3_prefix;          /* ... the URL with a trailing '/' */
     char *s3_id, *s3_url;     /* the entry returned last */
+    char *folder;             /* the folder as named (a local path or the s3:// URL) */
+    uint64_t folder_rows;     /* rows it gave so far */
+    uint64_t n_data_files;    /* files it skipped that a dataset's reader reads */
+    char *first_data_file;    /* ... the first of them, its path under the folder */
+    const char *data_kind;    /* ... and its kind ("parquet") */
     const sl_source_params *p;
     char *image_columns[SL_SOURCE_MAX_IMAGES]; /* manifest: several image columns (A,B) */
     size_t n_image_columns;
@@ -330,6 +335,30 @@ static sl_status s3_folder_open(const char *url, source_reader *r, char **open_e
     return SL_OK;
 }
 
+static const char *kind_by_name(const char *name);
+
+/* A folder of Parquet files (a dataset as Spark, Hugging Face or pyarrow
+ * write it) read as a folder of images had no rows and ended well: its
+ * files are counted as the walk skips them, to say so (folder_next). */
+static void note_skipped(source_reader *r, const char *rel)
+{
+    const char *k = kind_by_name(rel);
+    if (!k || strcmp(k, "file") == 0)
+        return;
+    if (r->n_data_files++ == 0) {
+        r->first_data_file = sl_strdup(rel);
+        r->data_kind = k;
+    }
+}
+
+static bool folder_wants(const char *rel, void *user)
+{
+    if (sl_is_media_name(rel))
+        return true;
+    note_skipped(user, rel);
+    return false;
+}
+
 static sl_status folder_open(const char *file, const char *name, const sl_source_params *p,
                              source_reader **out, char **open_error, bool *cut_short)
 {
@@ -338,6 +367,10 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     r->p = p;
     r->name = name;
+    if (!(r->folder = sl_strdup(file))) {
+        sl_free(r);
+        return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
+    }
     if (sl_s3_is_url(file)) {
         /* Its listing's first page is read at the first item (a failed
          * one cut short there). */
@@ -345,6 +378,7 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
         if (st != SL_OK || *open_error) {
             sl_s3_list_free(r->s3);
             sl_free(r->s3_prefix);
+            sl_free(r->folder);
             sl_free(r);
             return *open_error || st != SL_OK ? st
                                               : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'",
@@ -357,26 +391,53 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
     if (st != SL_OK) {
         *open_error = sl_strdup(sl_last_error());
         *cut_short = st == SL_ERR_IO;
+        sl_free(r->folder);
         sl_free(r);
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
+    sl_dir_source_choose(r->dir, folder_wants, r);
     *out = r;
     return SL_OK;
 }
 
-/* The id of the row saying a folder's listing failed: its name among
- * several inputs, or alone (its rows' ids are then the bare keys) its last
- * component, never "" (an id that names nothing, and one every such
- * folder would share); the '/' keeps it apart from every image's id (a
- * key ending in '/' is not read). */
-static char *s3_folder_id(const source_reader *r)
+/* The id of a row about the whole folder (its listing failed, it holds
+ * no images): its name among several inputs, or alone (its rows' ids are
+ * then the bare paths) its last component, never "" (an id that names
+ * nothing, and one every such folder would share); the '/' keeps it apart
+ * from every image's id (a key ending in '/' is not read). */
+static char *folder_id(const source_reader *r)
 {
     if (*r->name)
         return sl_asprintf("%s/", r->name);
-    const char *end = r->s3_prefix + strlen(r->s3_prefix) - 1, *start = end;
-    while (start > r->s3_prefix + 5 && start[-1] != '/')
+    size_t len = strlen(r->folder);
+    while (len > 1 && r->folder[len - 1] == '/')
+        len--;
+    size_t start = len;
+    while (start > 0 && r->folder[start - 1] != '/')
         start--;
-    return sl_asprintf("%.*s/", (int)(end - start), start);
+    return sl_asprintf("%.*s/", (int)(len - start), r->folder + start);
+}
+
+/* At the end of a folder that gave no row but holds a dataset's files:
+ * one failed row saying how to read them, not a run of no rows that
+ * ended well. */
+static sl_status no_images_row(source_reader *r, sl_source_item *item, bool *done)
+{
+    if (r->folder_rows || !r->n_data_files)
+        return SL_OK;
+    *done = false;
+    r->folder_rows++;
+    item->id = folder_id(r);
+    item->path = sl_strdup(r->folder);
+    item->error = sl_asprintf(
+        "folder '%s' holds no image or video files, but %llu %s file%s ('%s'%s): pass "
+        "--input-format %s to read %s",
+        r->folder, (unsigned long long)r->n_data_files, r->data_kind,
+        r->n_data_files == 1 ? "" : "s", r->first_data_file ? r->first_data_file : "?",
+        r->n_data_files > 1 ? ", ..." : "", r->data_kind, r->n_data_files == 1 ? "it" : "them");
+    return item->id && item->path && item->error
+               ? SL_OK
+               : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->folder);
 }
 
 static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *done)
@@ -390,7 +451,7 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
             /* A listing that fails midway ends this input with an error row;
              * the other inputs go on. */
             *done = false;
-            item->id = s3_folder_id(r);
+            item->id = folder_id(r);
             item->path = sl_strdup(r->s3_prefix);
             item->error = sl_strdup(sl_last_error());
             item->cut_short = true;
@@ -401,13 +462,17 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
                                                      r->s3_prefix);
         }
         if (*done)
-            return SL_OK;
+            return no_images_row(r, item, done);
         const char *rel = key + key_prefix;
+        if (*rel && rel[strlen(rel) - 1] != '/' && !sl_is_media_name(rel) &&
+            !sl_is_mac_metadata(rel))
+            note_skipped(r, rel);
         if (!*rel || rel[strlen(rel) - 1] == '/' || !sl_is_media_name(rel) ||
             sl_is_mac_metadata(rel) ||
             !sl_glob_filter(rel, r->p->include, r->p->n_include, r->p->exclude,
                             r->p->n_exclude))
             continue;
+        r->folder_rows++;
         item->id = *r->name ? sl_asprintf("%s/%s", r->name, rel) : sl_strdup(rel);
         item->path = sl_asprintf("%.*s/%s", (int)(bucket_end - r->s3_prefix), r->s3_prefix, key);
         if (!item->id || !item->path)
@@ -432,11 +497,12 @@ static sl_status folder_next(source_reader *r, sl_source_item *item, bool *done)
             return st;
         if (!e) {
             *done = true;
-            return SL_OK;
+            return no_images_row(r, item, done);
         }
         if (!e->error && !sl_glob_filter(e->rel, r->p->include, r->p->n_include, r->p->exclude,
                                          r->p->n_exclude))
             continue;
+        r->folder_rows++;
         item->id = *r->name ? sl_asprintf("%s/%s", r->name, e->rel) : sl_strdup(e->rel);
         if (!item->id || !(item->path = sl_strdup(e->path)) ||
             (e->error && !(item->error = sl_strdup(e->error))))
@@ -450,6 +516,8 @@ static void folder_close(source_reader *r)
     sl_dir_source_free(r->dir);
     sl_s3_list_free(r->s3);
     sl_free(r->s3_prefix);
+    sl_free(r->folder);
+    sl_free(r->first_data_file);
     sl_free(r);
 }
 
@@ -1418,6 +1486,12 @@ static const char *kind_of(const char *name)
     } else if (stat(name, &st) == 0 && S_ISDIR(st.st_mode)) {
         return "folder";
     }
+    return kind_by_name(name);
+}
+
+/* The kind a file's name says, or NULL. */
+static const char *kind_by_name(const char *name)
+{
     if (sl_base_ends_with(name, ".jsonl") || sl_base_ends_with(name, ".ndjson"))
         return "jsonl";
     if (sl_base_ends_with(name, ".json"))
@@ -1508,6 +1582,77 @@ static sl_status expand_hf(const char *ref, const sl_source_params *p, char ***o
 /* Expands every input (braces, then globs; hf://datasets/ references
  * through the hub's listing) into files; *hf_names is NULL unless some
  * input is such a reference. */
+/* A dataset's files under a folder: those of one kind, and none that
+ * Spark, Hive or pyarrow keep beside them (_SUCCESS, _temporary/, .crc). */
+typedef struct dataset_files {
+    const char *kind;
+    bool forced; /* by --input-format: a .json file may be JSON lines (Spark's) */
+} dataset_files;
+
+static bool is_dataset_file(const char *rel, void *user)
+{
+    const dataset_files *d = user;
+    for (const char *c = rel; *c; c += strcspn(c, "/"), c += *c == '/')
+        if (*c == '.' || *c == '_')
+            return false;
+    const char *k = kind_by_name(rel);
+    bool json = strcmp(d->kind, "json") == 0 || strcmp(d->kind, "jsonl") == 0;
+    return k && (strcmp(k, d->kind) == 0 ||
+                 (d->forced && json && (strcmp(k, "json") == 0 || strcmp(k, "jsonl") == 0)));
+}
+
+/* The kind whose files a local folder input stands for: --input-format's
+ * when it names a kind read from files, else the folder's own name's
+ * (Spark writes a Parquet dataset as the folder 'out.parquet'); NULL: a
+ * folder of images. */
+static const char *dataset_folder_kind(const char *name, const sl_source_params *p)
+{
+    static const char *const kinds[] = {"jsonl", "json", "csv", "webdataset", "parquet", "arrow"};
+    struct stat st;
+    if (sl_s3_is_url(name) || stat(name, &st) != 0 || !S_ISDIR(st.st_mode))
+        return NULL;
+    bool forced = p->format && strcmp(p->format, "auto") != 0;
+    const char *k = forced ? p->format : kind_by_name(name);
+    for (size_t i = 0; k && i < sizeof kinds / sizeof *kinds; i++)
+        if (strcmp(k, kinds[i]) == 0)
+            return kinds[i];
+    return NULL;
+}
+
+/* A dataset's folder as the files of its kind under it, in the order a
+ * folder is walked (byte-wise sorted, depth first). */
+static sl_status add_dataset_folder(const char *dir, const char *kind, bool forced, char ***out,
+                                    char ***hf, size_t *nout, size_t *cap)
+{
+    dataset_files want = {kind, forced};
+    sl_dir_source *walk = NULL;
+    sl_status st = sl_dir_source_open(dir, true, &walk);
+    size_t found = 0;
+    if (st == SL_OK)
+        sl_dir_source_choose(walk, is_dataset_file, &want);
+    while (st == SL_OK) {
+        const sl_dir_entry *e;
+        if ((st = sl_dir_source_next(walk, &e)) != SL_OK || !e)
+            break;
+        if (e->error) {
+            st = sl_fail(SL_ERR_IO, "input folder '%s': %s", dir, e->error);
+            break;
+        }
+        char *copy = sl_strdup(e->path);
+        st = copy ? add_file(out, hf, nout, cap, copy, NULL)
+                  : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", dir);
+        found++;
+    }
+    sl_dir_source_free(walk);
+    if (st == SL_OK && !found)
+        st = sl_fail(SL_ERR_INVALID_ARG, "input folder '%s' holds no %s files (%s)", dir, kind,
+                     forced ? "--input-format names the kind of the files under it: give the "
+                              "kind they are, or leave it out for a folder of images"
+                            : "its name says a dataset of them: name the files, or pass "
+                              "--input-format folder for a folder of images");
+    return st;
+}
+
 static sl_status expand_inputs(const char *const *inputs, size_t n, const sl_source_params *p,
                                char ***files, size_t *count, char ***hf_names)
 {
@@ -1552,9 +1697,13 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, const sl_sou
                 nfound = 1;
             }
             for (size_t f = 0; f < nfound && st == SL_OK; f++) {
-                char *copy = sl_strdup(found[f]);
-                st = copy ? add_file(&out, &hf, &nout, &cap, copy, NULL)
-                          : sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs");
+                const char *dataset = dataset_folder_kind(found[f], p);
+                char *copy = dataset ? NULL : sl_strdup(found[f]);
+                st = dataset ? add_dataset_folder(found[f], dataset,
+                                                  p->format && strcmp(p->format, "auto") != 0,
+                                                  &out, &hf, &nout, &cap)
+                     : copy ? add_file(&out, &hf, &nout, &cap, copy, NULL)
+                            : sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs");
             }
             if (found != single)
                 globfree(&g);

@@ -132,6 +132,23 @@ def test_caption_a_folder_in_a_bucket(store, sluice, tmp_path):
     assert "NoSuchKey" in rows["gone"]["error"] and "s3://imgs/set/none.jpg" in rows["gone"]["error"]
 
 
+def test_a_prefix_of_parquet_files_read_as_images_says_how_to_read_them(store, sluice, tmp_path):
+    """s3://b/dataset/ holding a dataset's Parquet files and no image was
+    read as a folder of images: no rows, exit 0. Now one failed row names
+    the prefix, the files and --input-format parquet."""
+    env, client = store
+    client.create_bucket(Bucket="pqset")
+    for i in range(2):
+        client.put_object(Bucket="pqset", Key=f"ds/data/train-{i:05d}.parquet", Body=b"PAR1")
+    client.put_object(Bucket="pqset", Key="ds/README.md", Body=b"# card")
+    r = caption_env(sluice, env, "s3://pqset/ds/", "-o", tmp_path / "out")
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = read_rows(tmp_path / "out")
+    assert len(rows) == 1 and rows[0]["id"] == "ds/", rows
+    assert ("folder 's3://pqset/ds/' holds no image or video files, but 2 parquet files "
+            "('data/train-00000.parquet', ...): pass --input-format parquet") in rows[0]["error"], rows
+
+
 def caption_env(sluice, env, *args):
     return subprocess.run([str(sluice.binary), "caption", *map(str, args),
                            "--model", str(REPO / "models/tiny/model.gguf"),

@@ -1812,3 +1812,55 @@ def test_hostile_inputs_fail_alone_in_bounded_memory(sluice, tmp_path):
     assert not pathlib.Path("/tmp/sluice-abs-escape.jpg").exists()
     assert all(p.name.startswith(("part-", "summary", "report", "metrics", "_sluice_ledger"))
                for p in out.iterdir()), sorted(out.iterdir())
+
+
+def test_a_folder_of_a_datasets_files_is_read_as_them_or_said(sluice, tmp_path):
+    """A Parquet dataset is a folder of files: Spark names it 'out.parquet',
+    a Hugging Face download is 'data/train-*.parquet'. It was read as a
+    folder of images: no rows, exit 0, whatever --input-format said. Now a
+    folder named for a kind, or under --input-format KIND, is the files of
+    that kind under it (sorted, depth first; Spark's _SUCCESS, _temporary/
+    and .crc files left out), and a folder of images that holds none but a
+    dataset's files is one failed row saying how to read them."""
+    spark = tmp_path / "out.parquet"
+    (spark / "_temporary" / "0").mkdir(parents=True)
+    pq.write_table(hf_table(JPEGS[:2], 0), spark / "part-00000-c1.snappy.parquet")
+    pq.write_table(hf_table(JPEGS[2:4], 2), spark / "part-00001-c1.snappy.parquet")
+    pq.write_table(hf_table(JPEGS[:1], 9), spark / "_temporary" / "0" / "part-00002-c1.parquet")
+    (spark / "_SUCCESS").write_bytes(b"")
+    (spark / ".part-00000-c1.snappy.parquet.crc").write_bytes(b"crc")
+    r = run(sluice, spark, tmp_path / "o1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = by_id(jsonl_rows(tmp_path / "o1"))
+    assert sorted(r_["label"] for r_ in rows.values()) == [0, 1, 2, 3]
+    assert all(r_["error"] is None for r_ in rows.values()), rows
+    assert "part-00001-c1.snappy.parquet:1" in rows, sorted(rows)
+
+    hf = tmp_path / "hub-download"
+    (hf / "data").mkdir(parents=True)
+    pq.write_table(hf_table(JPEGS[:3], 0), hf / "data" / "train-00000-of-00001.parquet")
+    (hf / "README.md").write_text("# a dataset card\n")
+    # As a folder of images: one failed row naming the way, not nothing.
+    r = run(sluice, hf, tmp_path / "o2")
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = jsonl_rows(tmp_path / "o2")
+    assert len(rows) == 1, rows
+    assert "holds no image or video files, but 1 parquet file" in rows[0]["error"], rows
+    assert "data/train-00000-of-00001.parquet" in rows[0]["error"], rows
+    assert "--input-format parquet" in rows[0]["error"], rows
+    # As it says: the Parquet files under it.
+    r = run(sluice, hf, tmp_path / "o3", "--input-format", "parquet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(r_["label"] for r_ in jsonl_rows(tmp_path / "o3")) == [0, 1, 2]
+    # A kind the folder holds none of stops the command, naming both.
+    r = run(sluice, hf, tmp_path / "o4", "--input-format", "webdataset")
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert f"input folder '{hf}' holds no webdataset files" in r.stderr, r.stderr
+    # A folder of images beside a manifest is still its images.
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    (imgs / "a.jpg").write_bytes(JPEGS[0].read_bytes())
+    (imgs / "metadata.jsonl").write_text('{"file_name": "a.jpg"}\n')
+    r = run(sluice, imgs, tmp_path / "o5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [r_["id"] for r_ in jsonl_rows(tmp_path / "o5")] == ["a.jpg"]
