@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/alloc.h"
 #include "core/json.h"
+#include "core/log.h"
 #include "llm/engines/llama_grammar.h"
 #include "llm/json_schema.h"
 #include "core/utf8.h"
@@ -168,6 +169,21 @@ static sl_status choices_check(const sl_caption_params *p, const char *who,
                        who, json_schema ? (own_schema ? "its json_schema" : "--json-schema")
                             : p->grammar ? "--grammar" : "--logprobs");
     return SL_OK;
+}
+
+void job_warn_params(const sl_caption_params *p)
+{
+    if (p->dry_run || job_is_batch(p))
+        return; /* no answers, or a batch file's requests say their own */
+    for (int i = 0; i < (p->n_tasks > 0 ? p->n_tasks : 1); i++) {
+        const sl_sampling *s = p->n_tasks > 0 ? &p->tasks[i].sampling : &p->sampling;
+        if (s->n > 1 && s->temperature <= 0.0f)
+            sl_log(SL_LOG_WARN, "%s%s%s--samples %d at temperature 0 (greedy, the default): "
+                                "every answer to an image is the same one; give --temperature "
+                                "(0.7, say) for answers that differ",
+                   p->n_tasks > 0 ? "task '" : "", p->n_tasks > 0 ? p->tasks[i].name : "",
+                   p->n_tasks > 0 ? "': " : "", s->n);
+    }
 }
 
 sl_status job_check_params(const sl_caption_params *p, bool model_files)

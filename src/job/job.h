@@ -225,6 +225,10 @@ void job_answer_room(const job *j, sl_row *row);
 /* A wrong parameter, named, before anything starts (caption.c); with
  * model_files, the model, projector and LoRA files are there to read. */
 sl_status job_check_params(const sl_caption_params *p, bool model_files);
+
+/* Says on the log (warnings) what the settings allow but cannot be meant:
+ * several answers an image at temperature 0, all the same answer. */
+void job_warn_params(const sl_caption_params *p);
 /* What sl_pipeline_run() refuses before it reads or loads anything: the
  * parameters, and the assembled pipeline against them (a stage after the
  * engine in a dry run). For sl_caption_check() too, without model_files

@@ -739,6 +739,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sl_status st = job_check_pipeline(pl, true);
     if (st != SL_OK)
         return st;
+    job_warn_params(p);
     sum->dry_run = p->dry_run;
     /* Before the run's first thread: these write the environment as they
      * start, and a getenv elsewhere (curl's, fetching an input) could read

@@ -499,6 +499,27 @@ def test_a_prompt_that_is_not_utf8_is_a_usage_error(sluice, tmp_path):
     assert not (tmp_path / "o" / "part-00000.jsonl").exists()
 
 
+def test_samples_at_temperature_0_are_warned_of(sluice, four, tmp_path):
+    """--samples 2 at the default temperature 0 (greedy) gives the same
+    answer twice, and said nothing: now a warning says so and what to give;
+    with a temperature, or one answer, none. Tasks are named."""
+    common = ("--max-tokens", "4", "--metrics-addr", "off", "--show", "0", "--limit", "1")
+    says = "--samples 2 at temperature 0 (greedy, the default): every answer to an image is the same"
+    res = sluice.caption(four, tmp_path / "greedy", *common, "--samples", "2")
+    assert res.returncode == 0 and says in res.stderr, res.stderr
+    rows = read_rows(tmp_path / "greedy")
+    assert len(rows) == 2 and rows[0]["caption"] == rows[1]["caption"], rows
+    for extra in (("--samples", "2", "--temperature", "0.7"), ()):
+        res = sluice.caption(four, tmp_path / f"o{len(extra)}", *common, *extra)
+        assert res.returncode == 0 and "--samples" not in res.stderr, res.stderr
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"hot": {"prompt": "Describe.", "sampling": {"temperature": 0.8}},
+                                 "cold": {"prompt": "Name it."}}))
+    res = sluice.caption(four, tmp_path / "tasks", *common, "--samples", "2", "--tasks", tasks)
+    assert res.returncode == 0, res.stderr
+    assert "task 'cold': " + says in res.stderr and "task 'hot'" not in res.stderr, res.stderr
+
+
 def test_samples_give_a_row_per_answer(sluice, four, tmp_path):
     """--samples 3: three rows per image (column sample 0..2), each answer
     with its own seed (column seed); the first is the caption the job gives
