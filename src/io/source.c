@@ -274,6 +274,13 @@ sl_status sl_source_locate_list(const char *const *values, size_t n, const char 
  * larger, so a long manifest costs few requests). */
 enum { CHUNK_BYTES = 1 << 16, REMOTE_CHUNK_BYTES = 1 << 20 };
 
+/* The kinds a dataset's files are, the likeliest to be its rows first: a
+ * Hugging Face dataset saved to disk holds .json files of its metadata
+ * beside its .arrow files, a hub repository a README beside its .parquet. */
+enum { N_DATA_KINDS = 6 };
+static const char *const data_kinds[N_DATA_KINDS] = {"parquet", "arrow", "webdataset",
+                                                     "jsonl",   "csv",   "json"};
+
 struct source_reader {
     /* folder */
     sl_dir_source *dir;
@@ -282,9 +289,10 @@ struct source_reader {
     char *s3_id, *s3_url;     /* the entry returned last */
     char *folder;             /* the folder as named (a local path or the s3:// URL) */
     uint64_t folder_rows;     /* rows it gave so far */
-    uint64_t n_data_files;    /* files it skipped that a dataset's reader reads */
-    char *first_data_file;    /* ... the first of them, its path under the folder */
-    const char *data_kind;    /* ... and its kind ("parquet") */
+    uint64_t n_data_files[N_DATA_KINDS]; /* files it skipped that a dataset's reader
+                                            reads, by kind (data_kinds), */
+    char *first_data_file[N_DATA_KINDS]; /* ... and the first of each, its path under
+                                            the folder */
     const sl_source_params *p;
     char *image_columns[SL_SOURCE_MAX_IMAGES]; /* manifest: several image columns (A,B) */
     size_t n_image_columns;
@@ -343,12 +351,9 @@ static const char *kind_by_name(const char *name);
 static void note_skipped(source_reader *r, const char *rel)
 {
     const char *k = kind_by_name(rel);
-    if (!k || strcmp(k, "file") == 0)
-        return;
-    if (r->n_data_files++ == 0) {
-        r->first_data_file = sl_strdup(rel);
-        r->data_kind = k;
-    }
+    for (size_t i = 0; k && i < N_DATA_KINDS; i++)
+        if (strcmp(k, data_kinds[i]) == 0 && r->n_data_files[i]++ == 0)
+            r->first_data_file[i] = sl_strdup(rel);
 }
 
 static bool folder_wants(const char *rel, void *user)
@@ -423,8 +428,12 @@ static char *folder_id(const source_reader *r)
  * ended well. */
 static sl_status no_images_row(source_reader *r, sl_source_item *item, bool *done)
 {
-    if (r->folder_rows || !r->n_data_files)
+    size_t k = 0;
+    while (k < N_DATA_KINDS && !r->n_data_files[k])
+        k++;
+    if (r->folder_rows || k == N_DATA_KINDS)
         return SL_OK;
+    uint64_t n = r->n_data_files[k];
     *done = false;
     r->folder_rows++;
     item->id = folder_id(r);
@@ -432,9 +441,9 @@ static sl_status no_images_row(source_reader *r, sl_source_item *item, bool *don
     item->error = sl_asprintf(
         "folder '%s' holds no image or video files, but %llu %s file%s ('%s'%s): pass "
         "--input-format %s to read %s",
-        r->folder, (unsigned long long)r->n_data_files, r->data_kind,
-        r->n_data_files == 1 ? "" : "s", r->first_data_file ? r->first_data_file : "?",
-        r->n_data_files > 1 ? ", ..." : "", r->data_kind, r->n_data_files == 1 ? "it" : "them");
+        r->folder, (unsigned long long)n, data_kinds[k], n == 1 ? "" : "s",
+        r->first_data_file[k] ? r->first_data_file[k] : "?", n > 1 ? ", ..." : "",
+        data_kinds[k], n == 1 ? "it" : "them");
     return item->id && item->path && item->error
                ? SL_OK
                : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->folder);
@@ -517,7 +526,8 @@ static void folder_close(source_reader *r)
     sl_s3_list_free(r->s3);
     sl_free(r->s3_prefix);
     sl_free(r->folder);
-    sl_free(r->first_data_file);
+    for (size_t i = 0; i < N_DATA_KINDS; i++)
+        sl_free(r->first_data_file[i]);
     sl_free(r);
 }
 
@@ -1607,15 +1617,14 @@ static bool is_dataset_file(const char *rel, void *user)
  * folder of images. */
 static const char *dataset_folder_kind(const char *name, const sl_source_params *p)
 {
-    static const char *const kinds[] = {"jsonl", "json", "csv", "webdataset", "parquet", "arrow"};
     struct stat st;
     if (sl_s3_is_url(name) || stat(name, &st) != 0 || !S_ISDIR(st.st_mode))
         return NULL;
     bool forced = p->format && strcmp(p->format, "auto") != 0;
     const char *k = forced ? p->format : kind_by_name(name);
-    for (size_t i = 0; k && i < sizeof kinds / sizeof *kinds; i++)
-        if (strcmp(k, kinds[i]) == 0)
-            return kinds[i];
+    for (size_t i = 0; k && i < N_DATA_KINDS; i++)
+        if (strcmp(k, data_kinds[i]) == 0)
+            return data_kinds[i];
     return NULL;
 }
 

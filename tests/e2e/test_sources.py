@@ -1856,6 +1856,27 @@ def test_a_folder_of_a_datasets_files_is_read_as_them_or_said(sluice, tmp_path):
     r = run(sluice, hf, tmp_path / "o4", "--input-format", "webdataset")
     assert r.returncode == 2, r.stderr[-3000:]
     assert f"input folder '{hf}' holds no webdataset files" in r.stderr, r.stderr
+    # A Hugging Face DatasetDict saved to disk: its .json metadata sorts
+    # first, but its rows are the .arrow files.
+    saved = tmp_path / "saved"
+    for split in ("test", "train"):
+        (saved / split).mkdir(parents=True)
+        (saved / split / "dataset_info.json").write_text("{}")
+        (saved / split / "state.json").write_text("{}")
+        with pa.ipc.new_stream(saved / split / "data-00000-of-00001.arrow",
+                               hf_table(JPEGS[:2], 0).schema) as w:
+            w.write_table(hf_table(JPEGS[:2], 0))
+    (saved / "dataset_dict.json").write_text('{"splits": ["test", "train"]}')
+    r = run(sluice, saved, tmp_path / "o6")
+    assert r.returncode == 3, r.stderr[-3000:]
+    rows = jsonl_rows(tmp_path / "o6")
+    assert len(rows) == 1 and "but 2 arrow files ('test/data-00000-of-00001.arrow', ...): " \
+        "pass --input-format arrow" in rows[0]["error"], rows
+    r = run(sluice, saved, tmp_path / "o7", "--input-format", "arrow")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(by_id(jsonl_rows(tmp_path / "o7"))) == [
+        "test/data-00000-of-00001.arrow:0", "test/data-00000-of-00001.arrow:1",
+        "train/data-00000-of-00001.arrow:0", "train/data-00000-of-00001.arrow:1"]
     # A folder of images beside a manifest is still its images.
     imgs = tmp_path / "imgs"
     imgs.mkdir()
