@@ -66,3 +66,14 @@ double sl_decimal_double(const uint8_t *be, size_t n, int scale)
     snprintf(text + len, sizeof text - len, "e%d", -scale);
     return strtod(negative ? text : text + 1, NULL);
 }
+
+size_t sl_double_shortest(double v, char out[32])
+{
+    int n = 0;
+    for (int digits = 1; digits <= 17; digits++) {
+        n = snprintf(out, 32, "%.*g", digits, v);
+        if (strtod(out, NULL) == v)
+            break;
+    }
+    return (size_t)n;
+}

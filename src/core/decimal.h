@@ -1,6 +1,7 @@
 /* core/decimal.h — a decimal (an unscaled integer over 10^scale) as the
  * double nearest its value, rounded once: how Parquet's DECIMAL columns
- * and Arrow's decimal columns pass through as JSON numbers. */
+ * and Arrow's decimal columns pass through as JSON numbers; and a double
+ * as the shortest decimal text that reads back as it. */
 #ifndef SL_CORE_DECIMAL_H
 #define SL_CORE_DECIMAL_H
 
@@ -13,5 +14,10 @@
  * strtod; past 32 bytes (no decimal is that wide), the nearest the bytes
  * give one at a time. */
 double sl_decimal_double(const uint8_t *be, size_t n, int scale);
+
+/* A finite v as the shortest %g text that strtod reads back as the same
+ * double (19.99, where %.17g writes 19.989999999999998), as Python,
+ * pyarrow and DuckDB show it, into out (32 bytes); returns its length. */
+size_t sl_double_shortest(double v, char out[32]);
 
 #endif

@@ -1,10 +1,10 @@
 /* job/template.c — see template.h. */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/decimal.h"
 #include "core/error.h"
 #include "core/json.h"
 #include "job/template.h"
@@ -27,20 +27,6 @@ static size_t field_len(const char *s)
             (s[n] >= '0' && s[n] <= '9') || s[n] == '_' || s[n] == '.' || s[n] == '-'))
         n++;
     return n > 0 && n <= FIELD_MAX && s[n] == '}' ? n : 0;
-}
-
-/* A real as the shortest text that reads back as the same double, as
- * Python, pyarrow and DuckDB show it, into text (32 bytes): jansson
- * writes 17 digits, so a price of 19.99 (a DECIMAL column's double)
- * reached the prompt as "19.989999999999998". */
-static const char *real_text(double d, char *text)
-{
-    for (int digits = 1; digits <= 17; digits++) {
-        snprintf(text, 32, "%.*g", digits, d);
-        if (strtod(text, NULL) == d)
-            break;
-    }
-    return text;
 }
 
 bool template_has_fields(const char *tmpl)
@@ -86,13 +72,22 @@ sl_status template_fill_in(const char *tmpl, const json_t *columns, const char *
                 return sl_fail(SL_ERR_INVALID_ARG, "no column '%.*s' for {%.*s} in %s%s",
                                (int)n, s + 1, (int)n, s + 1, where, v ? " (it is null)" : "");
             }
-            char num[32];
-            char *text = json_is_string(v) || json_is_real(v) ? NULL
-                                                              : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-            const char *add = text                ? text
-                              : json_is_real(v)   ? real_text(json_real_value(v), num)
-                                                  : json_string_value(v);
-            size_t len = json_is_string(v) ? json_string_length(v) : strlen(add ? add : "");
+            char num[32], *text = NULL;
+            const char *add;
+            size_t len;
+            if (json_is_string(v)) {
+                add = json_string_value(v);
+                len = json_string_length(v);
+            } else if (json_is_real(v)) {
+                /* its shortest text: jansson writes 17 digits, so a price
+                 * of 19.99 (a DECIMAL column's double) reached the prompt
+                 * as "19.989999999999998" */
+                len = sl_double_shortest(json_real_value(v), num);
+                add = num;
+            } else {
+                add = text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                len = text ? strlen(text) : 0;
+            }
             if (!add) {
                 ok = false;
             } else if (b.len + len > TEMPLATE_MAX_BYTES) {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/decimal.h"
 #include "obs/metrics_impl.h"
 
 /* --- a growing text buffer ---------------------------------------------------- */
@@ -89,14 +90,7 @@ size_t sl_obs_format_double(double v, char *out)
     /* Whole numbers up to 2^63 in plain digits: no "1e+06". */
     if (v == floor(v) && fabs(v) < 9.2e18)
         return (size_t)snprintf(out, 32, "%lld", (long long)v);
-    /* Otherwise the shortest %g that reads back exactly. */
-    int n = 0;
-    for (int prec = 1; prec <= 17; prec++) {
-        n = snprintf(out, 32, "%.*g", prec, v);
-        if (strtod(out, NULL) == v)
-            break;
-    }
-    return (size_t)n;
+    return sl_double_shortest(v, out);
 }
 
 /* --- ordering ------------------------------------------------------------------ */
