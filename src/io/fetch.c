@@ -301,6 +301,7 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
         sl_curl_give(h, false);
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", url);
     }
+    bool ok = false;
     for (int attempt = 0; attempt <= p->retries; attempt++) {
         if (attempt)
             sl_fetch_pause(attempt);
@@ -336,13 +337,10 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
             st = SL_ERR_IO;
             snprintf(why, sizeof why, "the server sent more than the %zu bytes asked for", len);
         } else if (code == 416) { /* from past the end: nothing, and the size */
-            if (t.total >= 0) {
+            if ((ok = t.total >= 0))
                 *size = t.total;
-                curl_slist_free_all(headers);
-                sl_curl_give(h, false);
-                return SL_OK;
-            }
-            snprintf(why, sizeof why, "HTTP 416 without the file's size");
+            else
+                snprintf(why, sizeof why, "HTTP 416 without the file's size");
         } else if (rc != CURLE_OK || code >= 400) {
             retry = failed_try(rc, code, cerr, why, sizeof why);
         } else if (code == 200) {
@@ -350,9 +348,7 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
              * that is the answer (a small file, or a server without Range). */
             *got = t.got;
             *size = (int64_t)t.got;
-            curl_slist_free_all(headers);
-            sl_curl_give(h, false);
-            return SL_OK;
+            ok = true;
         } else if (code != 206 || !t.have_range || t.total < 0) {
             snprintf(why, sizeof why, "HTTP %ld without a Content-Range giving the file's size",
                      code);
@@ -367,14 +363,12 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
         } else {
             *got = t.got;
             *size = t.total;
-            curl_slist_free_all(headers);
-            sl_curl_give(h, false);
-            return SL_OK;
+            ok = true;
         }
-        if (!retry)
+        if (!retry) /* an answer, or a failure not worth another try */
             break;
     }
     curl_slist_free_all(headers);
     sl_curl_give(h, false);
-    return sl_fail(st, "cannot read '%s' (bytes %s): %s", url, range, why);
+    return ok ? SL_OK : sl_fail(st, "cannot read '%s' (bytes %s): %s", url, range, why);
 }

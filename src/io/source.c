@@ -473,11 +473,8 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
         if (*done)
             return no_images_row(r, item, done);
         const char *rel = key + key_prefix;
-        if (*rel && rel[strlen(rel) - 1] != '/' && !sl_is_media_name(rel) &&
-            !sl_is_mac_metadata(rel))
-            note_skipped(r, rel);
-        if (!*rel || rel[strlen(rel) - 1] == '/' || !sl_is_media_name(rel) ||
-            sl_is_mac_metadata(rel) ||
+        if (!*rel || rel[strlen(rel) - 1] == '/' || sl_is_mac_metadata(rel) ||
+            !folder_wants(rel, r) ||
             !sl_glob_filter(rel, r->p->include, r->p->n_include, r->p->exclude,
                             r->p->n_exclude))
             continue;
@@ -1589,9 +1586,6 @@ static sl_status expand_hf(const char *ref, const sl_source_params *p, char ***o
     return st;
 }
 
-/* Expands every input (braces, then globs; hf://datasets/ references
- * through the hub's listing) into files; *hf_names is NULL unless some
- * input is such a reference. */
 /* A dataset's files under a folder: those of one kind, and none that
  * Spark, Hive or pyarrow keep beside them (_SUCCESS, _temporary/, .crc). */
 typedef struct dataset_files {
@@ -1611,6 +1605,12 @@ static bool is_dataset_file(const char *rel, void *user)
                  (d->forced && json && (strcmp(k, "json") == 0 || strcmp(k, "jsonl") == 0)));
 }
 
+/* The kind --input-format names; NULL for auto (each input's by its name). */
+static const char *forced_kind(const sl_source_params *p)
+{
+    return p->format && strcmp(p->format, "auto") != 0 ? p->format : NULL;
+}
+
 /* The kind whose files a local folder input stands for: --input-format's
  * when it names a kind read from files, else the folder's own name's
  * (Spark writes a Parquet dataset as the folder 'out.parquet'); NULL: a
@@ -1620,8 +1620,7 @@ static const char *dataset_folder_kind(const char *name, const sl_source_params 
     struct stat st;
     if (sl_s3_is_url(name) || stat(name, &st) != 0 || !S_ISDIR(st.st_mode))
         return NULL;
-    bool forced = p->format && strcmp(p->format, "auto") != 0;
-    const char *k = forced ? p->format : kind_by_name(name);
+    const char *k = forced_kind(p) ? forced_kind(p) : kind_by_name(name);
     for (size_t i = 0; k && i < N_DATA_KINDS; i++)
         if (strcmp(k, data_kinds[i]) == 0)
             return data_kinds[i];
@@ -1662,6 +1661,9 @@ static sl_status add_dataset_folder(const char *dir, const char *kind, bool forc
     return st;
 }
 
+/* Expands every input (braces, then globs; hf://datasets/ references
+ * through the hub's listing) into files; *hf_names is NULL unless some
+ * input is such a reference. */
 static sl_status expand_inputs(const char *const *inputs, size_t n, const sl_source_params *p,
                                char ***files, size_t *count, char ***hf_names)
 {
@@ -1708,8 +1710,7 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, const sl_sou
             for (size_t f = 0; f < nfound && st == SL_OK; f++) {
                 const char *dataset = dataset_folder_kind(found[f], p);
                 char *copy = dataset ? NULL : sl_strdup(found[f]);
-                st = dataset ? add_dataset_folder(found[f], dataset,
-                                                  p->format && strcmp(p->format, "auto") != 0,
+                st = dataset ? add_dataset_folder(found[f], dataset, forced_kind(p) != NULL,
                                                   &out, &hf, &nout, &cap)
                      : copy ? add_file(&out, &hf, &nout, &cap, copy, NULL)
                             : sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs");
@@ -2012,8 +2013,7 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
                          sl_source **out)
 {
     *out = NULL;
-    const char *forced = params->format && strcmp(params->format, "auto") != 0 ? params->format
-                                                                                 : NULL;
+    const char *forced = forced_kind(params);
     bool known = !params->format;
     for (size_t i = 0; i < sizeof formats / sizeof *formats; i++)
         known = known || strcmp(params->format, formats[i]) == 0;

@@ -77,8 +77,10 @@ static sl_status engine_init(void *cfg, int worker, void **state)
             .max_tokens = job_choices(j->p, i, &choices) == 0 ? t->sampling.max_tokens : 1,
             .system = sent_as_is(j->p, t->system_prompt) ? t->system_prompt : NULL,
             .system_name = system_names[i]};
+    }
+    if (j->p->n_tasks > 0) {
         lp.prompt_hints = hints;
-        lp.n_prompt_hints = i + 1;
+        lp.n_prompt_hints = j->p->n_tasks < SL_MAX_TASKS ? j->p->n_tasks : SL_MAX_TASKS;
     }
     lp.image_edge_hint = j->p->image.max_edge > 0 ? j->p->image.max_edge : 2048;
     lp.prefix_system_prompt = j->p->system_prompt;
