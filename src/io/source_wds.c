@@ -181,9 +181,6 @@ static bool compressed_name(const char *file)
     return sl_compression_suffix_len(file) > 0 || (n >= 4 && strcasecmp(file + n - 4, ".tgz") == 0);
 }
 
-/* Opens `file` (a path, or an s3:// or http(s) URL read through *rem: a
- * dataset's shard on the hub, io/hf.h) in a; the libarchive status. A
- * compressed one goes through *rem (unzip_read) too. */
 /* EIO only for a read the disk or the store refused (wds_open's cut_short). */
 static int open_errno(sl_status st)
 {
@@ -191,6 +188,9 @@ static int open_errno(sl_status st)
                                         : st == SL_ERR_IO ? EIO : EINVAL;
 }
 
+/* Opens `file` (a path, or an s3:// or http(s) URL read through *rem: a
+ * dataset's shard on the hub, io/hf.h) in a; the libarchive status. A
+ * compressed one goes through *rem (unzip_read) too. */
 static int open_in(struct archive *a, const char *file, const sl_source_params *p, remote **rem)
 {
     *rem = NULL;
