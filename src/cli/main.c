@@ -1087,6 +1087,11 @@ static int run_job(const sl_config *cfg, const command *cmd)
 
 int main(int argc, char **argv)
 {
+    /* A line to stderr goes out in one write(2): unbuffered, a log line
+     * was one write per character, and under mpirun (every rank's stderr
+     * forwarded to one) two ranks' lines came out mixed letter by letter. */
+    static char stderr_buffer[1 << 16];
+    setvbuf(stderr, stderr_buffer, _IOLBF, sizeof stderr_buffer);
     report_crashes();
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         print_usage(argc < 2 ? stderr : stdout);

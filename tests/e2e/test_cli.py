@@ -2,8 +2,10 @@
 its flags: a wrong value is exit 2 before anything runs, with a message
 naming the flag, the value and what to change."""
 import re
+import socket
+import subprocess
 
-from conftest import SAMPLES
+from conftest import SAMPLES, TINY, sample_images
 
 
 def test_an_errors_file_that_names_no_file_stops_before_the_run(sluice, tmp_path):
@@ -323,3 +325,39 @@ def test_an_empty_value_that_can_only_be_a_mistake_is_refused(sluice, tmp_path):
         r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o",
                        "--model", "m.gguf", "--mmproj", "p.gguf", flag, "")
         assert r.returncode == 0, (flag, r.stderr)
+
+
+def test_each_line_to_stderr_is_one_write(sluice, tmp_path):
+    """stderr was unbuffered and a line went out a character at a time:
+    under mpirun, where every rank's stderr is forwarded to one, two ranks'
+    warnings came out mixed letter by letter ("rank rank 2 has heard
+    nothin1g"). Now each line is one write. A SOCK_SEQPACKET socket as
+    stderr keeps each write apart: every one must be whole lines, over a
+    warning, failed rows' lines and the progress lines."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for p in sample_images()[:2]:
+        (inputs / p.name).symlink_to(p)
+    for i in range(3):
+        (inputs / f"broken{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours:
+        with theirs:
+            proc = subprocess.Popen(
+                [str(sluice.binary), "caption", str(inputs), "-o", str(tmp_path / "out"),
+                 "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+                 "--max-tokens", "2", "--metrics-addr", "off", "--samples", "2",
+                 "--progress-every", "0.1"],
+                stdout=subprocess.DEVNULL, stderr=theirs)
+        writes = []
+        while True:
+            chunk = ours.recv(1 << 20)
+            if not chunk:
+                break
+            writes.append(chunk.decode())
+    assert proc.wait(timeout=300) == 3, "".join(writes)  # 3: rows failed
+    text = "".join(writes)
+    assert "--samples 2 at temperature 0" in text and text.count("broken") >= 3, text
+    assert "progress: " in text, text
+    torn = [w for w in writes if not w.endswith("\n")]
+    assert not torn, (len(writes), torn[:10])
