@@ -1611,33 +1611,59 @@ static const char *forced_kind(const sl_source_params *p)
     return p->format && strcmp(p->format, "auto") != 0 ? p->format : NULL;
 }
 
-/* The kind whose files a local folder input stands for: --input-format's
- * when it names a kind read from files, else the folder's own name's
- * (Spark writes a Parquet dataset as the folder 'out.parquet'); NULL: a
- * folder of images. */
+/* The kind whose files a folder input stands for: --input-format's when
+ * it names a kind read from files, else the folder's own name's (Spark
+ * writes a Parquet dataset as the folder 'out.parquet', named 'out.parquet/'
+ * as often); NULL: not a folder, or a folder of images. A folder is a local
+ * directory, or an s3:// prefix: a URL ending in '/', or a bucket's root
+ * (an object may be named without an extension: only the '/' tells a
+ * prefix from one without a request per name). */
 static const char *dataset_folder_kind(const char *name, const sl_source_params *p)
 {
     struct stat st;
-    if (sl_s3_is_url(name) || stat(name, &st) != 0 || !S_ISDIR(st.st_mode))
+    size_t n = strlen(name);
+    if (sl_s3_is_url(name) ? name[n - 1] != '/' && strchr(name + 5, '/')
+                           : stat(name, &st) != 0 || !S_ISDIR(st.st_mode))
         return NULL;
-    const char *k = forced_kind(p) ? forced_kind(p) : kind_by_name(name);
+    const char *k = forced_kind(p);
+    if (!k) {
+        while (n > 1 && name[n - 1] == '/')
+            n--;
+        char *bare = sl_strndup(name, n);
+        k = bare ? kind_by_name(bare) : NULL;
+        sl_free(bare);
+    }
     for (size_t i = 0; k && i < N_DATA_KINDS; i++)
         if (strcmp(k, data_kinds[i]) == 0)
             return data_kinds[i];
     return NULL;
 }
 
-/* A dataset's folder as the files of its kind under it, in the order a
- * folder is walked (byte-wise sorted, depth first). */
-static sl_status add_dataset_folder(const char *dir, const char *kind, bool forced, char ***out,
-                                    char ***hf, size_t *nout, size_t *cap)
+/* Byte order with '/' first: a folder's walk's order (sorted names, depth
+ * first) for whole paths. */
+static int cmp_paths(const char *a, const char *b)
 {
-    dataset_files want = {kind, forced};
+    const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
+    for (;; x++, y++) {
+        int cx = *x == '/' ? 1 : *x ? *x + 1 : 0, cy = *y == '/' ? 1 : *y ? *y + 1 : 0;
+        if (cx != cy || !cx)
+            return cx - cy;
+    }
+}
+
+static int cmp_path_ptrs(const void *a, const void *b)
+{
+    return cmp_paths(*(char *const *)a, *(char *const *)b);
+}
+
+/* A local dataset folder's files, walked in order. */
+static sl_status add_folder_files(const char *dir, dataset_files *want, char ***out, char ***hf,
+                                  size_t *nout, size_t *cap)
+{
     sl_dir_source *walk = NULL;
     sl_status st = sl_dir_source_open(dir, true, &walk);
-    size_t found = 0;
     if (st == SL_OK)
-        sl_dir_source_choose(walk, is_dataset_file, &want);
+        sl_dir_source_choose(walk, is_dataset_file, want);
     while (st == SL_OK) {
         const sl_dir_entry *e;
         if ((st = sl_dir_source_next(walk, &e)) != SL_OK || !e)
@@ -1649,10 +1675,77 @@ static sl_status add_dataset_folder(const char *dir, const char *kind, bool forc
         char *copy = sl_strdup(e->path);
         st = copy ? add_file(out, hf, nout, cap, copy, NULL)
                   : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", dir);
-        found++;
     }
     sl_dir_source_free(walk);
-    if (st == SL_OK && !found)
+    return st;
+}
+
+/* An s3:// prefix's dataset files, from its listing (keys in S3's order),
+ * sorted as a local folder's walk is, so a dataset copied to a bucket
+ * gives its files, and rows, in the order it gave them on disk. */
+static sl_status add_prefix_files(const char *url, dataset_files *want, char ***out, char ***hf,
+                                  size_t *nout, size_t *cap)
+{
+    const sl_s3 *s3 = sl_s3_shared();
+    char *bucket = NULL, *key = NULL, **keys = NULL;
+    size_t n = 0, room = 0;
+    sl_s3_list *l = NULL;
+    sl_status st = s3 ? sl_s3_split(url, &bucket, &key) : SL_ERR_INVALID_ARG;
+    if (st == SL_OK)
+        st = sl_s3_list_open(s3, url, &l);
+    if (st != SL_OK)
+        st = sl_fail(st, "input folder '%s': %s", url, sl_last_error());
+    for (bool done = false; st == SL_OK;) {
+        const char *k;
+        uint64_t size;
+        if ((st = sl_s3_list_next(l, &k, &size, &done)) != SL_OK) {
+            st = sl_fail(st, "input folder '%s': %s", url, sl_last_error());
+            break;
+        }
+        if (done)
+            break;
+        const char *rel = k + strlen(key);
+        if (!*rel || rel[strlen(rel) - 1] == '/' || !is_dataset_file(rel, want))
+            continue; /* the prefix itself, or a folder's marker */
+        if (n == room) {
+            room = room ? 2 * room : 64;
+            char **more = sl_realloc(keys, room * sizeof *keys);
+            if (!more) {
+                st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", url);
+                break;
+            }
+            keys = more;
+        }
+        if (!(keys[n] = sl_asprintf("s3://%s/%s", bucket, k)))
+            st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", url);
+        else
+            n++;
+    }
+    sl_s3_list_free(l);
+    sl_free(bucket);
+    sl_free(key);
+    if (n)
+        qsort(keys, n, sizeof *keys, cmp_path_ptrs);
+    size_t i = 0;
+    for (; i < n && st == SL_OK; i++)
+        st = add_file(out, hf, nout, cap, keys[i], NULL);
+    for (; i < n; i++)
+        sl_free(keys[i]);
+    sl_free(keys);
+    return st;
+}
+
+/* A dataset's folder (local, or an s3:// prefix) as the files of its kind
+ * under it, in the order a folder is walked (byte-wise sorted, depth
+ * first). */
+static sl_status add_dataset_folder(const char *dir, const char *kind, bool forced, char ***out,
+                                    char ***hf, size_t *nout, size_t *cap)
+{
+    dataset_files want = {kind, forced};
+    size_t before = *nout;
+    sl_status st = sl_s3_is_url(dir) ? add_prefix_files(dir, &want, out, hf, nout, cap)
+                                     : add_folder_files(dir, &want, out, hf, nout, cap);
+    if (st == SL_OK && *nout == before)
         st = sl_fail(SL_ERR_INVALID_ARG, "input folder '%s' holds no %s files (%s)", dir, kind,
                      forced ? "--input-format names the kind of the files under it: give the "
                               "kind they are, or leave it out for a folder of images"
@@ -1786,13 +1879,7 @@ static int cmp_inode(const void *a, const void *b)
 /* Byte order with '/' first, so a folder's subfolders sort right after it. */
 static int cmp_real(const void *a, const void *b)
 {
-    const unsigned char *x = (const unsigned char *)((const input_ref *)a)->real;
-    const unsigned char *y = (const unsigned char *)((const input_ref *)b)->real;
-    for (;; x++, y++) {
-        int cx = *x == '/' ? 1 : *x ? *x + 1 : 0, cy = *y == '/' ? 1 : *y ? *y + 1 : 0;
-        if (cx != cy || !cx)
-            return cx - cy;
-    }
+    return cmp_paths(((const input_ref *)a)->real, ((const input_ref *)b)->real);
 }
 
 /* Refuses one file read twice: the same inode reached by two names (a name

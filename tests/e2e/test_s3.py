@@ -149,6 +149,88 @@ def test_a_prefix_of_parquet_files_read_as_images_says_how_to_read_them(store, s
             "('data/train-00000.parquet', ...): pass --input-format parquet") in rows[0]["error"], rows
 
 
+def dataset_file(kind, url, key):
+    """One file of `kind` whose one row's image is the object `url`; `key`
+    names a tar's sample."""
+    import io
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    if kind == "jsonl":
+        return (json.dumps({"image": url}) + "\n").encode()
+    if kind == "json":
+        return json.dumps([{"image": url}]).encode()
+    if kind == "csv":
+        return f"image\n{url}\n".encode()
+    if kind == "webdataset":
+        return wds_shard([(f"{key}.jpg", sample_images()[0].read_bytes())])
+    table = pa.table({"image": [url]})
+    out = io.BytesIO()
+    if kind == "parquet":
+        pq.write_table(table, out)
+    else:
+        with pa.ipc.new_stream(out, table.schema) as w:
+            w.write_table(table)
+    return out.getvalue()
+
+
+DATASET_EXT = {"jsonl": "jsonl", "json": "json", "csv": "csv", "webdataset": "tar",
+               "parquet": "parquet", "arrow": "arrow"}
+
+
+@pytest.mark.parametrize("kind", list(DATASET_EXT))
+def test_a_prefix_of_a_datasets_files_is_read_as_the_local_folder_is(store, sluice, tmp_path,
+                                                                    kind):
+    """s3://b/ds/ under --input-format KIND (or named for the kind:
+    s3://b/out.parquet/, as Spark writes a table) is the files of that kind
+    under the prefix, as a local folder is: Spark's _SUCCESS, _temporary/
+    and .crc files and every '.'/'_' path segment left out, in the local
+    walk's order (a subfolder's files before a name that sorts after it but
+    before its '/': S3 lists sub-x before sub/), and a prefix holding none
+    stops the command (exit 2) naming the prefix and the kind. The prefix
+    was read as the one object s3://b/ds/: a NoSuchKey row, nothing read."""
+    env, client = store
+    bucket = f"ds-{kind}"
+    client.create_bucket(Bucket=bucket)
+    image = f"s3://{bucket}/img/a.jpg"
+    client.put_object(Bucket=bucket, Key="img/a.jpg", Body=sample_images()[0].read_bytes())
+    ext = DATASET_EXT[kind]
+    taken = [f"part-00000.{ext}", f"part-00001.{ext}", f"sub/part-00002.{ext}", f"sub-x.{ext}"]
+    left_out = ["_SUCCESS", f"_temporary/0/part-00009.{ext}", f".part-00000.{ext}.crc",
+                f".hidden.{ext}", f"_meta/part-00008.{ext}", f"sub/.x/part-00007.{ext}",
+                "README.md"]
+    local = tmp_path / "local"
+    for i, rel in enumerate(taken + left_out):
+        body = dataset_file(kind, image, f"s{i}")
+        for key in (f"ds/{rel}", f"out.{ext}/{rel}"):
+            client.put_object(Bucket=bucket, Key=key, Body=body)
+        (local / rel).parent.mkdir(parents=True, exist_ok=True)
+        (local / rel).write_bytes(body)
+
+    def ids(inputs, out, *args):
+        r = caption_env(sluice, env, *inputs, "-o", tmp_path / f"o-{out}", "--dry-run", *args)
+        assert r.returncode == 0, (inputs, r.stderr[-3000:])
+        rows = read_rows(tmp_path / f"o-{out}")
+        assert all(row["error"] is None for row in rows), rows
+        return sorted(row["id"] for row in rows)
+
+    want = ids([local], "local", "--input-format", kind)
+    assert len(want) == len(taken), want
+    assert all(any(i.startswith(rel) for rel in taken) for i in want), want
+    assert ids([f"s3://{bucket}/ds/"], "prefix", "--input-format", kind) == want
+    assert ids([f"s3://{bucket}/out.{ext}/"], "named") == want
+    # Files in the walk's order: the third file is sub/'s, in either place.
+    third = ids([local], "local-2", "--input-format", kind, "--input-shard", "2/4")
+    assert len(third) == 1 and third[0].startswith(f"sub/part-00002.{ext}"), third
+    assert ids([f"s3://{bucket}/ds/"], "prefix-2", "--input-format", kind,
+               "--input-shard", "2/4") == third
+    # None of the kind: the command stops, naming the prefix and the kind.
+    other = "csv" if kind != "csv" else "parquet"
+    r = caption_env(sluice, env, f"s3://{bucket}/ds/", "-o", tmp_path / "none",
+                    "--input-format", other)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert f"input folder 's3://{bucket}/ds/' holds no {other} files" in r.stderr, r.stderr
+
+
 def caption_env(sluice, env, *args):
     return subprocess.run([str(sluice.binary), "caption", *map(str, args),
                            "--model", str(REPO / "models/tiny/model.gguf"),

@@ -1835,6 +1835,11 @@ def test_a_folder_of_a_datasets_files_is_read_as_them_or_said(sluice, tmp_path):
     assert sorted(r_["label"] for r_ in rows.values()) == [0, 1, 2, 3]
     assert all(r_["error"] is None for r_ in rows.values()), rows
     assert "part-00001-c1.snappy.parquet:1" in rows, sorted(rows)
+    # Named as a shell completes it, with a '/': the same (it was a folder
+    # of images: its name's kind was read from the name with the '/').
+    r = run(sluice, f"{spark}/", tmp_path / "o1s")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(by_id(jsonl_rows(tmp_path / "o1s"))) == sorted(rows)
 
     hf = tmp_path / "hub-download"
     (hf / "data").mkdir(parents=True)
