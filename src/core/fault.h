@@ -22,7 +22,9 @@
  * input file read whole (core/file.h sl_read_file), before its first byte
  * (a sleep there is a read stuck on a hung mount); source.open: an input
  * file (its path) about to be opened by the source (io/source.h; a sleep
- * there is a time to change the file between two runs' reads); ledger.add (a row
+ * there is a time to change the file between two runs' reads); tar.read: each
+ * read of a local tar shard's bytes (its path; an errno there is the disk's
+ * read error midway); ledger.add (a row
  * recorded in the resume ledger); ledger.reconcile (a run's start, before
  * the ledger's reconcile is durable), ledger.reconciled (after; a trace
  * only); commit.begin, commit.after_sync,

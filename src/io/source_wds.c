@@ -19,6 +19,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/file.h"
 #include "core/json.h"
 #include "io/dir_source.h"
@@ -37,11 +38,13 @@
 /* A local compressed shard is read, and inflated, this much at a time. */
 #define Z_BLOCK (64u << 10)
 
-/* libarchive reads a shard in S3 through these callbacks: ranged GETs in
- * turn into one buffer (a GET that fails is retried by io/s3.h, and only
- * that block is asked for again). A skip over a member's data at least as
- * long as the next GET would be is a jump instead, so a walk over the
- * headers (the count) fetches the ranges around them, not the members.
+/* libarchive reads every shard through these callbacks, so a read that
+ * fails is known as one (`failed`: the item's cut_short) wherever the shard
+ * is: a local one by pread(2), one in S3 by ranged GETs in turn into one
+ * buffer (a GET that fails is retried by io/s3.h, and only that block is
+ * asked for again). A skip over a member's data at least as long as the
+ * next read would be is a jump instead, so a walk over the headers (the
+ * count) fetches the ranges around them, not the members.
  *
  * A compressed shard (.tar.gz, .tgz, .tar.zst, .tar.bz2, .tar.xz; local or
  * remote) is inflated here (io/unzip.h), not by libarchive: its filters
@@ -52,6 +55,7 @@
 typedef struct remote {
     sl_ranged *io;   /* a shard in S3 or on the hub; NULL: a local one, in fd */
     int fd;
+    const char *path; /* ... its name (the reader's), for the test fault point */
     uint8_t *buf;
     size_t block;    /* the next GET's size */
     uint64_t pos;    /* the next byte to ask for */
@@ -84,13 +88,14 @@ static int raw_read(struct archive *a, remote *s, const void **out, size_t *got)
             s->block *= 2;
         return ARCHIVE_OK;
     }
-    ssize_t n;
-    do
-        n = read(s->fd, s->buf, s->block);
-    while (n < 0 && errno == EINTR);
-    if (n < 0) {
+    ssize_t n = -1;
+    int err = sl_fault("tar.read", s->path); /* tests: a disk's EIO midway */
+    while (!err && (n = pread(s->fd, s->buf, s->block, (off_t)s->pos)) < 0)
+        if (errno != EINTR)
+            err = errno;
+    if (err) {
         s->failed = true;
-        archive_set_error(a, errno, "read error: %s", strerror(errno));
+        archive_set_error(a, err, "read error: %s", strerror(err));
         return ARCHIVE_FATAL;
     }
     *got = (size_t)n;
@@ -112,7 +117,8 @@ static la_int64_t remote_skip(struct archive *a, void *user, la_int64_t request)
     if (request < (la_int64_t)s->block)
         return 0; /* libarchive reads through it instead */
     s->pos += (uint64_t)request;
-    s->block = REMOTE_FIRST_BLOCK;
+    if (s->io)
+        s->block = REMOTE_FIRST_BLOCK;
     return request;
 }
 
@@ -188,9 +194,9 @@ static int open_errno(sl_status st)
                                         : st == SL_ERR_IO ? EIO : EINVAL;
 }
 
-/* Opens `file` (a path, or an s3:// or http(s) URL read through *rem: a
- * dataset's shard on the hub, io/hf.h) in a; the libarchive status. A
- * compressed one goes through *rem (unzip_read) too. */
+/* Opens `file` (a path, or an s3:// or http(s) URL: a dataset's shard on
+ * the hub, io/hf.h) in a, read through *rem (a compressed one inflated by
+ * unzip_read); the libarchive status. */
 static int open_in(struct archive *a, const char *file, const sl_source_params *p, remote **rem)
 {
     *rem = NULL;
@@ -198,28 +204,11 @@ static int open_in(struct archive *a, const char *file, const sl_source_params *
     sl_url_scheme(file, scheme);
     bool local = !sl_s3_is_url(file) && strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0;
     bool unzip = compressed_name(file);
-    if (local && !unzip) {
-        /* Opened as every input file is (archive_read_open_filename's
-         * open() of a FIFO waits for a writer forever; the fd, closed by
-         * remote_free, is read by libarchive as the file was). */
-        remote *s = sl_calloc(1, sizeof *s);
-        if (!s) {
-            archive_set_error(a, ENOMEM, "out of memory");
-            return ARCHIVE_FATAL;
-        }
-        uint64_t size;
-        sl_status st = sl_file_open_regular(file, &s->fd, &size);
-        if (st != SL_OK) {
-            archive_set_error(a, open_errno(st), "%s", sl_last_error());
-            sl_free(s);
-            return ARCHIVE_FATAL;
-        }
-        *rem = s;
-        return archive_read_open_fd(a, s->fd, 1 << 16);
-    }
     remote *s = sl_calloc(1, sizeof *s);
-    if (s)
+    if (s) {
         s->fd = -1;
+        s->path = file;
+    }
     size_t cap = local ? Z_BLOCK : REMOTE_MAX_BLOCK;
     if (!s || !(s->buf = sl_malloc(cap)) || (unzip && !(s->out = sl_malloc(Z_BLOCK)))) {
         archive_set_error(a, ENOMEM, "out of memory");
@@ -228,6 +217,8 @@ static int open_in(struct archive *a, const char *file, const sl_source_params *
     }
     sl_status st;
     if (local) {
+        /* Opened as every input file is (open() of a FIFO would wait for
+         * a writer forever). */
         uint64_t size;
         st = sl_file_open_regular(file, &s->fd, &size);
         s->block = Z_BLOCK;
@@ -251,7 +242,7 @@ static int open_in(struct archive *a, const char *file, const sl_source_params *
 
 struct source_reader {
     struct archive *a;
-    remote *rem;            /* a shard in S3, or compressed */
+    remote *rem;            /* the shard's bytes */
     char *file;
     const char *name;       /* the shard's name in ids */
     const sl_source_params *p;

@@ -2,7 +2,8 @@
  * written with libarchive, manifest rows (CSV records over several lines,
  * relative paths, ids, a byte order mark, an empty image cell), folder globs, counts that match the items, ids from
  * the inputs' common folder, one file read twice refused, and manifest lines
- * past their limits failing alone. */
+ * past their limits failing alone, and a tar whose read fails midway ending
+ * a run that shares its items out. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include <archive_entry.h>
 
 #include "core/alloc.h"
+#include "core/fault.h"
 #include "io/source_impl.h"
 #include "test_util.h"
 
@@ -592,6 +594,81 @@ static void parquet_list_columns_give_images(void **state)
     tu_rmtree(dir);
 }
 
+/* A plain tar whose read fails midway (the disk's EIO: test fault point
+ * tar.read), its items shared out by their place in the input: the source
+ * ends the read (SL_ERR_IO naming the shard and 'run it again'), as for a
+ * compressed tar or a failed first read. libarchive read a plain tar's
+ * bytes itself, so the error was taken for a damaged shard: one failed
+ * item, the stream went on shorter than the other runs', and the shards
+ * after it held the wrong items. Unsharded, that item ends the shard, cut
+ * short, after the samples read before it. */
+static void a_tar_read_error_midway_ends_a_run_sharing_items(void **state)
+{
+    char *dir = tu_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/big.tar", dir);
+    static char member[40000];
+    memset(member, 'x', sizeof member - 1);
+    struct archive *a = archive_write_new();
+    archive_write_set_format_pax_restricted(a);
+    assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
+    for (int i = 0; i < 8; i++) { /* 320 KB: five 64 KiB reads */
+        char name[32];
+        snprintf(name, sizeof name, "k%d.jpg", i);
+        tar_add(a, name, member);
+    }
+    archive_write_close(a);
+    archive_write_free(a);
+    const char *input = path;
+
+    sl_source_params p = sl_source_default_params();
+    p.shard_count = 3;
+    p.shard_index = 1;
+    p.shard_size = 2;
+    assert_int_equal(sl_fault_configure("tar.read=eio@3"), 0);
+    sl_source *src;
+    assert_int_equal(sl_source_open(&input, 1, &p, &src), SL_OK);
+    sl_status st;
+    size_t taken = 0;
+    for (;;) {
+        sl_source_item it = {0};
+        bool done = false;
+        if ((st = sl_source_next(src, &it, &done)) != SL_OK || done)
+            break;
+        assert_null(it.error);
+        taken++;
+        sl_source_item_clear(&it);
+    }
+    sl_source_free(src);
+    assert_int_equal(st, SL_ERR_IO);
+    assert_true(taken > 0); /* midway: its first samples were read */
+    assert_non_null(strstr(sl_last_error(), path));
+    assert_non_null(strstr(sl_last_error(), "Input/output error"));
+    assert_non_null(strstr(sl_last_error(), "run it again"));
+
+    p = sl_source_default_params();
+    assert_int_equal(sl_fault_configure("tar.read=eio@3"), 0);
+    assert_int_equal(sl_source_open(&input, 1, &p, &src), SL_OK);
+    sl_source_item it[8];
+    size_t n = 0;
+    for (bool done = false; !done;) {
+        assert_true(n < 8);
+        it[n] = (sl_source_item){0};
+        assert_int_equal(sl_source_next(src, &it[n], &done), SL_OK);
+        n += !done;
+    }
+    sl_source_free(src);
+    assert_int_equal(sl_fault_configure(NULL), 0);
+    assert_true(n > 1 && n < 8);
+    for (size_t i = 0; i + 1 < n; i++)
+        assert_null(it[i].error);
+    assert_true(it[n - 1].cut_short);
+    assert_non_null(strstr(it[n - 1].error, "Input/output error"));
+    for (size_t i = 0; i < n; i++)
+        sl_source_item_clear(&it[i]);
+    tu_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -605,6 +682,7 @@ int main(void)
         cmocka_unit_test(one_file_read_twice_is_refused),
         cmocka_unit_test(manifest_lines_past_the_limit_fail_alone),
         cmocka_unit_test(parquet_list_columns_give_images),
+        cmocka_unit_test(a_tar_read_error_midway_ends_a_run_sharing_items),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
