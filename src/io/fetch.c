@@ -12,6 +12,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "io/curl_conn.h"
 #include "io/fetch.h"
 #include "io/hf.h"
@@ -255,6 +256,13 @@ void sl_fetch_range_spec(char spec[64], uint64_t offset, size_t len, bool from_e
                  (unsigned long long)(offset + len - 1));
 }
 
+/* The file's size answer t says: its Content-Range's total, or a whole
+ * body's length; -1 when it does not say. */
+static int64_t answer_size(const range_try *t)
+{
+    return t->total >= 0 ? t->total : t->whole && !t->overflow ? (int64_t)t->got : -1;
+}
+
 /* Whether answer t is of version *ver, which it then sets when empty. */
 static bool same_version(const range_try *t, sl_fetch_version *ver)
 {
@@ -262,12 +270,40 @@ static bool same_version(const range_try *t, sl_fetch_version *ver)
     if (ver->etag[0])
         return !t->ver.etag[0] || strcmp(t->ver.etag, ver->etag) == 0;
     if (ver->modified[0])
-        return !t->ver.modified[0] || strcmp(t->ver.modified, ver->modified) == 0;
+        return (!t->ver.modified[0] || strcmp(t->ver.modified, ver->modified) == 0) &&
+               (ver->size < 0 || answer_size(t) < 0 || answer_size(t) == ver->size);
     if (t->ver.etag[0] && strncmp(t->ver.etag, "W/", 2) != 0)
         snprintf(ver->etag, sizeof ver->etag, "%s", t->ver.etag);
-    else
-        snprintf(ver->modified, sizeof ver->modified, "%s", t->ver.modified);
+    /* Kept beside the ETag too: what tells one file tagged apart by two
+     * servers (by_date in sl_fetch_range) from a file that changed. */
+    snprintf(ver->modified, sizeof ver->modified, "%s", t->ver.modified);
+    ver->size = answer_size(t);
     return true;
+}
+
+/* Whether answer t, to a request by If-Unmodified-Since alone, shows the
+ * file *ver was: its Last-Modified and size, both given and equal (a 416,
+ * past the end, often gives no Last-Modified: its size says). */
+static bool same_date_and_size(const range_try *t, const sl_fetch_version *ver)
+{
+    bool date = strcmp(t->ver.modified, ver->modified) == 0 ||
+                (t->status == 416 && !t->ver.modified[0]);
+    return date && answer_size(t) == ver->size;
+}
+
+/* The condition a request asks its version by: If-Match its ETag, else
+ * If-Unmodified-Since its Last-Modified (by_date: that alone); NULL with no
+ * condition, or out of memory (*nomem). */
+static struct curl_slist *version_header(const sl_fetch_version *ver, bool by_date, bool *nomem)
+{
+    char cond[sizeof ver->etag + 32] = "";
+    if (ver && ver->etag[0] && !by_date)
+        snprintf(cond, sizeof cond, "If-Match: %s", ver->etag);
+    else if (ver && ver->modified[0])
+        snprintf(cond, sizeof cond, "If-Unmodified-Since: %s", ver->modified);
+    struct curl_slist *h = cond[0] ? curl_slist_append(NULL, cond) : NULL;
+    *nomem = cond[0] && !h;
+    return h;
 }
 
 sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t offset, size_t len,
@@ -291,20 +327,17 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
     /* The version asked for: what a file replaced between two reads
      * answers with 412 (the check of the answer's own version below is
      * for a server that ignores the condition). */
-    char cond[sizeof ver->etag + 32] = "";
-    if (ver && ver->etag[0])
-        snprintf(cond, sizeof cond, "If-Match: %s", ver->etag);
-    else if (ver && ver->modified[0])
-        snprintf(cond, sizeof cond, "If-Unmodified-Since: %s", ver->modified);
-    struct curl_slist *headers = cond[0] ? curl_slist_append(NULL, cond) : NULL;
-    if (cond[0] && !headers) {
+    bool nomem, by_date = false, again = false;
+    struct curl_slist *headers = version_header(ver, false, &nomem);
+    if (nomem) {
         sl_curl_give(h, false);
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", url);
     }
     bool ok = false;
     for (int attempt = 0; attempt <= p->retries; attempt++) {
-        if (attempt)
+        if (attempt && !again)
             sl_fetch_pause(attempt);
+        again = false;
         range_try t = {.dst = dst, .cap = len, .total = -1};
         sl_fetch_policy(h, url, p->timeout_ms, cerr);
         if (headers)
@@ -317,13 +350,31 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
         CURLcode rc;
         long code = perform(h, &rc);
         bool retry = false;
-        if (ver && (code == 412 || ((code == 200 || code == 206 || code == 416) &&
-                                    !same_version(&t, ver)))) {
+        bool answered = code == 200 || code == 206 || code == 416;
+        bool other = by_date ? code == 412 || (answered && !same_date_and_size(&t, ver))
+                             : ver && (code == 412 || (answered && !same_version(&t, ver)));
+        if (other && !by_date && ver->etag[0] && ver->modified[0] && ver->size >= 0) {
+            /* Servers behind a balancer may tag one file apart (Apache's
+             * ETag from the inode): asked again by its Last-Modified, an
+             * answer of the same date and size is the same file. */
+            curl_slist_free_all(headers);
+            headers = version_header(ver, by_date = true, &nomem);
+            if (nomem) {
+                st = SL_ERR_NOMEM;
+                snprintf(why, sizeof why, "out of memory");
+                break;
+            }
+            attempt--; /* not a failed try */
+            again = true;
+            continue;
+        }
+        if (other) {
             snprintf(why, sizeof why, "the file changed since its first read (%s %s then%s%s): "
                                       "its rows would mix two versions of it",
-                     ver->etag[0] ? "ETag" : "Last-Modified",
-                     ver->etag[0] ? ver->etag : ver->modified, code == 412 ? "" : ", ",
-                     code == 412 ? "" : ver->etag[0] ? t.ver.etag : t.ver.modified);
+                     ver->etag[0] && !by_date ? "ETag" : "Last-Modified",
+                     ver->etag[0] && !by_date ? ver->etag : ver->modified,
+                     code == 412 ? "" : ", ",
+                     code == 412 ? "" : ver->etag[0] && !by_date ? t.ver.etag : t.ver.modified);
         } else if (t.whole && (t.overflow || (offset > 0 && !from_end))) {
             /* A server that ignores Range answers 200 with the file from its
              * start: the transfer stops once past what was asked, so a
@@ -370,5 +421,14 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
     }
     curl_slist_free_all(headers);
     sl_curl_give(h, false);
+    if (ok && by_date) {
+        sl_log(SL_LOG_WARN, "'%s': its server no longer answers for the file's first ETag "
+                            "(%s), but its Last-Modified (%s) and size (%lld bytes) are as "
+                            "before: servers behind a balancer that tag one file apart "
+                            "(Apache's inode-based ETags); its reads are checked by those from "
+                            "now on",
+               url, ver->etag, ver->modified, (long long)ver->size);
+        ver->etag[0] = '\0';
+    }
     return ok ? SL_OK : sl_fail(st, "cannot read '%s' (bytes %s): %s", url, range, why);
 }

@@ -50,12 +50,14 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *params, uint8_t **dat
  * len bytes from offset (len > 0), or "-len", the last len, when from_end. */
 void sl_fetch_range_spec(char spec[64], uint64_t offset, size_t len, bool from_end);
 
-/* The version of a file its first ranged read saw: its strong ETag, else
- * its Last-Modified (a weak ETag never matches If-Match); both empty
- * before that read, or when the server sent neither. */
+/* The version of a file its first ranged read saw: its strong ETag (a
+ * weak one never matches If-Match), its Last-Modified and its size; etag
+ * and modified both empty before that read, or when the server sent
+ * neither. */
 typedef struct sl_fetch_version {
     char etag[128];
     char modified[64];
+    int64_t size; /* -1 when the answer did not say */
 } sl_fetch_version;
 
 /* One ranged GET of an http(s) URL (max_bytes unused: len bounds it): up
@@ -71,7 +73,13 @@ typedef struct sl_fetch_version {
  * empty, it is set from the answer; set, the request asks for that
  * version (If-Match, else If-Unmodified-Since), and a 412 or an answer of
  * another version is SL_ERR_IO saying the file changed since its first
- * read: the reads of one file never mix two versions of it. */
+ * read: the reads of one file never mix two versions of it. An ETag
+ * refused (or another one sent) for a file that has a Last-Modified is
+ * asked for again by If-Unmodified-Since alone: an answer of the first's
+ * Last-Modified and size is the same file from a server that tags it
+ * apart (nodes behind a balancer: Apache's inode-based ETags), and the
+ * file's reads are keyed by those from then on (its ETag cleared, one
+ * warning naming the URL). */
 sl_status sl_fetch_range(const char *url, const sl_fetch_params *params, uint64_t offset,
                          size_t len, bool from_end, void *dst, size_t *got, int64_t *size,
                          bool *no_ranges, sl_fetch_version *ver);

@@ -4,7 +4,8 @@
  * cuts its answers, redirects, or has nothing. Checked: bytes and sizes
  * equal the file's, the read-ahead's request count (one per block), a
  * server without Range support stopped early rather than read whole,
- * errors naming the URL, max_bytes; and a video's frames over HTTP equal
+ * errors naming the URL, max_bytes, servers that tag one file with
+ * different ETags read by its Last-Modified; and a video's frames over HTTP equal
  * those of the same file read locally, at a fraction of its bytes. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -35,6 +36,13 @@
  *   short     answers 206 with a Content-Range of the range asked for and
  *             half of its bytes (a consistent Content-Length)
  *   redirect  302 to /range/NAME
+ *   farm      honours it as servers behind a balancer do whose ETags differ
+ *             for one file (Apache's from the inode): each answer is a node's
+ *             (nodes 0 1 1 0 0 1 1 ... in turn), with its own ETag "nN" and
+ *             the one Last-Modified; If-Match of another node's ETag, or an
+ *             If-Unmodified-Since of another date, is a 412
+ *   changed   as farm, but the file is rewritten after the first answer (a
+ *             later Last-Modified from then on)
  * anything else, or a missing NAME, is a 404. */
 static struct {
     struct MHD_Daemon *d;
@@ -42,6 +50,7 @@ static struct {
     char dir[256];
     atomic_long requests;
     atomic_llong bytes; /* body bytes the server produced */
+    atomic_long farm_answers; /* farm and changed: the answers so far */
 } srv;
 
 typedef struct body {
@@ -69,6 +78,13 @@ static void body_free(void *cls)
     free(b);
 }
 
+/* A farm node's ETag and Last-Modified for the answer this connection's
+ * thread is making, "" for none. */
+static _Thread_local struct {
+    char etag[16];
+    char modified[64];
+} tagged;
+
 static enum MHD_Result answer(struct MHD_Connection *c, unsigned code, body *b,
                               const char *content_range)
 {
@@ -77,6 +93,10 @@ static enum MHD_Result answer(struct MHD_Connection *c, unsigned code, body *b,
           : MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
     if (content_range)
         MHD_add_response_header(resp, "Content-Range", content_range);
+    if (tagged.etag[0])
+        MHD_add_response_header(resp, "ETag", tagged.etag);
+    if (tagged.modified[0])
+        MHD_add_response_header(resp, "Last-Modified", tagged.modified);
     enum MHD_Result rc = MHD_queue_response(c, code, resp);
     MHD_destroy_response(resp);
     return rc;
@@ -98,11 +118,25 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *ur
         MHD_destroy_response(resp);
         return rc;
     }
+    tagged.etag[0] = tagged.modified[0] = '\0';
+    if (strcmp(mode, "farm") == 0 || strcmp(mode, "changed") == 0) {
+        long k = atomic_fetch_add(&srv.farm_answers, 1);
+        snprintf(tagged.etag, sizeof tagged.etag, "\"n%ld\"", (k + 1) / 2 % 2);
+        snprintf(tagged.modified, sizeof tagged.modified, "Mon, 30 Nov 2026 10:00:%02d GMT",
+                 strcmp(mode, "changed") == 0 && k > 0 ? 7 : 0);
+        const char *match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-Match");
+        const char *since = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                        "If-Unmodified-Since");
+        if ((match && strcmp(match, tagged.etag) != 0) ||
+            (since && strcmp(since, tagged.modified) != 0))
+            return answer(c, 412, NULL, NULL);
+    }
     char path[600];
     snprintf(path, sizeof path, "%s/%s", srv.dir, name);
     FILE *fp = name[0] ? fopen(path, "rb") : NULL;
     bool known = strcmp(mode, "range") == 0 || strcmp(mode, "norange") == 0 ||
-                 strcmp(mode, "cut") == 0 || strcmp(mode, "short") == 0;
+                 strcmp(mode, "cut") == 0 || strcmp(mode, "short") == 0 ||
+                 strcmp(mode, "farm") == 0 || strcmp(mode, "changed") == 0;
     if (!fp || !known) {
         if (fp)
             fclose(fp);
@@ -420,6 +454,69 @@ static void errors_name_the_url(void **state)
 }
 
 /* max_bytes bounds what is fetched in all, read-ahead included. */
+/* The warnings logged while a test listens (warned_about). */
+static struct {
+    int n;
+    char last[1024];
+} warned;
+
+static void on_log(sl_log_level level, const char *message, void *user)
+{
+    (void)user;
+    if (level >= SL_LOG_WARN) {
+        warned.n++;
+        snprintf(warned.last, sizeof warned.last, "%s", message);
+    }
+}
+
+/* Servers behind a balancer that tag one file apart (farm): a read after
+ * the first, asking for the first answer's ETag, is refused by a node of
+ * another ETag; asked again by its Last-Modified, the same date and size
+ * say the same file, and its reads go on keyed by those, with one warning
+ * naming the URL. Every read after the first failed 412, 'the file
+ * changed'. A file rewritten meanwhile (changed) still fails, naming it. */
+static void servers_that_tag_one_file_apart_are_read_by_its_date(void **state)
+{
+    size_t n = 300000;
+    uint8_t *data = pattern_file("farm.bin", n);
+    const char *url = url_of("farm", "farm.bin");
+    atomic_store(&srv.farm_answers, 0);
+    warned.n = 0;
+    sl_log_set_level(SL_LOG_WARN);
+    sl_log_set_callback(on_log, NULL);
+    sl_ranged *r = open_url(url, NULL);
+    uint8_t buf[1000];
+    const uint64_t at[] = {0, 100000, 200000, 290000, 50000, 150000};
+    for (size_t i = 0; i < sizeof at / sizeof *at; i++) {
+        size_t got = 0;
+        if (sl_ranged_read(r, buf, sizeof buf, at[i], &got) != SL_OK)
+            fail_msg("read %zu at %llu: %s", i, (unsigned long long)at[i], sl_last_error());
+        assert_int_equal(got, sizeof buf);
+        assert_memory_equal(buf, data + at[i], sizeof buf);
+    }
+    sl_ranged_free(r);
+    /* Each read its own GET, both nodes answering (one 412 among them). */
+    assert_true(atomic_load(&srv.farm_answers) >= 7);
+    assert_int_equal(warned.n, 1);
+    assert_non_null(strstr(warned.last, url));
+    assert_non_null(strstr(warned.last, "ETag"));
+
+    url = url_of("changed", "farm.bin");
+    atomic_store(&srv.farm_answers, 0);
+    warned.n = 0;
+    r = open_url(url, NULL);
+    size_t got = 0;
+    assert_int_equal(sl_ranged_read(r, buf, sizeof buf, 0, &got), SL_OK);
+    assert_int_equal(sl_ranged_read(r, buf, sizeof buf, 200000, &got), SL_ERR_IO);
+    assert_non_null(strstr(sl_last_error(), url));
+    assert_non_null(strstr(sl_last_error(), "changed since its first read"));
+    assert_int_equal(warned.n, 0);
+    sl_ranged_free(r);
+    sl_log_set_callback(NULL, NULL);
+    sl_log_set_level(SL_LOG_ERROR);
+    free(data);
+}
+
 static void max_bytes_bounds_the_bytes_read(void **state)
 {
     const size_t block = 64 << 10;
@@ -576,6 +673,7 @@ int main(void)
         cmocka_unit_test(a_server_ignoring_ranges_is_stopped),
         cmocka_unit_test(errors_name_the_url),
         cmocka_unit_test(max_bytes_bounds_the_bytes_read),
+        cmocka_unit_test(servers_that_tag_one_file_apart_are_read_by_its_date),
 #ifdef SLUICE_TEST_VIDEO
         cmocka_unit_test(a_video_over_http_gives_the_local_frames),
         cmocka_unit_test(a_failed_read_fails_the_video),
