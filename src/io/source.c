@@ -345,12 +345,23 @@ static sl_status s3_folder_open(const char *url, source_reader *r, char **open_e
 
 static const char *kind_by_name(const char *name);
 
+/* Whether a path under a dataset's folder is one Spark, Hive or pyarrow
+ * keep beside its files (_SUCCESS, _temporary/, .crc): a segment starting
+ * with '.' or '_'. */
+static bool beside_dataset(const char *rel)
+{
+    for (const char *c = rel; *c; c += strcspn(c, "/"), c += *c == '/')
+        if (*c == '.' || *c == '_')
+            return true;
+    return false;
+}
+
 /* A folder of Parquet files (a dataset as Spark, Hugging Face or pyarrow
  * write it) read as a folder of images had no rows and ended well: its
  * files are counted as the walk skips them, to say so (folder_next). */
 static void note_skipped(source_reader *r, const char *rel)
 {
-    const char *k = kind_by_name(rel);
+    const char *k = beside_dataset(rel) ? NULL : kind_by_name(rel);
     for (size_t i = 0; k && i < N_DATA_KINDS; i++)
         if (strcmp(k, data_kinds[i]) == 0 && r->n_data_files[i]++ == 0)
             r->first_data_file[i] = sl_strdup(rel);
@@ -1596,9 +1607,8 @@ typedef struct dataset_files {
 static bool is_dataset_file(const char *rel, void *user)
 {
     const dataset_files *d = user;
-    for (const char *c = rel; *c; c += strcspn(c, "/"), c += *c == '/')
-        if (*c == '.' || *c == '_')
-            return false;
+    if (beside_dataset(rel))
+        return false;
     const char *k = kind_by_name(rel);
     bool json = strcmp(d->kind, "json") == 0 || strcmp(d->kind, "jsonl") == 0;
     return k && (strcmp(k, d->kind) == 0 ||

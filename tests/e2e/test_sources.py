@@ -1845,6 +1845,8 @@ def test_a_folder_of_a_datasets_files_is_read_as_them_or_said(sluice, tmp_path):
     (hf / "data").mkdir(parents=True)
     pq.write_table(hf_table(JPEGS[:3], 0), hf / "data" / "train-00000-of-00001.parquet")
     (hf / "README.md").write_text("# a dataset card\n")
+    (hf / "_temporary" / "0").mkdir(parents=True)  # a writer's leftovers: not counted
+    pq.write_table(hf_table(JPEGS[:1], 9), hf / "_temporary" / "0" / "part-00000.parquet")
     # As a folder of images: one failed row naming the way, not nothing.
     r = run(sluice, hf, tmp_path / "o2")
     assert r.returncode == 3, r.stderr[-3000:]
