@@ -20,6 +20,7 @@
  * Layers: each loader, and the command line, begins a layer; a list set in
  * a new layer is replaced, not added to, so `--stop X` over a job file's
  * stop list means "stop at X", as an override should. */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -1495,6 +1496,83 @@ static void named(const sl_config *c, int i, int like, char *buf, size_t size)
         snprintf(buf, size, "--%s", opts[i].flag);
     else
         snprintf(buf, size, "%s", opts[i].key);
+}
+
+/* The setting a flag in a message begins at s names ("--choices", "-o"),
+ * its length in *len; -1 when s begins none. */
+static int flag_at(const char *msg, const char *s, size_t *len)
+{
+    if (s[0] != '-' || (s > msg && (isalnum((unsigned char)s[-1]) || s[-1] == '-' ||
+                                    s[-1] == '_')))
+        return -1;
+    if (s[1] == '-') {
+        size_t n = strspn(s + 2, "abcdefghijklmnopqrstuvwxyz0123456789-");
+        for (int i = 0; n && i < N_OPTS; i++)
+            if (opts[i].flag && strlen(opts[i].flag) == n && memcmp(opts[i].flag, s + 2, n) == 0) {
+                *len = n + 2;
+                return i;
+            }
+        return -1;
+    }
+    if (!isalpha((unsigned char)s[1]) || isalnum((unsigned char)s[2]) || s[2] == '-' ||
+        s[2] == '_')
+        return -1;
+    for (int i = 0; i < N_OPTS; i++)
+        if (opts[i].short_flag == s[1]) {
+            *len = 2;
+            return i;
+        }
+    return -1;
+}
+
+/* s onto buf (size bytes) at *n, cut to leave room for the '\0'. */
+static void append(char *buf, size_t size, size_t *n, const char *s)
+{
+    size_t len = strlen(s);
+    if (len > size - 1 - *n)
+        len = size - 1 - *n;
+    memcpy(buf + *n, s, len);
+    *n += len;
+}
+
+static bool from_file(const sl_config *c, int i)
+{
+    return c->given[i] && c->where[i] && c->where[i][0];
+}
+
+void sl_config_explain(const sl_config *c, const char *msg, char *buf, size_t size)
+{
+    if (!size)
+        return;
+    bool any_file = false;
+    for (int i = 0; i < N_OPTS && !any_file; i++)
+        any_file = from_file(c, i);
+    int located = -1, style = -1; /* the first file-set and the first set setting named */
+    for (const char *s = msg; *s; s++) {
+        size_t len;
+        int i = flag_at(msg, s, &len);
+        if (i < 0)
+            continue;
+        if (located < 0 && from_file(c, i))
+            located = i;
+        if (style < 0 && c->given[i])
+            style = i;
+    }
+    bool keys = style >= 0 ? from_file(c, style) : any_file;
+    size_t n = 0;
+    if (located >= 0)
+        append(buf, size, &n, c->where[located]);
+    for (const char *s = msg; *s && n + 1 < size;) {
+        size_t len;
+        int i = flag_at(msg, s, &len);
+        if (i >= 0 && (from_file(c, i) || (!c->given[i] && keys))) {
+            append(buf, size, &n, from_file(c, i) ? c->name[i] : opts[i].key);
+            s += len;
+        } else {
+            buf[n++] = *s++;
+        }
+    }
+    buf[n] = '\0';
 }
 
 /* The task named `name` (len bytes), or NULL. */
