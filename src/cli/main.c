@@ -755,6 +755,8 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
             goto done;
         }
     }
+    /* Settling the settings warns of what will not be used; -q silences it. */
+    sl_log_set_level(sl_config_console_settings(cfg).quiet ? SL_LOG_ERROR : SL_LOG_WARN);
     if (sl_config_resolve(cfg) != SL_OK) {
         say_error(sl_last_error());
         rc = EXIT_USAGE;

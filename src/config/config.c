@@ -35,6 +35,7 @@
 #include "config/config_impl.h"
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "core/utf8.h"
 #include "io/columns.h"
 #include "llm/engines/llama_grammar.h"
@@ -1628,12 +1629,53 @@ static sl_status set_task_temperature(sl_caption_task *t, const char *where, con
     return st;
 }
 
+/* A task of choices is answered at one position, so a max_tokens given
+ * for it (in the tasks file, by tasks.max_tokens, or the job's where
+ * every answer is a choice) is not used: said, as the job goes on as it would without it.
+ * `from_file[i]`: the tasks file gave task i one. */
+static void warn_unused_max_tokens(const sl_config *c, const bool *from_file)
+{
+    static const char why[] = "the answer is one of the choices, scored at one position; "
+                              "drop it";
+    int job = sl_config_find_key("sampling.max_tokens", 19);
+    int per = sl_config_find_key("tasks.max_tokens", 16);
+    int choices = sl_config_find_key("sampling.choices", 16);
+    char a[96], b[96];
+    bool all_choices = c->p.n_tasks > 0 || c->p.n_choices > 0;
+    for (int i = 0; i < c->p.n_tasks; i++)
+        all_choices = all_choices && (c->tasks[i].n_choices > 0 || c->p.n_choices > 0);
+    if (all_choices && c->given[job]) {
+        named(c, job, job, a, sizeof a);
+        named(c, choices, job, b, sizeof b);
+        sl_log(SL_LOG_WARN, "%s%s does not apply with %s: %s", c->where[job], a, b, why);
+    }
+    for (int i = 0; i < c->p.n_tasks; i++) {
+        const sl_caption_task *t = &c->tasks[i];
+        if (t->n_choices == 0 && c->p.n_choices == 0)
+            continue;
+        if (from_file[i])
+            sl_log(SL_LOG_WARN, "%s: task '%s': sampling.max_tokens does not apply to a task of "
+                   "choices: %s", c->tasks_file, t->name, why);
+        const cfg_list *l = &c->lists[L_TASK_MAXT];
+        for (int k = 0; k < l->n; k++) {
+            size_t len = strcspn(l->items[k], "=");
+            if (strlen(t->name) != len || memcmp(t->name, l->items[k], len) != 0)
+                continue;
+            named(c, per, per, a, sizeof a);
+            sl_log(SL_LOG_WARN, "%s%s '%s': task '%s' is a task of choices, where max_tokens "
+                   "does not apply: %s", c->where[per] ? c->where[per] : "", a, l->items[k],
+                   t->name, why);
+        }
+    }
+}
+
 /* The tasks: those of the tasks file, then the --task ones, then their
  * own max_tokens and temperature. */
 static sl_status build_tasks(sl_config *c)
 {
     int file_opt = sl_config_find_key("tasks.file", 10);
     int task_opt = sl_config_find_key("tasks.prompts", 13);
+    bool file_max_tokens[SL_MAX_TASKS] = {false};
     c->p.n_tasks = 0;
     c->p.tasks = NULL;
     if (c->tasks_file) {
@@ -1669,6 +1711,7 @@ static sl_status build_tasks(sl_config *c)
             if (st == SL_OK) {
                 t->choices = specs[i].n_choices ? c->task_choices[i] : NULL;
                 t->n_choices = specs[i].n_choices;
+                file_max_tokens[i] = specs[i].max_tokens_set;
                 c->p.n_tasks++;
             }
         }
@@ -1722,6 +1765,7 @@ static sl_status build_tasks(sl_config *c)
     if ((st = per_task(c, L_TASK_MAXT, "tasks.max_tokens", set_task_max_tokens)) != SL_OK ||
         (st = per_task(c, L_TASK_TEMP, "tasks.temperature", set_task_temperature)) != SL_OK)
         return st;
+    warn_unused_max_tokens(c, file_max_tokens);
     int rpt = sl_config_find_key("tasks.rows_per_task", 19);
     if (c->p.rows_per_task && c->p.n_tasks == 0) {
         char a[96];

@@ -173,8 +173,10 @@ static sl_status task_of(const char *file, json_t *o, const sl_sampling *base, s
             st = text_of(file, task, key, v, &t->prompt);
         else if (!strcmp(key, "system"))
             st = text_of(file, task, key, v, &t->system);
-        else if (!strcmp(key, "sampling"))
+        else if (!strcmp(key, "sampling")) {
             st = sampling_of(file, task, v, &t->sampling);
+            t->max_tokens_set = json_object_get(v, "max_tokens") != NULL;
+        }
         else if (!strcmp(key, "json_schema")) {
             if (!json_is_object(v) && !json_is_boolean(v))
                 return bad(file, task, "json_schema must be a JSON schema (an object)");

@@ -486,3 +486,33 @@ def test_openai_a_failed_task_fails_its_row_naming_the_task(sluice, tmp_path):
     assert ", task b: " in failed[0]["error"] and "no, not this one" in failed[0]["error"]
     assert failed[0]["a"] is None and failed[0]["b"] is None
     assert all(row["a"] == "fine" and row["b"] == "fine" for row in rows if not row["error"])
+
+
+def test_a_max_tokens_a_choice_task_does_not_use_is_said(sluice, tmp_path):
+    """A task of choices is answered at one position: its max_tokens (in
+    the tasks file, or --task-max-tokens) was dropped in silence. The job
+    goes on as --choices with --max-tokens does (exit 0), with a warning
+    naming the task; a generating task's max_tokens, used, is not named."""
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({
+        "photo": {"prompt": "A photo?", "choices": ["yes", "no"], "sampling": {"max_tokens": 5}},
+        "style": {"prompt": "Style?", "choices": ["a", "b"]},
+        "short": {"prompt": "Describe.", "sampling": {"max_tokens": 4}}}))
+    common = [SAMPLES, "-o", tmp_path / "out", "-m", TINY / "model.gguf", "--mmproj",
+              TINY / "mmproj.gguf", "--tasks", tasks]
+    job = tmp_path / "job.yaml"
+    job.write_text("version: 1\n")
+    r = sluice.run("config", "check", job, *common, "--task-max-tokens", "style=3",
+                   "--task-max-tokens", "short=3")
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if "does not apply" in line]
+    assert len(warned) == 2, r.stderr
+    assert warned[0].startswith(f"sluice: warn: {tasks}: task 'photo': sampling.max_tokens "), r.stderr
+    assert warned[1].startswith("sluice: warn: --task-max-tokens 'style=3': task 'style' "), r.stderr
+    assert "'short'" not in r.stderr
+    # The job's own max_tokens, where every answer is a choice: said too.
+    r = sluice.run("config", "check", job, *common[:7], "--choices", "a,b", "--max-tokens", "9")
+    assert r.returncode == 0 and "--max-tokens does not apply with --choices" in r.stderr, r.stderr
+    r = sluice.run("config", "check", job, *common, "-q")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
