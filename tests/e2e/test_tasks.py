@@ -516,3 +516,30 @@ def test_a_max_tokens_a_choice_task_does_not_use_is_said(sluice, tmp_path):
     r = sluice.run("config", "check", job, *common, "-q")
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
+
+def test_a_system_prompt_with_fields_is_sized_by_its_own_text(sluice, tmp_path):
+    """A task's system prompt holding {fields} was sized at load as the
+    job's --system, which that task never sends: a long --system refused
+    (exit 2, "shorten the system prompt (--system)") a job whose one task
+    replaces it. Now it is sized by its own text, and a row whose field
+    makes it too long for the context fails alone, naming the positions,
+    as a row with a long prompt does; the other rows are answered."""
+    images = sample_images()[:3]
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text("".join(
+        json.dumps({"image": str(img), "id": f"r{i}", "desc": "word " * (3000 if i == 1 else 3)})
+        + "\n" for i, img in enumerate(images)))
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"a": {"prompt": "Describe.", "system": "Context: {desc}"}}))
+    common = [manifest, "-m", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf",
+              "--tasks", tasks, "--max-tokens", "4", "--metrics-addr", "off", "--show", "0"]
+    out = tmp_path / "out"
+    r = sluice.run("caption", "-o", out, *common, "--system", "rule " * 2100)
+    assert r.returncode == 3, r.stderr  # one row failed
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert rows["r0"]["error"] is None and rows["r2"]["error"] is None, rows
+    assert "more than the model's context of 2048" in rows["r1"]["error"], rows["r1"]
+    # a task that sends the job's long --system is still refused at load
+    tasks.write_text(json.dumps({"a": {"prompt": "Describe."}}))
+    r = sluice.run("caption", "-o", tmp_path / "never", *common, "--system", "rule " * 2100)
+    assert r.returncode == 2 and "shorten the system prompt (--system)" in r.stderr, r.stderr
