@@ -213,9 +213,17 @@ metrics:
     bad.write_text('{"a": {"prompt": "x", "system": ""}}')
     refused("--tasks", bad, says=[f"{bad}: task 'a': system is empty: give TEXT"])
     # A task's own json_schema beside its choices was called --json-schema,
-    # a flag the job never had.
-    bad.write_text('{"a": {"prompt": "x", "choices": ["y", "n"], "json_schema": {}}}')
-    refused("--tasks", bad, says=["task 'a': choices: not with its json_schema: the answer"])
+    # a flag the job never had; then "task 'a': choices: ..." without the
+    # file, as were its own logprobs and its choices' own mistakes (the
+    # other mistakes of a tasks file name it).
+    for task, said in (
+            ({"choices": ["y", "n"], "json_schema": {}}, "choices and json_schema: not together"),
+            ({"choices": ["y", "n"], "sampling": {"logprobs": 2}},
+             "choices and sampling.logprobs: not together"),
+            ({"choices": ["y", "y"]}, "choices: 'y' is given twice"),
+            ({"choices": ["y", ""]}, "choices: choice 2 is empty")):
+        bad.write_text(json.dumps({"a": {"prompt": "x", **task}}))
+        refused("--tasks", bad, says=[f"{bad}: task 'a': {said}"])
     bad.write_text('[1, 2')
     refused("--tasks", bad, says=[str(bad), "not JSON"])
     # A task's json_schema is checked at start, as --json-schema is, not
