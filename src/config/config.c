@@ -1602,6 +1602,12 @@ static sl_status per_task(sl_config *c, int list, const char *key,
         if (!t)
             return sl_fail(SL_ERR_INVALID_ARG, "%s%s '%s': there is no task '%.*s' (--task, "
                            "--tasks)", where, what, item, (int)len, item);
+        /* The last would win in silence; the user meant one of them. */
+        for (int k2 = 0; k2 < k; k2++)
+            if (strcspn(l->items[k2], "=") == len && memcmp(l->items[k2], item, len) == 0)
+                return sl_fail(SL_ERR_INVALID_ARG, "%s%s: task '%.*s' is given twice ('%s', "
+                               "'%s'); keep one", where, what, (int)len, item, l->items[k2],
+                               item);
         sl_status st = set(t, where, what, item + len + 1);
         if (st != SL_OK)
             return st;

@@ -194,6 +194,10 @@ metrics:
     refused("--task", "noequals", says=["--task", "no '='"])
     refused("--task", "a=x", "--task-max-tokens", "b=3", says=["--task-max-tokens", "no task 'b'"])
     refused("--task", "a=x", "--task", "a=y", says=["task 'a' is given twice"])
+    # a task's own setting twice: the last one won in silence
+    refused("--task", "a=x", "--task-max-tokens", "a=3", "--task-temperature", "a=0.5",
+            "--task-max-tokens", "a=4",
+            says=["--task-max-tokens: task 'a' is given twice ('a=3', 'a=4'); keep one"])
     refused("--task", "a=x", "--task-temperature", "a=hot", says=["--task-temperature", "hot"])
     refused("--rows-per-task", says=["--rows-per-task", "needs tasks"])
     refused("--task", "model=x", says=["'model'", "choose another name"])
