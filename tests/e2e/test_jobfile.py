@@ -173,6 +173,10 @@ def test_config_check_and_bad_files_exit_2_naming_the_line(sluice, tmp_path):
      "a name of its own, got 's' (another stage's or a built-in one's): give it a name (a job's "
      "stages: their name key"),
     (("-o", "AFILE"), "is a file, not a folder"),
+    # checked only as the engine opened: config check said ok
+    (("--engine", "openai", "--endpoint", "http://127.0.0.1:9", "--header", "X-A"),
+     "--header 'X-A': expected 'NAME: VALUE'"),
+    (("--engine", "openai", "--endpoint", "ftp://x"), "--endpoint 'ftp://x': expected a URL"),
 ])
 def test_config_check_refuses_what_the_run_refuses_at_its_start(sluice, tmp_path, flags, said):
     """config check said ok (exit 0) to settings the run then refused at
