@@ -97,6 +97,16 @@ sl_config_console sl_config_console_settings(const sl_config *cfg);
  * left at its default. */
 bool sl_config_is_set(const sl_config *cfg, const char *key);
 
+/* A message of the caption checks and run (sl_caption_check(),
+ * sl_caption_run()), which name settings by their flags ("--choices: 1
+ * given"), said in the terms the settings were given in: a setting a job
+ * file set is named by its key, and the message begins with the file's
+ * FILE:LINE:COLUMN of the first such setting it names; a setting at its
+ * default takes the style of the first set one it names (its key in a job
+ * file's terms where none is). A config built from flags alone gives the
+ * message back as it is. Writes at most `size` bytes, '\0' included. */
+void sl_config_explain(const sl_config *cfg, const char *msg, char *buf, size_t size);
+
 /* Writes every setting, defaults included, as a job file that
  * sl_config_load_file() reads back to the same settings, one comment per
  * key. SL_ERR_INVALID_ARG when a string is not UTF-8 (YAML cannot hold it);

@@ -350,6 +350,12 @@ sl_openai_params sl_openai_default_params(void);
  * parameter, or the key's variable is unset or holds a control character. */
 sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out);
 
+/* What sl_engine_open_openai() checks of its parameters before it asks any
+ * server (the endpoints' URLs, the headers, the limits), so a caller can
+ * refuse them before it starts: SL_OK, or SL_ERR_INVALID_ARG with the
+ * message the open would give. */
+sl_status sl_openai_check_params(const sl_openai_params *params);
+
 /* One of several tasks asked of the same image (sl_request.tasks). */
 typedef struct sl_task {
     const char *name;          /* names the task in error messages */

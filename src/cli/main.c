@@ -406,6 +406,15 @@ static void say_error(const char *msg)
     fputc('\n', stderr);
 }
 
+/* A library error that names settings by their flags, said in the terms
+ * they were given in: a job file's keys, at their line. */
+static void say_config_error(const sl_config *cfg, const char *msg)
+{
+    char said[2048];
+    sl_config_explain(cfg, msg, said, sizeof said);
+    say_error(said);
+}
+
 static void print_version(void)
 {
     printf("sluice %s%s\n", SL_VERSION, sl_dist_available() ? " (MPI)" : "");
@@ -746,6 +755,8 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
             goto done;
         }
     }
+    /* Settling the settings warns of what will not be used; -q silences it. */
+    sl_log_set_level(sl_config_console_settings(cfg).quiet ? SL_LOG_ERROR : SL_LOG_WARN);
     if (sl_config_resolve(cfg) != SL_OK) {
         say_error(sl_last_error());
         rc = EXIT_USAGE;
@@ -827,7 +838,7 @@ static int cmd_config(int argc, char **argv)
         }
     } else if ((rc = check_ready(cfg, &cmd)) == 0) {
         if (sl_caption_check(sl_config_params(cfg)) != SL_OK) {
-            say_error(sl_last_error());
+            say_config_error(cfg, sl_last_error());
             rc = EXIT_USAGE;
         } else {
             printf("%s: ok\n", cmd.job_file);
@@ -976,13 +987,13 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
     case SL_OK:
         break;
     case SL_ERR_INVALID_ARG: case SL_ERR_NOT_FOUND: case SL_ERR_EXISTS: case SL_ERR_MODEL:
-        say_error(sl_last_error());
+        say_config_error(cfg, sl_last_error());
         return EXIT_USAGE;
     case SL_ERR_STOPPED: case SL_ERR_TOO_MANY_FAILED: case SL_ERR_STAGE: {
         /* The run ended early; what finished is committed. */
         char output[8400];
         describe_output(output, sizeof output, &sum, p.output_dir);
-        say_error(sl_last_error());
+        say_config_error(cfg, sl_last_error());
         fprintf(stderr, "sluice: %ld rows written (%ld failed) to %s\n", sum.rows,
                 sum.rows_failed, output);
         if (sum.rows_deferred > 0)
@@ -998,7 +1009,7 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         return st == SL_ERR_STOPPED ? EXIT_STOPPED : EXIT_RUN;
     }
     default:
-        say_error(sl_last_error());
+        say_config_error(cfg, sl_last_error());
         return EXIT_RUN;
     }
     if (sum.rows == 0 && sum.resumed) {

@@ -20,6 +20,7 @@
  * Layers: each loader, and the command line, begins a layer; a list set in
  * a new layer is replaced, not added to, so `--stop X` over a job file's
  * stop list means "stop at X", as an override should. */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -34,6 +35,7 @@
 #include "config/config_impl.h"
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "core/utf8.h"
 #include "io/columns.h"
 #include "llm/engines/llama_grammar.h"
@@ -1497,6 +1499,83 @@ static void named(const sl_config *c, int i, int like, char *buf, size_t size)
         snprintf(buf, size, "%s", opts[i].key);
 }
 
+/* The setting a flag in a message begins at s names ("--choices", "-o"),
+ * its length in *len; -1 when s begins none. */
+static int flag_at(const char *msg, const char *s, size_t *len)
+{
+    if (s[0] != '-' || (s > msg && (isalnum((unsigned char)s[-1]) || s[-1] == '-' ||
+                                    s[-1] == '_')))
+        return -1;
+    if (s[1] == '-') {
+        size_t n = strspn(s + 2, "abcdefghijklmnopqrstuvwxyz0123456789-");
+        for (int i = 0; n && i < N_OPTS; i++)
+            if (opts[i].flag && strlen(opts[i].flag) == n && memcmp(opts[i].flag, s + 2, n) == 0) {
+                *len = n + 2;
+                return i;
+            }
+        return -1;
+    }
+    if (!isalpha((unsigned char)s[1]) || isalnum((unsigned char)s[2]) || s[2] == '-' ||
+        s[2] == '_')
+        return -1;
+    for (int i = 0; i < N_OPTS; i++)
+        if (opts[i].short_flag == s[1]) {
+            *len = 2;
+            return i;
+        }
+    return -1;
+}
+
+/* s onto buf (size bytes) at *n, cut to leave room for the '\0'. */
+static void append(char *buf, size_t size, size_t *n, const char *s)
+{
+    size_t len = strlen(s);
+    if (len > size - 1 - *n)
+        len = size - 1 - *n;
+    memcpy(buf + *n, s, len);
+    *n += len;
+}
+
+static bool from_file(const sl_config *c, int i)
+{
+    return c->given[i] && c->where[i] && c->where[i][0];
+}
+
+void sl_config_explain(const sl_config *c, const char *msg, char *buf, size_t size)
+{
+    if (!size)
+        return;
+    bool any_file = false;
+    for (int i = 0; i < N_OPTS && !any_file; i++)
+        any_file = from_file(c, i);
+    int located = -1, style = -1; /* the first file-set and the first set setting named */
+    for (const char *s = msg; *s; s++) {
+        size_t len;
+        int i = flag_at(msg, s, &len);
+        if (i < 0)
+            continue;
+        if (located < 0 && from_file(c, i))
+            located = i;
+        if (style < 0 && c->given[i])
+            style = i;
+    }
+    bool keys = style >= 0 ? from_file(c, style) : any_file;
+    size_t n = 0;
+    if (located >= 0)
+        append(buf, size, &n, c->where[located]);
+    for (const char *s = msg; *s && n + 1 < size;) {
+        size_t len;
+        int i = flag_at(msg, s, &len);
+        if (i >= 0 && (from_file(c, i) || (!c->given[i] && keys))) {
+            append(buf, size, &n, from_file(c, i) ? c->name[i] : opts[i].key);
+            s += len;
+        } else {
+            buf[n++] = *s++;
+        }
+    }
+    buf[n] = '\0';
+}
+
 /* The task named `name` (len bytes), or NULL. */
 static sl_caption_task *task_named(sl_config *c, const char *name, size_t len)
 {
@@ -1523,6 +1602,12 @@ static sl_status per_task(sl_config *c, int list, const char *key,
         if (!t)
             return sl_fail(SL_ERR_INVALID_ARG, "%s%s '%s': there is no task '%.*s' (--task, "
                            "--tasks)", where, what, item, (int)len, item);
+        /* The last would win in silence; the user meant one of them. */
+        for (int k2 = 0; k2 < k; k2++)
+            if (strcspn(l->items[k2], "=") == len && memcmp(l->items[k2], item, len) == 0)
+                return sl_fail(SL_ERR_INVALID_ARG, "%s%s: task '%.*s' is given twice ('%s', "
+                               "'%s'); keep one", where, what, (int)len, item, l->items[k2],
+                               item);
         sl_status st = set(t, where, what, item + len + 1);
         if (st != SL_OK)
             return st;
@@ -1550,12 +1635,53 @@ static sl_status set_task_temperature(sl_caption_task *t, const char *where, con
     return st;
 }
 
+/* A task of choices is answered at one position, so a max_tokens given
+ * for it (in the tasks file, by tasks.max_tokens, or the job's where
+ * every answer is a choice) is not used: said, as the job goes on as it would without it.
+ * `from_file[i]`: the tasks file gave task i one. */
+static void warn_unused_max_tokens(const sl_config *c, const bool *from_file)
+{
+    static const char why[] = "the answer is one of the choices, scored at one position; "
+                              "drop it";
+    int job = sl_config_find_key("sampling.max_tokens", 19);
+    int per = sl_config_find_key("tasks.max_tokens", 16);
+    int choices = sl_config_find_key("sampling.choices", 16);
+    char a[96], b[96];
+    bool all_choices = c->p.n_tasks > 0 || c->p.n_choices > 0;
+    for (int i = 0; i < c->p.n_tasks; i++)
+        all_choices = all_choices && (c->tasks[i].n_choices > 0 || c->p.n_choices > 0);
+    if (all_choices && c->given[job]) {
+        named(c, job, job, a, sizeof a);
+        named(c, choices, job, b, sizeof b);
+        sl_log(SL_LOG_WARN, "%s%s does not apply with %s: %s", c->where[job], a, b, why);
+    }
+    for (int i = 0; i < c->p.n_tasks; i++) {
+        const sl_caption_task *t = &c->tasks[i];
+        if (t->n_choices == 0 && c->p.n_choices == 0)
+            continue;
+        if (from_file[i])
+            sl_log(SL_LOG_WARN, "%s: task '%s': sampling.max_tokens does not apply to a task of "
+                   "choices: %s", c->tasks_file, t->name, why);
+        const cfg_list *l = &c->lists[L_TASK_MAXT];
+        for (int k = 0; k < l->n; k++) {
+            size_t len = strcspn(l->items[k], "=");
+            if (strlen(t->name) != len || memcmp(t->name, l->items[k], len) != 0)
+                continue;
+            named(c, per, per, a, sizeof a);
+            sl_log(SL_LOG_WARN, "%s%s '%s': task '%s' is a task of choices, where max_tokens "
+                   "does not apply: %s", c->where[per] ? c->where[per] : "", a, l->items[k],
+                   t->name, why);
+        }
+    }
+}
+
 /* The tasks: those of the tasks file, then the --task ones, then their
  * own max_tokens and temperature. */
 static sl_status build_tasks(sl_config *c)
 {
     int file_opt = sl_config_find_key("tasks.file", 10);
     int task_opt = sl_config_find_key("tasks.prompts", 13);
+    bool file_max_tokens[SL_MAX_TASKS] = {false};
     c->p.n_tasks = 0;
     c->p.tasks = NULL;
     if (c->tasks_file) {
@@ -1591,6 +1717,7 @@ static sl_status build_tasks(sl_config *c)
             if (st == SL_OK) {
                 t->choices = specs[i].n_choices ? c->task_choices[i] : NULL;
                 t->n_choices = specs[i].n_choices;
+                file_max_tokens[i] = specs[i].max_tokens_set;
                 c->p.n_tasks++;
             }
         }
@@ -1644,6 +1771,7 @@ static sl_status build_tasks(sl_config *c)
     if ((st = per_task(c, L_TASK_MAXT, "tasks.max_tokens", set_task_max_tokens)) != SL_OK ||
         (st = per_task(c, L_TASK_TEMP, "tasks.temperature", set_task_temperature)) != SL_OK)
         return st;
+    warn_unused_max_tokens(c, file_max_tokens);
     int rpt = sl_config_find_key("tasks.rows_per_task", 19);
     if (c->p.rows_per_task && c->p.n_tasks == 0) {
         char a[96];

@@ -48,6 +48,7 @@ typedef struct sl_task_spec {
     char **choices;
     int n_choices;
     sl_sampling sampling;
+    bool max_tokens_set; /* its sampling holds max_tokens (a task of choices ignores it) */
 } sl_task_spec;
 
 /* Parses a tasks file's text (`file` names it in messages): an object

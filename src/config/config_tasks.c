@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/utf8.h"
 #include "llm/json_schema.h"
+#include "sluice/engine.h"
 
 bool sl_config_task_name_ok(const char *name, size_t len)
 {
@@ -153,7 +154,10 @@ static sl_status choices_of(const char *file, const char *task, json_t *v, sl_ta
         if (st != SL_OK)
             return st;
     }
-    return SL_OK;
+    /* Checked here too, where the message can name the file. */
+    char who[320];
+    snprintf(who, sizeof who, "%s: task '%s': choices", file, task);
+    return sl_choices_check(who, (const char *const *)t->choices, t->n_choices);
 }
 
 /* One task object into *t (its name already set). */
@@ -168,13 +172,17 @@ static sl_status task_of(const char *file, json_t *o, const sl_sampling *base, s
     const char *key;
     json_t *v;
     sl_status st = SL_OK;
+    bool own_logprobs = false;
     json_object_foreach(o, key, v) {
         if (!strcmp(key, "prompt"))
             st = text_of(file, task, key, v, &t->prompt);
         else if (!strcmp(key, "system"))
             st = text_of(file, task, key, v, &t->system);
-        else if (!strcmp(key, "sampling"))
+        else if (!strcmp(key, "sampling")) {
             st = sampling_of(file, task, v, &t->sampling);
+            t->max_tokens_set = json_object_get(v, "max_tokens") != NULL;
+            own_logprobs = json_integer_value(json_object_get(v, "logprobs")) > 0;
+        }
         else if (!strcmp(key, "json_schema")) {
             if (!json_is_object(v) && !json_is_boolean(v))
                 return bad(file, task, "json_schema must be a JSON schema (an object)");
@@ -203,6 +211,14 @@ static sl_status task_of(const char *file, json_t *o, const sl_sampling *base, s
     }
     if (!t->prompt || !*t->prompt)
         return bad(file, task, "no prompt (\"prompt\": \"...\")");
+    /* Each answers another way; said here, naming the file (the job's
+     * check of the same names only the task). */
+    if (t->n_choices > 0 && (t->json_schema || own_logprobs))
+        return bad(file, task, t->json_schema
+                   ? "choices and json_schema: not together: the answer is one of the choices, "
+                     "with each one's score (column scores); keep one"
+                   : "choices and sampling.logprobs: not together: the answer is one of the "
+                     "choices, with each one's score (column scores); keep one");
     /* As --system '' is: "" can only be a mistake (an unset "$VAR"), and
      * was sent as an empty system message in silence. */
     if (t->system && !*t->system)

@@ -407,6 +407,10 @@ sl_status job_check_params(const sl_caption_params *p, bool model_files)
         if (p->openai.n_endpoints < 1 && !p->dry_run)
             return sl_fail(SL_ERR_INVALID_ARG,
                            "--engine openai needs at least one --endpoint URL (or --endpoints-file)");
+        /* A header or URL the engine would refuse as it opens: refused by
+         * config check too, before the run makes its output folder. */
+        if (!p->dry_run && (st0 = sl_openai_check_params(&p->openai)) != SL_OK)
+            return st0;
         /* The frames go side by side in one part: a text before each
          * has no place there. */
         const char *frame_text = sl_caption_default_params().frame_text;

@@ -70,12 +70,15 @@ static sl_status engine_init(void *cfg, int worker, void **state)
                  t->name);
         /* a task's own system prompt is in each of its requests: sized too
          * (one past the context failed every row, told to lower its
-         * max_tokens) */
+         * max_tokens); one holding {fields} by its text, as the job's is
+         * (its fixed part is in every row; a long field fails its row
+         * alone), not by the job's system prompt it replaces (a long
+         * --system that no task sends refused the job) */
         hints[i] = (sl_llama_prompt_hint){
             .prompt = !job_is_batch(j->p) && sent_as_is(j->p, t->prompt) ? t->prompt : NULL,
             .name = names[i],
             .max_tokens = job_choices(j->p, i, &choices) == 0 ? t->sampling.max_tokens : 1,
-            .system = sent_as_is(j->p, t->system_prompt) ? t->system_prompt : NULL,
+            .system = t->system_prompt,
             .system_name = system_names[i]};
     }
     if (j->p->n_tasks > 0) {

@@ -1298,6 +1298,26 @@ static void end_call(lua_State *L, lworker *w)
     lua_settop(L, SLOT_CALL);
 }
 
+/* An error with its traceback, on one log line (a log line is one line):
+ * its line breaks as " | ", tabs dropped. */
+static void log_traceback(const lua_stage *ls, const sl_row *row, const char *text)
+{
+    if (sl_log_get_level() > SL_LOG_DEBUG)
+        return;
+    char line[1536];
+    size_t n = 0;
+    for (const char *s = text; *s && n + 4 < sizeof line; s++) {
+        if (*s == '\n') {
+            memcpy(line + n, " | ", 3);
+            n += 3;
+        } else if (*s != '\t') {
+            line[n++] = *s;
+        }
+    }
+    line[n] = '\0';
+    sl_log(SL_LOG_DEBUG, "stage '%s': row %s: %s", ls->name, sl_pipeline_row_id(row), line);
+}
+
 static void drop_kids(lworker *w)
 {
     for (size_t k = 0; k < w->n_kids; k++)
@@ -1324,9 +1344,18 @@ static sl_status lua_process(void *state, sl_row *const *rows, size_t n)
         else
             err = mark_kept(L, w, why, sizeof why);
         if (err) {
-            /* The copies go with their parent's failure. */
+            /* The row's error is the message and its script:line, what a
+             * user greps for; the traceback, a dozen lines a row, goes to
+             * the log (-v). The copies go with their parent's failure. */
             char *full = expand_path(w->ls, err);
-            sl_row_fail_status(row, SL_ERR_STAGE, "%s", full ? full : err);
+            const char *text = full ? full : err;
+            const char *trace = NULL; /* the handler's, after whatever the message held */
+            for (const char *t = text; (t = strstr(t, "\nstack traceback:")); t++)
+                trace = t;
+            if (trace)
+                log_traceback(w->ls, row, text);
+            sl_row_fail_status(row, SL_ERR_STAGE, "%.*s",
+                               (int)(trace ? (size_t)(trace - text) : strlen(text)), text);
             sl_free(full);
             drop_kids(w);
         } else {

@@ -184,7 +184,8 @@ def test_a_prompt_past_the_context_stops_the_job_naming_it(sluice, four, tmp_pat
     request: each row failed on its own, told to lower its max_tokens (of
     4), exit 3. The load-time check was sized with a probe prompt of its
     own; now with the longest prompt every row sends (--prompt, a task's,
-    a job file's), so the job stops with exit 2 naming it and its tokens.
+    a job file's), so the job stops with exit 2 naming it and its tokens
+    (a job file's by its key).
     A max_tokens past the context is not blamed on a short prompt."""
     long = "word " * 2500
     def refused(name, *flags, run=None):
@@ -207,7 +208,9 @@ def test_a_prompt_past_the_context_stops_the_job_naming_it(sluice, four, tmp_pat
                                          "mmproj": str(TINY / "mmproj.gguf")},
                                "metrics": {"addr": "off"}}))
     err = refused("job", run=lambda: sluice.run("run", job, four, "-o", tmp_path / "job"))
-    assert "of which the prompt (--prompt) takes" in err, err
+    # a job file's settings named by their keys, at the prompt's line
+    assert f"{job}:1:" in err and "of which the prompt (prompt.text) takes" in err, err
+    assert "lower sampling.max_tokens" in err, err
     err = refused("n", "-n", 100000)
     assert "shorten" not in err and "lower --max-tokens" in err, err
 

@@ -173,6 +173,10 @@ def test_config_check_and_bad_files_exit_2_naming_the_line(sluice, tmp_path):
      "a name of its own, got 's' (another stage's or a built-in one's): give it a name (a job's "
      "stages: their name key"),
     (("-o", "AFILE"), "is a file, not a folder"),
+    # checked only as the engine opened: config check said ok
+    (("--engine", "openai", "--endpoint", "http://127.0.0.1:9", "--header", "X-A"),
+     "--header 'X-A': expected 'NAME: VALUE'"),
+    (("--engine", "openai", "--endpoint", "ftp://x"), "--endpoint 'ftp://x': expected a URL"),
 ])
 def test_config_check_refuses_what_the_run_refuses_at_its_start(sluice, tmp_path, flags, said):
     """config check said ok (exit 0) to settings the run then refused at
@@ -194,6 +198,48 @@ def test_config_check_refuses_what_the_run_refuses_at_its_start(sluice, tmp_path
     assert run.returncode == 2 and said in run.stderr, run.stderr
     assert check.returncode == 2 and said in check.stderr, (check.stdout, check.stderr)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra, flags, said", [
+    # one key: its line, its name
+    ("sampling.choices: yes\n", (), "LINE: sampling.choices: 1 given; the answer is one of 2"),
+    ('input.id_column: ""\n', (), "LINE: input.id_column is empty"),
+    ("llama.image_min_tokens: 300\nllama.image_max_tokens: 100\n", (),
+     "LINE: llama.image_min_tokens 300 is above llama.image_max_tokens 100"),
+    # a setting left at its default is named as the key beside it is
+    ("output.include_image_bytes: true\n", (),
+     "LINE: output.include_image_bytes needs output.format parquet or webdataset"),
+    # a flag over the file stays the flag the user typed
+    ("sampling.choices: [a, b]\n", ("--json-schema", "SCHEMA"),
+     "LINE: sampling.choices: not with --json-schema"),
+    ("sampling.choices: [a, b]\n", ("--choices", "yes"), "--choices: 1 given"),
+])
+def test_checks_after_parsing_name_the_job_files_keys(sluice, tmp_path, extra, flags, said):
+    """A job file's settings checked together (after the file was read)
+    were named by flags the user never typed, with no line: `choices: yes`
+    said "--choices: 1 given". Now a key the file set is named as the key,
+    at its line; a flag given over the file keeps its name."""
+    job = tmp_path / "job.yaml"
+    text = job_text(tmp_path / "out")
+    job.write_text(text + extra)
+    (tmp_path / "schema.json").write_text('{"type": "object"}')
+    flags = [str(tmp_path / "schema.json") if f == "SCHEMA" else f for f in flags]
+    said = "sluice: " + said.replace("LINE:", f"{job}:{text.count(chr(10)) + 1}:")
+    for cmd in ("run", "config check"):
+        r = sluice.run(*cmd.split(), job, *flags)
+        assert r.returncode == 2, (cmd, r.stderr)
+        error = r.stderr.splitlines()[-1]
+        assert re.sub(r"^(sluice: .*?\.yaml:\d+:)\d+:", r"\1", error).startswith(said), \
+            (cmd, r.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_caption_names_the_flags_in_the_same_checks(sluice, tmp_path):
+    r = sluice.caption(SAMPLES, tmp_path / "out", "--choices", "yes")
+    assert r.returncode == 2 and "sluice: --choices: 1 given" in r.stderr, r.stderr
+    r = sluice.caption(SAMPLES, tmp_path / "out", "--image-min-tokens", "300",
+                       "--image-max-tokens", "100")
+    assert "sluice: --image-min-tokens 300 is above --image-max-tokens 100" in r.stderr, r.stderr
 
 
 def test_every_caption_flag_has_a_key(sluice):

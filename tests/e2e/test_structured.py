@@ -326,8 +326,9 @@ def test_answer_columns_hold_each_property_typed(sluice, tmp_path):
     job.write_text(f"input: {{paths: [{SAMPLES}]}}\nllama: {{model: {TINY / 'model.gguf'}, "
                    f"mmproj: {TINY / 'mmproj.gguf'}}}\n"
                    f"output: {{dir: {tmp_path / 'c'}, answer_columns: true}}\n")
-    r = sluice.run("config", "check", job)
-    assert r.returncode == 2 and "needs --json-schema" in r.stderr, r.stderr
+    r = sluice.run("config", "check", job)  # in the job file's terms, at its line
+    assert r.returncode == 2 and f"{job}:3:" in r.stderr and \
+        "output.answer_columns needs sampling.json_schema" in r.stderr, r.stderr
 
     # Several output rows an input: each row's columns are its answers'.
     r = sluice.caption(SAMPLES, tmp_path / "n", *common, "--samples", "2", "--temperature", "1")

@@ -194,6 +194,10 @@ metrics:
     refused("--task", "noequals", says=["--task", "no '='"])
     refused("--task", "a=x", "--task-max-tokens", "b=3", says=["--task-max-tokens", "no task 'b'"])
     refused("--task", "a=x", "--task", "a=y", says=["task 'a' is given twice"])
+    # a task's own setting twice: the last one won in silence
+    refused("--task", "a=x", "--task-max-tokens", "a=3", "--task-temperature", "a=0.5",
+            "--task-max-tokens", "a=4",
+            says=["--task-max-tokens: task 'a' is given twice ('a=3', 'a=4'); keep one"])
     refused("--task", "a=x", "--task-temperature", "a=hot", says=["--task-temperature", "hot"])
     refused("--rows-per-task", says=["--rows-per-task", "needs tasks"])
     refused("--task", "model=x", says=["'model'", "choose another name"])
@@ -213,9 +217,17 @@ metrics:
     bad.write_text('{"a": {"prompt": "x", "system": ""}}')
     refused("--tasks", bad, says=[f"{bad}: task 'a': system is empty: give TEXT"])
     # A task's own json_schema beside its choices was called --json-schema,
-    # a flag the job never had.
-    bad.write_text('{"a": {"prompt": "x", "choices": ["y", "n"], "json_schema": {}}}')
-    refused("--tasks", bad, says=["task 'a': choices: not with its json_schema: the answer"])
+    # a flag the job never had; then "task 'a': choices: ..." without the
+    # file, as were its own logprobs and its choices' own mistakes (the
+    # other mistakes of a tasks file name it).
+    for task, said in (
+            ({"choices": ["y", "n"], "json_schema": {}}, "choices and json_schema: not together"),
+            ({"choices": ["y", "n"], "sampling": {"logprobs": 2}},
+             "choices and sampling.logprobs: not together"),
+            ({"choices": ["y", "y"]}, "choices: 'y' is given twice"),
+            ({"choices": ["y", ""]}, "choices: choice 2 is empty")):
+        bad.write_text(json.dumps({"a": {"prompt": "x", **task}}))
+        refused("--tasks", bad, says=[f"{bad}: task 'a': {said}"])
     bad.write_text('[1, 2')
     refused("--tasks", bad, says=[str(bad), "not JSON"])
     # A task's json_schema is checked at start, as --json-schema is, not
@@ -486,3 +498,60 @@ def test_openai_a_failed_task_fails_its_row_naming_the_task(sluice, tmp_path):
     assert ", task b: " in failed[0]["error"] and "no, not this one" in failed[0]["error"]
     assert failed[0]["a"] is None and failed[0]["b"] is None
     assert all(row["a"] == "fine" and row["b"] == "fine" for row in rows if not row["error"])
+
+
+def test_a_max_tokens_a_choice_task_does_not_use_is_said(sluice, tmp_path):
+    """A task of choices is answered at one position: its max_tokens (in
+    the tasks file, or --task-max-tokens) was dropped in silence. The job
+    goes on as --choices with --max-tokens does (exit 0), with a warning
+    naming the task; a generating task's max_tokens, used, is not named."""
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({
+        "photo": {"prompt": "A photo?", "choices": ["yes", "no"], "sampling": {"max_tokens": 5}},
+        "style": {"prompt": "Style?", "choices": ["a", "b"]},
+        "short": {"prompt": "Describe.", "sampling": {"max_tokens": 4}}}))
+    common = [SAMPLES, "-o", tmp_path / "out", "-m", TINY / "model.gguf", "--mmproj",
+              TINY / "mmproj.gguf", "--tasks", tasks]
+    job = tmp_path / "job.yaml"
+    job.write_text("version: 1\n")
+    r = sluice.run("config", "check", job, *common, "--task-max-tokens", "style=3",
+                   "--task-max-tokens", "short=3")
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if "does not apply" in line]
+    assert len(warned) == 2, r.stderr
+    assert warned[0].startswith(f"sluice: warn: {tasks}: task 'photo': sampling.max_tokens "), r.stderr
+    assert warned[1].startswith("sluice: warn: --task-max-tokens 'style=3': task 'style' "), r.stderr
+    assert "'short'" not in r.stderr
+    # The job's own max_tokens, where every answer is a choice: said too.
+    r = sluice.run("config", "check", job, *common[:7], "--choices", "a,b", "--max-tokens", "9")
+    assert r.returncode == 0 and "--max-tokens does not apply with --choices" in r.stderr, r.stderr
+    r = sluice.run("config", "check", job, *common, "-q")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_a_system_prompt_with_fields_is_sized_by_its_own_text(sluice, tmp_path):
+    """A task's system prompt holding {fields} was sized at load as the
+    job's --system, which that task never sends: a long --system refused
+    (exit 2, "shorten the system prompt (--system)") a job whose one task
+    replaces it. Now it is sized by its own text, and a row whose field
+    makes it too long for the context fails alone, naming the positions,
+    as a row with a long prompt does; the other rows are answered."""
+    images = sample_images()[:3]
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text("".join(
+        json.dumps({"image": str(img), "id": f"r{i}", "desc": "word " * (3000 if i == 1 else 3)})
+        + "\n" for i, img in enumerate(images)))
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"a": {"prompt": "Describe.", "system": "Context: {desc}"}}))
+    common = [manifest, "-m", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf",
+              "--tasks", tasks, "--max-tokens", "4", "--metrics-addr", "off", "--show", "0"]
+    out = tmp_path / "out"
+    r = sluice.run("caption", "-o", out, *common, "--system", "rule " * 2100)
+    assert r.returncode == 3, r.stderr  # one row failed
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert rows["r0"]["error"] is None and rows["r2"]["error"] is None, rows
+    assert "more than the model's context of 2048" in rows["r1"]["error"], rows["r1"]
+    # a task that sends the job's long --system is still refused at load
+    tasks.write_text(json.dumps({"a": {"prompt": "Describe."}}))
+    r = sluice.run("caption", "-o", tmp_path / "never", *common, "--system", "rule " * 2100)
+    assert r.returncode == 2 and "shorten the system prompt (--system)" in r.stderr, r.stderr

@@ -818,6 +818,37 @@ static void allocation_failures(void **state)
     }
 }
 
+/* sl_config_explain(): a flag the file set becomes its key at its line; a
+ * flag given as a flag, a word that only contains a flag's letters and a
+ * flag of another program stay; what does not fit is cut, terminated. */
+static void messages_name_settings_as_they_were_given(void **state)
+{
+    (void)state;
+    sl_config *c = load("output:\n  dir: o\nllama.image_max_tokens: 100\n");
+    assert_int_equal(sl_config_set_flag(c, "image-min-tokens", "300"), SL_OK);
+    char buf[256];
+    sl_config_explain(c, "--image-min-tokens 300 is above --image-max-tokens 100 (-o, "
+                         "non--o, --image-max-tokens-x, vLLM's --max-model-len)", buf,
+                      sizeof buf);
+    assert_string_equal(buf, "job.yaml:3:25: --image-min-tokens 300 is above "
+                             "llama.image_max_tokens 100 (output.dir, non--o, "
+                             "--image-max-tokens-x, vLLM's --max-model-len)");
+    /* a default named beside a flag keeps the flag's style */
+    sl_config_explain(c, "--image-min-tokens needs --format parquet", buf, sizeof buf);
+    assert_string_equal(buf, "--image-min-tokens needs --format parquet");
+    sl_config_explain(c, "--include-image-bytes needs --format parquet", buf, sizeof buf);
+    assert_string_equal(buf, "output.include_image_bytes needs output.format parquet");
+    sl_config_explain(c, "-o is a file", buf, 12);
+    assert_string_equal(buf, "job.yaml:2:");
+    sl_config_free(c);
+    /* flags alone: the message as it is */
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    assert_int_equal(sl_config_set_flag(c, "output", "o"), SL_OK);
+    sl_config_explain(c, "--include-image-bytes needs --format parquet (-o)", buf, sizeof buf);
+    assert_string_equal(buf, "--include-image-bytes needs --format parquet (-o)");
+    sl_config_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -835,6 +866,7 @@ int main(void)
         cmocka_unit_test(printing_refuses_what_yaml_cannot_hold),
         cmocka_unit_test(files_too_large_or_missing),
         cmocka_unit_test(allocation_failures),
+        cmocka_unit_test(messages_name_settings_as_they_were_given),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

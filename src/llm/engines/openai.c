@@ -2057,7 +2057,7 @@ static sl_status check_headers(const sl_openai_params *p)
     return SL_OK;
 }
 
-static sl_status check_openai_params(const sl_openai_params *p)
+sl_status sl_openai_check_params(const sl_openai_params *p)
 {
     if (p->n_endpoints < 1 || !p->endpoints)
         return sl_fail(SL_ERR_INVALID_ARG, "the openai engine needs at least one --endpoint URL");
@@ -2087,7 +2087,7 @@ static sl_status check_openai_params(const sl_openai_params *p)
 sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
 {
     *out = NULL;
-    sl_status st = check_openai_params(params);
+    sl_status st = sl_openai_check_params(params);
     if (st != SL_OK)
         return st;
     pthread_once(&curl_once, init_curl);
