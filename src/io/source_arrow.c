@@ -877,7 +877,7 @@ static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayVi
         return u <= INT64_MAX ? json_integer((json_int_t)u) : json_real((double)u);
     }
     case NANOARROW_TYPE_HALF_FLOAT:
-    case NANOARROW_TYPE_FLOAT:
+    case NANOARROW_TYPE_FLOAT: return sl_json_real_float((float)ArrowArrayViewGetDoubleUnsafe(v, i));
     case NANOARROW_TYPE_DOUBLE: return sl_json_real(ArrowArrayViewGetDoubleUnsafe(v, i));
     case NANOARROW_TYPE_STRING:
     case NANOARROW_TYPE_LARGE_STRING:

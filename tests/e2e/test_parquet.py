@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 
 import pytest
@@ -830,6 +831,39 @@ def test_byte_array_decimals_read_as_doubles(sluice, tool, tmp_path, dictionary)
         else:
             rows = [json.loads(line) for line in (out / "part-00000.jsonl").read_text().splitlines()]
         assert sorted((int(row["id"].rsplit(":", 1)[1]), row["d"]) for row in rows) == list(enumerate(want)), rows
+
+
+def test_passed_through_reals_are_their_shortest_text(sluice, tmp_path):
+    """A double column's 19.99 came out in the JSONL as 19.989999999999998
+    and a float column's 0.1 as 0.10000000149011612 (jansson's 17 digits,
+    the float's exact value): each is now the shortest text that reads back
+    as the same double, or float; pyarrow reads the lines back as the
+    file's values."""
+    import pyarrow.json as pj
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    doubles = [19.99, 0.1, 1e300, -0.0, 100.0, 1 / 3]
+    floats = [0.1, 19.99, 3.4028234663852886e38, -0.0, 16777216.0, 1e-45]
+    table = pa.table({"path": [str(imgs[k % len(imgs)]) for k in range(len(doubles))],
+                      "d": pa.array(doubles, pa.float64()), "f": pa.array(floats, pa.float32())})
+    path = tmp_path / "reals.parquet"
+    pq.write_table(table, path)
+    out = tmp_path / "out"
+    r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off", "-q", "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    lines = (out / "part-00000.jsonl").read_text().splitlines()
+    by_id = {int(json.loads(line)["id"].rsplit(":", 1)[1]): line for line in lines}
+    want_text = [("19.99", "0.1"), ("0.1", "19.99"), ("1e300", "3.4028235e38"), ("-0.0", "-0.0"),
+                 ("100.0", "16777216.0"), ("0.3333333333333333", "1e-45")]
+    for k, (d_text, f_text) in enumerate(want_text):
+        assert re.search(f'"d":{re.escape(d_text)}[,}}]', by_id[k]), by_id[k]
+        assert re.search(f'"f":{re.escape(f_text)}[,}}]', by_id[k]), by_id[k]
+    back = pj.read_json(out / "part-00000.jsonl",
+                        parse_options=pj.ParseOptions(explicit_schema=pa.schema([("id", pa.string()),
+                                                                                 ("d", pa.float64()),
+                                                                                 ("f", pa.float32())])))
+    order = sorted(range(back.num_rows), key=lambda k: int(back["id"][k].as_py().rsplit(":", 1)[1]))
+    assert back["d"].take(order).equals(table["d"]) and back["f"].take(order).equals(table["f"])
+    assert math.copysign(1, back["d"][order[3]].as_py()) == -1
 
 
 def test_lzo_and_unknown_codecs_are_named(tool, tmp_path):
