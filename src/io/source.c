@@ -2428,6 +2428,7 @@ sl_status sl_source_reopen(const sl_source *src, sl_source **out)
     p.take_shard = NULL; /* the whole input: no shard handed out or skipped */
     p.take_shard_user = NULL;
     p.shard_index = p.shard_count = 0;
+    p.quiet = true;
     return source_reopen(src, &p, out);
 }
 
@@ -2567,6 +2568,21 @@ sl_status sl_source_row_id(const json_t *value, const char *name, int64_t at,
      * manifest's `id` always has), a null or another type passes through. */
     *take = json_is_string(value) || json_is_integer(value);
     return SL_OK;
+}
+
+/* Whether column is name or a field inside it ("meta.topic" of "meta"). */
+static bool column_under(const char *column, const char *name)
+{
+    size_t n = strlen(name);
+    return strncmp(column, name, n) == 0 && (column[n] == '\0' || column[n] == '.');
+}
+
+bool sl_source_column_in_prompt(const sl_source_params *p, const char *column)
+{
+    bool used = column_under(column, p->prompt_column ? p->prompt_column : "prompt");
+    for (size_t i = 0; !used && i < p->n_text_columns; i++)
+        used = column_under(column, p->text_columns[i]);
+    return used;
 }
 
 size_t sl_source_prompt_text_bad(const sl_source_params *p, const char *column, const char *s,

@@ -125,6 +125,10 @@ sl_ranged_params sl_source_ranged_params(const sl_source_params *p);
 size_t sl_source_num_files(const sl_source *src);
 const char *sl_source_file(const sl_source *src, size_t i, const char **name);
 
+/* Whether column (a dotted leaf name) goes into a prompt: the prompt
+ * column, a template field, or a field inside one of them. */
+bool sl_source_column_in_prompt(const sl_source_params *p, const char *column);
+
 /* Where the text s (len bytes) of `column` goes into a prompt
  * (sl_source_params.prompt_column, text_columns) and is not UTF-8: its
  * first byte that is not, else len. */

@@ -14,6 +14,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "io/parquet_json.h"
 #include "io/parquet_read.h"
 #include "io/source_impl.h"
@@ -280,6 +281,7 @@ static sl_status choose_columns(source_reader *r, char **why)
     r->bytes_col = r->path_col = r->id_col = -1;
     for (size_t k = 0; k < r->n_multi; k++)
         r->multi_bytes[k] = r->multi_path[k] = -1;
+    char *left_out = NULL; /* the columns left out and why, for one warning */
     for (size_t i = 0; i < nc; i++) {
         const sl_pq_column_info *ci = sl_pq_reader_column(pq, i);
         size_t klen;
@@ -308,15 +310,31 @@ static sl_status choose_columns(source_reader *r, char **why)
                 sl_free(sel);
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
             }
-        } else if (ci->type == SL_PQ_UNSUPPORTED || ci->type == SL_PQ_BINARY)
+        } else if (ci->type == SL_PQ_BINARY) {
             continue;
-        else if ((klen = key_len(pq, i, images, n_images)) && !(r->keys[n] = sl_strndup(ci->name, klen))) {
+        } else if (ci->type == SL_PQ_UNSUPPORTED && (int)n != r->id_col &&
+                   !sl_source_column_in_prompt(r->p, ci->name)) {
+            /* Only passing through: the rest of the row still can. A
+             * column the job needs stays, and its rows fail naming it. */
+            char *more = sl_asprintf("%s%scolumn '%s' (%s)", left_out ? left_out : "", left_out ? ", " : "",
+                                     ci->name, ci->unsupported);
+            sl_free(left_out);
+            if (!(left_out = more)) {
+                sl_free(sel);
+                return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+            }
+            continue;
+        } else if ((klen = key_len(pq, i, images, n_images)) && !(r->keys[n] = sl_strndup(ci->name, klen))) {
             sl_free(sel);
+            sl_free(left_out);
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         }
         sel[n++] = i;
         r->n_sel = n; /* the keys to free */
     }
+    if (left_out && !r->p->quiet)
+        sl_log(SL_LOG_WARN, "%s: left out of the output, as sluice cannot read them: %s", r->file, left_out);
+    sl_free(left_out);
     sl_status st = sl_pq_reader_select_indexes(r->pq, sel, n);
     sl_free(sel);
     r->n_sel = n;
