@@ -2570,29 +2570,32 @@ sl_status sl_source_row_id(const json_t *value, const char *name, int64_t at,
     return SL_OK;
 }
 
-/* Whether column is name or a field inside it ("meta.topic" of "meta"). */
-static bool column_under(const char *column, const char *name)
+bool sl_source_column_under(const char *column, const char *name)
 {
     size_t n = strlen(name);
     return strncmp(column, name, n) == 0 && (column[n] == '\0' || column[n] == '.');
 }
 
+const char *sl_source_prompt_use(const sl_source_params *p, size_t k)
+{
+    if (k == 0)
+        return p->prompt_column ? p->prompt_column : "prompt";
+    return k - 1 < p->n_text_columns ? p->text_columns[k - 1] : NULL;
+}
+
 bool sl_source_column_in_prompt(const sl_source_params *p, const char *column)
 {
-    bool used = column_under(column, p->prompt_column ? p->prompt_column : "prompt");
-    for (size_t i = 0; !used && i < p->n_text_columns; i++)
-        used = column_under(column, p->text_columns[i]);
-    return used;
+    const char *use;
+    for (size_t k = 0; (use = sl_source_prompt_use(p, k)) != NULL; k++)
+        if (sl_source_column_under(column, use) || sl_source_column_under(use, column))
+            return true;
+    return false;
 }
 
 size_t sl_source_prompt_text_bad(const sl_source_params *p, const char *column, const char *s,
                                  size_t len)
 {
-    const char *prompt = p->prompt_column ? p->prompt_column : "prompt";
-    bool used = column && strcmp(column, prompt) == 0;
-    for (size_t i = 0; column && !used && i < p->n_text_columns; i++)
-        used = strcmp(column, p->text_columns[i]) == 0;
-    return used ? sl_utf8_valid_prefix(s, len) : len;
+    return column && sl_source_column_in_prompt(p, column) ? sl_utf8_valid_prefix(s, len) : len;
 }
 
 void sl_source_prompt_text_why(char *why, size_t size, const char *column, const char *s,

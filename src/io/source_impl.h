@@ -125,8 +125,15 @@ sl_ranged_params sl_source_ranged_params(const sl_source_params *p);
 size_t sl_source_num_files(const sl_source *src);
 const char *sl_source_file(const sl_source *src, size_t i, const char **name);
 
-/* Whether column (a dotted leaf name) goes into a prompt: the prompt
- * column, a template field, or a field inside one of them. */
+/* Whether column is name or a field inside it ("meta.topic" of "meta"). */
+bool sl_source_column_under(const char *column, const char *name);
+/* The k-th column (a dotted path) whose value goes into a prompt: the
+ * prompt column (k 0), then the template fields; NULL past the last. */
+const char *sl_source_prompt_use(const sl_source_params *p, size_t k);
+/* Whether the text of column (a dotted name: a column, a struct's field,
+ * a list's leaf) goes into a prompt: it is the prompt column or a template
+ * field, or inside one ({meta}'s "meta.topic"), or one reaches into it
+ * ({meta.topic}'s "meta", as it does when meta is a string). */
 bool sl_source_column_in_prompt(const sl_source_params *p, const char *column);
 
 /* Where the text s (len bytes) of `column` goes into a prompt

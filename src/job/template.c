@@ -46,9 +46,6 @@ void template_each_column(const char *tmpl, void (*fn)(const char *name, size_t 
             s++;
         } else if (s[0] == '{' && (n = field_len(s + 1)) > 0) {
             fn(s + 1, n, user);
-            size_t head = strcspn(s + 1, ".}");
-            if (head < n)
-                fn(s + 1, head, user);
             s += n + 1;
         }
     }
