@@ -1312,11 +1312,11 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
          * asked something else in silence. Other values pass through so
          * (the image's are bytes: a file name's). */
         for (size_t i = 0; i < n; i++) {
-            size_t len = strlen(fields[i]);
-            size_t bad = (int)i == ic ? len : sl_source_prompt_text_bad(r->p, r->header[i], fields[i], len);
-            if (bad < len) {
-                int at = snprintf(err, sizeof err, "field %zu: ", i + 1);
-                sl_source_prompt_text_why(err + at, sizeof err - (size_t)at, r->header[i], fields[i], bad);
+            if ((int)i == ic || !sl_source_column_in_prompt(r->p, r->header[i]))
+                continue;
+            int at = snprintf(err, sizeof err, "field %zu: ", i + 1);
+            if (sl_source_prompt_text_bad(r->header[i], fields[i], strlen(fields[i]), err + at,
+                                          sizeof err - (size_t)at)) {
                 sl_csv_fields_free(fields, n);
                 return line_fail(r, line, item, err);
             }
@@ -2592,18 +2592,15 @@ bool sl_source_column_in_prompt(const sl_source_params *p, const char *column)
     return false;
 }
 
-size_t sl_source_prompt_text_bad(const sl_source_params *p, const char *column, const char *s,
-                                 size_t len)
+bool sl_source_prompt_text_bad(const char *column, const char *s, size_t len, char *why, size_t size)
 {
-    return column && sl_source_column_in_prompt(p, column) ? sl_utf8_valid_prefix(s, len) : len;
-}
-
-void sl_source_prompt_text_why(char *why, size_t size, const char *column, const char *s,
-                               size_t bad)
-{
+    size_t bad = sl_utf8_valid_prefix(s, len);
+    if (bad == len)
+        return false;
     snprintf(why, size, "column '%.60s' holds byte 0x%02X at byte %zu, which is not UTF-8: the "
              "prompt would reach the model altered (re-encode the file as UTF-8)", column,
              (unsigned char)s[bad], bad);
+    return true;
 }
 
 const json_t *sl_source_prompt_value(const json_t *extra, const sl_source_params *p)

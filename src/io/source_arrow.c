@@ -38,7 +38,6 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/json.h"
-#include "core/utf8.h"
 #include "io/ranged.h"
 #include "io/source_impl.h"
 
@@ -846,12 +845,12 @@ static json_t *decimal_json(const struct ArrowSchema *s, const struct ArrowArray
     return sl_json_real(sl_decimal_double(be, n, sv.decimal_scale));
 }
 
-/* A value found not UTF-8 by bad_text: its name ("meta.topic", "tags[2]"),
- * its bytes and the offset of the first byte that is not. */
+/* Where bad_text is: the name of the value it is at ("meta.topic",
+ * "tags[2]"), and where it says why one is not UTF-8. */
 typedef struct bad_value {
     char name[256];
-    struct ArrowStringView text;
-    size_t bad;
+    char *why;
+    size_t why_size;
 } bad_value;
 
 /* Whether a string in row i of v (of schema s), within the part `path`
@@ -870,12 +869,12 @@ static bool bad_text(const struct ArrowSchema *s, const struct ArrowArrayView *v
     switch (v->storage_type) {
     case NANOARROW_TYPE_STRING:
     case NANOARROW_TYPE_LARGE_STRING:
-    case NANOARROW_TYPE_STRING_VIEW:
+    case NANOARROW_TYPE_STRING_VIEW: {
         if (!has_data(v))
             return false;
-        out->text = ArrowArrayViewGetStringUnsafe(v, i);
-        out->bad = sl_utf8_valid_prefix(out->text.data, (size_t)out->text.size_bytes);
-        return out->bad < (size_t)out->text.size_bytes;
+        struct ArrowStringView text = ArrowArrayViewGetStringUnsafe(v, i);
+        return sl_source_prompt_text_bad(out->name, text.data, (size_t)text.size_bytes, out->why, out->why_size);
+    }
     case NANOARROW_TYPE_LIST:
     case NANOARROW_TYPE_LARGE_LIST:
     case NANOARROW_TYPE_FIXED_SIZE_LIST:
@@ -920,12 +919,10 @@ static bool prompt_text_bad(const source_reader *r, int64_t c, int64_t i, char *
         bool into = use[len] == '.' && sl_source_column_under(use, column); /* {meta.topic} of meta */
         if (!into && !sl_source_column_under(column, use))
             continue;
-        bad_value bv;
+        bad_value bv = {.why = why, .why_size = size};
         snprintf(bv.name, sizeof bv.name, "%s", column);
-        if (bad_text(s, r->batch->children[c], i, into ? use + len + 1 : NULL, &bv, 0)) {
-            sl_source_prompt_text_why(why, size, bv.name, bv.text.data, bv.bad);
+        if (bad_text(s, r->batch->children[c], i, into ? use + len + 1 : NULL, &bv, 0))
             return true;
-        }
     }
     return false;
 }

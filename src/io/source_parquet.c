@@ -15,7 +15,6 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "core/utf8.h"
 #include "io/parquet_json.h"
 #include "io/parquet_read.h"
 #include "io/source_impl.h"
@@ -506,19 +505,14 @@ static bool prompt_text_bad(const sl_pq_vector *v, int64_t i, char *why, size_t 
     for (int64_t k = lo; k < hi; k++) {
         if (v->valid && !v->valid[k])
             continue;
-        const char *text = (const char *)v->data + v->offsets[k];
-        size_t len = (size_t)(v->offsets[k + 1] - v->offsets[k]), bad = sl_utf8_valid_prefix(text, len);
-        if (bad == len)
-            continue;
         char name[256];
         const sl_pq_column_info *ci = v->info;
         if (v->list_offsets) /* "tags[2]", "items[0].caption" */
             snprintf(name, sizeof name, "%.*s[%lld]%s", (int)ci->list_len, ci->name, (long long)(k - lo),
                      ci->name + ci->element_len);
-        else
-            snprintf(name, sizeof name, "%s", ci->name);
-        sl_source_prompt_text_why(why, size, name, text, bad);
-        return true;
+        if (sl_source_prompt_text_bad(v->list_offsets ? name : ci->name, (const char *)v->data + v->offsets[k],
+                                      (size_t)(v->offsets[k + 1] - v->offsets[k]), why, size))
+            return true;
     }
     return false;
 }
