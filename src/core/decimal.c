@@ -69,11 +69,14 @@ double sl_decimal_double(const uint8_t *be, size_t n, int scale)
 
 size_t sl_double_shortest(double v, char out[32])
 {
-    int n = 0;
-    for (int digits = 1; digits <= 17; digits++) {
-        n = snprintf(out, 32, "%.*g", digits, v);
-        if (strtod(out, NULL) == v)
+    int digits = 1;
+    for (;; digits++) { /* 17 digits always read back as the double */
+        snprintf(out, 32, "%.*e", digits - 1, v);
+        if (digits == 17 || strtod(out, NULL) == v)
             break;
     }
-    return (size_t)n;
+    /* Plain digits while the exponent is under 16, as Python writes them:
+     * %g at the digits' precision wrote 100 as 1e+02. */
+    int exp = atoi(strchr(out, 'e') + 1);
+    return (size_t)snprintf(out, 32, "%.*g", exp >= digits && exp < 16 ? exp + 1 : digits, v);
 }

@@ -16,7 +16,8 @@
 double sl_decimal_double(const uint8_t *be, size_t n, int scale);
 
 /* A finite v as the shortest %g text that strtod reads back as the same
- * double (19.99, where %.17g writes 19.989999999999998), as Python,
+ * double (19.99, where %.17g writes 19.989999999999998), in plain digits
+ * while its exponent is under 16 (1500000, not 1.5e+06), as Python,
  * pyarrow and DuckDB show it, into out (32 bytes); returns its length. */
 size_t sl_double_shortest(double v, char out[32]);
 

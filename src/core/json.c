@@ -6,18 +6,198 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/buf.h"
+#include "core/decimal.h"
 #include "core/json.h"
 #include "core/utf8.h"
 
+/* jansson's dump (json_dump_callback) but for reals: JSON_REAL_PRECISION(0)
+ * writes a real as its shortest text, where jansson writes 17 digits (a
+ * Parquet double 19.99 came out 19.989999999999998). */
+typedef struct dumper {
+    size_t flags;
+    json_dump_callback_t out;
+    void *arg;
+} dumper;
+
+/* Deeper than jansson's parser reads: a value that holds itself (jansson's
+ * dump refuses those too) rather than a recursion without end. */
+#define DUMP_MAX_DEPTH 2048
+
+static int put(const dumper *d, const char *s, size_t n) { return d->out(s, n, d->arg); }
+
+static int put_indent(const dumper *d, int depth, bool space)
+{
+    int indent = (int)(d->flags & JSON_MAX_INDENT);
+    if (indent == 0)
+        return space && !(d->flags & JSON_COMPACT) ? put(d, " ", 1) : 0;
+    if (put(d, "\n", 1))
+        return -1;
+    for (int k = 0; k < depth * indent; k++)
+        if (put(d, " ", 1))
+            return -1;
+    return 0;
+}
+
+/* The code point of the UTF-8 sequence at s[0..n) into *cp; its length,
+ * 0 when it is not one (jansson's strings are checked, but json_string_nocheck
+ * takes anything). */
+static size_t utf8_at(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    size_t len = s[0] < 0x80 ? 1 : s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc0 ? 2 : 0;
+    if (len == 0 || len > n || !sl_utf8_valid((const char *)s, len))
+        return 0;
+    *cp = len == 1 ? s[0] : (uint32_t)(s[0] & (0x7f >> len));
+    for (size_t k = 1; k < len; k++)
+        *cp = *cp << 6 | (s[k] & 0x3f);
+    return len;
+}
+
+static int put_string(const dumper *d, const char *str, size_t n)
+{
+    if (put(d, "\"", 1))
+        return -1;
+    size_t run = 0; /* str[run..i) waits to go out as it is */
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t len = utf8_at((const unsigned char *)str + i, n - i, &cp);
+        if (len == 0)
+            return -1;
+        bool plain = cp >= 0x20 && cp != '"' && cp != '\\' && !(cp == '/' && d->flags & JSON_ESCAPE_SLASH) &&
+                     !(cp > 0x7f && d->flags & JSON_ENSURE_ASCII);
+        if (plain) {
+            i += len;
+            continue;
+        }
+        if (i > run && put(d, str + run, i - run))
+            return -1;
+        static const char named[] = "\\\"\b\f\n\r\t/", letter[] = "\\\"bfnrt/";
+        const char *at = cp < 0x80 && cp ? strchr(named, (int)cp) : NULL;
+        char esc[32];
+        if (at) {
+            esc[0] = '\\';
+            esc[1] = letter[at - named];
+            esc[2] = '\0';
+        } else if (cp < 0x10000) {
+            snprintf(esc, sizeof esc, "\\u%04X", (unsigned)cp);
+        } else { /* a UTF-16 surrogate pair */
+            cp -= 0x10000;
+            snprintf(esc, sizeof esc, "\\u%04X\\u%04X", (unsigned)(0xD800 | cp >> 10), (unsigned)(0xDC00 | (cp & 0x3ff)));
+        }
+        if (put(d, esc, strlen(esc)))
+            return -1;
+        i += len;
+        run = i;
+    }
+    if (n > run && put(d, str + run, n - run))
+        return -1;
+    return put(d, "\"", 1);
+}
+
+/* As jansson writes a real, with a '.' or an 'e' (read back, it stays a
+ * real) and no '+' or leading zeros in the exponent; precision 0: the
+ * shortest text that reads back as d. */
+static size_t real_text(double d, int precision, char out[40])
+{
+    size_t n = precision ? (size_t)snprintf(out, 40, "%.*g", precision, d) : sl_double_shortest(d, out);
+    char *e = strchr(out, 'e');
+    if (!e && !strchr(out, '.')) {
+        memcpy(out + n, ".0", 3);
+        return n + 2;
+    }
+    if (e) {
+        char *digits = e + 1 + (e[1] == '-'), *from = e + 1;
+        while (*from == '+' || *from == '-' || (*from == '0' && from[1]))
+            from++;
+        memmove(digits, from, strlen(from) + 1);
+        n = strlen(out);
+    }
+    return n;
+}
+
+typedef struct key_len {
+    const char *key;
+    size_t len;
+} key_len;
+
+static int key_cmp(const void *pa, const void *pb)
+{
+    const key_len *a = pa, *b = pb;
+    int c = memcmp(a->key, b->key, a->len < b->len ? a->len : b->len);
+    return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+static int put_value(const dumper *d, const json_t *v, int depth);
+
+/* An object's or an array's members, as jansson lays them out. */
+static int put_container(const dumper *d, const json_t *v, int depth)
+{
+    bool object = json_is_object(v);
+    size_t n = object ? json_object_size(v) : json_array_size(v);
+    key_len *keys = NULL;
+    if (put(d, object ? "{" : "[", 1))
+        return -1;
+    if (object && n) {
+        if (!(keys = sl_malloc(n * sizeof *keys)))
+            return -1;
+        size_t k = 0;
+        for (void *it = json_object_iter((json_t *)v); it && k < n; it = json_object_iter_next((json_t *)v, it))
+            keys[k++] = (key_len){json_object_iter_key(it), json_object_iter_key_len(it)};
+        if (d->flags & JSON_SORT_KEYS)
+            qsort(keys, n, sizeof *keys, key_cmp);
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = i ? put(d, ",", 1) || put_indent(d, depth + 1, true) : put_indent(d, depth + 1, false);
+        if (rc == 0 && object)
+            rc = put_string(d, keys[i].key, keys[i].len) || put(d, ": ", d->flags & JSON_COMPACT ? 1 : 2);
+        if (rc == 0)
+            rc = put_value(d, object ? json_object_getn(v, keys[i].key, keys[i].len) : json_array_get(v, i), depth + 1);
+    }
+    sl_free(keys);
+    if (rc == 0 && n)
+        rc = put_indent(d, depth, false);
+    return rc ? -1 : put(d, object ? "}" : "]", 1);
+}
+
+static int put_value(const dumper *d, const json_t *v, int depth)
+{
+    char text[40];
+    if (!v || depth > DUMP_MAX_DEPTH)
+        return -1;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+    case JSON_ARRAY: return put_container(d, v, depth);
+    case JSON_STRING: return put_string(d, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER:
+        return put(d, text, (size_t)snprintf(text, sizeof text, "%" JSON_INTEGER_FORMAT, json_integer_value(v)));
+    case JSON_REAL: return put(d, text, real_text(json_real_value(v), (int)(d->flags >> 11 & 0x1f), text));
+    case JSON_TRUE: return put(d, "true", 4);
+    case JSON_FALSE: return put(d, "false", 5);
+    default: return put(d, "null", 4);
+    }
+}
+
+int sl_json_dump_callback(const json_t *v, size_t flags, json_dump_callback_t out, void *arg)
+{
+    if (!(flags & JSON_ENCODE_ANY) && !json_is_object(v) && !json_is_array(v))
+        return -1;
+    dumper d = {flags, out, arg};
+    return put_value(&d, v, 0);
+}
+
+static int to_buf(const char *data, size_t len, void *buf) { return sl_buf_append(buf, data, len) ? 0 : -1; }
+
 char *sl_json_dump(const json_t *v, size_t flags, size_t *len)
 {
-    char *dumped = json_dumps(v, flags); /* malloc's: copied into ours */
-    size_t n = dumped ? strlen(dumped) : 0;
-    char *text = dumped ? sl_strndup(dumped, n) : NULL;
-    free(dumped);
-    if (text && len)
-        *len = n;
-    return text;
+    sl_buf b = {0};
+    if (sl_json_dump_callback(v, flags, to_buf, &b) || !sl_buf_append(&b, "", 1)) {
+        sl_buf_free(&b);
+        return NULL;
+    }
+    if (len)
+        *len = b.len - 1;
+    return (char *)b.data; /* sl_buf's memory is sluice's allocator's */
 }
 
 json_t *sl_json_text(const char *s, size_t n)
@@ -61,6 +241,19 @@ json_t *sl_json_column(const json_t *row, const char *name, size_t n)
 json_t *sl_json_real(double d)
 {
     return isfinite(d) ? json_real(d) : json_null();
+}
+
+json_t *sl_json_real_float(float f)
+{
+    char text[32];
+    if (!isfinite(f))
+        return json_null();
+    for (int digits = 1; digits <= 9; digits++) { /* 9 digits always read back as the float */
+        snprintf(text, sizeof text, "%.*g", digits, (double)f);
+        if (strtof(text, NULL) == f)
+            break;
+    }
+    return json_real(strtod(text, NULL));
 }
 
 /* Whether text[i..len) starts with the bare word w (not part of a longer one). */

@@ -14,6 +14,10 @@ json_t *sl_json_text(const char *s, size_t n);
  * form for (and jansson's json_real() refuses, returning NULL as if out of
  * memory), are null; NULL only when out of memory. */
 json_t *sl_json_real(double d);
+/* sl_json_real of a float32 value as the double nearest its shortest text
+ * (what reads back as the same float): a FLOAT column's 0.1 is 0.1, not
+ * the float's exact 0.10000000149011612. */
+json_t *sl_json_real_float(float f);
 
 /* json_loadb() of a data row (a manifest line, a sidecar), lenient where
  * valid data would otherwise be lost: a number no jansson value holds (an
@@ -40,9 +44,18 @@ void sl_json_explain(json_error_t *err);
  * "true", "false", "null" (an object: "an object"). */
 const char *sl_json_kind(const json_t *v);
 
-/* v as JSON text (json_dumps with `flags`) in sluice's allocator: the caller
- * frees it with sl_free(). *len (optional) is its length. NULL when out of
- * memory or when v cannot be encoded. */
+/* json_dump_callback() as jansson 2.14 writes (JSON_INDENT, JSON_COMPACT,
+ * JSON_ENSURE_ASCII, JSON_SORT_KEYS, JSON_ENCODE_ANY, JSON_ESCAPE_SLASH,
+ * JSON_REAL_PRECISION; objects in their keys' order; no JSON_EMBED), but a
+ * real without JSON_REAL_PRECISION is the shortest text that reads back as
+ * it: jansson writes 17 digits, so a Parquet double 19.99 passed through
+ * came out 19.989999999999998. 0; -1 when out returns non-zero or v
+ * cannot be encoded. */
+int sl_json_dump_callback(const json_t *v, size_t flags, json_dump_callback_t out, void *arg);
+
+/* v as JSON text (sl_json_dump_callback with `flags`) in sluice's
+ * allocator: the caller frees it with sl_free(). *len (optional) is its
+ * length. NULL when out of memory or when v cannot be encoded. */
 char *sl_json_dump(const json_t *v, size_t flags, size_t *len);
 
 /* The column of `row` (an object) named by name[0..n): its key of that

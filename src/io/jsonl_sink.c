@@ -49,7 +49,7 @@ sl_status sl_jsonl_sink_open(const char *dir, const char *name, bool overwrite,
     return SL_OK;
 }
 
-/* json_dump_callback's writer: appends to an sl_buf, noting a lack of memory. */
+/* sl_json_dump_callback's writer: appends to an sl_buf, noting a lack of memory. */
 typedef struct dump_to {
     sl_buf *buf;
     bool nomem;
@@ -68,7 +68,7 @@ sl_status sl_jsonl_dump(const json_t *o, sl_buf *buf, const char *where)
 {
     size_t mark = buf->len;
     dump_to to = {buf, false};
-    if (json_dump_callback(o, append, &to, JSON_COMPACT | JSON_PRESERVE_ORDER) == 0)
+    if (sl_json_dump_callback(o, JSON_COMPACT, append, &to) == 0)
         return SL_OK;
     buf->len = mark; /* nothing of it was added */
     return to.nomem ? sl_fail(SL_ERR_NOMEM, "out of memory writing to '%s'", where)

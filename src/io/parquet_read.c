@@ -66,13 +66,13 @@ typedef struct leaf {
      * rep_def - 1, null below), and that node's place in the schema. */
     int rep_def[SL_PQ_MAX_DEPTH];
     size_t list_node[SL_PQ_MAX_DEPTH];
-    const char *unsupported; /* why, when info.type == SL_PQ_UNSUPPORTED */
 } leaf;
 
 typedef struct chunk {
     bool has_meta;
     bool external; /* file_path set: data in another file */
     int type, codec;
+    bool has_bad_encoding; /* its encodings list names one no decoder here reads */
     int64_t num_values, total_compressed, data_page_offset, dict_page_offset;
 } chunk;
 
@@ -323,6 +323,31 @@ static void parse_schema_el(sl_tc_reader *t, void *item)
         t->err = true;
 }
 
+/* Whether a page in this encoding may be read: values or levels, as
+ * start_values and the level readers take them. BIT_PACKED is one too:
+ * parquet-mr lists it for the levels it does not write (a required
+ * column's), so a list naming it says nothing. */
+static bool known_encoding(int32_t e)
+{
+    return e == SL_PQE_PLAIN || (e >= SL_PQE_PLAIN_DICTIONARY && e <= SL_PQE_BYTE_STREAM_SPLIT);
+}
+
+/* ColumnMetaData's encodings: whether one is an encoding no decoder here
+ * reads (a newer writer's), so the column can be left out up front rather
+ * than fail its file's rows when its pages are reached. */
+static void read_encodings(sl_tc_reader *t, chunk *c)
+{
+    int et;
+    size_t n = sl_tc_read_list_begin(t, &et);
+    for (size_t k = 0; k < n && !t->err; k++) {
+        if (et != SL_TC_I32) {
+            sl_tc_skip(t, et);
+            continue;
+        }
+        c->has_bad_encoding |= !known_encoding(sl_tc_read_i32(t));
+    }
+}
+
 static void parse_column_meta(sl_tc_reader *t, chunk *c)
 {
     int ft;
@@ -335,6 +360,8 @@ static void parse_column_meta(sl_tc_reader *t, chunk *c)
     while (sl_tc_read_field(t, &ft, &id)) {
         if (id == 1 && ft == SL_TC_I32)
             c->type = sl_tc_read_i32(t);
+        else if (id == 2 && ft == SL_TC_LIST)
+            read_encodings(t, c);
         else if (id == 4 && ft == SL_TC_I32)
             c->codec = sl_tc_read_i32(t);
         else if (id == 5 && ft == SL_TC_I64)
@@ -497,7 +524,7 @@ static void choose_conversion(leaf *l, const schema_el *el)
     if (el->type == SL_PQT_FIXED) {
         if (el->type_length <= 0 || el->type_length > MAX_FIXED_LEN) {
             l->info.type = SL_PQ_UNSUPPORTED;
-            l->unsupported = "FIXED_LEN_BYTE_ARRAY with a length of 0 or over 1 MiB";
+            l->info.unsupported = "FIXED_LEN_BYTE_ARRAY with a length of 0 or over 1 MiB";
             return;
         }
         l->phys = el->type_length;
@@ -514,7 +541,7 @@ static void choose_conversion(leaf *l, const schema_el *el)
                            el->type == SL_PQT_BYTE_ARRAY)) {
         if (el->scale < 0 || el->scale > 76) {
             l->info.type = SL_PQ_UNSUPPORTED;
-            l->unsupported = "DECIMAL with a scale out of 0..76";
+            l->info.unsupported = "DECIMAL with a scale out of 0..76";
             return;
         }
         l->conv = CONV_DECIMAL;
@@ -618,13 +645,13 @@ static bool walk_schema(sl_pq_reader *r, schema_el *els, size_t n, size_t *pos, 
     choose_conversion(l, el);
     if (ctx.rep > SL_PQ_MAX_DEPTH) {
         l->info.type = SL_PQ_UNSUPPORTED;
-        l->unsupported = "lists nested more than 4 deep are not supported";
+        l->info.unsupported = "lists nested more than 4 deep are not supported";
         return true;
     }
     for (int d = 0; d < ctx.rep; d++)
         if (ctx.list_len[d] == 0) { /* a list is told by its name's length */
             l->info.type = SL_PQ_UNSUPPORTED;
-            l->unsupported = "a list with an empty name";
+            l->info.unsupported = "a list with an empty name";
             return true;
         }
     if (ctx.rep > 0) {
@@ -705,6 +732,15 @@ static sl_status parse_footer(sl_pq_reader *r, const uint8_t *data, size_t len)
     if (r->num_rows != total)
         return sl_fail(SL_ERR_DECODE, "Parquet file '%s': footer says %lld rows, its row groups hold %lld",
                        r->path, (long long)r->num_rows, (long long)total);
+    for (size_t g = 0; g < r->nrgs; g++)
+        for (size_t k = 0; k < r->nleaves; k++) {
+            leaf *l = &r->leaves[k];
+            if (r->rgs[g].chunks[k].has_bad_encoding && l->info.type != SL_PQ_UNSUPPORTED) {
+                l->info.type = SL_PQ_UNSUPPORTED;
+                l->info.unsupported = "its column chunks list an encoding sluice has no decoder for "
+                                      "(a newer writer's?)";
+            }
+        }
     return SL_OK;
 }
 
@@ -902,7 +938,7 @@ static sl_status select_columns(sl_pq_reader *r, const char *const *names, const
         }
         if (st == SL_OK && check && r->leaves[k].info.type == SL_PQ_UNSUPPORTED)
             st = sl_fail(SL_ERR_DECODE, "Parquet file '%s', column '%s': %s", r->path, r->leaves[k].info.name,
-                         r->leaves[k].unsupported);
+                         r->leaves[k].info.unsupported);
         sel[i] = k;
         cols[i].r = r;
         cols[i].lf = st == SL_OK ? &r->leaves[k] : NULL;
@@ -2231,7 +2267,7 @@ static sl_status open_row_group(sl_pq_reader *r)
         c->total = c->lf->max_rep ? ch->num_values : rg->num_rows;
         if (c->lf->info.type == SL_PQ_UNSUPPORTED)
             return sl_fail(SL_ERR_DECODE, "Parquet file '%s', column '%s': %s", r->path, c->lf->info.name,
-                           c->lf->unsupported);
+                           c->lf->info.unsupported);
         if (!ch->has_meta)
             return corrupt(c, "column chunk has no metadata");
         if (ch->external)

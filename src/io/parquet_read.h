@@ -56,6 +56,7 @@ sl_pq_reader_params sl_pq_reader_default_params(void);
 typedef struct sl_pq_column_info {
     const char *name; /* dotted path of the leaf, e.g. "image.bytes" */
     sl_pq_type type;  /* SL_PQ_UNSUPPORTED: listed, but reading it fails */
+    const char *unsupported; /* why, when type is SL_PQ_UNSUPPORTED */
     bool nullable;    /* max definition level > 0 */
     int max_def;      /* the leaf's maximum definition level */
     /* A leaf inside a list; 0 otherwise. The list is named by the first

@@ -1323,11 +1323,11 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
          * asked something else in silence. Other values pass through so
          * (the image's are bytes: a file name's). */
         for (size_t i = 0; i < n; i++) {
-            size_t len = strlen(fields[i]);
-            size_t bad = (int)i == ic ? len : sl_source_prompt_text_bad(r->p, r->header[i], fields[i], len);
-            if (bad < len) {
-                int at = snprintf(err, sizeof err, "field %zu: ", i + 1);
-                sl_source_prompt_text_why(err + at, sizeof err - (size_t)at, r->header[i], fields[i], bad);
+            if ((int)i == ic || !sl_source_column_in_prompt(r->p, r->header[i]))
+                continue;
+            int at = snprintf(err, sizeof err, "field %zu: ", i + 1);
+            if (sl_source_prompt_text_bad(r->header[i], fields[i], strlen(fields[i]), err + at,
+                                          sizeof err - (size_t)at)) {
                 sl_csv_fields_free(fields, n);
                 return line_fail(r, line, item, err);
             }
@@ -2525,6 +2525,7 @@ sl_status sl_source_reopen(const sl_source *src, sl_source **out)
     p.take_shard = NULL; /* the whole input: no shard handed out or skipped */
     p.take_shard_user = NULL;
     p.shard_index = p.shard_count = 0;
+    p.quiet = true;
     return source_reopen(src, &p, out);
 }
 
@@ -2666,22 +2667,37 @@ sl_status sl_source_row_id(const json_t *value, const char *name, int64_t at,
     return SL_OK;
 }
 
-size_t sl_source_prompt_text_bad(const sl_source_params *p, const char *column, const char *s,
-                                 size_t len)
+bool sl_source_column_under(const char *column, const char *name)
 {
-    const char *prompt = p->prompt_column ? p->prompt_column : "prompt";
-    bool used = column && strcmp(column, prompt) == 0;
-    for (size_t i = 0; column && !used && i < p->n_text_columns; i++)
-        used = strcmp(column, p->text_columns[i]) == 0;
-    return used ? sl_utf8_valid_prefix(s, len) : len;
+    size_t n = strlen(name);
+    return strncmp(column, name, n) == 0 && (column[n] == '\0' || column[n] == '.');
 }
 
-void sl_source_prompt_text_why(char *why, size_t size, const char *column, const char *s,
-                               size_t bad)
+const char *sl_source_prompt_use(const sl_source_params *p, size_t k)
 {
+    if (k == 0)
+        return p->prompt_column ? p->prompt_column : "prompt";
+    return k - 1 < p->n_text_columns ? p->text_columns[k - 1] : NULL;
+}
+
+bool sl_source_column_in_prompt(const sl_source_params *p, const char *column)
+{
+    const char *use;
+    for (size_t k = 0; (use = sl_source_prompt_use(p, k)) != NULL; k++)
+        if (sl_source_column_under(column, use) || sl_source_column_under(use, column))
+            return true;
+    return false;
+}
+
+bool sl_source_prompt_text_bad(const char *column, const char *s, size_t len, char *why, size_t size)
+{
+    size_t bad = sl_utf8_valid_prefix(s, len);
+    if (bad == len)
+        return false;
     snprintf(why, size, "column '%.60s' holds byte 0x%02X at byte %zu, which is not UTF-8: the "
              "prompt would reach the model altered (re-encode the file as UTF-8)", column,
              (unsigned char)s[bad], bad);
+    return true;
 }
 
 const json_t *sl_source_prompt_value(const json_t *extra, const sl_source_params *p)

@@ -81,6 +81,9 @@ typedef struct sl_source_params {
     /* Folders listed in the system's order, their names never held (the
      * progress count's: it needs their number, not their order). */
     bool unsorted_folders;
+    /* No warnings about a file's contents (a column left out): a second
+     * look (sl_source_reopen), whose source the run reads warns. */
+    bool quiet;
 } sl_source_params;
 
 enum { SL_SHARD_SKIP, SL_SHARD_TAKE, SL_SHARD_NONE };
@@ -176,7 +179,7 @@ bool sl_source_ids_have_folders(const sl_source *src);
  * inputs and hf://datasets/ references are not expanded or resolved again
  * (an s3:// folder is listed again as read). Call it on src's thread before
  * src is read; the copy is the caller's (sl_source_free) and may outlive
- * src. SL_ERR_NOMEM only. */
+ * src, and is quiet (src warns of what it reads). SL_ERR_NOMEM only. */
 sl_status sl_source_reopen(const sl_source *src, sl_source **out);
 
 /* The count of an open source's items, for "N of T" progress: made by the

@@ -845,19 +845,86 @@ static json_t *decimal_json(const struct ArrowSchema *s, const struct ArrowArray
     return sl_json_real(sl_decimal_double(be, n, sv.decimal_scale));
 }
 
-/* Row i's text of a string column (dictionary-encoded too) into *text;
- * false for a null, or a column of another type. */
-static bool prompt_text(const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i,
-                        struct ArrowStringView *text)
+/* Where bad_text is: the name of the value it is at ("meta.topic",
+ * "tags[2]"), and where it says why one is not UTF-8. */
+typedef struct bad_value {
+    char name[256];
+    char *why;
+    size_t why_size;
+} bad_value;
+
+/* Whether a string in row i of v (of schema s), within the part `path`
+ * names (NULL: all of it; "topic.name": a struct's field, dotted deeper,
+ * as a template's {meta.topic.name} reaches it; a string the path goes on
+ * past counts, as sl_source_column_in_prompt says), is not UTF-8: it would
+ * reach the model as U+FFFD. *out names it, from its name so far. */
+static bool bad_text(const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i, const char *path,
+                     bad_value *out, int depth)
 {
-    if (ArrowArrayViewIsNull(v, i))
+    if (depth > 64 || ArrowArrayViewIsNull(v, i))
         return false;
     if (v->dictionary && s->dictionary)
-        return prompt_text(s->dictionary, v->dictionary, ArrowArrayViewGetIntUnsafe(v, i), text);
-    if (!is_string(v->storage_type) || !has_data(v))
-        return false;
-    *text = ArrowArrayViewGetStringUnsafe(v, i);
-    return true;
+        return bad_text(s->dictionary, v->dictionary, ArrowArrayViewGetIntUnsafe(v, i), path, out, depth + 1);
+    size_t at = strlen(out->name);
+    switch (v->storage_type) {
+    case NANOARROW_TYPE_STRING:
+    case NANOARROW_TYPE_LARGE_STRING:
+    case NANOARROW_TYPE_STRING_VIEW: {
+        if (!has_data(v))
+            return false;
+        struct ArrowStringView text = ArrowArrayViewGetStringUnsafe(v, i);
+        return sl_source_prompt_text_bad(out->name, text.data, (size_t)text.size_bytes, out->why, out->why_size);
+    }
+    case NANOARROW_TYPE_LIST:
+    case NANOARROW_TYPE_LARGE_LIST:
+    case NANOARROW_TYPE_FIXED_SIZE_LIST:
+    case NANOARROW_TYPE_MAP: { /* a path does not go into a list (nor a map's pairs: all or none) */
+        int64_t lo, hi;
+        list_range(v, i, &lo, &hi);
+        for (int64_t k = lo; !path && k < hi; k++) {
+            snprintf(out->name + at, sizeof out->name - at, "[%lld]", (long long)(k - lo));
+            if (bad_text(s->children[0], v->children[0], k, NULL, out, depth + 1))
+                return true;
+        }
+        break;
+    }
+    case NANOARROW_TYPE_STRUCT: {
+        const char *dot = path ? strchr(path, '.') : NULL;
+        size_t part = path ? (dot ? (size_t)(dot - path) : strlen(path)) : 0;
+        for (int64_t c = 0; c < v->n_children; c++) {
+            const char *name = s->children[c]->name ? s->children[c]->name : "";
+            if (path && (strlen(name) != part || strncmp(name, path, part) != 0))
+                continue;
+            snprintf(out->name + at, sizeof out->name - at, ".%s", name);
+            if (bad_text(s->children[c], v->children[c], i, dot ? dot + 1 : NULL, out, depth + 1))
+                return true;
+        }
+        break;
+    }
+    default: break;
+    }
+    out->name[at] = '\0';
+    return false;
+}
+
+/* Whether row i of column c goes into a prompt (the prompt column, a
+ * template's field, or a field inside it) with a string that is not
+ * UTF-8: why then. */
+static bool prompt_text_bad(const source_reader *r, int64_t c, int64_t i, char *why, size_t size)
+{
+    const struct ArrowSchema *s = r->schema.children[c];
+    const char *column = s->name ? s->name : "", *use;
+    size_t len = strlen(column);
+    for (size_t k = 0; (use = sl_source_prompt_use(r->p, k)) != NULL; k++) {
+        bool into = use[len] == '.' && sl_source_column_under(use, column); /* {meta.topic} of meta */
+        if (!into && !sl_source_column_under(column, use))
+            continue;
+        bad_value bv = {.why = why, .why_size = size};
+        snprintf(bv.name, sizeof bv.name, "%s", column);
+        if (bad_text(s, r->batch->children[c], i, into ? use + len + 1 : NULL, &bv, 0))
+            return true;
+    }
+    return false;
 }
 
 /* Row i of v (of schema s) as JSON; NULL only when out of memory. Binary
@@ -877,7 +944,7 @@ static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayVi
         return u <= INT64_MAX ? json_integer((json_int_t)u) : json_real((double)u);
     }
     case NANOARROW_TYPE_HALF_FLOAT:
-    case NANOARROW_TYPE_FLOAT:
+    case NANOARROW_TYPE_FLOAT: return sl_json_real_float((float)ArrowArrayViewGetDoubleUnsafe(v, i));
     case NANOARROW_TYPE_DOUBLE: return sl_json_real(ArrowArrayViewGetDoubleUnsafe(v, i));
     case NANOARROW_TYPE_STRING:
     case NANOARROW_TYPE_LARGE_STRING:
@@ -1239,17 +1306,9 @@ static sl_status arrow_next(source_reader *r, sl_source_item *item, bool *done)
     for (int64_t c = 0; c < s->n_children; c++) {
         if (!passes_through(r, c))
             continue;
-        const char *name = s->children[c]->name ? s->children[c]->name : "";
-        struct ArrowStringView text;
-        if (prompt_text(s->children[c], r->batch->children[c], i, &text)) {
-            size_t len = (size_t)text.size_bytes;
-            size_t bad = sl_source_prompt_text_bad(r->p, name, text.data, len);
-            if (bad < len) {
-                char why[320];
-                sl_source_prompt_text_why(why, sizeof why, name, text.data, bad);
-                return sl_source_item_fail(item, "%s row %lld: %s", r->file, (long long)item->at, why);
-            }
-        }
+        char why[400];
+        if (prompt_text_bad(r, c, i, why, sizeof why))
+            return sl_source_item_fail(item, "%s row %lld: %s", r->file, (long long)item->at, why);
         json_t *cell = value_json(s->children[c], r->batch->children[c], i, 0);
         if (!cell || json_object_set_new(item->extra, s->children[c]->name ? s->children[c]->name : "", cell) != 0)
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);

@@ -125,15 +125,22 @@ sl_ranged_params sl_source_ranged_params(const sl_source_params *p);
 size_t sl_source_num_files(const sl_source *src);
 const char *sl_source_file(const sl_source *src, size_t i, const char **name);
 
-/* Where the text s (len bytes) of `column` goes into a prompt
- * (sl_source_params.prompt_column, text_columns) and is not UTF-8: its
- * first byte that is not, else len. */
-size_t sl_source_prompt_text_bad(const sl_source_params *p, const char *column, const char *s,
-                                 size_t len);
-/* Why such a row fails, into why: "column 'topic' holds byte 0xE9 at byte
- * 3, which is not UTF-8: ...". */
-void sl_source_prompt_text_why(char *why, size_t size, const char *column, const char *s,
-                               size_t bad);
+/* Whether column is name or a field inside it ("meta.topic" of "meta"). */
+bool sl_source_column_under(const char *column, const char *name);
+/* The k-th column (a dotted path) whose value goes into a prompt: the
+ * prompt column (k 0), then the template fields; NULL past the last. */
+const char *sl_source_prompt_use(const sl_source_params *p, size_t k);
+/* Whether the text of column (a dotted name: a column, a struct's field,
+ * a list's leaf) goes into a prompt: it is the prompt column or a template
+ * field, or inside one ({meta}'s "meta.topic"), or one reaches into it
+ * ({meta.topic}'s "meta", as it does when meta is a string). */
+bool sl_source_column_in_prompt(const sl_source_params *p, const char *column);
+
+/* Whether s[0..len), the text of `column` (a value's name: "topic",
+ * "meta.topic", "tags[1]") that goes into a prompt, is not UTF-8: it would
+ * reach the model as U+FFFD. Why then, into why: "column 'topic' holds
+ * byte 0xE9 at byte 3, which is not UTF-8: ...". */
+bool sl_source_prompt_text_bad(const char *column, const char *s, size_t len, char *why, size_t size);
 
 /* item->error = formatted message (always returns SL_OK unless out of memory). */
 sl_status sl_source_item_fail(sl_source_item *item, const char *fmt, ...)

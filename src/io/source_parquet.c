@@ -14,6 +14,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "io/parquet_json.h"
 #include "io/parquet_read.h"
 #include "io/source_impl.h"
@@ -280,6 +281,7 @@ static sl_status choose_columns(source_reader *r, char **why)
     r->bytes_col = r->path_col = r->id_col = -1;
     for (size_t k = 0; k < r->n_multi; k++)
         r->multi_bytes[k] = r->multi_path[k] = -1;
+    char *left_out = NULL; /* the columns left out and why, for one warning */
     for (size_t i = 0; i < nc; i++) {
         const sl_pq_column_info *ci = sl_pq_reader_column(pq, i);
         size_t klen;
@@ -308,15 +310,31 @@ static sl_status choose_columns(source_reader *r, char **why)
                 sl_free(sel);
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
             }
-        } else if (ci->type == SL_PQ_UNSUPPORTED || ci->type == SL_PQ_BINARY)
+        } else if (ci->type == SL_PQ_BINARY) {
             continue;
-        else if ((klen = key_len(pq, i, images, n_images)) && !(r->keys[n] = sl_strndup(ci->name, klen))) {
+        } else if (ci->type == SL_PQ_UNSUPPORTED && (int)n != r->id_col &&
+                   !sl_source_column_in_prompt(r->p, ci->name)) {
+            /* Only passing through: the rest of the row still can. A
+             * column the job needs stays, and its rows fail naming it. */
+            char *more = sl_asprintf("%s%scolumn '%s' (%s)", left_out ? left_out : "", left_out ? ", " : "",
+                                     ci->name, ci->unsupported);
+            sl_free(left_out);
+            if (!(left_out = more)) {
+                sl_free(sel);
+                return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+            }
+            continue;
+        } else if ((klen = key_len(pq, i, images, n_images)) && !(r->keys[n] = sl_strndup(ci->name, klen))) {
             sl_free(sel);
+            sl_free(left_out);
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         }
         sel[n++] = i;
         r->n_sel = n; /* the keys to free */
     }
+    if (left_out && !r->p->quiet)
+        sl_log(SL_LOG_WARN, "%s: left out of the output, as sluice cannot read them: %s", r->file, left_out);
+    sl_free(left_out);
     sl_status st = sl_pq_reader_select_indexes(r->pq, sel, n);
     sl_free(sel);
     r->n_sel = n;
@@ -469,6 +487,36 @@ static sl_status one_image(source_reader *r, const sl_pq_batch *b, int64_t i, in
 static sl_status column_images(source_reader *r, const sl_pq_batch *b, int64_t i,
                                sl_source_item *item);
 
+/* Whether a string of row i of v (a string leaf that goes into a prompt:
+ * a column, a struct's field, a list's elements) is not UTF-8, which
+ * would reach the model as U+FFFD: why then, naming the value ("tags[2]"
+ * for a list's element) and the byte. */
+static bool prompt_text_bad(const sl_pq_vector *v, int64_t i, char *why, size_t size)
+{
+    int64_t lo = i, hi = i + 1;
+    if (v->list_offsets) { /* the row's elements, through each list it is in */
+        lo = v->list_offsets[i];
+        hi = v->list_offsets[i + 1];
+        for (unsigned d = 1; d < v->info->depth; d++) {
+            lo = v->nest_offsets[d - 1][lo];
+            hi = v->nest_offsets[d - 1][hi];
+        }
+    }
+    for (int64_t k = lo; k < hi; k++) {
+        if (v->valid && !v->valid[k])
+            continue;
+        char name[256];
+        const sl_pq_column_info *ci = v->info;
+        if (v->list_offsets) /* "tags[2]", "items[0].caption" */
+            snprintf(name, sizeof name, "%.*s[%lld]%s", (int)ci->list_len, ci->name, (long long)(k - lo),
+                     ci->name + ci->element_len);
+        if (sl_source_prompt_text_bad(v->list_offsets ? name : ci->name, (const char *)v->data + v->offsets[k],
+                                      (size_t)(v->offsets[k + 1] - v->offsets[k]), why, size))
+            return true;
+    }
+    return false;
+}
+
 static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
 {
     while (!r->batch || r->row >= r->batch->num_rows) {
@@ -513,15 +561,10 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
         if (!passes_through(r, c))
             continue;
         const sl_pq_vector *v = &b->columns[c];
-        if (!r->keys[c] && v->info->type == SL_PQ_STRING && (!v->valid || v->valid[i])) {
-            const char *text = (const char *)v->data + v->offsets[i];
-            size_t len = (size_t)(v->offsets[i + 1] - v->offsets[i]);
-            size_t bad = sl_source_prompt_text_bad(r->p, v->info->name, text, len);
-            if (bad < len) {
-                char why[320];
-                sl_source_prompt_text_why(why, sizeof why, v->info->name, text, bad);
+        if (v->info->type == SL_PQ_STRING && sl_source_column_in_prompt(r->p, v->info->name)) {
+            char why[400];
+            if (prompt_text_bad(v, i, why, sizeof why))
                 return sl_source_item_fail(item, "%s row %lld: %s", r->file, (long long)(r->base + i), why);
-            }
         }
         bool skip;
         json_t *cell = cell_json(r, b, c, i, &skip);

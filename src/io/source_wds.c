@@ -457,12 +457,10 @@ static sl_status add_member(source_reader *r, const char *name, const char *ext,
         json_decref(o);
     } else if (strcasecmp(last, "txt") == 0) {
         /* a prompt (--prompt-column txt, {txt}) would reach the model as U+FFFD */
-        size_t bad = sl_source_prompt_text_bad(r->p, "txt", (const char *)data, len);
-        if (bad < len && !s->error) {
-            char why[320];
-            sl_source_prompt_text_why(why, sizeof why, "txt", (const char *)data, bad);
+        char why[320];
+        if (!s->error && sl_source_column_in_prompt(r->p, "txt") &&
+            sl_source_prompt_text_bad("txt", (const char *)data, len, why, sizeof why))
             sl_source_item_fail(s, "%s: member '%s': %s", r->file, name, why);
-        }
         json_object_set_new(s->extra, "txt", sl_json_text((const char *)data, len));
     } else if (strcasecmp(last, "cls") == 0) {
         char *end;

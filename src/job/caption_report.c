@@ -260,9 +260,11 @@ static void put_html(FILE *fp, const caption_report *r)
 
 typedef void (*writer_fn)(FILE *fp, const void *what);
 
+static int to_file(const char *data, size_t len, void *fp) { return fwrite(data, 1, len, fp) == len ? 0 : -1; }
+
 static void put_json(FILE *fp, const void *what)
 {
-    json_dumpf(what, fp, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+    sl_json_dump_callback(what, JSON_INDENT(2) | JSON_ENSURE_ASCII, to_file, fp);
     fputc('\n', fp);
 }
 

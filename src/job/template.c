@@ -46,9 +46,6 @@ void template_each_column(const char *tmpl, void (*fn)(const char *name, size_t 
             s++;
         } else if (s[0] == '{' && (n = field_len(s + 1)) > 0) {
             fn(s + 1, n, user);
-            size_t head = strcspn(s + 1, ".}");
-            if (head < n)
-                fn(s + 1, head, user);
             s += n + 1;
         }
     }
@@ -85,13 +82,12 @@ sl_status template_fill_in(const char *tmpl, const json_t *columns, const char *
                 len = sl_double_shortest(json_real_value(v), num);
                 add = num;
             } else {
-                add = text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-                len = text ? strlen(text) : 0;
+                add = text = sl_json_dump(v, JSON_COMPACT | JSON_ENCODE_ANY, &len);
             }
             if (!add) {
                 ok = false;
             } else if (b.len + len > TEMPLATE_MAX_BYTES) {
-                free(text);
+                sl_free(text);
                 sl_buf_free(&b);
                 return sl_fail(SL_ERR_INVALID_ARG, "the prompt filled from the row's columns "
                                "would be over %d MiB at {%.*s} (%zu bytes a time): shorten the "
@@ -100,7 +96,7 @@ sl_status template_fill_in(const char *tmpl, const json_t *columns, const char *
             } else {
                 ok = sl_buf_append(&b, add, len);
             }
-            free(text);
+            sl_free(text);
             s += n + 2;
         } else {
             ok = sl_buf_append(&b, s, 1);

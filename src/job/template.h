@@ -17,8 +17,7 @@
 bool template_has_fields(const char *tmpl);
 
 /* Calls fn with the column of each field of tmpl (n bytes, not
- * NUL-terminated): the whole name, and for a dotted one ({meta.author})
- * also the column before its first dot, which it may reach into. */
+ * NUL-terminated), its whole dotted name ({meta.author}: "meta.author"). */
 void template_each_column(const char *tmpl, void (*fn)(const char *name, size_t n, void *user),
                           void *user);
 

@@ -569,3 +569,24 @@ def test_decimals_pass_through_as_doubles(sluice, tmp_path):
             for k, (_, v) in values.items():
                 want = None if v[i] is None else float(v[i])
                 assert row[k] == want, (fmt, k, i, row[k], want)
+
+
+def test_float_columns_pass_through_as_their_shortest_text(sluice, tmp_path):
+    """A float32 column's 0.1 came out in the JSONL as 0.10000000149011612
+    (the float's exact value) and a double's 19.99 as 19.989999999999998:
+    each is now the shortest text that reads back as the same float, or
+    double."""
+    floats = [0.1, 19.99, -0.0]
+    doubles = [19.99, 1e300, 0.1]
+    table = pa.table({"image": pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in JPEGS[:3]], IMG),
+                      "f": pa.array(floats, pa.float32()), "d": pa.array(doubles, pa.float64())})
+    write_stream(tmp_path / "data.arrow", table, 2)
+    r = dry_run(sluice, tmp_path / "data.arrow", tmp_path / "out", "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    lines = {json.loads(line)["id"]: line for line in (tmp_path / "out" / "part-00000.jsonl").read_text().splitlines()}
+    for i, (f_text, d_text) in enumerate([("0.1", "19.99"), ("19.99", "1e300"), ("-0.0", "0.1")]):
+        line = lines[f"data.arrow:{i}"]
+        assert f'"f":{f_text},' in line or f'"f":{f_text}}}' in line, line
+        assert f'"d":{d_text},' in line or f'"d":{d_text}}}' in line, line
+        row = json.loads(line)
+        assert struct.pack("<f", row["f"]) == struct.pack("<f", floats[i]) and row["d"] == doubles[i]

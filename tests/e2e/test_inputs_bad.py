@@ -105,6 +105,27 @@ def test_a_csv_field_with_a_nul_byte_or_a_prompt_not_utf8_fails_its_row(sluice, 
         in rows["m.csv:3"]["error"], rows["m.csv:3"]
 
 
+def run_not_utf8(sluice, tmp_path, name, n, flags, failed):
+    """Runs over tmp_path/name (n rows) with flags; the rows in failed
+    ({row: (column, byte, offset)}) fail naming them, the others do not.
+    The rows by id."""
+    out = tmp_path / f"o-{name}-{len(flags)}-{len(failed)}"
+    r = dry(sluice, tmp_path / name, out, *flags)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(out)
+    assert len(rows) == n, rows
+    for k in range(n):
+        row = rows[f"{name}:{k}"]
+        if k in failed:
+            col, byte, at = failed[k]
+            assert row["error"].startswith(
+                f"{tmp_path / name} row {k}: column '{col}' holds byte "
+                f"0x{byte:02X} at byte {at}, which is not UTF-8"), (name, flags, row)
+        else:
+            assert row["error"] is None, (name, flags, row)
+    return rows
+
+
 def test_parquet_and_arrow_text_that_is_not_utf8_fails_its_row_in_a_prompt(sluice, tmp_path):
     """Parquet and Arrow strings are meant to be UTF-8, but a writer may
     not check: a prompt column's 'caf<E9>', or a column a template fills in
@@ -138,20 +159,7 @@ def test_parquet_and_arrow_text_that_is_not_utf8_fails_its_row_in_a_prompt(sluic
                                {0: ("prompt", 0xE9, 3), 1: ("topic", 0xFF, 1)}),
                               (("--system", "On {topic.x}.", "--prompt-column", "lang"),
                                {1: ("topic", 0xFF, 1)})):
-            out = tmp_path / f"o-{name}-{len(flags)}"
-            r = dry(sluice, tmp_path / name, out, *flags)
-            assert r.returncode == 3, r.stderr
-            rows = rows_by_id(out)
-            assert len(rows) == 4, rows
-            for k in range(4):
-                row = rows[f"{name}:{k}"]
-                if k in failed:
-                    col, byte, at = failed[k]
-                    assert row["error"].startswith(
-                        f"{tmp_path / name} row {k}: column '{col}' holds byte "
-                        f"0x{byte:02X} at byte {at}, which is not UTF-8"), (name, flags, row)
-                else:
-                    assert row["error"] is None, (name, flags, row)
+            rows = run_not_utf8(sluice, tmp_path, name, 4, flags, failed)
             assert rows[f"{name}:3"]["note"] == "n\ufffd", rows
 
 
@@ -425,3 +433,39 @@ def test_a_tar_sample_whose_image_is_a_symlink_fails_instead_of_vanishing(sluice
     err = rows["s.tar/0"]["error"]
     assert "0.jpg: a symbolic link to '/cache/blobs/0.jpg'" in err and "--dereference" in err, err
     assert rows["s.tar/1"]["error"] is None
+
+
+def test_nested_text_that_is_not_utf8_fails_its_row_in_a_prompt(sluice, tmp_path):
+    """A struct's field ({meta.topic}) or a list's elements ({tags}, {meta})
+    whose bytes are not UTF-8 reached the prompt as U+FFFD, where a
+    top-level column's failed its row. Now the row fails naming the file,
+    the row, the value ('meta.topic', 'tags[1]', 'items[0].caption') and the
+    byte offset, in Parquet and Arrow alike; a field no template reaches
+    ({meta.topic} leaves meta.other) still passes through with U+FFFD."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+
+    def text(values):
+        return pa.array(values, type=pa.binary()).view(pa.string())
+
+    meta = pa.StructArray.from_arrays([text([b"x", b"t\xffa", b"x", b"x", b"x"]),
+                                       text([b"x", b"x", b"o\xe9", b"x", b"x"])], ["topic", "other"])
+    tags = pa.ListArray.from_arrays(pa.array([0, 1, 2, 3, 5, 6], pa.int32()),
+                                    text([b"a", b"b", b"c", b"d", b"\xc3", b"e"]))
+    items = pa.ListArray.from_arrays(pa.array([0, 1, 2, 3, 4, 5], pa.int32()),
+                                     pa.StructArray.from_arrays([text([b"a", b"b", b"c", b"d", b"\xe9!"])],
+                                                                ["caption"]))
+    table = pa.table({"image": ["a.jpg"] * 5, "meta": meta, "tags": tags, "items": items})
+    pq.write_table(table, tmp_path / "t.parquet")
+    with pa.OSFile(str(tmp_path / "t.arrow"), "wb") as f:
+        with pa.ipc.new_file(f, table.schema) as w:
+            w.write_table(table)
+    for name in ("t.parquet", "t.arrow"):
+        for prompt, failed in (("About {meta.topic}?", {1: ("meta.topic", 0xFF, 1)}),
+                               ("About {meta} {tags} {items}?",
+                                {1: ("meta.topic", 0xFF, 1), 2: ("meta.other", 0xE9, 1), 3: ("tags[1]", 0xC3, 0),
+                                 4: ("items[0].caption", 0xE9, 0)})):
+            rows = run_not_utf8(sluice, tmp_path, name, 5, ("--prompt", prompt), failed)
+            if len(failed) == 1:
+                assert rows[f"{name}:2"]["meta"]["other"] == "o\ufffd", rows

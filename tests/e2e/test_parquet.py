@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 
 import pytest
@@ -697,11 +698,13 @@ def test_corrupt_format_2x_pages(tool, tmp_path):
     assert failed >= 4
 
 
-def byte_array_decimal_parquet(names, values, scale, dictionary=False) -> bytes:
+def byte_array_decimal_parquet(names, values, scale, dictionary=False, encoding=0) -> bytes:
     """A file of a required string column `path` and an optional BYTE_ARRAY
     DECIMAL(38, scale) column `d` (big-endian two's complement of the
     unscaled value, as Hive and parquet-java's older writers store them;
-    pyarrow cannot write it), one page each, PLAIN or dictionary-encoded."""
+    pyarrow cannot write it), one page each, PLAIN or dictionary-encoded;
+    PLAIN values under another encoding's number when `encoding` says so
+    (the footer lists it for `d`)."""
     def plain(items):
         return b"".join(len(b).to_bytes(4, "little") + b for b in items)
 
@@ -750,7 +753,7 @@ def byte_array_decimal_parquet(names, values, scale, dictionary=False) -> bytes:
         out += page(0, len(levels).to_bytes(4, "little") + levels + body, len(cells), encoding=8)
         chunks.append(("d", 1, data_at, start, len(out) - start))
     else:
-        out += page(0, len(levels).to_bytes(4, "little") + levels + plain(present), len(cells))
+        out += page(0, len(levels).to_bytes(4, "little") + levels + plain(present), len(cells), encoding)
         chunks.append(("d", 1, start, None, len(out) - start))
     t = Compact()
     t.begin()
@@ -772,7 +775,7 @@ def byte_array_decimal_parquet(names, values, scale, dictionary=False) -> bytes:
         t.begin(3)
         t.i32(1, 6)
         t.list(2, 5, 1)
-        t.zigzag(0)
+        t.zigzag(encoding if name == "d" else 0)
         t.list(3, 8, 1)
         t.varint(len(name))
         t.out += name.encode()
@@ -830,6 +833,79 @@ def test_byte_array_decimals_read_as_doubles(sluice, tool, tmp_path, dictionary)
         else:
             rows = [json.loads(line) for line in (out / "part-00000.jsonl").read_text().splitlines()]
         assert sorted((int(row["id"].rsplit(":", 1)[1]), row["d"]) for row in rows) == list(enumerate(want)), rows
+
+
+def test_passed_through_reals_are_their_shortest_text(sluice, tmp_path):
+    """A double column's 19.99 came out in the JSONL as 19.989999999999998
+    and a float column's 0.1 as 0.10000000149011612 (jansson's 17 digits,
+    the float's exact value): each is now the shortest text that reads back
+    as the same double, or float; pyarrow reads the lines back as the
+    file's values."""
+    import pyarrow.json as pj
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    doubles = [19.99, 0.1, 1e300, -0.0, 100.0, 1 / 3]
+    floats = [0.1, 19.99, 3.4028234663852886e38, -0.0, 16777216.0, 1e-45]
+    table = pa.table({"path": [str(imgs[k % len(imgs)]) for k in range(len(doubles))],
+                      "d": pa.array(doubles, pa.float64()), "f": pa.array(floats, pa.float32())})
+    path = tmp_path / "reals.parquet"
+    pq.write_table(table, path)
+    out = tmp_path / "out"
+    r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off", "-q", "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    lines = (out / "part-00000.jsonl").read_text().splitlines()
+    by_id = {int(json.loads(line)["id"].rsplit(":", 1)[1]): line for line in lines}
+    want_text = [("19.99", "0.1"), ("0.1", "19.99"), ("1e300", "3.4028235e38"), ("-0.0", "-0.0"),
+                 ("100.0", "16777216.0"), ("0.3333333333333333", "1e-45")]
+    for k, (d_text, f_text) in enumerate(want_text):
+        assert re.search(f'"d":{re.escape(d_text)}[,}}]', by_id[k]), by_id[k]
+        assert re.search(f'"f":{re.escape(f_text)}[,}}]', by_id[k]), by_id[k]
+    back = pj.read_json(out / "part-00000.jsonl",
+                        parse_options=pj.ParseOptions(explicit_schema=pa.schema([("id", pa.string()),
+                                                                                 ("d", pa.float64()),
+                                                                                 ("f", pa.float32())])))
+    order = sorted(range(back.num_rows), key=lambda k: int(back["id"][k].as_py().rsplit(":", 1)[1]))
+    assert back["d"].take(order).equals(table["d"]) and back["f"].take(order).equals(table["f"])
+    assert math.copysign(1, back["d"][order[3]].as_py()) == -1
+
+
+def test_a_column_sluice_cannot_read_is_left_out(sluice, tmp_path):
+    """A pass-through column sluice cannot read (a list nested 5 deep; a
+    column whose pages are in an encoding no decoder here knows, 10, say a
+    newer writer's) is left out of the output with one warning naming the
+    file, the column and why, and the rows go on; the deep list went
+    silently, and the encoding failed every row of the file. A column the
+    job needs (a template's field) still fails its rows, naming it."""
+    from decimal import Decimal
+    imgs = sorted((REPO / "samples").glob("*.jpg"))[:3]
+    deep = pa.list_(pa.list_(pa.list_(pa.list_(pa.list_(pa.int32())))))
+    pq.write_table(pa.table({"path": [str(p) for p in imgs], "label": ["a", "b", "c"],
+                             "deep": pa.array([[[[[[k]]]]] for k in range(3)], deep)}), tmp_path / "deep.parquet")
+    (tmp_path / "enc.parquet").write_bytes(
+        byte_array_decimal_parquet([str(p) for p in imgs], [Decimal("1.5"), None, Decimal("2.25")], 2, encoding=10))
+    for name, column, why in [("deep", "deep.list.element.list.element.list.element.list.element.list.element",
+                               "lists nested more than 4 deep are not supported"),
+                              ("enc", "d", "its column chunks list an encoding sluice has no decoder for (a newer writer's?)")]:
+        path = tmp_path / f"{name}.parquet"
+        for fmt in ("jsonl", "parquet"):
+            out = tmp_path / f"{name}-{fmt}"
+            r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off", "--format", fmt)
+            assert r.returncode == 0, r.stderr
+            warnings = [line for line in r.stderr.splitlines() if "left out of the output" in line]
+            assert warnings == [f"sluice: warn: {path}: left out of the output, as sluice cannot read them: "
+                                f"column '{column}' ({why})"], r.stderr
+            if fmt == "jsonl":
+                rows = [json.loads(line) for line in (out / "part-00000.jsonl").read_text().splitlines()]
+            else:
+                rows = pq.read_table(out / "part-00000.parquet").to_pylist()
+            assert len(rows) == 3 and all(row["error"] is None for row in rows), rows
+            assert all(name not in row and "d" not in row for row in rows), rows
+        out = tmp_path / f"{name}-needed"
+        field = column.split(".")[0]
+        r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off", "--prompt", f"x {{{field}}}")
+        assert r.returncode == 3, r.stderr
+        assert "left out of the output" not in r.stderr, r.stderr
+        rows = [json.loads(line) for line in (out / "part-00000.jsonl").read_text().splitlines()]
+        assert rows and all(f"column '{column}'" in row["error"] and str(path) in row["error"] for row in rows), rows
 
 
 def test_lzo_and_unknown_codecs_are_named(tool, tmp_path):

@@ -50,12 +50,18 @@ static void reals_are_their_shortest_text(void **state)
     (void)state;
     json_error_t err;
     json_t *c = json_loads("{\"price\": 19.99, \"tenth\": 0.1, \"cent\": -0.01, \"whole\": 5.0, "
-                           "\"big\": 1e21, \"third\": 0.3333333333333333, \"tiny\": 5e-324}",
+                           "\"big\": 1e21, \"third\": 0.3333333333333333, \"tiny\": 5e-324, "
+                           "\"million\": 1500000.0, \"hundred\": 100.0, \"meta\": {\"price\": 19.99, \"n\": [0.1]}}",
                            0, &err);
     assert_non_null(c);
     char *out = NULL;
     assert_int_equal(template_fill("{price} {tenth} {cent} {whole} {big} {third} {tiny}", c, &out), SL_OK);
     assert_string_equal(out, "19.99 0.1 -0.01 5 1e+21 0.3333333333333333 5e-324");
+    sl_free(out);
+    /* Plain digits below 1e16, as Python: not 1.5e+06; and so inside a
+     * nested value, which is JSON */
+    assert_int_equal(template_fill("{million} {hundred} {meta}", c, &out), SL_OK);
+    assert_string_equal(out, "1500000 100 {\"price\":19.99,\"n\":[0.1]}");
     sl_free(out);
     json_decref(c);
 }

@@ -1,0 +1,183 @@
+/* Unit tests: core/json.c's writer — jansson's text byte for byte, but
+ * reals as their shortest text. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "core/alloc.h"
+#include "core/json.h"
+
+/* Every flag the writer takes, alone and together. */
+static const size_t flag_sets[] = {
+    0,
+    JSON_COMPACT,
+    JSON_INDENT(2),
+    JSON_INDENT(4) | JSON_COMPACT,
+    JSON_ENSURE_ASCII,
+    JSON_SORT_KEYS,
+    JSON_PRESERVE_ORDER,
+    JSON_ESCAPE_SLASH,
+    JSON_ENCODE_ANY,
+    JSON_INDENT(3) | JSON_ENSURE_ASCII | JSON_SORT_KEYS | JSON_ESCAPE_SLASH | JSON_ENCODE_ANY,
+    JSON_COMPACT | JSON_ENSURE_ASCII | JSON_SORT_KEYS | JSON_ENCODE_ANY,
+};
+
+static void same_as_jansson(const json_t *v)
+{
+    for (size_t f = 0; f < sizeof flag_sets / sizeof *flag_sets; f++) {
+        char *want = json_dumps(v, flag_sets[f]);
+        size_t len = 0;
+        char *got = sl_json_dump(v, flag_sets[f], &len);
+        if (!want) {
+            assert_null(got); /* a bare value without JSON_ENCODE_ANY */
+            continue;
+        }
+        assert_non_null(got);
+        assert_string_equal(got, want);
+        assert_int_equal(len, strlen(want));
+        free(want);
+        sl_free(got);
+    }
+}
+
+/* Strings, escapes, keys, nesting and empties: no reals, so the text is
+ * jansson's exactly, under each flag. */
+static void writes_what_jansson_writes(void **state)
+{
+    (void)state;
+    static const char *const texts[] = {
+        "{}",
+        "[]",
+        "[[], {}, [[]], {\"a\": {}}]",
+        "{\"b\": 1, \"a\": [true, false, null, -9223372036854775808, 9223372036854775807], \"c\": {\"z\": \"\", \"y\": [0]}}",
+        "[\"quote \\\" back \\\\ slash / ctrl \\u0001\\u001f \\b\\f\\n\\r\\t del \\u007f\"]",
+        "{\"caf\\u00e9 \\u20ac \\ud83d\\ude00\": \"\\u00e9t\\u00e9 \\u4e2d \\ud83d\\ude00 \\u0100\\u015c\"}",
+        "{\"key\": \"nul \\u0000 in\", \"k\": 1}",
+        "{\"\\u00e9\": 1, \"e\": 2, \"ee\": 3, \"E\": 4, \"\": 5}",
+        "[[[[[[[[[[{\"deep\": [[[\"x\"]]]}]]]]]]]]]]",
+    };
+    for (size_t k = 0; k < sizeof texts / sizeof *texts; k++) {
+        json_error_t err;
+        json_t *v = json_loads(texts[k], JSON_ALLOW_NUL, &err);
+        if (!v)
+            fail_msg("%s: %s", texts[k], err.text);
+        same_as_jansson(v);
+        json_decref(v);
+    }
+    json_t *nul_key = json_object(); /* jansson's reader takes none such */
+    json_object_setn_new(nul_key, "k\0ey", 4, json_integer(1));
+    json_object_setn_new(nul_key, "k", 1, json_integer(2));
+    json_t *scalars[] = {json_string("a/b\"c"), json_integer(-3), json_true(), json_null(), nul_key};
+    for (size_t k = 0; k < sizeof scalars / sizeof *scalars; k++) {
+        same_as_jansson(scalars[k]);
+        json_decref(scalars[k]);
+    }
+}
+
+static void expect_real(double d, const char *want)
+{
+    json_t *a = json_pack("[f]", d);
+    char *got = sl_json_dump(a, JSON_COMPACT, NULL);
+    char bracketed[64];
+    snprintf(bracketed, sizeof bracketed, "[%s]", want);
+    assert_string_equal(got, bracketed);
+    sl_free(got);
+    json_decref(a);
+}
+
+/* A real is the shortest text that reads back as it, and still reads
+ * back a real: jansson wrote 19.99 as 19.989999999999998. */
+static void reals_are_their_shortest_text(void **state)
+{
+    (void)state;
+    expect_real(19.99, "19.99");
+    expect_real(0.1, "0.1");
+    expect_real(-0.01, "-0.01");
+    expect_real(0.3333333333333333, "0.3333333333333333");
+    expect_real(100.0, "100.0");
+    expect_real(1500000.0, "1500000.0");
+    expect_real(123456789012345.0, "123456789012345.0");
+    expect_real(1e16, "1e16");
+    expect_real(1e300, "1e300");
+    expect_real(1e-7, "1e-7");
+    expect_real(1.5e-300, "1.5e-300");
+    expect_real(5e-324, "5e-324");
+    expect_real(0.0001, "0.0001");
+    expect_real(0.0, "0.0");
+    expect_real(-0.0, "-0.0");
+    expect_real(0.1 + 0.2, "0.30000000000000004");
+    expect_real(1.7976931348623157e308, "1.7976931348623157e308");
+
+    /* Each of many doubles reads back as itself. */
+    uint64_t x = 0x9E3779B97F4A7C15u;
+    for (int k = 0; k < 20000; k++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        double d;
+        memcpy(&d, &x, sizeof d);
+        if (!isfinite(d))
+            continue;
+        json_t *a = json_pack("[f]", d);
+        char *text = sl_json_dump(a, JSON_COMPACT, NULL);
+        json_error_t err;
+        json_t *back = json_loads(text, 0, &err);
+        assert_non_null(back);
+        assert_true(json_is_real(json_array_get(back, 0)));
+        assert_memory_equal(&(double){json_real_value(json_array_get(back, 0))}, &d, sizeof d);
+        json_decref(back);
+        sl_free(text);
+        json_decref(a);
+    }
+}
+
+/* JSON_REAL_PRECISION(n) is jansson's n digits, as asked for. */
+static void an_asked_precision_stays_jansson(void **state)
+{
+    (void)state;
+    json_t *a = json_pack("[f, f, f, f]", 19.99, 1.0 / 3, 1e300, 100.0);
+    for (int p = 1; p <= 17; p += 4) {
+        char *want = json_dumps(a, JSON_COMPACT | JSON_REAL_PRECISION(p));
+        char *got = sl_json_dump(a, JSON_COMPACT | JSON_REAL_PRECISION(p), NULL);
+        assert_string_equal(got, want);
+        free(want);
+        sl_free(got);
+    }
+    json_decref(a);
+}
+
+/* A float32 column's value is its shortest float text: 0.1, not the
+ * float's exact 0.10000000149011612. */
+static void a_float_is_its_shortest_text(void **state)
+{
+    (void)state;
+    static const struct {
+        float f;
+        const char *want;
+    } cases[] = {{0.1f, "[0.1]"}, {19.99f, "[19.99]"}, {16777216.0f, "[16777216.0]"},
+                 {3.4028235e38f, "[3.4028235e38]"}, {1e-45f, "[1e-45]"}, {-0.0f, "[-0.0]"}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        json_t *a = json_array();
+        json_array_append_new(a, sl_json_real_float(cases[k].f));
+        char *got = sl_json_dump(a, JSON_COMPACT, NULL);
+        assert_string_equal(got, cases[k].want);
+        assert_true((float)json_real_value(json_array_get(a, 0)) == cases[k].f);
+        sl_free(got);
+        json_decref(a);
+    }
+    assert_true(json_is_null(sl_json_real_float(NAN)));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(writes_what_jansson_writes),
+        cmocka_unit_test(reals_are_their_shortest_text),
+        cmocka_unit_test(an_asked_precision_stays_jansson),
+        cmocka_unit_test(a_float_is_its_shortest_text),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
