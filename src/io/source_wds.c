@@ -59,6 +59,7 @@ typedef struct remote {
     uint8_t *buf;
     size_t block;    /* the next GET's size */
     uint64_t pos;    /* the next byte to ask for */
+    uint64_t size;   /* a local shard's size (one in S3 knows its own) */
     bool z_started;  /* the first bytes seen: compressed, or passed on as they are */
     bool z_plain;    /* named .gz (...) but not compressed: passed on as they are */
     sl_unzip *z;
@@ -116,6 +117,16 @@ static la_int64_t remote_skip(struct archive *a, void *user, la_int64_t request)
     remote *s = user;
     if (request < (la_int64_t)s->block)
         return 0; /* libarchive reads through it instead */
+    /* A jump stops at the shard's end: libarchive reads for the rest, finds
+     * none and says "Truncated input file", so a member cut short, or a
+     * header claiming more than follows, is a break, not the end. */
+    uint64_t size;
+    if (s->io ? sl_ranged_size(s->io, &size) != SL_OK : (size = s->size, false))
+        return 0; /* unknown: read through it */
+    if (s->pos >= size)
+        return 0;
+    if ((uint64_t)request > size - s->pos)
+        request = (la_int64_t)(size - s->pos);
     s->pos += (uint64_t)request;
     if (s->io)
         s->block = REMOTE_FIRST_BLOCK;
@@ -219,8 +230,7 @@ static int open_in(struct archive *a, const char *file, const sl_source_params *
     if (local) {
         /* Opened as every input file is (open() of a FIFO would wait for
          * a writer forever). */
-        uint64_t size;
-        st = sl_file_open_regular(file, &s->fd, &size);
+        st = sl_file_open_regular(file, &s->fd, &s->size);
         s->block = Z_BLOCK;
     } else {
         sl_ranged_params rp = sl_source_ranged_params(p);
