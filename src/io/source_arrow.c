@@ -916,7 +916,7 @@ static bool prompt_text_bad(const source_reader *r, int64_t c, int64_t i, char *
     const char *column = s->name ? s->name : "", *use;
     size_t len = strlen(column);
     for (size_t k = 0; (use = sl_source_prompt_use(r->p, k)) != NULL; k++) {
-        bool into = use[len] == '.' && sl_source_column_under(use, column); /* {meta.topic} of meta */
+        bool into = sl_source_column_under(use, column) && use[len] == '.'; /* {meta.topic} of meta */
         if (!into && !sl_source_column_under(column, use))
             continue;
         bad_value bv = {.why = why, .why_size = size};
