@@ -1697,8 +1697,8 @@ static sl_status add_prefix_files(const char *url, dataset_files *want, char ***
                                   size_t *nout, size_t *cap)
 {
     const sl_s3 *s3 = sl_s3_shared();
-    char *bucket = NULL, *key = NULL, **keys = NULL;
-    size_t n = 0, room = 0;
+    char *bucket = NULL, *key = NULL;
+    size_t before = *nout;
     sl_s3_list *l = NULL;
     sl_status st = s3 ? sl_s3_split(url, &bucket, &key) : SL_ERR_INVALID_ARG;
     if (st == SL_OK)
@@ -1717,31 +1717,16 @@ static sl_status add_prefix_files(const char *url, dataset_files *want, char ***
         const char *rel = k + strlen(key);
         if (!*rel || rel[strlen(rel) - 1] == '/' || !is_dataset_file(rel, want))
             continue; /* the prefix itself, or a folder's marker */
-        if (n == room) {
-            room = room ? 2 * room : 64;
-            char **more = sl_realloc(keys, room * sizeof *keys);
-            if (!more) {
-                st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", url);
-                break;
-            }
-            keys = more;
-        }
-        if (!(keys[n] = sl_asprintf("s3://%s/%s", bucket, k)))
-            st = sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", url);
-        else
-            n++;
+        char *file = sl_asprintf("s3://%s/%s", bucket, k);
+        st = file ? add_file(out, hf, nout, cap, file, NULL)
+                  : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", url);
     }
     sl_s3_list_free(l);
     sl_free(bucket);
     sl_free(key);
-    if (n)
-        qsort(keys, n, sizeof *keys, cmp_path_ptrs);
-    size_t i = 0;
-    for (; i < n && st == SL_OK; i++)
-        st = add_file(out, hf, nout, cap, keys[i], NULL);
-    for (; i < n; i++)
-        sl_free(keys[i]);
-    sl_free(keys);
+    /* Their hub names are all NULL: sorting the files alone keeps the pairs. */
+    if (st == SL_OK && *nout > before)
+        qsort(*out + before, *nout - before, sizeof **out, cmp_path_ptrs);
     return st;
 }
 
