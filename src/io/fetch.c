@@ -369,12 +369,11 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
             continue;
         }
         if (other) {
+            bool by_etag = ver->etag[0] && !by_date;
             snprintf(why, sizeof why, "the file changed since its first read (%s %s then%s%s): "
                                       "its rows would mix two versions of it",
-                     ver->etag[0] && !by_date ? "ETag" : "Last-Modified",
-                     ver->etag[0] && !by_date ? ver->etag : ver->modified,
-                     code == 412 ? "" : ", ",
-                     code == 412 ? "" : ver->etag[0] && !by_date ? t.ver.etag : t.ver.modified);
+                     by_etag ? "ETag" : "Last-Modified", by_etag ? ver->etag : ver->modified,
+                     code == 412 ? "" : ", ", code == 412 ? "" : by_etag ? t.ver.etag : t.ver.modified);
         } else if (t.whole && (t.overflow || (offset > 0 && !from_end))) {
             /* A server that ignores Range answers 200 with the file from its
              * start: the transfer stops once past what was asked, so a
