@@ -812,6 +812,7 @@ struct sl_s3_list {
     char *bucket, *prefix, *url;
     char *token;   /* the next page's continuation token; NULL: no more pages */
     bool started;
+    unsigned max_keys; /* a page's keys at most; 0: the store's (1,000) */
     entry *page;
     size_t n, at;
 };
@@ -833,6 +834,8 @@ sl_status sl_s3_list_open(const sl_s3 *s3, const char *url, sl_s3_list **out)
     *out = l;
     return SL_OK;
 }
+
+void sl_s3_list_limit(sl_s3_list *l, unsigned max_keys) { l->max_keys = max_keys; }
 
 static void clear_page(sl_s3_list *l)
 {
@@ -877,7 +880,11 @@ static sl_status fetch_page(sl_s3_list *l)
              sl_buf_append(&q, "&", 1);
     /* Keys come URL-encoded: a key may hold characters XML 1.0 cannot
      * (U+0001), and one such key made the whole page unreadable. */
-    ok = ok && sl_buf_append(&q, "encoding-type=url&list-type=2&prefix=", 37) &&
+    char max_keys[32] = "";
+    if (l->max_keys)
+        snprintf(max_keys, sizeof max_keys, "max-keys=%u&", l->max_keys);
+    ok = ok && sl_buf_append(&q, "encoding-type=url&list-type=2&", 30) &&
+         sl_buf_append(&q, max_keys, strlen(max_keys)) && sl_buf_append(&q, "prefix=", 7) &&
          put_encoded(&q, l->prefix, false) && sl_buf_append(&q, "", 1);
     if (!ok) {
         sl_buf_free(&q);

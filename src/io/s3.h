@@ -146,6 +146,9 @@ sl_status sl_s3_list_open(const sl_s3 *s3, const char *url, sl_s3_list **out);
 /* The next object's key (the whole key, valid until the next call) and
  * size; *done at the end. */
 sl_status sl_s3_list_next(sl_s3_list *l, const char **key, uint64_t *size, bool *done);
+/* Pages of at most max_keys keys from the next on (max-keys): 1 asks
+ * whether a prefix holds anything for a small answer. */
+void sl_s3_list_limit(sl_s3_list *l, unsigned max_keys);
 void sl_s3_list_free(sl_s3_list *l);
 
 #endif

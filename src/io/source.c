@@ -286,7 +286,7 @@ struct source_reader {
     sl_dir_source *dir;
     sl_s3_list *s3;           /* an s3:// folder: its listing */
     char *s3_prefix;          /* ... the URL with a trailing '/' */
-    char *s3_id, *s3_url;     /* the entry returned last */
+    uint64_t s3_keys;         /* ... keys listed so far, those skipped too */
     char *folder;             /* the folder as named (a local path or the s3:// URL) */
     uint64_t folder_rows;     /* rows it gave so far */
     uint64_t n_data_files[N_DATA_KINDS]; /* files it skipped that a dataset's reader
@@ -460,6 +460,24 @@ static sl_status no_images_row(source_reader *r, sl_source_item *item, bool *don
                : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->folder);
 }
 
+/* An s3:// folder under which the store holds nothing (and no object has
+ * its name: s3_input_name): one failed row naming it, not a run of no
+ * rows that ended well, as a local folder that is not there stops the
+ * command. */
+static sl_status nothing_row(source_reader *r, sl_source_item *item, bool *done)
+{
+    *done = false;
+    r->s3_keys++;
+    item->id = folder_id(r);
+    item->path = sl_strdup(r->s3_prefix);
+    item->error = sl_asprintf("nothing in the store at '%.*s': no object of that name, none "
+                              "under '%s'",
+                              (int)strlen(r->s3_prefix) - 1, r->s3_prefix, r->s3_prefix);
+    return item->id && item->path && item->error
+               ? SL_OK
+               : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'", r->s3_prefix);
+}
+
 static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *done)
 {
     const char *bucket_end = strchr(r->s3_prefix + 5, '/');
@@ -481,8 +499,11 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
                                            : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'",
                                                      r->s3_prefix);
         }
+        if (*done && !r->s3_keys)
+            return nothing_row(r, item, done);
         if (*done)
             return no_images_row(r, item, done);
+        r->s3_keys++;
         const char *rel = key + key_prefix;
         if (!*rel || rel[strlen(rel) - 1] == '/' || sl_is_mac_metadata(rel) ||
             !folder_wants(rel, r) ||
@@ -1498,9 +1519,8 @@ static const char *kind_of(const char *name)
 {
     struct stat st;
     if (sl_s3_is_url(name)) {
-        const char *slash = strrchr(name, '/'), *dot = slash ? strrchr(slash, '.') : NULL;
-        if (!dot || name[strlen(name) - 1] == '/')
-            return "folder"; /* a prefix: its images */
+        if (name[strlen(name) - 1] == '/' || !strchr(name + 5, '/'))
+            return "folder"; /* a prefix, or a bucket: its images (s3_input_name) */
     } else if (stat(name, &st) == 0 && S_ISDIR(st.st_mode)) {
         return "folder";
     }
@@ -1730,6 +1750,67 @@ static sl_status add_prefix_files(const char *url, dataset_files *want, char ***
     return st;
 }
 
+/* What an s3:// name without a trailing '/' is in the store: an object of
+ * that exact key (which wins), else the prefix KEY/ when objects lie under
+ * it, as `aws s3 ls` and pyarrow take it; unknown when the store refuses
+ * the listing (a bucket policy may allow GETs and no listing, the bucket
+ * may not be there). */
+typedef enum { S3_OBJECT, S3_PREFIX, S3_NOTHING, S3_UNKNOWN } s3_name;
+
+static bool s3_first_key(const sl_s3 *s3, const char *url, char **first)
+{
+    sl_s3_list *l = NULL;
+    const char *k = NULL;
+    uint64_t size;
+    bool done = false;
+    bool ok = sl_s3_list_open(s3, url, &l) == SL_OK;
+    if (ok)
+        sl_s3_list_limit(l, 1);
+    ok = ok && sl_s3_list_next(l, &k, &size, &done) == SL_OK;
+    *first = ok && !done ? sl_strdup(k) : NULL;
+    sl_s3_list_free(l);
+    return ok;
+}
+
+static s3_name s3_name_is(const char *url)
+{
+    const sl_s3 *s3 = sl_s3_shared();
+    const char *key = strchr(url + 5, '/');
+    char *first = NULL, *under = NULL, *folder = sl_asprintf("%s/", url);
+    s3_name is = S3_UNKNOWN;
+    if (s3 && folder && s3_first_key(s3, url, &first))
+        is = first && strcmp(first, key + 1) == 0 ? S3_OBJECT
+             : !s3_first_key(s3, folder, &under) ? S3_UNKNOWN
+             : under                             ? S3_PREFIX
+                                                 : S3_NOTHING;
+    sl_free(first);
+    sl_free(under);
+    sl_free(folder);
+    return is;
+}
+
+/* An s3:// name as the input it stands for: a prefix (or a name that is
+ * nothing in the store and no kind's file by its name: a folder, which
+ * then says so) with its '/', so that the '/' alone tells a folder from an
+ * object from here on. Names out of braces that gave several (shards), and
+ * those the store will not list, are objects unless they lack an
+ * extension: no request each, and the read says what the store refuses. */
+static char *s3_input_name(const char *url, bool one, const sl_source_params *p)
+{
+    size_t n = strlen(url);
+    const char *key = strchr(url + 5, '/');
+    if (!key || !key[1] || url[n - 1] == '/')
+        return sl_strdup(url);
+    const char *base = strrchr(url, '/');
+    bool dotted = strchr(base, '.') != NULL;
+    s3_name is = one ? s3_name_is(url) : S3_UNKNOWN;
+    if (is == S3_UNKNOWN)
+        is = dotted ? S3_OBJECT : S3_PREFIX;
+    if (is == S3_NOTHING && (forced_kind(p) || kind_by_name(url)))
+        is = S3_OBJECT; /* its reader fails it: NoSuchKey, naming it */
+    return is == S3_OBJECT ? sl_strdup(url) : sl_asprintf("%s/", url);
+}
+
 /* A dataset's folder (local, or an s3:// prefix) as the files of its kind
  * under it, in the order a folder is walked (byte-wise sorted, depth
  * first). */
@@ -1796,12 +1877,15 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, const sl_sou
                 nfound = 1;
             }
             for (size_t f = 0; f < nfound && st == SL_OK; f++) {
-                const char *dataset = dataset_folder_kind(found[f], p);
-                char *copy = dataset ? NULL : sl_strdup(found[f]);
-                st = dataset ? add_dataset_folder(found[f], dataset, forced_kind(p) != NULL,
-                                                  &out, &hf, &nout, &cap)
-                     : copy ? add_file(&out, &hf, &nout, &cap, copy, NULL)
-                            : sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs");
+                char *name = sl_s3_is_url(found[f]) ? s3_input_name(found[f], nn == 1, p)
+                                                    : sl_strdup(found[f]);
+                const char *dataset = name ? dataset_folder_kind(name, p) : NULL;
+                st = !name      ? sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs")
+                     : dataset ? add_dataset_folder(name, dataset, forced_kind(p) != NULL, &out,
+                                                    &hf, &nout, &cap)
+                               : add_file(&out, &hf, &nout, &cap, name, NULL);
+                if (dataset)
+                    sl_free(name);
             }
             if (found != single)
                 globfree(&g);
