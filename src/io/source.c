@@ -33,6 +33,7 @@
 #include "io/hf.h"
 #include "io/ranged.h"
 #include "io/s3.h"
+#include "io/s3_walk.h"
 #include "io/source_impl.h"
 #include "io/source_parse.h"
 #include "io/unzip.h"
@@ -284,7 +285,7 @@ static const char *const data_kinds[N_DATA_KINDS] = {"parquet", "arrow", "webdat
 struct source_reader {
     /* folder */
     sl_dir_source *dir;
-    sl_s3_list *s3;           /* an s3:// folder: its listing */
+    sl_s3_walk *s3;           /* an s3:// folder: its keys in a folder walk's order */
     char *s3_prefix;          /* ... the URL with a trailing '/' */
     uint64_t s3_keys;         /* ... keys listed so far, those skipped too */
     char *folder;             /* the folder as named (a local path or the s3:// URL) */
@@ -338,7 +339,7 @@ static sl_status s3_folder_open(const char *url, source_reader *r, char **open_e
     const sl_s3 *s3 = sl_s3_shared();
     if (!(r->s3_prefix = slash ? sl_strdup(url) : sl_asprintf("%s/", url)))
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", url);
-    if (!s3 || sl_s3_list_open(s3, r->s3_prefix, &r->s3) != SL_OK)
+    if (!s3 || sl_s3_walk_open(s3, r->s3_prefix, &r->s3) != SL_OK)
         *open_error = sl_strdup(sl_last_error());
     return SL_OK;
 }
@@ -392,7 +393,7 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
          * one cut short there). */
         sl_status st = s3_folder_open(file, r, open_error);
         if (st != SL_OK || *open_error) {
-            sl_s3_list_free(r->s3);
+            sl_s3_walk_free(r->s3);
             sl_free(r->s3_prefix);
             sl_free(r->folder);
             sl_free(r);
@@ -484,8 +485,7 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
     size_t key_prefix = strlen(bucket_end + 1);
     for (;;) {
         const char *key;
-        uint64_t size;
-        if (sl_s3_list_next(r->s3, &key, &size, done) != SL_OK) {
+        if (sl_s3_walk_next(r->s3, &key, done) != SL_OK) {
             /* A listing that fails midway ends this input with an error row;
              * the other inputs go on. */
             *done = false;
@@ -493,7 +493,7 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
             item->path = sl_strdup(r->s3_prefix);
             item->error = sl_strdup(sl_last_error());
             item->cut_short = true;
-            sl_s3_list_free(r->s3);
+            sl_s3_walk_free(r->s3);
             r->s3 = NULL;
             return item->id && item->path && item->error ? SL_OK
                                            : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'",
@@ -552,7 +552,7 @@ static sl_status folder_next(source_reader *r, sl_source_item *item, bool *done)
 static void folder_close(source_reader *r)
 {
     sl_dir_source_free(r->dir);
-    sl_s3_list_free(r->s3);
+    sl_s3_walk_free(r->s3);
     sl_free(r->s3_prefix);
     sl_free(r->folder);
     for (size_t i = 0; i < N_DATA_KINDS; i++)
@@ -1669,21 +1669,9 @@ static const char *dataset_folder_kind(const char *name, const sl_source_params 
     return NULL;
 }
 
-/* Byte order with '/' first: a folder's walk's order (sorted names, depth
- * first) for whole paths. */
-static int cmp_paths(const char *a, const char *b)
-{
-    const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
-    for (;; x++, y++) {
-        int cx = *x == '/' ? 1 : *x ? *x + 1 : 0, cy = *y == '/' ? 1 : *y ? *y + 1 : 0;
-        if (cx != cy || !cx)
-            return cx - cy;
-    }
-}
-
 static int cmp_path_ptrs(const void *a, const void *b)
 {
-    return cmp_paths(*(char *const *)a, *(char *const *)b);
+    return sl_walk_cmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* A local dataset folder's files, walked in order. */
@@ -1958,7 +1946,7 @@ static int cmp_inode(const void *a, const void *b)
 /* Byte order with '/' first, so a folder's subfolders sort right after it. */
 static int cmp_real(const void *a, const void *b)
 {
-    return cmp_paths(((const input_ref *)a)->real, ((const input_ref *)b)->real);
+    return sl_walk_cmp(((const input_ref *)a)->real, ((const input_ref *)b)->real);
 }
 
 /* Refuses one file read twice: the same inode reached by two names (a name

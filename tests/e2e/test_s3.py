@@ -273,6 +273,39 @@ def test_a_name_without_its_slash_is_the_prefix_when_no_object_has_it(store, slu
     assert "'s3://bare/none'" in list(none.values())[0] and "NoSuchKey" in list(none.values())[0]
 
 
+def test_a_folder_of_images_in_a_bucket_is_read_in_the_local_walks_order(store, sluice,
+                                                                          tmp_path):
+    """The same tree of images on disk and under an s3:// prefix gives the
+    same rows in the same order (--ordered): the local walk's, sorted names
+    depth first (sub/ before sub-x/, sub.jpg and 'sub x/'), where S3 lists
+    keys byte-wise ('-', '.' and ' ' sort before '/'). The rows came in
+    S3's order. 1,100 img-NNNN.jpg keys wait for img/ past the 1,000 held
+    back: img/ is then listed on its own, and its keys still come first,
+    once each, as do img-00007/'s, between img-00006.jpg and img-00007.jpg."""
+    env, client = store
+    client.create_bucket(Bucket="walk")
+    image = sample_images()[0].read_bytes()
+    rels = ["sub/b.jpg", "sub-x/a.jpg", "sub.jpg", "sub x/c.jpg", "sub/sub-1/d.jpg",
+            "sub/sub/e.jpg", "sub/sub.jpg", "a b/f.jpg", "a/g.jpg", "a.b/h.jpg", "a.jpg",
+            "z/y/x.jpg", "z/y-1.jpg", "z/y.1/w.jpg", "img/q.jpg", "img/q-r/s.jpg",
+            "img/q/t.jpg", "img-00007/u.jpg", "img.jpg"]
+    rels += [f"img-{i:05d}.jpg" for i in range(1100)]
+    local = tmp_path / "tree"
+    for rel in rels:
+        client.put_object(Bucket="walk", Key=f"set/{rel}", Body=image)
+        (local / rel).parent.mkdir(parents=True, exist_ok=True)
+        (local / rel).write_bytes(image)
+
+    def ids(src, out):
+        r = caption_env(sluice, env, src, "-o", tmp_path / out, "--dry-run", "--ordered")
+        assert r.returncode == 0, r.stderr[-3000:]
+        return [row["id"] for row in read_rows(tmp_path / out)]
+
+    want = ids(local, "local")
+    assert sorted(want) == sorted(rels) and want[:2] == ["a/g.jpg", "a b/f.jpg"], want[:20]
+    assert ids("s3://walk/set/", "bucket") == want
+
+
 def caption_env(sluice, env, *args):
     return subprocess.run([str(sluice.binary), "caption", *map(str, args),
                            "--model", str(REPO / "models/tiny/model.gguf"),
