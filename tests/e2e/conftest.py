@@ -40,15 +40,20 @@ def sample_images() -> list[pathlib.Path]:
     return sorted(p for p in SAMPLES.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
 
 
-def wds_shard(samples) -> bytes:
-    """A WebDataset tar shard (USTAR) of (member name, bytes) pairs, in order."""
+def wds_shard(samples, pax=None) -> bytes:
+    """A WebDataset tar shard (USTAR) of (member name, bytes) pairs, in order;
+    with pax ({member name: size text}), a pax shard whose headers claim
+    those sizes for those members (a lie past the end: "1000000000000000")."""
     import io
     import tarfile
     shard = io.BytesIO()
-    with tarfile.open(fileobj=shard, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    fmt = tarfile.PAX_FORMAT if pax else tarfile.USTAR_FORMAT
+    with tarfile.open(fileobj=shard, mode="w", format=fmt) as tar:
         for name, data in samples:
             info = tarfile.TarInfo(name)
             info.size = len(data)
+            if pax and name in pax:
+                info.pax_headers = {"size": pax[name]}
             tar.addfile(info, io.BytesIO(data))
     return shard.getvalue()
 

@@ -287,19 +287,9 @@ def test_a_tar_member_skipped_past_the_shard_end_is_a_break_not_the_end(sluice, 
     follows (a pax size of 10^15), ended as if whole (exit 0 for the cut
     one), the samples after the break gone without a row. It ends as a
     truncated member does: one failed row SHARD@OFFSET naming the member."""
-    def shard(path, members, pax=None):
-        with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-            for name, data in members:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                if pax and name in pax:
-                    info.pax_headers = {"size": pax[name]}
-                tar.addfile(info, io.BytesIO(data))
     npy = bytes(200_000)
-    whole = tmp_path / "whole.tar"
-    shard(whole, [("0.jpg", JPEG), ("0.npy", npy), ("1.jpg", JPEG), ("1.npy", npy),
-                  ("2.jpg", JPEG), ("2.npy", npy)])
-    data = whole.read_bytes()
+    data = wds_shard([("0.jpg", JPEG), ("0.npy", npy), ("1.jpg", JPEG), ("1.npy", npy),
+                      ("2.jpg", JPEG), ("2.npy", npy)])
     cut_at = data.index(b"1.npy") + 512 + 50_000  # inside sample 1's .npy
     d = tmp_path / "cut"
     d.mkdir()
@@ -316,7 +306,8 @@ def test_a_tar_member_skipped_past_the_shard_end_is_a_break_not_the_end(sluice, 
     # and the samples after it are told to be gone, not dropped in silence.
     p = tmp_path / "pax" / "p.tar"
     p.parent.mkdir()
-    shard(p, [("0.jpg", JPEG), ("1.jpg", JPEG), ("2.jpg", JPEG)], pax={"1.jpg": str(10**15)})
+    p.write_bytes(wds_shard([("0.jpg", JPEG), ("1.jpg", JPEG), ("2.jpg", JPEG)],
+                            pax={"1.jpg": str(10**15)}))
     out = tmp_path / "out-pax"
     r = dry(sluice, p, out)
     assert r.returncode == 3, r.stderr

@@ -1645,6 +1645,43 @@ def test_a_manifest_the_store_refuses_under_item_sharding_ends_the_run(store, sl
         proxy.close()
 
 
+def test_a_tar_cut_inside_a_skipped_member_breaks_as_the_local_one_does(store, sluice, tmp_path):
+    """A webdataset shard in a bucket cut inside a member no sample uses
+    (jumped over, never fetched), or whose pax header claims 10^15 bytes,
+    gives the rows the same shard gives on disk (test_inputs_bad.py,
+    test_a_tar_member_skipped_past_the_shard_end_is_a_break_not_the_end):
+    the samples before the break, then one failed row SHARD@OFFSET naming
+    the member and that the rest is skipped; not an end as if whole."""
+    env, client = store
+    client.create_bucket(Bucket="cuttar")
+    jpeg = sample_images()[0].read_bytes()
+    npy = bytes(300_000)  # past the first GETs: a jump, not a read
+    whole = wds_shard([(f"{k}.{ext}", jpeg if ext == "jpg" else npy)
+                       for k in range(3) for ext in ("jpg", "npy")])
+    cut = whole[:whole.index(b"1.npy") + 512 + 50_000]  # inside sample 1's .npy
+    pax = wds_shard([(f"{k}.jpg", jpeg) for k in range(3)], pax={"1.jpg": str(10**15)})
+    for name, data, member in (("s.tar", cut, "member '1.npy'"),
+                               ("p.tar", pax, "member '1.jpg' (1000000000000000 bytes)")):
+        local = tmp_path / "local" / name
+        local.parent.mkdir(exist_ok=True)
+        local.write_bytes(data)
+        client.put_object(Bucket="cuttar", Key=f"w/{name}", Body=data)
+        got = {}
+        for where, src in (("local", local), ("bucket", f"s3://cuttar/w/{name}")):
+            out = tmp_path / f"{name}-{where}"
+            r = caption_env(sluice, env, src, "-o", out, "--dry-run")
+            assert r.returncode == 3, (where, r.stderr[-3000:])
+            got[where] = {row["id"]: row["error"] for row in read_rows(out)}
+        assert got["bucket"].keys() == got["local"].keys(), got
+        [broken] = [k for k in got["bucket"] if k.startswith(f"{name}@")]
+        assert set(got["bucket"]) == {f"{name}/0", broken}, got
+        err = got["bucket"][broken]
+        assert member in err and f"s3://cuttar/w/{name}" in err, err
+        assert got["bucket"][f"{name}/0"] is None
+        if name == "s.tar":
+            assert "truncated" in err and "the rest of the shard is skipped" in err, err
+
+
 def test_a_tar_or_parquet_cut_short_under_item_sharding_ends_the_run(store, sluice, tmp_path):
     """A tar shard, a Parquet or an Arrow file whose ranged GET the store refuses
     (after retries) during one run only, from its first read or midway, the input shared out by item
