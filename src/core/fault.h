@@ -24,7 +24,9 @@
  * file (its path) about to be opened by the source (io/source.h; a sleep
  * there is a time to change the file between two runs' reads); tar.read: each
  * read of a local tar shard's bytes (its path; an errno there is the disk's
- * read error midway); ledger.add (a row
+ * read error midway); manifest.read, ranged.read: the same for each read
+ * of a local manifest's bytes and of a local file read in place by ranges
+ * (Parquet, Arrow: io/ranged.h); ledger.add (a row
  * recorded in the resume ledger); ledger.reconcile (a run's start, before
  * the ledger's reconcile is durable), ledger.reconciled (after; a trace
  * only); commit.begin, commit.after_sync,

@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/file.h"
 #include "io/fetch.h"
 #include "io/ranged.h"
@@ -174,12 +175,13 @@ static sl_status read_file(sl_ranged *r, uint8_t *p, size_t len, uint64_t offset
 {
     while (len > 0) {
         r->requests++;
-        ssize_t n = pread(r->fd, p, len, (off_t)offset);
-        if (n < 0 && errno == EINTR)
+        int err = sl_fault("ranged.read", r->path); /* tests: a disk's EIO midway */
+        ssize_t n = err ? -1 : pread(r->fd, p, len, (off_t)offset);
+        if (n < 0 && !err && errno == EINTR)
             continue;
         if (n < 0)
             return sl_fail(SL_ERR_IO, "cannot read '%s' at offset %llu: %s", r->path,
-                           (unsigned long long)offset, strerror(errno));
+                           (unsigned long long)offset, strerror(err ? err : errno));
         if (n == 0)
             break;
         p += n;

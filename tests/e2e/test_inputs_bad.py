@@ -8,7 +8,10 @@ import io
 import json
 import os
 import struct
+import subprocess
 import tarfile
+
+import pytest
 
 from conftest import SAMPLES, read_rows, wds_shard
 
@@ -460,3 +463,75 @@ def test_nested_text_that_is_not_utf8_fails_its_row_in_a_prompt(sluice, tmp_path
             rows = run_not_utf8(sluice, tmp_path, name, 5, ("--prompt", prompt), failed)
             if len(failed) == 1:
                 assert rows[f"{name}:2"]["meta"]["other"] == "o\ufffd", rows
+
+
+FAULT_POINT = {"jsonl": "manifest.read", "parquet": "ranged.read", "arrow": "ranged.read",
+               "webdataset": "tar.read"}
+
+
+def input_files(kind, d):
+    """Two files of `kind` in d, of 10 rows and 4, their images paths (a
+    manifest's, a column's) or bytes (a tar's); each read in several reads
+    (64 KiB ones for a manifest and a tar, one per record batch or row
+    group of a 1 MiB column nothing uses for Arrow and Parquet)."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+    image = str(SAMPLES / "rocket.jpg")
+    names = []
+    for f, n in (("a-000", 10), ("a-001", 4)):
+        if kind == "jsonl":
+            path = d / f"{f}.jsonl"
+            path.write_text("".join(json.dumps({"image": image, "note": "x" * 40_000}) + "\n"
+                                    for _ in range(n)))
+        elif kind == "webdataset":
+            path = d / f"{f}.tar"
+            path.write_bytes(wds_shard([(f"s{k:02d}.jpg", JPEG) for k in range(n)]))
+        else:
+            table = pa.table({"image": [image] * n,
+                              "blob": pa.array([os.urandom(1 << 20) for _ in range(n)])})
+            path = d / f"{f}.{kind}"
+            if kind == "parquet":
+                pq.write_table(table, path, row_group_size=2, compression="none")
+            else:
+                with ipc.new_stream(path, table.schema) as w:
+                    w.write_table(table, max_chunksize=2)
+        names.append(path)
+    return names
+
+
+@pytest.mark.parametrize("kind", list(FAULT_POINT))
+def test_a_local_file_unreadable_midway_under_item_sharding_ends_the_run(sluice, tmp_path, kind):
+    """A local manifest, Parquet or Arrow file or tar shard whose reads fail
+    (the disk's EIO, at a test fault point from the third read on: the
+    run's or its count pass's, so the run ends at its first read or midway;
+    tests/unit/test_source.c pins midway) while the input is shared out by
+    item (--input-shard K/N with more runs than files): that run ends
+    (exit 1, naming the file, the cause and 'run it again'), since going
+    on it would count the items after the break where the other runs do
+    not; run again with the disk well, it resumes and the three runs hold
+    every row exactly once. No such local test was there."""
+    d = tmp_path / "in"
+    d.mkdir()
+    files = input_files(kind, d)
+    outs = [tmp_path / f"out-{k}" for k in range(3)]
+
+    def run(k, faults=None):
+        env = dict(os.environ, SLUICE_TEST_FAULTS=faults) if faults else None
+        args = [str(sluice.binary), "caption", *map(str, files), "-o", str(outs[k]), "--dry-run",
+                "--metrics-addr", "off", "--input-shard", f"{k}/3", "--input-shard-size", "2"]
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    for k in (0, 2):
+        r = run(k)
+        assert r.returncode == 0, (k, r.stderr[-3000:])
+    r = run(1, f"{FAULT_POINT[kind]}=eio@3+")
+    assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
+    assert "Input/output error" in r.stderr and "run it again" in r.stderr, r.stderr[-3000:]
+    assert any(f"input '{f}'" in r.stderr for f in files), r.stderr[-3000:]
+    r = run(1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for out in outs for part in sorted(out.glob("part-*.jsonl"))
+            for line in part.read_text().splitlines()]  # the resumed run's part too
+    assert all(row["error"] is None for row in rows), [row["error"] for row in rows]
+    ids = [row["id"] for row in rows]
+    assert len(ids) == 14 and len(set(ids)) == 14, sorted(ids)

@@ -2,8 +2,8 @@
  * written with libarchive, manifest rows (CSV records over several lines,
  * relative paths, ids, a byte order mark, an empty image cell), folder globs, counts that match the items, ids from
  * the inputs' common folder, one file read twice refused, and manifest lines
- * past their limits failing alone, and a tar whose read fails midway ending
- * a run that shares its items out. */
+ * past their limits failing alone, and a tar, a manifest, a Parquet or an
+ * Arrow file whose read fails midway ending a run that shares its items out. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -594,38 +594,20 @@ static void parquet_list_columns_give_images(void **state)
     tu_rmtree(dir);
 }
 
-/* A plain tar whose read fails midway (the disk's EIO: test fault point
- * tar.read), its items shared out by their place in the input: the source
- * ends the read (SL_ERR_IO naming the shard and 'run it again'), as for a
- * compressed tar or a failed first read. libarchive read a plain tar's
- * bytes itself, so the error was taken for a damaged shard: one failed
- * item, the stream went on shorter than the other runs', and the shards
- * after it held the wrong items. Unsharded, that item ends the shard, cut
- * short, after the samples read before it. */
-static void a_tar_read_error_midway_ends_a_run_sharing_items(void **state)
+/* Reads `input` (n items) with its reads failing as `faults` says (the
+ * disk's EIO midway, at a test fault point): shared out by item (run 1 of
+ * 3, shards of 2), the source ends the read after items of its share
+ * (SL_ERR_IO naming the file, the cause and 'run it again'), since a run
+ * going on would count the items after the break where the others do not;
+ * read whole, the items before the break come, then one cut-short item
+ * saying why, which ends the file. */
+static void ends_midway(const char *input, const char *faults, size_t n)
 {
-    char *dir = tu_tmpdir();
-    char path[512];
-    snprintf(path, sizeof path, "%s/big.tar", dir);
-    static char member[40000];
-    memset(member, 'x', sizeof member - 1);
-    struct archive *a = archive_write_new();
-    archive_write_set_format_pax_restricted(a);
-    assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
-    for (int i = 0; i < 8; i++) { /* 320 KB: five 64 KiB reads */
-        char name[32];
-        snprintf(name, sizeof name, "k%d.jpg", i);
-        tar_add(a, name, member);
-    }
-    archive_write_close(a);
-    archive_write_free(a);
-    const char *input = path;
-
     sl_source_params p = sl_source_default_params();
     p.shard_count = 3;
     p.shard_index = 1;
     p.shard_size = 2;
-    assert_int_equal(sl_fault_configure("tar.read=eio@3"), 0);
+    assert_int_equal(sl_fault_configure(faults), 0);
     sl_source *src;
     assert_int_equal(sl_source_open(&input, 1, &p, &src), SL_OK);
     sl_status st;
@@ -641,31 +623,98 @@ static void a_tar_read_error_midway_ends_a_run_sharing_items(void **state)
     }
     sl_source_free(src);
     assert_int_equal(st, SL_ERR_IO);
-    assert_true(taken > 0); /* midway: its first samples were read */
-    assert_non_null(strstr(sl_last_error(), path));
+    assert_true(taken > 0); /* midway: its first items were read */
+    assert_non_null(strstr(sl_last_error(), input));
     assert_non_null(strstr(sl_last_error(), "Input/output error"));
     assert_non_null(strstr(sl_last_error(), "run it again"));
 
     p = sl_source_default_params();
-    assert_int_equal(sl_fault_configure("tar.read=eio@3"), 0);
+    assert_int_equal(sl_fault_configure(faults), 0);
     assert_int_equal(sl_source_open(&input, 1, &p, &src), SL_OK);
-    sl_source_item it[8];
-    size_t n = 0;
+    sl_source_item *it = sl_calloc(n, sizeof *it);
+    assert_non_null(it);
+    size_t got = 0;
     for (bool done = false; !done;) {
-        assert_true(n < 8);
-        it[n] = (sl_source_item){0};
-        assert_int_equal(sl_source_next(src, &it[n], &done), SL_OK);
-        n += !done;
+        assert_true(got < n);
+        assert_int_equal(sl_source_next(src, &it[got], &done), SL_OK);
+        got += !done;
     }
     sl_source_free(src);
     assert_int_equal(sl_fault_configure(NULL), 0);
-    assert_true(n > 1 && n < 8);
-    for (size_t i = 0; i + 1 < n; i++)
+    assert_true(got > 1 && got < n);
+    for (size_t i = 0; i + 1 < got; i++)
         assert_null(it[i].error);
-    assert_true(it[n - 1].cut_short);
-    assert_non_null(strstr(it[n - 1].error, "Input/output error"));
-    for (size_t i = 0; i < n; i++)
+    assert_true(it[got - 1].cut_short);
+    assert_non_null(strstr(it[got - 1].error, "Input/output error"));
+    for (size_t i = 0; i < got; i++)
         sl_source_item_clear(&it[i]);
+    sl_free(it);
+}
+
+/* A plain tar (fault point tar.read). libarchive read a plain tar's bytes
+ * itself, so the error was taken for a damaged shard: one failed item, the
+ * stream went on shorter than the other runs', and the shards after it
+ * held the wrong items. */
+static void a_tar_read_error_midway_ends_a_run_sharing_items(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/big.tar", dir);
+    static char member[40000];
+    memset(member, 'x', sizeof member - 1);
+    struct archive *a = archive_write_new();
+    archive_write_set_format_pax_restricted(a);
+    assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
+    for (int i = 0; i < 8; i++) { /* 320 KB: five 64 KiB reads */
+        char name[32];
+        snprintf(name, sizeof name, "k%d.jpg", i);
+        tar_add(a, name, member);
+    }
+    archive_write_close(a);
+    archive_write_free(a);
+    ends_midway(path, "tar.read=eio@3", 8);
+    tu_rmtree(dir);
+}
+
+/* A local manifest (fault point manifest.read), 10 lines of 40 KB read
+ * 64 KiB at a time, and a Parquet and an Arrow file read in place
+ * (ranged.read), 10 rows in row groups or record batches of 2 that a
+ * 1 MiB column no row uses keeps apart, so each is a read of its own:
+ * none of them was tested failing midway with its items shared out. */
+static void a_manifest_parquet_or_arrow_read_error_midway_ends_a_run_sharing_items(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/list.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    static char note[40000];
+    memset(note, 'x', sizeof note - 1);
+    for (int i = 0; i < 10; i++)
+        fprintf(f, "{\"image\": \"a.jpg\", \"note\": \"%s\"}\n", note);
+    assert_int_equal(fclose(f), 0);
+    ends_midway(path, "manifest.read=eio@3", 10);
+
+    const char *kinds[][2] = {{"t.parquet", "ranged.read=eio@9"}, {"t.arrow", "ranged.read=eio@14"}};
+    for (size_t k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/%s", dir, kinds[k][0]);
+        const char *py = getenv("SLUICE_PYTHON");
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd,
+                 "'%s' -c \"import os, sys, pyarrow as pa, pyarrow.parquet as pq, pyarrow.ipc as ipc\n"
+                 "t = pa.table({'image': ['a.jpg'] * 10,\n"
+                 "              'blob': pa.array([os.urandom(1 << 20) for _ in range(10)])})\n"
+                 "if sys.argv[1].endswith('.parquet'):\n"
+                 "    pq.write_table(t, sys.argv[1], row_group_size=2, compression='none')\n"
+                 "else:\n"
+                 "    with ipc.new_stream(sys.argv[1], t.schema) as w:\n"
+                 "        w.write_table(t, max_chunksize=2)\" '%s'",
+                 py ? py : ".venv/bin/python", path);
+        assert_int_equal(system(cmd), 0);
+        ends_midway(path, kinds[k][1], 10);
+    }
     tu_rmtree(dir);
 }
 
@@ -683,6 +732,7 @@ int main(void)
         cmocka_unit_test(manifest_lines_past_the_limit_fail_alone),
         cmocka_unit_test(parquet_list_columns_give_images),
         cmocka_unit_test(a_tar_read_error_midway_ends_a_run_sharing_items),
+        cmocka_unit_test(a_manifest_parquet_or_arrow_read_error_midway_ends_a_run_sharing_items),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
