@@ -63,6 +63,7 @@ class CountingProxy:
     def __init__(self, upstream, connect_delay_s=0.0, log=True):
         host = urlsplit(upstream)
         self.log = []
+        self.queries = []  # each logged request's query string, beside its log entry
         self.throttle = None
         self.throttled = []
         self.refuse = None
@@ -112,6 +113,7 @@ class CountingProxy:
                 data = resp.read()
                 if log:
                     proxy.log.append((self.command, path, rng, resp.status, len(data)))
+                    proxy.queries.append(self.path.partition("?")[2])
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length",
