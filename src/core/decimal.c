@@ -80,3 +80,16 @@ size_t sl_double_shortest(double v, char out[32])
     int exp = atoi(strchr(out, 'e') + 1);
     return (size_t)snprintf(out, 32, "%.*g", exp >= digits && exp < 16 ? exp + 1 : digits, v);
 }
+
+float sl_half_float(uint16_t h)
+{
+    int exp = h >> 10 & 0x1f;
+    double mant = h & 0x3ff, v;
+    if (exp == 0)
+        v = ldexp(mant, -24); /* subnormal */
+    else if (exp == 31)
+        v = mant ? NAN : INFINITY;
+    else
+        v = ldexp(mant + 1024, exp - 25);
+    return (float)(h & 0x8000 ? -v : v);
+}

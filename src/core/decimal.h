@@ -1,7 +1,7 @@
 /* core/decimal.h — a decimal (an unscaled integer over 10^scale) as the
  * double nearest its value, rounded once: how Parquet's DECIMAL columns
- * and Arrow's decimal columns pass through as JSON numbers; and a double
- * as the shortest decimal text that reads back as it. */
+ * and Arrow's decimal columns pass through as JSON numbers; a double as
+ * the shortest decimal text that reads back as it; a half as a float. */
 #ifndef SL_CORE_DECIMAL_H
 #define SL_CORE_DECIMAL_H
 
@@ -20,5 +20,9 @@ double sl_decimal_double(const uint8_t *be, size_t n, int scale);
  * while its exponent is under 16 (1500000, not 1.5e+06), as Python,
  * pyarrow and DuckDB show it, into out (32 bytes); returns its length. */
 size_t sl_double_shortest(double v, char out[32]);
+
+/* The IEEE half of bits h as the float that holds it exactly (subnormals
+ * too: nanoarrow's ArrowHalfFloatToFloat reads 6.1e-5 as 1.17e-38). */
+float sl_half_float(uint16_t h);
 
 #endif

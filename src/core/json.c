@@ -256,6 +256,38 @@ json_t *sl_json_real_float(float f)
     return json_real(strtod(text, NULL));
 }
 
+/* The bits of the IEEE half nearest d (ties to the even one; past 65520,
+ * infinity), with d's sign. */
+static unsigned half_bits(double d)
+{
+    unsigned sign = signbit(d) ? 0x8000u : 0, bits;
+    double a = fabs(d);
+    int e;
+    frexp(a, &e); /* a in [2^(e-1), 2^e) */
+    if (a < 0x1p-14) { /* subnormal: multiples of 2^-24; 1024 of them is the least normal */
+        bits = (unsigned)nearbyint(a * 0x1p24);
+    } else {
+        double m = nearbyint(ldexp(a, 11 - e)); /* exact scaling: one rounding, to 1024..2048 */
+        int exp = e - 1 + (m == 2048);
+        bits = exp > 15 ? 0x7c00u : (unsigned)(exp + 15) << 10 | ((unsigned)m & 0x3ff);
+    }
+    return sign | bits;
+}
+
+json_t *sl_json_real_half(float f)
+{
+    char text[32];
+    if (!isfinite(f))
+        return json_null();
+    unsigned want = half_bits(f);
+    for (int digits = 1; digits <= 5; digits++) { /* 5 digits always read back as the half */
+        snprintf(text, sizeof text, "%.*g", digits, (double)f);
+        if (half_bits(strtod(text, NULL)) == want)
+            break;
+    }
+    return json_real(strtod(text, NULL));
+}
+
 /* Whether text[i..len) starts with the bare word w (not part of a longer one). */
 static bool word_at(const char *text, size_t len, size_t i, const char *w)
 {

@@ -18,6 +18,10 @@ json_t *sl_json_real(double d);
  * (what reads back as the same float): a FLOAT column's 0.1 is 0.1, not
  * the float's exact 0.10000000149011612. */
 json_t *sl_json_real_float(float f);
+/* Likewise for an IEEE half (a Parquet FLOAT16, an Arrow float16) held
+ * exactly in f: the double nearest the half's shortest text, which reads
+ * back as the same half (0.1, where the float's shortest is 0.099975586). */
+json_t *sl_json_real_half(float f);
 
 /* json_loadb() of a data row (a manifest line, a sidecar), lenient where
  * valid data would otherwise be lost: a number no jansson value holds (an

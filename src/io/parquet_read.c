@@ -532,6 +532,7 @@ static void choose_conversion(leaf *l, const schema_el *el)
         if (el->is_float16 && el->type_length == 2) {
             l->conv = CONV_FLOAT16;
             l->info.type = SL_PQ_FLOAT;
+            l->info.is_float16 = true;
         } else if (el->is_uuid && el->type_length == 16) {
             l->conv = CONV_UUID;
             l->info.type = SL_PQ_STRING;
@@ -1841,19 +1842,6 @@ static double decimal_value(const column *c, const uint8_t *v)
     return sl_decimal_double(be, sizeof be, c->lf->scale);
 }
 
-static float half_to_float(uint16_t h)
-{
-    int exp = h >> 10 & 0x1f;
-    double mant = h & 0x3ff, v;
-    if (exp == 0)
-        v = ldexp(mant, -24); /* subnormal */
-    else if (exp == 31)
-        v = mant ? NAN : INFINITY;
-    else
-        v = ldexp(mant + 1024, exp - 25);
-    return (float)(h & 0x8000 ? -v : v);
-}
-
 /* The m slots of c->scratch (stored values) into the batch's slots from
  * base, as the leaf's conversion says. */
 static sl_status convert_values(column *c, const uint8_t *valid, size_t m, size_t base)
@@ -1890,7 +1878,7 @@ static sl_status convert_values(column *c, const uint8_t *valid, size_t m, size_
             break;
         }
         case CONV_FLOAT16: {
-            float f = half_to_float((uint16_t)(v[0] | v[1] << 8));
+            float f = sl_half_float((uint16_t)(v[0] | v[1] << 8));
             memcpy(out, &f, 4);
             break;
         }

@@ -943,7 +943,8 @@ static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayVi
         uint64_t u = ArrowArrayViewGetUIntUnsafe(v, i);
         return u <= INT64_MAX ? json_integer((json_int_t)u) : json_real((double)u);
     }
-    case NANOARROW_TYPE_HALF_FLOAT:
+    case NANOARROW_TYPE_HALF_FLOAT: /* its bits: nanoarrow's float of a subnormal half is wrong */
+        return sl_json_real_half(sl_half_float(v->buffer_views[1].data.as_uint16[v->offset + i]));
     case NANOARROW_TYPE_FLOAT: return sl_json_real_float((float)ArrowArrayViewGetDoubleUnsafe(v, i));
     case NANOARROW_TYPE_DOUBLE: return sl_json_real(ArrowArrayViewGetDoubleUnsafe(v, i));
     case NANOARROW_TYPE_STRING:

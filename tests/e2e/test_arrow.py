@@ -590,3 +590,24 @@ def test_float_columns_pass_through_as_their_shortest_text(sluice, tmp_path):
         assert f'"d":{d_text},' in line or f'"d":{d_text}}}' in line, line
         row = json.loads(line)
         assert struct.pack("<f", row["f"]) == struct.pack("<f", floats[i]) and row["d"] == doubles[i]
+
+
+def test_a_float16_column_is_the_halfs_shortest_text(sluice, tmp_path):
+    """A float16 column's 0.1 came out as 0.099975586 (the shortest text of
+    the float holding the half), and a subnormal half as nanoarrow's float
+    of it (6.1e-5 as 1.1743464e-38): each is now the shortest text that reads
+    back as the same half, as numpy writes it."""
+    np = pytest.importorskip("numpy")
+    halves = np.array([0.1, 65504.0, 6.1e-5, -0.0, 2.0 ** -24, 1 / 3], dtype=np.float16)
+    texts = ["0.1", "65500.0", "6.1e-5", "-0.0", "6e-8", "0.3333"]
+    table = pa.table({"image": pa.array([{"bytes": JPEGS[k % len(JPEGS)].read_bytes(), "path": f"{k}.jpg"}
+                                         for k in range(len(halves))], IMG),
+                      "h": pa.array(halves, pa.float16())})
+    write_stream(tmp_path / "data.arrow", table, 4)
+    r = dry_run(sluice, tmp_path / "data.arrow", tmp_path / "out", "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    lines = {json.loads(line)["id"]: line for line in (tmp_path / "out" / "part-00000.jsonl").read_text().splitlines()}
+    for i, text in enumerate(texts):
+        line = lines[f"data.arrow:{i}"]
+        assert f'"h":{text},' in line or f'"h":{text}}}' in line, (text, line)
+        assert np.float16(json.loads(line)["h"]).tobytes() == halves[i].tobytes(), line

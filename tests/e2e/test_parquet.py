@@ -16,6 +16,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 duckdb = pytest.importorskip("duckdb")
+np = pytest.importorskip("numpy")
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "Segmentation fault")
@@ -866,6 +867,39 @@ def test_passed_through_reals_are_their_shortest_text(sluice, tmp_path):
     order = sorted(range(back.num_rows), key=lambda k: int(back["id"][k].as_py().rsplit(":", 1)[1]))
     assert back["d"].take(order).equals(table["d"]) and back["f"].take(order).equals(table["f"])
     assert math.copysign(1, back["d"][order[3]].as_py()) == -1
+
+
+HALVES = [0.1, 65504.0, 6.1e-5, -0.0, 2.0 ** -24, 1 / 3]
+# numpy's repr of each half (np.float16(65504) is 6.55e+04): the shortest
+# text that reads back as the half
+HALF_TEXTS = ["0.1", "65500.0", "6.1e-5", "-0.0", "6e-8", "0.3333"]
+
+
+def test_a_float16_column_is_the_halfs_shortest_text(sluice, tmp_path):
+    """A FLOAT16 column's 0.1 came out as 0.099975586 (the shortest text of
+    the float that holds the half): each half is now the shortest text that
+    reads back as the same half, as numpy writes it; pyarrow reads the
+    lines back, cast to float16, as the file's values (the subnormal 6.1e-5
+    and 2^-24, -0.0 and the largest half too)."""
+    import pyarrow.json as pj
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    table = pa.table({"path": [str(imgs[k % len(imgs)]) for k in range(len(HALVES))],
+                      "h": pa.array(np.array(HALVES, dtype=np.float16), pa.float16())})
+    path = tmp_path / "halves.parquet"
+    pq.write_table(table, path)
+    assert pq.ParquetFile(path).schema.column(1).logical_type.type == "FLOAT16"
+    out = tmp_path / "out"
+    r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off", "-q", "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    lines = (out / "part-00000.jsonl").read_text().splitlines()
+    by_id = {int(json.loads(line)["id"].rsplit(":", 1)[1]): line for line in lines}
+    for k, text in enumerate(HALF_TEXTS):
+        assert re.search(f'"h":{re.escape(text)}[,}}]', by_id[k]), (text, by_id[k])
+    back = pj.read_json(out / "part-00000.jsonl", parse_options=pj.ParseOptions(
+        explicit_schema=pa.schema([("id", pa.string()), ("h", pa.float64())])))
+    order = sorted(range(back.num_rows), key=lambda k: int(back["id"][k].as_py().rsplit(":", 1)[1]))
+    halves = back["h"].take(order).to_numpy().astype(np.float16)
+    assert halves.tobytes() == np.array(HALVES, dtype=np.float16).tobytes()
 
 
 def test_a_column_sluice_cannot_read_is_left_out(sluice, tmp_path):

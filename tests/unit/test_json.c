@@ -3,6 +3,7 @@
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <cmocka.h>
 
 #include "core/alloc.h"
+#include "core/decimal.h"
 #include "core/json.h"
 
 /* Every flag the writer takes, alone and together. */
@@ -171,6 +173,80 @@ static void a_float_is_its_shortest_text(void **state)
     assert_true(json_is_null(sl_json_real_float(NAN)));
 }
 
+/* The value of the positive half of bits h (0x7c00: 65536, past the
+ * largest, where a value rounds to infinity from 65520 up). */
+static double half_value(unsigned h)
+{
+    unsigned exp = h >> 10, mant = h & 0x3ff;
+    return exp ? ldexp(1024 + mant, (int)exp - 25) : ldexp(mant, -24);
+}
+
+/* Whether x rounds to the positive half h (to the nearest, ties to the even
+ * one). */
+static bool reads_as_half(double x, unsigned h)
+{
+    double d = fabs(x - half_value(h));
+    double below = h ? fabs(x - half_value(h - 1)) : INFINITY, above = fabs(x - half_value(h + 1));
+    return (d < below || (d == below && h % 2 == 0)) && (d < above || (d == above && h % 2 == 0));
+}
+
+/* A text's significant digits: "65500.0" 3, "6.1e-5" 2. */
+static int significant_digits(const char *t)
+{
+    char digits[64];
+    size_t n = 0;
+    for (; *t && *t != 'e'; t++)
+        if (*t >= '0' && *t <= '9' && (n || *t != '0'))
+            digits[n++] = *t;
+    while (n && digits[n - 1] == '0')
+        n--;
+    return (int)n;
+}
+
+/* A float16 column's value is the half's shortest text: 0.1, not the float
+ * holding the half, 0.099975586. Every finite half, both signs: the text
+ * reads back as the half and one digit fewer does not; sl_half_float holds
+ * each exactly, subnormals too. */
+static void a_half_is_its_shortest_text(void **state)
+{
+    (void)state;
+    static const struct {
+        unsigned bits;
+        const char *want;
+    } cases[] = {{0x2e66, "0.1"},     {0x7bff, "65500.0"}, /* numpy's repr: 6.55e+04 */
+                 {0x03ff, "6.1e-5"},  /* the largest subnormal, 6.0975552e-5 */
+                 {0x0001, "6e-8"},    {0x8000, "-0.0"},   {0x3555, "0.3333"},
+                 {0x6800, "2048.0"},  {0xbc00, "-1.0"}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        json_t *v = sl_json_real_half(sl_half_float((uint16_t)cases[k].bits));
+        char *got = sl_json_dump(v, JSON_ENCODE_ANY, NULL);
+        assert_string_equal(got, cases[k].want);
+        sl_free(got);
+        json_decref(v);
+    }
+    for (unsigned h = 0; h < 0x7c00; h++) {
+        for (int sign = 0; sign < 2; sign++) {
+            double exact = sign ? -half_value(h) : half_value(h);
+            assert_true(sl_half_float((uint16_t)(h | (unsigned)sign << 15)) == (float)exact);
+            assert_true(!signbit(sl_half_float((uint16_t)(h | (unsigned)sign << 15))) == !signbit(exact));
+            json_t *v = sl_json_real_half((float)exact);
+            char *text = sl_json_dump(v, JSON_ENCODE_ANY, NULL);
+            double back = strtod(text, NULL);
+            if (!reads_as_half(fabs(back), h) || !signbit(back) != !signbit(exact))
+                fail_msg("half 0x%04x (%.17g) wrote %s", h, exact, text);
+            int n = significant_digits(text);
+            char fewer[320];
+            snprintf(fewer, sizeof fewer, "%.*g", n - 1, fabs(exact));
+            if (n > 1 && reads_as_half(strtod(fewer, NULL), h))
+                fail_msg("half 0x%04x (%.17g) wrote %s, but %s reads as it too", h, exact, text, fewer);
+            sl_free(text);
+            json_decref(v);
+        }
+    }
+    assert_true(json_is_null(sl_json_real_half(sl_half_float(0x7c00))));
+    assert_true(json_is_null(sl_json_real_half(sl_half_float(0x7e00))));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +254,7 @@ int main(void)
         cmocka_unit_test(reals_are_their_shortest_text),
         cmocka_unit_test(an_asked_precision_stays_jansson),
         cmocka_unit_test(a_float_is_its_shortest_text),
+        cmocka_unit_test(a_half_is_its_shortest_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
