@@ -15,6 +15,15 @@
  * give one at a time. */
 double sl_decimal_double(const uint8_t *be, size_t n, int scale);
 
+/* The longest sl_decimal_text, and its NUL: a sign, 78 digits, a point,
+ * a leading "0." and 76 zeros. */
+#define SL_DECIMAL_TEXT_MAX 160
+
+/* The same decimal as its exact text, the scale kept: 1.10 (110 over
+ * 10^2), -0.001, 12300 (123 over 10^-2); what pyarrow's and DuckDB's JSON
+ * of a decimal write. Returns its length; 0 past 32 bytes or |scale| 76. */
+size_t sl_decimal_text(const uint8_t *be, size_t n, int scale, char out[SL_DECIMAL_TEXT_MAX]);
+
 /* A finite v as the shortest %g text that strtod reads back as the same
  * double (19.99, where %.17g writes 19.989999999999998), in plain digits
  * while its exponent is under 16 (1500000, not 1.5e+06), as Python,

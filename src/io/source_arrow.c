@@ -1047,8 +1047,8 @@ static bool is_decimal(enum ArrowType t)
            t == NANOARROW_TYPE_DECIMAL128 || t == NANOARROW_TYPE_DECIMAL256;
 }
 
-/* A decimal as the double nearest its value, as Parquet's DECIMAL columns
- * are read (core/decimal.h). */
+/* A decimal as its exact text, the scale kept (core/decimal.h): the JSON
+ * number pyarrow and DuckDB write, where the double lost digits. */
 static json_t *decimal_json(const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i)
 {
     struct ArrowSchemaView sv;
@@ -1062,7 +1062,9 @@ static json_t *decimal_json(const struct ArrowSchema *s, const struct ArrowArray
     ArrowDecimalGetBytes(&d, le);
     for (size_t k = 0; k < n; k++)
         be[k] = le[n - 1 - k];
-    return sl_json_real(sl_decimal_double(be, n, sv.decimal_scale));
+    char text[SL_DECIMAL_TEXT_MAX];
+    size_t len = sl_decimal_text(be, n, sv.decimal_scale, text);
+    return len ? sl_json_decimal(text, len) : sl_json_real(sl_decimal_double(be, n, sv.decimal_scale));
 }
 
 /* Where bad_text is: the name of the value it is at ("meta.topic",

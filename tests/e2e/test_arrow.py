@@ -565,16 +565,21 @@ def test_run_end_encoded_and_list_view_columns_are_left_out(sluice, tmp_path):
         assert todo in err, err
 
 
-def test_decimals_pass_through_as_doubles(sluice, tmp_path):
-    """Decimal columns of every width pass through as doubles, as Parquet's
-    DECIMAL columns do: the unscaled value over 10^scale rounded once (0.1
-    is the double nearest 0.1), negatives, values past 2^64 unscaled and a
-    negative scale too, a null as null; written as Parquet, the column is a double."""
+def test_decimals_pass_through_as_their_exact_digits(sluice, tmp_path):
+    """Decimal columns of every width pass through to JSONL as their exact
+    digits, the scale kept, as pyarrow's and DuckDB's JSON of a decimal
+    column: they were doubles, so a decimal128(38,10)
+    12345678901234567.1234567890 lost its last 10 digits and 1.10 came out
+    1.1. Negatives, values past 2^64 unscaled, a negative scale, a null as
+    null. Written as Parquet the column is still a double (the writer has
+    no decimal type): the double nearest the value."""
     from decimal import Decimal
     ds = tmp_path / "ds"
     ds.mkdir()
     values = {
         "price": (pa.decimal128(10, 2), [Decimal("19.99"), Decimal("-0.10"), None]),
+        "exact": (pa.decimal128(38, 10), [Decimal("12345678901234567.1234567890"), Decimal("1.1000000000"),
+                                          Decimal("-0.0000000001")]),
         "wide": (pa.decimal256(40, 5),
                  [Decimal("123456789012345678901234567890.12345"), Decimal("-1.00001"),
                   Decimal("0.00000")]),
@@ -582,6 +587,11 @@ def test_decimals_pass_through_as_doubles(sluice, tmp_path):
         "mid": (pa.decimal64(12, 0), [Decimal("123456789012"), Decimal("-1"), None]),
         "hundreds": (pa.decimal128(5, -2), [Decimal("12300"), Decimal("-100"), None]),
     }
+    texts = {"price": ["19.99", "-0.10", "null"],
+             "exact": ["12345678901234567.1234567890", "1.1000000000", "-0.0000000001"],
+             "wide": ["123456789012345678901234567890.12345", "-1.00001", "0.00000"],
+             "small": ["0.1", "-9999.9", "7.0"], "mid": ["123456789012", "-1", "null"],
+             "hundreds": ["12300", "-100", "null"]}
     table = pa.table({"image": pa.array([{"bytes": p.read_bytes(), "path": p.name}
                                          for p in JPEGS[:3]], IMG),
                       **{k: pa.array(v, t) for k, (t, v) in values.items()}})
@@ -591,7 +601,9 @@ def test_decimals_pass_through_as_doubles(sluice, tmp_path):
         r = dry_run(sluice, ds / "data.arrow", out, "--format", fmt)
         assert r.returncode == 0, r.stderr
         if fmt == "jsonl":
-            rows = by_id(read_rows(out))
+            lines = (out / "part-00000.jsonl").read_text().splitlines()
+            rows = by_id([json.loads(line, parse_float=Decimal) for line in lines])
+            text = {json.loads(line)["id"]: line for line in lines}
         else:
             pq = pytest.importorskip("pyarrow.parquet")
             got = pq.read_table(out / "part-00000.parquet")
@@ -600,9 +612,17 @@ def test_decimals_pass_through_as_doubles(sluice, tmp_path):
         for i in range(3):
             row = rows[f"data.arrow:{i}"]
             for k, (_, v) in values.items():
-                want = None if v[i] is None else float(v[i])
-                assert row[k] == want, (fmt, k, i, row[k], want)
-
+                if fmt == "jsonl":
+                    assert f'"{k}":{texts[k][i]}' in text[f"data.arrow:{i}"], (k, i, text[f"data.arrow:{i}"])
+                    assert row[k] == v[i], (fmt, k, i, row[k], v[i])
+                else:
+                    assert row[k] == (None if v[i] is None else float(v[i])), (fmt, k, i, row[k], v[i])
+    # pyarrow reads the lines back as the decimals they were
+    import pyarrow.json as pj
+    back = pj.read_json(tmp_path / "jsonl" / "part-00000.jsonl", parse_options=pj.ParseOptions(
+        explicit_schema=pa.schema([("id", pa.string()), ("exact", pa.decimal128(38, 10))])))
+    order = sorted(range(back.num_rows), key=lambda k: back["id"][k].as_py())
+    assert back["exact"].take(order).to_pylist() == values["exact"][1]
 
 def test_float_columns_pass_through_as_their_shortest_text(sluice, tmp_path):
     """A float32 column's 0.1 came out in the JSONL as 0.10000000149011612
@@ -644,3 +664,19 @@ def test_a_float16_column_is_the_halfs_shortest_text(sluice, tmp_path):
         line = lines[f"data.arrow:{i}"]
         assert f'"h":{text},' in line or f'"h":{text}}}' in line, (text, line)
         assert np.float16(json.loads(line)["h"]).tobytes() == halves[i].tobytes(), line
+
+
+def test_a_decimal_in_a_text_column_is_its_digits(sluice, tmp_path):
+    """A column one file types decimal and another string is a string in
+    the Parquet output: the decimal's value is its exact text there, not
+    the bytes it is carried in."""
+    from decimal import Decimal
+    for name, values in [("a", pa.array([Decimal("1.10")], pa.decimal128(5, 2))), ("b", pa.array(["x"]))]:
+        write_stream(tmp_path / f"{name}.arrow", pa.table({"image": pa.array(
+            [{"bytes": JPEGS[0].read_bytes(), "path": f"{name}.jpg"}], IMG), "v": values}), 1)
+    r = dry_run(sluice, [tmp_path / "a.arrow", tmp_path / "b.arrow"], tmp_path / "out", "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    pq = pytest.importorskip("pyarrow.parquet")
+    got = pq.read_table(tmp_path / "out" / "part-00000.parquet")
+    assert str(got.schema.field("v").type) == "string", got.schema
+    assert sorted(got.column("v").to_pylist()) == ["1.10", "x"]
