@@ -1231,3 +1231,21 @@ def test_caption_on_a_parquet_file_that_lies(sluice, tmp_path):
         (row,) = [r for r in failed if str(path) in r["error"]]
         assert why in row["error"] and "row group 0" in row["error"], row["error"]
     assert maxrss_kb / 1024 < RSS_BOUND_MB, f"peak RSS {maxrss_kb / 1024:.0f} MB"
+
+
+def test_a_decimal_typed_from_the_values_is_a_double(sluice, tmp_path):
+    """A column two files type differently (a decimal here, an int64 there)
+    is typed from its values: a decimal's is a number, so the Parquet
+    output's column is a double holding both, not text."""
+    from decimal import Decimal
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    pq.write_table(pa.table({"path": [str(imgs[0])], "v": pa.array([Decimal("1.10")], pa.decimal128(5, 2))}),
+                   tmp_path / "a.parquet")
+    pq.write_table(pa.table({"path": [str(imgs[1])], "v": pa.array([3], pa.int64())}), tmp_path / "b.parquet")
+    out = tmp_path / "out"
+    r = sluice.run("caption", tmp_path / "a.parquet", tmp_path / "b.parquet", "-o", out, "--dry-run",
+                   "--metrics-addr", "off", "-q", "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    got = pq.read_table(out / "part-00000.parquet")
+    assert got.schema.field("v").type == pa.float64(), got.schema
+    assert sorted(got.column("v").to_pylist()) == [1.1, 3.0]
