@@ -80,3 +80,63 @@ size_t sl_double_shortest(double v, char out[32])
     int exp = atoi(strchr(out, 'e') + 1);
     return (size_t)snprintf(out, 32, "%.*g", exp >= digits && exp < 16 ? exp + 1 : digits, v);
 }
+
+float sl_half_float(uint16_t h)
+{
+    int exp = h >> 10 & 0x1f;
+    double mant = h & 0x3ff, v;
+    if (exp == 0)
+        v = ldexp(mant, -24); /* subnormal */
+    else if (exp == 31)
+        v = mant ? NAN : INFINITY;
+    else
+        v = ldexp(mant + 1024, exp - 25);
+    return (float)(h & 0x8000 ? -v : v);
+}
+
+size_t sl_decimal_text(const uint8_t *be, size_t n, int scale, char out[SL_DECIMAL_TEXT_MAX])
+{
+    bool negative = n > 0 && be[0] & 0x80;
+    uint8_t m[32];
+    if (n > sizeof m || scale > 76 || scale < -76)
+        return 0;
+    unsigned carry = negative; /* the two's complement's magnitude: ~be + 1 */
+    for (size_t k = n; k-- > 0;) {
+        unsigned b = (negative ? (uint8_t)~be[k] : be[k]) + carry;
+        m[k] = (uint8_t)b;
+        carry = b >> 8;
+    }
+    char digits[80];
+    size_t lead = 0;
+    while (lead < n && m[lead] == 0)
+        lead++;
+    if (lead == n)
+        strcpy(digits, "0");
+    else
+        magnitude_digits(m + lead, n - lead, digits);
+    size_t len = strlen(digits), o = 0;
+    if (negative && strcmp(digits, "0") != 0)
+        out[o++] = '-';
+    if (scale <= 0) { /* an integer: the digits, then -scale zeros */
+        memcpy(out + o, digits, len);
+        o += len;
+        if (strcmp(digits, "0") != 0)
+            for (int k = 0; k < -scale; k++)
+                out[o++] = '0';
+    } else if (len > (size_t)scale) { /* 123.45 */
+        memcpy(out + o, digits, len - (size_t)scale);
+        o += len - (size_t)scale;
+        out[o++] = '.';
+        memcpy(out + o, digits + len - (size_t)scale, (size_t)scale);
+        o += (size_t)scale;
+    } else { /* 0.0012 */
+        out[o++] = '0';
+        out[o++] = '.';
+        for (size_t k = len; k < (size_t)scale; k++)
+            out[o++] = '0';
+        memcpy(out + o, digits, len);
+        o += len;
+    }
+    out[o] = '\0';
+    return o;
+}

@@ -1,7 +1,7 @@
 /* core/decimal.h — a decimal (an unscaled integer over 10^scale) as the
  * double nearest its value, rounded once: how Parquet's DECIMAL columns
- * and Arrow's decimal columns pass through as JSON numbers; and a double
- * as the shortest decimal text that reads back as it. */
+ * and Arrow's decimal columns pass through as JSON numbers; a double as
+ * the shortest decimal text that reads back as it; a half as a float. */
 #ifndef SL_CORE_DECIMAL_H
 #define SL_CORE_DECIMAL_H
 
@@ -15,10 +15,23 @@
  * give one at a time. */
 double sl_decimal_double(const uint8_t *be, size_t n, int scale);
 
+/* The longest sl_decimal_text, and its NUL: a sign, 78 digits, a point,
+ * a leading "0." and 76 zeros. */
+#define SL_DECIMAL_TEXT_MAX 160
+
+/* The same decimal as its exact text, the scale kept: 1.10 (110 over
+ * 10^2), -0.001, 12300 (123 over 10^-2); what pyarrow's and DuckDB's JSON
+ * of a decimal write. Returns its length; 0 past 32 bytes or |scale| 76. */
+size_t sl_decimal_text(const uint8_t *be, size_t n, int scale, char out[SL_DECIMAL_TEXT_MAX]);
+
 /* A finite v as the shortest %g text that strtod reads back as the same
  * double (19.99, where %.17g writes 19.989999999999998), in plain digits
  * while its exponent is under 16 (1500000, not 1.5e+06), as Python,
  * pyarrow and DuckDB show it, into out (32 bytes); returns its length. */
 size_t sl_double_shortest(double v, char out[32]);
+
+/* The IEEE half of bits h as the float that holds it exactly (subnormals
+ * too: nanoarrow's ArrowHalfFloatToFloat reads 6.1e-5 as 1.17e-38). */
+float sl_half_float(uint16_t h);
 
 #endif

@@ -168,7 +168,11 @@ static int put_value(const dumper *d, const json_t *v, int depth)
     switch (json_typeof(v)) {
     case JSON_OBJECT:
     case JSON_ARRAY: return put_container(d, v, depth);
-    case JSON_STRING: return put_string(d, json_string_value(v), json_string_length(v));
+    case JSON_STRING: {
+        size_t n;
+        const char *digits = sl_json_decimal_text(v, &n);
+        return digits ? put(d, digits, n) : put_string(d, json_string_value(v), json_string_length(v));
+    }
     case JSON_INTEGER:
         return put(d, text, (size_t)snprintf(text, sizeof text, "%" JSON_INTEGER_FORMAT, json_integer_value(v)));
     case JSON_REAL: return put(d, text, real_text(json_real_value(v), (int)(d->flags >> 11 & 0x1f), text));
@@ -251,6 +255,98 @@ json_t *sl_json_real_float(float f)
     for (int digits = 1; digits <= 9; digits++) { /* 9 digits always read back as the float */
         snprintf(text, sizeof text, "%.*g", digits, (double)f);
         if (strtof(text, NULL) == f)
+            break;
+    }
+    return json_real(strtod(text, NULL));
+}
+
+/* What a decimal's string holds before its text (see sl_json_decimal). */
+static const char decimal_mark[] = "\0sluice-decimal\0";
+#define DECIMAL_MARK_LEN (sizeof decimal_mark - 1)
+
+json_t *sl_json_decimal(const char *text, size_t len)
+{
+    char small[DECIMAL_MARK_LEN + SL_DECIMAL_TEXT_MAX];
+    if (len >= SL_DECIMAL_TEXT_MAX)
+        return NULL;
+    memcpy(small, decimal_mark, DECIMAL_MARK_LEN);
+    memcpy(small + DECIMAL_MARK_LEN, text, len);
+    return json_stringn_nocheck(small, DECIMAL_MARK_LEN + len);
+}
+
+const char *sl_json_decimal_text(const json_t *v, size_t *len)
+{
+    size_t n = json_is_string(v) ? json_string_length(v) : 0;
+    const char *s = n > DECIMAL_MARK_LEN ? json_string_value(v) : NULL;
+    if (!s || memcmp(s, decimal_mark, DECIMAL_MARK_LEN) != 0)
+        return NULL;
+    s += DECIMAL_MARK_LEN;
+    n -= DECIMAL_MARK_LEN;
+    /* a JSON number's text, so that a data string that happened to hold
+     * the marker is never written as one: -?digits(.digits)?(e[+-]?digits)? */
+    size_t i = s[0] == '-', start = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9')
+        i++;
+    if (i == start || (s[start] == '0' && i - start > 1))
+        return NULL;
+    if (i < n && s[i] == '.') {
+        size_t frac = ++i;
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == frac)
+            return NULL;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) { /* a decimal past 32 bytes: its double's text */
+        i += i + 1 < n && (s[i + 1] == '-' || s[i + 1] == '+') ? 2 : 1;
+        size_t exp = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == exp)
+            return NULL;
+    }
+    if (i != n)
+        return NULL;
+    if (len)
+        *len = n;
+    return s;
+}
+
+bool sl_json_number(const json_t *v, double *out)
+{
+    const char *digits = sl_json_decimal_text(v, NULL);
+    if (!digits && !json_is_number(v))
+        return false;
+    *out = digits ? strtod(digits, NULL) : json_number_value(v);
+    return true;
+}
+
+/* The bits of the IEEE half nearest d (ties to the even one; past 65520,
+ * infinity), with d's sign. */
+static unsigned half_bits(double d)
+{
+    unsigned sign = signbit(d) ? 0x8000u : 0, bits;
+    double a = fabs(d);
+    int e;
+    frexp(a, &e); /* a in [2^(e-1), 2^e) */
+    if (a < 0x1p-14) { /* subnormal: multiples of 2^-24; 1024 of them is the least normal */
+        bits = (unsigned)nearbyint(a * 0x1p24);
+    } else {
+        double m = nearbyint(ldexp(a, 11 - e)); /* exact scaling: one rounding, to 1024..2048 */
+        int exp = e - 1 + (m == 2048);
+        bits = exp > 15 ? 0x7c00u : (unsigned)(exp + 15) << 10 | ((unsigned)m & 0x3ff);
+    }
+    return sign | bits;
+}
+
+json_t *sl_json_real_half(float f)
+{
+    char text[32];
+    if (!isfinite(f))
+        return json_null();
+    unsigned want = half_bits(f);
+    for (int digits = 1; digits <= 5; digits++) { /* 5 digits always read back as the half */
+        snprintf(text, sizeof text, "%.*g", digits, (double)f);
+        if (half_bits(strtod(text, NULL)) == want)
             break;
     }
     return json_real(strtod(text, NULL));

@@ -3,6 +3,7 @@
 #ifndef SL_CORE_JSON_H
 #define SL_CORE_JSON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <jansson.h>
 
@@ -18,6 +19,25 @@ json_t *sl_json_real(double d);
  * (what reads back as the same float): a FLOAT column's 0.1 is 0.1, not
  * the float's exact 0.10000000149011612. */
 json_t *sl_json_real_float(float f);
+/* Likewise for an IEEE half (a Parquet FLOAT16, an Arrow float16) held
+ * exactly in f: the double nearest the half's shortest text, which reads
+ * back as the same half (0.1, where the float's shortest is 0.099975586). */
+json_t *sl_json_real_half(float f);
+
+/* A decimal's exact text (sl_decimal_text's) as a value sl_json_dump
+ * writes as that JSON number, its digits and scale kept (1.10, not the
+ * double's 1.1; 38 digits, not 17): a jansson string of a marker that
+ * begins with NUL (C text reads it as "") and the text. Other code takes
+ * its number with sl_json_decimal_text. The caller owns it; NULL when out
+ * of memory. */
+json_t *sl_json_decimal(const char *text, size_t len);
+/* The text of a value sl_json_decimal made (NUL-terminated, borrowed as
+ * json_string_value's), and its length in *len (optional); NULL when v is
+ * not one. */
+const char *sl_json_decimal_text(const json_t *v, size_t *len);
+/* v's number as a double: a real's, an integer's, or a decimal's nearest;
+ * false (*out untouched) when v is none of these. */
+bool sl_json_number(const json_t *v, double *out);
 
 /* json_loadb() of a data row (a manifest line, a sidecar), lenient where
  * valid data would otherwise be lost: a number no jansson value holds (an

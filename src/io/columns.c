@@ -113,7 +113,7 @@ static col_type scalar_type(const json_t *v)
 {
     if (json_is_integer(v))
         return T_INT;
-    if (json_is_real(v))
+    if (json_is_real(v) || sl_json_decimal_text(v, NULL)) /* a decimal is a number in a string */
         return T_DOUBLE;
     if (json_is_boolean(v))
         return T_BOOL;
@@ -738,6 +738,8 @@ sl_pq_type sl_columns_type(const sl_columns *c, size_t i)
 
 static const char *kind_of(const json_t *v)
 {
+    if (sl_json_decimal_text(v, NULL))
+        return "a real number";
     switch (json_typeof(v)) {
     case JSON_OBJECT: return "an object";
     case JSON_ARRAY: return "a list";

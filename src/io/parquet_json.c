@@ -262,9 +262,11 @@ json_t *sl_pq_value_json(const sl_pq_vector *v, int64_t k)
     case SL_PQ_INT32: return json_integer(v->i32[k]);
     case SL_PQ_INT64: /* a UINT_64 past INT64_MAX: a double, as an Arrow input's uint64 */
         return v->info->is_unsigned && v->i64[k] < 0 ? json_real((double)(uint64_t)v->i64[k]) : json_integer(v->i64[k]);
-    case SL_PQ_FLOAT: return sl_json_real_float(v->f32[k]);
+    case SL_PQ_FLOAT: return v->info->is_float16 ? sl_json_real_half(v->f32[k]) : sl_json_real_float(v->f32[k]);
     case SL_PQ_DOUBLE: return sl_json_real(v->f64[k]);
     case SL_PQ_STRING:
+        if (v->info->is_decimal) /* a number, its digits kept */
+            return sl_json_decimal((const char *)v->data + v->offsets[k], (size_t)(v->offsets[k + 1] - v->offsets[k]));
         return sl_json_text((const char *)v->data + v->offsets[k], (size_t)(v->offsets[k + 1] - v->offsets[k]));
     default: return json_null();
     }
@@ -332,7 +334,7 @@ static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t p
         return list_shape(cs, n, d, oom);
     if (n == 1 && strlen(ci->name) == prefix) {
         /* Inside a value a double holds all of a UINT_64's values. */
-        const char *leaf = d != ci->depth ? NULL : ci->is_unsigned ? "double" : sl_pq_leaf_shape(ci->type);
+        const char *leaf = d != ci->depth ? NULL : ci->is_unsigned || ci->is_decimal ? "double" : sl_pq_leaf_shape(ci->type);
         json_t *shape = leaf ? json_string(leaf) : NULL;
         *oom |= leaf && !shape;
         return shape;

@@ -47,7 +47,7 @@
 typedef enum conversion {
     CONV_NONE,
     CONV_INT96,   /* Impala's timestamp (nanoseconds of the day, Julian day) -> int64 ns since 1970 */
-    CONV_DECIMAL, /* an unscaled INT32, INT64, or big-endian (FIXED_LEN_)BYTE_ARRAY -> double */
+    CONV_DECIMAL, /* an unscaled INT32, INT64, or big-endian (FIXED_LEN_)BYTE_ARRAY -> its exact text */
     CONV_FLOAT16, /* IEEE half in 2 bytes -> float */
     CONV_UUID,    /* 16 bytes -> the 36-character text form */
     CONV_BYTES,   /* FIXED_LEN_BYTE_ARRAY -> binary */
@@ -504,7 +504,7 @@ typedef struct walk_ctx {
 #define MAX_FIXED_LEN (1 << 20)
 
 /* The types sluice has no column type of become one it has: INT96
- * timestamps int64 nanoseconds, decimals doubles, FLOAT16 float, UUID text,
+ * timestamps int64 nanoseconds, decimals their exact text, FLOAT16 float, UUID text,
  * other fixed-length byte arrays binary, unsigned INT32 int64 (an unsigned
  * INT64 stays, its info saying is_unsigned). */
 static void choose_conversion(leaf *l, const schema_el *el)
@@ -532,6 +532,7 @@ static void choose_conversion(leaf *l, const schema_el *el)
         if (el->is_float16 && el->type_length == 2) {
             l->conv = CONV_FLOAT16;
             l->info.type = SL_PQ_FLOAT;
+            l->info.is_float16 = true;
         } else if (el->is_uuid && el->type_length == 16) {
             l->conv = CONV_UUID;
             l->info.type = SL_PQ_STRING;
@@ -546,7 +547,8 @@ static void choose_conversion(leaf *l, const schema_el *el)
         }
         l->conv = CONV_DECIMAL;
         l->scale = el->scale;
-        l->info.type = SL_PQ_DOUBLE;
+        l->info.type = SL_PQ_STRING;
+        l->info.is_decimal = true;
     }
 }
 
@@ -1705,15 +1707,19 @@ static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint8_t *defs,
     return SL_OK;
 }
 
-/* A byte array value into row `row`; a BYTE_ARRAY decimal's (the one
- * conversion of a variable-length type) as its double, in the row's slot. */
+/* A byte array value into row `row`; a decimal's (its unscaled value,
+ * big-endian) as its exact text, the scale kept: 1.10, not the double's
+ * 1.1; 38 digits, not 17. */
 static sl_status take_bytes(column *c, size_t row, const uint8_t *s, size_t len)
 {
     pending *pr = &c->rows;
-    if (c->lf->conv == CONV_DECIMAL) {
-        double d = sl_decimal_double(s, len, c->lf->scale);
-        memcpy(pr->fixed + row * sizeof d, &d, sizeof d);
-        return SL_OK;
+    char text[SL_DECIMAL_TEXT_MAX];
+    if (c->lf->conv == CONV_DECIMAL) { /* s: the unscaled value, big-endian */
+        size_t n = sl_decimal_text(s, len, c->lf->scale, text);
+        if (n == 0) /* a BYTE_ARRAY past 32 bytes: its value as the nearest double gives */
+            n = sl_double_shortest(sl_decimal_double(s, len, c->lf->scale), text);
+        s = (const uint8_t *)text;
+        len = n;
     }
     sl_status st = reserve_within(c, &pr->data, len, "the batch's values");
     if (st != SL_OK)
@@ -1724,14 +1730,12 @@ static sl_status take_bytes(column *c, size_t row, const uint8_t *s, size_t len)
 }
 
 /* Row `row` of c's pending rows is null: its slot of w bytes at `slot`
- * zeroed, or (byte arrays, w 0) its range left empty, or its converted
- * value's slot zeroed (a BYTE_ARRAY decimal). */
+ * zeroed, or (byte arrays and what converts to text, w 0) its range left
+ * empty. */
 static void null_slot(column *c, uint8_t *slot, size_t w, size_t row)
 {
     if (w)
         memset(slot, 0, w);
-    else if (c->width)
-        memset(c->rows.fixed + row * (size_t)c->width, 0, (size_t)c->width);
     else
         c->rows.offsets[row + 1] = c->rows.offsets[row];
 }
@@ -1820,12 +1824,12 @@ static sl_status delta_byte_arrays(column *c, const uint8_t *valid, size_t m, si
 }
 
 /* An unscaled decimal (INT32 and INT64 little-endian, FIXED_LEN_BYTE_ARRAY
- * big-endian two's complement) over 10^scale as the nearest double, as
- * Arrow's decimals are read (core/decimal.h). */
-static double decimal_value(const column *c, const uint8_t *v)
+ * big-endian two's complement) into row `row` as its exact text, as
+ * Arrow's decimals are read (take_bytes, core/decimal.h). */
+static sl_status decimal_value(column *c, size_t row, const uint8_t *v)
 {
     if (c->lf->physical != SL_PQT_INT32 && c->lf->physical != SL_PQT_INT64)
-        return sl_decimal_double(v, (size_t)c->phys, c->lf->scale);
+        return take_bytes(c, row, v, (size_t)c->phys);
     int64_t x;
     if (c->lf->physical == SL_PQT_INT32) {
         int32_t x32;
@@ -1838,20 +1842,7 @@ static double decimal_value(const column *c, const uint8_t *v)
     uint64_t u = (uint64_t)x;
     for (int k = 7; k >= 0; k--, u >>= 8)
         be[k] = (uint8_t)u;
-    return sl_decimal_double(be, sizeof be, c->lf->scale);
-}
-
-static float half_to_float(uint16_t h)
-{
-    int exp = h >> 10 & 0x1f;
-    double mant = h & 0x3ff, v;
-    if (exp == 0)
-        v = ldexp(mant, -24); /* subnormal */
-    else if (exp == 31)
-        v = mant ? NAN : INFINITY;
-    else
-        v = ldexp(mant + 1024, exp - 25);
-    return (float)(h & 0x8000 ? -v : v);
+    return take_bytes(c, row, be, sizeof be);
 }
 
 /* The m slots of c->scratch (stored values) into the batch's slots from
@@ -1878,8 +1869,9 @@ static sl_status convert_values(column *c, const uint8_t *valid, size_t m, size_
             break;
         }
         case CONV_DECIMAL: {
-            double d = decimal_value(c, v);
-            memcpy(out, &d, 8);
+            sl_status st = decimal_value(c, base + i, v);
+            if (st != SL_OK)
+                return st;
             break;
         }
         case CONV_UINT32: {
@@ -1890,7 +1882,7 @@ static sl_status convert_values(column *c, const uint8_t *valid, size_t m, size_
             break;
         }
         case CONV_FLOAT16: {
-            float f = half_to_float((uint16_t)(v[0] | v[1] << 8));
+            float f = sl_half_float((uint16_t)(v[0] | v[1] << 8));
             memcpy(out, &f, 4);
             break;
         }

@@ -85,6 +85,8 @@ typedef struct sl_pq_column_info {
     int group_def[SL_PQ_MAX_GROUPS];
     bool groups_over; /* more groups than SL_PQ_MAX_GROUPS: the deepest are not listed */
     bool is_unsigned; /* SL_PQ_INT64 holding a UINT_64's bits: past INT64_MAX they read negative */
+    bool is_float16;  /* SL_PQ_FLOAT holding a FLOAT16 (a half, exactly) */
+    bool is_decimal;  /* SL_PQ_STRING holding a DECIMAL's exact text (sl_decimal_text's) */
 } sl_pq_column_info;
 
 /* One column of one batch. Row i is null when valid[i] == 0; null rows

@@ -949,10 +949,12 @@ bool sl_pq_value_from_json(sl_pq_type type, const json_t *v, sl_pq_value *out, c
         if (json_is_integer(v))
             *out = (sl_pq_value){.i64 = json_integer_value(v)};
         return true;
-    case SL_PQ_DOUBLE:
-        if (json_is_number(v))
-            *out = (sl_pq_value){.f64 = json_number_value(v)};
+    case SL_PQ_DOUBLE: {
+        double d; /* a decimal column's value: the double nearest it, as before its exact text */
+        if (sl_json_number(v, &d))
+            *out = (sl_pq_value){.f64 = d};
         return true;
+    }
     case SL_PQ_BOOL:
         if (json_is_boolean(v))
             *out = (sl_pq_value){.b = json_is_true(v)};
@@ -961,6 +963,11 @@ bool sl_pq_value_from_json(sl_pq_type type, const json_t *v, sl_pq_value *out, c
         break;
     }
     size_t len;
+    const char *digits = sl_json_decimal_text(v, &len);
+    if (digits) { /* a text column: the decimal's exact text */
+        *out = (sl_pq_value){.ptr = digits, .len = len};
+        return true;
+    }
     if (json_is_string(v)) {
         const char *s = json_string_value(v);
         len = json_string_length(v);

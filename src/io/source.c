@@ -2781,8 +2781,8 @@ sl_status sl_source_prompt_of(const json_t *value, sl_source_item *item)
             break;
         }
     }
-    if (!json_is_string(content) && !json_is_array(content))
-        return SL_OK;
+    if ((!json_is_string(content) && !json_is_array(content)) || sl_json_decimal_text(content, NULL))
+        return SL_OK; /* a number (a decimal is carried as a string) is no prompt, as before */
     if (!turn_text(content, &item->prompt))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading the prompt of '%s'", item->id ? item->id : "");
     return SL_OK;

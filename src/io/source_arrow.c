@@ -38,6 +38,7 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/json.h"
+#include "core/log.h"
 #include "io/ranged.h"
 #include "io/source_impl.h"
 
@@ -57,8 +58,17 @@ typedef struct dict_slot {
     int64_t id;
     int buffers; /* a view type's: its fixed two, its variadic ones besides */
     bool views;
+    bool dropped; /* a column left out holds it: its batches are passed over */
     int64_t bytes;
 } dict_slot;
+
+/* What a record batch holds of one top-level column: its field nodes, its
+ * buffers (but view types' variadic ones) and its view fields (a variadic
+ * buffer count each), all in a row, as the IPC format lays them out. */
+typedef struct column_layout {
+    int64_t nodes, buffers, views;
+    bool dropped;
+} column_layout;
 /* A remote file's headers are read through blocks this long: a request per
  * batch, not three; the count's (which skips bodies) through shorter ones. */
 #define REMOTE_BLOCK_BYTES (256u << 10)
@@ -96,6 +106,12 @@ struct source_reader {
      * as a stream, message after message). */
     struct ArrowIpcFileBlock *blocks;
     int64_t n_blocks, next_block;
+    /* The schema's top-level columns when some are left out (NULL: none),
+     * and the warning naming them, given by the first arrow_next (a count
+     * opens the file too). */
+    column_layout *layout;
+    size_t n_layout;
+    char *left_out;
 };
 
 static void arrow_close(source_reader *r)
@@ -114,6 +130,8 @@ static void arrow_close(source_reader *r)
     sl_buf_free(&r->header);
     sl_buf_free(&r->body);
     sl_free(r->blocks);
+    sl_free(r->layout);
+    sl_free(r->left_out);
     sl_free(r->file);
     sl_free(r->base_dir);
     sl_free(r);
@@ -283,6 +301,15 @@ static bool read_exact(source_reader *r, void *dst, size_t len)
 #define MAX_FIXED_SIZE (1 << 20)
 #define ns(x) FLATBUFFERS_WRAP_NAMESPACE(org_apache_arrow_flatbuf, x)
 
+#define NOMEM(r) sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", (r)->file)
+/* *why = a message naming the file (NULL: out of memory). */
+#define WHY(r, ...) ((*why = sl_asprintf(__VA_ARGS__)) != NULL ? SL_OK : NOMEM(r))
+/* *why after a read_exact that failed inside `what`. */
+#define CUT(r, what)                                                                                             \
+    ((r)->io_error[0] ? WHY(r, "%s: reading %s at byte %lld failed: %s", (r)->file, what, (long long)(r)->pos,  \
+                            (r)->io_error)                                                                      \
+                      : WHY(r, "%s: ends inside %s (byte %lld)", (r)->file, what, (long long)(r)->pos))
+
 static const char *check_metadata(ns(KeyValue_vec_t) kvs)
 {
     for (size_t i = 0; i < ns(KeyValue_vec_len(kvs)); i++) {
@@ -311,7 +338,7 @@ static const char *add_dictionary(source_reader *r, ns(Field_table_t) f, int typ
             return "two dictionary-encoded fields sharing one dictionary id";
     if (r->n_slots == MAX_DICTIONARIES)
         return "more than 64 dictionary-encoded fields";
-    r->slots[r->n_slots++] = (dict_slot){id, buffers, views, 0};
+    r->slots[r->n_slots++] = (dict_slot){.id = id, .buffers = buffers, .views = views};
     return NULL;
 }
 
@@ -499,6 +526,17 @@ static int64_t batch_rows(const void *fb)
                : 0;
 }
 
+/* What a field of type `type` is when nanoarrow 0.9.0's IPC reader refuses
+ * it, and what to do; NULL when it reads it. */
+static const char *unreadable_type(int type)
+{
+    return type == ns(Type_RunEndEncoded)
+               ? "run-end encoded, which sluice cannot read: write it decoded (pyarrow: cast it to its values' type)"
+           : type == ns(Type_ListView) || type == ns(Type_LargeListView)
+               ? "a list view, which sluice cannot read: write it as a list (pyarrow: cast it to pa.list_)"
+               : NULL;
+}
+
 /* The first field under `fields` (path: the names above it, dotted) of a
  * type nanoarrow 0.9.0's IPC reader refuses, written into path: what it is
  * and what to do, or NULL when there is none. */
@@ -509,13 +547,7 @@ static const char *unreadable_field(ns(Field_vec_t) fields, char *path, size_t c
         ns(Field_table_t) f = ns(Field_vec_at(fields, i));
         const char *name = f && ns(Field_name(f)) ? ns(Field_name(f)) : "";
         snprintf(path + len, cap - len, "%s%s", len ? "." : "", name);
-        int type = f ? ns(Field_type_type(f)) : ns(Type_NONE);
-        const char *what =
-            type == ns(Type_RunEndEncoded)
-                ? "run-end encoded, which sluice cannot read: write it decoded (pyarrow: cast it to its values' type)"
-            : type == ns(Type_ListView) || type == ns(Type_LargeListView)
-                ? "a list view, which sluice cannot read: write it as a list (pyarrow: cast it to pa.list_)"
-                : NULL;
+        const char *what = f ? unreadable_type(ns(Field_type_type(f))) : NULL;
         if (what || (f && (what = unreadable_field(ns(Field_children(f)), path, cap, depth + 1))))
             return what;
         path[len] = '\0';
@@ -532,16 +564,197 @@ static const char *unreadable_column(const void *fb, bool footer, char *path, si
     return sc ? unreadable_field(ns(Schema_fields(sc)), path, cap, 0) : NULL;
 }
 
-#undef ns
+/* Adds what a record batch holds of field f (and its children) to l, as
+ * the IPC format lays it out; false for a type it gives no layout. */
+static bool field_layout(ns(Field_table_t) f, column_layout *l, int depth)
+{
+    int type = ns(Field_type_type(f));
+    l->nodes++;
+    if (ns(Field_dictionary(f))) { /* its indices: validity and values; the values are a dictionary batch's */
+        l->buffers += 2;
+        return true;
+    }
+    if (type == ns(Type_Null) || type == ns(Type_RunEndEncoded))
+        ;
+    else if (type == ns(Type_Struct_) || type == ns(Type_FixedSizeList))
+        l->buffers += 1; /* validity */
+    else if (type == ns(Type_Union)) /* type ids, and a dense one's offsets */
+        l->buffers += ns(Union_mode((ns(Union_table_t))ns(Field_type_get(f)))) == ns(UnionMode_Dense) ? 2 : 1;
+    else if (type == ns(Type_Utf8) || type == ns(Type_Binary) || type == ns(Type_LargeUtf8) ||
+             type == ns(Type_LargeBinary) || type == ns(Type_ListView) || type == ns(Type_LargeListView))
+        l->buffers += 3; /* validity, offsets, and the data or the sizes */
+    else if (type == ns(Type_Utf8View) || type == ns(Type_BinaryView))
+        l->buffers += 2, l->views++;
+    else if (type == ns(Type_Int) || type == ns(Type_FloatingPoint) || type == ns(Type_Bool) ||
+             type == ns(Type_Decimal) || type == ns(Type_Date) || type == ns(Type_Time) ||
+             type == ns(Type_Timestamp) || type == ns(Type_Interval) || type == ns(Type_Duration) ||
+             type == ns(Type_FixedSizeBinary) || type == ns(Type_List) || type == ns(Type_LargeList) ||
+             type == ns(Type_Map))
+        l->buffers += 2; /* validity, and the values or the offsets */
+    else
+        return false;
+    ns(Field_vec_t) children = ns(Field_children(f));
+    for (size_t i = 0; depth < 64 && i < ns(Field_vec_len(children)); i++)
+        if (!field_layout(ns(Field_vec_at(children, i)), l, depth + 1))
+            return false;
+    return depth < 64;
+}
 
-#define NOMEM(r) sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", (r)->file)
-/* *why = a message naming the file (NULL: out of memory). */
-#define WHY(r, ...) ((*why = sl_asprintf(__VA_ARGS__)) != NULL ? SL_OK : NOMEM(r))
-/* *why after a read_exact that failed inside `what`. */
-#define CUT(r, what)                                                                                             \
-    ((r)->io_error[0] ? WHY(r, "%s: reading %s at byte %lld failed: %s", (r)->file, what, (long long)(r)->pos,  \
-                            (r)->io_error)                                                                      \
-                      : WHY(r, "%s: ends inside %s (byte %lld)", (r)->file, what, (long long)(r)->pos))
+/* Marks the dictionaries of f and its children dropped. */
+static void drop_dictionaries(source_reader *r, ns(Field_table_t) f, int depth)
+{
+    ns(DictionaryEncoding_table_t) d = ns(Field_dictionary(f));
+    dict_slot *slot = d ? find_dictionary(r, ns(DictionaryEncoding_id(d))) : NULL;
+    if (slot)
+        slot->dropped = true;
+    ns(Field_vec_t) children = ns(Field_children(f));
+    for (size_t i = 0; depth < 64 && i < ns(Field_vec_len(children)); i++)
+        drop_dictionaries(r, ns(Field_vec_at(children, i)), depth + 1);
+}
+
+/* Whether the job needs top-level column `name`: the image (named, or one
+ * of the usual names), the id or a field of the prompt. */
+static bool column_needed(const source_reader *r, const char *name)
+{
+    const char *explicit = r->p->image_column, *id = sl_source_id_column(r->p, NULL);
+    for (size_t k = 0; k < (explicit ? 1 : sl_source_n_auto_image_columns); k++)
+        if (strcmp(explicit ? explicit : sl_source_auto_image_columns[k], name) == 0)
+            return true;
+    return (id && strcmp(id, name) == 0) || sl_source_column_in_prompt(r->p, name);
+}
+
+/* Takes the top-level columns nanoarrow cannot read, and the job does not
+ * need, out of the schema sc in r->header (verified, checked) before it is
+ * decoded: their fields go from its vector, and each record batch's nodes
+ * and buffers go as it is read (drop_batch_columns). nanoarrow refuses the
+ * whole schema for one such column, and the file failed. *why when one the
+ * job needs cannot be read, or a column's layout is not known. */
+static sl_status drop_columns(source_reader *r, ns(Schema_table_t) sc, char **why)
+{
+    ns(Field_vec_t) fields = sc ? ns(Schema_fields(sc)) : NULL;
+    size_t n = ns(Field_vec_len(fields));
+    column_layout *l = sl_calloc(n ? n : 1, sizeof *l);
+    if (!l)
+        return NOMEM(r);
+    char path[256], *left_out = NULL;
+    for (size_t i = 0; i < n; i++) {
+        ns(Field_table_t) f = ns(Field_vec_at(fields, i));
+        const char *name = ns(Field_name(f)) ? ns(Field_name(f)) : "";
+        snprintf(path, sizeof path, "%s", name);
+        const char *what = unreadable_type(ns(Field_type_type(f)));
+        if (!what)
+            what = unreadable_field(ns(Field_children(f)), path, sizeof path, 1);
+        if (what && (column_needed(r, name) || !field_layout(f, &l[i], 0))) {
+            sl_free(l);
+            sl_free(left_out);
+            return WHY(r, "%s: column '%s' is %s", r->file, path, what);
+        }
+        if (!what)
+            continue;
+        l[i].dropped = true;
+        drop_dictionaries(r, f, 0);
+        char *more = strcmp(path, name) == 0
+                         ? sl_asprintf("%s%scolumn '%s' (%s)", left_out ? left_out : "", left_out ? ", " : "", name, what)
+                         : sl_asprintf("%s%scolumn '%s' (its '%s' is %s)", left_out ? left_out : "",
+                                       left_out ? ", " : "", name, path, what);
+        sl_free(left_out);
+        if (!(left_out = more)) {
+            sl_free(l);
+            return NOMEM(r);
+        }
+    }
+    if (!left_out) {
+        sl_free(l);
+        return SL_OK;
+    }
+    for (size_t i = 0; i < n; i++) /* the layouts of those kept, beside them */
+        if (!l[i].dropped && !field_layout(ns(Field_vec_at(fields, i)), &l[i], 0)) {
+            sl_free(l);
+            sl_free(left_out);
+            return WHY(r, "%s: column '%s' is of a type sluice does not know", r->file,
+                       ns(Field_name(ns(Field_vec_at(fields, i)))));
+        }
+    /* A vector of tables holds offsets from each entry's own place: one
+     * moved back 4 bytes points 4 bytes further. The header is r's. */
+    flatbuffers_uoffset_t *at = (flatbuffers_uoffset_t *)(uintptr_t)fields;
+    size_t out = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!l[i].dropped)
+            at[out] = at[i] + (flatbuffers_uoffset_t)(4 * (i - out)), out++;
+    at[-1] = (flatbuffers_uoffset_t)out;
+    r->layout = l;
+    r->n_layout = n;
+    r->left_out = left_out;
+    return SL_OK;
+}
+
+/* Takes the dropped columns' nodes, buffers and variadic buffer counts out
+ * of record batch rb in r->header (checked by check_message), in place; a
+ * batch that does not hold the schema's layout is left for nanoarrow to
+ * refuse. */
+static void drop_batch_columns(source_reader *r, ns(RecordBatch_table_t) rb)
+{
+    ns(FieldNode_vec_t) nodes = ns(RecordBatch_nodes(rb));
+    ns(Buffer_vec_t) bufs = ns(RecordBatch_buffers(rb));
+    flatbuffers_int64_vec_t variadic = ns(RecordBatch_variadicBufferCounts(rb));
+    size_t n_nodes = ns(FieldNode_vec_len(nodes)), n_bufs = ns(Buffer_vec_len(bufs));
+    size_t n_views = flatbuffers_int64_vec_len(variadic);
+    int64_t want_nodes = 0, want_bufs = 0, want_views = 0;
+    for (size_t c = 0; c < r->n_layout; c++) {
+        want_nodes += r->layout[c].nodes;
+        want_bufs += r->layout[c].buffers;
+        want_views += r->layout[c].views;
+    }
+    for (size_t k = 0; k < n_views && (size_t)want_views == n_views; k++) {
+        int64_t more = flatbuffers_int64_vec_at(variadic, k);
+        want_bufs = more < 0 || more > (int64_t)n_bufs ? -1 : want_bufs + more;
+    }
+    if ((size_t)want_nodes != n_nodes || (size_t)want_views != n_views || want_bufs != (int64_t)n_bufs)
+        return;
+    uint8_t *node_at = (uint8_t *)(uintptr_t)nodes, *buf_at = (uint8_t *)(uintptr_t)bufs;
+    int64_t *view_at = (int64_t *)(uintptr_t)variadic;
+    size_t node = 0, buf = 0, view = 0, node_out = 0, buf_out = 0, view_out = 0;
+    for (size_t c = 0; c < r->n_layout; c++) {
+        const column_layout *l = &r->layout[c];
+        int64_t b = l->buffers;
+        for (int64_t k = 0; k < l->views; k++)
+            b += flatbuffers_int64_vec_at(variadic, view + (size_t)k);
+        if (!l->dropped) {
+            memmove(node_at + node_out * 16, node_at + node * 16, (size_t)l->nodes * 16);
+            memmove(buf_at + buf_out * 16, buf_at + buf * 16, (size_t)b * 16);
+            memmove(view_at + view_out, view_at + view, (size_t)l->views * 8);
+            node_out += (size_t)l->nodes;
+            buf_out += (size_t)b;
+            view_out += (size_t)l->views;
+        }
+        node += (size_t)l->nodes;
+        buf += (size_t)b;
+        view += (size_t)l->views;
+    }
+    ((flatbuffers_uoffset_t *)(uintptr_t)nodes)[-1] = (flatbuffers_uoffset_t)node_out; /* 16-byte structs */
+    ((flatbuffers_uoffset_t *)(uintptr_t)bufs)[-1] = (flatbuffers_uoffset_t)buf_out;
+    if (variadic)
+        ((flatbuffers_uoffset_t *)(uintptr_t)variadic)[-1] = (flatbuffers_uoffset_t)view_out;
+}
+
+/* drop_columns over the schema of fb: a footer's, or a schema message's. */
+static sl_status drop_schema_columns(source_reader *r, const void *fb, bool footer, char **why)
+{
+    return drop_columns(r, footer ? ns(Footer_schema(ns(Footer_as_root(fb))))
+                                  : (ns(Schema_table_t))ns(Message_header_get(ns(Message_as_root(fb)))),
+                        why);
+}
+
+/* drop_batch_columns over message fb when it is a record batch and some
+ * columns are left out. */
+static void drop_message_columns(source_reader *r, const void *fb)
+{
+    ns(Message_table_t) m = ns(Message_as_root(fb));
+    if (r->layout && ns(Message_header_type(m)) == ns(MessageHeader_RecordBatch))
+        drop_batch_columns(r, (ns(RecordBatch_table_t))ns(Message_header_get(m)));
+}
+
+#undef ns
 
 /* Reads the next message's header, and its body into r->body: *eos at the
  * end of the stream, *why when it cannot be read. */
@@ -591,6 +804,7 @@ static sl_status read_message(source_reader *r, bool *eos, char **why)
     const char *bad = check_message(r, r->header.data + 8);
     if (bad)
         return WHY(r, "%s: the message at byte %lld holds %s", r->file, (long long)at, bad);
+    drop_message_columns(r, r->header.data + 8);
     if (ArrowIpcDecoderDecodeHeader(&r->dec, view, &err) != NANOARROW_OK)
         return WHY(r, "%s: a corrupt or unsupported message at byte %lld: %s", r->file, (long long)at, err.message);
     r->batch_rows = batch_rows(r->header.data + 8);
@@ -672,6 +886,9 @@ static sl_status read_footer(source_reader *r, bool *found, char **why)
     const char *bad = check_footer(r, r->header.data + 8);
     if (bad)
         return WHY(r, "%s: its footer holds %s", r->file, bad);
+    sl_status st = drop_schema_columns(r, r->header.data + 8, true, why);
+    if (st != SL_OK || *why)
+        return st;
     if (ArrowIpcDecoderDecodeFooter(&r->dec, view, &err) != NANOARROW_OK)
         return schema_why(r, r->header.data + 8, true, &err, why);
     struct ArrowIpcFooter *f = r->dec.footer;
@@ -726,6 +943,9 @@ static sl_status read_schema(source_reader *r, char **why)
                        "a corrupt one)", r->file);
         ArrowIpcDictionaryEncodingsInit(&r->encodings);
         r->encodings_ready = true;
+        st = drop_schema_columns(r, r->header.data + 8, false, why);
+        if (st != SL_OK || *why)
+            return st;
         if (ArrowIpcDecoderDecodeSchemaWithDictionaries(&r->dec, &r->schema, &r->encodings, &err) != NANOARROW_OK)
             return schema_why(r, r->header.data + 8, false, &err, why);
     }
@@ -827,8 +1047,8 @@ static bool is_decimal(enum ArrowType t)
            t == NANOARROW_TYPE_DECIMAL128 || t == NANOARROW_TYPE_DECIMAL256;
 }
 
-/* A decimal as the double nearest its value, as Parquet's DECIMAL columns
- * are read (core/decimal.h). */
+/* A decimal as its exact text, the scale kept (core/decimal.h): the JSON
+ * number pyarrow and DuckDB write, where the double lost digits. */
 static json_t *decimal_json(const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i)
 {
     struct ArrowSchemaView sv;
@@ -842,7 +1062,9 @@ static json_t *decimal_json(const struct ArrowSchema *s, const struct ArrowArray
     ArrowDecimalGetBytes(&d, le);
     for (size_t k = 0; k < n; k++)
         be[k] = le[n - 1 - k];
-    return sl_json_real(sl_decimal_double(be, n, sv.decimal_scale));
+    char text[SL_DECIMAL_TEXT_MAX];
+    size_t len = sl_decimal_text(be, n, sv.decimal_scale, text);
+    return len ? sl_json_decimal(text, len) : sl_json_real(sl_decimal_double(be, n, sv.decimal_scale));
 }
 
 /* Where bad_text is: the name of the value it is at ("meta.topic",
@@ -943,7 +1165,8 @@ static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayVi
         uint64_t u = ArrowArrayViewGetUIntUnsafe(v, i);
         return u <= INT64_MAX ? json_integer((json_int_t)u) : json_real((double)u);
     }
-    case NANOARROW_TYPE_HALF_FLOAT:
+    case NANOARROW_TYPE_HALF_FLOAT: /* its bits: nanoarrow's float of a subnormal half is wrong */
+        return sl_json_real_half(sl_half_float(v->buffer_views[1].data.as_uint16[v->offset + i]));
     case NANOARROW_TYPE_FLOAT: return sl_json_real_float((float)ArrowArrayViewGetDoubleUnsafe(v, i));
     case NANOARROW_TYPE_DOUBLE: return sl_json_real(ArrowArrayViewGetDoubleUnsafe(v, i));
     case NANOARROW_TYPE_STRING:
@@ -1241,6 +1464,8 @@ static sl_status next_batch(source_reader *r, char **why)
         struct ArrowBufferView body = {.data.data = r->body.data, .size_bytes = (int64_t)r->body.len};
         if (dict) {
             dict_slot *slot = find_dictionary(r, r->dec.dictionary->id); /* there: check_message */
+            if (slot->dropped)
+                continue;
             if (bytes > r->body_limit - (r->dict_bytes - slot->bytes))
                 return WHY(r, "%s: dictionary batch %lld makes the dictionaries more than %lld bytes together",
                            r->file, (long long)nth, (long long)r->body_limit);
@@ -1268,6 +1493,10 @@ static sl_status next_batch(source_reader *r, char **why)
 static sl_status arrow_next(source_reader *r, sl_source_item *item, bool *done)
 {
     *done = false;
+    if (r->left_out && !r->p->quiet)
+        sl_log(SL_LOG_WARN, "%s: left out of the output, as sluice cannot read them: %s", r->file, r->left_out);
+    sl_free(r->left_out);
+    r->left_out = NULL;
     if (!r->batch || r->row >= r->batch->length) {
         if (r->batch)
             r->base += r->batch->length;

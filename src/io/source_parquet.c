@@ -142,6 +142,8 @@ static json_t *id_json(const source_reader *r, int64_t i)
     const sl_pq_vector *v = &r->batch->columns[r->id_col];
     if (v->info->is_unsigned && (!v->valid || v->valid[i]) && v->i64[i] < 0)
         return sl_source_uint64_id((uint64_t)v->i64[i]);
+    if (v->info->is_decimal && (!v->valid || v->valid[i])) /* its exact text */
+        return json_stringn((const char *)v->data + v->offsets[i], (size_t)(v->offsets[i + 1] - v->offsets[i]));
     return sl_pq_value_json(v, i);
 }
 
@@ -668,7 +670,9 @@ static sl_status pq_types(const source_reader *r, json_t *into)
                 return st;
         } else {
             /* A UINT_64 column: int64, or double when its values pass INT64_MAX (a hash), as the samples say */
-            const char *leaf = r->infos[c]->is_unsigned ? NULL : sl_pq_leaf_shape(r->infos[c]->type);
+            const char *leaf = r->infos[c]->is_unsigned ? NULL
+                               : r->infos[c]->is_decimal ? "double"
+                                                         : sl_pq_leaf_shape(r->infos[c]->type);
             if (leaf && !(shape = json_string(leaf)))
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         }

@@ -419,7 +419,8 @@ void sl_pipeline_text_free(char *text) { sl_free(text); }
 const char *sl_pipeline_row_column_string(const sl_row *row, const char *name)
 {
     const caption_row *r = sl_row_data(row);
-    return r->extra ? json_string_value(json_object_get(r->extra, name)) : NULL;
+    const json_t *v = r->extra ? json_object_get(r->extra, name) : NULL;
+    return sl_json_decimal_text(v, NULL) ? NULL : json_string_value(v); /* a decimal is a number */
 }
 
 /* Sets column `name` to v (stolen; NULL removes it). */

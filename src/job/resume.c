@@ -28,6 +28,9 @@ static const char *output_format(const sl_caption_params *p)
     return f && (strcmp(f, "parquet") == 0 || strcmp(f, "webdataset") == 0) ? f : "jsonl";
 }
 
+/* json_dumps, not sl_json_dump's shortest reals, on purpose: the text is
+ * compared with the one in existing ledgers, and another text for the same
+ * value would make each of them another job. */
 static void fp_add(char **text, const char *key, json_t *value)
 {
     if (!*text)

@@ -72,7 +72,9 @@ sl_status template_fill_in(const char *tmpl, const json_t *columns, const char *
             char num[32], *text = NULL;
             const char *add;
             size_t len;
-            if (json_is_string(v)) {
+            if ((add = sl_json_decimal_text(v, &len)) != NULL) {
+                /* a decimal column's exact text (1.10) */
+            } else if (json_is_string(v)) {
                 add = json_string_value(v);
                 len = json_string_length(v);
             } else if (json_is_real(v)) {

@@ -868,11 +868,11 @@ static int columns_newindex(lua_State *L)
         st = sl_pipeline_row_set_column_string(row, k, lua_tostring(L, 3));
     } else {
         json_t *v = to_json_boxed(L, 3);
-        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *text = sl_json_dump(v, JSON_COMPACT | JSON_ENCODE_ANY, NULL);
         if (!text)
             return luaL_error(L, "not enough memory");
         st = sl_pipeline_row_set_column_json(row, k, text);
-        free(text);
+        sl_free(text);
     }
     if (st != SL_OK)
         return luaL_error(L, "%s", sl_last_error());
@@ -993,11 +993,13 @@ static int l_to_json(lua_State *L)
 {
     luaL_checkany(L, 1);
     json_t *v = to_json_boxed(L, 1);
-    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    /* sl_json_dump: a real as its shortest text (19.99, where json_dumps
+     * writes 19.989999999999998), as every JSON sluice writes */
+    char *text = sl_json_dump(v, JSON_COMPACT | JSON_ENCODE_ANY, NULL);
     if (!text)
         return luaL_error(L, "not enough memory");
     lua_pushstring(L, text);
-    free(text);
+    sl_free(text);
     return 1;
 }
 
@@ -1482,7 +1484,7 @@ static int roundtrip(lua_State *L)
         return 0;
     push_json(L, in->v, 0);
     json_t *back = to_json_boxed(L, -1);
-    if (!(*out = json_dumps(back, JSON_COMPACT | JSON_ENCODE_ANY)))
+    if (!(*out = sl_json_dump(back, JSON_COMPACT | JSON_ENCODE_ANY, NULL)))
         return luaL_error(L, "not enough memory");
     return 0;
 }
@@ -1510,8 +1512,9 @@ sl_status lua_stage_json_roundtrip(const char *json, size_t len, char **out)
         st = sl_fail(strstr(error_text(L), "not enough memory") ? SL_ERR_NOMEM : SL_ERR_INVALID_ARG,
                      "%s", error_text(L));
     lua_close(L);
-    if (dumped && st == SL_OK && !(*out = sl_strdup(dumped)))
-        st = sl_fail(SL_ERR_NOMEM, "out of memory");
-    free(dumped);
+    if (st == SL_OK)
+        *out = dumped;
+    else
+        sl_free(dumped);
     return st;
 }

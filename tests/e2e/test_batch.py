@@ -731,3 +731,34 @@ def test_n_answers_come_as_n_choices(sluice, tmp_path):
         return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
                    if l.startswith("sluice_engine_step_seconds_count") and 'phase="encode"' in l)
     assert encodes(tmp_path / "three") == encodes(tmp_path / "one") > 0
+
+
+def test_reals_go_to_the_server_and_the_output_as_their_shortest_text(sluice, tmp_path):
+    """A batch line's body and the server's answer go through jansson's
+    json_dumps (17 digits: temperature 0.7 is 0.69999999999999996) on their
+    way, but are read again and written by sl_json_dump, so the server gets
+    and the JSONL output holds each real as its shortest text, as written."""
+    from openai_helpers import FakeServer, Proxy, reply
+
+    def answer(handler, attempt, body):
+        reply(handler, 200, b'{"id":"chatcmpl-1","object":"chat.completion","created":1,'
+              b'"model":"fake","choices":[{"index":0,"finish_reason":"stop","message":'
+              b'{"role":"assistant","content":"hi"},"logprobs":{"content":[{"token":"hi",'
+              b'"logprob":-0.31326,"bytes":[104,105],"top_logprobs":[]}]}}],'
+              b'"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}')
+
+    requests = write_batch(tmp_path / "requests.jsonl", [
+        line("reals", [{"role": "user", "content": "Say hello."}], temperature=0.7, top_p=0.9,
+             logprobs=True)])
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake, Proxy(fake.url) as proxy:
+        res = batch(sluice, requests, out, "--engine", "openai", "--endpoint", proxy.url,
+                    "--ignore-model")
+        sent = [e["body"] for e in proxy.log]
+    assert res.returncode == 0, res.stderr
+    assert len(sent) == 1, sent
+    assert b'"temperature":0.7,' in sent[0] and b'"top_p":0.9,' in sent[0], sent[0]
+    text = next(out.glob("part-*.jsonl")).read_text()
+    assert '"logprob":-0.31326,' in text, text
+    assert json.loads(text)["response"]["body"]["choices"][0]["logprobs"]["content"][0][
+        "logprob"] == -0.31326

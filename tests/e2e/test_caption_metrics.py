@@ -353,3 +353,37 @@ def test_a_loopback_server_answers_only_to_its_address_or_localhost(sluice, tmp_
             s.sendall(b"GET /api/status HTTP/1.0\r\n\r\n")
             assert s.recv(100).startswith(b"HTTP/1.1 200")
         assert run.proc.poll() is None, run.log()  # it all ran against the live server
+
+
+def shortest_digits(token: str) -> str:
+    """A number's significant digits (no sign, point, exponent, or leading
+    and trailing zeros)."""
+    return token.split("e")[0].split("E")[0].lstrip("-").replace(".", "").strip("0")
+
+
+def test_the_live_feeds_reals_are_their_shortest_text(sluice, tmp_path):
+    """/api/status was written by json_dumps, every real with 17 digits
+    (a time of 0.25 s as 0.25, but 1.1 as 1.1000000000000001): each real
+    in the feed is now the shortest text that reads back as it, as every
+    JSON sluice writes (Python's repr is the shortest)."""
+    import re
+    src = tmp_path / "in"
+    sample_copies(src, 6)
+    texts = []
+    with BackgroundRun(sluice, src, tmp_path / "out", "--max-tokens", "16", "--parallel", "1",
+                       "--show", "0", log_dir=tmp_path) as run:
+        port = run.port()
+        while run.proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status",
+                                            timeout=10) as r:
+                    texts.append(r.read().decode())
+            except OSError:
+                pass
+            time.sleep(0.05)
+        assert run.proc.wait(timeout=600) == 0, run.log()
+    unquoted = [re.sub(r'"(?:[^"\\]|\\.)*"', '""', t) for t in texts]  # no digits of names
+    reals = [t for text in unquoted for t in re.findall(r"-?\d+\.\d+(?:e-?\d+)?|-?\d+e-?\d+", text)]
+    assert len(reals) > 20, texts[-1:]
+    longer = [t for t in reals if shortest_digits(t) != shortest_digits(repr(float(t)))]
+    assert not longer, longer[:10]

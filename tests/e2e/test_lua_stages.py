@@ -398,3 +398,29 @@ def test_a_prompt_set_where_nothing_reads_it_fails_the_row(sluice, tmp_path, whe
     for i in failed:
         assert said in rows[i]["error"] and i in rows[i]["error"], rows[i]["error"]
     assert len(rows) > len(failed)
+
+
+def test_a_decimal_column_is_a_number_to_a_script(sluice, tmp_path):
+    """A Parquet decimal column passes through as its exact digits (1.10);
+    a script sees it as the number it is (the double nearest it), not as
+    the text it is carried in, and the column it does not set keeps its
+    digits."""
+    from decimal import Decimal
+    import pyarrow as pa
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"path": [str(SAMPLES / "coffee.jpg")],
+                             "price": pa.array([Decimal("1.10")], pa.decimal128(5, 2))}), path)
+    script = tmp_path / "s.lua"
+    script.write_text("function process(row)\n"
+                      "  row.columns.kind = type(row.columns.price)\n"
+                      "  row.columns.twice = row.columns.price * 2\n"
+                      "  row.columns.text = sluice.to_json(row.columns.price)\n"
+                      "  return row\nend\n")
+    out = tmp_path / "out"
+    r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off", "-q", "--format", "jsonl",
+                   "--stage", f"{script}@read")
+    assert r.returncode == 0, r.stderr
+    line = (out / "part-00000.jsonl").read_text()
+    assert '"price":1.10,' in line, line
+    row = json.loads(line)
+    assert (row["error"], row["kind"], row["twice"], row["text"]) == (None, "number", 2.2, "1.1"), row

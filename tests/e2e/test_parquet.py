@@ -16,6 +16,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 duckdb = pytest.importorskip("duckdb")
+np = pytest.importorskip("numpy")
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "Segmentation fault")
@@ -522,7 +523,7 @@ def test_duckdb_v2_file_reads_in_sluice(tool, tmp_path):
     encodings = {md.row_group(0).column(k).path_in_schema: md.row_group(0).column(k).encodings for k in range(5)}
     assert "DELTA_BINARY_PACKED" in encodings["i"] and "BYTE_STREAM_SPLIT" in encodings["f"], encodings
     info = {c["name"]: c["type"] for c in json.loads(run(tool, "info", path).stdout)["columns"]}
-    assert info["d"] == "double"  # DuckDB's DECIMAL, stored as FIXED_LEN_BYTE_ARRAY
+    assert info["d"] == "decimal"  # DuckDB's DECIMAL, stored as FIXED_LEN_BYTE_ARRAY
     got = dump(tool, path)
     want = duckdb.sql(f"SELECT i, big, f, s, d::DOUBLE FROM '{path}'").fetchall()
     assert [(g["i"], g["big"], g["f"], g["s"], g["d"]) for g in got] == [tuple(w) for w in want]
@@ -530,8 +531,8 @@ def test_duckdb_v2_file_reads_in_sluice(tool, tmp_path):
 
 @pytest.mark.parametrize("decimals_as", ["fixed", "integers"])
 def test_types_without_a_sluice_type_are_converted(tool, tmp_path, decimals_as):
-    """DECIMAL (INT32, INT64 or FIXED_LEN_BYTE_ARRAY) reads as the double
-    nearest its value (38 digits and a scale of 30 too, rounded once), INT96
+    """DECIMAL (INT32, INT64 or FIXED_LEN_BYTE_ARRAY) reads as its exact
+    text, the scale kept, a JSON number (38 digits and a scale of 30 too), INT96
     timestamps (Spark's and Impala's) as int64 nanoseconds since 1970,
     FLOAT16 as float, UUID as its text, other fixed-length byte arrays as
     binary; dictionary and plain pages alike."""
@@ -566,9 +567,12 @@ def test_types_without_a_sluice_type_are_converted(tool, tmp_path, decimals_as):
                         "FIXED_LEN_BYTE_ARRAY", "INT96", "FIXED_LEN_BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY",
                         "FIXED_LEN_BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"]
         info = {c["name"]: c["type"] for c in json.loads(run(tool, "info", path).stdout)["columns"]}
-        assert info == {"price": "double", "amount": "double", "wide": "double", "ts": "int64", "half": "float",
-                        "digest": "binary", "id": "string", "tiny": "double"}
+        assert info == {"price": "decimal", "amount": "decimal", "wide": "decimal", "ts": "int64", "half": "float",
+                        "digest": "binary", "id": "string", "tiny": "decimal"}
         got = dump(tool, path)
+        exact = [json.loads(line, parse_float=decimal.Decimal) for line in run(tool, "dump", path).stdout.splitlines()]
+        assert [(e["price"], e["amount"], e["wide"], e["tiny"]) for e in exact] == \
+            [(r["price"], r["amount"], r["wide"], r["tiny"]) for r in table.to_pylist()]
         ns = table["ts"].cast(pa.int64()).to_pylist()
         assert len(got) == n
         for k, (g, r) in enumerate(zip(got, table.to_pylist())):
@@ -797,13 +801,14 @@ def byte_array_decimal_parquet(names, values, scale, dictionary=False, encoding=
 
 
 @pytest.mark.parametrize("dictionary", [False, True])
-def test_byte_array_decimals_read_as_doubles(sluice, tool, tmp_path, dictionary):
+def test_byte_array_decimals_read_as_their_digits(sluice, tool, tmp_path, dictionary):
     """DECIMAL stored as a variable-length BYTE_ARRAY (Hive's and older
-    parquet-java's) reads as the double nearest its value, like the other
-    decimals; it read as binary, which a column never passes through as.
-    Checked against pyarrow's own reading of the file; passed through
-    `sluice caption`, the Parquet output's column is a double that pyarrow
-    and DuckDB read as those values, and the JSONL's numbers are them."""
+    parquet-java's) reads as its exact text, like the other decimals; it
+    read as binary, which a column never passes through as. Checked against
+    pyarrow's own reading of the file; passed through `sluice caption`, the
+    Parquet output's column is a double that pyarrow and DuckDB read as the
+    doubles nearest those values, and the JSONL's numbers are their exact
+    digits, the scale kept (0.00)."""
     from decimal import Decimal
     values = [Decimal("123.45"), Decimal("-0.01"), None, Decimal("0.00"),
               Decimal("-12345678901234567890123456789012.34"), Decimal("99999999999999999999.99"),
@@ -815,7 +820,7 @@ def test_byte_array_decimals_read_as_doubles(sluice, tool, tmp_path, dictionary)
     path.write_bytes(byte_array_decimal_parquet(names, values, 2, dictionary))
     assert pq.read_table(path)["d"].to_pylist() == values  # the file is what it claims
     info = {c["name"]: c["type"] for c in json.loads(run(tool, "info", path).stdout)["columns"]}
-    assert info == {"path": "string", "d": "double"}
+    assert info == {"path": "string", "d": "decimal"}
     got = dump(tool, path)
     assert [g["d"] for g in got] == want
     assert [g["path"] for g in got] == names
@@ -831,7 +836,12 @@ def test_byte_array_decimals_read_as_doubles(sluice, tool, tmp_path, dictionary)
             duck = duckdb.sql(f"SELECT id, d FROM '{part}'").fetchall()
             assert {i: d for i, d in duck} == {row["id"]: row["d"] for row in rows}
         else:
-            rows = [json.loads(line) for line in (out / "part-00000.jsonl").read_text().splitlines()]
+            text = (out / "part-00000.jsonl").read_text()
+            assert '"d":0.00}' in text and '"d":-12345678901234567890123456789012.34}' in text, text
+            exact = [json.loads(line, parse_float=Decimal) for line in text.splitlines()]
+            assert sorted((int(row["id"].rsplit(":", 1)[1]), row["d"]) for row in exact) == \
+                list(enumerate(values)), exact
+            rows = [json.loads(line) for line in text.splitlines()]
         assert sorted((int(row["id"].rsplit(":", 1)[1]), row["d"]) for row in rows) == list(enumerate(want)), rows
 
 
@@ -866,6 +876,107 @@ def test_passed_through_reals_are_their_shortest_text(sluice, tmp_path):
     order = sorted(range(back.num_rows), key=lambda k: int(back["id"][k].as_py().rsplit(":", 1)[1]))
     assert back["d"].take(order).equals(table["d"]) and back["f"].take(order).equals(table["f"])
     assert math.copysign(1, back["d"][order[3]].as_py()) == -1
+
+
+def test_decimals_pass_through_as_their_exact_digits(sluice, tmp_path):
+    """A decimal column was read as doubles: a decimal(38,10)
+    12345678901234567.1234567890 came out 1.2345678901234568e16 and a
+    decimal(5,2) 1.10 as 1.1. The JSONL now holds each as its exact digits,
+    the scale kept, as pyarrow's and DuckDB's JSON of a decimal column;
+    pyarrow and DuckDB read the lines back as the same decimals. A decimal
+    id column (--id-column) gives each row its exact text as its id."""
+    import pyarrow.json as pj
+    from decimal import Decimal
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    big = [Decimal("12345678901234567.1234567890"), Decimal("-0.0000000001"), None]
+    price = [Decimal("1.10"), Decimal("-19.99"), Decimal("0.00")]
+    key = [Decimal("1001.5"), Decimal("-7.0"), Decimal("0.1")]
+    table = pa.table({"path": [str(imgs[k]) for k in range(3)], "big": pa.array(big, pa.decimal128(38, 10)),
+                      "price": pa.array(price, pa.decimal128(5, 2)), "key": pa.array(key, pa.decimal64(6, 1))})
+    path = tmp_path / "dec.parquet"
+    pq.write_table(table, path)
+    out = tmp_path / "out"
+    r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off", "-q", "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    part = out / "part-00000.jsonl"
+    by_row = {int(json.loads(line)["id"].rsplit(":", 1)[1]): line for line in part.read_text().splitlines()}
+    for k, (b, p_text) in enumerate([("12345678901234567.1234567890", "1.10"), ("-0.0000000001", "-19.99"),
+                                     ("null", "0.00")]):
+        assert f'"big":{b},' in by_row[k] and f'"price":{p_text},' in by_row[k], by_row[k]
+    schema = pa.schema([("id", pa.string()), ("big", pa.decimal128(38, 10)), ("price", pa.decimal128(5, 2))])
+    back = pj.read_json(part, parse_options=pj.ParseOptions(explicit_schema=schema))
+    order = sorted(range(back.num_rows), key=lambda k: int(back["id"][k].as_py().rsplit(":", 1)[1]))
+    assert back["big"].take(order).to_pylist() == big and back["price"].take(order).to_pylist() == price
+    duck = duckdb.sql(f"SELECT id, big, price FROM read_json('{part}', columns = "
+                      "{id: 'VARCHAR', big: 'DECIMAL(38,10)', price: 'DECIMAL(5,2)'})").fetchall()
+    assert sorted((int(i.rsplit(":", 1)[1]), b, p) for i, b, p in duck) == list(zip(range(3), big, price))
+    out = tmp_path / "by-key"
+    r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off", "-q", "--format", "jsonl",
+                   "--id-column", "key")
+    assert r.returncode == 0, r.stderr
+    ids = sorted(json.loads(line)["id"] for line in (out / "part-00000.jsonl").read_text().splitlines())
+    assert ids == sorted(["1001.5", "-7.0", "0.1"]), ids
+
+
+def test_a_decimal_fills_a_template_with_its_digits(sluice, tmp_path):
+    """A template's {price} of a decimal column is its exact text (1.10,
+    38 digits), not the double's shortest (1.1); a decimal column named
+    `prompt` is a number, no prompt, as before (the job's prompt goes). Seen
+    in the requests an OpenAI-compatible server gets."""
+    import sys
+    from decimal import Decimal
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from openai_helpers import FakeServer, Proxy, completion
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    path = tmp_path / "dec.parquet"
+    pq.write_table(pa.table({"path": [str(imgs[0])], "price": pa.array([Decimal("1.10")], pa.decimal128(5, 2)),
+                             "big": pa.array([Decimal("12345678901234567.1234567890")], pa.decimal128(38, 10)),
+                             "prompt": pa.array([Decimal("2.50")], pa.decimal128(5, 2))}), path)
+    sent = []
+    for prompt in ("price {price} of {big}", "Describe."):
+        with FakeServer(lambda h, attempt, body: completion(h)) as fake, Proxy(fake.url) as proxy:
+            r = sluice.run("caption", path, "-o", tmp_path / f"out{len(sent)}", "--engine", "openai", "--endpoint",
+                           proxy.url, "--prompt", prompt, "--metrics-addr", "off", "-q", "--max-tokens", "4")
+            assert r.returncode == 0, r.stderr
+            sent += [json.loads(e["body"]) for e in proxy.log]
+    texts = [part["text"] for body in sent for m in body["messages"] for part in
+             (m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}])
+             if part["type"] == "text"]
+    assert "price 1.10 of 12345678901234567.1234567890" in texts, texts
+    assert "Describe." in texts, texts
+
+
+HALVES = [0.1, 65504.0, 6.1e-5, -0.0, 2.0 ** -24, 1 / 3]
+# numpy's repr of each half (np.float16(65504) is 6.55e+04): the shortest
+# text that reads back as the half
+HALF_TEXTS = ["0.1", "65500.0", "6.1e-5", "-0.0", "6e-8", "0.3333"]
+
+
+def test_a_float16_column_is_the_halfs_shortest_text(sluice, tmp_path):
+    """A FLOAT16 column's 0.1 came out as 0.099975586 (the shortest text of
+    the float that holds the half): each half is now the shortest text that
+    reads back as the same half, as numpy writes it; pyarrow reads the
+    lines back, cast to float16, as the file's values (the subnormal 6.1e-5
+    and 2^-24, -0.0 and the largest half too)."""
+    import pyarrow.json as pj
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    table = pa.table({"path": [str(imgs[k % len(imgs)]) for k in range(len(HALVES))],
+                      "h": pa.array(np.array(HALVES, dtype=np.float16), pa.float16())})
+    path = tmp_path / "halves.parquet"
+    pq.write_table(table, path)
+    assert pq.ParquetFile(path).schema.column(1).logical_type.type == "FLOAT16"
+    out = tmp_path / "out"
+    r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off", "-q", "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    lines = (out / "part-00000.jsonl").read_text().splitlines()
+    by_id = {int(json.loads(line)["id"].rsplit(":", 1)[1]): line for line in lines}
+    for k, text in enumerate(HALF_TEXTS):
+        assert re.search(f'"h":{re.escape(text)}[,}}]', by_id[k]), (text, by_id[k])
+    back = pj.read_json(out / "part-00000.jsonl", parse_options=pj.ParseOptions(
+        explicit_schema=pa.schema([("id", pa.string()), ("h", pa.float64())])))
+    order = sorted(range(back.num_rows), key=lambda k: int(back["id"][k].as_py().rsplit(":", 1)[1]))
+    halves = back["h"].take(order).to_numpy().astype(np.float16)
+    assert halves.tobytes() == np.array(HALVES, dtype=np.float16).tobytes()
 
 
 def test_a_column_sluice_cannot_read_is_left_out(sluice, tmp_path):
@@ -1120,3 +1231,21 @@ def test_caption_on_a_parquet_file_that_lies(sluice, tmp_path):
         (row,) = [r for r in failed if str(path) in r["error"]]
         assert why in row["error"] and "row group 0" in row["error"], row["error"]
     assert maxrss_kb / 1024 < RSS_BOUND_MB, f"peak RSS {maxrss_kb / 1024:.0f} MB"
+
+
+def test_a_decimal_typed_from_the_values_is_a_double(sluice, tmp_path):
+    """A column two files type differently (a decimal here, an int64 there)
+    is typed from its values: a decimal's is a number, so the Parquet
+    output's column is a double holding both, not text."""
+    from decimal import Decimal
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    pq.write_table(pa.table({"path": [str(imgs[0])], "v": pa.array([Decimal("1.10")], pa.decimal128(5, 2))}),
+                   tmp_path / "a.parquet")
+    pq.write_table(pa.table({"path": [str(imgs[1])], "v": pa.array([3], pa.int64())}), tmp_path / "b.parquet")
+    out = tmp_path / "out"
+    r = sluice.run("caption", tmp_path / "a.parquet", tmp_path / "b.parquet", "-o", out, "--dry-run",
+                   "--metrics-addr", "off", "-q", "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    got = pq.read_table(out / "part-00000.parquet")
+    assert got.schema.field("v").type == pa.float64(), got.schema
+    assert sorted(got.column("v").to_pylist()) == [1.1, 3.0]

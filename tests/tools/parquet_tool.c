@@ -331,6 +331,9 @@ static json_t *value(const sl_pq_vector *v, int64_t i)
     case SL_PQ_FLOAT: return double_json(v->f32[i]);
     case SL_PQ_DOUBLE: return double_json(v->f64[i]);
     case SL_PQ_STRING: {
+        if (v->info->is_decimal) /* a number, its digits kept */
+            return sl_json_decimal((const char *)v->data + v->offsets[i],
+                                   (size_t)(v->offsets[i + 1] - v->offsets[i]));
         return sl_json_text((const char *)v->data + v->offsets[i],
                             (size_t)(v->offsets[i + 1] - v->offsets[i]));
     }
@@ -394,10 +397,11 @@ static int dump_file(const char *path, const char *columns, const sl_pq_reader_p
             json_t *row = json_object();
             for (size_t c = 0; c < b->num_columns; c++)
                 json_object_set_new(row, b->columns[c].info->name, cell(&b->columns[c], i));
-            char *s = json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+            /* sl_json_dump: a decimal as its digits */
+            char *s = sl_json_dump(row, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17), NULL);
             if (s)
                 puts(s);
-            free(s);
+            sl_free(s);
             json_decref(row);
         }
     }
@@ -446,8 +450,8 @@ static int cmd_info(int argc, char **argv)
     json_t *cols = json_array();
     for (size_t i = 0; i < sl_pq_reader_num_columns(r); i++) {
         const sl_pq_column_info *c = sl_pq_reader_column(r, i);
-        json_t *col = json_pack("{s:s, s:s, s:b}", "name", c->name, "type", sl_pq_type_name(c->type), "nullable",
-                                c->nullable);
+        json_t *col = json_pack("{s:s, s:s, s:b}", "name", c->name, "type",
+                                c->is_decimal ? "decimal" : sl_pq_type_name(c->type), "nullable", c->nullable);
         if (col && c->list_len) { /* a column in a list: the list's and its elements' names */
             json_object_set_new(col, "list", json_stringn(c->name, c->list_len));
             json_object_set_new(col, "element", json_stringn(c->name, c->element_len));

@@ -1,15 +1,18 @@
 /* Unit tests: core/json.c's writer — jansson's text byte for byte, but
- * reals as their shortest text. */
+ * reals as their shortest text and decimals as their exact text. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
 #include "core/alloc.h"
+#include "core/decimal.h"
 #include "core/json.h"
 
 /* Every flag the writer takes, alone and together. */
@@ -40,7 +43,6 @@ static void same_as_jansson(const json_t *v)
         assert_non_null(got);
         assert_string_equal(got, want);
         assert_int_equal(len, strlen(want));
-        free(want);
         sl_free(got);
     }
 }
@@ -143,7 +145,6 @@ static void an_asked_precision_stays_jansson(void **state)
         char *want = json_dumps(a, JSON_COMPACT | JSON_REAL_PRECISION(p));
         char *got = sl_json_dump(a, JSON_COMPACT | JSON_REAL_PRECISION(p), NULL);
         assert_string_equal(got, want);
-        free(want);
         sl_free(got);
     }
     json_decref(a);
@@ -171,6 +172,140 @@ static void a_float_is_its_shortest_text(void **state)
     assert_true(json_is_null(sl_json_real_float(NAN)));
 }
 
+/* The value of the positive half of bits h (0x7c00: 65536, past the
+ * largest, where a value rounds to infinity from 65520 up). */
+static double half_value(unsigned h)
+{
+    unsigned exp = h >> 10, mant = h & 0x3ff;
+    return exp ? ldexp(1024 + mant, (int)exp - 25) : ldexp(mant, -24);
+}
+
+/* Whether x rounds to the positive half h (to the nearest, ties to the even
+ * one). */
+static bool reads_as_half(double x, unsigned h)
+{
+    double d = fabs(x - half_value(h));
+    double below = h ? fabs(x - half_value(h - 1)) : INFINITY, above = fabs(x - half_value(h + 1));
+    return (d < below || (d == below && h % 2 == 0)) && (d < above || (d == above && h % 2 == 0));
+}
+
+/* A text's significant digits: "65500.0" 3, "6.1e-5" 2. */
+static int significant_digits(const char *t)
+{
+    char digits[64];
+    size_t n = 0;
+    for (; *t && *t != 'e'; t++)
+        if (*t >= '0' && *t <= '9' && (n || *t != '0'))
+            digits[n++] = *t;
+    while (n && digits[n - 1] == '0')
+        n--;
+    return (int)n;
+}
+
+/* A float16 column's value is the half's shortest text: 0.1, not the float
+ * holding the half, 0.099975586. Every finite half, both signs: the text
+ * reads back as the half and one digit fewer does not; sl_half_float holds
+ * each exactly, subnormals too. */
+static void a_half_is_its_shortest_text(void **state)
+{
+    (void)state;
+    static const struct {
+        unsigned bits;
+        const char *want;
+    } cases[] = {{0x2e66, "0.1"},     {0x7bff, "65500.0"}, /* numpy's repr: 6.55e+04 */
+                 {0x03ff, "6.1e-5"},  /* the largest subnormal, 6.0975552e-5 */
+                 {0x0001, "6e-8"},    {0x8000, "-0.0"},   {0x3555, "0.3333"},
+                 {0x6800, "2048.0"},  {0xbc00, "-1.0"}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        json_t *v = sl_json_real_half(sl_half_float((uint16_t)cases[k].bits));
+        char *got = sl_json_dump(v, JSON_ENCODE_ANY, NULL);
+        assert_string_equal(got, cases[k].want);
+        sl_free(got);
+        json_decref(v);
+    }
+    for (unsigned h = 0; h < 0x7c00; h++) {
+        for (int sign = 0; sign < 2; sign++) {
+            double exact = sign ? -half_value(h) : half_value(h);
+            assert_true(sl_half_float((uint16_t)(h | (unsigned)sign << 15)) == (float)exact);
+            assert_true(!signbit(sl_half_float((uint16_t)(h | (unsigned)sign << 15))) == !signbit(exact));
+            json_t *v = sl_json_real_half((float)exact);
+            char *text = sl_json_dump(v, JSON_ENCODE_ANY, NULL);
+            double back = strtod(text, NULL);
+            if (!reads_as_half(fabs(back), h) || !signbit(back) != !signbit(exact))
+                fail_msg("half 0x%04x (%.17g) wrote %s", h, exact, text);
+            int n = significant_digits(text);
+            char fewer[320];
+            snprintf(fewer, sizeof fewer, "%.*g", n - 1, fabs(exact));
+            if (n > 1 && reads_as_half(strtod(fewer, NULL), h))
+                fail_msg("half 0x%04x (%.17g) wrote %s, but %s reads as it too", h, exact, text, fewer);
+            sl_free(text);
+            json_decref(v);
+        }
+    }
+    assert_true(json_is_null(sl_json_real_half(sl_half_float(0x7c00))));
+    assert_true(json_is_null(sl_json_real_half(sl_half_float(0x7e00))));
+}
+
+/* A decimal is written as its exact text, the scale kept: the unscaled
+ * value in big-endian two's complement over 10^scale. */
+static void a_decimal_is_its_exact_text(void **state)
+{
+    (void)state;
+    static const struct {
+        uint8_t be[16];
+        size_t n;
+        int scale;
+        const char *want;
+    } cases[] = {
+        {{0x00, 0x6e}, 2, 2, "1.10"},                       /* 110 */
+        {{0xff, 0xf6}, 2, 2, "-0.10"},                      /* -10 */
+        {{0xff, 0xff, 0xff, 0xff}, 4, 3, "-0.001"},         /* -1 */
+        {{0x00}, 1, 5, "0.00000"},
+        {{0x00}, 1, -2, "0"},
+        {{0x7b}, 1, -2, "12300"},                            /* 123 over 10^-2 */
+        {{0x07, 0xd0}, 2, 0, "2000"},
+        /* 123456789012345671234567890 over 10^10: 27 digits, past a double's 17 */
+        {{0x00, 0x00, 0x00, 0x00, 0x00, 0x66, 0x1e, 0xfd, 0xf1, 0x58, 0xf2, 0xa6, 0x63, 0xa7, 0x3e, 0xd2}, 16, 10,
+         "12345678901234567.1234567890"},
+        /* the least decimal128: -2^127 */
+        {{0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 16, 38,
+         "-1.70141183460469231731687303715884105728"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        char text[SL_DECIMAL_TEXT_MAX];
+        size_t len = sl_decimal_text(cases[k].be, cases[k].n, cases[k].scale, text);
+        assert_string_equal(text, cases[k].want);
+        assert_int_equal(len, strlen(cases[k].want));
+        json_t *a = json_pack("[o, f]", sl_json_decimal(text, len), 19.99);
+        char *got = sl_json_dump(a, JSON_COMPACT, NULL);
+        char want[SL_DECIMAL_TEXT_MAX + 16];
+        snprintf(want, sizeof want, "[%s,19.99]", cases[k].want);
+        assert_string_equal(got, want);
+        /* the value reads as the number it is, C text as "" */
+        double d = 0;
+        assert_true(sl_json_number(json_array_get(a, 0), &d));
+        assert_true(d == strtod(cases[k].want, NULL));
+        assert_string_equal(json_string_value(json_array_get(a, 0)), "");
+        sl_free(got);
+        json_decref(a);
+    }
+    /* past 32 bytes, or a scale past 76: none */
+    static const uint8_t wide[33] = {0};
+    char text[SL_DECIMAL_TEXT_MAX];
+    assert_int_equal(sl_decimal_text(wide, sizeof wide, 2, text), 0);
+    assert_int_equal(sl_decimal_text(wide, 1, 77, text), 0);
+    /* a data string is not one, nor the marker before a text that is no number */
+    json_t *plain = json_string("1.10");
+    assert_null(sl_json_decimal_text(plain, NULL));
+    json_decref(plain);
+    json_t *odd = json_stringn("\0sluice-decimal\0" "1.x", 19);
+    assert_null(sl_json_decimal_text(odd, NULL));
+    char *dumped = sl_json_dump(odd, JSON_ENCODE_ANY, NULL);
+    assert_string_equal(dumped, "\"\\u0000sluice-decimal\\u00001.x\"");
+    sl_free(dumped);
+    json_decref(odd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +313,8 @@ int main(void)
         cmocka_unit_test(reals_are_their_shortest_text),
         cmocka_unit_test(an_asked_precision_stays_jansson),
         cmocka_unit_test(a_float_is_its_shortest_text),
+        cmocka_unit_test(a_half_is_its_shortest_text),
+        cmocka_unit_test(a_decimal_is_its_exact_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

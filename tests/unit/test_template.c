@@ -66,6 +66,22 @@ static void reals_are_their_shortest_text(void **state)
     json_decref(c);
 }
 
+/* A decimal column's value is its exact text, the scale kept, alone and
+ * inside a nested value: not "1.1", nor a marker's NUL (the prompt was cut
+ * there). */
+static void decimals_are_their_exact_text(void **state)
+{
+    (void)state;
+    json_t *c = json_pack("{s:o, s:o, s:{s:o}}", "price", sl_json_decimal("1.10", 4), "wide",
+                          sl_json_decimal("12345678901234567.1234567890", 28), "meta", "d",
+                          sl_json_decimal("-0.001", 6));
+    char *out = NULL;
+    assert_int_equal(template_fill("{price} {wide} {meta}", c, &out), SL_OK);
+    assert_string_equal(out, "1.10 12345678901234567.1234567890 {\"d\":-0.001}");
+    sl_free(out);
+    json_decref(c);
+}
+
 static void braces_that_are_not_fields_stay(void **state)
 {
     expect("{{label}} {{ }} }}", "{label} { } }");
@@ -160,6 +176,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fields_are_filled_from_the_columns),
         cmocka_unit_test(reals_are_their_shortest_text),
+        cmocka_unit_test(decimals_are_their_exact_text),
         cmocka_unit_test(braces_that_are_not_fields_stay),
         cmocka_unit_test(a_missing_or_null_column_names_itself),
         cmocka_unit_test(a_fill_past_16_mib_fails),
