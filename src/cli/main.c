@@ -755,8 +755,11 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
             goto done;
         }
     }
-    /* Settling the settings warns of what will not be used; -q silences it. */
-    sl_log_set_level(sl_config_console_settings(cfg).quiet ? SL_LOG_ERROR : SL_LOG_WARN);
+    /* Settling the settings warns of what will not be used; -q silences it.
+     * Under mpirun every rank reads the same command line: rank 0 speaks
+     * for the job (4 ranks printed each warning 4 times). */
+    sl_log_set_level(sl_config_console_settings(cfg).quiet || sl_dist_launched_rank() != 0
+                         ? SL_LOG_ERROR : SL_LOG_WARN);
     if (sl_config_resolve(cfg) != SL_OK) {
         say_error(sl_last_error());
         rc = EXIT_USAGE;
