@@ -564,6 +564,75 @@ void sl_config_children(const char *prefix, const char *name, char *buf, size_t 
     }
 }
 
+/* Whether `last` names key i as a job file would write it: by its flag
+ * with '_' for '-' (decode_workers: image.workers), or, when `by_flag` is
+ * false, by its last name. */
+static bool names_key(int i, const char *last, bool by_flag)
+{
+    const char *dot = strrchr(opts[i].key, '.');
+    if (!by_flag)
+        return strcmp(dot ? dot + 1 : opts[i].key, last) == 0;
+    const char *f = opts[i].flag;
+    if (!f || strlen(f) != strlen(last))
+        return false;
+    for (size_t j = 0; f[j]; j++)
+        if ((f[j] == '-' ? '_' : f[j]) != last[j])
+            return false;
+    return true;
+}
+
+void sl_config_elsewhere(const char *prefix, const char *name, char *buf, size_t size)
+{
+    enum { MAX_MEANT = 3 };
+    int meant[MAX_MEANT], n = 0;
+    const char *dot = strrchr(name, '.'), *last = dot ? dot + 1 : name;
+    buf[0] = '\0';
+    if (sl_config_is_section(name, strlen(name))) {
+        snprintf(buf, size, "the section '%s' (at the top)", name);
+        return;
+    }
+    /* a whole key, written in the wrong place */
+    bool whole = dot && (meant[0] = sl_config_find_key(name, strlen(name))) >= 0;
+    n = whole;
+    /* the flag's name first: max_tokens is sampling's, not tasks' */
+    for (int pass = 0; !whole && pass < 2; pass++)
+        for (int i = 0; i < N_OPTS && n < MAX_MEANT; i++) {
+            bool again = false;
+            for (int m = 0; m < n; m++)
+                again = again || meant[m] == i;
+            if (!again && names_key(i, last, pass == 0))
+                meant[n++] = i;
+        }
+    if (n == 0 && dot && dot - name < 64) {
+        /* a dotted name whose section is known, its key misspelt there */
+        char section[64], list[1024], near[64], key[160];
+        snprintf(section, sizeof section, "%.*s", (int)(dot - name), name);
+        sl_config_children(section, last, list, sizeof list, near, sizeof near);
+        snprintf(key, sizeof key, "%s.%s", section, near);
+        if (near[0] && (meant[0] = sl_config_find_key(key, strlen(key))) >= 0)
+            n = 1;
+    }
+    size_t plen = strlen(prefix), used = 0;
+    for (int m = 0; m < n; m++) {
+        const char *k = opts[meant[m]].key, *kdot = strrchr(k, '.');
+        /* a key of this very section is named as it is written here */
+        bool here = kdot && (size_t)(kdot - k) == plen && strncmp(k, prefix, plen) == 0;
+        int w;
+        if (here)
+            w = snprintf(buf + used, size - used, "%s'%s'", m ? " or " : "", kdot + 1);
+        else if (n > 1)
+            w = snprintf(buf + used, size - used, "%s'%s'", m ? " or " : "", k);
+        else if (kdot)
+            w = snprintf(buf + used, size - used, "'%s' (%s under %.*s)", k, kdot + 1,
+                         (int)(kdot - k), k);
+        else
+            w = snprintf(buf + used, size - used, "'%s' (at the top, not in a section)", k);
+        if (w < 0 || (size_t)w >= size - used)
+            break;
+        used += (size_t)w;
+    }
+}
+
 /* --- the config ---------------------------------------------------------------- */
 
 static void defaults(struct sl_config *c)

@@ -19,6 +19,13 @@ bool sl_config_is_section(const char *prefix, size_t len);
  * two away) into near, or "" when none is. */
 void sl_config_children(const char *prefix, const char *name, char *buf, size_t size,
                         char *near, size_t near_size);
+/* The keys that `name`, written under `prefix` ("" the top) and unknown
+ * there, was likely meant as: a key of another section of that last name
+ * or flag (`parallel` under image: llama.parallel), or for a dotted name
+ * the key of its section an edit or two away. Into buf as "'llama.parallel'
+ * (parallel under llama)", "'a.x' or 'b.x'", or a key of this section by
+ * its own name; "" when none. */
+void sl_config_elsewhere(const char *prefix, const char *name, char *buf, size_t size);
 
 /* Sets option i from `value` (NULL: its default). `where` prefixes messages
  * ("job.yaml:3:14: "), `name` names the setting in them. A list option gets

@@ -275,9 +275,26 @@ static sl_status value(loader *ld, int i, const char *key)
                 return st;
         }
     default: {
-        char what[160];
-        snprintf(what, sizeof what, " takes %s (%s), not %s", list ? "a list" : "one value",
-                 o.is_switch ? "true or false" : o.arg, event_name(ld->ev.type));
+        char what[600];
+        int w = snprintf(what, sizeof what, " takes %s (%s), not %s", list ? "a list" : "one value",
+                         o.is_switch ? "true or false" : o.arg, event_name(ld->ev.type));
+        if (ld->ev.type == YAML_MAPPING_START_EVENT) {
+            /* `engine: {parallel: 2}`, the key taken for a section: where
+             * the mapping's first key goes */
+            yaml_mark_t start = ld->ev.start_mark;
+            if ((st = next(ld)) != SL_OK)
+                return st;
+            char meant[400] = "";
+            const char *k = (const char *)ld->ev.data.scalar.value;
+            if (ld->ev.type == YAML_SCALAR_EVENT && strlen(k) == ld->ev.data.scalar.length &&
+                strlen(k) < MAX_KEY)
+                sl_config_elsewhere("", k, meant, sizeof meant);
+            if (meant[0] && w > 0 && (size_t)w < sizeof what)
+                snprintf(what + w, sizeof what - (size_t)w, "; for '%s' did you mean %s?", k,
+                         meant);
+            at(ld, start, where, sizeof where);
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s%s", where, key, what);
+        }
         return fail_here(ld, what, key, NULL);
     }
     }
@@ -287,11 +304,15 @@ static sl_status mapping(loader *ld, const char *prefix);
 
 static sl_status unknown_key(loader *ld, const char *prefix, const char *key)
 {
-    char allowed[1024], near[64], msg[1400];
+    char allowed[1024], near[64], meant[400], msg[1800];
     sl_config_children(prefix, key, allowed, sizeof allowed, near, sizeof near);
+    /* the same name elsewhere says more than a near spelling here */
+    sl_config_elsewhere(prefix, key, meant, sizeof meant);
+    if (!meant[0] && near[0])
+        snprintf(meant, sizeof meant, "'%s'", near);
     snprintf(msg, sizeof msg, "unknown %s '%s'%s%s; %s%s%s: %s", *prefix ? "key" : "section or key",
-             key, *prefix ? " in " : "", prefix, near[0] ? "did you mean '" : "", near,
-             near[0] ? "'? allowed" : "allowed", allowed);
+             key, *prefix ? " in " : "", prefix, meant[0] ? "did you mean " : "", meant,
+             meant[0] ? "? allowed" : "allowed", allowed);
     return fail_here(ld, msg, "", NULL);
 }
 

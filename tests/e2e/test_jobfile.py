@@ -242,6 +242,46 @@ def test_caption_names_the_flags_in_the_same_checks(sluice, tmp_path):
     assert "sluice: --image-min-tokens 300 is above --image-max-tokens 100" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("text, said", [
+    # a dotted key inside its own section: the name it has there
+    ("llama: {llama.parallel: 2}\n", "1:9: unknown key 'llama.parallel' in llama; did you mean "
+     "'parallel'?"),
+    # the right name in the wrong section, or at the top: the key's section
+    ("image: {parallel: 2}\n", "1:9: unknown key 'parallel' in image; did you mean "
+     "'llama.parallel' (parallel under llama)?"),
+    ("parallel: 2\n", "1:1: unknown section or key 'parallel'; did you mean 'llama.parallel' "
+     "(parallel under llama)?"),
+    ("sampling.parallel: 2\n", "1:1: unknown section or key 'sampling.parallel'; did you mean "
+     "'llama.parallel' (parallel under llama)?"),
+    ("llama: {sampling.max_tokens: 2}\n", "1:9: unknown key 'sampling.max_tokens' in llama; did "
+     "you mean 'sampling.max_tokens' (max_tokens under sampling)?"),
+    # a name two sections have: both, the flag's own first
+    ("max_tokens: 5\n", "did you mean 'sampling.max_tokens' or 'tasks.max_tokens'?"),
+    # by its flag's name
+    ("llama: {decode_workers: 2}\n", "did you mean 'image.workers' (workers under image)?"),
+    # a key of the top, or a section, written inside one
+    ("llama: {engine: openai}\n", "did you mean 'engine' (at the top, not in a section)?"),
+    ("image: {sampling: {seed: 1}}\n", "did you mean the section 'sampling' (at the top)?"),
+    # a dotted key misspelt in its section
+    ("llama.paralel: 2\n", "did you mean 'llama.parallel' (parallel under llama)?"),
+    # a key taken for a section
+    ("engine: {parallel: 2}\n", "1:9: engine takes one value (E), not a mapping; for "
+     "'parallel' did you mean 'llama.parallel' (parallel under llama)?"),
+])
+def test_a_key_in_the_wrong_place_is_told_where_it_goes(sluice, tmp_path, text, said):
+    """An unknown key got a "did you mean" only for a near spelling in its
+    own section: `llama: {llama.parallel: 2}`, `image: {parallel: 2}` or
+    `engine: {parallel: 2}` were told only what the section allows. A key
+    whose last name (or flag) is a known key's now names that key, with
+    its section."""
+    job = tmp_path / "job.yaml"
+    job.write_text(text)
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"sluice: {job}:"), r.stderr
+    assert said in r.stderr, r.stderr
+
+
 def test_every_caption_flag_has_a_key(sluice):
     help_text = sluice.run("caption", "--help").stdout
     flags = set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]+)", help_text)) - {"help", "version"}
