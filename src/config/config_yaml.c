@@ -6,9 +6,9 @@
  * on as a JSON object's text). Anything else is refused at once, naming the
  * file, line and column, the key and what it allows; so memory stays bounded
  * by the file (at most SL_CONFIG_MAX_FILE_BYTES) and nesting by the schema,
- * whatever the file holds. Anchors, aliases and tags are refused: a job file
- * has no use for them, and an alias would let a small file name one value
- * many times. A key given twice in a mapping is an error (YAML says keys are
+ * whatever the file holds. Anchors, aliases, tags and merge keys (<<) are
+ * refused: a job file has no use for them, and an alias would let a small
+ * file name one value many times. A key given twice in a mapping is an error (YAML says keys are
  * unique; libyaml does not check). A plain `~`, `null` or nothing resets a
  * key to its default, so `config print`'s ~ reads back as it was meant. */
 #include <errno.h>
@@ -23,12 +23,15 @@
 #include "config/config_impl.h"
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/utf8.h"
 
 enum { MAX_SEEN = 48, MAX_KEY = 96 };
 
 typedef struct loader {
     sl_config *cfg;
     const char *name;
+    const char *text; /* the file's bytes, for where a reader error is */
+    size_t len;
     yaml_parser_t parser;
     yaml_event_t ev;
     bool have_ev;
@@ -52,6 +55,39 @@ static const char *event_name(yaml_event_type_t t)
     }
 }
 
+/* libyaml's reader (decoding) errors come with a byte offset and no line:
+ * the line and column (in characters) of byte `off`. A byte that is not
+ * UTF-8 is named where it is, not where libyaml noticed the sequence broken
+ * (the byte after it). */
+static sl_status reader_error(const loader *ld)
+{
+    size_t off = ld->parser.problem_offset, bad = ld->len;
+    if (ld->parser.encoding == YAML_UTF8_ENCODING)
+        bad = sl_utf8_valid_prefix(ld->text, ld->len);
+    if (bad < ld->len)
+        off = bad;
+    size_t line = 1, column = 1;
+    for (size_t i = 0; i < off && i < ld->len; i++) {
+        if (ld->text[i] == '\n')
+            line++, column = 1;
+        else if (((unsigned char)ld->text[i] & 0xC0) != 0x80)
+            column++;
+    }
+    if (bad < ld->len)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s:%zu:%zu: byte 0x%02X is not UTF-8: a job file is "
+                       "UTF-8 text; save it as UTF-8 (iconv -f latin1 -t utf-8, or your editor)",
+                       ld->name, line, column, (unsigned char)ld->text[bad]);
+    int v = ld->parser.problem_value;
+    char value[96] = "";
+    if (v >= 0 && (v < 0x20 || v == 0x7F))
+        snprintf(value, sizeof value, " (0x%02X): write it as an escape in a double-quoted "
+                 "string (\"\\x%02X\")", (unsigned)v, (unsigned)v);
+    else if (v >= 0)
+        snprintf(value, sizeof value, " (0x%02X)", (unsigned)v);
+    return sl_fail(SL_ERR_INVALID_ARG, "%s:%zu:%zu: YAML: %s%s", ld->name, line, column,
+                   ld->parser.problem ? ld->parser.problem : "not readable", value);
+}
+
 static sl_status next(loader *ld)
 {
     if (ld->have_ev)
@@ -60,6 +96,8 @@ static sl_status next(loader *ld)
     if (!yaml_parser_parse(&ld->parser, &ld->ev)) {
         if (ld->parser.error == YAML_MEMORY_ERROR)
             return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", ld->name);
+        if (ld->parser.error == YAML_READER_ERROR)
+            return reader_error(ld);
         char where[256];
         at(ld, ld->parser.problem_mark, where, sizeof where);
         return sl_fail(SL_ERR_INVALID_ARG, "%sYAML syntax: %s%s%s", where,
@@ -341,6 +379,9 @@ static sl_status mapping(loader *ld, const char *prefix)
         char full[2 * MAX_KEY + 2];
         if (klen >= MAX_KEY || strlen(k) != klen)
             return unknown_key(ld, prefix, "(a long or odd name)");
+        if (strcmp(k, "<<") == 0 && ld->ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
+            return fail_here(ld, "merge keys (<<) are not used in job files: write the keys", "",
+                             NULL);
         snprintf(full, sizeof full, "%s%s%s", prefix, *prefix ? "." : "", k);
         for (int s = 0; s < n_seen; s++)
             if (strcmp(seen[s].name, k) == 0)
@@ -409,7 +450,7 @@ sl_status sl_config_load_text(sl_config *cfg, const char *text, size_t len, cons
         return sl_fail(SL_ERR_INVALID_ARG,
                        "%s is larger than %d bytes: a job file holds settings, not data (a long "
                        "list of inputs goes in a manifest)", name, SL_CONFIG_MAX_FILE_BYTES);
-    loader ld = {.cfg = cfg, .name = name};
+    loader ld = {.cfg = cfg, .name = name, .text = text, .len = len};
     if (!(ld.line_of = sl_calloc(sl_config_option_count(), sizeof *ld.line_of)))
         return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", name);
     if (!yaml_parser_initialize(&ld.parser)) {
@@ -441,7 +482,11 @@ sl_status sl_config_load_file(sl_config *cfg, const char *path)
     int err = ferror(fp) ? errno : 0;
     fclose(fp);
     sl_status st;
-    if (err)
+    if (err == EISDIR) /* `sluice run photos/`: the inputs go after the job file */
+        st = sl_fail(SL_ERR_INVALID_ARG, "job file '%s' is a folder: give a YAML job file first "
+                     "(sluice run JOB.yaml [INPUT...]), or caption a folder with sluice caption",
+                     path);
+    else if (err)
         st = sl_fail(SL_ERR_IO, "job file '%s': %s", path, strerror(err));
     else
         st = sl_config_load_text(cfg, buf, n, path);

@@ -282,6 +282,52 @@ def test_a_key_in_the_wrong_place_is_told_where_it_goes(sluice, tmp_path, text, 
     assert said in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("data, said", [
+    # Latin-1 bytes: named where they are, not at 1:1 (libyaml's reader
+    # errors carry a byte offset, no line), and what to do about them
+    # (columns count characters: déjà is 4)
+    (b"prompt:\n  text: d\xc3\xa9j\xc3\xa0 \xe9t\xe9\n", "2:14: byte 0xE9 is not UTF-8: a job "
+     "file is UTF-8 text; save it as UTF-8"),
+    (b'prompt: {text: "caf\xe9"}\n', "1:20: byte 0xE9 is not UTF-8"),
+    (b"output: {dir: out}\n\x80\n", "2:1: byte 0x80 is not UTF-8"),
+    (b'prompt:\n  text: "a\x01b"\n', '2:11: YAML: control characters are not allowed (0x01): '
+     'write it as an escape in a double-quoted string ("\\x01")'),
+    # a merge key was "unknown key '<<'", as if a name were misspelt
+    (b"llama:\n  <<: {parallel: 2}\n", "2:3: merge keys (<<) are not used in job files: write "
+     "the keys"),
+])
+def test_bytes_a_job_file_cannot_hold_are_named_at_their_place(sluice, tmp_path, data, said):
+    """A job file with a Latin-1 byte said "job.yaml:1:1: YAML syntax:
+    invalid trailing UTF-8 octet" whatever line it was on."""
+    job = tmp_path / "job.yaml"
+    job.write_bytes(data)
+    for cmd in (("config", "check"), ("run",)):
+        r = sluice.run(*cmd, job)
+        assert r.returncode == 2, r.stderr
+        assert f"sluice: {job}:{said}" in r.stderr, r.stderr
+
+
+def test_a_folder_given_as_the_job_file_says_where_inputs_go(sluice, tmp_path):
+    """`sluice run photos/` said "job file 'photos/': Is a directory"."""
+    r = sluice.run("run", SAMPLES, "-o", tmp_path / "out")
+    assert r.returncode == 2, r.stderr
+    assert f"job file '{SAMPLES}' is a folder: give a YAML job file first (sluice run JOB.yaml " \
+           "[INPUT...]), or caption a folder with sluice caption" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_flag_given_twice_takes_its_last_value(sluice):
+    """As docs/jobs.md says: a single-value flag given again replaces the
+    first (a script's later flags override its own defaults); a list flag
+    given again adds an item."""
+    r = sluice.run("config", "print", "/dev/null", "--max-tokens", "5", "-n", "7", "--prompt",
+                   "a", "--prompt", "b", "--stop", "x", "--stop", "y")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^  max_tokens: 7 ", r.stdout, re.M), r.stdout
+    assert re.search(r'^  text: "b" ', r.stdout, re.M), r.stdout
+    assert re.search(r'^  stop: .*\n    - "x"\n    - "y"\n', r.stdout, re.M), r.stdout
+
+
 def test_every_caption_flag_has_a_key(sluice):
     help_text = sluice.run("caption", "--help").stdout
     flags = set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]+)", help_text)) - {"help", "version"}
