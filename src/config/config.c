@@ -188,10 +188,10 @@ static const opt opts[] = {
     {"video.frame_text", "frame-text", 0, K_STR, AT(p.frame_text), .arg = "TEXT",
      .help = "text before each frame, {time} its second, {index} its number (\"\": none)"},
 
-    {"llama.model", "model", 'm', K_STR, AT(p.llama.model_path), .arg = "PATH",
+    {"llama.model", "model", 'm', K_STR, AT(p.llama.model_path), .f = NOT_EMPTY, .arg = "PATH",
      .help = "language model GGUF, or hf://ORG/REPO[/FILE.gguf]"},
-    {"llama.mmproj", "mmproj", 0, K_STR, AT(p.llama.mmproj_path), .arg = "PATH",
-     .help = "vision projector GGUF, or hf://ORG/REPO/FILE.gguf"},
+    {"llama.mmproj", "mmproj", 0, K_STR, AT(p.llama.mmproj_path), .f = NOT_EMPTY,
+     .arg = "PATH", .help = "vision projector GGUF, or hf://ORG/REPO/FILE.gguf"},
     {"llama.lora", "lora", 0, K_LIST, 0, .list = L_LORA, .max_items = SL_LLAMA_MAX_LORA,
      .arg = "FILE[:SCALE]",
      .help = "a LoRA adapter GGUF made for the model, at SCALE (default 1); up to 8"},

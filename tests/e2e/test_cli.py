@@ -191,6 +191,21 @@ def test_an_empty_metrics_address_is_refused_not_taken_as_off(sluice, tmp_path):
     assert r.returncode == 2 and "metrics.addr expects HOST:PORT" in r.stderr, r.stderr
 
 
+def test_an_empty_model_or_projector_is_refused_by_config_check_too(sluice, tmp_path):
+    """--model '' (an unset "$MODEL") passed config check (exit 0) and
+    the run stopped with "--model is required"; --mmproj '' beside an
+    hf:// model was taken as not given, the hub's projector fetched."""
+    for flags, said in ((("--model", "", "--mmproj", "p.gguf"), "--model is empty: give PATH"),
+                        (("--model", "hf://org/repo", "--mmproj", ""),
+                         "--mmproj is empty: give PATH")):
+        r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o", *flags)
+        assert r.returncode == 2 and said in r.stderr, r.stderr
+    job = tmp_path / "job.yaml"
+    job.write_text('llama:\n  model: ""\n')
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2 and f"{job}:2:10: llama.model is empty" in r.stderr, r.stderr
+
+
 def test_batch_takes_no_other_input_format(sluice, tmp_path):
     """sluice batch F --input-format csv ran F as a caption job's CSV
     manifest (exit 0, no requests answered); batch reads batch files."""
