@@ -128,8 +128,8 @@ static const opt opts[] = {
      .help = "folders, manifests, tar shards, Parquet or Arrow files; braces and globs"},
     {"input.format", "input-format", 0, K_CHOICE, AT(p.input_format), .arg = "F",
      .choices = "auto|folder|file|jsonl|json|csv|webdataset|parquet|arrow|openai-batch",
-     .help = "folder, file, jsonl, json (an array), csv, webdataset, parquet, arrow (~: by name) or "
-             "openai-batch"},
+     .help = "folder, file, jsonl, json (an array), csv, webdataset, parquet, arrow (~ or auto: "
+             "by name) or openai-batch"},
     {"input.include", "include", 0, K_LIST, 0, .list = L_INCLUDE, .max_items = 64, .arg = "GLOB",
      .help = "folders: only relative paths matching one of these"},
     {"input.exclude", "exclude", 0, K_LIST, 0, .list = L_EXCLUDE, .max_items = 64, .arg = "GLOB",
@@ -306,8 +306,8 @@ static const opt opts[] = {
     /* In sl_openai_max_tokens_field's order. */
     {"openai.max_tokens_field", "max-tokens-field", 0, K_ENUM, AT(p.openai.max_tokens_field),
      .arg = "F", .choices = "max_tokens|max_completion_tokens|both",
-     .help = "the body field that carries --max-tokens (max_completion_tokens: OpenAI's "
-             "reasoning models; both: a fleet of old and new servers)"},
+     .help = "the body field that carries --max-tokens: max_tokens, max_completion_tokens "
+             "(OpenAI's reasoning models) or both (a fleet of old and new servers)"},
 
     {"prompt.text", "prompt", 'p', K_STR, AT(p.prompt), .f = NO_TASKS | NOT_EMPTY, .arg = "TEXT",
      .help = "user prompt (not with tasks: each brings its own)"},

@@ -42,9 +42,10 @@ def parser_flags(sluice):
     return flags
 
 
-def help_options(text):
+def help_options(text, whole=False):
     """{flag: its help text}: each option line (indented 2 or 6, its flags
-    before the first gap then a word) with the lines under it."""
+    before the first gap then a word) with the lines under it; `whole`:
+    the option line whole (its flags and argument too)."""
     options, current = {}, []
     for line in text.splitlines():
         m = re.match(r"^(?:  -[a-zA-Z], |      )(--.*)$", line)
@@ -52,7 +53,7 @@ def help_options(text):
             head = re.split(r"\s{2,}(?=[^-\s])", m.group(1), maxsplit=1)
             current = FLAG.findall(head[0])
             for f in current:
-                options[f] = head[1] if len(head) > 1 else ""
+                options[f] = m.group(1) if whole else head[1] if len(head) > 1 else ""
         elif line.startswith(" " * 28) and current:
             for f in current:
                 options[f] += " " + line.strip()
@@ -71,6 +72,14 @@ def test_help_lists_every_flag_the_parser_takes_and_no_other(sluice):
         assert listed == set(flags), (
             command, "on an option line but not taken:", sorted(listed - set(flags)),
             "taken but without an option line:", sorted(set(flags) - listed))
+    # Every command's --help is its usage, on stdout, exit 0 ('config keys
+    # --help' was "config keys takes no arguments, got '--help'", exit 2).
+    for command in ("caption", "batch", "run", "config", "config print", "config check",
+                    "config keys"):
+        for h in ("--help", "-h"):
+            r = sluice.run(*command.split(), h)
+            assert r.returncode == 0 and r.stdout.startswith("usage: sluice "), (command, h,
+                                                                                 r.stderr)
     # Each listed flag is taken by each command that lists it, --version too.
     for command in ("caption", "batch", "run", "config"):
         args = (command, "--version") if command != "config" else ("config", "print", "--version")
@@ -129,6 +138,37 @@ def test_the_job_file_key_table_is_every_key(sluice):
     r = sluice.run("config", "keys")
     keys = {line[:29].strip(): line[29:60].strip() for line in r.stdout.splitlines()}
     assert documented == keys
+
+
+def test_every_choice_of_a_flag_is_in_its_help_and_the_docs(sluice):
+    """A flag that takes one of some names (its message when given another
+    lists them) shows every name in --help, in `config keys` and in
+    docs/jobs.md's row: --input-format took arrow and openai-batch, --format
+    openai-batch, while --help or the docs left them out."""
+    blocks = help_options(sluice.run("caption", "--help").stdout, whole=True)
+    doc = (REPO / "docs" / "jobs.md").read_text().split("## Every key", 1)[1]
+    rows = {m.group(1): line for line in doc.splitlines()
+            if (m := re.match(r"^\| `([a-z_.]+)` \|", line))}
+    keys = {line.split()[0]: line for line in sluice.run("config", "keys").stdout.splitlines()}
+    # "KV cache type of V, the same types": K's list
+    same = {"--cache-type-v": "--cache-type-k"}
+    word = r"(?<![\w-]){}(?![\w-])"
+    checked = 0
+    for flag, key in parser_flags(sluice).items():
+        r = sluice.run("config", "print", "/dev/null", f"{flag}=no@such@name")
+        m = re.search(r"expects one of (.*?); got", r.stderr)
+        if not m:
+            continue
+        for choice in m.group(1).split(", "):
+            where = {"--help": blocks[same.get(flag, flag)], "config keys": keys[key],
+                     "docs/jobs.md": rows[key]}
+            if flag in same:
+                where["config keys"] += keys[parser_flags(sluice)[same[flag]]]
+                where["docs/jobs.md"] += rows[parser_flags(sluice)[same[flag]]]
+            for name, text in where.items():
+                assert re.search(word.format(re.escape(choice)), text), (name, flag, choice, text)
+            checked += 1
+    assert checked > 30
 
 
 def test_sluice_command_lines_in_the_docs_use_flags_it_takes(sluice):
