@@ -1116,9 +1116,12 @@ static sl_status stage_int(const json_t *stage, const char *key, long hi, const 
     const json_t *v = json_object_get(stage, key);
     if (!v)
         return SL_OK;
-    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > hi)
-        return sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's %s is an integer from 1 to %ld",
-                       where, name, key, hi);
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > hi) {
+        char value[120];
+        sl_config_json_got(v, value, sizeof value);
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's %s is an integer from 1 to %ld%s",
+                       where, name, key, hi, value);
+    }
     *out = (int)json_integer_value(v);
     return SL_OK;
 }
@@ -1174,9 +1177,17 @@ static sl_status add_stage(sl_config *c, int i, const char *where, const char *n
         while (k < sizeof keys / sizeof *keys && strcmp(keys[k], key) != 0)
             k++;
         if (k == sizeof keys / sizeof *keys) {
-            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage has no key '%s'; its keys are name, "
-                                             "lua, plugin, after, workers, batch_size, config, "
-                                             "columns, time_limit", where, name, key);
+            int best = 3;
+            const char *near = NULL;
+            for (k = 0; k < sizeof keys / sizeof *keys; k++) {
+                int d = distance(key, strlen(key), keys[k], strlen(keys[k]));
+                if (d < best)
+                    best = d, near = keys[k];
+            }
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage has no key '%s'%s%s%s its keys are "
+                                             "name, lua, plugin, after, workers, batch_size, "
+                                             "config, columns, time_limit", where, name, key,
+                         near ? "; did you mean '" : "", near ? near : "", near ? "'?" : ";");
             break;
         }
     }
@@ -1199,9 +1210,11 @@ static sl_status add_stage(sl_config *c, int i, const char *where, const char *n
     json_t *limit = json_object_get(stage, "time_limit");
     if (st == SL_OK && limit) {
         double s = json_number_value(limit);
+        char value[120];
+        sl_config_json_got(limit, value, sizeof value);
         if (!json_is_number(limit) || !(s >= 0 && s <= 86400))
             st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's time_limit is seconds, 0 (none) "
-                                             "to 86400", where, name);
+                                             "to 86400%s", where, name, value);
         else if (spec.plugin)
             st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: time_limit is for Lua stages (a plugin's C "
                                              "code cannot be stopped safely)", where, name);

@@ -39,6 +39,11 @@ bool sl_config_option_is_list(int i);
  * hands each mapping over as a JSON object's text. */
 bool sl_config_option_takes_mappings(int i);
 
+/* ", got VALUE" for a message about a JSON value: the value as written
+ * (cut short), and for a number in quotes that it goes without them. */
+struct json_t;
+void sl_config_json_got(const struct json_t *v, char *buf, size_t size);
+
 /* Off: the settings that read a file (openai.response_format,
  * openai.endpoints_file) fail instead, so a fuzzer's text names no file to
  * read (a FIFO or /dev/stdin would block it). On by default. */

@@ -68,9 +68,7 @@ static sl_status text_of(const char *file, const char *task, const char *key, js
     return SL_OK;
 }
 
-/* ", got VALUE" as the file wrote it (cut short), and for a number in
- * quotes that JSON's numbers go without them. */
-static void got(const json_t *v, char *buf, size_t size)
+void sl_config_json_got(const json_t *v, char *buf, size_t size)
 {
     char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     snprintf(buf, size, ", got %.40s%s%s", text ? text : "?", text && strlen(text) > 40 ? "..." : "",
@@ -88,7 +86,7 @@ static sl_status number_of(const char *file, const char *task, const char *key, 
                                   : json_is_real(v) ? json_real_value(v) : NAN;
     if (!(d >= lo && d <= hi) || (integer && !json_is_integer(v))) {
         char what[300], value[120];
-        got(v, value, sizeof value);
+        sl_config_json_got(v, value, sizeof value);
         snprintf(what, sizeof what, "sampling.%s expects %s from %.15g to %.15g%s", key,
                  integer ? "an integer" : "a number", lo, hi, value);
         return bad(file, task, what);
@@ -153,7 +151,7 @@ static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_s
             /* jansson's integers are 64-bit signed: the job seed's range. */
             if (!json_is_integer(v) || json_integer_value(v) < 0) {
                 char what[200], value[120];
-                got(v, value, sizeof value);
+                sl_config_json_got(v, value, sizeof value);
                 snprintf(what, sizeof what, "sampling.seed expects an integer from 0 to "
                          "9223372036854775807%s", value);
                 return bad(file, task, what);
