@@ -88,6 +88,20 @@ static sl_status reader_error(const loader *ld)
                    ld->parser.problem ? ld->parser.problem : "not readable", value);
 }
 
+/* The byte that starts the character at mark m (UTF-8), or -1 past the
+ * end: found by its line and column, which count the same way whatever
+ * libyaml's index counts. */
+static int char_at(const loader *ld, yaml_mark_t m)
+{
+    size_t i = 0, line = 0, column = 0;
+    for (; i < ld->len && line < m.line; i++)
+        line += ld->text[i] == '\n';
+    for (; i < ld->len && column <= m.column; i++)
+        if (((unsigned char)ld->text[i] & 0xC0) != 0x80 && column++ == m.column)
+            return (unsigned char)ld->text[i];
+    return -1;
+}
+
 static sl_status next(loader *ld)
 {
     if (ld->have_ev)
@@ -100,10 +114,16 @@ static sl_status next(loader *ld)
             return reader_error(ld);
         char where[256];
         at(ld, ld->parser.problem_mark, where, sizeof where);
-        return sl_fail(SL_ERR_INVALID_ARG, "%sYAML syntax: %s%s%s", where,
+        /* A tab where YAML wants an indent is the usual cause, and
+         * libyaml's words ("found character that cannot start any token")
+         * do not say it. */
+        bool tab = ld->parser.encoding == YAML_UTF8_ENCODING &&
+                   char_at(ld, ld->parser.problem_mark) == '\t';
+        return sl_fail(SL_ERR_INVALID_ARG, "%sYAML syntax: %s%s%s%s", where,
                        ld->parser.problem ? ld->parser.problem : "not readable",
                        ld->parser.context ? " " : "",
-                       ld->parser.context ? ld->parser.context : "");
+                       ld->parser.context ? ld->parser.context : "",
+                       tab ? ": indent with spaces, not tabs" : "");
     }
     ld->have_ev = true;
     return SL_OK;

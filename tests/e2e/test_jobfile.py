@@ -292,13 +292,19 @@ def test_a_key_in_the_wrong_place_is_told_where_it_goes(sluice, tmp_path, text, 
     (b"output: {dir: out}\n\x80\n", "2:1: byte 0x80 is not UTF-8"),
     (b'prompt:\n  text: "a\x01b"\n', '2:11: YAML: control characters are not allowed (0x01): '
      'write it as an escape in a double-quoted string ("\\x01")'),
+    # a tab for an indent: libyaml's words alone do not say it
+    (b"llama:\n\tparallel: 2\n", "2:1: YAML syntax: found character that cannot start any "
+     "token while scanning for the next token: indent with spaces, not tabs"),
+    (b"llama:\n  model: m\n\tparallel: 2\n", "3:1: YAML syntax: found a tab character that "
+     "violates indentation while scanning a plain scalar: indent with spaces, not tabs"),
     # a merge key was "unknown key '<<'", as if a name were misspelt
     (b"llama:\n  <<: {parallel: 2}\n", "2:3: merge keys (<<) are not used in job files: write "
      "the keys"),
 ])
 def test_bytes_a_job_file_cannot_hold_are_named_at_their_place(sluice, tmp_path, data, said):
     """A job file with a Latin-1 byte said "job.yaml:1:1: YAML syntax:
-    invalid trailing UTF-8 octet" whatever line it was on."""
+    invalid trailing UTF-8 octet" whatever line it was on; a tab indent
+    was "found character that cannot start any token"."""
     job = tmp_path / "job.yaml"
     job.write_bytes(data)
     for cmd in (("config", "check"), ("run",)):
