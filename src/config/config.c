@@ -475,6 +475,8 @@ bool sl_config_option_is_list(int i)
 
 bool sl_config_option_takes_mappings(int i) { return opts[i].k == K_STAGES; }
 
+const char *sl_config_option_choices(int i) { return opts[i].choices; }
+
 /* Keys that moved to another section, still read under their old names. */
 static const struct {
     const char *old, *now;

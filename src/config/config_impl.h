@@ -35,6 +35,9 @@ sl_status sl_config_set_at(sl_config *cfg, int i, const char *value, bool split,
                            const char *name);
 sl_status sl_config_touch_list(sl_config *cfg, int i, const char *where, const char *name);
 bool sl_config_option_is_list(int i);
+/* Option i's names when it takes one of a few ("llama|openai"), else NULL:
+ * what a message shows in place of its argument's placeholder (E). */
+const char *sl_config_option_choices(int i);
 /* True for a list whose items may be mappings (pipeline.stages): the loader
  * hands each mapping over as a JSON object's text. */
 bool sl_config_option_takes_mappings(int i);

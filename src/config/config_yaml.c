@@ -283,6 +283,9 @@ static sl_status value(loader *ld, int i, const char *key)
     bool list = sl_config_option_is_list(i);
     sl_config_option o;
     sl_config_option_at((size_t)i, &o);
+    /* what it takes, in words: engine's (E) is llama|openai */
+    const char *shape = o.is_switch ? "true or false"
+                        : sl_config_option_choices(i) ? sl_config_option_choices(i) : o.arg;
     const char *text = NULL;
     switch (ld->ev.type) {
     case YAML_SCALAR_EVENT:
@@ -296,8 +299,7 @@ static sl_status value(loader *ld, int i, const char *key)
     case YAML_SEQUENCE_START_EVENT:
         if (!list) {
             char what[160];
-            snprintf(what, sizeof what, " takes one value (%s), not a list",
-                     o.is_switch ? "true or false" : o.arg);
+            snprintf(what, sizeof what, " takes one value (%s), not a list", shape);
             return fail_here(ld, what, key, NULL);
         }
         if ((st = sl_config_touch_list(ld->cfg, i, where, key)) != SL_OK)
@@ -335,7 +337,7 @@ static sl_status value(loader *ld, int i, const char *key)
     default: {
         char what[600];
         int w = snprintf(what, sizeof what, " takes %s (%s), not %s", list ? "a list" : "one value",
-                         o.is_switch ? "true or false" : o.arg, event_name(ld->ev.type));
+                         shape, event_name(ld->ev.type));
         if (ld->ev.type == YAML_MAPPING_START_EVENT) {
             /* `engine: {parallel: 2}`, the key taken for a section: where
              * the mapping's first key goes */

@@ -265,8 +265,11 @@ def test_caption_names_the_flags_in_the_same_checks(sluice, tmp_path):
     # a dotted key misspelt in its section
     ("llama.paralel: 2\n", "did you mean 'llama.parallel' (parallel under llama)?"),
     # a key taken for a section
-    ("engine: {parallel: 2}\n", "1:9: engine takes one value (E), not a mapping; for "
+    ("engine: {parallel: 2}\n", "1:9: engine takes one value (llama|openai), not a mapping; for "
      "'parallel' did you mean 'llama.parallel' (parallel under llama)?"),
+    # a list for one of a few names: the names
+    ("output: {format: [jsonl, parquet]}\n", "1:18: output.format takes one value "
+     "(jsonl|parquet|webdataset|openai-batch), not a list"),
 ])
 def test_a_key_in_the_wrong_place_is_told_where_it_goes(sluice, tmp_path, text, said):
     """An unknown key got a "did you mean" only for a near spelling in its
