@@ -40,6 +40,7 @@
 #include "io/columns.h"
 #include "llm/engines/llama_grammar.h"
 #include "llm/json_schema.h"
+#include "obs/metrics_impl.h"
 
 enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_HEADERS, L_STAGES,
        L_TASKS, L_TASK_MAXT, L_TASK_TEMP, L_LORA, L_CHOICES, L_COUNT };
@@ -1416,6 +1417,12 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
                            "the default", where, name, o->arg);
         if (o->k == K_ADDR && strcmp(value, "off") == 0) {
             *(const char **)field = NULL;
+        } else if (o->k == K_ADDR && sl_obs_address_check(value) != SL_OK) {
+            /* refused now, as the server would refuse it when the run starts
+             * (config check said ok to a port of 99999) */
+            char why[512]; /* sl_fail writes where sl_last_error reads */
+            snprintf(why, sizeof why, "%s", sl_last_error());
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s: %s", where, name, why);
         } else {
             const char *copy = keep(c, value, strlen(value));
             if (!copy)

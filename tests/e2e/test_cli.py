@@ -246,6 +246,26 @@ def test_an_empty_model_or_projector_is_refused_by_config_check_too(sluice, tmp_
     assert r.returncode == 2 and f"{job}:2:10: llama.model is empty" in r.stderr, r.stderr
 
 
+def test_a_metrics_address_the_server_would_refuse_is_refused_when_read(sluice, tmp_path):
+    """--metrics-addr 127.0.0.1:99999 passed config check (exit 0); the
+    run then stopped at its start on the port. Now refused when read, by
+    the server's own check, naming the flag or the key at its line."""
+    for addr, said in (("127.0.0.1:99999", 'the port "99999" is not a number from 0 to 65535'),
+                       ("::1:9797", "write an IPv6 host in brackets")):
+        r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o", "--model",
+                       "m.gguf", "--mmproj", "p.gguf", "--metrics-addr", addr)
+        assert r.returncode == 2, r.stderr
+        assert f'--metrics-addr: metrics address "{addr}": {said}' in r.stderr, r.stderr
+    job = tmp_path / "job.yaml"
+    job.write_text('metrics:\n  addr: "x:70000"\n')
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2 and f"{job}:2:9: metrics.addr: metrics address" in r.stderr, r.stderr
+    for addr in ("[::1]:0", "127.0.0.1:0", ":0", "off"):
+        r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o", "--model",
+                       "m.gguf", "--mmproj", "p.gguf", "--metrics-addr", addr)
+        assert r.returncode == 0, (addr, r.stderr)
+
+
 def test_batch_takes_no_other_input_format(sluice, tmp_path):
     """sluice batch F --input-format csv ran F as a caption job's CSV
     manifest (exit 0, no requests answered); batch reads batch files."""
