@@ -31,6 +31,13 @@ bool sl_dist_available(void);
  * several ranks but built without MPI: SL_ERR_INVALID_ARG saying so. */
 sl_status sl_dist_open(sl_dist **out);
 
+/* The rank this process was started as, from its launcher's environment
+ * (the variables sl_dist_open() reads; 0 when not under one, or with one
+ * rank): known before sl_dist_open(), which a program may call late, so
+ * that what every rank would say alike (a warning about the settings) is
+ * said by rank 0 alone. */
+int sl_dist_launched_rank(void);
+
 int sl_dist_rank(const sl_dist *d);
 int sl_dist_size(const sl_dist *d);
 

@@ -125,8 +125,9 @@ static const char usage_head[] =
 
 static const char usage_input[] =
     "Input:\n"
-    "      --input-format F      folder, file, jsonl, json (one array), csv, webdataset, arrow or\n"
-    "                            parquet (default: by name); a folder under a kind (or named\n"
+    "      --input-format F      folder, file, jsonl, json (one array), csv, webdataset, arrow,\n"
+    "                            parquet (default, or auto: by name) or openai-batch (what\n"
+    "                            sluice batch reads); a folder under a kind (or named\n"
     "                            for one: Spark's out.parquet) is that kind's files under it\n"
     "      --include GLOB        folders: only relative paths matching GLOB (repeatable)\n"
     "      --exclude GLOB        folders: skip relative paths matching GLOB (repeatable)\n"
@@ -314,7 +315,8 @@ static const char usage_output_text[] =
     "                            parts being written (default: ~/.local/state/sluice/s3/...)\n"
     "      --format F            jsonl (default), parquet (zstd; pyarrow, DuckDB, HF datasets)\n"
     "                            or webdataset (tar shards: KEY.json, the row, beside\n"
-    "                            KEY.jpg/.png/..., the image with --include-image-bytes)\n"
+    "                            KEY.jpg/.png/..., the image with --include-image-bytes);\n"
+    "                            openai-batch: a batch file's answers as JSONL (docs/batch.md)\n"
     "      --compression C       Parquet: zstd (default), snappy (Spark's), gzip or none\n"
     "      --errors-file FILE    failed rows go to FILE (JSONL), not the output parts\n"
     "      --overwrite           start over: remove OUTPUT_DIR's part files and resume\n"
@@ -755,8 +757,11 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
             goto done;
         }
     }
-    /* Settling the settings warns of what will not be used; -q silences it. */
-    sl_log_set_level(sl_config_console_settings(cfg).quiet ? SL_LOG_ERROR : SL_LOG_WARN);
+    /* Settling the settings warns of what will not be used; -q silences it.
+     * Under mpirun every rank reads the same command line: rank 0 speaks
+     * for the job (4 ranks printed each warning 4 times). */
+    sl_log_set_level(sl_config_console_settings(cfg).quiet || sl_dist_launched_rank() != 0
+                         ? SL_LOG_ERROR : SL_LOG_WARN);
     if (sl_config_resolve(cfg) != SL_OK) {
         say_error(sl_last_error());
         rc = EXIT_USAGE;
@@ -812,6 +817,10 @@ static int cmd_config(int argc, char **argv)
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (strcmp(argv[1], "keys") == 0) {
+        if (argc == 3 && (strcmp(argv[2], "-h") == 0 || strcmp(argv[2], "--help") == 0)) {
+            print_run_usage(stdout);
+            return 0;
+        }
         if (argc > 2) { /* not a filter: all keys were printed, the word ignored */
             fprintf(stderr, "sluice: config keys takes no arguments, got '%s'; it prints every "
                             "key (grep its output for one)\n", argv[2]);

@@ -40,6 +40,7 @@
 #include "io/columns.h"
 #include "llm/engines/llama_grammar.h"
 #include "llm/json_schema.h"
+#include "obs/metrics_impl.h"
 
 enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_HEADERS, L_STAGES,
        L_TASKS, L_TASK_MAXT, L_TASK_TEMP, L_LORA, L_CHOICES, L_COUNT };
@@ -128,8 +129,8 @@ static const opt opts[] = {
      .help = "folders, manifests, tar shards, Parquet or Arrow files; braces and globs"},
     {"input.format", "input-format", 0, K_CHOICE, AT(p.input_format), .arg = "F",
      .choices = "auto|folder|file|jsonl|json|csv|webdataset|parquet|arrow|openai-batch",
-     .help = "folder, file, jsonl, json (an array), csv, webdataset, parquet, arrow (~: by name) or "
-             "openai-batch"},
+     .help = "folder, file, jsonl, json (an array), csv, webdataset, parquet, arrow (~ or auto: "
+             "by name) or openai-batch"},
     {"input.include", "include", 0, K_LIST, 0, .list = L_INCLUDE, .max_items = 64, .arg = "GLOB",
      .help = "folders: only relative paths matching one of these"},
     {"input.exclude", "exclude", 0, K_LIST, 0, .list = L_EXCLUDE, .max_items = 64, .arg = "GLOB",
@@ -188,10 +189,10 @@ static const opt opts[] = {
     {"video.frame_text", "frame-text", 0, K_STR, AT(p.frame_text), .arg = "TEXT",
      .help = "text before each frame, {time} its second, {index} its number (\"\": none)"},
 
-    {"llama.model", "model", 'm', K_STR, AT(p.llama.model_path), .arg = "PATH",
+    {"llama.model", "model", 'm', K_STR, AT(p.llama.model_path), .f = NOT_EMPTY, .arg = "PATH",
      .help = "language model GGUF, or hf://ORG/REPO[/FILE.gguf]"},
-    {"llama.mmproj", "mmproj", 0, K_STR, AT(p.llama.mmproj_path), .arg = "PATH",
-     .help = "vision projector GGUF, or hf://ORG/REPO/FILE.gguf"},
+    {"llama.mmproj", "mmproj", 0, K_STR, AT(p.llama.mmproj_path), .f = NOT_EMPTY,
+     .arg = "PATH", .help = "vision projector GGUF, or hf://ORG/REPO/FILE.gguf"},
     {"llama.lora", "lora", 0, K_LIST, 0, .list = L_LORA, .max_items = SL_LLAMA_MAX_LORA,
      .arg = "FILE[:SCALE]",
      .help = "a LoRA adapter GGUF made for the model, at SCALE (default 1); up to 8"},
@@ -306,8 +307,8 @@ static const opt opts[] = {
     /* In sl_openai_max_tokens_field's order. */
     {"openai.max_tokens_field", "max-tokens-field", 0, K_ENUM, AT(p.openai.max_tokens_field),
      .arg = "F", .choices = "max_tokens|max_completion_tokens|both",
-     .help = "the body field that carries --max-tokens (max_completion_tokens: OpenAI's "
-             "reasoning models; both: a fleet of old and new servers)"},
+     .help = "the body field that carries --max-tokens: max_tokens, max_completion_tokens "
+             "(OpenAI's reasoning models) or both (a fleet of old and new servers)"},
 
     {"prompt.text", "prompt", 'p', K_STR, AT(p.prompt), .f = NO_TASKS | NOT_EMPTY, .arg = "TEXT",
      .help = "user prompt (not with tasks: each brings its own)"},
@@ -475,6 +476,8 @@ bool sl_config_option_is_list(int i)
 
 bool sl_config_option_takes_mappings(int i) { return opts[i].k == K_STAGES; }
 
+const char *sl_config_option_choices(int i) { return opts[i].choices; }
+
 /* Keys that moved to another section, still read under their old names. */
 static const struct {
     const char *old, *now;
@@ -561,6 +564,75 @@ void sl_config_children(const char *prefix, const char *name, char *buf, size_t 
             best = d;
             snprintf(near, near_size, "%.*s", (int)clen, child);
         }
+    }
+}
+
+/* Whether `last` names key i as a job file would write it: by its flag
+ * with '_' for '-' (decode_workers: image.workers), or, when `by_flag` is
+ * false, by its last name. */
+static bool names_key(int i, const char *last, bool by_flag)
+{
+    const char *dot = strrchr(opts[i].key, '.');
+    if (!by_flag)
+        return strcmp(dot ? dot + 1 : opts[i].key, last) == 0;
+    const char *f = opts[i].flag;
+    if (!f || strlen(f) != strlen(last))
+        return false;
+    for (size_t j = 0; f[j]; j++)
+        if ((f[j] == '-' ? '_' : f[j]) != last[j])
+            return false;
+    return true;
+}
+
+void sl_config_elsewhere(const char *prefix, const char *name, char *buf, size_t size)
+{
+    enum { MAX_MEANT = 3 };
+    int meant[MAX_MEANT], n = 0;
+    const char *dot = strrchr(name, '.'), *last = dot ? dot + 1 : name;
+    buf[0] = '\0';
+    if (sl_config_is_section(name, strlen(name))) {
+        snprintf(buf, size, "the section '%s' (at the top)", name);
+        return;
+    }
+    /* a whole key, written in the wrong place */
+    bool whole = dot && (meant[0] = sl_config_find_key(name, strlen(name))) >= 0;
+    n = whole;
+    /* the flag's name first: max_tokens is sampling's, not tasks' */
+    for (int pass = 0; !whole && pass < 2; pass++)
+        for (int i = 0; i < N_OPTS && n < MAX_MEANT; i++) {
+            bool again = false;
+            for (int m = 0; m < n; m++)
+                again = again || meant[m] == i;
+            if (!again && names_key(i, last, pass == 0))
+                meant[n++] = i;
+        }
+    if (n == 0 && dot && dot - name < 64) {
+        /* a dotted name whose section is known, its key misspelt there */
+        char section[64], list[1024], near[64], key[160];
+        snprintf(section, sizeof section, "%.*s", (int)(dot - name), name);
+        sl_config_children(section, last, list, sizeof list, near, sizeof near);
+        snprintf(key, sizeof key, "%s.%s", section, near);
+        if (near[0] && (meant[0] = sl_config_find_key(key, strlen(key))) >= 0)
+            n = 1;
+    }
+    size_t plen = strlen(prefix), used = 0;
+    for (int m = 0; m < n; m++) {
+        const char *k = opts[meant[m]].key, *kdot = strrchr(k, '.');
+        /* a key of this very section is named as it is written here */
+        bool here = kdot && (size_t)(kdot - k) == plen && strncmp(k, prefix, plen) == 0;
+        int w;
+        if (here)
+            w = snprintf(buf + used, size - used, "%s'%s'", m ? " or " : "", kdot + 1);
+        else if (n > 1)
+            w = snprintf(buf + used, size - used, "%s'%s'", m ? " or " : "", k);
+        else if (kdot)
+            w = snprintf(buf + used, size - used, "'%s' (%s under %.*s)", k, kdot + 1,
+                         (int)(kdot - k), k);
+        else
+            w = snprintf(buf + used, size - used, "'%s' (at the top, not in a section)", k);
+        if (w < 0 || (size_t)w >= size - used)
+            break;
+        used += (size_t)w;
     }
 }
 
@@ -1047,9 +1119,12 @@ static sl_status stage_int(const json_t *stage, const char *key, long hi, const 
     const json_t *v = json_object_get(stage, key);
     if (!v)
         return SL_OK;
-    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > hi)
-        return sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's %s is an integer from 1 to %ld",
-                       where, name, key, hi);
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > hi) {
+        char value[120];
+        sl_config_json_got(v, value, sizeof value);
+        return sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's %s is an integer from 1 to %ld%s",
+                       where, name, key, hi, value);
+    }
     *out = (int)json_integer_value(v);
     return SL_OK;
 }
@@ -1105,9 +1180,17 @@ static sl_status add_stage(sl_config *c, int i, const char *where, const char *n
         while (k < sizeof keys / sizeof *keys && strcmp(keys[k], key) != 0)
             k++;
         if (k == sizeof keys / sizeof *keys) {
-            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage has no key '%s'; its keys are name, "
-                                             "lua, plugin, after, workers, batch_size, config, "
-                                             "columns, time_limit", where, name, key);
+            int best = 3;
+            const char *near = NULL;
+            for (k = 0; k < sizeof keys / sizeof *keys; k++) {
+                int d = distance(key, strlen(key), keys[k], strlen(keys[k]));
+                if (d < best)
+                    best = d, near = keys[k];
+            }
+            st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage has no key '%s'%s%s%s its keys are "
+                                             "name, lua, plugin, after, workers, batch_size, "
+                                             "config, columns, time_limit", where, name, key,
+                         near ? "; did you mean '" : "", near ? near : "", near ? "'?" : ";");
             break;
         }
     }
@@ -1130,9 +1213,11 @@ static sl_status add_stage(sl_config *c, int i, const char *where, const char *n
     json_t *limit = json_object_get(stage, "time_limit");
     if (st == SL_OK && limit) {
         double s = json_number_value(limit);
+        char value[120];
+        sl_config_json_got(limit, value, sizeof value);
         if (!json_is_number(limit) || !(s >= 0 && s <= 86400))
             st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: a stage's time_limit is seconds, 0 (none) "
-                                             "to 86400", where, name);
+                                             "to 86400%s", where, name, value);
         else if (spec.plugin)
             st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: time_limit is for Lua stages (a plugin's C "
                                              "code cannot be stopped safely)", where, name);
@@ -1332,6 +1417,12 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
                            "the default", where, name, o->arg);
         if (o->k == K_ADDR && strcmp(value, "off") == 0) {
             *(const char **)field = NULL;
+        } else if (o->k == K_ADDR && sl_obs_address_check(value) != SL_OK) {
+            /* refused now, as the server would refuse it when the run starts
+             * (config check said ok to a port of 99999) */
+            char why[512]; /* sl_fail writes where sl_last_error reads */
+            snprintf(why, sizeof why, "%s", sl_last_error());
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s: %s", where, name, why);
         } else {
             const char *copy = keep(c, value, strlen(value));
             if (!copy)

@@ -19,6 +19,13 @@ bool sl_config_is_section(const char *prefix, size_t len);
  * two away) into near, or "" when none is. */
 void sl_config_children(const char *prefix, const char *name, char *buf, size_t size,
                         char *near, size_t near_size);
+/* The keys that `name`, written under `prefix` ("" the top) and unknown
+ * there, was likely meant as: a key of another section of that last name
+ * or flag (`parallel` under image: llama.parallel), or for a dotted name
+ * the key of its section an edit or two away. Into buf as "'llama.parallel'
+ * (parallel under llama)", "'a.x' or 'b.x'", or a key of this section by
+ * its own name; "" when none. */
+void sl_config_elsewhere(const char *prefix, const char *name, char *buf, size_t size);
 
 /* Sets option i from `value` (NULL: its default). `where` prefixes messages
  * ("job.yaml:3:14: "), `name` names the setting in them. A list option gets
@@ -28,9 +35,17 @@ sl_status sl_config_set_at(sl_config *cfg, int i, const char *value, bool split,
                            const char *name);
 sl_status sl_config_touch_list(sl_config *cfg, int i, const char *where, const char *name);
 bool sl_config_option_is_list(int i);
+/* Option i's names when it takes one of a few ("llama|openai"), else NULL:
+ * what a message shows in place of its argument's placeholder (E). */
+const char *sl_config_option_choices(int i);
 /* True for a list whose items may be mappings (pipeline.stages): the loader
  * hands each mapping over as a JSON object's text. */
 bool sl_config_option_takes_mappings(int i);
+
+/* ", got VALUE" for a message about a JSON value: the value as written
+ * (cut short), and for a number in quotes that it goes without them. */
+struct json_t;
+void sl_config_json_got(const struct json_t *v, char *buf, size_t size);
 
 /* Off: the settings that read a file (openai.response_format,
  * openai.endpoints_file) fail instead, so a fuzzer's text names no file to

@@ -5,6 +5,8 @@
  * duplicate keys refused, and every value checked for its type and range
  * with a message naming the file, the task and the key. */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -66,6 +68,16 @@ static sl_status text_of(const char *file, const char *task, const char *key, js
     return SL_OK;
 }
 
+void sl_config_json_got(const json_t *v, char *buf, size_t size)
+{
+    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    snprintf(buf, size, ", got %.40s%s%s", text ? text : "?", text && strlen(text) > 40 ? "..." : "",
+             json_is_string(v) && json_string_length(v) > 0 &&
+             strspn(json_string_value(v), "0123456789.-+eE") == json_string_length(v)
+                 ? " (a string: write the number without quotes)" : "");
+    free(text);
+}
+
 /* A number in [lo, hi] (an integer when `integer`). */
 static sl_status number_of(const char *file, const char *task, const char *key, json_t *v,
                            double lo, double hi, bool integer, double *out)
@@ -73,13 +85,27 @@ static sl_status number_of(const char *file, const char *task, const char *key, 
     double d = json_is_integer(v) ? (double)json_integer_value(v)
                                   : json_is_real(v) ? json_real_value(v) : NAN;
     if (!(d >= lo && d <= hi) || (integer && !json_is_integer(v))) {
-        char what[200];
-        snprintf(what, sizeof what, "sampling.%s expects %s from %.15g to %.15g", key,
-                 integer ? "an integer" : "a number", lo, hi);
+        char what[300], value[120];
+        sl_config_json_got(v, value, sizeof value);
+        snprintf(what, sizeof what, "sampling.%s expects %s from %.15g to %.15g%s", key,
+                 integer ? "an integer" : "a number", lo, hi, value);
         return bad(file, task, what);
     }
     *out = d;
     return SL_OK;
+}
+
+static const char *const sampling_keys[] = {"max_tokens", "temperature", "top_p", "top_k",
+                                            "min_p", "repeat_penalty", "seed", "logprobs"};
+static const char *const task_keys[] = {"prompt", "system", "sampling", "json_schema",
+                                        "choices"};
+
+static bool one_of(const char *key, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(key, names[i]) == 0)
+            return true;
+    return false;
 }
 
 static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_sampling *s)
@@ -123,13 +149,20 @@ static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_s
             s->top_logprobs = (int)d;
         } else if (!strcmp(key, "seed")) {
             /* jansson's integers are 64-bit signed: the job seed's range. */
-            if (!json_is_integer(v) || json_integer_value(v) < 0)
-                return bad(file, task, "sampling.seed expects an integer from 0");
+            if (!json_is_integer(v) || json_integer_value(v) < 0) {
+                char what[200], value[120];
+                sl_config_json_got(v, value, sizeof value);
+                snprintf(what, sizeof what, "sampling.seed expects an integer from 0 to "
+                         "9223372036854775807%s", value);
+                return bad(file, task, what);
+            }
             s->seed = (uint64_t)json_integer_value(v);
         } else {
-            char what[200];
-            snprintf(what, sizeof what, "unknown key sampling.%.60s; allowed: max_tokens, "
-                     "temperature, top_p, top_k, min_p, repeat_penalty, seed, logprobs", key);
+            char what[300];
+            snprintf(what, sizeof what, "unknown key sampling.%.60s%s; allowed: max_tokens, "
+                     "temperature, top_p, top_k, min_p, repeat_penalty, seed, logprobs", key,
+                     one_of(key, task_keys, sizeof task_keys / sizeof *task_keys)
+                         ? " (a key of the task itself: write it beside \"sampling\")" : "");
             return bad(file, task, what);
         }
     }
@@ -201,9 +234,12 @@ static sl_status task_of(const char *file, json_t *o, const sl_sampling *base, s
         } else if (!strcmp(key, "choices")) {
             st = choices_of(file, task, v, t);
         } else if (strcmp(key, "name") != 0) {
-            char what[200];
-            snprintf(what, sizeof what, "unknown key '%.60s'; allowed: prompt, system, sampling, "
-                     "json_schema, choices", key);
+            char what[300], where[160] = ";";
+            if (one_of(key, sampling_keys, sizeof sampling_keys / sizeof *sampling_keys))
+                snprintf(where, sizeof where, "; did you mean sampling.%s (\"sampling\": "
+                         "{\"%s\": ...})?", key, key);
+            snprintf(what, sizeof what, "unknown key '%.60s'%s allowed: prompt, system, "
+                     "sampling, json_schema, choices", key, where);
             return bad(file, task, what);
         }
         if (st != SL_OK)

@@ -6,9 +6,9 @@
  * on as a JSON object's text). Anything else is refused at once, naming the
  * file, line and column, the key and what it allows; so memory stays bounded
  * by the file (at most SL_CONFIG_MAX_FILE_BYTES) and nesting by the schema,
- * whatever the file holds. Anchors, aliases and tags are refused: a job file
- * has no use for them, and an alias would let a small file name one value
- * many times. A key given twice in a mapping is an error (YAML says keys are
+ * whatever the file holds. Anchors, aliases, tags and merge keys (<<) are
+ * refused: a job file has no use for them, and an alias would let a small
+ * file name one value many times. A key given twice in a mapping is an error (YAML says keys are
  * unique; libyaml does not check). A plain `~`, `null` or nothing resets a
  * key to its default, so `config print`'s ~ reads back as it was meant. */
 #include <errno.h>
@@ -23,12 +23,15 @@
 #include "config/config_impl.h"
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/utf8.h"
 
 enum { MAX_SEEN = 48, MAX_KEY = 96 };
 
 typedef struct loader {
     sl_config *cfg;
     const char *name;
+    const char *text; /* the file's bytes, for where a reader error is */
+    size_t len;
     yaml_parser_t parser;
     yaml_event_t ev;
     bool have_ev;
@@ -52,6 +55,53 @@ static const char *event_name(yaml_event_type_t t)
     }
 }
 
+/* libyaml's reader (decoding) errors come with a byte offset and no line:
+ * the line and column (in characters) of byte `off`. A byte that is not
+ * UTF-8 is named where it is, not where libyaml noticed the sequence broken
+ * (the byte after it). */
+static sl_status reader_error(const loader *ld)
+{
+    size_t off = ld->parser.problem_offset, bad = ld->len;
+    if (ld->parser.encoding == YAML_UTF8_ENCODING)
+        bad = sl_utf8_valid_prefix(ld->text, ld->len);
+    if (bad < ld->len)
+        off = bad;
+    size_t line = 1, column = 1;
+    for (size_t i = 0; i < off && i < ld->len; i++) {
+        if (ld->text[i] == '\n')
+            line++, column = 1;
+        else if (((unsigned char)ld->text[i] & 0xC0) != 0x80)
+            column++;
+    }
+    if (bad < ld->len)
+        return sl_fail(SL_ERR_INVALID_ARG, "%s:%zu:%zu: byte 0x%02X is not UTF-8: a job file is "
+                       "UTF-8 text; save it as UTF-8 (iconv -f latin1 -t utf-8, or your editor)",
+                       ld->name, line, column, (unsigned char)ld->text[bad]);
+    int v = ld->parser.problem_value;
+    char value[96] = "";
+    if (v >= 0 && (v < 0x20 || v == 0x7F))
+        snprintf(value, sizeof value, " (0x%02X): write it as an escape in a double-quoted "
+                 "string (\"\\x%02X\")", (unsigned)v, (unsigned)v);
+    else if (v >= 0)
+        snprintf(value, sizeof value, " (0x%02X)", (unsigned)v);
+    return sl_fail(SL_ERR_INVALID_ARG, "%s:%zu:%zu: YAML: %s%s", ld->name, line, column,
+                   ld->parser.problem ? ld->parser.problem : "not readable", value);
+}
+
+/* The byte that starts the character at mark m (UTF-8), or -1 past the
+ * end: found by its line and column, which count the same way whatever
+ * libyaml's index counts. */
+static int char_at(const loader *ld, yaml_mark_t m)
+{
+    size_t i = 0, line = 0, column = 0;
+    for (; i < ld->len && line < m.line; i++)
+        line += ld->text[i] == '\n';
+    for (; i < ld->len && column <= m.column; i++)
+        if (((unsigned char)ld->text[i] & 0xC0) != 0x80 && column++ == m.column)
+            return (unsigned char)ld->text[i];
+    return -1;
+}
+
 static sl_status next(loader *ld)
 {
     if (ld->have_ev)
@@ -60,12 +110,20 @@ static sl_status next(loader *ld)
     if (!yaml_parser_parse(&ld->parser, &ld->ev)) {
         if (ld->parser.error == YAML_MEMORY_ERROR)
             return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", ld->name);
+        if (ld->parser.error == YAML_READER_ERROR)
+            return reader_error(ld);
         char where[256];
         at(ld, ld->parser.problem_mark, where, sizeof where);
-        return sl_fail(SL_ERR_INVALID_ARG, "%sYAML syntax: %s%s%s", where,
+        /* A tab where YAML wants an indent is the usual cause, and
+         * libyaml's words ("found character that cannot start any token")
+         * do not say it. */
+        bool tab = ld->parser.encoding == YAML_UTF8_ENCODING &&
+                   char_at(ld, ld->parser.problem_mark) == '\t';
+        return sl_fail(SL_ERR_INVALID_ARG, "%sYAML syntax: %s%s%s%s", where,
                        ld->parser.problem ? ld->parser.problem : "not readable",
                        ld->parser.context ? " " : "",
-                       ld->parser.context ? ld->parser.context : "");
+                       ld->parser.context ? ld->parser.context : "",
+                       tab ? ": indent with spaces, not tabs" : "");
     }
     ld->have_ev = true;
     return SL_OK;
@@ -225,6 +283,9 @@ static sl_status value(loader *ld, int i, const char *key)
     bool list = sl_config_option_is_list(i);
     sl_config_option o;
     sl_config_option_at((size_t)i, &o);
+    /* what it takes, in words: engine's (E) is llama|openai */
+    const char *shape = o.is_switch ? "true or false"
+                        : sl_config_option_choices(i) ? sl_config_option_choices(i) : o.arg;
     const char *text = NULL;
     switch (ld->ev.type) {
     case YAML_SCALAR_EVENT:
@@ -238,8 +299,7 @@ static sl_status value(loader *ld, int i, const char *key)
     case YAML_SEQUENCE_START_EVENT:
         if (!list) {
             char what[160];
-            snprintf(what, sizeof what, " takes one value (%s), not a list",
-                     o.is_switch ? "true or false" : o.arg);
+            snprintf(what, sizeof what, " takes one value (%s), not a list", shape);
             return fail_here(ld, what, key, NULL);
         }
         if ((st = sl_config_touch_list(ld->cfg, i, where, key)) != SL_OK)
@@ -275,9 +335,26 @@ static sl_status value(loader *ld, int i, const char *key)
                 return st;
         }
     default: {
-        char what[160];
-        snprintf(what, sizeof what, " takes %s (%s), not %s", list ? "a list" : "one value",
-                 o.is_switch ? "true or false" : o.arg, event_name(ld->ev.type));
+        char what[600];
+        int w = snprintf(what, sizeof what, " takes %s (%s), not %s", list ? "a list" : "one value",
+                         shape, event_name(ld->ev.type));
+        if (ld->ev.type == YAML_MAPPING_START_EVENT) {
+            /* `engine: {parallel: 2}`, the key taken for a section: where
+             * the mapping's first key goes */
+            yaml_mark_t start = ld->ev.start_mark;
+            if ((st = next(ld)) != SL_OK)
+                return st;
+            char meant[400] = "";
+            const char *k = (const char *)ld->ev.data.scalar.value;
+            if (ld->ev.type == YAML_SCALAR_EVENT && strlen(k) == ld->ev.data.scalar.length &&
+                strlen(k) < MAX_KEY)
+                sl_config_elsewhere("", k, meant, sizeof meant);
+            if (meant[0] && w > 0 && (size_t)w < sizeof what)
+                snprintf(what + w, sizeof what - (size_t)w, "; for '%s' did you mean %s?", k,
+                         meant);
+            at(ld, start, where, sizeof where);
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s%s", where, key, what);
+        }
         return fail_here(ld, what, key, NULL);
     }
     }
@@ -287,11 +364,15 @@ static sl_status mapping(loader *ld, const char *prefix);
 
 static sl_status unknown_key(loader *ld, const char *prefix, const char *key)
 {
-    char allowed[1024], near[64], msg[1400];
+    char allowed[1024], near[64], meant[400], msg[1800];
     sl_config_children(prefix, key, allowed, sizeof allowed, near, sizeof near);
+    /* the same name elsewhere says more than a near spelling here */
+    sl_config_elsewhere(prefix, key, meant, sizeof meant);
+    if (!meant[0] && near[0])
+        snprintf(meant, sizeof meant, "'%s'", near);
     snprintf(msg, sizeof msg, "unknown %s '%s'%s%s; %s%s%s: %s", *prefix ? "key" : "section or key",
-             key, *prefix ? " in " : "", prefix, near[0] ? "did you mean '" : "", near,
-             near[0] ? "'? allowed" : "allowed", allowed);
+             key, *prefix ? " in " : "", prefix, meant[0] ? "did you mean " : "", meant,
+             meant[0] ? "? allowed" : "allowed", allowed);
     return fail_here(ld, msg, "", NULL);
 }
 
@@ -320,6 +401,9 @@ static sl_status mapping(loader *ld, const char *prefix)
         char full[2 * MAX_KEY + 2];
         if (klen >= MAX_KEY || strlen(k) != klen)
             return unknown_key(ld, prefix, "(a long or odd name)");
+        if (strcmp(k, "<<") == 0 && ld->ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
+            return fail_here(ld, "merge keys (<<) are not used in job files: write the keys", "",
+                             NULL);
         snprintf(full, sizeof full, "%s%s%s", prefix, *prefix ? "." : "", k);
         for (int s = 0; s < n_seen; s++)
             if (strcmp(seen[s].name, k) == 0)
@@ -388,7 +472,7 @@ sl_status sl_config_load_text(sl_config *cfg, const char *text, size_t len, cons
         return sl_fail(SL_ERR_INVALID_ARG,
                        "%s is larger than %d bytes: a job file holds settings, not data (a long "
                        "list of inputs goes in a manifest)", name, SL_CONFIG_MAX_FILE_BYTES);
-    loader ld = {.cfg = cfg, .name = name};
+    loader ld = {.cfg = cfg, .name = name, .text = text, .len = len};
     if (!(ld.line_of = sl_calloc(sl_config_option_count(), sizeof *ld.line_of)))
         return sl_fail(SL_ERR_NOMEM, "%s: out of memory reading it", name);
     if (!yaml_parser_initialize(&ld.parser)) {
@@ -420,7 +504,11 @@ sl_status sl_config_load_file(sl_config *cfg, const char *path)
     int err = ferror(fp) ? errno : 0;
     fclose(fp);
     sl_status st;
-    if (err)
+    if (err == EISDIR) /* `sluice run photos/`: the inputs go after the job file */
+        st = sl_fail(SL_ERR_INVALID_ARG, "job file '%s' is a folder: give a YAML job file first "
+                     "(sluice run JOB.yaml [INPUT...]), or caption a folder with sluice caption",
+                     path);
+    else if (err)
         st = sl_fail(SL_ERR_IO, "job file '%s': %s", path, strerror(err));
     else
         st = sl_config_load_text(cfg, buf, n, path);

@@ -69,6 +69,12 @@ bool sl_dist_available(void)
 #endif
 }
 
+int sl_dist_launched_rank(void)
+{
+    int rank = 0;
+    return launched_size(&rank) > 1 ? rank : 0;
+}
+
 int sl_dist_rank(const sl_dist *d) { return d ? d->rank : 0; }
 int sl_dist_size(const sl_dist *d) { return d ? d->size : 1; }
 bool sl_dist_reported(const sl_dist *d) { return d && d->reported; }

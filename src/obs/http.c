@@ -409,6 +409,12 @@ static sl_status parse_address(const char *address, char *host, size_t host_cap,
     return SL_OK;
 }
 
+sl_status sl_obs_address_check(const char *address)
+{
+    char host[256], port[8];
+    return parse_address(address, host, sizeof host, port, sizeof port);
+}
+
 /* What the bound address is, read once whatever its family: v4-mapped v6
  * addresses count as the v4 ones they carry. */
 typedef struct {

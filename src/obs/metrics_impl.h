@@ -56,6 +56,12 @@ double sl_obs_bits_to_double(uint_fast64_t bits);
 /* A counter or gauge child's current value; f->mu must be held. */
 double sl_obs_child_value_locked(const sl_metrics_child *c);
 
+/* Whether `address` is an address the metrics server takes (HOST:PORT,
+ * [V6]:PORT, PORT 0 to 65535; the host is not looked up): SL_OK, or
+ * SL_ERR_INVALID_ARG saying what is wrong (http.c). For the settings, to
+ * refuse it when read rather than when the run starts the server. */
+sl_status sl_obs_address_check(const char *address);
+
 /* Registers process_* metrics (process.c). */
 sl_status sl_obs_process_register(sl_metrics *m);
 

@@ -42,9 +42,10 @@ def parser_flags(sluice):
     return flags
 
 
-def help_options(text):
+def help_options(text, whole=False):
     """{flag: its help text}: each option line (indented 2 or 6, its flags
-    before the first gap then a word) with the lines under it."""
+    before the first gap then a word) with the lines under it; `whole`:
+    the option line whole (its flags and argument too)."""
     options, current = {}, []
     for line in text.splitlines():
         m = re.match(r"^(?:  -[a-zA-Z], |      )(--.*)$", line)
@@ -52,7 +53,7 @@ def help_options(text):
             head = re.split(r"\s{2,}(?=[^-\s])", m.group(1), maxsplit=1)
             current = FLAG.findall(head[0])
             for f in current:
-                options[f] = head[1] if len(head) > 1 else ""
+                options[f] = m.group(1) if whole else head[1] if len(head) > 1 else ""
         elif line.startswith(" " * 28) and current:
             for f in current:
                 options[f] += " " + line.strip()
@@ -71,6 +72,14 @@ def test_help_lists_every_flag_the_parser_takes_and_no_other(sluice):
         assert listed == set(flags), (
             command, "on an option line but not taken:", sorted(listed - set(flags)),
             "taken but without an option line:", sorted(set(flags) - listed))
+    # Every command's --help is its usage, on stdout, exit 0 ('config keys
+    # --help' was "config keys takes no arguments, got '--help'", exit 2).
+    for command in ("caption", "batch", "run", "config", "config print", "config check",
+                    "config keys"):
+        for h in ("--help", "-h"):
+            r = sluice.run(*command.split(), h)
+            assert r.returncode == 0 and r.stdout.startswith("usage: sluice "), (command, h,
+                                                                                 r.stderr)
     # Each listed flag is taken by each command that lists it, --version too.
     for command in ("caption", "batch", "run", "config"):
         args = (command, "--version") if command != "config" else ("config", "print", "--version")
@@ -131,6 +140,37 @@ def test_the_job_file_key_table_is_every_key(sluice):
     assert documented == keys
 
 
+def test_every_choice_of_a_flag_is_in_its_help_and_the_docs(sluice):
+    """A flag that takes one of some names (its message when given another
+    lists them) shows every name in --help, in `config keys` and in
+    docs/jobs.md's row: --input-format took arrow and openai-batch, --format
+    openai-batch, while --help or the docs left them out."""
+    blocks = help_options(sluice.run("caption", "--help").stdout, whole=True)
+    doc = (REPO / "docs" / "jobs.md").read_text().split("## Every key", 1)[1]
+    rows = {m.group(1): line for line in doc.splitlines()
+            if (m := re.match(r"^\| `([a-z_.]+)` \|", line))}
+    keys = {line.split()[0]: line for line in sluice.run("config", "keys").stdout.splitlines()}
+    # "KV cache type of V, the same types": K's list
+    same = {"--cache-type-v": "--cache-type-k"}
+    word = r"(?<![\w-]){}(?![\w-])"
+    checked = 0
+    for flag, key in parser_flags(sluice).items():
+        r = sluice.run("config", "print", "/dev/null", f"{flag}=no@such@name")
+        m = re.search(r"expects one of (.*?); got", r.stderr)
+        if not m:
+            continue
+        for choice in m.group(1).split(", "):
+            where = {"--help": blocks[same.get(flag, flag)], "config keys": keys[key],
+                     "docs/jobs.md": rows[key]}
+            if flag in same:
+                where["config keys"] += keys[parser_flags(sluice)[same[flag]]]
+                where["docs/jobs.md"] += rows[parser_flags(sluice)[same[flag]]]
+            for name, text in where.items():
+                assert re.search(word.format(re.escape(choice)), text), (name, flag, choice, text)
+            checked += 1
+    assert checked > 30
+
+
 def test_sluice_command_lines_in_the_docs_use_flags_it_takes(sluice):
     """Every flag on a `sluice ...` command line in README.md and docs/ (code
     blocks, with their continuation lines) is one the parser takes."""
@@ -189,6 +229,41 @@ def test_an_empty_metrics_address_is_refused_not_taken_as_off(sluice, tmp_path):
     job.write_text('metrics:\n  addr: ""\n')
     r = sluice.run("config", "check", job)
     assert r.returncode == 2 and "metrics.addr expects HOST:PORT" in r.stderr, r.stderr
+
+
+def test_an_empty_model_or_projector_is_refused_by_config_check_too(sluice, tmp_path):
+    """--model '' (an unset "$MODEL") passed config check (exit 0) and
+    the run stopped with "--model is required"; --mmproj '' beside an
+    hf:// model was taken as not given, the hub's projector fetched."""
+    for flags, said in ((("--model", "", "--mmproj", "p.gguf"), "--model is empty: give PATH"),
+                        (("--model", "hf://org/repo", "--mmproj", ""),
+                         "--mmproj is empty: give PATH")):
+        r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o", *flags)
+        assert r.returncode == 2 and said in r.stderr, r.stderr
+    job = tmp_path / "job.yaml"
+    job.write_text('llama:\n  model: ""\n')
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2 and f"{job}:2:10: llama.model is empty" in r.stderr, r.stderr
+
+
+def test_a_metrics_address_the_server_would_refuse_is_refused_when_read(sluice, tmp_path):
+    """--metrics-addr 127.0.0.1:99999 passed config check (exit 0); the
+    run then stopped at its start on the port. Now refused when read, by
+    the server's own check, naming the flag or the key at its line."""
+    for addr, said in (("127.0.0.1:99999", 'the port "99999" is not a number from 0 to 65535'),
+                       ("::1:9797", "write an IPv6 host in brackets")):
+        r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o", "--model",
+                       "m.gguf", "--mmproj", "p.gguf", "--metrics-addr", addr)
+        assert r.returncode == 2, r.stderr
+        assert f'--metrics-addr: metrics address "{addr}": {said}' in r.stderr, r.stderr
+    job = tmp_path / "job.yaml"
+    job.write_text('metrics:\n  addr: "x:70000"\n')
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2 and f"{job}:2:9: metrics.addr: metrics address" in r.stderr, r.stderr
+    for addr in ("[::1]:0", "127.0.0.1:0", ":0", "off"):
+        r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o", "--model",
+                       "m.gguf", "--mmproj", "p.gguf", "--metrics-addr", addr)
+        assert r.returncode == 0, (addr, r.stderr)
 
 
 def test_batch_takes_no_other_input_format(sluice, tmp_path):

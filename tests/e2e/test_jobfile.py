@@ -242,6 +242,101 @@ def test_caption_names_the_flags_in_the_same_checks(sluice, tmp_path):
     assert "sluice: --image-min-tokens 300 is above --image-max-tokens 100" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("text, said", [
+    # a dotted key inside its own section: the name it has there
+    ("llama: {llama.parallel: 2}\n", "1:9: unknown key 'llama.parallel' in llama; did you mean "
+     "'parallel'?"),
+    # the right name in the wrong section, or at the top: the key's section
+    ("image: {parallel: 2}\n", "1:9: unknown key 'parallel' in image; did you mean "
+     "'llama.parallel' (parallel under llama)?"),
+    ("parallel: 2\n", "1:1: unknown section or key 'parallel'; did you mean 'llama.parallel' "
+     "(parallel under llama)?"),
+    ("sampling.parallel: 2\n", "1:1: unknown section or key 'sampling.parallel'; did you mean "
+     "'llama.parallel' (parallel under llama)?"),
+    ("llama: {sampling.max_tokens: 2}\n", "1:9: unknown key 'sampling.max_tokens' in llama; did "
+     "you mean 'sampling.max_tokens' (max_tokens under sampling)?"),
+    # a name two sections have: both, the flag's own first
+    ("max_tokens: 5\n", "did you mean 'sampling.max_tokens' or 'tasks.max_tokens'?"),
+    # by its flag's name
+    ("llama: {decode_workers: 2}\n", "did you mean 'image.workers' (workers under image)?"),
+    # a key of the top, or a section, written inside one
+    ("llama: {engine: openai}\n", "did you mean 'engine' (at the top, not in a section)?"),
+    ("image: {sampling: {seed: 1}}\n", "did you mean the section 'sampling' (at the top)?"),
+    # a dotted key misspelt in its section
+    ("llama.paralel: 2\n", "did you mean 'llama.parallel' (parallel under llama)?"),
+    # a key taken for a section
+    ("engine: {parallel: 2}\n", "1:9: engine takes one value (llama|openai), not a mapping; for "
+     "'parallel' did you mean 'llama.parallel' (parallel under llama)?"),
+    # a list for one of a few names: the names
+    ("output: {format: [jsonl, parquet]}\n", "1:18: output.format takes one value "
+     "(jsonl|parquet|webdataset|openai-batch), not a list"),
+])
+def test_a_key_in_the_wrong_place_is_told_where_it_goes(sluice, tmp_path, text, said):
+    """An unknown key got a "did you mean" only for a near spelling in its
+    own section: `llama: {llama.parallel: 2}`, `image: {parallel: 2}` or
+    `engine: {parallel: 2}` were told only what the section allows. A key
+    whose last name (or flag) is a known key's now names that key, with
+    its section."""
+    job = tmp_path / "job.yaml"
+    job.write_text(text)
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"sluice: {job}:"), r.stderr
+    assert said in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("data, said", [
+    # Latin-1 bytes: named where they are, not at 1:1 (libyaml's reader
+    # errors carry a byte offset, no line), and what to do about them
+    # (columns count characters: déjà is 4)
+    (b"prompt:\n  text: d\xc3\xa9j\xc3\xa0 \xe9t\xe9\n", "2:14: byte 0xE9 is not UTF-8: a job "
+     "file is UTF-8 text; save it as UTF-8"),
+    (b'prompt: {text: "caf\xe9"}\n', "1:20: byte 0xE9 is not UTF-8"),
+    (b"output: {dir: out}\n\x80\n", "2:1: byte 0x80 is not UTF-8"),
+    (b'prompt:\n  text: "a\x01b"\n', '2:11: YAML: control characters are not allowed (0x01): '
+     'write it as an escape in a double-quoted string ("\\x01")'),
+    # a tab for an indent: libyaml's words alone do not say it
+    (b"llama:\n\tparallel: 2\n", "2:1: YAML syntax: found character that cannot start any "
+     "token while scanning for the next token: indent with spaces, not tabs"),
+    (b"llama:\n  model: m\n\tparallel: 2\n", "3:1: YAML syntax: found a tab character that "
+     "violates indentation while scanning a plain scalar: indent with spaces, not tabs"),
+    # a merge key was "unknown key '<<'", as if a name were misspelt
+    (b"llama:\n  <<: {parallel: 2}\n", "2:3: merge keys (<<) are not used in job files: write "
+     "the keys"),
+])
+def test_bytes_a_job_file_cannot_hold_are_named_at_their_place(sluice, tmp_path, data, said):
+    """A job file with a Latin-1 byte said "job.yaml:1:1: YAML syntax:
+    invalid trailing UTF-8 octet" whatever line it was on; a tab indent
+    was "found character that cannot start any token"."""
+    job = tmp_path / "job.yaml"
+    job.write_bytes(data)
+    for cmd in (("config", "check"), ("run",)):
+        r = sluice.run(*cmd, job)
+        assert r.returncode == 2, r.stderr
+        assert f"sluice: {job}:{said}" in r.stderr, r.stderr
+
+
+def test_a_folder_given_as_the_job_file_says_where_inputs_go(sluice, tmp_path):
+    """`sluice run photos/` said "job file 'photos/': Is a directory"."""
+    r = sluice.run("run", SAMPLES, "-o", tmp_path / "out")
+    assert r.returncode == 2, r.stderr
+    assert f"job file '{SAMPLES}' is a folder: give a YAML job file first (sluice run JOB.yaml " \
+           "[INPUT...]), or caption a folder with sluice caption" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_flag_given_twice_takes_its_last_value(sluice):
+    """As docs/jobs.md says: a single-value flag given again replaces the
+    first (a script's later flags override its own defaults); a list flag
+    given again adds an item."""
+    r = sluice.run("config", "print", "/dev/null", "--max-tokens", "5", "-n", "7", "--prompt",
+                   "a", "--prompt", "b", "--stop", "x", "--stop", "y")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^  max_tokens: 7 ", r.stdout, re.M), r.stdout
+    assert re.search(r'^  text: "b" ', r.stdout, re.M), r.stdout
+    assert re.search(r'^  stop: .*\n    - "x"\n    - "y"\n', r.stdout, re.M), r.stdout
+
+
 def test_every_caption_flag_has_a_key(sluice):
     help_text = sluice.run("caption", "--help").stdout
     flags = set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]+)", help_text)) - {"help", "version"}

@@ -172,6 +172,22 @@ def test_four_ranks_read_every_input_once(mpi, inputs, one_process, tmp_path):
     assert all(len(v) == 1 for v in rows_by_id(out).values())
 
 
+def test_a_settings_warning_is_printed_by_rank_0_alone(mpi, tmp_path):
+    """The settings are checked by every rank before MPI starts: a warning
+    about them (here --max-tokens with --choices, which it does not apply
+    to) came out once per rank, 4 ranks 4 copies. Rank 0 speaks for the job;
+    an error that stops every rank alike is still said by each."""
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 1)
+    r = subprocess.run(mpirun_args(4) + caption_args(mpi, inputs, tmp_path / "out", "--choices",
+                                                     "yes,no", "--max-tokens", "5", "--limit", "4"),
+                       capture_output=True, text=True, timeout=600, env=mpi_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    warned = [line for line in r.stderr.splitlines()
+              if "--max-tokens does not apply with --choices" in line]
+    assert len(warned) == 1, r.stderr[-3000:]
+
+
 def rank_pids(mpirun: subprocess.Popen) -> dict[int, int]:
     """rank -> pid of the ranks mpirun started on this machine."""
     found = {}

@@ -243,6 +243,36 @@ metrics:
     assert r.returncode == 2 and says in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("task, said", [
+    # a sampling key beside the prompt: where it goes
+    ({"max_tokens": 5}, "unknown key 'max_tokens'; did you mean sampling.max_tokens "
+     '("sampling": {"max_tokens": ...})? allowed: prompt,'),
+    # a task's key inside sampling
+    ({"sampling": {"system": "Be brief."}}, 'unknown key sampling.system (a key of the task '
+     'itself: write it beside "sampling"); allowed: max_tokens,'),
+    # a number in quotes, or not an integer: what was given
+    ({"sampling": {"max_tokens": "5"}}, "sampling.max_tokens expects an integer from 1 to 1048576, "
+     'got "5" (a string: write the number without quotes)'),
+    ({"sampling": {"max_tokens": 1e3}}, "sampling.max_tokens expects an integer from 1 to "
+     "1048576, got 1000.0"),
+    ({"sampling": {"temperature": -1}}, "sampling.temperature expects a number from 0 to 100, "
+     "got -1"),
+    ({"sampling": {"seed": "7"}}, "sampling.seed expects an integer from 0 to "
+     '9223372036854775807, got "7" (a string'),
+])
+def test_a_tasks_file_key_in_the_wrong_place_or_a_quoted_number_is_named(sluice, tmp_path, task,
+                                                                         said):
+    """A tasks file's `"max_tokens": 5` beside the prompt was "unknown
+    key" with no word of sampling; `"max_tokens": "5"` said what the key
+    expects but not what was wrong with what it got."""
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"a": {"prompt": "x", **task}}))
+    r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o", "--model",
+                   "m.gguf", "--mmproj", "p.gguf", "--tasks", tasks)
+    assert r.returncode == 2, r.stderr
+    assert f"sluice: {tasks}: task 'a': {said}" in r.stderr, r.stderr
+
+
 def part_rows(out: pathlib.Path) -> list[dict]:
     """Every row of every committed part, JSONL or Parquet."""
     rows = []

@@ -720,13 +720,20 @@ static void stages_in_a_job_file(void **state)
         const char *yaml, *message;
     } bad[] = {
         {"pipeline:\n  stages:\n    - lua: a.lua\n      worker: 2\n",
-         "job.yaml:3:7: pipeline.stages: a stage has no key 'worker'"},
+         "job.yaml:3:7: pipeline.stages: a stage has no key 'worker'; did you mean 'workers'? "
+         "its keys are name,"},
         {"pipeline:\n  stages:\n    - {lua: a.lua, plugin: b.so}\n",
          "job.yaml:3:7: pipeline.stages: a stage is a Lua script"},
         {"pipeline:\n  stages:\n    - {lua: a.lua, after: write}\n",
          "not 'write'"},
         {"pipeline:\n  stages:\n    - {lua: a.lua, workers: 0}\n",
-         "workers is an integer from 1 to 1024"},
+         "workers is an integer from 1 to 1024, got 0"},
+        /* what was given, and a number in quotes told so */
+        {"pipeline:\n  stages:\n    - {lua: a.lua, workers: \"2\"}\n",
+         "workers is an integer from 1 to 1024, got \"2\" (a string: write the number without "
+         "quotes)"},
+        {"pipeline:\n  stages:\n    - {lua: a.lua, batch_size: 1e3}\n",
+         "batch_size is an integer from 1 to 65536, got 1000.0"},
         {"pipeline:\n  stages:\n    - {lua: a.lua, config: [1, 2]}\n",
          "config is a mapping"},
         {"pipeline:\n  stages:\n    - {lua: a.lua, columns: [1]}\n", "columns are names"},
@@ -736,7 +743,7 @@ static void stages_in_a_job_file(void **state)
         {"pipeline:\n  stages:\n    - {lua: a.lua, time_limit: -1}\n",
          "time_limit is seconds, 0 (none) to 86400"},
         {"pipeline:\n  stages:\n    - {lua: a.lua, time_limit: '5'}\n",
-         "time_limit is seconds"},
+         "time_limit is seconds, 0 (none) to 86400, got \"5\" (a string"},
         {"pipeline:\n  stages:\n    - {plugin: a.so, time_limit: 5}\n",
          "time_limit is for Lua stages"},
     };
