@@ -1514,8 +1514,13 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
                     s++, len--, skip--;
                 while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
                     len--;
-                if (len)
-                    st = list_add(c, i, s, len, where, name);
+                /* "a,,b" or "a,b,": a name left out or a stray comma,
+                 * which skipping would hide (as --gpus refuses it). */
+                if (!len || (s[skip - 1] == ',' && !s[skip]))
+                    return sl_fail(SL_ERR_INVALID_ARG,
+                                   "%s%s takes %s with no empty item (two commas together, or "
+                                   "one at an end); got '%s'", where, name, o->arg, value);
+                st = list_add(c, i, s, len, where, name);
                 s += skip;
             }
             if (st == SL_OK && (size_t)c->lists[o->list].n == before)

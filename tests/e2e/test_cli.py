@@ -402,6 +402,32 @@ def test_an_empty_value_that_can_only_be_a_mistake_is_refused(sluice, tmp_path):
         assert r.returncode == 0, (flag, r.stderr)
 
 
+def test_an_empty_item_of_a_comma_list_is_refused(sluice, tmp_path):
+    """--columns a,,b passed columns a and b and --choices yes,no, the
+    choices yes and no: the empty item was skipped in silence, though an
+    empty list item is refused (as --gpus 0,,1 is). Now exit 2 naming the
+    setting and the value, on the command line and in a job file."""
+    for flag, value in (("--columns", "a,,b"), ("--columns", "a,b,"), ("--columns", ",a"),
+                        ("--columns", "a, ,b"), ("--choices", "yes,no,"),
+                        ("--choices", "yes,,no"), ("--gpus", "0,,1"),
+                        ("--image-column", "a,,b")):
+        r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o",
+                       "--model", "m.gguf", "--mmproj", "p.gguf", flag, value)
+        assert r.returncode == 2, (flag, value, r.stdout)
+        assert flag in r.stderr and f"'{value}'" in r.stderr, (flag, value, r.stderr)
+    job = tmp_path / "job.yaml"
+    for key, text, value in (("output.columns", "output:\n  columns: a,,b\n", "a,,b"),
+                             ("sampling.choices", "sampling:\n  choices: 'x, y,'\n", "x, y,")):
+        job.write_text(text)
+        r = sluice.run("config", "check", job)
+        assert r.returncode == 2, (key, r.stdout)
+        assert f"job.yaml:2:12: {key} takes A,B,... with no empty item" in r.stderr \
+            and f"got '{value}'" in r.stderr, (key, r.stderr)
+    r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o", "--model",
+                   "m.gguf", "--mmproj", "p.gguf", "--columns", "a, b", "--choices", "yes,no")
+    assert r.returncode == 0, r.stderr
+
+
 def test_each_line_to_stderr_is_one_write(sluice, tmp_path):
     """stderr was unbuffered and a line went out a character at a time:
     under mpirun, where every rank's stderr is forwarded to one, two ranks'
