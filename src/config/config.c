@@ -1384,8 +1384,8 @@ static sl_status check_lora(const char *where, const char *name, const char *ite
     return SL_OK;
 }
 
-sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, const char *where,
-                           const char *name)
+static sl_status set_at(sl_config *c, int i, const char *value, bool split, const char *where,
+                        const char *name)
 {
     const opt *o = &opts[i];
     if (!value) {
@@ -1556,6 +1556,45 @@ sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, c
     if (!c->name[i] || !c->where[i])
         return SL_ERR_NOMEM;
     return SL_OK;
+}
+
+/* A message quoting a value that holds a control character broke its line
+ * there ("got '2" and "'" on the next: a YAML block scalar, `parallel: |`,
+ * keeps its final newline): such characters are written as C escapes, so
+ * the message stays one line and shows what the value holds. */
+static sl_status escape_controls(sl_status st)
+{
+    const char *msg = sl_last_error();
+    size_t n = strlen(msg), k = 0;
+    while (k < n && (unsigned char)msg[k] >= 0x20 && msg[k] != 0x7F)
+        k++;
+    if (k == n)
+        return st;
+    char *text = sl_malloc(4 * n + 1);
+    if (!text)
+        return st;
+    size_t used = 0;
+    for (const unsigned char *u = (const unsigned char *)msg; *u; u++) {
+        if (*u == '\n' || *u == '\t' || *u == '\r') {
+            text[used++] = '\\';
+            text[used++] = *u == '\n' ? 'n' : *u == '\t' ? 't' : 'r';
+        } else if (*u < 0x20 || *u == 0x7F) {
+            used += (size_t)snprintf(text + used, 5, "\\x%02X", *u);
+        } else {
+            text[used++] = (char)*u;
+        }
+    }
+    text[used] = '\0';
+    st = sl_fail(st, "%s", text);
+    sl_free(text);
+    return st;
+}
+
+sl_status sl_config_set_at(sl_config *c, int i, const char *value, bool split, const char *where,
+                           const char *name)
+{
+    sl_status st = set_at(c, i, value, split, where, name);
+    return st == SL_OK ? st : escape_controls(st);
 }
 
 sl_status sl_config_set(sl_config *cfg, const char *key, const char *value)

@@ -163,6 +163,24 @@ def test_config_check_and_bad_files_exit_2_naming_the_line(sluice, tmp_path):
     assert r.returncode == 2 and "--parallel expects an integer from 0 to 255" in r.stderr
 
 
+def test_a_value_quoted_in_a_message_shows_its_control_characters_escaped(sluice, tmp_path):
+    """A number written as a YAML block scalar (`parallel: |`) keeps its
+    final newline: the message said "got '2" and "'" on the next line.
+    Control characters of a quoted value are now written as C escapes, the
+    message one line, on the command line too."""
+    job = tmp_path / "job.yaml"
+    job.write_text("llama:\n  parallel: |\n    2\n")
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2, r.stdout
+    assert r.stderr == (f"sluice: {job}:2:13: llama.parallel expects an integer from 0 to 255, "
+                        "got '2\\n'\n"), r.stderr
+    r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o",
+                   "--max-tokens", "5\t\r")
+    assert r.returncode == 2, r.stdout
+    assert r.stderr == ("sluice: --max-tokens expects an integer from 1 to 1048576, "
+                        "got '5\\t\\r'\n"), r.stderr
+
+
 @pytest.mark.parametrize("flags, said", [
     (("--choices", "yes,no", "--json-schema", "SCHEMA"), "--choices: not with --json-schema"),
     (("--choices", "no"), "--choices"),
