@@ -452,6 +452,23 @@ typedef struct flag_use {
 static void flag_error(char **argv, int c, const struct option *longs)
 {
     const char *word = argv[optind - 1];
+    /* "-q=true": getopt reads -q, then '=' as a flag; the word is still
+     * the current one unless '=' ended it ("-q="). */
+    if (c == '?' && optopt == '=') {
+        size_t n = strlen(word);
+        const char *w = word[0] == '-' && word[1] != '-' && n && word[n - 1] == '='
+                            ? word : argv[optind] ? argv[optind] : word;
+        size_t at = strcspn(w, "=");
+        for (size_t i = 0; at >= 2 && i < sl_config_option_count(); i++) {
+            sl_config_option o;
+            sl_config_option_at(i, &o);
+            if (o.flag && o.is_switch && o.short_flag == w[at - 1]) {
+                fprintf(stderr, "sluice: %s: -%c takes no value: give -%c alone, or --%s%s\n", w,
+                        o.short_flag, o.short_flag, o.flag, w + at);
+                return;
+            }
+        }
+    }
     if (c == '?' && optopt > 0 && optopt < 256 && !(word[0] == '-' && word[1] == '-')) {
         fprintf(stderr, "sluice: unknown option '-%c'\n", optopt);
         return;
@@ -573,6 +590,17 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
             }
         }
         if (opt < 0) {
+            fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
+            return EXIT_USAGE;
+        }
+        /* "-n=5": getopt takes "=5" as the value, which was then refused
+         * as "got '=5'" with no word of the form a short flag takes. A
+         * value of its own word ("-n =5") is the user's. */
+        if (c < 256 && optarg && optarg[0] == '=' && optarg != argv[optind - 1]) {
+            sl_config_option o;
+            sl_config_option_at((size_t)opt, &o);
+            fprintf(stderr, "sluice: %s: -%c takes its value as -%c %s (or --%s=%s)\n",
+                    argv[optind - 1], c, c, optarg + 1, o.flag, optarg + 1);
             fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
             return EXIT_USAGE;
         }

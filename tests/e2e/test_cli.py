@@ -292,6 +292,25 @@ def test_a_switch_given_a_separate_word_says_to_use_equals(sluice, tmp_path):
     assert r.returncode == 0, r.stderr  # a value that reads false is a value
 
 
+def test_a_short_flag_given_an_equals_says_how_it_takes_a_value(sluice, tmp_path):
+    """-n=5 was refused as "--max-tokens ... got '=5'" and -q=true as
+    "unknown option '-='", neither saying that a short flag takes no '='.
+    Now each names the short flag and its long form with '='."""
+    for args, said in ((("-n=5",), "-n=5: -n takes its value as -n 5 (or --max-tokens=5)"),
+                       (("-qn=7",), "-qn=7: -n takes its value as -n 7 (or --max-tokens=7)"),
+                       (("-p=hi",), "-p=hi: -p takes its value as -p hi (or --prompt=hi)"),
+                       (("-q=true",), "-q=true: -q takes no value: give -q alone, or "
+                                      "--quiet=true"),
+                       (("-vq=false",), "-vq=false: -q takes no value: give -q alone, or "
+                                        "--quiet=false")):
+        r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o", *args)
+        assert r.returncode == 2, (args, r.stdout)
+        assert f"sluice: {said}\n" in r.stderr, (args, r.stderr)
+    # A value of its own word is the user's, '=' and all.
+    r = sluice.run("config", "print", "/dev/null", "-p", "=x", "-n", "5", "-q")
+    assert r.returncode == 0 and '\n  text: "=x"' in r.stdout, r.stderr
+
+
 def test_crossed_image_token_limits_name_both_flags(sluice, tmp_path):
     """--image-min-tokens above --image-max-tokens reached libmtmd as given:
     the projector failed to load and the message blamed --mmproj."""
