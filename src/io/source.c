@@ -2690,7 +2690,7 @@ char *sl_source_id_column_error(const char *file, const char *column, bool absen
 {
     return sl_asprintf("%s: %s id column '%s' (--id-column %s)%s: name %s, or drop --id-column "
                        "for ids FILE:ROW", file, absent ? "no" : "the", column, column,
-                       absent ? "" : " is not a top-level string or integer column",
+                       absent ? "" : " is not a top-level string, integer or decimal column",
                        absent ? "a column of the file that holds the row ids" : "one that is");
 }
 

@@ -140,6 +140,7 @@ static void arrow_close(source_reader *r)
 static bool is_binary(enum ArrowType t);
 static bool is_string(enum ArrowType t);
 static bool fits_int64(enum ArrowType t);
+static bool is_decimal(enum ArrowType t);
 
 /* s's type; a dictionary-encoded string or binary column's is its values'
  * (values_at reads them). */
@@ -260,7 +261,7 @@ static sl_status choose_id(source_reader *r, char **why)
         return SL_OK;
     int i = child_named(&r->schema, c);
     enum ArrowType t = i >= 0 ? type_of(r->schema.children[i]) : NANOARROW_TYPE_NA;
-    if (i >= 0 && (is_string(t) || fits_int64(t) || t == NANOARROW_TYPE_UINT64)) {
+    if (i >= 0 && (is_string(t) || fits_int64(t) || t == NANOARROW_TYPE_UINT64 || is_decimal(t))) {
         r->id_col = i;
         return SL_OK;
     }
@@ -1220,15 +1221,24 @@ static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayVi
 
 /* Row i's id (sl_source_row_id's value): value_json's, but a uint64 past
  * INT64_MAX as its exact digits; value_json's double (right for a column
- * passing through) would round it and the row would be FILE:ROW. The
- * dictionary test: a dictionary's uint64 indexes are not its values. */
+ * passing through) would round it and the row would be FILE:ROW. A
+ * decimal is its exact text, as a Parquet file's is (value_json's marked
+ * number reads as "" to C text). The dictionary test: a dictionary's
+ * uint64 indexes are not its values. */
 static json_t *id_json(const source_reader *r, int64_t i)
 {
     const struct ArrowArrayView *v = r->batch->children[r->id_col];
     if (v->storage_type == NANOARROW_TYPE_UINT64 && !v->dictionary && !ArrowArrayViewIsNull(v, i) &&
         ArrowArrayViewGetUIntUnsafe(v, i) > INT64_MAX)
         return sl_source_uint64_id(ArrowArrayViewGetUIntUnsafe(v, i));
-    return value_json(r->schema.children[r->id_col], v, i, 0);
+    json_t *value = value_json(r->schema.children[r->id_col], v, i, 0);
+    size_t len;
+    const char *text = value ? sl_json_decimal_text(value, &len) : NULL;
+    if (!text)
+        return value;
+    json_t *id = json_stringn(text, len);
+    json_decref(value);
+    return id;
 }
 
 /* Whether top-level column c passes through: not binary, and not the

@@ -624,6 +624,36 @@ def test_decimals_pass_through_as_their_exact_digits(sluice, tmp_path):
     order = sorted(range(back.num_rows), key=lambda k: back["id"][k].as_py())
     assert back["exact"].take(order).to_pylist() == values["exact"][1]
 
+def test_a_decimal_id_column_gives_its_exact_text(sluice, tmp_path):
+    """--id-column naming a decimal column of an Arrow file stopped the
+    file ("not a string or integer column") while a Parquet file's decimal
+    id column gave its exact text. Now the same: every width, the scale
+    kept (-7.0, not -7), a null the row's FILE:ROW, in the file and the
+    stream format; the column is the id, not passed through too."""
+    from decimal import Decimal
+    values = [Decimal("1001.5"), Decimal("-7.0"), None]
+    widths = [pa.decimal128(6, 1), pa.decimal256(6, 1)]
+    widths += [t(6, 1) for t in (getattr(pa, "decimal32", None), getattr(pa, "decimal64", None)) if t]
+    for n, kind in enumerate(widths):
+        table = pa.table({"image": pa.array([{"bytes": p.read_bytes(), "path": p.name}
+                                             for p in JPEGS[:3]], IMG),
+                          "key": pa.array(values, kind)})
+        for fmt in ("file", "stream"):
+            path = tmp_path / f"k{n}-{fmt}.arrow"
+            if fmt == "file":
+                with ipc.new_file(str(path), table.schema) as w:
+                    w.write_table(table)
+            else:
+                write_stream(path, table, 2)
+            out = tmp_path / f"out{n}-{fmt}"
+            r = dry_run(sluice, path, out, "--format", "jsonl", "--id-column", "key")
+            assert r.returncode == 0, (kind, fmt, r.stderr)
+            rows = [json.loads(line) for line in (out / "part-00000.jsonl").read_text().splitlines()]
+            assert sorted(row["id"] for row in rows) == sorted(["1001.5", "-7.0", f"{path.name}:2"]), \
+                (kind, fmt, rows)
+            assert all("key" not in row for row in rows), (kind, fmt, rows)
+
+
 def test_float_columns_pass_through_as_their_shortest_text(sluice, tmp_path):
     """A float32 column's 0.1 came out in the JSONL as 0.10000000149011612
     (the float's exact value) and a double's 19.99 as 19.989999999999998:

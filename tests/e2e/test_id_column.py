@@ -146,7 +146,7 @@ def test_a_parquet_string_column_gives_the_ids(sluice, tmp_path):
     pq.write_table(image_table(2, key=pa.array([0.5, 1.5])), tmp_path / "real.parquet")
     r = dry(sluice, tmp_path / "real.parquet", tmp_path / "real", "--id-column", "key")
     (row,) = jsonl_rows(tmp_path / "real")
-    assert "id column 'key' (--id-column key) is not a top-level string or integer" in row["error"]
+    assert "id column 'key' (--id-column key) is not a top-level string, integer or decimal" in row["error"]
 
     ipc = pytest.importorskip("pyarrow.ipc")
     arrow_table = pa.table({"path": pa.array([str(p) for p in JPEGS[:3]]),
