@@ -116,7 +116,7 @@ static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_s
     const char *key;
     json_t *v;
     json_object_foreach(o, key, v) {
-        double d;
+        double d = 0; /* gcc -O3 cannot see number_of set it on SL_OK */
         sl_status st;
         if (!strcmp(key, "max_tokens")) {
             if ((st = number_of(file, task, key, v, 1, 1 << 20, true, &d)) != SL_OK)
