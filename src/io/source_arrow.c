@@ -721,9 +721,13 @@ static void drop_batch_columns(source_reader *r, ns(RecordBatch_table_t) rb)
         for (int64_t k = 0; k < l->views; k++)
             b += flatbuffers_int64_vec_at(variadic, view + (size_t)k);
         if (!l->dropped) {
-            memmove(node_at + node_out * 16, node_at + node * 16, (size_t)l->nodes * 16);
-            memmove(buf_at + buf_out * 16, buf_at + buf * 16, (size_t)b * 16);
-            memmove(view_at + view_out, view_at + view, (size_t)l->views * 8);
+            /* an absent vector (no buffers, no views) is NULL: no memmove of it */
+            if (l->nodes)
+                memmove(node_at + node_out * 16, node_at + node * 16, (size_t)l->nodes * 16);
+            if (b)
+                memmove(buf_at + buf_out * 16, buf_at + buf * 16, (size_t)b * 16);
+            if (l->views)
+                memmove(view_at + view_out, view_at + view, (size_t)l->views * 8);
             node_out += (size_t)l->nodes;
             buf_out += (size_t)b;
             view_out += (size_t)l->views;
@@ -732,8 +736,10 @@ static void drop_batch_columns(source_reader *r, ns(RecordBatch_table_t) rb)
         buf += (size_t)b;
         view += (size_t)l->views;
     }
-    ((flatbuffers_uoffset_t *)(uintptr_t)nodes)[-1] = (flatbuffers_uoffset_t)node_out; /* 16-byte structs */
-    ((flatbuffers_uoffset_t *)(uintptr_t)bufs)[-1] = (flatbuffers_uoffset_t)buf_out;
+    if (nodes) /* 16-byte structs */
+        ((flatbuffers_uoffset_t *)(uintptr_t)nodes)[-1] = (flatbuffers_uoffset_t)node_out;
+    if (bufs) /* a batch of null columns alone has none */
+        ((flatbuffers_uoffset_t *)(uintptr_t)bufs)[-1] = (flatbuffers_uoffset_t)buf_out;
     if (variadic)
         ((flatbuffers_uoffset_t *)(uintptr_t)variadic)[-1] = (flatbuffers_uoffset_t)view_out;
 }
