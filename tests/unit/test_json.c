@@ -43,6 +43,7 @@ static void same_as_jansson(const json_t *v)
         assert_non_null(got);
         assert_string_equal(got, want);
         assert_int_equal(len, strlen(want));
+        free(want);
         sl_free(got);
     }
 }
@@ -145,6 +146,7 @@ static void an_asked_precision_stays_jansson(void **state)
         char *want = json_dumps(a, JSON_COMPACT | JSON_REAL_PRECISION(p));
         char *got = sl_json_dump(a, JSON_COMPACT | JSON_REAL_PRECISION(p), NULL);
         assert_string_equal(got, want);
+        free(want);
         sl_free(got);
     }
     json_decref(a);
