@@ -2704,8 +2704,12 @@ json_t *sl_source_uint64_id(uint64_t u)
 sl_status sl_source_row_id(const json_t *value, const char *name, int64_t at,
                            sl_source_item *item, bool *take)
 {
-    bool text = json_is_string(value) && json_string_length(value);
-    if (text)
+    size_t digits_len;
+    const char *digits = sl_json_decimal_text(value, &digits_len); /* a decimal column's */
+    bool text = digits || (json_is_string(value) && json_string_length(value));
+    if (digits)
+        item->id = sl_strndup(digits, digits_len);
+    else if (text)
         item->id = sl_strdup(json_string_value(value));
     else if (json_is_integer(value))
         item->id = sl_asprintf("%lld", (long long)json_integer_value(value));

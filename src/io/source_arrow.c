@@ -1227,24 +1227,16 @@ static json_t *value_json(const struct ArrowSchema *s, const struct ArrowArrayVi
 
 /* Row i's id (sl_source_row_id's value): value_json's, but a uint64 past
  * INT64_MAX as its exact digits; value_json's double (right for a column
- * passing through) would round it and the row would be FILE:ROW. A
- * decimal is its exact text, as a Parquet file's is (value_json's marked
- * number reads as "" to C text). The dictionary test: a dictionary's
- * uint64 indexes are not its values. */
+ * passing through) would round it and the row would be FILE:ROW (a
+ * decimal's marked number sl_source_row_id takes as its text). The
+ * dictionary test: a dictionary's uint64 indexes are not its values. */
 static json_t *id_json(const source_reader *r, int64_t i)
 {
     const struct ArrowArrayView *v = r->batch->children[r->id_col];
     if (v->storage_type == NANOARROW_TYPE_UINT64 && !v->dictionary && !ArrowArrayViewIsNull(v, i) &&
         ArrowArrayViewGetUIntUnsafe(v, i) > INT64_MAX)
         return sl_source_uint64_id(ArrowArrayViewGetUIntUnsafe(v, i));
-    json_t *value = value_json(r->schema.children[r->id_col], v, i, 0);
-    size_t len;
-    const char *text = value ? sl_json_decimal_text(value, &len) : NULL;
-    if (!text)
-        return value;
-    json_t *id = json_stringn(text, len);
-    json_decref(value);
-    return id;
+    return value_json(r->schema.children[r->id_col], v, i, 0);
 }
 
 /* Whether top-level column c passes through: not binary, and not the

@@ -96,7 +96,8 @@ char *sl_source_id_column_error(const char *file, const char *column, bool absen
 json_t *sl_source_uint64_id(uint64_t u);
 
 /* Sets item->id from the id column's value in a row (NULL: none): a
- * non-empty string or an integer, item->alt_id then NAME:AT (the row's
+ * non-empty string, an integer or a decimal (its exact text,
+ * sl_json_decimal), item->alt_id then NAME:AT (the row's
  * place); else NAME:AT. *take: the value is to be taken out of the row's
  * columns (a string or an integer: the output's `id` holds it); a null or
  * another type passes through. SL_ERR_NOMEM only. */

@@ -142,8 +142,6 @@ static json_t *id_json(const source_reader *r, int64_t i)
     const sl_pq_vector *v = &r->batch->columns[r->id_col];
     if (v->info->is_unsigned && (!v->valid || v->valid[i]) && v->i64[i] < 0)
         return sl_source_uint64_id((uint64_t)v->i64[i]);
-    if (v->info->is_decimal && (!v->valid || v->valid[i])) /* its exact text */
-        return json_stringn((const char *)v->data + v->offsets[i], (size_t)(v->offsets[i + 1] - v->offsets[i]));
     return sl_pq_value_json(v, i);
 }
 
