@@ -100,6 +100,8 @@ static const char *const sampling_keys[] = {"max_tokens", "temperature", "top_p"
 static const char *const task_keys[] = {"prompt", "system", "sampling", "json_schema",
                                         "choices"};
 
+#define N_NAMES(a) (sizeof a / sizeof *a)
+
 static bool one_of(const char *key, const char *const *names, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -108,11 +110,25 @@ static bool one_of(const char *key, const char *const *names, size_t n)
     return false;
 }
 
+/* names as "a, b, c", for the messages that list what is allowed */
+static const char *names_text(const char *const *names, size_t n, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "", names[i]);
+    return buf;
+}
+
 static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_sampling *s)
 {
     if (!json_is_object(o))
-        return bad(file, task, "sampling must be an object (max_tokens, temperature, top_p, "
-                               "top_k, min_p, repeat_penalty, seed, logprobs)");
+    {
+        char names[160], what[200];
+        snprintf(what, sizeof what, "sampling must be an object (%s)",
+                 names_text(sampling_keys, N_NAMES(sampling_keys), names, sizeof names));
+        return bad(file, task, what);
+    }
     const char *key;
     json_t *v;
     json_object_foreach(o, key, v) {
@@ -158,11 +174,11 @@ static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_s
             }
             s->seed = (uint64_t)json_integer_value(v);
         } else {
-            char what[300];
-            snprintf(what, sizeof what, "unknown key sampling.%.60s%s; allowed: max_tokens, "
-                     "temperature, top_p, top_k, min_p, repeat_penalty, seed, logprobs", key,
-                     one_of(key, task_keys, sizeof task_keys / sizeof *task_keys)
-                         ? " (a key of the task itself: write it beside \"sampling\")" : "");
+            char what[300], names[160];
+            snprintf(what, sizeof what, "unknown key sampling.%.60s%s; allowed: %s", key,
+                     one_of(key, task_keys, N_NAMES(task_keys))
+                         ? " (a key of the task itself: write it beside \"sampling\")" : "",
+                     names_text(sampling_keys, N_NAMES(sampling_keys), names, sizeof names));
             return bad(file, task, what);
         }
     }
@@ -235,11 +251,12 @@ static sl_status task_of(const char *file, json_t *o, const sl_sampling *base, s
             st = choices_of(file, task, v, t);
         } else if (strcmp(key, "name") != 0) {
             char what[300], where[160] = ";";
-            if (one_of(key, sampling_keys, sizeof sampling_keys / sizeof *sampling_keys))
+            if (one_of(key, sampling_keys, N_NAMES(sampling_keys)))
                 snprintf(where, sizeof where, "; did you mean sampling.%s (\"sampling\": "
                          "{\"%s\": ...})?", key, key);
-            snprintf(what, sizeof what, "unknown key '%.60s'%s allowed: prompt, system, "
-                     "sampling, json_schema, choices", key, where);
+            char names[160];
+            snprintf(what, sizeof what, "unknown key '%.60s'%s allowed: %s", key, where,
+                     names_text(task_keys, N_NAMES(task_keys), names, sizeof names));
             return bad(file, task, what);
         }
         if (st != SL_OK)
