@@ -689,9 +689,13 @@ def test_batch_errors_file_with_an_s3_output_after_a_kill(mpi, tmp_path):
             return [k for k in keys("part-") if int(k.split("part-")[1][:5]) > 2]
 
         # 48 tokens a line, as the batch kill test: the job outlasts the kill.
+        # --ordered: a part is then one input shard, so rank 2's first errors
+        # object holds its broken line; as they finish, a broken line can
+        # overtake the good ones and fall into the part before (CI once saw
+        # errors-00002 empty).
         args = batch_args(mpi, requests, "s3://mpi-batch/run", "--state-dir", tmp_path / "state",
                           "--input-shard-size", "5", "--shard-rows", "5", "--parallel", "1",
-                          "--max-tokens", "48", "--errors-file", errors)
+                          "--max-tokens", "48", "--errors-file", errors, "--ordered")
         paused = ["env", "SLUICE_TEST_FAULTS=commit.after_upload=sleep:600000@1", *args]
         log = open(tmp_path / "killed.log", "w")
         proc = subprocess.Popen([MPIRUN, "--allow-run-as-root", "--oversubscribe", "--mca", "btl",
