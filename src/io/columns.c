@@ -10,7 +10,9 @@
 #include "io/columns.h"
 #include "io/parquet_shape.h"
 
-typedef enum { T_NONE, T_INT, T_DOUBLE, T_BOOL, T_STRING, T_LIST, T_STRUCT, T_MAP } col_type;
+/* T_DECIMAL only from a schema (sl_columns_input_type): samples see a
+ * decimal's value as a number (T_DOUBLE). */
+typedef enum { T_NONE, T_INT, T_DOUBLE, T_BOOL, T_STRING, T_LIST, T_STRUCT, T_MAP, T_DECIMAL } col_type;
 
 /* What the samples showed of a value: a scalar type, or a list of elements,
  * a struct of fields or a map of values (each widened in turn). */
@@ -20,6 +22,7 @@ typedef struct ctype {
     char **names;          /* T_STRUCT, n fields */
     struct ctype **fields;
     size_t n;
+    int precision, scale; /* T_DECIMAL */
 } ctype;
 
 /* A nested column at most this big; past it, its JSON text. */
@@ -36,12 +39,14 @@ typedef struct column {
 
 static sl_pq_type leaf_type(col_type t)
 {
-    return t == T_INT ? SL_PQ_INT64 : t == T_DOUBLE ? SL_PQ_DOUBLE : t == T_BOOL ? SL_PQ_BOOL : SL_PQ_STRING;
+    return t == T_INT ? SL_PQ_INT64 : t == T_DOUBLE ? SL_PQ_DOUBLE : t == T_BOOL ? SL_PQ_BOOL
+           : t == T_DECIMAL ? SL_PQ_DECIMAL : SL_PQ_STRING;
 }
 
 static col_type col_type_of(sl_pq_type t)
 {
-    return t == SL_PQ_INT64 ? T_INT : t == SL_PQ_DOUBLE ? T_DOUBLE : t == SL_PQ_BOOL ? T_BOOL : T_STRING;
+    return t == SL_PQ_INT64 ? T_INT : t == SL_PQ_DOUBLE ? T_DOUBLE : t == SL_PQ_BOOL ? T_BOOL
+           : t == SL_PQ_DECIMAL ? T_DECIMAL : T_STRING;
 }
 
 /* Names are looked up by hash (JSON objects as sets and maps), not by
@@ -120,15 +125,15 @@ static col_type scalar_type(const json_t *v)
     return json_is_null(v) ? T_NONE : T_STRING;
 }
 
+static bool is_number(col_type t) { return t == T_INT || t == T_DOUBLE || t == T_DECIMAL; }
+
 static col_type widen(col_type a, col_type b)
 {
     if (a == T_NONE || a == b)
         return b;
     if (b == T_NONE)
         return a;
-    if ((a == T_INT && b == T_DOUBLE) || (a == T_DOUBLE && b == T_INT))
-        return T_DOUBLE;
-    return T_STRING;
+    return is_number(a) && is_number(b) ? T_DOUBLE : T_STRING;
 }
 
 static bool is_nested(col_type t) { return t == T_LIST || t == T_STRUCT || t == T_MAP; }
@@ -179,7 +184,13 @@ static bool absorb(ctype *t, const ctype *u)
     if (u->t == T_NONE || t->t == T_STRING)
         return true;
     if (!is_nested(u->t) && !is_nested(t->t)) {
-        t->t = widen(t->t, u->t);
+        bool other_decimal = t->t == T_DECIMAL && u->t == T_DECIMAL &&
+                             (t->precision != u->precision || t->scale != u->scale);
+        if (t->t == T_NONE && u->t == T_DECIMAL) {
+            t->precision = u->precision;
+            t->scale = u->scale;
+        }
+        t->t = other_decimal ? T_DOUBLE : widen(t->t, u->t);
         return true;
     }
     if (t->t == T_NONE && (u->t == T_LIST || u->t == T_MAP)) {
@@ -371,6 +382,8 @@ static sl_pq_node *make_node(const ctype *t)
     }
     n->kind = SL_PQ_NODE_LEAF;
     n->type = leaf_type(t->t);
+    n->precision = t->precision;
+    n->scale = t->scale;
     return n;
 }
 
@@ -442,6 +455,8 @@ static bool ctype_of(ctype *t, const sl_pq_node *n)
         return true;
     case SL_PQ_NODE_LEAF:
         t->t = col_type_of(n->type);
+        t->precision = n->precision;
+        t->scale = n->scale;
         return true;
     }
     return false;
@@ -718,7 +733,8 @@ sl_status sl_columns_sample(sl_columns *c, const json_t *extra)
 const sl_pq_node *sl_columns_shape(const sl_columns *c, size_t i)
 {
     column *col = &((sl_columns *)c)->cols[i]; /* the shape is made once, when first asked */
-    if (col->shape->t != T_LIST && col->shape->t != T_MAP && (col->shape->t != T_STRUCT || col->shape->n == 0))
+    if (col->shape->t != T_LIST && col->shape->t != T_MAP && col->shape->t != T_DECIMAL &&
+        (col->shape->t != T_STRUCT || col->shape->n == 0))
         return NULL; /* flat; a struct of no fields (only {} seen) is its JSON text */
     if (!col->node && !(col->node = make_node(col->shape)))
         sl_fail(SL_ERR_NOMEM, "out of memory choosing the type of column '%s'", col->in);
@@ -733,7 +749,10 @@ const char *sl_columns_output_name(const sl_columns *c, size_t i) { return c->co
 
 sl_pq_type sl_columns_type(const sl_columns *c, size_t i)
 {
-    return leaf_type(c->cols[i].shape->t); /* a nested column's cells are JSON (sl_columns_shape) */
+    /* A nested column's cells are JSON (sl_columns_shape), a decimal's too:
+     * flat, as when its leaf could not be made, it is its exact text. */
+    col_type t = c->cols[i].shape->t;
+    return t == T_DECIMAL ? SL_PQ_STRING : leaf_type(t);
 }
 
 static const char *kind_of(const json_t *v)
@@ -750,9 +769,14 @@ static const char *kind_of(const json_t *v)
     }
 }
 
-static const char *type_of(col_type t)
+/* t's name, as a message says what a column holds (a decimal's in buf). */
+static const char *type_of(const ctype *t, char buf[32])
 {
-    return t == T_INT ? "int64" : t == T_DOUBLE ? "double" : "bool";
+    if (t->t == T_DECIMAL) {
+        snprintf(buf, 32, "decimal(%d, %d)", t->precision, t->scale);
+        return buf;
+    }
+    return t->t == T_INT ? "int64" : t->t == T_DOUBLE ? "double" : "bool";
 }
 
 /* Whether v is written whole as t (make_node's shape of it). With path
@@ -764,6 +788,7 @@ static bool fits(const ctype *t, const json_t *v, char *path, size_t at, size_t 
     if (json_is_null(v))
         return true;
     const char *holds = NULL;
+    char decimal[32];
     if (t->t == T_LIST) {
         if (json_is_array(v)) {
             size_t k;
@@ -811,12 +836,16 @@ static bool fits(const ctype *t, const json_t *v, char *path, size_t at, size_t 
             return true;
         }
         holds = t->t == T_MAP ? "a map" : "a struct";
-    } else if (t->t == T_INT || t->t == T_DOUBLE || t->t == T_BOOL) {
+    } else if (t->t == T_INT || t->t == T_DOUBLE || t->t == T_BOOL || t->t == T_DECIMAL) {
         sl_pq_value x;
-        char *owned; /* never set for these types: only a string leaf dumps */
-        if (sl_pq_value_from_json(leaf_type(t->t), v, &x, &owned) && !x.is_null)
+        char *owned; /* a decimal's text from an integer or a real; a string leaf's dump not here */
+        uint8_t unscaled[16];
+        bool ok = sl_pq_value_from_json(leaf_type(t->t), v, &x, &owned) && !x.is_null &&
+                  (t->t != T_DECIMAL || sl_pq_decimal_encode(x.ptr, x.len, t->precision, t->scale, unscaled));
+        sl_free(owned);
+        if (ok)
             return true; /* what the writer takes there */
-        holds = type_of(t->t);
+        holds = type_of(t, decimal);
     } else {
         return true; /* a string column holds any value as its JSON text */
     }

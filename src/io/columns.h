@@ -3,7 +3,8 @@
  * with which Parquet types. A name equal to one of the output's own fields is
  * written as "input_<name>" (repeated until free), so input data never
  * clobbers ours. Types come from an input's schema where it has one
- * (sl_columns_input_type), else from sample rows: all integers -> int64, numbers
+ * (sl_columns_input_type; a DECIMAL stays one, of its precision and scale),
+ * else from sample rows: all integers -> int64, numbers
  * -> double, all booleans -> bool, all arrays -> a list of what their
  * elements widen to, all objects -> a struct of every key seen (each field
  * widened alike), or a map of string keys to what their values widen to
@@ -45,9 +46,10 @@ const char *sl_columns_input_name(const sl_columns *c, size_t i);
 /* The output name (after the collision rule). */
 const char *sl_columns_output_name(const sl_columns *c, size_t i);
 sl_pq_type sl_columns_type(const sl_columns *c, size_t i);
-/* Column i's nested shape (owned by c until the next sample or free), or
- * NULL for a flat column (sl_columns_type says its type); NULL too when out
- * of memory (sl_last_error() says so), the column then written flat as its
+/* Column i's nested shape (owned by c until the next sample or free; a
+ * decimal column's is one leaf, the writer's way to a DECIMAL), or NULL
+ * for a flat column (sl_columns_type says its type); NULL too when out of
+ * memory (sl_last_error() says so), the column then written flat as its
  * JSON text. */
 const sl_pq_node *sl_columns_shape(const sl_columns *c, size_t i);
 

@@ -18,12 +18,95 @@
 static const char *const type_names[] = {
     [SL_PQ_STRING] = "string", [SL_PQ_BINARY] = "binary", [SL_PQ_INT64] = "int64",
     [SL_PQ_DOUBLE] = "double", [SL_PQ_BOOL] = "bool",     [SL_PQ_INT32] = "int32",
-    [SL_PQ_FLOAT] = "float",   [SL_PQ_UNSUPPORTED] = "unsupported",
+    [SL_PQ_FLOAT] = "float",   [SL_PQ_UNSUPPORTED] = "unsupported", [SL_PQ_DECIMAL] = "decimal",
 };
 
 const char *sl_pq_type_name(sl_pq_type type)
 {
-    return (unsigned)type <= SL_PQ_UNSUPPORTED ? type_names[type] : "unsupported";
+    return (unsigned)type <= SL_PQ_DECIMAL ? type_names[type] : "unsupported";
+}
+
+/* ---- decimals ---------------------------------------------------------- */
+
+bool sl_pq_decimal_valid(int precision, int scale)
+{
+    return precision >= 1 && precision <= SL_PQ_DECIMAL_MAX_PRECISION && scale >= 0 && scale <= precision;
+}
+
+int sl_pq_decimal_width(int precision)
+{
+    /* The most digits n bytes hold: floor(log10(2^(8n - 1) - 1)). */
+    static const int most[] = {2, 4, 6, 9, 11, 14, 16, 18, 21, 23, 26, 28, 31, 33, 35, 38};
+    int n = 1;
+    while (n < 16 && most[n - 1] < precision)
+        n++;
+    return n;
+}
+
+bool sl_pq_decimal_encode(const char *text, size_t len, int precision, int scale, uint8_t *out)
+{
+    char digits[SL_PQ_DECIMAL_MAX_PRECISION + 1];
+    size_t n = 0, i = 0, frac = 0;
+    bool neg = i < len && text[i] == '-', point = false, any = false;
+    i += neg;
+    /* The digits (leading zeros dropped), and how many follow the point. */
+    for (; i < len && ((text[i] >= '0' && text[i] <= '9') || (text[i] == '.' && !point)); i++) {
+        if (text[i] == '.') {
+            point = true;
+            continue;
+        }
+        any = true;
+        frac += point;
+        if (n == 0 && text[i] == '0')
+            continue;
+        if (n == sizeof digits)
+            return false; /* more significant digits than any DECIMAL here holds */
+        digits[n++] = text[i];
+    }
+    long exp = 0;
+    if (any && i < len && (text[i] == 'e' || text[i] == 'E')) {
+        bool eneg = ++i < len && text[i] == '-';
+        i += i < len && (text[i] == '-' || text[i] == '+');
+        size_t start = i;
+        for (; i < len && text[i] >= '0' && text[i] <= '9'; i++)
+            if (exp < 100000)
+                exp = exp * 10 + (text[i] - '0');
+        if (i == start)
+            return false;
+        exp = eneg ? -exp : exp;
+    }
+    if (!any || i != len)
+        return false;
+    /* The unscaled value is digits times 10^shift. */
+    long shift = exp - (long)frac + scale;
+    while (shift < 0 && n > 0) {
+        if (digits[--n] != '0')
+            return false; /* a digit past the scale */
+        shift++;
+    }
+    if (n > 0 && (long)n + shift > precision)
+        return false;
+    while (n > 0 && shift-- > 0)
+        digits[n++] = '0';
+    int width = sl_pq_decimal_width(precision);
+    memset(out, 0, (size_t)width);
+    for (size_t k = 0; k < n; k++) { /* out = out * 10 + digit, big-endian */
+        unsigned carry = (unsigned)(digits[k] - '0');
+        for (int b = width - 1; b >= 0; b--) {
+            unsigned x = out[b] * 10u + carry;
+            out[b] = (uint8_t)x;
+            carry = x >> 8;
+        }
+    }
+    if (neg) { /* two's complement: invert, add one */
+        unsigned carry = 1;
+        for (int b = width - 1; b >= 0; b--) {
+            unsigned x = (uint8_t)~out[b] + carry;
+            out[b] = (uint8_t)x;
+            carry = x >> 8;
+        }
+    }
+    return true;
 }
 
 bool sl_pq_type_parse(const char *name, sl_pq_type *out)

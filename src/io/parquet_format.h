@@ -30,12 +30,30 @@ typedef enum sl_pq_codec {
     SL_PQ_ZSTD = 6, SL_PQ_LZ4_RAW = 7,
 } sl_pq_codec;
 
-/* Column types as sluice sees them. The writer takes the first five. */
+/* Column types as sluice sees them. The writer takes the first five and
+ * SL_PQ_DECIMAL (a precision and scale with it; the reader gives a
+ * DECIMAL as SL_PQ_STRING of its exact text). */
 typedef enum sl_pq_type {
     SL_PQ_STRING, SL_PQ_BINARY, SL_PQ_INT64, SL_PQ_DOUBLE, SL_PQ_BOOL,
     SL_PQ_INT32, SL_PQ_FLOAT,
     SL_PQ_UNSUPPORTED, /* reader: a column of a type sluice cannot read */
+    SL_PQ_DECIMAL,
 } sl_pq_type;
+
+/* The precisions the writer's DECIMAL takes: 1..38 digits (Arrow's
+ * decimal128), a scale of 0..precision (the spec's). */
+#define SL_PQ_DECIMAL_MAX_PRECISION 38
+bool sl_pq_decimal_valid(int precision, int scale);
+/* The bytes of a FIXED_LEN_BYTE_ARRAY DECIMAL of precision (valid): the
+ * fewest that hold every value of it, as pyarrow writes them. */
+int sl_pq_decimal_width(int precision);
+/* The number text[0..len) (-?digits(.digits)?([eE][+-]?digits)?, as
+ * sl_decimal_text, sl_double_shortest and JSON write one) as a DECIMAL of
+ * precision and scale (valid): its unscaled value, big-endian two's
+ * complement, in out[0..sl_pq_decimal_width(precision)). False when text
+ * is no such number or its value is not one of the DECIMAL's (more
+ * digits, or digits past the scale that are not 0). */
+bool sl_pq_decimal_encode(const char *text, size_t len, int precision, int scale, uint8_t *out);
 
 const char *sl_pq_type_name(sl_pq_type type);      /* "string", "int64", ... */
 bool sl_pq_type_parse(const char *name, sl_pq_type *out);

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "io/parquet_json.h"
+#include "io/parquet_shape.h"
 
 typedef struct cursor {
     const sl_pq_vector *v;
@@ -334,9 +335,10 @@ static json_t *node_shape(const sl_pq_column_info *const *cs, size_t n, size_t p
         return list_shape(cs, n, d, oom);
     if (n == 1 && strlen(ci->name) == prefix) {
         /* Inside a value a double holds all of a UINT_64's values. */
-        const char *leaf = d != ci->depth ? NULL : ci->is_unsigned || ci->is_decimal ? "double" : sl_pq_leaf_shape(ci->type);
-        json_t *shape = leaf ? json_string(leaf) : NULL;
-        *oom |= leaf && !shape;
+        const char *leaf = d != ci->depth ? NULL : ci->is_unsigned ? "double" : sl_pq_leaf_shape(ci->type);
+        bool decimal = d == ci->depth && ci->is_decimal;
+        json_t *shape = decimal ? sl_pq_decimal_shape(ci->precision, ci->scale) : leaf ? json_string(leaf) : NULL;
+        *oom |= (decimal || leaf) && !shape;
         return shape;
     }
     json_t *fields = json_array();

@@ -219,7 +219,7 @@ static uint32_t le32(const uint8_t *p)
 
 typedef struct schema_el {
     int type, repetition, num_children, converted;
-    int type_length, scale;
+    int type_length, scale, precision;
     bool has_type, is_string, is_map, is_decimal, is_float16, is_uuid, is_unsigned;
     char *name;
 } schema_el;
@@ -269,6 +269,8 @@ static void parse_logical_type(sl_tc_reader *t, schema_el *el)
             while (sl_tc_read_field(t, &dft, &did)) {
                 if (did == 1 && dft == SL_TC_I32)
                     el->scale = sl_tc_read_i32(t);
+                else if (did == 2 && dft == SL_TC_I32)
+                    el->precision = sl_tc_read_i32(t);
                 else
                     sl_tc_skip(t, dft);
             }
@@ -296,6 +298,8 @@ static void parse_schema_el(sl_tc_reader *t, void *item)
             el->type_length = sl_tc_read_i32(t);
         } else if (id == 7 && ft == SL_TC_I32) {
             el->scale = sl_tc_read_i32(t);
+        } else if (id == 8 && ft == SL_TC_I32) {
+            el->precision = sl_tc_read_i32(t);
         } else if (id == 3 && ft == SL_TC_I32) {
             el->repetition = sl_tc_read_i32(t);
         } else if (id == 4 && ft == SL_TC_BINARY && !el->name) {
@@ -549,6 +553,8 @@ static void choose_conversion(leaf *l, const schema_el *el)
         l->scale = el->scale;
         l->info.type = SL_PQ_STRING;
         l->info.is_decimal = true;
+        l->info.precision = el->precision;
+        l->info.scale = el->scale;
     }
 }
 

@@ -87,6 +87,7 @@ typedef struct sl_pq_column_info {
     bool is_unsigned; /* SL_PQ_INT64 holding a UINT_64's bits: past INT64_MAX they read negative */
     bool is_float16;  /* SL_PQ_FLOAT holding a FLOAT16 (a half, exactly) */
     bool is_decimal;  /* SL_PQ_STRING holding a DECIMAL's exact text (sl_decimal_text's) */
+    int precision, scale; /* is_decimal: the DECIMAL's (a precision of 0: the file gave none) */
 } sl_pq_column_info;
 
 /* One column of one batch. Row i is null when valid[i] == 0; null rows

@@ -28,6 +28,28 @@ void sl_pq_shape_free(sl_pq_node *n)
     sl_free(n);
 }
 
+/* Whether s is "decimal(P,S)" (two numbers of at most 3 digits, a minus
+ * sign allowed), with them in *precision and *scale. */
+static bool decimal_leaf(const char *s, int *precision, int *scale)
+{
+    if (strncmp(s, "decimal(", 8) != 0)
+        return false;
+    s += 8;
+    int *into[] = {precision, scale};
+    for (int k = 0; k < 2; k++) {
+        bool neg = *s == '-';
+        s += neg;
+        int v = 0, digits = 0;
+        for (; *s >= '0' && *s <= '9' && digits < 3; s++, digits++)
+            v = v * 10 + (*s - '0');
+        if (digits == 0 || *s != (k ? ')' : ','))
+            return false;
+        *into[k] = neg ? -v : v;
+        s++;
+    }
+    return *s == '\0';
+}
+
 static sl_pq_node *parse(const json_t *j, int depth, int lists, char *why, size_t why_len)
 {
     if (depth > 24 || lists > SL_PQ_WRITE_MAX_LISTS) {
@@ -39,14 +61,23 @@ static sl_pq_node *parse(const json_t *j, int depth, int lists, char *why, size_
         snprintf(why, why_len, "out of memory");
         return NULL;
     }
-    if (json_is_string(j)) {
+    int precision, scale;
+    if (json_is_string(j) && decimal_leaf(json_string_value(j), &precision, &scale)) {
+        if (sl_pq_decimal_valid(precision, scale)) {
+            *n = (sl_pq_node){.kind = SL_PQ_NODE_LEAF, .type = SL_PQ_DECIMAL, .precision = precision, .scale = scale};
+            return n;
+        }
+        snprintf(why, why_len, "no decimal(%d,%d): a precision of 1..%d and a scale of 0..precision", precision, scale,
+                 SL_PQ_DECIMAL_MAX_PRECISION);
+    } else if (json_is_string(j)) {
         for (size_t i = 0; i < sizeof LEAVES / sizeof *LEAVES; i++)
             if (strcmp(json_string_value(j), LEAVES[i].name) == 0) {
                 n->kind = SL_PQ_NODE_LEAF;
                 n->type = LEAVES[i].type;
                 return n;
             }
-        snprintf(why, why_len, "no leaf type '%.64s' (string, int64, double, bool)", json_string_value(j));
+        snprintf(why, why_len, "no leaf type '%.64s' (string, int64, double, bool, decimal(P,S))",
+                 json_string_value(j));
     } else if (json_is_object(j) && json_object_size(j) == 1 &&
                (json_object_get(j, "list") || json_object_get(j, "map"))) {
         bool map = json_object_get(j, "map") != NULL;
@@ -110,10 +141,21 @@ sl_pq_node *sl_pq_shape_parse(const json_t *j, char *why, size_t why_len)
     return parse(j, 0, 0, why, why_len);
 }
 
+json_t *sl_pq_decimal_shape(int precision, int scale)
+{
+    if (!sl_pq_decimal_valid(precision, scale))
+        return json_string("string");
+    char name[40];
+    snprintf(name, sizeof name, "decimal(%d,%d)", precision, scale);
+    return json_string(name);
+}
+
 json_t *sl_pq_shape_json(const sl_pq_node *n)
 {
     switch (n->kind) {
     case SL_PQ_NODE_LEAF:
+        if (n->type == SL_PQ_DECIMAL)
+            return sl_pq_decimal_shape(n->precision, n->scale);
         for (size_t i = 0; i < sizeof LEAVES / sizeof *LEAVES; i++)
             if (LEAVES[i].type == n->type)
                 return json_string(LEAVES[i].name);

@@ -1,6 +1,6 @@
 /* io/parquet_shape.h — a nested Parquet column's shape (io/parquet_write.h's
  * sl_pq_node trees) as JSON and back: a leaf is its type's name ("string",
- * "int64", "double", "bool"), a list {"list": ELEMENT}, a struct {"struct":
+ * "int64", "double", "bool", "decimal(P,S)" of a precision and scale), a list {"list": ELEMENT}, a struct {"struct":
  * [[NAME, FIELD], ...]} (its fields in order), a map of string keys {"map":
  * VALUE}. The Parquet sink writes each
  * nested column's shape in the file's key-value metadata
@@ -25,6 +25,11 @@ sl_pq_node *sl_pq_shape_parse(const json_t *j, char *why, size_t why_len);
 
 /* The leaf columns n is written as. */
 size_t sl_pq_shape_leaves(const sl_pq_node *n);
+
+/* A decimal leaf of precision and scale: "decimal(P,S)" where the writer
+ * takes them (sl_pq_decimal_valid), else "string" (its exact text: a
+ * decimal256's 76 digits); NULL when out of memory. */
+json_t *sl_pq_decimal_shape(int precision, int scale);
 
 /* n as JSON; NULL when out of memory. */
 json_t *sl_pq_shape_json(const sl_pq_node *n);

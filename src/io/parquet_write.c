@@ -10,7 +10,9 @@
  * levels (Dremel's striping: shred()). */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -18,6 +20,7 @@
 #include <jansson.h>
 
 #include "core/alloc.h"
+#include "core/decimal.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/hash.h"
@@ -49,6 +52,7 @@ typedef struct wcol {
     char **path;            /* path_in_schema */
     size_t path_n;
     sl_pq_type type;
+    int precision, scale, width; /* SL_PQ_DECIMAL: width is its FIXED_LEN_BYTE_ARRAY's */
     int max_rep, max_def;
     /* the open page */
     sl_buf values;          /* PLAIN values (bools bit-packed); empty while dict_on */
@@ -209,8 +213,9 @@ static void plain_parts(const wcol *c, const sl_pq_value *v, uint8_t head[8], si
         *tail = NULL;
         *tail_len = 0;
     } else {
+        bool fixed = c->type == SL_PQ_DECIMAL; /* no length: the column's width says it */
         put_le(head, v->len, 4);
-        *head_len = 4;
+        *head_len = fixed ? 0 : 4;
         *tail = v->ptr;
         *tail_len = v->len;
     }
@@ -340,6 +345,7 @@ static bool dict_put(wcol *c, const uint8_t *head, size_t head_len, const void *
 
 #define SL_PQ_CONVERTED_MAP 1
 #define SL_PQ_CONVERTED_LIST 3
+#define SL_PQ_CONVERTED_DECIMAL 5
 /* Nodes nested in a column at most (lists and structs); a path is at most
  * twice as many names. */
 #define MAX_NODE_DEPTH 24
@@ -357,8 +363,12 @@ static size_t count_leaves(const sl_pq_node *n, int depth, int lists, const char
     }
     switch (n->kind) {
     case SL_PQ_NODE_LEAF:
-        if ((unsigned)n->type > SL_PQ_BOOL) {
+        if ((unsigned)n->type > SL_PQ_BOOL && n->type != SL_PQ_DECIMAL) {
             *why = "a leaf of a type the writer does not support";
+            return 0;
+        }
+        if (n->type == SL_PQ_DECIMAL && !sl_pq_decimal_valid(n->precision, n->scale)) {
+            *why = "a decimal leaf of a precision out of 1..38 or a scale out of 0..precision";
             return 0;
         }
         return 1;
@@ -416,10 +426,17 @@ static char *join_path(const char *const *path, size_t n)
     return s;
 }
 
-/* A leaf at path[0..n) with its levels. */
-static bool make_leaf(wcol *c, const char *const *path, size_t n, sl_pq_type type, int max_rep, int max_def)
+/* A leaf at path[0..n) with its levels; precision and scale: a
+ * decimal's. */
+static bool make_leaf(wcol *c, const char *const *path, size_t n, sl_pq_type type, int precision, int scale,
+                      int max_rep, int max_def)
 {
     c->type = type;
+    if (type == SL_PQ_DECIMAL) {
+        c->precision = precision;
+        c->scale = scale;
+        c->width = sl_pq_decimal_width(precision);
+    }
     c->max_rep = max_rep;
     c->max_def = max_def;
     if (!(c->path = sl_calloc(n, sizeof *c->path)))
@@ -443,7 +460,9 @@ static bool compile(sl_pq_writer *w, wnode *out, const sl_pq_node *n, const char
     path[depth] = out->name;
     bool ok = true;
     switch (n->kind) {
-    case SL_PQ_NODE_LEAF: ok = make_leaf(&w->cols[(*next)++], path, depth + 1, n->type, rep, def + 1); break;
+    case SL_PQ_NODE_LEAF:
+        ok = make_leaf(&w->cols[(*next)++], path, depth + 1, n->type, n->precision, n->scale, rep, def + 1);
+        break;
     case SL_PQ_NODE_STRUCT:
         ok = (out->kids = sl_calloc(n->n_fields, sizeof *out->kids)) != NULL;
         for (size_t i = 0; ok && i < n->n_fields; i++, out->n_kids++)
@@ -465,7 +484,7 @@ static bool compile(sl_pq_writer *w, wnode *out, const sl_pq_node *n, const char
             out->n_kids = 1;
             *key = (wnode){.kind = SL_PQ_NODE_LEAF, .name = key->name, .first = *next, .n = 1, .required = true};
             path[depth + 2] = key->name;
-            ok = make_leaf(&w->cols[(*next)++], path, depth + 3, SL_PQ_STRING, rep + 1, def + 2);
+            ok = make_leaf(&w->cols[(*next)++], path, depth + 3, SL_PQ_STRING, 0, 0, rep + 1, def + 2);
         }
         ok = ok && (out->n_kids = 2, compile(w, &out->kids[1], n->element, "value", path, depth + 2, rep + 1, def + 2, next));
         break;
@@ -538,7 +557,7 @@ sl_status sl_pq_writer_open(const char *path, const sl_pq_column_def *columns, s
                  compile(w, t->node, columns[i].nested, t->name, stack, 0, 0, 0, &next);
         } else if (ok) {
             const char *name = t->name;
-            ok = make_leaf(&w->cols[next++], &name, 1, columns[i].type, 0, columns[i].nullable);
+            ok = make_leaf(&w->cols[next++], &name, 1, columns[i].type, 0, 0, 0, columns[i].nullable);
         }
         w->ncols = next;
     }
@@ -838,9 +857,25 @@ static int cmp_bytes(const void *a, size_t alen, const void *b, size_t blen)
     return r ? r : (alen > blen) - (alen < blen);
 }
 
+/* Two decimals of width bytes, as the signed big-endian integers they are. */
+static int cmp_decimal(const uint8_t *a, const uint8_t *b, int width)
+{
+    if ((a[0] ^ b[0]) & 0x80)
+        return a[0] & 0x80 ? -1 : 1; /* of different signs */
+    return memcmp(a, b, (size_t)width);
+}
+
 static bool update_stats(wcol *c, const sl_pq_value *v)
 {
     switch (c->type) {
+    case SL_PQ_DECIMAL:
+        if (!c->has_minmax || cmp_decimal(v->ptr, c->min_s.data, c->width) < 0)
+            if (!set_bytes(&c->min_s, v->ptr, v->len))
+                return false;
+        if (!c->has_minmax || cmp_decimal(v->ptr, c->max_s.data, c->width) > 0)
+            if (!set_bytes(&c->max_s, v->ptr, v->len))
+                return false;
+        break;
     case SL_PQ_INT64:
     case SL_PQ_BOOL: {
         int64_t x = c->type == SL_PQ_BOOL ? v->b : v->i64;
@@ -880,6 +915,19 @@ static bool update_stats(wcol *c, const sl_pq_value *v)
  * is c's maximum (else the entry is null at that depth). */
 static sl_status emit(sl_pq_writer *w, wcol *c, int rep, int def, const sl_pq_value *v)
 {
+    uint8_t unscaled[16];
+    sl_pq_value dec;
+    if (c->type == SL_PQ_DECIMAL && def == c->max_def) {
+        /* Its text (sl_pq_value_from_json's) as the column's bytes; a
+         * number that is none of the column's values is null (a decimal
+         * is a shape's leaf, always optional). */
+        if (sl_pq_decimal_encode(v->ptr, v->len, c->precision, c->scale, unscaled)) {
+            dec = (sl_pq_value){.ptr = unscaled, .len = (size_t)c->width};
+            v = &dec;
+        } else {
+            def--;
+        }
+    }
     if ((c->max_rep || c->max_def) && (size_t)c->page_rows == c->levels_cap) {
         size_t cap = c->levels_cap ? 2 * c->levels_cap : 1024;
         uint32_t *defs = sl_realloc(c->defs, cap * sizeof *defs);
@@ -959,6 +1007,21 @@ bool sl_pq_value_from_json(sl_pq_type type, const json_t *v, sl_pq_value *out, c
         if (json_is_boolean(v))
             *out = (sl_pq_value){.b = json_is_true(v)};
         return true;
+    case SL_PQ_DECIMAL: {
+        size_t n;
+        const char *digits = sl_json_decimal_text(v, &n);
+        if (digits) {
+            *out = (sl_pq_value){.ptr = digits, .len = n};
+        } else if (json_is_integer(v) || (json_is_real(v) && isfinite(json_real_value(v)))) {
+            char text[32];
+            n = json_is_integer(v) ? (size_t)snprintf(text, sizeof text, "%" PRId64, (int64_t)json_integer_value(v))
+                                   : sl_double_shortest(json_real_value(v), text);
+            if (!(*owned = sl_strndup(text, n)))
+                return false;
+            *out = (sl_pq_value){.ptr = *owned, .len = n};
+        }
+        return true;
+    }
     default:
         break;
     }
@@ -1096,7 +1159,7 @@ sl_status sl_pq_writer_append(sl_pq_writer *w, const sl_pq_value *values)
 static const int physical_type[] = {
     [SL_PQ_STRING] = SL_PQT_BYTE_ARRAY, [SL_PQ_BINARY] = SL_PQT_BYTE_ARRAY,
     [SL_PQ_INT64] = SL_PQT_INT64,       [SL_PQ_DOUBLE] = SL_PQT_DOUBLE,
-    [SL_PQ_BOOL] = SL_PQT_BOOLEAN,
+    [SL_PQ_BOOL] = SL_PQT_BOOLEAN,     [SL_PQ_DECIMAL] = SL_PQT_FIXED,
 };
 
 /* A logical type annotation: LogicalType union member `id`, an empty struct. */
@@ -1110,15 +1173,29 @@ static void write_logical(sl_tc_writer *t, int id)
     sl_tc_write_struct_end(t);
 }
 
-static void write_leaf_element(sl_tc_writer *t, const char *name, sl_pq_type type, int repetition)
+static void write_leaf_element(sl_tc_writer *t, const char *name, const wcol *c, int repetition)
 {
     sl_tc_write_struct_begin(t);
-    sl_tc_write_i32_field(t, 1, physical_type[type]);
+    sl_tc_write_i32_field(t, 1, physical_type[c->type]);
+    if (c->type == SL_PQ_DECIMAL)
+        sl_tc_write_i32_field(t, 2, c->width);
     sl_tc_write_i32_field(t, 3, repetition);
     sl_tc_write_string_field(t, 4, name);
-    if (type == SL_PQ_STRING) {
+    if (c->type == SL_PQ_STRING) {
         sl_tc_write_i32_field(t, 6, SL_PQ_CONVERTED_UTF8);
         write_logical(t, 1); /* STRING */
+    } else if (c->type == SL_PQ_DECIMAL) { /* ConvertedType's for old readers, then LogicalType's */
+        sl_tc_write_i32_field(t, 6, SL_PQ_CONVERTED_DECIMAL);
+        sl_tc_write_i32_field(t, 7, c->scale);
+        sl_tc_write_i32_field(t, 8, c->precision);
+        sl_tc_write_field(t, SL_TC_STRUCT, 10);
+        sl_tc_write_struct_begin(t);
+        sl_tc_write_field(t, SL_TC_STRUCT, 5); /* DecimalType {1: scale, 2: precision} */
+        sl_tc_write_struct_begin(t);
+        sl_tc_write_i32_field(t, 1, c->scale);
+        sl_tc_write_i32_field(t, 2, c->precision);
+        sl_tc_write_struct_end(t);
+        sl_tc_write_struct_end(t);
     }
     sl_tc_write_struct_end(t);
 }
@@ -1148,7 +1225,7 @@ static size_t write_node(sl_pq_writer *w, sl_tc_writer *t, const wnode *n)
     switch (n->kind) {
     case SL_PQ_NODE_LEAF:
         if (t)
-            write_leaf_element(t, n->name, w->cols[n->first].type,
+            write_leaf_element(t, n->name, &w->cols[n->first],
                                n->required ? SL_PQR_REQUIRED : SL_PQR_OPTIONAL);
         return 1;
     case SL_PQ_NODE_LIST:
@@ -1191,7 +1268,7 @@ static void write_schema(sl_pq_writer *w, sl_tc_writer *t)
         if (top->node)
             write_node(w, t, top->node);
         else
-            write_leaf_element(t, top->name, w->cols[top->first].type,
+            write_leaf_element(t, top->name, &w->cols[top->first],
                                top->nullable ? SL_PQR_OPTIONAL : SL_PQR_REQUIRED);
     }
 }

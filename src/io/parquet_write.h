@@ -1,7 +1,9 @@
 /* io/parquet_write.h — writes a Parquet file: columns string (BYTE_ARRAY
  * + STRING/UTF8), binary, int64, double, bool, each required or optional,
- * and nested columns (lists and structs of these, any depth, every node
- * optional: the LIST form pyarrow writes) filled from JSON values; data
+ * and nested columns (lists and structs of these and of decimals,
+ * FIXED_LEN_BYTE_ARRAY + DECIMAL(precision, scale), any depth, every node
+ * optional: the LIST form pyarrow writes; a shape that is one leaf is an
+ * optional flat column) filled from JSON values; data
  * pages v1, values dictionary-encoded (PLAIN_DICTIONARY, as format 1.0
  * names it: a dictionary page per column chunk) where that is smaller,
  * else PLAIN, RLE repetition and
@@ -36,11 +38,12 @@ typedef enum { SL_PQ_NODE_LEAF, SL_PQ_NODE_LIST, SL_PQ_NODE_STRUCT, SL_PQ_NODE_M
 
 typedef struct sl_pq_node {
     sl_pq_node_kind kind;
-    sl_pq_type type;                        /* LEAF: SL_PQ_STRING, INT64, DOUBLE or BOOL */
+    sl_pq_type type;                        /* LEAF: SL_PQ_STRING, INT64, DOUBLE, BOOL or DECIMAL */
     const struct sl_pq_node *element;       /* LIST: the elements; MAP: the values */
     const char *const *names;               /* STRUCT: its fields' names (UTF-8, unique; a '.' is fine) */
     const struct sl_pq_node *const *fields; /* STRUCT: its fields, n_fields >= 1 */
     size_t n_fields;
+    int precision, scale;                   /* LEAF of SL_PQ_DECIMAL (sl_pq_decimal_valid) */
 } sl_pq_node;
 
 /* Lists (and maps) nested in a column at most (what io/parquet_read.h
@@ -49,7 +52,7 @@ typedef struct sl_pq_node {
 
 typedef struct sl_pq_column_def {
     const char *name; /* UTF-8, unique; copied */
-    sl_pq_type type;  /* SL_PQ_STRING .. SL_PQ_BOOL */
+    sl_pq_type type;  /* SL_PQ_STRING .. SL_PQ_BOOL (a decimal: a shape's leaf) */
     bool nullable;    /* optional (may hold nulls) or required */
     /* Non-NULL: a nested column of this shape (optional; type and nullable
      * are not used), its cells given as JSON (sl_pq_value.json). */
@@ -93,8 +96,11 @@ typedef struct sl_pq_value {
 /* *out = v (NULL or JSON null: a null cell) as a cell of a `type` column:
  * null where it does not fit (an integer fits a double); a string or binary
  * column takes any value, a non-string as its compact JSON text, and a
- * string column's invalid UTF-8 is repaired. *owned: what out points into
- * (free with sl_free), or NULL. false: out of memory (*out null). */
+ * string column's invalid UTF-8 is repaired; a decimal column takes a
+ * number as its text (a decimal's exact text, sl_json_decimal; a real's
+ * shortest), the writer then checking it against the column's precision
+ * and scale. *owned: what out points into (free with sl_free), or NULL.
+ * false: out of memory (*out null). */
 bool sl_pq_value_from_json(sl_pq_type type, const struct json_t *v, sl_pq_value *out, char **owned);
 
 /* Creates (truncates) `path`. SL_ERR_INVALID_ARG for a bad schema or params,

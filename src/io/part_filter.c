@@ -283,15 +283,18 @@ typedef struct pq_top {
     size_t first, leaves;
 } pq_top;
 
-/* Whether column *c is the leaf `name` of `type` at these levels (then
- * *c moves past it). */
-static bool leaf_matches(const sl_pq_reader *r, const char *name, sl_pq_type type, int max_def, unsigned rep,
+/* Whether column *c is the leaf `name` of node n's type (NULL: a string)
+ * at these levels (then *c moves past it); a DECIMAL reads as its text. */
+static bool leaf_matches(const sl_pq_reader *r, const char *name, const sl_pq_node *n, int max_def, unsigned rep,
                          const size_t *list_ends, size_t *c)
 {
     if (*c >= sl_pq_reader_num_columns(r))
         return false;
     const sl_pq_column_info *info = sl_pq_reader_column(r, *c);
-    if (strcmp(info->name, name) != 0 || info->type != type || info->max_def != max_def || info->depth != rep)
+    bool decimal = n && n->type == SL_PQ_DECIMAL;
+    bool type_ok = decimal ? info->is_decimal && info->precision == n->precision && info->scale == n->scale
+                           : info->type == (n ? n->type : SL_PQ_STRING) && !info->is_decimal;
+    if (strcmp(info->name, name) != 0 || !type_ok || info->max_def != max_def || info->depth != rep)
         return false;
     for (unsigned d = 0; d < rep; d++)
         if (info->nest_list_len[d] != list_ends[d])
@@ -309,7 +312,7 @@ static bool leaves_match(const sl_pq_reader *r, const sl_pq_node *n, const char 
                          size_t *list_ends, size_t *c)
 {
     switch (n->kind) {
-    case SL_PQ_NODE_LEAF: return leaf_matches(r, prefix, n->type, def + 1, rep, list_ends, c);
+    case SL_PQ_NODE_LEAF: return leaf_matches(r, prefix, n, def + 1, rep, list_ends, c);
     case SL_PQ_NODE_LIST: {
         if (rep >= SL_PQ_MAX_DEPTH)
             return false;
@@ -324,7 +327,7 @@ static bool leaves_match(const sl_pq_reader *r, const sl_pq_node *n, const char 
             return false;
         list_ends[rep] = strlen(prefix);
         char *key = sl_asprintf("%s.key_value.key", prefix), *value = sl_asprintf("%s.key_value.value", prefix);
-        bool ok = key && value && leaf_matches(r, key, SL_PQ_STRING, def + 2, rep + 1, list_ends, c) &&
+        bool ok = key && value && leaf_matches(r, key, NULL, def + 2, rep + 1, list_ends, c) &&
                   leaves_match(r, n->element, value, rep + 1, def + 2, list_ends, c);
         sl_free(key);
         sl_free(value);

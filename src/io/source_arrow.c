@@ -39,6 +39,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "io/parquet_shape.h"
 #include "io/ranged.h"
 #include "io/source_impl.h"
 
@@ -1272,11 +1273,11 @@ static json_t *shape_json(const struct ArrowSchema *s, int depth, bool top)
     case NANOARROW_TYPE_UINT64: return top ? NULL : json_string("double");
     case NANOARROW_TYPE_HALF_FLOAT:
     case NANOARROW_TYPE_FLOAT:
-    case NANOARROW_TYPE_DOUBLE:
+    case NANOARROW_TYPE_DOUBLE: return json_string("double");
     case NANOARROW_TYPE_DECIMAL32:
     case NANOARROW_TYPE_DECIMAL64:
     case NANOARROW_TYPE_DECIMAL128:
-    case NANOARROW_TYPE_DECIMAL256: return json_string("double");
+    case NANOARROW_TYPE_DECIMAL256: return sl_pq_decimal_shape(sv.decimal_precision, sv.decimal_scale);
     case NANOARROW_TYPE_STRING:
     case NANOARROW_TYPE_LARGE_STRING:
     case NANOARROW_TYPE_STRING_VIEW: return json_string("string");

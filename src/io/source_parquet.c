@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "io/parquet_json.h"
 #include "io/parquet_read.h"
+#include "io/parquet_shape.h"
 #include "io/source_impl.h"
 
 struct source_reader {
@@ -668,10 +669,13 @@ static sl_status pq_types(const source_reader *r, json_t *into)
                 return st;
         } else {
             /* A UINT_64 column: int64, or double when its values pass INT64_MAX (a hash), as the samples say */
-            const char *leaf = r->infos[c]->is_unsigned ? NULL
-                               : r->infos[c]->is_decimal ? "double"
-                                                         : sl_pq_leaf_shape(r->infos[c]->type);
-            if (leaf && !(shape = json_string(leaf)))
+            const sl_pq_column_info *ci = r->infos[c];
+            const char *leaf = ci->is_unsigned || ci->is_decimal ? NULL : sl_pq_leaf_shape(ci->type);
+            if (ci->is_decimal)
+                shape = sl_pq_decimal_shape(ci->precision, ci->scale);
+            else if (leaf)
+                shape = json_string(leaf);
+            if ((leaf || ci->is_decimal) && !shape)
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         }
         if (shape && json_object_set_new(into, key, shape) != 0)

@@ -571,8 +571,10 @@ def test_decimals_pass_through_as_their_exact_digits(sluice, tmp_path):
     column: they were doubles, so a decimal128(38,10)
     12345678901234567.1234567890 lost its last 10 digits and 1.10 came out
     1.1. Negatives, values past 2^64 unscaled, a negative scale, a null as
-    null. Written as Parquet the column is still a double (the writer has
-    no decimal type): the double nearest the value."""
+    null. Written as Parquet they were still doubles (the double nearest
+    the value): now each is a DECIMAL of its precision and scale that
+    pyarrow and DuckDB read back as the same Decimal, except where Parquet
+    has none (a precision past 38, a negative scale): there its exact text."""
     from decimal import Decimal
     ds = tmp_path / "ds"
     ds.mkdir()
@@ -607,16 +609,23 @@ def test_decimals_pass_through_as_their_exact_digits(sluice, tmp_path):
         else:
             pq = pytest.importorskip("pyarrow.parquet")
             got = pq.read_table(out / "part-00000.parquet")
-            assert all(str(got.schema.field(k).type) == "double" for k in values), got.schema
+            want_types = {"price": "decimal128(10, 2)", "exact": "decimal128(38, 10)", "wide": "string",
+                          "small": "decimal128(5, 1)", "mid": "decimal128(12, 0)", "hundreds": "string"}
+            assert {k: str(got.schema.field(k).type) for k in values} == want_types, got.schema
             rows = by_id(got.to_pylist())
+            duckdb = pytest.importorskip("duckdb")
+            duck = duckdb.sql(f"SELECT id, exact, price FROM '{out / 'part-00000.parquet'}' ORDER BY id").fetchall()
+            assert duck == [(f"data.arrow:{i}", values["exact"][1][i], values["price"][1][i]) for i in range(3)]
         for i in range(3):
             row = rows[f"data.arrow:{i}"]
             for k, (_, v) in values.items():
                 if fmt == "jsonl":
                     assert f'"{k}":{texts[k][i]}' in text[f"data.arrow:{i}"], (k, i, text[f"data.arrow:{i}"])
                     assert row[k] == v[i], (fmt, k, i, row[k], v[i])
+                elif want_types[k] == "string":
+                    assert row[k] == (None if v[i] is None else texts[k][i]), (fmt, k, i, row[k], v[i])
                 else:
-                    assert row[k] == (None if v[i] is None else float(v[i])), (fmt, k, i, row[k], v[i])
+                    assert row[k] == v[i] and str(row[k]) == str(v[i]), (fmt, k, i, row[k], v[i])
     # pyarrow reads the lines back as the decimals they were
     import pyarrow.json as pj
     back = pj.read_json(tmp_path / "jsonl" / "part-00000.jsonl", parse_options=pj.ParseOptions(

@@ -9,6 +9,7 @@ import math
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -806,9 +807,9 @@ def test_byte_array_decimals_read_as_their_digits(sluice, tool, tmp_path, dictio
     parquet-java's) reads as its exact text, like the other decimals; it
     read as binary, which a column never passes through as. Checked against
     pyarrow's own reading of the file; passed through `sluice caption`, the
-    Parquet output's column is a double that pyarrow and DuckDB read as the
-    doubles nearest those values, and the JSONL's numbers are their exact
-    digits, the scale kept (0.00)."""
+    Parquet output's column is a DECIMAL of the file's precision and scale
+    (it was a double) that pyarrow and DuckDB read as those values, and the
+    JSONL's numbers are their exact digits, the scale kept (0.00)."""
     from decimal import Decimal
     values = [Decimal("123.45"), Decimal("-0.01"), None, Decimal("0.00"),
               Decimal("-12345678901234567890123456789012.34"), Decimal("99999999999999999999.99"),
@@ -831,10 +832,11 @@ def test_byte_array_decimals_read_as_their_digits(sluice, tool, tmp_path, dictio
         assert r.returncode == 0, r.stderr
         if fmt == "parquet":
             part = out / "part-00000.parquet"
-            assert pq.read_schema(part).field("d").type == pa.float64()
+            assert pq.read_schema(part).field("d").type == pa.decimal128(38, 2)
             rows = pq.read_table(part).to_pylist()
             duck = duckdb.sql(f"SELECT id, d FROM '{part}'").fetchall()
             assert {i: d for i, d in duck} == {row["id"]: row["d"] for row in rows}
+            assert sorted((int(row["id"].rsplit(":", 1)[1]), row["d"]) for row in rows) == list(enumerate(values))
         else:
             text = (out / "part-00000.jsonl").read_text()
             assert '"d":0.00}' in text and '"d":-12345678901234567890123456789012.34}' in text, text
@@ -842,7 +844,7 @@ def test_byte_array_decimals_read_as_their_digits(sluice, tool, tmp_path, dictio
             assert sorted((int(row["id"].rsplit(":", 1)[1]), row["d"]) for row in exact) == \
                 list(enumerate(values)), exact
             rows = [json.loads(line) for line in text.splitlines()]
-        assert sorted((int(row["id"].rsplit(":", 1)[1]), row["d"]) for row in rows) == list(enumerate(want)), rows
+            assert sorted((int(row["id"].rsplit(":", 1)[1]), row["d"]) for row in rows) == list(enumerate(want))
 
 
 def test_passed_through_reals_are_their_shortest_text(sluice, tmp_path):
@@ -944,6 +946,73 @@ def test_a_decimal_fills_a_template_with_its_digits(sluice, tmp_path):
              if part["type"] == "text"]
     assert "price 1.10 of 12345678901234567.1234567890" in texts, texts
     assert "Describe." in texts, texts
+
+
+def test_decimals_are_written_to_parquet_as_decimals(sluice, tmp_path):
+    """A decimal column passed through to Parquet output was a double:
+    decimal(38,10) 12345678901234567.1234567890 came back
+    1.2345678901234568e16 and decimal(5,2) 1.10 as 1.1. Captioned with the
+    tiny model, each is now a DECIMAL of the input's precision and scale
+    (FIXED_LEN_BYTE_ARRAY, as pyarrow writes it): pyarrow and DuckDB read
+    the input's Decimals back exactly, nulls as null, a list of decimals
+    too, with min/max statistics of the values. A --retry-failed rewrite of
+    the part keeps them decimals."""
+    from decimal import Decimal
+    imgs = sorted((REPO / "samples").glob("*.jpg"))[:3]
+    missing = tmp_path / "later.jpg"
+    big = [Decimal("12345678901234567.1234567890"), Decimal("-0.0000000001"), None,
+           Decimal("-9999999999999999999999999999.9999999999")]
+    price = [Decimal("1.10"), Decimal("-19.99"), Decimal("999.99"), None]
+    tags = [[Decimal("1.5"), None], None, [], [Decimal("-0.1")]]
+    path = tmp_path / "dec.parquet"
+    pq.write_table(pa.table({"path": [str(p) for p in imgs] + [str(missing)],
+                             "big": pa.array(big, pa.decimal128(38, 10)),
+                             "price": pa.array(price, pa.decimal128(5, 2)),
+                             "tags": pa.array(tags, pa.list_(pa.decimal128(4, 1)))}), path)
+    out = tmp_path / "out"
+    args = ["caption", path, "-o", out, "--model", REPO / "models/tiny/model.gguf", "--mmproj",
+            REPO / "models/tiny/mmproj.gguf", "--max-tokens", "4", "--metrics-addr", "off", "-q",
+            "--format", "parquet"]
+    r = sluice.run(*args)
+    assert r.returncode == 3, r.stderr  # the missing image's row failed
+    part = out / "part-00000.parquet"
+
+    def check(want_rows):
+        got = pq.read_table(part)
+        assert got.schema.field("big").type == pa.decimal128(38, 10), got.schema
+        assert got.schema.field("price").type == pa.decimal128(5, 2), got.schema
+        assert got.schema.field("tags").type == pa.list_(pa.decimal128(4, 1)), got.schema
+        rows = {int(row["id"].rsplit(":", 1)[1]): row for row in got.to_pylist()}
+        assert sorted(rows) == want_rows, rows
+        for k in want_rows:
+            assert (rows[k]["big"], rows[k]["price"], rows[k]["tags"]) == (big[k], price[k], tags[k]), rows[k]
+            assert str(rows[k]["price"]) == str(price[k])  # 1.10, the scale kept
+        duck = duckdb.sql(f"SELECT id, big, price, tags FROM '{part}'").fetchall()
+        assert sorted((int(i.rsplit(":", 1)[1]), b, p, t) for i, b, p, t in duck) == \
+            [(k, big[k], price[k], tags[k]) for k in want_rows]
+        meta = pq.ParquetFile(part).metadata
+        names = [meta.schema.column(c).path for c in range(meta.num_columns)]
+        for name, values in [("big", big), ("price", price)]:
+            column = meta.schema.column(names.index(name))
+            assert column.physical_type == "FIXED_LEN_BYTE_ARRAY" and column.converted_type == "DECIMAL"
+            stats = meta.row_group(0).column(names.index(name)).statistics
+            present = [values[k] for k in want_rows if values[k] is not None]
+            if present:
+                assert (stats.min, stats.max) == (min(present), max(present)), name
+            else:  # nulls only: no min or max
+                assert not stats.has_min_max, name
+            assert stats.null_count == len(want_rows) - len(present), name
+
+    check([0, 1, 2, 3])
+    assert [row["error"] is None for row in pq.read_table(part).sort_by("id").to_pylist()] == [True] * 3 + [False]
+    shutil.copy(imgs[0], missing)
+    r = sluice.run(*args, "--retry-failed")
+    assert r.returncode == 0, r.stderr
+    parts = sorted(out.glob("part-*.parquet"))
+    assert len(parts) == 2, parts
+    check([0, 1, 2])  # the rewritten part, the failed row taken out
+    part = parts[1]
+    check([3])  # captioned again
 
 
 HALVES = [0.1, 65504.0, 6.1e-5, -0.0, 2.0 ** -24, 1 / 3]

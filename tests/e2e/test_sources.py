@@ -927,7 +927,8 @@ def test_parquet_input_with_the_hf_image_struct(sluice, tmp_path):
 def test_parquet_input_of_a_v2_writer_with_legacy_types(sluice, tmp_path):
     """A file as Spark's v2 writer or DuckDB's V2 leave it: DELTA_* and
     BYTE_STREAM_SPLIT pages under lz4, a decimal and an INT96 timestamp:
-    captioned, its columns passed through as double and int64 nanoseconds."""
+    captioned, its columns passed through as decimal(9,2) (they were a
+    double) and int64 nanoseconds."""
     import datetime
     import decimal
     imgs = JPEGS[:4]
@@ -952,9 +953,9 @@ def test_parquet_input_of_a_v2_writer_with_legacy_types(sluice, tmp_path):
         row = rows[f"spark.parquet:{i}"]
         assert row["error"] is None and row["caption"]
         assert (row["label"], row["text"], row["weight"]) == (i, f"row {i}", 0.5 * i if i % 2 else None)
-        assert row["price"] == (1999 + i) / 100 and row["taken"] == ns[i]
+        assert row["price"] == decimal.Decimal(1999 + i).scaleb(-2) and row["taken"] == ns[i]
     (total,) = duckdb.connect().execute(f"select sum(price) from '{out}'").fetchone()
-    assert abs(total - sum(1999 + i for i in range(4)) / 100) < 1e-9
+    assert total == sum(decimal.Decimal(1999 + i).scaleb(-2) for i in range(4))
 
 
 def test_nan_infinities_and_unsigned_integers_pass_through(sluice, tmp_path):

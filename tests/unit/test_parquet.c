@@ -16,6 +16,7 @@
 #include <lz4.h>
 
 #include "core/alloc.h"
+#include "core/json.h"
 #include "io/columns.h"
 #include "io/parquet_delta.h"
 #include "io/parquet_format.h"
@@ -1493,6 +1494,186 @@ static void whole_lists_put_back_together(void **state)
     assert_int_equal(files, 5);
 }
 
+/* A DECIMAL's unscaled value, big-endian two's complement in the fewest
+ * bytes its precision needs (pyarrow's widths): negatives, values that
+ * take every byte of their width, scale 0, a text of another scale
+ * rescaled, and numbers that are none of the DECIMAL's values refused. */
+static void decimals_encode_as_big_endian_twos_complement(void **state)
+{
+    (void)state;
+    const int widths[][2] = {{1, 1}, {2, 1}, {3, 2}, {4, 2}, {9, 4}, {10, 5}, {18, 8}, {19, 9}, {38, 16}};
+    for (size_t i = 0; i < sizeof widths / sizeof *widths; i++)
+        assert_int_equal(sl_pq_decimal_width(widths[i][0]), widths[i][1]);
+    static const struct {
+        const char *text;
+        int precision, scale;
+        const char *hex; /* NULL: not one of the DECIMAL's values */
+    } cases[] = {
+        {"1.10", 5, 2, "00006e"},
+        {"1.1", 5, 2, "00006e"},           /* the scale made up with zeros */
+        {"-19.99", 5, 2, "fff831"},
+        {"12300", 5, 0, "00300c"},          /* scale 0 */
+        {"2e2", 5, 2, "004e20"},            /* an exponent */
+        {"1.50e-1", 3, 2, "000f"},          /* 0.15 */
+        {"0.00", 5, 2, "000000"},
+        {"-0", 5, 2, "000000"},
+        {"99", 2, 0, "63"},
+        {"-99", 2, 0, "9d"},
+        {"-1", 2, 0, "ff"},
+        {"99999999999999999999999999999999999999", 38, 0, "4b3b4ca85a86c47a098a223fffffffff"},
+        {"-99999999999999999999999999999999999999", 38, 0, "b4c4b357a5793b85f675ddc000000001"},
+        {"-9999999999.99999999", 18, 8, "f21f494c589c0001"},
+        {"0.0000000001", 38, 10, "00000000000000000000000000000001"},
+        {"1.105", 5, 2, NULL},              /* a digit past the scale */
+        {"1000", 5, 2, NULL},               /* 6 digits */
+        {"100", 2, 0, NULL},
+        {"999999999999999999999999999999999999990", 38, 0, NULL},
+        {"", 5, 2, NULL},
+        {"-", 5, 2, NULL},
+        {"1e", 5, 2, NULL},
+        {"1.2.3", 5, 2, NULL},
+        {"x", 5, 2, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        uint8_t out[16];
+        bool ok = sl_pq_decimal_encode(cases[i].text, strlen(cases[i].text), cases[i].precision, cases[i].scale, out);
+        if (!cases[i].hex) {
+            if (ok)
+                fail_msg("'%s' taken as a decimal(%d,%d)", cases[i].text, cases[i].precision, cases[i].scale);
+            continue;
+        }
+        if (!ok)
+            fail_msg("'%s' refused as a decimal(%d,%d)", cases[i].text, cases[i].precision, cases[i].scale);
+        char hex[40] = "";
+        for (int b = 0; b < sl_pq_decimal_width(cases[i].precision); b++)
+            snprintf(hex + 2 * b, 3, "%02x", out[b]);
+        if (strcmp(hex, cases[i].hex) != 0)
+            fail_msg("'%s' as a decimal(%d,%d): %s, not %s", cases[i].text, cases[i].precision, cases[i].scale, hex,
+                     cases[i].hex);
+    }
+}
+
+/* A column an input's schema types decimal(5,2) is one leaf of that
+ * type (the writer's way to a DECIMAL), its schema's JSON "decimal(5,2)";
+ * a number past its digits or scale does not fit, named. */
+static void a_decimal_input_column_is_a_decimal_leaf(void **state)
+{
+    (void)state;
+    char why[256];
+    json_t *j = json_string("decimal(5,2)");
+    sl_pq_node *node = sl_pq_shape_parse(j, why, sizeof why);
+    assert_non_null(node);
+    sl_columns *c;
+    assert_int_equal(sl_columns_new(NULL, 0, NULL, 0, &c), SL_OK);
+    assert_int_equal(sl_columns_input_type(c, "price", node), SL_OK);
+    const sl_pq_node *leaf = sl_columns_shape(c, 0);
+    assert_non_null(leaf);
+    assert_int_equal(leaf->kind, SL_PQ_NODE_LEAF);
+    assert_int_equal(leaf->type, SL_PQ_DECIMAL);
+    assert_int_equal(leaf->precision, 5);
+    assert_int_equal(leaf->scale, 2);
+    json_t *back = sl_pq_shape_json(leaf);
+    assert_json_equal(back, j, "the shape of a decimal(5,2) column");
+    json_t *ok[] = {sl_json_decimal("-19.99", 6), json_integer(7), json_real(0.5), json_null()};
+    for (size_t k = 0; k < 4; k++) {
+        assert_true(sl_columns_fits(c, 0, ok[k], why, sizeof why));
+        json_decref(ok[k]);
+    }
+    json_t *bad = sl_json_decimal("1.105", 5);
+    assert_false(sl_columns_fits(c, 0, bad, why, sizeof why));
+    assert_string_equal(why, "a real number where it holds decimal(5, 2)");
+    json_decref(bad);
+    bad = json_string("1.10");
+    assert_false(sl_columns_fits(c, 0, bad, why, sizeof why));
+    json_decref(bad);
+    sl_columns_free(c);
+    sl_pq_shape_free(node);
+    json_decref(back);
+    json_decref(j);
+    const char *not_shapes[] = {"decimal(39,0)", "decimal(5,6)", "decimal(5,-1)", "decimal(5,2", "decimal(5,2)x",
+                                "decimal(5)", "decimal(1234,2)", "decimal(,2)"};
+    for (size_t k = 0; k < sizeof not_shapes / sizeof *not_shapes; k++) {
+        json_t *text = json_string(not_shapes[k]);
+        sl_pq_node *none = sl_pq_shape_parse(text, why, sizeof why);
+        if (none)
+            fail_msg("'%s' taken as a shape", not_shapes[k]);
+        assert_true(why[0] != '\0');
+        json_decref(text);
+    }
+    /* Parquet has no DECIMAL of these: their exact text. */
+    const int none[][2] = {{39, 0}, {5, -2}, {5, 6}, {0, 0}};
+    for (size_t k = 0; k < 4; k++) {
+        json_t *shape = sl_pq_decimal_shape(none[k][0], none[k][1]);
+        assert_string_equal(json_string_value(shape), "string");
+        json_decref(shape);
+    }
+}
+
+/* A decimal leaf (a flat column, and a list's elements) is written as a
+ * FIXED_LEN_BYTE_ARRAY DECIMAL the reader reads back as the same exact
+ * text, of the same precision and scale: a decimal's text, an integer, a
+ * real; what is none of its values (too many digits, a string) is null. */
+static void decimal_leaves_read_as_written(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), path[512];
+    snprintf(path, sizeof path, "%s/dec.parquet", dir);
+    const sl_pq_node price = {.kind = SL_PQ_NODE_LEAF, .type = SL_PQ_DECIMAL, .precision = 5, .scale = 2};
+    const sl_pq_node wide = {.kind = SL_PQ_NODE_LEAF, .type = SL_PQ_DECIMAL, .precision = 38, .scale = 10};
+    const sl_pq_node list = {.kind = SL_PQ_NODE_LIST, .element = &price};
+    const sl_pq_column_def cols[] = {{.name = "price", .nested = &price}, {.name = "wide", .nested = &wide},
+                                     {.name = "prices", .nested = &list}};
+    sl_pq_writer *w;
+    assert_int_equal(sl_pq_writer_open(path, cols, 3, NULL, &w), SL_OK);
+    json_t *rows[] = {
+        json_pack("[o,o,[o,o]]", sl_json_decimal("1.10", 4), sl_json_decimal("12345678901234567.1234567890", 28),
+                  sl_json_decimal("-19.99", 6), json_null()),
+        json_pack("[i,f,[s,i]]", -7, 0.5, "1.00", 1000),
+        json_pack("[n,o,n]", sl_json_decimal("-0.0000000001", 13)),
+    };
+    for (size_t r = 0; r < 3; r++) {
+        sl_pq_value row[3];
+        for (size_t c = 0; c < 3; c++)
+            row[c] = (sl_pq_value){.json = json_array_get(rows[r], c)};
+        assert_int_equal(sl_pq_writer_append(w, row), SL_OK);
+    }
+    assert_int_equal(sl_pq_writer_close(w), SL_OK);
+    sl_pq_writer_free(w);
+
+    sl_pq_reader_params p = sl_pq_reader_default_params();
+    sl_pq_reader *r;
+    assert_int_equal(sl_pq_reader_open(path, &p, &r), SL_OK);
+    const sl_pq_batch *b;
+    assert_int_equal(sl_pq_reader_next(r, &b), SL_OK);
+    assert_int_equal(b->num_rows, 3);
+    assert_int_equal(b->num_columns, 3);
+    const char *want[3][4] = {{"1.10", "-7.00", NULL}, {"12345678901234567.1234567890", "0.5000000000",
+                              "-0.0000000001"}, {"-19.99", NULL, NULL, NULL}}; /* the list's elements */
+    const int precision[] = {5, 38, 5}, scale[] = {2, 10, 2};
+    for (size_t c = 0; c < 3; c++) {
+        const sl_pq_vector *v = &b->columns[c];
+        assert_true(v->info->is_decimal);
+        assert_int_equal(v->info->precision, precision[c]);
+        assert_int_equal(v->info->scale, scale[c]);
+        size_t n = c == 2 ? (size_t)v->list_offsets[3] : 3;
+        assert_int_equal(n, c == 2 ? 4 : 3); /* [-19.99, null], [null, null], null */
+        for (size_t k = 0; k < n; k++) {
+            if (!want[c][k]) {
+                assert_int_equal(v->valid[k], 0);
+                continue;
+            }
+            assert_int_equal(v->valid[k], 1);
+            size_t len = (size_t)(v->offsets[k + 1] - v->offsets[k]);
+            assert_int_equal(len, strlen(want[c][k]));
+            assert_memory_equal(v->data + v->offsets[k], want[c][k], len);
+        }
+    }
+    sl_pq_reader_free(r);
+    for (size_t k = 0; k < 3; k++)
+        json_decref(rows[k]);
+    tu_rmtree(dir);
+}
+
 /* Corrupt lists and lists nested too deep: SL_ERR_DECODE naming the file,
  * the column and the cause; a file's other columns still read. */
 static void list_errors_name_the_cause(void **state)
@@ -1710,6 +1891,9 @@ int main(void)
         cmocka_unit_test(null_lists_read_in_bounded_memory),
         cmocka_unit_test(list_allocation_failures_are_clean),
         cmocka_unit_test(dictionary_encodes_where_it_pays),
+        cmocka_unit_test(decimals_encode_as_big_endian_twos_complement),
+        cmocka_unit_test(decimal_leaves_read_as_written),
+        cmocka_unit_test(a_decimal_input_column_is_a_decimal_leaf),
         cmocka_unit_test(repeated_large_values_stay_within_the_memory_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
