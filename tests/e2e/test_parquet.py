@@ -1015,6 +1015,32 @@ def test_decimals_are_written_to_parquet_as_decimals(sluice, tmp_path):
     check([3])  # captioned again
 
 
+def test_a_declared_shape_may_hold_decimals(sluice, tmp_path):
+    """--columns 'tags:{"list":"decimal(5,2)"}' (the form summary.json's
+    columns gives a decimal in) writes a manifest's numbers as
+    decimal128(5,2), each rescaled exactly (1.1 is 1.10, 3 is 3.00); one
+    with a digit past the scale is null, counted in unfit_values with
+    where and why."""
+    from decimal import Decimal
+    img = sorted((REPO / "samples").glob("*.jpg"))[0]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"image": str(img), "tags": [1.1, 2.25, 3]}) + "\n" +
+                        json.dumps({"image": str(img), "tags": [0.001, -999.99]}) + "\n")
+    out = tmp_path / "out"
+    r = sluice.run("caption", manifest, "-o", out, "--dry-run", "--metrics-addr", "off", "-q", "--format", "parquet",
+                   "--columns", 'tags:{"list":"decimal(5,2)"}')
+    assert r.returncode == 0, r.stderr
+    got = pq.read_table(out / "part-00000.parquet")
+    assert got.schema.field("tags").type == pa.list_(pa.decimal128(5, 2)), got.schema
+    tags = {row["id"]: row["tags"] for row in got.to_pylist()}
+    assert tags == {"m.jsonl:1": [Decimal("1.10"), Decimal("2.25"), Decimal("3.00")],
+                    "m.jsonl:2": [None, Decimal("-999.99")]}, tags
+    assert [str(d) for d in tags["m.jsonl:1"]] == ["1.10", "2.25", "3.00"]
+    unfit = json.loads((out / "summary.json").read_text())["unfit_values"]
+    assert unfit == {"tags": {"rows": 1, "first_id": "m.jsonl:2",
+                              "why": "[0]: a real number where it holds decimal(5, 2)"}}, unfit
+
+
 HALVES = [0.1, 65504.0, 6.1e-5, -0.0, 2.0 ** -24, 1 / 3]
 # numpy's repr of each half (np.float16(65504) is 6.55e+04): the shortest
 # text that reads back as the half
