@@ -633,6 +633,33 @@ def test_decimals_pass_through_as_their_exact_digits(sluice, tmp_path):
     order = sorted(range(back.num_rows), key=lambda k: back["id"][k].as_py())
     assert back["exact"].take(order).to_pylist() == values["exact"][1]
 
+
+def test_decimals_inside_structs_lists_and_maps_stay_decimals_in_parquet(sluice, tmp_path):
+    """A struct's decimal field, a list of decimals inside it and a map's
+    decimal values were doubles in the Parquet output; each is now the
+    Arrow type's DECIMAL (decimal64(3,1) as decimal128(3,1)), its values
+    the same Decimals, nulls null."""
+    from decimal import Decimal
+    pq = pytest.importorskip("pyarrow.parquet")
+    s_type = pa.struct([("p", pa.decimal128(5, 2)), ("q", pa.list_(pa.decimal64(3, 1)))])
+    m_type = pa.map_(pa.string(), pa.decimal128(4, 2))
+    s = [{"p": Decimal("1.10"), "q": [Decimal("-3.5"), None]}, None, {"p": None, "q": []}]
+    m = [[("k", Decimal("2.00"))], None, [("a", Decimal("-0.01")), ("b", None)]]
+    table = pa.table({"image": pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in JPEGS[:3]], IMG),
+                      "s": pa.array(s, s_type), "m": pa.array(m, m_type)})
+    write_stream(tmp_path / "data.arrow", table, 2)
+    r = dry_run(sluice, tmp_path / "data.arrow", tmp_path / "out", "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    got = pq.read_table(tmp_path / "out" / "part-00000.parquet")
+    assert got.schema.field("s").type == pa.struct([("p", pa.decimal128(5, 2)),
+                                                    ("q", pa.list_(pa.decimal128(3, 1)))]), got.schema
+    assert got.schema.field("m").type == m_type, got.schema
+    rows = by_id(got.to_pylist())
+    for i in range(3):
+        assert (rows[f"data.arrow:{i}"]["s"], rows[f"data.arrow:{i}"]["m"]) == (s[i], m[i]), rows[f"data.arrow:{i}"]
+    assert str(rows["data.arrow:0"]["s"]["p"]) == "1.10"
+
+
 def test_a_decimal_id_column_gives_its_exact_text(sluice, tmp_path):
     """--id-column naming a decimal column of an Arrow file stopped the
     file ("not a string or integer column") while a Parquet file's decimal
