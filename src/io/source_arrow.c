@@ -614,14 +614,69 @@ static void drop_dictionaries(source_reader *r, ns(Field_table_t) f, int depth)
         drop_dictionaries(r, ns(Field_vec_at(children, i)), depth + 1);
 }
 
-/* Whether the job needs top-level column `name`: the image (named, or one
- * of the usual names), the id or a field of the prompt. */
-static bool column_needed(const source_reader *r, const char *name)
+/* is_binary and is_string for a schema field's type, before nanoarrow
+ * decodes the schema (a dictionary's field has its values' type). */
+static bool field_type_binary(int t)
+{
+    return t == ns(Type_Binary) || t == ns(Type_LargeBinary) || t == ns(Type_BinaryView) ||
+           t == ns(Type_FixedSizeBinary);
+}
+
+static bool field_type_string(int t)
+{
+    return t == ns(Type_Utf8) || t == ns(Type_LargeUtf8) || t == ns(Type_Utf8View);
+}
+
+/* Whether field f holds images as images_type takes them, from the schema
+ * before nanoarrow decodes it. */
+static bool field_holds_images(ns(Field_table_t) f, bool in_list)
+{
+    int type = ns(Field_type_type(f));
+    ns(Field_vec_t) children = ns(Field_children(f));
+    if (type == ns(Type_Struct_)) {
+        for (size_t i = 0; i < ns(Field_vec_len(children)); i++) {
+            ns(Field_table_t) c = ns(Field_vec_at(children, i));
+            const char *name = ns(Field_name(c)) ? ns(Field_name(c)) : "";
+            int t = ns(Field_type_type(c));
+            if ((strcmp(name, "bytes") == 0 && field_type_binary(t)) ||
+                (strcmp(name, "path") == 0 && field_type_string(t)))
+                return true;
+        }
+        return false;
+    }
+    if (!in_list && (type == ns(Type_List) || type == ns(Type_LargeList) || type == ns(Type_FixedSizeList)))
+        return ns(Field_vec_len(children)) == 1 && field_holds_images(ns(Field_vec_at(children, 0)), true);
+    return field_type_binary(type) || field_type_string(type);
+}
+
+/* Whether top-level column `name` of fields (its first) is one choose_image
+ * can take: it holds images and nanoarrow reads it. */
+static bool readable_image_column(ns(Field_vec_t) fields, const char *name)
+{
+    for (size_t i = 0; i < ns(Field_vec_len(fields)); i++) {
+        ns(Field_table_t) f = ns(Field_vec_at(fields, i));
+        if (!f || !ns(Field_name(f)) || strcmp(ns(Field_name(f)), name) != 0)
+            continue;
+        char path[256] = "";
+        return field_holds_images(f, false) && !unreadable_type(ns(Field_type_type(f))) &&
+               !unreadable_field(ns(Field_children(f)), path, sizeof path, 1);
+    }
+    return false;
+}
+
+/* Whether the job needs top-level column `name` of fields: the image (the
+ * one named, or the usual name choose_image takes: a column of a later
+ * usual name only passes through), the id or a field of the prompt. */
+static bool column_needed(const source_reader *r, ns(Field_vec_t) fields, const char *name)
 {
     const char *explicit = r->p->image_column, *id = sl_source_id_column(r->p, NULL);
-    for (size_t k = 0; k < (explicit ? 1 : sl_source_n_auto_image_columns); k++)
-        if (strcmp(explicit ? explicit : sl_source_auto_image_columns[k], name) == 0)
+    for (size_t k = 0; k < (explicit ? 1 : sl_source_n_auto_image_columns); k++) {
+        const char *image = explicit ? explicit : sl_source_auto_image_columns[k];
+        if (strcmp(image, name) == 0)
             return true;
+        if (readable_image_column(fields, image))
+            break;
+    }
     return (id && strcmp(id, name) == 0) || sl_source_column_in_prompt(r->p, name);
 }
 
@@ -646,7 +701,7 @@ static sl_status drop_columns(source_reader *r, ns(Schema_table_t) sc, char **wh
         const char *what = unreadable_type(ns(Field_type_type(f)));
         if (!what)
             what = unreadable_field(ns(Field_children(f)), path, sizeof path, 1);
-        if (what && (column_needed(r, name) || !field_layout(f, &l[i], 0))) {
+        if (what && (column_needed(r, fields, name) || !field_layout(f, &l[i], 0))) {
             sl_free(l);
             sl_free(left_out);
             return WHY(r, "%s: column '%s' is %s", r->file, path, what);

@@ -7,6 +7,9 @@ import socket
 import threading
 
 
+_handed_out: set[int] = set()
+
+
 def free_ports(count: int = 1) -> int:
     """The first of `count` consecutive free loopback ports (rank r of an MPI
     job serves at the port + r), for a server started later to bind. Below
@@ -14,16 +17,23 @@ def free_ports(count: int = 1) -> int:
     hands out is released before the server binds it, and any connect() on
     the machine (Prometheus's scrapes, a client, another test running
     beside) may take it as its local port meanwhile, and the server then
-    fails to start; ports down here are never handed out that way."""
+    fails to start; ports down here are never handed out that way. Nor
+    twice by this process: two servers given ports before either binds
+    (a test's llama-servers, its sluice's metrics) would otherwise share
+    one now and then."""
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(20000, 32000 - count)
+        ports = set(range(base, base + count))
+        if ports & _handed_out:
+            continue
         socks = []
         try:
             for k in range(count):
                 s = socket.socket()
                 socks.append(s)
                 s.bind(("127.0.0.1", base + k))
+            _handed_out.update(ports)
             return base
         except OSError:
             continue

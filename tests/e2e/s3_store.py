@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
@@ -42,11 +43,19 @@ def moto_store():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
+        # Up once it answers: 100 tries of 0.1 s gave up quietly after ~10 s
+        # (moto's imports on a loaded machine), and the test went on to a
+        # server not there yet.
+        deadline = time.monotonic() + 60
+        while True:
             try:
                 urllib.request.urlopen(url, timeout=1)
                 break
-            except Exception:
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start at {url} (exit {proc.poll()})")
                 time.sleep(0.1)
         env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIATESTKEY", AWS_SECRET_ACCESS_KEY=SECRET,
                    AWS_ENDPOINT_URL=url, AWS_REGION="us-east-1")

@@ -492,6 +492,18 @@ def test_broken_files_fail_alone(sluice, tmp_path):
         assert name in err and cause in err, err
 
 
+def left_out_run(sluice, tmp_path):
+    """A dry run over tmp_path/*.arrow that must end well: (its rows by
+    file, its stderr's 'left out of the output' warnings)."""
+    r = sluice.run("caption", tmp_path / "*.arrow", "-o", tmp_path / "o", "--dry-run", "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    assert not any(m in r.stderr for m in SANITIZER_MARKS), r.stderr
+    by = {}
+    for row in read_rows(tmp_path / "o"):
+        by.setdefault(row["id"].split(":")[0], []).append(row)
+    return by, [line for line in r.stderr.splitlines() if "left out of the output" in line]
+
+
 def test_run_end_encoded_and_list_view_columns_are_left_out(sluice, tmp_path):
     """nanoarrow 0.9.0's IPC reader refuses the whole schema for one run-end
     encoded or list view column (pyarrow writes both), and the file failed
@@ -530,14 +542,8 @@ def test_run_end_encoded_and_list_view_columns_are_left_out(sluice, tmp_path):
                 w.write_table(table, max_chunksize=2)
         else:
             write_stream(tmp_path / name, table, 2)
-    r = sluice.run("caption", tmp_path / "*.arrow", "-o", tmp_path / "o", "--dry-run", "--metrics-addr", "off")
-    assert r.returncode == 0, r.stderr
-    assert not any(m in r.stderr for m in SANITIZER_MARKS), r.stderr
-    by = {}
-    for row in read_rows(tmp_path / "o"):
-        by.setdefault(row["id"].split(":")[0], []).append(row)
+    by, warnings = left_out_run(sluice, tmp_path)
     assert len(by["good.arrow"]) == 3 and all(row["error"] is None for row in by["good.arrow"])
-    warnings = [line for line in r.stderr.splitlines() if "left out of the output" in line]
     for name, (_table, column, why) in cases.items():
         rows = sorted(by[name], key=lambda row: row["id"])
         assert [row["error"] for row in rows] == [None] * 3, rows
@@ -545,7 +551,7 @@ def test_run_end_encoded_and_list_view_columns_are_left_out(sluice, tmp_path):
         assert all(column not in row for row in rows), rows
         assert [w for w in warnings if str(tmp_path / name) in w] == [
             f"sluice: warn: {tmp_path / name}: left out of the output, as sluice cannot read them: "
-            f"column '{column}' ({why})"], r.stderr
+            f"column '{column}' ({why})"], warnings
     # needed: the image itself, or a prompt's field
     (tmp_path / "need").mkdir()
     write_stream(tmp_path / "need" / "ree_image.arrow", pa.table({"image": pa.RunEndEncodedArray.from_arrays(
@@ -563,6 +569,45 @@ def test_run_end_encoded_and_list_view_columns_are_left_out(sluice, tmp_path):
         err = rows[0]["error"]
         assert err.startswith(f"{path}: column '{column}' is {kind}, which sluice cannot read"), err
         assert todo in err, err
+
+
+def test_an_unreadable_column_of_a_later_usual_image_name_is_left_out(sluice, tmp_path):
+    """Without --image-column every usual image name counted as needed: a
+    run-end encoded `url` or a list view `images` beside a readable `image`
+    failed the whole file as one row. The job takes `image` (the first usual
+    name that holds images): the other is left out with the warning and each
+    row is read. An unreadable column of a name before the readable one (a
+    run-end encoded `image` beside `path`) is still the image: the file fails
+    naming it."""
+    images = pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in JPEGS[:3]], IMG)
+    url = pa.RunEndEncodedArray.from_arrays(pa.array([3], pa.int32()), pa.array(["http://x/a.jpg"]))
+    lv = pa.array([["a.jpg"], [], ["b.jpg", "c.jpg"]], pa.list_view(pa.string()))
+    n = pa.array([10, 11, 12], pa.int64())
+    cases = {"url.arrow": (pa.table({"url": url, "image": images, "n": n}), "url", "run-end encoded"),
+             "images.arrow": (pa.table({"image": images, "images": lv, "n": n}), "images", "a list view")}
+    for name, (table, _column, _what) in cases.items():
+        with ipc.new_file(str(tmp_path / name), table.schema) as w:
+            w.write_table(table)
+    by, warnings = left_out_run(sluice, tmp_path)
+    for name, (_table, column, what) in cases.items():
+        rows = sorted(by[name], key=lambda row: row["id"])
+        assert [(row["error"], row["n"], row["width"] > 0) for row in rows] == \
+            [(None, 10 + k, True) for k in range(3)], rows
+        assert all(column not in row for row in rows), rows
+        assert [w for w in warnings if str(tmp_path / name) in w] == [
+            f"sluice: warn: {tmp_path / name}: left out of the output, as sluice cannot read them: "
+            f"column '{column}' ({what}, which sluice cannot read: "
+            + ("write it decoded (pyarrow: cast it to its values' type))" if column == "url" else
+               "write it as a list (pyarrow: cast it to pa.list_))")], warnings
+    first = tmp_path / "first" / "image_before_path.arrow"
+    first.parent.mkdir()
+    with ipc.new_file(str(first), pa.schema([("image", url.type), ("path", pa.string())])) as w:
+        w.write_table(pa.table({"image": pa.RunEndEncodedArray.from_arrays(
+            pa.array([3], pa.int32()), pa.array([str(JPEGS[0])])), "path": [str(JPEGS[0])] * 3}))
+    r = dry_run(sluice, first, tmp_path / "o-first")
+    assert r.returncode == 3, r.stderr
+    (row,) = read_rows(tmp_path / "o-first")
+    assert row["error"].startswith(f"{first}: column 'image' is run-end encoded, which sluice cannot read"), row
 
 
 def test_decimals_pass_through_as_their_exact_digits(sluice, tmp_path):

@@ -430,15 +430,19 @@ def test_stopped_run_whose_last_commit_fails_says_so(sluice, tmp_path):
     with open(log, "w") as err:
         proc = subprocess.Popen(command(sluice, src, out, "--shard-rows", "1000"),
                                 stdout=subprocess.DEVNULL, stderr=err, env=env)
+        # The stop once a row is recorded (its ledger.add), so that there
+        # is a row to commit: a stop before any row is read commits nothing
+        # and exits 130 (0.5 s after ledger.reconciled stood in for it).
         deadline = time.monotonic() + 300
-        while "ledger.reconciled" not in log.read_text() and time.monotonic() < deadline:
+        while "test fault point ledger.add" not in log.read_text() and \
+                time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()[-2000:]
             time.sleep(0.01)
-        time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=300)
     text = log.read_text()
     no_sanitizer_report(text)
+    assert "stop requested" in text, text[-3000:]
     assert rc == 1, text[-3000:]
     assert any(line.startswith("sluice: ") and "warn:" not in line and "cannot sync '" in line
                and "Input/output error" in line for line in text.splitlines()), text[-3000:]

@@ -13,6 +13,7 @@ libcurl's SigV4 requests are accepted by an S3 implementation; AWS itself
 was not reachable from this machine."""
 import json
 import shutil
+import signal
 import os
 import subprocess
 import time
@@ -336,6 +337,10 @@ def test_manifests_tar_shards_and_parquet_in_a_bucket(store, sluice, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
     env, client = store
+    # A TMPDIR of the test's own: what the runs leave there is theirs.
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    env = dict(env, TMPDIR=str(tmpdir))
     client.create_bucket(Bucket="files")
     images = sample_images()[:3]
     for p in images:
@@ -413,9 +418,7 @@ def test_manifests_tar_shards_and_parquet_in_a_bucket(store, sluice, tmp_path):
     assert r.returncode == 3
     rows = read_rows(out)
     assert len(rows) == 1 and "NoSuchKey" in rows[0]["error"]
-    import glob
-    import tempfile
-    assert not glob.glob(os.path.join(tempfile.gettempdir(), "sluice-input-*"))
+    assert not list(tmpdir.iterdir())
 
 
 def test_mixing_s3_and_local_inputs_is_refused(store, sluice, tmp_path):
@@ -660,8 +663,12 @@ def test_two_runs_into_one_output_with_two_state_folders_do_not_mix(store, sluic
     def args(inputs, state, prefix):
         return bucket_args(sluice, inputs, f"s3://twice/{prefix}", state)
     for prefix, unlock in (("run", False), ("bare", True)):
-        # Run A has checked the bucket (no parts yet) and waits 15 s; run B meanwhile.
+        # Run A has checked the bucket (no parts yet) and is stopped in its
+        # pause until run B has ended: B must write part-00000 before A
+        # uploads its own. The 15 s pause alone was the hold, and a B that
+        # took longer (a loaded machine, ASan) lost the race for the number.
         a = start_held(args(mine, tmp_path / f"sa-{prefix}", prefix), env, 15000)
+        os.kill(a.pid, signal.SIGSTOP)
         try:
             lock = json.loads(client.get_object(Bucket="twice",
                                                 Key=f"{prefix}/_sluice.lock")["Body"].read())
@@ -670,6 +677,7 @@ def test_two_runs_into_one_output_with_two_state_folders_do_not_mix(store, sluic
                 client.delete_object(Bucket="twice", Key=f"{prefix}/_sluice.lock")
             r = subprocess.run(args(theirs, tmp_path / f"sb-{prefix}", prefix), env=env,
                                capture_output=True, text=True, timeout=120)
+            os.kill(a.pid, signal.SIGCONT)
             err = a.stderr.read()
             code = a.wait(timeout=120)
         finally:
@@ -967,7 +975,6 @@ def test_retry_failed_rows_of_a_parquet_output_in_a_bucket(store, sluice, tmp_pa
 
 def test_a_kill_between_upload_and_commit_loses_and_repeats_nothing(store, sluice, tmp_path):
     from collections import Counter
-    import signal
     env, client = store
     client.create_bucket(Bucket="kills")
     inputs, want = image_folder(tmp_path, 2)
@@ -1405,7 +1412,6 @@ def test_a_run_killed_mid_upload_leaves_no_upload_behind(store, sluice, tmp_path
     store (billed until aborted). The next run of the output aborts it,
     says so, and writes everything once; uploads that are not this output's
     parts are left alone."""
-    import signal
     import pyarrow as pa
     import pyarrow.parquet as pq
     from collections import Counter
