@@ -966,6 +966,19 @@ static void print_dry_run(const sl_caption_summary *s, const sl_caption_params *
            s->peak_bytes_in_flight / 1e6, s->memory_budget / 1e6, output, p->output_dir);
 }
 
+/* The exit status of a run that failed with st. */
+static int exit_code_of(sl_status st)
+{
+    switch (st) {
+    case SL_ERR_INVALID_ARG: case SL_ERR_NOT_FOUND: case SL_ERR_EXISTS: case SL_ERR_MODEL:
+        return EXIT_USAGE;
+    case SL_ERR_STOPPED:
+        return EXIT_STOPPED;
+    default:
+        return EXIT_RUN;
+    }
+}
+
 static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
 {
     sl_caption_params p = *sl_config_params(cfg);
@@ -1020,12 +1033,16 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
     sl_status st = sl_caption_run(&p, &sum);
     alarm(0); /* the run ended: nothing is stuck */
     printer_finish(&pr);
+    if (st != SL_OK && !sl_dist_reported(dist)) /* failed before the ranks agreed to start */
+        st = sl_dist_fail_start(dist, st);
+    if (st != SL_OK && sl_dist_quiet(dist)) /* the first rank that failed says why */
+        return exit_code_of(st);
     switch (st) {
     case SL_OK:
         break;
     case SL_ERR_INVALID_ARG: case SL_ERR_NOT_FOUND: case SL_ERR_EXISTS: case SL_ERR_MODEL:
         say_config_error(cfg, sl_last_error());
-        return EXIT_USAGE;
+        return exit_code_of(st);
     case SL_ERR_STOPPED: case SL_ERR_TOO_MANY_FAILED: case SL_ERR_STAGE: {
         /* The run ended early; what finished is committed. */
         char output[8400];
@@ -1043,11 +1060,11 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
                             "--retry-failed captions the failed ones again\n");
         else
             fprintf(stderr, "sluice: run the same command again to go on from there\n");
-        return st == SL_ERR_STOPPED ? EXIT_STOPPED : EXIT_RUN;
+        return exit_code_of(st);
     }
     default:
         say_config_error(cfg, sl_last_error());
-        return EXIT_RUN;
+        return exit_code_of(st);
     }
     if (sum.rows == 0 && sum.resumed) {
         if (!pr.quiet)
@@ -1101,8 +1118,9 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
 }
 
 /* Under mpirun or srun, one rank of the job (sluice/dist.h). A rank that
- * fails before rank 0 heard from it ends the whole job: the others would
- * wait for it. */
+ * fails before the ranks agreed to start stops them all there; one that
+ * fails later, before rank 0 heard from it, ends the whole job: the others
+ * would wait for it. */
 static int run_job(const sl_config *cfg, const command *cmd)
 {
     /* The console is a log: when its reader goes away (`sluice ... | tee
@@ -1124,6 +1142,11 @@ static int run_job(const sl_config *cfg, const command *cmd)
         return EXIT_USAGE;
     }
     int code = run_job_on(cfg, cmd, dist);
+    /* Failed before its run (a model's download): the other ranks stop
+     * with it at their start, or, when they have started, are ended. */
+    if (dist && code != 0 && code != EXIT_ROWS_FAILED && !sl_dist_reported(dist))
+        code = exit_code_of(sl_dist_fail_start(dist, code == EXIT_USAGE ? SL_ERR_INVALID_ARG
+                                                                         : SL_ERR_IO));
     if (dist && code != 0 && code != EXIT_ROWS_FAILED && !sl_dist_reported(dist)) {
         fprintf(stderr, "sluice: rank %d of %d cannot go on: ending the job\n",
                 sl_dist_rank(dist), sl_dist_size(dist));
