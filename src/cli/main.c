@@ -447,24 +447,27 @@ typedef struct flag_use {
 } flag_use;
 
 /* getopt_long's error c ('?': an unknown, ambiguous or valueless-taking
- * option; ':': one missing its value), said in the flag's terms. An
- * ambiguous beginning ("--max-tok") names every flag it begins. */
-static void flag_error(char **argv, int c, const struct option *longs)
+ * option; ':': one missing its value), said in the flag's terms; `within`
+ * is the word getopt was in as the call began. An ambiguous beginning
+ * ("--max-tok") names every flag it begins. */
+static void flag_error(char **argv, int c, const struct option *longs, const char *within)
 {
     const char *word = argv[optind - 1];
-    /* "-q=true": getopt reads -q, then '=' as a flag; the word is still
-     * the current one unless '=' ended it ("-q="). */
-    if (c == '?' && optopt == '=') {
-        size_t n = strlen(word);
-        const char *w = word[0] == '-' && word[1] != '-' && n && word[n - 1] == '='
-                            ? word : argv[optind] ? argv[optind] : word;
-        size_t at = strcspn(w, "=");
+    /* "-q=true": getopt reads -q, then '=' as a flag, in the word it was
+     * in: optind is past it only when '=' ended it ("-q="), and the word
+     * before is no guide ("-p -x= -q=1" named "-x=" as the flag's). */
+    if (c == '?' && optopt == '=' && within) {
+        size_t at = strcspn(within, "=");
         for (size_t i = 0; at >= 2 && i < sl_config_option_count(); i++) {
             sl_config_option o;
             sl_config_option_at(i, &o);
-            if (o.flag && o.is_switch && o.short_flag == w[at - 1]) {
-                fprintf(stderr, "sluice: %s: -%c takes no value: give -%c alone, or --%s%s\n", w,
-                        o.short_flag, o.short_flag, o.flag, w + at);
+            if (o.flag && o.is_switch && o.short_flag == within[at - 1]) {
+                fprintf(stderr, "sluice: %s: -%c takes no value: give -%c alone", within,
+                        o.short_flag, o.short_flag);
+                /* "--quiet=" would be refused too: an empty value is none to move */
+                if (within[at + 1])
+                    fprintf(stderr, ", or --%s%s", o.flag, within + at);
+                fputc('\n', stderr);
                 return;
             }
         }
@@ -549,9 +552,10 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
     *n_uses = 0;
     optind = 1;
     int c, at;
-    while ((c = getopt_long(argc, argv, shorts, longs, &at)) != -1) {
+    for (int word_at = optind; (c = getopt_long(argc, argv, shorts, longs, &at)) != -1;
+         word_at = optind) {
         if (c == '?' || c == ':') {
-            flag_error(argv, c, longs);
+            flag_error(argv, c, longs, word_at < argc ? argv[word_at] : NULL);
             fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
             return EXIT_USAGE;
         }
