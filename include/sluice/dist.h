@@ -48,8 +48,26 @@ void sl_dist_abort(sl_dist *d, int exit_code);
 
 /* Whether this rank told rank 0 how its part of the job ended (the job
  * does, on every way out once it started): when false after a failed run,
- * the caller should sl_dist_abort(). */
+ * the caller should sl_dist_fail_start(), and sl_dist_abort() if that
+ * returns false. */
 bool sl_dist_reported(const sl_dist *d);
+
+/* Every rank says, once, whether it can start the job: sl_caption_run does
+ * at the end of its start check (the input opened, rank 0's output and
+ * ledger checked), and when one rank cannot, every rank's run returns that
+ * rank's status, no rank waiting for another. A rank that failed before it
+ * got there (its settings, its model's download) says it here with its
+ * failure st (its message the last error), so that the others stop with
+ * it. Returns the status to end with: the first failed rank's, on every
+ * rank alike (the message stays this rank's). sl_dist_reported() then says
+ * whether the others were told: false when they could not be (the job had
+ * started, or MPI failed): sl_dist_abort(). */
+sl_status sl_dist_fail_start(sl_dist *d, sl_status st);
+
+/* After the job's start failed on some rank: true on every rank but the
+ * first one that failed, which alone says why (the others' error would be
+ * the same, or only "rank N could not start"); false otherwise. */
+bool sl_dist_quiet(const sl_dist *d);
 
 /* Finalizes MPI. Accepts NULL. */
 void sl_dist_free(sl_dist *d);

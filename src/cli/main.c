@@ -447,24 +447,27 @@ typedef struct flag_use {
 } flag_use;
 
 /* getopt_long's error c ('?': an unknown, ambiguous or valueless-taking
- * option; ':': one missing its value), said in the flag's terms. An
- * ambiguous beginning ("--max-tok") names every flag it begins. */
-static void flag_error(char **argv, int c, const struct option *longs)
+ * option; ':': one missing its value), said in the flag's terms; `within`
+ * is the word getopt was in as the call began. An ambiguous beginning
+ * ("--max-tok") names every flag it begins. */
+static void flag_error(char **argv, int c, const struct option *longs, const char *within)
 {
     const char *word = argv[optind - 1];
-    /* "-q=true": getopt reads -q, then '=' as a flag; the word is still
-     * the current one unless '=' ended it ("-q="). */
-    if (c == '?' && optopt == '=') {
-        size_t n = strlen(word);
-        const char *w = word[0] == '-' && word[1] != '-' && n && word[n - 1] == '='
-                            ? word : argv[optind] ? argv[optind] : word;
-        size_t at = strcspn(w, "=");
+    /* "-q=true": getopt reads -q, then '=' as a flag, in the word it was
+     * in: optind is past it only when '=' ended it ("-q="), and the word
+     * before is no guide ("-p -x= -q=1" named "-x=" as the flag's). */
+    if (c == '?' && optopt == '=' && within) {
+        size_t at = strcspn(within, "=");
         for (size_t i = 0; at >= 2 && i < sl_config_option_count(); i++) {
             sl_config_option o;
             sl_config_option_at(i, &o);
-            if (o.flag && o.is_switch && o.short_flag == w[at - 1]) {
-                fprintf(stderr, "sluice: %s: -%c takes no value: give -%c alone, or --%s%s\n", w,
-                        o.short_flag, o.short_flag, o.flag, w + at);
+            if (o.flag && o.is_switch && o.short_flag == within[at - 1]) {
+                fprintf(stderr, "sluice: %s: -%c takes no value: give -%c alone", within,
+                        o.short_flag, o.short_flag);
+                /* "--quiet=" would be refused too: an empty value is none to move */
+                if (within[at + 1])
+                    fprintf(stderr, ", or --%s%s", o.flag, within + at);
+                fputc('\n', stderr);
                 return;
             }
         }
@@ -549,9 +552,10 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
     *n_uses = 0;
     optind = 1;
     int c, at;
-    while ((c = getopt_long(argc, argv, shorts, longs, &at)) != -1) {
+    for (int word_at = optind; (c = getopt_long(argc, argv, shorts, longs, &at)) != -1;
+         word_at = optind) {
         if (c == '?' || c == ':') {
-            flag_error(argv, c, longs);
+            flag_error(argv, c, longs, word_at < argc ? argv[word_at] : NULL);
             fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
             return EXIT_USAGE;
         }
@@ -966,6 +970,19 @@ static void print_dry_run(const sl_caption_summary *s, const sl_caption_params *
            s->peak_bytes_in_flight / 1e6, s->memory_budget / 1e6, output, p->output_dir);
 }
 
+/* The exit status of a run that failed with st. */
+static int exit_code_of(sl_status st)
+{
+    switch (st) {
+    case SL_ERR_INVALID_ARG: case SL_ERR_NOT_FOUND: case SL_ERR_EXISTS: case SL_ERR_MODEL:
+        return EXIT_USAGE;
+    case SL_ERR_STOPPED:
+        return EXIT_STOPPED;
+    default:
+        return EXIT_RUN;
+    }
+}
+
 static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
 {
     sl_caption_params p = *sl_config_params(cfg);
@@ -1020,12 +1037,16 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
     sl_status st = sl_caption_run(&p, &sum);
     alarm(0); /* the run ended: nothing is stuck */
     printer_finish(&pr);
+    if (st != SL_OK && !sl_dist_reported(dist)) /* failed before the ranks agreed to start */
+        st = sl_dist_fail_start(dist, st);
+    if (st != SL_OK && sl_dist_quiet(dist)) /* the first rank that failed says why */
+        return exit_code_of(st);
     switch (st) {
     case SL_OK:
         break;
     case SL_ERR_INVALID_ARG: case SL_ERR_NOT_FOUND: case SL_ERR_EXISTS: case SL_ERR_MODEL:
         say_config_error(cfg, sl_last_error());
-        return EXIT_USAGE;
+        return exit_code_of(st);
     case SL_ERR_STOPPED: case SL_ERR_TOO_MANY_FAILED: case SL_ERR_STAGE: {
         /* The run ended early; what finished is committed. */
         char output[8400];
@@ -1043,11 +1064,11 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
                             "--retry-failed captions the failed ones again\n");
         else
             fprintf(stderr, "sluice: run the same command again to go on from there\n");
-        return st == SL_ERR_STOPPED ? EXIT_STOPPED : EXIT_RUN;
+        return exit_code_of(st);
     }
     default:
         say_config_error(cfg, sl_last_error());
-        return EXIT_RUN;
+        return exit_code_of(st);
     }
     if (sum.rows == 0 && sum.resumed) {
         if (!pr.quiet)
@@ -1101,8 +1122,9 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
 }
 
 /* Under mpirun or srun, one rank of the job (sluice/dist.h). A rank that
- * fails before rank 0 heard from it ends the whole job: the others would
- * wait for it. */
+ * fails before the ranks agreed to start stops them all there; one that
+ * fails later, before rank 0 heard from it, ends the whole job: the others
+ * would wait for it. */
 static int run_job(const sl_config *cfg, const command *cmd)
 {
     /* The console is a log: when its reader goes away (`sluice ... | tee
@@ -1124,6 +1146,11 @@ static int run_job(const sl_config *cfg, const command *cmd)
         return EXIT_USAGE;
     }
     int code = run_job_on(cfg, cmd, dist);
+    /* Failed before its run (a model's download): the other ranks stop
+     * with it at their start, or, when they have started, are ended. */
+    if (dist && code != 0 && code != EXIT_ROWS_FAILED && !sl_dist_reported(dist))
+        code = exit_code_of(sl_dist_fail_start(dist, code == EXIT_USAGE ? SL_ERR_INVALID_ARG
+                                                                         : SL_ERR_IO));
     if (dist && code != 0 && code != EXIT_ROWS_FAILED && !sl_dist_reported(dist)) {
         fprintf(stderr, "sluice: rank %d of %d cannot go on: ending the job\n",
                 sl_dist_rank(dist), sl_dist_size(dist));

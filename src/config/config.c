@@ -1561,7 +1561,8 @@ static sl_status set_at(sl_config *c, int i, const char *value, bool split, cons
 /* A message quoting a value that holds a control character broke its line
  * there ("got '2" and "'" on the next: a YAML block scalar, `parallel: |`,
  * keeps its final newline): such characters are written as C escapes, so
- * the message stays one line and shows what the value holds. */
+ * the message stays one line and shows what the value holds. For setting
+ * a value and for the checks of sl_config_resolve. */
 static sl_status escape_controls(sl_status st)
 {
     const char *msg = sl_last_error();
@@ -1960,7 +1961,7 @@ static sl_status build_lora(sl_config *c)
     return SL_OK;
 }
 
-sl_status sl_config_resolve(sl_config *c)
+static sl_status resolve(sl_config *c)
 {
     int replicas = sl_config_find_key("llama.replicas", 14);
     int optional = sl_config_find_key("metrics.optional", 16);
@@ -2005,6 +2006,14 @@ sl_status sl_config_resolve(sl_config *c)
     sync_lists(c);
     sl_status st = build_lora(c);
     return st == SL_OK ? build_tasks(c) : st;
+}
+
+/* The checks here quote values too (a tasks file's path, a task's name):
+ * escaped as a setting's own messages are. */
+sl_status sl_config_resolve(sl_config *c)
+{
+    sl_status st = resolve(c);
+    return st == SL_OK ? st : escape_controls(st);
 }
 
 const sl_caption_params *sl_config_params(const sl_config *cfg) { return &cfg->p; }

@@ -31,6 +31,8 @@ enum { TAG_REQUEST = 101, TAG_REPLY = 102, TAG_BYE = 103, TAG_ALIVE = 104 };
 struct sl_dist {
     int rank, size;
     bool reported;
+    bool started;             /* this rank took part in dist_start */
+    int speaker;              /* after a failed start, the rank that says why; else -1 */
     pthread_mutex_t mu;       /* a rank's request and its reply, one at a time */
     wire_buf request, reply;  /* under mu */
     coord *coord;             /* rank 0, from dist_serve() */
@@ -78,6 +80,7 @@ int sl_dist_launched_rank(void)
 int sl_dist_rank(const sl_dist *d) { return d ? d->rank : 0; }
 int sl_dist_size(const sl_dist *d) { return d ? d->size : 1; }
 bool sl_dist_reported(const sl_dist *d) { return d && d->reported; }
+bool sl_dist_quiet(const sl_dist *d) { return d && d->speaker >= 0 && d->speaker != d->rank; }
 
 /* The waits that warn (rank 0 for the others, a rank for rank 0) warn at
  * 30 s, 60, 120, ... 960 s, then every 10 minutes: the next after `now`. */
@@ -151,6 +154,7 @@ sl_status sl_dist_open(sl_dist **out)
     }
     MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &d->size);
+    d->speaker = -1;
     pthread_mutex_init(&d->mu, NULL);
     *out = d;
     return SL_OK;
@@ -161,6 +165,66 @@ void sl_dist_abort(sl_dist *d, int exit_code)
     (void)d;
     MPI_Abort(MPI_COMM_WORLD, exit_code);
     abort(); /* MPI_Abort does not return */
+}
+
+/* A status and the rank it is from in one int, so that one MPI_MIN finds
+ * the first rank that failed and its status (a status is below 64). */
+enum { STATUS_SPAN = 64 };
+
+sl_status dist_start(sl_dist *d, sl_status st)
+{
+    if (d->started)
+        return st;
+    d->started = true;
+    int mine = st == SL_OK ? d->size * STATUS_SPAN : d->rank * STATUS_SPAN + (int)st, first = 0;
+    char why[1024];
+    snprintf(why, sizeof why, "%s", sl_last_error()); /* an MPI failure below replaces it */
+    MPI_Request req;
+    int done = 0, warn_at_s = 30;
+    double since = seconds_now();
+    /* Polled, not MPI_Allreduce: a rank that is still checking (opening a
+     * ledger, listing an input) would have the others spin a core each. */
+    pthread_mutex_lock(&d->mu);
+    bool sent = MPI_Iallreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req) ==
+                MPI_SUCCESS;
+    for (int us = 20; sent && !done;) {
+        if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            sent = false;
+        else if (!done)
+            nap(&us);
+        int waited = (int)(seconds_now() - since);
+        if (!done && waited >= warn_at_s) {
+            warn_at_s = next_warning_s(warn_at_s);
+            /* the error level: what the ranks other than 0 show (a rank stuck
+             * at its start holds them all, and only they can say so) */
+            sl_log(SL_LOG_ERROR, "rank %d has waited %d s for the other ranks to finish their "
+                   "start check (rank 0 opens the output's ledger there): a rank that is stuck "
+                   "(a hung mount) holds the job: end it and run the same command again",
+                   d->rank, waited);
+        }
+    }
+    pthread_mutex_unlock(&d->mu);
+    if (!sent) /* the others may wait for this rank: the caller ends the job */
+        return sl_fail(SL_ERR_IO, "rank %d cannot reach the other ranks at the job's start "
+                                  "(MPI_Iallreduce failed)%s%s", d->rank,
+                       st == SL_OK ? "" : "; it could not start: ", st == SL_OK ? "" : why);
+    if (first >= d->size * STATUS_SPAN)
+        return SL_OK;
+    /* Every rank knows that rank `first` could not start, and none waits
+     * for another: each stops with the exit status `first`'s failure gives,
+     * and `first` alone says why. */
+    d->reported = true;
+    d->speaker = first / STATUS_SPAN;
+    sl_status status = (sl_status)(first % STATUS_SPAN);
+    if (st == SL_OK)
+        return sl_fail(status, "rank %d could not start the job: this rank stops with it",
+                       d->speaker);
+    return sl_fail(status, "%s", why);
+}
+
+sl_status sl_dist_fail_start(sl_dist *d, sl_status st)
+{
+    return d && st != SL_OK ? dist_start(d, st) : st;
 }
 
 static void say_goodbye(sl_dist *d)
@@ -300,7 +364,8 @@ static void finalize(sl_dist *d)
 {
     rank0_wait wait;
     rank0_wait_start(&wait);
-    for (int us = 20; d->rank != 0 && d->reported;) {
+    /* (after a failed start rank 0 never served: nobody says goodbye) */
+    for (int us = 20; d->rank != 0 && d->reported && d->speaker < 0;) {
         int flag = 0;
         MPI_Status status;
         if (MPI_Iprobe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &status) != MPI_SUCCESS)
@@ -341,6 +406,19 @@ void sl_dist_abort(sl_dist *d, int exit_code)
 }
 
 static void *serve(void *arg) { return arg; }
+
+/* (without MPI there is no handle: sl_dist_open makes none) */
+sl_status dist_start(sl_dist *d, sl_status st)
+{
+    (void)d;
+    return st;
+}
+
+sl_status sl_dist_fail_start(sl_dist *d, sl_status st)
+{
+    (void)d;
+    return st;
+}
 
 static void say_goodbye(sl_dist *d) { (void)d; }
 

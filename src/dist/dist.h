@@ -23,6 +23,14 @@
 sl_status dist_serve(sl_dist *d, sl_ledger *ledger, const char *fingerprint, long first_part,
                      sl_status (*guard)(void *user), void *guard_user);
 
+/* Every rank, once, before rank 0 serves and the others say hello: st is
+ * whether this rank can start (its message the last error). SL_OK when
+ * every rank can; else the first rank that cannot ends every rank's job
+ * (sluice/dist.h, sl_dist_fail_start): this rank's own message, or "rank N
+ * could not start", with rank N's status. Called by sl_dist_fail_start for
+ * a rank that fails before the job reached it; a later call returns st. */
+sl_status dist_start(sl_dist *d, sl_status st);
+
 /* Every rank, before it reads: checks its settings against rank 0's and
  * learns where part numbers start. */
 sl_status dist_hello(sl_dist *d, const char *fingerprint, long *first_part);

@@ -285,7 +285,8 @@ static const char *const data_kinds[N_DATA_KINDS] = {"parquet", "arrow", "webdat
 struct source_reader {
     /* folder */
     sl_dir_source *dir;
-    sl_s3_walk *s3;           /* an s3:// folder: its keys in a folder walk's order */
+    sl_s3_walk *s3;           /* an s3:// folder: its keys in a folder walk's order, */
+    sl_s3_list *s3_list;      /* ... or, for a count (unsorted_folders), as listed */
     char *s3_prefix;          /* ... the URL with a trailing '/' */
     uint64_t s3_keys;         /* ... keys listed so far, those skipped too */
     char *folder;             /* the folder as named (a local path or the s3:// URL) */
@@ -339,9 +340,28 @@ static sl_status s3_folder_open(const char *url, source_reader *r, char **open_e
     const sl_s3 *s3 = sl_s3_shared();
     if (!(r->s3_prefix = slash ? sl_strdup(url) : sl_asprintf("%s/", url)))
         return sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", url);
-    if (!s3 || sl_s3_walk_open(s3, r->s3_prefix, &r->s3) != SL_OK)
+    /* A count needs no order: the walk's would list a folder again on its
+     * own when many keys wait for it (io/s3_walk.h). */
+    if (!s3 || (r->p->unsorted_folders ? sl_s3_list_open(s3, r->s3_prefix, &r->s3_list)
+                                       : sl_s3_walk_open(s3, r->s3_prefix, &r->s3)) != SL_OK)
         *open_error = sl_strdup(sl_last_error());
     return SL_OK;
+}
+
+/* The next key of an s3:// folder, from its walk or its listing. */
+static sl_status s3_folder_key(source_reader *r, const char **key, bool *done)
+{
+    uint64_t size;
+    return r->s3 ? sl_s3_walk_next(r->s3, key, done)
+                 : sl_s3_list_next(r->s3_list, key, &size, done);
+}
+
+static void s3_folder_unlist(source_reader *r)
+{
+    sl_s3_walk_free(r->s3);
+    r->s3 = NULL;
+    sl_s3_list_free(r->s3_list);
+    r->s3_list = NULL;
 }
 
 static const char *kind_by_name(const char *name);
@@ -393,7 +413,7 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
          * one cut short there). */
         sl_status st = s3_folder_open(file, r, open_error);
         if (st != SL_OK || *open_error) {
-            sl_s3_walk_free(r->s3);
+            s3_folder_unlist(r);
             sl_free(r->s3_prefix);
             sl_free(r->folder);
             sl_free(r);
@@ -485,7 +505,7 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
     size_t key_prefix = strlen(bucket_end + 1);
     for (;;) {
         const char *key;
-        if (sl_s3_walk_next(r->s3, &key, done) != SL_OK) {
+        if (s3_folder_key(r, &key, done) != SL_OK) {
             /* A listing that fails midway ends this input with an error row;
              * the other inputs go on. */
             *done = false;
@@ -493,8 +513,7 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
             item->path = sl_strdup(r->s3_prefix);
             item->error = sl_strdup(sl_last_error());
             item->cut_short = true;
-            sl_s3_walk_free(r->s3);
-            r->s3 = NULL;
+            s3_folder_unlist(r);
             return item->id && item->path && item->error ? SL_OK
                                            : sl_fail(SL_ERR_NOMEM, "out of memory listing '%s'",
                                                      r->s3_prefix);
@@ -522,7 +541,7 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
 static sl_status folder_next(source_reader *r, sl_source_item *item, bool *done)
 {
     if (r->s3_prefix) {
-        if (!r->s3) { /* its listing failed */
+        if (!r->s3 && !r->s3_list) { /* its listing failed */
             *done = true;
             return SL_OK;
         }
@@ -552,7 +571,7 @@ static sl_status folder_next(source_reader *r, sl_source_item *item, bool *done)
 static void folder_close(source_reader *r)
 {
     sl_dir_source_free(r->dir);
-    sl_s3_walk_free(r->s3);
+    s3_folder_unlist(r);
     sl_free(r->s3_prefix);
     sl_free(r->folder);
     for (size_t i = 0; i < N_DATA_KINDS; i++)

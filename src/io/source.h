@@ -78,8 +78,9 @@ typedef struct sl_source_params {
      * io/fetch.h; --download-timeout, --download-retries). */
     long fetch_timeout_ms;
     int fetch_retries;
-    /* Folders listed in the system's order, their names never held (the
-     * progress count's: it needs their number, not their order). */
+    /* Folders listed in the system's order (an s3:// folder in the
+     * store's, not a walk's), their names never held (the progress
+     * count's: it needs their number, not their order). */
     bool unsorted_folders;
     /* No warnings about a file's contents (a column left out): a second
      * look (sl_source_reopen), whose source the run reads warns. */

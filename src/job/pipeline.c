@@ -959,6 +959,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         st = job_st == SL_OK ? SL_OK : sl_fail(job_st, "%s", job_msg);
 
 done:
+    if (j.dist && st != SL_OK && !sl_dist_reported(j.dist))
+        st = dist_start(j.dist, st); /* (a no-op when it failed after the ranks agreed) */
     if (j.dist && st != SL_OK && !sl_dist_reported(j.dist) && sl_dist_rank(j.dist) != 0) {
         char why[1024];
         snprintf(why, sizeof why, "%s", sl_last_error());

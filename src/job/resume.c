@@ -581,14 +581,11 @@ static sl_status check_max_line_bytes(job *j, bool resumed)
  * (rank r writes first + r, first + r + N, ...), so no two collide. */
 static sl_status join_job(job *j)
 {
-    sl_status st = choose_dir(j);
-    if (st != SL_OK)
-        return st;
     char *fp = fingerprint(j, false);
     if (!fp)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
     long first = 0;
-    st = dist_hello(j->dist, fp, &first);
+    sl_status st = dist_hello(j->dist, fp, &first);
     sl_free(fp);
     if (st != SL_OK)
         return st;
@@ -790,12 +787,10 @@ static sl_status explain_mpi_shards(const job *j)
 
 /* Opens the output folder's ledger: starts over (--overwrite), or settles
  * what an earlier run left and finds where this one goes on. */
-sl_status job_open_ledger(job *j)
+static sl_status open_ledger(job *j)
 {
     const sl_caption_params *p = j->p;
     sl_part_scan scan;
-    if (j->dist && sl_dist_rank(j->dist) != 0)
-        return join_job(j);
     sl_status st = choose_dir(j);
     if (st == SL_OK)
         st = writable_errors_file(p->errors_file);
@@ -915,7 +910,20 @@ sl_status job_open_ledger(job *j)
     j->sum->rows_done_before = info.written;
     j->sum->inputs_done_before = info.inputs;
     j->sum->resumed = info.parts > 0;
-    return j->dist ? lead_job(j) : SL_OK;
+    return SL_OK;
+}
+
+/* Under MPI the ranks agree to start here (dist_start): after rank 0's
+ * output checks, before rank 0 serves and the others wait for its hello. */
+sl_status job_open_ledger(job *j)
+{
+    if (!j->dist)
+        return open_ledger(j);
+    bool lead = sl_dist_rank(j->dist) == 0;
+    sl_status st = dist_start(j->dist, lead ? open_ledger(j) : choose_dir(j));
+    if (st != SL_OK)
+        return st;
+    return lead ? lead_job(j) : join_job(j);
 }
 
 

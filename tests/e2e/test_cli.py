@@ -295,15 +295,24 @@ def test_a_switch_given_a_separate_word_says_to_use_equals(sluice, tmp_path):
 def test_a_short_flag_given_an_equals_says_how_it_takes_a_value(sluice, tmp_path):
     """-n=5 was refused as "--max-tokens ... got '=5'" and -q=true as
     "unknown option '-='", neither saying that a short flag takes no '='.
-    Now each names the short flag and its long form with '='."""
+    Now each names the short flag and its long form with '=', and the word
+    the '=' is in (after a word ending in '=', "-p -x= -q=1" was "unknown
+    option '-='"), with no long form for an empty value ("--quiet=" would be
+    refused too)."""
     for args, said in ((("-n=5",), "-n=5: -n takes its value as -n 5 (or --max-tokens=5)"),
                        (("-qn=7",), "-qn=7: -n takes its value as -n 7 (or --max-tokens=7)"),
                        (("-p=hi",), "-p=hi: -p takes its value as -p hi (or --prompt=hi)"),
                        (("-q=true",), "-q=true: -q takes no value: give -q alone, or "
                                       "--quiet=true"),
                        (("-vq=false",), "-vq=false: -q takes no value: give -q alone, or "
-                                        "--quiet=false")):
-        r = sluice.run("config", "check", "/dev/null", SAMPLES, "-o", tmp_path / "o", *args)
+                                        "--quiet=false"),
+                       (("-p", "-x=", "-q=1"), "-q=1: -q takes no value: give -q alone, or "
+                                               "--quiet=1"),
+                       # no "--quiet=": an empty value is refused there too
+                       (("-q=", "-v=1"), "-q=: -q takes no value: give -q alone")):
+        # the flags first: getopt moves the words between them, and a word
+        # ending in '=' just before the flag's (-p's "-x=") was taken for it
+        r = sluice.run("config", "check", *args, "/dev/null", SAMPLES, "-o", tmp_path / "o")
         assert r.returncode == 2, (args, r.stdout)
         assert f"sluice: {said}\n" in r.stderr, (args, r.stderr)
     # A value of its own word is the user's, '=' and all.

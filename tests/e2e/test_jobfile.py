@@ -181,6 +181,28 @@ def test_a_value_quoted_in_a_message_shows_its_control_characters_escaped(sluice
                         "got '5\\t\\r'\n"), r.stderr
 
 
+def test_a_value_quoted_by_a_later_check_shows_its_control_characters_escaped(sluice,
+                                                                             tmp_path):
+    """Only the messages of setting a value escaped its control characters;
+    the checks made once every setting is read (the tasks file read, its
+    tasks' names) quoted the value raw: a tasks.file written as a block
+    scalar broke its message's line after the path, a task name holding a
+    newline in the middle of the message."""
+    job = tmp_path / "job.yaml"
+    job.write_text(f"tasks:\n  file: |\n    {tmp_path}/none.json\n")
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2, r.stdout
+    assert r.stderr == (f"sluice: {job}:2:9: tasks.file '{tmp_path}/none.json\\n': No such "
+                        "file or directory\n"), r.stderr
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"a\nb": {"prompt": "x"}}))
+    job.write_text(f"tasks:\n  file: {tasks}\n")
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2, r.stdout
+    assert r.stderr == (f"sluice: {tasks}: task name 'a\\nb' must be letters, digits and _ (not "
+                        "first a digit), at most 64 bytes: it names output columns\n"), r.stderr
+
+
 @pytest.mark.parametrize("flags, said", [
     (("--choices", "yes,no", "--json-schema", "SCHEMA"), "--choices: not with --json-schema"),
     (("--choices", "no"), "--choices"),

@@ -176,7 +176,8 @@ def test_a_settings_warning_is_printed_by_rank_0_alone(mpi, tmp_path):
     """The settings are checked by every rank before MPI starts: a warning
     about them (here --max-tokens with --choices, which it does not apply
     to) came out once per rank, 4 ranks 4 copies. Rank 0 speaks for the job;
-    an error that stops every rank alike is still said by each."""
+    an error of the command line that stops every rank alike is still said
+    by each (MPI has not started: none can know the others')."""
     inputs = tmp_path / "in"
     sample_copies(inputs, 1)
     r = subprocess.run(mpirun_args(4) + caption_args(mpi, inputs, tmp_path / "out", "--choices",
@@ -256,11 +257,48 @@ def test_a_rank_with_other_settings_is_refused(mpi, inputs, tmp_path):
 
 
 def test_input_shard_is_refused_under_mpi(mpi, inputs, tmp_path):
+    """Refused as the run starts, before the ranks agree to: each rank says
+    so there, rank 0 alone aloud, and none is aborted."""
     r = subprocess.run(mpirun_args(2) + caption_args(mpi, inputs, tmp_path / "out",
                                                      "--input-shard", "0/2"),
                        capture_output=True, text=True, timeout=300, env=mpi_env())
-    assert r.returncode != 0
-    assert "drop --input-shard" in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.count("drop --input-shard") == 1, r.stderr[-2000:]
+    assert "MPI_ABORT" not in r.stderr, r.stderr[-2000:]
+
+
+def said(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("sluice: ")]
+
+
+@pytest.mark.parametrize("case", ["every rank", "rank 0", "rank 1"])
+def test_a_job_that_cannot_start_says_why_once(mpi, tmp_path, case):
+    """An error of the run's start check (an input that does not exist: every
+    rank finds it; an output folder holding a part and no ledger: rank 0
+    alone checks it; rank 1's own input missing) was said by each rank that
+    found it, with "rank N cannot go on" and Open MPI's MPI_ABORT banner.
+    Now the ranks agree to stop: the first rank that failed says what one
+    process says, the others nothing, and mpirun exits as one process
+    does."""
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 1)
+    out = tmp_path / "out"
+    absent = tmp_path / "absent"
+    if case == "rank 0":
+        out.mkdir()
+        (out / "part-00000.jsonl").write_text("")
+    good = caption_args(mpi, inputs, out, "--dry-run")
+    bad = caption_args(mpi, absent if case != "rank 0" else inputs, out, "--dry-run")
+    one = subprocess.run(bad, capture_output=True, text=True, timeout=300, env=mpi_env())
+    assert one.returncode == 2 and len(said(one.stderr)) == 1, one.stderr[-2000:]
+    if case == "rank 1":  # rank 0 can start
+        argv = [*mpirun_args(1), *good, ":", "-n", "1", *bad]
+    else:
+        argv = mpirun_args(2) + bad
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=mpi_env())
+    assert r.returncode == one.returncode, r.stderr[-2000:]
+    assert said(r.stderr) == said(one.stderr), r.stderr[-2000:]
+    assert "MPI_ABORT" not in r.stderr, r.stderr[-2000:]
 
 
 def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
