@@ -110,12 +110,22 @@ static void rank0_wait_start(rank0_wait *w)
     w->warn_at_s = 30;
 }
 
-static void rank0_wait_check(rank0_wait *w, const sl_dist *d, const char *what)
+/* The seconds waited when a warning is due (a step of next_warning_s
+ * passed), else -1. */
+static int wait_warning_due(rank0_wait *w)
 {
     int waited = (int)(seconds_now() - w->since);
     if (waited < w->warn_at_s)
-        return;
+        return -1;
     w->warn_at_s = next_warning_s(w->warn_at_s);
+    return waited;
+}
+
+static void rank0_wait_check(rank0_wait *w, const sl_dist *d, const char *what)
+{
+    int waited = wait_warning_due(w);
+    if (waited < 0)
+        return;
     /* At the error level: the CLI shows the ranks other than 0 nothing
      * less (rank 0 speaks for the job), and this only they can say. */
     sl_log(SL_LOG_ERROR,
@@ -180,8 +190,9 @@ sl_status dist_start(sl_dist *d, sl_status st)
     char why[1024];
     snprintf(why, sizeof why, "%s", sl_last_error()); /* an MPI failure below replaces it */
     MPI_Request req;
-    int done = 0, warn_at_s = 30;
-    double since = seconds_now();
+    int done = 0;
+    rank0_wait wait; /* (on all the ranks, not rank 0 alone) */
+    rank0_wait_start(&wait);
     /* Polled, not MPI_Allreduce: a rank that is still checking (opening a
      * ledger, listing an input) would have the others spin a core each. */
     pthread_mutex_lock(&d->mu);
@@ -192,9 +203,8 @@ sl_status dist_start(sl_dist *d, sl_status st)
             sent = false;
         else if (!done)
             nap(&us);
-        int waited = (int)(seconds_now() - since);
-        if (!done && waited >= warn_at_s) {
-            warn_at_s = next_warning_s(warn_at_s);
+        int waited = done ? -1 : wait_warning_due(&wait);
+        if (waited >= 0) {
             /* the error level: what the ranks other than 0 show (a rank stuck
              * at its start holds them all, and only they can say so) */
             sl_log(SL_LOG_ERROR, "rank %d has waited %d s for the other ranks to finish their "
