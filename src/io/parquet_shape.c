@@ -28,20 +28,22 @@ void sl_pq_shape_free(sl_pq_node *n)
     sl_free(n);
 }
 
-/* Whether s is "decimal(P,S)" (two numbers of at most 3 digits, a minus
- * sign allowed), with them in *precision and *scale. */
-static bool decimal_leaf(const char *s, int *precision, int *scale)
+bool sl_pq_decimal_name(const char *s, int *precision, int *scale)
 {
     if (strncmp(s, "decimal(", 8) != 0)
         return false;
     s += 8;
     int *into[] = {precision, scale};
     for (int k = 0; k < 2; k++) {
+        while (*s == ' ')
+            s++;
         bool neg = *s == '-';
         s += neg;
         int v = 0, digits = 0;
         for (; *s >= '0' && *s <= '9' && digits < 3; s++, digits++)
             v = v * 10 + (*s - '0');
+        while (*s == ' ')
+            s++;
         if (digits == 0 || *s != (k ? ')' : ','))
             return false;
         *into[k] = neg ? -v : v;
@@ -62,7 +64,7 @@ static sl_pq_node *parse(const json_t *j, int depth, int lists, char *why, size_
         return NULL;
     }
     int precision, scale;
-    if (json_is_string(j) && decimal_leaf(json_string_value(j), &precision, &scale)) {
+    if (json_is_string(j) && sl_pq_decimal_name(json_string_value(j), &precision, &scale)) {
         if (sl_pq_decimal_valid(precision, scale)) {
             *n = (sl_pq_node){.kind = SL_PQ_NODE_LEAF, .type = SL_PQ_DECIMAL, .precision = precision, .scale = scale};
             return n;

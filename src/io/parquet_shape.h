@@ -11,6 +11,7 @@
 #ifndef SL_IO_PARQUET_SHAPE_H
 #define SL_IO_PARQUET_SHAPE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -25,6 +26,12 @@ sl_pq_node *sl_pq_shape_parse(const json_t *j, char *why, size_t why_len);
 
 /* The leaf columns n is written as. */
 size_t sl_pq_shape_leaves(const sl_pq_node *n);
+
+/* Whether s names a decimal leaf, "decimal(P,S)" (spaces around the
+ * numbers allowed: "decimal(5, 2)"; each of at most 3 digits, a minus sign
+ * allowed so that a wrong one is named), with them in *precision and *scale;
+ * sl_pq_decimal_valid says whether the writer takes them. */
+bool sl_pq_decimal_name(const char *s, int *precision, int *scale);
 
 /* A decimal leaf of precision and scale: "decimal(P,S)" where the writer
  * takes them (sl_pq_decimal_valid), else "string" (its exact text: a

@@ -1012,6 +1012,8 @@ bool sl_pq_value_from_json(sl_pq_type type, const json_t *v, sl_pq_value *out, c
         const char *digits = sl_json_decimal_text(v, &n);
         if (digits) {
             *out = (sl_pq_value){.ptr = digits, .len = n};
+        } else if (json_is_string(v)) { /* a manifest's "12.50": the digits it holds */
+            *out = (sl_pq_value){.ptr = json_string_value(v), .len = json_string_length(v)};
         } else if (json_is_integer(v) || (json_is_real(v) && isfinite(json_real_value(v)))) {
             char text[32];
             n = json_is_integer(v) ? (size_t)snprintf(text, sizeof text, "%" PRId64, (int64_t)json_integer_value(v))
