@@ -38,6 +38,14 @@ bool sl_pq_decimal_name(const char *s, int *precision, int *scale);
  * decimal256's 76 digits); NULL when out of memory. */
 json_t *sl_pq_decimal_shape(int precision, int scale);
 
+/* The shape that holds the values of shapes a and b (two files' types of
+ * a column), in *out: a where they are equal; where they differ only in
+ * decimal leaves, a with each of those the decimal that holds both (the
+ * larger scale, the more integer digits: decimal(5,2) and decimal(10,4)
+ * make decimal(10,4)) while that is one the writer takes (38 digits at
+ * most). NULL there when they differ otherwise. false: out of memory. */
+bool sl_pq_shape_merge(const json_t *a, const json_t *b, json_t **out);
+
 /* n as JSON; NULL when out of memory. */
 json_t *sl_pq_shape_json(const sl_pq_node *n);
 

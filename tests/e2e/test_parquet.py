@@ -1394,6 +1394,45 @@ def test_caption_on_a_parquet_file_that_lies(sluice, tmp_path):
     assert maxrss_kb / 1024 < RSS_BOUND_MB, f"peak RSS {maxrss_kb / 1024:.0f} MB"
 
 
+def test_decimals_two_files_type_apart_are_the_decimal_that_holds_both(sluice, tmp_path):
+    """A column two Parquet files type decimal(5,2) and decimal(10,4) was
+    typed from its values, a double. It is now decimal128(10,4), 123.45 and
+    123456.7891 both exact in pyarrow and DuckDB, a list of decimals alike
+    (list<decimal(4,1)> and list<decimal(6,3)>: list<decimal(6,3)>); where
+    the decimal holding both would pass 38 digits (decimal(38,0) and
+    decimal(10,5)) it is still a double."""
+    from decimal import Decimal
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    pq.write_table(pa.table({"path": [str(imgs[0])], "v": pa.array([Decimal("123.45")], pa.decimal128(5, 2)),
+                             "tags": pa.array([[Decimal("-999.9")]], pa.list_(pa.decimal128(4, 1))),
+                             "wide": pa.array([Decimal("1" * 38)], pa.decimal128(38, 0))}),
+                   tmp_path / "a.parquet")
+    pq.write_table(pa.table({"path": [str(imgs[1])], "v": pa.array([Decimal("123456.7891")], pa.decimal128(10, 4)),
+                             "tags": pa.array([[Decimal("0.001"), None]], pa.list_(pa.decimal128(6, 3))),
+                             "wide": pa.array([Decimal("0.5")], pa.decimal128(10, 5))}),
+                   tmp_path / "b.parquet")
+    out = tmp_path / "out"
+    r = sluice.run("caption", tmp_path / "a.parquet", tmp_path / "b.parquet", "-o", out, "--dry-run",
+                   "--metrics-addr", "off", "-q", "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    part = out / "part-00000.parquet"
+    got = pq.read_table(part)
+    assert got.schema.field("v").type == pa.decimal128(10, 4), got.schema
+    assert got.schema.field("tags").type == pa.list_(pa.decimal128(6, 3)), got.schema
+    assert got.schema.field("wide").type == pa.float64(), got.schema
+    rows = {row["id"]: (row["v"], row["tags"]) for row in got.to_pylist()}
+    want = {"a.parquet:0": (Decimal("123.4500"), [Decimal("-999.900")]),
+            "b.parquet:0": (Decimal("123456.7891"), [Decimal("0.001"), None])}
+    assert rows == want, rows
+    assert str(rows["a.parquet:0"][0]) == "123.4500"
+    duck = {i: (v, t) for i, v, t in duckdb.sql(f"SELECT id, v, tags FROM '{part}'").fetchall()}
+    assert duck == want, duck
+    assert sorted(got.column("wide").to_pylist()) == [0.5, float("1" * 38)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"name": "v", "type": "decimal(10,4)"} in summary["columns"], summary["columns"]
+    assert summary["unfit_values"] == {}, summary["unfit_values"]
+
+
 def test_a_decimal_typed_from_the_values_is_a_double(sluice, tmp_path):
     """A column two files type differently (a decimal here, an int64 there)
     is typed from its values: a decimal's is a number, so the Parquet

@@ -1625,6 +1625,53 @@ static void a_decimal_input_column_is_a_decimal_leaf(void **state)
     }
 }
 
+/* Two files' shapes of a column merged: the same shape, or one whose
+ * decimals hold both files' values (the larger scale, the more integer
+ * digits), nested too; none past 38 digits or where they differ
+ * otherwise (a decimal and an int64, a list and a map, fields in another
+ * order). */
+static void two_shapes_merge_to_the_decimal_that_holds_both(void **state)
+{
+    (void)state;
+    const char *cases[][3] = {
+        {"\"int64\"", "\"int64\"", "\"int64\""},
+        {"\"decimal(5,2)\"", "\"decimal(10,4)\"", "\"decimal(10,4)\""},
+        {"\"decimal(7,0)\"", "\"decimal(3, 3)\"", "\"decimal(10,3)\""},
+        {"\"decimal(38,2)\"", "\"decimal(38,2)\"", "\"decimal(38,2)\""},
+        {"\"decimal(38,0)\"", "\"decimal(10,5)\"", NULL},
+        {"\"decimal(5,2)\"", "\"int64\"", NULL},
+        {"\"string\"", "\"decimal(5,2)\"", NULL},
+        {"{\"list\": \"decimal(4,1)\"}", "{\"list\": \"decimal(6,3)\"}", "{\"list\": \"decimal(6,3)\"}"},
+        {"{\"map\": \"decimal(4,1)\"}", "{\"list\": \"decimal(4,1)\"}", NULL},
+        {"{\"struct\": [[\"a\", \"decimal(5,2)\"], [\"b\", \"int64\"]]}",
+         "{\"struct\": [[\"a\", \"decimal(5,3)\"], [\"b\", \"int64\"]]}",
+         "{\"struct\": [[\"a\", \"decimal(6,3)\"], [\"b\", \"int64\"]]}"},
+        {"{\"struct\": [[\"a\", \"decimal(5,2)\"], [\"b\", \"int64\"]]}",
+         "{\"struct\": [[\"b\", \"int64\"], [\"a\", \"decimal(5,3)\"]]}", NULL},
+        {"{\"struct\": [[\"a\", \"decimal(5,2)\"], [\"b\", \"int64\"]]}",
+         "{\"struct\": [[\"a\", \"decimal(5,3)\"], [\"b\", \"bool\"]]}", NULL},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        json_t *a = json_loads(cases[k][0], JSON_DECODE_ANY, NULL), *b = json_loads(cases[k][1], JSON_DECODE_ANY, NULL);
+        json_t *want = cases[k][2] ? json_loads(cases[k][2], JSON_DECODE_ANY, NULL) : NULL, *got = NULL, *back = NULL;
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_true(sl_pq_shape_merge(a, b, &got));
+        assert_true(sl_pq_shape_merge(b, a, &back)); /* either file first */
+        if (!want && (got || back))
+            fail_msg("%s and %s merged", cases[k][0], cases[k][1]);
+        if (want) {
+            assert_json_equal(got, want, cases[k][0]);
+            assert_json_equal(back, want, cases[k][1]);
+        }
+        json_decref(a);
+        json_decref(b);
+        json_decref(want);
+        json_decref(got);
+        json_decref(back);
+    }
+}
+
 /* A decimal leaf (a flat column, and a list's elements) is written as a
  * FIXED_LEN_BYTE_ARRAY DECIMAL the reader reads back as the same exact
  * text, of the same precision and scale: a decimal's text, an integer, a
@@ -1911,6 +1958,7 @@ int main(void)
         cmocka_unit_test(decimals_encode_as_big_endian_twos_complement),
         cmocka_unit_test(decimal_leaves_read_as_written),
         cmocka_unit_test(a_decimal_input_column_is_a_decimal_leaf),
+        cmocka_unit_test(two_shapes_merge_to_the_decimal_that_holds_both),
         cmocka_unit_test(repeated_large_values_stay_within_the_memory_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
