@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/decimal.h"
 #include "core/error.h"
 #include "core/json.h"
 #include "io/columns.h"
@@ -855,7 +856,8 @@ static bool fits(const ctype *t, const json_t *v, char *path, size_t at, size_t 
         char *owned; /* a decimal's text from an integer or a real; a string leaf's dump not here */
         uint8_t unscaled[16];
         bool ok = sl_pq_value_from_json(leaf_type(t->t), v, &x, &owned) && !x.is_null &&
-                  (t->t != T_DECIMAL || sl_pq_decimal_encode(x.ptr, x.len, t->precision, t->scale, unscaled));
+                  (t->t != T_DECIMAL || sl_decimal_from_text(x.ptr, x.len, t->precision, t->scale, unscaled,
+                                                             (size_t)sl_pq_decimal_width(t->precision)));
         sl_free(owned);
         if (ok)
             return true; /* what the writer takes there */

@@ -921,7 +921,7 @@ static sl_status emit(sl_pq_writer *w, wcol *c, int rep, int def, const sl_pq_va
         /* Its text (sl_pq_value_from_json's) as the column's bytes; a
          * number that is none of the column's values is null (a decimal
          * is a shape's leaf, always optional). */
-        if (sl_pq_decimal_encode(v->ptr, v->len, c->precision, c->scale, unscaled)) {
+        if (sl_decimal_from_text(v->ptr, v->len, c->precision, c->scale, unscaled, (size_t)c->width)) {
             dec = (sl_pq_value){.ptr = unscaled, .len = (size_t)c->width};
             v = &dec;
         } else {

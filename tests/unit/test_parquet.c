@@ -16,6 +16,7 @@
 #include <lz4.h>
 
 #include "core/alloc.h"
+#include "core/decimal.h"
 #include "core/json.h"
 #include "io/columns.h"
 #include "io/parquet_delta.h"
@@ -1536,7 +1537,8 @@ static void decimals_encode_as_big_endian_twos_complement(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         uint8_t out[16];
-        bool ok = sl_pq_decimal_encode(cases[i].text, strlen(cases[i].text), cases[i].precision, cases[i].scale, out);
+        bool ok = sl_decimal_from_text(cases[i].text, strlen(cases[i].text), cases[i].precision, cases[i].scale, out,
+                                       (size_t)sl_pq_decimal_width(cases[i].precision));
         if (!cases[i].hex) {
             if (ok)
                 fail_msg("'%s' taken as a decimal(%d,%d)", cases[i].text, cases[i].precision, cases[i].scale);
