@@ -9,7 +9,9 @@
  * non-strings as their JSON text, an integer in a double column as that
  * number; and a nested column's leaves read back give the shape it was
  * written with (sl_pq_column_shape: how a Parquet input's schema types its
- * columns). */
+ * columns). A first line that is a JSON array of texts declares the columns
+ * instead (--columns' specs: "price:decimal(10,2)", shapes; refused ones
+ * end the input): a decimal that fits reads back as the same number. */
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,6 +23,8 @@
 #include <jansson.h>
 
 #include "core/alloc.h"
+#include "core/decimal.h"
+#include "core/json.h"
 #include "io/columns.h"
 #include "io/parquet_json.h"
 #include "io/parquet_read.h"
@@ -46,6 +50,22 @@ static void fail(const char *what, const json_t *a, const json_t *b)
 }
 
 static bool same(const sl_pq_node *n, sl_pq_type t, const json_t *in, const json_t *got);
+
+/* Whether decimal `got` (read back from leaf n) is the number `in` was. */
+static bool same_decimal(const sl_pq_node *n, const json_t *in, const json_t *got)
+{
+    sl_pq_value x;
+    char *owned;
+    size_t len;
+    const char *digits = sl_json_decimal_text(got, &len);
+    uint8_t a[16], b[16];
+    size_t width = (size_t)sl_pq_decimal_width(n->precision);
+    bool ok = sl_pq_value_from_json(SL_PQ_DECIMAL, in, &x, &owned) && !x.is_null && digits &&
+              sl_decimal_from_text(x.ptr, x.len, n->precision, n->scale, a, width) &&
+              sl_decimal_from_text(digits, len, n->precision, n->scale, b, width) && memcmp(a, b, width) == 0;
+    sl_free(owned);
+    return ok;
+}
 
 /* A struct (in a list or map): null as null (a struct whose leaves are
  * all in lists too), else field by field. */
@@ -76,6 +96,7 @@ static bool same(const sl_pq_node *n, sl_pq_type t, const json_t *in, const json
         case SL_PQ_INT64: return json_is_integer(in) && json_equal(in, got);
         case SL_PQ_DOUBLE: return json_is_number(got) && json_number_value(in) == json_number_value(got);
         case SL_PQ_BOOL: return json_equal(in, got);
+        case SL_PQ_DECIMAL: return same_decimal(n, in, got);
         default: break;
         }
         if (json_is_string(in))
@@ -155,7 +176,7 @@ static void read_back(const sl_columns *c, const sl_pq_column_def *defs, size_t 
             for (size_t col = 0; col < n_cols; col++) {
                 const sl_pq_node *shape = defs[col].nested;
                 size_t leaves = shape ? sl_pq_shape_leaves(shape) : 1;
-                const json_t *in = json_object_get(row, sl_columns_input_name(c, col));
+                const json_t *in = sl_columns_value(c, col, row);
                 char why[256];
                 json_t *got = NULL;
                 if (sl_columns_fits(c, col, in, why, sizeof why)) {
@@ -193,7 +214,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         snprintf(path, sizeof path, "/tmp/fuzz-columns-%d.parquet", (int)getpid());
         atexit(remove_file);
     }
-    json_t *rows[MAX_ROWS];
+    json_t *rows[MAX_ROWS], *declared = NULL;
     size_t n_rows = 0;
     char *text = malloc(size + 1);
     memcpy(text, data, size);
@@ -205,14 +226,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_t *j = json_loads(line, 0, NULL);
         if (json_is_object(j))
             rows[n_rows++] = j;
+        else if (line == text && json_is_array(j) && json_array_size(j) <= 16)
+            declared = j;
         else
             json_decref(j);
     }
     free(text);
 
+    const char *specs[16];
+    size_t n_specs = 0;
+    for (; n_specs < json_array_size(declared) && json_is_string(json_array_get(declared, n_specs)); n_specs++)
+        specs[n_specs] = json_string_value(json_array_get(declared, n_specs));
     sl_columns *c;
-    if (sl_columns_new(NULL, 0, NULL, 0, &c) != SL_OK)
-        abort();
+    sl_status made = sl_columns_new(NULL, 0, declared ? specs : NULL, n_specs, &c);
+    json_decref(declared);
+    if (made != SL_OK) {
+        if (made != SL_ERR_INVALID_ARG)
+            abort();
+        for (size_t i = 0; i < n_rows; i++)
+            json_decref(rows[i]);
+        return 0; /* specs --columns refuses */
+    }
     bool ok = true;
     for (size_t i = 0; ok && i < n_rows; i++)
         ok = sl_columns_sample(c, rows[i]) == SL_OK;

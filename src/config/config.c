@@ -732,8 +732,9 @@ static void touch(sl_config *c, cfg_list *l)
 }
 
 /* The length of the column item s starts with: up to a comma outside the
- * brackets and quotes of a shape after its ':' (`tags:{"list":"string"}`
- * holds commas; a name's own quotes do not count). */
+ * brackets, parentheses and quotes of a type after its ':'
+ * (`tags:{"list":"string"}` and `price:decimal(10,2)` hold commas; a name's
+ * own quotes do not count). */
 static size_t item_length(const char *s)
 {
     size_t n = 0;
@@ -748,9 +749,9 @@ static size_t item_length(const char *s)
             n++;
         else if (s[n] == '"')
             quoted = !quoted;
-        else if (!quoted && (s[n] == '{' || s[n] == '['))
+        else if (!quoted && (s[n] == '{' || s[n] == '[' || s[n] == '('))
             depth++;
-        else if (!quoted && (s[n] == '}' || s[n] == ']') && depth > 0)
+        else if (!quoted && (s[n] == '}' || s[n] == ']' || s[n] == ')') && depth > 0)
             depth--;
     }
     return n;

@@ -140,3 +140,70 @@ size_t sl_decimal_text(const uint8_t *be, size_t n, int scale, char out[SL_DECIM
     out[o] = '\0';
     return o;
 }
+
+bool sl_decimal_from_text(const char *text, size_t len, int precision, int scale, uint8_t *out, size_t n)
+{
+    char digits[77];
+    size_t d = 0, i = 0, frac = 0;
+    bool neg = i < len && text[i] == '-', point = false, any = false;
+    if (precision < 1 || precision >= (int)sizeof digits)
+        return false;
+    i += neg;
+    /* The digits (leading zeros dropped), and how many follow the point. */
+    for (; i < len && ((text[i] >= '0' && text[i] <= '9') || (text[i] == '.' && !point)); i++) {
+        if (text[i] == '.') {
+            point = true;
+            continue;
+        }
+        any = true;
+        frac += point;
+        if (d == 0 && text[i] == '0')
+            continue;
+        if (d == sizeof digits)
+            return false; /* more significant digits than any decimal here holds */
+        digits[d++] = text[i];
+    }
+    long exp = 0;
+    if (any && i < len && (text[i] == 'e' || text[i] == 'E')) {
+        bool eneg = ++i < len && text[i] == '-';
+        i += i < len && (text[i] == '-' || text[i] == '+');
+        size_t start = i;
+        for (; i < len && text[i] >= '0' && text[i] <= '9'; i++)
+            if (exp < 100000)
+                exp = exp * 10 + (text[i] - '0');
+        if (i == start)
+            return false;
+        exp = eneg ? -exp : exp;
+    }
+    if (!any || i != len)
+        return false;
+    /* The unscaled value is digits times 10^shift. */
+    long shift = exp - (long)frac + scale;
+    while (shift < 0 && d > 0) {
+        if (digits[--d] != '0')
+            return false; /* a digit past the scale */
+        shift++;
+    }
+    if (d > 0 && (long)d + shift > precision)
+        return false;
+    while (d > 0 && shift-- > 0)
+        digits[d++] = '0';
+    memset(out, 0, n);
+    for (size_t k = 0; k < d; k++) { /* out = out * 10 + digit, big-endian */
+        unsigned carry = (unsigned)(digits[k] - '0');
+        for (size_t b = n; b-- > 0;) {
+            unsigned x = out[b] * 10u + carry;
+            out[b] = (uint8_t)x;
+            carry = x >> 8;
+        }
+    }
+    if (neg) { /* two's complement: invert, add one */
+        unsigned carry = 1;
+        for (size_t b = n; b-- > 0;) {
+            unsigned x = (uint8_t)~out[b] + carry;
+            out[b] = (uint8_t)x;
+            carry = x >> 8;
+        }
+    }
+    return true;
+}

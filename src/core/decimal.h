@@ -5,6 +5,7 @@
 #ifndef SL_CORE_DECIMAL_H
 #define SL_CORE_DECIMAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,16 @@ double sl_decimal_double(const uint8_t *be, size_t n, int scale);
  * 10^2), -0.001, 12300 (123 over 10^-2); what pyarrow's and DuckDB's JSON
  * of a decimal write. Returns its length; 0 past 32 bytes or |scale| 76. */
 size_t sl_decimal_text(const uint8_t *be, size_t n, int scale, char out[SL_DECIMAL_TEXT_MAX]);
+
+/* Its inverse: the number text[0..len) (-?digits(.digits)?([eE][+-]?digits)?,
+ * as sl_decimal_text, sl_double_shortest and JSON write one) as a decimal
+ * of precision (1..76 digits) and scale (0..precision): its unscaled
+ * value, big-endian two's complement, in out[0..n), n bytes that hold
+ * every value of that precision (Parquet's widths: io/parquet_format.h's
+ * sl_pq_decimal_width). False when text is no such number or its value is
+ * not one of the decimal's (more digits, or digits past the scale that
+ * are not 0): never rounded. */
+bool sl_decimal_from_text(const char *text, size_t len, int precision, int scale, uint8_t *out, size_t n);
 
 /* A finite v as the shortest %g text that strtod reads back as the same
  * double (19.99, where %.17g writes 19.989999999999998), in plain digits

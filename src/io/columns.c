@@ -5,13 +5,15 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/decimal.h"
 #include "core/error.h"
 #include "core/json.h"
 #include "io/columns.h"
 #include "io/parquet_shape.h"
 
-/* T_DECIMAL only from a schema (sl_columns_input_type): samples see a
- * decimal's value as a number (T_DOUBLE). */
+/* T_DECIMAL only from a schema (sl_columns_input_type) or a declared type
+ * (NAME:decimal(P,S)): samples see a decimal's value as a number
+ * (T_DOUBLE). */
 typedef enum { T_NONE, T_INT, T_DOUBLE, T_BOOL, T_STRING, T_LIST, T_STRUCT, T_MAP, T_DECIMAL } col_type;
 
 /* What the samples showed of a value: a scalar type, or a list of elements,
@@ -467,13 +469,18 @@ static const struct {
     sl_pq_type type;
 } TYPES[] = {{"string", SL_PQ_STRING}, {"int64", SL_PQ_INT64}, {"double", SL_PQ_DOUBLE}, {"bool", SL_PQ_BOOL}};
 
-/* The type text (after a NAME's ':') names: true with *type for a type name
- * or a shape ('{'; *type string), false for neither. */
+/* The type text (after a NAME's ':') names: true with *type for a type name,
+ * a decimal ("decimal(" begins it: check_type says whether it is one) or a
+ * shape ('{'; *type string), false for none. */
 static bool type_named(const char *text, sl_pq_type *type)
 {
     *type = SL_PQ_STRING;
     if (*text == '{')
         return true;
+    if (strncmp(text, "decimal(", 8) == 0) {
+        *type = SL_PQ_DECIMAL;
+        return true;
+    }
     for (size_t i = 0; i < sizeof TYPES / sizeof *TYPES; i++)
         if (strcmp(text, TYPES[i].name) == 0) {
             *type = TYPES[i].type;
@@ -494,8 +501,14 @@ static sl_status check_type(const char *spec, const char *type_text, sl_pq_type 
 {
     if (!type_named(type_text, type))
         return sl_fail(SL_ERR_INVALID_ARG,
-                       "column '%s': the type after ':' is string, int64, double, bool or a shape ({\"list\": "
-                       "...}, {\"map\": ...} or {\"struct\": [[NAME, ...], ...]})", spec);
+                       "column '%s': the type after ':' is string, int64, double, bool, decimal(P,S) or a "
+                       "shape ({\"list\": ...}, {\"map\": ...} or {\"struct\": [[NAME, ...], ...]})", spec);
+    int precision, scale;
+    if (*type == SL_PQ_DECIMAL && !(sl_pq_decimal_name(type_text, &precision, &scale) &&
+                                    sl_pq_decimal_valid(precision, scale)))
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "column '%s': decimal(P,S) takes a precision P of 1..%d digits and a scale S of 0..P "
+                       "(decimal(10,2))", spec, SL_PQ_DECIMAL_MAX_PRECISION);
     if (*type_text != '{')
         return SL_OK;
     sl_pq_node *shape = NULL;
@@ -548,6 +561,8 @@ static sl_status set_type(sl_columns *c, size_t i, const char *spec, size_t name
     col->shape->t = col_type_of(type);
     col->typed = true;
     const char *text = skip_spaces(spec + name_len + 1);
+    if (type == SL_PQ_DECIMAL && sl_pq_decimal_name(text, &col->shape->precision, &col->shape->scale))
+        return SL_OK; /* check_type took it */
     if (*text != '{')
         return SL_OK;
     sl_pq_node *shape = NULL;
@@ -841,7 +856,8 @@ static bool fits(const ctype *t, const json_t *v, char *path, size_t at, size_t 
         char *owned; /* a decimal's text from an integer or a real; a string leaf's dump not here */
         uint8_t unscaled[16];
         bool ok = sl_pq_value_from_json(leaf_type(t->t), v, &x, &owned) && !x.is_null &&
-                  (t->t != T_DECIMAL || sl_pq_decimal_encode(x.ptr, x.len, t->precision, t->scale, unscaled));
+                  (t->t != T_DECIMAL || sl_decimal_from_text(x.ptr, x.len, t->precision, t->scale, unscaled,
+                                                             (size_t)sl_pq_decimal_width(t->precision)));
         sl_free(owned);
         if (ok)
             return true; /* what the writer takes there */

@@ -81,18 +81,19 @@ sl_pq_value sl_columns_value_cell(const sl_columns *c, size_t i, const json_t *v
 bool sl_columns_fits(const sl_columns *c, size_t i, const json_t *v, char *why, size_t why_len);
 
 /* A stage's column as it declares it: "NAME", or "NAME:TYPE" with TYPE
- * one of string, int64, double, bool, or a nested column's shape as JSON
- * (io/parquet_shape.h: `tags:{"list":"string"}`; *type is then string).
- * *name_len: NAME's length; *typed: a type was given (in *type).
- * SL_ERR_INVALID_ARG naming the column when NAME is empty or TYPE is none
- * of those. */
+ * one of string, int64, double, bool, decimal(P,S) (*type SL_PQ_DECIMAL;
+ * P of 1..38, S of 0..P, spaces around them allowed) or a nested column's
+ * shape as JSON (io/parquet_shape.h: `tags:{"list":"string"}`; *type is
+ * then string). *name_len: NAME's length; *typed: a type was given (in
+ * *type). SL_ERR_INVALID_ARG naming the column when NAME is empty or TYPE
+ * is none of those. */
 sl_status sl_columns_stage_spec(const char *spec, size_t *name_len, bool *typed,
                                 sl_pq_type *type);
 
 /* A declared input column (--columns): as sl_columns_stage_spec, but a
  * name may hold ':' (EXIF's "exif:Model"): the type is what follows the
  * first ':' that a shape ('{') follows, else the last ':' when a type name
- * follows it (spaces after the ':' skipped), else there is none and the
+ * or "decimal(" follows it (spaces after the ':' skipped), else there is none and the
  * whole spec is the name. SL_ERR_INVALID_ARG for a shape that is not one
  * or an empty name before a type. */
 sl_status sl_columns_input_spec(const char *spec, size_t *name_len, bool *typed, sl_pq_type *type);

@@ -45,15 +45,9 @@ typedef enum sl_pq_type {
 #define SL_PQ_DECIMAL_MAX_PRECISION 38
 bool sl_pq_decimal_valid(int precision, int scale);
 /* The bytes of a FIXED_LEN_BYTE_ARRAY DECIMAL of precision (valid): the
- * fewest that hold every value of it, as pyarrow writes them. */
+ * fewest that hold every value of it, as pyarrow writes them (a value's
+ * text into them: core/decimal.h's sl_decimal_from_text). */
 int sl_pq_decimal_width(int precision);
-/* The number text[0..len) (-?digits(.digits)?([eE][+-]?digits)?, as
- * sl_decimal_text, sl_double_shortest and JSON write one) as a DECIMAL of
- * precision and scale (valid): its unscaled value, big-endian two's
- * complement, in out[0..sl_pq_decimal_width(precision)). False when text
- * is no such number or its value is not one of the DECIMAL's (more
- * digits, or digits past the scale that are not 0). */
-bool sl_pq_decimal_encode(const char *text, size_t len, int precision, int scale, uint8_t *out);
 
 const char *sl_pq_type_name(sl_pq_type type);      /* "string", "int64", ... */
 bool sl_pq_type_parse(const char *name, sl_pq_type *out);

@@ -28,20 +28,22 @@ void sl_pq_shape_free(sl_pq_node *n)
     sl_free(n);
 }
 
-/* Whether s is "decimal(P,S)" (two numbers of at most 3 digits, a minus
- * sign allowed), with them in *precision and *scale. */
-static bool decimal_leaf(const char *s, int *precision, int *scale)
+bool sl_pq_decimal_name(const char *s, int *precision, int *scale)
 {
     if (strncmp(s, "decimal(", 8) != 0)
         return false;
     s += 8;
     int *into[] = {precision, scale};
     for (int k = 0; k < 2; k++) {
+        while (*s == ' ')
+            s++;
         bool neg = *s == '-';
         s += neg;
         int v = 0, digits = 0;
         for (; *s >= '0' && *s <= '9' && digits < 3; s++, digits++)
             v = v * 10 + (*s - '0');
+        while (*s == ' ')
+            s++;
         if (digits == 0 || *s != (k ? ')' : ','))
             return false;
         *into[k] = neg ? -v : v;
@@ -62,7 +64,7 @@ static sl_pq_node *parse(const json_t *j, int depth, int lists, char *why, size_
         return NULL;
     }
     int precision, scale;
-    if (json_is_string(j) && decimal_leaf(json_string_value(j), &precision, &scale)) {
+    if (json_is_string(j) && sl_pq_decimal_name(json_string_value(j), &precision, &scale)) {
         if (sl_pq_decimal_valid(precision, scale)) {
             *n = (sl_pq_node){.kind = SL_PQ_NODE_LEAF, .type = SL_PQ_DECIMAL, .precision = precision, .scale = scale};
             return n;
@@ -148,6 +150,61 @@ json_t *sl_pq_decimal_shape(int precision, int scale)
     char name[40];
     snprintf(name, sizeof name, "decimal(%d,%d)", precision, scale);
     return json_string(name);
+}
+
+bool sl_pq_shape_merge(const json_t *a, const json_t *b, json_t **out)
+{
+    *out = NULL;
+    int pa, sa, pb, sb;
+    if (json_equal(a, b)) {
+        *out = json_incref((json_t *)a);
+        return true;
+    }
+    if (json_is_string(a) && json_is_string(b)) {
+        if (!sl_pq_decimal_name(json_string_value(a), &pa, &sa) ||
+            !sl_pq_decimal_name(json_string_value(b), &pb, &sb))
+            return true;
+        int scale = sa > sb ? sa : sb, whole = pa - sa > pb - sb ? pa - sa : pb - sb;
+        if (!sl_pq_decimal_valid(whole + scale, scale))
+            return true; /* past 38 digits: no one decimal holds both */
+        return (*out = sl_pq_decimal_shape(whole + scale, scale)) != NULL;
+    }
+    if (!json_is_object(a) || !json_is_object(b) || json_object_size(a) != 1 || json_object_size(b) != 1)
+        return true;
+    const char *key = json_object_iter_key(json_object_iter((json_t *)a));
+    const json_t *in_a = json_object_get(a, key), *in_b = json_object_get(b, key);
+    if (!in_b)
+        return true;
+    json_t *merged = NULL;
+    if (strcmp(key, "list") == 0 || strcmp(key, "map") == 0) {
+        if (!sl_pq_shape_merge(in_a, in_b, &merged))
+            return false;
+        if (merged && !(*out = json_pack("{s:o}", key, merged)))
+            return false;
+        return true;
+    }
+    size_t n = json_array_size(in_a);
+    if (strcmp(key, "struct") != 0 || n == 0 || json_array_size(in_b) != n)
+        return true;
+    json_t *fields = json_array();
+    for (size_t i = 0; fields && i < n; i++) {
+        const json_t *fa = json_array_get(in_a, i), *fb = json_array_get(in_b, i);
+        const json_t *name = json_array_get(fa, 0);
+        if (!json_is_string(name) || !json_equal(name, json_array_get(fb, 0))) {
+            json_decref(fields);
+            return true; /* the fields named apart or in another order */
+        }
+        if (!sl_pq_shape_merge(json_array_get(fa, 1), json_array_get(fb, 1), &merged) ||
+            (merged && json_array_append_new(fields, json_pack("[O,o]", name, merged)) != 0)) {
+            json_decref(fields);
+            return false;
+        }
+        if (!merged) {
+            json_decref(fields);
+            return true;
+        }
+    }
+    return fields && (*out = json_pack("{s:o}", "struct", fields)) != NULL;
 }
 
 json_t *sl_pq_shape_json(const sl_pq_node *n)

@@ -921,7 +921,7 @@ static sl_status emit(sl_pq_writer *w, wcol *c, int rep, int def, const sl_pq_va
         /* Its text (sl_pq_value_from_json's) as the column's bytes; a
          * number that is none of the column's values is null (a decimal
          * is a shape's leaf, always optional). */
-        if (sl_pq_decimal_encode(v->ptr, v->len, c->precision, c->scale, unscaled)) {
+        if (sl_decimal_from_text(v->ptr, v->len, c->precision, c->scale, unscaled, (size_t)c->width)) {
             dec = (sl_pq_value){.ptr = unscaled, .len = (size_t)c->width};
             v = &dec;
         } else {
@@ -1012,6 +1012,8 @@ bool sl_pq_value_from_json(sl_pq_type type, const json_t *v, sl_pq_value *out, c
         const char *digits = sl_json_decimal_text(v, &n);
         if (digits) {
             *out = (sl_pq_value){.ptr = digits, .len = n};
+        } else if (json_is_string(v)) { /* a manifest's "12.50": the digits it holds */
+            *out = (sl_pq_value){.ptr = json_string_value(v), .len = json_string_length(v)};
         } else if (json_is_integer(v) || (json_is_real(v) && isfinite(json_real_value(v)))) {
             char text[32];
             n = json_is_integer(v) ? (size_t)snprintf(text, sizeof text, "%" PRId64, (int64_t)json_integer_value(v))

@@ -98,8 +98,9 @@ typedef struct sl_pq_value {
  * column takes any value, a non-string as its compact JSON text, and a
  * string column's invalid UTF-8 is repaired; a decimal column takes a
  * number as its text (a decimal's exact text, sl_json_decimal; a real's
- * shortest), the writer then checking it against the column's precision
- * and scale. *owned: what out points into (free with sl_free), or NULL.
+ * shortest) and a string as it is ("12.50"), the writer then checking it
+ * against the column's precision and scale (a string that is no number
+ * is null there). *owned: what out points into (free with sl_free), or NULL.
  * false: out of memory (*out null). */
 bool sl_pq_value_from_json(sl_pq_type type, const struct json_t *v, sl_pq_value *out, char **owned);
 

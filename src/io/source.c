@@ -31,6 +31,7 @@
 #include "io/dir_source.h"
 #include "io/fetch.h"
 #include "io/hf.h"
+#include "io/parquet_shape.h"
 #include "io/ranged.h"
 #include "io/s3.h"
 #include "io/s3_walk.h"
@@ -2431,7 +2432,9 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
 }
 
 /* The column shapes the reader's file declares, merged into src's: a
- * column two files give different shapes is left to the values (null). */
+ * column two files give different shapes is left to the values (null),
+ * unless one shape holds both (io/parquet_shape.h: decimals of other
+ * precisions or scales). */
 static sl_status add_types(sl_source *src, const char *file)
 {
     json_t *mine = json_object();
@@ -2443,9 +2446,11 @@ static sl_status add_types(sl_source *src, const char *file)
     const char *name;
     json_t *shape;
     json_object_foreach(mine, name, shape) {
-        json_t *had = json_object_get(src->types, name);
-        if (st == SL_OK && (!had || (!json_is_null(had) && !json_equal(had, shape))) &&
-            json_object_set(src->types, name, had ? json_null() : shape) != 0)
+        json_t *had = json_object_get(src->types, name), *both = NULL;
+        if (st != SL_OK || (had && (json_is_null(had) || json_equal(had, shape))))
+            continue;
+        if ((had && !sl_pq_shape_merge(had, shape, &both)) ||
+            json_object_set_new(src->types, name, had ? (both ? both : json_null()) : json_incref(shape)) != 0)
             st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", file);
     }
     json_decref(mine);

@@ -154,7 +154,8 @@ sl_status sl_source_next(sl_source *src, sl_source_item *item, bool *done);
 /* What the input files opened so far declare of their pass-through columns
  * (Parquet and Arrow files: their schemas): an object of column name (as in
  * item->extra) -> shape (io/parquet_shape.h's JSON: "int64", {"list":
- * "string"}, ...), or null where two files differ (the values say); a
+ * "string"}, ...), or null where two files differ (the values say) and
+ * no shape holds both (sl_pq_shape_merge: decimals of other scales); a
  * column of a type that passes as null has none. NULL when none was opened
  * or the kind declares nothing. Owned by src, until it is freed. */
 const json_t *sl_source_column_types(const sl_source *src);

@@ -791,3 +791,25 @@ def test_a_decimal_in_a_text_column_is_its_digits(sluice, tmp_path):
     got = pq.read_table(tmp_path / "out" / "part-00000.parquet")
     assert str(got.schema.field("v").type) == "string", got.schema
     assert sorted(got.column("v").to_pylist()) == ["1.10", "x"]
+
+
+def test_decimals_two_files_type_apart_are_the_decimal_that_holds_both(sluice, tmp_path):
+    """A column two Arrow files type decimal32(5,2) and decimal64(10,4) was
+    typed from its values, a double, in the Parquet output. It is now
+    decimal128(10,4), 123.45 and 123456.7891 both exact; a decimal in one
+    file and an int64 in the other is still a double."""
+    from decimal import Decimal
+    pq = pytest.importorskip("pyarrow.parquet")
+    for k, (dec, n) in enumerate([(pa.array([Decimal("123.45")], pa.decimal32(5, 2)), 1),
+                                  (pa.array([Decimal("123456.7891")], pa.decimal64(10, 4)), 7)]):
+        write_stream(tmp_path / f"{k}.arrow", pa.table({
+            "image": pa.array([{"bytes": JPEGS[k].read_bytes(), "path": JPEGS[k].name}], IMG), "v": dec,
+            "n": pa.array([Decimal("1.5")], pa.decimal128(3, 1)) if k == 0 else pa.array([n], pa.int64())}), 1)
+    out = tmp_path / "out"
+    r = dry_run(sluice, [tmp_path / "0.arrow", tmp_path / "1.arrow"], out, "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    got = pq.read_table(out / "part-00000.parquet")
+    assert (got.schema.field("v").type, got.schema.field("n").type) == (pa.decimal128(10, 4), pa.float64())
+    rows = by_id(got.to_pylist())
+    assert (rows["0.arrow:0"]["v"], rows["1.arrow:0"]["v"]) == (Decimal("123.4500"), Decimal("123456.7891"))
+    assert (rows["0.arrow:0"]["n"], rows["1.arrow:0"]["n"]) == (1.5, 7.0)

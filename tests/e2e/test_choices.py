@@ -326,7 +326,8 @@ def test_the_rate_example_writes_the_expected_rating(sluice, four, tmp_path):
     r = sluice.run("run", example, four, "-o", tmp_path / "bad", "--model", TINY / "model.gguf",
                    "--mmproj", TINY / "mmproj.gguf", "--stage", stage)
     assert r.returncode == 2, r.stderr
-    assert "column 'rating:float': the type after ':' is string, int64, double, bool or a shape" \
+    assert "column 'rating:float': the type after ':' is string, int64, double, bool, decimal(P,S) or " \
+        "a shape" \
         in r.stderr, r.stderr
 
 

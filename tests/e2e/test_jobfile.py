@@ -11,6 +11,7 @@ import pytest
 
 from conftest import REPO, SAMPLES, TINY, read_rows, sample_images
 
+pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 COMPARED = ("id", "caption", "finish_reason", "prompt_tokens", "generated_tokens", "width",
@@ -438,3 +439,32 @@ def test_the_example_job_runs_on_the_tiny_model(sluice, tmp_path, monkeypatch):
     assert all(e is None for e in table.column("error").to_pylist())
     assert "vllm:generation_tokens_total" in (out / "metrics.prom").read_text()
     assert (out / "summary.json").exists() and (out / "report.html").exists()
+
+
+@pytest.mark.parametrize("columns", ['["price:decimal(10,2)", "image"]', "'price:decimal(10, 2),image'"])
+def test_a_job_file_declares_a_decimal_column(sluice, tmp_path, columns):
+    """output.columns "price:decimal(10,2)", as a list's item or in the
+    flags' comma form (which split it into 'price:decimal(10' and '2)'),
+    writes price as decimal128(10,2), each manifest number exactly; a
+    decimal no Parquet DECIMAL is exits 2 in config check, naming the
+    key and the range."""
+    from decimal import Decimal
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"image": str(sample_images()[0]), "price": 19.9}) + "\n" +
+                        json.dumps({"image": str(sample_images()[0]), "price": "7"}) + "\n")
+    out = tmp_path / "out"
+    job = tmp_path / "job.yaml"
+    job.write_text(f"input:\n  paths: [{json.dumps(str(manifest))}]\npipeline:\n  dry_run: true\n"
+                   f"output:\n  dir: {json.dumps(str(out))}\n  format: parquet\n  columns: {columns}\n"
+                   "metrics:\n  addr: \"off\"\n")
+    r = sluice.run("run", job, "-q")
+    assert r.returncode == 0, r.stderr
+    got = pq.read_table(out / "part-00000.parquet")
+    assert got.column_names[-2:] == ["price", "image"], got.schema
+    assert got.schema.field("price").type == pa.decimal128(10, 2), got.schema
+    assert sorted(got.column("price").to_pylist()) == [Decimal("7.00"), Decimal("19.90")]
+    job.write_text(job.read_text().replace("decimal(10", "decimal(40"))
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2, r.stderr
+    assert "output.columns: column 'price:decimal(40" in r.stderr, r.stderr
+    assert "decimal(P,S) takes a precision P of 1..38 digits" in r.stderr, r.stderr

@@ -1041,6 +1041,72 @@ def test_a_declared_shape_may_hold_decimals(sluice, tmp_path):
                               "why": "[0]: a real number where it holds decimal(5, 2)"}}, unfit
 
 
+def test_a_declared_decimal_column_is_a_parquet_decimal(sluice, tmp_path):
+    """--columns price:decimal(10,2) was split at its comma into two column
+    names ('price:decimal(10' and '2)'), the price column left out in
+    silence. It is now a decimal128(10,2) column whatever the input: a
+    manifest's 12.5, "12.50" and 3 are 12.50, 12.50 and 3.00 exactly in
+    pyarrow and DuckDB; a number with a digit past the scale, or more
+    integer digits than 8, or a string of no number is null, counted in
+    unfit_values. A Parquet input's decimal and double columns declared
+    decimal(P, S) (spaces in it) are rescaled exactly too."""
+    from decimal import Decimal
+    img = sorted((REPO / "samples").glob("*.jpg"))[0]
+    manifest = tmp_path / "m.jsonl"
+    prices = [12.5, "12.50", 3, -99999999.99, 0.001, 123456789, "twelve", None]
+    manifest.write_text("".join(json.dumps({"image": str(img), "price": v}) + "\n" for v in prices))
+    out = tmp_path / "out"
+    r = sluice.run("caption", manifest, "-o", out, "--dry-run", "--metrics-addr", "off", "-q", "--format", "parquet",
+                   "--columns", "price:decimal(10,2),image")
+    assert r.returncode == 0, r.stderr
+    part = out / "part-00000.parquet"
+    got = pq.read_table(part)
+    assert got.schema.field("price").type == pa.decimal128(10, 2), got.schema
+    assert got.schema.field("image").type == pa.string(), got.schema
+    want = {f"m.jsonl:{k + 1}": v for k, v in
+            enumerate([Decimal("12.50"), Decimal("12.50"), Decimal("3.00"), Decimal("-99999999.99"),
+                       None, None, None, None])}
+    rows = {row["id"]: row["price"] for row in got.to_pylist()}
+    assert rows == want, rows
+    assert [str(rows[f"m.jsonl:{k}"]) for k in (1, 2, 3)] == ["12.50", "12.50", "3.00"]
+    duck = dict(duckdb.sql(f"SELECT id, price FROM '{part}'").fetchall())
+    assert duck == want, duck
+    assert duckdb.sql(f"SELECT DISTINCT typeof(price) FROM '{part}'").fetchall() == [("DECIMAL(10,2)",)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"name": "price", "type": "decimal(10,2)"} in summary["columns"], summary["columns"]
+    unfit = summary["unfit_values"]["price"]  # the first of the three to be written, whichever
+    assert unfit["rows"] == 3, unfit
+    assert (unfit["first_id"], unfit["why"]) in [("m.jsonl:5", "a real number where it holds decimal(10, 2)"),
+                                                 ("m.jsonl:6", "an integer where it holds decimal(10, 2)"),
+                                                 ("m.jsonl:7", "a string where it holds decimal(10, 2)")], unfit
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"path": [str(img)] * 2,
+                             "d": pa.array([Decimal("1.10"), Decimal("-999.99")], pa.decimal128(5, 2)),
+                             "f": pa.array([0.25, 1e300], pa.float64())}), path)
+    out = tmp_path / "from_parquet"
+    r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off", "-q", "--format", "parquet",
+                   "--columns", "d:decimal(10, 4),f:decimal(6,2)")
+    assert r.returncode == 0, r.stderr
+    got = pq.read_table(out / "part-00000.parquet").sort_by("id")
+    assert (got.schema.field("d").type, got.schema.field("f").type) == (pa.decimal128(10, 4), pa.decimal128(6, 2))
+    assert got.column("d").to_pylist() == [Decimal("1.1000"), Decimal("-999.9900")]
+    assert got.column("f").to_pylist() == [Decimal("0.25"), None]
+
+
+@pytest.mark.parametrize("spec", ["price:decimal(39,2)", "price:decimal(5,6)", "price:decimal(0,0)",
+                                  "price:decimal(5,-1)", "price:decimal(5)"])
+def test_a_decimal_past_its_range_is_refused(sluice, tmp_path, spec):
+    """A declared decimal no Parquet DECIMAL is (a precision past 1..38, a
+    scale past 0..P) stops the run with exit 2 saying the range."""
+    r = sluice.run("caption", REPO / "samples", "-o", tmp_path / "out", "--dry-run", "--metrics-addr", "off", "-q",
+                   "--format", "parquet", "--columns", f"a,{spec}")
+    assert r.returncode == 2, r.stderr
+    assert f"--columns: column '{spec}': decimal(P,S) takes a precision P of 1..38 digits and a scale S " \
+           "of 0..P" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 HALVES = [0.1, 65504.0, 6.1e-5, -0.0, 2.0 ** -24, 1 / 3]
 # numpy's repr of each half (np.float16(65504) is 6.55e+04): the shortest
 # text that reads back as the half
@@ -1326,6 +1392,45 @@ def test_caption_on_a_parquet_file_that_lies(sluice, tmp_path):
         (row,) = [r for r in failed if str(path) in r["error"]]
         assert why in row["error"] and "row group 0" in row["error"], row["error"]
     assert maxrss_kb / 1024 < RSS_BOUND_MB, f"peak RSS {maxrss_kb / 1024:.0f} MB"
+
+
+def test_decimals_two_files_type_apart_are_the_decimal_that_holds_both(sluice, tmp_path):
+    """A column two Parquet files type decimal(5,2) and decimal(10,4) was
+    typed from its values, a double. It is now decimal128(10,4), 123.45 and
+    123456.7891 both exact in pyarrow and DuckDB, a list of decimals alike
+    (list<decimal(4,1)> and list<decimal(6,3)>: list<decimal(6,3)>); where
+    the decimal holding both would pass 38 digits (decimal(38,0) and
+    decimal(10,5)) it is still a double."""
+    from decimal import Decimal
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    pq.write_table(pa.table({"path": [str(imgs[0])], "v": pa.array([Decimal("123.45")], pa.decimal128(5, 2)),
+                             "tags": pa.array([[Decimal("-999.9")]], pa.list_(pa.decimal128(4, 1))),
+                             "wide": pa.array([Decimal("1" * 38)], pa.decimal128(38, 0))}),
+                   tmp_path / "a.parquet")
+    pq.write_table(pa.table({"path": [str(imgs[1])], "v": pa.array([Decimal("123456.7891")], pa.decimal128(10, 4)),
+                             "tags": pa.array([[Decimal("0.001"), None]], pa.list_(pa.decimal128(6, 3))),
+                             "wide": pa.array([Decimal("0.5")], pa.decimal128(10, 5))}),
+                   tmp_path / "b.parquet")
+    out = tmp_path / "out"
+    r = sluice.run("caption", tmp_path / "a.parquet", tmp_path / "b.parquet", "-o", out, "--dry-run",
+                   "--metrics-addr", "off", "-q", "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    part = out / "part-00000.parquet"
+    got = pq.read_table(part)
+    assert got.schema.field("v").type == pa.decimal128(10, 4), got.schema
+    assert got.schema.field("tags").type == pa.list_(pa.decimal128(6, 3)), got.schema
+    assert got.schema.field("wide").type == pa.float64(), got.schema
+    rows = {row["id"]: (row["v"], row["tags"]) for row in got.to_pylist()}
+    want = {"a.parquet:0": (Decimal("123.4500"), [Decimal("-999.900")]),
+            "b.parquet:0": (Decimal("123456.7891"), [Decimal("0.001"), None])}
+    assert rows == want, rows
+    assert str(rows["a.parquet:0"][0]) == "123.4500"
+    duck = {i: (v, t) for i, v, t in duckdb.sql(f"SELECT id, v, tags FROM '{part}'").fetchall()}
+    assert duck == want, duck
+    assert sorted(got.column("wide").to_pylist()) == [0.5, float("1" * 38)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"name": "v", "type": "decimal(10,4)"} in summary["columns"], summary["columns"]
+    assert summary["unfit_values"] == {}, summary["unfit_values"]
 
 
 def test_a_decimal_typed_from_the_values_is_a_double(sluice, tmp_path):

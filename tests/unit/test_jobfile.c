@@ -512,31 +512,39 @@ static void lora_items_split_on_the_last_colon_before_a_number(void **state)
     sl_config_free(c);
 }
 
-/* --columns splits on the commas outside a shape's brackets and quotes
- * after an item's ':' (a name may hold ':' and quotes); --choices splits
- * on every comma (a choice may hold a quote). A shape that is none is
- * refused naming the flag and the item. */
+/* --columns splits on the commas outside a type's brackets, parentheses
+ * and quotes after an item's ':' (a name may hold ':' and quotes); --choices
+ * splits on every comma (a choice may hold a quote). A shape or a decimal
+ * that is none is refused naming the flag and the item. */
 static void column_items_keep_their_shapes_whole(void **state)
 {
     (void)state;
     sl_config *c;
     assert_int_equal(sl_config_new(&c), SL_OK);
     assert_int_equal(sl_config_set_flag(c, "columns",
-                                        "exif:Model, m:{\"struct\": [[\"a,b\", \"int64\"], [\"c\", \"bool\"]]},a\"b,n"),
+                                        "exif:Model, m:{\"struct\": [[\"a,b\", \"int64\"], [\"c\", \"bool\"]]},a\"b,n,"
+                                        "price:decimal(10,2), q:decimal(5, 2)"),
                      SL_OK);
     assert_int_equal(sl_config_set_flag(c, "choices", "12\",24\",27\""), SL_OK);
     const sl_caption_params *p = sl_config_params(c);
-    assert_int_equal(p->n_columns, 4);
+    assert_int_equal(p->n_columns, 6);
     assert_string_equal(p->columns[0], "exif:Model");
     assert_string_equal(p->columns[1], "m:{\"struct\": [[\"a,b\", \"int64\"], [\"c\", \"bool\"]]}");
     assert_string_equal(p->columns[2], "a\"b");
     assert_string_equal(p->columns[3], "n");
+    assert_string_equal(p->columns[4], "price:decimal(10,2)"); /* was "price:decimal(10" and "2)" */
+    assert_string_equal(p->columns[5], "q:decimal(5, 2)");
     assert_int_equal(p->n_choices, 3);
     assert_string_equal(p->choices[2], "27\"");
     sl_config_free(c);
     assert_int_equal(sl_config_new(&c), SL_OK);
     assert_int_equal(sl_config_set_flag(c, "columns", "n:{\"list\": \"int32\"}"), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "--columns: column 'n:{\"list\": \"int32\"}'"));
+    sl_config_free(c);
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    assert_int_equal(sl_config_set_flag(c, "columns", "a,price:decimal(39,2)"), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "--columns: column 'price:decimal(39,2)': decimal(P,S) takes a "
+                                            "precision P of 1..38 digits and a scale S of 0..P"));
     sl_config_free(c);
 }
 

@@ -248,6 +248,48 @@ static void a_half_is_its_shortest_text(void **state)
     assert_true(json_is_null(sl_json_real_half(sl_half_float(0x7e00))));
 }
 
+/* sl_decimal_from_text is sl_decimal_text's inverse: a number's text (of
+ * the scale or fewer digits after the point, an exponent) as the unscaled
+ * bytes that read back as the decimal's exact text, up to 76 digits in 32
+ * bytes (io/parquet's encoding: the cases there check the bytes); a value
+ * past the precision, or a precision past 76, is none. */
+static void a_decimal_text_reads_back_as_its_bytes(void **state)
+{
+    (void)state;
+    char nines[80] = "-";
+    memset(nines + 1, '9', 76);
+    static const struct {
+        const char *text;
+        int precision, scale;
+        size_t n;
+        const char *back;
+    } cases[] = {
+        {"1.10", 5, 2, 3, "1.10"},
+        {"1.1", 5, 2, 3, "1.10"},
+        {"-0.001", 9, 3, 4, "-0.001"},
+        {"2e3", 4, 0, 2, "2000"},
+        {"12345678901234567.1234567890", 38, 10, 16, "12345678901234567.1234567890"},
+        {"-99999999999999999999999999999999999999", 38, 0, 16, "-99999999999999999999999999999999999999"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases + 2; k++) {
+        bool wide = k >= sizeof cases / sizeof *cases; /* 76 nines, negative and not */
+        const char *text = wide ? nines + (k % 2) : cases[k].text;
+        int precision = wide ? 76 : cases[k].precision, scale = wide ? 0 : cases[k].scale;
+        size_t n = wide ? 32 : cases[k].n;
+        uint8_t be[32];
+        char back[SL_DECIMAL_TEXT_MAX];
+        assert_true(sl_decimal_from_text(text, strlen(text), precision, scale, be, n));
+        assert_int_equal(sl_decimal_text(be, n, scale, back), strlen(wide ? text : cases[k].back));
+        assert_string_equal(back, wide ? text : cases[k].back);
+    }
+    uint8_t be[32];
+    assert_false(sl_decimal_from_text("1.105", 5, 5, 2, be, 3));
+    assert_false(sl_decimal_from_text("1000", 4, 5, 2, be, 3));
+    nines[77] = '9'; /* 77 digits */
+    assert_false(sl_decimal_from_text(nines + 1, 77, 76, 0, be, 32));
+    assert_false(sl_decimal_from_text("1", 1, 77, 0, be, 32));
+}
+
 /* A decimal is written as its exact text, the scale kept: the unscaled
  * value in big-endian two's complement over 10^scale. */
 static void a_decimal_is_its_exact_text(void **state)
@@ -317,6 +359,7 @@ int main(void)
         cmocka_unit_test(a_float_is_its_shortest_text),
         cmocka_unit_test(a_half_is_its_shortest_text),
         cmocka_unit_test(a_decimal_is_its_exact_text),
+        cmocka_unit_test(a_decimal_text_reads_back_as_its_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

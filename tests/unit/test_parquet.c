@@ -16,6 +16,7 @@
 #include <lz4.h>
 
 #include "core/alloc.h"
+#include "core/decimal.h"
 #include "core/json.h"
 #include "io/columns.h"
 #include "io/parquet_delta.h"
@@ -1536,7 +1537,8 @@ static void decimals_encode_as_big_endian_twos_complement(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         uint8_t out[16];
-        bool ok = sl_pq_decimal_encode(cases[i].text, strlen(cases[i].text), cases[i].precision, cases[i].scale, out);
+        bool ok = sl_decimal_from_text(cases[i].text, strlen(cases[i].text), cases[i].precision, cases[i].scale, out,
+                                       (size_t)sl_pq_decimal_width(cases[i].precision));
         if (!cases[i].hex) {
             if (ok)
                 fail_msg("'%s' taken as a decimal(%d,%d)", cases[i].text, cases[i].precision, cases[i].scale);
@@ -1554,8 +1556,9 @@ static void decimals_encode_as_big_endian_twos_complement(void **state)
 }
 
 /* A column an input's schema types decimal(5,2) is one leaf of that
- * type (the writer's way to a DECIMAL), its schema's JSON "decimal(5,2)";
- * a number past its digits or scale does not fit, named. */
+ * type (the writer's way to a DECIMAL), its schema's JSON "decimal(5,2)"
+ * (read with spaces or without); a number past its digits or scale, or a
+ * string of no number, does not fit, named; a string of a number does. */
 static void a_decimal_input_column_is_a_decimal_leaf(void **state)
 {
     (void)state;
@@ -1583,12 +1586,27 @@ static void a_decimal_input_column_is_a_decimal_leaf(void **state)
     assert_false(sl_columns_fits(c, 0, bad, why, sizeof why));
     assert_string_equal(why, "a real number where it holds decimal(5, 2)");
     json_decref(bad);
-    bad = json_string("1.10");
+    json_t *digits = json_string("1.10"); /* a manifest's number in a string */
+    assert_true(sl_columns_fits(c, 0, digits, why, sizeof why));
+    json_decref(digits);
+    bad = json_string("1.1x");
     assert_false(sl_columns_fits(c, 0, bad, why, sizeof why));
+    assert_string_equal(why, "a string where it holds decimal(5, 2)");
     json_decref(bad);
     sl_columns_free(c);
     sl_pq_shape_free(node);
     json_decref(back);
+    /* Spaces around the numbers, as --columns takes them: the same leaf. */
+    json_t *spaced = json_string("decimal( 5, 2 )");
+    node = sl_pq_shape_parse(spaced, why, sizeof why);
+    assert_non_null(node);
+    assert_int_equal(node->precision, 5);
+    assert_int_equal(node->scale, 2);
+    back = sl_pq_shape_json(node);
+    assert_json_equal(back, j, "the shape of a decimal(5, 2) column");
+    sl_pq_shape_free(node);
+    json_decref(back);
+    json_decref(spaced);
     json_decref(j);
     const char *not_shapes[] = {"decimal(39,0)", "decimal(5,6)", "decimal(5,-1)", "decimal(5,2", "decimal(5,2)x",
                                 "decimal(5)", "decimal(1234,2)", "decimal(,2)"};
@@ -1609,10 +1627,58 @@ static void a_decimal_input_column_is_a_decimal_leaf(void **state)
     }
 }
 
+/* Two files' shapes of a column merged: the same shape, or one whose
+ * decimals hold both files' values (the larger scale, the more integer
+ * digits), nested too; none past 38 digits or where they differ
+ * otherwise (a decimal and an int64, a list and a map, fields in another
+ * order). */
+static void two_shapes_merge_to_the_decimal_that_holds_both(void **state)
+{
+    (void)state;
+    const char *cases[][3] = {
+        {"\"int64\"", "\"int64\"", "\"int64\""},
+        {"\"decimal(5,2)\"", "\"decimal(10,4)\"", "\"decimal(10,4)\""},
+        {"\"decimal(7,0)\"", "\"decimal(3, 3)\"", "\"decimal(10,3)\""},
+        {"\"decimal(38,2)\"", "\"decimal(38,2)\"", "\"decimal(38,2)\""},
+        {"\"decimal(38,0)\"", "\"decimal(10,5)\"", NULL},
+        {"\"decimal(5,2)\"", "\"int64\"", NULL},
+        {"\"string\"", "\"decimal(5,2)\"", NULL},
+        {"{\"list\": \"decimal(4,1)\"}", "{\"list\": \"decimal(6,3)\"}", "{\"list\": \"decimal(6,3)\"}"},
+        {"{\"map\": \"decimal(4,1)\"}", "{\"list\": \"decimal(4,1)\"}", NULL},
+        {"{\"struct\": [[\"a\", \"decimal(5,2)\"], [\"b\", \"int64\"]]}",
+         "{\"struct\": [[\"a\", \"decimal(5,3)\"], [\"b\", \"int64\"]]}",
+         "{\"struct\": [[\"a\", \"decimal(6,3)\"], [\"b\", \"int64\"]]}"},
+        {"{\"struct\": [[\"a\", \"decimal(5,2)\"], [\"b\", \"int64\"]]}",
+         "{\"struct\": [[\"b\", \"int64\"], [\"a\", \"decimal(5,3)\"]]}", NULL},
+        {"{\"struct\": [[\"a\", \"decimal(5,2)\"], [\"b\", \"int64\"]]}",
+         "{\"struct\": [[\"a\", \"decimal(5,3)\"], [\"b\", \"bool\"]]}", NULL},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        json_t *a = json_loads(cases[k][0], JSON_DECODE_ANY, NULL), *b = json_loads(cases[k][1], JSON_DECODE_ANY, NULL);
+        json_t *want = cases[k][2] ? json_loads(cases[k][2], JSON_DECODE_ANY, NULL) : NULL, *got = NULL, *back = NULL;
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_true(sl_pq_shape_merge(a, b, &got));
+        assert_true(sl_pq_shape_merge(b, a, &back)); /* either file first */
+        if (!want && (got || back))
+            fail_msg("%s and %s merged", cases[k][0], cases[k][1]);
+        if (want) {
+            assert_json_equal(got, want, cases[k][0]);
+            assert_json_equal(back, want, cases[k][1]);
+        }
+        json_decref(a);
+        json_decref(b);
+        json_decref(want);
+        json_decref(got);
+        json_decref(back);
+    }
+}
+
 /* A decimal leaf (a flat column, and a list's elements) is written as a
  * FIXED_LEN_BYTE_ARRAY DECIMAL the reader reads back as the same exact
  * text, of the same precision and scale: a decimal's text, an integer, a
- * real; what is none of its values (too many digits, a string) is null. */
+ * real, a string of a number ("1.00"); what is none of its values (too many
+ * digits, a string of no number) is null. */
 static void decimal_leaves_read_as_written(void **state)
 {
     (void)state;
@@ -1629,7 +1695,7 @@ static void decimal_leaves_read_as_written(void **state)
         json_pack("[o,o,[o,o]]", sl_json_decimal("1.10", 4), sl_json_decimal("12345678901234567.1234567890", 28),
                   sl_json_decimal("-19.99", 6), json_null()),
         json_pack("[i,f,[s,i]]", -7, 0.5, "1.00", 1000),
-        json_pack("[n,o,n]", sl_json_decimal("-0.0000000001", 13)),
+        json_pack("[s,o,[s]]", "1.1x", sl_json_decimal("-0.0000000001", 13), "1e1"),
     };
     for (size_t r = 0; r < 3; r++) {
         sl_pq_value row[3];
@@ -1647,8 +1713,8 @@ static void decimal_leaves_read_as_written(void **state)
     assert_int_equal(sl_pq_reader_next(r, &b), SL_OK);
     assert_int_equal(b->num_rows, 3);
     assert_int_equal(b->num_columns, 3);
-    const char *want[3][4] = {{"1.10", "-7.00", NULL}, {"12345678901234567.1234567890", "0.5000000000",
-                              "-0.0000000001"}, {"-19.99", NULL, NULL, NULL}}; /* the list's elements */
+    const char *want[3][5] = {{"1.10", "-7.00", NULL}, {"12345678901234567.1234567890", "0.5000000000",
+                              "-0.0000000001"}, {"-19.99", NULL, "1.00", NULL, "10.00"}}; /* the list's elements */
     const int precision[] = {5, 38, 5}, scale[] = {2, 10, 2};
     for (size_t c = 0; c < 3; c++) {
         const sl_pq_vector *v = &b->columns[c];
@@ -1656,7 +1722,7 @@ static void decimal_leaves_read_as_written(void **state)
         assert_int_equal(v->info->precision, precision[c]);
         assert_int_equal(v->info->scale, scale[c]);
         size_t n = c == 2 ? (size_t)v->list_offsets[3] : 3;
-        assert_int_equal(n, c == 2 ? 4 : 3); /* [-19.99, null], [null, null], null */
+        assert_int_equal(n, c == 2 ? 5 : 3); /* [-19.99, null], [1.00, null], [10.00] */
         for (size_t k = 0; k < n; k++) {
             if (!want[c][k]) {
                 assert_int_equal(v->valid[k], 0);
@@ -1894,6 +1960,7 @@ int main(void)
         cmocka_unit_test(decimals_encode_as_big_endian_twos_complement),
         cmocka_unit_test(decimal_leaves_read_as_written),
         cmocka_unit_test(a_decimal_input_column_is_a_decimal_leaf),
+        cmocka_unit_test(two_shapes_merge_to_the_decimal_that_holds_both),
         cmocka_unit_test(repeated_large_values_stay_within_the_memory_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -272,6 +272,52 @@ static void fits_names_what_a_column_cannot_hold(void **state)
     assert_non_null(strstr(sl_last_error(), "'n:{\"list\": \"int32\"}'"));
 }
 
+/* NAME:decimal(P,S) declares a decimal column (a flat one, spaces in it
+ * or not; a shape's leaf may hold spaces too) that takes any number or
+ * numeric string that is one of its values exactly, whatever the samples
+ * say; a precision past 1..38 or a scale past 0..P is refused naming the
+ * range. It was no type: "price:decimal(10" read as a name. */
+static void a_declared_decimal_takes_exact_values(void **state)
+{
+    (void)state;
+    const char *declared[] = {"price:decimal(10,2)", "q: decimal( 5 , 2 )", "t:{\"list\": \"decimal(5, 2)\"}"};
+    sl_columns *c;
+    assert_int_equal(sl_columns_new(NULL, 0, declared, 3, &c), SL_OK);
+    sample(c, "{\"price\": \"a\", \"q\": 1, \"t\": [true]}");
+    assert_string_equal(sl_columns_input_name(c, 0), "price");
+    assert_string_equal(sl_columns_input_name(c, 1), "q");
+    const sl_pq_node *price = sl_columns_shape(c, 0), *q = sl_columns_shape(c, 1), *t = sl_columns_shape(c, 2);
+    assert_non_null(price);
+    assert_int_equal(price->kind, SL_PQ_NODE_LEAF);
+    assert_int_equal(price->type, SL_PQ_DECIMAL);
+    assert_int_equal(price->precision, 10);
+    assert_int_equal(price->scale, 2);
+    assert_int_equal(q->precision, 5);
+    assert_int_equal(q->scale, 2);
+    assert_int_equal(t->element->type, SL_PQ_DECIMAL);
+    assert_int_equal(t->element->precision, 5);
+    char why[256];
+    assert_true(fits(c, 0, "12.5", why, sizeof why));
+    assert_true(fits(c, 0, "\"12.50\"", why, sizeof why));
+    assert_true(fits(c, 0, "-3", why, sizeof why));
+    assert_true(fits(c, 0, "99999999.99", why, sizeof why));
+    assert_false(fits(c, 0, "0.001", why, sizeof why));
+    assert_string_equal(why, "a real number where it holds decimal(10, 2)");
+    assert_false(fits(c, 0, "123456789", why, sizeof why)); /* 11 digits at scale 2 */
+    assert_false(fits(c, 0, "\"12.5x\"", why, sizeof why));
+    assert_string_equal(why, "a string where it holds decimal(10, 2)");
+    assert_true(fits(c, 2, "[\"1.1\", 2]", why, sizeof why));
+    sl_columns_free(c);
+
+    const char *bad[] = {"x:decimal(39,2)", "x:decimal(5,6)", "x:decimal(0,0)", "x:decimal(5,-1)", "x:decimal(5)",
+                         "x:decimal(5,2"};
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        assert_int_equal(sl_columns_new(NULL, 0, &bad[k], 1, &c), SL_ERR_INVALID_ARG);
+        assert_non_null(strstr(sl_last_error(), bad[k]));
+        assert_non_null(strstr(sl_last_error(), "precision P of 1..38 digits and a scale S of 0..P"));
+    }
+}
+
 /* A declared column named by a dotted path takes a struct's field: typed
  * from it, its value the field's; a column of that very name comes first;
  * a path through a non-object is absent. Undeclared columns never look
@@ -379,6 +425,7 @@ int main(void)
         cmocka_unit_test(failed_durable_step_publishes_nothing),
         cmocka_unit_test(formats_refused),
         cmocka_unit_test(fits_names_what_a_column_cannot_hold),
+        cmocka_unit_test(a_declared_decimal_takes_exact_values),
         cmocka_unit_test(a_schema_type_beats_the_samples),
         cmocka_unit_test(a_declared_path_takes_a_struct_field),
     };

@@ -421,7 +421,8 @@ static void nested_columns_take_shapes(void **state)
 }
 
 /* A stage's columns: "NAME" a string column (unless samples widen it),
- * "NAME:TYPE" that type whatever samples said; other types refused. */
+ * "NAME:TYPE" that type (a decimal too) whatever samples said; other types
+ * refused. */
 static void stage_columns_take_their_declared_types(void **state)
 {
     const char *ours[] = {"id"};
@@ -458,8 +459,8 @@ static void stage_columns_take_their_declared_types(void **state)
     json_decref(r);
 
     assert_int_equal(sl_columns_add(c, "x:float"), SL_ERR_INVALID_ARG);
-    assert_string_equal(sl_last_error(), "column 'x:float': the type after ':' is string, int64, double, bool or "
-                                         "a shape ({\"list\": ...}, {\"map\": ...} or {\"struct\": [[NAME, ...], ...]})");
+    assert_string_equal(sl_last_error(), "column 'x:float': the type after ':' is string, int64, double, bool, "
+                                         "decimal(P,S) or a shape ({\"list\": ...}, {\"map\": ...} or {\"struct\": [[NAME, ...], ...]})");
     /* A shape: a nested column, its type checked as the writer would. */
     assert_int_equal(sl_columns_add(c, "objs:{\"list\": {\"struct\": [[\"label\", \"string\"], [\"s\", \"double\"]]}}"),
                      SL_OK);
@@ -474,7 +475,21 @@ static void stage_columns_take_their_declared_types(void **state)
                      SL_ERR_INVALID_ARG);
     assert_int_equal(sl_columns_add(c, ":double"), SL_ERR_INVALID_ARG);
     assert_non_null(strstr(sl_last_error(), "no name"));
-    assert_int_equal(sl_columns_count(c), 7);
+    /* A decimal: a DECIMAL leaf, a Lua number's value exactly or null. */
+    assert_int_equal(sl_columns_add(c, "price:decimal(6,2)"), SL_OK);
+    const sl_pq_node *price = sl_columns_shape(c, 7);
+    assert_non_null(price);
+    assert_int_equal(price->type, SL_PQ_DECIMAL);
+    assert_int_equal(price->precision, 6);
+    assert_int_equal(price->scale, 2);
+    json_t *lua = json_real(19.9);
+    assert_true(sl_columns_fits(c, 7, lua, NULL, 0));
+    json_decref(lua);
+    lua = json_real(0.125);
+    assert_false(sl_columns_fits(c, 7, lua, NULL, 0));
+    json_decref(lua);
+    assert_int_equal(sl_columns_add(c, "p:decimal(7,8)"), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_columns_count(c), 8);
     sl_columns_free(c);
 }
 
