@@ -4,7 +4,8 @@ from pyarrow (several types, codecs none/snappy/gzip/zstd, dictionary and
 plain, data pages v1 and v2, nulls, the Hugging Face image struct, list
 columns; the DELTA_* and BYTE_STREAM_SPLIT encodings with lz4 and brotli;
 decimals, INT96, FLOAT16, UUID and fixed-size binary), a few forged files (footers that lie about sizes,
-an LZO chunk, BYTE_ARRAY decimals plain and dictionary-encoded), and for
+an LZO chunk, BYTE_ARRAY decimals plain and dictionary-encoded, pages
+whose headers name an encoding no decoder reads), and for
 `thrift` the footers (FileMetaData) and first page headers cut out of them.
 
     .venv/bin/python fuzz/gen_parquet_corpus.py build/tests/tools/parquet_tool
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
-from test_parquet import byte_array_decimal_parquet, lying_parquet  # noqa: E402  (the e2e test's forged files)
+from test_parquet import byte_array_decimal_parquet, lying_parquet, page_headers  # noqa: E402  (the e2e test's)
 
 
 def sluice_files(tool):
@@ -146,12 +147,37 @@ def forged_files():
                byte_array_decimal_parquet(["a.png", "b.png", "c.png", "d.png"], values, 2, dictionary))
 
 
+def undecodable_files():
+    """pyarrow files (flat, list and struct columns, v1 with dictionaries and
+    v2 plain) whose second page of each column chunk in the first row group
+    (the dictionary page, where there is one) names encoding 63."""
+    n = 16
+    table = pa.table({"i": pa.array([None if k % 5 == 2 else k for k in range(n)], pa.int32()),
+                      "s": [f"s{k % 3}" for k in range(n)],
+                      "tags": pa.array([None if k % 6 == 1 else [f"t{j}" for j in range(k % 3)] for k in range(n)],
+                                       pa.list_(pa.string())),
+                      "st": pa.array([{"a": k, "b": None if k % 4 == 0 else f"b{k}"} for k in range(n)])})
+    for dictionary, version in [(True, "1.0"), (False, "2.0")]:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="none", use_dictionary=dictionary, data_page_version=version,
+                       row_group_size=8, data_page_size=16, write_batch_size=2)
+        data = bytearray(buf.getvalue())
+        md = pq.ParquetFile(io.BytesIO(bytes(data))).metadata
+        for k in range(md.num_columns):
+            pages = page_headers(data, md.row_group(0).column(k))
+            at = pages[0 if md.row_group(0).column(k).has_dictionary_page else min(1, len(pages) - 1)][1]
+            if data[at] < 0x80:  # a one-byte varint: 63 takes its place
+                data[at] = 63 << 1
+        yield f"page-encoding-63-v{version[0]}.parquet", bytes(data)
+
+
 def main():
     tool = sys.argv[1]
     pdir, tdir = HERE / "corpus" / "parquet", HERE / "corpus" / "thrift"
     pdir.mkdir(parents=True, exist_ok=True)
     tdir.mkdir(parents=True, exist_ok=True)
-    files = list(sluice_files(tool)) + list(arrow_files()) + list(v2_files()) + list(typed_files()) + list(list_files()) + list(forged_files())
+    files = (list(sluice_files(tool)) + list(arrow_files()) + list(v2_files()) + list(typed_files()) +
+             list(list_files()) + list(forged_files()) + list(undecodable_files()))
     for name, data in files:
         (pdir / name).write_bytes(data)
         footer_len = struct.unpack("<I", data[-8:-4])[0]

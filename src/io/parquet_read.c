@@ -145,6 +145,14 @@ typedef struct column {
     sl_delta_stream prefixes; /* DELTA_BYTE_ARRAY: how much of the value before each one begins */
     sl_buf prev;            /* DELTA_BYTE_ARRAY: the value before (kept across the chunk's pages) */
     size_t split_count, split_next; /* BYTE_STREAM_SPLIT: the page's values, the next one */
+    /* null_undecodable: the current data page's values cannot be decoded
+     * (they read as null), or the chunk's dictionary page could not be
+     * (its pages cannot); the pending rows such pages reached, n_lost
+     * ascending [lo, hi) pairs in lost; the first such page's cause. */
+    bool lost_page, dict_lost;
+    int64_t *lost;
+    size_t n_lost, lost_cap;
+    char lost_why[512];
     pending rows;
     size_t held;            /* bytes of buffers counted against the memory limit */
 } column;
@@ -191,6 +199,25 @@ static sl_status SL_PRINTF(2, 3) corrupt(const column *c, const char *fmt, ...)
     va_end(ap);
     return sl_fail(SL_ERR_DECODE, "Parquet file '%s', row group %zu, column '%s': %s", c->r->path, c->r->rg,
                    c->lf->info.name, msg);
+}
+
+/* A page whose encoding the reader has no decoder for: with
+ * null_undecodable, its values read as null (lost_page; the chunk's first
+ * such cause kept), else it is corrupt. */
+static sl_status SL_PRINTF(2, 3) undecodable(column *c, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (!c->r->p.null_undecodable)
+        return corrupt(c, "%s", msg);
+    c->lost_page = true;
+    if (!c->lost_why[0])
+        snprintf(c->lost_why, sizeof c->lost_why, "Parquet file '%s', row group %zu, column '%s': %s", c->r->path,
+                 c->r->rg, c->lf->info.name, msg);
+    return SL_OK;
 }
 
 static sl_status nomem(const sl_pq_reader *r)
@@ -901,6 +928,7 @@ static void column_free(column *c)
     sl_buf_free(&c->plain);
     sl_buf_free(&c->prev);
     sl_buf_free(&c->scratch);
+    sl_free(c->lost);
     sl_buf_free(&c->dict.values);
     sl_free(c->dict.offsets);
     sl_free(c->rows.valid);
@@ -1006,7 +1034,7 @@ static size_t column_bytes(const column *c)
         lists += c->rows.lcap[d] ? c->rows.lcap[d] * list_bytes(c) + sizeof(int64_t) : 0;
     return c->raw.cap + c->ahead.cap + c->plain.cap + c->prev.cap + c->scratch.cap + c->dict.values.cap +
            c->dict.offsets_cap * sizeof(int64_t) + c->rows.cap * value_bytes(c) + (c->width ? 0 : sizeof(int64_t)) +
-           c->rows.data.cap + lists;
+           c->rows.data.cap + lists + c->lost_cap * 2 * sizeof(int64_t);
 }
 
 /* Counts what c holds now against the memory limit. */
@@ -1321,10 +1349,13 @@ static sl_status decode_dictionary_page(column *c, const uint8_t *p, size_t len,
 
 /* Points the value decoders at a data page's values. A page of a column
  * without nulls must hold a value for each row: checked here when the
- * encoding makes that a matter of size. */
+ * encoding makes that a matter of size. An encoding there is no decoder
+ * for (for the column's type) is undecodable, not corrupt: the levels
+ * before it can still be read. */
 static sl_status start_values(column *c, int encoding, const uint8_t *p, size_t len, int64_t n)
 {
     c->encoding = encoding;
+    c->lost_page = false;
     bool required = c->lf->max_def == 0;
     switch (encoding) {
     case SL_PQE_PLAIN:
@@ -1340,6 +1371,10 @@ static sl_status start_values(column *c, int encoding, const uint8_t *p, size_t 
         return SL_OK;
     case SL_PQE_PLAIN_DICTIONARY:
     case SL_PQE_RLE_DICTIONARY:
+        if (!c->has_dict && c->dict_lost) { /* its cause is said */
+            c->lost_page = true;
+            return SL_OK;
+        }
         if (!c->has_dict)
             return corrupt(c, "dictionary-encoded page without a dictionary page");
         /* A bit width, then the indices; a page of nulls may have neither. */
@@ -1348,7 +1383,7 @@ static sl_status start_values(column *c, int encoding, const uint8_t *p, size_t 
         return SL_OK;
     case SL_PQE_DELTA_BINARY_PACKED:
         if (c->lf->physical != SL_PQT_INT32 && c->lf->physical != SL_PQT_INT64)
-            return corrupt(c, "DELTA_BINARY_PACKED values in a %s column", sl_pq_type_name(c->lf->info.type));
+            return undecodable(c, "DELTA_BINARY_PACKED values in a %s column", sl_pq_type_name(c->lf->info.type));
         if (!sl_delta_init(&c->delta, p, len))
             return corrupt(c, "corrupt DELTA_BINARY_PACKED header");
         if (required && sl_delta_left(&c->delta) < (uint64_t)n)
@@ -1358,8 +1393,8 @@ static sl_status start_values(column *c, int encoding, const uint8_t *p, size_t 
     case SL_PQE_DELTA_LENGTH_BYTE_ARRAY:
     case SL_PQE_DELTA_BYTE_ARRAY: { /* DELTA_BYTE_ARRAY: FIXED_LEN_BYTE_ARRAY too */
         if (c->phys && (encoding != SL_PQE_DELTA_BYTE_ARRAY || c->lf->physical != SL_PQT_FIXED))
-            return corrupt(c, "%s values in a %s column", sl_pq_encoding_name(encoding),
-                           sl_pq_type_name(c->lf->info.type));
+            return undecodable(c, "%s values in a %s column", sl_pq_encoding_name(encoding),
+                               sl_pq_type_name(c->lf->info.type));
         const uint8_t *at = p, *end = p + len;
         if (encoding == SL_PQE_DELTA_BYTE_ARRAY &&
             (!sl_delta_init(&c->prefixes, p, len) || !sl_delta_end(&c->prefixes, &at)))
@@ -1379,7 +1414,7 @@ static sl_status start_values(column *c, int encoding, const uint8_t *p, size_t 
     }
     case SL_PQE_BYTE_STREAM_SPLIT:
         if (!c->phys || c->lf->info.type == SL_PQ_BOOL)
-            return corrupt(c, "BYTE_STREAM_SPLIT values in a %s column", sl_pq_type_name(c->lf->info.type));
+            return undecodable(c, "BYTE_STREAM_SPLIT values in a %s column", sl_pq_type_name(c->lf->info.type));
         if (len % (size_t)c->phys)
             return corrupt(c, "BYTE_STREAM_SPLIT values of %zu bytes are not whole %d-byte values", len, c->phys);
         c->vp = p;
@@ -1397,7 +1432,7 @@ static sl_status start_values(column *c, int encoding, const uint8_t *p, size_t 
         }
         /* fall through */
     default:
-        return corrupt(c, "unsupported encoding %s (%d)", sl_pq_encoding_name(encoding), encoding);
+        return undecodable(c, "unsupported encoding %s (%d)", sl_pq_encoding_name(encoding), encoding);
     }
 }
 
@@ -1505,14 +1540,22 @@ static sl_status next_data_page(column *c)
         if (h.type == SL_PQP_DICTIONARY) {
             if (!h.has_dict)
                 return corrupt(c, "dictionary page without its header");
-            if (h.encoding != SL_PQE_PLAIN && h.encoding != SL_PQE_PLAIN_DICTIONARY)
-                return corrupt(c, "unsupported dictionary encoding %s", sl_pq_encoding_name(h.encoding));
+            if (h.encoding != SL_PQE_PLAIN && h.encoding != SL_PQE_PLAIN_DICTIONARY) {
+                c->has_dict = false;
+                st = undecodable(c, "unsupported dictionary encoding %s (%d)", sl_pq_encoding_name(h.encoding),
+                                 h.encoding);
+                c->dict_lost = st == SL_OK; /* the data pages after it say so */
+                if (st != SL_OK)
+                    return st;
+                continue;
+            }
             if (h.num_values < 0)
                 return corrupt(c, "dictionary page with %d values", h.num_values);
             const uint8_t *p;
             st = page_bytes(c, body, (size_t)h.csize, (size_t)h.usize, true, &p);
             if (st == SL_OK)
                 st = decode_dictionary_page(c, p, (size_t)h.usize, h.num_values);
+            c->dict_lost = false;
         } else if (h.type == SL_PQP_DATA) {
             st = h.has_data ? data_page_v1(c, &h, body) : corrupt(c, "data page without its header");
         } else if (h.type == SL_PQP_DATA_V2) {
@@ -1640,6 +1683,35 @@ static void shrink_rows(column *c)
         (void)recount(c); /* less than before: within the limit */
 }
 
+/* Pending rows [lo, hi) were reached by a lost page: joined to the last
+ * range when they touch it (a page's steps, a list's levels). */
+static sl_status mark_lost(column *c, int64_t lo, int64_t hi)
+{
+    int64_t *last = c->n_lost ? c->lost + 2 * (c->n_lost - 1) : NULL;
+    if (last && last[1] >= lo) {
+        if (hi > last[1])
+            last[1] = hi;
+        return SL_OK;
+    }
+    if (c->n_lost == c->lost_cap) {
+        size_t cap = c->lost_cap ? 2 * c->lost_cap : 4, size = 2 * sizeof *c->lost;
+        sl_status st = room_for(c, c->lost_cap * size, cap * size, "the lost rows' list");
+        if (st != SL_OK)
+            return st;
+        int64_t *l = sl_realloc(c->lost, cap * size);
+        if (!l)
+            return nomem(c->r);
+        c->lost = l;
+        c->lost_cap = cap;
+        if ((st = recount(c)) != SL_OK)
+            return st;
+    }
+    c->lost[2 * c->n_lost] = lo;
+    c->lost[2 * c->n_lost + 1] = hi;
+    c->n_lost++;
+    return SL_OK;
+}
+
 /* Rows of a list column that no later level can add to. */
 static size_t complete_rows(const column *c)
 {
@@ -1687,6 +1759,12 @@ static sl_status list_levels(column *c, size_t m, uint8_t *valid, uint8_t *defs,
                                "an empty or null list)", r);
             if (def[i] < (uint32_t)rep_def[r - 1])
                 return corrupt(c, "an empty or null list inside a list");
+        }
+        if (c->lost_page) { /* the row this level begins or continues */
+            int64_t row = (int64_t)pr->nl[0] - (r > 0);
+            sl_status st = mark_lost(c, row, row + 1);
+            if (st != SL_OK)
+                return st;
         }
         bool element = true;
         for (int d = (int)r; d < depth && element; d++) {
@@ -1912,6 +1990,27 @@ static sl_status convert_values(column *c, const uint8_t *valid, size_t m, size_
     return SL_OK;
 }
 
+/* The m values from pending value `base` of a lost page are null (their
+ * definition levels kept: the groups and lists above them are as stored);
+ * a flat column's rows are its values, marked lost here (a list's are
+ * marked level by level). */
+static sl_status lost_values(column *c, size_t base, size_t m, size_t levels)
+{
+    pending *pr = &c->rows;
+    memset(pr->valid + base, 0, m);
+    if (c->width)
+        memset(pr->fixed + base * (size_t)c->width, 0, m * (size_t)c->width);
+    else
+        for (size_t i = 0; i < m; i++)
+            pr->offsets[base + i + 1] = pr->offsets[base];
+    sl_status st = c->lf->max_rep ? SL_OK : mark_lost(c, (int64_t)base, (int64_t)(base + m));
+    if (st != SL_OK)
+        return st;
+    pr->n += m;
+    c->page_left -= (int64_t)levels;
+    return SL_OK;
+}
+
 /* Decodes the next m rows of the current page (m <= STEP_ROWS) into c's
  * pending rows. */
 static sl_status decode_rows(column *c, size_t levels)
@@ -1943,6 +2042,8 @@ static sl_status decode_rows(column *c, size_t levels)
         if (defs) /* required all the way: every group there */
             memset(defs, 0, m);
     }
+    if (c->lost_page)
+        return lost_values(c, base, m, levels);
     /* Stored values of w bytes go to slots from `fixed`: the batch's, or
      * for a converting leaf the scratch the conversion reads. */
     size_t w = (size_t)c->phys;
@@ -2054,7 +2155,8 @@ static size_t step_size(const column *c, size_t m)
         m = SCRATCH_BYTES / (size_t)c->phys ? SCRATCH_BYTES / (size_t)c->phys : 1;
     if (!c->width) {
         size_t budget = c->r->p.batch_bytes;
-        size_t worst = c->lf->conv == CONV_UUID ? 36
+        size_t worst = c->lost_page ? 0
+                       : c->lf->conv == CONV_UUID ? 36
                        : c->phys ? (size_t)c->phys
                        : c->encoding == SL_PQE_PLAIN || c->encoding == SL_PQE_DELTA_LENGTH_BYTE_ARRAY
                            ? (size_t)(c->vend - c->vp)
@@ -2225,6 +2327,16 @@ static void drop_values(column *c, size_t k)
 static void drop_rows(column *c, size_t k)
 {
     pending *pr = &c->rows;
+    size_t kept = 0;
+    for (size_t j = 0; j < c->n_lost; j++) { /* the lost ranges, from the rows left */
+        int64_t lo = c->lost[2 * j] - (int64_t)k, hi = c->lost[2 * j + 1] - (int64_t)k;
+        if (hi <= 0)
+            continue;
+        c->lost[2 * kept] = lo < 0 ? 0 : lo;
+        c->lost[2 * kept + 1] = hi;
+        kept++;
+    }
+    c->n_lost = kept;
     if (!c->lf->max_rep || k == 0) {
         drop_values(c, k);
         return;
@@ -2262,6 +2374,9 @@ static sl_status open_row_group(sl_pq_reader *r)
         c->prev.len = 0;
         c->rows_seen = 0;
         c->chunk_done = false;
+        c->lost_page = c->dict_lost = false;
+        c->n_lost = 0;
+        c->lost_why[0] = '\0';
         c->total = c->lf->max_rep ? ch->num_values : rg->num_rows;
         if (c->lf->info.type == SL_PQ_UNSUPPORTED)
             return sl_fail(SL_ERR_DECODE, "Parquet file '%s', column '%s': %s", r->path, c->lf->info.name,
@@ -2299,7 +2414,8 @@ static sl_status open_row_group(sl_pq_reader *r)
     return read_span(r);
 }
 
-static void publish(sl_pq_reader *r, size_t i)
+/* Column i's pending rows as the batch's first k rows. */
+static void publish(sl_pq_reader *r, size_t i, size_t k)
 {
     const column *c = &r->cols[i];
     sl_pq_vector *pv = &r->pubs[i];
@@ -2307,6 +2423,10 @@ static void publish(sl_pq_reader *r, size_t i)
     pv->info = &c->lf->info;
     pv->valid = c->rows.valid;
     pv->defs = c->rows.defs;
+    pv->lost = c->lost;
+    for (pv->n_lost = 0; pv->n_lost < c->n_lost && c->lost[2 * pv->n_lost] < (int64_t)k; pv->n_lost++)
+        ;
+    pv->lost_why = pv->n_lost ? c->lost_why : NULL;
     switch (c->lf->info.type) {
     case SL_PQ_BOOL: pv->b = c->rows.fixed; break;
     case SL_PQ_INT32: pv->i32 = (const int32_t *)(void *)c->rows.fixed; break;
@@ -2411,7 +2531,7 @@ sl_status sl_pq_reader_next(sl_pq_reader *r, const sl_pq_batch **out)
         return st;
     }
     for (size_t i = 0; i < r->nsel; i++)
-        publish(r, i);
+        publish(r, i, k);
     r->batch.row_group = r->rg;
     r->batch.num_rows = (int64_t)k;
     r->batch.num_columns = r->nsel;
@@ -2449,6 +2569,14 @@ void sl_pq_reader_free(sl_pq_reader *r)
     sl_free(r->created_by);
     sl_free(r->path);
     sl_free(r);
+}
+
+bool sl_pq_vector_lost(const sl_pq_vector *v, int64_t row)
+{
+    for (size_t j = 0; j < v->n_lost && v->lost[2 * j] <= row; j++)
+        if (row < v->lost[2 * j + 1])
+            return true;
+    return false;
 }
 
 /* ---- checks for tests and fuzzing -------------------------------------- */

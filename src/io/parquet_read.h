@@ -49,6 +49,13 @@ typedef struct sl_pq_reader_params {
                               they pass this, but holds at least one row (64 MiB) */
     size_t memory_limit;   /* pages, dictionaries and batches of all selected columns (1 GiB) */
     sl_ranged_params io;   /* how a remote file is read (io/ranged.h's defaults) */
+    /* A data page in an encoding the reader has no decoder for (a number it
+     * does not know, one its column's type cannot be in, or a dictionary
+     * page's) reads as nulls, its rows listed in the vector's `lost`,
+     * rather than fail the row group: its levels still give the rows (and
+     * lists) their shape. false (the default): SL_ERR_DECODE, as for a
+     * corrupt page. */
+    bool null_undecodable;
 } sl_pq_reader_params;
 
 sl_pq_reader_params sl_pq_reader_default_params(void);
@@ -126,7 +133,19 @@ typedef struct sl_pq_vector {
      * from a list inside a null struct. */
     const uint8_t *list_defs;
     const uint8_t *nest_defs[SL_PQ_MAX_DEPTH - 1];
+    /* Rows whose values are null because a page of theirs could not be
+     * decoded (null_undecodable): n_lost ascending, disjoint ranges of the
+     * batch's rows, [lost[2j], lost[2j + 1]) (the last may run past
+     * num_rows); lost_why (the first such page's cause in this column
+     * chunk, naming the file, row group and column) is set when n_lost is.
+     * sl_pq_vector_lost asks about one row. */
+    const int64_t *lost;
+    size_t n_lost;
+    const char *lost_why;
 } sl_pq_vector;
+
+/* Whether row `row` of v's batch is among its lost rows. */
+bool sl_pq_vector_lost(const sl_pq_vector *v, int64_t row);
 
 /* Consecutive rows of one row group (a row group gives one batch or more). */
 typedef struct sl_pq_batch {

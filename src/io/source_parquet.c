@@ -8,7 +8,9 @@
  * a map, a struct) as its JSON under its name (io/parquet_json.h), each
  * column's type the schema's (pq_types); the other fields of an image
  * struct keep their dotted names. An unreadable file or row
- * group is an error item naming it; the rest of that file is skipped. */
+ * group is an error item naming it; the rest of that file is skipped. A
+ * page in an encoding the reader has no decoder for costs only its rows'
+ * values in that column (lost_cells). */
 #include <stdio.h>
 #include <string.h>
 
@@ -38,6 +40,7 @@ struct source_reader {
     const sl_pq_column_info **infos; /* per selected column (the reader's) */
     size_t *list_head;  /* per selected column with a key: the first selected column of that key */
     const sl_pq_vector **list_cols; /* n_sel: one nested column's leaves, gathered for a row */
+    size_t *warned;     /* per selected column: 1 + the row group whose lost rows it warned of; 0 none */
     const char *id_name; /* the id column (--id-column; flat, string or integer), or NULL */
     int id_col;          /* ... its index into the selection */
     const sl_pq_batch *batch;
@@ -58,6 +61,7 @@ static void pq_close(source_reader *r)
     sl_free(r->infos);
     sl_free(r->list_head);
     sl_free(r->list_cols);
+    sl_free(r->warned);
     sl_free(r->file);
     sl_free(r->base_dir);
     sl_free(r);
@@ -69,6 +73,7 @@ static sl_pq_reader_params reader_params(const sl_source_params *p)
 {
     sl_pq_reader_params rp = sl_pq_reader_default_params();
     rp.io = sl_source_ranged_params(p);
+    rp.null_undecodable = true; /* a page no decoder reads costs its rows' cells, not the file (lost_cells) */
     if (p->max_item_bytes > rp.max_page_bytes - (16u << 20) && p->max_item_bytes < SIZE_MAX / 4) {
         rp.max_page_bytes = p->max_item_bytes + (16u << 20);
         if (rp.memory_limit < 4 * rp.max_page_bytes)
@@ -341,7 +346,8 @@ static sl_status choose_columns(source_reader *r, char **why)
     r->n_sel = n;
     r->list_head = sl_calloc(n ? n : 1, sizeof *r->list_head);
     r->list_cols = sl_calloc(n ? n : 1, sizeof *r->list_cols);
-    if (!r->list_head || !r->list_cols)
+    r->warned = sl_calloc(n ? n : 1, sizeof *r->warned);
+    if (!r->list_head || !r->list_cols || !r->warned)
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
     for (size_t c = 0; c < n; c++) {
         r->list_head[c] = c;
@@ -518,6 +524,39 @@ static bool prompt_text_bad(const sl_pq_vector *v, int64_t i, char *why, size_t 
     return false;
 }
 
+/* Whether selected column c is one the job needs: an image column, the id
+ * column, or one the prompt reads. */
+static bool needed(const source_reader *r, size_t c)
+{
+    if ((int)c == r->bytes_col || (int)c == r->path_col || (int)c == r->id_col ||
+        sl_source_column_in_prompt(r->p, r->infos[c]->name))
+        return true;
+    for (size_t k = 0; k < r->n_multi; k++)
+        if ((int)c == r->multi_bytes[k] || (int)c == r->multi_path[k])
+            return true;
+    return false;
+}
+
+/* Row i's cells that a page sluice could not decode left null (the
+ * reader's lost rows): in a column the job needs the row fails, naming
+ * the file, row, row group and cause; in a column that only passes
+ * through they stay null, with one warning for the column's row group. */
+static sl_status lost_cells(source_reader *r, const sl_pq_batch *b, int64_t i, sl_source_item *item)
+{
+    for (size_t c = 0; c < r->n_sel; c++) {
+        const sl_pq_vector *v = &b->columns[c];
+        if (!v->n_lost || !sl_pq_vector_lost(v, i))
+            continue;
+        if (needed(r, c))
+            return sl_source_item_fail(item, "%s row %lld: the page holding its value cannot be decoded: %s",
+                                       r->file, (long long)(r->base + i), v->lost_why);
+        if (r->warned[c] != b->row_group + 1 && !r->p->quiet)
+            sl_log(SL_LOG_WARN, "%s: its values in the rows of such pages are null; the rows go on", v->lost_why);
+        r->warned[c] = b->row_group + 1;
+    }
+    return SL_OK;
+}
+
 static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
 {
     while (!r->batch || r->row >= r->batch->num_rows) {
@@ -558,6 +597,8 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
     json_decref(id);
     if (st != SL_OK || !(item->extra = json_object()))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
+    if ((st = lost_cells(r, b, i, item)) != SL_OK || item->error)
+        return st;
     for (size_t c = 0; c < r->n_sel; c++) {
         if (!passes_through(r, c))
             continue;

@@ -1180,6 +1180,180 @@ def test_a_column_sluice_cannot_read_is_left_out(sluice, tmp_path):
         assert rows and all(f"column '{column}'" in row["error"] and str(path) in row["error"] for row in rows), rows
 
 
+def page_headers(data, col):
+    """The pages of a column chunk pyarrow wrote: (offset, offset of the
+    varint of its encoding, its values or a v2 page's rows) each, read from
+    the page headers' Thrift compact bytes (the encoding of a v1 data or
+    dictionary page is field 2 of field 5 or 7, of a v2 data page field 4
+    of field 8, whose rows are its field 3)."""
+    def varint(i):
+        shift = v = 0
+        while True:
+            v |= (data[i] & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not data[i - 1] & 0x80:
+                return v, i
+
+    def skip(i, t):
+        if t in (1, 2):
+            return i
+        if t == 3:
+            return i + 1
+        if t in (4, 5, 6):
+            return varint(i)[1]
+        if t == 7:
+            return i + 8
+        if t == 8:
+            n, i = varint(i)
+            return i + n
+        if t in (9, 10):
+            n, et = data[i] >> 4, data[i] & 15
+            i += 1
+            if n == 15:
+                n, i = varint(i)
+            for _ in range(n):
+                i = skip(i, et)
+            return i
+        assert t == 12, t
+        return struct_fields(i, {})[1]
+
+    def struct_fields(i, want):
+        """Skips a struct from i; want maps a field id to a callback given
+        the field's offset."""
+        fid = 0
+        while data[i]:
+            assert data[i] >> 4, "a long field header: not written by pyarrow"
+            fid += data[i] >> 4
+            t = data[i] & 15
+            i += 1
+            if fid in want:
+                want[fid](i)
+            i = skip(i, t)
+        return fid, i + 1
+
+    at = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
+    out = []
+    while at < (col.dictionary_page_offset or col.data_page_offset) + col.total_compressed_size:
+        page = {}
+
+        def inner(i, enc_id):
+            struct_fields(i, {1 if enc_id == 2 else 3: lambda j: page.setdefault("n", varint(j)[0] >> 1),
+                              enc_id: lambda j: page.setdefault("enc", j)})
+        _, end = struct_fields(at, {3: lambda j: page.setdefault("size", varint(j)[0] >> 1),
+                                    5: lambda j: inner(j, 2), 7: lambda j: inner(j, 2), 8: lambda j: inner(j, 4)})
+        out.append((at, page["enc"], page["n"]))
+        at = end + page["size"]
+    return out
+
+
+@pytest.mark.parametrize("column,group,page", [("text", 0, 1), ("text", 1, 0), ("image.bytes", 1, 1)])
+@pytest.mark.parametrize("dictionary", [False, True])
+def test_a_page_in_an_encoding_sluice_cannot_decode_costs_its_rows_not_the_file(sluice, tmp_path, column, group,
+                                                                                page, dictionary):
+    """A data page whose header (not the footer) names an encoding sluice
+    has no decoder for (63, a number no writer uses; with dictionary pages,
+    the dictionary page's) failed the whole file from its row group on:
+    every row not yet read was lost. Now, as for a column the footer says
+    is unreadable, a pass-through column's values are null in that page's
+    rows (in every page that needs that dictionary), with one warning naming
+    the file, row group, column and cause, and the rows go on; in the image
+    column those rows fail, naming the file, row group and cause; every
+    other row, in that row group too, is read."""
+    imgs = sorted((REPO / "samples").glob("*.jpg"))[:2]
+    n = 12
+    texts = [f"caption {k} " * 3 for k in range(n)]
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({"image": pa.array([{"bytes": imgs[k % 2].read_bytes(), "path": imgs[k % 2].name}
+                                         for k in range(n)], image_type), "text": texts})
+    path = tmp_path / "in.parquet"
+    # Two row groups of three 2-row pages (data_page_size is checked per
+    # write batch of 2 rows).
+    pq.write_table(table, path, row_group_size=6, data_page_size=64, write_batch_size=2, compression="none",
+                   use_dictionary=["text"] if dictionary else False)
+    md = pq.ParquetFile(path).metadata
+    (chunk,) = [c for c in map(md.row_group(group).column, range(md.num_columns)) if c.path_in_schema == column]
+    pages = page_headers(path.read_bytes(), chunk)
+    with_dict = dictionary and column == "text"
+    assert len(pages) == 3 + with_dict, pages
+    data = bytearray(path.read_bytes())
+    if with_dict:  # the dictionary page: every data page of the chunk needs it
+        data[pages[0][1]] = 63 << 1  # zigzag, one byte like the PLAIN (0) it replaces
+        lost = set(range(group * 6, group * 6 + 6))
+    else:
+        assert data[pages[page][1]] in (0, 16), data[pages[page][1]]  # PLAIN, or RLE_DICTIONARY (8)
+        data[pages[page][1]] = 63 << 1
+        first = group * 6 + sum(p[2] for p in pages[:page])
+        lost = set(range(first, first + pages[page][2]))
+    assert lost and len(lost) < 6 or with_dict
+    path.write_bytes(bytes(data))
+
+    out = tmp_path / "out"
+    r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off")
+    rows = {int(row["id"].split(":")[1]): row
+            for row in map(json.loads, (out / "part-00000.jsonl").read_text().splitlines())}
+    assert sorted(rows) == list(range(n)), rows.keys()  # no row of the file is lost
+    cause = (f"Parquet file '{path}', row group {group}, column '{column}': unsupported "
+             f"{'dictionary ' if with_dict else ''}encoding unknown (63)")
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("sluice: warn:")]
+    if column == "text":
+        assert r.returncode == 0, r.stderr
+        assert warnings == [f"sluice: warn: {cause}: its values in the rows of such pages are null; "
+                            "the rows go on"], r.stderr
+        for i, row in rows.items():
+            assert row["error"] is None and row["text"] == (None if i in lost else texts[i]), (i, row)
+    else:
+        assert r.returncode == 3, r.stderr
+        assert warnings == [], r.stderr
+        for i, row in rows.items():
+            if i in lost:
+                assert row["error"] == (f"{path} row {i}: the page holding its value cannot be decoded: "
+                                        f"{cause}"), row
+            else:
+                assert row["error"] is None and row["text"] == texts[i], (i, row)
+
+
+@pytest.mark.parametrize("needed", [False, True])
+def test_a_list_columns_page_sluice_cannot_decode(sluice, tmp_path, needed):
+    """A list column's page in an encoding sluice has no decoder for: its
+    levels still give the rows their lists, so those rows keep their shape
+    (a null list null, an empty one empty) with null elements, and every
+    other row is as pyarrow reads it; the column in the prompt fails those
+    rows instead. Rows are told from the v2 page headers' row counts."""
+    imgs = sorted((REPO / "samples").glob("*.jpg"))[:2]
+    n = 24
+    tags = [None if k % 7 == 3 else [f"t{k}-{e}" for e in range(k % 4)] for k in range(n)]
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"path": [str(imgs[k % 2]) for k in range(n)], "tags": tags}), path,
+                   data_page_size=48, write_batch_size=3, compression="none", use_dictionary=False,
+                   data_page_version="2.0")
+    md = pq.ParquetFile(path).metadata
+    assert md.num_row_groups == 1
+    pages = page_headers(path.read_bytes(), md.row_group(0).column(1))
+    assert len(pages) >= 3 and sum(p[2] for p in pages) == n, pages
+    data = bytearray(path.read_bytes())
+    data[pages[1][1]] = 63 << 1
+    path.write_bytes(bytes(data))
+    lost = set(range(pages[0][2], pages[0][2] + pages[1][2]))
+
+    out = tmp_path / "out"
+    r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off",
+                   *(["--prompt", "x {tags}"] if needed else []))
+    rows = {int(row["id"].split(":")[1]): row
+            for row in map(json.loads, (out / "part-00000.jsonl").read_text().splitlines())}
+    assert sorted(rows) == list(range(n)), rows.keys()
+    cause = f"Parquet file '{path}', row group 0, column 'tags.list.element': unsupported encoding unknown (63)"
+    assert r.returncode == (3 if needed else 0), r.stderr
+    for i, row in rows.items():
+        if i in lost and needed:
+            assert row["error"] == f"{path} row {i}: the page holding its value cannot be decoded: {cause}", row
+        elif i in lost:
+            assert row["error"] is None and row["tags"] == (None if tags[i] is None else [None] * len(tags[i])), row
+        else:
+            assert row["error"] is None and row["tags"] == tags[i], (i, row)
+    assert any(tags[i] for i in lost), "no element in the lost page"
+
+
 def test_lzo_and_unknown_codecs_are_named(tool, tmp_path):
     """LZO (old Hadoop writers; pyarrow cannot write it, so the footer is
     forged) is refused naming the file, the column and what to do; a codec

@@ -1889,6 +1889,113 @@ static void null_lists_read_in_bounded_memory(void **state)
     assert_int_equal(sl_alloc_live_bytes(), base);
 }
 
+/* The offset of the encoding varint of data page `page` of the generator's
+ * hand-written files: each page header is {1: type, 2: size, 3: size,
+ * 5: {1: values, 2: encoding, 3: RLE, 4: RLE}}, one-byte field headers. */
+static size_t hand_page_encoding(const uint8_t *d, size_t len, int page)
+{
+    size_t at = 4;
+    for (int k = 0;; k++) {
+        uint64_t v[4];
+        size_t i = at;
+        for (int f = 0; f < 4; f++) { /* type, sizes, then (inside field 5) the values */
+            i += 1 + (f == 3); /* a field header (field 5's too before the values) */
+            v[f] = 0;
+            for (int shift = 0; i < len; shift += 7) {
+                v[f] |= (uint64_t)(d[i] & 0x7F) << shift;
+                if (!(d[i++] & 0x80))
+                    break;
+            }
+        }
+        assert_true(i + 8 <= len && d[at] == 0x15 && d[i] == 0x15);
+        if (k == page)
+            return i + 1;
+        at = i + 2 + 4 + 2 + (size_t)(v[2] >> 1); /* encoding, levels' encodings, two struct ends, the body */
+    }
+}
+
+/* A page whose header names an encoding there is no decoder for (63), in a
+ * list whose rows span pages (hand-3level: pages of 5 levels): strict, the
+ * row group fails naming it; with null_undecodable the page's values are
+ * null, its levels kept, and exactly the rows its levels reach are lost,
+ * across batches of 2 rows (a long list a batch of its own), the others
+ * read as written. */
+static void an_undecodable_page_loses_only_its_rows(void **state)
+{
+    (void)state;
+    need_list_files();
+    char path[512], bad[512];
+    list_path(path, sizeof path, "hand-3level.parquet");
+    list_path(bad, sizeof bad, "enc63.parquet");
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    uint8_t d[4096];
+    size_t len = fread(d, 1, sizeof d, f);
+    fclose(f);
+    assert_true(len > 0 && len < sizeof d);
+    const json_t *want = json_object_get(json_object_get(list_expected, "hand-3level.parquet"), "rows");
+    /* rows ["a","bb",null,"ccc"], null, [], ["d"], 23 long ones, [null],
+     * ["e","f"]: page 0 holds rows 0 and 1; page 1 rows 2, 3 and row 4's
+     * first 3 elements; page 2 only row 4's next 5 */
+    struct {
+        int page;
+        int64_t lo, hi;      /* the lost rows */
+        size_t from, to;     /* row 4's elements in the page */
+    } cases[] = {{0, 0, 2, 0, 0}, {1, 2, 5, 0, 3}, {2, 4, 5, 3, 8}};
+    for (size_t c = 0; c < 3; c++) {
+        uint8_t copy[4096];
+        memcpy(copy, d, len);
+        size_t at = hand_page_encoding(copy, len, cases[c].page);
+        assert_int_equal(copy[at], 0); /* PLAIN */
+        copy[at] = 63 << 1;
+        tu_write(list_dir, "enc63.parquet", copy, len);
+        sl_pq_reader_params p = sl_pq_reader_default_params();
+        p.batch_rows = 2;
+        sl_status st;
+        json_t *rows = read_rows(bad, &p, &st);
+        assert_int_equal(st, SL_ERR_DECODE);
+        assert_non_null(strstr(sl_last_error(), "column 'tags.list.element': unsupported encoding unknown (63)"));
+        json_decref(rows);
+
+        p.null_undecodable = true;
+        int64_t base = sl_alloc_live_bytes();
+        sl_pq_reader *r;
+        assert_int_equal(sl_pq_reader_open(bad, &p, &r), SL_OK);
+        const sl_pq_batch *b;
+        int64_t row = 0;
+        while ((st = sl_pq_reader_next(r, &b)) == SL_OK && b) {
+            const sl_pq_vector *v = &b->columns[0];
+            assert_true((v->n_lost > 0) == (v->lost_why != NULL));
+            for (int64_t i = 0; i < b->num_rows; i++, row++) {
+                bool lost = row >= cases[c].lo && row < cases[c].hi;
+                assert_int_equal(sl_pq_vector_lost(v, i), lost);
+                json_t *got = pq_cell(v, i);
+                const json_t *as = json_object_get(json_array_get(want, (size_t)row), "tags.list.element");
+                if (!lost) {
+                    assert_true(json_equal(got, as));
+                } else if (!json_is_array(as)) {
+                    assert_true(json_is_null(got));
+                } else { /* its shape, the page's elements null */
+                    size_t n = json_array_size(as), from = row == 4 ? cases[c].from : 0, to = row == 4 ? cases[c].to : n;
+                    assert_int_equal(json_array_size(got), n);
+                    for (size_t e = 0; e < n; e++)
+                        assert_true(json_equal(json_array_get(got, e),
+                                               e >= from && e < to ? json_null() : json_array_get(as, e)));
+                }
+                json_decref(got);
+                if (lost)
+                    assert_non_null(strstr(v->lost_why, "row group 0, column 'tags.list.element': unsupported "
+                                                        "encoding unknown (63)"));
+            }
+        }
+        assert_int_equal(st, SL_OK);
+        assert_int_equal(row, (int64_t)json_array_size(want));
+        sl_pq_reader_free(r);
+        assert_int_equal(sl_alloc_live_bytes(), base);
+        unlink(bad);
+    }
+}
+
 /* Each allocation failing in turn while reading list files (pyarrow's, with
  * dictionaries and image structs, and one whose rows span pages): reading
  * batches fails with SL_ERR_NOMEM or reads every row, and nothing leaks. */
@@ -1962,6 +2069,7 @@ int main(void)
         cmocka_unit_test(a_decimal_input_column_is_a_decimal_leaf),
         cmocka_unit_test(two_shapes_merge_to_the_decimal_that_holds_both),
         cmocka_unit_test(repeated_large_values_stay_within_the_memory_limit),
+        cmocka_unit_test(an_undecodable_page_loses_only_its_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
