@@ -77,6 +77,12 @@ int sl_dist_launched_rank(void)
     return launched_size(&rank) > 1 ? rank : 0;
 }
 
+int sl_dist_launched_size(void)
+{
+    int rank = 0, size = launched_size(&rank);
+    return size > 1 ? size : 1;
+}
+
 int sl_dist_rank(const sl_dist *d) { return d ? d->rank : 0; }
 int sl_dist_size(const sl_dist *d) { return d ? d->size : 1; }
 bool sl_dist_reported(const sl_dist *d) { return d && d->reported; }

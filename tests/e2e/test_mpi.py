@@ -175,9 +175,8 @@ def test_four_ranks_read_every_input_once(mpi, inputs, one_process, tmp_path):
 def test_a_settings_warning_is_printed_by_rank_0_alone(mpi, tmp_path):
     """The settings are checked by every rank before MPI starts: a warning
     about them (here --max-tokens with --choices, which it does not apply
-    to) came out once per rank, 4 ranks 4 copies. Rank 0 speaks for the job;
-    an error of the command line that stops every rank alike is still said
-    by each (MPI has not started: none can know the others')."""
+    to) came out once per rank, 4 ranks 4 copies. Rank 0 speaks for the job
+    (an error of the command line: the test below)."""
     inputs = tmp_path / "in"
     sample_copies(inputs, 1)
     r = subprocess.run(mpirun_args(4) + caption_args(mpi, inputs, tmp_path / "out", "--choices",
@@ -299,6 +298,52 @@ def test_a_job_that_cannot_start_says_why_once(mpi, tmp_path, case):
     assert r.returncode == one.returncode, r.stderr[-2000:]
     assert said(r.stderr) == said(one.stderr), r.stderr[-2000:]
     assert "MPI_ABORT" not in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("case", ["a wrong flag", "an unknown command", "a job file's key",
+                                  "a model's download", "rank 1's flag alone"])
+def test_a_job_refused_before_mpi_starts_says_why_once(mpi, tmp_path, case):
+    """An error found before MPI starts (the command line, the job file, the
+    model's download) was said by every rank that found it: a wrong flag on
+    2 ranks came out twice. Now a rank that fails there joins the others
+    only to agree, as at the run's start check, and the first rank that
+    failed says why, once: what one process says, with its exit status. A
+    rank whose error the others do not share (ranks started with other
+    arguments, a file or model only its node cannot read) is not silenced:
+    here rank 1 alone, rank 0 able to start. Run twice: as mpirun does by
+    default (its exit status), and with orte_abort_on_non_zero_status 0,
+    every rank left to finish, so that a second copy cannot be cut off by
+    mpirun ending the job first."""
+    from hubserver import Hub
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 1)
+    out = tmp_path / "out"
+    good = caption_args(mpi, inputs, out, "--dry-run")
+    bad = good + ["--bogus-flag"]
+    if case == "an unknown command":
+        bad = [str(mpi), "captoin", str(inputs)]
+    elif case == "a job file's key":
+        job = tmp_path / "job.yaml"
+        job.write_text(f"input:\n  paths: [{inputs}]\noutput:\n  dir: {out}\nbogus_key: 1\n")
+        bad = [str(mpi), "run", str(job), "--dry-run"]
+    elif case == "a model's download":
+        bad = [str(mpi), "caption", str(inputs), "-o", str(out), "--model", "hf://nobody/nothing",
+               "--mmproj", str(TINY / "mmproj.gguf"), "--metrics-addr", "off"]
+    with Hub({}) as hub:
+        env = dict(mpi_env(), HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf"))
+        one = subprocess.run(bad, capture_output=True, text=True, timeout=300, env=env)
+        assert one.returncode == 2 and said(one.stderr), one.stderr[-2000:]
+        job = mpirun_args(1) + good + [":", "-n", "1"] + bad if case.startswith("rank 1") \
+            else mpirun_args(2) + bad
+        for left_to_finish in (False, True):
+            extra = ["--mca", "orte_abort_on_non_zero_status", "0"] if left_to_finish else []
+            r = subprocess.run([job[0], *extra, *job[1:]], capture_output=True, text=True,
+                               timeout=300, env=env)
+            if not left_to_finish:  # (with it mpirun exits 0 whatever its ranks did)
+                assert r.returncode == one.returncode, r.stderr[-2000:]
+            for line in one.stderr.splitlines():
+                assert r.stderr.splitlines().count(line) == 1, (line, r.stderr[-2000:])
+            assert "MPI_ABORT" not in r.stderr, r.stderr[-2000:]
 
 
 def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
