@@ -935,6 +935,48 @@ def test_the_ranks_waiting_on_a_stuck_rank_0_say_so(mpi, tmp_path):
                 "".join(lines)[-3000:]
 
 
+@pytest.mark.parametrize("stuck", [2, 0])
+def test_one_rank_says_which_rank_the_start_waits_for(mpi, tmp_path, stuck):
+    """A rank stuck before the ranks' start agreement (SLUICE_TEST_FAULTS
+    pauses it there: a hung mount looks the same) holds the job. Every
+    waiting rank said so after 30 s, alike, none naming the rank: 3 ranks, 2
+    copies. Now rank 0 says it, naming the ranks it waits for; when rank 0
+    is the one stuck, the lowest waiting rank, 1, says so. The verdict waits
+    for the speaker's second warning (60 s): by then every other waiting
+    rank had passed its own 30 s."""
+    import threading
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 1)
+    args = caption_args(mpi, inputs, tmp_path / "out", "--dry-run")
+    paused = ["-x", "SLUICE_TEST_FAULTS=dist.start=sleep:600000", *args]
+    base = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader,tcp"]
+    argv = base + (["-n", "2", *args, ":", "-n", "1", *paused] if stuck == 2
+                   else ["-n", "1", *paused, ":", "-n", "2", *args])
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=mpi_env())
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    speaker = 0 if stuck else 1
+    try:
+        wait_for_lines(lines, [f"rank {speaker} has waited 60 s"], 180)
+    finally:
+        for pid in rank_pids(proc).values():
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        reader.join(timeout=30)
+    text = "".join(lines)
+    if stuck == 2:
+        want = "rank 0 has waited 30 s for 1 rank to finish their start check: 2: a rank that"
+    else:
+        want = ("rank 1 has waited 30 s for the other ranks to finish their start check: rank 0 "
+                "(it checks the output and opens its ledger there) has not")
+    assert want in text, text[-3000:]
+    assert f"rank {speaker} has waited 60 s" in text, text[-3000:]
+    others = [line for line in lines if "has waited" in line and f"rank {speaker} " not in line]
+    assert not others, text[-3000:]
+
+
 def test_a_rank_whose_listing_fails_midway_ends_the_job(mpi, tmp_path):
     """Shards by item are runs of places in the input that every rank lists
     whole. A rank whose listing of a bucket folder failed after its first
