@@ -344,6 +344,13 @@ def test_a_job_refused_before_mpi_starts_says_why_once(mpi, tmp_path, case):
             for line in one.stderr.splitlines():
                 assert r.stderr.splitlines().count(line) == 1, (line, r.stderr[-2000:])
             assert "MPI_ABORT" not in r.stderr, r.stderr[-2000:]
+        # docs/deploy.md: mpirun -q leaves out its banners and keeps the
+        # exit status: the job says what one process says.
+        r = subprocess.run([job[0], "-q", *job[1:]], capture_output=True, text=True,
+                           timeout=300, env=env)
+        assert r.returncode == one.returncode, r.stderr[-2000:]
+        assert said(r.stderr) == said(one.stderr), r.stderr[-2000:]
+        assert "Primary job" not in r.stderr and "non-zero status" not in r.stderr, r.stderr
 
 
 def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
