@@ -38,6 +38,10 @@ sl_status sl_dist_open(sl_dist **out);
  * said by rank 0 alone. */
 int sl_dist_launched_rank(void);
 
+/* The number of ranks the launcher started (1 when not under one): known
+ * before sl_dist_open() too. */
+int sl_dist_launched_size(void);
+
 int sl_dist_rank(const sl_dist *d);
 int sl_dist_size(const sl_dist *d);
 

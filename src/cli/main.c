@@ -399,13 +399,47 @@ static void print_usage(FILE *fp)
     fputs(usage_output_text, fp);
 }
 
+/* Under a launcher with several ranks, a rank's errors before its run (its
+ * command line, its job file, its model's download) are held here until the
+ * ranks agreed who says why (run_job): the first rank that failed, as at
+ * the run's start check. Every rank reads the same command line, so its
+ * error came out once per rank; but an error need not be the same on every
+ * rank (a job file or a model one node cannot read, ranks started with
+ * other arguments), so a rank is not silenced on the guess that rank 0
+ * failed alike: it is silenced only when a rank before it did fail. NULL:
+ * said at once (one process, or no memory to hold it). */
+static FILE *held;
+static char *held_text;
+static size_t held_len;
+
+static FILE *err_out(void) { return held ? held : stderr; }
+
+static void hold_errors(void)
+{
+    if (!held && sl_dist_launched_size() > 1)
+        held = open_memstream(&held_text, &held_len);
+}
+
+/* Ends the hold: what was held is said when `say`, else dropped. */
+static void release_errors(bool say)
+{
+    if (!held)
+        return;
+    fclose(held);
+    held = NULL;
+    if (say && held_text)
+        fputs(held_text, stderr);
+    free(held_text);
+    held_text = NULL;
+}
+
 /* A library error may name what the data held (a manifest's path, a
  * server's answer): printed defanged, whole. */
 static void say_error(const char *msg)
 {
-    fputs("sluice: ", stderr);
-    printer_put_text(stderr, msg, SIZE_MAX, true);
-    fputc('\n', stderr);
+    fputs("sluice: ", err_out());
+    printer_put_text(err_out(), msg, SIZE_MAX, true);
+    fputc('\n', err_out());
 }
 
 /* A library error that names settings by their flags, said in the terms
@@ -426,7 +460,7 @@ static void print_version(void)
  * the options are told. */
 static int usage_error(const char *name, const char *what)
 {
-    fprintf(stderr, "sluice: %s\nRun 'sluice %s --help' for the options.\n", what, name);
+    fprintf(err_out(), "sluice: %s\nRun 'sluice %s --help' for the options.\n", what, name);
     return EXIT_USAGE;
 }
 
@@ -462,37 +496,37 @@ static void flag_error(char **argv, int c, const struct option *longs, const cha
             sl_config_option o;
             sl_config_option_at(i, &o);
             if (o.flag && o.is_switch && o.short_flag == within[at - 1]) {
-                fprintf(stderr, "sluice: %s: -%c takes no value: give -%c alone", within,
+                fprintf(err_out(), "sluice: %s: -%c takes no value: give -%c alone", within,
                         o.short_flag, o.short_flag);
                 /* "--quiet=" would be refused too: an empty value is none to move */
                 if (within[at + 1])
-                    fprintf(stderr, ", or --%s%s", o.flag, within + at);
-                fputc('\n', stderr);
+                    fprintf(err_out(), ", or --%s%s", o.flag, within + at);
+                fputc('\n', err_out());
                 return;
             }
         }
     }
     if (c == '?' && optopt > 0 && optopt < 256 && !(word[0] == '-' && word[1] == '-')) {
-        fprintf(stderr, "sluice: unknown option '-%c'\n", optopt);
+        fprintf(err_out(), "sluice: unknown option '-%c'\n", optopt);
         return;
     }
     if (c == ':') {
-        fprintf(stderr, "sluice: option '%s' needs a value\n", word);
+        fprintf(err_out(), "sluice: option '%s' needs a value\n", word);
         return;
     }
     int len = (int)strcspn(word, "=");
     if (optopt != 0) { /* a flag that takes no value, given one */
-        fprintf(stderr, "sluice: option '%.*s' takes no value\n", len, word);
+        fprintf(err_out(), "sluice: option '%.*s' takes no value\n", len, word);
         return;
     }
-    fprintf(stderr, "sluice: unknown option '%.*s'", len, word);
+    fprintf(err_out(), "sluice: unknown option '%.*s'", len, word);
     int n = 0, k = 0;
     for (const struct option *o = longs; o->name; o++)
         n += len > 2 && strncmp(o->name, word + 2, (size_t)len - 2) == 0;
     for (const struct option *o = longs; n && o->name; o++)
         if (len > 2 && strncmp(o->name, word + 2, (size_t)len - 2) == 0)
-            fprintf(stderr, "%s--%s", !k++ ? ": did you mean " : k < n ? ", " : " or ", o->name);
-    fprintf(stderr, "%s\n", n ? "? (flags are taken by their whole name)" : "");
+            fprintf(err_out(), "%s--%s", !k++ ? ": did you mean " : k < n ? ", " : " or ", o->name);
+    fprintf(err_out(), "%s\n", n ? "? (flags are taken by their whole name)" : "");
 }
 
 /* getopt over the settings table: every flag is a setting with a job-file
@@ -541,10 +575,10 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
                          ((argv[i][1] == '-' && strcmp(argv[i] + 2, o.flag) == 0) ||
                           (o.short_flag && argv[i][1] == o.short_flag && !argv[i][2]));
             if (o.is_switch && named) {
-                fprintf(stderr, "sluice: %s %s: a switch takes its value after '=' "
+                fprintf(err_out(), "sluice: %s %s: a switch takes its value after '=' "
                                 "(--%s=%s); '%s' alone would be read as an input\n",
                         argv[i], argv[i + 1], o.flag, argv[i + 1], argv[i + 1]);
-                fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
+                fprintf(err_out(), "Run 'sluice %s --help' for the options.\n", name);
                 return EXIT_USAGE;
             }
         }
@@ -556,7 +590,7 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
          word_at = optind) {
         if (c == '?' || c == ':') {
             flag_error(argv, c, longs, word_at < argc ? argv[word_at] : NULL);
-            fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
+            fprintf(err_out(), "Run 'sluice %s --help' for the options.\n", name);
             return EXIT_USAGE;
         }
         /* getopt_long takes any unambiguous prefix (--temp for
@@ -571,10 +605,10 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
             if (word[0] == '-' && word[1] == '-' &&
                 strncmp(word + 2, longs[at].name, strcspn(word + 2, "=")) == 0 &&
                 strlen(longs[at].name) != strcspn(word + 2, "=")) {
-                fprintf(stderr, "sluice: unknown option '%.*s': did you mean --%s? (flags are "
+                fprintf(err_out(), "sluice: unknown option '%.*s': did you mean --%s? (flags are "
                                 "taken by their whole name)\n",
                         (int)strcspn(word, "="), word, longs[at].name);
-                fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
+                fprintf(err_out(), "Run 'sluice %s --help' for the options.\n", name);
                 return EXIT_USAGE;
             }
         }
@@ -594,7 +628,7 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
             }
         }
         if (opt < 0) {
-            fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
+            fprintf(err_out(), "Run 'sluice %s --help' for the options.\n", name);
             return EXIT_USAGE;
         }
         /* "-n=5": getopt takes "=5" as the value, which was then refused
@@ -603,9 +637,9 @@ static int parse_flags(int argc, char **argv, const char *name, flag_use *uses, 
         if (c < 256 && optarg && optarg[0] == '=' && optarg != argv[optind - 1]) {
             sl_config_option o;
             sl_config_option_at((size_t)opt, &o);
-            fprintf(stderr, "sluice: %s: -%c takes its value as -%c %s (or --%s=%s)\n",
+            fprintf(err_out(), "sluice: %s: -%c takes its value as -%c %s (or --%s=%s)\n",
                     argv[optind - 1], c, c, optarg + 1, o.flag, optarg + 1);
-            fprintf(stderr, "Run 'sluice %s --help' for the options.\n", name);
+            fprintf(err_out(), "Run 'sluice %s --help' for the options.\n", name);
             return EXIT_USAGE;
         }
         uses[(*n_uses)++] = (flag_use){opt, optarg};
@@ -694,11 +728,11 @@ static int check_ready(const sl_config *cfg, const command *cmd)
     } else {
         return 0;
     }
-    fprintf(stderr, "sluice: %s\n", msg);
+    fprintf(err_out(), "sluice: %s\n", msg);
     return EXIT_USAGE;
 }
 
-static int run_job(const sl_config *cfg, const command *cmd);
+static int run_job(const sl_config *cfg, const command *cmd, int failed);
 
 static void print_run_usage(FILE *fp)
 {
@@ -729,7 +763,7 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
     sl_config *cfg = NULL;
     int n_uses, rc = 0;
     if (!uses || sl_config_new(&cfg) != SL_OK) {
-        fprintf(stderr, "sluice: out of memory\n");
+        fprintf(err_out(), "sluice: out of memory\n");
         rc = EXIT_RUN;
         goto done;
     }
@@ -749,7 +783,7 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
     int first_input = optind;
     if (cmd->job_file) {
         if (optind >= argc) {
-            fprintf(stderr, "sluice: %s needs a job file: sluice %s JOB.yaml (docs/jobs.md)\n",
+            fprintf(err_out(), "sluice: %s needs a job file: sluice %s JOB.yaml (docs/jobs.md)\n",
                     cmd->name, cmd->name);
             rc = EXIT_USAGE;
             goto done;
@@ -811,13 +845,16 @@ done:
 /* caption (job_file NULL) and run (job_file "": the first argument). */
 static int cmd_job(int argc, char **argv, command cmd)
 {
+    hold_errors();
     sl_config *cfg;
     int rc = build_config(argc, argv, &cmd, &cfg);
-    if (rc)
-        return rc == EXIT_HELP ? 0 : rc;
-    rc = check_ready(cfg, &cmd);
+    if (rc == EXIT_HELP) {
+        release_errors(true);
+        return 0;
+    }
     if (!rc)
-        rc = run_job(cfg, &cmd);
+        rc = check_ready(cfg, &cmd);
+    rc = run_job(cfg, &cmd, rc);
     sl_config_free(cfg);
     return rc;
 }
@@ -1007,11 +1044,13 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         if (!cmd->job_file)
             return usage_error(cmd->name, "caption needs a vision projector: --mmproj "
                                           "PATH.gguf");
-        fprintf(stderr, "sluice: %s sets no vision projector and model %s has none: add "
+        fprintf(err_out(), "sluice: %s sets no vision projector and model %s has none: add "
                         "llama.mmproj (PATH.gguf), or pass --mmproj\n", cmd->job_file,
                 sl_config_params(cfg)->llama.model_path);
         return EXIT_USAGE;
     }
+
+    release_errors(true); /* none: from here on the run's own errors agree (below) */
 
     p.on_row = printer_row;
     p.on_row_user = &pr;
@@ -1124,8 +1163,10 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
 /* Under mpirun or srun, one rank of the job (sluice/dist.h). A rank that
  * fails before the ranks agreed to start stops them all there; one that
  * fails later, before rank 0 heard from it, ends the whole job: the others
- * would wait for it. */
-static int run_job(const sl_config *cfg, const command *cmd)
+ * would wait for it. `failed`: the exit status of a command line or job
+ * file that was refused (its error held, hold_errors), else 0: that rank
+ * joins the others only to stop them and to learn who says why. */
+static int run_job(const sl_config *cfg, const command *cmd, int failed)
 {
     /* The console is a log: when its reader goes away (`sluice ... | tee
      * log` and tee ends) what cannot be printed is lost, and the run goes
@@ -1133,24 +1174,26 @@ static int run_job(const sl_config *cfg, const command *cmd)
     signal(SIGPIPE, SIG_IGN);
     /* Before MPI's threads start: libvips and ggml write the environment
      * as they start (sluice/image.h, sluice/engine.h). */
-    const sl_caption_params *p = sl_config_params(cfg);
-    if (sl_image_init() != SL_OK) {
+    const sl_caption_params *p = failed ? NULL : sl_config_params(cfg);
+    if (!failed && sl_image_init() != SL_OK) {
         say_error(sl_last_error());
-        return EXIT_RUN;
+        failed = EXIT_RUN;
     }
-    if (!p->dry_run && !(p->engine && strcmp(p->engine, "openai") == 0))
+    if (!failed && !p->dry_run && !(p->engine && strcmp(p->engine, "openai") == 0))
         sl_llama_init();
     sl_dist *dist = NULL;
     if (sl_dist_open(&dist) != SL_OK) {
+        release_errors(true);
         say_error(sl_last_error());
-        return EXIT_USAGE;
+        return failed ? failed : EXIT_USAGE;
     }
-    int code = run_job_on(cfg, cmd, dist);
+    int code = failed ? failed : run_job_on(cfg, cmd, dist);
     /* Failed before its run (a model's download): the other ranks stop
      * with it at their start, or, when they have started, are ended. */
     if (dist && code != 0 && code != EXIT_ROWS_FAILED && !sl_dist_reported(dist))
         code = exit_code_of(sl_dist_fail_start(dist, code == EXIT_USAGE ? SL_ERR_INVALID_ARG
                                                                          : SL_ERR_IO));
+    release_errors(!sl_dist_quiet(dist));
     if (dist && code != 0 && code != EXIT_ROWS_FAILED && !sl_dist_reported(dist)) {
         fprintf(stderr, "sluice: rank %d of %d cannot go on: ending the job\n",
                 sl_dist_rank(dist), sl_dist_size(dist));
@@ -1184,7 +1227,8 @@ int main(int argc, char **argv)
         return cmd_job(argc - 1, argv + 1, (command){"run", ""});
     if (strcmp(argv[1], "config") == 0)
         return cmd_config(argc - 1, argv + 1);
-    fprintf(stderr, "sluice: unknown command '%s'; the commands are caption, batch, run and config.\n"
-                    "Run 'sluice --help' for usage.\n", argv[1]);
-    return EXIT_USAGE;
+    hold_errors(); /* `mpirun sluice captoin`: said once, as a wrong flag is */
+    fprintf(err_out(), "sluice: unknown command '%s'; the commands are caption, batch, run and "
+                       "config.\nRun 'sluice --help' for usage.\n", argv[1]);
+    return run_job(NULL, NULL, EXIT_USAGE);
 }

@@ -42,7 +42,9 @@
  * retry.begin,
  * retry.after_begin, retry.after_rename, retry.finish: --retry-failed's
  * steps on a part (ledger/ledger.h), retry.begin and retry.finish before
- * the ledger's transaction is durable. */
+ * the ledger's transaction is durable; dist.start: an MPI rank reaching
+ * the ranks' start agreement (dist/dist.h; a sleep there is a rank stuck
+ * in its start check). */
 #ifndef SL_CORE_FAULT_H
 #define SL_CORE_FAULT_H
 

@@ -15,6 +15,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "dist/dist.h"
 
@@ -24,8 +25,9 @@
 
 /* TAG_ALIVE: rank 0's serving thread tells each finished rank, every
  * ALIVE_EVERY_S, that it still runs: a rank waiting for its goodbye can
- * tell a rank 0 that waits for the others from one that is stuck. */
-enum { TAG_REQUEST = 101, TAG_REPLY = 102, TAG_BYE = 103, TAG_ALIVE = 104 };
+ * tell a rank 0 that waits for the others from one that is stuck.
+ * TAG_ARRIVED: a rank reached the ranks' start agreement (dist_start). */
+enum { TAG_REQUEST = 101, TAG_REPLY = 102, TAG_BYE = 103, TAG_ALIVE = 104, TAG_ARRIVED = 105 };
 #define ALIVE_EVERY_S 10
 
 struct sl_dist {
@@ -75,6 +77,12 @@ int sl_dist_launched_rank(void)
 {
     int rank = 0;
     return launched_size(&rank) > 1 ? rank : 0;
+}
+
+int sl_dist_launched_size(void)
+{
+    int rank = 0, size = launched_size(&rank);
+    return size > 1 ? size : 1;
 }
 
 int sl_dist_rank(const sl_dist *d) { return d ? d->rank : 0; }
@@ -181,14 +189,86 @@ void sl_dist_abort(sl_dist *d, int exit_code)
  * the first rank that failed and its status (a status is below 64). */
 enum { STATUS_SPAN = 64 };
 
+/* Who a rank at the start agreement tells it arrived (or, told_by, who
+ * tells it), so that one of the waiting ranks, not each, warns while some
+ * rank is stuck before it (every rank warned alike, 8 ranks 8 times, none
+ * saying which rank it waited for): rank 0 tells every rank and hears from
+ * each, so it names the ranks missing; rank r > 0 tells rank r + 1 too. A rank that has heard from rank
+ * 0 leaves the warning to it; one that has not warns when it is rank 1 or
+ * has not heard from rank r - 1 either: so the lowest waiting rank always
+ * warns, and another only to name other missing ranks. O(ranks) messages. */
+static int arrival_peers(const sl_dist *d, bool told_by, int *ranks)
+{
+    int n = 0, next = told_by ? d->rank - 1 : d->rank + 1;
+    for (int r = 1; d->rank == 0 && r < d->size; r++)
+        ranks[n++] = r;
+    if (d->rank > 0)
+        ranks[n++] = 0;
+    if (d->rank > 0 && next > 0 && next < d->size)
+        ranks[n++] = next;
+    return n;
+}
+
+static bool arrived(int rank)
+{
+    int flag = 0;
+    MPI_Status status;
+    return MPI_Iprobe(rank, TAG_ARRIVED, MPI_COMM_WORLD, &flag, &status) == MPI_SUCCESS && flag;
+}
+
+/* The start wait's warning, `waited` seconds in, or nothing when another
+ * rank gives it (arrival_peers). At the error level: the CLI shows the
+ * ranks other than 0 nothing less, and rank 0 may be the one stuck. */
+static void warn_start_wait(const sl_dist *d, int waited)
+{
+    char names[256] = "";
+    size_t len = 0;
+    int missing = 0;
+    if (d->rank == 0) {
+        for (int r = 1; r < d->size; r++) {
+            if (arrived(r))
+                continue;
+            if (missing < 16) /* (16 ranks of 7 digits fit in names) */
+                len += (size_t)snprintf(names + len, sizeof names - len, "%s%d",
+                                        missing ? ", " : "", r);
+            else if (missing == 16)
+                len += (size_t)snprintf(names + len, sizeof names - len, ", ...");
+            missing++;
+        }
+        if (!missing) /* (every note came: the agreement ends at once) */
+            return;
+        sl_log(SL_LOG_ERROR, "rank 0 has waited %d s for %d rank%s to finish their start check: "
+               "%s: a rank that is stuck there (a hung mount) holds the job: end it and run the "
+               "same command again", waited, missing, missing == 1 ? "" : "s", names);
+        return;
+    }
+    if (arrived(0) || (d->rank > 1 && arrived(d->rank - 1)))
+        return;
+    if (d->rank > 1)
+        snprintf(names, sizeof names, " and rank %d", d->rank - 1);
+    sl_log(SL_LOG_ERROR, "rank %d has waited %d s for the other ranks to finish their start "
+           "check: rank 0 (it checks the output and opens its ledger there)%s ha%s not: a rank "
+           "that is stuck there (a hung mount) holds the job: end it and run the same command "
+           "again", d->rank, waited, names, d->rank > 1 ? "ve" : "s");
+}
+
 sl_status dist_start(sl_dist *d, sl_status st)
 {
     if (d->started)
         return st;
     d->started = true;
+    sl_fault("dist.start", NULL); /* tests: a rank stuck in its start check */
     int mine = st == SL_OK ? d->size * STATUS_SPAN : d->rank * STATUS_SPAN + (int)st, first = 0;
     char why[1024];
     snprintf(why, sizeof why, "%s", sl_last_error()); /* an MPI failure below replaces it */
+    int *to = sl_calloc((size_t)d->size + 1, sizeof *to);
+    MPI_Request *told = sl_calloc((size_t)d->size + 1, sizeof *told);
+    if (!to || !told) {
+        sl_free(to);
+        sl_free(told);
+        return sl_fail(SL_ERR_NOMEM, "out of memory joining the ranks at the job's start");
+    }
+    int n_to = arrival_peers(d, false, to);
     MPI_Request req;
     int done = 0;
     rank0_wait wait; /* (on all the ranks, not rank 0 alone) */
@@ -196,27 +276,37 @@ sl_status dist_start(sl_dist *d, sl_status st)
     /* Polled, not MPI_Allreduce: a rank that is still checking (opening a
      * ledger, listing an input) would have the others spin a core each. */
     pthread_mutex_lock(&d->mu);
-    bool sent = MPI_Iallreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req) ==
-                MPI_SUCCESS;
+    bool sent = true;
+    for (int i = 0; i < n_to && sent; i++)
+        sent = MPI_Isend("", 0, MPI_BYTE, to[i], TAG_ARRIVED, MPI_COMM_WORLD, &told[i]) ==
+               MPI_SUCCESS;
+    sent = sent && MPI_Iallreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req) ==
+                       MPI_SUCCESS;
     for (int us = 20; sent && !done;) {
         if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
             sent = false;
         else if (!done)
             nap(&us);
         int waited = done ? -1 : wait_warning_due(&wait);
-        if (waited >= 0) {
-            /* the error level: what the ranks other than 0 show (a rank stuck
-             * at its start holds them all, and only they can say so) */
-            sl_log(SL_LOG_ERROR, "rank %d has waited %d s for the other ranks to finish their "
-                   "start check (rank 0 opens the output's ledger there): a rank that is stuck "
-                   "(a hung mount) holds the job: end it and run the same command again",
-                   d->rank, waited);
-        }
+        if (waited >= 0)
+            warn_start_wait(d, waited);
     }
+    /* Every rank arrived: the notes sent to this one are here, and its own
+     * were taken (none left for a later probe of any tag to find). */
+    int n_from = sent ? arrival_peers(d, true, to) : 0;
+    for (int i = 0; i < n_from && sent; i++) {
+        char none[1];
+        sent = MPI_Recv(none, 0, MPI_BYTE, to[i], TAG_ARRIVED, MPI_COMM_WORLD,
+                        MPI_STATUS_IGNORE) == MPI_SUCCESS;
+    }
+    if (sent)
+        sent = MPI_Waitall(n_to, told, MPI_STATUSES_IGNORE) == MPI_SUCCESS;
+    sl_free(to);
+    sl_free(told);
     pthread_mutex_unlock(&d->mu);
     if (!sent) /* the others may wait for this rank: the caller ends the job */
         return sl_fail(SL_ERR_IO, "rank %d cannot reach the other ranks at the job's start "
-                                  "(MPI_Iallreduce failed)%s%s", d->rank,
+                                  "(an MPI call failed)%s%s", d->rank,
                        st == SL_OK ? "" : "; it could not start: ", st == SL_OK ? "" : why);
     if (first >= d->size * STATUS_SPAN)
         return SL_OK;

@@ -175,9 +175,8 @@ def test_four_ranks_read_every_input_once(mpi, inputs, one_process, tmp_path):
 def test_a_settings_warning_is_printed_by_rank_0_alone(mpi, tmp_path):
     """The settings are checked by every rank before MPI starts: a warning
     about them (here --max-tokens with --choices, which it does not apply
-    to) came out once per rank, 4 ranks 4 copies. Rank 0 speaks for the job;
-    an error of the command line that stops every rank alike is still said
-    by each (MPI has not started: none can know the others')."""
+    to) came out once per rank, 4 ranks 4 copies. Rank 0 speaks for the job
+    (an error of the command line: the test below)."""
     inputs = tmp_path / "in"
     sample_copies(inputs, 1)
     r = subprocess.run(mpirun_args(4) + caption_args(mpi, inputs, tmp_path / "out", "--choices",
@@ -299,6 +298,59 @@ def test_a_job_that_cannot_start_says_why_once(mpi, tmp_path, case):
     assert r.returncode == one.returncode, r.stderr[-2000:]
     assert said(r.stderr) == said(one.stderr), r.stderr[-2000:]
     assert "MPI_ABORT" not in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("case", ["a wrong flag", "an unknown command", "a job file's key",
+                                  "a model's download", "rank 1's flag alone"])
+def test_a_job_refused_before_mpi_starts_says_why_once(mpi, tmp_path, case):
+    """An error found before MPI starts (the command line, the job file, the
+    model's download) was said by every rank that found it: a wrong flag on
+    2 ranks came out twice. Now a rank that fails there joins the others
+    only to agree, as at the run's start check, and the first rank that
+    failed says why, once: what one process says, with its exit status. A
+    rank whose error the others do not share (ranks started with other
+    arguments, a file or model only its node cannot read) is not silenced:
+    here rank 1 alone, rank 0 able to start. Run twice: as mpirun does by
+    default (its exit status), and with orte_abort_on_non_zero_status 0,
+    every rank left to finish, so that a second copy cannot be cut off by
+    mpirun ending the job first."""
+    from hubserver import Hub
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 1)
+    out = tmp_path / "out"
+    good = caption_args(mpi, inputs, out, "--dry-run")
+    bad = good + ["--bogus-flag"]
+    if case == "an unknown command":
+        bad = [str(mpi), "captoin", str(inputs)]
+    elif case == "a job file's key":
+        job = tmp_path / "job.yaml"
+        job.write_text(f"input:\n  paths: [{inputs}]\noutput:\n  dir: {out}\nbogus_key: 1\n")
+        bad = [str(mpi), "run", str(job), "--dry-run"]
+    elif case == "a model's download":
+        bad = [str(mpi), "caption", str(inputs), "-o", str(out), "--model", "hf://nobody/nothing",
+               "--mmproj", str(TINY / "mmproj.gguf"), "--metrics-addr", "off"]
+    with Hub({}) as hub:
+        env = dict(mpi_env(), HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf"))
+        one = subprocess.run(bad, capture_output=True, text=True, timeout=300, env=env)
+        assert one.returncode == 2 and said(one.stderr), one.stderr[-2000:]
+        job = mpirun_args(1) + good + [":", "-n", "1"] + bad if case.startswith("rank 1") \
+            else mpirun_args(2) + bad
+        for left_to_finish in (False, True):
+            extra = ["--mca", "orte_abort_on_non_zero_status", "0"] if left_to_finish else []
+            r = subprocess.run([job[0], *extra, *job[1:]], capture_output=True, text=True,
+                               timeout=300, env=env)
+            if not left_to_finish:  # (with it mpirun exits 0 whatever its ranks did)
+                assert r.returncode == one.returncode, r.stderr[-2000:]
+            for line in one.stderr.splitlines():
+                assert r.stderr.splitlines().count(line) == 1, (line, r.stderr[-2000:])
+            assert "MPI_ABORT" not in r.stderr, r.stderr[-2000:]
+        # docs/deploy.md: mpirun -q leaves out its banners and keeps the
+        # exit status: the job says what one process says.
+        r = subprocess.run([job[0], "-q", *job[1:]], capture_output=True, text=True,
+                           timeout=300, env=env)
+        assert r.returncode == one.returncode, r.stderr[-2000:]
+        assert said(r.stderr) == said(one.stderr), r.stderr[-2000:]
+        assert "Primary job" not in r.stderr and "non-zero status" not in r.stderr, r.stderr
 
 
 def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
@@ -888,6 +940,48 @@ def test_the_ranks_waiting_on_a_stuck_rank_0_say_so(mpi, tmp_path):
         for w in wants:
             assert any(w in line and "run the same command again" in line for line in lines), \
                 "".join(lines)[-3000:]
+
+
+@pytest.mark.parametrize("stuck", [2, 0])
+def test_one_rank_says_which_rank_the_start_waits_for(mpi, tmp_path, stuck):
+    """A rank stuck before the ranks' start agreement (SLUICE_TEST_FAULTS
+    pauses it there: a hung mount looks the same) holds the job. Every
+    waiting rank said so after 30 s, alike, none naming the rank: 3 ranks, 2
+    copies. Now rank 0 says it, naming the ranks it waits for; when rank 0
+    is the one stuck, the lowest waiting rank, 1, says so. The verdict waits
+    for the speaker's second warning (60 s): by then every other waiting
+    rank had passed its own 30 s."""
+    import threading
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 1)
+    args = caption_args(mpi, inputs, tmp_path / "out", "--dry-run")
+    paused = ["-x", "SLUICE_TEST_FAULTS=dist.start=sleep:600000", *args]
+    base = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader,tcp"]
+    argv = base + (["-n", "2", *args, ":", "-n", "1", *paused] if stuck == 2
+                   else ["-n", "1", *paused, ":", "-n", "2", *args])
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=mpi_env())
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    speaker = 0 if stuck else 1
+    try:
+        wait_for_lines(lines, [f"rank {speaker} has waited 60 s"], 180)
+    finally:
+        for pid in rank_pids(proc).values():
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        reader.join(timeout=30)
+    text = "".join(lines)
+    if stuck == 2:
+        want = "rank 0 has waited 30 s for 1 rank to finish their start check: 2: a rank that"
+    else:
+        want = ("rank 1 has waited 30 s for the other ranks to finish their start check: rank 0 "
+                "(it checks the output and opens its ledger there) has not")
+    assert want in text, text[-3000:]
+    assert f"rank {speaker} has waited 60 s" in text, text[-3000:]
+    others = [line for line in lines if "has waited" in line and f"rank {speaker} " not in line]
+    assert not others, text[-3000:]
 
 
 def test_a_rank_whose_listing_fails_midway_ends_the_job(mpi, tmp_path):
