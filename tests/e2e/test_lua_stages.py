@@ -286,6 +286,35 @@ def test_an_error_holding_a_nul_byte_keeps_its_whole_text(sluice, tmp_path):
         assert row["error"] == f"{script}:2: before\\x00after the NUL", row["error"]
 
 
+@pytest.mark.parametrize("line,said", [
+    ("row.columns.h = 'x\\0y'", "row.columns.h holds a NUL byte (byte 2 of 3)"),
+    ("row.columns.h = {k = 'ab\\0'}", "a string holds a NUL byte (byte 3 of 3)"),
+    ("row.columns['h\\0i'] = 1", "a column's name holds a NUL byte (byte 2 of 3)"),
+    ("row.prompt = 'Say\\0more'", "row.prompt holds a NUL byte (byte 4 of 8)"),
+], ids=["column", "nested", "name", "prompt"])
+def test_a_text_holding_a_nul_byte_fails_its_row_not_cut_short(sluice, tmp_path, line, said):
+    """A Lua string may hold NUL; sluice's texts are C strings. A column set
+    to "x\\0y" was written as "x" (the prompt, the answer and a column's
+    name cut the same way), with no word; one inside a table failed in
+    jansson's terms ("without JSON_ALLOW_NUL"). Now the row fails naming
+    the field and the byte, as a manifest's \\u0000 is refused."""
+    script, failed, _ = camera_rows_fail(sluice, tmp_path, "nul", line)
+    for row in failed.values():
+        assert row["error"].startswith(f"{script}:2: {said}, which sluice does not take"), \
+            row["error"]
+
+
+def test_from_json_of_a_nul_says_so_in_a_users_words(sluice, tmp_path):
+    """sluice.from_json('"a\\u0000b"') raised "\\u0000 is not allowed without
+    JSON_ALLOW_NUL", a flag of jansson's a script cannot pass."""
+    script, failed, _ = camera_rows_fail(sluice, tmp_path, "nul",
+                                         "sluice.from_json('\"a\\\\u0000b\"')")
+    for row in failed.values():
+        assert row["error"].startswith(f"{script}:2: not JSON: a string holds \\u0000 (NUL), "
+                                       "which sluice does not take"), row["error"]
+        assert "JSON_ALLOW_NUL" not in row["error"], row["error"]
+
+
 def test_a_call_past_its_time_limit_fails_its_row_and_the_run_goes_on(sluice, tmp_path):
     """A job file's time_limit: the rows whose call loops fail naming the
     line and the limit; the same worker goes on with the other rows."""
