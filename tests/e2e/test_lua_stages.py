@@ -372,6 +372,29 @@ def test_columns_a_stage_sets_count_in_the_memory_budget(sluice, tmp_path):
     assert summary["memory"]["peak_bytes_in_flight"] >= 16 << 20, summary["memory"]
 
 
+def test_a_parquet_column_a_stage_did_not_declare_is_warned_of_with_the_fix(sluice, tmp_path):
+    """A Parquet output and a stage that sets a column it did not declare:
+    the column is not in the file, and the warning said it was first seen
+    after "the first 100 input rows" and to list the input columns with
+    --columns, which a stage's column is not. Now it names the stage's
+    columns as the place to declare it; the rows are counted as before."""
+    script = tmp_path / "late.lua"
+    script.write_text("function process(row) row.columns.late = 1 return row end\n")
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, "--stage", f"{script}@engine", "--limit", "2",
+                       "--max-tokens", "2", "--metrics-addr", "127.0.0.1:0",
+                       "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if "column 'late'" in line]
+    assert len(warned) == 1, r.stderr
+    assert "first seen after the Parquet columns were planned (from the first 100 input rows " \
+           "and the columns the stages declare)" in warned[0], warned
+    assert "late:string keeps any value as its JSON text): an input's in --columns, one a " \
+           "stage sets in that stage's columns" in warned[0], warned
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["unfit_values"]["late"]["rows"] == 2, summary["unfit_values"]
+
+
 def test_a_stage_reads_and_changes_task_answers_and_copies_keep_them(sluice, tmp_path):
     """With tasks, a stage after the engine reads each task's answer by name
     (row.answer is nil: there is no single answer), replaces one, and a copy
