@@ -955,7 +955,7 @@ bad:
                    "0,1,2,3; got '%s'", where, name, MAX_GPUS, arg);
 }
 
-/* A small file read whole; *len its size. */
+/* A small file read whole, less a UTF-8 byte order mark; *len its size. */
 static sl_status read_small_file(const char *where, const char *name, const char *path,
                                  size_t limit, char **out, size_t *len)
 {
@@ -978,6 +978,14 @@ static sl_status read_small_file(const char *where, const char *name, const char
             return sl_fail(SL_ERR_IO, "%s%s '%s': cannot be read", where, name, path);
         return sl_fail(SL_ERR_INVALID_ARG, "%s%s '%s' is larger than %zu bytes", where, name,
                        path, limit);
+    }
+    /* A UTF-8 byte order mark (Notepad and other Windows tools save one)
+     * is no part of the text, as a manifest's is not: a tasks file or a
+     * schema opening with one was "not JSON ... near ''" (the mark
+     * invisible), and a prompt file's went to the model. */
+    if (n >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) {
+        n -= 3;
+        memmove(buf, buf + 3, n);
     }
     buf[n] = '\0';
     *out = buf;

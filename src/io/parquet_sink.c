@@ -192,9 +192,9 @@ static void count_unfit(const pq_shared *ps, unfit_count *u, const char *column,
     u->why = sl_strdup(why);
     sl_log(SL_LOG_WARN,
            "Parquet output: row '%s', column '%s': %s, so it is not written there (summary.json's "
-           "unfit_values counts each column's rows like it). To keep such values, list the input "
-           "columns to keep with --columns, this one typed: %s:string keeps any value as its JSON "
-           "text",
+           "unfit_values counts each column's rows like it). To keep such values, declare the "
+           "column (%s:string keeps any value as its JSON text): an input's in --columns, one a "
+           "stage sets in that stage's columns",
            id ? id : "?", column, why, column);
 }
 
@@ -226,8 +226,8 @@ static void count_unplanned(pq_shared *ps, const sl_schema_row *row, size_t plan
             ps->n_unplanned++;
         }
         count_unfit(ps, u, key, row->id,
-                    "a column first seen after the rows the Parquet columns were planned from "
-                    "(the first 100 input rows)");
+                    "a column first seen after the Parquet columns were planned (from the first "
+                    "100 input rows and the columns the stages declare)");
     }
 }
 

@@ -353,7 +353,8 @@ const sl_schema *batch_errors_schema(void)
     return &lines;
 }
 
-sl_status batch_schema_plan(const sl_caption_params *p, caption_schema *out)
+sl_status batch_schema_plan(const sl_caption_params *p, const char *const *stage_columns,
+                            size_t n_stage_columns, caption_schema *out)
 {
     memset(out, 0, sizeof *out);
     bool pq = parquet_output(p);
@@ -368,7 +369,17 @@ sl_status batch_schema_plan(const sl_caption_params *p, caption_schema *out)
     }
     out->schema.head = out->head;
     out->schema.n_head = n;
-    return SL_OK;
+    /* The columns stages set follow OpenAI's fields (they were dropped:
+     * a stage's tags after the engine went nowhere); a request line's own
+     * keys are not columns. */
+    const char *reserved[BATCH_CELLS];
+    for (size_t i = 0; i < n; i++)
+        reserved[i] = out->head[i].name;
+    sl_status st = sl_columns_new(reserved, n, NULL, 0, &out->cols);
+    for (size_t i = 0; i < n_stage_columns && st == SL_OK; i++)
+        st = sl_columns_add(out->cols, stage_columns[i]);
+    out->schema.passthrough = out->cols;
+    return st;
 }
 
 /* OpenAI's error codes where one fits; sluice's own otherwise. */

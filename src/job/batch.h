@@ -53,8 +53,10 @@ void batch_decode(job *j, sl_row *row, caption_row *r);
 sl_status batch_submit(job *j, sl_engine *engine, sl_row *row, caption_row *r);
 
 /* The batch output's columns (JSONL: id, custom_id, response, error;
- * Parquet: the same flattened). */
-sl_status batch_schema_plan(const sl_caption_params *p, caption_schema *out);
+ * Parquet: the same flattened), then those stages set (stage_columns: the
+ * ones declared, for Parquet). */
+sl_status batch_schema_plan(const sl_caption_params *p, const char *const *stage_columns,
+                            size_t n_stage_columns, caption_schema *out);
 
 /* The errors parts' columns: OpenAI's batch lines (JSONL) whatever the
  * output's format. */

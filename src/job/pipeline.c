@@ -464,9 +464,11 @@ sl_status sl_pipeline_row_set_column_json(sl_row *row, const char *name, const c
     json_t *v = NULL;
     if (text) {
         json_error_t err;
-        if (!(v = json_loads(text, JSON_DECODE_ANY, &err)))
+        if (!(v = json_loads(text, JSON_DECODE_ANY, &err))) {
+            sl_json_explain(&err); /* a plugin's "\u0000": said without jansson's flag */
             return sl_fail(SL_ERR_INVALID_ARG, "'%s': the value of column '%s' is not JSON: %s",
                            sl_pipeline_row_id(row), name ? name : "", err.text);
+        }
     }
     return set_column(row, name, v);
 }

@@ -398,7 +398,7 @@ sl_status caption_schema_plan(const sl_caption_params *p, const sl_source *src,
 {
     memset(out, 0, sizeof *out);
     if (job_is_batch(p))
-        return batch_schema_plan(p, out);
+        return batch_schema_plan(p, stage_columns, n_stage_columns, out);
     sl_status st0 = plan_head(p, out);
     if (st0 != SL_OK)
         return st0;

@@ -190,7 +190,8 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
         bool to_errors = j->errors_sink && sl_row_failed(row);
         batch_cells(j, r, row, to_errors, cells, &owned);
         sl_sink *sink = to_errors ? j->errors_sink : j->sink;
-        sl_status st = sl_sink_write(sink, &(sl_schema_row){.cells = cells, .id = r->rel});
+        sl_status st = sl_sink_write(sink, &(sl_schema_row){.cells = cells, .extra = r->extra,
+                                                             .id = r->rel});
         batch_cells_free(&owned);
         return st;
     }

@@ -544,6 +544,29 @@ static json_t *table_to_json(lua_State *L, int idx, int depth)
     return out;
 }
 
+/* Lua strings may hold NUL bytes; sluice's texts (answers, prompts, the
+ * columns it writes) are C strings, and a manifest's "\u0000" is refused
+ * for that: a string with a NUL was written cut short at it (a column, the
+ * answer) or failed in jansson's words (a table's). Raises an error naming
+ * `what` and where the NUL is. */
+static void refuse_nul(lua_State *L, const char *s, size_t n, const char *what)
+{
+    const char *nul = memchr(s, '\0', n);
+    if (nul)
+        luaL_error(L, "%s holds a NUL byte (byte %I of %I), which sluice does not take in a text: "
+                      "remove it, or write binary data as hex or base64",
+                   what, (lua_Integer)(nul - s) + 1, (lua_Integer)n);
+}
+
+/* luaL_checklstring() of a text refuse_nul() lets through. */
+static const char *check_text(lua_State *L, int idx, const char *what)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, idx, &n);
+    refuse_nul(L, s, n, what);
+    return s;
+}
+
 /* The Lua value at idx as JSON (a new reference; raises a Lua error for a
  * value JSON has no form for, having freed what it built). */
 static json_t *to_json(lua_State *L, int idx, int depth)
@@ -565,6 +588,7 @@ static json_t *to_json(lua_State *L, int idx, int depth)
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
+        refuse_nul(L, s, n, "a string");
         v = sl_json_text(s, n);
         break;
     }
@@ -641,8 +665,8 @@ static int row_task_answer(lua_State *L)
 static int row_set_task_answer(lua_State *L)
 {
     lrow *h = check_row(L, 1);
-    if (sl_pipeline_row_set_task_answer(h->row, luaL_checkstring(L, 2), luaL_checkstring(L, 3)) !=
-        SL_OK)
+    if (sl_pipeline_row_set_task_answer(h->row, check_text(L, 2, "a task's name"),
+                                        check_text(L, 3, "a task's answer")) != SL_OK)
         return luaL_error(L, "%s", sl_last_error());
     return 0;
 }
@@ -803,9 +827,10 @@ static int row_newindex(lua_State *L)
         return luaL_error(L, "row.%s takes a string%s, got %s", k,
                           prompt ? " (nil: the job's prompt)" : "", luaL_typename(L, 3));
     if (prompt) {
-        st = sl_pipeline_row_set_prompt(h->row, luaL_optstring(L, 3, NULL));
+        st = sl_pipeline_row_set_prompt(h->row,
+                                        lua_isnil(L, 3) ? NULL : check_text(L, 3, "row.prompt"));
     } else if (strcmp(k, "answer") == 0) {
-        st = sl_pipeline_row_set_answer(h->row, luaL_checkstring(L, 3));
+        st = sl_pipeline_row_set_answer(h->row, check_text(L, 3, "row.answer"));
     } else {
         return luaL_error(L, "row.%s cannot be set: a script sets row.prompt (before the engine), "
                              "row.answer (after it) and row.columns.NAME", k);
@@ -860,12 +885,16 @@ static int columns_index(lua_State *L)
 static int columns_newindex(lua_State *L)
 {
     sl_row *row = proxied_row(L, 1, COLUMNS_MT);
-    const char *k = luaL_checkstring(L, 2);
+    const char *k = check_text(L, 2, "a column's name");
     sl_status st;
     if (lua_isnil(L, 3)) {
         st = sl_pipeline_row_set_column_json(row, k, NULL);
     } else if (lua_type(L, 3) == LUA_TSTRING) {
-        st = sl_pipeline_row_set_column_string(row, k, lua_tostring(L, 3));
+        size_t n;
+        const char *s = lua_tolstring(L, 3, &n);
+        if (memchr(s, '\0', n))
+            refuse_nul(L, s, n, lua_pushfstring(L, "row.columns.%s", k));
+        st = sl_pipeline_row_set_column_string(row, k, s);
     } else {
         json_t *v = to_json_boxed(L, 3);
         char *text = sl_json_dump(v, JSON_COMPACT | JSON_ENCODE_ANY, NULL);
@@ -1009,8 +1038,10 @@ static int l_from_json(lua_State *L)
     const char *s = luaL_checklstring(L, 1, &n);
     json_error_t err;
     jbox *b = push_box(L, NULL);
-    if (!(b->v = json_loadb(s, n, JSON_DECODE_ANY, &err)))
+    if (!(b->v = json_loadb(s, n, JSON_DECODE_ANY, &err))) {
+        sl_json_explain(&err); /* its "\u0000 ... without JSON_ALLOW_NUL" named jansson's flag */
         return luaL_error(L, "not JSON: %s (line %d, column %d)", err.text, err.line, err.column);
+    }
     push_json(L, b->v, 0);
     return 1;
 }

@@ -503,6 +503,53 @@ def test_a_stages_copies_answer_under_their_own_custom_id(sluice, tmp_path):
                 check_answer(r)
 
 
+def test_columns_a_stage_sets_are_written_beside_the_answer(sluice, tmp_path):
+    """A stage after the engine that sets columns (the length of the answer,
+    a copy's mark): they were dropped from the batch output, JSONL and
+    Parquet, with no word, while docs/stages.md says a stage may set
+    columns. Now they follow OpenAI's fields: in JSONL as keys of the line
+    (a row's own, as a caption row's), in Parquet as the columns the stage
+    declares, typed."""
+    script = tmp_path / "measure.lua"
+    script.write_text("function process(row)\n"
+                      "  row.columns.answer_bytes = #row.answer\n"
+                      "  local copy = sluice.copy(row)\n"
+                      "  copy.columns.mark = 'copy of ' .. row.id\n"
+                      "  return {row, copy}\n"
+                      "end\n")
+    lines = [t for c, t in GOOD if c in ("text", "multi-turn")]
+    requests = write_batch(tmp_path / "r.jsonl", lines)
+    out = tmp_path / "out"
+    res = batch(sluice, requests, out, *LLAMA, "--stage", f"{script}@engine")
+    assert res.returncode == 0, res.stderr
+    rows = output_lines(out)
+    assert sorted(r["custom_id"] for r in rows) == \
+        ["multi-turn", "multi-turn#1", "text", "text#1"]
+    for r in rows:
+        check_answer({k: r[k] for k in ("id", "custom_id", "response", "error")})
+        content = r["response"]["body"]["choices"][0]["message"]["content"]
+        assert r["answer_bytes"] == len(content.encode()), r
+        if "#" in r["custom_id"]:
+            assert r["mark"] == "copy of " + r["custom_id"].split("#")[0], r
+        else:
+            assert "mark" not in r, r
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "pq"
+    stage = json.dumps({"lua": str(script), "after": "engine",
+                        "columns": ["answer_bytes:int64", "mark"]})
+    res = batch(sluice, requests, out, *LLAMA, "--stage", stage, "--format", "parquet")
+    assert res.returncode == 0, res.stderr
+    table = pq.read_table(sorted(out.glob("part-*.parquet"))[0])
+    assert table.schema.names[-2:] == ["answer_bytes", "mark"], table.schema
+    assert str(table.schema.field("answer_bytes").type) == "int64"
+    for r in table.to_pylist():
+        content = json.loads(r["body"])["choices"][0]["message"]["content"]
+        assert r["answer_bytes"] == len(content.encode()), r
+        want = "copy of " + r["custom_id"].split("#")[0] if "#" in r["custom_id"] else None
+        assert r["mark"] == want, r
+
+
 def test_text_only_batch_runs_without_a_projector(sluice, tmp_path):
     """--model alone (a text model, no --mmproj): every text-only line is
     answered, with the same greedy answer as with the projector loaded;

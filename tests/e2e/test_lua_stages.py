@@ -286,6 +286,35 @@ def test_an_error_holding_a_nul_byte_keeps_its_whole_text(sluice, tmp_path):
         assert row["error"] == f"{script}:2: before\\x00after the NUL", row["error"]
 
 
+@pytest.mark.parametrize("line,said", [
+    ("row.columns.h = 'x\\0y'", "row.columns.h holds a NUL byte (byte 2 of 3)"),
+    ("row.columns.h = {k = 'ab\\0'}", "a string holds a NUL byte (byte 3 of 3)"),
+    ("row.columns['h\\0i'] = 1", "a column's name holds a NUL byte (byte 2 of 3)"),
+    ("row.prompt = 'Say\\0more'", "row.prompt holds a NUL byte (byte 4 of 8)"),
+], ids=["column", "nested", "name", "prompt"])
+def test_a_text_holding_a_nul_byte_fails_its_row_not_cut_short(sluice, tmp_path, line, said):
+    """A Lua string may hold NUL; sluice's texts are C strings. A column set
+    to "x\\0y" was written as "x" (the prompt, the answer and a column's
+    name cut the same way), with no word; one inside a table failed in
+    jansson's terms ("without JSON_ALLOW_NUL"). Now the row fails naming
+    the field and the byte, as a manifest's \\u0000 is refused."""
+    script, failed, _ = camera_rows_fail(sluice, tmp_path, "nul", line)
+    for row in failed.values():
+        assert row["error"].startswith(f"{script}:2: {said}, which sluice does not take"), \
+            row["error"]
+
+
+def test_from_json_of_a_nul_says_so_in_a_users_words(sluice, tmp_path):
+    """sluice.from_json('"a\\u0000b"') raised "\\u0000 is not allowed without
+    JSON_ALLOW_NUL", a flag of jansson's a script cannot pass."""
+    script, failed, _ = camera_rows_fail(sluice, tmp_path, "nul",
+                                         "sluice.from_json('\"a\\\\u0000b\"')")
+    for row in failed.values():
+        assert row["error"].startswith(f"{script}:2: not JSON: a string holds \\u0000 (NUL), "
+                                       "which sluice does not take"), row["error"]
+        assert "JSON_ALLOW_NUL" not in row["error"], row["error"]
+
+
 def test_a_call_past_its_time_limit_fails_its_row_and_the_run_goes_on(sluice, tmp_path):
     """A job file's time_limit: the rows whose call loops fail naming the
     line and the limit; the same worker goes on with the other rows."""
@@ -341,6 +370,29 @@ def test_columns_a_stage_sets_count_in_the_memory_budget(sluice, tmp_path):
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["memory"]["peak_bytes_in_flight"] >= 16 << 20, summary["memory"]
+
+
+def test_a_parquet_column_a_stage_did_not_declare_is_warned_of_with_the_fix(sluice, tmp_path):
+    """A Parquet output and a stage that sets a column it did not declare:
+    the column is not in the file, and the warning said it was first seen
+    after "the first 100 input rows" and to list the input columns with
+    --columns, which a stage's column is not. Now it names the stage's
+    columns as the place to declare it; the rows are counted as before."""
+    script = tmp_path / "late.lua"
+    script.write_text("function process(row) row.columns.late = 1 return row end\n")
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, "--stage", f"{script}@engine", "--limit", "2",
+                       "--max-tokens", "2", "--metrics-addr", "127.0.0.1:0",
+                       "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if "column 'late'" in line]
+    assert len(warned) == 1, r.stderr
+    assert "first seen after the Parquet columns were planned (from the first 100 input rows " \
+           "and the columns the stages declare)" in warned[0], warned
+    assert "late:string keeps any value as its JSON text): an input's in --columns, one a " \
+           "stage sets in that stage's columns" in warned[0], warned
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["unfit_values"]["late"]["rows"] == 2, summary["unfit_values"]
 
 
 def test_a_stage_reads_and_changes_task_answers_and_copies_keep_them(sluice, tmp_path):

@@ -243,6 +243,36 @@ metrics:
     assert r.returncode == 2 and says in r.stderr, r.stderr
 
 
+def test_files_opening_with_a_byte_order_mark_read_as_without(sluice, four, tmp_path):
+    """Notepad saves UTF-8 with a byte order mark. A tasks file or a
+    --json-schema file opening with one was refused as "not JSON ... near
+    ''" (the mark invisible), and a --task NAME=@FILE prompt's went to the
+    model as text. Now the mark is skipped, as a manifest's is: the file
+    is read, and a task whose prompt file has the mark is fed as many
+    positions as the same prompt given inline."""
+    bom = b"\xef\xbb\xbf"
+    spec = tmp_path / "tasks.json"
+    spec.write_bytes(bom + json.dumps({"inline": {"prompt": "Describe it."}}).encode())
+    prompt_file = tmp_path / "p.txt"
+    prompt_file.write_bytes(bom + b"Describe it.\n")
+    out = tmp_path / "out"
+    r = sluice.caption(four, out, "--tasks", spec, "--task", f"filed=@{prompt_file}",
+                       "--max-tokens", "2", "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert len(rows) == 4
+    for row in rows:
+        assert row["filed_prompt_tokens"] == row["inline_prompt_tokens"], row
+
+    schema = tmp_path / "schema.json"
+    schema.write_bytes(bom + b'{"type": "object"}')
+    job = tmp_path / "job.yaml"
+    job.write_text(f"input: {{paths: [{four}]}}\nllama: {{model: {TINY / 'model.gguf'}, "
+                   f"mmproj: {TINY / 'mmproj.gguf'}}}\noutput: {{dir: {tmp_path / 'never'}}}\n")
+    r = sluice.run("config", "check", job, "--json-schema", schema)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("task, said", [
     # a sampling key beside the prompt: where it goes
     ({"max_tokens": 5}, "unknown key 'max_tokens'; did you mean sampling.max_tokens "

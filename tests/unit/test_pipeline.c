@@ -355,6 +355,9 @@ static sl_status look_at_columns(void *state, sl_row *const *rows, size_t n)
              !sl_pipeline_row_column_json(r, "scratch") &&
              sl_pipeline_row_column_string(r, "tags") == NULL && /* not a string */
              sl_pipeline_row_set_column_json(r, "bad", "{not json") == SL_ERR_INVALID_ARG &&
+             /* said in a user's words, not as jansson's JSON_ALLOW_NUL flag */
+             sl_pipeline_row_set_column_json(r, "nul", "\"a\\u0000b\"") == SL_ERR_INVALID_ARG &&
+             strstr(sl_last_error(), "a string holds \\u0000 (NUL)") &&
              sl_pipeline_row_set_column_string(r, "caption", "x") == SL_ERR_INVALID_ARG &&
              sl_pipeline_row_set_column_string(r, "timings", "x") == SL_ERR_INVALID_ARG &&
              sl_pipeline_row_set_column_string(r, "", "x") == SL_ERR_INVALID_ARG;
