@@ -154,7 +154,7 @@ static const char usage_input[] =
     "                            remote video (default: 64M)\n"
     "      --max-line-bytes SIZE  a manifest line or CSV record at most; longer: a failed\n"
     "                            row (default: 1M; a batch file's: 64M); raised later,\n"
-    "                            --retry-failed reads such lines again\n"
+    "                            caption's --retry-failed reads such lines again\n"
     "      --max-item-bytes SIZE  an image held in the data (tar member, Parquet cell,\n"
     "                            data: URL) or a local image file (default: 256M)\n"
     "      --download-timeout S  seconds per http(s) image try, whole transfer (default: 30)\n"

@@ -1437,7 +1437,9 @@ static sl_status batch_next(source_reader *r, sl_source_item *item, bool *done)
     st = SL_ERR_INVALID_ARG;
     if (r->too_long)
         snprintf(err, sizeof err, "the line is longer than the limit of %zu bytes "
-                 "(--max-line-bytes)", r->p->max_line_bytes);
+                 "(--max-line-bytes): to answer it, run a batch file of this line with a "
+                 "higher --max-line-bytes (a rerun of this one counts it done)",
+                 r->p->max_line_bytes);
     else
         st = sl_batch_parse((const char *)r->text.data, r->text.len, item->batch, err,
                             sizeof err);

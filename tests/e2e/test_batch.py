@@ -209,6 +209,32 @@ def test_errors_file_holds_the_failed_requests(sluice, mixed, tmp_path):
     assert errors.read_text() == before
 
 
+def test_a_line_past_the_limit_fails_saying_how_to_answer_it(sluice, tmp_path):
+    """A line longer than --max-line-bytes fails alone, named by its file and
+    line, saying what answers it: `sluice batch` has no --retry-failed (the
+    --max-line-bytes help said it read such lines again), and the same
+    command again counts the line done. The way it names works."""
+    short = line("long", [{"role": "user", "content": "Say hello."}])
+    long = short[:-1] + " " * (1 << 20) + "}"  # past 1M, not in tokens: JSON's whitespace
+    requests = write_batch(tmp_path / "requests.jsonl", [GOOD[0][1], long])
+    out, errors = tmp_path / "out", tmp_path / "errors.jsonl"
+    res = batch(sluice, requests, out, *LLAMA, "--max-line-bytes", "1M", "--errors-file", errors)
+    assert res.returncode == 3, res.stderr
+    assert [r["custom_id"] for r in output_lines(out)] == ["text"]
+    (failed,) = [json.loads(t) for t in errors.read_text().splitlines()]
+    message = failed["error"]["message"]
+    assert "requests.jsonl:2" in message and "longer than the limit of 1048576 bytes" in message
+    assert "a batch file of this line with a higher --max-line-bytes" in message, message
+    res = batch(sluice, requests, out, *LLAMA, "--max-line-bytes", "2M", "--errors-file", errors)
+    assert res.returncode == 0, res.stderr
+    assert [r["custom_id"] for r in output_lines(out)] == ["text"]  # counted done, as it says
+    alone = write_batch(tmp_path / "long.jsonl", [requests.read_text().splitlines()[1]])
+    res = batch(sluice, alone, tmp_path / "again", *LLAMA, "--max-line-bytes", "2M")
+    assert res.returncode == 0, res.stderr
+    (answered,) = output_lines(tmp_path / "again")
+    assert answered["custom_id"] == "long" and answered["error"] is None
+
+
 def test_local_images_and_other_models_need_a_flag(sluice, tmp_path):
     image = SAMPLES / "chelsea.jpg"
     requests = write_batch(tmp_path / "r.jsonl", [
