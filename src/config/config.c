@@ -1992,22 +1992,28 @@ static sl_status resolve(sl_config *c)
                        "lower %s", c->where[amax], a, c->p.openai.adaptive_max_in_flight, b,
                        c->p.openai.max_in_flight, b);
     }
-    /* A batch file's requests bring their own messages: a prompt given for
-     * the job would not be used, which the user who gave it would not
-     * expect. */
+    /* A batch file's requests bring their own messages and images, and its
+     * rows no columns: a setting for those would not be used, which the
+     * user who gave it would not expect. */
     if (c->p.input_format && strcmp(c->p.input_format, "openai-batch") == 0) {
-        static const char *const unused[] = {"prompt.text", "prompt.column", "prompt.system",
-                                             "prompt.turns"};
+        static const char messages[] = "each request brings its own messages";
+        static const struct {
+            const char *key, *why;
+        } unused[] = {{"prompt.text", messages},
+                      {"prompt.column", messages},
+                      {"prompt.system", messages},
+                      {"prompt.turns", messages},
+                      {"input.image_column", "each request names its images (image_url parts)"},
+                      {"output.columns", "its rows have no columns to pass through"}};
         for (size_t k = 0; k < sizeof unused / sizeof unused[0]; k++) {
-            int i = sl_config_find_key(unused[k], strlen(unused[k]));
-            if (!c->given[i])
+            int i = sl_config_find_key(unused[k].key, strlen(unused[k].key));
+            /* (`columns: []`, as config print writes it, is given and empty) */
+            if (!c->given[i] || (opts[i].k == K_LIST && c->lists[opts[i].list].n == 0))
                 continue;
             char a[96];
             named(c, i, i, a, sizeof a);
-            return sl_fail(SL_ERR_INVALID_ARG,
-                           "%s%s does not apply to a batch file: each request brings its own "
-                           "messages (docs/batch.md); drop %s",
-                           c->where[i], a, a);
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s does not apply to a batch file: %s "
+                           "(docs/batch.md); drop %s", c->where[i], a, unused[k].why, a);
         }
     }
     /* One setting on the command line, two in the engine's terms. */

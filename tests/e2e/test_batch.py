@@ -656,8 +656,9 @@ def test_wrong_command_lines_say_what_to_change(sluice, mixed, tmp_path):
     assert res.returncode == 2 and "tasks" in res.stderr
     res = batch(sluice, mixed, tmp_path / "o", *LLAMA, "--errors-file", "s3://b/errors.jsonl")
     assert res.returncode == 2 and "--errors-file is a local file" in res.stderr
-    # A prompt for the job would not be used: each request brings its messages.
-    for flag in ("--prompt", "--system", "--prompt-column"):
+    # A prompt for the job would not be used: each request brings its messages;
+    # nor an image column or pass-through columns (they were taken in silence).
+    for flag in ("--prompt", "--system", "--prompt-column", "--image-column", "--columns"):
         res = batch(sluice, mixed, tmp_path / "o", *LLAMA, flag, "x")
         assert res.returncode == 2, (flag, res.stderr)
         assert f"{flag} does not apply to a batch file" in res.stderr
@@ -729,6 +730,11 @@ llama:
     res = sluice.run("config", "check", job)
     assert res.returncode == 2
     assert f"{job}:10:9: prompt.text does not apply to a batch file" in res.stderr
+    # `columns: []` (as printed) is none given; a column named is refused
+    job.write_text(body.replace("output:\n", "output:\n  columns: [meta]\n"))
+    res = sluice.run("config", "check", job)
+    assert res.returncode == 2
+    assert "output.columns does not apply to a batch file" in res.stderr, res.stderr
 
 
 def test_mixed_batch_openai_engine(sluice, llama_prefix, mixed, tmp_path):
