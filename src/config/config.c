@@ -1271,6 +1271,17 @@ static sl_status add_stage(sl_config *c, int i, const char *where, const char *n
             }
             else if (!(names[k] = keep(c, json_string_value(col), json_string_length(col))))
                 st = SL_ERR_NOMEM;
+            /* one column declared twice: the last type won, in silence */
+            for (size_t j = 0; st == SL_OK && j < k; j++) {
+                size_t other_len;
+                bool other_typed;
+                sl_pq_type other_type;
+                if (sl_columns_stage_spec(names[j], &other_len, &other_typed, &other_type) == SL_OK &&
+                    other_len == name_len && memcmp(names[j], names[k], name_len) == 0)
+                    st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: the stage's columns name '%.*s' twice "
+                                 "('%s', '%s'): declare each column once", where, name,
+                                 (int)name_len, names[k], names[j], names[k]);
+            }
         }
         spec.columns = names;
         spec.n_columns = (int)n;

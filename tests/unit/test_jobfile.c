@@ -745,6 +745,9 @@ static void stages_in_a_job_file(void **state)
         {"pipeline:\n  stages:\n    - {lua: a.lua, config: [1, 2]}\n",
          "config is a mapping"},
         {"pipeline:\n  stages:\n    - {lua: a.lua, columns: [1]}\n", "columns are names"},
+        /* the last type won in silence */
+        {"pipeline:\n  stages:\n    - {lua: a.lua, columns: [x, y, \"x:int64\"]}\n",
+         "the stage's columns name 'x' twice ('x', 'x:int64')"},
         {"pipeline:\n  stages:\n    - {lua: a.lua, lua: b.lua}\n", "'lua' is given twice"},
         {"pipeline:\n  stages:\n    - {lua: a.lua, config: {a: &x 1}}\n", "anchors"},
         {"pipeline:\n  stages: {lua: a.lua}\n", "pipeline.stages takes a list"},
