@@ -1040,6 +1040,7 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
             return hub_exit;
     }
     bool batch = p.input_format && strcmp(p.input_format, "openai-batch") == 0;
+    pr.unit = batch ? "requests" : NULL;
     if (!openai && !batch && !p.dry_run && !p.llama.mmproj_path) {
         if (!cmd->job_file)
             return usage_error(cmd->name, "caption needs a vision projector: --mmproj "
@@ -1132,7 +1133,7 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         long per = (per_task ? p.n_tasks : 1) * (per_answer ? p.sampling.n : 1);
         if (sum.rows_ok / per > pr.shown)
             printf("... and %ld more %s\n", sum.rows_ok / per - pr.shown,
-                   per_task || per_answer ? "images answered" : "captions");
+                   per_task || per_answer ? "images answered" : batch ? "answers" : "captions");
         if (sum.rows_skipped)
             printf("\nresumed: %ld inputs skipped, done by an earlier run", sum.rows_skipped);
         printf(batch ? "\n%ld requests: %ld answered, %ld failed in %.2f s (%.2f requests/s, "

@@ -118,6 +118,7 @@ void printer_progress(const sl_caption_progress *g, void *user)
 static void print_progress_locked(printer *pr, const sl_caption_progress *g)
 {
     double rate = g->elapsed_s > 0 ? (double)g->rows_done / g->elapsed_s : 0.0;
+    const char *unit = pr->unit ? pr->unit : "images";
     char elapsed[32], eta[32], of[64] = "";
     fmt_duration(g->elapsed_s, elapsed, sizeof elapsed);
     if (g->eta_s >= 0)
@@ -176,10 +177,10 @@ static void print_progress_locked(printer *pr, const sl_caption_progress *g)
                     all > 0 ? 100.0 * s->busy_s / all : 0.0,
                     s->in_flight ? "  (in engine)" : "");
         }
-        fprintf(stderr, "  %llu%s images done, %llu failed%s, %.2f images/s, %s elapsed, ETA %s, "
+        fprintf(stderr, "  %llu%s %s done, %llu failed%s, %.2f %s/s, %s elapsed, ETA %s, "
                         "%.0f of %.0f MB in flight%s\n",
-                (unsigned long long)g->rows_done, of, (unsigned long long)g->rows_failed, skipped, rate,
-                elapsed, eta, (double)g->bytes_in_flight / 1e6, (double)g->memory_budget / 1e6,
+                (unsigned long long)g->rows_done, of, unit, (unsigned long long)g->rows_failed,
+                skipped, rate, unit, elapsed, eta, (double)g->bytes_in_flight / 1e6, (double)g->memory_budget / 1e6,
                 g->final ? " (finished)" : "");
         pr->drawn = (int)g->n_stages + 1;
         if (g->final)
@@ -190,9 +191,9 @@ static void print_progress_locked(printer *pr, const sl_caption_progress *g)
     if (!g->final && now - pr->last_line < pr->line_every)
         return;
     pr->last_line = now;
-    fprintf(stderr, "progress: %llu%s images done, %llu failed%s, %.2f images/s, %s elapsed, ETA %s |",
-            (unsigned long long)g->rows_done, of, (unsigned long long)g->rows_failed, skipped, rate,
-            elapsed, eta);
+    fprintf(stderr, "progress: %llu%s %s done, %llu failed%s, %.2f %s/s, %s elapsed, ETA %s |",
+            (unsigned long long)g->rows_done, of, unit, (unsigned long long)g->rows_failed, skipped,
+            rate, unit, elapsed, eta);
     for (size_t i = 0; i < g->n_stages; i++) {
         const sl_stage_stats *s = &g->stages[i];
         if (i == 0) /* the source has no input queue */

@@ -30,6 +30,7 @@ typedef struct printer {
     double line_every; /* non-TTY: seconds between progress lines */
     bool resume_said;  /* the "resuming" line went out */
     bool retry_said;   /* the "retrying" line went out */
+    const char *unit;  /* what the progress counts: NULL "images"; a batch file's "requests" */
     pthread_mutex_t mu;
 } printer;
 

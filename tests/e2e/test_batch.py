@@ -174,6 +174,8 @@ def test_mixed_batch_llama(sluice, mixed, tmp_path):
     assert res.returncode == 3, res.stderr  # some rows failed: the broken lines
     check_mixed(output_lines(out), mixed)
     assert "11 requests: 5 answered, 6 failed" in res.stdout or "-q" in COMMON
+    # the progress counts requests, as the summary does (it said images)
+    assert "progress: 11 of 11 (100%) requests done, 6 failed," in res.stderr, res.stderr
 
 
 @pytest.mark.skipif(sanitized(), reason="one run per request: slow under ASan")
