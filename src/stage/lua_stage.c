@@ -580,8 +580,9 @@ static json_t *to_json(lua_State *L, int idx, int depth)
             v = json_integer((json_int_t)lua_tointeger(L, idx));
         } else {
             double d = lua_tonumber(L, idx);
-            if (!isfinite(d))
-                luaL_error(L, "%f has no JSON", d);
+            if (!isfinite(d)) /* ("%f" said -nan for 0/0) */
+                luaL_error(L, "%s has no JSON (nil is no value)",
+                           isnan(d) ? "NaN" : d > 0 ? "infinity" : "-infinity");
             v = json_real(d);
         }
         break;

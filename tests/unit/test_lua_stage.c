@@ -268,6 +268,8 @@ static const char errors_lua[] =
     "  if row.id == 'img07.jpg' then row.columns.bad = function() end end\n"
     "  if row.id == 'img08.jpg' then return {row, 'x'} end\n"
     "  if row.id == 'img09.jpg' then row.columns.deep = {1, {a = {2, print}}} end\n"
+    "  if row.id == 'img01.jpg' then row.columns.ratio = {0 / 0} end\n"
+    "  if row.id == 'img02.jpg' then row.columns.low = -math.huge end\n"
     "  row.columns.ok = true\n"
     "  return row\n"
     "end\n";
@@ -282,7 +284,7 @@ static void errors_fail_rows(void **state)
     p.metrics_addr = NULL;
     sl_caption_summary sum;
     assert_int_equal(sl_caption_run(&p, &sum), SL_OK); /* the run goes on */
-    assert_int_equal(sum.rows_failed, 5);
+    assert_int_equal(sum.rows_failed, 7);
     assert_int_equal(sum.rows, N);
     json_t *rows = read_output();
     const char *id;
@@ -300,6 +302,9 @@ static void errors_fail_rows(void **state)
             assert_non_null(strstr(err, "a function has no JSON"));
         } else if (strcmp(id, "img09.jpg") == 0) { /* what was built is freed (ASan) */
             assert_non_null(strstr(err, "a function has no JSON"));
+        } else if (strcmp(id, "img01.jpg") == 0 || strcmp(id, "img02.jpg") == 0) {
+            if (!strstr(err, id[4] == '1' ? "NaN has no JSON" : "-infinity has no JSON"))
+                fail_msg("%s", err);
         } else if (strcmp(id, "img08.jpg") == 0) {
             if (!strstr(err, "a list with a string at [2]"))
                 fail_msg("%s", err);
@@ -318,7 +323,7 @@ static void errors_fail_rows(void **state)
     char *text = slurp(prom);
     assert_non_null(text);
     assert_non_null(strstr(text, "sluice_rows_failed_by_class_total{stage=\"checker\","
-                                     "class=\"stage\"} 5"));
+                                     "class=\"stage\"} 7"));
     tu_rmtree(base);
 }
 
