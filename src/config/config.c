@@ -735,7 +735,7 @@ static void touch(sl_config *c, cfg_list *l)
  * brackets, parentheses and quotes of a type after its ':'
  * (`tags:{"list":"string"}` and `price:decimal(10,2)` hold commas; a name's
  * own quotes do not count). */
-static size_t item_length(const char *s)
+static size_t item_length(const char *s, bool *unclosed)
 {
     size_t n = 0;
     int depth = 0;
@@ -754,7 +754,28 @@ static size_t item_length(const char *s)
         else if (!quoted && (s[n] == '}' || s[n] == ']' || s[n] == ')') && depth > 0)
             depth--;
     }
+    *unclosed = depth > 0;
     return n;
+}
+
+/* One column declared twice (`a:int64,a:string`, or a stage's `[x, "x:int64"]`)
+ * took the last type in silence: refused, naming both entries. specs[k] is
+ * the new entry, of name length name_len; input picks --columns' reading. */
+static sl_status column_once(const char *where, const char *name, const char *const *specs,
+                             size_t k, size_t name_len, bool input)
+{
+    for (size_t j = 0; j < k; j++) {
+        size_t other_len;
+        bool other_typed;
+        sl_pq_type other_type;
+        sl_status st = input ? sl_columns_input_spec(specs[j], &other_len, &other_typed, &other_type)
+                             : sl_columns_stage_spec(specs[j], &other_len, &other_typed, &other_type);
+        if (st == SL_OK && other_len == name_len && memcmp(specs[j], specs[k], name_len) == 0)
+            return sl_fail(SL_ERR_INVALID_ARG, "%s%s: the %scolumns name '%.*s' twice ('%s', "
+                           "'%s'): declare each column once", where, name,
+                           input ? "" : "stage's ", (int)name_len, specs[k], specs[j], specs[k]);
+    }
+    return SL_OK;
 }
 
 static sl_status list_add(sl_config *c, int i, const char *item, size_t len, const char *where,
@@ -788,6 +809,10 @@ static sl_status list_add(sl_config *c, int i, const char *item, size_t len, con
             snprintf(why, sizeof why, "%s", sl_last_error());
             return sl_fail(SL_ERR_INVALID_ARG, "%s%s: %s", where, name, why);
         }
+        l->items[l->n] = copy;
+        sl_status st = column_once(where, name, l->items, (size_t)l->n, name_len, true);
+        if (st != SL_OK)
+            return st;
     }
     l->items[l->n++] = copy;
     sync_lists(c);
@@ -1271,17 +1296,8 @@ static sl_status add_stage(sl_config *c, int i, const char *where, const char *n
             }
             else if (!(names[k] = keep(c, json_string_value(col), json_string_length(col))))
                 st = SL_ERR_NOMEM;
-            /* one column declared twice: the last type won, in silence */
-            for (size_t j = 0; st == SL_OK && j < k; j++) {
-                size_t other_len;
-                bool other_typed;
-                sl_pq_type other_type;
-                if (sl_columns_stage_spec(names[j], &other_len, &other_typed, &other_type) == SL_OK &&
-                    other_len == name_len && memcmp(names[j], names[k], name_len) == 0)
-                    st = sl_fail(SL_ERR_INVALID_ARG, "%s%s: the stage's columns name '%.*s' twice "
-                                 "('%s', '%s'): declare each column once", where, name,
-                                 (int)name_len, names[k], names[j], names[k]);
-            }
+            if (st == SL_OK)
+                st = column_once(where, name, names, k, name_len, false);
         }
         spec.columns = names;
         spec.n_columns = (int)n;
@@ -1528,8 +1544,15 @@ static sl_status set_at(sl_config *c, int i, const char *value, bool split, cons
             for (const char *s = value; st == SL_OK && *s;) {
                 /* A column's shape holds commas; other lists' items may hold
                  * quotes and brackets (choices: 12", 24"). */
-                size_t len = o->list == L_COLUMNS ? item_length(s) : strcspn(s, ","),
+                bool unclosed = false;
+                size_t len = o->list == L_COLUMNS ? item_length(s, &unclosed) : strcspn(s, ","),
                        skip = len + (s[len] == ',');
+                /* `a:(,b`: the rest of the list became one name, in silence */
+                if (unclosed)
+                    return sl_fail(SL_ERR_INVALID_ARG,
+                                   "%s%s: '%s' opens a bracket or parenthesis after its ':' that "
+                                   "is never closed; close it (a type: NAME:decimal(10,2), "
+                                   "NAME:{\"list\": \"string\"})", where, name, s);
                 while (len && (*s == ' ' || *s == '\t'))
                     s++, len--, skip--;
                 while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))

@@ -546,6 +546,54 @@ static void column_items_keep_their_shapes_whole(void **state)
     assert_non_null(strstr(sl_last_error(), "--columns: column 'price:decimal(39,2)': decimal(P,S) takes a "
                                             "precision P of 1..38 digits and a scale S of 0..P"));
     sl_config_free(c);
+    /* an unclosed '(' took the rest of the list as one name, in silence */
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    assert_int_equal(sl_config_set_flag(c, "columns", "x,price:decimal(10,2,y"), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "--columns: 'price:decimal(10,2,y' opens a bracket or "
+                                            "parenthesis after its ':' that is never closed"));
+    sl_config_free(c);
+}
+
+/* One input column declared twice took the last type in silence; it is
+ * refused naming both entries, across --columns flags of one layer too. A
+ * later layer's list replaces the earlier one's, so it repeats no name. */
+static void an_input_column_is_declared_once(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *first, *second, *want;
+    } cases[] = {
+        {"a:int64,a:string", NULL, "--columns: the columns name 'a' twice ('a:int64', 'a:string')"},
+        {"a", "b,a:decimal(5, 2)", "--columns: the columns name 'a' twice ('a', 'a:decimal(5, 2)')"},
+        {"exif:Model,exif:Model:int64", NULL, "name 'exif:Model' twice"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sl_config *c;
+        assert_int_equal(sl_config_new(&c), SL_OK);
+        sl_status st = sl_config_set_flag(c, "columns", cases[i].first);
+        if (cases[i].second) {
+            assert_int_equal(st, SL_OK);
+            st = sl_config_set_flag(c, "columns", cases[i].second);
+        }
+        assert_int_equal(st, SL_ERR_INVALID_ARG);
+        if (!strstr(sl_last_error(), cases[i].want))
+            fail_msg("case %zu: '%s' lacks '%s'", i, sl_last_error(), cases[i].want);
+        sl_config_free(c);
+    }
+    /* names that differ only after a shared prefix, or a name holding ':', are two columns */
+    sl_config *c;
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    assert_int_equal(sl_config_set_flag(c, "columns", "a,ab:int64,a:b,exif:Model"), SL_OK);
+    assert_int_equal(sl_config_params(c)->n_columns, 4);
+    sl_config_free(c);
+    /* a job file's columns, then the command line's: replaced, not repeated */
+    assert_int_equal(sl_config_new(&c), SL_OK);
+    assert_int_equal(sl_config_set(c, "output.columns", "a:int64"), SL_OK);
+    sl_config_begin_layer(c);
+    assert_int_equal(sl_config_set_flag(c, "columns", "a:string"), SL_OK);
+    assert_int_equal(sl_config_params(c)->n_columns, 1);
+    assert_string_equal(sl_config_params(c)->columns[0], "a:string");
+    sl_config_free(c);
 }
 
 /* The cache types' names are sl_kv_type's, in its order. */
@@ -878,6 +926,7 @@ int main(void)
         cmocka_unit_test(every_setting_round_trips),
         cmocka_unit_test(lora_items_split_on_the_last_colon_before_a_number),
         cmocka_unit_test(column_items_keep_their_shapes_whole),
+        cmocka_unit_test(an_input_column_is_declared_once),
         cmocka_unit_test(cache_types_are_the_engines_names),
         cmocka_unit_test(a_prompt_beside_tasks_is_refused),
         cmocka_unit_test(stages_in_a_job_file),
