@@ -784,11 +784,12 @@ static const char *kind_of(const json_t *v)
     }
 }
 
-/* t's name, as a message says what a column holds (a decimal's in buf). */
+/* t's name, as a message says what a column holds (a decimal's in buf, spelt
+ * as summary.json's columns spell it). */
 static const char *type_of(const ctype *t, char buf[32])
 {
     if (t->t == T_DECIMAL) {
-        snprintf(buf, 32, "decimal(%d, %d)", t->precision, t->scale);
+        snprintf(buf, 32, "decimal(%d,%d)", t->precision, t->scale);
         return buf;
     }
     return t->t == T_INT ? "int64" : t->t == T_DOUBLE ? "double" : "bool";

@@ -1038,7 +1038,7 @@ def test_a_declared_shape_may_hold_decimals(sluice, tmp_path):
     assert [str(d) for d in tags["m.jsonl:1"]] == ["1.10", "2.25", "3.00"]
     unfit = json.loads((out / "summary.json").read_text())["unfit_values"]
     assert unfit == {"tags": {"rows": 1, "first_id": "m.jsonl:2",
-                              "why": "[0]: a real number where it holds decimal(5, 2)"}}, unfit
+                              "why": "[0]: a real number where it holds decimal(5,2)"}}, unfit
 
 
 def test_a_declared_decimal_column_is_a_parquet_decimal(sluice, tmp_path):
@@ -1076,9 +1076,9 @@ def test_a_declared_decimal_column_is_a_parquet_decimal(sluice, tmp_path):
     assert {"name": "price", "type": "decimal(10,2)"} in summary["columns"], summary["columns"]
     unfit = summary["unfit_values"]["price"]  # the first of the three to be written, whichever
     assert unfit["rows"] == 3, unfit
-    assert (unfit["first_id"], unfit["why"]) in [("m.jsonl:5", "a real number where it holds decimal(10, 2)"),
-                                                 ("m.jsonl:6", "an integer where it holds decimal(10, 2)"),
-                                                 ("m.jsonl:7", "a string where it holds decimal(10, 2)")], unfit
+    assert (unfit["first_id"], unfit["why"]) in [("m.jsonl:5", "a real number where it holds decimal(10,2)"),
+                                                 ("m.jsonl:6", "an integer where it holds decimal(10,2)"),
+                                                 ("m.jsonl:7", "a string where it holds decimal(10,2)")], unfit
 
     path = tmp_path / "in.parquet"
     pq.write_table(pa.table({"path": [str(img)] * 2,

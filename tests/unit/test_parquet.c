@@ -1584,14 +1584,14 @@ static void a_decimal_input_column_is_a_decimal_leaf(void **state)
     }
     json_t *bad = sl_json_decimal("1.105", 5);
     assert_false(sl_columns_fits(c, 0, bad, why, sizeof why));
-    assert_string_equal(why, "a real number where it holds decimal(5, 2)");
+    assert_string_equal(why, "a real number where it holds decimal(5,2)");
     json_decref(bad);
     json_t *digits = json_string("1.10"); /* a manifest's number in a string */
     assert_true(sl_columns_fits(c, 0, digits, why, sizeof why));
     json_decref(digits);
     bad = json_string("1.1x");
     assert_false(sl_columns_fits(c, 0, bad, why, sizeof why));
-    assert_string_equal(why, "a string where it holds decimal(5, 2)");
+    assert_string_equal(why, "a string where it holds decimal(5,2)");
     json_decref(bad);
     sl_columns_free(c);
     sl_pq_shape_free(node);

@@ -302,10 +302,10 @@ static void a_declared_decimal_takes_exact_values(void **state)
     assert_true(fits(c, 0, "-3", why, sizeof why));
     assert_true(fits(c, 0, "99999999.99", why, sizeof why));
     assert_false(fits(c, 0, "0.001", why, sizeof why));
-    assert_string_equal(why, "a real number where it holds decimal(10, 2)");
+    assert_string_equal(why, "a real number where it holds decimal(10,2)");
     assert_false(fits(c, 0, "123456789", why, sizeof why)); /* 11 digits at scale 2 */
     assert_false(fits(c, 0, "\"12.5x\"", why, sizeof why));
-    assert_string_equal(why, "a string where it holds decimal(10, 2)");
+    assert_string_equal(why, "a string where it holds decimal(10,2)");
     assert_true(fits(c, 2, "[\"1.1\", 2]", why, sizeof why));
     sl_columns_free(c);
 
