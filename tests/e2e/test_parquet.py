@@ -920,6 +920,40 @@ def test_decimals_pass_through_as_their_exact_digits(sluice, tmp_path):
     assert ids == sorted(["1001.5", "-7.0", "0.1"]), ids
 
 
+def test_a_string_that_looks_like_a_decimal_stays_a_string(sluice, tmp_path):
+    """Decimals travel inside sluice as strings behind a marker, which was
+    "\\0sluice-decimal\\0": a Parquet string column's value that began with
+    those bytes came out as the number after them (1.5 in JSONL, '1.5' in a
+    Parquet output: the marker lost). The marker now holds a byte no UTF-8
+    text does, so each data string comes back byte for byte (one that
+    forges the new marker is not UTF-8: its bad byte and NULs are U+FFFD, as
+    any such string's), and a real decimal column stays a decimal."""
+    from decimal import Decimal
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    notes = ["\0sluice-decimal\0" "1.5", "\0X" "sluice-decimal\0" "2.5", "plain"]
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"path": [str(imgs[0])] * 3, "note": notes,
+                             "price": pa.array([Decimal("1.10"), None, Decimal("-3.00")], pa.decimal128(5, 2))}),
+                   path, use_dictionary=False, compression="none", write_statistics=False)
+    data = path.read_bytes()
+    assert data.count(b"\0Xsluice") == 1
+    path.write_bytes(data.replace(b"\0Xsluice", b"\0\xffsluice"))  # pyarrow writes only UTF-8
+    want = [notes[0], "\ufffd\ufffdsluice-decimal\ufffd2.5", "plain"]  # sanitized: NUL too
+    for fmt in ("parquet", "jsonl"):
+        out = tmp_path / fmt
+        r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off", "-q", "--format", fmt)
+        assert r.returncode == 0, r.stderr
+        if fmt == "parquet":
+            got = pq.read_table(out / "part-00000.parquet").sort_by("id")
+            assert got.schema.field("note").type == pa.string() and got.schema.field("price").type == pa.decimal128(5, 2)
+            assert got.column("note").to_pylist() == want
+            assert got.column("price").to_pylist() == [Decimal("1.10"), None, Decimal("-3.00")]
+        else:
+            rows = sorted(map(json.loads, (out / "part-00000.jsonl").read_text().splitlines()), key=lambda r: r["id"])
+            assert [r["note"] for r in rows] == want
+            assert '"price":1.10' in (out / "part-00000.jsonl").read_text()
+
+
 def test_a_decimal_fills_a_template_with_its_digits(sluice, tmp_path):
     """A template's {price} of a decimal column is its exact text (1.10,
     38 digits), not the double's shortest (1.1); a decimal column named
