@@ -355,9 +355,9 @@ static void parse_schema_el(sl_tc_reader *t, void *item)
 }
 
 /* Whether a page in this encoding may be read: values or levels, as
- * start_values and the level readers take them. BIT_PACKED is one too:
- * parquet-mr lists it for the levels it does not write (a required
- * column's), so a list naming it says nothing. */
+ * start_values and v1_levels take them. BIT_PACKED is one: v1 levels in
+ * it are read, and parquet-mr lists it for the levels it does not write
+ * (a required column's). */
 static bool known_encoding(int32_t e)
 {
     return e == SL_PQE_PLAIN || (e >= SL_PQE_PLAIN_DICTIONARY && e <= SL_PQE_BYTE_STREAM_SPLIT);
