@@ -260,8 +260,11 @@ json_t *sl_json_real_float(float f)
     return json_real(strtod(text, NULL));
 }
 
-/* What a decimal's string holds before its text (see sl_json_decimal). */
-static const char decimal_mark[] = "\0sluice-decimal\0";
+/* What a decimal's string holds before its text (see sl_json_decimal):
+ * 0xFF is in no UTF-8 text, and every data string is UTF-8 (jansson checks
+ * what it parses, sl_json_text replaces what is not), so no data string
+ * begins with it; "\0sluice-decimal\0" alone did, from a Parquet column. */
+static const char decimal_mark[] = "\0\xFF" "sluice-decimal\0";
 #define DECIMAL_MARK_LEN (sizeof decimal_mark - 1)
 
 json_t *sl_json_decimal(const char *text, size_t len)
@@ -282,8 +285,8 @@ const char *sl_json_decimal_text(const json_t *v, size_t *len)
         return NULL;
     s += DECIMAL_MARK_LEN;
     n -= DECIMAL_MARK_LEN;
-    /* a JSON number's text, so that a data string that happened to hold
-     * the marker is never written as one: -?digits(.digits)?(e[+-]?digits)? */
+    /* a JSON number's text, whatever sl_json_decimal was given:
+     * -?digits(.digits)?(e[+-]?digits)? */
     size_t i = s[0] == '-', start = i;
     while (i < n && s[i] >= '0' && s[i] <= '9')
         i++;

@@ -27,9 +27,10 @@ json_t *sl_json_real_half(float f);
 /* A decimal's exact text (sl_decimal_text's) as a value sl_json_dump
  * writes as that JSON number, its digits and scale kept (1.10, not the
  * double's 1.1; 38 digits, not 17): a jansson string of a marker that
- * begins with NUL (C text reads it as "") and the text. Other code takes
- * its number with sl_json_decimal_text. The caller owns it; NULL when out
- * of memory. */
+ * begins with NUL (C text reads it as "") and holds a byte no UTF-8 text
+ * does, so that no data string (all UTF-8) is taken for one, and the text.
+ * Other code takes its number with sl_json_decimal_text. The caller owns
+ * it; NULL when out of memory. */
 json_t *sl_json_decimal(const char *text, size_t len);
 /* The text of a value sl_json_decimal made (NUL-terminated, borrowed as
  * json_string_value's), and its length in *len (optional); NULL when v is

@@ -225,6 +225,26 @@ bool sl_rle_stream_init(sl_rle_stream *s, const uint8_t *data, size_t len, int b
     return bit_width >= 0 && bit_width <= 32;
 }
 
+bool sl_bitpacked_stream_init(sl_rle_stream *s, const uint8_t *data, size_t len, int bit_width)
+{
+    if (!sl_rle_stream_init(s, data, 0, bit_width)) /* no run header after the one run */
+        return false;
+    s->q = data;
+    s->run_end = data + len;
+    s->packed = s->msb = true;
+    /* the values len bytes hold, without overflowing len * 8 */
+    s->left = bit_width ? len / (size_t)bit_width * 8 + len % (size_t)bit_width * 8 / (size_t)bit_width : UINT64_MAX;
+    return true;
+}
+
+void sl_rle_stream_repeat(sl_rle_stream *s, uint32_t value, uint64_t n)
+{
+    memset(s, 0, sizeof *s); /* p == end: no run after this one */
+    s->bit_width = 32;
+    s->left = n;
+    s->value = value;
+}
+
 bool sl_rle_stream_read(sl_rle_stream *s, uint32_t *out, size_t n)
 {
     int bw = s->bit_width;
@@ -255,12 +275,18 @@ bool sl_rle_stream_read(sl_rle_stream *s, uint32_t *out, size_t n)
                     s->left = 0;
                     return false;
                 }
-                acc |= (uint64_t)*q++ << acc_bits;
+                /* msb: the next byte goes below the bits held (those above
+                 * acc_bits, long taken, are masked off) */
+                acc = s->msb ? acc << 8 | *q++ : acc | (uint64_t)*q++ << acc_bits;
                 acc_bits += 8;
             }
-            out[i++] = (uint32_t)(acc & mask);
-            acc >>= bw;
             acc_bits -= bw;
+            if (s->msb) {
+                out[i++] = (uint32_t)(acc >> acc_bits & mask);
+            } else {
+                out[i++] = (uint32_t)(acc & mask);
+                acc >>= bw;
+            }
         }
         s->acc = acc;
         s->acc_bits = acc_bits;

@@ -80,11 +80,19 @@ typedef struct sl_rle_stream {
     uint64_t acc;
     int acc_bits, bit_width;
     bool packed;
+    bool msb;                    /* BIT_PACKED: the one run, packed most significant bit first */
     uint32_t value;              /* the value of the current RLE run */
 } sl_rle_stream;
 
 /* False when bit_width is not in 0..32. */
 bool sl_rle_stream_init(sl_rle_stream *s, const uint8_t *data, size_t len, int bit_width);
+/* The deprecated BIT_PACKED encoding (levels of v1 pages by old Hadoop-era
+ * writers) read by the same calls: values back to back, no header, each
+ * byte filled from its most significant bit (the hybrid fills from the
+ * least). False when bit_width is not in 0..32. */
+bool sl_bitpacked_stream_init(sl_rle_stream *s, const uint8_t *data, size_t len, int bit_width);
+/* A stream of n copies of value, reading no bytes. */
+void sl_rle_stream_repeat(sl_rle_stream *s, uint32_t value, uint64_t n);
 /* The next n values into out; false when the input ends early or a run is
  * malformed (the stream is then unusable). */
 bool sl_rle_stream_read(sl_rle_stream *s, uint32_t *out, size_t n);

@@ -355,9 +355,9 @@ static void parse_schema_el(sl_tc_reader *t, void *item)
 }
 
 /* Whether a page in this encoding may be read: values or levels, as
- * start_values and the level readers take them. BIT_PACKED is one too:
- * parquet-mr lists it for the levels it does not write (a required
- * column's), so a list naming it says nothing. */
+ * start_values and v1_levels take them. BIT_PACKED is one: v1 levels in
+ * it are read, and parquet-mr lists it for the levels it does not write
+ * (a required column's). */
 static bool known_encoding(int32_t e)
 {
     return e == SL_PQE_PLAIN || (e >= SL_PQE_PLAIN_DICTIONARY && e <= SL_PQE_BYTE_STREAM_SPLIT);
@@ -1449,16 +1449,41 @@ static void start_reps(column *c, const uint8_t *p, size_t len)
         sl_rle_stream_init(&c->reps, p, len, sl_pq_bit_width((uint32_t)c->lf->max_rep));
 }
 
-/* A v1 page's levels: a 4-byte length, then the RLE hybrid. */
-static sl_status v1_levels(column *c, int encoding, const char *what, const uint8_t **p, size_t *len,
-                           size_t *n)
+/* A v1 page's levels of one kind (up to max_level) into s, *p and *len
+ * moved past them: a 4-byte length, then the RLE hybrid; or the deprecated
+ * BIT_PACKED (old parquet-mr and Impala files), n levels with no length.
+ * Where levels in an encoding there is no decoder for end is unknown, so
+ * the values after them are too: a flat column's definition levels are
+ * taken as "the value is null" and the page is undecodable; a list's shape
+ * cannot be known without them, so its page is corrupt. */
+static sl_status v1_levels(column *c, int encoding, const char *what, int max_level, int64_t n, sl_rle_stream *s,
+                           const uint8_t **p, size_t *len)
 {
-    if (encoding != SL_PQE_RLE)
-        return corrupt(c, "unsupported %s level encoding %s", what, sl_pq_encoding_name(encoding));
-    if (*len < 4 || le32(*p) > *len - 4)
-        return corrupt(c, "%s levels run past their page", what);
-    *n = le32(*p);
-    *p += 4;
+    int width = sl_pq_bit_width((uint32_t)max_level);
+    size_t bytes;
+    if (encoding == SL_PQE_RLE) {
+        if (*len < 4 || le32(*p) > *len - 4)
+            return corrupt(c, "%s levels run past their page", what);
+        bytes = le32(*p);
+        sl_rle_stream_init(s, *p + 4, bytes, width);
+        bytes += 4;
+    } else if (encoding == SL_PQE_BIT_PACKED) {
+        bytes = (size_t)(((uint64_t)n * (uint64_t)width + 7) / 8); /* n: a page's, an int32 */
+        if (bytes > *len)
+            return corrupt(c, "BIT_PACKED %s levels run past their page (%lld levels of %d bits in %zu bytes)",
+                           what, (long long)n, width, *len);
+        sl_bitpacked_stream_init(s, *p, bytes, width);
+    } else if (c->lf->max_rep > 0) {
+        return corrupt(c, "unsupported %s level encoding %s (%d) in a list column", what,
+                       sl_pq_encoding_name(encoding), encoding);
+    } else {
+        sl_status st = undecodable(c, "unsupported %s level encoding %s (%d)", what, sl_pq_encoding_name(encoding),
+                                   encoding);
+        sl_rle_stream_repeat(s, (uint32_t)max_level - 1, (uint64_t)n); /* every group there */
+        return st;
+    }
+    *p += bytes;
+    *len -= bytes;
     return SL_OK;
 }
 
@@ -1480,22 +1505,15 @@ static sl_status data_page_v1(column *c, const page_header *h, const uint8_t *bo
     const uint8_t *p;
     if ((st = page_bytes(c, body, (size_t)h->csize, (size_t)h->usize, true, &p)) != SL_OK)
         return st;
-    size_t len = (size_t)h->usize, n = 0; /* set by v1_levels on success: said for -O3 */
-    if (c->lf->max_rep > 0) {
-        if ((st = v1_levels(c, h->rep_encoding, "repetition", &p, &len, &n)) != SL_OK)
-            return st;
-        start_reps(c, p, n);
-        p += n;
-        len -= 4 + n;
-    }
-    if (c->lf->max_def > 0) {
-        if ((st = v1_levels(c, h->def_encoding, "definition", &p, &len, &n)) != SL_OK)
-            return st;
-        start_levels(c, p, n);
-        p += n;
-        len -= 4 + n;
-    }
-    if ((st = start_values(c, h->encoding, p, len, h->num_values)) != SL_OK)
+    size_t len = (size_t)h->usize;
+    c->lost_page = false;
+    if (c->lf->max_rep > 0 &&
+        (st = v1_levels(c, h->rep_encoding, "repetition", c->lf->max_rep, h->num_values, &c->reps, &p, &len)) != SL_OK)
+        return st;
+    if (c->lf->max_def > 0 &&
+        (st = v1_levels(c, h->def_encoding, "definition", c->lf->max_def, h->num_values, &c->levels, &p, &len)) != SL_OK)
+        return st;
+    if (!c->lost_page && (st = start_values(c, h->encoding, p, len, h->num_values)) != SL_OK)
         return st;
     c->values += h->num_values;
     c->page_left = h->num_values;

@@ -920,6 +920,40 @@ def test_decimals_pass_through_as_their_exact_digits(sluice, tmp_path):
     assert ids == sorted(["1001.5", "-7.0", "0.1"]), ids
 
 
+def test_a_string_that_looks_like_a_decimal_stays_a_string(sluice, tmp_path):
+    """Decimals travel inside sluice as strings behind a marker, which was
+    "\\0sluice-decimal\\0": a Parquet string column's value that began with
+    those bytes came out as the number after them (1.5 in JSONL, '1.5' in a
+    Parquet output: the marker lost). The marker now holds a byte no UTF-8
+    text does, so each data string comes back byte for byte (one that
+    forges the new marker is not UTF-8: its bad byte and NULs are U+FFFD, as
+    any such string's), and a real decimal column stays a decimal."""
+    from decimal import Decimal
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    notes = ["\0sluice-decimal\0" "1.5", "\0X" "sluice-decimal\0" "2.5", "plain"]
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"path": [str(imgs[0])] * 3, "note": notes,
+                             "price": pa.array([Decimal("1.10"), None, Decimal("-3.00")], pa.decimal128(5, 2))}),
+                   path, use_dictionary=False, compression="none", write_statistics=False)
+    data = path.read_bytes()
+    assert data.count(b"\0Xsluice") == 1
+    path.write_bytes(data.replace(b"\0Xsluice", b"\0\xffsluice"))  # pyarrow writes only UTF-8
+    want = [notes[0], "\ufffd\ufffdsluice-decimal\ufffd2.5", "plain"]  # sanitized: NUL too
+    for fmt in ("parquet", "jsonl"):
+        out = tmp_path / fmt
+        r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off", "-q", "--format", fmt)
+        assert r.returncode == 0, r.stderr
+        if fmt == "parquet":
+            got = pq.read_table(out / "part-00000.parquet").sort_by("id")
+            assert got.schema.field("note").type == pa.string() and got.schema.field("price").type == pa.decimal128(5, 2)
+            assert got.column("note").to_pylist() == want
+            assert got.column("price").to_pylist() == [Decimal("1.10"), None, Decimal("-3.00")]
+        else:
+            rows = sorted(map(json.loads, (out / "part-00000.jsonl").read_text().splitlines()), key=lambda r: r["id"])
+            assert [r["note"] for r in rows] == want
+            assert '"price":1.10' in (out / "part-00000.jsonl").read_text()
+
+
 def test_a_decimal_fills_a_template_with_its_digits(sluice, tmp_path):
     """A template's {price} of a decimal column is its exact text (1.10,
     38 digits), not the double's shortest (1.1); a decimal column named
@@ -1180,20 +1214,28 @@ def test_a_column_sluice_cannot_read_is_left_out(sluice, tmp_path):
         assert rows and all(f"column '{column}'" in row["error"] and str(path) in row["error"] for row in rows), rows
 
 
-def page_headers(data, col):
-    """The pages of a column chunk pyarrow wrote: (offset, offset of the
-    varint of its encoding, its values or a v2 page's rows) each, read from
-    the page headers' Thrift compact bytes (the encoding of a v1 data or
-    dictionary page is field 2 of field 5 or 7, of a v2 data page field 4
-    of field 8, whose rows are its field 3)."""
+def uleb(buf, i):
+    """The unsigned LEB128 varint at buf[i:] and the offset after it."""
+    shift = v = 0
+    while True:
+        v |= (buf[i] & 0x7F) << shift
+        shift += 7
+        i += 1
+        if not buf[i - 1] & 0x80:
+            return v, i
+
+
+def page_header_fields(data, col):
+    """The pages of a column chunk pyarrow wrote, read from the page
+    headers' Thrift compact bytes: for each a dict of its offset ("at"),
+    where its body begins ("body") and its size there ("size"), the offset
+    of the varint of its encoding ("enc": field 2 of a v1 data page's field
+    5 or a dictionary page's field 7, field 4 of a v2 data page's field 8),
+    its values or a v2 page's rows ("n": field 1, or 3 in a v2 page), its
+    type ("type"), and for a v1 data page the offsets of its definition and
+    repetition level encodings' varints ("def", "rep": fields 3 and 4)."""
     def varint(i):
-        shift = v = 0
-        while True:
-            v |= (data[i] & 0x7F) << shift
-            shift += 7
-            i += 1
-            if not data[i - 1] & 0x80:
-                return v, i
+        return uleb(data, i)
 
     def skip(i, t):
         if t in (1, 2):
@@ -1235,16 +1277,171 @@ def page_headers(data, col):
     at = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
     out = []
     while at < (col.dictionary_page_offset or col.data_page_offset) + col.total_compressed_size:
-        page = {}
+        page = {"at": at}
 
         def inner(i, enc_id):
-            struct_fields(i, {1 if enc_id == 2 else 3: lambda j: page.setdefault("n", varint(j)[0] >> 1),
-                              enc_id: lambda j: page.setdefault("enc", j)})
-        _, end = struct_fields(at, {3: lambda j: page.setdefault("size", varint(j)[0] >> 1),
-                                    5: lambda j: inner(j, 2), 7: lambda j: inner(j, 2), 8: lambda j: inner(j, 4)})
-        out.append((at, page["enc"], page["n"]))
-        at = end + page["size"]
+            fields = {1 if enc_id == 2 else 3: lambda j: page.setdefault("n", varint(j)[0] >> 1),
+                      enc_id: lambda j: page.setdefault("enc", j)}
+            if enc_id == 2:
+                fields.update({3: lambda j: page.setdefault("def", j), 4: lambda j: page.setdefault("rep", j)})
+            struct_fields(i, fields)
+        _, page["body"] = struct_fields(at, {1: lambda j: page.setdefault("type", varint(j)[0] >> 1),
+                                             3: lambda j: page.setdefault("size", varint(j)[0] >> 1),
+                                             5: lambda j: inner(j, 2), 7: lambda j: inner(j, 2),
+                                             8: lambda j: inner(j, 4)})
+        out.append(page)
+        at = page["body"] + page["size"]
     return out
+
+
+def page_headers(data, col):
+    """page_header_fields' (offset, offset of the varint of its encoding,
+    its values or a v2 page's rows) of each page."""
+    return [(p["at"], p["enc"], p["n"]) for p in page_header_fields(data, col)]
+
+
+def rle_hybrid_levels(buf, width, n):
+    """n levels of the RLE/bit-packed hybrid in buf (parquet-format's
+    Encodings.md: bit-packed runs fill each byte from its least significant
+    bit)."""
+    out, i = [], 0
+    while len(out) < n:
+        h, i = uleb(buf, i)
+        if h & 1:
+            nbytes = (h >> 1) * width
+            bits = int.from_bytes(buf[i:i + nbytes], "little")
+            out += [bits >> (k * width) & ((1 << width) - 1) for k in range((h >> 1) * 8)]
+            i += nbytes
+        else:
+            out += [int.from_bytes(buf[i:i + (width + 7) // 8], "little")] * (h >> 1)
+            i += (width + 7) // 8
+    return out[:n]
+
+
+def bit_packed_levels(levels, width):
+    """The deprecated BIT_PACKED encoding: values back to back, most
+    significant bit first, the last byte padded with 0s."""
+    bits = "".join(format(v, f"0{width}b") for v in levels)
+    bits += "0" * (-len(bits) % 8)
+    return bytes(int(bits[k:k + 8], 2) for k in range(0, len(bits), 8))
+
+
+def rewrite_levels_bit_packed(data, col, max_rep, max_def):
+    """Rewrites each v1 data page of a column chunk pyarrow wrote (no
+    compression) as an old parquet-mr writer would: its levels BIT_PACKED
+    (no 4-byte length) and its headers' level encodings 4. The body keeps
+    its size (the values go up against the levels, zeros after them, which
+    no reader reads), so no offset in the file changes."""
+    for page in page_header_fields(bytes(data), col):
+        if page["type"] != 0:  # dictionary pages have no levels
+            continue
+        body, n = page["body"], page["n"]
+        at, new = body, b""
+        for field, max_level in (("rep", max_rep), ("def", max_def)):
+            if max_level == 0:
+                continue
+            width = max_level.bit_length()
+            length = int.from_bytes(data[at:at + 4], "little")
+            assert data[page[field]] == 3 << 1  # RLE, zigzag
+            data[page[field]] = 4 << 1
+            new += bit_packed_levels(rle_hybrid_levels(data[at + 4:at + 4 + length], width, n), width)
+            at += 4 + length
+        new += data[at:body + page["size"]]
+        assert len(new) <= page["size"], "BIT_PACKED levels longer than the RLE ones: choose other data"
+        data[body:body + page["size"]] = new.ljust(page["size"], b"\0")
+
+
+def test_bit_packed_levels_of_old_writers_read(tool, tmp_path):
+    """v1 data pages whose definition and repetition levels are in the
+    deprecated BIT_PACKED encoding (parquet-mr 1.x, Impala) failed their row
+    group and every one after it ('unsupported definition level encoding').
+    Now they are decoded, most significant bit first as parquet-format
+    says: every value and null of a flat column, a struct's leaf and a list
+    (null lists, empty lists, null elements) reads as pyarrow wrote it.
+    pyarrow cannot write such levels (and reads them least significant bit
+    first), so its RLE levels are rewritten; the expected values are the
+    table's."""
+    assert bit_packed_levels(range(8), 3) == bytes([0b00000101, 0b00111001, 0b01110111])  # the spec's example
+    n = 60
+    table = pa.table({
+        "n": pa.array([None if k % 3 == 1 else k * 1000 - 7 for k in range(n)], pa.int64()),
+        "s": pa.array([None if k % 2 else f"row {k} ü" for k in range(n)]),
+        "image": pa.array([None if k % 5 == 2 else {"path": None if k % 3 == 0 else f"{k}.jpg"} for k in range(n)],
+                          pa.struct([("path", pa.string())])),
+        "tags": pa.array([None if k % 4 == 3 else [None if e == 1 else f"t{k}.{e}" for e in range(k % 3)]
+                          for k in range(n)], pa.list_(pa.string())),
+    })
+    path = tmp_path / "old.parquet"
+    pq.write_table(table, path, data_page_version="1.0", use_dictionary=False, compression="none",
+                   row_group_size=30, data_page_size=64, write_batch_size=10, write_statistics=False)
+    md = pq.ParquetFile(path).metadata
+    assert md.num_row_groups == 2
+    data = bytearray(path.read_bytes())
+    levels = {"n": (0, 1), "s": (0, 1), "image.path": (0, 2), "tags.list.element": (1, 3)}
+    for g in range(md.num_row_groups):
+        for c in range(md.num_columns):
+            col = md.row_group(g).column(c)
+            rewrite_levels_bit_packed(data, col, *levels[col.path_in_schema])
+    assert data != path.read_bytes()
+    path.write_bytes(bytes(data))
+
+    got = dump(tool, path)
+    want = table.to_pylist()
+    assert len(got) == n
+    for k, (g, e) in enumerate(zip(got, want)):
+        assert g == {"n": e["n"], "s": e["s"], "image.path": e["image"] and e["image"]["path"],
+                     "tags.list.element": e["tags"]}, (k, g, e)
+    assert dump(tool, path, "--batch-rows", "7") == got
+
+
+def test_levels_in_an_unknown_encoding_cost_their_pages_rows(sluice, tool, tmp_path):
+    """A v1 page whose definition levels name an encoding that is neither
+    RLE nor BIT_PACKED (63) failed its row group and every one after it.
+    Where those levels end is unknown, so its values are too: as for a page
+    whose values sluice cannot decode, a pass-through column is null in
+    that page's rows (one warning naming the file, row group, column and
+    cause) and the image column fails them; every other row is read. The
+    reader without null_undecodable (parquet_tool) still stops there."""
+    imgs = sorted((REPO / "samples").glob("*.jpg"))[:2]
+    n = 12
+    texts = [None if k % 5 == 4 else f"caption {k} " * 3 for k in range(n)]
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({"image": pa.array([{"bytes": imgs[k % 2].read_bytes(), "path": imgs[k % 2].name}
+                                         for k in range(n)], image_type), "text": texts})
+    path = tmp_path / "in.parquet"
+    pq.write_table(table, path, row_group_size=6, data_page_size=64, write_batch_size=2, compression="none",
+                   use_dictionary=False, data_page_version="1.0")
+    md = pq.ParquetFile(path).metadata
+    data = bytearray(path.read_bytes())
+    lost = {}
+    for column, group, page in (("text", 0, 1), ("image.bytes", 1, 2)):
+        (chunk,) = [c for c in map(md.row_group(group).column, range(md.num_columns)) if c.path_in_schema == column]
+        pages = page_header_fields(bytes(data), chunk)
+        assert len(pages) == 3 and data[pages[page]["def"]] == 3 << 1, pages  # RLE
+        data[pages[page]["def"]] = 63 << 1
+        first = group * 6 + sum(p["n"] for p in pages[:page])
+        lost[column] = set(range(first, first + pages[page]["n"]))
+    path.write_bytes(bytes(data))
+
+    out = tmp_path / "out"
+    r = sluice.run("caption", path, "-o", out, "--dry-run", "--metrics-addr", "off")
+    rows = {int(row["id"].split(":")[1]): row
+            for row in map(json.loads, (out / "part-00000.jsonl").read_text().splitlines())}
+    assert sorted(rows) == list(range(n)), rows.keys()
+    assert r.returncode == 3, r.stderr
+    cause = f"Parquet file '{path}', row group %d, column '%s': unsupported definition level encoding unknown (63)"
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("sluice: warn:")]
+    assert warnings == [f"sluice: warn: {cause % (0, 'text')}: its values in the rows of such pages are null; "
+                        "the rows go on"], r.stderr
+    for i, row in rows.items():
+        if i in lost["image.bytes"]:
+            assert row["error"] == (f"{path} row {i}: the page holding its value cannot be decoded: "
+                                    f"{cause % (1, 'image.bytes')}"), row
+        else:
+            assert row["error"] is None and row["text"] == (None if i in lost["text"] else texts[i]), (i, row)
+    assert any(texts[i] for i in lost["text"]), "no value in the lost page"
+    res = run(tool, "dump", path)  # no null_undecodable
+    assert_clean_error(res, path, "row group 0, column 'text': unsupported definition level encoding unknown (63)")
 
 
 @pytest.mark.parametrize("column,group,page", [("text", 0, 1), ("text", 1, 0), ("image.bytes", 1, 1)])

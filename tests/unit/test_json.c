@@ -348,6 +348,17 @@ static void a_decimal_is_its_exact_text(void **state)
     assert_string_equal(dumped, "\"\\u0000sluice-decimal\\u00001.x\"");
     sl_free(dumped);
     json_decref(odd);
+    /* nor a data string (UTF-8, as every one is) that begins as the marker
+     * once did, before a number: it was written as that number */
+    json_t *old_mark = json_stringn("\0sluice-decimal\0" "1.5", 19);
+    assert_null(sl_json_decimal_text(old_mark, NULL));
+    dumped = sl_json_dump(old_mark, JSON_ENCODE_ANY, NULL);
+    assert_string_equal(dumped, "\"\\u0000sluice-decimal\\u00001.5\"");
+    sl_free(dumped);
+    json_decref(old_mark);
+    json_t *made = sl_json_decimal("1.5", 3);
+    assert_string_equal(sl_json_decimal_text(made, NULL), "1.5");
+    json_decref(made);
 }
 
 int main(void)

@@ -1,5 +1,6 @@
 /* Unit tests: io/thrift_compact.c (known bytes, round trips, corrupt input),
- * the RLE/bit-packed hybrid in io/parquet_format.c (the spec's byte vectors),
+ * the RLE/bit-packed hybrid and the deprecated BIT_PACKED levels in
+ * io/parquet_format.c (the spec's byte vectors),
  * io/parquet_delta.c (the spec's examples, truncations), the read-only
  * codecs (LZ4 framed by Hadoop or bare, brotli), and io/parquet_write.c ->
  * io/parquet_read.c round trips and errors. Files of the 2.x encodings that
@@ -247,6 +248,45 @@ static void rle_spec_vectors(void **state)
     for (int i = 0; i < 8; i++)
         assert_int_equal(out[i], 0x1234);
     sl_buf_free(&b);
+}
+
+/* The deprecated BIT_PACKED levels, most significant bit first: the
+ * spec's example (0..7 at width 3 -> 00000101 00111001 01110111), read in
+ * pieces that split values across bytes; its bytes are not the hybrid's. */
+static void bitpacked_spec_vectors(void **state)
+{
+    const uint32_t seq[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    uint32_t out[16];
+    sl_rle_stream s;
+    assert_true(sl_bitpacked_stream_init(&s, BYTES(0x05, 0x39, 0x77), 3));
+    assert_true(sl_rle_stream_read(&s, out, 3));
+    assert_true(sl_rle_stream_read(&s, out + 3, 5));
+    assert_memory_equal(out, seq, sizeof seq);
+    assert_false(sl_rle_stream_read(&s, out, 1)); /* 24 bits hold 8 values, no more */
+
+    /* Definition levels at width 1: 1 0 1 1 0 0 1 0 | 1 1 1 (then padding). */
+    const uint32_t defs[11] = {1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 1};
+    assert_true(sl_bitpacked_stream_init(&s, BYTES(0xB2, 0xE0), 1));
+    assert_true(sl_rle_stream_read(&s, out, 11));
+    assert_memory_equal(out, defs, sizeof defs);
+
+    /* Width 9 across bytes (0x1FF, 0x001, 0x100): 11111111 10000000 01100000 000.... */
+    assert_true(sl_bitpacked_stream_init(&s, BYTES(0xFF, 0x80, 0x60, 0x00), 9));
+    assert_true(sl_rle_stream_read(&s, out, 3));
+    assert_int_equal(out[0], 0x1FF);
+    assert_int_equal(out[1], 0x001);
+    assert_int_equal(out[2], 0x100);
+
+    /* Too few bytes for the values asked for. */
+    assert_true(sl_bitpacked_stream_init(&s, BYTES(0x05, 0x39), 3));
+    assert_false(sl_rle_stream_read(&s, out, 8));
+    assert_false(sl_bitpacked_stream_init(&s, BYTES(0x00), 33));
+
+    sl_rle_stream_repeat(&s, 2, 5);
+    assert_true(sl_rle_stream_read(&s, out, 5));
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(out[i], 2);
+    assert_false(sl_rle_stream_read(&s, out, 1));
 }
 
 /* The examples of parquet-format's Encodings.md, DELTA_BINARY_PACKED. */
@@ -2046,6 +2086,7 @@ int main(void)
         cmocka_unit_test(thrift_corrupt_input),
         cmocka_unit_test(rle_spec_vectors),
         cmocka_unit_test(rle_round_trip_and_truncation),
+        cmocka_unit_test(bitpacked_spec_vectors),
         cmocka_unit_test(delta_spec_vectors),
         cmocka_unit_test(byte_stream_split_spreads_bytes),
         cmocka_unit_test(lz4_and_brotli_pages),
