@@ -12,6 +12,7 @@
  * output). SIGPIPE is ignored: a closed console does not end a run. */
 #include <errno.h>
 #include <execinfo.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <getopt.h>
@@ -451,6 +452,23 @@ static void say_config_error(const sl_config *cfg, const char *msg)
     say_error(said);
 }
 
+/* Under a launcher, a command that only prints (help, --version, config):
+ * each rank printed it whole, 4 ranks 4 copies. It reads the same command
+ * line and files on every rank, so rank 0 alone prints, the others to
+ * /dev/null, each with its own exit status: a rank whose config check
+ * differs (a job file its node cannot read) is still named by mpirun. */
+static void print_on_rank_0_alone(void)
+{
+    if (sl_dist_launched_rank() == 0)
+        return;
+    int fd = open("/dev/null", O_WRONLY);
+    if (fd < 0)
+        return;
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+}
+
 static void print_version(void)
 {
     printf("sluice %s%s\n", SL_VERSION, sl_dist_available() ? " (MPI)" : "");
@@ -768,6 +786,8 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
         goto done;
     }
     if ((rc = parse_flags(argc, argv, cmd->name, uses, &n_uses)) != 0) {
+        if (rc < 0)
+            print_on_rank_0_alone();
         if (rc == -2) {
             print_version();
             rc = EXIT_HELP;
@@ -881,6 +901,7 @@ static void print_keys(void)
 
 static int cmd_config(int argc, char **argv)
 {
+    print_on_rank_0_alone();
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         print_run_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : 0;
@@ -1213,10 +1234,12 @@ int main(int argc, char **argv)
     setvbuf(stderr, stderr_buffer, _IOLBF, sizeof stderr_buffer);
     report_crashes();
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        print_on_rank_0_alone();
         print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
+        print_on_rank_0_alone();
         print_version();
         return 0;
     }

@@ -353,6 +353,30 @@ def test_a_job_refused_before_mpi_starts_says_why_once(mpi, tmp_path, case):
         assert "Primary job" not in r.stderr and "non-zero status" not in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("command", ["--help", "", "--version", "caption --help",
+                                     "run --version", "config", "config keys", "config check",
+                                     "config check JOB", "config print JOB"])
+def test_a_command_that_only_prints_prints_once(mpi, tmp_path, command):
+    """Help, --version and config (keys, print, check: ok or what to
+    change) read the same command line and files on every rank: each rank
+    printed its whole output, 2 ranks 2 copies. Now rank 0 prints, the
+    other ranks nothing, and mpirun exits as one process does. Every line
+    one process prints comes out as often as there, no more."""
+    job = tmp_path / "job.yaml"
+    job.write_text(f"input:\n  paths: [{tmp_path}]\noutput:\n  dir: {tmp_path / 'out'}\n"
+                   "pipeline:\n  dry_run: true\n")
+    argv = [str(mpi), *(str(job) if w == "JOB" else w for w in command.split())]
+    one = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=mpi_env())
+    assert one.stdout.strip() or one.stderr.strip(), command
+    r = subprocess.run(mpirun_args(2) + ["-q", *argv], capture_output=True, text=True,
+                       timeout=120, env=mpi_env())
+    assert r.returncode == one.returncode, r.stderr[-2000:]
+    for ours, theirs in ((one.stdout, r.stdout), (one.stderr, r.stderr)):
+        for line in set(ours.splitlines()) - {""}:
+            assert theirs.splitlines().count(line) == ours.splitlines().count(line), \
+                (line, theirs[-2000:])
+
+
 def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
     """Rank r serves /metrics at the port + r; a real Prometheus scrapes both
     ranks of a live job, and the dashboard's MPI queries (its `rank`
