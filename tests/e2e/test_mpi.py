@@ -377,6 +377,31 @@ def test_a_command_that_only_prints_prints_once(mpi, tmp_path, command):
                 (line, theirs[-2000:])
 
 
+def test_ranks_fetching_one_hub_model_into_one_cache_download_it_once(mpi, inputs, tmp_path):
+    """Every rank fetches an hf:// model before the job starts, here into
+    one cache (HF_HOME on a shared disk, or ranks on one node). Two ranks
+    appended to the same .incomplete file and the job failed: "gave 7036640
+    bytes but the hub lists 3579616: the download is corrupt". Now a rank
+    waits for the cache's lock on the file (CACHE/.locks/...) and finds it
+    fetched: each file is downloaded once, and the job captions."""
+    from hubserver import Hub
+    repo, model, projector = "sluice-test/tiny-vlm", "tiny-vlm-Q8_0.gguf", "mmproj-tiny-vlm-f16.gguf"
+    repos = {repo: {model: (TINY / "model.gguf").read_bytes(),
+                    projector: (TINY / "mmproj.gguf").read_bytes()}}
+    out = tmp_path / "out"
+    args = caption_args(mpi, inputs, out, "--limit", "4")
+    args[args.index("--model") + 1] = f"hf://{repo}"
+    del args[args.index("--mmproj"):args.index("--mmproj") + 2]
+    with Hub(repos) as hub:
+        env = dict(mpi_env(), HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf"))
+        r = subprocess.run(mpirun_args(2) + args, capture_output=True, text=True, timeout=300,
+                           env=env)
+        gets = [path for method, path, _ in hub.log if method == "GET" and path.startswith("/lfs/")]
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(gets) == sorted(f"/lfs/{repo}/{name}" for name in (model, projector)), gets
+    assert len(rows_by_id(out)) == 4
+
+
 def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
     """Rank r serves /metrics at the port + r; a real Prometheus scrapes both
     ranks of a live job, and the dashboard's MPI queries (its `rank`
