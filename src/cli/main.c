@@ -1186,8 +1186,8 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
  * fails before the ranks agreed to start stops them all there; one that
  * fails later, before rank 0 heard from it, ends the whole job: the others
  * would wait for it. `failed`: the exit status of a command line or job
- * file that was refused (its error held, hold_errors), else 0: that rank
- * joins the others only to stop them and to learn who says why. */
+ * file that was refused (its error held, hold_errors), else 0: the ranks
+ * learn of it at once, before any downloads its model, and who says why. */
 static int run_job(const sl_config *cfg, const command *cmd, int failed)
 {
     /* The console is a log: when its reader goes away (`sluice ... | tee
@@ -1209,7 +1209,11 @@ static int run_job(const sl_config *cfg, const command *cmd, int failed)
         say_error(sl_last_error());
         return failed ? failed : EXIT_USAGE;
     }
-    int code = failed ? failed : run_job_on(cfg, cmd, dist);
+    sl_status agreed = sl_dist_agree_settings(dist, !failed ? SL_OK : failed == EXIT_USAGE
+                                                    ? SL_ERR_INVALID_ARG : SL_ERR_IO);
+    int code = dist && agreed != SL_OK ? exit_code_of(agreed)
+               : failed                ? failed
+                                       : run_job_on(cfg, cmd, dist);
     /* Failed before its run (a model's download): the other ranks stop
      * with it at their start, or, when they have started, are ended. */
     if (dist && code != 0 && code != EXIT_ROWS_FAILED && !sl_dist_reported(dist))

@@ -268,12 +268,10 @@ static void warn_start_wait(const sl_dist *d, int waited)
            "again", d->rank, waited, names, d->rank > 1 ? "ve" : "s");
 }
 
-sl_status dist_start(sl_dist *d, sl_status st)
+/* The ranks' agreement on whether each can go on (st): SL_OK, or the
+ * first failed rank's status, it the speaker (dist_start). */
+static sl_status agree(sl_dist *d, sl_status st)
 {
-    if (d->started)
-        return st;
-    d->started = true;
-    sl_fault("dist.start", NULL); /* tests: a rank stuck in its start check */
     int mine = st == SL_OK ? d->size * STATUS_SPAN : d->rank * STATUS_SPAN + (int)st, first = 0;
     char why[1024];
     snprintf(why, sizeof why, "%s", sl_last_error()); /* an MPI failure below replaces it */
@@ -338,9 +336,23 @@ sl_status dist_start(sl_dist *d, sl_status st)
     return sl_fail(status, "%s", why);
 }
 
+sl_status dist_start(sl_dist *d, sl_status st)
+{
+    if (d->started)
+        return st;
+    d->started = true;
+    sl_fault("dist.start", NULL); /* tests: a rank stuck in its start check */
+    return agree(d, st);
+}
+
 sl_status sl_dist_fail_start(sl_dist *d, sl_status st)
 {
     return d && st != SL_OK ? dist_start(d, st) : st;
+}
+
+sl_status sl_dist_agree_settings(sl_dist *d, sl_status st)
+{
+    return d ? agree(d, st) : st;
 }
 
 static void say_goodbye(sl_dist *d)
@@ -531,6 +543,12 @@ sl_status dist_start(sl_dist *d, sl_status st)
 }
 
 sl_status sl_dist_fail_start(sl_dist *d, sl_status st)
+{
+    (void)d;
+    return st;
+}
+
+sl_status sl_dist_agree_settings(sl_dist *d, sl_status st)
 {
     (void)d;
     return st;

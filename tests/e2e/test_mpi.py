@@ -413,6 +413,28 @@ def test_ranks_fetching_one_hub_model_into_one_cache_download_it_once(mpi, input
     assert len(rows_by_id(out)) == 4
 
 
+def test_a_rank_refused_stops_the_others_before_they_download(mpi, inputs, tmp_path):
+    """A rank whose command line is refused (here rank 1's alone) stopped
+    the others only at their start check, after each had fetched its model
+    from the hub: minutes of download before the job said why. Now the
+    ranks agree on their command lines first: rank 1 says why, as one
+    process does, with its exit status, and no rank asks the hub for
+    anything."""
+    from hubserver import Hub
+    repos, good = hub_caption_args(mpi, inputs, tmp_path / "out")
+    bad = good + ["--bogus-flag"]
+    with Hub(repos) as hub:
+        env = dict(mpi_env(), HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf"))
+        one = subprocess.run(bad, capture_output=True, text=True, timeout=60, env=env)
+        assert one.returncode == 2 and said(one.stderr), one.stderr[-2000:]
+        r = subprocess.run(mpirun_args(1) + good + [":", "-n", "1"] + bad, capture_output=True,
+                           text=True, timeout=300, env=env)
+        asked = list(hub.log)
+    assert r.returncode == one.returncode, r.stderr[-2000:]
+    assert said(r.stderr) == said(one.stderr), r.stderr[-2000:]
+    assert not asked, asked
+
+
 def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
     """Rank r serves /metrics at the port + r; a real Prometheus scrapes both
     ranks of a live job, and the dashboard's MPI queries (its `rank`
