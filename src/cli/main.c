@@ -1052,6 +1052,13 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         pr.quiet = true;
     bool openai = p.engine && strcmp(p.engine, "openai") == 0;
 
+    /* A rank other than 0 shows errors alone: its warnings (a hub download
+     * resumed, a cached model used while the hub is out of reach, another
+     * rank's download waited for) would repeat rank 0's, or matter less.
+     * Its errors stay its own, printed by each rank that meets them: a
+     * model that does not load, a GPU out of memory, a file its node cannot
+     * read may be one node's alone (a download that fails is held and said
+     * once, by the first rank that failed: run_job). */
     sl_log_set_level(pr.quiet ? SL_LOG_ERROR : console.verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
     static sl_hub_files model_files, projector_files;
     if (!openai && !p.dry_run) {
