@@ -68,6 +68,14 @@ bool sl_dist_reported(const sl_dist *d);
  * started, or MPI failed): sl_dist_abort(). */
 sl_status sl_dist_fail_start(sl_dist *d, sl_status st);
 
+/* Every rank, right after sl_dist_open(): whether it took its command
+ * line and job file (st SL_OK, or its failure, its message the last
+ * error). When a rank did not, every rank stops here, as at
+ * sl_dist_fail_start (its return, sl_dist_reported, sl_dist_quiet): a rank
+ * refused there waited before for the others' start check, behind rank
+ * 0's model download (minutes). On SL_OK the start check comes later. */
+sl_status sl_dist_agree_settings(sl_dist *d, sl_status st);
+
 /* After the job's start failed on some rank: true on every rank but the
  * first one that failed, which alone says why (the others' error would be
  * the same, or only "rank N could not start"); false otherwise. */

@@ -12,6 +12,7 @@
  * output). SIGPIPE is ignored: a closed console does not end a run. */
 #include <errno.h>
 #include <execinfo.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <getopt.h>
@@ -451,6 +452,23 @@ static void say_config_error(const sl_config *cfg, const char *msg)
     say_error(said);
 }
 
+/* Under a launcher, a command that only prints (help, --version, config):
+ * each rank printed it whole, 4 ranks 4 copies. It reads the same command
+ * line and files on every rank, so rank 0 alone prints, the others to
+ * /dev/null, each with its own exit status: a rank whose config check
+ * differs (a job file its node cannot read) is still named by mpirun. */
+static void print_on_rank_0_alone(void)
+{
+    if (sl_dist_launched_rank() == 0)
+        return;
+    int fd = open("/dev/null", O_WRONLY);
+    if (fd < 0)
+        return;
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+}
+
 static void print_version(void)
 {
     printf("sluice %s%s\n", SL_VERSION, sl_dist_available() ? " (MPI)" : "");
@@ -768,6 +786,8 @@ static int build_config(int argc, char **argv, command *cmd, sl_config **out)
         goto done;
     }
     if ((rc = parse_flags(argc, argv, cmd->name, uses, &n_uses)) != 0) {
+        if (rc < 0)
+            print_on_rank_0_alone();
         if (rc == -2) {
             print_version();
             rc = EXIT_HELP;
@@ -881,6 +901,7 @@ static void print_keys(void)
 
 static int cmd_config(int argc, char **argv)
 {
+    print_on_rank_0_alone();
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         print_run_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : 0;
@@ -1031,6 +1052,13 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         pr.quiet = true;
     bool openai = p.engine && strcmp(p.engine, "openai") == 0;
 
+    /* A rank other than 0 shows errors alone: its warnings (a hub download
+     * resumed, a cached model used while the hub is out of reach, another
+     * rank's download waited for) would repeat rank 0's, or matter less.
+     * Its errors stay its own, printed by each rank that meets them: a
+     * model that does not load, a GPU out of memory, a file its node cannot
+     * read may be one node's alone (a download that fails is held and said
+     * once, by the first rank that failed: run_job). */
     sl_log_set_level(pr.quiet ? SL_LOG_ERROR : console.verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
     static sl_hub_files model_files, projector_files;
     if (!openai && !p.dry_run) {
@@ -1165,8 +1193,8 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
  * fails before the ranks agreed to start stops them all there; one that
  * fails later, before rank 0 heard from it, ends the whole job: the others
  * would wait for it. `failed`: the exit status of a command line or job
- * file that was refused (its error held, hold_errors), else 0: that rank
- * joins the others only to stop them and to learn who says why. */
+ * file that was refused (its error held, hold_errors), else 0: the ranks
+ * learn of it at once, before any downloads its model, and who says why. */
 static int run_job(const sl_config *cfg, const command *cmd, int failed)
 {
     /* The console is a log: when its reader goes away (`sluice ... | tee
@@ -1188,7 +1216,11 @@ static int run_job(const sl_config *cfg, const command *cmd, int failed)
         say_error(sl_last_error());
         return failed ? failed : EXIT_USAGE;
     }
-    int code = failed ? failed : run_job_on(cfg, cmd, dist);
+    sl_status agreed = sl_dist_agree_settings(dist, !failed ? SL_OK : failed == EXIT_USAGE
+                                                    ? SL_ERR_INVALID_ARG : SL_ERR_IO);
+    int code = dist && agreed != SL_OK ? exit_code_of(agreed)
+               : failed                ? failed
+                                       : run_job_on(cfg, cmd, dist);
     /* Failed before its run (a model's download): the other ranks stop
      * with it at their start, or, when they have started, are ended. */
     if (dist && code != 0 && code != EXIT_ROWS_FAILED && !sl_dist_reported(dist))
@@ -1213,10 +1245,12 @@ int main(int argc, char **argv)
     setvbuf(stderr, stderr_buffer, _IOLBF, sizeof stderr_buffer);
     report_crashes();
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        print_on_rank_0_alone();
         print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
+        print_on_rank_0_alone();
         print_version();
         return 0;
     }

@@ -16,6 +16,7 @@ enum { MAX_RULES = 16, MAX_POINT = 48 };
 typedef struct rule {
     char point[MAX_POINT];
     long sleep_ms; /* > 0: pause; else fail with err */
+    long value;    /* > 0: a number for sl_fault_value, no action */
     int err;
     long nth;      /* 0: every hit */
     bool from_nth; /* the Nth hit and every later one */
@@ -38,6 +39,10 @@ static const struct {
 static int parse_action(rule *r, const char *a)
 {
     char *end;
+    if (*a >= '0' && *a <= '9') {
+        r->value = strtol(a, &end, 10);
+        return r->value > 0 && *end == '\0' ? 0 : -1;
+    }
     if (strncmp(a, "sleep:", 6) == 0) {
         r->sleep_ms = strtol(a + 6, &end, 10);
         if (r->sleep_ms <= 0 || end == a + 6)
@@ -89,6 +94,7 @@ static int parse(const char *spec)
         memset(r->point, 0, sizeof r->point);
         memcpy(r->point, item, (size_t)(eq - item));
         r->sleep_ms = 0;
+        r->value = 0;
         r->err = 0;
         r->nth = 0;
         r->from_nth = false;
@@ -163,7 +169,7 @@ int sl_fault(const char *point, const char *detail)
         fprintf(stderr, "sluice: test fault point %s (%s)\n", point, detail ? detail : "");
     for (int i = 0; i < n_rules; i++) {
         rule *r = &rules[i];
-        if (strcmp(r->point, point) != 0)
+        if (r->value || strcmp(r->point, point) != 0)
             continue;
         long hit = atomic_fetch_add(&r->hits, 1) + 1;
         if (r->nth && hit != r->nth && !(r->from_nth && hit > r->nth))
@@ -180,4 +186,17 @@ int sl_fault(const char *point, const char *detail)
     }
     errno = saved;
     return fail;
+}
+
+long sl_fault_value(const char *name, long otherwise)
+{
+    if (atomic_load_explicit(&state, memory_order_acquire) == 1)
+        return otherwise;
+    pthread_once(&env_once, read_env);
+    if (atomic_load(&state) != 2)
+        return otherwise;
+    for (int i = 0; i < n_rules; i++)
+        if (rules[i].value && strcmp(rules[i].point, name) == 0)
+            return rules[i].value;
+    return otherwise;
 }

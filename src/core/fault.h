@@ -3,8 +3,9 @@
  * or a part commit pause (so a kill lands inside it) without a special build.
  * Off unless SLUICE_TEST_FAULTS is set (read once, at the first point
  * reached); then a line on stderr says so. Never set it in production.
- * Thread rules: sl_fault() from any thread; sl_fault_configure() only while
- * no other thread can reach a point (tests). Nothing to free.
+ * Thread rules: sl_fault() and sl_fault_value() from any thread;
+ * sl_fault_configure() only while no other thread can reach a point
+ * (tests). Nothing to free.
  *
  * SLUICE_TEST_FAULTS is a comma-separated list of items:
  *   trace               print "sluice: test fault point NAME (DETAIL)" on
@@ -12,6 +13,10 @@
  *                       such line says where it died)
  *   POINT=ACTION[@N]    at POINT, do ACTION at every hit, or only at the
  *   POINT=ACTION[@N+]   Nth hit (counted per item, from 1), or from the Nth on
+ *   NAME=N              a number (> 0) the code reads in place of its own
+ *                       (sl_fault_value): dist.warn_s, the seconds before
+ *                       the first warning of an MPI rank's waits (30; the
+ *                       later ones keep their schedule, scaled: dist/dist.h)
  * ACTION: sleep:MS (pause, then go on), or an errno to fail with: eio,
  * enospc, edquot, erofs, eintr. E.g. "fsync=eio@3" fails the third fsync,
  * "trace,commit.after_prepare=sleep:500@2" pauses the second part commit
@@ -52,6 +57,9 @@
  * or the errno the caller must fail with as if the real call had. A sleep
  * action pauses here and returns 0. */
 int sl_fault(const char *point, const char *detail);
+
+/* The number NAME=N sets, else `otherwise` (the production value). */
+long sl_fault_value(const char *name, long otherwise);
 
 /* Replaces the rules (and resets the hit counts) with `spec`, in the syntax
  * above; NULL or "" turns every point off. Returns -1 when `spec` does not

@@ -24,11 +24,10 @@
 #endif
 
 /* TAG_ALIVE: rank 0's serving thread tells each finished rank, every
- * ALIVE_EVERY_S, that it still runs: a rank waiting for its goodbye can
+ * wait_step_s(), that it still runs: a rank waiting for its goodbye can
  * tell a rank 0 that waits for the others from one that is stuck.
  * TAG_ARRIVED: a rank reached the ranks' start agreement (dist_start). */
 enum { TAG_REQUEST = 101, TAG_REPLY = 102, TAG_BYE = 103, TAG_ALIVE = 104, TAG_ARRIVED = 105 };
-#define ALIVE_EVERY_S 10
 
 struct sl_dist {
     int rank, size;
@@ -90,11 +89,28 @@ int sl_dist_size(const sl_dist *d) { return d ? d->size : 1; }
 bool sl_dist_reported(const sl_dist *d) { return d && d->reported; }
 bool sl_dist_quiet(const sl_dist *d) { return d && d->speaker >= 0 && d->speaker != d->rank; }
 
-/* The waits that warn (rank 0 for the others, a rank for rank 0) warn at
- * 30 s, 60, 120, ... 960 s, then every 10 minutes: the next after `now`. */
-static int next_warning_s(int now) { return now < 600 ? 2 * now : now + 600; }
+int dist_first_warning_s(void)
+{
+    /* (the tests' knob: their waits for a warning took a minute each) */
+    long s = sl_fault_value("dist.warn_s", 30);
+    return s < 3600 ? (int)s : 3600;
+}
+
+int dist_next_warning_s(int now, int first)
+{
+    return now < 20 * first ? 2 * now : now + 20 * first;
+}
 
 #ifdef SLUICE_HAVE_MPI
+
+/* Rank 0's step in its wait for the others, and between its notes that it
+ * is alive (TAG_ALIVE): a third of the first warning's wait, 10 s, so that
+ * a finished rank hears from it three times before it would warn. */
+static int wait_step_s(void)
+{
+    int s = dist_first_warning_s() / 3;
+    return s < 1 ? 1 : s > 10 ? 10 : s;
+}
 
 static double seconds_now(void)
 {
@@ -104,28 +120,28 @@ static double seconds_now(void)
 }
 
 /* A rank other than 0 waiting on rank 0 (for `what`) since `since`: a
- * warning when a step of next_warning_s is passed. Nothing else says it:
+ * warning when a step of dist_next_warning_s is passed. Nothing else says it:
  * rank 0 stuck (a stopped process, a hung mount or GPU) holds the job, and
  * the other ranks waited for it in silence. */
 typedef struct rank0_wait {
     double since;
-    int warn_at_s;
+    int first_s, warn_at_s;
 } rank0_wait;
 
 static void rank0_wait_start(rank0_wait *w)
 {
     w->since = seconds_now();
-    w->warn_at_s = 30;
+    w->first_s = w->warn_at_s = dist_first_warning_s();
 }
 
-/* The seconds waited when a warning is due (a step of next_warning_s
+/* The seconds waited when a warning is due (a step of dist_next_warning_s
  * passed), else -1. */
 static int wait_warning_due(rank0_wait *w)
 {
     int waited = (int)(seconds_now() - w->since);
     if (waited < w->warn_at_s)
         return -1;
-    w->warn_at_s = next_warning_s(w->warn_at_s);
+    w->warn_at_s = dist_next_warning_s(w->warn_at_s, w->first_s);
     return waited;
 }
 
@@ -252,12 +268,10 @@ static void warn_start_wait(const sl_dist *d, int waited)
            "again", d->rank, waited, names, d->rank > 1 ? "ve" : "s");
 }
 
-sl_status dist_start(sl_dist *d, sl_status st)
+/* The ranks' agreement on whether each can go on (st): SL_OK, or the
+ * first failed rank's status, it the speaker (dist_start). */
+static sl_status agree(sl_dist *d, sl_status st)
 {
-    if (d->started)
-        return st;
-    d->started = true;
-    sl_fault("dist.start", NULL); /* tests: a rank stuck in its start check */
     int mine = st == SL_OK ? d->size * STATUS_SPAN : d->rank * STATUS_SPAN + (int)st, first = 0;
     char why[1024];
     snprintf(why, sizeof why, "%s", sl_last_error()); /* an MPI failure below replaces it */
@@ -322,9 +336,23 @@ sl_status dist_start(sl_dist *d, sl_status st)
     return sl_fail(status, "%s", why);
 }
 
+sl_status dist_start(sl_dist *d, sl_status st)
+{
+    if (d->started)
+        return st;
+    d->started = true;
+    sl_fault("dist.start", NULL); /* tests: a rank stuck in its start check */
+    return agree(d, st);
+}
+
 sl_status sl_dist_fail_start(sl_dist *d, sl_status st)
 {
     return d && st != SL_OK ? dist_start(d, st) : st;
+}
+
+sl_status sl_dist_agree_settings(sl_dist *d, sl_status st)
+{
+    return d ? agree(d, st) : st;
 }
 
 static void say_goodbye(sl_dist *d)
@@ -368,10 +396,10 @@ static void *serve(void *arg)
 {
     sl_dist *d = arg;
     wire_buf in = {0}, out = {0};
-    int us = 20;
+    int us = 20, alive_every_s = wait_step_s();
     double alive_at = seconds_now();
     while (!atomic_load(&d->stop_serving)) {
-        if (seconds_now() - alive_at >= ALIVE_EVERY_S) {
+        if (seconds_now() - alive_at >= alive_every_s) {
             alive_at = seconds_now();
             for (int r = 1; r < d->size; r++) {
                 coord_rank cr;
@@ -515,6 +543,12 @@ sl_status dist_start(sl_dist *d, sl_status st)
 }
 
 sl_status sl_dist_fail_start(sl_dist *d, sl_status st)
+{
+    (void)d;
+    return st;
+}
+
+sl_status sl_dist_agree_settings(sl_dist *d, sl_status st)
 {
     (void)d;
     return st;
@@ -773,17 +807,19 @@ sl_status dist_wait_all(sl_dist *d, coord_counts *totals)
     if (d->rank != 0 || !d->coord)
         return SL_OK;
     d->reported = true;
-    int failed_rank = -1, waited_s = 0, warn_at_s = 30;
+    int failed_rank = -1, waited_s = 0, first_s = dist_first_warning_s(), warn_at_s = first_s;
+    int step_s = wait_step_s();
     sl_status status = SL_OK;
     char msg[1024];
-    while (!coord_wait_finished(d->coord, 10000, &failed_rank, &status, msg, sizeof msg)) {
-        waited_s += 10;
+    while (!coord_wait_finished(d->coord, step_s * 1000, &failed_rank, &status, msg,
+                                sizeof msg)) {
+        waited_s += step_s;
         /* A rank that is stuck (a hung mount or GPU, a stopped process)
          * holds the job for good, and nothing else says which one: say
          * it, at 30 s, 60, 120, ... 960 s, then every 10 minutes. */
         bool warn = waited_s >= warn_at_s;
         if (warn)
-            warn_at_s = next_warning_s(waited_s);
+            warn_at_s = dist_next_warning_s(waited_s, first_s);
         log_waiting(d, warn ? SL_LOG_WARN : SL_LOG_INFO, waited_s);
     }
     if (d->serving) {

@@ -17,6 +17,14 @@
 #include "ledger/ledger.h"
 #include "sluice/dist.h"
 
+/* The waits that warn (rank 0 for the others, a rank for rank 0, the
+ * ranks at the start) warn first after dist_first_warning_s(), 30 s (the
+ * tests set it lower: SLUICE_TEST_FAULTS=dist.warn_s=N, core/fault.h),
+ * then at 60, 120, ... 960 s, then every 10 minutes:
+ * dist_next_warning_s(now, first) is the next after `now`. */
+int dist_first_warning_s(void);
+int dist_next_warning_s(int now, int first);
+
 /* Rank 0: starts coordinating with `ledger` (already reconciled), the job's
  * fingerprint and the number its parts start at, and serves the others;
  * guard (NULL: none) as coord_set_guard's. */

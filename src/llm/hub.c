@@ -3,6 +3,7 @@
  * large, so simplicity beats concurrency here. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -532,6 +533,41 @@ static sl_status download(const hub_ctx *c, const char *url, const char *path, i
                    c->spec, url, err, attempts, part);
 }
 
+/* Holds the cache's lock on `file` of `commit` (an fd to close, or -1 when
+ * the file system has no locks: then as before, unguarded). Several
+ * processes fetching one model into one cache (the ranks of an MPI job, two
+ * jobs on a node) appended to the same .incomplete file, and each failed
+ * with "gave 7036640 bytes but the hub lists 3579616". Where huggingface_hub
+ * keeps its locks (CACHE/.locks/models--ORG--REPO/): fcntl locks, which NFS
+ * carries and which end with their process, so a killed download leaves
+ * its partial file to the next one, unlocked. */
+static int lock_file(const hub_ctx *c, const char *commit, const char *file)
+{
+    char lock[4096];
+    const char *repo = strrchr(c->cache, '/');
+    int n = snprintf(lock, sizeof lock, "%.*s/.locks%s/%s/%s.lock",
+                     (int)(repo ? repo - c->cache : 0), c->cache, repo ? repo : "", commit, file);
+    errno = ENAMETOOLONG;
+    int fd = n < 0 || (size_t)n >= sizeof lock || make_parent(lock) != SL_OK
+                 ? -1 : open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    int rc = fd < 0 ? -1 : fcntl(fd, F_SETLK, &fl);
+    if (rc != 0 && fd >= 0 && (errno == EACCES || errno == EAGAIN)) {
+        sl_log(SL_LOG_WARN, "%s: another process (another rank of this job, or another job) is "
+               "downloading %s into the same cache: waiting for it (%s)", c->spec, file, lock);
+        while ((rc = fcntl(fd, F_SETLKW, &fl)) != 0 && errno == EINTR) {
+        }
+    }
+    if (rc == 0)
+        return fd;
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    sl_log(SL_LOG_WARN, "%s: cannot lock %s (%s): downloading %s without it (two processes "
+           "fetching it at once spoil it)", c->spec, lock, strerror(err), file);
+    return -1;
+}
+
 /* FILE of the reference's repository, into the cache; *path set. */
 static sl_status fetch_file(const hub_ctx *c, const hub_ref *ref, const char *file, char *path,
                             size_t path_cap)
@@ -569,10 +605,15 @@ static sl_status fetch_file(const hub_ctx *c, const hub_ref *ref, const char *fi
     int64_t have = file_size(path);
     sl_status st = SL_OK;
     if (have < 0 || (expected >= 0 && have != expected)) {
-        if (have >= 0)
+        int lock = lock_file(c, commit, file);
+        have = file_size(path); /* (the process that held the lock may have fetched it) */
+        if (have >= 0 && expected >= 0 && have != expected)
             sl_log(SL_LOG_WARN, "%s: cached %s has %lld bytes, the hub lists %lld: fetching again",
                    c->spec, path, (long long)have, (long long)expected);
-        st = download(c, url, path, expected);
+        if (have < 0 || (expected >= 0 && have != expected))
+            st = download(c, url, path, expected);
+        if (lock >= 0)
+            close(lock);
     }
     return st == SL_OK ? write_ref(c, commit) : st;
 }

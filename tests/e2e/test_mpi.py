@@ -353,6 +353,88 @@ def test_a_job_refused_before_mpi_starts_says_why_once(mpi, tmp_path, case):
         assert "Primary job" not in r.stderr and "non-zero status" not in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("command", ["--help", "", "--version", "caption --help",
+                                     "run --version", "config", "config keys", "config check",
+                                     "config check JOB", "config print JOB"])
+def test_a_command_that_only_prints_prints_once(mpi, tmp_path, command):
+    """Help, --version and config (keys, print, check: ok or what to
+    change) read the same command line and files on every rank: each rank
+    printed its whole output, 2 ranks 2 copies. Now rank 0 prints, the
+    other ranks nothing, and mpirun exits as one process does. Every line
+    one process prints comes out as often as there, no more."""
+    job = tmp_path / "job.yaml"
+    job.write_text(f"input:\n  paths: [{tmp_path}]\noutput:\n  dir: {tmp_path / 'out'}\n"
+                   "pipeline:\n  dry_run: true\n")
+    argv = [str(mpi), *(str(job) if w == "JOB" else w for w in command.split())]
+    one = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=mpi_env())
+    assert one.stdout.strip() or one.stderr.strip(), command
+    r = subprocess.run(mpirun_args(2) + ["-q", *argv], capture_output=True, text=True,
+                       timeout=120, env=mpi_env())
+    assert r.returncode == one.returncode, r.stderr[-2000:]
+    for ours, theirs in ((one.stdout, r.stdout), (one.stderr, r.stderr)):
+        for line in set(ours.splitlines()) - {""}:
+            assert theirs.splitlines().count(line) == ours.splitlines().count(line), \
+                (line, theirs[-2000:])
+
+
+HUB_REPO, HUB_MODEL, HUB_PROJECTOR = ("sluice-test/tiny-vlm", "tiny-vlm-Q8_0.gguf",
+                                      "mmproj-tiny-vlm-f16.gguf")
+
+
+def hub_caption_args(sluice_bin, inputs, out, *extra) -> tuple[dict, list[str]]:
+    """The hub stand-in's repositories, and caption_args with the model
+    (and its projector) from the hub."""
+    repos = {HUB_REPO: {HUB_MODEL: (TINY / "model.gguf").read_bytes(),
+                        HUB_PROJECTOR: (TINY / "mmproj.gguf").read_bytes()}}
+    args = caption_args(sluice_bin, inputs, out, *extra)
+    args[args.index("--model") + 1] = f"hf://{HUB_REPO}"
+    del args[args.index("--mmproj"):args.index("--mmproj") + 2]
+    return repos, args
+
+
+def test_ranks_fetching_one_hub_model_into_one_cache_download_it_once(mpi, inputs, tmp_path):
+    """Every rank fetches an hf:// model before the job starts, here into
+    one cache (HF_HOME on a shared disk, or ranks on one node). Two ranks
+    appended to the same .incomplete file and the job failed: "gave 7036640
+    bytes but the hub lists 3579616: the download is corrupt". Now a rank
+    waits for the cache's lock on the file (CACHE/.locks/...) and finds it
+    fetched: each file is downloaded once, and the job captions."""
+    from hubserver import Hub
+    repo, model, projector = HUB_REPO, HUB_MODEL, HUB_PROJECTOR
+    out = tmp_path / "out"
+    repos, args = hub_caption_args(mpi, inputs, out, "--limit", "4")
+    with Hub(repos) as hub:
+        env = dict(mpi_env(), HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf"))
+        r = subprocess.run(mpirun_args(2) + args, capture_output=True, text=True, timeout=300,
+                           env=env)
+        gets = [path for method, path, _ in hub.log if method == "GET" and path.startswith("/lfs/")]
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(gets) == sorted(f"/lfs/{repo}/{name}" for name in (model, projector)), gets
+    assert len(rows_by_id(out)) == 4
+
+
+def test_a_rank_refused_stops_the_others_before_they_download(mpi, inputs, tmp_path):
+    """A rank whose command line is refused (here rank 1's alone) stopped
+    the others only at their start check, after each had fetched its model
+    from the hub: minutes of download before the job said why. Now the
+    ranks agree on their command lines first: rank 1 says why, as one
+    process does, with its exit status, and no rank asks the hub for
+    anything."""
+    from hubserver import Hub
+    repos, good = hub_caption_args(mpi, inputs, tmp_path / "out")
+    bad = good + ["--bogus-flag"]
+    with Hub(repos) as hub:
+        env = dict(mpi_env(), HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf"))
+        one = subprocess.run(bad, capture_output=True, text=True, timeout=60, env=env)
+        assert one.returncode == 2 and said(one.stderr), one.stderr[-2000:]
+        r = subprocess.run(mpirun_args(1) + good + [":", "-n", "1"] + bad, capture_output=True,
+                           text=True, timeout=300, env=env)
+        asked = list(hub.log)
+    assert r.returncode == one.returncode, r.stderr[-2000:]
+    assert said(r.stderr) == said(one.stderr), r.stderr[-2000:]
+    assert not asked, asked
+
+
 def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
     """Rank r serves /metrics at the port + r; a real Prometheus scrapes both
     ranks of a live job, and the dashboard's MPI queries (its `rank`
@@ -856,6 +938,18 @@ def test_resuming_across_mpi_and_one_process_says_how(mpi, tmp_path):
     assert "resume it without mpirun, or with one rank" in r.stderr, r.stderr[-2000:]
 
 
+# The ranks' waits warn first after 30 s, in a test after WARN_S
+# (SLUICE_TEST_FAULTS=dist.warn_s, docs/deploy.md): each test that waited
+# for a warning took a minute. The schedule (30 s, 60, 120, ...) is scaled
+# alike, and unit-tested (tests/unit/test_coord.c). Rank 0 tells the
+# finished ranks it is alive every WARN_S / 3 s: 2 s.
+WARN_S = 6
+
+
+def warn_env(faults: str = "") -> dict:
+    return dict(mpi_env(), SLUICE_TEST_FAULTS=f"{faults}dist.warn_s={WARN_S}")
+
+
 @contextlib.contextmanager
 def a_job_with_a_stopped_rank(mpi, tmp_path, rank, ready):
     """A 3-rank job over 240 inputs (shards and parts of 2 rows) in the
@@ -869,7 +963,7 @@ def a_job_with_a_stopped_rank(mpi, tmp_path, rank, ready):
     args = mpirun_args(3) + caption_args(mpi, inputs, out, "--input-shard-size", "2",
                                          "--shard-rows", "2", "--parallel", "1")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=mpi_env())
+                            env=warn_env())
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
@@ -902,8 +996,9 @@ def a_job_with_a_stopped_rank(mpi, tmp_path, rank, ready):
 
 def wait_for_lines(lines, wants, seconds):
     """Until every want is in a line, or `seconds` pass. Give well past the
-    30 s the ranks wait before they speak: on a loaded 2-core machine (the
-    suite beside three builds) the message came after the 50 s once given."""
+    time the ranks wait before they speak: on a loaded 2-core machine (the
+    suite beside three builds) a message due at 30 s came after the 50 s
+    once given."""
     deadline = time.monotonic() + seconds
     while not all(any(w in line for line in lines) for w in wants) and \
             time.monotonic() < deadline:
@@ -914,16 +1009,16 @@ def test_a_stuck_rank_is_named_while_rank_0_waits(mpi, tmp_path):
     """A rank that stops (SIGSTOP: a hung mount or GPU looks the same from
     rank 0) holds the job: rank 0 finishes its part and waits. It said so
     only at the info level (not shown): a job that hung said nothing of
-    which rank. Now it warns after 30 s, naming the rank; the rank
-    continued, the job ends with every input once."""
+    which rank. Now it warns after 30 s (WARN_S here), naming the rank;
+    the rank continued, the job ends with every input once."""
     with a_job_with_a_stopped_rank(mpi, tmp_path, 2, lambda ranks: 2 in ranks) as lines:
-        want = "waiting 30 s so far for 1 rank: 2 (its last shard"
+        want = f"waiting {WARN_S} s so far for 1 rank: 2 (its last shard"
         wait_for_lines(lines, [want], 120)
         assert any(want in line and "a rank that is stuck holds the job" in line
                    for line in lines), "".join(lines)[-3000:]
-        # Rank 1, done and waiting for the job's end (by now over 30 s),
+        # Rank 1, done and waiting for the job's end (by now over WARN_S),
         # hears from rank 0 (TAG_ALIVE) and so does not take it for stuck.
-        time.sleep(12)
+        time.sleep(1.5 * WARN_S)
         assert not any("heard nothing from rank 0" in line for line in lines), \
             "".join(lines)[-3000:]
 
@@ -931,11 +1026,12 @@ def test_a_stuck_rank_is_named_while_rank_0_waits(mpi, tmp_path):
 def test_the_ranks_waiting_on_a_stuck_rank_0_say_so(mpi, tmp_path):
     """Rank 0 stopped (SIGSTOP: a hung mount or GPU looks the same) holds
     the job: the other ranks wait for its answers. They waited without a
-    word (the CLI shows them errors only); now each says after 30 s that it
-    has heard nothing from rank 0 and what it waits for. Rank 0 continued,
-    the job ends with every input once."""
+    word (the CLI shows them errors only); now each says after 30 s
+    (WARN_S here) that it has heard nothing from rank 0 and what it waits
+    for. Rank 0 continued, the job ends with every input once."""
     with a_job_with_a_stopped_rank(mpi, tmp_path, 0, lambda ranks: {1, 2} <= ranks) as lines:
-        wants = [f"rank {r} has heard nothing from rank 0 for 30 s (waiting for " for r in (1, 2)]
+        wants = [f"rank {r} has heard nothing from rank 0 for {WARN_S} s (waiting for "
+                 for r in (1, 2)]
         wait_for_lines(lines, wants, 120)
         for w in wants:
             assert any(w in line and "run the same command again" in line for line in lines), \
@@ -949,24 +1045,27 @@ def test_one_rank_says_which_rank_the_start_waits_for(mpi, tmp_path, stuck):
     waiting rank said so after 30 s, alike, none naming the rank: 3 ranks, 2
     copies. Now rank 0 says it, naming the ranks it waits for; when rank 0
     is the one stuck, the lowest waiting rank, 1, says so. The verdict waits
-    for the speaker's second warning (60 s): by then every other waiting
-    rank had passed its own 30 s."""
+    for the speaker's second warning (2 WARN_S): by then every other waiting
+    rank had passed its own first (WARN_S) unless it reached the start
+    agreement over WARN_S after the speaker; then it could not have warned,
+    and the verdict holds too."""
     import threading
     inputs = tmp_path / "in"
     sample_copies(inputs, 1)
     args = caption_args(mpi, inputs, tmp_path / "out", "--dry-run")
-    paused = ["-x", "SLUICE_TEST_FAULTS=dist.start=sleep:600000", *args]
+    paused = ["-x", f"SLUICE_TEST_FAULTS=dist.start=sleep:600000,dist.warn_s={WARN_S}", *args]
     base = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader,tcp"]
     argv = base + (["-n", "2", *args, ":", "-n", "1", *paused] if stuck == 2
                    else ["-n", "1", *paused, ":", "-n", "2", *args])
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=mpi_env())
+                            env=warn_env())
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     speaker = 0 if stuck else 1
+    second = f"rank {speaker} has waited {2 * WARN_S} s"
     try:
-        wait_for_lines(lines, [f"rank {speaker} has waited 60 s"], 180)
+        wait_for_lines(lines, [second], 180)
     finally:
         for pid in rank_pids(proc).values():
             os.kill(pid, signal.SIGKILL)
@@ -974,12 +1073,13 @@ def test_one_rank_says_which_rank_the_start_waits_for(mpi, tmp_path, stuck):
         reader.join(timeout=30)
     text = "".join(lines)
     if stuck == 2:
-        want = "rank 0 has waited 30 s for 1 rank to finish their start check: 2: a rank that"
+        want = (f"rank 0 has waited {WARN_S} s for 1 rank to finish their start check: 2: a "
+                "rank that")
     else:
-        want = ("rank 1 has waited 30 s for the other ranks to finish their start check: rank 0 "
-                "(it checks the output and opens its ledger there) has not")
+        want = (f"rank 1 has waited {WARN_S} s for the other ranks to finish their start check: "
+                "rank 0 (it checks the output and opens its ledger there) has not")
     assert want in text, text[-3000:]
-    assert f"rank {speaker} has waited 60 s" in text, text[-3000:]
+    assert second in text, text[-3000:]
     others = [line for line in lines if "has waited" in line and f"rank {speaker} " not in line]
     assert not others, text[-3000:]
 

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "core/error.h"
+#include "core/fault.h"
 #include "dist/coord.h"
 #include "dist/dist.h"
 #include "io/source.h"
@@ -577,6 +578,25 @@ static void test_source_reads_the_shards_it_is_given(void **state)
     tu_rmtree(dir);
 }
 
+/* The ranks' waits warn at 30 s, 60, 120, ... 960 s, then every 10
+ * minutes; a test's SLUICE_TEST_FAULTS=dist.warn_s=N scales the whole
+ * schedule, and without it the first is 30 s. */
+static void test_waits_warn_at_30_60_120_s_then_every_10_minutes(void **state)
+{
+    assert_int_equal(sl_fault_configure(NULL), 0);
+    int first = dist_first_warning_s(), at[9] = {first};
+    assert_int_equal(first, 30);
+    for (int i = 1; i < 9; i++)
+        at[i] = dist_next_warning_s(at[i - 1], first);
+    const int want[9] = {30, 60, 120, 240, 480, 960, 1560, 2160, 2760};
+    assert_memory_equal(at, want, sizeof want);
+    assert_int_equal(sl_fault_configure("dist.warn_s=3"), 0);
+    assert_int_equal(dist_first_warning_s(), 3);
+    assert_int_equal(dist_next_warning_s(3, 3), 6);
+    assert_int_equal(dist_next_warning_s(96, 3), 156); /* 960 s and 1560 s, scaled */
+    sl_fault_configure(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -589,6 +609,7 @@ int main(void)
         cmocka_unit_test(test_finish_merges_the_ranks_unfit_values),
         cmocka_unit_test(test_concurrent_ranks_take_each_shard_once),
         cmocka_unit_test(test_source_reads_the_shards_it_is_given),
+        cmocka_unit_test(test_waits_warn_at_30_60_120_s_then_every_10_minutes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

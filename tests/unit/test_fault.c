@@ -56,6 +56,21 @@ static void nth_hit_only_or_from_nth_on(void **state)
     sl_fault_configure(NULL);
 }
 
+/* NAME=N is a number the code reads in place of its own, not an action:
+ * the point of that name goes on untouched. */
+static void a_number_replaces_the_code_s_own(void **state)
+{
+    assert_int_equal(sl_fault_configure(NULL), 0);
+    assert_int_equal(sl_fault_value("dist.warn_s", 30), 30);
+    assert_int_equal(sl_fault_configure("fsync=eio@1,dist.warn_s=3"), 0);
+    assert_int_equal(sl_fault_value("dist.warn_s", 30), 3);
+    assert_int_equal(sl_fault_value("other", 7), 7);
+    assert_int_equal(sl_fault("dist.warn_s", NULL), 0);
+    assert_int_equal(sl_fault("fsync", NULL), EIO);
+    sl_fault_configure(NULL);
+    assert_int_equal(sl_fault_value("dist.warn_s", 30), 30);
+}
+
 /* Only the second hit pauses, and for its 80 ms at least. Which hit paused
  * is read from the trace on stderr (a file meanwhile): the first hit timed
  * under 50 ms failed when the thread was descheduled on a loaded machine. */
@@ -94,7 +109,8 @@ static void bad_specs_are_refused_and_inject_nothing(void **state)
 {
     const char *bad[] = {"fsync",       "=eio",         "fsync=boom",  "fsync=eio@0",
                          "fsync=eio@x", "fsync=eio@2x", "x=sleep:",    "x=sleep:0",
-                         "x=sleep:-5",  "fsync=eio@",   "fsync=eio@3++"};
+                         "x=sleep:-5",  "fsync=eio@",   "fsync=eio@3++", "x=0",
+                         "x=3s",        "x=3@2"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_int_equal(sl_fault_configure(bad[i]), -1);
         assert_int_equal(sl_fault("fsync", NULL), 0);
@@ -143,6 +159,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(off_unless_configured),
+        cmocka_unit_test(a_number_replaces_the_code_s_own),
         cmocka_unit_test(nth_hit_only_or_from_nth_on),
         cmocka_unit_test(sleep_pauses_at_its_hit),
         cmocka_unit_test(bad_specs_are_refused_and_inject_nothing),
