@@ -277,9 +277,10 @@ def test_images_decoded_whole_do_not_take_a_worker_each_of_memory(sluice, tmp_pa
     assert r["rc"] == 0, r["stderr"]
     rows = read_rows(out)
     assert len(rows) == 4 and all((row["width"], row["height"]) == (512, 512) for row in rows), rows
-    # One image held (about 200 MB) and the run's own: 240-420 MB measured;
+    # One image held (about 200 MB) and the run's own: 240-420 MB measured
+    # (570-630 under ASan, whose quarantine keeps freed blocks a while);
     # four at once were 0.8-1.1 GB, and three would pass 660 MB.
-    limit_mb = 720 if sanitized() else 600
+    limit_mb = 900 if sanitized() else 600
     assert r["maxrss_kb"] < limit_mb * 1024, f"peak RSS {r['maxrss_kb'] // 1024} MB"
 
 
