@@ -376,103 +376,13 @@ static sl_status decode_jpeg(const void *data, size_t len, const char *name,
     return st;
 }
 
-/* --- everything else: libvips ---------------------------------------------- */
-
-/* The formats decode_vips lets through (init_vips unblocks their loaders). */
-#define READS "JPEG, PNG, WebP, GIF, TIFF and HEIF/AVIF"
-
-static bool loader_blocked(const char *loader)
-{
-    GType type = g_type_from_name(loader);
-    if (!type)
-        return false;
-    VipsOperationClass *class = g_type_class_ref(type);
-    bool blocked = (class->flags & VIPS_OPERATION_BLOCKED) != 0;
-    g_type_class_unref(class);
-    return blocked;
-}
-
-static sl_status decode_vips(const void *data, size_t len, const char *name,
-                             const sl_image_params *params, sl_image **out)
-{
-    const char *loader = vips_foreign_find_load_buffer(data, len);
-    if (!loader) {
-        vips_error_clear();
-        return sl_fail(SL_ERR_DECODE, "%s: not an image sluice can read (format not "
-                                      "recognised, %zu bytes); sluice reads " READS, name, len);
-    }
-    /* find_load_buffer also names blocked loaders; say which format it was. */
-    if (loader_blocked(loader)) {
-        char format[80];
-        loader_format(loader, format, sizeof format);
-        return sl_fail(SL_ERR_DECODE, "%s: not an image sluice can read (%s); sluice reads "
-                                      READS, name, format);
-    }
-
-    VipsImage *header = vips_image_new_from_buffer(data, len, "", "access",
-                                                   VIPS_ACCESS_SEQUENTIAL, NULL);
-    if (!header) {
-        /* The format was recognised: its file is broken, not unknown. */
-        char format[80], words[160];
-        loader_format(loader, format, sizeof format);
-        snprintf(words, sizeof words, "damaged or cut short (its %s header cannot be read)", format);
-        return vips_failure(SL_ERR_DECODE, name, words);
-    }
-    int src_w = header->Xsize, src_h = header->Ysize;
-    bool has_icc = vips_image_get_typeof(header, VIPS_META_ICC_NAME) != 0;
-    g_object_unref(header);
-    sl_status st = check_pixels(name, src_w, src_h, params);
-    if (st != SL_OK)
-        return st;
-
-    int target = params->max_edge > 0 ? params->max_edge : VIPS_MAX_COORD;
-    VipsImage *img = NULL;
-    /* thumbnail converts CMYK to sRGB by itself, but ignores the embedded
-     * profile of an RGB image (Adobe RGB, P3, ...) unless given
-     * export_profile. Not given without one: it would then push plain
-     * sRGB through lcms and move saturated colours (255 red -> 248). */
-    int failed = has_icc ? vips_thumbnail_buffer((void *)data, len, &img, target, "height", target,
-                                             "size", VIPS_SIZE_DOWN, "export_profile", "srgb",
-                                             "intent", VIPS_INTENT_RELATIVE, "option_string",
-                                             "fail_on=truncated", NULL)
-                     : vips_thumbnail_buffer((void *)data, len, &img, target, "height", target,
-                                             "size", VIPS_SIZE_DOWN, "option_string",
-                                             "fail_on=truncated", NULL);
-    if (failed)
-        return vips_failure(SL_ERR_DECODE, name, "damaged or cut short (it cannot be decoded)");
-
-    VipsImage *next = NULL;
-    if (vips_image_hasalpha(img)) {
-        VipsArrayDouble *bg = vips_array_double_newv(3, (double)params->background[0],
-                                                     (double)params->background[1],
-                                                     (double)params->background[2]);
-        int rc = vips_flatten(img, &next, "background", bg, NULL);
-        vips_area_unref(VIPS_AREA(bg));
-        if (step(&img, rc, &next))
-            return vips_failure(SL_ERR_DECODE, name, "cannot flatten alpha");
-    }
-    if (vips_image_guess_interpretation(img) != VIPS_INTERPRETATION_sRGB &&
-        step(&img, vips_colourspace(img, &next, VIPS_INTERPRETATION_sRGB, NULL), &next))
-        return vips_failure(SL_ERR_DECODE, name, "cannot convert to sRGB");
-    if (img->BandFmt != VIPS_FORMAT_UCHAR &&
-        step(&img, vips_cast_uchar(img, &next, NULL), &next))
-        return vips_failure(SL_ERR_DECODE, name, "cannot convert to 8 bits");
-    if (img->Bands > 3 && step(&img, vips_extract_band(img, &next, 0, "n", 3, NULL), &next))
-        return vips_failure(SL_ERR_DECODE, name, "cannot select RGB bands");
-    if (img->Bands != 3) {
-        int bands = img->Bands;
-        g_object_unref(img);
-        return sl_fail(SL_ERR_DECODE, "%s: %d bands after conversion to sRGB, expected 3",
-                       name, bands);
-    }
-    return finish_vips(img, name, src_w, src_h, out);
-}
-
 /* --- images a decoder holds whole ------------------------------------------- */
 
 /* A progressive JPEG (libjpeg keeps every DCT coefficient until the last
- * scan), an interlaced PNG (libvips reads it to memory) and a GIF (libnsgif
- * draws into a whole canvas) cannot be streamed: at the pixel limit one
+ * scan), an interlaced PNG (libvips reads it to memory), a GIF (libnsgif
+ * draws into a whole canvas) and a HEIF/AVIF (libheif decodes the whole
+ * picture; sized in decode_vips, from libvips' header) cannot be
+ * streamed: at the pixel limit one
  * costs 300-800 MB while it decodes, outside the pipeline's budget, and
  * every decode worker could hold one (a 1.2 MB interlaced 16-bit PNG of
  * 9990x9990 took a run to 1 GB). Such decodes share this much at once;
@@ -567,11 +477,9 @@ static uint64_t whole_bytes(const uint8_t *b, size_t len, uint64_t *pixels)
 
 /* Waits until `bytes` fit beside the whole-held decodes under way (or
  * none is); returns what to give back with whole_give (0: nothing taken). */
-static uint64_t whole_take(const void *data, size_t len, const sl_image_params *params)
+static uint64_t whole_wait(uint64_t bytes)
 {
-    uint64_t pixels = 0, bytes = whole_bytes(data, len, &pixels);
-    /* one over the pixel limit is refused from its header: no wait */
-    if (bytes < WHOLE_FLOOR || pixels > params->max_input_pixels)
+    if (bytes < WHOLE_FLOOR)
         return 0;
     pthread_mutex_lock(&whole_mu);
     while (whole_held > 0 && whole_held + bytes > WHOLE_BUDGET)
@@ -579,6 +487,14 @@ static uint64_t whole_take(const void *data, size_t len, const sl_image_params *
     whole_held += bytes;
     pthread_mutex_unlock(&whole_mu);
     return bytes;
+}
+
+/* whole_wait for an image whose header says it is held whole. */
+static uint64_t whole_take(const void *data, size_t len, const sl_image_params *params)
+{
+    uint64_t pixels = 0, bytes = whole_bytes(data, len, &pixels);
+    /* one over the pixel limit is refused from its header: no wait */
+    return pixels > params->max_input_pixels ? 0 : whole_wait(bytes);
 }
 
 static void whole_give(uint64_t bytes)
@@ -589,6 +505,112 @@ static void whole_give(uint64_t bytes)
     whole_held -= bytes;
     pthread_cond_broadcast(&whole_cv);
     pthread_mutex_unlock(&whole_mu);
+}
+
+/* --- everything else: libvips ---------------------------------------------- */
+
+/* The formats decode_vips lets through (init_vips unblocks their loaders). */
+#define READS "JPEG, PNG, WebP, GIF, TIFF and HEIF/AVIF"
+
+static bool loader_blocked(const char *loader)
+{
+    GType type = g_type_from_name(loader);
+    if (!type)
+        return false;
+    VipsOperationClass *class = g_type_class_ref(type);
+    bool blocked = (class->flags & VIPS_OPERATION_BLOCKED) != 0;
+    g_type_class_unref(class);
+    return blocked;
+}
+
+/* decode_vips' shrink and conversions, once the header is checked. */
+static sl_status thumbnail(const void *data, size_t len, const char *name,
+                           const sl_image_params *params, bool has_icc, int src_w, int src_h,
+                           sl_image **out)
+{
+    int target = params->max_edge > 0 ? params->max_edge : VIPS_MAX_COORD;
+    VipsImage *img = NULL;
+    /* thumbnail converts CMYK to sRGB by itself, but ignores the embedded
+     * profile of an RGB image (Adobe RGB, P3, ...) unless given
+     * export_profile. Not given without one: it would then push plain
+     * sRGB through lcms and move saturated colours (255 red -> 248). */
+    int failed = has_icc ? vips_thumbnail_buffer((void *)data, len, &img, target, "height", target,
+                                             "size", VIPS_SIZE_DOWN, "export_profile", "srgb",
+                                             "intent", VIPS_INTENT_RELATIVE, "option_string",
+                                             "fail_on=truncated", NULL)
+                     : vips_thumbnail_buffer((void *)data, len, &img, target, "height", target,
+                                             "size", VIPS_SIZE_DOWN, "option_string",
+                                             "fail_on=truncated", NULL);
+    if (failed)
+        return vips_failure(SL_ERR_DECODE, name, "damaged or cut short (it cannot be decoded)");
+
+    VipsImage *next = NULL;
+    if (vips_image_hasalpha(img)) {
+        VipsArrayDouble *bg = vips_array_double_newv(3, (double)params->background[0],
+                                                     (double)params->background[1],
+                                                     (double)params->background[2]);
+        int rc = vips_flatten(img, &next, "background", bg, NULL);
+        vips_area_unref(VIPS_AREA(bg));
+        if (step(&img, rc, &next))
+            return vips_failure(SL_ERR_DECODE, name, "cannot flatten alpha");
+    }
+    if (vips_image_guess_interpretation(img) != VIPS_INTERPRETATION_sRGB &&
+        step(&img, vips_colourspace(img, &next, VIPS_INTERPRETATION_sRGB, NULL), &next))
+        return vips_failure(SL_ERR_DECODE, name, "cannot convert to sRGB");
+    if (img->BandFmt != VIPS_FORMAT_UCHAR &&
+        step(&img, vips_cast_uchar(img, &next, NULL), &next))
+        return vips_failure(SL_ERR_DECODE, name, "cannot convert to 8 bits");
+    if (img->Bands > 3 && step(&img, vips_extract_band(img, &next, 0, "n", 3, NULL), &next))
+        return vips_failure(SL_ERR_DECODE, name, "cannot select RGB bands");
+    if (img->Bands != 3) {
+        int bands = img->Bands;
+        g_object_unref(img);
+        return sl_fail(SL_ERR_DECODE, "%s: %d bands after conversion to sRGB, expected 3",
+                       name, bands);
+    }
+    return finish_vips(img, name, src_w, src_h, out);
+}
+
+static sl_status decode_vips(const void *data, size_t len, const char *name,
+                             const sl_image_params *params, sl_image **out)
+{
+    const char *loader = vips_foreign_find_load_buffer(data, len);
+    if (!loader) {
+        vips_error_clear();
+        return sl_fail(SL_ERR_DECODE, "%s: not an image sluice can read (format not "
+                                      "recognised, %zu bytes); sluice reads " READS, name, len);
+    }
+    /* find_load_buffer also names blocked loaders; say which format it was. */
+    if (loader_blocked(loader)) {
+        char format[80];
+        loader_format(loader, format, sizeof format);
+        return sl_fail(SL_ERR_DECODE, "%s: not an image sluice can read (%s); sluice reads "
+                                      READS, name, format);
+    }
+
+    VipsImage *header = vips_image_new_from_buffer(data, len, "", "access",
+                                                   VIPS_ACCESS_SEQUENTIAL, NULL);
+    if (!header) {
+        /* The format was recognised: its file is broken, not unknown. */
+        char format[80], words[160];
+        loader_format(loader, format, sizeof format);
+        snprintf(words, sizeof words, "damaged or cut short (its %s header cannot be read)", format);
+        return vips_failure(SL_ERR_DECODE, name, words);
+    }
+    int src_w = header->Xsize, src_h = header->Ysize;
+    bool has_icc = vips_image_get_typeof(header, VIPS_META_ICC_NAME) != 0;
+    g_object_unref(header);
+    sl_status st = check_pixels(name, src_w, src_h, params);
+    if (st != SL_OK)
+        return st;
+    /* libheif decodes the whole picture, then its RGB beside the YUV
+     * planes: 6.8 bytes a pixel measured (a 6000x6000 AVIF of 1 KB took
+     * 244 MB). The pixels are made when finish_vips writes them out. */
+    uint64_t whole = strstr(loader, "Heif")
+                         ? whole_wait((uint64_t)src_w * (uint64_t)src_h * 8) : 0;
+    st = thumbnail(data, len, name, params, has_icc, src_w, src_h, out);
+    whole_give(whole);
+    return st;
 }
 
 sl_status sl_image_init(void)

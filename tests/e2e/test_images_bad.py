@@ -256,20 +256,26 @@ def interlaced_png(side: int) -> bytes:
         png_chunk(b"IEND", b"")
 
 
-@pytest.mark.parametrize("kind", ["interlaced.png", "progressive.jpg"])
+@pytest.mark.parametrize("kind", ["interlaced.png", "progressive.jpg", "big.avif"])
 def test_images_decoded_whole_do_not_take_a_worker_each_of_memory(sluice, tmp_path, kind):
-    """An interlaced PNG, a progressive JPEG (or a GIF) cannot be streamed:
-    its decoder holds it whole (the PNG's pixels, the JPEG's DCT
-    coefficients), here about 200 MB for a file of 0.5-1 MB, outside the
-    pipeline's budget. Four decode workers held four at once (runs of 0.8
-    and 1.1 GB); such decodes now share 256 MiB, one larger decoding
-    alone, so the run stays near one image's worth whatever the timing."""
+    """An interlaced PNG, a progressive JPEG, an AVIF (or a GIF) cannot be
+    streamed: its decoder holds it whole (the PNG's pixels, the JPEG's DCT
+    coefficients, libheif's picture), here about 200-250 MB for a file of
+    1 KB-1 MB, outside the pipeline's budget. Four decode workers held four
+    at once (runs of 0.8-1.1 GB); such decodes now share 256 MiB, one
+    larger decoding alone, so the run stays near one image's worth
+    whatever the timing."""
     root = tmp_path / "in"
     root.mkdir()
     if kind == "interlaced.png":
         data = interlaced_png(5000)  # 5000 x 5000 x 8 bytes
-    else:  # 8000 x 8000 at 4:2:0: 1.5 coefficients of 2 bytes a pixel
+    elif kind == "progressive.jpg":  # 8000 x 8000 at 4:2:0: 1.5 coefficients of 2 bytes a pixel
         data = encode(Image.new("RGB", (8000, 8000), (120, 30, 40)), "JPEG", progressive=True)
+    else:  # 6000 x 6000: libheif's planes and RGB, about 7 bytes a pixel
+        from PIL import features
+        if not features.check("avif"):
+            pytest.skip("this Pillow writes no AVIF")
+        data = encode(Image.new("RGB", (6000, 6000), (200, 0, 0)), "AVIF", speed=10)
     for name in "abcd":
         (root / f"{name}-{kind}").write_bytes(data)
     out = tmp_path / "out"
