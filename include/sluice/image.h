@@ -46,7 +46,10 @@ sl_image_params sl_image_default_params(void);
 sl_status sl_image_init(void);
 
 /* Decode `len` bytes. `name` names the input in error messages. On failure
- * *out is NULL and the message names `name` and the cause. */
+ * *out is NULL and the message names `name` and the cause. An image its
+ * decoder must hold whole (a progressive JPEG, an interlaced PNG, a GIF,
+ * a HEIF/AVIF) over 16 MiB waits while other threads' such decodes hold 256 MiB
+ * (docs/images.md, Memory). */
 sl_status sl_image_decode(const void *data, size_t len, const char *name,
                           const sl_image_params *params, sl_image **out);
 

@@ -34,7 +34,7 @@ typedef struct level {
 } level;
 
 struct sl_dir_source {
-    bool sorted;
+    bool sorted, quiet;
     char *root;
     level *levels;
     size_t depth, cap;
@@ -195,6 +195,8 @@ sl_status sl_dir_source_open(const char *root, bool sorted, sl_dir_source **out)
     return SL_OK;
 }
 
+void sl_dir_source_quiet(sl_dir_source *src) { src->quiet = true; }
+
 void sl_dir_source_choose(sl_dir_source *src, bool (*want)(const char *rel, void *user),
                           void *user)
 {
@@ -247,8 +249,9 @@ sl_status sl_dir_source_next(sl_dir_source *src, const sl_dir_entry **entry)
         if (listed && S_ISLNK(st.st_mode) && stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
             /* Not followed (a loop could never end), but said: a folder
              * of images left out without a word looks like lost data. */
-            sl_log(SL_LOG_WARN, "'%s' is a symlink to a folder: not followed; give its target "
-                                "as an input of its own to read it", path);
+            if (!src->quiet)
+                sl_log(SL_LOG_WARN, "'%s' is a symlink to a folder: not followed; give its "
+                                    "target as an input of its own to read it", path);
             sl_free(rel);
             sl_free(path);
             continue;

@@ -33,6 +33,11 @@ sl_status sl_dir_source_open(const char *root, bool sorted, sl_dir_source **out)
 void sl_dir_source_choose(sl_dir_source *src, bool (*want)(const char *rel, void *user),
                           void *user);
 
+/* No warnings from now on (a symlinked folder left out): a second walk of
+ * a folder the run walks too, such as the progress count's, says nothing
+ * the run's own walk will not. */
+void sl_dir_source_quiet(sl_dir_source *src);
+
 /* *entry is the next input, or NULL at the end. The entry stays valid until
  * the next call. */
 sl_status sl_dir_source_next(sl_dir_source *src, const sl_dir_entry **entry);

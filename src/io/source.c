@@ -434,6 +434,8 @@ static sl_status folder_open(const char *file, const char *name, const sl_source
         return *open_error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", file);
     }
     sl_dir_source_choose(r->dir, folder_wants, r);
+    if (p->quiet)
+        sl_dir_source_quiet(r->dir);
     *out = r;
     return SL_OK;
 }
@@ -2623,6 +2625,7 @@ sl_status sl_source_counter_new(const sl_source *src, sl_source_counter **out)
     p.take_shard = NULL; /* static shards are counted as read; handed-out ones, all */
     p.take_shard_user = NULL;
     p.unsorted_folders = true; /* a second sorted listing beside the run's doubled its memory */
+    p.quiet = true;            /* the run's own read warns (each warning was said twice) */
     sl_status st = source_reopen(src, &p, &c->src);
     if (st != SL_OK) {
         sl_free(c);

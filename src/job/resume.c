@@ -59,13 +59,51 @@ static json_t *fp_real(double v)
     return json_string(buf);
 }
 
+/* A local path as the fingerprint holds it: the spellings of one path made
+ * one ("photos/", "./photos" and "photos//" are "photos"; "a/./b" is "a/b"),
+ * so a rerun typed with the shell's trailing '/' resumes; its ids are the
+ * same (sl_input_names). ".." is kept: past a symlink "a/.." is not ".". A
+ * URL is as typed: s3://b/ds and s3://b/ds/ name other objects. */
+static json_t *fp_path(const char *path, bool as_typed)
+{
+    if (!path || as_typed || strstr(path, "://"))
+        return job_json_text(path);
+    size_t len = strlen(path);
+    char *out = sl_malloc(len + 2);
+    if (!out)
+        return NULL;
+    size_t n = 0;
+    if (path[0] == '/')
+        out[n++] = '/';
+    for (const char *c = path; *c;) {
+        const char *end = strchr(c, '/');
+        size_t part = end ? (size_t)(end - c) : strlen(c);
+        if (part > 0 && !(part == 1 && c[0] == '.')) {
+            if (n > 0 && out[n - 1] != '/')
+                out[n++] = '/';
+            memcpy(out + n, c, part);
+            n += part;
+        }
+        c += part;
+        if (*c == '/')
+            c++;
+    }
+    if (n == 0 && len > 0)
+        out[n++] = '.'; /* "./" */
+    out[n] = '\0';
+    json_t *v = job_json_text(out);
+    sl_free(out);
+    return v;
+}
+
 /* What determines the rows' content, as "key\tJSON" lines; not how fast, how
  * the progress shows, or where parts are cut. With `served_model_key`, the
  * openai engine's --served-model as a key, as sluice held it before the
  * model served was recorded beside the fingerprint (job_check_served_model):
- * a folder written then keeps the fingerprint it had. NULL when out of
- * memory. */
-static char *fingerprint(const job *j, bool served_model_key)
+ * a folder written then keeps the fingerprint it had. With `as_typed`, the
+ * paths as typed, as sluice held them before fp_path: such a folder is
+ * resumed by the command that wrote it. NULL when out of memory. */
+static char *fingerprint(const job *j, bool served_model_key, bool as_typed)
 {
     const sl_caption_params *p = j->p;
     char *t = sl_strdup("");
@@ -78,7 +116,13 @@ static char *fingerprint(const job *j, bool served_model_key)
     const char **names = sl_calloc(j->n_inputs ? j->n_inputs : 1, sizeof *names);
     for (size_t i = 0; names && i < j->n_inputs; i++)
         names[i] = unpinned && unpinned[i] ? unpinned[i] : j->inputs[i];
-    fp_add(&t, "inputs", names ? fp_strings(names, (int)j->n_inputs) : NULL);
+    json_t *paths = names ? json_array() : NULL;
+    for (size_t i = 0; paths && i < j->n_inputs; i++)
+        if (json_array_append_new(paths, fp_path(names[i], as_typed)) != 0) {
+            json_decref(paths);
+            paths = NULL;
+        }
+    fp_add(&t, "inputs", paths);
     for (size_t i = 0; unpinned && i < j->n_inputs; i++)
         sl_free(unpinned[i]);
     sl_free(unpinned);
@@ -136,8 +180,8 @@ static char *fingerprint(const job *j, bool served_model_key)
         if (job_answers_share_seed(p))
             fp_add(&t, "samples_drawn_by", job_json_text("the server, one request with n"));
     } else if (!p->dry_run) {
-        fp_add(&t, "model", job_json_text(p->llama.model_path));
-        fp_add(&t, "mmproj", job_json_text(p->llama.mmproj_path));
+        fp_add(&t, "model", fp_path(p->llama.model_path, as_typed));
+        fp_add(&t, "mmproj", fp_path(p->llama.mmproj_path, as_typed));
         fp_add(&t, "ctx", json_integer(p->llama.n_ctx_per_seq));
         /* Only when there are some: a job without keeps its fingerprint. */
         if (p->llama.n_lora > 0)
@@ -581,7 +625,7 @@ static sl_status check_max_line_bytes(job *j, bool resumed)
  * (rank r writes first + r, first + r + N, ...), so no two collide. */
 static sl_status join_job(job *j)
 {
-    char *fp = fingerprint(j, false);
+    char *fp = fingerprint(j, false, false);
     if (!fp)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
     long first = 0;
@@ -601,7 +645,7 @@ static sl_status check_lock(void *j) { return job_check_bucket_lock(j); }
 static sl_status lead_job(job *j)
 {
     /* the ranks compare theirs with this one, not with the ledger's */
-    char *fp = fingerprint(j, false);
+    char *fp = fingerprint(j, false, false);
     if (!fp)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
     long first = 0;
@@ -846,8 +890,17 @@ static sl_status open_ledger(job *j)
      * the model served was recorded apart: compared as it was. */
     bool served_model_key = old && (strncmp(old, "served_model\t", 13) == 0 ||
                                     strstr(old, "\nserved_model\t"));
+    char *fp = st == SL_OK ? fingerprint(j, served_model_key, false) : NULL;
+    if (fp && old && strcmp(fp, old) != 0) {
+        char *typed = fingerprint(j, served_model_key, true);
+        if (typed && strcmp(typed, old) == 0) {
+            sl_free(fp);
+            fp = typed;
+        } else {
+            sl_free(typed);
+        }
+    }
     sl_free(old);
-    char *fp = st == SL_OK ? fingerprint(j, served_model_key) : NULL;
     if (st == SL_OK && !fp)
         st = sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);
     if (st == SL_OK)

@@ -172,6 +172,34 @@ def test_faults_are_retried_without_losing_or_duplicating_rows(sluice, llama_pre
         len(rows)
 
 
+def test_a_server_slower_than_the_timeout_names_the_flag_to_raise(sluice, tmp_path):
+    """An attempt past --request-timeout failed with curl's words alone
+    ('Operation timed out after 1000 milliseconds with 0 bytes
+    received'), naming no setting: the row's error now says which flag
+    bounds each attempt. The server holds every request until sluice
+    hangs up, so no answer can come in time whatever the load."""
+    def never(h, n, body):
+        h.connection.settimeout(20)
+        try:
+            h.connection.recv(1)  # b"" once sluice gives the attempt up
+        except OSError:
+            pass
+        h.close_connection = True
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(inp / "a.jpg")
+    with FakeServer(never) as fake:
+        r = caption(sluice, inp, tmp_path / "out", "--endpoint", fake.url, "--request-timeout",
+                    "1", "--max-attempts", "1", "--metrics-addr", "off", timeout=120)
+    assert r.returncode == 3, r.stderr
+    [row] = read_rows(tmp_path / "out")
+    assert row["error_stage"] == "engine"
+    assert "timed out" in row["error"] and "(--request-timeout 1 s, each attempt's limit" in \
+        row["error"], row["error"]
+    assert "--request-timeout 1 s" in r.stderr
+
+
 STREAM_FAULTS = [[], ["cut"], [], ["500", "cut"]]
 
 

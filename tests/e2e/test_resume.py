@@ -242,6 +242,46 @@ def test_a_run_whose_engine_did_not_load_leaves_no_part(sluice, tmp_path):
     assert_exactly_once(out, expected_ids(1))
 
 
+def test_a_path_spelled_another_way_resumes(sluice, tmp_path):
+    """`photos/` (the shell completes a folder so) and `photos` name one
+    folder and give the same ids, but the fingerprint held the inputs and
+    the model as typed: the rerun was refused, 'inputs changed since'.
+    A trailing '/', '//' and './' are now one spelling; a folder written
+    before keeps its text and resumes with the command that wrote it."""
+    src = tmp_path / "in"
+    sample_copies(src, 1)
+    model = TINY / "model.gguf"
+
+    def again(inp, model_path):
+        return subprocess.run([str(sluice.binary), "caption", inp, "-o", "out", "--model", model_path,
+                               "--mmproj", str(TINY / "mmproj.gguf"), *ARGS],
+                              capture_output=True, text=True, timeout=900, cwd=tmp_path)
+
+    r = again("in", str(model))
+    assert r.returncode == 0, r.stderr[-3000:]
+    sample_copies(src / "more", 1)  # new inputs for the rerun to do
+    r = again("./in/", f"{model.parent}//./{model.name}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "already done" in r.stderr, r.stderr[-3000:]
+    assert_exactly_once(tmp_path / "out", sorted(expected_ids(1) + [f"more/{i}" for i in expected_ids(1)]))
+
+    # A ledger of a sluice that kept paths as typed ("in/"): the same
+    # command goes on; another spelling is still another job there.
+    import sqlite3
+    db = sqlite3.connect(tmp_path / "out" / "_sluice_ledger.sqlite")
+    with db:
+        db.execute("UPDATE meta SET value = replace(value, 'inputs	[\"in\"]', 'inputs	[\"in/\"]') "
+                   "WHERE key = 'fingerprint'")
+    db.close()
+    sample_copies(src / "last", 1)
+    r = again("in/", str(model))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = again("in", str(model))
+    assert r.returncode == 2 and "(inputs changed since)" in r.stderr, r.stderr[-3000:]
+    assert_exactly_once(tmp_path / "out", sorted(expected_ids(1) + [f"{d}/{i}" for d in ("more", "last")
+                                                                    for i in expected_ids(1)]))
+
+
 def assert_no_row_twice(out: pathlib.Path):
     ids = part_ids(out)
     assert len(ids) == len(set(ids)), "a row written twice"

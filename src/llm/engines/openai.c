@@ -1321,7 +1321,15 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
     double now = sl_mono_s();
     char why[1024];
     if (res != CURLE_OK) {
-        snprintf(why, sizeof why, "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(res));
+        int n = snprintf(why, sizeof why, "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(res));
+        /* curl's words name no setting: a server slower than the limit
+         * (a long answer, a deep queue) needs the user to raise it. A
+         * connect timeout ends sooner and is not this limit. */
+        if (res == CURLE_OPERATION_TIMEDOUT && now - r->sent_at >= e->p.request_timeout_s &&
+            n > 0 && (size_t)n < sizeof why)
+            snprintf(why + n, sizeof why - (size_t)n,
+                     " (--request-timeout %g s, each attempt's limit: raise it for slower answers)",
+                     e->p.request_timeout_s);
         retry_or_fail(e, r, ep, 0, why, now);
         return;
     }
