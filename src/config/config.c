@@ -47,6 +47,7 @@ enum { L_INPUTS, L_INCLUDE, L_EXCLUDE, L_STOP, L_COLUMNS, L_ENDPOINTS, L_HEADERS
 
 typedef struct cfg_list {
     const char **items;
+    const char **wheres; /* where each item was set ("" for a flag's) */
     int n, cap;
     int layer; /* the layer that last set it */
 } cfg_list;
@@ -666,8 +667,10 @@ void sl_config_free(sl_config *cfg)
     for (size_t i = 0; i < cfg->n_owned; i++)
         sl_free(cfg->owned[i]);
     sl_free(cfg->owned);
-    for (int l = 0; l < L_COUNT; l++)
+    for (int l = 0; l < L_COUNT; l++) {
         sl_free(cfg->lists[l].items);
+        sl_free(cfg->lists[l].wheres);
+    }
     sl_free(cfg);
 }
 
@@ -792,14 +795,19 @@ static sl_status list_add(sl_config *c, int i, const char *item, size_t len, con
     if (l->n == l->cap) {
         int cap = l->cap ? 2 * l->cap : 8;
         const char **grown = sl_realloc(l->items, (size_t)cap * sizeof *grown);
-        if (!grown)
+        if (grown)
+            l->items = grown;
+        const char **wgrown = grown ? sl_realloc(l->wheres, (size_t)cap * sizeof *wgrown) : NULL;
+        if (!wgrown)
             return sl_fail(SL_ERR_NOMEM, "out of memory reading the job's settings");
-        l->items = grown;
+        l->wheres = wgrown;
         l->cap = cap;
     }
     char *copy = keep(c, item, len);
-    if (!copy)
+    const char *at = keep(c, where, strlen(where));
+    if (!copy || !at)
         return SL_ERR_NOMEM;
+    l->wheres[l->n] = at;
     if (o->list == L_COLUMNS) {
         size_t name_len;
         bool typed;
@@ -1738,10 +1746,24 @@ void sl_config_explain(const sl_config *c, const char *msg, char *buf, size_t si
         if (style < 0 && c->given[i])
             style = i;
     }
+    /* input.paths has no flag to name it: an input's own message ("input
+     * 'photos': No such file or directory") begins with the word and the
+     * item, found at its own line (a name made by braces is no item's). */
+    const char *item_at = NULL;
+    const cfg_list *inputs = &c->lists[L_INPUTS];
+    int paths = sl_config_find_key("input.paths", strlen("input.paths"));
+    if (located < 0 && paths >= 0 && from_file(c, paths) && strncmp(msg, "input '", 7) == 0)
+        for (int k = 0; k < inputs->n && !item_at; k++) {
+            size_t len = strlen(inputs->items[k]);
+            if (strncmp(msg + 7, inputs->items[k], len) == 0 && msg[7 + len] == '\'')
+                item_at = inputs->wheres[k];
+        }
     bool keys = style >= 0 ? from_file(c, style) : any_file;
     size_t n = 0;
     if (located >= 0)
         append(buf, size, &n, c->where[located]);
+    else if (item_at)
+        append(buf, size, &n, item_at);
     for (const char *s = msg; *s && n + 1 < size;) {
         size_t len;
         int i = flag_at(msg, s, &len);

@@ -1843,6 +1843,18 @@ static sl_status add_dataset_folder(const char *dir, const char *kind, bool forc
     return st;
 }
 
+/* " (relative to the current folder, CWD)" for a relative local path, else
+ * "": a job file's paths are taken from where sluice runs, not from the
+ * file's folder, and a job run from elsewhere finds nothing there. */
+static void relative_note(const char *path, char *buf, size_t size)
+{
+    char cwd[PATH_MAX];
+    buf[0] = '\0';
+    if (path[0] != '/' && !sl_s3_is_url(path) && !strstr(path, "://") &&
+        getcwd(cwd, sizeof cwd))
+        snprintf(buf, size, " (relative to the current folder, %s)", cwd);
+}
+
 /* Expands every input (braces, then globs; hf://datasets/ references
  * through the hub's listing) into files; *hf_names is NULL unless some
  * input is such a reference. */
@@ -1874,7 +1886,10 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, const sl_sou
             if (has_glob(names[k]) && !sl_s3_is_url(names[k])) {
                 int rc = glob(names[k], 0, NULL, &g);
                 if (rc == GLOB_NOMATCH) {
-                    st = sl_fail(SL_ERR_NOT_FOUND, "input '%s' matches no file", names[k]);
+                    char note[PATH_MAX + 64];
+                    relative_note(names[k], note, sizeof note);
+                    st = sl_fail(SL_ERR_NOT_FOUND, "input '%s' matches no file%s", names[k],
+                                 note);
                     globfree(&g);
                     break;
                 }
@@ -2212,10 +2227,14 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
         const char *f = src->files[i];
         const char *k = forced ? forced : kind_of(f);
         struct stat sb;
-        if (!sl_s3_is_url(f) && !src->hf_names && stat(f, &sb) != 0)
-            st = sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "input '%s': %s", f,
-                         strerror(errno));
-        else if (!k)
+        if (!sl_s3_is_url(f) && !src->hf_names && stat(f, &sb) != 0) {
+            int e = errno;
+            char note[PATH_MAX + 64] = "";
+            if (e == ENOENT)
+                relative_note(f, note, sizeof note);
+            st = sl_fail(e == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "input '%s': %s%s", f,
+                         strerror(e), note);
+        } else if (!k)
             st = sl_fail(SL_ERR_INVALID_ARG, "input '%s': cannot tell its kind from the name; "
                                              "pass --input-format", f);
         else if (src->kind_name && strcmp(k, src->kind_name) != 0)

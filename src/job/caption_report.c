@@ -227,8 +227,23 @@ static void put_html(FILE *fp, const caption_report *r)
     }
     fputs("Output: <code>", fp);
     put_escaped(fp, s->output_file);
-    fprintf(fp, "</code>; figures in <a href=\"summary.json\">summary.json</a>.</p>\n"
-                "<p>A uniform sample of %zu rows:</p>\n<div id=\"gallery\">\n", n);
+    fputs("</code>; figures in <a href=\"summary.json\">summary.json</a>.</p>\n", fp);
+    /* A run stopped (--max-failed, Ctrl-C, a failed write) left a report
+     * that read as a finished job's: say how it ended and what is left. */
+    if (r->run_status != SL_OK) {
+        long done = s->inputs_done + s->inputs_done_before;
+        fprintf(fp, "<p id=\"status\" class=\"error\">The run ended early: <b>%s</b> "
+                    "(summary.json's <code>status</code>); %ld",
+                sl_status_name(r->run_status), done);
+        if (r->input_rows >= 0)
+            fprintf(fp, " of %lld", (long long)r->input_rows);
+        fputs(s->inputs_all_done ? " inputs done, every one read (--retry-failed captions "
+                                   "the failed ones again)"
+                                 : " inputs done (the same command again goes on from there)",
+              fp);
+        fputs(".</p>\n", fp);
+    }
+    fprintf(fp, "<p>A uniform sample of %zu rows:</p>\n<div id=\"gallery\">\n", n);
     for (size_t i = 0; i < n; i++) {
         const gallery_item *it = &items[i];
         fprintf(fp, "<figure data-index=\"%llu\">", (unsigned long long)it->index);

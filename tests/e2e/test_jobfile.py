@@ -441,6 +441,44 @@ def test_the_example_job_runs_on_the_tiny_model(sluice, tmp_path, monkeypatch):
     assert (out / "summary.json").exists() and (out / "report.html").exists()
 
 
+def test_a_relative_input_missing_where_the_job_runs_names_its_line_and_the_folder(
+        sluice, tmp_path, monkeypatch):
+    """examples/caption.yaml run from another folder said only "input
+    'samples': No such file or directory": not the job file's line, nor that
+    its paths are taken from the folder sluice runs in (docs/jobs.md)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    example = REPO / "examples" / "caption.yaml"
+    lines = example.read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if text.lstrip().startswith("paths:"))
+    col = lines[line - 1].index("samples") + 1
+    r = sluice.run("run", example, "--model", TINY / "model.gguf", "--mmproj",
+                   TINY / "mmproj.gguf", "-o", tmp_path / "out", "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert f"sluice: {example}:{line}:{col}: input 'samples': No such file or directory " \
+           f"(relative to the current folder, {elsewhere})" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+    # Of several paths, the one missing is named at its own line; a pattern
+    # that matches nothing is told the folder too.
+    job = tmp_path / "job.yaml"
+    job.write_text(job_text(tmp_path / "out").replace(
+        f"paths: [{json.dumps(str(SAMPLES))}]",
+        f"paths:\n    - {json.dumps(str(SAMPLES))}\n    - gone\n    - {json.dumps(str(SAMPLES))}"))
+    r = sluice.run("run", job)
+    assert r.returncode == 2, r.stderr
+    assert f"sluice: {job}:5:7: input 'gone': No such file or directory (relative to the " \
+           f"current folder, {elsewhere})" in r.stderr, r.stderr
+    r = sluice.run("run", job, "pics/*.jpg")
+    assert r.returncode == 2, r.stderr
+    assert f"sluice: input 'pics/*.jpg' matches no file (relative to the current folder, " \
+           f"{elsewhere})" in r.stderr, r.stderr
+    r = sluice.run("run", job, tmp_path / "absent")
+    assert r.returncode == 2, r.stderr
+    assert f"sluice: input '{tmp_path / 'absent'}': No such file or directory\n" in r.stderr, \
+        r.stderr
+
+
 @pytest.mark.parametrize("columns", ['["price:decimal(10,2)", "image"]', "'price:decimal(10, 2),image'"])
 def test_a_job_file_declares_a_decimal_column(sluice, tmp_path, columns):
     """output.columns "price:decimal(10,2)", as a list's item or in the

@@ -238,6 +238,34 @@ def test_summary_and_report_match_the_output(sluice, tmp_path):
             im.load()
             assert im.format == "JPEG" and max(im.size) <= 160
     assert "http://" not in report and "https://" not in report  # stands alone
+    assert 'id="status"' not in report  # finished: no word of an early end
+
+
+def test_the_report_of_a_run_that_stopped_says_so(sluice, tmp_path):
+    """A run stopped by --max-failed left a report.html that read as a
+    finished job's ("N rows, N-1 captioned, 1 failed"), while summary.json
+    said too_many_failed and most inputs were not done."""
+    n_rows = sample_copies(tmp_path / "in", 4, corrupt=True)
+    out = tmp_path / "out"
+    r = sluice.caption(tmp_path / "in", out, "--max-tokens", "4", "--max-failed", "0",
+                       "--metrics-addr", "off", "--show", "0")
+    assert r.returncode != 0 and "--max-failed" in r.stderr, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "too_many_failed" and summary["rows"]["input"] == n_rows
+    done = summary["rows"]["inputs_done"]
+    # How many were done at the stop depends on what was in flight: the
+    # report says what summary.json counted, and what is left to do.
+    left = "every one read (--retry-failed captions the failed ones again)" \
+        if done == n_rows else "(the same command again goes on from there)"
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert '<p id="status" class="error">The run ended early: <b>too_many_failed</b> ' \
+           f"(summary.json's <code>status</code>); {done} of {n_rows} inputs done" in report, report
+    assert left in report
+    r = sluice.caption(tmp_path / "in", out, "--max-tokens", "4", "--metrics-addr", "off",
+                       "--show", "0")
+    assert r.returncode in (0, 3), r.stderr  # 0: nothing was left to do
+    assert json.loads((out / "summary.json").read_text())["status"] == "ok"
+    assert 'id="status"' not in (out / "report.html").read_text(encoding="utf-8")
 
 
 def test_failures_by_class_in_metrics_prom(sluice, tmp_path):
