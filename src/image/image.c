@@ -55,8 +55,22 @@ static const char *const allowed_loaders[] = {
 static pthread_once_t vips_once = PTHREAD_ONCE_INIT;
 static int vips_ready;
 
+/* libvips' loaders say what they make of a damaged file with g_warning
+ * ("chunk data is too large", "not enough data"): raw lines on stderr, -q or
+ * not, naming no file, several a file, while the row's own failure already
+ * names the file and libvips' error. They go to the log's debug level. */
+static void vips_warning(const gchar *domain, GLogLevelFlags level, const gchar *message,
+                         gpointer user)
+{
+    (void)level;
+    (void)user;
+    sl_log(SL_LOG_DEBUG, "%s: %s", domain ? domain : "libvips", message);
+}
+
 static void init_vips(void)
 {
+    g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO,
+                      vips_warning, NULL);
     if (VIPS_INIT("sluice") != 0) {
         sl_log(SL_LOG_ERROR, "libvips failed to start: %s", vips_error_buffer());
         return;

@@ -164,6 +164,10 @@ def test_unreadable_formats_and_strips_say_what_is_wrong_in_plain_words(sluice, 
     (root / "ok.png").write_bytes(encode(Image.new("RGB", (400, 2), (1, 2, 3)), "PNG"))
     noise = encode(Image.effect_noise((300, 200), 50).convert("RGB"), "PNG")
     (root / "cut.png").write_bytes(noise[: len(noise) // 2])
+    # libvips' loader said what it made of this on stderr, "(process:N):
+    # VIPS-WARNING **: ...: chunk data is too large", four lines of it,
+    # --quiet or not, naming no file.
+    (root / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     # An AVIF of its ftyp box alone: the format is known, its file is broken
     # (it said "not an image sluice can read").
     (root / "cut.avif").write_bytes(b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf")
@@ -171,8 +175,10 @@ def test_unreadable_formats_and_strips_say_what_is_wrong_in_plain_words(sluice, 
     r = sluice.run("caption", root, "-o", out, "--model", TINY / "model.gguf", "--mmproj",
                    TINY / "mmproj.gguf", "--max-tokens", "2", "--metrics-addr", "off", "--quiet")
     assert r.returncode == 3, r.stderr[-3000:]
+    assert "VIPS-WARNING" not in r.stderr, r.stderr[-3000:]
     rows = {row["id"]: row for row in read_rows(out)}
-    for name in ("tga.jpg", "svg.png", "text.jpg", "wide.png", "tall.png", "cut.png", "cut.avif"):
+    for name in ("tga.jpg", "svg.png", "text.jpg", "wide.png", "tall.png", "cut.png", "cut.avif",
+                 "garbage.png"):
         err = rows[name]["error"]
         assert rows[name]["error_stage"] == "decode" and err.startswith(str(root / name)), err
         assert "VipsForeign" not in err, err
@@ -183,6 +189,7 @@ def test_unreadable_formats_and_strips_say_what_is_wrong_in_plain_words(sluice, 
     assert "10000x1 px: aspect ratio over 200:1, too wide" in rows["wide.png"]["error"]
     assert "1x10000 px: aspect ratio over 200:1, too tall" in rows["tall.png"]["error"]
     assert "damaged or cut short" in rows["cut.png"]["error"]  # libvips' detail after it
+    assert "damaged or cut short (its PNG header cannot be read)" in rows["garbage.png"]["error"]
     assert "damaged or cut short (its HEIF header cannot be read)" in rows["cut.avif"]["error"]
     assert rows["ok.png"]["error_stage"] != "decode", rows["ok.png"]  # 200:1 is read
 
