@@ -223,6 +223,50 @@ static sl_status finish_vips(VipsImage *img, const char *name, int src_w, int sr
     return SL_OK;
 }
 
+/* --- images a decoder holds whole ------------------------------------------- */
+
+/* A progressive JPEG (libjpeg keeps every DCT coefficient until the last
+ * scan), an interlaced PNG (libvips reads it to memory), a GIF (libnsgif
+ * draws into a whole canvas) and a HEIF/AVIF (libheif decodes the whole
+ * picture) cannot be streamed: at the pixel limit one costs 300-800 MB
+ * while it decodes, outside the pipeline's budget, and every decode worker
+ * could hold one (a 1.2 MB interlaced 16-bit PNG of 9990x9990 took a run
+ * to 1 GB). Each decoder sizes that from the header it reads anyway
+ * (read_jpeg, decode_vips); such decodes share this much at once, one
+ * larger than it decoding alone. Others (baseline JPEG, plain PNG, WebP,
+ * TIFF) stream and are not counted. */
+#define WHOLE_BUDGET ((uint64_t)256 << 20)
+/* Under this an image is not worth the lock: the workers' share stays small. */
+#define WHOLE_FLOOR ((uint64_t)16 << 20)
+
+static pthread_mutex_t whole_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t whole_cv = PTHREAD_COND_INITIALIZER;
+static uint64_t whole_held;
+
+/* Waits until `bytes` fit beside the whole-held decodes under way (or
+ * none is); returns what to give back with whole_give (0: nothing taken). */
+static uint64_t whole_wait(uint64_t bytes)
+{
+    if (bytes < WHOLE_FLOOR)
+        return 0;
+    pthread_mutex_lock(&whole_mu);
+    while (whole_held > 0 && whole_held + bytes > WHOLE_BUDGET)
+        pthread_cond_wait(&whole_cv, &whole_mu);
+    whole_held += bytes;
+    pthread_mutex_unlock(&whole_mu);
+    return bytes;
+}
+
+static void whole_give(uint64_t bytes)
+{
+    if (!bytes)
+        return;
+    pthread_mutex_lock(&whole_mu);
+    whole_held -= bytes;
+    pthread_cond_broadcast(&whole_cv);
+    pthread_mutex_unlock(&whole_mu);
+}
+
 /* --- JPEG: libjpeg-turbo ------------------------------------------------------ */
 
 typedef struct jpeg_reader {
@@ -231,6 +275,7 @@ typedef struct jpeg_reader {
     jmp_buf jump;
     char message[JMSG_LENGTH_MAX];
     uint8_t *rgb;
+    uint64_t whole; /* taken with whole_wait; given back after the longjmp target */
 } jpeg_reader;
 
 static void jpeg_on_error(j_common_ptr cinfo)
@@ -347,6 +392,20 @@ static sl_status read_jpeg(jpeg_reader *r, const void *data, size_t len, const c
         *fallback = true;
         return SL_OK;
     }
+    if (jpeg_has_multiple_scans(c)) {
+        /* A progressive JPEG's coefficients: 2 bytes each, a block of 64
+         * per 8x8 of each component, in libjpeg's arrays (jdcoefct.c
+         * rounds each to its sampling factors). */
+        uint64_t bytes = 0;
+        for (int i = 0; i < c->num_components; i++) {
+            const jpeg_component_info *comp = &c->comp_info[i];
+            uint64_t bw = comp->width_in_blocks, bh = comp->height_in_blocks;
+            bw += (uint64_t)(comp->h_samp_factor - bw % comp->h_samp_factor) % comp->h_samp_factor;
+            bh += (uint64_t)(comp->v_samp_factor - bh % comp->v_samp_factor) % comp->v_samp_factor;
+            bytes += bw * bh * DCTSIZE2 * sizeof(JCOEF);
+        }
+        r->whole = whole_wait(bytes);
+    }
     int orientation = exif_orientation(c);
     c->out_color_space = JCS_RGB;
     c->scale_num = 1;
@@ -385,140 +444,10 @@ static sl_status decode_jpeg(const void *data, size_t len, const char *name,
     else
         st = sl_fail(SL_ERR_DECODE, "%s: cannot decode JPEG: %s", name, r->message);
     jpeg_destroy_decompress(&r->cinfo);
+    whole_give(r->whole);
     sl_free(r->rgb);
     sl_free(r);
     return st;
-}
-
-/* --- images a decoder holds whole ------------------------------------------- */
-
-/* A progressive JPEG (libjpeg keeps every DCT coefficient until the last
- * scan), an interlaced PNG (libvips reads it to memory), a GIF (libnsgif
- * draws into a whole canvas) and a HEIF/AVIF (libheif decodes the whole
- * picture; sized in decode_vips, from libvips' header) cannot be
- * streamed: at the pixel limit one
- * costs 300-800 MB while it decodes, outside the pipeline's budget, and
- * every decode worker could hold one (a 1.2 MB interlaced 16-bit PNG of
- * 9990x9990 took a run to 1 GB). Such decodes share this much at once;
- * one larger than it decodes alone. Others (baseline JPEG, plain PNG,
- * WebP, TIFF) stream and are not counted. */
-#define WHOLE_BUDGET ((uint64_t)256 << 20)
-/* Under this an image is not worth the lock: the workers' share stays small. */
-#define WHOLE_FLOOR ((uint64_t)16 << 20)
-
-static pthread_mutex_t whole_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t whole_cv = PTHREAD_COND_INITIALIZER;
-static uint64_t whole_held;
-
-static uint32_t be16(const uint8_t *b) { return (uint32_t)b[0] << 8 | b[1]; }
-static uint32_t be32(const uint8_t *b) { return be16(b) << 16 | be16(b + 2); }
-
-/* A progressive JPEG's coefficients (2 bytes each, a block of 64 per 8x8
- * of each component at its sampling), from its SOF; 0 for a sequential
- * one, or when the bytes end first. */
-static uint64_t jpeg_whole_bytes(const uint8_t *b, size_t len, uint64_t *pixels)
-{
-    size_t at = 2;
-    while (at + 4 <= len) {
-        if (b[at] != 0xFF)
-            return 0;
-        uint8_t m = b[at + 1];
-        if (m == 0xFF) { /* fill byte */
-            at++;
-            continue;
-        }
-        if (m == 0xD8 || (m >= 0xD0 && m <= 0xD7) || m == 0x01) {
-            at += 2;
-            continue;
-        }
-        size_t seg = be16(b + at + 2);
-        bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
-        if (m == 0xDA || m == 0xD9)
-            return 0;
-        if (!sof) {
-            at += 2 + seg;
-            continue;
-        }
-        if (!(m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE) || at + 10 > len)
-            return 0;
-        const uint8_t *f = b + at + 4;
-        uint64_t h = be16(f + 1), w = be16(f + 3);
-        int n = f[5], hmax = 1, vmax = 1;
-        if (at + 10 + 3 * (size_t)n > len)
-            return 0;
-        for (int i = 0; i < n; i++) {
-            int hs = f[7 + 3 * i] >> 4, vs = f[7 + 3 * i] & 15;
-            hmax = hs > hmax ? hs : hmax;
-            vmax = vs > vmax ? vs : vmax;
-        }
-        uint64_t bytes = 0;
-        for (int i = 0; i < n; i++) {
-            uint64_t hs = f[7 + 3 * i] >> 4, vs = f[7 + 3 * i] & 15;
-            uint64_t bw = (w * hs + 8 * (uint64_t)hmax - 1) / (8 * (uint64_t)hmax);
-            uint64_t bh = (h * vs + 8 * (uint64_t)vmax - 1) / (8 * (uint64_t)vmax);
-            bytes += bw * bh * 128;
-        }
-        *pixels = w * h;
-        return bytes;
-    }
-    return 0;
-}
-
-/* What decoding `b` holds at once when its format cannot be streamed (see
- * WHOLE_BUDGET), from its header; 0 when it streams or is not known.
- * *pixels: width x height as that header says. */
-static uint64_t whole_bytes(const uint8_t *b, size_t len, uint64_t *pixels)
-{
-    *pixels = 0;
-    if (len >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF)
-        return jpeg_whole_bytes(b, len, pixels);
-    if (len >= 29 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0 && memcmp(b + 12, "IHDR", 4) == 0) {
-        if (b[28] != 1) /* not Adam7 */
-            return 0;
-        static const int channels[7] = {1, 0, 3, 4, 2, 0, 4}; /* a palette read as RGBA */
-        uint64_t w = be32(b + 16), h = be32(b + 20);
-        int ch = b[25] < 7 ? channels[b[25]] : 0;
-        *pixels = w * h;
-        return w * h * (uint64_t)ch * (b[24] == 16 ? 2 : 1);
-    }
-    if (len >= 10 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) {
-        uint64_t w = (uint64_t)b[6] | (uint64_t)b[7] << 8, h = (uint64_t)b[8] | (uint64_t)b[9] << 8;
-        *pixels = w * h;
-        return w * h * 4;
-    }
-    return 0;
-}
-
-/* Waits until `bytes` fit beside the whole-held decodes under way (or
- * none is); returns what to give back with whole_give (0: nothing taken). */
-static uint64_t whole_wait(uint64_t bytes)
-{
-    if (bytes < WHOLE_FLOOR)
-        return 0;
-    pthread_mutex_lock(&whole_mu);
-    while (whole_held > 0 && whole_held + bytes > WHOLE_BUDGET)
-        pthread_cond_wait(&whole_cv, &whole_mu);
-    whole_held += bytes;
-    pthread_mutex_unlock(&whole_mu);
-    return bytes;
-}
-
-/* whole_wait for an image whose header says it is held whole. */
-static uint64_t whole_take(const void *data, size_t len, const sl_image_params *params)
-{
-    uint64_t pixels = 0, bytes = whole_bytes(data, len, &pixels);
-    /* one over the pixel limit is refused from its header: no wait */
-    return pixels > params->max_input_pixels ? 0 : whole_wait(bytes);
-}
-
-static void whole_give(uint64_t bytes)
-{
-    if (!bytes)
-        return;
-    pthread_mutex_lock(&whole_mu);
-    whole_held -= bytes;
-    pthread_cond_broadcast(&whole_cv);
-    pthread_mutex_unlock(&whole_mu);
 }
 
 /* --- everything else: libvips ---------------------------------------------- */
@@ -585,6 +514,29 @@ static sl_status thumbnail(const void *data, size_t len, const char *name,
     return finish_vips(img, name, src_w, src_h, out);
 }
 
+/* What libvips' loader holds at once decoding the image `header`
+ * describes, when it cannot stream it (see WHOLE_BUDGET); 0 when it can. */
+static uint64_t held_whole(const char *loader, VipsImage *header)
+{
+    uint64_t pixels = (uint64_t)header->Xsize * (uint64_t)header->Ysize;
+    /* libheif's whole picture, then its RGB beside the YUV planes: 6.8
+     * bytes a pixel measured (a 6000x6000 AVIF of 1 KB took 244 MB). */
+    if (strstr(loader, "Heif"))
+        return pixels * 8;
+    if (strstr(loader, "Nsgif")) /* the frame's RGBA canvas */
+        return pixels * 4;
+    int interlaced = 0;
+    if (vips_image_get_typeof(header, "interlaced"))
+        vips_image_get_int(header, "interlaced", &interlaced);
+    if (!interlaced)
+        return 0;
+    /* A progressive JPEG here is CMYK or ICC-tagged (read_jpeg sends
+     * those): at most one 2-byte coefficient a sample. An Adam7 PNG is
+     * read to memory as its header's bands and format say. */
+    size_t sample = strstr(loader, "Jpeg") ? 2 : vips_format_sizeof(header->BandFmt);
+    return pixels * (uint64_t)header->Bands * sample;
+}
+
 static sl_status decode_vips(const void *data, size_t len, const char *name,
                              const sl_image_params *params, sl_image **out)
 {
@@ -613,15 +565,13 @@ static sl_status decode_vips(const void *data, size_t len, const char *name,
     }
     int src_w = header->Xsize, src_h = header->Ysize;
     bool has_icc = vips_image_get_typeof(header, VIPS_META_ICC_NAME) != 0;
+    uint64_t whole_bytes = held_whole(loader, header);
     g_object_unref(header);
     sl_status st = check_pixels(name, src_w, src_h, params);
     if (st != SL_OK)
         return st;
-    /* libheif decodes the whole picture, then its RGB beside the YUV
-     * planes: 6.8 bytes a pixel measured (a 6000x6000 AVIF of 1 KB took
-     * 244 MB). The pixels are made when finish_vips writes them out. */
-    uint64_t whole = strstr(loader, "Heif")
-                         ? whole_wait((uint64_t)src_w * (uint64_t)src_h * 8) : 0;
+    /* The pixels are made when finish_vips writes them out. */
+    uint64_t whole = whole_wait(whole_bytes);
     st = thumbnail(data, len, name, params, has_icc, src_w, src_h, out);
     whole_give(whole);
     return st;
@@ -646,14 +596,12 @@ sl_status sl_image_decode(const void *data, size_t len, const char *name,
     if (len == 0)
         return sl_fail(SL_ERR_DECODE, "%s: empty file (0 bytes)", name);
     const uint8_t *bytes = data;
-    uint64_t whole = whole_take(data, len, params);
     bool fallback = true;
     sl_status st = SL_OK;
     if (len >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF)
         st = decode_jpeg(data, len, name, params, out, &fallback);
     if (fallback)
         st = decode_vips(data, len, name, params, out);
-    whole_give(whole);
     return st;
 }
 
