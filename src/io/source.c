@@ -1850,8 +1850,7 @@ static void relative_note(const char *path, char *buf, size_t size)
 {
     char cwd[PATH_MAX];
     buf[0] = '\0';
-    if (path[0] != '/' && !sl_s3_is_url(path) && !strstr(path, "://") &&
-        getcwd(cwd, sizeof cwd))
+    if (path[0] != '/' && !strstr(path, "://") && getcwd(cwd, sizeof cwd))
         snprintf(buf, size, " (relative to the current folder, %s)", cwd);
 }
 
