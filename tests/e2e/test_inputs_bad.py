@@ -7,9 +7,12 @@ import gzip
 import io
 import json
 import os
+import pathlib
+import shutil
 import struct
 import subprocess
 import tarfile
+import tempfile
 
 import pytest
 
@@ -535,3 +538,60 @@ def test_a_local_file_unreadable_midway_under_item_sharding_ends_the_run(sluice,
     assert all(row["error"] is None for row in rows), [row["error"] for row in rows]
     ids = [row["id"] for row in rows]
     assert len(ids) == 14 and len(set(ids)) == 14, sorted(ids)
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root, to run sluice as another user")
+def test_files_and_folders_the_user_cannot_read_fail_their_rows(sluice, llama_prefix):
+    """Root passes every permission check, so a file or folder the user
+    running sluice cannot read is only seen as another user: sluice runs
+    here as nobody. An unreadable image and an unreadable subfolder each
+    fail a row naming it and the cause; the readable images are decoded;
+    an output folder the user cannot create exits 2 saying so."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix="sluice-eacces-"))  # pytest's tmp is 0700
+    try:
+        base.chmod(0o755)
+        lib = base / "lib"  # the llama.cpp prefix is under /root, closed to nobody
+        lib.mkdir()
+        for so in (llama_prefix / "lib").glob("*.so*"):
+            shutil.copy(so, lib / so.name, follow_symlinks=True)
+        binary = base / "sluice"
+        shutil.copy(sluice.binary, binary)
+        inputs = base / "in"
+        (inputs / "sub").mkdir(parents=True)
+        for name in ("a.jpg", "b.jpg", "closed.jpg", "sub/c.jpg"):
+            (inputs / name).write_bytes(JPEG)
+        (inputs / "closed.jpg").chmod(0o000)
+        (inputs / "sub").chmod(0o000)
+        out = base / "out"
+        out.mkdir()
+        os.chown(out, NOBODY, NOBODY)
+
+        def as_nobody(*args):
+            env = dict(os.environ, LD_LIBRARY_PATH=str(lib), HOME=str(base))
+            return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                                   "--clear-groups", str(binary), *map(str, args)],
+                                  capture_output=True, text=True, timeout=120, env=env)
+
+        r = as_nobody("caption", inputs, "-o", out, "--dry-run", "--metrics-addr", "off")
+        assert r.returncode == 3, r.stderr  # rows failed, the run went on
+        by_id = rows_by_id(out)
+        assert set(by_id) == {"a.jpg", "b.jpg", "closed.jpg", "sub"}, sorted(by_id)
+        assert by_id["a.jpg"]["error"] is None and by_id["b.jpg"]["error"] is None, by_id
+        err = by_id["closed.jpg"]["error"]
+        assert str(inputs / "closed.jpg") in err and "Permission denied" in err, err
+        err = by_id["sub"]["error"]
+        assert str(inputs / "sub") in err and "Permission denied" in err, err
+
+        closed = base / "closed"
+        closed.mkdir()  # root's, 0755: nobody cannot create in it
+        r = as_nobody("caption", inputs, "-o", closed / "out", "--dry-run", "--metrics-addr", "off")
+        assert r.returncode == 2, r.stderr
+        assert str(closed / "out") in r.stderr and "Permission denied" in r.stderr, r.stderr
+        assert "-o" in r.stderr, r.stderr  # says what to change
+    finally:
+        (base / "in" / "sub").chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
