@@ -241,6 +241,30 @@ def test_config_check_refuses_what_the_run_refuses_at_its_start(sluice, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("prop, column, flags", [
+    ("caption", "caption", ()),
+    ("sample", "sample", ()),
+    ("finish_reason", "r_finish_reason", ("--task", "r=Describe it.")),
+])
+def test_config_check_refuses_an_answer_column_named_like_the_outputs_own(sluice, tmp_path,
+                                                                          prop, column, flags):
+    """A schema property whose --answer-columns column would be one of the
+    output's own (caption, sample, a task's NAME_finish_reason) was refused
+    by the run at its start (exit 2), after config check had said ok: the
+    check planned the answer columns but not their names against the job's."""
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {prop: {"type": "string"}}}))
+    job = tmp_path / "job.yaml"
+    job.write_text(job_text(tmp_path / "out").replace('  stop: ["\\n\\n"]\n', "") +
+                   f"output.answer_columns: true\nsampling.json_schema: {json.dumps(str(schema))}\n")
+    said = f"the property '{prop}' would be the column '{column}', one of the output's own"
+    check = sluice.run("config", "check", job, *flags)
+    run = sluice.run("run", job, *flags)
+    assert run.returncode == 2 and said in run.stderr, run.stderr
+    assert check.returncode == 2 and said in check.stderr, (check.stdout, check.stderr)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("extra, flags, said", [
     # one key: its line, its name
     ("sampling.choices: yes\n", (), "LINE: sampling.choices: 1 given; the answer is one of 2"),
