@@ -530,3 +530,26 @@ def test_a_job_file_declares_a_decimal_column(sluice, tmp_path, columns):
     assert r.returncode == 2, r.stderr
     assert "output.columns: column 'price:decimal(40" in r.stderr, r.stderr
     assert "decimal(P,S) takes a precision P of 1..38 digits" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("text, said", [
+    ("sampling: {n: 4}\n", "1:12: unknown key 'n' in sampling; did you mean 'samples' (vLLM's and "
+     "OpenAI's n)?"),
+    ("sampling.guided_json: s.json\n", "1:1: unknown section or key 'sampling.guided_json'; did you "
+     "mean 'sampling.json_schema' (json_schema under sampling: vLLM's guided_json)?"),
+    ("llama: {max_model_len: 4096}\n", "did you mean 'ctx' (vLLM's max_model_len)?"),
+    ("batch_size: 64\n", "did you mean 'llama.parallel' (parallel under llama: Ray Data LLM's "
+     "batch_size)?"),
+    ("sampling: {repetition_penalty: 1.1}\n", "did you mean 'repeat_penalty' (vLLM's "
+     "repetition_penalty)?"),
+])
+def test_another_tools_name_for_a_key_is_told_the_key(sluice, tmp_path, text, said):
+    """A job moved from Ray Data LLM or vLLM names their settings first:
+    `sampling: {n: 4}` or `max_model_len` got only the list of the section's
+    keys, no hint that vLLM's n is samples here or max_model_len ctx. Such a
+    name is told the key (and whose name it was), and still refused."""
+    job = tmp_path / "job.yaml"
+    job.write_text(text)
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"sluice: {job}:") and said in r.stderr, r.stderr
