@@ -56,6 +56,13 @@ typedef struct sl_config_option {
 size_t sl_config_option_count(void);
 bool sl_config_option_at(size_t i, sl_config_option *out);
 
+/* The setting another tool names `name` (`len` bytes; '-' read as '_'):
+ * vLLM's n, max_model_len, guided_json, Ray Data LLM's batch_size,
+ * concurrency, ... Its index for sl_config_option_at() and, in `whose`,
+ * whose name it is ("vLLM's n"); -1 when none. For the messages of an
+ * unknown key or flag: such a name is never taken as the setting. */
+int sl_config_foreign_name(const char *name, size_t len, const char **whose);
+
 /* Every setting at its default. Free with sl_config_free(). */
 sl_status sl_config_new(sl_config **out);
 void sl_config_free(sl_config *cfg);

@@ -544,7 +544,27 @@ static void flag_error(char **argv, int c, const struct option *longs, const cha
     for (const struct option *o = longs; n && o->name; o++)
         if (len > 2 && strncmp(o->name, word + 2, (size_t)len - 2) == 0)
             fprintf(err_out(), "%s--%s", !k++ ? ": did you mean " : k < n ? ", " : " or ", o->name);
-    fprintf(err_out(), "%s\n", n ? "? (flags are taken by their whole name)" : "");
+    if (n) {
+        fprintf(err_out(), "? (flags are taken by their whole name)\n");
+        return;
+    }
+    /* --top_p, as a job file's key or Python's keyword writes it */
+    for (const struct option *o = longs; len > 2 && o->name; o++) {
+        bool same = strlen(o->name) == (size_t)len - 2;
+        for (int j = 0; same && j < len - 2; j++)
+            same = o->name[j] == word[2 + j] || (o->name[j] == '-' && word[2 + j] == '_');
+        if (same) {
+            fprintf(err_out(), ": did you mean --%s?\n", o->name);
+            return;
+        }
+    }
+    /* --n, --max-model-len: another tool's name for one of ours */
+    const char *whose;
+    sl_config_option o;
+    int i = len > 2 ? sl_config_foreign_name(word + 2, (size_t)len - 2, &whose) : -1;
+    if (i >= 0 && sl_config_option_at((size_t)i, &o) && o.flag)
+        fprintf(err_out(), ": did you mean --%s (%s)?", o.flag, whose);
+    fputc('\n', err_out());
 }
 
 /* getopt over the settings table: every flag is a setting with a job-file

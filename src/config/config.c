@@ -495,6 +495,48 @@ int sl_config_find_key(const char *key, size_t len)
     return -1;
 }
 
+/* What other tools call some settings: vLLM's sampling parameters and
+ * engine arguments, Ray Data LLM's processor config, OpenAI's request,
+ * Hugging Face's generate(). A job moved from them names them first, so an
+ * unknown key or flag of these names is told the setting. Never taken as
+ * the setting: each means what its tool says, which may differ (Ray's
+ * batch_size is rows per call, llama.parallel sequences decoded together). */
+static const struct {
+    const char *name, *key, *whose;
+} foreign_names[] = {
+    {"n", "sampling.samples", "vLLM's and OpenAI's n"},
+    {"max_new_tokens", "sampling.max_tokens", "Hugging Face's max_new_tokens"},
+    {"max_completion_tokens", "sampling.max_tokens", "OpenAI's max_completion_tokens"},
+    {"repetition_penalty", "sampling.repeat_penalty", "vLLM's repetition_penalty"},
+    {"guided_json", "sampling.json_schema", "vLLM's guided_json"},
+    {"guided_choice", "sampling.choices", "vLLM's guided_choice"},
+    {"guided_grammar", "sampling.grammar", "vLLM's guided_grammar"},
+    {"guided_decoding", "sampling.json_schema", "vLLM's guided_decoding json; its choice is choices"},
+    {"structured_outputs", "sampling.json_schema",
+     "vLLM's structured_outputs json; its choice is choices"},
+    {"max_model_len", "llama.ctx", "vLLM's max_model_len"},
+    {"max_num_seqs", "llama.parallel", "vLLM's max_num_seqs"},
+    {"batch_size", "llama.parallel", "Ray Data LLM's batch_size"},
+    {"concurrency", "llama.replicas", "Ray Data LLM's concurrency"},
+    {"model_source", "llama.model", "Ray Data LLM's model_source"},
+    {"system_prompt", "prompt.system", "the system prompt"},
+};
+
+int sl_config_foreign_name(const char *name, size_t len, const char **whose)
+{
+    for (size_t f = 0; f < sizeof foreign_names / sizeof *foreign_names; f++) {
+        const char *alias = foreign_names[f].name;
+        bool same = strlen(alias) == len;
+        for (size_t j = 0; same && j < len; j++)
+            same = alias[j] == name[j] || (alias[j] == '_' && name[j] == '-');
+        if (same) {
+            *whose = foreign_names[f].whose;
+            return sl_config_find_key(foreign_names[f].key, strlen(foreign_names[f].key));
+        }
+    }
+    return -1;
+}
+
 static int find_flag(const char *flag)
 {
     if (flag[0] == '-' && flag[1] == '-')
@@ -607,6 +649,9 @@ void sl_config_elsewhere(const char *prefix, const char *name, char *buf, size_t
             if (!again && names_key(i, last, pass == 0))
                 meant[n++] = i;
         }
+    const char *whose = NULL;
+    if (n == 0 && (meant[0] = sl_config_foreign_name(last, strlen(last), &whose)) >= 0)
+        n = 1;
     if (n == 0 && dot && dot - name < 64) {
         /* a dotted name whose section is known, its key misspelt there */
         char section[64], list[1024], near[64], key[160];
@@ -622,7 +667,12 @@ void sl_config_elsewhere(const char *prefix, const char *name, char *buf, size_t
         /* a key of this very section is named as it is written here */
         bool here = kdot && (size_t)(kdot - k) == plen && strncmp(k, prefix, plen) == 0;
         int w;
-        if (here)
+        if (whose && here)
+            w = snprintf(buf + used, size - used, "'%s' (%s)", kdot + 1, whose);
+        else if (whose)
+            w = snprintf(buf + used, size - used, "'%s' (%s under %.*s: %s)", k, kdot + 1,
+                         (int)(kdot - k), k, whose);
+        else if (here)
             w = snprintf(buf + used, size - used, "%s'%s'", m ? " or " : "", kdot + 1);
         else if (n > 1)
             w = snprintf(buf + used, size - used, "%s'%s'", m ? " or " : "", k);

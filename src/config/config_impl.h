@@ -22,7 +22,9 @@ void sl_config_children(const char *prefix, const char *name, char *buf, size_t 
 /* The keys that `name`, written under `prefix` ("" the top) and unknown
  * there, was likely meant as: a key of another section of that last name
  * or flag (`parallel` under image: llama.parallel), or for a dotted name
- * the key of its section an edit or two away. Into buf as "'llama.parallel'
+ * the key of its section an edit or two away, or the setting of another
+ * tool's name for it (sl_config_foreign_name: "'sampling.samples' (samples
+ * under sampling: vLLM's and OpenAI's n)"). Into buf as "'llama.parallel'
  * (parallel under llama)", "'a.x' or 'b.x'", or a key of this section by
  * its own name; "" when none. */
 void sl_config_elsewhere(const char *prefix, const char *name, char *buf, size_t size);

@@ -504,8 +504,15 @@ sl_status sl_caption_check(const sl_caption_params *p)
     if (st == SL_OK)
         st = job_check_pipeline(pl, false);
     answer_columns ac;
-    if (st == SL_OK && (st = answer_columns_plan(p, &ac)) == SL_OK)
+    if (st == SL_OK && (st = answer_columns_plan(p, &ac)) == SL_OK) {
+        /* A property named like one of the job's own columns stops the run
+         * before any input is read: config check says so too. */
+        caption_schema head;
+        if ((st = caption_schema_plan_head(p, &head)) == SL_OK)
+            st = answer_columns_free_of(&ac, &head);
+        caption_schema_clear(&head);
         answer_columns_clear(&ac);
+    }
     disassemble(p, pl, user);
     return st;
 }

@@ -241,6 +241,15 @@ sl_status sl_pipeline_row_set_answer(sl_row *row, const char *text)
     if (!r->has_result)
         return sl_fail(SL_ERR_INVALID_ARG, "'%s' has no answer to replace before the engine",
                        r->rel);
+    /* Its answers are written from r->results: a write that would change
+     * nothing is refused, not ignored. */
+    if (r->n_results > 0 && r->tasks)
+        return sl_fail(SL_ERR_INVALID_ARG, "'%s' has its tasks' answers, not one: set a "
+                                           "task's with row:set_task_answer(name, text)", r->rel);
+    if (r->n_results > 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "'%s' has %d answers (--samples), not one: they are "
+                                           "read with row:answers() and not set", r->rel,
+                       r->n_results);
     char *copy = text ? sl_strdup(text) : NULL;
     if (text && !copy)
         return sl_fail(SL_ERR_NOMEM, "out of memory setting the answer of '%s'", r->rel);

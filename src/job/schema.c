@@ -392,6 +392,12 @@ static json_t *renamed_types(const answer_columns *ac, const json_t *types, bool
     return out;
 }
 
+sl_status caption_schema_plan_head(const sl_caption_params *p, caption_schema *out)
+{
+    memset(out, 0, sizeof *out);
+    return plan_head(p, out);
+}
+
 sl_status caption_schema_plan(const sl_caption_params *p, const sl_source *src,
                               const char *const *stage_columns, size_t n_stage_columns,
                               const answer_columns *ac, caption_schema *out)

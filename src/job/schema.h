@@ -88,6 +88,12 @@ sl_status caption_schema_plan(const sl_caption_params *p, const sl_source *src,
                               const char *const *stage_columns, size_t n_stage_columns,
                               const struct answer_columns *ac, caption_schema *out);
 
+/* The job's own columns alone, as caption_schema_plan plans them before
+ * it reads any input: for the checks sl_caption_check makes before a run
+ * (a name of the job's that a column may not take). On failure, clear it
+ * all the same. */
+sl_status caption_schema_plan_head(const sl_caption_params *p, caption_schema *out);
+
 /* The columns as [{"name", "type"}] in output order (JSONL's nested
  * timings as "timings.decode_ms"); NULL when out of memory. */
 json_t *caption_schema_json(const caption_schema *s);

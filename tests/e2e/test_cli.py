@@ -5,6 +5,8 @@ import re
 import socket
 import subprocess
 
+import pytest
+
 from conftest import SAMPLES, TINY, sample_images
 
 
@@ -376,6 +378,25 @@ def test_a_flag_is_taken_by_its_whole_name_only(sluice, tmp_path):
                    "--ordered=false", "--prompt", "--max-tok", "--frame-text=")
     assert r.returncode == 0, r.stderr
     assert "max_tokens: 5" in r.stdout and 'text: "--max-tok"' in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("args, said", [
+    (("--top_p", "0.9"), "unknown option '--top_p': did you mean --top-p?\n"),
+    (("--max_tokens=5",), "unknown option '--max_tokens': did you mean --max-tokens?\n"),
+    (("--n", "4"), "unknown option '--n': did you mean --samples (vLLM's and OpenAI's n)?\n"),
+    (("--max-model-len", "4096"), "unknown option '--max-model-len': did you mean --ctx (vLLM's "
+     "max_model_len)?\n"),
+    (("--guided-choice", "a,b"), "unknown option '--guided-choice': did you mean --choices "
+     "(vLLM's guided_choice)?\n"),
+    (("--concurrency", "2"), "unknown option '--concurrency': did you mean --replicas (Ray Data "
+     "LLM's concurrency)?\n"),
+])
+def test_a_flag_written_as_another_tool_writes_it_is_told_ours(sluice, args, said):
+    """--top_p (a job file's key, Python's keyword) and vLLM's or Ray Data
+    LLM's names (--n, --max-model-len, --concurrency) were "unknown option"
+    and no more. Now the flag meant is named; the command still stops."""
+    r = sluice.run("config", "print", "/dev/null", *args)
+    assert r.returncode == 2 and r.stderr.startswith(f"sluice: {said}"), (args, r.stderr)
 
 
 def test_a_flag_beginning_several_names_is_named_as_the_flag(sluice):

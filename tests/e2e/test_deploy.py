@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 from collections import Counter
 
 import yaml
@@ -68,6 +69,31 @@ def test_the_slurm_array_script_covers_every_input_once(sluice, tmp_path):
     r = subprocess.run(["bash", str(script), str(job), str(inputs), str(out)], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "SLURM_ARRAY_TASK_ID" in r.stderr
+
+
+def test_the_docs_readers_take_the_array_tasks_parquet_parts_together(sluice, tmp_path,
+                                                                    monkeypatch):
+    """docs/deploy.md's two readers of an array job's folders, run as
+    written over two tasks' Parquet outputs: each counts every row once.
+    Its pyarrow line opened the folder 'out', whose summary.json,
+    report.html and metrics.prom beside the parts it took for Parquet
+    files ("Could not read schema from 'out/shard-00000/metrics.prom'")."""
+    import duckdb
+    inputs = tmp_path / "in"
+    n = sample_copies(inputs, 1)
+    for task in range(2):
+        r = sluice.caption(inputs, tmp_path / "out" / f"shard-{task:05d}", "--input-shard",
+                           f"{task}/2", "--format", "parquet", "-n", "1", "--metrics-addr", "off")
+        assert r.returncode == 0, r.stderr[-2000:]
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    block = doc.split("Readers take the folders")[1].split("```sh\n")[1].split("```")[0]
+    duck, py = block.strip().splitlines()
+    assert duck.startswith('duckdb -c "') and py.startswith('python -c "'), block
+    monkeypatch.chdir(tmp_path)  # the readers name the folder as 'out'
+    assert duckdb.connect().execute(duck[len('duckdb -c "'):-1]).fetchone()[0] == n
+    r = subprocess.run([sys.executable, "-c", py[len('python -c "'):-1]],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == str(n), r.stderr[-2000:]
 
 
 def test_the_kubernetes_indexed_job_covers_every_input_once(sluice, tmp_path):

@@ -241,6 +241,30 @@ def test_config_check_refuses_what_the_run_refuses_at_its_start(sluice, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("prop, column, flags", [
+    ("caption", "caption", ()),
+    ("sample", "sample", ()),
+    ("finish_reason", "r_finish_reason", ("--task", "r=Describe it.")),
+])
+def test_config_check_refuses_an_answer_column_named_like_the_outputs_own(sluice, tmp_path,
+                                                                          prop, column, flags):
+    """A schema property whose --answer-columns column would be one of the
+    output's own (caption, sample, a task's NAME_finish_reason) was refused
+    by the run at its start (exit 2), after config check had said ok: the
+    check planned the answer columns but not their names against the job's."""
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {prop: {"type": "string"}}}))
+    job = tmp_path / "job.yaml"
+    job.write_text(job_text(tmp_path / "out").replace('  stop: ["\\n\\n"]\n', "") +
+                   f"output.answer_columns: true\nsampling.json_schema: {json.dumps(str(schema))}\n")
+    said = f"the property '{prop}' would be the column '{column}', one of the output's own"
+    check = sluice.run("config", "check", job, *flags)
+    run = sluice.run("run", job, *flags)
+    assert run.returncode == 2 and said in run.stderr, run.stderr
+    assert check.returncode == 2 and said in check.stderr, (check.stdout, check.stderr)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("extra, flags, said", [
     # one key: its line, its name
     ("sampling.choices: yes\n", (), "LINE: sampling.choices: 1 given; the answer is one of 2"),
@@ -506,3 +530,26 @@ def test_a_job_file_declares_a_decimal_column(sluice, tmp_path, columns):
     assert r.returncode == 2, r.stderr
     assert "output.columns: column 'price:decimal(40" in r.stderr, r.stderr
     assert "decimal(P,S) takes a precision P of 1..38 digits" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("text, said", [
+    ("sampling: {n: 4}\n", "1:12: unknown key 'n' in sampling; did you mean 'samples' (vLLM's and "
+     "OpenAI's n)?"),
+    ("sampling.guided_json: s.json\n", "1:1: unknown section or key 'sampling.guided_json'; did you "
+     "mean 'sampling.json_schema' (json_schema under sampling: vLLM's guided_json)?"),
+    ("llama: {max_model_len: 4096}\n", "did you mean 'ctx' (vLLM's max_model_len)?"),
+    ("batch_size: 64\n", "did you mean 'llama.parallel' (parallel under llama: Ray Data LLM's "
+     "batch_size)?"),
+    ("sampling: {repetition_penalty: 1.1}\n", "did you mean 'repeat_penalty' (vLLM's "
+     "repetition_penalty)?"),
+])
+def test_another_tools_name_for_a_key_is_told_the_key(sluice, tmp_path, text, said):
+    """A job moved from Ray Data LLM or vLLM names their settings first:
+    `sampling: {n: 4}` or `max_model_len` got only the list of the section's
+    keys, no hint that vLLM's n is samples here or max_model_len ctx. Such a
+    name is told the key (and whose name it was), and still refused."""
+    job = tmp_path / "job.yaml"
+    job.write_text(text)
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"sluice: {job}:") and said in r.stderr, r.stderr

@@ -476,3 +476,55 @@ def test_a_decimal_column_is_a_number_to_a_script(sluice, tmp_path):
     assert '"price":1.10,' in line, line
     row = json.loads(line)
     assert (row["error"], row["kind"], row["twice"], row["text"]) == (None, "number", 2.2, "1.1"), row
+
+
+@pytest.mark.parametrize("example", ["filter.yaml", "yes_no.yaml"])
+def test_the_filter_examples_write_their_score_as_a_number(sluice, four, tmp_path, example):
+    """examples/filter.yaml and examples/yes_no.yaml write a probability,
+    p_yes, into their Parquet output to filter on; their stage declared
+    `columns: [p_yes]`, so the column held the number's text (VARCHAR) and
+    DuckDB's `WHERE p_yes > 0.5` was a Binder Error ("Cannot compare values
+    of type VARCHAR and type DECIMAL"). Each runs with its own stage as the
+    example declares it (threshold 0: the random model keeps every row)."""
+    import duckdb
+    import yaml
+    path = REPO / "examples" / example
+    stage = yaml.safe_load(path.read_text())["pipeline"]["stages"][0]
+    stage["lua"] = str(REPO / stage["lua"])
+    stage["config"]["threshold"] = 0
+    out = tmp_path / "out"
+    r = sluice.run("run", path, four, "-o", out, "--model", TINY / "model.gguf", "--mmproj",
+                   TINY / "mmproj.gguf", "--stage", json.dumps(stage), "--metrics-addr", "off",
+                   "--show", "0")
+    assert r.returncode == 0, r.stderr
+    rows = duckdb.connect().execute(f"SELECT typeof(p_yes), p_yes FROM '{out}/*.parquet' "
+                                    "WHERE p_yes >= 0").fetchall()
+    assert len(rows) == 4 and all(t == "DOUBLE" and 0 <= p <= 1 for t, p in rows), rows
+
+
+@pytest.mark.parametrize("flags, said", [
+    (("--samples", "2", "--temperature", "0.9"),
+     "'chelsea.jpg' has 2 answers (--samples), not one: they are read with row:answers() and "
+     "not set"),
+    (("--task", "a=Describe it."),
+     "'chelsea.jpg' has its tasks' answers, not one: set a task's with "
+     "row:set_task_answer(name, text)"),
+])
+def test_setting_the_answer_of_a_row_of_several_answers_fails_it(sluice, tmp_path, flags, said):
+    """With --samples or tasks a row's answers are written from each
+    answer's own text: `row.answer = ...` in a stage after the engine
+    changed nothing the output holds, and said nothing (the rows were
+    written with the model's answers, error null). Now the write fails the
+    row, saying why, as setting row.prompt after the engine does."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "chelsea.jpg").symlink_to(SAMPLES / "chelsea.jpg")
+    script = tmp_path / "set.lua"
+    script.write_text("function process(row)\n  row.answer = 'mine'\n  return row\nend\n")
+    out = tmp_path / "out"
+    r = sluice.caption(src, out, "--max-tokens", "2", "--stage", f"{script}@engine",
+                       "--metrics-addr", "off", "--show", "0", *flags)
+    assert r.returncode == 3, r.stderr
+    rows = read_rows(out)
+    assert rows and all(row["error_stage"] == "set" and row["error"] == f"{script}:2: {said}"
+                        for row in rows), rows
