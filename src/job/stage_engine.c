@@ -486,7 +486,9 @@ done:
 /* A request's tasks answered: the answers go to the row, their token
  * counts summed (and counted per task) into r->result, with the timings
  * of the task that ended last. */
-static void take_results(job *j, caption_row *r, sl_completion *c)
+/* The completion's answers into r, summed into r->result; counted in the
+ * task metrics when `count` (an answer taken, not one refused). */
+static void take_results(job *j, caption_row *r, sl_completion *c, bool count)
 {
     sl_result sum = {0};
     double end = -1.0;
@@ -504,8 +506,10 @@ static void take_results(job *j, caption_row *r, sl_completion *c)
             sum.ttft_ms = t->ttft_ms;
             sum.generate_ms = t->generate_ms;
         }
-        caption_metrics_task_answer(j->metrics, j->p->n_tasks > 0 ? j->p->tasks[i / per].name
-                                                                  : "caption", t);
+        if (count)
+            caption_metrics_task_answer(j->metrics,
+                                        j->p->n_tasks > 0 ? j->p->tasks[i / per].name : "caption",
+                                        t);
     }
     r->result = sum;
     r->results = c->results;
@@ -651,7 +655,7 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
         if (sl_row_failed(row) || sl_row_deferred(row)) {
             /* Its answer could not go into the conversation. */
         } else if (c->status == SL_OK && c->n_results > 0) {
-            take_results(rep->j, r, c);
+            take_results(rep->j, r, c, true);
             fill_answer_columns(rep->j, row, r);
         } else if (c->status == SL_OK) {
             r->result = c->result;
@@ -661,13 +665,23 @@ static sl_status engine_poll(void *state, sl_row **done, size_t max, int timeout
             caption_metrics_task_answer(rep->j->metrics, "caption", &r->result);
             fill_answer_columns(rep->j, row, r);
         } else if (c->status == SL_ERR_INVALID_OUTPUT) {
-            /* Its tokens and timings are written and counted; its text is
-             * in the error, and the caption stays null as on any failure. */
-            r->result = c->result;
-            c->result = (sl_result){0};
+            /* Its tokens, finish reasons and timings are written and
+             * counted (each task's or answer's, with tasks or samples); the
+             * refused answer is in the error, and every answer stays null
+             * as on any failure. */
+            if (c->n_results > 0) {
+                take_results(rep->j, r, c, false);
+                for (int a = 0; a < r->n_results; a++) {
+                    sl_free(r->results[a].text);
+                    r->results[a].text = NULL;
+                }
+            } else {
+                r->result = c->result;
+                c->result = (sl_result){0};
+                r->has_result = true;
+            }
             sl_free(r->result.text);
             r->result.text = NULL;
-            r->has_result = true;
             sl_row_fail_status(row, c->status, "%s",
                                c->error ? c->error : "out of memory (the error was lost)");
         } else {

@@ -491,10 +491,12 @@ static void group_free(sl_task_group *g)
 bool sl_task_group_record(sl_task_group *g, int i, sl_status status, const char *error,
                           sl_result *result, sl_completion *out)
 {
-    if (status == SL_OK) {
+    if (status == SL_OK || status == SL_ERR_INVALID_OUTPUT) {
         g->results[i] = *result;
         *result = (sl_result){0};
-    } else if (g->status == SL_OK || (status == SL_ERR_STOPPED && g->status != SL_ERR_STOPPED)) {
+    }
+    if (status != SL_OK &&
+        (g->status == SL_OK || (status == SL_ERR_STOPPED && g->status != SL_ERR_STOPPED))) {
         /* A task not run because of a stop makes the whole request one to
          * do again (its row is left for the resume), whatever else failed. */
         sl_free(g->error);
@@ -508,16 +510,17 @@ bool sl_task_group_record(sl_task_group *g, int i, sl_status status, const char 
         group_free(g);
         return false;
     }
-    *out = (sl_completion){.tag = g->tag, .status = g->status};
-    if (g->status != SL_OK) {
-        out->error = g->error;
-        g->error = NULL;
+    *out = (sl_completion){.tag = g->tag, .status = g->status, .error = g->error};
+    g->error = NULL; /* NULL when every task answered */
+    if (g->status != SL_OK && g->status != SL_ERR_INVALID_OUTPUT) {
+        /* no answers to write: the row fails without them */
     } else if ((out->results = sl_calloc((size_t)g->n, sizeof *out->results))) {
         memcpy(out->results, g->results, (size_t)g->n * sizeof *out->results);
         memset(g->results, 0, (size_t)g->n * sizeof *g->results);
         out->n_results = g->n;
     } else {
         out->status = SL_ERR_NOMEM;
+        sl_free(out->error);
         out->error = sl_strdup("out of memory gathering the tasks' answers");
     }
     group_free(g);

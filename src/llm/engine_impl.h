@@ -104,10 +104,14 @@ typedef struct sl_prompt_conversation {
 const sl_request *sl_prompt_as_conversation(const sl_request *q, sl_prompt_conversation *c);
 
 /* Records task i's outcome: result (its strings taken) when status is
- * SL_OK, else error. When it was the last, fills *out with the request's
- * completion (the results in task order, or the first failure, one
- * SL_ERR_STOPPED before any other: a task not sent makes the request one
- * to do again; the other answers freed), frees the group and returns true. */
+ * SL_OK or SL_ERR_INVALID_OUTPUT (an answer its schema refused), else
+ * error. When it was the last, fills *out with the request's completion:
+ * the results in task order, or the first failure, one SL_ERR_STOPPED
+ * before any other (a task not sent makes the request one to do again; the
+ * other answers freed); a first failure SL_ERR_INVALID_OUTPUT keeps the
+ * results too, the refused one's as it came (its row fails with their
+ * tokens and finish reasons, as a request of one answer does). Frees the
+ * group and returns true. */
 bool sl_task_group_record(sl_task_group *g, int i, sl_status status, const char *error,
                           sl_result *result, sl_completion *out);
 

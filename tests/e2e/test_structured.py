@@ -8,6 +8,7 @@ import json
 import pathlib
 
 import pyarrow.parquet as pq
+import pytest
 
 from conftest import SAMPLES, TINY, read_rows, sample_images
 from openai_helpers import LlamaServer, Proxy, metric_sum
@@ -212,6 +213,55 @@ def test_bad_files_and_combinations_stop_at_start(sluice, tmp_path):
     job.write_text(f"sampling:\n  json_schema: {bad_type}\n")
     r = sluice.run("config", "check", job)
     assert r.returncode == 2 and "job.yaml:2:16: sampling.json_schema" in r.stderr, r.stderr
+
+
+def cut_short_with_siblings(run, tmp_path, how):
+    """Rows of two tasks (one under SCHEMA, cut short at 3 tokens: refused)
+    or of two --samples under SCHEMA, on `run` (the engine's flags given);
+    each row failed as invalid_output, with every answer's finish reason
+    and tokens kept (they were 0 and null, the answers dropped), as a row
+    of one answer keeps them; no answer's text is written."""
+    out = tmp_path / "out"
+    if how == "tasks":
+        tasks = tmp_path / "tasks.json"
+        tasks.write_text(json.dumps({"obj": {"prompt": "Describe it as JSON.", "json_schema": SCHEMA},
+                                     "plain": {"prompt": "Say hi."}}))
+        flags = ["--tasks", tasks]
+    else:
+        flags = ["--json-schema", schema_file(tmp_path), "--samples", "2"]
+    r = run(out, *flags, "-n", "3", "--limit", "2", "--metrics-addr", "off")
+    assert r.returncode == 3, r.stderr
+    rows = read_rows(out)
+    assert rows and all(row["error_stage"] == "engine" and "the answer is not JSON" in row["error"]
+                        for row in rows), rows
+    if how == "tasks":
+        assert len(rows) == 2
+        for row in rows:
+            assert row["obj"] is None and row["plain"] is None, row
+            assert row["obj_finish_reason"] == "length" and row["obj_generated_tokens"] == 3, row
+            assert row["plain_finish_reason"] in ("stop", "length"), row
+            assert 0 < row["plain_generated_tokens"] <= 3 and row["plain_prompt_tokens"] > 0, row
+            assert row["generated_tokens"] == 3 + row["plain_generated_tokens"], row
+    else:
+        assert len(rows) == 4 and sorted(row["sample"] for row in rows) == [0, 0, 1, 1]
+        for row in rows:
+            assert row["caption"] is None, row
+            assert row["finish_reason"] == "length" and row["generated_tokens"] == 3, row
+            assert row["prompt_tokens"] > 0, row
+
+
+@pytest.mark.parametrize("how", ["tasks", "samples"])
+def test_a_refused_answer_among_tasks_or_samples_keeps_every_answers_counts(sluice, tmp_path, how):
+    cut_short_with_siblings(lambda out, *flags: sluice.caption(SAMPLES, out, *flags), tmp_path, how)
+
+
+def test_a_refused_answer_among_tasks_keeps_their_counts_on_the_openai_engine(sluice, llama_prefix,
+                                                                             tmp_path):
+    with LlamaServer(llama_prefix, tmp_path / "server.log", 2) as server:
+        cut_short_with_siblings(
+            lambda out, *flags: sluice.run("caption", SAMPLES, "-o", out, "--engine", "openai",
+                                           "--endpoint", server.url, *flags),
+            tmp_path, "tasks")
 
 
 def test_the_openai_engine_sends_the_schema_and_checks_the_answers(sluice, llama_prefix,
