@@ -2001,9 +2001,16 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
     return st;
 }
 
+static bool stop_requested(const oa_engine *e)
+{
+    return e->p.stop_requests && atomic_load(e->p.stop_requests) > 0;
+}
+
 /* The endpoints checked; while every one that answers is not ready yet
  * (5xx: a server loading its model), asked again each second up to
- * --give-up-after. */
+ * --give-up-after, or until a stop request: the run's first Ctrl-C went
+ * unheeded for the two minutes of the default --give-up-after, nothing in
+ * flight to finish, while the live page said the run was going on. */
 static sl_status check_endpoints(oa_engine *e)
 {
     double start = sl_mono_s(), said = -1e9;
@@ -2012,6 +2019,10 @@ static sl_status check_endpoints(oa_engine *e)
         sl_status st = check_endpoints_once(e, waiting, sizeof waiting);
         if (st != SL_OK || !waiting[0])
             return st;
+        if (stop_requested(e))
+            return sl_fail(SL_ERR_STOPPED,
+                           "stopped on request while waiting for an endpoint to be ready (%s)",
+                           waiting);
         double now = sl_mono_s();
         if (now - start >= e->p.all_down_s)
             return sl_fail(SL_ERR_IO,
@@ -2022,8 +2033,9 @@ static sl_status check_endpoints(oa_engine *e)
             sl_log(SL_LOG_WARN, "waiting for an endpoint to be ready: %s", waiting);
             said = now;
         }
-        struct timespec pause = {1, 0};
-        nanosleep(&pause, NULL);
+        struct timespec slice = {0, 100 * 1000 * 1000}; /* a second, a stop heard within 0.1 s */
+        for (int i = 0; i < 10 && !stop_requested(e); i++)
+            nanosleep(&slice, NULL);
     }
 }
 
