@@ -1826,6 +1826,11 @@ static bool lists_model(json_t *root, const char *model, char *names, size_t cap
     return found;
 }
 
+static bool stop_requested(const oa_engine *e)
+{
+    return e->p.stop_requests && atomic_load(e->p.stop_requests) > 0;
+}
+
 /* One round of GET /v1/models on every endpoint at once. An endpoint that
  * does not answer, or answers 5xx (llama-server's 503 "Loading model"),
  * starts out of rotation; when none answers and some said 5xx, SL_OK with
@@ -1866,7 +1871,7 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
         curl_multi_add_handle(m, hs[i]);
     }
     int running = 1;
-    while (running) {
+    while (running && !stop_requested(e)) { /* a hung server holds a probe 20 s */
         curl_multi_perform(m, &running);
         if (running)
             curl_multi_poll(m, NULL, 0, 200, NULL);
@@ -2001,11 +2006,6 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
     return st;
 }
 
-static bool stop_requested(const oa_engine *e)
-{
-    return e->p.stop_requests && atomic_load(e->p.stop_requests) > 0;
-}
-
 /* The endpoints checked; while every one that answers is not ready yet
  * (5xx: a server loading its model), asked again each second up to
  * --give-up-after, or until a stop request: the run's first Ctrl-C went
@@ -2017,12 +2017,12 @@ static sl_status check_endpoints(oa_engine *e)
     for (;;) {
         char waiting[2048];
         sl_status st = check_endpoints_once(e, waiting, sizeof waiting);
+        if (stop_requested(e)) /* (a probe it cut short says nothing of its server) */
+            return sl_fail(SL_ERR_STOPPED,
+                           "stopped on request while waiting for an endpoint to be ready%s%s%s",
+                           waiting[0] ? " (" : "", waiting, waiting[0] ? ")" : "");
         if (st != SL_OK || !waiting[0])
             return st;
-        if (stop_requested(e))
-            return sl_fail(SL_ERR_STOPPED,
-                           "stopped on request while waiting for an endpoint to be ready (%s)",
-                           waiting);
         double now = sl_mono_s();
         if (now - start >= e->p.all_down_s)
             return sl_fail(SL_ERR_IO,
