@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "executor.h"
 #include "image.h"
 #include "status.h"
 
@@ -337,6 +338,8 @@ typedef struct sl_openai_params {
                                   false: one request with "n"; see oa_submit) */
     sl_openai_max_tokens_field max_tokens_field; /* the field that carries max_tokens
                                   (default SL_OPENAI_MAX_TOKENS) */
+    const sl_atomic_int *stop_requests; /* optional: above 0 ends the wait for a loading
+                                  endpoint at open (SL_ERR_STOPPED); read, never written */
 } sl_openai_params;
 
 sl_openai_params sl_openai_default_params(void);
@@ -344,7 +347,7 @@ sl_openai_params sl_openai_default_params(void);
 /* Checks the endpoints (unless check_endpoints is false): those that do not
  * answer, or answer 5xx (a model loading), start out of rotation; while
  * every one is loading, it waits (asking each second) up to all_down_s,
- * then SL_ERR_IO. SL_ERR_INVALID_ARG naming each endpoint and its error
+ * then SL_ERR_IO; SL_ERR_STOPPED once stop_requests is above 0. SL_ERR_INVALID_ARG naming each endpoint and its error
  * when none answers, when each that answers has no model listing (404:
  * not a base URL), when served_model is not in a listing, or a bad
  * parameter, or the key's variable is unset or holds a control character. */

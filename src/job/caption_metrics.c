@@ -111,6 +111,9 @@ struct replica_metrics {
     sl_metrics_child *values[EV_COUNT];
     sl_metrics_child *hists[EH_COUNT];
     sl_metrics_child *success_stop, *success_length;
+    /* HTTP engines: the answers' totals over endpoints, for the live page
+     * (their series are per endpoint, found by label as answers come). */
+    atomic_uint_fast64_t http_prompt_tokens, http_generation_tokens, http_ttft_n, http_ttft_us;
     struct value_ref {
         replica_metrics *rm;
         engine_value which;
@@ -558,6 +561,7 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
         sl_metrics_child_set_fn(rm->values[i], read_engine_value, &rm->refs[i]);
     }
     if (rm->n_eps) {
+        atomic_store(&rm->ready, true);
         *out = rm; /* HTTP answers are observed per endpoint (observe_http) */
         return SL_OK;
     }
@@ -596,6 +600,13 @@ static void observe_http(replica_metrics *rm, const sl_result *r)
      * submission, so it holds the queue time, as the embedded engine's. */
     bool streamed = r->ttft_ms > 0;
     double e2e_s = ((streamed ? r->ttft_ms : r->queue_ms) + r->generate_ms) / 1e3;
+    atomic_fetch_add(&rm->http_prompt_tokens, (uint64_t)(r->prompt_tokens > 0 ? r->prompt_tokens : 0));
+    atomic_fetch_add(&rm->http_generation_tokens,
+                     (uint64_t)(r->generated_tokens > 0 ? r->generated_tokens : 0));
+    if (streamed) {
+        atomic_fetch_add(&rm->http_ttft_us, (uint64_t)llround(r->ttft_ms * 1e3));
+        atomic_fetch_add(&rm->http_ttft_n, 1);
+    }
     if ((c = sl_metrics_with(sl_metrics_find(reg, "vllm:e2e_request_latency_seconds"), m, e, ep)))
         sl_metrics_histogram_observe(c, e2e_s);
     if (streamed &&
@@ -828,6 +839,15 @@ json_t *caption_metrics_status_json(caption_metrics *cm)
         if (!atomic_load(&rm->ready))
             continue;
         ready++;
+        if (rm->n_eps) { /* an HTTP engine: its counts are per endpoint, summed as they come */
+            sums[EV_RUNNING] += sl_metrics_value(rm->values[EV_RUNNING]);
+            sums[EV_WAITING] += sl_metrics_value(rm->values[EV_WAITING]);
+            sums[EV_PROMPT_TOKENS] += (double)atomic_load(&rm->http_prompt_tokens);
+            sums[EV_GENERATION_TOKENS] += (double)atomic_load(&rm->http_generation_tokens);
+            ttft_sum += (double)atomic_load(&rm->http_ttft_us) / 1e6;
+            ttft_n += (double)atomic_load(&rm->http_ttft_n);
+            continue;
+        }
         for (int i = 0; i < EV_COUNT; i++) {
             double v = sl_metrics_value(rm->values[i]);
             sums[i] = i == EV_KV_USAGE ? fmax(sums[i], v) : sums[i] + v;

@@ -96,7 +96,9 @@ static sl_status engine_init(void *cfg, int worker, void **state)
         return sl_fail(SL_ERR_NOMEM, "out of memory starting an engine replica");
     rep->j = j;
     double t0 = sl_mono_s();
-    sl_status st = job_uses_openai(j->p) ? sl_engine_open_openai(&j->p->openai, &rep->engine)
+    sl_openai_params op = j->p->openai;
+    op.stop_requests = j->p->stop_requests; /* a stop ends the wait for a loading server */
+    sl_status st = job_uses_openai(j->p) ? sl_engine_open_openai(&op, &rep->engine)
                                     : sl_engine_open_llama(&lp, &rep->engine);
     if (st != SL_OK) {
         sl_free(rep);

@@ -287,3 +287,40 @@ def test_failures_by_class_in_metrics_prom(sluice, tmp_path):
     failed = {row["id"]: row for row in rows if row["error"]}
     assert set(failed) == {"zero.jpg", "dangling.jpg"}, failed.keys()
     assert classes == {("decode", "decode"): 1, ("decode", "not_found"): 1}, classes
+
+
+def test_the_live_page_counts_an_http_engines_tokens_and_requests(sluice, tmp_path):
+    # --engine openai: /api/status said replicas 0, no request running and
+    # no token while /metrics counted them per endpoint, so the page showed
+    # 0.0 tokens/s and "0 / 0" requests all run long.
+    from openai_helpers import FakeServer, completion  # usage: 10 prompt, 3 completion tokens
+
+    n_rows = sample_copies(tmp_path / "in", 40)
+    with FakeServer(lambda h, n, body: completion(h, delay_s=0.2)) as fake:
+        with BackgroundRun(sluice, tmp_path / "in", tmp_path / "out", "--engine", "openai",
+                           "--endpoint", fake.url, "--show", "0", log_dir=tmp_path) as run:
+            url = f"http://127.0.0.1:{run.port()}/api/status"
+            seen = []
+            deadline = time.monotonic() + 60
+            while run.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    s = get_json(url)
+                except OSError:
+                    break  # the run ended between the poll and the request
+                if s.get("rows_done"):
+                    seen.append(s)
+                if len(seen) >= 3:
+                    break
+                time.sleep(0.3)
+            rc = run.proc.wait(timeout=120)
+    assert rc == 0, run.log()
+    assert seen, f"no status with rows done while the run went on: {run.log()}"
+    for s in seen:
+        e = s["engine"]
+        assert e["replicas"] == 1, e
+        # Every answer counts 3 generated and 10 prompt tokens; the writer
+        # is after the engine, so the done rows' answers are counted.
+        assert e["generation_tokens"] >= 3 * s["rows_done"], (e, s["rows_done"])
+        assert e["generation_tokens"] % 3 == 0 and e["prompt_tokens"] % 10 == 0, e
+        assert e["generation_tokens"] <= 3 * n_rows, e
+    assert any(s["engine"]["requests_running"] > 0 for s in seen), [s["engine"] for s in seen]

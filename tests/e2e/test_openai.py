@@ -11,8 +11,10 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from PIL import Image
@@ -990,6 +992,59 @@ def test_the_endpoint_check_at_start(sluice, tmp_path):
                     "gpt-5", "--metrics-addr", "off", timeout=60)
         assert r.returncode == 2, r.stderr
         assert "--served-model 'gpt-5'" in r.stderr and "lists 'fake'" in r.stderr, r.stderr
+
+
+def loading_model(handler):
+    reply(handler, 503, b'{"error":{"code":503,"message":"Loading model"}}')
+
+
+def hung_listing(handler):
+    time.sleep(30)  # past the test's patience; the probe gives up at 20 s
+
+
+@pytest.mark.parametrize("server", [loading_model, hung_listing], ids=["503", "hung"])
+def test_a_stop_ends_the_wait_for_a_loading_server(sluice, tmp_path, server):
+    # Ctrl-C while every endpoint answered GET /v1/models with 503 (a
+    # server loading its model): nothing was in flight, yet the run went on
+    # waiting, its live page up, until --give-up-after (two minutes by
+    # default) and then failed as if no server had come up; while the
+    # probe waited on a server that does not answer, 20 s.
+    inp = few_inputs(tmp_path, 1)
+    asked = []
+    with FakeServer(lambda h, n, body: completion(h)) as fake:
+        fake.server.RequestHandlerClass.do_GET = lambda h: (asked.append(1), server(h))
+        err_path = tmp_path / "stderr"
+        with open(err_path, "w") as err:
+            proc = subprocess.Popen(
+                [str(sluice.binary), "caption", str(inp), "-o", str(tmp_path / "out"),
+                 "--engine", "openai", "--endpoint", fake.url, "--metrics-addr", "127.0.0.1:0"],
+                stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + 60
+            waiting = "waiting for an endpoint to be ready" if server is loading_model else ""
+            while not asked or waiting not in err_path.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()
+                time.sleep(0.1)
+            m = re.search(r"metrics at (http://127\.0\.0\.1:\d+)/metrics", err_path.read_text())
+            assert m, err_path.read_text()
+            status = json.loads(urllib.request.urlopen(m.group(1) + "/api/status",
+                                                       timeout=10).read())
+            assert status["finished"] is False
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(timeout=60)
+            took = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    log = err_path.read_text()
+    assert rc == 130, log
+    assert took < 5, f"{took:.1f} s from the stop request to the exit: {log}"
+    assert "stopped on request while waiting for an endpoint to be ready" in log, log
+    assert "no endpoint was ready" not in log and "no endpoint answers" not in log, log
+    if server is loading_model:
+        assert "Loading model" in log, log
 
 
 def key_refused(handler):

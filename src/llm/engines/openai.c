@@ -1826,6 +1826,11 @@ static bool lists_model(json_t *root, const char *model, char *names, size_t cap
     return found;
 }
 
+static bool stop_requested(const oa_engine *e)
+{
+    return e->p.stop_requests && atomic_load(e->p.stop_requests) > 0;
+}
+
 /* One round of GET /v1/models on every endpoint at once. An endpoint that
  * does not answer, or answers 5xx (llama-server's 503 "Loading model"),
  * starts out of rotation; when none answers and some said 5xx, SL_OK with
@@ -1866,7 +1871,7 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
         curl_multi_add_handle(m, hs[i]);
     }
     int running = 1;
-    while (running) {
+    while (running && !stop_requested(e)) { /* a hung server holds a probe 20 s */
         curl_multi_perform(m, &running);
         if (running)
             curl_multi_poll(m, NULL, 0, 200, NULL);
@@ -2003,13 +2008,19 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
 
 /* The endpoints checked; while every one that answers is not ready yet
  * (5xx: a server loading its model), asked again each second up to
- * --give-up-after. */
+ * --give-up-after, or until a stop request: the run's first Ctrl-C went
+ * unheeded for the two minutes of the default --give-up-after, nothing in
+ * flight to finish, while the live page said the run was going on. */
 static sl_status check_endpoints(oa_engine *e)
 {
     double start = sl_mono_s(), said = -1e9;
     for (;;) {
         char waiting[2048];
         sl_status st = check_endpoints_once(e, waiting, sizeof waiting);
+        if (stop_requested(e)) /* (a probe it cut short says nothing of its server) */
+            return sl_fail(SL_ERR_STOPPED,
+                           "stopped on request while waiting for an endpoint to be ready%s%s%s",
+                           waiting[0] ? " (" : "", waiting, waiting[0] ? ")" : "");
         if (st != SL_OK || !waiting[0])
             return st;
         double now = sl_mono_s();
@@ -2022,8 +2033,9 @@ static sl_status check_endpoints(oa_engine *e)
             sl_log(SL_LOG_WARN, "waiting for an endpoint to be ready: %s", waiting);
             said = now;
         }
-        struct timespec pause = {1, 0};
-        nanosleep(&pause, NULL);
+        struct timespec slice = {0, 100 * 1000 * 1000}; /* a second, a stop heard within 0.1 s */
+        for (int i = 0; i < 10 && !stop_requested(e); i++)
+            nanosleep(&slice, NULL);
     }
 }
 
