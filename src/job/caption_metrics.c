@@ -857,7 +857,8 @@ json_t *caption_metrics_status_json(caption_metrics *cm)
     }
     static const char *const engine_keys[EV_COUNT] = {
         "requests_running", "requests_waiting", "kv_cache_usage", "prompt_tokens",
-        "generation_tokens", "prefix_cache_queries", "prefix_cache_hits"};
+        "generation_tokens", "prefix_cache_queries", "prefix_cache_hits", "choice_probes",
+        "image_cache_queries", "image_cache_hits", "graphs_reused"};
     json_object_set_new(engine, "replicas", json_integer(ready));
     for (int i = 0; i < EV_COUNT; i++)
         json_object_set_new(engine, engine_keys[i], json_number(sums[i]));

@@ -151,6 +151,13 @@ def test_live_page_in_headless_chromium(sluice, tmp_path):
     done, total = int(text_of(dom, "rows-done").replace(",", "")), text_of(dom, "rows-total")
     assert 0 < done <= n_rows and int(total.replace(",", "")) == n_rows, (done, total)
     assert text_of(dom, "state").startswith("running"), text_of(dom, "state")
+    # Every engine figure of /metrics has its key (four were left out: a
+    # key table shorter than the figures); rows done have looked up their
+    # images in the image cache.
+    engine = status["engine"]
+    assert {"choice_probes", "image_cache_queries", "image_cache_hits",
+            "graphs_reused"} <= set(engine), engine
+    assert engine["image_cache_queries"] >= 3, engine
     # Rows the writer could not write: their own line under "rows failed",
     # only when there are any (this run has none).
     assert status["rows_write_failed"] == 0, status
