@@ -107,7 +107,7 @@ static void thumb_route(void *user, const char *path, sl_metrics_reply *reply)
     reply->free_body = sl_free;
 }
 
-sl_status caption_live_start(caption_metrics *cm, gallery *g, caption_live **out)
+sl_status caption_live_start(caption_metrics *cm, gallery *g, sl_dist *dist, caption_live **out)
 {
     *out = NULL;
     caption_live *l = sl_calloc(1, sizeof *l);
@@ -115,6 +115,7 @@ sl_status caption_live_start(caption_metrics *cm, gallery *g, caption_live **out
         return sl_fail(SL_ERR_NOMEM, "out of memory starting the live page");
     l->cm = cm;
     l->g = g;
+    l->dist = dist;
     pthread_mutex_init(&l->mu, NULL);
     clock_gettime(CLOCK_MONOTONIC, &l->started);
     sl_metrics_server *s = caption_metrics_server(cm);
@@ -159,10 +160,4 @@ void caption_live_free(caption_live *l)
         return;
     pthread_mutex_destroy(&l->mu);
     sl_free(l);
-}
-
-void caption_live_set_dist(caption_live *l, sl_dist *d)
-{
-    if (l)
-        l->dist = d;
 }

@@ -16,12 +16,11 @@ typedef struct caption_live caption_live;
 
 /* Adds the routes to cm's server (nothing is served when cm has none; a
  * route that cannot be added is logged, not fatal). cm and g must outlive
- * the server. SL_ERR_NOMEM: *out is NULL. */
-sl_status caption_live_start(caption_metrics *cm, gallery *g, caption_live **out);
+ * the server; so must dist, rank 0's of an MPI job (the page then shows
+ * every rank), NULL otherwise. Given here, not set later: the routes are
+ * answered as soon as they are added. SL_ERR_NOMEM: *out is NULL. */
+sl_status caption_live_start(caption_metrics *cm, gallery *g, sl_dist *dist, caption_live **out);
 void caption_live_set_model(caption_live *l, const char *model_name);
-/* Rank 0 of an MPI job: the page shows every rank (d outlives the page).
- * Before the server answers its first request. */
-void caption_live_set_dist(caption_live *l, sl_dist *d);
 /* The run has ended: the page says so and stops its ETA. */
 void caption_live_finish(caption_live *l);
 void caption_live_free(caption_live *l);

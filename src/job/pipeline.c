@@ -859,12 +859,12 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         st = sl_fail(SL_ERR_NOMEM, "out of memory for the image gallery");
         goto done;
     }
+    sl_dist *rank0 = j.dist && sl_dist_rank(j.dist) == 0 ? j.dist : NULL;
     if ((st = caption_metrics_attach_exec(j.metrics, exec, &j.input_total)) != SL_OK ||
-        (st = caption_live_start(j.metrics, j.gallery, &j.live)) != SL_OK)
+        (st = caption_live_start(j.metrics, j.gallery, rank0, &j.live)) != SL_OK)
         goto done;
     sl_sink_on_unfit(j.sink, caption_metrics_unfit, j.metrics); /* before the first row is written */
-    if (j.dist && sl_dist_rank(j.dist) == 0) {
-        caption_live_set_dist(j.live, j.dist);
+    if (rank0) {
         if ((st = rank_metrics_attach(caption_metrics_registry(j.metrics), j.dist,
                                       &ranks_metrics)) != SL_OK)
             goto done;
