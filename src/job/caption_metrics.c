@@ -506,6 +506,18 @@ void caption_metrics_detach_exec(caption_metrics *cm)
     cm->exec = NULL;
 }
 
+/* A replica whose metrics could not all be made: nothing of it reads its
+ * engine, which the caller frees at once (a scrape read it after). Its
+ * slot stays, never ready: other replicas may have taken the next ones. */
+static sl_status unhook_replica(replica_metrics *rm)
+{
+    for (int i = 0; i < EV_COUNT; i++)
+        if (rm->values[i])
+            sl_metrics_child_set_fn(rm->values[i], NULL, NULL);
+    rm->engine = NULL;
+    return sl_fail(SL_ERR_NOMEM, "out of memory adding the engine's metrics");
+}
+
 sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char *model_name,
                                       sl_engine *engine, replica_metrics **out)
 {
@@ -529,13 +541,13 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
      * not valid UTF-8"); the metrics show it with U+FFFD instead. */
     if (!sl_utf8_valid(model_name, strlen(model_name))) {
         if (!(rm->model_fixed = sl_utf8_sanitize(model_name, strlen(model_name))))
-            return sl_fail(SL_ERR_NOMEM, "out of memory naming the model in the metrics");
+            return unhook_replica(rm);
         model_name = rm->model_fixed;
     }
     rm->model_name = model_name;
     rm->n_eps = sl_engine_endpoint_count(engine);
     if (rm->n_eps && !(rm->eps = sl_calloc(rm->n_eps, sizeof *rm->eps)))
-        return SL_ERR_NOMEM;
+        return unhook_replica(rm);
     for (size_t i = 0; i < rm->n_eps; i++) {
         sl_endpoint_stats es;
         sl_engine_endpoint_stats(engine, i, &es);
@@ -546,7 +558,7 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
         rm->eps[i].limit = sl_metrics_with(
             sl_metrics_find(cm->reg, "sluice_http_in_flight_limit"), es.url);
         if (!rm->eps[i].in_flight || !rm->eps[i].retries || !rm->eps[i].limit)
-            return SL_ERR_NOMEM;
+            return unhook_replica(rm);
     }
     for (int i = 0; i < EV_COUNT; i++) {
         /* HTTP engines count tokens per endpoint as answers come (below);
@@ -556,7 +568,7 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
         rm->values[i] = sl_metrics_with(sl_metrics_find(cm->reg, engine_families[i].name),
                                         model_name, engine_label, "");
         if (!rm->values[i])
-            return SL_ERR_NOMEM;
+            return unhook_replica(rm);
         rm->refs[i] = (struct value_ref){rm, (engine_value)i};
         sl_metrics_child_set_fn(rm->values[i], read_engine_value, &rm->refs[i]);
     }
@@ -568,12 +580,12 @@ sl_status caption_metrics_add_replica(caption_metrics *cm, int index, const char
     for (int i = 0; i < EH_COUNT; i++)
         if (!(rm->hists[i] = sl_metrics_with(sl_metrics_find(cm->reg, engine_hists[i].name),
                                              model_name, engine_label, "")))
-            return SL_ERR_NOMEM;
+            return unhook_replica(rm);
     sl_metrics_family *success = sl_metrics_find(cm->reg, "vllm:request_success_total");
     rm->success_stop = sl_metrics_with(success, model_name, engine_label, "", "stop");
     rm->success_length = sl_metrics_with(success, model_name, engine_label, "", "length");
     if (!rm->success_stop || !rm->success_length)
-        return SL_ERR_NOMEM;
+        return unhook_replica(rm);
     atomic_store(&rm->ready, true);
     *out = rm;
     return SL_OK;
