@@ -240,6 +240,9 @@ typedef struct sl_llama_params {
      * two tasks refused a job whose tasks each fit). NULL: those two. */
     const sl_llama_prompt_hint *prompt_hints;
     int n_prompt_hints;
+    const sl_atomic_int *stop_requests; /* optional: above 0 cancels loading the model
+                                  (SL_ERR_STOPPED; a large one over a network file
+                                  system takes minutes); read, never written */
 } sl_llama_params;
 
 sl_llama_params sl_llama_default_params(void);

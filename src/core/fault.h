@@ -39,7 +39,9 @@
  * commit.end: the steps of a part's two-phase commit (ledger/ledger.h);
  * commit.upload, commit.after_upload: an s3:// output's part, before and
  * after its upload (in place of the rename); s3.upload_part: before each
- * part of a multipart upload after the first (io/s3.h); engine.context:
+ * part of a multipart upload after the first (io/s3.h); engine.load: each
+ * tensor of the llama engine's model as llama.cpp loads it (a sleep there
+ * is a large model's load); engine.context:
  * the llama engine making its context again for a longer request (any
  * errno: as if llama.cpp could not allocate it); openai.send: the openai
  * engine about to send a request (its id) that has an endpoint with room

@@ -87,6 +87,7 @@ static sl_status engine_init(void *cfg, int worker, void **state)
     }
     lp.image_edge_hint = j->p->image.max_edge > 0 ? j->p->image.max_edge : 2048;
     lp.prefix_system_prompt = j->p->system_prompt;
+    lp.stop_requests = j->p->stop_requests; /* a stop cancels loading the model */
     if (j->metrics) {
         lp.on_phase = caption_metrics_engine_phase;
         lp.on_phase_user = j->metrics;

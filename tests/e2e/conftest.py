@@ -7,6 +7,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import time
 
@@ -212,3 +213,28 @@ def corrupt_set(tmp_path) -> pathlib.Path:
     (root / "broken" / "text.png").write_text("this is not a png\n")
     (root / "broken" / "notes.txt").write_text("not an image name: skipped, not a row\n")
     return root
+
+
+def sigint_timed(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, float]:
+    """Sends a running sluice the first Ctrl-C; its exit status and the
+    seconds from the signal to the exit (a stop must be heard at once)."""
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    rc = proc.wait(timeout=timeout)
+    return rc, time.monotonic() - t0
+
+
+def interrupt_when_said(proc: subprocess.Popen, err_path: pathlib.Path, text: str,
+                        within: float = 60) -> tuple[int, float]:
+    """Once a running sluice's stderr (written to err_path) says `text`,
+    sigint_timed; killed if it ends first or anything fails."""
+    try:
+        deadline = time.monotonic() + within
+        while text not in err_path.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()
+            time.sleep(0.05)
+        return sigint_timed(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -2,11 +2,12 @@
 that can never fit stop the job with exit 2 naming what to change, and
 what to change is the thing that does not fit."""
 import json
+import os
 import re
 import resource
 import subprocess
 
-from conftest import REPO, TINY, read_rows, sanitized
+from conftest import REPO, TINY, interrupt_when_said, read_rows, sanitized
 
 QWEN = REPO / "models" / "tiny-qwen"
 
@@ -255,3 +256,22 @@ def test_a_kv_cache_larger_than_the_memory_stops_the_job(sluice, four, tmp_path)
                      r"take 1024\.0 GiB, more than three quarters of this machine's [0-9.]+ GiB "
                      r"of memory: lower --ctx or --parallel", r.stderr), r.stderr
     assert not list(out.glob("part-*")), "no row may be written"
+
+
+def test_a_stop_cancels_loading_the_model(sluice, four, tmp_path):
+    """Ctrl-C while llama.cpp loads the model cancels the load (its progress
+    callback says so): the run went on until the model had loaded, minutes
+    for a large one on a network file system. Here each of the tiny model's
+    41 tensors takes 0.25 s (the fault point engine.load), 10 s in all."""
+    env = dict(os.environ, SLUICE_TEST_FAULTS="engine.load=sleep:250")
+    err_path = tmp_path / "stderr"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([str(sluice.binary), "caption", str(four), "-o", str(tmp_path / "out"),
+                                 "--model", str(TINY / "model.gguf"), "--mmproj",
+                                 str(TINY / "mmproj.gguf"), "--metrics-addr", "off"],
+                                stdout=subprocess.DEVNULL, stderr=err, env=env)
+    rc, took = interrupt_when_said(proc, err_path, "test fault point engine.load")
+    log = err_path.read_text()
+    assert rc == 130, log
+    assert took < 4, f"{took:.1f} s from the stop request to the exit: {log}"
+    assert f"stopped on request while loading --model '{TINY / 'model.gguf'}'" in log, log

@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from conftest import SAMPLES, read_rows, sample_copies, sample_images, sanitized
+from conftest import SAMPLES, read_rows, sample_copies, sample_images, sanitized, sigint_timed
 from localserver import LocalServer, free_port
 from openai_helpers import (FakeServer, LlamaServer, Proxy, chat, completion, endless,
                             metric_sum, reply, scrape, too_many_requests)
@@ -1030,10 +1030,7 @@ def test_a_stop_ends_the_wait_for_a_loading_server(sluice, tmp_path, server):
             status = json.loads(urllib.request.urlopen(m.group(1) + "/api/status",
                                                        timeout=10).read())
             assert status["finished"] is False
-            t0 = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            rc = proc.wait(timeout=60)
-            took = time.monotonic() - t0
+            rc, took = sigint_timed(proc)
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -4164,6 +4164,17 @@ static sl_status start_encoders(llama_engine *e, const sl_llama_params *params,
     return SL_OK;
 }
 
+/* llama.cpp's model loading progress, after each tensor: false cancels the
+ * load, once a stop is asked (the first Ctrl-C went unheeded until a large
+ * model had loaded). The fault point "engine.load" (tests) slows it. */
+static bool load_progress(float progress, void *user)
+{
+    (void)progress;
+    const sl_atomic_int *stop_requests = (const sl_atomic_int *)(uintptr_t)user;
+    sl_fault("engine.load", NULL);
+    return !(stop_requests && atomic_load(stop_requests) > 0);
+}
+
 sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
 {
     *out = NULL;
@@ -4222,7 +4233,14 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         mp.split_mode = LLAMA_SPLIT_MODE_NONE;
         mp.main_gpu = 0;
     }
+    mp.progress_callback = load_progress;
+    mp.progress_callback_user_data = (void *)(uintptr_t)params->stop_requests;
     e->model = llama_model_load_from_file(params->model_path, mp);
+    if (!e->model && params->stop_requests && atomic_load(params->stop_requests) > 0) {
+        llama_engine_free(e);
+        return sl_fail(SL_ERR_STOPPED, "stopped on request while loading --model '%s'",
+                       params->model_path);
+    }
     if (!e->model) {
         llama_engine_free(e);
         return sl_fail(SL_ERR_MODEL,
