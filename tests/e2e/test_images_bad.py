@@ -264,7 +264,7 @@ def interlaced_png(side: int) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["interlaced.png", "progressive.jpg", "cmyk-progressive.jpg",
-                                  "big.gif", "big.avif"])
+                                  "big.gif", "small-screen.gif", "big.avif"])
 def test_images_decoded_whole_do_not_take_a_worker_each_of_memory(sluice, tmp_path, kind):
     """An interlaced PNG, a progressive JPEG (YCbCr through libjpeg, CMYK
     through libvips), a GIF or an AVIF cannot be streamed: its decoder
@@ -284,6 +284,12 @@ def test_images_decoded_whole_do_not_take_a_worker_each_of_memory(sluice, tmp_pa
         data = encode(Image.new("CMYK", (6000, 6000), (0, 90, 80, 40)), "JPEG", progressive=True)
     elif kind == "big.gif":  # libnsgif's canvas: 7000 x 7000 x 4 bytes
         data = encode(Image.new("P", (7000, 7000), 3), "GIF")
+    elif kind == "small-screen.gif":
+        # The same frame under a logical screen of 1x1: libnsgif grows the
+        # canvas to the frame, so a gate that read the screen let all four
+        # decode at once (0.72 GB at 6000 x 6000; found by helper fz12)
+        data = bytearray(encode(Image.new("P", (7000, 7000), 3), "GIF"))
+        data[6:10] = b"\x01\x00\x01\x00"
     else:  # 6000 x 6000: libheif's planes and RGB, about 7 bytes a pixel
         from PIL import features
         if not features.check("avif"):
