@@ -1,10 +1,12 @@
-"""Writes the seeds of the `image` fuzz target whose headers sl_image_decode
-reads by hand to size a decode held whole (src/image/image.c whole_bytes):
-interlaced (Adam7) PNGs, GIF logical screens and progressive JPEG SOFs, each
-small and decodable, at sizes past or near the gate's floor with too few
-bytes behind them, past the pixel limit, zero, and cut short inside the
-header itself. Standard library only; the progressive JPEG seeds are the
-corpus' progressive.jpg with its SOF2 rewritten.
+"""Writes the seeds of the `image` fuzz target whose size sl_image_decode
+reads to gate a decode held whole (src/image/image.c): interlaced (Adam7)
+PNGs and progressive JPEG SOFs, read by hand (whole_bytes), and GIFs whose
+logical screen is smaller or larger than their frame (sized from libvips'
+header: the canvas grows to the frame). Each is small: decodable, or at
+sizes past or near the gate's floor with too few bytes behind them, past
+the pixel limit, zero, or cut short inside the header itself. Standard
+library only; the progressive JPEG seeds are the corpus' progressive.jpg
+with its SOF2 rewritten.
 
     python3 fuzz/gen_image_corpus.py
 """

@@ -395,8 +395,9 @@ static sl_status decode_jpeg(const void *data, size_t len, const char *name,
 /* A progressive JPEG (libjpeg keeps every DCT coefficient until the last
  * scan), an interlaced PNG (libvips reads it to memory), a GIF (libnsgif
  * draws into a whole canvas) and a HEIF/AVIF (libheif decodes the whole
- * picture; sized in decode_vips, from libvips' header) cannot be
- * streamed: at the pixel limit one
+ * picture) cannot be streamed; the last two are sized in decode_vips, from
+ * libvips' header (a GIF's canvas grows to its frames where its logical
+ * screen is smaller, so the screen cannot size it): at the pixel limit one
  * costs 300-800 MB while it decodes, outside the pipeline's budget, and
  * every decode worker could hold one (a 1.2 MB interlaced 16-bit PNG of
  * 9990x9990 took a run to 1 GB). Such decodes share this much at once;
@@ -480,11 +481,6 @@ static uint64_t whole_bytes(const uint8_t *b, size_t len, uint64_t *pixels)
         int ch = b[25] < 7 ? channels[b[25]] : 0;
         *pixels = w * h;
         return w * h * (uint64_t)ch * (b[24] == 16 ? 2 : 1);
-    }
-    if (len >= 10 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) {
-        uint64_t w = (uint64_t)b[6] | (uint64_t)b[7] << 8, h = (uint64_t)b[8] | (uint64_t)b[9] << 8;
-        *pixels = w * h;
-        return w * h * 4;
     }
     return 0;
 }
@@ -619,9 +615,11 @@ static sl_status decode_vips(const void *data, size_t len, const char *name,
         return st;
     /* libheif decodes the whole picture, then its RGB beside the YUV
      * planes: 6.8 bytes a pixel measured (a 6000x6000 AVIF of 1 KB took
-     * 244 MB). The pixels are made when finish_vips writes them out. */
-    uint64_t whole = strstr(loader, "Heif")
-                         ? whole_wait((uint64_t)src_w * (uint64_t)src_h * 8) : 0;
+     * 244 MB); libnsgif draws a GIF on an RGBA canvas. The pixels are made
+     * when finish_vips writes them out. */
+    uint64_t pixels = (uint64_t)src_w * (uint64_t)src_h;
+    uint64_t whole = strstr(loader, "Heif") ? whole_wait(pixels * 8)
+                     : strstr(loader, "gif") || strstr(loader, "Gif") ? whole_wait(pixels * 4) : 0;
     st = thumbnail(data, len, name, params, has_icc, src_w, src_h, out);
     whole_give(whole);
     return st;

@@ -263,11 +263,11 @@ def interlaced_png(side: int) -> bytes:
         png_chunk(b"IEND", b"")
 
 
-@pytest.mark.parametrize("kind", ["interlaced.png", "progressive.jpg", "big.avif"])
+@pytest.mark.parametrize("kind", ["interlaced.png", "progressive.jpg", "big.avif", "small-screen.gif"])
 def test_images_decoded_whole_do_not_take_a_worker_each_of_memory(sluice, tmp_path, kind):
-    """An interlaced PNG, a progressive JPEG, an AVIF (or a GIF) cannot be
+    """An interlaced PNG, a progressive JPEG, an AVIF or a GIF cannot be
     streamed: its decoder holds it whole (the PNG's pixels, the JPEG's DCT
-    coefficients, libheif's picture), here about 200-250 MB for a file of
+    coefficients, libheif's picture, the GIF's canvas), here about 200-250 MB for a file of
     1 KB-1 MB, outside the pipeline's budget. Four decode workers held four
     at once (runs of 0.8-1.1 GB); such decodes now share 256 MiB, one
     larger decoding alone, so the run stays near one image's worth
@@ -278,6 +278,12 @@ def test_images_decoded_whole_do_not_take_a_worker_each_of_memory(sluice, tmp_pa
         data = interlaced_png(5000)  # 5000 x 5000 x 8 bytes
     elif kind == "progressive.jpg":  # 8000 x 8000 at 4:2:0: 1.5 coefficients of 2 bytes a pixel
         data = encode(Image.new("RGB", (8000, 8000), (120, 30, 40)), "JPEG", progressive=True)
+    elif kind == "small-screen.gif":
+        # 7000 x 7000 on a canvas of 4 bytes a pixel; its logical screen
+        # says 1x1, and libnsgif grows the canvas to the frame: a gate that
+        # read the screen let all four decode at once (0.72 GB at 6000 x 6000)
+        data = bytearray(encode(Image.new("RGB", (7000, 7000), (120, 30, 40)), "GIF"))
+        data[6:10] = b"\x01\x00\x01\x00"
     else:  # 6000 x 6000: libheif's planes and RGB, about 7 bytes a pixel
         from PIL import features
         if not features.check("avif"):
