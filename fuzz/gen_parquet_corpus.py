@@ -6,7 +6,7 @@ columns; the DELTA_* and BYTE_STREAM_SPLIT encodings with lz4 and brotli;
 decimals, INT96, FLOAT16, UUID and fixed-size binary), a few forged files (footers that lie about sizes,
 an LZO chunk, BYTE_ARRAY decimals plain and dictionary-encoded, pages
 whose headers name an encoding no decoder reads, v1 pages whose levels are
-the deprecated BIT_PACKED), and for
+the deprecated BIT_PACKED or an unknown encoding), and for
 `thrift` the footers (FileMetaData) and first page headers cut out of them.
 
     .venv/bin/python fuzz/gen_parquet_corpus.py build/tests/tools/parquet_tool
@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
-from test_parquet import (byte_array_decimal_parquet, lying_parquet, page_headers,  # noqa: E402  (the e2e test's)
-                          rewrite_levels_bit_packed)
+from test_parquet import (byte_array_decimal_parquet, lying_parquet, page_header_fields,  # noqa: E402  (the e2e's)
+                          page_headers, rewrite_levels_bit_packed)
 
 
 def sluice_files(tool):
@@ -194,13 +194,38 @@ def bit_packed_files():
     yield "bit-packed-levels-v1.parquet", bytes(data)
 
 
+def unknown_level_files():
+    """A v1 file (flat, struct and list columns) whose second data page of
+    each column chunk names level encoding 63 (definition levels; a list's
+    repetition levels too): a flat column's page is lost, a list's corrupt."""
+    n = 24
+    table = pa.table({"i": pa.array([None if k % 3 == 1 else k for k in range(n)], pa.int32()),
+                      "st": pa.array([None if k % 5 == 2 else {"b": None if k % 2 else f"b{k}"} for k in range(n)]),
+                      "tags": pa.array([None if k % 4 == 3 else [f"t{e}" for e in range(k % 3)] for k in range(n)],
+                                       pa.list_(pa.string()))})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="none", use_dictionary=False, data_page_version="1.0",
+                   row_group_size=12, data_page_size=32, write_batch_size=4, write_statistics=False)
+    data = bytearray(buf.getvalue())
+    md = pq.ParquetFile(io.BytesIO(bytes(data))).metadata
+    for g in range(md.num_row_groups):
+        for k in range(md.num_columns):
+            pages = [p for p in page_header_fields(bytes(data), md.row_group(g).column(k)) if p["type"] == 0]
+            page = pages[min(1, len(pages) - 1)]
+            data[page["def"]] = 63 << 1
+            if md.row_group(g).column(k).path_in_schema.startswith("tags") and g == 1:
+                data[page["rep"]] = 63 << 1
+    yield "level-encoding-63-v1.parquet", bytes(data)
+
+
 def main():
     tool = sys.argv[1]
     pdir, tdir = HERE / "corpus" / "parquet", HERE / "corpus" / "thrift"
     pdir.mkdir(parents=True, exist_ok=True)
     tdir.mkdir(parents=True, exist_ok=True)
     files = (list(sluice_files(tool)) + list(arrow_files()) + list(v2_files()) + list(typed_files()) +
-             list(list_files()) + list(forged_files()) + list(undecodable_files()) + list(bit_packed_files()))
+             list(list_files()) + list(forged_files()) + list(undecodable_files()) + list(bit_packed_files()) +
+             list(unknown_level_files()))
     for name, data in files:
         (pdir / name).write_bytes(data)
         footer_len = struct.unpack("<I", data[-8:-4])[0]

@@ -101,16 +101,17 @@ int dist_next_warning_s(int now, int first)
     return now < 20 * first ? 2 * now : now + 20 * first;
 }
 
-#ifdef SLUICE_HAVE_MPI
-
 /* Rank 0's step in its wait for the others, and between its notes that it
  * is alive (TAG_ALIVE): a third of the first warning's wait, 10 s, so that
- * a finished rank hears from it three times before it would warn. */
+ * a finished rank hears from it three times before it would warn. Outside
+ * the MPI part: dist_wait_all, built either way, takes it too. */
 static int wait_step_s(void)
 {
     int s = dist_first_warning_s() / 3;
     return s < 1 ? 1 : s > 10 ? 10 : s;
 }
+
+#ifdef SLUICE_HAVE_MPI
 
 static double seconds_now(void)
 {

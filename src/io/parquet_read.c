@@ -2088,7 +2088,9 @@ static sl_status decode_rows(column *c, size_t levels)
         if ((size_t)(c->vend - c->vp) / w < nn)
             return corrupt(c, "PLAIN values end early (%zu bytes for %zu values)", (size_t)(c->vend - c->vp), nn);
         uint8_t *dst = fixed;
-        if (nn == m) { /* no nulls: one copy */
+        /* no nulls: one copy; none for no value (a list page of empty
+         * lists), where a converting leaf's scratch is still NULL */
+        if (nn == m && m > 0) {
             memcpy(dst, c->vp, m * w);
             c->vp += m * w;
         } else {
