@@ -2015,7 +2015,7 @@ static sl_status check_endpoints(oa_engine *e)
 {
     double start = sl_mono_s(), said = -1e9;
     for (;;) {
-        char waiting[2048];
+        char waiting[2048] = ""; /* set by the probe, but not when it runs out of memory */
         sl_status st = check_endpoints_once(e, waiting, sizeof waiting);
         if (stop_requested(e)) /* (a probe it cut short says nothing of its server) */
             return sl_fail(SL_ERR_STOPPED,
