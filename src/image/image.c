@@ -537,16 +537,55 @@ static uint64_t held_whole(const char *loader, VipsImage *header)
     return pixels * (uint64_t)header->Bands * sample;
 }
 
+struct sniffed {
+    const void *data;
+    size_t len;
+};
+
+static void *allowed_loader_takes(VipsForeignLoadClass *load_class, struct sniffed *bytes,
+                                  void *unused)
+{
+    (void)unused;
+    const char *nickname = VIPS_OBJECT_CLASS(load_class)->nickname;
+    size_t n = strlen(nickname);
+    if (n < 7 || strcmp(nickname + n - 7, "_buffer") != 0)
+        return NULL;
+    if (VIPS_OPERATION_CLASS(load_class)->flags & VIPS_OPERATION_BLOCKED)
+        return NULL;
+    if (!load_class->is_a_buffer || !load_class->is_a_buffer(bytes->data, bytes->len))
+        return NULL;
+    return load_class;
+}
+
+/* vips_foreign_find_load_buffer asks every loader, blocked ones too, in
+ * priority order, so bytes no allowed loader takes reach ImageMagick's
+ * sniffer last, whose shared tables race when decode workers ask at once
+ * (TSan saw it on garbage). The allowed loaders are asked first, each one's
+ * own check; only bytes none takes are named by the blocked ones, one
+ * worker at a time. Returns the loader's class name, or NULL. */
+static const char *sniff_loader(const void *data, size_t len)
+{
+    struct sniffed bytes = {data, len};
+    VipsForeignLoadClass *allowed = vips_foreign_map(
+        "VipsForeignLoad", (VipsSListMap2Fn)allowed_loader_takes, &bytes, NULL);
+    if (allowed)
+        return G_OBJECT_CLASS_NAME(allowed);
+    static pthread_mutex_t naming = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&naming);
+    const char *refused = vips_foreign_find_load_buffer(data, len);
+    pthread_mutex_unlock(&naming);
+    if (!refused)
+        vips_error_clear();
+    return refused;
+}
+
 static sl_status decode_vips(const void *data, size_t len, const char *name,
                              const sl_image_params *params, sl_image **out)
 {
-    const char *loader = vips_foreign_find_load_buffer(data, len);
-    if (!loader) {
-        vips_error_clear();
+    const char *loader = sniff_loader(data, len);
+    if (!loader)
         return sl_fail(SL_ERR_DECODE, "%s: not an image sluice can read (format not "
                                       "recognised, %zu bytes); sluice reads " READS, name, len);
-    }
-    /* find_load_buffer also names blocked loaders; say which format it was. */
     if (loader_blocked(loader)) {
         char format[80];
         loader_format(loader, format, sizeof format);
