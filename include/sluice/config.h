@@ -56,6 +56,11 @@ typedef struct sl_config_option {
 size_t sl_config_option_count(void);
 bool sl_config_option_at(size_t i, sl_config_option *out);
 
+/* Whether `name` (NUL-terminated) and `word` (`len` bytes) are one name
+ * when '-' and '_' count as one letter: --top_p is --top-p, a job file's
+ * max-tokens is max_tokens. */
+bool sl_config_same_name(const char *name, const char *word, size_t len);
+
 /* The setting another tool names `name` (`len` bytes; '-' read as '_'):
  * vLLM's n, max_model_len, guided_json, Ray Data LLM's batch_size,
  * concurrency, ... Its index for sl_config_option_at() and, in `whose`,

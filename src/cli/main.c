@@ -550,10 +550,7 @@ static void flag_error(char **argv, int c, const struct option *longs, const cha
     }
     /* --top_p, as a job file's key or Python's keyword writes it */
     for (const struct option *o = longs; len > 2 && o->name; o++) {
-        bool same = strlen(o->name) == (size_t)len - 2;
-        for (int j = 0; same && j < len - 2; j++)
-            same = o->name[j] == word[2 + j] || (o->name[j] == '-' && word[2 + j] == '_');
-        if (same) {
+        if (sl_config_same_name(o->name, word + 2, (size_t)len - 2)) {
             fprintf(err_out(), ": did you mean --%s?\n", o->name);
             return;
         }

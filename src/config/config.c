@@ -522,14 +522,22 @@ static const struct {
     {"system_prompt", "prompt.system", "the system prompt"},
 };
 
+bool sl_config_same_name(const char *name, const char *word, size_t len)
+{
+    if (strlen(name) != len)
+        return false;
+    for (size_t j = 0; j < len; j++) {
+        bool dash = (name[j] == '-' || name[j] == '_') && (word[j] == '-' || word[j] == '_');
+        if (name[j] != word[j] && !dash)
+            return false;
+    }
+    return true;
+}
+
 int sl_config_foreign_name(const char *name, size_t len, const char **whose)
 {
     for (size_t f = 0; f < sizeof foreign_names / sizeof *foreign_names; f++) {
-        const char *alias = foreign_names[f].name;
-        bool same = strlen(alias) == len;
-        for (size_t j = 0; same && j < len; j++)
-            same = alias[j] == name[j] || (alias[j] == '_' && name[j] == '-');
-        if (same) {
+        if (sl_config_same_name(foreign_names[f].name, name, len)) {
             *whose = foreign_names[f].whose;
             return sl_config_find_key(foreign_names[f].key, strlen(foreign_names[f].key));
         }
@@ -557,7 +565,7 @@ bool sl_config_is_section(const char *prefix, size_t len)
 }
 
 /* Levenshtein distance, capped: only short names are compared. */
-static int distance(const char *a, size_t la, const char *b, size_t lb)
+int sl_config_distance(const char *a, size_t la, const char *b, size_t lb)
 {
     if (la > 40 || lb > 40)
         return 99;
@@ -602,7 +610,7 @@ void sl_config_children(const char *prefix, const char *name, char *buf, size_t 
         int w = snprintf(buf + used, size - used, "%s%.*s", used ? ", " : "", (int)clen, child);
         if (w > 0 && (size_t)w < size - used)
             used += (size_t)w;
-        int d = distance(name, strlen(name), child, clen);
+        int d = sl_config_distance(name, strlen(name), child, clen);
         if (d < best) {
             best = d;
             snprintf(near, near_size, "%.*s", (int)clen, child);
@@ -1275,7 +1283,7 @@ static sl_status add_stage(sl_config *c, int i, const char *where, const char *n
             int best = 3;
             const char *near = NULL;
             for (k = 0; k < sizeof keys / sizeof *keys; k++) {
-                int d = distance(key, strlen(key), keys[k], strlen(keys[k]));
+                int d = sl_config_distance(key, strlen(key), keys[k], strlen(keys[k]));
                 if (d < best)
                     best = d, near = keys[k];
             }

@@ -19,6 +19,8 @@ bool sl_config_is_section(const char *prefix, size_t len);
  * two away) into near, or "" when none is. */
 void sl_config_children(const char *prefix, const char *name, char *buf, size_t size,
                         char *near, size_t near_size);
+/* Edit distance between two short names (99 past 40 bytes). */
+int sl_config_distance(const char *a, size_t la, const char *b, size_t lb);
 /* The keys that `name`, written under `prefix` ("" the top) and unknown
  * there, was likely meant as: a key of another section of that last name
  * or flag (`parallel` under image: llama.parallel), or for a dotted name

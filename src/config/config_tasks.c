@@ -120,6 +120,40 @@ static const char *names_text(const char *const *names, size_t n, char *buf, siz
     return buf;
 }
 
+/* What an unknown key inside a task's "sampling" was likely meant as, for
+ * its message: a task's own key, a sampling key spelt with '-' or an edit
+ * or two off (top-p, temprature), or another tool's name for one (vLLM's
+ * n, Hugging Face's max_new_tokens). Ends in ';' or '?' for the list of
+ * keys allowed that follows. */
+static const char *sampling_key_meant(const char *key, char *buf, size_t size)
+{
+    size_t len = strlen(key);
+    snprintf(buf, size, ";");
+    if (one_of(key, task_keys, N_NAMES(task_keys))) {
+        snprintf(buf, size, " (a key of the task itself: write it beside \"sampling\");");
+        return buf;
+    }
+    for (size_t i = 0; i < N_NAMES(sampling_keys); i++)
+        if (sl_config_same_name(sampling_keys[i], key, len) ||
+            sl_config_distance(key, len, sampling_keys[i], strlen(sampling_keys[i])) <= 2) {
+            snprintf(buf, size, "; did you mean sampling.%s?", sampling_keys[i]);
+            return buf;
+        }
+    const char *whose;
+    sl_config_option o;
+    int at = sl_config_foreign_name(key, len, &whose);
+    if (at < 0 || !sl_config_option_at((size_t)at, &o) || strncmp(o.key, "sampling.", 9) != 0)
+        return buf;
+    const char *ours = o.key + 9;
+    if (one_of(ours, sampling_keys, N_NAMES(sampling_keys)))
+        snprintf(buf, size, "; did you mean sampling.%s (%s)?", ours, whose);
+    else if (one_of(ours, task_keys, N_NAMES(task_keys)))
+        snprintf(buf, size, " (%s: a task's is \"%s\", written beside \"sampling\");", whose, ours);
+    else
+        snprintf(buf, size, " (%s: sluice's is the job's %s, for every task);", whose, o.key);
+    return buf;
+}
+
 static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_sampling *s)
 {
     if (!json_is_object(o))
@@ -174,10 +208,9 @@ static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_s
             }
             s->seed = (uint64_t)json_integer_value(v);
         } else {
-            char what[300], names[160];
-            snprintf(what, sizeof what, "unknown key sampling.%.60s%s; allowed: %s", key,
-                     one_of(key, task_keys, N_NAMES(task_keys))
-                         ? " (a key of the task itself: write it beside \"sampling\")" : "",
+            char what[400], names[160], meant[200];
+            snprintf(what, sizeof what, "unknown key sampling.%.60s%s allowed: %s", key,
+                     sampling_key_meant(key, meant, sizeof meant),
                      names_text(sampling_keys, N_NAMES(sampling_keys), names, sizeof names));
             return bad(file, task, what);
         }

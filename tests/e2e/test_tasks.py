@@ -280,6 +280,18 @@ def test_files_opening_with_a_byte_order_mark_read_as_without(sluice, four, tmp_
     # a task's key inside sampling
     ({"sampling": {"system": "Be brief."}}, 'unknown key sampling.system (a key of the task '
      'itself: write it beside "sampling"); allowed: max_tokens,'),
+    # a sampling key misspelt, or named as another tool names it
+    ({"sampling": {"top-p": 0.5}}, "unknown key sampling.top-p; did you mean sampling.top_p? "
+     "allowed: max_tokens,"),
+    ({"sampling": {"temprature": 0.5}}, "unknown key sampling.temprature; did you mean "
+     "sampling.temperature? allowed:"),
+    ({"sampling": {"max_new_tokens": 5}}, "unknown key sampling.max_new_tokens; did you mean "
+     "sampling.max_tokens (Hugging Face's max_new_tokens)? allowed:"),
+    ({"sampling": {"n": 2}}, "unknown key sampling.n (vLLM's and OpenAI's n: sluice's is the "
+     "job's sampling.samples, for every task); allowed:"),
+    ({"sampling": {"guided_json": {}}}, "unknown key sampling.guided_json (vLLM's guided_json: "
+     'a task\'s is "json_schema", written beside "sampling"); allowed:'),
+    ({"sampling": {"zzz": 1}}, "unknown key sampling.zzz; allowed: max_tokens,"),
     # a number in quotes, or not an integer: what was given
     ({"sampling": {"max_tokens": "5"}}, "sampling.max_tokens expects an integer from 1 to 1048576, "
      'got "5" (a string: write the number without quotes)'),
