@@ -338,7 +338,7 @@ static const char usage_output_text[] =
     "      --shard-bytes SIZE    also start a new part once one holds SIZE bytes (e.g. 500M;\n"
     "                            with image bytes kept, parts the size datasets like)\n"
     "      --show N              print the first N captions (default: 5)\n"
-    "  -q, --quiet               print only errors\n"
+    "  -q, --quiet               print only errors (failed rows' lines among them)\n"
     "      --progress-every S    seconds between progress lines when stderr is not a\n"
     "                            terminal (default: 10; a terminal redraws every second)\n"
     "  -v, --verbose             print llama.cpp's messages too\n"
@@ -1066,7 +1066,7 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
                   .line_every = console.progress_every_s};
     p.dist = dist;
     if (sl_dist_rank(dist) != 0) /* rank 0 speaks for the job */
-        pr.quiet = true;
+        pr.quiet = pr.hide_failed = true;
     bool openai = p.engine && strcmp(p.engine, "openai") == 0;
 
     /* A rank other than 0 shows errors alone: its warnings (a hub download

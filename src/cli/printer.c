@@ -65,7 +65,7 @@ static void clear_progress(printer *pr)
 void printer_row(const sl_row_view *row, void *user)
 {
     printer *pr = user;
-    if (pr->quiet)
+    if (row->error ? pr->hide_failed : pr->quiet)
         return;
     pthread_mutex_lock(&pr->mu);
     clear_progress(pr);

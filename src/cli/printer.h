@@ -23,7 +23,8 @@ typedef struct printer {
     long show;         /* captions to print at most */
     long shown;
     long failed_shown; /* failed rows printed, up to PRINTER_FAILED_MAX */
-    int quiet;
+    int quiet;         /* --quiet: failed rows' lines alone (they are errors) */
+    bool hide_failed;  /* not even those: a rank other than 0 (rank 0 speaks) */
     bool tty;          /* stderr is a terminal: redraw the progress block in place */
     int drawn;         /* lines of the progress block on screen */
     double last_line;  /* non-TTY: when the last progress line went out */

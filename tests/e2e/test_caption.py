@@ -442,6 +442,21 @@ def test_progress_on_a_pipe_is_line_based_and_ends_with_the_totals(sluice, corru
     assert quiet.returncode == 0 and "progress:" not in quiet.stderr
 
 
+def test_quiet_still_names_each_failed_row(sluice, corrupt_set, tmp_path):
+    """--quiet is "print only errors": a failed row is one, and its line
+    names the input and the cause. It printed nothing at all, so exit 3
+    was the only sign that rows had failed, and of which."""
+    r = sluice.caption(corrupt_set, tmp_path / "out", "--max-tokens", "2", "--quiet")
+    assert r.returncode == 3, r.stderr
+    failed = {row["id"]: row for row in read_rows(tmp_path / "out") if row["error"]}
+    assert len(failed) >= 3, failed
+    lines = r.stderr.splitlines()
+    for rid, row in failed.items():
+        assert f"sluice: {rid} failed ({row['error_stage']}): {row['error']}" in lines, r.stderr
+    assert len(lines) == len(failed), r.stderr  # no progress, no other chatter
+    assert r.stdout == "", r.stdout  # no captions, no summary
+
+
 def test_parquet_output_matches_jsonl_and_reads_in_pyarrow_and_duckdb(sluice, corrupt_set, tmp_path):
     import duckdb
     import pyarrow.parquet as pq
