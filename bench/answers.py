@@ -13,7 +13,7 @@ batch` on the same model with --parallel N, two ways:
   one_each:   REQUESTS * N lines of one answer each (the same prompts, a
               seed each): every answer computes its prompt
 
-RUNS times each way, interleaved; seconds from each run's summary.json (the
+RUNS times each way, interleaved; seconds from each run's _summary.json (the
 model load not counted), medians. The last line is JSON with
 n_in_one_vs_one_each (the speed-up)."""
 import argparse
@@ -48,7 +48,7 @@ def run(model_dir, requests, out, parallel):
                        capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
         sys.exit(f"sluice batch failed ({r.returncode}): {r.stderr[-2000:]}")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     return summary
 
 

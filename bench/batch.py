@@ -6,7 +6,7 @@ SmolVLM-256M shape's text model (random weights; models/smolvlm-256m-e512-bf16,
 made by make bench-engine's rule):
 
   sluice:        sluice batch REQUESTS.jsonl --parallel P (the run's own
-                 seconds from summary.json: model load not counted)
+                 seconds from _summary.json: model load not counted)
   llama-server:  llama-server --parallel P, driven by an asyncio client with
                  P keep-alive connections sending the same bodies (first
                  request sent to last answer: load not counted)
@@ -73,7 +73,7 @@ def run_sluice(tmp, reqs, parallel, threads):
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         sys.exit(f"sluice failed ({res.returncode}): {res.stderr[-2000:]}")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     seconds = summary["seconds"]["run"]
     generated = summary["tokens"]["generated"]
     prompt = summary["tokens"]["prompt"]

@@ -11,7 +11,7 @@ one --turns all conversation a row. Each run RUNS times with both caches
 both off, 8 tokens an answer. Figures: rows/s (questions/s for the
 conversations), medians of RUNS; the ratios image cache / neither and
 both / image cache; vision encodes and prompt positions computed, from
-each run's metrics.prom. The last line is JSON."""
+each run's _metrics.prom. The last line is JSON."""
 import argparse
 import json
 import os
@@ -38,7 +38,7 @@ def run(model_dir, manifest, out, *extra):
     if r.returncode != 0:
         sys.exit(f"sluice failed ({r.returncode}): {r.stderr[-2000:]}")
     took = time.monotonic() - t
-    prom = (out / "metrics.prom").read_text()
+    prom = (out / "_metrics.prom").read_text()
     m = re.search(r'^sluice_engine_step_seconds_count\{[^}]*phase="encode"[^}]*\} (\S+)$', prom, re.M)
     # Prompt positions computed: the rows' own less what was not computed.
     fed = 0

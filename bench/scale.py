@@ -178,9 +178,9 @@ CASES = {
 
 
 def metric_series(out):
-    """Lines of samples in the run's metrics.prom: labels that grew with
+    """Lines of samples in the run's _metrics.prom: labels that grew with
     the rows or files would show here."""
-    f = pathlib.Path(out) / "metrics.prom"
+    f = pathlib.Path(out) / "_metrics.prom"
     return sum(1 for line in f.read_text().splitlines() if line and not line.startswith("#"))
 
 

@@ -173,7 +173,7 @@ def cmd_result(argv: list[str]) -> int:
                "stopped": a.stopped, "wall_s": round(t1 - t0, 1)}
     load = 0.0
     try:
-        s = json.load(open(os.path.join(a.run_out, "summary.json")))
+        s = json.load(open(os.path.join(a.run_out, "_summary.json")))
         load = float(s["seconds"].get("model_load") or 0.0)
         run_s = float(s["seconds"]["run"])
         r.update(status=s.get("status"), rows_ok=s["rows"]["ok"], rows_failed=s["rows"]["failed"],
@@ -183,7 +183,7 @@ def cmd_result(argv: list[str]) -> int:
                  generated_tokens=(s.get("tokens") or {}).get("generated"),
                  prompt_tokens=(s.get("tokens") or {}).get("prompt"))
         end = t0 + load + run_s
-    except Exception as e:       # killed before it wrote summary.json: the last scrape
+    except Exception as e:       # killed before it wrote _summary.json: the last scrape
         r["summary_error"] = repr(e)
         end = t1
         try:
@@ -207,7 +207,7 @@ def cmd_result(argv: list[str]) -> int:
         r["gpu_busy_sluice_pct"] = round(100 * sum(utils) / len(utils), 1) if utils else None
     except Exception:
         r["gpu_busy_sluice_pct"] = None
-    final = os.path.join(a.run_out, "metrics.prom")
+    final = os.path.join(a.run_out, "_metrics.prom")
     last = os.path.join(a.out, f"metrics-{a.name}.prom")
     for path in (final, last):
         try:

@@ -15,7 +15,7 @@
 # Environment:
 #   OUT        results (default /tmp/sluice-gpu-out; the device tool sets it):
 #              final.json, results.jsonl (a line per run), runs.tgz (logs,
-#              the last scrape of /metrics, the final metrics.prom, the
+#              the last scrape of /metrics, the final _metrics.prom, the
 #              nvidia-smi samples of each run)
 #   WORK       unpacked payload, images, models, run outputs (default /tmp/sluice-gpu);
 #              a second call reuses what is there
@@ -253,8 +253,8 @@ run_one() {
     [ -n "$smi" ] && { kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null; }
     wait "$scr" 2>/dev/null
     children=()
-    [ -f "$ro/metrics.prom" ] && cp "$ro/metrics.prom" "$O/metrics-$name.final.prom"
-    [ -f "$ro/summary.json" ] && cp "$ro/summary.json" "$O/summary-$name.json"
+    [ -f "$ro/_metrics.prom" ] && cp "$ro/_metrics.prom" "$O/metrics-$name.final.prom"
+    [ -f "$ro/_summary.json" ] && cp "$ro/_summary.json" "$O/summary-$name.json"
     "$PY" "$G/gpucheck.py" result --name "$name" --model "$mlabel" --rc "$rc" --t0 "$t0" --t1 "$t1" \
         --run-out "$ro" --out "$O" --stopped "$stopped" --args "$*" | tee -a "$O/results.jsonl"
     grep -E "images:|busy:|error" "$O/log-$name.txt" | tail -n 3

@@ -10,8 +10,8 @@
  * part: running the same job again after a crash, a kill or a stop goes on
  * where it stopped, each input in exactly one committed row (docs/output.md). Metrics (vLLM's engine names, sluice_ pipeline
  * names) are served at metrics_addr while it runs, with a live page at "/",
- * and written to output_dir/metrics.prom at the end, beside a run report
- * (summary.json, report.html; see docs/output.md). An input that fails becomes a row with its
+ * and written to output_dir/_metrics.prom at the end, beside a run report
+ * (_summary.json, _report.html; see docs/output.md). An input that fails becomes a row with its
  * error; the run goes on. A wrong parameter, an engine that cannot load, an
  * output that cannot be written, too many failed rows (max_failed) or a stop
  * request end the job; rows already finished are kept. To put stages of
@@ -337,7 +337,7 @@ typedef struct sl_caption_summary {
     uint64_t input_bytes;     /* the encoded bytes of the inputs whose rows this run
                                  committed (dry runs only; under MPI every rank's) */
     uint64_t jpeg_bytes;      /* dry run, engine "openai": the JPEGs that would be sent */
-    /* This run's failed rows by stage and cause (summary.json's "failures";
+    /* This run's failed rows by stage and cause (_summary.json's "failures";
      * a cause is sl_status_class()'s word: not_found, decode, io, ...). */
     struct sl_caption_failures {
         char stage[32];
@@ -347,7 +347,7 @@ typedef struct sl_caption_summary {
     int n_failures;           /* failures[] used; further kinds are left out */
     /* With choices: how many committed rows took each, "yes 12 (75%), no 4
      * (25%)" (with tasks "NAME: ...; NAME: ..."); "" otherwise and under
-     * MPI (summary.json's "answers" has the counts). */
+     * MPI (_summary.json's "answers" has the counts). */
     char answers[1024];
     char first_output_file[4096]; /* the first shard this run committed ("" when none, and
                                      under MPI: the ranks' parts interleave) */

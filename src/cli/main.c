@@ -301,15 +301,15 @@ static const char usage_tail[] =
     "Monitoring:\n"
     "      --metrics-addr H:P    serve Prometheus /metrics there (default: 127.0.0.1:9797;\n"
     "                            port 0 picks a free one; 'off' disables). The final values\n"
-    "                            are written to OUTPUT_DIR/metrics.prom either way. The\n"
+    "                            are written to OUTPUT_DIR/_metrics.prom either way. The\n"
     "                            same address serves a live page at / (progress, engine\n"
     "                            figures, the latest images with their captions).\n";
 
 static const char usage_output_text[] =
     "Output:\n"
     "  -o, --output DIR          output folder (created if missing); beside the rows go\n"
-    "                            summary.json (counts, time per stage,\n"
-    "                            tokens, failures by class) and report.html (a sample of\n"
+    "                            _summary.json (counts, time per stage,\n"
+    "                            tokens, failures by class) and _report.html (a sample of\n"
     "                            the images with their captions, self-contained). Or\n"
     "                            s3://bucket/prefix (AWS_* environment: docs/output.md)\n"
     "      --state-dir DIR       s3:// output: the local folder of its resume ledger and of\n"
@@ -1040,7 +1040,7 @@ static void print_dry_run(const sl_caption_summary *s, const sl_caption_params *
     describe_output(output, sizeof output, s, p->output_dir);
     printf("\nbusy: decode %.2f s over %d worker%s (%.1f rows/s if never waiting), write "
            "%.2f s; peak memory in flight %.1f MB of %.0f MB\noutput: %s\nreport: "
-           "%s/report.html\n", s->decode_busy_s, workers, workers == 1 ? "" : "s",
+           "%s/_report.html\n", s->decode_busy_s, workers, workers == 1 ? "" : "s",
            s->decode_busy_s > 0 ? s->rows / s->decode_busy_s * workers : 0.0, s->write_busy_s,
            s->peak_bytes_in_flight / 1e6, s->memory_budget / 1e6, output, p->output_dir);
 }
@@ -1197,7 +1197,7 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         printer_put_text(stdout, sum.model_name, 256, false); /* the GGUF's or server's word */
         printf("' loaded in %.2f s)\n"
                "busy: decode %.2f s, engine %.2f s, write %.2f s; peak memory in flight %.1f MB "
-               "of %.0f MB\noutput: %s\nreport: %s/report.html\n",
+               "of %.0f MB\noutput: %s\nreport: %s/_report.html\n",
                sum.load_seconds, sum.decode_busy_s, sum.engine_busy_s, sum.write_busy_s,
                sum.peak_bytes_in_flight / 1e6, sum.memory_budget / 1e6, output, p.output_dir);
         if (sum.answers[0])

@@ -393,7 +393,7 @@ static sl_status finish(coord *c, int rank, wire_reader *r, wire_buf *reply)
         bool shaped = unfit_shaped(unfit);
         if (!shaped || !merge_unfit(c, rank, unfit))
             sl_log(SL_LOG_WARN, "rank %d's count of values its Parquet parts could not hold is left out of "
-                                "summary.json: %s", rank, shaped ? "out of memory" : "malformed");
+                                "_summary.json: %s", rank, shaped ? "out of memory" : "malformed");
         json_decref(unfit);
     }
     if (status != SL_OK && c->failed_rank < 0) {

@@ -785,7 +785,7 @@ static const char *kind_of(const json_t *v)
 }
 
 /* t's name, as a message says what a column holds (a decimal's in buf, spelt
- * as summary.json's columns spell it). */
+ * as _summary.json's columns spell it). */
 static const char *type_of(const ctype *t, char buf[32])
 {
     if (t->t == T_DECIMAL) {

@@ -191,7 +191,7 @@ static void count_unfit(const pq_shared *ps, unfit_count *u, const char *column,
     u->first_id = sl_strdup(id ? id : "");
     u->why = sl_strdup(why);
     sl_log(SL_LOG_WARN,
-           "Parquet output: row '%s', column '%s': %s, so it is not written there (summary.json's "
+           "Parquet output: row '%s', column '%s': %s, so it is not written there (_summary.json's "
            "unfit_values counts each column's rows like it). To keep such values, declare the "
            "column (%s:string keeps any value as its JSON text): an input's in --columns, one a "
            "stage sets in that stage's columns",

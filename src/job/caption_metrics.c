@@ -396,7 +396,7 @@ sl_status caption_metrics_start(const char *address, caption_metrics **out)
         st = sl_metrics_add_counter(cm->reg, "sluice_output_unfit_values_total",
                                     "Rows whose value of an input column the Parquet output could "
                                     "not hold (another type than the column's, a key its struct "
-                                    "lacks, a column first seen after the planned rows; summary.json's "
+                                    "lacks, a column first seen after the planned rows; _summary.json's "
                                     "unfit_values), by column.",
                                     unfit_labels, &cm->unfit);
     static const char *const task_labels[] = {"task", "kind", NULL};

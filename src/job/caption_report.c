@@ -135,7 +135,7 @@ static json_t *summary_json(const caption_report *r)
         stages ? stages : json_array(), "failures", gallery_failures_json(r->gallery), "memory",
         "peak_bytes_in_flight", (json_int_t)s->peak_bytes_in_flight, "budget_bytes",
         (json_int_t)s->memory_budget, "params", params ? params : json_object(), "report",
-        "report.html", "sample_rows", (json_int_t)n_sample, "columns",
+        "_report.html", "sample_rows", (json_int_t)n_sample, "columns",
         columns ? columns : json_array());
     if (o)
         add_dry_run(o, r);
@@ -162,7 +162,7 @@ static json_t *summary_json(const caption_report *r)
     return o;
 }
 
-/* --- report.html ------------------------------------------------------------------- */
+/* --- _report.html ------------------------------------------------------------------- */
 
 static void put_escaped(FILE *fp, const char *s)
 {
@@ -227,13 +227,13 @@ static void put_html(FILE *fp, const caption_report *r)
     }
     fputs("Output: <code>", fp);
     put_escaped(fp, s->output_file);
-    fputs("</code>; figures in <a href=\"summary.json\">summary.json</a>.</p>\n", fp);
+    fputs("</code>; figures in <a href=\"_summary.json\">_summary.json</a>.</p>\n", fp);
     /* A run stopped (--max-failed, Ctrl-C, a failed write) left a report
      * that read as a finished job's: say how it ended and what is left. */
     if (r->run_status != SL_OK) {
         long done = s->inputs_done + s->inputs_done_before;
         fprintf(fp, "<p id=\"status\" class=\"error\">The run ended early: <b>%s</b> "
-                    "(summary.json's <code>status</code>); %ld",
+                    "(_summary.json's <code>status</code>); %ld",
                 sl_status_name(r->run_status), done);
         if (r->input_rows >= 0)
             fprintf(fp, " of %lld", (long long)r->input_rows);
@@ -315,10 +315,10 @@ sl_status caption_report_write(const caption_report *r)
 {
     json_t *summary = summary_json(r);
     if (!summary)
-        return sl_fail(SL_ERR_NOMEM, "out of memory building summary.json");
-    sl_status st = write_file(r->dir, "summary.json", put_json, summary);
+        return sl_fail(SL_ERR_NOMEM, "out of memory building _summary.json");
+    sl_status st = write_file(r->dir, "_summary.json", put_json, summary);
     json_decref(summary);
     if (st == SL_OK)
-        st = write_file(r->dir, "report.html", put_report, r);
+        st = write_file(r->dir, "_report.html", put_report, r);
     return st;
 }

@@ -1,8 +1,8 @@
 /* job/caption_report.h — the run report written beside the output shard:
- * summary.json (counts, time per stage, throughput, tokens, failures by
+ * _summary.json (counts, time per stage, throughput, tokens, failures by
  * stage and class, model and parameters, the output's columns from
  * job/schema.h; "format_version": 1) and
- * report.html (the gallery's sample of rows with their captions, the
+ * _report.html (the gallery's sample of rows with their captions, the
  * thumbnails embedded as data: URIs so the file stands alone). Both are
  * written to a temporary name and renamed. Called once, after the run,
  * before the executor is freed. */

@@ -238,7 +238,7 @@ sl_status job_check_pipeline(const sl_pipeline *pl, bool model_files);
 /* File names and generated text are bytes; JSON strings must be UTF-8. */
 json_t *job_json_text(const char *s);
 
-/* The LoRA adapters as [{"path": ..., "scale": ...}, ...] (summary.json,
+/* The LoRA adapters as [{"path": ..., "scale": ...}, ...] (_summary.json,
  * the resume fingerprint); NULL when out of memory. */
 json_t *job_lora_json(const sl_llama_params *llama);
 
@@ -296,7 +296,7 @@ sl_status job_check_default_system(job *j, const char *text);
  * *parts: parts rewritten, *kept: the rows those parts kept). */
 sl_status job_retry_settle(job *j, long *parts);
 sl_status job_retry_failed(job *j, long *rows, long *parts, long *kept);
-/* s3:// output: summary.json, report.html and metrics.prom copied up from
+/* s3:// output: _summary.json, _report.html and _metrics.prom copied up from
  * the state folder (a warning when one cannot be). */
 void job_upload_reports(job *j);
 void job_output_clear(job *j);

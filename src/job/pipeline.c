@@ -600,7 +600,7 @@ static double busy_of(const sl_exec *exec, const char *name)
 }
 
 /* The run's failed rows by stage and cause, as the gallery counted them
- * (summary.json's "failures"), into the summary. */
+ * (_summary.json's "failures"), into the summary. */
 static void summary_failures(gallery *g, sl_caption_summary *sum)
 {
     json_t *a = gallery_failures_json(g), *f;
@@ -619,7 +619,7 @@ static void summary_failures(gallery *g, sl_caption_summary *sum)
 }
 
 /* The choices the committed rows took (j->answers: an MPI job's rank 0
- * has every rank's, job_totals), as summary.json's "answers" ({"caption"
+ * has every rank's, job_totals), as _summary.json's "answers" ({"caption"
  * or a task's name: {choice: rows}}; NULL: no choices, or another rank
  * than 0) and as the console's line in sum->answers. */
 static json_t *summary_answers(const job *j, sl_caption_summary *sum)
@@ -928,7 +928,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         snprintf(j.sink_error, sizeof j.sink_error, "%s", sl_last_error());
     }
     if (j.metrics && lead) { /* after every rank is done: the job's final figures */
-        char *prom = sl_asprintf("%s/metrics.prom", j.dir);
+        char *prom = sl_asprintf("%s/_metrics.prom", j.dir);
         if (!prom || caption_metrics_write(j.metrics, prom) != SL_OK)
             sl_log(SL_LOG_WARN, "cannot write the final metrics: %s", sl_last_error());
         sl_free(prom);

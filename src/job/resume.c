@@ -574,7 +574,7 @@ void job_output_clear(job *j)
 void job_upload_reports(job *j)
 {
     const sl_s3 *s3 = j->remote ? sl_s3_shared() : NULL;
-    static const char *const files[] = {"summary.json", "report.html", "metrics.prom"};
+    static const char *const files[] = {"_summary.json", "_report.html", "_metrics.prom"};
     for (size_t i = 0; s3 && i < sizeof files / sizeof *files; i++) {
         char *local = sl_asprintf("%s/%s", j->dir, files[i]);
         char *url = sl_asprintf("%s/%s", j->remote, files[i]);

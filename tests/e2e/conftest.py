@@ -69,18 +69,18 @@ def read_rows(out_dir: pathlib.Path) -> list[dict]:
 
 
 def encodes(out: pathlib.Path) -> float:
-    """Vision encoder calls of a finished run: its metrics.prom's
+    """Vision encoder calls of a finished run: its _metrics.prom's
     sluice_engine_step_seconds_count{phase="encode"}."""
-    text = (out / "metrics.prom").read_text()
+    text = (out / "_metrics.prom").read_text()
     m = re.search(r'^sluice_engine_step_seconds_count\{[^}]*phase="encode"[^}]*\} (\S+)$', text,
                   re.M)
-    assert m, "no encode phase count in metrics.prom"
+    assert m, "no encode phase count in _metrics.prom"
     return float(m.group(1))
 
 
 def prom_total(out: pathlib.Path, name: str) -> float:
-    """A counter of a finished run's metrics.prom, summed over its labels."""
-    text = (out / "metrics.prom").read_text()
+    """A counter of a finished run's _metrics.prom, summed over its labels."""
+    text = (out / "_metrics.prom").read_text()
     return sum(float(v) for v in re.findall(rf"^{re.escape(name)}\{{[^}}]*\}} (\S+)$", text, re.M))
 
 

@@ -430,7 +430,7 @@ def test_parquet_output_keeps_the_arrow_types(sluice, tmp_path):
     assert types["conversations"] == "list<element: struct<from: string, value: string>>", types
     assert types["label"] == "int64" and types["taken"] == "int64" and types["ok"] == "bool", types
     assert "blob" not in types
-    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "o" / "_summary.json").read_text())
     assert summary["unfit_values"] == {}, summary["unfit_values"]
     rows = by_id(out.to_pylist())
     for i, want in enumerate(expected(table)):

@@ -505,7 +505,7 @@ def test_a_stages_copies_answer_under_their_own_custom_id(sluice, tmp_path):
             check_answer(copy)
             assert copy["response"]["body"] == by_id[c]["response"]["body"]
     assert len({r["id"] for r in rows}) == len(rows)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["total"] == 6 and summary["rows"]["inputs_done"] == 2
 
     pq = pytest.importorskip("pyarrow.parquet")
@@ -808,7 +808,7 @@ def test_n_answers_come_as_n_choices(sluice, tmp_path):
         assert c.usage.completion_tokens >= 3
         assert c.usage.total_tokens == c.usage.prompt_tokens + c.usage.completion_tokens
     def encodes(out):
-        text = (out / "metrics.prom").read_text()
+        text = (out / "_metrics.prom").read_text()
         return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
                    if l.startswith("sluice_engine_step_seconds_count") and 'phase="encode"' in l)
     assert encodes(tmp_path / "three") == encodes(tmp_path / "one") > 0

@@ -482,6 +482,15 @@ def test_parquet_output_matches_jsonl_and_reads_in_pyarrow_and_duckdb(sluice, co
     con = duckdb.connect()
     n, failed = con.execute(f"select count(*), count(error) from '{shard}'").fetchone()
     assert n == len(rows) and failed == sum(1 for r in rows if r["error"])
+    # The folder itself, as a Ray Data or pandas user reads it: the run
+    # report and metrics beside the part (read as Parquet files, and failed
+    # on, while they were summary.json, report.html, metrics.prom) and
+    # the ledger are skipped by their leading '_'.
+    import pandas
+    side = {p.name for p in (tmp_path / "p").iterdir() if not p.name.startswith("part-")}
+    assert {"_summary.json", "_report.html", "_metrics.prom"} <= side, side
+    assert pq.read_table(tmp_path / "p").num_rows == len(rows)
+    assert sorted(pandas.read_parquet(tmp_path / "p")["id"]) == sorted(by_id)
     r = sluice.caption(SAMPLES, tmp_path / "x", "--format", "csv")
     assert r.returncode == 2 and "--format expects one of jsonl, parquet" in r.stderr
 
@@ -538,7 +547,7 @@ def test_samples_at_temperature_0_are_warned_of(sluice, four, tmp_path):
 def test_samples_give_a_row_per_answer(sluice, four, tmp_path):
     """--samples 3: three rows per image (column sample 0..2), each answer
     with its own seed (column seed); the first is the caption the job gives
-    without --samples; JSONL and Parquet (pyarrow) alike; summary.json counts
+    without --samples; JSONL and Parquet (pyarrow) alike; _summary.json counts
     rows and inputs; another --samples is another job."""
     import pyarrow.parquet as pq
     common = ("--max-tokens", "6", "--temperature", "0.9", "--metrics-addr", "off", "--show", "0")
@@ -564,7 +573,7 @@ def test_samples_give_a_row_per_answer(sluice, four, tmp_path):
         # The copies took the image's positions from the first answer.
         assert answers[1]["cached_tokens"] > answers[0]["cached_tokens"]
     assert differ >= 2
-    summary = json.loads((tmp_path / "three" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "three" / "_summary.json").read_text())
     assert summary["rows"]["total"] == 12 and summary["rows"]["inputs_done"] == 4
     assert summary["params"]["samples"] == 3
     res = sluice.caption(four, tmp_path / "pq", *common, "--samples", "3", "--format", "parquet")
@@ -634,7 +643,7 @@ def test_samples_of_each_task(sluice, four, tmp_path):
                          "--metrics-addr", "off", "--show", "0", "--tasks", tasks,
                          "--samples", "3")
     assert res.returncode == 0, res.stderr
-    summary = json.loads((tmp_path / "yn" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "yn" / "_summary.json").read_text())
     assert sum(summary["answers"]["ok"].values()) == 12, summary["answers"]
     rows = read_rows(tmp_path / "yn")
     assert all(r["ok"] in ("yes", "no") and set(r["ok_scores"]) == {"yes", "no"} for r in rows)
@@ -694,7 +703,7 @@ def test_samples_through_the_openai_engine(sluice, llama_prefix, four, tmp_path)
 
 def test_a_chosen_chat_template_changes_the_prompt_and_the_job(sluice, tmp_path):
     """--chat-template: another rendering of the same prompt (other
-    positions), recorded in summary.json and the resume fingerprint; an
+    positions), recorded in _summary.json and the resume fingerprint; an
     unknown name stops the command naming it; the OpenAI engine refuses it."""
     quiet = ("--max-tokens", 2, "--show", 0, "--metrics-addr", "off")
     own, chatml = tmp_path / "own", tmp_path / "chatml"
@@ -704,8 +713,8 @@ def test_a_chosen_chat_template_changes_the_prompt_and_the_job(sluice, tmp_path)
     tokens = {row["id"]: row["prompt_tokens"] for row in read_rows(own)}
     for row in read_rows(chatml):
         assert row["prompt_tokens"] != tokens[row["id"]]
-    assert json.loads((chatml / "summary.json").read_text())["chat_template"] == "chatml"
-    assert json.loads((own / "summary.json").read_text())["chat_template"] is None
+    assert json.loads((chatml / "_summary.json").read_text())["chat_template"] == "chatml"
+    assert json.loads((own / "_summary.json").read_text())["chat_template"] is None
     r = sluice.caption(SAMPLES, chatml, *quiet, "--chat-template", "llama3")
     assert r.returncode == 2 and "chat_template" in r.stderr
     r = sluice.caption(SAMPLES, tmp_path / "bad", *quiet, "--chat-template", "chatmI")

@@ -1,6 +1,6 @@
 """The caption job's metrics: served while it runs (Prometheus text that the
 Prometheus client parses, vLLM's engine names), and written at the end to
-metrics.prom with counters equal to what the output holds."""
+_metrics.prom with counters equal to what the output holds."""
 import time
 import urllib.request
 
@@ -59,7 +59,7 @@ def test_metrics_while_running_and_at_the_end(sluice, tmp_path):
     assert rc == 0, run.log()
 
     rows = read_rows(out)
-    final = families((out / "metrics.prom").read_text())
+    final = families((out / "_metrics.prom").read_text())
     assert total(final, "sluice_rows_done") == len(rows) == 20 * len(sample_images())
     assert total(final, "sluice_rows_failed") == 0
     assert total(final, "sluice_input_rows") == len(rows)  # the counting walk's total
@@ -100,7 +100,7 @@ def test_metrics_while_running_and_at_the_end(sluice, tmp_path):
 def test_metrics_can_be_turned_off_and_a_taken_port_is_an_error(sluice, tmp_path):
     r = sluice.caption(SAMPLES, tmp_path / "a", "--max-tokens", "2", "--metrics-addr", "off")
     assert r.returncode == 0 and "metrics at" not in r.stderr
-    assert (tmp_path / "a" / "metrics.prom").exists()  # the record is still written
+    assert (tmp_path / "a" / "_metrics.prom").exists()  # the record is still written
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -235,7 +235,7 @@ def test_a_model_name_that_is_not_utf8_does_not_stop_the_run(sluice, tmp_path):
     engine metrics, which must be UTF-8: such a name stopped the run before
     any row ("stage 'engine' could not start: metric vllm:num_requests_running:
     value of label model_name is not valid UTF-8", exit 1). Now the run goes
-    on, the label, the live page's model and summary.json show U+FFFD for the
+    on, the label, the live page's model and _summary.json show U+FFFD for the
     bad byte, and the exposition's escapes (quote, backslash, newline) parse."""
     import json
     data = (TINY / "model.gguf").read_bytes()
@@ -262,10 +262,10 @@ def test_a_model_name_that_is_not_utf8_does_not_stop_the_run(sluice, tmp_path):
         rc = run.proc.wait(timeout=600)
     assert rc == 0, run.log()
     assert status.get("model") == shown, (status, run.log())
-    final = families((out / "metrics.prom").read_text())
+    final = families((out / "_metrics.prom").read_text())
     assert {s.labels["model_name"] for s in final["vllm:generation_tokens"].samples} == {shown}
     assert total(final, "vllm:request_success") == n
-    assert json.loads((out / "summary.json").read_text())["model"] == shown
+    assert json.loads((out / "_summary.json").read_text())["model"] == shown
 
 
 def test_junk_requests_do_not_flood_the_log(sluice, tmp_path):
@@ -317,7 +317,7 @@ def test_a_busy_default_port_is_a_warning_that_says_what_to_change(sluice, tmp_p
     warn = [line for line in r.stderr.splitlines() if "not serving metrics" in line]
     assert len(warn) == 1 and "127.0.0.1:9797" in warn[0] and "Address already in use" in warn[0]
     assert "without /metrics and the live page" in warn[0] and "--metrics-addr 127.0.0.1:0" in warn[0]
-    assert (tmp_path / "out" / "metrics.prom").exists()
+    assert (tmp_path / "out" / "_metrics.prom").exists()
 
 
 def test_a_loopback_server_answers_only_to_its_address_or_localhost(sluice, tmp_path):

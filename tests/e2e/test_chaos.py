@@ -360,8 +360,8 @@ def test_full_disk_stops_then_the_same_command_completes(sluice, tmp_path, small
     print(f"\nfull disk: {named[-1]}")
     # The final metrics are written whole or not at all (a temporary and a
     # rename): a truncated file would end inside its last family.
-    metrics = out / "metrics.prom"
-    assert not (out / "metrics.prom.tmp").exists()
+    metrics = out / "_metrics.prom"
+    assert not (out / "_metrics.prom.tmp").exists()
     if metrics.exists():
         text = metrics.read_text()
         assert text.endswith("\n") and "vllm:time_to_first_token_seconds_count" in text, text[-300:]

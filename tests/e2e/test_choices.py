@@ -23,8 +23,8 @@ CHOICES = ["yes", "no", "maybe"]
 
 
 def probes(out):
-    """Choice probes a finished run decoded (its metrics.prom)."""
-    text = (out / "metrics.prom").read_text()
+    """Choice probes a finished run decoded (its _metrics.prom)."""
+    text = (out / "_metrics.prom").read_text()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("sluice_engine_choice_probes_total{"))
 
@@ -55,9 +55,9 @@ def test_greedy_takes_the_highest_score(sluice, tmp_path):
     # The model does not rank every image alike: the scores come from each one.
     assert len({json.dumps(row["scores"]) for row in rows}) > 1
     assert probes(out) == 0  # yes, no and maybe begin differently
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["params"]["choices"] == CHOICES
-    # How many rows took each choice: summary.json and the console's line.
+    # How many rows took each choice: _summary.json and the console's line.
     taken = {c: sum(row["caption"] == c for row in rows) for c in CHOICES}
     assert summary["answers"] == {"caption": taken}
     line = ", ".join(f"{c} {n} ({100 * n / len(rows):.0f}%)" for c, n in taken.items())
@@ -117,7 +117,7 @@ def test_tasks_mix_choices_with_free_answers(sluice, four, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = read_rows(out)
     assert len(rows) == 4
-    answers = json.loads((out / "summary.json").read_text())["answers"]
+    answers = json.loads((out / "_summary.json").read_text())["answers"]
     assert answers == {
         "photo": {c: sum(row["photo"] == c for row in rows) for c in ["yes", "no"]},
         "style": {c: sum(row["style"] == c for row in rows)

@@ -5,7 +5,7 @@ the dashboard (each panel's targets, with Grafana's variables filled in) is
 evaluated through /api/v1/query at a moment the job is live and must return
 a non-empty result. The types Prometheus read from the exposition must be
 the types docs/metrics.md documents, and when the job has ended
-sluice_rows_done_total in OUT/metrics.prom must equal the rows in
+sluice_rows_done_total in OUT/_metrics.prom must equal the rows in
 OUT/part-00000.jsonl, and the failed counters the rows with an error (the
 input holds one corrupt image, so the failure panels have data). Where
 NVIDIA's NVML cannot be loaded (no driver: this is checked independently of
@@ -186,7 +186,7 @@ def test_dashboard_shape_and_prometheus_config():
 def prom_final_values(text: str, name: str) -> float:
     vals = [float(line.split()[-1]) for line in text.splitlines()
             if line.startswith(name + " ") or line.startswith(name + "{")]
-    assert vals, f"{name} not in metrics.prom"
+    assert vals, f"{name} not in _metrics.prom"
     return sum(vals)
 
 
@@ -312,7 +312,7 @@ def test_every_dashboard_query_returns_data_from_a_live_job(sluice, tmp_path):
     assert proc.returncode in ((3,) if ended_by == "itself" else (3, 130)), sluice_log()
     lines = (out / "part-00000.jsonl").read_text(encoding="utf-8").splitlines()
     failed = sum(1 for line in lines if json.loads(line)["error"])
-    final = (out / "metrics.prom").read_text(encoding="utf-8")
+    final = (out / "_metrics.prom").read_text(encoding="utf-8")
     assert prom_final_values(final, "sluice_rows_done_total") == len(lines) > 0
     assert prom_final_values(final, "sluice_rows_failed_total") == failed == 1
     assert prom_final_values(final, "sluice_rows_failed_by_class_total") == failed

@@ -75,9 +75,10 @@ def test_the_docs_readers_take_the_array_tasks_parquet_parts_together(sluice, tm
                                                                     monkeypatch):
     """docs/deploy.md's two readers of an array job's folders, run as
     written over two tasks' Parquet outputs: each counts every row once.
-    Its pyarrow line opened the folder 'out', whose summary.json,
-    report.html and metrics.prom beside the parts it took for Parquet
-    files ("Could not read schema from 'out/shard-00000/metrics.prom'")."""
+    Its pyarrow line, given the folder 'out', failed on the side files
+    beside the parts ("Could not read schema from
+    'out/shard-00000/metrics.prom'") until they were named with a leading
+    '_', which pyarrow's discovery skips."""
     import duckdb
     inputs = tmp_path / "in"
     n = sample_copies(inputs, 1)
@@ -167,5 +168,5 @@ def test_the_mpi_slurm_script_runs_one_job(sluice, tmp_path):
     assert Counter(ids) == expected(inputs)
     assert "of 2 ranks done]" in r.stderr, r.stderr[-2000:]
     assert list(out_dir.glob("_sluice_ledger.sqlite")), "one ledger, rank 0's"
-    summary = json.loads((out_dir / "summary.json").read_text())
+    summary = json.loads((out_dir / "_summary.json").read_text())
     assert summary["rows"]["total"] == len(ids)

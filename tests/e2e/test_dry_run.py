@@ -116,7 +116,7 @@ def test_every_input_is_a_row_and_every_failure_is_named(sluice, http_root, tmp_
     assert all(rows[i]["caption"] is None for i in failed)
 
     for out, r, got in runs:
-        summary = json.loads((out / "summary.json").read_text())
+        summary = json.loads((out / "_summary.json").read_text())
         bad = [row for row in got.values() if row["error"]]
         assert summary["dry_run"] is True and summary["model"] == ""
         assert summary["rows"]["total"] == len(got) and summary["rows"]["failed"] == len(bad)
@@ -130,7 +130,7 @@ def test_every_input_is_a_row_and_every_failure_is_named(sluice, http_root, tmp_
         assert summary["throughput"]["input_mb_per_s"] > 0
         assert summary["throughput"]["decode_capacity_rows_per_s"] > 0
         assert not [s for s in summary["stages"] if s["name"] == "engine"]
-        assert 'id="dry-run"' in (out / "report.html").read_text()
+        assert 'id="dry-run"' in (out / "_report.html").read_text()
         # The last lines: the counts, the failures by cause, the speed.
         assert f"dry run (no model): {len(got)} rows: {len(got) - len(bad)} read and decoded, " \
                f"{len(bad)} failed (" in r.stdout, r.stdout
@@ -195,7 +195,7 @@ def test_a_killed_dry_run_resumes_with_each_row_once(sluice, tmp_path):
     assert not [i for i, c in Counter(ids).items() if c > 1], "a row written twice"
     assert sorted(ids) == sorted(f"c{i:03d}/{p.relative_to(SAMPLES)}" for i in range(40)
                                  for p in sample_images())
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["skipped"] == before and summary["rows"]["total"] == n - before
 
 
@@ -208,7 +208,7 @@ def test_openai_dry_run_encodes_the_jpegs_and_sends_nothing(sluice, four, tmp_pa
     assert CountingHandler.hits == []  # not even GET /v1/models
     rows = rows_of(out)
     assert len(rows) == 4 and all(row["jpeg_bytes"] > 0 for row in rows)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["jpeg_bytes"] == sum(row["jpeg_bytes"] for row in rows)
     assert "JPEGs to send" in r.stdout
     # Smaller JPEGs asked for, smaller JPEGs counted; the originals sent
@@ -298,7 +298,7 @@ def test_a_dry_run_over_mpi_ranks_sums_every_ranks_bytes(sluice_bin, tmp_path):
         rows += [json.loads(line) for line in lines]
         parts.add(int(part.name[5:10]) % 2)
     assert len(by_id(rows)) == n and parts == {0, 1}  # both ranks wrote
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["total"] == n
     assert summary["input_bytes"] == sum(row["input_bytes"] for row in rows)
 
@@ -315,7 +315,7 @@ def test_pixels_do_not_ride_to_the_writer(sluice, tmp_path):
     for kind, extra in (("plain", ()), ("stage", ("--stage", f"{noop}@decode"))):
         r = dry(sluice, src, tmp_path / kind, "--decode-workers", "1", *extra)
         assert r.returncode == 0, r.stderr
-        peaks[kind] = json.loads((tmp_path / kind / "summary.json").read_text())[
+        peaks[kind] = json.loads((tmp_path / kind / "_summary.json").read_text())[
             "memory"]["peak_bytes_in_flight"]
     assert peaks["stage"] > 512 * 512 * 3  # at least an image's pixels in flight
     assert peaks["plain"] * 2 < peaks["stage"], peaks
@@ -356,7 +356,7 @@ def test_rows_the_writer_could_not_write_are_not_failed_rows(sluice, tmp_path):
     lost = int(last.split(" not written")[0].rsplit(", ", 1)[1])
     assert lost >= 2, last  # the part given up held two rows at least
     assert "failed (write)" not in r.stderr  # no row is named as failed
-    text = (out / "metrics.prom").read_text()
+    text = (out / "_metrics.prom").read_text()
     values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
               if line.startswith("sluice_rows_")}
     assert values["sluice_rows_failed_total"] == 0, values

@@ -117,12 +117,12 @@ def write_run(tmp_path, name, ips, tps, ok=True):
     ro = tmp_path / f"out-{name}"
     ro.mkdir()
     if ok:
-        (ro / "summary.json").write_text(json.dumps({
+        (ro / "_summary.json").write_text(json.dumps({
             "status": "ok", "rows": {"ok": 10, "failed": 0},
             "seconds": {"run": 5.0, "model_load": 1.0},
             "throughput": {"rows_per_s": ips, "generated_tokens_per_s": tps},
             "tokens": {"prompt": 5350, "generated": 2000}}))
-        (ro / "metrics.prom").write_text(PROM)
+        (ro / "_metrics.prom").write_text(PROM)
     return ro
 
 

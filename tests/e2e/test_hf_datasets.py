@@ -169,7 +169,7 @@ def test_the_hub_is_asked_once_for_the_run_and_its_count(sluice, hub, tmp_path, 
     assert sorted(Counter(trees).values()) == [1] * len(trees), trees  # ... each once
     progress = [l for l in r.stderr.splitlines() if l.startswith("progress:")][-1]
     assert f"{len(rows)} of {len(rows)} (100%)" in progress
-    metrics = (tmp_path / "o" / "metrics.prom").read_text().splitlines()
+    metrics = (tmp_path / "o" / "_metrics.prom").read_text().splitlines()
     assert f"sluice_input_rows {len(rows)}" in metrics
 
 
@@ -361,7 +361,7 @@ def test_a_branch_that_moved_is_refused_and_its_first_commit_goes_on(sluice, hub
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(read_rows(out)) == 2
     # The commit read, where the user finds it to name it later.
-    assert json.loads((out / "summary.json").read_text())["dataset_commits"] == \
+    assert json.loads((out / "_summary.json").read_text())["dataset_commits"] == \
         [f"org/moving@{first}"]
     second = hub.add_dataset("org/moving", {"data/a.parquet": parquet(imgs[:4], 500)})
     assert second != first

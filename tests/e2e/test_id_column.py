@@ -235,7 +235,7 @@ def test_a_resume_with_the_column_writes_nothing_new(sluice, tmp_path):
     r = dry(sluice, src, out, "--id-column", "image_id", "--max-line-bytes", "2M")
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(jsonl_rows(out)) == 5, "a row written again"
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["skipped"] == 5, summary["rows"]
     r = dry(sluice, src, out)
     assert r.returncode == 2 and "id_column" in r.stderr, r.stderr[-2000:]

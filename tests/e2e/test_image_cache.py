@@ -3,7 +3,7 @@ VQA-shaped file (one picture asked four questions, a row each, beside
 another picture) encodes each picture once, the same file under another
 name too; the answers equal those of a run with --image-cache 0, which
 encodes every row; a --turns all conversation of three questions encodes
-its image once; the counts are in metrics.prom."""
+its image once; the counts are in _metrics.prom."""
 import json
 import shutil
 

@@ -136,7 +136,7 @@ def test_bad_images_are_error_rows_or_right_output(sluice, bad_set, tmp_path):
     assert others[0]["id"] == "caf\ufffdE9-latin1.jpg", others[0]["id"]
     # Failures by class: the bomb passed a size limit, the others are corrupt.
     by_class = {}
-    for line in (out / "metrics.prom").read_text().splitlines():
+    for line in (out / "_metrics.prom").read_text().splitlines():
         if line.startswith("sluice_rows_failed_by_class_total{"):
             by_class[line.split('class="')[1].split('"')[0]] = float(line.split()[-1])
     assert by_class == {"too_large": 1, "decode": 2}, by_class

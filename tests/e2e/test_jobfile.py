@@ -461,8 +461,8 @@ def test_the_example_job_runs_on_the_tiny_model(sluice, tmp_path, monkeypatch):
     ids = sorted(table.column("id").to_pylist())
     assert ids == sorted(str(p.relative_to(SAMPLES)) for p in sample_images())
     assert all(e is None for e in table.column("error").to_pylist())
-    assert "vllm:generation_tokens_total" in (out / "metrics.prom").read_text()
-    assert (out / "summary.json").exists() and (out / "report.html").exists()
+    assert "vllm:generation_tokens_total" in (out / "_metrics.prom").read_text()
+    assert (out / "_summary.json").exists() and (out / "_report.html").exists()
 
 
 def test_a_relative_input_missing_where_the_job_runs_names_its_line_and_the_folder(

@@ -8,8 +8,8 @@ non-zero counts and at least one image that loaded, with its caption -- the
 same caption the run then writes for that row in its JSONL. A screenshot is
 kept at build/test-artifacts/live-page.png.
 
-Report: summary.json's counts equal the JSONL rows (failures by stage and
-class included), and report.html holds the sampled rows' captions as written
+Report: _summary.json's counts equal the JSONL rows (failures by stage and
+class included), and _report.html holds the sampled rows' captions as written
 and their thumbnails as data: URIs that Pillow decodes."""
 import base64
 import html.parser
@@ -204,12 +204,12 @@ def test_summary_and_report_match_the_output(sluice, tmp_path):
     r = sluice.caption(tmp_path / "in", out, "--max-tokens", "8", "--threads", "1",
                        "--metrics-addr", "off", "--show", "0")
     assert r.returncode == 3, r.stderr  # finished, some rows failed
-    assert f"report: {out}/report.html" in r.stdout
+    assert f"report: {out}/_report.html" in r.stdout
 
     rows = read_rows(out)
     assert len(rows) == n_rows
     failed = [row for row in rows if row["error"]]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["format_version"] == 1 and summary["status"] == "ok"
     assert summary["rows"] == {"total": len(rows), "ok": len(rows) - len(failed),
                                "failed": len(failed), "input": n_rows, "skipped": 0,
@@ -228,7 +228,7 @@ def test_summary_and_report_match_the_output(sluice, tmp_path):
     assert {(f["stage"], f["class"]): f["rows"] for f in summary["failures"]} == \
         {("decode", "decode"): by_stage["decode"]} and by_stage["decode"] == 2
 
-    report = (out / "report.html").read_text(encoding="utf-8")
+    report = (out / "_report.html").read_text(encoding="utf-8")
     figures = sampled_figures(report)
     assert len(figures) == summary["sample_rows"] == min(64, len(rows))
     by_id = {row["id"]: row for row in rows}
@@ -249,30 +249,30 @@ def test_summary_and_report_match_the_output(sluice, tmp_path):
 
 
 def test_the_report_of_a_run_that_stopped_says_so(sluice, tmp_path):
-    """A run stopped by --max-failed left a report.html that read as a
-    finished job's ("N rows, N-1 captioned, 1 failed"), while summary.json
+    """A run stopped by --max-failed left a _report.html that read as a
+    finished job's ("N rows, N-1 captioned, 1 failed"), while _summary.json
     said too_many_failed and most inputs were not done."""
     n_rows = sample_copies(tmp_path / "in", 4, corrupt=True)
     out = tmp_path / "out"
     r = sluice.caption(tmp_path / "in", out, "--max-tokens", "4", "--max-failed", "0",
                        "--metrics-addr", "off", "--show", "0")
     assert r.returncode != 0 and "--max-failed" in r.stderr, r.stderr
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["status"] == "too_many_failed" and summary["rows"]["input"] == n_rows
     done = summary["rows"]["inputs_done"]
     # How many were done at the stop depends on what was in flight: the
-    # report says what summary.json counted, and what is left to do.
+    # report says what _summary.json counted, and what is left to do.
     left = "every one read (--retry-failed captions the failed ones again)" \
         if done == n_rows else "(the same command again goes on from there)"
-    report = (out / "report.html").read_text(encoding="utf-8")
+    report = (out / "_report.html").read_text(encoding="utf-8")
     assert '<p id="status" class="error">The run ended early: <b>too_many_failed</b> ' \
-           f"(summary.json's <code>status</code>); {done} of {n_rows} inputs done" in report, report
+           f"(_summary.json's <code>status</code>); {done} of {n_rows} inputs done" in report, report
     assert left in report
     r = sluice.caption(tmp_path / "in", out, "--max-tokens", "4", "--metrics-addr", "off",
                        "--show", "0")
     assert r.returncode in (0, 3), r.stderr  # 0: nothing was left to do
-    assert json.loads((out / "summary.json").read_text())["status"] == "ok"
-    assert 'id="status"' not in (out / "report.html").read_text(encoding="utf-8")
+    assert json.loads((out / "_summary.json").read_text())["status"] == "ok"
+    assert 'id="status"' not in (out / "_report.html").read_text(encoding="utf-8")
 
 
 def test_failures_by_class_in_metrics_prom(sluice, tmp_path):
@@ -286,7 +286,7 @@ def test_failures_by_class_in_metrics_prom(sluice, tmp_path):
     assert r.returncode == 3, r.stderr
     rows = read_rows(out)
     classes = {}
-    for line in (out / "metrics.prom").read_text().splitlines():
+    for line in (out / "_metrics.prom").read_text().splitlines():
         m = re.match(r'sluice_rows_failed_by_class_total\{stage="(\w+)",class="(\w+)"\} (\S+)',
                      line)
         if m:

@@ -256,11 +256,11 @@ def test_a_lua_stage_reads_the_logprobs(sluice, four, tmp_path):
 def test_logprobs_are_part_of_the_job(sluice, four, tmp_path):
     """The column is the job's: a finished job rerun with --logprobs (or
     with another N) is refused as other settings are, naming the setting;
-    summary.json's params say what was asked."""
+    _summary.json's params say what was asked."""
     out = tmp_path / "out"
     res = sluice.caption(four, out, *QUIET, "--max-tokens", "2", "--logprobs", "2")
     assert res.returncode == 0, res.stderr
-    assert json.loads((out / "summary.json").read_text())["params"]["logprobs"] == 2
+    assert json.loads((out / "_summary.json").read_text())["params"]["logprobs"] == 2
     for extra in (("--logprobs", "3"), ()):
         res = sluice.caption(four, out, *QUIET, "--max-tokens", "2", *extra)
         assert res.returncode == 2, res.stderr
@@ -316,7 +316,7 @@ def test_logprobs_count_in_the_memory_in_flight(sluice, tmp_path):
         res = sluice.caption(src, out, *QUIET, "--max-tokens", "64", "--max-image-edge", "32",
                              *extra)
         assert res.returncode == 0, res.stderr
-        peaks[name] = json.loads((out / "summary.json").read_text())["memory"][
+        peaks[name] = json.loads((out / "_summary.json").read_text())["memory"][
             "peak_bytes_in_flight"]
         row = read_rows(out)[0]
         sizes[name] = len(json.dumps(row.get("logprobs"), separators=(",", ":")))

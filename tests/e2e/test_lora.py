@@ -2,7 +2,7 @@
 cache types (--cache-type-k/-v, llama.cache_type_k/v) through the CLI, on
 the tiny model and adapters tools/gen_model.py --lora-out writes for it: a
 path holding ':' and a scale after its last one, the adapters and types in
-summary.json, a resumed job with other adapters refused, job-file keys that
+_summary.json, a resumed job with other adapters refused, job-file keys that
 `config print` writes back, the errors (exit 2, naming the file or the
 accepted types), the openai engine refusing both, and a q8_0 cache captioning
 every sample."""
@@ -59,11 +59,11 @@ def test_adapters_change_captions_by_their_scale_and_are_recorded(sluice, adapte
     changed = [k for k in got["base"] if got["random"][k] != got["base"][k]]
     assert len(changed) == len(got["base"]), "the random adapter left captions as they were"
 
-    summary = json.loads((tmp_path / "both" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "both" / "_summary.json").read_text())
     assert summary["lora"] == [{"path": f"{adapters['zero']}", "scale": 0.5},
                                {"path": f"{adapters['random']}", "scale": 0.0}]
     assert summary["params"]["cache_type_k"] == "f16"
-    assert json.loads((tmp_path / "base" / "summary.json").read_text())["lora"] == []
+    assert json.loads((tmp_path / "base" / "_summary.json").read_text())["lora"] == []
 
 
 def test_a_resumed_job_with_other_adapters_is_refused(sluice, adapters, tmp_path):
@@ -111,7 +111,7 @@ output:
     # The job file runs: the types and adapters reach the engine.
     r = sluice.run("run", printed, *BASE)
     assert r.returncode == 0, r.stderr[-3000:]
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
     assert summary["params"]["cache_type_k"] == "q8_0"
     assert summary["params"]["cache_type_v"] == "q4_0"
     assert [a["scale"] for a in summary["lora"]] == [1.0, 0.0]

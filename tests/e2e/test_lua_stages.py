@@ -68,7 +68,7 @@ def test_dedup_keeps_one_of_each_picture_and_the_rerun_writes_nothing(sluice, tm
     assert all(row["error"] is None for row in rows)
     assert all(re.fullmatch(r"[0-9a-f]{16}", row["dhash"]) for row in rows)
     assert len({row["dhash"] for row in rows}) == len(kept)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["dropped"] == n_dropped, summary["rows"]
 
     # The rerun: everything is done, the dropped copies too.
@@ -77,7 +77,7 @@ def test_dedup_keeps_one_of_each_picture_and_the_rerun_writes_nothing(sluice, tm
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.glob("part-*")) == parts
     assert len(read_rows(out)) == len(kept)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["total"] == 0, summary["rows"]
     assert summary["rows"]["skipped"] == len(kept) + n_dropped, summary["rows"]
 
@@ -148,7 +148,7 @@ def test_tags_from_answers_and_short_answers_dropped(sluice, tmp_path, monkeypat
     for row in rows:
         assert row["caption"] == answers[row["id"]]
         assert row["tags"] == tag_rule(row["caption"], stop), row
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["dropped"] == len(answers) - len(want)
 
 
@@ -271,7 +271,7 @@ def test_a_script_error_fails_its_row_with_its_line_and_logs_the_traceback(sluic
         assert len(traced) == 1, log[0]
         assert f"{script}:2: cameras are shy | stack traceback: | " in traced[0], traced
         assert f"{script}:2: in function 'process'" in traced[0], traced
-    prom = (out / "metrics.prom").read_text()
+    prom = (out / "_metrics.prom").read_text()
     assert re.search(r'sluice_rows_failed_by_class_total\{stage="picky",class="stage"\} '
                      f"{len(failed)}", prom), prom
 
@@ -368,7 +368,7 @@ def test_columns_a_stage_sets_count_in_the_memory_budget(sluice, tmp_path):
     r = sluice.caption(SAMPLES, out, "--stage", f"{script}@read", "--limit", "2",
                        "--max-tokens", "2", "--metrics-addr", "127.0.0.1:0")
     assert r.returncode == 0, r.stderr
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["memory"]["peak_bytes_in_flight"] >= 16 << 20, summary["memory"]
 
 
@@ -391,7 +391,7 @@ def test_a_parquet_column_a_stage_did_not_declare_is_warned_of_with_the_fix(slui
            "and the columns the stages declare)" in warned[0], warned
     assert "late:string keeps any value as its JSON text): an input's in --columns, one a " \
            "stage sets in that stage's columns" in warned[0], warned
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["unfit_values"]["late"]["rows"] == 2, summary["unfit_values"]
 
 

@@ -98,7 +98,7 @@ def test_parquet_output_of_a_manifest_loses_no_shard(mpi, inputs, tmp_path):
     the run: that look must read the whole input, not ask rank 0 for shards
     (a shard it was handed would then be skipped by the rank's run: rows
     lost), and every rank must see the same rows (one type per column).
-    A column first seen after the sampled rows is counted in summary.json's
+    A column first seen after the sampled rows is counted in _summary.json's
     unfit_values over every rank's parts, not rank 0's alone."""
     import pyarrow.parquet as pq
     files = sorted(expected_ids(inputs))
@@ -120,14 +120,14 @@ def test_parquet_output_of_a_manifest_loses_no_shard(mpi, inputs, tmp_path):
         schemas.add(str(t.schema.remove_metadata()))
     assert sorted(ks) == list(range(len(files)))
     assert len(schemas) == 1, schemas
-    late = json.loads((out / "summary.json").read_text())["unfit_values"]["late"]
+    late = json.loads((out / "_summary.json").read_text())["unfit_values"]["late"]
     assert late["rows"] == len(files) - 100, late
     assert late["first_id"] in {f"m.jsonl:{i + 1}" for i in range(100, len(files))}, late
     assert "first seen after" in late["why"], late
 
 
 def test_the_answers_of_every_rank_are_counted(mpi, inputs, tmp_path):
-    """With --choices, summary.json's answers (and the console's line) count
+    """With --choices, _summary.json's answers (and the console's line) count
     the rows of every rank: rank 0 sums what each part's commit carried."""
     out = tmp_path / "out"
     r = subprocess.run(mpirun_args(3) + caption_args(mpi, inputs, out, "--input-shard-size", "4",
@@ -139,7 +139,7 @@ def test_the_answers_of_every_rank_are_counted(mpi, inputs, tmp_path):
     assert len(rows) == len(expected_ids(inputs))
     assert len({row["_part"] for row in rows}) > 3  # parts of several ranks
     taken = {c: sum(row["caption"] == c for row in rows) for c in ("yes", "no", "maybe")}
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["answers"] == {"caption": taken}, (summary["answers"], taken)
     line = ", ".join(f"{c} {n} ({100 * n / len(rows):.0f}%)" for c, n in taken.items())
     assert f"answers: {line}\n" in r.stdout, r.stdout[-2000:]
@@ -160,7 +160,7 @@ def test_four_ranks_read_every_input_once(mpi, inputs, one_process, tmp_path):
     numbers = {int(v[0]["_part"][5:10]) for v in rows.values()}
     assert len({n % 4 for n in numbers}) >= 2, sorted(numbers)
     # One summary, for the whole job.
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["total"] == len(rows)
     assert summary["rows"]["ok"] == len(rows)
     assert summary["rows"]["inputs_done"] == len(rows)  # every rank's parts counted
@@ -439,7 +439,7 @@ def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
     """Rank r serves /metrics at the port + r; a real Prometheus scrapes both
     ranks of a live job, and the dashboard's MPI queries (its `rank`
     variable included) return data; rank 0's live page lists the ranks; at
-    the end rank 0's metrics.prom counts each rank's rows as its parts hold
+    the end rank 0's _metrics.prom counts each rank's rows as its parts hold
     them."""
     import re
     import urllib.request
@@ -497,7 +497,7 @@ def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
             proc.kill()
             proc.wait(timeout=30)
         log.close()
-    prom_text = (out / "metrics.prom").read_text()
+    prom_text = (out / "_metrics.prom").read_text()
     by_rank = {int(m.group(1)): float(m.group(2)) for m in re.finditer(
         r'^sluice_job_rank_rows_total\{rank="(\d+)"\} (\S+)$', prom_text, re.M)}
     rows = rows_by_id(out)
@@ -773,7 +773,7 @@ def test_s3_output_under_mpi_exactly_once_after_a_kill(mpi, tmp_path):
         assert {n % 2 for n in numbers} == {0, 1}, sorted(numbers)
         assert not client.list_multipart_uploads(Bucket="mpi-out").get("Uploads")
         summary = json.loads(client.get_object(Bucket="mpi-out",
-                                               Key="job/summary.json")["Body"].read())
+                                               Key="job/_summary.json")["Body"].read())
         # the summary describes the last run: what it wrote, what it skipped
         assert summary["rows"]["total"] == len(got) - done_before
         assert summary["rows"]["inputs_done"] == len(got) - done_before

@@ -119,7 +119,7 @@ def test_a_server_killed_mid_run_loses_no_row(sluice, llama_prefix, tmp_path):
     rows = ok_rows(out)
     assert {row["id"] for row in rows} == expected
     assert all(row["error"] is None for row in rows)
-    prom = (out / "metrics.prom").read_text()
+    prom = (out / "_metrics.prom").read_text()
     assert metric_sum(prom, "sluice_http_requests_total", endpoint=b.url, code="200") > \
         metric_sum(prom, "sluice_http_requests_total", endpoint=a.url, code="200")
     assert metric_sum(prom, "vllm:request_success_total") == len(expected)
@@ -163,7 +163,7 @@ def test_faults_are_retried_without_losing_or_duplicating_rows(sluice, llama_pre
         for first, second in zip(entries, entries[1:]):
             if first["fault"] == "429":
                 assert second["t"] - first["t"] >= 0.95
-    prom = (out / "metrics.prom").read_text()
+    prom = (out / "_metrics.prom").read_text()
     assert metric_sum(prom, "sluice_http_retries_total", endpoint=proxy.url) == len(injected)
     for code in ("429", "500", "503"):
         assert metric_sum(prom, "sluice_http_requests_total", endpoint=proxy.url, code=code) == \
@@ -255,7 +255,7 @@ def test_streamed_answers_match_and_time_their_tokens(sluice, llama_prefix, tmp_
     for e in log:
         by_sha.setdefault(e["sha"], []).append(e["fault"])
     assert all(faults == stream_plan(sha) + [None] for sha, faults in by_sha.items())
-    prom = (tmp_path / "streamed" / "metrics.prom").read_text()
+    prom = (tmp_path / "streamed" / "_metrics.prom").read_text()
     n = len(got)
     ep = {"endpoint": proxy.url}
     assert metric_sum(prom, "vllm:time_to_first_token_seconds_count", **ep) == n
@@ -264,7 +264,7 @@ def test_streamed_answers_match_and_time_their_tokens(sluice, llama_prefix, tmp_
         sum(max(row["generated_tokens"] - 1, 0) for row in got.values())
     assert metric_sum(prom, "vllm:generation_tokens_total", **ep) == \
         sum(row["generated_tokens"] for row in got.values())
-    plain_prom = (tmp_path / "plain" / "metrics.prom").read_text()
+    plain_prom = (tmp_path / "plain" / "_metrics.prom").read_text()
     assert metric_sum(plain_prom, "vllm:time_to_first_token_seconds_count") == 0
 
 
@@ -337,7 +337,7 @@ def test_a_400_fails_each_row_at_once_with_the_servers_message(sluice, llama_pre
         assert row["caption"] is None and row["error_stage"] == "engine"
         assert "HTTP 400" in row["error"] and "response_format type must be one of" in row["error"]
         assert row["id"] in row["error"]  # the row id names the input
-    prom = (out / "metrics.prom").read_text()
+    prom = (out / "_metrics.prom").read_text()
     assert metric_sum(prom, "sluice_http_retries_total") == 0
     assert metric_sum(prom, "sluice_http_requests_total", code="400") == len(rows)
     assert took < 60
@@ -409,7 +409,7 @@ def test_adaptive_raises_the_limit_while_throughput_rises(sluice, llama_prefix, 
                     timeout=600)
     assert r.returncode == 0, r.stderr
     assert len(ok_rows(out)) == sum(1 for p in inp.rglob("*") if p.is_file())
-    prom = (out / "metrics.prom").read_text()
+    prom = (out / "_metrics.prom").read_text()
     # From one request at a time, a server with 4 slots is worth more.
     assert metric_sum(prom, "sluice_http_in_flight_limit", endpoint=server.url) > 1
     assert metric_sum(prom, "sluice_http_in_flight", endpoint=server.url) == 0
@@ -419,7 +419,7 @@ def test_adaptive_raises_the_limit_while_throughput_rises(sluice, llama_prefix, 
                     "--max-in-flight", "1", "--adaptive-max", "1", "--max-tokens", "16",
                     "--metrics-addr", "off", timeout=600)
     assert r.returncode == 0, r.stderr
-    prom = (tmp_path / "capped" / "metrics.prom").read_text()
+    prom = (tmp_path / "capped" / "_metrics.prom").read_text()
     assert metric_sum(prom, "sluice_http_in_flight_limit", endpoint=server.url) == 1
     r = caption(sluice, inp, tmp_path / "bad", "--endpoint", server.url, "--adaptive",
                 "--max-in-flight", "4", "--adaptive-max", "2")
@@ -837,7 +837,7 @@ def test_an_api_key_read_from_a_file_keeps_working(sluice, tmp_path):
 def test_a_server_quoting_the_api_key_in_its_errors_does_not_leak_it(sluice, tmp_path):
     # A gateway that quotes the request's Authorization header in its error
     # ("invalid key: Bearer sk-...") put the key into the failed rows'
-    # error, stderr, report.html and the stopping message: each is written
+    # error, stderr, _report.html and the stopping message: each is written
     # with the key as ***, the rest of the server's words kept.
     key = "sk-leak-9f3a7c"
 
@@ -896,7 +896,7 @@ def test_a_server_quoting_the_api_key_in_its_errors_does_not_leak_it(sluice, tmp
 def test_an_endpoints_password_reaches_the_server_not_the_output(sluice, tmp_path):
     # --endpoint http://user:PASSWORD@host (basic auth of a proxy in front
     # of the server): the password was in every message naming the
-    # endpoint and in metrics.prom's endpoint label.
+    # endpoint and in _metrics.prom's endpoint label.
     seen = []
 
     def answer(h, n, body):
@@ -916,7 +916,7 @@ def test_an_endpoints_password_reaches_the_server_not_the_output(sluice, tmp_pat
     basic = "Basic " + base64.b64encode(b"proxyuser:pw-s3cret").decode()
     assert seen == [basic] * 4
     assert f"endpoint http://proxyuser:***@{host} out of rotation" in r.stderr, r.stderr
-    assert f'endpoint="http://proxyuser:***@{host}"' in (out / "metrics.prom").read_text()
+    assert f'endpoint="http://proxyuser:***@{host}"' in (out / "_metrics.prom").read_text()
     written = b"".join(f.read_bytes() for f in out.rglob("*") if f.is_file())
     assert "pw-s3cret" not in r.stderr + r.stdout and b"pw-s3cret" not in written
 
@@ -1487,7 +1487,7 @@ def test_the_first_sigint_sends_no_queued_row_and_the_resume_does_them(sluice, t
         assert len(rows) == state["answered"] == sent_at_signal + after, (len(rows), state)
         m = re.search(r"sluice: stopping: (\d+) queued rows not sent; resume redoes them", err)
         assert m and 0 < int(m.group(1)) <= total - len(rows), err
-        summary = json.loads((out / "summary.json").read_text())
+        summary = json.loads((out / "_summary.json").read_text())
         assert summary["rows"]["deferred"] == int(m.group(1)), summary["rows"]
         left = total - len(rows)  # deferred, and never read
 

@@ -1050,7 +1050,7 @@ def test_decimals_are_written_to_parquet_as_decimals(sluice, tmp_path):
 
 
 def test_a_declared_shape_may_hold_decimals(sluice, tmp_path):
-    """--columns 'tags:{"list":"decimal(5,2)"}' (the form summary.json's
+    """--columns 'tags:{"list":"decimal(5,2)"}' (the form _summary.json's
     columns gives a decimal in) writes a manifest's numbers as
     decimal128(5,2), each rescaled exactly (1.1 is 1.10, 3 is 3.00); one
     with a digit past the scale is null, counted in unfit_values with
@@ -1070,7 +1070,7 @@ def test_a_declared_shape_may_hold_decimals(sluice, tmp_path):
     assert tags == {"m.jsonl:1": [Decimal("1.10"), Decimal("2.25"), Decimal("3.00")],
                     "m.jsonl:2": [None, Decimal("-999.99")]}, tags
     assert [str(d) for d in tags["m.jsonl:1"]] == ["1.10", "2.25", "3.00"]
-    unfit = json.loads((out / "summary.json").read_text())["unfit_values"]
+    unfit = json.loads((out / "_summary.json").read_text())["unfit_values"]
     assert unfit == {"tags": {"rows": 1, "first_id": "m.jsonl:2",
                               "why": "[0]: a real number where it holds decimal(5,2)"}}, unfit
 
@@ -1106,7 +1106,7 @@ def test_a_declared_decimal_column_is_a_parquet_decimal(sluice, tmp_path):
     duck = dict(duckdb.sql(f"SELECT id, price FROM '{part}'").fetchall())
     assert duck == want, duck
     assert duckdb.sql(f"SELECT DISTINCT typeof(price) FROM '{part}'").fetchall() == [("DECIMAL(10,2)",)]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert {"name": "price", "type": "decimal(10,2)"} in summary["columns"], summary["columns"]
     unfit = summary["unfit_values"]["price"]  # the first of the three to be written, whichever
     assert unfit["rows"] == 3, unfit
@@ -1799,7 +1799,7 @@ def test_decimals_two_files_type_apart_are_the_decimal_that_holds_both(sluice, t
     duck = {i: (v, t) for i, v, t in duckdb.sql(f"SELECT id, v, tags FROM '{part}'").fetchall()}
     assert duck == want, duck
     assert sorted(got.column("wide").to_pylist()) == [0.5, float("1" * 38)]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert {"name": "v", "type": "decimal(10,4)"} in summary["columns"], summary["columns"]
     assert summary["unfit_values"] == {}, summary["unfit_values"]
 

@@ -83,7 +83,7 @@ def test_the_example_job_tags_captions_and_drops_short_ones(sluice, tmp_path):
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     dropped = check_tags(read_rows(out), captions, 20)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["dropped"] == dropped
 
 
@@ -153,7 +153,7 @@ def test_the_plugin_and_the_lua_example_give_the_same_rows(sluice, tmp_path):
         r = sluice.caption(SAMPLES, out, *COMMON[4:], "--stage", json.dumps(stage))
         assert r.returncode == 0, (kind, r.stderr)
         outs[kind] = [(row["id"], row["caption"], row["tags"]) for row in read_rows(out)]
-        outs[kind + " dropped"] = json.loads((out / "summary.json").read_text())["rows"]["dropped"]
+        outs[kind + " dropped"] = json.loads((out / "_summary.json").read_text())["rows"]["dropped"]
     assert outs["plugin"] == outs["lua"]
     assert outs["plugin dropped"] == outs["lua dropped"]
     assert outs["plugin"], "every row was dropped: the comparison compared nothing"

@@ -94,7 +94,7 @@ def test_kill_9_then_the_same_command_finishes_exactly_once(sluice, big, tmp_pat
     assert r.returncode == 0, r.stderr[-3000:]
     assert_exactly_once(out, want)
     assert "skipped" in r.stdout + r.stderr
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["skipped"] == len(before)
     assert summary["rows"]["total"] == len(want) - len(before)
     # The parts that survived the kill are untouched; new ones continue after
@@ -125,7 +125,7 @@ def test_kill_9_then_the_same_command_finishes_exactly_once(sluice, big, tmp_pat
     assert r.returncode == 0, r.stderr[-3000:]
     assert_exactly_once(out, expected_ids(2))
     assert [p.name for p in parts(out)] == ["part-00000.jsonl", "part-00001.jsonl"]
-    assert json.loads((out / "summary.json").read_text())["rows"]["skipped"] == 0
+    assert json.loads((out / "_summary.json").read_text())["rows"]["skipped"] == 0
     # ... and the new settings now resume.
     r = run(sluice, small, out, "--prompt", "Name the main object.")
     assert r.returncode == 0 and "already done" in r.stdout, r.stderr[-3000:]
@@ -371,7 +371,7 @@ def test_sighup_stops_like_sigterm_and_the_rerun_goes_on(sluice, tmp_path):
     rc = interrupt(sluice, src, out, signal.SIGHUP, log=log)
     assert rc == 130, log.read_text()[-2000:]
     assert "run the same command again" in log.read_text()
-    assert (out / "summary.json").exists()
+    assert (out / "_summary.json").exists()
     before = part_ids(out)
     assert 0 < len(before) < len(want) and len(set(before)) == len(before)
     r = run(sluice, src, out)
@@ -411,7 +411,7 @@ def test_a_console_whose_reader_ended_does_not_kill_the_run(sluice, tmp_path):
     rc = proc.wait(timeout=600)
     assert rc == 0, f"exit {rc} (-13: killed by SIGPIPE)"
     assert_exactly_once(out, expected_ids(2))
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["total"] == len(expected_ids(2))
 
 

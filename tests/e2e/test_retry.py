@@ -128,7 +128,7 @@ def test_failed_rows_are_captioned_again_and_good_rows_stay(sluice, broken, tmp_
         kept = [line for line in data.decode().splitlines()
                 if json.loads(line)["id"] not in failed]
         assert (out / name).read_text().splitlines() == kept
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["retried"] == 3
     assert summary["rows"]["total"] == 3 and summary["rows"]["failed"] == 0
     assert summary["rows"]["skipped"] == N_GOOD
@@ -150,7 +150,7 @@ def test_a_row_that_fails_again_is_written_once(sluice, broken, tmp_path):
     assert all(len(v) == 1 for v in rows.values())
     assert [pathlib.Path(p).name for p, v in by_path(rows).items() if v[0]["error"]] == \
         [MISSING[2]]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["retried"] == 3 and summary["rows"]["failed"] == 1
 
 
@@ -410,7 +410,7 @@ def test_mpi_rank_zero_takes_the_failed_rows_out(sluice, broken, tmp_path):
     rows = jsonl_rows(out)
     assert len(rows) == N_GOOD + 3 and all(len(v) == 1 for v in rows.values()), rows
     assert all(v[0]["error"] is None for v in rows.values())
-    assert json.loads((out / "summary.json").read_text())["rows"]["retried"] == 3
+    assert json.loads((out / "_summary.json").read_text())["rows"]["retried"] == 3
 
 
 @pytest.mark.parametrize("codec", ["snappy", "gzip", "none"])

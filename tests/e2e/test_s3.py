@@ -317,7 +317,7 @@ def test_a_folder_of_images_in_a_bucket_is_read_in_the_local_walks_order(store, 
         prefixes = [parse_qs(q).get("prefix", [None])[0] for (m, path, *_), q
                     in zip(proxy.log, proxy.queries) if m == "GET" and path.rstrip("/") == "/walk"]
         assert sorted(prefixes) == ["set/"] * 4 + ["set/img/"], prefixes
-        prom = (tmp_path / "bucket" / "metrics.prom").read_text()
+        prom = (tmp_path / "bucket" / "_metrics.prom").read_text()
         assert f"\nsluice_input_rows {len(rels)}\n" in prom, prom  # and it counts them all
     finally:
         proxy.close()
@@ -580,8 +580,8 @@ def test_output_to_a_bucket_and_resume_after_a_failed_upload(store, sluice, tmp_
     assert r.returncode == 0, r.stderr[-2000:]
     assert Counter(remote_ids(client, "outs", "run1/")) == Counter(want)
     keys = objects(client, "outs", "run1/")
-    assert "run1/summary.json" in keys and "run1/report.html" in keys
-    summary = json.loads(client.get_object(Bucket="outs", Key="run1/summary.json")["Body"].read())
+    assert "run1/_summary.json" in keys and "run1/_report.html" in keys
+    summary = json.loads(client.get_object(Bucket="outs", Key="run1/_summary.json")["Body"].read())
     assert summary["rows"]["skipped"] == 3
     assert (state / "_sluice_ledger.sqlite").exists()
     # Parquet to a bucket, read back by pyarrow through the store.

@@ -58,7 +58,7 @@ def test_a_folders_listing_costs_its_names_bytes_not_an_allocation_each(sluice, 
         rc, err, mb = peak_rss_mb(sluice, "caption", tmp_path / f"in{n}", "-o",
                                   tmp_path / f"out{n}", "--dry-run", *QUIET)
         assert rc == 0, err[-3000:]
-        assert json.loads((tmp_path / f"out{n}" / "summary.json").read_text())["rows"]["total"] == 0
+        assert json.loads((tmp_path / f"out{n}" / "_summary.json").read_text())["rows"]["total"] == 0
         peaks.append(mb)
     per_name = (peaks[1] - peaks[0]) * 1024 * 1024 / (large - small)
     bound = 40 if sanitized() else 20
@@ -83,8 +83,8 @@ def test_the_progress_count_walks_a_folder_unsorted_to_the_runs_total(sluice, tm
     out = tmp_path / "out"
     rc, err, _ = peak_rss_mb(sluice, "caption", root, "-o", out, "--dry-run", *QUIET)
     assert rc == 0, err[-3000:]
-    assert json.loads((out / "summary.json").read_text())["rows"]["total"] == 40
-    counted = [line for line in (out / "metrics.prom").read_text().splitlines()
+    assert json.loads((out / "_summary.json").read_text())["rows"]["total"] == 40
+    counted = [line for line in (out / "_metrics.prom").read_text().splitlines()
                if line.startswith("sluice_input_rows")]
     assert counted and float(counted[0].split()[-1]) == 40, counted
 

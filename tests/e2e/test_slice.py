@@ -23,7 +23,7 @@ def inputs(tmp_path):
 
 
 def summary(out):
-    return json.loads((out / "summary.json").read_text())
+    return json.loads((out / "_summary.json").read_text())
 
 
 def test_limit_then_the_full_run_reads_every_input_once(sluice, inputs, tmp_path):

@@ -479,7 +479,7 @@ def test_a_null_image_column_gives_way_to_the_next_with_a_value(sluice, tmp_path
 def test_parquet_values_its_columns_cannot_hold_are_counted_and_typed_columns_keep_them(sluice, tmp_path):
     """Parquet's pass-through columns are typed from the first 100 rows; a
     later value of another type, a key the struct lacks and a column first
-    seen later are not written: each column's are counted in summary.json
+    seen later are not written: each column's are counted in _summary.json
     (the first row named, and logged once), not lost in silence. Declared
     with --columns NAME:TYPE (a shape's commas inside it), the columns hold
     them, and nothing is counted."""
@@ -492,7 +492,7 @@ def test_parquet_values_its_columns_cannot_hold_are_counted_and_typed_columns_ke
     manifest.write_text("".join(json.dumps(l) + "\n" for l in lines))
     r = run(sluice, manifest, tmp_path / "p", "--format", "parquet", "--ordered")
     assert r.returncode == 0, r.stderr
-    unfit = json.loads((tmp_path / "p" / "summary.json").read_text())["unfit_values"]
+    unfit = json.loads((tmp_path / "p" / "_summary.json").read_text())["unfit_values"]
     assert unfit == {
         "n": {"rows": 1, "first_id": "m.jsonl:101", "why": "a string where it holds int64"},
         "meta": {"rows": 2, "first_id": "m.jsonl:102", "why": "key 'b' is not one of its struct's 1 fields"},
@@ -500,7 +500,7 @@ def test_parquet_values_its_columns_cannot_hold_are_counted_and_typed_columns_ke
     }, unfit
     assert "first seen after" in unfit["late"]["why"]
     assert r.stderr.count("column 'meta'") == 1 and "meta:string keeps any value" in r.stderr
-    prom = (tmp_path / "p" / "metrics.prom").read_text()  # the same counts, live in /metrics
+    prom = (tmp_path / "p" / "_metrics.prom").read_text()  # the same counts, live in /metrics
     assert 'sluice_output_unfit_values_total{column="meta"} 2' in prom
     assert 'sluice_output_unfit_values_total{column="late"} 1' in prom
     rows = by_id(pq.read_table(tmp_path / "p" / "part-00000.parquet").to_pylist())
@@ -510,7 +510,7 @@ def test_parquet_values_its_columns_cannot_hold_are_counted_and_typed_columns_ke
     shape = '{"struct": [["a", "string"], ["b", "int64"]]}'
     r = run(sluice, manifest, tmp_path / "t", "--format", "parquet", "--columns", f"n:string, meta:{shape},late:string")
     assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path / "t" / "summary.json").read_text())["unfit_values"] == {}
+    assert json.loads((tmp_path / "t" / "_summary.json").read_text())["unfit_values"] == {}
     table = pq.read_table(tmp_path / "t" / "part-00000.parquet")
     types = {f.name: str(f.type) for f in table.schema}
     assert (types["n"], types["meta"], types["late"]) == ("string", "struct<a: string, b: int64>", "string")
@@ -565,7 +565,7 @@ def test_parquet_objects_of_many_keys_are_maps_read_back_by_retry(sluice, tmp_pa
     check(pq.read_table(part), {f"m.jsonl:{i}" for i in range(1, 9)})
     # A Parquet column needs a name: "" is written as input_ (in JSONL too).
     assert by_id(pq.read_table(part).to_pylist())["m.jsonl:8"]["input_"] == "a column without a name"
-    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "p" / "_summary.json").read_text())
     assert {"name": "exif", "type": {"map": "int64"}} in summary["columns"]
     assert summary["unfit_values"] == {}
     got = duckdb.connect().execute(f"select id, exif['k21'], cardinality(exif) from '{part}' order by id").fetchall()
@@ -581,7 +581,7 @@ def test_parquet_objects_of_many_keys_are_maps_read_back_by_retry(sluice, tmp_pa
     table = pq.read_table(tmp_path / "d" / "part-00000.parquet")
     assert str(table.schema.field("scores").type).startswith("map<string, double")
     assert dict(by_id(table.to_pylist())["m.jsonl:8"]["scores"]) == {"bird": 1.5}
-    assert json.loads((tmp_path / "d" / "summary.json").read_text())["unfit_values"] == {}
+    assert json.loads((tmp_path / "d" / "_summary.json").read_text())["unfit_values"] == {}
 
 
 # ---- WebDataset ----------------------------------------------------------------------
@@ -818,7 +818,7 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
     pq.write_table(table, src, row_group_size=40)
     r = run(sluice, src, tmp_path / "p", "--format", "parquet", "--ordered")
     assert r.returncode == 0, r.stderr
-    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "p" / "_summary.json").read_text())
     assert summary["unfit_values"] == {}, summary["unfit_values"]
     out = pq.read_table(tmp_path / "p" / "part-00000.parquet")
     types = {f.name: str(f.type) for f in out.schema}
@@ -868,7 +868,7 @@ def test_parquet_input_columns_keep_their_schema_types(sluice, tmp_path):
     out = pq.read_table(tmp_path / "two" / "part-00000.parquet")
     assert str(out.schema.field("x").type) == "double" and str(out.schema.field("y").type) == "double"
     assert sorted(out.column("x").to_pylist()) == [1.0, 2.0]
-    assert json.loads((tmp_path / "two" / "summary.json").read_text())["unfit_values"] == {}
+    assert json.loads((tmp_path / "two" / "_summary.json").read_text())["unfit_values"] == {}
 
 
 def test_parquet_input_with_the_hf_image_struct(sluice, tmp_path):
@@ -1285,7 +1285,7 @@ class SecretsHandler(http.server.BaseHTTPRequestHandler):
 
 def test_a_urls_password_and_signature_stay_out_of_the_output(sluice, tmp_path):
     """An image URL's password (http://user:PASSWORD@host) and a presigned
-    URL's signature went into the failed row's error, stderr, report.html
+    URL's signature went into the failed row's error, stderr, _report.html
     and every row's path column: a published caption set handed out the
     credentials. They still reach the server; what sluice prints and
     writes shows them as *** (docs/inputs.md, URLs)."""
@@ -1652,11 +1652,11 @@ def test_one_file_name_in_two_folders_resumes_exactly_once(sluice, tmp_path):
     r = resume_run(sluice, pattern, out, "--ordered", "--shard-rows", rows)
     assert r.returncode == 0, r.stderr[-3000:]
     assert_exactly_once(out, want)
-    assert json.loads((out / "summary.json").read_text())["rows"]["skipped"] == len(before)
+    assert json.loads((out / "_summary.json").read_text())["rows"]["skipped"] == len(before)
     # Done: the same command again redoes nothing and skips every row as done.
     r = resume_run(sluice, pattern, out, "--ordered", "--shard-rows", rows)
     assert r.returncode == 0 and "already done" in r.stdout, r.stderr[-3000:]
-    assert json.loads((out / "summary.json").read_text())["rows"]["skipped"] == len(want)
+    assert json.loads((out / "_summary.json").read_text())["rows"]["skipped"] == len(want)
     assert_exactly_once(out, want)
 
     # A ledger written before ids named folders (its fingerprint has no

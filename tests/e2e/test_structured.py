@@ -105,9 +105,9 @@ def test_an_answer_cut_short_is_an_invalid_output_row(sluice, tmp_path):
         raw = row["error"].split("; the answer was: ", 1)[1]
         assert raw.startswith("{") and len(raw) > 1
         assert row["finish_reason"] == "length" and row["generated_tokens"] == 3
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert {"stage": "engine", "class": "invalid_output", "rows": N_SAMPLES} in summary["failures"]
-    prom = (out / "metrics.prom").read_text()
+    prom = (out / "_metrics.prom").read_text()
     assert metric_sum(prom, "sluice_rows_failed_by_class_total", stage="engine",
                       **{"class": "invalid_output"}) == N_SAMPLES
 

@@ -32,7 +32,7 @@ def task_args():
 
 def metric(out: pathlib.Path, name: str, **labels) -> float:
     total = 0.0
-    for line in (out / "metrics.prom").read_text().splitlines():
+    for line in (out / "_metrics.prom").read_text().splitlines():
         if not line.startswith(name + "{") and not line.startswith(name + " "):
             continue
         if all(f'{k}="{v}"' in line for k, v in labels.items()):
@@ -86,9 +86,9 @@ def test_tasks_answer_as_separate_runs_and_encode_each_image_once(sluice, four, 
         sum(row["colours_generated_tokens"] for row in rows)
     # The console shows each answer under its task's name; so does the report.
     assert "short: " in r.stdout and "colours: " in r.stdout
-    report = (out / "report.html").read_text()
+    report = (out / "_report.html").read_text()
     assert "person: " in report
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     names = [c["name"] for c in summary["columns"]]
     assert names[:7] == ["id", "path", "short", "short_finish_reason", "short_prompt_tokens",
                          "short_generated_tokens", "short_cached_tokens"]
@@ -330,7 +330,7 @@ def part_rows(out: pathlib.Path) -> list[dict]:
 
 @pytest.mark.parametrize("per_task,fmt", [(True, "jsonl"), (True, "parquet"), (False, "jsonl")])
 def test_summary_counts_the_rows_the_output_holds(sluice, four, tmp_path, per_task, fmt):
-    """summary.json's rows.total/ok/failed are the rows written (with
+    """_summary.json's rows.total/ok/failed are the rows written (with
     --rows-per-task one per image and task), failures sum to rows.failed,
     rows.inputs_done counts images; on a first run cut short by --limit and
     on the rerun that resumes it, whose resume messages count inputs as
@@ -360,7 +360,7 @@ def test_summary_counts_the_rows_the_output_holds(sluice, four, tmp_path, per_ta
         rows = part_rows(out)
         new = len(rows) - seen
         seen = len(rows)
-        summary = json.loads((out / "summary.json").read_text())
+        summary = json.loads((out / "_summary.json").read_text())
         counts = summary["rows"]
         assert counts["total"] == new, (counts, new)
         failed = sum(1 for row in rows if row["error"] is not None)
@@ -484,7 +484,7 @@ def test_templates_fill_from_columns_and_a_missing_one_fails_its_row(sluice, tmp
     assert plain[0][0] == plain[1][0], "the tasks of an image send the same image"
     special = sorted(t for _, t in sent['About a "quoted" {brace} é\nline:'])
     assert special[1] == 'Label a "quoted" {brace} é\nline by 7 {x} {not a field}'
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["failed"] == 1
 
 

@@ -120,7 +120,7 @@ def test_shards_hold_the_jsonl_rows_and_the_images(runs):
         seen.append(s["__key__"])
     assert seen == list(by_tarfile)
 
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert summary["params"]["format"] == "webdataset"
 
 

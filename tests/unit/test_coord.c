@@ -366,7 +366,7 @@ static reply finish_from(coord *c, int rank, sl_status status, int64_t skipped,
     return finish_with(c, rank, status, skipped, deferred, "", out);
 }
 
-/* summary.json's unfit_values under MPI: each rank's FINISH carries its
+/* _summary.json's unfit_values under MPI: each rank's FINISH carries its
  * parts' counts; rank 0 sums the rows per column (once per rank), keeps
  * the lowest rank's first row and why, and a rank whose counts are
  * malformed still finishes (the counts are left out). */
@@ -420,7 +420,7 @@ static void test_finish_merges_the_ranks_unfit_values(void **state)
 }
 
 /* A resumed job's summary counts what every rank skipped, and a stopped
- * one the rows every rank's stop left unsent (summary.json's
+ * one the rows every rank's stop left unsent (_summary.json's
  * rows.deferred), not rank 0's alone: each rank's FINISH carries its
  * counts, summed once per rank. */
 static void test_finish_sums_what_each_rank_skipped_and_deferred(void **state)

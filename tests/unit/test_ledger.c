@@ -548,7 +548,7 @@ static void shard_helpers_find_parts_and_remove_temps(void **state)
     tu_write(dir, "part-00013.jsonl.bak", "", 0);
     tu_write(dir, ".part-00013.jsonl.tmp-4242", "", 0);
     tu_write(dir, ".part-00014.parquet.tmp-1", "", 0);
-    tu_write(dir, "summary.json", "{}", 2);
+    tu_write(dir, "_summary.json", "{}", 2);
     assert_int_equal(sl_shard_scan_parts(dir, &scan), SL_OK);
     assert_int_equal(scan.count, 2);
     assert_int_equal(scan.max_number, 12);
@@ -560,7 +560,7 @@ static void shard_helpers_find_parts_and_remove_temps(void **state)
     char path[600];
     snprintf(path, sizeof path, "%s/part-7.jsonl", dir);
     assert_int_equal(access(path, F_OK), 0);
-    snprintf(path, sizeof path, "%s/summary.json", dir);
+    snprintf(path, sizeof path, "%s/_summary.json", dir);
     assert_int_equal(access(path, F_OK), 0);
     tu_rmtree(dir);
 }
@@ -597,7 +597,7 @@ static void a_ledger_knows_its_parts_by_name(void **state)
     assert_int_equal(sl_ledger_has_part(l, "part-00002.jsonl", &known), SL_OK);
     assert_false(known);
     sl_ledger_free(l);
-    tu_write(dir, "summary.json", "{}", 2);
+    tu_write(dir, "_summary.json", "{}", 2);
     int n = 0;
     assert_int_equal(sl_shard_each_part(dir, count_file, &n), SL_OK);
     assert_int_equal(n, 1); /* part-00000.jsonl; part 1 has no file */

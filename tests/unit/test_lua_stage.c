@@ -317,9 +317,9 @@ static void errors_fail_rows(void **state)
         assert_null(json_object_get(o, "ok"));
     }
     json_decref(rows);
-    /* The class is "stage" (metrics.prom: failed rows by stage and class). */
+    /* The class is "stage" (_metrics.prom: failed rows by stage and class). */
     char prom[700];
-    snprintf(prom, sizeof prom, "%s/metrics.prom", out);
+    snprintf(prom, sizeof prom, "%s/_metrics.prom", out);
     char *text = slurp(prom);
     assert_non_null(text);
     assert_non_null(strstr(text, "sluice_rows_failed_by_class_total{stage=\"checker\","

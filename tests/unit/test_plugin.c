@@ -244,7 +244,7 @@ static void plugins_in_the_pipeline(void **state)
     assert_int_equal(rows, failed + kept);
 
     /* The failures are counted as the stage's, of class "stage". */
-    snprintf(path, sizeof path, "%s/metrics.prom", out);
+    snprintf(path, sizeof path, "%s/_metrics.prom", out);
     fp = fopen(path, "r");
     assert_non_null(fp);
     char want[128];
