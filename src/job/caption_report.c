@@ -10,6 +10,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/json.h"
+#include "core/log.h"
 #include "job/caption_report.h"
 #include "job/job.h"
 
@@ -320,5 +321,17 @@ sl_status caption_report_write(const caption_report *r)
     json_decref(summary);
     if (st == SL_OK)
         st = write_file(r->dir, "_report.html", put_report, r);
+    /* Until 2026-12 the three were named without the '_': a rerun over such
+     * a folder would leave them stale beside the new ones, and readers given
+     * the folder (pandas.read_parquet) fail on them. sluice wrote those names
+     * and replaced them at the end of every run; now it removes them. */
+    static const char *const old_names[] = {"summary.json", "report.html", "metrics.prom"};
+    for (size_t i = 0; st == SL_OK && i < sizeof old_names / sizeof *old_names; i++) {
+        char *old = sl_asprintf("%s/%s", r->dir, old_names[i]);
+        if (old && remove(old) != 0 && errno != ENOENT)
+            sl_log(SL_LOG_WARN, "cannot remove '%s', an older sluice's name for _%s: %s", old,
+                   old_names[i], strerror(errno));
+        sl_free(old);
+    }
     return st;
 }

@@ -2,6 +2,7 @@
 and clear failures for a wrong command line."""
 import json
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -493,6 +494,27 @@ def test_parquet_output_matches_jsonl_and_reads_in_pyarrow_and_duckdb(sluice, co
     assert sorted(pandas.read_parquet(tmp_path / "p")["id"]) == sorted(by_id)
     r = sluice.caption(SAMPLES, tmp_path / "x", "--format", "csv")
     assert r.returncode == 2 and "--format expects one of jsonl, parquet" in r.stderr
+
+
+def test_a_rerun_removes_an_older_sluices_report_names(sluice, tmp_path):
+    """A folder an older sluice wrote holds summary.json, report.html and
+    metrics.prom (now _summary.json, ...): its rerun removes them as it
+    writes the new ones, so pandas.read_parquet(folder) reads the rows."""
+    import pandas
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(SAMPLES / "variants" / "chelsea_thumb48.jpg", inputs / "a.jpg")
+    out = tmp_path / "out"
+    args = ("--format", "parquet", "--max-tokens", "2", "--metrics-addr", "off")
+    assert sluice.caption(inputs, out, *args).returncode == 0
+    for old in ("summary.json", "report.html", "metrics.prom"):
+        (out / old).write_text("written by an older sluice")
+    shutil.copy(SAMPLES / "variants" / "chelsea_thumb48.jpg", inputs / "b.jpg")
+    r = sluice.caption(inputs, out, *args)
+    assert r.returncode == 0, r.stderr
+    left = sorted(p.name for p in out.iterdir() if not p.name.startswith("part-"))
+    assert left == ["_metrics.prom", "_report.html", "_sluice_ledger.sqlite", "_summary.json"], left
+    assert sorted(pandas.read_parquet(out)["id"]) == ["a.jpg", "b.jpg"]
 
 
 def test_every_endpoints_file_is_kept(sluice, tmp_path):
