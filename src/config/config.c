@@ -365,8 +365,8 @@ static const opt opts[] = {
      .check = check_grammar, .help = "llama engine: sample under this GBNF grammar (root rule)"},
     {"sampling.choices", "choices", 0, K_LIST, 0, .list = L_CHOICES, .max_items = SL_MAX_CHOICES,
      .f = SPLIT, .arg = "A,B,...",
-     .help = "llama engine: the answer is one of these, scored by the model's probabilities "
-             "(column scores)"},
+     .help = "the answer is one of these, scored by the model's probabilities (column "
+             "scores)"},
     {"sampling.samples", "samples", 0, K_INT, AT(p.sampling.n), .lo = 1, .hi = SL_MAX_ANSWERS,
      .f = NULL_ZERO, .arg = "N",
      .help = "N answers per image, each with its own seed: a row per answer with a column "

@@ -62,10 +62,11 @@ static json_t *summary_json(const caption_report *r)
         sl_stage_stats ss;
         sl_exec_stage_stats(r->exec, i, &ss);
         json_array_append_new(
-            stages, json_pack("{s:s, s:i, s:I, s:I, s:I, s:f, s:f, s:f}", "name", ss.name,
-                              "workers", ss.workers, "rows_in", (json_int_t)ss.rows_in,
-                              "rows_out", (json_int_t)ss.rows_out, "rows_failed",
-                              (json_int_t)ss.rows_failed, "busy_s", ss.busy_s, "idle_s",
+            stages, json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:f, s:f, s:f}", "name",
+                              ss.name, "workers", ss.workers, "rows_in",
+                              (json_int_t)ss.rows_in, "rows_out", (json_int_t)ss.rows_out,
+                              "rows_failed", (json_int_t)ss.rows_failed, "rows_dropped",
+                              (json_int_t)ss.rows_dropped, "busy_s", ss.busy_s, "idle_s",
                               ss.idle_s, "blocked_s", ss.blocked_s));
     }
     double secs = s->seconds > 0 ? s->seconds : 0;

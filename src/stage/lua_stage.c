@@ -409,12 +409,53 @@ static char *expand_path(const lua_stage *ls, const char *msg)
     return out;
 }
 
-/* sl_fail(status, "stage 'NAME': <what>: <Lua's message>"), the path whole. */
+/* Where our handler's traceback begins in text (after whatever the
+ * message itself held), or NULL when it has none. */
+static const char *traceback_start(const char *text)
+{
+    const char *trace = NULL;
+    for (const char *t = text; (t = strstr(t, "\nstack traceback:")); t++)
+        trace = t;
+    return trace;
+}
+
+/* An error with its traceback, on one log line (a log line is one line):
+ * its line breaks as " | ", tabs dropped; naming the row that failed, or
+ * (row NULL) `what` failed. */
+static void log_traceback(const lua_stage *ls, const sl_row *row, const char *what,
+                          const char *text)
+{
+    if (sl_log_get_level() > SL_LOG_DEBUG)
+        return;
+    char line[1536];
+    size_t n = 0;
+    for (const char *s = text; *s && n + 4 < sizeof line; s++) {
+        if (*s == '\n') {
+            memcpy(line + n, " | ", 3);
+            n += 3;
+        } else if (*s != '\t') {
+            line[n++] = *s;
+        }
+    }
+    line[n] = '\0';
+    if (row)
+        sl_log(SL_LOG_DEBUG, "stage '%s': row %s: %s", ls->name, sl_pipeline_row_id(row), line);
+    else
+        sl_log(SL_LOG_DEBUG, "stage '%s': %s%s", ls->name, what, line);
+}
+
+/* sl_fail(status, "stage 'NAME': <what>: <Lua's message>"), the path whole:
+ * the message a user reads where the command stops (exit 2), so its
+ * traceback goes to the log (-v), as a failed row's does. */
 static sl_status fail_lua(sl_status status, const lua_stage *ls, const char *what,
                           const char *msg)
 {
     char *full = expand_path(ls, msg);
-    sl_status st = sl_fail(status, "stage '%s': %s%s", ls->name, what, full ? full : msg);
+    const char *text = full ? full : msg, *trace = traceback_start(text);
+    if (trace)
+        log_traceback(ls, NULL, what, text);
+    sl_status st = sl_fail(status, "stage '%s': %s%.*s", ls->name, what,
+                           (int)(trace ? (size_t)(trace - text) : strlen(text)), text);
     sl_free(full);
     return st;
 }
@@ -1332,26 +1373,6 @@ static void end_call(lua_State *L, lworker *w)
     lua_settop(L, SLOT_CALL);
 }
 
-/* An error with its traceback, on one log line (a log line is one line):
- * its line breaks as " | ", tabs dropped. */
-static void log_traceback(const lua_stage *ls, const sl_row *row, const char *text)
-{
-    if (sl_log_get_level() > SL_LOG_DEBUG)
-        return;
-    char line[1536];
-    size_t n = 0;
-    for (const char *s = text; *s && n + 4 < sizeof line; s++) {
-        if (*s == '\n') {
-            memcpy(line + n, " | ", 3);
-            n += 3;
-        } else if (*s != '\t') {
-            line[n++] = *s;
-        }
-    }
-    line[n] = '\0';
-    sl_log(SL_LOG_DEBUG, "stage '%s': row %s: %s", ls->name, sl_pipeline_row_id(row), line);
-}
-
 static void drop_kids(lworker *w)
 {
     for (size_t k = 0; k < w->n_kids; k++)
@@ -1383,11 +1404,9 @@ static sl_status lua_process(void *state, sl_row *const *rows, size_t n)
              * the log (-v). The copies go with their parent's failure. */
             char *full = expand_path(w->ls, err);
             const char *text = full ? full : err;
-            const char *trace = NULL; /* the handler's, after whatever the message held */
-            for (const char *t = text; (t = strstr(t, "\nstack traceback:")); t++)
-                trace = t;
+            const char *trace = traceback_start(text);
             if (trace)
-                log_traceback(w->ls, row, text);
+                log_traceback(w->ls, row, "", text);
             sl_row_fail_status(row, SL_ERR_STAGE, "%.*s",
                                (int)(trace ? (size_t)(trace - text) : strlen(text)), text);
             sl_free(full);

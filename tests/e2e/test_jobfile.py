@@ -421,6 +421,36 @@ def test_every_caption_flag_has_a_key(sluice):
         assert f"`{line.split()[0]}`" in doc, f"docs/jobs.md does not list {line.split()[0]}"
 
 
+def test_a_key_config_keys_calls_the_llama_engines_is_refused_with_openai(sluice, tmp_path):
+    """`config keys` (and docs/jobs.md's table) may say "llama engine:" only
+    of a key the openai engine refuses: sampling.choices said so while
+    docs/output.md scores choices over HTTP too, so a user of a vLLM fleet
+    was told to give up a setting that works."""
+    (tmp_path / "g.gbnf").write_text('root ::= "a"\n')
+    values = {"sampling.grammar": json.dumps(str(tmp_path / "g.gbnf")),
+              "sampling.choices": "[yes, no]"}
+    keys = sluice.run("config", "keys").stdout.splitlines()
+    said = {line.split()[0] for line in keys if "llama engine" in line}
+    assert said <= set(values), f"give a value to check for {said - set(values)}"
+    for key, value in values.items():
+        section, name = key.split(".")
+        job = tmp_path / "job.yaml"
+        job.write_text(f"""\
+input:
+  paths: [{json.dumps(str(SAMPLES))}]
+output:
+  dir: {json.dumps(str(tmp_path / "out"))}
+engine: openai
+openai:
+  endpoints: [http://127.0.0.1:9]
+{section}:
+  {name}: {value}
+""")
+        r = sluice.run("config", "check", job)
+        refused = r.returncode == 2
+        assert refused == (key in said), (key, r.returncode, r.stderr)
+
+
 def test_the_job_files_in_jobs_md_are_read(sluice, tmp_path, monkeypatch):
     """Every YAML block of docs/jobs.md is a job file config print reads,
     and one that names its inputs passes config check (its batch job once

@@ -70,6 +70,10 @@ def test_dedup_keeps_one_of_each_picture_and_the_rerun_writes_nothing(sluice, tm
     assert len({row["dhash"] for row in rows}) == len(kept)
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["dropped"] == n_dropped, summary["rows"]
+    # docs/stages.md: the stage that dropped them says so in its own entry
+    by_name = {stage["name"]: stage for stage in summary["stages"]}
+    assert by_name["dedup"]["rows_dropped"] == n_dropped, summary["stages"]
+    assert by_name["decode"]["rows_dropped"] == 0, summary["stages"]
 
     # The rerun: everything is done, the dropped copies too.
     parts = sorted(p.name for p in out.glob("part-*"))

@@ -483,6 +483,9 @@ static void refused(const char *file, const char *text, const char *config, cons
     assert_int_equal(sl_caption_run(&p, &sum), SL_ERR_INVALID_ARG);
     if (!strstr(sl_last_error(), want))
         fail_msg("'%s' not in: %s", want, sl_last_error());
+    /* The command's one-line reason (exit 2); the traceback is the log's (-v). */
+    if (strstr(sl_last_error(), "stack traceback"))
+        fail_msg("a traceback in the message: %s", sl_last_error());
 }
 
 static void scripts_refused(void **state)
