@@ -1176,7 +1176,7 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         bool per_task = p.rows_per_task && p.n_tasks > 0 && !batch;
         bool per_answer = p.sampling.n > 1 && !batch;
         long per = (per_task ? p.n_tasks : 1) * (per_answer ? p.sampling.n : 1);
-        if (sum.rows_ok / per > pr.shown)
+        if (pr.show > 0 && sum.rows_ok / per > pr.shown) /* --show 0: none asked for */
             printf("... and %ld more %s\n", sum.rows_ok / per - pr.shown,
                    per_task || per_answer ? "images answered" : batch ? "answers" : "captions");
         if (sum.rows_skipped)

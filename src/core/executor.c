@@ -709,8 +709,14 @@ static void *worker_main(void *arg)
     if (init_rc != SL_OK) {
         /* The init's own status (a model that cannot load is SL_ERR_MODEL)
          * tells the caller more than "a stage failed". */
-        char msg[1024];
-        snprintf(msg, sizeof msg, "stage '%s' could not start: %s", st->name, sl_last_error());
+        char msg[1024], named[300];
+        const char *why = sl_last_error();
+        /* A stage that named itself already (a Lua script's "stage 'x': ...")
+         * is named once. */
+        int n = snprintf(named, sizeof named, "stage '%s': ", st->name);
+        if (n > 0 && (size_t)n < sizeof named && strncmp(why, named, (size_t)n) == 0)
+            why += n;
+        snprintf(msg, sizeof msg, "stage '%s' could not start: %s", st->name, why);
         set_result(exec, init_rc, msg);
         ok = false;
     }

@@ -1592,6 +1592,22 @@ static const source_kind *kind_named(const char *name)
     return NULL;
 }
 
+/* A kind's name as a message says it of an input ("'in' is a folder"). */
+static const char *kind_words(const char *name)
+{
+    static const char *const words[][2] = {
+        {"folder", "a folder"},           {"file", "an image or video file"},
+        {"jsonl", "a JSONL manifest"},    {"csv", "a CSV manifest"},
+        {"json", "a JSON manifest"},      {"webdataset", "a WebDataset shard"},
+        {"parquet", "a Parquet file"},    {"arrow", "an Arrow file"},
+        {"openai-batch", "an OpenAI batch file"},
+    };
+    for (size_t i = 0; i < sizeof words / sizeof *words; i++)
+        if (strcmp(name, words[i][0]) == 0)
+            return words[i][1];
+    return name;
+}
+
 static bool has_glob(const char *s) { return strpbrk(s, "*?[") != NULL; }
 
 /* Appends one expanded name to *out (and, for the files of a dataset on
@@ -2237,8 +2253,8 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
             st = sl_fail(SL_ERR_INVALID_ARG, "input '%s': cannot tell its kind from the name; "
                                              "pass --input-format", f);
         else if (src->kind_name && strcmp(k, src->kind_name) != 0)
-            st = sl_fail(SL_ERR_INVALID_ARG, "inputs mix kinds: '%s' is %s, '%s' is %s", f, k,
-                         src->files[0], src->kind_name);
+            st = sl_fail(SL_ERR_INVALID_ARG, "inputs mix kinds: '%s' is %s, '%s' is %s", f,
+                         kind_words(k), src->files[0], kind_words(src->kind_name));
         else
             src->kind_name = k;
     }
@@ -2250,11 +2266,11 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
         st = sl_fail(SL_ERR_INVALID_ARG, "--id-column names a column of a manifest, Parquet or "
                                          "Arrow file; '%s' is %s, whose rows have no columns to "
                                          "take an id from: drop --id-column",
-                     src->files[0], src->kind_name);
+                     src->files[0], kind_words(src->kind_name));
     if (st == SL_OK && (params->n_include || params->n_exclude) &&
         strcmp(src->kind_name, "folder") != 0)
         st = sl_fail(SL_ERR_INVALID_ARG, "--include and --exclude filter folders; '%s' is %s",
-                     src->files[0], src->kind_name);
+                     src->files[0], kind_words(src->kind_name));
     if (st == SL_OK && params->take_shard && (params->shard_peers < 1 || params->shard_size == 0))
         st = sl_fail(SL_ERR_INVALID_ARG, "shards handed out at run time need shard_peers >= 1 "
                                          "and a shard size");

@@ -133,6 +133,10 @@ static char *fingerprint(const job *j, bool served_model_key, bool as_typed)
     fp_add(&t, "input_format", job_json_text(p->input_format));
     fp_add(&t, "include", fp_strings(p->include, p->n_include));
     fp_add(&t, "exclude", fp_strings(p->exclude, p->n_exclude));
+    /* Only when set, as the stages below: a job without keeps its
+     * fingerprint. Another root reads other images under the same ids. */
+    if (p->image_root)
+        fp_add(&t, "image_root", fp_path(p->image_root, as_typed));
     fp_add(&t, "image_column", job_json_text(p->image_column));
     fp_add(&t, "prompt_column", job_json_text(p->prompt_column));
     /* Only when set: a job without it keeps the fingerprint (and the ids)
@@ -243,6 +247,26 @@ static char *fingerprint(const job *j, bool served_model_key, bool as_typed)
     /* Failed rows in the output or in an errors file: not both in one. */
     if (p->errors_file && !job_is_batch(p))
         fp_add(&t, "errors_file", json_true());
+    /* The user's stages decide which rows are written and their columns:
+     * each one's name, file, place, config and columns. Not the file's
+     * text (a script fixed between runs goes on), nor workers, batch size
+     * or time limit (how fast). Only when there are some. */
+    if (p->n_stages > 0) {
+        json_t *stages = json_array();
+        for (int i = 0; stages && i < p->n_stages; i++) {
+            const sl_stage_spec *g = &p->stages[i];
+            json_t *stage = json_pack(
+                "{s:o, s:o, s:o, s:o, s:o, s:o}", "name", job_json_text(g->name), "lua",
+                fp_path(g->lua, as_typed), "plugin", fp_path(g->plugin, as_typed), "after",
+                job_json_text(g->after ? g->after : "decode"), "config", job_json_text(g->config),
+                "columns", fp_strings(g->columns, g->n_columns));
+            if (!stage || json_array_append_new(stages, stage) != 0) {
+                json_decref(stages);
+                stages = NULL;
+            }
+        }
+        fp_add(&t, "stages", stages);
+    }
     /* Tasks: as written (templates, not the text filled in per row). Only
      * when there are some, so a job without tasks keeps its fingerprint. */
     if (p->n_tasks > 0) {

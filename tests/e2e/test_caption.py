@@ -101,7 +101,12 @@ def test_clean_inputs_exit_zero(sluice, tmp_path):
     assert r.returncode == 0, r.stderr
     n = len(sample_images())
     assert f"{n} images: {n} captioned, 0 failed" in r.stdout
+    assert f"... and {n - 2} more captions\n" in r.stdout, r.stdout
     assert len(read_rows(tmp_path / "out")) == n
+    # --show 0 asks for no captions: no "... and N more" for them either
+    r = sluice.caption(SAMPLES, tmp_path / "none", "--max-tokens", "4", "--show", "0")
+    assert r.returncode == 0 and f"{n} images: {n} captioned" in r.stdout, r.stderr
+    assert "more captions" not in r.stdout, r.stdout
 
 
 def test_terminal_lines_defang_what_the_data_holds(sluice, tmp_path):

@@ -270,10 +270,12 @@ def test_inputs_without_columns_refuse_it(sluice, tmp_path):
     (folder / "a.jpg").write_bytes(JPEGS[0].read_bytes())
     shard = tmp_path / "s-000.tar"
     shard.write_bytes(wds_shard([("k1.jpg", JPEGS[0].read_bytes())]))
-    for inputs, kind in ((folder, "folder"), (folder / "a.jpg", "file"), (shard, "webdataset")):
-        r = dry(sluice, inputs, tmp_path / f"o-{kind}", "--id-column", "uid")
+    for inputs, kind in ((folder, "a folder"), (folder / "a.jpg", "an image or video file"),
+                         (shard, "a WebDataset shard")):
+        out = tmp_path / f"o-{kind.replace(' ', '-')}"
+        r = dry(sluice, inputs, out, "--id-column", "uid")
         assert r.returncode == 2, r.stderr[-2000:]
         assert (f"--id-column names a column of a manifest, Parquet or Arrow file; '{inputs}' "
                 f"is {kind}, whose rows have no columns to take an id from: drop --id-column"
                 ) in r.stderr, r.stderr[-2000:]
-        assert not (tmp_path / f"o-{kind}" / "part-00000.jsonl").exists()
+        assert not (out / "part-00000.jsonl").exists()

@@ -227,6 +227,53 @@ def test_a_script_that_does_not_compile_is_exit_2_naming_file_and_line(sluice, t
     assert not (tmp_path / "o2").exists()
 
 
+def test_an_init_that_fails_names_its_stage_once(sluice, tmp_path):
+    """A stage whose init() raises stops the run (exit 2) with the stage,
+    the worker and the script's line; the message named the stage twice
+    ("stage 'initfail' could not start: stage 'initfail': init() ...")."""
+    script = tmp_path / "initfail.lua"
+    script.write_text("function init()\n  error('no labels file')\nend\n"
+                      "function process(row) return row end\n")
+    r = sluice.caption(SAMPLES, tmp_path / "out", "--dry-run", "--stage", str(script))
+    assert r.returncode == 2, r.stderr
+    said = f"stage 'initfail' could not start: init() failed on worker 0: {script}:2: no labels file"
+    assert said in r.stderr, r.stderr
+    assert r.stderr.count("'initfail'") == 1, r.stderr
+
+
+def test_stages_and_the_image_root_are_part_of_the_job(sluice, tmp_path):
+    """A rerun that adds, drops or moves a stage, or reads images under
+    another --image-root, would write rows of another job beside the
+    first's (a column more, other images under the same ids): it was taken
+    in silence, and is now refused naming the setting. A script whose text
+    changed (a fix) goes on, and so does the same command."""
+    flag = tmp_path / "flag.lua"
+    flag.write_text("function process(row) row.columns.flag = 'v1' return row end\n")
+    listed = tmp_path / "list.jsonl"
+    names = sorted(p.name for p in SAMPLES.glob("*.jpg"))
+    listed.write_text("".join(json.dumps({"image": n}) + "\n" for n in names))
+    out = tmp_path / "out"
+    other_root = tmp_path / "elsewhere"
+    shutil.copytree(SAMPLES, other_root)
+
+    def run(root, *stage, limit=("--limit", "2")):
+        return sluice.caption(listed, out, "--dry-run", "--image-root", root, "--metrics-addr",
+                              "off", *limit, *stage)
+
+    r = run(SAMPLES, "--stage", flag)
+    assert r.returncode == 0, r.stderr
+    for root, stage, said in ((SAMPLES, (), "stages"),
+                              (SAMPLES, ("--stage", f"{flag}@read"), "stages"),
+                              (other_root, ("--stage", flag), "image_root")):
+        r = run(root, *stage)
+        assert r.returncode == 2, (root, stage, r.stderr)
+        assert said in r.stderr and "--overwrite" in r.stderr, (root, stage, r.stderr)
+    flag.write_text("function process(row) row.columns.flag = 'v1' -- fixed\n return row end\n")
+    r = run(SAMPLES, "--stage", flag, limit=())
+    assert r.returncode == 0, r.stderr
+    assert len(read_rows(out)) == len(names)
+
+
 def camera_rows_fail(sluice, tmp_path, name, camera_line, more_yaml="", flags=(), log=None):
     """A stage `name` after read whose process() runs `camera_line` for the
     rows with "camera" in their id, on the samples: (the script, the rows
