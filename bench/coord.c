@@ -231,7 +231,7 @@ static int ledger_rate(const char *dir, int parts, int rows, double *parts_per_s
         coord_handle(c, 1, p.msg.buf.data, p.msg.buf.len, &rep);
         status |= rep.buf.data[0];
         wire_buf commit = {0};
-        coord_put_commit(&commit, k, &(coord_counts){0}, NULL);
+        coord_put_commit(&commit, k, &(coord_counts){0}, NULL, NULL);
         coord_handle(c, 1, commit.buf.data, commit.buf.len, &rep);
         status |= rep.buf.data[0];
         wire_free(&commit);

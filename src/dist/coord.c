@@ -22,6 +22,7 @@ struct coord {
     int64_t n_shards;     /* -1 until a rank saw the input end */
     coord_counts committed;
     long tally[COORD_TALLY_SIZE]; /* the committed parts' tallies */
+    coord_failures failures;      /* the committed parts' failed rows by kind */
     coord_rank *ranks;    /* n_ranks: each rank's share */
     int finished;         /* ranks other than 0 that sent COORD_FINISH */
     int hellos;           /* ranks that said hello */
@@ -64,7 +65,22 @@ void coord_put_finish(wire_buf *w, sl_status status, int64_t skipped, int64_t de
     wire_put_str(w, unfit); /* NULL: "" */
 }
 
-void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c, const long *tally)
+void coord_failures_add(coord_failures *f, const char *stage, const char *cls, int64_t rows)
+{
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->kind[i].stage, stage) == 0 && strcmp(f->kind[i].cls, cls) == 0) {
+            f->kind[i].rows += rows;
+            return;
+        }
+    if (f->n == COORD_FAILURE_KINDS)
+        return; /* stages x classes is far smaller */
+    snprintf(f->kind[f->n].stage, sizeof f->kind[f->n].stage, "%s", stage);
+    snprintf(f->kind[f->n].cls, sizeof f->kind[f->n].cls, "%s", cls);
+    f->kind[f->n++].rows = rows;
+}
+
+void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c, const long *tally,
+                      const coord_failures *failures)
 {
     wire_reset(w);
     wire_put_u8(w, COORD_COMMIT);
@@ -83,6 +99,12 @@ void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c, const 
             wire_put_i64(w, i % COORD_TALLY_KEYS);
             wire_put_i64(w, tally[i]);
         }
+    wire_put_i64(w, failures ? failures->n : 0);
+    for (int i = 0; failures && i < failures->n; i++) {
+        wire_put_str(w, failures->kind[i].stage);
+        wire_put_str(w, failures->kind[i].cls);
+        wire_put_i64(w, failures->kind[i].rows);
+    }
 }
 
 coord *coord_new(sl_ledger *ledger, const char *fingerprint, long first_part, int n_ranks)
@@ -301,7 +323,17 @@ static sl_status commit(coord *c, int rank, wire_reader *r, wire_buf *reply)
         else
             tally[group * COORD_TALLY_KEYS + key] += (long)count;
     }
-    if (r->bad || k < 0 || k > COORD_TALLY_SIZE)
+    int64_t m = r->bad ? 0 : wire_get_i64(r);
+    coord_failures failures = {0};
+    for (int64_t i = 0; !r->bad && i >= 0 && i < m && i < COORD_FAILURE_KINDS; i++) {
+        const char *stage = wire_get_str(r), *cls = wire_get_str(r);
+        int64_t rows = wire_get_i64(r);
+        if (rows < 0)
+            r->bad = true;
+        else if (!r->bad)
+            coord_failures_add(&failures, stage, cls, rows);
+    }
+    if (r->bad || k < 0 || k > COORD_TALLY_SIZE || m < 0 || m > COORD_FAILURE_KINDS)
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed part commit", rank);
     sl_status st = c->ledger ? sl_ledger_part_commit_number(c->ledger, (long)number) : SL_OK;
     if (st != SL_OK)
@@ -309,6 +341,9 @@ static sl_status commit(coord *c, int rank, wire_reader *r, wire_buf *reply)
     coord_counts_add(&c->committed, &part);
     for (int i = 0; i < COORD_TALLY_SIZE; i++)
         c->tally[i] += tally[i];
+    for (int i = 0; i < failures.n; i++)
+        coord_failures_add(&c->failures, failures.kind[i].stage, failures.kind[i].cls,
+                           failures.kind[i].rows);
     if (rank_of(c, rank))
         coord_counts_add(&rank_of(c, rank)->committed, &part);
     reply_status(reply, SL_OK);
@@ -455,6 +490,13 @@ void coord_tally(coord *c, long *out)
 {
     pthread_mutex_lock(&c->mu);
     memcpy(out, c->tally, sizeof c->tally);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void coord_failures_get(coord *c, coord_failures *out)
+{
+    pthread_mutex_lock(&c->mu);
+    *out = c->failures;
     pthread_mutex_unlock(&c->mu);
 }
 

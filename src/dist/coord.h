@@ -56,10 +56,29 @@ void coord_counts_add(coord_counts *into, const coord_counts *c);
 #define COORD_TALLY_KEYS 64
 #define COORD_TALLY_SIZE (COORD_TALLY_GROUPS * COORD_TALLY_KEYS)
 
+/* Failed rows by the stage that failed them and the class of their error
+ * (sl_status_class's word): _summary.json's "failures", which sum to the
+ * failed rows. A part's go to rank 0 with its commit, so the job's are
+ * those of the parts its counts are (a rank's own rows would leave out the
+ * other ranks'). Kinds past COORD_FAILURE_KINDS are left out. */
+#define COORD_FAILURE_KINDS 64
+typedef struct coord_failures {
+    struct {
+        char stage[32], cls[32];
+        int64_t rows;
+    } kind[COORD_FAILURE_KINDS];
+    int n;
+} coord_failures;
+
+/* Adds `rows` failed rows of (stage, cls) to f. */
+void coord_failures_add(coord_failures *f, const char *stage, const char *cls, int64_t rows);
+
 /* The COMMIT request of part `number` with its counts (all but parts and
- * skipped) and its tally (NULL: none), into w (reset first): how a rank,
- * and a test or bench acting as one, says a part is committed. */
-void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c, const long *tally);
+ * skipped), its tally and its failed rows' kinds (NULL: none), into w
+ * (reset first): how a rank, and a test or bench acting as one, says a
+ * part is committed. */
+void coord_put_commit(wire_buf *w, int64_t number, const coord_counts *c, const long *tally,
+                      const coord_failures *failures);
 
 /* The FINISH request into w (reset first): the rank's part ended with
  * `status` (message: why, NULL ""), having skipped `skipped` inputs as
@@ -94,7 +113,8 @@ enum {
     COORD_RECORD,     /* str name, i64 number, i64 n, i64 inputs, i64 written, i64 failed,
                          n x (str id, i64 shard) -> */
     COORD_COMMIT,     /* i64 number, the part's coord_counts, i64 k, k x (i64 group,
-                         i64 key, i64 count) (coord_put_commit) -> */
+                         i64 key, i64 count), i64 m, m x (str stage, str class, i64 rows)
+                         (coord_put_commit) -> */
     COORD_FINISH,     /* i64 status, i64 inputs skipped as done, i64 rows deferred by a
                          stop, str message, str the values its Parquet parts could not
                          hold (the sink's unfit JSON object; "" none) (coord_put_finish)
@@ -123,6 +143,8 @@ void coord_progress(coord *c, coord_counts *committed, int64_t *shards_handed,
 bool coord_rank_progress(coord *c, int rank, coord_rank *out);
 /* The committed parts' tallies summed, into out (COORD_TALLY_SIZE). */
 void coord_tally(coord *c, long *out);
+/* The committed parts' failed rows by kind, summed, into *out. */
+void coord_failures_get(coord *c, coord_failures *out);
 /* The unfit values every finished rank told of (io/sink.h's
  * sl_sink_unfit: {COLUMN: {"rows", "first_id", "why"}}), merged: rows
  * summed per column, first_id and why the lowest rank's. A new object

@@ -726,10 +726,11 @@ sl_status dist_part_record(sl_dist *d, dist_part *p)
     return st;
 }
 
-sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *c, const long *tally)
+sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *c, const long *tally,
+                           const coord_failures *failures)
 {
     pthread_mutex_lock(&d->mu);
-    coord_put_commit(&d->request, number, c, tally);
+    coord_put_commit(&d->request, number, c, tally, failures);
     return ask_locked(d);
 }
 
@@ -839,6 +840,14 @@ void dist_tally(sl_dist *d, long *out)
         coord_tally(d->coord, out);
     else
         memset(out, 0, COORD_TALLY_SIZE * sizeof *out);
+}
+
+void dist_failures(sl_dist *d, coord_failures *out)
+{
+    if (d->rank == 0 && d->coord)
+        coord_failures_get(d->coord, out);
+    else
+        out->n = 0;
 }
 
 json_t *dist_unfit(sl_dist *d)

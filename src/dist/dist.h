@@ -72,9 +72,9 @@ void dist_part_row(dist_part *p, const char *id, int64_t shard);
  * for a caller that hands p->msg to coord_handle itself). */
 void dist_part_seal(dist_part *p);
 sl_status dist_part_record(sl_dist *d, dist_part *p);
-/* tally: the part's (coord_put_commit), NULL: none. */
+/* tally, failures: the part's (coord_put_commit), NULL: none. */
 sl_status dist_part_commit(sl_dist *d, long number, const coord_counts *counts,
-                           const long *tally);
+                           const long *tally, const coord_failures *failures);
 void dist_part_free(dist_part *p);
 
 /* This rank's part of the job ended with `status` (and message), having
@@ -92,6 +92,9 @@ sl_status dist_wait_all(sl_dist *d, coord_counts *totals);
 /* Rank 0, after dist_wait_all: the committed parts' tallies summed, into
  * out (COORD_TALLY_SIZE). */
 void dist_tally(sl_dist *d, long *out);
+/* Rank 0, after dist_wait_all: the committed parts' failed rows by kind,
+ * every rank's (coord_failures_get); none on the other ranks. */
+void dist_failures(sl_dist *d, coord_failures *out);
 /* Rank 0, after dist_wait_all: every rank's unfit values merged
  * (coord_unfit; the caller's); NULL on the other ranks or out of memory. */
 json_t *dist_unfit(sl_dist *d);

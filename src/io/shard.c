@@ -214,3 +214,39 @@ long sl_shard_remove_temps(const char *dir)
     sl_status st;
     return remove_matching(dir, is_part_temp, &st);
 }
+
+
+/* Whether dir holds part N in any format, its digits as `digits` spells them. */
+static bool has_part(const char *dir, const char *digits, size_t n)
+{
+    static const char *const exts[] = {"jsonl", "parquet", "tar"};
+    bool found = false;
+    for (size_t i = 0; !found && i < sizeof exts / sizeof *exts; i++) {
+        char *path = sl_asprintf("%s/part-%.*s.%s", dir, (int)n, digits, exts[i]);
+        /* out of memory: taken as there, so nothing is removed in doubt */
+        found = !path || access(path, F_OK) == 0;
+        sl_free(path);
+    }
+    return found;
+}
+
+long sl_shard_remove_orphan_errors(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? 0 : -1;
+    long removed = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (sl_shard_errors_number(e->d_name) < 0)
+            continue;
+        const char *digits = e->d_name + strlen("errors-");
+        if (has_part(dir, digits, strcspn(digits, ".")))
+            continue;
+        char *path = sl_asprintf("%s/%s", dir, e->d_name);
+        if (path && unlink(path) == 0)
+            removed++;
+        sl_free(path);
+    }
+    closedir(d);
+    return removed;
+}

@@ -55,6 +55,13 @@ sl_status sl_shard_remove_parts(const char *dir);
  * dir; returns how many (-1 when dir cannot be read). */
 long sl_shard_remove_temps(const char *dir);
 
+/* Removes the errors parts (errors-N.jsonl) of dir whose part N is not
+ * there: the errors part is renamed first, so a run killed before its
+ * part's rename (or a part deleted by hand) leaves one whose rows the
+ * next run writes again. Call once the ledger is reconciled, so that
+ * every part it holds is in place. Returns how many (-1: dir unreadable). */
+long sl_shard_remove_orphan_errors(const char *dir);
+
 /* mkdir -p. On failure (SL_ERR_IO) errno is the failing call's (ENOTDIR
  * when path is there but not a folder), for the caller to tell a path it
  * cannot use (EROFS, EACCES, ...) from a failing disk. */

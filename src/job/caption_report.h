@@ -29,6 +29,8 @@ typedef struct caption_report {
     const sl_source *src;     /* the inputs (hub datasets' commits); NULL: none named */
     json_t *answers;          /* the choices taken (borrowed); NULL: not counted */
     json_t *unfit;            /* the sinks' sl_sink_unfit (borrowed); NULL: none */
+    json_t *failures;         /* the failed rows by stage and class (borrowed; under MPI
+                                 every rank's); NULL: out of memory */
 } caption_report;
 
 /* SL_ERR_IO (message names the file and the cause) or SL_ERR_NOMEM. */

@@ -169,6 +169,8 @@ typedef struct job {
         long inputs;          /* inputs finished: their last row is in the part */
         uint64_t input_bytes, jpeg_bytes; /* a dry run's rows' (caption_row) */
         long answers[SL_MAX_TASKS][SL_MAX_CHOICES]; /* choices taken (job_answers) */
+        coord_failures failures;  /* its failed rows by stage and class (MPI: rank 0
+                                     sums every rank's for the summary) */
     } part;
     /* Choices taken by the rows of the committed parts: [task][choice]
      * ([0] without tasks), in the choices' order; this process's rows. */

@@ -599,11 +599,27 @@ static double busy_of(const sl_exec *exec, const char *name)
     return 0;
 }
 
-/* The run's failed rows by stage and cause, as the gallery counted them
- * (_summary.json's "failures"), into the summary. */
-static void summary_failures(gallery *g, sl_caption_summary *sum)
+/* The run's failed rows by stage and cause: as this process's gallery
+ * counted them, or an MPI job's rank 0, every rank's committed parts'
+ * (_summary.json's "failures"; a new array, NULL when out of memory). */
+static json_t *job_failures(const job *j)
 {
-    json_t *a = gallery_failures_json(g), *f;
+    if (!j->dist)
+        return gallery_failures_json(j->gallery);
+    coord_failures f;
+    dist_failures(j->dist, &f);
+    json_t *a = json_array();
+    for (int i = 0; a && i < f.n; i++)
+        json_array_append_new(a, json_pack("{s:s, s:s, s:I}", "stage", f.kind[i].stage, "class",
+                                           f.kind[i].cls, "rows", (json_int_t)f.kind[i].rows));
+    return a;
+}
+
+/* The failed rows by stage and cause (job_failures, borrowed) into the
+ * summary. */
+static void summary_failures(json_t *a, sl_caption_summary *sum)
+{
+    json_t *f;
     size_t i;
     json_array_foreach(a, i, f) {
         if (sum->n_failures == (int)(sizeof sum->failures / sizeof *sum->failures))
@@ -615,7 +631,6 @@ static void summary_failures(gallery *g, sl_caption_summary *sum)
         snprintf(k->cause, sizeof k->cause, "%s", cause ? cause : "");
         k->rows = (long)json_integer_value(json_object_get(f, "rows"));
     }
-    json_decref(a);
 }
 
 /* The choices the committed rows took (j->answers: an MPI job's rank 0
@@ -910,7 +925,6 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sum->engine_busy_s = busy_of(exec, "engine");
     sum->write_busy_s = busy_of(exec, "write");
     snprintf(sum->model_name, sizeof sum->model_name, "%s", j.model_name);
-    summary_failures(j.gallery, sum);
     const char *shard = j.last_shard[0] ? j.last_shard : p->output_dir;
     if (j.sink_status == SL_OK)
         snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);
@@ -920,6 +934,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sl_status job_st = lead ? SL_OK : finish_rank(&j, run_st, run_msg);
     if (lead && j.dist)
         job_st = job_totals(&j, sum);
+    json_t *failures = job_failures(&j); /* under MPI after job_totals: every rank's */
+    summary_failures(failures, sum);
     json_t *answers = summary_answers(&j, sum);
     char job_msg[1024]; /* kept: the report and metrics below may log over it */
     snprintf(job_msg, sizeof job_msg, "%s", job_st == SL_OK ? "" : sl_last_error());
@@ -936,14 +952,15 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     if (lead) {
         /* Every rank's (the errors parts are JSONL: they hold all). */
         json_t *unfit = j.dist ? dist_unfit(j.dist) : sl_sink_unfit(j.sink);
-        caption_report report = {p,        sum,       exec,  run_st, atomic_load(&j.input_total),
-                                 j.gallery, &j.schema, j.dir, j.src,  answers, unfit};
+        caption_report report = {p,     sum,   exec,    run_st, atomic_load(&j.input_total),
+                                 j.gallery, &j.schema, j.dir, j.src, answers, unfit, failures};
         if (caption_report_write(&report) != SL_OK)
             sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
         job_upload_reports(&j);
         json_decref(unfit);
     }
     json_decref(answers);
+    json_decref(failures);
 
     /* A part that could not be committed outranks why the run ended (a stop,
      * --max-failed): its rows are not in the output, and the cause (a full

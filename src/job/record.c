@@ -61,10 +61,12 @@ sl_status job_part_commit(job *j)
                       .dropped = j->part.dropped, .inputs = j->part.inputs,
                       .input_bytes = (int64_t)j->part.input_bytes,
                       .jpeg_bytes = (int64_t)j->part.jpeg_bytes};
-    /* The choices the part's rows took ride along: rank 0 sums them. */
+    /* The choices the part's rows took and its failed rows' kinds ride
+     * along: rank 0 sums them. */
     _Static_assert(sizeof j->part.answers == COORD_TALLY_SIZE * sizeof(long),
                    "a part's answers are the coordinator's tally");
-    return dist_part_commit(j->dist, j->dpart.number, &c, &j->part.answers[0][0]);
+    return dist_part_commit(j->dist, j->dpart.number, &c, &j->part.answers[0][0],
+                            &j->part.failures);
 }
 
 void job_part_abandon(job *j)

@@ -945,10 +945,15 @@ static sl_status open_ledger(job *j)
     if (st != SL_OK)
         return st;
     long temps = sl_shard_remove_temps(dir);
+    /* (local only: an s3:// output's errors parts are objects in the bucket) */
+    long orphans = j->remote ? 0 : sl_shard_remove_orphan_errors(dir);
     if (temps > 0 || info.parts_promoted || info.parts_dropped)
         sl_log(SL_LOG_INFO, "%s: removed %ld temporary file%s; %ld pending part%s committed, "
                             "%ld dropped", dir, temps, temps == 1 ? "" : "s", info.parts_promoted,
                info.parts_promoted == 1 ? "" : "s", info.parts_dropped);
+    if (orphans > 0)
+        sl_log(SL_LOG_INFO, "%s: removed %ld errors part%s whose part was never committed (its "
+                            "rows are written again)", dir, orphans, orphans == 1 ? "" : "s");
     /* A retry an earlier run began is finished whatever this run's flags
      * (ledger/ledger.h); then this run's own. Both change the counts. */
     long settled = 0, retried = 0, retried_parts = 0, kept = 0;

@@ -422,6 +422,11 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
             j->part.rows += written;
             j->part.ok += failed ? 0 : written;
             j->part.failed += failed ? written : 0;
+            if (failed)
+                coord_failures_add(&j->part.failures,
+                                   sl_row_error_stage(rows[i]) ? sl_row_error_stage(rows[i])
+                                                               : "unknown",
+                                   sl_status_class(sl_row_error_status(rows[i])), written);
             if (r->has_result) {
                 j->part.prompt_tokens += r->result.prompt_tokens;
                 j->part.generated_tokens += r->result.generated_tokens;

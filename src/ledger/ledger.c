@@ -616,10 +616,13 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
         bool present = l->published ? part_file_size(l, parts[i].name) >= 0
                                     : access(file, F_OK) == 0;
         if (!present) {
-            /* Pending: the crash came before the rename. Committed: removed by hand. */
+            /* Pending: the crash came before the rename. Committed: removed by hand,
+             * from where it was published (a bucket), not from the folder. */
+            bool remote = l->published && l->output;
             if (parts[i].state == PART_COMMITTED)
-                sl_log(SL_LOG_WARN, "'%s' is in the resume ledger but gone: its rows will be "
-                                    "captioned again", file);
+                sl_log(SL_LOG_WARN, "'%s%s%s' is in the resume ledger but gone: its rows will be "
+                                    "captioned again",
+                       remote ? l->output : "", remote ? "/" : "", remote ? parts[i].name : file);
             st = drop_part(l, parts[i].number);
             got.parts_dropped++;
         } else if (parts[i].state == PART_PENDING) {

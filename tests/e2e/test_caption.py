@@ -77,6 +77,32 @@ def test_errors_file_takes_the_failed_rows_out_of_the_output(sluice, corrupt_set
     assert r.returncode == 2 and "errors_file" in r.stderr, r.stderr
 
 
+def test_an_errors_part_whose_part_is_gone_is_removed(sluice, corrupt_set, tmp_path):
+    """A part's failed rows (--errors-file) are in errors-N.jsonl beside
+    part-N. When part-N is not there — deleted by hand to have its rows made
+    again (docs/output.md), or never renamed: under MPI a rank killed
+    between the errors part's rename and its part's — the rerun writes those
+    rows again, and the old errors-N.jsonl stayed: `out/errors-*.jsonl`
+    held them twice (the errors file read the committed parts' alone). The
+    rerun removes it."""
+    out, errs = tmp_path / "out", tmp_path / "errors.jsonl"
+    args = ["--dry-run", "--errors-file", errs, "--shard-rows", "2", "--ordered",
+            "--metrics-addr", "off"]
+    r = sluice.caption(corrupt_set, out, *args)
+    assert r.returncode == 3, r.stderr
+    numbers = sorted(p.name[7:12] for p in out.glob("errors-*.jsonl"))
+    assert numbers, "no errors part"
+    (out / f"part-{numbers[0]}.jsonl").unlink()
+    r = sluice.caption(corrupt_set, out, *args)
+    assert r.returncode == 3, r.stderr
+    assert not (out / f"errors-{numbers[0]}.jsonl").exists()
+    failed = [json.loads(line)["id"] for part in sorted(out.glob("errors-*.jsonl"))
+              for line in part.read_text().splitlines()]
+    assert sorted(failed) == sorted(BROKEN)
+    assert sorted(json.loads(line)["id"] for line in errs.read_text().splitlines()) == \
+        sorted(BROKEN)
+
+
 def test_errors_file_temporary_is_the_runs_own(sluice, corrupt_set, tmp_path):
     """Two runs (other output folders) given one --errors-file: each writes
     FILE under a temporary name of its own, so neither truncates nor renames

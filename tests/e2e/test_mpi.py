@@ -145,6 +145,41 @@ def test_the_answers_of_every_rank_are_counted(mpi, inputs, tmp_path):
     assert f"answers: {line}\n" in r.stdout, r.stdout[-2000:]
 
 
+def test_the_failures_of_every_rank_are_listed(mpi, inputs, tmp_path):
+    """_summary.json's failures (failed rows by stage and class) sum to its
+    rows.failed under MPI too: rank 0 sums what each part's commit carried,
+    as for the answers. It listed rank 0's own rows alone, so a job whose
+    failed rows were another rank's said failed 12 beside failures []."""
+    files = sorted(expected_ids(inputs))
+    (tmp_path / "bad.jpg").write_bytes(b"not an image at all" * 20)
+    lines, want = [], {}
+    for i, f in enumerate(files):
+        image, kind = str(inputs / f), None
+        if i % 5 == 1:
+            image, kind = str(tmp_path / f"missing{i}.jpg"), ("decode", "not_found")
+        elif i % 5 == 3:
+            image, kind = str(tmp_path / "bad.jpg"), ("decode", "decode")
+        if kind:
+            want[kind] = want.get(kind, 0) + 1
+        lines.append(json.dumps({"id": f"r{i}", "image": image}) + "\n")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(lines))
+    out = tmp_path / "out"
+    r = subprocess.run(mpirun_args(2) + caption_args(mpi, manifest, out, "--dry-run",
+                                                     "--input-shard-size", "5",
+                                                     "--shard-rows", "5"),
+                       capture_output=True, text=True, timeout=900, env=mpi_env())
+    assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = [v[0] for v in rows_by_id(out).values()]
+    assert len(rows) == len(files)
+    # failed rows in the parts of both ranks (rank r's part numbers are r mod 2)
+    assert {int(row["_part"][5:10]) % 2 for row in rows if row["error"]} == {0, 1}
+    summary = json.loads((out / "_summary.json").read_text())
+    got = {(f["stage"], f["class"]): f["rows"] for f in summary["failures"]}
+    assert got == want, (got, want)
+    assert summary["rows"]["failed"] == sum(want.values())
+
+
 def test_four_ranks_read_every_input_once(mpi, inputs, one_process, tmp_path):
     out = tmp_path / "out"
     r = subprocess.run(mpirun_args(4) + caption_args(mpi, inputs, out, "--input-shard-size", "3",

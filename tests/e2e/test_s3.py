@@ -860,6 +860,8 @@ def test_a_part_cut_by_hand_in_the_bucket_is_refused_not_lost(store, sluice, tmp
     client.delete_object(Bucket=bucket, Key=key)
     r = caption_env(sluice, env, *args)
     assert r.returncode == 0, r.stderr[-2000:]
+    # the warning names the object deleted, not a path in the state folder
+    assert f"'s3://{bucket}/{key}' is in the resume ledger but gone" in r.stderr, r.stderr
     if fmt == "jsonl":
         assert Counter(remote_ids(client, bucket, "run/")) == Counter(want)
         assert b"edited by hand" in client.get_object(

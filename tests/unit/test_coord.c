@@ -194,10 +194,15 @@ static sl_status commit(coord *c, int rank, long number, int64_t rows)
     long tally[COORD_TALLY_SIZE] = {0};
     tally[1] = (long)rows;
     tally[COORD_TALLY_SIZE - 1] = 1;
+    /* its failed rows' kinds: `rows` of one kind, and rank 2 one of its own */
+    coord_failures failures = {0};
+    coord_failures_add(&failures, "decode", "not_found", rows);
+    if (rank == 2)
+        coord_failures_add(&failures, "read", "invalid", 1);
     coord_put_commit(&req, number,
                      &(coord_counts){.rows = rows, .ok = rows, .prompt_tokens = 10 * rows,
                                      .generated_tokens = 5 * rows, .inputs = rows - 1},
-                     tally);
+                     tally, &failures);
     sl_status st = ask(c, rank, &req, &out).status;
     wire_free(&req);
     wire_free(&out);
@@ -238,6 +243,17 @@ static void test_parts_recorded_and_resumed_by_shard(void **state)
     assert_int_equal(tally[COORD_TALLY_SIZE - 1], 2);
     for (int i = 0; i < COORD_TALLY_SIZE; i++)
         assert_true(i == 1 || i == COORD_TALLY_SIZE - 1 || tally[i] == 0);
+    /* The failed rows' kinds likewise, summed by kind over the ranks: what
+     * rank 0's summary lists, not its own rows' alone. */
+    coord_failures failures;
+    coord_failures_get(c, &failures);
+    assert_int_equal(failures.n, 2);
+    assert_string_equal(failures.kind[0].stage, "decode"); /* in the order first seen */
+    assert_string_equal(failures.kind[0].cls, "not_found");
+    assert_int_equal(failures.kind[0].rows, 4);
+    assert_string_equal(failures.kind[1].stage, "read");
+    assert_string_equal(failures.kind[1].cls, "invalid");
+    assert_int_equal(failures.kind[1].rows, 1);
     assert_int_equal(sl_ledger_is_done(l, "d.jpg", &done), SL_OK);
     assert_true(done);
     coord_free(c);
@@ -289,8 +305,8 @@ static void test_malformed_messages_get_errors(void **state)
     wire_buf req = {0};
     long tally[COORD_TALLY_SIZE] = {0};
     tally[5] = 3;
-    coord_put_commit(&req, 7, &(coord_counts){.rows = 1}, tally);
-    wire_set_i64(&req, req.buf.len - 16, COORD_TALLY_KEYS); /* its key */
+    coord_put_commit(&req, 7, &(coord_counts){.rows = 1}, tally, NULL);
+    wire_set_i64(&req, req.buf.len - 24, COORD_TALLY_KEYS); /* its key (before the 0 failure kinds) */
     coord_handle(c, 1, req.buf.data, req.buf.len, &out);
     assert_int_not_equal(out.buf.data[0], SL_OK);
     coord_tally(c, tally);
@@ -333,7 +349,7 @@ static void *race(void *arg)
         r->taken[r->n++] = shard;
         position = shard + 1;
         /* and a part for it, as a rank commits */
-        coord_put_commit(&req, shard, &(coord_counts){.rows = 2}, NULL);
+        coord_put_commit(&req, shard, &(coord_counts){.rows = 2}, NULL, NULL);
         coord_handle(r->c, r->rank, req.buf.data, req.buf.len, &out);
     }
     wire_free(&req);
