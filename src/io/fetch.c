@@ -144,8 +144,14 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
             st = SL_ERR_TOO_LARGE;
             snprintf(why, sizeof why, "larger than the %zu-byte limit (--max-download-bytes)",
                      p->max_bytes);
-        } else if (rc != CURLE_OK || code >= 400) {
+        } else if (rc != CURLE_OK || code >= 300) {
+            /* A 3xx here is one libcurl did not follow (no Location): its
+             * page is no image. */
             retry = failed_try(rc, code, cerr, why, sizeof why);
+        } else if (b.buf.len == 0) {
+            /* Callers read no bytes as "not fetched: a local path", and
+             * the row failed as a missing file. */
+            snprintf(why, sizeof why, "HTTP %ld with an empty body", code);
         } else {
             *data = b.buf.data;
             *len = b.buf.len;
@@ -391,7 +397,7 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
                 *size = t.total;
             else
                 snprintf(why, sizeof why, "HTTP 416 without the file's size");
-        } else if (rc != CURLE_OK || code >= 400) {
+        } else if (rc != CURLE_OK || code >= 300) { /* a 3xx: one without a Location */
             retry = failed_try(rc, code, cerr, why, sizeof why);
         } else if (code == 200) {
             /* The whole file, within what was asked from its start or end:
