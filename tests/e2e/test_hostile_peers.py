@@ -71,3 +71,36 @@ def test_an_empty_or_unfollowed_answer_to_an_image_url_names_the_url(sluice, tmp
     # none is retried
     assert OddImageHandler.hits == {"/empty.jpg": 1, "/empty": 2, "/moved.jpg": 1, "/moved": 1,
                                     "/ok.jpg": 1}
+
+
+class NotFoundHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_cause_of_a_failure_survives_a_long_url(sluice, tmp_path):
+    """Messages were cut at 1 KiB before their secrets were hidden: a
+    presigned URL holding a session token (1.5 KB, as STS tokens make them)
+    that answered 404 failed its row with the URL cut inside the token,
+    and neither the rest of the URL nor 'HTTP 404' in the error."""
+    token = "IQoJb3JpZ2luX2VjE" + "Ab9" * 400
+    with LocalServer(NotFoundHandler) as images, \
+            FakeServer(lambda h, n, body: completion(h)) as engine:
+        url = (f"{images.url}/bucket/photos/img001.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+               f"&X-Amz-Credential=AKIAEXAMPLE%2F20261206%2Fus-east-1%2Fs3%2Faws4_request"
+               f"&X-Amz-Security-Token={token}&X-Amz-Signature={'f' * 64}")
+        r = caption(sluice, manifest_of(tmp_path / "m.jsonl", {"p": url}), tmp_path / "o",
+                    engine.url)
+    assert r.returncode == 3, r.stderr
+    shown = url.split("X-Amz-Credential=")[0] + \
+        "X-Amz-Credential=***&X-Amz-Security-Token=***&X-Amz-Signature=***"
+    assert rows_by_id(tmp_path / "o")["p"]["error"] == f"cannot download '{shown}': HTTP 404"
+    assert token not in r.stderr
+
