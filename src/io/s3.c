@@ -811,6 +811,9 @@ struct sl_s3_list {
     const sl_s3 *s3;
     char *bucket, *prefix, *url;
     char *token;   /* the next page's continuation token; NULL: no more pages */
+    uint64_t *tokens_seen; /* hashes of the tokens given so far, to stop a store that
+                            * leads the listing round in a circle */
+    size_t n_tokens, tokens_cap;
     bool started;
     unsigned max_keys; /* a page's keys at most; 0: the store's (1,000) */
     entry *page;
@@ -867,6 +870,25 @@ static void url_decode(char *s)
         }
     }
     *o = '\0';
+}
+
+/* Records l->token, the next page's; an error when it was given before: the
+ * store would list the same pages forever (each a request, none a new key). */
+static sl_status note_token(sl_s3_list *l)
+{
+    uint64_t h = sl_hash_fnv1a64(l->token);
+    for (size_t i = 0; i < l->n_tokens; i++)
+        if (l->tokens_seen[i] == h)
+            return sl_fail(SL_ERR_IO, "listing %s: the store gave continuation token '%.100s' "
+                                      "again after %zu pages: its listing goes round in a "
+                                      "circle and would never end",
+                           l->url, l->token, l->n_tokens + 1);
+    uint64_t *grown = sl_grow(l->tokens_seen, l->n_tokens, &l->tokens_cap, sizeof *grown);
+    if (!grown)
+        return sl_fail(SL_ERR_NOMEM, "out of memory listing %s", l->url);
+    l->tokens_seen = grown;
+    l->tokens_seen[l->n_tokens++] = h;
+    return SL_OK;
 }
 
 /* One ListObjectsV2 page into l->page; the next token into l->token. */
@@ -955,6 +977,8 @@ static sl_status fetch_page(sl_s3_list *l)
     if (st == SL_OK && truncated && !l->token)
         st = sl_fail(SL_ERR_IO, "listing %s: a truncated page without a continuation token",
                      l->url);
+    if (st == SL_OK && truncated)
+        st = note_token(l);
     if (!truncated) {
         sl_free(l->token);
         l->token = NULL;
@@ -990,6 +1014,7 @@ void sl_s3_list_free(sl_s3_list *l)
     sl_free(l->prefix);
     sl_free(l->url);
     sl_free(l->token);
+    sl_free(l->tokens_seen);
     sl_free(l);
 }
 
@@ -1042,8 +1067,7 @@ sl_status sl_s3_abort_uploads(const sl_s3 *s3, const char *url,
             break;
         }
         more = false;
-        sl_free(key_marker);
-        sl_free(id_marker);
+        char *sent_key = key_marker, *sent_id = id_marker;
         key_marker = id_marker = NULL;
         for (xmlNode *n = root->children; n && st == SL_OK; n = n->next) {
             if (n->type != XML_ELEMENT_NODE)
@@ -1088,6 +1112,14 @@ sl_status sl_s3_abort_uploads(const sl_s3 *s3, const char *url,
         if (st == SL_OK && more && !key_marker)
             st = sl_fail(SL_ERR_IO, "listing the uploads of %s: a truncated page without "
                                     "a NextKeyMarker", url);
+        /* the same page again, and again: the listing would never end */
+        if (st == SL_OK && more && sent_key && strcmp(key_marker, sent_key) == 0 &&
+            strcmp(id_marker ? id_marker : "", sent_id ? sent_id : "") == 0)
+            st = sl_fail(SL_ERR_IO, "listing the uploads of %s: the store gave the markers "
+                                    "of the page before ('%.100s') again: its listing would "
+                                    "never end", url, key_marker);
+        sl_free(sent_key);
+        sl_free(sent_id);
     }
     sl_free(key_marker);
     sl_free(id_marker);

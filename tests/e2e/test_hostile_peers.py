@@ -4,6 +4,10 @@ failure naming the input and the cause, and the run goes on. The engine is
 a FakeServer (no model), so each run takes a second or so."""
 import http.server
 import json
+import os
+import subprocess
+import threading
+from urllib.parse import parse_qs, quote, urlsplit
 
 from conftest import sample_images
 from localserver import LocalServer
@@ -104,3 +108,157 @@ def test_the_cause_of_a_failure_survives_a_long_url(sluice, tmp_path):
     assert rows_by_id(tmp_path / "o")["p"]["error"] == f"cannot download '{shown}': HTTP 404"
     assert token not in r.stderr
 
+
+# ---- S3 -------------------------------------------------------------------------------
+
+
+class Store:
+    """A bucket 'b' in memory, for what moto will not do: objects PUT,
+    listed and read (GET with or without Range); `listing(token)` gives a
+    ListObjectsV2 page's (keys, next token), `uploads(marker)` a
+    ListMultipartUploads page's (truncated, next key marker), and
+    `complete` the answer to CompleteMultipartUpload. `log` holds (method,
+    path, query) per request."""
+
+    def __init__(self):
+        self.objects = {}
+        self.log = []
+        self.listing = None
+        self.uploads = lambda marker: (False, None)
+        self.complete = (200, b"<CompleteMultipartUploadResult><ETag>\"c\"</ETag>"
+                              b"</CompleteMultipartUploadResult>")
+        store = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def send(self, status, body=b"", headers=()):
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def any(self):
+                u = urlsplit(self.path)
+                q = parse_qs(u.query, keep_blank_values=True)
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                store.log.append((self.command, u.path, u.query))
+                self.send(*store.answer(self.command, u.path, q, body, self.headers))
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIATESTKEY", AWS_SECRET_ACCESS_KEY="s",
+                        AWS_ENDPOINT_URL=self.url, AWS_REGION="us-east-1",
+                        SLUICE_S3_TIMEOUT="5", AWS_MAX_ATTEMPTS="2")
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def answer(self, method, path, q, body, headers):
+        key = path.removeprefix("/b/").removeprefix("/b")
+        if method == "GET" and not key and "uploads" in q:
+            more, marker = self.uploads(q.get("key-marker", [None])[0])
+            next_ = f"<NextKeyMarker>{marker}</NextKeyMarker>" if marker else ""
+            return 200, (f"<ListMultipartUploadsResult><IsTruncated>{str(more).lower()}"
+                         f"</IsTruncated>{next_}</ListMultipartUploadsResult>").encode()
+        if method == "GET" and not key:
+            prefix = q.get("prefix", [""])[0]
+            keys, token = (self.listing(q.get("continuation-token", [None])[0]) if self.listing
+                           else (sorted(k for k in self.objects if k.startswith(prefix)), None))
+            items = "".join(f"<Contents><Key>{quote(k)}</Key><Size>1</Size></Contents>"
+                            for k in keys)
+            more = f"<NextContinuationToken>{token}</NextContinuationToken>" if token else ""
+            return 200, (f"<ListBucketResult><EncodingType>url</EncodingType><IsTruncated>"
+                         f"{'true' if token else 'false'}</IsTruncated>{more}{items}"
+                         f"</ListBucketResult>").encode()
+        if method == "POST" and "uploads" in q:
+            return 200, b"<InitiateMultipartUploadResult><UploadId>u1</UploadId>" \
+                        b"</InitiateMultipartUploadResult>"
+        if method == "POST":
+            return self.complete
+        if method == "PUT":
+            if headers.get("If-None-Match") == "*" and key in self.objects:
+                return 412, b"<Error><Code>PreconditionFailed</Code></Error>"
+            if "partNumber" not in q:
+                self.objects[key] = body
+            return 200, b"", [("ETag", '"e"')]
+        if method == "DELETE":
+            self.objects.pop(key, None)
+            return 204, b""
+        if key not in self.objects:
+            return 404, b"<Error><Code>NoSuchKey</Code><Message>no such key</Message></Error>"
+        data, rng = self.objects[key], headers.get("Range")
+        if not rng:
+            return 200, data, [("ETag", '"e"')]
+        first, _, last = rng.removeprefix("bytes=").partition("-")
+        first, last = int(first), min(int(last) if last else len(data) - 1, len(data) - 1)
+        if first >= len(data):
+            return 416, b"", [("Content-Range", f"bytes */{len(data)}")]
+        return 206, data[first:last + 1], [("ETag", '"e"'),
+                                           ("Content-Range", f"bytes {first}-{last}/{len(data)}")]
+
+
+def caption_s3(sluice, store, inputs, out, engine_url, *extra, timeout=60):
+    return subprocess.run([str(sluice.binary), "caption", inputs, "-o", out, "--engine",
+                           "openai", "--endpoint", engine_url, "--metrics-addr", "off", *extra],
+                          env=store.env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_listing_that_goes_round_in_a_circle_fails_its_folder(sluice, tmp_path):
+    """A store whose continuation tokens lead back to a page listed before
+    (the same token again, or A -> B -> A, each page empty) was listed
+    forever: thousands of requests a minute, no row, no end. The folder
+    now fails naming the token."""
+    image = sample_images()[0].read_bytes()
+    with Store() as store, FakeServer(lambda h, n, body: completion(h)) as engine:
+        store.objects = {"in/a.jpg": image}
+        for pages in ({None: (["in/a.jpg"], "same"), "same": ([], "same")},
+                      {None: (["in/a.jpg"], "A"), "A": ([], "B"), "B": ([], "A")}):
+            store.listing = lambda token: pages[token]
+            store.log.clear()
+            out = tmp_path / f"o{len(pages)}"
+            r = caption_s3(sluice, store, "s3://b/in/", out, engine.url)
+            assert r.returncode == 3, r.stderr
+            rows = rows_by_id(out)
+            again = "same" if len(pages) == 2 else "A"
+            assert rows["in/"]["error"] == (
+                f"listing s3://b/in/: the store gave continuation token '{again}' again after "
+                f"{len(pages)} pages: its listing goes round in a circle and would never end")
+            # each of the two listings (the count and the run) stops there
+            assert sum(m == "GET" and p == "/b/" for m, p, q in store.log) == 2 * len(pages)
+
+
+def test_a_listing_of_uploads_that_goes_round_in_a_circle_is_left(sluice, tmp_path):
+    """Before a run writes to a bucket it aborts the multipart uploads that
+    killed runs left there, listing them page by page; a store that gave
+    the same NextKeyMarker again held the run there forever. That listing
+    is now left with a warning, and the run writes its rows."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "a.jpg").symlink_to(sample_images()[0])
+    with Store() as store, FakeServer(lambda h, n, body: completion(h)) as engine:
+        store.uploads = lambda marker: (True, "out/part-00000.jsonl")
+        r = caption_s3(sluice, store, inp, "s3://b/out", engine.url, "--state-dir",
+                       tmp_path / "state")
+        assert r.returncode == 0, r.stderr
+        assert "cannot abort the unfinished uploads of earlier runs: listing the uploads of " \
+               "s3://b/out/: the store gave the markers of the page before " \
+               "('out/part-00000.jsonl') again: its listing would never end" in r.stderr
+        rows = [json.loads(line) for line in store.objects["out/part-00000.jsonl"].splitlines()]
+        assert [(row["id"], row["caption"]) for row in rows] == [("a.jpg", "a fake caption")]
+        assert sum("uploads" in q for m, p, q in store.log) == 2
