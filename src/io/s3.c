@@ -246,6 +246,7 @@ typedef struct answer {
     time_t date, modified;     /* the Date and Last-Modified headers; -1 when absent */
     size_t into_len;           /* bytes of a 2xx body written to request.into */
     int64_t total;             /* the object's size from Content-Range; -1 when not given */
+    int64_t first, last;       /* the bytes it says the answer holds; -1 when not given */
 } answer;
 
 static size_t on_header(char *ptr, size_t size, size_t n, void *user)
@@ -273,6 +274,14 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *user)
         const char *slash = memchr(ptr, '/', len);
         if (slash && slash + 1 < ptr + len && slash[1] >= '0' && slash[1] <= '9')
             a->total = (int64_t)strtoll(slash + 1, NULL, 10);
+        char v[128];
+        unsigned long long first, last;
+        snprintf(v, sizeof v, "%.*s", (int)(len - 14), ptr + 14);
+        if (sscanf(v, " bytes %llu-%llu/", &first, &last) == 2 && first <= last &&
+            last <= INT64_MAX) {
+            a->first = (int64_t)first;
+            a->last = (int64_t)last;
+        }
     }
     return len;
 }
@@ -408,7 +417,7 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         sl_buf_free(&a->body.buf);
         memset(a, 0, sizeof *a);
         a->body.max = rq->max_bytes ? rq->max_bytes : (size_t)16 << 20;
-        a->total = -1;
+        a->total = a->first = a->last = -1;
         a->date = a->modified = -1;
         reader rd = {rq->body, rq->body, rq->body_len, rq->body_len};
         cerr[0] = '\0';
@@ -606,6 +615,16 @@ sl_status sl_s3_read_same(const sl_s3 *s3, const char *url, uint64_t offset, siz
                        (unsigned long long)offset);
     if (a.code == 200)
         a.total = (int64_t)a.into_len;
+    /* A cache or gateway may answer other bytes than asked and say so: read
+     * as the bytes asked for, they put another part of the file in their
+     * place (a manifest's first lines twice). */
+    bool other = a.code == 206 && a.first >= 0 && (from_end ? a.last + 1 != a.total
+                                            : a.first != (int64_t)offset ||
+                                                  a.last - a.first + 1 > (int64_t)len);
+    if (other)
+        return sl_fail(SL_ERR_IO, "GET %s (%s): the store sent bytes %lld-%lld for the range %s",
+                       url, s3->endpoint ? s3->endpoint : "AWS", (long long)a.first,
+                       (long long)a.last, range);
     /* A range from byte 0, or a suffix, that cannot be satisfied is an
      * empty object (RFC 9110 14.1.2); moto's 416 says no size. */
     if (a.code == 416 && a.total < 0 && (offset == 0 || from_end))

@@ -125,6 +125,7 @@ class Store:
         self.log = []
         self.listing = None
         self.uploads = lambda marker: (False, None)
+        self.shift = 0  # a ranged GET from a byte past this is answered from shift bytes before
         self.complete = (200, b"<CompleteMultipartUploadResult><ETag>\"c\"</ETag>"
                               b"</CompleteMultipartUploadResult>")
         store = self
@@ -207,6 +208,8 @@ class Store:
             return 200, data, [("ETag", '"e"')]
         first, _, last = rng.removeprefix("bytes=").partition("-")
         first, last = int(first), min(int(last) if last else len(data) - 1, len(data) - 1)
+        if self.shift and first >= self.shift:
+            first, last = first - self.shift, last - self.shift
         if first >= len(data):
             return 416, b"", [("Content-Range", f"bytes */{len(data)}")]
         return 206, data[first:last + 1], [("ETag", '"e"'),
@@ -262,3 +265,30 @@ def test_a_listing_of_uploads_that_goes_round_in_a_circle_is_left(sluice, tmp_pa
         rows = [json.loads(line) for line in store.objects["out/part-00000.jsonl"].splitlines()]
         assert [(row["id"], row["caption"]) for row in rows] == [("a.jpg", "a fake caption")]
         assert sum("uploads" in q for m, p, q in store.log) == 2
+
+
+def test_a_ranged_read_answered_with_other_bytes_fails_its_rows(sluice, tmp_path):
+    """A store (a cache in front of one) answering a ranged GET with 206
+    and other bytes than asked, saying so in its Content-Range (bytes
+    0-452923 for bytes=1048576-1501499), had them read as the bytes
+    asked for: a manifest in a bucket, read 1 MiB at a time, gave its first
+    rows twice. The read now fails naming both ranges; the rows before it
+    are kept."""
+    image = sample_images()[0].read_bytes()
+    lines = [json.dumps({"id": f"r{k:02d}", "image": "s3://b/a.jpg", "pad": "x" * 50000}) + "\n"
+             for k in range(30)]
+    manifest = "".join(lines).encode()
+    with Store() as store, FakeServer(lambda h, n, body: completion(h)) as engine:
+        store.objects = {"a.jpg": image, "m.jsonl": manifest}
+        store.shift = 1 << 20
+        r = caption_s3(sluice, store, "s3://b/m.jsonl", tmp_path / "o", engine.url)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(tmp_path / "o")
+    whole = (1 << 20) // len(lines[0])  # the lines within the first MiB
+    assert sorted(k for k in rows if rows[k]["caption"]) == [f"r{k:02d}" for k in range(whole)]
+    [failed] = [row for row in rows.values() if row["error"]]
+    end = len(manifest) - 1  # the second read asks for the rest
+    assert failed["error"] == (
+        f"manifest 's3://b/m.jsonl': reading stopped after line {whole}: GET s3://b/m.jsonl "
+        f"({store.url}): the store sent bytes 0-{end - (1 << 20)} for the range {1 << 20}-{end}")
+
