@@ -101,7 +101,7 @@ static long perform(CURL *h, CURLcode *rc)
 static bool failed_try(CURLcode rc, long code, const char *cerr, char *why, size_t size)
 {
     if (rc != CURLE_OK) {
-        snprintf(why, size, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
+        snprintf(why, size, "%s", sl_curl_why(rc, cerr));
         return rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_URL_MALFORMAT;
     }
     snprintf(why, size, "HTTP %ld", code);

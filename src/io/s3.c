@@ -503,7 +503,7 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
             snprintf(why, sizeof why, "larger than the %zu-byte limit", a->body.max);
         } else if (rc != CURLE_OK) {
             st = SL_ERR_IO;
-            snprintf(why, sizeof why, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
+            snprintf(why, sizeof why, "%s", sl_curl_why(rc, cerr));
             retry = rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_URL_MALFORMAT;
         } else if (a->code >= 300) {
             char code[128], msg[320];

@@ -5,6 +5,7 @@ a FakeServer (no model), so each run takes a second or so."""
 import http.server
 import json
 import os
+import socket
 import subprocess
 import threading
 from urllib.parse import parse_qs, quote, urlsplit
@@ -107,6 +108,68 @@ def test_the_cause_of_a_failure_survives_a_long_url(sluice, tmp_path):
         "X-Amz-Credential=***&X-Amz-Security-Token=***&X-Amz-Signature=***"
     assert rows_by_id(tmp_path / "o")["p"]["error"] == f"cannot download '{shown}': HTTP 404"
     assert token not in r.stderr
+
+
+
+class EndlessHeader:
+    """A server whose every answer is a header line that never ends, but
+    for GET /v1/models (an OpenAI endpoint's check at start)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+
+    def serve(self, conn):
+        with conn:
+            try:
+                if conn.recv(65536).startswith(b"GET /v1/models"):
+                    models = json.dumps({"data": [{"id": "fake"}]}).encode()
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: "
+                                 b"%d\r\n\r\n%s" % (len(models), models))
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Junk: ")
+                while not self.stop.is_set():
+                    conn.sendall(b"a" * 65536)
+            except OSError:
+                pass
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def __enter__(self):
+        threading.Thread(target=self.accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.sock.close()
+
+
+def test_a_header_line_without_end_is_not_called_out_of_memory(sluice, tmp_path):
+    """libcurl says "Out of memory" (and nothing more) of an answer whose
+    header line passes 100 KB: an image URL or an endpoint sending one
+    failed its row with that alone, which sends the user looking at the
+    machine's memory, not at the server."""
+    why = "Out of memory, or an answer header line past libcurl's 100 KB"
+    with EndlessHeader() as bad, FakeServer(lambda h, n, body: completion(h)) as engine:
+        r = caption(sluice, manifest_of(tmp_path / "m.jsonl", {"u": f"{bad.url}/a.jpg"}),
+                    tmp_path / "o", engine.url, "--download-retries", "0")
+        assert r.returncode == 3, r.stderr
+        assert rows_by_id(tmp_path / "o")["u"]["error"] == \
+            f"cannot download '{bad.url}/a.jpg': {why}"
+        r = caption(sluice, manifest_of(tmp_path / "m2.jsonl", {"a": str(sample_images()[0])}),
+                    tmp_path / "o2", bad.url, "--max-attempts", "1")
+    assert r.returncode == 3, r.stderr
+    assert rows_by_id(tmp_path / "o2")["a"]["error"] == \
+        f"a: gave up after 1 attempt; the last, to {bad.url}: {why}"
 
 
 # ---- S3 -------------------------------------------------------------------------------
