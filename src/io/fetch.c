@@ -132,6 +132,11 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
         sl_capped b = {.max = p->max_bytes};
         sl_fetch_policy(h, url, p->timeout_ms, cerr);
         curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)p->max_bytes);
+        /* An object stored compressed (S3 or GCS metadata Content-Encoding:
+         * gzip) comes so whatever was asked: decoded as browsers do, where
+         * its compressed bytes failed as "not an image". The cap is on the
+         * decoded bytes (sl_capped_write), so a bomb stops there. */
+        curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sl_capped_write);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
         CURLcode rc;

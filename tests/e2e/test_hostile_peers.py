@@ -2,6 +2,7 @@
 stores answering what no sound one does. Each costs the row(s) concerned a
 failure naming the input and the cause, and the run goes on. The engine is
 a FakeServer (no model), so each run takes a second or so."""
+import gzip
 import http.server
 import json
 import os
@@ -9,6 +10,8 @@ import socket
 import subprocess
 import threading
 from urllib.parse import parse_qs, quote, urlsplit
+
+from PIL import Image
 
 from conftest import sample_images
 from localserver import LocalServer
@@ -76,6 +79,45 @@ def test_an_empty_or_unfollowed_answer_to_an_image_url_names_the_url(sluice, tmp
     # none is retried
     assert OddImageHandler.hits == {"/empty.jpg": 1, "/empty": 2, "/moved.jpg": 1, "/moved": 1,
                                     "/ok.jpg": 1}
+
+
+class GzipHandler(http.server.BaseHTTPRequestHandler):
+    """/photo.jpg: an image stored gzip-compressed, sent with
+    Content-Encoding: gzip whatever the request asked (as S3 and GCS serve
+    an object with that metadata); /bomb.jpg: 8 MiB of zeros so compressed
+    (8 KB on the wire)."""
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        data = sample_images()[0].read_bytes() if self.path == "/photo.jpg" else bytes(8 << 20)
+        body = gzip.compress(data)
+        self.send_response(200)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_image_sent_gzip_compressed_is_decoded_within_the_download_bound(sluice, tmp_path):
+    """An image URL answered with Content-Encoding: gzip failed its row as
+    'not an image sluice can read (format not recognised)': its compressed
+    bytes were decoded as the image. They are now inflated, as browsers
+    do, and the download bound holds for what they inflate to."""
+    with LocalServer(GzipHandler) as images, \
+            FakeServer(lambda h, n, body: completion(h)) as engine:
+        urls = {k: f"{images.url}/{k}.jpg" for k in ("photo", "bomb")}
+        r = caption(sluice, manifest_of(tmp_path / "m.jsonl", urls), tmp_path / "o", engine.url,
+                    "--max-download-bytes", "4M")
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(tmp_path / "o")
+    assert rows["photo"]["error"] is None and rows["photo"]["caption"] == "a fake caption"
+    with Image.open(sample_images()[0]) as image:  # decoded: the image, not its gzip
+        assert (rows["photo"]["source_width"], rows["photo"]["source_height"]) == image.size
+    assert rows["bomb"]["error"] == (f"cannot download '{urls['bomb']}': larger than the "
+                                     f"4194304-byte limit (--max-download-bytes)")
 
 
 class NotFoundHandler(http.server.BaseHTTPRequestHandler):
