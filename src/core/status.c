@@ -5,7 +5,10 @@
 #include "core/error.h"
 #include "core/redact.h"
 
-static _Thread_local char last_error[1024];
+/* Room for a message naming two long URLs and the cause after them: a
+ * presigned URL with a session token passes 1.5 KB before its secrets are
+ * hidden, an S3 key may be 1 KB; at 1 KB the cause was cut off. */
+static _Thread_local char last_error[4096];
 
 const char *sl_status_name(sl_status status)
 {
@@ -60,7 +63,7 @@ sl_status sl_fail(sl_status status, const char *fmt, ...)
     /* Formatted aside first: callers pass sl_last_error() as an argument.
      * A URL in the message is shown without its secrets (core/redact.h):
      * every error message passes here or through sl_row_fail. */
-    char text[sizeof last_error];
+    char text[2 * sizeof last_error]; /* hiding secrets shortens it */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);

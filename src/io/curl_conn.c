@@ -118,3 +118,12 @@ sl_curl_counts sl_curl_counts_now(void)
     return (sl_curl_counts){.requests = atomic_load(&n_requests),
                             .connections = atomic_load(&n_connections)};
 }
+
+const char *sl_curl_why(CURLcode rc, const char *errbuf)
+{
+    if (errbuf && errbuf[0])
+        return errbuf;
+    if (rc == CURLE_OUT_OF_MEMORY)
+        return "Out of memory, or an answer header line past libcurl's 100 KB";
+    return curl_easy_strerror(rc);
+}

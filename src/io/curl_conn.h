@@ -29,6 +29,12 @@ void sl_curl_give(CURL *h, bool fresh);
  * with a private CA). */
 void sl_curl_trust(CURL *h);
 
+/* Why a transfer failed, in words: libcurl's own (errbuf, when it wrote
+ * one), else its code's. Its "Out of memory" with nothing in errbuf is
+ * also what it says of an answer whose header line passes 100 KB (a
+ * server sending garbage): the words say that too. */
+const char *sl_curl_why(CURLcode rc, const char *errbuf);
+
 /* Counts a performed transfer on h: one request, and the connections it
  * opened (CURLINFO_NUM_CONNECTS). */
 void sl_curl_count(CURL *h);

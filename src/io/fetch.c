@@ -101,7 +101,7 @@ static long perform(CURL *h, CURLcode *rc)
 static bool failed_try(CURLcode rc, long code, const char *cerr, char *why, size_t size)
 {
     if (rc != CURLE_OK) {
-        snprintf(why, size, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
+        snprintf(why, size, "%s", sl_curl_why(rc, cerr));
         return rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_URL_MALFORMAT;
     }
     snprintf(why, size, "HTTP %ld", code);
@@ -132,6 +132,11 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
         sl_capped b = {.max = p->max_bytes};
         sl_fetch_policy(h, url, p->timeout_ms, cerr);
         curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)p->max_bytes);
+        /* An object stored compressed (S3 or GCS metadata Content-Encoding:
+         * gzip) comes so whatever was asked: decoded as browsers do, where
+         * its compressed bytes failed as "not an image". The cap is on the
+         * decoded bytes (sl_capped_write), so a bomb stops there. */
+        curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sl_capped_write);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
         CURLcode rc;
@@ -144,8 +149,14 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
             st = SL_ERR_TOO_LARGE;
             snprintf(why, sizeof why, "larger than the %zu-byte limit (--max-download-bytes)",
                      p->max_bytes);
-        } else if (rc != CURLE_OK || code >= 400) {
+        } else if (rc != CURLE_OK || code >= 300) {
+            /* A 3xx here is one libcurl did not follow (no Location): its
+             * page is no image. */
             retry = failed_try(rc, code, cerr, why, sizeof why);
+        } else if (b.buf.len == 0) {
+            /* Callers read no bytes as "not fetched: a local path", and
+             * the row failed as a missing file. */
+            snprintf(why, sizeof why, "HTTP %ld with an empty body", code);
         } else {
             *data = b.buf.data;
             *len = b.buf.len;
@@ -391,7 +402,7 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
                 *size = t.total;
             else
                 snprintf(why, sizeof why, "HTTP 416 without the file's size");
-        } else if (rc != CURLE_OK || code >= 400) {
+        } else if (rc != CURLE_OK || code >= 300) { /* a 3xx: one without a Location */
             retry = failed_try(rc, code, cerr, why, sizeof why);
         } else if (code == 200) {
             /* The whole file, within what was asked from its start or end:

@@ -476,7 +476,7 @@ static sl_status get(const char *url, const hf_fetch *f, answer *a, char *why, s
         }
         if (rc != CURLE_OK) {
             a->code = 0;
-            snprintf(why, cap, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
+            snprintf(why, cap, "%s", sl_curl_why(rc, cerr));
             if (rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT)
                 break;
         } else {

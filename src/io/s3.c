@@ -246,6 +246,7 @@ typedef struct answer {
     time_t date, modified;     /* the Date and Last-Modified headers; -1 when absent */
     size_t into_len;           /* bytes of a 2xx body written to request.into */
     int64_t total;             /* the object's size from Content-Range; -1 when not given */
+    int64_t first, last;       /* the bytes it says the answer holds; -1 when not given */
 } answer;
 
 static size_t on_header(char *ptr, size_t size, size_t n, void *user)
@@ -273,6 +274,14 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *user)
         const char *slash = memchr(ptr, '/', len);
         if (slash && slash + 1 < ptr + len && slash[1] >= '0' && slash[1] <= '9')
             a->total = (int64_t)strtoll(slash + 1, NULL, 10);
+        char v[128];
+        unsigned long long first, last;
+        snprintf(v, sizeof v, "%.*s", (int)(len - 14), ptr + 14);
+        if (sscanf(v, " bytes %llu-%llu/", &first, &last) == 2 && first <= last &&
+            last <= INT64_MAX) {
+            a->first = (int64_t)first;
+            a->last = (int64_t)last;
+        }
     }
     return len;
 }
@@ -408,7 +417,7 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
         sl_buf_free(&a->body.buf);
         memset(a, 0, sizeof *a);
         a->body.max = rq->max_bytes ? rq->max_bytes : (size_t)16 << 20;
-        a->total = -1;
+        a->total = a->first = a->last = -1;
         a->date = a->modified = -1;
         reader rd = {rq->body, rq->body, rq->body_len, rq->body_len};
         cerr[0] = '\0';
@@ -494,7 +503,7 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
             snprintf(why, sizeof why, "larger than the %zu-byte limit", a->body.max);
         } else if (rc != CURLE_OK) {
             st = SL_ERR_IO;
-            snprintf(why, sizeof why, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
+            snprintf(why, sizeof why, "%s", sl_curl_why(rc, cerr));
             retry = rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_URL_MALFORMAT;
         } else if (a->code >= 300) {
             char code[128], msg[320];
@@ -606,6 +615,16 @@ sl_status sl_s3_read_same(const sl_s3 *s3, const char *url, uint64_t offset, siz
                        (unsigned long long)offset);
     if (a.code == 200)
         a.total = (int64_t)a.into_len;
+    /* A cache or gateway may answer other bytes than asked and say so: read
+     * as the bytes asked for, they put another part of the file in their
+     * place (a manifest's first lines twice). */
+    bool other = a.code == 206 && a.first >= 0 && (from_end ? a.last + 1 != a.total
+                                            : a.first != (int64_t)offset ||
+                                                  a.last - a.first + 1 > (int64_t)len);
+    if (other)
+        return sl_fail(SL_ERR_IO, "GET %s (%s): the store sent bytes %lld-%lld for the range %s",
+                       url, s3->endpoint ? s3->endpoint : "AWS", (long long)a.first,
+                       (long long)a.last, range);
     /* A range from byte 0, or a suffix, that cannot be satisfied is an
      * empty object (RFC 9110 14.1.2); moto's 416 says no size. */
     if (a.code == 416 && a.total < 0 && (offset == 0 || from_end))
@@ -811,6 +830,9 @@ struct sl_s3_list {
     const sl_s3 *s3;
     char *bucket, *prefix, *url;
     char *token;   /* the next page's continuation token; NULL: no more pages */
+    uint64_t *tokens_seen; /* hashes of the tokens given so far, to stop a store that
+                            * leads the listing round in a circle */
+    size_t n_tokens, tokens_cap;
     bool started;
     unsigned max_keys; /* a page's keys at most; 0: the store's (1,000) */
     entry *page;
@@ -867,6 +889,25 @@ static void url_decode(char *s)
         }
     }
     *o = '\0';
+}
+
+/* Records l->token, the next page's; an error when it was given before: the
+ * store would list the same pages forever (each a request, none a new key). */
+static sl_status note_token(sl_s3_list *l)
+{
+    uint64_t h = sl_hash_fnv1a64(l->token);
+    for (size_t i = 0; i < l->n_tokens; i++)
+        if (l->tokens_seen[i] == h)
+            return sl_fail(SL_ERR_IO, "listing %s: the store gave continuation token '%.100s' "
+                                      "again after %zu pages: its listing goes round in a "
+                                      "circle and would never end",
+                           l->url, l->token, l->n_tokens + 1);
+    uint64_t *grown = sl_grow(l->tokens_seen, l->n_tokens, &l->tokens_cap, sizeof *grown);
+    if (!grown)
+        return sl_fail(SL_ERR_NOMEM, "out of memory listing %s", l->url);
+    l->tokens_seen = grown;
+    l->tokens_seen[l->n_tokens++] = h;
+    return SL_OK;
 }
 
 /* One ListObjectsV2 page into l->page; the next token into l->token. */
@@ -955,6 +996,8 @@ static sl_status fetch_page(sl_s3_list *l)
     if (st == SL_OK && truncated && !l->token)
         st = sl_fail(SL_ERR_IO, "listing %s: a truncated page without a continuation token",
                      l->url);
+    if (st == SL_OK && truncated)
+        st = note_token(l);
     if (!truncated) {
         sl_free(l->token);
         l->token = NULL;
@@ -990,6 +1033,7 @@ void sl_s3_list_free(sl_s3_list *l)
     sl_free(l->prefix);
     sl_free(l->url);
     sl_free(l->token);
+    sl_free(l->tokens_seen);
     sl_free(l);
 }
 
@@ -1042,8 +1086,7 @@ sl_status sl_s3_abort_uploads(const sl_s3 *s3, const char *url,
             break;
         }
         more = false;
-        sl_free(key_marker);
-        sl_free(id_marker);
+        char *sent_key = key_marker, *sent_id = id_marker;
         key_marker = id_marker = NULL;
         for (xmlNode *n = root->children; n && st == SL_OK; n = n->next) {
             if (n->type != XML_ELEMENT_NODE)
@@ -1088,6 +1131,14 @@ sl_status sl_s3_abort_uploads(const sl_s3 *s3, const char *url,
         if (st == SL_OK && more && !key_marker)
             st = sl_fail(SL_ERR_IO, "listing the uploads of %s: a truncated page without "
                                     "a NextKeyMarker", url);
+        /* the same page again, and again: the listing would never end */
+        if (st == SL_OK && more && sent_key && strcmp(key_marker, sent_key) == 0 &&
+            strcmp(id_marker ? id_marker : "", sent_id ? sent_id : "") == 0)
+            st = sl_fail(SL_ERR_IO, "listing the uploads of %s: the store gave the markers "
+                                    "of the page before ('%.100s') again: its listing would "
+                                    "never end", url, key_marker);
+        sl_free(sent_key);
+        sl_free(sent_id);
     }
     sl_free(key_marker);
     sl_free(id_marker);

@@ -401,9 +401,10 @@ static sl_status ranged_read(void *in, void *dst, size_t len, uint64_t offset, s
  * the caller fetches those whole, as before. */
 static bool remote_video(job *j, sl_row *row, caption_row *r)
 {
-    char name[1024];
+    char name[1024]; /* its end: the extension (an S3 key alone may be 1 KB) */
     size_t n = sl_s3_is_url(r->path) ? strlen(r->path) : strcspn(r->path, "?#");
-    snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1), r->path);
+    size_t keep = n < sizeof name ? n : sizeof name - 1;
+    snprintf(name, sizeof name, "%.*s", (int)keep, r->path + (n - keep));
     bool named = sl_video_path_is_video(name);
     if (!named && sl_is_media_name(name))
         return false;

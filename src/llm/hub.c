@@ -265,7 +265,7 @@ static CURLcode http(const hub_ctx *c, const char *url, bool head, response *r, 
         r->linked_size = len;
     }
     if (rc != CURLE_OK)
-        snprintf(err, err_cap, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        snprintf(err, err_cap, "%s", sl_curl_why(rc, errbuf));
     curl_slist_free_all(headers);
     curl_easy_cleanup(curl);
     r->curl = NULL;

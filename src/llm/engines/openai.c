@@ -1321,12 +1321,17 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
     double now = sl_mono_s();
     char why[1024];
     if (res != CURLE_OK) {
-        int n = snprintf(why, sizeof why, "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(res));
+        int n = snprintf(why, sizeof why, "%s", sl_curl_why(res, r->errbuf));
         /* curl's words name no setting: a server slower than the limit
          * (a long answer, a deep queue) needs the user to raise it. A
-         * connect timeout ends sooner and is not this limit. */
-        if (res == CURLE_OPERATION_TIMEDOUT && now - r->sent_at >= e->p.request_timeout_s &&
-            n > 0 && (size_t)n < sizeof why)
+         * connect timeout that ends sooner is not this limit; the two are
+         * told apart halfway between them, not at the limit itself: curl
+         * rounds its elapsed milliseconds up, so it ends an attempt up to
+         * 1 ms before our clock says the limit has passed. */
+        bool request_limit =
+            e->p.request_timeout_s <= e->p.connect_timeout_s ||
+            now - r->sent_at >= (e->p.connect_timeout_s + e->p.request_timeout_s) / 2;
+        if (res == CURLE_OPERATION_TIMEDOUT && request_limit && n > 0 && (size_t)n < sizeof why)
             snprintf(why + n, sizeof why - (size_t)n,
                      " (--request-timeout %g s, each attempt's limit: raise it for slower answers)",
                      e->p.request_timeout_s);
@@ -1970,7 +1975,7 @@ static sl_status check_endpoints_once(oa_engine *e, char *waiting, size_t waitin
             const char *why = code > 0 ? http
                               : probes[i].errbuf[0] ? probes[i].errbuf
                               : res[i] == CURLE_FAILED_INIT ? "cannot start the request"
-                                                            : curl_easy_strerror(res[i]);
+                                                            : sl_curl_why(res[i], NULL);
             if (used < sizeof errors)
                 used += (size_t)snprintf(errors + used, sizeof errors - used, "%s%s: %s",
                                          used ? "; " : "", ep->url, why);
