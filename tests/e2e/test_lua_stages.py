@@ -271,7 +271,9 @@ def test_stages_and_the_image_root_are_part_of_the_job(sluice, tmp_path):
     flag.write_text("function process(row) row.columns.flag = 'v1' -- fixed\n return row end\n")
     r = run(SAMPLES, "--stage", flag, limit=())
     assert r.returncode == 0, r.stderr
-    assert len(read_rows(out)) == len(names)
+    ids = [json.loads(line)["id"] for part in sorted(out.glob("part-*.jsonl"))
+           for line in part.read_text().splitlines()]
+    assert sorted(ids) == [f"list.jsonl:{i + 1}" for i in range(len(names))], ids
 
 
 def camera_rows_fail(sluice, tmp_path, name, camera_line, more_yaml="", flags=(), log=None):

@@ -1811,7 +1811,7 @@ def test_hostile_inputs_fail_alone_in_bounded_memory(sluice, tmp_path):
     created = {p for p in set(tmp_path.rglob("*")) - before if out not in p.parents}
     assert created == {out}, created
     assert not pathlib.Path("/tmp/sluice-abs-escape.jpg").exists()
-    assert all(p.name.startswith(("part-", "summary", "report", "metrics", "_sluice_ledger"))
+    assert all(p.name.startswith(("part-", "_summary", "_report", "_metrics", "_sluice_ledger"))
                for p in out.iterdir()), sorted(out.iterdir())
 
 
