@@ -356,7 +356,8 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: %s [--model-dir DIR] [--images DIR] [--quick]\n"
-                    "       %s --host [--model-dir DIR] [--parallel N] [--tokens N] [--rounds N]\n",
+                    "       %s --host [--model-dir DIR] [--parallel N] [--tokens N] [--rounds N]\n"
+                    "                 [--only NAME,...] (a subset of the configurations)\n",
                     argv[0], argv[0]);
             return 2;
         }
