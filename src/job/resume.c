@@ -102,8 +102,11 @@ static json_t *fp_path(const char *path, bool as_typed)
  * model served was recorded beside the fingerprint (job_check_served_model):
  * a folder written then keeps the fingerprint it had. With `as_typed`, the
  * paths as typed, as sluice held them before fp_path: such a folder is
- * resumed by the command that wrote it. NULL when out of memory. */
-static char *fingerprint(const job *j, bool served_model_key, bool as_typed)
+ * resumed by the command that wrote it. With `before_stages`, without the
+ * stages and --image-root, as sluice held it before 2026-12-06: a folder
+ * written then with stages resumes (unchecked for them, as it was). NULL
+ * when out of memory. */
+static char *fingerprint(const job *j, bool served_model_key, bool as_typed, bool before_stages)
 {
     const sl_caption_params *p = j->p;
     char *t = sl_strdup("");
@@ -135,7 +138,7 @@ static char *fingerprint(const job *j, bool served_model_key, bool as_typed)
     fp_add(&t, "exclude", fp_strings(p->exclude, p->n_exclude));
     /* Only when set, as the stages below: a job without keeps its
      * fingerprint. Another root reads other images under the same ids. */
-    if (p->image_root)
+    if (p->image_root && !before_stages)
         fp_add(&t, "image_root", fp_path(p->image_root, as_typed));
     fp_add(&t, "image_column", job_json_text(p->image_column));
     fp_add(&t, "prompt_column", job_json_text(p->prompt_column));
@@ -251,7 +254,7 @@ static char *fingerprint(const job *j, bool served_model_key, bool as_typed)
      * each one's name, file, place, config and columns. Not the file's
      * text (a script fixed between runs goes on), nor workers, batch size
      * or time limit (how fast). Only when there are some. */
-    if (p->n_stages > 0) {
+    if (p->n_stages > 0 && !before_stages) {
         json_t *stages = json_array();
         for (int i = 0; stages && i < p->n_stages; i++) {
             const sl_stage_spec *g = &p->stages[i];
@@ -649,7 +652,7 @@ static sl_status check_max_line_bytes(job *j, bool resumed)
  * (rank r writes first + r, first + r + N, ...), so no two collide. */
 static sl_status join_job(job *j)
 {
-    char *fp = fingerprint(j, false, false);
+    char *fp = fingerprint(j, false, false, false);
     if (!fp)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
     long first = 0;
@@ -669,7 +672,7 @@ static sl_status check_lock(void *j) { return job_check_bucket_lock(j); }
 static sl_status lead_job(job *j)
 {
     /* the ranks compare theirs with this one, not with the ledger's */
-    char *fp = fingerprint(j, false, false);
+    char *fp = fingerprint(j, false, false, false);
     if (!fp)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
     long first = 0;
@@ -914,14 +917,16 @@ static sl_status open_ledger(job *j)
      * the model served was recorded apart: compared as it was. */
     bool served_model_key = old && (strncmp(old, "served_model\t", 13) == 0 ||
                                     strstr(old, "\nserved_model\t"));
-    char *fp = st == SL_OK ? fingerprint(j, served_model_key, false) : NULL;
-    if (fp && old && strcmp(fp, old) != 0) {
-        char *typed = fingerprint(j, served_model_key, true);
-        if (typed && strcmp(typed, old) == 0) {
+    char *fp = st == SL_OK ? fingerprint(j, served_model_key, false, false) : NULL;
+    /* An older sluice's fingerprint of the same job: that folder goes on
+     * with it (paths as typed, no stages or --image-root in it). */
+    for (int older = 1; fp && old && strcmp(fp, old) != 0 && older < 4; older++) {
+        char *then = fingerprint(j, served_model_key, older & 1, older & 2);
+        if (then && strcmp(then, old) == 0) {
             sl_free(fp);
-            fp = typed;
+            fp = then;
         } else {
-            sl_free(typed);
+            sl_free(then);
         }
     }
     sl_free(old);

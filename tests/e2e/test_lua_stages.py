@@ -276,6 +276,38 @@ def test_stages_and_the_image_root_are_part_of_the_job(sluice, tmp_path):
     assert sorted(ids) == [f"list.jsonl:{i + 1}" for i in range(len(names))], ids
 
 
+def test_a_folder_written_before_stages_were_in_the_fingerprint_resumes(sluice, tmp_path):
+    """A folder written with stages and --image-root by a sluice whose
+    fingerprint held neither goes on with the same command (compared as it
+    was), not refused for keys it never had."""
+    import sqlite3
+    flag = tmp_path / "flag.lua"
+    flag.write_text("function process(row) row.columns.flag = 'v1' return row end\n")
+    listed = tmp_path / "list.jsonl"
+    names = sorted(p.name for p in SAMPLES.glob("*.jpg"))
+    listed.write_text("".join(json.dumps({"image": n}) + "\n" for n in names))
+    out = tmp_path / "out"
+
+    def run(*limit):
+        return sluice.caption(listed, out, "--dry-run", "--image-root", SAMPLES, "--metrics-addr",
+                              "off", "--stage", flag, *limit)
+
+    assert run("--limit", "2").returncode == 0
+    db = sqlite3.connect(out / "_sluice_ledger.sqlite")
+    (fp,), = db.execute("SELECT value FROM meta WHERE key = 'fingerprint'")
+    older = "".join(line + "\n" for line in fp.splitlines()
+                    if not line.startswith(("stages\t", "image_root\t")))
+    assert older != fp and "\nstages\t" in fp and "\nimage_root\t" in fp, fp
+    db.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'", (older,))
+    db.commit()
+    db.close()
+    r = run()
+    assert r.returncode == 0, r.stderr
+    ids = [json.loads(line)["id"] for part in sorted(out.glob("part-*.jsonl"))
+           for line in part.read_text().splitlines()]
+    assert sorted(ids) == [f"list.jsonl:{i + 1}" for i in range(len(names))], ids
+
+
 def camera_rows_fail(sluice, tmp_path, name, camera_line, more_yaml="", flags=(), log=None):
     """A stage `name` after read whose process() runs `camera_line` for the
     rows with "camera" in their id, on the samples: (the script, the rows
