@@ -241,17 +241,24 @@ def test_an_init_that_fails_names_its_stage_once(sluice, tmp_path):
     assert r.stderr.count("'initfail'") == 1, r.stderr
 
 
+def flagged_list(tmp_path):
+    """A stage that sets a column, a manifest of the sample JPEGs by name
+    (read under --image-root) and the ids its rows get."""
+    flag = tmp_path / "flag.lua"
+    flag.write_text("function process(row) row.columns.flag = 'v1' return row end\n")
+    listed = tmp_path / "list.jsonl"
+    names = sorted(p.name for p in SAMPLES.glob("*.jpg"))
+    listed.write_text("".join(json.dumps({"image": n}) + "\n" for n in names))
+    return flag, listed, [f"list.jsonl:{i + 1}" for i in range(len(names))]
+
+
 def test_stages_and_the_image_root_are_part_of_the_job(sluice, tmp_path):
     """A rerun that adds, drops or moves a stage, or reads images under
     another --image-root, would write rows of another job beside the
     first's (a column more, other images under the same ids): it was taken
     in silence, and is now refused naming the setting. A script whose text
     changed (a fix) goes on, and so does the same command."""
-    flag = tmp_path / "flag.lua"
-    flag.write_text("function process(row) row.columns.flag = 'v1' return row end\n")
-    listed = tmp_path / "list.jsonl"
-    names = sorted(p.name for p in SAMPLES.glob("*.jpg"))
-    listed.write_text("".join(json.dumps({"image": n}) + "\n" for n in names))
+    flag, listed, want = flagged_list(tmp_path)
     out = tmp_path / "out"
     other_root = tmp_path / "elsewhere"
     shutil.copytree(SAMPLES, other_root)
@@ -273,7 +280,7 @@ def test_stages_and_the_image_root_are_part_of_the_job(sluice, tmp_path):
     assert r.returncode == 0, r.stderr
     ids = [json.loads(line)["id"] for part in sorted(out.glob("part-*.jsonl"))
            for line in part.read_text().splitlines()]
-    assert sorted(ids) == [f"list.jsonl:{i + 1}" for i in range(len(names))], ids
+    assert sorted(ids) == want, ids
 
 
 def test_a_folder_written_before_stages_were_in_the_fingerprint_resumes(sluice, tmp_path):
@@ -281,11 +288,7 @@ def test_a_folder_written_before_stages_were_in_the_fingerprint_resumes(sluice, 
     fingerprint held neither goes on with the same command (compared as it
     was), not refused for keys it never had."""
     import sqlite3
-    flag = tmp_path / "flag.lua"
-    flag.write_text("function process(row) row.columns.flag = 'v1' return row end\n")
-    listed = tmp_path / "list.jsonl"
-    names = sorted(p.name for p in SAMPLES.glob("*.jpg"))
-    listed.write_text("".join(json.dumps({"image": n}) + "\n" for n in names))
+    flag, listed, want = flagged_list(tmp_path)
     out = tmp_path / "out"
 
     def run(*limit):
@@ -305,7 +308,7 @@ def test_a_folder_written_before_stages_were_in_the_fingerprint_resumes(sluice, 
     assert r.returncode == 0, r.stderr
     ids = [json.loads(line)["id"] for part in sorted(out.glob("part-*.jsonl"))
            for line in part.read_text().splitlines()]
-    assert sorted(ids) == [f"list.jsonl:{i + 1}" for i in range(len(names))], ids
+    assert sorted(ids) == want, ids
 
 
 def camera_rows_fail(sluice, tmp_path, name, camera_line, more_yaml="", flags=(), log=None):
