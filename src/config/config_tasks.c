@@ -133,9 +133,9 @@ static const char *sampling_key_meant(const char *key, char *buf, size_t size)
         snprintf(buf, size, " (a key of the task itself: write it beside \"sampling\");");
         return buf;
     }
+    /* top-p is an edit from top_p: each key holds one '_' */
     for (size_t i = 0; i < N_NAMES(sampling_keys); i++)
-        if (sl_config_same_name(sampling_keys[i], key, len) ||
-            sl_config_distance(key, len, sampling_keys[i], strlen(sampling_keys[i])) <= 2) {
+        if (sl_config_distance(key, len, sampling_keys[i], strlen(sampling_keys[i])) <= 2) {
             snprintf(buf, size, "; did you mean sampling.%s?", sampling_keys[i]);
             return buf;
         }
