@@ -255,6 +255,10 @@ typedef struct sl_caption_params {
      * NULL: none. */
     const char *json_schema;
     const char *grammar;
+    /* The files json_schema and the tasks came from, for messages to name
+     * (borrowed like the texts); NULL: not from a file. */
+    const char *json_schema_file;
+    const char *tasks_file;
     /* Choices (sl_request's field of the same name): each answer is one
      * of these, scored by the model's probabilities (column `scores`,
      * docs/output.md "Choices"); 0: none. */

@@ -1168,6 +1168,8 @@ static sl_status set_text_file(sl_config *c, int i, const char *where, const cha
         return SL_ERR_NOMEM;
     *(const char **)((char *)c + opts[i].off) = kept;
     c->file_path[i] = kept_path;
+    if (opts[i].off == AT(p.json_schema))
+        c->p.json_schema_file = kept_path;
     return SL_OK;
 }
 
@@ -1443,6 +1445,8 @@ static void reset(sl_config *c, int i)
     case K_TEXTFILE:
         *(const char **)((char *)c + o->off) = NULL;
         c->file_path[i] = NULL;
+        if (o->off == AT(p.json_schema))
+            c->p.json_schema_file = NULL;
         break;
     default: break;
     }
@@ -1943,6 +1947,7 @@ static sl_status build_tasks(sl_config *c)
     bool file_max_tokens[SL_MAX_TASKS] = {false};
     c->p.n_tasks = 0;
     c->p.tasks = NULL;
+    c->p.tasks_file = c->tasks_file;
     if (c->tasks_file) {
         char *text, what[96];
         size_t len;

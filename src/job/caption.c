@@ -86,8 +86,12 @@ json_t *job_lora_json(const sl_llama_params *llama)
 /* How messages name the job's schema (i -1) or task i's. */
 static void task_schema_name(const sl_caption_params *p, int i, char *who, size_t len)
 {
-    if (i < 0)
+    if (i < 0 && p->json_schema_file)
+        snprintf(who, len, "--json-schema '%s'", p->json_schema_file);
+    else if (i < 0)
         snprintf(who, len, "--json-schema");
+    else if (p->tasks_file)
+        snprintf(who, len, "%s: task '%.64s': json_schema", p->tasks_file, p->tasks[i].name);
     else
         snprintf(who, len, "task '%.64s': json_schema", p->tasks[i].name);
 }
@@ -101,7 +105,7 @@ static sl_status check_structured(const sl_caption_params *p)
         const char *text = i < 0 ? p->json_schema : p->tasks[i].json_schema;
         if (!text)
             continue;
-        char who[96];
+        char who[512];
         task_schema_name(p, i, who, sizeof who);
         sl_json_schema *schema;
         sl_status st = sl_json_schema_parse(text, strlen(text), who, &schema);
@@ -129,7 +133,7 @@ static sl_status check_structured(const sl_caption_params *p)
         const char *text = i < 0 ? p->json_schema : p->tasks[i].json_schema;
         if (!text)
             continue;
-        char who[96], *gbnf = NULL;
+        char who[512], *gbnf = NULL;
         task_schema_name(p, i, who, sizeof who);
         sl_status st = sl_llama_schema_to_grammar(text, who, &gbnf);
         sl_free(gbnf);

@@ -167,7 +167,8 @@ def test_bad_files_and_combinations_stop_at_start(sluice, tmp_path):
     good_gbnf = tmp_path / "good.gbnf"
     good_gbnf.write_text('root ::= "x"\n')
     # llama.cpp's converter makes a wrong grammar of a property named ""
-    # (the answer was the property's bare value): refused, naming where.
+    # (the answer was the property's bare value): refused, naming the file
+    # and where in it.
     empty = schema_file(tmp_path, {"type": "object", "properties": {
         "": {"type": "integer"}, "b": {"type": "string"}}, "required": ["b"]}, "empty.json")
     nested = schema_file(tmp_path, {"type": "object", "properties": {"box": {
@@ -177,10 +178,10 @@ def test_bad_files_and_combinations_stop_at_start(sluice, tmp_path):
     schema_task = tmp_path / "schema_task.json"
     schema_task.write_text(json.dumps({"a": {"prompt": "x", "json_schema": SCHEMA}}))
     cases = [
-        (("--json-schema", empty), ['--json-schema: $.properties has a property named ""']),
+        (("--json-schema", empty), [f'--json-schema \'{empty}\': $.properties has a property named ""']),
         (("--json-schema", nested),
-         ['--json-schema: $.properties.box.properties has a property named ""']),
-        (("--tasks", tasks), ["task 'a': json_schema: $.properties has a property named \"\""]),
+         [f'--json-schema \'{nested}\': $.properties.box.properties has a property named ""']),
+        (("--tasks", tasks), [f"{tasks}: task 'a': json_schema: $.properties has a property named \"\""]),
         (("--json-schema", bad_json), [f"--json-schema '{bad_json}' is not JSON"]),
         (("--json-schema", bad_type),
          [f"--json-schema '{bad_type}': $.properties.a.type: unknown type name"]),
