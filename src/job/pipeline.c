@@ -870,6 +870,10 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         goto done;
     gallery_params gp = gallery_default_params();
     gp.seed = p->sampling.seed;
+    if (!(j.parts = json_array())) {
+        st = sl_fail(SL_ERR_NOMEM, "out of memory for the list of parts");
+        goto done;
+    }
     if (!(j.gallery = gallery_new(&gp))) {
         st = sl_fail(SL_ERR_NOMEM, "out of memory for the image gallery");
         goto done;
@@ -952,12 +956,15 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     if (lead) {
         /* Every rank's (the errors parts are JSONL: they hold all). */
         json_t *unfit = j.dist ? dist_unfit(j.dist) : sl_sink_unfit(j.sink);
-        caption_report report = {p,     sum,   exec,    run_st, atomic_load(&j.input_total),
-                                 j.gallery, &j.schema, j.dir, j.src, answers, unfit, failures};
+        json_t *parts = j.dist ? dist_parts(j.dist) : json_incref(j.parts);
+        caption_report report = {p,         sum,       exec,  run_st, atomic_load(&j.input_total),
+                                 j.gallery, &j.schema, j.dir, j.src,  answers,
+                                 unfit,     failures,  parts};
         if (caption_report_write(&report) != SL_OK)
             sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
         job_upload_reports(&j);
         json_decref(unfit);
+        json_decref(parts);
     }
     json_decref(answers);
     json_decref(failures);
@@ -999,6 +1006,7 @@ done:
     rank_metrics_free(ranks_metrics);
     caption_live_free(j.live);
     gallery_free(j.gallery);
+    json_decref(j.parts);
     sl_exec_free(exec);
     sl_sink_free(j.sink);
     sl_sink_free(j.errors_sink);

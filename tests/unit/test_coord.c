@@ -227,6 +227,9 @@ static void test_parts_recorded_and_resumed_by_shard(void **state)
     bool done = true;
     assert_int_equal(sl_ledger_is_done(l, "d.jpg", &done), SL_OK);
     assert_false(done); /* pending is not done */
+    json_t *parts = coord_parts(c); /* nor in the report's list */
+    assert_int_equal(json_array_size(parts), 0);
+    json_decref(parts);
     assert_int_equal(commit(c, 2, 2, 1), SL_OK);
     assert_int_equal(commit(c, 1, 1, 3), SL_OK);
     assert_int_equal(commit(c, 1, 1, 3), SL_ERR_INVALID_ARG); /* committed once */
@@ -256,6 +259,12 @@ static void test_parts_recorded_and_resumed_by_shard(void **state)
     assert_int_equal(failures.kind[1].rows, 1);
     assert_int_equal(sl_ledger_is_done(l, "d.jpg", &done), SL_OK);
     assert_true(done);
+    /* The report names every rank's parts, by number, not as committed. */
+    parts = coord_parts(c);
+    assert_int_equal(json_array_size(parts), 2);
+    assert_string_equal(json_string_value(json_array_get(parts, 0)), "part-00001.jsonl");
+    assert_string_equal(json_string_value(json_array_get(parts, 1)), "part-00002.jsonl");
+    json_decref(parts);
     coord_free(c);
     sl_ledger_free(l);
     tu_write(dir, "part-00001.jsonl", "x\n", 2); /* the renamed files */
