@@ -28,7 +28,9 @@ struct coord {
     int finished;         /* ranks other than 0 that sent COORD_FINISH */
     int hellos;           /* ranks that said hello */
     double started;       /* coord_new, monotonic seconds */
-    double start_grace_s; /* shards wait this long for every rank's hello */
+    double start_grace_s; /* shards wait this long for every rank's hello, and a
+                             rank's second shard for every rank's first */
+    double first_handed;  /* when the first shard was handed out (0: not yet) */
     int failed_rank;
     sl_status failed_status;
     char failed_msg[1024];
@@ -219,6 +221,16 @@ static sl_status put_id(void *user, const char *id)
     return l->reply->oom ? sl_fail(SL_ERR_NOMEM, "out of memory listing a shard's rows") : SL_OK;
 }
 
+/* Whether a rank that said hello and is not finished has been handed no
+ * shard yet. */
+static bool a_rank_unserved(const coord *c)
+{
+    for (int r = 0; r < c->n_ranks; r++)
+        if (c->ranks[r].said_hello && !c->ranks[r].finished && c->ranks[r].shards == 0)
+            return true;
+    return false;
+}
+
 static sl_status next(coord *c, int rank, wire_reader *r, wire_buf *reply)
 {
     int64_t position = wire_get_i64(r);
@@ -240,7 +252,22 @@ static sl_status next(coord *c, int rank, wire_reader *r, wire_buf *reply)
         wire_put_i64(reply, 0);
         return SL_OK;
     }
-    int64_t shard = c->n_shards >= 0 && c->next_shard >= c->n_shards ? -1 : c->next_shard++;
+    /* Nor does a rank take a second shard while a rank that came has had
+     * none (up to the grace after the first): a rank reads its shard into
+     * its queues at once and asks again, and took a small job's shards
+     * while the others were still asking (16 inputs, shards of 6, on 3 ranks: 10,
+     * 6 and 0 rows). */
+    bool left = !(c->n_shards >= 0 && c->next_shard >= c->n_shards);
+    if (left && rank_of(c, rank) && rank_of(c, rank)->shards > 0 && a_rank_unserved(c) &&
+        sl_mono_s() - c->first_handed < c->start_grace_s) {
+        reply_status(reply, SL_OK);
+        wire_put_i64(reply, COORD_WAIT);
+        wire_put_i64(reply, 0);
+        return SL_OK;
+    }
+    int64_t shard = left ? c->next_shard++ : -1;
+    if (shard >= 0 && c->first_handed == 0)
+        c->first_handed = sl_mono_s();
     if (shard >= 0 && rank_of(c, rank)) {
         rank_of(c, rank)->shards++;
         rank_of(c, rank)->last_shard = shard;
