@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -27,12 +28,16 @@ struct coord {
     int finished;         /* ranks other than 0 that sent COORD_FINISH */
     int hellos;           /* ranks that said hello */
     double started;       /* coord_new, monotonic seconds */
-    double start_grace_s; /* shards wait this long for every rank's hello */
+    double start_grace_s; /* shards wait this long for every rank's hello, and a
+                             rank's second shard for every rank's first */
+    double first_handed;  /* when the first shard was handed out (0: not yet) */
     int failed_rank;
     sl_status failed_status;
     char failed_msg[1024];
     json_t *unfit;        /* the ranks' unfit values merged (coord_unfit) */
     json_t *unfit_rank;   /* per column: the rank its first_id is from */
+    json_t *recorded;     /* the parts recorded, not yet committed: {NUMBER: name} */
+    json_t *parts;        /* the parts committed: {name: NUMBER} (coord_parts) */
     sl_status (*guard)(void *user); /* coord_set_guard */
     void *guard_user;
 };
@@ -126,6 +131,12 @@ coord *coord_new(sl_ledger *ledger, const char *fingerprint, long first_part, in
     c->failed_rank = -1;
     c->started = sl_mono_s();
     c->start_grace_s = 10.0;
+    c->recorded = json_object();
+    c->parts = json_object();
+    if (!c->recorded || !c->parts) {
+        coord_free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -137,6 +148,8 @@ void coord_free(coord *c)
     pthread_cond_destroy(&c->finished_cv);
     json_decref(c->unfit);
     json_decref(c->unfit_rank);
+    json_decref(c->recorded);
+    json_decref(c->parts);
     sl_free(c->fingerprint);
     sl_free(c->ranks);
     sl_free(c);
@@ -208,6 +221,16 @@ static sl_status put_id(void *user, const char *id)
     return l->reply->oom ? sl_fail(SL_ERR_NOMEM, "out of memory listing a shard's rows") : SL_OK;
 }
 
+/* Whether a rank that said hello and is not finished has been handed no
+ * shard yet. */
+static bool a_rank_unserved(const coord *c)
+{
+    for (int r = 0; r < c->n_ranks; r++)
+        if (c->ranks[r].said_hello && !c->ranks[r].finished && c->ranks[r].shards == 0)
+            return true;
+    return false;
+}
+
 static sl_status next(coord *c, int rank, wire_reader *r, wire_buf *reply)
 {
     int64_t position = wire_get_i64(r);
@@ -229,7 +252,22 @@ static sl_status next(coord *c, int rank, wire_reader *r, wire_buf *reply)
         wire_put_i64(reply, 0);
         return SL_OK;
     }
-    int64_t shard = c->n_shards >= 0 && c->next_shard >= c->n_shards ? -1 : c->next_shard++;
+    /* Nor does a rank take a second shard while a rank that came has had
+     * none (up to the grace after the first): a rank reads its shard into
+     * its queues at once and asks again, and took a small job's shards
+     * while the others were still asking (16 inputs, shards of 6, on 3 ranks: 10,
+     * 6 and 0 rows). */
+    bool left = !(c->n_shards >= 0 && c->next_shard >= c->n_shards);
+    if (left && rank_of(c, rank) && rank_of(c, rank)->shards > 0 && a_rank_unserved(c) &&
+        sl_mono_s() - c->first_handed < c->start_grace_s) {
+        reply_status(reply, SL_OK);
+        wire_put_i64(reply, COORD_WAIT);
+        wire_put_i64(reply, 0);
+        return SL_OK;
+    }
+    int64_t shard = left ? c->next_shard++ : -1;
+    if (shard >= 0 && c->first_handed == 0)
+        c->first_handed = sl_mono_s();
     if (shard >= 0 && rank_of(c, rank)) {
         rank_of(c, rank)->shards++;
         rank_of(c, rank)->last_shard = shard;
@@ -295,6 +333,10 @@ static sl_status record(coord *c, int rank, wire_reader *r, wire_buf *reply)
                                    (long)failed);
     wire_free(&ids);
     sl_free(shards);
+    char key[24];
+    snprintf(key, sizeof key, "%lld", (long long)number);
+    if (st == SL_OK && json_object_set_new(c->recorded, key, json_string(name)) != 0)
+        st = sl_fail(SL_ERR_NOMEM, "out of memory recording part '%s' of rank %d", name, rank);
     if (st == SL_OK)
         reply_status(reply, SL_OK);
     return st;
@@ -346,6 +388,14 @@ static sl_status commit(coord *c, int rank, wire_reader *r, wire_buf *reply)
                            failures.kind[i].rows);
     if (rank_of(c, rank))
         coord_counts_add(&rank_of(c, rank)->committed, &part);
+    /* Its name for the report (out of memory: the count still holds it). */
+    char key[24];
+    snprintf(key, sizeof key, "%lld", (long long)number);
+    json_t *name = json_object_get(c->recorded, key);
+    if (name && json_object_set_new(c->parts, json_string_value(name), json_integer(number)) != 0)
+        sl_log(SL_LOG_WARN, "out of memory: part %lld is left out of the report's list",
+               (long long)number);
+    json_object_del(c->recorded, key);
     reply_status(reply, SL_OK);
     return SL_OK;
 }
@@ -401,6 +451,42 @@ static bool merge_unfit(coord *c, int rank, const json_t *theirs)
     c->unfit = unfit;
     c->unfit_rank = ranks;
     return true;
+}
+
+typedef struct numbered_part {
+    json_int_t number;
+    const char *name;
+} numbered_part;
+
+static int by_number(const void *a, const void *b)
+{
+    json_int_t x = ((const numbered_part *)a)->number, y = ((const numbered_part *)b)->number;
+    return (x > y) - (x < y);
+}
+
+json_t *coord_parts(coord *c)
+{
+    pthread_mutex_lock(&c->mu);
+    size_t n = json_object_size(c->parts), i = 0;
+    numbered_part *all = n ? sl_malloc(n * sizeof *all) : NULL;
+    json_t *names = n && !all ? NULL : json_array();
+    const char *name;
+    json_t *number;
+    json_object_foreach(c->parts, name, number) {
+        if (!names)
+            break;
+        all[i++] = (numbered_part){json_integer_value(number), name};
+    }
+    if (n && names)
+        qsort(all, n, sizeof *all, by_number);
+    for (i = 0; names && i < n; i++)
+        if (json_array_append_new(names, json_string(all[i].name)) != 0) {
+            json_decref(names);
+            names = NULL;
+        }
+    pthread_mutex_unlock(&c->mu);
+    sl_free(all);
+    return names;
 }
 
 json_t *coord_unfit(coord *c)

@@ -150,6 +150,9 @@ void coord_failures_get(coord *c, coord_failures *out);
  * summed per column, first_id and why the lowest rank's. A new object
  * (the caller's; {} when none), NULL when out of memory. */
 json_t *coord_unfit(coord *c);
+/* The names of the parts every rank committed, by part number: a new array
+ * (the caller's), NULL when out of memory. */
+json_t *coord_parts(coord *c);
 /* No shard is handed out until every rank has said hello or `seconds` have
  * passed since coord_new (default 10): a fair start. */
 void coord_set_start_grace(coord *c, double seconds);

@@ -855,6 +855,11 @@ json_t *dist_unfit(sl_dist *d)
     return d->rank == 0 && d->coord ? coord_unfit(d->coord) : NULL;
 }
 
+json_t *dist_parts(sl_dist *d)
+{
+    return d->rank == 0 && d->coord ? coord_parts(d->coord) : NULL;
+}
+
 bool dist_progress(sl_dist *d, coord_counts *committed, int64_t *shards_handed,
                    int64_t *shards_total)
 {

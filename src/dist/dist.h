@@ -98,6 +98,9 @@ void dist_failures(sl_dist *d, coord_failures *out);
 /* Rank 0, after dist_wait_all: every rank's unfit values merged
  * (coord_unfit; the caller's); NULL on the other ranks or out of memory. */
 json_t *dist_unfit(sl_dist *d);
+/* Rank 0: the names of the parts every rank committed (coord_parts; the
+ * caller's); NULL on the other ranks or out of memory. */
+json_t *dist_parts(sl_dist *d);
 
 /* Rank 0: stops serving (idempotent) — before the ledger it records in is
  * freed, on every way out of the job. The other ranks' requests then go

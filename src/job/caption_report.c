@@ -145,6 +145,10 @@ static json_t *summary_json(const caption_report *r)
     if (o) /* left by a stop for the resume (sl_caption_summary.rows_deferred) */
         json_object_set_new(json_object_get(o, "rows"), "deferred",
                             json_integer((json_int_t)s->rows_deferred));
+    if (o) /* where the rows are: output_file names only the last part */
+        json_object_set_new(o, "output_dir", text(p->output_dir));
+    if (o)
+        json_object_set_new(o, "output_files", r->parts ? json_copy(r->parts) : json_null());
     if (o && r->answers)
         json_object_set(o, "answers", r->answers);
     if (o) /* what the Parquet parts could not hold of the input's columns */
@@ -196,6 +200,24 @@ static void put_base64(FILE *fp, const uint8_t *b, size_t n)
     }
 }
 
+/* The parts this run committed: each named (a run of 40 parts wrote 40
+ * files, not its last); `count` when their names were not kept. */
+static void put_parts(FILE *fp, const json_t *parts, long count)
+{
+    size_t n = parts ? json_array_size(parts) : 0;
+    if (!parts) {
+        fprintf(fp, ", %ld part file%s", count, count == 1 ? "" : "s");
+        return;
+    }
+    fprintf(fp, ", <span id=\"parts\">%zu part file%s", n, n == 1 ? "" : "s");
+    for (size_t i = 0; i < n; i++) {
+        fputs(i ? ", <code>" : ": <code>", fp);
+        put_escaped(fp, json_string_value(json_array_get(parts, i)));
+        fputs("</code>", fp);
+    }
+    fputs("</span>", fp);
+}
+
 static void put_html(FILE *fp, const caption_report *r)
 {
     const sl_caption_summary *s = r->summary;
@@ -228,9 +250,11 @@ static void put_html(FILE *fp, const caption_report *r)
                 s->rows, s->rows_ok, s->rows_failed, s->seconds,
                 s->seconds > 0 ? (double)s->rows / s->seconds : 0.0);
     }
-    fputs("Output: <code>", fp);
-    put_escaped(fp, s->output_file);
-    fputs("</code>; figures in <a href=\"_summary.json\">_summary.json</a>.</p>\n", fp);
+    fputs("Output: <code id=\"output-dir\">", fp);
+    put_escaped(fp, r->params->output_dir);
+    fputs("</code>", fp);
+    put_parts(fp, r->parts, s->shards);
+    fputs("; figures in <a href=\"_summary.json\">_summary.json</a>.</p>\n", fp);
     /* A run stopped (--max-failed, Ctrl-C, a failed write) left a report
      * that read as a finished job's: say how it ended and what is left. */
     if (r->run_status != SL_OK) {

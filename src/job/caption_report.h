@@ -31,6 +31,8 @@ typedef struct caption_report {
     json_t *unfit;            /* the sinks' sl_sink_unfit (borrowed); NULL: none */
     json_t *failures;         /* the failed rows by stage and class (borrowed; under MPI
                                  every rank's); NULL: out of memory */
+    json_t *parts;            /* the names of the parts this run committed (borrowed; under
+                                 MPI every rank's, by number); NULL: out of memory */
 } caption_report;
 
 /* SL_ERR_IO (message names the file and the cause) or SL_ERR_NOMEM. */

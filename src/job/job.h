@@ -156,6 +156,8 @@ typedef struct job {
                                   done) */
     char last_shard[4096];     /* the last committed shard */
     char first_shard_path[4096]; /* the first this run committed */
+    json_t *parts;             /* the names of the parts this run committed, in order (this
+                                  process's) */
     char model_name[256];
     pthread_mutex_t mu;       /* model_name, load_seconds */
     double load_seconds;

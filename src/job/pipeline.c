@@ -716,6 +716,45 @@ static sl_status job_totals(job *j, sl_caption_summary *sum)
     dist_tally(j->dist, &j->answers[0][0]);
     return st;
 }
+/* Rank 0, after a job that ran to its end: the ranks rank 0 handed no
+ * shard, when the input made fewer shards than ranks. The layout cannot
+ * adapt to the input's size: every rank lays the shards out as it streams,
+ * before the input's end is known, and a resume needs the same layout; so
+ * say what splits a job this small over every rank. */
+static void warn_idle_ranks(job *j)
+{
+    int64_t n_shards = -1;
+    int ranks = sl_dist_size(j->dist);
+    if (!dist_progress(j->dist, NULL, NULL, &n_shards) || n_shards < 0 || n_shards >= ranks)
+        return;
+    char idle[256] = "";
+    size_t len = 0;
+    int n_idle = 0;
+    for (int r = 0; r < ranks; r++) {
+        coord_rank cr;
+        if (!dist_rank_progress(j->dist, r, &cr) || cr.shards > 0)
+            continue;
+        if (n_idle++ < 16 && len < sizeof idle) {
+            int n = snprintf(idle + len, sizeof idle - len, "%s%d", len ? ", " : "", r);
+            len += n > 0 ? (size_t)n : 0;
+        }
+    }
+    if (n_idle == 0)
+        return;
+    unsigned size = j->p->input_shard_size ? j->p->input_shard_size : 1000;
+    long inputs = (long)atomic_load(&j->input_total) + j->sum->rows_skipped;
+    char hint[160] = "a smaller --input-shard-size";
+    if (inputs > 0)
+        snprintf(hint, sizeof hint, "--input-shard-size %ld (its %ld inputs over %d ranks)",
+                 (inputs + ranks - 1) / ranks, inputs, ranks);
+    sl_log(SL_LOG_WARN,
+           "%d of %d ranks were handed no input (rank%s %s%s): the input made %lld shard%s "
+           "of up to %u inputs (--input-shard-size) for %d ranks; a job this small runs on "
+           "every rank with %s",
+           n_idle, ranks, n_idle == 1 ? "" : "s", idle, n_idle > 16 ? ", ..." : "",
+           (long long)n_shards, n_shards == 1 ? "" : "s", size, ranks, hint);
+}
+
 /* One column of a prompt template into j->text_columns, once. */
 static void add_text_column(const char *name, size_t n, void *user)
 {
@@ -870,6 +909,10 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         goto done;
     gallery_params gp = gallery_default_params();
     gp.seed = p->sampling.seed;
+    if (!(j.parts = json_array())) {
+        st = sl_fail(SL_ERR_NOMEM, "out of memory for the list of parts");
+        goto done;
+    }
     if (!(j.gallery = gallery_new(&gp))) {
         st = sl_fail(SL_ERR_NOMEM, "out of memory for the image gallery");
         goto done;
@@ -934,6 +977,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     sl_status job_st = lead ? SL_OK : finish_rank(&j, run_st, run_msg);
     if (lead && j.dist)
         job_st = job_totals(&j, sum);
+    if (lead && j.dist && job_st == SL_OK && run_st == SL_OK)
+        warn_idle_ranks(&j);
     json_t *failures = job_failures(&j); /* under MPI after job_totals: every rank's */
     summary_failures(failures, sum);
     json_t *answers = summary_answers(&j, sum);
@@ -952,12 +997,15 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     if (lead) {
         /* Every rank's (the errors parts are JSONL: they hold all). */
         json_t *unfit = j.dist ? dist_unfit(j.dist) : sl_sink_unfit(j.sink);
-        caption_report report = {p,     sum,   exec,    run_st, atomic_load(&j.input_total),
-                                 j.gallery, &j.schema, j.dir, j.src, answers, unfit, failures};
+        json_t *parts = j.dist ? dist_parts(j.dist) : json_incref(j.parts);
+        caption_report report = {p,         sum,       exec,  run_st, atomic_load(&j.input_total),
+                                 j.gallery, &j.schema, j.dir, j.src,  answers,
+                                 unfit,     failures,  parts};
         if (caption_report_write(&report) != SL_OK)
             sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
         job_upload_reports(&j);
         json_decref(unfit);
+        json_decref(parts);
     }
     json_decref(answers);
     json_decref(failures);
@@ -999,6 +1047,7 @@ done:
     rank_metrics_free(ranks_metrics);
     caption_live_free(j.live);
     gallery_free(j.gallery);
+    json_decref(j.parts);
     sl_exec_free(exec);
     sl_sink_free(j.sink);
     sl_sink_free(j.errors_sink);

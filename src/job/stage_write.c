@@ -10,6 +10,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/fault.h"
+#include "core/log.h"
 #include "core/redact.h"
 #include "job/batch.h"
 #include "job/job.h"
@@ -303,6 +304,10 @@ static sl_status commit_shard(job *j)
         snprintf(j->last_shard, sizeof j->last_shard, "%s", part);
         if (!j->first_shard_path[0])
             snprintf(j->first_shard_path, sizeof j->first_shard_path, "%s", part);
+        const char *slash = strrchr(part, '/');
+        if (json_array_append_new(j->parts, json_string(slash ? slash + 1 : part)) != 0)
+            sl_log(SL_LOG_WARN, "out of memory: part '%s' is left out of the report's list",
+                   part);
         j->sum->shards++;
         j->sum->rows += j->part.rows;
         j->sum->rows_ok += j->part.ok;

@@ -301,6 +301,68 @@ def test_a_dry_run_over_mpi_ranks_sums_every_ranks_bytes(sluice_bin, tmp_path):
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"]["total"] == n
     assert summary["input_bytes"] == sum(row["input_bytes"] for row in rows)
+    # Every rank's parts are named, by number, not rank 0's last alone.
+    on_disk = sorted(out.glob("part-*.jsonl"), key=lambda p: int(p.name[5:-6]))
+    assert summary["output_files"] == [p.name for p in on_disk]
+    report = (out / "_report.html").read_text()
+    assert all(f"<code>{p.name}</code>" in report for p in on_disk)
+
+
+def test_the_report_names_every_part_this_run_wrote(sluice, tmp_path):
+    """_summary.json's output_files and _report.html's Output line list the
+    parts of this run, all of them: not the last alone, not an earlier
+    run's."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    sample_copies(src / "first", 1)
+    assert dry(sluice, src, out, "--shard-rows", "3").returncode == 0
+    before = {p.name for p in out.glob("part-*.jsonl")}
+    sample_copies(src / "second", 1)  # the rerun captions these alone
+    r = dry(sluice, src, out, "--shard-rows", "3")
+    assert r.returncode == 0, r.stderr
+    this_run = sorted({p.name for p in out.glob("part-*.jsonl")} - before)
+    assert len(this_run) >= 3 and before, (before, this_run)
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["output_dir"] == str(out)
+    assert summary["output_files"] == this_run
+    assert summary["output_file"] == str(out / this_run[-1])  # as before: the last
+    report = (out / "_report.html").read_text()
+    line = next(line for line in report.splitlines() if "Output:" in line)
+    assert f'<code id="output-dir">{out}</code>' in line
+    assert f"{len(this_run)} part files" in line
+    assert all(f"<code>{name}</code>" in line for name in this_run), line
+    assert not any(name in line for name in before), line
+
+
+def test_a_job_too_small_for_its_ranks_says_how_to_split_it(sluice_bin, tmp_path):
+    """16 inputs on 3 ranks make one shard of the default 1,000: one rank
+    does it all. Rank 0 says so and what splits it (docs/deploy.md, "MPI");
+    that size gives every rank rows."""
+    from test_mpi import MPIRUN, mpi_built, mpi_env, mpirun_args
+    if not MPIRUN or not mpi_built(sluice_bin):
+        pytest.skip("sluice built without MPI, or no mpirun")
+    src = tmp_path / "in"
+    n = sample_copies(src, 1)
+
+    def run(out, *extra):
+        r = subprocess.run(mpirun_args(3) + [str(sluice_bin), "caption", str(src), "-o", str(out),
+                                             "--dry-run", "--shard-rows", "2", "--decode-workers",
+                                             "1", *QUIET, *extra],
+                           capture_output=True, text=True, timeout=600, env=mpi_env())
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        rows = Counter()  # by rank: rank r's parts are numbered r, r + 3, ...
+        for part in out.glob("part-*.jsonl"):
+            rows[int(part.name[5:10]) % 3] += len(part.read_text().splitlines())
+        assert sum(rows.values()) == n
+        return r, rows
+
+    size = -(-n // 3)
+    r, rows = run(tmp_path / "default")
+    assert len([k for k, v in rows.items() if v]) == 1, rows
+    assert "2 of 3 ranks were handed no input" in r.stderr, r.stderr
+    assert f"--input-shard-size {size} (its {n} inputs over 3 ranks)" in r.stderr, r.stderr
+    r, rows = run(tmp_path / "split", "--input-shard-size", str(size))
+    assert all(rows[rank] > 0 for rank in range(3)), rows
+    assert "handed no input" not in r.stderr, r.stderr
 
 
 def test_pixels_do_not_ride_to_the_writer(sluice, tmp_path):

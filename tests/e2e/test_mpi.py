@@ -279,6 +279,54 @@ def test_a_rank_killed_five_times_loses_nothing(mpi, tmp_path):
     assert not glob.glob(str(out / ".part-*"))  # no temporary left behind
 
 
+def run_until_a_part_then(args, out, tmp_path, name, signal_it) -> subprocess.CompletedProcess:
+    """Runs mpirun args in the background, calls signal_it(proc) once a part
+    of this run is committed, and waits for the end."""
+    log = tmp_path / f"{name}.log"
+    before = set(out.glob("part-*.jsonl"))
+    with open(log, "w") as f:
+        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=mpi_env())
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and \
+                not set(out.glob("part-*.jsonl")) - before:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the job ended before the signal: {log.read_text()[-2000:]}"
+        signal_it(proc)
+        rc = proc.wait(timeout=300)
+    return subprocess.CompletedProcess(args, rc, log.read_text(), "")
+
+
+def test_a_stop_under_mpi_exits_130_when_the_ranks_are_signalled(mpi, tmp_path):
+    """docs/deploy.md, "Stopping a job": SIGTERM to the ranks (what a
+    scheduler sends) stops each as one process stops, and mpirun passes their
+    130 on; Ctrl-C on mpirun is Open MPI's own abort (SIGTERM to the ranks, a
+    SIGKILL a second later, mpirun's own status 1), not a status sluice
+    sets. Either way the same command again goes on with nothing twice."""
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 60)
+    out = tmp_path / "out"
+    args = mpirun_args(3) + caption_args(mpi, inputs, out, "--input-shard-size", "2",
+                                         "--shard-rows", "3", "--parallel", "1")
+    r = run_until_a_part_then(args, out, tmp_path, "sigint", lambda p: p.send_signal(signal.SIGINT))
+    assert r.returncode not in (0, 130), r.stdout[-3000:]  # mpirun's, not the ranks'
+
+    def terminate_ranks(proc):
+        pids = rank_pids(proc)
+        assert len(pids) == 3, pids
+        for pid in pids.values():
+            os.kill(pid, signal.SIGTERM)
+    r = run_until_a_part_then(args, out, tmp_path, "sigterm", terminate_ranks)
+    assert r.returncode == 130, r.stdout[-3000:]
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["status"] == "stopped"
+    assert 0 < len(rows_by_id(out)) < len(expected_ids(inputs))
+    r = subprocess.run(args, capture_output=True, text=True, timeout=900, env=mpi_env())
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = rows_by_id(out)
+    assert set(rows) == expected_ids(inputs)
+    assert all(len(v) == 1 for v in rows.values()), [k for k, v in rows.items() if len(v) > 1]
+
+
 def test_a_rank_with_other_settings_is_refused(mpi, inputs, tmp_path):
     out = tmp_path / "out"
     a = caption_args(mpi, inputs, out, "--limit", "3")

@@ -583,6 +583,10 @@ def test_output_to_a_bucket_and_resume_after_a_failed_upload(store, sluice, tmp_
     assert "run1/_summary.json" in keys and "run1/_report.html" in keys
     summary = json.loads(client.get_object(Bucket="outs", Key="run1/_summary.json")["Body"].read())
     assert summary["rows"]["skipped"] == 3
+    # Where the rows are: the bucket, and this run's parts (not the first's).
+    assert summary["output_dir"] == "s3://outs/run1/"
+    parts = [k.split("/")[-1] for k in objects(client, "outs", "run1/part-")]
+    assert summary["output_files"] == [p for p in parts if p != "part-00000.jsonl"]
     assert (state / "_sluice_ledger.sqlite").exists()
     # Parquet to a bucket, read back by pyarrow through the store.
     out = "s3://outs/pq"

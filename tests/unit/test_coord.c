@@ -102,6 +102,36 @@ static void test_start_waits_for_every_rank(void **state)
     coord_free(d);
 }
 
+/* A rank's second shard waits for every rank that came to have its first,
+ * up to the grace: a small job's shards went to the first ranks to ask. */
+static void test_every_rank_gets_a_shard_before_any_gets_two(void **state)
+{
+    coord *c = coord_new(NULL, FP, 0, 3);
+    coord_set_start_grace(c, 600);
+    for (int r = 0; r < 3; r++)
+        hello_from(c, r);
+    assert_int_equal(next_shard(c, 1, 0, NULL), 0);
+    assert_int_equal(next_shard(c, 1, 1, NULL), COORD_WAIT); /* ranks 0 and 2 have none */
+    assert_int_equal(next_shard(c, 0, 1, NULL), 1);
+    assert_int_equal(next_shard(c, 1, 2, NULL), COORD_WAIT); /* rank 2 has none */
+    assert_int_equal(next_shard(c, 2, 2, NULL), 2);
+    assert_int_equal(next_shard(c, 1, 3, NULL), 3);
+    assert_int_equal(next_shard(c, 1, 4, NULL), 4); /* every rank served: the pull balances */
+    coord_free(c);
+    /* A rank that never asks holds the others for the grace alone. */
+    coord *d = coord_new(NULL, FP, 0, 2);
+    coord_set_start_grace(d, 600);
+    hello_from(d, 0);
+    hello_from(d, 1);
+    assert_int_equal(next_shard(d, 0, 0, NULL), 0);
+    assert_int_equal(next_shard(d, 0, 1, NULL), COORD_WAIT);
+    coord_set_start_grace(d, 0.05);
+    struct timespec ts = {0, 80 * 1000000L};
+    nanosleep(&ts, NULL);
+    assert_int_equal(next_shard(d, 0, 1, NULL), 1);
+    coord_free(d);
+}
+
 static void test_shards_in_order_each_once(void **state)
 {
     coord *c = started(NULL, 0, 3);
@@ -227,6 +257,9 @@ static void test_parts_recorded_and_resumed_by_shard(void **state)
     bool done = true;
     assert_int_equal(sl_ledger_is_done(l, "d.jpg", &done), SL_OK);
     assert_false(done); /* pending is not done */
+    json_t *parts = coord_parts(c); /* nor in the report's list */
+    assert_int_equal(json_array_size(parts), 0);
+    json_decref(parts);
     assert_int_equal(commit(c, 2, 2, 1), SL_OK);
     assert_int_equal(commit(c, 1, 1, 3), SL_OK);
     assert_int_equal(commit(c, 1, 1, 3), SL_ERR_INVALID_ARG); /* committed once */
@@ -256,6 +289,12 @@ static void test_parts_recorded_and_resumed_by_shard(void **state)
     assert_int_equal(failures.kind[1].rows, 1);
     assert_int_equal(sl_ledger_is_done(l, "d.jpg", &done), SL_OK);
     assert_true(done);
+    /* The report names every rank's parts, by number, not as committed. */
+    parts = coord_parts(c);
+    assert_int_equal(json_array_size(parts), 2);
+    assert_string_equal(json_string_value(json_array_get(parts, 0)), "part-00001.jsonl");
+    assert_string_equal(json_string_value(json_array_get(parts, 1)), "part-00002.jsonl");
+    json_decref(parts);
     coord_free(c);
     sl_ledger_free(l);
     tu_write(dir, "part-00001.jsonl", "x\n", 2); /* the renamed files */
@@ -617,6 +656,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start_waits_for_every_rank),
+        cmocka_unit_test(test_every_rank_gets_a_shard_before_any_gets_two),
         cmocka_unit_test(test_shards_in_order_each_once),
         cmocka_unit_test(test_hello_checks_settings),
         cmocka_unit_test(test_parts_recorded_and_resumed_by_shard),
