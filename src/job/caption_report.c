@@ -201,7 +201,11 @@ static void put_base64(FILE *fp, const uint8_t *b, size_t n)
 }
 
 /* The parts this run committed: each named (a run of 40 parts wrote 40
- * files, not its last); `count` when their names were not kept. */
+ * files, not its last), up to REPORT_PARTS_NAMED: a job of 10,000 parts
+ * would bury the page under their names, which _summary.json lists;
+ * `count` when their names were not kept. */
+enum { REPORT_PARTS_NAMED = 20 };
+
 static void put_parts(FILE *fp, const json_t *parts, long count)
 {
     size_t n = parts ? json_array_size(parts) : 0;
@@ -210,11 +214,14 @@ static void put_parts(FILE *fp, const json_t *parts, long count)
         return;
     }
     fprintf(fp, ", <span id=\"parts\">%zu part file%s", n, n == 1 ? "" : "s");
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && i < REPORT_PARTS_NAMED; i++) {
         fputs(i ? ", <code>" : ": <code>", fp);
         put_escaped(fp, json_string_value(json_array_get(parts, i)));
         fputs("</code>", fp);
     }
+    if (n > REPORT_PARTS_NAMED)
+        fprintf(fp, " and %zu more (all in _summary.json's <code>output_files</code>)",
+                n - REPORT_PARTS_NAMED);
     fputs("</span>", fp);
 }
 

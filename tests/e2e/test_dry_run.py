@@ -333,6 +333,24 @@ def test_the_report_names_every_part_this_run_wrote(sluice, tmp_path):
     assert not any(name in line for name in before), line
 
 
+def test_the_report_names_the_first_20_of_many_parts(sluice, tmp_path):
+    """A job of thousands of parts would bury _report.html under their
+    names: it names the first 20 and counts the rest, which _summary.json
+    lists."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    sample_copies(src, 4)
+    assert dry(sluice, src, out, "--shard-rows", "1").returncode == 0
+    parts = sorted(p.name for p in out.glob("part-*.jsonl"))
+    assert len(parts) > 25, parts
+    assert json.loads((out / "_summary.json").read_text())["output_files"] == parts
+    line = next(line for line in (out / "_report.html").read_text().splitlines()
+                if "Output:" in line)
+    assert f"{len(parts)} part files" in line
+    assert all(f"<code>{name}</code>" in line for name in parts[:20]), line
+    assert not any(name in line for name in parts[20:]), line
+    assert f"and {len(parts) - 20} more" in line, line
+
+
 def test_a_job_too_small_for_its_ranks_says_how_to_split_it(sluice_bin, tmp_path):
     """16 inputs on 3 ranks make one shard of the default 1,000: one rank
     does it all. Rank 0 says so and what splits it (docs/deploy.md, "MPI");
