@@ -345,6 +345,18 @@ static sl_status write_file(const char *dir, const char *name, writer_fn fn, con
     return st;
 }
 
+sl_status caption_report_running(const sl_caption_params *p, const char *dir)
+{
+    json_t *summary = json_pack("{s:i, s:s, s:o, s:o}", "format_version", 1, "status", "running",
+                                "output_dir", text(p->output_dir), "input_dir",
+                                text(p->input_dir));
+    if (!summary)
+        return sl_fail(SL_ERR_NOMEM, "out of memory building _summary.json");
+    sl_status st = write_file(dir, "_summary.json", put_json, summary);
+    json_decref(summary);
+    return st;
+}
+
 sl_status caption_report_write(const caption_report *r)
 {
     json_t *summary = summary_json(r);

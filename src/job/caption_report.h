@@ -4,8 +4,8 @@
  * job/schema.h; "format_version": 1) and
  * _report.html (the gallery's sample of rows with their captions, the
  * thumbnails embedded as data: URIs so the file stands alone). Both are
- * written to a temporary name and renamed. Called once, after the run,
- * before the executor is freed. */
+ * written to a temporary name and renamed. Written once, after the run,
+ * before the executor is freed; a "running" summary stands in until then. */
 #ifndef SL_JOB_CAPTION_REPORT_H
 #define SL_JOB_CAPTION_REPORT_H
 
@@ -37,5 +37,11 @@ typedef struct caption_report {
 
 /* SL_ERR_IO (message names the file and the cause) or SL_ERR_NOMEM. */
 sl_status caption_report_write(const caption_report *r);
+
+/* At the start of a run that will write: _summary.json says "running"
+ * until caption_report_write replaces it, so a run killed before its end
+ * (kill -9, mpirun's SIGKILL) does not leave the run before's summary
+ * reading as its own. Errors as caption_report_write's. */
+sl_status caption_report_running(const sl_caption_params *p, const char *dir);
 
 #endif

@@ -301,8 +301,9 @@ sl_status job_check_default_system(job *j, const char *text);
 sl_status job_retry_settle(job *j, long *parts);
 sl_status job_retry_failed(job *j, long *rows, long *parts, long *kept);
 /* s3:// output: _summary.json, _report.html and _metrics.prom copied up from
- * the state folder (a warning when one cannot be). */
-void job_upload_reports(job *j);
+ * the state folder (a warning when one cannot be); with summary_only, the
+ * first alone (the "running" one, at the start). */
+void job_upload_reports(job *j, bool summary_only);
 void job_output_clear(job *j);
 /* job/bucket_lock.c: an s3:// output's lock object in the bucket, which
  * keeps out runs with other state folders (the ledger's lock keeps out

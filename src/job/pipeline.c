@@ -943,10 +943,15 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
             pthread_join(counter, NULL);
         goto done;
     }
+    bool lead = !j.dist || sl_dist_rank(j.dist) == 0;
+    if (lead) { /* replaced below, when the run ends however it ends */
+        if (caption_report_running(p, j.dir) != SL_OK)
+            sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
+        job_upload_reports(&j, true);
+    }
     sl_status run_st = sl_exec_run(exec);
     char run_msg[1024];
     snprintf(run_msg, sizeof run_msg, "%s", sl_last_error());
-    bool lead = !j.dist || sl_dist_rank(j.dist) == 0;
     atomic_store(&j.stop_counting, run_st != SL_OK);
     if (counting)
         pthread_join(counter, NULL); /* normally long done: listing outruns captioning */
@@ -1003,7 +1008,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
                                  unfit,     failures,  parts};
         if (caption_report_write(&report) != SL_OK)
             sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
-        job_upload_reports(&j);
+        job_upload_reports(&j, false);
         json_decref(unfit);
         json_decref(parts);
     }

@@ -598,11 +598,12 @@ void job_output_clear(job *j)
     j->n_remote_parts = 0;
 }
 
-void job_upload_reports(job *j)
+void job_upload_reports(job *j, bool summary_only)
 {
     const sl_s3 *s3 = j->remote ? sl_s3_shared() : NULL;
     static const char *const files[] = {"_summary.json", "_report.html", "_metrics.prom"};
-    for (size_t i = 0; s3 && i < sizeof files / sizeof *files; i++) {
+    size_t n = summary_only ? 1 : sizeof files / sizeof *files;
+    for (size_t i = 0; s3 && i < n; i++) {
         char *local = sl_asprintf("%s/%s", j->dir, files[i]);
         char *url = sl_asprintf("%s/%s", j->remote, files[i]);
         if (local && url && access(local, F_OK) == 0 &&

@@ -305,7 +305,7 @@ def test_a_dry_run_over_mpi_ranks_sums_every_ranks_bytes(sluice_bin, tmp_path):
     on_disk = sorted(out.glob("part-*.jsonl"), key=lambda p: int(p.name[5:-6]))
     assert summary["output_files"] == [p.name for p in on_disk]
     report = (out / "_report.html").read_text()
-    assert all(f"<code>{p.name}</code>" in report for p in on_disk)
+    assert all(f"<code>{p.name}</code>" in report for p in on_disk[:20])  # of more, the first 20
 
 
 def test_the_report_names_every_part_this_run_wrote(sluice, tmp_path):

@@ -131,6 +131,36 @@ def test_kill_9_then_the_same_command_finishes_exactly_once(sluice, big, tmp_pat
     assert r.returncode == 0 and "already done" in r.stdout, r.stderr[-3000:]
 
 
+def test_a_killed_run_leaves_a_running_summary_not_the_run_befores(sluice, tmp_path):
+    """_summary.json says "running" from the start of a run until its end
+    writes the real one: a run killed before its end (kill -9, mpirun's
+    SIGKILL a second after its SIGTERM) left the run before's summary, which
+    read "ok" as if it were this run's."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    sample_copies(src / "a", 1)
+    r = run(sluice, src, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "_summary.json").read_text())["status"] == "ok"
+    first = set(parts(out))
+    sample_copies(src / "b", 6)  # the same command goes on with these
+    proc = subprocess.Popen(command(sluice, src, out), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while set(parts(out)) == first and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    assert proc.wait(timeout=300) == -signal.SIGKILL, "the run ended before the kill"
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["status"] == "running", summary
+    assert summary["output_dir"] == str(out)
+    r = run(sluice, src, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["status"] == "ok" and summary["rows"]["skipped"] > 16, summary
+    assert_exactly_once(out, sorted(f"{d}/{i}" for d in ("a", "b") for i in expected_ids(
+        1 if d == "a" else 6)))
+
+
 def test_a_kill_leaves_no_errors_temporary_after_the_rerun(sluice, tmp_path):
     """--errors-file writes each part's failed rows to .errors-N.jsonl.tmp-PID
     beside the part's temporary; a kill -9 leaves both. The rerun removed the
@@ -373,7 +403,8 @@ def test_sighup_stops_like_sigterm_and_the_rerun_goes_on(sluice, tmp_path):
     rc = interrupt(sluice, src, out, signal.SIGHUP, log=log)
     assert rc == 130, log.read_text()[-2000:]
     assert "run the same command again" in log.read_text()
-    assert (out / "_summary.json").exists()
+    # ("running" stands from the start: the stop wrote the real one)
+    assert json.loads((out / "_summary.json").read_text())["status"] == "stopped"
     before = part_ids(out)
     assert 0 < len(before) < len(want) and len(set(before)) == len(before)
     r = run(sluice, src, out)
