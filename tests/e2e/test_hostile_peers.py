@@ -9,13 +9,15 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from urllib.parse import parse_qs, quote, urlsplit
 
+import pytest
 from PIL import Image
 
 from conftest import sample_images
 from localserver import LocalServer
-from openai_helpers import FakeServer, completion
+from openai_helpers import FakeServer, completion, endless
 
 
 def caption(sluice, manifest, out, engine_url, *extra, timeout=120):
@@ -212,6 +214,32 @@ def test_a_header_line_without_end_is_not_called_out_of_memory(sluice, tmp_path)
     assert r.returncode == 3, r.stderr
     assert rows_by_id(tmp_path / "o2")["a"]["error"] == \
         f"a: gave up after 1 attempt; the last, to {bad.url}: {why}"
+
+
+@pytest.mark.parametrize("piece,last", [
+    (b": keepalive\n\n", ": keepalive"),
+    (b'data: {"choices":[{"delta":{}}]}\n\n', 'data: {"choices":[{"delta":{}}]}')])
+def test_a_stream_that_never_brings_text_fails_its_row_at_its_bound(sluice, tmp_path, piece, last):
+    """A server that answered a streamed request 200 and then sent
+    keep-alive comments or empty deltas without end held each attempt to
+    --request-timeout (600 s), 8 times over. A stream may bring
+    --max-tokens + 10000 lines without text (each line of an event but the
+    blank one ending an event with text): past them the row fails at once,
+    naming what the server sent, and is not asked again."""
+    with FakeServer(lambda h, n, body: endless(h, 200, b"", piece, "text/event-stream",
+                                               fake.limit_s)) as fake:
+        t0 = time.monotonic()
+        r = caption(sluice, manifest_of(tmp_path / "m.jsonl", {"a": str(sample_images()[0])}),
+                    tmp_path / "o", fake.url, "--stream", "--max-tokens", "8",
+                    "--request-timeout", "8", "--max-attempts", "2")
+        took = time.monotonic() - t0
+        attempts = len(fake.log)
+    assert r.returncode == 3, r.stderr
+    assert rows_by_id(tmp_path / "o")["a"]["error"] == (
+        f"a: {fake.url} answered HTTP 200 but its stream passed 10008 lines without text "
+        f"(keep-alive comments, deltas without content, blank lines), the bound for max_tokens: "
+        f"the server sends and does not answer (the last: '{last}', after 0 content chunks)")
+    assert attempts == 1 and took < 8
 
 
 # ---- S3 -------------------------------------------------------------------------------
