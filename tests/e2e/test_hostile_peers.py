@@ -83,6 +83,41 @@ def test_an_empty_or_unfollowed_answer_to_an_image_url_names_the_url(sluice, tmp
                                     "/ok.jpg": 1}
 
 
+class LoopHandler(http.server.BaseHTTPRequestHandler):
+    """Each path redirects to itself; counts GETs per path."""
+    protocol_version = "HTTP/1.1"
+    hits: dict = {}
+
+    def do_GET(self):
+        self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        self.send_response(302)
+        self.send_header("Location", self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_redirect_loop_fails_its_row_without_a_retry(sluice, tmp_path):
+    """An image URL that redirects to itself was retried as a passing
+    fault: libcurl's "Maximum (5) redirects followed" 3 times over, 18
+    GETs for one row. A loop is the same loop next time: the row fails at
+    the first, naming the URL and the loop."""
+    LoopHandler.hits = {}
+    with LocalServer(LoopHandler) as images, \
+            FakeServer(lambda h, n, body: completion(h)) as engine:
+        urls = {k: f"{images.url}/{k}" for k in ("loop.jpg", "loop")}
+        r = caption(sluice, manifest_of(tmp_path / "m.jsonl", urls), tmp_path / "o", engine.url)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(tmp_path / "o")
+    why = "redirected more than 5 times (a redirect loop?)"
+    assert rows["loop.jpg"]["error"] == f"cannot download '{urls['loop.jpg']}': {why}"
+    # a name without an image extension is sniffed by a ranged GET first
+    assert rows["loop"]["error"] == f"cannot read '{urls['loop']}' (bytes 0-511): {why}"
+    assert LoopHandler.hits == {"/loop.jpg": 6, "/loop": 6}  # one try: the GET and 5 redirects
+
+
 class GzipHandler(http.server.BaseHTTPRequestHandler):
     """/photo.jpg: an image stored gzip-compressed, sent with
     Content-Encoding: gzip whatever the request asked (as S3 and GCS serve
