@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import sample_images
 from localserver import LocalServer
-from openai_helpers import FakeServer, completion, endless
+from openai_helpers import FakeServer, completion, endless, reply
 
 
 def caption(sluice, manifest, out, engine_url, *extra, timeout=120):
@@ -275,6 +275,33 @@ def test_a_stream_that_never_brings_text_fails_its_row_at_its_bound(sluice, tmp_
         f"(keep-alive comments, deltas without content, blank lines), the bound for max_tokens: "
         f"the server sends and does not answer (the last: '{last}', after 0 content chunks)")
     assert attempts == 1 and took < 8
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("figure", ["1000000000000000000000000", "1e400"])
+def test_a_usage_figure_no_number_holds_is_dropped_and_the_answer_kept(sluice, tmp_path,
+                                                                          figure, stream):
+    """usage.prompt_tokens as an integer past int64 or a real past double
+    is valid JSON that jansson holds in no value: the whole answer was
+    "not JSON" (a stream's last chunk, text and all, was dropped: "the
+    stream held no chat.completion.chunk") and the row failed. The figure
+    now counts 0, as any that is no count; the text and the other figures
+    are kept."""
+    usage = f'"usage":{{"prompt_tokens":{figure},"completion_tokens":3}}'.encode()
+    if stream:
+        answer = (b'data: {"choices":[{"index":0,"delta":{"content":"a fake caption"},'
+                  b'"finish_reason":"stop"}],' + usage + b'}\n\ndata: [DONE]\n\n')
+    else:
+        answer = (b'{"object":"chat.completion","choices":[{"index":0,"finish_reason":"stop",'
+                  b'"message":{"role":"assistant","content":"a fake caption"}}],' + usage + b'}')
+    kind = "text/event-stream" if stream else "application/json"
+    with FakeServer(lambda h, n, body: reply(h, 200, answer, content_type=kind)) as fake:
+        r = caption(sluice, manifest_of(tmp_path / "m.jsonl", {"a": str(sample_images()[0])}),
+                    tmp_path / "o", fake.url, *(["--stream"] if stream else []))
+    assert r.returncode == 0, r.stderr
+    row = rows_by_id(tmp_path / "o")["a"]
+    assert (row["error"], row["caption"]) == (None, "a fake caption")
+    assert (row["prompt_tokens"], row["generated_tokens"]) == (0, 3)
 
 
 # ---- S3 -------------------------------------------------------------------------------

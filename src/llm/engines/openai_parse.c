@@ -275,8 +275,11 @@ openai_verdict openai_parse_completion(const char *body, size_t len, size_t text
     for (int k = 0; k < n; k++)
         out[k] = (sl_result){0};
     json_error_t jerr;
-    /* A model may well generate a NUL byte (a byte token): "\u0000". */
-    json_t *root = json_loadb(body ? body : "", body ? len : 0, JSON_ALLOW_NUL, &jerr);
+    /* A model may well generate a NUL byte (a byte token): "\u0000". A
+     * figure no jansson value holds (usage.prompt_tokens 1e400, or an
+     * integer past int64) lost the whole answer as "not JSON": read
+     * leniently, it is no count and counts 0. */
+    json_t *root = sl_json_load_data(body ? body : "", body ? len : 0, JSON_ALLOW_NUL, &jerr);
     if (!root) {
         /* A connection closed mid-answer (no Content-Length to tell) ends
          * the body inside its JSON: cut, not the server's word. */
@@ -670,7 +673,9 @@ static void stream_logprobs(openai_stream *s, json_t *choice)
  * brought text: content, reasoning, a refusal or a tool call. */
 static bool stream_chunk(openai_stream *s, const char *json, size_t len, double now)
 {
-    json_t *root = json_loadb(json, len, JSON_ALLOW_NUL, NULL);
+    /* Leniently, as a whole answer (openai_parse_completion): the chunk
+     * with the last text may hold the usage too. */
+    json_t *root = sl_json_load_data(json, len, JSON_ALLOW_NUL, NULL);
     if (!root)
         return false; /* not JSON: the end checks that some chunk came */
     json_t *err = json_object_get(root, "error");
