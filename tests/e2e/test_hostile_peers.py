@@ -312,7 +312,8 @@ class Store:
     listed and read (GET with or without Range); `listing(token)` gives a
     ListObjectsV2 page's (keys, next token), `uploads(marker)` a
     ListMultipartUploads page's (truncated, next key marker), and
-    `complete` the answer to CompleteMultipartUpload. `log` holds (method,
+    `complete` the answers to CompleteMultipartUpload in turn (the last
+    again and again). `log` holds (method,
     path, query) per request, `ranged` the path of each GET with a Range."""
 
     def __init__(self):
@@ -322,8 +323,8 @@ class Store:
         self.listing = None
         self.uploads = lambda marker: (False, None)
         self.shift = 0  # a ranged GET from a byte past this is answered from shift bytes before
-        self.complete = (200, b"<CompleteMultipartUploadResult><ETag>\"c\"</ETag>"
-                              b"</CompleteMultipartUploadResult>")
+        self.complete = [(200, b"<CompleteMultipartUploadResult><ETag>\"c\"</ETag>"
+                               b"</CompleteMultipartUploadResult>")]
         store = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -389,7 +390,7 @@ class Store:
             return 200, b"<InitiateMultipartUploadResult><UploadId>u1</UploadId>" \
                         b"</InitiateMultipartUploadResult>"
         if method == "POST":
-            return self.complete
+            return self.complete.pop(0) if len(self.complete) > 1 else self.complete[0]
         if method == "PUT":
             if headers.get("If-None-Match") == "*" and key in self.objects:
                 return 412, b"<Error><Code>PreconditionFailed</Code></Error>"
@@ -505,3 +506,33 @@ def test_an_image_with_a_long_key_is_fetched_without_a_sniff(sluice, tmp_path):
     assert [row["caption"] for row in rows_by_id(tmp_path / "o").values()] == ["a fake caption"]
     assert [p for m, p, q in store.log if p == f"/b/{key}"] == [f"/b/{key}"]  # one GET ...
     assert store.ranged == []  # ... of the whole image
+
+
+def test_a_multipart_completion_answered_200_with_an_error_is_retried(tmp_path):
+    """S3 may answer CompleteMultipartUpload 200 and then an error document
+    (AWS: retry it). The upload was aborted at the first such answer: now
+    it is retried as any S3 request is (AWS_MAX_ATTEMPTS tries in all), and
+    aborted after the last, naming the object and the store's words."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom((5 << 20) + 1))  # two parts of 5 MiB
+    tool = os.environ.get("SLUICE_S3_TOOL", "build/tests/tools/s3_tool")
+    error = (200, b"<Error><Code>InternalError</Code><Message>We encountered an internal "
+                  b"error. Please try again.</Message></Error>")
+    with Store() as store:
+        for answers, ok in (([error, store.complete[0]], True), ([error], False)):
+            store.complete = answers
+            store.log.clear()
+            r = subprocess.run([tool, "upload", big, "s3://b/out/big.bin", str(5 << 20)],
+                               env=store.env, capture_output=True, text=True, timeout=60)
+            completions = [q for m, p, q in store.log if m == "POST" and "uploadId" in q]
+            aborts = [q for m, p, q in store.log if m == "DELETE"]
+            if ok:  # the second try completes it
+                assert r.returncode == 0, r.stderr
+                assert (len(completions), aborts) == (2, [])
+            else:  # AWS_MAX_ATTEMPTS=2: two tries, then the abort
+                assert r.returncode == 1
+                assert r.stderr == (
+                    f"s3_tool: completing the multipart upload: POST s3://b/out/big.bin "
+                    f"({store.url}): HTTP 200 InternalError: We encountered an internal error. "
+                    f"Please try again.\n")
+                assert (len(completions), aborts) == (2, ["uploadId=u1"])
