@@ -310,7 +310,7 @@ def test_a_usage_figure_no_number_holds_is_dropped_and_the_answer_kept(sluice, t
 class Store:
     """A bucket 'b' in memory, for what moto will not do: objects PUT,
     listed and read (GET with or without Range); `listing(token)` gives a
-    ListObjectsV2 page's (keys, next token), `uploads(marker)` a
+    ListObjectsV2 page's (keys, next token) or None (a 500), `uploads(marker)` a
     ListMultipartUploads page's (truncated, next key marker), and
     `complete` the answers to CompleteMultipartUpload in turn (the last
     again and again). `log` holds (method,
@@ -378,8 +378,12 @@ class Store:
                          f"</IsTruncated>{next_}</ListMultipartUploadsResult>").encode()
         if method == "GET" and not key:
             prefix = q.get("prefix", [""])[0]
-            keys, token = (self.listing(q.get("continuation-token", [None])[0]) if self.listing
-                           else (sorted(k for k in self.objects if k.startswith(prefix)), None))
+            page = (self.listing(q.get("continuation-token", [None])[0]) if self.listing
+                    else (sorted(k for k in self.objects if k.startswith(prefix)), None))
+            if page is None:  # a page the store refuses
+                return 500, b"<Error><Code>InternalError</Code><Message>We encountered an " \
+                            b"internal error. Please try again.</Message></Error>"
+            keys, token = page
             items = "".join(f"<Contents><Key>{quote(k)}</Key><Size>1</Size></Contents>"
                             for k in keys)
             more = f"<NextContinuationToken>{token}</NextContinuationToken>" if token else ""
@@ -443,6 +447,36 @@ def test_a_listing_that_goes_round_in_a_circle_fails_its_folder(sluice, tmp_path
                 f"{len(pages)} pages: its listing goes round in a circle and would never end")
             # each of the two listings (the count and the run) stops there
             assert sum(m == "GET" and p == "/b/" for m, p, q in store.log) == 2 * len(pages)
+
+
+def test_a_listing_that_fails_midway_says_so_and_its_rerun_reads_the_rest(sluice, tmp_path):
+    """A folder whose second listing page the store refuses past the
+    retries: the rows given before are kept, the keys not given (the next
+    pages', and the last key of the first page, which the walk holds back
+    until it knows no key to come goes before it) have no row of their
+    own. The folder's failed row said only the store's answer; it now says
+    the listing stopped and the rest is unread, and the same command run
+    again reads it: every key once, none lost."""
+    image = sample_images()[0].read_bytes()
+    refuse = True
+    with Store() as store, FakeServer(lambda h, n, body: completion(h)) as engine:
+        store.objects = {f"in/{k}.jpg": image for k in "abcdef"}
+        store.listing = lambda token: ((["in/a.jpg", "in/b.jpg", "in/c.jpg"], "T") if not token
+                                       else None if refuse
+                                       else (["in/d.jpg", "in/e.jpg", "in/f.jpg"], None))
+        r = caption_s3(sluice, store, "s3://b/in/", tmp_path / "o", engine.url)
+        assert r.returncode == 3, r.stderr
+        rows = rows_by_id(tmp_path / "o")
+        assert sorted(k for k in rows if rows[k]["caption"]) == ["a.jpg", "b.jpg"]
+        assert rows["in/"]["error"] == (
+            f"the listing of s3://b/in/ stopped after 2 rows, the rest of the folder unread (run "
+            f"the same command again to read it): GET s3://b/in/ ({store.url}): HTTP 500 "
+            f"InternalError: We encountered an internal error. Please try again.")
+        refuse = False
+        r = caption_s3(sluice, store, "s3://b/in/", tmp_path / "o", engine.url)
+    assert r.returncode == 0, r.stderr
+    rows = rows_by_id(tmp_path / "o")  # each row once
+    assert sorted(k for k in rows if rows[k]["caption"]) == [f"{k}.jpg" for k in "abcdef"]
 
 
 def test_a_listing_of_uploads_that_goes_round_in_a_circle_is_left(sluice, tmp_path):
