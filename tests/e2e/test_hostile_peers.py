@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import sample_images
-from localserver import LocalServer
+from localserver import LocalServer, answering
 from openai_helpers import FakeServer, completion, endless, reply
 
 
@@ -37,35 +37,22 @@ def manifest_of(path, urls):
     return path
 
 
-class OddImageHandler(http.server.BaseHTTPRequestHandler):
-    """empty: 200 with no body; moved: a 302 with a page and no Location
-    (nothing to follow); ok: an image; each with any extension. Counts GETs
-    per path."""
-    protocol_version = "HTTP/1.1"
-    hits: dict = {}
-
-    def do_GET(self):
-        self.hits[self.path] = self.hits.get(self.path, 0) + 1
-        status, body = {"/empty": (200, b""),
-                        "/moved": (302, b"<html>it moved somewhere</html>"),
-                        "/ok": (200, sample_images()[0].read_bytes())}[self.path.split(".")[0]]
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_an_empty_or_unfollowed_answer_to_an_image_url_names_the_url(sluice, tmp_path):
     """A 200 with no body was taken for "not fetched" and the URL opened as a
     local file ('URL: cannot open: No such file or directory'); a 3xx with
     no Location was decoded as if its page were the image, and its answer
     to the ranged read that sniffs a name without an image extension was
     "HTTP 302 without a Content-Range giving the file's size"."""
-    OddImageHandler.hits = {}
-    with LocalServer(OddImageHandler) as images, \
+    hits = {}
+
+    def odd_image(path):
+        """empty: 200 with no body; moved: a 302 with a page and no Location
+        (nothing to follow); ok: an image; each with any extension."""
+        hits[path] = hits.get(path, 0) + 1
+        return {"/empty": (200, b""), "/moved": (302, b"<html>it moved somewhere</html>"),
+                "/ok": (200, sample_images()[0].read_bytes())}[path.split(".")[0]]
+
+    with LocalServer(answering(odd_image)) as images, \
             FakeServer(lambda h, n, body: completion(h)) as engine:
         urls = {k: f"{images.url}/{k}" for k in ("empty.jpg", "empty", "moved.jpg", "moved", "ok.jpg")}
         r = caption(sluice, manifest_of(tmp_path / "m.jsonl", urls), tmp_path / "o", engine.url)
@@ -79,24 +66,7 @@ def test_an_empty_or_unfollowed_answer_to_an_image_url_names_the_url(sluice, tmp
     # a name without an image extension is sniffed by a ranged GET first
     assert rows["empty"]["error"] == f"cannot download '{urls['empty']}': HTTP 200 with an empty body"
     # none is retried
-    assert OddImageHandler.hits == {"/empty.jpg": 1, "/empty": 2, "/moved.jpg": 1, "/moved": 1,
-                                    "/ok.jpg": 1}
-
-
-class LoopHandler(http.server.BaseHTTPRequestHandler):
-    """Each path redirects to itself; counts GETs per path."""
-    protocol_version = "HTTP/1.1"
-    hits: dict = {}
-
-    def do_GET(self):
-        self.hits[self.path] = self.hits.get(self.path, 0) + 1
-        self.send_response(302)
-        self.send_header("Location", self.path)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
+    assert hits == {"/empty.jpg": 1, "/empty": 2, "/moved.jpg": 1, "/moved": 1, "/ok.jpg": 1}
 
 
 def test_a_redirect_loop_fails_its_row_without_a_retry(sluice, tmp_path):
@@ -104,8 +74,13 @@ def test_a_redirect_loop_fails_its_row_without_a_retry(sluice, tmp_path):
     fault: libcurl's "Maximum (5) redirects followed" 3 times over, 18
     GETs for one row. A loop is the same loop next time: the row fails at
     the first, naming the URL and the loop."""
-    LoopHandler.hits = {}
-    with LocalServer(LoopHandler) as images, \
+    hits = {}
+
+    def to_itself(path):
+        hits[path] = hits.get(path, 0) + 1
+        return 302, b"", [("Location", path)]
+
+    with LocalServer(answering(to_itself)) as images, \
             FakeServer(lambda h, n, body: completion(h)) as engine:
         urls = {k: f"{images.url}/{k}" for k in ("loop.jpg", "loop")}
         r = caption(sluice, manifest_of(tmp_path / "m.jsonl", urls), tmp_path / "o", engine.url)
@@ -115,27 +90,7 @@ def test_a_redirect_loop_fails_its_row_without_a_retry(sluice, tmp_path):
     assert rows["loop.jpg"]["error"] == f"cannot download '{urls['loop.jpg']}': {why}"
     # a name without an image extension is sniffed by a ranged GET first
     assert rows["loop"]["error"] == f"cannot read '{urls['loop']}' (bytes 0-511): {why}"
-    assert LoopHandler.hits == {"/loop.jpg": 6, "/loop": 6}  # one try: the GET and 5 redirects
-
-
-class GzipHandler(http.server.BaseHTTPRequestHandler):
-    """/photo.jpg: an image stored gzip-compressed, sent with
-    Content-Encoding: gzip whatever the request asked (as S3 and GCS serve
-    an object with that metadata); /bomb.jpg: 8 MiB of zeros so compressed
-    (8 KB on the wire)."""
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        data = sample_images()[0].read_bytes() if self.path == "/photo.jpg" else bytes(8 << 20)
-        body = gzip.compress(data)
-        self.send_response(200)
-        self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+    assert hits == {"/loop.jpg": 6, "/loop": 6}  # one try: the GET and 5 redirects
 
 
 def test_an_image_sent_gzip_compressed_is_decoded_within_the_download_bound(sluice, tmp_path):
@@ -143,7 +98,16 @@ def test_an_image_sent_gzip_compressed_is_decoded_within_the_download_bound(slui
     'not an image sluice can read (format not recognised)': its compressed
     bytes were decoded as the image. They are now inflated, as browsers
     do, and the download bound holds for what they inflate to."""
-    with LocalServer(GzipHandler) as images, \
+
+    def gzipped(path):
+        """/photo.jpg: an image stored gzip-compressed, sent with
+        Content-Encoding: gzip whatever the request asked (as S3 and GCS
+        serve an object with that metadata); /bomb.jpg: 8 MiB of zeros so
+        compressed (8 KB on the wire)."""
+        data = sample_images()[0].read_bytes() if path == "/photo.jpg" else bytes(8 << 20)
+        return 200, gzip.compress(data), [("Content-Encoding", "gzip")]
+
+    with LocalServer(answering(gzipped)) as images, \
             FakeServer(lambda h, n, body: completion(h)) as engine:
         urls = {k: f"{images.url}/{k}.jpg" for k in ("photo", "bomb")}
         r = caption(sluice, manifest_of(tmp_path / "m.jsonl", urls), tmp_path / "o", engine.url,
@@ -157,25 +121,13 @@ def test_an_image_sent_gzip_compressed_is_decoded_within_the_download_bound(slui
                                      f"4194304-byte limit (--max-download-bytes)")
 
 
-class NotFoundHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        self.send_response(404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def test_the_cause_of_a_failure_survives_a_long_url(sluice, tmp_path):
     """Messages were cut at 1 KiB before their secrets were hidden: a
     presigned URL holding a session token (1.5 KB, as STS tokens make them)
     that answered 404 failed its row with the URL cut inside the token,
     and neither the rest of the URL nor 'HTTP 404' in the error."""
     token = "IQoJb3JpZ2luX2VjE" + "Ab9" * 400
-    with LocalServer(NotFoundHandler) as images, \
+    with LocalServer(answering(lambda path: (404, b""))) as images, \
             FakeServer(lambda h, n, body: completion(h)) as engine:
         url = (f"{images.url}/bucket/photos/img001.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256"
                f"&X-Amz-Credential=AKIAEXAMPLE%2F20261206%2Fus-east-1%2Fs3%2Faws4_request"
