@@ -175,30 +175,44 @@ static void stream_reads_the_same_in_any_pieces(void **state)
     }
 }
 
-/* Lines that bring no text are counted, the blank line ending an event with
- * text not: `stream` has 9 (a keep-alive, the role delta, "not json", the
- * usage chunk, [DONE] and the blank lines after the first four). A
- * server sending only such lines stopped at nothing but --request-timeout. */
+/* Lines that bring no content are counted, the blank line ending an event
+ * not: `stream` has 5 (a keep-alive, the role delta, "not json", the usage
+ * chunk, [DONE]). A server sending only such lines stopped at nothing but
+ * --request-timeout. Reasoning deltas count (a model's reasoning is bounded
+ * by max_tokens too), and so do blank lines after a blank line. */
 static void stream_of_lines_without_text_is_bounded(void **state)
 {
     (void)state;
-    for (size_t max = 8; max <= 9; max++) {
+    for (size_t max = 4; max <= 5; max++) {
         openai_stream s = {0};
         openai_stream_reset(&s, 1000, max);
         feed(&s, stream, 3);
         sl_result r;
         char why[512];
         openai_verdict v = openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why);
-        if (max == 9) {
+        if (max == 5) {
             assert_int_equal(v, OPENAI_ANSWER_OK);
             sl_free(r.text);
         } else {
             assert_int_equal(v, OPENAI_ANSWER_BAD);
-            assert_string_equal(why, "its stream passed 8 lines without text (keep-alive "
+            assert_string_equal(why, "its stream passed 4 lines without text (keep-alive "
                                      "comments, deltas without content, blank lines), the bound "
                                      "for max_tokens: the server sends and does not answer (the "
                                      "last: 'data: [DONE]', after 2 content chunks)");
         }
+        openai_stream_free(&s);
+    }
+    static const char *const endless[] = {
+        "data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"hmm\"}}]}\n\n",
+        "\n", ": ping\n"};
+    for (size_t k = 0; k < sizeof endless / sizeof *endless; k++) {
+        openai_stream s = {0};
+        openai_stream_reset(&s, 1000, 50);
+        char text[4096] = "";
+        for (int i = 0; i < 51; i++)
+            strcat(text, endless[k]);
+        feed(&s, text, 7);
+        assert_true(s.stuck);
         openai_stream_free(&s);
     }
     assert_int_equal(openai_idle_max(64), 10064);

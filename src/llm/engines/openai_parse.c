@@ -632,7 +632,7 @@ void openai_stream_reset(openai_stream *s, size_t text_max, size_t idle_max)
     sl_buf text = s->text, logprobs = s->logprobs;
     text.len = logprobs.len = 0;
     *s = (openai_stream){.text = text, .logprobs = logprobs, .text_max = text_max,
-                         .idle_max = idle_max};
+                         .idle_max = idle_max, .prev_blank = true};
 }
 
 void openai_stream_free(openai_stream *s)
@@ -670,7 +670,7 @@ static void stream_logprobs(openai_stream *s, json_t *choice)
 
 /* One "data:" event: a chat.completion.chunk, an error event, or something
  * else (a keep-alive or an extension) that says nothing. True when it
- * brought text: content, reasoning, a refusal or a tool call. */
+ * brought content (the caption's text). */
 static bool stream_chunk(openai_stream *s, const char *json, size_t len, double now)
 {
     /* Leniently, as a whole answer (openai_parse_completion): the chunk
@@ -707,9 +707,8 @@ static bool stream_chunk(openai_stream *s, const char *json, size_t len, double 
     bool tool_call = json_array_size(json_object_get(delta, "tool_calls")) > 0 ||
                      json_is_object(json_object_get(delta, "function_call"));
     s->tool_calls |= tool_call;
-    size_t reasoning = reasoning_len(delta);
-    s->reasoning += reasoning;
-    bool said = tool_call || reasoning > 0 || (refusal && refusal[0]);
+    s->reasoning += reasoning_len(delta);
+    bool said = false;
     /* Mistral's reasoning models stream their parts as arrays too: the
      * text parts are the content, the thinking ones not. */
     bool nomem = false;
@@ -783,11 +782,12 @@ void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now
             else
                 said = stream_chunk(s, buf + at, stop - at, now);
         }
-        /* A blank line ends each event: after one with text it is part of
-         * it, else it counts as one more line that says nothing. */
-        if (!said && !(stop == pos && s->prev_said))
+        /* A blank line ends each event, and is part of it; only one
+         * after another blank line is one more line that says nothing. */
+        bool blank = stop == pos;
+        if (!said && (!blank || s->prev_blank))
             stream_idle(s, buf + pos, stop - pos);
-        s->prev_said = said;
+        s->prev_blank = blank;
         pos = nl ? end + 1 : end;
         s->scanned = 0;
     }

@@ -29,12 +29,13 @@ enum { OPENAI_ERROR_BODY_MAX = 64 << 10 };
 /* A streamed answer's log-probabilities at most (20 alternatives a token
  * take about 2 KiB of JSON). */
 enum { OPENAI_LOGPROBS_MAX = 64 << 20 };
-/* A stream's lines that bring no text (keep-alive comments, deltas
- * without content, blank lines but the one that ends an event with text)
- * at most: max_tokens (a server may send an empty delta a token) + 10000
- * (a keep-alive a second would take hours to reach it), 2^30 at most. A
- * server past it is stuck sending nothing, which would otherwise hold
- * each attempt to --request-timeout. */
+/* A stream's lines that bring no content (keep-alive comments, deltas
+ * without content: reasoning, the role's, empty ones; a blank line after a
+ * blank line, the blank line ending an event being part of it) at most:
+ * max_tokens (a reasoning model sends a delta a token of its reasoning) +
+ * 10000 (a keep-alive a second would take hours to reach it), 2^30 at
+ * most. A server past it is stuck sending nothing, which would otherwise
+ * hold each attempt to --request-timeout. */
 size_t openai_idle_max(int max_tokens);
 
 /* What an answer read is worth. */
@@ -93,7 +94,7 @@ typedef struct openai_stream {
     size_t idle, idle_max;   /* lines without text so far, and their bound */
     bool stuck;              /* idle passed idle_max: the rest was not read */
     char idle_line[48];      /* the last of them (its start, bytes outside ASCII as '?') */
-    bool prev_said;          /* the line before brought text: the blank line after is its end */
+    bool prev_blank;         /* the line before was blank (or none came yet) */
     bool done;               /* "data: [DONE]" came */
     bool tool_calls;         /* a delta held tool_calls */
     size_t reasoning;        /* bytes of reasoning_content (or reasoning) in the deltas */
