@@ -16,8 +16,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Small, so that the fuzzer reaches the bound. */
-enum { TEXT_MAX = 200 };
+/* Small, so that the fuzzer reaches the bounds. */
+enum { TEXT_MAX = 200, IDLE_MAX = 64 };
 
 typedef struct outcome {
     openai_stream s;
@@ -31,7 +31,7 @@ typedef struct outcome {
 static void read_stream(const uint8_t *data, size_t size, size_t piece, uint64_t seed, outcome *o)
 {
     memset(o, 0, sizeof *o);
-    openai_stream_reset(&o->s, TEXT_MAX);
+    openai_stream_reset(&o->s, TEXT_MAX, IDLE_MAX);
     sl_buf pending = {0};
     size_t at = 0;
     while (at < size) {

@@ -58,6 +58,8 @@ static char *spaces_encoded(const char *url)
     return out;
 }
 
+enum { FETCH_MAX_REDIRECTS = 5 };
+
 void sl_fetch_policy(CURL *h, const char *url, long timeout_ms, char *cerr)
 {
     cerr[0] = '\0';
@@ -72,7 +74,7 @@ void sl_fetch_policy(CURL *h, const char *url, long timeout_ms, char *cerr)
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(h, CURLOPT_MAXREDIRS, (long)FETCH_MAX_REDIRECTS);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
@@ -97,9 +99,17 @@ static long perform(CURL *h, CURLcode *rc)
 }
 
 /* A failed try's cause into why; true when another try may succeed:
- * transport errors (not a refused scheme or a malformed URL), 5xx, 429. */
+ * transport errors (not a refused scheme, a malformed URL or a redirect
+ * loop), 5xx, 429. */
 static bool failed_try(CURLcode rc, long code, const char *cerr, char *why, size_t size)
 {
+    if (rc == CURLE_TOO_MANY_REDIRECTS) {
+        /* A server's loop is no passing fault: another try is the same
+         * loop again (each try 1 + FETCH_MAX_REDIRECTS requests). */
+        snprintf(why, size, "redirected more than %d times (a redirect loop?)",
+                 FETCH_MAX_REDIRECTS);
+        return false;
+    }
     if (rc != CURLE_OK) {
         snprintf(why, size, "%s", sl_curl_why(rc, cerr));
         return rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_URL_MALFORMAT;

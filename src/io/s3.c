@@ -237,6 +237,9 @@ typedef struct request {
     const char *what;          /* names the request in messages: "s3://b/k" */
     const char *if_match;      /* an ETag the object must still have, or NULL */
     bool if_none_match;        /* a PUT that only creates: If-None-Match: * */
+    /* A 2xx may hold an error document (CompleteMultipartUpload's, sent
+     * after its status line): failed, and retried, as AWS advises. */
+    bool error_in_2xx;
 } request;
 
 typedef struct answer {
@@ -366,6 +369,23 @@ static size_t on_file(char *ptr, size_t size, size_t n, void *user)
         return 0;
     }
     return size * n;
+}
+
+/* The answer's status and error document (its Code and Message) into
+ * why, its Code into code (when given); false when the body holds no
+ * error Code. */
+static bool store_error(answer *a, char *code, size_t code_cap, char *why, size_t cap)
+{
+    char own[128], msg[320];
+    if (!code) {
+        code = own;
+        code_cap = sizeof own;
+    }
+    xml_field(&a->body.buf, "Code", code, code_cap);
+    xml_field(&a->body.buf, "Message", msg, sizeof msg);
+    snprintf(why, cap, "HTTP %ld%s%s%s%s", a->code, code[0] ? " " : "", code, msg[0] ? ": " : "",
+             msg);
+    return code[0] != '\0';
 }
 
 static void pause_before(const sl_s3 *s3, int attempt, uint64_t *rng)
@@ -506,17 +526,17 @@ static sl_status perform(const sl_s3 *s3, const request *rq, answer *a)
             snprintf(why, sizeof why, "%s", sl_curl_why(rc, cerr));
             retry = rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_URL_MALFORMAT;
         } else if (a->code >= 300) {
-            char code[128], msg[320];
-            xml_field(&a->body.buf, "Code", code, sizeof code);
-            xml_field(&a->body.buf, "Message", msg, sizeof msg);
+            char code[128];
+            store_error(a, code, sizeof code, why, sizeof why);
             st = a->code == 404 ? SL_ERR_NOT_FOUND : SL_ERR_IO;
-            snprintf(why, sizeof why, "HTTP %ld%s%s%s%s", a->code, code[0] ? " " : "", code,
-                     msg[0] ? ": " : "", msg);
             /* A condition not met (409: another conditional write raced it) */
             if ((a->code == 412 || a->code == 409) && (rq->if_match || rq->if_none_match))
                 st = SL_ERR_EXISTS;
             retry = a->code >= 500 || a->code == 429 || strcmp(code, "SlowDown") == 0 ||
                     strcmp(code, "RequestTimeout") == 0;
+        } else if (rq->error_in_2xx && store_error(a, NULL, 0, why, sizeof why)) {
+            st = SL_ERR_IO;
+            retry = true;
         } else {
             st = SL_OK;
             break;
@@ -794,14 +814,15 @@ sl_status sl_s3_upload_file(const sl_s3 *s3, const char *path, const char *url,
     if (st == SL_OK) {
         char query[700];
         snprintf(query, sizeof query, "uploadId=%s", (char *)id_enc.data);
-        st = simple(s3, "POST", url, query, done.data, done.len, &a);
-        /* S3 may answer 200 with an error document inside. */
+        st = at_url(s3, url, (request){.method = "POST", .query = query, .body = done.data,
+                                       .body_len = done.len, .error_in_2xx = true},
+                    &a);
+        char why[1024];
         if (st == SL_OK) {
-            char code[128];
-            xml_field(&a.body.buf, "Code", code, sizeof code);
             sl_buf_free(&a.body.buf);
-            if (code[0])
-                st = sl_fail(SL_ERR_IO, "completing the upload of %s failed: %s", url, code);
+        } else { /* the request's own words do not say which of the upload's it was */
+            snprintf(why, sizeof why, "%s", sl_last_error());
+            st = sl_fail(st, "completing the multipart upload: %s", why);
         }
     }
     if (st != SL_OK && upload_id[0] && id_enc.data) {

@@ -510,11 +510,20 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
         const char *key;
         if (s3_folder_key(r, &key, done) != SL_OK) {
             /* A listing that fails midway ends this input with an error row;
-             * the other inputs go on. */
+             * the other inputs go on. The keys not given yet (those of the
+             * pages to come, and those a walk holds back) have no row of
+             * their own: the row says so, and a rerun lists the folder again
+             * and reads those not done. */
             *done = false;
             item->id = folder_id(r);
             item->path = sl_strdup(r->s3_prefix);
-            item->error = sl_strdup(sl_last_error());
+            item->error = r->s3_keys
+                              ? sl_asprintf("the listing of %s stopped after %llu rows, the "
+                                            "rest of the folder unread (run the same command "
+                                            "again to read it): %s",
+                                            r->s3_prefix, (unsigned long long)r->folder_rows,
+                                            sl_last_error())
+                              : sl_strdup(sl_last_error());
             item->cut_short = true;
             s3_folder_unlist(r);
             return item->id && item->path && item->error ? SL_OK

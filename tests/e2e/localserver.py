@@ -65,6 +65,29 @@ class LocalServer:
         self.server.server_close()
 
 
+def answering(answer):
+    """A handler whose GETs `answer(path)` answers: (status, body) or
+    (status, body, [(header, value), ...]), sent with its Content-Length
+    over HTTP/1.1; no log."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            status, body, *headers = answer(self.path)
+            self.send_response(status)
+            for k, v in headers[0] if headers else ():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
 def byte_range(header, size):
     """(status, first, last) for a Range header (bytes=A-B, A-, -N) on a body
     of `size` bytes: 206 and the slice, 416 past the end, 200 and all of it

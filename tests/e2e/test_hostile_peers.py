@@ -9,13 +9,15 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from urllib.parse import parse_qs, quote, urlsplit
 
+import pytest
 from PIL import Image
 
 from conftest import sample_images
-from localserver import LocalServer
-from openai_helpers import FakeServer, completion
+from localserver import LocalServer, answering
+from openai_helpers import FakeServer, completion, endless, reply
 
 
 def caption(sluice, manifest, out, engine_url, *extra, timeout=120):
@@ -35,35 +37,22 @@ def manifest_of(path, urls):
     return path
 
 
-class OddImageHandler(http.server.BaseHTTPRequestHandler):
-    """empty: 200 with no body; moved: a 302 with a page and no Location
-    (nothing to follow); ok: an image; each with any extension. Counts GETs
-    per path."""
-    protocol_version = "HTTP/1.1"
-    hits: dict = {}
-
-    def do_GET(self):
-        self.hits[self.path] = self.hits.get(self.path, 0) + 1
-        status, body = {"/empty": (200, b""),
-                        "/moved": (302, b"<html>it moved somewhere</html>"),
-                        "/ok": (200, sample_images()[0].read_bytes())}[self.path.split(".")[0]]
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_an_empty_or_unfollowed_answer_to_an_image_url_names_the_url(sluice, tmp_path):
     """A 200 with no body was taken for "not fetched" and the URL opened as a
     local file ('URL: cannot open: No such file or directory'); a 3xx with
     no Location was decoded as if its page were the image, and its answer
     to the ranged read that sniffs a name without an image extension was
     "HTTP 302 without a Content-Range giving the file's size"."""
-    OddImageHandler.hits = {}
-    with LocalServer(OddImageHandler) as images, \
+    hits = {}
+
+    def odd_image(path):
+        """empty: 200 with no body; moved: a 302 with a page and no Location
+        (nothing to follow); ok: an image; each with any extension."""
+        hits[path] = hits.get(path, 0) + 1
+        return {"/empty": (200, b""), "/moved": (302, b"<html>it moved somewhere</html>"),
+                "/ok": (200, sample_images()[0].read_bytes())}[path.split(".")[0]]
+
+    with LocalServer(answering(odd_image)) as images, \
             FakeServer(lambda h, n, body: completion(h)) as engine:
         urls = {k: f"{images.url}/{k}" for k in ("empty.jpg", "empty", "moved.jpg", "moved", "ok.jpg")}
         r = caption(sluice, manifest_of(tmp_path / "m.jsonl", urls), tmp_path / "o", engine.url)
@@ -77,28 +66,31 @@ def test_an_empty_or_unfollowed_answer_to_an_image_url_names_the_url(sluice, tmp
     # a name without an image extension is sniffed by a ranged GET first
     assert rows["empty"]["error"] == f"cannot download '{urls['empty']}': HTTP 200 with an empty body"
     # none is retried
-    assert OddImageHandler.hits == {"/empty.jpg": 1, "/empty": 2, "/moved.jpg": 1, "/moved": 1,
-                                    "/ok.jpg": 1}
+    assert hits == {"/empty.jpg": 1, "/empty": 2, "/moved.jpg": 1, "/moved": 1, "/ok.jpg": 1}
 
 
-class GzipHandler(http.server.BaseHTTPRequestHandler):
-    """/photo.jpg: an image stored gzip-compressed, sent with
-    Content-Encoding: gzip whatever the request asked (as S3 and GCS serve
-    an object with that metadata); /bomb.jpg: 8 MiB of zeros so compressed
-    (8 KB on the wire)."""
-    protocol_version = "HTTP/1.1"
+def test_a_redirect_loop_fails_its_row_without_a_retry(sluice, tmp_path):
+    """An image URL that redirects to itself was retried as a passing
+    fault: libcurl's "Maximum (5) redirects followed" 3 times over, 18
+    GETs for one row. A loop is the same loop next time: the row fails at
+    the first, naming the URL and the loop."""
+    hits = {}
 
-    def do_GET(self):
-        data = sample_images()[0].read_bytes() if self.path == "/photo.jpg" else bytes(8 << 20)
-        body = gzip.compress(data)
-        self.send_response(200)
-        self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def to_itself(path):
+        hits[path] = hits.get(path, 0) + 1
+        return 302, b"", [("Location", path)]
 
-    def log_message(self, *args):
-        pass
+    with LocalServer(answering(to_itself)) as images, \
+            FakeServer(lambda h, n, body: completion(h)) as engine:
+        urls = {k: f"{images.url}/{k}" for k in ("loop.jpg", "loop")}
+        r = caption(sluice, manifest_of(tmp_path / "m.jsonl", urls), tmp_path / "o", engine.url)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(tmp_path / "o")
+    why = "redirected more than 5 times (a redirect loop?)"
+    assert rows["loop.jpg"]["error"] == f"cannot download '{urls['loop.jpg']}': {why}"
+    # a name without an image extension is sniffed by a ranged GET first
+    assert rows["loop"]["error"] == f"cannot read '{urls['loop']}' (bytes 0-511): {why}"
+    assert hits == {"/loop.jpg": 6, "/loop": 6}  # one try: the GET and 5 redirects
 
 
 def test_an_image_sent_gzip_compressed_is_decoded_within_the_download_bound(sluice, tmp_path):
@@ -106,7 +98,16 @@ def test_an_image_sent_gzip_compressed_is_decoded_within_the_download_bound(slui
     'not an image sluice can read (format not recognised)': its compressed
     bytes were decoded as the image. They are now inflated, as browsers
     do, and the download bound holds for what they inflate to."""
-    with LocalServer(GzipHandler) as images, \
+
+    def gzipped(path):
+        """/photo.jpg: an image stored gzip-compressed, sent with
+        Content-Encoding: gzip whatever the request asked (as S3 and GCS
+        serve an object with that metadata); /bomb.jpg: 8 MiB of zeros so
+        compressed (8 KB on the wire)."""
+        data = sample_images()[0].read_bytes() if path == "/photo.jpg" else bytes(8 << 20)
+        return 200, gzip.compress(data), [("Content-Encoding", "gzip")]
+
+    with LocalServer(answering(gzipped)) as images, \
             FakeServer(lambda h, n, body: completion(h)) as engine:
         urls = {k: f"{images.url}/{k}.jpg" for k in ("photo", "bomb")}
         r = caption(sluice, manifest_of(tmp_path / "m.jsonl", urls), tmp_path / "o", engine.url,
@@ -120,25 +121,13 @@ def test_an_image_sent_gzip_compressed_is_decoded_within_the_download_bound(slui
                                      f"4194304-byte limit (--max-download-bytes)")
 
 
-class NotFoundHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        self.send_response(404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def test_the_cause_of_a_failure_survives_a_long_url(sluice, tmp_path):
     """Messages were cut at 1 KiB before their secrets were hidden: a
     presigned URL holding a session token (1.5 KB, as STS tokens make them)
     that answered 404 failed its row with the URL cut inside the token,
     and neither the rest of the URL nor 'HTTP 404' in the error."""
     token = "IQoJb3JpZ2luX2VjE" + "Ab9" * 400
-    with LocalServer(NotFoundHandler) as images, \
+    with LocalServer(answering(lambda path: (404, b""))) as images, \
             FakeServer(lambda h, n, body: completion(h)) as engine:
         url = (f"{images.url}/bucket/photos/img001.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256"
                f"&X-Amz-Credential=AKIAEXAMPLE%2F20261206%2Fus-east-1%2Fs3%2Faws4_request"
@@ -214,15 +203,69 @@ def test_a_header_line_without_end_is_not_called_out_of_memory(sluice, tmp_path)
         f"a: gave up after 1 attempt; the last, to {bad.url}: {why}"
 
 
+@pytest.mark.parametrize("piece,last", [
+    (b": keepalive\n\n", ": keepalive"),
+    (b'data: {"choices":[{"delta":{}}]}\n\n', 'data: {"choices":[{"delta":{}}]}')])
+def test_a_stream_that_never_brings_text_fails_its_row_at_its_bound(sluice, tmp_path, piece, last):
+    """A server that answered a streamed request 200 and then sent
+    keep-alive comments or empty deltas without end held each attempt to
+    --request-timeout (600 s), 8 times over. A stream may bring
+    --max-tokens + 10000 lines without text (each line of an event but the
+    blank one ending an event with text): past them the row fails at once,
+    naming what the server sent, and is not asked again."""
+    with FakeServer(lambda h, n, body: endless(h, 200, b"", piece, "text/event-stream",
+                                               fake.limit_s)) as fake:
+        t0 = time.monotonic()
+        r = caption(sluice, manifest_of(tmp_path / "m.jsonl", {"a": str(sample_images()[0])}),
+                    tmp_path / "o", fake.url, "--stream", "--max-tokens", "8",
+                    "--request-timeout", "8", "--max-attempts", "2")
+        took = time.monotonic() - t0
+        attempts = len(fake.log)
+    assert r.returncode == 3, r.stderr
+    assert rows_by_id(tmp_path / "o")["a"]["error"] == (
+        f"a: {fake.url} answered HTTP 200 but its stream passed 10008 lines without text "
+        f"(keep-alive comments, deltas without content, blank lines), the bound for max_tokens: "
+        f"the server sends and does not answer (the last: '{last}', after 0 content chunks)")
+    assert attempts == 1 and took < 8
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("figure", ["1000000000000000000000000", "1e400"])
+def test_a_usage_figure_no_number_holds_is_dropped_and_the_answer_kept(sluice, tmp_path,
+                                                                          figure, stream):
+    """usage.prompt_tokens as an integer past int64 or a real past double
+    is valid JSON that jansson holds in no value: the whole answer was
+    "not JSON" (a stream's last chunk, text and all, was dropped: "the
+    stream held no chat.completion.chunk") and the row failed. The figure
+    now counts 0, as any that is no count; the text and the other figures
+    are kept."""
+    usage = f'"usage":{{"prompt_tokens":{figure},"completion_tokens":3}}'.encode()
+    if stream:
+        answer = (b'data: {"choices":[{"index":0,"delta":{"content":"a fake caption"},'
+                  b'"finish_reason":"stop"}],' + usage + b'}\n\ndata: [DONE]\n\n')
+    else:
+        answer = (b'{"object":"chat.completion","choices":[{"index":0,"finish_reason":"stop",'
+                  b'"message":{"role":"assistant","content":"a fake caption"}}],' + usage + b'}')
+    kind = "text/event-stream" if stream else "application/json"
+    with FakeServer(lambda h, n, body: reply(h, 200, answer, content_type=kind)) as fake:
+        r = caption(sluice, manifest_of(tmp_path / "m.jsonl", {"a": str(sample_images()[0])}),
+                    tmp_path / "o", fake.url, *(["--stream"] if stream else []))
+    assert r.returncode == 0, r.stderr
+    row = rows_by_id(tmp_path / "o")["a"]
+    assert (row["error"], row["caption"]) == (None, "a fake caption")
+    assert (row["prompt_tokens"], row["generated_tokens"]) == (0, 3)
+
+
 # ---- S3 -------------------------------------------------------------------------------
 
 
 class Store:
     """A bucket 'b' in memory, for what moto will not do: objects PUT,
     listed and read (GET with or without Range); `listing(token)` gives a
-    ListObjectsV2 page's (keys, next token), `uploads(marker)` a
+    ListObjectsV2 page's (keys, next token) or None (a 500), `uploads(marker)` a
     ListMultipartUploads page's (truncated, next key marker), and
-    `complete` the answer to CompleteMultipartUpload. `log` holds (method,
+    `complete` the answers to CompleteMultipartUpload in turn (the last
+    again and again). `log` holds (method,
     path, query) per request, `ranged` the path of each GET with a Range."""
 
     def __init__(self):
@@ -232,8 +275,8 @@ class Store:
         self.listing = None
         self.uploads = lambda marker: (False, None)
         self.shift = 0  # a ranged GET from a byte past this is answered from shift bytes before
-        self.complete = (200, b"<CompleteMultipartUploadResult><ETag>\"c\"</ETag>"
-                              b"</CompleteMultipartUploadResult>")
+        self.complete = [(200, b"<CompleteMultipartUploadResult><ETag>\"c\"</ETag>"
+                               b"</CompleteMultipartUploadResult>")]
         store = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -287,8 +330,12 @@ class Store:
                          f"</IsTruncated>{next_}</ListMultipartUploadsResult>").encode()
         if method == "GET" and not key:
             prefix = q.get("prefix", [""])[0]
-            keys, token = (self.listing(q.get("continuation-token", [None])[0]) if self.listing
-                           else (sorted(k for k in self.objects if k.startswith(prefix)), None))
+            page = (self.listing(q.get("continuation-token", [None])[0]) if self.listing
+                    else (sorted(k for k in self.objects if k.startswith(prefix)), None))
+            if page is None:  # a page the store refuses
+                return 500, b"<Error><Code>InternalError</Code><Message>We encountered an " \
+                            b"internal error. Please try again.</Message></Error>"
+            keys, token = page
             items = "".join(f"<Contents><Key>{quote(k)}</Key><Size>1</Size></Contents>"
                             for k in keys)
             more = f"<NextContinuationToken>{token}</NextContinuationToken>" if token else ""
@@ -299,7 +346,7 @@ class Store:
             return 200, b"<InitiateMultipartUploadResult><UploadId>u1</UploadId>" \
                         b"</InitiateMultipartUploadResult>"
         if method == "POST":
-            return self.complete
+            return self.complete.pop(0) if len(self.complete) > 1 else self.complete[0]
         if method == "PUT":
             if headers.get("If-None-Match") == "*" and key in self.objects:
                 return 412, b"<Error><Code>PreconditionFailed</Code></Error>"
@@ -352,6 +399,36 @@ def test_a_listing_that_goes_round_in_a_circle_fails_its_folder(sluice, tmp_path
                 f"{len(pages)} pages: its listing goes round in a circle and would never end")
             # each of the two listings (the count and the run) stops there
             assert sum(m == "GET" and p == "/b/" for m, p, q in store.log) == 2 * len(pages)
+
+
+def test_a_listing_that_fails_midway_says_so_and_its_rerun_reads_the_rest(sluice, tmp_path):
+    """A folder whose second listing page the store refuses past the
+    retries: the rows given before are kept, the keys not given (the next
+    pages', and the last key of the first page, which the walk holds back
+    until it knows no key to come goes before it) have no row of their
+    own. The folder's failed row said only the store's answer; it now says
+    the listing stopped and the rest is unread, and the same command run
+    again reads it: every key once, none lost."""
+    image = sample_images()[0].read_bytes()
+    refuse = True
+    with Store() as store, FakeServer(lambda h, n, body: completion(h)) as engine:
+        store.objects = {f"in/{k}.jpg": image for k in "abcdef"}
+        store.listing = lambda token: ((["in/a.jpg", "in/b.jpg", "in/c.jpg"], "T") if not token
+                                       else None if refuse
+                                       else (["in/d.jpg", "in/e.jpg", "in/f.jpg"], None))
+        r = caption_s3(sluice, store, "s3://b/in/", tmp_path / "o", engine.url)
+        assert r.returncode == 3, r.stderr
+        rows = rows_by_id(tmp_path / "o")
+        assert sorted(k for k in rows if rows[k]["caption"]) == ["a.jpg", "b.jpg"]
+        assert rows["in/"]["error"] == (
+            f"the listing of s3://b/in/ stopped after 2 rows, the rest of the folder unread (run "
+            f"the same command again to read it): GET s3://b/in/ ({store.url}): HTTP 500 "
+            f"InternalError: We encountered an internal error. Please try again.")
+        refuse = False
+        r = caption_s3(sluice, store, "s3://b/in/", tmp_path / "o", engine.url)
+    assert r.returncode == 0, r.stderr
+    rows = rows_by_id(tmp_path / "o")  # each row once
+    assert sorted(k for k in rows if rows[k]["caption"]) == [f"{k}.jpg" for k in "abcdef"]
 
 
 def test_a_listing_of_uploads_that_goes_round_in_a_circle_is_left(sluice, tmp_path):
@@ -415,3 +492,33 @@ def test_an_image_with_a_long_key_is_fetched_without_a_sniff(sluice, tmp_path):
     assert [row["caption"] for row in rows_by_id(tmp_path / "o").values()] == ["a fake caption"]
     assert [p for m, p, q in store.log if p == f"/b/{key}"] == [f"/b/{key}"]  # one GET ...
     assert store.ranged == []  # ... of the whole image
+
+
+def test_a_multipart_completion_answered_200_with_an_error_is_retried(tmp_path):
+    """S3 may answer CompleteMultipartUpload 200 and then an error document
+    (AWS: retry it). The upload was aborted at the first such answer: now
+    it is retried as any S3 request is (AWS_MAX_ATTEMPTS tries in all), and
+    aborted after the last, naming the object and the store's words."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom((5 << 20) + 1))  # two parts of 5 MiB
+    tool = os.environ.get("SLUICE_S3_TOOL", "build/tests/tools/s3_tool")
+    error = (200, b"<Error><Code>InternalError</Code><Message>We encountered an internal "
+                  b"error. Please try again.</Message></Error>")
+    with Store() as store:
+        for answers, ok in (([error, store.complete[0]], True), ([error], False)):
+            store.complete = answers
+            store.log.clear()
+            r = subprocess.run([tool, "upload", big, "s3://b/out/big.bin", str(5 << 20)],
+                               env=store.env, capture_output=True, text=True, timeout=60)
+            completions = [q for m, p, q in store.log if m == "POST" and "uploadId" in q]
+            aborts = [q for m, p, q in store.log if m == "DELETE"]
+            if ok:  # the second try completes it
+                assert r.returncode == 0, r.stderr
+                assert (len(completions), aborts) == (2, [])
+            else:  # AWS_MAX_ATTEMPTS=2: two tries, then the abort
+                assert r.returncode == 1
+                assert r.stderr == (
+                    f"s3_tool: completing the multipart upload: POST s3://b/out/big.bin "
+                    f"({store.url}): HTTP 200 InternalError: We encountered an internal error. "
+                    f"Please try again.\n")
+                assert (len(completions), aborts) == (2, ["uploadId=u1"])

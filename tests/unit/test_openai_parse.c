@@ -118,7 +118,7 @@ static void nul_in_the_text(void **state)
     assert_string_equal(r.text, "a\xEF\xBF\xBD" "b");
     sl_free(r.text);
     openai_stream s = {0};
-    openai_stream_reset(&s, 100);
+    openai_stream_reset(&s, 100, openai_idle_max(0));
     sl_buf pending = {0};
     const char *ev = "data: {\"choices\":[{\"delta\":{\"content\":\"x\\u0000\"}}]}\n\n"
                      "data: [DONE]\n\n";
@@ -159,7 +159,7 @@ static void stream_reads_the_same_in_any_pieces(void **state)
     size_t pieces[] = {sizeof stream, 1, 2, 3, 7, 64};
     for (size_t i = 0; i < sizeof pieces / sizeof *pieces; i++) {
         openai_stream s = {0};
-        openai_stream_reset(&s, 1000);
+        openai_stream_reset(&s, 1000, openai_idle_max(0));
         feed(&s, stream, pieces[i]);
         sl_result r;
         char why[256];
@@ -175,6 +175,51 @@ static void stream_reads_the_same_in_any_pieces(void **state)
     }
 }
 
+/* Lines that bring no content are counted, the blank line ending an event
+ * not: `stream` has 5 (a keep-alive, the role delta, "not json", the usage
+ * chunk, [DONE]). A server sending only such lines stopped at nothing but
+ * --request-timeout. Reasoning deltas count (a model's reasoning is bounded
+ * by max_tokens too), and so do blank lines after a blank line. */
+static void stream_of_lines_without_text_is_bounded(void **state)
+{
+    (void)state;
+    for (size_t max = 4; max <= 5; max++) {
+        openai_stream s = {0};
+        openai_stream_reset(&s, 1000, max);
+        feed(&s, stream, 3);
+        sl_result r;
+        char why[512];
+        openai_verdict v = openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why);
+        if (max == 5) {
+            assert_int_equal(v, OPENAI_ANSWER_OK);
+            sl_free(r.text);
+        } else {
+            assert_int_equal(v, OPENAI_ANSWER_BAD);
+            assert_string_equal(why, "its stream passed 4 lines without text (keep-alive "
+                                     "comments, deltas without content, blank lines), the bound "
+                                     "for max_tokens: the server sends and does not answer (the "
+                                     "last: 'data: [DONE]', after 2 content chunks)");
+        }
+        openai_stream_free(&s);
+    }
+    static const char *const endless[] = {
+        "data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"hmm\"}}]}\n\n",
+        "\n", ": ping\n"};
+    for (size_t k = 0; k < sizeof endless / sizeof *endless; k++) {
+        openai_stream s = {0};
+        openai_stream_reset(&s, 1000, 50);
+        char text[4096] = "";
+        for (int i = 0; i < 51; i++)
+            strcat(text, endless[k]);
+        feed(&s, text, 7);
+        assert_true(s.stuck);
+        openai_stream_free(&s);
+    }
+    assert_int_equal(openai_idle_max(64), 10064);
+    assert_int_equal(openai_idle_max(-1), 10000);
+    assert_int_equal(openai_idle_max(2147483647), 1 << 30);
+}
+
 /* A stream whose deltas carry the content as parts (Mistral's reasoning
  * models): the text parts are the caption, the thinking ones not. Its
  * text was empty before, the row failed as having no caption. */
@@ -188,7 +233,7 @@ static void stream_of_content_parts(void **state)
         "data: {\"choices\":[{\"delta\":{\"content\":\" runs.\"},\"finish_reason\":\"stop\"}]}\n\n"
         "data: [DONE]\n\n";
     openai_stream s = {0};
-    openai_stream_reset(&s, 1000);
+    openai_stream_reset(&s, 1000, openai_idle_max(0));
     feed(&s, parts, 5);
     sl_result r;
     char why[256];
@@ -227,7 +272,7 @@ static void logprobs_are_kept_whole_and_joined_from_a_stream(void **state)
     size_t pieces[] = {sizeof events, 1, 5, 33};
     for (size_t i = 0; i < sizeof pieces / sizeof *pieces; i++) {
         openai_stream s = {0};
-        openai_stream_reset(&s, 1000);
+        openai_stream_reset(&s, 1000, openai_idle_max(0));
         feed(&s, events, pieces[i]);
         assert_int_equal(openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why), OPENAI_ANSWER_OK);
         assert_string_equal(r.text, "A cat");
@@ -236,7 +281,7 @@ static void logprobs_are_kept_whole_and_joined_from_a_stream(void **state)
                                         "{\"token\":\"at\",\"logprob\":-3}]}");
         sl_result_clear(&r);
         /* The same stream object, reset, keeps nothing of the last answer. */
-        openai_stream_reset(&s, 1000);
+        openai_stream_reset(&s, 1000, openai_idle_max(0));
         feed(&s, stream, sizeof stream);
         assert_int_equal(openai_stream_result(&s, 0.5, 3.0, &r, why, sizeof why), OPENAI_ANSWER_OK);
         assert_null(r.logprobs);
@@ -249,7 +294,7 @@ static void logprobs_are_kept_whole_and_joined_from_a_stream(void **state)
 static void stream_past_its_bound_fails(void **state)
 {
     openai_stream s = {0};
-    openai_stream_reset(&s, 100);
+    openai_stream_reset(&s, 100, openai_idle_max(0));
     sl_buf pending = {0};
     const char ev[] = "data: {\"choices\":[{\"delta\":{\"content\":\"lorem ipsum \"}}]}\n\n";
     int events = 0;
@@ -273,13 +318,13 @@ static void stream_past_its_bound_fails(void **state)
 static void stream_errors(void **state)
 {
     openai_stream s = {0};
-    openai_stream_reset(&s, 1000);
+    openai_stream_reset(&s, 1000, openai_idle_max(0));
     feed(&s, "data: {\"error\":{\"message\":\"boom\\nagain\",\"code\":500}}\n\n", 5);
     sl_result r;
     char why[256];
     assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_BAD);
     assert_string_equal(why, "the stream carried an error: boom again");
-    openai_stream_reset(&s, 1000);
+    openai_stream_reset(&s, 1000, openai_idle_max(0));
     feed(&s, ": nothing but keep-alives\n\ndata: [DONE]\n\n", 4);
     assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_BAD);
     assert_non_null(strstr(why, "no chat.completion.chunk"));
@@ -394,13 +439,13 @@ static void streams_without_their_end_are_cut(void **state)
     openai_stream s = {0};
     sl_result r;
     char why[256], text[1024];
-    openai_stream_reset(&s, 1000);
+    openai_stream_reset(&s, 1000, openai_idle_max(0));
     feed(&s, chunk, 7);
     assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_CUT);
     assert_non_null(strstr(why, "without a finish_reason or data: [DONE], after 1 content chunk"));
 
     snprintf(text, sizeof text, "%sdata: [DONE]\n\n", chunk); /* no finish_reason: null */
-    openai_stream_reset(&s, 1000);
+    openai_stream_reset(&s, 1000, openai_idle_max(0));
     feed(&s, text, 5);
     assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_OK);
     assert_string_equal(r.text, "hel");
@@ -408,7 +453,7 @@ static void streams_without_their_end_are_cut(void **state)
     sl_result_clear(&r);
 
     snprintf(text, sizeof text, "%s%s", chunk, stop); /* no [DONE]: the finish says it */
-    openai_stream_reset(&s, 1000);
+    openai_stream_reset(&s, 1000, openai_idle_max(0));
     feed(&s, text, 9);
     assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_OK);
     assert_string_equal(r.finish_reason, "stop");
@@ -420,19 +465,19 @@ static void streams_without_their_end_are_cut(void **state)
              "\"choices\":[{\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}\n\n"
              "data: [DONE]\n\n",
              chunk);
-    openai_stream_reset(&s, 1000);
+    openai_stream_reset(&s, 1000, openai_idle_max(0));
     feed(&s, text, 11);
     assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_CUT);
     assert_non_null(strstr(why, "finish_reason \"error\": Provider disconnected"));
 
     /* What is no caption, streamed. */
-    openai_stream_reset(&s, 1000);
+    openai_stream_reset(&s, 1000, openai_idle_max(0));
     feed(&s, "data: {\"choices\":[{\"delta\":{\"refusal\":\"I can't\"}}]}\n\n"
              "data: {\"choices\":[{\"delta\":{\"refusal\":\" help.\"},\"finish_reason\":\"stop\"}]}"
              "\n\ndata: [DONE]\n\n", 6);
     assert_int_equal(openai_stream_result(&s, 0.0, 1.0, &r, why, sizeof why), OPENAI_ANSWER_BAD);
     assert_string_equal(why, "the model refused: I can't help.");
-    openai_stream_reset(&s, 1000);
+    openai_stream_reset(&s, 1000, openai_idle_max(0));
     feed(&s, "data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"think\"}}]}\n\n"
              "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}\n\ndata: [DONE]\n\n",
          6);
@@ -732,6 +777,7 @@ int main(void)
         cmocka_unit_test(choices_are_scored_from_the_alternatives),
         cmocka_unit_test(probes_tell_choices_apart_where_they_part),
         cmocka_unit_test(bounds_follow_max_tokens),
+        cmocka_unit_test(stream_of_lines_without_text_is_bounded),
         cmocka_unit_test(n_answers_come_back_in_index_order),
         cmocka_unit_test(completion_past_its_bound_fails),
         cmocka_unit_test(nul_in_the_text),

@@ -83,6 +83,7 @@ typedef struct oa_req {
      * OPENAI_ERROR_BODY_MAX; a stream's unparsed rest (one partial event). */
     sl_buf resp;
     size_t text_max, body_max;  /* from the request's max_tokens (openai_parse.h) */
+    size_t idle_max;            /* ... and the stream's lines without text */
     bool too_large;             /* the answer passed its bound: the attempt was cut */
     bool error_cut;             /* an error body passed its bound: its start is kept */
     char errbuf[CURL_ERROR_SIZE];
@@ -635,6 +636,7 @@ static oa_req *req_new(const oa_engine *e, const sl_request *q, int n_answers,
     int max_tokens = q->n_choices > 0 ? 1 : q->sampling.max_tokens;
     r->text_max = openai_text_max(max_tokens);
     r->body_max = openai_body_max(max_tokens, n_sent);
+    r->idle_max = openai_idle_max(max_tokens);
     r->choice_temperature = q->sampling.temperature;
     r->choice_seed = q->sampling.seed;
     bool choices_ok = q->n_choices == 0 ||
@@ -826,6 +828,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *user)
             r->too_large = true;
             return 0;
         }
+        if (r->st.stuck) /* finish() reads why in the stream */
+            return 0;
     }
     return len;
 }
@@ -988,7 +992,7 @@ static bool start_attempt(oa_engine *e, oa_req *r, int epi, double now)
         r->first_sent = now;
     r->resp.len = 0;
     r->too_large = r->error_cut = r->plain = false;
-    openai_stream_reset(&r->st, r->text_max);
+    openai_stream_reset(&r->st, r->text_max, r->idle_max);
     r->retry_after = -1.0;
     r->location[0] = '\0';
     r->errbuf[0] = '\0';
@@ -1307,7 +1311,7 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
     long code = 0;
     curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&r);
     /* An answer cut at its bound is still the server's answer. */
-    if (res == CURLE_WRITE_ERROR && (r->too_large || r->error_cut))
+    if (res == CURLE_WRITE_ERROR && (r->too_large || r->error_cut || r->st.stuck))
         res = CURLE_OK;
     if (res == CURLE_OK)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);

@@ -275,8 +275,11 @@ openai_verdict openai_parse_completion(const char *body, size_t len, size_t text
     for (int k = 0; k < n; k++)
         out[k] = (sl_result){0};
     json_error_t jerr;
-    /* A model may well generate a NUL byte (a byte token): "\u0000". */
-    json_t *root = json_loadb(body ? body : "", body ? len : 0, JSON_ALLOW_NUL, &jerr);
+    /* A model may well generate a NUL byte (a byte token): "\u0000". A
+     * figure no jansson value holds (usage.prompt_tokens 1e400, or an
+     * integer past int64) lost the whole answer as "not JSON": read
+     * leniently, it is no count and counts 0. */
+    json_t *root = sl_json_load_data(body ? body : "", body ? len : 0, JSON_ALLOW_NUL, &jerr);
     if (!root) {
         /* A connection closed mid-answer (no Content-Length to tell) ends
          * the body inside its JSON: cut, not the server's word. */
@@ -617,11 +620,19 @@ void openai_hide_secret(char *s, size_t cap, const char *secret)
 
 /* --- streams -------------------------------------------------------------------------- */
 
-void openai_stream_reset(openai_stream *s, size_t text_max)
+size_t openai_idle_max(int max_tokens)
+{
+    enum { IDLE_BASE = 10000, IDLE_CEILING = 1 << 30 };
+    size_t tokens = max_tokens > 0 ? (size_t)max_tokens : 0;
+    return tokens > IDLE_CEILING - IDLE_BASE ? IDLE_CEILING : IDLE_BASE + tokens;
+}
+
+void openai_stream_reset(openai_stream *s, size_t text_max, size_t idle_max)
 {
     sl_buf text = s->text, logprobs = s->logprobs;
     text.len = logprobs.len = 0;
-    *s = (openai_stream){.text = text, .logprobs = logprobs, .text_max = text_max};
+    *s = (openai_stream){.text = text, .logprobs = logprobs, .text_max = text_max,
+                         .idle_max = idle_max, .prev_blank = true};
 }
 
 void openai_stream_free(openai_stream *s)
@@ -658,12 +669,15 @@ static void stream_logprobs(openai_stream *s, json_t *choice)
 }
 
 /* One "data:" event: a chat.completion.chunk, an error event, or something
- * else (a keep-alive or an extension) that says nothing. */
-static void stream_chunk(openai_stream *s, const char *json, size_t len, double now)
+ * else (a keep-alive or an extension) that says nothing. True when it
+ * brought content (the caption's text). */
+static bool stream_chunk(openai_stream *s, const char *json, size_t len, double now)
 {
-    json_t *root = json_loadb(json, len, JSON_ALLOW_NUL, NULL);
+    /* Leniently, as a whole answer (openai_parse_completion): the chunk
+     * with the last text may hold the usage too. */
+    json_t *root = sl_json_load_data(json, len, JSON_ALLOW_NUL, NULL);
     if (!root)
-        return; /* not JSON: the end checks that some chunk came */
+        return false; /* not JSON: the end checks that some chunk came */
     json_t *err = json_object_get(root, "error");
     if (err && !s->error[0]) {
         const char *msg = error_message(err);
@@ -690,9 +704,11 @@ static void stream_chunk(openai_stream *s, const char *json, size_t len, double 
     size_t had = strlen(s->refusal);
     if (refusal && had < sizeof s->refusal - 1)
         snprintf(s->refusal + had, sizeof s->refusal - had, "%s", refusal);
-    s->tool_calls |= json_array_size(json_object_get(delta, "tool_calls")) > 0 ||
+    bool tool_call = json_array_size(json_object_get(delta, "tool_calls")) > 0 ||
                      json_is_object(json_object_get(delta, "function_call"));
+    s->tool_calls |= tool_call;
     s->reasoning += reasoning_len(delta);
+    bool said = false;
     /* Mistral's reasoning models stream their parts as arrays too: the
      * text parts are the content, the thinking ones not. */
     bool nomem = false;
@@ -711,6 +727,7 @@ static void stream_chunk(openai_stream *s, const char *json, size_t len, double 
             s->first_token_at = now;
         s->last_token_at = now;
         s->content_chunks++;
+        said = true;
     }
     json_decref(joined);
     stream_logprobs(s, choice);
@@ -726,13 +743,25 @@ static void stream_chunk(openai_stream *s, const char *json, size_t len, double 
         s->cached_tokens = count_of(json_object_get(details, "cached_tokens"));
     }
     json_decref(root);
+    return said;
+}
+
+/* One more line without text; its start kept to show what the server sent. */
+static void stream_idle(openai_stream *s, const char *line, size_t len)
+{
+    size_t n = len < sizeof s->idle_line - 1 ? len : sizeof s->idle_line - 1;
+    for (size_t i = 0; i < n; i++)
+        s->idle_line[i] = line[i] >= 0x20 && line[i] < 0x7f ? line[i] : '?';
+    s->idle_line[n] = '\0';
+    if (++s->idle > s->idle_max)
+        s->stuck = true;
 }
 
 void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now)
 {
     size_t pos = 0;
     const char *buf = (const char *)pending->data;
-    while (pos < pending->len && !s->too_large) {
+    while (pos < pending->len && !s->too_large && !s->stuck) {
         /* A line arriving in many pieces is searched once, not once a piece. */
         size_t from = pos == 0 && s->scanned <= pending->len ? s->scanned : pos;
         const char *nl = memchr(buf + from, '\n', pending->len - from);
@@ -743,6 +772,7 @@ void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now
         size_t end = nl ? (size_t)(nl - buf) : pending->len, stop = end;
         if (stop > pos && buf[stop - 1] == '\r')
             stop--;
+        bool said = false;
         if (stop - pos >= 5 && memcmp(buf + pos, "data:", 5) == 0) {
             size_t at = pos + 5;
             if (at < stop && buf[at] == ' ')
@@ -750,8 +780,14 @@ void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now
             if (stop - at == 6 && memcmp(buf + at, "[DONE]", 6) == 0)
                 s->done = true;
             else
-                stream_chunk(s, buf + at, stop - at, now);
+                said = stream_chunk(s, buf + at, stop - at, now);
         }
+        /* A blank line ends each event, and is part of it; only one
+         * after another blank line is one more line that says nothing. */
+        bool blank = stop == pos;
+        if (!said && (!blank || s->prev_blank))
+            stream_idle(s, buf + pos, stop - pos);
+        s->prev_blank = blank;
         pos = nl ? end + 1 : end;
         s->scanned = 0;
     }
@@ -770,6 +806,13 @@ openai_verdict openai_stream_result(openai_stream *s, double submitted, double n
         snprintf(why, cap, "its text passed %zu bytes, the bound for max_tokens (does the server "
                  "ignore max_tokens?)",
                  s->text_max);
+        return OPENAI_ANSWER_BAD;
+    }
+    if (s->stuck) {
+        snprintf(why, cap, "its stream passed %zu lines without text (keep-alive comments, "
+                 "deltas without content, blank lines), the bound for max_tokens: the server "
+                 "sends and does not answer (the last: '%s', after %d content chunk%s)",
+                 s->idle_max, s->idle_line, s->content_chunks, s->content_chunks == 1 ? "" : "s");
         return OPENAI_ANSWER_BAD;
     }
     if (s->logprobs_too_large) {

@@ -29,6 +29,14 @@ enum { OPENAI_ERROR_BODY_MAX = 64 << 10 };
 /* A streamed answer's log-probabilities at most (20 alternatives a token
  * take about 2 KiB of JSON). */
 enum { OPENAI_LOGPROBS_MAX = 64 << 20 };
+/* A stream's lines that bring no content (keep-alive comments, deltas
+ * without content: reasoning, the role's, empty ones; a blank line after a
+ * blank line, the blank line ending an event being part of it) at most:
+ * max_tokens (a reasoning model sends a delta a token of its reasoning) +
+ * 10000 (a keep-alive a second would take hours to reach it), 2^30 at
+ * most. A server past it is stuck sending nothing, which would otherwise
+ * hold each attempt to --request-timeout. */
+size_t openai_idle_max(int max_tokens);
 
 /* What an answer read is worth. */
 typedef enum openai_verdict {
@@ -83,6 +91,10 @@ typedef struct openai_stream {
     int prompt_tokens, completion_tokens, cached_tokens;
     bool has_usage;
     bool too_large;          /* the content passed text_max (the rest was dropped) */
+    size_t idle, idle_max;   /* lines without text so far, and their bound */
+    bool stuck;              /* idle passed idle_max: the rest was not read */
+    char idle_line[48];      /* the last of them (its start, bytes outside ASCII as '?') */
+    bool prev_blank;         /* the line before was blank (or none came yet) */
     bool done;               /* "data: [DONE]" came */
     bool tool_calls;         /* a delta held tool_calls */
     size_t reasoning;        /* bytes of reasoning_content (or reasoning) in the deltas */
@@ -102,12 +114,13 @@ typedef struct openai_stream {
 } openai_stream;
 
 /* Starts a stream over (keeps the text's memory). */
-void openai_stream_reset(openai_stream *s, size_t text_max);
+void openai_stream_reset(openai_stream *s, size_t text_max, size_t idle_max);
 void openai_stream_free(openai_stream *s);
 
 /* Parses the complete lines of *pending (all of it with `last`: the stream
  * ended) and drops them from it; only "data:" lines carry anything, and
- * "data: [DONE]" nothing. `now` stamps the content chunks. */
+ * "data: [DONE]" nothing. `now` stamps the content chunks. Stops (and
+ * sets `stuck`) past idle_max lines without text. */
 void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now);
 
 /* A finished stream (fed with `last`) into *out (cleared with
@@ -118,8 +131,8 @@ void openai_stream_feed(openai_stream *s, sl_buf *pending, bool last, double now
  * OPENAI_ANSWER_OK, else with *why: CUT when it ended without a
  * finish_reason and without "data: [DONE]" (a connection closed
  * mid-answer), or with finish_reason "error" or "abort"; BAD when it
- * carried an error event, no chunk, too much text, or an answer that is no
- * caption (as openai_parse_completion). */
+ * carried an error event, no chunk, too much text, too many lines without
+ * text (stuck), or an answer that is no caption (as openai_parse_completion). */
 openai_verdict openai_stream_result(openai_stream *s, double submitted, double now,
                                     sl_result *out, char *why, size_t cap);
 
