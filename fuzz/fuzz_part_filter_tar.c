@@ -51,7 +51,9 @@ static uint8_t *slurp(const char *path, size_t *len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const char *in = fuzz_file("part.tar", data, size);
+    uint8_t *tar = fuzz_tar_with_sums(data, size);
+    const char *in = fuzz_file("part.tar", tar, size);
+    free(tar);
     char part[160], copy[160], again[160];
     snprintf(part, sizeof part, "%s", in);
     snprintf(copy, sizeof copy, "%s/copy.tar", fuzz_tmpdir());

@@ -49,6 +49,45 @@ static inline const char *fuzz_file(const char *name, const uint8_t *data, size_
     return path;
 }
 
+/* The input as a tar the fuzzer can change: a copy (free()) in which each
+ * member header, found by walking the headers' sizes, has its checksum
+ * recomputed. libarchive refuses a header whose checksum is wrong, and a
+ * fuzzer that changes a name, a type or a size almost never fixes the sum
+ * too: without this its every change to a header reached only "damaged
+ * tar". An input whose first byte is 0xff keeps its sums, so damaged
+ * headers are still tried. */
+static inline uint8_t *fuzz_tar_with_sums(const uint8_t *data, size_t size)
+{
+    uint8_t *b = malloc(size ? size : 1);
+    if (!b)
+        abort();
+    memcpy(b, data, size);
+    if (size && b[0] == 0xff)
+        return b;
+    for (size_t at = 0; at + 512 <= size;) {
+        uint8_t *h = b + at;
+        unsigned sum = 0;
+        memset(h + 148, ' ', 8);
+        for (size_t k = 0; k < 512; k++)
+            sum += h[k];
+        if (sum == 8 * ' ') { /* a zero block (the end): no header to sum */
+            memset(h + 148, 0, 8);
+            at += 512;
+            continue;
+        }
+        char text[8];
+        snprintf(text, sizeof text, "%06o", sum & 0777777);
+        memcpy(h + 148, text, 7); /* six digits, a NUL, then the space */
+        uint64_t member = 0;      /* octal, as a header that is not base-256 holds it */
+        for (size_t k = 124; k < 136 && h[k] >= '0' && h[k] <= '7'; k++)
+            member = member * 8 + (uint64_t)(h[k] - '0');
+        if (member > size)
+            break;
+        at += 512 + (size_t)(member + 511) / 512 * 512;
+    }
+    return b;
+}
+
 /* Reads every item of `input`; returns how many. Aborts when an item breaks
  * a promise, or when the cheap count disagrees and `count_exact`. */
 static inline long fuzz_walk(const char *input, const sl_source_params *p, int count_exact)

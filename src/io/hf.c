@@ -285,27 +285,14 @@ static size_t keep_if(hf_listing *l, bool (*keep)(const hf_file *, const void *)
     return m;
 }
 
-/* pattern against path, '/'-separated segment by segment with fnmatch: a
- * segment "**" matches any number of whole segments, none included
- * (data then ** is every file under data; ** then x.parquet, every x.parquet),
- * as HfFileSystem's and git's globs do; '*' and the others stay within
- * their segment. */
-static bool glob_path(const char *pattern, const char *path)
+/* Whether the '/'-separated segment at pattern matches the one at path
+ * (fnmatch); *last_pattern, *last_path: each is its string's last. */
+static bool segment_matches(const char *pattern, const char *path, bool *last_pattern,
+                            bool *last_path)
 {
-    if (pattern[0] == '*' && pattern[1] == '*' && (pattern[2] == '/' || !pattern[2])) {
-        const char *rest = pattern[2] ? pattern + 3 : pattern + 2;
-        if (!*rest)
-            return true;
-        for (const char *p = path;;) {
-            if (glob_path(rest, p))
-                return true;
-            const char *slash = strchr(p, '/');
-            if (!slash)
-                return false;
-            p = slash + 1;
-        }
-    }
     size_t pn = strcspn(pattern, "/"), sn = strcspn(path, "/");
+    *last_pattern = !pattern[pn];
+    *last_path = !path[sn];
     char seg_pattern[HF_MAX_PATH], seg[HF_MAX_PATH];
     if (pn >= sizeof seg_pattern || sn >= sizeof seg)
         return false;
@@ -313,11 +300,46 @@ static bool glob_path(const char *pattern, const char *path)
     seg_pattern[pn] = '\0';
     memcpy(seg, path, sn);
     seg[sn] = '\0';
-    if (fnmatch(seg_pattern, seg, 0) != 0)
-        return false;
-    if (!pattern[pn] || !path[sn])
-        return !pattern[pn] && !path[sn];
-    return glob_path(pattern + pn + 1, path + sn + 1);
+    return fnmatch(seg_pattern, seg, 0) == 0;
+}
+
+/* pattern against path, '/'-separated segment by segment with fnmatch: a
+ * segment "**" matches any number of whole segments, none included
+ * (data then ** is every file under data; ** then x.parquet, every x.parquet),
+ * as HfFileSystem's and git's globs do; '*' and the others stay within
+ * their segment. On a mismatch only the last "**" takes one more segment:
+ * trying every split of the path between every "**" (a recursion) took
+ * (segments)^("**"s) steps, and 12 "**" against a 200-folder path never
+ * ended; this is at most (pattern segments x path segments). */
+static bool glob_path(const char *pattern, const char *path)
+{
+    const char *p = pattern, *s = path;
+    const char *after_star = NULL, *star_from = NULL; /* the last "**": what follows, where it ends */
+    for (;;) {
+        if (p[0] == '*' && p[1] == '*' && (p[2] == '/' || !p[2])) {
+            const char *rest = p[2] ? p + 3 : p + 2;
+            if (!*rest)
+                return true;
+            after_star = p = rest;
+            star_from = s; /* none of the path yet */
+            continue;
+        }
+        bool last_p, last_s;
+        if (segment_matches(p, s, &last_p, &last_s)) {
+            if (last_p && last_s)
+                return true;
+            if (!last_p && !last_s) {
+                p += strcspn(p, "/") + 1;
+                s += strcspn(s, "/") + 1;
+                continue;
+            }
+        }
+        const char *slash = after_star ? strchr(star_from, '/') : NULL;
+        if (!slash)
+            return false;
+        p = after_star;
+        s = star_from = slash + 1;
+    }
 }
 
 static bool glob_match(const hf_file *f, const void *pattern)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "core/alloc.h"
@@ -210,6 +211,11 @@ static void choosing_files(void **state)
         {"**/deep.parquet", 1, "data/sub/deep.parquet", NULL},
         {"**/*.tar", 2, "old/a.tar", "shards/x.TAR"},
         {"d**/*.parquet", 3, "data/test-00000.parquet", "data/sub/deep.parquet"},
+        /* several "**": each any number of folders, none included */
+        {"**/**/deep.parquet", 1, "data/sub/deep.parquet", NULL},
+        {"**/sub/**/*.parquet", 1, "data/sub/deep.parquet", "top.parquet"},
+        {"data/**/**", 4, "data/sub/deep.parquet", "top.parquet"},
+        {"**/data/**/test-*", 1, "data/test-00000.parquet", "data/sub/deep.parquet"},
         /* A folder: the default rule inside it; its tar shards when it has no Parquet. */
         {"old", 2, "old/a.tar", "shards/x.TAR"},
         {"data", 4, "data/sub/deep.parquet", "top.parquet"},
@@ -255,6 +261,32 @@ static void choosing_files(void **state)
     hf_listing_clear(&l);
 }
 
+/* Five "**" against a file 100 folders down: trying every split of the
+ * path between them took seconds (12 against 200 folders never ended). */
+static void many_doublestars_match_in_little_time(void **state)
+{
+    (void)state;
+    char pattern[64] = "", path[HF_MAX_PATH] = "";
+    for (int i = 0; i < 5; i++)
+        strcat(pattern, "**/");
+    strcat(pattern, "y.parquet");
+    for (int i = 0; i < 100; i++)
+        strcat(path, "a/");
+    strcat(path, "x.parquet");
+    const char *repo[] = {path};
+    hf_listing l = {0};
+    fill(&l, repo, 1);
+    clock_t start = clock();
+    assert_int_equal(hf_select(&l, pattern), 0);
+    double seconds = (double)(clock() - start) / CLOCKS_PER_SEC;
+    if (seconds > 0.5)
+        fail_msg("a 5-\"**\" pattern took %.1f s against one path", seconds);
+    path[strlen(path) - strlen("x.parquet")] = 'y'; /* a/.../y.parquet: now it matches */
+    fill(&l, repo, 1);
+    assert_int_equal(hf_select(&l, pattern), 1);
+    hf_listing_clear(&l);
+}
+
 static void the_token_goes_to_the_hub_only(void **state)
 {
     (void)state;
@@ -291,6 +323,7 @@ int main(void)
         cmocka_unit_test(listings_are_bounded),
         cmocka_unit_test(link_headers),
         cmocka_unit_test(choosing_files),
+        cmocka_unit_test(many_doublestars_match_in_little_time),
         cmocka_unit_test(the_token_goes_to_the_hub_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
