@@ -98,10 +98,7 @@ static long perform(CURL *h, CURLcode *rc)
     return code;
 }
 
-/* A failed try's cause into why; true when another try may succeed:
- * transport errors (not a refused scheme, a malformed URL or a redirect
- * loop), 5xx, 429. */
-static bool failed_try(CURLcode rc, long code, const char *cerr, char *why, size_t size)
+bool sl_fetch_failed_try(CURLcode rc, long code, const char *cerr, char *why, size_t size)
 {
     if (rc == CURLE_TOO_MANY_REDIRECTS) {
         /* A server's loop is no passing fault: another try is the same
@@ -162,7 +159,7 @@ sl_status sl_fetch(const char *url, const sl_fetch_params *p, uint8_t **data, si
         } else if (rc != CURLE_OK || code >= 300) {
             /* A 3xx here is one libcurl did not follow (no Location): its
              * page is no image. */
-            retry = failed_try(rc, code, cerr, why, sizeof why);
+            retry = sl_fetch_failed_try(rc, code, cerr, why, sizeof why);
         } else if (b.buf.len == 0) {
             /* Callers read no bytes as "not fetched: a local path", and
              * the row failed as a missing file. */
@@ -413,7 +410,7 @@ sl_status sl_fetch_range(const char *url, const sl_fetch_params *p, uint64_t off
             else
                 snprintf(why, sizeof why, "HTTP 416 without the file's size");
         } else if (rc != CURLE_OK || code >= 300) { /* a 3xx: one without a Location */
-            retry = failed_try(rc, code, cerr, why, sizeof why);
+            retry = sl_fetch_failed_try(rc, code, cerr, why, sizeof why);
         } else if (code == 200) {
             /* The whole file, within what was asked from its start or end:
              * that is the answer (a small file, or a server without Range). */

@@ -42,6 +42,11 @@ void sl_fetch_policy(CURL *h, const char *url, long timeout_ms, char *cerr);
 /* The pause before try `attempt` (1, 2, ...): 200 ms, doubling, 5 s at most. */
 void sl_fetch_pause(int attempt);
 
+/* A failed try's cause into why (size bytes); true when another try may
+ * succeed: transport errors (not a refused scheme, a malformed URL or a
+ * redirect loop), 5xx, 429. rc and code: the try's; cerr: libcurl's message. */
+bool sl_fetch_failed_try(CURLcode rc, long code, const char *cerr, char *why, size_t size);
+
 /* SL_ERR_IO with a message naming the URL and the cause ("HTTP 404",
  * "larger than N bytes", "timed out"). */
 sl_status sl_fetch(const char *url, const sl_fetch_params *params, uint8_t **data, size_t *len);

@@ -462,7 +462,8 @@ static size_t on_header(char *line, size_t size, size_t n, void *user)
 
 /* GET url into *a (body capped at HF_MAX_PAGE_BYTES): SL_OK with a->code
  * whatever the status; SL_ERR_IO with *why for a transport failure after
- * the retries (5xx and 429 are retried too), or a body past the cap. */
+ * the retries (5xx and 429 are retried too; a redirect loop is not), or a
+ * body past the cap. */
 static sl_status get(const char *url, const hf_fetch *f, answer *a, char *why, size_t cap)
 {
     CURL *h = sl_curl_take(false);
@@ -496,14 +497,11 @@ static sl_status get(const char *url, const hf_fetch *f, answer *a, char *why, s
             st = SL_OK;
             break;
         }
-        if (rc != CURLE_OK) {
+        bool again = sl_fetch_failed_try(rc, a->code, cerr, why, cap);
+        if (rc != CURLE_OK)
             a->code = 0;
-            snprintf(why, cap, "%s", sl_curl_why(rc, cerr));
-            if (rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT)
-                break;
-        } else {
-            snprintf(why, cap, "HTTP %ld", a->code);
-        }
+        if (!again)
+            break;
     }
     sl_curl_give(h, false);
     return st;

@@ -57,6 +57,7 @@ class Hub(LocalServer):
         self.tree_page = 1000
         self.fail_lfs = False
         self.failed_lfs = set()
+        self.loop = ()  # path prefixes answered 302 to themselves
         hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -93,6 +94,12 @@ class Hub(LocalServer):
                                      "range": self.headers.get("Range"),
                                      "host": self.headers.get("Host"),
                                      "auth": self.headers.get("Authorization")})
+                if self.path.startswith(hub.loop or ("\0",)):
+                    self.send_response(302)
+                    self.send_header("Location", self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.path in hub.raw:
                     return self.send_bytes(head, hub.raw[self.path], self.path)
                 if self.path.startswith(("/api/datasets/", "/datasets/", "/lfs/datasets/")):

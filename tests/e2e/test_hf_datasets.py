@@ -293,6 +293,18 @@ def test_retries_follow_download_retries_and_an_unreachable_hub(sluice, hub, tmp
     assert "hf://datasets/org/pics" in r.stderr
 
 
+def test_a_hub_redirecting_in_a_loop_is_asked_once_not_again(sluice, hub, tmp_path):
+    """A redirect loop is no passing fault: the listing's GET gives up at
+    its first try's redirect limit (1 + 5 requests), naming the loop, where
+    it tried three times (18 requests) as for a 503."""
+    hub.loop = ("/api/datasets/org/pics",)
+    r = caption(sluice, hub, "hf://datasets/org/pics", "-o", tmp_path / "o", timeout=120)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "hf://datasets/org/pics" in r.stderr and "redirect loop" in r.stderr, r.stderr[-2000:]
+    asked = [q for q in hub.requests if q["path"].startswith("/api/datasets/org/pics")]
+    assert len(asked) == 6, [q["path"] for q in asked]
+
+
 def test_the_private_dataset_with_its_token_and_several_datasets(sluice, hub, tmp_path):
     """With HF_TOKEN the private dataset reads; two datasets in one job name
     their files ORG/NAME/PATH; one dataset given twice is refused."""
