@@ -1168,8 +1168,6 @@ static sl_status set_text_file(sl_config *c, int i, const char *where, const cha
         return SL_ERR_NOMEM;
     *(const char **)((char *)c + opts[i].off) = kept;
     c->file_path[i] = kept_path;
-    if (opts[i].off == AT(p.json_schema))
-        c->p.json_schema_file = kept_path;
     return SL_OK;
 }
 
@@ -1445,8 +1443,6 @@ static void reset(sl_config *c, int i)
     case K_TEXTFILE:
         *(const char **)((char *)c + o->off) = NULL;
         c->file_path[i] = NULL;
-        if (o->off == AT(p.json_schema))
-            c->p.json_schema_file = NULL;
         break;
     default: break;
     }
@@ -2096,6 +2092,8 @@ static sl_status resolve(sl_config *c)
     int addr = sl_config_find_key("metrics.addr", 12);
     int amax = sl_config_find_key("openai.adaptive_max", 19);
     int inflight = sl_config_find_key("openai.max_in_flight", 20);
+    /* for the start-up check's messages (build_tasks sets tasks_file) */
+    c->p.json_schema_file = c->file_path[sl_config_find_key("sampling.json_schema", 20)];
     if (c->p.n_gpus > 0 && !c->given[replicas])
         c->p.replicas = c->p.n_gpus;
     /* The default address may be taken by another job: then run without it.

@@ -741,7 +741,7 @@ static void warn_idle_ranks(job *j)
     }
     if (n_idle == 0)
         return;
-    unsigned size = j->p->input_shard_size ? j->p->input_shard_size : 1000;
+    unsigned size = j->src_params.shard_size;
     long inputs = (long)atomic_load(&j->input_total) + j->sum->rows_skipped;
     char hint[160] = "a smaller --input-shard-size";
     if (inputs > 0)
