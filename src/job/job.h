@@ -183,7 +183,8 @@ typedef struct job {
     caption_live *live;
     sl_source_counter *counter; /* the counting walk's (job_count_prepare), freed after
                                    its thread is joined; NULL when not counted */
-    atomic_int_fast64_t input_total; /* -1 until the counting walk ends */
+    atomic_int_fast64_t input_total; /* -1 until the counting walk ends; exact once
+                                        the read stage reads the last input */
     atomic_bool stop_counting;
     sl_ledger *ledger;        /* what earlier runs committed; the open part's rows */
     long rows_per_shard;      /* --shard-rows, or the default */

@@ -35,8 +35,22 @@ void *job_count_inputs(void *arg)
     n = n > j->done_before ? n - j->done_before : 0;
     if (j->p->limit > 0 && n > j->p->limit)
         n = j->p->limit;
-    atomic_store(&j->input_total, n);
+    /* Unless the read stage got to the end first and set the exact figure
+     * (job_count_read_to_end). */
+    int_fast64_t unknown = -1;
+    atomic_compare_exchange_strong(&j->input_total, &unknown, n);
     return NULL;
+}
+
+void job_count_read_to_end(job *j)
+{
+    /* The count less the inputs done before is an estimate: a failed row
+     * that stood for the rest of an input (a listing stopped midway) is
+     * done, yet no longer one of its inputs once a rerun lists them all,
+     * and the rerun said "4 of 3 (133%)". At the end of the input what
+     * this run reads is known. Under MPI rank 0 reads only its shards. */
+    if (j->counter && !j->dist)
+        atomic_store(&j->input_total, atomic_load(&j->inputs_read));
 }
 
 struct job_progress {

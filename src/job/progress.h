@@ -26,5 +26,8 @@ sl_status job_count_prepare(job *j);
  * alone touches it until joined) and sets input_total unless stop_counting
  * is set first. Nothing when j->counter is NULL. */
 void *job_count_inputs(void *arg);
+/* The read stage's, when it has read the last input: the run's total is
+ * then what it read (the count's figure was an estimate). */
+void job_count_read_to_end(job *j);
 
 #endif

@@ -15,6 +15,7 @@
 #include "core/hash.h"
 #include "job/batch.h"
 #include "job/job.h"
+#include "job/progress.h"
 #include "ledger/idset.h"
 
 void job_row_free(void *data)
@@ -296,8 +297,10 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
      * answers a stop request. */
     for (unsigned long skipped = 0;; skipped++) {
         st = sl_source_next(j->src, &it, done);
-        if (st == SL_OK && *done)
+        if (st == SL_OK && *done) {
             atomic_store(&j->read_to_end, true);
+            job_count_read_to_end(j);
+        }
         if (st == SL_OK && !*done && it.id)
             st = check_new_id(rd, &it);
         if (st != SL_OK || *done) {

@@ -429,6 +429,11 @@ def test_a_listing_that_fails_midway_says_so_and_its_rerun_reads_the_rest(sluice
     assert r.returncode == 0, r.stderr
     rows = rows_by_id(tmp_path / "o")  # each row once
     assert sorted(k for k in rows if rows[k]["caption"]) == [f"{k}.jpg" for k in "abcdef"]
+    # The rerun's 4 rows (c to f) are its total: the folder's failed row,
+    # done before, is not one of the keys its count of 6 found, and the
+    # count less the 3 done before said "4 of 3 (133%)".
+    progress = [l for l in r.stderr.splitlines() if l.startswith("progress:")]
+    assert progress and progress[-1].startswith("progress: 4 of 4 (100%)"), r.stderr
 
 
 def test_a_listing_of_uploads_that_goes_round_in_a_circle_is_left(sluice, tmp_path):
