@@ -310,14 +310,14 @@ typedef struct sl_caption_summary {
     long generated_tokens;
     double seconds;           /* wall time from first read to last write */
     double load_seconds;      /* engine load, not in `seconds` */
-    char output_file[4096];   /* the committed shard */
+    char output_file[4096];   /* the last part this process committed ("" when none) */
     char model_name[256];
     uint64_t peak_bytes_in_flight, memory_budget;
     int metrics_port;         /* where /metrics was served (0: not served) */
     char metrics_url[160];    /* "http://HOST:PORT" of that server ("": not served) */
     double decode_busy_s, engine_busy_s, write_busy_s; /* summed over workers */
-    long shards;              /* output files this run committed (output_file is the last,
-                                 first_output_file the first) */
+    long shards;              /* output files this run committed (first_output_file and
+                                 last_output_file by number) */
     long rows_skipped;        /* inputs skipped: an earlier run committed them */
     long rows_done_before;    /* rows the output folder held at the start, as its parts
                                  hold them (earlier runs' rows.total summed) */
@@ -353,8 +353,9 @@ typedef struct sl_caption_summary {
      * (25%)" (with tasks "NAME: ...; NAME: ..."); "" otherwise and under
      * MPI (_summary.json's "answers" has the counts). */
     char answers[1024];
-    char first_output_file[4096]; /* the first shard this run committed ("" when none, and
-                                     under MPI: the ranks' parts interleave) */
+    char first_output_file[4096]; /* the first and last part this run committed, by number;
+                                     under MPI every rank's ("" when none) */
+    char last_output_file[4096];
     long rows_deferred;       /* a stop (the first SIGINT) came before these rows were sent
                                  (the openai engine's queue): not written, not done in the
                                  ledger; the same command again does them (this process's) */

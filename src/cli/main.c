@@ -1005,7 +1005,7 @@ static const char *base_name(const char *path)
  * counted: the ranks' parts interleave). */
 static void describe_output(char *out, size_t cap, const sl_caption_summary *s, const char *dir)
 {
-    const char *first = base_name(s->first_output_file), *last = base_name(s->output_file);
+    const char *first = base_name(s->first_output_file), *last = base_name(s->last_output_file);
     if (s->shards <= 0)
         snprintf(out, cap, "%s (no part file committed)", dir);
     else if (!first[0] || !last[0])

@@ -693,6 +693,21 @@ static sl_status finish_rank(job *j, sl_status run_st, const char *run_msg)
 /* Rank 0: once every rank has finished, the summary is the job's, every
  * rank's committed parts summed (the coordinator counted them). The error
  * of the first rank that failed, naming it. */
+/* Under MPI the ranks' parts interleave: the job's first and last are the
+ * coordinator's, by number (rank 0 may have committed neither). */
+static void job_first_last_parts(const job *j, sl_caption_summary *sum)
+{
+    json_t *parts = dist_parts(j->dist);
+    size_t n = json_array_size(parts);
+    if (n > 0) {
+        snprintf(sum->first_output_file, sizeof sum->first_output_file, "%s/%s",
+                 j->p->output_dir, json_string_value(json_array_get(parts, 0)));
+        snprintf(sum->last_output_file, sizeof sum->last_output_file, "%s/%s",
+                 j->p->output_dir, json_string_value(json_array_get(parts, n - 1)));
+    }
+    json_decref(parts);
+}
+
 static sl_status job_totals(job *j, sl_caption_summary *sum)
 {
     coord_counts all;
@@ -976,12 +991,16 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
     const char *shard = j.last_shard[0] ? j.last_shard : p->output_dir;
     if (j.sink_status == SL_OK)
         snprintf(sum->output_file, sizeof sum->output_file, "%s", j.last_shard);
-    if (j.sink_status == SL_OK && !j.dist)
+    if (j.sink_status == SL_OK && !j.dist) {
         snprintf(sum->first_output_file, sizeof sum->first_output_file, "%s",
                  j.first_shard_path);
+        snprintf(sum->last_output_file, sizeof sum->last_output_file, "%s", j.last_shard);
+    }
     sl_status job_st = lead ? SL_OK : finish_rank(&j, run_st, run_msg);
     if (lead && j.dist)
         job_st = job_totals(&j, sum);
+    if (lead && j.dist && j.sink_status == SL_OK)
+        job_first_last_parts(&j, sum);
     if (lead && j.dist && job_st == SL_OK && run_st == SL_OK)
         warn_idle_ranks(&j);
     json_t *failures = job_failures(&j); /* under MPI after job_totals: every rank's */

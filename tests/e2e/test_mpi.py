@@ -120,6 +120,12 @@ def test_parquet_output_of_a_manifest_loses_no_shard(mpi, inputs, tmp_path):
         schemas.add(str(t.schema.remove_metadata()))
     assert sorted(ks) == list(range(len(files)))
     assert len(schemas) == 1, schemas
+    # The job's first and last parts by number, whichever ranks wrote them
+    # (the line said only "N part files": rank 0's own interleave).
+    parts = sorted(p.name for p in out.glob("part-*.parquet"))
+    assert len(parts) > 2, parts
+    assert f"output: {out} ({len(parts)} part files: {parts[0]} to {parts[-1]})" in r.stdout, \
+        r.stdout[-2000:]
     late = json.loads((out / "_summary.json").read_text())["unfit_values"]["late"]
     assert late["rows"] == len(files) - 100, late
     assert late["first_id"] in {f"m.jsonl:{i + 1}" for i in range(100, len(files))}, late
