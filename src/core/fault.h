@@ -41,7 +41,9 @@
  * after its upload (in place of the rename); s3.upload_part: before each
  * part of a multipart upload after the first (io/s3.h); engine.load: each
  * tensor of the llama engine's model as llama.cpp loads it (a sleep there
- * is a large model's load); engine.context:
+ * is a large model's load); engine.step: the llama engine's loop after a
+ * step, before it publishes its stats (a sleep there holds them a step
+ * old); engine.context:
  * the llama engine making its context again for a longer request (any
  * errno: as if llama.cpp could not allocate it); openai.send: the openai
  * engine about to send a request (its id) that has an endpoint with room

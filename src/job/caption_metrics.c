@@ -730,6 +730,11 @@ void replica_metrics_detach(replica_metrics *rm)
     }
     sl_engine_stats s;
     sl_engine_stats_get(rm->engine, &s);
+    /* The engine is closing: nothing runs or waits in it now. Its own
+     * figures may be a step old (the last request done, the step's stats
+     * not yet published), which left _metrics.prom saying a request ran. */
+    s.requests_running = 0;
+    s.requests_waiting = 0;
     for (int i = 0; i < EV_COUNT; i++)
         freeze(rm->values[i], engine_families[i].type, engine_value_of(&s, (engine_value)i));
     rm->engine = NULL;

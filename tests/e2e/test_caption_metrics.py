@@ -1,6 +1,8 @@
 """The caption job's metrics: served while it runs (Prometheus text that the
 Prometheus client parses, vLLM's engine names), and written at the end to
 _metrics.prom with counters equal to what the output holds."""
+import os
+import subprocess
 import time
 import urllib.request
 
@@ -95,6 +97,25 @@ def test_metrics_while_running_and_at_the_end(sluice, tmp_path):
     assert count["encode"] * 20 == count["image_prefill"]
     assert total(final, "sluice_engine_image_cache_queries") >= count["image_prefill"]
     assert secs["decode"] > 0 and secs["encode"] > 0 and all(v >= 0 for v in secs.values())
+
+
+def test_the_final_metrics_say_no_request_runs_or_waits(sluice, tmp_path):
+    # The engine's stats held a step old (its loop paused after the step
+    # that finished the last request, before it published them), as a busy
+    # machine holds them: _metrics.prom said 1 (or 2) requests were running
+    # once the job had ended, a run in three.
+    images = sample_images()[:2]
+    out = tmp_path / "out"
+    env = dict(os.environ, SLUICE_TEST_FAULTS="engine.step=sleep:400")
+    r = subprocess.run([str(sluice.binary), "caption", *map(str, images), "-o", str(out),
+                        "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+                        "--max-tokens", "2", "--metrics-addr", "off", "--show", "0"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(read_rows(out)) == len(images)
+    final = families((out / "_metrics.prom").read_text())
+    assert total(final, "vllm:num_requests_running") == 0
+    assert total(final, "vllm:num_requests_waiting") == 0
 
 
 def test_metrics_can_be_turned_off_and_a_taken_port_is_an_error(sluice, tmp_path):

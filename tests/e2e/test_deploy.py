@@ -110,6 +110,12 @@ def test_the_kubernetes_indexed_job_covers_every_input_once(sluice, tmp_path):
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert {v["name"] for v in pod["volumes"]} == set(mounts)
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    # The port the pod declares for Prometheus is one sluice serves on the
+    # pod's address: its default, 127.0.0.1, is unreachable from outside.
+    metrics_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
+    words = container["args"][0].split()
+    assert "--metrics-addr" in words, "the container serves /metrics on loopback only"
+    assert words[words.index("--metrics-addr") + 1] == f"0.0.0.0:{metrics_port}"
 
     # The container's command, run for every index as the pods would, with
     # the volumes mapped to folders here and sluice on the PATH.
@@ -123,7 +129,8 @@ def test_the_kubernetes_indexed_job_covers_every_input_once(sluice, tmp_path):
     (bindir / "sluice").symlink_to(pathlib.Path(sluice.binary).resolve())
     command = container["command"] + [container["args"][0]
                                       .replace(mounts["config"], str(config))
-                                      .replace(mounts["data"], str(data))]
+                                      .replace(mounts["data"], str(data))
+                                      .replace(f"0.0.0.0:{metrics_port}", "127.0.0.1:0")]
     for index in range(shards):
         env = dict(os.environ, JOB_COMPLETION_INDEX=str(index), SHARDS=str(shards),
                    PATH=f"{bindir}:{os.environ['PATH']}")

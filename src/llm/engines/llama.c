@@ -3106,6 +3106,7 @@ static void *replica_main(void *arg)
         } else if (held_back) {
             wait_held(e);
         }
+        sl_fault("engine.step", NULL); /* tests: a step's results out, its stats not yet */
         publish_stats(e);
     }
     return NULL;
