@@ -266,6 +266,7 @@ static const char usage_rest_text[] =
     "      --ordered             write rows in input order (default: as they finish)\n"
     "      --memory-budget SIZE  bytes in flight at most, e.g. 512M, 4G (default: 1/4 of RAM)\n"
     "      --max-failed F        stop when more than this fraction (0.1 or 10%) of rows fail\n"
+    "                            (judged once 20 rows are done)\n"
     "      --limit N             try the job on a slice: at most N rows (not done before), then\n"
     "                            stop; the same command without it goes on from there\n"
     "      --sample F            only the rows whose id hashes below F (0.01 or 1%): the same\n"
@@ -744,6 +745,11 @@ static int check_ready(const sl_config *cfg, const command *cmd)
         snprintf(msg, sizeof msg, "%s sets openai.endpoints but no engine (llama, the default, "
                  "does not use them): add engine: openai (or pass --engine openai), or drop "
                  "them", job);
+    } else if (!job && !openai && p->openai.n_endpoints > 0) {
+        /* Both on one command line: the servers would go unused. */
+        return usage_error(cmd->name, "--endpoint and --endpoints-file name servers for "
+                                      "--engine openai, and --engine llama runs the model in "
+                                      "this process: drop one of them");
     } else if (!openai && !p->llama.model_path) {
         if (!job) {
             snprintf(msg, sizeof msg, "%s needs a model: --model PATH.gguf or hf://ORG/REPO",

@@ -208,6 +208,11 @@ def test_servers_named_without_engine_openai_are_refused(sluice, tmp_path):
     assert r.returncode == 2 and "add --engine openai" in r.stderr, r.stderr
     r = sluice.caption(SAMPLES, tmp_path / "o", "--endpoint", "http://127.0.0.1:1")
     assert r.returncode == 2 and "add --engine openai" in r.stderr, r.stderr
+    # Both on one command line: the servers went unused, and nothing said so.
+    r = sluice.caption(SAMPLES, tmp_path / "o", "--engine", "llama", "--endpoint",
+                       "http://127.0.0.1:1")
+    assert r.returncode == 2 and "--engine llama runs the model in this process: drop one" \
+        in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
     job = tmp_path / "job.yaml"
     job.write_text(f"openai:\n  endpoints: [http://127.0.0.1:1]\ninput:\n  paths: [{SAMPLES}]\n"
