@@ -137,6 +137,8 @@ def test_adapters_and_types_that_cannot_be_used_exit_2(sluice, adapters, tmp_pat
         assert r.returncode == 2, (extra, r.stdout, r.stderr)
         for want in wants:
             assert want in r.stderr, (extra, r.stderr)
+        # llama.cpp's own line said the cause again before sluice's
+        assert r.stderr.count(wants[-1]) == 1, (extra, r.stderr)
     for extra, want in ((("--lora", adapters["zero"]), "vLLM: --enable-lora --lora-modules"),
                         (("--cache-type-v", "q8_0"), "vLLM: --kv-cache-dtype")):
         r = sluice.run("caption", SAMPLES, "-o", tmp_path / "o", "--engine", "openai",

@@ -4113,7 +4113,8 @@ static sl_status load_adapters(llama_engine *e, const sl_llama_params *p)
         sl_status st = check_readable("--lora", a->path);
         if (st != SL_OK)
             return st;
-        log_capture cause = {0};
+        /* quiet: the failure below says the cause (it was said twice) */
+        log_capture cause = {.quiet = true};
         capture = &cause;
         e->lora[i] = llama_adapter_lora_init(e->model, a->path);
         capture = NULL;
