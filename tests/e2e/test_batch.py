@@ -843,3 +843,39 @@ def test_reals_go_to_the_server_and_the_output_as_their_shortest_text(sluice, tm
     assert '"logprob":-0.31326,' in text, text
     assert json.loads(text)["response"]["body"]["choices"][0]["logprobs"]["content"][0][
         "logprob"] == -0.31326
+
+
+def test_what_a_body_leaves_out_goes_to_the_server_from_the_flags(sluice, tmp_path):
+    """The sampling flags are the defaults for what a request's body leaves
+    out on the openai engine too, as on the llama engine: a body without
+    max_tokens was sent without one (the server's default, up to its
+    context, not --max-tokens), without temperature (the server's 0.8 or
+    1.0, not --temperature's greedy) and without the --stop strings. What a
+    body holds is sent as it is, and its max_completion_tokens alone (no
+    max_tokens added beside it)."""
+    from openai_helpers import FakeServer, completion
+
+    sent = {}
+
+    def answer(handler, attempt, body):
+        sent[body["messages"][0]["content"]] = body
+        completion(handler)
+
+    requests = write_batch(tmp_path / "requests.jsonl", [
+        line("bare", [{"role": "user", "content": "Say hello."}]),
+        line("own", [{"role": "user", "content": "Say hi."}], max_completion_tokens=5,
+             temperature=1.2, top_p=0.5, seed=42, stop=["x"], logprobs=False)])
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        res = batch(sluice, requests, out, "--engine", "openai", "--endpoint", fake.url,
+                    "--ignore-model", "--max-tokens", "7", "--temperature", "0.3", "--top-p",
+                    "0.8", "--stop", "END", "--logprobs", "2")
+    assert res.returncode == 0, res.stderr
+    bare, own = sent["Say hello."], sent["Say hi."]
+    assert (bare["max_tokens"], bare["temperature"], bare["top_p"], bare["stop"]) == (
+        7, 0.3, 0.8, ["END"]), bare
+    assert bare["logprobs"] is True and bare["top_logprobs"] == 2, bare
+    assert isinstance(bare["seed"], int), bare
+    assert (own["max_completion_tokens"], own["temperature"], own["top_p"], own["seed"],
+            own["stop"], own["logprobs"]) == (5, 1.2, 0.5, 42, ["x"], False), own
+    assert "max_tokens" not in own and "top_logprobs" not in own, own
