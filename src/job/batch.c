@@ -282,6 +282,12 @@ sl_status batch_submit(job *j, sl_engine *engine, sl_row *row, caption_row *r)
         req.sampling.top_logprobs = q->top_logprobs;
     }
     req.sampling.n = q->n; /* the openai engine sends the body's own */
+    /* Tools, penalties, logit_bias ...: the answer is the one the request
+     * gives without them, which a user who relies on them must be told. */
+    if (!job_uses_openai(p) && q->unread_key && !atomic_exchange(&j->told_unread_key, true))
+        sl_log(SL_LOG_WARN, "%s: body.%.60s is not read by the llama engine: the request is "
+               "answered without it (--engine openai sends it to the server); other requests "
+               "with keys it does not read are not named", r->rel, q->unread_key);
     if (q->n_stop) {
         req.stop = q->stop;
         req.n_stop = q->n_stop;

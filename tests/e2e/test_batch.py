@@ -879,3 +879,31 @@ def test_what_a_body_leaves_out_goes_to_the_server_from_the_flags(sluice, tmp_pa
     assert (own["max_completion_tokens"], own["temperature"], own["top_p"], own["seed"],
             own["stop"], own["logprobs"]) == (5, 1.2, 0.5, 42, ["x"], False), own
     assert "max_tokens" not in own and "top_logprobs" not in own, own
+
+
+def test_keys_the_llama_engine_does_not_read_are_named_once(sluice, tmp_path):
+    """A body's tools or penalties change what OpenAI answers; the llama
+    engine answers without them, and says so once a run, naming the first
+    request and key (they went unsaid). Bookkeeping keys (metadata, user)
+    change no answer and are not named."""
+    plain = [{"role": "user", "content": "Say hello."}]
+    quiet = write_batch(tmp_path / "quiet.jsonl", [
+        line("booked", plain, metadata={"batch": "7"}, user="u-1", store=False,
+             stream_options=None)])
+    loud = write_batch(tmp_path / "loud.jsonl", [
+        line("booked", plain, metadata={"batch": "7"}),
+        line("tooled", plain, tools=[{"type": "function", "function": {"name": "f"}}],
+             frequency_penalty=0.5),
+        line("penalised", plain, presence_penalty=0.5)])
+    res = batch(sluice, quiet, tmp_path / "quiet", *LLAMA)
+    assert res.returncode == 0, res.stderr
+    assert "not read by the llama engine" not in res.stderr, res.stderr
+    res = batch(sluice, loud, tmp_path / "loud", *LLAMA)
+    assert res.returncode == 0, res.stderr
+    told = [t for t in res.stderr.splitlines() if "not read by the llama engine" in t]
+    assert len(told) == 1, res.stderr
+    # The first request to reach the engine: either (decode may reorder).
+    assert ("tooled: body.tools is not read" in told[0] or
+            "penalised: body.presence_penalty is not read" in told[0]), told
+    assert sorted(r["custom_id"] for r in output_lines(tmp_path / "loud")) == [
+        "booked", "penalised", "tooled"]
