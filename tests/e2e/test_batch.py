@@ -907,3 +907,27 @@ def test_keys_the_llama_engine_does_not_read_are_named_once(sluice, tmp_path):
             "penalised: body.presence_penalty is not read" in told[0]), told
     assert sorted(r["custom_id"] for r in output_lines(tmp_path / "loud")) == [
         "booked", "penalised", "tooled"]
+
+
+def test_failed_requests_are_answered_again_as_the_docs_say(sluice, mixed, tmp_path):
+    """--retry-failed is refused for a batch file, saying how its failed
+    requests are answered again; docs/batch.md's recipe, run as it is
+    written, makes the batch file of the failed requests that have a
+    custom_id, which runs into another output folder."""
+    out = tmp_path / "out"
+    assert batch(sluice, mixed, out, *LLAMA).returncode == 3
+    res = batch(sluice, mixed, out, *LLAMA, "--retry-failed")
+    assert res.returncode == 2
+    assert "run into another output folder (-o): docs/batch.md#resume" in res.stderr, res.stderr
+    doc = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "batch.md").read_text()
+    recipe = doc.split("python3 - <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    subprocess.run(["python3", "-c", recipe], cwd=tmp_path, check=True, timeout=60)
+    again = tmp_path / "again.jsonl"
+    picked = [json.loads(t)["custom_id"] for t in again.read_text().splitlines()]
+    # The failed lines with a custom_id; "text" twice (the repeated id
+    # takes its first line along, as the docs warn).
+    assert sorted(picked) == ["n-17", "no-body", "text", "text", "wrong-url"]
+    res = batch(sluice, again, tmp_path / "out-again", *LLAMA)
+    assert res.returncode == 3, res.stderr
+    rows = {r["custom_id"]: r for r in output_lines(tmp_path / "out-again") if not r["error"]}
+    assert sorted(rows) == ["text"]
