@@ -931,3 +931,20 @@ def test_failed_requests_are_answered_again_as_the_docs_say(sluice, mixed, tmp_p
     assert res.returncode == 3, res.stderr
     rows = {r["custom_id"]: r for r in output_lines(tmp_path / "out-again") if not r["error"]}
     assert sorted(rows) == ["text"]
+
+
+def test_a_compressed_crlf_file_with_blank_lines_is_read_as_the_docs_say(sluice, tmp_path):
+    """docs/batch.md: a .jsonl.gz requests file is decompressed as it is
+    read, named by its decompressed lines; blank lines are skipped (no
+    output line), and CRLF line ends (a Windows editor's) are read."""
+    import gzip
+    plain = [{"role": "user", "content": "Say hello."}]
+    text = "\r\n".join([line("a", plain), "", "   ", "not json", line("b", plain)]) + "\r\n"
+    requests = tmp_path / "requests.jsonl.gz"
+    requests.write_bytes(gzip.compress(text.encode()))
+    res = batch(sluice, requests, tmp_path / "out", *LLAMA)
+    assert res.returncode == 3, res.stderr
+    rows = output_lines(tmp_path / "out")
+    assert sorted(str(r["custom_id"]) for r in rows) == ["None", "a", "b"], rows
+    broken = [r for r in rows if r["error"]]
+    assert len(broken) == 1 and f"{requests}:4: invalid JSON" in broken[0]["error"]["message"]
