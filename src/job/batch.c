@@ -491,8 +491,12 @@ void batch_cells(const job *j, const caption_row *r, const sl_row *row, bool as_
     memset(owned, 0, sizeof *owned);
     const batch_row *b = r->batch;
     /* A copy (fan-out) answers under its own id, "<custom_id>#k": the one
-     * the ledger records it by, unique in the output. */
-    const char *custom_id = b ? b->req.custom_id : r->root_len ? r->rel : NULL;
+     * the ledger records it by, unique in the output. A line without a
+     * custom_id answers under its line's id ("FILE:LINE"), as the ledger
+     * records it: readers (vLLM's BatchRequestOutput) take a string. */
+    const char *custom_id = b && b->req.custom_id ? b->req.custom_id
+                            : b || r->root_len    ? r->rel
+                                                  : NULL;
     bool failed = sl_row_failed(row);
     uint64_t h = sl_hash_mix64(sl_hash_fnv1a64(r->rel));
     char id[64], request_id[64], chat_id[64];

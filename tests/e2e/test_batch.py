@@ -162,6 +162,11 @@ def check_mixed(rows: list[dict], requests: pathlib.Path):
         assert len(match) == 1, (lineno, [r["error"] for r in failed])
         assert cause in match[0]["error"]["message"]
         assert match[0]["response"] is None and match[0]["error"]["code"] == "invalid_request"
+        # OpenAI's format and vLLM's BatchRequestOutput take a string: a
+        # line without a custom_id answers under its line's id.
+        if cause in ("invalid JSON", "no custom_id"):
+            assert match[0]["custom_id"] == f"{requests.name}:{lineno}", match[0]
+    assert all(isinstance(r["custom_id"], str) for r in rows), rows
     dup = [r for r in failed if "is repeated" in r["error"]["message"]][0]
     # The repeat names both lines: the first (line 1) runs, the second fails.
     assert dup["custom_id"] == "text" and f"{requests}:1" in dup["error"]["message"]
@@ -203,8 +208,8 @@ def test_errors_file_holds_the_failed_requests(sluice, mixed, tmp_path):
     failed = [json.loads(t) for t in errors.read_text().splitlines()]
     assert len(failed) == len(BROKEN)
     assert all(r["response"] is None and r["error"]["code"] for r in failed)
-    assert sorted(r["custom_id"] or "" for r in failed) == sorted(
-        ["", "", "no-body", "wrong-url", "n-17", "text"])
+    assert sorted(r["custom_id"] for r in failed) == sorted(
+        ["requests.jsonl:6", "requests.jsonl:7", "no-body", "wrong-url", "n-17", "text"])
     # The same command again: everything is done; the file is the same.
     before = errors.read_text()
     assert batch(sluice, mixed, out, *LLAMA, "--errors-file", errors).returncode == 0
@@ -945,6 +950,6 @@ def test_a_compressed_crlf_file_with_blank_lines_is_read_as_the_docs_say(sluice,
     res = batch(sluice, requests, tmp_path / "out", *LLAMA)
     assert res.returncode == 3, res.stderr
     rows = output_lines(tmp_path / "out")
-    assert sorted(str(r["custom_id"]) for r in rows) == ["None", "a", "b"], rows
+    assert sorted(r["custom_id"] for r in rows) == ["a", "b", "requests.jsonl.gz:4"], rows
     broken = [r for r in rows if r["error"]]
     assert len(broken) == 1 and f"{requests}:4: invalid JSON" in broken[0]["error"]["message"]
