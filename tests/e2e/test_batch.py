@@ -953,3 +953,31 @@ def test_a_compressed_crlf_file_with_blank_lines_is_read_as_the_docs_say(sluice,
     assert sorted(r["custom_id"] for r in rows) == ["a", "b", "requests.jsonl.gz:4"], rows
     broken = [r for r in rows if r["error"]]
     assert len(broken) == 1 and f"{requests}:4: invalid JSON" in broken[0]["error"]["message"]
+
+
+def test_a_json_schema_flag_goes_to_the_server_for_requests_without_a_format(sluice, tmp_path):
+    """--json-schema is the default response_format on the openai engine
+    too: a request without one is sent the schema (it was only checked, the
+    server's answer free, and failed as invalid_output), one with its own
+    keeps it."""
+    from openai_helpers import FakeServer, completion
+
+    sent = {}
+
+    def answer(handler, attempt, body):
+        sent[body["messages"][0]["content"]] = body
+        completion(handler, text='{"ok": true}')
+
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(SCHEMA))
+    requests = write_batch(tmp_path / "requests.jsonl", [
+        line("bare", [{"role": "user", "content": "Sky?"}]),
+        line("own", [{"role": "user", "content": "Sea?"}],
+             response_format={"type": "json_object"})])
+    with FakeServer(answer) as fake:
+        res = batch(sluice, requests, tmp_path / "out", "--engine", "openai", "--endpoint",
+                    fake.url, "--ignore-model", "--json-schema", schema)
+    assert res.returncode == 0, res.stderr
+    rf = sent["Sky?"]["response_format"]
+    assert rf["type"] == "json_schema" and rf["json_schema"]["schema"] == SCHEMA, rf
+    assert sent["Sea?"]["response_format"] == {"type": "json_object"}
