@@ -981,3 +981,36 @@ def test_a_json_schema_flag_goes_to_the_server_for_requests_without_a_format(slu
     rf = sent["Sky?"]["response_format"]
     assert rf["type"] == "json_schema" and rf["json_schema"]["schema"] == SCHEMA, rf
     assert sent["Sea?"]["response_format"] == {"type": "json_object"}
+
+
+def test_a_request_the_server_refuses_is_an_invalid_request(sluice, tmp_path):
+    """A server's 4xx (vLLM's 400 for a prompt past its context, a 422) is
+    the request refused, as OpenAI's batch answers it (invalid_request_error):
+    error.code invalid_request with the server's message, not server_error,
+    which a script reads as the server failing (worth trying again); the
+    run's failures class it `invalid`."""
+    from openai_helpers import FakeServer, completion, reply
+
+    def answer(handler, attempt, body):
+        if body["messages"][0]["content"] == "Too long":
+            reply(handler, 400, json.dumps({"error": {
+                "message": "This model's maximum context length is 4096 tokens",
+                "type": "invalid_request_error"}}).encode())
+        else:
+            completion(handler)
+
+    requests = write_batch(tmp_path / "requests.jsonl", [
+        line("long", [{"role": "user", "content": "Too long"}]),
+        line("fine", [{"role": "user", "content": "Say hi."}])])
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        res = batch(sluice, requests, out, "--engine", "openai", "--endpoint", fake.url,
+                    "--ignore-model")
+    assert res.returncode == 3, res.stderr
+    rows = {r["custom_id"]: r for r in output_lines(out)}
+    assert rows["fine"]["error"] is None
+    error = rows["long"]["error"]
+    assert error["code"] == "invalid_request", error
+    assert "HTTP 400: This model's maximum context length is 4096 tokens" in error["message"]
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["failures"] == [{"stage": "engine", "class": "invalid", "rows": 1}]

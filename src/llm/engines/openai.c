@@ -1463,7 +1463,13 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
         retry_or_fail(e, r, ep, code, why, now);
     } else {
         answered(e);
-        fail_request(e, r, "%s: %s answered %s", r->id, ep->url, why);
+        char refused[1536];
+        snprintf(refused, sizeof refused, "%s: %s answered %s", r->id, ep->url, why);
+        /* A 4xx is the server refusing this request (OpenAI's
+         * invalid_request_error: a batch line's error code), not inference
+         * failing. */
+        complete_as(e, r, NULL, code >= 400 && code < 500 ? SL_ERR_INVALID_ARG : SL_ERR_ENGINE,
+                    refused);
     }
 }
 
