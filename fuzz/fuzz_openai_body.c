@@ -22,17 +22,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_forwarded(const char *body, size_t size, bool stream)
 {
-    size_t len = 0;
     char why[256] = "";
-    char *out = openai_forward_body(body, size, "served", stream, &len, why, sizeof why);
-    if (!out) {
+    json_t *got = openai_forward_body(body, size, "served", stream, why, sizeof why);
+    if (!got) {
         if (!why[0])
             abort();
         return;
     }
     json_t *in = json_loadb(body, size, JSON_ALLOW_NUL, NULL);
-    json_t *got = json_loadb(out, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, NULL);
-    if (!in || !json_is_object(got) || strlen(out) != len)
+    if (!in || !json_is_object(got))
         abort();
     if (!json_equal(json_object_get(in, "messages"), json_object_get(got, "messages")))
         abort();
@@ -56,7 +54,6 @@ static void check_forwarded(const char *body, size_t size, bool stream)
     }
     json_decref(in);
     json_decref(got);
-    sl_free(out);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -491,10 +491,11 @@ typedef struct sl_request {
     bool images_are_video;
     /* openai engine: a whole chat-completions request body (JSON text, an
      * object with "messages"), sent as given but for "model" (set to the
-     * served model when absent) and "stream" (the engine's). It takes the
-     * place of messages, prompt and image there; sampling.max_tokens still
-     * bounds the answer's accounting, and a json_schema only checks the
-     * answer (the body's own response_format is what is sent). Not JSON, not
+     * served model when absent), "stream" (the engine's) and the sampling
+     * keys it leaves out (from sampling, stop and json_schema, as in a body
+     * the engine builds; the body's own are kept). It takes the place of
+     * messages, prompt and image there; sampling.max_tokens still bounds
+     * the answer's accounting, and a json_schema checks the answer. Not JSON, not
      * an object, no "messages" array or a duplicate key: SL_ERR_INVALID_ARG
      * at submit. The llama engine ignores it (give it messages). Copied at
      * submit. */

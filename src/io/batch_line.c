@@ -227,6 +227,29 @@ static sl_status read_response_format(sl_batch_req *req, const json_t *rf, char 
     return req->json_schema ? SL_OK : SL_ERR_NOMEM;
 }
 
+/* The body's first key the llama engine neither reads nor may leave
+ * unread (bookkeeping that changes no answer), or NULL. */
+static const char *unread_key(const json_t *body)
+{
+    static const char *const known[] = {
+        /* read */
+        "messages", "model", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+        "seed", "stop", "n", "logprobs", "top_logprobs", "response_format", "stream",
+        /* bookkeeping */
+        "metadata", "user", "store", "stream_options", "service_tier", "safety_identifier",
+        "prompt_cache_key"};
+    const char *key;
+    const json_t *value;
+    json_object_foreach((json_t *)body, key, value) {
+        size_t i = 0;
+        while (i < sizeof known / sizeof *known && strcmp(key, known[i]) != 0)
+            i++;
+        if (i == sizeof known / sizeof *known && !json_is_null(value))
+            return key;
+    }
+    return NULL;
+}
+
 static sl_status read_body(sl_batch_req *req, char *err, size_t errlen)
 {
     const json_t *body = req->body;
@@ -268,6 +291,7 @@ static sl_status read_body(sl_batch_req *req, char *err, size_t errlen)
         st = read_stop(req, json_object_get(body, "stop"), err, errlen);
     if (st == SL_OK)
         st = read_response_format(req, json_object_get(body, "response_format"), err, errlen);
+    req->unread_key = unread_key(body);
     return st;
 }
 

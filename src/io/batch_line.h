@@ -46,6 +46,9 @@ typedef struct sl_batch_req {
     char *json_schema;         /* response_format json_schema's schema (or json_object's
                                   {"type":"object"}) as JSON text; NULL: none */
     const char *last_user_text; /* the last user message's first text part, or NULL */
+    const char *unread_key;    /* the body's first key that the llama engine does not read
+                                  and that may change an answer ("tools",
+                                  "frequency_penalty", ...); NULL: none */
     char *line_id;             /* set by the source (io/source.c): "NAME:LINE", the row id
                                   of a line without a custom_id or repeating one */
 } sl_batch_req;

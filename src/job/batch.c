@@ -282,6 +282,12 @@ sl_status batch_submit(job *j, sl_engine *engine, sl_row *row, caption_row *r)
         req.sampling.top_logprobs = q->top_logprobs;
     }
     req.sampling.n = q->n; /* the openai engine sends the body's own */
+    /* Tools, penalties, logit_bias ...: the answer is the one the request
+     * gives without them, which a user who relies on them must be told. */
+    if (!job_uses_openai(p) && q->unread_key && !atomic_exchange(&j->told_unread_key, true))
+        sl_log(SL_LOG_WARN, "%s: body.%.60s is not read by the llama engine: the request is "
+               "answered without it (--engine openai sends it to the server); other requests "
+               "with keys it does not read are not named", r->rel, q->unread_key);
     if (q->n_stop) {
         req.stop = q->stop;
         req.n_stop = q->n_stop;
@@ -485,8 +491,12 @@ void batch_cells(const job *j, const caption_row *r, const sl_row *row, bool as_
     memset(owned, 0, sizeof *owned);
     const batch_row *b = r->batch;
     /* A copy (fan-out) answers under its own id, "<custom_id>#k": the one
-     * the ledger records it by, unique in the output. */
-    const char *custom_id = b ? b->req.custom_id : r->root_len ? r->rel : NULL;
+     * the ledger records it by, unique in the output. A line without a
+     * custom_id answers under its line's id ("FILE:LINE"), as the ledger
+     * records it: readers (vLLM's BatchRequestOutput) take a string. */
+    const char *custom_id = b && b->req.custom_id ? b->req.custom_id
+                            : b || r->root_len    ? r->rel
+                                                  : NULL;
     bool failed = sl_row_failed(row);
     uint64_t h = sl_hash_mix64(sl_hash_fnv1a64(r->rel));
     char id[64], request_id[64], chat_id[64];

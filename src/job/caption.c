@@ -307,9 +307,10 @@ sl_status job_check_params(const sl_caption_params *p, bool model_files)
         return sl_fail(SL_ERR_INVALID_ARG, "--retry-failed %s",
                        p->overwrite ? "keeps the output's good rows and --overwrite removes "
                                       "them all: drop one"
-                                    : "retries caption's failed rows; a batch file's failed "
-                                      "requests are in its errors file: make a batch file of "
-                                      "them");
+                                    : "is caption's: a batch file's failed requests (its "
+                                      "output lines with an error, or --errors-file's lines) "
+                                      "are answered again by a batch file of them, run into "
+                                      "another output folder (-o): docs/batch.md#resume");
     /* Written when the run ends: a name that can be no file ("", or a
      * folder's "dir/") failed only then, exit 1 after the whole run. */
     size_t errs_len = p->errors_file ? strlen(p->errors_file) : 0;

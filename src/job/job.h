@@ -194,6 +194,8 @@ typedef struct job {
     atomic_int_fast64_t inputs_read;  /* rows the read stage made (inputs not done before,
                                          in the sample): what --limit counts */
     atomic_bool read_to_end;          /* ... and the inputs ended (no --limit cut them) */
+    atomic_bool told_unread_key;      /* a batch request's body key the llama engine does
+                                         not read was named (once a run) */
     /* One job over MPI ranks (sluice/dist.h; NULL: one process). The
      * ledger is rank 0's (j->ledger there, recorded in by the coordinator);
      * this rank's parts go to it through `dpart`, and the rows an earlier run

@@ -162,6 +162,11 @@ def check_mixed(rows: list[dict], requests: pathlib.Path):
         assert len(match) == 1, (lineno, [r["error"] for r in failed])
         assert cause in match[0]["error"]["message"]
         assert match[0]["response"] is None and match[0]["error"]["code"] == "invalid_request"
+        # OpenAI's format and vLLM's BatchRequestOutput take a string: a
+        # line without a custom_id answers under its line's id.
+        if cause in ("invalid JSON", "no custom_id"):
+            assert match[0]["custom_id"] == f"{requests.name}:{lineno}", match[0]
+    assert all(isinstance(r["custom_id"], str) for r in rows), rows
     dup = [r for r in failed if "is repeated" in r["error"]["message"]][0]
     # The repeat names both lines: the first (line 1) runs, the second fails.
     assert dup["custom_id"] == "text" and f"{requests}:1" in dup["error"]["message"]
@@ -203,8 +208,8 @@ def test_errors_file_holds_the_failed_requests(sluice, mixed, tmp_path):
     failed = [json.loads(t) for t in errors.read_text().splitlines()]
     assert len(failed) == len(BROKEN)
     assert all(r["response"] is None and r["error"]["code"] for r in failed)
-    assert sorted(r["custom_id"] or "" for r in failed) == sorted(
-        ["", "", "no-body", "wrong-url", "n-17", "text"])
+    assert sorted(r["custom_id"] for r in failed) == sorted(
+        ["requests.jsonl:6", "requests.jsonl:7", "no-body", "wrong-url", "n-17", "text"])
     # The same command again: everything is done; the file is the same.
     before = errors.read_text()
     assert batch(sluice, mixed, out, *LLAMA, "--errors-file", errors).returncode == 0
@@ -843,3 +848,169 @@ def test_reals_go_to_the_server_and_the_output_as_their_shortest_text(sluice, tm
     assert '"logprob":-0.31326,' in text, text
     assert json.loads(text)["response"]["body"]["choices"][0]["logprobs"]["content"][0][
         "logprob"] == -0.31326
+
+
+def test_what_a_body_leaves_out_goes_to_the_server_from_the_flags(sluice, tmp_path):
+    """The sampling flags are the defaults for what a request's body leaves
+    out on the openai engine too, as on the llama engine: a body without
+    max_tokens was sent without one (the server's default, up to its
+    context, not --max-tokens), without temperature (the server's 0.8 or
+    1.0, not --temperature's greedy) and without the --stop strings. What a
+    body holds is sent as it is, and its max_completion_tokens alone (no
+    max_tokens added beside it)."""
+    from openai_helpers import FakeServer, completion
+
+    sent = {}
+
+    def answer(handler, attempt, body):
+        sent[body["messages"][0]["content"]] = body
+        completion(handler)
+
+    requests = write_batch(tmp_path / "requests.jsonl", [
+        line("bare", [{"role": "user", "content": "Say hello."}]),
+        line("own", [{"role": "user", "content": "Say hi."}], max_completion_tokens=5,
+             temperature=1.2, top_p=0.5, seed=42, stop=["x"], logprobs=False)])
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        res = batch(sluice, requests, out, "--engine", "openai", "--endpoint", fake.url,
+                    "--ignore-model", "--max-tokens", "7", "--temperature", "0.3", "--top-p",
+                    "0.8", "--stop", "END", "--logprobs", "2")
+    assert res.returncode == 0, res.stderr
+    bare, own = sent["Say hello."], sent["Say hi."]
+    assert (bare["max_tokens"], bare["temperature"], bare["top_p"], bare["stop"]) == (
+        7, 0.3, 0.8, ["END"]), bare
+    assert bare["logprobs"] is True and bare["top_logprobs"] == 2, bare
+    assert isinstance(bare["seed"], int), bare
+    assert (own["max_completion_tokens"], own["temperature"], own["top_p"], own["seed"],
+            own["stop"], own["logprobs"]) == (5, 1.2, 0.5, 42, ["x"], False), own
+    assert "max_tokens" not in own and "top_logprobs" not in own, own
+
+
+def test_keys_the_llama_engine_does_not_read_are_named_once(sluice, tmp_path):
+    """A body's tools or penalties change what OpenAI answers; the llama
+    engine answers without them, and says so once a run, naming the first
+    request and key (they went unsaid). Bookkeeping keys (metadata, user)
+    change no answer and are not named."""
+    plain = [{"role": "user", "content": "Say hello."}]
+    quiet = write_batch(tmp_path / "quiet.jsonl", [
+        line("booked", plain, metadata={"batch": "7"}, user="u-1", store=False,
+             stream_options=None)])
+    loud = write_batch(tmp_path / "loud.jsonl", [
+        line("booked", plain, metadata={"batch": "7"}),
+        line("tooled", plain, tools=[{"type": "function", "function": {"name": "f"}}],
+             frequency_penalty=0.5),
+        line("penalised", plain, presence_penalty=0.5)])
+    res = batch(sluice, quiet, tmp_path / "quiet", *LLAMA)
+    assert res.returncode == 0, res.stderr
+    assert "not read by the llama engine" not in res.stderr, res.stderr
+    res = batch(sluice, loud, tmp_path / "loud", *LLAMA)
+    assert res.returncode == 0, res.stderr
+    told = [t for t in res.stderr.splitlines() if "not read by the llama engine" in t]
+    assert len(told) == 1, res.stderr
+    # The first request to reach the engine: either (decode may reorder).
+    assert ("tooled: body.tools is not read" in told[0] or
+            "penalised: body.presence_penalty is not read" in told[0]), told
+    assert sorted(r["custom_id"] for r in output_lines(tmp_path / "loud")) == [
+        "booked", "penalised", "tooled"]
+
+
+def test_failed_requests_are_answered_again_as_the_docs_say(sluice, mixed, tmp_path):
+    """--retry-failed is refused for a batch file, saying how its failed
+    requests are answered again; docs/batch.md's recipe, run as it is
+    written, makes the batch file of the failed requests that have a
+    custom_id, which runs into another output folder."""
+    out = tmp_path / "out"
+    assert batch(sluice, mixed, out, *LLAMA).returncode == 3
+    res = batch(sluice, mixed, out, *LLAMA, "--retry-failed")
+    assert res.returncode == 2
+    assert "run into another output folder (-o): docs/batch.md#resume" in res.stderr, res.stderr
+    doc = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "batch.md").read_text()
+    recipe = doc.split("python3 - <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    subprocess.run(["python3", "-c", recipe], cwd=tmp_path, check=True, timeout=60)
+    again = tmp_path / "again.jsonl"
+    picked = [json.loads(t)["custom_id"] for t in again.read_text().splitlines()]
+    # The failed lines with a custom_id; "text" twice (the repeated id
+    # takes its first line along, as the docs warn).
+    assert sorted(picked) == ["n-17", "no-body", "text", "text", "wrong-url"]
+    res = batch(sluice, again, tmp_path / "out-again", *LLAMA)
+    assert res.returncode == 3, res.stderr
+    rows = {r["custom_id"]: r for r in output_lines(tmp_path / "out-again") if not r["error"]}
+    assert sorted(rows) == ["text"]
+
+
+def test_a_compressed_crlf_file_with_blank_lines_is_read_as_the_docs_say(sluice, tmp_path):
+    """docs/batch.md: a .jsonl.gz requests file is decompressed as it is
+    read, named by its decompressed lines; blank lines are skipped (no
+    output line), and CRLF line ends (a Windows editor's) are read."""
+    import gzip
+    plain = [{"role": "user", "content": "Say hello."}]
+    text = "\r\n".join([line("a", plain), "", "   ", "not json", line("b", plain)]) + "\r\n"
+    requests = tmp_path / "requests.jsonl.gz"
+    requests.write_bytes(gzip.compress(text.encode()))
+    res = batch(sluice, requests, tmp_path / "out", *LLAMA)
+    assert res.returncode == 3, res.stderr
+    rows = output_lines(tmp_path / "out")
+    assert sorted(r["custom_id"] for r in rows) == ["a", "b", "requests.jsonl.gz:4"], rows
+    broken = [r for r in rows if r["error"]]
+    assert len(broken) == 1 and f"{requests}:4: invalid JSON" in broken[0]["error"]["message"]
+
+
+def test_a_json_schema_flag_goes_to_the_server_for_requests_without_a_format(sluice, tmp_path):
+    """--json-schema is the default response_format on the openai engine
+    too: a request without one is sent the schema (it was only checked, the
+    server's answer free, and failed as invalid_output), one with its own
+    keeps it."""
+    from openai_helpers import FakeServer, completion
+
+    sent = {}
+
+    def answer(handler, attempt, body):
+        sent[body["messages"][0]["content"]] = body
+        completion(handler, text='{"ok": true}')
+
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(SCHEMA))
+    requests = write_batch(tmp_path / "requests.jsonl", [
+        line("bare", [{"role": "user", "content": "Sky?"}]),
+        line("own", [{"role": "user", "content": "Sea?"}],
+             response_format={"type": "json_object"})])
+    with FakeServer(answer) as fake:
+        res = batch(sluice, requests, tmp_path / "out", "--engine", "openai", "--endpoint",
+                    fake.url, "--ignore-model", "--json-schema", schema)
+    assert res.returncode == 0, res.stderr
+    rf = sent["Sky?"]["response_format"]
+    assert rf["type"] == "json_schema" and rf["json_schema"]["schema"] == SCHEMA, rf
+    assert sent["Sea?"]["response_format"] == {"type": "json_object"}
+
+
+def test_a_request_the_server_refuses_is_an_invalid_request(sluice, tmp_path):
+    """A server's 4xx (vLLM's 400 for a prompt past its context, a 422) is
+    the request refused, as OpenAI's batch answers it (invalid_request_error):
+    error.code invalid_request with the server's message, not server_error,
+    which a script reads as the server failing (worth trying again); the
+    run's failures class it `invalid`."""
+    from openai_helpers import FakeServer, completion, reply
+
+    def answer(handler, attempt, body):
+        if body["messages"][0]["content"] == "Too long":
+            reply(handler, 400, json.dumps({"error": {
+                "message": "This model's maximum context length is 4096 tokens",
+                "type": "invalid_request_error"}}).encode())
+        else:
+            completion(handler)
+
+    requests = write_batch(tmp_path / "requests.jsonl", [
+        line("long", [{"role": "user", "content": "Too long"}]),
+        line("fine", [{"role": "user", "content": "Say hi."}])])
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        res = batch(sluice, requests, out, "--engine", "openai", "--endpoint", fake.url,
+                    "--ignore-model")
+    assert res.returncode == 3, res.stderr
+    rows = {r["custom_id"]: r for r in output_lines(out)}
+    assert rows["fine"]["error"] is None
+    error = rows["long"]["error"]
+    assert error["code"] == "invalid_request", error
+    assert "HTTP 400: This model's maximum context length is 4096 tokens" in error["message"]
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["failures"] == [{"stage": "engine", "class": "invalid", "rows": 1}]

@@ -1004,7 +1004,9 @@ def test_batch_errors_file_with_an_s3_output_after_a_kill(mpi, tmp_path):
             failed = [json.loads(t) for t in errors.read_text().splitlines()]
             assert sorted(int(f["error"]["message"].split(f"{requests}:")[1].split(":")[0])
                           for f in failed) == broken
-            assert all(f["response"] is None and f["custom_id"] is None for f in failed)
+            assert all(f["response"] is None and f["custom_id"] ==
+                       f"{requests.name}:{f['error']['message'].split(f'{requests}:')[1].split(':')[0]}"
+                       for f in failed)
         assert keys("errors-00002") and not keys("part-00002")  # never used again
 
 

@@ -385,7 +385,7 @@ def test_refusals(sluice, broken, tmp_path):
                         "--engine", "openai", "--endpoint", "http://127.0.0.1:9",
                         "--retry-failed"],
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "make a batch file of them" in r.stderr, r.stderr
+    assert r.returncode == 2 and "a batch file of them" in r.stderr, r.stderr
     # A fresh folder: nothing to retry, the job runs.
     r = run(sluice, m, tmp_path / "fresh", "--retry-failed")
     assert r.returncode == 3 and "retrying: 0 failed rows taken out of 0 parts" in r.stderr, r.stderr

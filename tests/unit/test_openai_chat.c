@@ -549,8 +549,9 @@ static void a_videos_frames_go_out_as_one_video_url_part(void **state)
 }
 
 /* A caller's body goes out as given (keys the engine knows nothing of
- * too), but for the model (set when absent, kept when present) and stream
- * (the engine's; stream_options only when streaming, with usage asked). */
+ * too), but for the model (set when absent, kept when present), stream
+ * (the engine's; stream_options only when streaming, with usage asked) and
+ * the sampling keys it leaves out (the request's sampling). */
 static void a_body_is_forwarded_as_given_but_model_and_stream(void **state)
 {
     for (int stream = 0; stream <= 1; stream++) {
@@ -575,9 +576,13 @@ static void a_body_is_forwarded_as_given_but_model_and_stream(void **state)
         assert_true(json_is_boolean(json_object_get(root, "stream")));
         assert_int_equal(json_is_true(json_object_get(root, "stream")), stream);
         json_t *opts = json_object_get(root, "stream_options");
-        /* Nothing of the engine's own: no temperature, no top_p. */
-        assert_null(json_object_get(root, "temperature"));
+        /* What the body leaves out comes from the request's sampling, as
+         * in a body the engine builds: its temperature (0), not top_p (1 is
+         * off), and no second field for the max_tokens the body has. */
+        assert_true(json_is_real(json_object_get(root, "temperature")));
+        assert_true(json_real_value(json_object_get(root, "temperature")) == 0.0);
         assert_null(json_object_get(root, "top_p"));
+        assert_null(json_object_get(root, "max_completion_tokens"));
         if (stream) {
             assert_true(json_is_true(json_object_get(opts, "include_usage")));
             assert_int_equal(json_integer_value(json_object_get(opts, "x")), 1);

@@ -514,6 +514,83 @@ static sl_status check_video_frames(const sl_request *q, const oa_images *im)
     return SL_OK;
 }
 
+/* Sets key to v (taken) unless root holds key already; nonzero when out of
+ * memory. */
+static int set_absent(json_t *o, const char *key, json_t *v)
+{
+    if (json_object_get(o, key)) {
+        json_decref(v);
+        return 0;
+    }
+    return set_new(o, key, v);
+}
+
+/* Sampling s, q's stop strings and schema's response_format into root, each
+ * key only where root leaves it out: a body built here gets them all; a
+ * forwarded body (openai_body: a batch request's) keeps its own, and what it
+ * leaves out takes the job's settings, as the llama engine gives them to
+ * such a request. Nonzero when out of memory. */
+static int set_sampling(const oa_engine *e, const sl_request *q, const sl_sampling *s,
+                        const sl_json_schema *schema, json_t *root)
+{
+    /* A top-p of 0 keeps the most likely token alone, as llama.cpp's top-p
+     * does in the embedded engine: greedy, whatever the temperature. Sent
+     * as that, since vLLM refuses a top_p of 0 (it takes (0, 1]). */
+    bool greedy = s->top_p <= 0.0f;
+    int bad = set_absent(root, "temperature", param_real(greedy ? 0.0f : s->temperature)) ||
+              /* 31 bits: every server takes it (llama-server reads a uint32). */
+              set_absent(root, "seed", json_integer((json_int_t)(s->seed & 0x7fffffff)));
+    /* Either field is the answer's length: a body with one keeps it alone. */
+    sl_openai_max_tokens_field field = e->p.max_tokens_field;
+    if (!json_object_get(root, "max_tokens") && !json_object_get(root, "max_completion_tokens")) {
+        if (field != SL_OPENAI_MAX_COMPLETION_TOKENS)
+            bad |= set_new(root, "max_tokens", json_integer(s->max_tokens));
+        if (field != SL_OPENAI_MAX_TOKENS)
+            bad |= set_new(root, "max_completion_tokens", json_integer(s->max_tokens));
+    }
+    /* What is off is left out: OpenAI's API and strict gateways refuse
+     * the fields they do not know (min_p, top_k, repeat_penalty). */
+    if (s->top_p < 1.0f && !greedy)
+        bad |= set_absent(root, "top_p", param_real(s->top_p));
+    if (s->min_p > 0.0f)
+        bad |= set_absent(root, "min_p", param_real(s->min_p));
+    if (s->top_k > 0)
+        bad |= set_absent(root, "top_k", json_integer(s->top_k));
+    if (s->logprobs && !json_object_get(root, "logprobs"))
+        bad |= set_new(root, "logprobs", json_true()) ||
+               set_absent(root, "top_logprobs", json_integer(s->top_logprobs));
+    if (s->repeat_penalty != 1.0f && !json_object_get(root, "repeat_penalty") &&
+        !json_object_get(root, "repetition_penalty")) /* llama-server's name and vLLM's */
+        bad |= set_new(root, "repeat_penalty", param_real(s->repeat_penalty)) ||
+               set_new(root, "repetition_penalty", param_real(s->repeat_penalty));
+    if (!bad && q->n_stop > 0 && !json_object_get(root, "stop")) {
+        json_t *stop = json_array();
+        bad |= !stop;
+        for (int i = 0; !bad && i < q->n_stop; i++)
+            bad |= json_array_append_new(stop, json_string(q->stop[i]));
+        bad |= set_new(root, "stop", stop);
+    }
+    if (json_object_get(root, "response_format"))
+        return bad;
+    if (!bad && schema) {
+        /* OpenAI's structured output, which vLLM, SGLang and llama-server
+         * take as it is; the request's schema takes the place of the
+         * engine's response_format. */
+        json_t *rf = json_object(), *js = json_object();
+        bad |= !rf || !js || set_new(js, "name", json_string("answer")) ||
+               set_new(js, "schema", json_deep_copy(sl_json_schema_json(schema))) ||
+               set_new(js, "strict", json_true()) ||
+               set_new(rf, "type", json_string("json_schema")) ||
+               json_object_set(rf, "json_schema", js) || set_new(root, "response_format", rf);
+        json_decref(js);
+        if (bad)
+            json_decref(rf);
+    } else if (!bad && e->response_format) {
+        bad |= set_new(root, "response_format", json_deep_copy(e->response_format));
+    }
+    return bad;
+}
+
 /* The JSON body of one chat completion around `messages` (taken; NULL: out
  * of memory), streamed or not (the request's oa_req.stream); NULL (with
  * sl_fail) on failure. A request with choices asks for one token, greedy,
@@ -533,22 +610,10 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
         choosing.top_logprobs = OPENAI_CHOICE_TOP;
         s = &choosing;
     }
-    /* A top-p of 0 keeps the most likely token alone, as llama.cpp's top-p
-     * does in the embedded engine: greedy, whatever the temperature. Sent
-     * as that, since vLLM refuses a top_p of 0 (it takes (0, 1]). */
-    bool greedy = s->top_p <= 0.0f;
     if (!bad) {
         bad |= set_new(root, "model", json_string(e->model)) ||
                json_object_set(root, "messages", messages) ||
-               set_new(root, "temperature", param_real(greedy ? 0.0f : s->temperature)) ||
-               /* 31 bits: every server takes it (llama-server reads a uint32). */
-               set_new(root, "seed", json_integer((json_int_t)(s->seed & 0x7fffffff))) ||
                set_new(root, "stream", json_boolean(stream));
-        sl_openai_max_tokens_field field = e->p.max_tokens_field;
-        if (field != SL_OPENAI_MAX_COMPLETION_TOKENS)
-            bad |= set_new(root, "max_tokens", json_integer(s->max_tokens));
-        if (field != SL_OPENAI_MAX_TOKENS)
-            bad |= set_new(root, "max_completion_tokens", json_integer(s->max_tokens));
         if (stream) { /* the token counts come in a last chunk (vLLM needs asking) */
             json_t *opts = json_object();
             bad |= !opts || set_new(opts, "include_usage", json_true()) ||
@@ -556,43 +621,7 @@ static char *build_body(const oa_engine *e, const sl_request *q, const sl_json_s
         }
         if (n > 1)
             bad |= set_new(root, "n", json_integer(n));
-        /* What is off is left out: OpenAI's API and strict gateways refuse
-         * the fields they do not know (min_p, top_k, repeat_penalty). */
-        if (s->top_p < 1.0f && !greedy)
-            bad |= set_new(root, "top_p", param_real(s->top_p));
-        if (s->min_p > 0.0f)
-            bad |= set_new(root, "min_p", param_real(s->min_p));
-        if (s->top_k > 0)
-            bad |= set_new(root, "top_k", json_integer(s->top_k));
-        if (s->logprobs)
-            bad |= set_new(root, "logprobs", json_true()) ||
-                   set_new(root, "top_logprobs", json_integer(s->top_logprobs));
-        if (s->repeat_penalty != 1.0f) /* llama-server's name and vLLM's */
-            bad |= set_new(root, "repeat_penalty", param_real(s->repeat_penalty)) ||
-                   set_new(root, "repetition_penalty", param_real(s->repeat_penalty));
-    }
-    if (!bad && q->n_stop > 0) {
-        json_t *stop = json_array();
-        bad |= !stop;
-        for (int i = 0; !bad && i < q->n_stop; i++)
-            bad |= json_array_append_new(stop, json_string(q->stop[i]));
-        bad |= set_new(root, "stop", stop);
-    }
-    if (!bad && schema) {
-        /* OpenAI's structured output, which vLLM, SGLang and llama-server
-         * take as it is; the request's schema takes the place of the
-         * engine's response_format. */
-        json_t *rf = json_object(), *js = json_object();
-        bad |= !rf || !js || set_new(js, "name", json_string("answer")) ||
-               set_new(js, "schema", json_deep_copy(sl_json_schema_json(schema))) ||
-               set_new(js, "strict", json_true()) ||
-               set_new(rf, "type", json_string("json_schema")) ||
-               json_object_set(rf, "json_schema", js) || set_new(root, "response_format", rf);
-        json_decref(js);
-        if (bad)
-            json_decref(rf);
-    } else if (!bad && e->response_format) {
-        bad |= set_new(root, "response_format", json_deep_copy(e->response_format));
+        bad |= set_sampling(e, q, s, schema, root);
     }
     char *text = bad ? NULL : sl_json_dump(root, JSON_COMPACT, len);
     json_decref(root);
@@ -647,12 +676,15 @@ static oa_req *req_new(const oa_engine *e, const sl_request *q, int n_answers,
     sl_status body_st = SL_ERR_NOMEM; /* build_body fails only for want of memory */
     if (q->openai_body) {
         char why[512];
-        r->body = openai_forward_body(q->openai_body, strlen(q->openai_body), e->model,
-                                      r->stream, &r->body_len, why, sizeof why);
-        if (!r->body)
-            body_st = strcmp(why, "out of memory") == 0
-                          ? sl_fail(SL_ERR_NOMEM, "%s: out of memory building the request", id)
-                          : sl_fail(SL_ERR_INVALID_ARG, "%s: the request body %s", id, why);
+        json_t *root = openai_forward_body(q->openai_body, strlen(q->openai_body), e->model,
+                                           r->stream, why, sizeof why);
+        if (!root && strcmp(why, "out of memory") != 0)
+            body_st = sl_fail(SL_ERR_INVALID_ARG, "%s: the request body %s", id, why);
+        else if (root && set_sampling(e, q, &q->sampling, schema, root) == 0)
+            r->body = sl_json_dump(root, JSON_COMPACT, &r->body_len);
+        if (!r->body && body_st == SL_ERR_NOMEM)
+            body_st = sl_fail(SL_ERR_NOMEM, "%s: out of memory building the request", id);
+        json_decref(root);
     }
     else {
         sl_prompt_conversation pc;
@@ -1431,7 +1463,13 @@ static void finish(oa_engine *e, CURL *h, CURLcode res)
         retry_or_fail(e, r, ep, code, why, now);
     } else {
         answered(e);
-        fail_request(e, r, "%s: %s answered %s", r->id, ep->url, why);
+        char refused[1536];
+        snprintf(refused, sizeof refused, "%s: %s answered %s", r->id, ep->url, why);
+        /* A 4xx is the server refusing this request (OpenAI's
+         * invalid_request_error: a batch line's error code), not inference
+         * failing. */
+        complete_as(e, r, NULL, code >= 400 && code < 500 ? SL_ERR_INVALID_ARG : SL_ERR_ENGINE,
+                    refused);
     }
 }
 

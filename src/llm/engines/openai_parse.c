@@ -867,8 +867,8 @@ openai_verdict openai_stream_result(openai_stream *s, double submitted, double n
 
 /* --- forwarded bodies ----------------------------------------------------------------- */
 
-char *openai_forward_body(const char *body, size_t len, const char *model, bool stream,
-                          size_t *out_len, char *why, size_t cap)
+json_t *openai_forward_body(const char *body, size_t len, const char *model, bool stream,
+                            char *why, size_t cap)
 {
     json_error_t jerr;
     json_t *root = json_loadb(body ? body : "", body ? len : 0,
@@ -899,9 +899,10 @@ char *openai_forward_body(const char *body, size_t len, const char *model, bool 
     } else {
         json_object_del(root, "stream_options");
     }
-    char *text = bad ? NULL : sl_json_dump(root, JSON_COMPACT, out_len);
-    json_decref(root);
-    if (!text)
+    if (bad) {
+        json_decref(root);
         snprintf(why, cap, "out of memory");
-    return text;
+        return NULL;
+    }
+    return root;
 }

@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "core/buf.h"
 #include "sluice/engine.h"
 
@@ -195,12 +197,12 @@ bool openai_choice_walk_end(openai_choice_walk *w, double *p, char *why, size_t 
  * it goes out: the same JSON object but for "model" (set to `model` when
  * absent; kept when present) and "stream" (set to `stream`; when
  * streaming, stream_options.include_usage is set too, other stream_options
- * kept; when not, stream_options is dropped: servers refuse it then). The
- * compact JSON text (sl_free) and *out_len; NULL with *why ("is not JSON
- * (...)", "is not a JSON object", "has no \"messages\" array", or "out of
- * memory") otherwise. Duplicate keys are refused: which one a server reads
- * would be a guess. */
-char *openai_forward_body(const char *body, size_t len, const char *model, bool stream,
-                          size_t *out_len, char *why, size_t cap);
+ * kept; when not, stream_options is dropped: servers refuse it then); the
+ * caller adds the sampling keys it leaves out. The object (json_decref);
+ * NULL with *why ("is not JSON (...)", "is not a JSON object", "has no
+ * \"messages\" array", or "out of memory") otherwise. Duplicate keys are
+ * refused: which one a server reads would be a guess. */
+json_t *openai_forward_body(const char *body, size_t len, const char *model, bool stream,
+                            char *why, size_t cap);
 
 #endif
