@@ -1167,7 +1167,10 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
                    "(%ld inputs skipped now); nothing new written\n", p.output_dir,
                    sum.rows_done_before, sum.rows_skipped);
         if (!pr.quiet && sum.rows_failed_before > 0)
-            printf("%ld of those rows failed: --retry-failed captions their inputs again\n",
+            printf(batch ? "%ld of those requests failed: docs/batch.md#resume says how to "
+                           "answer them again\n"
+                         : "%ld of those rows failed: --retry-failed captions their inputs "
+                           "again\n",
                    sum.rows_failed_before);
         return 0;
     }

@@ -155,9 +155,12 @@ static void print_progress_locked(printer *pr, const sl_caption_progress *g)
          * holds them (with --rows-per-task one per input and task). */
         clear_progress(pr);
         char failed[96] = "";
+        /* A batch file's failed requests are answered again otherwise
+         * (batch.md#resume: a batch file of them, into another folder). */
         if (g->rows_failed_before > 0)
-            snprintf(failed, sizeof failed, ", %lld failed: --retry-failed tries those again",
-                     (long long)g->rows_failed_before);
+            snprintf(failed, sizeof failed, ", %lld failed: %s", (long long)g->rows_failed_before,
+                     pr->unit ? "docs/batch.md#resume says how to answer them again"
+                              : "--retry-failed tries those again");
         fprintf(stderr, "sluice: resuming: %lld input%s already done by an earlier run (%lld "
                         "row%s in the output%s); they are skipped\n",
                 (long long)g->inputs_done_before, g->inputs_done_before == 1 ? " was" : "s were",

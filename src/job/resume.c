@@ -987,8 +987,7 @@ static sl_status open_ledger(job *j)
     if (settled)
         sl_log(SL_LOG_INFO, "%s: finished taking failed rows out of %ld part%s (a retry an "
                             "earlier run began)", dir, settled, settled == 1 ? "" : "s");
-    /* (a batch file's failed requests are retried otherwise: batch.md) */
-    j->sum->rows_failed_before = job_is_batch(p) ? 0 : info.failed;
+    j->sum->rows_failed_before = info.failed;
     j->sum->rows_retried = retried;
     j->sum->parts_retried = retried_parts;
     /* Never reuse a number: parts continue after the highest one seen. */

@@ -921,6 +921,13 @@ def test_failed_requests_are_answered_again_as_the_docs_say(sluice, mixed, tmp_p
     custom_id, which runs into another output folder."""
     out = tmp_path / "out"
     assert batch(sluice, mixed, out, *LLAMA).returncode == 3
+    # The same command again has nothing new, and says how many failed
+    # and where to read how to answer them (it said nothing of them).
+    failed = sum(1 for r in output_lines(out) if r["error"])
+    res = batch(sluice, mixed, out, *LLAMA)
+    assert res.returncode == 0, res.stderr
+    assert f"{failed} of those requests failed: docs/batch.md#resume says how" in res.stdout, \
+        res.stdout
     res = batch(sluice, mixed, out, *LLAMA, "--retry-failed")
     assert res.returncode == 2
     assert "run into another output folder (-o): docs/batch.md#resume" in res.stderr, res.stderr
