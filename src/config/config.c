@@ -216,7 +216,7 @@ static const opt opts[] = {
     {"llama.cache_type_v", "cache-type-v", 0, K_ENUM, AT(p.llama.cache_type_v), .arg = "T",
      .choices = KV_TYPES, .help = "KV cache type of V (quantized: flash attention on)"},
     {"llama.threads", "threads", 0, K_INT, AT(p.llama.n_threads), .lo = 0, .hi = 1024,
-     .arg = "N", .help = "CPU threads (0: all cores)"},
+     .arg = "N", .help = "CPU threads of each replica (0: the cores divided between replicas)"},
     {"llama.gpu_layers", "gpu-layers", 0, K_INT, AT(p.llama.n_gpu_layers), .lo = -1,
      .hi = 100000, .arg = "N", .help = "layers offloaded to a GPU build (-1: all)"},
     {"llama.cpu_poll", "cpu-poll", 0, K_INT, AT(p.llama.cpu_poll), .lo = 0, .hi = 100,

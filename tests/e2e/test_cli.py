@@ -128,6 +128,16 @@ def test_help_defaults_are_the_defaults(sluice):
     assert checked >= 20
 
 
+def test_the_threads_default_says_replicas_share_the_cores(sluice):
+    """Each replica gets the cores divided between --replicas (stage_engine.c,
+    docs/engine.md); --help said "all cores", so two replicas looked like
+    twice the machine's threads."""
+    help_text = help_options(sluice.run("caption", "--help").stdout)["--threads"]
+    assert "each replica" in help_text and "divided between --replicas" in help_text, help_text
+    keys = sluice.run("config", "keys").stdout
+    assert "the cores divided between replicas" in keys, keys
+
+
 def test_the_job_file_key_table_is_every_key(sluice):
     """docs/jobs.md's 'Every key' table: each key with its flag, as `config
     keys` prints them: a flag added without a line there fails here."""

@@ -104,6 +104,7 @@ def test_image_token_limits_out_of_range_are_named(sluice, four, tmp_path):
     err = run("max1", "--image-max-tokens", 1)
     assert "--image-max-tokens 1: outside what --mmproj" in err, err
     assert "(llama.cpp: image_max_pixels (784) is less than image_min_pixels (6272))" in err, err
+    assert err.count("image_max_pixels (784) is less than image_min_pixels (6272)") == 1, err
     err = run("minmax", "--image-min-tokens", 100, "--image-max-tokens", 10)
     assert "--image-min-tokens 100 is above --image-max-tokens 10" in err, err
     err = run("huge", "--image-min-tokens", 100000, "--image-max-tokens", 200000)

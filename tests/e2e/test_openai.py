@@ -1094,6 +1094,22 @@ def test_a_key_refused_mid_run_stops_the_job_at_once(sluice, tmp_path):
     assert all(row["caption"] for row in rows)
 
 
+def test_a_key_refused_on_the_last_row_stops_the_job_as_well(sluice, tmp_path):
+    # The refusal that left no endpoint failed its row as an answer: when
+    # that row was the run's last, nothing else noticed the stop and the
+    # run ended as one with failed rows (exit 3), not exit 1.
+    out = tmp_path / "out"
+    with FakeServer(lambda h, n, body: key_refused(h)) as fake:
+        r = caption(sluice, few_inputs(tmp_path, 1), out, "--endpoint", fake.url,
+                    "--metrics-addr", "off", timeout=60)
+        posts = len(fake.log)
+    assert r.returncode == 1, r.stderr
+    assert "every endpoint refused the API key" in r.stderr, r.stderr
+    assert posts == 1
+    [row] = ok_rows(out)
+    assert "refused the API key" in row["error"] and "HTTP 401" in row["error"], row
+
+
 def test_an_endpoint_refusing_the_key_leaves_rotation_its_rows_go_to_the_others(sluice,
                                                                                tmp_path):
     inp = few_inputs(tmp_path, 4)

@@ -4290,7 +4290,8 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
         vp.image_min_tokens = min_tok;
     if (max_tok > 0)
         vp.image_max_tokens = max_tok;
-    log_capture vcause = {0};
+    /* quiet: the failure below says the cause (it was said three times) */
+    log_capture vcause = {.quiet = true};
     capture = &vcause;
     e->mtmd = vision ? mtmd_init_from_file(params->mmproj_path, e->model, vp) : NULL;
     capture = NULL;

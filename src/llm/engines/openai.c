@@ -1509,7 +1509,10 @@ static void key_refused(oa_engine *e, oa_req *r, oa_endpoint *ep, const char *wh
              "far are kept; check --api-key-env (the key, its access to the model) and run the "
              "same command again",
              ep->url, why);
-    fail_request(e, r, "%s: %s answered %s", r->id, ep->url, why);
+    /* Held, not failed: the engine is broken and the executor fails the
+     * rows it holds (this one with them). Failed as an answer, the last
+     * row's refusal ended the run as one with failed rows (exit 3). */
+    list_push(&e->ready, r);
     give_up(e, msg);
 }
 
