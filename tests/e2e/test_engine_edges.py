@@ -115,8 +115,15 @@ def test_a_row_past_the_model_context_under_ctx_is_not_told_to_raise_ctx(sluice,
                                                                          tmp_path):
     """Under --ctx a row that needs more than a sequence is told to give a
     larger --ctx, unless it needs more than the model's context (2048):
-    max_tokens 100000 was told "give --ctx 100055 or more"."""
-    r = sluice.caption(four, tmp_path / "o", "-n", 100000, "--ctx", 512, "--metrics-addr", "off")
+    max_tokens 100000 was told "give --ctx 100055 or more". A max_tokens
+    the model's whole context cannot hold stops the job at load (exit 2),
+    as without --ctx: it failed every row alone."""
+    r = sluice.caption(four, tmp_path / "n", "-n", 100000, "--ctx", 512, "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert "max_tokens 100000 is not less than the model's context of 2048 positions, which " \
+        "also holds the prompt: every request would fail; lower --max-tokens" in r.stderr, r.stderr
+    assert not list((tmp_path / "n").glob("part-*")), "no row may be written"
+    r = sluice.caption(four, tmp_path / "o", "-n", 2040, "--ctx", 512, "--metrics-addr", "off")
     assert r.returncode == 3, r.stderr
     for row in read_rows(tmp_path / "o"):
         assert "more than the model's context of 2048: lower its max_tokens" in row["error"], row
@@ -138,6 +145,12 @@ def test_a_tasks_max_tokens_past_the_context_is_named(sluice, four, tmp_path):
     assert r.returncode == 2, r.stderr
     assert "max_tokens: 100000), more than the model's context" in r.stderr, r.stderr
     assert not list((tmp_path / "long").glob("part-*")), "no row may be written"
+    r = sluice.caption(four, tmp_path / "ctx", "--task", "a=What is it?", "--task",
+                       "b=Describe it.", "--task-max-tokens", "b=100000", "-n", 4, "--ctx", 512,
+                       "--metrics-addr", "off")
+    assert r.returncode == 2, r.stderr
+    assert "max_tokens 100000 (of the prompt of task 'b') is not less than the model's " \
+        "context of 2048" in r.stderr and "lower it" in r.stderr, r.stderr
     r = sluice.caption(four, tmp_path / "short", "--task", "a=What is it?",
                        "--task-max-tokens", "a=3", "-n", 4, "--metrics-addr", "off")
     assert r.returncode == 0, r.stderr

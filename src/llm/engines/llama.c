@@ -4341,6 +4341,24 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
                "request that takes more than %d positions is answered past the model's "
                "training, and its answers may be nonsense; give --ctx %d or less to keep "
                "within it", per_seq, train, e->model_name, train, train);
+    /* With --ctx nothing below is sized from max_tokens, and one that the
+     * model's whole context cannot hold (a prompt takes positions too)
+     * failed every row alone, each told to lower it. */
+    int most_tokens = params->max_tokens_hint;
+    const char *most_of = NULL;
+    for (int i = 0; i < params->n_prompt_hints; i++)
+        if (i == 0 || params->prompt_hints[i].max_tokens > most_tokens) {
+            most_tokens = params->prompt_hints[i].max_tokens;
+            most_of = params->prompt_hints[i].name;
+        }
+    if (per_seq > 0 && train > 0 && most_tokens >= train) {
+        llama_engine_free(e);
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "max_tokens %d%s%.120s%s is not less than the model's context of %d "
+                       "positions, which also holds the prompt: every request would fail; "
+                       "lower %s", most_tokens, most_of ? " (of " : "", most_of ? most_of : "",
+                       most_of ? ")" : "", train, most_of ? "it" : "--max-tokens");
+    }
     /* The probe runs with --ctx too when there is a projector: it is the
      * check that the projector goes with the model (foreign_token), made
      * here once rather than failing every row. */
