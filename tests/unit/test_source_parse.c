@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/alloc.h"
 #include "io/columns.h"
@@ -180,6 +181,9 @@ static void brace_expansion(void **state)
     braces("{a,b}/{1..2}", 0, 4, (const char *[]){"a/1", "a/2", "b/1", "b/2"});
     braces("x{a,{b,c}}y", 0, 3, (const char *[]){"xay", "xby", "xcy"});
     braces("x{,s}", 0, 2, (const char *[]){"x", "xs"});
+    braces("{a{b,c},d}e{1..2}", 0, 6,
+           (const char *[]){"abe1", "abe2", "ace1", "ace2", "de1", "de2"});
+    braces("a{b}{}c{{d}}{0..0}", 0, 1, (const char *[]){"abcd0"});
     braces("d-{0..5", -1, 0, NULL);
     braces("d-}", -1, 0, NULL);
     braces("{0..99}{0..99}", -1, 0, NULL); /* 10,000 names: over the limit of 1,000 */
@@ -211,6 +215,33 @@ static void brace_expansion_is_bounded(void **state)
     assert_int_equal(sl_brace_expand(pat, 100000, &out, &n, err, sizeof err), -1);
     assert_non_null(strstr(err, "more than 16777216 bytes"));
     sl_free(pat);
+}
+
+/* Found by reading sl_brace_expand while fuzz_expand ran: the recursion
+ * copied the whole pattern once per group for every name, so 4 KB of "{}"
+ * after three 10-way groups (1,000 names) took 8 s of CPU, and after four
+ * (10,000 names, under the CLI's limit of 100,000) minutes, before the run
+ * started. The names now cost their own length. */
+static void brace_expansion_costs_its_names(void **state)
+{
+    char pat[SL_BRACE_MAX_PATTERN + 1] = "x";
+    for (int g = 0; g < 3; g++)
+        strcat(pat, "{a,b,c,d,e,f,g,h,i,j}");
+    while (strlen(pat) + 2 + strlen(".y") <= SL_BRACE_MAX_PATTERN)
+        strcat(pat, "{}");
+    strcat(pat, ".y");
+    char **out, err[128];
+    size_t n;
+    clock_t start = clock();
+    assert_int_equal(sl_brace_expand(pat, 1000, &out, &n, err, sizeof err), 0);
+    double cpu_s = (double)(clock() - start) / CLOCKS_PER_SEC;
+    assert_true(cpu_s < 1.0);
+    assert_int_equal(n, 1000);
+    assert_string_equal(out[0], "xaaa.y");
+    assert_string_equal(out[1], "xaab.y");
+    assert_string_equal(out[10], "xaba.y");
+    assert_string_equal(out[999], "xjjj.y");
+    sl_strings_free(out, n);
 }
 
 static void wds(const char *name, bool ok, const char *key, const char *ext)
@@ -524,6 +555,7 @@ int main(void)
         cmocka_unit_test(input_names_from_the_common_folder),
         cmocka_unit_test(brace_expansion),
         cmocka_unit_test(brace_expansion_is_bounded),
+        cmocka_unit_test(brace_expansion_costs_its_names),
         cmocka_unit_test(wds_keys),       cmocka_unit_test(url_schemes),
         cmocka_unit_test(glob_filters),   cmocka_unit_test(columns_types_and_names),
         cmocka_unit_test(nested_columns_take_shapes),
