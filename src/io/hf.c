@@ -45,6 +45,8 @@ static bool decode(const char *s, size_t n, char *out, size_t cap)
                 return false;
             c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
             i += 2;
+            if (c == '\0')
+                return false; /* the text would end there: "main%00x" read as "main" */
         }
         if (k + 1 >= cap)
             return false;

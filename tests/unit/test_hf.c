@@ -47,6 +47,7 @@ static void references_parse(void **state)
         "hf://datasets/org/name@%zz",   /* malformed escape */
         "hf://datasets/org/name@%2",
         "hf://datasets/org/name@a%0Ab", /* a control character */
+        "hf://datasets/org/name@main%00x", /* a NUL: it was read as "main" */
         "hf://datasets/org/name/../x",
         "hf://datasets/org/name/a//b",
         "hf://datasets/org/name/a/./b",
