@@ -809,9 +809,13 @@ def test_batch_with_a_rank_killed_then_rerun_answers_each_once(mpi, many_request
     assert not twice, twice
     # every rank's skipped lines, summed (rank 0's alone before)
     assert f"resumed: {len(before)} inputs skipped" in r.stdout, r.stdout[-2000:]
-    # what every rank committed before, as rank 0's ledger recorded it
+    # what every rank committed before, as rank 0's ledger recorded it,
+    # and of those the broken lines already failed
+    failed = sum(1 for v in before.values() if v[0]["error"] is not None)
+    said = f", {failed} failed: docs/batch.md#resume says how to answer them again" if failed \
+        else ""
     assert f"resuming: {len(before)} inputs were already done by an earlier run " \
-        f"({len(before)} rows in the output)" in r.stderr, r.stderr[-2000:]
+        f"({len(before)} rows in the output{said})" in r.stderr, r.stderr[-2000:]
     assert sorted(k for k, v in rows.items() if v[0]["error"] is None) == good
     assert len([k for k, v in rows.items() if v[0]["error"] is not None]) == len(broken)
     assert not glob.glob(str(out / ".part-*"))
