@@ -320,23 +320,42 @@ void hub_files_clear(hub_files *l)
 {
     for (size_t i = 0; i < l->n; i++)
         sl_free(l->names[i]);
-    l->n = 0;
+    sl_free(l->names);
+    *l = (hub_files){0};
 }
 
-void hub_files_add(hub_files *l, const char *name)
+bool hub_files_add(hub_files *l, const char *name, char *why, size_t cap)
 {
     size_t len = strlen(name);
-    if (!is_gguf(name) || len >= HUB_MAX_NAME || l->n >= HUB_MAX_FILES)
-        return;
+    if (!is_gguf(name) || len >= HUB_MAX_NAME)
+        return true;
     for (const char *seg = name; *seg;) {
         const char *end = strchr(seg, '/');
         size_t n = end ? (size_t)(end - seg) : strlen(seg);
         if (!hub_segment_ok(seg, n))
-            return; /* "/abs.gguf", "../x.gguf", "a//b.gguf": not a file of the repository */
+            return true; /* "/abs.gguf", "../x.gguf", "a//b.gguf": not a file of the repository */
         seg += n + (end ? 1 : 0);
     }
-    if ((l->names[l->n] = sl_strdup(name)))
-        l->n++;
+    if (l->n >= HUB_MAX_FILES) {
+        snprintf(why, cap, "more than %d .gguf files", HUB_MAX_FILES);
+        return false;
+    }
+    if (l->n == l->cap) {
+        size_t grown = l->cap ? 2 * l->cap : 16;
+        char **names = sl_realloc(l->names, grown * sizeof *names);
+        if (!names) {
+            snprintf(why, cap, "out of memory");
+            return false;
+        }
+        l->names = names;
+        l->cap = grown;
+    }
+    if (!(l->names[l->n] = sl_strdup(name))) {
+        snprintf(why, cap, "out of memory");
+        return false;
+    }
+    l->n++;
+    return true;
 }
 
 bool hub_listing_parse(const char *body, size_t len, hub_files *out, char *why, size_t cap)
@@ -352,13 +371,16 @@ bool hub_listing_parse(const char *body, size_t len, hub_files *out, char *why, 
     }
     size_t i;
     json_t *s;
+    bool ok = true;
     json_array_foreach(siblings, i, s) {
         const char *name = json_string_value(json_object_get(s, "rfilename"));
-        if (name)
-            hub_files_add(out, name);
+        if (name && !(ok = hub_files_add(out, name, why, cap)))
+            break;
     }
     json_decref(root);
-    return true;
+    if (!ok)
+        hub_files_clear(out);
+    return ok;
 }
 
 static sl_status list_remote(const hub_ctx *c, const hub_ref *ref, hub_files *out)
@@ -392,10 +414,12 @@ static sl_status list_cached(const hub_ctx *c, hub_files *out)
         return sl_fail(SL_ERR_NOT_FOUND, "%s: cannot list the cached %s: %s", c->spec, dir,
                        strerror(errno));
     struct dirent *e;
-    while ((e = readdir(d)))
-        hub_files_add(out, e->d_name);
+    char why[256];
+    bool ok = true;
+    while (ok && (e = readdir(d)))
+        ok = hub_files_add(out, e->d_name, why, sizeof why);
     closedir(d);
-    return SL_OK;
+    return ok ? SL_OK : sl_fail(SL_ERR_IO, "%s: the cached %s: %s", c->spec, dir, why);
 }
 
 static int by_name(const void *a, const void *b)
@@ -406,45 +430,50 @@ static int by_name(const void *a, const void *b)
 sl_status hub_choose_files(const char *spec, const char *org, const char *repo, hub_files *files,
                            char *model, size_t model_cap, char *mmproj, size_t mmproj_cap)
 {
-    qsort(files->names, files->n, sizeof *files->names, by_name);
-    const char *models[HUB_MAX_FILES], *projectors[HUB_MAX_FILES];
+    if (files->n)
+        qsort(files->names, files->n, sizeof *files->names, by_name);
     size_t n_models = 0, n_projectors = 0;
-    for (size_t i = 0; i < files->n; i++) {
-        if (is_projector(files->names[i]))
-            projectors[n_projectors++] = files->names[i];
-        else
-            models[n_models++] = files->names[i];
-    }
+    for (size_t i = 0; i < files->n; i++)
+        n_projectors += is_projector(files->names[i]);
+    n_models = files->n - n_projectors;
     if (!model[0]) {
-        const char *pick = n_models == 1 ? models[0] : NULL;
-        for (size_t k = 0; !pick && k < n_models; k++)
-            if (contains_nocase(models[k], "q8_0"))
-                pick = models[k];
+        const char *only = NULL, *q8 = NULL;
+        for (size_t i = 0; i < files->n; i++) {
+            const char *name = files->names[i];
+            if (is_projector(name))
+                continue;
+            only = only ? only : name;
+            if (!q8 && contains_nocase(name, "q8_0"))
+                q8 = name;
+        }
+        const char *pick = n_models == 1 ? only : q8;
         if (!pick && n_models == 0)
             return sl_fail(SL_ERR_NOT_FOUND, "%s: the repository has no .gguf model file", spec);
         if (!pick) {
             char list[1024] = "";
-            for (size_t k = 0; k < n_models && strlen(list) < sizeof list - 200; k++)
-                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "",
-                         models[k]);
+            size_t listed = 0;
+            for (size_t i = 0; i < files->n && strlen(list) < sizeof list - 200; i++)
+                if (!is_projector(files->names[i]))
+                    snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                             listed++ ? ", " : "", files->names[i]);
             return sl_fail(SL_ERR_INVALID_ARG,
-                           "%s: the repository has %zu model files (%s): name one, as "
+                           "%s: the repository has %zu model files (%s%s): name one, as "
                            "hf://%s/%s/FILE.gguf",
-                           spec, n_models, list, org, repo);
+                           spec, n_models, list, listed < n_models ? ", ..." : "", org, repo);
         }
         snprintf(model, model_cap, "%s", pick);
     }
     if (mmproj) {
         /* Several projectors: the one sharing the model's precision tag. */
-        const char *pick = n_projectors ? projectors[0] : NULL;
+        const char *pick = NULL;
         static const char *const tags[] = {"bf16", "f16", "f32", "q8_0"};
-        bool found = false;
-        for (size_t t = 0; n_projectors > 1 && !found && t < sizeof tags / sizeof *tags; t++)
-            for (size_t k = 0; contains_nocase(model, tags[t]) && !found && k < n_projectors; k++)
-                if (contains_nocase(projectors[k], tags[t])) {
-                    pick = projectors[k];
-                    found = true;
-                }
+        for (size_t t = 0; n_projectors > 1 && !pick && t < sizeof tags / sizeof *tags; t++)
+            for (size_t i = 0; contains_nocase(model, tags[t]) && !pick && i < files->n; i++)
+                if (is_projector(files->names[i]) && contains_nocase(files->names[i], tags[t]))
+                    pick = files->names[i];
+        for (size_t i = 0; !pick && i < files->n; i++)
+            if (is_projector(files->names[i]))
+                pick = files->names[i];
         snprintf(mmproj, mmproj_cap, "%s", pick ? pick : "");
     }
     return SL_OK;

@@ -12,20 +12,25 @@
 
 #include "sluice/status.h"
 
-enum { HUB_MAX_FILES = 256, HUB_MAX_NAME = 1024 };
+/* A repository of many split quantizations lists a few thousand .gguf
+ * files; past HUB_MAX_FILES the listing is refused, not cut short, so a
+ * model file is never missed without a word. */
+enum { HUB_MAX_FILES = 65536, HUB_MAX_NAME = 1024 };
 
-/* .gguf names (copies), in listing order until chosen from. */
+/* .gguf names (copies, in an array that grows), in listing order until
+ * chosen from. Zero-initialised is empty; hub_files_clear frees it all. */
 typedef struct hub_files {
-    char *names[HUB_MAX_FILES];
-    size_t n;
+    char **names;
+    size_t n, cap;
 } hub_files;
 
 void hub_files_clear(hub_files *l);
 
 /* Adds `name` when it is a .gguf file, a relative path whose every segment
- * is a plain name (see hub_segment_ok), shorter than HUB_MAX_NAME, and
- * there is room (the first HUB_MAX_FILES are kept). */
-void hub_files_add(hub_files *l, const char *name);
+ * is a plain name (see hub_segment_ok) and shorter than HUB_MAX_NAME; any
+ * other name is skipped (true). False with *why when it would be the
+ * (HUB_MAX_FILES + 1)th, or memory ran out. */
+bool hub_files_add(hub_files *l, const char *name, char *why, size_t cap);
 
 /* A path segment that is safe in a URL and under the cache: not empty, not
  * "." or "..", no backslash, control character, space, '?', '#' or '%'. */
