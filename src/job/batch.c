@@ -394,7 +394,12 @@ static const char *error_code(const char *stage, sl_status status)
     if (stage && strcmp(stage, "read") == 0)
         return "invalid_request";
     if (stage && strcmp(stage, "decode") == 0)
-        return status == SL_ERR_INVALID_ARG ? "invalid_image_url" : "image_fetch_failed";
+        switch (status) {
+        case SL_ERR_INVALID_ARG: return "invalid_image_url";
+        case SL_ERR_DECODE: return "invalid_image_format";
+        case SL_ERR_TOO_LARGE: return "image_too_large";
+        default: return "image_fetch_failed";
+        }
     switch (status) {
     case SL_ERR_INVALID_ARG: return "invalid_request";
     case SL_ERR_TOO_LONG: return "context_length_exceeded";

@@ -1021,3 +1021,38 @@ def test_a_request_the_server_refuses_is_an_invalid_request(sluice, tmp_path):
     assert "HTTP 400: This model's maximum context length is 4096 tokens" in error["message"]
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["failures"] == [{"stage": "engine", "class": "invalid", "rows": 1}]
+
+
+def test_an_image_that_fails_is_coded_by_its_cause(sluice, tmp_path):
+    """Each way an image can fail has its own code, so a script can tell a
+    bad URL, a file that is not there, bytes that are no image and an image
+    past a limit apart. A corrupt data: image was image_fetch_failed, though
+    nothing was fetched."""
+    from PIL import Image
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1200, 1000), (200, 30, 30)).save(big)
+
+    def image_line(custom_id, url):
+        return line(custom_id, [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}},
+            {"type": "text", "text": "What is it?"}]}])
+
+    corrupt = "data:image/jpeg;base64," + base64.b64encode(b"not an image " * 20).decode()
+    requests = write_batch(tmp_path / "images.jsonl", [
+        image_line("corrupt", corrupt),
+        image_line("bad-base64", "data:image/jpeg;base64,@@@@"),
+        image_line("missing", (tmp_path / "nope.jpg").as_uri()),
+        image_line("big", big.as_uri()),
+        image_line("good", data_url("coffee.jpg")),
+    ])
+    out = tmp_path / "out"
+    res = batch(sluice, requests, out, *LLAMA, "--allow-local-images",
+                "--max-image-pixels", "1000000")
+    assert res.returncode == 3, res.stderr
+    rows = {r["custom_id"]: r for r in output_lines(out)}
+    codes = {k: (r["error"] or {}).get("code") for k, r in rows.items()}
+    assert codes == {"corrupt": "invalid_image_format", "bad-base64": "invalid_image_url",
+                     "missing": "image_fetch_failed", "big": "image_too_large",
+                     "good": None}, rows
+    assert "1200x1000 pixels" in rows["big"]["error"]["message"]
+    assert "nope.jpg" in rows["missing"]["error"]["message"]
