@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "job/batch.h"
 #include "job/caption_report.h"
 #include "job/job.h"
 
@@ -72,9 +73,14 @@ static json_t *summary_json(const caption_report *r)
     double secs = s->seconds > 0 ? s->seconds : 0;
     const gallery_item *sample;
     size_t n_sample = gallery_sample(r->gallery, &sample);
+    /* A batch file's requests bring their own messages: the caption
+     * prompt was never sent, and its sampling flags only fill keys a body
+     * leaves out (docs/batch.md). */
+    bool batch = job_is_batch(p);
     json_t *params = json_pack(
         "{s:o, s:o, s:i, s:f, s:f, s:i, s:f, s:f, s:I, s:i, s:I, s:i, s:i, s:i, s:b, s:o}",
-        "prompt", text(p->prompt), "system_prompt", text(p->system_prompt), "max_tokens",
+        "prompt", text(batch ? NULL : p->prompt), "system_prompt",
+        text(batch ? NULL : p->system_prompt), "max_tokens",
         p->sampling.max_tokens, "temperature", (double)p->sampling.temperature, "top_p",
         (double)p->sampling.top_p, "top_k", p->sampling.top_k, "min_p",
         (double)p->sampling.min_p, "repeat_penalty", (double)p->sampling.repeat_penalty, "seed",

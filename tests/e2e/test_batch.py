@@ -1056,3 +1056,8 @@ def test_an_image_that_fails_is_coded_by_its_cause(sluice, tmp_path):
                      "good": None}, rows
     assert "1200x1000 pixels" in rows["big"]["error"]["message"]
     assert "nope.jpg" in rows["missing"]["error"]["message"]
+    # Each request brought its own messages: the caption prompt was not
+    # sent, and the summary does not say it was (it gave caption's default).
+    params = json.loads((out / "_summary.json").read_text())["params"]
+    assert params["prompt"] is None and params["system_prompt"] is None
+    assert params["max_tokens"] == 12
