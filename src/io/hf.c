@@ -159,6 +159,13 @@ static bool path_ok(const char *p, size_t len)
     return len > 0 && len < HF_MAX_PATH && strlen(p) == len && pattern_ok(p);
 }
 
+/* Sizes are the hub's word: a total past 2^64 stays at the most, not
+ * wrapped round to a small figure in the log. */
+static uint64_t add_bytes(uint64_t total, uint64_t size)
+{
+    return size > UINT64_MAX - total ? UINT64_MAX : total + size;
+}
+
 bool hf_tree_parse(const char *body, size_t len, hf_listing *out, char *why, size_t cap)
 {
     json_error_t jerr;
@@ -210,8 +217,7 @@ bool hf_tree_parse(const char *body, size_t len, hf_listing *out, char *why, siz
             break;
         }
         out->files[out->n++] = (hf_file){copy, size > 0 ? (uint64_t)size : 0};
-        if (size > 0)
-            out->bytes += (uint64_t)size;
+        out->bytes = add_bytes(out->bytes, size > 0 ? (uint64_t)size : 0);
     }
     json_decref(root);
     return ok;
@@ -277,7 +283,7 @@ static size_t keep_if(hf_listing *l, bool (*keep)(const hf_file *, const void *)
     l->bytes = 0;
     for (size_t i = 0; i < l->n; i++) {
         if (keep(&l->files[i], arg)) {
-            l->bytes += l->files[i].size;
+            l->bytes = add_bytes(l->bytes, l->files[i].size);
             l->files[m++] = l->files[i];
         } else {
             sl_free(l->files[i].path);

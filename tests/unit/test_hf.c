@@ -111,6 +111,14 @@ static void tree_pages_parse(void **state)
     const char *more = "[{\"type\":\"file\",\"size\":1,\"path\":\"data/b.parquet\"}]";
     assert_true(hf_tree_parse(more, strlen(more), &l, why, sizeof why));
     assert_int_equal(l.n, 4);
+    /* Sizes that add up past 2^64 stay at the most, not wrapped to ~0. */
+    const char *huge = "[{\"type\":\"file\",\"size\":9223372036854775807,\"path\":\"h1.tar\"},"
+                       "{\"type\":\"file\",\"size\":9223372036854775807,\"path\":\"h2.tar\"},"
+                       "{\"type\":\"file\",\"size\":9223372036854775807,\"path\":\"h3.tar\"}]";
+    hf_listing h = {0};
+    assert_true(hf_tree_parse(huge, strlen(huge), &h, why, sizeof why));
+    assert_true(h.bytes == UINT64_MAX);
+    hf_listing_clear(&h);
     assert_false(hf_tree_parse("{\"error\":\"x\"}", 13, &l, why, sizeof why));
     assert_non_null(strstr(why, "array"));
     assert_false(hf_tree_parse("<html>", 6, &l, why, sizeof why));
