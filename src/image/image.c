@@ -233,8 +233,9 @@ static sl_status finish_vips(VipsImage *img, const char *name, int src_w, int sr
  * could hold one (a 1.2 MB interlaced 16-bit PNG of 9990x9990 took a run
  * to 1 GB). Each decoder sizes that from the header it reads anyway
  * (read_jpeg, decode_vips); such decodes share this much at once, one
- * larger than it decoding alone. Others (baseline JPEG, plain PNG, WebP,
- * TIFF) stream and are not counted. */
+ * larger than it decoding alone. So does one with alpha, whose shrink
+ * holds a share of it in float (held_whole). Others (baseline JPEG, plain
+ * PNG, WebP, TIFF without alpha) stream and are not counted. */
 #define WHOLE_BUDGET ((uint64_t)256 << 20)
 /* Under this an image is not worth the lock: the workers' share stays small. */
 #define WHOLE_FLOOR ((uint64_t)16 << 20)
@@ -525,16 +526,24 @@ static uint64_t held_whole(const char *loader, VipsImage *header)
         return pixels * 8;
     if (strstr(loader, "Nsgif")) /* the frame's RGBA canvas */
         return pixels * 4;
+    /* An image with alpha is premultiplied to float before it is shrunk,
+     * and the shrink's line caches then hold full-width rows of it: a
+     * plain (streamed) 9999x9999 RGBA PNG or TIFF took 190 MB over the
+     * run's own, 1/7 of its float pixels or a little less at any target
+     * edge. WebP shrinks on load, before that. */
+    uint64_t premultiplied = vips_image_hasalpha(header) && !strstr(loader, "Webp")
+                                 ? pixels * (uint64_t)header->Bands * sizeof(float) / 7
+                                 : 0;
     int interlaced = 0;
     if (vips_image_get_typeof(header, "interlaced"))
         vips_image_get_int(header, "interlaced", &interlaced);
     if (!interlaced)
-        return 0;
+        return premultiplied;
     /* A progressive JPEG here is CMYK or ICC-tagged (read_jpeg sends
      * those): at most one 2-byte coefficient a sample. An Adam7 PNG is
      * read to memory as its header's bands and format say. */
     size_t sample = strstr(loader, "Jpeg") ? 2 : vips_format_sizeof(header->BandFmt);
-    return pixels * (uint64_t)header->Bands * sample;
+    return premultiplied + pixels * (uint64_t)header->Bands * sample;
 }
 
 struct sniffed {

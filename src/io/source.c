@@ -1868,6 +1868,13 @@ static sl_status add_dataset_folder(const char *dir, const char *kind, bool forc
     return st;
 }
 
+static bool is_web_url(const char *name)
+{
+    char scheme[16];
+    sl_url_scheme(name, scheme);
+    return strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0;
+}
+
 /* " (relative to the current folder, CWD)" for a relative local path, else
  * "": a job file's paths are taken from where sluice runs, not from the
  * file's folder, and a job run from elsewhere finds nothing there. */
@@ -2256,8 +2263,17 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
             char note[PATH_MAX + 64] = "";
             if (e == ENOENT)
                 relative_note(f, note, sizeof note);
-            st = sl_fail(e == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "input '%s': %s%s", f,
-                         strerror(e), note);
+            /* A web address was taken for a path and said only "No such
+             * file or directory": say which addresses an input may be. */
+            if (e == ENOENT && is_web_url(f))
+                st = sl_fail(SL_ERR_INVALID_ARG, "input '%s': an input is a local path, an "
+                                                 "s3:// or an hf://datasets/ address, not an "
+                                                 "http(s) URL: download the file first (an "
+                                                 "image's URL goes in a manifest's image column)",
+                             f);
+            else
+                st = sl_fail(e == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "input '%s': %s%s", f,
+                             strerror(e), note);
         } else if (!k)
             st = sl_fail(SL_ERR_INVALID_ARG, "input '%s': cannot tell its kind from the name; "
                                              "pass --input-format", f);

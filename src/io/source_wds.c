@@ -259,6 +259,10 @@ struct source_reader {
     sl_source_item pending; /* the sample being gathered; id is its key */
     int64_t pending_offset; /* where its first member's header is */
     bool has_pending, ended;
+    /* The header of the next sample's first member, its data not read yet:
+     * read once the pending sample is out, so that a shard never holds two
+     * samples' members (two 200 MB images stood outside the budget). */
+    struct archive_entry *held;
     char *end_error;        /* the shard broke: one last error item */
     int64_t end_offset;
     /* --image-column: the members (by extension: "png", "0.jpg") that are a
@@ -550,8 +554,9 @@ static sl_status end_at_member(source_reader *r, const char *name, int64_t size,
 static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
 {
     while (!r->ended) {
-        struct archive_entry *e;
-        int rc = archive_read_next_header(r->a, &e);
+        struct archive_entry *e = r->held;
+        r->held = NULL;
+        int rc = e ? ARCHIVE_OK : archive_read_next_header(r->a, &e);
         if (rc == ARCHIVE_EOF) {
             r->ended = true;
             break;
@@ -580,10 +585,10 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
             continue; /* a Mac's metadata (__MACOSX/...) is no sample */
         bool same = r->has_pending && strlen(r->pending.id) == key_len &&
                     strncmp(r->pending.id, name, key_len) == 0;
-        bool emit = r->has_pending && !same;
-        int64_t emit_offset = r->pending_offset;
-        if (emit)
-            *item = r->pending; /* set aside while the new member is read */
+        if (r->has_pending && !same) {
+            r->held = e;
+            return finish_sample(r, r->pending_offset, item);
+        }
         if (!same) {
             r->pending = (sl_source_item){0};
             r->pending_offset = archive_read_header_position(r->a);
@@ -643,17 +648,6 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
             st = end_at_member(r, name, size, offset);
         if (st != SL_OK)
             return st;
-        if (emit) {
-            sl_source_item held = *item;
-            sl_source_item next_pending = r->pending;
-            bool had = r->has_pending;
-            r->pending = held;
-            r->has_pending = true;
-            st = finish_sample(r, emit_offset, item);
-            r->pending = next_pending;
-            r->has_pending = had;
-            return st;
-        }
     }
     if (r->has_pending)
         return finish_sample(r, r->pending_offset, item);

@@ -263,14 +263,27 @@ def interlaced_png(side: int) -> bytes:
         png_chunk(b"IEND", b"")
 
 
+def rgba_png(side: int) -> bytes:
+    """A side x side 8-bit RGBA PNG, not interlaced, of one colour: about
+    0.4 MB on disk at 9999; its rows stream from the file, but libvips
+    shrinks it premultiplied, in float."""
+    z = zlib.compressobj(1)
+    row = b"\0" + b"\x80\x20\x40\x90" * side
+    idat = b"".join([z.compress(row) for _ in range(side)] + [z.flush()])
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + \
+        png_chunk(b"IEND", b"")
+
+
 @pytest.mark.parametrize("kind", ["interlaced.png", "progressive.jpg", "cmyk-progressive.jpg",
-                                  "big.gif", "small-screen.gif", "big.avif"])
+                                  "big.gif", "small-screen.gif", "big.avif", "rgba.png"])
 def test_images_decoded_whole_do_not_take_a_worker_each_of_memory(sluice, tmp_path, kind):
     """An interlaced PNG, a progressive JPEG (YCbCr through libjpeg, CMYK
     through libvips), a GIF or an AVIF cannot be streamed: its decoder
     holds it whole (the PNG's pixels, the JPEG's DCT coefficients, the
     GIF's canvas, libheif's picture), here about 200-290 MB for a file of
-    1 KB-1 MB, outside the pipeline's budget. Four decode workers held four
+    1 KB-1 MB, outside the pipeline's budget; a plain RGBA PNG's shrink
+    holds a share of it in float, as much. Four decode workers held four
     at once (runs of 0.8-1.1 GB); such decodes now share 256 MiB, one
     larger decoding alone, so the run stays near one image's worth
     whatever the timing."""
@@ -290,6 +303,11 @@ def test_images_decoded_whole_do_not_take_a_worker_each_of_memory(sluice, tmp_pa
         # decode at once (0.72 GB at 6000 x 6000; found by helper fz12)
         data = bytearray(encode(Image.new("P", (7000, 7000), 3), "GIF"))
         data[6:10] = b"\x01\x00\x01\x00"
+    elif kind == "rgba.png":
+        # Read row by row, yet premultiplied to float for the shrink, whose
+        # line caches held about 190 MB of it: four workers took a run to
+        # 0.81 GB (found by helper size16)
+        data = rgba_png(9999)
     else:  # 6000 x 6000: libheif's planes and RGB, about 7 bytes a pixel
         from PIL import features
         if not features.check("avif"):

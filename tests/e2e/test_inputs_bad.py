@@ -595,3 +595,15 @@ def test_files_and_folders_the_user_cannot_read_fail_their_rows(sluice, llama_pr
     finally:
         (base / "in" / "sub").chmod(0o755)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("url", ["https://example.com/data/train.parquet", "HTTP://example.com/m.jsonl"])
+def test_an_http_url_given_as_an_input_is_refused_saying_what_an_input_may_be(sluice, tmp_path, url):
+    """An http(s) URL on the command line was taken for a local path and
+    refused with "No such file or directory", which says nothing of URLs:
+    it now names the addresses an input may be and what to do instead."""
+    r = dry(sluice, url, tmp_path / "out")
+    assert r.returncode == 2, r.stderr
+    assert f"input '{url}'" in r.stderr and "not an http(s) URL" in r.stderr, r.stderr
+    assert "s3://" in r.stderr and "download the file" in r.stderr, r.stderr
+    assert "No such file" not in r.stderr, r.stderr

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 
 from conftest import SAMPLES, sanitized
 
@@ -117,3 +118,40 @@ def test_ten_times_the_rows_through_the_whole_program_stays_flat(sluice, tmp_pat
     # Measured 0.4-1.1 MB: a row's 130 bytes kept would pass 6 MB.
     bound = 12 if sanitized() else 6
     assert peaks[1] - peaks[0] < bound, f"{peaks[0]:.1f} MB at {small} rows, {peaks[1]:.1f} at {large}"
+
+
+def sparse_shard(path, n, size):
+    """A tar shard of n samples, each one JPEG member of `size` bytes: a
+    small JPEG then zeros, left as a hole in the file (a few KB on disk)."""
+    jpeg = (SAMPLES / "variants" / "chelsea_thumb48.jpg").read_bytes()
+    with open(path, "wb") as f:
+        for i in range(n):
+            info = tarfile.TarInfo(f"s{i}.jpg")
+            info.size = size
+            f.write(info.tobuf(tarfile.USTAR_FORMAT) + jpeg)
+            f.seek(size - len(jpeg) + (-size) % 512, os.SEEK_CUR)
+        f.write(b"\0" * 1024)
+
+
+def test_a_shard_of_large_images_holds_one_sample_beside_the_budget_not_two(sluice, tmp_path):
+    """The WebDataset reader read the next sample's first member before it
+    gave out the sample before it, so a shard held one more sample than
+    the budget let in: under --memory-budget 64M (one 150 MB image at a
+    time) four such samples peaked two images over one (0.46 GB for 200 MB
+    images, against 0.25). A member is now read once the sample before it
+    is out."""
+    size = 150 << 20
+    peaks = []
+    for n in (1, 4):
+        shard = tmp_path / f"{n}.tar"
+        sparse_shard(shard, n, size)
+        rc, err, mb = peak_rss_mb(sluice, "caption", shard, "-o", tmp_path / f"out{n}", "--dry-run",
+                                  "--memory-budget", "64M", "--decode-workers", "1", *QUIET)
+        assert rc == 0, err[-3000:]
+        rows = [json.loads(line) for part in sorted((tmp_path / f"out{n}").glob("part-*.jsonl"))
+                for line in part.read_text().splitlines()]
+        assert len(rows) == n and all(r["error"] is None and r["input_bytes"] == size for r in rows), rows
+        peaks.append(mb)
+    # One sample at a time: the peak of four is that of one (measured
+    # +0-1 MB); two at once added a whole image (+150 MB).
+    assert peaks[1] - peaks[0] < size / 2 / 2**20, f"peak RSS {peaks[0]:.0f} MB for one, {peaks[1]:.0f} for four"
