@@ -590,6 +590,40 @@ def test_the_filter_examples_write_their_score_as_a_number(sluice, four, tmp_pat
     assert len(rows) == 4 and all(t == "DOUBLE" and 0 <= p <= 1 for t, p in rows), rows
 
 
+def test_the_console_counts_the_rows_a_filter_dropped(sluice, tmp_path):
+    """examples/filter.yaml keeping nothing (threshold 2: no score reaches
+    it) said "0 images: 0 captioned, 0 failed" of the images it had
+    answered, and a rerun over a folder with new images, all dropped, said
+    "all inputs were already done ... nothing new written". The console
+    counts them as _summary.json's rows.dropped does."""
+    import yaml
+    stage = yaml.safe_load((REPO / "examples" / "filter.yaml").read_text())["pipeline"]["stages"][0]
+    stage["lua"] = str(REPO / stage["lua"])
+    stage["config"]["threshold"] = 2
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for name in ORIGINALS[:2]:
+        shutil.copy(SAMPLES / name, inputs / name)
+
+    def run():
+        return sluice.run("run", REPO / "examples" / "filter.yaml", inputs, "-o", out, *MODEL,
+                          "--stage", json.dumps(stage), "--metrics-addr", "off", "--show", "0")
+
+    r = run()
+    assert r.returncode == 0, r.stderr
+    assert "\n2 images: 0 captioned, 0 failed, 2 dropped by a stage (not written) in " in r.stdout, \
+        r.stdout
+    for name in ORIGINALS[2:4]:
+        shutil.copy(SAMPLES / name, inputs / name)
+    r = run()
+    assert r.returncode == 0, r.stderr
+    assert "already done" not in r.stdout, r.stdout
+    assert "resumed: 2 inputs skipped, done by an earlier run\n2 images: 0 captioned, 0 failed, " \
+           "2 dropped by a stage (not written) in " in r.stdout, r.stdout
+    summary = json.loads((out / "_summary.json").read_text())
+    assert (summary["rows"]["dropped"], summary["rows"]["skipped"]) == (2, 2), summary["rows"]
+
+
 @pytest.mark.parametrize("flags, said", [
     (("--samples", "2", "--temperature", "0.9"),
      "'chelsea.jpg' has 2 answers (--samples), not one: they are read with row:answers() and "
