@@ -1162,7 +1162,9 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         say_config_error(cfg, sl_last_error());
         return exit_code_of(st);
     }
-    if (sum.rows == 0 && sum.resumed) {
+    /* A resumed run whose new rows a filter all dropped did work: it is
+     * not one that found everything done. */
+    if (sum.rows == 0 && sum.rows_dropped == 0 && sum.resumed) {
         if (!pr.quiet)
             printf("all inputs were already done: %s holds their %ld rows from an earlier run "
                    "(%ld inputs skipped now); nothing new written\n", p.output_dir,
@@ -1178,7 +1180,15 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
     if (!pr.quiet && sum.dry_run)
         print_dry_run(&sum, &p);
     else if (!pr.quiet) {
-        double rate = sum.seconds > 0 ? sum.rows / sum.seconds : 0;
+        /* A stage's dropped rows (a filter's) are done but not written:
+         * counted apart from the rows written, a filter that kept nothing
+         * said "0 images: 0 captioned, 0 failed" of 16 it had answered. */
+        long answered = sum.rows + sum.rows_dropped;
+        char dropped[80] = "";
+        if (sum.rows_dropped > 0)
+            snprintf(dropped, sizeof dropped, ", %ld dropped by a stage (not written)",
+                     sum.rows_dropped);
+        double rate = sum.seconds > 0 ? answered / sum.seconds : 0;
         double tps = sum.seconds > 0 ? sum.generated_tokens / sum.seconds : 0;
         /* With --rows-per-task an image is a row per task, with --samples
          * a row per answer (with both, per task and answer); the console
@@ -1191,16 +1201,16 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
                    per_task || per_answer ? "images answered" : batch ? "answers" : "captions");
         if (sum.rows_skipped)
             printf("\nresumed: %ld inputs skipped, done by an earlier run", sum.rows_skipped);
-        printf(batch ? "\n%ld requests: %ld answered, %ld failed in %.2f s (%.2f requests/s, "
+        printf(batch ? "\n%ld requests: %ld answered, %ld failed%s in %.2f s (%.2f requests/s, "
                      : per_task && per_answer
                          ? "\n%ld rows, one per image, task and answer: %ld answered, %ld "
-                           "failed in %.2f s (%.2f rows/s, "
-                     : per_task ? "\n%ld rows, one per image and task: %ld answered, %ld failed "
-                                  "in %.2f s (%.2f rows/s, "
+                           "failed%s in %.2f s (%.2f rows/s, "
+                     : per_task ? "\n%ld rows, one per image and task: %ld answered, %ld failed"
+                                  "%s in %.2f s (%.2f rows/s, "
                      : per_answer ? "\n%ld rows, one per image and answer: %ld answered, %ld "
-                                    "failed in %.2f s (%.2f rows/s, "
-                     : "\n%ld images: %ld captioned, %ld failed in %.2f s (%.2f images/s, ",
-               sum.rows, sum.rows_ok, sum.rows_failed, sum.seconds, rate);
+                                    "failed%s in %.2f s (%.2f rows/s, "
+                     : "\n%ld images: %ld captioned, %ld failed%s in %.2f s (%.2f images/s, ",
+               answered, sum.rows_ok, sum.rows_failed, dropped, sum.seconds, rate);
         char output[8400];
         describe_output(output, sizeof output, &sum, p.output_dir);
         printf("%.1f tokens/s; model '", tps);

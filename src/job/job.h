@@ -143,6 +143,8 @@ typedef struct job {
     sl_fetch_params fetch;
     caption_schema schema;     /* the output row's columns */
     answer_columns answer_cols; /* --answer-columns: planned with the schema */
+    bool *columns_seen;        /* --columns: whether a row written held each (the write
+                                  stage's; one no row held is warned of at the end) */
     sl_sink *sink;             /* the output; its open part is the open shard */
     sl_sink *errors_sink;      /* errors_file: failed rows (a batch file's failed
                                   requests), in errors-NNNNN.jsonl parts opened and

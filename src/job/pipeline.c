@@ -736,6 +736,36 @@ static sl_status job_totals(job *j, sl_caption_summary *sum)
  * adapt to the input's size: every rank lays the shards out as it streams,
  * before the input's end is known, and a resume needs the same layout; so
  * say what splits a job this small over every rank. */
+/* --columns (not with sluice batch, whose lines are OpenAI's): whether a
+ * row written holds each listed name, noted by the write stage. */
+static sl_status columns_seen_plan(job *j)
+{
+    const sl_caption_params *p = j->p;
+    if (!p->columns || p->n_columns <= 0 || job_is_batch(p) || !j->schema.cols)
+        return SL_OK;
+    if (!(j->columns_seen = sl_calloc((size_t)p->n_columns, sizeof *j->columns_seen)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory planning the output columns");
+    return SL_OK;
+}
+
+/* A --columns name that no row of the run held: a typo (`lable`) gave a
+ * column of nulls, or none, in silence. Under MPI a rank sees its own rows
+ * alone (another may have held it), so it says nothing there. */
+static void warn_unseen_columns(const job *j)
+{
+    if (!j->columns_seen || j->dist || j->sum->rows == 0)
+        return;
+    for (int i = 0; i < j->p->n_columns; i++)
+        if (!j->columns_seen[i])
+            sl_log(SL_LOG_WARN,
+                   "--columns '%s': none of the %ld rows written held a column of that name (nor "
+                   "a struct field at that path), so the output %s: check the name against the "
+                   "input's columns",
+                   sl_columns_input_name(j->schema.cols, (size_t)i), j->sum->rows,
+                   j->p->output_format && strcmp(j->p->output_format, "parquet") == 0
+                       ? "has it null in every row" : "leaves it out");
+}
+
 static void warn_idle_ranks(job *j)
 {
     int64_t n_shards = -1;
@@ -894,7 +924,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         (st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
         (st = caption_schema_plan(p, j.src, columns, n_columns, &j.answer_cols, &j.schema)) != SL_OK ||
         (st = answer_columns_free_of(&j.answer_cols, &j.schema)) != SL_OK ||
-        (st = start_metrics(&j)) != SL_OK || (st = job_open_ledger(&j)) != SL_OK ||
+        (st = columns_seen_plan(&j)) != SL_OK || (st = start_metrics(&j)) != SL_OK ||
+        (st = job_open_ledger(&j)) != SL_OK ||
         (st = job_open_output(&j)) != SL_OK)
         goto done;
 
@@ -1003,6 +1034,8 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         job_first_last_parts(&j, sum);
     if (lead && j.dist && job_st == SL_OK && run_st == SL_OK)
         warn_idle_ranks(&j);
+    if (run_st == SL_OK)
+        warn_unseen_columns(&j);
     json_t *failures = job_failures(&j); /* under MPI after job_totals: every rank's */
     summary_failures(failures, sum);
     json_t *answers = summary_answers(&j, sum);
@@ -1083,6 +1116,7 @@ done:
         sl_free(j.text_columns[i]);
     sl_free(j.text_columns);
     caption_schema_clear(&j.schema);
+    sl_free(j.columns_seen);
     answer_columns_clear(&j.answer_cols);
     job_output_clear(&j);
     dist_part_free(&j.dpart);

@@ -178,6 +178,16 @@ static sl_status answer_columns_of_row(const job *j, const caption_row *r, const
     return st;
 }
 
+/* Marks the --columns names the row holds (a column, or a struct's field
+ * at that path): a name no row held is most likely misspelt, and its
+ * column was null (Parquet) or absent (JSONL) without a word. */
+static void note_columns_seen(job *j, const json_t *extra)
+{
+    for (int i = 0; j->columns_seen && extra && i < j->p->n_columns; i++)
+        if (!j->columns_seen[i] && sl_columns_value(j->schema.cols, (size_t)i, extra))
+            j->columns_seen[i] = true;
+}
+
 /* Writes the row (or its row for each task or answer): its cells laid out
  * in the schema's order. */
 static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
@@ -224,6 +234,8 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
     sl_free(shown);
     if (st == SL_OK)
         count_answers(j, r, row);
+    if (st == SL_OK)
+        note_columns_seen(j, r->extra);
     return st;
 }
 

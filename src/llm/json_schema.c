@@ -501,8 +501,8 @@ int sl_json_schema_match(const sl_json_schema *schema, const json_t *value, char
 }
 
 sl_status sl_json_schema_check_answer(const sl_json_schema *schema, const char *id,
-                                      const char *text, const char *finish_reason,
-                                      char **message)
+                                      const char *task, const char *text,
+                                      const char *finish_reason, char **message)
 {
     *message = NULL;
     json_error_t jerr;
@@ -517,11 +517,16 @@ sl_status sl_json_schema_check_answer(const sl_json_schema *schema, const char *
     if (ok)
         return SL_OK;
     bool cut = finish_reason && strcmp(finish_reason, "length") == 0;
+    char more[256] = "";
+    if (cut && task)
+        snprintf(more, sizeof more, "; it was cut at the token limit (finish_reason \"length\"): "
+                 "allow the task more tokens (--task-max-tokens %.64s=N, or \"max_tokens\" in "
+                 "its \"sampling\")", task);
+    else if (cut)
+        snprintf(more, sizeof more, "; it was cut at the token limit (finish_reason \"length\"): "
+                 "allow more tokens (--max-tokens, or max_tokens in the request)");
     *message = sl_asprintf("%s: %s%s%s; the answer was: %s", id ? id : "(request)",
-                           parsed ? "the answer does not match the JSON schema: " : "", why,
-                           cut ? "; it was cut at the token limit (finish_reason \"length\"): "
-                                 "allow more tokens (--max-tokens, or max_tokens in the request)"
-                               : "",
+                           parsed ? "the answer does not match the JSON schema: " : "", why, more,
                            text);
     return SL_ERR_INVALID_OUTPUT;
 }

@@ -39,9 +39,11 @@ int sl_json_schema_match(const sl_json_schema *schema, const json_t *value, char
  * (sl_free; NULL when out of memory) naming id, the cause and the raw
  * answer, which the message keeps whole. An answer whose finish_reason
  * (may be NULL) is "length" was cut at the token limit, not misled: the
- * message says so and what to raise. */
+ * message says so and what to raise: the task's own limit when task names
+ * one (NULL: the job's), which the job's --max-tokens does not reach when
+ * the task sets its own. */
 sl_status sl_json_schema_check_answer(const sl_json_schema *schema, const char *id,
-                                      const char *text, const char *finish_reason,
-                                      char **message);
+                                      const char *task, const char *text,
+                                      const char *finish_reason, char **message);
 
 #endif

@@ -460,6 +460,41 @@ def test_columns_a_stage_sets_count_in_the_memory_budget(sluice, tmp_path):
     assert summary["memory"]["peak_bytes_in_flight"] >= 16 << 20, summary["memory"]
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "webdataset"])
+def test_a_filters_dropped_rows_count_toward_shard_rows(sluice, tmp_path, fmt):
+    """docs/output.md "Shards": the rows a stage drops count toward
+    --shard-rows (each is done with the part it fell in), and a part whose
+    rows were all dropped is a file of no rows that the readers take as
+    none. In input order (--ordered) the six samples less camera, chelsea
+    and coffee, two a part: [astronaut], [], [hubble, rocket]."""
+    import tarfile
+    import duckdb
+    script = tmp_path / "no_c.lua"
+    script.write_text("function process(row) if row.id:sub(1, 1) == 'c' then return nil end "
+                      "return row end\n")
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, "--stage", f"{script}@read", "--ordered", "--shard-rows",
+                       "2", "--exclude", "variants/*", "--max-tokens", "2", "--format", fmt,
+                       "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    parts = sorted(out.glob("part-*"))
+    assert [p.name for p in parts] == [f"part-0000{i}.{'tar' if fmt == 'webdataset' else fmt}"
+                                       for i in range(3)], parts
+    if fmt == "jsonl":
+        ids = [[json.loads(line)["id"] for line in p.read_text().splitlines()] for p in parts]
+    elif fmt == "parquet":
+        ids = [pq.read_table(p).column("id").to_pylist() for p in parts]
+        assert duckdb.connect().execute(f"SELECT count(*) FROM '{out}/*.parquet'").fetchone() \
+            == (3,)
+    else:
+        ids = []
+        for p in parts:
+            with tarfile.open(p) as tar:
+                ids.append([json.load(tar.extractfile(m))["id"] for m in tar.getmembers()
+                            if m.name.endswith(".json")])
+    assert ids == [["astronaut.jpg"], [], ["hubble.jpg", "rocket.jpg"]], ids
+
+
 def test_a_parquet_column_a_stage_did_not_declare_is_warned_of_with_the_fix(sluice, tmp_path):
     """A Parquet output and a stage that sets a column it did not declare:
     the column is not in the file, and the warning said it was first seen
@@ -588,6 +623,40 @@ def test_the_filter_examples_write_their_score_as_a_number(sluice, four, tmp_pat
     rows = duckdb.connect().execute(f"SELECT typeof(p_yes), p_yes FROM '{out}/*.parquet' "
                                     "WHERE p_yes >= 0").fetchall()
     assert len(rows) == 4 and all(t == "DOUBLE" and 0 <= p <= 1 for t, p in rows), rows
+
+
+def test_the_console_counts_the_rows_a_filter_dropped(sluice, tmp_path):
+    """examples/filter.yaml keeping nothing (threshold 2: no score reaches
+    it) said "0 images: 0 captioned, 0 failed" of the images it had
+    answered, and a rerun over a folder with new images, all dropped, said
+    "all inputs were already done ... nothing new written". The console
+    counts them as _summary.json's rows.dropped does."""
+    import yaml
+    stage = yaml.safe_load((REPO / "examples" / "filter.yaml").read_text())["pipeline"]["stages"][0]
+    stage["lua"] = str(REPO / stage["lua"])
+    stage["config"]["threshold"] = 2
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for name in ORIGINALS[:2]:
+        shutil.copy(SAMPLES / name, inputs / name)
+
+    def run():
+        return sluice.run("run", REPO / "examples" / "filter.yaml", inputs, "-o", out, *MODEL,
+                          "--stage", json.dumps(stage), "--metrics-addr", "off", "--show", "0")
+
+    r = run()
+    assert r.returncode == 0, r.stderr
+    assert "\n2 images: 0 captioned, 0 failed, 2 dropped by a stage (not written) in " in r.stdout, \
+        r.stdout
+    for name in ORIGINALS[2:4]:
+        shutil.copy(SAMPLES / name, inputs / name)
+    r = run()
+    assert r.returncode == 0, r.stderr
+    assert "already done" not in r.stdout, r.stdout
+    assert "resumed: 2 inputs skipped, done by an earlier run\n2 images: 0 captioned, 0 failed, " \
+           "2 dropped by a stage (not written) in " in r.stdout, r.stdout
+    summary = json.loads((out / "_summary.json").read_text())
+    assert (summary["rows"]["dropped"], summary["rows"]["skipped"]) == (2, 2), summary["rows"]
 
 
 @pytest.mark.parametrize("flags, said", [

@@ -351,6 +351,32 @@ def test_a_cut_compressed_manifest_keeps_every_line_its_decoder_has(sluice, tmp_
         assert sorted(row["k"] for row in jsonl_rows(tmp_path / f"out-{name}")) == list(range(20000))
 
 
+@pytest.mark.parametrize("fmt, said", [("parquet", "has it null in every row"),
+                                       ("jsonl", "leaves it out")])
+def test_a_columns_name_no_row_holds_is_warned_of(sluice, tmp_path, fmt, said):
+    """--columns with a misspelt name (`lable` for a Parquet input's
+    `label`) gave a column of nulls (Parquet) or none (JSONL) without a
+    word; the end of the run names it. A column whose values are all null,
+    and a struct's field by its dotted path, are held: not warned of."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    data = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"image": [p.read_bytes() for p in JPEGS[:2]],
+                             "label": ["cat", "dog"], "note": pa.array([None, None], pa.string()),
+                             "meta": [{"src": "a"}, {"src": "b"}]}), data)
+    out = tmp_path / "o"
+    r = run(sluice, data, out, "--columns", "lable,label,note,meta.src", "--format", fmt)
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if "--columns '" in line]
+    assert warned == [f"sluice: warn: --columns 'lable': none of the 2 rows written held a column "
+                      f"of that name (nor a struct field at that path), so the output {said}: "
+                      "check the name against the input's columns"], r.stderr
+    if fmt == "parquet":
+        t = pq.read_table(out)
+        assert t.column("lable").to_pylist() == [None, None]
+        assert sorted(t.column("label").to_pylist()) == ["cat", "dog"]
+
+
 def test_csv_manifest_quoting_and_declared_columns(sluice, tmp_path):
     manifest = tmp_path / "list.csv"
     buf = io.StringIO()

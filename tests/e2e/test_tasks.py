@@ -154,6 +154,19 @@ def test_tasks_file_job_file_and_wrong_settings(sluice, four, tmp_path):
     assert r.returncode == 3, r.stderr
     rows = read_rows(tmp_path / "structured")
     assert all(", task record: " in row["error"] and row["record"] is None for row in rows)
+    # Cut at the task's own limit, which the job's --max-tokens does not
+    # reach: the message named --max-tokens; it names the task's.
+    assert all('it was cut at the token limit (finish_reason "length"): allow the task more '
+               'tokens (--task-max-tokens record=N, or "max_tokens" in its "sampling")'
+               in row["error"] and "--max-tokens," not in row["error"] for row in rows), rows
+    r = sluice.caption(four, tmp_path / "job-max", "--tasks", spec, "--max-tokens", "12",
+                       "--metrics-addr", "off")
+    assert r.returncode == 3 and all(row["record_generated_tokens"] == 3
+                                     for row in read_rows(tmp_path / "job-max")), r.stderr
+    r = sluice.caption(four, tmp_path / "task-max", "--tasks", spec, "--task-max-tokens",
+                       "record=12", "--metrics-addr", "off")
+    assert any(row["record_generated_tokens"] > 3
+               for row in read_rows(tmp_path / "task-max")), r.stderr
 
     job = tmp_path / "job.yaml"
     job.write_text(f"""
@@ -570,6 +583,43 @@ def test_openai_a_failed_task_fails_its_row_naming_the_task(sluice, tmp_path):
     assert ", task b: " in failed[0]["error"] and "no, not this one" in failed[0]["error"]
     assert failed[0]["a"] is None and failed[0]["b"] is None
     assert all(row["a"] == "fine" and row["b"] == "fine" for row in rows if not row["error"])
+
+
+def test_openai_a_task_answer_cut_short_names_the_tasks_limit(sluice, tmp_path):
+    """A task's structured answer cut at its token limit: the message says
+    to raise the task's limit (--task-max-tokens NAME=N), which the job's
+    --max-tokens does not reach when the task sets its own; a job's answer
+    without tasks still names --max-tokens."""
+    from openai_helpers import reply
+
+    def answer(handler, n, body):
+        reply(handler, 200, json.dumps({
+            "id": "c", "object": "chat.completion", "model": "fake",
+            "choices": [{"index": 0, "finish_reason": "length",
+                         "message": {"role": "assistant", "content": '{"a": '}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 2,
+                      "total_tokens": 12}}).encode())
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").symlink_to(sample_images()[0])
+    spec = tmp_path / "tasks.json"
+    spec.write_text(json.dumps({"tags": {"prompt": "JSON?", "sampling": {"max_tokens": 2},
+                                         "json_schema": {"type": "object"}}}))
+    schema = tmp_path / "s.json"
+    schema.write_text('{"type": "object"}')
+    with FakeServer(answer) as server:
+        common = ("--engine", "openai", "--endpoint", server.url, "--metrics-addr", "off")
+        r = sluice.run("caption", src, "-o", tmp_path / "tasks", "--tasks", spec, *common)
+        assert r.returncode == 3, r.stderr
+        [row] = read_rows(tmp_path / "tasks")
+        assert row["error"].startswith("a.jpg, task tags: the answer is not JSON: "), row
+        assert ('allow the task more tokens (--task-max-tokens tags=N, or "max_tokens" in its '
+                '"sampling"); the answer was: {"a": ') in row["error"], row
+        r = sluice.run("caption", src, "-o", tmp_path / "job", "--json-schema", schema, *common)
+        assert r.returncode == 3, r.stderr
+        [row] = read_rows(tmp_path / "job")
+        assert "allow more tokens (--max-tokens, or max_tokens in the request)" in row["error"], row
 
 
 def test_a_max_tokens_a_choice_task_does_not_use_is_said(sluice, tmp_path):

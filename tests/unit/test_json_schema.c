@@ -147,26 +147,36 @@ static void answers_keep_their_raw_text(void **state)
 {
     sl_json_schema *s = parse("{\"type\": \"object\", \"required\": [\"a\"]}");
     char *msg = NULL;
-    assert_int_equal(sl_json_schema_check_answer(s, "x.jpg", " {\"a\": 1}\n", "stop", &msg), SL_OK);
+    assert_int_equal(sl_json_schema_check_answer(s, "x.jpg", NULL, " {\"a\": 1}\n", "stop", &msg), SL_OK);
     assert_null(msg);
-    assert_int_equal(sl_json_schema_check_answer(s, "x.jpg", "{\"a\": 1", "stop", &msg),
+    assert_int_equal(sl_json_schema_check_answer(s, "x.jpg", NULL, "{\"a\": 1", "stop", &msg),
                      SL_ERR_INVALID_OUTPUT);
     assert_non_null(strstr(msg, "x.jpg: the answer is not JSON: "));
     assert_non_null(strstr(msg, "; the answer was: {\"a\": 1"));
     assert_null(strstr(msg, "token limit")); /* it stopped of itself: no cut to blame */
     sl_free(msg);
     /* The same text cut at the token limit says so, and what to raise. */
-    assert_int_equal(sl_json_schema_check_answer(s, "x.jpg", "{\"a\": 1", "length", &msg),
+    assert_int_equal(sl_json_schema_check_answer(s, "x.jpg", NULL, "{\"a\": 1", "length", &msg),
                      SL_ERR_INVALID_OUTPUT);
     assert_string_equal(msg, "x.jpg: the answer is not JSON: '}' expected near end of file "
                              "(line 1, column 7); it was cut at the token limit (finish_reason "
                              "\"length\"): allow more tokens (--max-tokens, or max_tokens in the "
                              "request); the answer was: {\"a\": 1");
     sl_free(msg);
-    assert_int_equal(sl_json_schema_check_answer(s, "x.jpg", "{} {}", "stop", &msg),
+    /* A task's answer: the job's --max-tokens does not reach a task that
+     * sets its own max_tokens, so the task's limit is named. */
+    assert_int_equal(sl_json_schema_check_answer(s, "x.jpg, task tags", "tags", "{\"a\": 1",
+                                                 "length", &msg),
+                     SL_ERR_INVALID_OUTPUT);
+    assert_non_null(strstr(msg, "; it was cut at the token limit (finish_reason \"length\"): "
+                                "allow the task more tokens (--task-max-tokens tags=N, or "
+                                "\"max_tokens\" in its \"sampling\"); the answer was: "));
+    assert_null(strstr(msg, "--max-tokens,"));
+    sl_free(msg);
+    assert_int_equal(sl_json_schema_check_answer(s, "x.jpg", NULL, "{} {}", "stop", &msg),
                      SL_ERR_INVALID_OUTPUT);
     sl_free(msg);
-    assert_int_equal(sl_json_schema_check_answer(s, "x.jpg", "{\"b\": 2}", "stop", &msg),
+    assert_int_equal(sl_json_schema_check_answer(s, "x.jpg", NULL, "{\"b\": 2}", "stop", &msg),
                      SL_ERR_INVALID_OUTPUT);
     assert_string_equal(msg, "x.jpg: the answer does not match the JSON schema: $: the required "
                              "property \"a\" is missing; the answer was: {\"b\": 2}");
@@ -177,7 +187,7 @@ static void answers_keep_their_raw_text(void **state)
     long_text[0] = '[';
     memset(long_text + 1, '1', n);
     strcpy(long_text + n + 1, "x");
-    assert_int_equal(sl_json_schema_check_answer(s, "x.jpg", long_text, "stop", &msg),
+    assert_int_equal(sl_json_schema_check_answer(s, "x.jpg", NULL, long_text, "stop", &msg),
                      SL_ERR_INVALID_OUTPUT);
     assert_non_null(strstr(msg, long_text));
     sl_free(msg);

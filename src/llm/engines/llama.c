@@ -212,6 +212,7 @@ typedef struct req {
      * which each decodes for its own logits); shared_pos positions in all. */
     sl_task_group *grp;
     int task;
+    char *task_name; /* a task's: its answer cut short names the task's own limit */
     bool same_prompt;
     size_t n_shared;
     size_t shared_tok;
@@ -680,6 +681,7 @@ static void req_free(req *r)
     sl_task_group_drop(r->grp); /* a task that never came back: the engine is going away */
     req_drop_tokens(r);
     sl_free(r->prep_error);
+    sl_free(r->task_name);
     for (int i = 0; r->choices && i < r->n_choices; i++)
         sl_free(r->choices[i]);
     sl_free(r->choices);
@@ -948,8 +950,8 @@ static void finish_slot(llama_engine *e, slot *s, const char *reason)
         return;
     }
     char *invalid = NULL;
-    if (r->schema && sl_json_schema_check_answer(r->schema, r->id, res.text, res.finish_reason,
-                                                 &invalid) != SL_OK) {
+    if (r->schema && sl_json_schema_check_answer(r->schema, r->id, r->task_name, res.text,
+                                                 res.finish_reason, &invalid) != SL_OK) {
         complete(e, r, SL_ERR_INVALID_OUTPUT,
                  invalid ? invalid : "the answer does not match the JSON schema", &res);
         sl_free(invalid);
@@ -3419,6 +3421,14 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
                 st = sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
                              rq->id ? rq->id : "(request)");
             sl_free(id);
+            if (t && rq->n_tasks > 0 &&
+                !(t->task_name = sl_strdup(rq->tasks[i / answers].name
+                                               ? rq->tasks[i / answers].name : "?"))) {
+                req_free(t);
+                t = NULL;
+                st = sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
+                             rq->id ? rq->id : "(request)");
+            }
         } else {
             t = req_new(e, rq, tag, &st);
         }

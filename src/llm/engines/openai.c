@@ -98,6 +98,7 @@ typedef struct oa_req {
     openai_stream st;
     sl_json_schema *schema;     /* the request's: sent, and the answer checked against it */
     sl_task_group *grp;         /* one task of a request with several; NULL: none */
+    char *task_name;            /* a task's: its answer cut short names the task's limit */
     int task;                   /* its first task (answer) in grp ... */
     int n_answers;              /* ... and how many it brings back: "n" sent (or a choices
                                    request's picks: one scoring, a draw each); a share of
@@ -166,6 +167,7 @@ static void req_free(oa_req *r)
     for (int k = 0; r->grp && k < r->n_answers; k++)
         sl_task_group_drop(r->grp); /* a task that never came back: the engine is going away */
     sl_free(r->id);
+    sl_free(r->task_name);
     sl_free(r->body);
     sl_buf_free(&r->resp);
     openai_stream_free(&r->st);
@@ -286,8 +288,9 @@ static void complete_as(oa_engine *e, oa_req *r, sl_result *res, sl_status fail,
             char *invalid = NULL;
             sl_status st = error ? fail : SL_OK;
             if (!error && r->schema &&
-                sl_json_schema_check_answer(r->schema, r->id, one->text ? one->text : "",
-                                            one->finish_reason, &invalid) != SL_OK)
+                sl_json_schema_check_answer(r->schema, r->id, r->task_name,
+                                            one->text ? one->text : "", one->finish_reason,
+                                            &invalid) != SL_OK)
                 st = SL_ERR_INVALID_OUTPUT;
             last = sl_task_group_record(r->grp, r->task + k, st, error ? error : invalid, one,
                                         &c);
@@ -302,7 +305,8 @@ static void complete_as(oa_engine *e, oa_req *r, sl_result *res, sl_status fail,
     } else {
         c.result = *res;
         char *invalid = NULL;
-        if (r->schema && sl_json_schema_check_answer(r->schema, r->id, res->text ? res->text : "",
+        if (r->schema && sl_json_schema_check_answer(r->schema, r->id, r->task_name,
+                                                     res->text ? res->text : "",
                                                      res->finish_reason, &invalid) != SL_OK) {
             c.status = SL_ERR_INVALID_OUTPUT;
             c.error = invalid; /* NULL when out of memory: poll()'s callers say so */
@@ -790,6 +794,10 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
                                    tag, &st))) {
                 first[n] = t * answers + k;
                 n++;
+                if (q->n_tasks > 0 &&
+                    !(reqs[n - 1]->task_name =
+                          sl_strdup(q->tasks[t].name ? q->tasks[t].name : "?")))
+                    st = sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
             }
             sl_free(answer_id);
         }
