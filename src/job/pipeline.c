@@ -731,11 +731,7 @@ static sl_status job_totals(job *j, sl_caption_summary *sum)
     dist_tally(j->dist, &j->answers[0][0]);
     return st;
 }
-/* Rank 0, after a job that ran to its end: the ranks rank 0 handed no
- * shard, when the input made fewer shards than ranks. The layout cannot
- * adapt to the input's size: every rank lays the shards out as it streams,
- * before the input's end is known, and a resume needs the same layout; so
- * say what splits a job this small over every rank. */
+
 /* --columns (not with sluice batch, whose lines are OpenAI's): whether a
  * row written holds each listed name, noted by the write stage. */
 static sl_status columns_seen_plan(job *j)
@@ -766,6 +762,11 @@ static void warn_unseen_columns(const job *j)
                        ? "has it null in every row" : "leaves it out");
 }
 
+/* Rank 0, after a job that ran to its end: the ranks rank 0 handed no
+ * shard, when the input made fewer shards than ranks. The layout cannot
+ * adapt to the input's size: every rank lays the shards out as it streams,
+ * before the input's end is known, and a resume needs the same layout; so
+ * say what splits a job this small over every rank. */
 static void warn_idle_ranks(job *j)
 {
     int64_t n_shards = -1;
