@@ -223,8 +223,8 @@ static const char usage_batch_text[] =
     "OUTPUT_DIR/part-NNNNN.jsonl ({id, custom_id, response: {status_code, request_id,\n"
     "body}, error}); --format parquet flattens it. A request's body sets its own\n"
     "max_tokens, temperature, top_p, seed, stop, logprobs, top_logprobs and\n"
-    "response_format; the flags above are the defaults. --mmproj is needed only for\n"
-    "requests with images.\n"
+    "response_format, and vLLM's top_k, min_p and repetition_penalty; the flags above\n"
+    "are the defaults. --mmproj is needed only for requests with images.\n"
     "      --allow-local-images  image_url parts may name local files (default: refused)\n"
     "      --ignore-model        run requests whose body names another model (default: fail)\n"
     "      --errors-file FILE    failed requests go to FILE, not the output parts\n";

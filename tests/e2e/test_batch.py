@@ -914,6 +914,41 @@ def test_keys_the_llama_engine_does_not_read_are_named_once(sluice, tmp_path):
         "booked", "penalised", "tooled"]
 
 
+def test_vllm_sampling_keys_are_read_by_the_llama_engine(sluice, tmp_path):
+    """vLLM's (and llama-server's) sampling keys beyond OpenAI's, which the
+    llama engine has as flags: a body's top_k, min_p and repetition_penalty
+    (llama-server's repeat_penalty) apply to its request. They went unread
+    (one warning a run): a vLLM batch file's top_k 1 was answered as drawn
+    from the whole vocabulary. Each body is run under one custom_id (one
+    seed), so a key is the only difference from the plain request; vLLM's
+    top_k -1 is off, and a top_k below it fails the line naming it."""
+    say = [{"role": "user", "content": "Say hi"}]
+
+    def answer(name, *flags, **body):
+        requests = write_batch(tmp_path / f"{name}.jsonl", [line("q", say, max_tokens=8, **body)])
+        res = batch(sluice, requests, tmp_path / name, "--model", TINY / "model.gguf", *flags)
+        assert res.returncode == 0, res.stderr
+        assert "not read by the llama engine" not in res.stderr, res.stderr
+        return check_answer(output_lines(tmp_path / name)[0]).choices[0].message.content
+
+    greedy = answer("greedy")
+    drawn = answer("drawn", temperature=1.0)
+    assert drawn != greedy  # else top_k 1 and min_p 1 below would prove nothing
+    assert answer("top_k", temperature=1.0, top_k=1) == greedy
+    assert answer("min_p", temperature=1.0, min_p=1.0) == greedy
+    assert answer("top_k_off", temperature=1.0, top_k=-1) == drawn
+    penalised = answer("flag", "--repeat-penalty", "1.5")
+    assert penalised != greedy  # greedy repeats a token ("glasses glasses")
+    assert answer("vllm_penalty", repetition_penalty=1.5) == penalised
+    assert answer("server_penalty", repeat_penalty=1.5) == penalised
+
+    requests = write_batch(tmp_path / "bad.jsonl", [line("q", say, top_k=-2)])
+    res = batch(sluice, requests, tmp_path / "bad", "--model", TINY / "model.gguf")
+    assert res.returncode == 3, res.stderr
+    [row] = output_lines(tmp_path / "bad")
+    assert "body.top_k must be an integer from -1 (off)" in row["error"]["message"], row
+
+
 def test_failed_requests_are_answered_again_as_the_docs_say(sluice, mixed, tmp_path):
     """--retry-failed is refused for a batch file, saying how its failed
     requests are answered again; docs/batch.md's recipe, run as it is
