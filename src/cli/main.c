@@ -540,6 +540,11 @@ static void flag_error(char **argv, int c, const struct option *longs, const cha
         return;
     }
     fprintf(err_out(), "sluice: unknown option '%.*s'", len, word);
+    const char *instead = len > 2 ? sl_config_foreign_missing(word + 2, (size_t)len - 2) : NULL;
+    if (instead) { /* --min-tokens is no --max-tokens misspelt */
+        fprintf(err_out(), ": %s\n", instead);
+        return;
+    }
     int n = 0, k = 0;
     for (const struct option *o = longs; o->name; o++)
         n += len > 2 && strncmp(o->name, word + 2, (size_t)len - 2) == 0;

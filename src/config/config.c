@@ -522,6 +522,41 @@ static const struct {
     {"system_prompt", "prompt.system", "the system prompt"},
 };
 
+/* What other tools have and sluice has not, with what to do instead. */
+static const struct {
+    const char *name, *instead;
+} missing_names[] = {
+    {"min_tokens", "vLLM's min_tokens: sluice has no such setting; an answer ends at the "
+                   "model's end token, and --max-tokens bounds it from above only"},
+    {"presence_penalty", "vLLM's and OpenAI's presence_penalty: sluice has no such setting; "
+                         "its penalty on repeated tokens is --repeat-penalty "
+                         "(sampling.repeat_penalty)"},
+    {"frequency_penalty", "vLLM's and OpenAI's frequency_penalty: sluice has no such setting; "
+                          "its penalty on repeated tokens is --repeat-penalty "
+                          "(sampling.repeat_penalty)"},
+    {"stop_token_ids", "vLLM's stop_token_ids: sluice has no such setting; give the tokens' "
+                       "text as --stop (sampling.stop)"},
+    {"ignore_eos", "vLLM's ignore_eos: sluice has no such setting; an answer ends at the "
+                   "model's end token or at --max-tokens"},
+    {"guided_regex", "vLLM's guided_regex: sluice has no such setting; write the pattern as a "
+                     "GBNF grammar: --grammar (sampling.grammar), llama engine"},
+    {"best_of", "vLLM's best_of: sluice has no such setting; --samples N (sampling.samples) "
+                "writes N answers, a row each; a stage may keep the best"},
+    {"limit_mm_per_prompt", "vLLM's limit_mm_per_prompt: sluice needs none; a row takes up "
+                            "to 16 images (a server's own limit is the server's to set)"},
+    {"include_stop_str_in_output", "vLLM's include_stop_str_in_output: sluice has no such "
+                                   "setting; the stop string is cut from the answer, as "
+                                   "vLLM's default"},
+};
+
+const char *sl_config_foreign_missing(const char *name, size_t len)
+{
+    for (size_t f = 0; f < sizeof missing_names / sizeof *missing_names; f++)
+        if (sl_config_same_name(missing_names[f].name, name, len))
+            return missing_names[f].instead;
+    return NULL;
+}
+
 bool sl_config_same_name(const char *name, const char *word, size_t len)
 {
     if (strlen(name) != len)

@@ -133,6 +133,11 @@ static const char *sampling_key_meant(const char *key, char *buf, size_t size)
         snprintf(buf, size, " (a key of the task itself: write it beside \"sampling\");");
         return buf;
     }
+    const char *instead = sl_config_foreign_missing(key, len);
+    if (instead) { /* min_tokens is no max_tokens misspelt */
+        snprintf(buf, size, "; %s;", instead);
+        return buf;
+    }
     /* top-p is an edit from top_p: each key holds one '_' */
     for (size_t i = 0; i < N_NAMES(sampling_keys); i++)
         if (sl_config_distance(key, len, sampling_keys[i], strlen(sampling_keys[i])) <= 2) {

@@ -292,6 +292,10 @@ def test_files_opening_with_a_byte_order_mark_read_as_without(sluice, four, tmp_
     ({"sampling": {"guided_json": {}}}, "unknown key sampling.guided_json (vLLM's guided_json: "
      'a task\'s is "json_schema", written beside "sampling"); allowed:'),
     ({"sampling": {"zzz": 1}}, "unknown key sampling.zzz; allowed: max_tokens,"),
+    # a setting vLLM has and sluice lacks: not "did you mean sampling.max_tokens?"
+    ({"sampling": {"min_tokens": 5}}, "unknown key sampling.min_tokens; vLLM's min_tokens: sluice "
+     "has no such setting; an answer ends at the model's end token, and --max-tokens bounds it "
+     "from above only; allowed: max_tokens,"),
     # a number in quotes, or not an integer: what was given
     ({"sampling": {"max_tokens": "5"}}, "sampling.max_tokens expects an integer from 1 to 1048576, "
      'got "5" (a string: write the number without quotes)'),
