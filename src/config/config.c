@@ -1931,9 +1931,11 @@ static sl_status set_task_temperature(sl_caption_task *t, const char *where, con
 
 /* A task of choices is answered at one position, so a max_tokens given
  * for it (in the tasks file, by tasks.max_tokens, or the job's where
- * every answer is a choice) is not used: said, as the job goes on as it would without it.
- * `from_file[i]`: the tasks file gave task i one. */
-static void warn_unused_max_tokens(const sl_config *c, const bool *from_file)
+ * every answer is a choice) is not used, nor are the job's top-p, top-k,
+ * min-p, repeat penalty and stop strings there: said, as the job goes on
+ * as it would without them. `from_file[i]`: the tasks file gave task i
+ * a max_tokens. */
+static void warn_unused_with_choices(const sl_config *c, const bool *from_file)
 {
     static const char why[] = "the answer is one of the choices, scored at one position; "
                               "drop it";
@@ -1948,6 +1950,21 @@ static void warn_unused_max_tokens(const sl_config *c, const bool *from_file)
         named(c, job, job, a, sizeof a);
         named(c, choices, job, b, sizeof b);
         sl_log(SL_LOG_WARN, "%s%s does not apply with %s: %s", c->where[job], a, b, why);
+    }
+    /* Choices are drawn from their scores, at the temperature alone: a
+     * vLLM guided_choice's top_k 1 answered the most likely choice, here
+     * a draw among them all, which the user must be told. */
+    static const char *const unused[] = {"sampling.top_p", "sampling.top_k", "sampling.min_p",
+                                         "sampling.repeat_penalty", "sampling.stop"};
+    for (size_t u = 0; all_choices && u < sizeof unused / sizeof *unused; u++) {
+        int k = sl_config_find_key(unused[u], strlen(unused[u]));
+        if (!c->given[k])
+            continue;
+        named(c, k, k, a, sizeof a);
+        named(c, choices, k, b, sizeof b);
+        sl_log(SL_LOG_WARN, "%s%s does not apply with %s: the answer is one of the choices, "
+               "picked by their scores (drawn at the temperature when above 0); drop it",
+               c->where[k], a, b);
     }
     for (int i = 0; i < c->p.n_tasks; i++) {
         const sl_caption_task *t = &c->tasks[i];
@@ -2066,7 +2083,7 @@ static sl_status build_tasks(sl_config *c)
     if ((st = per_task(c, L_TASK_MAXT, "tasks.max_tokens", set_task_max_tokens)) != SL_OK ||
         (st = per_task(c, L_TASK_TEMP, "tasks.temperature", set_task_temperature)) != SL_OK)
         return st;
-    warn_unused_max_tokens(c, file_max_tokens);
+    warn_unused_with_choices(c, file_max_tokens);
     int rpt = sl_config_find_key("tasks.rows_per_task", 19);
     if (c->p.rows_per_task && c->p.n_tasks == 0) {
         char a[96];
