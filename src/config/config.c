@@ -355,6 +355,12 @@ static const opt opts[] = {
      .help = "0: off"},
     {"sampling.repeat_penalty", "repeat-penalty", 0, K_FLOAT, AT(p.sampling.repeat_penalty),
      .dlo = 0.01, .dhi = 100, .arg = "F", .help = "1: off"},
+    {"sampling.presence_penalty", "presence-penalty", 0, K_FLOAT,
+     AT(p.sampling.presence_penalty), .dlo = -2, .dhi = 2, .arg = "F",
+     .help = "lowers a token's logit by F once it is in the answer (OpenAI's, vLLM's); 0: off"},
+    {"sampling.frequency_penalty", "frequency-penalty", 0, K_FLOAT,
+     AT(p.sampling.frequency_penalty), .dlo = -2, .dhi = 2, .arg = "F",
+     .help = "lowers a token's logit by F times its count in the answer; 0: off"},
     {"sampling.seed", "seed", 0, K_U64, AT(p.sampling.seed), .lo = 0, .hi = LONG_MAX, .arg = "N",
      .help = "job seed; each row's seed mixes it with the row id"},
     {"sampling.json_schema", "json-schema", 0, K_TEXTFILE, AT(p.json_schema), .arg = "F",
@@ -528,12 +534,6 @@ static const struct {
 } missing_names[] = {
     {"min_tokens", "vLLM's min_tokens: sluice has no such setting; an answer ends at the "
                    "model's end token, and --max-tokens bounds it from above only"},
-    {"presence_penalty", "vLLM's and OpenAI's presence_penalty: sluice has no such setting; "
-                         "its penalty on repeated tokens is --repeat-penalty "
-                         "(sampling.repeat_penalty)"},
-    {"frequency_penalty", "vLLM's and OpenAI's frequency_penalty: sluice has no such setting; "
-                          "its penalty on repeated tokens is --repeat-penalty "
-                          "(sampling.repeat_penalty)"},
     {"stop_token_ids", "vLLM's stop_token_ids: sluice has no such setting; give the tokens' "
                        "text as --stop (sampling.stop)"},
     {"ignore_eos", "vLLM's ignore_eos: sluice has no such setting; an answer ends at the "
@@ -1955,7 +1955,8 @@ static void warn_unused_with_choices(const sl_config *c, const bool *from_file)
      * vLLM guided_choice's top_k 1 answered the most likely choice, here
      * a draw among them all, which the user must be told. */
     static const char *const unused[] = {"sampling.top_p", "sampling.top_k", "sampling.min_p",
-                                         "sampling.repeat_penalty", "sampling.stop"};
+                                         "sampling.repeat_penalty", "sampling.presence_penalty",
+                                         "sampling.frequency_penalty", "sampling.stop"};
     for (size_t u = 0; all_choices && u < sizeof unused / sizeof *unused; u++) {
         int k = sl_config_find_key(unused[u], strlen(unused[u]));
         if (!c->given[k])

@@ -96,7 +96,8 @@ static sl_status number_of(const char *file, const char *task, const char *key, 
 }
 
 static const char *const sampling_keys[] = {"max_tokens", "temperature", "top_p", "top_k",
-                                            "min_p", "repeat_penalty", "seed", "logprobs"};
+                                            "min_p", "repeat_penalty", "presence_penalty",
+                                            "frequency_penalty", "seed", "logprobs"};
 static const char *const task_keys[] = {"prompt", "system", "sampling", "json_schema",
                                         "choices"};
 
@@ -193,6 +194,10 @@ static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_s
             if ((st = number_of(file, task, key, v, 0.01, 100, false, &d)) != SL_OK)
                 return st;
             s->repeat_penalty = (float)d;
+        } else if (!strcmp(key, "presence_penalty") || !strcmp(key, "frequency_penalty")) {
+            if ((st = number_of(file, task, key, v, -2, 2, false, &d)) != SL_OK)
+                return st;
+            *(key[0] == 'p' ? &s->presence_penalty : &s->frequency_penalty) = (float)d;
         } else if (!strcmp(key, "top_k")) {
             if ((st = number_of(file, task, key, v, 0, 1 << 20, true, &d)) != SL_OK)
                 return st;

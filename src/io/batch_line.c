@@ -159,7 +159,7 @@ static sl_status read_real(const json_t *body, const char *key, double lo, doubl
 
 /* The sampling keys vLLM and llama-server take beside OpenAI's, which the
  * llama engine has too: left unread, a vLLM batch file's top_k 1 was
- * answered as drawn from the whole vocabulary. */
+ * answered as drawn from the whole vocabulary. And OpenAI's penalties. */
 static sl_status read_vllm_sampling(sl_batch_req *req, const json_t *body, char *err,
                                     size_t errlen)
 {
@@ -177,6 +177,12 @@ static sl_status read_vllm_sampling(sl_batch_req *req, const json_t *body, char 
     if (st == SL_OK)
         st = read_real(body, penalty, 0.01, 100.0, &req->has_repeat_penalty,
                        &req->repeat_penalty, err, errlen);
+    if (st == SL_OK)
+        st = read_real(body, "presence_penalty", -2.0, 2.0, &req->has_presence_penalty,
+                       &req->presence_penalty, err, errlen);
+    if (st == SL_OK)
+        st = read_real(body, "frequency_penalty", -2.0, 2.0, &req->has_frequency_penalty,
+                       &req->frequency_penalty, err, errlen);
     return st;
 }
 
@@ -259,7 +265,8 @@ static const char *unread_key(const json_t *body)
         "messages", "model", "max_tokens", "max_completion_tokens", "temperature", "top_p",
         "seed", "stop", "n", "logprobs", "top_logprobs", "response_format", "stream",
         /* read: vLLM's and llama-server's sampling keys beyond OpenAI's */
-        "top_k", "min_p", "repetition_penalty", "repeat_penalty",
+        "top_k", "min_p", "repetition_penalty", "repeat_penalty", "presence_penalty",
+        "frequency_penalty",
         /* bookkeeping */
         "metadata", "user", "store", "stream_options", "service_tier", "safety_identifier",
         "prompt_cache_key"};

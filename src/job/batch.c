@@ -281,6 +281,10 @@ sl_status batch_submit(job *j, sl_engine *engine, sl_row *row, caption_row *r)
         req.sampling.min_p = q->min_p;
     if (q->has_repeat_penalty)
         req.sampling.repeat_penalty = q->repeat_penalty;
+    if (q->has_presence_penalty)
+        req.sampling.presence_penalty = q->presence_penalty;
+    if (q->has_frequency_penalty)
+        req.sampling.frequency_penalty = q->frequency_penalty;
     if (q->has_seed)
         req.sampling.seed = q->seed;
     if (q->has_logprobs) {

@@ -409,9 +409,9 @@ def test_a_flag_is_taken_by_its_whole_name_only(sluice, tmp_path):
     (("--min-tokens", "5"), "unknown option '--min-tokens': vLLM's min_tokens: sluice has no such "
      "setting; an answer ends at the model's end token, and --max-tokens bounds it from above "
      "only\n"),
-    (("--frequency_penalty", "0.5"), "unknown option '--frequency_penalty': vLLM's and OpenAI's "
-     "frequency_penalty: sluice has no such setting; its penalty on repeated tokens is "
-     "--repeat-penalty (sampling.repeat_penalty)\n"),
+    (("--best_of", "4"), "unknown option '--best_of': vLLM's best_of: sluice has no such "
+     "setting; --samples N (sampling.samples) writes N answers, a row each; a stage may keep "
+     "the best\n"),
     (("--stop-token-ids", "2"), "unknown option '--stop-token-ids': vLLM's stop_token_ids: sluice "
      "has no such setting; give the tokens' text as --stop (sampling.stop)\n"),
     (("--guided-regex", "[0-9]+"), "unknown option '--guided-regex': vLLM's guided_regex: sluice "
