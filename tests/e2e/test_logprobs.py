@@ -111,6 +111,9 @@ def test_penalties_lower_the_tokens_the_answer_holds(sluice, four, tmp_path, fla
                 return alt["logprob"] - penalty * (min(n, 1) if presence else n)
             assert t["id"] == max(t["top_logprobs"], key=score)["id"], (r["id"], t, held)
             held[t["id"]] = held.get(t["id"], 0) + 1
+    params = json.loads((tmp_path / "penalised" / "_summary.json").read_text())["params"]
+    assert params["presence_penalty" if presence else "frequency_penalty"] == pytest.approx(penalty)
+    assert params["frequency_penalty" if presence else "presence_penalty"] == 0, params
     before = {r["id"]: r["caption"] for r in read_rows(tmp_path / "plain")}
     assert any(before[r["id"]] != r["caption"] for r in rows), "no answer held a repeat"
 
