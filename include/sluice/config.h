@@ -68,6 +68,13 @@ bool sl_config_same_name(const char *name, const char *word, size_t len);
  * unknown key or flag: such a name is never taken as the setting. */
 int sl_config_foreign_name(const char *name, size_t len, const char **whose);
 
+/* What to do instead of a setting another tool has and sluice has not
+ * (vLLM's min_tokens, presence_penalty, stop_token_ids, guided_regex,
+ * ...; `len` bytes, '-' read as '_'): "vLLM's min_tokens: sluice has no
+ * such setting; ...", or NULL. Said before any near spelling, which would
+ * name another setting (min_tokens is an edit from max_tokens). */
+const char *sl_config_foreign_missing(const char *name, size_t len);
+
 /* Every setting at its default. Free with sl_config_free(). */
 sl_status sl_config_new(sl_config **out);
 void sl_config_free(sl_config *cfg);

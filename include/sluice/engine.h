@@ -36,6 +36,12 @@ typedef struct sl_sampling {
     float top_p;          /* 1: off */
     float min_p;          /* 0: off */
     float repeat_penalty; /* 1: off */
+    /* OpenAI's and vLLM's (-2..2; 0: off): a token's logit is lowered by
+     * presence_penalty once it is in the answer, and by frequency_penalty
+     * times its count there (the answer's last SL_PENALTY_WINDOW tokens,
+     * on the llama engine). */
+    float presence_penalty;
+    float frequency_penalty;
     int top_k;            /* 0: off */
     int max_tokens;       /* generated tokens at most */
     uint64_t seed;        /* used when temperature > 0 */
@@ -69,6 +75,14 @@ typedef struct sl_sampling {
 #define SL_MAX_CHOICES 64
 
 sl_sampling sl_sampling_default(void);
+
+/* The answer's tokens the llama engine's presence and frequency penalties
+ * count: its last 4096 (a ring of them per row; vLLM counts the whole). */
+#define SL_PENALTY_WINDOW 4096
+
+/* Whether s moves logits by what the answer holds (a repeat, presence or
+ * frequency penalty): no greedy shortcut, no cut of the candidates. */
+bool sl_sampling_penalizes(const sl_sampling *s);
 
 /* The seed a row gets: a stable mix of the job seed and the row id, so a
  * rerun reproduces each row whatever order rows run in. */

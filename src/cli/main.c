@@ -223,8 +223,8 @@ static const char usage_batch_text[] =
     "OUTPUT_DIR/part-NNNNN.jsonl ({id, custom_id, response: {status_code, request_id,\n"
     "body}, error}); --format parquet flattens it. A request's body sets its own\n"
     "max_tokens, temperature, top_p, seed, stop, logprobs, top_logprobs and\n"
-    "response_format; the flags above are the defaults. --mmproj is needed only for\n"
-    "requests with images.\n"
+    "response_format, presence_penalty, frequency_penalty and vLLM's top_k, min_p and\n"
+    "repetition_penalty; the flags above are the defaults. --mmproj is needed only for requests with images.\n"
     "      --allow-local-images  image_url parts may name local files (default: refused)\n"
     "      --ignore-model        run requests whose body names another model (default: fail)\n"
     "      --errors-file FILE    failed requests go to FILE, not the output parts\n";
@@ -241,6 +241,9 @@ static const char usage_rest_text[] =
     "      --top-p F  --top-k N  --min-p F  --repeat-penalty F\n"
     "                            (off: 1, 0, 0, 1; --top-p 0: the most likely token\n"
     "                            alone, greedy)\n"
+    "      --presence-penalty F  --frequency-penalty F\n"
+    "                            -2..2 (off: 0): a token's logit lowered by F once it is\n"
+    "                            in the answer, or F times its count there (OpenAI's)\n"
     "      --seed N              job seed; each row's seed mixes it with the row id (default: 0)\n"
     "      --stop TEXT           end generation at TEXT (not written); repeatable, up to 16\n"
     "      --json-schema F       answers are JSON matching this JSON schema (llama: sampled\n"
@@ -540,6 +543,11 @@ static void flag_error(char **argv, int c, const struct option *longs, const cha
         return;
     }
     fprintf(err_out(), "sluice: unknown option '%.*s'", len, word);
+    const char *instead = len > 2 ? sl_config_foreign_missing(word + 2, (size_t)len - 2) : NULL;
+    if (instead) { /* --min-tokens is no --max-tokens misspelt */
+        fprintf(err_out(), ": %s\n", instead);
+        return;
+    }
     int n = 0, k = 0;
     for (const struct option *o = longs; o->name; o++)
         n += len > 2 && strncmp(o->name, word + 2, (size_t)len - 2) == 0;

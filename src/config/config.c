@@ -355,6 +355,12 @@ static const opt opts[] = {
      .help = "0: off"},
     {"sampling.repeat_penalty", "repeat-penalty", 0, K_FLOAT, AT(p.sampling.repeat_penalty),
      .dlo = 0.01, .dhi = 100, .arg = "F", .help = "1: off"},
+    {"sampling.presence_penalty", "presence-penalty", 0, K_FLOAT,
+     AT(p.sampling.presence_penalty), .dlo = -2, .dhi = 2, .arg = "F",
+     .help = "lowers a token's logit by F once it is in the answer (OpenAI's, vLLM's); 0: off"},
+    {"sampling.frequency_penalty", "frequency-penalty", 0, K_FLOAT,
+     AT(p.sampling.frequency_penalty), .dlo = -2, .dhi = 2, .arg = "F",
+     .help = "lowers a token's logit by F times its count in the answer; 0: off"},
     {"sampling.seed", "seed", 0, K_U64, AT(p.sampling.seed), .lo = 0, .hi = LONG_MAX, .arg = "N",
      .help = "job seed; each row's seed mixes it with the row id"},
     {"sampling.json_schema", "json-schema", 0, K_TEXTFILE, AT(p.json_schema), .arg = "F",
@@ -521,6 +527,35 @@ static const struct {
     {"model_source", "llama.model", "Ray Data LLM's model_source"},
     {"system_prompt", "prompt.system", "the system prompt"},
 };
+
+/* What other tools have and sluice has not, with what to do instead. */
+static const struct {
+    const char *name, *instead;
+} missing_names[] = {
+    {"min_tokens", "vLLM's min_tokens: sluice has no such setting; an answer ends at the "
+                   "model's end token, and --max-tokens bounds it from above only"},
+    {"stop_token_ids", "vLLM's stop_token_ids: sluice has no such setting; give the tokens' "
+                       "text as --stop (sampling.stop)"},
+    {"ignore_eos", "vLLM's ignore_eos: sluice has no such setting; an answer ends at the "
+                   "model's end token or at --max-tokens"},
+    {"guided_regex", "vLLM's guided_regex: sluice has no such setting; write the pattern as a "
+                     "GBNF grammar: --grammar (sampling.grammar), llama engine"},
+    {"best_of", "vLLM's best_of: sluice has no such setting; --samples N (sampling.samples) "
+                "writes N answers, a row each; a stage may keep the best"},
+    {"limit_mm_per_prompt", "vLLM's limit_mm_per_prompt: sluice needs none; a row takes up "
+                            "to 16 images (a server's own limit is the server's to set)"},
+    {"include_stop_str_in_output", "vLLM's include_stop_str_in_output: sluice has no such "
+                                   "setting; the stop string is cut from the answer, as "
+                                   "vLLM's default"},
+};
+
+const char *sl_config_foreign_missing(const char *name, size_t len)
+{
+    for (size_t f = 0; f < sizeof missing_names / sizeof *missing_names; f++)
+        if (sl_config_same_name(missing_names[f].name, name, len))
+            return missing_names[f].instead;
+    return NULL;
+}
 
 bool sl_config_same_name(const char *name, const char *word, size_t len)
 {
@@ -1896,9 +1931,11 @@ static sl_status set_task_temperature(sl_caption_task *t, const char *where, con
 
 /* A task of choices is answered at one position, so a max_tokens given
  * for it (in the tasks file, by tasks.max_tokens, or the job's where
- * every answer is a choice) is not used: said, as the job goes on as it would without it.
- * `from_file[i]`: the tasks file gave task i one. */
-static void warn_unused_max_tokens(const sl_config *c, const bool *from_file)
+ * every answer is a choice) is not used, nor are the job's top-p, top-k,
+ * min-p, repeat penalty and stop strings there: said, as the job goes on
+ * as it would without them. `from_file[i]`: the tasks file gave task i
+ * a max_tokens. */
+static void warn_unused_with_choices(const sl_config *c, const bool *from_file)
 {
     static const char why[] = "the answer is one of the choices, scored at one position; "
                               "drop it";
@@ -1913,6 +1950,22 @@ static void warn_unused_max_tokens(const sl_config *c, const bool *from_file)
         named(c, job, job, a, sizeof a);
         named(c, choices, job, b, sizeof b);
         sl_log(SL_LOG_WARN, "%s%s does not apply with %s: %s", c->where[job], a, b, why);
+    }
+    /* Choices are drawn from their scores, at the temperature alone: a
+     * vLLM guided_choice's top_k 1 answered the most likely choice, here
+     * a draw among them all, which the user must be told. */
+    static const char *const unused[] = {"sampling.top_p", "sampling.top_k", "sampling.min_p",
+                                         "sampling.repeat_penalty", "sampling.presence_penalty",
+                                         "sampling.frequency_penalty", "sampling.stop"};
+    for (size_t u = 0; all_choices && u < sizeof unused / sizeof *unused; u++) {
+        int k = sl_config_find_key(unused[u], strlen(unused[u]));
+        if (!c->given[k])
+            continue;
+        named(c, k, k, a, sizeof a);
+        named(c, choices, k, b, sizeof b);
+        sl_log(SL_LOG_WARN, "%s%s does not apply with %s: the answer is one of the choices, "
+               "picked by their scores (drawn at the temperature when above 0); drop it",
+               c->where[k], a, b);
     }
     for (int i = 0; i < c->p.n_tasks; i++) {
         const sl_caption_task *t = &c->tasks[i];
@@ -2031,7 +2084,7 @@ static sl_status build_tasks(sl_config *c)
     if ((st = per_task(c, L_TASK_MAXT, "tasks.max_tokens", set_task_max_tokens)) != SL_OK ||
         (st = per_task(c, L_TASK_TEMP, "tasks.temperature", set_task_temperature)) != SL_OK)
         return st;
-    warn_unused_max_tokens(c, file_max_tokens);
+    warn_unused_with_choices(c, file_max_tokens);
     int rpt = sl_config_find_key("tasks.rows_per_task", 19);
     if (c->p.rows_per_task && c->p.n_tasks == 0) {
         char a[96];

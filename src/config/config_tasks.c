@@ -96,7 +96,8 @@ static sl_status number_of(const char *file, const char *task, const char *key, 
 }
 
 static const char *const sampling_keys[] = {"max_tokens", "temperature", "top_p", "top_k",
-                                            "min_p", "repeat_penalty", "seed", "logprobs"};
+                                            "min_p", "repeat_penalty", "presence_penalty",
+                                            "frequency_penalty", "seed", "logprobs"};
 static const char *const task_keys[] = {"prompt", "system", "sampling", "json_schema",
                                         "choices"};
 
@@ -131,6 +132,11 @@ static const char *sampling_key_meant(const char *key, char *buf, size_t size)
     snprintf(buf, size, ";");
     if (one_of(key, task_keys, N_NAMES(task_keys))) {
         snprintf(buf, size, " (a key of the task itself: write it beside \"sampling\");");
+        return buf;
+    }
+    const char *instead = sl_config_foreign_missing(key, len);
+    if (instead) { /* min_tokens is no max_tokens misspelt */
+        snprintf(buf, size, "; %s;", instead);
         return buf;
     }
     /* top-p is an edit from top_p: each key holds one '_' */
@@ -188,6 +194,10 @@ static sl_status sampling_of(const char *file, const char *task, json_t *o, sl_s
             if ((st = number_of(file, task, key, v, 0.01, 100, false, &d)) != SL_OK)
                 return st;
             s->repeat_penalty = (float)d;
+        } else if (!strcmp(key, "presence_penalty") || !strcmp(key, "frequency_penalty")) {
+            if ((st = number_of(file, task, key, v, -2, 2, false, &d)) != SL_OK)
+                return st;
+            *(key[0] == 'p' ? &s->presence_penalty : &s->frequency_penalty) = (float)d;
         } else if (!strcmp(key, "top_k")) {
             if ((st = number_of(file, task, key, v, 0, 1 << 20, true, &d)) != SL_OK)
                 return st;

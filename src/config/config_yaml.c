@@ -366,6 +366,14 @@ static sl_status unknown_key(loader *ld, const char *prefix, const char *key)
 {
     char allowed[1024], near[64], meant[400], msg[1800];
     sl_config_children(prefix, key, allowed, sizeof allowed, near, sizeof near);
+    const char *dot = strrchr(key, '.'), *last = dot ? dot + 1 : key;
+    const char *instead = sl_config_foreign_missing(last, strlen(last));
+    if (instead) { /* min_tokens is no max_tokens misspelt */
+        snprintf(msg, sizeof msg, "unknown %s '%s'%s%s; %s; allowed: %s",
+                 *prefix ? "key" : "section or key", key, *prefix ? " in " : "", prefix, instead,
+                 allowed);
+        return fail_here(ld, msg, "", NULL);
+    }
     /* the same name elsewhere says more than a near spelling here */
     sl_config_elsewhere(prefix, key, meant, sizeof meant);
     if (!meant[0] && near[0])

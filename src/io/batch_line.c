@@ -157,6 +157,35 @@ static sl_status read_real(const json_t *body, const char *key, double lo, doubl
     return SL_OK;
 }
 
+/* The sampling keys vLLM and llama-server take beside OpenAI's, which the
+ * llama engine has too: left unread, a vLLM batch file's top_k 1 was
+ * answered as drawn from the whole vocabulary. And OpenAI's penalties. */
+static sl_status read_vllm_sampling(sl_batch_req *req, const json_t *body, char *err,
+                                    size_t errlen)
+{
+    const json_t *k = json_object_get(body, "top_k");
+    if (k && !json_is_null(k)) {
+        if (!json_is_integer(k) || json_integer_value(k) < -1 ||
+            json_integer_value(k) > 1 << 20)
+            return bad(err, errlen, "body.top_k must be an integer from -1 (off) to %d", 1 << 20);
+        req->has_top_k = true;
+        req->top_k = json_integer_value(k) < 0 ? 0 : (int)json_integer_value(k);
+    }
+    sl_status st = read_real(body, "min_p", 0.0, 1.0, &req->has_min_p, &req->min_p, err, errlen);
+    const json_t *vllm = json_object_get(body, "repetition_penalty");
+    const char *penalty = vllm && !json_is_null(vllm) ? "repetition_penalty" : "repeat_penalty";
+    if (st == SL_OK)
+        st = read_real(body, penalty, 0.01, 100.0, &req->has_repeat_penalty,
+                       &req->repeat_penalty, err, errlen);
+    if (st == SL_OK)
+        st = read_real(body, "presence_penalty", -2.0, 2.0, &req->has_presence_penalty,
+                       &req->presence_penalty, err, errlen);
+    if (st == SL_OK)
+        st = read_real(body, "frequency_penalty", -2.0, 2.0, &req->has_frequency_penalty,
+                       &req->frequency_penalty, err, errlen);
+    return st;
+}
+
 /* OpenAI's logprobs (a boolean) and top_logprobs (0 to 20, only with
  * logprobs true). */
 static sl_status read_logprobs(sl_batch_req *req, const json_t *body, char *err, size_t errlen)
@@ -235,6 +264,9 @@ static const char *unread_key(const json_t *body)
         /* read */
         "messages", "model", "max_tokens", "max_completion_tokens", "temperature", "top_p",
         "seed", "stop", "n", "logprobs", "top_logprobs", "response_format", "stream",
+        /* read: vLLM's and llama-server's sampling keys beyond OpenAI's */
+        "top_k", "min_p", "repetition_penalty", "repeat_penalty", "presence_penalty",
+        "frequency_penalty",
         /* bookkeeping */
         "metadata", "user", "store", "stream_options", "service_tier", "safety_identifier",
         "prompt_cache_key"};
@@ -278,6 +310,8 @@ static sl_status read_body(sl_batch_req *req, char *err, size_t errlen)
                        err, errlen);
     if (st == SL_OK)
         st = read_real(body, "top_p", 0.0, 1.0, &req->has_top_p, &req->top_p, err, errlen);
+    if (st == SL_OK)
+        st = read_vllm_sampling(req, body, err, errlen);
     const json_t *seed = json_object_get(body, "seed");
     if (st == SL_OK && seed && !json_is_null(seed)) {
         if (!json_is_integer(seed))

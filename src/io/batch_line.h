@@ -35,8 +35,11 @@ typedef struct sl_batch_req {
     int n_images;
     const char *model;         /* NULL: none given */
     int max_tokens;            /* max_completion_tokens, else max_tokens; 0: the job's */
-    bool has_temperature, has_top_p, has_seed;
-    float temperature, top_p;
+    bool has_temperature, has_top_p, has_seed, has_top_k, has_min_p, has_repeat_penalty;
+    bool has_presence_penalty, has_frequency_penalty;
+    float temperature, top_p, min_p, presence_penalty, frequency_penalty;
+    float repeat_penalty;      /* vLLM's repetition_penalty, else llama-server's repeat_penalty */
+    int top_k;                 /* vLLM's -1 (off) read as 0 */
     uint64_t seed;
     bool has_logprobs, logprobs; /* body.logprobs given, and its value */
     int n;                     /* body.n (answers, 1..SL_MAX_ANSWERS); 0: not given */

@@ -275,6 +275,16 @@ sl_status batch_submit(job *j, sl_engine *engine, sl_row *row, caption_row *r)
         req.sampling.temperature = q->temperature;
     if (q->has_top_p)
         req.sampling.top_p = q->top_p;
+    if (q->has_top_k)
+        req.sampling.top_k = q->top_k;
+    if (q->has_min_p)
+        req.sampling.min_p = q->min_p;
+    if (q->has_repeat_penalty)
+        req.sampling.repeat_penalty = q->repeat_penalty;
+    if (q->has_presence_penalty)
+        req.sampling.presence_penalty = q->presence_penalty;
+    if (q->has_frequency_penalty)
+        req.sampling.frequency_penalty = q->frequency_penalty;
     if (q->has_seed)
         req.sampling.seed = q->seed;
     if (q->has_logprobs) {

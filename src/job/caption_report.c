@@ -91,6 +91,11 @@ static json_t *summary_json(const caption_report *r)
     if (params)
         json_object_set_new(params, "samples", json_integer(p->sampling.n > 1 ? p->sampling.n : 1));
     if (params)
+        json_object_set_new(params, "presence_penalty", json_real(p->sampling.presence_penalty));
+    if (params)
+        json_object_set_new(params, "frequency_penalty",
+                            json_real(p->sampling.frequency_penalty));
+    if (params)
         json_object_set_new(params, "video", json_pack("{s:i, s:f, s:o, s:s}", "frames",
                                                        p->video.max_frames, "fps", p->video.fps,
                                                        "frame_text", text(p->frame_text), "part",

@@ -220,6 +220,11 @@ static char *fingerprint(const job *j, bool served_model_key, bool as_typed, boo
     fp_add(&t, "top_k", json_integer(p->sampling.top_k));
     fp_add(&t, "min_p", fp_real(p->sampling.min_p));
     fp_add(&t, "repeat_penalty", fp_real(p->sampling.repeat_penalty));
+    /* Only when on: a job without them keeps its fingerprint. */
+    if (p->sampling.presence_penalty != 0.0f)
+        fp_add(&t, "presence_penalty", fp_real(p->sampling.presence_penalty));
+    if (p->sampling.frequency_penalty != 0.0f)
+        fp_add(&t, "frequency_penalty", fp_real(p->sampling.frequency_penalty));
     fp_add(&t, "seed", json_integer((json_int_t)(p->sampling.seed & INT64_MAX)));
     /* Only when not the defaults: a job of images keeps its fingerprint. */
     sl_video_params vd = sl_video_default_params();
@@ -288,6 +293,10 @@ static char *fingerprint(const job *j, bool served_model_key, bool as_typed, boo
             /* Only when asked for: other tasks keep the fingerprint they had. */
             if (task && s->logprobs)
                 json_object_set_new(task, "logprobs", json_integer(s->top_logprobs));
+            if (task && s->presence_penalty != 0.0f)
+                json_object_set_new(task, "presence_penalty", fp_real(s->presence_penalty));
+            if (task && s->frequency_penalty != 0.0f)
+                json_object_set_new(task, "frequency_penalty", fp_real(s->frequency_penalty));
             if (task && k->n_choices > 0)
                 json_object_set_new(task, "choices", fp_strings(k->choices, k->n_choices));
             json_array_append_new(tasks, task);

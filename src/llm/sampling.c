@@ -15,6 +15,12 @@ sl_sampling sl_sampling_default(void)
     };
 }
 
+bool sl_sampling_penalizes(const sl_sampling *s)
+{
+    return s->repeat_penalty != 1.0f || s->presence_penalty != 0.0f ||
+           s->frequency_penalty != 0.0f;
+}
+
 uint64_t sl_sampling_row_seed(uint64_t job_seed, const char *row_id)
 {
     return sl_hash_mix64(job_seed ^ sl_hash_fnv1a64(row_id ? row_id : ""));

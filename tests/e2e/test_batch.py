@@ -869,17 +869,21 @@ def test_what_a_body_leaves_out_goes_to_the_server_from_the_flags(sluice, tmp_pa
     requests = write_batch(tmp_path / "requests.jsonl", [
         line("bare", [{"role": "user", "content": "Say hello."}]),
         line("own", [{"role": "user", "content": "Say hi."}], max_completion_tokens=5,
-             temperature=1.2, top_p=0.5, seed=42, stop=["x"], logprobs=False)])
+             temperature=1.2, top_p=0.5, seed=42, stop=["x"], logprobs=False,
+             presence_penalty=1.0)])
     out = tmp_path / "out"
     with FakeServer(answer) as fake:
         res = batch(sluice, requests, out, "--engine", "openai", "--endpoint", fake.url,
                     "--ignore-model", "--max-tokens", "7", "--temperature", "0.3", "--top-p",
-                    "0.8", "--stop", "END", "--logprobs", "2")
+                    "0.8", "--stop", "END", "--logprobs", "2", "--presence-penalty", "0.5",
+                    "--frequency-penalty", "-0.5")
     assert res.returncode == 0, res.stderr
     bare, own = sent["Say hello."], sent["Say hi."]
     assert (bare["max_tokens"], bare["temperature"], bare["top_p"], bare["stop"]) == (
         7, 0.3, 0.8, ["END"]), bare
     assert bare["logprobs"] is True and bare["top_logprobs"] == 2, bare
+    assert (bare["presence_penalty"], bare["frequency_penalty"]) == (0.5, -0.5), bare
+    assert (own["presence_penalty"], own["frequency_penalty"]) == (1.0, -0.5), own
     assert isinstance(bare["seed"], int), bare
     assert (own["max_completion_tokens"], own["temperature"], own["top_p"], own["seed"],
             own["stop"], own["logprobs"]) == (5, 1.2, 0.5, 42, ["x"], False), own
@@ -887,7 +891,7 @@ def test_what_a_body_leaves_out_goes_to_the_server_from_the_flags(sluice, tmp_pa
 
 
 def test_keys_the_llama_engine_does_not_read_are_named_once(sluice, tmp_path):
-    """A body's tools or penalties change what OpenAI answers; the llama
+    """A body's tools or logit_bias change what OpenAI answers; the llama
     engine answers without them, and says so once a run, naming the first
     request and key (they went unsaid). Bookkeeping keys (metadata, user)
     change no answer and are not named."""
@@ -898,8 +902,8 @@ def test_keys_the_llama_engine_does_not_read_are_named_once(sluice, tmp_path):
     loud = write_batch(tmp_path / "loud.jsonl", [
         line("booked", plain, metadata={"batch": "7"}),
         line("tooled", plain, tools=[{"type": "function", "function": {"name": "f"}}],
-             frequency_penalty=0.5),
-        line("penalised", plain, presence_penalty=0.5)])
+             logit_bias={"42": 5}),
+        line("biased", plain, logit_bias={"7": -100})])
     res = batch(sluice, quiet, tmp_path / "quiet", *LLAMA)
     assert res.returncode == 0, res.stderr
     assert "not read by the llama engine" not in res.stderr, res.stderr
@@ -909,9 +913,51 @@ def test_keys_the_llama_engine_does_not_read_are_named_once(sluice, tmp_path):
     assert len(told) == 1, res.stderr
     # The first request to reach the engine: either (decode may reorder).
     assert ("tooled: body.tools is not read" in told[0] or
-            "penalised: body.presence_penalty is not read" in told[0]), told
+            "biased: body.logit_bias is not read" in told[0]), told
     assert sorted(r["custom_id"] for r in output_lines(tmp_path / "loud")) == [
-        "booked", "penalised", "tooled"]
+        "biased", "booked", "tooled"]
+
+
+def test_vllm_sampling_keys_are_read_by_the_llama_engine(sluice, tmp_path):
+    """vLLM's (and llama-server's) sampling keys beyond OpenAI's, which the
+    llama engine has as flags: a body's top_k, min_p and repetition_penalty
+    (llama-server's repeat_penalty) apply to its request, as do OpenAI's
+    presence_penalty and frequency_penalty. They went unread
+    (one warning a run): a vLLM batch file's top_k 1 was answered as drawn
+    from the whole vocabulary. Each body is run under one custom_id (one
+    seed), so a key is the only difference from the plain request; vLLM's
+    top_k -1 is off, and a top_k below it fails the line naming it."""
+    say = [{"role": "user", "content": "Say hi"}]
+
+    def answer(name, *flags, **body):
+        requests = write_batch(tmp_path / f"{name}.jsonl", [line("q", say, max_tokens=8, **body)])
+        res = batch(sluice, requests, tmp_path / name, "--model", TINY / "model.gguf", *flags)
+        assert res.returncode == 0, res.stderr
+        assert "not read by the llama engine" not in res.stderr, res.stderr
+        return check_answer(output_lines(tmp_path / name)[0]).choices[0].message.content
+
+    greedy = answer("greedy")
+    drawn = answer("drawn", temperature=1.0)
+    assert drawn != greedy  # else top_k 1 and min_p 1 below would prove nothing
+    assert answer("top_k", temperature=1.0, top_k=1) == greedy
+    assert answer("min_p", temperature=1.0, min_p=1.0) == greedy
+    assert answer("top_k_off", temperature=1.0, top_k=-1) == drawn
+    penalised = answer("flag", "--repeat-penalty", "1.5")
+    assert penalised != greedy  # greedy repeats a token ("glasses glasses")
+    assert answer("vllm_penalty", repetition_penalty=1.5) == penalised
+    assert answer("server_penalty", repeat_penalty=1.5) == penalised
+    # OpenAI's own penalties, as their flags
+    presence = answer("presence_flag", "--presence-penalty", "1.5")
+    assert presence != greedy
+    assert answer("presence", presence_penalty=1.5) == presence
+    assert answer("frequency", frequency_penalty=1.5) == answer(
+        "frequency_flag", "--frequency-penalty", "1.5") != greedy
+
+    requests = write_batch(tmp_path / "bad.jsonl", [line("q", say, top_k=-2)])
+    res = batch(sluice, requests, tmp_path / "bad", "--model", TINY / "model.gguf")
+    assert res.returncode == 3, res.stderr
+    [row] = output_lines(tmp_path / "bad")
+    assert "body.top_k must be an integer from -1 (off)" in row["error"]["message"], row
 
 
 def test_failed_requests_are_answered_again_as_the_docs_say(sluice, mixed, tmp_path):

@@ -405,6 +405,18 @@ def test_a_flag_is_taken_by_its_whole_name_only(sluice, tmp_path):
      "(vLLM's guided_choice)?\n"),
     (("--concurrency", "2"), "unknown option '--concurrency': did you mean --replicas (Ray Data "
      "LLM's concurrency)?\n"),
+    # vLLM's settings sluice lacks: what to do instead (--min-tokens was "unknown option" alone)
+    (("--min-tokens", "5"), "unknown option '--min-tokens': vLLM's min_tokens: sluice has no such "
+     "setting; an answer ends at the model's end token, and --max-tokens bounds it from above "
+     "only\n"),
+    (("--best_of", "4"), "unknown option '--best_of': vLLM's best_of: sluice has no such "
+     "setting; --samples N (sampling.samples) writes N answers, a row each; a stage may keep "
+     "the best\n"),
+    (("--stop-token-ids", "2"), "unknown option '--stop-token-ids': vLLM's stop_token_ids: sluice "
+     "has no such setting; give the tokens' text as --stop (sampling.stop)\n"),
+    (("--guided-regex", "[0-9]+"), "unknown option '--guided-regex': vLLM's guided_regex: sluice "
+     "has no such setting; write the pattern as a GBNF grammar: --grammar (sampling.grammar), "
+     "llama engine\n"),
 ])
 def test_a_flag_written_as_another_tool_writes_it_is_told_ours(sluice, args, said):
     """--top_p (a job file's key, Python's keyword) and vLLM's or Ray Data

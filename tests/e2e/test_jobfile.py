@@ -583,3 +583,22 @@ def test_another_tools_name_for_a_key_is_told_the_key(sluice, tmp_path, text, sa
     r = sluice.run("config", "check", job)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith(f"sluice: {job}:") and said in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("text, said", [
+    ("sampling: {min_tokens: 4}\n", "1:12: unknown key 'min_tokens' in sampling; vLLM's "
+     "min_tokens: sluice has no such setting; an answer ends at the model's end token, and "
+     "--max-tokens bounds it from above only; allowed: max_tokens,"),
+    ("sampling.stop_token_ids: [2]\n", "1:1: unknown section or key 'sampling.stop_token_ids'; "
+     "vLLM's stop_token_ids: sluice has no such setting; give the tokens' text as --stop "
+     "(sampling.stop); allowed:"),
+])
+def test_another_tools_setting_sluice_lacks_is_told_what_to_do(sluice, tmp_path, text, said):
+    """vLLM's min_tokens was told "did you mean 'max_tokens'?", the
+    opposite setting (one edit away); stop_token_ids nothing at all. A
+    setting sluice lacks is named as such, with what to do instead."""
+    job = tmp_path / "job.yaml"
+    job.write_text(text)
+    r = sluice.run("config", "check", job)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"sluice: {job}:{said}"), r.stderr

@@ -85,6 +85,39 @@ def test_caption_writes_logprobs_in_jsonl_and_parquet(sluice, four, tmp_path):
     assert all("logprobs" not in r for r in read_rows(tmp_path / "none"))
 
 
+@pytest.mark.parametrize("flag", ["--presence-penalty", "--frequency-penalty"])
+def test_penalties_lower_the_tokens_the_answer_holds(sluice, four, tmp_path, flag):
+    """OpenAI's and vLLM's presence and frequency penalties (sluice had
+    neither: a vLLM script's presence_penalty had no place here). Greedy
+    under a penalty P, each token is the best of the model's own
+    log-probabilities at its place (--logprobs: before penalties) less P
+    for a token the answer already holds (presence) or P times its count
+    there (frequency): the prompt's tokens take none. P is small (0.3), so
+    answers of 32 tokens hold tokens twice and the two penalties part (a
+    chain with them swapped failed both). The answers are not the plain
+    greedy ones."""
+    penalty = 0.3
+    plain = sluice.caption(four, tmp_path / "plain", *QUIET, "--max-tokens", "32")
+    res = sluice.caption(four, tmp_path / "penalised", *QUIET, "--max-tokens", "32",
+                         "--logprobs", "20", flag, str(penalty))
+    assert plain.returncode == 0 and res.returncode == 0, plain.stderr + res.stderr
+    presence = flag == "--presence-penalty"
+    rows = read_rows(tmp_path / "penalised")
+    for r in rows:
+        held = {}
+        for t in r["logprobs"]["content"]:
+            def score(alt):
+                n = held.get(alt["id"], 0)
+                return alt["logprob"] - penalty * (min(n, 1) if presence else n)
+            assert t["id"] == max(t["top_logprobs"], key=score)["id"], (r["id"], t, held)
+            held[t["id"]] = held.get(t["id"], 0) + 1
+    params = json.loads((tmp_path / "penalised" / "_summary.json").read_text())["params"]
+    assert params["presence_penalty" if presence else "frequency_penalty"] == pytest.approx(penalty)
+    assert params["frequency_penalty" if presence else "presence_penalty"] == 0, params
+    before = {r["id"]: r["caption"] for r in read_rows(tmp_path / "plain")}
+    assert any(before[r["id"]] != r["caption"] for r in rows), "no answer held a repeat"
+
+
 def test_a_tasks_logprobs_get_a_column_of_its_own(sluice, four, tmp_path):
     tasks = tmp_path / "tasks.json"
     tasks.write_text(json.dumps({

@@ -944,15 +944,19 @@ def test_sampling_left_at_its_default_is_not_sent(sluice, tmp_path):
         assert r.returncode == 0, r.stderr
         r = caption(sluice, inp, tmp_path / "set", "--endpoint", fake.url, "--metrics-addr",
                     "off", "--temperature", "0.7", "--top-p", "0.9", "--min-p", "0.05",
-                    "--top-k", "40", "--repeat-penalty", "1.1", timeout=60)
+                    "--top-k", "40", "--repeat-penalty", "1.1", "--presence-penalty", "0.5",
+                    "--frequency-penalty", "-0.3", timeout=60)
         assert r.returncode == 0, r.stderr
     plain, chosen = bodies
     assert plain["temperature"] == 0.0
-    for key in ("top_p", "min_p", "top_k", "repeat_penalty", "repetition_penalty"):
+    for key in ("top_p", "min_p", "top_k", "repeat_penalty", "repetition_penalty",
+                "presence_penalty", "frequency_penalty"):
         assert key not in plain, plain
     assert (chosen["temperature"], chosen["top_p"], chosen["min_p"], chosen["top_k"],
             chosen["repeat_penalty"], chosen["repetition_penalty"]) == (0.7, 0.9, 0.05, 40, 1.1,
                                                                         1.1)
+    # OpenAI's own penalties (vLLM's too), sent when on
+    assert (chosen["presence_penalty"], chosen["frequency_penalty"]) == (0.5, -0.3), chosen
 
 
 def test_the_endpoint_check_at_start(sluice, tmp_path):

@@ -305,6 +305,10 @@ def test_files_opening_with_a_byte_order_mark_read_as_without(sluice, four, tmp_
     ({"sampling": {"guided_json": {}}}, "unknown key sampling.guided_json (vLLM's guided_json: "
      'a task\'s is "json_schema", written beside "sampling"); allowed:'),
     ({"sampling": {"zzz": 1}}, "unknown key sampling.zzz; allowed: max_tokens,"),
+    # a setting vLLM has and sluice lacks: not "did you mean sampling.max_tokens?"
+    ({"sampling": {"min_tokens": 5}}, "unknown key sampling.min_tokens; vLLM's min_tokens: sluice "
+     "has no such setting; an answer ends at the model's end token, and --max-tokens bounds it "
+     "from above only; allowed: max_tokens,"),
     # a number in quotes, or not an integer: what was given
     ({"sampling": {"max_tokens": "5"}}, "sampling.max_tokens expects an integer from 1 to 1048576, "
      'got "5" (a string: write the number without quotes)'),
@@ -647,6 +651,17 @@ def test_a_max_tokens_a_choice_task_does_not_use_is_said(sluice, tmp_path):
     # The job's own max_tokens, where every answer is a choice: said too.
     r = sluice.run("config", "check", job, *common[:7], "--choices", "a,b", "--max-tokens", "9")
     assert r.returncode == 0 and "--max-tokens does not apply with --choices" in r.stderr, r.stderr
+    # So do the sampling filters and stop strings, which the choices' draw
+    # does not take (vLLM's guided_choice with top_k 1 answers the most
+    # likely choice; these were taken in silence); not where a task generates.
+    r = sluice.run("config", "check", job, *common[:7], "--choices", "a,b", "--top-k", "1",
+                   "--stop", "x", "--temperature", "1")
+    assert r.returncode == 0, r.stderr
+    for flag in ("--top-k", "--stop"):
+        assert f"sluice: warn: {flag} does not apply with --choices: the answer is one of the " \
+               "choices, picked by their scores" in r.stderr, r.stderr
+    r = sluice.run("config", "check", job, *common, "--top-k", "1")
+    assert r.returncode == 0 and "--top-k does not apply" not in r.stderr, r.stderr
     r = sluice.run("config", "check", job, *common, "-q")
     assert r.returncode == 0 and r.stderr == "", r.stderr
 

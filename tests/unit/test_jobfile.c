@@ -291,6 +291,7 @@ static const struct {
     {"tasks.max_tokens", "a=7"}, {"tasks.temperature", "t=0.25"}, {"tasks.rows_per_task", "true"},
     {"sampling.max_tokens", "9"}, {"sampling.temperature", "0.7"}, {"sampling.top_p", "0.9"},
     {"sampling.top_k", "40"}, {"sampling.min_p", "0.05"}, {"sampling.repeat_penalty", "1.1"},
+    {"sampling.presence_penalty", "-0.5"}, {"sampling.frequency_penalty", "0.25"},
     {"sampling.samples", "3"}, {"sampling.logprobs", "5"},
     {"sampling.seed", "9223372036854775807"}, {"sampling.stop", "~"},
     {"sampling.json_schema", NULL}, {"sampling.grammar", NULL},

@@ -1687,7 +1687,7 @@ static bool admit(llama_engine *e, slot *s, req *r)
                 .lp_stride = lp_stride};
     s->reserved = r->n_cells + gen_room(r);
     e->kv_reserved += s->reserved;
-    bool greedy = r->sampling.temperature <= 0.0f && r->sampling.repeat_penalty == 1.0f;
+    bool greedy = r->sampling.temperature <= 0.0f && !sl_sampling_penalizes(&r->sampling);
     s->fast_greedy = e->sampler != SL_SAMPLER_REFERENCE && greedy && !grammar && !r->n_choices;
     /* A row that stays on the host runs its own top-p there (see
      * llama_sample.h); the reference path and the device keep llama.cpp's. */

@@ -28,7 +28,7 @@ _Static_assert(sizeof(llama_token_data) == SL_LLAMA_TOKEN_DATA_SIZE,
 
 bool sl_llama_host_top_p(const sl_sampling *s)
 {
-    return s->temperature > 0.0f && s->top_p < 1.0f && s->top_k <= 0 && s->repeat_penalty == 1.0f;
+    return s->temperature > 0.0f && s->top_p < 1.0f && s->top_k <= 0 && !sl_sampling_penalizes(s);
 }
 
 struct llama_sampler *sl_llama_make_chain(const sl_sampling *s, int n_vocab, bool without_top_p)
@@ -37,6 +37,14 @@ struct llama_sampler *sl_llama_make_chain(const sl_sampling *s, int n_vocab, boo
     if (s->repeat_penalty != 1.0f)
         llama_sampler_chain_add(chain, llama_sampler_init_penalties(n_vocab, 64,
                                                                     s->repeat_penalty, 0.0f, 0.0f));
+    /* Over the whole answer, as vLLM counts them (up to the window), not
+     * the repeat penalty's last 64 tokens: a second instance. */
+    if (s->presence_penalty != 0.0f || s->frequency_penalty != 0.0f) {
+        int window = s->max_tokens < SL_PENALTY_WINDOW ? s->max_tokens : SL_PENALTY_WINDOW;
+        llama_sampler_chain_add(chain, llama_sampler_init_penalties(n_vocab, window, 1.0f,
+                                                                    s->frequency_penalty,
+                                                                    s->presence_penalty));
+    }
     if (s->temperature <= 0.0f) {
         llama_sampler_chain_add(chain, llama_sampler_init_greedy());
         return chain;
@@ -262,7 +270,7 @@ static llama_token chain_pick(struct llama_sampler *chain, const float *logits, 
      * raise a logit (penalty < 1) or lower the best one: then every token
      * goes in. */
     size_t n_cand = 0;
-    if (prefilter && sp->repeat_penalty == 1.0f)
+    if (prefilter && !sl_sampling_penalizes(sp))
         n_cand = gather_candidates(logits, n, max_logit(logits, n) -
                                    30.0f * (sp->temperature > 1.0f ? sp->temperature : 1.0f),
                                    cand);
@@ -336,7 +344,7 @@ int32_t sl_llama_sample_grammar(struct llama_sampler *grammar, struct llama_samp
          * it may allow none of the best) at 30 * max(1, T) below the best
          * allowed one as sl_llama_sample_chain cuts; all of them under a
          * repetition penalty, which moves logits. */
-        bool cut = sp->repeat_penalty == 1.0f;
+        bool cut = !sl_sampling_penalizes(sp);
         float floor_ = best - 30.0f * (sp->temperature > 1.0f ? sp->temperature : 1.0f);
         size_t k = 0;
         for (int i = 0; i < n; i++)

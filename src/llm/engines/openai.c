@@ -560,6 +560,10 @@ static int set_sampling(const oa_engine *e, const sl_request *q, const sl_sampli
         bad |= set_absent(root, "min_p", param_real(s->min_p));
     if (s->top_k > 0)
         bad |= set_absent(root, "top_k", json_integer(s->top_k));
+    if (s->presence_penalty != 0.0f)
+        bad |= set_absent(root, "presence_penalty", param_real(s->presence_penalty));
+    if (s->frequency_penalty != 0.0f)
+        bad |= set_absent(root, "frequency_penalty", param_real(s->frequency_penalty));
     if (s->logprobs && !json_object_get(root, "logprobs"))
         bad |= set_new(root, "logprobs", json_true()) ||
                set_absent(root, "top_logprobs", json_integer(s->top_logprobs));
