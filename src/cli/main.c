@@ -224,7 +224,8 @@ static const char usage_batch_text[] =
     "body}, error}); --format parquet flattens it. A request's body sets its own\n"
     "max_tokens, temperature, top_p, seed, stop, logprobs, top_logprobs and\n"
     "response_format, presence_penalty, frequency_penalty and vLLM's top_k, min_p and\n"
-    "repetition_penalty; the flags above are the defaults. --mmproj is needed only for requests with images.\n"
+    "repetition_penalty; the flags above are the defaults. --mmproj is needed only\n"
+    "for requests with images.\n"
     "      --allow-local-images  image_url parts may name local files (default: refused)\n"
     "      --ignore-model        run requests whose body names another model (default: fail)\n"
     "      --errors-file FILE    failed requests go to FILE, not the output parts\n";
