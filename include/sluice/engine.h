@@ -472,6 +472,10 @@ typedef struct sl_request {
      * naming the task. */
     const sl_task *tasks;
     int n_tasks;
+    /* Set by the engines on a task's own request (the task's name, borrowed
+     * from tasks[i]); NULL otherwise. An answer cut short then names the
+     * task's token limit (--task-max-tokens NAME=N). Callers leave it NULL. */
+    const char *task_name;
     /* n_messages > 0: the request is this conversation instead of
      * system_prompt, prompt and image (which must then be NULL), and
      * n_tasks must be 0. The llama engine renders the messages with the

@@ -457,6 +457,7 @@ void sl_task_request(const sl_request *q, int i, sl_request *out, char **id_out)
     }
     out->tasks = NULL;
     out->n_tasks = 0;
+    out->task_name = t->name ? t->name : "?";
     *id_out = sl_asprintf("%s, task %s", q->id ? q->id : "(request)", t->name ? t->name : "?");
     out->id = *id_out;
 }

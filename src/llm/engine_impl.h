@@ -76,7 +76,8 @@ sl_task_group *sl_task_group_new(void *tag, int n_tasks);
 
 /* Task i of q as a request of its own: its prompt, system prompt,
  * sampling (with q's n: every task answered as many times), JSON schema
- * and choices (those it has), no tasks, and the id "ID, task NAME"
+ * and choices (those it has), no tasks, task_name NAME (borrowed from
+ * q->tasks, as the strings above are) and the id "ID, task NAME"
  * (*id_out, sl_free; NULL when out of memory). */
 void sl_task_request(const sl_request *q, int i, sl_request *out, char **id_out);
 

@@ -3307,6 +3307,7 @@ static req *req_new(llama_engine *e, const sl_request *rq, void *tag, sl_status 
 {
     req *r = sl_calloc(1, sizeof *r);
     bool ok = r && (r->id = sl_strdup(rq->id ? rq->id : "(request)")) &&
+              (!rq->task_name || (r->task_name = sl_strdup(rq->task_name))) &&
               (!rq->prompt || (r->prompt = sl_strdup(rq->prompt))) &&
               (!rq->system_prompt || (r->system_prompt = sl_strdup(rq->system_prompt)));
     if (ok && rq->n_stop > 0) {
@@ -3421,14 +3422,6 @@ static sl_status llama_engine_submit(void *impl, const sl_request *rq, void *tag
                 st = sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
                              rq->id ? rq->id : "(request)");
             sl_free(id);
-            if (t && rq->n_tasks > 0 &&
-                !(t->task_name = sl_strdup(rq->tasks[i / answers].name
-                                               ? rq->tasks[i / answers].name : "?"))) {
-                req_free(t);
-                t = NULL;
-                st = sl_fail(SL_ERR_NOMEM, "%s: out of memory queuing the request",
-                             rq->id ? rq->id : "(request)");
-            }
         } else {
             t = req_new(e, rq, tag, &st);
         }

@@ -670,6 +670,7 @@ static oa_req *req_new(const oa_engine *e, const sl_request *q, int n_answers,
     int n_sent = q->n_choices > 0 ? 1 : n_answers;
     r->stream = e->p.stream && q->n_choices == 0 && n_sent == 1;
     r->id = sl_strdup(id);
+    bool task_name_ok = !q->task_name || (r->task_name = sl_strdup(q->task_name));
     int max_tokens = q->n_choices > 0 ? 1 : q->sampling.max_tokens;
     r->text_max = openai_text_max(max_tokens);
     r->body_max = openai_body_max(max_tokens, n_sent);
@@ -705,7 +706,7 @@ static oa_req *req_new(const oa_engine *e, const sl_request *q, int n_answers,
     r->schema = schema;
     r->submitted = sl_mono_s();
     r->retry_after = -1.0;
-    if (!r->id || !r->body || !choices_ok) {
+    if (!r->id || !r->body || !choices_ok || !task_name_ok) {
         /* The body's builder said why; a missing id is memory. */
         *st = r->id && !r->body ? body_st : sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
         req_free(r);
@@ -798,10 +799,6 @@ static sl_status oa_submit(void *impl, const sl_request *q, void *tag)
                                    tag, &st))) {
                 first[n] = t * answers + k;
                 n++;
-                if (q->n_tasks > 0 &&
-                    !(reqs[n - 1]->task_name =
-                          sl_strdup(q->tasks[t].name ? q->tasks[t].name : "?")))
-                    st = sl_fail(SL_ERR_NOMEM, "%s: out of memory", id);
             }
             sl_free(answer_id);
         }
