@@ -7,7 +7,8 @@
  * tree ("..", ".*") are left to the pure functions, so a run never globs the
  * whole disk. The
  * promises checked: distinct files get distinct names, each name a tail of
- * its path; the pure functions say the same of any text. */
+ * its path; the pure functions say the same of any text, and its Hive
+ * partition folders (sl_hive_partitions) are distinct keys. */
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -80,6 +81,24 @@ static void pure(char **lines, size_t n)
     }
     for (size_t i = 0; i < n; i++)
         sl_free(abs[i]);
+    /* Hive partition folders: one a folder at most, each key once and not
+     * empty. */
+    for (size_t i = 0; i < n; i++) {
+        char **keys, **values;
+        size_t np, folders = 0;
+        for (const char *c = lines[i]; (c = strchr(c, '/')); c++)
+            folders++;
+        if (sl_hive_partitions(lines[i], &keys, &values, &np) != 0 || np > folders)
+            abort();
+        for (size_t k = 0; k < np; k++) {
+            if (!keys[k][0])
+                abort();
+            for (size_t j = 0; j < k; j++)
+                if (strcmp(keys[j], keys[k]) == 0)
+                    abort();
+        }
+        sl_hive_partitions_free(keys, values, np);
+    }
 }
 
 /* Whether glob(3) could take `name` out of the tree: a ".." component, or

@@ -1529,6 +1529,9 @@ struct sl_source {
     int take;                /* and the answer (SL_SHARD_*) */
     bool asked, ended;       /* whether it was asked yet / told the end */
     json_t *types;           /* the column shapes of the files opened (source_kind.types) */
+    size_t *below;           /* where each file's path below its dataset folder begins
+                                (0: named itself); NULL when none came from a folder */
+    json_t *partitions;      /* the open file's Hive partition folders, or NULL */
     struct file_stamp *stamps; /* shards by item: each local file as the run began, or NULL */
 };
 
@@ -1886,16 +1889,44 @@ static void relative_note(const char *path, char *buf, size_t size)
         snprintf(buf, size, " (relative to the current folder, %s)", cwd);
 }
 
+/* The files a dataset folder gave, out[from..to), whose paths below it
+ * begin at byte `below` (their Hive partition folders). */
+typedef struct folder_run {
+    size_t from, to, below;
+} folder_run;
+
+/* Where each file's path below its dataset folder begins (0: a file named
+ * itself), from the runs expand_inputs recorded; NULL when no file came
+ * from a folder, or on the way out of memory (*st set). */
+static size_t *below_folders(char *const *files, size_t n, const folder_run *runs, size_t n_runs,
+                             sl_status *st)
+{
+    if (n_runs == 0)
+        return NULL;
+    size_t *below = sl_calloc(n ? n : 1, sizeof *below);
+    if (!below) {
+        *st = sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs");
+        return NULL;
+    }
+    for (size_t r = 0; r < n_runs; r++)
+        for (size_t i = runs[r].from; i < runs[r].to; i++)
+            below[i] = runs[r].below < strlen(files[i]) ? runs[r].below : 0;
+    return below;
+}
+
 /* Expands every input (braces, then globs; hf://datasets/ references
  * through the hub's listing) into files; *hf_names is NULL unless some
- * input is such a reference. */
+ * input is such a reference; *below as below_folders makes it. */
 static sl_status expand_inputs(const char *const *inputs, size_t n, const sl_source_params *p,
-                               char ***files, size_t *count, char ***hf_names)
+                               char ***files, size_t *count, char ***hf_names, size_t **below)
 {
     char **out = NULL, **hf = NULL;
     size_t nout = 0, cap = 0;
+    folder_run *runs = NULL;
+    size_t n_runs = 0;
     bool any_hf = false;
     sl_status st = SL_OK;
+    *below = NULL;
     for (size_t i = 0; i < n && st == SL_OK; i++) {
         char **names;
         size_t nn;
@@ -1939,10 +1970,20 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, const sl_sou
                 char *name = sl_s3_is_url(found[f]) ? s3_input_name(found[f], nn == 1, p)
                                                     : sl_strdup(found[f]);
                 const char *dataset = name ? dataset_folder_kind(name, p) : NULL;
+                size_t before = nout;
                 st = !name      ? sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs")
                      : dataset ? add_dataset_folder(name, dataset, forced_kind(p) != NULL, &out,
                                                     &hf, &nout, &cap)
                                : add_file(&out, &hf, &nout, &cap, name, NULL);
+                if (st == SL_OK && dataset) {
+                    folder_run *grown = sl_realloc(runs, (n_runs + 1) * sizeof *runs);
+                    size_t len = strlen(name);
+                    if (grown)
+                        (runs = grown)[n_runs++] = (folder_run){
+                            before, nout, len + (len > 0 && name[len - 1] != '/')};
+                    else
+                        st = sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs");
+                }
                 if (dataset)
                     sl_free(name);
             }
@@ -1956,6 +1997,9 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, const sl_sou
             if (!hf[i])
                 st = sl_fail(SL_ERR_INVALID_ARG, "inputs mix hf://datasets/ references and other "
                                                  "files ('%s'): run them as two jobs", out[i]);
+    if (st == SL_OK)
+        *below = below_folders(out, nout, runs, n_runs, &st);
+    sl_free(runs);
     if (st != SL_OK) {
         if (hf)
             sl_strings_free(hf, nout); /* NULL for the files not on the hub */
@@ -1985,6 +2029,8 @@ void sl_source_free(sl_source *src)
         sl_strings_free(src->lexical, src->n_files);
     sl_free(src->names);
     sl_free(src->stamps);
+    sl_free(src->below);
+    json_decref(src->partitions);
     json_decref(src->types);
     sl_free(src);
 }
@@ -2253,7 +2299,8 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
     if (!src)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening the inputs");
     src->p = *params;
-    sl_status st = expand_inputs(inputs, n, params, &src->files, &src->n_files, &src->hf_names);
+    sl_status st = expand_inputs(inputs, n, params, &src->files, &src->n_files, &src->hf_names,
+                                 &src->below);
     for (size_t i = 0; st == SL_OK && i < src->n_files; i++) {
         const char *f = src->files[i];
         const char *k = forced ? forced : kind_of(f);
@@ -2431,6 +2478,58 @@ static sl_status check_unchanged(const sl_source *src, size_t i)
                    src->files[i], (long long)was->size, now);
 }
 
+/* s as JSON text: escaped (core/utf8.h) when its bytes are not UTF-8, as
+ * ids are; NULL out of memory. */
+static json_t *json_text(const char *s)
+{
+    if (!sl_utf8_needs_escape(s, strlen(s)))
+        return json_string(s);
+    char *escaped = sl_utf8_escape(s, strlen(s));
+    json_t *j = escaped ? json_string(escaped) : NULL;
+    sl_free(escaped);
+    return j;
+}
+
+/* Input i's Hive partition folders (sl_hive_partitions), the columns its
+ * rows gain, in src->partitions (NULL when it has none). */
+static sl_status open_partitions(sl_source *src, size_t i)
+{
+    json_decref(src->partitions);
+    src->partitions = NULL;
+    if (!src->below || src->below[i] == 0)
+        return SL_OK;
+    char **keys, **values;
+    size_t n;
+    if (sl_hive_partitions(src->files[i] + src->below[i], &keys, &values, &n) != 0)
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", src->files[i]);
+    bool ok = n == 0 || (src->partitions = json_object()) != NULL;
+    for (size_t k = 0; ok && k < n; k++) {
+        json_t *key = json_text(keys[k]);
+        ok = key && json_object_set_new(src->partitions, json_string_value(key),
+                                        values[k] ? json_text(values[k]) : json_null()) == 0;
+        json_decref(key);
+    }
+    sl_hive_partitions_free(keys, values, n);
+    return ok ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", src->files[i]);
+}
+
+/* The open file's partition columns into item's pass-through ones; a
+ * column of the file's own by that name keeps its value. Each row gets its
+ * own copies: rows go to other threads. */
+static sl_status add_partitions(sl_source *src, sl_source_item *item)
+{
+    if (!src->partitions)
+        return SL_OK;
+    bool ok = item->extra || (item->extra = json_object()) != NULL;
+    const char *key;
+    json_t *value;
+    json_object_foreach(src->partitions, key, value) {
+        if (ok && !json_object_get(item->extra, key))
+            ok = json_object_set_new(item->extra, key, json_copy(value)) == 0;
+    }
+    return ok ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", item->id ? item->id : "?");
+}
+
 /* The next item of every shard, selected or not. */
 static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
 {
@@ -2472,6 +2571,8 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
             }
             if (!open_error && src->kind->types && (st = add_types(src, f)) != SL_OK)
                 return st;
+            if (!open_error && (st = open_partitions(src, item->input)) != SL_OK)
+                return st;
             if (open_error) {
                 item->error = open_error;
                 item->cut_short = open_cut;
@@ -2487,10 +2588,14 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
         item->shard = src->by_file ? (int64_t)item->input : -1;
         if (st == SL_OK && end)
             st = check_unchanged(src, item->input);
+        if (st == SL_OK && !end)
+            st = add_partitions(src, item);
         if (st != SL_OK || !end)
             return st;
         src->kind->close(src->reader);
         src->reader = NULL;
+        json_decref(src->partitions);
+        src->partitions = NULL;
     }
 }
 
@@ -2645,6 +2750,8 @@ static sl_status source_reopen(const sl_source *src, const sl_source_params *p, 
         ok = (c->files = strings_copy(src->files, n)) &&
              (c->lexical = strings_copy(src->lexical, n)) &&
              (!src->hf_names || (c->hf_names = strings_copy(src->hf_names, n))) &&
+             (!src->below || ((c->below = sl_malloc(n * sizeof *c->below)) &&
+                              memcpy(c->below, src->below, n * sizeof *c->below))) &&
              (c->names = sl_calloc(n ? n : 1, sizeof *c->names));
     }
     for (size_t i = 0; ok && i < n; i++) {

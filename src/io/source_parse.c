@@ -612,6 +612,85 @@ int sl_file_url_path(const char *url, char **path, char **why)
     return 0;
 }
 
+/* s[0..len) with its %XX escapes decoded, but for %00 and malformed ones,
+ * which stay as written (a folder's name is what it is); NULL out of memory. */
+static char *hive_unescape(const char *s, size_t len)
+{
+    char *out = sl_malloc(len + 1), *o = out;
+    for (size_t i = 0; out && i < len; i++) {
+        int hi = s[i] == '%' && i + 2 < len ? hex_digit(s[i + 1]) : -1;
+        int lo = hi < 0 ? -1 : hex_digit(s[i + 2]);
+        if (hi < 0 || lo < 0 || (hi | lo) == 0) {
+            *o++ = s[i];
+            continue;
+        }
+        *o++ = (char)(hi << 4 | lo);
+        i += 2;
+    }
+    if (out)
+        *o = '\0';
+    return out;
+}
+
+void sl_hive_partitions_free(char **keys, char **values, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        sl_free(keys[i]);
+        sl_free(values[i]);
+    }
+    sl_free(keys);
+    sl_free(values);
+}
+
+int sl_hive_partitions(const char *rel, char ***keys, char ***values, size_t *n)
+{
+    *keys = *values = NULL;
+    *n = 0;
+    size_t cap = 0;
+    for (const char *seg = rel, *slash; (slash = strchr(seg, '/')) != NULL; seg = slash + 1) {
+        const char *eq = memchr(seg, '=', (size_t)(slash - seg));
+        if (!eq || eq == seg)
+            continue;
+        static const char hive_null[] = "__HIVE_DEFAULT_PARTITION__";
+        size_t value_len = (size_t)(slash - eq - 1);
+        bool is_null = value_len == sizeof hive_null - 1 && memcmp(eq + 1, hive_null, value_len) == 0;
+        char *key = hive_unescape(seg, (size_t)(eq - seg));
+        char *value = NULL;
+        bool ok = key && (is_null || (value = hive_unescape(eq + 1, value_len)));
+        size_t at = 0;
+        while (ok && at < *n && strcmp((*keys)[at], key) != 0)
+            at++;
+        if (ok && at < *n) { /* the deeper folder's value */
+            sl_free(key);
+            sl_free((*values)[at]);
+            (*values)[at] = value;
+            continue;
+        }
+        if (ok && *n == cap) {
+            size_t ncap = cap ? cap * 2 : 4;
+            char **k = sl_realloc(*keys, ncap * sizeof *k);
+            if (k)
+                *keys = k;
+            char **v = k ? sl_realloc(*values, ncap * sizeof *v) : NULL;
+            if (v)
+                *values = v;
+            ok = v != NULL;
+            cap = ok ? ncap : cap;
+        }
+        if (!ok) {
+            sl_free(key);
+            sl_free(value);
+            sl_hive_partitions_free(*keys, *values, *n);
+            *keys = *values = NULL;
+            *n = 0;
+            return -1;
+        }
+        (*keys)[*n] = key;
+        (*values)[(*n)++] = value;
+    }
+    return 0;
+}
+
 bool sl_glob_filter(const char *rel, const char *const *include, size_t n_include,
                     const char *const *exclude, size_t n_exclude)
 {

@@ -96,6 +96,19 @@ void sl_url_scheme(const char *value, char scheme[16]);
  * of memory. */
 int sl_file_url_path(const char *url, char **path, char **why);
 
+/* The Hive-style partition folders of `rel`, a file's path below the
+ * dataset folder it was found in ("lang=en/year=2024/part-0.parquet"), as
+ * Spark, Hive and pyarrow's write_to_dataset make them: each folder named
+ * KEY=VALUE (split at its first '=', KEY not empty) gives (*keys)[i] and
+ * (*values)[i], both %XX-decoded as Hive escapes them (a malformed escape
+ * or %00 stays as written), in the order of the path; a key twice keeps the
+ * deeper folder's value. Spark's __HIVE_DEFAULT_PARTITION__ (a null) is a
+ * NULL value. The file's own name is not a folder. Returns 0 (*n 0 and the
+ * arrays NULL when none; free with sl_hive_partitions_free) or -1 out of
+ * memory. */
+int sl_hive_partitions(const char *rel, char ***keys, char ***values, size_t *n);
+void sl_hive_partitions_free(char **keys, char **values, size_t n);
+
 /* True when rel passes the filters: it matches some include glob (or there
  * are none) and no exclude glob. fnmatch(3) without FNM_PATHNAME, so '*'
  * crosses '/', as in "**" elsewhere. */

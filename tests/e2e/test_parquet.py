@@ -847,6 +847,39 @@ def test_byte_array_decimals_read_as_their_digits(sluice, tool, tmp_path, dictio
             assert sorted((int(row["id"].rsplit(":", 1)[1]), row["d"]) for row in rows) == list(enumerate(want))
 
 
+def test_hive_partition_folders_are_columns(sluice, tmp_path):
+    """A table written by pyarrow's write_to_dataset (as Spark and Hive
+    write one) keeps its partition columns in folder names,
+    lang=en/city=S%C3%A3o%20Paulo/: they were lost. Each is now a string
+    column of the rows under it, as pyarrow's and Ray Data's Hive
+    partitioning read them (a null one is Spark's __HIVE_DEFAULT_PARTITION__);
+    a column of the file's own by that name keeps its value."""
+    import pyarrow.dataset as pads
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    table = pa.table({"path": [str(imgs[k % len(imgs)]) for k in range(6)],
+                      "n": list(range(6)),
+                      "lang": ["en", "fr", "en", "fr", "en", None],
+                      "city": ["São Paulo", "a/b & c", "São Paulo", "x=y", "50%", "z"]})
+    ds = tmp_path / "table.parquet"
+    pq.write_to_dataset(table, ds, partition_cols=["lang", "city"])
+    own = ds / "lang=de" / "city=Bonn"
+    own.mkdir(parents=True)
+    pq.write_table(pa.table({"path": [str(imgs[0])], "n": [6], "city": ["its own"]}), own / "x.parquet")
+    want = pads.dataset(ds, partitioning="hive").to_table().to_pylist()
+    want = {row["n"]: (row["lang"], row["city"]) for row in want if row["n"] < 6}
+    assert len(want) == 6 and want[5][0] is None and want[1][1] == "a/b & c", want
+    for fmt in ("jsonl", "parquet"):
+        out = tmp_path / f"out-{fmt}"
+        r = sluice.run("caption", ds, "-o", out, "--dry-run", "--metrics-addr", "off", "-q",
+                       "--format", fmt)
+        assert r.returncode == 0, r.stderr
+        rows = (pa.concat_tables([pq.read_table(f) for f in sorted(out.glob("*.parquet"))]).to_pylist()
+                if fmt == "parquet" else
+                [json.loads(line) for f in sorted(out.glob("*.jsonl")) for line in f.read_text().splitlines()])
+        got = {row["n"]: (row["lang"], row["city"]) for row in rows}
+        assert got == {**want, 6: ("de", "its own")}, (fmt, got)
+
+
 def test_passed_through_reals_are_their_shortest_text(sluice, tmp_path):
     """A double column's 19.99 came out in the JSONL as 19.989999999999998
     and a float column's 0.1 as 0.10000000149011612 (jansson's 17 digits,

@@ -283,6 +283,42 @@ static void url_schemes(void **state)
     assert_string_equal(s, "");
 }
 
+static void hive_partition_folders(void **state)
+{
+    (void)state;
+    char **keys, **values;
+    size_t n;
+    /* What pyarrow's write_to_dataset and Spark write: %XX-escaped values,
+     * Spark's null, a key given twice (the deeper wins), and folders and a
+     * file name that are not KEY=VALUE. */
+    assert_int_equal(sl_hive_partitions("lang=en/not a partition/=x/city=S%C3%A3o%20Paulo/"
+                                        "day=__HIVE_DEFAULT_PARTITION__/lang=fr/bad=%zz%4/"
+                                        "nul=a%00b/empty=/part=0.parquet",
+                                        &keys, &values, &n),
+                     0);
+    assert_int_equal(n, 6);
+    assert_string_equal(keys[0], "lang");
+    assert_string_equal(values[0], "fr");
+    assert_string_equal(keys[1], "city");
+    assert_string_equal(values[1], "S\xc3\xa3o Paulo");
+    assert_string_equal(keys[2], "day");
+    assert_null(values[2]);
+    assert_string_equal(keys[3], "bad");
+    assert_string_equal(values[3], "%zz%4");
+    assert_string_equal(keys[4], "nul");
+    assert_string_equal(values[4], "a%00b");
+    assert_string_equal(keys[5], "empty");
+    assert_string_equal(values[5], "");
+    sl_hive_partitions_free(keys, values, n);
+
+    assert_int_equal(sl_hive_partitions("part-0.parquet", &keys, &values, &n), 0);
+    assert_int_equal(n, 0);
+    assert_null(keys);
+    assert_null(values);
+    assert_int_equal(sl_hive_partitions("", &keys, &values, &n), 0);
+    assert_int_equal(n, 0);
+}
+
 static void glob_filters(void **state)
 {
     const char *inc[] = {"*.jpg", "keep/*"};
@@ -558,6 +594,7 @@ int main(void)
         cmocka_unit_test(brace_expansion_costs_its_names),
         cmocka_unit_test(wds_keys),       cmocka_unit_test(url_schemes),
         cmocka_unit_test(glob_filters),   cmocka_unit_test(columns_types_and_names),
+        cmocka_unit_test(hive_partition_folders),
         cmocka_unit_test(nested_columns_take_shapes),
         cmocka_unit_test(stage_columns_take_their_declared_types),
         cmocka_unit_test(compression_suffixes_and_tar_names),
