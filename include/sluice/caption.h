@@ -353,6 +353,9 @@ typedef struct sl_caption_summary {
      * (25%)" (with tasks "NAME: ...; NAME: ..."); "" otherwise and under
      * MPI (_summary.json's "answers" has the counts). */
     char answers[1024];
+    /* The same of the rows a stage dropped (answered, not written);
+     * "" when it dropped none that took a choice. */
+    char answers_dropped[1024];
     char first_output_file[4096]; /* the first and last part this run committed, by number;
                                      under MPI every rank's ("" when none) */
     char last_output_file[4096];

@@ -1231,6 +1231,8 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
                sum.peak_bytes_in_flight / 1e6, sum.memory_budget / 1e6, output, p.output_dir);
         if (sum.answers[0])
             printf("answers: %s\n", sum.answers);
+        if (sum.answers_dropped[0])
+            printf("answers dropped by a stage (not written): %s\n", sum.answers_dropped);
     }
     return sum.rows_failed ? EXIT_ROWS_FAILED : 0;
 }

@@ -50,9 +50,10 @@ void coord_counts_add(coord_counts *into, const coord_counts *c);
 
 /* A tally the parts carry besides their counts: COORD_TALLY_GROUPS x
  * COORD_TALLY_KEYS counts, flat (group * COORD_TALLY_KEYS + key): the
- * choices a part's rows took, by task (a job's answers). Summed over the
- * committed parts; sent as its non-zero entries. */
-#define COORD_TALLY_GROUPS 32
+ * choices a part's rows took, by task, the written rows' then the dropped
+ * rows' (a job's answers). Summed over the committed parts; sent as its
+ * non-zero entries. */
+#define COORD_TALLY_GROUPS 64
 #define COORD_TALLY_KEYS 64
 #define COORD_TALLY_SIZE (COORD_TALLY_GROUPS * COORD_TALLY_KEYS)
 

@@ -162,6 +162,8 @@ static json_t *summary_json(const caption_report *r)
         json_object_set_new(o, "output_files", r->parts ? json_copy(r->parts) : json_null());
     if (o && r->answers)
         json_object_set(o, "answers", r->answers);
+    if (o && r->answers_dropped)
+        json_object_set(o, "answers_dropped", r->answers_dropped);
     if (o) /* what the Parquet parts could not hold of the input's columns */
         json_object_set_new(o, "unfit_values", r->unfit ? json_copy(r->unfit) : json_object());
     if (o)

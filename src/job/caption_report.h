@@ -28,6 +28,7 @@ typedef struct caption_report {
                                  when the output is in object storage) */
     const sl_source *src;     /* the inputs (hub datasets' commits); NULL: none named */
     json_t *answers;          /* the choices taken (borrowed); NULL: not counted */
+    json_t *answers_dropped;  /* by the rows a stage dropped (borrowed); NULL: none */
     json_t *unfit;            /* the sinks' sl_sink_unfit (borrowed); NULL: none */
     json_t *failures;         /* the failed rows by stage and class (borrowed; under MPI
                                  every rank's); NULL: out of memory */

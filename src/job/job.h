@@ -172,13 +172,15 @@ typedef struct job {
         long rows, ok, failed, prompt_tokens, generated_tokens, dropped; /* output rows */
         long inputs;          /* inputs finished: their last row is in the part */
         uint64_t input_bytes, jpeg_bytes; /* a dry run's rows' (caption_row) */
-        long answers[SL_MAX_TASKS][SL_MAX_CHOICES]; /* choices taken (job_answers) */
+        long answers[2 * SL_MAX_TASKS][SL_MAX_CHOICES]; /* choices taken, as below */
         coord_failures failures;  /* its failed rows by stage and class (MPI: rank 0
                                      sums every rank's for the summary) */
     } part;
     /* Choices taken by the rows of the committed parts: [task][choice]
-     * ([0] without tasks), in the choices' order; this process's rows. */
-    long answers[SL_MAX_TASKS][SL_MAX_CHOICES];
+     * ([0] without tasks), in the choices' order, by the rows written; at
+     * [SL_MAX_TASKS + task], by the rows a stage dropped (not written, yet
+     * answered: a filter's "no"s). This process's rows. */
+    long answers[2 * SL_MAX_TASKS][SL_MAX_CHOICES];
     sl_caption_summary *sum;  /* written by the writer thread only */
     caption_metrics *metrics;
     gallery *gallery;

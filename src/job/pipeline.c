@@ -636,14 +636,18 @@ static void summary_failures(json_t *a, sl_caption_summary *sum)
 /* The choices the committed rows took (j->answers: an MPI job's rank 0
  * has every rank's, job_totals), as _summary.json's "answers" ({"caption"
  * or a task's name: {choice: rows}}; NULL: no choices, or another rank
- * than 0) and as the console's line in sum->answers. */
-static json_t *summary_answers(const job *j, sl_caption_summary *sum)
+ * than 0) and as the console's line in text[0..size): the rows written,
+ * or (dropped) those a stage dropped, NULL when it dropped none that
+ * answered. */
+static json_t *summary_answers(const job *j, bool dropped, char *text, size_t size)
 {
     const sl_caption_params *p = j->p;
     if ((j->dist && sl_dist_rank(j->dist) != 0) || job_is_batch(p))
         return NULL;
+    const long(*answers)[SL_MAX_CHOICES] = j->answers + (dropped ? SL_MAX_TASKS : 0);
     json_t *all = json_object();
     size_t used = 0;
+    long any = 0;
     int n = p->n_tasks ? p->n_tasks : 1;
     for (int t = 0; all && t < n; t++) {
         const sl_caption_task *k = p->n_tasks ? &p->tasks[t] : NULL;
@@ -653,23 +657,24 @@ static json_t *summary_answers(const job *j, sl_caption_summary *sum)
             continue;
         long total = 0;
         for (int c = 0; c < n_choices; c++)
-            total += j->answers[t][c];
+            total += answers[t][c];
+        any += total;
         json_t *counts = json_object();
-        if (k && used < sizeof sum->answers)
-            used += (size_t)snprintf(sum->answers + used, sizeof sum->answers - used, "%s%s: ",
-                                     used ? "; " : "", k->name);
+        if (k && used < size)
+            used += (size_t)snprintf(text + used, size - used, "%s%s: ", used ? "; " : "",
+                                     k->name);
         for (int c = 0; counts && c < n_choices; c++) {
-            json_object_set_new(counts, choices[c], json_integer(j->answers[t][c]));
-            if (used < sizeof sum->answers)
-                used += (size_t)snprintf(sum->answers + used, sizeof sum->answers - used,
-                                         "%s%s %ld (%.0f%%)", c ? ", " : "", choices[c],
-                                         j->answers[t][c],
-                                         total ? 100.0 * (double)j->answers[t][c] / (double)total
+            json_object_set_new(counts, choices[c], json_integer(answers[t][c]));
+            if (used < size)
+                used += (size_t)snprintf(text + used, size - used, "%s%s %ld (%.0f%%)",
+                                         c ? ", " : "", choices[c], answers[t][c],
+                                         total ? 100.0 * (double)answers[t][c] / (double)total
                                                : 0.0);
         }
         json_object_set_new(all, k ? k->name : "caption", counts ? counts : json_object());
     }
-    if (all && json_object_size(all) == 0) {
+    if (all && (json_object_size(all) == 0 || (dropped && any == 0))) {
+        text[0] = '\0';
         json_decref(all);
         all = NULL;
     }
@@ -1039,7 +1044,9 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         warn_unseen_columns(&j);
     json_t *failures = job_failures(&j); /* under MPI after job_totals: every rank's */
     summary_failures(failures, sum);
-    json_t *answers = summary_answers(&j, sum);
+    json_t *answers = summary_answers(&j, false, sum->answers, sizeof sum->answers);
+    json_t *answers_dropped =
+        summary_answers(&j, true, sum->answers_dropped, sizeof sum->answers_dropped);
     char job_msg[1024]; /* kept: the report and metrics below may log over it */
     snprintf(job_msg, sizeof job_msg, "%s", job_st == SL_OK ? "" : sl_last_error());
     if (lead && j.sink_status == SL_OK && batch_errors_collect(&j) != SL_OK && run_st == SL_OK) {
@@ -1058,7 +1065,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         json_t *parts = j.dist ? dist_parts(j.dist) : json_incref(j.parts);
         caption_report report = {p,         sum,       exec,  run_st, atomic_load(&j.input_total),
                                  j.gallery, &j.schema, j.dir, j.src,  answers,
-                                 unfit,     failures,  parts};
+                                 answers_dropped, unfit, failures, parts};
         if (caption_report_write(&report) != SL_OK)
             sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
         job_upload_reports(&j, false);
@@ -1066,6 +1073,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         json_decref(parts);
     }
     json_decref(answers);
+    json_decref(answers_dropped);
     json_decref(failures);
 
     /* A part that could not be committed outranks why the run ended (a stop,

@@ -128,23 +128,24 @@ static void tally(long *counts, const char *const *choices, int n, const char *t
         }
 }
 
-/* The choices a written row's answers took, into the open part's counts
- * (task t's answer k is result t * N + k). */
-static void count_answers(job *j, const caption_row *r, const sl_row *row)
+/* The choices a row's answers took, into the open part's counts (task t's
+ * answer k is result t * N + k): a written row's, or a dropped one's. */
+static void count_answers(job *j, const caption_row *r, const sl_row *row, bool dropped)
 {
     const sl_caption_params *p = j->p;
     if (!r->has_result || sl_row_failed(row))
         return;
     int n = samples_of(p);
+    int group = dropped ? SL_MAX_TASKS : 0;
     for (int t = 0; t < (p->n_tasks > 0 ? p->n_tasks : 1); t++) {
         const char *const *choices;
         int n_choices = job_choices(p, t, &choices);
         for (int k = 0; n_choices && k < n; k++) {
             int at = t * n + k;
             if (r->n_results == 0 && at == 0)
-                tally(j->part.answers[t], choices, n_choices, r->result.text);
+                tally(j->part.answers[group + t], choices, n_choices, r->result.text);
             else if (at < r->n_results)
-                tally(j->part.answers[t], choices, n_choices, r->results[at].text);
+                tally(j->part.answers[group + t], choices, n_choices, r->results[at].text);
         }
     }
 }
@@ -233,7 +234,7 @@ static sl_status write_row(job *j, const caption_row *r, const sl_row *row)
     }
     sl_free(shown);
     if (st == SL_OK)
-        count_answers(j, r, row);
+        count_answers(j, r, row, false);
     if (st == SL_OK)
         note_columns_seen(j, r->extra);
     return st;
@@ -330,7 +331,7 @@ static sl_status commit_shard(job *j)
         j->sum->inputs_done += j->part.inputs;
         j->sum->input_bytes += j->part.input_bytes;
         j->sum->jpeg_bytes += j->part.jpeg_bytes;
-        for (int t = 0; t < SL_MAX_TASKS; t++)
+        for (int t = 0; t < 2 * SL_MAX_TASKS; t++)
             for (int c = 0; c < SL_MAX_CHOICES; c++)
                 j->answers[t][c] += j->part.answers[t][c];
     }
@@ -435,6 +436,7 @@ static sl_status write_process(void *state, sl_row *const *rows, size_t n)
             /* counted by the run that wrote it */
         } else if (st == SL_OK && dropped) {
             j->part.dropped++;
+            count_answers(j, r, rows[i], true);
         } else if (st == SL_OK) {
             j->part.rows += written;
             j->part.ok += failed ? 0 : written;

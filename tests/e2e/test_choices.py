@@ -250,6 +250,8 @@ def test_the_filter_example_keeps_rows_by_score(sluice, four, tmp_path):
     threshold; with tasks it reads row:task_scores(name)."""
     example = pathlib.Path(__file__).resolve().parents[2] / "examples" / "filter.yaml"
 
+    stdout = {}
+
     def run(out, *extra, **config):
         stage = json.dumps({"lua": str(example.parent / "keep_if.lua"), "after": "engine",
                             "columns": ["p"], "config": {"column": "p", **config}})
@@ -257,9 +259,16 @@ def test_the_filter_example_keeps_rows_by_score(sluice, four, tmp_path):
                          "--mmproj", TINY / "mmproj.gguf", "--format", "jsonl", "--show", 0,
                          "--metrics-addr", "off", "--stage", stage, *extra)
         assert res.returncode == 0, res.stderr
+        stdout[out] = res.stdout
         return read_rows(out)
 
+    def line(taken):
+        total = sum(taken.values())
+        return ", ".join(f"{c} {n} ({100 * n / total:.0f}%)" for c, n in taken.items())
+
     rows = run(tmp_path / "all", threshold=0)
+    assert "answers dropped" not in stdout[tmp_path / "all"]
+    assert "answers_dropped" not in json.loads((tmp_path / "all" / "_summary.json").read_text())
     assert len(rows) == 4
     p = {r["id"]: r["p"] for r in rows}
     for r in rows:
@@ -268,6 +277,20 @@ def test_the_filter_example_keeps_rows_by_score(sluice, four, tmp_path):
     kept = run(tmp_path / "kept", threshold=cut)
     assert sorted(r["id"] for r in kept) == sorted(i for i, v in p.items() if v >= cut)
     assert 0 < len(kept) < 4
+    # The rows the filter dropped were answered too: their choices (the
+    # same greedy answers as in the run that kept all) are counted apart,
+    # where the answers: line counted the written rows alone.
+    kept_ids = {r["id"] for r in kept}
+    want = {}
+    for name, among in (("answers", [r for r in rows if r["id"] in kept_ids]),
+                        ("answers_dropped", [r for r in rows if r["id"] not in kept_ids])):
+        want[name] = {c: sum(r["caption"] == c for r in among) for c in ("yes", "no")}
+    summary = json.loads((tmp_path / "kept" / "_summary.json").read_text())
+    assert summary["answers"] == {"caption": want["answers"]}, summary
+    assert summary["answers_dropped"] == {"caption": want["answers_dropped"]}, summary
+    assert f"answers: {line(want['answers'])}\n" in stdout[tmp_path / "kept"]
+    assert (f"answers dropped by a stage (not written): {line(want['answers_dropped'])}\n"
+            in stdout[tmp_path / "kept"]), stdout[tmp_path / "kept"]
     tasks = tmp_path / "tasks.json"
     tasks.write_text(json.dumps({"style": {"prompt": "Which?", "choices": ["photo", "drawing"]}}))
     stage = json.dumps({"lua": str(example.parent / "keep_if.lua"), "after": "engine",

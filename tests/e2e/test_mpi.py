@@ -134,21 +134,37 @@ def test_parquet_output_of_a_manifest_loses_no_shard(mpi, inputs, tmp_path):
 
 def test_the_answers_of_every_rank_are_counted(mpi, inputs, tmp_path):
     """With --choices, _summary.json's answers (and the console's line) count
-    the rows of every rank: rank 0 sums what each part's commit carried."""
+    the rows of every rank: rank 0 sums what each part's commit carried. So
+    do its answers_dropped, the choices of the rows a stage dropped (here
+    those whose id's bytes sum to an odd number)."""
     out = tmp_path / "out"
+    stage = tmp_path / "drop_odd.lua"
+    stage.write_text("function process(row)\n"
+                     "  local s = 0\n"
+                     "  for i = 1, #row.id do s = s + row.id:byte(i) end\n"
+                     "  if s % 2 == 1 then return nil end\n"
+                     "  return row\n"
+                     "end\n")
     r = subprocess.run(mpirun_args(3) + caption_args(mpi, inputs, out, "--input-shard-size", "4",
                                                      "--shard-rows", "6", "--choices",
-                                                     "yes,no,maybe"),
+                                                     "yes,no,maybe", "--stage",
+                                                     json.dumps({"lua": str(stage),
+                                                                 "after": "engine"})),
                        capture_output=True, text=True, timeout=900, env=mpi_env())
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     rows = [v[0] for v in rows_by_id(out).values()]
-    assert len(rows) == len(expected_ids(inputs))
+    kept = {i for i in expected_ids(inputs) if sum(i.encode()) % 2 == 0}
+    dropped = len(expected_ids(inputs)) - len(kept)
+    assert {row["id"] for row in rows} == kept and dropped > 0
     assert len({row["_part"] for row in rows}) > 3  # parts of several ranks
     taken = {c: sum(row["caption"] == c for row in rows) for c in ("yes", "no", "maybe")}
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["answers"] == {"caption": taken}, (summary["answers"], taken)
     line = ", ".join(f"{c} {n} ({100 * n / len(rows):.0f}%)" for c, n in taken.items())
     assert f"answers: {line}\n" in r.stdout, r.stdout[-2000:]
+    assert summary["rows"]["dropped"] == dropped, summary["rows"]
+    assert sum(summary["answers_dropped"]["caption"].values()) == dropped, summary
+    assert "answers dropped by a stage (not written): " in r.stdout, r.stdout[-2000:]
 
 
 def test_the_failures_of_every_rank_are_listed(mpi, inputs, tmp_path):
