@@ -2332,12 +2332,13 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
     }
     /* Ids from names, tar keys or custom_id: an option that would change
      * nothing is a mistake to say, not to ignore. The kind says (a new one
-     * must), not a list of names here. */
+     * must), not a list of names here. "none" asks for those ids: it
+     * cancels a job file's id_column for such inputs. */
     const source_kind *kind = st == SL_OK && src->kind_name ? kind_named(src->kind_name) : NULL;
-    if (kind && params->id_column && !kind->columns)
+    if (kind && params->id_column && strcmp(params->id_column, "none") != 0 && !kind->columns)
         st = sl_fail(SL_ERR_INVALID_ARG, "--id-column names a column of a manifest, Parquet or "
                                          "Arrow file; '%s' is %s, whose rows have no columns to "
-                                         "take an id from: drop --id-column",
+                                         "take an id from: drop --id-column, or set it to none",
                      src->files[0], kind_words(src->kind_name));
     if (st == SL_OK && (params->n_include || params->n_exclude) &&
         strcmp(src->kind_name, "folder") != 0)
@@ -2375,6 +2376,8 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
 }
 
 const char *sl_source_kind(const sl_source *src) { return src->kind_name; }
+
+bool sl_source_rows_have_columns(const sl_source *src) { return src->kind->columns; }
 
 bool sl_source_reads_lines(const sl_source *src)
 {

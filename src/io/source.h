@@ -168,6 +168,9 @@ const char *sl_source_kind(const sl_source *src);
 /* True when rows are read as lines or records (JSONL, a JSON array, CSV, a
  * batch file): the kinds max_line_bytes bounds. */
 bool sl_source_reads_lines(const sl_source *src);
+/* True when rows have columns --id-column can name (manifests, Parquet,
+ * Arrow); false where ids are paths, tar keys or custom_id. */
+bool sl_source_rows_have_columns(const sl_source *src);
 /* True when some ids name a folder above their input file, or which input
  * folder they are in (inputs in several folders): ids that sluice before
  * this rule made from base names alone, so a resume ledger of such a job

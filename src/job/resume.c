@@ -143,8 +143,9 @@ static char *fingerprint(const job *j, bool served_model_key, bool as_typed, boo
     fp_add(&t, "image_column", job_json_text(p->image_column));
     fp_add(&t, "prompt_column", job_json_text(p->prompt_column));
     /* Only when set: a job without it keeps the fingerprint (and the ids)
-     * it had before the option. */
-    if (p->id_column)
+     * it had before the option. Inputs without columns take none (their
+     * ids are paths and keys whatever it says: "none" alone passes). */
+    if (p->id_column && sl_source_rows_have_columns(j->src))
         fp_add(&t, "id_column", job_json_text(p->id_column));
     fp_add(&t, "allow_file_urls", json_boolean(p->allow_file_urls));
     fp_add(&t, "input_shard", json_pack("[I,I,I]", (json_int_t)p->input_shard_index,

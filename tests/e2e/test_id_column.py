@@ -276,6 +276,30 @@ def test_inputs_without_columns_refuse_it(sluice, tmp_path):
         r = dry(sluice, inputs, out, "--id-column", "uid")
         assert r.returncode == 2, r.stderr[-2000:]
         assert (f"--id-column names a column of a manifest, Parquet or Arrow file; '{inputs}' "
-                f"is {kind}, whose rows have no columns to take an id from: drop --id-column"
-                ) in r.stderr, r.stderr[-2000:]
+                f"is {kind}, whose rows have no columns to take an id from: drop --id-column, "
+                "or set it to none") in r.stderr, r.stderr[-2000:]
         assert not (out / "part-00000.jsonl").exists()
+
+
+def test_none_cancels_a_job_files_id_column_for_inputs_without_columns(sluice, tmp_path):
+    """A job file written for manifests (input.id_column: uid) could not be
+    run over a folder: --id-column none, which asks for the ids a folder has
+    anyway, was refused as the column was. It now runs, with the folder's
+    ids, and the folder resumes with or without it (the option is no part
+    of its fingerprint)."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k in range(2):
+        (folder / f"{k}.jpg").write_bytes(JPEGS[k].read_bytes())
+    job = tmp_path / "job.yaml"
+    job.write_text("version: 1\ninput:\n  id_column: uid\n")
+    out = tmp_path / "out"
+    r = sluice.run("run", job, folder, "-o", out, "--dry-run", *QUIET)
+    assert r.returncode == 2 and ("job.yaml:3:14: input.id_column names a column" in r.stderr and
+                                  "drop input.id_column, or set it to none" in r.stderr), r.stderr
+    r = sluice.run("run", job, folder, "-o", out, "--dry-run", "--id-column", "none", "--limit", "1",
+                   *QUIET)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = dry(sluice, folder, out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(row["id"] for row in jsonl_rows(out)) == ["0.jpg", "1.jpg"]
