@@ -233,6 +233,26 @@ def test_a_prefix_of_a_datasets_files_is_read_as_the_local_folder_is(store, slui
     assert f"input folder 's3://{bucket}/ds/' holds no {other} files" in r.stderr, r.stderr
 
 
+def test_hive_partitions_under_a_prefix_are_columns(store, sluice, tmp_path):
+    """A partitioned table in a bucket (s3://b/t.parquet/lang=en/...) gives
+    its rows the partition columns as a local folder does, the prefix named
+    with or without its '/'; the bucket's own folders above it give none."""
+    env, client = store
+    client.create_bucket(Bucket="hive")
+    image = "s3://hive/img/a.jpg"
+    client.put_object(Bucket="hive", Key="img/a.jpg", Body=sample_images()[0].read_bytes())
+    for folder in ("lang=en", "lang=pt%20BR", "lang=__HIVE_DEFAULT_PARTITION__"):
+        client.put_object(Bucket="hive", Key=f"run=7/t.parquet/{folder}/part-0.parquet",
+                          Body=dataset_file("parquet", image, "x"))
+    for name in ("s3://hive/run=7/t.parquet/", "s3://hive/run=7/t.parquet"):
+        out = tmp_path / f"o{len(name)}"
+        r = caption_env(sluice, env, name, "-o", out, "--dry-run")
+        assert r.returncode == 0, r.stderr[-3000:]
+        rows = read_rows(out)
+        assert sorted((row["lang"] or "", "run" in row) for row in rows) == \
+            [("", False), ("en", False), ("pt BR", False)], rows
+
+
 def test_a_name_without_its_slash_is_the_prefix_when_no_object_has_it(store, sluice, tmp_path):
     """s3://b/data with no object 'data' but objects under data/ is the
     folder data/, as `aws s3 ls` and pyarrow take it, under --input-format
