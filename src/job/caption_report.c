@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "job/batch.h"
@@ -370,6 +371,21 @@ sl_status caption_report_running(const sl_caption_params *p, const char *dir)
     return st;
 }
 
+/* Whether the file at path holds `mark`: what an older sluice wrote under
+ * its name held it. Unreadable, or past 64 MiB (no summary was): no. */
+static bool older_sluices(const char *path, const char *mark)
+{
+    uint8_t *data;
+    size_t len, mark_len = strlen(mark);
+    if (sl_read_file(path, (uint64_t)64 << 20, &data, &len) != SL_OK)
+        return false;
+    bool found = false;
+    for (size_t at = 0; !found && at + mark_len <= len; at++)
+        found = data[at] == (uint8_t)mark[0] && memcmp(data + at, mark, mark_len) == 0;
+    sl_free(data);
+    return found;
+}
+
 sl_status caption_report_write(const caption_report *r)
 {
     json_t *summary = summary_json(r);
@@ -382,13 +398,17 @@ sl_status caption_report_write(const caption_report *r)
     /* Until 2026-12 the three were named without the '_': a rerun over such
      * a folder would leave them stale beside the new ones, and readers given
      * the folder (pandas.read_parquet) fail on them. sluice wrote those names
-     * and replaced them at the end of every run; now it removes them. */
-    static const char *const old_names[] = {"summary.json", "report.html", "metrics.prom"};
+     * and replaced them at the end of every run; now it removes them, when
+     * they hold what every older sluice wrote there: a file of the user's
+     * by one of those names is not ours to remove. */
+    static const char *const old_names[][2] = {{"summary.json", "\"report.html\""},
+                                               {"report.html", "<title>sluice report</title>"},
+                                               {"metrics.prom", "sluice_"}};
     for (size_t i = 0; st == SL_OK && i < sizeof old_names / sizeof *old_names; i++) {
-        char *old = sl_asprintf("%s/%s", r->dir, old_names[i]);
-        if (old && remove(old) != 0 && errno != ENOENT)
+        char *old = sl_asprintf("%s/%s", r->dir, old_names[i][0]);
+        if (old && older_sluices(old, old_names[i][1]) && remove(old) != 0 && errno != ENOENT)
             sl_log(SL_LOG_WARN, "cannot remove '%s', an older sluice's name for _%s: %s", old,
-                   old_names[i], strerror(errno));
+                   old_names[i][0], strerror(errno));
         sl_free(old);
     }
     return st;

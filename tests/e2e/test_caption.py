@@ -538,14 +538,29 @@ def test_a_rerun_removes_an_older_sluices_report_names(sluice, tmp_path):
     out = tmp_path / "out"
     args = ("--format", "parquet", "--max-tokens", "2", "--metrics-addr", "off")
     assert sluice.caption(inputs, out, *args).returncode == 0
-    for old in ("summary.json", "report.html", "metrics.prom"):
-        (out / old).write_text("written by an older sluice")
+    # What every older sluice wrote there: its summary named its report,
+    # its report had its title, its metrics sluice_'s names.
+    older = {"summary.json": (out / "_summary.json").read_text().replace("_report.html", "report.html"),
+             "report.html": (out / "_report.html").read_text(),
+             "metrics.prom": (out / "_metrics.prom").read_text()}
+    assert '"report.html"' in older["summary.json"]
+    for old, text in older.items():
+        (out / old).write_text(text)
     shutil.copy(SAMPLES / "variants" / "chelsea_thumb48.jpg", inputs / "b.jpg")
     r = sluice.caption(inputs, out, *args)
     assert r.returncode == 0, r.stderr
     left = sorted(p.name for p in out.iterdir() if not p.name.startswith("part-"))
     assert left == ["_metrics.prom", "_report.html", "_sluice_ledger.sqlite", "_summary.json"], left
     assert sorted(pandas.read_parquet(out)["id"]) == ["a.jpg", "b.jpg"]
+    # A user's own files by those names are not an older sluice's: they stay
+    # (every run removed them, even in a new folder; found by helper rev17).
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for old in older:
+        (mine / old).write_text(f"the user's own {old}\n")
+    assert sluice.caption(inputs, mine, *args).returncode == 0
+    for old in older:
+        assert (mine / old).read_text() == f"the user's own {old}\n"
 
 
 def test_every_endpoints_file_is_kept(sluice, tmp_path):
