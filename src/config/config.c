@@ -133,7 +133,8 @@ static const opt opts[] = {
      .help = "folder, file, jsonl, json (an array), csv, webdataset, parquet, arrow (~ or auto: "
              "by name) or openai-batch"},
     {"input.include", "include", 0, K_LIST, 0, .list = L_INCLUDE, .max_items = 64, .arg = "GLOB",
-     .help = "folders: only relative paths matching one of these"},
+     .help = "folders (images, or a dataset's files): only relative paths matching one of "
+             "these"},
     {"input.exclude", "exclude", 0, K_LIST, 0, .list = L_EXCLUDE, .max_items = 64, .arg = "GLOB",
      .help = "folders: skip relative paths matching one of these"},
     {"input.image_column", "image-column", 0, K_STR, AT(p.image_column),

@@ -1675,6 +1675,7 @@ static sl_status expand_hf(const char *ref, const sl_source_params *p, char ***o
 typedef struct dataset_files {
     const char *kind;
     bool forced; /* by --input-format: a .json file may be JSON lines (Spark's) */
+    const sl_source_params *p; /* its --include and --exclude */
 } dataset_files;
 
 static bool is_dataset_file(const char *rel, void *user)
@@ -1684,8 +1685,10 @@ static bool is_dataset_file(const char *rel, void *user)
         return false;
     const char *k = kind_by_name(rel);
     bool json = strcmp(d->kind, "json") == 0 || strcmp(d->kind, "jsonl") == 0;
-    return k && (strcmp(k, d->kind) == 0 ||
-                 (d->forced && json && (strcmp(k, "json") == 0 || strcmp(k, "jsonl") == 0)));
+    return k &&
+           (strcmp(k, d->kind) == 0 ||
+            (d->forced && json && (strcmp(k, "json") == 0 || strcmp(k, "jsonl") == 0))) &&
+           sl_glob_filter(rel, d->p->include, d->p->n_include, d->p->exclude, d->p->n_exclude);
 }
 
 /* The kind --input-format names; NULL for auto (each input's by its name). */
@@ -1855,14 +1858,19 @@ static char *s3_input_name(const char *url, bool one, const sl_source_params *p)
 /* A dataset's folder (local, or an s3:// prefix) as the files of its kind
  * under it, in the order a folder is walked (byte-wise sorted, depth
  * first). */
-static sl_status add_dataset_folder(const char *dir, const char *kind, bool forced, char ***out,
-                                    char ***hf, size_t *nout, size_t *cap)
+static sl_status add_dataset_folder(const char *dir, const char *kind, const sl_source_params *p,
+                                    char ***out, char ***hf, size_t *nout, size_t *cap)
 {
-    dataset_files want = {kind, forced};
+    bool forced = forced_kind(p) != NULL;
+    dataset_files want = {kind, forced, p};
     size_t before = *nout;
     sl_status st = sl_s3_is_url(dir) ? add_prefix_files(dir, &want, out, hf, nout, cap)
                                      : add_folder_files(dir, &want, out, hf, nout, cap);
-    if (st == SL_OK && *nout == before)
+    if (st == SL_OK && *nout == before && (p->n_include || p->n_exclude))
+        st = sl_fail(SL_ERR_INVALID_ARG, "input folder '%s' holds no %s files that --include and "
+                                         "--exclude let through: their globs match paths below "
+                                         "the folder ('lang=en/*', '*/part-0000*')", dir, kind);
+    else if (st == SL_OK && *nout == before)
         st = sl_fail(SL_ERR_INVALID_ARG, "input folder '%s' holds no %s files (%s)", dir, kind,
                      forced ? "--input-format names the kind of the files under it: give the "
                               "kind they are, or leave it out for a folder of images"
@@ -1972,7 +1980,7 @@ static sl_status expand_inputs(const char *const *inputs, size_t n, const sl_sou
                 const char *dataset = name ? dataset_folder_kind(name, p) : NULL;
                 size_t before = nout;
                 st = !name      ? sl_fail(SL_ERR_NOMEM, "out of memory expanding the inputs")
-                     : dataset ? add_dataset_folder(name, dataset, forced_kind(p) != NULL, &out,
+                     : dataset ? add_dataset_folder(name, dataset, p, &out,
                                                     &hf, &nout, &cap)
                                : add_file(&out, &hf, &nout, &cap, name, NULL);
                 if (st == SL_OK && dataset) {
@@ -2341,8 +2349,9 @@ sl_status sl_source_open(const char *const *inputs, size_t n, const sl_source_pa
                                          "take an id from: drop --id-column, or set it to none",
                      src->files[0], kind_words(src->kind_name));
     if (st == SL_OK && (params->n_include || params->n_exclude) &&
-        strcmp(src->kind_name, "folder") != 0)
-        st = sl_fail(SL_ERR_INVALID_ARG, "--include and --exclude filter folders; '%s' is %s",
+        strcmp(src->kind_name, "folder") != 0 && !src->below)
+        st = sl_fail(SL_ERR_INVALID_ARG, "--include and --exclude filter folders (of images, or "
+                                         "a dataset's files); '%s' is %s",
                      src->files[0], kind_words(src->kind_name));
     if (st == SL_OK && params->take_shard && (params->shard_peers < 1 || params->shard_size == 0))
         st = sl_fail(SL_ERR_INVALID_ARG, "shards handed out at run time need shard_peers >= 1 "

@@ -880,6 +880,38 @@ def test_hive_partition_folders_are_columns(sluice, tmp_path):
         assert got == {**want, 6: ("de", "its own")}, (fmt, got)
 
 
+def test_include_and_exclude_choose_a_datasets_files(sluice, tmp_path):
+    """--include/--exclude filtered folders of images alone; a dataset's
+    folder was refused ("filter folders"), so reading one partition meant
+    naming its folder, which loses its column. They now choose the files
+    under a dataset's folder by their paths below it, the partition columns
+    kept; none left is exit 2 naming the globs' role; a file named alone is
+    still refused."""
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    table = pa.table({"path": [str(imgs[k % len(imgs)]) for k in range(6)], "n": list(range(6)),
+                      "lang": ["en", "fr", "de", "en", "fr", "de"]})
+    ds = tmp_path / "table.parquet"
+    pq.write_to_dataset(table, ds, partition_cols=["lang"])
+
+    def langs(out, *args):
+        r = sluice.run("caption", ds, "-o", tmp_path / out, "--dry-run", "--metrics-addr", "off",
+                       "-q", *args)
+        assert r.returncode == 0, r.stderr
+        return sorted((row["lang"], row["n"]) for row in
+                      (json.loads(line) for f in sorted((tmp_path / out).glob("*.jsonl"))
+                       for line in f.read_text().splitlines()))
+
+    assert langs("en", "--include", "lang=en/*") == [("en", 0), ("en", 3)]
+    assert langs("not-de", "--exclude", "lang=de/*") == \
+        [("en", 0), ("en", 3), ("fr", 1), ("fr", 4)]
+    r = sluice.run("caption", ds, "-o", tmp_path / "none", "--dry-run", "--include", "lang=xx/*")
+    assert r.returncode == 2 and "holds no parquet files that --include and --exclude let through" \
+        in r.stderr, r.stderr
+    one = next((ds / "lang=en").glob("*.parquet"))
+    r = sluice.run("caption", one, "-o", tmp_path / "file", "--dry-run", "--include", "*")
+    assert r.returncode == 2 and "--include and --exclude filter folders" in r.stderr, r.stderr
+
+
 def test_passed_through_reals_are_their_shortest_text(sluice, tmp_path):
     """A double column's 19.99 came out in the JSONL as 19.989999999999998
     and a float column's 0.1 as 0.10000000149011612 (jansson's 17 digits,
