@@ -131,6 +131,19 @@ static void nul_in_the_text(void **state)
     openai_stream_free(&s);
 }
 
+/* An answer with a byte that is not UTF-8 fails as not JSON, saying so;
+ * the advice "(re-encode the file as UTF-8)" that followed was for a
+ * manifest's line, not a server's answer. */
+static void answer_not_utf8_is_said_as_the_servers(void **state)
+{
+    (void)state;
+    const char *body = "{\"choices\":[{\"message\":{\"content\":\"caf\xE9\"}}]}";
+    sl_result r;
+    char why[256];
+    assert_int_equal(openai_parse_completion(body, strlen(body), 100, 1, &r, why, sizeof why), OPENAI_ANSWER_BAD);
+    assert_string_equal(why, "the answer is not JSON (byte 0xe9 is not UTF-8, which JSON text must be)");
+}
+
 static void feed(openai_stream *s, const char *text, size_t piece)
 {
     sl_buf pending = {0};
@@ -282,6 +295,7 @@ static void stream_chunk_that_does_not_parse_fails(void **state)
         assert_int_equal(verdict_of(text, why, sizeof why), OPENAI_ANSWER_BAD);
         assert_non_null(strstr(why, "event 2 of its stream is not JSON ("));
         assert_non_null(strstr(why, "): its text would be lost"));
+        assert_null(strstr(why, "re-encode the file")); /* a server's, not the user's */
     }
     char why[512];
     assert_int_equal(verdict_of("data: {\"choices\":[{\"delta\":{\"content\":\"A cat\"}}]}\n\n"
@@ -828,6 +842,7 @@ int main(void)
         cmocka_unit_test(n_answers_come_back_in_index_order),
         cmocka_unit_test(completion_past_its_bound_fails),
         cmocka_unit_test(nul_in_the_text),
+        cmocka_unit_test(answer_not_utf8_is_said_as_the_servers),
         cmocka_unit_test(stream_reads_the_same_in_any_pieces),
         cmocka_unit_test(stream_past_its_bound_fails),
         cmocka_unit_test(logprobs_are_kept_whole_and_joined_from_a_stream),
