@@ -28,6 +28,16 @@ static size_t utf8_char_len(const unsigned char *s, size_t n)
     return len;
 }
 
+/* Whether the 3-byte character at s is a bidirectional embedding, override
+ * or isolate (U+202A-U+202E, U+2066-U+2069): printed, one reorders the rest
+ * of the line on a terminal that lays out right-to-left text, so that
+ * "photo\u202Egpj.exe" reads "photoexe.jpg" (Trojan Source). */
+static bool is_bidi_control(const unsigned char *s)
+{
+    return s[0] == 0xE2 && ((s[1] == 0x80 && s[2] >= 0xAA && s[2] <= 0xAE) ||
+                            (s[1] == 0x81 && s[2] >= 0xA6 && s[2] <= 0xA9));
+}
+
 size_t printer_put_text(FILE *f, const char *text, size_t max, bool keep_lines)
 {
     const unsigned char *s = (const unsigned char *)(text ? text : "(null)");
@@ -43,6 +53,8 @@ size_t printer_put_text(FILE *f, const char *text, size_t max, bool keep_lines)
             fputc(s[i], f);
         else if (len == 2 && s[i] == 0xC2 && s[i + 1] < 0xA0) /* C1 control (U+0080-U+009F) */
             fprintf(f, "\\u%04X", s[i + 1]);
+        else if (len == 3 && is_bidi_control(s + i))
+            fprintf(f, "\\u%04X", 0x2000 | (s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F));
         else if (len > 1)
             fwrite(s + i, 1, len, f);
         else /* a control or an invalid byte */
