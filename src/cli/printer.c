@@ -28,29 +28,73 @@ static size_t utf8_char_len(const unsigned char *s, size_t n)
     return len;
 }
 
+/* Whether the 3-byte character at s is a bidirectional embedding, override
+ * or isolate (U+202A-U+202E, U+2066-U+2069): printed, one reorders the rest
+ * of the line on a terminal that lays out right-to-left text, so that
+ * "photo\u202Egpj.exe" reads "photoexe.jpg" (Trojan Source). */
+static bool is_bidi_control(const unsigned char *s)
+{
+    return s[0] == 0xE2 && ((s[1] == 0x80 && s[2] >= 0xAA && s[2] <= 0xAE) ||
+                            (s[1] == 0x81 && s[2] >= 0xA6 && s[2] <= 0xA9));
+}
+
+/* The terminal columns the valid character at s[0..len) takes, as
+ * wcwidth() has them for the common cases (the CLI sets no locale for
+ * wcwidth to work in): 2 for East Asian wide and fullwidth characters and
+ * emoji (a 猫 or a 😀), 0 for combining marks (the accent of an NFD é)
+ * and zero-width ones, else 1. */
+static size_t columns_of(const unsigned char *s, size_t len)
+{
+    uint32_t cp = len == 2   ? (uint32_t)(s[0] & 0x1F) << 6 | (s[1] & 0x3F)
+                  : len == 3 ? (uint32_t)(s[0] & 0x0F) << 12 | (uint32_t)(s[1] & 0x3F) << 6 | (s[2] & 0x3F)
+                             : (uint32_t)(s[0] & 0x07) << 18 | (uint32_t)(s[1] & 0x3F) << 12 |
+                                   (uint32_t)(s[2] & 0x3F) << 6 | (s[3] & 0x3F);
+    static const uint32_t zero[][2] = {{0x0300, 0x036F}, {0x1AB0, 0x1AFF}, {0x1DC0, 0x1DFF},
+                                       {0x200B, 0x200F}, {0x20D0, 0x20FF}, {0xFE00, 0xFE0F},
+                                       {0xFE20, 0xFE2F}};
+    static const uint32_t wide[][2] = {
+        {0x1100, 0x115F}, {0x2E80, 0x303E}, {0x3041, 0x33FF}, {0x3400, 0x4DBF},
+        {0x4E00, 0x9FFF}, {0xA000, 0xA4CF}, {0xAC00, 0xD7A3}, {0xF900, 0xFAFF},
+        {0xFE30, 0xFE4F}, {0xFF00, 0xFF60}, {0xFFE0, 0xFFE6}, {0x1F300, 0x1F64F},
+        {0x1F900, 0x1F9FF}, {0x20000, 0x3FFFD}};
+    for (size_t k = 0; k < sizeof zero / sizeof *zero; k++)
+        if (cp >= zero[k][0] && cp <= zero[k][1])
+            return 0;
+    for (size_t k = 0; k < sizeof wide / sizeof *wide; k++)
+        if (cp >= wide[k][0] && cp <= wide[k][1])
+            return 2;
+    return 1;
+}
+
 size_t printer_put_text(FILE *f, const char *text, size_t max, bool keep_lines)
 {
     const unsigned char *s = (const unsigned char *)(text ? text : "(null)");
-    size_t n = strlen((const char *)s), chars = 0;
+    size_t n = strlen((const char *)s), cols = 0;
     for (size_t i = 0; i < n;) {
         if (i >= max) {
-            fprintf(f, "\u2026 (%zu bytes more)", n - i);
-            return chars + 1;
+            int w = fprintf(f, "\u2026 (%zu bytes more)", n - i);
+            return cols + (w > 2 ? (size_t)w - 2 : 0); /* the ellipsis is 3 bytes, 1 column */
         }
         size_t len = s[i] < 0x80 ? 1 : utf8_char_len(s + i, n - i);
         bool plain = s[i] >= 0x20 && s[i] != 0x7F;
-        if (len == 1 && (plain || (keep_lines && (s[i] == '\n' || s[i] == '\t'))))
+        int escaped = 0;
+        if (len == 1 && (plain || (keep_lines && (s[i] == '\n' || s[i] == '\t')))) {
             fputc(s[i], f);
-        else if (len == 2 && s[i] == 0xC2 && s[i + 1] < 0xA0) /* C1 control (U+0080-U+009F) */
-            fprintf(f, "\\u%04X", s[i + 1]);
-        else if (len > 1)
+            cols++;
+        } else if (len == 2 && s[i] == 0xC2 && s[i + 1] < 0xA0) { /* C1 control (U+0080-U+009F) */
+            escaped = fprintf(f, "\\u%04X", s[i + 1]);
+        } else if (len == 3 && is_bidi_control(s + i)) {
+            escaped = fprintf(f, "\\u%04X", 0x2000 | (s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F));
+        } else if (len > 1) {
             fwrite(s + i, 1, len, f);
-        else /* a control or an invalid byte */
-            fprintf(f, "\\x%02X", s[i]);
+            cols += columns_of(s + i, len);
+        } else { /* a control or an invalid byte */
+            escaped = fprintf(f, "\\x%02X", s[i]);
+        }
+        cols += escaped > 0 ? (size_t)escaped : 0;
         i += len ? len : 1;
-        chars++;
     }
-    return chars;
+    return cols;
 }
 
 /* Erases the progress block so a row's line does not land inside it. */

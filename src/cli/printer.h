@@ -39,9 +39,11 @@ typedef struct printer {
  * to f so that it cannot drive the terminal: ESC and the other control
  * bytes (which can recolour, retitle or redraw the screen), DEL and the C1
  * controls go out as \xNN / \u00NN, as does any byte that is not valid
- * UTF-8; newlines and tabs stay when keep_lines. Past max bytes the rest is
- * cut: "\u2026 (N bytes more)". Returns the characters written (escapes
- * count one), for padding. NULL prints "(null)". */
+ * UTF-8, and the bidirectional overrides and isolates (which reorder the
+ * line) as \u202E, ...; newlines and tabs stay when keep_lines. Past max bytes the rest is
+ * cut: "\u2026 (N bytes more)". Returns the terminal columns written (a
+ * CJK character or an emoji two, a combining accent none, an escape its
+ * length), for padding. NULL prints "(null)". */
 size_t printer_put_text(FILE *f, const char *text, size_t max, bool keep_lines);
 
 /* Takes the library's log sink too (sl_log_set_callback). */

@@ -472,8 +472,13 @@ void sl_json_explain(json_error_t *err)
         snprintf(err->text, sizeof err->text,
                  "a string holds \\u0000 (NUL), which sluice does not take");
     else if (sscanf(err->text, "unable to decode byte 0x%x", &byte) == 1) /* Latin-1 text, say */
-        snprintf(err->text, sizeof err->text, "byte 0x%02x is not UTF-8, which JSON text must be "
-                 "(re-encode the file as UTF-8)", byte);
+        snprintf(err->text, sizeof err->text, "byte 0x%02x is not UTF-8, which JSON text must be",
+                 byte);
+}
+
+const char *sl_json_file_hint(const json_error_t *err)
+{
+    return json_error_code(err) == json_error_invalid_utf8 ? " (re-encode the file as UTF-8)" : "";
 }
 
 static json_t *load_data(const char *text, size_t len, size_t flags, bool huge_digits, json_error_t *err)

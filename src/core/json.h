@@ -61,6 +61,11 @@ json_t *sl_json_load_digits(const char *text, size_t len, size_t flags, json_err
  * then). */
 void sl_json_explain(json_error_t *err);
 
+/* " (re-encode the file as UTF-8)" when err is a byte that is not UTF-8,
+ * else "": for a message about a file's JSON, which its user can fix so;
+ * a server's answer or a stage's value is not theirs to re-encode. */
+const char *sl_json_file_hint(const json_error_t *err);
+
 /* What a JSON value is, for messages: "an array", "a string", "a number",
  * "true", "false", "null" (an object: "an object"). */
 const char *sl_json_kind(const json_t *v);

@@ -351,7 +351,7 @@ sl_status sl_batch_parse(const char *text, size_t len, sl_batch_req *req, char *
     sl_status st = SL_OK;
     if (!line) {
         sl_json_explain(&jerr);
-        st = bad(err, errlen, "invalid JSON: %s", jerr.text);
+        st = bad(err, errlen, "invalid JSON: %s%s", jerr.text, sl_json_file_hint(&jerr));
         /* A line jansson refuses only for an integer past 64 bits (a seed
          * of 2^70) is otherwise whole: its failed row keeps its custom_id,
          * found by reading the numbers as reals. */

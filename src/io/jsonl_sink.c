@@ -64,12 +64,59 @@ static int append(const char *data, size_t len, void *arg)
     return -1;
 }
 
+/* The escape of the line end at d[i] (U+0085, U+2028 or U+2029) and its
+ * bytes in *n; NULL when d[i] starts none. */
+static const char *line_end_at(const uint8_t *d, size_t i, size_t len, size_t *n)
+{
+    if (d[i] == 0xC2 && i + 1 < len && d[i + 1] == 0x85) {
+        *n = 2;
+        return "\\u0085";
+    }
+    if (d[i] == 0xE2 && i + 2 < len && d[i + 1] == 0x80 && (d[i + 2] == 0xA8 || d[i + 2] == 0xA9)) {
+        *n = 3;
+        return d[i + 2] == 0xA8 ? "\\u2028" : "\\u2029";
+    }
+    return NULL;
+}
+
+/* buf[from..) with U+0085, U+2028 and U+2029 written as \u escapes:
+ * Python's str.splitlines() ends a line at each (and JavaScript before
+ * ES2019 at the last two), so a row holding one raw was two lines there
+ * (`read_text().splitlines()`, a common way to read JSONL). JSON's
+ * structure is ASCII: these bytes are only ever inside a string. False
+ * when out of memory. */
+static bool escape_line_ends(sl_buf *buf, size_t from)
+{
+    size_t i = from, n;
+    while (i < buf->len && !line_end_at(buf->data, i, buf->len, &n))
+        i++;
+    if (i == buf->len)
+        return true; /* the usual row: nothing to copy */
+    sl_buf out = {0};
+    bool ok = sl_buf_reserve(&out, 2 * (buf->len - from));
+    for (size_t run = from; ok && run < buf->len;) {
+        const char *esc = NULL;
+        for (i = run; i < buf->len && !(esc = line_end_at(buf->data, i, buf->len, &n)); i++)
+            ;
+        ok = sl_buf_append(&out, buf->data + run, i - run) && (!esc || sl_buf_append(&out, esc, 6));
+        run = esc ? i + n : i;
+    }
+    buf->len = from;
+    ok = ok && sl_buf_append(buf, out.data, out.len);
+    sl_buf_free(&out);
+    return ok;
+}
+
 sl_status sl_jsonl_dump(const json_t *o, sl_buf *buf, const char *where)
 {
     size_t mark = buf->len;
     dump_to to = {buf, false};
-    if (sl_json_dump_callback(o, JSON_COMPACT, append, &to) == 0)
-        return SL_OK;
+    if (sl_json_dump_callback(o, JSON_COMPACT, append, &to) == 0) {
+        if (escape_line_ends(buf, mark))
+            return SL_OK;
+        buf->len = mark;
+        return sl_fail(SL_ERR_NOMEM, "out of memory writing to '%s'", where);
+    }
     buf->len = mark; /* nothing of it was added */
     return to.nomem ? sl_fail(SL_ERR_NOMEM, "out of memory writing to '%s'", where)
                     : sl_fail(SL_ERR_INVALID_ARG, "a row cannot be written as JSON to '%s'", where);

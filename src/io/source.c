@@ -1413,7 +1413,7 @@ static sl_status manifest_next(source_reader *r, sl_source_item *item, bool *don
                                     JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!row || !json_is_object(row) || json_object_size(row) > r->p->max_columns) {
         if (!row)
-            snprintf(err, sizeof err, "invalid JSON: %s", jerr.text);
+            snprintf(err, sizeof err, "invalid JSON: %s%s", jerr.text, sl_json_file_hint(&jerr));
         else if (!json_is_object(row))
             snprintf(err, sizeof err, "not a JSON object but %s", sl_json_kind(row));
         else

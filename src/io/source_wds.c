@@ -464,7 +464,8 @@ static sl_status add_member(source_reader *r, const char *name, const char *ext,
                 sl_source_item_fail(s, "%s: member '%s': not a JSON object but %s", r->file, name,
                                     sl_json_kind(o));
             else if (!s->error)
-                sl_source_item_fail(s, "%s: member '%s': invalid JSON: %s", r->file, name, jerr.text);
+                sl_source_item_fail(s, "%s: member '%s': invalid JSON: %s%s", r->file, name,
+                                    jerr.text, sl_json_file_hint(&jerr));
         } else {
             json_object_update(s->extra, o);
         }

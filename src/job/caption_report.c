@@ -12,6 +12,7 @@
 #include "core/file.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/utf8.h"
 #include "job/batch.h"
 #include "job/caption_report.h"
 #include "job/job.h"
@@ -185,16 +186,27 @@ static json_t *summary_json(const caption_report *r)
 
 /* --- _report.html ------------------------------------------------------------------- */
 
+/* s as HTML text of a UTF-8 page: an error names its input as the bytes
+ * it is (a Latin-1 file name), so each byte that is not UTF-8 is written
+ * as U+FFFD, as the row's JSON has it. */
 static void put_escaped(FILE *fp, const char *s)
 {
-    for (; s && *s; s++) {
-        switch (*s) {
-        case '<': fputs("&lt;", fp); break;
-        case '>': fputs("&gt;", fp); break;
-        case '&': fputs("&amp;", fp); break;
-        case '"': fputs("&quot;", fp); break;
-        case '\'': fputs("&#39;", fp); break;
-        default: fputc(*s, fp);
+    size_t len = s ? strlen(s) : 0;
+    for (size_t i = 0; i < len;) {
+        size_t valid = i + sl_utf8_valid_prefix(s + i, len - i);
+        for (; i < valid; i++) {
+            switch (s[i]) {
+            case '<': fputs("&lt;", fp); break;
+            case '>': fputs("&gt;", fp); break;
+            case '&': fputs("&amp;", fp); break;
+            case '"': fputs("&quot;", fp); break;
+            case '\'': fputs("&#39;", fp); break;
+            default: fputc(s[i], fp);
+            }
+        }
+        if (i < len) {
+            fputs("\xEF\xBF\xBD", fp);
+            i++;
         }
     }
 }

@@ -18,13 +18,16 @@ enum { FIELD_MAX = 256 }; /* a longer run is no column name: kept as text */
 #define TEMPLATE_MAX_BYTES ((size_t)16 << 20)
 
 /* The length of the field name at s (after its '{'), up to its '}'; 0 when
- * s does not start a field. */
+ * s does not start a field. A byte past ASCII is part of a name: a CSV
+ * header or a DataFrame names columns in any language ({名前}, {café}),
+ * and such a field stayed in the prompt as text, braces and all. */
 static size_t field_len(const char *s)
 {
     size_t n = 0;
     while (n <= FIELD_MAX && s[n] &&
            ((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
-            (s[n] >= '0' && s[n] <= '9') || s[n] == '_' || s[n] == '.' || s[n] == '-'))
+            (s[n] >= '0' && s[n] <= '9') || s[n] == '_' || s[n] == '.' || s[n] == '-' ||
+            (unsigned char)s[n] >= 0x80))
         n++;
     return n > 0 && n <= FIELD_MAX && s[n] == '}' ? n : 0;
 }

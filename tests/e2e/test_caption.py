@@ -142,8 +142,9 @@ def test_terminal_lines_defang_what_the_data_holds(sluice, tmp_path):
     output keeps them whole."""
     img = sorted(SAMPLES.glob("*.jpg"))[0]
     ids = {"red": "r\x1b[31mRED\x1b[0m\x07", "title": "t\x1b]0;TITLE\x07\u009b2J",
-           "long": "L" * 500}
+           "long": "L" * 500, "bidi": "photo\u202egpj.exe \u2066\u2069 \u00e9\u732b"}
     rows = [{"id": ids["red"], "image": str(img)}, {"id": ids["long"], "image": str(img)},
+            {"id": ids["bidi"], "image": str(img)},
             {"id": ids["title"], "image": str(tmp_path / "missing.jpg")}]
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -151,8 +152,11 @@ def test_terminal_lines_defang_what_the_data_holds(sluice, tmp_path):
                        "--show", "5")
     assert r.returncode == 3, r.stderr
     for text in (r.stdout, r.stderr):
-        assert not any(c in text for c in "\x1b\x07\u009b"), repr(text)
+        assert not any(c in text for c in "\x1b\x07\u009b\u202e\u2066\u2069"), repr(text)
     assert "r\\x1B[31mRED\\x1B[0m\\x07 " in r.stdout, r.stdout
+    # A right-to-left override reordered the rest of the line on terminals
+    # that lay out bidirectional text; other characters past ASCII stay.
+    assert "photo\\u202Egpj.exe \\u2066\\u2069 \u00e9\u732b " in r.stdout, r.stdout
     assert "t\\x1B]0;TITLE\\x07\\u009B2J failed (decode)" in r.stderr, r.stderr
     assert "L" * 96 + "\u2026 (404 bytes more)" in r.stdout, r.stdout
     assert "L" * 97 not in r.stdout

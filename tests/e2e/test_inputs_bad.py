@@ -211,7 +211,8 @@ def test_json_rows_that_cannot_be_read_are_said_in_words(sluice, tmp_path):
     assert "JSON_ALLOW_NUL" not in errs["m.jsonl:1"] and "(NUL)" in errs["m.jsonl:1"], errs
     assert errs["m.jsonl:2"].endswith("m.jsonl:2: not a JSON object but a string"), errs
     assert errs["m.jsonl:3"].endswith("m.jsonl:3: not a JSON object but a number"), errs
-    assert "byte 0xe9 is not UTF-8" in errs["m.jsonl:4"], errs
+    assert errs["m.jsonl:4"].endswith("byte 0xe9 is not UTF-8, which JSON text must be "
+                                      "(re-encode the file as UTF-8)"), errs
     assert rows["m.jsonl:5"]["error"] is None
     arr = tmp_path / "arr.json"
     arr.write_text('[{"image": "a.jpg"}, 7, null]')

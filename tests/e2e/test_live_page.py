@@ -248,6 +248,26 @@ def test_summary_and_report_match_the_output(sluice, tmp_path):
     assert 'id="status"' not in report  # finished: no word of an early end
 
 
+def test_the_report_is_utf8_where_a_failed_file_name_is_not(sluice, tmp_path):
+    """A broken file whose name is not UTF-8 (Latin-1 caf\\xe9) put that
+    byte raw into _report.html through its row's error: the page, which
+    says it is UTF-8, no longer decoded as such. The error shows as its row
+    holds it, the byte as U+FFFD."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(SAMPLES / "rocket.jpg", inp / "good.jpg")
+    with open(os.path.join(os.fsencode(inp), b"caf\xe9-broken.jpg"), "wb") as f:
+        f.write(b"not an image")
+    out = tmp_path / "out"
+    r = sluice.caption(inp, out, "--max-tokens", "2", "--metrics-addr", "off", "--show", "0")
+    assert r.returncode == 3, r.stderr  # finished, a row failed
+    failed = [row for row in read_rows(out) if row["error"]]
+    assert len(failed) == 1 and "caf\ufffd-broken.jpg" in failed[0]["error"], failed
+    report = (out / "_report.html").read_bytes().decode("utf-8")  # strict: raises on a bad byte
+    shown = [html.unescape(f["caption"]) for f in sampled_figures(report) if f["error"]]
+    assert len(shown) == 1 and failed[0]["error"] in shown[0], shown
+
+
 def test_the_report_of_a_run_that_stopped_says_so(sluice, tmp_path):
     """A run stopped by --max-failed left a _report.html that read as a
     finished job's ("N rows, N-1 captioned, 1 failed"), while _summary.json

@@ -58,6 +58,27 @@ static void shard_appears_only_on_commit(void **state)
     tu_rmtree(base);
 }
 
+/* U+0085, U+2028 and U+2029 end a line for Python's str.splitlines(): a
+ * row holding one raw (a scraped caption, a pass-through column) read as
+ * two or more lines there. They are escaped, in keys too; the row is the
+ * same JSON, and the characters around them (U+2027) stay as they are. */
+static void line_ends_past_ascii_are_escaped(void **state)
+{
+    (void)state;
+    json_t *o = json_pack("{s:s, s:s}", "caption", "a\xe2\x80\xa8" "b\xc2\x85" "c\xe2\x80\xa9\xe2\x80\xa7",
+                          "note\xe2\x80\xa8", "x");
+    assert_non_null(o);
+    sl_buf b = {0};
+    assert_true(sl_buf_append(&b, "{}\n", 3)); /* a row before: left as it is */
+    assert_int_equal(sl_jsonl_dump(o, &b, "t"), SL_OK);
+    static const char want[] = "{}\n{\"caption\":\"a\\u2028b\\u0085c\\u2029\xe2\x80\xa7\","
+                               "\"note\\u2028\":\"x\"}";
+    assert_int_equal(b.len, sizeof want - 1);
+    assert_memory_equal(b.data, want, b.len);
+    sl_buf_free(&b);
+    json_decref(o);
+}
+
 static void unwritable_output_is_an_error(void **state)
 {
     char *base = tu_tmpdir();
@@ -176,6 +197,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(shard_appears_only_on_commit),
         cmocka_unit_test(unwritable_output_is_an_error),
+        cmocka_unit_test(line_ends_past_ascii_are_escaped),
         cmocka_unit_test(failed_write_never_commits),
         cmocka_unit_test(failed_sync_never_commits),
         cmocka_unit_test(failed_folder_sync_is_reported),

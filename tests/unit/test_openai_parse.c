@@ -131,6 +131,19 @@ static void nul_in_the_text(void **state)
     openai_stream_free(&s);
 }
 
+/* An answer with a byte that is not UTF-8 fails as not JSON, saying so;
+ * the advice "(re-encode the file as UTF-8)" that followed was for a
+ * manifest's line, not a server's answer. */
+static void answer_not_utf8_is_said_as_the_servers(void **state)
+{
+    (void)state;
+    const char *body = "{\"choices\":[{\"message\":{\"content\":\"caf\xE9\"}}]}";
+    sl_result r;
+    char why[256];
+    assert_int_equal(openai_parse_completion(body, strlen(body), 100, 1, &r, why, sizeof why), OPENAI_ANSWER_BAD);
+    assert_string_equal(why, "the answer is not JSON (byte 0xe9 is not UTF-8, which JSON text must be)");
+}
+
 static void feed(openai_stream *s, const char *text, size_t piece)
 {
     sl_buf pending = {0};
@@ -241,6 +254,54 @@ static void stream_of_content_parts(void **state)
     assert_string_equal(r.text, "A dog runs.");
     sl_free(r.text);
     openai_stream_free(&s);
+}
+
+/* A chunk that is a JSON object but does not parse: a character's bytes
+ * split over two chunks (sent raw, or as the two halves of a surrogate
+ * pair), a byte that is not UTF-8, a lone surrogate. Each was skipped as a
+ * keep-alive, and the row written as answered with that text missing
+ * ("A \U0001F600 cat" written "A "); it fails, as a whole answer that
+ * does not parse fails. A stream cut inside its last chunk stays cut. */
+/* The verdict on a stream fed in pieces of 5 bytes; *why when not OK. */
+static openai_verdict verdict_of(const char *text, char *why, size_t cap)
+{
+    openai_stream s = {0};
+    openai_stream_reset(&s, 1000, openai_idle_max(0));
+    feed(&s, text, 5);
+    sl_result r;
+    openai_verdict v = openai_stream_result(&s, 0.5, 3.0, &r, why, cap);
+    if (v == OPENAI_ANSWER_OK)
+        sl_result_clear(&r);
+    openai_stream_free(&s);
+    return v;
+}
+
+static void stream_chunk_that_does_not_parse_fails(void **state)
+{
+    (void)state;
+    static const char *const pieces[][2] = {
+        {"\xF0\x9F", "\x98\x80 cat"}, {"\\ud83d", "\\ude00 cat"}, {"\xFF", " cat"},
+        {"\\ud800", " cat"}};
+    for (size_t k = 0; k < sizeof pieces / sizeof *pieces; k++) {
+        char text[1024];
+        snprintf(text, sizeof text,
+                 "data: {\"choices\":[{\"delta\":{\"content\":\"A \"}}]}\n\n"
+                 "data: {\"choices\":[{\"delta\":{\"content\":\"%s\"}}]}\n\n"
+                 "data: {\"choices\":[{\"delta\":{\"content\":\"%s\"},"
+                 "\"finish_reason\":\"stop\"}]}\n\n"
+                 "data: [DONE]\n\n",
+                 pieces[k][0], pieces[k][1]);
+        char why[512];
+        assert_int_equal(verdict_of(text, why, sizeof why), OPENAI_ANSWER_BAD);
+        assert_non_null(strstr(why, "event 2 of its stream is not JSON ("));
+        assert_non_null(strstr(why, "): its text would be lost"));
+        assert_null(strstr(why, "re-encode the file")); /* a server's, not the user's */
+    }
+    char why[512];
+    assert_int_equal(verdict_of("data: {\"choices\":[{\"delta\":{\"content\":\"A cat\"}}]}\n\n"
+                                "data: {\"choi",
+                                why, sizeof why),
+                     OPENAI_ANSWER_CUT);
 }
 
 /* A server's logprobs: a chat.completion's choices[0].logprobs object kept
@@ -781,6 +842,7 @@ int main(void)
         cmocka_unit_test(n_answers_come_back_in_index_order),
         cmocka_unit_test(completion_past_its_bound_fails),
         cmocka_unit_test(nul_in_the_text),
+        cmocka_unit_test(answer_not_utf8_is_said_as_the_servers),
         cmocka_unit_test(stream_reads_the_same_in_any_pieces),
         cmocka_unit_test(stream_past_its_bound_fails),
         cmocka_unit_test(logprobs_are_kept_whole_and_joined_from_a_stream),
@@ -792,6 +854,7 @@ int main(void)
         cmocka_unit_test(secrets_hidden),
         cmocka_unit_test(content_parts_and_2xx_errors),
         cmocka_unit_test(stream_of_content_parts),
+        cmocka_unit_test(stream_chunk_that_does_not_parse_fails),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

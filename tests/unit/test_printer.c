@@ -131,10 +131,43 @@ static void lines_never_land_inside_a_progress_block(void **state)
         one_round();
 }
 
+/* What a row line's id column is padded by: the columns the text takes on
+ * a terminal. Counted as characters, a CJK or emoji id (two columns each)
+ * pushed its caption right and an NFD é (e + a combining accent) pulled
+ * it left of the others; an escape is as wide as it is written. */
+static void text_is_measured_in_terminal_columns(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *printed;
+        size_t cols;
+    } cases[] = {
+        {"\xe7\x8c\xab cat.jpg", "\xe7\x8c\xab cat.jpg", 10},
+        {"\xf0\x9f\x90\xb1.jpg", "\xf0\x9f\x90\xb1.jpg", 6},
+        {"caf\xc3\xa9", "caf\xc3\xa9", 4},
+        {"cafe\xcc\x81", "cafe\xcc\x81", 4},
+        {"\xed\x95\x9c\xea\xb5\xad", "\xed\x95\x9c\xea\xb5\xad", 4},
+        {"r\x1b[31m\xff", "r\\x1B[31m\\xFF", 13},
+        {"a\xc2\x9b", "a\\u009B", 7},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        char *buf = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&buf, &size);
+        assert_non_null(f);
+        size_t cols = printer_put_text(f, cases[k].text, 96, false);
+        fclose(f);
+        assert_string_equal(buf, cases[k].printed);
+        assert_int_equal(cols, cases[k].cols);
+        free(buf);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lines_never_land_inside_a_progress_block),
+        cmocka_unit_test(text_is_measured_in_terminal_columns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,7 +15,8 @@ static json_t *columns(void)
     json_t *o = json_loads("{\"label\": \"cat\", \"n\": 3, \"x\": 1.5, \"ok\": true, "
                            "\"none\": null, \"tags\": [\"a\", \"b\"], "
                            "\"meta\": {\"author\": \"Ann \\\"A\\\" {b}\", \"deep\": {\"k\": 7}}, "
-                           "\"meta.author\": \"flat wins\", \"uni\": \"\\u00e9t\\u00e9\\n2\"}",
+                           "\"meta.author\": \"flat wins\", \"uni\": \"\\u00e9t\\u00e9\\n2\", "
+                           "\"\\u540d\\u524d\": \"\\u306d\\u3053\", \"caf\\u00e9\": {\"k\\u00e9\": 7}}",
                            0, &err);
     assert_non_null(o);
     return o;
@@ -40,6 +41,9 @@ static void fields_are_filled_from_the_columns(void **state)
     expect("{meta.author}", "flat wins");
     /* Filled text is not read again as a template. */
     expect("{uni}|{label}", "\xc3\xa9t\xc3\xa9\n2|cat");
+    /* Columns named in other languages (a CSV header 名前, a DataFrame's
+     * café) are fields too: they stayed as text, braces and all. */
+    expect("{\xe5\x90\x8d\xe5\x89\x8d}, {caf\xc3\xa9.k\xc3\xa9}", "\xe3\x81\xad\xe3\x81\x93, 7");
 }
 
 /* A real goes in as the shortest text that reads back as it, as Python,

@@ -675,9 +675,23 @@ static bool stream_chunk(openai_stream *s, const char *json, size_t len, double 
 {
     /* Leniently, as a whole answer (openai_parse_completion): the chunk
      * with the last text may hold the usage too. */
-    json_t *root = sl_json_load_data(json, len, JSON_ALLOW_NUL, NULL);
-    if (!root)
-        return false; /* not JSON: the end checks that some chunk came */
+    json_error_t jerr;
+    json_t *root = sl_json_load_data(json, len, JSON_ALLOW_NUL, &jerr);
+    s->events++;
+    if (!root) {
+        /* Not JSON at all (a proxy's keep-alive word) says nothing, and the
+         * end checks that some chunk came; but an object that does not
+         * parse is a chunk whose text would be lost unseen (a character's
+         * bytes split over two chunks, a lone surrogate escape). */
+        size_t lead = 0;
+        while (lead < len && (json[lead] == ' ' || json[lead] == '\t'))
+            lead++;
+        if (lead < len && json[lead] == '{' && !s->bad_event) {
+            s->bad_event = s->events;
+            snprintf(s->bad_json, sizeof s->bad_json, "%s", jerr.text);
+        }
+        return false;
+    }
     json_t *err = json_object_get(root, "error");
     if (err && !s->error[0]) {
         const char *msg = error_message(err);
@@ -831,6 +845,11 @@ openai_verdict openai_stream_result(openai_stream *s, double submitted, double n
                  "content chunk%s (cut off)",
                  s->content_chunks, s->content_chunks == 1 ? "" : "s");
         return OPENAI_ANSWER_CUT;
+    }
+    if (s->bad_event) {
+        snprintf(why, cap, "event %d of its stream is not JSON (%s): its text would be lost",
+                 s->bad_event, s->bad_json);
+        return OPENAI_ANSWER_BAD;
     }
     if (!s->finish[0] && !s->content_chunks) {
         snprintf(why, cap, "the stream held no chat.completion.chunk");

@@ -108,6 +108,12 @@ typedef struct openai_stream {
     bool logprobs_too_large;
     char finish[32];
     char error[512];         /* an error event in the stream, or "out of memory" */
+    int events;              /* "data:" events so far, [DONE] aside */
+    /* The first event that set out as a JSON object but did not parse (a
+     * chunk holding bytes that are not UTF-8 or a lone surrogate escape):
+     * its number and why, "" when none. */
+    int bad_event;
+    char bad_json[160];
     /* The first chunk's id, model and created, for a chat.completion object
      * assembled from the stream ("" and 0 when none came or did not fit). */
     char id[128];
