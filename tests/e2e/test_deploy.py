@@ -8,8 +8,10 @@ manifest's shape is checked field by field instead."""
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import yaml
@@ -117,26 +119,93 @@ def test_the_kubernetes_indexed_job_covers_every_input_once(sluice, tmp_path):
     assert "--metrics-addr" in words, "the container serves /metrics on loopback only"
     assert words[words.index("--metrics-addr") + 1] == f"0.0.0.0:{metrics_port}"
 
-    # The container's command, run for every index as the pods would, with
-    # the volumes mapped to folders here and sluice on the PATH.
+    # The container's command, run for every index as the pods would.
     inputs = tmp_path / "in"
     sample_copies(inputs, 2)
     data, config = tmp_path / "data", tmp_path / "config"
     config.mkdir()
     write_job(tmp_path, inputs, config)
+    command, env = pod_command(sluice, tmp_path, container, config, data)
+    for index in range(shards):
+        r = subprocess.run(command, env=dict(env, JOB_COMPLETION_INDEX=str(index)),
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert Counter(ids_under(data / "out")) == expected(inputs)
+
+
+def pod_command(sluice, tmp_path, container, config, data):
+    """The Indexed Job's container command and environment as a pod runs
+    them, with its volumes mapped to folders here, sluice on the PATH and
+    /metrics on a free loopback port; JOB_COMPLETION_INDEX is the caller's."""
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    metrics_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
     bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "sluice").symlink_to(pathlib.Path(sluice.binary).resolve())
+    bindir.mkdir(exist_ok=True)
+    if not (bindir / "sluice").exists():
+        (bindir / "sluice").symlink_to(pathlib.Path(sluice.binary).resolve())
+    shards = next(e["value"] for e in container["env"] if e["name"] == "SHARDS")
     command = container["command"] + [container["args"][0]
                                       .replace(mounts["config"], str(config))
                                       .replace(mounts["data"], str(data))
                                       .replace(f"0.0.0.0:{metrics_port}", "127.0.0.1:0")]
-    for index in range(shards):
-        env = dict(os.environ, JOB_COMPLETION_INDEX=str(index), SHARDS=str(shards),
-                   PATH=f"{bindir}:{os.environ['PATH']}")
-        r = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stderr[-2000:]
-    assert Counter(ids_under(data / "out")) == expected(inputs)
+    return command, dict(os.environ, SHARDS=shards, PATH=f"{bindir}:{os.environ['PATH']}")
+
+
+def test_the_indexed_jobs_failure_policy_fits_sluices_exit_codes(sluice, tmp_path):
+    """The Indexed Job retried what no retry can fix and counted what was
+    not the job's fault: a wrong job file (exit 2) ran its three retries,
+    model load and all; a preempted or drained pod used one up. Its pods'
+    replacements started while the old pod still drained after SIGTERM
+    (the Job's default), holding the folder's ledger, so the new one was
+    refused (exit 2) and a retry was lost; and the kubelet's 30 s grace
+    equalled sluice's own drain, its SIGKILL landing on the final commit.
+    The policy is checked against what sluice exits with, run here as a
+    pod runs it."""
+    manifest = yaml.safe_load((REPO / "deploy" / "k8s" / "sluice-indexed-job.yaml").read_text())
+    spec = manifest["spec"]
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert spec.get("podReplacementPolicy") == "Failed", "a replacement starts beside its draining pod"
+    rules = spec.get("podFailurePolicy", {}).get("rules", [])
+    fail_index = [r for r in rules if r["action"] == "FailIndex"]
+    assert len(fail_index) == 1, "no rule fails an index that a retry cannot fix"
+    codes = fail_index[0]["onExitCodes"]
+    assert codes["containerName"] == container["name"] and codes["operator"] == "In"
+    assert any(r["action"] == "Ignore" and {"type": "DisruptionTarget"} in r.get("onPodConditions", [])
+               for r in rules), "a preempted or evicted pod counts against the index's retries"
+    # sluice drains for 30 s after SIGTERM (docs/executor.md), then commits.
+    assert pod.get("terminationGracePeriodSeconds", 30) > 30
+
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 24)  # 48 rows for index 0 of 8: seconds, time for the stop
+    data, config = tmp_path / "data", tmp_path / "config"
+    config.mkdir()
+    job = write_job(tmp_path, inputs, config)
+    command, env = pod_command(sluice, tmp_path, container, config, data)
+    env["JOB_COMPLETION_INDEX"] = "0"
+
+    # A job file that no retry fixes fails the index at once.
+    good = job.read_text()
+    job.write_text(good + "max_tokenz: 4\n")
+    r = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode in codes["values"], (r.returncode, r.stderr[-2000:])
+    job.write_text(good)
+
+    # A pod told to stop (SIGTERM to the container's process, as the kubelet
+    # sends it) is retried: its exit is not one that fails the index.
+    out = data / "out" / "shard-00000"
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "_summary.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the stop"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode not in codes["values"]
+    r = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_the_mpi_slurm_script_runs_one_job(sluice, tmp_path):
