@@ -8,12 +8,15 @@ manifest's shape is checked field by field instead."""
 import json
 import os
 import pathlib
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 
+import pytest
 import yaml
 
 from conftest import REPO, TINY, sample_copies
@@ -246,3 +249,85 @@ def test_the_mpi_slurm_script_runs_one_job(sluice, tmp_path):
     assert list(out_dir.glob("_sluice_ledger.sqlite")), "one ledger, rank 0's"
     summary = json.loads((out_dir / "_summary.json").read_text())
     assert summary["rows"]["total"] == len(ids)
+
+
+ALERTS = REPO / "deploy" / "sluice-alerts.yml"
+
+
+def alert_scenarios() -> dict:
+    """`promtool test rules` input: four sluice processes scraped every
+    minute for 31 minutes, and the alerts each must have and must not."""
+    series = {
+        # writes steadily, no failure: never alerts
+        "busy": {"read": "0+10x30", "done": "0+10x30", "failed": "0x30", "write_failed": "0x30"},
+        # writes 50 rows in 5 minutes, then nothing though it has read more
+        "stuck": {"read": "0+12x5 60x25", "done": "0+10x5 50x25", "failed": "0x30",
+                  "write_failed": "0x30"},
+        # a fifth of its rows fail
+        "failing": {"read": "0+10x30", "done": "0+10x30", "failed": "0+2x30",
+                    "write_failed": "0x30"},
+        # its disk fills at minute 22: 20 rows not written, then no more
+        "full": {"read": "0+10x21 210x9", "done": "0+10x21 210x9", "failed": "0x30",
+                 "write_failed": "0x21 20x9"},
+    }
+    input_series = [{"series": f'sluice_rows_{name}_total{{job="sluice",instance="{inst}:9797"}}',
+                     "values": values}
+                    for inst, names in series.items() for name, values in names.items()]
+
+    def firing(*pairs):
+        return [{"labels": f'{{alertname="{a}",alertstate="firing",instance="{i}:9797"}}',
+                 "value": 1} for a, i in pairs]
+
+    expr = 'count by (alertname, alertstate, instance) (ALERTS)'
+    return {
+        "rule_files": [str(ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": input_series,
+            "promql_expr_test": [
+                # 12 min: the stuck run has written within the last 10
+                # minutes; the failing one has failed for over 10.
+                {"expr": expr, "eval_time": "12m", "exp_samples": firing(("SluiceRowsFailing", "failing"))},
+                # 25 min: stuck for 20 minutes (10 of window, 5 of `for`),
+                # the failed write 3 minutes ago.
+                {"expr": expr, "eval_time": "25m",
+                 "exp_samples": firing(("SluiceRowsFailing", "failing"), ("SluiceStalled", "stuck"),
+                                       ("SluiceWriteFailed", "full"))},
+            ],
+        }],
+    }
+
+
+def test_the_alert_rules_fire_on_a_stalled_run_failing_rows_and_a_failed_write(sluice, tmp_path):
+    """deploy/ had a scrape config and a dashboard but no alert: a run that
+    stalled (a hung mount, a stuck GPU), one whose rows mostly failed, or
+    one whose disk filled paged nobody. deploy/sluice-alerts.yml's rules,
+    loaded by deploy/prometheus.yml, are run through `promtool test rules`
+    on series of four runs, and each metric they read is one a real run
+    exposes."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool is not installed (Debian package prometheus: scripts/setup.sh)")
+    r = subprocess.run([promtool, "check", "config", str(REPO / "deploy" / "prometheus.yml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 rule files found" in r.stdout + r.stderr, "deploy/prometheus.yml loads no rule file"
+    tests = tmp_path / "alerts-test.yml"
+    tests.write_text(yaml.safe_dump(alert_scenarios()))
+    r = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    # The metrics the rules read, as a run exposes them (its final values).
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 1)
+    out = tmp_path / "out"
+    r = subprocess.run([str(sluice.binary), "caption", str(inputs), "-o", str(out),
+                        "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+                        "--max-tokens", "2", "--metrics-addr", "off"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    exposed = set(re.findall(r"^# TYPE (\S+) counter$", (out / "_metrics.prom").read_text(), re.M))
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    read = {m for rule in rules for m in re.findall(r"\b(sluice_\w+)", rule["expr"])}
+    assert read and read <= exposed, f"not counters a run exposes: {sorted(read - exposed)}"
