@@ -1063,8 +1063,13 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         /* Every rank's (the errors parts are JSONL: they hold all). */
         json_t *unfit = j.dist ? dist_unfit(j.dist) : sl_sink_unfit(j.sink);
         json_t *parts = j.dist ? dist_parts(j.dist) : json_incref(j.parts);
-        caption_report report = {p,         sum,       exec,  run_st, atomic_load(&j.input_total),
-                                 j.gallery, &j.schema, j.dir, j.src,  answers,
+        /* A part that could not be committed as the run ended (its sync or
+         * rename failed) ends the run as failed whatever the executor
+         * said: a summary reading "ok" beside exit 1 and no rows misled
+         * whoever reads it instead of the exit status. */
+        sl_status ended = j.sink_status != SL_OK ? j.sink_status : run_st;
+        caption_report report = {p,         sum,       exec,  ended, atomic_load(&j.input_total),
+                                 j.gallery, &j.schema, j.dir, j.src, answers,
                                  answers_dropped, unfit, failures, parts};
         if (caption_report_write(&report) != SL_OK)
             sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());

@@ -517,9 +517,15 @@ static void write_close(void *state, sl_exec_end end)
             sl_sink_abandon(j->errors_sink);
         return;
     }
+    long rows = j->part.rows; /* (the commit clears it, failed or not) */
     if (commit_shard(j) != SL_OK) {
+        /* The cause alone read as a run that ended with a warning: say
+         * what it cost and that the same command makes it good. */
         j->sink_status = SL_ERR_IO;
-        snprintf(j->sink_error, sizeof j->sink_error, "%s", sl_last_error());
+        snprintf(j->sink_error, sizeof j->sink_error,
+                 "%s; the %ld row%s of that part %s not in the output: run the same command "
+                 "again once that is fixed",
+                 sl_last_error(), rows, rows == 1 ? "" : "s", rows == 1 ? "is" : "are");
         abandon_shard(j);
     }
 }

@@ -451,3 +451,35 @@ def test_stopped_run_whose_last_commit_fails_says_so(sluice, tmp_path):
     r = run(sluice, src, out, "--shard-rows", "1000")
     assert r.returncode == 0, r.stderr[-3000:]
     assert_exactly_once(out, want)
+
+
+@pytest.mark.parametrize("faults", ["fsync=eio@1", "rename=eio@1"])
+def test_a_run_whose_last_commit_fails_does_not_report_ok(sluice, tmp_path, faults):
+    """The part committed as the run ends (one part: --shard-rows past the
+    input) fails to sync or rename: the run exits 1 with the cause and
+    commits nothing. Its _summary.json said "status": "ok" all the same (and
+    _report.html nothing of an early end), so a pipeline or an operator
+    reading the summary took a run that wrote no row for a finished one;
+    and the message gave the cause alone, not the rows lost nor the way on."""
+    src = tmp_path / "in"
+    sample_copies(src, 1)
+    want = expected_ids(1)
+    out = tmp_path / "out"
+
+    r = run(sluice, src, out, "--shard-rows", "1000", faults=faults)
+    assert r.returncode == 1, r.stderr[-3000:]
+    no_sanitizer_report(r.stderr)
+    assert "Input/output error" in r.stderr, r.stderr[-3000:]
+    # and what it cost, and what to do: the cause alone said neither
+    assert f"the {len(want)} rows of that part are not in the output: run the same command " \
+           "again once that is fixed" in r.stderr, r.stderr[-3000:]
+    assert not list(out.glob("part-*"))
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["status"] == "io", summary["status"]
+    assert summary["rows"]["total"] == 0 and summary["output_files"] == []
+    assert 'id="status"' in (out / "_report.html").read_text(), "the report does not say it ended early"
+
+    r = run(sluice, src, out, "--shard-rows", "1000")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(out, want)
+    assert json.loads((out / "_summary.json").read_text())["status"] == "ok"

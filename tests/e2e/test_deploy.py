@@ -8,10 +8,15 @@ manifest's shape is checked field by field instead."""
 import json
 import os
 import pathlib
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 
+import pytest
 import yaml
 
 from conftest import REPO, TINY, sample_copies
@@ -117,26 +122,93 @@ def test_the_kubernetes_indexed_job_covers_every_input_once(sluice, tmp_path):
     assert "--metrics-addr" in words, "the container serves /metrics on loopback only"
     assert words[words.index("--metrics-addr") + 1] == f"0.0.0.0:{metrics_port}"
 
-    # The container's command, run for every index as the pods would, with
-    # the volumes mapped to folders here and sluice on the PATH.
+    # The container's command, run for every index as the pods would.
     inputs = tmp_path / "in"
     sample_copies(inputs, 2)
     data, config = tmp_path / "data", tmp_path / "config"
     config.mkdir()
     write_job(tmp_path, inputs, config)
+    command, env = pod_command(sluice, tmp_path, container, config, data)
+    for index in range(shards):
+        r = subprocess.run(command, env=dict(env, JOB_COMPLETION_INDEX=str(index)),
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert Counter(ids_under(data / "out")) == expected(inputs)
+
+
+def pod_command(sluice, tmp_path, container, config, data):
+    """The Indexed Job's container command and environment as a pod runs
+    them, with its volumes mapped to folders here, sluice on the PATH and
+    /metrics on a free loopback port; JOB_COMPLETION_INDEX is the caller's."""
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    metrics_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
     bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "sluice").symlink_to(pathlib.Path(sluice.binary).resolve())
+    bindir.mkdir(exist_ok=True)
+    if not (bindir / "sluice").exists():
+        (bindir / "sluice").symlink_to(pathlib.Path(sluice.binary).resolve())
+    shards = next(e["value"] for e in container["env"] if e["name"] == "SHARDS")
     command = container["command"] + [container["args"][0]
                                       .replace(mounts["config"], str(config))
                                       .replace(mounts["data"], str(data))
                                       .replace(f"0.0.0.0:{metrics_port}", "127.0.0.1:0")]
-    for index in range(shards):
-        env = dict(os.environ, JOB_COMPLETION_INDEX=str(index), SHARDS=str(shards),
-                   PATH=f"{bindir}:{os.environ['PATH']}")
-        r = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stderr[-2000:]
-    assert Counter(ids_under(data / "out")) == expected(inputs)
+    return command, dict(os.environ, SHARDS=shards, PATH=f"{bindir}:{os.environ['PATH']}")
+
+
+def test_the_indexed_jobs_failure_policy_fits_sluices_exit_codes(sluice, tmp_path):
+    """The Indexed Job retried what no retry can fix and counted what was
+    not the job's fault: a wrong job file (exit 2) ran its three retries,
+    model load and all; a preempted or drained pod used one up. Its pods'
+    replacements started while the old pod still drained after SIGTERM
+    (the Job's default), holding the folder's ledger, so the new one was
+    refused (exit 2) and a retry was lost; and the kubelet's 30 s grace
+    equalled sluice's own drain, its SIGKILL landing on the final commit.
+    The policy is checked against what sluice exits with, run here as a
+    pod runs it."""
+    manifest = yaml.safe_load((REPO / "deploy" / "k8s" / "sluice-indexed-job.yaml").read_text())
+    spec = manifest["spec"]
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert spec.get("podReplacementPolicy") == "Failed", "a replacement starts beside its draining pod"
+    rules = spec.get("podFailurePolicy", {}).get("rules", [])
+    fail_index = [r for r in rules if r["action"] == "FailIndex"]
+    assert len(fail_index) == 1, "no rule fails an index that a retry cannot fix"
+    codes = fail_index[0]["onExitCodes"]
+    assert codes["containerName"] == container["name"] and codes["operator"] == "In"
+    assert any(r["action"] == "Ignore" and {"type": "DisruptionTarget"} in r.get("onPodConditions", [])
+               for r in rules), "a preempted or evicted pod counts against the index's retries"
+    # sluice drains for 30 s after SIGTERM (docs/executor.md), then commits.
+    assert pod.get("terminationGracePeriodSeconds", 30) > 30
+
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 24)  # 48 rows for index 0 of 8: seconds, time for the stop
+    data, config = tmp_path / "data", tmp_path / "config"
+    config.mkdir()
+    job = write_job(tmp_path, inputs, config)
+    command, env = pod_command(sluice, tmp_path, container, config, data)
+    env["JOB_COMPLETION_INDEX"] = "0"
+
+    # A job file that no retry fixes fails the index at once.
+    good = job.read_text()
+    job.write_text(good + "max_tokenz: 4\n")
+    r = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode in codes["values"], (r.returncode, r.stderr[-2000:])
+    job.write_text(good)
+
+    # A pod told to stop (SIGTERM to the container's process, as the kubelet
+    # sends it) is retried: its exit is not one that fails the index.
+    out = data / "out" / "shard-00000"
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "_summary.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the stop"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode not in codes["values"]
+    r = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_the_mpi_slurm_script_runs_one_job(sluice, tmp_path):
@@ -177,3 +249,85 @@ def test_the_mpi_slurm_script_runs_one_job(sluice, tmp_path):
     assert list(out_dir.glob("_sluice_ledger.sqlite")), "one ledger, rank 0's"
     summary = json.loads((out_dir / "_summary.json").read_text())
     assert summary["rows"]["total"] == len(ids)
+
+
+ALERTS = REPO / "deploy" / "sluice-alerts.yml"
+
+
+def alert_scenarios() -> dict:
+    """`promtool test rules` input: four sluice processes scraped every
+    minute for 31 minutes, and the alerts each must have and must not."""
+    series = {
+        # writes steadily, no failure: never alerts
+        "busy": {"read": "0+10x30", "done": "0+10x30", "failed": "0x30", "write_failed": "0x30"},
+        # writes 50 rows in 5 minutes, then nothing though it has read more
+        "stuck": {"read": "0+12x5 60x25", "done": "0+10x5 50x25", "failed": "0x30",
+                  "write_failed": "0x30"},
+        # a fifth of its rows fail
+        "failing": {"read": "0+10x30", "done": "0+10x30", "failed": "0+2x30",
+                    "write_failed": "0x30"},
+        # its disk fills at minute 22: 20 rows not written, then no more
+        "full": {"read": "0+10x21 210x9", "done": "0+10x21 210x9", "failed": "0x30",
+                 "write_failed": "0x21 20x9"},
+    }
+    input_series = [{"series": f'sluice_rows_{name}_total{{job="sluice",instance="{inst}:9797"}}',
+                     "values": values}
+                    for inst, names in series.items() for name, values in names.items()]
+
+    def firing(*pairs):
+        return [{"labels": f'{{alertname="{a}",alertstate="firing",instance="{i}:9797"}}',
+                 "value": 1} for a, i in pairs]
+
+    expr = 'count by (alertname, alertstate, instance) (ALERTS)'
+    return {
+        "rule_files": [str(ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": input_series,
+            "promql_expr_test": [
+                # 12 min: the stuck run has written within the last 10
+                # minutes; the failing one has failed for over 10.
+                {"expr": expr, "eval_time": "12m", "exp_samples": firing(("SluiceRowsFailing", "failing"))},
+                # 25 min: stuck for 20 minutes (10 of window, 5 of `for`),
+                # the failed write 3 minutes ago.
+                {"expr": expr, "eval_time": "25m",
+                 "exp_samples": firing(("SluiceRowsFailing", "failing"), ("SluiceStalled", "stuck"),
+                                       ("SluiceWriteFailed", "full"))},
+            ],
+        }],
+    }
+
+
+def test_the_alert_rules_fire_on_a_stalled_run_failing_rows_and_a_failed_write(sluice, tmp_path):
+    """deploy/ had a scrape config and a dashboard but no alert: a run that
+    stalled (a hung mount, a stuck GPU), one whose rows mostly failed, or
+    one whose disk filled paged nobody. deploy/sluice-alerts.yml's rules,
+    loaded by deploy/prometheus.yml, are run through `promtool test rules`
+    on series of four runs, and each metric they read is one a real run
+    exposes."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool is not installed (Debian package prometheus: scripts/setup.sh)")
+    r = subprocess.run([promtool, "check", "config", str(REPO / "deploy" / "prometheus.yml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 rule files found" in r.stdout + r.stderr, "deploy/prometheus.yml loads no rule file"
+    tests = tmp_path / "alerts-test.yml"
+    tests.write_text(yaml.safe_dump(alert_scenarios()))
+    r = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    # The metrics the rules read, as a run exposes them (its final values).
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 1)
+    out = tmp_path / "out"
+    r = subprocess.run([str(sluice.binary), "caption", str(inputs), "-o", str(out),
+                        "--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+                        "--max-tokens", "2", "--metrics-addr", "off"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    exposed = set(re.findall(r"^# TYPE (\S+) counter$", (out / "_metrics.prom").read_text(), re.M))
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    read = {m for rule in rules for m in re.findall(r"\b(sluice_\w+)", rule["expr"])}
+    assert read and read <= exposed, f"not counters a run exposes: {sorted(read - exposed)}"
