@@ -2583,15 +2583,19 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
             }
             if (!open_error && src->kind->types && (st = add_types(src, f)) != SL_OK)
                 return st;
-            if (!open_error && (st = open_partitions(src, item->input)) != SL_OK)
+            /* A file that fails at open is one failed row, under its
+             * partition folders as its rows would have been. */
+            if ((st = open_partitions(src, item->input)) != SL_OK) {
+                sl_free(open_error);
                 return st;
+            }
             if (open_error) {
                 item->error = open_error;
                 item->cut_short = open_cut;
                 if (!(item->id = sl_strdup(*name ? name : base_name(f))) ||
                     !(item->path = sl_strdup(f)))
                     return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", f);
-                return SL_OK;
+                return add_partitions(src, item);
             }
         }
         bool end = false;

@@ -912,6 +912,28 @@ def test_include_and_exclude_choose_a_datasets_files(sluice, tmp_path):
     assert r.returncode == 2 and "--include and --exclude filter folders" in r.stderr, r.stderr
 
 
+def test_a_file_that_fails_at_open_keeps_its_partition_columns(sluice, tmp_path):
+    """A file under lang=en/ that is no Parquet file is one failed row: it
+    lacked the lang column its folder gives, which its readable neighbour's
+    rows had, so the failures of one partition could not be told by it
+    (found by fuzz/fuzz_partitions)."""
+    imgs = sorted((REPO / "samples").glob("*.jpg"))
+    ds = tmp_path / "table.parquet"
+    (ds / "lang=en").mkdir(parents=True)
+    (ds / "lang=fr").mkdir()
+    (ds / "lang=en" / "broken.parquet").write_bytes(b"not parquet")
+    pq.write_table(pa.table({"path": [str(imgs[0])]}), ds / "lang=fr" / "good.parquet")
+    out = tmp_path / "out"
+    r = sluice.run("caption", ds, "-o", out, "--dry-run", "--metrics-addr", "off", "-q",
+                   "--format", "jsonl")
+    assert r.returncode == 3, r.stderr  # a row failed
+    rows = [json.loads(line) for f in sorted(out.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    failed = [row for row in rows if row["error"]]
+    assert len(rows) == 2 and len(failed) == 1 and "broken.parquet" in failed[0]["error"], rows
+    assert {row.get("lang") for row in rows} == {"en", "fr"}, rows
+    assert failed[0]["lang"] == "en", failed
+
+
 def test_passed_through_reals_are_their_shortest_text(sluice, tmp_path):
     """A double column's 19.99 came out in the JSONL as 19.989999999999998
     and a float column's 0.1 as 0.10000000149011612 (jansson's 17 digits,
