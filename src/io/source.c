@@ -1670,12 +1670,17 @@ static sl_status expand_hf(const char *ref, const sl_source_params *p, char ***o
     return st;
 }
 
+/* The kind --input-format names; NULL for auto (each input's by its name). */
+static const char *forced_kind(const sl_source_params *p)
+{
+    return p->format && strcmp(p->format, "auto") != 0 ? p->format : NULL;
+}
+
 /* A dataset's files under a folder: those of one kind, and none that
  * Spark, Hive or pyarrow keep beside them (_SUCCESS, _temporary/, .crc). */
 typedef struct dataset_files {
     const char *kind;
-    bool forced; /* by --input-format: a .json file may be JSON lines (Spark's) */
-    const sl_source_params *p; /* its --include and --exclude */
+    const sl_source_params *p; /* its --input-format, --include and --exclude */
 } dataset_files;
 
 static bool is_dataset_file(const char *rel, void *user)
@@ -1684,17 +1689,13 @@ static bool is_dataset_file(const char *rel, void *user)
     if (beside_dataset(rel))
         return false;
     const char *k = kind_by_name(rel);
-    bool json = strcmp(d->kind, "json") == 0 || strcmp(d->kind, "jsonl") == 0;
+    /* Under --input-format, a .json file may be JSON lines (Spark's). */
+    bool json = forced_kind(d->p) &&
+                (strcmp(d->kind, "json") == 0 || strcmp(d->kind, "jsonl") == 0);
     return k &&
            (strcmp(k, d->kind) == 0 ||
-            (d->forced && json && (strcmp(k, "json") == 0 || strcmp(k, "jsonl") == 0))) &&
+            (json && (strcmp(k, "json") == 0 || strcmp(k, "jsonl") == 0))) &&
            sl_glob_filter(rel, d->p->include, d->p->n_include, d->p->exclude, d->p->n_exclude);
-}
-
-/* The kind --input-format names; NULL for auto (each input's by its name). */
-static const char *forced_kind(const sl_source_params *p)
-{
-    return p->format && strcmp(p->format, "auto") != 0 ? p->format : NULL;
 }
 
 /* The kind whose files a folder input stands for: --input-format's when
@@ -1861,8 +1862,7 @@ static char *s3_input_name(const char *url, bool one, const sl_source_params *p)
 static sl_status add_dataset_folder(const char *dir, const char *kind, const sl_source_params *p,
                                     char ***out, char ***hf, size_t *nout, size_t *cap)
 {
-    bool forced = forced_kind(p) != NULL;
-    dataset_files want = {kind, forced, p};
+    dataset_files want = {kind, p};
     size_t before = *nout;
     sl_status st = sl_s3_is_url(dir) ? add_prefix_files(dir, &want, out, hf, nout, cap)
                                      : add_folder_files(dir, &want, out, hf, nout, cap);
@@ -1872,10 +1872,11 @@ static sl_status add_dataset_folder(const char *dir, const char *kind, const sl_
                                          "the folder ('lang=en/*', '*/part-0000*')", dir, kind);
     else if (st == SL_OK && *nout == before)
         st = sl_fail(SL_ERR_INVALID_ARG, "input folder '%s' holds no %s files (%s)", dir, kind,
-                     forced ? "--input-format names the kind of the files under it: give the "
-                              "kind they are, or leave it out for a folder of images"
-                            : "its name says a dataset of them: name the files, or pass "
-                              "--input-format folder for a folder of images");
+                     forced_kind(p) ? "--input-format names the kind of the files under it: "
+                                      "give the kind they are, or leave it out for a folder "
+                                      "of images"
+                                    : "its name says a dataset of them: name the files, or "
+                                      "pass --input-format folder for a folder of images");
     return st;
 }
 
