@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <glib.h>
+
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/fault.h"
@@ -28,6 +30,34 @@ static const char *file_kind(mode_t m)
     return "not a plain file";
 }
 
+/* A name that is not there, though the same name in Unicode's other normal
+ * form is: manifests are mostly NFC, while macOS writes names NFD (café as
+ * cafe + U+0301) and tar and rsync keep its bytes. The two look the same in
+ * any message, so the failure says which one exists. */
+static sl_status not_found(const char *path, int err)
+{
+    static const struct {
+        GNormalizeMode mode;
+        const char *name;
+    } forms[] = {{G_NORMALIZE_NFC, "NFC"}, {G_NORMALIZE_NFD, "NFD, as macOS writes names"}};
+    bool ascii = true;
+    for (const char *c = path; *c && ascii; c++)
+        ascii = (unsigned char)*c < 0x80;
+    for (size_t i = 0; !ascii && i < sizeof forms / sizeof *forms; i++) {
+        gchar *other = g_utf8_normalize(path, -1, forms[i].mode); /* NULL: not UTF-8 */
+        bool there = other && strcmp(other, path) != 0 && access(other, F_OK) == 0;
+        g_free(other);
+        if (there)
+            return sl_fail(SL_ERR_NOT_FOUND, "%s: cannot open: %s; the same name in another "
+                                             "Unicode form (%s) exists, its letters spelled "
+                                             "in other bytes: rename the files to the list's "
+                                             "form (convmv -f utf8 -t utf8 --nfc --notest) or "
+                                             "write the list's paths in theirs",
+                           path, strerror(err), forms[i].name);
+    }
+    return sl_fail(SL_ERR_NOT_FOUND, "%s: cannot open: %s", path, strerror(err));
+}
+
 sl_status sl_file_open_regular(const char *path, int *fd_out, uint64_t *size)
 {
     *fd_out = -1;
@@ -40,9 +70,10 @@ sl_status sl_file_open_regular(const char *path, int *fd_out, uint64_t *size)
     do
         fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     while (fd < 0 && errno == EINTR);
+    if (fd < 0 && errno == ENOENT)
+        return not_found(path, errno);
     if (fd < 0)
-        return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "%s: cannot open: %s",
-                       path, strerror(errno));
+        return sl_fail(SL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
         int err = errno;

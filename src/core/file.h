@@ -17,7 +17,8 @@
  * device (they are opened non-blocking, then refused), and refuses all but a
  * regular file. *fd (close() it) is blocking again; *size is its size from
  * fstat. SL_ERR_NOT_FOUND / SL_ERR_IO with a message that names `path` and
- * the cause; SL_ERR_INVALID_ARG "not a regular file" naming what it is (a
+ * the cause (for a name not found whose other Unicode normal form, NFC or
+ * NFD, exists, saying so); SL_ERR_INVALID_ARG "not a regular file" naming what it is (a
  * FIFO, a folder, ...). On failure *fd is -1. */
 sl_status sl_file_open_regular(const char *path, int *fd, uint64_t *size);
 

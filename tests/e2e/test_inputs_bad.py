@@ -608,3 +608,35 @@ def test_an_http_url_given_as_an_input_is_refused_saying_what_an_input_may_be(sl
     assert f"input '{url}'" in r.stderr and "not an http(s) URL" in r.stderr, r.stderr
     assert "s3://" in r.stderr and "download the file" in r.stderr, r.stderr
     assert "No such file" not in r.stderr, r.stderr
+
+
+def test_a_name_on_disk_in_another_unicode_form_says_so(sluice, tmp_path):
+    """A manifest naming café.jpg (NFC, as most editors and Python write it)
+    over files a macOS tarball unpacked (NFD: e + U+0301) failed "cannot
+    open: No such file or directory", the two names alike in any message.
+    The failure says the other form exists; a name missing in both forms
+    says no more than before."""
+    import unicodedata
+    disk = tmp_path / "photos"
+    disk.mkdir()
+    nfc, nfd = unicodedata.normalize("NFC", "café.jpg"), unicodedata.normalize("NFD", "café.jpg")
+    assert nfc.encode() != nfd.encode()
+    (disk / nfd).write_bytes(JPEG)
+    (disk / unicodedata.normalize("NFC", "señal.jpg")).write_bytes(JPEG)
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text("".join(json.dumps({"id": i, "image": str(disk / name)}, ensure_ascii=False) + "\n"
+                                for i, name in (("a", nfc), ("b", unicodedata.normalize("NFD", "señal.jpg")),
+                                                ("c", nfd), ("d", "gone.jpg"), ("e", "naïve.jpg"))),
+                        encoding="utf-8")
+    out = tmp_path / "out"
+    r = dry(sluice, manifest, out, "--id-column", "id")
+    assert r.returncode == 3, r.stderr[-2000:]
+    rows = rows_by_id(out)
+    for i, form in (("a", "NFD, as macOS writes names"), ("b", "NFC")):
+        err = rows[i]["error"] or ""
+        assert "No such file or directory" in err, (i, err)
+        assert f"the same name in another Unicode form ({form}) exists" in err, (i, err)
+    assert rows["c"]["error"] is None
+    for i in ("d", "e"):
+        err = rows[i]["error"] or ""
+        assert "No such file or directory" in err and "Unicode form" not in err, (i, err)
