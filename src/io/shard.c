@@ -101,6 +101,11 @@ void sl_shard_clear(sl_shard *shard)
     *shard = (sl_shard){0};
 }
 
+/* Every output format's part extension. One list for reading names and for
+ * looking a part up: an errors part whose part went unseen would be removed
+ * by every rerun as an orphan. */
+static const char *const part_exts[] = {".jsonl", ".parquet", ".tar"};
+
 long sl_shard_part_number(const char *name)
 {
     if (strncmp(name, "part-", 5) != 0)
@@ -108,10 +113,12 @@ long sl_shard_part_number(const char *name)
     const char *d = name + 5, *e = d;
     while (isdigit((unsigned char)*e))
         e++;
-    if (e - d < 5 || e - d > 15 || (strcmp(e, ".jsonl") != 0 && strcmp(e, ".parquet") != 0 &&
-                                      strcmp(e, ".tar") != 0))
+    if (e - d < 5 || e - d > 15)
         return -1;
-    return strtol(d, NULL, 10);
+    for (size_t i = 0; i < sizeof part_exts / sizeof *part_exts; i++)
+        if (strcmp(e, part_exts[i]) == 0)
+            return strtol(d, NULL, 10);
+    return -1;
 }
 
 /* A temporary of io/shard.c: ".part-N.EXT.tmp-PID", or of the errors part
@@ -219,10 +226,9 @@ long sl_shard_remove_temps(const char *dir)
 /* Whether dir holds part N in any format, its digits as `digits` spells them. */
 static bool has_part(const char *dir, const char *digits, size_t n)
 {
-    static const char *const exts[] = {"jsonl", "parquet", "tar"};
     bool found = false;
-    for (size_t i = 0; !found && i < sizeof exts / sizeof *exts; i++) {
-        char *path = sl_asprintf("%s/part-%.*s.%s", dir, (int)n, digits, exts[i]);
+    for (size_t i = 0; !found && i < sizeof part_exts / sizeof *part_exts; i++) {
+        char *path = sl_asprintf("%s/part-%.*s%s", dir, (int)n, digits, part_exts[i]);
         /* out of memory: taken as there, so nothing is removed in doubt */
         found = !path || access(path, F_OK) == 0;
         sl_free(path);
