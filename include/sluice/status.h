@@ -29,6 +29,8 @@ typedef enum sl_status {
     SL_ERR_TOO_LARGE,     /* an input passes a size limit (pixels, download bytes) */
     SL_ERR_INVALID_OUTPUT, /* an answer is not what the request asked for: not JSON, or
                               not matching its JSON schema */
+    SL_ERR_BUSY,          /* the output is in use by another run: the same call can
+                             succeed once that run ends */
 } sl_status;
 
 /* Short stable name of a status ("ok", "invalid_arg", ...); never NULL. */

@@ -5,9 +5,10 @@
  * are made from the library's settings table (sluice/config.h), so each has
  * a job-file key; a new flag is a row there, not a case here.
  *
- * Exit status: 0 every row succeeded; 3 the run finished but some rows
- * failed (they are in the output with their error); 2 a wrong command line
- * or configuration; 1 the run could not finish; 130 stopped by a signal
+ * Exit status: 0 every row succeeded; 3 the run finished but the output
+ * holds failed rows (with their error; earlier runs' too); 2 a wrong command
+ * line or configuration; 75 the output is in use by another run; 1 the run
+ * could not finish; 130 stopped by a signal
  * (SIGINT, SIGTERM, SIGHUP; the rows finished before it are in the
  * output). SIGPIPE is ignored: a closed console does not end a run. */
 #include <errno.h>
@@ -26,7 +27,9 @@
 #include "cli/printer.h"
 #include "sluice/sluice.h"
 
-enum { EXIT_ROWS_FAILED = 3, EXIT_USAGE = 2, EXIT_RUN = 1, EXIT_STOPPED = 130 };
+/* EXIT_BUSY is sysexits.h's EX_TEMPFAIL: the output is another run's for now,
+ * so a scheduler may retry where it must not after EXIT_USAGE. */
+enum { EXIT_ROWS_FAILED = 3, EXIT_USAGE = 2, EXIT_RUN = 1, EXIT_BUSY = 75, EXIT_STOPPED = 130 };
 /* Internal: --help was printed, exit 0. */
 enum { EXIT_HELP = -1 };
 
@@ -352,11 +355,13 @@ static const char usage_output_text[] =
     "  -h, --help                this text\n"
     "      --version             print the version\n"
     "\n"
-    "Exit status: 0 all rows ok, 3 some rows failed (see their \"error\" field),\n"
-    "2 wrong command line or configuration, 1 the run could not finish, 130 stopped\n"
-    "by SIGINT/SIGTERM/SIGHUP (a first signal finishes the rows in flight, a second stops\n"
-    "at once; a third, or 10 s after the second with a worker stuck, exits without\n"
-    "waiting). A closed stdout or stderr (a pipe whose reader ended) does not stop a run.\n";
+    "Exit status: 0 all rows ok, 3 the output holds failed rows (see their \"error\"\n"
+    "field; a rerun exits 3 until --retry-failed captions them well), 2 wrong command\n"
+    "line or configuration, 75 the output is in use by another sluice run, 1 the run\n"
+    "could not finish, 130 stopped by SIGINT/SIGTERM/SIGHUP (a first signal finishes\n"
+    "the rows in flight, a second stops at once; a third, or 10 s after the second with\n"
+    "a worker stuck, exits without waiting). A closed stdout or stderr (a pipe whose\n"
+    "reader ended) does not stop a run.\n";
 
 static const char usage_openai_text[] =
     "OpenAI-compatible servers (vLLM, SGLang, llama-server; see docs/openai.md):\n"
@@ -1070,9 +1075,20 @@ static int exit_code_of(sl_status st)
         return EXIT_USAGE;
     case SL_ERR_STOPPED:
         return EXIT_STOPPED;
+    case SL_ERR_BUSY:
+        return EXIT_BUSY;
     default:
         return EXIT_RUN;
     }
+}
+
+/* A run that went to the end: 3 while the output holds a failed row, its
+ * own or an earlier run's. The same command twice exits alike: a rerun that
+ * found everything done exited 0 over rows that had failed, so a scheduler's
+ * retry of an exit 3 (Kubernetes, Slurm --requeue) marked them succeeded. */
+static int exit_code_of_output(const sl_caption_summary *sum)
+{
+    return sum->rows_failed > 0 || sum->rows_failed_before > 0 ? EXIT_ROWS_FAILED : 0;
 }
 
 static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
@@ -1185,7 +1201,7 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
                          : "%ld of those rows failed: --retry-failed captions their inputs "
                            "again\n",
                    sum.rows_failed_before);
-        return 0;
+        return exit_code_of_output(&sum);
     }
     if (!pr.quiet && sum.dry_run)
         print_dry_run(&sum, &p);
@@ -1234,8 +1250,14 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
             printf("answers: %s\n", sum.answers);
         if (sum.answers_dropped[0])
             printf("answers dropped by a stage (not written): %s\n", sum.answers_dropped);
+        if (sum.rows_failed_before > 0)
+            printf(batch ? "the output also holds %ld failed requests of earlier runs: "
+                           "docs/batch.md#resume says how to answer them again\n"
+                         : "the output also holds %ld failed rows of earlier runs: "
+                           "--retry-failed captions their inputs again\n",
+                   sum.rows_failed_before);
     }
-    return sum.rows_failed ? EXIT_ROWS_FAILED : 0;
+    return exit_code_of_output(&sum);
 }
 
 /* Under mpirun or srun, one rank of the job (sluice/dist.h). A rank that

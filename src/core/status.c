@@ -28,6 +28,7 @@ const char *sl_status_name(sl_status status)
     case SL_ERR_TOO_MANY_FAILED: return "too_many_failed";
     case SL_ERR_TOO_LARGE: return "too_large";
     case SL_ERR_INVALID_OUTPUT: return "invalid_output";
+    case SL_ERR_BUSY: return "busy";
     }
     return "unknown";
 }
@@ -38,7 +39,8 @@ const char *sl_status_class(sl_status status)
     case SL_OK: return "none";
     case SL_ERR_NOT_FOUND: return "not_found";
     case SL_ERR_IO:
-    case SL_ERR_EXISTS: return "io";
+    case SL_ERR_EXISTS:
+    case SL_ERR_BUSY: return "io";
     case SL_ERR_DECODE: return "decode";
     case SL_ERR_TOO_LONG:
     case SL_ERR_TOO_LARGE: return "too_large";

@@ -174,7 +174,7 @@ static sl_status lease_from_env(long *lease_s)
 /* The refusal: who holds the lock, until when, and how to clear it. */
 static sl_status refuse(const job *j, const bucket_lock *k, const holder *h)
 {
-    return sl_fail(SL_ERR_EXISTS,
+    return sl_fail(SL_ERR_BUSY,
                    "output '%s' is in use by another sluice run (its lock '%s' names host "
                    "'%s', process %lld, state folder '%s', and lasts until %s unless that "
                    "run renews it): wait for that run to end, or write to another prefix. "

@@ -314,7 +314,7 @@ void job_upload_reports(job *j, bool summary_only);
 void job_output_clear(job *j);
 /* job/bucket_lock.c: an s3:// output's lock object in the bucket, which
  * keeps out runs with other state folders (the ledger's lock keeps out
- * those with this one). job_lock_bucket(): SL_ERR_EXISTS naming the holder
+ * those with this one). job_lock_bucket(): SL_ERR_BUSY naming the holder
  * and how to clear it when another run holds it; job_check_bucket_lock()
  * before each part's commit: SL_ERR_IO saying so when the lock was lost
  * (taken, or not renewed while most of its lease ran out), SL_OK without

@@ -900,9 +900,9 @@ static sl_status open_ledger(job *j)
                            u.count == 1 ? "" : "s", names);
     }
     st = sl_ledger_open(dir, p->overwrite, &j->ledger);
-    if (st == SL_ERR_EXISTS && j->remote)
+    if (st == SL_ERR_BUSY && j->remote)
         /* The lock is the state folder's; the user named the bucket. */
-        return sl_fail(SL_ERR_EXISTS,
+        return sl_fail(SL_ERR_BUSY,
                        "output '%s' is in use by another sluice run (its resume ledger, in the "
                        "state folder '%s', is locked): wait for that run to end, or write to "
                        "another prefix (-o s3://BUCKET/OTHER)",

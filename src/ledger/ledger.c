@@ -164,7 +164,7 @@ static sl_status open_db(sl_ledger *l, bool *unreadable)
                           NULL, NULL, &err);
     sqlite3_free(err);
     if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
-        return sl_fail(SL_ERR_EXISTS,
+        return sl_fail(SL_ERR_BUSY,
                        "output folder '%s' is in use by another sluice run (its resume ledger "
                        "'%s' is locked): wait for it to end or choose another -o", l->dir, l->path);
     if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT) {

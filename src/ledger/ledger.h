@@ -87,7 +87,7 @@ bool sl_ledger_exists(const char *dir);
 /* Opens dir/_sluice_ledger.sqlite, creating it (and dir) if missing, and
  * takes an exclusive lock on it for the handle's life. With `overwrite`, a
  * file that is not a ledger this code can read is replaced rather than
- * refused. SL_ERR_EXISTS when another process holds the lock; SL_ERR_IO when
+ * refused. SL_ERR_BUSY when another process holds the lock; SL_ERR_IO when
  * the file cannot be read (damaged, or written by a newer sluice). */
 sl_status sl_ledger_open(const char *dir, bool overwrite, sl_ledger **out);
 

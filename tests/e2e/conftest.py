@@ -131,6 +131,23 @@ class Sluice:
                         "--mmproj", TINY / "mmproj.gguf", *extra, timeout=timeout)
 
 
+def run_beside_a_holder(args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs `args` while another run of the same command holds the output's
+    ledger: that one stops (a test fault) once its ledger is settled, and is
+    killed after."""
+    holder = subprocess.Popen(args, env=dict(env, SLUICE_TEST_FAULTS="trace,ledger.reconciled="
+                                                                      "sleep:30000"),
+                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        for line in holder.stderr:
+            if "test fault point ledger.reconciled" in line:
+                break
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def sample_copies(root: pathlib.Path, copies: int, corrupt: bool = False) -> int:
     """The sample images `copies` times over, as symlinks under root/cNNN/ (a
     larger input with distinct ids); with `corrupt`, one broken JPEG in

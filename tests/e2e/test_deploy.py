@@ -19,7 +19,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from conftest import REPO, TINY, sample_copies
+from conftest import REPO, TINY, run_beside_a_holder, sample_copies
 
 N = 3
 
@@ -52,6 +52,12 @@ def test_the_slurm_array_script_covers_every_input_once(sluice, tmp_path):
     job = write_job(tmp_path, inputs, tmp_path)
     out = tmp_path / "out"
     script = REPO / "deploy" / "slurm" / "sluice-array.sbatch"
+    # The time limit's SIGKILL comes after a SIGTERM early enough for
+    # sluice's 30 s drain (docs/executor.md), sent to the batch script,
+    # which is sluice (exec): a signal to its steps alone reaches no one.
+    warn = re.search(r"^#SBATCH --signal=B:TERM@(\d+)$", script.read_text(), re.M)
+    assert warn and int(warn.group(1)) > 30, "the time limit kills a run in the middle of a commit"
+    assert re.search(r'^exec "\$sluice" ', script.read_text(), re.M)
     for task in range(N):
         env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(task), SLURM_ARRAY_TASK_COUNT=str(N),
                    SLUICE=str(pathlib.Path(sluice.binary).resolve()))
@@ -160,7 +166,7 @@ def test_the_indexed_jobs_failure_policy_fits_sluices_exit_codes(sluice, tmp_pat
     model load and all; a preempted or drained pod used one up. Its pods'
     replacements started while the old pod still drained after SIGTERM
     (the Job's default), holding the folder's ledger, so the new one was
-    refused (exit 2) and a retry was lost; and the kubelet's 30 s grace
+    refused (exit 2, now 75) and a retry was lost; and the kubelet's 30 s grace
     equalled sluice's own drain, its SIGKILL landing on the final commit.
     The policy is checked against what sluice exits with, run here as a
     pod runs it."""
@@ -193,10 +199,21 @@ def test_the_indexed_jobs_failure_policy_fits_sluices_exit_codes(sluice, tmp_pat
     r = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode in codes["values"], (r.returncode, r.stderr[-2000:])
     job.write_text(good)
+    # So does a run whose rows failed: its rerun finds them done and exits
+    # 3 again (test_resume's test_failed_rows_count_as_done_and_the_rerun_still_exits_3).
+    assert 3 in codes["values"]
+
+    # A pod started while another run holds the folder's ledger (a stale
+    # pod on a node that lost its kubelet) is retried: that run ends.
+    out = data / "out" / "shard-00000"
+    r = run_beside_a_holder(command, env, timeout=600)
+    assert r.returncode == 75, (r.returncode, r.stderr[-2000:])
+    assert "is in use by another sluice run" in r.stderr, r.stderr[-2000:]
+    assert r.returncode not in codes["values"]
+    shutil.rmtree(out)  # the holder committed nothing; the stop below waits for a summary
 
     # A pod told to stop (SIGTERM to the container's process, as the kubelet
     # sends it) is retried: its exit is not one that fails the index.
-    out = data / "out" / "shard-00000"
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 300

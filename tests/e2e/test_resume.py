@@ -239,17 +239,42 @@ def test_parquet_output_resumes_too(sluice, big, tmp_path):
     assert r.returncode == 2 and "format" in r.stderr
 
 
-def test_failed_rows_count_as_done(sluice, tmp_path):
+def test_failed_rows_count_as_done_and_the_rerun_still_exits_3(sluice, tmp_path):
+    """A failed row is done: the rerun does not caption it again. While the
+    output holds it, the same command exits 3 as the first run did: it
+    exited 0 ("all inputs were already done"), so a scheduler retrying the
+    exit 3 (a Kubernetes index, Slurm --requeue) marked the rows succeeded."""
     src = tmp_path / "in"
     n = sample_copies(src, 1, corrupt=True)
     out = tmp_path / "out"
     r = run(sluice, src, out)
     assert r.returncode == 3, r.stderr[-3000:]
     r = run(sluice, src, out)
-    assert r.returncode == 0 and "already done" in r.stdout, r.stderr[-3000:]
+    assert r.returncode == 3 and "already done" in r.stdout, r.stdout + r.stderr[-3000:]
+    assert "1 of those rows failed: --retry-failed captions their inputs again" in r.stdout, r.stdout
     ids = part_ids(out)
     assert len(ids) == len(set(ids)) == n
     assert "broken/corrupt.jpg" in ids
+
+    # A new input captioned well does not hide the earlier failure.
+    new = src / "later" / "new.jpg"
+    new.parent.mkdir()
+    new.symlink_to(sample_images()[0])
+    r = run(sluice, src, out)
+    assert r.returncode == 3, r.stdout + r.stderr[-3000:]
+    assert "the output also holds 1 failed rows of earlier runs" in r.stdout, r.stdout
+    assert "later/new.jpg" in part_ids(out)
+
+    # Once the input is fixed, --retry-failed captions it and the output is whole.
+    bad = src / "broken" / "corrupt.jpg"
+    bad.unlink()
+    bad.symlink_to(sample_images()[0])
+    r = run(sluice, src, out, "--retry-failed")
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    r = run(sluice, src, out)
+    assert r.returncode == 0 and "already done" in r.stdout, r.stdout + r.stderr[-3000:]
+    ids = part_ids(out)
+    assert len(ids) == len(set(ids)) == n + 1
 
 
 def test_a_run_whose_engine_did_not_load_leaves_no_part(sluice, tmp_path):
@@ -505,7 +530,8 @@ def test_a_line_over_max_line_bytes_is_one_row_after_the_limit_is_raised(sluice,
     assert r.returncode == 3, r.stderr[-3000:]
     assert sorted(part_ids(out)) == ["a", "c", "m.jsonl:2"]
     r = run(sluice, src / "m.jsonl", out, "--max-line-bytes", "4M")
-    assert r.returncode == 0 and "3 inputs were already done" in r.stderr, r.stderr[-3000:]
+    # exit 3: the output still holds the failed row
+    assert r.returncode == 3 and "3 inputs were already done" in r.stderr, r.stderr[-3000:]
     assert sorted(part_ids(out)) == ["a", "c", "m.jsonl:2"]
     r = run(sluice, src / "m.jsonl", out, "--max-line-bytes", "4M", "--retry-failed")
     assert r.returncode == 0, r.stderr[-3000:]

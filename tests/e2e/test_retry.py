@@ -89,10 +89,10 @@ def test_failed_rows_are_captioned_again_and_good_rows_stay(sluice, broken, tmp_
                                     "not found" in first[k][0]["error"] for k in failed)
     before = {p.name: p.read_bytes() for p in out.glob("part-*.jsonl")}
     # Without the flag a rerun does nothing: failed rows count as done; it
-    # says how many failed and what to do.
+    # says how many failed and what to do, and exits 3 as the output holds them.
     fix(broken)
     r = run(sluice, m, out)
-    assert r.returncode == 0 and "nothing new written" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 3 and "nothing new written" in r.stdout, r.stdout + r.stderr
     assert "3 of those rows failed: --retry-failed captions their inputs again" in r.stdout
     assert {p.name: p.read_bytes() for p in out.glob("part-*.jsonl")} == before
     # Only parts that hold failed rows are read back: a clean part with a
@@ -353,7 +353,7 @@ def test_a_crash_inside_a_retry_is_finished_by_the_next_run(sluice, broken, tmp_
     assert r.returncode == 1, r.stderr
     assert "Input/output error" in r.stderr, r.stderr
     r = run(sluice, m, out)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 3, r.stderr  # the other two parts' rows still failed
     rows = jsonl_rows(out)
     assert len(rows) == N_GOOD + 3 and all(len(v) == 1 for v in rows.values()), rows
     # the one part whose retry was begun: its row answered; the other two
@@ -372,7 +372,7 @@ def test_a_retry_that_never_became_durable_changes_nothing(sluice, broken, tmp_p
     r = run(sluice, m, out, "--retry-failed", env=env)
     assert r.returncode == 1, r.stderr
     r = run(sluice, m, out)
-    assert r.returncode == 0 and "nothing new written" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 3 and "nothing new written" in r.stdout, r.stdout + r.stderr
     assert {p.name: p.read_bytes() for p in out.glob("part-*.jsonl")} == before
     assert not list(out.glob(".part-*"))  # the temporary is gone
 

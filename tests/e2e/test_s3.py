@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from conftest import REPO, SAMPLES, read_rows, sample_images, wds_shard
+from conftest import REPO, SAMPLES, read_rows, run_beside_a_holder, sample_images, wds_shard
 from s3_store import SECRET, CountingProxy, moto_store
 
 @pytest.fixture(scope="module")
@@ -633,19 +633,8 @@ def test_a_second_run_into_a_locked_output_names_the_bucket(store, sluice, tmp_p
             str(state), "--model", str(REPO / "models/tiny/model.gguf"),
             "--mmproj", str(REPO / "models/tiny/mmproj.gguf"), "--max-tokens", "4",
             "--metrics-addr", "off"]
-    # The first run holds the lock 20 s once its ledger is settled.
-    first = subprocess.Popen(args, env=dict(env, SLUICE_TEST_FAULTS="trace,ledger.reconciled="
-                                                                     "sleep:20000"),
-                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    try:
-        for line in first.stderr:
-            if "test fault point ledger.reconciled" in line:
-                break
-        r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
-    finally:
-        first.kill()
-        first.wait()
-    assert r.returncode == 2, r.stderr[-2000:]
+    r = run_beside_a_holder(args, env)
+    assert r.returncode == 75, r.stderr[-2000:]
     assert (f"output 's3://locks/run' is in use by another sluice run (its resume ledger, in "
             f"the state folder '{state}', is locked): wait for that run to end, or write to "
             "another prefix") in r.stderr, r.stderr[-2000:]
@@ -712,7 +701,7 @@ def test_two_runs_into_one_output_with_two_state_folders_do_not_mix(store, sluic
             if a.poll() is None:
                 a.kill()
         if not unlock:
-            assert r.returncode == 2, r.stderr[-2000:]
+            assert r.returncode == 75, r.stderr[-2000:]
             assert (f"output 's3://twice/run' is in use by another sluice run (its lock "
                     f"'s3://twice/run/_sluice.lock' names host") in r.stderr, r.stderr[-2000:]
             assert f"state folder '{tmp_path / 'sa-run'}'" in r.stderr, r.stderr[-2000:]
@@ -760,7 +749,7 @@ def test_a_killed_runs_bucket_lock_is_taken_over_when_its_lease_ends(store, slui
     killed(tmp_path / "sa")
     r = subprocess.run(args(tmp_path / "sb"), env=lenv, capture_output=True, text=True,
                        timeout=120)
-    assert r.returncode == 2 and "is in use by another sluice run" in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 75 and "is in use by another sluice run" in r.stderr, r.stderr[-2000:]
     time.sleep(4.5)
     r = subprocess.run(args(tmp_path / "sb"), env=lenv, capture_output=True, text=True,
                        timeout=300)
@@ -796,7 +785,7 @@ def test_a_bucket_lock_is_judged_by_the_stores_clock_not_the_holders(store, slui
     args = bucket_args(sluice, inputs, "s3://skew/run", tmp_path / "sb")
     lock(300)
     r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "is in use by another sluice run" in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 75 and "is in use by another sluice run" in r.stderr, r.stderr[-2000:]
     assert "names host 'node7'" in r.stderr, r.stderr[-2000:]
     lock(2)
     time.sleep(3)
