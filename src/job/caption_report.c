@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 
@@ -16,6 +17,7 @@
 #include "job/batch.h"
 #include "job/caption_report.h"
 #include "job/job.h"
+#include "sluice/sluice.h"
 
 static json_t *text(const char *s) { return sl_json_text(s, s ? strlen(s) : 0); }
 
@@ -53,6 +55,28 @@ static void add_dry_run(json_t *o, const caption_report *r)
                                                           s->seconds)
                                               : json_null());
     json_object_set_new(tp, "decode_capacity_rows_per_s", json_real(decode_capacity(r->exec)));
+}
+
+/* The GGUF files the llama engine ran, as given (a hub model's: its cached
+ * snapshot, whose path holds the commit), each with its size: `model` is
+ * the file's general.name, the same for every quantization of one model,
+ * so the files are what names the weights a dataset came from. bytes is
+ * null when the file cannot be stat'ed now. */
+static json_t *model_files_json(const sl_llama_params *llama)
+{
+    json_t *a = json_array();
+    const char *kinds[2] = {"model", "mmproj"};
+    const char *paths[2] = {llama->model_path, llama->mmproj_path};
+    for (int i = 0; a && i < 2; i++) {
+        if (!paths[i] || !paths[i][0])
+            continue;
+        struct stat st;
+        json_t *bytes = stat(paths[i], &st) == 0 ? json_integer((json_int_t)st.st_size)
+                                                 : json_null();
+        json_array_append_new(a, json_pack("{s:s, s:o, s:o}", "kind", kinds[i], "path",
+                                           text(paths[i]), "bytes", bytes));
+    }
+    return a;
 }
 
 static json_t *summary_json(const caption_report *r)
@@ -170,6 +194,14 @@ static json_t *summary_json(const caption_report *r)
         json_object_set_new(o, "unfit_values", r->unfit ? json_copy(r->unfit) : json_object());
     if (o)
         json_object_set_new(o, "lora", llama ? job_lora_json(&p->llama) : json_array());
+    /* What a dataset's reader needs to run it again: which sluice, which
+     * engine and which files (a dry run opens no model). */
+    if (o) {
+        json_object_set_new(o, "sluice_version", json_string(SL_VERSION));
+        json_object_set_new(o, "engine", json_string(llama ? "llama" : "openai"));
+        json_object_set_new(o, "model_files", llama && !s->dry_run ? model_files_json(&p->llama)
+                                                                 : json_array());
+    }
     /* The commit each hub dataset was read at: what to name (@COMMIT) to
      * go on after its branch moved (docs/inputs.md). */
     json_t *commits = r->src ? sl_source_dataset_commits(r->src) : NULL;
