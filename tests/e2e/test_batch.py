@@ -210,9 +210,10 @@ def test_errors_file_holds_the_failed_requests(sluice, mixed, tmp_path):
     assert all(r["response"] is None and r["error"]["code"] for r in failed)
     assert sorted(r["custom_id"] for r in failed) == sorted(
         ["requests.jsonl:6", "requests.jsonl:7", "no-body", "wrong-url", "n-17", "text"])
-    # The same command again: everything is done; the file is the same.
+    # The same command again: everything is done; the file is the same. It
+    # exits 3: the output still holds the failed requests.
     before = errors.read_text()
-    assert batch(sluice, mixed, out, *LLAMA, "--errors-file", errors).returncode == 0
+    assert batch(sluice, mixed, out, *LLAMA, "--errors-file", errors).returncode == 3
     assert errors.read_text() == before
 
 
@@ -233,7 +234,7 @@ def test_a_line_past_the_limit_fails_saying_how_to_answer_it(sluice, tmp_path):
     assert "requests.jsonl:2" in message and "longer than the limit of 1048576 bytes" in message
     assert "a batch file of this line with a higher --max-line-bytes" in message, message
     res = batch(sluice, requests, out, *LLAMA, "--max-line-bytes", "2M", "--errors-file", errors)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 3, res.stderr  # the failed line is still the output's
     assert [r["custom_id"] for r in output_lines(out)] == ["text"]  # counted done, as it says
     alone = write_batch(tmp_path / "long.jsonl", [requests.read_text().splitlines()[1]])
     res = batch(sluice, alone, tmp_path / "again", *LLAMA, "--max-line-bytes", "2M")
@@ -971,7 +972,7 @@ def test_failed_requests_are_answered_again_as_the_docs_say(sluice, mixed, tmp_p
     # and where to read how to answer them (it said nothing of them).
     failed = sum(1 for r in output_lines(out) if r["error"])
     res = batch(sluice, mixed, out, *LLAMA)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 3, res.stderr
     assert f"{failed} of those requests failed: docs/batch.md#resume says how" in res.stdout, \
         res.stdout
     res = batch(sluice, mixed, out, *LLAMA, "--retry-failed")
