@@ -10,8 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "core/log.h"
 #include "io/hf.h"
 #include "io/part_filter.h"
@@ -869,6 +872,87 @@ static sl_status explain_mpi_shards(const job *j)
 
 /* Opens the output folder's ledger: starts over (--overwrite), or settles
  * what an earlier run left and finds where this one goes on. */
+/* What tells one GGUF file from another at the same path, cheaply: its size
+ * and a SHA-256 of its first and last MiB (the metadata, the last tensor's
+ * weights). Hashing it whole would read gigabytes at every start; weights
+ * trained again or quantized otherwise change one of the three. Writes
+ * "BYTES:HEX" to out; SL_ERR_NOT_FOUND / SL_ERR_IO naming the file. */
+enum { FILE_ENDS = 1 << 20 };
+
+static sl_status file_signature(const char *path, char *out, size_t cap)
+{
+    int fd;
+    uint64_t size;
+    sl_status st = sl_file_open_regular(path, &fd, &size);
+    if (st != SL_OK)
+        return st;
+    uint8_t *buf = sl_malloc(FILE_ENDS);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    bool ok = buf && md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    uint64_t head = size < FILE_ENDS ? size : FILE_ENDS;
+    uint64_t tail_at = size > 2 * (uint64_t)FILE_ENDS ? size - FILE_ENDS : head;
+    const uint64_t at[2] = {0, tail_at}, len[2] = {head, size - tail_at};
+    for (int i = 0; ok && i < 2; i++) {
+        ssize_t n = len[i] ? pread(fd, buf, (size_t)len[i], (off_t)at[i]) : 0;
+        ok = n == (ssize_t)len[i] && EVP_DigestUpdate(md, buf, (size_t)n) == 1;
+    }
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int dn = 0;
+    ok = ok && EVP_DigestFinal_ex(md, digest, &dn) == 1;
+    int err = errno;
+    close(fd);
+    EVP_MD_CTX_free(md);
+    sl_free(buf);
+    if (!ok)
+        return sl_fail(SL_ERR_IO, "'%s': cannot read it to tell it from another file: %s", path,
+                       strerror(err));
+    int w = snprintf(out, cap, "%llu:", (unsigned long long)size);
+    for (unsigned int i = 0; i < 16 && w > 0 && (size_t)w + 2 < cap; i++)
+        w += snprintf(out + w, cap - (size_t)w, "%02x", digest[i]);
+    return SL_OK;
+}
+
+/* The llama engine's model and projector against the files a resumed
+ * folder's rows were answered by: the fingerprint holds their paths, so a
+ * file replaced at its path (weights trained again, another quantization
+ * under the same name) went on in silence, mixing two models' answers in
+ * one dataset. Recorded when the ledger holds none (a folder of an older
+ * sluice, or no part yet). */
+static sl_status check_model_files(job *j)
+{
+    const sl_caption_params *p = j->p;
+    if (!j->ledger || job_uses_openai(p) || p->dry_run || !p->llama.model_path)
+        return SL_OK;
+    const char *kinds[2] = {"model", "mmproj"};
+    const char *paths[2] = {p->llama.model_path, p->llama.mmproj_path};
+    char now[2][64] = {"", ""}, all[160];
+    for (int i = 0; i < 2; i++) {
+        sl_status st = paths[i] && *paths[i] ? file_signature(paths[i], now[i], sizeof now[i])
+                                             : SL_OK;
+        if (st != SL_OK)
+            return st;
+    }
+    snprintf(all, sizeof all, "%s %s", now[0], now[1]);
+    char *old = NULL;
+    sl_status st = sl_ledger_meta_get(j->ledger, "model_files", &old);
+    if (st == SL_OK && old && strcmp(old, all) != 0 && j->sum->resumed) {
+        char was[2][64] = {"", ""};
+        sscanf(old, "%63s %63s", was[0], was[1]);
+        int i = strcmp(was[0], now[0]) != 0 ? 0 : 1;
+        unsigned long long then = strtoull(was[i], NULL, 10), size = strtoull(now[i], NULL, 10);
+        st = sl_fail(SL_ERR_EXISTS,
+                     "output folder '%s' holds rows answered by another %s file than '%s' is "
+                     "now (%llu bytes, the rows' %llu; size and first and last MiB compared): "
+                     "the file changed at that path. Put the first one back to go on, choose "
+                     "another -o for the new one, or pass --overwrite to start over",
+                     j->remote ? j->remote : j->dir, kinds[i], paths[i], size, then);
+    } else if (st == SL_OK && (!old || strcmp(old, all) != 0)) {
+        st = sl_ledger_meta_set(j->ledger, "model_files", all);
+    }
+    sl_free(old);
+    return st;
+}
+
 static sl_status open_ledger(job *j)
 {
     const sl_caption_params *p = j->p;
@@ -1007,7 +1091,7 @@ static sl_status open_ledger(job *j)
     j->sum->rows_done_before = info.written;
     j->sum->inputs_done_before = info.inputs;
     j->sum->resumed = info.parts > 0;
-    return SL_OK;
+    return check_model_files(j);
 }
 
 /* Under MPI the ranks agree to start here (dist_start): after rank 0's

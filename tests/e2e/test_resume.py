@@ -6,6 +6,7 @@ refused (exit 2) and --overwrite starts over. JSONL and Parquet."""
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import time
@@ -571,3 +572,59 @@ def test_a_resume_with_a_lower_max_line_bytes_is_refused(sluice, tmp_path):
     r = run(sluice, src / "m.jsonl", out, "--max-line-bytes", "4M")
     assert r.returncode == 2 and f"written with --max-line-bytes {8 << 20}" in r.stderr, r.stderr[-3000:]
     assert sorted(part_ids(out)) == ["a", "b"]
+
+
+def test_a_model_file_changed_at_its_path_is_refused_on_resume(sluice, tmp_path):
+    """The fingerprint holds the model's path: weights replaced at that path
+    (trained again, another quantization under the same name) resumed in
+    silence, one dataset answered by two models (eval18's finding). The
+    file's size and first and last MiB are recorded beside it; a resume
+    over another file is refused before the model loads, one over the same
+    file goes on, and a folder that recorded none (an older sluice) takes
+    the file it now finds."""
+    import sqlite3
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("model.gguf", "mmproj.gguf"):
+        shutil.copyfile(TINY / name, models / name)
+    src = tmp_path / "in"
+    sample_copies(src, 1)
+    out = tmp_path / "out"
+
+    def caption(*extra):
+        return subprocess.run([str(sluice.binary), "caption", str(src), "-o", str(out),
+                               "--model", str(models / "model.gguf"),
+                               "--mmproj", str(models / "mmproj.gguf"), *ARGS, *extra],
+                              capture_output=True, text=True, timeout=900)
+
+    def flip(path, at):
+        data = bytearray(path.read_bytes())
+        data[at] ^= 0x01
+        path.write_bytes(bytes(data))
+
+    # --limit N: N inputs more each run
+    assert caption("--limit", "1").returncode == 0
+    assert caption("--limit", "1").returncode == 0, "the same files resume"
+    # A weight in the model's last tensor (its last byte): the file loads
+    # as well, the answers change.
+    flip(models / "model.gguf", -1)
+    r = caption("--limit", "1")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert (f"output folder '{out}' holds rows answered by another model file than "
+            f"'{models / 'model.gguf'}' is now") in r.stderr, r.stderr[-2000:]
+    assert "the file changed at that path" in r.stderr, r.stderr[-2000:]
+    assert len(part_ids(out)) == 2
+    flip(models / "model.gguf", -1)
+    # The projector is the other file told apart.
+    flip(models / "mmproj.gguf", -1)
+    r = caption("--limit", "1")
+    assert r.returncode == 2 and "another mmproj file" in r.stderr, r.stderr[-2000:]
+    # A folder whose ledger recorded no files goes on and records them.
+    with sqlite3.connect(out / "_sluice_ledger.sqlite") as db:
+        db.execute("delete from meta where key = 'model_files'")
+    db.close()
+    r = caption("--limit", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(part_ids(out)) == 3
+    flip(models / "mmproj.gguf", -1)
+    assert caption().returncode == 2
