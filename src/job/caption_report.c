@@ -194,6 +194,10 @@ static json_t *summary_json(const caption_report *r)
         json_object_set_new(o, "unfit_values", r->unfit ? json_copy(r->unfit) : json_object());
     if (o)
         json_object_set_new(o, "lora", llama ? job_lora_json(&p->llama) : json_array());
+    /* params above are the common knobs; these are all that decide the rows
+     * (what a resume compares), so a dataset's reader can run it again. */
+    if (o)
+        json_object_set_new(o, "settings", r->settings ? json_copy(r->settings) : json_null());
     /* What a dataset's reader needs to run it again: which sluice, which
      * engine and which files (a dry run opens no model). */
     if (o) {

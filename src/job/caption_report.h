@@ -34,6 +34,7 @@ typedef struct caption_report {
                                  every rank's); NULL: out of memory */
     json_t *parts;            /* the names of the parts this run committed (borrowed; under
                                  MPI every rank's, by number); NULL: out of memory */
+    json_t *settings;         /* job_settings_json (borrowed); NULL: out of memory */
 } caption_report;
 
 /* SL_ERR_IO (message names the file and the cause) or SL_ERR_NOMEM. */

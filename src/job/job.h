@@ -288,6 +288,10 @@ sl_status job_open_output(job *j);
  * output, first sets j->dir to the state folder and lists the parts in the
  * bucket. */
 sl_status job_open_ledger(job *j);
+/* The settings the resume fingerprint holds (what decides the rows), as a
+ * JSON object of its keys, for _summary.json: a dataset's reader sees what
+ * made it; the caller owns it. NULL when out of memory. */
+json_t *job_settings_json(const job *j);
 /* The openai engine's model, `model` (named by --served-model or the first
  * a fleet lists), against the one the folder's rows were answered by
  * (resume.c): recorded when the ledger holds none (or no part yet), and

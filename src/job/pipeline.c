@@ -1068,14 +1068,16 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
          * said: a summary reading "ok" beside exit 1 and no rows misled
          * whoever reads it instead of the exit status. */
         sl_status ended = j.sink_status != SL_OK ? j.sink_status : run_st;
+        json_t *settings = job_settings_json(&j);
         caption_report report = {p,         sum,       exec,  ended, atomic_load(&j.input_total),
                                  j.gallery, &j.schema, j.dir, j.src, answers,
-                                 answers_dropped, unfit, failures, parts};
+                                 answers_dropped, unfit, failures, parts, settings};
         if (caption_report_write(&report) != SL_OK)
             sl_log(SL_LOG_WARN, "cannot write the run report: %s", sl_last_error());
         job_upload_reports(&j, false);
         json_decref(unfit);
         json_decref(parts);
+        json_decref(settings);
     }
     json_decref(answers);
     json_decref(answers_dropped);

@@ -1094,6 +1094,24 @@ static sl_status open_ledger(job *j)
     return check_model_files(j);
 }
 
+json_t *job_settings_json(const job *j)
+{
+    char *fp = fingerprint(j, false, false, false);
+    json_t *o = fp ? json_object() : NULL;
+    for (char *line = fp; o && line && *line;) {
+        char *end = strchr(line, '\n'), *tab = strchr(line, '\t');
+        if (!end || !tab || tab > end)
+            break;
+        *end = *tab = '\0';
+        json_t *v = json_loads(tab + 1, JSON_DECODE_ANY, NULL);
+        if (v)
+            json_object_set_new(o, line, v);
+        line = end + 1;
+    }
+    sl_free(fp);
+    return o;
+}
+
 /* Under MPI the ranks agree to start here (dist_start): after rank 0's
  * output checks, before rank 0 serves and the others wait for its hello. */
 sl_status job_open_ledger(job *j)

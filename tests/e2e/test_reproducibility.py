@@ -122,3 +122,31 @@ def test_two_prompts_over_the_same_inputs_join_by_id(sluice, tmp_path):
     assert all(pb > pa for _, pa, pb, _ in joined)
     # One --seed, one id: the same row seed in both runs.
     assert all(same for *_, same in joined)
+
+
+def test_the_summary_holds_every_setting_a_resume_compares(sluice, tmp_path):
+    """params names the common knobs; stop strings, the JSON schema, --ctx,
+    --include, every input (eval18's finding) were in the resume fingerprint
+    alone, inside the ledger. `settings` holds them as the fingerprint does,
+    and a resume refuses a change to any of them: one list."""
+    src = tmp_path / "in"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    images = sample_images()
+    (src / "a" / "x.jpg").symlink_to(images[0])
+    (src / "b" / "y.jpg").symlink_to(images[1])
+    out = tmp_path / "out"
+    flags = ["--stop", "zz", "--ctx", "2048", "--include", "*.jpg", "--seed", "7",
+             "--prompt", "Say what it is."]
+    r = sluice.run("caption", src / "a", src / "b", "-o", out, *QUIET, *flags,
+                   "--model", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf")
+    assert r.returncode == 0, r.stderr
+    settings = summary(out)["settings"]
+    assert settings["inputs"] == [str(src / "a"), str(src / "b")]
+    assert settings["stop"] == ["zz"] and settings["ctx"] == 2048 and settings["seed"] == 7
+    assert settings["include"] == ["*.jpg"] and settings["prompt"] == "Say what it is."
+    assert settings["model"] == str(TINY / "model.gguf") and settings["max_tokens"] == 3
+    # Each one is compared on resume: another --stop is refused, naming it.
+    r = sluice.run("caption", src / "a", src / "b", "-o", out, *QUIET, *flags[2:], "--stop", "yy",
+                   "--model", TINY / "model.gguf", "--mmproj", TINY / "mmproj.gguf")
+    assert r.returncode == 2 and "stop" in r.stderr, r.stderr[-2000:]
