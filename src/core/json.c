@@ -18,6 +18,7 @@ typedef struct dumper {
     size_t flags;
     json_dump_callback_t out;
     void *arg;
+    bool *nomem; /* set when an allocation of the dump's own failed */
 } dumper;
 
 /* Deeper than jansson's parser reads: a value that holds itself (jansson's
@@ -138,8 +139,10 @@ static int put_container(const dumper *d, const json_t *v, int depth)
     if (put(d, object ? "{" : "[", 1))
         return -1;
     if (object && n) {
-        if (!(keys = sl_malloc(n * sizeof *keys)))
+        if (!(keys = sl_malloc(n * sizeof *keys))) {
+            *d->nomem = true;
             return -1;
+        }
         size_t k = 0;
         for (void *it = json_object_iter((json_t *)v); it && k < n; it = json_object_iter_next((json_t *)v, it))
             keys[k++] = (key_len){json_object_iter_key(it), json_object_iter_key_len(it)};
@@ -186,8 +189,10 @@ int sl_json_dump_callback(const json_t *v, size_t flags, json_dump_callback_t ou
 {
     if (!(flags & JSON_ENCODE_ANY) && !json_is_object(v) && !json_is_array(v))
         return -1;
-    dumper d = {flags, out, arg};
-    return put_value(&d, v, 0);
+    bool nomem = false;
+    dumper d = {flags, out, arg, &nomem};
+    int rc = put_value(&d, v, 0);
+    return rc && nomem ? -2 : rc;
 }
 
 static int to_buf(const char *data, size_t len, void *buf) { return sl_buf_append(buf, data, len) ? 0 : -1; }

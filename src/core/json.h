@@ -75,8 +75,9 @@ const char *sl_json_kind(const json_t *v);
  * JSON_REAL_PRECISION; objects in their keys' order; no JSON_EMBED), but a
  * real without JSON_REAL_PRECISION is the shortest text that reads back as
  * it: jansson writes 17 digits, so a Parquet double 19.99 passed through
- * came out 19.989999999999998. 0; -1 when out returns non-zero or v
- * cannot be encoded. */
+ * came out 19.989999999999998. 0; -2 when memory ran out (an object's
+ * keys are listed first), else -1 when out returns non-zero or v cannot be
+ * encoded. */
 int sl_json_dump_callback(const json_t *v, size_t flags, json_dump_callback_t out, void *arg);
 
 /* v as JSON text (sl_json_dump_callback with `flags`) in sluice's

@@ -111,15 +111,19 @@ sl_status sl_jsonl_dump(const json_t *o, sl_buf *buf, const char *where)
 {
     size_t mark = buf->len;
     dump_to to = {buf, false};
-    if (sl_json_dump_callback(o, JSON_COMPACT, append, &to) == 0) {
+    int rc = sl_json_dump_callback(o, JSON_COMPACT, append, &to);
+    if (rc == 0) {
         if (escape_line_ends(buf, mark))
             return SL_OK;
         buf->len = mark;
         return sl_fail(SL_ERR_NOMEM, "out of memory writing to '%s'", where);
     }
     buf->len = mark; /* nothing of it was added */
-    return to.nomem ? sl_fail(SL_ERR_NOMEM, "out of memory writing to '%s'", where)
-                    : sl_fail(SL_ERR_INVALID_ARG, "a row cannot be written as JSON to '%s'", where);
+    /* The dump lists an object's keys first: without memory for them the
+     * row was said to be one JSON cannot hold (the run stopped on it). */
+    return to.nomem || rc == -2
+               ? sl_fail(SL_ERR_NOMEM, "out of memory writing to '%s'", where)
+               : sl_fail(SL_ERR_INVALID_ARG, "a row cannot be written as JSON to '%s'", where);
 }
 
 static sl_status flush(sl_jsonl_sink *sink)

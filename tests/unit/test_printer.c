@@ -149,6 +149,25 @@ static void text_is_measured_in_terminal_columns(void **state)
         {"\xed\x95\x9c\xea\xb5\xad", "\xed\x95\x9c\xea\xb5\xad", 4},
         {"r\x1b[31m\xff", "r\\x1B[31m\\xFF", 13},
         {"a\xc2\x9b", "a\\u009B", 7},
+        /* Beyond the blocks picked by hand first, as Python's
+         * unicodedata has them (east_asian_width W or F: two; category
+         * Mn, Me or Cf: none) and its wcwidth.wcswidth() agrees: emoji
+         * outside U+1F300-U+1F64F (a coffee, a rocket, a melting face, a
+         * watch, a mahjong tile, a squared CJK sign), Hebrew points, a
+         * Thai tone mark, a kana voicing mark, Hangul jamo, a byte order
+         * mark, a CJK ideograph newer than the table (Extension H). */
+        {"\xe2\x98\x95.jpg", "\xe2\x98\x95.jpg", 6},
+        {"\xf0\x9f\x9a\x80.jpg", "\xf0\x9f\x9a\x80.jpg", 6},
+        {"\xf0\x9f\xab\xa0", "\xf0\x9f\xab\xa0", 2},
+        {"\xe2\x8c\x9a", "\xe2\x8c\x9a", 2},
+        {"\xf0\x9f\x80\x84", "\xf0\x9f\x80\x84", 2},
+        {"\xf0\x9f\x88\x9a", "\xf0\x9f\x88\x9a", 2},
+        {"\xd7\xa9\xd6\xb8\xd7\x81", "\xd7\xa9\xd6\xb8\xd7\x81", 1},
+        {"\xe0\xb8\x81\xe0\xb9\x89\xe0\xb8\xb2", "\xe0\xb8\x81\xe0\xb9\x89\xe0\xb8\xb2", 2},
+        {"\xe3\x81\x8b\xe3\x82\x99", "\xe3\x81\x8b\xe3\x82\x99", 2},
+        {"\xe1\x84\x80\xe1\x85\xa1", "\xe1\x84\x80\xe1\x85\xa1", 2},
+        {"\xef\xbb\xbf" "a", "\xef\xbb\xbf" "a", 1},
+        {"\xf0\xb1\x8d\x90", "\xf0\xb1\x8d\x90", 2},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         char *buf = NULL;

@@ -381,6 +381,66 @@ static void refused(const char *const *inputs, size_t n, const char *a, const ch
         fail_msg("'%s' does not name '%s' and '%s'", msg, a, b);
 }
 
+/* A dataset folder's Hive partitions are the columns of each file's own
+ * rows: a file under fewer partition folders (or none) must not keep the
+ * ones of the file read before it, and a column of the file's own keeps
+ * its value. Then the same read with every allocation in turn failing:
+ * an error, never a leak or a crash (ASan's build checks both). */
+static void hive_partitions_are_each_files_own(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    const char a[] = "{\"path\": \"a.jpg\"}\n{\"path\": \"b.jpg\", \"lang\": \"own\"}\n";
+    const char b[] = "{\"path\": \"c.jpg\"}\n";
+    const char top[] = "{\"path\": \"d.jpg\"}\n";
+    tu_write(dir, "ds.jsonl/lang=en/city=S%C3%A3o/a.jsonl", a, sizeof a - 1);
+    tu_write(dir, "ds.jsonl/lang=fr/b.jsonl", b, sizeof b - 1);
+    tu_write(dir, "ds.jsonl/top.jsonl", top, sizeof top - 1);
+    char path[512];
+    snprintf(path, sizeof path, "%s/ds.jsonl", dir);
+    sl_source_params p = sl_source_default_params();
+    sl_source_item it[8];
+    size_t n = read_all(path, &p, it, 8);
+    assert_int_equal(n, 4);
+    /* (file order: a folder's walk, byte-wise sorted, depth first) */
+    static const char *const want[4][2] = {
+        {"en", "S\xc3\xa3o"}, {"own", "S\xc3\xa3o"}, {"fr", NULL}, {NULL, NULL}};
+    for (size_t i = 0; i < n; i++) {
+        const char *lang = json_string_value(json_object_get(it[i].extra, "lang"));
+        const char *city = json_string_value(json_object_get(it[i].extra, "city"));
+        if (want[i][0])
+            assert_string_equal(lang, want[i][0]);
+        else
+            assert_null(json_object_get(it[i].extra, "lang"));
+        if (want[i][1])
+            assert_string_equal(city, want[i][1]);
+        else
+            assert_null(json_object_get(it[i].extra, "city"));
+        sl_source_item_clear(&it[i]);
+    }
+
+    const char *inputs[] = {path};
+    bool whole = false;
+    for (long k = 0; !whole && k < 100000; k++) {
+        sl_alloc_fail_after(k);
+        sl_source *src = NULL;
+        size_t got = 0, failed = 0;
+        sl_status st = sl_source_open(inputs, 1, &p, &src);
+        for (bool done = false; st == SL_OK && !done;) {
+            sl_source_item item = {0};
+            st = sl_source_next(src, &item, &done);
+            got += st == SL_OK && !done;
+            failed += item.error != NULL;
+            sl_source_item_clear(&item);
+        }
+        sl_source_free(src);
+        sl_alloc_fail_after(-1);
+        whole = st == SL_OK && got == 4 && failed == 0;
+    }
+    assert_true(whole);
+    tu_rmtree(dir);
+}
+
 static void one_file_read_twice_is_refused(void **state)
 {
     char *dir = tu_tmpdir();
@@ -728,6 +788,7 @@ int main(void)
         cmocka_unit_test(folder_globs),
         cmocka_unit_test(open_errors_name_the_input),
         cmocka_unit_test(ids_name_the_folders_that_tell_inputs_apart),
+        cmocka_unit_test(hive_partitions_are_each_files_own),
         cmocka_unit_test(one_file_read_twice_is_refused),
         cmocka_unit_test(manifest_lines_past_the_limit_fail_alone),
         cmocka_unit_test(parquet_list_columns_give_images),
