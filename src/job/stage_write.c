@@ -5,6 +5,7 @@
  * committed. Only committed parts count in the summary. One worker. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -517,16 +518,33 @@ static void write_close(void *state, sl_exec_end end)
             sl_sink_abandon(j->errors_sink);
         return;
     }
-    long rows = j->part.rows; /* (the commit clears it, failed or not) */
+    long rows = j->part.rows, inputs = j->part.inputs; /* (the commit clears them) */
     if (commit_shard(j) != SL_OK) {
         /* The cause alone read as a run that ended with a warning: say
          * what it cost and that the same command makes it good. */
         j->sink_status = SL_ERR_IO;
-        snprintf(j->sink_error, sizeof j->sink_error,
-                 "%s; the %ld row%s of that part %s not in the output: run the same command "
-                 "again once that is fixed",
-                 sl_last_error(), rows, rows == 1 ? "" : "s", rows == 1 ? "is" : "are");
+        char *why = sl_strdup(sl_last_error()), *part = sl_strdup(sl_sink_part_path(j->sink));
         abandon_shard(j);
+        /* Past its rename (a folder sync, the ledger's commit failing) the
+         * part is whole under its name, and the next run's reconcile keeps
+         * it; an object store's part is not looked for here. */
+        if (!j->remote && part && access(part, F_OK) == 0)
+            snprintf(j->sink_error, sizeof j->sink_error,
+                     "%s; the %ld row%s of that part %s in '%s' but not committed: run the "
+                     "same command again once that is fixed (it keeps them)", why ? why : "", rows,
+                     rows == 1 ? "" : "s", rows == 1 ? "is" : "are", part);
+        else if (rows == 0)
+            snprintf(j->sink_error, sizeof j->sink_error,
+                     "%s; the %ld input%s of that part (a stage dropped their rows) %s not "
+                     "done: run the same command again once that is fixed", why ? why : "", inputs,
+                     inputs == 1 ? "" : "s", inputs == 1 ? "is" : "are");
+        else
+            snprintf(j->sink_error, sizeof j->sink_error,
+                     "%s; the %ld row%s of that part %s not in the output: run the same "
+                     "command again once that is fixed", why ? why : "", rows, rows == 1 ? "" : "s",
+                     rows == 1 ? "is" : "are");
+        sl_free(why);
+        sl_free(part);
     }
 }
 

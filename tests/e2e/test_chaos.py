@@ -483,3 +483,25 @@ def test_a_run_whose_last_commit_fails_does_not_report_ok(sluice, tmp_path, faul
     assert r.returncode == 0, r.stderr[-3000:]
     assert_exactly_once(out, want)
     assert json.loads((out / "_summary.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.parametrize("faults", ["commit.after_rename=eio@1", "commit.end=eio@1"])
+def test_a_last_commit_that_fails_past_the_rename_says_the_rows_are_kept(sluice, tmp_path, faults):
+    """Past its rename (the folder's sync, the ledger's commit) the part is
+    whole under its name and the rerun keeps it: the message said its rows
+    were "not in the output" (rev18's finding), while they were, and the
+    rerun wrote none again."""
+    src = tmp_path / "in"
+    sample_copies(src, 1)
+    want = expected_ids(1)
+    out = tmp_path / "out"
+    r = run(sluice, src, out, "--shard-rows", "1000", faults=faults)
+    assert r.returncode == 1, r.stderr[-3000:]
+    part = out / "part-00000.jsonl"
+    assert f"the {len(want)} rows of that part are in '{part}' but not committed: run the same " \
+           "command again once that is fixed (it keeps them)" in r.stderr, r.stderr[-3000:]
+    assert "not in the output" not in r.stderr
+    assert sorted(json.loads(line)["id"] for line in part.read_text().splitlines()) == want
+    r = run(sluice, src, out, "--shard-rows", "1000")
+    assert r.returncode == 0 and "already done" in r.stdout, r.stdout + r.stderr[-3000:]
+    assert_exactly_once(out, want)
