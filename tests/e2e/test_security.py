@@ -11,7 +11,7 @@ import subprocess
 import tarfile
 
 from conftest import sample_images
-from openai_helpers import FakeServer, completion
+from openai_helpers import FakeServer, completion, reply
 
 HOSTILE_CAPTION = ('</div></figcaption><script>alert("caption")</script>'
                    '<img src=x onerror="alert(1)"> & \'q\'')
@@ -32,6 +32,18 @@ def hostile_manifest(path):
             for i, k in enumerate(HOSTILE_IDS)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def one_failed_row(sluice, tmp_path, answer):
+    """One image captioned into tmp_path/o by a FakeServer answering with
+    `answer`, one attempt, its row failing: the run and the row."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "a.jpg").symlink_to(sample_images()[0])
+    with FakeServer(answer) as engine:
+        r = caption(sluice, inp, tmp_path / "o", engine.url, "--max-attempts", "1")
+    assert r.returncode == 3, r.stderr
+    return r, json.loads((tmp_path / "o" / "part-00000.jsonl").read_text())
 
 
 def files_under(root):
@@ -231,16 +243,27 @@ def test_a_servers_words_reach_the_terminal_defanged(sluice, tmp_path):
     said = "bad\x1b]0;pwned\x07\x1b[2J\u202eexe.jpg"
 
     def answer(h, n, body):
-        from openai_helpers import reply
         reply(h, 400, json.dumps({"error": {"message": said}}).encode())
 
-    inp = tmp_path / "in"
-    inp.mkdir()
-    (inp / "a.jpg").symlink_to(sample_images()[0])
-    with FakeServer(answer) as engine:
-        r = caption(sluice, inp, tmp_path / "o", engine.url, "--max-attempts", "1")
-    assert r.returncode == 3, r.stderr
+    r, row = one_failed_row(sluice, tmp_path, answer)
     assert not any(c in r.stderr + r.stdout for c in "\x1b\x07\u202e"), repr(r.stderr)
     assert "bad\\x1B]0;pwned\\x07\\x1B[2J\\u202Eexe.jpg" in r.stderr, r.stderr
-    row = json.loads((tmp_path / "o" / "part-00000.jsonl").read_text())
     assert said in row["error"], row
+
+
+def test_an_engine_answer_sent_compressed_unasked_is_not_inflated(sluice, tmp_path):
+    """sluice asks an engine for no compression (no Accept-Encoding), so
+    libcurl inflates nothing: a gzip bomb sent anyway (20 MB of JSON in
+    20 KB) stays its compressed bytes, fails its row as not JSON, and
+    never grows in memory."""
+    import gzip
+    asked = []
+    bomb = gzip.compress(b'{"choices": [' + b" " * (20 << 20) + b"]}")
+
+    def answer(h, n, body):
+        asked.append(h.headers.get("Accept-Encoding"))
+        reply(h, 200, bomb, [("Content-Encoding", "gzip")])
+
+    r, row = one_failed_row(sluice, tmp_path, answer)
+    assert asked == [None]
+    assert row["caption"] is None and "not JSON" in row["error"], row
