@@ -199,7 +199,7 @@ int sl_file_create_temp(const char *path, unsigned mode)
     (void)unlink(path); /* whatever stays there makes the O_EXCL open fail */
     int fd;
     do
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
     while (fd < 0 && errno == EINTR);
     return fd;
 }
