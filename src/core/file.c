@@ -222,6 +222,19 @@ sl_status sl_file_sync_dir(const char *dir)
     return SL_OK;
 }
 
+int sl_file_create_temp(const char *path, unsigned mode)
+{
+    /* The names of temporaries are known in advance (.part-N.EXT.tmp-PID,
+     * ._summary.json.tmp): O_CREAT|O_TRUNC alone followed a symlink planted
+     * under such a name and overwrote its target with the run's rows. */
+    (void)unlink(path); /* whatever stays there makes the O_EXCL open fail */
+    int fd;
+    do
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
+    while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
 sl_status sl_file_rename(const char *from, const char *to)
 {
     int err = sl_fault("rename", to);

@@ -46,6 +46,16 @@ sl_status sl_file_sync(int fd, const char *path);
  * that cannot sync folders (EINVAL) is not an error. */
 sl_status sl_file_sync_dir(const char *dir);
 
+/* Creates the temporary `path` (a file of ours, renamed into place when
+ * complete), open for reading and writing, with `mode` less the umask:
+ * whatever is there first (a killed run's temporary, or a symlink another
+ * user of a shared output folder put there) is removed, and the file is
+ * made anew with O_EXCL and O_NOFOLLOW, so what sluice writes never goes
+ * through a link into a file elsewhere (truncating it). The descriptor
+ * (close() it), or -1 with errno set: EEXIST when something came back at
+ * `path` meanwhile. */
+int sl_file_create_temp(const char *path, unsigned mode);
+
 /* rename(from, to): SL_ERR_IO naming both and the cause. */
 sl_status sl_file_rename(const char *from, const char *to);
 

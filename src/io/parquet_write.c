@@ -568,7 +568,7 @@ sl_status sl_pq_writer_open(const char *path, const sl_pq_column_def *columns, s
     }
     for (size_t i = 0; i < w->ncols; i++)
         dict_restart(w, &w->cols[i]);
-    w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    w->fd = sl_file_create_temp(path, 0666);
     if (w->fd < 0) {
         sl_status st = sl_fail(SL_ERR_IO, "cannot create Parquet file '%s': %s", path, strerror(errno));
         w->closed = true;

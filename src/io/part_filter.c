@@ -158,7 +158,7 @@ static sl_status filter_jsonl(const char *path, const char *tmp_path, sl_idset *
                               long *removed, long *kept)
 {
     filter_walk w = {.path = path, .tmp_path = tmp_path, .drop = drop};
-    w.fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    w.fd = sl_file_create_temp(tmp_path, 0666);
     if (w.fd < 0)
         return sl_fail(SL_ERR_IO, "cannot create '%s': %s", tmp_path, strerror(errno));
     sl_status st = jsonl_walk(path, filter_line, &w);

@@ -290,7 +290,7 @@ static sl_status out_failed(const tar_out *o, const char *what, const char *name
 static sl_status out_open(tar_out *o, const char *path)
 {
     *o = (tar_out){.path = path, .fd = -1};
-    if ((o->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) < 0)
+    if ((o->fd = sl_file_create_temp(path, 0666)) < 0)
         return sl_fail(SL_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
     if (!(o->a = archive_write_new()) || !(o->e = archive_entry_new()))
         return sl_fail(SL_ERR_NOMEM, "out of memory writing '%s'", path);

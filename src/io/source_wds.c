@@ -384,7 +384,7 @@ static sl_status wds_open(const char *file, const char *name, const sl_source_pa
 }
 
 /* Reads the current member's data (size known from its header). */
-static int read_member(struct archive *a, int64_t size, uint8_t **out)
+static int read_member(struct archive *a, struct archive_entry *e, int64_t size, uint8_t **out)
 {
     uint8_t *buf = sl_malloc(size > 0 ? (size_t)size + 1 : 1);
     if (!buf)
@@ -392,6 +392,15 @@ static int read_member(struct archive *a, int64_t size, uint8_t **out)
     int64_t got = 0;
     while (got < size) {
         la_ssize_t n = archive_read_data(a, buf + got, (size_t)(size - got));
+        if (n == 0 && archive_entry_sparse_count(e) > 0) {
+            /* A sparse member (GNU tar --sparse) that ends in a hole: the
+             * hole is zeros, which libarchive does not hand out past the
+             * last stored block. Taken for a short read, it ended the
+             * shard there, every later sample lost. */
+            memset(buf + got, 0, (size_t)(size - got));
+            got = size;
+            break;
+        }
         if (n < 0 || (n == 0 && got < size)) {
             sl_free(buf);
             return n < 0 ? (int)n : ARCHIVE_FATAL;
@@ -635,7 +644,7 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
             skip = true;
         } else {
             uint8_t *data = NULL;
-            if (read_member(r->a, size, &data) != ARCHIVE_OK)
+            if (read_member(r->a, e, size, &data) != ARCHIVE_OK)
                 st = end_at_member(r, name, size, offset);
             else
                 st = add_member(r, name, ext, data, (size_t)size);

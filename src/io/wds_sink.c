@@ -143,7 +143,7 @@ static sl_status wds_open(void *shared, const char *dir, const char *name, bool 
     snprintf(w->prefix, sizeof w->prefix, "%.*s", (int)strcspn(stem, "."), stem);
     sl_status st = sl_shard_init(&w->shard, dir, name, overwrite);
     if (st == SL_OK &&
-        (w->fd = open(w->shard.tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) < 0)
+        (w->fd = sl_file_create_temp(w->shard.tmp_path, 0666)) < 0)
         st = sl_fail(SL_ERR_IO, "cannot create '%s': %s", w->shard.tmp_path, strerror(errno));
     if (st == SL_OK && (!(w->a = archive_write_new()) || !(w->entry = archive_entry_new())))
         st = sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", w->shard.tmp_path);

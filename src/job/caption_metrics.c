@@ -750,7 +750,7 @@ sl_status caption_metrics_write(caption_metrics *cm, const char *path)
     /* Through a temporary and a rename: a full disk leaves the last whole
      * file (or none), never a truncated one. */
     char *tmp = sl_asprintf("%s.tmp", path);
-    int fd = tmp ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+    int fd = tmp ? sl_file_create_temp(tmp, 0644) : -1;
     if (!tmp)
         st = sl_fail(SL_ERR_NOMEM, "out of memory writing '%s'", path);
     else if (fd < 0)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -386,7 +387,10 @@ static sl_status write_file(const char *dir, const char *name, writer_fn fn, con
     char *path = sl_asprintf("%s/%s", dir, name);
     char *tmp = sl_asprintf("%s/.%s.tmp", dir, name);
     sl_status st = SL_OK;
-    FILE *fp = path && tmp ? fopen(tmp, "w") : NULL;
+    int fd = path && tmp ? sl_file_create_temp(tmp, 0666) : -1;
+    FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (fd >= 0 && !fp)
+        close(fd);
     if (!path || !tmp)
         st = sl_fail(SL_ERR_NOMEM, "out of memory writing %s", name);
     else if (!fp)

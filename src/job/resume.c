@@ -783,7 +783,10 @@ static sl_status refuse_unknown_parts(job *j)
 
 sl_status job_download(const char *url, const char *path)
 {
-    FILE *fp = fopen(path, "w+b");
+    int fd = sl_file_create_temp(path, 0666);
+    FILE *fp = fd >= 0 ? fdopen(fd, "w+b") : NULL;
+    if (fd >= 0 && !fp)
+        close(fd);
     if (!fp)
         return sl_fail(SL_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
     const sl_s3 *s3 = sl_s3_shared();

@@ -247,6 +247,18 @@ sl_status sl_ledger_open(const char *dir, bool overwrite, sl_ledger **out)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening the resume ledger in '%s'", dir);
     }
     pthread_mutex_init(&l->mu, NULL);
+    /* SQLite opens the file a symlink names: one put under the ledger's name
+     * in a shared output folder had sluice write its tables into another
+     * SQLite database of the user's (or create one where the link pointed). */
+    struct stat sb;
+    if (lstat(l->path, &sb) == 0 && S_ISLNK(sb.st_mode)) {
+        st = sl_fail(SL_ERR_INVALID_ARG,
+                     "resume ledger '%s' is a symbolic link, not a file sluice made: it would "
+                     "write into the file the link names; remove the link (or choose another -o)",
+                     l->path);
+        sl_ledger_free(l);
+        return st;
+    }
     bool unreadable;
     st = open_db(l, &unreadable);
     if (st != SL_OK && unreadable && overwrite) {

@@ -324,6 +324,35 @@ def test_a_tar_member_skipped_past_the_shard_end_is_a_break_not_the_end(sluice, 
     assert "member '1.jpg' (1000000000000000 bytes)" in rows[broken]["error"], rows
 
 
+def test_a_sparse_member_ending_in_a_hole_is_read_as_its_zeros(sluice, tmp_path):
+    """GNU tar --sparse stores a file's holes as a map, not bytes. A member
+    that ends in a hole (a file of zeros; a JPEG padded with them) was
+    taken for a short read: 'truncated or damaged', the rest of the shard
+    skipped and its later samples gone. The hole is zeros: the member is
+    read whole (zeros are no image: its row fails alone) and the shard
+    goes on."""
+    d = tmp_path / "files"
+    d.mkdir()
+    with open(d / "0.jpg", "wb") as f:
+        f.truncate(1 << 20)  # all hole
+    (d / "1.jpg").write_bytes(JPEG)
+    shard = tmp_path / "s.tar"
+    subprocess.run(["tar", "--sparse", "-cf", str(shard), "-C", str(d), "0.jpg", "1.jpg"],
+                   check=True)
+    with tarfile.open(shard) as t:
+        members = {m.name: m for m in t}
+        if not members["0.jpg"].issparse():
+            pytest.skip("this file system made no hole for tar to keep")
+        assert t.extractfile(members["0.jpg"]).read() == bytes(1 << 20)  # Python reads the zeros
+    out = tmp_path / "out"
+    r = dry(sluice, shard, out)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(out)
+    assert set(rows) == {"s.tar/0", "s.tar/1"}, rows
+    assert rows["s.tar/1"]["error"] is None and rows["s.tar/1"]["width"] > 0, rows
+    assert "not an image" in rows["s.tar/0"]["error"], rows
+
+
 def test_a_parquet_or_arrow_path_with_a_nul_byte_fails_its_row(sluice, tmp_path):
     """A path cell is copied into a C string: a NUL byte in it ended the
     path there, so 'a.jpg<NUL>x' read a.jpg and its row passed as that

@@ -59,6 +59,49 @@ static void shard_appears_only_on_commit(void **state)
     tu_rmtree(base);
 }
 
+/* A temporary's name is known in advance (.part-N.jsonl.tmp-PID, the PID
+ * is in /proc): whoever may write in a shared output folder could put a
+ * symlink there under that name, and the part's rows went through it into
+ * the file it names (truncated, then overwritten). The link is replaced,
+ * the file it names kept as it was. */
+static void a_symlink_at_the_temporary_name_is_not_written_through(void **state)
+{
+    (void)state;
+    char *base = tu_tmpdir();
+    char dir[512], tmp[700], victim[600], final_path[600];
+    snprintf(dir, sizeof dir, "%s/out", base);
+    snprintf(victim, sizeof victim, "%s/victim.txt", base);
+    snprintf(final_path, sizeof final_path, "%s/part-00000.jsonl", dir);
+    snprintf(tmp, sizeof tmp, "%s/.part-00000.jsonl.tmp-%ld", dir, (long)getpid());
+    assert_int_equal(mkdir(dir, 0777), 0);
+    FILE *fp = fopen(victim, "w");
+    assert_non_null(fp);
+    fputs("keep me\n", fp);
+    fclose(fp);
+    assert_int_equal(symlink(victim, tmp), 0);
+
+    sl_jsonl_sink *sink;
+    assert_int_equal(sl_jsonl_sink_open(dir, "part-00000.jsonl", false, &sink), SL_OK);
+    json_t *row = json_pack("{s:s}", "id", "a.jpg");
+    assert_int_equal(sl_jsonl_sink_write(sink, row), SL_OK);
+    json_decref(row);
+    assert_int_equal(sl_jsonl_sink_commit(sink), SL_OK);
+    sl_jsonl_sink_free(sink);
+
+    char text[64] = "";
+    fp = fopen(victim, "r");
+    assert_non_null(fp);
+    size_t n = fread(text, 1, sizeof text - 1, fp);
+    fclose(fp);
+    text[n] = '\0';
+    assert_string_equal(text, "keep me\n");
+    struct stat sb;
+    assert_int_equal(lstat(final_path, &sb), 0);
+    assert_true(S_ISREG(sb.st_mode)); /* the part is a file of its own, not the link */
+    assert_int_equal(sb.st_size, (off_t)strlen("{\"id\":\"a.jpg\"}\n"));
+    tu_rmtree(base);
+}
+
 /* U+0085, U+2028 and U+2029 end a line for Python's str.splitlines(): a
  * row holding one raw (a scraped caption, a pass-through column) read as
  * two or more lines there. They are escaped, in keys too; the row is the
@@ -216,6 +259,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(shard_appears_only_on_commit),
         cmocka_unit_test(unwritable_output_is_an_error),
+        cmocka_unit_test(a_symlink_at_the_temporary_name_is_not_written_through),
         cmocka_unit_test(line_ends_past_ascii_are_escaped),
         cmocka_unit_test(failed_write_never_commits),
         cmocka_unit_test(failed_sync_never_commits),

@@ -614,10 +614,47 @@ static void a_ledger_knows_its_parts_by_name(void **state)
     tu_rmtree(dir);
 }
 
+/* A symlink under the ledger's name (another user of a shared output
+ * folder may put one there) had SQLite open the file it names: sluice's
+ * tables went into another database of the user's. Refused, that file
+ * untouched. */
+static void a_ledger_that_is_a_symlink_is_refused(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char out[512], victim[512], link[600];
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(victim, sizeof victim, "%s/mine.sqlite", dir);
+    snprintf(link, sizeof link, "%s/%s", out, SL_LEDGER_FILE);
+    assert_int_equal(mkdir(out, 0777), 0);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(victim, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE mine(x);", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(symlink(victim, link), 0);
+
+    sl_ledger *l = NULL;
+    assert_int_equal(sl_ledger_open(out, false, &l), SL_ERR_INVALID_ARG);
+    assert_null(l);
+    assert_non_null(strstr(sl_last_error(), "is a symbolic link"));
+    assert_int_equal(sl_ledger_open(out, true, &l), SL_ERR_INVALID_ARG); /* --overwrite too */
+
+    assert_int_equal(sqlite3_open(victim, &db), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 1); /* its one table, no ledger's */
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    tu_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(full_commit_marks_rows_done),
+        cmocka_unit_test(a_ledger_that_is_a_symlink_is_refused),
         cmocka_unit_test(crash_before_prepare_forgets_the_part),
         cmocka_unit_test(pending_without_file_is_dropped),
         cmocka_unit_test(pending_with_file_is_committed),
