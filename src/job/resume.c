@@ -4,6 +4,7 @@
  * (ledger/ledger.h) to settle what an earlier run left and find where this
  * one goes on. */
 #include <errno.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <openssl/evp.h>
 
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
@@ -567,6 +569,54 @@ static sl_status writable_errors_file(const char *file)
     return st;
 }
 
+/* The state folder's path below its root for an s3:// output: the key's
+ * segments as folders, but a "." or ".." segment (a key may hold them: keys
+ * are names, not paths) spelled %2E or %2E%2E, so it stays below the root. */
+static char *state_below(const char *bucket, const char *key)
+{
+    sl_buf b = {0};
+    bool ok = sl_buf_append(&b, bucket, strlen(bucket));
+    for (const char *seg = key; ok && *seg;) {
+        size_t n = strcspn(seg, "/");
+        bool dots = (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.');
+        ok = sl_buf_append(&b, "/", 1) &&
+             (dots ? sl_buf_append(&b, n == 1 ? "%2E" : "%2E%2E", n == 1 ? 3 : 6)
+                   : sl_buf_append(&b, seg, n));
+        seg += n + (seg[n] == '/');
+    }
+    ok = ok && sl_buf_append(&b, "", 1);
+    if (!ok) {
+        sl_buf_free(&b);
+        return NULL;
+    }
+    return (char *)b.data;
+}
+
+/* The default state folder's root: $XDG_STATE_HOME, else ~/.local/state,
+ * HOME or the password database's home folder. Never /tmp: another user
+ * could make the folder first and own the ledger. NULL (with the error
+ * set) when no home is known. */
+static char *state_root(void)
+{
+    const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg)
+        return sl_asprintf("%s/sluice/s3", xdg);
+    if (!(home && *home)) {
+        struct passwd *pw = getpwuid(getuid());
+        home = pw && pw->pw_dir && *pw->pw_dir ? pw->pw_dir : NULL;
+    }
+    if (!home) {
+        sl_fail(SL_ERR_INVALID_ARG, "no home folder for an s3:// output's state folder (HOME "
+                                    "is unset and user %ld has none): pass --state-dir DIR "
+                                    "or set XDG_STATE_HOME", (long)getuid());
+        return NULL;
+    }
+    char *root = sl_asprintf("%s/.local/state/sluice/s3", home);
+    if (!root)
+        sl_fail(SL_ERR_NOMEM, "out of memory");
+    return root;
+}
+
 static sl_status choose_dir(job *j)
 {
     const sl_caption_params *p = j->p;
@@ -585,11 +635,16 @@ static sl_status choose_dir(job *j)
     if (p->state_dir && *p->state_dir) {
         j->dir = p->state_dir;
     } else {
-        const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
-        j->dir_owned = xdg && *xdg ? sl_asprintf("%s/sluice/s3/%s/%s", xdg, bucket, key)
-                                   : sl_asprintf("%s/.local/state/sluice/s3/%s/%s",
-                                                 home && *home ? home : "/tmp", bucket, key);
+        char *root = state_root(), *below = root ? state_below(bucket, key) : NULL;
+        if (!root) {
+            sl_free(bucket);
+            sl_free(key);
+            return SL_ERR_INVALID_ARG;
+        }
+        j->dir_owned = below ? sl_asprintf("%s/%s", root, below) : NULL;
         j->dir = j->dir_owned;
+        sl_free(root);
+        sl_free(below);
     }
     sl_free(bucket);
     sl_free(key);

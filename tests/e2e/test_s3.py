@@ -1620,6 +1620,25 @@ def test_keys_with_dot_segments_are_names_not_paths(store, sluice, tmp_path):
             for row in rows} == {k: ("s3://dots/in/b.jpg", w2) for k in ("up", "round", "past")}
 
 
+def test_the_default_state_folder_stays_below_its_root(store, sluice, tmp_path):
+    """An output prefix 'o/../up' is a key of its own (above), but its
+    default state folder was the path $XDG_STATE_HOME/sluice/s3/dots/o/../up,
+    which is .../dots/up: outside the folder the key names, shared with the
+    prefix 'up' (sec18's finding). The dot segment is spelled %2E%2E."""
+    env, client = store
+    client.create_bucket(Bucket="dots2")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(sample_images()[0].read_bytes())
+    xdg = tmp_path / "xdg"
+    r = caption_env(sluice, dict(env, XDG_STATE_HOME=str(xdg)), tmp_path / "in", "-o",
+                    "s3://dots2/o/../up", "--dry-run")
+    assert r.returncode == 0, r.stderr[-3000:]
+    root = xdg / "sluice" / "s3" / "dots2"
+    assert (root / "o" / "%2E%2E" / "up" / "_sluice_ledger.sqlite").exists(), \
+        sorted(str(p.relative_to(xdg)) for p in xdg.rglob("*"))
+    assert not (root / "up").exists()
+
+
 def test_keys_xml_cannot_hold_are_listed_and_read(store, sluice, tmp_path):
     """A key holding U+0001 (legal in S3, not in XML 1.0) beside keys with
     a space, a '+', a '%' and '&<>': the listing asks for URL-encoded keys
