@@ -2389,6 +2389,11 @@ const char *sl_source_kind(const sl_source *src) { return src->kind_name; }
 
 bool sl_source_rows_have_columns(const sl_source *src) { return src->kind->columns; }
 
+bool sl_source_rows_are_bare_images(const sl_source *src)
+{
+    return src->kind == &folder_kind || src->kind == &file_kind;
+}
+
 bool sl_source_reads_lines(const sl_source *src)
 {
     const char *k = src->kind_name;

@@ -171,6 +171,9 @@ bool sl_source_reads_lines(const sl_source *src);
 /* True when rows have columns --id-column can name (manifests, Parquet,
  * Arrow); false where ids are paths, tar keys or custom_id. */
 bool sl_source_rows_have_columns(const sl_source *src);
+/* True when every row is an image file alone (a folder of images, image
+ * files named one by one): no row holds a column a prompt could fill. */
+bool sl_source_rows_are_bare_images(const sl_source *src);
 /* True when some ids name a folder above their input file, or which input
  * folder they are in (inputs in several folders): ids that sluice before
  * this rule made from base names alone, so a resume ledger of such a job

@@ -842,6 +842,25 @@ static sl_status text_columns(job *j)
 }
 
 
+/* A field in a prompt over rows that are images alone, with no stage of
+ * the caller's to add a column, fills no row: each failed "no column", a
+ * `{...}` meant as text among them. Refused at the start instead, saying
+ * how to write braces. */
+static sl_status check_fields_can_fill(const job *j, const sl_pipeline *pl)
+{
+    size_t builtins = sizeof builtin_names / sizeof *builtin_names - 1;
+    if (j->src_params.n_text_columns == 0 || pl->n > builtins || job_is_batch(j->p) ||
+        !sl_source_rows_are_bare_images(j->src))
+        return SL_OK;
+    const char *name = j->text_columns[0];
+    return sl_fail(SL_ERR_INVALID_ARG,
+                   "a prompt holds {%s}, a field filled from each row's columns, but the "
+                   "inputs are image files, whose rows have none: write '{{' and '}}' for "
+                   "braces meant as text, or give a manifest (JSONL, CSV, Parquet) whose rows "
+                   "hold '%s'",
+                   name, name);
+}
+
 sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
 {
     memset(sum, 0, sizeof *sum);
@@ -928,6 +947,7 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         columns[n_columns++] = j.answer_cols.cols[i].spec;
     if ((st = text_columns(&j)) != SL_OK ||
         (st = sl_source_open(j.inputs, j.n_inputs, &j.src_params, &j.src)) != SL_OK ||
+        (st = check_fields_can_fill(&j, pl)) != SL_OK ||
         (st = caption_schema_plan(p, j.src, columns, n_columns, &j.answer_cols, &j.schema)) != SL_OK ||
         (st = answer_columns_free_of(&j.answer_cols, &j.schema)) != SL_OK ||
         (st = columns_seen_plan(&j)) != SL_OK || (st = start_metrics(&j)) != SL_OK ||

@@ -669,3 +669,28 @@ def test_a_name_on_disk_in_another_unicode_form_says_so(sluice, tmp_path):
     for i in ("d", "e"):
         err = rows[i]["error"] or ""
         assert "No such file or directory" in err and "Unicode form" not in err, (i, err)
+
+
+def test_a_prompt_field_over_image_files_is_refused_at_the_start(sluice, tmp_path):
+    """`--prompt 'List them as {…}.'` over a folder of images: each row
+    failed "no column '…' for {…} in the prompt" (a run of failed rows, the
+    model loaded for nothing), since image files give rows no column to
+    fill. It is refused before anything runs, saying how to write braces;
+    written as '{{…}}' it runs, and a manifest holding the column fills it."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(JPEG)
+    for inputs in ([folder], [folder / "a.jpg"]):
+        r = dry(sluice, inputs, tmp_path / "out-refused", "--prompt", "List them as {…}.")
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert "a prompt holds {…}, a field filled from each row's columns, but the inputs are " \
+               "image files, whose rows have none: write '{{' and '}}'" in r.stderr, r.stderr
+        assert not (tmp_path / "out-refused").exists() or \
+            not list((tmp_path / "out-refused").glob("part-*"))
+    r = dry(sluice, folder, tmp_path / "out-braces", "--prompt", "List them as {{…}}.")
+    assert r.returncode == 0, r.stderr[-2000:]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"image": str(folder / "a.jpg"), "…": "words"},
+                                   ensure_ascii=False) + "\n", encoding="utf-8")
+    r = dry(sluice, manifest, tmp_path / "out-manifest", "--prompt", "List them as {…}.")
+    assert r.returncode == 0, r.stderr[-2000:]
