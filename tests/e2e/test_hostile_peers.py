@@ -426,7 +426,9 @@ def test_a_listing_that_fails_midway_says_so_and_its_rerun_reads_the_rest(sluice
             f"InternalError: We encountered an internal error. Please try again.")
         refuse = False
         r = caption_s3(sluice, store, "s3://b/in/", tmp_path / "o", engine.url)
-    assert r.returncode == 0, r.stderr
+    # 3: the output still holds the listing's failed row (--retry-failed
+    # takes it out)
+    assert r.returncode == 3, r.stderr
     rows = rows_by_id(tmp_path / "o")  # each row once
     assert sorted(k for k in rows if rows[k]["caption"]) == [f"{k}.jpg" for k in "abcdef"]
     # The rerun's 4 rows (c to f) are its total: the folder's failed row,
