@@ -928,8 +928,6 @@ static sl_status explain_mpi_shards(const job *j)
     return st;
 }
 
-/* Opens the output folder's ledger: starts over (--overwrite), or settles
- * what an earlier run left and finds where this one goes on. */
 /* What tells one GGUF file from another at the same path, cheaply: its size
  * and a SHA-256 of its first and last MiB (the metadata, the last tensor's
  * weights). Hashing it whole would read gigabytes at every start; weights
@@ -1011,6 +1009,8 @@ static sl_status check_model_files(job *j)
     return st;
 }
 
+/* Opens the output folder's ledger: starts over (--overwrite), or settles
+ * what an earlier run left and finds where this one goes on. */
 static sl_status open_ledger(job *j)
 {
     const sl_caption_params *p = j->p;
