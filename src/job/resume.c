@@ -928,6 +928,30 @@ static sl_status explain_mpi_shards(const job *j)
     return st;
 }
 
+/* A value the ledger keeps beside the fingerprint under `key` (what is
+ * known only later, or too costly to put in it), against this run's `now`:
+ * on a resumed folder that recorded another, *differs is the recorded one
+ * (sl_free it; the caller refuses, naming both); else `now` is recorded (a
+ * folder of an older sluice holds none, or no part was committed yet) and
+ * *differs is NULL. *had (may be NULL): whether the folder held one. */
+static sl_status check_beside_fingerprint(job *j, const char *key, const char *now,
+                                          char **differs, bool *had)
+{
+    *differs = NULL;
+    char *old = NULL;
+    sl_status st = sl_ledger_meta_get(j->ledger, key, &old);
+    if (had)
+        *had = old != NULL;
+    if (st == SL_OK && old && strcmp(old, now) != 0 && j->sum->resumed) {
+        *differs = old;
+        return SL_OK;
+    }
+    if (st == SL_OK && (!old || strcmp(old, now) != 0))
+        st = sl_ledger_meta_set(j->ledger, key, now);
+    sl_free(old);
+    return st;
+}
+
 /* What tells one GGUF file from another at the same path, cheaply: its size
  * and a SHA-256 of its first and last MiB (the metadata, the last tensor's
  * weights). Hashing it whole would read gigabytes at every start; weights
@@ -989,9 +1013,9 @@ static sl_status check_model_files(job *j)
             return st;
     }
     snprintf(all, sizeof all, "%s %s", now[0], now[1]);
-    char *old = NULL;
-    sl_status st = sl_ledger_meta_get(j->ledger, "model_files", &old);
-    if (st == SL_OK && old && strcmp(old, all) != 0 && j->sum->resumed) {
+    char *old;
+    sl_status st = check_beside_fingerprint(j, "model_files", all, &old, NULL);
+    if (st == SL_OK && old) {
         char was[2][64] = {"", ""};
         sscanf(old, "%63s %63s", was[0], was[1]);
         int i = strcmp(was[0], now[0]) != 0 ? 0 : 1;
@@ -1002,8 +1026,6 @@ static sl_status check_model_files(job *j)
                      "the file changed at that path. Put the first one back to go on, choose "
                      "another -o for the new one, or pass --overwrite to start over",
                      j->remote ? j->remote : j->dir, kinds[i], paths[i], size, then);
-    } else if (st == SL_OK && (!old || strcmp(old, all) != 0)) {
-        st = sl_ledger_meta_set(j->ledger, "model_files", all);
     }
     sl_free(old);
     return st;
@@ -1203,22 +1225,20 @@ sl_status job_check_default_system(job *j, const char *text)
 {
     if (!j->ledger || !text || j->p->dry_run || !default_system_applies(j->p))
         return SL_OK;
-    char *old = NULL;
-    sl_status st = sl_ledger_meta_get(j->ledger, "default_system", &old);
-    if (st == SL_OK && old && strcmp(old, text) != 0 && j->sum->resumed)
+    char *old;
+    bool had;
+    sl_status st = check_beside_fingerprint(j, "default_system", text, &old, &had);
+    if (st == SL_OK && old)
         st = sl_fail(SL_ERR_EXISTS,
                      "output folder '%s' holds rows prompted with the system message \"%s\", and "
                      "model '%s' now gives \"%s\" where a prompt has none (its chat template): "
                      "choose another -o for the new one, or pass --overwrite to start over",
                      j->remote ? j->remote : j->dir, old, j->p->llama.model_path, text);
-    else if (st == SL_OK && (!old || strcmp(old, text) != 0)) {
-        if (!old && j->sum->resumed && *text)
-            sl_log(SL_LOG_WARN, "output folder '%s' holds rows an earlier sluice prompted "
-                                "without the chat template's system message \"%s\"; the rows "
-                                "from now on have it (pass --overwrite to prompt every row "
-                                "alike)", j->remote ? j->remote : j->dir, text);
-        st = sl_ledger_meta_set(j->ledger, "default_system", text);
-    }
+    else if (st == SL_OK && !had && j->sum->resumed && *text)
+        sl_log(SL_LOG_WARN, "output folder '%s' holds rows an earlier sluice prompted "
+                            "without the chat template's system message \"%s\"; the rows "
+                            "from now on have it (pass --overwrite to prompt every row "
+                            "alike)", j->remote ? j->remote : j->dir, text);
     sl_free(old);
     return st;
 }
@@ -1229,9 +1249,9 @@ sl_status job_check_served_model(job *j, const char *model)
 {
     if (!j->ledger || !job_uses_openai(j->p) || j->p->dry_run)
         return SL_OK;
-    char *old = NULL;
-    sl_status st = sl_ledger_meta_get(j->ledger, "served_model", &old);
-    if (st == SL_OK && old && strcmp(old, model) != 0 && j->sum->resumed) {
+    char *old;
+    sl_status st = check_beside_fingerprint(j, "served_model", model, &old, NULL);
+    if (st == SL_OK && old) {
         const char *named = j->p->openai.served_model;
         st = sl_fail(SL_ERR_EXISTS,
                      "output folder '%s' holds rows answered by model '%s', and %s '%s': "
@@ -1242,8 +1262,6 @@ sl_status job_check_served_model(job *j, const char *model)
                      named && *named ? "this run names (--served-model)"
                                      : "the endpoints now serve (the first of GET /v1/models)",
                      model, old);
-    } else if (st == SL_OK && (!old || strcmp(old, model) != 0)) {
-        st = sl_ledger_meta_set(j->ledger, "served_model", model);
     }
     sl_free(old);
     return st;
