@@ -848,9 +848,8 @@ static sl_status text_columns(job *j)
  * how to write braces. */
 static sl_status check_fields_can_fill(const job *j, const sl_pipeline *pl)
 {
-    size_t builtins = sizeof builtin_names / sizeof *builtin_names - 1;
-    if (j->src_params.n_text_columns == 0 || pl->n > builtins || job_is_batch(j->p) ||
-        !sl_source_rows_are_bare_images(j->src))
+    if (j->src_params.n_text_columns == 0 || own_stage_after(pl, SL_PIPELINE_READ) ||
+        job_is_batch(j->p) || !sl_source_rows_are_bare_images(j->src))
         return SL_OK;
     const char *name = j->text_columns[0];
     return sl_fail(SL_ERR_INVALID_ARG,
