@@ -101,19 +101,31 @@ static json_t *fp_path(const char *path, bool as_typed)
     return v;
 }
 
+/* How an older sluice wrote the fingerprint, for folders it wrote: each
+ * flag gives the fingerprint as it was before a key was added or changed. */
+enum {
+    /* the openai engine's --served-model as a key, as sluice held it before
+     * the model served was recorded beside the fingerprint
+     * (job_check_served_model) */
+    FP_SERVED_MODEL_KEY = 1,
+    /* the paths as typed, as sluice held them before fp_path: such a folder
+     * is resumed by the command that wrote it */
+    FP_AS_TYPED = 2,
+    /* without the stages and --image-root, before 2026-12-06: a folder
+     * written then with stages resumes (unchecked for them, as it was) */
+    FP_BEFORE_STAGES = 4,
+    /* without the KV cache types, before 2026-12-07: a folder written then
+     * with a quantized cache resumes (unchecked for it, as it was) */
+    FP_BEFORE_KV_TYPES = 8,
+};
+
 /* What determines the rows' content, as "key\tJSON" lines; not how fast, how
- * the progress shows, or where parts are cut. With `served_model_key`, the
- * openai engine's --served-model as a key, as sluice held it before the
- * model served was recorded beside the fingerprint (job_check_served_model):
- * a folder written then keeps the fingerprint it had. With `as_typed`, the
- * paths as typed, as sluice held them before fp_path: such a folder is
- * resumed by the command that wrote it. With `before_stages`, without the
- * stages and --image-root, as sluice held it before 2026-12-06: a folder
- * written then with stages resumes (unchecked for them, as it was). NULL
- * when out of memory. */
-static char *fingerprint(const job *j, bool served_model_key, bool as_typed, bool before_stages)
+ * the progress shows, or where parts are cut. `older` (FP_*) gives it as an
+ * older sluice wrote it. NULL when out of memory. */
+static char *fingerprint(const job *j, int older)
 {
     const sl_caption_params *p = j->p;
+    bool as_typed = older & FP_AS_TYPED, before_stages = older & FP_BEFORE_STAGES;
     char *t = sl_strdup("");
     /* A dataset on the hub counts by the commit it was read at, not the
      * revision named: a branch that moved since is refused (dataset_commits
@@ -180,7 +192,7 @@ static char *fingerprint(const job *j, bool served_model_key, bool as_typed, boo
             /* The model is not a key: the one served is known only once
              * the engine is up, and --served-model X and a fleet found to
              * serve X are the same job (job_check_served_model). */
-            if (served_model_key)
+            if (older & FP_SERVED_MODEL_KEY)
                 fp_add(&t, "served_model", job_json_text(p->openai.served_model));
             fp_add(&t, "response_format", job_json_text(p->openai.response_format));
         }
@@ -205,6 +217,15 @@ static char *fingerprint(const job *j, bool served_model_key, bool as_typed, boo
         if (p->llama.image_min_tokens > 0 || p->llama.image_max_tokens > 0)
             fp_add(&t, "image_tokens", json_pack("[i,i]", p->llama.image_min_tokens,
                                                  p->llama.image_max_tokens));
+        /* A cache of other types computes other logits, not the same ones
+         * in another order (as --parallel or --sampler do): q4_0 changed
+         * 180 of 200 greedy answers (docs/engine.md). Always, f16 too: a
+         * folder without the key is an older sluice's, which goes on
+         * unchecked (FP_BEFORE_KV_TYPES), and one of today must not. */
+        if (!(older & FP_BEFORE_KV_TYPES))
+            fp_add(&t, "kv_cache_types",
+                   json_pack("[s,s]", sl_kv_type_name(p->llama.cache_type_k),
+                             sl_kv_type_name(p->llama.cache_type_v)));
     }
     fp_add(&t, "prompt", job_json_text(p->prompt));
     fp_add(&t, "system_prompt", job_json_text(p->system_prompt));
@@ -721,7 +742,7 @@ static sl_status check_max_line_bytes(job *j, bool resumed)
  * (rank r writes first + r, first + r + N, ...), so no two collide. */
 static sl_status join_job(job *j)
 {
-    char *fp = fingerprint(j, false, false, false);
+    char *fp = fingerprint(j, 0);
     if (!fp)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
     long first = 0;
@@ -741,7 +762,7 @@ static sl_status check_lock(void *j) { return job_check_bucket_lock(j); }
 static sl_status lead_job(job *j)
 {
     /* the ranks compare theirs with this one, not with the ledger's */
-    char *fp = fingerprint(j, false, false, false);
+    char *fp = fingerprint(j, 0);
     if (!fp)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
     long first = 0;
@@ -1090,13 +1111,16 @@ static sl_status open_ledger(job *j)
         st = sl_ledger_meta_get(j->ledger, "fingerprint", &old);
     /* A folder whose fingerprint holds served_model was written before
      * the model served was recorded apart: compared as it was. */
-    bool served_model_key = old && (strncmp(old, "served_model\t", 13) == 0 ||
-                                    strstr(old, "\nserved_model\t"));
-    char *fp = st == SL_OK ? fingerprint(j, served_model_key, false, false) : NULL;
+    int served_model_key = old && (strncmp(old, "served_model\t", 13) == 0 ||
+                                   strstr(old, "\nserved_model\t"))
+                               ? FP_SERVED_MODEL_KEY
+                               : 0;
+    char *fp = st == SL_OK ? fingerprint(j, served_model_key) : NULL;
     /* An older sluice's fingerprint of the same job: that folder goes on
-     * with it (paths as typed, no stages or --image-root in it). */
-    for (int older = 1; fp && old && strcmp(fp, old) != 0 && older < 4; older++) {
-        char *then = fingerprint(j, served_model_key, older & 1, older & 2);
+     * with it (paths as typed, no stages, --image-root or cache types). */
+    for (int older = FP_AS_TYPED; fp && old && strcmp(fp, old) != 0 && older < 16;
+         older += FP_AS_TYPED) {
+        char *then = fingerprint(j, served_model_key | older);
         if (then && strcmp(then, old) == 0) {
             sl_free(fp);
             fp = then;
@@ -1176,7 +1200,7 @@ static sl_status open_ledger(job *j)
 
 json_t *job_settings_json(const job *j)
 {
-    char *fp = fingerprint(j, false, false, false);
+    char *fp = fingerprint(j, 0);
     json_t *o = fp ? json_object() : NULL;
     for (char *line = fp; o && line && *line;) {
         char *end = strchr(line, '\n'), *tab = strchr(line, '\t');

@@ -159,3 +159,39 @@ def test_a_q8_0_cache_captions_every_sample_in_less_memory(sluice, tmp_path):
         assert m, r.stderr[-3000:]
         sizes[t] = float(m.group(1))
     assert sizes["q8_0"] < 0.6 * sizes["f16"]
+
+
+def test_a_resumed_job_with_other_cache_types_is_refused(sluice, tmp_path):
+    """A quantized cache computes other logits (q4_0 changed 180 of 200
+    greedy answers, docs/engine.md): resuming a folder with other types
+    would mix two computations in one dataset. The same types go on; a
+    folder an older sluice wrote (no cache types in its fingerprint) goes
+    on as it did."""
+    out = tmp_path / "out"
+    q8 = ("--cache-type-k", "q8_0", "--cache-type-v", "q8_0")
+    r = sluice.caption(SAMPLES, out, *BASE, *q8)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = sluice.caption(SAMPLES, out, *BASE, *q8)
+    assert again.returncode == 0 and "already done" in again.stdout, again.stderr[-3000:]
+    for other in ((), ("--cache-type-k", "q8_0"), ("--cache-type-k", "q4_0", "--cache-type-v", "q8_0")):
+        r = sluice.caption(SAMPLES, out, *BASE, *other)
+        assert r.returncode == 2, (other, r.stdout, r.stderr)
+        assert str(out) in r.stderr and "kv_cache_types" in r.stderr, r.stderr
+        assert "--overwrite" in r.stderr
+    # f16 written, q8_0 asked: refused the other way too
+    f16 = tmp_path / "f16"
+    assert sluice.caption(SAMPLES, f16, *BASE).returncode == 0
+    r = sluice.caption(SAMPLES, f16, *BASE, *q8)
+    assert r.returncode == 2 and "kv_cache_types" in r.stderr, r.stderr
+
+    import sqlite3
+    db = sqlite3.connect(out / "_sluice_ledger.sqlite")
+    (fp,) = db.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
+    lines = fp.split("\n")
+    assert sum(line.startswith("kv_cache_types\t") for line in lines) == 1, fp
+    with db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'",
+                   ("\n".join(line for line in lines if not line.startswith("kv_cache_types\t")),))
+    db.close()
+    r = sluice.caption(SAMPLES, out, *BASE, *q8)
+    assert r.returncode == 0 and "already done" in r.stdout, r.stderr[-3000:]
