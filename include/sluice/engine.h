@@ -269,6 +269,13 @@ sl_llama_params sl_llama_default_params(void);
  * them. sl_pipeline_run does. */
 void sl_llama_init(void);
 
+/* Which llama.cpp the engine runs, for a dataset's reader: how it was built
+ * (scripts/llama-cpp.sh's stamp, "llama-cpp-python 0.3.36 (cpu)", or "llama.cpp
+ * at PREFIX" for one it did not build) and the ggml library loaded:
+ * "llama-cpp-python 0.3.36 (cpu), ggml 0.25.3". A static string, never NULL;
+ * loads nothing. */
+const char *sl_llama_version(void);
+
 /* The sequences a replica opened with these params will decode together
  * at most (n_parallel, or what 0 becomes: 4 on a CPU, up to 128 on a GPU),
  * without loading anything: for sizing the rows kept in flight for it. */

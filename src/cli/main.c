@@ -353,7 +353,7 @@ static const char usage_output_text[] =
     "                            terminal (default: 10; a terminal redraws every second)\n"
     "  -v, --verbose             print llama.cpp's messages too\n"
     "  -h, --help                this text\n"
-    "      --version             print the version\n"
+    "      --version             print the version, and the llama.cpp it runs\n"
     "\n"
     "Exit status: 0 all rows ok, 3 the output holds failed rows (see their \"error\"\n"
     "field; a rerun exits 3 until --retry-failed captions them well), 2 wrong command\n"
@@ -483,7 +483,8 @@ static void print_on_rank_0_alone(void)
 
 static void print_version(void)
 {
-    printf("sluice %s%s\n", SL_VERSION, sl_dist_available() ? " (MPI)" : "");
+    printf("sluice %s%s\nllama.cpp: %s\n", SL_VERSION, sl_dist_available() ? " (MPI)" : "",
+           sl_llama_version());
 }
 
 /* A wrong command line of `sluice NAME` (caption, batch): what, and where

@@ -26,7 +26,7 @@ def read_rows(out):
 
 
 def test_the_summary_names_the_model_files_the_engine_and_the_version(sluice, sluice_bin,
-                                                                      tmp_path):
+                                                                      llama_prefix, tmp_path):
     out = tmp_path / "out"
     r = sluice.caption(SAMPLES, out, *QUIET)
     assert r.returncode == 0, r.stderr
@@ -42,6 +42,14 @@ def test_the_summary_names_the_model_files_the_engine_and_the_version(sluice, sl
                              text=True).stdout.split()[1]
     assert s["sluice_version"] == version
     assert s["engine"] == "llama"
+    # Which llama.cpp: the stamp scripts/llama-cpp.sh left in the prefix the
+    # binary links, and the version in the name of the ggml it loads.
+    stamp = (llama_prefix / ".sluice-complete").read_text().strip()
+    ggml = next(p.name for p in (llama_prefix / "lib").glob("libggml-base.so.*.*.*"))
+    expected = f"{stamp}, ggml {ggml.removeprefix('libggml-base.so.')}"
+    assert s["llama_cpp"] == expected
+    said = subprocess.run([str(sluice_bin), "--version"], capture_output=True, text=True).stdout
+    assert said.splitlines()[1] == f"llama.cpp: {expected}", said
     # A dry run opens no model: no file is named as having made rows.
     dry = tmp_path / "dry"
     r = sluice.caption(SAMPLES, dry, *QUIET, "--dry-run")
@@ -58,6 +66,7 @@ def test_the_summary_of_the_openai_engine_names_no_model_file(sluice, tmp_path):
     assert r.returncode == 0, r.stderr
     s = summary(out)
     assert s["engine"] == "openai" and s["model_files"] == [] and s["model"] == "fake"
+    assert s["llama_cpp"] is None  # the server's llama.cpp, if any, is not ours to name
 
 
 def test_sampled_rows_are_drawn_alike_over_shards_and_a_resume(sluice, tmp_path):

@@ -59,6 +59,7 @@
 #include "llama.h"
 #include "mtmd.h"
 #include "mtmd-helper.h"
+#include "llama_build.h" /* SL_LLAMA_BUILD, which CMake writes */
 
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -3755,6 +3756,19 @@ void sl_llama_init(void)
     init_backend();
 }
 
+static char version_text[256];
+
+static void describe_llama_version(void)
+{
+    snprintf(version_text, sizeof version_text, "%s, ggml %s", SL_LLAMA_BUILD, ggml_version());
+}
+
+const char *sl_llama_version(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, describe_llama_version);
+    return version_text;
+}
 
 /* The prompt of the sizing probe: the caller's longest, else a caption
  * request's. */
