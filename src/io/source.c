@@ -513,14 +513,16 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
              * the other inputs go on. The keys not given yet (those of the
              * pages to come, and those a walk holds back) have no row of
              * their own: the row says so, and a rerun lists the folder again
-             * and reads those not done. */
+             * and reads those not done (this row stays, failed, until
+             * --retry-failed takes it out: the output holds it). */
             *done = false;
             item->id = folder_id(r);
             item->path = sl_strdup(r->s3_prefix);
             item->error = r->s3_keys
                               ? sl_asprintf("the listing of %s stopped after %llu rows, the "
                                             "rest of the folder unread (run the same command "
-                                            "again to read it): %s",
+                                            "with --retry-failed to read it and take this "
+                                            "row out): %s",
                                             r->s3_prefix, (unsigned long long)r->folder_rows,
                                             sl_last_error())
                               : sl_strdup(sl_last_error());

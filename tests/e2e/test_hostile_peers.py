@@ -408,7 +408,8 @@ def test_a_listing_that_fails_midway_says_so_and_its_rerun_reads_the_rest(sluice
     until it knows no key to come goes before it) have no row of their
     own. The folder's failed row said only the store's answer; it now says
     the listing stopped and the rest is unread, and the same command run
-    again reads it: every key once, none lost."""
+    again reads it: every key once, none lost. With --retry-failed, as the
+    row says, the folder's failed row goes too and the run exits 0."""
     image = sample_images()[0].read_bytes()
     refuse = True
     with Store() as store, FakeServer(lambda h, n, body: completion(h)) as engine:
@@ -422,7 +423,8 @@ def test_a_listing_that_fails_midway_says_so_and_its_rerun_reads_the_rest(sluice
         assert sorted(k for k in rows if rows[k]["caption"]) == ["a.jpg", "b.jpg"]
         assert rows["in/"]["error"] == (
             f"the listing of s3://b/in/ stopped after 2 rows, the rest of the folder unread (run "
-            f"the same command again to read it): GET s3://b/in/ ({store.url}): HTTP 500 "
+            f"the same command with --retry-failed to read it and take this row out): "
+            f"GET s3://b/in/ ({store.url}): HTTP 500 "
             f"InternalError: We encountered an internal error. Please try again.")
         refuse = False
         r = caption_s3(sluice, store, "s3://b/in/", tmp_path / "o", engine.url)
@@ -436,6 +438,16 @@ def test_a_listing_that_fails_midway_says_so_and_its_rerun_reads_the_rest(sluice
     # count less the 3 done before said "4 of 3 (133%)".
     progress = [l for l in r.stderr.splitlines() if l.startswith("progress:")]
     assert progress and progress[-1].startswith("progress: 4 of 4 (100%)"), r.stderr
+    assert rows["in/"]["error"], rows["in/"]
+    # What the row says to do settles the output: the folder's row goes,
+    # the six captions stay, each once, and the run exits 0.
+    with Store() as store, FakeServer(lambda h, n, body: completion(h)) as engine:
+        store.objects = {f"in/{k}.jpg": image for k in "abcdef"}
+        r = caption_s3(sluice, store, "s3://b/in/", tmp_path / "o", engine.url, "--retry-failed")
+    assert r.returncode == 0, r.stderr
+    rows = rows_by_id(tmp_path / "o")
+    assert sorted(rows) == [f"{k}.jpg" for k in "abcdef"]
+    assert all(row["caption"] and not row["error"] for row in rows.values())
 
 
 def test_a_listing_of_uploads_that_goes_round_in_a_circle_is_left(sluice, tmp_path):
