@@ -165,6 +165,8 @@ typedef struct sl_caption_params {
     const sl_atomic_int *stop_requests; /* optional: 1 = stop and drain, 2 = abort */
     const char *metrics_addr;  /* "HOST:PORT" to serve /metrics; NULL or "": no server */
     bool metrics_optional;     /* if the address cannot be bound: warn, run without it */
+    const char *metrics_token_file; /* optional: a file (mode 600) holding the token that
+                                       every request to metrics_addr must bring */
     /* optional: once serving, "http://HOST:PORT" as sl_metrics_server_url()
        gives it; the string is valid during the call */
     void (*on_metrics_url)(const char *url, void *user);

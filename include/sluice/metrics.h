@@ -173,6 +173,13 @@ void sl_metrics_text_free(char *text);
  *   address and the cause, e.g. "Address already in use").
  * *server is NULL on error. */
 sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics_server **server);
+/* The same, answering only requests that bring `token` (copied; NULL: every
+ * request, as above): "Authorization: Bearer TOKEN" or a "token=TOKEN"
+ * query argument; others get 401 with "WWW-Authenticate: Bearer". For a
+ * host other users share, where loopback is open to all of them. The
+ * token is compared in constant time; SL_ERR_INVALID_ARG for "". */
+sl_status sl_metrics_server_start_token(sl_metrics *m, const char *address, const char *token,
+                                        sl_metrics_server **server);
 /* The bound TCP port (the real one when 0 was asked for). */
 int sl_metrics_server_port(const sl_metrics_server *s);
 /* "http://HOST:PORT" (no trailing slash) that reaches the server: the

@@ -313,7 +313,10 @@ static const char usage_tail[] =
     "                            port 0 picks a free one; 'off' disables). The final values\n"
     "                            are written to OUTPUT_DIR/_metrics.prom either way. The\n"
     "                            same address serves a live page at / (progress, engine\n"
-    "                            figures, the latest images with their captions).\n";
+    "                            figures, the latest images with their captions).\n"
+    "      --metrics-token-file FILE  answer only requests that bring the token in FILE\n"
+    "                            (its first line; mode 600): 'Authorization: Bearer TOKEN'\n"
+    "                            or /?token=TOKEN. For a node other users share.\n";
 
 static const char usage_output_text[] =
     "Output:\n"
@@ -1135,6 +1138,7 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
     p.on_row = printer_row;
     p.on_row_user = &pr;
     p.on_metrics_url = printer_metrics_url;
+    pr.token_file = p.metrics_token_file;
     p.on_progress = printer_progress;
     p.progress_ms = pr.tty ? 1000 : (int)(pr.line_every * 1000 < 1000 ? pr.line_every * 1000 : 1000);
     p.stop_requests = &stop_requests;

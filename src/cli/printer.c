@@ -374,7 +374,11 @@ void printer_metrics_url(const char *url, void *user)
         return;
     pthread_mutex_lock(&pr->mu);
     clear_progress(pr);
-    fprintf(stderr, "sluice: metrics at %s/metrics, live page at %s/\n", url, url);
+    if (pr->token_file) /* not the token itself: a job's log is often read by others */
+        fprintf(stderr, "sluice: metrics at %s/metrics, live page at %s/?token=TOKEN (TOKEN: "
+                        "the first line of %s)\n", url, url, pr->token_file);
+    else
+        fprintf(stderr, "sluice: metrics at %s/metrics, live page at %s/\n", url, url);
     pthread_mutex_unlock(&pr->mu);
 }
 

@@ -32,6 +32,7 @@ typedef struct printer {
     bool resume_said;  /* the "resuming" line went out */
     bool retry_said;   /* the "retrying" line went out */
     const char *unit;  /* what the progress counts: NULL "images"; a batch file's "requests" */
+    const char *token_file; /* --metrics-token-file: the server asks for its token */
     pthread_mutex_t mu;
 } printer;
 

@@ -441,6 +441,8 @@ static const opt opts[] = {
 
     {"metrics.addr", "metrics-addr", 0, K_ADDR, AT(p.metrics_addr), .arg = "H:P",
      .help = "serve /metrics and the live page (off: no server)"},
+    {"metrics.token_file", "metrics-token-file", 0, K_STR, AT(p.metrics_token_file),
+     .f = NOT_EMPTY, .arg = "FILE", .help = "answer only requests bringing the token in FILE (mode 600)"},
     {"metrics.optional", NULL, 0, K_BOOL, AT(p.metrics_optional),
      .help = "an address taken: run without (default: only the default address)"},
 

@@ -4,6 +4,7 @@
  * callbacks on the executor's per-stage stats. Detaching copies the last
  * value into the child and drops the callback, so a scrape never touches
  * freed state. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -329,7 +331,53 @@ static const char *const phase_labels[] = {"phase", NULL};
 static const double phase_buckets[] = {0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0};
 
-sl_status caption_metrics_start(const char *address, caption_metrics **out)
+/* The token in `path`: its first line, 16 to 256 characters a URL carries
+ * as they are (letters, digits, '-', '_', '.', '~': hex or base64url).
+ * The file must be the user's alone, as an ssh key: the token is what keeps
+ * the other users of the host out. */
+static sl_status read_token(const char *path, char **out)
+{
+    *out = NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return sl_fail(SL_ERR_INVALID_ARG, "--metrics-token-file %s: %s", path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return sl_fail(SL_ERR_INVALID_ARG, "--metrics-token-file %s: not a regular file", path);
+    if (sb.st_mode & 077)
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "--metrics-token-file %s: other users may read it (mode %04o), and the "
+                       "token is what keeps them out: chmod 600 %s",
+                       path, (unsigned)(sb.st_mode & 07777), path);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    sl_status st = sl_read_file(path, 4096, &data, &len);
+    if (st != SL_OK)
+        return sl_fail(SL_ERR_INVALID_ARG, "--metrics-token-file %s: %s", path, sl_last_error());
+    size_t n = 0;
+    while (n < len && data[n] != '\n' && data[n] != '\r')
+        n++;
+    size_t bad = n;
+    for (size_t i = 0; i < n && bad == n; i++)
+        if (!isalnum(data[i]) && !strchr("-_.~", data[i]))
+            bad = i;
+    if (n < 16 || n > 256 || bad < n) {
+        explicit_bzero(data, len);
+        sl_free(data);
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "--metrics-token-file %s: its first line must be a token of 16 to 256 "
+                       "letters, digits, '-', '_', '.' or '~' (it %s); make one with: openssl "
+                       "rand -hex 32 > %s",
+                       path, n < 16 ? "is shorter" : n > 256 ? "is longer" : "holds another byte",
+                       path);
+    }
+    *out = sl_strndup((const char *)data, n);
+    explicit_bzero(data, len);
+    sl_free(data);
+    return *out ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
+}
+
+sl_status caption_metrics_start(const char *address, const char *token_file,
+                                caption_metrics **out)
 {
     *out = NULL;
     caption_metrics *cm = sl_calloc(1, sizeof *cm);
@@ -417,8 +465,15 @@ sl_status caption_metrics_start(const char *address, caption_metrics **out)
         const char *phase = sl_engine_phase_name((sl_engine_phase)i);
         st = sl_metrics_child_get(f, &phase, &cm->phase_children[i]);
     }
+    char *token = NULL;
+    if (st == SL_OK && address && *address && token_file)
+        st = read_token(token_file, &token);
     if (st == SL_OK && address && *address)
-        st = sl_metrics_server_start(cm->reg, address, &cm->server);
+        st = sl_metrics_server_start_token(cm->reg, address, token, &cm->server);
+    if (token) {
+        explicit_bzero(token, strlen(token));
+        sl_free(token);
+    }
     if (st != SL_OK) {
         caption_metrics_stop(cm);
         return st;

@@ -533,7 +533,9 @@ static sl_status start_metrics(job *j)
                  atoi(colon + 1) + sl_dist_rank(j->dist));
         addr = ranked;
     }
-    sl_status st = caption_metrics_start(addr, &j->metrics);
+    sl_status st = caption_metrics_start(addr, j->p->metrics_token_file, &j->metrics);
+    if (st == SL_ERR_INVALID_ARG && j->p->metrics_token_file)
+        return st; /* the token file: what to change, said */
     if (st != SL_OK && addr && *addr && j->p->metrics_optional) {
         /* Say what is lost and what to change: a second run on the same
          * machine meets the first one's default port. */
@@ -541,7 +543,7 @@ static sl_status start_metrics(job *j)
                "not serving metrics: %s; this run goes on without /metrics and the live page "
                "(--metrics-addr 127.0.0.1:0 picks a free port, 'off' silences this)",
                sl_last_error());
-        st = caption_metrics_start(NULL, &j->metrics);
+        st = caption_metrics_start(NULL, NULL, &j->metrics);
     } else if (st == SL_ERR_IO) {
         char why[768];
         snprintf(why, sizeof why, "%s", sl_last_error());

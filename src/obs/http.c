@@ -81,6 +81,7 @@ struct sl_metrics_server {
     unsigned long hidden; /* messages not shown since the last one that was */
     time_t last_log;      /* when the last one past the burst was shown */
     bool loopback;        /* bound to a loopback address: Host is checked */
+    char *token;          /* set: every request must bring it (sl_metrics_server_start_token) */
     unsigned limit, per_address;
     held conns[MAX_CONNECTIONS];
     unsigned long accepted;
@@ -156,6 +157,8 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, sl_metrics_reply 
                             r->content_type ? r->content_type : "text/plain; charset=utf-8");
     if (r->status == 405)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    if (r->status == 401)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"sluice\"");
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -202,6 +205,34 @@ static bool host_allowed(const char *host)
     return n > 10 && strcasecmp(name + n - 10, ".localhost") == 0; /* RFC 6761: loopback */
 }
 
+/* Equal strings, in a time that does not tell how much of `given` was right. */
+static bool same_secret(const char *given, const char *secret)
+{
+    size_t n = strlen(secret), m = given ? strlen(given) : 0;
+    unsigned char diff = m != n;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)secret[i] ^ (unsigned char)(i < m ? given[i] : 0);
+    return diff == 0;
+}
+
+/* Whether the request brings the server's token: "Authorization: Bearer
+ * TOKEN" (Prometheus' authorization.credentials_file, curl -H), or
+ * ?token=TOKEN (a browser opening the live page, whose script passes it
+ * on to what it fetches). */
+static bool token_given(struct MHD_Connection *conn, const char *token)
+{
+    const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                   MHD_HTTP_HEADER_AUTHORIZATION);
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        auth += 7;
+        while (*auth == ' ')
+            auth++;
+        if (same_secret(auth, token))
+            return true;
+    }
+    return same_secret(MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "token"), token);
+}
+
 /* Exact, or a prefix when the route ends in '*'. */
 static bool route_matches(const char *pattern, const char *url)
 {
@@ -236,6 +267,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         static_text(&r, 403,
                     "403: this server listens on loopback; ask it by address (127.0.0.1, [::1]) "
                     "or as localhost, not by another host name\n");
+    else if (s->token && !token_given(conn, s->token))
+        static_text(&r, 401,
+                    "401: this server asks for the token of --metrics-token-file: send "
+                    "'Authorization: Bearer TOKEN', or open /?token=TOKEN\n");
     else if (!fn)
         static_text(&r, 404, "404 not found\n");
     else if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
@@ -521,14 +556,26 @@ static unsigned connection_limit(void)
 
 sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics_server **server)
 {
+    return sl_metrics_server_start_token(m, address, NULL, server);
+}
+
+sl_status sl_metrics_server_start_token(sl_metrics *m, const char *address, const char *token,
+                                        sl_metrics_server **server)
+{
     *server = NULL;
     if (!m || !address)
         return sl_fail(SL_ERR_INVALID_ARG, "sl_metrics_server_start: NULL registry or address");
+    if (token && !*token)
+        return sl_fail(SL_ERR_INVALID_ARG, "metrics server: an empty token would let anyone in");
     sl_metrics_server *s = sl_calloc(1, sizeof *s);
     if (!s)
         return sl_fail(SL_ERR_NOMEM, "out of memory starting the metrics server");
     s->registry = m;
     pthread_mutex_init(&s->mu, NULL);
+    if (token && !(s->token = sl_strdup(token))) {
+        sl_metrics_server_stop(s);
+        return sl_fail(SL_ERR_NOMEM, "out of memory starting the metrics server");
+    }
     sl_status st = sl_metrics_server_route(s, "/metrics", metrics_route, s);
     if (st != SL_OK) {
         sl_metrics_server_stop(s);
@@ -553,7 +600,8 @@ sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics
         return sl_fail(SL_ERR_IO, "metrics address \"%s\": libmicrohttpd could not start",
                        address);
     }
-    sl_log(SL_LOG_INFO, "metrics: serving %s/metrics (asked for \"%s\")", s->url, address);
+    sl_log(SL_LOG_INFO, "metrics: serving %s/metrics (asked for \"%s\")%s", s->url, address,
+           s->token ? ", to requests that bring its token" : "");
     *server = s;
     return SL_OK;
 }
@@ -572,6 +620,10 @@ void sl_metrics_server_stop(sl_metrics_server *s)
         sl_log(SL_LOG_WARN, "metrics server: %lu more messages not shown", s->hidden);
     for (size_t i = 0; i < s->n_routes; i++)
         sl_free(s->routes[i].path);
+    if (s->token) {
+        explicit_bzero(s->token, strlen(s->token)); /* not left in freed memory */
+        sl_free(s->token);
+    }
     pthread_mutex_destroy(&s->mu);
     sl_free(s);
 }

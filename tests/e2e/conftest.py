@@ -165,6 +165,17 @@ def sample_copies(root: pathlib.Path, copies: int, corrupt: bool = False) -> int
     return copies * len(images) + (1 if corrupt else 0)
 
 
+def metrics_base(proc, err_path: pathlib.Path, timeout: float = 60) -> str:
+    """"http://127.0.0.1:PORT" of a run started with --metrics-addr
+    127.0.0.1:0 whose stderr goes to err_path, once it has printed it."""
+    deadline = time.monotonic() + timeout
+    while not (m := re.search(r"metrics at (http://127\.0\.0\.1:\d+)/metrics",
+                              err_path.read_text(errors="replace"))):
+        assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()
+        time.sleep(0.1)
+    return m.group(1)
+
+
 class BackgroundRun:
     """`sluice caption` with the tiny model, in the background, serving its
     metrics and live page on a free port; stdout and stderr go to files in

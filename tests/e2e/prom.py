@@ -22,8 +22,10 @@ from localserver import free_port
 
 
 class Prometheus:
-    def __init__(self, workdir: pathlib.Path, targets: dict, scrape_interval: str = "1s"):
-        """targets: job name -> list of 'HOST:PORT'."""
+    def __init__(self, workdir: pathlib.Path, targets: dict, scrape_interval: str = "1s",
+                 bearer_files: dict | None = None):
+        """targets: job name -> list of 'HOST:PORT'; bearer_files: job name ->
+        a file whose token that job's scrapes bring (authorization)."""
         binary = shutil.which("prometheus")
         assert binary, ("prometheus is not installed: run scripts/setup.sh "
                         "(Debian package prometheus)")
@@ -41,6 +43,9 @@ class Prometheus:
                       f"    scrape_timeout: {scrape_interval}",
                       "    static_configs:",
                       "      - targets: [" + ", ".join(f"'{a}'" for a in addrs) + "]"]
+            if bearer_files and job in bearer_files:
+                lines += ["    authorization:", "      type: Bearer",
+                          f"      credentials_file: '{bearer_files[job]}'"]
         self.config.write_text("\n".join(lines) + "\n")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"

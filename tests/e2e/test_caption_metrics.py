@@ -4,12 +4,14 @@ _metrics.prom with counters equal to what the output holds."""
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import SAMPLES, TINY, BackgroundRun, read_rows, sample_copies, sample_images
+from conftest import (SAMPLES, TINY, BackgroundRun, metrics_base, read_rows, sample_copies,
+                      sample_images)
 
 ENGINE_NAMES = {
     "vllm:num_requests_running": "gauge", "vllm:num_requests_waiting": "gauge",
@@ -408,3 +410,85 @@ def test_the_live_feeds_reals_are_their_shortest_text(sluice, tmp_path):
     assert len(reals) > 20, texts[-1:]
     longer = [t for t in reals if shortest_digits(t) != shortest_digits(repr(float(t)))]
     assert not longer, longer[:10]
+
+
+
+def get_status(url, headers=None):
+    """(HTTP status, body) of a GET, errors included."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                    timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_a_token_file_keeps_other_local_users_out(sluice, tmp_path):
+    """On a shared node every local user reaches 127.0.0.1. With
+    --metrics-token-file every route answers 401 to a request without the
+    token; the header (a real Prometheus' credentials_file) or ?token= (a
+    browser) gets in. The file must be the user's alone, and the token is
+    never printed."""
+    import secrets
+    import threading
+
+    from openai_helpers import FakeServer, completion
+    from prom import Prometheus
+
+    token = secrets.token_hex(24)
+    tfile = tmp_path / "token"
+    for text, mode, said in ((token, 0o644, "chmod 600"), ("short", 0o600, "openssl rand"),
+                             ("has space " + token, 0o600, "another byte")):
+        tfile.write_text(text + "\n")
+        tfile.chmod(mode)
+        r = sluice.caption(SAMPLES, tmp_path / "refused", "--metrics-addr", "127.0.0.1:0",
+                           "--metrics-token-file", tfile)
+        assert r.returncode == 2, (text, r.stderr[-2000:])
+        assert f"--metrics-token-file {tfile}" in r.stderr and said in r.stderr, r.stderr[-2000:]
+        assert not (tmp_path / "refused").exists()  # refused before anything was made
+    tfile.write_text(token + "\n")
+    tfile.chmod(0o600)
+
+    release = threading.Event()  # the engine answers once the checks are done
+    err_path = tmp_path / "sluice.stderr"
+    with FakeServer(lambda h, n, body: (release.wait(60), completion(h)), limit_s=90) as engine, \
+            open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [str(sluice.binary), "caption", str(SAMPLES), "-o", str(tmp_path / "out"),
+             "--engine", "openai", "--endpoint", engine.url, "--show", "0",
+             "--metrics-addr", "127.0.0.1:0", "--metrics-token-file", str(tfile)],
+            stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            base = metrics_base(proc, err_path)
+            port = int(base.rsplit(":", 1)[1])
+            for path in ("/", "/api/status", "/api/gallery", "/metrics", "/thumb/0.jpg"):
+                for headers in ({}, {"Authorization": "Bearer " + token[:-1]}):
+                    status, body = get_status(base + path, headers)
+                    assert status == 401 and b"--metrics-token-file" in body, (path, headers)
+            status, body = get_status(base + "/metrics", {"Authorization": "Bearer " + token})
+            assert status == 200 and b"vllm:num_requests_running" in body
+            status, body = get_status(f"{base}/api/status?token={token}")
+            assert status == 200 and b"rows_done" in body
+            # Two scrape jobs of the one target: only the one with the token is up.
+            with Prometheus(tmp_path / "prom", {"with_token": [f"127.0.0.1:{port}"],
+                                                "without": [f"127.0.0.1:{port}"]},
+                            bearer_files={"with_token": tfile}) as prom:
+                prom.wait_ready()
+
+                def scraped():
+                    targets = prom.api("targets")["activeTargets"]
+                    seen = {t["labels"]["job"]: t for t in targets if t["health"] != "unknown"}
+                    return seen if len(seen) == 2 else None
+                seen = prom.wait_for("both jobs scraped", scraped)
+                assert seen["with_token"]["health"] == "up", seen
+                assert seen["without"]["health"] == "down", seen
+                assert "401" in seen["without"]["lastError"], seen
+                assert prom.wait_for("a series", lambda: prom.query(
+                    'vllm:num_requests_running{job="with_token"}'))
+            assert proc.poll() is None, err_path.read_text()  # all against the running job
+        finally:
+            release.set()
+        assert proc.wait(timeout=120) == 0, err_path.read_text()
+    log = err_path.read_text()
+    assert token not in log
+    assert f"live page at {base}/?token=TOKEN (TOKEN: the first line of {tfile})" in log, log

@@ -29,7 +29,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from conftest import REPO, SAMPLES, BackgroundRun, read_rows, sample_copies
+from conftest import REPO, SAMPLES, BackgroundRun, metrics_base, read_rows, sample_copies
 
 ARTIFACTS = REPO / "build" / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -351,3 +351,58 @@ def test_the_live_page_counts_an_http_engines_tokens_and_requests(sluice, tmp_pa
         assert e["generation_tokens"] % 3 == 0 and e["prompt_tokens"] % 10 == 0, e
         assert e["generation_tokens"] <= 3 * n_rows, e
     assert any(s["engine"]["requests_running"] > 0 for s in seen), [s["engine"] for s in seen]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh)")
+def test_the_live_page_opened_with_its_token_shows_the_run(sluice, tmp_path):
+    """With --metrics-token-file the server answers 401 to what does not
+    bring the token: the page, opened as /?token=T, passes it on to the
+    status, gallery and thumbnails it fetches (without that its figures
+    stay empty and its state says 'not reachable')."""
+    from openai_helpers import FakeServer, completion
+    import secrets
+
+    token = secrets.token_urlsafe(24)
+    tfile = tmp_path / "token"
+    tfile.write_text(token + "\n")
+    tfile.chmod(0o600)
+    release = threading.Event()  # three rows answered, the others when the page is read
+
+    def answer(h, n, body):
+        with lock:
+            served[0] += 1
+            first = served[0] <= 3
+        if not first:
+            release.wait(60)
+        completion(h, text=f"caption {served[0]}")
+    lock, served = threading.Lock(), [0]
+    err_path = tmp_path / "sluice.stderr"
+    with FakeServer(answer, limit_s=90) as engine, open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [str(sluice.binary), "caption", str(SAMPLES), "-o", str(tmp_path / "out"),
+             "--engine", "openai", "--endpoint", engine.url, "--max-in-flight", "4",
+             "--show", "0", "--metrics-addr", "127.0.0.1:0", "--metrics-token-file", str(tfile)],
+            stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            base = metrics_base(proc, err_path)
+            deadline = time.monotonic() + 60
+            while get_json(f"{base}/api/status?token={token}").get("rows_done", 0) < 3:
+                assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()
+                time.sleep(0.1)
+            common = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
+                      "--virtual-time-budget=10000", "--window-size=1280,1600"]
+            dom = subprocess.run(common + ["--dump-dom", f"{base}/?token={token}"],
+                                 capture_output=True, text=True, timeout=120).stdout
+            assert proc.poll() is None, err_path.read_text()
+        finally:
+            release.set()
+        assert proc.wait(timeout=120) == 0, err_path.read_text()
+    assert text_of(dom, "state").startswith("running"), text_of(dom, "state")
+    assert int(text_of(dom, "rows-done")) >= 3
+    assert int(text_of(dom, "rows-total")) == len(read_rows(tmp_path / "out"))
+    figures = Figures()
+    figures.feed(dom)
+    loaded = [f for f in figures.figures if f["src"] and f["loaded"]]
+    assert len(loaded) >= 3, figures.figures
+    for f in loaded:
+        assert f["src"] == f"/thumb/{f['index']}.jpg?token={token}", f

@@ -21,7 +21,7 @@ static void a_replica_that_fails_to_add_leaves_nothing_reading_its_engine(void *
     int failures = 0;
     for (long n = 0;; n++) {
         caption_metrics *cm = NULL;
-        assert_int_equal(caption_metrics_start("", &cm), SL_OK);
+        assert_int_equal(caption_metrics_start("", NULL, &cm), SL_OK);
         sl_engine *engine = tu_open_llama(&p);
         replica_metrics *rm = NULL;
         sl_alloc_fail_after(n);

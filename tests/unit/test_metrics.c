@@ -481,18 +481,20 @@ static void process_metrics_are_plausible(void **state)
 /* --- HTTP -------------------------------------------------------------------------------- */
 
 /* One request over a fresh connection; the whole response into buf. */
-static void http(int port, const char *method, const char *path, char *buf, size_t cap)
+/* A request with `headers` ("Name: value\r\n" lines, or "") added. */
+static void http_with(int port, const char *method, const char *path, const char *headers,
+                      char *buf, size_t cap)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    char req[256];
+    char req[1024];
     int n = snprintf(req, sizeof req,
                      "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-                     "Content-Length: 0\r\n\r\n",
-                     method, path);
+                     "%sContent-Length: 0\r\n\r\n",
+                     method, path, headers);
     assert_int_equal(write(fd, req, (size_t)n), n);
     size_t len = 0;
     ssize_t r;
@@ -500,6 +502,11 @@ static void http(int port, const char *method, const char *path, char *buf, size
         len += (size_t)r;
     buf[len] = '\0';
     close(fd);
+}
+
+static void http(int port, const char *method, const char *path, char *buf, size_t cap)
+{
+    http_with(port, method, path, "", buf, cap);
 }
 
 static void hello(void *user, const char *path, sl_metrics_reply *reply)
@@ -534,6 +541,52 @@ static void prefix_routes_get_the_path(void **state)
     assert_non_null(strstr(buf, "HTTP/1.1 404"));
     http(port, "GET", "/", buf, sizeof buf);
     assert_non_null(strstr(buf, "{\"path\":\"/hello\"}"));
+    sl_metrics_server_stop(s);
+    sl_metrics_free(m);
+}
+
+/* On a host other users share, loopback is open to all of them: with a
+ * token, a request without it (or with another, or a prefix of it) gets
+ * 401 and nothing of the run, on every route; the header or the query
+ * argument lets it in. */
+static void a_token_keeps_out_requests_without_it(void **state)
+{
+    sl_metrics *m = new_registry();
+    sl_metrics_server *s;
+    assert_int_equal(sl_metrics_server_start_token(m, "127.0.0.1:0", "", &s), SL_ERR_INVALID_ARG);
+    assert_null(s);
+    const char *token = "0123456789abcdef-XYZ";
+    assert_int_equal(sl_metrics_server_start_token(m, "127.0.0.1:0", token, &s), SL_OK);
+    int port = sl_metrics_server_port(s);
+    assert_int_equal(sl_metrics_server_route(s, "/", hello, NULL), SL_OK);
+    static char buf[8192];
+    const char *refused[][2] = {
+        {"/metrics", ""},
+        {"/", ""},
+        {"/nowhere", ""},
+        {"/metrics", "Authorization: Bearer 0123456789abcdef-XY\r\n"},
+        {"/metrics", "Authorization: Bearer 0123456789abcdef-XYZW\r\n"},
+        {"/metrics", "Authorization: Basic MDEyMzQ1Njc4OWFiY2RlZi1YWVo=\r\n"},
+        {"/?token=0123456789abcdef-xyz", ""},
+        {"/?token=", ""},
+        {"/metrics?tok=0123456789abcdef-XYZ", ""},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        http_with(port, "GET", refused[i][0], refused[i][1], buf, sizeof buf);
+        if (!strstr(buf, "HTTP/1.1 401"))
+            fail_msg("%s with '%s' was let in: %.200s", refused[i][0], refused[i][1], buf);
+        assert_non_null(strstr(buf, "WWW-Authenticate: Bearer realm=\"sluice\"\r\n"));
+        assert_null(strstr(buf, "{\"path\""));
+        assert_null(strstr(buf, "# TYPE"));
+    }
+    http_with(port, "GET", "/metrics", "Authorization: Bearer 0123456789abcdef-XYZ\r\n", buf,
+              sizeof buf);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    http_with(port, "GET", "/?token=0123456789abcdef-XYZ", "", buf, sizeof buf);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    assert_non_null(strstr(buf, "{\"path\":\"/hello\"}"));
+    http_with(port, "GET", "/nowhere?token=0123456789abcdef-XYZ", "", buf, sizeof buf);
+    assert_non_null(strstr(buf, "HTTP/1.1 404"));
     sl_metrics_server_stop(s);
     sl_metrics_free(m);
 }
@@ -852,6 +905,7 @@ int main(void)
         cmocka_unit_test(one_address_cannot_take_every_connection),
         cmocka_unit_test(slow_clients_cannot_keep_a_scrape_out),
         cmocka_unit_test(prefix_routes_get_the_path),
+        cmocka_unit_test(a_token_keeps_out_requests_without_it),
         cmocka_unit_test(gpu_metrics_absent_without_nvml),
         cmocka_unit_test(gpu_metrics_read_from_nvml),
     };
