@@ -1115,6 +1115,14 @@ static sl_status open_ledger(job *j)
     sl_ledger_info info;
     if (st == SL_OK)
         st = sl_ledger_reconcile(j->ledger, &info);
+    /* Before anything rewrites a part (a retry an earlier run began,
+     * --retry-failed): a run refused for another model file changes nothing
+     * in the output. The reconcile above only settles the last run's
+     * commit, which its own command would have settled alike. */
+    if (st == SL_OK) {
+        j->sum->resumed = info.parts > 0;
+        st = check_model_files(j);
+    }
     if (st == SL_OK && j->remote) {
         remote_scan(j, &scan);
         abort_stale_uploads(j);
@@ -1171,7 +1179,7 @@ static sl_status open_ledger(job *j)
     j->sum->rows_done_before = info.written;
     j->sum->inputs_done_before = info.inputs;
     j->sum->resumed = info.parts > 0;
-    return check_model_files(j);
+    return SL_OK;
 }
 
 json_t *job_settings_json(const job *j)
