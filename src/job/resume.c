@@ -959,13 +959,24 @@ static sl_status check_beside_fingerprint(job *j, const char *key, const char *n
  * "BYTES:HEX" to out; SL_ERR_NOT_FOUND / SL_ERR_IO naming the file. */
 enum { FILE_ENDS = 1 << 20 };
 
-static sl_status file_signature(const char *path, char *out, size_t cap)
+static sl_status file_signature(const char *flag, const char *path, char *out, size_t cap)
 {
     int fd;
     uint64_t size;
     sl_status st = sl_file_open_regular(path, &fd, &size);
-    if (st != SL_OK)
+    struct stat sb;
+    /* The engine's own check (access) passes a folder or a FIFO: this is
+     * the first open, and its refusal named no flag and called the file
+     * an input. */
+    if (st == SL_ERR_INVALID_ARG && stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return sl_fail(st, "%s '%s' is %s, not a GGUF file: name the file itself", flag, path,
+                       sl_file_kind(sb.st_mode));
+    if (st != SL_OK) {
+        char *why = sl_strdup(sl_last_error());
+        st = sl_fail(st, "%s: %s", flag, why ? why : "cannot open it");
+        sl_free(why);
         return st;
+    }
     uint8_t *buf = sl_malloc(FILE_ENDS);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     bool ok = buf && md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
@@ -1003,12 +1014,13 @@ static sl_status check_model_files(job *j)
     const sl_caption_params *p = j->p;
     if (!j->ledger || job_uses_openai(p) || p->dry_run || !p->llama.model_path)
         return SL_OK;
-    const char *kinds[2] = {"model", "mmproj"};
+    const char *kinds[2] = {"model", "mmproj"}, *flags[2] = {"--model", "--mmproj"};
     const char *paths[2] = {p->llama.model_path, p->llama.mmproj_path};
     char now[2][64] = {"", ""}, all[160];
     for (int i = 0; i < 2; i++) {
-        sl_status st = paths[i] && *paths[i] ? file_signature(paths[i], now[i], sizeof now[i])
-                                             : SL_OK;
+        sl_status st = paths[i] && *paths[i]
+                           ? file_signature(flags[i], paths[i], now[i], sizeof now[i])
+                           : SL_OK;
         if (st != SL_OK)
             return st;
     }

@@ -641,6 +641,28 @@ def test_a_model_file_changed_at_its_path_is_refused_on_resume(sluice, tmp_path)
     assert caption().returncode == 2
 
 
+def test_a_model_path_that_is_no_file_is_refused_naming_its_flag(sluice, tmp_path):
+    """A folder or a FIFO passes the engine's access() check; the model-file
+    check is the first to open it, and refused it as "only regular files
+    are read as inputs", naming neither --model nor --mmproj."""
+    models = model_copies(tmp_path)
+    src = tmp_path / "in"
+    sample_copies(src, 1)
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    fifo = tmp_path / "a-fifo"
+    os.mkfifo(fifo)
+    cases = [(folder, models / "mmproj.gguf", f"--model '{folder}' is a folder, not a GGUF file"),
+             (fifo, models / "mmproj.gguf", f"--model '{fifo}' is a FIFO (named pipe), not a GGUF"),
+             (models / "model.gguf", fifo, f"--mmproj '{fifo}' is a FIFO (named pipe), not a GGUF")]
+    for i, (model, mmproj, want) in enumerate(cases):
+        r = subprocess.run([str(sluice.binary), "caption", str(src), "-o", str(tmp_path / f"out{i}"),
+                            "--model", str(model), "--mmproj", str(mmproj), *ARGS],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert want in r.stderr, r.stderr[-2000:]
+        assert "read as inputs" not in r.stderr, r.stderr[-2000:]
+
 def test_a_retry_refused_for_another_model_file_leaves_the_parts_as_they_were(sluice, tmp_path):
     """--retry-failed takes the failed rows out of their parts before the
     run captions them again; the model-file check came after it, so a run
