@@ -569,19 +569,25 @@ static sl_status writable_errors_file(const char *file)
     return st;
 }
 
-/* The state folder's path below its root for an s3:// output: the key's
- * segments as folders, but a "." or ".." segment (a key may hold them: keys
- * are names, not paths) spelled %2E or %2E%2E, so it stays below the root. */
+/* One folder of a state folder's path: a "." or ".." (a key may hold them:
+ * keys are names, not paths; sl_s3_split lets a bucket named so through)
+ * spelled %2E or %2E%2E, so the path stays below its root. */
+static bool append_segment(sl_buf *b, const char *seg, size_t n)
+{
+    bool dots = (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.');
+    return dots ? sl_buf_append(b, n == 1 ? "%2E" : "%2E%2E", n == 1 ? 3 : 6)
+                : sl_buf_append(b, seg, n);
+}
+
+/* The state folder's path below its root for an s3:// output: the bucket,
+ * then the key's segments as folders (append_segment). */
 static char *state_below(const char *bucket, const char *key)
 {
     sl_buf b = {0};
-    bool ok = sl_buf_append(&b, bucket, strlen(bucket));
+    bool ok = append_segment(&b, bucket, strlen(bucket));
     for (const char *seg = key; ok && *seg;) {
         size_t n = strcspn(seg, "/");
-        bool dots = (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.');
-        ok = sl_buf_append(&b, "/", 1) &&
-             (dots ? sl_buf_append(&b, n == 1 ? "%2E" : "%2E%2E", n == 1 ? 3 : 6)
-                   : sl_buf_append(&b, seg, n));
+        ok = sl_buf_append(&b, "/", 1) && append_segment(&b, seg, n);
         seg += n + (seg[n] == '/');
     }
     ok = ok && sl_buf_append(&b, "", 1);
