@@ -263,7 +263,7 @@ def test_failed_rows_count_as_done_and_the_rerun_still_exits_3(sluice, tmp_path)
     new.symlink_to(sample_images()[0])
     r = run(sluice, src, out)
     assert r.returncode == 3, r.stdout + r.stderr[-3000:]
-    assert "the output also holds 1 failed rows of earlier runs" in r.stdout, r.stdout
+    assert "the output also holds 1 failed row of earlier runs:" in r.stdout, r.stdout
     assert "later/new.jpg" in part_ids(out)
 
     # Once the input is fixed, --retry-failed captions it and the output is whole.
