@@ -1256,11 +1256,11 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         if (sum.answers_dropped[0])
             printf("answers dropped by a stage (not written): %s\n", sum.answers_dropped);
         if (sum.rows_failed_before > 0)
-            printf(batch ? "the output also holds %ld failed requests of earlier runs: "
+            printf(batch ? "the output also holds %ld failed request%s of earlier runs: "
                            "docs/batch.md#resume says how to answer them again\n"
-                         : "the output also holds %ld failed rows of earlier runs: "
+                         : "the output also holds %ld failed row%s of earlier runs: "
                            "--retry-failed captions their inputs again\n",
-                   sum.rows_failed_before);
+                   sum.rows_failed_before, sum.rows_failed_before == 1 ? "" : "s");
     }
     return exit_code_of_output(&sum);
 }

@@ -32,7 +32,8 @@
  * read error midway); manifest.read, ranged.read: the same for each read
  * of a local manifest's bytes and of a local file read in place by ranges
  * (Parquet, Arrow: io/ranged.h); ledger.add (a row
- * recorded in the resume ledger); ledger.reconcile (a run's start, before
+ * recorded in the resume ledger); ledger.open (the ledger's file about to be
+ * opened, after its symlink check: a sleep there is a link put in between); ledger.reconcile (a run's start, before
  * the ledger's reconcile is durable), ledger.reconciled (after; a trace
  * only); commit.begin, commit.after_sync,
  * commit.after_prepare, commit.after_rename, commit.after_dir_sync,

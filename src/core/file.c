@@ -15,8 +15,9 @@
 #include "core/file.h"
 
 /* What a file that is not a regular one is, for the message. */
-static const char *file_kind(mode_t m)
+const char *sl_file_kind(unsigned mode)
 {
+    mode_t m = (mode_t)mode;
     if (S_ISDIR(m))
         return "a folder";
     if (S_ISFIFO(m))
@@ -83,7 +84,7 @@ sl_status sl_file_open_regular(const char *path, int *fd_out, uint64_t *size)
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
         return sl_fail(SL_ERR_INVALID_ARG, "%s: not a regular file but %s: only regular files "
-                                           "are read as inputs", path, file_kind(sb.st_mode));
+                                           "are read as inputs", path, sl_file_kind(sb.st_mode));
     }
     int flags = fcntl(fd, F_GETFL);
     if (flags >= 0)

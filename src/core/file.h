@@ -22,6 +22,10 @@
  * FIFO, a folder, ...). On failure *fd is -1. */
 sl_status sl_file_open_regular(const char *path, int *fd, uint64_t *size);
 
+/* What a file of `mode` (stat's st_mode) is, for a message that refuses it:
+ * "a folder", "a FIFO (named pipe)", ..., "not a plain file". */
+const char *sl_file_kind(unsigned mode);
+
 /* Reads the regular file `path` whole (sl_file_open_regular). A file of more
  * than `max_bytes` (from fstat, before a byte is read, or as read when it
  * grows meanwhile) is SL_ERR_TOO_LARGE "'path' is N bytes, over the limit of

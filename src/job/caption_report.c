@@ -371,17 +371,27 @@ static void put_html(FILE *fp, const caption_report *r)
 
 /* --- files -------------------------------------------------------------------------- */
 
-typedef void (*writer_fn)(FILE *fp, const void *what);
+/* Writes `what` to fp; false when it could not be written whole (out of
+ * memory), which ferror() does not see. */
+typedef bool (*writer_fn)(FILE *fp, const void *what);
 
 static int to_file(const char *data, size_t len, void *fp) { return fwrite(data, 1, len, fp) == len ? 0 : -1; }
 
-static void put_json(FILE *fp, const void *what)
+/* A dump that stopped midway (its keys could not be listed: out of memory)
+ * left a cut summary renamed into place as if whole. */
+static bool put_json(FILE *fp, const void *what)
 {
-    sl_json_dump_callback(what, JSON_INDENT(2) | JSON_ENSURE_ASCII, to_file, fp);
+    if (sl_json_dump_callback(what, JSON_INDENT(2) | JSON_ENSURE_ASCII, to_file, fp) != 0)
+        return false;
     fputc('\n', fp);
+    return true;
 }
 
-static void put_report(FILE *fp, const void *what) { put_html(fp, what); }
+static bool put_report(FILE *fp, const void *what)
+{
+    put_html(fp, what);
+    return true;
+}
 
 static sl_status write_file(const char *dir, const char *name, writer_fn fn, const void *what)
 {
@@ -397,10 +407,12 @@ static sl_status write_file(const char *dir, const char *name, writer_fn fn, con
     else if (!fp)
         st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
     if (fp) {
-        fn(fp, what);
+        bool whole = fn(fp, what);
         bool bad = ferror(fp) != 0;
         if (fclose(fp) != 0 || bad)
             st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+        else if (!whole)
+            st = sl_fail(SL_ERR_NOMEM, "out of memory writing '%s'", tmp);
         else if (rename(tmp, path) != 0)
             st = sl_fail(SL_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, path,
                          strerror(errno));

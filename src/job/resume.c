@@ -590,19 +590,25 @@ static sl_status writable_errors_file(const char *file)
     return st;
 }
 
-/* The state folder's path below its root for an s3:// output: the key's
- * segments as folders, but a "." or ".." segment (a key may hold them: keys
- * are names, not paths) spelled %2E or %2E%2E, so it stays below the root. */
+/* One folder of a state folder's path: a "." or ".." (a key may hold them:
+ * keys are names, not paths; sl_s3_split lets a bucket named so through)
+ * spelled %2E or %2E%2E, so the path stays below its root. */
+static bool append_segment(sl_buf *b, const char *seg, size_t n)
+{
+    bool dots = (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.');
+    return dots ? sl_buf_append(b, n == 1 ? "%2E" : "%2E%2E", n == 1 ? 3 : 6)
+                : sl_buf_append(b, seg, n);
+}
+
+/* The state folder's path below its root for an s3:// output: the bucket,
+ * then the key's segments as folders (append_segment). */
 static char *state_below(const char *bucket, const char *key)
 {
     sl_buf b = {0};
-    bool ok = sl_buf_append(&b, bucket, strlen(bucket));
+    bool ok = append_segment(&b, bucket, strlen(bucket));
     for (const char *seg = key; ok && *seg;) {
         size_t n = strcspn(seg, "/");
-        bool dots = (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.');
-        ok = sl_buf_append(&b, "/", 1) &&
-             (dots ? sl_buf_append(&b, n == 1 ? "%2E" : "%2E%2E", n == 1 ? 3 : 6)
-                   : sl_buf_append(&b, seg, n));
+        ok = sl_buf_append(&b, "/", 1) && append_segment(&b, seg, n);
         seg += n + (seg[n] == '/');
     }
     ok = ok && sl_buf_append(&b, "", 1);
@@ -980,13 +986,24 @@ static sl_status check_beside_fingerprint(job *j, const char *key, const char *n
  * "BYTES:HEX" to out; SL_ERR_NOT_FOUND / SL_ERR_IO naming the file. */
 enum { FILE_ENDS = 1 << 20 };
 
-static sl_status file_signature(const char *path, char *out, size_t cap)
+static sl_status file_signature(const char *flag, const char *path, char *out, size_t cap)
 {
     int fd;
     uint64_t size;
     sl_status st = sl_file_open_regular(path, &fd, &size);
-    if (st != SL_OK)
+    struct stat sb;
+    /* The engine's own check (access) passes a folder or a FIFO: this is
+     * the first open, and its refusal named no flag and called the file
+     * an input. */
+    if (st == SL_ERR_INVALID_ARG && stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return sl_fail(st, "%s '%s' is %s, not a GGUF file: name the file itself", flag, path,
+                       sl_file_kind(sb.st_mode));
+    if (st != SL_OK) {
+        char *why = sl_strdup(sl_last_error());
+        st = sl_fail(st, "%s: %s", flag, why ? why : "cannot open it");
+        sl_free(why);
         return st;
+    }
     uint8_t *buf = sl_malloc(FILE_ENDS);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     bool ok = buf && md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
@@ -1024,12 +1041,13 @@ static sl_status check_model_files(job *j)
     const sl_caption_params *p = j->p;
     if (!j->ledger || job_uses_openai(p) || p->dry_run || !p->llama.model_path)
         return SL_OK;
-    const char *kinds[2] = {"model", "mmproj"};
+    const char *kinds[2] = {"model", "mmproj"}, *flags[2] = {"--model", "--mmproj"};
     const char *paths[2] = {p->llama.model_path, p->llama.mmproj_path};
     char now[2][64] = {"", ""}, all[160];
     for (int i = 0; i < 2; i++) {
-        sl_status st = paths[i] && *paths[i] ? file_signature(paths[i], now[i], sizeof now[i])
-                                             : SL_OK;
+        sl_status st = paths[i] && *paths[i]
+                           ? file_signature(flags[i], paths[i], now[i], sizeof now[i])
+                           : SL_OK;
         if (st != SL_OK)
             return st;
     }
@@ -1139,6 +1157,14 @@ static sl_status open_ledger(job *j)
     sl_ledger_info info;
     if (st == SL_OK)
         st = sl_ledger_reconcile(j->ledger, &info);
+    /* Before anything rewrites a part (a retry an earlier run began,
+     * --retry-failed): a run refused for another model file changes nothing
+     * in the output. The reconcile above only settles the last run's
+     * commit, which its own command would have settled alike. */
+    if (st == SL_OK) {
+        j->sum->resumed = info.parts > 0;
+        st = check_model_files(j);
+    }
     if (st == SL_OK && j->remote) {
         remote_scan(j, &scan);
         abort_stale_uploads(j);
@@ -1195,7 +1221,7 @@ static sl_status open_ledger(job *j)
     j->sum->rows_done_before = info.written;
     j->sum->inputs_done_before = info.inputs;
     j->sum->resumed = info.parts > 0;
-    return check_model_files(j);
+    return SL_OK;
 }
 
 json_t *job_settings_json(const job *j)

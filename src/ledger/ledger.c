@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -37,6 +38,7 @@ struct sl_ledger {
     pthread_mutex_t mu;
     sqlite3 *db;
     char *dir, *path;
+    char *open_path; /* path below its folder's real path, as SQLite opens it */
     sqlite3_stmt *is_done, *add_row;
     bool in_part, prepared; /* a part's transaction is open / a part awaits commit */
     char *part_name;
@@ -148,14 +150,36 @@ static const char schema[] =
     "INSERT OR IGNORE INTO meta(key, value) VALUES('format_version', '1');"
     "PRAGMA user_version = 1;";
 
+/* SQLite opens the file a symlink names: one put under the ledger's name
+ * in a shared output folder had sluice write its tables into another
+ * SQLite database of the user's (or create one where the link pointed). */
+static sl_status refuse_link(const sl_ledger *l)
+{
+    struct stat sb;
+    if (lstat(l->path, &sb) == 0 && S_ISLNK(sb.st_mode))
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "resume ledger '%s' is a symbolic link, not a file sluice made: it would "
+                       "write into the file the link names; remove the link (or choose another "
+                       "-o)", l->path);
+    return SL_OK;
+}
+
 /* Opens the file, locks it, checks its format and creates the tables.
  * *unreadable is set when the file exists but is no ledger we can read. */
 static sl_status open_db(sl_ledger *l, bool *unreadable)
 {
     *unreadable = false;
-    if (sqlite3_open_v2(l->path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                             SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK)
-        return db_fail(l, SL_ERR_IO, "open it");
+    sl_fault("ledger.open", l->path); /* tests: a link put there after the check */
+    /* NOFOLLOW refuses a link anywhere in the path SQLite is given, and
+     * SQLite opens the file itself with O_NOFOLLOW: the lstat above alone
+     * left a link put there after it followed. The folder's own path is
+     * resolved first, so an -o that is a link to a folder is taken. */
+    if (sqlite3_open_v2(l->open_path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                                  SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW,
+                        NULL) != SQLITE_OK) {
+        sl_status st = refuse_link(l);
+        return st != SL_OK ? st : db_fail(l, SL_ERR_IO, "open it");
+    }
     sqlite3_extended_result_codes(l->db, 0);
     /* The exclusive lock is taken by the first transaction and kept. */
     char *err = NULL;
@@ -247,15 +271,19 @@ sl_status sl_ledger_open(const char *dir, bool overwrite, sl_ledger **out)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening the resume ledger in '%s'", dir);
     }
     pthread_mutex_init(&l->mu, NULL);
-    /* SQLite opens the file a symlink names: one put under the ledger's name
-     * in a shared output folder had sluice write its tables into another
-     * SQLite database of the user's (or create one where the link pointed). */
-    struct stat sb;
-    if (lstat(l->path, &sb) == 0 && S_ISLNK(sb.st_mode)) {
-        st = sl_fail(SL_ERR_INVALID_ARG,
-                     "resume ledger '%s' is a symbolic link, not a file sluice made: it would "
-                     "write into the file the link names; remove the link (or choose another -o)",
-                     l->path);
+    char *real_dir = realpath(dir, NULL); /* (malloc's) */
+    if (real_dir) {
+        l->open_path = sl_asprintf("%s/%s", real_dir, SL_LEDGER_FILE);
+        free(real_dir);
+        if (!l->open_path)
+            st = sl_fail(SL_ERR_NOMEM, "out of memory opening the resume ledger in '%s'", dir);
+    } else {
+        st = sl_fail(SL_ERR_IO, "cannot open the resume ledger in '%s': %s", dir,
+                     strerror(errno));
+    }
+    if (st == SL_OK)
+        st = refuse_link(l);
+    if (st != SL_OK) {
         sl_ledger_free(l);
         return st;
     }
@@ -1290,5 +1318,6 @@ void sl_ledger_free(sl_ledger *l)
     sl_free(l->part_name);
     sl_free(l->dir);
     sl_free(l->path);
+    sl_free(l->open_path);
     sl_free(l);
 }

@@ -263,7 +263,7 @@ def test_failed_rows_count_as_done_and_the_rerun_still_exits_3(sluice, tmp_path)
     new.symlink_to(sample_images()[0])
     r = run(sluice, src, out)
     assert r.returncode == 3, r.stdout + r.stderr[-3000:]
-    assert "the output also holds 1 failed rows of earlier runs" in r.stdout, r.stdout
+    assert "the output also holds 1 failed row of earlier runs:" in r.stdout, r.stdout
     assert "later/new.jpg" in part_ids(out)
 
     # Once the input is fixed, --retry-failed captions it and the output is whole.
@@ -574,6 +574,23 @@ def test_a_resume_with_a_lower_max_line_bytes_is_refused(sluice, tmp_path):
     assert sorted(part_ids(out)) == ["a", "b"]
 
 
+def model_copies(tmp_path: pathlib.Path) -> pathlib.Path:
+    """The tiny model and projector copied into tmp_path/models, to be
+    changed in place."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("model.gguf", "mmproj.gguf"):
+        shutil.copyfile(TINY / name, models / name)
+    return models
+
+
+def caption_with(sluice, src, out, models, *extra):
+    return subprocess.run([str(sluice.binary), "caption", str(src), "-o", str(out),
+                           "--model", str(models / "model.gguf"),
+                           "--mmproj", str(models / "mmproj.gguf"), *ARGS, *extra],
+                          capture_output=True, text=True, timeout=900)
+
+
 def test_a_model_file_changed_at_its_path_is_refused_on_resume(sluice, tmp_path):
     """The fingerprint holds the model's path: weights replaced at that path
     (trained again, another quantization under the same name) resumed in
@@ -583,19 +600,13 @@ def test_a_model_file_changed_at_its_path_is_refused_on_resume(sluice, tmp_path)
     file goes on, and a folder that recorded none (an older sluice) takes
     the file it now finds."""
     import sqlite3
-    models = tmp_path / "models"
-    models.mkdir()
-    for name in ("model.gguf", "mmproj.gguf"):
-        shutil.copyfile(TINY / name, models / name)
+    models = model_copies(tmp_path)
     src = tmp_path / "in"
     sample_copies(src, 1)
     out = tmp_path / "out"
 
     def caption(*extra):
-        return subprocess.run([str(sluice.binary), "caption", str(src), "-o", str(out),
-                               "--model", str(models / "model.gguf"),
-                               "--mmproj", str(models / "mmproj.gguf"), *ARGS, *extra],
-                              capture_output=True, text=True, timeout=900)
+        return caption_with(sluice, src, out, models, *extra)
 
     def flip(path, at):
         data = bytearray(path.read_bytes())
@@ -628,3 +639,56 @@ def test_a_model_file_changed_at_its_path_is_refused_on_resume(sluice, tmp_path)
     assert len(part_ids(out)) == 3
     flip(models / "mmproj.gguf", -1)
     assert caption().returncode == 2
+
+
+def test_a_model_path_that_is_no_file_is_refused_naming_its_flag(sluice, tmp_path):
+    """A folder or a FIFO passes the engine's access() check; the model-file
+    check is the first to open it, and refused it as "only regular files
+    are read as inputs", naming neither --model nor --mmproj."""
+    models = model_copies(tmp_path)
+    src = tmp_path / "in"
+    sample_copies(src, 1)
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    fifo = tmp_path / "a-fifo"
+    os.mkfifo(fifo)
+    cases = [(folder, models / "mmproj.gguf", f"--model '{folder}' is a folder, not a GGUF file"),
+             (fifo, models / "mmproj.gguf", f"--model '{fifo}' is a FIFO (named pipe), not a GGUF"),
+             (models / "model.gguf", fifo, f"--mmproj '{fifo}' is a FIFO (named pipe), not a GGUF")]
+    for i, (model, mmproj, want) in enumerate(cases):
+        r = subprocess.run([str(sluice.binary), "caption", str(src), "-o", str(tmp_path / f"out{i}"),
+                            "--model", str(model), "--mmproj", str(mmproj), *ARGS],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert want in r.stderr, r.stderr[-2000:]
+        assert "read as inputs" not in r.stderr, r.stderr[-2000:]
+
+def test_a_retry_refused_for_another_model_file_leaves_the_parts_as_they_were(sluice, tmp_path):
+    """--retry-failed takes the failed rows out of their parts before the
+    run captions them again; the model-file check came after it, so a run
+    refused for another model file had already rewritten the part (its
+    failed row gone from the file, exit 2 all the same). Refused first,
+    the output is byte for byte what it was."""
+    models = model_copies(tmp_path)
+    src = tmp_path / "in"
+    sample_copies(src, 1)
+    (src / "broken.jpg").write_bytes(b"not a JPEG")  # one row that fails
+    out = tmp_path / "out"
+
+    def caption(*extra):
+        return caption_with(sluice, src, out, models, *extra)
+
+    r = caption()
+    assert r.returncode == 3, r.stderr[-2000:]
+    parts = sorted(out.glob("part-*.jsonl"))
+    before = {p.name: p.read_bytes() for p in parts}
+    rows = [json.loads(line) for p in parts for line in p.read_text().splitlines()]
+    assert sum(1 for row in rows if row.get("error")) == 1
+    data = bytearray((models / "model.gguf").read_bytes())
+    data[-1] ^= 0x01
+    (models / "model.gguf").write_bytes(bytes(data))
+    r = caption("--retry-failed")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "another model file" in r.stderr, r.stderr[-2000:]
+    after = {p.name: p.read_bytes() for p in sorted(out.glob("part-*.jsonl"))}
+    assert after == before

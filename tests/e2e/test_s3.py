@@ -1639,6 +1639,23 @@ def test_the_default_state_folder_stays_below_its_root(store, sluice, tmp_path):
     assert not (root / "up").exists()
 
 
+def test_a_bucket_named_dots_keeps_its_state_folder_below_the_root(store, sluice, tmp_path):
+    """sl_s3_split takes '.' and '..' as bucket names (only its letters are
+    checked), and the key's dot segments were spelled %2E but the bucket's
+    were not: s3://../x had the default state folder $XDG_STATE_HOME/sluice/x,
+    made before the store said there is no such bucket. Whatever the store
+    answers, nothing is made outside sluice/s3/."""
+    env, _ = store
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(sample_images()[0].read_bytes())
+    xdg = tmp_path / "xdg"
+    for bucket in ("..", "."):
+        caption_env(sluice, dict(env, XDG_STATE_HOME=str(xdg)), tmp_path / "in", "-o",
+                    f"s3://{bucket}/escaped", "--dry-run")
+    made = sorted(str(p.relative_to(xdg)) for p in xdg.rglob("*"))
+    assert not (xdg / "sluice" / "escaped").exists(), made
+    assert not (xdg / "sluice" / "s3" / "escaped").exists(), made
+
 def test_keys_xml_cannot_hold_are_listed_and_read(store, sluice, tmp_path):
     """A key holding U+0001 (legal in S3, not in XML 1.0) beside keys with
     a space, a '+', a '%' and '&<>': the listing asks for URL-encoded keys

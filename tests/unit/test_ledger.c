@@ -3,6 +3,7 @@
  * open transaction as a killed process's would be), lookups, fingerprints,
  * the lock, the counts and file size kept with each part (an older
  * ledger's too), and parts/temps helpers of io/shard.c. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include <sqlite3.h>
 
 #include "core/alloc.h"
+#include "core/fault.h"
 #include "io/shard.h"
 #include "ledger/ledger.h"
 #include "test_util.h"
@@ -614,6 +616,41 @@ static void a_ledger_knows_its_parts_by_name(void **state)
     tu_rmtree(dir);
 }
 
+typedef struct victim_paths {
+    char *dir; /* tu_tmpdir's */
+    char out[512], victim[512], link[600];
+} victim_paths;
+
+/* An empty output folder, and another database of the user's beside it
+ * with one table of its own; link is the ledger's name in out. */
+static victim_paths victim_setup(void)
+{
+    victim_paths v = {tu_tmpdir(), "", "", ""};
+    snprintf(v.out, sizeof v.out, "%s/out", v.dir);
+    snprintf(v.victim, sizeof v.victim, "%s/mine.sqlite", v.dir);
+    snprintf(v.link, sizeof v.link, "%s/%s", v.out, SL_LEDGER_FILE);
+    assert_int_equal(mkdir(v.out, 0777), 0);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(v.victim, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE mine(x);", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    return v;
+}
+
+static int victim_tables(const char *victim)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(victim, &db), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    int n = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return n;
+}
+
 /* A symlink under the ledger's name (another user of a shared output
  * folder may put one there) had SQLite open the file it names: sluice's
  * tables went into another database of the user's. Refused, that file
@@ -621,32 +658,68 @@ static void a_ledger_knows_its_parts_by_name(void **state)
 static void a_ledger_that_is_a_symlink_is_refused(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
-    char out[512], victim[512], link[600];
-    snprintf(out, sizeof out, "%s/out", dir);
-    snprintf(victim, sizeof victim, "%s/mine.sqlite", dir);
-    snprintf(link, sizeof link, "%s/%s", out, SL_LEDGER_FILE);
-    assert_int_equal(mkdir(out, 0777), 0);
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(victim, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "CREATE TABLE mine(x);", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
-    assert_int_equal(symlink(victim, link), 0);
+    victim_paths v = victim_setup();
+    assert_int_equal(symlink(v.victim, v.link), 0);
 
     sl_ledger *l = NULL;
-    assert_int_equal(sl_ledger_open(out, false, &l), SL_ERR_INVALID_ARG);
+    assert_int_equal(sl_ledger_open(v.out, false, &l), SL_ERR_INVALID_ARG);
     assert_null(l);
     assert_non_null(strstr(sl_last_error(), "is a symbolic link"));
-    assert_int_equal(sl_ledger_open(out, true, &l), SL_ERR_INVALID_ARG); /* --overwrite too */
+    assert_int_equal(sl_ledger_open(v.out, true, &l), SL_ERR_INVALID_ARG); /* --overwrite too */
+    assert_int_equal(victim_tables(v.victim), 1); /* its one table, no ledger's */
+    tu_rmtree(v.dir);
+}
 
-    assert_int_equal(sqlite3_open(victim, &db), SQLITE_OK);
-    sqlite3_stmt *q;
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &q, NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(q, 0), 1); /* its one table, no ledger's */
-    sqlite3_finalize(q);
-    sqlite3_close(db);
+typedef struct planted {
+    const char *victim, *link;
+} planted;
+
+static void *plant_link(void *arg)
+{
+    const planted *p = arg;
+    usleep(300 * 1000); /* after the check, inside the open's pause */
+    assert_int_equal(symlink(p->victim, p->link), 0);
+    return NULL;
+}
+
+/* The link put there after the check (lstat) and before SQLite's open:
+ * that window had sluice's tables go into the linked database all the
+ * same. The open itself refuses the link now. */
+static void a_ledger_link_put_after_the_check_is_not_followed(void **state)
+{
+    (void)state;
+    victim_paths v = victim_setup();
+    assert_int_equal(sl_fault_configure("ledger.open=sleep:1500@1"), 0);
+    planted p = {v.victim, v.link};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, plant_link, &p), 0);
+    sl_ledger *l = NULL;
+    sl_status st = sl_ledger_open(v.out, false, &l);
+    pthread_join(t, NULL);
+    sl_fault_configure(NULL);
+    assert_int_equal(st, SL_ERR_INVALID_ARG);
+    assert_null(l);
+    assert_non_null(strstr(sl_last_error(), "is a symbolic link"));
+    assert_int_equal(victim_tables(v.victim), 1);
+    tu_rmtree(v.dir);
+}
+
+/* An output folder that is a link to a folder is the user's choice: its
+ * ledger is opened there. */
+static void an_output_folder_that_is_a_link_is_taken(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char real[512], out[512], file[600];
+    snprintf(real, sizeof real, "%s/real", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(file, sizeof file, "%s/%s", real, SL_LEDGER_FILE);
+    assert_int_equal(mkdir(real, 0777), 0);
+    assert_int_equal(symlink(real, out), 0);
+    sl_ledger *l = NULL;
+    assert_int_equal(sl_ledger_open(out, false, &l), SL_OK);
+    sl_ledger_free(l);
+    assert_true(tu_exists(file));
     tu_rmtree(dir);
 }
 
@@ -655,6 +728,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(full_commit_marks_rows_done),
         cmocka_unit_test(a_ledger_that_is_a_symlink_is_refused),
+        cmocka_unit_test(a_ledger_link_put_after_the_check_is_not_followed),
+        cmocka_unit_test(an_output_folder_that_is_a_link_is_taken),
         cmocka_unit_test(crash_before_prepare_forgets_the_part),
         cmocka_unit_test(pending_without_file_is_dropped),
         cmocka_unit_test(pending_with_file_is_committed),
