@@ -73,7 +73,7 @@ def test_install_has_what_a_program_needs(prefix):
     assert "Requires:" in pc and "vips" in pc
 
 
-@pytest.mark.parametrize("source", sorted(EXAMPLES.glob("*.c")),
+@pytest.mark.parametrize("source", sorted(EXAMPLES.glob("*.c")) + sorted(EXAMPLES.glob("*.cpp")),
                          ids=lambda p: p.name)
 def test_example_compiles_against_the_prefix(prefix, source, bin_dir):
     build(prefix, source, bin_dir)
@@ -136,6 +136,17 @@ def test_stop_example_stops_from_a_thread_and_resumes(prefix, bin_dir, tmp_path)
             for line in part.read_text().splitlines()]
     assert sorted(row["id"] for row in rows) == sorted(p.name for p in images)
     assert all(row["error"] is None for row in rows)
+
+
+def test_cxx_example_runs_a_job(prefix, bin_dir, tmp_path):
+    exe = build(prefix, EXAMPLES / "caption_cxx.cpp", bin_dir)
+    images = [SAMPLES / "chelsea.jpg", SAMPLES / "coffee.jpg"]
+    r = subprocess.run([str(exe), str(TINY / "model.gguf"), str(TINY / "mmproj.gguf"),
+                        str(tmp_path / "out"), *map(str, images)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(l.split(":")[0] for l in r.stdout.splitlines() if l.startswith("row ")) == \
+        ["row chelsea.jpg", "row coffee.jpg"]
 
 
 def test_docs_example_compiles_and_answers(prefix, bin_dir, tmp_path):
