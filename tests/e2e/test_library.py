@@ -79,6 +79,30 @@ def test_example_compiles_against_the_prefix(prefix, source, bin_dir):
     build(prefix, source, bin_dir)
 
 
+def test_cmake_project_links_through_pkg_config(prefix, tmp_path):
+    """docs/library.md's CMake lines: pkg_check_modules' imported target.
+    It takes a library given by path for a link option placed before the
+    program's objects, so sluice.pc must name each one as -L DIR -l NAME."""
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not installed")
+    doc = (REPO / "docs" / "library.md").read_text()
+    start = doc.index("```cmake\n", doc.index("## Link")) + len("```cmake\n")
+    (tmp_path / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.25)\nproject(app LANGUAGES C)\n"
+        f"add_executable(app {EXAMPLES / 'caption.c'})\n"
+        + doc[start:doc.index("```", start)])
+    env = dict(os.environ, PKG_CONFIG_PATH=str(prefix / "lib" / "pkgconfig"))
+    for cmd in (["cmake", "-S", ".", "-B", "b"], ["cmake", "--build", "b"]):
+        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    r = subprocess.run([str(tmp_path / "b" / "app"), str(TINY / "model.gguf"),
+                        str(TINY / "mmproj.gguf"), str(SAMPLES / "chelsea.jpg")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [run[0][:2] for run in answers(r.stdout)] == [(0, "ok"), (0, "ok")]
+
+
 def answers(stdout: str) -> list[list[tuple[int, str, str]]]:
     """caption.c's output: per run, (index, status, text) lines."""
     runs = []
