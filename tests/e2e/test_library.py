@@ -126,8 +126,8 @@ def test_caption_example_answers_each_image_twice(prefix, bin_dir, tmp_path):
     for run in runs:
         assert sorted(i for i, _, _ in run) == [0, 1, 2]
         assert all(status == "ok" and text for _, status, text in run), run
-    # Greedy decoding: the second engine in the process answers as the first.
-    assert sorted(runs[0]) == sorted(runs[1])
+    # Not compared run to run: at n_parallel > 1 batch composition depends
+    # on timing, and greedy may flip at a near-tie (docs/engine.md).
 
 
 def test_caption_example_reports_a_corrupt_image_and_answers_the_rest(prefix, bin_dir, tmp_path):
