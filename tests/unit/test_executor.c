@@ -731,6 +731,49 @@ static void second_stop_aborts(void **state)
     free_ctx(c);
 }
 
+typedef struct stop_log {
+    pthread_mutex_t mu;
+    int draining, at_once;
+} stop_log;
+
+static void count_stop_lines(sl_log_level level, const char *message, void *user)
+{
+    stop_log *l = user;
+    (void)level;
+    pthread_mutex_lock(&l->mu);
+    l->draining += strstr(message, "finishing rows in flight") != NULL;
+    l->at_once += strstr(message, "at once") != NULL;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* A caller's counter at 2 when the executor first looks (a program that
+ * aborts, or two signals within one look): the log says it stops at once,
+ * not that it finishes the rows in flight, which it then drops. */
+static void a_first_look_at_two_stops_logs_no_drain(void **state)
+{
+    (void)state;
+    stop_log l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    sl_log_level quiet = sl_log_get_level();
+    sl_log_set_level(SL_LOG_WARN);
+    sl_log_set_callback(count_stop_lines, &l);
+    tctx *c = new_ctx(-1);
+    c->sink_delay_us = 20000;
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 2, 8), SINK(c)};
+    static sl_atomic_int stops;
+    atomic_store(&stops, 2);
+    sl_exec_params p = sl_exec_default_params();
+    p.stop_requests = &stops;
+    sl_exec *e;
+    assert_int_equal(run(c, defs, 3, &p, &e), SL_ERR_STOPPED);
+    sl_log_set_callback(NULL, NULL);
+    sl_log_set_level(quiet);
+    assert_non_null(strstr(sl_last_error(), "at once"));
+    assert_int_equal(l.draining, 0);
+    assert_int_equal(l.at_once, 1);
+    sl_exec_free(e);
+    free_ctx(c);
+}
+
 /* Abort while an engine-like stage holds rows: it is closed (its thread
  * joined) before the executor frees those rows. */
 static void abort_closes_an_async_stage_before_freeing_its_rows(void **state)
@@ -1220,6 +1263,7 @@ int main(void)
         cmocka_unit_test(async_stage_completes_out_of_order_within_limit),
         cmocka_unit_test(stop_drains_rows_in_flight),
         cmocka_unit_test(second_stop_aborts),
+        cmocka_unit_test(a_first_look_at_two_stops_logs_no_drain),
         cmocka_unit_test(a_stop_tells_async_stages_and_their_unstarted_rows_are_deferred),
         cmocka_unit_test(abort_closes_an_async_stage_before_freeing_its_rows),
         cmocka_unit_test(failed_async_worker_is_closed_before_its_rows_move_on),
