@@ -113,6 +113,12 @@ typedef struct sl_stage_spec {
                                 Not for plugins (C code cannot be stopped safely) */
 } sl_stage_spec;
 
+/* sl_caption_params.turns and .video_part. Named here, not inside the
+ * struct: C++ scopes an enum declared in a struct to it, so its constants
+ * (SL_TURNS_LAST) would not be found by the names C uses. */
+typedef enum sl_turns { SL_TURNS_FIRST, SL_TURNS_LAST, SL_TURNS_ALL } sl_turns;
+typedef enum sl_video_part { SL_VIDEO_PART_IMAGE_URL, SL_VIDEO_PART_VIDEO_URL } sl_video_part;
+
 typedef struct sl_caption_params {
     const char *input_dir;
     const char *output_dir;    /* a folder, or s3://bucket/prefix (docs/output.md) */
@@ -193,7 +199,7 @@ typedef struct sl_caption_params {
      * model's earlier answers in place of the dataset's, and writes them
      * into the row's conversation. Not with tasks; SL_TURNS_ALL not with
      * samples. */
-    enum { SL_TURNS_FIRST, SL_TURNS_LAST, SL_TURNS_ALL } turns;
+    sl_turns turns;
     const char *image_root;    /* NULL: relative image paths are under their manifest's folder;
                                   else under this folder (or s3:// prefix), e.g. LLaVA's images */
     bool allow_file_urls;      /* file:// URLs in data read local files */
@@ -234,7 +240,7 @@ typedef struct sl_caption_params {
      * data:video/jpeg form; no frame_text), which vLLM gives the model as
      * a video (Qwen2-VL's temporal patches) where image_url parts are so
      * many separate images. */
-    enum { SL_VIDEO_PART_IMAGE_URL, SL_VIDEO_PART_VIDEO_URL } video_part;
+    sl_video_part video_part;
     /* A slice of the job, to try it before running it all. Neither is part
      * of the resume fingerprint: the same job without them goes on where
      * the slice stopped, its rows done (each input exactly once in all). */

@@ -2,7 +2,10 @@
  *
  * By default lines at or above SL_LOG_WARN go to stderr. A callback replaces
  * that sink for the whole process; it may be called from any thread, so it
- * must be thread-safe. Set it before starting work.
+ * must be thread-safe, one line at a time. Set it before starting work. It
+ * may call sluice, sl_log_set_callback() included; a line logged from
+ * inside it goes to stderr, not back to it. Once sl_log_set_callback()
+ * returns, the callback it replaced is not running on another thread.
  */
 #ifndef SLUICE_LOG_H
 #define SLUICE_LOG_H

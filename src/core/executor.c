@@ -897,7 +897,13 @@ sl_status sl_exec_run(sl_exec *exec)
             }
             atomic_store(&exec->stop_asked, true);
             atomic_store(&exec->stopping, true);
-            sl_log(SL_LOG_WARN, "stop requested: finishing rows in flight (again to stop at once)");
+            /* A counter already at 2 (a program's abort, or two signals
+             * within one look) drops the rows in flight just below. */
+            if (stops >= 2)
+                sl_log(SL_LOG_WARN, "stop requested: stopping at once, rows in flight are dropped");
+            else
+                sl_log(SL_LOG_WARN,
+                       "stop requested: finishing rows in flight (a second request stops at once)");
         }
         bool past_deadline = stop_deadline && sl_now_ns() > stop_deadline;
         if ((stops >= 2 || past_deadline) && !atomic_load(&exec->aborting)) {

@@ -672,8 +672,11 @@ sl_status sl_image_load_file(const char *path, const sl_image_params *params, sl
 sl_status sl_image_from_rgb(int width, int height, const uint8_t *rgb, sl_image **out)
 {
     *out = NULL;
-    if (width <= 0 || height <= 0 || !rgb)
+    if (width <= 0 || height <= 0)
         return sl_fail(SL_ERR_INVALID_ARG, "image %dx%d: size must be positive", width, height);
+    if (!rgb)
+        return sl_fail(SL_ERR_INVALID_ARG, "image %dx%d: rgb is NULL: pass its %dx%dx3 bytes",
+                       width, height, width, height);
     size_t n = (size_t)width * (size_t)height * 3;
     sl_image *im = sl_calloc(1, sizeof *im);
     uint8_t *px = im ? sl_malloc(n) : NULL;

@@ -579,19 +579,20 @@ static void restarts_are_limited_and_nothing_is_lost(void **state)
     free_ctx(c);
 }
 
-typedef struct restart_log {
+/* Log lines holding each of up to three texts, counted from any thread. */
+typedef struct log_count {
     pthread_mutex_t mu;
-    int restarting, last, not_restarted;
-} restart_log;
+    const char *text[3];
+    int n[3];
+} log_count;
 
-static void count_restart_lines(sl_log_level level, const char *message, void *user)
+static void count_log_lines(sl_log_level level, const char *message, void *user)
 {
-    restart_log *l = user;
+    log_count *l = user;
     (void)level;
     pthread_mutex_lock(&l->mu);
-    l->restarting += strstr(message, "; restart ") != NULL;
-    l->last += strstr(message, "; no restart left") != NULL;
-    l->not_restarted += strstr(message, "; not restarted") != NULL;
+    for (int i = 0; i < 3; i++)
+        l->n[i] += l->text[i] && strstr(message, l->text[i]) != NULL;
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -601,10 +602,12 @@ static void the_log_says_when_no_restart_is_made(void **state)
 {
     (void)state;
     for (int allowed = 0; allowed <= 2; allowed += 2) {
-        restart_log l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+        /* restarting, the last, not restarted */
+        log_count l = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                       .text = {"; restart ", "; no restart left", "; not restarted"}};
         sl_log_level quiet = sl_log_get_level(); /* main() keeps the other tests quiet */
         sl_log_set_level(SL_LOG_WARN);
-        sl_log_set_callback(count_restart_lines, &l);
+        sl_log_set_callback(count_log_lines, &l);
         tctx *c = new_ctx(-1);
         c->crash_always = true;
         sl_stage_def defs[] = {SOURCE(c), MAP(c, 1, 4), SINK(c)};
@@ -614,9 +617,9 @@ static void the_log_says_when_no_restart_is_made(void **state)
         assert_int_equal(run(c, defs, 3, &p, &e), SL_ERR_STAGE);
         sl_log_set_callback(NULL, NULL);
         sl_log_set_level(quiet);
-        assert_int_equal(l.restarting, allowed);
-        assert_int_equal(l.last + l.not_restarted, 1);
-        assert_int_equal(l.not_restarted, allowed == 0);
+        assert_int_equal(l.n[0], allowed);
+        assert_int_equal(l.n[1] + l.n[2], 1);
+        assert_int_equal(l.n[2], allowed == 0);
         sl_exec_free(e);
         free_ctx(c);
     }
@@ -728,6 +731,36 @@ static void second_stop_aborts(void **state)
     sl_exec_stats_get(e, &es);
     assert_true(es.rows_done < es.rows_produced); /* it did not wait for the drain */
     sl_exec_free(e); /* frees rows left in queues (ASan checks) */
+    free_ctx(c);
+}
+
+/* A caller's counter at 2 when the executor first looks (a program that
+ * aborts, or two signals within one look): the log says it stops at once,
+ * not that it finishes the rows in flight, which it then drops. */
+static void a_first_look_at_two_stops_logs_no_drain(void **state)
+{
+    (void)state;
+    /* the drain's line, the abort's */
+    log_count l = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                   .text = {"finishing rows in flight", "stopping at once"}};
+    sl_log_level quiet = sl_log_get_level();
+    sl_log_set_level(SL_LOG_WARN);
+    sl_log_set_callback(count_log_lines, &l);
+    tctx *c = new_ctx(-1);
+    c->sink_delay_us = 20000;
+    sl_stage_def defs[] = {SOURCE(c), MAP(c, 2, 8), SINK(c)};
+    static sl_atomic_int stops;
+    atomic_store(&stops, 2);
+    sl_exec_params p = sl_exec_default_params();
+    p.stop_requests = &stops;
+    sl_exec *e;
+    assert_int_equal(run(c, defs, 3, &p, &e), SL_ERR_STOPPED);
+    sl_log_set_callback(NULL, NULL);
+    sl_log_set_level(quiet);
+    assert_non_null(strstr(sl_last_error(), "at once"));
+    assert_int_equal(l.n[0], 0);
+    assert_int_equal(l.n[1], 1);
+    sl_exec_free(e);
     free_ctx(c);
 }
 
@@ -1220,6 +1253,7 @@ int main(void)
         cmocka_unit_test(async_stage_completes_out_of_order_within_limit),
         cmocka_unit_test(stop_drains_rows_in_flight),
         cmocka_unit_test(second_stop_aborts),
+        cmocka_unit_test(a_first_look_at_two_stops_logs_no_drain),
         cmocka_unit_test(a_stop_tells_async_stages_and_their_unstarted_rows_are_deferred),
         cmocka_unit_test(abort_closes_an_async_stage_before_freeing_its_rows),
         cmocka_unit_test(failed_async_worker_is_closed_before_its_rows_move_on),

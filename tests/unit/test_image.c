@@ -542,6 +542,13 @@ static void from_rgb_copies(void **state)
     assert_int_equal(sl_image_pixels(im)[5], 6);
     sl_image_free(im);
     assert_int_equal(sl_image_from_rgb(0, 1, px, &im), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "size must be positive"));
+    /* A size that is fine with no pixels: the message says what is wrong,
+     * not the size. */
+    assert_int_equal(sl_image_from_rgb(2, 1, NULL, &im), SL_ERR_INVALID_ARG);
+    assert_null(im);
+    assert_non_null(strstr(sl_last_error(), "rgb is NULL"));
+    assert_null(strstr(sl_last_error(), "size must be positive"));
 }
 
 static void encodes_jpeg_shrunk_and_decodable(void **state)
