@@ -308,7 +308,8 @@ static const struct {
     {"output.include_image_bytes", "true"}, {"output.answer_columns", "true"}, {"output.shard_rows", "1"},
     {"batch.allow_local_images", "true"}, {"batch.ignore_model", "true"},
     {"output.errors_file", "errs.jsonl"},
-    {"metrics.addr", "off"}, {"metrics.optional", "false"}, {"console.show", "100"},
+    {"metrics.addr", "off"}, {"metrics.token_file", "/home/me/.sluice-token"},
+    {"metrics.optional", "false"}, {"console.show", "100"},
     {"console.quiet", "true"}, {"console.verbose", "true"}, {"console.progress_every", "0.1"},
 };
 
