@@ -236,6 +236,15 @@ int sl_file_create_temp(const char *path, unsigned mode)
     return fd;
 }
 
+const char *sl_file_temp_error(int err)
+{
+    if (err == EEXIST)
+        return "a file stands at that name that sluice cannot remove, or another process made "
+               "it again at once (another user's, in a folder others may write in: write to a "
+               "folder of your own)";
+    return strerror(err);
+}
+
 sl_status sl_file_rename(const char *from, const char *to)
 {
     int err = sl_fault("rename", to);

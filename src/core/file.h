@@ -59,6 +59,10 @@ sl_status sl_file_sync_dir(const char *dir);
  * (close() it), or -1 with errno set: EEXIST when something came back at
  * `path` meanwhile. */
 int sl_file_create_temp(const char *path, unsigned mode);
+/* Why sl_file_create_temp failed, for a message: strerror(err), but for
+ * EEXIST (a file there that could not be removed, or that came back: in a
+ * folder others may write in, another user's) what to do about it. */
+const char *sl_file_temp_error(int err);
 
 /* rename(from, to): SL_ERR_IO naming both and the cause. */
 sl_status sl_file_rename(const char *from, const char *to);

@@ -40,7 +40,7 @@ sl_status sl_jsonl_sink_open(const char *dir, const char *name, bool overwrite,
     sl_status st = sl_shard_init(&sink->shard, dir, name, overwrite);
     if (st == SL_OK &&
         (sink->fd = sl_file_create_temp(sink->shard.tmp_path, 0666)) < 0)
-        st = sl_fail(SL_ERR_IO, "cannot create '%s': %s", sink->shard.tmp_path, strerror(errno));
+        st = sl_fail(SL_ERR_IO, "cannot create '%s': %s", sink->shard.tmp_path, sl_file_temp_error(errno));
     if (st != SL_OK) {
         sl_jsonl_sink_free(sink);
         return st;

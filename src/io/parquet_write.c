@@ -570,7 +570,7 @@ sl_status sl_pq_writer_open(const char *path, const sl_pq_column_def *columns, s
         dict_restart(w, &w->cols[i]);
     w->fd = sl_file_create_temp(path, 0666);
     if (w->fd < 0) {
-        sl_status st = sl_fail(SL_ERR_IO, "cannot create Parquet file '%s': %s", path, strerror(errno));
+        sl_status st = sl_fail(SL_ERR_IO, "cannot create Parquet file '%s': %s", path, sl_file_temp_error(errno));
         w->closed = true;
         sl_pq_writer_free(w);
         return st;

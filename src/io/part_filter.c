@@ -160,7 +160,7 @@ static sl_status filter_jsonl(const char *path, const char *tmp_path, sl_idset *
     filter_walk w = {.path = path, .tmp_path = tmp_path, .drop = drop};
     w.fd = sl_file_create_temp(tmp_path, 0666);
     if (w.fd < 0)
-        return sl_fail(SL_ERR_IO, "cannot create '%s': %s", tmp_path, strerror(errno));
+        return sl_fail(SL_ERR_IO, "cannot create '%s': %s", tmp_path, sl_file_temp_error(errno));
     sl_status st = jsonl_walk(path, filter_line, &w);
     if (st == SL_OK)
         st = flush_kept(&w);

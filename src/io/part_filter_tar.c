@@ -291,7 +291,7 @@ static sl_status out_open(tar_out *o, const char *path)
 {
     *o = (tar_out){.path = path, .fd = -1};
     if ((o->fd = sl_file_create_temp(path, 0666)) < 0)
-        return sl_fail(SL_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+        return sl_fail(SL_ERR_IO, "cannot create '%s': %s", path, sl_file_temp_error(errno));
     if (!(o->a = archive_write_new()) || !(o->e = archive_entry_new()))
         return sl_fail(SL_ERR_NOMEM, "out of memory writing '%s'", path);
     if (sl_wds_tar_format(o->a) != ARCHIVE_OK ||

@@ -144,7 +144,7 @@ static sl_status wds_open(void *shared, const char *dir, const char *name, bool 
     sl_status st = sl_shard_init(&w->shard, dir, name, overwrite);
     if (st == SL_OK &&
         (w->fd = sl_file_create_temp(w->shard.tmp_path, 0666)) < 0)
-        st = sl_fail(SL_ERR_IO, "cannot create '%s': %s", w->shard.tmp_path, strerror(errno));
+        st = sl_fail(SL_ERR_IO, "cannot create '%s': %s", w->shard.tmp_path, sl_file_temp_error(errno));
     if (st == SL_OK && (!(w->a = archive_write_new()) || !(w->entry = archive_entry_new())))
         st = sl_fail(SL_ERR_NOMEM, "out of memory opening '%s'", w->shard.tmp_path);
     if (st == SL_OK &&

@@ -809,7 +809,7 @@ sl_status caption_metrics_write(caption_metrics *cm, const char *path)
     if (!tmp)
         st = sl_fail(SL_ERR_NOMEM, "out of memory writing '%s'", path);
     else if (fd < 0)
-        st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+        st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", tmp, sl_file_temp_error(errno));
     else
         st = sl_file_write_all(fd, text, len, tmp);
     if (fd >= 0 && close(fd) != 0 && st == SL_OK)

@@ -405,7 +405,7 @@ static sl_status write_file(const char *dir, const char *name, writer_fn fn, con
     if (!path || !tmp)
         st = sl_fail(SL_ERR_NOMEM, "out of memory writing %s", name);
     else if (!fp)
-        st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+        st = sl_fail(SL_ERR_IO, "cannot write '%s': %s", tmp, sl_file_temp_error(errno));
     if (fp) {
         bool whole = fn(fp, what);
         bool bad = ferror(fp) != 0;

@@ -89,6 +89,23 @@ def test_temporaries_in_the_output_folder_are_never_written_through_a_symlink(sl
     assert json.loads((out / "_summary.json").read_text())["rows"]["ok"] == len(HOSTILE_IDS)
 
 
+def test_a_temporary_name_that_cannot_be_taken_says_what_to_do(sluice, tmp_path):
+    """What stands at a temporary's name and cannot be removed (here a
+    folder; in a shared folder, another user's file) made the run say
+    only 'File exists'. It now says why and what to do."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "._summary.json.tmp").mkdir()
+    (out / "._summary.json.tmp" / "x").write_text("keep\n")
+    with FakeServer(lambda h, n, body: completion(h)) as engine:
+        r = caption(sluice, hostile_manifest(tmp_path / "m.jsonl"), out, engine.url,
+                    "--id-column", "image_id")
+    assert r.returncode == 0, r.stderr  # the rows are written; the report is not
+    assert f"cannot write '{out}/._summary.json.tmp': a file stands at that name that sluice " \
+           "cannot remove" in r.stderr and "write to a folder of your own" in r.stderr, r.stderr
+    assert (out / "._summary.json.tmp" / "x").read_text() == "keep\n"
+
+
 def test_ids_from_the_data_never_name_a_file(sluice, tmp_path):
     """Ids are the data's (--id-column): '../../escape/x', '/etc/passwd',
     '..', a newline. Whatever the format, sluice writes only its own names
