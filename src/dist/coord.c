@@ -199,6 +199,11 @@ static sl_status hello(coord *c, int rank, wire_reader *r, wire_buf *reply)
     if (strcmp(fp, c->fingerprint) != 0) {
         char key[256];
         first_difference(fp, c->fingerprint, key, sizeof key);
+        if (strcmp(key, "model_files") == 0)
+            return sl_fail(SL_ERR_INVALID_ARG,
+                           "rank %d read another model or projector file than rank 0 at the "
+                           "same path (size and first and last MiB compared): every node must "
+                           "have the same files", rank);
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d was started with other settings than rank "
                                            "0 (first difference: '%s'): every rank must run "
                                            "the same command", rank, key);

@@ -743,14 +743,33 @@ static sl_status check_max_line_bytes(job *j, bool resumed)
     return sl_ledger_meta_set(j->ledger, "max_line_bytes", text);
 }
 
+static sl_status model_files_signature(const job *j, char *all, size_t cap, char now[2][64]);
+
+/* What a rank says in its hello: the fingerprint, and the signatures of
+ * the model files it read (model_files_signature): each node reads its
+ * own copy at the path, which must be the same file as rank 0's. */
+static sl_status hello_text(const job *j, char **out)
+{
+    char now[2][64] = {"", ""}, all[160];
+    sl_status st = model_files_signature(j, all, sizeof all, now);
+    if (st != SL_OK)
+        return st;
+    char *fp = fingerprint(j, 0);
+    *out = fp && *all ? sl_asprintf("%smodel_files\t\"%s\"\n", fp, all) : fp;
+    if (*out != fp)
+        sl_free(fp);
+    return *out ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
+}
+
 /* A rank of an MPI job other than 0: its settings checked by rank 0, which
  * holds the ledger; its part numbers interleave with the other ranks'
  * (rank r writes first + r, first + r + N, ...), so no two collide. */
 static sl_status join_job(job *j)
 {
-    char *fp = fingerprint(j, 0);
-    if (!fp)
-        return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
+    char *fp;
+    sl_status hst = hello_text(j, &fp);
+    if (hst != SL_OK)
+        return hst;
     long first = 0;
     sl_status st = dist_hello(j->dist, fp, &first);
     sl_free(fp);
@@ -768,9 +787,10 @@ static sl_status check_lock(void *j) { return job_check_bucket_lock(j); }
 static sl_status lead_job(job *j)
 {
     /* the ranks compare theirs with this one, not with the ledger's */
-    char *fp = fingerprint(j, 0);
-    if (!fp)
-        return sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", j->dir);
+    char *fp;
+    sl_status hst = hello_text(j, &fp);
+    if (hst != SL_OK)
+        return hst;
     long first = 0;
     /* Every rank's parts are recorded here: none once rank 0 lost the lock. */
     sl_status st = dist_serve(j->dist, j->ledger, fp, j->shard, check_lock, j);
@@ -870,7 +890,7 @@ sl_status job_download(const char *url, const char *path)
     if (fd >= 0 && !fp)
         close(fd);
     if (!fp)
-        return sl_fail(SL_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+        return sl_fail(SL_ERR_IO, "cannot create '%s': %s", path, sl_file_temp_error(errno));
     const sl_s3 *s3 = sl_s3_shared();
     sl_status st = s3 ? sl_s3_download(s3, url, fp)
                       : sl_fail(SL_ERR_INVALID_ARG, "no S3 client for '%s'", url);
@@ -1010,20 +1030,38 @@ static sl_status file_signature(const char *flag, const char *path, char *out, s
     uint64_t head = size < FILE_ENDS ? size : FILE_ENDS;
     uint64_t tail_at = size > 2 * (uint64_t)FILE_ENDS ? size - FILE_ENDS : head;
     const uint64_t at[2] = {0, tail_at}, len[2] = {head, size - tail_at};
+    /* pread may return less than asked (a network file system, a signal):
+     * read on; 0 before the end is a file that shrank since its size. */
+    int err = 0;
+    bool shrank = false;
     for (int i = 0; ok && i < 2; i++) {
-        ssize_t n = len[i] ? pread(fd, buf, (size_t)len[i], (off_t)at[i]) : 0;
-        ok = n == (ssize_t)len[i] && EVP_DigestUpdate(md, buf, (size_t)n) == 1;
+        size_t got = 0;
+        while (ok && got < len[i]) {
+            ssize_t n = pread(fd, buf + got, (size_t)len[i] - got, (off_t)(at[i] + got));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                err = n < 0 ? errno : 0;
+                shrank = n == 0;
+                ok = false;
+            } else {
+                got += (size_t)n;
+            }
+        }
+        ok = ok && EVP_DigestUpdate(md, buf, got) == 1;
     }
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int dn = 0;
     ok = ok && EVP_DigestFinal_ex(md, digest, &dn) == 1;
-    int err = errno;
     close(fd);
     EVP_MD_CTX_free(md);
     sl_free(buf);
     if (!ok)
-        return sl_fail(SL_ERR_IO, "'%s': cannot read it to tell it from another file: %s", path,
-                       strerror(err));
+        return sl_fail(SL_ERR_IO, "%s '%s': cannot read it to tell it from another file: %s",
+                       flag, path,
+                       shrank ? "it is shorter than its size said (being written?)"
+                       : err  ? strerror(err)
+                              : "out of memory");
     int w = snprintf(out, cap, "%llu:", (unsigned long long)size);
     for (unsigned int i = 0; i < 16 && w > 0 && (size_t)w + 2 < cap; i++)
         w += snprintf(out + w, cap - (size_t)w, "%02x", digest[i]);
@@ -1036,14 +1074,17 @@ static sl_status file_signature(const char *flag, const char *path, char *out, s
  * under the same name) went on in silence, mixing two models' answers in
  * one dataset. Recorded when the ledger holds none (a folder of an older
  * sluice, or no part yet). */
-static sl_status check_model_files(job *j)
+/* The model's and projector's signatures, "MODEL MMPROJ" (file_signature;
+ * "" where there is none), into all[cap]: "" for a job that opens no model
+ * file (the openai engine, a dry run). */
+static sl_status model_files_signature(const job *j, char *all, size_t cap, char now[2][64])
 {
     const sl_caption_params *p = j->p;
-    if (!j->ledger || job_uses_openai(p) || p->dry_run || !p->llama.model_path)
+    all[0] = '\0';
+    if (job_uses_openai(p) || p->dry_run || !p->llama.model_path)
         return SL_OK;
-    const char *kinds[2] = {"model", "mmproj"}, *flags[2] = {"--model", "--mmproj"};
+    const char *flags[2] = {"--model", "--mmproj"};
     const char *paths[2] = {p->llama.model_path, p->llama.mmproj_path};
-    char now[2][64] = {"", ""}, all[160];
     for (int i = 0; i < 2; i++) {
         sl_status st = paths[i] && *paths[i]
                            ? file_signature(flags[i], paths[i], now[i], sizeof now[i])
@@ -1051,9 +1092,21 @@ static sl_status check_model_files(job *j)
         if (st != SL_OK)
             return st;
     }
-    snprintf(all, sizeof all, "%s %s", now[0], now[1]);
+    snprintf(all, cap, "%s %s", now[0], now[1]);
+    return SL_OK;
+}
+
+static sl_status check_model_files(job *j)
+{
+    const sl_caption_params *p = j->p;
+    const char *kinds[2] = {"model", "mmproj"};
+    const char *paths[2] = {p->llama.model_path, p->llama.mmproj_path};
+    char now[2][64] = {"", ""}, all[160];
+    sl_status st = j->ledger ? model_files_signature(j, all, sizeof all, now) : SL_OK;
+    if (st != SL_OK || !j->ledger || !*all)
+        return st;
     char *old;
-    sl_status st = check_beside_fingerprint(j, "model_files", all, &old, NULL);
+    st = check_beside_fingerprint(j, "model_files", all, &old, NULL);
     if (st == SL_OK && old) {
         char was[2][64] = {"", ""};
         sscanf(old, "%63s %63s", was[0], was[1]);
@@ -1066,6 +1119,25 @@ static sl_status check_model_files(job *j)
                      "another -o for the new one, or pass --overwrite to start over",
                      j->remote ? j->remote : j->dir, kinds[i], paths[i], size, then);
     }
+    sl_free(old);
+    return st;
+}
+
+/* An s3:// output's state folder is its own: two names may come to one
+ * folder (state_below spells a key's "." segment and a literal "%2E" alike,
+ * and --state-dir may name any), and the second would take the first's
+ * ledger for its own. The ledger records its output's URL. */
+static sl_status check_state_owner(job *j)
+{
+    char *old = NULL;
+    sl_status st = sl_ledger_meta_get(j->ledger, "output", &old);
+    if (st == SL_OK && old && strcmp(old, j->remote) != 0)
+        st = sl_fail(SL_ERR_INVALID_ARG,
+                     "state folder '%s' holds the resume ledger of output '%s', not of '%s': "
+                     "pass --state-dir with a folder of this output's own",
+                     j->dir, old, j->remote);
+    else if (st == SL_OK && !old) /* a new ledger, or an older sluice's: this output's */
+        st = sl_ledger_meta_set(j->ledger, "output", j->remote);
     sl_free(old);
     return st;
 }
@@ -1110,6 +1182,9 @@ static sl_status open_ledger(job *j)
                        "state folder '%s', is locked): wait for that run to end, or write to "
                        "another prefix (-o s3://BUCKET/OTHER)",
                        j->remote, dir);
+    /* Before anything in it is read or settled for this output. */
+    if (st == SL_OK && j->remote)
+        st = check_state_owner(j);
     /* The bucket's lock, before anything is written: runs with other
      * state folders pass the ledger's. */
     if (st == SL_OK && j->remote)

@@ -360,6 +360,45 @@ def test_a_rank_with_other_settings_is_refused(mpi, inputs, tmp_path):
     assert "rank 1" in r.stderr and "'prompt'" in r.stderr, r.stderr[-2000:]
 
 
+def test_a_rank_that_reads_another_model_file_at_the_same_path_is_refused(mpi, inputs,
+                                                                         tmp_path):
+    """Each node reads its own copy of --model at the path the command
+    names; only rank 0's was compared with the ledger's. Two nodes, two
+    folders of one name (here: each rank run in its own working folder,
+    the model named relative to it), one file with its last MiB changed:
+    the rank that read it is refused at its start, before it loads it (rank
+    0 may have answered a row meanwhile), and the job stops."""
+    import shutil
+    model = (TINY / "model.gguf").read_bytes()
+    for name, data in (("a", model), ("b", model[:-1] + bytes([model[-1] ^ 1]))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.gguf").write_bytes(data)
+        shutil.copy(TINY / "mmproj.gguf", tmp_path / name / "mmproj.gguf")
+    out = tmp_path / "out"
+
+    def rank(folder):
+        args = caption_args(mpi, inputs, out, "--limit", "3")
+        args[args.index("--model") + 1] = "model.gguf"
+        args[args.index("--mmproj") + 1] = "mmproj.gguf"
+        return ["-n", "1", "-wdir", str(tmp_path / folder), *args]
+
+    r = subprocess.run([MPIRUN, "--allow-run-as-root", "--oversubscribe", "--mca", "btl",
+                        "self,vader,tcp", *rank("a"), ":", *rank("b")],
+                       capture_output=True, text=True, timeout=600, env=mpi_env())
+    assert r.returncode != 0
+    assert "rank 1 read another model or projector file than rank 0 at the same path" \
+        in r.stderr, r.stderr[-2000:]
+    # The same file on both: the job runs.
+    (tmp_path / "b" / "model.gguf").write_bytes(model)
+    r = subprocess.run([MPIRUN, "--allow-run-as-root", "--oversubscribe", "--mca", "btl",
+                        "self,vader,tcp", *rank("a"), ":", *rank("b")],
+                       capture_output=True, text=True, timeout=600, env=mpi_env())
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = rows_by_id(out)
+    # --limit counts this run's rows: those of the first, if any, are kept
+    assert len(rows) >= 3 and all(len(v) == 1 for v in rows.values()), rows
+
+
 def test_input_shard_is_refused_under_mpi(mpi, inputs, tmp_path):
     """Refused as the run starts, before the ranks agree to: each rank says
     so there, rank 0 alone aloud, and none is aborted."""

@@ -1656,6 +1656,35 @@ def test_a_bucket_named_dots_keeps_its_state_folder_below_the_root(store, sluice
     assert not (xdg / "sluice" / "escaped").exists(), made
     assert not (xdg / "sluice" / "s3" / "escaped").exists(), made
 
+def test_two_outputs_that_come_to_one_state_folder_do_not_share_its_ledger(store, sluice,
+                                                                            tmp_path):
+    """'x/./y' and 'x/%2E/y' are two prefixes of the store, but their
+    default state folders are one (the dot segment is spelled %2E), as are
+    any two outputs given one --state-dir: the second run took the first's
+    ledger for its own. The ledger records its output; another is refused
+    (exit 2), naming both, and the first goes on."""
+    env, client = store
+    client.create_bucket(Bucket="twin")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(sample_images()[0].read_bytes())
+    xdg = dict(env, XDG_STATE_HOME=str(tmp_path / "xdg"))
+    r = caption_env(sluice, xdg, tmp_path / "in", "-o", "s3://twin/x/./y", "--dry-run")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = caption_env(sluice, xdg, tmp_path / "in", "-o", "s3://twin/x/%2E/y", "--dry-run")
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "holds the resume ledger of output 's3://twin/x/./y', not of 's3://twin/x/%2E/y'" \
+        in r.stderr and "--state-dir" in r.stderr, r.stderr[-3000:]
+    r = caption_env(sluice, xdg, tmp_path / "in", "-o", "s3://twin/x/./y/", "--dry-run")
+    assert r.returncode == 0 and "already done" in r.stderr, r.stderr[-3000:]
+    shared = str(tmp_path / "state")
+    r = caption_env(sluice, env, tmp_path / "in", "-o", "s3://twin/a", "--state-dir", shared,
+                    "--dry-run")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = caption_env(sluice, env, tmp_path / "in", "-o", "s3://twin/b", "--state-dir", shared,
+                    "--dry-run")
+    assert r.returncode == 2 and "not of 's3://twin/b'" in r.stderr, r.stderr[-3000:]
+
+
 def test_keys_xml_cannot_hold_are_listed_and_read(store, sluice, tmp_path):
     """A key holding U+0001 (legal in S3, not in XML 1.0) beside keys with
     a space, a '+', a '%' and '&<>': the listing asks for URL-encoded keys
