@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Prints the terminal-column tables of src/cli/printer.c (zero_width[],
 wide[]) from Python's unicodedata, by the rule of Markus Kuhn's wcwidth
-(what glibc and Python's wcwidth package follow): combining marks (Mn, Me)
+(what Python's wcwidth package follows, and glibc but for 85 code points
+in a few blocks): combining marks (Mn, Me)
 and format characters (Cf, but for U+00AD), with Hangul's medial vowels and
 final consonants (U+1160-U+11FF, U+D7B0-U+D7FF), take no column; East
 Asian Wide and Fullwidth characters take two; the rest one. Unassigned code

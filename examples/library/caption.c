@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The library's log lines (and llama.cpp's) come here instead of stderr. */
 static void on_log(sl_log_level level, const char *message, void *user)
@@ -99,6 +100,10 @@ int main(int argc, char **argv)
 {
     if (argc < 4) {
         fprintf(stderr, "usage: %s MODEL.gguf MMPROJ.gguf IMAGE...\n", argv[0]);
+        return 2;
+    }
+    if (strcmp(sl_version(), SL_VERSION) != 0) {
+        fprintf(stderr, "built against sluice %s, running with %s\n", SL_VERSION, sl_version());
         return 2;
     }
     sl_log_set_callback(on_log, NULL);

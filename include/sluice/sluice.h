@@ -17,4 +17,15 @@
 
 #define SL_VERSION "0.1.0"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* The SL_VERSION the library was built with: a program compares it with
+ * the header's to catch a library other than the one it was compiled
+ * against. A static string. */
+const char *sl_version(void);
+#ifdef __cplusplus
+}
+#endif
+
 #endif

@@ -39,9 +39,10 @@ static bool is_bidi_control(const unsigned char *s)
 }
 
 /* The code points that take no terminal column, and those that take two:
- * wcwidth()'s, as glibc and Python's wcwidth have them (Markus Kuhn's
- * rule), which the CLI cannot ask for (it sets no locale for wcwidth to
- * work in). Sorted ranges, each [first, last]. Hand-picked blocks missed
+ * by Markus Kuhn's wcwidth rule over Python's unicodedata (which glibc's
+ * wcwidth follows but for a few blocks: glibc 2.36 gives U+4DC0-4DFF,
+ * U+3248-324F and U+0600-0605 other widths, 85 code points), which the CLI
+ * cannot ask for (it sets no locale for wcwidth to work in). Sorted ranges, each [first, last]. Hand-picked blocks missed
  * the emoji outside U+1F300-U+1F64F (a ☕ or a 🚀 took one column) and
  * every combining mark but the Latin ones (Hebrew points, Thai vowels took
  * one each), so captions after such ids were out of line. */

@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "sluice/sluice.h"
 #include "core/error.h"
 #include "core/redact.h"
 
@@ -73,3 +74,5 @@ sl_status sl_fail(sl_status status, const char *fmt, ...)
     sl_redact_urls(text, last_error, sizeof last_error);
     return status;
 }
+
+const char *sl_version(void) { return SL_VERSION; }

@@ -655,6 +655,8 @@ sl_status sl_image_decode(const void *data, size_t len, const char *name,
 
 sl_status sl_image_load_file(const char *path, const sl_image_params *params, sl_image **out)
 {
+    if (!path || !out)
+        return sl_fail(SL_ERR_INVALID_ARG, "sl_image_load_file: NULL %s", !path ? "path" : "out");
     *out = NULL;
     sl_image_params defaults = sl_image_default_params();
     if (!params)

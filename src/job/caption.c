@@ -503,6 +503,8 @@ static void disassemble(const sl_caption_params *p, sl_pipeline *pl, user_stage 
 
 sl_status sl_caption_check(const sl_caption_params *p)
 {
+    if (!p)
+        return sl_fail(SL_ERR_INVALID_ARG, "sl_caption_check: NULL params");
     sl_pipeline *pl;
     user_stage **user;
     sl_status st = assemble(p, &pl, &user);
@@ -524,6 +526,8 @@ sl_status sl_caption_check(const sl_caption_params *p)
 
 sl_status sl_caption_run(const sl_caption_params *p, sl_caption_summary *sum)
 {
+    if (!p || !sum)
+        return sl_fail(SL_ERR_INVALID_ARG, "sl_caption_run: NULL %s", !p ? "params" : "summary");
     memset(sum, 0, sizeof *sum);
     sl_pipeline *pl;
     user_stage **user;

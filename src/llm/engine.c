@@ -259,6 +259,9 @@ const sl_request *sl_prompt_as_conversation(const sl_request *q, sl_prompt_conve
 
 sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *tag)
 {
+    if (!engine || !request)
+        return sl_fail(SL_ERR_INVALID_ARG, "sl_engine_submit: NULL %s",
+                       !engine ? "engine" : "request");
     const char *id = request->id ? request->id : "(request)";
     if (request->n_messages < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "%s: %d messages", id, request->n_messages);
@@ -325,6 +328,9 @@ sl_status sl_engine_submit(sl_engine *engine, const sl_request *request, void *t
 sl_status sl_engine_poll(sl_engine *engine, sl_completion *out, size_t max, int timeout_ms,
                          size_t *n)
 {
+    if (!engine || !n || (!out && max > 0))
+        return sl_fail(SL_ERR_INVALID_ARG, "sl_engine_poll: NULL %s",
+                       !engine ? "engine" : !n ? "n" : "out");
     *n = 0;
     return engine->ops->poll(engine->impl, out, max, timeout_ms, n);
 }
@@ -339,6 +345,9 @@ void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *out)
 
 sl_status sl_engine_generate(sl_engine *engine, const sl_request *request, sl_result *out)
 {
+    if (!engine || !request || !out)
+        return sl_fail(SL_ERR_INVALID_ARG, "sl_engine_generate: NULL %s",
+                       !engine ? "engine" : !request ? "request" : "out");
     *out = (sl_result){0};
     if (request->n_tasks > 0)
         return sl_fail(SL_ERR_INVALID_ARG, "sl_engine_generate: a request with tasks needs "

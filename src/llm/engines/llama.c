@@ -4196,6 +4196,9 @@ static bool load_progress(float progress, void *user)
 
 sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
 {
+    if (!params || !out)
+        return sl_fail(SL_ERR_INVALID_ARG, "sl_engine_open_llama: NULL %s",
+                       !params ? "params" : "out");
     *out = NULL;
     sl_status st = check_readable("--model", params->model_path);
     /* No projector: a text model for text-only requests. */

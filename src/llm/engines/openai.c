@@ -2165,6 +2165,9 @@ sl_status sl_openai_check_params(const sl_openai_params *p)
 
 sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
 {
+    if (!params || !out)
+        return sl_fail(SL_ERR_INVALID_ARG, "sl_engine_open_openai: NULL %s",
+                       !params ? "params" : "out");
     *out = NULL;
     sl_status st = sl_openai_check_params(params);
     if (st != SL_OK)
