@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, SAMPLES, TINY
+from conftest import REPO, SAMPLES, TINY, sample_images
 
 EXAMPLES = REPO / "examples" / "library"
 WARNINGS = ["-Wall", "-Wextra", "-Wpedantic", "-Werror"]
@@ -185,3 +185,46 @@ def test_docs_example_compiles_and_answers(prefix, bin_dir, tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(int(l.split("\t")[0]) for l in r.stdout.splitlines()) == [0, 1]
+
+
+def test_a_program_may_define_names_libsluice_uses_inside(prefix, bin_dir, tmp_path):
+    """libsluice's own functions without the sl_ prefix (template_fill,
+    coord_new, stage_read, ...) were global in the installed archive: a
+    program defining one failed to link ("multiple definition"). The
+    installed archive exports sl_* alone; the program's own functions are
+    its own, and a dry-run job still runs."""
+    source = tmp_path / "clash.c"
+    source.write_text(r'''
+#include <sluice/sluice.h>
+#include <stdio.h>
+#include <string.h>
+int template_fill(const char *t) { return t ? 1 : 0; }
+int coord_new(void) { return 2; }
+int stage_read(void) { return 3; }
+int main(int argc, char **argv)
+{
+    (void)argc;
+    sl_caption_params p = sl_caption_default_params();
+    p.input_dir = argv[1];
+    p.output_dir = argv[2];
+    p.dry_run = true;
+    p.metrics_addr = NULL;
+    sl_caption_summary s;
+    sl_status st = sl_caption_run(&p, &s);
+    printf("%s %d %d %d %ld\n", sl_status_name(st), template_fill("x"), coord_new(), stage_read(),
+           s.rows_ok);
+    return st == SL_OK ? 0 : 1;
+}
+''')
+    exe = build(prefix, source, bin_dir)
+    out = tmp_path / "out"
+    r = subprocess.run([str(exe), str(SAMPLES), str(out)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["ok", "1", "2", "3", str(len(sample_images()))], r.stdout
+    # what the archive exports: sl_* and the C++ runtime's symbols only
+    nm = subprocess.run(["nm", "-g", "--defined-only", str(prefix / "lib" / "libsluice.a")],
+                        capture_output=True, text=True, check=True).stdout
+    names = [line.split()[-1] for line in nm.splitlines() if len(line.split()) == 3]
+    assert names and all(n.startswith(("sl_", "_Z", "DW.ref.")) for n in names), \
+        [n for n in names if not n.startswith(("sl_", "_Z", "DW.ref."))][:10]
