@@ -623,25 +623,21 @@ static char *state_below(const char *bucket, const char *key)
  * HOME or the password database's home folder. Never /tmp: another user
  * could make the folder first and own the ledger. NULL (with the error
  * set) when no home is known. */
-static char *state_root(void)
+static sl_status state_root(char **root)
 {
     const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
-    if (xdg && *xdg)
-        return sl_asprintf("%s/sluice/s3", xdg);
-    if (!(home && *home)) {
+    if (!(xdg && *xdg) && !(home && *home)) {
         struct passwd *pw = getpwuid(getuid());
         home = pw && pw->pw_dir && *pw->pw_dir ? pw->pw_dir : NULL;
     }
-    if (!home) {
-        sl_fail(SL_ERR_INVALID_ARG, "no home folder for an s3:// output's state folder (HOME "
-                                    "is unset and user %ld has none): pass --state-dir DIR "
-                                    "or set XDG_STATE_HOME", (long)getuid());
-        return NULL;
-    }
-    char *root = sl_asprintf("%s/.local/state/sluice/s3", home);
-    if (!root)
-        sl_fail(SL_ERR_NOMEM, "out of memory");
-    return root;
+    if (!(xdg && *xdg) && !home)
+        return sl_fail(SL_ERR_INVALID_ARG, "no home folder for an s3:// output's state folder "
+                                           "(HOME is unset and user %ld has none): pass "
+                                           "--state-dir DIR or set XDG_STATE_HOME",
+                       (long)getuid());
+    *root = xdg && *xdg ? sl_asprintf("%s/sluice/s3", xdg)
+                        : sl_asprintf("%s/.local/state/sluice/s3", home);
+    return *root ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory choosing the state folder");
 }
 
 static sl_status choose_dir(job *j)
@@ -662,12 +658,13 @@ static sl_status choose_dir(job *j)
     if (p->state_dir && *p->state_dir) {
         j->dir = p->state_dir;
     } else {
-        char *root = state_root(), *below = root ? state_below(bucket, key) : NULL;
-        if (!root) {
+        char *root = NULL;
+        if ((st = state_root(&root)) != SL_OK) {
             sl_free(bucket);
             sl_free(key);
-            return SL_ERR_INVALID_ARG;
+            return st;
         }
+        char *below = state_below(bucket, key);
         j->dir_owned = below ? sl_asprintf("%s/%s", root, below) : NULL;
         j->dir = j->dir_owned;
         sl_free(root);
