@@ -1210,8 +1210,12 @@ static sl_status open_ledger(job *j)
                                : 0;
     char *fp = st == SL_OK ? fingerprint(j, served_model_key) : NULL;
     /* An older sluice's fingerprint of the same job: that folder goes on
-     * with it (paths as typed, no stages, --image-root or cache types). */
-    for (int older = FP_AS_TYPED; fp && old && strcmp(fp, old) != 0 && older < 16;
+     * with it (paths as typed, no stages, --image-root or cache types).
+     * Each older form lacks the cache types, the last key added: one that
+     * has them (a llama folder of today, stages and --image-root in its
+     * fingerprint when set) must not match a form without the stages,
+     * which let such a folder without them be resumed with a stage. */
+    for (int older = FP_BEFORE_KV_TYPES; fp && old && strcmp(fp, old) != 0 && older < 16;
          older += FP_AS_TYPED) {
         char *then = fingerprint(j, served_model_key | older);
         if (then && strcmp(then, old) == 0) {
