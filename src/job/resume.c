@@ -1136,8 +1136,8 @@ static sl_status check_state_owner(job *j)
                      "state folder '%s' holds the resume ledger of output '%s', not of '%s': "
                      "pass --state-dir with a folder of this output's own",
                      j->dir, old, j->remote);
-    else if (st == SL_OK && !old) /* a new ledger, or an older sluice's: this output's */
-        st = sl_ledger_meta_set(j->ledger, "output", j->remote);
+    /* None: a new ledger, or an older sluice's; open_ledger records this
+     * output once the ledger is bound. */
     sl_free(old);
     return st;
 }
@@ -1230,6 +1230,12 @@ static sl_status open_ledger(job *j)
         st = sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);
     if (st == SL_OK)
         st = sl_ledger_bind(j->ledger, fp, p->overwrite);
+    /* After the bind, whose start over (--overwrite, or other settings
+     * before any part) empties the meta table: recorded before it, the
+     * owner was lost, and the next output given this state folder took
+     * the ledger for its own (check_state_owner). */
+    if (st == SL_OK && j->remote)
+        st = sl_ledger_meta_set(j->ledger, "output", j->remote);
     if (st == SL_ERR_EXISTS)
         st = explain_mpi_shards(j);
     sl_free(fp);
