@@ -357,8 +357,10 @@ static sl_status read_token(const char *path, char **out)
     while (n < len && data[n] != '\n' && data[n] != '\r')
         n++;
     size_t bad = n;
+    /* NUL first: strchr finds it in any string, and the copy below would
+     * end there, a token shorter than the 16 checked (a file "abc\0..."). */
     for (size_t i = 0; i < n && bad == n; i++)
-        if (!isalnum(data[i]) && !strchr("-_.~", data[i]))
+        if (!data[i] || (!isalnum(data[i]) && !strchr("-_.~", data[i])))
             bad = i;
     if (n < 16 || n > 256 || bad < n) {
         explicit_bzero(data, len);

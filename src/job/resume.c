@@ -1133,8 +1133,8 @@ static sl_status check_state_owner(job *j)
                      "state folder '%s' holds the resume ledger of output '%s', not of '%s': "
                      "pass --state-dir with a folder of this output's own",
                      j->dir, old, j->remote);
-    else if (st == SL_OK && !old) /* a new ledger, or an older sluice's: this output's */
-        st = sl_ledger_meta_set(j->ledger, "output", j->remote);
+    /* None: a new ledger, or an older sluice's; open_ledger records this
+     * output once the ledger is bound. */
     sl_free(old);
     return st;
 }
@@ -1207,8 +1207,12 @@ static sl_status open_ledger(job *j)
                                : 0;
     char *fp = st == SL_OK ? fingerprint(j, served_model_key) : NULL;
     /* An older sluice's fingerprint of the same job: that folder goes on
-     * with it (paths as typed, no stages, --image-root or cache types). */
-    for (int older = FP_AS_TYPED; fp && old && strcmp(fp, old) != 0 && older < 16;
+     * with it (paths as typed, no stages, --image-root or cache types).
+     * Each older form lacks the cache types, the last key added: one that
+     * has them (a llama folder of today, stages and --image-root in its
+     * fingerprint when set) must not match a form without the stages,
+     * which let such a folder without them be resumed with a stage. */
+    for (int older = FP_BEFORE_KV_TYPES; fp && old && strcmp(fp, old) != 0 && older < 16;
          older += FP_AS_TYPED) {
         char *then = fingerprint(j, served_model_key | older);
         if (then && strcmp(then, old) == 0) {
@@ -1223,6 +1227,12 @@ static sl_status open_ledger(job *j)
         st = sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);
     if (st == SL_OK)
         st = sl_ledger_bind(j->ledger, fp, p->overwrite);
+    /* After the bind, whose start over (--overwrite, or other settings
+     * before any part) empties the meta table: recorded before it, the
+     * owner was lost, and the next output given this state folder took
+     * the ledger for its own (check_state_owner). */
+    if (st == SL_OK && j->remote)
+        st = sl_ledger_meta_set(j->ledger, "output", j->remote);
     if (st == SL_ERR_EXISTS)
         st = explain_mpi_shards(j);
     sl_free(fp);

@@ -423,6 +423,22 @@ def get_status(url, headers=None):
         return e.code, e.read()
 
 
+def test_a_token_file_with_a_nul_byte_is_refused(sluice, tmp_path):
+    """A NUL in the first line is no letter of a token: read_token's check
+    let it through (strchr finds the terminator) and the token kept was
+    what came before it, "abc" from a 19-byte line, shorter than the 16
+    characters the file must hold. Refused (exit 2) as another byte."""
+    tfile = tmp_path / "token"
+    tfile.write_bytes(b"abc" + b"\0" * 16 + b"\n")
+    tfile.chmod(0o600)
+    r = sluice.caption(SAMPLES, tmp_path / "refused", "--dry-run", "--metrics-addr",
+                       "127.0.0.1:0", "--metrics-token-file", tfile)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"--metrics-token-file {tfile}" in r.stderr and "another byte" in r.stderr, \
+        r.stderr[-2000:]
+    assert not (tmp_path / "refused").exists()
+
+
 def test_a_token_file_keeps_other_local_users_out(sluice, tmp_path):
     """On a shared node every local user reaches 127.0.0.1. With
     --metrics-token-file every route answers 401 to a request without the

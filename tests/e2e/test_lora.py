@@ -195,3 +195,21 @@ def test_a_resumed_job_with_other_cache_types_is_refused(sluice, tmp_path):
     db.close()
     r = sluice.caption(SAMPLES, out, *BASE, *q8)
     assert r.returncode == 0 and "already done" in r.stdout, r.stderr[-3000:]
+
+
+def test_a_folder_of_today_without_stages_is_not_resumed_with_one(sluice, tmp_path):
+    """A llama folder whose fingerprint holds the cache types was written by
+    today's sluice, whose fingerprint holds the stages too: it must match
+    only the fingerprint of every key. The older forms were tried in every
+    combination, and the one without stages but with the cache types (a
+    form no sluice wrote) matched a folder written without a stage that is
+    resumed with one: the stage's column was missing from the rows already
+    written, and the run went on (exit 0)."""
+    out = tmp_path / "out"
+    r = sluice.caption(SAMPLES, out, *BASE)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stage = tmp_path / "flag.lua"
+    stage.write_text("function process(row) row.columns.flag = 'v1' return row end\n")
+    r = sluice.caption(SAMPLES, out, *BASE, "--stage", f"{stage}@engine")
+    assert r.returncode == 2, (r.stdout, r.stderr[-3000:])
+    assert str(out) in r.stderr and "stages" in r.stderr and "--overwrite" in r.stderr, r.stderr

@@ -1685,6 +1685,31 @@ def test_two_outputs_that_come_to_one_state_folder_do_not_share_its_ledger(store
     assert r.returncode == 2 and "not of 's3://twin/b'" in r.stderr, r.stderr[-3000:]
 
 
+def test_an_overwritten_output_keeps_its_state_folder(store, sluice, tmp_path):
+    """--overwrite starts the ledger over, which empties its meta table: the
+    output recorded before that was lost, and another output given the same
+    --state-dir then took the first's ledger for its own (exit 0, the first
+    output's parts counted as gone). The owner is recorded after the start
+    over: the other output is refused (exit 2), naming both."""
+    env, client = store
+    client.create_bucket(Bucket="overtwin")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(sample_images()[0].read_bytes())
+    shared = str(tmp_path / "state")
+    for extra in ((), ("--overwrite",)):
+        r = caption_env(sluice, env, tmp_path / "in", "-o", "s3://overtwin/a", "--state-dir",
+                        shared, "--dry-run", *extra)
+        assert r.returncode == 0, (extra, r.stderr[-3000:])
+    r = caption_env(sluice, env, tmp_path / "in", "-o", "s3://overtwin/b", "--state-dir",
+                    shared, "--dry-run")
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "holds the resume ledger of output 's3://overtwin/a', not of 's3://overtwin/b'" \
+        in r.stderr, r.stderr[-3000:]
+    r = caption_env(sluice, env, tmp_path / "in", "-o", "s3://overtwin/a", "--state-dir",
+                    shared, "--dry-run")
+    assert r.returncode == 0 and "already done" in r.stderr, r.stderr[-3000:]
+
+
 def test_keys_xml_cannot_hold_are_listed_and_read(store, sluice, tmp_path):
     """A key holding U+0001 (legal in S3, not in XML 1.0) beside keys with
     a space, a '+', a '%' and '&<>': the listing asks for URL-encoded keys
