@@ -335,7 +335,7 @@ static const double phase_buckets[] = {0.00002, 0.00005, 0.0001, 0.00025, 0.0005
  * as they are (letters, digits, '-', '_', '.', '~': hex or base64url).
  * The file must be the user's alone, as an ssh key: the token is what keeps
  * the other users of the host out. */
-static sl_status read_token(const char *path, char **out)
+sl_status caption_metrics_read_token(const char *path, char **out)
 {
     *out = NULL;
     struct stat sb;
@@ -378,7 +378,7 @@ static sl_status read_token(const char *path, char **out)
     return *out ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
 }
 
-sl_status caption_metrics_start(const char *address, const char *token_file,
+sl_status caption_metrics_start(const char *address, const char *token,
                                 caption_metrics **out)
 {
     *out = NULL;
@@ -467,15 +467,8 @@ sl_status caption_metrics_start(const char *address, const char *token_file,
         const char *phase = sl_engine_phase_name((sl_engine_phase)i);
         st = sl_metrics_child_get(f, &phase, &cm->phase_children[i]);
     }
-    char *token = NULL;
-    if (st == SL_OK && address && *address && token_file)
-        st = read_token(token_file, &token);
     if (st == SL_OK && address && *address)
         st = sl_metrics_server_start_token(cm->reg, address, token, &cm->server);
-    if (token) {
-        explicit_bzero(token, strlen(token));
-        sl_free(token);
-    }
     if (st != SL_OK) {
         caption_metrics_stop(cm);
         return st;

@@ -18,11 +18,13 @@
 typedef struct caption_metrics caption_metrics;
 typedef struct replica_metrics replica_metrics;
 
+/* The token of --metrics-token-file `path` into *out (sl_free it, after
+ * explicit_bzero): SL_ERR_INVALID_ARG, naming the file, when it cannot be
+ * read, is open to other users, or holds no token fit for a URL. */
+sl_status caption_metrics_read_token(const char *path, char **out);
 /* Registers the families and, when address is non-empty, serves them;
- * with token_file, to requests that bring the token it holds (read here,
- * kept by the server): SL_ERR_INVALID_ARG, naming the file, when it cannot
- * be read, is open to other users, or holds no token fit for a URL. */
-sl_status caption_metrics_start(const char *address, const char *token_file,
+ * with a token (copied), to requests that bring it. */
+sl_status caption_metrics_start(const char *address, const char *token,
                                 caption_metrics **out);
 /* The HTTP server (more routes go on it), NULL when not serving. */
 sl_metrics_server *caption_metrics_server(caption_metrics *cm);

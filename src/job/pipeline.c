@@ -533,9 +533,19 @@ static sl_status start_metrics(job *j)
                  atoi(colon + 1) + sl_dist_rank(j->dist));
         addr = ranked;
     }
-    sl_status st = caption_metrics_start(addr, j->p->metrics_token_file, &j->metrics);
-    if (st == SL_ERR_INVALID_ARG && j->p->metrics_token_file)
-        return st; /* the token file: what to change, said */
+    /* The token file is checked whether or not a server starts: a
+     * mistake in it shows in the run that has it, not in a later one. */
+    char *token = NULL;
+    sl_status st = j->p->metrics_token_file
+                       ? caption_metrics_read_token(j->p->metrics_token_file, &token)
+                       : SL_OK;
+    if (st != SL_OK)
+        return st;
+    st = caption_metrics_start(addr, token, &j->metrics);
+    if (token) {
+        explicit_bzero(token, strlen(token));
+        sl_free(token);
+    }
     if (st != SL_OK && addr && *addr && j->p->metrics_optional) {
         /* Say what is lost and what to change: a second run on the same
          * machine meets the first one's default port. */

@@ -562,6 +562,8 @@ sl_status sl_metrics_server_start(sl_metrics *m, const char *address, sl_metrics
 sl_status sl_metrics_server_start_token(sl_metrics *m, const char *address, const char *token,
                                         sl_metrics_server **server)
 {
+    if (!server)
+        return sl_fail(SL_ERR_INVALID_ARG, "sl_metrics_server_start: NULL server");
     *server = NULL;
     if (!m || !address)
         return sl_fail(SL_ERR_INVALID_ARG, "sl_metrics_server_start: NULL registry or address");

@@ -462,6 +462,11 @@ def test_a_token_file_keeps_other_local_users_out(sluice, tmp_path):
         assert r.returncode == 2, (text, r.stderr[-2000:])
         assert f"--metrics-token-file {tfile}" in r.stderr and said in r.stderr, r.stderr[-2000:]
         assert not (tmp_path / "refused").exists()  # refused before anything was made
+    # checked even when no server starts: the mistake shows in this run
+    r = sluice.caption(SAMPLES, tmp_path / "refused", "--metrics-addr", "off",
+                       "--metrics-token-file", tmp_path / "missing")
+    assert r.returncode == 2 and f"--metrics-token-file {tmp_path / 'missing'}: No such file" \
+        in r.stderr, r.stderr[-2000:]
     tfile.write_text(token + "\n")
     tfile.chmod(0o600)
 
