@@ -621,8 +621,8 @@ static char *state_below(const char *bucket, const char *key)
 
 /* The default state folder's root: $XDG_STATE_HOME, else ~/.local/state,
  * HOME or the password database's home folder. Never /tmp: another user
- * could make the folder first and own the ledger. NULL (with the error
- * set) when no home is known. */
+ * could make the folder first and own the ledger. SL_ERR_INVALID_ARG when
+ * no home is known. */
 static sl_status state_root(char **root)
 {
     const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
@@ -1065,12 +1065,6 @@ static sl_status file_signature(const char *flag, const char *path, char *out, s
     return SL_OK;
 }
 
-/* The llama engine's model and projector against the files a resumed
- * folder's rows were answered by: the fingerprint holds their paths, so a
- * file replaced at its path (weights trained again, another quantization
- * under the same name) went on in silence, mixing two models' answers in
- * one dataset. Recorded when the ledger holds none (a folder of an older
- * sluice, or no part yet). */
 /* The model's and projector's signatures, "MODEL MMPROJ" (file_signature;
  * "" where there is none), into all[cap]: "" for a job that opens no model
  * file (the openai engine, a dry run). */
@@ -1093,6 +1087,12 @@ static sl_status model_files_signature(const job *j, char *all, size_t cap, char
     return SL_OK;
 }
 
+/* The llama engine's model and projector against the files a resumed
+ * folder's rows were answered by: the fingerprint holds their paths, so a
+ * file replaced at its path (weights trained again, another quantization
+ * under the same name) went on in silence, mixing two models' answers in
+ * one dataset. Recorded when the ledger holds none (a folder of an older
+ * sluice, or no part yet). */
 static sl_status check_model_files(job *j)
 {
     const sl_caption_params *p = j->p;
