@@ -362,19 +362,17 @@ sl_status caption_metrics_read_token(const char *path, char **out)
     for (size_t i = 0; i < n && bad == n; i++)
         if (!data[i] || (!isalnum(data[i]) && !strchr("-_.~", data[i])))
             bad = i;
-    if (n < 16 || n > 256 || bad < n) {
-        explicit_bzero(data, len);
-        sl_free(data);
+    bool fit = n >= 16 && n <= 256 && bad == n;
+    *out = fit ? sl_strndup((const char *)data, n) : NULL;
+    explicit_bzero(data, len);
+    sl_free(data);
+    if (!fit)
         return sl_fail(SL_ERR_INVALID_ARG,
                        "--metrics-token-file %s: its first line must be a token of 16 to 256 "
                        "letters, digits, '-', '_', '.' or '~' (it %s); make one with: openssl "
                        "rand -hex 32 > %s",
                        path, n < 16 ? "is shorter" : n > 256 ? "is longer" : "holds another byte",
                        path);
-    }
-    *out = sl_strndup((const char *)data, n);
-    explicit_bzero(data, len);
-    sl_free(data);
     return *out ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", path);
 }
 
