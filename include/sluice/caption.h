@@ -370,6 +370,9 @@ typedef struct sl_caption_summary {
     long rows_deferred;       /* a stop (the first SIGINT) came before these rows were sent
                                  (the openai engine's queue): not written, not done in the
                                  ledger; the same command again does them (this process's) */
+    long rows_without_prompt_column; /* params.prompt_column set: the rows read that had no
+                                        such column, prompted with params.prompt; -1 when
+                                        it is unset, and under MPI */
 } sl_caption_summary;
 
 /* Runs the whole job. SL_OK when it ran to the end, even if rows failed

@@ -187,6 +187,9 @@ static json_t *summary_json(const caption_report *r)
         json_object_set_new(o, "output_dir", text(p->output_dir));
     if (o)
         json_object_set_new(o, "output_files", r->parts ? json_copy(r->parts) : json_null());
+    if (o && s->rows_without_prompt_column >= 0) /* --prompt-column's misses */
+        json_object_set_new(json_object_get(o, "rows"), "without_prompt_column",
+                            json_integer((json_int_t)s->rows_without_prompt_column));
     if (o && r->answers)
         json_object_set(o, "answers", r->answers);
     if (o && r->answers_dropped)

@@ -197,6 +197,11 @@ typedef struct job {
     atomic_int_fast64_t rows_skipped; /* inputs skipped as done, by the read stage */
     atomic_int_fast64_t inputs_read;  /* rows the read stage made (inputs not done before,
                                          in the sample): what --limit counts */
+    /* --prompt-column: the rows read that held it and those that did not
+     * (prompted with --prompt); a name none of the first rows holds is
+     * most likely misspelt, warned of once as the run goes and at its end. */
+    atomic_int_fast64_t prompt_column_held;
+    atomic_int_fast64_t prompt_column_missing;
     atomic_bool read_to_end;          /* ... and the inputs ended (no --limit cut them) */
     atomic_bool told_unread_key;      /* a batch request's body key the llama engine does
                                          not read was named (once a run) */

@@ -779,6 +779,27 @@ static void warn_unseen_columns(const job *j)
                        ? "has it null in every row" : "leaves it out");
 }
 
+/* --prompt-column: the rows read without the column went out on
+ * --prompt (stage_read.c's note_prompt_column). One process only, as
+ * warn_unseen_columns: a rank knows only its own rows. */
+static void warn_rows_without_prompt_column(const job *j)
+{
+    long held = (long)atomic_load(&j->prompt_column_held);
+    long missing = (long)atomic_load(&j->prompt_column_missing);
+    if (!j->p->prompt_column || j->dist || missing == 0)
+        return;
+    if (held == 0)
+        sl_log(SL_LOG_WARN,
+               "--prompt-column '%s': none of the %ld rows read held a column of that name (nor "
+               "a struct field at that path), so every one was prompted with --prompt: check "
+               "the name against the input's columns", j->p->prompt_column, missing);
+    else
+        sl_log(SL_LOG_WARN,
+               "--prompt-column '%s': %ld of the %ld rows read had no column of that name: %s "
+               "prompted with --prompt", j->p->prompt_column, missing, missing + held,
+               missing == 1 ? "it was" : "they were");
+}
+
 /* Rank 0, after a job that ran to its end: the ranks rank 0 handed no
  * shard, when the input made fewer shards than ranks. The layout cannot
  * adapt to the input's size: every rank lays the shards out as it streams,
@@ -875,6 +896,7 @@ static sl_status check_fields_can_fill(const job *j, const sl_pipeline *pl)
 sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
 {
     memset(sum, 0, sizeof *sum);
+    sum->rows_without_prompt_column = -1;
     if (pl->ran)
         return sl_fail(SL_ERR_INVALID_ARG, "a pipeline runs once: make another");
     if (pl->next_builtin != SL_PIPELINE_WRITE + 1)
@@ -1071,8 +1093,12 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
         job_first_last_parts(&j, sum);
     if (lead && j.dist && job_st == SL_OK && run_st == SL_OK)
         warn_idle_ranks(&j);
-    if (run_st == SL_OK)
+    if (run_st == SL_OK) {
         warn_unseen_columns(&j);
+        warn_rows_without_prompt_column(&j);
+    }
+    sum->rows_without_prompt_column = j.p->prompt_column && !j.dist
+                                          ? (long)atomic_load(&j.prompt_column_missing) : -1;
     json_t *failures = job_failures(&j); /* under MPI after job_totals: every rank's */
     summary_failures(failures, sum);
     json_t *answers = summary_answers(&j, false, sum->answers, sizeof sum->answers);

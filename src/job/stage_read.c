@@ -13,6 +13,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/hash.h"
+#include "core/log.h"
 #include "job/batch.h"
 #include "job/job.h"
 #include "job/progress.h"
@@ -280,6 +281,28 @@ bool job_in_sample(const char *id, double fraction)
     return (double)(h >> 11) * 0x1p-53 < fraction;
 }
 
+/* A --prompt-column row without the column is prompted with --prompt, as
+ * a mixed manifest wants; when none of the first rows holds it, the name
+ * is most likely misspelt and the whole run would go out on --prompt in
+ * silence: said once, early enough to stop it (the end of the run says
+ * how many, pipeline.c). */
+enum { PROMPT_COLUMN_EARLY = 64 };
+
+static void note_prompt_column(job *j, const sl_source_item *it)
+{
+    if (job_prompt_value(j->p, it->extra)) {
+        atomic_fetch_add(&j->prompt_column_held, 1);
+        return;
+    }
+    if (atomic_fetch_add(&j->prompt_column_missing, 1) + 1 == PROMPT_COLUMN_EARLY &&
+        atomic_load(&j->prompt_column_held) == 0)
+        sl_log(SL_LOG_WARN,
+               "--prompt-column '%s': none of the first %d rows read holds a column of that "
+               "name (nor a struct field at that path), so they are prompted with --prompt: "
+               "check the name against the input's columns",
+               j->p->prompt_column, PROMPT_COLUMN_EARLY);
+}
+
 static sl_status read_produce(void *state, sl_row *row, bool *done)
 {
     reader *rd = state;
@@ -337,6 +360,8 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
                                            "already done");
         }
     }
+    if (j->p->prompt_column && !it.batch && !it.error)
+        note_prompt_column(j, &it);
     caption_row *r = sl_calloc(1, sizeof *r);
     if (!r) {
         st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", it.id);

@@ -377,6 +377,60 @@ def test_a_columns_name_no_row_holds_is_warned_of(sluice, tmp_path, fmt, said):
         assert sorted(t.column("label").to_pylist()) == ["cat", "dog"]
 
 
+def test_a_prompt_column_no_row_holds_is_warned_of(sluice, tmp_path):
+    """--prompt-column with a misspelt name (`questoin` for `question`)
+    prompted every row with --prompt without a word. A name none of the
+    first 64 rows holds is said as the run goes (a long run can be
+    stopped), the end of the run says how many rows missed it, mixed
+    manifests included, and _summary.json counts them. Without
+    --prompt-column nothing is said: a manifest need not hold prompts."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    data = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"image": [p.read_bytes() for p in JPEGS[:2]],
+                             "question": ["Who?", "What?"]}), data)
+
+    def said(r):
+        return [line for line in r.stderr.splitlines() if "--prompt-column" in line]
+
+    def missed(out):
+        return json.loads((out / "_summary.json").read_text())["rows"].get("without_prompt_column")
+
+    r = run(sluice, data, tmp_path / "typo", "--prompt-column", "questoin")
+    assert r.returncode == 0, r.stderr
+    assert said(r) == ["sluice: warn: --prompt-column 'questoin': none of the 2 rows read held a "
+                       "column of that name (nor a struct field at that path), so every one was "
+                       "prompted with --prompt: check the name against the input's columns"]
+    assert missed(tmp_path / "typo") == 2
+
+    r = run(sluice, data, tmp_path / "right", "--prompt-column", "question")
+    assert r.returncode == 0 and said(r) == [], r.stderr
+    assert missed(tmp_path / "right") == 0
+    r = run(sluice, data, tmp_path / "none")
+    assert r.returncode == 0 and said(r) == [], r.stderr
+    assert missed(tmp_path / "none") is None
+
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps({"image": str(JPEGS[0]), "question": "Who?"}) + "\n" +
+                     json.dumps({"image": str(JPEGS[1])}) + "\n")
+    r = run(sluice, mixed, tmp_path / "mixed", "--prompt-column", "question")
+    assert r.returncode == 0, r.stderr
+    assert said(r) == ["sluice: warn: --prompt-column 'question': 1 of the 2 rows read had no "
+                       "column of that name: it was prompted with --prompt"]
+    assert missed(tmp_path / "mixed") == 1
+
+    many = tmp_path / "many.jsonl"
+    many.write_text("".join(json.dumps({"image": str(JPEGS[i % 2]), "q": "Who?"}) + "\n"
+                            for i in range(70)))
+    r = run(sluice, many, tmp_path / "many", "--prompt-column", "question", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert said(r)[0] == ("sluice: warn: --prompt-column 'question': none of the first 64 rows "
+                          "read holds a column of that name (nor a struct field at that path), "
+                          "so they are prompted with --prompt: check the name against the "
+                          "input's columns")
+    assert "none of the 70 rows read held" in said(r)[1] and len(said(r)) == 2, r.stderr
+    assert missed(tmp_path / "many") == 70
+
 def test_csv_manifest_quoting_and_declared_columns(sluice, tmp_path):
     manifest = tmp_path / "list.csv"
     buf = io.StringIO()
