@@ -1,8 +1,8 @@
 /* io/wds_sink.c — the WebDataset format behind io/sink.h: a part is a tar
  * shard (part-NNNNN.tar) where each row is one sample, KEY.json (the row as
- * the JSONL sink writes it, bytes columns left out) followed by KEY.EXT (the
- * row's image bytes, EXT sniffed from them: io/sniff.h) when the row has
- * them. KEY is the part's number and the row's index in it, "00003_000042":
+ * the JSONL sink writes it, bytes columns left out), KEY.txt (its `caption`
+ * column's text, when not null) and KEY.EXT (the row's image bytes, EXT
+ * sniffed from them: io/sniff.h) when the row has them. KEY is the part's number and the row's index in it, "00003_000042":
  * unique in the output and free of dots (a reader splits key from extension
  * at the base name's first dot). The row's id stays in the JSON.
  *
@@ -32,7 +32,8 @@
 
 typedef struct wds_shared {
     const sl_schema *schema;
-    long bytes_cell; /* the cell of the bytes column; -1 when none */
+    long bytes_cell;   /* the cell of the bytes column; -1 when none */
+    long caption_cell; /* the cell of column `caption` (a string); -1 when none */
 } wds_shared;
 
 typedef struct wds_part {
@@ -79,10 +80,12 @@ static sl_status wds_prepare(const sl_schema *schema, void **shared)
     if (!ws)
         return sl_fail(SL_ERR_NOMEM, "out of memory opening a WebDataset output");
     ws->schema = schema;
-    ws->bytes_cell = -1;
+    ws->bytes_cell = ws->caption_cell = -1;
     for (size_t i = 0; i < schema->n_head + schema->n_tail; i++) {
         const sl_schema_column *c = i < schema->n_head ? &schema->head[i]
                                                        : &schema->tail[i - schema->n_head];
+        if (i < schema->n_head && c->type == SL_PQ_STRING && strcmp(c->name, "caption") == 0)
+            ws->caption_cell = (long)i;
         if (c->type != SL_PQ_BINARY)
             continue;
         if (ws->bytes_cell >= 0) {
@@ -197,6 +200,11 @@ static sl_status wds_write(void *shared, void *part, const sl_schema_row *row)
     if (st != SL_OK)
         return st; /* nothing of this row was written */
     st = put_member(w, "json", w->json.data, w->json.len);
+    /* The answer's text alone too, as img2dataset's KEY.txt: what
+     * open_clip and other trainers read as a sample's caption ("txt"). */
+    const sl_pq_value *caption = ws->caption_cell >= 0 ? &row->cells[ws->caption_cell] : NULL;
+    if (st == SL_OK && caption && !caption->is_null && caption->ptr)
+        st = put_member(w, "txt", caption->ptr, caption->len);
     const sl_pq_value *bytes = ws->bytes_cell >= 0 ? &row->cells[ws->bytes_cell] : NULL;
     if (st == SL_OK && bytes && !bytes->is_null)
         st = put_member(w, sl_sniff_extension(bytes->ptr, bytes->len), bytes->ptr, bytes->len);

@@ -127,8 +127,10 @@ def test_ids_from_the_data_never_name_a_file(sluice, tmp_path):
                for p in made), sorted(map(str, made))
     with tarfile.open(tmp_path / "nest" / "webdataset" / "part-00000.tar") as tar:
         names = tar.getnames()
-    # (images named by a path stay out of the shard: one JSON member a row)
-    assert sorted(names) == [f"00000_{i:06d}.json" for i in range(len(HOSTILE_IDS))], names
+    # (images named by a path stay out of the shard: a JSON and a caption
+    # member a row)
+    assert sorted(names) == [f"00000_{i:06d}.{ext}" for i in range(len(HOSTILE_IDS))
+                             for ext in ("json", "txt")], names
     rows = [json.loads(line) for line in
             (tmp_path / "nest" / "jsonl" / "part-00000.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == sorted(HOSTILE_IDS)

@@ -3,7 +3,7 @@
 with the `webdataset` package and with Python's tarfile. Each sample's .json
 is the row the JSONL output gives for the same settings (all fields but
 timings), its image member the source file's bytes under the sniffed
-extension; a failed row is its .json alone. A run killed mid-way and run
+extension, its .txt the caption; a failed row is its .json alone. A run killed mid-way and run
 again writes every id once across the shards; sluice reads its own shards
 back as input (the earlier row's fields as input_* columns); `sluice batch`
 refuses the format; an s3:// output gets the same shards."""
@@ -101,10 +101,14 @@ def test_shards_hold_the_jsonl_rows_and_the_images(runs):
             assert "image_bytes" not in row
             assert without_timings(row) == without_timings(jsonl[row["id"]]), row["id"]
             assert set(row["timings"]) == set(jsonl[row["id"]]["timings"])
-            images = {e: d for e, d in members.items() if e != "json"}
+            images = {e: d for e, d in members.items() if e not in ("json", "txt")}
             if row["error"] is not None:
                 assert images == {}, row["id"]  # a failed row: its .json alone
+                assert "txt" not in members, row["id"]
             else:
+                # The caption alone, as img2dataset's KEY.txt (what
+                # open_clip reads as a sample's text).
+                assert members["txt"].decode("utf-8") == jsonl[row["id"]]["caption"], row["id"]
                 source = pathlib.Path(row["path"])
                 assert images == {EXT[source.suffix.lower()]: source.read_bytes()}, row["id"]
             by_tarfile[key] = members
@@ -119,6 +123,12 @@ def test_shards_hold_the_jsonl_rows_and_the_images(runs):
         assert members == by_tarfile[s["__key__"]], s["__key__"]
         seen.append(s["__key__"])
     assert seen == list(by_tarfile)
+    # As a trainer reads it: (image, text) pairs of the captioned rows.
+    pairs = list(wds.WebDataset([str(p) for p in parts], shardshuffle=False)
+                 .select(lambda s: "txt" in s).to_tuple("jpg;png;gif", "txt"))
+    ok = [r for r in lines if r["error"] is None]
+    assert sorted(t.decode() for _, t in pairs) == sorted(r["caption"] for r in ok)
+    assert len(pairs) == len(ok)
 
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["params"]["format"] == "webdataset"
@@ -190,6 +200,7 @@ def test_sluice_reads_its_own_shards_back(sluice, runs, tmp_path):
             assert row[f"input_{k}"] == v, (row["id"], k)
         if old["error"] is None:
             assert row["error"] is None, row
+            assert row["txt"] == old["caption"], row  # the .txt member, column txt
             assert (row["source_width"], row["source_height"]) == \
                 (old["source_width"], old["source_height"])
         else:  # no image member: the sample fails, naming the shard and key
