@@ -153,3 +153,28 @@ def test_a_program_builds_and_runs_against_the_moved_prefix(node, hidden, llama_
     for run in runs:
         lines = [l.split("\t") for l in run.splitlines()[1:]]
         assert sorted(int(l[0]) for l in lines) == [0, 1, 2] and all(l[1] == "ok" for l in lines)
+
+
+def test_the_bundled_libraries_load_each_other_not_another_llama_cpp(node, tmp_path):
+    """Installed into a shared prefix (/usr/local) beside another llama.cpp
+    (its own `cmake --install` puts libggml*.so.0 in /usr/local/lib), sluice
+    and the libraries in lib/sluice/ still load each other: sluice's run
+    path is lib/sluice alone, and llama.cpp's own ($ORIGIN/../lib:$ORIGIN)
+    means lib/lib and lib/sluice from there, never the prefix's lib/. A
+    library sluice does not name itself (a CUDA build's libggml-cuda,
+    NEEDED by libggml alone) is found that way."""
+    prefix = tmp_path / "prefix"
+    shutil.copytree(node / "prefix", prefix, symlinks=True)
+    own = prefix / "lib" / "sluice"
+    sonames = sorted(p.name for p in own.glob("lib*.so.[0-9]") if p.is_symlink())
+    assert "libggml-base.so.0" in sonames, sonames
+    for soname in sonames:  # the other llama.cpp: real files, from the copies
+        shutil.copy(own / soname, prefix / "lib" / soname)
+    objects = [prefix / "bin" / "sluice"] + sorted(p for p in own.glob("lib*.so.*")
+                                                   if not p.is_symlink())
+    for obj in objects:
+        ldd = subprocess.run(["ldd", str(obj)], capture_output=True, text=True, timeout=60).stdout
+        for line in ldd.splitlines():
+            if line.split()[0] in sonames:
+                where = pathlib.Path(line.split("=>")[1].split("(")[0].strip()).resolve()
+                assert where.parent == own.resolve(), f"{obj.name}: {line.strip()}"
