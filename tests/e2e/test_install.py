@@ -1,0 +1,180 @@
+"""The installed prefix on a machine that never had the build cache
+(docs/building.md, "Installing on machines without the build cache"): the
+build under test installed with DESTDIR, the prefix moved to another
+folder (as a tarred prefix unpacked on a node would be), then run with
+llama.cpp's and nanoarrow's prefixes and the build folder hidden: each
+command runs in a private mount namespace (`unshare -m`) with an empty
+tmpfs over those folders, visible to that command alone. bin/sluice
+captions three images to JSONL and Parquet, and examples/library/caption.c
+is compiled there against the moved prefix with pkg-config and runs.
+The runs skip where unshare or mount is not permitted (not root, no
+CAP_SYS_ADMIN), or where llama.cpp is a system one (its folder cannot be
+hidden without hiding the system); what the prefix holds is checked
+everywhere. They run under the ASan build too (its sluice.pc links the
+example with -fsanitize)."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import REPO, SAMPLES, TINY
+
+IMAGES = ["chelsea.jpg", "coffee.jpg", "rocket.jpg"]
+
+
+def nanoarrow_prefix(build: pathlib.Path) -> pathlib.Path:
+    """nanoarrow's prefix as CMake found it (its cache), else setup.sh's file."""
+    cache = build / "CMakeCache.txt"
+    if cache.is_file():
+        for line in cache.read_text().splitlines():
+            if line.startswith("NANOARROW_INCLUDE_DIR:"):
+                return pathlib.Path(line.split("=", 1)[1]).parent
+    return pathlib.Path((REPO / "build" / "nanoarrow-prefix").read_text().strip())
+
+
+@pytest.fixture(scope="module")
+def hidden(sluice_bin, llama_prefix, tmp_path_factory) -> list[pathlib.Path]:
+    """The folders a node does not have; skips where they cannot be hidden."""
+    # unshare first: a user who may not use it may not read root's cache either
+    for tool in ("unshare", "mount", "pkg-config", "cc"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    probe = tmp_path_factory.mktemp("probe")
+    r = subprocess.run(["unshare", "-m", "mount", "-t", "tmpfs", "none", str(probe)],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        pytest.skip("cannot hide the build cache: `unshare -m` + `mount -t tmpfs` not permitted "
+                    f"here (needs root or CAP_SYS_ADMIN): {r.stderr.strip()}")
+    if not (llama_prefix / ".sluice-complete").is_file():
+        pytest.skip(f"llama.cpp at {llama_prefix} is not scripts/llama-cpp.sh's build "
+                    "(a system one): its folder cannot be hidden alone")
+    build = sluice_bin.parent
+    folders = {llama_prefix.resolve(), llama_prefix.resolve().parent / "src",
+               nanoarrow_prefix(build).resolve(), build.resolve(),
+               (REPO / "build").resolve()}
+    return sorted(f for f in folders if f.is_dir())
+
+
+def on_node(hidden: list[pathlib.Path], cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    """cmd run with every folder of hidden under an empty tmpfs."""
+    script = ('for d in $HIDE; do mount -t tmpfs none "$d" || exit 99; done; '
+              'unset HIDE; exec "$@"')
+    env = dict(kw.pop("env", os.environ), HIDE=" ".join(map(str, hidden)))
+    assert all(" " not in str(d) for d in hidden), hidden
+    return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *cmd], env=env,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def node(sluice_bin, tmp_path_factory) -> pathlib.Path:
+    """A node's folder: the moved prefix in prefix/, the model and images copied."""
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not installed")
+    root = tmp_path_factory.mktemp("node")
+    dest = tmp_path_factory.mktemp("destdir")
+    r = subprocess.run(["cmake", "--install", str(sluice_bin.parent), "--prefix", "/opt/sluice"],
+                       env=dict(os.environ, DESTDIR=str(dest)), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    shutil.move(dest / "opt" / "sluice", root / "prefix")
+    for name in ("model.gguf", "mmproj.gguf"):
+        shutil.copy(TINY / name, root / name)
+    (root / "images").mkdir()
+    for name in IMAGES:
+        shutil.copy(SAMPLES / name, root / "images" / name)
+    return root
+
+
+def test_the_prefix_holds_llama_cpp_and_no_path_to_the_cache(node, llama_prefix):
+    prefix = node / "prefix"
+    runpath = subprocess.run(["readelf", "-d", str(prefix / "bin" / "sluice")],
+                             capture_output=True, text=True, check=True).stdout
+    assert "$ORIGIN/" in runpath and str(llama_prefix) not in runpath, runpath
+    libs = sorted(p.name for p in (prefix / "lib" / "sluice").iterdir())
+    for name in ("libllama.so.0", "libmtmd.so.0", "libggml.so.0", "libggml-base.so.0",
+                 "libggml-cpu.so.0", "libllama.so", "libnanoarrow_static.a"):
+        assert name in libs, libs
+    # sluice's libraries only: not llama-server's, nor its programs and headers
+    assert not [n for n in libs if "server" in n], libs
+    assert sorted(p.name for p in prefix.iterdir()) == ["bin", "include", "lib"]
+    assert sorted(p.name for p in (prefix / "bin").iterdir()) == ["sluice"]
+    assert sorted(p.name for p in (prefix / "include").iterdir()) == ["sluice"]
+    pc = (prefix / "lib" / "pkgconfig" / "sluice.pc").read_text()
+    assert str(llama_prefix.parent) not in pc and ".cache" not in pc, pc
+
+
+def test_sluice_runs_from_the_moved_prefix_without_the_cache(node, hidden, llama_prefix):
+    sluice = str(node / "prefix" / "bin" / "sluice")
+    r = on_node(hidden, [sluice, "--version"])
+    assert r.returncode == 0, r.stderr
+    stamp = (llama_prefix / ".sluice-complete").read_text().strip()
+    assert r.stdout.splitlines()[1].startswith(f"llama.cpp: {stamp}"), r.stdout
+    # the hiding works: each hidden folder, not empty here, is empty there
+    assert all(any(d.iterdir()) for d in hidden)
+    r = on_node(hidden, ["sh", "-c", 'for d; do [ -z "$(ls -A "$d")" ] || exit 1; done', "sh",
+                         *map(str, hidden)])
+    assert r.returncode == 0, hidden
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_caption_job_runs_without_the_cache(node, hidden, fmt):
+    out = node / f"out-{fmt}"
+    r = on_node(hidden, [str(node / "prefix" / "bin" / "sluice"), "caption",
+                         str(node / "images"), "-o", str(out), "--format", fmt,
+                         "--model", str(node / "model.gguf"), "--mmproj",
+                         str(node / "mmproj.gguf"), "--max-tokens", "8", "--metrics-addr", "off"])
+    assert r.returncode == 0, r.stderr[-4000:]
+    if fmt == "jsonl":
+        rows = [json.loads(line) for line in (out / "part-00000.jsonl").read_text().splitlines()]
+    else:
+        pq = pytest.importorskip("pyarrow.parquet")
+        rows = pq.read_table(out / "part-00000.parquet").to_pylist()
+    assert sorted(row["id"] for row in rows) == IMAGES
+    assert all(row["error"] is None and row["caption"] for row in rows), rows
+
+
+def test_a_program_builds_and_runs_against_the_moved_prefix(node, hidden, llama_prefix):
+    """docs/library.md's one command, on the node: the compile and link too
+    see nothing of the cache (nanoarrow's archives, llama.cpp's libraries)."""
+    exe = node / "caption"
+    env = dict(os.environ, PKG_CONFIG_PATH=str(node / "prefix" / "lib" / "pkgconfig"))
+    r = on_node(hidden, ["sh", "-c", 'cc -std=c11 "$1" -o "$2" $(pkg-config --cflags --libs sluice)',
+                         "sh", str(REPO / "examples" / "library" / "caption.c"), str(exe)],
+                env=env, cwd=node)
+    assert r.returncode == 0, r.stderr[-4000:]
+    r = on_node(hidden, [str(exe), str(node / "model.gguf"), str(node / "mmproj.gguf"),
+                         *(str(node / "images" / n) for n in IMAGES)])
+    assert r.returncode == 0, r.stdout + r.stderr[-4000:]
+    runs = r.stdout.split("run ")[1:]
+    assert len(runs) == 2, r.stdout
+    for run in runs:
+        lines = [l.split("\t") for l in run.splitlines()[1:]]
+        assert sorted(int(l[0]) for l in lines) == [0, 1, 2] and all(l[1] == "ok" for l in lines)
+
+
+def test_the_bundled_libraries_load_each_other_not_another_llama_cpp(node, tmp_path):
+    """Installed into a shared prefix (/usr/local) beside another llama.cpp
+    (its own `cmake --install` puts libggml*.so.0 in /usr/local/lib), sluice
+    and the libraries in lib/sluice/ still load each other: sluice's run
+    path is lib/sluice alone, and llama.cpp's own ($ORIGIN/../lib:$ORIGIN)
+    means lib/lib and lib/sluice from there, never the prefix's lib/. A
+    library sluice does not name itself (a CUDA build's libggml-cuda,
+    NEEDED by libggml alone) is found that way."""
+    prefix = tmp_path / "prefix"
+    shutil.copytree(node / "prefix", prefix, symlinks=True)
+    own = prefix / "lib" / "sluice"
+    sonames = sorted(p.name for p in own.glob("lib*.so.[0-9]") if p.is_symlink())
+    assert "libggml-base.so.0" in sonames, sonames
+    for soname in sonames:  # the other llama.cpp: real files, from the copies
+        shutil.copy(own / soname, prefix / "lib" / soname)
+    objects = [prefix / "bin" / "sluice"] + sorted(p for p in own.glob("lib*.so.*")
+                                                   if not p.is_symlink())
+    for obj in objects:
+        ldd = subprocess.run(["ldd", str(obj)], capture_output=True, text=True, timeout=60).stdout
+        for line in ldd.splitlines():
+            if line.split()[0] in sonames:
+                where = pathlib.Path(line.split("=>")[1].split("(")[0].strip()).resolve()
+                assert where.parent == own.resolve(), f"{obj.name}: {line.strip()}"
