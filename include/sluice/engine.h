@@ -269,6 +269,14 @@ sl_llama_params sl_llama_default_params(void);
  * them. sl_pipeline_run does. */
 void sl_llama_init(void);
 
+/* Whether this CPU can run the llama.cpp sluice was built with: one built
+ * for its build machine's CPU (GGML_NATIVE, scripts/llama-cpp.sh's CPU
+ * build) may use SIMD extensions (AVX-512, ...) another CPU lacks, and
+ * would die of SIGILL there. SL_OK, or SL_ERR_MODEL naming the extensions
+ * missing and what to do; sl_llama_init does nothing then, and every
+ * function that loads a model returns this. Reads /proc/cpuinfo once. */
+sl_status sl_llama_cpu_check(void);
+
 /* Which llama.cpp the engine runs, for a dataset's reader: how it was built
  * (scripts/llama-cpp.sh's stamp, "llama-cpp-python 0.3.36 (cpu)", or "llama.cpp
  * at PREFIX" for one it did not build) and the ggml library loaded:

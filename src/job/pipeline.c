@@ -915,8 +915,12 @@ sl_status sl_pipeline_run(sl_pipeline *pl, sl_caption_summary *sum)
      * the array setenv freed. */
     if ((st = sl_image_init()) != SL_OK)
         return st;
-    if (!p->dry_run && !job_uses_openai(p))
+    if (!p->dry_run && !job_uses_openai(p)) {
+        /* before anything is made: the output folder, the metrics port */
+        if ((st = sl_llama_cpu_check()) != SL_OK)
+            return st;
         sl_llama_init();
+    }
 
     if (p->dist && p->input_shard_count > 1)
         return sl_fail(SL_ERR_INVALID_ARG, "--input-shard splits the input between separate "

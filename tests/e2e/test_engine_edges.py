@@ -3,9 +3,12 @@ that can never fit stop the job with exit 2 naming what to change, and
 what to change is the thing that does not fit."""
 import json
 import os
+import pathlib
 import re
 import resource
 import subprocess
+
+import pytest
 
 from conftest import REPO, TINY, interrupt_when_said, read_rows, sanitized
 
@@ -289,3 +292,52 @@ def test_a_stop_cancels_loading_the_model(sluice, four, tmp_path):
     assert rc == 130, log
     assert took < 4, f"{took:.1f} s from the stop request to the exit: {log}"
     assert f"stopped on request while loading --model '{TINY / 'model.gguf'}'" in log, log
+
+
+def native_flags() -> list[str]:
+    """The SIMD flags of this CPU that a GGML_NATIVE llama.cpp build may
+    use, as CMakeLists.txt picks them; [] where the llama.cpp sluice runs
+    was not built for this CPU (then sluice checks nothing)."""
+    cache = pathlib.Path(os.environ["SLUICE_LLAMA_PREFIX"]).parent / "build" / "CMakeCache.txt"
+    if not cache.exists() or "GGML_NATIVE:BOOL=ON" not in cache.read_text().splitlines():
+        return []
+    line = next(t for t in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                if t.startswith("flags"))
+    simd = re.compile(r"pni|ssse3|sse4_1|sse4_2|avx|avx2|fma|f16c|bmi2|avx_vnni|avx512[a-z0-9_]*|"
+                      r"amx_[a-z0-9]+")
+    return [f for f in line.split(":", 1)[1].split() if simd.fullmatch(f)]
+
+
+def test_a_cpu_without_the_builds_simd_extensions_is_refused_by_name(sluice, four, tmp_path):
+    """A llama.cpp built with GGML_NATIVE uses its build machine's SIMD
+    extensions; a prefix carried to a CPU without one died of SIGILL in
+    libggml-cpu naming nothing. sluice compares this CPU's flags (here a
+    test's stand-in, SLUICE_TEST_CPU_FLAGS) with the build's first: exit 2
+    naming what is missing, before the output folder is made. A job that
+    loads no model (--dry-run, the openai engine) is not checked."""
+    have = native_flags()
+    if "avx2" not in have:
+        pytest.skip("this llama.cpp is not a GGML_NATIVE build on an AVX2 CPU")
+    lacking = [f for f in have if f not in ("avx2", "fma")]
+    env = dict(os.environ, SLUICE_TEST_CPU_FLAGS=" ".join(lacking))
+
+    def caption(out, *extra):
+        return subprocess.run([str(sluice.binary), "caption", str(four), "-o", str(out),
+                               "--model", str(TINY / "model.gguf"), "--mmproj",
+                               str(TINY / "mmproj.gguf"), "-n", "4", "--metrics-addr", "off",
+                               *extra], env=env, capture_output=True, text=True, timeout=300)
+
+    r = caption(tmp_path / "old")
+    assert r.returncode == 2, r.stderr
+    missing = ", ".join(f for f in have if f in ("avx2", "fma"))  # in the build's order
+    assert "was built for the CPU of the machine that built it (GGML_NATIVE) and may use " \
+        f"{missing}, which this CPU lacks: it would stop on an illegal instruction" in r.stderr, \
+        r.stderr
+    assert "SLUICE_TEST_CPU_FLAGS is set" in r.stderr, r.stderr
+    assert not (tmp_path / "old").exists()
+    r = caption(tmp_path / "dry", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    env["SLUICE_TEST_CPU_FLAGS"] = " ".join(have)
+    r = caption(tmp_path / "same")
+    assert r.returncode == 0, r.stderr
+    assert len(read_rows(tmp_path / "same")) == len(list(four.iterdir()))

@@ -3737,8 +3737,79 @@ static const char *base_name(const char *path)
     return slash ? slash + 1 : path;
 }
 
+/* The SIMD extensions the llama.cpp build may use (SL_LLAMA_CPU_FLAGS:
+ * the build machine's, when it was built for that CPU, GGML_NATIVE) that
+ * this CPU lacks, ", "-separated ("" when none, when the build names none,
+ * or when /proc/cpuinfo cannot be read: no opinion then). Without this a
+ * prefix carried to an older node dies of SIGILL in libggml-cpu, as its
+ * backend starts (llama_backend_init) or loads a model, naming nothing.
+ * SLUICE_TEST_CPU_FLAGS (TEST-ONLY, said on stderr) stands for this CPU's
+ * flags line. Found once. */
+static char cpu_missing[512];
+
+static void find_cpu_missing(void)
+{
+    static const char built[] = SL_LLAMA_CPU_FLAGS;
+    if (!built[0])
+        return;
+    char line[8192] = "";
+    const char *fake = getenv("SLUICE_TEST_CPU_FLAGS");
+    if (fake) {
+        sl_log(SL_LOG_WARN, "SLUICE_TEST_CPU_FLAGS is set (a test's): this CPU's flags are "
+                            "taken as '%.200s'", fake);
+        snprintf(line, sizeof line, " %s ", fake);
+    } else {
+        FILE *f = fopen("/proc/cpuinfo", "re");
+        char buf[sizeof line - 2];
+        while (f && fgets(buf, sizeof buf, f))
+            if (strncmp(buf, "flags", 5) == 0 && strchr(buf, ':')) {
+                snprintf(line, sizeof line, " %s", strchr(buf, ':') + 1);
+                break;
+            }
+        if (f)
+            fclose(f);
+        if (!line[0])
+            return;
+        size_t len = strcspn(line, "\n"); /* the words end with a space, as the test's */
+        if (len + 1 < sizeof line)
+            memcpy(line + len, " ", 2);
+    }
+    size_t used = 0;
+    for (const char *w = built; *w;) {
+        size_t n = strcspn(w, " ");
+        char word[64];
+        snprintf(word, sizeof word, " %.*s ", (int)n, w);
+        if (!strstr(line, word) && used < sizeof cpu_missing) {
+            int k = snprintf(cpu_missing + used, sizeof cpu_missing - used, "%s%.*s",
+                             used ? ", " : "", (int)n, w);
+            used += k > 0 ? (size_t)k : 0;
+        }
+        w += n + (w[n] == ' ');
+    }
+}
+
+static const char *cpu_lacks(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, find_cpu_missing);
+    return cpu_missing;
+}
+
+sl_status sl_llama_cpu_check(void)
+{
+    if (!cpu_lacks()[0])
+        return SL_OK;
+    return sl_fail(SL_ERR_MODEL,
+                   "this sluice's llama.cpp (%s) was built for the CPU of the machine that built "
+                   "it (GGML_NATIVE) and may use %s, which this CPU lacks: it would stop on an "
+                   "illegal instruction. Build sluice on this machine, or on the oldest CPU of "
+                   "the nodes that run it (docs/building.md)", SL_LLAMA_BUILD, cpu_lacks());
+}
+
 static void init_backend_once(void)
 {
+    if (cpu_lacks()[0])
+        return; /* its CPU backend would die as it starts: every open says why */
     llama_log_set(ggml_to_sl_log, NULL);
     mtmd_helper_log_set(ggml_to_sl_log, NULL);
     llama_backend_init();
@@ -3911,6 +3982,8 @@ static sl_status load_shape(const sl_llama_params *p, struct llama_model **out)
         st = check_kv_type("--cache-type-k", p->cache_type_k);
     if (st == SL_OK)
         st = check_kv_type("--cache-type-v", p->cache_type_v);
+    if (st == SL_OK)
+        st = sl_llama_cpu_check();
     if (st != SL_OK)
         return st;
     init_backend();
@@ -4205,6 +4278,8 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     bool vision = params->mmproj_path && *params->mmproj_path;
     if (st == SL_OK && vision)
         st = check_readable("--mmproj", params->mmproj_path);
+    if (st == SL_OK)
+        st = sl_llama_cpu_check();
     if (st != SL_OK)
         return st;
     if (params->n_parallel < 0 || params->n_parallel >= (int)llama_max_parallel_sequences())
