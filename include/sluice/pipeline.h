@@ -42,7 +42,7 @@ typedef enum sl_pipeline_builtin {
 } sl_pipeline_builtin;
 
 typedef struct sl_pipeline_stage_params {
-    const char *name; /* unique in the pipeline; names the stage in stats and errors */
+    const char *name; /* unique in the pipeline, UTF-8; names the stage in stats and errors */
     int workers;      /* >= 1 (default 1) */
     int batch_size;   /* rows per process() call at most, >= 1 (default 16) */
     void *config;     /* handed to init() */

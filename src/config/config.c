@@ -1299,6 +1299,13 @@ static sl_status add_stage(sl_config *c, int i, const char *where, const char *n
                        "(examples/tags.lua@engine), or a JSON object "
                        "({\"lua\": \"examples/tags.lua\", \"after\": \"engine\"})",
                        where, name, text[0] ? "file name" : "spec");
+    /* A stage is kept as JSON, which holds UTF-8 only: a file name of
+     * other bytes (a Latin-1 one) failed as "out of memory reading a stage". */
+    if (text[0] != '{' && !sl_utf8_valid(text, strlen(text)))
+        return sl_fail(SL_ERR_INVALID_ARG,
+                       "%s%s: the stage file name '%s' is not UTF-8 (a stage is kept as JSON, "
+                       "which holds UTF-8 only): rename the file",
+                       where, name, text);
     json_error_t err;
     json_t *stage = text[0] == '{' ? json_loads(text, JSON_REJECT_DUPLICATES, &err)
                                    : stage_short_form(text);

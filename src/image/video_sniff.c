@@ -76,9 +76,9 @@ bool video_detect(const uint8_t *p, size_t len, video_container *out)
         return true;
     }
     /* MPEG-TS: sync bytes; a packet's adaptation field control is never 0
-     * (which also turns away "GIF8": a GIF starts with the sync byte 'G'). */
-    if (len >= 1 && p[0] == 0x47 && (len < 4 || (p[3] & 0x30) != 0) &&
-        !(len >= 4 && memcmp(p, "GIF8", 4) == 0)) {
+     * (which also turns away "GIF8": a GIF starts with the sync byte 'G').
+     * Its 4-byte header at least: a shorter file is no packet. */
+    if (len >= 4 && p[0] == 0x47 && (p[3] & 0x30) != 0 && memcmp(p, "GIF8", 4) != 0) {
         for (size_t at = 188; at < len && at <= 3 * 188; at += 188)
             if (p[at] != 0x47)
                 return false;

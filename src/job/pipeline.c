@@ -118,6 +118,10 @@ sl_status sl_pipeline_add_stage(sl_pipeline *pl, const sl_pipeline_stage_params 
         return sl_fail(SL_ERR_INVALID_ARG, "a stage needs a name of its own, got '%s'%s", name,
                        *name ? " (another stage's or a built-in one's): give it a name (a job's "
                                "stages: their name key, by default the file's name)" : "");
+    if (!sl_utf8_valid(name, strlen(name)))
+        return sl_fail(SL_ERR_INVALID_ARG, "stage name '%s' is not UTF-8: it names the stage in "
+                                           "the rows' error_stage and in the metrics' labels; "
+                                           "give a UTF-8 name", name);
     if (pl->next_builtin == SL_PIPELINE_READ || pl->next_builtin > SL_PIPELINE_WRITE)
         return sl_fail(SL_ERR_INVALID_ARG, "stage '%s' must come after read and before write",
                        name);

@@ -43,6 +43,7 @@ typedef struct ref {
 
 struct rank_metrics {
     ref *refs;   /* RV_COUNT per rank, then JV_COUNT */
+    sl_metrics_child **hooked; /* the child reading each ref, once set */
 };
 
 static double read_rank(void *user)
@@ -81,7 +82,9 @@ sl_status rank_metrics_attach(sl_metrics *reg, sl_dist *d, rank_metrics **out)
     *out = NULL;
     int n = sl_dist_size(d);
     rank_metrics *rm = sl_calloc(1, sizeof *rm);
-    if (!rm || !(rm->refs = sl_calloc((size_t)n * RV_COUNT + JV_COUNT, sizeof *rm->refs))) {
+    size_t n_refs = (size_t)n * RV_COUNT + JV_COUNT;
+    if (!rm || !(rm->refs = sl_calloc(n_refs, sizeof *rm->refs)) ||
+        !(rm->hooked = sl_calloc(n_refs, sizeof *rm->hooked))) {
         rank_metrics_free(rm);
         return sl_fail(SL_ERR_NOMEM, "out of memory for the job's metrics");
     }
@@ -110,6 +113,7 @@ sl_status rank_metrics_attach(sl_metrics *reg, sl_dist *d, rank_metrics **out)
                                                   label);
             st = c ? sl_metrics_child_set_fn(c, read_rank, f)
                    : sl_fail(SL_ERR_NOMEM, "out of memory for the job's metrics");
+            rm->hooked[r * RV_COUNT + i] = st == SL_OK ? c : NULL;
         }
     }
     for (int i = 0; st == SL_OK && i < JV_COUNT; i++) {
@@ -118,8 +122,13 @@ sl_status rank_metrics_attach(sl_metrics *reg, sl_dist *d, rank_metrics **out)
         sl_metrics_child *c = sl_metrics_with(sl_metrics_find(reg, job_families[i].name));
         st = c ? sl_metrics_child_set_fn(c, read_job, f)
                : sl_fail(SL_ERR_NOMEM, "out of memory for the job's metrics");
+        rm->hooked[n * RV_COUNT + i] = st == SL_OK ? c : NULL;
     }
     if (st != SL_OK) {
+        /* The server is up: a scrape would read the refs freed below. */
+        for (size_t k = 0; k < n_refs; k++)
+            if (rm->hooked[k])
+                sl_metrics_child_set_fn(rm->hooked[k], NULL, NULL);
         rank_metrics_free(rm);
         return st;
     }
@@ -151,5 +160,6 @@ void rank_metrics_free(rank_metrics *rm)
     if (!rm)
         return;
     sl_free(rm->refs);
+    sl_free(rm->hooked);
     sl_free(rm);
 }

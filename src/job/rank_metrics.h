@@ -14,7 +14,8 @@
 typedef struct rank_metrics rank_metrics;
 
 /* Registers the families in reg and ties them to d; *out is freed with
- * rank_metrics_free() after the server stops. */
+ * rank_metrics_free() after the server stops. On error nothing in reg
+ * reads what was freed (the server may be up): the series read 0. */
 sl_status rank_metrics_attach(sl_metrics *reg, sl_dist *d, rank_metrics **out);
 /* [{rank, rows, failed, parts, shards, generated_tokens, finished}, ...];
  * NULL when not rank 0 of a job. */

@@ -302,6 +302,15 @@ sl_status sl_metrics_register(sl_metrics *m, const sl_metrics_family_params *par
         m->cap_families = cap;
     }
     sl_metrics_family *f = family_new(m, params);
+    /* A family without labels has its one child from the start, so it is
+     * exposed (as 0) before the first update, as the Prometheus clients do.
+     * Made before the family is listed: when it fails nothing is left
+     * registered, and the caller may register the name again. */
+    sl_metrics_child *c;
+    if (f && f->n_labels == 0 && sl_metrics_child_get(f, NULL, &c) != SL_OK) {
+        family_free(f);
+        f = NULL;
+    }
     if (!f) {
         pthread_mutex_unlock(&m->mu);
         return sl_fail(SL_ERR_NOMEM, "out of memory registering metric %s", params->name);
@@ -313,14 +322,6 @@ sl_status sl_metrics_register(sl_metrics *m, const sl_metrics_family_params *par
     m->families[at] = f;
     m->n_families++;
     pthread_mutex_unlock(&m->mu);
-
-    /* A family without labels has its one child from the start, so it is
-     * exposed (as 0) before the first update, as the Prometheus clients do. */
-    if (f->n_labels == 0) {
-        sl_metrics_child *c;
-        if ((st = sl_metrics_child_get(f, NULL, &c)) != SL_OK)
-            return st; /* the family stays registered, childless; harmless */
-    }
     *out = f;
     return SL_OK;
 }

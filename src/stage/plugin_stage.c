@@ -33,14 +33,22 @@ static sl_status host_fail(sl_status status, const char *fmt, ...)
     return sl_fail(status, "%s", msg);
 }
 
+/* The whole message, however long, as sl_row_fail keeps every other
+ * stage's: a 1 KiB buffer here cut a plugin's longer one, mid-character
+ * too (a U+FFFD then ended the row's error). */
 static void host_row_fail(sl_row *row, const char *fmt, ...)
 {
-    char msg[1024];
-    va_list ap;
+    va_list ap, again;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    char *msg = n >= 0 ? sl_malloc((size_t)n + 1) : NULL;
+    if (msg)
+        vsnprintf(msg, (size_t)n + 1, fmt, again);
+    va_end(again);
     va_end(ap);
-    sl_row_fail(row, "%s", msg);
+    sl_row_fail(row, "%s", msg ? msg : "out of memory recording the plugin's error");
+    sl_free(msg);
 }
 
 static json_t *config_member(const char *config_json, const char *key)

@@ -18,6 +18,7 @@
 typedef struct counting {
     const sl_plugin_host *host;
     char *counts;
+    char *note; /* config "fail_note": added to each failed row's message */
     int worker;
     long fail_mod, drop_mod;
     long rows, calls, max_batch;
@@ -42,6 +43,7 @@ static sl_status counting_init(const sl_plugin_host *host, const char *config, i
     c->host = host;
     c->worker = worker;
     c->counts = host->config_string(config, "counts");
+    c->note = host->config_string(config, "fail_note");
     c->fail_mod = number(host, config, "fail_mod");
     c->drop_mod = number(host, config, "drop_mod");
     *state = c;
@@ -61,8 +63,8 @@ __attribute__((unused)) static sl_status counting_process(void *state, sl_row *c
         uint64_t seq = h->row_seq(rows[i]);
         c->rows++;
         if (c->fail_mod && seq % (uint64_t)c->fail_mod == 0) {
-            h->row_fail(rows[i], "counting: row '%s' refused (seq %llu)", h->row_id(rows[i]),
-                        (unsigned long long)seq);
+            h->row_fail(rows[i], "counting: row '%s' refused (seq %llu)%s", h->row_id(rows[i]),
+                        (unsigned long long)seq, c->note ? c->note : "");
             continue;
         }
         if (c->drop_mod && seq % (uint64_t)c->drop_mod == 0) {
@@ -91,6 +93,7 @@ static void counting_close(void *state, sl_exec_end end)
         }
         c->host->text_free(c->counts);
     }
+    c->host->text_free(c->note);
     free(c);
 }
 

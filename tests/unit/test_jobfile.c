@@ -829,6 +829,11 @@ static void stages_in_a_job_file(void **state)
             strstr(sl_last_error(), "plugin is"))
             fail_msg("'%s': %s", empty[i][0], sl_last_error());
     }
+    /* A file name that is not UTF-8 (a Latin-1 'é'): a stage is kept as
+     * JSON, which cannot hold it; said so, not "out of memory". */
+    assert_int_equal(sl_config_set_flag(c, "stage", "caf\xe9.lua@decode"), SL_ERR_INVALID_ARG);
+    if (!strstr(sl_last_error(), "--stage: the stage file name 'caf\xe9.lua@decode' is not UTF-8"))
+        fail_msg("a Latin-1 stage file name: %s", sl_last_error());
     sl_config_free(c);
 }
 

@@ -446,6 +446,39 @@ static void failed_allocations_are_reported(void **state)
     assert_int_equal(sl_alloc_live_bytes(), 0);
 }
 
+/* A registration that fails for memory leaves nothing behind: the same
+ * name registers once memory is back, and no half-made family shows. */
+static void a_failed_registration_can_be_retried(void **state)
+{
+    (void)state;
+    int failures = 0;
+    for (long n = 0; n < 20; n++) {
+        sl_metrics *m = new_registry();
+        sl_metrics_family *f = (sl_metrics_family *)m; /* must be cleared */
+        sl_alloc_fail_after(n);
+        sl_status st = sl_metrics_add_counter(m, "c_total", "C.", NULL, &f);
+        sl_alloc_fail_after(-1);
+        if (st != SL_OK) {
+            failures++;
+            assert_int_equal(st, SL_ERR_NOMEM);
+            assert_null(f);
+            assert_null(sl_metrics_find(m, "c_total"));
+            char *text = render(m);
+            assert_null(strstr(text, "c_total"));
+            sl_metrics_text_free(text);
+            assert_int_equal(sl_metrics_add_counter(m, "c_total", "C.", NULL, &f), SL_OK);
+        }
+        assert_non_null(f);
+        sl_metrics_counter_inc(sl_metrics_with(f));
+        char *text = render(m);
+        assert_non_null(strstr(text, "\nc_total 1\n"));
+        sl_metrics_text_free(text);
+        sl_metrics_free(m);
+    }
+    assert_true(failures > 0);
+    assert_int_equal(sl_alloc_live_bytes(), 0);
+}
+
 /* --- process metrics ------------------------------------------------------------------- */
 
 static double sample_value(const char *text, const char *name)
@@ -898,6 +931,7 @@ int main(void)
         cmocka_unit_test(invalid_names_rejected),
         cmocka_unit_test(counters_ignore_negative_amounts),
         cmocka_unit_test(failed_allocations_are_reported),
+        cmocka_unit_test(a_failed_registration_can_be_retried),
         cmocka_unit_test(process_metrics_are_plausible),
         cmocka_unit_test(http_endpoint_serves_and_refuses),
         cmocka_unit_test(bad_addresses_are_named),

@@ -265,6 +265,12 @@ static void assembly_rules(void **state)
     assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_ERR_INVALID_ARG); /* name taken */
     sp.name = "decode";
     assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_ERR_INVALID_ARG);
+    /* A name that is not UTF-8 (a Latin-1 'é'): refused here, naming the
+     * rule. Taken, the run failed at its start with SL_ERR_NOMEM and "metric
+     * sluice_stage_rows_in_total: value of label stage is not valid UTF-8". */
+    sp.name = "caf\xe9";
+    assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(sl_last_error(), "is not UTF-8"));
     sp.name = "other";
     sp.process = NULL;
     assert_int_equal(sl_pipeline_add_stage(pl, &sp), SL_ERR_INVALID_ARG);

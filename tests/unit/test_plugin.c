@@ -156,10 +156,17 @@ static void plugins_in_the_pipeline(void **state)
     static const char words[] = "the\n\n# a comment: cat\nand # joins\n  Dogs \r\n";
     tu_write(base, "stopwords.txt", words, sizeof words - 1);
 
-    char cfg_counting[1024], cfg_tags[1024];
+    /* A failed row's message longer than any fixed buffer, its end an
+     * é: kept whole, as every stage's is (the host cut it at 1 KiB). */
+    char note[3001];
+    memset(note, 'n', sizeof note - 1);
+    note[0] = ' ';
+    memcpy(note + sizeof note - 7, "END \xc3\xa9", 6);
+    note[sizeof note - 1] = '\0';
+    char cfg_counting[4096], cfg_tags[1024];
     snprintf(cfg_counting, sizeof cfg_counting,
-             "{\"counts\": \"%s\", \"fail_mod\": %d, \"drop_mod\": %d}", counts, FAIL_MOD,
-             DROP_MOD);
+             "{\"counts\": \"%s\", \"fail_mod\": %d, \"drop_mod\": %d, \"fail_note\": \"%s\"}",
+             counts, FAIL_MOD, DROP_MOD, note);
     snprintf(cfg_tags, sizeof cfg_tags, "{\"stopwords\": \"%s\", \"min_length\": 12}", stop);
     sl_plugin_stage *counting, *tags;
     assert_int_equal(sl_plugin_stage_open(PLUGIN("ok"), cfg_counting, &counting), SL_OK);
@@ -221,7 +228,11 @@ static void plugins_in_the_pipeline(void **state)
         int seq = atoi(json_string_value(json_object_get(o, "id")) + 3);
         if (seq % FAIL_MOD == 0) {
             assert_string_equal(json_string_value(json_object_get(o, "error_stage")), "counting");
-            assert_non_null(strstr(json_string_value(json_object_get(o, "error")), "refused"));
+            const char *error = json_string_value(json_object_get(o, "error"));
+            assert_non_null(strstr(error, "refused"));
+            size_t n = strlen(error);
+            assert_true(n > strlen(note));
+            assert_string_equal(error + n - strlen(note), note);
             assert_null(json_object_get(o, "tags"));
         } else {
             assert_true(seq % DROP_MOD != 0 && seq % SHORT_MOD != 0);

@@ -721,6 +721,11 @@ static void sniff_tells_videos_from_images(void **state)
     assert_false(sl_video_sniff("GIF89a", 6));
     assert_false(sl_video_sniff("GIF87a\x40\0", 8));
     assert_false(sl_video_sniff("\x47\x40\x00\x00", 4));
+    /* Fewer bytes than a packet's header is no packet: a file of "G", or
+     * a GIF cut after "GIF", is not a video (it was, as MPEG-TS). */
+    assert_false(sl_video_sniff("G", 1));
+    assert_false(sl_video_sniff("\x47\x40\x00", 3));
+    assert_false(sl_video_sniff("GIF", 3));
     assert_false(sl_video_sniff("\x89PNG\r\n\x1a\n", 8));
     assert_false(sl_video_sniff("", 0));
     /* The real files. */
