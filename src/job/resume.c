@@ -1212,6 +1212,11 @@ static sl_status open_ledger(job *j)
      * has them (a llama folder of today, stages and --image-root in its
      * fingerprint when set) must not match a form without the stages,
      * which let such a folder without them be resumed with a stage. */
+    /* The forms that did not match are kept for a refusal's message: it
+     * names the keys of the nearest, not those an older sluice did not
+     * write (sl_ledger_bind_near). */
+    char *forms[4] = {NULL, NULL, NULL, NULL};
+    size_t n_forms = 0;
     for (int older = FP_BEFORE_KV_TYPES; fp && old && strcmp(fp, old) != 0 && older < 16;
          older += FP_AS_TYPED) {
         char *then = fingerprint(j, served_model_key | older);
@@ -1219,14 +1224,17 @@ static sl_status open_ledger(job *j)
             sl_free(fp);
             fp = then;
         } else {
-            sl_free(then);
+            forms[n_forms++] = then;
         }
     }
     sl_free(old);
     if (st == SL_OK && !fp)
         st = sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);
     if (st == SL_OK)
-        st = sl_ledger_bind(j->ledger, fp, p->overwrite);
+        st = sl_ledger_bind_near(j->ledger, fp, (const char *const *)forms, n_forms,
+                                 p->overwrite);
+    for (size_t i = 0; i < n_forms; i++)
+        sl_free(forms[i]);
     /* After the bind, whose start over (--overwrite, or other settings
      * before any part) empties the meta table: recorded before it, the
      * owner was lost, and the next output given this state folder took
