@@ -142,3 +142,39 @@ def test_a_job_of_sluice_4748157_with_a_stage_resumes(sluice, tmp_path):
     assert "output folder 'out' holds rows made with other settings (prompt changed since)" \
         in r.stderr, r.stderr[-3000:]
     assert fingerprint(out) == old_fp
+
+
+def test_an_openai_folder_of_sluice_4ff1f38_resumes_and_then_checks_the_model_served(sluice, tmp_path):
+    from openai_helpers import FakeServer, completion
+    out = old_folder(tmp_path, "old-4ff1f38-openai")
+    old_fp = fingerprint(out)
+    old_parts = {p.name: p.read_bytes() for p in out.glob("part-*")}
+    shutil.copy(SAMPLES / "hubble.jpg", tmp_path / "in" / "hubble.jpg")
+
+    def caption(url, *args):
+        return subprocess.run([str(sluice.binary), "caption", "in", "-o", "out", "--engine", "openai",
+                               "--endpoint", url, "-n", "4", "--shard-rows", "2",
+                               "--metrics-addr", "off", *args],
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    # Its fingerprint holds served_model (null: found from the fleet); it is
+    # compared as written and the model found is recorded beside it.
+    with FakeServer(lambda h, n, body: completion(h)) as fake:
+        r = caption(fake.url)
+        assert r.returncode == 3, r.stderr[-3000:]
+        assert "resuming: 4 inputs were already done by an earlier run" in r.stderr, r.stderr[-3000:]
+        r2 = caption(fake.url, "--prompt", "Another prompt.")
+    rows = lines_by_id(out)
+    assert sorted(rows) == sorted(IMAGES + ("broken.jpg", "hubble.jpg"))
+    assert all(len(v) == 1 for v in rows.values()), rows
+    assert json.loads(rows["hubble.jpg"][0])["caption"] == "a fake caption"
+    assert {p: (out / p).read_bytes() for p in old_parts} == old_parts
+    assert r2.returncode == 2 and "(prompt changed since)" in r2.stderr, r2.stderr[-3000:]
+
+    # A fleet now serving another model is refused: the first run's was
+    # recorded by the resume above.
+    with FakeServer(lambda h, n, body: completion(h), models=("other",)) as fake:
+        r = caption(fake.url)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "'fake'" in r.stderr and "'other'" in r.stderr, r.stderr[-3000:]
+    assert fingerprint(out) == old_fp
